@@ -1,0 +1,39 @@
+"""openformers: load Hugging Face and GGUF checkpoints, tokenize, generate and fine-tune in plain PyTorch.
+
+Public names are imported lazily, so `import openformers` stays fast and `openformers --help` does not
+pay for importing torch.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_PUBLIC_NAMES = {
+    "AutoTokenizer": "openformers.tokenizers",
+    "PreTrainedTokenizer": "openformers.tokenizers",
+    "AutoConfig": "openformers.configs",
+    "PretrainedConfig": "openformers.configs",
+    "LlamaConfig": "openformers.configs",
+    "AutoModel": "openformers.models.auto",
+    "AutoModelForCausalLM": "openformers.models.auto",
+    "PreTrainedModel": "openformers.models.base",
+    "LlamaModel": "openformers.models.llama",
+    "LlamaForCausalLM": "openformers.models.llama",
+    "DynamicCache": "openformers.generation.cache",
+    "TextStreamer": "openformers.generation.streamers",
+}
+
+__all__ = sorted(_PUBLIC_NAMES)
+
+
+def __getattr__(name):
+    module_name = _PUBLIC_NAMES.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'openformers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
