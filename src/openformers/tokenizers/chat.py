@@ -1,0 +1,156 @@
+"""Chat templates: render a conversation into the prompt text a chat model was trained on.
+
+A template is Jinja shipped with the model (tokenizer_config.json, chat_template.jinja, or a GGUF's
+`tokenizer.chat_template`). It comes from an untrusted file, so it runs in Jinja's immutable sandbox.
+The environment is the reference's: trim_blocks and lstrip_blocks, loop controls, a `tojson` filter
+that keeps non-ASCII text, `raise_exception(message)`, `strftime_now(format)`, and the tokenizer's
+special tokens (`bos_token`, `eos_token`, ...) as variables.
+"""
+
+import functools
+import json
+from datetime import datetime
+
+import jinja2
+import jinja2.nodes
+from jinja2.ext import Extension, loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+
+def _raise_exception(message: str):
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False) -> str:
+    # Jinja's own tojson escapes HTML characters, which would change the prompt.
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _strftime_now(format: str) -> str:
+    return datetime.now().strftime(format)
+
+
+class _GenerationBlock(Extension):
+    """`{% generation %}...{% endgeneration %}` marks the assistant's text for training masks; here it
+    only renders its body, so templates that use it still compile."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return jinja2.nodes.CallBlock(self.call_method("_render"), [], [], body).set_lineno(lineno)
+
+    def _render(self, caller):
+        return caller()
+
+
+@functools.lru_cache(maxsize=16)
+def compile_template(source: str) -> jinja2.Template:
+    environment = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationBlock, loopcontrols]
+    )
+    environment.filters["tojson"] = _tojson
+    environment.globals["raise_exception"] = _raise_exception
+    environment.globals["strftime_now"] = _strftime_now
+    try:
+        return environment.from_string(source)
+    except jinja2.TemplateSyntaxError as error:
+        raise ValueError(f"The chat template is not valid Jinja (line {error.lineno}: {error.message}).") from None
+
+
+def select_template(tokenizer, chat_template: str | None, tools) -> str:
+    """The template text: `chat_template` itself, or the tokenizer's (by name when it has several)."""
+    templates = tokenizer.chat_template
+    if isinstance(templates, dict):
+        if chat_template in templates:
+            return templates[chat_template]
+        if chat_template is None:
+            name = "tool_use" if tools is not None and "tool_use" in templates else "default"
+            if name not in templates:
+                raise ValueError(
+                    f"This tokenizer has several chat templates ({sorted(templates)}) and none is 'default'; "
+                    "choose one with chat_template=NAME."
+                )
+            return templates[name]
+    if chat_template is not None:
+        return chat_template
+    if templates is None:
+        raise ValueError(
+            "This tokenizer has no chat template (none in tokenizer_config.json, chat_template.jinja or the GGUF "
+            "metadata). Pass one with chat_template=..., or set tokenizer.chat_template."
+        )
+    return templates
+
+
+def _checked_conversation(messages, where: str) -> list[dict]:
+    """The messages as plain dicts, without keys whose value is None (as the reference passes them)."""
+    if not isinstance(messages, (list, tuple)):
+        raise TypeError(
+            f"{where} must be a list of messages like [{{'role': 'user', 'content': 'Hi'}}], "
+            f"got {type(messages).__name__}."
+        )
+    if not messages:
+        raise ValueError(f"{where} is an empty conversation; give at least one message.")
+    conversation = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise TypeError(
+                f"{where}[{index}] must be a dict like {{'role': 'user', 'content': 'Hi'}}, "
+                f"got {type(message).__name__}: {message!r:.60}."
+            )
+        message = {key: value for key, value in message.items() if value is not None}
+        if "role" not in message or ("content" not in message and "tool_calls" not in message):
+            raise ValueError(
+                f"{where}[{index}] needs 'role' and 'content' keys, found {sorted(message)}: {message!r:.80}."
+            )
+        conversation.append(message)
+    return conversation
+
+
+def render(template: str, messages: list[dict], variables: dict) -> str:
+    return compile_template(template).render(messages=messages, **variables)
+
+
+def apply_chat_template(
+    tokenizer,
+    messages,
+    *,
+    tokenize: bool = True,
+    add_generation_prompt: bool = False,
+    return_tensors: str | None = None,
+    return_dict: bool = False,
+    padding: bool | str = False,
+    chat_template: str | None = None,
+    tools: list[dict] | None = None,
+    documents: list[dict] | None = None,
+    **template_kwargs,
+):
+    """Render `messages` (or a list of conversations) with the chat template.
+
+    Returns the text with tokenize=False. Otherwise the ids of the text, encoded without adding
+    special tokens (the template writes them): a list, or a tensor with return_tensors, or with
+    return_dict=True the whole BatchEncoding (input_ids and attention_mask). Extra keyword arguments
+    become template variables (e.g. `enable_thinking=False`).
+    """
+    batched = isinstance(messages, (list, tuple)) and bool(messages) and isinstance(messages[0], (list, tuple))
+    conversations = (
+        [_checked_conversation(chat, f"messages[{index}]") for index, chat in enumerate(messages)]
+        if batched
+        else [_checked_conversation(messages, "messages")]
+    )
+    template = select_template(tokenizer, chat_template, tools)
+    variables = {
+        **tokenizer.special_tokens_map,
+        "tools": tools,
+        "documents": documents,
+        "add_generation_prompt": add_generation_prompt,
+        **template_kwargs,
+    }
+    texts = [render(template, conversation, variables) for conversation in conversations]
+    if not tokenize:
+        return texts if batched else texts[0]
+    encoding = tokenizer(
+        texts if batched else texts[0], add_special_tokens=False, padding=padding, return_tensors=return_tensors
+    )
+    return encoding if return_dict else encoding["input_ids"]

