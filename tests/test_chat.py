@@ -1,6 +1,7 @@
 """Chat templates rendered and tokenized as the reference does, on the packaged SmolLM2 GGUF."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import jinja2
@@ -92,7 +93,10 @@ def test_environment_matches_reference(ours, hf_gguf):
 
 
 def test_extra_template_variables_and_none_values(ours, hf_gguf):
-    template = "{% for m in messages %}{{ m.role }}{% if m.name is defined %}({{ m.name }}){% endif %}{% endfor %}{{ flavor }}"
+    template = (
+        "{% for m in messages %}{{ m.role }}{% if m.name is defined %}({{ m.name }}){% endif %}{% endfor %}"
+        "{{ flavor }}"
+    )
     conversation = [{"role": "user", "content": "hi", "name": None}]
     options = dict(chat_template=template, tokenize=False, flavor="vanilla")
     assert ours.apply_chat_template(conversation, **options) == hf_gguf.apply_chat_template(conversation, **options)
@@ -105,8 +109,9 @@ def test_template_from_tokenizer_config_and_jinja_file(hf_gguf, tmp_path):
         CONVERSATIONS[0], tokenize=False
     )
     (tmp_path / "chat_template.jinja").unlink()
-    config = (tmp_path / "tokenizer_config.json").read_text()
-    (tmp_path / "tokenizer_config.json").write_text(config.rstrip().rstrip("}") + ', "chat_template": "[{{ messages[0].content }}]"}')
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    config["chat_template"] = "[{{ messages[0].content }}]"
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
     from_config = AutoTokenizer.from_pretrained(tmp_path)
     assert from_config.apply_chat_template(CONVERSATIONS[0], tokenize=False) == "[What is the capital of France?]"
 

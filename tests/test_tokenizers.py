@@ -178,7 +178,9 @@ def test_gguf_metadata_is_read_fast():
     metadata = read_gguf_metadata(GGUF_FOLDER / GGUF_NAME)
     elapsed = time.perf_counter() - start
     assert len(metadata["tokenizer.ggml.tokens"]) == 49152 and len(metadata["tokenizer.ggml.merges"]) == 48900
-    assert metadata["tokenizer.ggml.pre"] == "smollm" and metadata["general.architecture"] == "llama"
+    assert metadata["tokenizer.ggml.pre"] == "smollm" and metadata["tokenizer.ggml.bos_token_id"] == 1
+    assert not any(key.startswith("general.") for key in metadata)  # only what was asked for
+    assert read_gguf_metadata(GGUF_FOLDER / GGUF_NAME, ("general.architecture",)) == {"general.architecture": "llama"}
     assert elapsed < 1.5, f"reading the tokenizer metadata took {elapsed:.2f}s"
 
 
@@ -277,7 +279,9 @@ def test_llama3_style_tokenizer_json(tmp_path):
         ]
     )
     reference.add_special_tokens([tokenizers.AddedToken("<mask>", lstrip=True, rstrip=True, special=True)])
-    reference.add_tokens([tokenizers.AddedToken("<think>", special=False), tokenizers.AddedToken("[word]", single_word=True)])
+    reference.add_tokens(
+        [tokenizers.AddedToken("<think>", special=False), tokenizers.AddedToken("[word]", single_word=True)]
+    )
     # A vocabulary entry the merges cannot build: ignore_merges takes it whole.
     data = json.loads(reference.to_str())
     assert data["model"]["ignore_merges"] is True
@@ -298,6 +302,60 @@ def test_llama3_style_tokenizer_json(tmp_path):
     pair = ours("question", "answer").input_ids
     assert pair == reference.encode("question", "answer").ids
     assert ours.bos_token_id == bos and ours.encode("")[0] == bos
+    assert len(ours) == reference.get_vocab_size(with_added_tokens=True)
+    assert ours.vocab_size == reference.get_vocab_size(with_added_tokens=False)
+    assert ours.get_vocab() == reference.get_vocab(with_added_tokens=True)
+
+
+def _write_gguf(path: Path, reference: tokenizers.Tokenizer, pre: str) -> Path:
+    """A GGUF holding only a byte-level BPE tokenizer, the way llama.cpp's converter writes one."""
+    import gguf
+
+    data = json.loads(reference.to_str())
+    vocab = data["model"]["vocab"]
+    tokens = sorted(vocab, key=vocab.get) + ["<think>"]
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    control, user_defined, normal = gguf.TokenType.CONTROL, gguf.TokenType.USER_DEFINED, gguf.TokenType.NORMAL
+    writer.add_token_types([control if token.startswith("<|") else normal for token in tokens[:-1]] + [user_defined])
+    writer.add_token_merges([" ".join(merge) for merge in data["model"]["merges"]])
+    writer.add_bos_token_id(vocab["<|bos|>"])
+    writer.add_eos_token_id(vocab["<|eos|>"])
+    writer.add_add_bos_token(True)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_byte_level_bpe():
+    reference = tokenizers.Tokenizer(models.BPE())
+    reference.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    return _train(reference, ["<|bos|>", "<|eos|>"])
+
+
+@pytest.mark.parametrize("pre", ["llama-bpe", "qwen2", "gpt2"])
+def test_gguf_pre_tokenizer_names_match_reference(small_byte_level_bpe, tmp_path, pre):
+    path = _write_gguf(tmp_path / f"{pre}.gguf", small_byte_level_bpe, pre)
+    reference = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
+    ours = AutoTokenizer.from_pretrained(path)
+    # Without `unk_token` the reference falls back to GPT-2's "<|endoftext|>" and adds it as a new token; we don't.
+    texts = [text for text in TEXTS + DIGIT_TEXTS if "<|endoftext|>" not in text]
+    for text in texts + ["<|bos|>a <think>b</think> <|eos|>"]:
+        ids = ours.encode(text)
+        assert ids == reference.encode(text), text
+        assert ours.decode(ids, skip_special_tokens=True) == reference.decode(ids, skip_special_tokens=True)
+    assert ours.encode("hi")[0] == ours.bos_token_id  # add_bos_token is set in the file
+
+
+def test_unknown_gguf_pre_tokenizer_warns(small_byte_level_bpe, tmp_path):
+    path = _write_gguf(tmp_path / "mystery.gguf", small_byte_level_bpe, "mystery")
+    with pytest.warns(UserWarning, match="tokenizer.ggml.pre='mystery' is not one we know"):
+        ours = AutoTokenizer.from_pretrained(path)
+    assert ours.encode("x 1  2", add_special_tokens=False) == small_byte_level_bpe.encode("x 1  2").ids
 
 
 @pytest.mark.parametrize("behavior", ["removed", "isolated", "merged_with_previous", "merged_with_next", "contiguous"])

@@ -7,6 +7,7 @@
 `__call__` with batching and padding, tensors, and chat templates.
 """
 
+import numbers
 import os
 from dataclasses import dataclass
 
@@ -354,6 +355,8 @@ class PreTrainedTokenizer:
         return [self.convert_tokens_to_ids(token) for token in tokens]
 
     def convert_ids_to_tokens(self, ids, skip_special_tokens: bool = False) -> str | None | list[str | None]:
+        if hasattr(ids, "tolist"):  # a tensor, an array or a numpy integer
+            ids = ids.tolist()
         if isinstance(ids, int):
             return self._pipeline.id_to_token(ids)
         ids = _id_list(ids, "ids")
@@ -442,7 +445,7 @@ class PreTrainedTokenizer:
                 raise ValueError('padding="max_length" needs max_length=N.')
             target = max_length
         else:
-            target = max(len(row) for row in rows)
+            target = max((len(row) for row in rows), default=0)
         padded_rows, padded_masks = [], []
         for row, mask in zip(rows, masks):
             fill = max(target - len(row), 0)
@@ -470,7 +473,9 @@ class PreTrainedTokenizer:
         if hasattr(sequences, "tolist"):
             sequences = sequences.tolist()
         if not isinstance(sequences, (list, tuple)):
-            raise TypeError(f"batch_decode expects a list of id sequences or a 2-D tensor, got {type(sequences).__name__}.")
+            raise TypeError(
+                f"batch_decode expects a list of id sequences or a 2-D tensor, got {type(sequences).__name__}."
+            )
         return [self._pipeline.decode(_id_list(ids, "sequences[i]"), skip_special_tokens) for ids in sequences]
 
     # --- chat
@@ -537,14 +542,19 @@ def _id_list(ids, name: str) -> list[int]:
     if not isinstance(ids, (list, tuple)):
         raise TypeError(f"{name} must be a list of ints, a 1-D tensor or an array, got {type(ids).__name__}.")
     for token_id in ids:
-        if not isinstance(token_id, int) or isinstance(token_id, bool):
+        if not isinstance(token_id, numbers.Integral) or isinstance(token_id, bool):
             raise TypeError(f"{name} must hold ints, found {token_id!r} ({type(token_id).__name__}).")
         if token_id < 0:
             raise ValueError(f"{name} holds a negative id ({token_id}); token ids start at 0.")
-    return list(ids)
+    return [int(token_id) for token_id in ids]
 
 
-_OVERRIDES = frozenset(SPECIAL_TOKEN_NAMES) | {"extra_special_tokens", "chat_template", "padding_side", "model_max_length"}
+_OVERRIDES = frozenset(SPECIAL_TOKEN_NAMES) | {
+    "extra_special_tokens",
+    "chat_template",
+    "padding_side",
+    "model_max_length",
+}
 _IGNORED = frozenset({"use_fast", "trust_remote_code"})  # there is one implementation and it runs no code from files
 
 

@@ -217,6 +217,10 @@ def _config_settings(files: ModelFiles) -> dict:
     if chat_template is not None:
         settings["chat_template"] = chat_template
     if config.get("padding_side") is not None:
+        if config["padding_side"] not in ("left", "right"):
+            raise ValueError(
+                f"{config_path}: padding_side must be 'left' or 'right', found {config['padding_side']!r}."
+            )
         settings["padding_side"] = config["padding_side"]
     if config.get("model_max_length") is not None:
         settings["model_max_length"] = int(config["model_max_length"])
@@ -298,7 +302,7 @@ class _MetadataReader:
         return items if keep else None
 
 
-def read_gguf_metadata(path: str | Path, prefixes: tuple[str, ...] = ("tokenizer.", "general.architecture")) -> dict:
+def read_gguf_metadata(path: str | Path, prefixes: tuple[str, ...] = ("tokenizer.",)) -> dict:
     """The metadata values of a GGUF file whose keys start with one of `prefixes`; the tensors are not read."""
     path = Path(path)
     with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
@@ -323,11 +327,14 @@ def read_gguf_metadata(path: str | Path, prefixes: tuple[str, ...] = ("tokenizer
 
 
 # llama.cpp's `tokenizer.ggml.pre` names the split the vocabulary was trained with.
+# The two differ only in how many digits go together: up to three, or one.
 _LLAMA3_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 _QWEN2_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 _PRE_PATTERNS = {
     **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "dbrx", "smaug-bpe"), _LLAMA3_PATTERN),
@@ -376,7 +383,10 @@ def _from_gguf(path: Path) -> dict:
     alphabet = set(pre_tokenizers.BYTE_ALPHABET)
     # Tokens spelled outside the byte alphabet are respelled into it; a control token spelled so is a
     # mislabelled llama.cpp entry and is not made special (both as the reference does).
-    vocab = {token if set(token) <= alphabet else pre_tokenizers.to_byte_alphabet(token): i for i, token in enumerate(tokens)}
+    vocab = {
+        token if set(token) <= alphabet else pre_tokenizers.to_byte_alphabet(token): token_id
+        for token_id, token in enumerate(tokens)
+    }
     added = {}
     for token_id, (token, token_type) in enumerate(zip(tokens, token_types)):
         if token_type == TokenType.CONTROL and set(token) <= alphabet:
@@ -391,7 +401,12 @@ def _from_gguf(path: Path) -> dict:
         "unk_token": Keys.Tokenizer.UNK_ID,
         "pad_token": Keys.Tokenizer.PAD_ID,
     }
-    special = {name: tokens[metadata[key]] for name, key in names.items() if metadata.get(key) is not None}
+    special = {}
+    for name, key in names.items():
+        if metadata.get(key) is not None:
+            if not 0 <= metadata[key] < len(tokens):
+                raise ValueError(f"{path}: {key}={metadata[key]} is not a token id (the vocabulary has {len(tokens)}).")
+            special[name] = tokens[metadata[key]]
     single = ["A"]
     if metadata.get(Keys.Tokenizer.ADD_BOS) and Keys.Tokenizer.BOS_ID in metadata:
         single.insert(0, [metadata[Keys.Tokenizer.BOS_ID]])

@@ -31,13 +31,13 @@ class BPE:
         self.unk_token = unk_token
         self.ignore_merges = ignore_merges
         self.tokens_by_id = {token_id: token for token, token_id in vocab.items()}
-        self._cache: dict[str, list[int]] = {}
+        self._cache: dict[str, tuple[int, ...]] = {}
 
-    def tokenize(self, piece: str) -> list[int]:
+    def tokenize(self, piece: str) -> tuple[int, ...]:
         ids = self._cache.get(piece)
         if ids is None:
             if self.ignore_merges and piece in self.vocab:
-                ids = [self.vocab[piece]]
+                ids = (self.vocab[piece],)
             else:
                 ids = self._to_ids(self._merge(piece))
             if len(self._cache) < self.CACHE_SIZE:
@@ -64,7 +64,7 @@ class BPE:
             parts = merged
         return parts
 
-    def _to_ids(self, parts: list[str]) -> list[int]:
+    def _to_ids(self, parts: list[str]) -> tuple[int, ...]:
         ids = []
         for part in parts:
             token_id = self.vocab.get(part)
@@ -73,7 +73,7 @@ class BPE:
                     continue
                 token_id = self.vocab[self.unk_token]
             ids.append(token_id)
-        return ids
+        return tuple(ids)
 
     def token_to_id(self, token: str) -> int | None:
         return self.vocab.get(token)
