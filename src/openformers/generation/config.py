@@ -19,6 +19,14 @@ class GenerationConfig:
     temperature: float = 1.0
     top_k: int = 50
     top_p: float = 1.0
+    min_p: float | None = None
+    typical_p: float = 1.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    bad_words_ids: list[list[int]] | None = None
+    min_length: int = 0
+    min_new_tokens: int | None = None
+    suppress_tokens: list[int] | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None

@@ -1,19 +1,19 @@
-"""The decoding loop, kept apart from the model and the cache.
+"""The decoding loop, kept apart from the model, the cache and the logits processors.
 
 `GenerationMixin.generate` turns the reference's keyword arguments into a `GenerationConfig`, checks them,
-and runs `greedy_tokens`, a generator of next-token ids that knows a model only through the forward
-contract (../../shared/DESIGN.md): `model(input_ids, attention_mask, position_ids, past_key_values,
-logits_to_keep=1).logits`.
+builds the processors once, and runs the loop: `Decoder` feeds the model (prefill, then one token per step)
+through the forward contract (docs/architecture.md), the processors shape the scores, and
+`sample_next_token` picks the next token.
 """
 
 import copy
 import warnings
-from collections.abc import Iterator
 
 import torch
 
 from .cache import DynamicCache
 from .config import GenerationConfig
+from .processors import apply_processors, build_processors, sample_next_token
 
 
 class GenerationMixin:
@@ -32,27 +32,13 @@ class GenerationMixin:
         unknown = config.update(**kwargs)
         if unknown:
             raise TypeError(f"generate() got unexpected keyword arguments: {sorted(unknown)}.")
+        if config.num_beams != 1:
+            raise ValueError(f"This version of openformers has no beam search: pass num_beams=1 (got {config.num_beams}).")
         input_ids = _check_input_ids(input_ids, self)
-        if config.do_sample or config.num_beams != 1:
-            raise ValueError(
-                "This version of openformers decodes greedily only: pass do_sample=False and num_beams=1 "
-                f"(got do_sample={config.do_sample}, num_beams={config.num_beams})."
-            )
+        attention_mask = _check_attention_mask(attention_mask, input_ids)
         prompt_length = input_ids.shape[1]
         max_new_tokens = _max_new_tokens(config, prompt_length)
-        if attention_mask is not None:
-            if attention_mask.shape != input_ids.shape:
-                raise ValueError(
-                    f"attention_mask has shape {tuple(attention_mask.shape)}, but input_ids has "
-                    f"{tuple(input_ids.shape)}; they must match."
-                )
-            attention_mask = attention_mask.to(input_ids.device)
-            if bool((attention_mask[:, -1] == 0).any()):
-                warnings.warn(
-                    "A row of input_ids is right-padded (its last attention_mask entry is 0); decoder-only "
-                    "models must be left-padded for generation: set tokenizer.padding_side = 'left'.",
-                    stacklevel=3,
-                )
+        processors = build_processors(config, prompt_length, attention_mask, device=input_ids.device)
 
         eos_ids = torch.tensor(config.eos_token_ids, dtype=torch.long, device=input_ids.device)
         pad_id = config.pad_token_id if config.pad_token_id is not None else (config.eos_token_ids or [0])[0]
@@ -62,8 +48,12 @@ class GenerationMixin:
         if streamer is not None:
             streamer.put(input_ids.cpu())
 
+        decoder = Decoder(self, input_ids, attention_mask)
+        logits = decoder.prefill()
         length = prompt_length
-        for token in greedy_tokens(self, input_ids, attention_mask, max_new_tokens):
+        while True:
+            scores = apply_processors(processors, output[:, :length], logits.float()) if processors else logits
+            token = sample_next_token(scores, config.do_sample)
             token = torch.where(unfinished, token, pad_id)
             output[:, length] = token
             length += 1
@@ -71,39 +61,45 @@ class GenerationMixin:
                 streamer.put(token.cpu())
             if eos_ids.numel():
                 unfinished &= ~torch.isin(token, eos_ids)
-                if not bool(unfinished.any()):
-                    break
+            if length == output.shape[1] or (eos_ids.numel() and not bool(unfinished.any())):
+                break
+            logits = decoder.step(token)
         if streamer is not None:
             streamer.end()
         return output[:, :length]
 
 
-def greedy_tokens(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_new_tokens: int
-) -> Iterator[torch.Tensor]:
-    """Yield the argmax token of every row, one step at a time, reusing a KV cache."""
-    cache = DynamicCache()
-    position_ids = None
-    if attention_mask is not None:
+class Decoder:
+    """Runs the model over a prompt, then one token at a time, keeping the KV cache, mask and positions."""
+
+    def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
+        self.model = model
+        self.input_ids = input_ids
+        self.cache = DynamicCache()
+        self.attention_mask = attention_mask
         # Left padding: real tokens count positions from 0, as when each prompt runs alone.
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    step_input = input_ids
-    for step in range(max_new_tokens):
-        logits = model(
-            step_input,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=cache,
+        self.position_ids = None if attention_mask is None else (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+    def prefill(self) -> torch.Tensor:
+        """The (B, V) logits of the last prompt position."""
+        return self._forward(self.input_ids)
+
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        """Feed one token per row; the (B, V) logits for the position after it."""
+        if self.attention_mask is not None:
+            self.attention_mask = torch.cat([self.attention_mask, self.attention_mask.new_ones(token.shape[0], 1)], -1)
+            self.position_ids = self.position_ids[:, -1:] + 1
+        return self._forward(token[:, None])
+
+    def _forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        output = self.model(
+            input_ids,
+            attention_mask=self.attention_mask,
+            position_ids=self.position_ids,
+            past_key_values=self.cache,
             logits_to_keep=1,
-        ).logits
-        token = logits[:, -1].argmax(dim=-1)
-        yield token
-        if step + 1 == max_new_tokens:
-            return
-        step_input = token[:, None]
-        if attention_mask is not None:
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(token.shape[0], 1)], dim=-1)
-            position_ids = position_ids[:, -1:] + 1
+        )
+        return output.logits[:, -1]
 
 
 def _check_input_ids(input_ids, model) -> torch.Tensor:
@@ -125,6 +121,26 @@ def _check_input_ids(input_ids, model) -> torch.Tensor:
         raise ValueError("The prompt is empty (input_ids has length 0): give at least one token to continue from.")
     device = next(model.parameters()).device
     return input_ids.to(device=device, dtype=torch.long)
+
+
+def _check_attention_mask(attention_mask, input_ids: torch.Tensor) -> torch.Tensor | None:
+    if attention_mask is None:
+        return None
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
+        shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
+        raise ValueError(
+            f"attention_mask must be a tensor shaped like input_ids {tuple(input_ids.shape)}, got {shape}."
+        )
+    attention_mask = attention_mask.to(device=input_ids.device, dtype=torch.long)
+    if bool(attention_mask.all()):
+        return None  # nothing is padded: decode as for a single prompt, without a mask
+    if bool((attention_mask[:, -1] == 0).any()):
+        warnings.warn(
+            "A row of input_ids is right-padded (its last attention_mask entry is 0); decoder-only models must be "
+            "left-padded for generation, or that row continues from its padding: set tokenizer.padding_side = 'left'.",
+            stacklevel=3,
+        )
+    return attention_mask
 
 
 def _max_new_tokens(config: GenerationConfig, prompt_length: int) -> int:
