@@ -246,10 +246,19 @@ def test_gpt2_style_tokenizer_json_with_prefix_space(tmp_path):
     reference.post_processor = processors.ByteLevel(trim_offsets=True)
     reference.decoder = decoders.ByteLevel()
     _train(reference, ["<|endoftext|>"])
-    ours = AutoTokenizer.from_pretrained(_save(reference, tmp_path / "gpt2", {"eos_token": "<|endoftext|>"}))
+    folder = _save(reference, tmp_path / "gpt2", {"eos_token": "<|endoftext|>"})
+    ours = AutoTokenizer.from_pretrained(folder)
+    assert ours.pad_token is None and ours.padding_side == "right"
     _assert_same_as_reference(reference, ours, TEXTS + DIGIT_TEXTS + ["Hello<|endoftext|>world", "<|endoftext|>"])
     assert ours.eos_token_id == reference.token_to_id("<|endoftext|>")
     assert ours.tokenize("Hello world") == reference.encode("Hello world").tokens
+
+    # Padding saved in tokenizer.json sets the defaults, as in the reference.
+    reference.enable_padding(direction="left", pad_id=0, pad_token="<|endoftext|>")
+    reference.save(str(folder / "tokenizer.json"))
+    ours, expected = AutoTokenizer.from_pretrained(folder), transformers.AutoTokenizer.from_pretrained(folder)
+    assert (ours.pad_token, ours.padding_side) == (expected.pad_token, expected.padding_side) == ("<|endoftext|>", "left")
+    assert ours(["a", "a b c"], padding=True).input_ids == expected(["a", "a b c"], padding=True).input_ids
 
 
 def test_llama3_style_tokenizer_json(tmp_path):
@@ -280,7 +289,11 @@ def test_llama3_style_tokenizer_json(tmp_path):
     )
     reference.add_special_tokens([tokenizers.AddedToken("<mask>", lstrip=True, rstrip=True, special=True)])
     reference.add_tokens(
-        [tokenizers.AddedToken("<think>", special=False), tokenizers.AddedToken("[word]", single_word=True)]
+        [
+            tokenizers.AddedToken("<think>", special=False),
+            tokenizers.AddedToken("[word]", single_word=True),
+            tokenizers.AddedToken("ça va\n", special=False),  # spelled outside the byte alphabet
+        ]
     )
     # A vocabulary entry the merges cannot build: ignore_merges takes it whole.
     data = json.loads(reference.to_str())
@@ -295,6 +308,7 @@ def test_llama3_style_tokenizer_json(tmp_path):
         "fill <mask> here and   <mask>   there",
         "<think>reasoning</think> done",
         "[word] and x[word]y",
+        "oui, ça va\nbien",
         "Ａｂｃ composed e\u0301 vs é",
     ]
     _assert_same_as_reference(reference, ours, TEXTS + DIGIT_TEXTS + extra)

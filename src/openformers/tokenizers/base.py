@@ -294,7 +294,7 @@ class PreTrainedTokenizer:
         settings.update(_checked_overrides(kwargs))
         return cls(**settings)
 
-    # --- special tokens
+    # --- settings and special tokens
 
     @property
     def padding_side(self) -> str:

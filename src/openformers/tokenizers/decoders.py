@@ -5,6 +5,12 @@ Each has `decode(tokens) -> str`.
 
 from .pre_tokenizers import CHAR_TO_BYTE
 
+# For str.translate: each alphabet character becomes the Latin-1 character of its byte, so that
+# .encode("latin-1") gives the bytes. Latin-1 characters outside the alphabet become U+FFFF, which
+# .encode("latin-1") refuses, so they cannot pass for bytes.
+_ALPHABET_TO_LATIN1 = {code: "\uffff" for code in range(256)}
+_ALPHABET_TO_LATIN1.update({ord(char): byte for char, byte in CHAR_TO_BYTE.items()})
+
 
 class ByteLevel:
     """Undo the byte alphabet: map each character back to its byte and read the bytes as UTF-8.
@@ -15,10 +21,15 @@ class ByteLevel:
     """
 
     def decode(self, tokens: list[str]) -> str:
-        data = bytearray()
-        for token in tokens:
-            try:
-                data += bytes([CHAR_TO_BYTE[char] for char in token])
-            except KeyError:
-                data += token.encode("utf-8")
+        try:  # the usual case, every character in the alphabet, in one pass
+            data = "".join(tokens).translate(_ALPHABET_TO_LATIN1).encode("latin-1")
+        except UnicodeEncodeError:
+            data = b"".join(_token_bytes(token) for token in tokens)
         return data.decode("utf-8", errors="replace")
+
+
+def _token_bytes(token: str) -> bytes:
+    try:
+        return token.translate(_ALPHABET_TO_LATIN1).encode("latin-1")
+    except UnicodeEncodeError:
+        return token.encode("utf-8")

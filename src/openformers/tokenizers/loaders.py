@@ -229,12 +229,18 @@ def _config_settings(files: ModelFiles) -> dict:
 
 def _from_tokenizer_json(files: ModelFiles) -> dict:
     path = files.folder / "tokenizer.json"
+    data = _read_json(path)
     try:
-        pipeline = pipeline_from_tokenizer_json(_read_json(path))
+        pipeline = pipeline_from_tokenizer_json(data)
     except (ValueError, KeyError, TypeError) as error:
         detail = f"missing key {error}" if isinstance(error, KeyError) else str(error)
         raise ValueError(f"Cannot build a tokenizer from {path}: {detail}") from None
-    return {"pipeline": pipeline, **_config_settings(files)}
+    settings = {"pipeline": pipeline, **_config_settings(files)}
+    padding = data.get("padding")
+    if padding:  # padding saved in tokenizer.json gives defaults the config may override
+        settings.setdefault("pad_token", padding.get("pad_token"))
+        settings.setdefault("padding_side", padding.get("direction", "Right").lower())
+    return settings
 
 
 # --- GGUF metadata
