@@ -1,0 +1,305 @@
+"""Model configs: read and write `config.json`, build one from GGUF metadata, pick the class by `model_type`.
+
+A config is a typed dataclass per family. Keys a family does not use are kept in `extra`, so a
+config.json read and written back keeps everything it had; `config.some_key` reads them too.
+"""
+
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+# Rope variants models/layers.py implements; a config asking for another one is refused when read.
+ROPE_TYPES = ("default", "linear", "llama3")
+
+
+@dataclass
+class PretrainedConfig:
+    """What every family shares: special token ids, tied embeddings, the dtype, and the keys it does not know."""
+
+    model_type: ClassVar[str] = ""
+
+    architectures: list[str] | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
+    tie_word_embeddings: bool = False
+    dtype: str | None = None  # "float32", "bfloat16"...; config.json says `torch_dtype` before transformers 5
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a ValueError naming the field and its value when a value makes no sense."""
+
+    def __getattr__(self, name: str):
+        # Only reached when normal lookup fails: answer from the keys kept as they were read.
+        extra = self.__dict__.get("extra")
+        if extra is not None and name in extra:
+            return extra[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], **overrides) -> "PretrainedConfig":
+        values = {**values, **overrides}
+        if "dtype" not in values and "torch_dtype" in values:
+            values["dtype"] = values.pop("torch_dtype")
+        values = cls._from_file_layout(values)
+        known = {f.name for f in fields(cls)} - {"extra"}
+        extra = {k: v for k, v in values.items() if k not in known and k != "model_type"}
+        return cls(**{k: v for k, v in values.items() if k in known}, extra=extra)
+
+    @classmethod
+    def _from_file_layout(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Turn keys that config.json spells differently from our fields into our fields."""
+        return values
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike, **overrides) -> "PretrainedConfig":
+        return cls.from_dict(_read_json(Path(path)), **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        values = {**self.extra, **values, "model_type": self.model_type}
+        return dict(sorted(values.items()))
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(self.to_json_string(), encoding="utf-8")
+
+
+@dataclass
+class LlamaConfig(PretrainedConfig):
+    """Llama-style decoders: RMSNorm, rotary positions, grouped-query attention, SwiGLU."""
+
+    model_type: ClassVar[str] = "llama"
+
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = None  # None: as many as the query heads (no grouping)
+    head_dim: int | None = None  # None: hidden_size // num_attention_heads
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 2048
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+
+    def __post_init__(self):
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.head_dim is None and _positive_int(self.num_attention_heads) and _positive_int(self.hidden_size):
+            if self.hidden_size % self.num_attention_heads:
+                _invalid("hidden_size", self.hidden_size,
+                         f"a multiple of num_attention_heads={self.num_attention_heads}, or an explicit head_dim")
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.rope_scaling is not None and "type" in self.rope_scaling and "rope_type" not in self.rope_scaling:
+            self.rope_scaling = {"rope_type": self.rope_scaling["type"], **self.rope_scaling}
+        super().__post_init__()
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                     "num_key_value_heads", "head_dim", "max_position_embeddings"):
+            if not _positive_int(getattr(self, name)):
+                _invalid(name, getattr(self, name), "a positive integer")
+        if self.num_attention_heads % self.num_key_value_heads:
+            _invalid("num_key_value_heads", self.num_key_value_heads,
+                     f"a divisor of num_attention_heads={self.num_attention_heads}")
+        if self.head_dim % 2:
+            _invalid("head_dim", self.head_dim, "an even number (rotary embeddings rotate pairs)")
+        if self.hidden_act != "silu":
+            _invalid("hidden_act", self.hidden_act, "'silu' (the only activation Llama models use)")
+        for name in ("rms_norm_eps", "rope_theta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                _invalid(name, value, "a positive number")
+        if self.rope_scaling is not None:
+            _check_rope_scaling(self.rope_scaling)
+
+    @classmethod
+    def _from_file_layout(cls, values: dict[str, Any]) -> dict[str, Any]:
+        # transformers 5 writes `rope_parameters` ({"rope_type", "rope_theta", ...}) instead of the older
+        # top-level `rope_theta` and `rope_scaling`.
+        parameters = values.pop("rope_parameters", None)
+        if isinstance(parameters, dict):
+            parameters = dict(parameters)
+            if "rope_theta" in parameters:
+                values["rope_theta"] = parameters.pop("rope_theta")
+            kind = parameters.get("rope_type", parameters.get("type", "default"))
+            values["rope_scaling"] = None if kind == "default" else parameters
+        return values
+
+    def to_dict(self) -> dict[str, Any]:
+        # Written in both layouts, so transformers 4 (rope_theta, rope_scaling) and 5 (rope_parameters) read it.
+        values = super().to_dict()
+        values["rope_parameters"] = {"rope_type": "default", **(self.rope_scaling or {}), "rope_theta": self.rope_theta}
+        return values
+
+
+# model_type -> config class. Other names for the same architecture go in CONFIG_ALIASES.
+CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {"llama": LlamaConfig}
+CONFIG_ALIASES: dict[str, str] = {}
+
+
+def config_class_for(model_type: str | None, source: str | os.PathLike) -> type[PretrainedConfig]:
+    model_type = CONFIG_ALIASES.get(model_type, model_type)
+    if model_type not in CONFIG_CLASSES:
+        raise ValueError(
+            f"{source} has model_type={model_type!r}, which openformers does not support; supported model types: "
+            f"{', '.join(sorted([*CONFIG_CLASSES, *CONFIG_ALIASES]))}."
+        )
+    return CONFIG_CLASSES[model_type]
+
+
+class AutoConfig:
+    """Read the config of a model folder, a GGUF file or a Hub id, as the class its `model_type` names."""
+
+    @staticmethod
+    def from_pretrained(
+        name_or_path: str | os.PathLike,
+        *,
+        gguf_file: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        **overrides,
+    ) -> PretrainedConfig:
+        from .hub import resolve
+
+        files = resolve(name_or_path, gguf_file=gguf_file, revision=revision, cache_dir=cache_dir,
+                        local_files_only=local_files_only, token=token)
+        if files.gguf_file is not None:
+            from .weights import GGUFFile
+
+            return config_from_gguf(GGUFFile(files.gguf_file), **overrides)
+        return read_config(files.folder, **overrides)
+
+    @staticmethod
+    def for_model(model_type: str, **values) -> PretrainedConfig:
+        return config_class_for(model_type, "for_model()")(**values)
+
+
+def read_config(folder: Path, **overrides) -> PretrainedConfig:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{folder} has no config.json and no .gguf file, so there is no model to read there. Looked for "
+            f"config.json (a Hugging Face model folder) or a *.gguf file (pass gguf_file=NAME to choose one)."
+        )
+    values = _read_json(path)
+    return config_class_for(values.get("model_type"), path).from_dict(values, **overrides)
+
+
+# GGUF `general.architecture` -> model_type. Each family reads its hyper-parameters under `<arch>.*`.
+GGUF_ARCHITECTURES = {"llama": "llama"}
+
+
+def config_from_gguf(gguf, **overrides) -> PretrainedConfig:
+    """Build the config from the metadata of an opened `weights.GGUFFile`."""
+    arch = gguf.get("general.architecture")
+    if arch not in GGUF_ARCHITECTURES:
+        raise ValueError(
+            f"{gguf.path} holds a {arch!r} model (general.architecture), which openformers cannot load from GGUF; "
+            f"supported GGUF architectures: {', '.join(sorted(GGUF_ARCHITECTURES))}."
+        )
+    return _llama_config_from_gguf(gguf, arch, overrides)
+
+
+def _llama_config_from_gguf(gguf, arch: str, overrides: dict) -> LlamaConfig:
+    def required(key: str):
+        value = gguf.get(f"{arch}.{key}")
+        if value is None:
+            raise ValueError(f"{gguf.path} lacks the GGUF metadata key {arch}.{key}, which a {arch} model needs.")
+        return value
+
+    heads = required("attention.head_count")
+    hidden = required("embedding_length")
+    head_dim = gguf.get(f"{arch}.attention.key_length") or hidden // heads
+    rotary_dims = gguf.get(f"{arch}.rope.dimension_count", head_dim)
+    if rotary_dims != head_dim:
+        raise ValueError(
+            f"{gguf.path} rotates {rotary_dims} of {head_dim} dimensions per head ({arch}.rope.dimension_count); "
+            "openformers supports rotary embeddings over the whole head only."
+        )
+    if "rope_freqs.weight" in gguf.tensor_names:
+        raise ValueError(
+            f"{gguf.path} scales its rotary frequencies with a rope_freqs tensor (Llama 3.1 style), which "
+            "openformers does not read from GGUF yet; load the Hugging Face safetensors checkpoint instead."
+        )
+    vocab_size = gguf.get(f"{arch}.vocab_size") or gguf.array_length("tokenizer.ggml.tokens")
+    values = {
+        "architectures": ["LlamaForCausalLM"],
+        "vocab_size": vocab_size,
+        "hidden_size": hidden,
+        "intermediate_size": required("feed_forward_length"),
+        "num_hidden_layers": required("block_count"),
+        "num_attention_heads": heads,
+        "num_key_value_heads": gguf.get(f"{arch}.attention.head_count_kv", heads),
+        "head_dim": head_dim,
+        "rms_norm_eps": gguf.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5),
+        "rope_theta": gguf.get(f"{arch}.rope.freq_base", 10000.0),
+        "rope_scaling": _gguf_rope_scaling(gguf, arch),
+        "max_position_embeddings": gguf.get(f"{arch}.context_length", 2048),
+        "tie_word_embeddings": "output.weight" not in gguf.tensor_names,
+        "bos_token_id": gguf.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": gguf.get("tokenizer.ggml.eos_token_id"),
+        "pad_token_id": gguf.get("tokenizer.ggml.padding_token_id"),
+    }
+    return LlamaConfig.from_dict(values, **overrides)
+
+
+def _gguf_rope_scaling(gguf, arch: str) -> dict | None:
+    kind = gguf.get(f"{arch}.rope.scaling.type")
+    if kind in (None, "none"):
+        return None
+    if kind != "linear":
+        raise ValueError(
+            f"{gguf.path} uses {kind!r} rope scaling ({arch}.rope.scaling.type); openformers reads 'linear' "
+            "rope scaling from GGUF files only."
+        )
+    return {"rope_type": "linear", "factor": float(gguf.get(f"{arch}.rope.scaling.factor"))}
+
+
+def _check_rope_scaling(scaling) -> None:
+    if not isinstance(scaling, dict):
+        _invalid("rope_scaling", scaling, "None or a dict with a 'rope_type' key")
+    kind = scaling.get("rope_type")
+    if kind not in ROPE_TYPES:
+        _invalid("rope_scaling.rope_type", kind, f"one of {', '.join(ROPE_TYPES)}")
+    needed = {"linear": ["factor"],
+              "llama3": ["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"]}
+    for key in needed.get(kind, []):
+        if not isinstance(scaling.get(key), (int, float)) or scaling[key] <= 0:
+            _invalid(f"rope_scaling.{key}", scaling.get(key), f"a positive number ({kind} rope scaling needs it)")
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _invalid(name: str, value, expected: str):
+    raise ValueError(f"Invalid config: {name}={value!r}; expected {expected}.")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} should hold a JSON object, got {type(values).__name__}.")
+    return values

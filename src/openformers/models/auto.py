@@ -1,0 +1,56 @@
+"""The Auto classes: pick the model class from the config's `model_type` (or the GGUF architecture)."""
+
+import importlib
+import os
+
+from ..configs import CONFIG_ALIASES, PretrainedConfig
+from .base import PreTrainedModel, load_pretrained
+
+# model_type -> (module under openformers.models, {task: class name}).
+MODEL_CLASSES = {
+    "llama": ("llama", {"base": "LlamaModel", "causal-lm": "LlamaForCausalLM"}),
+}
+
+
+def model_class_for(model_type: str, task: str, source) -> type[PreTrainedModel]:
+    model_type = CONFIG_ALIASES.get(model_type, model_type)
+    if model_type not in MODEL_CLASSES:
+        raise ValueError(
+            f"{source} holds a {model_type!r} model, which openformers does not support; supported model types: "
+            f"{', '.join(sorted(MODEL_CLASSES))}."
+        )
+    module_name, classes = MODEL_CLASSES[model_type]
+    if task not in classes:
+        raise ValueError(f"openformers has no {task} class for {model_type!r} models; it has: {', '.join(classes)}.")
+    module = importlib.import_module(f"{__package__}.{module_name}")
+    return getattr(module, classes[task])
+
+
+class _AutoModelClass:
+    task = ""
+
+    def __init__(self):
+        raise TypeError(f"{type(self).__name__} is not instantiated: use {type(self).__name__}.from_pretrained(...).")
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs) -> PreTrainedModel:
+        """Load with the class the checkpoint's config names; the options are those of `load_pretrained`."""
+        return load_pretrained(lambda config, source: model_class_for(config.model_type, cls.task, source),
+                               name_or_path, **kwargs)
+
+    @classmethod
+    def from_config(cls, config: PretrainedConfig, **kwargs) -> PreTrainedModel:
+        """A model with freshly initialized weights, of the class the config's `model_type` names."""
+        return model_class_for(config.model_type, cls.task, "the config").from_config(config, **kwargs)
+
+
+class AutoModel(_AutoModelClass):
+    """The base model (hidden states, no head)."""
+
+    task = "base"
+
+
+class AutoModelForCausalLM(_AutoModelClass):
+    """The model with its language-model head, for `generate`."""
+
+    task = "causal-lm"

@@ -1,0 +1,284 @@
+"""PreTrainedModel: what every model class shares — loading, saving, `generate`, and a few properties.
+
+Loading builds the model on the `meta` device (no memory, no random init), reads the checkpoint
+memory-mapped, and hands its tensors to `load_state_dict(assign=True)`, so weights are never copied
+into freshly initialized parameters. Only the keys of a head the checkpoint lacks are initialized.
+"""
+
+import dataclasses
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..configs import PretrainedConfig, config_from_gguf, read_config
+from ..generation.config import GenerationConfig
+from ..generation.decoding import GenerationMixin
+from ..hub import ModelFiles, resolve
+from ..weights import GGUFFile, cast, find_weights, load_weights, save_safetensors
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class PreTrainedModel(nn.Module, GenerationMixin):
+    config_class: type[PretrainedConfig] = PretrainedConfig
+    # Head classes keep the base model under this attribute ("model.layers.0..." in their checkpoints).
+    base_model_prefix = "model"
+    # Parameter -> the parameter it shares storage with when config.tie_word_embeddings is set.
+    tied_weights: dict[str, str] = {}
+    # Checkpoint keys that older files store but that are not parameters (recomputed buffers).
+    ignored_checkpoint_keys = (r"(^|\.)rotary_emb\.inv_freq$",)
+
+    def __init__(self, config: PretrainedConfig):
+        super().__init__()
+        self.config = config
+        self.generation_config = GenerationConfig(
+            bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
+        )
+
+    @staticmethod
+    def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
+        raise ValueError(f"{type(config).__name__} models cannot be loaded from GGUF files.")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Parameters counted once each (tied ones too); without the embedding tables if asked."""
+        skipped = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)} if exclude_embeddings else set()
+        return sum(p.numel() for p in self.parameters() if id(p) not in skipped)
+
+    def tie_weights(self) -> None:
+        if not self.config.tie_word_embeddings:
+            return
+        for target, source in self.tied_weights.items():
+            module_name, _, attribute = target.rpartition(".")
+            setattr(self.get_submodule(module_name), attribute, self.get_parameter(source))
+
+    # -- creating -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: PretrainedConfig, *, dtype: torch.dtype | str | None = None) -> "PreTrainedModel":
+        """A model with freshly initialized weights."""
+        model = cls(config)
+        model.apply(model._init_weights)
+        model.tie_weights()
+        return model.to(_resolve_dtype(dtype, None) or torch.float32)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = getattr(self.config, "initializer_range", 0.02)
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs) -> "PreTrainedModel":
+        """Load a model folder, a Hub id or a GGUF file (see `load_pretrained` for the options)."""
+        return load_pretrained(cls._check_config_class, name_or_path, **kwargs)
+
+    @classmethod
+    def _check_config_class(cls, config: PretrainedConfig, source: Path) -> type["PreTrainedModel"]:
+        if not isinstance(config, cls.config_class):
+            raise ValueError(
+                f"{source} holds a {config.model_type!r} model, which {cls.__name__} cannot load; use "
+                f"AutoModelForCausalLM.from_pretrained (or AutoModel) to pick the class from the config."
+            )
+        return cls
+
+    # -- saving ---------------------------------------------------------------------------------------------
+
+    def save_pretrained(self, folder: str | os.PathLike, max_shard_bytes: int = 5 * 2**30) -> None:
+        """Write config.json, model.safetensors and generation_config.json, in the layout transformers reads."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        dtype = str(self.dtype).removeprefix("torch.")
+        dataclasses.replace(self.config, architectures=[type(self).__name__], dtype=dtype).save_pretrained(folder)
+        state_dict = self.state_dict()
+        if self.config.tie_word_embeddings:
+            for target in self.tied_weights:
+                state_dict.pop(target, None)  # stored once, under the name of the parameter it is tied to
+        save_safetensors(state_dict, folder, max_shard_bytes)
+        generation = json.dumps(self.generation_config.to_dict(), indent=2, sort_keys=True) + "\n"
+        (folder / "generation_config.json").write_text(generation, encoding="utf-8")
+
+
+def load_pretrained(
+    choose_class,
+    name_or_path: str | os.PathLike,
+    *,
+    gguf_file: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+    dtype: torch.dtype | str | None = None,
+    torch_dtype: torch.dtype | str | None = None,
+    device_map: str | torch.device | int | None = None,
+    **config_overrides,
+) -> PreTrainedModel:
+    """Resolve the files, read the config, let `choose_class(config, source)` pick the class, and load.
+
+    dtype: None loads float32 (as the reference does), "auto" keeps the checkpoint's dtype (float32 for
+    GGUF, whose blocks are dequantized), or a torch dtype / its name. device_map: None or a device
+    ("cpu", "cuda", "cuda:1", 0), or "auto" for the GPU when there is one. Other keyword arguments
+    override config fields.
+    """
+    dtype = _resolve_dtype(dtype, torch_dtype)
+    device = _resolve_device(device_map)
+    files = resolve(name_or_path, gguf_file=gguf_file, revision=revision, cache_dir=cache_dir,
+                    local_files_only=local_files_only, token=token)
+    config, source, read_state_dict = _open_checkpoint(files, config_overrides)
+    model_class = choose_class(config, source)
+
+    state_dict = read_state_dict(dtype)
+    if files.gguf_file is not None:
+        state_dict = model_class.convert_gguf_state_dict(state_dict, config)
+    with torch.device("meta"):
+        model = model_class(config)
+    state_dict = _match_checkpoint_to_model(model, state_dict, source)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    model.tie_weights()
+    _rebuild_buffers(model)
+    if device is not None:
+        model.to(device)
+    if files.gguf_file is None and files.file("generation_config.json"):
+        model.generation_config = GenerationConfig.from_json_file(files.folder / "generation_config.json")
+    return model.eval()
+
+
+def _open_checkpoint(files: ModelFiles, overrides: dict):
+    """The config, the file it came from, and a function dtype -> state dict (read on demand)."""
+    if files.gguf_file is not None:
+        gguf = GGUFFile(files.gguf_file)
+        config = _with_overrides(lambda **o: config_from_gguf(gguf, **o), overrides, files.gguf_file)
+        # Quantized blocks have no dtype of their own: "auto" means the float32 they dequantize to.
+        return config, files.gguf_file, lambda dtype: gguf.state_dict(dtype or torch.float32)
+    config = _with_overrides(lambda **o: read_config(files.folder, **o), overrides, files.folder / "config.json")
+    weights = find_weights(files.folder)
+
+    def read_state_dict(dtype):
+        state_dict = load_weights(weights)
+        if dtype is None:  # "auto": the config's dtype, else the one the file stores
+            stored = next((t.dtype for t in state_dict.values() if t.is_floating_point()), torch.float32)
+            dtype = _DTYPES.get(config.dtype, stored)
+        return cast(state_dict, dtype)
+
+    return config, weights, read_state_dict
+
+
+def _with_overrides(read, overrides: dict, source: Path):
+    config = read()
+    if not overrides:
+        return config
+    known = {f.name for f in dataclasses.fields(config)} - {"extra"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(
+            f"from_pretrained() got unexpected keyword arguments {unknown}: they are neither loading options "
+            f"nor fields of {type(config).__name__} (read from {source})."
+        )
+    return read(**overrides)
+
+
+def _match_checkpoint_to_model(model: PreTrainedModel, state_dict: dict, source: Path) -> dict:
+    """Fit the checkpoint's names to the model's; raise one error listing every key that does not fit."""
+    ignored = re.compile("|".join(model.ignored_checkpoint_keys))
+    state_dict = {k: v for k, v in state_dict.items() if not ignored.search(k)}
+    expected = model.state_dict()
+    prefix = model.base_model_prefix + "."
+    has_base = hasattr(model, model.base_model_prefix)
+    stored_with_prefix = any(k.startswith(prefix) for k in state_dict)
+    if not has_base and stored_with_prefix:
+        # A base model read from a checkpoint with a head: keep the base, leave the head out.
+        state_dict = {k.removeprefix(prefix): v for k, v in state_dict.items() if k.startswith(prefix)}
+    elif has_base and not stored_with_prefix:
+        state_dict = {prefix + k: v for k, v in state_dict.items()}  # a head model from a bare base checkpoint
+    if model.config.tie_word_embeddings:
+        for target, source_name in model.tied_weights.items():
+            if source_name in state_dict:
+                state_dict[target] = state_dict[source_name]
+
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)}, model {tuple(expected[k].shape)}"
+        for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape
+    ]
+    new_head = [k for k in missing if has_base and not k.startswith(prefix)]
+    missing = [k for k in missing if k not in new_head]
+    if missing or unexpected or mismatched:
+        problems = [
+            f"{label} ({len(keys)}): {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched))
+            if keys
+        ]
+        raise ValueError(
+            f"{source} does not fit {type(model).__name__} ({model.config.model_type}): " + "; ".join(problems)
+            + ". Check that the checkpoint and its config.json belong together."
+        )
+    if new_head:
+        dtype = next(iter(state_dict.values())).dtype
+        std = getattr(model.config, "initializer_range", 0.02)
+        for k in new_head:
+            state_dict[k] = torch.zeros(expected[k].shape, dtype=dtype)
+            if state_dict[k].dim() > 1:
+                state_dict[k].normal_(0.0, std)
+        warnings.warn(
+            f"{source} has no weights for {', '.join(new_head)}: they are newly initialized. Train the model "
+            "before using its predictions.",
+            stacklevel=4,
+        )
+    return state_dict
+
+
+def _rebuild_buffers(model: nn.Module) -> None:
+    """Compute the non-persistent buffers (rotary tables) that the meta-device build left empty."""
+    device = model.device
+    for module in model.modules():
+        if hasattr(module, "reset_tables"):
+            module.reset_tables(module.cos.shape[0], device)
+
+
+def _resolve_dtype(dtype, torch_dtype) -> torch.dtype | None:
+    """None -> float32; "auto" -> None (keep the checkpoint's); a name or a torch.dtype -> that dtype."""
+    if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+        raise ValueError(f"Got dtype={dtype!r} and torch_dtype={torch_dtype!r}; pass only dtype.")
+    dtype = dtype if dtype is not None else torch_dtype
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating-point type, got {dtype}.")
+        return dtype
+    if isinstance(dtype, str):
+        name = dtype.removeprefix("torch.")
+        if name == "auto":
+            return None
+        if name in _DTYPES:
+            return _DTYPES[name]
+    raise ValueError(f"dtype must be 'auto', one of {', '.join(_DTYPES)}, or a torch dtype; got {dtype!r}.")
+
+
+def _resolve_device(device_map) -> torch.device | None:
+    if device_map is None:
+        return None
+    if device_map == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device_map)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"device_map must be None, 'auto' or one device such as 'cpu', 'cuda' or 0; got {device_map!r} "
+            "(openformers places the whole model on one device)."
+        ) from error
+

@@ -1,0 +1,125 @@
+"""The few pieces the model families share: RMSNorm, rotary embeddings, attention with a cache and masks."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalized in float32 whatever the model dtype, as the reference does, then cast back before the scale.
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rope_inverse_frequencies(head_dim: int, theta: float, scaling: dict | None) -> torch.Tensor:
+    """The rotation speed of each pair of dimensions, (head_dim // 2,), with the config's scaling applied."""
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
+    inv_freq = 1.0 / (theta**exponents)
+    kind = (scaling or {}).get("rope_type", "default")
+    if kind == "linear":
+        return inv_freq / scaling["factor"]
+    if kind == "llama3":
+        return _llama3_frequencies(inv_freq, scaling)
+    assert kind == "default", kind  # configs.py refuses the other kinds when it reads the config
+    return inv_freq
+
+
+def _llama3_frequencies(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
+    """Llama 3.1: slow rotations are stretched by `factor`, fast ones kept, the band between blended smoothly."""
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    context = scaling["original_max_position_embeddings"]
+    wavelength = 2 * math.pi / inv_freq
+    stretched = torch.where(wavelength > context / low, inv_freq / factor, inv_freq)
+    smooth = (context / wavelength - low) / (high - low)
+    blended = (1 - smooth) * stretched / factor + smooth * stretched
+    in_between = (wavelength >= context / high) & (wavelength <= context / low)
+    return torch.where(in_between, blended, stretched)
+
+
+class RotaryEmbedding(nn.Module):
+    """cos and sin of every position, computed once and looked up by position id.
+
+    The tables are non-persistent buffers (they are not in checkpoints): `reset_tables` fills them after
+    the model is built on the meta device, and `ensure_length` grows them when a sequence outruns them.
+    """
+
+    def __init__(self, head_dim: int, theta: float, scaling: dict | None, length: int):
+        super().__init__()
+        self.head_dim, self.theta, self.scaling = head_dim, theta, scaling
+        self.register_buffer("cos", torch.empty(0, head_dim), persistent=False)
+        self.register_buffer("sin", torch.empty(0, head_dim), persistent=False)
+        self.reset_tables(length)
+
+    def reset_tables(self, length: int, device: torch.device | None = None) -> None:
+        device = device or self.cos.device
+        if device.type == "meta":
+            self.cos = torch.empty(length, self.head_dim, device="meta")
+            self.sin = torch.empty(length, self.head_dim, device="meta")
+            return
+        inv_freq = rope_inverse_frequencies(self.head_dim, self.theta, self.scaling).to(device)
+        angles = torch.arange(length, device=device, dtype=torch.int64).float()[:, None] * inv_freq  # (T, hs/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (T, hs)
+        self.cos, self.sin = angles.cos(), angles.sin()
+
+    def ensure_length(self, length: int) -> None:
+        if length > self.cos.shape[0]:
+            self.reset_tables(max(length, 2 * self.cos.shape[0]))
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) positions -> cos, sin shaped (B, 1, T, hs) to broadcast over the heads."""
+        return self.cos[position_ids].to(dtype)[:, None], self.sin[position_ids].to(dtype)[:, None]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each (i, i + hs/2) pair of x (B, nh, T, hs) by its position's angle."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+def attention_mask_for(
+    attention_mask: torch.Tensor | None, past: int, T: int, device: torch.device
+) -> torch.Tensor | None:
+    """The mask for `attention`: None when plain causal attention is enough, else (B, 1, T, past + T) booleans.
+
+    `attention_mask` is the tokenizer's (B, past + T) mask over the cached and the current positions,
+    1 for a real token and 0 for padding; None means every position is real.
+    """
+    if attention_mask is not None and bool(attention_mask.all()):
+        attention_mask = None
+    if attention_mask is None and (T == 1 or past == 0):
+        return None  # one new token sees everything; a fresh prompt is `is_causal`
+    total = past + T
+    if attention_mask is not None and attention_mask.shape[-1] != total:
+        raise ValueError(
+            f"attention_mask covers {attention_mask.shape[-1]} positions, but there are {past} cached and {T} new "
+            f"ones: it must cover all {total}."
+        )
+    query_positions = torch.arange(past, total, device=device)[:, None]
+    mask = torch.arange(total, device=device)[None, :] <= query_positions  # (T, past + T) causal
+    if attention_mask is None:
+        return mask[None, None]
+    mask = mask[None, None] & attention_mask[:, None, None, :].bool()
+    # A padding query of a left-padded row sees no key at all; let it see every key instead, so softmax
+    # gives numbers rather than NaN (its output is never used, but NaN would reach the cache).
+    return mask | ~mask.any(dim=-1, keepdim=True)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Scaled dot-product attention, q (B, nh, T, hs) and k, v (B, n_kv, S, hs) with nh a multiple of n_kv."""
+    if k.shape[1] != q.shape[1]:
+        repeats = q.shape[1] // k.shape[1]
+        k = k.repeat_interleave(repeats, dim=1)
+        v = v.repeat_interleave(repeats, dim=1)
+    is_causal = mask is None and q.shape[2] > 1
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)

@@ -1,0 +1,176 @@
+"""Llama-style decoders in plain torch.nn: RMSNorm, rotary positions, grouped-query attention, SwiGLU.
+
+Parameter names are those of Hugging Face checkpoints (`model.layers.0.self_attn.q_proj.weight`), so a
+checkpoint loads without renaming. GGUF files name tensors the llama.cpp way and store the query and key
+rows permuted; `convert_gguf_state_dict` renames them and undoes the permutation.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..configs import LlamaConfig
+from .base import PreTrainedModel
+from .layers import RMSNorm, RotaryEmbedding, apply_rope, attention, attention_mask_for
+from .outputs import BaseModelOutput, CausalLMOutput
+
+# llama.cpp name part -> Hugging Face name part ("blk.3.attn_q.weight" -> "model.layers.3.self_attn.q_proj.weight").
+GGUF_RENAMES = {
+    "token_embd": "model.embed_tokens",
+    "blk": "model.layers",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_norm": "input_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "ffn_norm": "post_attention_layernorm",
+    "output_norm": "model.norm",
+    "output": "lm_head",
+}
+
+
+def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: LlamaConfig) -> dict[str, torch.Tensor]:
+    """Rename llama.cpp tensors to Hugging Face names and put the query and key rows back in their order.
+
+    llama.cpp's converter regroups each head's rows from (two halves, hs/2 pairs) to (hs/2 pairs, two
+    halves) to suit its rotary kernel; reading the rows as (heads, hs/2, 2) and swapping the last two
+    axes restores the original order.
+    """
+    from ..weights import rename
+
+    state_dict = rename(state_dict, GGUF_RENAMES)
+    for i in range(config.num_hidden_layers):
+        for name, heads in (("q_proj", config.num_attention_heads), ("k_proj", config.num_key_value_heads)):
+            for kind in ("weight", "bias"):
+                key = f"model.layers.{i}.self_attn.{name}.{kind}"
+                if key in state_dict:
+                    state_dict[key] = _unpermute_rows(state_dict[key], heads)
+    return state_dict
+
+
+def _unpermute_rows(w: torch.Tensor, heads: int) -> torch.Tensor:
+    rest = w.shape[1:]
+    return w.reshape(heads, -1, 2, *rest).transpose(1, 2).reshape(w.shape).contiguous()
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, config: LlamaConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head, self.n_kv_head, self.head_dim = (
+            config.num_attention_heads, config.num_key_value_heads, config.head_dim
+        )
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, self.n_head * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.n_head * self.head_dim, config.hidden_size, bias=bias)
+
+    def forward(self, x, cos, sin, mask, cache):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hs)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past + T, hs)
+        y = attention(q, k, v, mask)  # (B, nh, T, hs)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        hidden, inner, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
+        self.gate_proj = nn.Linear(hidden, inner, bias=bias)
+        self.up_proj = nn.Linear(hidden, inner, bias=bias)
+        self.down_proj = nn.Linear(inner, hidden, bias=bias)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, config: LlamaConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = LlamaAttention(config, layer_idx)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = LlamaMLP(config)
+
+    def forward(self, x, cos, sin, mask, cache):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaPreTrainedModel(PreTrainedModel):
+    config_class = LlamaConfig
+    convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
+
+
+class LlamaModel(LlamaPreTrainedModel):
+    """The decoder stack without a head: returns the last hidden state."""
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__(config)
+        # An explicit weight skips nn.Embedding's random init: on the meta device (from_pretrained) that init
+        # imports torch._dynamo, 1.8 s; from_config initializes every weight itself anyway.
+        self.embed_tokens = nn.Embedding(
+            config.vocab_size, config.hidden_size, _weight=torch.empty(config.vocab_size, config.hidden_size)
+        )
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(
+            config.head_dim, config.rope_theta, config.rope_scaling, min(config.max_position_embeddings, 8192)
+        )
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0,
+    ) -> BaseModelOutput:
+        if labels is not None:
+            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use LlamaForCausalLM.")
+        T = input_ids.shape[1]
+        past = past_key_values.seq_len if past_key_values is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=input_ids.device)[None]  # (1, T)
+        x = self.embed_tokens(input_ids)  # (B, T, C)
+        self.rotary_emb.ensure_length(past + T)
+        cos, sin = self.rotary_emb(position_ids, x.dtype)
+        mask = attention_mask_for(attention_mask, past, T, x.device)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask, past_key_values)
+        return BaseModelOutput(last_hidden_state=self.norm(x), past_key_values=past_key_values)
+
+
+class LlamaForCausalLM(LlamaPreTrainedModel):
+    """The decoder with its language-model head: next-token logits, and the loss when labels are given."""
+
+    base_model_prefix = "model"
+    tied_weights = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__(config)
+        self.model = LlamaModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.tie_weights()
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0,
+    ) -> CausalLMOutput:
+        hidden = self.model(input_ids, attention_mask, position_ids, past_key_values).last_hidden_state
+        if labels is not None and logits_to_keep:
+            raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
+        logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        loss = None if labels is None else next_token_loss(logits, labels)
+        return CausalLMOutput(loss=loss, logits=logits, past_key_values=past_key_values)
+
+
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of predicting token t + 1 at position t; labels of -100 are left out."""
+    labels = F.pad(labels.to(logits.device), (0, 1), value=-100)[:, 1:]  # shifted left, the last one ignored
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)

@@ -1,0 +1,54 @@
+"""What models return: dataclasses read by attribute (`out.logits`), by name (`out["logits"]`) or by position.
+
+Like the reference's outputs they also behave as a mapping of the fields that are set: position counts
+only those, in order (`out[0]` is the loss when labels were given, the logits otherwise), and
+iterating gives their names.
+"""
+
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass
+class ModelOutput:
+    def to_tuple(self) -> tuple:
+        return tuple(value for value in (getattr(self, f.name) for f in fields(self)) if value is not None)
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def __getitem__(self, key: int | slice | str):
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(f"{type(self).__name__} has no field {key!r} set; it has {self.keys()}.")
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.keys()
+
+    def items(self) -> list[tuple[str, object]]:
+        return [(key, getattr(self, key)) for key in self.keys()]
+
+    def values(self) -> list:
+        return list(self.to_tuple())
+
+    def __len__(self) -> int:
+        return len(self.to_tuple())
+
+
+@dataclass
+class BaseModelOutput(ModelOutput):
+    last_hidden_state: torch.Tensor | None = None
+    past_key_values: object | None = None
+
+
+@dataclass
+class CausalLMOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    past_key_values: object | None = None

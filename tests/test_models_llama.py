@@ -1,0 +1,248 @@
+"""Llama against the reference: tiny random HF models saved to disk, and the real SmolLM2 GGUF."""
+
+import warnings
+
+import gguf
+import numpy as np
+import pytest
+import torch
+
+from openformers import AutoModel, AutoModelForCausalLM, LlamaForCausalLM, LlamaModel
+from openformers.generation.cache import DynamicCache
+
+transformers = pytest.importorskip("transformers")
+
+TINY = dict(
+    vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=256, rope_theta=5000.0, rms_norm_eps=1e-5,
+)
+
+
+def _save_tiny(folder, **overrides):
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**TINY, **overrides})).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+@pytest.fixture(scope="module", params=["untied", "tied"])
+def tiny(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    reference = _save_tiny(folder, tie_word_embeddings=request.param == "tied")
+    return folder, reference, AutoModelForCausalLM.from_pretrained(folder)
+
+
+def _ids(*shape, seed=1):
+    return torch.randint(0, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.inference_mode()
+def test_logits_and_loss_match_reference(tiny):
+    _, reference, model = tiny
+    assert isinstance(model, LlamaForCausalLM) and not model.training
+    ids = _ids(2, 11)
+    labels = ids.clone()
+    labels[0, :3] = -100
+    ours, theirs = model(ids, labels=labels), reference(ids, labels=labels)
+    torch.testing.assert_close(ours.logits, theirs.logits)
+    torch.testing.assert_close(ours.loss, theirs.loss)
+    assert ours[0] is ours.loss and ours["logits"] is ours.logits and list(ours) == ["loss", "logits"]
+
+
+@torch.inference_mode()
+def test_logits_to_keep_projects_the_last_positions(tiny):
+    model = tiny[2]
+    ids = _ids(1, 7)
+    full = model(ids).logits
+    torch.testing.assert_close(model(ids, logits_to_keep=2).logits, full[:, -2:])
+    with pytest.raises(ValueError, match="logits_to_keep"):
+        model(ids, labels=ids, logits_to_keep=1)
+
+
+@torch.inference_mode()
+def test_cached_decoding_equals_the_full_forward(tiny):
+    model = tiny[2]
+    ids = _ids(2, 12)
+    full = model(ids).logits
+    cache = DynamicCache()
+    steps = [model(ids[:, :5], past_key_values=cache).logits]  # prefill
+    steps.append(model(ids[:, 5:8], past_key_values=cache).logits)  # a chunk on top of the cache
+    for t in range(8, 12):
+        steps.append(model(ids[:, t : t + 1], past_key_values=cache).logits)  # one token at a time
+    assert cache.seq_len == 12
+    torch.testing.assert_close(torch.cat(steps, dim=1), full)
+
+
+@torch.inference_mode()
+def test_left_padded_batch_equals_single_rows(tiny):
+    _, reference, model = tiny
+    rows = [_ids(1, 9, seed=2)[0], _ids(1, 5, seed=3)[0], _ids(1, 1, seed=4)[0]]
+    width = max(len(r) for r in rows)
+    ids = torch.stack([torch.cat([torch.zeros(width - len(r), dtype=torch.long), r]) for r in rows])
+    mask = torch.stack([torch.cat([torch.zeros(width - len(r)), torch.ones(len(r))]).long() for r in rows])
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+
+    cache = DynamicCache()
+    prefill = model(ids, attention_mask=mask, position_ids=positions, past_key_values=cache).logits
+    step_ids = _ids(3, 1, seed=5)
+    mask = torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], dim=1)
+    step = model(step_ids, attention_mask=mask, position_ids=positions[:, -1:] + 1, past_key_values=cache).logits
+    theirs = reference(ids, attention_mask=mask[:, :-1], position_ids=positions).logits
+    for i, row in enumerate(rows):
+        alone = model(torch.cat([row, step_ids[i]])[None]).logits[0]
+        torch.testing.assert_close(prefill[i, width - len(row) :], alone[:-1])
+        torch.testing.assert_close(step[i, 0], alone[-1])
+        torch.testing.assert_close(theirs[i, width - len(row) :], alone[:-1])
+
+
+@torch.inference_mode()
+def test_generate_matches_reference_greedy(tiny):
+    _, reference, model = tiny
+    ids = _ids(1, 6, seed=6)
+    expected = reference.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
+                                  eos_token_id=None, pad_token_id=0)
+    model.generation_config.eos_token_id = None
+    assert model.generate(ids, max_new_tokens=10).tolist() == expected.tolist()
+
+
+@torch.inference_mode()
+def test_base_model_loads_from_a_checkpoint_with_a_head(tiny):
+    folder, reference, _ = tiny
+    base = AutoModel.from_pretrained(folder)
+    assert isinstance(base, LlamaModel)
+    ids = _ids(2, 6)
+    torch.testing.assert_close(base(ids).last_hidden_state, reference.model(ids).last_hidden_state)
+
+
+@torch.inference_mode()
+def test_save_pretrained_loads_in_the_reference(tiny, tmp_path):
+    _, reference, model = tiny
+    model.save_pretrained(tmp_path)
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ids = _ids(2, 9)
+    torch.testing.assert_close(reloaded(ids).logits, reference(ids).logits)
+    ours_again = AutoModelForCausalLM.from_pretrained(tmp_path)
+    torch.testing.assert_close(ours_again(ids).logits, model(ids).logits)
+    assert ours_again.config.tie_word_embeddings == model.config.tie_word_embeddings
+
+
+def test_dtype_options(tiny):
+    folder = tiny[0]
+    assert AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).dtype == torch.bfloat16
+    assert AutoModelForCausalLM.from_pretrained(folder, torch_dtype="float16").dtype == torch.float16
+    assert AutoModelForCausalLM.from_pretrained(folder, dtype="auto").dtype == torch.float32
+    with pytest.raises(ValueError, match="dtype"):
+        AutoModelForCausalLM.from_pretrained(folder, dtype="float8")
+    with pytest.raises(TypeError, match="unexpected keyword arguments"):
+        AutoModelForCausalLM.from_pretrained(folder, not_an_option=1)
+
+
+def test_config_overrides_and_properties(tiny):
+    model = AutoModelForCausalLM.from_pretrained(tiny[0], rms_norm_eps=1e-3)
+    assert model.config.rms_norm_eps == 1e-3
+    assert model.device == torch.device("cpu")
+    assert model.num_parameters() == sum(p.numel() for p in tiny[1].parameters())
+
+
+def test_a_head_missing_from_the_checkpoint_is_initialized_with_one_warning(tmp_path):
+    torch.manual_seed(0)
+    transformers.LlamaModel(transformers.LlamaConfig(**TINY)).save_pretrained(tmp_path)
+    with pytest.warns(UserWarning, match="lm_head.weight") as caught:
+        model = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert len(caught) == 1
+    assert model.lm_head.weight.device.type == "cpu" and model.lm_head.weight.std() > 0
+
+
+def test_from_config_builds_a_random_model():
+    from openformers import LlamaConfig
+
+    model = AutoModelForCausalLM.from_config(LlamaConfig(**TINY, tie_word_embeddings=True))
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert model(_ids(1, 4)).logits.shape == (1, 4, TINY["vocab_size"])
+
+
+# A GGUF written here the way llama.cpp's converter writes one: names, reversed shapes, permuted Q/K rows.
+
+
+def _llama_cpp_permute(w: np.ndarray, heads: int) -> np.ndarray:
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _write_gguf(path, reference, quantize_to=None):
+    config = reference.config
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_eos_token_id(2)
+    names = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output",
+             "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "input_layernorm": "attn_norm", "mlp.gate_proj": "ffn_gate",
+             "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down", "post_attention_layernorm": "ffn_norm"}
+    for name, tensor in reference.state_dict().items():
+        w = tensor.numpy()
+        if ".q_proj." in name:
+            w = _llama_cpp_permute(w, config.num_attention_heads)
+        if ".k_proj." in name:
+            w = _llama_cpp_permute(w, config.num_key_value_heads)
+        for hf, cpp in names.items():
+            name = name.replace(hf, cpp)
+        name = name.replace("model.layers.", "blk.")
+        if quantize_to is not None and w.ndim == 2:
+            writer.add_tensor(name, gguf.quants.quantize(w, quantize_to), raw_dtype=quantize_to)
+        else:
+            writer.add_tensor(name, w)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@torch.inference_mode()
+def test_gguf_written_like_llama_cpp_matches_the_original(tmp_path):
+    reference = _save_tiny(tmp_path / "hf")
+    _write_gguf(tmp_path / "tiny.gguf", reference)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny.gguf")
+    assert not model.config.tie_word_embeddings and model.generation_config.eos_token_id == 2
+    ids = _ids(2, 8)
+    torch.testing.assert_close(model(ids).logits, reference(ids).logits)
+
+
+# The real SmolLM2 GGUF (Q4_1 and Q8_0 blocks), against the reference's GGUF loader.
+
+SMOLLM2_PROMPT = [1, 9906, 28, 339, 744, 253, 1789, 1743, 28, 284, 5248, 314, 2391, 30]
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_gguf):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = transformers.AutoModelForCausalLM.from_pretrained(
+            smollm2_gguf.parent, gguf_file=smollm2_gguf.name
+        ).eval()
+    model = AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    return model, reference
+
+
+@torch.inference_mode()
+def test_smollm2_logits_match_reference(smollm2):
+    model, reference = smollm2
+    assert model.config.num_hidden_layers == 30 and model.config.tie_word_embeddings
+    assert (model.generation_config.eos_token_id, model.generation_config.pad_token_id) == (2, 2)
+    ids = torch.tensor([SMOLLM2_PROMPT])
+    torch.testing.assert_close(model(ids).logits, reference(ids).logits)
+
+
+@torch.inference_mode()
+def test_smollm2_greedy_generation_matches_reference(smollm2):
+    model, reference = smollm2
+    ids = torch.tensor([SMOLLM2_PROMPT])
+    expected = reference.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=16, do_sample=False,
+                                  pad_token_id=2)
+    assert model.generate(ids, max_new_tokens=16).tolist() == expected.tolist()
