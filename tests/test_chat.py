@@ -56,16 +56,17 @@ def test_renders_and_tokenizes_like_reference(ours, hf_gguf, conversation, add_g
     options = dict(add_generation_prompt=add_generation_prompt)
     text = ours.apply_chat_template(conversation, tokenize=False, **options)
     assert text == hf_gguf.apply_chat_template(conversation, tokenize=False, **options)
-    ids = ours.apply_chat_template(conversation, **options)
+    ids = ours.apply_chat_template(conversation, return_dict=False, **options)
     assert ids == hf_gguf.apply_chat_template(conversation, return_dict=False, **options)
+    assert ours.apply_chat_template(conversation, **options) == hf_gguf.apply_chat_template(conversation, **options)
     assert ids == ours.encode(text, add_special_tokens=False)
 
 
 def test_return_tensors_dict_and_batches(ours, hf_gguf):
     conversation = CONVERSATIONS[1]
-    tensor = ours.apply_chat_template(conversation, add_generation_prompt=True, return_tensors="pt")
+    tensor = ours.apply_chat_template(conversation, add_generation_prompt=True, return_tensors="pt", return_dict=False)
     assert isinstance(tensor, torch.Tensor) and tensor.shape[0] == 1
-    assert tensor[0].tolist() == ours.apply_chat_template(conversation, add_generation_prompt=True)
+    assert tensor[0].tolist() == ours.apply_chat_template(conversation, add_generation_prompt=True, return_dict=False)
 
     encoding = ours.apply_chat_template(conversation, return_dict=True, return_tensors="pt")
     expected = hf_gguf.apply_chat_template(conversation, return_dict=True, return_tensors="pt")

@@ -58,11 +58,11 @@ def test_greedy_matches_reference(ours, reference, prompt):
 @pytest.mark.parametrize("messages", CHATS)
 def test_chat_greedy_matches_reference(ours, reference, messages):
     tokenizer, model = ours
-    input_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
-    expected_ids = reference[0].apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
-    expected_ids = expected_ids["input_ids"] if isinstance(expected_ids, dict) else expected_ids
-    assert input_ids.tolist() == expected_ids.tolist()
-    output = model.generate(input_ids, max_new_tokens=64)
+    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+    expected = reference[0].apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+    assert inputs["input_ids"].tolist() == expected["input_ids"].tolist()
+    input_ids = inputs["input_ids"]
+    output = model.generate(**inputs, max_new_tokens=64)
     # The reference stops at EOS (<|im_end|>) too; compare up to where both stopped.
     assert output.tolist() == _reference_greedy(reference[1], input_ids, 64).tolist()
 
@@ -85,7 +85,7 @@ def test_the_standard_flow_decodes_text(ours):
 
 def test_stops_at_eos_and_pads_finished_rows(ours):
     tokenizer, model = ours
-    input_ids = tokenizer.apply_chat_template(CHATS[1], add_generation_prompt=True, return_tensors="pt")
+    input_ids = tokenizer.apply_chat_template(CHATS[1], add_generation_prompt=True, return_tensors="pt", return_dict=False)
     output = model.generate(input_ids, max_new_tokens=200)
     assert output[0, -1].item() == tokenizer.eos_token_id
     assert output.shape[1] < input_ids.shape[1] + 200

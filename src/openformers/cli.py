@@ -88,7 +88,7 @@ def _chat(args) -> int:
         if not user_text.strip():
             break
         messages.append({"role": "user", "content": user_text})
-        input_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+        input_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=False)
         model.generate(input_ids, max_new_tokens=args.max_new_tokens, streamer=streamer)
         messages.append({"role": "assistant", "content": streamer.text})
     return 0

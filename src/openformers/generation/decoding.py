@@ -8,6 +8,7 @@ through the forward contract (docs/architecture.md), the processors shape the sc
 
 import copy
 import warnings
+from collections.abc import Mapping
 
 import torch
 
@@ -28,6 +29,10 @@ class GenerationMixin:
         streamer=None,
         **kwargs,
     ) -> torch.Tensor:
+        if isinstance(input_ids, Mapping):
+            # What tokenizer(...) and apply_chat_template(...) return: take its ids and mask.
+            attention_mask = input_ids.get("attention_mask") if attention_mask is None else attention_mask
+            input_ids = input_ids.get("input_ids")
         config = copy.deepcopy(generation_config or self.generation_config)
         unknown = config.update(**kwargs)
         if unknown:

@@ -486,7 +486,7 @@ class PreTrainedTokenizer:
         tokenize: bool = True,
         add_generation_prompt: bool = False,
         return_tensors: str | None = None,
-        return_dict: bool = False,
+        return_dict: bool = True,
         **template_kwargs,
     ):
         """Render a conversation with the model's chat template; see `openformers.tokenizers.chat`."""

@@ -119,7 +119,7 @@ def apply_chat_template(
     tokenize: bool = True,
     add_generation_prompt: bool = False,
     return_tensors: str | None = None,
-    return_dict: bool = False,
+    return_dict: bool = True,
     padding: bool | str = False,
     chat_template: str | None = None,
     tools: list[dict] | None = None,
@@ -130,7 +130,7 @@ def apply_chat_template(
 
     Returns the text with tokenize=False. Otherwise the ids of the text, encoded without adding
     special tokens (the template writes them): a list, or a tensor with return_tensors, or with
-    return_dict=True the whole BatchEncoding (input_ids and attention_mask). Extra keyword arguments
+    return_dict=True (the default, as in the reference) the whole BatchEncoding (input_ids and attention_mask). Extra keyword arguments
     become template variables (e.g. `enable_thinking=False`).
     """
     batched = isinstance(messages, (list, tuple)) and bool(messages) and isinstance(messages[0], (list, tuple))
