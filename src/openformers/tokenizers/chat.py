@@ -129,9 +129,9 @@ def apply_chat_template(
     """Render `messages` (or a list of conversations) with the chat template.
 
     Returns the text with tokenize=False. Otherwise the ids of the text, encoded without adding
-    special tokens (the template writes them): a list, or a tensor with return_tensors, or with
-    return_dict=True (the default, as in the reference) the whole BatchEncoding (input_ids and attention_mask). Extra keyword arguments
-    become template variables (e.g. `enable_thinking=False`).
+    special tokens (the template writes them): as in the reference, a BatchEncoding (input_ids and
+    attention_mask) by default, or with return_dict=False the ids alone (a list, or a tensor with
+    return_tensors). Extra keyword arguments become template variables (e.g. `enable_thinking=False`).
     """
     batched = isinstance(messages, (list, tuple)) and bool(messages) and isinstance(messages[0], (list, tuple))
     conversations = (
