@@ -1,0 +1,94 @@
+"""Configs: config.json round trips, both rope layouts, named validation errors, AutoConfig."""
+
+import json
+
+import pytest
+
+from openformers import AutoConfig, LlamaConfig, PretrainedConfig
+
+TINY = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4)
+
+
+def test_config_json_round_trip_keeps_unknown_keys(tmp_path):
+    written = {**TINY, "model_type": "llama", "num_key_value_heads": 2, "rope_theta": 5000.0,
+               "torch_dtype": "bfloat16", "some_future_key": {"nested": [1, 2]}, "transformers_version": "4.45.0"}
+    (tmp_path / "config.json").write_text(json.dumps(written))
+    config = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(config, LlamaConfig) and isinstance(config, PretrainedConfig)
+    assert config.head_dim == 16 and config.dtype == "bfloat16" and config.rope_theta == 5000.0
+    assert config.some_future_key == {"nested": [1, 2]}
+
+    config.save_pretrained(tmp_path / "again")
+    again = json.loads((tmp_path / "again" / "config.json").read_text())
+    del written["torch_dtype"]  # written back under its transformers 5 name
+    assert again["dtype"] == "bfloat16"
+    assert {k: again[k] for k in written} == written
+    assert LlamaConfig.from_json_file(tmp_path / "again" / "config.json") == config
+
+
+def test_transformers_5_rope_parameters_are_read(tmp_path):
+    values = {**TINY, "rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 500000.0}}
+    config = LlamaConfig.from_dict(values)
+    assert config.rope_theta == 500000.0
+    assert config.rope_scaling == {"rope_type": "linear", "factor": 2.0}
+    default = LlamaConfig.from_dict({**TINY, "rope_parameters": {"rope_type": "default", "rope_theta": 1e4}})
+    assert default.rope_scaling is None
+    legacy = LlamaConfig.from_dict({**TINY, "rope_scaling": {"type": "linear", "factor": 4.0}})
+    assert legacy.rope_scaling["rope_type"] == "linear"
+
+
+def test_the_reference_reads_what_we_write(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 1024}
+    LlamaConfig(**TINY, num_key_value_heads=2, rope_theta=123.0, rope_scaling=scaling).save_pretrained(tmp_path)
+    theirs = transformers.AutoConfig.from_pretrained(tmp_path)
+    assert theirs.rope_parameters == {**scaling, "rope_theta": 123.0}
+    assert (theirs.num_key_value_heads, theirs.head_dim, theirs.vocab_size) == (2, 16, 128)
+
+
+def test_the_reference_config_reads_back(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    transformers.LlamaConfig(**TINY, num_key_value_heads=1, tie_word_embeddings=True).save_pretrained(tmp_path)
+    config = AutoConfig.from_pretrained(tmp_path)
+    assert (config.num_key_value_heads, config.tie_word_embeddings, config.rope_theta) == (1, True, 10000.0)
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"num_key_value_heads": 3}, "num_key_value_heads=3"),
+        ({"vocab_size": 0}, "vocab_size=0"),
+        ({"hidden_size": 66}, "hidden_size=66"),
+        ({"hidden_act": "gelu"}, "hidden_act='gelu'"),
+        ({"rms_norm_eps": -1.0}, "rms_norm_eps=-1.0"),
+        ({"rope_scaling": {"rope_type": "yarn", "factor": 2.0}}, "rope_scaling.rope_type='yarn'"),
+        ({"rope_scaling": {"rope_type": "linear"}}, "rope_scaling.factor=None"),
+        ({"num_hidden_layers": 2.5}, "num_hidden_layers=2.5"),
+    ],
+)
+def test_validation_errors_name_the_field_and_value(values, field):
+    with pytest.raises(ValueError, match=f"Invalid config: {field}"):
+        LlamaConfig(**{**TINY, **values})
+
+
+def test_unknown_model_type_and_missing_config(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba"}))
+    with pytest.raises(ValueError, match=r"model_type='mamba'.*supported model types: llama"):
+        AutoConfig.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        AutoConfig.from_pretrained(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        AutoConfig.from_pretrained(tmp_path / "empty")
+
+
+def test_config_from_gguf_metadata(smollm2_gguf):
+    config = AutoConfig.from_pretrained(smollm2_gguf)
+    assert isinstance(config, LlamaConfig)
+    assert (config.num_hidden_layers, config.hidden_size, config.intermediate_size) == (30, 576, 1536)
+    assert (config.num_attention_heads, config.num_key_value_heads, config.head_dim) == (9, 3, 64)
+    assert (config.vocab_size, config.max_position_embeddings, config.rope_theta) == (49152, 8192, 100000.0)
+    assert config.tie_word_embeddings and (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (1, 2, 2)
+    assert config.rms_norm_eps == pytest.approx(1e-5)

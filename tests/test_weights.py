@@ -1,0 +1,192 @@
+"""Reading and writing state dicts: GGUF dequantization against gguf-py's numpy reference, shards, errors."""
+
+import json
+
+import gguf
+import numpy as np
+import pytest
+import torch
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from openformers import AutoModelForCausalLM
+from openformers.weights import GGUFFile, load_weights, rename, save_safetensors
+
+QUANTIZABLE = ["BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]  # gguf.quants can make these blocks
+# gguf.quants only reads these: random blocks, with every float16 scale made finite: (offset, count) in a block.
+RANDOM_BLOCKS = {"Q4_K": [(0, 2)], "Q5_K": [(0, 2)], "Q6_K": [(208, 1)]}
+SHAPE = (6, 512)  # rows of two 256-value super-blocks
+
+
+def _random_blocks(kind: str, rows: int, columns: int, rng) -> np.ndarray:
+    block_values, block_bytes = GGML_QUANT_SIZES[GGMLQuantizationType[kind]]
+    n_blocks = rows * columns // block_values
+    blocks = rng.integers(0, 256, size=(n_blocks, block_bytes), dtype=np.uint8)
+    for offset, count in RANDOM_BLOCKS[kind]:
+        scales = rng.uniform(-0.1, 0.1, size=(n_blocks, count)).astype(np.float16)
+        blocks[:, offset : offset + 2 * count] = scales.view(np.uint8)
+    return blocks.reshape(rows, -1)
+
+
+@pytest.fixture(scope="module")
+def gguf_of_every_type(tmp_path_factory):
+    """One tensor per supported type (plus F32, F16 and an unsupported Q2_K), written with gguf.GGUFWriter."""
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("gguf") / "types.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    values = rng.standard_normal(SHAPE).astype(np.float32)
+    writer.add_tensor("F32", values)
+    writer.add_tensor("F16", values.astype(np.float16))
+    for kind in QUANTIZABLE:
+        qtype = GGMLQuantizationType[kind]
+        writer.add_tensor(kind, gguf.quants.quantize(values, qtype), raw_dtype=qtype)
+    for kind in RANDOM_BLOCKS:
+        writer.add_tensor(kind, _random_blocks(kind, *SHAPE, rng), raw_dtype=GGMLQuantizationType[kind])
+    writer.add_tensor("Q2_K", rng.integers(0, 256, size=(6, 168), dtype=np.uint8), raw_dtype=GGMLQuantizationType.Q2_K)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return GGUFFile(path)
+
+
+@pytest.mark.parametrize("kind", ["F32", "F16", *QUANTIZABLE, *RANDOM_BLOCKS])
+def test_dequantization_equals_the_numpy_reference(gguf_of_every_type, kind):
+    info = gguf_of_every_type.tensors[kind]
+    expected = torch.from_numpy(np.ascontiguousarray(gguf.quants.dequantize(info.data, info.tensor_type)))
+    ours = gguf_of_every_type.tensor(kind)
+    assert ours.shape == SHAPE and ours.dtype == torch.float32
+    assert torch.equal(ours, expected.reshape(SHAPE))
+    assert gguf_of_every_type.tensor(kind, torch.bfloat16).dtype == torch.bfloat16
+
+
+def test_an_unsupported_gguf_type_is_named(gguf_of_every_type):
+    with pytest.raises(ValueError, match=r"'Q2_K' in .*types\.gguf is stored as Q2_K.*Supported GGUF types"):
+        gguf_of_every_type.tensor("Q2_K")
+
+
+def test_gguf_metadata(gguf_of_every_type):
+    assert gguf_of_every_type.get("general.architecture") == "llama"
+    assert gguf_of_every_type.get("llama.block_count", 7) == 7
+
+
+def test_sharded_safetensors_round_trip(tmp_path):
+    state_dict = {f"layer{i}.weight": torch.randn(16, 16) for i in range(5)}
+    save_safetensors(state_dict, tmp_path, max_shard_bytes=1500)
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) == 5 and index["metadata"]["total_size"] == 5 * 16 * 16 * 4
+    loaded = load_weights(tmp_path / "model.safetensors.index.json")
+    assert loaded.keys() == state_dict.keys() and all(torch.equal(loaded[k], state_dict[k]) for k in state_dict)
+    assert load_weights(tmp_path / "model.safetensors.index.json", torch.float16)["layer0.weight"].dtype == torch.float16
+
+
+def test_sharded_bin_loads(tmp_path):
+    parts = [{"a": torch.randn(3), "b": torch.arange(4)}, {"c": torch.randn(2, 2)}]
+    weight_map = {}
+    for number, part in enumerate(parts, start=1):
+        name = f"pytorch_model-0000{number}-of-00002.bin"
+        torch.save(part, tmp_path / name)
+        weight_map.update(dict.fromkeys(part, name))
+    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    loaded = load_weights(tmp_path / "pytorch_model.bin.index.json", torch.float16)
+    assert loaded["a"].dtype == torch.float16 and loaded["b"].dtype == torch.int64
+    assert torch.equal(loaded["c"], parts[1]["c"].half())
+
+
+def test_a_missing_shard_is_named(tmp_path):
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": "model-00002.safetensors"}}))
+    with pytest.raises(FileNotFoundError, match="model-00002.safetensors"):
+        load_weights(tmp_path / "model.safetensors.index.json")
+
+
+def test_rename_maps_each_name_part():
+    renamed = rename({"blk.3.attn_q.weight": 1, "output.weight": 2}, {"blk": "model.layers", "attn_q": "q",
+                                                                     "output": "lm_head"})
+    assert renamed == {"model.layers.3.q.weight": 1, "lm_head.weight": 2}
+
+
+# from_pretrained's errors: each names the file and what does not fit.
+
+TINY = dict(vocab_size=32, hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2)
+
+
+@pytest.fixture
+def tiny_folder(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY)).save_pretrained(tmp_path)
+    return tmp_path
+
+
+def _edit_weights(folder, edit):
+    from safetensors.torch import load_file, save_file
+
+    state_dict = load_file(folder / "model.safetensors")
+    edit(state_dict)
+    save_file(state_dict, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def test_unexpected_and_missing_keys_are_listed_with_the_file(tiny_folder):
+    def edit(state_dict):
+        state_dict["model.layers.0.extra.weight"] = torch.zeros(1)
+        del state_dict["model.norm.weight"]
+
+    _edit_weights(tiny_folder, edit)
+    with pytest.raises(ValueError, match=r"model\.safetensors.*missing \(1\): model\.norm\.weight.*"
+                                         r"unexpected \(1\): model\.layers\.0\.extra\.weight"):
+        AutoModelForCausalLM.from_pretrained(tiny_folder)
+
+
+def test_a_shape_mismatch_is_listed(tiny_folder):
+    _edit_weights(tiny_folder, lambda sd: sd.update({"model.norm.weight": torch.ones(8)}))
+    with pytest.raises(ValueError, match=r"wrong shape.*model\.norm\.weight: checkpoint \(8,\), model \(16,\)"):
+        AutoModelForCausalLM.from_pretrained(tiny_folder)
+
+
+def test_a_folder_without_weights_says_what_was_looked_for(tiny_folder):
+    (tiny_folder / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors, model.safetensors.index.json, pytorch_model.bin"):
+        AutoModelForCausalLM.from_pretrained(tiny_folder)
+
+
+def test_a_folder_without_config_says_what_was_looked_for(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no config\.json.*\*\.gguf"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.gguf"):
+        AutoModelForCausalLM.from_pretrained(tmp_path / "nothing.gguf")
+    with pytest.raises(FileNotFoundError, match="nothing.gguf"):
+        GGUFFile(tmp_path / "nothing.gguf")
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        load_weights(tmp_path / "model.safetensors")
+
+
+def test_an_unsupported_gguf_architecture_is_named(tmp_path):
+    path = tmp_path / "mamba.gguf"
+    writer = gguf.GGUFWriter(str(path), "mamba")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ValueError, match=r"mamba\.gguf holds a 'mamba' model.*supported GGUF architectures: llama"):
+        AutoModelForCausalLM.from_pretrained(path)
+
+
+def test_an_unknown_model_type_lists_the_supported_ones(tiny_folder):
+    config = json.loads((tiny_folder / "config.json").read_text())
+    (tiny_folder / "config.json").write_text(json.dumps({**config, "model_type": "mamba"}))
+    with pytest.raises(ValueError, match=r"model_type='mamba'.*supported model types: llama"):
+        AutoModelForCausalLM.from_pretrained(tiny_folder)
+
+
+def test_bin_checkpoints_load(tiny_folder):
+    from safetensors.torch import load_file
+
+    state_dict = load_file(tiny_folder / "model.safetensors")
+    (tiny_folder / "model.safetensors").unlink()
+    torch.save(state_dict, tiny_folder / "pytorch_model.bin")
+    model = AutoModelForCausalLM.from_pretrained(tiny_folder)
+    assert torch.equal(model.model.norm.weight, state_dict["model.norm.weight"])
