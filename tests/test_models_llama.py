@@ -1,5 +1,6 @@
 """Llama against the reference: tiny random HF models saved to disk, and the real SmolLM2 GGUF."""
 
+import json
 import warnings
 
 import gguf
@@ -246,3 +247,13 @@ def test_smollm2_greedy_generation_matches_reference(smollm2):
     expected = reference.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=16, do_sample=False,
                                   pad_token_id=2)
     assert model.generate(ids, max_new_tokens=16).tolist() == expected.tolist()
+
+
+@torch.inference_mode()
+def test_smollm2_saved_as_safetensors_loads_in_the_reference(smollm2, tmp_path):
+    model, reference = smollm2
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "generation_config.json").read_text())["eos_token_id"] == 2
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ids = torch.tensor([SMOLLM2_PROMPT])
+    torch.testing.assert_close(reloaded(ids).logits, reference(ids).logits)

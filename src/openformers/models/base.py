@@ -246,7 +246,7 @@ def _rebuild_buffers(model: nn.Module) -> None:
     device = model.device
     for module in model.modules():
         if hasattr(module, "reset_tables"):
-            module.reset_tables(module.cos.shape[0], device)
+            module.reset_tables(device)
 
 
 def _resolve_dtype(dtype, torch_dtype) -> torch.dtype | None:

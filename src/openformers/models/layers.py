@@ -14,6 +14,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # one fused kernel, same numbers
         # Normalized in float32 whatever the model dtype, as the reference does, then cast back before the scale.
         dtype = x.dtype
         x = x.float()
@@ -49,8 +51,8 @@ def _llama3_frequencies(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
 class RotaryEmbedding(nn.Module):
     """cos and sin of every position, computed once and looked up by position id.
 
-    The tables are non-persistent buffers (they are not in checkpoints): `reset_tables` fills them after
-    the model is built on the meta device, and `ensure_length` grows them when a sequence outruns them.
+    The tables are non-persistent buffers (they are not in checkpoints): `reset_tables(device)` fills them
+    after the model is built on the meta device, and `ensure_length` grows them when a sequence outruns them.
     """
 
     def __init__(self, head_dim: int, theta: float, scaling: dict | None, length: int):
@@ -58,22 +60,25 @@ class RotaryEmbedding(nn.Module):
         self.head_dim, self.theta, self.scaling = head_dim, theta, scaling
         self.register_buffer("cos", torch.empty(0, head_dim), persistent=False)
         self.register_buffer("sin", torch.empty(0, head_dim), persistent=False)
-        self.reset_tables(length)
+        self.reset_tables(length=length)
 
-    def reset_tables(self, length: int, device: torch.device | None = None) -> None:
+    def reset_tables(self, device: torch.device | None = None, length: int | None = None) -> None:
         device = device or self.cos.device
+        length = length or self.cos.shape[0]
         if device.type == "meta":
             self.cos = torch.empty(length, self.head_dim, device="meta")
             self.sin = torch.empty(length, self.head_dim, device="meta")
             return
-        inv_freq = rope_inverse_frequencies(self.head_dim, self.theta, self.scaling).to(device)
-        angles = torch.arange(length, device=device, dtype=torch.int64).float()[:, None] * inv_freq  # (T, hs/2)
-        angles = torch.cat([angles, angles], dim=-1)  # (T, hs)
-        self.cos, self.sin = angles.cos(), angles.sin()
+        # Computed in float32 on the CPU, as the reference computes them, whatever the model's device and dtype.
+        inv_freq = rope_inverse_frequencies(self.head_dim, self.theta, self.scaling)
+        angles = torch.arange(length, dtype=torch.int64).float()[:, None] * inv_freq  # (T, hs/2)
+        # Pair i is (x[i], x[i + hs/2]); its rotation needs -sin on the first half and +sin on the second.
+        self.cos = torch.cat([angles.cos(), angles.cos()], dim=-1).to(device)  # (T, hs)
+        self.sin = torch.cat([-angles.sin(), angles.sin()], dim=-1).to(device)
 
     def ensure_length(self, length: int) -> None:
         if length > self.cos.shape[0]:
-            self.reset_tables(max(length, 2 * self.cos.shape[0]))
+            self.reset_tables(length=max(length, 2 * self.cos.shape[0]))
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T) positions -> cos, sin shaped (B, 1, T, hs) to broadcast over the heads."""
@@ -81,10 +86,10 @@ class RotaryEmbedding(nn.Module):
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each (i, i + hs/2) pair of x (B, nh, T, hs) by its position's angle."""
+    """Rotate each (i, i + hs/2) pair of x (B, nh, T, hs) by its position's angle (`sin` is signed per half)."""
     half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
+    swapped = torch.cat([x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + swapped * sin
 
 
 def attention_mask_for(
@@ -116,10 +121,9 @@ def attention_mask_for(
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Scaled dot-product attention, q (B, nh, T, hs) and k, v (B, n_kv, S, hs) with nh a multiple of n_kv."""
-    if k.shape[1] != q.shape[1]:
-        repeats = q.shape[1] // k.shape[1]
-        k = k.repeat_interleave(repeats, dim=1)
-        v = v.repeat_interleave(repeats, dim=1)
+    """Scaled dot-product attention, q (B, nh, T, hs) and k, v (B, n_kv, S, hs) with nh a multiple of n_kv.
+
+    Each group of nh / n_kv query heads shares one key/value head (`enable_gqa`, no copies of the cache).
+    """
     is_causal = mask is None and q.shape[2] > 1
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
