@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import LlamaConfig
+from ..weights import rename
 from .base import PreTrainedModel
 from .layers import RMSNorm, RotaryEmbedding, apply_rope, attention, attention_mask_for
 from .outputs import BaseModelOutput, CausalLMOutput
@@ -39,8 +40,6 @@ def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: LlamaCo
     halves) to suit its rotary kernel; reading the rows as (heads, hs/2, 2) and swapping the last two
     axes restores the original order.
     """
-    from ..weights import rename
-
     state_dict = rename(state_dict, GGUF_RENAMES)
     for i in range(config.num_hidden_layers):
         for name, heads in (("q_proj", config.num_attention_heads), ("k_proj", config.num_key_value_heads)):
@@ -53,7 +52,7 @@ def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: LlamaCo
 
 def _unpermute_rows(w: torch.Tensor, heads: int) -> torch.Tensor:
     rest = w.shape[1:]
-    return w.reshape(heads, -1, 2, *rest).transpose(1, 2).reshape(w.shape).contiguous()
+    return w.reshape(heads, -1, 2, *rest).transpose(1, 2).reshape(w.shape)
 
 
 class LlamaAttention(nn.Module):
