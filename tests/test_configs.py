@@ -62,7 +62,6 @@ def test_the_reference_config_reads_back(tmp_path):
         ({"hidden_size": 66}, "hidden_size=66"),
         ({"hidden_act": "gelu"}, "hidden_act='gelu'"),
         ({"rms_norm_eps": -1.0}, "rms_norm_eps=-1.0"),
-        ({"rope_scaling": {"rope_type": "yarn", "factor": 2.0}}, "rope_scaling.rope_type='yarn'"),
         ({"rope_scaling": {"rope_type": "linear"}}, "rope_scaling.factor=None"),
         ({"num_hidden_layers": 2.5}, "num_hidden_layers=2.5"),
     ],
@@ -70,6 +69,11 @@ def test_the_reference_config_reads_back(tmp_path):
 def test_validation_errors_name_the_field_and_value(values, field):
     with pytest.raises(ValueError, match=f"Invalid config: {field}"):
         LlamaConfig(**{**TINY, **values})
+
+
+def test_an_unsupported_rope_type_is_named():
+    with pytest.raises(ValueError, match="rope_scaling.rope_type='yarn'; openformers implements the rope types"):
+        LlamaConfig(**TINY, rope_scaling={"rope_type": "yarn", "factor": 2.0})
 
 
 def test_unknown_model_type_and_missing_config(tmp_path):

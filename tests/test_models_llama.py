@@ -127,6 +127,23 @@ def test_save_pretrained_loads_in_the_reference(tiny, tmp_path):
     assert ours_again.config.tie_word_embeddings == model.config.tie_word_embeddings
 
 
+@pytest.mark.parametrize(
+    "scaling",
+    [
+        {"rope_type": "linear", "factor": 4.0},
+        {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+         "original_max_position_embeddings": 64},
+    ],
+)
+@torch.inference_mode()
+def test_rope_scaling_matches_reference(tmp_path, scaling):
+    reference = _save_tiny(tmp_path, rope_scaling=scaling)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert model.config.rope_scaling["rope_type"] == scaling["rope_type"]
+    ids = _ids(1, 40)
+    torch.testing.assert_close(model(ids).logits, reference(ids).logits)
+
+
 def test_dtype_options(tiny):
     folder = tiny[0]
     assert AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).dtype == torch.bfloat16

@@ -279,7 +279,10 @@ def _check_rope_scaling(scaling) -> None:
         _invalid("rope_scaling", scaling, "None or a dict with a 'rope_type' key")
     kind = scaling.get("rope_type")
     if kind not in ROPE_TYPES:
-        _invalid("rope_scaling.rope_type", kind, f"one of {', '.join(ROPE_TYPES)}")
+        raise ValueError(
+            f"Unsupported config: rope_scaling.rope_type={kind!r}; openformers implements the rope types "
+            f"{', '.join(ROPE_TYPES)}."
+        )
     needed = {"linear": ["factor"],
               "llama3": ["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"]}
     for key in needed.get(kind, []):
