@@ -23,6 +23,19 @@ _PUBLIC_NAMES = {
     "TextStreamer": "openformers.generation.streamers",
     "TextIteratorStreamer": "openformers.generation.streamers",
     "GenerationConfig": "openformers.generation.config",
+    "Trainer": "openformers.training",
+    "TrainingArguments": "openformers.training",
+    "TrainerCallback": "openformers.training",
+    "TrainerState": "openformers.training",
+    "TrainerControl": "openformers.training",
+    "EarlyStoppingCallback": "openformers.training",
+    "DataCollatorWithPadding": "openformers.training",
+    "DataCollatorForLanguageModeling": "openformers.training",
+    "DataCollatorForTokenClassification": "openformers.training",
+    "default_data_collator": "openformers.training",
+    "EvalPrediction": "openformers.training",
+    "get_scheduler": "openformers.training",
+    "set_seed": "openformers.training",
 }
 
 __all__ = sorted(_PUBLIC_NAMES)

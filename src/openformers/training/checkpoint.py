@@ -1,0 +1,177 @@
+"""Checkpoints `output_dir/checkpoint-N/`: written atomically, read back for an exact resume.
+
+A checkpoint is written into a temporary folder that is renamed to `checkpoint-N` only once every file
+is complete, so a crash mid-write never leaves a folder that looks like a checkpoint. It holds the
+weights (safetensors, as `save_pretrained` writes them), the optimizer and scheduler states, the random
+number generator states and `trainer_state.json`; resuming from it continues the same run.
+"""
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..weights import find_weights, load_weights, save_safetensors
+from .callbacks import TrainerState
+
+PREFIX = "checkpoint"
+_TEMPORARY = ".tmp-"
+
+
+def checkpoint_folders(output_dir) -> list[Path]:
+    """The complete checkpoints in output_dir, oldest (lowest step) first."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := re.fullmatch(rf"{PREFIX}-(\d+)", p.name))]
+    return [p for _, p in sorted(found) if (p / "trainer_state.json").is_file()]
+
+
+def latest_checkpoint(output_dir) -> Path | None:
+    folders = checkpoint_folders(output_dir)
+    return folders[-1] if folders else None
+
+
+def save_model(model, folder: Path) -> None:
+    """Weights (and config) the way from_pretrained reads them back."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "save_pretrained"):
+        model.save_pretrained(folder)
+    else:
+        save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()}, folder)
+
+
+def load_model_weights(model, folder: Path) -> None:
+    """Load a checkpoint's weights into `model` in place; tied weights stored once are tied again."""
+    state_dict = load_weights(find_weights(Path(folder)))
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    tied = set(getattr(model, "tied_weights", {})) if getattr(getattr(model, "config", None), "tie_word_embeddings", False) else set()
+    missing = [k for k in missing if k not in tied]
+    if missing or unexpected:
+        raise ValueError(
+            f"The weights in {folder} do not fit {type(model).__name__}: missing {missing[:10]}, unexpected "
+            f"{unexpected[:10]}. Resume with the model the checkpoint was trained from."
+        )
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+
+
+def rng_states() -> dict:
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    states = {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+        "cpu": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(states["cpu"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(output_dir, step: int, model, optimizer, scheduler, state: TrainerState, args,
+                    scaler=None, extra: dict[str, dict] | None = None) -> Path:
+    """Write checkpoint-{step} atomically and return its path; `extra` maps file names to small dicts to keep."""
+    output_dir = Path(output_dir)
+    final = output_dir / f"{PREFIX}-{step}"
+    temporary = output_dir / f"{_TEMPORARY}{PREFIX}-{step}-{os.getpid()}"
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    save_model(model, temporary)
+    if not args.save_only_model:
+        torch.save(optimizer.state_dict(), temporary / "optimizer.pt")
+        torch.save(scheduler.state_dict(), temporary / "scheduler.pt")
+        torch.save(rng_states(), temporary / "rng_state.pth")
+        if scaler is not None:
+            torch.save(scaler.state_dict(), temporary / "scaler.pt")
+        for name, values in (extra or {}).items():
+            torch.save(values, temporary / name)
+    (temporary / "training_args.json").write_text(json.dumps(args.to_dict(), indent=2, default=str) + "\n")
+    state.save_to_json(temporary / "trainer_state.json")  # written last: its presence marks a complete checkpoint
+    _sync_folder(temporary)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(temporary, final)
+    _sync_folder(output_dir)
+    return final
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush the files and the folder entry to disk, so the rename never lands before the data."""
+    for path in [*folder.iterdir(), folder] if folder.is_dir() else [folder]:
+        if path.is_file() or path == folder:
+            try:
+                descriptor = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fsync(descriptor)
+            except OSError:
+                pass  # some file systems cannot sync a folder; the rename is still atomic
+            finally:
+                os.close(descriptor)
+
+
+def load_checkpoint(folder, model, optimizer, scheduler, scaler=None) -> TrainerState:
+    """Restore weights, optimizer, scheduler and scaler from a checkpoint; return its TrainerState.
+
+    The random number generator states are left for `load_rng_states`: the Trainer sets them just
+    before the next step, after building the data iterator.
+    """
+    folder = Path(folder)
+    if not (folder / "trainer_state.json").is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a complete checkpoint (no trainer_state.json). Pass a checkpoint-N folder written "
+            "by the Trainer, or resume_from_checkpoint=True to pick the latest one in output_dir."
+        )
+    missing = [name for name in ("optimizer.pt", "scheduler.pt") if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder} has no {', '.join(missing)}: it was saved with save_only_model=True and cannot be resumed "
+            "from. Load its weights with from_pretrained and start a new run instead."
+        )
+    load_model_weights(model, folder)
+    device = next(model.parameters()).device
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
+    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+    if scaler is not None and (folder / "scaler.pt").is_file():
+        scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=True))
+    return TrainerState.load_from_json(folder / "trainer_state.json")
+
+
+def load_extra(folder, name: str) -> dict | None:
+    path = Path(folder) / name
+    return torch.load(path, weights_only=True) if path.is_file() else None
+
+
+def load_rng_states(folder) -> dict | None:
+    path = Path(folder) / "rng_state.pth"
+    return torch.load(path, weights_only=True) if path.is_file() else None
+
+
+def rotate_checkpoints(output_dir, limit: int | None, keep: str | None = None) -> None:
+    """Delete the oldest checkpoints beyond `limit`, never the one named `keep` (the best model)."""
+    if limit is None:
+        return
+    folders = checkpoint_folders(output_dir)
+    best = [p for p in folders if str(p) == str(keep)]
+    if best and best[0] is not folders[-1]:
+        folders.remove(best[0])
+        folders.append(best[0])  # the best one counts as the newest, so it is never deleted
+        limit = max(limit, 2)  # and the latest stays too, so training can still resume
+    for folder in folders[: max(len(folders) - limit, 0)]:
+        shutil.rmtree(folder, ignore_errors=True)
