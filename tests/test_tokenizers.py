@@ -477,11 +477,12 @@ def test_bad_files_are_named(tmp_path):
     with pytest.raises(ValueError, match="fake.gguf is not a GGUF file"):
         AutoTokenizer.from_pretrained(tmp_path / "fake.gguf")
 
-    folder = tmp_path / "wordpiece"
+    folder = tmp_path / "mystery"
     folder.mkdir()
-    wordpiece = tokenizers.Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
-    wordpiece.save(str(folder / "tokenizer.json"))
-    with pytest.raises(ValueError, match=r"wordpiece/tokenizer\.json.*model type 'WordPiece' is not supported yet"):
+    wordpiece = json.loads(tokenizers.Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]")).to_str())
+    wordpiece["model"]["type"] = "Mystery"
+    (folder / "tokenizer.json").write_text(json.dumps(wordpiece))
+    with pytest.raises(ValueError, match=r"mystery/tokenizer\.json.*model type 'Mystery' is not supported yet"):
         AutoTokenizer.from_pretrained(folder)
     (folder / "tokenizer.json").write_text("{broken")
     with pytest.raises(ValueError, match=r"tokenizer\.json is not valid JSON"):

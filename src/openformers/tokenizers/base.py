@@ -15,6 +15,9 @@ import numpy as np
 import regex
 
 from .. import hub
+from . import processors
+from .encoding import TRUNCATION_STRATEGIES, Encoding, apply_template, pad, truncate_sequences
+from .pre_tokenizers import BYTE_ALPHABET, ByteLevel
 
 VERY_LARGE_INTEGER = int(1e30)  # the reference's "no limit" for model_max_length
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -70,19 +73,19 @@ class AddedVocabulary:
         self.raw_pattern = _added_token_pattern([token for token in self.tokens.values() if not token.normalized])
         self.normalized_pattern = _added_token_pattern([token for token in self.tokens.values() if token.normalized])
 
-    def split(self, text: str, pattern: regex.Pattern | None) -> list[tuple[str, int | None]]:
-        """`(text, None)` for the plain stretches and `(content, id)` for each added token found."""
+    def split(self, text: str, pattern: regex.Pattern | None) -> list[tuple[str, int | None, int]]:
+        """`(text, None, start)` for the plain stretches and `(content, id, start)` for each added token found."""
         if pattern is None:
-            return [(text, None)] if text else []
+            return [(text, None, 0)] if text else []
         segments, position = [], 0
         for match in pattern.finditer(text):
             if match.start() > position:
-                segments.append((text[position : match.start()], None))
+                segments.append((text[position : match.start()], None, position))
             content = match.group("token")
-            segments.append((content, self.ids[content]))
+            segments.append((content, self.ids[content], match.start("token")))
             position = match.end()
         if position < len(text):
-            segments.append((text[position:], None))
+            segments.append((text[position:], None, position))
         return segments
 
 
@@ -105,6 +108,7 @@ class Pipeline:
         self.post_processor = post_processor
         self.decoder = decoder
         self.added = AddedVocabulary(added_tokens or {})
+        self._byte_level = _contains(pre_tokenizer, ByteLevel)
 
     def add_tokens(self, tokens: list[AddedToken]) -> None:
         """Add tokens that are not added tokens yet, reusing their vocabulary id or taking the next free one."""
@@ -122,20 +126,27 @@ class Pipeline:
         self.added = AddedVocabulary(added)
 
     def encode(self, text: str, pair: str | None = None, add_special_tokens: bool = True) -> list[int]:
-        sequences = [self._encode_one(text)] if pair is None else [self._encode_one(text), self._encode_one(pair)]
-        if add_special_tokens and self.post_processor is not None:
-            sequences = self.post_processor.process(sequences)
-        return [token_id for sequence in sequences for token_id in sequence]
-
-    def _encode_one(self, text: str) -> list[int]:
+        """Just the ids: the fast path, with no offsets or word ids."""
+        sequences = [self._encode_ids(text)] if pair is None else [self._encode_ids(text), self._encode_ids(pair)]
+        if self.post_processor is None or (not add_special_tokens and pair is None):
+            return [token_id for sequence in sequences for token_id in sequence]
         ids = []
-        for segment, token_id in self.added.split(text, self.added.raw_pattern):
+        for item, _ in self.post_processor.template(pair is not None):
+            if isinstance(item, str):
+                ids.extend(sequences[0 if item == "A" else 1])
+            elif add_special_tokens:
+                ids.extend(item)
+        return ids
+
+    def _encode_ids(self, text: str) -> list[int]:
+        ids = []
+        for segment, token_id, _ in self.added.split(text, self.added.raw_pattern):
             if token_id is not None:
                 ids.append(token_id)
                 continue
             if self.normalizer is not None:
                 segment = self.normalizer.normalize(segment)
-            for piece, token_id in self.added.split(segment, self.added.normalized_pattern):
+            for piece, token_id, _ in self.added.split(segment, self.added.normalized_pattern):
                 if token_id is not None:
                     ids.append(token_id)
                     continue
@@ -143,6 +154,86 @@ class Pipeline:
                 for word, _ in words:
                     ids.extend(self.model.tokenize(word))
         return ids
+
+    def encode_sequence(self, text: str) -> Encoding:
+        """One sequence with offsets (in `text`) and word ids, before the post-processor."""
+        ids, offsets, word_ids = [], [], []
+        word = 0
+        for segment, token_id, segment_start in self.added.split(text, self.added.raw_pattern):
+            if token_id is not None:
+                ids.append(token_id)
+                offsets.append((segment_start, segment_start + len(segment)))
+                word_ids.append(word)
+                word += 1
+                continue
+            spans = [(index, index + 1) for index in range(segment_start, segment_start + len(segment))]
+            if self.normalizer is not None:
+                segment, spans = self.normalizer.normalize_aligned(segment, spans)
+            for piece, token_id, piece_start in self.added.split(segment, self.added.normalized_pattern):
+                if token_id is not None:
+                    ids.append(token_id)
+                    offsets.append((spans[piece_start][0], spans[piece_start + len(piece) - 1][1]))
+                    word_ids.append(word)
+                    word += 1
+                    continue
+                words = self.pre_tokenizer.pre_tokenize(piece) if self.pre_tokenizer is not None else [(piece, (0, len(piece)))]
+                for unit_text, (start, end) in words:
+                    positions = self._unit_positions(unit_text, piece[start:end])
+                    base = piece_start + start
+                    for token_id, unit_start, unit_end in self.model.tokenize_with_offsets(unit_text):
+                        first, last = base + positions[unit_start], base + positions[unit_end - 1]
+                        ids.append(token_id)
+                        offsets.append((spans[first][0], spans[last][1]))
+                        word_ids.append(word)
+                    word += 1
+        encoding = Encoding(ids, offsets, word_ids)
+        if self.post_processor is not None and self.post_processor.trims_offsets:
+            self._trim_offsets(encoding)
+        return encoding
+
+    def _unit_positions(self, unit_text: str, span_text: str) -> list[int]:
+        """For each character of a pre-tokenized piece, the character of the normalized text it stands for.
+
+        They differ where the pre-tokenizer respelled the text: in bytes (byte-level), or with a marker
+        put in front (a prefix space, "▁"), which belongs to the first character.
+        """
+        if len(unit_text) == len(span_text):
+            return list(range(len(unit_text)))
+        if self._byte_level:
+            positions = [index for index, char in enumerate(span_text) for _ in range(len(char.encode("utf-8")))]
+        else:
+            positions = list(range(len(span_text)))
+        extra = len(unit_text) - len(positions)
+        if extra < 0:
+            return [min(index, len(span_text) - 1) for index in range(len(unit_text))]
+        return [0] * extra + positions
+
+    def _trim_offsets(self, encoding: Encoding) -> None:
+        """Leave the spaces a byte-level token starts or ends with out of its offsets ("Ġworld" -> "world")."""
+        space = BYTE_ALPHABET[ord(" ")]
+        for index, token_id in enumerate(encoding.ids):
+            token = self.id_to_token(token_id) or ""
+            leading = len(token) - len(token.lstrip(space))
+            trailing = len(token) - len(token.rstrip(space))
+            start, end = encoding.offsets[index]
+            if leading:
+                start = min(start + leading, end)
+            if trailing and end >= trailing:
+                end = max(end - trailing, start)
+            encoding.offsets[index] = (start, end)
+
+    def post_process(self, encodings: list[Encoding], add_special_tokens: bool) -> Encoding:
+        """Join one sequence or a pair by the post-processor's template (plain concatenation without one)."""
+        is_pair = len(encodings) == 2
+        template = self.post_processor.template(is_pair) if self.post_processor is not None else None
+        if template is None:
+            template = processors.PLAIN_PAIR if is_pair else processors.PLAIN_SINGLE
+        return apply_template(encodings, template, add_special_tokens)
+
+    def num_special_tokens_to_add(self, is_pair: bool) -> int:
+        if self.post_processor is None:
+            return 0
+        return sum(len(item) for item, _ in self.post_processor.template(is_pair) if not isinstance(item, str))
 
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         tokens = []
@@ -166,14 +257,41 @@ class Pipeline:
         return self.model.get_vocab() | self.added.ids
 
 
+def _contains(part, kind) -> bool:
+    """Whether `part`, or one of the parts of a Sequence, is a `kind`."""
+    if isinstance(part, kind):
+        return True
+    return any(_contains(child, kind) for child in getattr(part, "pre_tokenizers", []))
+
+
 class BatchEncoding(dict):
-    """What `tokenizer(...)` returns: a dict of `input_ids` and `attention_mask`, also readable as attributes."""
+    """What `tokenizer(...)` returns: a dict of `input_ids`, `attention_mask` and the rest, also readable
+    as attributes; `word_ids(i)` and `sequence_ids(i)` tell where each token of row i came from."""
+
+    def __init__(self, data=None, encodings: list[Encoding] | None = None):
+        super().__init__(data or {})
+        self.__dict__["encodings"] = encodings
 
     def __getattr__(self, name):
         try:
             return self[name]
         except KeyError:
             raise AttributeError(f"BatchEncoding has no key {name!r}; it has {sorted(self)}.") from None
+
+    def _encoding(self, batch_index: int) -> Encoding:
+        if not self.encodings:
+            raise ValueError("This BatchEncoding was not made by a tokenizer call, so it has no word ids.")
+        if not 0 <= batch_index < len(self.encodings):
+            raise IndexError(f"batch_index {batch_index} is out of range: the batch has {len(self.encodings)} rows.")
+        return self.encodings[batch_index]
+
+    def word_ids(self, batch_index: int = 0) -> list[int | None]:
+        """For each token of row `batch_index`, the index of the word it belongs to (None for special tokens)."""
+        return list(self._encoding(batch_index).word_ids)
+
+    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
+        """For each token, 0 for the first text, 1 for the pair, None for special tokens."""
+        return list(self._encoding(batch_index).sequence_ids)
 
     def to(self, device) -> "BatchEncoding":
         """Move the tensors to `device` (needs return_tensors="pt")."""
@@ -239,6 +357,8 @@ class PreTrainedTokenizer:
         chat_template: str | dict[str, str] | None = None,
         padding_side: str = "right",
         model_max_length: int = VERY_LARGE_INTEGER,
+        truncation_side: str = "right",
+        model_input_names: list[str] | tuple[str, ...] = ("input_ids", "attention_mask"),
         name_or_path: str = "",
     ):
         named = dict(
@@ -258,6 +378,11 @@ class PreTrainedTokenizer:
         self.chat_template = chat_template
         self.padding_side = padding_side
         self.model_max_length = model_max_length
+        if truncation_side not in ("left", "right"):
+            raise ValueError(f"truncation_side must be 'left' or 'right', got {truncation_side!r}.")
+        self.truncation_side = truncation_side
+        # The keys a model takes, so token_type_ids come back only for tokenizers of models that use them.
+        self.model_input_names = list(model_input_names)
         self.name_or_path = name_or_path
 
     @classmethod
@@ -381,6 +506,7 @@ class PreTrainedTokenizer:
         _check_text(text, "text")
         if text_pair is not None:
             _check_text(text_pair, "text_pair")
+        text_pair = text_pair or None  # as in the reference, an empty pair means no pair
         _check_tensor_type(return_tensors)
         ids = self._pipeline.encode(text, text_pair, add_special_tokens)
         return ids if return_tensors is None else _to_tensor([ids], return_tensors)
@@ -392,34 +518,89 @@ class PreTrainedTokenizer:
         *,
         add_special_tokens: bool = True,
         padding: bool | str = False,
+        truncation: bool | str | None = None,
         max_length: int | None = None,
+        stride: int = 0,
+        pad_to_multiple_of: int | None = None,
         padding_side: str | None = None,
         return_tensors: str | None = None,
+        return_token_type_ids: bool | None = None,
+        return_attention_mask: bool | None = None,
+        return_overflowing_tokens: bool = False,
+        return_special_tokens_mask: bool = False,
+        return_offsets_mapping: bool = False,
+        return_length: bool = False,
     ) -> BatchEncoding:
-        """Encode one text or a batch into a BatchEncoding of `input_ids` and `attention_mask`.
+        """Encode a text, a pair, or a batch of either into a BatchEncoding, as the reference does.
 
-        padding=True (or "longest") pads to the longest text, "max_length" to `max_length`, on
-        `padding_side` (default: the tokenizer's `padding_side`).
+        padding: True or "longest" pads to the longest row, "max_length" to `max_length` (default
+        `model_max_length`), rounded up to `pad_to_multiple_of`, on `padding_side`.
+        truncation: True or "longest_first" cuts the longer sequence of a pair first, "only_first" and
+        "only_second" cut one of them, to `max_length` tokens special tokens included. With
+        `return_overflowing_tokens`, what was cut comes back as more rows (overlapping by `stride`),
+        and `overflow_to_sample_mapping` says which input each row came from.
         """
         batched = isinstance(text, (list, tuple))
         texts = list(text) if batched else [text]
         for index, item in enumerate(texts):
             _check_text(item, f"text[{index}]" if batched else "text")
+        if not batched and text_pair == "":
+            text_pair = None  # as in the reference, an empty pair for a single text means no pair
         pairs = self._pairs(text_pair, batched, len(texts))
         _check_tensor_type(return_tensors)
-        rows = [self._pipeline.encode(item, pair, add_special_tokens) for item, pair in zip(texts, pairs)]
-        masks = [[1] * len(row) for row in rows]
         if padding not in PADDING_CHOICES:
             raise ValueError(f"padding must be one of {PADDING_CHOICES}, got {padding!r}.")
+        strategy = _truncation_strategy(truncation, max_length, padding)
+        if strategy is not None and max_length is None:
+            max_length = self.model_max_length
+
+        rows, samples = [], []
+        for index, (item, pair) in enumerate(zip(texts, pairs)):
+            encoding = self._encode_for_call(item, pair, add_special_tokens, strategy, max_length, stride)
+            produced = [encoding, *encoding.overflowing] if return_overflowing_tokens else [encoding]
+            rows.extend(produced)
+            samples.extend([index] * len(produced))
         if padding not in (False, "do_not_pad"):
-            rows, masks = self._pad(rows, masks, padding, max_length, padding_side or self.padding_side)
+            rows = self._pad_rows(rows, padding, max_length, pad_to_multiple_of, padding_side or self.padding_side)
+
+        names = self.model_input_names
+        wanted = {
+            "input_ids": True,
+            "token_type_ids": "token_type_ids" in names if return_token_type_ids is None else return_token_type_ids,
+            "attention_mask": "attention_mask" in names if return_attention_mask is None else return_attention_mask,
+            "special_tokens_mask": return_special_tokens_mask,
+            "offset_mapping": return_offsets_mapping,
+        }
+        fields = {
+            "input_ids": "ids",
+            "token_type_ids": "type_ids",
+            "attention_mask": "attention_mask",
+            "special_tokens_mask": "special_tokens_mask",
+            "offset_mapping": "offsets",
+        }
+        data = {key: [getattr(row, fields[key]) for row in rows] for key, keep in wanted.items() if keep}
+        if return_length:
+            data["length"] = [len(row) for row in rows]
+        if return_overflowing_tokens:
+            data["overflow_to_sample_mapping"] = samples
         if return_tensors is not None:
-            return BatchEncoding(
-                input_ids=_to_tensor(rows, return_tensors), attention_mask=_to_tensor(masks, return_tensors)
-            )
-        if not batched:
-            rows, masks = rows[0], masks[0]
-        return BatchEncoding(input_ids=rows, attention_mask=masks)
+            data = {key: _to_tensor(value, return_tensors, key) for key, value in data.items()}
+        elif not batched and not return_overflowing_tokens:
+            data = {key: value[0] for key, value in data.items()}
+        return BatchEncoding(data, encodings=rows)
+
+    def _encode_for_call(self, text, pair, add_special_tokens, strategy, max_length, stride) -> Encoding:
+        sequences = [self._pipeline.encode_sequence(text)]
+        if pair is not None:
+            sequences.append(self._pipeline.encode_sequence(pair))
+        if strategy is not None:
+            specials = self._pipeline.num_special_tokens_to_add(pair is not None) if add_special_tokens else 0
+            if max_length < specials:
+                raise ValueError(
+                    f"max_length={max_length} leaves no room for text: the special tokens alone take {specials}."
+                )
+            sequences = truncate_sequences(sequences, max_length - specials, strategy, stride, self.truncation_side)
+        return self._pipeline.post_process(sequences, add_special_tokens)
 
     @staticmethod
     def _pairs(text_pair, batched: bool, count: int) -> list[str | None]:
@@ -432,7 +613,7 @@ class PreTrainedTokenizer:
             _check_text(pair, f"text_pair[{index}]" if batched else "text_pair")
         return pairs
 
-    def _pad(self, rows, masks, padding, max_length, side):
+    def _pad_rows(self, rows, padding, max_length, pad_to_multiple_of, side) -> list[Encoding]:
         if self.pad_token_id is None:
             raise ValueError(
                 "Asked to pad, but this tokenizer has no pad token. Set one first, for example "
@@ -441,21 +622,16 @@ class PreTrainedTokenizer:
         if side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}.")
         if padding == "max_length":
-            if max_length is None:
-                raise ValueError('padding="max_length" needs max_length=N.')
-            target = max_length
+            target = self.model_max_length if max_length is None else max_length
+            if target >= VERY_LARGE_INTEGER:
+                raise ValueError(
+                    'padding="max_length" needs max_length=N: this tokenizer has no model_max_length to use.'
+                )
         else:
             target = max((len(row) for row in rows), default=0)
-        padded_rows, padded_masks = [], []
-        for row, mask in zip(rows, masks):
-            fill = max(target - len(row), 0)
-            if side == "left":
-                padded_rows.append([self.pad_token_id] * fill + row)
-                padded_masks.append([0] * fill + mask)
-            else:
-                padded_rows.append(row + [self.pad_token_id] * fill)
-                padded_masks.append(mask + [0] * fill)
-        return padded_rows, padded_masks
+        if pad_to_multiple_of and target % pad_to_multiple_of:
+            target += pad_to_multiple_of - target % pad_to_multiple_of
+        return [pad(row, target, self.pad_token_id, side) for row in rows]
 
     # --- decoding
 
@@ -522,18 +698,34 @@ def _check_tensor_type(return_tensors) -> None:
         raise ValueError(f'return_tensors must be None, "pt" or "np", got {return_tensors!r}.')
 
 
-def _to_tensor(rows: list[list[int]], return_tensors: str):
+def _to_tensor(rows: list[list], return_tensors: str, name: str = "input_ids"):
     lengths = sorted({len(row) for row in rows})
     if len(lengths) > 1:
         raise ValueError(
-            f"Cannot make one tensor from sequences of different lengths ({lengths[0]} to {lengths[-1]} tokens); "
-            "pass padding=True."
+            f"Cannot make one tensor of {name} from sequences of different lengths ({lengths[0]} to {lengths[-1]} "
+            "tokens); pass padding=True."
         )
+    shape = (len(rows), lengths[0] if lengths else 0) + ((2,) if name == "offset_mapping" else ())
     if return_tensors == "np":
-        return np.array(rows, dtype=np.int64).reshape(len(rows), lengths[0] if lengths else 0)
+        return np.array(rows, dtype=np.int64).reshape(shape)
     import torch
 
-    return torch.tensor(rows, dtype=torch.long).reshape(len(rows), lengths[0] if lengths else 0)
+    return torch.tensor(rows, dtype=torch.long).reshape(shape)
+
+
+def _truncation_strategy(truncation, max_length, padding) -> str | None:
+    """The truncation strategy the arguments ask for, or None for none."""
+    if truncation is None and max_length is not None and padding in (False, "do_not_pad"):
+        return "longest_first"  # as the reference does, max_length alone means "truncate"
+    if truncation in (None, False, "do_not_truncate"):
+        return None
+    if truncation is True:
+        return "longest_first"
+    if truncation not in TRUNCATION_STRATEGIES:
+        raise ValueError(
+            f"truncation must be True, False or one of {TRUNCATION_STRATEGIES}, got {truncation!r}."
+        )
+    return truncation
 
 
 def _id_list(ids, name: str) -> list[int]:
@@ -554,6 +746,8 @@ _OVERRIDES = frozenset(SPECIAL_TOKEN_NAMES) | {
     "chat_template",
     "padding_side",
     "model_max_length",
+    "truncation_side",
+    "model_input_names",
 }
 _IGNORED = frozenset({"use_fast", "trust_remote_code"})  # there is one implementation and it runs no code from files
 

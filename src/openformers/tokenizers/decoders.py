@@ -33,3 +33,44 @@ def _token_bytes(token: str) -> bytes:
         return token.translate(_ALPHABET_TO_LATIN1).encode("latin-1")
     except UnicodeEncodeError:
         return token.encode("utf-8")
+
+
+# The spaces a word-level tokenizer puts before punctuation and English contractions, taken back out.
+_CLEANUPS = (
+    (" .", "."),
+    (" ?", "?"),
+    (" !", "!"),
+    (" ,", ","),
+    (" ' ", "'"),
+    (" n't", "n't"),
+    (" 'm", "'m"),
+    (" do not", " don't"),
+    (" 's", "'s"),
+    (" 've", "'ve"),
+    (" 're", "'re"),
+)
+
+
+def cleanup_spaces(text: str) -> str:
+    for before, after in _CLEANUPS:
+        text = text.replace(before, after)
+    return text
+
+
+class WordPiece:
+    """Join WordPiece tokens: a token with the prefix ("##") glues to the one before, others get a space."""
+
+    def __init__(self, prefix: str = "##", cleanup: bool = True):
+        self.prefix = prefix
+        self.cleanup = cleanup
+
+    def decode(self, tokens: list[str]) -> str:
+        words = []
+        for index, token in enumerate(tokens):
+            if index and token.startswith(self.prefix):
+                token = token[len(self.prefix) :]
+            elif index:
+                token = " " + token
+            # Cleaned token by token, as the reference does, so only a space the token begins with goes.
+            words.append(cleanup_spaces(token) if self.cleanup else token)
+        return "".join(words)

@@ -41,6 +41,14 @@ NORMALIZERS = {
     "Lowercase": lambda spec: normalizers.Lowercase(),
     "Replace": _replace,
     "Prepend": lambda spec: normalizers.Prepend(spec["prepend"]),
+    "StripAccents": lambda spec: normalizers.StripAccents(),
+    "Strip": lambda spec: normalizers.Strip(spec.get("strip_left", True), spec.get("strip_right", True)),
+    "BertNormalizer": lambda spec: normalizers.BertNormalizer(
+        clean_text=spec.get("clean_text", True),
+        handle_chinese_chars=spec.get("handle_chinese_chars", True),
+        strip_accents=spec.get("strip_accents"),
+        lowercase=spec.get("lowercase", True),
+    ),
     "Sequence": lambda spec: normalizers.Sequence([_build("normalizer", part) for part in spec["normalizers"]]),
 }
 
@@ -53,12 +61,17 @@ _BEHAVIORS = {
 }
 
 
+def _behavior(name: str) -> str:
+    if name not in _BEHAVIORS:
+        raise ValueError(f"Split behavior {name!r} is not one of {sorted(_BEHAVIORS)}.")
+    return _BEHAVIORS[name]
+
+
 def _split(spec: dict) -> pre_tokenizers.Split:
     pattern, is_regex = _pattern(spec["pattern"])
-    behavior = _BEHAVIORS.get(spec["behavior"])
-    if behavior is None:
-        raise ValueError(f"Split behavior {spec['behavior']!r} is not one of {sorted(_BEHAVIORS)}.")
-    return pre_tokenizers.Split(pattern, behavior, is_regex=is_regex, invert=spec.get("invert", False))
+    return pre_tokenizers.Split(
+        pattern, _behavior(spec["behavior"]), is_regex=is_regex, invert=spec.get("invert", False)
+    )
 
 
 PRE_TOKENIZERS = {
@@ -67,6 +80,10 @@ PRE_TOKENIZERS = {
     ),
     "Split": _split,
     "Digits": lambda spec: pre_tokenizers.Digits(spec.get("individual_digits", False)),
+    "BertPreTokenizer": lambda spec: pre_tokenizers.BertPreTokenizer(),
+    "Whitespace": lambda spec: pre_tokenizers.Whitespace(),
+    "WhitespaceSplit": lambda spec: pre_tokenizers.WhitespaceSplit(),
+    "Punctuation": lambda spec: pre_tokenizers.Punctuation(_behavior(spec.get("behavior", "Isolated"))),
     "Sequence": lambda spec: pre_tokenizers.Sequence(
         [_build("pre_tokenizer", part) for part in spec["pretokenizers"]]
     ),
@@ -93,19 +110,28 @@ def _bpe(spec: dict) -> models.BPE:
     )
 
 
-MODELS = {"BPE": _bpe}
+MODELS = {
+    "BPE": _bpe,
+    "WordPiece": lambda spec: models.WordPiece(
+        spec["vocab"],
+        unk_token=spec.get("unk_token", "[UNK]"),
+        continuing_subword_prefix=spec.get("continuing_subword_prefix", "##"),
+        max_input_chars_per_word=spec.get("max_input_chars_per_word", 100),
+    ),
+    "WordLevel": lambda spec: models.WordLevel(spec["vocab"], spec.get("unk_token")),
+}
 
 
 def _template(items: list[dict], special_tokens: dict) -> processors.Template:
     template = []
     for item in items:
         if "Sequence" in item:
-            template.append(item["Sequence"]["id"])
+            template.append((item["Sequence"]["id"], item["Sequence"].get("type_id", 0)))
         else:
             name = item["SpecialToken"]["id"]
             if name not in special_tokens:
                 raise ValueError(f"TemplateProcessing uses special token {name!r} but does not define its ids.")
-            template.append(list(special_tokens[name]["ids"]))
+            template.append((list(special_tokens[name]["ids"]), item["SpecialToken"].get("type_id", 0)))
     return template
 
 
@@ -119,11 +145,18 @@ def _template_processing(spec: dict) -> processors.TemplateProcessing:
 
 POST_PROCESSORS = {
     "TemplateProcessing": _template_processing,
-    "ByteLevel": lambda spec: processors.ByteLevel(),
+    "BertProcessing": lambda spec: processors.BertProcessing(spec["cls"][1], spec["sep"][1]),
+    "RobertaProcessing": lambda spec: processors.RobertaProcessing(
+        spec["cls"][1], spec["sep"][1], trim_offsets=spec.get("trim_offsets", True)
+    ),
+    "ByteLevel": lambda spec: processors.ByteLevel(trim_offsets=spec.get("trim_offsets", True)),
     "Sequence": lambda spec: processors.Sequence([_build("post_processor", part) for part in spec["processors"]]),
 }
 
-DECODERS = {"ByteLevel": lambda spec: decoders.ByteLevel()}
+DECODERS = {
+    "ByteLevel": lambda spec: decoders.ByteLevel(),
+    "WordPiece": lambda spec: decoders.WordPiece(spec.get("prefix", "##"), spec.get("cleanup", True)),
+}
 
 _SLOTS = {
     "normalizer": NORMALIZERS,
@@ -224,7 +257,24 @@ def _config_settings(files: ModelFiles) -> dict:
         settings["padding_side"] = config["padding_side"]
     if config.get("model_max_length") is not None:
         settings["model_max_length"] = int(config["model_max_length"])
+    if config.get("truncation_side") in ("left", "right"):
+        settings["truncation_side"] = config["truncation_side"]
+    tokenizer_class = str(config.get("tokenizer_class") or "").removesuffix("Fast")
+    if config.get("model_input_names"):
+        settings["model_input_names"] = list(config["model_input_names"])
+    elif tokenizer_class in _CLASSES_WITH_TOKEN_TYPES:
+        settings["model_input_names"] = ["input_ids", "token_type_ids", "attention_mask"]
     return settings
+
+
+# The reference's tokenizer classes whose models take token_type_ids (the others return none by default).
+_CLASSES_WITH_TOKEN_TYPES = frozenset(
+    f"{name}Tokenizer"
+    for name in (
+        "Bert", "Albert", "Electra", "Deberta", "DebertaV2", "XLNet", "Funnel", "LayoutLM", "MobileBert",
+        "SqueezeBert", "ConvBert", "RemBert", "Lxmert", "Splinter", "Nezha", "RoFormer", "BertJapanese",
+    )
+)  # fmt: skip
 
 
 def _from_tokenizer_json(files: ModelFiles) -> dict:
@@ -241,6 +291,52 @@ def _from_tokenizer_json(files: ModelFiles) -> dict:
         settings.setdefault("pad_token", padding.get("pad_token"))
         settings.setdefault("padding_side", padding.get("direction", "Right").lower())
     return settings
+
+
+# --- vocab.txt (BERT)
+
+
+def _read_vocab_txt(path: Path) -> dict[str, int]:
+    vocab = {}
+    with open(path, encoding="utf-8") as file:
+        for index, line in enumerate(file):
+            vocab[line.rstrip("\n")] = index
+    if not vocab:
+        raise ValueError(f"{path} is empty; a WordPiece vocabulary has one token per line.")
+    return vocab
+
+
+def _from_vocab_txt(files: ModelFiles) -> dict:
+    """BERT's tokenizer from its vocabulary alone, set up by tokenizer_config.json as the reference does."""
+    path = files.folder / "vocab.txt"
+    config_path = files.file("tokenizer_config.json")
+    config = _read_json(config_path) if config_path else {}
+    settings = {
+        "unk_token": "[UNK]",
+        "sep_token": "[SEP]",
+        "pad_token": "[PAD]",
+        "cls_token": "[CLS]",
+        "mask_token": "[MASK]",
+        "model_input_names": ["input_ids", "token_type_ids", "attention_mask"],
+        **_config_settings(files),
+    }
+    vocab = _read_vocab_txt(path)
+    for name in ("unk_token", "sep_token", "cls_token"):
+        if settings[name] not in vocab:
+            raise ValueError(f"{path} has no {settings[name]!r} ({name}); BERT's tokenizer needs it.")
+    pipeline = Pipeline(
+        models.WordPiece(vocab, unk_token=settings["unk_token"]),
+        normalizer=normalizers.BertNormalizer(
+            clean_text=True,
+            handle_chinese_chars=config.get("tokenize_chinese_chars", True),
+            strip_accents=config.get("strip_accents"),
+            lowercase=config.get("do_lower_case", True),
+        ),
+        pre_tokenizer=pre_tokenizers.BertPreTokenizer(),
+        post_processor=processors.BertProcessing(vocab[settings["cls_token"]], vocab[settings["sep_token"]]),
+        decoder=decoders.WordPiece(),
+    )
+    return {"pipeline": pipeline, **settings}
 
 
 # --- GGUF metadata
@@ -413,12 +509,12 @@ def _from_gguf(path: Path) -> dict:
             if not 0 <= metadata[key] < len(tokens):
                 raise ValueError(f"{path}: {key}={metadata[key]} is not a token id (the vocabulary has {len(tokens)}).")
             special[name] = tokens[metadata[key]]
-    single = ["A"]
+    single = [("A", 0)]
     if metadata.get(Keys.Tokenizer.ADD_BOS) and Keys.Tokenizer.BOS_ID in metadata:
-        single.insert(0, [metadata[Keys.Tokenizer.BOS_ID]])
+        single.insert(0, ([metadata[Keys.Tokenizer.BOS_ID]], 0))
     if metadata.get(Keys.Tokenizer.ADD_EOS) and Keys.Tokenizer.EOS_ID in metadata:
-        single.append([metadata[Keys.Tokenizer.EOS_ID]])
-    pair = single + [item if item != "A" else "B" for item in single]
+        single.append(([metadata[Keys.Tokenizer.EOS_ID]], 0))
+    pair = single + [("B" if item == "A" else item, 1) for item, _ in single]
     pipeline = Pipeline(
         model,
         pre_tokenizer=_gguf_pre_tokenizer(metadata.get(Keys.Tokenizer.PRE), path),
@@ -445,8 +541,10 @@ def load_tokenizer(files: ModelFiles, *, prefer_gguf: bool = False) -> dict:
         return _from_gguf(files.gguf_file)
     if tokenizer_json is not None:
         return _from_tokenizer_json(files)
+    if files.file("vocab.txt") is not None:
+        return _from_vocab_txt(files)
     found = sorted(path.name for path in files.folder.iterdir()) if files.folder.is_dir() else []
-    other_formats = sorted({"vocab.json", "merges.txt", "tokenizer.model", "vocab.txt"} & set(found))
+    other_formats = sorted({"vocab.json", "merges.txt", "tokenizer.model"} & set(found))
     hint = f" ({', '.join(other_formats)} cannot be read yet.)" if other_formats else ""
     raise FileNotFoundError(
         f"No tokenizer found in {files.folder}: looked for tokenizer.json and for a .gguf file with tokenizer "

@@ -1,11 +1,23 @@
 """Normalizers: the first slot of the pipeline, text -> text before it is split.
 
-Byte-level tokenizers mostly have none; the ones here are those their tokenizer.json files use.
+Each has `normalize(text) -> text`, and `normalize_aligned(text, spans) -> (text, spans)` for when
+offsets are wanted: `spans[i]` is the (start, end) of the original characters that normalized
+character i came from, so a token's offsets in the original text are known after normalization.
 """
 
 import unicodedata
 
 import regex
+
+Spans = list[tuple[int, int]]
+
+
+def _map_chars(text: str, spans: Spans, mapped: list[str]) -> tuple[str, Spans]:
+    """Text and spans after character i became the string mapped[i] (empty: removed)."""
+    out_spans = []
+    for span, replacement in zip(spans, mapped):
+        out_spans.extend([span] * len(replacement))
+    return "".join(mapped), out_spans
 
 
 class UnicodeNormalizer:
@@ -19,10 +31,70 @@ class UnicodeNormalizer:
     def normalize(self, text: str) -> str:
         return unicodedata.normalize(self.form, text)
 
+    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
+        if unicodedata.is_normalized(self.form, text):
+            return text, spans
+        # Normalize each base character with the combining marks after it; when the run changes
+        # length (composition, expansion), every character it gives covers the whole run.
+        out, out_spans, start = [], [], 0
+        for end in range(1, len(text) + 1):
+            if end < len(text) and unicodedata.combining(text[end]):
+                continue
+            run = unicodedata.normalize(self.form, text[start:end])
+            if len(run) == end - start:
+                out_spans.extend(spans[start:end])
+            else:
+                out_spans.extend([(spans[start][0], spans[end - 1][1])] * len(run))
+            out.append(run)
+            start = end
+        return "".join(out), out_spans
+
 
 class Lowercase:
+    """Lowercase each character on its own, as the reference does (so a final "Σ" becomes "σ", not "ς")."""
+
     def normalize(self, text: str) -> str:
-        return text.lower()
+        return text.lower() if "Σ" not in text else "".join([char.lower() for char in text])
+
+    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
+        return _map_chars(text, spans, [char.lower() for char in text])
+
+
+def _strip_accent_marks(text: str) -> str:
+    return "".join(char for char in unicodedata.normalize("NFD", text) if unicodedata.category(char) != "Mn")
+
+
+class StripAccents:
+    """Decompose (NFD) and drop the combining marks (category Mn): "café" -> "cafe"."""
+
+    def normalize(self, text: str) -> str:
+        return _strip_accent_marks(text)
+
+    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
+        return _map_chars(text, spans, [_strip_accent_marks(char) for char in text])
+
+
+class Strip:
+    """Remove whitespace at the left and/or right end."""
+
+    def __init__(self, left: bool = True, right: bool = True):
+        self.left, self.right = left, right
+
+    def _bounds(self, text: str) -> tuple[int, int]:
+        start, end = 0, len(text)
+        while self.left and start < end and text[start].isspace():
+            start += 1
+        while self.right and end > start and text[end - 1].isspace():
+            end -= 1
+        return start, end
+
+    def normalize(self, text: str) -> str:
+        start, end = self._bounds(text)
+        return text[start:end]
+
+    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
+        start, end = self._bounds(text)
+        return text[start:end], spans[start:end]
 
 
 class Replace:
@@ -36,6 +108,23 @@ class Replace:
         # A function as the replacement keeps backslashes in `content` literal.
         return self.pattern.sub(lambda _: self.content, text)
 
+    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
+        out, out_spans, position = [], [], 0
+        for match in self.pattern.finditer(text):
+            start, end = match.span()
+            out.append(text[position:start])
+            out_spans.extend(spans[position:start])
+            if start < end:  # the replacement covers what it replaced
+                covered = (spans[start][0], spans[end - 1][1])
+            else:
+                covered = spans[start] if start < len(spans) else spans[-1] if spans else (0, 0)
+            out.append(self.content)
+            out_spans.extend([covered] * len(self.content))
+            position = end
+        out.append(text[position:])
+        out_spans.extend(spans[position:])
+        return "".join(out), out_spans
+
 
 class Prepend:
     """Put `prepend` in front of non-empty text (SentencePiece's leading "▁")."""
@@ -46,6 +135,75 @@ class Prepend:
     def normalize(self, text: str) -> str:
         return self.prepend + text if text else text
 
+    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
+        if not text:
+            return text, spans
+        return self.prepend + text, [spans[0]] * len(self.prepend) + spans
+
+
+# BERT's idea of Chinese characters: the CJK Unified Ideographs blocks and their compatibility forms.
+_CJK_RANGES = (
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+)
+
+
+def _is_cjk(char: str) -> bool:
+    code = ord(char)
+    return any(low <= code <= high for low, high in _CJK_RANGES)
+
+
+class BertNormalizer:
+    """BERT's normalization, per character: drop control characters and turn whitespace into " "
+    (clean_text), put spaces around Chinese characters, strip accents, lowercase.
+    `strip_accents=None` strips them when lowercasing, as BERT's uncased models expect."""
+
+    def __init__(
+        self,
+        clean_text: bool = True,
+        handle_chinese_chars: bool = True,
+        strip_accents: bool | None = None,
+        lowercase: bool = True,
+    ):
+        self.clean_text = clean_text
+        self.handle_chinese_chars = handle_chinese_chars
+        self.strip_accents = lowercase if strip_accents is None else strip_accents
+        self.lowercase = lowercase
+        self._cache: dict[str, str] = {}
+
+    def _char(self, char: str) -> str:
+        mapped = self._cache.get(char)
+        if mapped is None:
+            mapped = char
+            if self.clean_text:
+                category = unicodedata.category(char)
+                if char in "\t\n\r" or category == "Zs":
+                    mapped = " "
+                elif char in "\x00\ufffd" or category.startswith("C"):
+                    mapped = ""
+            if self.handle_chinese_chars and _is_cjk(char):
+                mapped = f" {char} "
+            if self.strip_accents:
+                mapped = _strip_accent_marks(mapped)
+            if self.lowercase:
+                mapped = mapped.lower()
+            self._cache[char] = mapped
+        return mapped
+
+    def normalize(self, text: str) -> str:
+        if text.isascii() and not self.clean_text:
+            return text.lower() if self.lowercase else text
+        return "".join([self._char(char) for char in text])
+
+    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
+        return _map_chars(text, spans, [self._char(char) for char in text])
+
 
 class Sequence:
     def __init__(self, normalizers: list):
@@ -55,3 +213,8 @@ class Sequence:
         for normalizer in self.normalizers:
             text = normalizer.normalize(text)
         return text
+
+    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
+        for normalizer in self.normalizers:
+            text, spans = normalizer.normalize_aligned(text, spans)
+        return text, spans

@@ -146,3 +146,48 @@ class Sequence:
                 for sub_piece, (sub_start, sub_end) in pre_tokenizer.pre_tokenize(piece)
             ]
         return pieces
+
+
+# Punctuation as BERT sees it: ASCII symbols (so "$", "+", "^", "`" count) and every Unicode P* category.
+_PUNCTUATION = r"""[!-/:-@\[-`{-~\p{P}]"""
+_WHITESPACE = r"\p{White_Space}"
+
+
+class BertPreTokenizer:
+    """Split on whitespace (dropped) and on each punctuation character (kept alone)."""
+
+    def __init__(self):
+        self._pattern = regex.compile(rf"[^{_WHITESPACE}!-/:-@\[-`{{-~\p{{P}}]+|{_PUNCTUATION}")
+
+    def pre_tokenize(self, text: str) -> list[Piece]:
+        return [(match.group(), match.span()) for match in self._pattern.finditer(text)]
+
+
+class Whitespace:
+    """Runs of word characters, and runs of other non-space characters: `\\w+|[^\\w\\s]+`."""
+
+    def __init__(self):
+        self._pattern = regex.compile(r"\w+|[^\w\s]+")
+
+    def pre_tokenize(self, text: str) -> list[Piece]:
+        return [(match.group(), match.span()) for match in self._pattern.finditer(text)]
+
+
+class WhitespaceSplit:
+    """Split on whitespace, which is dropped."""
+
+    def __init__(self):
+        self._pattern = regex.compile(rf"[^{_WHITESPACE}]+")
+
+    def pre_tokenize(self, text: str) -> list[Piece]:
+        return [(match.group(), match.span()) for match in self._pattern.finditer(text)]
+
+
+class Punctuation:
+    """Split off punctuation characters; `behavior` (one of SPLIT_BEHAVIORS) says where they go."""
+
+    def __init__(self, behavior: str = "isolated"):
+        self._split = Split(_PUNCTUATION, behavior)
+
+    def pre_tokenize(self, text: str) -> list[Piece]:
+        return self._split.pre_tokenize(text)

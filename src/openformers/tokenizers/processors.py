@@ -1,48 +1,78 @@
 """Post-processors: the fourth slot, adding the special tokens a model expects around its input
 (a BOS in front, an EOS after, separators between a pair). They run only with add_special_tokens=True.
 
-Each has `process(sequences) -> sequences`, over the ids of one sequence or of a pair; the tokenizer
-joins what comes out.
+Each says, through `template(is_pair)`, how to lay out one sequence or a pair: a list of
+`(item, type_id)` where item is "A" (the first sequence), "B" (the second) or a list of special
+token ids. `trims_offsets` says whether token offsets leave out the spaces a token starts or ends with.
 """
 
-# A template is a list of items: "A" (the first sequence), "B" (the second) or a list of special token ids.
-Template = list[str | list[int]]
+# (item, type_id): item is "A", "B" or a list of special token ids.
+Template = list[tuple[str | list[int], int]]
+
+# What no post-processor (or one that adds nothing) does: the sequences one after the other.
+PLAIN_SINGLE: Template = [("A", 0)]
+PLAIN_PAIR: Template = [("A", 0), ("B", 1)]
 
 
 class TemplateProcessing:
     """Lay the sequences out by a template, like `<s> $A </s>` for one sequence and `<s> $A </s> $B </s>` for two."""
 
+    trims_offsets = False
+
     def __init__(self, single: Template, pair: Template | None = None):
         self.single = single
         self.pair = pair
 
-    def process(self, sequences: list[list[int]]) -> list[list[int]]:
-        if len(sequences) == 2 and self.pair is None:
+    def template(self, is_pair: bool) -> Template:
+        if not is_pair:
+            return self.single
+        if self.pair is None:
             raise ValueError("This tokenizer's post-processor has no template for a pair of sequences.")
-        template = self.single if len(sequences) == 1 else self.pair
-        out = []
-        for item in template:
-            if item == "A":
-                out.extend(sequences[0])
-            elif item == "B":
-                out.extend(sequences[1])
-            else:
-                out.extend(item)
-        return [out]
+        return self.pair
+
+
+class BertProcessing(TemplateProcessing):
+    """`[CLS] A [SEP]` and `[CLS] A [SEP] B [SEP]`, the second sequence with token type 1."""
+
+    def __init__(self, cls_id: int, sep_id: int):
+        super().__init__(
+            [([cls_id], 0), ("A", 0), ([sep_id], 0)],
+            [([cls_id], 0), ("A", 0), ([sep_id], 0), ("B", 1), ([sep_id], 1)],
+        )
+
+
+class RobertaProcessing(TemplateProcessing):
+    """`<s> A </s>` and `<s> A </s></s> B </s>`, all token type 0; offsets trimmed of spaces by default."""
+
+    def __init__(self, cls_id: int, sep_id: int, trim_offsets: bool = True):
+        super().__init__(
+            [([cls_id], 0), ("A", 0), ([sep_id], 0)],
+            [([cls_id], 0), ("A", 0), ([sep_id, sep_id], 0), ("B", 0), ([sep_id], 0)],
+        )
+        self.trims_offsets = trim_offsets
 
 
 class ByteLevel:
-    """GPT-2's post-processor. It only trims offsets, so the ids pass through."""
+    """GPT-2's post-processor: it adds no tokens, and may trim the spaces off offsets."""
 
-    def process(self, sequences: list[list[int]]) -> list[list[int]]:
-        return sequences
+    def __init__(self, trim_offsets: bool = True):
+        self.trims_offsets = trim_offsets
+
+    def template(self, is_pair: bool) -> Template:
+        return PLAIN_PAIR if is_pair else PLAIN_SINGLE
 
 
 class Sequence:
+    """Several post-processors: the last one that adds tokens gives the layout; any may trim offsets."""
+
     def __init__(self, processors: list):
         self.processors = list(processors)
+        self.trims_offsets = any(processor.trims_offsets for processor in self.processors)
 
-    def process(self, sequences: list[list[int]]) -> list[list[int]]:
+    def template(self, is_pair: bool) -> Template:
+        layout = PLAIN_PAIR if is_pair else PLAIN_SINGLE
         for processor in self.processors:
-            sequences = processor.process(sequences)
-        return sequences
+            candidate = processor.template(is_pair)
+            if candidate not in (PLAIN_SINGLE, PLAIN_PAIR):
+                layout = candidate
+        return layout
