@@ -586,7 +586,8 @@ class PreTrainedTokenizer:
         if return_tensors is not None:
             data = {key: _to_tensor(value, return_tensors, key) for key, value in data.items()}
         elif not batched and not return_overflowing_tokens:
-            data = {key: value[0] for key, value in data.items()}
+            # The reference leaves `length` a list of one.
+            data = {key: value if key == "length" else value[0] for key, value in data.items()}
         return BatchEncoding(data, encodings=rows)
 
     def _encode_for_call(self, text, pair, add_special_tokens, strategy, max_length, stride) -> Encoding:
