@@ -9,6 +9,7 @@
 
 import numbers
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,6 +138,12 @@ class Pipeline:
             elif add_special_tokens:
                 ids.extend(item)
         return ids
+
+    def encode_without_offsets(self, text: str, pair: str | None, add_special_tokens: bool) -> Encoding:
+        """An Encoding whose offsets and word ids are left empty ((0, 0) and None), made on the fast path."""
+        sequences = [self._encode_ids(text)] if pair is None else [self._encode_ids(text), self._encode_ids(pair)]
+        sequences = [Encoding(ids, [(0, 0)] * len(ids), [None] * len(ids)) for ids in sequences]
+        return self.post_process(sequences, add_special_tokens)
 
     def _encode_ids(self, text: str) -> list[int]:
         ids = []
@@ -268,9 +275,15 @@ class BatchEncoding(dict):
     """What `tokenizer(...)` returns: a dict of `input_ids`, `attention_mask` and the rest, also readable
     as attributes; `word_ids(i)` and `sequence_ids(i)` tell where each token of row i came from."""
 
-    def __init__(self, data=None, encodings: list[Encoding] | None = None):
+    def __init__(self, data=None, encodings: list[Encoding] | Callable[[], list[Encoding]] | None = None):
         super().__init__(data or {})
-        self.__dict__["encodings"] = encodings
+        self._encodings = encodings  # or a function that makes them, called when first needed
+
+    @property
+    def encodings(self) -> list[Encoding] | None:
+        if callable(self._encodings):
+            self._encodings = self._encodings()
+        return self._encodings
 
     def __getattr__(self, name):
         try:
@@ -554,14 +567,25 @@ class PreTrainedTokenizer:
         if strategy is not None and max_length is None:
             max_length = self.model_max_length
 
-        rows, samples = [], []
-        for index, (item, pair) in enumerate(zip(texts, pairs)):
-            encoding = self._encode_for_call(item, pair, add_special_tokens, strategy, max_length, stride)
-            produced = [encoding, *encoding.overflowing] if return_overflowing_tokens else [encoding]
-            rows.extend(produced)
-            samples.extend([index] * len(produced))
-        if padding not in (False, "do_not_pad"):
-            rows = self._pad_rows(rows, padding, max_length, pad_to_multiple_of, padding_side or self.padding_side)
+        def encode_rows(with_offsets: bool) -> tuple[list[Encoding], list[int]]:
+            rows, samples = [], []
+            for index, (item, pair) in enumerate(zip(texts, pairs)):
+                if with_offsets:
+                    encoding = self._encode_for_call(item, pair, add_special_tokens, strategy, max_length, stride)
+                else:
+                    encoding = self._pipeline.encode_without_offsets(item, pair, add_special_tokens)
+                produced = [encoding, *encoding.overflowing] if return_overflowing_tokens else [encoding]
+                rows.extend(produced)
+                samples.extend([index] * len(produced))
+            if padding not in (False, "do_not_pad"):
+                side = padding_side or self.padding_side
+                rows = self._pad_rows(rows, padding, max_length, pad_to_multiple_of, side)
+            return rows, samples
+
+        # Offsets and word ids cost time; when not asked for, they are worked out only if word_ids() is called.
+        with_offsets = strategy is not None or return_offsets_mapping or return_overflowing_tokens
+        rows, samples = encode_rows(with_offsets)
+        encodings = rows if with_offsets else (lambda: encode_rows(True)[0])
 
         names = self.model_input_names
         wanted = {
@@ -588,7 +612,7 @@ class PreTrainedTokenizer:
         elif not batched and not return_overflowing_tokens:
             # The reference leaves `length` a list of one.
             data = {key: value if key == "length" else value[0] for key, value in data.items()}
-        return BatchEncoding(data, encodings=rows)
+        return BatchEncoding(data, encodings=encodings)
 
     def _encode_for_call(self, text, pair, add_special_tokens, strategy, max_length, stride) -> Encoding:
         sequences = [self._pipeline.encode_sequence(text)]

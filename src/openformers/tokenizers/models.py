@@ -32,6 +32,7 @@ class BPE:
         self.ignore_merges = ignore_merges
         self.tokens_by_id = {token_id: token for token, token_id in vocab.items()}
         self._cache: dict[str, tuple[int, ...]] = {}
+        self._offsets_cache: dict[str, list[tuple[int, int, int]]] = {}
 
     def tokenize(self, piece: str) -> tuple[int, ...]:
         ids = self._cache.get(piece)
@@ -46,6 +47,14 @@ class BPE:
 
     def tokenize_with_offsets(self, piece: str) -> list[tuple[int, int, int]]:
         """`(id, start, end)` per token, start and end counted in characters of `piece`."""
+        tokens = self._offsets_cache.get(piece)
+        if tokens is None:
+            tokens = self._merge_with_offsets(piece)
+            if len(self._offsets_cache) < self.CACHE_SIZE:
+                self._offsets_cache[piece] = tokens
+        return tokens
+
+    def _merge_with_offsets(self, piece: str) -> list[tuple[int, int, int]]:
         if self.ignore_merges and piece in self.vocab:
             return [(self.vocab[piece], 0, len(piece))]
         out, start = [], 0
