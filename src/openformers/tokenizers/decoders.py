@@ -74,3 +74,57 @@ class WordPiece:
             # Cleaned token by token, as the reference does, so only a space the token begins with goes.
             words.append(cleanup_spaces(token) if self.cleanup else token)
         return "".join(words)
+
+
+def decode_utf8_per_byte(data: bytes) -> str:
+    """UTF-8 text from bytes, each byte that does not start a valid character becoming U+FFFD
+    (one per byte, as `sentencepiece` does, where Python would give one per broken sequence)."""
+    out, position = [], 0
+    while position < len(data):
+        for length in (1, 2, 3, 4):
+            try:
+                out.append(data[position : position + length].decode("utf-8"))
+                position += length
+                break
+            except UnicodeDecodeError:
+                continue
+        else:
+            out.append("\ufffd")
+            position += 1
+    return "".join(out)
+
+
+class SentencePiece:
+    """SentencePiece's decoding: "▁" is a space, the space put in front by the normalizer is taken
+    off the first piece, `<0xXX>` byte pieces join into UTF-8, control pieces (`<s>`) vanish, and
+    the unknown piece reads " ⁇ "."""
+
+    BYTE_PIECES = {f"<0x{byte:02X}>": byte for byte in range(256)}
+
+    def __init__(self, control_tokens: set[str], unk_token: str, *, add_dummy_prefix: bool = True, byte_fallback: bool = False):
+        self.control_tokens = set(control_tokens)
+        self.unk_token = unk_token
+        self.add_dummy_prefix = add_dummy_prefix
+        self.byte_pieces = self.BYTE_PIECES if byte_fallback else {}
+
+    def decode(self, tokens: list[str]) -> str:
+        out, pending = [], bytearray()
+        for token in tokens:
+            byte = self.byte_pieces.get(token)
+            if byte is not None:
+                pending.append(byte)
+                continue
+            if pending:
+                out.append(decode_utf8_per_byte(bytes(pending)))
+                pending.clear()
+            if token in self.control_tokens:
+                continue
+            if token == self.unk_token:
+                out.append(" \u2047 ")
+                continue
+            if self.add_dummy_prefix and not any(out):
+                token = token.removeprefix("▁")
+            out.append(token.replace("▁", " "))
+        if pending:
+            out.append(decode_utf8_per_byte(bytes(pending)))
+        return "".join(out)

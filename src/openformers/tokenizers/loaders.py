@@ -15,7 +15,7 @@ import numpy as np
 from gguf.constants import GGUF_MAGIC, GGUFValueType, Keys, TokenType
 
 from ..hub import ModelFiles
-from . import decoders, models, normalizers, pre_tokenizers, processors
+from . import decoders, models, normalizers, pre_tokenizers, processors, sentencepiece
 from .base import AddedToken, Pipeline
 
 # --- tokenizer.json: one builder per `type` tag, per slot
@@ -339,6 +339,56 @@ def _from_vocab_txt(files: ModelFiles) -> dict:
     return {"pipeline": pipeline, **settings}
 
 
+# --- tokenizer.model (SentencePiece)
+
+
+def _from_tokenizer_model(files: ModelFiles) -> dict:
+    """A SentencePiece model that encodes as the `sentencepiece` library does; special tokens and
+    whether to add BOS/EOS come from tokenizer_config.json (BOS only, as Llama, by default)."""
+    path = files.folder / "tokenizer.model"
+    spm = sentencepiece.read_sentencepiece_model(path)
+    if spm.model_type not in (sentencepiece.BPE, sentencepiece.UNIGRAM):
+        kind = sentencepiece.MODEL_TYPE_NAMES.get(spm.model_type, spm.model_type)
+        raise ValueError(f"{path} is a SentencePiece {kind!r} model; only 'bpe' and 'unigram' models are supported.")
+    if spm.treat_whitespace_as_suffix:
+        raise ValueError(f"{path} uses treat_whitespace_as_suffix, which is not supported.")
+    model_class = models.SentencePieceBPE if spm.model_type == sentencepiece.BPE else models.Unigram
+    try:
+        model = model_class(spm.pieces, unk_id=spm.unk_id, byte_fallback=spm.byte_fallback)
+        precompiled = normalizers.Precompiled(spm.precompiled_charsmap) if spm.precompiled_charsmap else None
+    except ValueError as error:
+        raise ValueError(f"Cannot build a tokenizer from {path}: {error}") from None
+
+    settings = {}
+    for name, token_id in (("unk_token", spm.unk_id), ("bos_token", spm.bos_id), ("eos_token", spm.eos_id), ("pad_token", spm.pad_id)):
+        if 0 <= token_id < len(spm.pieces):
+            settings[name] = spm.pieces[token_id][0]
+    settings.update(_config_settings(files))
+    config_path = files.file("tokenizer_config.json")
+    config = _read_json(config_path) if config_path else {}
+    single = [("A", 0)]
+    if config.get("add_bos_token", True) and settings.get("bos_token"):
+        single.insert(0, ([model.vocab[settings["bos_token"]]], 0))
+    if config.get("add_eos_token", False) and settings.get("eos_token"):
+        single.append(([model.vocab[settings["eos_token"]]], 0))
+    pair = single + [("B" if item == "A" else item, 1) for item, _ in single]
+    controls = {piece for piece, _, kind in spm.pieces if kind == models.CONTROL}
+    pipeline = Pipeline(
+        model,
+        normalizer=normalizers.SentencePieceNormalizer(
+            precompiled,
+            add_dummy_prefix=spm.add_dummy_prefix,
+            remove_extra_whitespaces=spm.remove_extra_whitespaces,
+            escape_whitespaces=spm.escape_whitespaces,
+        ),
+        post_processor=processors.TemplateProcessing(single, pair),
+        decoder=decoders.SentencePiece(
+            controls, model.unk_token, add_dummy_prefix=spm.add_dummy_prefix, byte_fallback=spm.byte_fallback
+        ),
+    )
+    return {"pipeline": pipeline, **settings}
+
+
 # --- GGUF metadata
 
 _SCALAR_FORMATS = {
@@ -541,10 +591,12 @@ def load_tokenizer(files: ModelFiles, *, prefer_gguf: bool = False) -> dict:
         return _from_gguf(files.gguf_file)
     if tokenizer_json is not None:
         return _from_tokenizer_json(files)
+    if files.file("tokenizer.model") is not None:
+        return _from_tokenizer_model(files)
     if files.file("vocab.txt") is not None:
         return _from_vocab_txt(files)
     found = sorted(path.name for path in files.folder.iterdir()) if files.folder.is_dir() else []
-    other_formats = sorted({"vocab.json", "merges.txt", "tokenizer.model"} & set(found))
+    other_formats = sorted({"vocab.json", "merges.txt"} & set(found))
     hint = f" ({', '.join(other_formats)} cannot be read yet.)" if other_formats else ""
     raise FileNotFoundError(
         f"No tokenizer found in {files.folder}: looked for tokenizer.json and for a .gguf file with tokenizer "

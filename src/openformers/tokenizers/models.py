@@ -4,6 +4,12 @@ A model holds plain data, a vocabulary dict and (for BPE) a dict of merge ranks,
 tiktoken do, and knows nothing of files.
 """
 
+import heapq
+import struct
+
+# SentencePiece piece types, as numbered in its model file.
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+
 
 class BPE:
     """Byte-pair encoding: start from single characters and keep merging the adjacent pair that was
@@ -194,3 +200,177 @@ class WordLevel(_Vocabulary):
                 raise ValueError(f"WordLevel has no token for {piece!r} and no unk_token to use instead.")
             token_id = self.vocab[self.unk_token]
         return [(token_id, 0, len(piece))]
+
+
+class _SentencePieceVocabulary(_Vocabulary):
+    """The vocabulary of a SentencePiece model: every piece with its score and type (see sentencepiece.py).
+
+    Only normal, user-defined and unused pieces can come out of segmenting text; control, unknown
+    and byte pieces are reached by id. A segment with no piece becomes `unk_id`, or, with
+    `byte_fallback`, one `<0xXX>` piece per UTF-8 byte.
+    """
+
+    def __init__(self, pieces: list[tuple[str, float, int]], *, unk_id: int, byte_fallback: bool = False):
+        if not 0 <= unk_id < len(pieces):
+            raise ValueError(f"SentencePiece unk_id {unk_id} is not a piece id (the model has {len(pieces)} pieces).")
+        vocab = {}
+        for token_id, (piece, _, _) in enumerate(pieces):
+            vocab.setdefault(piece, token_id)
+        super().__init__(vocab, pieces[unk_id][0])
+        self.unk_id = unk_id
+        self.scores = [score for _, score, _ in pieces]
+        self.types = [kind for _, _, kind in pieces]
+        segmentable = (NORMAL, USER_DEFINED, UNUSED)
+        self.pieces = {piece: token_id for token_id, (piece, _, kind) in enumerate(pieces) if kind in segmentable}
+        self.user_defined = {piece for piece, _, kind in pieces if kind == USER_DEFINED}
+        self.max_user_defined = max((len(piece) for piece in self.user_defined), default=0)
+        self.unused = {token_id for token_id, kind in enumerate(self.types) if kind == UNUSED}
+        self.byte_fallback = byte_fallback
+        if byte_fallback:
+            self.byte_ids = [vocab.get(f"<0x{byte:02X}>") for byte in range(256)]
+            missing = [byte for byte, token_id in enumerate(self.byte_ids) if token_id is None or self.types[token_id] != BYTE]
+            if missing:
+                raise ValueError(f"SentencePiece byte_fallback is on but the byte pieces <0x{missing[0]:02X}>... are missing.")
+
+    def _user_defined_at(self, text: str, start: int) -> int:
+        """The length of the longest user-defined piece at text[start:], or 0."""
+        for length in range(min(self.max_user_defined, len(text) - start), 0, -1):
+            if text[start : start + length] in self.user_defined:
+                return length
+        return 0
+
+    def _output(self, text: str, segments: list[tuple[int, int, int | None]]) -> list[tuple[int, int, int]]:
+        """(id, start, end) per token, unknown segments spelled in bytes when byte fallback is on."""
+        out = []
+        for start, end, token_id in segments:
+            if token_id is None or token_id == self.unk_id:
+                if self.byte_fallback:
+                    out.extend((self.byte_ids[byte], start, end) for byte in text[start:end].encode("utf-8"))
+                    continue
+                token_id = self.unk_id
+            out.append((token_id, start, end))
+        return out
+
+
+class SentencePieceBPE(_SentencePieceVocabulary):
+    """SentencePiece's BPE: start from characters (user-defined pieces whole) and keep merging the
+    adjacent pair whose joined piece scores highest (leftmost on ties) while the joined piece exists."""
+
+    def tokenize_with_offsets(self, text: str) -> list[tuple[int, int, int]]:
+        # A doubly linked list of symbols: starts, ends, and neighbours; a frozen symbol never merges.
+        starts, ends, frozen = [], [], []
+        position = 0
+        while position < len(text):
+            length = self._user_defined_at(text, position)
+            starts.append(position)
+            ends.append(position + (length or 1))
+            frozen.append(bool(length))
+            position += length or 1
+        count = len(starts)
+        previous, following = list(range(-1, count - 1)), list(range(1, count + 1))
+        alive = [True] * count
+        agenda = []
+
+        def push(left: int, right: int):
+            if left < 0 or right >= count or frozen[left] or frozen[right]:
+                return
+            piece_id = self.pieces.get(text[starts[left] : ends[right]])
+            if piece_id is not None:
+                heapq.heappush(agenda, (-self.scores[piece_id], left, right, ends[right] - starts[left]))
+
+        for index in range(count - 1):
+            push(index, index + 1)
+        while agenda:
+            _, left, right, size = heapq.heappop(agenda)
+            if not (alive[left] and alive[right]) or following[left] != right or ends[right] - starts[left] != size:
+                continue  # one side has merged since this pair was queued
+            ends[left] = ends[right]
+            alive[right] = False
+            following[left] = following[right]
+            if following[right] < count:
+                previous[following[right]] = left
+            push(previous[left], left)
+            push(left, following[left])
+
+        segments = []
+        for index in range(count):
+            if alive[index]:
+                segments.extend(self._resegment(text, starts[index], ends[index]))
+        return self._output(text, segments)
+
+    def _resegment(self, text: str, start: int, end: int) -> list[tuple[int, int, int | None]]:
+        """An unused piece is split back into the two pieces it was merged from (the best-scoring split)."""
+        token_id = self.pieces.get(text[start:end])
+        if token_id is None or token_id not in self.unused:
+            return [(start, end, token_id)]
+        splits = [
+            (self.pieces[text[start:cut]], self.pieces[text[cut:end]], cut)
+            for cut in range(start + 1, end)
+            if text[start:cut] in self.pieces and text[cut:end] in self.pieces
+        ]
+        if not splits:
+            return [(start, end, token_id)]
+        _, _, cut = max(splits, key=lambda split: self.scores[split[0]] + self.scores[split[1]])
+        return self._resegment(text, start, cut) + self._resegment(text, cut, end)
+
+
+def _float32(value: float) -> float:
+    return struct.unpack("<f", struct.pack("<f", value))[0]
+
+
+class Unigram(_SentencePieceVocabulary):
+    """The unigram language model (T5, ALBERT, XLM-R): Viterbi picks the segmentation whose pieces'
+    log-probabilities (scores) sum highest. A character no piece covers costs the lowest score minus
+    10 and becomes the unknown piece (a run of them one piece); user-defined pieces score by length,
+    so they always win.
+    Scores add in float32, as in `sentencepiece`, so near ties break the same way."""
+
+    UNKNOWN_PENALTY = 10.0
+
+    def __init__(self, pieces, *, unk_id: int, byte_fallback: bool = False):
+        super().__init__(pieces, unk_id=unk_id, byte_fallback=byte_fallback)
+        normal_scores = [score for score, kind in zip(self.scores, self.types) if kind == NORMAL] or [0.0]
+        self.unknown_score = _float32(min(normal_scores) - self.UNKNOWN_PENALTY)
+        self.max_score = max(normal_scores)
+        self.max_piece_length = max((len(piece) for piece in self.pieces), default=1)
+        self.candidates = {
+            piece: (token_id, self._score(piece, token_id))
+            for piece, token_id in self.pieces.items()
+            if token_id not in self.unused
+        }
+
+    def _score(self, piece: str, token_id: int) -> float:
+        if piece in self.user_defined:
+            return _float32(len(piece.encode("utf-8")) * self.max_score - 0.1)
+        return self.scores[token_id]
+
+    def tokenize_with_offsets(self, text: str) -> list[tuple[int, int, int]]:
+        count = len(text)
+        best_score = [0.0] + [None] * count  # best path score ending at each position
+        best_from = [-1] * (count + 1)
+        best_id: list[int | None] = [None] * (count + 1)
+        for start in range(count):
+            here = best_score[start]
+            if here is None:
+                continue
+            has_single = False
+            for end in range(start + 1, min(start + self.max_piece_length, count) + 1):
+                candidate = self.candidates.get(text[start:end])
+                if candidate is None:
+                    continue
+                score = _float32(here + candidate[1])
+                if best_score[end] is None or score > best_score[end]:
+                    best_score[end], best_from[end], best_id[end] = score, start, candidate[0]
+                has_single = has_single or end == start + 1
+            if not has_single:
+                score = _float32(here + self.unknown_score)
+                if best_score[start + 1] is None or score > best_score[start + 1]:
+                    best_score[start + 1], best_from[start + 1], best_id[start + 1] = score, start, None
+        segments, end = [], count
+        while end > 0:
+            start, token_id = best_from[end], best_id[end]
+            if token_id is None and segments and segments[-1][2] is None:  # unknowns in a row become one
+                end = segments.pop()[1]
+            segments.append((start, end, token_id))
+            end = start
+        return self._output(text, segments[::-1])

@@ -5,6 +5,7 @@ offsets are wanted: `spans[i]` is the (start, end) of the original characters th
 character i came from, so a token's offsets in the original text are known after normalization.
 """
 
+import struct
 import unicodedata
 
 import regex
@@ -217,4 +218,131 @@ class Sequence:
     def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
         for normalizer in self.normalizers:
             text, spans = normalizer.normalize_aligned(text, spans)
+        return text, spans
+
+
+class Precompiled:
+    """SentencePiece's compiled normalization rules (`precompiled_charsmap`, e.g. nmt_nfkc): a
+    double-array trie over UTF-8 bytes whose leaves point into a blob of NUL-terminated replacements.
+    At each position the longest matching rule wins; text no rule matches is kept, a character at a time."""
+
+    def __init__(self, charsmap: bytes):
+        if len(charsmap) < 4:
+            raise ValueError(f"precompiled_charsmap is {len(charsmap)} bytes; it needs at least the 4-byte trie size.")
+        (trie_size,) = struct.unpack_from("<I", charsmap)
+        if trie_size % 4 or 4 + trie_size > len(charsmap):
+            raise ValueError(f"precompiled_charsmap declares a {trie_size}-byte trie in {len(charsmap)} bytes.")
+        self.units = list(struct.unpack_from(f"<{trie_size // 4}I", charsmap, 4))
+        self.replacements = charsmap[4 + trie_size :]
+        self._cache: dict[str, str | None] = {}
+
+    def _longest_match(self, data: bytes, start: int) -> tuple[int, int] | None:
+        """(length in bytes, replacement offset) of the longest rule matching data[start:], if any."""
+        units, best = self.units, None
+        position = 0
+        unit = units[0]
+        position ^= (unit >> 10) << ((unit & (1 << 9)) >> 6)
+        for index in range(start, len(data)):
+            byte = data[index]
+            position ^= byte
+            if position >= len(units):
+                break
+            unit = units[position]
+            if (unit & ((1 << 31) | 0xFF)) != byte:  # the unit's label is not this byte
+                break
+            position ^= (unit >> 10) << ((unit & (1 << 9)) >> 6)
+            if (unit >> 8) & 1:  # a rule ends here; its value is in the leaf unit
+                best = (index + 1 - start, units[position] & ((1 << 31) - 1))
+        return best
+
+    def _replacement(self, offset: int) -> str:
+        end = self.replacements.index(b"\0", offset)
+        return self.replacements[offset:end].decode("utf-8")
+
+    def chunks(self, text: str) -> list[tuple[str, int, int]]:
+        """(replacement, start, end) for consecutive stretches of `text`, in characters."""
+        data = text.encode("utf-8")
+        char_at = {}  # byte offset of each character's first byte -> character index
+        byte = 0
+        for index, char in enumerate(text):
+            char_at[byte] = index
+            byte += len(char.encode("utf-8"))
+        char_at[byte] = len(text)
+        out, position = [], 0
+        while position < len(data):
+            start_char = char_at[position]
+            match = self._longest_match(data, position)
+            if match is not None and position + match[0] in char_at:
+                length, offset = match
+                out.append((self._replacement(offset), start_char, char_at[position + length]))
+                position += length
+            else:
+                out.append((text[start_char], start_char, start_char + 1))
+                position += len(text[start_char].encode("utf-8"))
+        return out
+
+    def normalize(self, text: str) -> str:
+        return "".join(replacement for replacement, _, _ in self.chunks(text))
+
+    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
+        out, out_spans = [], []
+        for replacement, start, end in self.chunks(text):
+            out.append(replacement)
+            out_spans.extend([(spans[start][0], spans[end - 1][1])] * len(replacement))
+        return "".join(out), out_spans
+
+
+class SentencePieceNormalizer:
+    """SentencePiece's whole normalization, as its library does it: the precompiled rules (if any),
+    then drop leading, trailing and repeated spaces (`remove_extra_whitespaces`), put one space in
+    front (`add_dummy_prefix`), and spell spaces as "▁" (`escape_whitespaces`)."""
+
+    SPACE = "▁"
+
+    def __init__(
+        self,
+        precompiled: Precompiled | None,
+        *,
+        add_dummy_prefix: bool = True,
+        remove_extra_whitespaces: bool = True,
+        escape_whitespaces: bool = True,
+    ):
+        self.precompiled = precompiled
+        self.add_dummy_prefix = add_dummy_prefix
+        self.remove_extra_whitespaces = remove_extra_whitespaces
+        self.escape_whitespaces = escape_whitespaces
+
+    def normalize(self, text: str) -> str:
+        return self.normalize_aligned(text, [(index, index + 1) for index in range(len(text))])[0]
+
+    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
+        if self.precompiled is not None:
+            chunks = self.precompiled.chunks(text)
+        else:
+            chunks = [(char, index, index + 1) for index, char in enumerate(text)]
+        first = 0
+        if self.remove_extra_whitespaces:
+            while first < len(chunks) and chunks[first][0] == " ":
+                first += 1
+        if first == len(chunks):
+            return "", []
+        space = self.SPACE if self.escape_whitespaces else " "
+        out, out_spans = [], []
+        if self.add_dummy_prefix:
+            start = spans[chunks[first][1]][0]
+            out.append(space)
+            out_spans.append((start, start))
+        previous_is_space = self.remove_extra_whitespaces
+        for replacement, start, end in chunks[first:]:
+            if previous_is_space:
+                replacement = replacement.lstrip(" ")
+            if replacement:
+                covered = (spans[start][0], spans[end - 1][1])
+                out.append(replacement.replace(" ", space))
+                out_spans.extend([covered] * len(replacement))
+                previous_is_space = self.remove_extra_whitespaces and replacement.endswith(" ")
+        text, spans = "".join(out), out_spans
+        if self.remove_extra_whitespaces:
+            kept = len(text.rstrip(space))
+            text, spans = text[:kept], spans[:kept]
         return text, spans
