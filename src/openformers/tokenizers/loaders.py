@@ -192,7 +192,7 @@ def pipeline_from_tokenizer_json(data: dict) -> Pipeline:
         )
         for entry in data.get("added_tokens") or []
     }
-    return Pipeline(
+    pipeline = Pipeline(
         _build("model", data["model"]),
         normalizer=_build("normalizer", data.get("normalizer")),
         pre_tokenizer=_build("pre_tokenizer", data.get("pre_tokenizer")),
@@ -200,6 +200,8 @@ def pipeline_from_tokenizer_json(data: dict) -> Pipeline:
         decoder=_build("decoder", data.get("decoder")),
         added_tokens=added,
     )
+    pipeline.source = data  # what save_pretrained writes back, with the added tokens of the day
+    return pipeline
 
 
 # --- the settings around tokenizer.json
@@ -306,6 +308,33 @@ def _read_vocab_txt(path: Path) -> dict[str, int]:
     return vocab
 
 
+def _tokenizer_json(model: dict, **parts) -> dict:
+    """A tokenizer.json's contents from its parts, so that every loader builds (and saves) the same way."""
+    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [], **parts, "model": model}
+
+
+def _special_template(first: list[int], between: list[int], last: list[int], pair_type_id: int) -> dict:
+    """A TemplateProcessing spec: `first A last` for one sequence, `first A between B last` for a pair."""
+
+    def specials(ids: list[int], type_id: int) -> list[dict]:
+        return [{"SpecialToken": {"id": f"<{token_id}>", "type_id": type_id}} for token_id in ids]
+
+    def sequence(name: str, type_id: int) -> list[dict]:
+        return [{"Sequence": {"id": name, "type_id": type_id}}]
+
+    ids = set(first) | set(between) | set(last)
+    return {
+        "type": "TemplateProcessing",
+        "single": specials(first, 0) + sequence("A", 0) + specials(last, 0),
+        "pair": specials(first, 0)
+        + sequence("A", 0)
+        + specials(between, 0)
+        + sequence("B", pair_type_id)
+        + specials(last, pair_type_id),
+        "special_tokens": {f"<{token_id}>": {"id": f"<{token_id}>", "ids": [token_id], "tokens": []} for token_id in ids},
+    }
+
+
 def _from_vocab_txt(files: ModelFiles) -> dict:
     """BERT's tokenizer from its vocabulary alone, set up by tokenizer_config.json as the reference does."""
     path = files.folder / "vocab.txt"
@@ -324,19 +353,78 @@ def _from_vocab_txt(files: ModelFiles) -> dict:
     for name in ("unk_token", "sep_token", "cls_token"):
         if settings[name] not in vocab:
             raise ValueError(f"{path} has no {settings[name]!r} ({name}); BERT's tokenizer needs it.")
-    pipeline = Pipeline(
-        models.WordPiece(vocab, unk_token=settings["unk_token"]),
-        normalizer=normalizers.BertNormalizer(
-            clean_text=True,
-            handle_chinese_chars=config.get("tokenize_chinese_chars", True),
-            strip_accents=config.get("strip_accents"),
-            lowercase=config.get("do_lower_case", True),
-        ),
-        pre_tokenizer=pre_tokenizers.BertPreTokenizer(),
-        post_processor=processors.BertProcessing(vocab[settings["cls_token"]], vocab[settings["sep_token"]]),
-        decoder=decoders.WordPiece(),
-    )
-    return {"pipeline": pipeline, **settings}
+    cls_id, sep_id = vocab[settings["cls_token"]], vocab[settings["sep_token"]]
+    data = _tokenizer_json(
+        {"type": "WordPiece", "unk_token": settings["unk_token"], "continuing_subword_prefix": "##",
+         "max_input_chars_per_word": 100, "vocab": vocab},
+        normalizer={"type": "BertNormalizer", "clean_text": True,
+                    "handle_chinese_chars": config.get("tokenize_chinese_chars", True),
+                    "strip_accents": config.get("strip_accents"), "lowercase": config.get("do_lower_case", True)},
+        pre_tokenizer={"type": "BertPreTokenizer"},
+        post_processor={"type": "BertProcessing", "sep": [settings["sep_token"], sep_id],
+                        "cls": [settings["cls_token"], cls_id]},
+        decoder={"type": "WordPiece", "prefix": "##", "cleanup": True},
+    )  # fmt: skip
+    return {"pipeline": pipeline_from_tokenizer_json(data), **settings}
+
+
+# --- vocab.json + merges.txt (GPT-2, RoBERTa)
+
+
+def _read_merges(path: Path, vocab: dict[str, int]) -> list[tuple[str, str]]:
+    merges = []
+    with open(path, encoding="utf-8") as file:
+        for number, line in enumerate(file, start=1):
+            line = line.rstrip("\r\n")
+            if not line or (number == 1 and line.startswith("#version")):
+                continue
+            parts = line.split(" ")
+            if len(parts) != 2:
+                raise ValueError(f"{path} line {number}: a merge is two tokens separated by one space, got {line!r}.")
+            for part in (*parts, "".join(parts)):
+                if part not in vocab:
+                    raise ValueError(f"{path} line {number}: the merge {line!r} names {part!r}, which is not in vocab.json.")
+            merges.append(tuple(parts))
+    return merges
+
+
+def _from_vocab_and_merges(files: ModelFiles) -> dict:
+    """A GPT-2 style byte-level BPE from vocab.json and merges.txt; RoBERTa's `<s> A </s></s> B </s>`
+    layout and special tokens when tokenizer_config.json names a RoBERTa tokenizer class."""
+    vocab_path, merges_path = files.folder / "vocab.json", files.folder / "merges.txt"
+    vocab = _read_json(vocab_path)
+    if not all(isinstance(token_id, int) for token_id in vocab.values()):
+        raise ValueError(f"{vocab_path} should map each token to an integer id.")
+    merges = _read_merges(merges_path, vocab)
+    config_path = files.file("tokenizer_config.json")
+    config = _read_json(config_path) if config_path else {}
+    is_roberta = str(config.get("tokenizer_class") or "").removesuffix("Fast") in _ROBERTA_CLASSES
+    if is_roberta:
+        settings = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
+                    "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}  # fmt: skip
+    else:
+        settings = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
+    settings.update(_config_settings(files))
+    add_prefix_space = bool(config.get("add_prefix_space", False))
+    trim_offsets = bool(config.get("trim_offsets", True))
+    if is_roberta:
+        cls, sep = settings["cls_token"], settings["sep_token"]
+        post_processor = {"type": "RobertaProcessing", "sep": [sep, vocab[sep]], "cls": [cls, vocab[cls]],
+                          "trim_offsets": trim_offsets, "add_prefix_space": add_prefix_space}  # fmt: skip
+    else:
+        post_processor = {"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": False, "use_regex": True}
+    data = _tokenizer_json(
+        {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None, "end_of_word_suffix": None,
+         "fuse_unk": False, "byte_fallback": False, "ignore_merges": False, "vocab": vocab, "merges": [list(merge) for merge in merges]},
+        normalizer=None,
+        pre_tokenizer={"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": trim_offsets, "use_regex": True},
+        post_processor=post_processor,
+        decoder={"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+    )  # fmt: skip
+    return {"pipeline": pipeline_from_tokenizer_json(data), **settings}
+
+
+_ROBERTA_CLASSES = frozenset({"RobertaTokenizer", "CamembertTokenizer", "LongformerTokenizer", "BartTokenizer"})
 
 
 # --- tokenizer.model (SentencePiece)
@@ -595,9 +683,11 @@ def load_tokenizer(files: ModelFiles, *, prefer_gguf: bool = False) -> dict:
         return _from_tokenizer_model(files)
     if files.file("vocab.txt") is not None:
         return _from_vocab_txt(files)
+    if files.file("vocab.json") is not None and files.file("merges.txt") is not None:
+        return _from_vocab_and_merges(files)
     found = sorted(path.name for path in files.folder.iterdir()) if files.folder.is_dir() else []
-    other_formats = sorted({"vocab.json", "merges.txt"} & set(found))
-    hint = f" ({', '.join(other_formats)} cannot be read yet.)" if other_formats else ""
+    lone = sorted({"vocab.json", "merges.txt"} & set(found))
+    hint = f" ({lone[0]} was found, but byte-level BPE needs both vocab.json and merges.txt.)" if lone else ""
     raise FileNotFoundError(
         f"No tokenizer found in {files.folder}: looked for tokenizer.json and for a .gguf file with tokenizer "
         f"metadata. The folder holds: {found[:20] or 'nothing'}.{hint}"
