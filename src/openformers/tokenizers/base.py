@@ -7,10 +7,13 @@
 `__call__` with batching and padding, tensors, and chat templates.
 """
 
+import json
 import numbers
 import os
+import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import regex
@@ -110,6 +113,8 @@ class Pipeline:
         self.decoder = decoder
         self.added = AddedVocabulary(added_tokens or {})
         self._byte_level = _contains(pre_tokenizer, ByteLevel)
+        self.source: dict | None = None  # the tokenizer.json contents this was built from, for saving
+        self.sentencepiece_file: Path | None = None  # or the tokenizer.model
 
     def add_tokens(self, tokens: list[AddedToken]) -> None:
         """Add tokens that are not added tokens yet, reusing their vocabulary id or taking the next free one."""
@@ -476,6 +481,89 @@ class PreTrainedTokenizer:
     def get_vocab(self) -> dict[str, int]:
         return self._pipeline.get_vocab()
 
+    def add_tokens(self, new_tokens: str | AddedToken | list[str | AddedToken], special_tokens: bool = False) -> int:
+        """Add tokens matched whole in text; returns how many were new to the vocabulary (resize the
+        model's embeddings by that many)."""
+        tokens = [new_tokens] if isinstance(new_tokens, (str, AddedToken)) else list(new_tokens)
+        checked = []
+        for token in tokens:
+            if isinstance(token, str):
+                token = AddedToken(token, special=special_tokens)
+            elif not isinstance(token, AddedToken):
+                raise TypeError(f"add_tokens takes strings or AddedToken objects, got {type(token).__name__}.")
+            elif special_tokens and not token.special:
+                token = replace(token, special=True)
+            checked.append(token)
+        size = len(self)
+        self._pipeline.add_tokens(checked)
+        return len(self) - size
+
+    def add_special_tokens(self, special_tokens_dict: dict, replace_extra_special_tokens: bool = True) -> int:
+        """Add and name special tokens, e.g. `{"pad_token": "<pad>", "extra_special_tokens": ["<tool>"]}`;
+        returns how many were new to the vocabulary."""
+        added = 0
+        for name, value in special_tokens_dict.items():
+            if name in ("extra_special_tokens", "additional_special_tokens"):
+                values = list(value)
+                added += self.add_tokens(values, special_tokens=True)
+                contents = [str(getattr(token, "content", token)) for token in values]
+                if not replace_extra_special_tokens:
+                    contents = list(dict.fromkeys(self.extra_special_tokens + contents))
+                self.extra_special_tokens = contents
+            elif name in SPECIAL_TOKEN_NAMES:
+                added += self.add_tokens([value], special_tokens=True)
+                self._set_special_token(name, getattr(value, "content", value))
+            else:
+                raise ValueError(
+                    f"add_special_tokens got {name!r}; the names it takes are {list(SPECIAL_TOKEN_NAMES)} "
+                    "and 'extra_special_tokens'."
+                )
+        return added
+
+    # --- saving
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> tuple[str, ...]:
+        """Write tokenizer.json (or the tokenizer.model it came from), tokenizer_config.json and
+        special_tokens_map.json, which this library and the reference both load back to the same ids."""
+        folder = Path(save_directory)
+        if folder.is_file():
+            raise ValueError(f"save_directory {folder} is a file; pass a folder to save the tokenizer in.")
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        config = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            **self.special_tokens_map,
+            "extra_special_tokens": list(self.extra_special_tokens),
+            "model_max_length": self.model_max_length,
+            "padding_side": self.padding_side,
+            "truncation_side": self.truncation_side,
+            "model_input_names": list(self.model_input_names),
+            "clean_up_tokenization_spaces": False,
+        }
+        if self._pipeline.source is not None:
+            data = dict(self._pipeline.source)
+            added = sorted(self._pipeline.added.tokens.items())
+            data["added_tokens"] = [_added_token_json(token_id, token) for token_id, token in added]
+            written.append(_write_json(folder / "tokenizer.json", data))
+        elif self._pipeline.sentencepiece_file is not None:
+            shutil.copyfile(self._pipeline.sentencepiece_file, folder / "tokenizer.model")
+            written.append(str(folder / "tokenizer.model"))
+            layout = self._pipeline.post_processor.template(False)
+            first_special = [item for item, _ in layout[:1] if not isinstance(item, str)]
+            config["tokenizer_class"] = "LlamaTokenizer"
+            config["add_bos_token"] = bool(first_special) and self.bos_token_id in first_special[0]
+            config["add_eos_token"] = not isinstance(layout[-1][0], str) and self.eos_token_id in layout[-1][0]
+        else:
+            raise ValueError("This tokenizer was built in code, not loaded from files, so it cannot be saved.")
+        if isinstance(self.chat_template, dict):  # several named templates
+            config["chat_template"] = [{"name": name, "template": text} for name, text in self.chat_template.items()]
+        elif self.chat_template is not None:
+            config["chat_template"] = self.chat_template
+        written.append(_write_json(folder / "tokenizer_config.json", config))
+        special_map = {**self.special_tokens_map, "additional_special_tokens": list(self.extra_special_tokens)}
+        written.append(_write_json(folder / "special_tokens_map.json", special_map))
+        return tuple(written)
+
     def __len__(self) -> int:
         """The size of the whole vocabulary, added tokens included."""
         return len(self.get_vocab())
@@ -708,6 +796,25 @@ class PreTrainedTokenizer:
             f"{type(self).__name__}(name_or_path={self.name_or_path!r}, vocab_size={len(self)}, "
             f"padding_side={self.padding_side!r}, special_tokens={self.special_tokens_map})"
         )
+
+
+def _added_token_json(token_id: int, token: AddedToken) -> dict:
+    return {
+        "id": token_id,
+        "content": token.content,
+        "single_word": token.single_word,
+        "lstrip": token.lstrip,
+        "rstrip": token.rstrip,
+        "normalized": token.normalized,
+        "special": token.special,
+    }
+
+
+def _write_json(path: Path, data: dict) -> str:
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(data, file, ensure_ascii=False, indent=2)
+        file.write("\n")
+    return str(path)
 
 
 def _check_text(text, name: str) -> None:

@@ -308,30 +308,35 @@ def _read_vocab_txt(path: Path) -> dict[str, int]:
     return vocab
 
 
+def _added_token_spec(token_id: int, content: str, special: bool) -> dict:
+    """An added token matched in the raw text, as GGUF vocabularies mark them."""
+    return {"id": token_id, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+            "normalized": False, "special": special}  # fmt: skip
+
+
 def _tokenizer_json(model: dict, **parts) -> dict:
     """A tokenizer.json's contents from its parts, so that every loader builds (and saves) the same way."""
     return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [], **parts, "model": model}
 
 
-def _special_template(first: list[int], between: list[int], last: list[int], pair_type_id: int) -> dict:
-    """A TemplateProcessing spec: `first A last` for one sequence, `first A between B last` for a pair."""
+def _template_spec(before: list[int], after: list[int], tokens: list[str]) -> dict:
+    """A TemplateProcessing spec that puts the ids `before` and `after` each sequence (Llama's BOS)."""
 
     def specials(ids: list[int], type_id: int) -> list[dict]:
-        return [{"SpecialToken": {"id": f"<{token_id}>", "type_id": type_id}} for token_id in ids]
+        return [{"SpecialToken": {"id": tokens[token_id], "type_id": type_id}} for token_id in ids]
 
-    def sequence(name: str, type_id: int) -> list[dict]:
-        return [{"Sequence": {"id": name, "type_id": type_id}}]
+    def layout(type_id: int, name: str) -> list[dict]:
+        return specials(before, type_id) + [{"Sequence": {"id": name, "type_id": type_id}}] + specials(after, type_id)
 
-    ids = set(first) | set(between) | set(last)
+    used = set(before) | set(after)
     return {
         "type": "TemplateProcessing",
-        "single": specials(first, 0) + sequence("A", 0) + specials(last, 0),
-        "pair": specials(first, 0)
-        + sequence("A", 0)
-        + specials(between, 0)
-        + sequence("B", pair_type_id)
-        + specials(last, pair_type_id),
-        "special_tokens": {f"<{token_id}>": {"id": f"<{token_id}>", "ids": [token_id], "tokens": []} for token_id in ids},
+        "single": layout(0, "A"),
+        "pair": layout(0, "A") + layout(1, "B"),
+        "special_tokens": {
+            tokens[token_id]: {"id": tokens[token_id], "ids": [token_id], "tokens": [tokens[token_id]]}
+            for token_id in sorted(used)
+        },
     }
 
 
@@ -454,11 +459,9 @@ def _from_tokenizer_model(files: ModelFiles) -> dict:
     settings.update(_config_settings(files))
     config_path = files.file("tokenizer_config.json")
     config = _read_json(config_path) if config_path else {}
-    single = [("A", 0)]
-    if config.get("add_bos_token", True) and settings.get("bos_token"):
-        single.insert(0, ([model.vocab[settings["bos_token"]]], 0))
-    if config.get("add_eos_token", False) and settings.get("eos_token"):
-        single.append(([model.vocab[settings["eos_token"]]], 0))
+    before = [model.vocab[settings["bos_token"]]] if config.get("add_bos_token", True) and settings.get("bos_token") else []
+    after = [model.vocab[settings["eos_token"]]] if config.get("add_eos_token", False) and settings.get("eos_token") else []
+    single = [([token_id], 0) for token_id in before] + [("A", 0)] + [([token_id], 0) for token_id in after]
     pair = single + [("B" if item == "A" else item, 1) for item, _ in single]
     controls = {piece for piece, _, kind in spm.pieces if kind == models.CONTROL}
     pipeline = Pipeline(
@@ -474,6 +477,7 @@ def _from_tokenizer_model(files: ModelFiles) -> dict:
             controls, model.unk_token, add_dummy_prefix=spm.add_dummy_prefix, byte_fallback=spm.byte_fallback
         ),
     )
+    pipeline.sentencepiece_file = path  # save_pretrained copies it
     return {"pipeline": pipeline, **settings}
 
 
@@ -585,16 +589,15 @@ _DIGITS_THEN_GPT2 = ("smollm", "starcoder", "refact", "command-r", "codeshell", 
 _GPT2 = ("gpt2", "gpt-2", "default")
 
 
-def _gguf_pre_tokenizer(pre: str | None, path: Path):
+def _gguf_pre_tokenizer(pre: str | None, path: Path) -> dict:
+    """The tokenizer.json pre-tokenizer spec for llama.cpp's `tokenizer.ggml.pre` name."""
+    no_regex = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
+    with_regex = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
     if pre in _PRE_PATTERNS:
-        return pre_tokenizers.Sequence(
-            [
-                pre_tokenizers.Split(_PRE_PATTERNS[pre], "isolated"),
-                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-            ]
-        )
+        split = {"type": "Split", "pattern": {"Regex": _PRE_PATTERNS[pre]}, "behavior": "Isolated", "invert": False}
+        return {"type": "Sequence", "pretokenizers": [split, no_regex]}
     if pre in _DIGITS_THEN_GPT2:
-        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel()])
+        return {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, with_regex]}
     if pre is not None and pre not in _GPT2:
         known = sorted([*_PRE_PATTERNS, *_DIGITS_THEN_GPT2, *_GPT2])
         warnings.warn(
@@ -603,7 +606,7 @@ def _gguf_pre_tokenizer(pre: str | None, path: Path):
             "from llama.cpp.",
             stacklevel=5,
         )
-    return pre_tokenizers.ByteLevel(add_prefix_space=False)
+    return with_regex
 
 
 def _from_gguf(path: Path) -> dict:
@@ -627,13 +630,12 @@ def _from_gguf(path: Path) -> dict:
         token if set(token) <= alphabet else pre_tokenizers.to_byte_alphabet(token): token_id
         for token_id, token in enumerate(tokens)
     }
-    added = {}
+    added = []
     for token_id, (token, token_type) in enumerate(zip(tokens, token_types)):
         if token_type == TokenType.CONTROL and set(token) <= alphabet:
-            added[token_id] = AddedToken(token, special=True, normalized=False)
+            added.append(_added_token_spec(token_id, token, special=True))
         elif token_type == TokenType.USER_DEFINED and token in vocab:
-            added[token_id] = AddedToken(token, special=False, normalized=False)
-    model = models.BPE(vocab, [tuple(merge.split(" ", 1)) for merge in metadata[Keys.Tokenizer.MERGES]])
+            added.append(_added_token_spec(token_id, token, special=False))
 
     names = {
         "bos_token": Keys.Tokenizer.BOS_ID,
@@ -647,19 +649,19 @@ def _from_gguf(path: Path) -> dict:
             if not 0 <= metadata[key] < len(tokens):
                 raise ValueError(f"{path}: {key}={metadata[key]} is not a token id (the vocabulary has {len(tokens)}).")
             special[name] = tokens[metadata[key]]
-    single = [("A", 0)]
-    if metadata.get(Keys.Tokenizer.ADD_BOS) and Keys.Tokenizer.BOS_ID in metadata:
-        single.insert(0, ([metadata[Keys.Tokenizer.BOS_ID]], 0))
-    if metadata.get(Keys.Tokenizer.ADD_EOS) and Keys.Tokenizer.EOS_ID in metadata:
-        single.append(([metadata[Keys.Tokenizer.EOS_ID]], 0))
-    pair = single + [("B" if item == "A" else item, 1) for item, _ in single]
-    pipeline = Pipeline(
-        model,
+    before = [metadata[Keys.Tokenizer.BOS_ID]] if metadata.get(Keys.Tokenizer.ADD_BOS) and "bos_token" in special else []
+    after = [metadata[Keys.Tokenizer.EOS_ID]] if metadata.get(Keys.Tokenizer.ADD_EOS) and "eos_token" in special else []
+    data = _tokenizer_json(
+        {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+         "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+         "vocab": vocab, "merges": [merge.split(" ", 1) for merge in metadata[Keys.Tokenizer.MERGES]]},
+        normalizer=None,
         pre_tokenizer=_gguf_pre_tokenizer(metadata.get(Keys.Tokenizer.PRE), path),
-        post_processor=processors.TemplateProcessing(single, pair),
-        decoder=decoders.ByteLevel(),
-        added_tokens=added,
-    )
+        post_processor=_template_spec(before, after, tokens),
+        decoder={"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+    )  # fmt: skip
+    data["added_tokens"] = added
+    pipeline = pipeline_from_tokenizer_json(data)
     settings = {"pipeline": pipeline, **special}
     if metadata.get(Keys.Tokenizer.CHAT_TEMPLATE) is not None:
         settings["chat_template"] = metadata[Keys.Tokenizer.CHAT_TEMPLATE]
