@@ -274,3 +274,144 @@ def test_smollm2_saved_as_safetensors_loads_in_the_reference(smollm2, tmp_path):
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     ids = torch.tensor([SMOLLM2_PROMPT])
     torch.testing.assert_close(reloaded(ids).logits, reference(ids).logits)
+
+
+# Task heads: sequence classification, token classification, question answering.
+
+HEADS = {
+    "sequence-classification": ("AutoModelForSequenceClassification", "LlamaForSequenceClassification"),
+    "token-classification": ("AutoModelForTokenClassification", "LlamaForTokenClassification"),
+    "question-answering": ("AutoModelForQuestionAnswering", "LlamaForQuestionAnswering"),
+}
+
+
+def _save_tiny_head(folder, task, **overrides):
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(**{**TINY, "pad_token_id": 0, **overrides})
+    model = getattr(transformers, HEADS[task][1])(config).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def _padded_batch(task="sequence-classification"):
+    """Two rows with pad id 0 and their attention mask: the first right-padded, the second left-padded.
+
+    A left-padding query sees no key; its output is never used, and the reference and openformers fill it
+    differently (zeros, or attention over every key), so the loss over all positions of question answering
+    is compared on right padding only.
+    """
+    ids = _ids(2, 9, seed=7).clamp(min=1)
+    mask = torch.ones_like(ids)
+    ids[0, 6:], mask[0, 6:] = 0, 0
+    if task == "question-answering":
+        ids[1, 8:], mask[1, 8:] = 0, 0
+    else:
+        ids[1, :2], mask[1, :2] = 0, 0
+    return ids, mask
+
+
+@pytest.fixture(scope="module", params=list(HEADS))
+def tiny_head(request, tmp_path_factory):
+    import openformers
+
+    folder = tmp_path_factory.mktemp(request.param)
+    reference = _save_tiny_head(folder, request.param, num_labels=3, id2label={0: "neg", 1: "neutral", 2: "pos"})
+    model = getattr(openformers, HEADS[request.param][0]).from_pretrained(folder)
+    return request.param, folder, reference, model
+
+
+def _head_outputs(task, model, ids, mask, labels=None):
+    if task == "question-answering":
+        out = model(ids, attention_mask=mask, start_positions=labels[0], end_positions=labels[1])
+        return out.loss, torch.stack([out.start_logits, out.end_logits])
+    out = model(ids, attention_mask=mask, labels=labels)
+    return out.loss, out.logits
+
+
+def _head_labels(task):
+    if task == "sequence-classification":
+        return torch.tensor([2, 0])
+    if task == "token-classification":
+        return torch.tensor([[0, 1, 2, 1, 0, 2, -100, -100, -100], [-100, -100, 1, 1, 2, 0, 0, 1, 2]])
+    return torch.tensor([3, 12]), torch.tensor([5, 4])  # 12: past the end of the sequence, left out
+
+
+@torch.inference_mode()
+def test_heads_match_reference_on_a_padded_batch(tiny_head):
+    task, _, reference, model = tiny_head
+    assert type(model).__name__ == HEADS[task][1] and not model.training
+    ids, mask = _padded_batch(task)
+    labels = _head_labels(task)
+    ours = _head_outputs(task, model, ids, mask, labels)
+    theirs = _head_outputs(task, reference, ids, mask, labels)
+    if task == "token-classification":  # compared at the real tokens
+        ours, theirs = (ours[0], ours[1][mask.bool()]), (theirs[0], theirs[1][mask.bool()])
+    torch.testing.assert_close(ours[1], theirs[1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours[0], theirs[0], atol=1e-4, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_heads_save_and_load_in_both_directions(tiny_head, tmp_path):
+    import openformers
+
+    task, _, reference, model = tiny_head
+    assert model.config.id2label == {0: "neg", 1: "neutral", 2: "pos"} and model.config.label2id["pos"] == 2
+    model.save_pretrained(tmp_path)
+    theirs = getattr(transformers, HEADS[task][0]).from_pretrained(tmp_path).eval()
+    ours = getattr(openformers, HEADS[task][0]).from_pretrained(tmp_path)
+    assert theirs.config.id2label == model.config.id2label
+    ids, mask = _padded_batch(task)
+    labels = _head_labels(task)
+    expected = _head_outputs(task, reference, ids, mask, labels)[1]
+    torch.testing.assert_close(_head_outputs(task, theirs, ids, mask, labels)[1], expected)
+    again = _head_outputs(task, ours, ids, mask, labels)[1]
+    torch.testing.assert_close(again, _head_outputs(task, model, ids, mask, labels)[1])
+
+
+@pytest.mark.parametrize(
+    "num_labels, problem_type, labels",
+    [
+        (1, None, torch.tensor([0.5, -1.0])),  # regression
+        (3, "multi_label_classification", torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])),
+        (3, None, torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])),  # float labels: multi-label
+    ],
+)
+@torch.inference_mode()
+def test_sequence_classification_losses_match_reference(tmp_path, num_labels, problem_type, labels):
+    from openformers import AutoModelForSequenceClassification
+
+    reference = _save_tiny_head(tmp_path, "sequence-classification", num_labels=num_labels, problem_type=problem_type)
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert model.config.num_labels == num_labels and model.config.problem_type == problem_type
+    ids, mask = _padded_batch()
+    ours, theirs = model(ids, attention_mask=mask, labels=labels), reference(ids, attention_mask=mask, labels=labels)
+    torch.testing.assert_close(ours.logits, theirs.logits)
+    torch.testing.assert_close(ours.loss, theirs.loss)
+
+
+def test_sequence_classification_from_a_causal_lm_checkpoint_warns_once(tiny):
+    from openformers import AutoModelForSequenceClassification, LlamaForSequenceClassification
+
+    folder = tiny[0]
+    with pytest.warns(UserWarning) as caught:
+        model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "score.weight" in message and "newly initialized" in message
+    assert ("lm_head.weight" in message) == (not tiny[2].config.tie_word_embeddings)
+    assert isinstance(model, LlamaForSequenceClassification) and model.score.weight.shape == (2, TINY["hidden_size"])
+    assert model.config.id2label == {0: "LABEL_0", 1: "LABEL_1"}
+    torch.testing.assert_close(model.model.embed_tokens.weight, tiny[2].model.embed_tokens.weight)
+    with pytest.raises(ValueError, match="pad_token_id"):
+        model(_ids(2, 4))  # the tiny causal LM has no pad token: a batch cannot be pooled
+    assert model(_ids(1, 4)).logits.shape == (1, 2)
+
+
+def test_a_head_checkpoint_with_the_wrong_number_of_labels_is_refused(tiny_head):
+    import openformers
+
+    task, folder, _, _ = tiny_head
+    if task == "question-answering":
+        pytest.skip("question answering always has two outputs")
+    with pytest.raises(ValueError, match="wrong shape"):
+        getattr(openformers, HEADS[task][0]).from_pretrained(folder, num_labels=5)

@@ -12,11 +12,19 @@ from typing import Any, ClassVar
 
 # Rope variants models/layers.py implements; a config asking for another one is refused when read.
 ROPE_TYPES = ("default", "linear", "llama3")
+# How a sequence-classification head turns labels into a loss (None: chosen from num_labels and the labels' dtype).
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 
 @dataclass
 class PretrainedConfig:
-    """What every family shares: special token ids, tied embeddings, the dtype, and the keys it does not know."""
+    """What every family shares: special token ids, tied embeddings, the dtype, the labels of a classification
+    head, and the keys it does not know.
+
+    `num_labels` is derived: from `id2label` when that is given, else 2. Passing a different `num_labels`
+    (`from_pretrained(..., num_labels=3)`) replaces the label names with LABEL_0, LABEL_1... Like the
+    reference, config.json stores `id2label` and `label2id` but not `num_labels`.
+    """
 
     model_type: ClassVar[str] = ""
 
@@ -26,10 +34,29 @@ class PretrainedConfig:
     pad_token_id: int | None = None
     tie_word_embeddings: bool = False
     dtype: str | None = None  # "float32", "bfloat16"...; config.json says `torch_dtype` before transformers 5
+    num_labels: int | None = None
+    id2label: dict[int, str] | None = None
+    label2id: dict[str, int] | None = None
+    problem_type: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
+        self._derive_labels()
         self.validate()
+
+    def _derive_labels(self) -> None:
+        if self.num_labels is not None and not _positive_int(self.num_labels):
+            _invalid("num_labels", self.num_labels, "a positive integer")
+        if self.id2label is not None:
+            self.id2label = {int(i): label for i, label in self.id2label.items()}  # JSON keys are strings
+        if self.num_labels is None:
+            self.num_labels = len(self.id2label) if self.id2label else 2
+        if self.id2label is None or sorted(self.id2label) != list(range(self.num_labels)):
+            self.id2label = {i: f"LABEL_{i}" for i in range(self.num_labels)}
+        if self.label2id is None or sorted(self.label2id.values()) != list(range(self.num_labels)):
+            self.label2id = {label: i for i, label in self.id2label.items()}
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            _invalid("problem_type", self.problem_type, f"None or one of {', '.join(PROBLEM_TYPES)}")
 
     def validate(self) -> None:
         """Raise a ValueError naming the field and its value when a value makes no sense."""
@@ -61,8 +88,9 @@ class PretrainedConfig:
         return cls.from_dict(_read_json(Path(path)), **overrides)
 
     def to_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "num_labels")}
         values = {**self.extra, **values, "model_type": self.model_type}
+        values["id2label"] = {str(i): label for i, label in self.id2label.items()}
         return dict(sorted(values.items()))
 
     def to_json_string(self) -> str:

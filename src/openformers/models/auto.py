@@ -8,7 +8,13 @@ from .base import PreTrainedModel, load_pretrained
 
 # model_type -> (module under openformers.models, {task: class name}).
 MODEL_CLASSES = {
-    "llama": ("llama", {"base": "LlamaModel", "causal-lm": "LlamaForCausalLM"}),
+    "llama": ("llama", {
+        "base": "LlamaModel",
+        "causal-lm": "LlamaForCausalLM",
+        "sequence-classification": "LlamaForSequenceClassification",
+        "token-classification": "LlamaForTokenClassification",
+        "question-answering": "LlamaForQuestionAnswering",
+    }),
 }
 
 
@@ -54,3 +60,27 @@ class AutoModelForCausalLM(_AutoModelClass):
     """The model with its language-model head, for `generate`."""
 
     task = "causal-lm"
+
+
+class AutoModelForSequenceClassification(_AutoModelClass):
+    """One label (or score, when num_labels == 1) per sequence; pass num_labels=N to size a new head."""
+
+    task = "sequence-classification"
+
+
+class AutoModelForTokenClassification(_AutoModelClass):
+    """One label per token, for named entity recognition and tagging."""
+
+    task = "token-classification"
+
+
+class AutoModelForQuestionAnswering(_AutoModelClass):
+    """Extractive question answering: start and end logits over the tokens."""
+
+    task = "question-answering"
+
+
+class AutoModelForMaskedLM(_AutoModelClass):
+    """Masked language modeling (BERT, RoBERTa): logits over the vocabulary at every position."""
+
+    task = "masked-lm"

@@ -20,6 +20,7 @@ from ..generation.config import GenerationConfig
 from ..generation.decoding import GenerationMixin
 from ..hub import ModelFiles, resolve
 from ..weights import GGUFFile, cast, find_weights, load_weights, save_safetensors
+from .layers import RMSNorm
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -80,6 +81,10 @@ class PreTrainedModel(nn.Module, GenerationMixin):
             nn.init.normal_(module.weight, mean=0.0, std=std)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
+        if isinstance(module, (nn.LayerNorm, RMSNorm)):
+            nn.init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs) -> "PreTrainedModel":
@@ -191,31 +196,38 @@ def _with_overrides(read, overrides: dict, source: Path):
 
 
 def _match_checkpoint_to_model(model: PreTrainedModel, state_dict: dict, source: Path) -> dict:
-    """Fit the checkpoint's names to the model's; raise one error listing every key that does not fit."""
+    """Fit the checkpoint's names to the model's; raise one error listing every key that does not fit.
+
+    The base model's weights may sit under any prefix in the file ("model.", "transformer.", "bert." or
+    none): they are moved under this model's prefix. Weights outside the base model belong to a head:
+    this model's head is loaded from them when they are there and initialized when not; another head's
+    (a causal LM checkpoint read for classification) are left out. Both are reported in one warning.
+    """
     ignored = re.compile("|".join(model.ignored_checkpoint_keys))
     state_dict = {k: v for k, v in state_dict.items() if not ignored.search(k)}
     expected = model.state_dict()
     prefix = model.base_model_prefix + "."
     has_base = hasattr(model, model.base_model_prefix)
-    stored_with_prefix = any(k.startswith(prefix) for k in state_dict)
-    if not has_base and stored_with_prefix:
-        # A base model read from a checkpoint with a head: keep the base, leave the head out.
-        state_dict = {k.removeprefix(prefix): v for k, v in state_dict.items() if k.startswith(prefix)}
-    elif has_base and not stored_with_prefix:
-        state_dict = {prefix + k: v for k, v in state_dict.items()}  # a head model from a bare base checkpoint
+    base_keys = [k.removeprefix(prefix) for k in expected if k.startswith(prefix)] if has_base else list(expected)
+    stored = _stored_base_prefix(state_dict, base_keys)
+    base = {k[len(stored):]: v for k, v in state_dict.items() if k.startswith(stored)}
+    heads = {k: v for k, v in state_dict.items() if not k.startswith(stored)}
+    state_dict = ({prefix + k: v for k, v in base.items()} | heads) if has_base else base
     if model.config.tie_word_embeddings:
         for target, source_name in model.tied_weights.items():
             if source_name in state_dict:
                 state_dict[target] = state_dict[source_name]
 
+    in_base = (lambda k: k.startswith(prefix)) if has_base else (lambda k: True)
     missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
+    new_head = [k for k in missing if not in_base(k)]
+    missing = [k for k in missing if in_base(k)]
+    other_head = [k for k in state_dict if k not in expected and not in_base(k)]
+    unexpected = [k for k in state_dict if k not in expected and in_base(k)]
     mismatched = [
         f"{k}: checkpoint {tuple(state_dict[k].shape)}, model {tuple(expected[k].shape)}"
         for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape
     ]
-    new_head = [k for k in missing if has_base and not k.startswith(prefix)]
-    missing = [k for k in missing if k not in new_head]
     if missing or unexpected or mismatched:
         problems = [
             f"{label} ({len(keys)}): {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}"
@@ -226,19 +238,46 @@ def _match_checkpoint_to_model(model: PreTrainedModel, state_dict: dict, source:
             f"{source} does not fit {type(model).__name__} ({model.config.model_type}): " + "; ".join(problems)
             + ". Check that the checkpoint and its config.json belong together."
         )
+    for k in other_head:
+        del state_dict[k]
     if new_head:
         dtype = next(iter(state_dict.values())).dtype
-        std = getattr(model.config, "initializer_range", 0.02)
-        for k in new_head:
-            state_dict[k] = torch.zeros(expected[k].shape, dtype=dtype)
-            if state_dict[k].dim() > 1:
-                state_dict[k].normal_(0.0, std)
-        warnings.warn(
-            f"{source} has no weights for {', '.join(new_head)}: they are newly initialized. Train the model "
-            "before using its predictions.",
-            stacklevel=4,
-        )
+        state_dict.update(_initialized_parameters(model, new_head, dtype))
+    notes = []
+    if new_head:
+        notes.append(f"has no weights for {', '.join(new_head)}: they are newly initialized; train the model "
+                     "before using its predictions")
+    if other_head:
+        notes.append(f"holds weights {type(model).__name__} does not use (another head's): {', '.join(other_head)}")
+    if notes:
+        warnings.warn(f"{source} " + "; it ".join(notes) + ".", stacklevel=4)
     return state_dict
+
+
+def _stored_base_prefix(state_dict: dict, base_keys: list[str]) -> str:
+    """The prefix the checkpoint stores the base model's weights under ("" for a bare base checkpoint)."""
+    for probe in base_keys:
+        if probe in state_dict:
+            return ""
+        for key in state_dict:
+            if key.endswith("." + probe):
+                return key[: -len(probe)]
+    return ""
+
+
+def _initialized_parameters(model: PreTrainedModel, names: list[str], dtype: torch.dtype) -> dict:
+    """Fresh values for the parameters `names` of a model built on the meta device, by the model's own init."""
+    values = {}
+    for module_name in sorted({name.rpartition(".")[0] for name in names}):
+        module = model.get_submodule(module_name)
+        module.to_empty(device="cpu", recurse=False)
+        with torch.no_grad():
+            for parameter in module.parameters(recurse=False):
+                parameter.zero_()
+            model._init_weights(module)
+        for parameter_name, parameter in module.named_parameters(recurse=False):
+            values[f"{module_name}.{parameter_name}"] = parameter.detach().to(dtype)
+    return {name: values[name] for name in names}
 
 
 def _rebuild_buffers(model: nn.Module) -> None:

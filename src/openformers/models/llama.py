@@ -13,7 +13,14 @@ from ..configs import LlamaConfig
 from ..weights import rename
 from .base import PreTrainedModel
 from .layers import RMSNorm, RotaryEmbedding, apply_rope, attention, attention_mask_for
-from .outputs import BaseModelOutput, CausalLMOutput
+from .losses import next_token_loss, question_answering_loss, sequence_classification_loss, token_loss
+from .outputs import (
+    BaseModelOutput,
+    CausalLMOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
 
 # llama.cpp name part -> Hugging Face name part ("blk.3.attn_q.weight" -> "model.layers.3.self_attn.q_proj.weight").
 GGUF_RENAMES = {
@@ -169,7 +176,82 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         return CausalLMOutput(loss=loss, logits=logits, past_key_values=past_key_values)
 
 
-def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of predicting token t + 1 at position t; labels of -100 are left out."""
-    labels = F.pad(labels.to(logits.device), (0, 1), value=-100)[:, 1:]  # shifted left, the last one ignored
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+class LlamaForSequenceClassification(LlamaPreTrainedModel):
+    """One label (or score) per sequence, read from the hidden state of the last token that is not padding."""
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__(config)
+        self.model = LlamaModel(config)
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0,
+    ) -> SequenceClassifierOutput:
+        hidden = self.model(input_ids, attention_mask, position_ids, past_key_values).last_hidden_state
+        last = last_token_positions(input_ids, self.config.pad_token_id)
+        logits = self.score(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])  # (B, num_labels)
+        loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
+        return SequenceClassifierOutput(loss=loss, logits=logits, past_key_values=past_key_values)
+
+
+def last_token_positions(input_ids: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:
+    """The position of the rightmost token of each row that is not `pad_token_id` (left or right padding)."""
+    B, T = input_ids.shape
+    if pad_token_id is None:
+        if B > 1:
+            raise ValueError(
+                f"Classifying a batch of {B} sequences needs config.pad_token_id, to find where each one ends; "
+                "set model.config.pad_token_id (for example to tokenizer.pad_token_id), or classify one at a time."
+            )
+        return torch.full((1,), T - 1, device=input_ids.device)
+    positions = torch.arange(T, device=input_ids.device)
+    return (positions * (input_ids != pad_token_id)).argmax(-1)
+
+
+class LlamaForTokenClassification(LlamaPreTrainedModel):
+    """One label per token (named entities, parts of speech)."""
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__(config)
+        self.model = LlamaModel(config)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.score = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0,
+    ) -> TokenClassifierOutput:
+        hidden = self.model(input_ids, attention_mask, position_ids, past_key_values).last_hidden_state
+        logits = self.score(self.dropout(hidden))  # (B, T, num_labels)
+        return TokenClassifierOutput(loss=None if labels is None else token_loss(logits, labels), logits=logits)
+
+
+def _classifier_dropout(config: LlamaConfig) -> float:
+    for name in ("classifier_dropout", "hidden_dropout"):
+        if getattr(config, name, None) is not None:
+            return getattr(config, name)
+    return 0.1  # the reference's default for decoder token classifiers
+
+
+class LlamaForQuestionAnswering(LlamaPreTrainedModel):
+    """Extractive QA: the logits of each token being the start and the end of the answer span."""
+
+    base_model_prefix = "transformer"  # the reference's name for the base model in this head's checkpoints
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__(config)
+        self.transformer = LlamaModel(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, start_positions=None, end_positions=None, logits_to_keep=0,
+    ) -> QuestionAnsweringModelOutput:
+        hidden = self.transformer(input_ids, attention_mask, position_ids, past_key_values).last_hidden_state
+        start_logits, end_logits = self.qa_outputs(hidden).unbind(-1)  # (B, T) each
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
+        return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)

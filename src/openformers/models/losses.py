@@ -1,0 +1,56 @@
+"""The losses the task heads compute when they are given labels, as the reference computes them.
+
+Labels of -100 are left out of every token-level loss (padding, or the prompt part of a causal LM sample).
+"""
+
+import torch
+import torch.nn.functional as F
+
+from ..configs import PretrainedConfig
+
+
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of predicting token t + 1 at position t."""
+    labels = F.pad(labels.to(logits.device), (0, 1), value=-100)[:, 1:]  # shifted left, the last one ignored
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each position's logits (B, T, n) against its label (B, T): masked LM, NER."""
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.to(logits.device).flatten(), ignore_index=-100)
+
+
+def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: PretrainedConfig) -> torch.Tensor:
+    """The loss of (B, num_labels) logits, by `config.problem_type`, or when that is None:
+
+    one label -> regression (mean squared error); integer labels -> one class per sample (cross-entropy);
+    float labels (B, num_labels) -> independent yes/no per label (binary cross-entropy with logits).
+    """
+    labels = labels.to(logits.device)
+    problem = config.problem_type
+    if problem is None:
+        if config.num_labels == 1:
+            problem = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            problem = "single_label_classification"
+        else:
+            problem = "multi_label_classification"
+    if problem == "regression":
+        if config.num_labels == 1:
+            return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
+        return F.mse_loss(logits, labels.to(logits.dtype))
+    if problem == "single_label_classification":
+        return F.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1), ignore_index=-100)
+    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+def question_answering_loss(
+    start_logits: torch.Tensor, end_logits: torch.Tensor, start_positions: torch.Tensor, end_positions: torch.Tensor
+) -> torch.Tensor:
+    """The mean of the start and end cross-entropies; positions past the sequence (answer cut off) are left out."""
+    T = start_logits.shape[1]
+    start = start_positions.to(start_logits.device).reshape(-1).clamp(0, T)
+    end = end_positions.to(end_logits.device).reshape(-1).clamp(0, T)
+    start_loss = F.cross_entropy(start_logits, start, ignore_index=T)
+    end_loss = F.cross_entropy(end_logits, end, ignore_index=T)
+    return (start_loss + end_loss) / 2
