@@ -177,8 +177,75 @@ class LlamaConfig(PretrainedConfig):
         return values
 
 
+# Activations the encoder families implement, by their config.json names.
+ENCODER_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
+
+
+@dataclass
+class BertConfig(PretrainedConfig):
+    """BERT-style encoders: learned absolute positions, token types, post-LayerNorm blocks, GELU."""
+
+    model_type: ClassVar[str] = "bert"
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    classifier_dropout: float | None = None  # None: hidden_dropout_prob
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    position_embedding_type: str = "absolute"
+    is_decoder: bool = False
+    pad_token_id: int | None = 0
+    tie_word_embeddings: bool = True
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                     "max_position_embeddings", "type_vocab_size"):
+            if not _positive_int(getattr(self, name)):
+                _invalid(name, getattr(self, name), "a positive integer")
+        if self.hidden_size % self.num_attention_heads:
+            _invalid("hidden_size", self.hidden_size, f"a multiple of num_attention_heads={self.num_attention_heads}")
+        if self.hidden_act not in ENCODER_ACTIVATIONS:
+            _invalid("hidden_act", self.hidden_act, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0 <= value < 1):
+                _invalid(name, value, "a probability in [0, 1)")
+        if self.position_embedding_type != "absolute":
+            raise ValueError(
+                f"Unsupported config: position_embedding_type={self.position_embedding_type!r}; openformers "
+                "implements 'absolute' position embeddings only."
+            )
+        if self.is_decoder:
+            raise ValueError(
+                "Unsupported config: is_decoder=True; openformers runs BERT-style models as bidirectional encoders "
+                "only. Use a decoder family (llama, gpt2) for generation."
+            )
+
+
+@dataclass
+class RobertaConfig(BertConfig):
+    """RoBERTa: BERT's architecture, with positions counted from pad_token_id + 1 and a byte-level BPE vocabulary."""
+
+    model_type: ClassVar[str] = "roberta"
+
+    vocab_size: int = 50265
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 2
+
+
 # model_type -> config class. Other names for the same architecture go in CONFIG_ALIASES.
-CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {"llama": LlamaConfig}
+CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
+    "llama": LlamaConfig, "bert": BertConfig, "roberta": RobertaConfig,
+}
 CONFIG_ALIASES: dict[str, str] = {}
 
 

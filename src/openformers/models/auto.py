@@ -15,6 +15,20 @@ MODEL_CLASSES = {
         "token-classification": "LlamaForTokenClassification",
         "question-answering": "LlamaForQuestionAnswering",
     }),
+    "bert": ("bert", {
+        "base": "BertModel",
+        "masked-lm": "BertForMaskedLM",
+        "sequence-classification": "BertForSequenceClassification",
+        "token-classification": "BertForTokenClassification",
+        "question-answering": "BertForQuestionAnswering",
+    }),
+    "roberta": ("bert", {
+        "base": "RobertaModel",
+        "masked-lm": "RobertaForMaskedLM",
+        "sequence-classification": "RobertaForSequenceClassification",
+        "token-classification": "RobertaForTokenClassification",
+        "question-answering": "RobertaForQuestionAnswering",
+    }),
 }
 
 

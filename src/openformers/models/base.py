@@ -33,6 +33,8 @@ class PreTrainedModel(nn.Module, GenerationMixin):
     tied_weights: dict[str, str] = {}
     # Checkpoint keys that older files store but that are not parameters (recomputed buffers).
     ignored_checkpoint_keys = (r"(^|\.)rotary_emb\.inv_freq$",)
+    # Base-model parameters a checkpoint may lack (a head saved without them): initialized, with a warning.
+    initialized_if_missing: tuple[str, ...] = ()
 
     def __init__(self, config: PretrainedConfig):
         super().__init__()
@@ -219,9 +221,10 @@ def _match_checkpoint_to_model(model: PreTrainedModel, state_dict: dict, source:
                 state_dict[target] = state_dict[source_name]
 
     in_base = (lambda k: k.startswith(prefix)) if has_base else (lambda k: True)
+    optional = re.compile("|".join(model.initialized_if_missing) or r"(?!)")  # (?!) matches nothing
     missing = [k for k in expected if k not in state_dict]
-    new_head = [k for k in missing if not in_base(k)]
-    missing = [k for k in missing if in_base(k)]
+    new_head = [k for k in missing if not in_base(k) or optional.search(k)]
+    missing = [k for k in missing if k not in new_head]
     other_head = [k for k in state_dict if k not in expected and not in_base(k)]
     unexpected = [k for k in state_dict if k not in expected and in_base(k)]
     mismatched = [

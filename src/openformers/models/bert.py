@@ -1,0 +1,427 @@
+"""BERT and RoBERTa encoders in plain torch.nn: learned positions, token types, post-LayerNorm blocks.
+
+Parameter names are those of Hugging Face checkpoints (`bert.encoder.layer.0.attention.self.query.weight`),
+so checkpoints load without renaming. RoBERTa is the same network with two differences kept here:
+positions count from `pad_token_id + 1` and skip padding, and its heads are named `roberta`,
+`lm_head` and `classifier.dense/out_proj`.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..configs import BertConfig, RobertaConfig
+from .base import PreTrainedModel
+from .losses import question_answering_loss, sequence_classification_loss, token_loss
+from .outputs import (
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+}
+
+
+def _embedding(count: int, dim: int, padding_idx: int | None = None) -> nn.Embedding:
+    # An explicit weight skips nn.Embedding's random init, which is slow on the meta device (see llama.py).
+    return nn.Embedding(count, dim, padding_idx=padding_idx, _weight=torch.empty(count, dim))
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word_embeddings = _embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        # RoBERTa's position table has a row per padding position too; that row is never trained.
+        position_padding = config.pad_token_id if isinstance(config, RobertaConfig) else None
+        self.position_embeddings = _embedding(config.max_position_embeddings, config.hidden_size, position_padding)
+        self.token_type_embeddings = _embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, position_ids, token_type_ids):
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings(position_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertSelfAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.n_head = config.num_attention_heads
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = config.attention_probs_dropout_prob
+
+    def forward(self, x, mask):
+        B, T, C = x.shape
+        q, k, v = (proj(x).view(B, T, self.n_head, -1).transpose(1, 2) for proj in (self.query, self.key, self.value))
+        dropout = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, nh, T, hs)
+        return y.transpose(1, 2).reshape(B, T, C)
+
+
+class BertResidualOutput(nn.Module):
+    """Project, dropout, add the block's input, then LayerNorm (BERT normalizes after the residual)."""
+
+    def __init__(self, config: BertConfig, in_features: int):
+        super().__init__()
+        self.dense = nn.Linear(in_features, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x, residual):
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class BertAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.self = BertSelfAttention(config)
+        self.output = BertResidualOutput(config, config.hidden_size)
+
+    def forward(self, x, mask):
+        return self.output(self.self(x, mask), x)
+
+
+class BertIntermediate(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACTIVATIONS[config.hidden_act]
+
+    def forward(self, x):
+        return self.act(self.dense(x))
+
+
+class BertLayer(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertResidualOutput(config, config.intermediate_size)
+
+    def forward(self, x, mask):
+        x = self.attention(x, mask)
+        return self.output(self.intermediate(x), x)
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, x, mask):
+        for layer in self.layer:
+            x = layer(x, mask)
+        return x
+
+
+class BertPooler(nn.Module):
+    """tanh(dense(hidden state of the first token)): the sentence vector BERT's classifier reads."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden):
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
+class BertPreTrainedModel(PreTrainedModel):
+    config_class = BertConfig
+    base_model_prefix = "bert"
+    # Buffers older checkpoints store, and the decoder bias, which is the head's `bias` stored a second time.
+    ignored_checkpoint_keys = (
+        r"(^|\.)embeddings\.position_ids$", r"(^|\.)embeddings\.token_type_ids$", r"(^|\.)decoder\.bias$",
+    )
+
+    # A checkpoint saved from a head without the pooler (masked LM) still loads into BertModel.
+    initialized_if_missing = (r"(^|\.)pooler\.",)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+
+
+class BertModel(BertPreTrainedModel):
+    """The encoder: `last_hidden_state` (B, T, C), and `pooler_output` (B, C) unless built without the pooler."""
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0,
+    ) -> BaseModelOutputWithPooling:
+        if past_key_values is not None:
+            raise ValueError(f"{type(self).__name__} is an encoder and keeps no cache: pass past_key_values=None.")
+        if labels is not None:
+            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use a For... class.")
+        if position_ids is None:
+            position_ids = self.default_positions(input_ids)
+        x = self.embeddings(input_ids, position_ids, token_type_ids)  # (B, T, C)
+        x = self.encoder(x, padding_mask(attention_mask))
+        pooled = self.pooler(x) if self.pooler is not None else None
+        return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=pooled)
+
+    def default_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        T = input_ids.shape[1]
+        if T > self.config.max_position_embeddings:
+            raise ValueError(
+                f"input_ids has {T} tokens, more than the {self.config.max_position_embeddings} positions this "
+                "model has (max_position_embeddings); truncate the input (tokenizer(..., truncation=True))."
+            )
+        return torch.arange(T, device=input_ids.device)[None]  # (1, T)
+
+
+class RobertaModel(BertModel):
+    config_class = RobertaConfig
+    base_model_prefix = "roberta"
+
+    def default_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Real tokens count from pad_token_id + 1; padding tokens sit at pad_token_id (RoBERTa's convention)."""
+        pad = self.config.pad_token_id
+        real = (input_ids != pad).long()
+        positions = real.cumsum(dim=1) * real + pad  # (B, T)
+        if positions.max() >= self.config.max_position_embeddings:
+            raise ValueError(
+                f"input_ids has {int(real.sum(1).max())} tokens, more than the "
+                f"{self.config.max_position_embeddings - pad - 1} positions this model has; truncate the input."
+            )
+        return positions
+
+
+def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The tokenizer's (B, T) mask as (B, 1, 1, T) booleans every query reads; None when nothing is padding."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    return attention_mask[:, None, None, :].bool()
+
+
+# Heads built without the pooler leave a checkpoint's pooler weights unused, as the reference does.
+NO_POOLER_IGNORED_KEYS = (*BertPreTrainedModel.ignored_checkpoint_keys, r"^((bert|roberta)\.)?pooler\.")
+
+
+# Heads --------------------------------------------------------------------------------------------------------
+
+
+class _BertHeadModel(BertPreTrainedModel):
+    """A head over `self.bert` (or `self.roberta`): builds the base model under the family's prefix."""
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool):
+        super().__init__(config)
+        base_class = RobertaModel if isinstance(config, RobertaConfig) else BertModel
+        setattr(self, self.base_model_prefix, base_class(config, add_pooling_layer=add_pooling_layer))
+
+    def encode(self, input_ids, attention_mask, position_ids, token_type_ids) -> BaseModelOutputWithPooling:
+        base = getattr(self, self.base_model_prefix)
+        return base(input_ids, attention_mask, position_ids, token_type_ids=token_type_ids)
+
+
+class BertPredictionHeadTransform(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACTIVATIONS[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, x):
+        return self.LayerNorm(self.act(self.dense(x)))
+
+
+class BertLMPredictionHead(nn.Module):
+    """The transform, then the (tied) output embedding plus a per-token bias."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.transform = BertPredictionHeadTransform(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, x):
+        return self.decoder(self.transform(x)) + self.bias
+
+
+class BertOnlyMLMHead(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+
+    def forward(self, x):
+        return self.predictions(x)
+
+
+class BertForMaskedLM(_BertHeadModel):
+    """Logits over the vocabulary at every position; the loss over positions whose label is not -100."""
+
+    tied_weights = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
+    ignored_checkpoint_keys = (*NO_POOLER_IGNORED_KEYS, r"^cls\.seq_relationship\.")
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config, add_pooling_layer=False)
+        self.cls = BertOnlyMLMHead(config)
+        self.tie_weights()
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0,
+    ) -> MaskedLMOutput:
+        hidden = self.encode(input_ids, attention_mask, position_ids, token_type_ids).last_hidden_state
+        logits = self.cls(hidden)  # (B, T, vocab_size)
+        return MaskedLMOutput(loss=None if labels is None else token_loss(logits, labels), logits=logits)
+
+
+class BertForSequenceClassification(_BertHeadModel):
+    """One label (or score) per sequence, from the pooled first token."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config, add_pooling_layer=True)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0,
+    ) -> SequenceClassifierOutput:
+        pooled = self.encode(input_ids, attention_mask, position_ids, token_type_ids).pooler_output
+        logits = self.classifier(self.dropout(pooled))  # (B, num_labels)
+        loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+class BertForTokenClassification(_BertHeadModel):
+    """One label per token (named entities)."""
+
+    ignored_checkpoint_keys = NO_POOLER_IGNORED_KEYS
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0,
+    ) -> TokenClassifierOutput:
+        hidden = self.encode(input_ids, attention_mask, position_ids, token_type_ids).last_hidden_state
+        logits = self.classifier(self.dropout(hidden))  # (B, T, num_labels)
+        return TokenClassifierOutput(loss=None if labels is None else token_loss(logits, labels), logits=logits)
+
+
+class BertForQuestionAnswering(_BertHeadModel):
+    """Extractive QA: the logits of each token being the start and the end of the answer span."""
+
+    ignored_checkpoint_keys = NO_POOLER_IGNORED_KEYS
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, start_positions=None, end_positions=None, logits_to_keep=0,
+    ) -> QuestionAnsweringModelOutput:
+        hidden = self.encode(input_ids, attention_mask, position_ids, token_type_ids).last_hidden_state
+        start_logits, end_logits = self.qa_outputs(hidden).unbind(-1)  # (B, T) each
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
+        return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)
+
+
+def _classifier_dropout(config: BertConfig) -> float:
+    return config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
+
+
+# RoBERTa: the same heads under the reference's RoBERTa names.
+
+
+class RobertaLMHead(nn.Module):
+    def __init__(self, config: RobertaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, x):
+        return self.decoder(self.layer_norm(F.gelu(self.dense(x)))) + self.bias
+
+
+class RobertaClassificationHead(nn.Module):
+    """dropout, dense, tanh, dropout, out_proj over the first token (<s>); RoBERTa has no pooler."""
+
+    def __init__(self, config: RobertaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, hidden):
+        x = torch.tanh(self.dense(self.dropout(hidden[:, 0])))
+        return self.out_proj(self.dropout(x))
+
+
+class RobertaPreTrainedModel(BertPreTrainedModel):
+    config_class = RobertaConfig
+    base_model_prefix = "roberta"
+
+
+class RobertaForMaskedLM(RobertaPreTrainedModel, _BertHeadModel):
+    tied_weights = {"lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight"}
+    ignored_checkpoint_keys = NO_POOLER_IGNORED_KEYS
+
+    def __init__(self, config: RobertaConfig):
+        _BertHeadModel.__init__(self, config, add_pooling_layer=False)
+        self.lm_head = RobertaLMHead(config)
+        self.tie_weights()
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0,
+    ) -> MaskedLMOutput:
+        hidden = self.encode(input_ids, attention_mask, position_ids, token_type_ids).last_hidden_state
+        logits = self.lm_head(hidden)  # (B, T, vocab_size)
+        return MaskedLMOutput(loss=None if labels is None else token_loss(logits, labels), logits=logits)
+
+
+class RobertaForSequenceClassification(RobertaPreTrainedModel, _BertHeadModel):
+    ignored_checkpoint_keys = NO_POOLER_IGNORED_KEYS
+
+    def __init__(self, config: RobertaConfig):
+        _BertHeadModel.__init__(self, config, add_pooling_layer=False)
+        self.classifier = RobertaClassificationHead(config)
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0,
+    ) -> SequenceClassifierOutput:
+        hidden = self.encode(input_ids, attention_mask, position_ids, token_type_ids).last_hidden_state
+        logits = self.classifier(hidden)  # (B, num_labels)
+        loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+class RobertaForTokenClassification(RobertaPreTrainedModel, BertForTokenClassification):
+    pass
+
+
+class RobertaForQuestionAnswering(RobertaPreTrainedModel, BertForQuestionAnswering):
+    pass
