@@ -670,11 +670,6 @@ class PreTrainedTokenizer:
                 rows = self._pad_rows(rows, padding, max_length, pad_to_multiple_of, side)
             return rows, samples
 
-        # Offsets and word ids cost time; when not asked for, they are worked out only if word_ids() is called.
-        with_offsets = strategy is not None or return_offsets_mapping or return_overflowing_tokens
-        rows, samples = encode_rows(with_offsets)
-        encodings = rows if with_offsets else (lambda: encode_rows(True)[0])
-
         names = self.model_input_names
         wanted = {
             "input_ids": True,
@@ -683,6 +678,21 @@ class PreTrainedTokenizer:
             "special_tokens_mask": return_special_tokens_mask,
             "offset_mapping": return_offsets_mapping,
         }
+        # Offsets and word ids cost time; when not asked for, they are worked out only if word_ids() is called.
+        with_offsets = strategy is not None or return_offsets_mapping or return_overflowing_tokens
+        encodings = lambda: encode_rows(True)[0]  # noqa: E731
+        if not with_offsets and padding in (False, "do_not_pad") and not (return_special_tokens_mask or wanted["token_type_ids"]):
+            # The most common call, `tokenizer(text)`: the ids and a mask of ones, nothing else to work out.
+            ids = [self._pipeline.encode(item, pair, add_special_tokens) for item, pair in zip(texts, pairs)]
+            data = {"input_ids": ids}
+            if wanted["attention_mask"]:
+                data["attention_mask"] = [[1] * len(row) for row in ids]
+            if return_length:
+                data["length"] = [len(row) for row in ids]
+            return self._batch_encoding(data, encodings, batched, return_tensors, return_overflowing_tokens)
+        rows, samples = encode_rows(with_offsets)
+        if with_offsets:
+            encodings = rows
         fields = {
             "input_ids": "ids",
             "token_type_ids": "type_ids",
@@ -695,6 +705,10 @@ class PreTrainedTokenizer:
             data["length"] = [len(row) for row in rows]
         if return_overflowing_tokens:
             data["overflow_to_sample_mapping"] = samples
+        return self._batch_encoding(data, encodings, batched, return_tensors, return_overflowing_tokens)
+
+    @staticmethod
+    def _batch_encoding(data: dict, encodings, batched: bool, return_tensors, return_overflowing_tokens) -> BatchEncoding:
         if return_tensors is not None:
             data = {key: _to_tensor(value, return_tensors, key) for key, value in data.items()}
         elif not batched and not return_overflowing_tokens:

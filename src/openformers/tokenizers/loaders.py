@@ -587,6 +587,7 @@ _PRE_PATTERNS = {
 # llama.cpp splits these on every digit first, then with GPT-2's pattern (as SmolLM2's tokenizer.json does).
 _DIGITS_THEN_GPT2 = ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b")
 _GPT2 = ("gpt2", "gpt-2", "default")
+_DIGITS_THEN_GPT2_PATTERN = r"""\p{N}|'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+"""
 
 
 def _gguf_pre_tokenizer(pre: str | None, path: Path) -> dict:
@@ -597,7 +598,10 @@ def _gguf_pre_tokenizer(pre: str | None, path: Path) -> dict:
         split = {"type": "Split", "pattern": {"Regex": _PRE_PATTERNS[pre]}, "behavior": "Isolated", "invert": False}
         return {"type": "Sequence", "pretokenizers": [split, no_regex]}
     if pre in _DIGITS_THEN_GPT2:
-        return {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, with_regex]}
+        # Every digit alone, then GPT-2's split, in one regex pass: a digit ends a stretch of text as
+        # the end of the text would, hence the whitespace rule's lookahead.
+        split = {"type": "Split", "pattern": {"Regex": _DIGITS_THEN_GPT2_PATTERN}, "behavior": "Isolated", "invert": False}
+        return {"type": "Sequence", "pretokenizers": [split, no_regex]}
     if pre is not None and pre not in _GPT2:
         known = sorted([*_PRE_PATTERNS, *_DIGITS_THEN_GPT2, *_GPT2])
         warnings.warn(

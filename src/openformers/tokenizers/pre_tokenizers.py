@@ -98,8 +98,26 @@ class Split:
         self.invert = invert
 
     def pre_tokenize(self, text: str) -> list[Piece]:
+        if self.behavior == "isolated" and not self.invert:  # the common case, in one pass
+            return _isolated(self.pattern, text)
         spans = _apply_behavior(_spans(self.pattern, text, self.invert), self.behavior)
         return [(text[start:end], (start, end)) for start, end in spans]
+
+
+def _isolated(pattern: regex.Pattern, text: str) -> list[Piece]:
+    """Each match, and each stretch between matches, as a piece."""
+    pieces, previous_end = [], 0
+    for match in pattern.finditer(text):
+        start, end = match.span()
+        if start == end:
+            continue
+        if previous_end < start:
+            pieces.append((text[previous_end:start], (previous_end, start)))
+        pieces.append((match.group(), (start, end)))
+        previous_end = end
+    if previous_end < len(text):
+        pieces.append((text[previous_end:], (previous_end, len(text))))
+    return pieces
 
 
 class Digits:
