@@ -152,17 +152,17 @@ class Pipeline:
 
     def _encode_ids(self, text: str) -> list[int]:
         ids = []
-        for segment, token_id, _ in self.added.split(text, self.added.raw_pattern):
+        for segment, token_id, segment_start in self.added.split(text, self.added.raw_pattern):
             if token_id is not None:
                 ids.append(token_id)
                 continue
             if self.normalizer is not None:
                 segment = self.normalizer.normalize(segment)
-            for piece, token_id, _ in self.added.split(segment, self.added.normalized_pattern):
+            for piece, token_id, piece_start in self.added.split(segment, self.added.normalized_pattern):
                 if token_id is not None:
                     ids.append(token_id)
                     continue
-                words = self.pre_tokenizer.pre_tokenize(piece) if self.pre_tokenizer is not None else [(piece, None)]
+                words = self._pre_tokenize(piece, segment_start == 0 and piece_start == 0)
                 for word, _ in words:
                     ids.extend(self.model.tokenize(word))
         return ids
@@ -188,7 +188,7 @@ class Pipeline:
                     word_ids.append(word)
                     word += 1
                     continue
-                words = self.pre_tokenizer.pre_tokenize(piece) if self.pre_tokenizer is not None else [(piece, (0, len(piece)))]
+                words = self._pre_tokenize(piece, segment_start == 0 and piece_start == 0)
                 for unit_text, (start, end) in words:
                     positions = self._unit_positions(unit_text, piece[start:end])
                     base = piece_start + start
@@ -202,6 +202,13 @@ class Pipeline:
         if self.post_processor is not None and self.post_processor.trims_offsets:
             self._trim_offsets(encoding)
         return encoding
+
+    def _pre_tokenize(self, piece: str, starts_text: bool) -> list[tuple[str, tuple[int, int]]]:
+        if self.pre_tokenizer is None:
+            return [(piece, (0, len(piece)))]
+        if getattr(self.pre_tokenizer, "takes_position", False):  # Metaspace's "first" scheme
+            return self.pre_tokenizer.pre_tokenize(piece, starts_text)
+        return self.pre_tokenizer.pre_tokenize(piece)
 
     def _unit_positions(self, unit_text: str, span_text: str) -> list[int]:
         """For each character of a pre-tokenized piece, the character of the normalized text it stands for.

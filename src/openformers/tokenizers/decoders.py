@@ -3,6 +3,8 @@
 Each has `decode(tokens) -> str`.
 """
 
+import regex
+
 from .pre_tokenizers import CHAR_TO_BYTE
 
 # For str.translate: each alphabet character becomes the Latin-1 character of its byte, so that
@@ -19,6 +21,9 @@ class ByteLevel:
     character outside the alphabet (an added token such as "<think>" spelled in plain text) is
     taken as its own UTF-8 bytes, as the reference does.
     """
+
+    def decode_chain(self, tokens: list[str]) -> list[str]:
+        return [self.decode(tokens)]
 
     def decode(self, tokens: list[str]) -> str:
         try:  # the usual case, every character in the alphabet, in one pass
@@ -65,6 +70,9 @@ class WordPiece:
         self.cleanup = cleanup
 
     def decode(self, tokens: list[str]) -> str:
+        return "".join(self.decode_chain(tokens))
+
+    def decode_chain(self, tokens: list[str]) -> list[str]:
         words = []
         for index, token in enumerate(tokens):
             if index and token.startswith(self.prefix):
@@ -73,7 +81,7 @@ class WordPiece:
                 token = " " + token
             # Cleaned token by token, as the reference does, so only a space the token begins with goes.
             words.append(cleanup_spaces(token) if self.cleanup else token)
-        return "".join(words)
+        return words
 
 
 def decode_utf8_per_byte(data: bytes) -> str:
@@ -107,6 +115,9 @@ class SentencePiece:
         self.add_dummy_prefix = add_dummy_prefix
         self.byte_pieces = self.BYTE_PIECES if byte_fallback else {}
 
+    def decode_chain(self, tokens: list[str]) -> list[str]:
+        return [self.decode(tokens)]
+
     def decode(self, tokens: list[str]) -> str:
         out, pending = [], bytearray()
         for token in tokens:
@@ -128,3 +139,104 @@ class SentencePiece:
         if pending:
             out.append(decode_utf8_per_byte(bytes(pending)))
         return "".join(out)
+
+
+# --- the decoders of SentencePiece-style tokenizer.json files. Each maps the list of token strings to
+# another list (`decode_chain`), so that `Sequence` can chain them; `decode` joins the result.
+
+
+class _Chained:
+    def decode(self, tokens: list[str]) -> str:
+        return "".join(self.decode_chain(tokens))
+
+
+class Metaspace(_Chained):
+    """"▁" back to " ", and the space the pre-tokenizer put in front taken off the first token."""
+
+    def __init__(self, replacement: str = "▁", prepend_scheme: str = "always"):
+        self.replacement = replacement
+        self.prepend_scheme = prepend_scheme
+
+    def decode_chain(self, tokens: list[str]) -> list[str]:
+        out = []
+        for index, token in enumerate(tokens):
+            token = token.replace(self.replacement, " ")
+            if index == 0 and self.prepend_scheme != "never":
+                token = token.removeprefix(" ")
+            out.append(token)
+        return out
+
+
+class ByteFallback(_Chained):
+    """Runs of `<0xXX>` tokens back into text; bytes that are not valid UTF-8 become one U+FFFD each."""
+
+    def decode_chain(self, tokens: list[str]) -> list[str]:
+        out, pending = [], []
+        for token in tokens:
+            byte = SentencePiece.BYTE_PIECES.get(token)
+            if byte is not None:
+                pending.append(byte)
+                continue
+            if pending:
+                out.extend(_bytes_as_tokens(pending))
+                pending = []
+            out.append(token)
+        if pending:
+            out.extend(_bytes_as_tokens(pending))
+        return out
+
+
+def _bytes_as_tokens(pending: list[int]) -> list[str]:
+    try:
+        return [bytes(pending).decode("utf-8")]
+    except UnicodeDecodeError:
+        return ["\ufffd"] * len(pending)
+
+
+class Fuse(_Chained):
+    """All tokens joined into one."""
+
+    def decode_chain(self, tokens: list[str]) -> list[str]:
+        return ["".join(tokens)]
+
+
+class Strip(_Chained):
+    """Take up to `start` copies of `content` off the front of each token, and up to `stop` off the end."""
+
+    def __init__(self, content: str = " ", start: int = 0, stop: int = 0):
+        self.content, self.start, self.stop = content, start, stop
+
+    def decode_chain(self, tokens: list[str]) -> list[str]:
+        out = []
+        for token in tokens:
+            for _ in range(self.start):
+                if not token.startswith(self.content):
+                    break
+                token = token[len(self.content) :]
+            for _ in range(self.stop):
+                if not token.endswith(self.content) or not self.content:
+                    break
+                token = token[: -len(self.content)]
+            out.append(token)
+        return out
+
+
+class Replace(_Chained):
+    """Replace a literal string or regex in each token."""
+
+    def __init__(self, pattern: str, content: str, *, is_regex: bool = False):
+        self.pattern = regex.compile(pattern if is_regex else regex.escape(pattern))
+        self.content = content
+
+    def decode_chain(self, tokens: list[str]) -> list[str]:
+        return [self.pattern.sub(lambda _: self.content, token) for token in tokens]
+
+
+class Sequence(_Chained):
+    def __init__(self, decoders: list):
+        self.decoders = list(decoders)
+
+    def decode_chain(self, tokens: list[str]) -> list[str]:
+        for decoder in self.decoders:
+            tokens = decoder.decode_chain(tokens)
+        return tokens

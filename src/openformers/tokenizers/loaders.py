@@ -5,6 +5,7 @@ and chat_template.jinja beside it), or the tokenizer a GGUF file stores in its m
 each part by a `type` tag; the tables below map the tags we support to the classes of each slot.
 """
 
+import base64
 import json
 import mmap
 import struct
@@ -28,9 +29,10 @@ def _pattern(spec: dict) -> tuple[str, bool]:
     return spec["String"], False
 
 
-def _replace(spec: dict) -> normalizers.Replace:
+def _replace(spec: dict, kind=normalizers.Replace):
+    """A Replace normalizer (or, with `kind`, decoder)."""
     pattern, is_regex = _pattern(spec["pattern"])
-    return normalizers.Replace(pattern, spec["content"], is_regex=is_regex)
+    return kind(pattern, spec["content"], is_regex=is_regex)
 
 
 NORMALIZERS = {
@@ -43,6 +45,7 @@ NORMALIZERS = {
     "Prepend": lambda spec: normalizers.Prepend(spec["prepend"]),
     "StripAccents": lambda spec: normalizers.StripAccents(),
     "Strip": lambda spec: normalizers.Strip(spec.get("strip_left", True), spec.get("strip_right", True)),
+    "Precompiled": lambda spec: normalizers.Precompiled(base64.b64decode(spec["precompiled_charsmap"] or "")),
     "BertNormalizer": lambda spec: normalizers.BertNormalizer(
         clean_text=spec.get("clean_text", True),
         handle_chinese_chars=spec.get("handle_chinese_chars", True),
@@ -81,6 +84,9 @@ PRE_TOKENIZERS = {
     "Split": _split,
     "Digits": lambda spec: pre_tokenizers.Digits(spec.get("individual_digits", False)),
     "BertPreTokenizer": lambda spec: pre_tokenizers.BertPreTokenizer(),
+    "Metaspace": lambda spec: pre_tokenizers.Metaspace(
+        spec.get("replacement", "▁"), _prepend_scheme(spec), split=spec.get("split", True)
+    ),
     "Whitespace": lambda spec: pre_tokenizers.Whitespace(),
     "WhitespaceSplit": lambda spec: pre_tokenizers.WhitespaceSplit(),
     "Punctuation": lambda spec: pre_tokenizers.Punctuation(_behavior(spec.get("behavior", "Isolated"))),
@@ -95,19 +101,36 @@ def _bpe(spec: dict) -> models.BPE:
         "dropout": spec.get("dropout") not in (None, 0, 0.0),
         "continuing_subword_prefix": bool(spec.get("continuing_subword_prefix")),
         "end_of_word_suffix": bool(spec.get("end_of_word_suffix")),
-        "byte_fallback": bool(spec.get("byte_fallback")),
-        "fuse_unk": bool(spec.get("fuse_unk")) and spec.get("unk_token") is not None,
     }
     used = [option for option, is_set in unsupported.items() if is_set]
     if used:
         raise ValueError(
-            f"BPE options {used} are not supported yet (they belong to SentencePiece-style and WordPiece-style "
-            "BPE); byte-level BPE is."
+            f"BPE options {used} are not supported yet (they belong to WordPiece-style BPE); byte-level and "
+            "SentencePiece-style BPE are."
         )
     merges = [tuple(merge.split(" ", 1)) if isinstance(merge, str) else tuple(merge) for merge in spec["merges"]]
+    vocab = spec["vocab"]
+    for first, second in merges:
+        for token in (first, second, first + second):
+            if token not in vocab:
+                raise ValueError(f"the BPE merge {first!r} + {second!r} names {token!r}, which is not in the vocabulary")
     return models.BPE(
-        spec["vocab"], merges, unk_token=spec.get("unk_token"), ignore_merges=spec.get("ignore_merges", False)
+        vocab,
+        merges,
+        unk_token=spec.get("unk_token"),
+        ignore_merges=spec.get("ignore_merges", False),
+        byte_fallback=bool(spec.get("byte_fallback")),
+        fuse_unk=bool(spec.get("fuse_unk")),
     )
+
+
+def _unigram(spec: dict) -> models.Unigram:
+    unk_id = spec.get("unk_id")
+    vocab = spec["vocab"]
+    if unk_id is None or not 0 <= unk_id < len(vocab):
+        raise ValueError(f"Unigram unk_id {unk_id!r} is not a piece id (the vocabulary has {len(vocab)} pieces)")
+    pieces = [(piece, float(score), models.UNKNOWN if index == unk_id else models.NORMAL) for index, (piece, score) in enumerate(vocab)]
+    return models.Unigram(pieces, unk_id=unk_id, byte_fallback=bool(spec.get("byte_fallback")), float32=False)
 
 
 MODELS = {
@@ -119,6 +142,7 @@ MODELS = {
         max_input_chars_per_word=spec.get("max_input_chars_per_word", 100),
     ),
     "WordLevel": lambda spec: models.WordLevel(spec["vocab"], spec.get("unk_token")),
+    "Unigram": _unigram,
 }
 
 
@@ -156,7 +180,20 @@ POST_PROCESSORS = {
 DECODERS = {
     "ByteLevel": lambda spec: decoders.ByteLevel(),
     "WordPiece": lambda spec: decoders.WordPiece(spec.get("prefix", "##"), spec.get("cleanup", True)),
+    "Metaspace": lambda spec: decoders.Metaspace(spec.get("replacement", "▁"), _prepend_scheme(spec)),
+    "ByteFallback": lambda spec: decoders.ByteFallback(),
+    "Fuse": lambda spec: decoders.Fuse(),
+    "Strip": lambda spec: decoders.Strip(spec.get("content", " "), spec.get("start", 0), spec.get("stop", 0)),
+    "Replace": lambda spec: _replace(spec, decoders.Replace),
+    "Sequence": lambda spec: decoders.Sequence([_build("decoder", part) for part in spec["decoders"]]),
 }
+
+
+def _prepend_scheme(spec: dict) -> str:
+    """Metaspace's scheme; files older than `prepend_scheme` say `add_prefix_space` instead."""
+    if "prepend_scheme" in spec:
+        return spec["prepend_scheme"]
+    return "always" if spec.get("add_prefix_space", True) else "never"
 
 _SLOTS = {
     "normalizer": NORMALIZERS,

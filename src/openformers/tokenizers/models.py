@@ -29,9 +29,13 @@ class BPE:
         *,
         unk_token: str | None = None,
         ignore_merges: bool = False,
+        byte_fallback: bool = False,
+        fuse_unk: bool = False,
     ):
         if unk_token is not None and unk_token not in vocab:
             raise ValueError(f"BPE unk_token {unk_token!r} is not in the vocabulary.")
+        self.byte_fallback = byte_fallback
+        self.fuse_unk = fuse_unk
         self.vocab = vocab
         self.ranks = {pair: rank for rank, pair in enumerate(merges)}
         self.unk_token = unk_token
@@ -45,6 +49,8 @@ class BPE:
         if ids is None:
             if self.ignore_merges and piece in self.vocab:
                 ids = (self.vocab[piece],)
+            elif self.byte_fallback or self.fuse_unk:
+                ids = tuple(token_id for token_id, _, _ in self._merge_with_offsets(piece))
             else:
                 ids = self._to_ids(self._merge(piece))
             if len(self._cache) < self.CACHE_SIZE:
@@ -64,13 +70,19 @@ class BPE:
         if self.ignore_merges and piece in self.vocab:
             return [(self.vocab[piece], 0, len(piece))]
         out, start = [], 0
+        unk_id = self.vocab.get(self.unk_token) if self.unk_token is not None else None
         for part in self._merge(piece):
             end = start + len(part)
             token_id = self.vocab.get(part)
-            if token_id is None and self.unk_token is not None:
-                token_id = self.vocab[self.unk_token]
             if token_id is not None:
                 out.append((token_id, start, end))
+            elif self.byte_fallback and all(f"<0x{byte:02X}>" in self.vocab for byte in part.encode("utf-8")):
+                out.extend((self.vocab[f"<0x{byte:02X}>"], start, end) for byte in part.encode("utf-8"))
+            elif unk_id is not None:
+                if self.fuse_unk and out and out[-1][0] == unk_id and out[-1][2] == start:
+                    out[-1] = (unk_id, out[-1][1], end)  # unknowns in a row become one
+                else:
+                    out.append((unk_id, start, end))
             start = end
         return out
 
@@ -323,14 +335,17 @@ class Unigram(_SentencePieceVocabulary):
     log-probabilities (scores) sum highest. A character no piece covers costs the lowest score minus
     10 and becomes the unknown piece (a run of them one piece); user-defined pieces score by length,
     so they always win.
-    Scores add in float32, as in `sentencepiece`, so near ties break the same way."""
+    Scores add in float32, as in `sentencepiece` (float64 for tokenizer.json files, as in the reference),
+    so near ties break the same way."""
 
     UNKNOWN_PENALTY = 10.0
 
-    def __init__(self, pieces, *, unk_id: int, byte_fallback: bool = False):
+    def __init__(self, pieces, *, unk_id: int, byte_fallback: bool = False, float32: bool = True):
         super().__init__(pieces, unk_id=unk_id, byte_fallback=byte_fallback)
+        # `sentencepiece` adds scores in float32, the reference's tokenizer.json Unigram in float64.
+        self._round = _float32 if float32 else float
         normal_scores = [score for score, kind in zip(self.scores, self.types) if kind == NORMAL] or [0.0]
-        self.unknown_score = _float32(min(normal_scores) - self.UNKNOWN_PENALTY)
+        self.unknown_score = self._round(min(normal_scores) - self.UNKNOWN_PENALTY)
         self.max_score = max(normal_scores)
         self.max_piece_length = max((len(piece) for piece in self.pieces), default=1)
         self.candidates = {
@@ -358,12 +373,12 @@ class Unigram(_SentencePieceVocabulary):
                 candidate = self.candidates.get(text[start:end])
                 if candidate is None:
                     continue
-                score = _float32(here + candidate[1])
+                score = self._round(here + candidate[1])
                 if best_score[end] is None or score > best_score[end]:
                     best_score[end], best_from[end], best_id[end] = score, start, candidate[0]
                 has_single = has_single or end == start + 1
             if not has_single:
-                score = _float32(here + self.unknown_score)
+                score = self._round(here + self.unknown_score)
                 if best_score[start + 1] is None or score > best_score[start + 1]:
                     best_score[start + 1], best_from[start + 1], best_id[start + 1] = score, start, None
         segments, end = [], count

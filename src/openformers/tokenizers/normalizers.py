@@ -115,8 +115,8 @@ class Replace:
             start, end = match.span()
             out.append(text[position:start])
             out_spans.extend(spans[position:start])
-            if start < end:  # the replacement covers what it replaced
-                covered = (spans[start][0], spans[end - 1][1])
+            if start < end:  # the replacement stands where the last replaced character stood, as in the reference
+                covered = spans[end - 1]
             else:
                 covered = spans[start] if start < len(spans) else spans[-1] if spans else (0, 0)
             out.append(self.content)
@@ -236,13 +236,12 @@ class Precompiled:
         self.replacements = charsmap[4 + trie_size :]
         self._cache: dict[str, str | None] = {}
 
-    def _longest_match(self, data: bytes, start: int) -> tuple[int, int] | None:
-        """(length in bytes, replacement offset) of the longest rule matching data[start:], if any."""
-        units, best = self.units, None
-        position = 0
+    def _matches(self, data: bytes, start: int, stop: int) -> list[tuple[int, int]]:
+        """(length in bytes, replacement offset) of every rule matching data[start:stop], shortest first."""
+        units, found = self.units, []
         unit = units[0]
-        position ^= (unit >> 10) << ((unit & (1 << 9)) >> 6)
-        for index in range(start, len(data)):
+        position = (unit >> 10) << ((unit & (1 << 9)) >> 6)
+        for index in range(start, stop):
             byte = data[index]
             position ^= byte
             if position >= len(units):
@@ -252,8 +251,8 @@ class Precompiled:
                 break
             position ^= (unit >> 10) << ((unit & (1 << 9)) >> 6)
             if (unit >> 8) & 1:  # a rule ends here; its value is in the leaf unit
-                best = (index + 1 - start, units[position] & ((1 << 31) - 1))
-        return best
+                found.append((index + 1 - start, units[position] & ((1 << 31) - 1)))
+        return found
 
     def _replacement(self, offset: int) -> str:
         end = self.replacements.index(b"\0", offset)
@@ -271,9 +270,9 @@ class Precompiled:
         out, position = [], 0
         while position < len(data):
             start_char = char_at[position]
-            match = self._longest_match(data, position)
-            if match is not None and position + match[0] in char_at:
-                length, offset = match
+            matches = [match for match in self._matches(data, position, len(data)) if position + match[0] in char_at]
+            if matches:
+                length, offset = matches[-1]  # the longest rule wins
                 out.append((self._replacement(offset), start_char, char_at[position + length]))
                 position += length
             else:
@@ -281,15 +280,40 @@ class Precompiled:
                 position += len(text[start_char].encode("utf-8"))
         return out
 
+    def _rewrite(self, piece: str) -> str | None:
+        """What the reference's tokenizer.json Precompiled does with a grapheme or a character: the
+        shortest rule matching its start replaces all of it."""
+        result = self._cache.get(piece)
+        if result is None and piece not in self._cache:
+            data = piece.encode("utf-8")
+            matches = self._matches(data, 0, len(data))
+            result = self._replacement(matches[0][1]) if matches else None
+            self._cache[piece] = result
+        return result
+
     def normalize(self, text: str) -> str:
-        return "".join(replacement for replacement, _, _ in self.chunks(text))
+        return self.normalize_aligned(text, [(index, index + 1) for index in range(len(text))])[0]
 
     def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
-        out, out_spans = [], []
-        for replacement, start, end in self.chunks(text):
-            out.append(replacement)
-            out_spans.extend([(spans[start][0], spans[end - 1][1])] * len(replacement))
+        """As the reference applies it in tokenizer.json: grapheme by grapheme (`sentencepiece` itself
+        matches the longest rule instead, see `chunks`); the result stands where the first character stood."""
+        out, out_spans, position = [], [], 0
+        for grapheme in _GRAPHEME.findall(text):
+            replacement = self._rewrite(grapheme) if len(grapheme.encode("utf-8")) < 6 else None
+            if replacement is not None:
+                out.append(replacement)
+                out_spans.extend([spans[position]] * len(replacement))
+            else:
+                for index, char in enumerate(grapheme):
+                    replaced = self._rewrite(char)
+                    replaced = char if replaced is None else replaced
+                    out.append(replaced)
+                    out_spans.extend([spans[position + index]] * len(replaced))
+            position += len(grapheme)
         return "".join(out), out_spans
+
+
+_GRAPHEME = regex.compile(r"\X", regex.DOTALL)
 
 
 class SentencePieceNormalizer:

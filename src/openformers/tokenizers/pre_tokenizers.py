@@ -209,3 +209,35 @@ class Punctuation:
 
     def pre_tokenize(self, text: str) -> list[Piece]:
         return self._split.pre_tokenize(text)
+
+
+PREPEND_SCHEMES = ("always", "first", "never")
+
+
+class Metaspace:
+    """SentencePiece's spaces as a pre-tokenizer: spell " " as `replacement` ("▁"), put one in front
+    (always, only at the start of the text, or never), and with `split`, cut before each "▁"."""
+
+    takes_position = True  # "first" needs to know whether a piece starts the text
+
+    def __init__(self, replacement: str = "▁", prepend_scheme: str = "always", split: bool = True):
+        if prepend_scheme not in PREPEND_SCHEMES:
+            raise ValueError(f"Metaspace prepend_scheme must be one of {PREPEND_SCHEMES}, got {prepend_scheme!r}.")
+        self.replacement = replacement
+        self.prepend_scheme = prepend_scheme
+        self.split = split
+        self._split = Split(replacement, "merged_with_next", is_regex=False)
+
+    def pre_tokenize(self, text: str, starts_text: bool = True) -> list[Piece]:
+        spelled = text.replace(" ", self.replacement)
+        prepend = self.prepend_scheme == "always" or (self.prepend_scheme == "first" and starts_text)
+        if prepend and spelled and not spelled.startswith(self.replacement):
+            spelled = self.replacement + spelled
+        if not spelled:
+            return []
+        shift = len(spelled) - len(text)  # the prepended marker, which belongs to the first character
+        if not self.split:
+            return [(spelled, (0, len(text)))]
+        return [
+            (piece, (max(start - shift, 0), end - shift)) for piece, (start, end) in self._split.pre_tokenize(spelled)
+        ]
