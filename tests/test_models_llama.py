@@ -415,3 +415,89 @@ def test_a_head_checkpoint_with_the_wrong_number_of_labels_is_refused(tiny_head)
         pytest.skip("question answering always has two outputs")
     with pytest.raises(ValueError, match="wrong shape"):
         getattr(openformers, HEADS[task][0]).from_pretrained(folder, num_labels=5)
+
+
+# Mistral (sliding window) and Qwen2 (q/k/v biases): configurations of the Llama classes.
+
+FAMILIES = {
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=4)),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(tie_word_embeddings=True)),
+    "qwen2-windowed": ("Qwen2Config", "Qwen2ForCausalLM", dict(use_sliding_window=True, sliding_window=5,
+                                                              max_window_layers=0)),
+}
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family(request, tmp_path_factory):
+    config_name, class_name, extra = FAMILIES[request.param]
+    folder = tmp_path_factory.mktemp(request.param)
+    torch.manual_seed(0)
+    config = getattr(transformers, config_name)(**TINY, **extra)
+    reference = getattr(transformers, class_name)(config).eval()
+    for name, parameter in reference.named_parameters():  # the reference initializes biases to zero
+        if name.endswith("bias"):
+            torch.nn.init.normal_(parameter, std=0.1)
+    reference.save_pretrained(folder)
+    return request.param, folder, reference, AutoModelForCausalLM.from_pretrained(folder)
+
+
+@torch.inference_mode()
+def test_family_logits_match_reference_on_a_padded_batch(family):
+    name, _, reference, model = family
+    assert model.config.model_type == name.removesuffix("-windowed")
+    if name == "qwen2":
+        attention = model.model.layers[0].self_attn
+        assert attention.q_proj.bias is not None and attention.o_proj.bias is None
+    ids = _ids(2, 11, seed=8)
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    labels = ids.masked_fill(mask == 0, -100)
+    ours, theirs = model(ids, attention_mask=mask, labels=labels), reference(ids, attention_mask=mask, labels=labels)
+    torch.testing.assert_close(ours.logits[mask.bool()], theirs.logits[mask.bool()], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours.loss, theirs.loss, atol=1e-4, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_family_cached_decoding_equals_the_full_forward(family):
+    model = family[3]
+    ids = _ids(2, 12, seed=9)
+    full = model(ids).logits
+    cache = DynamicCache()
+    steps = [model(ids[:, :3], past_key_values=cache).logits]
+    steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(3, 12)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full)
+
+
+@torch.inference_mode()
+def test_family_saves_what_the_reference_loads(family, tmp_path):
+    name, _, reference, model = family
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architectures"] == [type(reference).__name__]
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(reloaded) is type(reference)
+    ids = _ids(1, 10, seed=10)
+    torch.testing.assert_close(reloaded(ids).logits, reference(ids).logits)
+
+
+def test_family_sequence_classification_matches_reference(tmp_path):
+    from openformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    config = transformers.Qwen2Config(**TINY, pad_token_id=0, num_labels=2)
+    reference = transformers.Qwen2ForSequenceClassification(config).eval()
+    reference.save_pretrained(tmp_path)
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    ids, mask = _padded_batch()
+    labels = torch.tensor([1, 0])
+    with torch.inference_mode():
+        ours, theirs = model(ids, attention_mask=mask, labels=labels), reference(ids, attention_mask=mask, labels=labels)
+    torch.testing.assert_close(ours.logits, theirs.logits)
+    torch.testing.assert_close(ours.loss, theirs.loss)
+
+
+def test_qwen2_with_a_partial_sliding_window_is_refused():
+    from openformers.configs import Qwen2Config
+
+    with pytest.raises(ValueError, match="max_window_layers"):
+        Qwen2Config(num_hidden_layers=4, use_sliding_window=True, max_window_layers=2)

@@ -14,6 +14,8 @@ _PUBLIC_NAMES = {
     "AutoConfig": "openformers.configs",
     "PretrainedConfig": "openformers.configs",
     "LlamaConfig": "openformers.configs",
+    "MistralConfig": "openformers.configs",
+    "Qwen2Config": "openformers.configs",
     "BertConfig": "openformers.configs",
     "RobertaConfig": "openformers.configs",
     "AutoModel": "openformers.models.auto",

@@ -107,6 +107,9 @@ class LlamaConfig(PretrainedConfig):
     """Llama-style decoders: RMSNorm, rotary positions, grouped-query attention, SwiGLU."""
 
     model_type: ClassVar[str] = "llama"
+    # Family facts that are not config.json keys: Qwen2 puts a bias on q/k/v (but not o) whatever attention_bias says.
+    qkv_bias: ClassVar[bool] = False
+    sliding_window: ClassVar[int | None] = None  # Mistral and Qwen2 make it a field
 
     vocab_size: int = 32000
     hidden_size: int = 4096
@@ -177,6 +180,58 @@ class LlamaConfig(PretrainedConfig):
         return values
 
 
+@dataclass
+class MistralConfig(LlamaConfig):
+    """Mistral: a Llama decoder whose attention sees only the last `sliding_window` positions (None: all)."""
+
+    model_type: ClassVar[str] = "mistral"
+
+    intermediate_size: int = 14336
+    num_key_value_heads: int | None = 8
+    max_position_embeddings: int = 4096 * 32
+    sliding_window: int | None = 4096
+
+    def validate(self) -> None:
+        super().validate()
+        if self.sliding_window is not None and not _positive_int(self.sliding_window):
+            _invalid("sliding_window", self.sliding_window, "None or a positive integer")
+
+
+@dataclass
+class Qwen2Config(MistralConfig):
+    """Qwen2: a Llama decoder with biases on the query, key and value projections (not the output one).
+
+    Its sliding window applies only when `use_sliding_window` is set, and then to the layers from
+    `max_window_layers` on; openformers supports it when it covers every layer or none.
+    """
+
+    model_type: ClassVar[str] = "qwen2"
+    qkv_bias: ClassVar[bool] = True
+
+    vocab_size: int = 151936
+    intermediate_size: int = 22016
+    num_key_value_heads: int | None = 32
+    max_position_embeddings: int = 32768
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    use_sliding_window: bool = False
+    max_window_layers: int = 28
+
+    def __post_init__(self):
+        if not self.use_sliding_window or self.max_window_layers >= self.num_hidden_layers:
+            self.sliding_window = None  # the reference's rule: no layer is windowed
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        if self.sliding_window is not None and 0 < self.max_window_layers < self.num_hidden_layers:
+            raise ValueError(
+                f"Unsupported config: use_sliding_window=True with max_window_layers={self.max_window_layers} "
+                f"of {self.num_hidden_layers} layers (some layers windowed, others not); openformers supports a "
+                "sliding window on every layer (max_window_layers=0) or on none."
+            )
+
+
 # Activations the encoder families implement, by their config.json names.
 ENCODER_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
 
@@ -244,7 +299,7 @@ class RobertaConfig(BertConfig):
 
 # model_type -> config class. Other names for the same architecture go in CONFIG_ALIASES.
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
-    "llama": LlamaConfig, "bert": BertConfig, "roberta": RobertaConfig,
+    "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "bert": BertConfig, "roberta": RobertaConfig,
 }
 CONFIG_ALIASES: dict[str, str] = {}
 

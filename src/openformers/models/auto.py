@@ -7,14 +7,17 @@ from ..configs import CONFIG_ALIASES, PretrainedConfig
 from .base import PreTrainedModel, load_pretrained
 
 # model_type -> (module under openformers.models, {task: class name}).
+LLAMA_CLASSES = {
+    "base": "LlamaModel",
+    "causal-lm": "LlamaForCausalLM",
+    "sequence-classification": "LlamaForSequenceClassification",
+    "token-classification": "LlamaForTokenClassification",
+    "question-answering": "LlamaForQuestionAnswering",
+}
 MODEL_CLASSES = {
-    "llama": ("llama", {
-        "base": "LlamaModel",
-        "causal-lm": "LlamaForCausalLM",
-        "sequence-classification": "LlamaForSequenceClassification",
-        "token-classification": "LlamaForTokenClassification",
-        "question-answering": "LlamaForQuestionAnswering",
-    }),
+    "llama": ("llama", LLAMA_CLASSES),
+    "mistral": ("llama", LLAMA_CLASSES),  # Llama with a sliding window
+    "qwen2": ("llama", LLAMA_CLASSES),  # Llama with q/k/v biases
     "bert": ("bert", {
         "base": "BertModel",
         "masked-lm": "BertForMaskedLM",

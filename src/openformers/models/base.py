@@ -60,6 +60,10 @@ class PreTrainedModel(nn.Module, GenerationMixin):
         skipped = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)} if exclude_embeddings else set()
         return sum(p.numel() for p in self.parameters() if id(p) not in skipped)
 
+    def architecture_name(self) -> str:
+        """The class name config.json records (the reference's name for this family and head)."""
+        return type(self).__name__
+
     def tie_weights(self) -> None:
         if not self.config.tie_word_embeddings:
             return
@@ -109,7 +113,8 @@ class PreTrainedModel(nn.Module, GenerationMixin):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         dtype = str(self.dtype).removeprefix("torch.")
-        dataclasses.replace(self.config, architectures=[type(self).__name__], dtype=dtype).save_pretrained(folder)
+        config = dataclasses.replace(self.config, architectures=[self.architecture_name()], dtype=dtype)
+        config.save_pretrained(folder)
         state_dict = self.state_dict()
         if self.config.tie_word_embeddings:
             for target in self.tied_weights:

@@ -96,25 +96,30 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 def attention_mask_for(
-    attention_mask: torch.Tensor | None, past: int, T: int, device: torch.device
+    attention_mask: torch.Tensor | None, past: int, T: int, device: torch.device, sliding_window: int | None = None
 ) -> torch.Tensor | None:
     """The mask for `attention`: None when plain causal attention is enough, else (B, 1, T, past + T) booleans.
 
     `attention_mask` is the tokenizer's (B, past + T) mask over the cached and the current positions,
-    1 for a real token and 0 for padding; None means every position is real.
+    1 for a real token and 0 for padding; None means every position is real. With a `sliding_window`,
+    a query sees only the keys less than `sliding_window` positions behind it (Mistral).
     """
     if attention_mask is not None and bool(attention_mask.all()):
         attention_mask = None
-    if attention_mask is None and (T == 1 or past == 0):
-        return None  # one new token sees everything; a fresh prompt is `is_causal`
     total = past + T
+    windowed = sliding_window is not None and total > sliding_window
+    if attention_mask is None and not windowed and (T == 1 or past == 0):
+        return None  # one new token sees everything; a fresh prompt is `is_causal`
     if attention_mask is not None and attention_mask.shape[-1] != total:
         raise ValueError(
             f"attention_mask covers {attention_mask.shape[-1]} positions, but there are {past} cached and {T} new "
             f"ones: it must cover all {total}."
         )
     query_positions = torch.arange(past, total, device=device)[:, None]
-    mask = torch.arange(total, device=device)[None, :] <= query_positions  # (T, past + T) causal
+    key_positions = torch.arange(total, device=device)[None, :]
+    mask = key_positions <= query_positions  # (T, past + T) causal
+    if windowed:
+        mask &= key_positions > query_positions - sliding_window
     if attention_mask is None:
         return mask[None, None]
     mask = mask[None, None] & attention_mask[:, None, None, :].bool()

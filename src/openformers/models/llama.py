@@ -70,9 +70,10 @@ class LlamaAttention(nn.Module):
             config.num_attention_heads, config.num_key_value_heads, config.head_dim
         )
         bias = config.attention_bias
-        self.q_proj = nn.Linear(config.hidden_size, self.n_head * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=bias)
+        qkv_bias = bias or config.qkv_bias
+        self.q_proj = nn.Linear(config.hidden_size, self.n_head * self.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(self.n_head * self.head_dim, config.hidden_size, bias=bias)
 
     def forward(self, x, cos, sin, mask, cache):
@@ -112,9 +113,16 @@ class LlamaDecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
+# model_type -> the reference's class-name prefix, so saved configs name the reference's classes.
+FAMILY_NAMES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}
+
+
 class LlamaPreTrainedModel(PreTrainedModel):
     config_class = LlamaConfig
     convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
+
+    def architecture_name(self) -> str:
+        return type(self).__name__.replace("Llama", FAMILY_NAMES[self.config.model_type], 1)
 
 
 class LlamaModel(LlamaPreTrainedModel):
@@ -129,6 +137,7 @@ class LlamaModel(LlamaPreTrainedModel):
         )
         self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.sliding_window = config.sliding_window
         self.rotary_emb = RotaryEmbedding(
             config.head_dim, config.rope_theta, config.rope_scaling, min(config.max_position_embeddings, 8192)
         )
@@ -146,7 +155,7 @@ class LlamaModel(LlamaPreTrainedModel):
         x = self.embed_tokens(input_ids)  # (B, T, C)
         self.rotary_emb.ensure_length(past + T)
         cos, sin = self.rotary_emb(position_ids, x.dtype)
-        mask = attention_mask_for(attention_mask, past, T, x.device)
+        mask = attention_mask_for(attention_mask, past, T, x.device, self.sliding_window)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, past_key_values)
         return BaseModelOutput(last_hidden_state=self.norm(x), past_key_values=past_key_values)
@@ -238,18 +247,19 @@ def _classifier_dropout(config: LlamaConfig) -> float:
 class LlamaForQuestionAnswering(LlamaPreTrainedModel):
     """Extractive QA: the logits of each token being the start and the end of the answer span."""
 
-    base_model_prefix = "transformer"  # the reference's name for the base model in this head's checkpoints
-
     def __init__(self, config: LlamaConfig):
         super().__init__(config)
-        self.transformer = LlamaModel(config)
+        # The reference names the base model "transformer" in Llama and Qwen2 QA checkpoints, "model" in Mistral's.
+        self.base_model_prefix = "model" if config.model_type == "mistral" else "transformer"
+        setattr(self, self.base_model_prefix, LlamaModel(config))
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
 
     def forward(
         self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, start_positions=None, end_positions=None, logits_to_keep=0,
     ) -> QuestionAnsweringModelOutput:
-        hidden = self.transformer(input_ids, attention_mask, position_ids, past_key_values).last_hidden_state
+        base = getattr(self, self.base_model_prefix)
+        hidden = base(input_ids, attention_mask, position_ids, past_key_values).last_hidden_state
         start_logits, end_logits = self.qa_outputs(hidden).unbind(-1)  # (B, T) each
         loss = None
         if start_positions is not None and end_positions is not None:
