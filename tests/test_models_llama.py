@@ -491,7 +491,8 @@ def test_family_sequence_classification_matches_reference(tmp_path):
     ids, mask = _padded_batch()
     labels = torch.tensor([1, 0])
     with torch.inference_mode():
-        ours, theirs = model(ids, attention_mask=mask, labels=labels), reference(ids, attention_mask=mask, labels=labels)
+        ours = model(ids, attention_mask=mask, labels=labels)
+        theirs = reference(ids, attention_mask=mask, labels=labels)
     torch.testing.assert_close(ours.logits, theirs.logits)
     torch.testing.assert_close(ours.loss, theirs.loss)
 

@@ -179,7 +179,7 @@ def test_an_unsupported_gguf_architecture_is_named(tmp_path):
 def test_an_unknown_model_type_lists_the_supported_ones(tiny_folder):
     config = json.loads((tiny_folder / "config.json").read_text())
     (tiny_folder / "config.json").write_text(json.dumps({**config, "model_type": "mamba"}))
-    with pytest.raises(ValueError, match=r"model_type='mamba'.*supported model types: bert, llama"):
+    with pytest.raises(ValueError, match=r"model_type='mamba'.*supported model types: bert, gpt2, llama"):
         AutoModelForCausalLM.from_pretrained(tiny_folder)
 
 

@@ -297,9 +297,61 @@ class RobertaConfig(BertConfig):
     eos_token_id: int | list[int] | None = 2
 
 
+@dataclass
+class GPT2Config(PretrainedConfig):
+    """GPT-2: learned absolute positions, pre-LayerNorm blocks, fused q/k/v projection, GELU (tanh)."""
+
+    model_type: ClassVar[str] = "gpt2"
+
+    vocab_size: int = 50257
+    n_positions: int = 1024
+    n_embd: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_inner: int | None = None  # None: 4 * n_embd
+    activation_function: str = "gelu_new"
+    resid_pdrop: float = 0.1
+    embd_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+    scale_attn_weights: bool = True
+    scale_attn_by_inverse_layer_idx: bool = False
+    reorder_and_upcast_attn: bool = False
+    add_cross_attention: bool = False
+    bos_token_id: int | None = 50256
+    eos_token_id: int | list[int] | None = 50256
+    tie_word_embeddings: bool = True
+
+    # The reference's common names for GPT-2's own ones (read-only; config.json keeps the GPT-2 names).
+    hidden_size = property(lambda self: self.n_embd)
+    num_hidden_layers = property(lambda self: self.n_layer)
+    num_attention_heads = property(lambda self: self.n_head)
+    max_position_embeddings = property(lambda self: self.n_positions)
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+            if not _positive_int(getattr(self, name)):
+                _invalid(name, getattr(self, name), "a positive integer")
+        if self.n_inner is not None and not _positive_int(self.n_inner):
+            _invalid("n_inner", self.n_inner, "None (4 * n_embd) or a positive integer")
+        if self.n_embd % self.n_head:
+            _invalid("n_embd", self.n_embd, f"a multiple of n_head={self.n_head}")
+        if self.activation_function not in ENCODER_ACTIVATIONS:
+            _invalid("activation_function", self.activation_function, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+        for name, supported in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
+                                ("reorder_and_upcast_attn", False), ("add_cross_attention", False)):
+            if getattr(self, name) != supported:
+                raise ValueError(
+                    f"Unsupported config: {name}={getattr(self, name)!r}; openformers implements GPT-2 with "
+                    f"{name}={supported}, as the released GPT-2 checkpoints use."
+                )
+
+
 # model_type -> config class. Other names for the same architecture go in CONFIG_ALIASES.
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
-    "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "bert": BertConfig, "roberta": RobertaConfig,
+    "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "gpt2": GPT2Config,
+    "bert": BertConfig, "roberta": RobertaConfig,
 }
 CONFIG_ALIASES: dict[str, str] = {}
 

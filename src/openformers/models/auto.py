@@ -18,6 +18,13 @@ MODEL_CLASSES = {
     "llama": ("llama", LLAMA_CLASSES),
     "mistral": ("llama", LLAMA_CLASSES),  # Llama with a sliding window
     "qwen2": ("llama", LLAMA_CLASSES),  # Llama with q/k/v biases
+    "gpt2": ("gpt2", {
+        "base": "GPT2Model",
+        "causal-lm": "GPT2LMHeadModel",
+        "sequence-classification": "GPT2ForSequenceClassification",
+        "token-classification": "GPT2ForTokenClassification",
+        "question-answering": "GPT2ForQuestionAnswering",
+    }),
     "bert": ("bert", {
         "base": "BertModel",
         "masked-lm": "BertForMaskedLM",

@@ -44,6 +44,16 @@ class PreTrainedModel(nn.Module, GenerationMixin):
         )
 
     @staticmethod
+    def from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A Hugging Face checkpoint's tensors as this model's parameters (GPT-2 transposes its Conv1D weights)."""
+        return state_dict
+
+    @staticmethod
+    def to_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The reverse of `from_checkpoint_layout`, for save_pretrained."""
+        return state_dict
+
+    @staticmethod
     def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
         raise ValueError(f"{type(config).__name__} models cannot be loaded from GGUF files.")
 
@@ -115,7 +125,7 @@ class PreTrainedModel(nn.Module, GenerationMixin):
         dtype = str(self.dtype).removeprefix("torch.")
         config = dataclasses.replace(self.config, architectures=[self.architecture_name()], dtype=dtype)
         config.save_pretrained(folder)
-        state_dict = self.state_dict()
+        state_dict = self.to_checkpoint_layout(self.state_dict())
         if self.config.tie_word_embeddings:
             for target in self.tied_weights:
                 state_dict.pop(target, None)  # stored once, under the name of the parameter it is tied to
@@ -155,6 +165,8 @@ def load_pretrained(
     state_dict = read_state_dict(dtype)
     if files.gguf_file is not None:
         state_dict = model_class.convert_gguf_state_dict(state_dict, config)
+    else:
+        state_dict = model_class.from_checkpoint_layout(state_dict)
     with torch.device("meta"):
         model = model_class(config)
     state_dict = _match_checkpoint_to_model(model, state_dict, source)

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..configs import BertConfig, RobertaConfig
 from .base import PreTrainedModel
+from .layers import ACTIVATIONS
 from .losses import question_answering_loss, sequence_classification_loss, token_loss
 from .outputs import (
     BaseModelOutputWithPooling,
@@ -20,16 +21,6 @@ from .outputs import (
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
-
-ACTIVATIONS = {
-    "gelu": F.gelu,
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-}
-
 
 def _embedding(count: int, dim: int, padding_idx: int | None = None) -> nn.Embedding:
     # An explicit weight skips nn.Embedding's random init, which is slow on the meta device (see llama.py).

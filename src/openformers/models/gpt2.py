@@ -1,0 +1,206 @@
+"""GPT-2 in plain torch.nn: learned positions, pre-LayerNorm blocks, one fused q/k/v projection, GELU (tanh).
+
+Parameter names are those of Hugging Face checkpoints (`transformer.h.0.attn.c_attn.weight`). The
+checkpoints store the projections as `Conv1D`, whose weight is (in, out), the transpose of an
+`nn.Linear`'s: `from_checkpoint_layout` and `to_checkpoint_layout` transpose them on the way in and out.
+"""
+
+import re
+
+import torch
+from torch import nn
+
+from ..configs import GPT2Config
+from .base import PreTrainedModel
+from .layers import ACTIVATIONS, attention, attention_mask_for
+from .llama import last_token_positions
+from .losses import next_token_loss, question_answering_loss, sequence_classification_loss, token_loss
+from .outputs import (
+    BaseModelOutput,
+    CausalLMOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+
+CONV1D_WEIGHT = re.compile(r"(^|\.)(c_attn|c_proj|c_fc)\.weight$")
+
+
+def _transpose_conv1d(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.t() if CONV1D_WEIGHT.search(k) else v for k, v in state_dict.items()}
+
+
+class GPT2Attention(nn.Module):
+    def __init__(self, config: GPT2Config, layer_idx: int):
+        super().__init__()
+        self.layer_idx, self.n_head = layer_idx, config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.attn_dropout = config.attn_pdrop
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, x, mask, cache):
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in self.c_attn(x).split(C, dim=-1))
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, nh, past + T, hs)
+        y = attention(q, k, v, mask, self.attn_dropout if self.training else 0.0)  # (B, nh, T, hs)
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
+
+
+class GPT2MLP(nn.Module):
+    def __init__(self, config: GPT2Config):
+        super().__init__()
+        inner = config.n_inner or 4 * config.n_embd
+        self.c_fc = nn.Linear(config.n_embd, inner)
+        self.c_proj = nn.Linear(inner, config.n_embd)
+        self.act = ACTIVATIONS[config.activation_function]
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class GPT2Block(nn.Module):
+    def __init__(self, config: GPT2Config, layer_idx: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = GPT2Attention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = GPT2MLP(config)
+
+    def forward(self, x, mask, cache):
+        x = x + self.attn(self.ln_1(x), mask, cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT2PreTrainedModel(PreTrainedModel):
+    config_class = GPT2Config
+    base_model_prefix = "transformer"
+    # The causal-mask buffers older checkpoints store ("h.0.attn.bias", "h.0.attn.masked_bias").
+    ignored_checkpoint_keys = (r"(^|\.)attn\.(masked_)?bias$",)
+    from_checkpoint_layout = staticmethod(_transpose_conv1d)
+    to_checkpoint_layout = staticmethod(_transpose_conv1d)
+
+
+class GPT2Model(GPT2PreTrainedModel):
+    """The decoder stack without a head: returns the last hidden state."""
+
+    def __init__(self, config: GPT2Config):
+        super().__init__(config)
+        # Explicit weights skip nn.Embedding's random init, which is slow on the meta device (see llama.py).
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd, _weight=torch.empty(config.vocab_size, config.n_embd))
+        self.wpe = nn.Embedding(
+            config.n_positions, config.n_embd, _weight=torch.empty(config.n_positions, config.n_embd)
+        )
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.h = nn.ModuleList(GPT2Block(config, i) for i in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0,
+    ) -> BaseModelOutput:
+        if labels is not None:
+            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use GPT2LMHeadModel.")
+        T = input_ids.shape[1]
+        past = past_key_values.seq_len if past_key_values is not None else 0
+        if past + T > self.config.n_positions:
+            raise ValueError(
+                f"{past + T} positions ({past} cached, {T} new) exceed the {self.config.n_positions} GPT-2 has "
+                "(n_positions); truncate the input or generate fewer tokens."
+            )
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=input_ids.device)[None]  # (1, T)
+        x = self.wte(input_ids) + self.wpe(position_ids)  # (B, T, C)
+        if token_type_ids is not None:
+            x = x + self.wte(token_type_ids)  # the reference embeds token types with the token table
+        x = self.drop(x)
+        mask = attention_mask_for(attention_mask, past, T, x.device)
+        for block in self.h:
+            x = block(x, mask, past_key_values)
+        return BaseModelOutput(last_hidden_state=self.ln_f(x), past_key_values=past_key_values)
+
+
+class _GPT2HeadModel(GPT2PreTrainedModel):
+    def __init__(self, config: GPT2Config):
+        super().__init__(config)
+        self.transformer = GPT2Model(config)
+
+    def hidden(self, input_ids, attention_mask, position_ids, past_key_values, token_type_ids) -> torch.Tensor:
+        return self.transformer(
+            input_ids, attention_mask, position_ids, past_key_values, token_type_ids=token_type_ids
+        ).last_hidden_state
+
+
+class GPT2LMHeadModel(_GPT2HeadModel):
+    """GPT-2 with its language-model head (tied to the token embedding): next-token logits and loss."""
+
+    tied_weights = {"lm_head.weight": "transformer.wte.weight"}
+
+    def __init__(self, config: GPT2Config):
+        super().__init__(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.tie_weights()
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0,
+    ) -> CausalLMOutput:
+        if labels is not None and logits_to_keep:
+            raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
+        hidden = self.hidden(input_ids, attention_mask, position_ids, past_key_values, token_type_ids)
+        logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        loss = None if labels is None else next_token_loss(logits, labels)
+        return CausalLMOutput(loss=loss, logits=logits, past_key_values=past_key_values)
+
+
+class GPT2ForSequenceClassification(_GPT2HeadModel):
+    """One label (or score) per sequence, read from the last token that is not padding."""
+
+    def __init__(self, config: GPT2Config):
+        super().__init__(config)
+        self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0,
+    ) -> SequenceClassifierOutput:
+        hidden = self.hidden(input_ids, attention_mask, position_ids, past_key_values, token_type_ids)
+        last = last_token_positions(input_ids, self.config.pad_token_id)
+        logits = self.score(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])  # (B, num_labels)
+        loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
+        return SequenceClassifierOutput(loss=loss, logits=logits, past_key_values=past_key_values)
+
+
+class GPT2ForTokenClassification(_GPT2HeadModel):
+    def __init__(self, config: GPT2Config):
+        super().__init__(config)
+        dropout = getattr(config, "classifier_dropout", None)
+        self.dropout = nn.Dropout(0.1 if dropout is None else dropout)  # the reference's default
+        self.classifier = nn.Linear(config.n_embd, config.num_labels)
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0,
+    ) -> TokenClassifierOutput:
+        hidden = self.hidden(input_ids, attention_mask, position_ids, past_key_values, token_type_ids)
+        logits = self.classifier(self.dropout(hidden))  # (B, T, num_labels)
+        return TokenClassifierOutput(loss=None if labels is None else token_loss(logits, labels), logits=logits)
+
+
+class GPT2ForQuestionAnswering(_GPT2HeadModel):
+    def __init__(self, config: GPT2Config):
+        super().__init__(config)
+        self.qa_outputs = nn.Linear(config.n_embd, 2)
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, start_positions=None, end_positions=None, logits_to_keep=0,
+    ) -> QuestionAnsweringModelOutput:
+        hidden = self.hidden(input_ids, attention_mask, position_ids, past_key_values, token_type_ids)
+        start_logits, end_logits = self.qa_outputs(hidden).unbind(-1)  # (B, T) each
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
+        return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)
