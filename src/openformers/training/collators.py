@@ -60,12 +60,12 @@ def pad_batch(
     padding_side: str = "right",
     pad_to_multiple_of: int | None = None,
     max_length: int | None = None,
-    label_pad_token_id: int | None = None,
+    label_pad_token_id: int = -100,
 ) -> dict[str, torch.Tensor]:
     """Pad the sequence fields to the longest row (or max_length), stack the rest.
 
-    `labels` are padded with label_pad_token_id when they are per-token (token classification, language
-    modeling) and stacked when they are one value per row (sequence classification).
+    `labels` are padded with label_pad_token_id (-100: left out of the loss) when they are per-token
+    (token classification, language modeling) and stacked when they are one value per row.
     """
     rows = [_rename_label(row) for row in features]
     length = max(len(row["input_ids"]) for row in rows)
@@ -82,7 +82,7 @@ def pad_batch(
             batch[name] = _pad_rows(values, length, pad_token_id, padding_side)
         elif name in PAD_VALUES:
             batch[name] = _pad_rows(values, length, PAD_VALUES[name], padding_side)
-        elif name == "labels" and label_pad_token_id is not None and _is_sequence(values[0]):
+        elif name == "labels" and _is_sequence(values[0]):
             batch[name] = _pad_rows(values, length, label_pad_token_id, padding_side)
         else:
             batch[name] = _as_tensor(values, name)

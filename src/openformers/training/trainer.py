@@ -150,11 +150,13 @@ class Trainer:
 
     def _collate(self, features: list[dict]) -> dict:
         if self._keep_columns is not None:
+            columns = list(features[0])
             features = [{k: v for k, v in row.items() if k in self._keep_columns} for row in features]
-            if not features[0]:
+            if not set(features[0]) - set(LABEL_COLUMNS) - set(self.label_names):
                 raise ValueError(
-                    f"No column of the dataset is an argument of {type(self.model).__name__}.forward (which takes "
-                    f"{sorted(self._keep_columns)}). Tokenize the dataset first, or set remove_unused_columns=False."
+                    f"No column of the dataset ({columns}) is an input of {type(self.model).__name__}.forward (which "
+                    f"takes {sorted(self._keep_columns)}). Tokenize the dataset first (dataset.map(preprocess, "
+                    "batched=True)), or set remove_unused_columns=False."
                 )
         return self.data_collator(features)
 
