@@ -118,8 +118,13 @@ class PreTrainedModel(nn.Module, GenerationMixin):
 
     # -- saving ---------------------------------------------------------------------------------------------
 
-    def save_pretrained(self, folder: str | os.PathLike, max_shard_bytes: int = 5 * 2**30) -> None:
-        """Write config.json, model.safetensors and generation_config.json, in the layout transformers reads."""
+    def save_pretrained(self, folder: str | os.PathLike, max_shard_size: int | str = "5GB") -> None:
+        """Write config.json, the weights and generation_config.json, in the layout transformers reads.
+
+        The weights go to model.safetensors, or to numbered shards with model.safetensors.index.json when
+        they outgrow `max_shard_size` (bytes, or a size such as "500MB" or "2GiB").
+        """
+        max_shard_bytes = _size_in_bytes(max_shard_size)
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         dtype = str(self.dtype).removeprefix("torch.")
@@ -130,8 +135,33 @@ class PreTrainedModel(nn.Module, GenerationMixin):
             for target in self.tied_weights:
                 state_dict.pop(target, None)  # stored once, under the name of the parameter it is tied to
         save_safetensors(state_dict, folder, max_shard_bytes)
-        generation = json.dumps(self.generation_config.to_dict(), indent=2, sort_keys=True) + "\n"
-        (folder / "generation_config.json").write_text(generation, encoding="utf-8")
+        generation = self.generation_config.to_dict()
+        sampling_options = ("temperature", "top_p", "top_k", "min_p", "typical_p")
+        sampling = {k: generation[k] for k in sampling_options if k in generation}
+        if sampling and generation.get("do_sample") is not True:
+            warnings.warn(
+                f"generation_config sets {', '.join(f'{k}={v}' for k, v in sampling.items())} without do_sample=True, "
+                "so generate() decodes greedily and ignores them; saved as they are. Set "
+                "model.generation_config.do_sample = True before saving to sample by default.",
+                stacklevel=2,
+            )
+        text = json.dumps(generation, indent=2, sort_keys=True) + "\n"
+        (folder / "generation_config.json").write_text(text, encoding="utf-8")
+
+
+_SIZE_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
+
+
+def _size_in_bytes(size: int | str) -> int:
+    """5_000_000, "5MB" (10**6 bytes each) or "5MiB" (2**20 each) -> bytes."""
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return size
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]I?B|B)\s*", size.upper()) if isinstance(size, str) else None
+    if match is None:
+        raise ValueError(
+            f"max_shard_size must be a positive number of bytes or a size such as '500MB' or '2GiB'; got {size!r}."
+        )
+    return int(float(match[1]) * _SIZE_UNITS[match[2]])
 
 
 def load_pretrained(
@@ -146,6 +176,7 @@ def load_pretrained(
     dtype: torch.dtype | str | None = None,
     torch_dtype: torch.dtype | str | None = None,
     device_map: str | torch.device | int | None = None,
+    trust_remote_code: bool = False,
     **config_overrides,
 ) -> PreTrainedModel:
     """Resolve the files, read the config, let `choose_class(config, source)` pick the class, and load.
@@ -153,8 +184,13 @@ def load_pretrained(
     dtype: None loads float32 (as the reference does), "auto" keeps the checkpoint's dtype (float32 for
     GGUF, whose blocks are dequantized), or a torch dtype / its name. device_map: None or a device
     ("cpu", "cuda", "cuda:1", 0), or "auto" for the GPU when there is one. Other keyword arguments
-    override config fields.
+    override config fields. trust_remote_code=True is refused: openformers never runs code from a model folder.
     """
+    if trust_remote_code:
+        raise ValueError(
+            "trust_remote_code=True is refused: openformers never runs code that comes with a model. It builds "
+            "models from its own classes, picked by the config's model_type; leave trust_remote_code unset."
+        )
     dtype = _resolve_dtype(dtype, torch_dtype)
     device = _resolve_device(device_map)
     files = resolve(name_or_path, gguf_file=gguf_file, revision=revision, cache_dir=cache_dir,
