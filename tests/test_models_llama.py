@@ -188,7 +188,8 @@ def _llama_cpp_permute(w: np.ndarray, heads: int) -> np.ndarray:
 
 def _write_gguf(path, reference, quantize_to=None):
     config = reference.config
-    writer = gguf.GGUFWriter(str(path), "llama")
+    arch = config.model_type  # llama.cpp permutes the q/k rows of "llama" files only
+    writer = gguf.GGUFWriter(str(path), arch)
     writer.add_block_count(config.num_hidden_layers)
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
@@ -205,9 +206,9 @@ def _write_gguf(path, reference, quantize_to=None):
              "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down", "post_attention_layernorm": "ffn_norm"}
     for name, tensor in reference.state_dict().items():
         w = tensor.numpy()
-        if ".q_proj." in name:
+        if ".q_proj." in name and arch == "llama":
             w = _llama_cpp_permute(w, config.num_attention_heads)
-        if ".k_proj." in name:
+        if ".k_proj." in name and arch == "llama":
             w = _llama_cpp_permute(w, config.num_key_value_heads)
         for hf, cpp in names.items():
             name = name.replace(hf, cpp)
@@ -504,3 +505,17 @@ def test_qwen2_with_a_partial_sliding_window_is_refused():
 
     with pytest.raises(ValueError, match="max_window_layers"):
         Qwen2Config(num_hidden_layers=4, use_sliding_window=True, max_window_layers=2)
+
+
+@torch.inference_mode()
+def test_qwen2_gguf_with_biases_matches_the_original(tmp_path):
+    torch.manual_seed(0)
+    reference = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**TINY)).eval()
+    for name, parameter in reference.named_parameters():
+        if name.endswith("bias"):
+            torch.nn.init.normal_(parameter, std=0.1)
+    _write_gguf(tmp_path / "qwen2.gguf", reference)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "qwen2.gguf")
+    assert model.config.model_type == "qwen2" and model.model.layers[0].self_attn.k_proj.bias is not None
+    ids = _ids(2, 8)
+    torch.testing.assert_close(model(ids).logits, reference(ids).logits)

@@ -407,7 +407,7 @@ def read_config(folder: Path, **overrides) -> PretrainedConfig:
 
 
 # GGUF `general.architecture` -> model_type. Each family reads its hyper-parameters under `<arch>.*`.
-GGUF_ARCHITECTURES = {"llama": "llama"}
+GGUF_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2"}
 
 
 def config_from_gguf(gguf, **overrides) -> PretrainedConfig:
@@ -444,7 +444,7 @@ def _llama_config_from_gguf(gguf, arch: str, overrides: dict) -> LlamaConfig:
         )
     vocab_size = gguf.get(f"{arch}.vocab_size") or gguf.array_length("tokenizer.ggml.tokens")
     values = {
-        "architectures": ["LlamaForCausalLM"],
+        "architectures": [f"{'Qwen2' if arch == 'qwen2' else 'Llama'}ForCausalLM"],
         "vocab_size": vocab_size,
         "hidden_size": hidden,
         "intermediate_size": required("feed_forward_length"),
@@ -461,7 +461,7 @@ def _llama_config_from_gguf(gguf, arch: str, overrides: dict) -> LlamaConfig:
         "eos_token_id": gguf.get("tokenizer.ggml.eos_token_id"),
         "pad_token_id": gguf.get("tokenizer.ggml.padding_token_id"),
     }
-    return LlamaConfig.from_dict(values, **overrides)
+    return CONFIG_CLASSES[GGUF_ARCHITECTURES[arch]].from_dict(values, **overrides)
 
 
 def _gguf_rope_scaling(gguf, arch: str) -> dict | None:

@@ -45,9 +45,12 @@ def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: LlamaCo
 
     llama.cpp's converter regroups each head's rows from (two halves, hs/2 pairs) to (hs/2 pairs, two
     halves) to suit its rotary kernel; reading the rows as (heads, hs/2, 2) and swapping the last two
-    axes restores the original order.
+    axes restores the original order. Qwen2 files keep the original order (llama.cpp rotates them the
+    way Hugging Face does).
     """
     state_dict = rename(state_dict, GGUF_RENAMES)
+    if config.model_type == "qwen2":
+        return state_dict
     for i in range(config.num_hidden_layers):
         for name, heads in (("q_proj", config.num_attention_heads), ("k_proj", config.num_key_value_heads)):
             for kind in ("weight", "bias"):
