@@ -3,6 +3,10 @@
 Parameter names are those of Hugging Face checkpoints (`model.layers.0.self_attn.q_proj.weight`), so a
 checkpoint loads without renaming. GGUF files name tensors the llama.cpp way and store the query and key
 rows permuted; `convert_gguf_state_dict` renames them and undoes the permutation.
+
+Mistral (attention over a sliding window) and Qwen2 (biases on q/k/v) are configurations of these
+classes (configs.MistralConfig, configs.Qwen2Config). The heads: causal LM, sequence classification
+(pooled at the last token that is not padding), token classification and extractive QA.
 """
 
 import torch
