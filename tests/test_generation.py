@@ -132,3 +132,39 @@ def test_iterator_streamer_from_a_thread(ours):
     streamed = "".join(streamer)
     thread.join()
     assert streamed == tokenizer.decode(result["ids"][0, input_ids.shape[1] :], skip_special_tokens=True)
+
+
+def _reference_generate(model, input_ids, **options):
+    with torch.inference_mode():
+        return model.generate(input_ids, attention_mask=torch.ones_like(input_ids), pad_token_id=2, **options)
+
+
+@pytest.mark.parametrize("prompt", PROMPTS[:2])
+def test_beam_search_matches_reference(ours, reference, prompt):
+    tokenizer, model = ours
+    input_ids = tokenizer.encode(prompt, return_tensors="pt")
+    options = dict(num_beams=3, num_return_sequences=3, max_new_tokens=24)
+    expected = _reference_generate(reference[1], input_ids, **options)
+    assert model.generate(input_ids, **options).tolist() == expected.tolist()
+
+
+def test_beam_search_on_a_padded_chat_batch_matches_reference(ours, reference):
+    tokenizer, model = ours
+    tokenizer.padding_side = "left"
+    texts = [tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) for chat in CHATS]
+    batch = tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt")
+    options = dict(num_beams=3, num_return_sequences=2, max_new_tokens=24, length_penalty=0.8, early_stopping=True)
+    with torch.inference_mode():
+        expected = reference[1].generate(**batch, pad_token_id=2, **options)
+    assert model.generate(**batch, **options).tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("stop", ["Paris", [" is", "\n"], "sky blue"])
+def test_stop_strings_match_reference(ours, reference, stop):
+    tokenizer, model = ours
+    prompts = [PROMPTS[1], "Why is the sky blue? Because"]
+    for prompt in prompts:
+        input_ids = tokenizer.encode(prompt, return_tensors="pt")
+        options = dict(stop_strings=stop, max_new_tokens=20)
+        expected = _reference_generate(reference[1], input_ids, tokenizer=reference[0], **options)
+        assert model.generate(input_ids, tokenizer=tokenizer, **options).tolist() == expected.tolist()

@@ -50,6 +50,7 @@ _PUBLIC_NAMES = {
     "TextStreamer": "openformers.generation.streamers",
     "TextIteratorStreamer": "openformers.generation.streamers",
     "GenerationConfig": "openformers.generation.config",
+    "pipeline": "openformers.pipelines",
     "Trainer": "openformers.training",
     "TrainingArguments": "openformers.training",
     "TrainerCallback": "openformers.training",

@@ -1,0 +1,163 @@
+"""`pipeline(task, model=...)`: a model and its tokenizer behind one call, returning the reference's structures.
+
+    generator = pipeline("text-generation", model="HuggingFaceTB/SmolLM2-135M-Instruct")
+    generator("Once upon a time", max_new_tokens=20)        # [{"generated_text": "Once upon a time..."}]
+    generator([{"role": "user", "content": "Hi!"}])         # [{"generated_text": [user, {"role": "assistant", ...}]}]
+
+A string gives a list of records, a list of strings (or of chats) a list of such lists, one per input.
+"""
+
+import os
+
+import torch
+
+from .generation.config import GenerationConfig
+
+TASKS = ("text-generation",)
+
+
+def pipeline(
+    task: str,
+    model=None,
+    tokenizer=None,
+    *,
+    device: str | torch.device | int | None = None,
+    dtype: torch.dtype | str | None = None,
+    **kwargs,
+):
+    """Build the pipeline for `task`. `model` is a model object, or a folder, GGUF file or Hub id to load.
+
+    `tokenizer` defaults to the one stored with the model. Other keyword arguments are defaults for every
+    call (generation options such as max_new_tokens, and the pipeline's own options).
+    """
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; openformers' pipeline supports: {', '.join(TASKS)}.")
+    from .models.auto import AutoModelForCausalLM
+    from .tokenizers import AutoTokenizer
+
+    if model is None:
+        from .hub import DEFAULT_MODEL
+
+        model = DEFAULT_MODEL
+    if isinstance(model, (str, os.PathLike)):
+        if tokenizer is None:
+            tokenizer = model
+        model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype, device_map=device)
+    elif device is not None:
+        model = model.to(device)
+    if tokenizer is None:
+        raise ValueError("pipeline() was given a model object but no tokenizer: pass tokenizer=... too.")
+    if isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+    return TextGenerationPipeline(model, tokenizer, **kwargs)
+
+
+# The pipeline's own options; every other keyword argument goes to generate().
+_PIPELINE_OPTIONS = {
+    "return_full_text", "return_tensors", "skip_special_tokens", "prefix", "add_special_tokens",
+    "continue_final_message",
+}
+# What the reference's text-generation pipeline uses for options neither the caller nor the model sets.
+_PIPELINE_DEFAULTS = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7}
+_SAMPLING_OPTIONS = {"temperature", "top_k", "top_p", "min_p", "typical_p"}
+
+
+class TextGenerationPipeline:
+    """Continue texts, or answer chats with the model's chat template, as the reference's pipeline does."""
+
+    task = "text-generation"
+
+    def __init__(self, model, tokenizer, **defaults):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.defaults = defaults
+        _split_options(defaults)  # fail early on unknown pipeline options
+
+    def __call__(self, inputs, **options):
+        if _is_chat(inputs) or isinstance(inputs, str):
+            return self._run_one(inputs, {**self.defaults, **options})
+        if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(x, str) or _is_chat(x) for x in inputs):
+            return [self._run_one(item, {**self.defaults, **options}) for item in inputs]
+        raise TypeError(
+            "text-generation inputs must be a string, a chat (a list of {'role': ..., 'content': ...} messages), "
+            f"or a non-empty list of strings or chats; got {type(inputs).__name__} ({inputs!r:.80})."
+        )
+
+    def _run_one(self, prompt, options: dict) -> list[dict]:
+        own, generate_options = _split_options(options)
+        continue_final = own.get("continue_final_message")
+        if _is_chat(prompt) and continue_final is None:
+            continue_final = prompt[-1]["role"] == "assistant"
+        input_ids = self._encode(prompt, own, continue_final)
+        generate_options = self._with_defaults(generate_options)
+        sequences = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **generate_options)
+        if not isinstance(sequences, torch.Tensor):  # return_dict_in_generate=True
+            sequences = sequences.sequences
+        return [self._record(prompt, sequence, input_ids.shape[1], own, continue_final) for sequence in sequences]
+
+    def _encode(self, prompt, own: dict, continue_final: bool) -> torch.Tensor:
+        if not _is_chat(prompt):
+            encode_options = {}
+            if own.get("add_special_tokens") is not None:
+                encode_options["add_special_tokens"] = own["add_special_tokens"]
+            return self.tokenizer(own.get("prefix", "") + prompt, return_tensors="pt", **encode_options)["input_ids"]
+        if not continue_final:
+            return self.tokenizer.apply_chat_template(
+                list(prompt), add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )["input_ids"]
+        # Continue the final message: render the chat, then cut the text right after that message's content.
+        text = self.tokenizer.apply_chat_template(list(prompt), tokenize=False)
+        content = prompt[-1]["content"]
+        end = text.rfind(content)
+        if end == -1:
+            raise ValueError("continue_final_message: the chat template does not write the final message's content.")
+        return self.tokenizer(text[: end + len(content)], add_special_tokens=False, return_tensors="pt")["input_ids"]
+
+    def _with_defaults(self, generate_options: dict) -> dict:
+        """The reference's pipeline defaults, for options that neither the caller nor the model's config sets."""
+        passed = generate_options.get("generation_config")
+        chosen = self.model.generation_config.set_options() | set(generate_options)
+        if isinstance(passed, GenerationConfig):
+            chosen |= passed.set_options()
+        if "max_length" in chosen:
+            chosen.add("max_new_tokens")  # a set max_length must not be overridden by the default max_new_tokens
+        added = {k: v for k, v in _PIPELINE_DEFAULTS.items() if k not in chosen}
+        model_sampling = {"do_sample": self.model.generation_config.do_sample}
+        passed_sampling = {"do_sample": passed.do_sample} if getattr(passed, "do_sample", None) is not None else {}
+        options = {**model_sampling, **passed_sampling, **added, **generate_options}
+        if not options.get("do_sample"):
+            added = {k: v for k, v in added.items() if k not in _SAMPLING_OPTIONS}
+        if self.tokenizer.pad_token_id is not None and "pad_token_id" not in chosen:
+            added["pad_token_id"] = self.tokenizer.pad_token_id
+        return {**generate_options, **added}
+
+    def _record(self, prompt, sequence: torch.Tensor, prompt_length: int, own: dict, continue_final: bool) -> dict:
+        if own.get("return_tensors"):
+            return {"generated_token_ids": sequence.tolist()}
+        text = self.tokenizer.decode(sequence[prompt_length:], skip_special_tokens=own.get("skip_special_tokens", True))
+        if not own.get("return_full_text", True):
+            return {"generated_text": text}
+        if not _is_chat(prompt):
+            return {"generated_text": prompt + text}
+        messages = [dict(message) for message in prompt]
+        if continue_final:
+            messages[-1]["content"] += text
+        else:
+            messages.append({"role": "assistant", "content": text})
+        return {"generated_text": messages}
+
+
+def _is_chat(value) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) > 0
+        and all(isinstance(message, dict) and "role" in message and "content" in message for message in value)
+    )
+
+
+def _split_options(options: dict) -> tuple[dict, dict]:
+    """(the pipeline's own options, the options for generate)."""
+    own = {k: v for k, v in options.items() if k in _PIPELINE_OPTIONS}
+    if own.get("return_tensors") and own.get("return_full_text") is not None:
+        raise ValueError("return_full_text and return_tensors cannot go together: tensors hold the whole sequence.")
+    return own, {k: v for k, v in options.items() if k not in _PIPELINE_OPTIONS}

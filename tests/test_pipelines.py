@@ -1,0 +1,110 @@
+"""pipeline("text-generation"): the reference's pipeline on the same folder is the oracle.
+
+The folder holds a tiny random Llama with SmolLM2's vocabulary and SmolLM2's tokenizer (with its chat
+template), so both libraries load the same files quickly.
+"""
+
+import warnings
+
+import pytest
+import torch
+
+from openformers import GenerationConfig
+from openformers.pipelines import TextGenerationPipeline, pipeline
+
+transformers = pytest.importorskip("transformers")
+
+GREEDY = dict(do_sample=False, max_new_tokens=8)
+CHAT = [
+    {"role": "system", "content": "You are brief."},
+    {"role": "user", "content": "Name a colour."},
+]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, smollm2_gguf):
+    folder = tmp_path_factory.mktemp("tiny-smollm2-vocab")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tokenizer = transformers.AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+    )
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pipelines(folder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = transformers.pipeline("text-generation", model=str(folder))
+    return pipeline("text-generation", model=folder), theirs
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    ["Once upon a time", ["Hello,", "The capital of France is"], CHAT, [CHAT, CHAT[1:]]],
+    ids=["string", "strings", "chat", "chats"],
+)
+def test_outputs_match_reference(pipelines, inputs):
+    ours, theirs = pipelines
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = theirs(inputs, **GREEDY)
+    assert ours(inputs, **GREEDY) == expected
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(return_full_text=False), dict(return_tensors=True), dict(num_beams=3, num_return_sequences=2)],
+    ids=["new-text", "tensors", "beams"],
+)
+def test_output_options_match_reference(pipelines, options):
+    ours, theirs = pipelines
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = theirs("Once upon a time", **GREEDY, **options)
+    assert ours("Once upon a time", **GREEDY, **options) == expected
+
+
+def test_continuing_the_final_assistant_message(pipelines):
+    ours, theirs = pipelines
+    chat = CHAT + [{"role": "assistant", "content": "The colour is"}]
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = theirs(chat, **GREEDY)
+    got = ours(chat, **GREEDY)
+    assert got == expected and got[0]["generated_text"][-1]["content"].startswith("The colour is")
+
+
+def test_defaults_are_the_reference_pipelines(pipelines):
+    ours, _ = pipelines
+    options = ours._with_defaults({})
+    assert options["max_new_tokens"] == 256 and options["do_sample"] is True and options["temperature"] == 0.7
+    assert "temperature" not in ours._with_defaults({"do_sample": False})
+    assert "max_new_tokens" not in ours._with_defaults({"max_length": 30})
+    assert ours._with_defaults({"generation_config": GenerationConfig(max_new_tokens=4)})["do_sample"] is True
+
+
+def test_model_and_tokenizer_objects(pipelines):
+    ours, _ = pipelines
+    built = pipeline("text-generation", model=ours.model, tokenizer=ours.tokenizer, max_new_tokens=3, do_sample=False)
+    assert isinstance(built, TextGenerationPipeline)
+    assert built("Hi")[0]["generated_text"] == ours("Hi", max_new_tokens=3, do_sample=False)[0]["generated_text"]
+
+
+def test_bad_use_is_explained(pipelines):
+    ours, _ = pipelines
+    with pytest.raises(ValueError, match="Unknown task 'summarization'"):
+        pipeline("summarization", model=ours.model, tokenizer=ours.tokenizer)
+    with pytest.raises(ValueError, match="no tokenizer"):
+        pipeline("text-generation", model=ours.model)
+    with pytest.raises(TypeError, match="text-generation inputs must be"):
+        ours(42)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        ours("Hi", max_new_tokenz=3)
