@@ -90,12 +90,31 @@ def _assert_same(ours, theirs, beams: bool):
         assert ours.beam_indices.tolist() == theirs.beam_indices.tolist()
 
 
-@pytest.mark.parametrize("name", ["greedy eos", "beam 3 return 3"])
-def test_tied_model_with_attention_bias_matches_reference(tmp_path, prompts, name):
-    pair = _tiny_pair(tmp_path, tie_word_embeddings=True, attention_bias=True)
+SMALL = dict(vocab_size=128, bos_token_id=1, eos_token_id=5, pad_token_id=3)
+LLAMA_LIKE = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+FAMILIES = {
+    "llama tied, attention bias": lambda: transformers.LlamaConfig(
+        **SMALL, **LLAMA_LIKE, tie_word_embeddings=True, attention_bias=True
+    ),
+    "qwen2": lambda: transformers.Qwen2Config(**SMALL, **LLAMA_LIKE),
+    "mistral": lambda: transformers.MistralConfig(**SMALL, **LLAMA_LIKE),
+    "gpt2": lambda: transformers.GPT2Config(**SMALL, n_embd=64, n_layer=2, n_head=4, n_positions=256),
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_each_causal_family_matches_reference(tmp_path, prompts, family):
+    torch.manual_seed(0)
+    reference = transformers.AutoModelForCausalLM.from_config(FAMILIES[family]()).eval()
+    reference.save_pretrained(tmp_path)
+    pair = (reference, AutoModelForCausalLM.from_pretrained(tmp_path))
     ids, mask = prompts
-    ours, theirs = _both(pair, ids, mask, max_new_tokens=12, **STRATEGIES[name])
-    _assert_same(ours, theirs, beams=name.startswith("beam"))
+    # An EOS id the model produces, so that rows stop at different steps.
+    eos = pair[1].generate(ids, attention_mask=mask, max_new_tokens=12, eos_token_id=None)[:, -6:].mode().values[0]
+    for name in ("greedy", "beam 3 return 3", "sample warped"):
+        options = {**STRATEGIES[name], "eos_token_id": int(eos)}
+        ours, theirs = _both(pair, ids, mask, max_new_tokens=12, **options)
+        _assert_same(ours, theirs, beams=name.startswith("beam"))
 
 
 def test_output_reads_like_the_reference(models, prompts):
