@@ -192,3 +192,10 @@ def test_a_checkpoint_that_does_not_fit_names_the_file_and_keys(vicuna, tmp_path
     _write_json(tmp_path / "config.json", {**config, "intermediate_size": 80})
     with pytest.raises(ValueError, match=r"model\.safetensors does not fit.*wrong shape.*mlp\.gate_proj\.weight"):
         AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+def test_a_task_the_family_lacks_names_the_ones_it_has(vicuna):
+    from openformers import AutoModelForMaskedLM
+
+    with pytest.raises(ValueError, match=r"no masked-lm class for 'llama'.*sequence-classification"):
+        AutoModelForMaskedLM.from_pretrained(vicuna[0])
