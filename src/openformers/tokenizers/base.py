@@ -688,7 +688,8 @@ class PreTrainedTokenizer:
         # Offsets and word ids cost time; when not asked for, they are worked out only if word_ids() is called.
         with_offsets = strategy is not None or return_offsets_mapping or return_overflowing_tokens
         encodings = lambda: encode_rows(True)[0]  # noqa: E731
-        if not with_offsets and padding in (False, "do_not_pad") and not (return_special_tokens_mask or wanted["token_type_ids"]):
+        plain = padding in (False, "do_not_pad") and not (return_special_tokens_mask or wanted["token_type_ids"])
+        if plain and not with_offsets:
             # The most common call, `tokenizer(text)`: the ids and a mask of ones, nothing else to work out.
             ids = [self._pipeline.encode(item, pair, add_special_tokens) for item, pair in zip(texts, pairs)]
             data = {"input_ids": ids}
@@ -715,7 +716,7 @@ class PreTrainedTokenizer:
         return self._batch_encoding(data, encodings, batched, return_tensors, return_overflowing_tokens)
 
     @staticmethod
-    def _batch_encoding(data: dict, encodings, batched: bool, return_tensors, return_overflowing_tokens) -> BatchEncoding:
+    def _batch_encoding(data, encodings, batched, return_tensors, return_overflowing_tokens) -> BatchEncoding:
         if return_tensors is not None:
             data = {key: _to_tensor(value, return_tensors, key) for key, value in data.items()}
         elif not batched and not return_overflowing_tokens:

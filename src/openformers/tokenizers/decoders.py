@@ -109,7 +109,9 @@ class SentencePiece:
 
     BYTE_PIECES = {f"<0x{byte:02X}>": byte for byte in range(256)}
 
-    def __init__(self, control_tokens: set[str], unk_token: str, *, add_dummy_prefix: bool = True, byte_fallback: bool = False):
+    def __init__(
+        self, control_tokens: set[str], unk_token: str, *, add_dummy_prefix: bool = True, byte_fallback: bool = False
+    ):
         self.control_tokens = set(control_tokens)
         self.unk_token = unk_token
         self.add_dummy_prefix = add_dummy_prefix

@@ -104,7 +104,8 @@ def truncate_sequences(
     if len(target) <= excess:
         raise ValueError(
             f"Cannot truncate to max_length={max_length} with truncation={strategy!r}: the sequence to truncate has "
-            f"{len(target)} tokens but {excess} would have to go. Use truncation='longest_first' or a larger max_length."
+            f"{len(target)} tokens but {excess} would have to go. "
+            "Use truncation='longest_first' or a larger max_length."
         )
     truncated = list(encodings)
     truncated[index] = truncate(target, len(target) - excess, stride, side)

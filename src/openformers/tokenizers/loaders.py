@@ -113,7 +113,9 @@ def _bpe(spec: dict) -> models.BPE:
     for first, second in merges:
         for token in (first, second, first + second):
             if token not in vocab:
-                raise ValueError(f"the BPE merge {first!r} + {second!r} names {token!r}, which is not in the vocabulary")
+                raise ValueError(
+                    f"the BPE merge {first!r} + {second!r} names {token!r}, which is not in the vocabulary"
+                )
     return models.BPE(
         vocab,
         merges,
@@ -129,7 +131,10 @@ def _unigram(spec: dict) -> models.Unigram:
     vocab = spec["vocab"]
     if unk_id is None or not 0 <= unk_id < len(vocab):
         raise ValueError(f"Unigram unk_id {unk_id!r} is not a piece id (the vocabulary has {len(vocab)} pieces)")
-    pieces = [(piece, float(score), models.UNKNOWN if index == unk_id else models.NORMAL) for index, (piece, score) in enumerate(vocab)]
+    pieces = [
+        (piece, float(score), models.UNKNOWN if index == unk_id else models.NORMAL)
+        for index, (piece, score) in enumerate(vocab)
+    ]
     return models.Unigram(pieces, unk_id=unk_id, byte_fallback=bool(spec.get("byte_fallback")), float32=False)
 
 
@@ -425,7 +430,9 @@ def _read_merges(path: Path, vocab: dict[str, int]) -> list[tuple[str, str]]:
                 raise ValueError(f"{path} line {number}: a merge is two tokens separated by one space, got {line!r}.")
             for part in (*parts, "".join(parts)):
                 if part not in vocab:
-                    raise ValueError(f"{path} line {number}: the merge {line!r} names {part!r}, which is not in vocab.json.")
+                    raise ValueError(
+                        f"{path} line {number}: the merge {line!r} names {part!r}, which is not in vocab.json."
+                    )
             merges.append(tuple(parts))
     return merges
 
@@ -454,12 +461,16 @@ def _from_vocab_and_merges(files: ModelFiles) -> dict:
         post_processor = {"type": "RobertaProcessing", "sep": [sep, vocab[sep]], "cls": [cls, vocab[cls]],
                           "trim_offsets": trim_offsets, "add_prefix_space": add_prefix_space}  # fmt: skip
     else:
-        post_processor = {"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": False, "use_regex": True}
+        post_processor = {
+            "type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": False, "use_regex": True
+        }  # fmt: skip
     data = _tokenizer_json(
-        {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None, "end_of_word_suffix": None,
-         "fuse_unk": False, "byte_fallback": False, "ignore_merges": False, "vocab": vocab, "merges": [list(merge) for merge in merges]},
+        {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+         "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+         "vocab": vocab, "merges": [list(merge) for merge in merges]},
         normalizer=None,
-        pre_tokenizer={"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": trim_offsets, "use_regex": True},
+        pre_tokenizer={"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": trim_offsets,
+                       "use_regex": True},
         post_processor=post_processor,
         decoder={"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
     )  # fmt: skip
@@ -490,14 +501,17 @@ def _from_tokenizer_model(files: ModelFiles) -> dict:
         raise ValueError(f"Cannot build a tokenizer from {path}: {error}") from None
 
     settings = {}
-    for name, token_id in (("unk_token", spm.unk_id), ("bos_token", spm.bos_id), ("eos_token", spm.eos_id), ("pad_token", spm.pad_id)):
+    ids = {"unk_token": spm.unk_id, "bos_token": spm.bos_id, "eos_token": spm.eos_id, "pad_token": spm.pad_id}
+    for name, token_id in ids.items():
         if 0 <= token_id < len(spm.pieces):
             settings[name] = spm.pieces[token_id][0]
     settings.update(_config_settings(files))
     config_path = files.file("tokenizer_config.json")
     config = _read_json(config_path) if config_path else {}
-    before = [model.vocab[settings["bos_token"]]] if config.get("add_bos_token", True) and settings.get("bos_token") else []
-    after = [model.vocab[settings["eos_token"]]] if config.get("add_eos_token", False) and settings.get("eos_token") else []
+    add_bos = config.get("add_bos_token", True) and settings.get("bos_token")
+    add_eos = config.get("add_eos_token", False) and settings.get("eos_token")
+    before = [model.vocab[settings["bos_token"]]] if add_bos else []
+    after = [model.vocab[settings["eos_token"]]] if add_eos else []
     single = [([token_id], 0) for token_id in before] + [("A", 0)] + [([token_id], 0) for token_id in after]
     pair = single + [("B" if item == "A" else item, 1) for item, _ in single]
     controls = {piece for piece, _, kind in spm.pieces if kind == models.CONTROL}
@@ -637,7 +651,8 @@ def _gguf_pre_tokenizer(pre: str | None, path: Path) -> dict:
     if pre in _DIGITS_THEN_GPT2:
         # Every digit alone, then GPT-2's split, in one regex pass: a digit ends a stretch of text as
         # the end of the text would, hence the whitespace rule's lookahead.
-        split = {"type": "Split", "pattern": {"Regex": _DIGITS_THEN_GPT2_PATTERN}, "behavior": "Isolated", "invert": False}
+        pattern = {"Regex": _DIGITS_THEN_GPT2_PATTERN}
+        split = {"type": "Split", "pattern": pattern, "behavior": "Isolated", "invert": False}
         return {"type": "Sequence", "pretokenizers": [split, no_regex]}
     if pre is not None and pre not in _GPT2:
         known = sorted([*_PRE_PATTERNS, *_DIGITS_THEN_GPT2, *_GPT2])
@@ -690,7 +705,8 @@ def _from_gguf(path: Path) -> dict:
             if not 0 <= metadata[key] < len(tokens):
                 raise ValueError(f"{path}: {key}={metadata[key]} is not a token id (the vocabulary has {len(tokens)}).")
             special[name] = tokens[metadata[key]]
-    before = [metadata[Keys.Tokenizer.BOS_ID]] if metadata.get(Keys.Tokenizer.ADD_BOS) and "bos_token" in special else []
+    add_bos = metadata.get(Keys.Tokenizer.ADD_BOS) and "bos_token" in special
+    before = [metadata[Keys.Tokenizer.BOS_ID]] if add_bos else []
     after = [metadata[Keys.Tokenizer.EOS_ID]] if metadata.get(Keys.Tokenizer.ADD_EOS) and "eos_token" in special else []
     data = _tokenizer_json(
         {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,

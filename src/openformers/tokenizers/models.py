@@ -240,9 +240,13 @@ class _SentencePieceVocabulary(_Vocabulary):
         self.byte_fallback = byte_fallback
         if byte_fallback:
             self.byte_ids = [vocab.get(f"<0x{byte:02X}>") for byte in range(256)]
-            missing = [byte for byte, token_id in enumerate(self.byte_ids) if token_id is None or self.types[token_id] != BYTE]
+            missing = [
+                byte for byte, token_id in enumerate(self.byte_ids) if token_id is None or self.types[token_id] != BYTE
+            ]
             if missing:
-                raise ValueError(f"SentencePiece byte_fallback is on but the byte pieces <0x{missing[0]:02X}>... are missing.")
+                raise ValueError(
+                    f"SentencePiece byte_fallback is on but byte pieces are missing, from <0x{missing[0]:02X}>."
+                )
 
     def _user_defined_at(self, text: str, start: int) -> int:
         """The length of the longest user-defined piece at text[start:], or 0."""

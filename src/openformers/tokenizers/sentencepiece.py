@@ -46,7 +46,7 @@ class _WireReader:
         result, shift = 0, 0
         while True:
             if self.offset >= len(self.data):
-                raise ValueError(f"{self.path} ends in the middle of a field: it is truncated or not a SentencePiece model.")
+                raise self._truncated()
             byte = self.data[self.offset]
             self.offset += 1
             result |= (byte & 0x7F) << shift
@@ -54,7 +54,9 @@ class _WireReader:
                 return result
             shift += 7
             if shift > 63:
-                raise ValueError(f"{self.path} has a malformed number at byte {self.offset}; it is not a SentencePiece model.")
+                raise ValueError(
+                    f"{self.path} has a malformed number at byte {self.offset}; it is not a SentencePiece model."
+                )
 
     def fields(self):
         while self.offset < len(self.data):
@@ -75,10 +77,13 @@ class _WireReader:
                 )
             yield number, wire_type, value
 
+    def _truncated(self) -> ValueError:
+        return ValueError(f"{self.path} ends in the middle of a field: it is truncated or not a SentencePiece model.")
+
     def _take(self, count: int) -> bytes:
         end = self.offset + count
         if end > len(self.data):
-            raise ValueError(f"{self.path} ends in the middle of a field: it is truncated or not a SentencePiece model.")
+            raise self._truncated()
         value, self.offset = self.data[self.offset : end], end
         return value
 
