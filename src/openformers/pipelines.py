@@ -4,7 +4,8 @@
     generator("Once upon a time", max_new_tokens=20)        # [{"generated_text": "Once upon a time..."}]
     generator([{"role": "user", "content": "Hi!"}])         # [{"generated_text": [user, {"role": "assistant", ...}]}]
 
-A string gives a list of records, a list of strings (or of chats) a list of such lists, one per input.
+Tasks: text-generation (strings or chats), text-classification (alias sentiment-analysis), feature-extraction
+and fill-mask. A string gives that input's result, a list of inputs a list of results, one per input.
 """
 
 import os
@@ -13,7 +14,14 @@ import torch
 
 from .generation.config import GenerationConfig
 
-TASKS = ("text-generation",)
+# task -> (the Auto class that loads its model, the pipeline class, defined below)
+TASKS = {
+    "text-generation": ("AutoModelForCausalLM", "TextGenerationPipeline"),
+    "text-classification": ("AutoModelForSequenceClassification", "TextClassificationPipeline"),
+    "sentiment-analysis": ("AutoModelForSequenceClassification", "TextClassificationPipeline"),
+    "feature-extraction": ("AutoModel", "FeatureExtractionPipeline"),
+    "fill-mask": ("AutoModelForMaskedLM", "FillMaskPipeline"),
+}
 
 
 def pipeline(
@@ -32,24 +40,27 @@ def pipeline(
     """
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; openformers' pipeline supports: {', '.join(TASKS)}.")
-    from .models.auto import AutoModelForCausalLM
+    from .models import auto
     from .tokenizers import AutoTokenizer
 
+    auto_class, pipeline_class = TASKS[task]
     if model is None:
+        if task != "text-generation":
+            raise ValueError(f"pipeline({task!r}) needs model=: a folder, a Hub id or a model object.")
         from .hub import DEFAULT_MODEL
 
         model = DEFAULT_MODEL
     if isinstance(model, (str, os.PathLike)):
         if tokenizer is None:
             tokenizer = model
-        model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype, device_map=device)
+        model = getattr(auto, auto_class).from_pretrained(model, dtype=dtype, device_map=device)
     elif device is not None:
         model = model.to(device)
     if tokenizer is None:
         raise ValueError("pipeline() was given a model object but no tokenizer: pass tokenizer=... too.")
     if isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-    return TextGenerationPipeline(model, tokenizer, **kwargs)
+    return globals()[pipeline_class](model, tokenizer, **kwargs)
 
 
 # The pipeline's own options; every other keyword argument goes to generate().
@@ -161,3 +172,106 @@ def _split_options(options: dict) -> tuple[dict, dict]:
     if own.get("return_tensors") and own.get("return_full_text") is not None:
         raise ValueError("return_full_text and return_tensors cannot go together: tensors hold the whole sequence.")
     return own, {k: v for k, v in options.items() if k not in _PIPELINE_OPTIONS}
+
+
+class _EncoderPipeline:
+    """One forward pass per text; a string gives one result, a list of strings a list of results."""
+
+    def __init__(self, model, tokenizer, **defaults):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.defaults = defaults
+
+    def __call__(self, inputs, **options):
+        options = {**self.defaults, **options}
+        if isinstance(inputs, str):
+            return self._run_one(inputs, **options)
+        if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(x, str) for x in inputs):
+            return [self._run_one(text, **options) for text in inputs]
+        raise TypeError(
+            f"{self.task} inputs must be a string or a non-empty list of strings; got {type(inputs).__name__} "
+            f"({inputs!r:.80})."
+        )
+
+    @torch.inference_mode()
+    def _forward(self, text: str):
+        encoded = self.tokenizer(text, return_tensors="pt")
+        device = next(self.model.parameters()).device
+        return encoded["input_ids"], self.model(
+            encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device)
+        )
+
+
+class TextClassificationPipeline(_EncoderPipeline):
+    """[{"label": ..., "score": ...}] per text: the best label, or every label sorted with top_k=None."""
+
+    task = "text-classification"
+
+    def __call__(self, inputs, **options):
+        if "top_k" in {**self.defaults, **options}:
+            return super().__call__(inputs, **options)  # a list of records per text
+        # The reference's default: the best label as one record per text, a string's wrapped in a list.
+        results = super().__call__(inputs, top_k=1, **options)
+        return [results[0]] if isinstance(inputs, str) else [records[0] for records in results]
+
+    def _run_one(self, text: str, top_k: int | None = 1, function_to_apply: str | None = None):
+        _, output = self._forward(text)
+        logits = output.logits[0].float()
+        config = self.model.config
+        if function_to_apply is None:
+            single = config.problem_type != "multi_label_classification" and logits.shape[-1] > 1
+            function_to_apply = "softmax" if single else "sigmoid"
+        functions = {"softmax": lambda x: x.softmax(-1), "sigmoid": torch.sigmoid, "none": lambda x: x}
+        if function_to_apply not in functions:
+            raise ValueError(f"function_to_apply must be one of {sorted(functions)}, got {function_to_apply!r}.")
+        scores = functions[function_to_apply](logits)
+        names = config.id2label or {}
+        records = [{"label": names.get(i, f"LABEL_{i}"), "score": float(score)} for i, score in enumerate(scores)]
+        records.sort(key=lambda record: record["score"], reverse=True)
+        return records if top_k is None else records[:top_k]
+
+
+class FeatureExtractionPipeline(_EncoderPipeline):
+    """The last hidden state of each text, as a (1, T, hidden) nested list (or a tensor with return_tensors)."""
+
+    task = "feature-extraction"
+
+    def _run_one(self, text: str, return_tensors: bool = False):
+        _, output = self._forward(text)
+        hidden = output.last_hidden_state
+        return hidden if return_tensors else hidden.tolist()
+
+
+class FillMaskPipeline(_EncoderPipeline):
+    """The top_k fillers of the mask token: [{"score", "token", "token_str", "sequence"}] (a list per mask)."""
+
+    task = "fill-mask"
+
+    def __call__(self, inputs, **options):
+        results = super().__call__(inputs, **options)
+        # As in the reference, a list holding one text gives that text's result, not a list of one.
+        return results[0] if isinstance(inputs, (list, tuple)) and len(inputs) == 1 else results
+
+    def _run_one(self, text: str, top_k: int = 5):
+        mask_id = self.tokenizer.mask_token_id
+        if mask_id is None:
+            raise ValueError("fill-mask needs a tokenizer with a mask token; this one has none.")
+        input_ids, output = self._forward(text)
+        positions = (input_ids[0] == mask_id).nonzero().flatten().tolist()
+        if not positions:
+            raise ValueError(f"No mask token ({self.tokenizer.mask_token}) in the input {text!r}; add one to fill.")
+        per_mask = []
+        for position in positions:
+            probs = output.logits[0, position].float().softmax(-1)
+            values, tokens = probs.topk(min(top_k, probs.shape[-1]))
+            records = []
+            for score, token in zip(values.tolist(), tokens.tolist()):
+                filled = input_ids[0].clone()
+                filled[position] = token
+                # With several masks the others stay visible, so special tokens are kept (as in the reference).
+                sequence = self.tokenizer.decode(filled, skip_special_tokens=len(positions) == 1)
+                records.append(
+                    {"score": score, "token": token, "token_str": self.tokenizer.decode([token]), "sequence": sequence}
+                )
+            per_mask.append(records)
+        return per_mask[0] if len(per_mask) == 1 else per_mask
