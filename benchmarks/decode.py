@@ -1,7 +1,9 @@
-"""Load time and batch-1 greedy decode speed of the default model: openformers against HF transformers.
+"""Load time and decode speed of the default model: openformers against HF transformers.
 
-Each library runs in its own subprocess (so neither warms the other's caches), in alternating order over
-the rounds, and the figures of the best round are compared. Run from the repository root:
+Measured per library: load time, batch-1 greedy decode tokens/s, batch-8 sampled decode (total tokens/s over
+the whole generate call, EOS ignored so every row makes the same number of tokens) and prefill tokens/s on a
+512-token prompt. Each library runs in its own subprocess (so neither warms the other's caches), in
+alternating order over the rounds, and the figures of the best round are compared. Run from the repository root:
 
     .venv/bin/python benchmarks/decode.py [--rounds 2] [--new-tokens 128] [--dtype float32]
 """
@@ -14,6 +16,11 @@ import sys
 import time
 
 PROMPT = "Hello, I am a language model,"
+BATCH_PROMPTS = [
+    "Hello, I am a language model,", "The capital of France is", "def fibonacci(n):", "Once upon a time",
+    "The best way to learn", "In 1969, astronauts", "My favourite recipe is", "Water boils at",
+]
+PREFILL_TOKENS = 512
 LIBRARIES = ("openformers", "transformers")
 
 
@@ -63,8 +70,40 @@ def run_worker(library: str, new_tokens: int, dtype: str) -> dict:
         "load_s": loaded - imported,
         "tokens": len(clock.times),
         "decode_tokens_per_s": decode_tokens / (clock.times[-1] - clock.times[0]),
+        "batch8_tokens_per_s": batch_sampled_speed(model, tokenizer, new_tokens),
+        "prefill_tokens_per_s": prefill_speed(model),
         "threads": torch.get_num_threads(),
     }
+
+
+def batch_sampled_speed(model, tokenizer, new_tokens: int) -> float:
+    """Total new tokens per second of one sampled generate call over 8 left-padded prompts."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    batch = tokenizer(BATCH_PROMPTS, padding=True, return_tensors="pt")
+    options = dict(do_sample=True, top_k=50, temperature=0.8, eos_token_id=None, pad_token_id=tokenizer.eos_token_id)
+    with torch.inference_mode():
+        model.generate(**batch, max_new_tokens=4, **options)  # warm-up
+        torch.manual_seed(0)
+        started = time.perf_counter()
+        output = model.generate(**batch, max_new_tokens=new_tokens, **options)
+        elapsed = time.perf_counter() - started
+    return (output.shape[1] - batch["input_ids"].shape[1]) * output.shape[0] / elapsed
+
+
+def prefill_speed(model) -> float:
+    """Prompt tokens per second of one forward pass over a 512-token prompt (best of 3), logits of the last only."""
+    import torch
+
+    input_ids = torch.randint(100, 10_000, (1, PREFILL_TOKENS), generator=torch.Generator().manual_seed(0))
+    times = []
+    with torch.inference_mode():
+        for _ in range(3):
+            started = time.perf_counter()
+            model(input_ids, logits_to_keep=1)
+            times.append(time.perf_counter() - started)
+    return PREFILL_TOKENS / min(times)
 
 
 def main() -> None:
@@ -95,13 +134,20 @@ def main() -> None:
                   f"({figures['tokens']} tokens, {figures['threads']} threads)")
 
     best = {library: {"load_s": min(r["load_s"] for r in runs),
-                      "decode": max(r["decode_tokens_per_s"] for r in runs)} for library, runs in results.items()}
+                      "decode": max(r["decode_tokens_per_s"] for r in runs),
+                      "batch8": max(r["batch8_tokens_per_s"] for r in runs),
+                      "prefill": max(r["prefill_tokens_per_s"] for r in runs)} for library, runs in results.items()}
     ours, theirs = best["openformers"], best["transformers"]
     print(f"\nbest of {args.rounds} rounds, {args.dtype}, batch 1, {args.new_tokens} new tokens")
     print(f"{'':>12}  {'load s':>8}  {'decode tok/s':>12}")
     for library in LIBRARIES:
         print(f"{library:>12}  {best[library]['load_s']:8.2f}  {best[library]['decode']:12.1f}")
     print(f"{'ratio':>12}  {theirs['load_s'] / ours['load_s']:7.1f}x  {ours['decode'] / theirs['decode']:11.2f}x"
+          "   (openformers faster by)")
+    print(f"\n{'':>12}  {'batch-8 sampled tok/s':>21}  {f'prefill {PREFILL_TOKENS} tok/s':>17}")
+    for library in LIBRARIES:
+        print(f"{library:>12}  {best[library]['batch8']:21.1f}  {best[library]['prefill']:17.1f}")
+    print(f"{'ratio':>12}  {ours['batch8'] / theirs['batch8']:20.2f}x  {ours['prefill'] / theirs['prefill']:16.2f}x"
           "   (openformers faster by)")
 
 

@@ -6,6 +6,7 @@ template), so both libraries load the same files quickly.
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -131,6 +132,8 @@ def bert_folders(tmp_path_factory):
                                 dict(id2label={0: "NEG", 1: "NEU", 2: "POS"}, label2id={"NEG": 0, "NEU": 1, "POS": 2})),
         "feature-extraction": (transformers.BertModel, {}),
         "fill-mask": (transformers.BertForMaskedLM, {}),
+        "token-classification": (transformers.BertForTokenClassification,
+                                 dict(id2label={0: "O", 1: "B-PER", 2: "I-PER"}, label2id={"O": 0, "B-PER": 1, "I-PER": 2})),
     }
     for task, (head, extra) in heads.items():
         folder = tmp_path_factory.mktemp(task)
@@ -158,8 +161,8 @@ def _assert_records_close(got, expected):
         assert got.keys() == expected.keys()
         for key in expected:
             _assert_records_close(got[key], expected[key])
-    elif isinstance(expected, float):
-        assert got == pytest.approx(expected, abs=1e-5)
+    elif isinstance(expected, (float, np.floating)):  # the reference gives numpy floats for token scores
+        assert isinstance(got, float) and got == pytest.approx(float(expected), abs=1e-5)
     else:
         assert got == expected
 
@@ -188,3 +191,9 @@ def test_fill_mask_matches_reference(bert_folders, inputs):
 def test_fill_mask_without_a_mask_is_explained(bert_folders):
     with pytest.raises(ValueError, match=r"No mask token \(\[MASK\]\)"):
         pipeline("fill-mask", model=bert_folders["fill-mask"])("Nothing to fill.")
+
+
+@pytest.mark.parametrize("inputs", ["Sarah Connor lives in Los Angeles, unbelievably.", TEXTS], ids=["string", "strings"])
+@pytest.mark.parametrize("options", [{}, {"ignore_labels": []}], ids=["default", "keep-O"])
+def test_token_classification_matches_reference(bert_folders, inputs, options):
+    _assert_records_close(*_run_both(bert_folders["token-classification"], "token-classification", inputs, **options))

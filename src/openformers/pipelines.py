@@ -4,8 +4,8 @@
     generator("Once upon a time", max_new_tokens=20)        # [{"generated_text": "Once upon a time..."}]
     generator([{"role": "user", "content": "Hi!"}])         # [{"generated_text": [user, {"role": "assistant", ...}]}]
 
-Tasks: text-generation (strings or chats), text-classification (alias sentiment-analysis), feature-extraction
-and fill-mask. A string gives that input's result, a list of inputs a list of results, one per input.
+Tasks: text-generation (strings or chats), text-classification (alias sentiment-analysis), feature-extraction,
+fill-mask and token-classification (alias ner; one record per token, without aggregation). A string gives that input's result, a list of inputs a list of results, one per input.
 """
 
 import os
@@ -21,6 +21,8 @@ TASKS = {
     "sentiment-analysis": ("AutoModelForSequenceClassification", "TextClassificationPipeline"),
     "feature-extraction": ("AutoModel", "FeatureExtractionPipeline"),
     "fill-mask": ("AutoModelForMaskedLM", "FillMaskPipeline"),
+    "token-classification": ("AutoModelForTokenClassification", "TokenClassificationPipeline"),
+    "ner": ("AutoModelForTokenClassification", "TokenClassificationPipeline"),
 }
 
 
@@ -275,3 +277,40 @@ class FillMaskPipeline(_EncoderPipeline):
                 )
             per_mask.append(records)
         return per_mask[0] if len(per_mask) == 1 else per_mask
+
+
+class TokenClassificationPipeline(_EncoderPipeline):
+    """One record per token whose label is not ignored: {"entity", "score", "index", "word", "start", "end"}."""
+
+    task = "token-classification"
+
+    def _run_one(self, text: str, ignore_labels: tuple[str, ...] = ("O",), aggregation_strategy: str = "none"):
+        if aggregation_strategy not in (None, "none"):
+            raise ValueError(
+                f"aggregation_strategy={aggregation_strategy!r} is not supported; openformers' token-classification "
+                "pipeline gives one record per token (aggregation_strategy='none')."
+            )
+        encoded = self.tokenizer(text, return_tensors="pt", return_offsets_mapping=True, return_special_tokens_mask=True)
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            logits = self.model(
+                encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device)
+            ).logits[0].float()
+        scores = logits.softmax(-1)
+        names = self.model.config.id2label or {}
+        records = []
+        for index, (token_id, special, (start, end)) in enumerate(
+            zip(encoded["input_ids"][0].tolist(), encoded["special_tokens_mask"][0].tolist(),
+                encoded["offset_mapping"][0].tolist())
+        ):
+            if special:
+                continue
+            best = int(scores[index].argmax())
+            label = names.get(best, f"LABEL_{best}")
+            if label in ignore_labels:
+                continue
+            records.append({
+                "entity": label, "score": float(scores[index, best]), "index": index,
+                "word": self.tokenizer.convert_ids_to_tokens(token_id), "start": start, "end": end,
+            })
+        return records
