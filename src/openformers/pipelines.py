@@ -5,7 +5,8 @@
     generator([{"role": "user", "content": "Hi!"}])         # [{"generated_text": [user, {"role": "assistant", ...}]}]
 
 Tasks: text-generation (strings or chats), text-classification (alias sentiment-analysis), feature-extraction,
-fill-mask and token-classification (alias ner; one record per token, without aggregation). A string gives that input's result, a list of inputs a list of results, one per input.
+fill-mask and token-classification (alias ner; one record per token, without aggregation). A string gives
+that input's result, a list of inputs a list of results, one per input.
 """
 
 import os
@@ -121,10 +122,10 @@ class TextGenerationPipeline:
         # Continue the final message: render the chat, then cut the text right after that message's content.
         text = self.tokenizer.apply_chat_template(list(prompt), tokenize=False)
         content = prompt[-1]["content"]
-        end = text.rfind(content)
-        if end == -1:
+        start = text.rfind(content)
+        if start == -1:
             raise ValueError("continue_final_message: the chat template does not write the final message's content.")
-        return self.tokenizer(text[: end + len(content)], add_special_tokens=False, return_tensors="pt")["input_ids"]
+        return self.tokenizer(text[: start + len(content)], add_special_tokens=False, return_tensors="pt")["input_ids"]
 
     def _with_defaults(self, generate_options: dict) -> dict:
         """The reference's pipeline defaults, for options that neither the caller nor the model's config sets."""
@@ -290,7 +291,9 @@ class TokenClassificationPipeline(_EncoderPipeline):
                 f"aggregation_strategy={aggregation_strategy!r} is not supported; openformers' token-classification "
                 "pipeline gives one record per token (aggregation_strategy='none')."
             )
-        encoded = self.tokenizer(text, return_tensors="pt", return_offsets_mapping=True, return_special_tokens_mask=True)
+        encoded = self.tokenizer(
+            text, return_tensors="pt", return_offsets_mapping=True, return_special_tokens_mask=True
+        )
         device = next(self.model.parameters()).device
         with torch.inference_mode():
             logits = self.model(

@@ -208,7 +208,9 @@ class GenerationConfig:
                 "beam search returns at most its beams."
             )
         if self.do_sample and self.temperature == 0:
-            raise ValueError("temperature=0 with do_sample=True is impossible; for greedy decoding pass do_sample=False.")
+            raise ValueError(
+                "temperature=0 with do_sample=True is impossible; for greedy decoding pass do_sample=False."
+            )
 
 
 def _is_int(value) -> bool:
@@ -265,26 +267,21 @@ _CHECKS = {
 
 def _warn_about_ignored_options(config: GenerationConfig, chosen: set[str], stacklevel: int) -> None:
     """Warn, as the reference does, about options in `chosen` that the strategy of `config` will not read."""
-    ignored = []
+
+    def ignored(neutral_values: dict) -> str:
+        names = [name for name, neutral in neutral_values.items()
+                 if name in chosen and getattr(config, name) not in (None, neutral)]
+        return ", ".join(f"{name}={getattr(config, name)!r}" for name in names)
+
     if config.do_sample is not True:
         # temperature=0 is the usual way to ask for greedy decoding, so it is not reported as ignored.
-        ignored += [name for name, neutral in _SAMPLING_ONLY.items() if name in chosen
-                    and getattr(config, name) not in (None, neutral) and not (name == "temperature" and config.temperature == 0)]
-        if ignored:
-            ignored_what = "do_sample is not True, so greedy or beam search ignores " + ", ".join(
-                f"{name}={getattr(config, name)!r}" for name in ignored
-            ) + ". Pass do_sample=True to sample, or leave them out."
-            warnings.warn(ignored_what, UserWarning, stacklevel=stacklevel)
-    if config.num_beams in (None, 1):
-        beam_only = [name for name, neutral in _BEAM_ONLY.items() if name in chosen
-                     and getattr(config, name) not in (None, neutral)]
-        if beam_only:
-            warnings.warn(
-                "num_beams is 1, so " + ", ".join(f"{n}={getattr(config, n)!r}" for n in beam_only)
-                + " has no effect: it only applies to beam search (num_beams > 1).",
-                UserWarning,
-                stacklevel=stacklevel,
-            )
+        sampling_only = _SAMPLING_ONLY if config.temperature != 0 else {**_SAMPLING_ONLY, "temperature": 0}
+        if names := ignored(sampling_only):
+            warnings.warn(f"do_sample is not True, so greedy or beam search ignores {names}. Pass do_sample=True "
+                          "to sample, or leave them out.", UserWarning, stacklevel=stacklevel)
+    if config.num_beams in (None, 1) and (names := ignored(_BEAM_ONLY)):
+        warnings.warn(f"num_beams is 1, so {names} has no effect: it only applies to beam search (num_beams > 1).",
+                      UserWarning, stacklevel=stacklevel)
 
 
 def resolve_generation_config(
