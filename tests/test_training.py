@@ -338,3 +338,15 @@ def test_two_processes_reach_the_weights_of_one_with_the_same_global_batch(tmp_p
     for name, value in one.items():
         torch.testing.assert_close(two[name], value, rtol=1e-4, atol=1e-5)
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoint-4", "checkpoint-8", "final.pt"]
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path):
+    model = make_model()
+    args = _classifier_args(tmp_path, num_train_epochs=1)
+    Trainer(model=model, args=args, train_dataset=make_rows()).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    again = Trainer(model=model, args=args, train_dataset=make_rows())
+    again.train(resume_from_checkpoint=True)
+    assert again.state.global_step == 6
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name])

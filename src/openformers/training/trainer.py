@@ -265,6 +265,8 @@ class Trainer:
         start = time.perf_counter()
         grad_norm = None
         for epoch in range(self.state.global_step // steps_per_epoch, num_epochs):
+            if self.state.global_step >= max_steps:  # resumed from the run's last checkpoint: nothing left to do
+                break
             batches = self._batches(self.train_dataset, args.per_device_train_batch_size, epoch, args.dataloader_drop_last)
             done = (self.state.global_step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
             loader = self._loader(self.train_dataset, batches[done:])
