@@ -11,7 +11,34 @@ import struct
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 
-class BPE:
+class _Vocabulary:
+    """The vocabulary lookups every model below shares."""
+
+    def __init__(self, vocab: dict[str, int], unk_token: str | None):
+        if unk_token is not None and unk_token not in vocab:
+            raise ValueError(f"{type(self).__name__} unk_token {unk_token!r} is not in the vocabulary.")
+        self.vocab = vocab
+        self.unk_token = unk_token
+        self.tokens_by_id = {token_id: token for token, token_id in vocab.items()}
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.vocab.get(token)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return self.tokens_by_id.get(token_id)
+
+    def get_vocab(self) -> dict[str, int]:
+        return dict(self.vocab)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def tokenize(self, piece: str) -> tuple[int, ...]:
+        return tuple(token_id for token_id, _, _ in self.tokenize_with_offsets(piece))
+
+
+class BPE(_Vocabulary):
     """Byte-pair encoding: start from single characters and keep merging the adjacent pair that was
     learned first (lowest rank) until no learned pair is left.
 
@@ -32,15 +59,11 @@ class BPE:
         byte_fallback: bool = False,
         fuse_unk: bool = False,
     ):
-        if unk_token is not None and unk_token not in vocab:
-            raise ValueError(f"BPE unk_token {unk_token!r} is not in the vocabulary.")
+        super().__init__(vocab, unk_token)
         self.byte_fallback = byte_fallback
         self.fuse_unk = fuse_unk
-        self.vocab = vocab
         self.ranks = {pair: rank for rank, pair in enumerate(merges)}
-        self.unk_token = unk_token
         self.ignore_merges = ignore_merges
-        self.tokens_by_id = {token_id: token for token, token_id in vocab.items()}
         self._cache: dict[str, tuple[int, ...]] = {}
         self._offsets_cache: dict[str, list[tuple[int, int, int]]] = {}
 
@@ -116,47 +139,6 @@ class BPE:
                 token_id = self.vocab[self.unk_token]
             ids.append(token_id)
         return tuple(ids)
-
-    def token_to_id(self, token: str) -> int | None:
-        return self.vocab.get(token)
-
-    def id_to_token(self, token_id: int) -> str | None:
-        return self.tokens_by_id.get(token_id)
-
-    def get_vocab(self) -> dict[str, int]:
-        return dict(self.vocab)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-
-class _Vocabulary:
-    """Lookups shared by the models below, which hold only a vocabulary."""
-
-    def __init__(self, vocab: dict[str, int], unk_token: str | None):
-        if unk_token is not None and unk_token not in vocab:
-            raise ValueError(f"{type(self).__name__} unk_token {unk_token!r} is not in the vocabulary.")
-        self.vocab = vocab
-        self.unk_token = unk_token
-        self.tokens_by_id = {token_id: token for token, token_id in vocab.items()}
-
-    def token_to_id(self, token: str) -> int | None:
-        return self.vocab.get(token)
-
-    def id_to_token(self, token_id: int) -> str | None:
-        return self.tokens_by_id.get(token_id)
-
-    def get_vocab(self) -> dict[str, int]:
-        return dict(self.vocab)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-    def tokenize(self, piece: str) -> tuple[int, ...]:
-        return tuple(token_id for token_id, _, _ in self.tokenize_with_offsets(piece))
-
 
 class WordPiece(_Vocabulary):
     """BERT's model: greedy longest match from the left; pieces after the first carry the
