@@ -113,12 +113,23 @@ def test_loss_curve_and_weights_match_the_reference_trainer(tmp_path):
         torch.testing.assert_close(value, reference_weights[name], rtol=1e-4, atol=1e-5)
 
 
-def test_accumulated_micro_batches_update_like_one_large_batch(tmp_path):
+def _tiny_causal_lm(family):
+    from openformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    if family == "gpt2":  # no dropout, so that both runs compute the same numbers
+        config = GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=4, pad_token_id=0,
+                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        return GPT2LMHeadModel.from_config(config)
+    return LlamaForCausalLM.from_config(transformers_free_config())
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_accumulated_micro_batches_update_like_one_large_batch(tmp_path, family):
     rows = _lm_rows(8, lengths=(3, 12))  # unequal label counts: each micro-batch weighs by its share of tokens
     weights = []
     for batch_size, steps in ((8, 1), (2, 4)):
-        torch.manual_seed(0)
-        model = LlamaForCausalLM.from_config(transformers_free_config())
+        model = _tiny_causal_lm(family)
         args = TrainingArguments(output_dir=str(tmp_path / f"b{batch_size}"), per_device_train_batch_size=batch_size,
                                  gradient_accumulation_steps=steps, max_steps=1, learning_rate=1e-2,
                                  logging_steps=1, save_strategy="no", disable_tqdm=True)
@@ -128,7 +139,26 @@ def test_accumulated_micro_batches_update_like_one_large_batch(tmp_path):
     (large, large_loss), (small, small_loss) = weights
     assert small_loss == pytest.approx(large_loss, rel=1e-5)
     for name, value in large.items():
-        torch.testing.assert_close(small[name], value, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(small[name], value, rtol=1e-5, atol=1e-5)  # Adam amplifies ~0 gradients
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_gradient_checkpointing_trains_to_the_same_weights(tmp_path, family):
+    rows = _lm_rows(8, lengths=(3, 12))
+    results = []
+    for checkpointing in (False, True):
+        model = _tiny_causal_lm(family)
+        args = TrainingArguments(output_dir=str(tmp_path / str(checkpointing)), per_device_train_batch_size=4,
+                                 max_steps=2, learning_rate=1e-2, logging_steps=1, save_strategy="no",
+                                 disable_tqdm=True, gradient_checkpointing=checkpointing)
+        trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=_pad_collator)
+        assert model.is_gradient_checkpointing == checkpointing
+        trainer.train()
+        results.append((model.state_dict(), _losses(trainer.state.log_history)))
+    (plain, plain_losses), (checkpointed, checkpointed_losses) = results
+    assert checkpointed_losses == pytest.approx(plain_losses, rel=1e-6)
+    for name, value in plain.items():
+        torch.testing.assert_close(checkpointed[name], value, rtol=1e-5, atol=1e-6)
 
 
 def transformers_free_config():

@@ -22,6 +22,8 @@ from ..hub import ModelFiles, resolve
 from ..weights import GGUFFile, cast, find_weights, load_weights, save_safetensors
 from .layers import RMSNorm
 
+# The keyword options of torch.utils.checkpoint.checkpoint.
+_CHECKPOINT_OPTIONS = {"use_reentrant", "preserve_rng_state", "context_fn", "determinism_check", "debug", "early_stop"}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -73,6 +75,45 @@ class PreTrainedModel(nn.Module, GenerationMixin):
     def architecture_name(self) -> str:
         """The class name config.json records (the reference's name for this family and head)."""
         return type(self).__name__
+
+    # -- gradient checkpointing -------------------------------------------------------------------------------
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """Keep no activations inside the layers while training; recompute them in the backward pass.
+
+        Memory for activations drops to one layer's worth at a time, for about one more forward pass of
+        compute. The gradients are those of the plain model (dropout masks are replayed). Options for
+        `torch.utils.checkpoint.checkpoint` may be passed; `use_reentrant` defaults to False.
+        """
+        options = dict(gradient_checkpointing_kwargs or {})
+        unknown = sorted(set(options) - _CHECKPOINT_OPTIONS)
+        if unknown:
+            raise ValueError(
+                f"gradient_checkpointing_kwargs got {unknown}; torch.utils.checkpoint takes "
+                f"{', '.join(sorted(_CHECKPOINT_OPTIONS))}."
+            )
+        stacks = self._layer_stacks()
+        if not stacks:
+            raise ValueError(f"{type(self).__name__} has no layer stack to checkpoint: gradient checkpointing is "
+                             "supported by the Llama, GPT-2 and BERT/RoBERTa families.")
+        for stack in stacks:
+            stack.gradient_checkpointing = {"use_reentrant": False, **options}
+
+    def gradient_checkpointing_disable(self) -> None:
+        for stack in self._layer_stacks():
+            stack.gradient_checkpointing = None
+
+    @property
+    def supports_gradient_checkpointing(self) -> bool:
+        return bool(self._layer_stacks())
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(stack.gradient_checkpointing is not None for stack in self._layer_stacks())
+
+    def _layer_stacks(self) -> list[nn.Module]:
+        """The modules that run the layers one after another (they hold a `gradient_checkpointing` setting)."""
+        return [module for module in self.modules() if hasattr(module, "gradient_checkpointing")]
 
     def tie_weights(self) -> None:
         if not self.config.tie_word_embeddings:

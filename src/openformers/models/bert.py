@@ -12,7 +12,7 @@ from torch import nn
 
 from ..configs import BertConfig, RobertaConfig
 from .base import PreTrainedModel
-from .layers import ACTIVATIONS
+from .layers import ACTIVATIONS, run_layer
 from .losses import question_answering_loss, sequence_classification_loss, token_loss
 from .outputs import (
     BaseModelOutputWithPooling,
@@ -109,13 +109,16 @@ class BertLayer(nn.Module):
 
 
 class BertEncoder(nn.Module):
+    gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
+
     def __init__(self, config: BertConfig):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
     def forward(self, x, mask):
+        checkpointing = self.gradient_checkpointing if self.training else None
         for layer in self.layer:
-            x = layer(x, mask)
+            x = run_layer(layer, checkpointing, x, mask)
         return x
 
 

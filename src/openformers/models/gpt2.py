@@ -12,7 +12,7 @@ from torch import nn
 
 from ..configs import GPT2Config
 from .base import PreTrainedModel
-from .layers import ACTIVATIONS, attention, attention_mask_for
+from .layers import ACTIVATIONS, attention, attention_mask_for, run_layer
 from .llama import last_token_positions
 from .losses import next_token_loss, question_answering_loss, sequence_classification_loss, token_loss
 from .outputs import (
@@ -86,6 +86,8 @@ class GPT2PreTrainedModel(PreTrainedModel):
 class GPT2Model(GPT2PreTrainedModel):
     """The decoder stack without a head: returns the last hidden state."""
 
+    gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
+
     def __init__(self, config: GPT2Config):
         super().__init__(config)
         # Explicit weights skip nn.Embedding's random init, which is slow on the meta device (see llama.py).
@@ -117,8 +119,10 @@ class GPT2Model(GPT2PreTrainedModel):
             x = x + self.wte(token_type_ids)  # the reference embeds token types with the token table
         x = self.drop(x)
         mask = attention_mask_for(attention_mask, past, T, x.device)
+        # A block run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
+        checkpointing = self.gradient_checkpointing if self.training and past_key_values is None else None
         for block in self.h:
-            x = block(x, mask, past_key_values)
+            x = run_layer(block, checkpointing, x, mask, past_key_values)
         return BaseModelOutput(last_hidden_state=self.ln_f(x), past_key_values=past_key_values)
 
 
@@ -137,6 +141,7 @@ class GPT2LMHeadModel(_GPT2HeadModel):
     """GPT-2 with its language-model head (tied to the token embedding): next-token logits and loss."""
 
     tied_weights = {"lm_head.weight": "transformer.wte.weight"}
+    loss_shifts_labels = True  # the loss at position t is against labels[t + 1] (the Trainer counts tokens by it)
 
     def __init__(self, config: GPT2Config):
         super().__init__(config)

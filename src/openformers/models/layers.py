@@ -4,6 +4,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 # `enable_gqa` (query heads sharing key/value heads without copying them) arrived in torch 2.5.
@@ -35,6 +36,14 @@ class RMSNorm(nn.Module):
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x.to(dtype)
+
+
+def run_layer(layer: nn.Module, checkpoint_options: dict | None, *inputs):
+    """`layer(*inputs)`; with checkpoint options (gradient checkpointing while training), the layer keeps no
+    activations for the backward pass, which runs it again to recompute them."""
+    if checkpoint_options is None or not torch.is_grad_enabled():
+        return layer(*inputs)
+    return torch.utils.checkpoint.checkpoint(layer, *inputs, **checkpoint_options)
 
 
 def rope_inverse_frequencies(head_dim: int, theta: float, scaling: dict | None) -> torch.Tensor:

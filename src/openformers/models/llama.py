@@ -16,7 +16,7 @@ from torch import nn
 from ..configs import LlamaConfig
 from ..weights import rename
 from .base import PreTrainedModel
-from .layers import RMSNorm, RotaryEmbedding, apply_rope, attention, attention_mask_for
+from .layers import RMSNorm, RotaryEmbedding, apply_rope, attention, attention_mask_for, run_layer
 from .losses import next_token_loss, question_answering_loss, sequence_classification_loss, token_loss
 from .outputs import (
     BaseModelOutput,
@@ -135,6 +135,8 @@ class LlamaPreTrainedModel(PreTrainedModel):
 class LlamaModel(LlamaPreTrainedModel):
     """The decoder stack without a head: returns the last hidden state."""
 
+    gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
+
     def __init__(self, config: LlamaConfig):
         super().__init__(config)
         # An explicit weight skips nn.Embedding's random init: on the meta device (from_pretrained) that init
@@ -163,8 +165,10 @@ class LlamaModel(LlamaPreTrainedModel):
         self.rotary_emb.ensure_length(past + T)
         cos, sin = self.rotary_emb(position_ids, x.dtype)
         mask = attention_mask_for(attention_mask, past, T, x.device, self.sliding_window)
+        # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
+        checkpointing = self.gradient_checkpointing if self.training and past_key_values is None else None
         for layer in self.layers:
-            x = layer(x, cos, sin, mask, past_key_values)
+            x = run_layer(layer, checkpointing, x, cos, sin, mask, past_key_values)
         return BaseModelOutput(last_hidden_state=self.norm(x), past_key_values=past_key_values)
 
 
@@ -173,6 +177,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
 
     base_model_prefix = "model"
     tied_weights = {"lm_head.weight": "model.embed_tokens.weight"}
+    loss_shifts_labels = True  # the loss at position t is against labels[t + 1] (the Trainer counts tokens by it)
 
     def __init__(self, config: LlamaConfig):
         super().__init__(config)

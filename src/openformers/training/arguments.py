@@ -49,6 +49,7 @@ class TrainingArguments:
     bf16: bool = False
     fp16: bool = False
     gradient_checkpointing: bool = False
+    gradient_checkpointing_kwargs: dict | None = None  # options for torch.utils.checkpoint (use_reentrant...)
     load_best_model_at_end: bool = False
     metric_for_best_model: str | None = None
     greater_is_better: bool | None = None

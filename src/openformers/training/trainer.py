@@ -110,7 +110,7 @@ class Trainer:
                     f"gradient_checkpointing=True, but {type(model).__name__} has no gradient_checkpointing_enable(); "
                     "train without it or use a model that supports it."
                 )
-            model.gradient_checkpointing_enable()
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs)
         self.processing_class = processing_class if processing_class is not None else tokenizer
         self.data_collator = data_collator or _default_collator(self.processing_class, model)
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
@@ -120,7 +120,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type) if self.args.fp16 else None
         self.label_names = self.args.label_names or _default_label_names(model)
         self._keep_columns = _forward_columns(model, self.label_names) if self.args.remove_unused_columns else None
-        self._shifts_labels = getattr(model, "loss_shifts_labels", type(model).__name__.endswith("ForCausalLM"))
+        # A causal LM's loss at position t is against label t + 1: the first label of each row counts for nothing.
+        self._shifts_labels = getattr(model, "loss_shifts_labels", False)
         self._wrapped = None
         # The reference's estimate: 6 floating-point operations per token and non-embedding parameter.
         counted = model.num_parameters(exclude_embeddings=True) if hasattr(model, "num_parameters") else 0
