@@ -199,3 +199,29 @@ def test_a_task_the_family_lacks_names_the_ones_it_has(vicuna):
 
     with pytest.raises(ValueError, match=r"no masked-lm class for 'llama'.*sequence-classification"):
         AutoModelForMaskedLM.from_pretrained(vicuna[0])
+
+
+@pytest.mark.parametrize("family", ["Bert", "Llama"])
+def test_ignore_mismatched_sizes_reinitializes_the_head_as_the_reference_does(tmp_path, family):
+    """A 3-label classifier loaded with num_labels=2: refused, or with ignore_mismatched_sizes a new 2-label head."""
+    torch.manual_seed(0)
+    sizes = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+    config = getattr(transformers, f"{family}Config")(**sizes, num_labels=3, pad_token_id=0)
+    getattr(transformers, f"{family}ForSequenceClassification")(config).save_pretrained(tmp_path)
+    head = "classifier" if family == "Bert" else "score"
+    with pytest.raises(ValueError, match=rf"model.safetensors.*{head}\.weight: checkpoint \(3, 32\), model \(2, 32\)"
+                                         r".*ignore_mismatched_sizes=True"):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=2)
+
+    with pytest.warns(UserWarning, match=rf"{head}\.weight: checkpoint \(3, 32\), model \(2, 32\).*newly initialized"):
+        ours = AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=2, ignore_mismatched_sizes=True)
+    reference = transformers.AutoModelForSequenceClassification.from_pretrained(
+        tmp_path, num_labels=2, ignore_mismatched_sizes=True
+    )
+    theirs = reference.state_dict()
+    for name, value in ours.state_dict().items():
+        assert value.shape == theirs[name].shape, name
+        if not name.startswith(head):  # the rest is the checkpoint's, as in the reference
+            torch.testing.assert_close(value, theirs[name], msg=name)
+    weight = getattr(ours, head).weight
+    assert weight.shape == (2, 32) and 0 < float(weight.detach().std()) < 0.1  # the model's own init, not zeros or junk

@@ -218,6 +218,7 @@ def load_pretrained(
     torch_dtype: torch.dtype | str | None = None,
     device_map: str | torch.device | int | None = None,
     trust_remote_code: bool = False,
+    ignore_mismatched_sizes: bool = False,
     **config_overrides,
 ) -> PreTrainedModel:
     """Resolve the files, read the config, let `choose_class(config, source)` pick the class, and load.
@@ -225,7 +226,9 @@ def load_pretrained(
     dtype: None loads float32 (as the reference does), "auto" keeps the checkpoint's dtype (float32 for
     GGUF, whose blocks are dequantized), or a torch dtype / its name. device_map: None or a device
     ("cpu", "cuda", "cuda:1", 0), or "auto" for the GPU when there is one. Other keyword arguments
-    override config fields. trust_remote_code=True is refused: openformers never runs code from a model folder.
+    override config fields (num_labels=2...). ignore_mismatched_sizes=True initializes the weights whose shape
+    differs from the checkpoint's (a head with another number of labels) instead of refusing the checkpoint.
+    trust_remote_code=True is refused: openformers never runs code from a model folder.
     """
     if trust_remote_code:
         raise ValueError(
@@ -246,7 +249,7 @@ def load_pretrained(
         state_dict = model_class.from_checkpoint_layout(state_dict)
     with torch.device("meta"):
         model = model_class(config)
-    state_dict = _match_checkpoint_to_model(model, state_dict, source)
+    state_dict = _match_checkpoint_to_model(model, state_dict, source, ignore_mismatched_sizes)
     model.load_state_dict(state_dict, strict=True, assign=True)
     model.tie_weights()
     _rebuild_buffers(model)
@@ -291,13 +294,16 @@ def _with_overrides(read, overrides: dict, source: Path):
     return read(**overrides)
 
 
-def _match_checkpoint_to_model(model: PreTrainedModel, state_dict: dict, source: Path) -> dict:
+def _match_checkpoint_to_model(
+    model: PreTrainedModel, state_dict: dict, source: Path, ignore_mismatched_sizes: bool = False
+) -> dict:
     """Fit the checkpoint's names to the model's; raise one error listing every key that does not fit.
 
     The base model's weights may sit under any prefix in the file ("model.", "transformer.", "bert." or
     none): they are moved under this model's prefix. Weights outside the base model belong to a head:
     this model's head is loaded from them when they are there and initialized when not; another head's
-    (a causal LM checkpoint read for classification) are left out. Both are reported in one warning.
+    (a causal LM checkpoint read for classification) are left out. With `ignore_mismatched_sizes`, weights
+    whose shapes differ are initialized too. All of these are reported in one warning.
     """
     ignored = re.compile("|".join(model.ignored_checkpoint_keys))
     state_dict = {k: v for k, v in state_dict.items() if not ignored.search(k)}
@@ -321,29 +327,36 @@ def _match_checkpoint_to_model(model: PreTrainedModel, state_dict: dict, source:
     missing = [k for k in missing if k not in new_head]
     other_head = [k for k in state_dict if k not in expected and not in_base(k)]
     unexpected = [k for k in state_dict if k not in expected and in_base(k)]
-    mismatched = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)}, model {tuple(expected[k].shape)}"
-        for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape
-    ]
+    mismatched = [k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
+    shapes = {k: f"{k}: checkpoint {tuple(state_dict[k].shape)}, model {tuple(expected[k].shape)}" for k in mismatched}
+    resized = mismatched if ignore_mismatched_sizes else []
+    mismatched = [shapes[k] for k in mismatched if k not in resized]
     if missing or unexpected or mismatched:
         problems = [
             f"{label} ({len(keys)}): {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}"
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched))
             if keys
         ]
+        advice = " Check that the checkpoint and its config.json belong together."
+        if mismatched and not missing and not unexpected:
+            advice += (" To load it with these sizes anyway (a head with another num_labels), pass "
+                       "ignore_mismatched_sizes=True: the mismatched weights are then newly initialized.")
         raise ValueError(
             f"{source} does not fit {type(model).__name__} ({model.config.model_type}): " + "; ".join(problems)
-            + ". Check that the checkpoint and its config.json belong together."
+            + "." + advice
         )
     for k in other_head:
         del state_dict[k]
-    if new_head:
+    if new_head or resized:
         dtype = next(iter(state_dict.values())).dtype
-        state_dict.update(_initialized_parameters(model, new_head, dtype))
+        state_dict.update(_initialized_parameters(model, new_head + resized, dtype))
     notes = []
     if new_head:
         notes.append(f"has no weights for {', '.join(new_head)}: they are newly initialized; train the model "
                      "before using its predictions")
+    if resized:
+        notes.append(f"has weights of other shapes for {'; '.join(shapes[k] for k in resized)}: they are newly "
+                     "initialized (ignore_mismatched_sizes=True); train the model before using its predictions")
     if other_head:
         notes.append(f"holds weights {type(model).__name__} does not use (another head's): {', '.join(other_head)}")
     if notes:
