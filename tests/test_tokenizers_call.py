@@ -53,6 +53,7 @@ def assert_call_matches(ours, reference, *args, **kwargs):
     for row in range(len(expected.encodings)):
         assert got.word_ids(row) == expected.word_ids(row), (row, kwargs)
         assert got.sequence_ids(row) == expected.sequence_ids(row), (row, kwargs)
+        assert got.tokens(row) == expected.tokens(row), (row, kwargs)
 
 
 CALL_OPTIONS = [
@@ -120,3 +121,83 @@ def test_bad_call_options_say_what_is_allowed(pair_of_tokenizers):
         ours("a b c d e f g h i j k", truncation=True, max_length=4, stride=8, return_overflowing_tokens=True)
     with pytest.raises(ValueError, match="only_first.*longest_first"):
         ours("a", "b c d e f g h i j k l m n o p", truncation="only_first", max_length=6)
+
+
+def assert_positions_match(got, expected, texts):
+    """Every lookup between characters, words and tokens, for every row, equals the reference's."""
+    for row, encoding in enumerate(expected.encodings):
+        assert got.tokens(row) == expected.tokens(row)
+        count = len(encoding.ids)
+        for token in range(count):
+            assert got.token_to_sequence(row, token) == expected.token_to_sequence(row, token), (row, token)
+            assert got.token_to_word(row, token) == expected.token_to_word(row, token), (row, token)
+            assert got.token_to_chars(row, token) == expected.token_to_chars(row, token), (row, token)
+        longest = max((len(text) for text in texts), default=0)
+        for sequence in (0, 1):
+            for char in range(longest + 2):
+                assert got.char_to_token(row, char, sequence) == expected.char_to_token(row, char, sequence)
+                assert got.char_to_word(row, char, sequence) == expected.char_to_word(row, char, sequence)
+            for word in range(max((w for w in encoding.word_ids if w is not None), default=0) + 2):
+                assert got.word_to_tokens(row, word, sequence) == expected.word_to_tokens(row, word, sequence)
+                if expected.word_to_tokens(row, word, sequence) is not None:
+                    assert got.word_to_chars(row, word, sequence) == expected.word_to_chars(row, word, sequence)
+    assert got.tokens() == expected.tokens() and got.char_to_token(0) == expected.char_to_token(0)
+    assert got.n_sequences == expected.n_sequences
+
+
+def test_position_lookups_match_reference(pair_of_tokenizers):
+    ours, reference = pair_of_tokenizers
+    for args, options in [
+        ((TEXTS,), dict(padding=True)),
+        ((TEXTS, PAIRS), dict(padding="max_length", max_length=24, truncation=True)),
+        ((TEXTS[0],), {}),
+        ((TEXTS[3], PAIRS[0]), dict(return_offsets_mapping=True)),
+    ]:
+        assert_positions_match(ours(*args, **options), reference(*args, **options), TEXTS + PAIRS)
+    assert ours.is_fast
+
+
+WORDS = [
+    ["Hello", "wörld!", "  spaced", "", "中文", "don't"],
+    ["<|im_end|>", "[SEP]", "x<|im_start|>y", "🤗"],
+    ["one"],
+    [],
+]
+
+
+def test_split_into_words_matches_reference(pair_of_tokenizers):
+    ours, reference = pair_of_tokenizers
+    extras = dict(is_split_into_words=True, return_offsets_mapping=True, return_special_tokens_mask=True)
+    for words in WORDS:
+        for add_special_tokens in (True, False):
+            assert_call_matches(ours, reference, words, add_special_tokens=add_special_tokens, **extras)
+    assert_call_matches(ours, reference, WORDS, padding=True, **extras)
+    assert_call_matches(ours, reference, WORDS, WORDS[::-1], padding=True, **extras)
+    assert_call_matches(ours, reference, WORDS[0], WORDS[1], truncation=True, max_length=8, **extras)
+    assert_call_matches(ours, reference, WORDS, truncation=True, max_length=5, return_overflowing_tokens=True, **extras)
+    assert_call_matches(ours, reference, WORDS, padding=True, return_tensors="pt", is_split_into_words=True)
+    got = ours(WORDS, padding=True, is_split_into_words=True)
+    assert_positions_match(got, reference(WORDS, padding=True, is_split_into_words=True), WORDS[0])
+    with pytest.raises(TypeError, match="is_split_into_words=True, text must be a list of words"):
+        ours("not a list", is_split_into_words=True)
+    with pytest.raises(TypeError, match=r"text\[1\]\[0\] must be a string"):
+        ours([["a"], [3]], is_split_into_words=True)
+
+
+@pytest.mark.parametrize("stride", [0, 2])
+def test_left_truncation_matches_reference(pair_of_tokenizers, stride):
+    ours, reference = pair_of_tokenizers
+    long_texts = ["one two three four five six seven eight nine ten eleven twelve thirteen", "a b c d e f g h i j k"]
+    ours.truncation_side = reference.truncation_side = "left"
+    try:
+        for truncation in ("longest_first", "only_first", "only_second"):
+            options = dict(truncation=truncation, max_length=11, stride=stride, return_overflowing_tokens=True)
+            extras = dict(return_offsets_mapping=True, padding=True)
+            if truncation != "only_first":
+                assert_call_matches(ours, reference, ["tiny", "also small"], long_texts, **options, **extras)
+            if truncation != "only_second":
+                assert_call_matches(ours, reference, long_texts, ["tiny", "also small"], **options, **extras)
+                assert_call_matches(ours, reference, long_texts, **options, **extras)
+        assert_call_matches(ours, reference, TEXTS, truncation=True, max_length=6)
+    finally:
+        ours.truncation_side = reference.truncation_side = "right"

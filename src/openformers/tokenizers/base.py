@@ -11,7 +11,6 @@ import json
 import numbers
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import regex
 
 from .. import hub
 from . import processors
-from .encoding import TRUNCATION_STRATEGIES, Encoding, apply_template, pad, truncate_sequences
+from .encoding import TRUNCATION_STRATEGIES, BatchEncoding, Encoding, apply_template, pad, truncate_sequences
 from .pre_tokenizers import BYTE_ALPHABET, ByteLevel
 
 VERY_LARGE_INTEGER = int(1e30)  # the reference's "no limit" for model_max_length
@@ -203,6 +202,17 @@ class Pipeline:
             self._trim_offsets(encoding)
         return encoding
 
+    def encode_words(self, words: list[str]) -> Encoding:
+        """A text already split into words (`is_split_into_words`): as in the reference, each word is
+        encoded on its own, with offsets within the word and word id its index in `words`."""
+        ids, offsets, word_ids = [], [], []
+        for index, word in enumerate(words):
+            encoding = self.encode_sequence(word)
+            ids += encoding.ids
+            offsets += encoding.offsets
+            word_ids += [index] * len(encoding)
+        return Encoding(ids, offsets, word_ids)
+
     def _pre_tokenize(self, piece: str, starts_text: bool) -> list[tuple[str, tuple[int, int]]]:
         if self.pre_tokenizer is None:
             return [(piece, (0, len(piece)))]
@@ -281,49 +291,6 @@ def _contains(part, kind) -> bool:
     if isinstance(part, kind):
         return True
     return any(_contains(child, kind) for child in getattr(part, "pre_tokenizers", []))
-
-
-class BatchEncoding(dict):
-    """What `tokenizer(...)` returns: a dict of `input_ids`, `attention_mask` and the rest, also readable
-    as attributes; `word_ids(i)` and `sequence_ids(i)` tell where each token of row i came from."""
-
-    def __init__(self, data=None, encodings: list[Encoding] | Callable[[], list[Encoding]] | None = None):
-        super().__init__(data or {})
-        self._encodings = encodings  # or a function that makes them, called when first needed
-
-    @property
-    def encodings(self) -> list[Encoding] | None:
-        if callable(self._encodings):
-            self._encodings = self._encodings()
-        return self._encodings
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(f"BatchEncoding has no key {name!r}; it has {sorted(self)}.") from None
-
-    def _encoding(self, batch_index: int) -> Encoding:
-        if not self.encodings:
-            raise ValueError("This BatchEncoding was not made by a tokenizer call, so it has no word ids.")
-        if not 0 <= batch_index < len(self.encodings):
-            raise IndexError(f"batch_index {batch_index} is out of range: the batch has {len(self.encodings)} rows.")
-        return self.encodings[batch_index]
-
-    def word_ids(self, batch_index: int = 0) -> list[int | None]:
-        """For each token of row `batch_index`, the index of the word it belongs to (None for special tokens)."""
-        return list(self._encoding(batch_index).word_ids)
-
-    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
-        """For each token, 0 for the first text, 1 for the pair, None for special tokens."""
-        return list(self._encoding(batch_index).sequence_ids)
-
-    def to(self, device) -> "BatchEncoding":
-        """Move the tensors to `device` (needs return_tensors="pt")."""
-        for key, value in self.items():
-            if hasattr(value, "to"):
-                self[key] = value.to(device)
-        return self
 
 
 def _special_token(name: str) -> property:
@@ -580,6 +547,12 @@ class PreTrainedTokenizer:
         """The size of the model's vocabulary, without tokens added on top of it."""
         return self._pipeline.model.vocab_size
 
+    @property
+    def is_fast(self) -> bool:
+        """True, as for the reference's fast tokenizers: offsets, word ids and the BatchEncoding position
+        lookups are available (scripts check this before asking for them)."""
+        return True
+
     def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | None | list[int | None]:
         """The id of each token; a token not in the vocabulary gets the unknown token's id (None if there is none)."""
         if isinstance(tokens, str):
@@ -638,6 +611,7 @@ class PreTrainedTokenizer:
         return_special_tokens_mask: bool = False,
         return_offsets_mapping: bool = False,
         return_length: bool = False,
+        is_split_into_words: bool = False,
     ) -> BatchEncoding:
         """Encode a text, a pair, or a batch of either into a BatchEncoding, as the reference does.
 
@@ -647,14 +621,20 @@ class PreTrainedTokenizer:
         "only_second" cut one of them, to `max_length` tokens special tokens included. With
         `return_overflowing_tokens`, what was cut comes back as more rows (overlapping by `stride`),
         and `overflow_to_sample_mapping` says which input each row came from.
+        is_split_into_words: each text is a list of words (a batch, a list of such lists), encoded word
+        by word; word_ids() then gives each token's word index, and offsets count within each word.
         """
-        batched = isinstance(text, (list, tuple))
+        check = _check_words if is_split_into_words else _check_text
+        if is_split_into_words:  # one text is a list of words, a batch a list of those
+            batched = isinstance(text, (list, tuple)) and bool(text) and isinstance(text[0], (list, tuple))
+        else:
+            batched = isinstance(text, (list, tuple))
         texts = list(text) if batched else [text]
         for index, item in enumerate(texts):
-            _check_text(item, f"text[{index}]" if batched else "text")
+            check(item, f"text[{index}]" if batched else "text")
         if not batched and text_pair == "":
             text_pair = None  # as in the reference, an empty pair for a single text means no pair
-        pairs = self._pairs(text_pair, batched, len(texts))
+        pairs = self._pairs(text_pair, batched, len(texts), check)
         _check_tensor_type(return_tensors)
         if padding not in PADDING_CHOICES:
             raise ValueError(f"padding must be one of {PADDING_CHOICES}, got {padding!r}.")
@@ -686,7 +666,7 @@ class PreTrainedTokenizer:
             "offset_mapping": return_offsets_mapping,
         }
         # Offsets and word ids cost time; when not asked for, they are worked out only if word_ids() is called.
-        with_offsets = strategy is not None or return_offsets_mapping or return_overflowing_tokens
+        with_offsets = strategy is not None or return_offsets_mapping or return_overflowing_tokens or is_split_into_words
         encodings = lambda: encode_rows(True)[0]  # noqa: E731
         plain = padding in (False, "do_not_pad") and not (return_special_tokens_mask or wanted["token_type_ids"])
         if plain and not with_offsets:
@@ -715,19 +695,17 @@ class PreTrainedTokenizer:
             data["overflow_to_sample_mapping"] = samples
         return self._batch_encoding(data, encodings, batched, return_tensors, return_overflowing_tokens)
 
-    @staticmethod
-    def _batch_encoding(data, encodings, batched, return_tensors, return_overflowing_tokens) -> BatchEncoding:
+    def _batch_encoding(self, data, encodings, batched, return_tensors, return_overflowing_tokens) -> BatchEncoding:
         if return_tensors is not None:
             data = {key: _to_tensor(value, return_tensors, key) for key, value in data.items()}
         elif not batched and not return_overflowing_tokens:
             # The reference leaves `length` a list of one.
             data = {key: value if key == "length" else value[0] for key, value in data.items()}
-        return BatchEncoding(data, encodings=encodings)
+        return BatchEncoding(data, encodings=encodings, id_to_token=self._pipeline.id_to_token)
 
     def _encode_for_call(self, text, pair, add_special_tokens, strategy, max_length, stride) -> Encoding:
-        sequences = [self._pipeline.encode_sequence(text)]
-        if pair is not None:
-            sequences.append(self._pipeline.encode_sequence(pair))
+        encode = self._pipeline.encode_sequence if isinstance(text, str) else self._pipeline.encode_words
+        sequences = [encode(text)] if pair is None else [encode(text), encode(pair)]
         if strategy is not None:
             specials = self._pipeline.num_special_tokens_to_add(pair is not None) if add_special_tokens else 0
             if max_length < specials:
@@ -738,14 +716,14 @@ class PreTrainedTokenizer:
         return self._pipeline.post_process(sequences, add_special_tokens)
 
     @staticmethod
-    def _pairs(text_pair, batched: bool, count: int) -> list[str | None]:
+    def _pairs(text_pair, batched: bool, count: int, check) -> list[str | list[str] | None]:
         if text_pair is None:
             return [None] * count
         pairs = list(text_pair) if batched else [text_pair]
         if len(pairs) != count:
             raise ValueError(f"Got {count} texts but {len(pairs)} text_pair entries; pass one pair per text.")
         for index, pair in enumerate(pairs):
-            _check_text(pair, f"text_pair[{index}]" if batched else "text_pair")
+            check(pair, f"text_pair[{index}]" if batched else "text_pair")
         return pairs
 
     def _pad_rows(self, rows, padding, max_length, pad_to_multiple_of, side) -> list[Encoding]:
@@ -845,6 +823,16 @@ def _check_text(text, name: str) -> None:
             f"{name} must be a string, got {type(text).__name__} ({text!r:.60}). "
             "To tokenize several texts at once, pass a list of strings to tokenizer(...)."
         )
+
+
+def _check_words(words, name: str) -> None:
+    if not isinstance(words, (list, tuple)):
+        raise TypeError(
+            f"With is_split_into_words=True, {name} must be a list of words (strings), got {type(words).__name__} "
+            f"({words!r:.60}). Pass a list of lists of words for a batch."
+        )
+    for index, word in enumerate(words):
+        _check_text(word, f"{name}[{index}]")
 
 
 def _check_tensor_type(return_tensors) -> None:

@@ -5,7 +5,9 @@ Offsets are (start, end) character positions in the text that was passed in; spe
 padding get (0, 0). Word ids count the pre-tokenized pieces (and added tokens) of each sequence.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .processors import Template
 
@@ -22,6 +24,7 @@ class Encoding:
     attention_mask: list[int] = None
     sequence_ids: list[int | None] = None
     overflowing: list["Encoding"] = field(default_factory=list)
+    n_sequences: int = 1  # 2 for a pair, even when one of the two has no tokens
 
     def __post_init__(self):
         count = len(self.ids)
@@ -135,6 +138,7 @@ def _apply_template(encodings: list[Encoding], template: Template, add_special_t
             merged.sequence_ids += [None] * len(item)
             merged.type_ids += [type_id] * len(item)
     merged.attention_mask = [1] * len(merged.ids)
+    merged.n_sequences = len(encodings)
     return merged
 
 
@@ -173,4 +177,157 @@ def pad(encoding: Encoding, length: int, pad_id: int, side: str, pad_type_id: in
         padded(encoding.special_tokens_mask, 1),
         padded(encoding.attention_mask, 0),
         padded(encoding.sequence_ids, None),
+        n_sequences=encoding.n_sequences,
     )
+
+
+# --- what `tokenizer(...)` returns
+
+
+class CharSpan(NamedTuple):
+    """Characters [start, end) of the text a token or word came from."""
+
+    start: int
+    end: int
+
+
+class TokenSpan(NamedTuple):
+    """Tokens [start, end) of an encoded row."""
+
+    start: int
+    end: int
+
+
+class BatchEncoding(dict):
+    """What `tokenizer(...)` returns: a dict of `input_ids`, `attention_mask` and the rest, also readable
+    as attributes. For each row, `tokens(i)`, `word_ids(i)` and `sequence_ids(i)` tell where each token
+    came from, and `char_to_token`, `token_to_chars`, `word_to_tokens`... map between characters,
+    words and tokens, as the reference's do.
+
+    The lookups take `(batch_index, index)`, or `(index)` alone for row 0.
+    """
+
+    def __init__(
+        self,
+        data=None,
+        encodings: list[Encoding] | Callable[[], list[Encoding]] | None = None,
+        id_to_token: Callable[[int], str | None] | None = None,
+    ):
+        super().__init__(data or {})
+        self._encodings = encodings  # or a function that makes them, called when first needed
+        self._id_to_token = id_to_token
+
+    @property
+    def encodings(self) -> list[Encoding] | None:
+        if callable(self._encodings):
+            self._encodings = self._encodings()
+        return self._encodings
+
+    def __getattr__(self, name):
+        if name.startswith("_"):  # not a key: an attribute missing while unpickling or copying
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"BatchEncoding has no key {name!r}; it has {sorted(self)}.") from None
+
+    @property
+    def n_sequences(self) -> int | None:
+        """1 for single texts, 2 for pairs (None when this was not made by a tokenizer call)."""
+        return self.encodings[0].n_sequences if self.encodings else None
+
+    def _encoding(self, batch_index: int) -> Encoding:
+        if not self.encodings:
+            raise ValueError("This BatchEncoding was not made by a tokenizer call, so it has no token positions.")
+        if not -len(self.encodings) <= batch_index < len(self.encodings):
+            raise IndexError(f"batch_index {batch_index} is out of range: the batch has {len(self.encodings)} rows.")
+        return self.encodings[batch_index]
+
+    def _row_and_index(self, batch_or_index: int, index: int | None) -> tuple[Encoding, int]:
+        if index is None:
+            return self._encoding(0), batch_or_index
+        return self._encoding(batch_or_index), index
+
+    def tokens(self, batch_index: int = 0) -> list[str]:
+        """The token strings of row `batch_index`, special and padding tokens included."""
+        if self._id_to_token is None:
+            raise ValueError("This BatchEncoding was not made by a tokenizer call, so it has no tokens.")
+        return [self._id_to_token(token_id) for token_id in self._encoding(batch_index).ids]
+
+    def word_ids(self, batch_index: int = 0) -> list[int | None]:
+        """For each token of row `batch_index`, the index of the word it belongs to (None for special tokens)."""
+        return list(self._encoding(batch_index).word_ids)
+
+    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
+        """For each token, 0 for the first text, 1 for the pair, None for special tokens."""
+        return list(self._encoding(batch_index).sequence_ids)
+
+    def token_to_sequence(self, batch_or_token_index: int, token_index: int | None = None) -> int | None:
+        row, token = self._row_and_index(batch_or_token_index, token_index)
+        return row.sequence_ids[token]
+
+    def token_to_word(self, batch_or_token_index: int, token_index: int | None = None) -> int | None:
+        row, token = self._row_and_index(batch_or_token_index, token_index)
+        return row.word_ids[token] if row.sequence_ids[token] is not None else None
+
+    def token_to_chars(self, batch_or_token_index: int, token_index: int | None = None) -> CharSpan | None:
+        """The characters a token came from, in its own text; None for special and padding tokens."""
+        row, token = self._row_and_index(batch_or_token_index, token_index)
+        return CharSpan(*row.offsets[token]) if row.sequence_ids[token] is not None else None
+
+    def char_to_token(
+        self, batch_or_char_index: int, char_index: int | None = None, sequence_index: int = 0
+    ) -> int | None:
+        """The first token whose characters include `char_index` of text `sequence_index` (0, or 1 for the pair)."""
+        return _char_to_token(*self._row_and_index(batch_or_char_index, char_index), sequence_index)
+
+    def char_to_word(
+        self, batch_or_char_index: int, char_index: int | None = None, sequence_index: int = 0
+    ) -> int | None:
+        row, char = self._row_and_index(batch_or_char_index, char_index)
+        token = _char_to_token(row, char, sequence_index)
+        return None if token is None else row.word_ids[token]
+
+    def word_to_tokens(
+        self, batch_or_word_index: int, word_index: int | None = None, sequence_index: int = 0
+    ) -> TokenSpan | None:
+        """The tokens of word `word_index` of text `sequence_index`, or None if it has none."""
+        return _word_to_tokens(*self._row_and_index(batch_or_word_index, word_index), sequence_index)
+
+    def word_to_chars(
+        self, batch_or_word_index: int, word_index: int | None = None, sequence_index: int = 0
+    ) -> CharSpan | None:
+        row, word = self._row_and_index(batch_or_word_index, word_index)
+        span = _word_to_tokens(row, word, sequence_index)
+        return None if span is None else CharSpan(row.offsets[span.start][0], row.offsets[span.end - 1][1])
+
+    def to(self, device) -> "BatchEncoding":
+        """Move the tensors to `device` (needs return_tensors="pt")."""
+        for key, value in self.items():
+            if hasattr(value, "to"):
+                self[key] = value.to(device)
+        return self
+
+
+def _in_sequence(row: Encoding, sequence_index: int) -> list[bool]:
+    """Which tokens belong to text `sequence_index`; as in the reference, all of them when the row has
+    no such text (asking for sequence 1 of a single text looks in the whole row)."""
+    if not 0 <= sequence_index < row.n_sequences:
+        return [True] * len(row)
+    return [sequence == sequence_index for sequence in row.sequence_ids]
+
+
+def _char_to_token(row: Encoding, char: int, sequence_index: int) -> int | None:
+    for token, ((start, end), inside) in enumerate(zip(row.offsets, _in_sequence(row, sequence_index))):
+        if inside and start <= char < end:
+            return token
+    return None
+
+
+def _word_to_tokens(row: Encoding, word: int, sequence_index: int) -> TokenSpan | None:
+    tokens = [
+        token
+        for token, (word_id, inside) in enumerate(zip(row.word_ids, _in_sequence(row, sequence_index)))
+        if inside and word_id == word
+    ]
+    return TokenSpan(tokens[0], tokens[-1] + 1) if tokens else None
