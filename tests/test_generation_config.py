@@ -79,6 +79,24 @@ def test_from_model_config_reads_token_ids_and_legacy_options(folder):
     assert "hidden_size" not in generation.to_dict() and "hidden_size" not in generation.extra
 
 
+def test_legacy_options_in_config_json_are_the_models_generation_config(tmp_path):
+    """No generation_config.json, generation options in config.json: the model generates with them, as in HF."""
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY)).save_pretrained(tmp_path)
+    (tmp_path / "generation_config.json").unlink()
+    values = json.loads((tmp_path / "config.json").read_text())
+    values.update(max_length=9, no_repeat_ngram_size=2, do_sample=True, temperature=0.5)
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    model = AutoModelForCausalLM.from_pretrained(tmp_path)
+    reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path)
+    for name in ("max_length", "no_repeat_ngram_size", "do_sample", "temperature", "eos_token_id", "pad_token_id"):
+        assert getattr(model.generation_config, name) == getattr(reference.generation_config, name), name
+    ids = torch.tensor([[1, 5, 6]])
+    ours = model.generate(ids, do_sample=False)
+    assert ours.shape == (1, 9)  # max_length from config.json
+    assert ours.tolist() == reference.generate(ids, do_sample=False).tolist()
+
+
 def test_files_round_trip_with_the_reference(tmp_path):
     ours = GenerationConfig(max_new_tokens=9, do_sample=True, top_p=0.9, eos_token_id=[2, 3], stop_strings=["\n\n"])
     ours.extra["transformers_version"] = "5.0.0"

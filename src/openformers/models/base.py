@@ -41,9 +41,9 @@ class PreTrainedModel(nn.Module, GenerationMixin):
     def __init__(self, config: PretrainedConfig):
         super().__init__()
         self.config = config
-        self.generation_config = GenerationConfig(
-            bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
-        )
+        # The token ids and any generation option config.json holds (older files keep max_length... there);
+        # from_pretrained replaces it with generation_config.json when the folder has one.
+        self.generation_config = GenerationConfig.from_model_config(config)
 
     @staticmethod
     def from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
