@@ -5,6 +5,7 @@ import importlib.util
 import inspect
 import json
 import time
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -487,3 +488,25 @@ def test_bad_files_are_named(tmp_path):
     (folder / "tokenizer.json").write_text("{broken")
     with pytest.raises(ValueError, match=r"tokenizer\.json is not valid JSON"):
         AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("form", ["NFC", "NFD", "NFKC", "NFKD"])
+def test_unicode_normalizer_offsets_match_reference(form, tmp_path):
+    """One token per normalized character, so each offset shows where the reference aligns that character:
+    compositions, expansions, canonical reordering and Hangul jamo."""
+    texts = [
+        "café e\u0301 a\u0308\u0301 ﬁne Ａｂｃ ① ½ Å Ω ǅ x\u0327\u0301 \u0958 e\u0323\u0302 \u0915\u093c",
+        "ﬃ\u0301 \u1e9b\u0323 ᄀ\u1161\u11a8 가 \u1100\u1161 한국어 \u0387 plain",
+    ]
+    forms = ("NFC", "NFD", "NFKC", "NFKD")
+    chars = {char for text in texts for name in forms for char in unicodedata.normalize(name, text)}
+    vocab = {"[UNK]": 0} | {char: index for index, char in enumerate(sorted(chars), start=1)}
+    reference = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    reference.normalizer = getattr(normalizers, form)()
+    reference.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
+    reference.save(str(tmp_path / "tokenizer.json"))
+    ours = AutoTokenizer.from_pretrained(tmp_path)
+    for text in texts:
+        expected = reference.encode(text)
+        got = ours(text, return_offsets_mapping=True)
+        assert (got.input_ids, got.offset_mapping) == (expected.ids, expected.offsets)

@@ -33,16 +33,26 @@ class DynamicCache:
             self.keys.append(k.new_empty(*k.shape[:2], 0, k.shape[3]))
             self.values.append(v.new_empty(*v.shape[:2], 0, v.shape[3]))
             self.lengths.append(0)
-        start, new = self.lengths[layer_idx], k.shape[2]
+        keys, values, start = self.reserve(layer_idx, k.shape[2])
+        end = self.lengths[layer_idx]
+        keys[:, :, start:end] = k
+        values[:, :, start:end] = v
+        return keys[:, :, :end], values[:, :, :end]
+
+    def reserve(self, layer_idx: int, new: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Count `new` more positions for a layer already in the cache, growing its buffers if they are full.
+
+        Returns the whole key and value buffers (B, n_kv, capacity, hs) and the first new position, for a
+        caller that writes the new keys and values in place (the compiled decoding kernel does).
+        """
+        start = self.lengths[layer_idx]
         end = start + new
         if end > self.keys[layer_idx].shape[2]:
             capacity = (end + _GROWTH - 1) // _GROWTH * _GROWTH
             self.keys[layer_idx] = _grow(self.keys[layer_idx], start, capacity)
             self.values[layer_idx] = _grow(self.values[layer_idx], start, capacity)
-        self.keys[layer_idx][:, :, start:end] = k
-        self.values[layer_idx][:, :, start:end] = v
         self.lengths[layer_idx] = end
-        return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
+        return self.keys[layer_idx], self.values[layer_idx], start
 
     def reorder(self, beam_idx: torch.Tensor) -> None:
         """Keep, for every row, the cache of the row `beam_idx` names (beam search)."""

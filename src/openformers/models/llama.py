@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import kernels
 from ..configs import LlamaConfig
 from ..weights import rename
 from .base import PreTrainedModel
@@ -157,6 +158,8 @@ class LlamaModel(LlamaPreTrainedModel):
     ) -> BaseModelOutput:
         if labels is not None:
             raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use LlamaForCausalLM.")
+        if self._decodes_with_kernels(input_ids, attention_mask, past_key_values):
+            return BaseModelOutput(self._decode_with_kernels(input_ids, position_ids, past_key_values), past_key_values)
         T = input_ids.shape[1]
         past = past_key_values.seq_len if past_key_values is not None else 0
         if position_ids is None:
@@ -170,6 +173,43 @@ class LlamaModel(LlamaPreTrainedModel):
         for layer in self.layers:
             x = run_layer(layer, checkpointing, x, cos, sin, mask, past_key_values)
         return BaseModelOutput(last_hidden_state=self.norm(x), past_key_values=past_key_values)
+
+
+    def _decodes_with_kernels(self, input_ids, attention_mask, cache) -> bool:
+        """Whether this step is one token of one sequence, on the CPU, without gradients: the compiled kernel's case."""
+        config, dtype = self.config, self.embed_tokens.weight.dtype
+        return (
+            input_ids.shape == (1, 1)
+            and input_ids.device.type == "cpu"
+            and not torch.is_grad_enabled()
+            and getattr(cache, "seq_len", 0) > 0
+            and (attention_mask is None or bool(attention_mask.all()))
+            and dtype in (torch.float32, torch.bfloat16)
+            and not (config.attention_bias or config.mlp_bias)
+            and kernels.available()
+        )
+
+    def _decode_with_kernels(self, input_ids, position_ids, cache) -> torch.Tensor:
+        """The (1, 1, C) last hidden state of one token, each layer one call of kernels/decode.cpp.
+
+        The same computation as the layers' forward up to float rounding (tests compare the greedy tokens),
+        with the residual stream kept in float32 whatever the weights' dtype.
+        """
+        position = cache.seq_len if position_ids is None else int(position_ids.reshape(-1)[0])
+        self.rotary_emb.ensure_length(position + 1)
+        cos, sin = self.rotary_emb.cos[position], self.rotary_emb.sin[position]
+        x = self.embed_tokens(input_ids).reshape(-1).float()
+        window = self.sliding_window or 0
+        for i, layer in enumerate(self.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            keys, values, start = cache.reserve(i, 1)
+            linears = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
+            biases = [p.bias.float() for p in linears[:3]] if attn.q_proj.bias is not None else []
+            torch.ops.openformers.decode_layer(
+                x, layer.input_layernorm.weight, layer.post_attention_layernorm.weight, [p.weight for p in linears],
+                [], biases, keys, values, start, window, cos, sin, layer.input_layernorm.eps,
+            )
+        return self.norm(x.to(self.embed_tokens.weight.dtype).view(1, 1, -1))
 
 
 class LlamaForCausalLM(LlamaPreTrainedModel):
@@ -192,7 +232,12 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         hidden = self.model(input_ids, attention_mask, position_ids, past_key_values).last_hidden_state
         if labels is not None and logits_to_keep:
             raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
-        logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+        if hidden.shape[:2] == (1, 1) and self.model._decodes_with_kernels(input_ids[:, -1:], None, past_key_values):
+            logits = torch.ops.openformers.matvec(hidden.reshape(-1).float(), self.lm_head.weight, None)
+            logits = logits.to(hidden.dtype).view(1, 1, -1)
+        else:
+            logits = self.lm_head(hidden)
         loss = None if labels is None else next_token_loss(logits, labels)
         return CausalLMOutput(loss=loss, logits=logits, past_key_values=past_key_values)
 

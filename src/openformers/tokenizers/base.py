@@ -666,7 +666,8 @@ class PreTrainedTokenizer:
             "offset_mapping": return_offsets_mapping,
         }
         # Offsets and word ids cost time; when not asked for, they are worked out only if word_ids() is called.
-        with_offsets = strategy is not None or return_offsets_mapping or return_overflowing_tokens or is_split_into_words
+        with_offsets = is_split_into_words or return_offsets_mapping or return_overflowing_tokens
+        with_offsets = with_offsets or strategy is not None
         encodings = lambda: encode_rows(True)[0]  # noqa: E731
         plain = padding in (False, "do_not_pad") and not (return_special_tokens_mask or wanted["token_type_ids"])
         if plain and not with_offsets:

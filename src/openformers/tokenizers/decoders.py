@@ -195,6 +195,18 @@ def _bytes_as_tokens(pending: list[int]) -> list[str]:
         return ["\ufffd"] * len(pending)
 
 
+class BPEDecoder(_Chained):
+    """For BPE with an `end_of_word_suffix` ("</w>"): the suffix ends a word, so it becomes a space
+    (nothing after the last token)."""
+
+    def __init__(self, suffix: str = "</w>"):
+        self.suffix = suffix
+
+    def decode_chain(self, tokens: list[str]) -> list[str]:
+        last = len(tokens) - 1
+        return [token.replace(self.suffix, "" if index == last else " ") for index, token in enumerate(tokens)]
+
+
 class Fuse(_Chained):
     """All tokens joined into one."""
 

@@ -97,21 +97,16 @@ PRE_TOKENIZERS = {
 
 
 def _bpe(spec: dict) -> models.BPE:
-    unsupported = {
-        "dropout": spec.get("dropout") not in (None, 0, 0.0),
-        "continuing_subword_prefix": bool(spec.get("continuing_subword_prefix")),
-        "end_of_word_suffix": bool(spec.get("end_of_word_suffix")),
-    }
-    used = [option for option, is_set in unsupported.items() if is_set]
-    if used:
+    if spec.get("dropout") not in (None, 0, 0.0):
         raise ValueError(
-            f"BPE options {used} are not supported yet (they belong to WordPiece-style BPE); byte-level and "
-            "SentencePiece-style BPE are."
+            f"BPE dropout={spec['dropout']} is not supported: it samples a different tokenization on each call, "
+            "for training only. Set dropout to null in tokenizer.json for the deterministic tokenizer."
         )
     merges = [tuple(merge.split(" ", 1)) if isinstance(merge, str) else tuple(merge) for merge in spec["merges"]]
     vocab = spec["vocab"]
+    prefix = spec.get("continuing_subword_prefix") or ""
     for first, second in merges:
-        for token in (first, second, first + second):
+        for token in (first, second, first + second[len(prefix) :]):
             if token not in vocab:
                 raise ValueError(
                     f"the BPE merge {first!r} + {second!r} names {token!r}, which is not in the vocabulary"
@@ -123,6 +118,8 @@ def _bpe(spec: dict) -> models.BPE:
         ignore_merges=spec.get("ignore_merges", False),
         byte_fallback=bool(spec.get("byte_fallback")),
         fuse_unk=bool(spec.get("fuse_unk")),
+        continuing_subword_prefix=prefix,
+        end_of_word_suffix=spec.get("end_of_word_suffix"),
     )
 
 
@@ -186,6 +183,7 @@ DECODERS = {
     "ByteLevel": lambda spec: decoders.ByteLevel(),
     "WordPiece": lambda spec: decoders.WordPiece(spec.get("prefix", "##"), spec.get("cleanup", True)),
     "Metaspace": lambda spec: decoders.Metaspace(spec.get("replacement", "▁"), _prepend_scheme(spec)),
+    "BPEDecoder": lambda spec: decoders.BPEDecoder(spec.get("suffix", "</w>")),
     "ByteFallback": lambda spec: decoders.ByteFallback(),
     "Fuse": lambda spec: decoders.Fuse(),
     "Strip": lambda spec: decoders.Strip(spec.get("content", " "), spec.get("start", 0), spec.get("stop", 0)),

@@ -45,6 +45,8 @@ class BPE(_Vocabulary):
     `ignore_merges` (Llama-3) takes a piece that is in the vocabulary whole, without merging.
     A character missing from the vocabulary becomes `unk_token` if there is one, and is dropped
     otherwise, as the reference does; byte-level vocabularies hold every byte, so neither happens there.
+    `continuing_subword_prefix` ("##") marks every character but a piece's first, and
+    `end_of_word_suffix` ("</w>", CLIP) its last; a merge of "a" and "##b" makes "ab".
     """
 
     CACHE_SIZE = 10_000  # pieces remembered; past that, new pieces are merged without being stored
@@ -58,8 +60,12 @@ class BPE(_Vocabulary):
         ignore_merges: bool = False,
         byte_fallback: bool = False,
         fuse_unk: bool = False,
+        continuing_subword_prefix: str | None = None,
+        end_of_word_suffix: str | None = None,
     ):
         super().__init__(vocab, unk_token)
+        self.prefix = continuing_subword_prefix or ""
+        self.suffix = end_of_word_suffix or ""
         self.byte_fallback = byte_fallback
         self.fuse_unk = fuse_unk
         self.ranks = {pair: rank for rank, pair in enumerate(merges)}
@@ -72,10 +78,11 @@ class BPE(_Vocabulary):
         if ids is None:
             if self.ignore_merges and piece in self.vocab:
                 ids = (self.vocab[piece],)
-            elif self.byte_fallback or self.fuse_unk:
+            elif self.byte_fallback or self.unk_token is not None:
                 ids = tuple(token_id for token_id, _, _ in self._merge_with_offsets(piece))
             else:
-                ids = self._to_ids(self._merge(piece))
+                vocab = self.vocab
+                ids = tuple(vocab[part] for part, _, _ in self._merge(piece))
             if len(self._cache) < self.CACHE_SIZE:
                 self._cache[piece] = ids
         return ids
@@ -92,53 +99,63 @@ class BPE(_Vocabulary):
     def _merge_with_offsets(self, piece: str) -> list[tuple[int, int, int]]:
         if self.ignore_merges and piece in self.vocab:
             return [(self.vocab[piece], 0, len(piece))]
-        out, start = [], 0
+        out = []
         unk_id = self.vocab.get(self.unk_token) if self.unk_token is not None else None
-        for part in self._merge(piece):
-            end = start + len(part)
+        for part, start, end in self._merge(piece):
             token_id = self.vocab.get(part)
+            data = piece[start:end].encode("utf-8")
             if token_id is not None:
                 out.append((token_id, start, end))
-            elif self.byte_fallback and all(f"<0x{byte:02X}>" in self.vocab for byte in part.encode("utf-8")):
-                out.extend((self.vocab[f"<0x{byte:02X}>"], start, end) for byte in part.encode("utf-8"))
-            elif unk_id is not None:
+            elif self.byte_fallback and all(f"<0x{byte:02X}>" in self.vocab for byte in data):
+                out.extend((self.vocab[f"<0x{byte:02X}>"], start, end) for byte in data)
+            else:  # an unknown character: _merge keeps it only when there is an unk_token
                 if self.fuse_unk and out and out[-1][0] == unk_id and out[-1][2] == start:
                     out[-1] = (unk_id, out[-1][1], end)  # unknowns in a row become one
                 else:
                     out.append((unk_id, start, end))
-            start = end
         return out
 
-    def _merge(self, piece: str) -> list[str]:
-        parts = list(piece)
-        ranks = self.ranks
-        while len(parts) > 1:
-            pairs = zip(parts, parts[1:])
-            best = min(pairs, key=lambda pair: ranks.get(pair, float("inf")))
-            if best not in ranks:
-                break
-            first, second = best
-            merged, i = [], 0
-            while i < len(parts):
-                if i + 1 < len(parts) and parts[i] == first and parts[i + 1] == second:
-                    merged.append(first + second)
-                    i += 2
-                else:
-                    merged.append(parts[i])
-                    i += 1
-            parts = merged
-        return parts
+    def _symbols(self, piece: str) -> list[tuple[str, int, int]]:
+        """`(part, start, end)` per character, with the prefix and suffix. A character missing from the
+        vocabulary stays (to become unk_token or bytes) only if there is an unk_token or byte fallback;
+        otherwise it is dropped here, so that its neighbours can merge across it, as in the reference."""
+        last = len(piece) - 1
+        symbols = []
+        for index, char in enumerate(piece):
+            part = char
+            if index and self.prefix:
+                part = self.prefix + part
+            if index == last and self.suffix:
+                part += self.suffix
+            if part in self.vocab or self.byte_fallback or self.unk_token is not None:
+                symbols.append((part, index, index + 1))
+        return symbols
 
-    def _to_ids(self, parts: list[str]) -> tuple[int, ...]:
-        ids = []
-        for part in parts:
-            token_id = self.vocab.get(part)
-            if token_id is None:
-                if self.unk_token is None:
-                    continue
-                token_id = self.vocab[self.unk_token]
-            ids.append(token_id)
-        return tuple(ids)
+    def _merge(self, piece: str) -> list[tuple[str, int, int]]:
+        """`(part, start, end)` per token after merging, spans in characters of `piece`."""
+        symbols = self._symbols(piece)
+        cut = len(self.prefix)  # the second part's prefix goes when two parts join
+        ranks = self.ranks
+        while len(symbols) > 1:
+            best, best_rank = None, None
+            for index in range(len(symbols) - 1):
+                rank = ranks.get((symbols[index][0], symbols[index + 1][0]))
+                if rank is not None and (best_rank is None or rank < best_rank):
+                    best, best_rank = index, rank
+            if best is None:
+                break
+            first, second = symbols[best][0], symbols[best + 1][0]
+            merged, index = symbols[:best], best
+            while index < len(symbols):
+                if index + 1 < len(symbols) and symbols[index][0] == first and symbols[index + 1][0] == second:
+                    merged.append((first + second[cut:], symbols[index][1], symbols[index + 1][2]))
+                    index += 2
+                else:
+                    merged.append(symbols[index])
+                    index += 1
+            symbols = merged
+        return symbols
+
 
 class WordPiece(_Vocabulary):
     """BERT's model: greedy longest match from the left; pieces after the first carry the

@@ -35,20 +35,82 @@ class UnicodeNormalizer:
     def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
         if unicodedata.is_normalized(self.form, text):
             return text, spans
-        # Normalize each base character with the combining marks after it; when the run changes
-        # length (composition, expansion), every character it gives covers the whole run.
+        # Normalize each base character with the marks that combine with it; where that changes it,
+        # align the run as the reference does (see _align_run).
         out, out_spans, start = [], [], 0
         for end in range(1, len(text) + 1):
-            if end < len(text) and unicodedata.combining(text[end]):
+            if end < len(text) and _combines_backward(text[end]):
                 continue
-            run = unicodedata.normalize(self.form, text[start:end])
-            if len(run) == end - start:
+            run = text[start:end]
+            normalized = unicodedata.normalize(self.form, run)
+            if normalized == run:
                 out_spans.extend(spans[start:end])
             else:
-                out_spans.extend([(spans[start][0], spans[end - 1][1])] * len(run))
-            out.append(run)
+                out_spans.extend(spans[start + index] for index in _align_run(run, normalized, self.form))
+            out.append(normalized)
             start = end
         return "".join(out), out_spans
+
+
+def _combines_backward(char: str) -> bool:
+    """Whether normalization may join `char` to the character before it: a combining mark, or a Hangul
+    medial vowel or final consonant (jamo that compose into a syllable)."""
+    return unicodedata.combining(char) != 0 or "\u1160" <= char <= "\u11ff"
+
+
+def _align_run(run: str, normalized: str, form: str) -> list[int]:
+    """For each character of `normalized`, the character of `run` it stands for, the way the reference
+    counts: decomposing marks each extra character +1 (it stands for the character before it), canonical
+    reordering carries the marks along, and composing two characters adds their marks less one (a
+    composed "é" stands for its "e" and swallows the accent's position)."""
+    decompose = "NFD" if form in ("NFC", "NFD") else "NFKD"
+    chars = [
+        [char, 0 if index == 0 else 1]
+        for original in run
+        for index, char in enumerate(unicodedata.normalize(decompose, original))
+    ]
+    # Canonical ordering: each run of non-starters sorted by combining class (a stable sort).
+    index = 0
+    while index < len(chars):
+        if unicodedata.combining(chars[index][0]):
+            end = index
+            while end < len(chars) and unicodedata.combining(chars[end][0]):
+                end += 1
+            chars[index:end] = sorted(chars[index:end], key=lambda item: unicodedata.combining(item[0]))
+            index = end
+        else:
+            index += 1
+    if form in ("NFC", "NFKC"):
+        chars = _compose(chars)
+    if "".join(char for char, _ in chars) != normalized:  # a case the model above does not cover
+        return [min(index, len(run) - 1) for index in range(len(normalized))]
+    aligned, offset = [], 0
+    for _, change in chars:
+        if change > 0:
+            aligned.append(max(offset - 1, 0))
+        else:
+            aligned.append(offset)
+            offset += 1 - change
+    return [min(index, len(run) - 1) for index in aligned]
+
+
+def _compose(chars: list[list]) -> list[list]:
+    """Canonical composition of decomposed `[char, change]` items: a mark not blocked from the last
+    starter joins it when the two have a composed form."""
+    out, starter = [], None
+    for char, change in chars:
+        combining = unicodedata.combining(char)
+        if starter is not None:
+            between = out[starter + 1 :]
+            blocked = bool(between) and (unicodedata.combining(between[-1][0]) >= combining or combining == 0)
+            joined = unicodedata.normalize("NFC", out[starter][0] + char)
+            if not blocked and len(joined) == 1 and (combining or not between):
+                out[starter] = [joined, out[starter][1] + change - 1]
+                continue
+        if combining == 0:
+            starter = len(out)
+        out.append([char, change])
+    return out
 
 
 class Lowercase:

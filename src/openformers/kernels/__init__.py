@@ -1,0 +1,77 @@
+"""Compiled kernels for batch-1 decoding, built from decode.cpp with PyTorch's C++ extension tooling.
+
+The plain PyTorch path stays the reference and the fallback: `available()` is False, and decoding takes the
+plain path, when the kernels are switched off (`OPENFORMERS_KERNELS=0`), when the build tools are missing
+(a C++ compiler and ninja), or when the build fails (a warning says why, once).
+
+The first use compiles decode.cpp for this machine's CPU (`-march=native`), ~15 s on two cores; the library
+is cached in torch's extension folder (`TORCH_EXTENSIONS_DIR`, default ~/.cache/torch_extensions) under a name
+that includes a hash of the source and the CPU's feature flags, so later processes load it in a moment and a
+cache shared between different machines never hands one of them instructions it lacks.
+"""
+
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).with_name("decode.cpp")
+
+
+@functools.cache
+def available() -> bool:
+    """Whether the compiled kernels are loaded (building them on first call); False means use plain PyTorch."""
+    if os.environ.get("OPENFORMERS_KERNELS", "1") == "0":
+        return False
+    missing = [tool for tool in ("c++", "ninja") if shutil.which(tool) is None]
+    if missing:
+        warnings.warn(
+            f"openformers decodes on the plain PyTorch path: building its fast kernels needs {' and '.join(missing)} "
+            "(for example `apt-get install g++ ninja-build`, or `pip install ninja`). "
+            "Set OPENFORMERS_KERNELS=0 to silence this.",
+            stacklevel=2,
+        )
+        return False
+    try:
+        _build()
+    except Exception as error:  # a failed build costs speed, never correctness
+        warnings.warn(
+            f"openformers decodes on the plain PyTorch path: building its fast kernels failed ({error}). "
+            "Set OPENFORMERS_KERNELS=0 to silence this.",
+            stacklevel=2,
+        )
+        return False
+    return True
+
+
+def _build() -> None:
+    from torch.utils import cpp_extension
+
+    source = _SOURCE.read_bytes()
+    fingerprint = hashlib.sha256(source + _cpu_flags().encode() + torch.__version__.encode()).hexdigest()[:12]
+    logger.info("Loading openformers kernels (compiled once per machine, ~15 s the first time)")
+    cpp_extension.load(
+        name=f"openformers_kernels_{fingerprint}",
+        sources=[str(_SOURCE)],
+        extra_cflags=["-O3", "-march=native", "-fopenmp-simd"],
+        is_python_module=False,
+        verbose=False,
+    )
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()

@@ -1,0 +1,112 @@
+"""The compiled decoding kernel (kernels/decode.cpp) against the plain PyTorch path it replaces."""
+
+import pytest
+import torch
+
+from openformers import AutoModelForCausalLM, AutoTokenizer, kernels
+from openformers.configs import LlamaConfig, MistralConfig, Qwen2Config
+from openformers.generation.cache import DynamicCache
+from openformers.models.llama import LlamaForCausalLM
+
+TINY = dict(
+    vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=512,
+)
+
+
+def test_kernels_build_here():
+    # CI machines have a compiler and ninja: a failed build there must be red, not a silent fallback.
+    assert kernels.available()
+
+
+def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    model = LlamaForCausalLM.from_config(config_class.from_dict({**TINY, **overrides}), dtype=dtype)
+    if model.model.layers[0].self_attn.q_proj.bias is not None:  # from_config zeroes biases; make them count
+        for layer in model.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                torch.nn.init.normal_(proj.bias, std=0.5)
+    return model.eval()
+
+
+def step_logits(model, tokens: list[int], use_kernels: bool, monkeypatch) -> torch.Tensor:
+    """Logits of every decoding step after a 3-token prefill, one token at a time through a DynamicCache."""
+    monkeypatch.setattr(kernels, "available", lambda: use_kernels)
+    cache, logits = DynamicCache(), []
+    with torch.inference_mode():
+        model(torch.tensor([tokens[:3]]), past_key_values=cache)
+        for token in tokens[3:]:
+            logits.append(model(torch.tensor([[token]]), past_key_values=cache, logits_to_keep=1).logits[0, -1])
+    return torch.stack(logits)
+
+
+@pytest.mark.parametrize(
+    "config_class, overrides",
+    [(LlamaConfig, {}), (Qwen2Config, {}), (MistralConfig, {"sliding_window": 5}), (LlamaConfig, {"head_dim": 8})],
+    ids=["llama", "qwen2-bias", "mistral-window", "head-dim"],
+)
+def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
+    model = tiny_model(config_class, **overrides)
+    tokens = torch.randint(0, 96, (40,), generator=torch.Generator().manual_seed(1)).tolist()
+    fast = step_logits(model, tokens, True, monkeypatch)
+    plain = step_logits(model, tokens, False, monkeypatch)
+    torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
+
+
+def test_bfloat16_weights_stay_close_to_float32(monkeypatch):
+    model = tiny_model()
+    tokens = torch.randint(0, 96, (20,), generator=torch.Generator().manual_seed(2)).tolist()
+    reference = step_logits(model, tokens, False, monkeypatch)
+    fast = step_logits(model.to(torch.bfloat16), tokens, True, monkeypatch)
+    assert fast.dtype == torch.bfloat16
+    torch.testing.assert_close(fast.float(), reference, atol=0.1, rtol=0.05)
+
+
+def test_cache_grows_past_its_first_block(monkeypatch):
+    model = tiny_model()
+    prompt = torch.tensor([[1, 2, 3]])
+    monkeypatch.setattr(kernels, "available", lambda: True)
+    fast = model.generate(prompt, max_new_tokens=300, min_new_tokens=300, do_sample=False)
+    monkeypatch.setattr(kernels, "available", lambda: False)
+    plain = model.generate(prompt, max_new_tokens=300, min_new_tokens=300, do_sample=False)
+    assert fast.shape == (1, 303)
+    assert fast.tolist() == plain.tolist()
+
+
+def test_training_and_batches_take_the_plain_path(monkeypatch):
+    model = tiny_model()
+    calls = []
+    original = model.model._decode_with_kernels
+    monkeypatch.setattr(model.model, "_decode_with_kernels", lambda *args: calls.append(1) or original(*args))
+    cache = DynamicCache()
+    model(torch.tensor([[1, 2], [3, 4]]), past_key_values=cache)
+    model(torch.tensor([[5], [6]]), past_key_values=cache)  # two rows
+    cache = DynamicCache()
+    model(torch.tensor([[1, 2]]), past_key_values=cache)
+    model(torch.tensor([[5]]), past_key_values=cache)  # one row, but gradients are on
+    with torch.inference_mode():
+        cache = DynamicCache()
+        model(torch.tensor([[1, 2]]), past_key_values=cache)
+        model(torch.tensor([[5]]), past_key_values=cache)
+    assert calls == [1]
+
+
+def test_switched_off_by_environment(monkeypatch):
+    monkeypatch.setenv("OPENFORMERS_KERNELS", "0")
+    kernels.available.cache_clear()
+    try:
+        assert not kernels.available()
+    finally:
+        monkeypatch.delenv("OPENFORMERS_KERNELS")
+        kernels.available.cache_clear()
+
+
+def test_smollm2_greedy_tokens_match_plain_path(smollm2_gguf, monkeypatch):
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    input_ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Name three rivers in Europe."}], add_generation_prompt=True, return_tensors="pt"
+    )
+    fast = model.generate(input_ids, max_new_tokens=48)
+    monkeypatch.setattr(kernels, "available", lambda: False)
+    assert fast.tolist() == model.generate(input_ids, max_new_tokens=48).tolist()
