@@ -283,3 +283,38 @@ def test_question_answering_inputs_are_checked(qa_folder):
         qa(question="a?")
     with pytest.raises(ValueError, match="doc_stride"):
         qa(question="a?", context=QA_CONTEXT, max_seq_len=32, doc_stride=40)
+
+
+NER_TEXTS = ["Sarah Connor lives in Los Angeles, unbelievably.", "Gustave Eiffel's company built the tower in Paris."]
+
+
+@pytest.mark.parametrize("strategy", ["none", "simple", "first", "average", "max"])
+@pytest.mark.parametrize("ignore_labels", [None, []], ids=["default", "keep-O"])
+def test_token_classification_aggregation_matches_reference(bert_folders, strategy, ignore_labels):
+    options = {"aggregation_strategy": strategy} | ({} if ignore_labels is None else {"ignore_labels": ignore_labels})
+    got, expected = _run_both(bert_folders["token-classification"], "token-classification", NER_TEXTS, **options)
+    _assert_records_close(got, expected)
+    assert any(expected)  # the tiny model tags something, so the grouping is exercised
+
+
+@pytest.mark.parametrize("strategy", ["simple", "first", "max"])
+def test_token_classification_of_a_long_text_in_windows_matches_reference(bert_folders, tmp_path, strategy):
+    import json
+    import shutil
+
+    folder = tmp_path / "short-windows"
+    shutil.copytree(bert_folders["token-classification"], folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 12}))
+    text = " ".join(NER_TEXTS * 2)  # 46 tokens: 6 windows of 12 overlapping by 4
+    got, expected = _run_both(folder, "token-classification", text, aggregation_strategy=strategy, stride=4,
+                              ignore_labels=[])
+    _assert_records_close(got, expected)
+
+
+def test_token_classification_options_are_checked(bert_folders):
+    ner = pipeline("token-classification", model=bert_folders["token-classification"])
+    with pytest.raises(ValueError, match="aggregation_strategy must be one of"):
+        ner("Hi", aggregation_strategy="longest")
+    with pytest.raises(ValueError, match="stride needs an aggregation_strategy"):
+        ner("Hi", stride=2)

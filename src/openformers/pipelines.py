@@ -10,6 +10,7 @@ list of inputs a list of results, one per input.
 """
 
 import os
+import warnings
 
 import torch
 
@@ -281,43 +282,155 @@ class FillMaskPipeline(_EncoderPipeline):
         return per_mask[0] if len(per_mask) == 1 else per_mask
 
 
+AGGREGATION_STRATEGIES = ("none", "simple", "first", "average", "max")
+
+
 class TokenClassificationPipeline(_EncoderPipeline):
-    """One record per token whose label is not ignored: {"entity", "score", "index", "word", "start", "end"}."""
+    """Entities in each text, as the reference's pipeline finds them.
+
+    aggregation_strategy="none" (the default) gives a record per token whose label is not ignored:
+    {"entity", "score", "index", "word", "start", "end"}. The other strategies join adjacent tokens of one
+    entity (B-/I- tags of the same type) into {"entity_group", "score", "word", "start", "end"}: "simple"
+    joins tokens as they are tagged; "first", "average" and "max" first give every word one label, that of
+    its first token, of its tokens' averaged scores, or of its most confident token. `stride` reads a text
+    longer than the model's limit in overlapping windows (with a strategy other than "none").
+    """
 
     task = "token-classification"
 
-    def _run_one(self, text: str, ignore_labels: tuple[str, ...] = ("O",), aggregation_strategy: str = "none"):
-        if aggregation_strategy not in (None, "none"):
-            raise ValueError(
-                f"aggregation_strategy={aggregation_strategy!r} is not supported; openformers' token-classification "
-                "pipeline gives one record per token (aggregation_strategy='none')."
-            )
-        encoded = self.tokenizer(
-            text, return_tensors="pt", return_offsets_mapping=True, return_special_tokens_mask=True
-        )
+    def _run_one(self, text: str, ignore_labels=("O",), aggregation_strategy="none", stride: int | None = None):
+        strategy = str(getattr(aggregation_strategy, "value", aggregation_strategy) or "none").lower()
+        if strategy not in AGGREGATION_STRATEGIES:
+            raise ValueError(f"aggregation_strategy must be one of {AGGREGATION_STRATEGIES}; got {aggregation_strategy!r}.")
+        windows = {}
+        if stride is not None:
+            if strategy == "none":
+                raise ValueError('stride needs an aggregation_strategy other than "none", to join the windows\' entities.')
+            if stride >= self.tokenizer.model_max_length:
+                raise ValueError(f"stride ({stride}) must be less than the tokenizer's model_max_length "
+                                 f"({self.tokenizer.model_max_length}).")
+            windows = dict(return_overflowing_tokens=True, padding=True, stride=stride)
+        encoded = self.tokenizer([text], truncation=True, return_offsets_mapping=True, return_special_tokens_mask=True,
+                                 **windows)  # a batch: one row per window
+        entities = []
+        for window in range(len(encoded["input_ids"])):
+            tokens = self._tagged_tokens(text, encoded, window, strategy)
+            if strategy == "none":
+                found = _per_token(tokens, self._label)
+            else:
+                found = _group_entities(self.tokenizer, _words(self.tokenizer, tokens, strategy, self._label))
+            entities += [e for e in found if e.get("entity", e.get("entity_group")) not in ignore_labels]
+        return _drop_overlapping(entities) if len(encoded["input_ids"]) > 1 else entities
+
+    def _label(self, index: int) -> str:
+        return (self.model.config.id2label or {}).get(index, f"LABEL_{index}")
+
+    @torch.inference_mode()
+    def _tagged_tokens(self, text: str, encoded, window: int, strategy: str) -> list[dict]:
+        """The tokens of one window that come from the text, with their label probabilities and characters."""
         device = next(self.model.parameters()).device
-        with torch.inference_mode():
-            logits = self.model(
-                encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device)
-            ).logits[0].float()
-        scores = logits.softmax(-1)
-        names = self.model.config.id2label or {}
-        records = []
-        for index, (token_id, special, (start, end)) in enumerate(
-            zip(encoded["input_ids"][0].tolist(), encoded["special_tokens_mask"][0].tolist(),
-                encoded["offset_mapping"][0].tolist())
-        ):
+        inputs = {k: torch.tensor([encoded[k][window]], device=device)
+                  for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded}
+        scores = self.model(**inputs).logits[0].float().softmax(-1).cpu()
+        subword_prefix = _continuing_subword_prefix(self.tokenizer)
+        if not subword_prefix and strategy in ("first", "average", "max"):
+            warnings.warn("The tokenizer does not mark word pieces, so words are guessed from spaces in the text.",
+                          UserWarning, stacklevel=5)
+        tokens = []
+        for index, (token_id, special, (start, end)) in enumerate(zip(
+            encoded["input_ids"][window], encoded["special_tokens_mask"][window], encoded["offset_mapping"][window]
+        )):
             if special:
                 continue
-            best = int(scores[index].argmax())
-            label = names.get(best, f"LABEL_{best}")
-            if label in ignore_labels:
-                continue
-            records.append({
-                "entity": label, "score": float(scores[index, best]), "index": index,
-                "word": self.tokenizer.convert_ids_to_tokens(token_id), "start": start, "end": end,
-            })
-        return records
+            word = self.tokenizer.convert_ids_to_tokens(token_id)
+            if token_id == self.tokenizer.unk_token_id:  # [UNK] is shown as the text it stands for, and starts a word
+                word, is_subword = text[start:end], False
+            elif subword_prefix:  # "##ing" is longer than "ing", the text it covers
+                is_subword = len(word) != len(text[start:end])
+            else:
+                is_subword = start > 0 and " " not in text[start - 1 : start + 1]
+            tokens.append({"word": word, "scores": scores[index], "start": start, "end": end, "index": index,
+                           "is_subword": is_subword})
+        return tokens
+
+
+def _continuing_subword_prefix(tokenizer) -> str:
+    """The mark of a word's later pieces ("##" for WordPiece), or "" when the tokenizer has none (BPE)."""
+    model = getattr(getattr(tokenizer, "_pipeline", None), "model", None)
+    return getattr(model, "prefix", "") or ""
+
+
+def _per_token(tokens: list[dict], label) -> list[dict]:
+    """Each token with its most likely label: {"entity", "score", "index", "word", "start", "end"}."""
+    records = []
+    for token in tokens:
+        best = int(token["scores"].argmax())
+        records.append({"entity": label(best), "score": float(token["scores"][best]), "index": token["index"],
+                        "word": token["word"], "start": token["start"], "end": token["end"]})
+    return records
+
+
+def _words(tokenizer, tokens: list[dict], strategy: str, label) -> list[dict]:
+    """For "first", "average" and "max": one record per word (a token and the pieces that follow it)."""
+    if strategy in ("none", "simple"):
+        return _per_token(tokens, label)
+    words = []
+    for token in tokens:
+        if words and token["is_subword"]:
+            words[-1].append(token)
+        else:
+            words.append([token])
+    records = []
+    for pieces in words:
+        if strategy == "first":
+            scores = pieces[0]["scores"]
+        elif strategy == "max":
+            scores = max(pieces, key=lambda piece: piece["scores"].max())["scores"]
+        else:
+            scores = torch.stack([piece["scores"] for piece in pieces]).mean(0)
+        best = int(scores.argmax())
+        records.append({"entity": label(best), "score": float(scores[best]), "start": pieces[0]["start"],
+                        "end": pieces[-1]["end"],
+                        "word": tokenizer.convert_tokens_to_string([piece["word"] for piece in pieces])})
+    return records
+
+
+def _group_entities(tokenizer, records: list[dict]) -> list[dict]:
+    """Join adjacent records of one entity type; a B- tag starts a new entity, an I- tag (or none) continues one."""
+    groups = []
+    for record in records:
+        begins, kind = _tag(record["entity"])
+        if groups and not begins and _tag(groups[-1][-1]["entity"])[1] == kind:
+            groups[-1].append(record)
+        else:
+            groups.append([record])
+    return [
+        {"entity_group": _tag(group[0]["entity"])[1], "score": sum(r["score"] for r in group) / len(group),
+         "word": tokenizer.convert_tokens_to_string([r["word"] for r in group]), "start": group[0]["start"],
+         "end": group[-1]["end"]}
+        for group in groups
+    ]
+
+
+def _tag(label: str) -> tuple[bool, str]:
+    """("B-PER") -> (True, "PER"); "I-PER" and "PER" -> (False, "PER")."""
+    if label.startswith(("B-", "I-")):
+        return label.startswith("B-"), label[2:]
+    return False, label
+
+
+def _drop_overlapping(entities: list[dict]) -> list[dict]:
+    """Of entities that overlap (found in two windows of one text), keep the longest (then the most confident)."""
+    kept = []
+    for entity in sorted(entities, key=lambda e: e["start"]):
+        if kept and kept[-1]["start"] <= entity["start"] < kept[-1]["end"]:
+            previous = kept[-1]
+            longer = entity["end"] - entity["start"] - (previous["end"] - previous["start"])
+            if longer > 0 or (longer == 0 and entity["score"] > previous["score"]):
+                kept[-1] = entity
+        else:
+            kept.append(entity)
+    return kept
 
 
 class QuestionAnsweringPipeline:

@@ -570,6 +570,11 @@ class PreTrainedTokenizer:
             ids = [token_id for token_id in ids if token_id not in self._pipeline.added.special_ids]
         return [self._pipeline.id_to_token(token_id) for token_id in ids]
 
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """The text of token strings, joined as `decode` joins the tokens of ids ("##" pieces glued on...)."""
+        decoder = self._pipeline.decoder
+        return decoder.decode(list(tokens)) if decoder is not None else " ".join(tokens)
+
     # --- encoding
 
     def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
