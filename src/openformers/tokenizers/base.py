@@ -21,6 +21,7 @@ from .. import hub
 from . import processors
 from .encoding import TRUNCATION_STRATEGIES, BatchEncoding, Encoding, apply_template, pad, truncate_sequences
 from .pre_tokenizers import BYTE_ALPHABET, ByteLevel
+from .sentencepiece import write_sentencepiece_model
 
 VERY_LARGE_INTEGER = int(1e30)  # the reference's "no limit" for model_max_length
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -114,6 +115,7 @@ class Pipeline:
         self._byte_level = _contains(pre_tokenizer, ByteLevel)
         self.source: dict | None = None  # the tokenizer.json contents this was built from, for saving
         self.sentencepiece_file: Path | None = None  # or the tokenizer.model
+        self.sentencepiece_model = None  # or the SentencePiece model read from a GGUF file, written out as one
 
     def add_tokens(self, tokens: list[AddedToken]) -> None:
         """Add tokens that are not added tokens yet, reusing their vocabulary id or taking the next free one."""
@@ -519,8 +521,11 @@ class PreTrainedTokenizer:
             added = sorted(self._pipeline.added.tokens.items())
             data["added_tokens"] = [_added_token_json(token_id, token) for token_id, token in added]
             written.append(_write_json(folder / "tokenizer.json", data))
-        elif self._pipeline.sentencepiece_file is not None:
-            shutil.copyfile(self._pipeline.sentencepiece_file, folder / "tokenizer.model")
+        elif self._pipeline.sentencepiece_file is not None or self._pipeline.sentencepiece_model is not None:
+            if self._pipeline.sentencepiece_file is not None:
+                shutil.copyfile(self._pipeline.sentencepiece_file, folder / "tokenizer.model")
+            else:
+                write_sentencepiece_model(self._pipeline.sentencepiece_model, folder / "tokenizer.model")
             written.append(str(folder / "tokenizer.model"))
             layout = self._pipeline.post_processor.template(False)
             first_special = [item for item, _ in layout[:1] if not isinstance(item, str)]

@@ -486,6 +486,29 @@ def _from_tokenizer_model(files: ModelFiles) -> dict:
     whether to add BOS/EOS come from tokenizer_config.json (BOS only, as Llama, by default)."""
     path = files.folder / "tokenizer.model"
     spm = sentencepiece.read_sentencepiece_model(path)
+    settings = _sentencepiece_special_tokens(spm)
+    settings.update(_config_settings(files))
+    config_path = files.file("tokenizer_config.json")
+    config = _read_json(config_path) if config_path else {}
+    add_bos = config.get("add_bos_token", True) and settings.get("bos_token")
+    add_eos = config.get("add_eos_token", False) and settings.get("eos_token")
+    pipeline = _sentencepiece_pipeline(spm, path, settings if add_bos else {}, settings if add_eos else {})
+    pipeline.sentencepiece_file = path  # save_pretrained copies it
+    return {"pipeline": pipeline, **settings}
+
+
+def _sentencepiece_special_tokens(spm: sentencepiece.SentencePieceModel) -> dict:
+    settings = {}
+    ids = {"unk_token": spm.unk_id, "bos_token": spm.bos_id, "eos_token": spm.eos_id, "pad_token": spm.pad_id}
+    for name, token_id in ids.items():
+        if 0 <= token_id < len(spm.pieces):
+            settings[name] = spm.pieces[token_id][0]
+    return settings
+
+
+def _sentencepiece_pipeline(spm: sentencepiece.SentencePieceModel, path: Path, bos: dict, eos: dict) -> Pipeline:
+    """The pipeline of a SentencePiece model (from a tokenizer.model or a GGUF file), adding
+    `bos["bos_token"]` before and `eos["eos_token"]` after each sequence when given."""
     if spm.model_type not in (sentencepiece.BPE, sentencepiece.UNIGRAM):
         kind = sentencepiece.MODEL_TYPE_NAMES.get(spm.model_type, spm.model_type)
         raise ValueError(f"{path} is a SentencePiece {kind!r} model; only 'bpe' and 'unigram' models are supported.")
@@ -497,23 +520,12 @@ def _from_tokenizer_model(files: ModelFiles) -> dict:
         precompiled = normalizers.Precompiled(spm.precompiled_charsmap) if spm.precompiled_charsmap else None
     except ValueError as error:
         raise ValueError(f"Cannot build a tokenizer from {path}: {error}") from None
-
-    settings = {}
-    ids = {"unk_token": spm.unk_id, "bos_token": spm.bos_id, "eos_token": spm.eos_id, "pad_token": spm.pad_id}
-    for name, token_id in ids.items():
-        if 0 <= token_id < len(spm.pieces):
-            settings[name] = spm.pieces[token_id][0]
-    settings.update(_config_settings(files))
-    config_path = files.file("tokenizer_config.json")
-    config = _read_json(config_path) if config_path else {}
-    add_bos = config.get("add_bos_token", True) and settings.get("bos_token")
-    add_eos = config.get("add_eos_token", False) and settings.get("eos_token")
-    before = [model.vocab[settings["bos_token"]]] if add_bos else []
-    after = [model.vocab[settings["eos_token"]]] if add_eos else []
+    before = [model.vocab[bos["bos_token"]]] if bos.get("bos_token") else []
+    after = [model.vocab[eos["eos_token"]]] if eos.get("eos_token") else []
     single = [([token_id], 0) for token_id in before] + [("A", 0)] + [([token_id], 0) for token_id in after]
     pair = single + [("B" if item == "A" else item, 1) for item, _ in single]
     controls = {piece for piece, _, kind in spm.pieces if kind == models.CONTROL}
-    pipeline = Pipeline(
+    return Pipeline(
         model,
         normalizer=normalizers.SentencePieceNormalizer(
             precompiled,
@@ -526,8 +538,6 @@ def _from_tokenizer_model(files: ModelFiles) -> dict:
             controls, model.unk_token, add_dummy_prefix=spm.add_dummy_prefix, byte_fallback=spm.byte_fallback
         ),
     )
-    pipeline.sentencepiece_file = path  # save_pretrained copies it
-    return {"pipeline": pipeline, **settings}
 
 
 # --- GGUF metadata
@@ -668,9 +678,12 @@ def _from_gguf(path: Path) -> dict:
     kind = metadata.get(Keys.Tokenizer.MODEL)
     if kind is None:
         raise FileNotFoundError(f"{path} holds no tokenizer: its metadata has no {Keys.Tokenizer.MODEL} key.")
+    if kind in _GGUF_SENTENCEPIECE_TYPES:
+        return _from_gguf_sentencepiece(metadata, path)
     if kind != "gpt2":
         raise ValueError(
-            f"{path} stores a {kind!r} tokenizer; only byte-level BPE ('gpt2') GGUF tokenizers are supported yet."
+            f"{path} stores a {kind!r} tokenizer; the GGUF tokenizers supported are byte-level BPE ('gpt2') and "
+            f"SentencePiece ({', '.join(repr(name) for name in _GGUF_SENTENCEPIECE_TYPES)})."
         )
     if Keys.Tokenizer.MERGES not in metadata:
         raise ValueError(f"{path} has a byte-level BPE tokenizer without {Keys.Tokenizer.MERGES}.")
@@ -721,6 +734,53 @@ def _from_gguf(path: Path) -> dict:
     if metadata.get(Keys.Tokenizer.CHAT_TEMPLATE) is not None:
         settings["chat_template"] = metadata[Keys.Tokenizer.CHAT_TEMPLATE]
     return settings
+
+
+# llama.cpp's names for SentencePiece models: "llama" (BPE by piece score: Llama-2, Mistral, Vicuna)
+# and "t5" (Unigram with the precompiled normalization rules).
+_GGUF_SENTENCEPIECE_TYPES = {"llama": sentencepiece.BPE, "t5": sentencepiece.UNIGRAM}
+
+
+def _from_gguf_sentencepiece(metadata: dict, path: Path) -> dict:
+    """A SentencePiece tokenizer from GGUF metadata, tokenizing as llama.cpp (and `sentencepiece`) do:
+    pieces with scores and types, a "▁" in front of the text and after each special token, spaces
+    spelled "▁", byte fallback when the vocabulary has byte pieces."""
+    tokens = metadata[Keys.Tokenizer.LIST]
+    scores = metadata.get(Keys.Tokenizer.SCORES) or [0.0] * len(tokens)
+    types = metadata.get(Keys.Tokenizer.TOKEN_TYPE) or [TokenType.NORMAL] * len(tokens)
+    if not len(tokens) == len(scores) == len(types):
+        raise ValueError(
+            f"{path}: the tokenizer has {len(tokens)} tokens but {len(scores)} scores and {len(types)} token types."
+        )
+    model_type = _GGUF_SENTENCEPIECE_TYPES[metadata[Keys.Tokenizer.MODEL]]
+    ids = {
+        "unk_id": metadata.get(Keys.Tokenizer.UNK_ID, 0),
+        "bos_id": metadata.get(Keys.Tokenizer.BOS_ID, -1),
+        "eos_id": metadata.get(Keys.Tokenizer.EOS_ID, -1),
+        "pad_id": metadata.get(Keys.Tokenizer.PAD_ID, -1),
+    }
+    for key, token_id in ids.items():
+        if token_id >= len(tokens):
+            raise ValueError(f"{path}: {key}={token_id} is not a token id (the vocabulary has {len(tokens)}).")
+    # A type-less vocabulary written by hand may hold a byte piece as NORMAL; llama.cpp checks the type too.
+    spm = sentencepiece.SentencePieceModel(
+        pieces=[(token, float(score), int(kind)) for token, score, kind in zip(tokens, scores, types)],
+        model_type=model_type,
+        byte_fallback=TokenType.BYTE in types,
+        precompiled_charsmap=bytes(metadata.get(Keys.Tokenizer.PRECOMPILED_CHARSMAP) or b""),
+        add_dummy_prefix=bool(metadata.get(Keys.Tokenizer.ADD_PREFIX, True)),
+        remove_extra_whitespaces=bool(metadata.get(Keys.Tokenizer.REMOVE_EXTRA_WS, False)),
+        **ids,
+    )
+    settings = _sentencepiece_special_tokens(spm)
+    # llama.cpp adds BOS by default for "llama" and EOS by default for "t5", unless the file says otherwise.
+    add_bos = metadata.get(Keys.Tokenizer.ADD_BOS, model_type == sentencepiece.BPE)
+    add_eos = metadata.get(Keys.Tokenizer.ADD_EOS, model_type == sentencepiece.UNIGRAM)
+    pipeline = _sentencepiece_pipeline(spm, path, settings if add_bos else {}, settings if add_eos else {})
+    pipeline.sentencepiece_model = spm  # save_pretrained writes it as a tokenizer.model
+    if metadata.get(Keys.Tokenizer.CHAT_TEMPLATE) is not None:
+        settings["chat_template"] = metadata[Keys.Tokenizer.CHAT_TEMPLATE]
+    return {"pipeline": pipeline, **settings}
 
 
 # --- choosing the source

@@ -154,3 +154,57 @@ def _read_normalizer_spec(data: bytes, model: SentencePieceModel, path: Path) ->
         elif number in (3, 4, 5) and wire_type == 0:
             name = {3: "add_dummy_prefix", 4: "remove_extra_whitespaces", 5: "escape_whitespaces"}[number]
             setattr(model, name, bool(value))
+
+
+# --- writing: a tokenizer.model for a SentencePiece tokenizer read from elsewhere (a GGUF file)
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # negative int32 values go out as 64-bit two's complement, as protobuf does
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, value) -> bytes:
+    """One field: bytes and str length-delimited, float as fixed 32 bits, int and bool as a varint."""
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if isinstance(value, bytes):
+        return _varint(number << 3 | 2) + _varint(len(value)) + value
+    if isinstance(value, float):
+        return _varint(number << 3 | 5) + struct.pack("<f", value)
+    return _varint(number << 3) + _varint(int(value))
+
+
+def write_sentencepiece_model(model: SentencePieceModel, path: str | Path) -> None:
+    """Write `model` as a tokenizer.model that the `sentencepiece` library (and this module) read back."""
+    pieces = b"".join(
+        _field(1, _field(1, piece) + _field(2, float(score)) + _field(3, kind)) for piece, score, kind in model.pieces
+    )
+    trainer = b"".join(
+        [
+            _field(3, model.model_type),
+            _field(4, len(model.pieces)),
+            _field(24, model.treat_whitespace_as_suffix),
+            _field(35, model.byte_fallback),
+            _field(40, model.unk_id),
+            _field(41, model.bos_id),
+            _field(42, model.eos_id),
+            _field(43, model.pad_id),
+        ]
+    )
+    name = model.normalizer_name or ("identity" if not model.precompiled_charsmap else "")
+    normalizer = b"".join(
+        [
+            _field(1, name),
+            _field(2, model.precompiled_charsmap),
+            _field(3, model.add_dummy_prefix),
+            _field(4, model.remove_extra_whitespaces),
+            _field(5, model.escape_whitespaces),
+        ]
+    )
+    Path(path).write_bytes(pieces + _field(2, trainer) + _field(3, normalizer))
