@@ -139,3 +139,18 @@ def test_malformed_model_files_are_named(tmp_path, llama_style):
     (folder / "tokenizer.model").write_text("just some text, not a protobuf")
     with pytest.raises(ValueError, match=r"tokenizer\.model.*not a SentencePiece model"):
         AutoTokenizer.from_pretrained(folder)
+
+
+def test_ids_equal_the_reference_sentencepiece_tokenizer(llama_style, corpus):
+    """The reference's sentencepiece-backed tokenizer (legacy=True, protobuf installed), special tokens in
+    the text included: the same ids. (Its decode spells byte pieces out as "<0xE4>"; ours decodes them.)"""
+    from transformers.tokenization_utils_sentencepiece import SentencePieceBackend
+
+    folder, reference_spm = llama_style
+    special = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    reference = SentencePieceBackend.from_pretrained(str(folder), legacy=True, **special)
+    ours = AutoTokenizer.from_pretrained(folder)
+    extra = ["<s>Hello</s> world", "a <s> b", "</s>", "Hi <unk> x", "<tool>x</tool> y"]
+    for text in EDGE_TEXTS + corpus[::40] + extra:
+        assert ours.encode(text, add_special_tokens=False) == reference.encode(text, add_special_tokens=False), text
+        assert ours.tokenize(text) == reference.tokenize(text), text
