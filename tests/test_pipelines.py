@@ -318,3 +318,24 @@ def test_token_classification_options_are_checked(bert_folders):
         ner("Hi", aggregation_strategy="longest")
     with pytest.raises(ValueError, match="stride needs an aggregation_strategy"):
         ner("Hi", stride=2)
+
+
+@pytest.mark.parametrize("strategy", ["none", "simple", "first", "average", "max"])
+def test_token_classification_with_a_byte_level_tokenizer_matches_reference(folder, tmp_path, strategy):
+    """SmolLM2's byte-level BPE marks no word pieces: words are guessed from the spaces, as the reference does."""
+    import shutil
+
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (folder / name).exists():
+            shutil.copy(folder / name, tmp_path / name)
+    torch.manual_seed(0)
+    config = transformers.RobertaConfig(
+        vocab_size=49152, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+        id2label={0: "O", 1: "B-LOC", 2: "I-LOC"}, label2id={"O": 0, "B-LOC": 1, "I-LOC": 2},
+    )
+    transformers.RobertaForTokenClassification(config).eval().save_pretrained(tmp_path)
+    guesses_words = strategy in ("first", "average", "max")
+    with pytest.warns(UserWarning, match="guessed from spaces") if guesses_words else warnings.catch_warnings():
+        got, expected = _run_both(tmp_path, "token-classification", NER_TEXTS, aggregation_strategy=strategy,
+                                  ignore_labels=[])
+    _assert_records_close(got, expected)
