@@ -31,6 +31,7 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
 
 def step_logits(model, tokens: list[int], use_kernels: bool, monkeypatch) -> torch.Tensor:
     """Logits of every decoding step after a 3-token prefill, one token at a time through a DynamicCache."""
+    assert not use_kernels or kernels.available()  # builds and loads them before the switch is pinned
     monkeypatch.setattr(kernels, "available", lambda: use_kernels)
     cache, logits = DynamicCache(), []
     with torch.inference_mode():
@@ -65,6 +66,7 @@ def test_bfloat16_weights_stay_close_to_float32(monkeypatch):
 def test_cache_grows_past_its_first_block(monkeypatch):
     model = tiny_model()
     prompt = torch.tensor([[1, 2, 3]])
+    assert kernels.available()
     monkeypatch.setattr(kernels, "available", lambda: True)
     fast = model.generate(prompt, max_new_tokens=300, min_new_tokens=300, do_sample=False)
     monkeypatch.setattr(kernels, "available", lambda: False)

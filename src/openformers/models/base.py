@@ -19,6 +19,7 @@ from ..configs import PretrainedConfig, config_from_gguf, read_config
 from ..generation.config import GenerationConfig
 from ..generation.decoding import GenerationMixin
 from ..hub import ModelFiles, resolve
+from ..quantization import check_quantization, quantize
 from ..weights import GGUFFile, cast, find_weights, load_weights, save_safetensors
 from .layers import RMSNorm
 
@@ -219,6 +220,7 @@ def load_pretrained(
     device_map: str | torch.device | int | None = None,
     trust_remote_code: bool = False,
     ignore_mismatched_sizes: bool = False,
+    quantization: str | None = None,
     **config_overrides,
 ) -> PreTrainedModel:
     """Resolve the files, read the config, let `choose_class(config, source)` pick the class, and load.
@@ -229,6 +231,7 @@ def load_pretrained(
     override config fields (num_labels=2...). ignore_mismatched_sizes=True initializes the weights whose shape
     differs from the checkpoint's (a head with another number of labels) instead of refusing the checkpoint.
     trust_remote_code=True is refused: openformers never runs code from a model folder.
+    quantization="int8" stores the linear layers' weights as int8 for faster inference (openformers.quantization).
     """
     if trust_remote_code:
         raise ValueError(
@@ -237,6 +240,8 @@ def load_pretrained(
         )
     dtype = _resolve_dtype(dtype, torch_dtype)
     device = _resolve_device(device_map)
+    if quantization is not None:
+        check_quantization(quantization)
     files = resolve(name_or_path, gguf_file=gguf_file, revision=revision, cache_dir=cache_dir,
                     local_files_only=local_files_only, token=token)
     config, source, read_state_dict = _open_checkpoint(files, config_overrides)
@@ -253,6 +258,8 @@ def load_pretrained(
     model.load_state_dict(state_dict, strict=True, assign=True)
     model.tie_weights()
     _rebuild_buffers(model)
+    if quantization is not None:
+        quantize(model, quantization)
     if device is not None:
         model.to(device)
     if files.gguf_file is None and files.file("generation_config.json"):

@@ -1,0 +1,68 @@
+"""Weight-only int8 quantization for inference: `from_pretrained(..., quantization="int8")`.
+
+Each linear layer's weight becomes int8 with one float32 scale per output row (symmetric: the row's largest
+magnitude maps to 127), a quarter of the float32 bytes. Decoding reads every weight once per token, so it
+runs up to four times faster where memory bandwidth is the limit (kernels/decode.cpp reads int8 rows
+directly); longer inputs use PyTorch's int8 weight-only matmul. Activations stay in the model's dtype. The cost in quality
+is measured by benchmarks/quality.py and recorded in benchmarks/RESULTS.md.
+
+A quantized model is for inference: its weights are buffers, not parameters, so nothing trains them, and a
+tied language-model head gets an int8 copy of its own.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+QUANTIZATIONS = ("int8",)
+
+
+class Int8Linear(nn.Module):
+    """y = x W^T + b with W stored as int8 rows times a float32 scale per row."""
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.register_buffer("weight", weight)
+        self.register_buffer("scale", scale)
+        self.register_buffer("bias", bias)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
+        weight = linear.weight.detach().float()
+        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127
+        quantized = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
+        bias = linear.bias.detach().clone() if linear.bias is not None else None
+        return cls(quantized.contiguous(), scale, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)
+        if flat.dtype == torch.float32 and flat.device.type == "cpu" and hasattr(torch, "_weight_int8pack_mm"):
+            y = torch._weight_int8pack_mm(flat.contiguous(), self.weight, self.scale)
+        else:  # int8 values are exact in bfloat16 and float16, so the product is as exact as the dtype allows
+            y = F.linear(flat, self.weight.to(flat.dtype)) * self.scale.to(flat.dtype)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def check_quantization(quantization: str) -> None:
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"quantization={quantization!r} is not supported; use one of {', '.join(map(repr, QUANTIZATIONS))} "
+            "(weight-only int8 with one scale per output row), or leave it unset for the checkpoint's weights."
+        )
+
+
+def quantize(model: nn.Module, quantization: str) -> nn.Module:
+    """Replace every nn.Linear of `model` by its quantized form, in place; returns the model."""
+    check_quantization(quantization)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear:
+                setattr(parent, name, Int8Linear.from_linear(child))
+    model.quantization = quantization
+    return model

@@ -1,0 +1,53 @@
+"""Weight-only int8 quantization: accuracy of the layer, the compiled kernel against the plain path, the real model."""
+
+import pytest
+import torch
+from torch import nn
+
+from openformers import AutoModelForCausalLM, AutoTokenizer, kernels
+from openformers.quantization import Int8Linear, quantize
+
+from test_kernels import step_logits, tiny_model
+
+
+def test_int8_linear_is_close_to_the_float_layer():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48)
+    quantized = Int8Linear.from_linear(linear)
+    assert quantized.weight.dtype == torch.int8 and quantized.scale.shape == (48,)
+    x = torch.randn(5, 7, 64)
+    reference = linear(x)
+    for dtype, tolerance in ((torch.float32, 0.01), (torch.bfloat16, 0.05)):
+        error = (quantized(x.to(dtype)).float() - reference).abs().max() / reference.abs().max()
+        assert error < tolerance, dtype
+
+
+def test_quantize_replaces_every_linear_layer():
+    model = quantize(tiny_model(), "int8")
+    assert not any(type(module) is nn.Linear for module in model.modules())
+    assert isinstance(model.lm_head, Int8Linear)
+
+
+def test_unknown_quantization_is_refused(smollm2_gguf):
+    with pytest.raises(ValueError, match="quantization='int4'.*'int8'"):
+        AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name, quantization="int4")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kernel_matches_plain_int8_path(dtype, monkeypatch):
+    model = quantize(tiny_model(), "int8").to(dtype)
+    tokens = torch.randint(0, 96, (24,), generator=torch.Generator().manual_seed(3)).tolist()
+    fast = step_logits(model, tokens, True, monkeypatch).float()
+    plain = step_logits(model, tokens, False, monkeypatch).float()
+    tolerance = 1e-4 if dtype == torch.float32 else 0.1  # bfloat16's plain path rounds every activation
+    torch.testing.assert_close(fast, plain, atol=tolerance, rtol=tolerance)
+
+
+def test_smollm2_int8_greedy_agrees_with_float32(smollm2_gguf):
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    load = dict(gguf_file=smollm2_gguf.name)
+    full = AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, **load)
+    int8 = AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, quantization="int8", **load)
+    input_ids = tokenizer.encode("The capital of France is", return_tensors="pt")
+    expected = full.generate(input_ids, max_new_tokens=16)[0].tolist()
+    assert int8.generate(input_ids, max_new_tokens=16)[0].tolist()[: input_ids.shape[1] + 8] == expected[: input_ids.shape[1] + 8]
