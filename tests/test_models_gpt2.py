@@ -27,9 +27,11 @@ def _reference(head, **overrides):
 
 
 def _batch():
-    """Two right-padded rows (pad id 0): every position a query reads is a real token or follows one."""
+    """Two rows (pad id 0), the first left-padded (its padding queries see no key and give zeros, as in the
+    reference), the second right-padded."""
     ids = torch.randint(1, TINY["vocab_size"], (2, 10), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
+    ids[0, :2], mask[0, :2] = 0, 0
     ids[1, 7:], mask[1, 7:] = 0, 0
     return ids, mask
 
@@ -40,7 +42,7 @@ def _outputs(model, head):
         out = model(ids, attention_mask=mask, start_positions=torch.tensor([2, 11]), end_positions=torch.tensor([4, 6]))
         return out.loss, torch.stack([out.start_logits, out.end_logits])
     labels = {
-        "AutoModelForCausalLM": ids.masked_fill(mask == 0, -100),
+        "AutoModelForCausalLM": ids,  # padding included: the loss reads every position
         "AutoModelForSequenceClassification": torch.tensor([2, 0]),
         "AutoModelForTokenClassification": torch.tensor(
             [[0, 1, 2, 1, 0, 2, 1, 0, 1, 2], [1, 1, 2, 0, 0, 1, 2, -100, -100, -100]]

@@ -297,17 +297,13 @@ def _save_tiny_head(folder, task, **overrides):
 def _padded_batch(task="sequence-classification"):
     """Two rows with pad id 0 and their attention mask: the first right-padded, the second left-padded.
 
-    A left-padding query sees no key; its output is never used, and the reference and openformers fill it
-    differently (zeros, or attention over every key), so the loss over all positions of question answering
-    is compared on right padding only.
+    A left-padding query sees no key: its attention gives zeros, as in the reference, so outputs match at
+    every position (question answering's loss reads them all).
     """
     ids = _ids(2, 9, seed=7).clamp(min=1)
     mask = torch.ones_like(ids)
     ids[0, 6:], mask[0, 6:] = 0, 0
-    if task == "question-answering":
-        ids[1, 8:], mask[1, 8:] = 0, 0
-    else:
-        ids[1, :2], mask[1, :2] = 0, 0
+    ids[1, :2], mask[1, :2] = 0, 0
     return ids, mask
 
 
@@ -345,8 +341,6 @@ def test_heads_match_reference_on_a_padded_batch(tiny_head):
     labels = _head_labels(task)
     ours = _head_outputs(task, model, ids, mask, labels)
     theirs = _head_outputs(task, reference, ids, mask, labels)
-    if task == "token-classification":  # compared at the real tokens
-        ours, theirs = (ours[0], ours[1][mask.bool()]), (theirs[0], theirs[1][mask.bool()])
     torch.testing.assert_close(ours[1], theirs[1], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(ours[0], theirs[0], atol=1e-4, rtol=1e-4)
 
@@ -451,12 +445,16 @@ def test_family_logits_match_reference_on_a_padded_batch(family):
     if name == "qwen2":
         attention = model.model.layers[0].self_attn
         assert attention.q_proj.bias is not None and attention.o_proj.bias is None
-    ids = _ids(2, 11, seed=8)
+    ids = _ids(3, 11, seed=8)
     mask = torch.ones_like(ids)
     mask[1, 8:] = 0
+    mask[2, :3] = 0  # left padding: those queries see no key and give zeros, as in the reference
     labels = ids.masked_fill(mask == 0, -100)
     ours, theirs = model(ids, attention_mask=mask, labels=labels), reference(ids, attention_mask=mask, labels=labels)
-    torch.testing.assert_close(ours.logits[mask.bool()], theirs.logits[mask.bool()], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours.logits, theirs.logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours.loss, theirs.loss, atol=1e-4, rtol=1e-4)
+    # A loss over every label, padding included (labels=input_ids), reads the padding positions too.
+    ours, theirs = model(ids, attention_mask=mask, labels=ids), reference(ids, attention_mask=mask, labels=ids)
     torch.testing.assert_close(ours.loss, theirs.loss, atol=1e-4, rtol=1e-4)
 
 

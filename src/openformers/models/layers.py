@@ -7,8 +7,9 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-# `enable_gqa` (query heads sharing key/value heads without copying them) arrived in torch 2.5.
-_SDPA_HAS_GQA = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5)
+# `enable_gqa` (query heads sharing key/value heads without copying them) arrived in torch 2.5, and so did
+# zeros (instead of NaN) for a query that may see no key.
+_SDPA_HAS_GQA = _SDPA_ZEROES_EMPTY_ROWS = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5)
 
 
 # Activation functions by their config.json names (`hidden_act`, `activation_function`).
@@ -142,10 +143,13 @@ def attention_mask_for(
         mask &= key_positions > query_positions - sliding_window
     if attention_mask is None:
         return mask[None, None]
+    # A padding query of a left-padded row sees no key at all: its attention output is zeros, as in the
+    # reference (users see it in hidden states at padding positions, and in a loss over labels that include them).
     mask = mask[None, None] & attention_mask[:, None, None, :].bool()
-    # A padding query of a left-padded row sees no key at all; let it see every key instead, so softmax
-    # gives numbers rather than NaN (its output is never used, but NaN would reach the cache).
-    return mask | ~mask.any(dim=-1, keepdim=True)
+    if not _SDPA_ZEROES_EMPTY_ROWS:
+        # torch 2.4 gives such a query NaN, which would spread through the values: let it see every key instead.
+        mask = mask | ~mask.any(dim=-1, keepdim=True)
+    return mask
 
 
 def attention(
