@@ -2,6 +2,7 @@
 charsmap, T5-style), trained here with `sentencepiece`: our ids, pieces and decode equal the library's."""
 
 import glob
+import json
 import shutil
 
 import pytest
@@ -154,3 +155,26 @@ def test_ids_equal_the_reference_sentencepiece_tokenizer(llama_style, corpus):
     for text in EDGE_TEXTS + corpus[::40] + extra:
         assert ours.encode(text, add_special_tokens=False) == reference.encode(text, add_special_tokens=False), text
         assert ours.tokenize(text) == reference.tokenize(text), text
+
+
+@pytest.mark.parametrize("legacy", [None, False, True])
+def test_legacy_false_puts_no_dummy_prefix_after_special_tokens(llama_style, tmp_path, legacy):
+    """The reference's Llama tokenizers (legacy=False, their default) give "▁" only to the text at the start,
+    not to text after a special token; legacy=True (and llama.cpp) give it to both. The expected ids come from
+    `sentencepiece` itself, with the dummy prefix switched off in the model for the text after the token."""
+    from transformers.convert_slow_tokenizer import import_protobuf
+
+    folder, reference = llama_style
+    proto = import_protobuf().ModelProto.FromString(reference.serialized_model_proto())
+    proto.normalizer_spec.add_dummy_prefix = False
+    without_prefix = sentencepiece.SentencePieceProcessor(model_proto=proto.SerializeToString())
+    shutil.copy(folder / "tokenizer.model", tmp_path / "tokenizer.model")
+    config = {"tokenizer_class": "LlamaTokenizer"} | ({} if legacy is None else {"legacy": legacy})
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    ours = AutoTokenizer.from_pretrained(tmp_path)
+    after = reference if legacy else without_prefix
+    for first, second in [("Hello", " world"), ("  two", "three  "), ("", "USER: hi"), ("中文", "\n日本")]:
+        expected = [reference.bos_id(), *reference.encode(first), reference.eos_id(), *after.encode(second)]
+        assert ours.encode(f"{first}</s>{second}") == expected, (first, second)
+    ours.save_pretrained(tmp_path / "saved")
+    assert AutoTokenizer.from_pretrained(tmp_path / "saved").encode("a</s>b") == ours.encode("a</s>b")

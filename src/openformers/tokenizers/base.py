@@ -158,7 +158,10 @@ class Pipeline:
                 ids.append(token_id)
                 continue
             if self.normalizer is not None:
-                segment = self.normalizer.normalize(segment)
+                if getattr(self.normalizer, "takes_position", False):  # a dummy prefix at the start only
+                    segment = self.normalizer.normalize(segment, segment_start == 0)
+                else:
+                    segment = self.normalizer.normalize(segment)
             for piece, token_id, piece_start in self.added.split(segment, self.added.normalized_pattern):
                 if token_id is not None:
                     ids.append(token_id)
@@ -181,7 +184,10 @@ class Pipeline:
                 continue
             spans = [(index, index + 1) for index in range(segment_start, segment_start + len(segment))]
             if self.normalizer is not None:
-                segment, spans = self.normalizer.normalize_aligned(segment, spans)
+                if getattr(self.normalizer, "takes_position", False):
+                    segment, spans = self.normalizer.normalize_aligned(segment, spans, segment_start == 0)
+                else:
+                    segment, spans = self.normalizer.normalize_aligned(segment, spans)
             for piece, token_id, piece_start in self.added.split(segment, self.added.normalized_pattern):
                 if token_id is not None:
                     ids.append(token_id)
@@ -530,6 +536,7 @@ class PreTrainedTokenizer:
             layout = self._pipeline.post_processor.template(False)
             first_special = [item for item, _ in layout[:1] if not isinstance(item, str)]
             config["tokenizer_class"] = "LlamaTokenizer"
+            config["legacy"] = not getattr(self._pipeline.normalizer, "prefix_only_at_start", False)
             config["add_bos_token"] = bool(first_special) and self.bos_token_id in first_special[0]
             config["add_eos_token"] = not isinstance(layout[-1][0], str) and self.eos_token_id in layout[-1][0]
         else:

@@ -493,6 +493,10 @@ def _from_tokenizer_model(files: ModelFiles) -> dict:
     add_bos = config.get("add_bos_token", True) and settings.get("bos_token")
     add_eos = config.get("add_eos_token", False) and settings.get("eos_token")
     pipeline = _sentencepiece_pipeline(spm, path, settings if add_bos else {}, settings if add_eos else {})
+    # The reference's Llama tokenizers default to legacy=False: no dummy prefix after a special token.
+    tokenizer_class = str(config.get("tokenizer_class") or "").removesuffix("Fast")
+    is_llama = tokenizer_class in ("LlamaTokenizer", "CodeLlamaTokenizer")
+    pipeline.normalizer.prefix_only_at_start = config.get("legacy", not is_llama) is False
     pipeline.sentencepiece_file = path  # save_pretrained copies it
     return {"pipeline": pipeline, **settings}
 

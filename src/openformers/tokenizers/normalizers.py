@@ -381,9 +381,14 @@ _GRAPHEME = regex.compile(r"\X", regex.DOTALL)
 class SentencePieceNormalizer:
     """SentencePiece's whole normalization, as its library does it: the precompiled rules (if any),
     then drop leading, trailing and repeated spaces (`remove_extra_whitespaces`), put one space in
-    front (`add_dummy_prefix`), and spell spaces as "▁" (`escape_whitespaces`)."""
+    front (`add_dummy_prefix`), and spell spaces as "▁" (`escape_whitespaces`).
+
+    It runs on each stretch of text between special tokens. With `prefix_only_at_start` (the reference's
+    `legacy=False` Llama tokenizers), only the stretch at the start of the text gets the dummy prefix,
+    not one that follows a special token."""
 
     SPACE = "▁"
+    takes_position = True
 
     def __init__(
         self,
@@ -392,16 +397,19 @@ class SentencePieceNormalizer:
         add_dummy_prefix: bool = True,
         remove_extra_whitespaces: bool = True,
         escape_whitespaces: bool = True,
+        prefix_only_at_start: bool = False,
     ):
         self.precompiled = precompiled
         self.add_dummy_prefix = add_dummy_prefix
         self.remove_extra_whitespaces = remove_extra_whitespaces
         self.escape_whitespaces = escape_whitespaces
+        self.prefix_only_at_start = prefix_only_at_start
 
-    def normalize(self, text: str) -> str:
-        return self.normalize_aligned(text, [(index, index + 1) for index in range(len(text))])[0]
+    def normalize(self, text: str, starts_text: bool = True) -> str:
+        return self.normalize_aligned(text, [(index, index + 1) for index in range(len(text))], starts_text)[0]
 
-    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
+    def normalize_aligned(self, text: str, spans: Spans, starts_text: bool = True) -> tuple[str, Spans]:
+        add_dummy_prefix = self.add_dummy_prefix and (starts_text or not self.prefix_only_at_start)
         if self.precompiled is not None:
             chunks = self.precompiled.chunks(text)
         else:
@@ -414,7 +422,7 @@ class SentencePieceNormalizer:
             return "", []
         space = self.SPACE if self.escape_whitespaces else " "
         out, out_spans = [], []
-        if self.add_dummy_prefix:
+        if add_dummy_prefix:
             start = spans[chunks[first][1]][0]
             out.append(space)
             out_spans.append((start, start))
