@@ -293,16 +293,58 @@ def test_callbacks_see_the_reference_events_in_order(tmp_path):
     assert seen[-1] == "on_train_end"
 
 
-def test_mixed_precision_and_defaults_without_a_collator(tmp_path):
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_and_defaults_without_a_collator(tmp_path, precision):
     torch.manual_seed(0)
     model = LlamaForCausalLM.from_config(transformers_free_config())  # its config has pad_token_id=0
-    args = TrainingArguments(output_dir=str(tmp_path), bf16=True, max_steps=3, per_device_train_batch_size=4,
-                             learning_rate=1e-2, logging_steps=1, save_strategy="no", disable_tqdm=True)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4,
+                             learning_rate=1e-2, logging_steps=1, save_strategy="no", disable_tqdm=True,
+                             **{precision: True})  # float16 on the CPU too, with a gradient scaler
     rows = _lm_rows(12, lengths=(4, 8))
     trainer = Trainer(model=model, args=args, train_dataset=rows)  # pads with the config's pad id, labels with -100
     losses = _losses(trainer.train() and trainer.state.log_history)
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     assert model.dtype == torch.float32
+
+
+def test_loader_workers_give_the_same_run(tmp_path):
+    histories = []
+    for workers in (0, 2):
+        args = _classifier_args(tmp_path / str(workers), max_steps=4, save_strategy="no", dataloader_num_workers=workers)
+        trainer = Trainer(model=make_model(), args=args, train_dataset=make_rows(), eval_dataset=make_rows(6, seed=2))
+        trainer.train()
+        histories.append((_losses(trainer.state.log_history), trainer.evaluate()["eval_loss"]))
+    assert histories[1] == histories[0]
+
+
+def test_tensorboard_receives_the_logged_scalars(tmp_path, monkeypatch):
+    import types
+
+    written = []
+
+    class SummaryWriter:  # stands in for torch.utils.tensorboard's, which needs the tensorboard package
+        def __init__(self, log_dir):
+            written.append(("log_dir", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            written.append((tag, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            written.append(("closed",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=SummaryWriter))
+    args = _classifier_args(tmp_path, max_steps=2, save_strategy="no", report_to="tensorboard", eval_strategy="steps",
+                            eval_steps=2)
+    Trainer(model=make_model(), args=args, train_dataset=make_rows(), eval_dataset=make_rows(6, seed=2)).train()
+    assert written[0] == ("log_dir", f"{tmp_path}/runs") and written[-1] == ("closed",)
+    assert {("train/loss", 1), ("train/learning_rate", 2), ("eval/loss", 2)} <= set(written)
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # not installed
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        Trainer(model=make_model(), args=args, train_dataset=make_rows())
 
 
 def test_errors_name_the_problem(tmp_path):

@@ -221,8 +221,13 @@ class TensorBoardCallback(TrainerCallback):
     """Write logged scalars to TensorBoard (report_to="tensorboard"; needs the tensorboard package)."""
 
     def __init__(self):
-        from torch.utils.tensorboard import SummaryWriter
-
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:
+            raise ImportError(
+                "report_to='tensorboard' needs the tensorboard package: pip install tensorboard, or set "
+                "report_to='none'."
+            ) from error
         self.writer_class, self.writer = SummaryWriter, None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
