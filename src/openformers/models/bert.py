@@ -278,8 +278,11 @@ class BertForMaskedLM(_BertHeadModel):
         token_type_ids=None, labels=None, logits_to_keep=0,
     ) -> MaskedLMOutput:
         hidden = self.encode(input_ids, attention_mask, position_ids, token_type_ids).last_hidden_state
-        logits = self.cls(hidden)  # (B, T, vocab_size)
+        logits = self.token_logits(hidden)  # (B, T, vocab_size)
         return MaskedLMOutput(loss=None if labels is None else token_loss(logits, labels), logits=logits)
+
+    def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.cls(hidden)
 
 
 class BertForSequenceClassification(_BertHeadModel):
@@ -294,10 +297,13 @@ class BertForSequenceClassification(_BertHeadModel):
         self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, labels=None, logits_to_keep=0,
     ) -> SequenceClassifierOutput:
-        pooled = self.encode(input_ids, attention_mask, position_ids, token_type_ids).pooler_output
-        logits = self.classifier(self.dropout(pooled))  # (B, num_labels)
+        logits = self.sequence_logits(self.encode(input_ids, attention_mask, position_ids, token_type_ids))
         loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def sequence_logits(self, encoded: BaseModelOutputWithPooling) -> torch.Tensor:
+        """(B, num_labels) from the pooled first token."""
+        return self.classifier(self.dropout(encoded.pooler_output))
 
 
 class BertForTokenClassification(_BertHeadModel):
@@ -378,7 +384,10 @@ class RobertaPreTrainedModel(BertPreTrainedModel):
     base_model_prefix = "roberta"
 
 
-class RobertaForMaskedLM(RobertaPreTrainedModel, _BertHeadModel):
+# The RoBERTa heads run the BERT heads' forward; each builds its own head under its checkpoint name.
+
+
+class RobertaForMaskedLM(RobertaPreTrainedModel, BertForMaskedLM):
     tied_weights = {"lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight"}
     ignored_checkpoint_keys = NO_POOLER_IGNORED_KEYS
 
@@ -387,30 +396,19 @@ class RobertaForMaskedLM(RobertaPreTrainedModel, _BertHeadModel):
         self.lm_head = RobertaLMHead(config)
         self.tie_weights()
 
-    def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> MaskedLMOutput:
-        hidden = self.encode(input_ids, attention_mask, position_ids, token_type_ids).last_hidden_state
-        logits = self.lm_head(hidden)  # (B, T, vocab_size)
-        return MaskedLMOutput(loss=None if labels is None else token_loss(logits, labels), logits=logits)
+    def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)
 
 
-class RobertaForSequenceClassification(RobertaPreTrainedModel, _BertHeadModel):
+class RobertaForSequenceClassification(RobertaPreTrainedModel, BertForSequenceClassification):
     ignored_checkpoint_keys = NO_POOLER_IGNORED_KEYS
 
     def __init__(self, config: RobertaConfig):
         _BertHeadModel.__init__(self, config, add_pooling_layer=False)
         self.classifier = RobertaClassificationHead(config)
 
-    def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> SequenceClassifierOutput:
-        hidden = self.encode(input_ids, attention_mask, position_ids, token_type_ids).last_hidden_state
-        logits = self.classifier(hidden)  # (B, num_labels)
-        loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+    def sequence_logits(self, encoded: BaseModelOutputWithPooling) -> torch.Tensor:
+        return self.classifier(encoded.last_hidden_state)  # the head reads the first token (<s>)
 
 
 class RobertaForTokenClassification(RobertaPreTrainedModel, BertForTokenClassification):
