@@ -14,7 +14,8 @@ COMMON_FIELDS = [
     "logging_steps", "logging_first_step", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
     "max_grad_norm", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
     "num_train_epochs", "max_steps", "lr_scheduler_type", "warmup_steps", "bf16", "fp16", "gradient_checkpointing",
-    "load_best_model_at_end", "metric_for_best_model", "greater_is_better", "seed", "data_seed",
+    "gradient_checkpointing_kwargs", "load_best_model_at_end", "metric_for_best_model", "greater_is_better", "seed",
+    "data_seed",
     "remove_unused_columns", "label_names", "dataloader_num_workers", "dataloader_drop_last", "use_cpu",
     "torch_compile", "output_dir",
 ]
