@@ -444,6 +444,8 @@ class QuestionAnsweringPipeline:
     Inputs: question= and context= (strings, or a list of questions for one context, or two lists of the
     same length), a {"question", "context"} dict, a list of them, or (question, context) as two strings.
     A context longer than `max_seq_len` tokens is read in windows that overlap by `doc_stride` tokens.
+    Answers are spans of context tokens only (with a tokenizer that pads on the left, which puts the context
+    first, the reference 4.x let the question's tokens be answers too).
     """
 
     task = "question-answering"
