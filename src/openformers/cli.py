@@ -121,6 +121,9 @@ def _serve(args) -> int:
     scheduler = BatchScheduler(model, tokenizer, max_batch=args.max_batch)
     limits = Limits(default_max_tokens=args.max_new_tokens)
     app = create_app(scheduler, args.model, api_key=args.api_key, limits=limits)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        print(f"openformers: warning: listening on {args.host} without --api-key: anyone who can reach this "
+              "machine can use the model.", file=sys.stderr)
     print(f"Serving {args.model} on http://{args.host}:{args.port} (chat page at /, API under /v1)", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
