@@ -188,6 +188,17 @@ def test_a_client_that_gives_up_on_a_whole_answer_is_cancelled(tiny):
     assert scheduler.decode_steps - steps_before < 3000
 
 
+def test_a_client_that_stops_reading_does_not_hold_up_the_others(tiny):
+    scheduler, url = tiny
+    body = {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 3900, "temperature": 0, "stream": True}
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TINY_KEY}"}) as client:
+        with client.stream("POST", "/v1/completions", json=body) as stalled:
+            assert stalled.status_code == 200  # its answer streams, and nobody reads it
+            other = post(url, "/v1/completions", {"model": "tiny", "prompt": "Hi", "max_tokens": 8, "temperature": 0})
+            assert other.status_code == 200 and other.json()["usage"]["completion_tokens"] == 8
+    wait_until_idle(scheduler)
+
+
 def test_n_choices_with_a_seed_are_reproducible(tiny):
     _, url = tiny
     client = openai.OpenAI(base_url=url + "/v1", api_key=TINY_KEY, max_retries=0)

@@ -191,7 +191,10 @@ def test_bad_requests_are_refused_at_submit(tokenizer, scheduler):
 
 @pytest.mark.parametrize(
     "text, start, stop, held",
-    [("Hello wor", 0, ["world"], 3), ("Hello", 0, ["world"], 0), ("xab", 1, ["abc"], 2), ("xab", 2, ["abc"], 0), ("xyz", 0, ["z", "yz!"], 2)],
+    [
+        ("Hello wor", 0, ["world"], 3), ("Hello", 0, ["world"], 0), ("xab", 1, ["abc"], 2), ("xab", 2, ["abc"], 0),
+        ("xyz", 0, ["z", "yz!"], 2),
+    ],
 )
 def test_text_that_may_begin_a_stop_string_is_held_back(text, start, stop, held):
     assert _stop_prefix_length(text, start, stop) == held

