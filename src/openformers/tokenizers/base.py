@@ -20,7 +20,7 @@ import regex
 from .. import hub
 from . import processors
 from .encoding import TRUNCATION_STRATEGIES, BatchEncoding, Encoding, apply_template, pad, truncate_sequences
-from .pre_tokenizers import BYTE_ALPHABET, ByteLevel
+from .pre_tokenizers import BYTE_ALPHABET, ByteLevel, split_pieces
 from .sentencepiece import write_sentencepiece_model
 
 VERY_LARGE_INTEGER = int(1e30)  # the reference's "no limit" for model_max_length
@@ -74,12 +74,20 @@ class AddedVocabulary:
         self.tokens = dict(tokens)
         self.ids = {token.content: token_id for token_id, token in self.tokens.items()}
         self.special_ids = frozenset(token_id for token_id, token in self.tokens.items() if token.special)
-        self.raw_pattern = _added_token_pattern([token for token in self.tokens.values() if not token.normalized])
-        self.normalized_pattern = _added_token_pattern([token for token in self.tokens.values() if token.normalized])
+        raw = [token for token in self.tokens.values() if not token.normalized]
+        normalized = [token for token in self.tokens.values() if token.normalized]
+        self.patterns = {False: _added_token_pattern(raw), True: _added_token_pattern(normalized)}
+        # Most text holds no added token: when none of their first characters occurs, there is nothing to find.
+        self.first_chars = {
+            False: frozenset(token.content[:1] for token in raw),
+            True: frozenset(token.content[:1] for token in normalized),
+        }
 
-    def split(self, text: str, pattern: regex.Pattern | None) -> list[tuple[str, int | None, int]]:
-        """`(text, None, start)` for the plain stretches and `(content, id, start)` for each added token found."""
-        if pattern is None:
+    def split(self, text: str, normalized: bool) -> list[tuple[str, int | None, int]]:
+        """`(text, None, start)` for the plain stretches and `(content, id, start)` for each added token
+        found: the tokens matched in the raw text, or with `normalized`, those matched after normalization."""
+        pattern = self.patterns[normalized]
+        if pattern is None or not any(char in text for char in self.first_chars[normalized]):
             return [(text, None, 0)] if text else []
         segments, position = [], 0
         for match in pattern.finditer(text):
@@ -145,6 +153,11 @@ class Pipeline:
                 ids.extend(item)
         return ids
 
+    def encode_with_offsets(self, text: str, pair: str | None, add_special_tokens: bool) -> Encoding:
+        """One text (and pair), with offsets and word ids, laid out by the post-processor."""
+        texts = [text] if pair is None else [text, pair]
+        return self.post_process([self.encode_sequence(item) for item in texts], add_special_tokens)
+
     def encode_without_offsets(self, text: str, pair: str | None, add_special_tokens: bool) -> Encoding:
         """An Encoding whose offsets and word ids are left empty ((0, 0) and None), made on the fast path."""
         sequences = [self._encode_ids(text)] if pair is None else [self._encode_ids(text), self._encode_ids(pair)]
@@ -153,7 +166,7 @@ class Pipeline:
 
     def _encode_ids(self, text: str) -> list[int]:
         ids = []
-        for segment, token_id, segment_start in self.added.split(text, self.added.raw_pattern):
+        for segment, token_id, segment_start in self.added.split(text, normalized=False):
             if token_id is not None:
                 ids.append(token_id)
                 continue
@@ -162,20 +175,20 @@ class Pipeline:
                     segment = self.normalizer.normalize(segment, segment_start == 0)
                 else:
                     segment = self.normalizer.normalize(segment)
-            for piece, token_id, piece_start in self.added.split(segment, self.added.normalized_pattern):
+            for piece, token_id, piece_start in self.added.split(segment, normalized=True):
                 if token_id is not None:
                     ids.append(token_id)
                     continue
-                words = self._pre_tokenize(piece, segment_start == 0 and piece_start == 0)
-                for word, _ in words:
-                    ids.extend(self.model.tokenize(word))
+                tokenize = self.model.tokenize
+                for word in self._split(piece, segment_start == 0 and piece_start == 0):
+                    ids.extend(tokenize(word))
         return ids
 
     def encode_sequence(self, text: str) -> Encoding:
         """One sequence with offsets (in `text`) and word ids, before the post-processor."""
         ids, offsets, word_ids = [], [], []
         word = 0
-        for segment, token_id, segment_start in self.added.split(text, self.added.raw_pattern):
+        for segment, token_id, segment_start in self.added.split(text, normalized=False):
             if token_id is not None:
                 ids.append(token_id)
                 offsets.append((segment_start, segment_start + len(segment)))
@@ -188,7 +201,7 @@ class Pipeline:
                     segment, spans = self.normalizer.normalize_aligned(segment, spans, segment_start == 0)
                 else:
                     segment, spans = self.normalizer.normalize_aligned(segment, spans)
-            for piece, token_id, piece_start in self.added.split(segment, self.added.normalized_pattern):
+            for piece, token_id, piece_start in self.added.split(segment, normalized=True):
                 if token_id is not None:
                     ids.append(token_id)
                     offsets.append((spans[piece_start][0], spans[piece_start + len(piece) - 1][1]))
@@ -220,6 +233,14 @@ class Pipeline:
             offsets += encoding.offsets
             word_ids += [index] * len(encoding)
         return Encoding(ids, offsets, word_ids)
+
+    def _split(self, piece: str, starts_text: bool) -> list[str]:
+        """The pre-tokenized pieces without their offsets, for encoding to ids alone (faster)."""
+        if self.pre_tokenizer is None:
+            return [piece]
+        if getattr(self.pre_tokenizer, "takes_position", False):
+            return [word for word, _ in self.pre_tokenizer.pre_tokenize(piece, starts_text)]
+        return split_pieces(self.pre_tokenizer, piece)
 
     def _pre_tokenize(self, piece: str, starts_text: bool) -> list[tuple[str, tuple[int, int]]]:
         if self.pre_tokenizer is None:
@@ -675,27 +696,26 @@ class PreTrainedTokenizer:
             return rows, samples
 
         names = self.model_input_names
-        wanted = {
-            "input_ids": True,
-            "token_type_ids": "token_type_ids" in names if return_token_type_ids is None else return_token_type_ids,
-            "attention_mask": "attention_mask" in names if return_attention_mask is None else return_attention_mask,
-            "special_tokens_mask": return_special_tokens_mask,
-            "offset_mapping": return_offsets_mapping,
-        }
+        if return_token_type_ids is None:
+            return_token_type_ids = "token_type_ids" in names
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in names
         # Offsets and word ids cost time; when not asked for, they are worked out only if word_ids() is called.
         with_offsets = is_split_into_words or return_offsets_mapping or return_overflowing_tokens
         with_offsets = with_offsets or strategy is not None
+        extras = with_offsets or return_special_tokens_mask or return_token_type_ids
+        if padding in (False, "do_not_pad") and not extras:
+            return self._plain_call(
+                texts, pairs, batched, add_special_tokens, return_attention_mask, return_length, return_tensors
+            )
+        wanted = {
+            "input_ids": True,
+            "token_type_ids": return_token_type_ids,
+            "attention_mask": return_attention_mask,
+            "special_tokens_mask": return_special_tokens_mask,
+            "offset_mapping": return_offsets_mapping,
+        }
         encodings = lambda: encode_rows(True)[0]  # noqa: E731
-        plain = padding in (False, "do_not_pad") and not (return_special_tokens_mask or wanted["token_type_ids"])
-        if plain and not with_offsets:
-            # The most common call, `tokenizer(text)`: the ids and a mask of ones, nothing else to work out.
-            ids = [self._pipeline.encode(item, pair, add_special_tokens) for item, pair in zip(texts, pairs)]
-            data = {"input_ids": ids}
-            if wanted["attention_mask"]:
-                data["attention_mask"] = [[1] * len(row) for row in ids]
-            if return_length:
-                data["length"] = [len(row) for row in ids]
-            return self._batch_encoding(data, encodings, batched, return_tensors, return_overflowing_tokens)
         rows, samples = encode_rows(with_offsets)
         if with_offsets:
             encodings = rows
@@ -713,13 +733,40 @@ class PreTrainedTokenizer:
             data["overflow_to_sample_mapping"] = samples
         return self._batch_encoding(data, encodings, batched, return_tensors, return_overflowing_tokens)
 
+    def _plain_call(
+        self, texts, pairs, batched, add_special_tokens, attention_mask, return_length, return_tensors
+    ) -> BatchEncoding:
+        """The most common call, `tokenizer(text)`: the ids and a mask of ones, nothing else to work out.
+
+        It makes as few objects as it can: with millions of results kept (`dataset.map`), Python's
+        garbage collector walks all of them again and again, which can cost more than tokenizing."""
+        # The rows with offsets, for word_ids() and the other lookups, are made from these when asked for.
+        later = {"texts": tuple(zip(texts, pairs)), "add_special_tokens": add_special_tokens}
+        if not batched and return_tensors is None:  # one text: its row itself, not a list of one row
+            ids = self._pipeline.encode(texts[0], pairs[0], add_special_tokens)
+            data = {"input_ids": ids}
+            if attention_mask:
+                data["attention_mask"] = [1] * len(ids)
+            if return_length:
+                data["length"] = [len(ids)]  # the reference leaves it a list of one
+            return BatchEncoding(data, pipeline=self._pipeline, **later)
+        ids = [self._pipeline.encode(item, pair, add_special_tokens) for item, pair in zip(texts, pairs)]
+        data = {"input_ids": ids}
+        if attention_mask:
+            data["attention_mask"] = [[1] * len(row) for row in ids]
+        if return_length:
+            data["length"] = [len(row) for row in ids]
+        if return_tensors is not None:
+            data = {key: _to_tensor(value, return_tensors, key) for key, value in data.items()}
+        return BatchEncoding(data, pipeline=self._pipeline, **later)
+
     def _batch_encoding(self, data, encodings, batched, return_tensors, return_overflowing_tokens) -> BatchEncoding:
         if return_tensors is not None:
             data = {key: _to_tensor(value, return_tensors, key) for key, value in data.items()}
         elif not batched and not return_overflowing_tokens:
             # The reference leaves `length` a list of one.
             data = {key: value if key == "length" else value[0] for key, value in data.items()}
-        return BatchEncoding(data, encodings=encodings, id_to_token=self._pipeline.id_to_token)
+        return BatchEncoding(data, encodings=encodings, pipeline=self._pipeline)
 
     def _encode_for_call(self, text, pair, add_special_tokens, strategy, max_length, stride) -> Encoding:
         encode = self._pipeline.encode_sequence if isinstance(text, str) else self._pipeline.encode_words

@@ -207,19 +207,32 @@ class BatchEncoding(dict):
     The lookups take `(batch_index, index)`, or `(index)` alone for row 0.
     """
 
+    # No per-object __dict__, and the texts kept as tuples: few objects for the garbage collector to walk.
+    __slots__ = ("_encodings", "_pipeline", "_texts", "_add_special_tokens")
+
     def __init__(
         self,
         data=None,
         encodings: list[Encoding] | Callable[[], list[Encoding]] | None = None,
-        id_to_token: Callable[[int], str | None] | None = None,
+        *,
+        pipeline=None,
+        texts: tuple[tuple[str, str | None], ...] | None = None,
+        add_special_tokens: bool = True,
     ):
+        """`encodings` are the rows with offsets, or a function that makes them when first needed; or,
+        from `texts` and `pipeline`, they are encoded again when first needed."""
         super().__init__(data or {})
-        self._encodings = encodings  # or a function that makes them, called when first needed
-        self._id_to_token = id_to_token
+        self._encodings = encodings
+        self._pipeline = pipeline  # the tokenizer's, for tokens()
+        self._texts = texts
+        self._add_special_tokens = add_special_tokens
 
     @property
     def encodings(self) -> list[Encoding] | None:
-        if callable(self._encodings):
+        if self._encodings is None and self._texts is not None:
+            add = self._add_special_tokens
+            self._encodings = [self._pipeline.encode_with_offsets(text, pair, add) for text, pair in self._texts]
+        elif callable(self._encodings):
             self._encodings = self._encodings()
         return self._encodings
 
@@ -250,9 +263,9 @@ class BatchEncoding(dict):
 
     def tokens(self, batch_index: int = 0) -> list[str]:
         """The token strings of row `batch_index`, special and padding tokens included."""
-        if self._id_to_token is None:
+        if self._pipeline is None:
             raise ValueError("This BatchEncoding was not made by a tokenizer call, so it has no tokens.")
-        return [self._id_to_token(token_id) for token_id in self._encoding(batch_index).ids]
+        return [self._pipeline.id_to_token(token_id) for token_id in self._encoding(batch_index).ids]
 
     def word_ids(self, batch_index: int = 0) -> list[int | None]:
         """For each token of row `batch_index`, the index of the word it belongs to (None for special tokens)."""

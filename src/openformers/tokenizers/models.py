@@ -11,6 +11,22 @@ import struct
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 
+class WordCache(dict):
+    """Results per word, so that a word seen before costs one dict lookup. When full it starts over,
+    which keeps the words a long run currently sees (the frequent ones come back at once) without
+    growing without bound."""
+
+    def __init__(self, size: int = 100_000):
+        super().__init__()
+        self.size = size
+
+    def remember(self, key, value):
+        if len(self) >= self.size:
+            self.clear()
+        self[key] = value
+        return value
+
+
 class _Vocabulary:
     """The vocabulary lookups every model below shares."""
 
@@ -49,8 +65,6 @@ class BPE(_Vocabulary):
     `end_of_word_suffix` ("</w>", CLIP) its last; a merge of "a" and "##b" makes "ab".
     """
 
-    CACHE_SIZE = 10_000  # pieces remembered; past that, new pieces are merged without being stored
-
     def __init__(
         self,
         vocab: dict[str, int],
@@ -70,30 +84,20 @@ class BPE(_Vocabulary):
         self.fuse_unk = fuse_unk
         self.ranks = {pair: rank for rank, pair in enumerate(merges)}
         self.ignore_merges = ignore_merges
-        self._cache: dict[str, tuple[int, ...]] = {}
-        self._offsets_cache: dict[str, list[tuple[int, int, int]]] = {}
+        self._cache = WordCache()
+        self._offsets_cache = WordCache()
 
     def tokenize(self, piece: str) -> tuple[int, ...]:
         ids = self._cache.get(piece)
         if ids is None:
-            if self.ignore_merges and piece in self.vocab:
-                ids = (self.vocab[piece],)
-            elif self.byte_fallback or self.unk_token is not None:
-                ids = tuple(token_id for token_id, _, _ in self._merge_with_offsets(piece))
-            else:
-                vocab = self.vocab
-                ids = tuple(vocab[part] for part, _, _ in self._merge(piece))
-            if len(self._cache) < self.CACHE_SIZE:
-                self._cache[piece] = ids
+            ids = self._cache.remember(piece, tuple(token_id for token_id, _, _ in self._merge_with_offsets(piece)))
         return ids
 
     def tokenize_with_offsets(self, piece: str) -> list[tuple[int, int, int]]:
         """`(id, start, end)` per token, start and end counted in characters of `piece`."""
         tokens = self._offsets_cache.get(piece)
         if tokens is None:
-            tokens = self._merge_with_offsets(piece)
-            if len(self._offsets_cache) < self.CACHE_SIZE:
-                self._offsets_cache[piece] = tokens
+            tokens = self._offsets_cache.remember(piece, self._merge_with_offsets(piece))
         return tokens
 
     def _merge_with_offsets(self, piece: str) -> list[tuple[int, int, int]]:
@@ -134,27 +138,26 @@ class BPE(_Vocabulary):
     def _merge(self, piece: str) -> list[tuple[str, int, int]]:
         """`(part, start, end)` per token after merging, spans in characters of `piece`."""
         symbols = self._symbols(piece)
-        cut = len(self.prefix)  # the second part's prefix goes when two parts join
-        ranks = self.ranks
-        while len(symbols) > 1:
-            best, best_rank = None, None
-            for index in range(len(symbols) - 1):
-                rank = ranks.get((symbols[index][0], symbols[index + 1][0]))
-                if rank is not None and (best_rank is None or rank < best_rank):
-                    best, best_rank = index, rank
-            if best is None:
+        parts = [part for part, _, _ in symbols]
+        starts = [start for _, start, _ in symbols]
+        ends = [end for _, _, end in symbols]
+        ranks, cut = self.ranks, len(self.prefix)  # the second part's prefix goes when two parts join
+        while len(parts) > 1:
+            rank, best = min((ranks.get(pair, _NO_MERGE), index) for index, pair in enumerate(zip(parts, parts[1:])))
+            if rank == _NO_MERGE:
                 break
-            first, second = symbols[best][0], symbols[best + 1][0]
-            merged, index = symbols[:best], best
-            while index < len(symbols):
-                if index + 1 < len(symbols) and symbols[index][0] == first and symbols[index + 1][0] == second:
-                    merged.append((first + second[cut:], symbols[index][1], symbols[index + 1][2]))
-                    index += 2
-                else:
-                    merged.append(symbols[index])
-                    index += 1
-            symbols = merged
-        return symbols
+            first, second = parts[best], parts[best + 1]
+            index = best  # merge every occurrence of the pair, from the left
+            while index < len(parts) - 1:
+                if parts[index] == first and parts[index + 1] == second:
+                    parts[index] = first + second[cut:]
+                    ends[index] = ends[index + 1]
+                    del parts[index + 1], starts[index + 1], ends[index + 1]
+                index += 1
+        return list(zip(parts, starts, ends))
+
+
+_NO_MERGE = float("inf")
 
 
 class WordPiece(_Vocabulary):
@@ -173,14 +176,12 @@ class WordPiece(_Vocabulary):
         super().__init__(vocab, unk_token)
         self.prefix = continuing_subword_prefix
         self.max_input_chars_per_word = max_input_chars_per_word
-        self._cache: dict[str, list[tuple[int, int, int]]] = {}
+        self._cache = WordCache()
 
     def tokenize_with_offsets(self, piece: str) -> list[tuple[int, int, int]]:
         tokens = self._cache.get(piece)
         if tokens is None:
-            tokens = self._longest_matches(piece)
-            if len(self._cache) < BPE.CACHE_SIZE:
-                self._cache[piece] = tokens
+            tokens = self._cache.remember(piece, self._longest_matches(piece))
         return tokens
 
     def _longest_matches(self, piece: str) -> list[tuple[int, int, int]]:

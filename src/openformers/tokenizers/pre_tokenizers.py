@@ -3,9 +3,14 @@
 Each has `pre_tokenize(text) -> [(piece, (start, end))]`, where start and end are character offsets
 into `text`. `ByteLevel` also respells each piece in GPT-2's byte alphabet, so its pieces are longer
 than their spans; it comes last in every pipeline that uses it.
+
+The common ones also have `split(text) -> [piece]`, the same pieces without offsets, which is what
+encoding to ids needs and takes a fraction of the time (see `split_pieces`).
 """
 
 import regex
+
+from .models import WordCache
 
 Piece = tuple[str, tuple[int, int]]
 
@@ -87,6 +92,14 @@ def _apply_behavior(spans: list[tuple[int, int, bool]], behavior: str) -> list[t
     return merged
 
 
+def split_pieces(pre_tokenizer, text: str) -> list[str]:
+    """The pieces of `text`, without offsets: through `split` where the pre-tokenizer has one."""
+    split = getattr(pre_tokenizer, "split", None)
+    if split is not None:
+        return split(text)
+    return [piece for piece, _ in pre_tokenizer.pre_tokenize(text)]
+
+
 class Split:
     """Split on a literal string or a regex; `behavior` (one of SPLIT_BEHAVIORS) says where delimiters go."""
 
@@ -102,6 +115,15 @@ class Split:
             return _isolated(self.pattern, text)
         spans = _apply_behavior(_spans(self.pattern, text, self.invert), self.behavior)
         return [(text[start:end], (start, end)) for start, end in spans]
+
+    def split(self, text: str) -> list[str]:
+        if self.behavior == "isolated" and not self.invert and not self.pattern.groups:
+            # Patterns like GPT-2's match every character, so the matches alone are the pieces;
+            # when their lengths add up to the text's, nothing fell between them.
+            pieces = self.pattern.findall(text)
+            if sum(map(len, pieces)) == len(text):
+                return pieces
+        return [piece for piece, _ in self.pre_tokenize(text)]
 
 
 def _isolated(pattern: regex.Pattern, text: str) -> list[Piece]:
@@ -140,6 +162,22 @@ class ByteLevel:
         self.add_prefix_space = add_prefix_space
         self.use_regex = use_regex
         self._split = Split(GPT2_PATTERN, "isolated") if use_regex else None
+        self._respelled = WordCache()
+
+    @property
+    def only_respells(self) -> bool:
+        """Whether this splits nothing and adds nothing: then it maps each piece to its respelling."""
+        return not self.use_regex and not self.add_prefix_space
+
+    def respell(self, pieces: list[str]) -> list[str]:
+        respelled = self._respelled
+        # Respelling a piece seen before is a dict lookup.
+        return [respelled.get(piece) or respelled.remember(piece, to_byte_alphabet(piece)) for piece in pieces]
+
+    def split(self, text: str) -> list[str]:
+        if self.add_prefix_space and text and not text.startswith(" "):
+            text = " " + text
+        return self.respell(self._split.split(text) if self._split else [text] if text else [])
 
     def pre_tokenize(self, text: str) -> list[Piece]:
         shift = 0
@@ -154,6 +192,15 @@ class ByteLevel:
 class Sequence:
     def __init__(self, pre_tokenizers: list):
         self.pre_tokenizers = list(pre_tokenizers)
+
+    def split(self, text: str) -> list[str]:
+        pieces = [text]
+        for pre_tokenizer in self.pre_tokenizers:
+            if getattr(pre_tokenizer, "only_respells", False):  # a byte-level step after a split: all at once
+                pieces = pre_tokenizer.respell(pieces)
+            else:
+                pieces = [sub_piece for piece in pieces for sub_piece in split_pieces(pre_tokenizer, piece)]
+        return pieces
 
     def pre_tokenize(self, text: str) -> list[Piece]:
         pieces = [(text, (0, len(text)))]
@@ -180,6 +227,9 @@ class BertPreTokenizer:
     def pre_tokenize(self, text: str) -> list[Piece]:
         return [(match.group(), match.span()) for match in self._pattern.finditer(text)]
 
+    def split(self, text: str) -> list[str]:
+        return self._pattern.findall(text)
+
 
 class Whitespace:
     """Runs of word characters, and runs of other non-space characters: `\\w+|[^\\w\\s]+`."""
@@ -190,6 +240,9 @@ class Whitespace:
     def pre_tokenize(self, text: str) -> list[Piece]:
         return [(match.group(), match.span()) for match in self._pattern.finditer(text)]
 
+    def split(self, text: str) -> list[str]:
+        return self._pattern.findall(text)
+
 
 class WhitespaceSplit:
     """Split on whitespace, which is dropped."""
@@ -199,6 +252,9 @@ class WhitespaceSplit:
 
     def pre_tokenize(self, text: str) -> list[Piece]:
         return [(match.group(), match.span()) for match in self._pattern.finditer(text)]
+
+    def split(self, text: str) -> list[str]:
+        return self._pattern.findall(text)
 
 
 class Punctuation:
