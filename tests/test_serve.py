@@ -82,10 +82,10 @@ def chat_ids(tokenizer, question: str) -> list[int]:
 def test_chat_completion_is_the_models_greedy_answer(smollm2, tokenizer):
     model, _, client = smollm2
     response = client.chat.completions.create(
-        model="smollm2", messages=[{"role": "user", "content": QUESTIONS[0]}], temperature=0, max_tokens=40
+        model="smollm2", messages=[{"role": "user", "content": QUESTIONS[0]}], temperature=0, max_tokens=24
     )
     ids = chat_ids(tokenizer, QUESTIONS[0])
-    assert response.choices[0].message.content == greedy_alone(model, tokenizer, ids, 40)
+    assert response.choices[0].message.content == greedy_alone(model, tokenizer, ids, 24)
     assert response.choices[0].message.role == "assistant"
     assert response.choices[0].finish_reason in ("stop", "length")
     assert response.object == "chat.completion" and response.model == "smollm2"
@@ -207,6 +207,20 @@ def test_n_choices_with_a_seed_are_reproducible(tiny):
     assert [c.index for c in first.choices] == [0, 1, 2, 3]
     assert [c.text for c in first.choices] == [c.text for c in second.choices]
     assert first.choices[0].text != first.choices[1].text  # each choice draws with its own seed
+
+
+def test_a_streamed_chat_with_n_choices_streams_each_to_its_end(tiny):
+    _, url = tiny
+    client = openai.OpenAI(base_url=url + "/v1", api_key=TINY_KEY, max_retries=0)
+    ask = dict(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=6, n=2, seed=3)
+    whole = client.chat.completions.create(**ask)
+    texts, reasons = ["", ""], [None, None]
+    for chunk in client.chat.completions.create(**ask, stream=True):
+        choice = chunk.choices[0]
+        texts[choice.index] += choice.delta.content or ""
+        reasons[choice.index] = choice.finish_reason or reasons[choice.index]
+    assert texts == [c.message.content for c in whole.choices]
+    assert reasons == ["length", "length"]
 
 
 def test_stop_ends_the_text_before_the_stop_string(tiny):

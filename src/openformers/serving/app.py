@@ -1,7 +1,8 @@
 """The OpenAI-compatible HTTP server: a Starlette app over a `BatchScheduler`.
 
 Endpoints: POST /v1/chat/completions and /v1/completions (JSON, or server-sent events with `stream: true`),
-GET /v1/models, GET /health, and the chat page at /. Each request is checked (protocol.py), tokenized, and
+GET /v1/models, GET /health, and the chat page at /. Each request is checked (protocol.py), tokenized (in a
+thread, so a long prompt does not hold up the event loop), and
 its choices are submitted to the scheduler, whose worker thread decodes every request in one batch; updates
 come back to the event loop through `call_soon_threadsafe`, so neither side ever waits on the other. When a
 client goes away its requests are cancelled and leave the batch at the next step.
@@ -19,6 +20,7 @@ from importlib import resources
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
@@ -102,14 +104,14 @@ class _Server:
         self._check_model(parsed)
         if self.tokenizer.chat_template is None:
             raise APIError(400, f"{self.model_id} has no chat template; use /v1/completions with it instead.")
-        prompts = [self._chat_prompt(messages) for messages in parsed.prompts]
+        prompts = await run_in_threadpool(lambda: [self._chat_prompt(messages) for messages in parsed.prompts])
         return await self._answer(request, parsed, prompts, "chat")
 
     async def completions(self, request: Request):
         self._check_key(request)
         parsed = protocol.parse_completion_request(await self._read_json(request), self.limits)
         self._check_model(parsed)
-        prompts = [self._completion_prompt(prompt) for prompt in parsed.prompts]
+        prompts = await run_in_threadpool(lambda: [self._completion_prompt(prompt) for prompt in parsed.prompts])
         return await self._answer(request, parsed, prompts, "completion")
 
     def _chat_prompt(self, messages: list[dict]) -> list[int]:
