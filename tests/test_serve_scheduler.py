@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from openformers import AutoModelForCausalLM, AutoTokenizer
-from openformers.configs import LlamaConfig
+from openformers.configs import GPT2Config, LlamaConfig
 from openformers.serving import BatchScheduler, SamplingOptions
 from openformers.serving.scheduler import _stop_prefix_length
 
@@ -87,6 +87,20 @@ def test_requests_joining_a_running_batch_get_their_greedy_text_alone(model, tok
     # Decoding was shared: far fewer batched steps than tokens generated.
     assert scheduler.decode_steps < len(PROMPTS) * max_tokens / 2
     assert scheduler.active == 0 and scheduler.waiting == 0
+
+
+def test_a_gpt2_model_is_batched_the_same_way(tokenizer):
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=64, n_layer=2, n_head=4, n_positions=256)
+    gpt2 = AutoModelForCausalLM.from_config(config).eval()
+    scheduler = BatchScheduler(gpt2, tokenizer)
+    try:
+        greedy = SamplingOptions(max_tokens=12, temperature=0)
+        results = run_in_threads(lambda p: scheduler.complete(tokenizer.encode(p), greedy), [(p,) for p in PROMPTS])
+        expected = [alone(gpt2, tokenizer, p, 12, scheduler.eos_token_ids) for p in PROMPTS]
+        assert [r.text for r in results] == expected
+    finally:
+        scheduler.close()
 
 
 def test_more_requests_than_max_batch_wait_their_turn(model, tokenizer):

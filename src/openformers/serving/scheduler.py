@@ -15,10 +15,10 @@ padded batch). Results go to each request's `on_update` callback, called in the 
 block (a server hands the update to its event loop), so a slow reader never stalls the others.
 """
 
+import logging
 import queue
 import random
 import threading
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,6 +28,8 @@ from ..generation.cache import DynamicCache
 from ..generation.config import GenerationConfig
 from ..generation.processors import apply_processors, build_processors
 from ..generation.streamers import StreamingDetokenizer
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -143,7 +145,8 @@ class BatchScheduler:
         return request
 
     def complete(self, prompt_ids: list[int], options: SamplingOptions) -> Completion:
-        """Decode one prompt (in the shared batch) and wait for its whole answer."""
+        """Decode one prompt (in the shared batch) and wait for its whole answer; call it from any thread but
+        the worker's (an `on_update` callback must not call it)."""
         parts, done = [], threading.Event()
         result = {}
 
@@ -177,10 +180,10 @@ class BatchScheduler:
                     self._admit()
                     if self._rows:
                         self._step()
-                except Exception:  # a failed step must not kill the server: fail the rows, keep serving
-                    message = traceback.format_exc(limit=3)
+                except Exception as error:  # a failed step must not kill the server: fail the rows, keep serving
+                    _log.exception("A decode step failed; its %d requests fail, the server goes on.", len(self._rows))
                     for row in self._rows:
-                        row.finish("error", error=message)
+                        row.finish("error", error=f"{type(error).__name__}: {error}")
                     self._reset_batch()
         for row in self._rows:
             row.finish("cancelled")
@@ -204,8 +207,9 @@ class BatchScheduler:
                 continue
             try:
                 self._start(request)
-            except Exception:  # this prompt failed (the batch is untouched): fail it alone
-                _notify(request, Update("", "error", error=traceback.format_exc(limit=3)))
+            except Exception as error:  # this prompt failed (the batch is untouched): fail it alone
+                _log.exception("The prefill of a request failed.")
+                _notify(request, Update("", "error", error=f"{type(error).__name__}: {error}"))
 
     def _start(self, request: Request) -> None:
         """Prefill the prompt alone, choose its first token, and merge its cache into the batch."""
