@@ -103,6 +103,36 @@ def test_a_gpt2_model_is_batched_the_same_way(tokenizer):
         scheduler.close()
 
 
+def test_a_long_prompt_is_prefilled_in_chunks_while_the_batch_streams(model, tokenizer):
+    scheduler = BatchScheduler(model, tokenizer, prefill_chunk=64)
+    events, long_parts, long_done = [], [], threading.Event()
+
+    def on_short_update(update):
+        events.append(("short", update.finish_reason))
+
+    def on_long_update(update):
+        events.append(("long", update.finish_reason))
+        long_parts.append(update.text)
+        if update.finish_reason:
+            long_done.set()
+
+    try:
+        scheduler.submit(tokenizer.encode(PROMPTS[1]), SamplingOptions(6, temperature=0), on_short_update)
+        while not events:
+            time.sleep(0.001)
+        long_prompt = " ".join(PROMPTS) * 8
+        long_ids = tokenizer.encode(long_prompt)
+        assert len(long_ids) > 7 * 64
+        scheduler.submit(long_ids, SamplingOptions(8, temperature=0), on_long_update)
+        assert long_done.wait(60)
+    finally:
+        scheduler.close()
+    # The short answer streamed to its end while the long prompt was prefilled, 64 tokens between two steps.
+    first_long = next(i for i, (name, _) in enumerate(events) if name == "long")
+    assert events.index(("short", "length")) < first_long
+    assert "".join(long_parts) == alone(model, tokenizer, long_prompt, 8, scheduler.eos_token_ids)
+
+
 def test_more_requests_than_max_batch_wait_their_turn(model, tokenizer):
     scheduler = BatchScheduler(model, tokenizer, max_batch=2)
     try:

@@ -3,18 +3,20 @@
 A server gets requests at any time, each with its own prompt, sampling options and stop conditions. Decoding
 them one after another wastes the hardware: one decode step costs about the same for 1 row as for 32, because
 reading the weights dominates. `BatchScheduler` keeps one running batch and, between decode steps:
-- admits the requests that arrived: each prompt runs alone (its prefill is exactly `generate`'s), its first
-  token is chosen, and its KV cache joins the batch cache, left-padded to the batch's length (or the batch
-  padded to its length), with an attention mask that hides the padding;
+- admits the requests that arrived: each prompt runs alone (its prefill is exactly `generate`'s; a prompt
+  longer than `prefill_chunk` is prefilled a chunk per iteration, so it never stalls the running rows for
+  long), its first token is chosen, and its KV cache joins the batch cache, left-padded to the batch's
+  length (or the batch padded to its length), with an attention mask that hides the padding;
 - runs one decode step for every row at once, each row at its own position;
 - chooses each row's next token with that request's processors and random generator, and streams its text;
 - drops the rows that finished (EOS, a stop string, max_tokens, or a cancel) and the padding no row needs.
 
 So a request's greedy text is what `model.generate` gives for its prompt alone (up to float rounding in a
-padded batch). Results go to each request's `on_update` callback, called in the worker thread: it must not
+padded batch or a chunked prefill). Results go to each request's `on_update` callback, called in the worker thread: it must not
 block (a server hands the update to its event loop), so a slow reader never stalls the others.
 """
 
+import collections
 import logging
 import queue
 import random
@@ -92,13 +94,16 @@ class Request:
 class BatchScheduler:
     """Decodes submitted requests together in one worker thread; see the module docstring.
 
-    `max_batch` bounds the rows decoded at once; more requests wait in a queue. `decode_steps` counts the
-    batched decode steps run so far (prefills not included), which shows how much decoding was shared.
+    `max_batch` bounds the rows decoded at once; more requests wait in a queue. `prefill_chunk` bounds the
+    prompt tokens prefilled between two decode steps. `decode_steps` counts the batched decode steps run so
+    far (prefills not included), which shows how much decoding was shared.
     """
 
-    def __init__(self, model, tokenizer, max_batch: int = 32):
-        if not isinstance(max_batch, int) or max_batch < 1:
-            raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}.")
+    def __init__(self, model, tokenizer, max_batch: int = 32, prefill_chunk: int = 512):
+        for name, value in (("max_batch", max_batch), ("prefill_chunk", prefill_chunk)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        self.prefill_chunk = prefill_chunk
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -110,7 +115,8 @@ class BatchScheduler:
         self.device = next(model.parameters()).device
         self.decode_steps = 0
         self._waiting: queue.Queue = queue.Queue()
-        self._rows: list[_Row] = []
+        self._rows: list[_Row] = []  # the rows of the running batch
+        self._joining: collections.deque[_Row] = collections.deque()  # admitted, being prefilled
         self._cache: _BatchCache | None = None
         self._mask: torch.Tensor | None = None  # (B, L): 1 for real positions, 0 for left padding
         self._positions: torch.Tensor | None = None  # (B,): each row's position of the token it feeds next
@@ -120,8 +126,8 @@ class BatchScheduler:
 
     @property
     def active(self) -> int:
-        """How many requests are being decoded now."""
-        return len(self._rows)
+        """How many requests are being prefilled or decoded now."""
+        return len(self._rows) + len(self._joining)
 
     @property
     def waiting(self) -> int:
@@ -178,6 +184,7 @@ class BatchScheduler:
             while not self._closed:
                 try:
                     self._admit()
+                    self._prefill()
                     if self._rows:
                         self._step()
                 except Exception as error:  # a failed step must not kill the server: fail the rows, keep serving
@@ -185,19 +192,20 @@ class BatchScheduler:
                     for row in self._rows:
                         row.finish("error", error=f"{type(error).__name__}: {error}")
                     self._reset_batch()
-        for row in self._rows:
+        for row in [*self._rows, *self._joining]:
             row.finish("cancelled")
         self._reset_batch()
+        self._joining.clear()
         while not self._waiting.empty():
             request = self._waiting.get()
             if request is not None:
                 _notify(request, Update("", "cancelled"))
 
     def _admit(self) -> None:
-        """Take waiting requests into the batch, blocking while there is nothing at all to do."""
-        while len(self._rows) < self.max_batch:
+        """Take waiting requests in to be prefilled, blocking while there is nothing at all to do."""
+        while len(self._rows) + len(self._joining) < self.max_batch:
             try:
-                request = self._waiting.get(block=not self._rows)
+                request = self._waiting.get(block=not self._rows and not self._joining)
             except queue.Empty:
                 return
             if request is None:  # close() woke us up
@@ -205,30 +213,51 @@ class BatchScheduler:
             if request.cancelled:
                 _notify(request, Update("", "cancelled"))
                 continue
+            self._joining.append(_Row(request, self.tokenizer, self.eos_token_ids, self.device))
+
+    def _prefill(self) -> None:
+        """Prefill the joining prompts, at most `prefill_chunk` tokens in all before the next decode step.
+
+        A prompt that fits runs in one forward pass, alone, as `generate` runs it; a longer one is prefilled
+        over several iterations, so the running rows keep streaming meanwhile. A prompt done is given its
+        first token and joins the batch.
+        """
+        budget = self.prefill_chunk
+        while self._joining and budget > 0:
+            row = self._joining[0]
+            if row.request.cancelled:
+                self._joining.popleft()
+                row.finish("cancelled")
+                continue
             try:
-                self._start(request)
+                start = row.prefilled
+                end = min(len(row.request.prompt_ids), start + budget)
+                chunk = torch.tensor([row.request.prompt_ids[start:end]], device=self.device)
+                logits = self.model(chunk, past_key_values=row.cache, logits_to_keep=1).logits[:, -1]
+                row.prefilled, budget = end, budget - (end - start)
+                if end == len(row.request.prompt_ids):
+                    self._joining.popleft()
+                    row.accept(row.choose(logits))
+                    if not row.finished:
+                        self._join(row)
             except Exception as error:  # this prompt failed (the batch is untouched): fail it alone
                 _log.exception("The prefill of a request failed.")
-                _notify(request, Update("", "error", error=f"{type(error).__name__}: {error}"))
+                self._joining.popleft()
+                row.finish("error", error=f"{type(error).__name__}: {error}")
 
-    def _start(self, request: Request) -> None:
-        """Prefill the prompt alone, choose its first token, and merge its cache into the batch."""
-        row = _Row(request, self.tokenizer, self.eos_token_ids, self.device)
-        cache = _BatchCache()
-        prompt = torch.tensor([request.prompt_ids], device=self.device)
-        logits = self.model(prompt, past_key_values=cache, logits_to_keep=1).logits[:, -1]
-        row.accept(row.choose(logits))
-        if row.finished:
-            return
-        mask = torch.ones(1, prompt.shape[1], dtype=torch.long, device=self.device)
-        position = torch.tensor([prompt.shape[1]], device=self.device)
+    def _join(self, row: "_Row") -> None:
+        """Merge a prefilled row's cache into the batch, left-padding whichever is shorter."""
+        cache, row.cache = row.cache, None
+        length = cache.seq_len
+        mask = torch.ones(1, length, dtype=torch.long, device=self.device)
+        position = torch.tensor([length], device=self.device)
         if not self._rows:
             self._cache, self._mask, self._positions = cache, mask, position
         else:
-            length = max(self._cache.seq_len, cache.seq_len)
-            self._pad_batch(length - self._cache.seq_len)
-            cache.left_pad(length - cache.seq_len)
-            mask = torch.cat([mask.new_zeros(1, length - mask.shape[1]), mask], dim=1)
+            longest = max(self._cache.seq_len, length)
+            self._pad_batch(longest - self._cache.seq_len)
+            cache.left_pad(longest - length)
+            mask = torch.cat([mask.new_zeros(1, longest - length), mask], dim=1)
             self._cache.append_rows(cache)
             self._mask = torch.cat([self._mask, mask])
             self._positions = torch.cat([self._positions, position])
@@ -311,6 +340,8 @@ class _Row:
             seed = options.seed if options.seed is not None else random.SystemRandom().getrandbits(63)
             self.generator = torch.Generator(device=device).manual_seed(seed)
         self.eos_token_ids = eos_token_ids
+        self.cache = _BatchCache()  # the prompt's own cache while it is prefilled, then merged into the batch's
+        self.prefilled = 0  # prompt tokens in `cache`
         self.detokenizer = StreamingDetokenizer(tokenizer, skip_special_tokens=True)
         self.text = ""  # the text decoded so far
         self.sent = 0  # characters of `text` handed to the callback
