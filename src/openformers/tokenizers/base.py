@@ -18,7 +18,7 @@ import numpy as np
 import regex
 
 from .. import hub
-from . import processors
+from . import parallel, processors
 from .encoding import TRUNCATION_STRATEGIES, BatchEncoding, Encoding, apply_template, pad, truncate_sequences
 from .pre_tokenizers import BYTE_ALPHABET, ByteLevel, split_pieces
 from .sentencepiece import write_sentencepiece_model
@@ -750,7 +750,7 @@ class PreTrainedTokenizer:
             if return_length:
                 data["length"] = [len(ids)]  # the reference leaves it a list of one
             return BatchEncoding(data, pipeline=self._pipeline, **later)
-        ids = [self._pipeline.encode(item, pair, add_special_tokens) for item, pair in zip(texts, pairs)]
+        ids = parallel.encode_batch(self._pipeline, later["texts"], add_special_tokens)  # a large batch on all cores
         data = {"input_ids": ids}
         if attention_mask:
             data["attention_mask"] = [[1] * len(row) for row in ids]

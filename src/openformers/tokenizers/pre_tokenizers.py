@@ -205,6 +205,10 @@ class Sequence:
     def pre_tokenize(self, text: str) -> list[Piece]:
         pieces = [(text, (0, len(text)))]
         for pre_tokenizer in self.pre_tokenizers:
+            if getattr(pre_tokenizer, "only_respells", False):
+                respelled = pre_tokenizer.respell([piece for piece, _ in pieces])
+                pieces = [(piece, span) for piece, (_, span) in zip(respelled, pieces)]
+                continue
             pieces = [
                 (sub_piece, (start + sub_start, start + sub_end))
                 for piece, (start, _) in pieces
