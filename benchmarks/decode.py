@@ -3,9 +3,13 @@
 Measured per library: load time, batch-1 greedy decode tokens/s, batch-8 sampled decode (total tokens/s over
 the whole generate call, EOS ignored so every row makes the same number of tokens) and prefill tokens/s on a
 512-token prompt. Each library runs in its own subprocess (so neither warms the other's caches), in
-alternating order over the rounds, and the figures of the best round are compared. Run from the repository root:
+alternating order over the rounds, and the figures of the best round are compared. The memory bandwidth is
+measured in the same run (summing a 1 GB tensor), to show how close batch-1 decoding, which reads every
+weight once per token, comes to its limit. Run from the repository root:
 
-    .venv/bin/python benchmarks/decode.py [--rounds 2] [--new-tokens 128] [--dtype float32]
+    .venv/bin/python benchmarks/decode.py [--rounds 2] [--new-tokens 128] [--dtype float32] [--quantization int8]
+
+`--quantization int8` loads openformers with int8 weights (the reference still runs in --dtype).
 """
 
 import argparse
@@ -40,7 +44,7 @@ class TokenClock:
         pass
 
 
-def run_worker(library: str, new_tokens: int, dtype: str) -> dict:
+def run_worker(library: str, new_tokens: int, dtype: str, quantization: str | None) -> dict:
     import importlib.util
 
     import torch
@@ -54,7 +58,8 @@ def run_worker(library: str, new_tokens: int, dtype: str) -> dict:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     imported = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=getattr(torch, dtype))
+    options = {"quantization": quantization} if library == "openformers" and quantization else {}
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=getattr(torch, dtype), **options)
     loaded = time.perf_counter()
 
     input_ids = tokenizer.encode(PROMPT, return_tensors="pt")
@@ -73,7 +78,39 @@ def run_worker(library: str, new_tokens: int, dtype: str) -> dict:
         "batch8_tokens_per_s": batch_sampled_speed(model, tokenizer, new_tokens),
         "prefill_tokens_per_s": prefill_speed(model),
         "threads": torch.get_num_threads(),
+        "weight_bytes_per_token": weight_bytes_per_token(model),
+        "bandwidth_gb_per_s": memory_bandwidth(),
     }
+
+
+def weight_bytes_per_token(model) -> int:
+    """The bytes of every matrix a decoding step multiplies by: all 2-D weights but the embedding table's rows.
+
+    A tied language-model head is the embedding table itself, read whole once per token, so it counts once.
+    """
+    import torch
+
+    embedding = next(m for m in model.modules() if isinstance(m, torch.nn.Embedding)).weight
+    tied = model.lm_head.weight is embedding
+    total = sum(
+        buffer.numel() * buffer.element_size()
+        for name, buffer in list(model.named_parameters()) + list(model.named_buffers())
+        if buffer.dim() == 2 and buffer is not embedding and name.endswith("weight")
+    )
+    return total + (embedding.numel() * embedding.element_size() if tied else 0)
+
+
+def memory_bandwidth() -> float:
+    """GB/s of reading a 1 GB float32 tensor with the default threads (best of 5 sums)."""
+    import torch
+
+    data = torch.ones(250_000_000)
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        data.sum()
+        times.append(time.perf_counter() - started)
+    return data.numel() * 4 / min(times) / 1e9
 
 
 def batch_sampled_speed(model, tokenizer, new_tokens: int) -> float:
@@ -111,10 +148,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--quantization", choices=["int8"], help="openformers' weight-only quantization")
     parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(run_worker(args.worker, args.new_tokens, args.dtype)))
+        print(json.dumps(run_worker(args.worker, args.new_tokens, args.dtype, args.quantization)))
         return
 
     results = {library: [] for library in LIBRARIES}
@@ -122,7 +160,7 @@ def main() -> None:
         order = LIBRARIES if round_index % 2 == 0 else LIBRARIES[::-1]
         for library in order:
             command = [sys.executable, __file__, "--worker", library, "--new-tokens", str(args.new_tokens),
-                       "--dtype", args.dtype]
+                       "--dtype", args.dtype] + (["--quantization", args.quantization] if args.quantization else [])
             env = dict(os.environ, TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1")
             output = subprocess.run(command, capture_output=True, text=True, env=env)
             if output.returncode != 0:
@@ -136,12 +174,19 @@ def main() -> None:
     best = {library: {"load_s": min(r["load_s"] for r in runs),
                       "decode": max(r["decode_tokens_per_s"] for r in runs),
                       "batch8": max(r["batch8_tokens_per_s"] for r in runs),
-                      "prefill": max(r["prefill_tokens_per_s"] for r in runs)} for library, runs in results.items()}
+                      "prefill": max(r["prefill_tokens_per_s"] for r in runs),
+                      "bytes": runs[0]["weight_bytes_per_token"]} for library, runs in results.items()}
+    bandwidth = max(r["bandwidth_gb_per_s"] for runs in results.values() for r in runs)
     ours, theirs = best["openformers"], best["transformers"]
-    print(f"\nbest of {args.rounds} rounds, {args.dtype}, batch 1, {args.new_tokens} new tokens")
-    print(f"{'':>12}  {'load s':>8}  {'decode tok/s':>12}")
+    weights = f"{args.quantization} weights for openformers" if args.quantization else ""
+    print(f"\nbest of {args.rounds} rounds, {args.dtype} {weights}, batch 1, {args.new_tokens} new tokens; "
+          f"memory bandwidth {bandwidth:.1f} GB/s")
+    print(f"{'':>12}  {'load s':>8}  {'decode tok/s':>12}  {'MB/token':>8}  {'of the limit':>12}")
     for library in LIBRARIES:
-        print(f"{library:>12}  {best[library]['load_s']:8.2f}  {best[library]['decode']:12.1f}")
+        figures = best[library]
+        limit = bandwidth * 1e9 / figures["bytes"]  # tokens/s if every weight byte streamed at the measured rate
+        print(f"{library:>12}  {figures['load_s']:8.2f}  {figures['decode']:12.1f}  {figures['bytes'] / 1e6:8.0f}"
+              f"  {figures['decode'] / limit:11.0%}")
     print(f"{'ratio':>12}  {theirs['load_s'] / ours['load_s']:7.1f}x  {ours['decode'] / theirs['decode']:11.2f}x"
           "   (openformers faster by)")
     print(f"\n{'':>12}  {'batch-8 sampled tok/s':>21}  {f'prefill {PREFILL_TOKENS} tok/s':>17}")

@@ -14,9 +14,12 @@ TINY = dict(
 )
 
 
+kernels_built = kernels.available  # the real switch, for tests that pin `kernels.available` to True or False
+
+
 def test_kernels_build_here():
     # CI machines have a compiler and ninja: a failed build there must be red, not a silent fallback.
-    assert kernels.available()
+    assert kernels_built()
 
 
 def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> LlamaForCausalLM:
@@ -31,7 +34,7 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
 
 def step_logits(model, tokens: list[int], use_kernels: bool, monkeypatch) -> torch.Tensor:
     """Logits of every decoding step after a 3-token prefill, one token at a time through a DynamicCache."""
-    assert not use_kernels or kernels.available()  # builds and loads them before the switch is pinned
+    assert not use_kernels or kernels_built()  # before the switch is pinned
     monkeypatch.setattr(kernels, "available", lambda: use_kernels)
     cache, logits = DynamicCache(), []
     with torch.inference_mode():
@@ -66,7 +69,7 @@ def test_bfloat16_weights_stay_close_to_float32(monkeypatch):
 def test_cache_grows_past_its_first_block(monkeypatch):
     model = tiny_model()
     prompt = torch.tensor([[1, 2, 3]])
-    assert kernels.available()
+    assert kernels_built()
     monkeypatch.setattr(kernels, "available", lambda: True)
     fast = model.generate(prompt, max_new_tokens=300, min_new_tokens=300, do_sample=False)
     monkeypatch.setattr(kernels, "available", lambda: False)
@@ -112,3 +115,33 @@ def test_smollm2_greedy_tokens_match_plain_path(smollm2_gguf, monkeypatch):
     fast = model.generate(input_ids, max_new_tokens=48)
     monkeypatch.setattr(kernels, "available", lambda: False)
     assert fast.tolist() == model.generate(input_ids, max_new_tokens=48).tolist()
+
+
+def test_sampling_beams_and_streaming_give_the_plain_path_results(monkeypatch):
+    model = tiny_model()
+    prompt = torch.tensor([[5, 6, 7]])
+    runs = {
+        "sampled": dict(do_sample=True, top_k=20, temperature=0.9, max_new_tokens=24),
+        "beams": dict(num_beams=3, num_return_sequences=2, max_new_tokens=12),
+        "penalized": dict(repetition_penalty=1.3, no_repeat_ngram_size=2, max_new_tokens=24),
+    }
+    assert kernels_built()
+    results = {}
+    for use_kernels in (True, False):
+        monkeypatch.setattr(kernels, "available", lambda: use_kernels)
+        for name, options in runs.items():
+            torch.manual_seed(7)
+            results[use_kernels, name] = model.generate(prompt, **options).tolist()
+    for name in runs:
+        assert results[True, name] == results[False, name], name
+
+
+def test_streamed_text_matches_the_returned_tokens(smollm2_gguf):
+    from openformers import TextIteratorStreamer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    input_ids = tokenizer.encode("Write a haiku about the sea.", return_tensors="pt")
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    output = model.generate(input_ids, max_new_tokens=24, streamer=streamer)
+    assert "".join(streamer) == tokenizer.decode(output[0, input_ids.shape[1]:], skip_special_tokens=True)
