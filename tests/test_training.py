@@ -310,7 +310,8 @@ def test_mixed_precision_and_defaults_without_a_collator(tmp_path, precision):
 def test_loader_workers_give_the_same_run(tmp_path):
     histories = []
     for workers in (0, 2):
-        args = _classifier_args(tmp_path / str(workers), max_steps=4, save_strategy="no", dataloader_num_workers=workers)
+        args = _classifier_args(tmp_path / str(workers), max_steps=4, save_strategy="no",
+                                dataloader_num_workers=workers)
         trainer = Trainer(model=make_model(), args=args, train_dataset=make_rows(), eval_dataset=make_rows(6, seed=2))
         trainer.train()
         histories.append((_losses(trainer.state.log_history), trainer.evaluate()["eval_loss"]))

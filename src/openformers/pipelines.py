@@ -301,11 +301,15 @@ class TokenClassificationPipeline(_EncoderPipeline):
     def _run_one(self, text: str, ignore_labels=("O",), aggregation_strategy="none", stride: int | None = None):
         strategy = str(getattr(aggregation_strategy, "value", aggregation_strategy) or "none").lower()
         if strategy not in AGGREGATION_STRATEGIES:
-            raise ValueError(f"aggregation_strategy must be one of {AGGREGATION_STRATEGIES}; got {aggregation_strategy!r}.")
+            raise ValueError(
+                f"aggregation_strategy must be one of {AGGREGATION_STRATEGIES}; got {aggregation_strategy!r}."
+            )
         windows = {}
         if stride is not None:
             if strategy == "none":
-                raise ValueError('stride needs an aggregation_strategy other than "none", to join the windows\' entities.')
+                raise ValueError(
+                    'stride needs an aggregation_strategy other than "none", to join the entities of the windows.'
+                )
             if stride >= self.tokenizer.model_max_length:
                 raise ValueError(f"stride ({stride}) must be less than the tokenizer's model_max_length "
                                  f"({self.tokenizer.model_max_length}).")
@@ -462,8 +466,9 @@ class QuestionAnsweringPipeline:
         return results[0] if len(results) == 1 else results
 
     def _answer(
-        self, question: str, context: str, top_k: int = 1, doc_stride: int | None = None, max_seq_len: int | None = None,
-        max_answer_len: int = 15, handle_impossible_answer: bool = False, align_to_words: bool = True,
+        self, question: str, context: str, top_k: int = 1, doc_stride: int | None = None,
+        max_seq_len: int | None = None, max_answer_len: int = 15, handle_impossible_answer: bool = False,
+        align_to_words: bool = True,
     ):
         if top_k < 1 or max_answer_len < 1:
             raise ValueError(f"top_k and max_answer_len must be at least 1; got {top_k} and {max_answer_len}.")
@@ -514,7 +519,7 @@ class QuestionAnsweringPipeline:
 
 
 def _best_spans(start: torch.Tensor, end: torch.Tensor, max_answer_len: int, count: int) -> list[tuple]:
-    """The `count` best (score, first token, last token) spans, score = p(start) * p(end), at most max_answer_len long."""
+    """The `count` best (score, first token, last token) spans: score p(start) * p(end), at most max_answer_len long."""
     scores = (start[:, None] * end[None, :]).triu().tril(max_answer_len - 1)  # (T, T): first <= last < first + len
     values, flat = scores.flatten().topk(min(count, scores.numel()))
     T = scores.shape[1]
