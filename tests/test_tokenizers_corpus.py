@@ -1,6 +1,7 @@
 """Parity over the 2 MB corpus (tests/data/tokenizer_corpus.json: many scripts, emoji, code, URLs, numbers,
-whitespace and Unicode edge cases), for every kind of tokenizer we load: ids with special tokens added and
-not, tokens, offsets and decode (special tokens kept and skipped) equal the reference's.
+whitespace and Unicode edge cases), for every kind of tokenizer we load: ids, tokens and offsets with
+special tokens added equal the reference's on all of it; ids without special tokens, and decode (special
+tokens kept and skipped), on every fourth document.
 
 - SmolLM2 from its GGUF (against its own pipeline, digits split one by one, see test_tokenizers.py) and
   from the tokenizer.json the reference writes from that GGUF;
@@ -42,7 +43,8 @@ def test_corpus_is_large_and_mixed():
 def _first_difference(got: list, expected: list, what: str) -> str:
     for index, (ours, reference) in enumerate(zip(got, expected)):
         if ours != reference:
-            at = next((i for i, (a, b) in enumerate(zip(ours, reference)) if a != b), min(len(ours), len(reference)))
+            pairs = enumerate(zip(ours, reference))
+            at = next((i for i, (a, b) in pairs if a != b), min(len(ours), len(reference)))
             return (
                 f"{what} differ first for document {index} {CORPUS[index][:200]!r}, at position {at}: "
                 f"ours {ours[max(at - 3, 0) : at + 3]} reference {reference[max(at - 3, 0) : at + 3]}"
@@ -73,10 +75,12 @@ def assert_matches_reference(ours, reference):
     _assert_rows_equal(got["input_ids"], expected_ids, "ids")
     _assert_rows_equal(got["offset_mapping"], [encoding.offsets for encoding in with_specials], "offsets")
     _assert_rows_equal([got.tokens(row) for row in range(len(CORPUS))], [e.tokens for e in with_specials], "tokens")
-    expected_plain = [encoding.ids for encoding in backend.encode_batch(CORPUS, add_special_tokens=False)]
-    _assert_rows_equal(ours(CORPUS, add_special_tokens=False)["input_ids"], expected_plain, "ids without specials")
+    # Without special tokens, and decode, on a quarter of the corpus (every fourth document), to keep the test short.
+    sample, sample_ids = CORPUS[::4], expected_ids[::4]
+    expected_plain = [encoding.ids for encoding in backend.encode_batch(sample, add_special_tokens=False)]
+    _assert_rows_equal(ours(sample, add_special_tokens=False)["input_ids"], expected_plain, "ids without specials")
     for skip in (False, True):
-        _assert_rows_equal(ours.batch_decode(expected_ids, skip_special_tokens=skip), decode(expected_ids, skip), "decode")
+        _assert_rows_equal(ours.batch_decode(sample_ids, skip_special_tokens=skip), decode(sample_ids, skip), "decode")
 
 
 # --- SmolLM2
@@ -111,7 +115,8 @@ def test_minilm(files, tmp_path):
 # --- trained here with `tokenizers`
 
 
-def _trained_byte_level_bpe() -> tokenizers.Tokenizer:
+@pytest.fixture(scope="module")
+def trained_byte_level_bpe() -> tokenizers.Tokenizer:
     tokenizer = tokenizers.Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -125,7 +130,8 @@ def _trained_byte_level_bpe() -> tokenizers.Tokenizer:
     return tokenizer
 
 
-def _trained_wordpiece() -> tokenizers.Tokenizer:
+@pytest.fixture(scope="module")
+def trained_wordpiece() -> tokenizers.Tokenizer:
     tokenizer = tokenizers.Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -139,8 +145,8 @@ def _trained_wordpiece() -> tokenizers.Tokenizer:
 
 
 @pytest.mark.parametrize("files", ["tokenizer.json", "vocab.json+merges.txt"])
-def test_trained_byte_level_bpe(files, tmp_path):
-    trained = _trained_byte_level_bpe()
+def test_trained_byte_level_bpe(files, tmp_path, trained_byte_level_bpe):
+    trained = trained_byte_level_bpe
     if files == "tokenizer.json":
         trained.save(str(tmp_path / "tokenizer.json"))
         config = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>"}
@@ -153,8 +159,8 @@ def test_trained_byte_level_bpe(files, tmp_path):
 
 
 @pytest.mark.parametrize("files", ["tokenizer.json", "vocab.txt"])
-def test_trained_wordpiece(files, tmp_path):
-    trained = _trained_wordpiece()
+def test_trained_wordpiece(files, tmp_path, trained_wordpiece):
+    trained = trained_wordpiece
     if files == "tokenizer.json":
         trained.save(str(tmp_path / "tokenizer.json"))
     else:
@@ -192,8 +198,8 @@ def test_trained_sentencepiece(style, tmp_path):
     _assert_rows_equal(got["input_ids"], expected, "ids")
     pieces = [[reference.id_to_piece(token_id) for token_id in ids] for ids in expected]
     _assert_rows_equal([got.tokens(row) for row in range(len(docs))], pieces, "pieces")
-    _assert_rows_equal(ours.batch_decode(expected), reference.decode(expected), "decode")
-    assert ours(docs)["input_ids"] == [[reference.bos_id(), *ids] for ids in expected]
+    _assert_rows_equal(ours.batch_decode(expected[::4]), reference.decode(expected[::4]), "decode")
+    assert ours(docs[::4])["input_ids"] == [[reference.bos_id(), *ids] for ids in expected[::4]]
     for doc, offsets in zip(docs, got["offset_mapping"]):
         previous_start = 0
         for start, end in offsets:
