@@ -13,11 +13,10 @@ COMMON_FIELDS = [
     "eval_strategy", "eval_steps", "save_strategy", "save_steps", "save_total_limit", "logging_strategy",
     "logging_steps", "logging_first_step", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
     "max_grad_norm", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-    "num_train_epochs", "max_steps", "lr_scheduler_type", "warmup_steps", "bf16", "fp16", "gradient_checkpointing",
-    "gradient_checkpointing_kwargs", "load_best_model_at_end", "metric_for_best_model", "greater_is_better", "seed",
-    "data_seed",
-    "remove_unused_columns", "label_names", "dataloader_num_workers", "dataloader_drop_last", "use_cpu",
-    "torch_compile", "output_dir",
+    "num_train_epochs", "max_steps", "optim", "lr_scheduler_type", "warmup_steps", "bf16", "fp16",
+    "gradient_checkpointing", "gradient_checkpointing_kwargs", "load_best_model_at_end", "metric_for_best_model",
+    "greater_is_better", "seed", "data_seed", "remove_unused_columns", "label_names", "dataloader_num_workers",
+    "dataloader_drop_last", "use_cpu", "torch_compile", "output_dir",
 ]
 
 
@@ -97,6 +96,9 @@ def test_weight_decay_skips_biases_and_norms_as_the_reference_does(tmp_path):
     names = trainer.get_decay_parameter_names(ours)
     assert sorted(names) == sorted(transformers.Trainer.get_decay_parameter_names(None, reference))
     assert not any("norm" in n or "bias" in n for n in names)
+    assert trainer.create_optimizer().defaults["fused"] is True  # "adamw_torch_fused", the reference's default
+    plain = TrainingArguments(output_dir=str(tmp_path / "plain"), use_cpu=True, optim="adamw_torch")
+    assert not Trainer(model=ours, args=plain).create_optimizer().defaults["fused"]
 
 
 class _Tokenizer:

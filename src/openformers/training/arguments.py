@@ -11,9 +11,12 @@ import os
 import warnings
 from dataclasses import dataclass, field
 
+import torch
+
 INTERVAL_STRATEGIES = ("no", "steps", "epoch")
 SAVE_STRATEGIES = ("no", "steps", "epoch", "best")
 SCHEDULER_TYPES = ("linear", "cosine", "constant", "constant_with_warmup", "polynomial")
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused")
 REPORT_TARGETS = ("tensorboard",)
 
 
@@ -42,6 +45,8 @@ class TrainingArguments:
     gradient_accumulation_steps: int = 1
     num_train_epochs: float = 3.0
     max_steps: int = -1
+    # The reference's default: one fused kernel for the whole update (5x faster on a CPU) where torch has it.
+    optim: str = field(default_factory=lambda: "adamw_torch_fused" if _torch_at_least(2, 8) else "adamw_torch")
     lr_scheduler_type: str = "linear"
     lr_scheduler_kwargs: dict = field(default_factory=dict)
     warmup_steps: float = 0
@@ -101,6 +106,7 @@ class TrainingArguments:
             ("logging_strategy", INTERVAL_STRATEGIES),
             ("save_strategy", SAVE_STRATEGIES),
             ("lr_scheduler_type", SCHEDULER_TYPES),
+            ("optim", OPTIMIZERS),
         ):
             value = getattr(self, name)
             value = getattr(value, "value", value)  # enum members from scripts written for the reference
@@ -210,6 +216,10 @@ def _is_multiple(save_steps: float, eval_steps: float) -> bool:
     if save_steps >= 1 and eval_steps >= 1:
         return save_steps % eval_steps == 0
     return round(save_steps / eval_steps, 6).is_integer()
+
+
+def _torch_at_least(major: int, minor: int) -> bool:
+    return tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (major, minor)
 
 
 def _tensorboard_available() -> bool:

@@ -219,6 +219,7 @@ class Trainer:
             self.optimizer = torch.optim.AdamW(
                 [g for g in groups if g["params"]], lr=self.args.learning_rate,
                 betas=(self.args.adam_beta1, self.args.adam_beta2), eps=self.args.adam_epsilon,
+                fused=self.args.optim == "adamw_torch_fused",
             )
         return self.optimizer
 
