@@ -14,7 +14,7 @@ from openformers.tokenizers.pre_tokenizers import BYTE_ALPHABET
 # Any Unicode text, with whitespace, digits and the special tokens' spellings mixed in more often than chance.
 pieces = st.one_of(
     st.text(max_size=20),
-    st.sampled_from([" ", "  ", "\t", "\n", "\r\n", "0", "42", "e\u0301", "🤗", "中文", "<|im_start|>", "</s>", "'s"]),
+    st.sampled_from([" ", "  ", "\t", "\n", "\r\n", "0", "42", "e\u0301", "🤗", "中文", "<|im_start|>", "</s>"]),
 )
 texts = st.lists(pieces, max_size=8).map("".join)
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -88,7 +88,9 @@ def test_batch_equals_one_by_one(smollm2, batch):
 
 @SETTINGS
 @given(
-    batch=st.lists(texts, min_size=1, max_size=6), max_length=st.integers(1, 12), side=st.sampled_from(["left", "right"])
+    batch=st.lists(texts, min_size=1, max_size=6),
+    max_length=st.integers(1, 12),
+    side=st.sampled_from(["left", "right"]),
 )
 def test_padding_and_truncation_keep_their_invariants(smollm2, batch, max_length, side):
     full = [smollm2.encode(text) for text in batch]
