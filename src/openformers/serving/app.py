@@ -62,7 +62,9 @@ async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
 
 
 async def _server_error(request: Request, error: Exception) -> JSONResponse:
-    body = APIError(500, f"The server failed: {type(error).__name__}: {error}", type="server_error").body()
+    # The details (a traceback) go to the server's log, where Starlette reports the exception; not to the client.
+    body = APIError(500, f"The server failed ({type(error).__name__}); its log has the details.",
+                    type="server_error").body()
     return JSONResponse(body, status_code=500)
 
 
