@@ -46,9 +46,9 @@ def scheduler(model, tokenizer):
     scheduler.close()
 
 
-def alone(model, tokenizer, prompt: str, max_tokens: int, eos_ids) -> str:
-    """The greedy text `generate` gives for the prompt alone, ended at the first EOS id."""
-    ids = tokenizer.encode(prompt, return_tensors="pt")
+def alone(model, tokenizer, prompt: str | list[int], max_tokens: int, eos_ids) -> str:
+    """The greedy text `generate` gives for the prompt (a text or ids) alone, ended at the first EOS id."""
+    ids = torch.tensor([tokenizer.encode(prompt) if isinstance(prompt, str) else prompt])
     new = model.generate(ids, max_new_tokens=max_tokens)[0, ids.shape[1] :].tolist()
     ends = [i for i, token in enumerate(new) if token in eos_ids]
     return tokenizer.decode(new[: ends[0]] if ends else new, skip_special_tokens=True)
@@ -131,6 +131,33 @@ def test_a_long_prompt_is_prefilled_in_chunks_while_the_batch_streams(model, tok
     first_long = next(i for i, (name, _) in enumerate(events) if name == "long")
     assert events.index(("short", "length")) < first_long
     assert "".join(long_parts) == alone(model, tokenizer, long_prompt, 8, scheduler.eos_token_ids)
+
+
+def test_a_prompt_that_starts_like_a_recent_one_prefills_only_the_rest(model, tokenizer, scheduler):
+    first = tokenizer.encode(PROMPTS[4])
+    second = first + tokenizer.encode(" Then it goes on with a question: what comes next?")
+    greedy = SamplingOptions(max_tokens=10, temperature=0)
+    inputs = []
+    hook = model.register_forward_pre_hook(lambda module, args: inputs.append(tuple(args[0].shape)))
+    try:
+        scheduler.complete(first, greedy)
+        inputs.clear()
+        result = scheduler.complete(second, greedy)
+    finally:
+        hook.remove()
+    assert inputs[0] == (1, len(second) - len(first))  # the prefill ran over the new tokens only
+    assert result.text == alone(model, tokenizer, second, 10, scheduler.eos_token_ids)
+
+
+def test_the_prefix_cache_keeps_at_most_its_size(model, tokenizer):
+    scheduler = BatchScheduler(model, tokenizer, prefix_cache_tokens=60)
+    try:
+        for prompt in PROMPTS:
+            scheduler.complete(tokenizer.encode(prompt * 2), SamplingOptions(max_tokens=1))
+        assert 0 < scheduler._prefixes.tokens <= 60
+        assert scheduler._prefixes.tokens == sum(len(key) for key in scheduler._prefixes.entries)
+    finally:
+        scheduler.close()
 
 
 def test_more_requests_than_max_batch_wait_their_turn(model, tokenizer):

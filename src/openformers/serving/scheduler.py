@@ -3,17 +3,20 @@
 A server gets requests at any time, each with its own prompt, sampling options and stop conditions. Decoding
 them one after another wastes the hardware: one decode step costs about the same for 1 row as for 32, because
 reading the weights dominates. `BatchScheduler` keeps one running batch and, between decode steps:
-- admits the requests that arrived: each prompt runs alone (its prefill is exactly `generate`'s; a prompt
-  longer than `prefill_chunk` is prefilled a chunk per iteration, so it never stalls the running rows for
-  long), its first token is chosen, and its KV cache joins the batch cache, left-padded to the batch's
-  length (or the batch padded to its length), with an attention mask that hides the padding;
+- admits the requests that arrived: each prompt runs alone (its prefill is exactly `generate`'s), its first
+  token is chosen, and its KV cache joins the batch cache, left-padded to the batch's length (or the batch
+  padded to its length), with an attention mask that hides the padding. A prompt longer than
+  `prefill_chunk` is prefilled a chunk per iteration, so it never stalls the running rows for long; a
+  prompt that starts like a recent one (a chat template's system prompt, a conversation's history) reuses
+  that start's cache and prefills only the rest;
 - runs one decode step for every row at once, each row at its own position;
 - chooses each row's next token with that request's processors and random generator, and streams its text;
 - drops the rows that finished (EOS, a stop string, max_tokens, or a cancel) and the padding no row needs.
 
 So a request's greedy text is what `model.generate` gives for its prompt alone (up to float rounding in a
-padded batch or a chunked prefill). Results go to each request's `on_update` callback, called in the worker thread: it must not
-block (a server hands the update to its event loop), so a slow reader never stalls the others.
+padded batch or a prefill in parts). Results go to each request's `on_update` callback, called in the worker
+thread: it must not block (a server hands the update to its event loop), so a slow reader never stalls the
+others.
 """
 
 import collections
@@ -95,15 +98,22 @@ class BatchScheduler:
     """Decodes submitted requests together in one worker thread; see the module docstring.
 
     `max_batch` bounds the rows decoded at once; more requests wait in a queue. `prefill_chunk` bounds the
-    prompt tokens prefilled between two decode steps. `decode_steps` counts the batched decode steps run so
+    prompt tokens prefilled between two decode steps. `prefix_cache_tokens` bounds the positions of recent
+    prompts kept for reuse (0 turns the reuse off). `decode_steps` counts the batched decode steps run so
     far (prefills not included), which shows how much decoding was shared.
     """
 
-    def __init__(self, model, tokenizer, max_batch: int = 32, prefill_chunk: int = 512):
+    def __init__(self, model, tokenizer, max_batch: int = 32, prefill_chunk: int = 512,
+                 prefix_cache_tokens: int = 4096):
         for name, value in (("max_batch", max_batch), ("prefill_chunk", prefill_chunk)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        if not isinstance(prefix_cache_tokens, int) or prefix_cache_tokens < 0:
+            raise ValueError(
+                f"prefix_cache_tokens must be an integer >= 0 (0 turns it off), got {prefix_cache_tokens!r}."
+            )
         self.prefill_chunk = prefill_chunk
+        self._prefixes = _PrefixCache(prefix_cache_tokens)
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -213,7 +223,9 @@ class BatchScheduler:
             if request.cancelled:
                 _notify(request, Update("", "cancelled"))
                 continue
-            self._joining.append(_Row(request, self.tokenizer, self.eos_token_ids, self.device))
+            row = _Row(request, self.tokenizer, self.eos_token_ids, self.device)
+            row.prefilled = self._prefixes.reuse(request.prompt_ids, row.cache)
+            self._joining.append(row)
 
     def _prefill(self) -> None:
         """Prefill the joining prompts, at most `prefill_chunk` tokens in all before the next decode step.
@@ -236,6 +248,7 @@ class BatchScheduler:
                 logits = self.model(chunk, past_key_values=row.cache, logits_to_keep=1).logits[:, -1]
                 row.prefilled, budget = end, budget - (end - start)
                 if end == len(row.request.prompt_ids):
+                    self._prefixes.store(row.request.prompt_ids, row.cache)
                     self._joining.popleft()
                     row.accept(row.choose(logits))
                     if not row.finished:
@@ -405,6 +418,59 @@ def _stop_prefix_length(text: str, start: int, stop: list[str]) -> int:
         if any(s.startswith(tail) for s in stop):
             return n
     return 0
+
+
+class _PrefixCache:
+    """The KV caches of recent prompts, so that a prompt starting like one of them prefills only the rest.
+
+    Chat requests share their template's system prompt, and a conversation resends its history each turn.
+    Holds at most `max_tokens` positions in all, dropping the least recently used prompts first.
+    """
+
+    MIN_REUSE = 16  # shorter common starts are not worth splitting the prefill for
+
+    def __init__(self, max_tokens: int):
+        self.max_tokens = max_tokens
+        self.entries: collections.OrderedDict[tuple[int, ...], list] = collections.OrderedDict()
+        self.tokens = 0
+
+    def reuse(self, prompt: list[int], cache: "_BatchCache") -> int:
+        """Fill the empty `cache` with the longest start of `prompt` held here (keeping at least its last
+        token to compute); return how many positions it holds."""
+        best, best_key = 0, None
+        for key in self.entries:
+            n = _common_prefix_length(key, prompt)
+            if n > best:
+                best, best_key = n, key
+        best = min(best, len(prompt) - 1)
+        if best < self.MIN_REUSE:
+            return 0
+        self.entries.move_to_end(best_key)
+        for layer, (k, v) in enumerate(self.entries[best_key]):
+            cache.update(layer, k[:, :, :best], v[:, :, :best])  # copies: the entry stays as it is
+        return best
+
+    def store(self, prompt: list[int], cache: "_BatchCache") -> None:
+        if not self.MIN_REUSE <= len(prompt) <= self.max_tokens:
+            return
+        key = tuple(prompt)
+        if key not in self.entries:
+            self.tokens += len(key)
+        self.entries[key] = [(k[:, :, : len(key)].clone(), v[:, :, : len(key)].clone())
+                             for k, v in zip(cache.keys, cache.values)]
+        self.entries.move_to_end(key)
+        while self.tokens > self.max_tokens:
+            dropped, _ = self.entries.popitem(last=False)
+            self.tokens -= len(dropped)
+
+
+def _common_prefix_length(a, b) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 class _BatchCache(DynamicCache):
