@@ -223,9 +223,7 @@ class BatchScheduler:
             if request.cancelled:
                 _notify(request, Update("", "cancelled"))
                 continue
-            row = _Row(request, self.tokenizer, self.eos_token_ids, self.device)
-            row.prefilled = self._prefixes.reuse(request.prompt_ids, row.cache)
-            self._joining.append(row)
+            self._joining.append(_Row(request, self.tokenizer, self.eos_token_ids, self.device))
 
     def _prefill(self) -> None:
         """Prefill the joining prompts, at most `prefill_chunk` tokens in all before the next decode step.
@@ -242,6 +240,8 @@ class BatchScheduler:
                 row.finish("cancelled")
                 continue
             try:
+                if row.prefilled == 0:  # looked up now, so that it finds the prompts prefilled just before
+                    row.prefilled = self._prefixes.reuse(row.request.prompt_ids, row.cache)
                 start = row.prefilled
                 end = min(len(row.request.prompt_ids), start + budget)
                 chunk = torch.tensor([row.request.prompt_ids[start:end]], device=self.device)
