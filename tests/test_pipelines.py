@@ -312,12 +312,29 @@ def test_token_classification_of_a_long_text_in_windows_matches_reference(bert_f
     _assert_records_close(got, expected)
 
 
+@pytest.mark.parametrize(
+    "inputs, options",
+    [
+        (NER_TEXTS[0].split(), dict(ignore_labels=[])),
+        ([NER_TEXTS[0].split(), NER_TEXTS[1].split()[:4]], dict(aggregation_strategy="first", ignore_labels=[])),
+        (NER_TEXTS[1].split(), dict(aggregation_strategy="simple", delimiter="--")),
+    ],
+    ids=["words", "lists-of-words", "delimiter"],
+)
+def test_token_classification_of_words_matches_reference(bert_folders, inputs, options):
+    got, expected = _run_both(bert_folders["token-classification"], "token-classification", inputs,
+                              is_split_into_words=True, **options)
+    _assert_records_close(got, expected)
+
+
 def test_token_classification_options_are_checked(bert_folders):
     ner = pipeline("token-classification", model=bert_folders["token-classification"])
     with pytest.raises(ValueError, match="aggregation_strategy must be one of"):
         ner("Hi", aggregation_strategy="longest")
     with pytest.raises(ValueError, match="stride needs an aggregation_strategy"):
         ner("Hi", stride=2)
+    with pytest.raises(TypeError, match="a non-empty list of words"):
+        ner("Not split", is_split_into_words=True)
 
 
 @pytest.mark.parametrize("strategy", ["none", "simple", "first", "average", "max"])

@@ -9,6 +9,7 @@ fill-mask, token-classification (alias ner) and question-answering. A string giv
 list of inputs a list of results, one per input.
 """
 
+import itertools
 import os
 import warnings
 
@@ -294,17 +295,33 @@ class TokenClassificationPipeline(_EncoderPipeline):
     joins tokens as they are tagged; "first", "average" and "max" first give every word one label, that of
     its first token, of its tokens' averaged scores, or of its most confident token. `stride` reads a text
     longer than the model's limit in overlapping windows (with a strategy other than "none").
+    With is_split_into_words=True the inputs are lists of words (one list, or a list of them; either way the
+    result is a list per input), read as one text joined by `delimiter`, which the characters count in.
     """
 
     task = "token-classification"
 
-    def _run_one(self, text: str, ignore_labels=("O",), aggregation_strategy="none", stride: int | None = None):
+    def __call__(self, inputs, **options):
+        options = {**self.defaults, **options}
+        if not options.pop("is_split_into_words", False):
+            return super().__call__(inputs, **options)
+        delimiter = options.pop("delimiter", " ")
+        texts = inputs if inputs and all(isinstance(row, (list, tuple)) for row in inputs) else [inputs]
+        for words in texts:
+            if not isinstance(words, (list, tuple)) or not words or not all(isinstance(w, str) for w in words):
+                raise TypeError(
+                    f"With is_split_into_words=True, an input is a non-empty list of words; got {words!r:.80}."
+                )
+        return [self._run_one(list(words), delimiter=delimiter, **options) for words in texts]
+
+    def _run_one(self, text: str | list[str], ignore_labels=("O",), aggregation_strategy="none",
+                 stride: int | None = None, delimiter: str = " "):
         strategy = str(getattr(aggregation_strategy, "value", aggregation_strategy) or "none").lower()
         if strategy not in AGGREGATION_STRATEGIES:
             raise ValueError(
                 f"aggregation_strategy must be one of {AGGREGATION_STRATEGIES}; got {aggregation_strategy!r}."
             )
-        windows = {}
+        encode_options = {}
         if stride is not None:
             if strategy == "none":
                 raise ValueError(
@@ -313,12 +330,17 @@ class TokenClassificationPipeline(_EncoderPipeline):
             if stride >= self.tokenizer.model_max_length:
                 raise ValueError(f"stride ({stride}) must be less than the tokenizer's model_max_length "
                                  f"({self.tokenizer.model_max_length}).")
-            windows = dict(return_overflowing_tokens=True, padding=True, stride=stride)
-        encoded = self.tokenizer([text], truncation=True, return_offsets_mapping=True, return_special_tokens_mask=True,
-                                 **windows)  # a batch: one row per window
+            encode_options = dict(return_overflowing_tokens=True, padding=True, stride=stride)
+        words, word_starts = None, None
+        if isinstance(text, list):  # words: each token's characters count from the start of its word
+            words, text = text, delimiter.join(text)
+            word_starts = list(itertools.accumulate((len(w) + len(delimiter) for w in words[:-1]), initial=0))
+            encode_options["is_split_into_words"] = True
+        encoded = self.tokenizer([words or text], truncation=True, return_offsets_mapping=True,
+                                 return_special_tokens_mask=True, **encode_options)  # a batch: one row per window
         entities = []
         for window in range(len(encoded["input_ids"])):
-            tokens = self._tagged_tokens(text, encoded, window, strategy)
+            tokens = self._tagged_tokens(text, encoded, window, strategy, word_starts)
             if strategy == "none":
                 found = _per_token(tokens, self._label)
             else:
@@ -330,7 +352,7 @@ class TokenClassificationPipeline(_EncoderPipeline):
         return (self.model.config.id2label or {}).get(index, f"LABEL_{index}")
 
     @torch.inference_mode()
-    def _tagged_tokens(self, text: str, encoded, window: int, strategy: str) -> list[dict]:
+    def _tagged_tokens(self, text: str, encoded, window: int, strategy: str, word_starts: list[int] | None):
         """The tokens of one window that come from the text, with their label probabilities and characters."""
         device = next(self.model.parameters()).device
         inputs = {k: torch.tensor([encoded[k][window]], device=device)
@@ -340,12 +362,15 @@ class TokenClassificationPipeline(_EncoderPipeline):
         if not subword_prefix and strategy in ("first", "average", "max"):
             warnings.warn("The tokenizer does not mark word pieces, so words are guessed from spaces in the text.",
                           UserWarning, stacklevel=5)
+        word_ids = encoded.word_ids(window) if word_starts is not None else None
         tokens = []
         for index, (token_id, special, (start, end)) in enumerate(zip(
             encoded["input_ids"][window], encoded["special_tokens_mask"][window], encoded["offset_mapping"][window]
         )):
             if special:
                 continue
+            if word_ids is not None and word_ids[index] is not None:
+                start, end = start + word_starts[word_ids[index]], end + word_starts[word_ids[index]]
             word = self.tokenizer.convert_ids_to_tokens(token_id)
             if token_id == self.tokenizer.unk_token_id:  # [UNK] is shown as the text it stands for, and starts a word
                 word, is_subword = text[start:end], False
