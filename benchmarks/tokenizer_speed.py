@@ -6,8 +6,9 @@ Three ways of calling, as user code does:
   (b) encode: one raw encode per line (openformers `encode`, HF `tokenizers` `Tokenizer.encode`)
   (c) batch:  one call over all lines (`tokenizer(lines)`; HF `tokenizers` `encode_batch`, Rust threads)
 
-The text is real text already on the machine: documentation shipped by Debian packages (several
-languages, prose, licences, code). Run from the repository root:
+The text is real text: the tests' multilingual corpus (tests/data/tokenizer_corpus.json: translations in
+many scripts, emoji, code, prose), then documentation shipped by Debian packages (prose, licences, code)
+up to the size asked for. Run from the repository root:
 
     .venv/bin/python benchmarks/tokenizer_speed.py [--mb 4] [--rounds 2]
 """
@@ -15,15 +16,22 @@ languages, prose, licences, code). Run from the repository root:
 import argparse
 import glob
 import gzip
+import json
 import sys
 import time
 from pathlib import Path
 
+CORPUS = Path(__file__).resolve().parents[1] / "tests" / "data" / "tokenizer_corpus.json"
 SOURCES = ("/usr/share/doc/*/copyright", "/usr/share/doc/*/*.md", "/usr/share/doc/*/README*", "/usr/share/doc/*/*.txt*")
 
 
 def gather_lines(megabytes: float) -> list[str]:
     lines, size, limit = [], 0, megabytes * 1e6
+    corpus = json.loads(CORPUS.read_text(encoding="utf-8"))
+    for line in (line for document in corpus for line in document.splitlines()):
+        if line.strip() and size < limit:
+            lines.append(line)
+            size += len(line.encode("utf-8"))
     paths = sorted({path for pattern in SOURCES for path in glob.glob(pattern)})
     while size < limit and paths:
         for path in paths:

@@ -141,3 +141,30 @@ def test_errors(ours, hf_gguf, tmp_path):
     no_template = AutoTokenizer.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="has no chat template"):
         no_template.apply_chat_template(CONVERSATIONS[0])
+
+
+def test_continue_final_message_like_reference(ours, hf_gguf):
+    prefilled = [
+        {"role": "user", "content": "Name three primes."},
+        {"role": "assistant", "content": "Sure: 2, 3 and"},
+    ]
+    blocks = [{"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there  "}]}]
+    block_template = "{% for m in messages %}{% for b in m['content'] %}{{ b['text'] }}|{% endfor %}{% endfor %}END"
+    trimmed_template = "{% for m in messages %}[{{ m['content'] | trim }}]\n{% endfor %}"
+    for conversation, template in [
+        (prefilled, None), ([*prefilled[:1], {**prefilled[1], "content": "ends with space "}], None),
+        (blocks, block_template), ([*prefilled[:1], {**prefilled[1], "content": "x  "}], trimmed_template),
+    ]:  # fmt: skip
+        options = dict(continue_final_message=True, chat_template=template)
+        text = ours.apply_chat_template(conversation, tokenize=False, **options)
+        assert text == hf_gguf.apply_chat_template(conversation, tokenize=False, **options)
+        assert ours.apply_chat_template(conversation, return_dict=False, **options) == hf_gguf.apply_chat_template(
+            conversation, return_dict=False, **options
+        )
+    assert ours.apply_chat_template(prefilled, tokenize=False, continue_final_message=True).endswith("2, 3 and")
+    with pytest.raises(ValueError, match="cannot be used together"):
+        ours.apply_chat_template(prefilled, continue_final_message=True, add_generation_prompt=True)
+    with pytest.raises(ValueError, match="never reads a 'thinking' field"):
+        ours.apply_chat_template([{**prefilled[1], "thinking": "hm"}], continue_final_message="thinking")
+    with pytest.raises(ValueError, match="does not appear in the rendered chat"):
+        ours.apply_chat_template(prefilled, continue_final_message=True, chat_template="{{ messages[0]['content'] }}")

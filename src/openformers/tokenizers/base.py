@@ -165,7 +165,7 @@ class Pipeline:
         return self.post_process(sequences, add_special_tokens)
 
     def _encode_ids(self, text: str) -> list[int]:
-        ids = []
+        ids, tokenize = [], self.model.tokenize
         for segment, token_id, segment_start in self.added.split(text, normalized=False):
             if token_id is not None:
                 ids.append(token_id)
@@ -179,7 +179,6 @@ class Pipeline:
                 if token_id is not None:
                     ids.append(token_id)
                     continue
-                tokenize = self.model.tokenize
                 for word in self._split(piece, segment_start == 0 and piece_start == 0):
                     ids.extend(tokenize(word))
         return ids

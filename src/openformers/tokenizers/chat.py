@@ -112,6 +112,41 @@ def render(template: str, messages: list[dict], variables: dict) -> str:
     return compile_template(template).render(messages=messages, **variables)
 
 
+# Put after the final message's text to find where it ends once rendered.
+_END_MARK = "CONTINUE_FINAL_MESSAGE_TAG "
+
+
+def _render_open_ended(template: str, messages: list[dict], variables: dict, field: str) -> str:
+    """The rendered conversation cut right after the final message's `field`, as the reference does:
+    the text is marked at its end, rendered, and everything from the mark on is dropped."""
+    if not messages:
+        raise ValueError("continue_final_message is set but the conversation is empty.")
+    final = dict(messages[-1])
+    if final.get(field) is None:
+        raise ValueError(f"continue_final_message is set but the final message has no {field!r} to continue.")
+    if field not in template:
+        raise ValueError(f"continue_final_message={field!r}, but the chat template never reads a {field!r} field.")
+    if isinstance(final[field], (list, tuple)):  # content blocks: continue the last one with text
+        blocks = [dict(block) for block in final[field]]
+        texts = [block for block in blocks if isinstance(block, dict) and "text" in block]
+        if not texts:
+            raise ValueError("continue_final_message is set but the final message has no text block to continue.")
+        texts[-1]["text"] += _END_MARK
+        final[field] = blocks
+    else:
+        final[field] = final[field] + _END_MARK
+    rendered = render(template, [*messages[:-1], final], variables)
+    mark = rendered.rfind(_END_MARK.strip())
+    if mark < 0:
+        raise ValueError(
+            "continue_final_message is set but the final message does not appear in the rendered chat: the "
+            f"template leaves it out or changes it. Rendered chat:\n{rendered}"
+        )
+    if rendered[mark : mark + len(_END_MARK)] == _END_MARK:  # the template kept the text as it was
+        return rendered[:mark]
+    return rendered[:mark].rstrip()  # it trimmed the text's end, and the mark's space with it
+
+
 def apply_chat_template(
     tokenizer,
     messages,
@@ -124,6 +159,7 @@ def apply_chat_template(
     chat_template: str | None = None,
     tools: list[dict] | None = None,
     documents: list[dict] | None = None,
+    continue_final_message: bool | str = False,
     **template_kwargs,
 ):
     """Render `messages` (or a list of conversations) with the chat template.
@@ -132,6 +168,10 @@ def apply_chat_template(
     special tokens (the template writes them): as in the reference, a BatchEncoding (input_ids and
     attention_mask) by default, or with return_dict=False the ids alone (a list, or a tensor with
     return_tensors). Extra keyword arguments become template variables (e.g. `enable_thinking=False`).
+
+    `continue_final_message` leaves the last message open (no end-of-turn after it), so that the model
+    goes on with it, e.g. from a prefilled assistant answer; a string names the field to continue
+    instead of "content".
     """
     batched = isinstance(messages, (list, tuple)) and bool(messages) and isinstance(messages[0], (list, tuple))
     conversations = (
@@ -147,7 +187,16 @@ def apply_chat_template(
         "add_generation_prompt": add_generation_prompt,
         **template_kwargs,
     }
-    texts = [render(template, conversation, variables) for conversation in conversations]
+    if continue_final_message and add_generation_prompt:
+        raise ValueError(
+            "continue_final_message and add_generation_prompt cannot be used together: the first continues the "
+            "last message, the second starts a new assistant message after it. Pass one of them."
+        )
+    if continue_final_message:
+        field = continue_final_message if isinstance(continue_final_message, str) else "content"
+        texts = [_render_open_ended(template, conversation, variables, field) for conversation in conversations]
+    else:
+        texts = [render(template, conversation, variables) for conversation in conversations]
     if not tokenize:
         return texts if batched else texts[0]
     encoding = tokenizer(
