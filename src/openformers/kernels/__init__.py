@@ -12,16 +12,14 @@ cache shared between different machines never hands one of them instructions it 
 
 import functools
 import hashlib
-import logging
 import os
 import platform
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
 import torch
-
-logger = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("decode.cpp")
 
@@ -57,9 +55,12 @@ def _build() -> None:
 
     source = _SOURCE.read_bytes()
     fingerprint = hashlib.sha256(source + _cpu_flags().encode() + torch.__version__.encode()).hexdigest()[:12]
-    logger.info("Loading openformers kernels (compiled once per machine, ~15 s the first time)")
+    name = f"openformers_kernels_{fingerprint}"
+    if not Path(cpp_extension._get_build_directory(name, False), f"{name}.so").exists():
+        # Otherwise the first generate() of a fresh install would sit silent for the length of the build.
+        print("openformers: compiling its decoding kernels for this CPU (once, ~15 s)...", file=sys.stderr, flush=True)
     cpp_extension.load(
-        name=f"openformers_kernels_{fingerprint}",
+        name=name,
         sources=[str(_SOURCE)],
         extra_cflags=["-O3", "-march=native", "-fopenmp-simd"],
         is_python_module=False,
