@@ -8,9 +8,9 @@ tokens/s of one generate call over 8 left-padded prompts). The memory bandwidth 
 (summing a 1 GB tensor): batch-1 decoding reads every weight once per token, so bandwidth / bytes per token
 is its limit, and each engine's fraction of that limit is printed.
 
-Engines: openformers at float32, bfloat16 and int8 (`quantization="int8"`); transformers at float32 and
+Engines: openformers at float32, bfloat16, int8 and int4 (`quantization=...`); transformers at float32 and
 bfloat16; llama.cpp (`pip install llama-cpp-python`, a benchmark-only dependency that builds from source in
-~10 minutes) at F32, BF16 and Q8_0, on GGUF files that benchmarks/convert_gguf.py makes from the same Q4_1
+~10 minutes) at F32, BF16, Q8_0 and Q4_1, on GGUF files that benchmarks/convert_gguf.py makes from the same Q4_1
 weights (cached in --gguf-dir). Engines whose library is not installed are skipped with a note. Run from the
 repository root:
 
@@ -34,15 +34,16 @@ BATCH_PROMPTS = [
 PREFILL_TOKENS = 512
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ENGINES = [
-    "openformers:float32", "openformers:bfloat16", "openformers:int8",
+    "openformers:float32", "openformers:bfloat16", "openformers:int8", "openformers:int4",
     "transformers:float32", "transformers:bfloat16",
-    "llama.cpp:F32", "llama.cpp:BF16", "llama.cpp:Q8_0",
+    "llama.cpp:F32", "llama.cpp:BF16", "llama.cpp:Q8_0", "llama.cpp:Q4_1",
 ]
 # openformers precision -> its peers at the same precision, for the ratios.
 PEERS = {
     "float32": ["transformers:float32", "llama.cpp:F32"],
     "bfloat16": ["transformers:bfloat16", "llama.cpp:BF16"],
     "int8": ["transformers:float32", "llama.cpp:Q8_0"],
+    "int4": ["transformers:float32", "llama.cpp:Q4_1"],
 }
 MODULES = {"openformers": "openformers", "transformers": "transformers", "llama.cpp": "llama_cpp"}
 
@@ -77,8 +78,9 @@ def run_torch_engine(library: str, precision: str, new_tokens: int) -> dict:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     imported = time.perf_counter()
     gguf = default_gguf()
-    dtype = torch.float32 if precision == "int8" else getattr(torch, precision)
-    options = {"quantization": "int8"} if precision == "int8" else {}
+    quantized = precision in ("int8", "int4")
+    dtype = torch.float32 if quantized else getattr(torch, precision)
+    options = {"quantization": precision} if quantized else {}
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype, **options)
     loaded = time.perf_counter()

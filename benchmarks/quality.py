@@ -1,6 +1,6 @@
 """What reduced precision costs in quality: perplexity on a held text and greedy agreement with float32.
 
-For openformers at float32, bfloat16 and int8 (`quantization="int8"`) on the default model: perplexity over
+For openformers at float32, bfloat16, int8 and int4 (`quantization=...`) on the default model: perplexity over
 the first `--tokens` tokens of an English text the model was not tuned on (the Python documentation's topic
 texts that ship with Python in `pydoc_data`, read at run time), in windows of 512 tokens; and, for 5 chat
 prompts, how many of 64 greedy tokens agree with float32 before the first difference. Run from the
@@ -29,7 +29,9 @@ PROMPTS = [
     "Give me three tips for learning a new language.",
     "What is the difference between a list and a tuple?",
 ]
-PRECISIONS = {"float32": {}, "bfloat16": {"dtype": torch.bfloat16}, "int8": {"quantization": "int8"}}
+PRECISIONS = {
+    "float32": {}, "bfloat16": {"dtype": torch.bfloat16}, "int8": {"quantization": "int8"}, "int4": {"quantization": "int4"},
+}
 
 
 def perplexity(model, ids: list[int]) -> float:

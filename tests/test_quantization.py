@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from openformers import AutoModelForCausalLM, AutoTokenizer, kernels
-from openformers.quantization import Int8Linear, quantize
+from openformers.quantization import Int4Linear, Int8Linear, quantize
 
 from test_kernels import step_logits, tiny_model
 
@@ -29,8 +29,8 @@ def test_quantize_replaces_every_linear_layer():
 
 
 def test_unknown_quantization_is_refused(smollm2_gguf):
-    with pytest.raises(ValueError, match="quantization='int4'.*'int8'"):
-        AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name, quantization="int4")
+    with pytest.raises(ValueError, match="quantization='int2'.*'int8', 'int4'"):
+        AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name, quantization="int2")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -51,3 +51,31 @@ def test_smollm2_int8_greedy_agrees_with_float32(smollm2_gguf):
     input_ids = tokenizer.encode("The capital of France is", return_tensors="pt")
     expected = full.generate(input_ids, max_new_tokens=16)[0].tolist()
     assert int8.generate(input_ids, max_new_tokens=16)[0].tolist()[: input_ids.shape[1] + 8] == expected[: input_ids.shape[1] + 8]
+
+
+def test_int4_linear_round_trips_its_groups():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 8, bias=True)
+    quantized = Int4Linear.from_linear(linear)
+    assert quantized.weight.dtype == torch.uint8 and quantized.weight.shape == (8, 32)
+    assert quantized.scale.shape == (8, 2, 2)
+    # Each weight lies within half a step of its group's grid.
+    step = quantized.scale[..., 0].repeat_interleave(32, dim=1)
+    assert ((quantized.dequantized(torch.float32) - linear.weight).abs() <= step / 2 + 1e-6).all()
+    x = torch.randn(3, 64)
+    torch.testing.assert_close(quantized(x), x @ quantized.dequantized(torch.float32).T + linear.bias)
+
+
+def test_int4_refuses_inputs_that_do_not_fill_groups():
+    with pytest.raises(ValueError, match="groups each row's weights by 32.*quantization='int8'"):
+        quantize(nn.Sequential(nn.Linear(48, 8)), "int4")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kernel_matches_plain_int4_path(dtype, monkeypatch):
+    model = quantize(tiny_model(), "int4").to(dtype)
+    tokens = torch.randint(0, 96, (24,), generator=torch.Generator().manual_seed(4)).tolist()
+    fast = step_logits(model, tokens, True, monkeypatch).float()
+    plain = step_logits(model, tokens, False, monkeypatch).float()
+    tolerance = 1e-4 if dtype == torch.float32 else 0.1
+    torch.testing.assert_close(fast, plain, atol=tolerance, rtol=tolerance)

@@ -1,7 +1,9 @@
-"""Weight-only int8 quantization for inference: `from_pretrained(..., quantization="int8")`.
+"""Weight-only quantization for inference: `from_pretrained(..., quantization="int8" or "int4")`.
 
-Each linear layer's weight becomes int8 with one float32 scale per output row (symmetric: the row's largest
-magnitude maps to 127), a quarter of the float32 bytes. Decoding reads every weight once per token, so it
+int8: each linear layer's weight becomes int8 with one float32 scale per output row (symmetric: the row's
+largest magnitude maps to 127), a quarter of the float32 bytes. int4: groups of 32 weights along a row
+keep a scale and a minimum each (weight = scale * q + minimum, q in 0..15, llama.cpp's Q4_1), 3/16 of the
+float32 bytes (a model whose layer inputs are not multiples of 32 is refused). Decoding reads every weight once per token, so it
 runs up to four times faster where memory bandwidth is the limit (kernels/decode.cpp reads int8 rows
 directly); longer inputs widen the rows to the activations' dtype for one matmul. Activations stay in the
 model's dtype. The cost in quality
@@ -15,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-QUANTIZATIONS = ("int8",)
+QUANTIZATIONS = ("int8", "int4")
+GROUP = 32  # int4 weights per (scale, minimum) pair
 
 
 class Int8Linear(nn.Module):
@@ -49,11 +52,51 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+class Int4Linear(nn.Module):
+    """y = x W^T + b with W in groups of 32 along each row, stored as 4-bit steps above the group's minimum.
+
+    `weight` (out, in / 2) uint8: byte j of a group's 16 holds step j in its low nibble and step j + 16 in its
+    high one; `scale` (out, in / 32, 2) float32: each group's (scale, minimum). The layout is llama.cpp's
+    Q4_1, which the compiled decoding kernel reads directly.
+    """
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.in_features, self.out_features = weight.shape[1] * 2, weight.shape[0]
+        self.register_buffer("weight", weight)
+        self.register_buffer("scale", scale)
+        self.register_buffer("bias", bias)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "Int4Linear":
+        out_features, in_features = linear.weight.shape
+        groups = linear.weight.detach().float().reshape(out_features, in_features // GROUP, GROUP)
+        minimum, maximum = groups.amin(-1), groups.amax(-1)
+        scale = ((maximum - minimum) / 15).clamp(min=1e-12)
+        steps = ((groups - minimum[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.uint8)
+        packed = steps[..., :16] | (steps[..., 16:] << 4)  # (out, groups, 16)
+        bias = linear.bias.detach().clone() if linear.bias is not None else None
+        return cls(packed.reshape(out_features, -1).contiguous(), torch.stack([scale, minimum], -1), bias)
+
+    def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
+        packed = self.weight.reshape(self.out_features, -1, 16)
+        steps = torch.cat([packed & 15, packed >> 4], dim=-1).to(dtype)  # (out, groups, 32)
+        scale, minimum = self.scale.to(dtype).unbind(-1)
+        return (steps * scale[..., None] + minimum[..., None]).reshape(self.out_features, self.in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.dequantized(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
 def check_quantization(quantization: str) -> None:
     if quantization not in QUANTIZATIONS:
         raise ValueError(
             f"quantization={quantization!r} is not supported; use one of {', '.join(map(repr, QUANTIZATIONS))} "
-            "(weight-only int8 with one scale per output row), or leave it unset for the checkpoint's weights."
+            "(weight-only: int8 with one scale per output row, int4 in groups of 32), or leave it unset for the "
+            "checkpoint's weights."
         )
 
 
@@ -62,7 +105,13 @@ def quantize(model: nn.Module, quantization: str) -> nn.Module:
     check_quantization(quantization)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear:
-                setattr(parent, name, Int8Linear.from_linear(child))
+            if type(child) is not nn.Linear:
+                continue
+            if quantization == "int4" and child.in_features % GROUP:
+                raise ValueError(
+                    f"quantization='int4' groups each row's weights by {GROUP}, but layer {name!r} has "
+                    f"{child.in_features} inputs; use quantization='int8' for this model."
+                )
+            setattr(parent, name, (Int8Linear if quantization == "int8" else Int4Linear).from_linear(child))
     model.quantization = quantization
     return model

@@ -6,7 +6,8 @@
 // bandwidth. Here a layer is a handful of loops: the products split their rows over PyTorch's own thread
 // pool (at::parallel_for), everything else runs in place on buffers of a few kilobytes.
 //
-// Weights are float32, bfloat16, or int8 with one float32 scale per output row; activations are float32;
+// Weights are float32, bfloat16, int8 with one float32 scale per output row, or int4 in groups of 32 (see
+// Int4 below); activations are float32;
 // the key/value cache is float32 or bfloat16. Loops are plain C++ that the compiler vectorizes
 // (`omp simd` reductions, -O3 -march=native), so there are no intrinsics to maintain per instruction set.
 
@@ -43,7 +44,10 @@ Matrix matrix(const at::Tensor& weight, const c10::optional<at::Tensor>& scale, 
   TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous(), "decode_layer: weights must be contiguous 2-D tensors");
   const float* scale_data = scale && scale->defined() ? scale->data_ptr<float>() : nullptr;
   const float* bias_data = bias && bias->defined() ? bias->data_ptr<float>() : nullptr;
-  return {weight.data_ptr(), scale_data, bias_data, weight.size(0), weight.size(1)};
+  bool int4 = weight.scalar_type() == at::kByte;  // two weights per byte
+  TORCH_CHECK(!int4 || (scale_data && scale->is_contiguous() && scale->numel() == weight.numel() / 8),
+              "decode_layer: int4 weights need contiguous (rows, cols / 32, 2) scales and minimums");
+  return {weight.data_ptr(), scale_data, bias_data, weight.size(0), weight.size(1) * (int4 ? 2 : 1)};
 }
 
 // Four rows at a time: four independent sums keep the multiply-add units busy while x is read once.
@@ -109,6 +113,51 @@ void rows(const Matrix& m, int64_t begin, int64_t end, const float* x, float* ou
   for (; r < end; ++r) out[r] = dot(static_cast<const W*>(m.data) + r * m.cols, x, m.cols);
   for (r = begin; r < end; ++r) {
     if (m.scale) out[r] *= m.scale[r];
+    if (m.bias) out[r] += m.bias[r];
+  }
+}
+
+// int4 in llama.cpp's Q4_1 layout: groups of 32 weights along a row, each with a scale d and a minimum m
+// (weight = d * q + m, q in 0..15), stored as (d, m) float32 pairs; byte j of a group's 16 holds q_j in its
+// low nibble and q_(j+16) in its high one. Then row . x = sum over groups of d * (q . x) + m * sum(x).
+struct Int4 {};
+constexpr int64_t kGroup = 32;
+
+template <>
+void rows<Int4>(const Matrix& m, int64_t begin, int64_t end, const float* x, float* out) {
+  int64_t groups = m.cols / kGroup;
+  std::vector<float> x_sums(groups, 0.f);
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t i = 0; i < kGroup; ++i) x_sums[g] += x[g * kGroup + i];
+  for (int64_t r = begin; r < end; ++r) {
+    const uint8_t* q = static_cast<const uint8_t*>(m.data) + r * m.cols / 2;
+    const float* dm = m.scale + r * groups * 2;
+    float minimums = 0.f;
+    for (int64_t g = 0; g < groups; ++g) minimums += dm[2 * g + 1] * x_sums[g];
+#ifdef __AVX512F__
+    __m512 sum = _mm512_setzero_ps();
+    const __m512i low_nibble = _mm512_set1_epi32(15);
+    for (int64_t g = 0; g < groups; ++g) {
+      __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + g * 16)));
+      __m512 low = _mm512_cvtepi32_ps(_mm512_and_si512(bytes, low_nibble));
+      __m512 high = _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4));
+      const float* xg = x + g * kGroup;
+      __m512 group = _mm512_fmadd_ps(high, _mm512_loadu_ps(xg + 16), _mm512_mul_ps(low, _mm512_loadu_ps(xg)));
+      sum = _mm512_fmadd_ps(group, _mm512_set1_ps(dm[2 * g]), sum);
+    }
+    out[r] = _mm512_reduce_add_ps(sum) + minimums;
+#else
+    float sum = 0.f;
+    for (int64_t g = 0; g < groups; ++g) {
+      const uint8_t* qg = q + g * 16;
+      const float* xg = x + g * kGroup;
+      float group = 0.f;
+#pragma omp simd reduction(+ : group)
+      for (int j = 0; j < 16; ++j) group += float(qg[j] & 15) * xg[j] + float(qg[j] >> 4) * xg[j + 16];
+      sum += dm[2 * g] * group;
+    }
+    out[r] = sum + minimums;
+#endif
     if (m.bias) out[r] += m.bias[r];
   }
 }
@@ -230,7 +279,8 @@ void layer_step(float* x, const Layer& L, const at::Tensor& attn_norm, const at:
 
 // Runs one layer for one token, in place on `x` (hidden,) float32, writing this position's key and value
 // into the cache buffers (1, n_kv, capacity, head_dim) at `pos`. `scales` hold the int8 weights' row scales
-// in the order q, k, v, o, gate, up, down (empty for float weights); `biases` those of q, k, v (Qwen2).
+// or the int4 weights' (scale, minimum) pairs in the order q, k, v, o, gate, up, down (empty for float weights);
+// `biases` those of q, k, v (Qwen2).
 void decode_layer(at::Tensor x, at::Tensor attn_norm, at::Tensor mlp_norm, at::TensorList weights,
                   at::TensorList scales, at::TensorList biases, at::Tensor keys, at::Tensor values, int64_t pos,
                   int64_t window, at::Tensor cos, at::Tensor sin, double eps) {
@@ -257,15 +307,16 @@ void decode_layer(at::Tensor x, at::Tensor attn_norm, at::Tensor mlp_norm, at::T
   if (weight_type == at::kFloat) OPENFORMERS_RUN(float);
   else if (weight_type == at::kBFloat16) OPENFORMERS_RUN(c10::BFloat16);
   else if (weight_type == at::kChar) OPENFORMERS_RUN(int8_t);
-  else TORCH_CHECK(false, "decode_layer: weights must be float32, bfloat16 or int8, got ", weight_type);
+  else if (weight_type == at::kByte) OPENFORMERS_RUN(Int4);
+  else TORCH_CHECK(false, "decode_layer: weights must be float32, bfloat16, int8 or int4 (uint8), got ", weight_type);
 #undef OPENFORMERS_RUN
 }
 
 // y = W x for one vector x (cols,) float32: the language-model head of a decoding step.
 at::Tensor matvec(at::Tensor x, at::Tensor weight, c10::optional<at::Tensor> scale) {
-  TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.numel() == weight.size(1),
-              "matvec: x must be contiguous float32 with as many values as the weight has columns");
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "matvec: x must be contiguous float32");
   Matrix m = matrix(weight, scale, {});
+  TORCH_CHECK(x.numel() == m.cols, "matvec: x has ", x.numel(), " values for ", m.cols, " weight columns");
   at::Tensor y = at::empty({m.rows}, x.options());
   const float* xd = x.data_ptr<float>();
   float* yd = y.data_ptr<float>();
@@ -273,7 +324,8 @@ at::Tensor matvec(at::Tensor x, at::Tensor weight, c10::optional<at::Tensor> sca
     case at::kFloat: matvecs<float>({{&m, yd}}, xd); break;
     case at::kBFloat16: matvecs<c10::BFloat16>({{&m, yd}}, xd); break;
     case at::kChar: matvecs<int8_t>({{&m, yd}}, xd); break;
-    default: TORCH_CHECK(false, "matvec: weights must be float32, bfloat16 or int8, got ", weight.scalar_type());
+    case at::kByte: matvecs<Int4>({{&m, yd}}, xd); break;
+    default: TORCH_CHECK(false, "matvec: weights must be float32, bfloat16, int8 or int4 (uint8), got ", weight.scalar_type());
   }
   return y;
 }

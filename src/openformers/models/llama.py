@@ -205,7 +205,7 @@ class LlamaModel(LlamaPreTrainedModel):
             keys, values, start = cache.reserve(i, 1)
             linears = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
             biases = [p.bias.float() for p in linears[:3]] if attn.q_proj.bias is not None else []
-            scales = [p.scale.float() for p in linears] if hasattr(attn.q_proj, "scale") else []  # int8
+            scales = [p.scale.float() for p in linears] if hasattr(attn.q_proj, "scale") else []  # quantized
             torch.ops.openformers.decode_layer(
                 x, layer.input_layernorm.weight, layer.post_attention_layernorm.weight, [p.weight for p in linears],
                 scales, biases, keys, values, start, window, cos, sin, layer.input_layernorm.eps,
@@ -235,7 +235,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
             raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
         hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
         if hidden.shape[:2] == (1, 1) and self.model._decodes_with_kernels(input_ids[:, -1:], None, past_key_values):
-            scale = self.lm_head.scale.float() if hasattr(self.lm_head, "scale") else None  # int8 (quantization.py)
+            scale = self.lm_head.scale.float() if hasattr(self.lm_head, "scale") else None  # quantized
             logits = torch.ops.openformers.matvec(hidden.reshape(-1).float(), self.lm_head.weight, scale)
             logits = logits.to(hidden.dtype).view(1, 1, -1)
         else:
