@@ -235,6 +235,21 @@ def test_a_failing_step_fails_its_requests_and_the_worker_keeps_serving(model, t
     assert scheduler.complete(tokenizer.encode(PROMPTS[0]), SamplingOptions(4, temperature=0)).completion_tokens == 4
 
 
+def test_a_request_whose_sampling_fails_fails_alone(model, tokenizer, scheduler):
+    # A temperature this small turns the scores into inf, and the draw refuses them.
+    broken = SamplingOptions(max_tokens=4, temperature=1e-45)
+
+    def attempt(options):
+        try:
+            return scheduler.complete(tokenizer.encode(PROMPTS[0]), options).text
+        except RuntimeError as error:
+            return str(error)
+
+    results = run_in_threads(attempt, [(broken,), (SamplingOptions(max_tokens=6, temperature=0),)])
+    assert "Decoding failed: RuntimeError: probability tensor" in results[0]
+    assert results[1] == alone(model, tokenizer, PROMPTS[0], 6, scheduler.eos_token_ids)
+
+
 def test_close_cancels_what_is_left(tokenizer, model):
     scheduler = BatchScheduler(model, tokenizer, max_batch=1)
     reasons = []

@@ -255,7 +255,8 @@ class BatchScheduler:
                         self._join(row)
             except Exception as error:  # this prompt failed (the batch is untouched): fail it alone
                 _log.exception("The prefill of a request failed.")
-                self._joining.popleft()
+                if row in self._joining:
+                    self._joining.remove(row)
                 row.finish("error", error=f"{type(error).__name__}: {error}")
 
     def _join(self, row: "_Row") -> None:
@@ -292,17 +293,17 @@ class BatchScheduler:
         ).logits[:, -1]
         self._positions = self._positions + 1
         self.decode_steps += 1
-        for row, token in zip(self._rows, self._choose_all(logits)):
+        greedy = logits.argmax(dim=-1).tolist()  # one argmax for all the greedy rows
+        for i, row in enumerate(self._rows):
             if row.request.cancelled:
                 row.finish("cancelled")
-            else:
-                row.accept(token)
+                continue
+            try:
+                row.accept(greedy[i] if row.is_plain_greedy else row.choose(logits[i : i + 1]))
+            except Exception as error:  # one row's sampling failed: fail that request alone
+                _log.exception("Choosing the next token of a request failed.")
+                row.finish("error", error=f"{type(error).__name__}: {error}")
         self._drop_finished()
-
-    def _choose_all(self, logits: torch.Tensor) -> list[int]:
-        """Each row's next token: one argmax for all the greedy rows, each sampled row with its own state."""
-        greedy = logits.argmax(dim=-1).tolist()
-        return [greedy[i] if row.is_plain_greedy else row.choose(logits[i : i + 1]) for i, row in enumerate(self._rows)]
 
     def _drop_finished(self) -> None:
         keep = [i for i, row in enumerate(self._rows) if not row.finished]
