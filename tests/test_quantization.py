@@ -66,6 +66,12 @@ def test_int4_linear_round_trips_its_groups():
     torch.testing.assert_close(quantized(x), x @ quantized.dequantized(torch.float32).T + linear.bias)
 
 
+def test_int4_keeps_the_head_at_int8():
+    model = quantize(tiny_model(), "int4")
+    assert isinstance(model.lm_head, Int8Linear)
+    assert isinstance(model.model.layers[0].mlp.down_proj, Int4Linear)
+
+
 def test_int4_refuses_inputs_that_do_not_fill_groups():
     with pytest.raises(ValueError, match="groups each row's weights by 32.*quantization='int8'"):
         quantize(nn.Sequential(nn.Linear(48, 8)), "int4")
@@ -79,3 +85,15 @@ def test_kernel_matches_plain_int4_path(dtype, monkeypatch):
     plain = step_logits(model, tokens, False, monkeypatch).float()
     tolerance = 1e-4 if dtype == torch.float32 else 0.1
     torch.testing.assert_close(fast, plain, atol=tolerance, rtol=tolerance)
+
+
+def test_int4_keeps_q4_1_gguf_weights_exactly(smollm2_gguf):
+    # The default model ships as Q4_1: quantization="int4" finds the same grid again, so nothing is lost.
+    from openformers.weights import GGUFFile
+
+    gguf = GGUFFile(smollm2_gguf)
+    for name in ("blk.0.ffn_up.weight", "blk.7.attn_k.weight", "blk.29.ffn_down.weight"):
+        weight = gguf.tensor(name)
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        linear.weight.data = weight
+        assert torch.equal(Int4Linear.from_linear(linear).dequantized(torch.float32), weight), name

@@ -3,7 +3,8 @@
 int8: each linear layer's weight becomes int8 with one float32 scale per output row (symmetric: the row's
 largest magnitude maps to 127), a quarter of the float32 bytes. int4: groups of 32 weights along a row
 keep a scale and a minimum each (weight = scale * q + minimum, q in 0..15, llama.cpp's Q4_1), 3/16 of the
-float32 bytes (a model whose layer inputs are not multiples of 32 is refused). Decoding reads every weight once per token, so it
+float32 bytes (a model whose layer inputs are not multiples of 32 is refused); the language-model head stays
+int8. On a Q4_1 GGUF file (the default model's) int4 finds the file's own grid again: no weight changes. Decoding reads every weight once per token, so it
 runs up to four times faster where memory bandwidth is the limit (kernels/decode.cpp reads int8 rows
 directly); longer inputs widen the rows to the activations' dtype for one matmul. Activations stay in the
 model's dtype. The cost in quality
@@ -112,6 +113,9 @@ def quantize(model: nn.Module, quantization: str) -> nn.Module:
                     f"quantization='int4' groups each row's weights by {GROUP}, but layer {name!r} has "
                     f"{child.in_features} inputs; use quantization='int8' for this model."
                 )
-            setattr(parent, name, (Int8Linear if quantization == "int8" else Int4Linear).from_linear(child))
+            # The language-model head stays int8 under int4, as llama.cpp keeps it at 8 bits or more: its
+            # errors land on every logit directly.
+            to_int8 = quantization == "int8" or child is getattr(model, "lm_head", None)
+            setattr(parent, name, (Int8Linear if to_int8 else Int4Linear).from_linear(child))
     model.quantization = quantization
     return model
