@@ -319,6 +319,9 @@ class StopChecker:
         return False
 
 
+PREFILL_CHUNK = 2048  # prompt tokens per forward pass
+
+
 class Decoder:
     """Runs the model over a prompt, then one token per row at a time, keeping the KV cache, mask and positions."""
 
@@ -333,9 +336,15 @@ class Decoder:
     def prefill(self, expand: int = 1) -> torch.Tensor:
         """The (B * expand, V) logits of the last prompt position, each prompt's row repeated `expand` times.
 
-        The prompt runs once; its cache is copied for the beams or return sequences that share it.
+        The prompt runs once, in chunks of PREFILL_CHUNK tokens so a long prompt never holds the activations of
+        all its positions at once; its cache is copied for the beams or return sequences that share it.
         """
-        logits = self._forward(self.input_ids)
+        length = self.input_ids.shape[1]
+        for start in range(0, length, PREFILL_CHUNK):
+            end = min(start + PREFILL_CHUNK, length)
+            mask = None if self.attention_mask is None else self.attention_mask[:, :end]
+            positions = None if self.position_ids is None else self.position_ids[:, start:end]
+            logits = self._forward(self.input_ids[:, start:end], mask, positions)
         if expand > 1:
             rows = torch.arange(self.input_ids.shape[0], device=logits.device).repeat_interleave(expand)
             self.cache.reorder(rows)
@@ -349,13 +358,13 @@ class Decoder:
         if self.attention_mask is not None:
             self.attention_mask = torch.cat([self.attention_mask, self.attention_mask.new_ones(token.shape[0], 1)], -1)
             self.position_ids = self.position_ids[:, -1:] + 1
-        return self._forward(token[:, None])
+        return self._forward(token[:, None], self.attention_mask, self.position_ids)
 
-    def _forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def _forward(self, input_ids: torch.Tensor, attention_mask, position_ids) -> torch.Tensor:
         output = self.model(
             input_ids,
-            attention_mask=self.attention_mask,
-            position_ids=self.position_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
             past_key_values=self.cache,
             logits_to_keep=1,
         )
