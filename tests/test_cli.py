@@ -14,6 +14,12 @@ def test_generate_streams_a_continuation(smollm2_gguf, capsys):
     assert out.startswith("The capital of France is") and len(out) > len("The capital of France is\n")
 
 
+def test_generate_with_int4_weights(smollm2_gguf, capsys):
+    argv = ["generate", "--model", str(smollm2_gguf), "--quantization", "int4", "--max-new-tokens", "6", "Paris is"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.startswith("Paris is")
+
+
 def test_default_model_from_the_package(smollm2_gguf, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache: the packaged GGUF must be used
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -38,6 +38,8 @@ def _build_parser() -> argparse.ArgumentParser:
     model_options.add_argument("--model", default=DEFAULT_MODEL, help=f"folder, .gguf file or Hub id (default: {DEFAULT_MODEL})")
     model_options.add_argument("--gguf-file", default=None, help="which .gguf file of the folder or repo to load")
     model_options.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
+    model_options.add_argument("--quantization", default=None, choices=["int8", "int4"],
+                               help="store the weights as int8 or int4 for faster decoding (openformers.quantization)")
     length_options = argparse.ArgumentParser(add_help=False)
     length_options.add_argument("--max-new-tokens", type=int, default=128, help="at most this many tokens per answer")
 
@@ -69,7 +71,7 @@ def _load(args):
 
     options = {"gguf_file": args.gguf_file}
     tokenizer = AutoTokenizer.from_pretrained(args.model, **options)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=args.dtype, **options)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=args.dtype, quantization=args.quantization, **options)
     return tokenizer, model
 
 
