@@ -1,0 +1,101 @@
+"""Batch-1 matrix-vector products on cold weights: what PyTorch offers against openformers' kernel (kernels/).
+
+Decoding one token multiplies one vector by every weight matrix once, so what matters is how fast a kernel
+streams weights it has not touched recently. Each case cycles through enough copies of a SmolLM2-sized
+matrix (1536 x 576, the MLP's gate) to far exceed the caches, and reports GB/s of weights read; the memory
+bandwidth (summing a 1 GB tensor) is measured in the same run. Run from the repository root:
+
+    .venv/bin/python benchmarks/matvec.py [--threads 2]
+"""
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from openformers import kernels
+from openformers.quantization import Int4Linear, Int8Linear
+
+ROWS, COLS = 1536, 576
+WORKING_SET = 1_000_000_000  # bytes of float32 weights cycled through
+
+
+def timed(function, copies: int, repeats: int = 3) -> float:
+    """Seconds per call, best of `repeats` passes over all copies."""
+    for i in range(min(copies, 8)):
+        function(i)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for i in range(copies):
+            function(i)
+        best = min(best, (time.perf_counter() - started) / copies)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    assert kernels.available(), "the openformers kernels did not build; see the warning above"
+
+    copies = WORKING_SET // (ROWS * COLS * 4)
+    torch.manual_seed(0)
+    linears = [torch.nn.Linear(COLS, ROWS, bias=False) for _ in range(copies)]
+    x = torch.randn(COLS)
+    fp32 = [linear.weight.detach() for linear in linears]
+    bf16 = [w.bfloat16() for w in fp32]
+    transposed = [w.t().contiguous() for w in fp32]
+    int8 = [Int8Linear.from_linear(linear) for linear in linears]
+    int4 = [Int4Linear.from_linear(linear) for linear in linears]
+    # PyTorch's own int4 layout: (rows, cols / 2) uint8 packed by its converter, with (groups, rows, 2) scales and zeros.
+    int4_torch = [torch._convert_weight_to_int4pack_for_cpu(_int4_steps(q), 32) for q in int4]
+    int4_torch_scales = [_scales_and_zeros(q) for q in int4]
+    compiled = torch.compile(lambda w, v: F.linear(v[None], w)[0])
+
+    cases = {
+        "torch F.linear float32": (lambda i: F.linear(x[None], fp32[i]), fp32),
+        "torch mv, transposed float32": (lambda i: x @ transposed[i], fp32),
+        "torch F.linear bfloat16": (lambda i: F.linear(x.bfloat16()[None], bf16[i]), bf16),
+        "torch.compile F.linear float32": (lambda i: compiled(fp32[i], x), fp32),
+        "torch _weight_int8pack_mm": (lambda i: torch._weight_int8pack_mm(x[None], int8[i].weight, int8[i].scale), None),
+        "torch _weight_int4pack_mm_for_cpu": (
+            lambda i: torch._weight_int4pack_mm_for_cpu(x[None].bfloat16(), int4_torch[i], 32, int4_torch_scales[i]),
+            None,
+        ),
+        "openformers float32": (lambda i: torch.ops.openformers.matvec(x, fp32[i], None), fp32),
+        "openformers bfloat16": (lambda i: torch.ops.openformers.matvec(x, bf16[i], None), bf16),
+        "openformers int8": (lambda i: torch.ops.openformers.matvec(x, int8[i].weight, int8[i].scale), None),
+        "openformers int4": (lambda i: torch.ops.openformers.matvec(x, int4[i].weight, int4[i].scale), None),
+    }
+    data = torch.ones(250_000_000)
+    bandwidth = data.numel() * 4 / timed(lambda i: data.sum(), 1, 5) / 1e9
+    print(f"{args.threads} threads, weights {ROWS} x {COLS}, {copies} copies cycled; memory bandwidth {bandwidth:.1f} GB/s")
+    for name, (function, weights) in cases.items():
+        seconds = timed(function, copies)
+        nbytes = _bytes(name, int8[0], int4[0]) if weights is None else weights[0].numel() * weights[0].element_size()
+        print(f"{name:>36}: {seconds * 1e6:8.1f} us  {nbytes / seconds / 1e9:6.1f} GB/s of weights")
+
+
+def _int4_steps(q: Int4Linear) -> torch.Tensor:
+    packed = q.weight.reshape(q.out_features, -1, 16)
+    steps = torch.cat([packed & 15, packed >> 4], dim=-1).reshape(q.out_features, q.in_features)
+    return steps.to(torch.int32)
+
+
+def _scales_and_zeros(q: Int4Linear) -> torch.Tensor:
+    # PyTorch dequantizes (step - 8) * scale + zero; ours is step * scale + minimum, so zero = minimum + 8 * scale.
+    scale, minimum = q.scale.unbind(-1)
+    return torch.stack([scale, minimum + 8 * scale], -1).transpose(0, 1).contiguous().bfloat16()
+
+
+def _bytes(name: str, int8: Int8Linear, int4: Int4Linear) -> int:
+    if "int8" in name:
+        return int8.weight.numel() + int8.scale.numel() * 4
+    return int4.weight.numel() + int4.scale.numel() * 4
+
+
+if __name__ == "__main__":
+    main()
