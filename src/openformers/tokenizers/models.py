@@ -112,11 +112,12 @@ class BPE(_Vocabulary):
                 out.append((token_id, start, end))
             elif self.byte_fallback and all(f"<0x{byte:02X}>" in self.vocab for byte in data):
                 out.extend((self.vocab[f"<0x{byte:02X}>"], start, end) for byte in data)
-            else:  # an unknown character: _merge keeps it only when there is an unk_token
+            elif unk_id is not None:
                 if self.fuse_unk and out and out[-1][0] == unk_id and out[-1][2] == start:
                     out[-1] = (unk_id, out[-1][1], end)  # unknowns in a row become one
                 else:
                     out.append((unk_id, start, end))
+            # else: a character with neither a token nor its bytes, and no unk_token: dropped, as in the reference
         return out
 
     def _symbols(self, piece: str) -> list[tuple[str, int, int]]:
