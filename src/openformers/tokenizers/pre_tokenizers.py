@@ -119,9 +119,9 @@ class Split:
     def split(self, text: str) -> list[str]:
         if self.behavior == "isolated" and not self.invert and not self.pattern.groups:
             # Patterns like GPT-2's match every character, so the matches alone are the pieces;
-            # when their lengths add up to the text's, nothing fell between them.
+            # when their lengths add up to the text's, nothing fell between them (empty matches don't count).
             pieces = self.pattern.findall(text)
-            if sum(map(len, pieces)) == len(text):
+            if sum(map(len, pieces)) == len(text) and "" not in pieces:
                 return pieces
         return [piece for piece, _ in self.pre_tokenize(text)]
 
