@@ -209,6 +209,7 @@ def test_large_batches_go_to_worker_processes(pair_of_tokenizers, monkeypatch):
     batch = (TEXTS + PAIRS) * 25
     items = [(text, None) for text in batch]
     monkeypatch.setattr(parallel, "MIN_CHARACTERS", 500)  # so that this small batch counts as large
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)  # which other libraries set in this process
     if parallel.worker_count(items) < 2:
         pytest.skip("one core, or no fork on this platform: batches are encoded in this process")
     got, expected = ours(batch), reference(batch)
@@ -217,3 +218,15 @@ def test_large_batches_go_to_worker_processes(pair_of_tokenizers, monkeypatch):
     assert got.word_ids(7) == expected.word_ids(7)
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     assert parallel.worker_count(items) == 1
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padding_without_other_outputs_matches_reference(pair_of_tokenizers, side):
+    """The quick path for plain padded calls (no offsets, masks of special tokens or truncation)."""
+    ours, reference = pair_of_tokenizers
+    options = dict(padding_side=side, return_length=True, return_token_type_ids=False)
+    for padding, extra in [(True, {}), ("longest", dict(pad_to_multiple_of=8)), ("max_length", dict(max_length=30))]:
+        assert_call_matches(ours, reference, TEXTS, padding=padding, **extra, **options)
+        assert_call_matches(ours, reference, TEXTS[1], padding=padding, **extra, **options)
+        assert_call_matches(ours, reference, TEXTS, PAIRS, padding=padding, **extra, **options)
+    assert_positions_match(ours(TEXTS, padding=True, **options), reference(TEXTS, padding=True, **options), TEXTS)

@@ -703,10 +703,13 @@ class PreTrainedTokenizer:
         with_offsets = is_split_into_words or return_offsets_mapping or return_overflowing_tokens
         with_offsets = with_offsets or strategy is not None
         extras = with_offsets or return_special_tokens_mask or return_token_type_ids
-        if padding in (False, "do_not_pad") and not extras:
+        if not extras:
             return self._plain_call(
-                texts, pairs, batched, add_special_tokens, return_attention_mask, return_length, return_tensors
-            )
+                texts, pairs, batched, add_special_tokens,
+                attention_mask=return_attention_mask, return_length=return_length, return_tensors=return_tensors,
+                padding=padding, max_length=max_length, pad_to_multiple_of=pad_to_multiple_of,
+                side=padding_side or self.padding_side,
+            )  # fmt: skip
         wanted = {
             "input_ids": True,
             "token_type_ids": return_token_type_ids,
@@ -733,30 +736,46 @@ class PreTrainedTokenizer:
         return self._batch_encoding(data, encodings, batched, return_tensors, return_overflowing_tokens)
 
     def _plain_call(
-        self, texts, pairs, batched, add_special_tokens, attention_mask, return_length, return_tensors
-    ) -> BatchEncoding:
-        """The most common call, `tokenizer(text)`: the ids and a mask of ones, nothing else to work out.
+        self, texts, pairs, batched, add_special_tokens, *, attention_mask, return_length, return_tensors,
+        padding, max_length, pad_to_multiple_of, side,
+    ) -> BatchEncoding:  # fmt: skip
+        """The most common calls, `tokenizer(text)` and `tokenizer(texts, padding=True)`: the ids, padded
+        if asked, and the mask, with nothing else to work out.
 
         It makes as few objects as it can: with millions of results kept (`dataset.map`), Python's
         garbage collector walks all of them again and again, which can cost more than tokenizing."""
-        # The rows with offsets, for word_ids() and the other lookups, are made from these when asked for.
-        later = {"texts": tuple(zip(texts, pairs)), "add_special_tokens": add_special_tokens}
-        if not batched and return_tensors is None:  # one text: its row itself, not a list of one row
-            ids = self._pipeline.encode(texts[0], pairs[0], add_special_tokens)
-            data = {"input_ids": ids}
-            if attention_mask:
-                data["attention_mask"] = [1] * len(ids)
-            if return_length:
-                data["length"] = [len(ids)]  # the reference leaves it a list of one
-            return BatchEncoding(data, pipeline=self._pipeline, **later)
-        ids = parallel.encode_batch(self._pipeline, later["texts"], add_special_tokens)  # a large batch on all cores
-        data = {"input_ids": ids}
+        items = tuple(zip(texts, pairs))
+        if batched:
+            rows = parallel.encode_batch(self._pipeline, items, add_special_tokens)  # a large batch on all cores
+        else:
+            rows = [self._pipeline.encode(texts[0], pairs[0], add_special_tokens)]
+        masks = [[1] * len(row) for row in rows]
+        # The rows with offsets, for word_ids() and the other lookups, are made from the texts when asked for.
+        later = {"texts": items, "add_special_tokens": add_special_tokens}
+        if padding not in (False, "do_not_pad"):
+            target = self._padded_length([len(row) for row in rows], padding, max_length, pad_to_multiple_of, side)
+            fills = [max(target - len(row), 0) for row in rows]
+            if side == "left":
+                rows = [[self.pad_token_id] * fill + row for fill, row in zip(fills, rows)]
+                masks = [[0] * fill + mask for fill, mask in zip(fills, masks)]
+            else:
+                rows = [row + [self.pad_token_id] * fill for fill, row in zip(fills, rows)]
+                masks = [mask + [0] * fill for fill, mask in zip(fills, masks)]
+            pad_id, encode = self.pad_token_id, self._pipeline.encode_with_offsets
+            later = {
+                "encodings": lambda: [
+                    pad(encode(text, pair, add_special_tokens), target, pad_id, side) for text, pair in items
+                ]
+            }
+        data = {"input_ids": rows}
         if attention_mask:
-            data["attention_mask"] = [[1] * len(row) for row in ids]
+            data["attention_mask"] = masks
         if return_length:
-            data["length"] = [len(row) for row in ids]
+            data["length"] = [len(row) for row in rows]
         if return_tensors is not None:
             data = {key: _to_tensor(value, return_tensors, key) for key, value in data.items()}
+        elif not batched:  # one text: its row itself, not a list of one row (the reference leaves `length` a list)
+            data = {key: value if key == "length" else value[0] for key, value in data.items()}
         return BatchEncoding(data, pipeline=self._pipeline, **later)
 
     def _batch_encoding(self, data, encodings, batched, return_tensors, return_overflowing_tokens) -> BatchEncoding:
@@ -791,6 +810,11 @@ class PreTrainedTokenizer:
         return pairs
 
     def _pad_rows(self, rows, padding, max_length, pad_to_multiple_of, side) -> list[Encoding]:
+        target = self._padded_length([len(row) for row in rows], padding, max_length, pad_to_multiple_of, side)
+        return [pad(row, target, self.pad_token_id, side) for row in rows]
+
+    def _padded_length(self, lengths, padding, max_length, pad_to_multiple_of, side) -> int:
+        """The length rows are padded to; checks that there is a pad token to do it with."""
         if self.pad_token_id is None:
             raise ValueError(
                 "Asked to pad, but this tokenizer has no pad token. Set one first, for example "
@@ -805,10 +829,10 @@ class PreTrainedTokenizer:
                     'padding="max_length" needs max_length=N: this tokenizer has no model_max_length to use.'
                 )
         else:
-            target = max((len(row) for row in rows), default=0)
+            target = max(lengths, default=0)
         if pad_to_multiple_of and target % pad_to_multiple_of:
             target += pad_to_multiple_of - target % pad_to_multiple_of
-        return [pad(row, target, self.pad_token_id, side) for row in rows]
+        return target
 
     # --- decoding
 
