@@ -151,8 +151,20 @@ def weight_bytes_per_token(model) -> int:
 def run_llama_cpp(precision: str, new_tokens: int, gguf_dir: Path) -> dict:
     path = gguf_dir / f"smollm2-{precision.lower()}.gguf"
     started = time.perf_counter()
+    import llama_cpp.llama_cpp as bindings
     from llama_cpp import Llama
 
+    # On the development machine (a VM whose CPU reports AMX) llama.cpp's repacked weight layouts crash with a
+    # segmentation fault on quantized files as soon as a batch of tokens is evaluated; without those "extra
+    # buffer types" it runs. That is llama.cpp's `--no-repack`, which the Python binding does not expose.
+    default_params = bindings.llama_model_default_params
+
+    def params_without_repack():
+        params = default_params()
+        params.use_extra_bufts = False
+        return params
+
+    bindings.llama_model_default_params = params_without_repack
     imported = time.perf_counter()
     threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count()))
     model = Llama(str(path), n_ctx=1024, n_threads=threads, n_batch=PREFILL_TOKENS, verbose=False)
