@@ -62,7 +62,10 @@ def _build() -> None:
     cpp_extension.load(
         name=name,
         sources=[str(_SOURCE)],
-        extra_cflags=["-O3", "-march=native", "-fopenmp-simd"],
+        # -fopenmp: at::parallel_for is inline code over OpenMP pragmas, which without it run on one thread.
+        # The library's libgomp.so.1 is the one torch has already loaded, so there is one thread pool.
+        extra_cflags=["-O3", "-march=native", "-fopenmp"],
+        extra_ldflags=["-fopenmp"],
         is_python_module=False,
         verbose=False,
     )

@@ -7,9 +7,10 @@
 // pool (at::parallel_for), everything else runs in place on buffers of a few kilobytes.
 //
 // Weights are float32, bfloat16, int8 with one float32 scale per output row, or int4 in groups of 32 (see
-// Int4 below); activations are float32;
-// the key/value cache is float32 or bfloat16. Loops are plain C++ that the compiler vectorizes
-// (`omp simd` reductions, -O3 -march=native), so there are no intrinsics to maintain per instruction set.
+// Int4 below); activations are float32; the key/value cache is float32 or bfloat16. Loops are plain C++ that
+// the compiler vectorizes (`omp simd`, -O3 -march=native), except the weight rows' inner loops, which have an
+// AVX-512 version because the compiler widens int8 and bfloat16 poorly. Built with -fopenmp, since
+// at::parallel_for is inline code over OpenMP pragmas that would otherwise run on one thread.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
