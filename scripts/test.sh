@@ -12,4 +12,6 @@ PYTHON=${PYTHON:-python3}
 # One torch thread per test worker: two workers with two threads each on two cores oversubscribe the CPU,
 # and OpenMP's spinning threads then slow every small op down by an order of magnitude.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# Compile the decoding kernels once here (~15 s) rather than in every test worker at the same moment.
+.venv/bin/python -c "from openformers import kernels; kernels.available()"
 exec .venv/bin/python -m pytest -n "${OPENFORMERS_TEST_WORKERS:-2}" tests "$@"
