@@ -348,6 +348,19 @@ def test_tensorboard_receives_the_logged_scalars(tmp_path, monkeypatch):
         Trainer(model=make_model(), args=args, train_dataset=make_rows())
 
 
+def test_tensorboard_event_files_hold_the_logged_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = _classifier_args(tmp_path, max_steps=2, save_strategy="no", report_to="tensorboard", eval_strategy="steps",
+                            eval_steps=2, logging_steps=1)
+    Trainer(model=make_model(), args=args, train_dataset=make_rows(), eval_dataset=make_rows(6, seed=2)).train()
+    events = EventAccumulator(str(tmp_path / "runs"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("train/loss")] == [1, 2]
+    assert [event.step for event in events.Scalars("eval/loss")] == [2]
+
+
 def test_errors_name_the_problem(tmp_path):
     rows = [{"text": "no ids here", "label": 0}] * 4
     trainer = Trainer(model=make_model(), args=_classifier_args(tmp_path), train_dataset=rows)
