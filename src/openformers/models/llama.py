@@ -121,6 +121,14 @@ class LlamaDecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
+KERNEL_DTYPES = (torch.float32, torch.bfloat16)  # activation dtypes the compiled kernels take (kernels/decode.cpp)
+
+
+def _one_row_for_kernels(x: torch.Tensor) -> bool:
+    """One position of one row, on the CPU, without gradients, with the compiled kernels built."""
+    return x.shape[:2] == (1, 1) and x.device.type == "cpu" and not torch.is_grad_enabled() and kernels.available()
+
+
 # model_type -> the reference's class-name prefix, so saved configs name the reference's classes.
 FAMILY_NAMES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}
 
@@ -174,19 +182,15 @@ class LlamaModel(LlamaPreTrainedModel):
             x = run_layer(layer, checkpointing, x, cos, sin, mask, past_key_values)
         return BaseModelOutput(last_hidden_state=self.norm(x), past_key_values=past_key_values)
 
-
     def _decodes_with_kernels(self, input_ids, attention_mask, cache) -> bool:
-        """Whether this step is one token of one sequence, on the CPU, without gradients: the compiled kernel's case."""
-        config, dtype = self.config, self.embed_tokens.weight.dtype
+        """Whether this step is one token of one sequence after a cached prompt: the compiled kernel's case."""
+        config = self.config
         return (
-            input_ids.shape == (1, 1)
-            and input_ids.device.type == "cpu"
-            and not torch.is_grad_enabled()
-            and getattr(cache, "seq_len", 0) > 0
-            and (attention_mask is None or bool(attention_mask.all()))
-            and dtype in (torch.float32, torch.bfloat16)
+            getattr(cache, "seq_len", 0) > 0
+            and self.embed_tokens.weight.dtype in KERNEL_DTYPES
             and not (config.attention_bias or config.mlp_bias)
-            and kernels.available()
+            and (attention_mask is None or bool(attention_mask.all()))
+            and _one_row_for_kernels(input_ids)
         )
 
     def _decode_with_kernels(self, input_ids, position_ids, cache) -> torch.Tensor:
@@ -234,7 +238,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         if labels is not None and logits_to_keep:
             raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
         hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
-        if hidden.shape[:2] == (1, 1) and self.model._decodes_with_kernels(input_ids[:, -1:], None, past_key_values):
+        if hidden.dtype in KERNEL_DTYPES and _one_row_for_kernels(hidden):
             scale = self.lm_head.scale.float() if hasattr(self.lm_head, "scale") else None  # quantized
             logits = torch.ops.openformers.matvec(hidden.reshape(-1).float(), self.lm_head.weight, scale)
             logits = logits.to(hidden.dtype).view(1, 1, -1)
