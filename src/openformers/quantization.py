@@ -22,15 +22,25 @@ QUANTIZATIONS = ("int8", "int4")
 GROUP = 32  # int4 weights per (scale, minimum) pair
 
 
-class Int8Linear(nn.Module):
-    """y = x W^T + b with W stored as int8 rows times a float32 scale per row."""
+class _QuantizedLinear(nn.Module):
+    """The buffers every quantized layer holds: its packed `weight`, the `scale` to unpack it, and a float bias."""
 
-    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, in_features: int):
         super().__init__()
-        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.in_features, self.out_features = in_features, weight.shape[0]
         self.register_buffer("weight", weight)
         self.register_buffer("scale", scale)
         self.register_buffer("bias", bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Int8Linear(_QuantizedLinear):
+    """y = x W^T + b with W stored as int8 rows times a float32 scale per row."""
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__(weight, scale, bias, in_features=weight.shape[1])
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
@@ -49,11 +59,8 @@ class Int8Linear(nn.Module):
             y = y + self.bias.to(y.dtype)
         return y.view(*x.shape[:-1], self.out_features)
 
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
-
-class Int4Linear(nn.Module):
+class Int4Linear(_QuantizedLinear):
     """y = x W^T + b with W in groups of 32 along each row, stored as 4-bit steps above the group's minimum.
 
     `weight` (out, in / 2) uint8: byte j of a group's 16 holds step j in its low nibble and step j + 16 in its
@@ -62,11 +69,7 @@ class Int4Linear(nn.Module):
     """
 
     def __init__(self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
-        super().__init__()
-        self.in_features, self.out_features = weight.shape[1] * 2, weight.shape[0]
-        self.register_buffer("weight", weight)
-        self.register_buffer("scale", scale)
-        self.register_buffer("bias", bias)
+        super().__init__(weight, scale, bias, in_features=weight.shape[1] * 2)  # two weights per byte
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "Int4Linear":
@@ -87,9 +90,6 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.dequantized(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
 def check_quantization(quantization: str) -> None:
