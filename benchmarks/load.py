@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/load.py                      # the full 13.5 GB checkpoint, 2 rounds
     .venv/bin/python benchmarks/load.py --layers 2 --rounds 1  # a quick check of the script itself
+    sudo .venv/bin/python benchmarks/load.py --cold            # each load reads the files from disk
 
 The checkpoint (random bfloat16 weights in two safetensors shards with an index, Llama-2-7B shapes) is
 written once under --folder, which must be on a real disk: a RAM-backed folder (tmpfs) would count the
@@ -118,6 +119,15 @@ def is_ram_backed(folder: Path) -> bool:
     return kind in ("tmpfs", "ramfs")
 
 
+def drop_page_cache():
+    """Make the next load read the checkpoint from disk, as the first load after a download or a reboot does."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3")
+    except OSError as error:
+        sys.exit(f"--cold needs root to write /proc/sys/vm/drop_caches ({error}); run without --cold or as root.")
+
+
 def measure_load(library: str, folder: Path) -> dict:
     result = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, library, str(folder)], capture_output=True, text=True)
     if result.returncode:
@@ -162,8 +172,9 @@ def main():
     parser.add_argument("--folder", type=Path, default=Path.home() / ".cache" / "openformers-bench" / "llama-2-7b")
     parser.add_argument("--layers", type=int, default=32, help="decoder layers (32 is Llama-2-7B)")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--minilm-batches", type=int, default=10)
+    parser.add_argument("--minilm-batches", type=int, default=10, help="0 skips the MiniLM comparison")
     parser.add_argument("--delete", action="store_true", help="remove the checkpoint afterwards")
+    parser.add_argument("--cold", action="store_true", help="drop the page cache before each load (needs root)")
     args = parser.parse_args()
 
     args.folder.parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +193,8 @@ def main():
     for round_number in range(args.rounds):
         order = ["openformers", "transformers"][:: 1 if round_number % 2 == 0 else -1]
         for library in order:
+            if args.cold:
+                drop_page_cache()
             result = measure_load(library, args.folder)
             results[library].append(result)
             print(f"round {round_number + 1} {library:>12}: load {result['load_s']:.2f} s "
@@ -199,7 +212,7 @@ def main():
     print(f"targets: RSS <= 1.2x checkpoint: {'met' if ours[1] <= 1.2 * size else 'NOT met'}; "
           f"load time <= transformers': {'met' if ours[0] <= theirs[0] else 'NOT met'} ({theirs[0] / ours[0]:.2f}x)")
 
-    rates = minilm_throughput(args.minilm_batches)
+    rates = minilm_throughput(args.minilm_batches) if args.minilm_batches else {}
     if rates:
         print(f"\nMiniLM-L6 forward, batch 32: openformers {rates['openformers']:.0f} sentences/s, transformers "
               f"{rates['transformers']:.0f} sentences/s, ratio {rates['openformers'] / rates['transformers']:.2f}x")
