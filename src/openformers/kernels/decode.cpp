@@ -81,12 +81,32 @@ inline __m512 load16(const int8_t* w) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))));
 }
 
+// Each row is read in 64-byte steps (one cache line: 16 float32, 32 bfloat16 or 64 int8 weights), with a
+// prefetch of the line kPrefetch bytes ahead: without it the cores keep too few memory reads in flight to
+// stream bfloat16 and int8 rows from memory at the bandwidth (they reached half of it).
+constexpr int64_t kPrefetch = 4096;  // measured on 2 cores: 1 KB ahead reached 60-75% of the bandwidth, 4 KB 80-100%
+
 template <typename W>
 inline void four_rows_avx512(const Matrix& m, int64_t row, const float* x, float* out) {
+  constexpr int64_t line = 64 / sizeof(W);
   const W* w = static_cast<const W*>(m.data) + row * m.cols;
   const W *w0 = w, *w1 = w + m.cols, *w2 = w + 2 * m.cols, *w3 = w + 3 * m.cols;
   __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
   int64_t i = 0;
+  for (; i + line <= m.cols; i += line) {
+    _mm_prefetch(reinterpret_cast<const char*>(w0 + i) + kPrefetch, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w1 + i) + kPrefetch, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w2 + i) + kPrefetch, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w3 + i) + kPrefetch, _MM_HINT_T0);
+#pragma GCC unroll 4
+    for (int64_t j = i; j < i + line; j += 16) {
+      __m512 xj = _mm512_loadu_ps(x + j);
+      s0 = _mm512_fmadd_ps(load16(w0 + j), xj, s0);
+      s1 = _mm512_fmadd_ps(load16(w1 + j), xj, s1);
+      s2 = _mm512_fmadd_ps(load16(w2 + j), xj, s2);
+      s3 = _mm512_fmadd_ps(load16(w3 + j), xj, s3);
+    }
+  }
   for (; i + 16 <= m.cols; i += 16) {
     __m512 xi = _mm512_loadu_ps(x + i);
     s0 = _mm512_fmadd_ps(load16(w0 + i), xi, s0);
