@@ -16,6 +16,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <omp.h>
+
 #include <cmath>
 #include <vector>
 
@@ -38,18 +40,26 @@ struct Matrix {
   const void* data;
   const float* scale;
   const float* bias;
-  int64_t rows, cols;
+  int64_t rows, cols, row_bytes;
 };
 
 Matrix matrix(const at::Tensor& weight, const c10::optional<at::Tensor>& scale, const c10::optional<at::Tensor>& bias) {
-  TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous(), "decode_layer: weights must be contiguous 2-D tensors");
+  TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous(), "openformers kernels: weights must be contiguous 2-D tensors");
   const float* scale_data = scale && scale->defined() ? scale->data_ptr<float>() : nullptr;
   const float* bias_data = bias && bias->defined() ? bias->data_ptr<float>() : nullptr;
   bool int4 = weight.scalar_type() == at::kByte;  // two weights per byte
   TORCH_CHECK(!int4 || (scale_data && scale->is_contiguous() && scale->numel() == weight.numel() / 8),
-              "decode_layer: int4 weights need contiguous (rows, cols / 32, 2) scales and minimums");
-  return {weight.data_ptr(), scale_data, bias_data, weight.size(0), weight.size(1) * (int4 ? 2 : 1)};
+              "openformers kernels: int4 weights need contiguous (rows, cols / 32, 2) scales and minimums");
+  return {weight.data_ptr(), scale_data, bias_data, weight.size(0), weight.size(1) * (int4 ? 2 : 1),
+          weight.size(1) * weight.element_size()};
 }
+
+// How far ahead of the rows being multiplied their weights are prefetched: without it the cores keep too few
+// memory reads in flight to stream bfloat16 and int8 rows at the bandwidth (they reached half of it). Measured
+// on 2 cores: 1 KB ahead reached 60-75% of the bandwidth, 4 KB 80-100%.
+constexpr int64_t kPrefetch = 4096;
+
+inline void prefetch(const void* address) { __builtin_prefetch(address, 0, 3); }
 
 // Four rows at a time: four independent sums keep the multiply-add units busy while x is read once.
 template <typename W>
@@ -82,9 +92,7 @@ inline __m512 load16(const int8_t* w) {
 }
 
 // Each row is read in 64-byte steps (one cache line: 16 float32, 32 bfloat16 or 64 int8 weights), with a
-// prefetch of the line kPrefetch bytes ahead: without it the cores keep too few memory reads in flight to
-// stream bfloat16 and int8 rows from memory at the bandwidth (they reached half of it).
-constexpr int64_t kPrefetch = 4096;  // measured on 2 cores: 1 KB ahead reached 60-75% of the bandwidth, 4 KB 80-100%
+// prefetch of the line kPrefetch bytes ahead (see kPrefetch).
 
 template <typename W>
 inline void four_rows_avx512(const Matrix& m, int64_t row, const float* x, float* out) {
@@ -94,10 +102,10 @@ inline void four_rows_avx512(const Matrix& m, int64_t row, const float* x, float
   __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
   int64_t i = 0;
   for (; i + line <= m.cols; i += line) {
-    _mm_prefetch(reinterpret_cast<const char*>(w0 + i) + kPrefetch, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(w1 + i) + kPrefetch, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(w2 + i) + kPrefetch, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(w3 + i) + kPrefetch, _MM_HINT_T0);
+    prefetch(reinterpret_cast<const char*>(w0 + i) + kPrefetch);
+    prefetch(reinterpret_cast<const char*>(w1 + i) + kPrefetch);
+    prefetch(reinterpret_cast<const char*>(w2 + i) + kPrefetch);
+    prefetch(reinterpret_cast<const char*>(w3 + i) + kPrefetch);
 #pragma GCC unroll 4
     for (int64_t j = i; j < i + line; j += 16) {
       __m512 xj = _mm512_loadu_ps(x + j);
@@ -156,6 +164,7 @@ void rows<Int4>(const Matrix& m, int64_t begin, int64_t end, const float* x, flo
     float minimums = 0.f;
     for (int64_t g = 0; g < groups; ++g) minimums += dm[2 * g + 1] * x_sums[g];
 #ifdef __AVX512F__
+    for (int64_t b = 0; b < m.row_bytes; b += 64) prefetch(reinterpret_cast<const char*>(q) + kPrefetch + b);
     __m512 sum = _mm512_setzero_ps();
     const __m512i low_nibble = _mm512_set1_epi32(15);
     for (int64_t g = 0; g < groups; ++g) {
@@ -199,138 +208,197 @@ void matvecs(std::initializer_list<std::pair<const Matrix*, float*>> products, c
   });
 }
 
-void rms_norm(const float* x, const at::Tensor& weight, double eps, float* out, int64_t n) {
+void rms_norm(const float* x, const float* weight, float eps, float* out, int64_t n) {
   float squares = 0.f;
 #pragma omp simd reduction(+ : squares)
   for (int64_t i = 0; i < n; ++i) squares += x[i] * x[i];
-  // The norm weight follows the model dtype; it is short, so converting it here costs nothing.
-  at::Tensor w = weight.to(at::kFloat).contiguous();
-  const float* wd = w.data_ptr<float>();
-  float inv = 1.f / std::sqrt(squares / n + static_cast<float>(eps));
-  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * inv * wd[i];
+  float inv = 1.f / std::sqrt(squares / n + eps);
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * inv * weight[i];
 }
 
-// Rotate each (i, i + half) pair of every head by the position's angle; `sin` is signed per half.
-void rope(float* v, int64_t heads, int64_t head_dim, const float* cos, const float* sin) {
+// Rotate each (i, i + half) pair of one head by the position's angle; `sin` is signed per half.
+void rope(float* x, int64_t head_dim, const float* cos, const float* sin) {
   int64_t half = head_dim / 2;
-  for (int64_t h = 0; h < heads; ++h) {
-    float* x = v + h * head_dim;
-    std::vector<float> rotated(head_dim);
-    for (int64_t i = 0; i < head_dim; ++i) {
-      float partner = i < half ? x[i + half] : x[i - half];
-      rotated[i] = x[i] * cos[i] + partner * sin[i];
-    }
-    std::copy(rotated.begin(), rotated.end(), x);
+  for (int64_t i = 0; i < half; ++i) {
+    float a = x[i], b = x[i + half];
+    x[i] = a * cos[i] + b * sin[i];
+    x[i + half] = b * cos[i + half] + a * sin[i + half];
   }
 }
 
-// Attention of one new query per head over the cached positions [first, last], grouped-query style.
+// One new query head's attention over the cached positions [first, last] of its key/value head.
 template <typename C>
-void attend(const float* q, const at::Tensor& keys, const at::Tensor& values, int64_t n_head, int64_t first,
-            int64_t last, float* out) {
-  int64_t n_kv = keys.size(1), head_dim = keys.size(3), group = n_head / n_kv;
-  int64_t head_stride = keys.stride(1), pos_stride = keys.stride(2);
-  const C* k_data = keys.data_ptr<C>();
-  const C* v_data = values.data_ptr<C>();
+void attend(const float* q, const C* keys, const C* values, int64_t pos_stride, int64_t head_dim, int64_t first,
+            int64_t last, std::vector<float>& scores, float* out) {
   float scale = 1.f / std::sqrt(static_cast<float>(head_dim));
-  at::parallel_for(0, n_head, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(last - first + 1);
-    for (int64_t h = begin; h < end; ++h) {
-      const float* qh = q + h * head_dim;
-      const C* kh = k_data + (h / group) * head_stride;
-      const C* vh = v_data + (h / group) * head_stride;
-      float top = -INFINITY;
-      for (int64_t t = first; t <= last; ++t) {
-        scores[t - first] = dot(kh + t * pos_stride, qh, head_dim) * scale;
-        top = std::max(top, scores[t - first]);
-      }
-      float total = 0.f;
-      for (auto& s : scores) total += (s = std::exp(s - top));
-      float* oh = out + h * head_dim;
-      std::fill(oh, oh + head_dim, 0.f);
-      for (int64_t t = first; t <= last; ++t) {
-        float p = scores[t - first] / total;
-        const C* vt = vh + t * pos_stride;
+  scores.resize(last - first + 1);
+  float top = -INFINITY;
+  for (int64_t t = first; t <= last; ++t) {
+    scores[t - first] = dot(keys + t * pos_stride, q, head_dim) * scale;
+    top = std::max(top, scores[t - first]);
+  }
+  float total = 0.f;
+  for (auto& s : scores) total += (s = std::exp(s - top));
+  std::fill(out, out + head_dim, 0.f);
+  for (int64_t t = first; t <= last; ++t) {
+    float p = scores[t - first] / total;
+    const C* v = values + t * pos_stride;
 #pragma omp simd
-        for (int64_t i = 0; i < head_dim; ++i) oh[i] += p * as_float(vt[i]);
-      }
-    }
-  });
+    for (int64_t i = 0; i < head_dim; ++i) out[i] += p * as_float(v[i]);
+  }
 }
 
-template <typename C>
-void store(const float* from, const at::Tensor& cache, int64_t pos) {
-  int64_t n_kv = cache.size(1), head_dim = cache.size(3);
-  C* data = cache.data_ptr<C>();
-  for (int64_t h = 0; h < n_kv; ++h)
-    for (int64_t i = 0; i < head_dim; ++i)
-      data[h * cache.stride(1) + pos * cache.stride(2) + i] = static_cast<C>(from[h * head_dim + i]);
-}
+// The threads of one step. Each takes the same share of every matrix's rows (a multiple of four, for
+// four_rows), and of the heads, so a step needs no scheduling: a barrier between dependent phases.
+struct Team {
+  int64_t index, size;
+
+  std::pair<int64_t, int64_t> share(int64_t count, int64_t multiple = 4) const {
+    int64_t per = (count + multiple * size - 1) / (multiple * size) * multiple;
+    int64_t begin = std::min(index * per, count);
+    return {begin, std::min(begin + per, count)};
+  }
+
+  template <typename W>
+  void product(const Matrix& m, const float* x, float* out) const {
+    auto [begin, end] = share(m.rows);
+    if (begin < end) rows<W>(m, begin, end, x, out);
+  }
+
+  // Called before a barrier: the next matrix's first lines are on their way while the other threads finish,
+  // instead of stalling the start of the next phase (the in-loop prefetch only reaches kPrefetch ahead).
+  void prefetch_share(const Matrix& m) const {
+    auto [begin, end] = share(m.rows);
+    const char* first = static_cast<const char*>(m.data) + begin * m.row_bytes;
+    int64_t bytes = std::min((end - begin) * m.row_bytes, kPrefetch);
+    for (int64_t b = 0; b < bytes; b += 64) prefetch(first + b);
+  }
+};
+
+// Buffers of one step that every thread reads or writes a part of.
+struct Shared {
+  std::vector<float> q, k, v, attended, out, gate, up;
+};
 
 struct Layer {
   Matrix q, k, v, o, gate, up, down;
+  const float *attn_norm, *mlp_norm;
+  at::Tensor keys, values;
 };
 
 template <typename W, typename C>
-void layer_step(float* x, const Layer& L, const at::Tensor& attn_norm, const at::Tensor& mlp_norm, double eps,
-                const at::Tensor& keys, const at::Tensor& values, int64_t pos, int64_t window, const float* cos,
-                const float* sin) {
-  int64_t hidden = L.o.rows, n_kv = keys.size(1), head_dim = keys.size(3), n_head = L.q.rows / head_dim;
-  std::vector<float> normed(hidden), q(L.q.rows), k(L.k.rows), v(L.v.rows), attended(L.o.cols), out(hidden);
+void layer_step(const Team& team, float* x, const Layer& L, Shared& S, float eps, int64_t pos, int64_t window,
+                const float* cos, const float* sin, std::vector<float>& normed, std::vector<float>& scores) {
+  int64_t hidden = L.o.rows, n_kv = L.keys.size(1), head_dim = L.keys.size(3), n_head = L.q.rows / head_dim;
+  int64_t head_stride = L.keys.stride(1), pos_stride = L.keys.stride(2);
+  C* keys = L.keys.data_ptr<C>();
+  C* values = L.values.data_ptr<C>();
 
-  rms_norm(x, attn_norm, eps, normed.data(), hidden);
-  matvecs<W>({{&L.q, q.data()}, {&L.k, k.data()}, {&L.v, v.data()}}, normed.data());
-  rope(q.data(), n_head, head_dim, cos, sin);
-  rope(k.data(), n_kv, head_dim, cos, sin);
-  store<C>(k.data(), keys, pos);
-  store<C>(v.data(), values, pos);
-  int64_t first = window > 0 ? std::max(pos - window + 1, int64_t(0)) : 0;
-  attend<C>(q.data(), keys, values, n_head, first, pos, attended.data());
-  matvecs<W>({{&L.o, out.data()}}, attended.data());
-  for (int64_t i = 0; i < hidden; ++i) x[i] += out[i];
+  rms_norm(x, L.attn_norm, eps, normed.data(), hidden);  // every thread its own copy: no barrier
+  team.product<W>(L.q, normed.data(), S.q.data());
+  team.product<W>(L.k, normed.data(), S.k.data());
+  team.product<W>(L.v, normed.data(), S.v.data());
+  team.prefetch_share(L.o);
+#pragma omp barrier
+  auto [kv_begin, kv_end] = team.share(n_kv, 1);
+  for (int64_t h = kv_begin; h < kv_end; ++h) {
+    rope(S.k.data() + h * head_dim, head_dim, cos, sin);
+    for (int64_t i = 0; i < head_dim; ++i) {
+      keys[h * head_stride + pos * pos_stride + i] = static_cast<C>(S.k[h * head_dim + i]);
+      values[h * head_stride + pos * pos_stride + i] = static_cast<C>(S.v[h * head_dim + i]);
+    }
+  }
+#pragma omp barrier
+  int64_t first = window > 0 ? std::max(pos - window + 1, int64_t(0)) : 0, group = n_head / n_kv;
+  auto [head_begin, head_end] = team.share(n_head, 1);
+  for (int64_t h = head_begin; h < head_end; ++h) {
+    float* q = S.q.data() + h * head_dim;
+    rope(q, head_dim, cos, sin);
+    int64_t kv = (h / group) * head_stride;
+    attend<C>(q, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores, S.attended.data() + h * head_dim);
+  }
+#pragma omp barrier
+  team.product<W>(L.o, S.attended.data(), S.out.data());
+  auto [row_begin, row_end] = team.share(hidden);
+  for (int64_t i = row_begin; i < row_end; ++i) x[i] += S.out[i];
+  team.prefetch_share(L.gate);
+  team.prefetch_share(L.up);
+#pragma omp barrier
 
-  rms_norm(x, mlp_norm, eps, normed.data(), hidden);
-  int64_t inner = L.gate.rows;
-  std::vector<float> gate(inner), up(inner);
-  matvecs<W>({{&L.gate, gate.data()}, {&L.up, up.data()}}, normed.data());
-  for (int64_t i = 0; i < inner; ++i) gate[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];  // SiLU(gate) * up
-  matvecs<W>({{&L.down, out.data()}}, gate.data());
-  for (int64_t i = 0; i < hidden; ++i) x[i] += out[i];
+  rms_norm(x, L.mlp_norm, eps, normed.data(), hidden);
+  team.product<W>(L.gate, normed.data(), S.gate.data());
+  team.product<W>(L.up, normed.data(), S.up.data());
+  auto [inner_begin, inner_end] = team.share(L.gate.rows);
+  for (int64_t i = inner_begin; i < inner_end; ++i) S.gate[i] = S.gate[i] / (1.f + std::exp(-S.gate[i])) * S.up[i];
+  team.prefetch_share(L.down);
+#pragma omp barrier
+  team.product<W>(L.down, S.gate.data(), S.out.data());  // SiLU(gate) * up, in place of gate
+  for (int64_t i = row_begin; i < row_end; ++i) x[i] += S.out[i];
+#pragma omp barrier
 }
 
-// Runs one layer for one token, in place on `x` (hidden,) float32, writing this position's key and value
-// into the cache buffers (1, n_kv, capacity, head_dim) at `pos`. `scales` hold the int8 weights' row scales
-// or the int4 weights' (scale, minimum) pairs in the order q, k, v, o, gate, up, down (empty for float weights);
-// `biases` those of q, k, v (Qwen2).
-void decode_layer(at::Tensor x, at::Tensor attn_norm, at::Tensor mlp_norm, at::TensorList weights,
-                  at::TensorList scales, at::TensorList biases, at::Tensor keys, at::Tensor values, int64_t pos,
-                  int64_t window, at::Tensor cos, at::Tensor sin, double eps) {
-  TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "decode_layer: x must be contiguous float32");
-  TORCH_CHECK(weights.size() == 7, "decode_layer: expected 7 weights (q, k, v, o, gate, up, down)");
-  TORCH_CHECK(keys.size(0) == 1 && keys.stride(3) == 1 && values.strides() == keys.strides(),
-              "decode_layer: the cache must be (1, n_kv, capacity, head_dim) with contiguous rows");
-  TORCH_CHECK(pos < keys.size(2), "decode_layer: position ", pos, " is beyond the cache capacity ", keys.size(2));
-  auto scale = [&](size_t i) { return scales.empty() ? c10::optional<at::Tensor>() : c10::optional<at::Tensor>(scales[i]); };
-  auto bias = [&](size_t i) { return biases.empty() ? c10::optional<at::Tensor>() : c10::optional<at::Tensor>(biases[i]); };
-  Layer L{matrix(weights[0], scale(0), bias(0)), matrix(weights[1], scale(1), bias(1)),
-          matrix(weights[2], scale(2), bias(2)), matrix(weights[3], scale(3), {}),
-          matrix(weights[4], scale(4), {}),      matrix(weights[5], scale(5), {}),
-          matrix(weights[6], scale(6), {})};
+// Runs every layer for one token, in place on `x` (hidden,) float32, writing this position's key and value
+// into each layer's cache buffers (1, n_kv, capacity, head_dim) at `pos`. Per layer: two norm weights, seven
+// weights (q, k, v, o, gate, up, down), their seven scales when quantized (int8 row scales or int4 (scale,
+// minimum) pairs; empty lists for float weights), and three biases for q, k, v (Qwen2; else empty).
+// One OpenMP team runs the whole step, so threads start once per token rather than several times per layer.
+void decode_step(at::Tensor x, at::TensorList norms, at::TensorList weights, at::TensorList scales,
+                 at::TensorList biases, at::TensorList keys, at::TensorList values, int64_t pos, int64_t window,
+                 at::Tensor cos, at::Tensor sin, double eps) {
+  size_t n_layers = keys.size();
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "decode_step: x must be contiguous float32");
+  TORCH_CHECK(n_layers > 0 && weights.size() == 7 * n_layers && norms.size() == 2 * n_layers &&
+                  values.size() == n_layers && (scales.empty() || scales.size() == 7 * n_layers) &&
+                  (biases.empty() || biases.size() == 3 * n_layers),
+              "decode_step: per layer, expected 2 norms, 7 weights, 7 or no scales, 3 or no biases, keys and values");
+  auto weight_type = weights[0].scalar_type(), cache_type = keys[0].scalar_type();
+  TORCH_CHECK(cache_type == at::kFloat || cache_type == at::kBFloat16, "decode_step: the cache must be float32 or bfloat16");
+  std::vector<at::Tensor> float_norms;
+  std::vector<Layer> layers;
+  for (size_t l = 0; l < n_layers; ++l) {
+    TORCH_CHECK(keys[l].size(0) == 1 && keys[l].stride(3) == 1 && values[l].strides() == keys[l].strides() &&
+                    keys[l].scalar_type() == cache_type && values[l].scalar_type() == cache_type,
+                "decode_step: each cache must be (1, n_kv, capacity, head_dim) with contiguous rows, of one dtype");
+    TORCH_CHECK(pos < keys[l].size(2), "decode_step: position ", pos, " is beyond the cache capacity ", keys[l].size(2));
+    auto scale = [&](size_t i) { return scales.empty() ? c10::optional<at::Tensor>() : c10::optional<at::Tensor>(scales[7 * l + i]); };
+    auto bias = [&](size_t i) { return biases.empty() ? c10::optional<at::Tensor>() : c10::optional<at::Tensor>(biases[3 * l + i]); };
+    for (size_t i = 0; i < 7; ++i)
+      TORCH_CHECK(weights[7 * l + i].scalar_type() == weight_type, "decode_step: all weights must share one dtype");
+    float_norms.push_back(norms[2 * l].to(at::kFloat).contiguous());
+    float_norms.push_back(norms[2 * l + 1].to(at::kFloat).contiguous());
+    const at::Tensor* w = &weights[7 * l];
+    layers.push_back({matrix(w[0], scale(0), bias(0)), matrix(w[1], scale(1), bias(1)), matrix(w[2], scale(2), bias(2)),
+                      matrix(w[3], scale(3), {}), matrix(w[4], scale(4), {}), matrix(w[5], scale(5), {}),
+                      matrix(w[6], scale(6), {}), float_norms[2 * l].data_ptr<float>(),
+                      float_norms[2 * l + 1].data_ptr<float>(), keys[l], values[l]});
+  }
+  const Layer& first = layers[0];
+  Shared S{std::vector<float>(first.q.rows), std::vector<float>(first.k.rows), std::vector<float>(first.v.rows),
+           std::vector<float>(first.o.cols),  std::vector<float>(first.o.rows), std::vector<float>(first.gate.rows),
+           std::vector<float>(first.gate.rows)};
   at::Tensor cos_f = cos.to(at::kFloat).contiguous(), sin_f = sin.to(at::kFloat).contiguous();
-  float* xd = x.data_ptr<float>();
   const float *c = cos_f.data_ptr<float>(), *s = sin_f.data_ptr<float>();
-  auto weight_type = weights[0].scalar_type();
-  bool bf16_cache = keys.scalar_type() == at::kBFloat16;
-  TORCH_CHECK(bf16_cache || keys.scalar_type() == at::kFloat, "decode_layer: the cache must be float32 or bfloat16");
-#define OPENFORMERS_RUN(W)                                                                                       \
-  (bf16_cache ? layer_step<W, c10::BFloat16>(xd, L, attn_norm, mlp_norm, eps, keys, values, pos, window, c, s) \
-              : layer_step<W, float>(xd, L, attn_norm, mlp_norm, eps, keys, values, pos, window, c, s))
-  if (weight_type == at::kFloat) OPENFORMERS_RUN(float);
-  else if (weight_type == at::kBFloat16) OPENFORMERS_RUN(c10::BFloat16);
-  else if (weight_type == at::kChar) OPENFORMERS_RUN(int8_t);
-  else if (weight_type == at::kByte) OPENFORMERS_RUN(Int4);
-  else TORCH_CHECK(false, "decode_layer: weights must be float32, bfloat16, int8 or int4 (uint8), got ", weight_type);
-#undef OPENFORMERS_RUN
+  float* xd = x.data_ptr<float>();
+  float epsf = static_cast<float>(eps);
+  bool bf16_cache = cache_type == at::kBFloat16;
+
+  auto run = [&](auto weight_tag) {
+    using W = decltype(weight_tag);
+#pragma omp parallel num_threads(at::get_num_threads())
+    {
+      Team team{omp_get_thread_num(), omp_get_num_threads()};
+      std::vector<float> normed(first.o.rows), scores;
+      for (const Layer& L : layers) {
+        if (bf16_cache) layer_step<W, c10::BFloat16>(team, xd, L, S, epsf, pos, window, c, s, normed, scores);
+        else layer_step<W, float>(team, xd, L, S, epsf, pos, window, c, s, normed, scores);
+      }
+    }
+  };
+  if (weight_type == at::kFloat) run(float{});
+  else if (weight_type == at::kBFloat16) run(c10::BFloat16{});
+  else if (weight_type == at::kChar) run(int8_t{});
+  else if (weight_type == at::kByte) run(Int4{});
+  else TORCH_CHECK(false, "decode_step: weights must be float32, bfloat16, int8 or int4 (uint8), got ", weight_type);
 }
 
 // y = W x for one vector x (cols,) float32: the language-model head of a decoding step.
@@ -354,13 +422,12 @@ at::Tensor matvec(at::Tensor x, at::Tensor weight, c10::optional<at::Tensor> sca
 }  // namespace
 
 TORCH_LIBRARY(openformers, m) {
-  m.def("decode_layer(Tensor(a!) x, Tensor attn_norm, Tensor mlp_norm, Tensor[] weights, Tensor[] scales, "
-        "Tensor[] biases, Tensor(b!) keys, Tensor(c!) values, int pos, int window, Tensor cos, Tensor sin, "
-        "float eps) -> ()");
+  m.def("decode_step(Tensor(a!) x, Tensor[] norms, Tensor[] weights, Tensor[] scales, Tensor[] biases, "
+        "Tensor(b!)[] keys, Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps) -> ()");
   m.def("matvec(Tensor x, Tensor weight, Tensor? scale) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(openformers, CPU, m) {
-  m.impl("decode_layer", decode_layer);
+  m.impl("decode_step", decode_step);
   m.impl("matvec", matvec);
 }

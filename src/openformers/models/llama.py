@@ -194,7 +194,7 @@ class LlamaModel(LlamaPreTrainedModel):
         )
 
     def _decode_with_kernels(self, input_ids, position_ids, cache) -> torch.Tensor:
-        """The (1, 1, C) last hidden state of one token, each layer one call of kernels/decode.cpp.
+        """The (1, 1, C) last hidden state of one token: the whole stack in one call of kernels/decode.cpp.
 
         The same computation as the layers' forward up to float rounding (tests compare the greedy tokens),
         with the residual stream kept in float32 whatever the weights' dtype.
@@ -203,17 +203,21 @@ class LlamaModel(LlamaPreTrainedModel):
         self.rotary_emb.ensure_length(position + 1)
         cos, sin = self.rotary_emb.cos[position], self.rotary_emb.sin[position]
         x = self.embed_tokens(input_ids).reshape(-1).float()
-        window = self.sliding_window or 0
+        norms, linears, biases, keys, values = [], [], [], [], []
         for i, layer in enumerate(self.layers):
             attn, mlp = layer.self_attn, layer.mlp
-            keys, values, start = cache.reserve(i, 1)
-            linears = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
-            biases = [p.bias.float() for p in linears[:3]] if attn.q_proj.bias is not None else []
-            scales = [p.scale.float() for p in linears] if hasattr(attn.q_proj, "scale") else []  # quantized
-            torch.ops.openformers.decode_layer(
-                x, layer.input_layernorm.weight, layer.post_attention_layernorm.weight, [p.weight for p in linears],
-                scales, biases, keys, values, start, window, cos, sin, layer.input_layernorm.eps,
-            )
+            norms += (layer.input_layernorm.weight, layer.post_attention_layernorm.weight)
+            linears += (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
+            if attn.q_proj.bias is not None:  # Qwen2
+                biases += (attn.q_proj.bias.float(), attn.k_proj.bias.float(), attn.v_proj.bias.float())
+            layer_keys, layer_values, start = cache.reserve(i, 1)
+            keys.append(layer_keys)
+            values.append(layer_values)
+        quantized = hasattr(linears[0], "scale")
+        torch.ops.openformers.decode_step(
+            x, norms, [p.weight for p in linears], [p.scale.float() for p in linears] if quantized else [],
+            biases, keys, values, start, self.sliding_window or 0, cos, sin, self.layers[0].input_layernorm.eps,
+        )
         return self.norm(x.to(self.embed_tokens.weight.dtype).view(1, 1, -1))
 
 
