@@ -200,28 +200,37 @@ constexpr int64_t kGroup = 32;
 template <>
 void rows<Int4>(const Matrix& m, int64_t begin, int64_t end, const float* x, float* out) {
   int64_t groups = m.cols / kGroup;
-  std::vector<float> x_sums(groups, 0.f);
+  // (0, sum of x over group g) for every group: dotted with a row's (scale, minimum) pairs it gives the
+  // minimums' share of the product, sum over g of minimum_g * sum(x_g), in one vectorized loop.
+  std::vector<float> pair_sums(2 * groups, 0.f);
   for (int64_t g = 0; g < groups; ++g)
-    for (int64_t i = 0; i < kGroup; ++i) x_sums[g] += x[g * kGroup + i];
-  for (int64_t r = begin; r < end; ++r) {
-    const uint8_t* q = static_cast<const uint8_t*>(m.data) + r * m.cols / 2;
-    const float* dm = m.scale + r * groups * 2;
-    float minimums = 0.f;
-    for (int64_t g = 0; g < groups; ++g) minimums += dm[2 * g + 1] * x_sums[g];
+    for (int64_t i = 0; i < kGroup; ++i) pair_sums[2 * g + 1] += x[g * kGroup + i];
+  auto row_q = [&](int64_t r) { return static_cast<const uint8_t*>(m.data) + r * m.row_bytes; };
+  auto row_dm = [&](int64_t r) { return m.scale + r * groups * 2; };
+  int64_t r = begin;
 #ifdef __AVX512F__
-    for (int64_t b = 0; b < m.row_bytes; b += 64) prefetch(reinterpret_cast<const char*>(q) + kPrefetch + b);
-    __m512 sum = _mm512_setzero_ps();
-    const __m512i low_nibble = _mm512_set1_epi32(15);
+  const __m512i low_nibble = _mm512_set1_epi32(15);
+  for (; r + 4 <= end; r += 4) {  // four rows at a time: four independent sums, and x read once for them
+    const uint8_t* q[4] = {row_q(r), row_q(r + 1), row_q(r + 2), row_q(r + 3)};
+    const float* dm[4] = {row_dm(r), row_dm(r + 1), row_dm(r + 2), row_dm(r + 3)};
+    for (int64_t b = 0; b < 4 * m.row_bytes; b += 64) prefetch(reinterpret_cast<const char*>(q[0]) + kPrefetch + b);
+    __m512 sums[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t g = 0; g < groups; ++g) {
-      __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + g * 16)));
-      __m512 low = _mm512_cvtepi32_ps(_mm512_and_si512(bytes, low_nibble));
-      __m512 high = _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4));
-      const float* xg = x + g * kGroup;
-      __m512 group = _mm512_fmadd_ps(high, _mm512_loadu_ps(xg + 16), _mm512_mul_ps(low, _mm512_loadu_ps(xg)));
-      sum = _mm512_fmadd_ps(group, _mm512_set1_ps(dm[2 * g]), sum);
+      __m512 x_low = _mm512_loadu_ps(x + g * kGroup), x_high = _mm512_loadu_ps(x + g * kGroup + 16);
+      for (int j = 0; j < 4; ++j) {
+        __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q[j] + g * 16)));
+        __m512 low = _mm512_cvtepi32_ps(_mm512_and_si512(bytes, low_nibble));
+        __m512 high = _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4));
+        __m512 group = _mm512_fmadd_ps(high, x_high, _mm512_mul_ps(low, x_low));
+        sums[j] = _mm512_fmadd_ps(group, _mm512_set1_ps(dm[j][2 * g]), sums[j]);
+      }
     }
-    out[r] = _mm512_reduce_add_ps(sum) + minimums;
-#else
+    for (int j = 0; j < 4; ++j) out[r + j] = _mm512_reduce_add_ps(sums[j]) + dot(dm[j], pair_sums.data(), 2 * groups);
+  }
+#endif
+  for (; r < end; ++r) {
+    const uint8_t* q = row_q(r);
+    const float* dm = row_dm(r);
     float sum = 0.f;
     for (int64_t g = 0; g < groups; ++g) {
       const uint8_t* qg = q + g * 16;
@@ -231,10 +240,10 @@ void rows<Int4>(const Matrix& m, int64_t begin, int64_t end, const float* x, flo
       for (int j = 0; j < 16; ++j) group += float(qg[j] & 15) * xg[j] + float(qg[j] >> 4) * xg[j + 16];
       sum += dm[2 * g] * group;
     }
-    out[r] = sum + minimums;
-#endif
-    if (m.bias) out[r] += m.bias[r];
+    out[r] = sum + dot(dm, pair_sums.data(), 2 * groups);
   }
+  if (m.bias)
+    for (r = begin; r < end; ++r) out[r] += m.bias[r];
 }
 
 // out[row] = W[row] . x for the rows of several matrices that share x, split over the thread pool as one range.
