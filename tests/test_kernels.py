@@ -96,6 +96,25 @@ def test_training_and_batches_take_the_plain_path(monkeypatch):
     assert calls == [1]
 
 
+def test_weights_replaced_or_cast_after_a_step_are_the_ones_used(monkeypatch):
+    # The model keeps the tensors it hands the kernel between steps; every way of changing them must show.
+    model = tiny_model()
+    tokens = torch.randint(0, 96, (12,), generator=torch.Generator().manual_seed(3)).tolist()
+    step_logits(model, tokens, True, monkeypatch)  # gathers and keeps the tensors
+    changes = [
+        lambda: setattr(model.model.layers[0].mlp, "down_proj", torch.nn.Linear(96, 64, bias=False)),
+        lambda: setattr(model.model.layers[1].self_attn.q_proj, "weight", torch.nn.Parameter(torch.randn(64, 64))),
+        lambda: model.model.layers[1].mlp.up_proj.weight.data.mul_(2),  # in place: the kept tensor itself
+        lambda: model.to(torch.bfloat16),
+    ]
+    for change in changes:
+        change()
+        fast = step_logits(model, tokens, True, monkeypatch)
+        plain = step_logits(model, tokens, False, monkeypatch)
+        tolerance = 1e-4 if fast.dtype == torch.float32 else 0.1
+        torch.testing.assert_close(fast, plain, atol=tolerance, rtol=tolerance)
+
+
 def test_switched_off_by_environment(monkeypatch):
     monkeypatch.setenv("OPENFORMERS_KERNELS", "0")
     kernels.available.cache_clear()

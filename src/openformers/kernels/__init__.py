@@ -22,6 +22,28 @@ from pathlib import Path
 import torch
 
 _SOURCE = Path(__file__).with_name("decode.cpp")
+_assignments = 0
+
+
+def _count_assignment(*_) -> None:
+    global _assignments
+    _assignments += 1
+
+
+# A model keeps the tensors it hands the kernel between steps; any module, parameter or buffer assigned
+# anywhere in the process (a layer swapped for a quantized or adapted one, a weight re-tied) makes it gather
+# them again.
+for _register in (
+    torch.nn.modules.module.register_module_module_registration_hook,
+    torch.nn.modules.module.register_module_parameter_registration_hook,
+    torch.nn.modules.module.register_module_buffer_registration_hook,
+):
+    _register(_count_assignment)
+
+
+def assignments() -> int:
+    """How many modules, parameters and buffers have been assigned to modules in this process so far."""
+    return _assignments
 
 
 @functools.cache

@@ -388,7 +388,6 @@ void layer_step(const Team& team, float* x, const Layer& L, Shared& S, float eps
 #pragma omp barrier
   team.product<W>(L.down, S.gate.data(), S.out.data());  // SiLU(gate) * up, in place of gate
   for (int64_t i = row_begin; i < row_end; ++i) x[i] += S.out[i];
-#pragma omp barrier
 }
 
 // Runs every layer for one token, in place on `x` (hidden,) float32, writing this position's key and value
@@ -442,9 +441,15 @@ void decode_step(at::Tensor x, at::TensorList norms, at::TensorList weights, at:
     {
       Team team{omp_get_thread_num(), omp_get_num_threads()};
       std::vector<float> normed(first.o.rows), scores;
-      for (const Layer& L : layers) {
-        if (bf16_cache) layer_step<W, c10::BFloat16>(team, xd, L, S, epsf, pos, window, c, s, normed, scores);
-        else layer_step<W, float>(team, xd, L, S, epsf, pos, window, c, s, normed, scores);
+      for (size_t l = 0; l < n_layers; ++l) {
+        if (bf16_cache) layer_step<W, c10::BFloat16>(team, xd, layers[l], S, epsf, pos, window, c, s, normed, scores);
+        else layer_step<W, float>(team, xd, layers[l], S, epsf, pos, window, c, s, normed, scores);
+        if (l + 1 < n_layers) {
+          team.prefetch_share(layers[l + 1].q);
+          team.prefetch_share(layers[l + 1].k);
+          team.prefetch_share(layers[l + 1].v);
+        }
+#pragma omp barrier
       }
     }
   };

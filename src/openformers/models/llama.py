@@ -193,6 +193,31 @@ class LlamaModel(LlamaPreTrainedModel):
             and _one_row_for_kernels(input_ids)
         )
 
+    _kernel_tensors_kept: tuple[int, tuple] | None = None
+
+    def _kernel_tensors(self) -> tuple[list, list, list, list]:
+        """The norm weights, linear weights, their scales (quantized) and q/k/v biases (Qwen2), in decode_step's order.
+
+        Gathering them reads ~900 module attributes, a tenth of a quantized step, so they are kept until a
+        module, parameter or buffer is assigned anywhere (kernels.assignments) or the model is moved or cast.
+        """
+        if self._kernel_tensors_kept is not None and self._kernel_tensors_kept[0] == kernels.assignments():
+            return self._kernel_tensors_kept[1]
+        norms, weights, scales, biases = [], [], [], []
+        for layer in self.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            norms += (layer.input_layernorm.weight, layer.post_attention_layernorm.weight)
+            linears = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
+            weights += (p.weight for p in linears)
+            scales += (p.scale.float() for p in linears if hasattr(p, "scale"))  # float32 already: the same tensors
+            biases += (p.bias for p in linears[:3] if p.bias is not None)
+        self._kernel_tensors_kept = (kernels.assignments(), (norms, weights, scales, biases))
+        return norms, weights, scales, biases
+
+    def _apply(self, fn, *args, **kwargs):
+        self._kernel_tensors_kept = None  # moved or cast: the tensors may be new ones
+        return super()._apply(fn, *args, **kwargs)
+
     def _decode_with_kernels(self, input_ids, position_ids, cache) -> torch.Tensor:
         """The (1, 1, C) last hidden state of one token: the whole stack in one call of kernels/decode.cpp.
 
@@ -203,20 +228,12 @@ class LlamaModel(LlamaPreTrainedModel):
         self.rotary_emb.ensure_length(position + 1)
         cos, sin = self.rotary_emb.cos[position], self.rotary_emb.sin[position]
         x = self.embed_tokens(input_ids).reshape(-1).float()
-        norms, linears, biases, keys, values = [], [], [], [], []
-        for i, layer in enumerate(self.layers):
-            attn, mlp = layer.self_attn, layer.mlp
-            norms += (layer.input_layernorm.weight, layer.post_attention_layernorm.weight)
-            linears += (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
-            if attn.q_proj.bias is not None:  # Qwen2
-                biases += (attn.q_proj.bias.float(), attn.k_proj.bias.float(), attn.v_proj.bias.float())
-            layer_keys, layer_values, start = cache.reserve(i, 1)
-            keys.append(layer_keys)
-            values.append(layer_values)
-        quantized = hasattr(linears[0], "scale")
+        reserved = [cache.reserve(i, 1) for i in range(len(self.layers))]
+        norms, weights, scales, biases = self._kernel_tensors()
         torch.ops.openformers.decode_step(
-            x, norms, [p.weight for p in linears], [p.scale.float() for p in linears] if quantized else [],
-            biases, keys, values, start, self.sliding_window or 0, cos, sin, self.layers[0].input_layernorm.eps,
+            x, norms, weights, scales, [b.float() for b in biases],
+            [keys for keys, _, _ in reserved], [values for _, values, _ in reserved], reserved[0][2],
+            self.sliding_window or 0, cos, sin, self.layers[0].input_layernorm.eps,
         )
         return self.norm(x.to(self.embed_tokens.weight.dtype).view(1, 1, -1))
 
