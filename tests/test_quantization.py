@@ -44,6 +44,38 @@ def test_kernel_matches_plain_quantized_path(quantization, dtype, monkeypatch):
     torch.testing.assert_close(fast, plain, atol=tolerance, rtol=tolerance)
 
 
+@pytest.mark.parametrize("layer_class", [Int8Linear, Int4Linear])
+def test_few_rows_take_the_kernel_with_the_plain_results(layer_class, monkeypatch):
+    torch.manual_seed(0)
+    layer = layer_class.from_linear(nn.Linear(64, 40, bias=True))
+    x = torch.randn(17, 64)
+    assert kernels.available()  # loads the kernels, before the switch is pinned below
+    results, calls, matvec = {}, [], torch.ops.openformers.matvec
+    monkeypatch.setattr(torch.ops.openformers, "matvec", lambda *args: calls.append(len(args[0])) or matvec(*args))
+    for use_kernels in (True, False):
+        monkeypatch.setattr(kernels, "available", lambda: use_kernels)
+        with torch.inference_mode():
+            # 1 to 16 rows (a batch decoding a token each) go to the kernel; 17 widen the weights either way.
+            results[use_kernels] = [layer(x[:n]) for n in (1, 3, 16, 17)] + [layer(x[:6].view(2, 3, 64))]
+    assert calls == [1, 3, 16, 6]
+    for fast, plain in zip(results[True], results[False]):
+        assert fast.shape == plain.shape
+        torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("quantization", ["int8", "int4"])
+def test_quantized_batch_generation_matches_the_plain_path(quantization, monkeypatch):
+    model = quantize(tiny_model(), quantization)
+    prompts = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
+    mask = (prompts != 0).long()
+    assert kernels.available()
+    outputs = []
+    for use_kernels in (True, False):
+        monkeypatch.setattr(kernels, "available", lambda: use_kernels)
+        outputs.append(model.generate(prompts, attention_mask=mask, max_new_tokens=12, do_sample=False).tolist())
+    assert outputs[0] == outputs[1]
+
+
 def test_smollm2_int8_greedy_agrees_with_float32(smollm2_gguf):
     tokenizer = AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
     load = dict(gguf_file=smollm2_gguf.name)

@@ -5,8 +5,9 @@ largest magnitude maps to 127), a quarter of the float32 bytes. int4: groups of 
 keep a scale and a minimum each (weight = scale * q + minimum, q in 0..15, llama.cpp's Q4_1), 3/16 of the
 float32 bytes (a model whose layer inputs are not multiples of 32 is refused); the language-model head stays
 int8. On a Q4_1 GGUF file (the default model's) int4 finds the file's own grid again: no weight changes. Decoding reads every weight once per token, so it
-runs up to four times faster where memory bandwidth is the limit (kernels/decode.cpp reads int8 rows
-directly); longer inputs widen the rows to the activations' dtype for one matmul. Activations stay in the
+runs up to four times faster where memory bandwidth is the limit (kernels/decode.cpp reads int8 and int4
+rows directly, also for up to KERNEL_ROWS rows at once, a batch decoding a token each); longer inputs widen the
+rows to the activations' dtype for one matmul. Activations stay in the
 model's dtype. The cost in quality
 is measured by benchmarks/quality.py and recorded in benchmarks/RESULTS.md.
 
@@ -18,8 +19,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
+
 QUANTIZATIONS = ("int8", "int4")
 GROUP = 32  # int4 weights per (scale, minimum) pair
+# Up to this many rows (a batch decoding one token per sequence) the compiled kernel reads the quantized rows
+# directly; more rows (a prompt) make widening the weights once for a float matmul the cheaper way.
+KERNEL_ROWS = 16
+
+
+def _few_rows_for_kernels(flat: torch.Tensor) -> bool:
+    return (flat.shape[0] <= KERNEL_ROWS and flat.device.type == "cpu" and not torch.is_grad_enabled()
+            and kernels.available())
 
 
 class _QuantizedLinear(nn.Module):
@@ -52,9 +63,13 @@ class Int8Linear(_QuantizedLinear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
-        # Widening the int8 rows for one float matmul beats torch._weight_int8pack_mm on the CPU by 40x at 512
-        # rows and 6x at 8 (torch 2.13, AVX-512). int8 values are exact in every float dtype; the scale comes after.
-        y = F.linear(flat, self.weight.to(flat.dtype)) * self.scale.to(flat.dtype)
+        if _few_rows_for_kernels(flat):
+            y = torch.ops.openformers.matvec(flat.float().contiguous(), self.weight, self.scale.float()).to(flat.dtype)
+        else:
+            # Widening the int8 rows for one float matmul beats torch._weight_int8pack_mm on the CPU by 40x at
+            # 512 rows and 6x at 8 (torch 2.13, AVX-512). int8 values are exact in every float dtype; the scale
+            # comes after.
+            y = F.linear(flat, self.weight.to(flat.dtype)) * self.scale.to(flat.dtype)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.view(*x.shape[:-1], self.out_features)
@@ -89,7 +104,13 @@ class Int4Linear(_QuantizedLinear):
         return (steps * scale[..., None] + minimum[..., None]).reshape(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.dequantized(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        flat = x.reshape(-1, self.in_features)
+        if not _few_rows_for_kernels(flat):
+            return F.linear(x, self.dequantized(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        y = torch.ops.openformers.matvec(flat.float().contiguous(), self.weight, self.scale.float()).to(flat.dtype)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.view(*x.shape[:-1], self.out_features)
 
 
 def check_quantization(quantization: str) -> None:

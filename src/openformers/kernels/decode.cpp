@@ -460,19 +460,35 @@ void decode_step(at::Tensor x, at::TensorList norms, at::TensorList weights, at:
   else TORCH_CHECK(false, "decode_step: weights must be float32, bfloat16, int8 or int4 (uint8), got ", weight_type);
 }
 
-// y = W x for one vector x (cols,) float32: the language-model head of a decoding step.
+// y = x W^T for a few rows x (n, cols) float32: the language-model head of a decoding step (n = 1), and the
+// quantized layers' products for a few rows (a batch decoding one token each), which would otherwise widen
+// every weight to a float matrix first. Rows of W are taken in blocks small enough to stay in the core's
+// cache while every x row uses them, so the weights are read from memory once.
 at::Tensor matvec(at::Tensor x, at::Tensor weight, c10::optional<at::Tensor> scale) {
-  TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "matvec: x must be contiguous float32");
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() <= 2,
+              "matvec: x must be a contiguous float32 vector or matrix");
   Matrix m = matrix(weight, scale, {});
-  TORCH_CHECK(x.numel() == m.cols, "matvec: x has ", x.numel(), " values for ", m.cols, " weight columns");
-  at::Tensor y = at::empty({m.rows}, x.options());
+  int64_t n = x.dim() == 2 ? x.size(0) : 1;
+  TORCH_CHECK(x.size(-1) == m.cols, "matvec: x has ", x.size(-1), " values per row for ", m.cols, " weight columns");
+  at::Tensor y = x.dim() == 2 ? at::empty({n, m.rows}, x.options()) : at::empty({m.rows}, x.options());
   const float* xd = x.data_ptr<float>();
   float* yd = y.data_ptr<float>();
+  auto run = [&](auto weight_tag) {
+    using W = decltype(weight_tag);
+    if (n == 1) return matvecs<W>({{&m, yd}}, xd);
+    constexpr int64_t block = 64;  // rows: at most 64 x 4 KB of float32 weights, well inside the L2 cache
+    at::parallel_for(0, (m.rows + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        int64_t first = b * block, last = std::min(first + block, m.rows);
+        for (int64_t j = 0; j < n; ++j) rows<W>(m, first, last, xd + j * m.cols, yd + j * m.rows);
+      }
+    });
+  };
   switch (weight.scalar_type()) {
-    case at::kFloat: matvecs<float>({{&m, yd}}, xd); break;
-    case at::kBFloat16: matvecs<c10::BFloat16>({{&m, yd}}, xd); break;
-    case at::kChar: matvecs<int8_t>({{&m, yd}}, xd); break;
-    case at::kByte: matvecs<Int4>({{&m, yd}}, xd); break;
+    case at::kFloat: run(float{}); break;
+    case at::kBFloat16: run(c10::BFloat16{}); break;
+    case at::kChar: run(int8_t{}); break;
+    case at::kByte: run(Int4{}); break;
     default: TORCH_CHECK(false, "matvec: weights must be float32, bfloat16, int8 or int4 (uint8), got ", weight.scalar_type());
   }
   return y;
