@@ -4,12 +4,12 @@ int8: each linear layer's weight becomes int8 with one float32 scale per output 
 largest magnitude maps to 127), a quarter of the float32 bytes. int4: groups of 32 weights along a row
 keep a scale and a minimum each (weight = scale * q + minimum, q in 0..15, llama.cpp's Q4_1), 3/16 of the
 float32 bytes (a model whose layer inputs are not multiples of 32 is refused); the language-model head stays
-int8. On a Q4_1 GGUF file (the default model's) int4 finds the file's own grid again: no weight changes. Decoding reads every weight once per token, so it
-runs up to four times faster where memory bandwidth is the limit (kernels/decode.cpp reads int8 and int4
-rows directly, also for up to KERNEL_ROWS rows at once, a batch decoding a token each); longer inputs widen the
-rows to the activations' dtype for one matmul. Activations stay in the
-model's dtype. The cost in quality
-is measured by benchmarks/quality.py and recorded in benchmarks/RESULTS.md.
+int8. On a Q4_1 GGUF file (the default model's) int4 finds the file's own grid again: no weight changes.
+Decoding reads every weight once per token, so it runs up to four times faster where memory bandwidth is the
+limit: kernels/decode.cpp reads the int8 and int4 rows directly, in the decoding step and for any input of up
+to KERNEL_ROWS rows (a batch decoding a token per sequence); longer inputs widen the rows to the activations'
+dtype for one matmul. Activations stay in the model's dtype. The cost in quality is measured by
+benchmarks/quality.py and recorded in benchmarks/RESULTS.md.
 
 A quantized model is for inference: its weights are buffers, not parameters, so nothing trains them, and a
 tied language-model head gets an int8 copy of its own.
