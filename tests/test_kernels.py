@@ -57,6 +57,29 @@ def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("quantization", [None, "int8", "int4"])
+def test_a_team_of_threads_gives_the_one_thread_results(quantization, monkeypatch):
+    # The suite runs one thread per worker; three threads split every matrix and the heads unevenly
+    # (four query heads, two key/value heads), so a missing barrier or a wrong share shows here.
+    from openformers.quantization import quantize
+
+    model = tiny_model(MistralConfig, sliding_window=6, intermediate_size=96)
+    if quantization:
+        model = quantize(model, quantization)
+    tokens = torch.randint(0, 96, (30,), generator=torch.Generator().manual_seed(4)).tolist()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        team = step_logits(model, tokens, True, monkeypatch)
+    finally:
+        torch.set_num_threads(threads)
+    alone = step_logits(model, tokens, True, monkeypatch) if threads == 1 else None
+    plain = step_logits(model, tokens, False, monkeypatch)
+    torch.testing.assert_close(team, plain, atol=1e-4, rtol=1e-4)
+    if alone is not None:
+        torch.testing.assert_close(team, alone, atol=1e-6, rtol=1e-6)
+
+
 def test_bfloat16_weights_stay_close_to_float32(monkeypatch):
     model = tiny_model()
     tokens = torch.randint(0, 96, (20,), generator=torch.Generator().manual_seed(2)).tolist()
