@@ -47,16 +47,21 @@ def test_kernel_matches_plain_quantized_path(quantization, dtype, monkeypatch):
 @pytest.mark.parametrize("layer_class", [Int8Linear, Int4Linear])
 def test_few_rows_take_the_kernel_with_the_plain_results(layer_class, monkeypatch):
     torch.manual_seed(0)
-    layer = layer_class.from_linear(nn.Linear(64, 40, bias=True))
+    layer = layer_class.from_linear(nn.Linear(64, 200, bias=True))  # four blocks of rows for three threads
     x = torch.randn(17, 64)
     assert kernels.available()  # loads the kernels, before the switch is pinned below
     results, calls, matvec = {}, [], torch.ops.openformers.matvec
     monkeypatch.setattr(torch.ops.openformers, "matvec", lambda *args: calls.append(len(args[0])) or matvec(*args))
+    threads = torch.get_num_threads()
     for use_kernels in (True, False):
         monkeypatch.setattr(kernels, "available", lambda: use_kernels)
-        with torch.inference_mode():
-            # 1 to 16 rows (a batch decoding a token each) go to the kernel; 17 widen the weights either way.
-            results[use_kernels] = [layer(x[:n]) for n in (1, 3, 16, 17)] + [layer(x[:6].view(2, 3, 64))]
+        try:
+            torch.set_num_threads(3)
+            with torch.inference_mode():
+                # 1 to 16 rows (a batch decoding a token each) go to the kernel; 17 widen the weights either way.
+                results[use_kernels] = [layer(x[:n]) for n in (1, 3, 16, 17)] + [layer(x[:6].view(2, 3, 64))]
+        finally:
+            torch.set_num_threads(threads)
     assert calls == [1, 3, 16, 6]
     for fast, plain in zip(results[True], results[False]):
         assert fast.shape == plain.shape
