@@ -80,6 +80,33 @@ def test_a_team_of_threads_gives_the_one_thread_results(quantization, monkeypatc
         torch.testing.assert_close(team, alone, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_few_rows_of_a_linear_layer_take_the_kernel_with_torch_results(dtype, monkeypatch):
+    from openformers.models.layers import Linear
+
+    torch.manual_seed(0)
+    layer = Linear(72, 200, bias=True).to(dtype)  # 72 columns: a 16-wide tail; 200 rows: four blocks of rows
+    x = torch.randn(2, 9, 72).to(dtype)
+    assert kernels_built()
+    calls, matvec = [], torch.ops.openformers.matvec
+    monkeypatch.setattr(torch.ops.openformers, "matvec", lambda *args: calls.append(len(args[0])) or matvec(*args))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        with torch.inference_mode():
+            for rows in (1, 3, 4, 7, 8, 9):
+                flat = x.reshape(-1, 72)[:rows]
+                expected = torch.nn.functional.linear(flat, layer.weight, layer.bias)
+                tolerance = 1e-5 if dtype == torch.float32 else 1e-2
+                torch.testing.assert_close(layer(flat), expected, atol=tolerance, rtol=tolerance)
+            assert layer(x[:, :4]).shape == (2, 4, 200)  # 8 rows in a batch of two
+    finally:
+        torch.set_num_threads(threads)
+    assert calls == [1, 3, 4, 7, 8, 8]  # 9 rows take torch's matmul
+    assert layer(x[0, :2].clone().requires_grad_(True)).requires_grad  # gradients: torch's path
+    assert calls == [1, 3, 4, 7, 8, 8]
+
+
 def test_bfloat16_weights_stay_close_to_float32(monkeypatch):
     model = tiny_model()
     tokens = torch.randint(0, 96, (20,), generator=torch.Generator().manual_seed(2)).tolist()

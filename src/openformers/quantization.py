@@ -28,11 +28,6 @@ GROUP = 32  # int4 weights per (scale, minimum) pair
 KERNEL_ROWS = 16
 
 
-def _few_rows_for_kernels(flat: torch.Tensor) -> bool:
-    return (flat.shape[0] <= KERNEL_ROWS and flat.device.type == "cpu" and not torch.is_grad_enabled()
-            and kernels.available())
-
-
 class _QuantizedLinear(nn.Module):
     """The buffers every quantized layer holds: its packed `weight`, the `scale` to unpack it, and a float bias."""
 
@@ -63,7 +58,7 @@ class Int8Linear(_QuantizedLinear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
-        if _few_rows_for_kernels(flat):
+        if kernels.few_rows(flat, KERNEL_ROWS):
             y = torch.ops.openformers.matvec(flat.float().contiguous(), self.weight, self.scale.float()).to(flat.dtype)
         else:
             # Widening the int8 rows for one float matmul beats torch._weight_int8pack_mm on the CPU by 40x at
@@ -105,7 +100,7 @@ class Int4Linear(_QuantizedLinear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
-        if not _few_rows_for_kernels(flat):
+        if not kernels.few_rows(flat, KERNEL_ROWS):
             return F.linear(x, self.dequantized(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
         y = torch.ops.openformers.matvec(flat.float().contiguous(), self.weight, self.scale.float()).to(flat.dtype)
         if self.bias is not None:
@@ -127,7 +122,7 @@ def quantize(model: nn.Module, quantization: str) -> nn.Module:
     check_quantization(quantization)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is not nn.Linear:
+            if not isinstance(child, nn.Linear):
                 continue
             if quantization == "int4" and child.in_features % GROUP:
                 raise ValueError(

@@ -41,6 +41,11 @@ for _register in (
     _register(_count_assignment)
 
 
+def few_rows(x: torch.Tensor, limit: int) -> bool:
+    """Whether `x` (rows, features) is at most `limit` rows on the CPU, without gradients, with the kernels built."""
+    return x.shape[0] <= limit and x.device.type == "cpu" and not torch.is_grad_enabled() and available()
+
+
 def assignments() -> int:
     """How many modules, parameters and buffers have been assigned to modules in this process so far."""
     return _assignments

@@ -20,6 +20,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -460,6 +461,61 @@ void decode_step(at::Tensor x, at::TensorList norms, at::TensorList weights, at:
   else TORCH_CHECK(false, "decode_step: weights must be float32, bfloat16, int8 or int4 (uint8), got ", weight_type);
 }
 
+#ifdef __AVX512F__
+// Four weight rows times N inputs (N <= 4): each weight vector is loaded and widened once for all N inputs,
+// with 4 x N sums in registers. out[j * out_stride + r] for input j.
+template <typename W, int N>
+inline void four_rows_times(const Matrix& m, int64_t row, const float* x, float* out, int64_t out_stride) {
+  const W* w = static_cast<const W*>(m.data) + row * m.cols;
+  __m512 sums[4][N];
+  for (auto& per_row : sums)
+    for (auto& sum : per_row) sum = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= m.cols; i += 16) {
+    if ((i * sizeof(W)) % 64 == 0)
+      for (int r = 0; r < 4; ++r) prefetch(reinterpret_cast<const char*>(w + r * m.cols + i) + kPrefetch);
+    __m512 wr[4] = {load16(w + i), load16(w + m.cols + i), load16(w + 2 * m.cols + i), load16(w + 3 * m.cols + i)};
+    for (int j = 0; j < N; ++j) {
+      __m512 xj = _mm512_loadu_ps(x + j * m.cols + i);
+      for (int r = 0; r < 4; ++r) sums[r][j] = _mm512_fmadd_ps(wr[r], xj, sums[r][j]);
+    }
+  }
+  for (int j = 0; j < N; ++j)
+    for (int r = 0; r < 4; ++r) {
+      float sum = _mm512_reduce_add_ps(sums[r][j]);
+      for (int64_t k = i; k < m.cols; ++k) sum += as_float(w[r * m.cols + k]) * x[j * m.cols + k];
+      out[j * out_stride + row + r] = sum;
+    }
+}
+#endif
+
+// Rows [begin, end) of W times n inputs x (n, cols): out[j * out_stride + r]. Four inputs at a time share each
+// widened weight vector; int4 and the rows left over take the one-input loops.
+template <typename W>
+void rows_times(const Matrix& m, int64_t begin, int64_t end, const float* x, int64_t n, float* out, int64_t out_stride) {
+  int64_t r = begin;
+#ifdef __AVX512F__
+  if constexpr (!std::is_same_v<W, Int4>) {
+    for (; r + 4 <= end; r += 4) {
+      int64_t j = 0;
+      for (; j + 4 <= n; j += 4) four_rows_times<W, 4>(m, r, x + j * m.cols, out + j * out_stride, out_stride);
+      switch (n - j) {
+        case 3: four_rows_times<W, 3>(m, r, x + j * m.cols, out + j * out_stride, out_stride); break;
+        case 2: four_rows_times<W, 2>(m, r, x + j * m.cols, out + j * out_stride, out_stride); break;
+        case 1: four_rows_times<W, 1>(m, r, x + j * m.cols, out + j * out_stride, out_stride); break;
+      }
+      for (int64_t k = 0; k < n; ++k)
+        for (int64_t q = r; q < r + 4; ++q) {
+          if (m.scale) out[k * out_stride + q] *= m.scale[q];
+          if (m.bias) out[k * out_stride + q] += m.bias[q];
+        }
+    }
+  }
+#endif
+  if (r < end)
+    for (int64_t j = 0; j < n; ++j) rows<W>(m, r, end, x + j * m.cols, out + j * out_stride);
+}
+
 // y = x W^T for a few rows x (n, cols) float32: the language-model head of a decoding step (n = 1), and the
 // quantized layers' products for a few rows (a batch decoding one token each), which would otherwise widen
 // every weight to a float matrix first. Rows of W are taken in blocks small enough to stay in the core's
@@ -480,7 +536,7 @@ at::Tensor matvec(at::Tensor x, at::Tensor weight, c10::optional<at::Tensor> sca
     at::parallel_for(0, (m.rows + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         int64_t first = b * block, last = std::min(first + block, m.rows);
-        for (int64_t j = 0; j < n; ++j) rows<W>(m, first, last, xd + j * m.cols, yd + j * m.rows);
+        rows_times<W>(m, first, last, xd, n, yd, m.rows);
       }
     });
   };

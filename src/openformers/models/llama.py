@@ -17,7 +17,7 @@ from .. import kernels
 from ..configs import LlamaConfig
 from ..weights import rename
 from .base import PreTrainedModel
-from .layers import RMSNorm, RotaryEmbedding, apply_rope, attention, attention_mask_for, run_layer
+from .layers import Linear, RMSNorm, RotaryEmbedding, apply_rope, attention, attention_mask_for, run_layer
 from .losses import next_token_loss, question_answering_loss, sequence_classification_loss, token_loss
 from .outputs import (
     BaseModelOutput,
@@ -79,10 +79,10 @@ class LlamaAttention(nn.Module):
         )
         bias = config.attention_bias
         qkv_bias = bias or config.qkv_bias
-        self.q_proj = nn.Linear(config.hidden_size, self.n_head * self.head_dim, bias=qkv_bias)
-        self.k_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=qkv_bias)
-        self.v_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=qkv_bias)
-        self.o_proj = nn.Linear(self.n_head * self.head_dim, config.hidden_size, bias=bias)
+        self.q_proj = Linear(config.hidden_size, self.n_head * self.head_dim, bias=qkv_bias)
+        self.k_proj = Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=qkv_bias)
+        self.v_proj = Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=qkv_bias)
+        self.o_proj = Linear(self.n_head * self.head_dim, config.hidden_size, bias=bias)
 
     def forward(self, x, cos, sin, mask, cache):
         B, T, _ = x.shape
@@ -100,9 +100,9 @@ class LlamaMLP(nn.Module):
     def __init__(self, config: LlamaConfig):
         super().__init__()
         hidden, inner, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
-        self.gate_proj = nn.Linear(hidden, inner, bias=bias)
-        self.up_proj = nn.Linear(hidden, inner, bias=bias)
-        self.down_proj = nn.Linear(inner, hidden, bias=bias)
+        self.gate_proj = Linear(hidden, inner, bias=bias)
+        self.up_proj = Linear(hidden, inner, bias=bias)
+        self.down_proj = Linear(inner, hidden, bias=bias)
 
     def forward(self, x):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -248,7 +248,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
     def __init__(self, config: LlamaConfig):
         super().__init__(config)
         self.model = LlamaModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         self.tie_weights()
 
     def forward(
