@@ -3,9 +3,11 @@
 Decoding one token multiplies one vector by every weight matrix once, so what matters is how fast a kernel
 streams weights it has not touched recently. Each case cycles through enough copies of a SmolLM2-sized
 matrix (1536 x 576, the MLP's gate) to far exceed the caches, and reports GB/s of weights read; the memory
-bandwidth (summing a 1 GB tensor) is measured in the same run. Run from the repository root:
+bandwidth (summing a 1 GB tensor) is measured in the same run. `--rows 8` multiplies 8 vectors at once (a
+batch decoding one token per sequence), the case Llama's linear layers send to the kernel up to 8 rows. Run
+from the repository root:
 
-    .venv/bin/python benchmarks/matvec.py [--threads 2]
+    .venv/bin/python benchmarks/matvec.py [--threads 2] [--rows 1]
 """
 
 import argparse
@@ -37,6 +39,7 @@ def timed(function, copies: int, repeats: int = 3) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--rows", type=int, default=1, help="vectors multiplied at once")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     assert kernels.available(), "the openformers kernels did not build; see the warning above"
@@ -44,7 +47,8 @@ def main() -> None:
     copies = WORKING_SET // (ROWS * COLS * 4)
     torch.manual_seed(0)
     linears = [torch.nn.Linear(COLS, ROWS, bias=False) for _ in range(copies)]
-    x = torch.randn(COLS)
+    x = torch.randn(args.rows, COLS)
+    vectors = x[0] if args.rows == 1 else x  # one row: the decoding step's own (1-D) case
     fp32 = [linear.weight.detach() for linear in linears]
     bf16 = [w.bfloat16() for w in fp32]
     transposed = [w.t().contiguous() for w in fp32]
@@ -53,26 +57,27 @@ def main() -> None:
     # PyTorch's own int4 layout: (rows, cols / 2) uint8 packed by its converter, with (groups, rows, 2) scales and zeros.
     int4_torch = [torch._convert_weight_to_int4pack_for_cpu(_int4_steps(q), 32) for q in int4]
     int4_torch_scales = [_scales_and_zeros(q) for q in int4]
-    compiled = torch.compile(lambda w, v: F.linear(v[None], w)[0])
+    compiled = torch.compile(lambda w, v: F.linear(v, w))
 
     cases = {
-        "torch F.linear float32": (lambda i: F.linear(x[None], fp32[i]), fp32),
+        "torch F.linear float32": (lambda i: F.linear(x, fp32[i]), fp32),
         "torch mv, transposed float32": (lambda i: x @ transposed[i], fp32),
-        "torch F.linear bfloat16": (lambda i: F.linear(x.bfloat16()[None], bf16[i]), bf16),
+        "torch F.linear bfloat16": (lambda i: F.linear(x.bfloat16(), bf16[i]), bf16),
         "torch.compile F.linear float32": (lambda i: compiled(fp32[i], x), fp32),
-        "torch _weight_int8pack_mm": (lambda i: torch._weight_int8pack_mm(x[None], int8[i].weight, int8[i].scale), None),
+        "torch _weight_int8pack_mm": (lambda i: torch._weight_int8pack_mm(x, int8[i].weight, int8[i].scale), None),
         "torch _weight_int4pack_mm_for_cpu": (
-            lambda i: torch._weight_int4pack_mm_for_cpu(x[None].bfloat16(), int4_torch[i], 32, int4_torch_scales[i]),
+            lambda i: torch._weight_int4pack_mm_for_cpu(x.bfloat16(), int4_torch[i], 32, int4_torch_scales[i]),
             None,
         ),
-        "openformers float32": (lambda i: torch.ops.openformers.matvec(x, fp32[i], None), fp32),
-        "openformers bfloat16": (lambda i: torch.ops.openformers.matvec(x, bf16[i], None), bf16),
-        "openformers int8": (lambda i: torch.ops.openformers.matvec(x, int8[i].weight, int8[i].scale), None),
-        "openformers int4": (lambda i: torch.ops.openformers.matvec(x, int4[i].weight, int4[i].scale), None),
+        "openformers float32": (lambda i: torch.ops.openformers.matvec(vectors, fp32[i], None), fp32),
+        "openformers bfloat16": (lambda i: torch.ops.openformers.matvec(vectors, bf16[i], None), bf16),
+        "openformers int8": (lambda i: torch.ops.openformers.matvec(vectors, int8[i].weight, int8[i].scale), None),
+        "openformers int4": (lambda i: torch.ops.openformers.matvec(vectors, int4[i].weight, int4[i].scale), None),
     }
     data = torch.ones(250_000_000)
     bandwidth = data.numel() * 4 / timed(lambda i: data.sum(), 1, 5) / 1e9
-    print(f"{args.threads} threads, weights {ROWS} x {COLS}, {copies} copies cycled; memory bandwidth {bandwidth:.1f} GB/s")
+    print(f"{args.threads} threads, {args.rows} row(s) x weights {ROWS} x {COLS}, {copies} copies cycled; "
+          f"memory bandwidth {bandwidth:.1f} GB/s")
     for name, (function, weights) in cases.items():
         seconds = timed(function, copies)
         nbytes = _bytes(name, int8[0], int4[0]) if weights is None else weights[0].numel() * weights[0].element_size()
