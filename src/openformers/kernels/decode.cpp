@@ -489,34 +489,6 @@ inline void four_rows_times(const Matrix& m, int64_t row, const float* x, float*
 }
 #endif
 
-#ifdef __AVX512F__
-// One int4 row times N inputs (N <= 4): each group's 32 steps are widened once for all N. `pair_sums` holds
-// each input's (0, sum of x over group g) pairs (see rows<Int4>), 2 * groups floats per input.
-template <int N>
-inline void int4_row_times(const Matrix& m, int64_t row, const float* x, const float* pair_sums, float* out,
-                           int64_t out_stride) {
-  int64_t groups = m.cols / kGroup;
-  const uint8_t* q = static_cast<const uint8_t*>(m.data) + row * m.row_bytes;
-  const float* dm = m.scale + row * groups * 2;
-  const __m512i low_nibble = _mm512_set1_epi32(15);
-  __m512 sums[N];
-  for (auto& sum : sums) sum = _mm512_setzero_ps();
-  for (int64_t g = 0; g < groups; ++g) {
-    __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + g * 16)));
-    __m512 low = _mm512_cvtepi32_ps(_mm512_and_si512(bytes, low_nibble));
-    __m512 high = _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4));
-    __m512 scale = _mm512_set1_ps(dm[2 * g]);
-    for (int j = 0; j < N; ++j) {
-      const float* xg = x + j * m.cols + g * kGroup;
-      __m512 group = _mm512_fmadd_ps(high, _mm512_loadu_ps(xg + 16), _mm512_mul_ps(low, _mm512_loadu_ps(xg)));
-      sums[j] = _mm512_fmadd_ps(group, scale, sums[j]);
-    }
-  }
-  for (int j = 0; j < N; ++j)
-    out[j * out_stride + row] = _mm512_reduce_add_ps(sums[j]) + dot(dm, pair_sums + j * 2 * groups, 2 * groups);
-}
-#endif
-
 // Rows [begin, end) of W times n inputs x (n, cols): out[j * out_stride + r]. Four inputs at a time share each
 // widened weight vector; the rows left over take the one-input loops.
 template <typename W>
@@ -524,24 +496,38 @@ void rows_times(const Matrix& m, int64_t begin, int64_t end, const float* x, int
   int64_t r = begin;
 #ifdef __AVX512F__
   if constexpr (std::is_same_v<W, Int4>) {
+    // Four rows at a time are widened to float32 in a block that stays in the L1 cache, which the float loop
+    // then multiplies by every input: each weight is unpacked once, however many inputs there are.
     int64_t groups = m.cols / kGroup;
-    std::vector<float> pair_sums(n * 2 * groups, 0.f);
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t g = 0; g < groups; ++g)
-        for (int64_t i = 0; i < kGroup; ++i) pair_sums[(j * groups + g) * 2 + 1] += x[j * m.cols + g * kGroup + i];
-    for (; r < end; ++r) {
-      for (int64_t b = 0; b < m.row_bytes; b += 64)
+    std::vector<float> block(4 * m.cols);
+    Matrix widened{block.data(), nullptr, nullptr, 4, m.cols, m.cols * int64_t(sizeof(float))};
+    const __m512i low_nibble = _mm512_set1_epi32(15);
+    for (; r + 4 <= end; r += 4) {
+      for (int64_t b = 0; b < 4 * m.row_bytes; b += 64)
         prefetch(static_cast<const char*>(m.data) + r * m.row_bytes + kPrefetch + b);
+      for (int64_t k = 0; k < 4; ++k) {
+        const uint8_t* q = static_cast<const uint8_t*>(m.data) + (r + k) * m.row_bytes;
+        const float* dm = m.scale + (r + k) * groups * 2;
+        float* w = block.data() + k * m.cols;
+        for (int64_t g = 0; g < groups; ++g) {
+          __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + g * 16)));
+          __m512 scale = _mm512_set1_ps(dm[2 * g]), minimum = _mm512_set1_ps(dm[2 * g + 1]);
+          __m512 low = _mm512_cvtepi32_ps(_mm512_and_si512(bytes, low_nibble));
+          __m512 high = _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4));
+          _mm512_storeu_ps(w + g * kGroup, _mm512_fmadd_ps(low, scale, minimum));
+          _mm512_storeu_ps(w + g * kGroup + 16, _mm512_fmadd_ps(high, scale, minimum));
+        }
+      }
       int64_t j = 0;
-      const float* sums = pair_sums.data();
-      for (; j + 4 <= n; j += 4) int4_row_times<4>(m, r, x + j * m.cols, sums + j * 2 * groups, out + j * out_stride, out_stride);
+      for (; j + 4 <= n; j += 4) four_rows_times<float, 4>(widened, 0, x + j * m.cols, out + j * out_stride + r, out_stride);
       switch (n - j) {
-        case 3: int4_row_times<3>(m, r, x + j * m.cols, sums + j * 2 * groups, out + j * out_stride, out_stride); break;
-        case 2: int4_row_times<2>(m, r, x + j * m.cols, sums + j * 2 * groups, out + j * out_stride, out_stride); break;
-        case 1: int4_row_times<1>(m, r, x + j * m.cols, sums + j * 2 * groups, out + j * out_stride, out_stride); break;
+        case 3: four_rows_times<float, 3>(widened, 0, x + j * m.cols, out + j * out_stride + r, out_stride); break;
+        case 2: four_rows_times<float, 2>(widened, 0, x + j * m.cols, out + j * out_stride + r, out_stride); break;
+        case 1: four_rows_times<float, 1>(widened, 0, x + j * m.cols, out + j * out_stride + r, out_stride); break;
       }
       if (m.bias)
-        for (int64_t k = 0; k < n; ++k) out[k * out_stride + r] += m.bias[r];
+        for (int64_t k = 0; k < n; ++k)
+          for (int64_t q = r; q < r + 4; ++q) out[k * out_stride + q] += m.bias[q];
     }
   } else {
     for (; r + 4 <= end; r += 4) {
