@@ -68,6 +68,15 @@ def test_few_rows_take_the_kernel_with_the_plain_results(layer_class, monkeypatc
         torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("layer_class", [Int8Linear, Int4Linear])
+def test_the_kernel_unpacks_weights_as_the_plain_path(layer_class):
+    torch.manual_seed(0)
+    layer = layer_class.from_linear(nn.Linear(96, 40))
+    assert kernels.available()
+    torch.testing.assert_close(layer.float_weight(torch.float32), layer.dequantized(torch.float32))
+    assert layer.float_weight(torch.bfloat16).dtype == torch.bfloat16
+
+
 @pytest.mark.parametrize("quantization", ["int8", "int4"])
 def test_quantized_batch_generation_matches_the_plain_path(quantization, monkeypatch):
     model = quantize(tiny_model(), quantization)

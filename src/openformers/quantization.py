@@ -38,6 +38,13 @@ class _QuantizedLinear(nn.Module):
         self.register_buffer("scale", scale)
         self.register_buffer("bias", bias)
 
+    def float_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """The weights as a `dtype` matrix for a product of many rows: one pass of the compiled kernel on the
+        CPU (each layout's plain `dequantized` takes several passes, each making a new tensor)."""
+        if self.weight.device.type == "cpu" and kernels.available():
+            return torch.ops.openformers.dequantize(self.weight, self.scale.float()).to(dtype)
+        return self.dequantized(dtype)
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
@@ -56,15 +63,17 @@ class Int8Linear(_QuantizedLinear):
         bias = linear.bias.detach().clone() if linear.bias is not None else None
         return cls(quantized.contiguous(), scale, bias)
 
+    def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.weight.to(dtype) * self.scale.to(dtype)[:, None]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
         if kernels.few_rows(flat, KERNEL_ROWS):
             y = torch.ops.openformers.matvec(flat.float().contiguous(), self.weight, self.scale.float()).to(flat.dtype)
         else:
             # Widening the int8 rows for one float matmul beats torch._weight_int8pack_mm on the CPU by 40x at
-            # 512 rows and 6x at 8 (torch 2.13, AVX-512). int8 values are exact in every float dtype; the scale
-            # comes after.
-            y = F.linear(flat, self.weight.to(flat.dtype)) * self.scale.to(flat.dtype)
+            # 512 rows and 6x at 8 (torch 2.13, AVX-512).
+            y = F.linear(flat, self.float_weight(flat.dtype))
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.view(*x.shape[:-1], self.out_features)
@@ -101,7 +110,7 @@ class Int4Linear(_QuantizedLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
         if not kernels.few_rows(flat, KERNEL_ROWS):
-            return F.linear(x, self.dequantized(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+            return F.linear(x, self.float_weight(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
         y = torch.ops.openformers.matvec(flat.float().contiguous(), self.weight, self.scale.float()).to(flat.dtype)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)

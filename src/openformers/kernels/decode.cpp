@@ -584,15 +584,54 @@ at::Tensor matvec(at::Tensor x, at::Tensor weight, c10::optional<at::Tensor> sca
   return y;
 }
 
+// The float32 matrix of int8 or int4 weights (scales applied), in one pass: for products of many rows (a
+// prompt), which then run as one float matmul.
+at::Tensor dequantize(at::Tensor weight, at::Tensor scale) {
+  TORCH_CHECK(weight.scalar_type() == at::kChar || weight.scalar_type() == at::kByte,
+              "dequantize: weights must be int8 or int4 (uint8), got ", weight.scalar_type());
+  TORCH_CHECK(scale.scalar_type() == at::kFloat && scale.is_contiguous(), "dequantize: scales must be contiguous float32");
+  Matrix m = matrix(weight, scale, {});
+  at::Tensor result = at::empty({m.rows, m.cols}, scale.options());
+  float* out = result.data_ptr<float>();
+  bool int4 = weight.scalar_type() == at::kByte;
+  int64_t groups = m.cols / kGroup;
+  at::parallel_for(0, m.rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      float* row = out + r * m.cols;
+      if (!int4) {
+        const int8_t* w = static_cast<const int8_t*>(m.data) + r * m.cols;
+        float s = m.scale[r];
+#pragma omp simd
+        for (int64_t c = 0; c < m.cols; ++c) row[c] = w[c] * s;
+        continue;
+      }
+      const uint8_t* q = static_cast<const uint8_t*>(m.data) + r * m.row_bytes;
+      const float* dm = m.scale + r * groups * 2;
+      for (int64_t g = 0; g < groups; ++g) {
+        const uint8_t* qg = q + g * 16;
+        float *low = row + g * kGroup, *high = low + 16, d = dm[2 * g], minimum = dm[2 * g + 1];
+#pragma omp simd
+        for (int j = 0; j < 16; ++j) {
+          low[j] = (qg[j] & 15) * d + minimum;
+          high[j] = (qg[j] >> 4) * d + minimum;
+        }
+      }
+    }
+  });
+  return result;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(openformers, m) {
   m.def("decode_step(Tensor(a!) x, Tensor[] norms, Tensor[] weights, Tensor[] scales, Tensor[] biases, "
         "Tensor(b!)[] keys, Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps) -> ()");
   m.def("matvec(Tensor x, Tensor weight, Tensor? scale) -> Tensor");
+  m.def("dequantize(Tensor weight, Tensor scale) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(openformers, CPU, m) {
   m.impl("decode_step", decode_step);
   m.impl("matvec", matvec);
+  m.impl("dequantize", dequantize);
 }
