@@ -46,6 +46,15 @@ def few_rows(x: torch.Tensor, limit: int) -> bool:
     return x.shape[0] <= limit and x.device.type == "cpu" and not torch.is_grad_enabled() and available()
 
 
+def product(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None = None, bias=None) -> torch.Tensor:
+    """x (..., in) times the rows of `weight` (float32, bfloat16, or int8/int4 with their float32 `scale`), plus
+    `bias`, by the compiled kernel: for a few rows (see few_rows). Computed in float32, returned in x's dtype."""
+    y = torch.ops.openformers.matvec(x.reshape(-1, x.shape[-1]).float().contiguous(), weight, scale)
+    if bias is not None:
+        y += bias
+    return y.to(x.dtype).view(*x.shape[:-1], y.shape[-1])
+
+
 def assignments() -> int:
     """How many modules, parameters and buffers have been assigned to modules in this process so far."""
     return _assignments

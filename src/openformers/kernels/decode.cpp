@@ -247,22 +247,6 @@ void rows<Int4>(const Matrix& m, int64_t begin, int64_t end, const float* x, flo
     for (r = begin; r < end; ++r) out[r] += m.bias[r];
 }
 
-// out[row] = W[row] . x for the rows of several matrices that share x, split over the thread pool as one range.
-template <typename W>
-void matvecs(std::initializer_list<std::pair<const Matrix*, float*>> products, const float* x) {
-  std::vector<std::pair<const Matrix*, float*>> list(products);
-  int64_t total = 0;
-  for (auto& p : list) total += p.first->rows;
-  at::parallel_for(0, total, 16, [&](int64_t begin, int64_t end) {
-    int64_t offset = 0;
-    for (auto& [m, out] : list) {
-      int64_t lo = std::max(begin - offset, int64_t(0)), hi = std::min(end - offset, m->rows);
-      if (lo < hi) rows<W>(*m, lo, hi, x, out);
-      offset += m->rows;
-    }
-  });
-}
-
 void rms_norm(const float* x, const float* weight, float eps, float* out, int64_t n) {
   float squares = 0.f;
 #pragma omp simd reduction(+ : squares)
@@ -487,6 +471,18 @@ inline void four_rows_times(const Matrix& m, int64_t row, const float* x, float*
       out[j * out_stride + row + r] = sum;
     }
 }
+
+// Four weight rows times all n inputs, four inputs at a time.
+template <typename W>
+inline void four_rows_times_all(const Matrix& m, int64_t row, const float* x, int64_t n, float* out, int64_t out_stride) {
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) four_rows_times<W, 4>(m, row, x + j * m.cols, out + j * out_stride, out_stride);
+  switch (n - j) {
+    case 3: four_rows_times<W, 3>(m, row, x + j * m.cols, out + j * out_stride, out_stride); break;
+    case 2: four_rows_times<W, 2>(m, row, x + j * m.cols, out + j * out_stride, out_stride); break;
+    case 1: four_rows_times<W, 1>(m, row, x + j * m.cols, out + j * out_stride, out_stride); break;
+  }
+}
 #endif
 
 // Rows [begin, end) of W times n inputs x (n, cols): out[j * out_stride + r]. Four inputs at a time share each
@@ -518,26 +514,14 @@ void rows_times(const Matrix& m, int64_t begin, int64_t end, const float* x, int
           _mm512_storeu_ps(w + g * kGroup + 16, _mm512_fmadd_ps(high, scale, minimum));
         }
       }
-      int64_t j = 0;
-      for (; j + 4 <= n; j += 4) four_rows_times<float, 4>(widened, 0, x + j * m.cols, out + j * out_stride + r, out_stride);
-      switch (n - j) {
-        case 3: four_rows_times<float, 3>(widened, 0, x + j * m.cols, out + j * out_stride + r, out_stride); break;
-        case 2: four_rows_times<float, 2>(widened, 0, x + j * m.cols, out + j * out_stride + r, out_stride); break;
-        case 1: four_rows_times<float, 1>(widened, 0, x + j * m.cols, out + j * out_stride + r, out_stride); break;
-      }
+      four_rows_times_all<float>(widened, 0, x, n, out + r, out_stride);
       if (m.bias)
         for (int64_t k = 0; k < n; ++k)
           for (int64_t q = r; q < r + 4; ++q) out[k * out_stride + q] += m.bias[q];
     }
   } else {
     for (; r + 4 <= end; r += 4) {
-      int64_t j = 0;
-      for (; j + 4 <= n; j += 4) four_rows_times<W, 4>(m, r, x + j * m.cols, out + j * out_stride, out_stride);
-      switch (n - j) {
-        case 3: four_rows_times<W, 3>(m, r, x + j * m.cols, out + j * out_stride, out_stride); break;
-        case 2: four_rows_times<W, 2>(m, r, x + j * m.cols, out + j * out_stride, out_stride); break;
-        case 1: four_rows_times<W, 1>(m, r, x + j * m.cols, out + j * out_stride, out_stride); break;
-      }
+      four_rows_times_all<W>(m, r, x, n, out, out_stride);
       for (int64_t k = 0; k < n; ++k)
         for (int64_t q = r; q < r + 4; ++q) {
           if (m.scale) out[k * out_stride + q] *= m.scale[q];
@@ -565,7 +549,8 @@ at::Tensor matvec(at::Tensor x, at::Tensor weight, c10::optional<at::Tensor> sca
   float* yd = y.data_ptr<float>();
   auto run = [&](auto weight_tag) {
     using W = decltype(weight_tag);
-    if (n == 1) return matvecs<W>({{&m, yd}}, xd);
+    if (n == 1)  // the one-input loops (bfloat16's take vdpbf16ps), the rows split over the threads
+      return at::parallel_for(0, m.rows, 16, [&](int64_t begin, int64_t end) { rows<W>(m, begin, end, xd, yd); });
     constexpr int64_t block = 64;  // rows: at most 64 x 4 KB of float32 weights, well inside the L2 cache
     at::parallel_for(0, (m.rows + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {

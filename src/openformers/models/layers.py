@@ -27,10 +27,7 @@ class Linear(nn.Linear):
         fits = self.weight.dtype in (torch.float32, torch.bfloat16) and self.weight.is_contiguous()
         if not (fits and kernels.few_rows(flat, self.KERNEL_ROWS)):
             return super().forward(x)
-        y = torch.ops.openformers.matvec(flat.float().contiguous(), self.weight, None)
-        if self.bias is not None:
-            y += self.bias
-        return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+        return kernels.product(x, self.weight, bias=self.bias)
 
 
 # Activation functions by their config.json names (`hidden_act`, `activation_function`).

@@ -124,11 +124,6 @@ class LlamaDecoderLayer(nn.Module):
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)  # activation dtypes the compiled kernels take (kernels/decode.cpp)
 
 
-def _one_row_for_kernels(x: torch.Tensor) -> bool:
-    """One position of one row, on the CPU, without gradients, with the compiled kernels built."""
-    return x.shape[:2] == (1, 1) and x.device.type == "cpu" and not torch.is_grad_enabled() and kernels.available()
-
-
 # model_type -> the reference's class-name prefix, so saved configs name the reference's classes.
 FAMILY_NAMES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}
 
@@ -190,7 +185,8 @@ class LlamaModel(LlamaPreTrainedModel):
             and self.embed_tokens.weight.dtype in KERNEL_DTYPES
             and not (config.attention_bias or config.mlp_bias)
             and (attention_mask is None or bool(attention_mask.all()))
-            and _one_row_for_kernels(input_ids)
+            and input_ids.shape == (1, 1)
+            and kernels.few_rows(input_ids, 1)
         )
 
     _kernel_tensors_kept: tuple[int, tuple] | None = None
@@ -259,12 +255,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         if labels is not None and logits_to_keep:
             raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
         hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
-        if hidden.dtype in KERNEL_DTYPES and _one_row_for_kernels(hidden):
-            scale = self.lm_head.scale.float() if hasattr(self.lm_head, "scale") else None  # quantized
-            logits = torch.ops.openformers.matvec(hidden.reshape(-1).float(), self.lm_head.weight, scale)
-            logits = logits.to(hidden.dtype).view(1, 1, -1)
-        else:
-            logits = self.lm_head(hidden)
+        logits = self.lm_head(hidden)  # a decoding step's one row goes to the compiled kernel (layers.Linear)
         loss = None if labels is None else next_token_loss(logits, labels)
         return CausalLMOutput(loss=loss, logits=logits, past_key_values=past_key_values)
 
