@@ -1,76 +1,118 @@
 """openformers: load Hugging Face and GGUF checkpoints, tokenize, generate and fine-tune in plain PyTorch.
 
 Public names are imported lazily, so `import openformers` stays fast and `openformers --help` does not
-pay for importing torch.
+pay for importing torch. The names follow Hugging Face `transformers`, so existing code runs after changing
+its import line; `tests/test_public_api.py` checks them against the reference's `__all__`.
 """
 
 import importlib
 
 __version__ = "0.1.0"
 
-_PUBLIC_NAMES = {
-    "AutoTokenizer": "openformers.tokenizers",
-    "PreTrainedTokenizer": "openformers.tokenizers",
-    "AutoConfig": "openformers.configs",
-    "PretrainedConfig": "openformers.configs",
-    "LlamaConfig": "openformers.configs",
-    "MistralConfig": "openformers.configs",
-    "Qwen2Config": "openformers.configs",
-    "GPT2Config": "openformers.configs",
-    "BertConfig": "openformers.configs",
-    "RobertaConfig": "openformers.configs",
-    "AutoModel": "openformers.models.auto",
-    "AutoModelForCausalLM": "openformers.models.auto",
-    "AutoModelForSequenceClassification": "openformers.models.auto",
-    "AutoModelForTokenClassification": "openformers.models.auto",
-    "AutoModelForQuestionAnswering": "openformers.models.auto",
-    "AutoModelForMaskedLM": "openformers.models.auto",
-    "PreTrainedModel": "openformers.models.base",
-    "LlamaModel": "openformers.models.llama",
-    "LlamaForCausalLM": "openformers.models.llama",
-    "LlamaForSequenceClassification": "openformers.models.llama",
-    "LlamaForTokenClassification": "openformers.models.llama",
-    "LlamaForQuestionAnswering": "openformers.models.llama",
-    "GPT2Model": "openformers.models.gpt2",
-    "GPT2LMHeadModel": "openformers.models.gpt2",
-    "GPT2ForSequenceClassification": "openformers.models.gpt2",
-    "GPT2ForTokenClassification": "openformers.models.gpt2",
-    "GPT2ForQuestionAnswering": "openformers.models.gpt2",
-    "BertModel": "openformers.models.bert",
-    "BertForMaskedLM": "openformers.models.bert",
-    "BertForSequenceClassification": "openformers.models.bert",
-    "BertForTokenClassification": "openformers.models.bert",
-    "BertForQuestionAnswering": "openformers.models.bert",
-    "RobertaModel": "openformers.models.bert",
-    "RobertaForMaskedLM": "openformers.models.bert",
-    "RobertaForSequenceClassification": "openformers.models.bert",
-    "RobertaForTokenClassification": "openformers.models.bert",
-    "RobertaForQuestionAnswering": "openformers.models.bert",
-    "DynamicCache": "openformers.generation.cache",
-    "TextStreamer": "openformers.generation.streamers",
-    "TextIteratorStreamer": "openformers.generation.streamers",
-    "GenerationConfig": "openformers.generation.config",
-    "pipeline": "openformers.pipelines",
-    "Trainer": "openformers.training",
-    "TrainingArguments": "openformers.training",
-    "TrainerCallback": "openformers.training",
-    "TrainerState": "openformers.training",
-    "TrainerControl": "openformers.training",
-    "EarlyStoppingCallback": "openformers.training",
-    "DataCollatorWithPadding": "openformers.training",
-    "DataCollatorForLanguageModeling": "openformers.training",
-    "DataCollatorForTokenClassification": "openformers.training",
-    "default_data_collator": "openformers.training",
-    "EvalPrediction": "openformers.training",
-    "get_scheduler": "openformers.training",
-    "set_seed": "openformers.training",
-}
+_MODULE_OF = {}
 
-__all__ = sorted(_PUBLIC_NAMES)
+
+def _public(module: str, *names: str) -> None:
+    for name in names:
+        _MODULE_OF[name] = module
+
+
+_public(
+    "openformers.tokenizers",
+    "AutoTokenizer", "PreTrainedTokenizer", "PreTrainedTokenizerFast", "PreTrainedTokenizerBase", "AddedToken",
+    "BatchEncoding", "CharSpan", "TokenSpan", "TensorType", "PaddingStrategy", "TruncationStrategy",
+    "SPIECE_UNDERLINE", "BertTokenizer", "BertTokenizerFast", "DistilBertTokenizer", "DistilBertTokenizerFast",
+    "GPT2Tokenizer", "GPT2TokenizerFast", "RobertaTokenizer", "RobertaTokenizerFast", "LlamaTokenizer",
+    "LlamaTokenizerFast", "Qwen2Tokenizer", "Qwen2TokenizerFast", "T5Tokenizer", "T5TokenizerFast",
+    "XLMRobertaTokenizer", "XLMRobertaTokenizerFast",
+)
+_public(
+    "openformers.configs",
+    "AutoConfig", "PretrainedConfig", "PreTrainedConfig", "LlamaConfig", "MistralConfig", "Qwen2Config",
+    "GPT2Config", "BertConfig", "RobertaConfig",
+)
+_public(
+    "openformers.models.auto",
+    "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
+    "AutoModelForQuestionAnswering", "AutoModelForMaskedLM", "AutoModelForMultipleChoice",
+    "AutoModelForNextSentencePrediction", "AutoModelForPreTraining",
+)
+_public("openformers.models.base", "PreTrainedModel")
+_public("openformers.models.outputs", "ModelOutput")
+_public(
+    "openformers.models.llama",
+    "LlamaPreTrainedModel", "LlamaModel", "LlamaForCausalLM", "LlamaForSequenceClassification",
+    "LlamaForTokenClassification", "LlamaForQuestionAnswering",
+    "MistralPreTrainedModel", "MistralModel", "MistralForCausalLM", "MistralForSequenceClassification",
+    "MistralForTokenClassification", "MistralForQuestionAnswering",
+    "Qwen2PreTrainedModel", "Qwen2Model", "Qwen2ForCausalLM", "Qwen2ForSequenceClassification",
+    "Qwen2ForTokenClassification", "Qwen2ForQuestionAnswering",
+)
+_public(
+    "openformers.models.gpt2",
+    "GPT2PreTrainedModel", "GPT2Model", "GPT2LMHeadModel", "GPT2DoubleHeadsModel", "GPT2ForSequenceClassification",
+    "GPT2ForTokenClassification", "GPT2ForQuestionAnswering",
+)
+_public(
+    "openformers.models.bert",
+    "BertPreTrainedModel", "BertModel", "BertForMaskedLM", "BertLMHeadModel", "BertForPreTraining",
+    "BertForNextSentencePrediction", "BertForSequenceClassification", "BertForMultipleChoice",
+    "BertForTokenClassification", "BertForQuestionAnswering",
+    "RobertaPreTrainedModel", "RobertaModel", "RobertaForMaskedLM", "RobertaForCausalLM",
+    "RobertaForSequenceClassification", "RobertaForMultipleChoice", "RobertaForTokenClassification",
+    "RobertaForQuestionAnswering",
+)
+_public(
+    "openformers.generation",
+    "GenerationConfig", "GenerationMode", "GenerationMixin", "Cache", "DynamicCache",
+    "TextStreamer", "TextIteratorStreamer", "AsyncTextIteratorStreamer",
+    "LogitsProcessor", "LogitsWarper", "LogitsProcessorList",
+    "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "MinPLogitsWarper", "TypicalLogitsWarper",
+    "EpsilonLogitsWarper", "EtaLogitsWarper", "TopHLogitsWarper",
+    "RepetitionPenaltyLogitsProcessor", "EncoderRepetitionPenaltyLogitsProcessor",
+    "NoRepeatNGramLogitsProcessor", "EncoderNoRepeatNGramLogitsProcessor", "NoBadWordsLogitsProcessor",
+    "SequenceBiasLogitsProcessor", "MinLengthLogitsProcessor", "MinNewTokensLengthLogitsProcessor",
+    "SuppressTokensLogitsProcessor", "SuppressTokensAtBeginLogitsProcessor",
+    "ForcedBOSTokenLogitsProcessor", "ForcedEOSTokenLogitsProcessor", "InfNanRemoveLogitsProcessor",
+    "LogitNormalization", "PrefixConstrainedLogitsProcessor", "ExponentialDecayLengthPenalty",
+    "ClassifierFreeGuidanceLogitsProcessor", "UnbatchedClassifierFreeGuidanceLogitsProcessor",
+    "WatermarkingConfig", "WatermarkLogitsProcessor", "WatermarkDetector",
+    "SynthIDTextWatermarkingConfig", "SynthIDTextWatermarkLogitsProcessor", "SynthIDTextWatermarkDetector",
+    "StoppingCriteria", "StoppingCriteriaList", "MaxLengthCriteria", "MaxTimeCriteria", "EosTokenCriteria",
+    "StopStringCriteria", "ConfidenceCriteria", "validate_stopping_criteria",
+)
+_public(
+    "openformers.pipelines",
+    "pipeline", "Pipeline", "TextGenerationPipeline", "TextClassificationPipeline", "TokenClassificationPipeline",
+    "NerPipeline", "QuestionAnsweringPipeline", "FillMaskPipeline", "FeatureExtractionPipeline",
+    "ZeroShotClassificationPipeline",
+)
+_public(
+    "openformers.training",
+    "Trainer", "TrainingArguments", "TrainerCallback", "TrainerState", "TrainerControl", "CallbackHandler",
+    "DefaultFlowCallback", "ProgressCallback", "PrinterCallback", "EarlyStoppingCallback", "ExportableState",
+    "IntervalStrategy", "SchedulerType", "EvalPrediction", "set_seed", "enable_full_determinism",
+    "DataCollator", "DefaultDataCollator", "default_data_collator", "DataCollatorWithPadding",
+    "DataCollatorForLanguageModeling", "DataCollatorForTokenClassification", "DataCollatorForSeq2Seq",
+    "DataCollatorWithFlattening", "DataCollatorForMultipleChoice",
+    "get_scheduler", "get_linear_schedule_with_warmup", "get_cosine_schedule_with_warmup",
+    "get_cosine_with_hard_restarts_schedule_with_warmup", "get_cosine_with_min_lr_schedule_with_warmup",
+    "get_polynomial_decay_schedule_with_warmup", "get_constant_schedule", "get_constant_schedule_with_warmup",
+    "get_inverse_sqrt_schedule", "get_reduce_on_plateau_schedule", "get_wsd_schedule", "Adafactor",
+)
+_public(
+    "openformers.utils",
+    "CONFIG_NAME", "WEIGHTS_NAME", "is_torch_available", "is_tokenizers_available", "is_sentencepiece_available",
+    "is_datasets_available", "is_tensorboard_available",
+)
+
+__all__ = sorted([*_MODULE_OF, "logging"])
 
 
 def __getattr__(name):
-    module_name = _PUBLIC_NAMES.get(name)
+    if name == "logging":
+        return importlib.import_module("openformers.logging")
+    module_name = _MODULE_OF.get(name)
     if module_name is None:
         raise AttributeError(f"module 'openformers' has no attribute {name!r}")
     value = getattr(importlib.import_module(module_name), name)
