@@ -102,8 +102,18 @@ _public(
 )
 _public(
     "openformers.utils",
-    "CONFIG_NAME", "WEIGHTS_NAME", "is_torch_available", "is_tokenizers_available", "is_sentencepiece_available",
-    "is_datasets_available", "is_tensorboard_available",
+    "CONFIG_NAME", "GENERATION_CONFIG_NAME", "WEIGHTS_NAME", "WEIGHTS_INDEX_NAME", "SAFE_WEIGHTS_NAME",
+    "SAFE_WEIGHTS_INDEX_NAME", "is_apex_available", "is_av_available", "is_bitsandbytes_available",
+    "is_clearml_available", "is_comet_available", "is_datasets_available", "is_dvclive_available",
+    "is_faiss_available", "is_matplotlib_available", "is_mlx_available", "is_neptune_available",
+    "is_optuna_available", "is_phonemizer_available", "is_psutil_available", "is_py3nvml_available",
+    "is_pyctcdecode_available", "is_ray_available", "is_ray_tune_available", "is_sacremoses_available",
+    "is_scipy_available", "is_sentencepiece_available", "is_sklearn_available", "is_speech_available",
+    "is_swanlab_available", "is_tensorboard_available", "is_timm_available", "is_tokenizers_available",
+    "is_torch_available", "is_torch_hpu_available", "is_torch_mlu_available", "is_torch_musa_available",
+    "is_torch_neuroncore_available", "is_torch_npu_available", "is_torch_supa_available", "is_torch_xla_available",
+    "is_torch_xpu_available", "is_torchvision_available", "is_trackio_available", "is_vision_available",
+    "is_wandb_available",
 )
 
 __all__ = sorted([*_MODULE_OF, "logging"])
