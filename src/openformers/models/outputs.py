@@ -85,3 +85,52 @@ class QuestionAnsweringModelOutput(ModelOutput):
 class MaskedLMOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # (B, T, vocab_size)
+
+
+# The outputs of the multiple-choice, next-sentence, pretraining and decoder heads of BERT and GPT-2.
+
+
+@dataclass
+class MultipleChoiceModelOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, num_choices)
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class NextSentencePredictorOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, 2): the second segment follows the first, or is random
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class BertForPreTrainingOutput(ModelOutput):
+    loss: torch.Tensor | None = None  # masked LM loss + next sentence loss
+    prediction_logits: torch.Tensor | None = None  # (B, T, vocab_size)
+    seq_relationship_logits: torch.Tensor | None = None  # (B, 2)
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class CausalLMOutputWithCrossAttentions(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, T, vocab_size)
+    past_key_values: object | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class GPT2DoubleHeadsModelOutput(ModelOutput):
+    loss: torch.Tensor | None = None  # the language-model loss
+    mc_loss: torch.Tensor | None = None  # the multiple-choice loss
+    logits: torch.Tensor | None = None  # (B, num_choices, T, vocab_size)
+    mc_logits: torch.Tensor | None = None  # (B, num_choices)
+    past_key_values: object | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
