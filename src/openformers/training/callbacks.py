@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from tqdm.auto import tqdm
+from ..logging import tqdm  # tqdm.auto's bar, silent after openformers.logging.disable_progress_bar()
 
 EVENTS = (
     "on_init_end", "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_step_begin",
