@@ -1,21 +1,70 @@
 """Logits processors and sampling: each step of `generate` turns the model's scores into the next token here.
 
-A processor is a small frozen dataclass called as `processor(input_ids, scores) -> scores`, where `input_ids`
-is the (B, T) context so far (prompt and generated tokens) and `scores` the (B, V) next-token scores. They
-match the reference's processors bit for bit, so a processor here and its namesake in `transformers` give
-the same scores on the same input. `build_processors(config, prompt_length)` builds the list once, in the
-reference's order: the processors that constrain tokens first, then, when sampling, the warpers that
-reshape the distribution. `sample_next_token` picks the token: argmax, or a draw from the softmax.
+A processor is a `LogitsProcessor` called as `processor(input_ids, scores) -> scores`, where `input_ids` is
+the (B, T) context so far (prompt and generated tokens) and `scores` the (B, V) next-token scores. Most are
+small frozen dataclasses; the few that keep state between steps (a lazily built bias table, a model's cache)
+are plain classes. They match the reference's processors bit for bit, so a processor here and its namesake in
+`transformers` give the same scores on the same input. `build_processors(config, prompt_length, ...)` builds
+the `LogitsProcessorList` once, in the reference's order: the processors that constrain tokens first, then the
+user's own, then, when sampling, the warpers that reshape the distribution, then watermarking and
+renormalization. `sample_next_token` picks the token: argmax, or a draw from the softmax.
 
 Processors never modify `scores` in place; a filtered token gets `filter_value` (-inf), which the softmax
 turns into probability 0.
 """
 
+import inspect
 import math
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 
 import torch
+
+
+class LogitsProcessor:
+    """The base of every processor: `__call__(input_ids, scores) -> scores`, as in the reference.
+
+    Subclass it for a processor of your own and pass it to `generate(..., logits_processor=[...])`. A
+    `__call__` that takes more arguments receives the keyword arguments given to `LogitsProcessorList`.
+    """
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(
+            f"{type(self).__name__} subclasses LogitsProcessor but does not define "
+            "__call__(self, input_ids, scores) -> scores; define it to turn the (B, V) scores into new ones."
+        )
+
+
+class LogitsWarper(LogitsProcessor):
+    """The reference's former base for the processors used only when sampling (temperature, top-k, ...).
+
+    Kept so that code subclassing `LogitsWarper` keeps working; it is a `LogitsProcessor` in every way.
+    """
+
+
+class LogitsProcessorList(list):
+    """A list of processors that is itself a processor: calling it runs each in turn on the scores.
+
+    Keyword arguments go to the processors whose `__call__` takes more than `(input_ids, scores)`; such a
+    processor raises a ValueError when one of its extra arguments is missing.
+    """
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        for processor in self:
+            extra = list(inspect.signature(processor.__call__).parameters)[2:]
+            if not extra:
+                scores = processor(input_ids, scores)
+                continue
+            missing = [name for name in extra if name not in kwargs]
+            if missing:
+                raise ValueError(
+                    f"{type(processor).__name__} needs the keyword arguments {extra}, but {missing} were not "
+                    "passed: call the LogitsProcessorList with them."
+                )
+            scores = processor(input_ids, scores, **kwargs)
+        return scores
 
 # The reference's library defaults, used for options a config object does not have at all.
 _DEFAULTS = {
@@ -33,6 +82,24 @@ _DEFAULTS = {
     "min_new_tokens": None,
     "suppress_tokens": None,
     "eos_token_id": None,
+    "num_return_sequences": 1,
+    "max_length": 20,
+    "max_new_tokens": None,
+    "use_cache": True,
+    "guidance_scale": None,
+    "sequence_bias": None,
+    "encoder_repetition_penalty": 1.0,
+    "encoder_no_repeat_ngram_size": 0,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "remove_invalid_values": False,
+    "exponential_decay_length_penalty": None,
+    "begin_suppress_tokens": None,
+    "top_h": None,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "watermarking_config": None,
+    "renormalize_logits": False,
 }
 
 
@@ -73,7 +140,7 @@ def _vocab_mask(token_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class TemperatureLogitsWarper:
+class TemperatureLogitsWarper(LogitsWarper):
     """Divide the scores by `temperature`: below 1 sharpens the distribution, above 1 flattens it."""
 
     temperature: float
@@ -90,7 +157,7 @@ class TemperatureLogitsWarper:
 
 
 @dataclass(frozen=True)
-class TopKLogitsWarper:
+class TopKLogitsWarper(LogitsWarper):
     """Keep the `top_k` highest scores (every token tied with the k-th one included), filter the rest."""
 
     top_k: int
@@ -109,7 +176,7 @@ class TopKLogitsWarper:
 
 
 @dataclass(frozen=True)
-class TopPLogitsWarper:
+class TopPLogitsWarper(LogitsWarper):
     """Nucleus sampling: keep the most likely tokens whose probabilities add up to `top_p`, filter the rest."""
 
     top_p: float
@@ -133,7 +200,7 @@ class TopPLogitsWarper:
 
 
 @dataclass(frozen=True)
-class MinPLogitsWarper:
+class MinPLogitsWarper(LogitsWarper):
     """Filter tokens less likely than `min_p` times the most likely token's probability."""
 
     min_p: float
@@ -154,7 +221,7 @@ class MinPLogitsWarper:
 
 
 @dataclass(frozen=True)
-class TypicalLogitsWarper:
+class TypicalLogitsWarper(LogitsWarper):
     """Typical sampling: keep the tokens whose surprise is closest to the entropy, up to `mass` probability."""
 
     mass: float = 0.9
@@ -181,7 +248,7 @@ class TypicalLogitsWarper:
 
 
 @dataclass(frozen=True)
-class RepetitionPenaltyLogitsProcessor:
+class RepetitionPenaltyLogitsProcessor(LogitsProcessor):
     """Make tokens already in the context less likely: positive scores are divided by `penalty`, negative
     ones multiplied (CTRL, https://arxiv.org/abs/1909.05858).
 
@@ -226,7 +293,7 @@ class RepetitionPenaltyLogitsProcessor:
 
 
 @dataclass(frozen=True)
-class NoRepeatNGramLogitsProcessor:
+class NoRepeatNGramLogitsProcessor(LogitsProcessor):
     """Ban any token that would repeat an n-gram of `ngram_size` tokens already in the context (prompt included)."""
 
     ngram_size: int
@@ -255,7 +322,7 @@ class NoRepeatNGramLogitsProcessor:
 
 
 @dataclass(frozen=True)
-class NoBadWordsLogitsProcessor:
+class NoBadWordsLogitsProcessor(LogitsProcessor):
     """Never generate the token sequences in `bad_words_ids`.
 
     A one-token bad word is always banned. A longer one bans its last token only where the context ends
@@ -321,7 +388,7 @@ class NoBadWordsLogitsProcessor:
 
 
 @dataclass(frozen=True)
-class MinLengthLogitsProcessor:
+class MinLengthLogitsProcessor(LogitsProcessor):
     """Ban the EOS ids while the context (prompt included) is shorter than `min_length`."""
 
     min_length: int
@@ -342,7 +409,7 @@ class MinLengthLogitsProcessor:
 
 
 @dataclass(frozen=True)
-class MinNewTokensLengthLogitsProcessor:
+class MinNewTokensLengthLogitsProcessor(LogitsProcessor):
     """Ban the EOS ids until `min_new_tokens` tokens follow the prompt of `prompt_length_to_skip` tokens."""
 
     prompt_length_to_skip: int
@@ -366,7 +433,7 @@ class MinNewTokensLengthLogitsProcessor:
 
 
 @dataclass(frozen=True)
-class SuppressTokensLogitsProcessor:
+class SuppressTokensLogitsProcessor(LogitsProcessor):
     """Never generate the ids in `suppress_tokens`."""
 
     suppress_tokens: list[int]
@@ -381,16 +448,505 @@ class SuppressTokensLogitsProcessor:
         return scores.masked_fill(_vocab_mask(self._ids, scores), -math.inf)
 
 
-def build_processors(
-    config, prompt_length: int, attention_mask: torch.Tensor | None = None, device: str | torch.device | None = None
-) -> list:
-    """The processors `config` asks for, in the reference's order; warpers only when `config.do_sample`.
+@dataclass(frozen=True)
+class SuppressTokensAtBeginLogitsProcessor(LogitsProcessor):
+    """Ban the ids in `begin_suppress_tokens` at the first generated position only (where the context has
+    `begin_index` tokens), e.g. so that a blank or EOS never opens the answer."""
 
-    `prompt_length` is the prompt's length in tokens (with padding). `attention_mask`, one row per generated
-    sequence (after expanding for beams), lets the repetition penalty skip each row's left padding. Options
-    missing from `config` take the reference's defaults; an option set to None is off. Impossible values raise
-    a ValueError even when the option would not be used (a sampling option while decoding greedily), except
-    temperature, which greedy decoding ignores, so that temperature=0 keeps meaning greedy.
+    begin_suppress_tokens: torch.Tensor
+    begin_index: int
+    device: str | torch.device = field(default="cpu", compare=False)
+
+    def __post_init__(self):
+        ids = _token_id_list("begin_suppress_tokens", self.begin_suppress_tokens)
+        object.__setattr__(self, "begin_suppress_tokens", torch.tensor(ids, dtype=torch.long, device=self.device))
+        if not _is_int(self.begin_index) or self.begin_index < 0:
+            _reject("begin_index", self.begin_index, "an integer >= 0 (the prompt's length)")
+
+    def set_begin_index(self, begin_index: int) -> None:
+        """Move the suppressed position, as the reference's method does (a model that forces a prefix needs it)."""
+        object.__setattr__(self, "begin_index", begin_index)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[-1] != self.begin_index:
+            return scores
+        return scores.masked_fill(_vocab_mask(self.begin_suppress_tokens, scores), -math.inf)
+
+
+@dataclass(frozen=True)
+class ForcedBOSTokenLogitsProcessor(LogitsProcessor):
+    """Make `bos_token_id` the only possible token when the context holds one token (the decoder start)."""
+
+    bos_token_id: int
+
+    def __post_init__(self):
+        if not _is_int(self.bos_token_id) or self.bos_token_id < 0:
+            _reject("forced_bos_token_id", self.bos_token_id, "a token id (an integer >= 0)")
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[-1] != 1:
+            return scores
+        forced = torch.full_like(scores, -math.inf)
+        forced[:, self.bos_token_id] = 0
+        return forced
+
+
+@dataclass(frozen=True)
+class ForcedEOSTokenLogitsProcessor(LogitsProcessor):
+    """Make the EOS ids the only possible tokens at the last position allowed by `max_length`.
+
+    With several EOS ids each gets score 0, so the first of them wins under argmax.
+    """
+
+    max_length: int
+    eos_token_id: int | list[int] | torch.Tensor
+    device: str | torch.device = field(default="cpu", compare=False)
+
+    def __post_init__(self):
+        eos = _token_id_list("eos_token_id", self.eos_token_id)
+        object.__setattr__(self, "eos_token_id", torch.tensor(eos, dtype=torch.long, device=self.device))
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[-1] != self.max_length - 1:
+            return scores
+        forced = torch.full_like(scores, -math.inf)
+        forced[:, self.eos_token_id.to(scores.device)] = 0
+        return forced
+
+
+@dataclass(frozen=True)
+class InfNanRemoveLogitsProcessor(LogitsProcessor):
+    """Replace NaN scores by 0 and infinite ones by the largest finite value of their sign, so sampling cannot
+    fail on them. Slower than needed for healthy models: use it only to work around broken numerics."""
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        finfo = torch.finfo(scores.dtype)
+        cleaned = torch.where(scores.isnan(), 0.0, scores)
+        cleaned = torch.where(scores == math.inf, finfo.max, cleaned)
+        return torch.where(scores == -math.inf, finfo.min, cleaned)
+
+
+@dataclass(frozen=True)
+class LogitNormalization(LogitsProcessor):
+    """Turn the scores into log-probabilities (log-softmax), so that beam search compares normalized scores
+    after the other processors changed them. Always the last processor."""
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return scores.log_softmax(dim=-1)
+
+
+@dataclass(frozen=True)
+class ExponentialDecayLengthPenalty(LogitsProcessor):
+    """Raise the EOS scores exponentially once the sequence passes a length, so it ends soon but not abruptly.
+
+    `exponential_decay_length_penalty` is `(start_index, decay_factor)`: from `start_index` generated tokens
+    on, each EOS score grows by |score| * (decay_factor ** tokens_past_start - 1).
+    """
+
+    exponential_decay_length_penalty: tuple[int, float]
+    eos_token_id: int | list[int] | torch.Tensor
+    input_ids_seq_length: int
+    regulation_start: int = field(init=False)
+    regulation_factor: float = field(init=False)
+
+    def __post_init__(self):
+        pair = self.exponential_decay_length_penalty
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not _is_int(pair[0]) or not _is_number(pair[1]):
+            _reject("exponential_decay_length_penalty", pair, "a pair (start_index: int, decay_factor: float)")
+        if self.eos_token_id is None:
+            raise ValueError("exponential_decay_length_penalty raises the EOS scores, so it needs eos_token_id.")
+        eos = _token_id_list("eos_token_id", self.eos_token_id)
+        object.__setattr__(self, "eos_token_id", torch.tensor(eos, dtype=torch.long))
+        object.__setattr__(self, "regulation_start", pair[0] + self.input_ids_seq_length)
+        object.__setattr__(self, "regulation_factor", pair[1])
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        steps_past_start = input_ids.shape[-1] - self.regulation_start
+        if steps_past_start <= 0:
+            return scores
+        eos = self.eos_token_id.to(scores.device)
+        eos_scores = scores[:, eos]
+        # Scaling |score| works for negative scores too; infinite ones (a banned EOS) stay as they are.
+        penalty = eos_scores.abs() * (pow(self.regulation_factor, steps_past_start) - 1)
+        penalties = torch.zeros_like(scores)
+        penalties[:, eos] = penalty.masked_fill(~eos_scores.isfinite(), 0.0)
+        return scores + penalties
+
+
+@dataclass(frozen=True)
+class EpsilonLogitsWarper(LogitsWarper):
+    """Epsilon sampling: filter tokens whose probability is below `epsilon` (https://arxiv.org/abs/2210.15191)."""
+
+    epsilon: float
+    filter_value: float = -math.inf
+    min_tokens_to_keep: int = 1
+
+    def __post_init__(self):
+        if not _is_number(self.epsilon) or not 0 < self.epsilon < 1:
+            _reject("epsilon_cutoff", self.epsilon, "a number in (0, 1)", "0 turns epsilon sampling off.")
+        _check_min_tokens_to_keep(self.min_tokens_to_keep)
+        object.__setattr__(self, "epsilon", float(self.epsilon))
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        drop = scores.softmax(dim=-1) < self.epsilon
+        return scores.masked_fill(drop & _below_top(scores, self.min_tokens_to_keep), self.filter_value)
+
+
+@dataclass(frozen=True)
+class EtaLogitsWarper(LogitsWarper):
+    """Eta sampling: filter tokens below min(epsilon, sqrt(epsilon) * exp(-entropy)), a cutoff that loosens
+    when the distribution is flat (https://arxiv.org/abs/2210.15191)."""
+
+    epsilon: float
+    filter_value: float = -math.inf
+    min_tokens_to_keep: int = 1
+    device: str | torch.device = field(default="cpu", compare=False)
+
+    def __post_init__(self):
+        if not _is_number(self.epsilon) or not 0 < self.epsilon < 1:
+            _reject("eta_cutoff", self.epsilon, "a number in (0, 1)", "0 turns eta sampling off.")
+        _check_min_tokens_to_keep(self.min_tokens_to_keep)
+        # Kept as a float32 tensor: the cutoff is computed in float32, as in the reference.
+        object.__setattr__(self, "epsilon", torch.tensor(float(self.epsilon), device=self.device))
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        entropy = torch.distributions.Categorical(logits=scores).entropy()
+        epsilon = self.epsilon.to(scores.device)
+        eta = torch.min(epsilon, epsilon.sqrt() * torch.exp(-entropy))[:, None]
+        drop = scores.softmax(dim=-1) < eta
+        return scores.masked_fill(drop & _below_top(scores, self.min_tokens_to_keep), self.filter_value)
+
+
+@dataclass(frozen=True)
+class TopHLogitsWarper(LogitsWarper):
+    """Top-H sampling: among the 100 most likely tokens, keep the most likely ones while their share of the
+    entropy stays within `top_h` times the entropy of those 100 (the most likely token is always kept)."""
+
+    top_h: float
+    filter_value: float = -math.inf
+    top_n: int = field(default=100, init=False)  # how many top tokens the entropy is measured over
+
+    def __post_init__(self):
+        if not _is_number(self.top_h) or not 0 < self.top_h <= 1:
+            _reject("top_h", self.top_h, "a number in (0, 1]")
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        top_scores, top_ids = scores.topk(min(self.top_n, scores.shape[-1]), dim=-1)  # sorted, most likely first
+        distribution = torch.distributions.Categorical(logits=top_scores)
+        probs = distribution.probs
+        threshold = (distribution.entropy() * self.top_h)[:, None]
+        keep_sorted = torch.cumsum(-probs * torch.log(probs), dim=-1) <= threshold
+        keep_sorted[:, 0] = True
+        keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, top_ids, keep_sorted)
+        return scores.masked_fill(~keep, self.filter_value)
+
+
+def _below_top(scores: torch.Tensor, min_tokens_to_keep: int) -> torch.Tensor:
+    """(B, V): True for tokens scored below the `min_tokens_to_keep`-th best, which a filter may drop."""
+    kth_best = scores.topk(min(min_tokens_to_keep, scores.shape[-1]), dim=-1).values[:, -1:]
+    return scores < kth_best
+
+
+@dataclass(frozen=True)
+class EncoderRepetitionPenaltyLogitsProcessor(LogitsProcessor):
+    """Make the tokens of the encoder input (for a decoder-only model: the prompt) MORE likely when
+    `penalty` > 1: the opposite of the repetition penalty, to keep the answer close to the source.
+
+    As in the reference, the attribute `penalty` holds 1 / penalty.
+    """
+
+    penalty: float
+    encoder_input_ids: torch.Tensor = field(compare=False)
+
+    def __post_init__(self):
+        if not _is_number(self.penalty) or not self.penalty > 0:
+            _reject("encoder_repetition_penalty", self.penalty, "a number > 0", "1.0 means no penalty.")
+        object.__setattr__(self, "penalty", 1 / self.penalty)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        source = self.encoder_input_ids.to(scores.device)
+        if scores.shape[0] > source.shape[0]:  # beams or return sequences: each source row serves several rows
+            source = source.repeat_interleave(scores.shape[0] // source.shape[0], dim=0)
+        seen = scores.gather(1, source)
+        favoured = torch.where(seen < 0, seen * self.penalty, seen / self.penalty)
+        return scores.scatter(1, source, favoured)
+
+
+class EncoderNoRepeatNGramLogitsProcessor(LogitsProcessor):
+    """Ban any token that would complete an n-gram of `encoder_ngram_size` tokens found in the encoder input
+    (for a decoder-only model: the prompt), so the answer does not copy the source verbatim."""
+
+    def __init__(self, encoder_ngram_size: int, encoder_input_ids: torch.Tensor):
+        if not _is_int(encoder_ngram_size) or encoder_ngram_size <= 0:
+            _reject("encoder_no_repeat_ngram_size", encoder_ngram_size, "an integer > 0", "0 turns it off.")
+        if encoder_input_ids.dim() == 1:
+            encoder_input_ids = encoder_input_ids[None]
+        self.ngram_size = encoder_ngram_size
+        self.batch_size = encoder_input_ids.shape[0]
+        # One dict per source row: the first n - 1 tokens of each n-gram -> the tokens that completed it.
+        self.generated_ngrams = [_ngram_completions(row, encoder_ngram_size) for row in encoder_input_ids.tolist()]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        rows_per_source = scores.shape[0] // self.batch_size
+        length = input_ids.shape[-1]
+        start = length + 1 - self.ngram_size  # the context's last n - 1 tokens (Python slicing, as the reference)
+        processed = scores.clone()
+        for row, context in enumerate(input_ids.tolist()):
+            banned = self.generated_ngrams[row // rows_per_source].get(tuple(context[start:length]), [])
+            processed[row, banned] = -math.inf
+        return processed
+
+
+def _ngram_completions(tokens: list[int], n: int) -> dict[tuple[int, ...], list[int]]:
+    completions = {}
+    for i in range(len(tokens) - n + 1):
+        completions.setdefault(tuple(tokens[i : i + n - 1]), []).append(tokens[i + n - 1])
+    return completions
+
+
+class SequenceBiasLogitsProcessor(LogitsProcessor):
+    """Add a bias to the score of a token, or of the last token of a sequence when the context ends with the
+    rest of it: `sequence_bias` is a list of `[token_ids, bias]` pairs (or the older dict `{tuple: bias}`).
+
+    Positive biases make a sequence more likely, negative ones less (-inf bans it). The bias tables are built at
+    the first call, when the vocabulary size is known.
+    """
+
+    def __init__(self, sequence_bias: list[list] | dict[tuple[int, ...], float]):
+        self.sequence_bias = _sequence_bias_dict(sequence_bias)
+        self.length_1_bias = None
+        self.multi_token_biases = None  # one (prefixes (G, L), last tokens (G,), biases (G,)) per prefix length L
+        self.prepared_bias_variables = False
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if not self.prepared_bias_variables:
+            self._prepare_bias_variables(scores)
+        bias = torch.zeros_like(scores) + self.length_1_bias
+        for prefixes, last_tokens, biases in self.multi_token_biases:
+            if prefixes.shape[1] > input_ids.shape[1]:
+                continue  # the context is shorter than the prefix: it cannot end with it
+            ends_with_prefix = (input_ids[:, None, -prefixes.shape[1] :] == prefixes).all(dim=-1)  # (B, G)
+            bias.index_add_(1, last_tokens, torch.where(ends_with_prefix, biases, 0.0).to(bias.dtype))
+        return scores + bias
+
+    def _prepare_bias_variables(self, scores: torch.Tensor) -> None:
+        vocab_size = scores.shape[-1]
+        outside = [token for sequence in self.sequence_bias for token in sequence if token >= vocab_size]
+        if outside:
+            raise ValueError(
+                f"sequence_bias names token ids {outside}, but the model scores only {vocab_size} tokens; "
+                "bias ids of this model's vocabulary."
+            )
+        device = scores.device
+        self.length_1_bias = torch.zeros(vocab_size, dtype=torch.float, device=device)
+        single = {sequence[0]: bias for sequence, bias in self.sequence_bias.items() if len(sequence) == 1}
+        if single:
+            self.length_1_bias[list(single)] = torch.tensor(list(single.values()), device=device)
+        groups = {}
+        for sequence, bias in self.sequence_bias.items():
+            if len(sequence) > 1:
+                groups.setdefault(len(sequence) - 1, []).append((sequence, bias))
+        self.multi_token_biases = [
+            (
+                torch.tensor([sequence[:-1] for sequence, _ in group], device=device),
+                torch.tensor([sequence[-1] for sequence, _ in group], device=device),
+                torch.tensor([bias for _, bias in group], dtype=torch.float, device=device),
+            )
+            for group in groups.values()
+        ]
+        self.prepared_bias_variables = True
+
+
+def _sequence_bias_dict(sequence_bias) -> dict[tuple[int, ...], float]:
+    """`[[ids, bias], ...]` or `{tuple(ids): bias}` as a dict, checked as the reference checks it."""
+    expected = "a non-empty list of [token_ids, bias] pairs (token ids >= 0, bias a float)"
+
+    def valid(ids, bias) -> bool:
+        return len(ids) > 0 and all(_is_int(token) and token >= 0 for token in ids) and isinstance(bias, float)
+
+    if isinstance(sequence_bias, dict) and sequence_bias:
+        if not all(isinstance(ids, tuple) and valid(ids, bias) for ids, bias in sequence_bias.items()):
+            _reject("sequence_bias", sequence_bias, "a dict of {tuple of token ids: float bias} or " + expected)
+        return {tuple(int(t) for t in ids): bias for ids, bias in sequence_bias.items()}
+    if isinstance(sequence_bias, (list, tuple)) and sequence_bias:
+        pairs = []
+        for pair in sequence_bias:
+            if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], list)
+                    and valid(pair[0], pair[1])):
+                _reject("sequence_bias", sequence_bias, expected, "For example [[[5, 6], -10.0], [[7], 2.5]].")
+            pairs.append((tuple(int(t) for t in pair[0]), pair[1]))
+        return dict(pairs)
+    _reject("sequence_bias", sequence_bias, expected)
+
+
+class PrefixConstrainedLogitsProcessor(LogitsProcessor):
+    """Allow only the tokens `prefix_allowed_tokens_fn(batch_id, sentence)` returns for each row: constrained
+    generation (e.g. entity names). `num_beams` rows (beams or return sequences) share each batch id.
+
+    When every allowed token of a prompt's rows already scores -inf, the allowed tokens get score 0 so that the
+    constraint still holds.
+    """
+
+    def __init__(self, prefix_allowed_tokens_fn: Callable[[int, torch.Tensor], list[int]], num_beams: int):
+        if not callable(prefix_allowed_tokens_fn):
+            _reject("prefix_allowed_tokens_fn", prefix_allowed_tokens_fn,
+                    "a function (batch_id, input_ids) -> list of allowed token ids")
+        if not _is_int(num_beams) or num_beams < 1:
+            _reject("num_beams", num_beams, "an integer >= 1")
+        self._prefix_allowed_tokens_fn = prefix_allowed_tokens_fn
+        self._num_beams = num_beams
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        allowed = torch.full_like(scores, -math.inf)
+        for row in range(input_ids.shape[0]):
+            batch_id = row // self._num_beams
+            tokens = self._prefix_allowed_tokens_fn(batch_id, input_ids[row])
+            if len(tokens) == 0:
+                raise ValueError(
+                    f"prefix_allowed_tokens_fn returned no allowed token for batch id {batch_id}, so the "
+                    "constraint cannot be met: it must return at least one token id for every prefix."
+                )
+            allowed[row, tokens] = 0
+        processed = scores + allowed
+        all_banned = processed.amax(dim=-1).isneginf().view(-1, self._num_beams).all(dim=-1, keepdim=True)
+        return torch.where(all_banned.repeat_interleave(self._num_beams, dim=0), allowed, processed)
+
+
+@dataclass(frozen=True)
+class ClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
+    """Classifier-free guidance over a doubled batch: the first half of `scores` is conditioned on the prompt,
+    the second half unconditioned; returns uncond + (cond - uncond) * guidance_scale, one row per prompt."""
+
+    guidance_scale: float
+
+    def __post_init__(self):
+        if not _is_number(self.guidance_scale) or not self.guidance_scale > 1:
+            _reject("guidance_scale", self.guidance_scale, "a number > 1 for this processor",
+                    "A scale of 1 means no guidance.")
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if scores.shape[0] != 2 * input_ids.shape[0]:
+            raise ValueError(
+                f"scores must have twice the rows of input_ids (conditional rows, then unconditional ones), got "
+                f"{scores.shape[0]} score rows for {input_ids.shape[0]} input rows."
+            )
+        conditional, unconditional = scores.split(scores.shape[0] // 2, dim=0)
+        return unconditional + (conditional - unconditional) * self.guidance_scale
+
+
+class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
+    """Classifier-free guidance that runs `model` itself on a negative (unconditional) prompt.
+
+    The negative branch is `unconditional_ids` (default: the prompt's last token) followed by the generated
+    tokens; its next-token log-probabilities U guide the prompt's ones S as U + guidance_scale * (S - U).
+    A scale above 1 pushes away from the negative prompt, below 1 towards it. The branch keeps its own KV cache
+    (`use_cache=True`) so each step feeds only the newest token. Returns log-probabilities.
+    """
+
+    def __init__(
+        self,
+        guidance_scale: float,
+        model,
+        unconditional_ids: torch.Tensor | None = None,
+        unconditional_attention_mask: torch.Tensor | None = None,
+        use_cache: bool = True,
+    ):
+        if not _is_number(guidance_scale):
+            _reject("guidance_scale", guidance_scale, "a number (1 means no guidance)")
+        if model is None or not callable(model):
+            _reject("model", model, "the model being generated from, to score the negative prompt")
+        self.guidance_scale = guidance_scale
+        self.model = model
+        # The same keys as the reference's, so code that reads this dict keeps working.
+        self.unconditional_context = {
+            "input_ids": unconditional_ids,  # the negative branch so far
+            "attention_mask": unconditional_attention_mask,
+            "use_cache": use_cache,
+            "cache": None,
+            "first_pass": True,
+        }
+
+    def get_unconditional_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The model's (B, V) next-token logits for the negative branch, extended by the newest token."""
+        from .cache import DynamicCache
+
+        context = self.unconditional_context
+        if context["first_pass"]:
+            if context["input_ids"] is None:
+                context["input_ids"] = input_ids[:, -1:]
+            if context["attention_mask"] is None:
+                context["attention_mask"] = torch.ones_like(context["input_ids"], dtype=torch.long)
+            context["first_pass"] = False
+            if context["use_cache"]:
+                context["cache"] = DynamicCache()
+            new_ids = context["input_ids"]
+        else:
+            newest = input_ids[:, -1:]
+            context["input_ids"] = torch.cat([context["input_ids"], newest], dim=1)
+            context["attention_mask"] = torch.cat(
+                [context["attention_mask"], torch.ones_like(newest, dtype=torch.long)], dim=1
+            )
+            new_ids = newest if context["use_cache"] else context["input_ids"]
+        output = self.model(
+            new_ids.to(input_ids.device),
+            attention_mask=context["attention_mask"].to(input_ids.device),
+            past_key_values=context["cache"],
+            logits_to_keep=1,
+        )
+        return output.logits[:, -1]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.log_softmax(dim=-1)
+        if self.guidance_scale == 1:
+            return scores
+        unconditional = self.get_unconditional_logits(input_ids).float().log_softmax(dim=-1)
+        return self.guidance_scale * (scores - unconditional) + unconditional
+
+
+def build_processors(
+    config,
+    prompt_length: int,
+    attention_mask: torch.Tensor | None = None,
+    device: str | torch.device | None = None,
+    *,
+    logits_processor: list | None = None,
+    prefix_allowed_tokens_fn: Callable[[int, torch.Tensor], list[int]] | None = None,
+    negative_prompt_ids: torch.Tensor | None = None,
+    negative_prompt_attention_mask: torch.Tensor | None = None,
+    model=None,
+    encoder_input_ids: torch.Tensor | None = None,
+    vocab_size: int | None = None,
+) -> LogitsProcessorList:
+    """The processors `config` asks for, in the reference's order, as a `LogitsProcessorList`.
+
+    Positional parameters:
+    - `config`: a GenerationConfig (resolved or not) or any object with its option names; options it lacks take
+      the reference's defaults, an option set to None is off.
+    - `prompt_length`: the prompt's length in tokens (with padding).
+    - `attention_mask`: one row per generated sequence (after expanding for beams / return sequences); lets the
+      repetition penalty skip each row's left padding.
+    - `device`: where the processors keep their tensors (default: the mask's device, else the CPU).
+
+    Keyword-only parameters (what `generate` passes through from its own keyword arguments):
+    - `logits_processor`: the user's processors (a list or LogitsProcessorList). As in the reference, a user
+      processor of the same type as a built-in one replaces it at its place (with a warning); the others run
+      after the built-in processors and before the sampling warpers.
+    - `prefix_allowed_tokens_fn`: `fn(batch_id, input_ids_row) -> list of allowed ids`; adds a
+      PrefixConstrainedLogitsProcessor over max(num_beams, num_return_sequences) rows per prompt.
+    - `negative_prompt_ids`, `negative_prompt_attention_mask`: the negative prompt of classifier-free guidance
+      (used when config.guidance_scale is set and != 1; default negative prompt: the prompt's last token).
+    - `model`: the model being generated from; needed by guidance_scale (it scores the negative prompt, with its
+      own cache) and gives the vocabulary size for watermarking.
+    - `encoder_input_ids`: the (B, T) prompt ids, unexpanded (the encoder input of the reference's naming);
+      needed by encoder_repetition_penalty and encoder_no_repeat_ngram_size.
+    - `vocab_size`: the vocabulary size for watermarking when `model` is not given.
+
+    Order: guidance, sequence bias, encoder repetition penalty, repetition penalty, n-gram bans, bad words, min
+    lengths, prefix constraint, forced BOS/EOS, inf/nan removal, exponential decay, suppressed tokens; then the
+    user's processors; then, when `config.do_sample`, the warpers (temperature, top-h, top-k, top-p, min-p,
+    typical, epsilon, eta); then watermarking; then renormalization. Impossible values raise a ValueError even
+    when the option would not be used (a sampling option while decoding greedily), except temperature, which
+    greedy decoding ignores, so that temperature=0 keeps meaning greedy.
     """
 
     def option(name):
@@ -400,7 +956,33 @@ def build_processors(
         device = attention_mask.device if attention_mask is not None else "cpu"
     eos = option("eos_token_id")
     eos = None if eos is None else _token_id_list("eos_token_id", eos)
-    processors = []
+    processors = LogitsProcessorList()
+
+    guidance_scale = option("guidance_scale")
+    if guidance_scale is not None and guidance_scale != 1:
+        if model is None:
+            raise ValueError(
+                f"guidance_scale={guidance_scale} runs the model on the negative prompt: pass model=... to "
+                "build_processors (generate passes itself)."
+            )
+        processors.append(UnbatchedClassifierFreeGuidanceLogitsProcessor(
+            guidance_scale, model, unconditional_ids=negative_prompt_ids,
+            unconditional_attention_mask=negative_prompt_attention_mask, use_cache=option("use_cache") is not False,
+        ))
+    sequence_bias = option("sequence_bias")
+    if sequence_bias is not None:
+        processors.append(SequenceBiasLogitsProcessor(sequence_bias))
+    # The reference ignores the encoder options (with a warning) when there is no encoder input.
+    has_encoder_ids = (
+        encoder_input_ids is not None and encoder_input_ids.dim() == 2 and not bool((encoder_input_ids < 0).any())
+    )
+    encoder_penalty = option("encoder_repetition_penalty")
+    if encoder_penalty is not None and encoder_penalty != 1.0:
+        if has_encoder_ids:
+            processors.append(EncoderRepetitionPenaltyLogitsProcessor(encoder_penalty, encoder_input_ids))
+        else:
+            warnings.warn("encoder_repetition_penalty needs the prompt ids (encoder_input_ids); it is ignored.",
+                          UserWarning, stacklevel=2)
 
     penalty = option("repetition_penalty")
     if penalty is not None and penalty != 1.0:
@@ -412,6 +994,13 @@ def build_processors(
         _reject("no_repeat_ngram_size", ngram_size, "an integer >= 0", "0 turns the n-gram ban off.")
     if ngram_size:
         processors.append(NoRepeatNGramLogitsProcessor(ngram_size))
+    encoder_ngram_size = option("encoder_no_repeat_ngram_size")
+    if encoder_ngram_size is not None and encoder_ngram_size > 0:
+        if has_encoder_ids:
+            processors.append(EncoderNoRepeatNGramLogitsProcessor(encoder_ngram_size, encoder_input_ids))
+        else:
+            warnings.warn("encoder_no_repeat_ngram_size needs the prompt ids (encoder_input_ids); it is ignored.",
+                          UserWarning, stacklevel=2)
     bad_words = option("bad_words_ids")
     if bad_words is not None:
         processors.append(NoBadWordsLogitsProcessor(bad_words, eos, device=device))
@@ -427,17 +1016,84 @@ def build_processors(
         processors.append(MinLengthLogitsProcessor(min_length, eos, device=device))
     if eos is not None and min_new_tokens:
         processors.append(MinNewTokensLengthLogitsProcessor(prompt_length, min_new_tokens, eos, device=device))
+    if prefix_allowed_tokens_fn is not None:
+        rows_per_prompt = max(option("num_beams") or 1, option("num_return_sequences") or 1)
+        processors.append(PrefixConstrainedLogitsProcessor(prefix_allowed_tokens_fn, rows_per_prompt))
+    forced_bos = option("forced_bos_token_id")
+    if forced_bos is not None:
+        processors.append(ForcedBOSTokenLogitsProcessor(forced_bos))
+    forced_eos = option("forced_eos_token_id")
+    if forced_eos is not None:
+        processors.append(ForcedEOSTokenLogitsProcessor(_total_length(option, prompt_length), forced_eos, device))
+    if option("remove_invalid_values") is True:
+        processors.append(InfNanRemoveLogitsProcessor())
+    decay = option("exponential_decay_length_penalty")
+    if decay is not None:
+        processors.append(ExponentialDecayLengthPenalty(decay, eos, prompt_length))
     suppress = option("suppress_tokens")
     if suppress is not None:
         processors.append(SuppressTokensLogitsProcessor(suppress, device=device))
+    begin_suppress = option("begin_suppress_tokens")
+    if begin_suppress is not None:
+        # A forced BOS takes the first position of a one-token (decoder start) context, so suppress the next one.
+        begin_index = prompt_length + (1 if prompt_length == 1 and forced_bos is not None else 0)
+        processors.append(SuppressTokensAtBeginLogitsProcessor(begin_suppress, begin_index, device=device))
 
-    warpers = _build_warpers(option)
+    processors = _merge_user_processors(processors, logits_processor)
+
+    warpers = _build_warpers(option, device)
     if option("do_sample"):
         processors.extend(warpers)
+    watermarking = option("watermarking_config")
+    if watermarking is not None:
+        processors.append(_watermark_processor(watermarking, model, vocab_size, device))
+    if option("renormalize_logits") is True:
+        processors.append(LogitNormalization())  # always last: the scores must leave normalized
     return processors
 
 
-def _build_warpers(option) -> list:
+def _total_length(option, prompt_length: int) -> int:
+    """The length (prompt included) at which generation stops, as the reference computes max_length."""
+    max_new_tokens = option("max_new_tokens")
+    if max_new_tokens is not None:
+        return prompt_length + max_new_tokens
+    return option("max_length")
+
+
+def _merge_user_processors(built: LogitsProcessorList, user: list | None) -> LogitsProcessorList:
+    """The reference's merge: a user processor of a built-in one's type takes its place; the rest go last."""
+    if not user:
+        return built
+    merged = LogitsProcessorList()
+    for processor in built:
+        replacement = next((custom for custom in user if type(custom) is type(processor)), None)
+        if replacement is not None:
+            warnings.warn(
+                f"A {type(processor).__name__} was passed in logits_processor, and generate() also builds one from "
+                "its options: the one passed is used. Leave out the matching generate() option to silence this.",
+                UserWarning, stacklevel=3,
+            )
+        merged.append(replacement if replacement is not None else processor)
+    merged.extend(custom for custom in user if not any(custom is chosen for chosen in merged))
+    return merged
+
+
+def _watermark_processor(watermarking, model, vocab_size: int | None, device):
+    """The processor of a WatermarkingConfig or SynthIDTextWatermarkingConfig (or their dicts)."""
+    from .watermarking import config_from_dict
+
+    if isinstance(watermarking, dict):
+        watermarking = config_from_dict(watermarking)
+    if vocab_size is None:
+        vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab_size is None:
+        raise ValueError(
+            "watermarking_config needs the vocabulary size: pass model=... or vocab_size=... to build_processors."
+        )
+    return watermarking.construct_processor(vocab_size, device)
+
+
+def _build_warpers(option, device="cpu") -> list:
     """The sampling warpers, in the reference's order (temperature first, so min-p sees the scaled scores)."""
     num_beams = option("num_beams") or 1
     eos = option("eos_token_id")
@@ -452,6 +1108,9 @@ def _build_warpers(option) -> list:
     # when sampling.
     if option("do_sample") and temperature is not None and temperature != 1.0:
         warpers.append(TemperatureLogitsWarper(temperature))
+    top_h = option("top_h")
+    if top_h is not None:
+        warpers.append(TopHLogitsWarper(top_h))
     top_k = option("top_k")
     if top_k is not None and (not _is_int(top_k) or top_k < 0):
         _reject("top_k", top_k, "an integer >= 0", "0 turns top-k filtering off.")
@@ -471,6 +1130,13 @@ def _build_warpers(option) -> list:
         typical_warper = TypicalLogitsWarper(typical_p, min_tokens_to_keep=min_tokens_to_keep)
         if typical_p < 1.0:
             warpers.append(typical_warper)
+    # Cutoffs of 0 (the default) turn epsilon and eta sampling off.
+    epsilon = option("epsilon_cutoff")
+    if epsilon is not None and 0.0 < epsilon < 1.0:
+        warpers.append(EpsilonLogitsWarper(epsilon, min_tokens_to_keep=min_tokens_to_keep))
+    eta = option("eta_cutoff")
+    if eta is not None and 0.0 < eta < 1.0:
+        warpers.append(EtaLogitsWarper(eta, min_tokens_to_keep=min_tokens_to_keep, device=device))
     return warpers
 
 
