@@ -16,10 +16,10 @@ from .layers import ACTIVATIONS, attention, attention_mask_for, run_layer
 from .llama import last_token_positions
 from .losses import next_token_loss, question_answering_loss, sequence_classification_loss, token_loss
 from .outputs import (
-    BaseModelOutput,
-    CausalLMOutput,
+    BaseModelOutputWithPastAndCrossAttentions,
+    CausalLMOutputWithCrossAttentions,
     QuestionAnsweringModelOutput,
-    SequenceClassifierOutput,
+    SequenceClassifierOutputWithPast,
     TokenClassifierOutput,
 )
 
@@ -102,7 +102,7 @@ class GPT2Model(GPT2PreTrainedModel):
     def forward(
         self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> BaseModelOutput:
+    ) -> BaseModelOutputWithPastAndCrossAttentions:
         if labels is not None:
             raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use GPT2LMHeadModel.")
         T = input_ids.shape[1]
@@ -123,7 +123,7 @@ class GPT2Model(GPT2PreTrainedModel):
         checkpointing = self.gradient_checkpointing if self.training and past_key_values is None else None
         for block in self.h:
             x = run_layer(block, checkpointing, x, mask, past_key_values)
-        return BaseModelOutput(last_hidden_state=self.ln_f(x), past_key_values=past_key_values)
+        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=self.ln_f(x), past_key_values=past_key_values)
 
 
 class _GPT2HeadModel(GPT2PreTrainedModel):
@@ -151,13 +151,13 @@ class GPT2LMHeadModel(_GPT2HeadModel):
     def forward(
         self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> CausalLMOutput:
+    ) -> CausalLMOutputWithCrossAttentions:
         if labels is not None and logits_to_keep:
             raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
         hidden = self.hidden(input_ids, attention_mask, position_ids, past_key_values, token_type_ids)
         logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
         loss = None if labels is None else next_token_loss(logits, labels)
-        return CausalLMOutput(loss=loss, logits=logits, past_key_values=past_key_values)
+        return CausalLMOutputWithCrossAttentions(loss=loss, logits=logits, past_key_values=past_key_values)
 
 
 class GPT2ForSequenceClassification(_GPT2HeadModel):
@@ -170,12 +170,12 @@ class GPT2ForSequenceClassification(_GPT2HeadModel):
     def forward(
         self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> SequenceClassifierOutput:
+    ) -> SequenceClassifierOutputWithPast:
         hidden = self.hidden(input_ids, attention_mask, position_ids, past_key_values, token_type_ids)
         last = last_token_positions(input_ids, self.config.pad_token_id)
         logits = self.score(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])  # (B, num_labels)
         loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
-        return SequenceClassifierOutput(loss=loss, logits=logits, past_key_values=past_key_values)
+        return SequenceClassifierOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values)
 
 
 class GPT2ForTokenClassification(_GPT2HeadModel):

@@ -20,10 +20,10 @@ from .base import PreTrainedModel
 from .layers import Linear, RMSNorm, RotaryEmbedding, apply_rope, attention, attention_mask_for, run_layer
 from .losses import next_token_loss, question_answering_loss, sequence_classification_loss, token_loss
 from .outputs import (
-    BaseModelOutput,
-    CausalLMOutput,
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
     QuestionAnsweringModelOutput,
-    SequenceClassifierOutput,
+    SequenceClassifierOutputWithPast,
     TokenClassifierOutput,
 )
 
@@ -158,11 +158,11 @@ class LlamaModel(LlamaPreTrainedModel):
     def forward(
         self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> BaseModelOutput:
+    ) -> BaseModelOutputWithPast:
         if labels is not None:
             raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use LlamaForCausalLM.")
         if self._decodes_with_kernels(input_ids, attention_mask, past_key_values):
-            return BaseModelOutput(self._decode_with_kernels(input_ids, position_ids, past_key_values), past_key_values)
+            return BaseModelOutputWithPast(self._decode_with_kernels(input_ids, position_ids, past_key_values), past_key_values)
         T = input_ids.shape[1]
         past = past_key_values.seq_len if past_key_values is not None else 0
         if position_ids is None:
@@ -175,7 +175,7 @@ class LlamaModel(LlamaPreTrainedModel):
         checkpointing = self.gradient_checkpointing if self.training and past_key_values is None else None
         for layer in self.layers:
             x = run_layer(layer, checkpointing, x, cos, sin, mask, past_key_values)
-        return BaseModelOutput(last_hidden_state=self.norm(x), past_key_values=past_key_values)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(x), past_key_values=past_key_values)
 
     def _decodes_with_kernels(self, input_ids, attention_mask, cache) -> bool:
         """Whether this step is one token of one sequence after a cached prompt: the compiled kernel's case."""
@@ -250,14 +250,14 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
     def forward(
         self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> CausalLMOutput:
+    ) -> CausalLMOutputWithPast:
         hidden = self.model(input_ids, attention_mask, position_ids, past_key_values).last_hidden_state
         if labels is not None and logits_to_keep:
             raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
         hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
         logits = self.lm_head(hidden)  # a decoding step's one row goes to the compiled kernel (layers.Linear)
         loss = None if labels is None else next_token_loss(logits, labels)
-        return CausalLMOutput(loss=loss, logits=logits, past_key_values=past_key_values)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values)
 
 
 
@@ -272,12 +272,12 @@ class LlamaForSequenceClassification(LlamaPreTrainedModel):
     def forward(
         self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> SequenceClassifierOutput:
+    ) -> SequenceClassifierOutputWithPast:
         hidden = self.model(input_ids, attention_mask, position_ids, past_key_values).last_hidden_state
         last = last_token_positions(input_ids, self.config.pad_token_id)
         logits = self.score(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])  # (B, num_labels)
         loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
-        return SequenceClassifierOutput(loss=loss, logits=logits, past_key_values=past_key_values)
+        return SequenceClassifierOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values)
 
 
 def last_token_positions(input_ids: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:
