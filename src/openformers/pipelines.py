@@ -4,13 +4,20 @@
     generator("Once upon a time", max_new_tokens=20)        # [{"generated_text": "Once upon a time..."}]
     generator([{"role": "user", "content": "Hi!"}])         # [{"generated_text": [user, {"role": "assistant", ...}]}]
 
-Tasks: text-generation (strings or chats), text-classification (alias sentiment-analysis), feature-extraction,
-fill-mask, token-classification (alias ner) and question-answering. A string gives that input's result, a
-list of inputs a list of results, one per input.
+Tasks: text-generation (strings or chats), text-classification (alias sentiment-analysis), zero-shot-classification
+(NLI models), feature-extraction, fill-mask, token-classification (alias ner) and question-answering. A string
+gives that input's result, a list of inputs a list of results, one per input, and a generator or a dataset an
+iterator over the results.
+
+The loading options (dtype, device, device_map, revision, token, model_kwargs...) are used when the model and
+tokenizer are loaded; every other keyword argument is a default for each call, checked when the pipeline is
+built, so a misspelt option fails at pipeline() rather than at the first call.
 """
 
+import inspect
 import itertools
 import os
+import types
 import warnings
 
 import torch
@@ -22,113 +29,370 @@ TASKS = {
     "text-generation": ("AutoModelForCausalLM", "TextGenerationPipeline"),
     "text-classification": ("AutoModelForSequenceClassification", "TextClassificationPipeline"),
     "sentiment-analysis": ("AutoModelForSequenceClassification", "TextClassificationPipeline"),
+    "zero-shot-classification": ("AutoModelForSequenceClassification", "ZeroShotClassificationPipeline"),
     "feature-extraction": ("AutoModel", "FeatureExtractionPipeline"),
     "fill-mask": ("AutoModelForMaskedLM", "FillMaskPipeline"),
     "token-classification": ("AutoModelForTokenClassification", "TokenClassificationPipeline"),
     "ner": ("AutoModelForTokenClassification", "TokenClassificationPipeline"),
     "question-answering": ("AutoModelForQuestionAnswering", "QuestionAnsweringPipeline"),
 }
+# The end of a config's architecture name -> the task a model of that class does, for pipeline(model=...) alone.
+_TASK_OF_ARCHITECTURE = {
+    "ForCausalLM": "text-generation", "LMHeadModel": "text-generation",
+    "ForSequenceClassification": "text-classification", "ForTokenClassification": "token-classification",
+    "ForQuestionAnswering": "question-answering", "ForMaskedLM": "fill-mask", "Model": "feature-extraction",
+}
 
 
 def pipeline(
-    task: str,
+    task: str | None = None,
     model=None,
     tokenizer=None,
     *,
+    revision: str | None = None,
+    use_fast: bool = True,
+    token: str | bool | None = None,
     device: str | torch.device | int | None = None,
-    dtype: torch.dtype | str | None = None,
+    device_map: str | torch.device | int | None = None,
+    dtype: torch.dtype | str | None = "auto",
+    trust_remote_code: bool | None = None,
+    model_kwargs: dict | None = None,
+    pipeline_class: type | None = None,
+    framework: str | None = None,
     **kwargs,
 ):
     """Build the pipeline for `task`. `model` is a model object, or a folder, GGUF file or Hub id to load.
 
-    `tokenizer` defaults to the one stored with the model. Other keyword arguments are defaults for every
-    call (generation options such as max_new_tokens, and the pipeline's own options).
+    Loading: `dtype` ("auto", the default, keeps the checkpoint's dtype; `torch_dtype` is its older name),
+    `device_map`, `revision`, `token`, `trust_remote_code` and `model_kwargs` (more from_pretrained options,
+    e.g. {"gguf_file": ...}) go to the model's from_pretrained; `tokenizer` defaults to the one stored with the
+    model. `device` (an index, -1 for the CPU, or a device) is where the model runs; by default the first GPU
+    if there is one, as in the reference. Other keyword arguments are defaults for every call (generation
+    options such as max_new_tokens, and the pipeline's own options, plus batch_size).
     """
+    if framework not in (None, "pt"):
+        raise ValueError(f"framework={framework!r}: openformers runs PyTorch models only; leave it unset or pass 'pt'.")
+    model_kwargs = dict(model_kwargs or {})
+    dtype = _loading_dtype(dtype, kwargs.pop("torch_dtype", None), model_kwargs)
+    if device_map is not None:
+        if "device_map" in model_kwargs:
+            raise ValueError("device_map is given both as pipeline(device_map=...) and in model_kwargs; pass it once.")
+        model_kwargs["device_map"] = device_map
+    if task is None:
+        if model is None:
+            raise ValueError("pipeline() needs a task, a model, or both: e.g. pipeline('text-generation', model=...).")
+        task = _task_of(model, model_kwargs)
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; openformers' pipeline supports: {', '.join(TASKS)}.")
-    from .models import auto
-    from .tokenizers import AutoTokenizer
+    auto_class, class_name = TASKS[task]
+    pipeline_class = pipeline_class or globals()[class_name]
+    pipeline_class.check_options(kwargs, "pipeline()")  # before the (slow) loading, so a typo fails at once
 
-    auto_class, pipeline_class = TASKS[task]
     if model is None:
         if task != "text-generation":
             raise ValueError(f"pipeline({task!r}) needs model=: a folder, a Hub id or a model object.")
+        if tokenizer is not None:
+            raise ValueError("pipeline() was given a tokenizer but no model: pass the model it belongs to as well.")
         from .hub import DEFAULT_MODEL
 
         model = DEFAULT_MODEL
+    hub_options = {"revision": revision, "token": token}
     if isinstance(model, (str, os.PathLike)):
+        from .models import auto
+
         if tokenizer is None:
             tokenizer = model
-        model = getattr(auto, auto_class).from_pretrained(model, dtype=dtype, device_map=device)
-    elif device is not None:
-        model = model.to(device)
+        loading = {**hub_options, **model_kwargs}
+        if trust_remote_code:
+            loading["trust_remote_code"] = trust_remote_code  # refused, with the reason, by from_pretrained
+        if dtype is not None:
+            loading["dtype"] = dtype
+        model = getattr(auto, auto_class).from_pretrained(model, **loading)
+        if device is None and "device_map" in model_kwargs:
+            device = _model_device(model)  # placed by device_map: leave it there
     if tokenizer is None:
         raise ValueError("pipeline() was given a model object but no tokenizer: pass tokenizer=... too.")
     if isinstance(tokenizer, (str, os.PathLike)):
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-    return globals()[pipeline_class](model, tokenizer, **kwargs)
+        tokenizer = _load_tokenizer(tokenizer, hub_options, model_kwargs)
+    elif isinstance(tokenizer, tuple):  # the reference's (name, {from_pretrained options}) form
+        name, options = tokenizer
+        tokenizer = _load_tokenizer(name, hub_options, model_kwargs, **options)
+    return pipeline_class(model, tokenizer, task=task, device=device, **kwargs)
 
 
-# The pipeline's own options; every other keyword argument goes to generate().
+def _loading_dtype(dtype, torch_dtype, model_kwargs: dict):
+    """The dtype to load with, from dtype=, its older name torch_dtype= and model_kwargs, as the reference merges them."""
+    if torch_dtype is not None and dtype == "auto":
+        dtype = torch_dtype
+    for name in ("dtype", "torch_dtype"):
+        if name in model_kwargs:
+            if dtype != "auto":
+                raise ValueError(f"The dtype is given both as pipeline(dtype=...) and as model_kwargs[{name!r}]; "
+                                 "pass it once.")
+            dtype = model_kwargs.pop(name)
+    if isinstance(dtype, str) and dtype != "auto":
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(f"dtype={dtype!r} is not a torch dtype; pass e.g. torch.float16, 'bfloat16' or 'auto'.")
+        dtype = getattr(torch, dtype)
+    return dtype
+
+
+def _load_tokenizer(name, hub_options: dict, model_kwargs: dict, **options):
+    from .tokenizers import AutoTokenizer
+
+    if "gguf_file" in model_kwargs and "gguf_file" not in options:
+        options["gguf_file"] = model_kwargs["gguf_file"]  # the tokenizer is in the same GGUF file as the weights
+    return AutoTokenizer.from_pretrained(name, **hub_options, **options)
+
+
+def _task_of(model, model_kwargs: dict) -> str:
+    """The task of a model given without one, from its class or its config's architectures."""
+    if isinstance(model, (str, os.PathLike)):
+        from .configs import AutoConfig
+
+        gguf = {"gguf_file": model_kwargs["gguf_file"]} if "gguf_file" in model_kwargs else {}
+        architectures = getattr(AutoConfig.from_pretrained(model, **gguf), "architectures", None) or []
+    else:
+        architectures = [type(model).__name__]
+    for architecture in architectures:
+        for ending, task in _TASK_OF_ARCHITECTURE.items():
+            if architecture.endswith(ending):
+                return task
+    raise ValueError(f"Cannot tell the task of {model!r:.80} (architectures {architectures}); pass it: "
+                     f"pipeline('text-generation', model=...), one of {', '.join(TASKS)}.")
+
+
+def _model_device(model) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _pipeline_device(device) -> torch.device:
+    """The reference's device argument: None or an index >= 0 means that GPU if there is one, -1 the CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if isinstance(device, str):
+        return torch.device(device)
+    if device is None:
+        device = 0
+    if not isinstance(device, int):
+        raise TypeError(f"device must be an int, a string such as 'cuda:0' or a torch.device; got {device!r}.")
+    if device < 0 or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device(f"cuda:{device}")
+
+
+def _is_stream(inputs) -> bool:
+    """A generator, an iterator or a dataset: its results are produced lazily, as the reference does."""
+    if isinstance(inputs, (str, list, tuple, dict)):
+        return False
+    if isinstance(inputs, (types.GeneratorType, torch.utils.data.Dataset)) or hasattr(inputs, "__next__"):
+        return True
+    return type(inputs).__module__.split(".")[0] == "datasets"
+
+
+class Pipeline:
+    """What every pipeline shares: the model and tokenizer, the device, option checking and the call forms.
+
+    A call takes one input (its result), a list of inputs (a list of results), or a generator or dataset (an
+    iterator over the results). Keyword arguments given when the pipeline is built are defaults for each call.
+    `batch_size` and `num_workers` are accepted as the reference does; inputs run one at a time, which gives
+    the results of the reference's batches without their padding.
+    """
+
+    task = ""
+
+    def __init__(self, model, tokenizer=None, task: str = "", device=None, batch_size: int | None = None,
+                 num_workers: int | None = None, binary_output: bool = False, dtype=None, torch_dtype=None,
+                 **defaults):
+        # dtype and torch_dtype are the loading options the reference also hands its pipeline classes: unused here.
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        if task:
+            self.task = task
+        self.device = _model_device(model) if getattr(model, "hf_device_map", None) else _pipeline_device(device)
+        if _model_device(model) != self.device:
+            self.model.to(self.device)
+        self._batch_size, self._num_workers, self.binary_output = batch_size, num_workers, binary_output
+        self.defaults = self.check_options(defaults, f"{type(self).__name__}()")
+        self.call_count = 0
+
+    # -- options ----------------------------------------------------------------------------------------------
+
+    @classmethod
+    def accepted_options(cls) -> set[str]:
+        """The keyword arguments a call takes: those of `_run_one` after the input."""
+        parameters = list(inspect.signature(cls._run_one).parameters.values())[2:]
+        return {p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+    @classmethod
+    def check_options(cls, options: dict, where: str) -> dict:
+        unknown = set(options) - cls.accepted_options() - {"batch_size", "num_workers"}
+        if unknown:
+            raise TypeError(f"{where} got unexpected keyword arguments {sorted(unknown)} for {cls.__name__}; it takes "
+                            f"{', '.join(sorted(cls.accepted_options()))} (and batch_size, num_workers).")
+        return options
+
+    # -- calls ------------------------------------------------------------------------------------------------
+
+    def __call__(self, inputs, *args, num_workers: int | None = None, batch_size: int | None = None, **options):
+        if args:
+            raise TypeError(f"{type(self).__name__} takes one input (or a list of them) and keyword options; got "
+                            f"{len(args)} more positional arguments: {args!r:.80}.")
+        options = {**self.defaults, **self.check_options(options, f"{type(self).__name__}(...)")}
+        options.pop("batch_size", None), options.pop("num_workers", None)
+        self.call_count += 1
+        if _is_stream(inputs):
+            return (self._run(item, options) for item in inputs)
+        return self._run(inputs, options)
+
+    def _run(self, inputs, options: dict):
+        """One input's result, or a list of results for a list of inputs."""
+        if self._is_input(inputs):
+            return self._run_one(inputs, **options)
+        if isinstance(inputs, (list, tuple)) and inputs and all(self._is_input(item) for item in inputs):
+            return [self._run_one(item, **options) for item in inputs]
+        raise TypeError(f"{self.task} inputs must be {self._input_description}, or a non-empty list of them; got "
+                        f"{type(inputs).__name__} ({inputs!r:.80}).")
+
+    _input_description = "a string"
+
+    def _is_input(self, value) -> bool:
+        return isinstance(value, str)
+
+    def _run_one(self, inputs, **options):
+        raise TypeError(f"{type(self).__name__} is a base class: use pipeline(task, ...) or one of its subclasses.")
+
+    # -- the reference's conveniences ---------------------------------------------------------------------------
+
+    def predict(self, inputs):
+        return self(inputs)
+
+    def transform(self, inputs):
+        return self(inputs)
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return getattr(self.model, "dtype", None)
+
+    @property
+    def torch_dtype(self) -> torch.dtype | None:
+        return self.dtype
+
+    def save_pretrained(self, folder: str | os.PathLike, **kwargs) -> None:
+        """Write the model and its tokenizer to `folder`, so that pipeline(task, model=folder) loads them back."""
+        if os.path.isfile(folder):
+            raise ValueError(f"save_pretrained needs a folder; {folder} is a file.")
+        self.model.save_pretrained(folder, **kwargs)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(folder)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(task={self.task!r}, model={type(self.model).__name__}, device={self.device})"
+
+
+# The text-generation pipeline's own options; every other accepted keyword argument goes to generate().
 _PIPELINE_OPTIONS = {
-    "return_full_text", "return_tensors", "skip_special_tokens", "prefix", "add_special_tokens",
-    "continue_final_message",
+    "return_full_text", "return_tensors", "return_text", "return_type", "skip_special_tokens",
+    "clean_up_tokenization_spaces", "prefix", "add_special_tokens", "continue_final_message", "stop_sequence",
+    "truncation", "padding", "handle_long_generation", "tokenizer_encode_kwargs", "tools", "documents",
 }
 # What the reference's text-generation pipeline uses for options neither the caller nor the model sets.
 _PIPELINE_DEFAULTS = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7}
 _SAMPLING_OPTIONS = {"temperature", "top_k", "top_p", "min_p", "typical_p"}
+_RETURN_TYPES = {"tensors": 0, "new_text": 1, "full_text": 2}  # the reference's ReturnType values
 
 
-class TextGenerationPipeline:
+class TextGenerationPipeline(Pipeline):
     """Continue texts, or answer chats with the model's chat template, as the reference's pipeline does."""
 
     task = "text-generation"
+    _input_description = "a string or a chat (a list of {'role': ..., 'content': ...} messages)"
 
     def __init__(self, model, tokenizer, **defaults):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.defaults = defaults
-        _split_options(defaults)  # fail early on unknown pipeline options
+        super().__init__(model, tokenizer, **defaults)
+        _split_options(self.defaults)  # fail early on options that cannot go together
 
-    def __call__(self, inputs, **options):
+    @classmethod
+    def accepted_options(cls) -> set[str]:
+        from .generation import GenerationMixin
+
+        generate = inspect.signature(GenerationMixin.generate).parameters.values()
+        generate_names = {p.name for p in generate if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        return _PIPELINE_OPTIONS | set(GenerationConfig.option_names()) | generate_names - {"self", "input_ids"}
+
+    def _is_input(self, value) -> bool:
+        return isinstance(value, str) or _is_chat(value)
+
+    def _run(self, inputs, options: dict):
         if _is_chat(inputs) or isinstance(inputs, str):
-            return self._run_one(inputs, {**self.defaults, **options})
-        if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(x, str) or _is_chat(x) for x in inputs):
-            return [self._run_one(item, {**self.defaults, **options}) for item in inputs]
-        raise TypeError(
-            "text-generation inputs must be a string, a chat (a list of {'role': ..., 'content': ...} messages), "
-            f"or a non-empty list of strings or chats; got {type(inputs).__name__} ({inputs!r:.80})."
-        )
+            return self._run_one(inputs, **options)
+        return super()._run(inputs, options)
 
-    def _run_one(self, prompt, options: dict) -> list[dict]:
+    def _run_one(self, prompt, **options) -> list[dict]:
         own, generate_options = _split_options(options)
         continue_final = own.get("continue_final_message")
         if _is_chat(prompt) and continue_final is None:
             continue_final = prompt[-1]["role"] == "assistant"
-        input_ids = self._encode(prompt, own, continue_final)
+        if "max_length" in own:
+            generate_options["max_length"] = own["max_length"]
+        input_ids = self._encode(prompt, own, continue_final).to(self.device)
         generate_options = self._with_defaults(generate_options)
+        if own.get("prefix"):  # a total length counts the prefix too, which the caller did not write
+            prefix_length = len(self.tokenizer(own["prefix"], add_special_tokens=own.get("add_special_tokens", False))
+                                ["input_ids"])
+            for total, new in (("max_length", "max_new_tokens"), ("min_length", "min_new_tokens")):
+                if total in generate_options and new not in generate_options:
+                    generate_options[total] += prefix_length
+        if own.get("stop_sequence") is not None:
+            stops = own["stop_sequence"]
+            generate_options["stop_strings"] = [stops] if isinstance(stops, str) else list(stops)
+            generate_options["tokenizer"] = self.tokenizer
+        if own.get("handle_long_generation") == "hole":
+            input_ids = self._leave_room(input_ids, generate_options)
         sequences = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **generate_options)
         if not isinstance(sequences, torch.Tensor):  # return_dict_in_generate=True
             sequences = sequences.sequences
-        return [self._record(prompt, sequence, input_ids.shape[1], own, continue_final) for sequence in sequences]
+        return [self._record(prompt, sequence.cpu(), input_ids.shape[1], own, continue_final) for sequence in sequences]
 
     def _encode(self, prompt, own: dict, continue_final: bool) -> torch.Tensor:
+        options = {k: own[k] for k in ("truncation", "padding", "max_length") if own.get(k) is not None}
+        options.update(own.get("tokenizer_encode_kwargs") or {})
         if not _is_chat(prompt):
-            encode_options = {}
             if own.get("add_special_tokens") is not None:
-                encode_options["add_special_tokens"] = own["add_special_tokens"]
-            return self.tokenizer(own.get("prefix", "") + prompt, return_tensors="pt", **encode_options)["input_ids"]
+                options["add_special_tokens"] = own["add_special_tokens"]
+            return self.tokenizer(own.get("prefix", "") + prompt, return_tensors="pt", **options)["input_ids"]
+        for name in ("tools", "documents"):
+            if own.get(name) is not None:
+                options[name] = own[name]
         if not continue_final:
             return self.tokenizer.apply_chat_template(
-                list(prompt), add_generation_prompt=True, return_tensors="pt", return_dict=True
+                list(prompt), add_generation_prompt=True, return_tensors="pt", return_dict=True, **options
             )["input_ids"]
         # Continue the final message: render the chat, then cut the text right after that message's content.
-        text = self.tokenizer.apply_chat_template(list(prompt), tokenize=False)
+        text = self.tokenizer.apply_chat_template(list(prompt), tokenize=False, **options)
         content = prompt[-1]["content"]
         start = text.rfind(content)
         if start == -1:
             raise ValueError("continue_final_message: the chat template does not write the final message's content.")
         return self.tokenizer(text[: start + len(content)], add_special_tokens=False, return_tensors="pt")["input_ids"]
+
+    def _leave_room(self, input_ids: torch.Tensor, generate_options: dict) -> torch.Tensor:
+        """handle_long_generation="hole": drop the prompt's first tokens so that the new ones fit the model."""
+        new_tokens = generate_options.get("max_new_tokens")
+        if new_tokens is None:
+            new_tokens = generate_options.get("max_length", 20) - input_ids.shape[1]
+            if new_tokens < 0:
+                raise ValueError("handle_long_generation='hole' cannot tell how many new tokens are wanted: "
+                                 "max_length is shorter than the prompt; pass max_new_tokens.")
+        limit = self.tokenizer.model_max_length
+        if input_ids.shape[1] + new_tokens <= limit:
+            return input_ids
+        keep = limit - new_tokens
+        if keep <= 0:
+            raise ValueError(f"handle_long_generation='hole': {new_tokens} new tokens do not fit the model's "
+                             f"{limit} positions, even without the prompt; ask for fewer.")
+        return input_ids[:, -keep:]
 
     def _with_defaults(self, generate_options: dict) -> dict:
         """The reference's pipeline defaults, for options that neither the caller nor the model's config sets."""
@@ -149,10 +413,14 @@ class TextGenerationPipeline:
         return {**generate_options, **added}
 
     def _record(self, prompt, sequence: torch.Tensor, prompt_length: int, own: dict, continue_final: bool) -> dict:
-        if own.get("return_tensors"):
+        return_type = own["return_type"]
+        if return_type == _RETURN_TYPES["tensors"]:
             return {"generated_token_ids": sequence.tolist()}
-        text = self.tokenizer.decode(sequence[prompt_length:], skip_special_tokens=own.get("skip_special_tokens", True))
-        if not own.get("return_full_text", True):
+        decode_options = {"skip_special_tokens": own.get("skip_special_tokens", True)}
+        if own.get("clean_up_tokenization_spaces") is not None:
+            decode_options["clean_up_tokenization_spaces"] = own["clean_up_tokenization_spaces"]
+        text = self.tokenizer.decode(sequence[prompt_length:], **decode_options)
+        if return_type == _RETURN_TYPES["new_text"]:
             return {"generated_text": text}
         if not _is_chat(prompt):
             return {"generated_text": prompt + text}
@@ -173,68 +441,152 @@ def _is_chat(value) -> bool:
 
 
 def _split_options(options: dict) -> tuple[dict, dict]:
-    """(the pipeline's own options, the options for generate)."""
-    own = {k: v for k, v in options.items() if k in _PIPELINE_OPTIONS}
-    if own.get("return_tensors") and own.get("return_full_text") is not None:
-        raise ValueError("return_full_text and return_tensors cannot go together: tensors hold the whole sequence.")
-    return own, {k: v for k, v in options.items() if k not in _PIPELINE_OPTIONS}
+    """(the pipeline's own options, with the resolved return_type; the options for generate)."""
+    own = {k: v for k, v in options.items() if k in _PIPELINE_OPTIONS or k == "max_length"}
+    generate = {k: v for k, v in options.items() if k not in _PIPELINE_OPTIONS and k != "max_length"}
+    return_type = own.get("return_type")
+    if return_type is not None and not isinstance(return_type, int):
+        return_type = getattr(return_type, "value", return_type)
+    if return_type is None and own.get("return_full_text") is not None:
+        if own.get("return_text") is not None:
+            raise ValueError("return_text and return_full_text cannot go together; pass one.")
+        if own.get("return_tensors"):
+            raise ValueError("return_full_text and return_tensors cannot go together: tensors hold the whole sequence.")
+        return_type = _RETURN_TYPES["full_text" if own["return_full_text"] else "new_text"]
+    if return_type is None and own.get("return_tensors") is not None:  # even return_tensors=False, as the reference
+        if own.get("return_text") is not None:
+            raise ValueError("return_text and return_tensors cannot go together; pass one.")
+        return_type = _RETURN_TYPES["tensors"]
+    own["return_type"] = _RETURN_TYPES["full_text"] if return_type is None else return_type
+    if own.get("handle_long_generation") not in (None, "hole"):
+        raise ValueError(f"handle_long_generation must be None or 'hole'; got {own['handle_long_generation']!r}.")
+    return own, generate
 
 
-class _EncoderPipeline:
+class _EncoderPipeline(Pipeline):
     """One forward pass per text; a string gives one result, a list of strings a list of results."""
 
-    def __init__(self, model, tokenizer, **defaults):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.defaults = defaults
-
-    def __call__(self, inputs, **options):
-        options = {**self.defaults, **options}
-        if isinstance(inputs, str):
-            return self._run_one(inputs, **options)
-        if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(x, str) for x in inputs):
-            return [self._run_one(text, **options) for text in inputs]
-        raise TypeError(
-            f"{self.task} inputs must be a string or a non-empty list of strings; got {type(inputs).__name__} "
-            f"({inputs!r:.80})."
-        )
-
     @torch.inference_mode()
-    def _forward(self, text: str):
-        encoded = self.tokenizer(text, return_tensors="pt")
-        device = next(self.model.parameters()).device
-        return encoded["input_ids"], self.model(
-            encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device)
-        )
+    def _forward(self, text, **tokenizer_options):
+        encoded = self.tokenizer(text, return_tensors="pt", **tokenizer_options)
+        inputs = {k: encoded[k].to(self.device) for k in ("input_ids", "attention_mask", "token_type_ids")
+                  if k in encoded}
+        return encoded["input_ids"], self.model(**inputs)
 
 
 class TextClassificationPipeline(_EncoderPipeline):
-    """[{"label": ..., "score": ...}] per text: the best label, or every label sorted with top_k=None."""
+    """[{"label": ..., "score": ...}] per text: the best label, or every label sorted with top_k=None.
+
+    A text is a string, or a {"text": ..., "text_pair": ...} dict for models that classify pairs. truncation,
+    padding and max_length go to the tokenizer.
+    """
 
     task = "text-classification"
+    _input_description = 'a string or a {"text": ..., "text_pair": ...} dict'
 
-    def __call__(self, inputs, **options):
-        if "top_k" in {**self.defaults, **options}:
-            return super().__call__(inputs, **options)  # a list of records per text
-        # The reference's default: the best label as one record per text, a string's wrapped in a list.
-        results = super().__call__(inputs, top_k=1, **options)
-        return [results[0]] if isinstance(inputs, str) else [records[0] for records in results]
+    def _is_input(self, value) -> bool:
+        return isinstance(value, str) or (isinstance(value, dict) and "text" in value)
 
-    def _run_one(self, text: str, top_k: int | None = 1, function_to_apply: str | None = None):
-        _, output = self._forward(text)
-        logits = output.logits[0].float()
-        config = self.model.config
-        if function_to_apply is None:
-            single = config.problem_type != "multi_label_classification" and logits.shape[-1] > 1
-            function_to_apply = "softmax" if single else "sigmoid"
-        functions = {"softmax": lambda x: x.softmax(-1), "sigmoid": torch.sigmoid, "none": lambda x: x}
-        if function_to_apply not in functions:
-            raise ValueError(f"function_to_apply must be one of {sorted(functions)}, got {function_to_apply!r}.")
-        scores = functions[function_to_apply](logits)
-        names = config.id2label or {}
-        records = [{"label": names.get(i, f"LABEL_{i}"), "score": float(score)} for i, score in enumerate(scores)]
-        records.sort(key=lambda record: record["score"], reverse=True)
-        return records if top_k is None else records[:top_k]
+    def _run(self, inputs, options: dict):
+        if "top_k" in options:
+            return super()._run(inputs, options)  # a list of records per text
+        # The reference's default: the best label as one record per text, a single text's wrapped in a list.
+        results = super()._run(inputs, {**options, "top_k": 1})
+        return [results[0]] if self._is_input(inputs) else [records[0] for records in results]
+
+    def _run_one(self, text, top_k: int | None = 1, function_to_apply: str | None = None,
+                 truncation=None, padding=None, max_length: int | None = None):
+        tokenizer_options = {k: v for k, v in (("truncation", truncation), ("padding", padding),
+                                               ("max_length", max_length)) if v is not None}
+        if isinstance(text, dict):
+            pair = {k: v for k, v in text.items()}
+            _, output = self._forward(pair.pop("text"), **pair, **tokenizer_options)
+        else:
+            _, output = self._forward(text, **tokenizer_options)
+        return _ranked_labels(output.logits[0].float(), self.model.config, top_k, function_to_apply)
+
+
+def _ranked_labels(logits: torch.Tensor, config, top_k: int | None, function_to_apply: str | None) -> list[dict]:
+    """The labels of one text's logits, most likely first, scored as the reference's text-classification does."""
+    if function_to_apply is None:
+        single = config.problem_type != "multi_label_classification" and logits.shape[-1] > 1
+        function_to_apply = "softmax" if single else "sigmoid"
+    function_to_apply = str(getattr(function_to_apply, "value", function_to_apply)).lower()
+    functions = {"softmax": lambda x: x.softmax(-1), "sigmoid": torch.sigmoid, "none": lambda x: x}
+    if function_to_apply not in functions:
+        raise ValueError(f"function_to_apply must be one of {sorted(functions)}, got {function_to_apply!r}.")
+    scores = functions[function_to_apply](logits.cpu())
+    names = config.id2label or {}
+    records = [{"label": names.get(i, f"LABEL_{i}"), "score": float(score)} for i, score in enumerate(scores)]
+    records.sort(key=lambda record: record["score"], reverse=True)
+    return records if top_k is None else records[:top_k]
+
+
+class ZeroShotClassificationPipeline(_EncoderPipeline):
+    """Classify texts into labels chosen at call time, with a model trained on NLI (natural language inference).
+
+        classifier = pipeline("zero-shot-classification", model="facebook/bart-large-mnli")
+        classifier("The match ended 2-1.", candidate_labels=["sports", "politics"])
+        # {"sequence": "The match ended 2-1.", "labels": ["sports", "politics"], "scores": [0.97, 0.03]}
+
+    Each label becomes a hypothesis (`hypothesis_template`, "This example is {}." by default) read after the
+    text, and the model's entailment logit scores it: softmaxed over the labels, or with multi_label=True
+    (and always for a single label) each label on its own, as entailment against contradiction. The
+    entailment label is the one of config.label2id whose name starts with "entail".
+    """
+
+    task = "zero-shot-classification"
+
+    def __init__(self, model, tokenizer, **defaults):
+        super().__init__(model, tokenizer, **defaults)
+        if self.entailment_id == -1:
+            warnings.warn("No label of the model's config.label2id starts with 'entail', so the last label is taken "
+                          "as entailment; zero-shot classification needs an NLI model.", UserWarning, stacklevel=3)
+
+    @property
+    def entailment_id(self) -> int:
+        for label, index in (self.model.config.label2id or {}).items():
+            if label.lower().startswith("entail"):
+                return index
+        return -1
+
+    def __call__(self, inputs, *args, **options):
+        if len(args) == 1 and "candidate_labels" not in options:
+            options["candidate_labels"] = args[0]  # the reference's classifier(text, labels)
+        elif args:
+            raise TypeError(f"zero-shot-classification takes the texts and then the candidate labels; got {len(args)} "
+                            "more positional arguments.")
+        return super().__call__(inputs, **options)
+
+    def _run_one(self, text: str, candidate_labels=None, hypothesis_template: str = "This example is {}.",
+                 multi_label: bool = False):
+        labels = _candidate_labels(candidate_labels)
+        if hypothesis_template.format(labels[0]) == hypothesis_template:
+            raise ValueError(f"hypothesis_template {hypothesis_template!r} has no {{}} for the label to go in; "
+                             'write it like "This example is {}."')
+        hypotheses = [hypothesis_template.format(label) for label in labels]
+        # One pair per label, each encoded alone (as the reference does with its default batch of one).
+        logits = torch.cat([self._forward(text, hypothesis, truncation="only_first")[1].logits.float().cpu()
+                            for hypothesis in hypotheses])  # (labels, classes)
+        entailment = self.entailment_id
+        if multi_label or len(labels) == 1:
+            contradiction = -1 if entailment == 0 else 0
+            scores = logits[:, [contradiction, entailment]].softmax(-1)[:, 1]
+        else:
+            scores = logits[:, entailment].softmax(-1)
+        order = scores.argsort(stable=True).flip(0).tolist()  # best first; of equal scores the later label first
+        return {"sequence": text, "labels": [labels[i] for i in order], "scores": [float(scores[i]) for i in order]}
+
+
+def _candidate_labels(candidate_labels) -> list[str]:
+    """A list of labels, or one string of comma-separated labels (as the reference accepts)."""
+    if isinstance(candidate_labels, str):
+        candidate_labels = [label.strip() for label in candidate_labels.split(",") if label.strip()]
+    if not candidate_labels or not all(isinstance(label, str) for label in candidate_labels):
+        raise ValueError("zero-shot-classification needs candidate_labels: a list of label strings, or one string "
+                         f'of comma-separated labels, e.g. candidate_labels=["sports", "politics"]; got '
+                         f"{candidate_labels!r:.80}.")
+    return list(candidate_labels)
 
 
 class FeatureExtractionPipeline(_EncoderPipeline):
@@ -242,36 +594,47 @@ class FeatureExtractionPipeline(_EncoderPipeline):
 
     task = "feature-extraction"
 
-    def _run_one(self, text: str, return_tensors: bool = False):
-        _, output = self._forward(text)
-        hidden = output.last_hidden_state
+    def _run_one(self, text: str, return_tensors: bool = False, truncation: bool | str | None = None,
+                 tokenize_kwargs: dict | None = None):
+        tokenizer_options = dict(tokenize_kwargs or {})
+        if truncation is not None:
+            if "truncation" in tokenizer_options:
+                raise ValueError("truncation is given both as an option and in tokenize_kwargs; pass it once.")
+            tokenizer_options["truncation"] = truncation
+        _, output = self._forward(text, **tokenizer_options)
+        hidden = output.last_hidden_state.cpu()
         return hidden if return_tensors else hidden.tolist()
 
 
 class FillMaskPipeline(_EncoderPipeline):
-    """The top_k fillers of the mask token: [{"score", "token", "token_str", "sequence"}] (a list per mask)."""
+    """The top_k fillers of the mask token: [{"score", "token", "token_str", "sequence"}] (a list per mask).
+
+    `targets` (a word or a list of words) limits the fillers to those words' tokens.
+    """
 
     task = "fill-mask"
 
-    def __call__(self, inputs, **options):
-        results = super().__call__(inputs, **options)
+    def _run(self, inputs, options: dict):
+        results = super()._run(inputs, options)
         # As in the reference, a list holding one text gives that text's result, not a list of one.
         return results[0] if isinstance(inputs, (list, tuple)) and len(inputs) == 1 else results
 
-    def _run_one(self, text: str, top_k: int = 5):
+    def _run_one(self, text: str, top_k: int = 5, targets=None, tokenizer_kwargs: dict | None = None):
         mask_id = self.tokenizer.mask_token_id
         if mask_id is None:
             raise ValueError("fill-mask needs a tokenizer with a mask token; this one has none.")
-        input_ids, output = self._forward(text)
+        input_ids, output = self._forward(text, **(tokenizer_kwargs or {}))
         positions = (input_ids[0] == mask_id).nonzero().flatten().tolist()
         if not positions:
             raise ValueError(f"No mask token ({self.tokenizer.mask_token}) in the input {text!r}; add one to fill.")
+        target_ids = self._target_ids(targets) if targets is not None else None
         per_mask = []
         for position in positions:
-            probs = output.logits[0, position].float().softmax(-1)
-            values, tokens = probs.topk(min(top_k, probs.shape[-1]))
+            probs = output.logits[0, position].float().softmax(-1).cpu()
+            candidates = torch.tensor(target_ids) if target_ids is not None else torch.arange(probs.shape[-1])
+            values, picked = probs[candidates].topk(min(top_k, len(candidates)))
             records = []
-            for score, token in zip(values.tolist(), tokens.tolist()):
+            for score, token in zip(values.tolist(), candidates[picked].tolist()):
                 filled = input_ids[0].clone()
                 filled[position] = token
                 # With several masks the others stay visible, so special tokens are kept (as in the reference).
@@ -281,6 +644,27 @@ class FillMaskPipeline(_EncoderPipeline):
                 )
             per_mask.append(records)
         return per_mask[0] if len(per_mask) == 1 else per_mask
+
+    def _target_ids(self, targets) -> list[int]:
+        """The token of each target word: the word itself if it is in the vocabulary, else its first token."""
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        ids = []
+        for target in targets:
+            token_id = self.tokenizer.convert_tokens_to_ids(target)
+            if token_id is None or token_id == self.tokenizer.unk_token_id:
+                pieces = self.tokenizer(target, add_special_tokens=False)["input_ids"]
+                if not pieces:
+                    warnings.warn(f"The target {target!r} has no token; it is left out.", UserWarning, stacklevel=5)
+                    continue
+                warnings.warn(f"The target {target!r} is not one token of the vocabulary; its first token "
+                              f"{self.tokenizer.convert_ids_to_tokens(pieces[0])!r} stands for it.", UserWarning,
+                              stacklevel=5)
+                token_id = pieces[0]
+            ids.append(token_id)
+        ids = sorted(set(ids))
+        if not ids:
+            raise ValueError(f"None of the targets {targets!r} has a token to score; pass words of the vocabulary.")
+        return ids
 
 
 AGGREGATION_STRATEGIES = ("none", "simple", "first", "average", "max")
@@ -301,10 +685,14 @@ class TokenClassificationPipeline(_EncoderPipeline):
 
     task = "token-classification"
 
-    def __call__(self, inputs, **options):
-        options = {**self.defaults, **options}
+    @classmethod
+    def accepted_options(cls) -> set[str]:
+        return super().accepted_options() | {"is_split_into_words"}
+
+    def _run(self, inputs, options: dict):
+        options = dict(options)
         if not options.pop("is_split_into_words", False):
-            return super().__call__(inputs, **options)
+            return super()._run(inputs, options)
         delimiter = options.pop("delimiter", " ")
         texts = inputs if inputs and all(isinstance(row, (list, tuple)) for row in inputs) else [inputs]
         for words in texts:
@@ -462,7 +850,7 @@ def _drop_overlapping(entities: list[dict]) -> list[dict]:
     return kept
 
 
-class QuestionAnsweringPipeline:
+class QuestionAnsweringPipeline(Pipeline):
     """Extractive QA: the spans of the context most likely to answer the question, as the reference's pipeline
     (transformers 4.x; 5.x dropped it) finds them.
 
@@ -479,14 +867,14 @@ class QuestionAnsweringPipeline:
 
     task = "question-answering"
 
-    def __init__(self, model, tokenizer, **defaults):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.defaults = defaults
+    @classmethod
+    def accepted_options(cls) -> set[str]:
+        return set(list(inspect.signature(cls._answer).parameters)[3:])  # after self, question and context
 
-    def __call__(self, *args, question=None, context=None, **options):
+    def __call__(self, *args, question=None, context=None, batch_size=None, num_workers=None, **options):
         examples = _question_context_pairs(args, question, context)
-        options = {**self.defaults, **options}
+        options = {**self.defaults, **self.check_options(options, f"{type(self).__name__}(...)")}
+        options.pop("batch_size", None), options.pop("num_workers", None)
         results = [self._answer(q, c, **options) for q, c in examples]
         return results[0] if len(results) == 1 else results
 
@@ -596,3 +984,6 @@ def _checked_pair(question, context) -> tuple[str, str]:
         if not isinstance(value, str) or not value:
             raise ValueError(f"The {name} must be a non-empty string; got {value!r:.60}.")
     return question, context
+
+
+NerPipeline = TokenClassificationPipeline  # the reference's other name for it
