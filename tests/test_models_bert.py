@@ -157,8 +157,8 @@ def test_encoders_refuse_a_cache_and_overlong_inputs():
 def test_unsupported_bert_configs_are_refused():
     with pytest.raises(ValueError, match="position_embedding_type"):
         configs.BertConfig(position_embedding_type="relative_key")
-    with pytest.raises(ValueError, match="is_decoder"):
-        configs.BertConfig(is_decoder=True)
+    with pytest.raises(ValueError, match="add_cross_attention"):
+        configs.BertConfig.from_dict({"is_decoder": True, "add_cross_attention": True})
     with pytest.raises(ValueError, match="hidden_act"):
         configs.BertConfig(hidden_act="mish")
 

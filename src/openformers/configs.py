@@ -278,10 +278,10 @@ class BertConfig(PretrainedConfig):
                 f"Unsupported config: position_embedding_type={self.position_embedding_type!r}; openformers "
                 "implements 'absolute' position embeddings only."
             )
-        if self.is_decoder:
+        if self.extra.get("add_cross_attention"):
             raise ValueError(
-                "Unsupported config: is_decoder=True; openformers runs BERT-style models as bidirectional encoders "
-                "only. Use a decoder family (llama, gpt2) for generation."
+                "Unsupported config: add_cross_attention=True; openformers runs BERT-style models as encoders, or as "
+                "decoders (is_decoder=True) without cross-attention to an encoder."
             )
 
 

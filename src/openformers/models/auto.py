@@ -6,39 +6,50 @@ import os
 from ..configs import CONFIG_ALIASES, PretrainedConfig
 from .base import PreTrainedModel, load_pretrained
 
-# model_type -> (module under openformers.models, {task: class name}).
-LLAMA_CLASSES = {
-    "base": "LlamaModel",
-    "causal-lm": "LlamaForCausalLM",
-    "sequence-classification": "LlamaForSequenceClassification",
-    "token-classification": "LlamaForTokenClassification",
-    "question-answering": "LlamaForQuestionAnswering",
-}
+
+def _decoder_classes(family: str) -> dict[str, str]:
+    """The task -> class-name table of a Llama-style family ("Mistral" -> MistralForCausalLM...)."""
+    return {
+        "base": f"{family}Model",
+        "causal-lm": f"{family}ForCausalLM",
+        "sequence-classification": f"{family}ForSequenceClassification",
+        "token-classification": f"{family}ForTokenClassification",
+        "question-answering": f"{family}ForQuestionAnswering",
+    }
+
+
+def _encoder_classes(family: str) -> dict[str, str]:
+    """The task -> class-name table of a BERT-style family ("Roberta" -> RobertaForMaskedLM...)."""
+    return {
+        "base": f"{family}Model",
+        "causal-lm": "BertLMHeadModel" if family == "Bert" else f"{family}ForCausalLM",
+        "masked-lm": f"{family}ForMaskedLM",
+        "sequence-classification": f"{family}ForSequenceClassification",
+        "token-classification": f"{family}ForTokenClassification",
+        "question-answering": f"{family}ForQuestionAnswering",
+        "multiple-choice": f"{family}ForMultipleChoice",
+    }
+
+
+# model_type -> (module under openformers.models, {task: class name}): the reference's Auto mappings for our families.
 MODEL_CLASSES = {
-    "llama": ("llama", LLAMA_CLASSES),
-    "mistral": ("llama", LLAMA_CLASSES),  # Llama with a sliding window
-    "qwen2": ("llama", LLAMA_CLASSES),  # Llama with q/k/v biases
+    "llama": ("llama", _decoder_classes("Llama")),
+    "mistral": ("llama", _decoder_classes("Mistral")),  # Llama with a sliding window
+    "qwen2": ("llama", _decoder_classes("Qwen2")),  # Llama with q/k/v biases
     "gpt2": ("gpt2", {
         "base": "GPT2Model",
         "causal-lm": "GPT2LMHeadModel",
+        "pretraining": "GPT2LMHeadModel",
         "sequence-classification": "GPT2ForSequenceClassification",
         "token-classification": "GPT2ForTokenClassification",
         "question-answering": "GPT2ForQuestionAnswering",
     }),
     "bert": ("bert", {
-        "base": "BertModel",
-        "masked-lm": "BertForMaskedLM",
-        "sequence-classification": "BertForSequenceClassification",
-        "token-classification": "BertForTokenClassification",
-        "question-answering": "BertForQuestionAnswering",
+        **_encoder_classes("Bert"),
+        "pretraining": "BertForPreTraining",
+        "next-sentence-prediction": "BertForNextSentencePrediction",
     }),
-    "roberta": ("bert", {
-        "base": "RobertaModel",
-        "masked-lm": "RobertaForMaskedLM",
-        "sequence-classification": "RobertaForSequenceClassification",
-        "token-classification": "RobertaForTokenClassification",
-        "question-answering": "RobertaForQuestionAnswering",
-    }),
+    "roberta": ("bert", {**_encoder_classes("Roberta"), "pretraining": "RobertaForMaskedLM"}),
 }
 
 
@@ -108,3 +119,21 @@ class AutoModelForMaskedLM(_AutoModelClass):
     """Masked language modeling (BERT, RoBERTa): logits over the vocabulary at every position."""
 
     task = "masked-lm"
+
+
+class AutoModelForMultipleChoice(_AutoModelClass):
+    """One score per choice: inputs shaped (batch, num_choices, length) give logits (batch, num_choices)."""
+
+    task = "multiple-choice"
+
+
+class AutoModelForNextSentencePrediction(_AutoModelClass):
+    """BERT's next-sentence head: whether the second segment follows the first (logits for yes, no)."""
+
+    task = "next-sentence-prediction"
+
+
+class AutoModelForPreTraining(_AutoModelClass):
+    """The model with the heads it was pretrained with (BERT: masked LM and next sentence; GPT-2: the LM head)."""
+
+    task = "pretraining"

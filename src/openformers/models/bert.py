@@ -6,17 +6,23 @@ positions count from `pad_token_id + 1` and skip padding, and its heads are name
 `lm_head` and `classifier.dense/out_proj`.
 """
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..configs import BertConfig, RobertaConfig
 from .base import PreTrainedModel
-from .layers import ACTIVATIONS, run_layer
-from .losses import question_answering_loss, sequence_classification_loss, token_loss
+from .layers import ACTIVATIONS, attention, attention_mask_for, run_layer
+from .losses import next_token_loss, question_answering_loss, sequence_classification_loss, token_loss
 from .outputs import (
     BaseModelOutputWithPooling,
+    BertForPreTrainingOutput,
+    CausalLMOutputWithCrossAttentions,
     MaskedLMOutput,
+    MultipleChoiceModelOutput,
+    NextSentencePredictorOutput,
     QuestionAnsweringModelOutput,
     SequenceClassifierOutput,
     TokenClassifierOutput,
@@ -47,19 +53,25 @@ class BertEmbeddings(nn.Module):
 
 
 class BertSelfAttention(nn.Module):
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, layer_idx: int = 0):
         super().__init__()
+        self.layer_idx, self.is_decoder = layer_idx, config.is_decoder
         self.n_head = config.num_attention_heads
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = config.attention_probs_dropout_prob
 
-    def forward(self, x, mask):
+    def forward(self, x, mask, cache=None):
         B, T, C = x.shape
         q, k, v = (proj(x).view(B, T, self.n_head, -1).transpose(1, 2) for proj in (self.query, self.key, self.value))
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, nh, past + T, hs)
         dropout = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, nh, T, hs)
+        if self.is_decoder:  # causal: `mask` is attention_mask_for's, None meaning plain causal attention
+            y = attention(q, k, v, mask, dropout)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, nh, T, hs)
         return y.transpose(1, 2).reshape(B, T, C)
 
 
@@ -77,13 +89,13 @@ class BertResidualOutput(nn.Module):
 
 
 class BertAttention(nn.Module):
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, layer_idx: int = 0):
         super().__init__()
-        self.self = BertSelfAttention(config)
+        self.self = BertSelfAttention(config, layer_idx)
         self.output = BertResidualOutput(config, config.hidden_size)
 
-    def forward(self, x, mask):
-        return self.output(self.self(x, mask), x)
+    def forward(self, x, mask, cache=None):
+        return self.output(self.self(x, mask, cache), x)
 
 
 class BertIntermediate(nn.Module):
@@ -97,14 +109,14 @@ class BertIntermediate(nn.Module):
 
 
 class BertLayer(nn.Module):
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, layer_idx: int = 0):
         super().__init__()
-        self.attention = BertAttention(config)
+        self.attention = BertAttention(config, layer_idx)
         self.intermediate = BertIntermediate(config)
         self.output = BertResidualOutput(config, config.intermediate_size)
 
-    def forward(self, x, mask):
-        x = self.attention(x, mask)
+    def forward(self, x, mask, cache=None):
+        x = self.attention(x, mask, cache)
         return self.output(self.intermediate(x), x)
 
 
@@ -113,12 +125,13 @@ class BertEncoder(nn.Module):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        self.layer = nn.ModuleList(BertLayer(config, i) for i in range(config.num_hidden_layers))
 
-    def forward(self, x, mask):
-        checkpointing = self.gradient_checkpointing if self.training else None
+    def forward(self, x, mask, cache=None):
+        # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
+        checkpointing = self.gradient_checkpointing if self.training and cache is None else None
         for layer in self.layer:
-            x = run_layer(layer, checkpointing, x, mask)
+            x = run_layer(layer, checkpointing, x, mask, cache)
         return x
 
 
@@ -164,36 +177,47 @@ class BertModel(BertPreTrainedModel):
         self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, labels=None, logits_to_keep=0,
     ) -> BaseModelOutputWithPooling:
-        if past_key_values is not None:
-            raise ValueError(f"{type(self).__name__} is an encoder and keeps no cache: pass past_key_values=None.")
+        if past_key_values is not None and not self.config.is_decoder:
+            raise ValueError(
+                f"{type(self).__name__} is an encoder and keeps no cache: pass past_key_values=None (a cache is kept "
+                "by models built as decoders, with config.is_decoder=True)."
+            )
         if labels is not None:
             raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use a For... class.")
+        past = past_key_values.seq_len if past_key_values is not None else 0
         if position_ids is None:
-            position_ids = self.default_positions(input_ids)
+            position_ids = self.default_positions(input_ids, past)
         x = self.embeddings(input_ids, position_ids, token_type_ids)  # (B, T, C)
-        x = self.encoder(x, padding_mask(attention_mask))
+        if self.config.is_decoder:  # each position sees itself and the ones before it (BertLMHeadModel)
+            mask = attention_mask_for(attention_mask, past, input_ids.shape[1], x.device)
+        else:
+            mask = padding_mask(attention_mask)
+        x = self.encoder(x, mask, past_key_values)
         pooled = self.pooler(x) if self.pooler is not None else None
         return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=pooled)
 
-    def default_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def default_positions(self, input_ids: torch.Tensor, past: int = 0) -> torch.Tensor:
+        """The positions of `input_ids` after `past` cached tokens (a decoder's cache)."""
         T = input_ids.shape[1]
-        if T > self.config.max_position_embeddings:
+        if past + T > self.config.max_position_embeddings:
             raise ValueError(
-                f"input_ids has {T} tokens, more than the {self.config.max_position_embeddings} positions this "
-                "model has (max_position_embeddings); truncate the input (tokenizer(..., truncation=True))."
+                f"input_ids has {past + T} tokens{f' ({past} cached)' if past else ''}, more than the "
+                f"{self.config.max_position_embeddings} positions this model has (max_position_embeddings); "
+                "truncate the input (tokenizer(..., truncation=True))."
             )
-        return torch.arange(T, device=input_ids.device)[None]  # (1, T)
+        return torch.arange(past, past + T, device=input_ids.device)[None]  # (1, T)
 
 
 class RobertaModel(BertModel):
     config_class = RobertaConfig
     base_model_prefix = "roberta"
 
-    def default_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Real tokens count from pad_token_id + 1; padding tokens sit at pad_token_id (RoBERTa's convention)."""
+    def default_positions(self, input_ids: torch.Tensor, past: int = 0) -> torch.Tensor:
+        """Real tokens count from pad_token_id + 1 (after `past` cached ones); padding tokens sit at pad_token_id
+        (RoBERTa's convention)."""
         pad = self.config.pad_token_id
         real = (input_ids != pad).long()
-        positions = real.cumsum(dim=1) * real + pad  # (B, T)
+        positions = (real.cumsum(dim=1) + past) * real + pad  # (B, T)
         if positions.max() >= self.config.max_position_embeddings:
             raise ValueError(
                 f"input_ids has {int(real.sum(1).max())} tokens, more than the "
@@ -417,3 +441,168 @@ class RobertaForTokenClassification(RobertaPreTrainedModel, BertForTokenClassifi
 
 class RobertaForQuestionAnswering(RobertaPreTrainedModel, BertForQuestionAnswering):
     pass
+
+
+# Pretraining, next-sentence, multiple-choice and decoder heads -------------------------------------------------
+
+
+class BertPreTrainingHeads(nn.Module):
+    """BERT's two pretraining heads: masked-token logits, and next-sentence logits from the pooled first token."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+        self.seq_relationship = nn.Linear(config.hidden_size, 2)
+
+    def forward(self, hidden, pooled):
+        return self.predictions(hidden), self.seq_relationship(pooled)
+
+
+class BertForPreTraining(_BertHeadModel):
+    """BERT as pretrained: masked LM logits and next-sentence logits; the loss is their sum.
+
+    The loss needs both `labels` (B, T), -100 where a token is not predicted, and `next_sentence_label`
+    (B,): 0 when the second segment follows the first, 1 when it is random.
+    """
+
+    tied_weights = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config, add_pooling_layer=True)
+        self.cls = BertPreTrainingHeads(config)
+        self.tie_weights()
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, next_sentence_label=None, logits_to_keep=0,
+    ) -> BertForPreTrainingOutput:
+        encoded = self.encode(input_ids, attention_mask, position_ids, token_type_ids)
+        prediction_logits, seq_relationship_logits = self.cls(encoded.last_hidden_state, encoded.pooler_output)
+        loss = None
+        if labels is not None and next_sentence_label is not None:
+            loss = token_loss(prediction_logits, labels) + _next_sentence_loss(seq_relationship_logits, next_sentence_label)
+        return BertForPreTrainingOutput(
+            loss=loss, prediction_logits=prediction_logits, seq_relationship_logits=seq_relationship_logits
+        )
+
+
+def _next_sentence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.view(-1, 2), labels.to(logits.device).view(-1))
+
+
+class BertOnlyNSPHead(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.seq_relationship = nn.Linear(config.hidden_size, 2)
+
+    def forward(self, pooled):
+        return self.seq_relationship(pooled)
+
+
+class BertForNextSentencePrediction(_BertHeadModel):
+    """Whether the second segment follows the first: logits (B, 2), label 0 for "follows", 1 for "random"."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config, add_pooling_layer=True)
+        self.cls = BertOnlyNSPHead(config)
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0,
+    ) -> NextSentencePredictorOutput:
+        logits = self.cls(self.encode(input_ids, attention_mask, position_ids, token_type_ids).pooler_output)
+        loss = None if labels is None else _next_sentence_loss(logits, labels)
+        return NextSentencePredictorOutput(loss=loss, logits=logits)
+
+
+class BertForMultipleChoice(_BertHeadModel):
+    """One score per choice: inputs (B, num_choices, T), each choice encoded alone, logits (B, num_choices).
+
+    `labels` (B,) holds the index of the right choice.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config, add_pooling_layer=True)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, 1)
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0,
+    ) -> MultipleChoiceModelOutput:
+        if input_ids.dim() != 3:
+            raise ValueError(
+                f"{type(self).__name__} takes input_ids shaped (batch, num_choices, length); got shape "
+                f"{tuple(input_ids.shape)}."
+            )
+        choices = input_ids.shape[1]
+        encoded = self.encode(*(_rows(t) for t in (input_ids, attention_mask, position_ids, token_type_ids)))
+        logits = self.classifier(self.dropout(encoded.pooler_output)).view(-1, choices)  # (B, num_choices)
+        loss = None if labels is None else F.cross_entropy(logits, labels.to(logits.device))
+        return MultipleChoiceModelOutput(loss=loss, logits=logits)
+
+
+def _rows(t: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, num_choices, T) -> (B * num_choices, T): each choice is encoded as a sequence of its own."""
+    return None if t is None else t.reshape(-1, t.shape[-1])
+
+
+class BertLMHeadModel(_BertHeadModel):
+    """BERT as a left-to-right language model: next-token logits and loss, and `generate`.
+
+    Built for this with `is_decoder=True` in the config: each position then sees only itself and the ones
+    before it, and a cache of keys and values makes generation incremental. With `is_decoder=False` the
+    encoder stays bidirectional, as the reference does (with a warning).
+    """
+
+    tied_weights = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
+    ignored_checkpoint_keys = (*NO_POOLER_IGNORED_KEYS, r"^cls\.seq_relationship\.")
+    loss_shifts_labels = True  # the loss at position t is against labels[t + 1] (the Trainer counts tokens by it)
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config, add_pooling_layer=False)
+        if not config.is_decoder:
+            warnings.warn(
+                f"{type(self).__name__} is built with config.is_decoder=False, so every position sees the whole "
+                "input; set is_decoder=True to use it as a left-to-right language model.",
+                stacklevel=2,
+            )
+        self.add_lm_head(config)
+        self.tie_weights()
+
+    def add_lm_head(self, config: BertConfig) -> None:
+        self.cls = BertOnlyMLMHead(config)
+
+    def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.cls(hidden)
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0,
+    ) -> CausalLMOutputWithCrossAttentions:
+        if labels is not None and logits_to_keep:
+            raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
+        base = getattr(self, self.base_model_prefix)
+        hidden = base(input_ids, attention_mask, position_ids, past_key_values, token_type_ids=token_type_ids)
+        hidden = hidden.last_hidden_state
+        logits = self.token_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        loss = None if labels is None else next_token_loss(logits, labels)
+        return CausalLMOutputWithCrossAttentions(loss=loss, logits=logits, past_key_values=past_key_values)
+
+
+class RobertaForMultipleChoice(RobertaPreTrainedModel, BertForMultipleChoice):
+    def __init__(self, config: RobertaConfig):
+        _BertHeadModel.__init__(self, config, add_pooling_layer=True)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)  # the reference's RoBERTa ignores classifier_dropout
+        self.classifier = nn.Linear(config.hidden_size, 1)
+
+
+class RobertaForCausalLM(RobertaPreTrainedModel, BertLMHeadModel):
+    tied_weights = {"lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight"}
+    ignored_checkpoint_keys = NO_POOLER_IGNORED_KEYS
+
+    def add_lm_head(self, config: RobertaConfig) -> None:
+        self.lm_head = RobertaLMHead(config)
+
+    def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)

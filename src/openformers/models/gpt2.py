@@ -8,6 +8,7 @@ checkpoints store the projections as `Conv1D`, whose weight is (in, out), the tr
 import re
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..configs import GPT2Config
@@ -18,6 +19,7 @@ from .losses import next_token_loss, question_answering_loss, sequence_classific
 from .outputs import (
     BaseModelOutputWithPastAndCrossAttentions,
     CausalLMOutputWithCrossAttentions,
+    GPT2DoubleHeadsModelOutput,
     QuestionAnsweringModelOutput,
     SequenceClassifierOutputWithPast,
     TokenClassifierOutput,
@@ -209,3 +211,102 @@ class GPT2ForQuestionAnswering(_GPT2HeadModel):
         if start_positions is not None and end_positions is not None:
             loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
         return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)
+
+
+# The double-heads model: the language-model head and a multiple-choice head over the same hidden states. -------
+
+# GPT2Config's defaults for the multiple-choice head's settings (config.json stores them; older files may not).
+SUMMARY_DEFAULTS = {
+    "summary_type": "cls_index", "summary_use_proj": True, "summary_activation": None,
+    "summary_proj_to_labels": True, "summary_first_dropout": 0.1, "summary_last_dropout": 0.0,
+}
+SUMMARY_TYPES = ("cls_index", "last", "first", "mean")
+
+
+def _summary_setting(config: GPT2Config, name: str):
+    return getattr(config, name, SUMMARY_DEFAULTS[name])
+
+
+class GPT2SequenceSummary(nn.Module):
+    """One vector per sequence, then dropout, an optional projection and activation: the score of a choice.
+
+    `summary_type` picks the vector: "cls_index" the hidden state at each sequence's classification token
+    (the last token when none is given), "last", "first", or "mean" over the positions.
+    """
+
+    def __init__(self, config: GPT2Config):
+        super().__init__()
+        self.summary_type = _summary_setting(config, "summary_type")
+        if self.summary_type not in SUMMARY_TYPES:
+            raise ValueError(f"summary_type={self.summary_type!r} is not supported; expected one of {SUMMARY_TYPES}.")
+        self.summary = nn.Identity()
+        if _summary_setting(config, "summary_use_proj"):
+            to_labels = _summary_setting(config, "summary_proj_to_labels") and config.num_labels > 0
+            self.summary = nn.Linear(config.n_embd, config.num_labels if to_labels else config.n_embd)
+        activation = _summary_setting(config, "summary_activation")
+        if activation and activation != "tanh" and activation not in ACTIVATIONS:
+            raise ValueError(
+                f"summary_activation={activation!r} is not supported; expected None, 'tanh' or one of "
+                f"{', '.join(ACTIVATIONS)}."
+            )
+        self.activation = torch.tanh if activation == "tanh" else ACTIVATIONS.get(activation, nn.Identity())
+        self.first_dropout = nn.Dropout(_summary_setting(config, "summary_first_dropout"))
+        self.last_dropout = nn.Dropout(_summary_setting(config, "summary_last_dropout"))
+
+    def forward(self, hidden: torch.Tensor, cls_index: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden (..., T, C), cls_index (...) -> (..., C) or (..., num_labels)."""
+        if self.summary_type == "first":
+            x = hidden[..., 0, :]
+        elif self.summary_type == "mean":
+            x = hidden.mean(dim=-2)
+        elif self.summary_type == "last" or cls_index is None:
+            x = hidden[..., -1, :]
+        else:
+            index = cls_index.to(hidden.device).long()[..., None, None].expand(*cls_index.shape, 1, hidden.shape[-1])
+            x = hidden.gather(-2, index).squeeze(-2)
+        return self.last_dropout(self.activation(self.summary(self.first_dropout(x))))
+
+
+class GPT2DoubleHeadsModel(_GPT2HeadModel):
+    """GPT-2 scoring several continuations at once: language-model logits, and one score per choice.
+
+    Inputs are shaped (B, num_choices, T) (or (B, T)); `mc_token_ids` (B, num_choices) gives the position of
+    each choice's classification token, the last one when omitted. `labels` give the language-model loss
+    (`loss`), `mc_labels` (B,) the index of the right choice and the multiple-choice loss (`mc_loss`).
+    """
+
+    tied_weights = {"lm_head.weight": "transformer.wte.weight"}
+    loss_shifts_labels = True
+
+    def __init__(self, config: GPT2Config):
+        if config.num_labels != 1:  # the choice head scores each choice with one number, as the reference sets
+            config.num_labels, config.id2label, config.label2id = 1, {0: "LABEL_0"}, {"LABEL_0": 0}
+        super().__init__(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.multiple_choice_head = GPT2SequenceSummary(config)
+        self.tie_weights()
+
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, mc_token_ids=None, labels=None, mc_labels=None, logits_to_keep=0,
+    ) -> GPT2DoubleHeadsModelOutput:
+        if labels is not None and logits_to_keep:
+            raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
+        choices, T = input_ids.shape[:-1], input_ids.shape[-1]
+        hidden = self.hidden(*(_rows(t) for t in (input_ids, attention_mask, position_ids)), past_key_values,
+                             _rows(token_type_ids))
+        hidden = hidden.view(*choices, T, -1)  # (B, num_choices, T, C)
+        logits = self.lm_head(hidden[..., -logits_to_keep:, :] if logits_to_keep else hidden)
+        mc_logits = self.multiple_choice_head(hidden, mc_token_ids).squeeze(-1)  # (B, num_choices)
+        loss = None if labels is None else next_token_loss(logits.flatten(0, -3), _rows(labels))
+        mc_loss = None
+        if mc_labels is not None:
+            mc_loss = F.cross_entropy(mc_logits.view(-1, mc_logits.shape[-1]), mc_labels.to(mc_logits.device).view(-1))
+        return GPT2DoubleHeadsModelOutput(
+            loss=loss, mc_loss=mc_loss, logits=logits, mc_logits=mc_logits, past_key_values=past_key_values
+        )
+
+
+def _rows(t: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, num_choices, T) -> (B * num_choices, T): each choice runs as a sequence of its own."""
+    return None if t is None else t.reshape(-1, t.shape[-1])

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import kernels
-from ..configs import LlamaConfig
+from ..configs import LlamaConfig, MistralConfig, Qwen2Config
 from ..weights import rename
 from .base import PreTrainedModel
 from .layers import Linear, RMSNorm, RotaryEmbedding, apply_rope, attention, attention_mask_for, run_layer
@@ -135,6 +135,10 @@ class LlamaPreTrainedModel(PreTrainedModel):
     def architecture_name(self) -> str:
         return type(self).__name__.replace("Llama", FAMILY_NAMES[self.config.model_type], 1)
 
+    def new_base_model(self, config: LlamaConfig) -> "LlamaModel":
+        """The decoder stack a head builds on: LlamaModel here, MistralModel or Qwen2Model in those families."""
+        return LlamaModel(config)
+
 
 class LlamaModel(LlamaPreTrainedModel):
     """The decoder stack without a head: returns the last hidden state."""
@@ -243,7 +247,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
 
     def __init__(self, config: LlamaConfig):
         super().__init__(config)
-        self.model = LlamaModel(config)
+        self.model = self.new_base_model(config)
         self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         self.tie_weights()
 
@@ -266,7 +270,7 @@ class LlamaForSequenceClassification(LlamaPreTrainedModel):
 
     def __init__(self, config: LlamaConfig):
         super().__init__(config)
-        self.model = LlamaModel(config)
+        self.model = self.new_base_model(config)
         self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
 
     def forward(
@@ -299,7 +303,7 @@ class LlamaForTokenClassification(LlamaPreTrainedModel):
 
     def __init__(self, config: LlamaConfig):
         super().__init__(config)
-        self.model = LlamaModel(config)
+        self.model = self.new_base_model(config)
         self.dropout = nn.Dropout(_classifier_dropout(config))
         self.score = nn.Linear(config.hidden_size, config.num_labels)
 
@@ -326,7 +330,7 @@ class LlamaForQuestionAnswering(LlamaPreTrainedModel):
         super().__init__(config)
         # The reference names the base model "transformer" in Llama and Qwen2 QA checkpoints, "model" in Mistral's.
         self.base_model_prefix = "model" if config.model_type == "mistral" else "transformer"
-        setattr(self, self.base_model_prefix, LlamaModel(config))
+        setattr(self, self.base_model_prefix, self.new_base_model(config))
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
 
     def forward(
@@ -340,3 +344,62 @@ class LlamaForQuestionAnswering(LlamaPreTrainedModel):
         if start_positions is not None and end_positions is not None:
             loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
         return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)
+
+
+# Mistral and Qwen2 under their own names -------------------------------------------------------------------------
+# The same network and heads as Llama's (their differences are config fields); the classes exist so that a
+# checkpoint comes back as the class the reference names (MistralForCausalLM...), with that family's config class.
+
+
+class MistralPreTrainedModel(LlamaPreTrainedModel):
+    config_class = MistralConfig
+
+    def new_base_model(self, config: LlamaConfig) -> "MistralModel":
+        return MistralModel(config)
+
+
+class MistralModel(MistralPreTrainedModel, LlamaModel):
+    pass
+
+
+class MistralForCausalLM(MistralPreTrainedModel, LlamaForCausalLM):
+    pass
+
+
+class MistralForSequenceClassification(MistralPreTrainedModel, LlamaForSequenceClassification):
+    pass
+
+
+class MistralForTokenClassification(MistralPreTrainedModel, LlamaForTokenClassification):
+    pass
+
+
+class MistralForQuestionAnswering(MistralPreTrainedModel, LlamaForQuestionAnswering):
+    pass
+
+
+class Qwen2PreTrainedModel(LlamaPreTrainedModel):
+    config_class = Qwen2Config
+
+    def new_base_model(self, config: LlamaConfig) -> "Qwen2Model":
+        return Qwen2Model(config)
+
+
+class Qwen2Model(Qwen2PreTrainedModel, LlamaModel):
+    pass
+
+
+class Qwen2ForCausalLM(Qwen2PreTrainedModel, LlamaForCausalLM):
+    pass
+
+
+class Qwen2ForSequenceClassification(Qwen2PreTrainedModel, LlamaForSequenceClassification):
+    pass
+
+
+class Qwen2ForTokenClassification(Qwen2PreTrainedModel, LlamaForTokenClassification):
+    pass
+
+
+class Qwen2ForQuestionAnswering(Qwen2PreTrainedModel, LlamaForQuestionAnswering):
+    pass
