@@ -2,11 +2,17 @@
 
 A config is a typed dataclass per family. Keys a family does not use are kept in `extra`, so a
 config.json read and written back keeps everything it had; `config.some_key` reads them too.
+`PreTrainedConfig` (transformers 5's name; `PretrainedConfig` is the same class) is also the base of a
+user's own config: a subclass with its own `__init__(self, ..., **kwargs)` that sets its attributes and
+calls `super().__init__(**kwargs)` saves them to config.json and reads them back.
 """
 
+import copy
+import inspect
 import json
 import os
-from dataclasses import dataclass, field, fields
+import warnings
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,16 +20,45 @@ from typing import Any, ClassVar
 ROPE_TYPES = ("default", "linear", "llama3")
 # How a sequence-classification head turns labels into a loss (None: chosen from num_labels and the labels' dtype).
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+# How attention is computed: "sdpa" (torch's fused kernel) or "eager" (explicit softmax, the weights can be returned).
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
+# Fields that steer a forward call rather than describe the model: written to config.json only when changed.
+_RUNTIME_DEFAULTS = {"output_hidden_states": False, "output_attentions": False, "return_dict": True}
+
+
+class _ConfigType(type):
+    """Lets every config class take the keyword arguments the reference's take.
+
+    Keys that are not fields of a family's dataclass (`use_cache=False`, a future config.json key) go to
+    `extra` instead of failing; `torch_dtype` is the older name of `dtype`; `attn_implementation` sets
+    `config._attn_implementation`. A class whose own `__init__` takes `**kwargs` (a user's subclass)
+    gets them all, as written.
+    """
+
+    def __call__(cls, *args, **kwargs):
+        if "torch_dtype" in kwargs:
+            torch_dtype = kwargs.pop("torch_dtype")
+            kwargs.setdefault("dtype", torch_dtype)
+        attn_implementation = kwargs.pop("attn_implementation", None)
+        parameters = inspect.signature(cls.__init__).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            unknown = {name: kwargs.pop(name) for name in list(kwargs) if name not in parameters}
+            if unknown:
+                kwargs["extra"] = {**(kwargs.get("extra") or {}), **unknown}
+        config = super().__call__(*args, **kwargs)
+        if attn_implementation is not None:
+            config._attn_implementation = attn_implementation
+        return config
 
 
 @dataclass
-class PretrainedConfig:
+class PretrainedConfig(metaclass=_ConfigType):
     """What every family shares: special token ids, tied embeddings, the dtype, the labels of a classification
-    head, and the keys it does not know.
+    head, what a forward call returns by default, and the keys it does not know.
 
     `num_labels` is derived: from `id2label` when that is given, else 2. Passing a different `num_labels`
-    (`from_pretrained(..., num_labels=3)`) replaces the label names with LABEL_0, LABEL_1... Like the
-    reference, config.json stores `id2label` and `label2id` but not `num_labels`.
+    (`from_pretrained(..., num_labels=3)`, or setting `config.num_labels = 3`) replaces the label names with
+    LABEL_0, LABEL_1... Like the reference, config.json stores `id2label` and `label2id` but not `num_labels`.
     """
 
     model_type: ClassVar[str] = ""
@@ -38,11 +73,48 @@ class PretrainedConfig:
     id2label: dict[int, str] | None = None
     label2id: dict[str, int] | None = None
     problem_type: str | None = None
+    # What forward() returns when its call does not say (output_hidden_states=..., return_dict=...).
+    output_hidden_states: bool = False
+    output_attentions: bool = False
+    return_dict: bool = True
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    def __init__(self, **kwargs):
+        """Used by subclasses that are not dataclasses (a user's own config); the families have generated ones.
+
+        Every field takes its default unless given; other keys are kept like unknown config.json keys.
+        """
+        extra = dict(kwargs.pop("extra", None) or {})
+        for f in fields(PretrainedConfig):
+            if f.name == "extra":
+                continue
+            default = f.default_factory() if f.default is MISSING else f.default
+            setattr(self, f.name, kwargs.pop(f.name, default))
+        kwargs.pop("model_type", None)
+        self.extra = {**extra, **kwargs}
+        self.__post_init__()
+
     def __post_init__(self):
+        if self.dtype is not None and not isinstance(self.dtype, str):
+            self.dtype = str(self.dtype).removeprefix("torch.")  # a torch.dtype, stored by its name
         self._derive_labels()
         self.validate()
+        self.__dict__["_initialized"] = True
+
+    def __setattr__(self, name: str, value) -> None:
+        initialized = self.__dict__.get("_initialized", False)
+        if initialized and name == "id2label" and value is not None:
+            value = {int(i): label for i, label in value.items()}
+            object.__setattr__(self, "num_labels", len(value))
+        object.__setattr__(self, name, value)
+        if initialized and name == "num_labels" and value != len(self.id2label or {}):
+            self._relabel(value)
+
+    def _relabel(self, num_labels: int) -> None:
+        if not _positive_int(num_labels):
+            _invalid("num_labels", num_labels, "a positive integer")
+        self.__dict__["id2label"] = {i: f"LABEL_{i}" for i in range(num_labels)}
+        self.__dict__["label2id"] = {label: i for i, label in self.id2label.items()}
 
     def _derive_labels(self) -> None:
         if self.num_labels is not None and not _positive_int(self.num_labels):
@@ -68,15 +140,53 @@ class PretrainedConfig:
             return extra[name]
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
+    # -- the reference's attributes that are not config.json keys ----------------------------------------------
+
+    @property
+    def _attn_implementation(self) -> str | None:
+        """"eager" or "sdpa" as chosen with from_pretrained(..., attn_implementation=...); None: the default (sdpa)."""
+        return self.__dict__.get("_attn_implementation_internal")
+
+    @_attn_implementation.setter
+    def _attn_implementation(self, value: str | None) -> None:
+        if value is not None and value not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(
+                f"attn_implementation={value!r} is not available; openformers implements "
+                f"{', '.join(repr(name) for name in ATTENTION_IMPLEMENTATIONS)} (sdpa is the default)."
+            )
+        self.__dict__["_attn_implementation_internal"] = value
+
+    @property
+    def use_return_dict(self) -> bool:
+        return self.return_dict
+
+    @property
+    def name_or_path(self) -> str:
+        return self.__dict__.get("_name_or_path", "")
+
+    @name_or_path.setter
+    def name_or_path(self, value) -> None:
+        self.__dict__["_name_or_path"] = str(value)
+
+    def get_text_config(self, decoder: bool | None = None) -> "PretrainedConfig":
+        """The config of the text model: the config itself (no family here has sub-configs)."""
+        return self
+
+    def update(self, values: dict[str, Any]) -> None:
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    # -- reading ---------------------------------------------------------------------------------------------------
+
     @classmethod
     def from_dict(cls, values: dict[str, Any], **overrides) -> "PretrainedConfig":
         values = {**values, **overrides}
         if "dtype" not in values and "torch_dtype" in values:
             values["dtype"] = values.pop("torch_dtype")
+        values.pop("torch_dtype", None)
         values = cls._from_file_layout(values)
-        known = {f.name for f in fields(cls)} - {"extra"}
-        extra = {k: v for k, v in values.items() if k not in known and k != "model_type"}
-        return cls(**{k: v for k, v in values.items() if k in known}, extra=extra)
+        values.pop("model_type", None)
+        return cls(**values)
 
     @classmethod
     def _from_file_layout(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -87,19 +197,69 @@ class PretrainedConfig:
     def from_json_file(cls, path: str | os.PathLike, **overrides) -> "PretrainedConfig":
         return cls.from_dict(_read_json(Path(path)), **overrides)
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        gguf_file: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        **overrides,
+    ) -> "PretrainedConfig":
+        """The config of a model folder, GGUF file or Hub id: as this class, or (called on the base class) as the
+        class its model_type names. Keyword arguments override its values."""
+        from .hub import resolve
+
+        files = resolve(name_or_path, gguf_file=gguf_file, revision=revision, cache_dir=cache_dir,
+                        local_files_only=local_files_only, token=token)
+        if files.gguf_file is not None:
+            from .weights import GGUFFile
+
+            config = config_from_gguf(GGUFFile(files.gguf_file), **overrides)
+        else:
+            config = read_config(files.folder, config_class=None if cls is PretrainedConfig else cls, **overrides)
+        config.name_or_path = name_or_path
+        return config
+
+    # -- writing ---------------------------------------------------------------------------------------------------
+
     def to_dict(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "num_labels")}
-        values = {**self.extra, **values, "model_type": self.model_type}
+        for name, default in _RUNTIME_DEFAULTS.items():
+            if values[name] == default:
+                del values[name]
+        # Attributes a user's subclass (or code after loading) set that are not fields: saved like the fields.
+        attributes = {k: v for k, v in self.__dict__.items() if not k.startswith("_") and k not in values
+                      and k not in ("extra", "num_labels") and k not in _RUNTIME_DEFAULTS}
+        values = {**self.extra, **attributes, **values, "model_type": self.model_type}
         values["id2label"] = {str(i): label for i, label in self.id2label.items()}
-        return dict(sorted(values.items()))
+        return copy.deepcopy(dict(sorted(values.items())))
 
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+    def to_diff_dict(self) -> dict[str, Any]:
+        """The values that differ from this class's defaults (model_type always), as the reference writes them."""
+        defaults = type(self)().to_dict()
+        return {k: v for k, v in self.to_dict().items() if k == "model_type" or k not in defaults or defaults[k] != v}
 
-    def save_pretrained(self, folder: str | os.PathLike) -> None:
+    def to_json_string(self, use_diff: bool = False) -> str:
+        return json.dumps(self.to_diff_dict() if use_diff else self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, path: str | os.PathLike, use_diff: bool = False) -> None:
+        Path(path).write_text(self.to_json_string(use_diff), encoding="utf-8")
+
+    def save_pretrained(self, folder: str | os.PathLike, **kwargs) -> None:
+        if kwargs.get("push_to_hub"):
+            raise ValueError("config.save_pretrained(push_to_hub=True) needs the network; save to a folder and upload "
+                             "it with huggingface_hub (HfApi().upload_folder).")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(self.to_json_string(), encoding="utf-8")
+
+
+# transformers 5 spells it PreTrainedConfig; both names are in use.
+PreTrainedConfig = PretrainedConfig
 
 
 @dataclass
@@ -370,32 +530,35 @@ class AutoConfig:
     """Read the config of a model folder, a GGUF file or a Hub id, as the class its `model_type` names."""
 
     @staticmethod
-    def from_pretrained(
-        name_or_path: str | os.PathLike,
-        *,
-        gguf_file: str | None = None,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        **overrides,
-    ) -> PretrainedConfig:
-        from .hub import resolve
-
-        files = resolve(name_or_path, gguf_file=gguf_file, revision=revision, cache_dir=cache_dir,
-                        local_files_only=local_files_only, token=token)
-        if files.gguf_file is not None:
-            from .weights import GGUFFile
-
-            return config_from_gguf(GGUFFile(files.gguf_file), **overrides)
-        return read_config(files.folder, **overrides)
+    def from_pretrained(name_or_path: str | os.PathLike, **kwargs) -> PretrainedConfig:
+        """Options as `PretrainedConfig.from_pretrained` (gguf_file, revision, cache_dir, local_files_only, token);
+        other keyword arguments override the config's values."""
+        return PretrainedConfig.from_pretrained(name_or_path, **kwargs)
 
     @staticmethod
     def for_model(model_type: str, **values) -> PretrainedConfig:
         return config_class_for(model_type, "for_model()")(**values)
 
+    @staticmethod
+    def register(model_type: str, config_class: type[PretrainedConfig], exist_ok: bool = False) -> None:
+        """Make `model_type` (a user's own config class) known to AutoConfig and to from_pretrained."""
+        if not (isinstance(config_class, type) and issubclass(config_class, PretrainedConfig)):
+            raise TypeError(f"AutoConfig.register needs a PretrainedConfig subclass, got {config_class!r}.")
+        if config_class.model_type != model_type:
+            raise ValueError(f"AutoConfig.register({model_type!r}, {config_class.__name__}): the class says "
+                             f"model_type={config_class.model_type!r}; register it under that name.")
+        if model_type in CONFIG_CLASSES and not exist_ok and CONFIG_CLASSES[model_type] is not config_class:
+            raise ValueError(f"model_type {model_type!r} is already registered to {CONFIG_CLASSES[model_type].__name__}; "
+                             "pass exist_ok=True to replace it.")
+        CONFIG_CLASSES[model_type] = config_class
 
-def read_config(folder: Path, **overrides) -> PretrainedConfig:
+
+def read_config(folder: Path, config_class: type[PretrainedConfig] | None = None, **overrides) -> PretrainedConfig:
+    """The config.json of `folder`, as the class its model_type names, or as `config_class` when given.
+
+    Given a class, a model_type registered to one of its subclasses (MistralConfig for LlamaConfig) reads as
+    that subclass; any other model_type reads as `config_class` itself, with a warning when they differ.
+    """
     path = folder / "config.json"
     if not path.is_file():
         raise FileNotFoundError(
@@ -403,7 +566,16 @@ def read_config(folder: Path, **overrides) -> PretrainedConfig:
             f"config.json (a Hugging Face model folder) or a *.gguf file (pass gguf_file=NAME to choose one)."
         )
     values = _read_json(path)
-    return config_class_for(values.get("model_type"), path).from_dict(values, **overrides)
+    model_type = CONFIG_ALIASES.get(values.get("model_type"), values.get("model_type"))
+    if config_class is None:
+        return config_class_for(model_type, path).from_dict(values, **overrides)
+    registered = CONFIG_CLASSES.get(model_type)
+    if registered is not None and issubclass(registered, config_class):
+        return registered.from_dict(values, **overrides)
+    if model_type and config_class.model_type and model_type != config_class.model_type:
+        warnings.warn(f"{path} holds a {model_type!r} config, read as {config_class.__name__} "
+                      f"(model_type {config_class.model_type!r}); values may not fit.", stacklevel=3)
+    return config_class.from_dict(values, **overrides)
 
 
 # GGUF `general.architecture` -> model_type. Each family reads its hyper-parameters under `<arch>.*`.
