@@ -467,8 +467,8 @@ class _EncoderPipeline(Pipeline):
     """One forward pass per text; a string gives one result, a list of strings a list of results."""
 
     @torch.inference_mode()
-    def _forward(self, text, **tokenizer_options):
-        encoded = self.tokenizer(text, return_tensors="pt", **tokenizer_options)
+    def _forward(self, text, text_pair=None, **tokenizer_options):
+        encoded = self.tokenizer(text, text_pair, return_tensors="pt", **tokenizer_options)
         inputs = {k: encoded[k].to(self.device) for k in ("input_ids", "attention_mask", "token_type_ids")
                   if k in encoded}
         return encoded["input_ids"], self.model(**inputs)
