@@ -208,10 +208,12 @@ class BertModel(BertPreTrainedModel):
         return torch.arange(past, past + T, device=input_ids.device)[None]  # (1, T)
 
 
-class RobertaModel(BertModel):
+class RobertaPreTrainedModel(BertPreTrainedModel):
     config_class = RobertaConfig
     base_model_prefix = "roberta"
 
+
+class RobertaModel(RobertaPreTrainedModel, BertModel):
     def default_positions(self, input_ids: torch.Tensor, past: int = 0) -> torch.Tensor:
         """Real tokens count from pad_token_id + 1 (after `past` cached ones); padding tokens sit at pad_token_id
         (RoBERTa's convention)."""
@@ -401,11 +403,6 @@ class RobertaClassificationHead(nn.Module):
     def forward(self, hidden):
         x = torch.tanh(self.dense(self.dropout(hidden[:, 0])))
         return self.out_proj(self.dropout(x))
-
-
-class RobertaPreTrainedModel(BertPreTrainedModel):
-    config_class = RobertaConfig
-    base_model_prefix = "roberta"
 
 
 # The RoBERTa heads run the BERT heads' forward; each builds its own head under its checkpoint name.

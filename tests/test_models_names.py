@@ -1,0 +1,92 @@
+"""Model class names against the reference: which class each Auto class gives for each family we ship, which it
+refuses, and that every model class openformers exports is a class of the reference's with the same name and
+the same place in the family (its PreTrainedModel base)."""
+
+import warnings
+
+import pytest
+import torch
+
+import openformers
+
+transformers = pytest.importorskip("transformers")
+
+TINY_CONFIGS = {
+    "llama": ("LlamaConfig", dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)),
+    "mistral": ("MistralConfig", dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)),
+    "qwen2": ("Qwen2Config", dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)),
+    "gpt2": ("GPT2Config", dict(vocab_size=64, n_positions=32, n_embd=32, n_layer=1, n_head=4)),
+    "bert": ("BertConfig", dict(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                intermediate_size=37, max_position_embeddings=32)),
+    "roberta": ("RobertaConfig", dict(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                      intermediate_size=37, max_position_embeddings=32)),
+}
+AUTO_CLASSES = (
+    "AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForSequenceClassification",
+    "AutoModelForTokenClassification", "AutoModelForQuestionAnswering", "AutoModelForMultipleChoice",
+    "AutoModelForNextSentencePrediction", "AutoModelForPreTraining",
+)
+MODEL_MODULES = ("openformers.models.llama", "openformers.models.gpt2", "openformers.models.bert")
+
+
+@pytest.fixture(scope="module", params=list(TINY_CONFIGS))
+def checkpoint(request, tmp_path_factory):
+    """A base model saved by the reference: every Auto class reads it, initializing the head it lacks."""
+    config_name, values = TINY_CONFIGS[request.param]
+    folder = tmp_path_factory.mktemp(request.param)
+    torch.manual_seed(0)
+    transformers.AutoModel.from_config(getattr(transformers, config_name)(**values)).save_pretrained(folder)
+    return request.param, folder
+
+
+def _class_name_or_refusal(auto_class, folder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the newly initialized heads
+        try:
+            return type(auto_class.from_pretrained(folder)).__name__
+        except ValueError:
+            return "refused"
+
+
+@pytest.mark.parametrize("auto", AUTO_CLASSES)
+def test_auto_classes_pick_the_reference_class(checkpoint, auto):
+    model_type, folder = checkpoint
+    theirs = _class_name_or_refusal(getattr(transformers, auto), folder)
+    ours = _class_name_or_refusal(getattr(openformers, auto), folder)
+    assert ours == theirs, f"{auto} on a {model_type} checkpoint"
+
+
+@pytest.mark.parametrize("auto", AUTO_CLASSES)
+def test_auto_from_config_picks_the_reference_class(checkpoint, auto):
+    model_type, folder = checkpoint
+    ours_config = openformers.AutoConfig.from_pretrained(folder)
+    theirs_config = transformers.AutoConfig.from_pretrained(folder)
+    try:
+        theirs = type(getattr(transformers, auto).from_config(theirs_config)).__name__
+    except ValueError:
+        with pytest.raises(ValueError):
+            getattr(openformers, auto).from_config(ours_config)
+        return
+    assert type(getattr(openformers, auto).from_config(ours_config)).__name__ == theirs
+
+
+def _exported_model_classes():
+    return sorted(name for name, module in openformers._MODULE_OF.items() if module in MODEL_MODULES)
+
+
+@pytest.mark.parametrize("name", _exported_model_classes())
+def test_exported_model_classes_are_the_reference_classes(name):
+    import importlib
+
+    ours = getattr(openformers, name)
+    assert ours is getattr(importlib.import_module(openformers._MODULE_OF[name]), name)
+    assert ours.__name__ == name
+    theirs = getattr(transformers, name)
+    # The family's PreTrainedModel base: the same relation in both libraries.
+    family_base = next(cls.__name__ for cls in theirs.__mro__ if cls.__name__.endswith("PreTrainedModel")
+                       and cls.__name__ != "PreTrainedModel")
+    assert family_base in {cls.__name__ for cls in ours.__mro__}
+    assert issubclass(ours, openformers.PreTrainedModel)
