@@ -27,6 +27,15 @@ VERY_LARGE_INTEGER = int(1e30)  # the reference's "no limit" for model_max_lengt
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 PADDING_CHOICES = (False, True, "longest", "max_length", "do_not_pad")
 TENSOR_TYPES = (None, "pt", "np")
+# The reference's other settings, taken by the constructors and from_pretrained and kept in `init_kwargs`.
+# The ones that change the pipeline (lowercasing, a prefix space, legacy, BOS/EOS) are applied by the
+# loaders when it is built; `clean_up_tokenization_spaces` and `split_special_tokens` are applied here.
+INIT_OPTIONS = (
+    "add_prefix_space", "do_lower_case", "legacy", "clean_up_tokenization_spaces", "split_special_tokens",
+    "add_bos_token", "add_eos_token", "trim_offsets", "tokenize_chinese_chars", "strip_accents", "extra_ids",
+    "do_basic_tokenize", "never_split", "errors", "use_default_system_prompt", "spaces_between_special_tokens",
+    "sp_model_kwargs", "fix_mistral_regex", "vocab_file", "merges_file", "tokenizer_file",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -345,8 +354,11 @@ def _special_token_id(name: str) -> property:
     return property(get, set, doc=f"The id of the {name.replace('_', ' ')}, or None.")
 
 
-class PreTrainedTokenizer:
+class PreTrainedTokenizerBase:
     """A tokenizer loaded from a tokenizer.json or a GGUF file, with the reference's API.
+
+    Every tokenizer class is this one; the reference's names (`BertTokenizer`, `LlamaTokenizer`...)
+    are thin subclasses in `classes.py` that set a family's defaults.
 
         tokenizer = AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")
         ids = tokenizer.encode("Hello")
@@ -378,8 +390,9 @@ class PreTrainedTokenizer:
         padding_side: str = "right",
         model_max_length: int = VERY_LARGE_INTEGER,
         truncation_side: str = "right",
-        model_input_names: list[str] | tuple[str, ...] = ("input_ids", "attention_mask"),
+        model_input_names: list[str] | tuple[str, ...] | None = None,
         name_or_path: str = "",
+        **options,
     ):
         named = dict(
             bos_token=bos_token,
@@ -391,8 +404,9 @@ class PreTrainedTokenizer:
             mask_token=mask_token,
         )
         self._pipeline = pipeline
-        self._special_tokens = {name: token for name, token in named.items() if token is not None}
-        self.extra_special_tokens = list(extra_special_tokens)
+        # The reference also takes AddedToken objects here; their content is the token.
+        self._special_tokens = {name: _content(token) for name, token in named.items() if token is not None}
+        self.extra_special_tokens = [_content(token) for token in extra_special_tokens]
         # As in the reference, special tokens are always matched whole, so they become added tokens.
         pipeline.add_tokens([AddedToken(token, special=True) for token in self.all_special_tokens])
         self.chat_template = chat_template
@@ -402,8 +416,28 @@ class PreTrainedTokenizer:
             raise ValueError(f"truncation_side must be 'left' or 'right', got {truncation_side!r}.")
         self.truncation_side = truncation_side
         # The keys a model takes, so token_type_ids come back only for tokenizers of models that use them.
-        self.model_input_names = list(model_input_names)
+        self.model_input_names = list(model_input_names or type(self).model_input_names)
         self.name_or_path = name_or_path
+        if options.get("additional_special_tokens"):  # the reference's older name for the extra ones
+            additional = [str(getattr(token, "content", token)) for token in options["additional_special_tokens"]]
+            self.extra_special_tokens = list(dict.fromkeys(self.extra_special_tokens + additional))
+            pipeline.add_tokens([AddedToken(token, special=True) for token in additional])
+        options.pop("additional_special_tokens", None)
+        unknown = sorted(set(options) - set(INIT_OPTIONS) - _IGNORED)
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected keyword arguments {unknown}; it accepts the special tokens, "
+                f"{sorted(_OVERRIDES - set(SPECIAL_TOKEN_NAMES))} and {sorted(INIT_OPTIONS)}."
+            )
+        self.init_kwargs = dict(options)
+        self.clean_up_tokenization_spaces = bool(options.get("clean_up_tokenization_spaces", False))
+        self.split_special_tokens = bool(options.get("split_special_tokens", False))
+        for name in ("do_lower_case", "add_prefix_space", "legacy"):
+            if name in options:
+                setattr(self, name, options[name])
+
+    model_input_names = ["input_ids", "attention_mask"]  # the default; BERT-like families add token_type_ids
+    family: str | None = None  # the reference's class name whose defaults a subclass sets
 
     @classmethod
     def from_pretrained(
@@ -416,7 +450,7 @@ class PreTrainedTokenizer:
         local_files_only: bool = False,
         token: str | bool | None = None,
         **kwargs,
-    ) -> "PreTrainedTokenizer":
+    ) -> "PreTrainedTokenizerBase":
         """Load from a folder, a .gguf file or a Hub id.
 
         A folder's tokenizer.json (with tokenizer_config.json and special_tokens_map.json) is used if
@@ -424,8 +458,6 @@ class PreTrainedTokenizer:
         always means the GGUF. Keyword arguments override the loaded settings, e.g.
         `padding_side="left"` or `pad_token="<|im_end|>"`.
         """
-        from .loaders import load_tokenizer  # the loaders build on the classes of this module
-
         files = hub.resolve(
             name_or_path,
             gguf_file=gguf_file,
@@ -434,9 +466,22 @@ class PreTrainedTokenizer:
             local_files_only=local_files_only,
             token=token,
         )
-        settings = load_tokenizer(files, prefer_gguf=gguf_file is not None)
-        settings["name_or_path"] = os.fspath(name_or_path)
-        settings.update(_checked_overrides(kwargs))
+        return cls._from_files(files, os.fspath(name_or_path), gguf_file is not None, kwargs, chosen=False)
+
+    @classmethod
+    def _from_files(
+        cls, files, name_or_path: str, prefer_gguf: bool, kwargs: dict, chosen: bool
+    ) -> "PreTrainedTokenizerBase":
+        """Load `files` as this class; `chosen` when AutoTokenizer picked it from the files' config."""
+        from .loaders import load_tokenizer  # the loaders build on the classes of this module
+
+        options = _checked_overrides(kwargs, cls.__name__)
+        settings = load_tokenizer(files, prefer_gguf=prefer_gguf, tokenizer_class=cls.family, options=options)
+        if cls.family is None and not chosen and "model_input_names" not in options:
+            # A generic class asked for by name takes the inputs of its own (as the reference's does),
+            # not those of the class the config names.
+            settings.pop("model_input_names", None)
+        settings["name_or_path"] = name_or_path
         return cls(**settings)
 
     # --- settings and special tokens
@@ -533,7 +578,7 @@ class PreTrainedTokenizer:
         folder.mkdir(parents=True, exist_ok=True)
         written = []
         config = {
-            "tokenizer_class": "PreTrainedTokenizerFast",
+            "tokenizer_class": self.family or "PreTrainedTokenizerFast",
             **self.special_tokens_map,
             "extra_special_tokens": list(self.extra_special_tokens),
             "model_max_length": self.model_max_length,
@@ -555,10 +600,11 @@ class PreTrainedTokenizer:
             written.append(str(folder / "tokenizer.model"))
             layout = self._pipeline.post_processor.template(False)
             first_special = [item for item, _ in layout[:1] if not isinstance(item, str)]
-            config["tokenizer_class"] = "LlamaTokenizer"
+            config["tokenizer_class"] = self.family if self.family in _SENTENCEPIECE_FAMILIES else "LlamaTokenizer"
             config["legacy"] = not getattr(self._pipeline.normalizer, "prefix_only_at_start", False)
-            config["add_bos_token"] = bool(first_special) and self.bos_token_id in first_special[0]
-            config["add_eos_token"] = not isinstance(layout[-1][0], str) and self.eos_token_id in layout[-1][0]
+            if config["tokenizer_class"] != "XLMRobertaTokenizer":  # its layout is fixed, not a setting
+                config["add_bos_token"] = bool(first_special) and self.bos_token_id in first_special[0]
+                config["add_eos_token"] = not isinstance(layout[-1][0], str) and self.eos_token_id in layout[-1][0]
         else:
             raise ValueError("This tokenizer was built in code, not loaded from files, so it cannot be saved.")
         if isinstance(self.chat_template, dict):  # several named templates
@@ -886,6 +932,11 @@ class PreTrainedTokenizer:
         )
 
 
+def _content(token) -> str:
+    """A token given as a string or an AddedToken, as its string."""
+    return token.content if isinstance(token, AddedToken) else token
+
+
 def _added_token_json(token_id: int, token: AddedToken) -> dict:
     return {
         "id": token_id,
@@ -971,6 +1022,7 @@ def _id_list(ids, name: str) -> list[int]:
     return [int(token_id) for token_id in ids]
 
 
+_SENTENCEPIECE_FAMILIES = ("LlamaTokenizer", "T5Tokenizer", "XLMRobertaTokenizer")
 _OVERRIDES = frozenset(SPECIAL_TOKEN_NAMES) | {
     "extra_special_tokens",
     "chat_template",
@@ -978,15 +1030,25 @@ _OVERRIDES = frozenset(SPECIAL_TOKEN_NAMES) | {
     "model_max_length",
     "truncation_side",
     "model_input_names",
+    "additional_special_tokens",
 }
-_IGNORED = frozenset({"use_fast", "trust_remote_code"})  # there is one implementation and it runs no code from files
+# There is one implementation (use_fast), it runs no code from files (trust_remote_code), and the rest
+# only matter to the reference's loading machinery or the Hub.
+_IGNORED = frozenset({
+    "use_fast", "trust_remote_code", "force_download", "resume_download", "proxies", "subfolder",
+    "_from_auto", "_commit_hash", "tokenizer_type", "config", "mistral_format",
+})  # fmt: skip
 
 
-def _checked_overrides(kwargs: dict) -> dict:
-    unknown = sorted(set(kwargs) - _OVERRIDES - _IGNORED)
+def _checked_overrides(kwargs: dict, caller: str = "AutoTokenizer") -> dict:
+    unknown = sorted(set(kwargs) - _OVERRIDES - set(INIT_OPTIONS) - _IGNORED)
     if unknown:
         raise TypeError(
-            f"AutoTokenizer.from_pretrained got unexpected keyword arguments {unknown}; "
-            f"it accepts {sorted(_OVERRIDES)} to override the loaded settings."
+            f"{caller}.from_pretrained got unexpected keyword arguments {unknown}; it accepts "
+            f"{sorted(_OVERRIDES)} to override the loaded settings and the reference's options "
+            f"{sorted(INIT_OPTIONS)}."
         )
-    return {key: value for key, value in kwargs.items() if key in _OVERRIDES}
+    return {key: value for key, value in kwargs.items() if key not in _IGNORED}
+
+
+PreTrainedTokenizer = PreTrainedTokenizerBase  # the reference's name for its Python tokenizers; one class here

@@ -7,11 +7,47 @@ padding get (0, 0). Word ids count the pre-tokenized pieces (and added tokens) o
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import NamedTuple
 
 from .processors import Template
 
 TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second")
+SPIECE_UNDERLINE = "▁"  # SentencePiece's spelling of a space
+
+
+class _StrEnum(str, Enum):
+    """An enum whose members are their strings, so each is accepted wherever the string is."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def _missing_(cls, value):
+        raise ValueError(f"{value!r} is not a valid {cls.__name__}; choose one of {[member.value for member in cls]}.")
+
+
+class TensorType(_StrEnum):
+    """The `return_tensors` values: "pt" (torch) and "np" (numpy) are what this library makes."""
+
+    PYTORCH = "pt"
+    TENSORFLOW = "tf"
+    NUMPY = "np"
+    JAX = "jax"
+    MLX = "mlx"
+
+
+class PaddingStrategy(_StrEnum):
+    LONGEST = "longest"
+    MAX_LENGTH = "max_length"
+    DO_NOT_PAD = "do_not_pad"
+
+
+class TruncationStrategy(_StrEnum):
+    ONLY_FIRST = "only_first"
+    ONLY_SECOND = "only_second"
+    LONGEST_FIRST = "longest_first"
+    DO_NOT_TRUNCATE = "do_not_truncate"
 
 
 @dataclass
@@ -242,7 +278,42 @@ class BatchEncoding(dict):
         try:
             return self[name]
         except KeyError:
-            raise AttributeError(f"BatchEncoding has no key {name!r}; it has {sorted(self)}.") from None
+            raise AttributeError(
+                f"'BatchEncoding' object has no attribute {name!r}: it is neither a method nor one of its keys "
+                f"{sorted(self)}."
+            ) from None
+
+    def __getitem__(self, item):
+        """A key's values; or, as in the reference, with an int the Encoding of that row, and with a
+        slice the values of those rows."""
+        if isinstance(item, str):
+            return super().__getitem__(item)
+        if isinstance(item, int):
+            if not self.encodings:
+                raise KeyError(f"BatchEncoding rows are read by key ({sorted(self)}); this one has no encodings.")
+            return self.encodings[item]
+        if isinstance(item, slice):
+            return {key: value[item] for key, value in self.items()}
+        raise KeyError(f"BatchEncoding keys are strings, got {item!r}.")
+
+    @property
+    def is_fast(self) -> bool:
+        """True: the token positions (offsets, word ids) are available, as with the reference's fast tokenizers."""
+        return self._pipeline is not None or self._encodings is not None
+
+    def convert_to_tensors(self, tensor_type=None, prepend_batch_axis: bool = False) -> "BatchEncoding":
+        """Turn the values into tensors ("pt") or arrays ("np"), in place; None leaves them as they are.
+        `prepend_batch_axis` makes one row into a batch of one."""
+        if tensor_type is None:
+            return self
+        tensor_type = TensorType(tensor_type)
+        if tensor_type not in (TensorType.PYTORCH, TensorType.NUMPY):
+            raise ValueError(f'tensor_type={tensor_type.value!r} is not supported; use "pt" (torch) or "np" (numpy).')
+        for key, value in list(self.items()):
+            if prepend_batch_axis:
+                value = [value]
+            self[key] = _as_tensor(value, tensor_type.value, key)
+        return self
 
     @property
     def n_sequences(self) -> int | None:
@@ -314,12 +385,49 @@ class BatchEncoding(dict):
         span = _word_to_tokens(row, word, sequence_index)
         return None if span is None else CharSpan(row.offsets[span.start][0], row.offsets[span.end - 1][1])
 
-    def to(self, device) -> "BatchEncoding":
-        """Move the tensors to `device` (needs return_tensors="pt")."""
+    def to(self, device, *, non_blocking: bool = False) -> "BatchEncoding":
+        """Move the tensors to `device` (a device, a string or an index), or cast floating ones to a dtype
+        (as the reference does); needs return_tensors="pt"."""
+        import torch
+
+        if isinstance(device, torch.dtype):  # only floating tensors take a dtype; the ids stay integers
+            for key, value in self.items():
+                if isinstance(value, torch.Tensor) and torch.is_floating_point(value):
+                    self[key] = value.to(device)
+            return self
+        if not isinstance(device, (str, int, torch.device)):
+            raise TypeError(f"BatchEncoding.to takes a device (str, int or torch.device), got {type(device).__name__}.")
         for key, value in self.items():
-            if hasattr(value, "to"):
-                self[key] = value.to(device)
+            if isinstance(value, torch.Tensor):
+                self[key] = value.to(device, non_blocking=non_blocking)
         return self
+
+
+def _as_tensor(value, tensor_type: str, key: str):
+    """A value of a BatchEncoding as a tensor or array; rows of different lengths are an error that says to pad."""
+    import numpy as np
+
+    if tensor_type == "pt":
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            return value
+    elif isinstance(value, np.ndarray):
+        return value
+    try:
+        array = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+    except ValueError:
+        array = None
+    if array is None or array.dtype == object:
+        raise ValueError(
+            f"Cannot make one tensor of {key!r}: its rows have different lengths. Pass padding=True (and "
+            "truncation=True for rows that are too long)."
+        )
+    if tensor_type == "np":
+        return array
+    import torch
+
+    return torch.from_numpy(array.copy()) if array.dtype != np.float64 else torch.tensor(array)
 
 
 def _in_sequence(row: Encoding, sequence_index: int) -> list[bool]:

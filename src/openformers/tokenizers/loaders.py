@@ -10,6 +10,7 @@ import json
 import mmap
 import struct
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from gguf.constants import GGUF_MAGIC, GGUFValueType, Keys, TokenType
 
 from ..hub import ModelFiles
 from . import decoders, models, normalizers, pre_tokenizers, processors, sentencepiece
-from .base import AddedToken, Pipeline
+from .base import INIT_OPTIONS, AddedToken, Pipeline
 
 # --- tokenizer.json: one builder per `type` tag, per slot
 
@@ -265,18 +266,27 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _config_settings(files: ModelFiles) -> dict:
-    """Special tokens, chat template, padding side and length limit from the files beside tokenizer.json.
-
-    As in the reference, special_tokens_map.json overrides tokenizer_config.json unless the config lists
-    its added tokens itself, and chat_template.jinja overrides the config's chat_template.
-    """
+def read_tokenizer_config(files: ModelFiles) -> dict:
+    """tokenizer_config.json, with special_tokens_map.json over it unless the config lists its added
+    tokens itself (as the reference reads them)."""
     config_path = files.file("tokenizer_config.json")
     config = _read_json(config_path) if config_path else {}
     map_path = files.file("special_tokens_map.json")
     if map_path and "added_tokens_decoder" not in config:
         config.update(_read_json(map_path))
+    config["_config_path"] = config_path
+    return config
 
+
+def family_of(config: dict) -> str:
+    """The reference's tokenizer class the config names, without "Fast" ("" when it names none)."""
+    return str(config.get("tokenizer_class") or "").removesuffix("Fast")
+
+
+def _config_settings(config: dict) -> dict:
+    """Special tokens, chat template, padding side, length limit and the reference's other settings
+    from the tokenizer config (already merged with the caller's keyword arguments)."""
+    config_path = config.get("_config_path") or "tokenizer_config.json"
     settings = {name: _token_content(config[name]) for name in _SPECIAL_TOKEN_NAMES if config.get(name) is not None}
     extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
     if isinstance(extra, dict):  # model-specific names, like {"image_token": "<image>"}
@@ -286,9 +296,6 @@ def _config_settings(files: ModelFiles) -> dict:
     chat_template = config.get("chat_template")
     if isinstance(chat_template, list):  # several named templates
         chat_template = {entry["name"]: entry["template"] for entry in chat_template}
-    jinja_path = files.file("chat_template.jinja")
-    if jinja_path:
-        chat_template = jinja_path.read_text(encoding="utf-8")
     if chat_template is not None:
         settings["chat_template"] = chat_template
     if config.get("padding_side") is not None:
@@ -301,12 +308,18 @@ def _config_settings(files: ModelFiles) -> dict:
         settings["model_max_length"] = int(config["model_max_length"])
     if config.get("truncation_side") in ("left", "right"):
         settings["truncation_side"] = config["truncation_side"]
-    tokenizer_class = str(config.get("tokenizer_class") or "").removesuffix("Fast")
     if config.get("model_input_names"):
         settings["model_input_names"] = list(config["model_input_names"])
-    elif tokenizer_class in _CLASSES_WITH_TOKEN_TYPES:
+    elif family_of(config) in _CLASSES_WITH_TOKEN_TYPES:
         settings["model_input_names"] = ["input_ids", "token_type_ids", "attention_mask"]
+    for name in INIT_OPTIONS:
+        if name in config:
+            settings[name] = config[name]
     return settings
+
+
+settings_from_config = _config_settings  # for tokenizers built from a pipeline and keyword arguments
+read_json_file = _read_json
 
 
 # The reference's tokenizer classes whose models take token_type_ids (the others return none by default).
@@ -319,20 +332,48 @@ _CLASSES_WITH_TOKEN_TYPES = frozenset(
 )  # fmt: skip
 
 
-def _from_tokenizer_json(files: ModelFiles) -> dict:
-    path = files.folder / "tokenizer.json"
-    data = _read_json(path)
+def settings_from_tokenizer_json(path: Path | dict, config: dict) -> dict:
+    """A tokenizer.json (or its parsed contents), with the options the caller passed
+    (`add_prefix_space`, `do_lower_case`) applied."""
+    data, path = (json.loads(json.dumps(path)), "tokenizer_object") if isinstance(path, dict) else (_read_json(path), path)
+    _apply_options(data, config.get("_explicit", {}))
     try:
         pipeline = pipeline_from_tokenizer_json(data)
     except (ValueError, KeyError, TypeError) as error:
         detail = f"missing key {error}" if isinstance(error, KeyError) else str(error)
         raise ValueError(f"Cannot build a tokenizer from {path}: {detail}") from None
-    settings = {"pipeline": pipeline, **_config_settings(files)}
+    settings = {"pipeline": pipeline, **_config_settings(config)}
     padding = data.get("padding")
     if padding:  # padding saved in tokenizer.json gives defaults the config may override
         settings.setdefault("pad_token", padding.get("pad_token"))
         settings.setdefault("padding_side", padding.get("direction", "Right").lower())
     return settings
+
+
+def _parts(spec: dict | None, key: str) -> list[dict]:
+    """A slot's spec and, for a Sequence, each part of it."""
+    if not spec:
+        return []
+    return [spec, *[part for child in spec.get(key, []) for part in _parts(child, key)]]
+
+
+parts_of = _parts
+
+
+def _apply_options(data: dict, options: dict) -> None:
+    """Set, in a tokenizer.json's contents, what the reference's keyword arguments change in the pipeline."""
+    if "add_prefix_space" in options:
+        add = bool(options["add_prefix_space"])
+        for part in _parts(data.get("pre_tokenizer"), "pretokenizers") + _parts(data.get("post_processor"), "processors"):
+            if part.get("type") in ("ByteLevel", "RobertaProcessing"):
+                part["add_prefix_space"] = add
+            elif part.get("type") == "Metaspace":
+                part["prepend_scheme"] = ("first" if options.get("legacy") is False else "always") if add else "never"
+    if "do_lower_case" in options:
+        for part in _parts(data.get("normalizer"), "normalizers"):
+            if part.get("type") == "BertNormalizer":
+                part["lowercase"] = bool(options["do_lower_case"])
+                part["strip_accents"] = options.get("strip_accents")
 
 
 # --- vocab.txt (BERT)
@@ -380,21 +421,18 @@ def _template_spec(before: list[int], after: list[int], tokens: list[str]) -> di
     }
 
 
-def _from_vocab_txt(files: ModelFiles) -> dict:
-    """BERT's tokenizer from its vocabulary alone, set up by tokenizer_config.json as the reference does."""
-    path = files.folder / "vocab.txt"
-    config_path = files.file("tokenizer_config.json")
-    config = _read_json(config_path) if config_path else {}
-    settings = {
-        "unk_token": "[UNK]",
-        "sep_token": "[SEP]",
-        "pad_token": "[PAD]",
-        "cls_token": "[CLS]",
-        "mask_token": "[MASK]",
-        "model_input_names": ["input_ids", "token_type_ids", "attention_mask"],
-        **_config_settings(files),
-    }
-    vocab = _read_vocab_txt(path)
+BERT_SPECIAL_TOKENS = {
+    "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]"
+}  # fmt: skip
+
+
+def settings_from_vocab_txt(path: Path | dict, config: dict) -> dict:
+    """BERT's WordPiece tokenizer from its vocabulary alone (a vocab.txt, or a dict from token to id),
+    set up by the config as the reference does."""
+    settings = {**BERT_SPECIAL_TOKENS, **_config_settings(config)}
+    if family_of(config) != "DistilBertTokenizer":
+        settings.setdefault("model_input_names", ["input_ids", "token_type_ids", "attention_mask"])
+    vocab, path = (path, "vocab") if isinstance(path, dict) else (_read_vocab_txt(path), path)
     for name in ("unk_token", "sep_token", "cls_token"):
         if settings[name] not in vocab:
             raise ValueError(f"{path} has no {settings[name]!r} ({name}); BERT's tokenizer needs it.")
@@ -435,27 +473,40 @@ def _read_merges(path: Path, vocab: dict[str, int]) -> list[tuple[str, str]]:
     return merges
 
 
-def _from_vocab_and_merges(files: ModelFiles) -> dict:
-    """A GPT-2 style byte-level BPE from vocab.json and merges.txt; RoBERTa's `<s> A </s></s> B </s>`
-    layout and special tokens when tokenizer_config.json names a RoBERTa tokenizer class."""
-    vocab_path, merges_path = files.folder / "vocab.json", files.folder / "merges.txt"
-    vocab = _read_json(vocab_path)
+def settings_from_vocab_and_merges(vocab_path: Path | dict, merges_path: Path | list, config: dict) -> dict:
+    """A byte-level BPE from vocab.json and merges.txt (or a dict from token to id and a list of pairs),
+    laid out as the config's tokenizer class does: GPT-2 (no special tokens added), RoBERTa
+    (`<s> A </s></s> B </s>`) or Qwen2 (NFC and its own split)."""
+    vocab, vocab_path = (vocab_path, "vocab") if isinstance(vocab_path, dict) else (_read_json(vocab_path), vocab_path)
     if not all(isinstance(token_id, int) for token_id in vocab.values()):
         raise ValueError(f"{vocab_path} should map each token to an integer id.")
-    merges = _read_merges(merges_path, vocab)
-    config_path = files.file("tokenizer_config.json")
-    config = _read_json(config_path) if config_path else {}
-    is_roberta = str(config.get("tokenizer_class") or "").removesuffix("Fast") in _ROBERTA_CLASSES
+    if isinstance(merges_path, (list, tuple)):
+        merges = [tuple(merge.split(" ")) if isinstance(merge, str) else tuple(merge) for merge in merges_path]
+    else:
+        merges = _read_merges(merges_path, vocab)
+    family = family_of(config)
+    is_roberta = family in _ROBERTA_CLASSES
     if is_roberta:
         settings = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
                     "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}  # fmt: skip
+    elif family == "Qwen2Tokenizer":
+        settings = {"eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
     else:
         settings = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
-    settings.update(_config_settings(files))
+    settings.update(_config_settings(config))
     add_prefix_space = bool(config.get("add_prefix_space", False))
     trim_offsets = bool(config.get("trim_offsets", True))
+    byte_level = {"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": trim_offsets,
+                  "use_regex": True}  # fmt: skip
+    pre_tokenizer, normalizer = byte_level, None
+    if family == "Qwen2Tokenizer":
+        split = {"type": "Split", "pattern": {"Regex": _QWEN2_PATTERN}, "behavior": "Isolated", "invert": False}
+        pre_tokenizer = {"type": "Sequence", "pretokenizers": [split, {**byte_level, "use_regex": False}]}
+        normalizer = {"type": "NFC"}
     if is_roberta:
         cls, sep = settings["cls_token"], settings["sep_token"]
+        if cls not in vocab or sep not in vocab:
+            raise ValueError(f"{vocab_path} has no {cls!r} or {sep!r}; RoBERTa's tokenizer needs both.")
         post_processor = {"type": "RobertaProcessing", "sep": [sep, vocab[sep]], "cls": [cls, vocab[cls]],
                           "trim_offsets": trim_offsets, "add_prefix_space": add_prefix_space}  # fmt: skip
     else:
@@ -466,9 +517,8 @@ def _from_vocab_and_merges(files: ModelFiles) -> dict:
         {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
          "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
          "vocab": vocab, "merges": [list(merge) for merge in merges]},
-        normalizer=None,
-        pre_tokenizer={"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": trim_offsets,
-                       "use_regex": True},
+        normalizer=normalizer,
+        pre_tokenizer=pre_tokenizer,
         post_processor=post_processor,
         decoder={"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
     )  # fmt: skip
@@ -481,23 +531,65 @@ _ROBERTA_CLASSES = frozenset({"RobertaTokenizer", "CamembertTokenizer", "Longfor
 # --- tokenizer.model (SentencePiece)
 
 
-def _from_tokenizer_model(files: ModelFiles) -> dict:
-    """A SentencePiece model that encodes as the `sentencepiece` library does; special tokens and
-    whether to add BOS/EOS come from tokenizer_config.json (BOS only, as Llama, by default)."""
-    path = files.folder / "tokenizer.model"
+def settings_from_sentencepiece(path: Path, config: dict) -> dict:
+    """A SentencePiece model that encodes as the `sentencepiece` library does, set up as the config's
+    tokenizer class does: Llama (BOS in front; `legacy`), T5 (`</s>` after, and `extra_ids` sentinel
+    tokens) or XLM-RoBERTa (fairseq's ids: `<s> <pad> </s> <unk>` first, `<s> A </s>`)."""
     spm = sentencepiece.read_sentencepiece_model(path)
+    family = family_of(config)
+    if family == "XLMRobertaTokenizer":
+        return _xlm_roberta_settings(spm, path, config)
     settings = _sentencepiece_special_tokens(spm)
-    settings.update(_config_settings(files))
-    config_path = files.file("tokenizer_config.json")
-    config = _read_json(config_path) if config_path else {}
-    add_bos = config.get("add_bos_token", True) and settings.get("bos_token")
-    add_eos = config.get("add_eos_token", False) and settings.get("eos_token")
-    pipeline = _sentencepiece_pipeline(spm, path, settings if add_bos else {}, settings if add_eos else {})
+    if family == "T5Tokenizer":
+        settings.pop("bos_token", None)  # T5 has none; the reference's T5 names eos, unk and pad only
+        settings.setdefault("pad_token", "<pad>")
+    settings.update(_config_settings(config))
+    is_t5 = family == "T5Tokenizer"
+    add_bos = config.get("add_bos_token", not is_t5) and settings.get("bos_token")
+    add_eos = config.get("add_eos_token", is_t5) and settings.get("eos_token")
+    pipeline = _sentencepiece_pipeline(
+        spm, path, settings if add_bos else {}, settings if add_eos else {}, keep_controls=is_t5
+    )
     # The reference's Llama tokenizers default to legacy=False: no dummy prefix after a special token.
-    tokenizer_class = str(config.get("tokenizer_class") or "").removesuffix("Fast")
-    is_llama = tokenizer_class in ("LlamaTokenizer", "CodeLlamaTokenizer")
+    is_llama = family in ("LlamaTokenizer", "CodeLlamaTokenizer")
     pipeline.normalizer.prefix_only_at_start = config.get("legacy", not is_llama) is False
     pipeline.sentencepiece_file = path  # save_pretrained copies it
+    if is_t5:
+        _add_sentinels(pipeline, settings, int(config.get("extra_ids", 100)))
+    return {"pipeline": pipeline, **settings}
+
+
+def _add_sentinels(pipeline: Pipeline, settings: dict, count: int) -> None:
+    """T5's `<extra_id_N>` tokens after the vocabulary, numbered down from its end (as T5 was trained)."""
+    sentinels = [f"<extra_id_{index}>" for index in range(count)]
+    pipeline.add_tokens([AddedToken(token, special=True) for token in reversed(sentinels)])
+    extra = [token for token in settings.get("extra_special_tokens", []) if token not in sentinels]
+    settings["extra_special_tokens"] = sentinels + extra
+
+
+_FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+
+
+def _xlm_roberta_settings(spm: sentencepiece.SentencePieceModel, path: Path, config: dict) -> dict:
+    """XLM-RoBERTa numbers the pieces as fairseq did: `<s> <pad> </s> <unk>` are 0 to 3, every other
+    piece keeps its SentencePiece id plus one, and `<mask>` comes last."""
+    if spm.pieces[:3] and [kind for _, _, kind in spm.pieces[:3]] != [models.UNKNOWN, models.CONTROL, models.CONTROL]:
+        raise ValueError(
+            f"{path}: XLMRobertaTokenizer expects the SentencePiece layout <unk>, <s>, </s> for the first three "
+            "pieces (fairseq's), found "
+            f"{[piece for piece, _, _ in spm.pieces[:3]]}. Load it with LlamaTokenizer or T5Tokenizer instead."
+        )
+    kinds = (models.CONTROL, models.CONTROL, models.CONTROL, models.UNKNOWN)
+    pieces = [(piece, 0.0, kind) for piece, kind in zip(_FAIRSEQ_SPECIALS, kinds)] + list(spm.pieces[3:])
+    pieces.append(("<mask>", 0.0, models.USER_DEFINED))
+    shifted = replace(spm, pieces=pieces, unk_id=3, bos_id=0, eos_id=2, pad_id=1)
+    settings = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
+                "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}  # fmt: skip
+    settings.update(_config_settings(config))
+    pipeline = _sentencepiece_pipeline(shifted, path, {}, {}, keep_controls=True)
+    cls, sep = pipeline.model.vocab[settings["cls_token"]], pipeline.model.vocab[settings["sep_token"]]
+    pipeline.post_processor = processors.RobertaProcessing(cls, sep, trim_offsets=False)
+    pipeline.sentencepiece_file = path
     return {"pipeline": pipeline, **settings}
 
 
@@ -510,9 +602,13 @@ def _sentencepiece_special_tokens(spm: sentencepiece.SentencePieceModel) -> dict
     return settings
 
 
-def _sentencepiece_pipeline(spm: sentencepiece.SentencePieceModel, path: Path, bos: dict, eos: dict) -> Pipeline:
+def _sentencepiece_pipeline(
+    spm: sentencepiece.SentencePieceModel, path: Path, bos: dict, eos: dict, keep_controls: bool = False
+) -> Pipeline:
     """The pipeline of a SentencePiece model (from a tokenizer.model or a GGUF file), adding
-    `bos["bos_token"]` before and `eos["eos_token"]` after each sequence when given."""
+    `bos["bos_token"]` before and `eos["eos_token"]` after each sequence when given. With
+    `keep_controls`, decode writes control pieces like `</s>` out (unless skipped as special tokens),
+    as the reference's T5 and XLM-RoBERTa tokenizers do; `sentencepiece` itself drops them."""
     if spm.model_type not in (sentencepiece.BPE, sentencepiece.UNIGRAM):
         kind = sentencepiece.MODEL_TYPE_NAMES.get(spm.model_type, spm.model_type)
         raise ValueError(f"{path} is a SentencePiece {kind!r} model; only 'bpe' and 'unigram' models are supported.")
@@ -528,7 +624,7 @@ def _sentencepiece_pipeline(spm: sentencepiece.SentencePieceModel, path: Path, b
     after = [model.vocab[eos["eos_token"]]] if eos.get("eos_token") else []
     single = [([token_id], 0) for token_id in before] + [("A", 0)] + [([token_id], 0) for token_id in after]
     pair = single + [("B" if item == "A" else item, 1) for item, _ in single]
-    controls = {piece for piece, _, kind in spm.pieces if kind == models.CONTROL}
+    controls = set() if keep_controls else {piece for piece, _, kind in spm.pieces if kind == models.CONTROL}
     return Pipeline(
         model,
         normalizer=normalizers.SentencePieceNormalizer(
@@ -790,22 +886,40 @@ def _from_gguf_sentencepiece(metadata: dict, path: Path) -> dict:
 # --- choosing the source
 
 
-def load_tokenizer(files: ModelFiles, *, prefer_gguf: bool = False) -> dict:
+def load_tokenizer(
+    files: ModelFiles, *, prefer_gguf: bool = False, tokenizer_class: str | None = None, options: dict | None = None
+) -> dict:
     """The `PreTrainedTokenizer` keyword arguments for the tokenizer in `files`.
 
     tokenizer.json wins over the GGUF metadata unless `prefer_gguf` (the caller named a GGUF file).
+    `tokenizer_class` (the reference's class name) overrides the config's, and `options` (the
+    caller's keyword arguments) override the config's values, as in the reference's from_pretrained.
     """
+    config = read_tokenizer_config(files)
+    options = dict(options or {})
+    config.update(options)
+    config["_explicit"] = options
+    if tokenizer_class:
+        config["tokenizer_class"] = tokenizer_class
+    settings = _load_settings(files, config, prefer_gguf)
+    jinja_path = files.file("chat_template.jinja")
+    if jinja_path and "chat_template" not in options:  # it overrides the config's chat_template
+        settings["chat_template"] = jinja_path.read_text(encoding="utf-8")
+    return settings
+
+
+def _load_settings(files: ModelFiles, config: dict, prefer_gguf: bool) -> dict:
     tokenizer_json = files.file("tokenizer.json")
     if files.gguf_file is not None and (prefer_gguf or tokenizer_json is None):
-        return _from_gguf(files.gguf_file)
+        return {**_from_gguf(files.gguf_file), **_config_settings(config["_explicit"])}
     if tokenizer_json is not None:
-        return _from_tokenizer_json(files)
+        return settings_from_tokenizer_json(tokenizer_json, config)
     if files.file("tokenizer.model") is not None:
-        return _from_tokenizer_model(files)
+        return settings_from_sentencepiece(files.folder / "tokenizer.model", config)
     if files.file("vocab.txt") is not None:
-        return _from_vocab_txt(files)
+        return settings_from_vocab_txt(files.folder / "vocab.txt", config)
     if files.file("vocab.json") is not None and files.file("merges.txt") is not None:
-        return _from_vocab_and_merges(files)
+        return settings_from_vocab_and_merges(files.folder / "vocab.json", files.folder / "merges.txt", config)
     found = sorted(path.name for path in files.folder.iterdir()) if files.folder.is_dir() else []
     lone = sorted({"vocab.json", "merges.txt"} & set(found))
     hint = f" ({lone[0]} was found, but byte-level BPE needs both vocab.json and merges.txt.)" if lone else ""

@@ -1,0 +1,297 @@
+"""The reference's tokenizer class names, as thin subclasses of the one tokenizer in `base.py`.
+
+Each sets a family's defaults (special tokens, lowercasing, the layout of special tokens around a
+sequence, the inputs its models take) for when it is built from vocabulary files:
+
+    BertTokenizer("vocab.txt", do_lower_case=False)
+    GPT2Tokenizer("vocab.json", "merges.txt", add_prefix_space=True)
+    T5Tokenizer("spiece.model")                       # "</s>" after each sequence, 100 sentinels
+    PreTrainedTokenizerFast(tokenizer_file="tokenizer.json")
+
+`from_pretrained` on a class loads a folder as that class; `AutoTokenizer.from_pretrained` picks the
+class the reference picks (tokenizer_config.json's `tokenizer_class`, else config.json's `model_type`).
+As in the reference 5.x, each `...Fast` name is the same class as the name without it.
+"""
+
+import json
+import os
+from pathlib import Path
+
+from .. import hub
+from . import loaders
+from .base import Pipeline, PreTrainedTokenizerBase
+
+
+class TokenizersBackend(PreTrainedTokenizerBase):
+    """A tokenizer from a tokenizer.json (`tokenizer_file=`), a `tokenizers.Tokenizer` or one of our
+    pipelines (`tokenizer_object=`), or vocabulary files; the reference's `PreTrainedTokenizerFast`."""
+
+    def __init__(
+        self,
+        vocab_file: str | os.PathLike | dict | Pipeline | None = None,
+        merges_file: str | os.PathLike | list | None = None,
+        *,
+        pipeline: Pipeline | None = None,
+        tokenizer_file: str | os.PathLike | None = None,
+        tokenizer_object=None,
+        **kwargs,
+    ):
+        if isinstance(vocab_file, Pipeline):  # PreTrainedTokenizerBase's own first argument
+            pipeline, vocab_file = vocab_file, None
+        vocab_file = kwargs.pop("vocab", None) if vocab_file is None else vocab_file  # the reference 5.x's names
+        merges_file = kwargs.pop("merges", None) if merges_file is None else merges_file
+        if pipeline is None:
+            config = {"tokenizer_class": self.family or "", **kwargs, "_explicit": dict(kwargs)}
+            settings = _settings_from_arguments(type(self).__name__, vocab_file, merges_file, tokenizer_file,
+                                                tokenizer_object, config)  # fmt: skip
+            pipeline = settings.pop("pipeline")
+            kwargs = {**kwargs, **settings}
+        super().__init__(pipeline, **kwargs)
+
+
+def _settings_from_arguments(name, vocab_file, merges_file, tokenizer_file, tokenizer_object, config) -> dict:
+    """The settings of a tokenizer built from the files (or objects) given to its constructor."""
+    if tokenizer_object is not None:
+        if isinstance(tokenizer_object, Pipeline):
+            return {"pipeline": tokenizer_object, **loaders.settings_from_config(config)}
+        if not hasattr(tokenizer_object, "to_str"):
+            raise TypeError(
+                f"tokenizer_object must be a tokenizers.Tokenizer (anything with .to_str() giving its JSON) or a "
+                f"Pipeline, got {type(tokenizer_object).__name__}."
+            )
+        return loaders.settings_from_tokenizer_json(json.loads(tokenizer_object.to_str()), config)
+    if tokenizer_file is not None:
+        return loaders.settings_from_tokenizer_json(_existing(tokenizer_file, "tokenizer_file"), config)
+    if vocab_file is None:
+        raise ValueError(
+            f"{name} needs a vocabulary: pass vocab_file (and merges_file for byte-level BPE), tokenizer_file=, "
+            f"tokenizer_object=, or load a folder with {name}.from_pretrained(path)."
+        )
+    if isinstance(vocab_file, (str, os.PathLike)):
+        vocab_file = _existing(vocab_file, "vocab_file")
+        if vocab_file.suffix == ".model":
+            return loaders.settings_from_sentencepiece(vocab_file, config)
+        if vocab_file.name == "tokenizer.json":
+            return loaders.settings_from_tokenizer_json(vocab_file, config)
+    if merges_file is not None:
+        if isinstance(merges_file, (str, os.PathLike)):
+            merges_file = _existing(merges_file, "merges_file")
+        return loaders.settings_from_vocab_and_merges(vocab_file, merges_file, config)
+    if isinstance(vocab_file, dict) or vocab_file.suffix != ".json":
+        return loaders.settings_from_vocab_txt(vocab_file, config)
+    raise ValueError(f"{name}: {vocab_file} is a vocab.json, which needs its merges_file (merges.txt) beside it.")
+
+
+def _existing(path, name: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}={os.fspath(path)!r} is not a file.")
+    return path
+
+
+PreTrainedTokenizerFast = TokenizersBackend  # the reference 5.x's name for the same class
+
+
+class BertTokenizer(TokenizersBackend):
+    """BERT's WordPiece: lowercased (and accents stripped) unless `do_lower_case=False`, `[CLS] A [SEP] B [SEP]`."""
+
+    family = "BertTokenizer"
+    model_input_names = ["input_ids", "token_type_ids", "attention_mask"]
+
+    def __init__(
+        self, vocab_file=None, do_lower_case=True, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
+        cls_token="[CLS]", mask_token="[MASK]", tokenize_chinese_chars=True, strip_accents=None, **kwargs,
+    ):  # fmt: skip
+        super().__init__(
+            vocab_file, do_lower_case=do_lower_case, unk_token=unk_token, sep_token=sep_token, pad_token=pad_token,
+            cls_token=cls_token, mask_token=mask_token, tokenize_chinese_chars=tokenize_chinese_chars,
+            strip_accents=strip_accents, **kwargs,
+        )  # fmt: skip
+
+
+class DistilBertTokenizer(BertTokenizer):
+    """BERT's tokenizer for DistilBERT, whose models take no token_type_ids."""
+
+    family = "DistilBertTokenizer"
+    model_input_names = ["input_ids", "attention_mask"]
+
+
+class GPT2Tokenizer(TokenizersBackend):
+    """GPT-2's byte-level BPE from vocab.json and merges.txt; `<|endoftext|>` is BOS, EOS and unknown."""
+
+    family = "GPT2Tokenizer"
+
+    def __init__(
+        self, vocab_file=None, merges_file=None, unk_token="<|endoftext|>", bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>", pad_token=None, add_prefix_space=False, **kwargs,
+    ):  # fmt: skip
+        super().__init__(
+            vocab_file, merges_file, unk_token=unk_token, bos_token=bos_token, eos_token=eos_token,
+            pad_token=pad_token, add_prefix_space=add_prefix_space, **kwargs,
+        )  # fmt: skip
+
+
+class RobertaTokenizer(TokenizersBackend):
+    """RoBERTa's byte-level BPE: `<s> A </s>` and `<s> A </s></s> B </s>`."""
+
+    family = "RobertaTokenizer"
+
+    def __init__(
+        self, vocab_file=None, merges_file=None, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+        cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", add_prefix_space=False,
+        trim_offsets=True, **kwargs,
+    ):  # fmt: skip
+        super().__init__(
+            vocab_file, merges_file, bos_token=bos_token, eos_token=eos_token, sep_token=sep_token,
+            cls_token=cls_token, unk_token=unk_token, pad_token=pad_token, mask_token=mask_token,
+            add_prefix_space=add_prefix_space, trim_offsets=trim_offsets, **kwargs,
+        )  # fmt: skip
+
+
+class Qwen2Tokenizer(TokenizersBackend):
+    """Qwen2's byte-level BPE: NFC, digits one by one, `<|endoftext|>` for EOS, unknown and padding; no BOS."""
+
+    family = "Qwen2Tokenizer"
+
+    def __init__(
+        self, vocab_file=None, merges_file=None, unk_token="<|endoftext|>", bos_token=None,
+        eos_token="<|endoftext|>", pad_token="<|endoftext|>", add_prefix_space=False, **kwargs,
+    ):  # fmt: skip
+        super().__init__(
+            vocab_file, merges_file, unk_token=unk_token, bos_token=bos_token, eos_token=eos_token,
+            pad_token=pad_token, add_prefix_space=add_prefix_space, **kwargs,
+        )  # fmt: skip
+
+
+class LlamaTokenizer(TokenizersBackend):
+    """Llama's SentencePiece BPE: BOS in front; with `legacy=False` (the default) no "▁" after special tokens."""
+
+    family = "LlamaTokenizer"
+
+    def __init__(
+        self, vocab_file=None, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token=None,
+        legacy=False, **kwargs,
+    ):  # fmt: skip
+        super().__init__(
+            vocab_file, unk_token=unk_token, bos_token=bos_token, eos_token=eos_token, pad_token=pad_token,
+            legacy=legacy, **kwargs,
+        )  # fmt: skip
+
+
+class T5Tokenizer(TokenizersBackend):
+    """T5's SentencePiece Unigram: `</s>` after each sequence, and `extra_ids` sentinels `<extra_id_N>`."""
+
+    family = "T5Tokenizer"
+
+    def __init__(self, vocab_file=None, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=100, **kwargs):
+        super().__init__(
+            vocab_file, eos_token=eos_token, unk_token=unk_token, pad_token=pad_token, extra_ids=extra_ids, **kwargs
+        )
+
+    def get_sentinel_tokens(self) -> list[str]:
+        return [token for token in self.extra_special_tokens if token.startswith("<extra_id_")]
+
+    def get_sentinel_token_ids(self) -> list[int]:
+        return self.convert_tokens_to_ids(self.get_sentinel_tokens())
+
+
+class XLMRobertaTokenizer(TokenizersBackend):
+    """XLM-RoBERTa's SentencePiece model with fairseq's ids, laid out `<s> A </s></s> B </s>`."""
+
+    family = "XLMRobertaTokenizer"
+
+    def __init__(
+        self, vocab_file=None, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
+        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", **kwargs,
+    ):  # fmt: skip
+        super().__init__(
+            vocab_file, bos_token=bos_token, eos_token=eos_token, sep_token=sep_token, cls_token=cls_token,
+            unk_token=unk_token, pad_token=pad_token, mask_token=mask_token, **kwargs,
+        )  # fmt: skip
+
+
+BertTokenizerFast = BertTokenizer
+DistilBertTokenizerFast = DistilBertTokenizer
+GPT2TokenizerFast = GPT2Tokenizer
+RobertaTokenizerFast = RobertaTokenizer
+Qwen2TokenizerFast = Qwen2Tokenizer
+LlamaTokenizerFast = LlamaTokenizer
+T5TokenizerFast = T5Tokenizer
+XLMRobertaTokenizerFast = XLMRobertaTokenizer
+
+TOKENIZER_CLASSES = {
+    cls.__name__: cls
+    for cls in (
+        TokenizersBackend, BertTokenizer, DistilBertTokenizer, GPT2Tokenizer, RobertaTokenizer, Qwen2Tokenizer,
+        LlamaTokenizer, T5Tokenizer, XLMRobertaTokenizer,
+    )
+}  # fmt: skip
+TOKENIZER_CLASSES["PreTrainedTokenizerFast"] = TokenizersBackend
+
+# config.json's model_type -> the class the reference registers for it (distilbert shares BERT's).
+_CLASS_OF_MODEL_TYPE = {
+    "bert": "BertTokenizer", "distilbert": "BertTokenizer", "gpt2": "GPT2Tokenizer", "roberta": "RobertaTokenizer",
+    "qwen2": "Qwen2Tokenizer", "t5": "T5Tokenizer", "xlm-roberta": "XLMRobertaTokenizer",
+}  # fmt: skip
+# Model types whose Hub configs often name the wrong tokenizer class: the registered class wins.
+_REGISTERED_CLASS_WINS = frozenset({"qwen2"})
+
+
+def tokenizer_class_for(files: hub.ModelFiles, prefer_gguf: bool) -> type[TokenizersBackend]:
+    """The class the reference's AutoTokenizer picks for these files."""
+    if files.gguf_file is not None and (prefer_gguf or files.file("tokenizer.json") is None):
+        return TokenizersBackend
+    declared = loaders.family_of(loaders.read_tokenizer_config(files))
+    config_path = files.file("config.json")
+    model_config = loaders.read_json_file(config_path) if config_path else {}
+    declared = declared or str(model_config.get("tokenizer_class") or "").removesuffix("Fast")
+    model_type = model_config.get("model_type")
+    registered = _CLASS_OF_MODEL_TYPE.get(model_type)
+    if declared and registered and declared != registered and model_type in _REGISTERED_CLASS_WINS:
+        declared = registered
+    if declared == "LlamaTokenizer" and _is_byte_level(files):  # Llama-3 style folders that say "Llama"
+        return TokenizersBackend
+    if declared:
+        return TOKENIZER_CLASSES.get(declared, TokenizersBackend)
+    return TOKENIZER_CLASSES.get(registered, TokenizersBackend)
+
+
+def _is_byte_level(files: hub.ModelFiles) -> bool:
+    path = files.file("tokenizer.json")
+    if path is None:
+        return False
+    data = loaders.read_json_file(path)
+    kinds = [part.get("type") for part in loaders.parts_of(data.get("pre_tokenizer"), "pretokenizers")]
+    return "ByteLevel" in kinds
+
+
+class AutoTokenizer:
+    """`AutoTokenizer.from_pretrained(path_or_id)` returns the tokenizer class the reference would."""
+
+    def __init__(self):
+        raise TypeError("AutoTokenizer is not built directly; use AutoTokenizer.from_pretrained(path_or_id).")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        gguf_file: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        **kwargs,
+    ) -> TokenizersBackend:
+        """Load from a folder, a .gguf file or a Hub id, as the class the files name (see the module docstring).
+        Keyword arguments override the loaded settings, e.g. `padding_side="left"` or `add_prefix_space=True`."""
+        files = hub.resolve(
+            name_or_path,
+            gguf_file=gguf_file,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+        )
+        tokenizer_class = tokenizer_class_for(files, gguf_file is not None)
+        return tokenizer_class._from_files(files, os.fspath(name_or_path), gguf_file is not None, kwargs, chosen=True)
