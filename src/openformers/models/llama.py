@@ -5,8 +5,10 @@ checkpoint loads without renaming. GGUF files name tensors the llama.cpp way and
 rows permuted; `convert_gguf_state_dict` renames them and undoes the permutation.
 
 Mistral (attention over a sliding window) and Qwen2 (biases on q/k/v) are configurations of these
-classes (configs.MistralConfig, configs.Qwen2Config). The heads: causal LM, sequence classification
-(pooled at the last token that is not padding), token classification and extractive QA.
+classes (configs.MistralConfig, configs.Qwen2Config); MistralForCausalLM, Qwen2Model... are subclasses
+that only carry the reference's class names, so their checkpoints load as the class the reference names.
+The heads: causal LM, sequence classification (pooled at the last token that is not padding), token
+classification and extractive QA.
 """
 
 import torch
