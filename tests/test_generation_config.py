@@ -27,7 +27,8 @@ def folder(tmp_path_factory):
 
 def test_unset_options_are_none_and_resolve_to_the_reference_defaults():
     config = GenerationConfig()
-    assert config.max_length is None and config.to_dict() == {}
+    assert config.max_length is None and config.to_diff_dict() == {}
+    assert set(config.to_dict()) >= set(transformers.GenerationConfig().to_dict()) - {"transformers_version"}
     resolved, unknown = resolve_generation_config(None, None, {})
     assert unknown == {}
     reference = transformers.GenerationConfig._get_default_generation_params()

@@ -192,7 +192,7 @@ def test_a_mask_of_ones_is_the_same_as_none(models, prompts):
         (dict(stop_strings=["x"]), ValueError, "needs the tokenizer"),
         (dict(stop_strings=""), ValueError, "stop_strings must be"),
         (dict(eos_token_id="</s>"), ValueError, "eos_token_id must be a token id"),
-        (dict(num_beam_groups=2), TypeError, r"unexpected keyword arguments: \['num_beam_groups'\]"),
+        (dict(num_beams=2, num_beam_groups=2), ValueError, "Group Beam Search .* is no longer part of transformers"),
         (dict(generation_config={"max_new_tokens": 2}), TypeError, "generation_config must be a GenerationConfig"),
     ],
 )

@@ -317,3 +317,34 @@ def test_encoder_options_without_encoder_ids_are_ignored_with_a_warning():
 def test_guidance_needs_the_model():
     with pytest.raises(ValueError, match="guidance_scale=1.5 runs the model"):
         of.build_processors(SimpleNamespace(guidance_scale=1.5), 4)
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory, tiny_hf_model):
+    """The tiny reference model and the same weights loaded by openformers."""
+    from openformers import AutoModelForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tiny_hf_model.save_pretrained(folder)
+    return tiny_hf_model, AutoModelForCausalLM.from_pretrained(folder).eval()
+
+
+@pytest.mark.parametrize("negative", [False, True], ids=["last-token", "negative-prompt"])
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cached", "uncached"])
+def test_unbatched_guidance_matches_reference(tiny_pair, negative, use_cache):
+    """Our processor runs our model (with its own cache); the reference's, without a cache, runs its model."""
+    theirs_model, ours_model = tiny_pair
+    generator = torch.Generator().manual_seed(3)
+    input_ids = torch.randint(0, 64, (2, 6), generator=generator)
+    negative_ids = torch.randint(0, 64, (2, 4), generator=generator) if negative else None
+    negative_mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]) if negative else None
+    ours = of.UnbatchedClassifierFreeGuidanceLogitsProcessor(1.7, ours_model, negative_ids, negative_mask, use_cache)
+    theirs = hf.UnbatchedClassifierFreeGuidanceLogitsProcessor(
+        1.7, theirs_model, negative_ids, negative_mask, use_cache=False
+    )
+    with torch.no_grad():
+        for _ in range(4):
+            scores = torch.randn(2, 64, generator=generator)
+            expected = theirs(input_ids, scores)
+            torch.testing.assert_close(ours(input_ids, scores), expected, rtol=1e-5, atol=1e-5)
+            input_ids = torch.cat([input_ids, expected.argmax(dim=-1, keepdim=True)], dim=1)

@@ -12,12 +12,15 @@ import json
 import os
 import warnings
 from dataclasses import dataclass, field, fields
+from enum import Enum
 from numbers import Integral, Real
 from pathlib import Path
 
 GENERATION_CONFIG_FILE = "generation_config.json"
 
-# The reference's library defaults, used for every option that nothing else sets.
+# The reference's library defaults, used for every option that nothing else sets. Without a length from anyone,
+# `resolve_generation_config` sets max_new_tokens to 20 (the reference generates 20 NEW tokens by default);
+# max_length=20 stays the value read when max_length is asked for explicitly.
 DEFAULTS = {
     "max_length": 20,
     "min_length": 0,
@@ -31,74 +34,213 @@ DEFAULTS = {
     "repetition_penalty": 1.0,
     "length_penalty": 1.0,
     "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
     "num_return_sequences": 1,
     "output_scores": False,
     "output_logits": False,
     "return_dict_in_generate": False,
     "use_cache": True,
+    "remove_invalid_values": False,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "encoder_repetition_penalty": 1.0,
+    "num_assistant_tokens": 20,
+    "num_assistant_tokens_schedule": "constant",
+    "assistant_confidence_threshold": 0.4,
+    "assistant_lookbehind": 10,
+    "target_lookbehind": 10,
+    "num_beam_groups": 1,
+    "diversity_penalty": 0.0,
 }
+DEFAULT_MAX_NEW_TOKENS = 20
 
 # Options that only sampling reads, with the value that leaves sampling unchanged; and the same for beam search.
-_SAMPLING_ONLY = {"temperature": 1.0, "top_k": 50, "top_p": 1.0, "min_p": None, "typical_p": 1.0}
+_SAMPLING_ONLY = {"temperature": 1.0, "top_k": 50, "top_p": 1.0, "min_p": None, "typical_p": 1.0, "top_h": None,
+                  "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
 _BEAM_ONLY = {"early_stopping": False, "length_penalty": 1.0}
+# Keys of a saved file that describe the file rather than generation (the reference's metadata fields).
+_METADATA = ("transformers_version", "_from_model_config", "_commit_hash", "_original_object_hash")
 
 
-@dataclass
+class GenerationMode(str, Enum):
+    """The decoding strategy a GenerationConfig asks for, with the reference's names and values."""
+
+    CONTRASTIVE_SEARCH = "contrastive_search"
+    GREEDY_SEARCH = "greedy_search"
+    SAMPLE = "sample"
+    ASSISTED_GENERATION = "assisted_generation"
+    DOLA_GENERATION = "dola_generation"
+    BEAM_SEARCH = "beam_search"
+    BEAM_SAMPLE = "beam_sample"
+    CONSTRAINED_BEAM_SEARCH = "constrained_beam_search"
+    GROUP_BEAM_SEARCH = "group_beam_search"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def _missing_(cls, value):
+        raise ValueError(f"{value!r} is not a GenerationMode; the modes are {[mode.value for mode in cls]}.")
+
+
+@dataclass(init=False, eq=False, repr=False)
 class GenerationConfig:
+    """Every option of the reference's GenerationConfig, each None until set; unknown keys are kept too.
+
+    `GenerationConfig(foo=1).foo == 1` and `foo` survives save_pretrained / from_pretrained, as in the reference.
+    Options for strategies or architectures openformers does not run (contrastive search, DoLa, constrained beam
+    search, encoder-decoder starts, static caches, compilation) are stored and saved, so a file round-trips.
+    """
+
     # how long
     max_length: int | None = None  # prompt included
     max_new_tokens: int | None = None  # takes precedence over max_length
     min_length: int | None = None
     min_new_tokens: int | None = None
+    early_stopping: bool | str | None = None  # True, False or "never"
+    max_time: float | None = None  # seconds
     stop_strings: str | list[str] | None = None  # needs generate(..., tokenizer=tokenizer)
     # which strategy
     do_sample: bool | None = None
     num_beams: int | None = None
-    early_stopping: bool | str | None = None  # True, False or "never"
-    length_penalty: float | None = None
-    num_return_sequences: int | None = None
+    use_mtp: bool | None = None
+    # the cache
     use_cache: bool | None = None  # accepted for compatibility: the cache changes the speed, never the tokens
+    cache_implementation: str | None = None
+    cache_config: dict | None = None
+    max_cache_len: int | None = None
     # how the scores are shaped
     temperature: float | None = None
     top_k: int | None = None
     top_p: float | None = None
     min_p: float | None = None
+    top_h: float | None = None
     typical_p: float | None = None
+    epsilon_cutoff: float | None = None
+    eta_cutoff: float | None = None
     repetition_penalty: float | None = None
+    encoder_repetition_penalty: float | None = None
+    length_penalty: float | None = None
     no_repeat_ngram_size: int | None = None
     bad_words_ids: list[list[int]] | None = None
+    renormalize_logits: bool | None = None
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: int | list[int] | None = None
+    remove_invalid_values: bool | None = None
+    exponential_decay_length_penalty: tuple[int, float] | None = None
     suppress_tokens: list[int] | None = None
+    begin_suppress_tokens: list[int] | None = None
+    sequence_bias: list | dict | None = None
+    token_healing: bool | None = None
+    guidance_scale: float | None = None
+    watermarking_config: object | None = None  # a WatermarkingConfig or SynthIDTextWatermarkingConfig
     # what generate returns
+    num_return_sequences: int | None = None
+    output_attentions: bool | None = None
+    output_hidden_states: bool | None = None
     output_scores: bool | None = None
     output_logits: bool | None = None
     return_dict_in_generate: bool | None = None
     # special tokens
+    pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
-    pad_token_id: int | None = None
-    extra: dict = field(default_factory=dict, repr=False)  # keys we do not use, kept so the file round-trips
+    # encoder-decoder models
+    encoder_no_repeat_ngram_size: int | None = None
+    decoder_start_token_id: int | list[int] | None = None
+    # assisted decoding (a draft model, or prompt lookup)
+    is_assistant: bool | None = None
+    num_assistant_tokens: int | None = None
+    num_assistant_tokens_schedule: str | None = None
+    assistant_confidence_threshold: float | None = None
+    prompt_lookup_num_tokens: int | None = None
+    max_matching_ngram_size: int | None = None
+    assistant_early_exit: int | None = None
+    assistant_lookbehind: int | None = None
+    target_lookbehind: int | None = None
+    assistant_ensemble_weight: float | None = None
+    speculation_type: str | None = None
+    # performance
+    compile_config: object | None = None
+    disable_compile: bool | None = None
+    continuous_batching_config: object | None = None
+    # strategies the reference moved to the Hub; kept so that their files load
+    low_memory: bool | None = None
+    penalty_alpha: float | None = None
+    dola_layers: str | list[int] | None = None
+    diversity_penalty: float | None = None
+    num_beam_groups: int | None = None
+    constraints: list | None = None
+    force_words_ids: list | None = None
+    prefill_chunk_size: int | None = None
+    extra: dict = field(default_factory=dict)  # keys we do not know, kept so that the file round-trips
 
-    def __post_init__(self):
+    def __init__(self, **kwargs):
+        object.__setattr__(self, "extra", {})
+        for name in _OPTION_NAMES:
+            object.__setattr__(self, name, kwargs.pop(name, None))
+        kwargs.pop("_commit_hash", None)  # the reference drops it too
+        self.extra.update(kwargs)
+        self.watermarking_config = _watermarking_config(self.watermarking_config)
         self.validate()
-        _warn_about_ignored_options(self, self.set_options(), stacklevel=4)
+        _warn_about_ignored_options(self, self.set_options(), stacklevel=3)
+
+    # Unknown keys read and written as attributes, as the reference's GenerationConfig allows.
+    def __getattr__(self, name):
+        extra = self.__dict__.get("extra")
+        if extra is not None and name in extra:
+            return extra[name]
+        raise AttributeError(f"GenerationConfig has no option or extra key {name!r}.")
+
+    def __setattr__(self, name, value):
+        if name in _OPTION_NAMES or name == "extra":
+            object.__setattr__(self, name, value)
+        else:
+            self.extra[name] = value
+
+    def __delattr__(self, name):
+        if name in self.__dict__.get("extra", {}):
+            del self.extra[name]
+        else:
+            object.__delattr__(self, name)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, GenerationConfig):
+            return False
+        return self.to_json_string(use_diff=False, ignore_metadata=True) == other.to_json_string(
+            use_diff=False, ignore_metadata=True
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.to_json_string(ignore_metadata=True))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__} {self.to_json_string(ignore_metadata=True)}"
 
     # -- reading and writing ----------------------------------------------------------------------------------
 
     @classmethod
     def option_names(cls) -> list[str]:
-        return [f.name for f in fields(cls) if f.name != "extra"]
+        return list(_OPTION_NAMES)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "GenerationConfig":
-        """A config from the keys of a generation_config.json; keys that are not options are kept in `extra`."""
-        config = cls()
-        known = set(cls.option_names())
-        for key, value in values.items():
-            if key in known:
-                setattr(config, key, value)
-        config.extra = {k: v for k, v in values.items() if k not in known}
+    def from_dict(cls, values: dict, **kwargs) -> "GenerationConfig":
+        """A config from the keys of a generation_config.json (unknown keys kept); `kwargs` override them.
+
+        With `return_unused_kwargs=True`, returns `(config, {})` as the reference does (every key is kept).
+        """
+        return_unused_kwargs = kwargs.pop("return_unused_kwargs", False)
+        config = cls.__new__(cls)
+        object.__setattr__(config, "extra", {})
+        for name in _OPTION_NAMES:
+            object.__setattr__(config, name, None)
+        merged = {**values, **kwargs}
+        merged.pop("_commit_hash", None)
+        for key, value in merged.items():
+            setattr(config, key, value)
+        config.watermarking_config = _watermarking_config(config.watermarking_config)
         config.validate()
-        return config
+        return (config, {}) if return_unused_kwargs else config
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> "GenerationConfig":
@@ -115,17 +257,23 @@ class GenerationConfig:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike, config_file_name: str = GENERATION_CONFIG_FILE, **kwargs
+        cls, name_or_path: str | os.PathLike, config_file_name: str | None = None, **kwargs
     ) -> "GenerationConfig":
         """Read `generation_config.json` (or `config_file_name`) from a model folder or Hub id.
 
-        Keyword arguments that are options override the file; the rest (revision, cache_dir, local_files_only,
-        token) say where to find it.
+        Keyword arguments that are options (or unknown keys) override the file; revision, cache_dir,
+        local_files_only, token, force_download and subfolder say where to find it. With
+        `return_unused_kwargs=True`, returns `(config, {})` as the reference does.
         """
         from ..hub import resolve
 
-        options = {k: kwargs.pop(k) for k in list(kwargs) if k in cls.option_names()}
-        files = resolve(name_or_path, **kwargs)
+        config_file_name = config_file_name or GENERATION_CONFIG_FILE
+        return_unused_kwargs = kwargs.pop("return_unused_kwargs", False)
+        where = {k: kwargs.pop(k) for k in list(kwargs) if k in _WHERE_TO_FIND}
+        for ignored in ("_from_auto", "_from_pipeline", "proxies", "force_download", "subfolder"):
+            where.pop(ignored, None)
+            kwargs.pop(ignored, None)
+        files = resolve(name_or_path, **where)
         path = files.file(config_file_name)
         if path is None:
             raise FileNotFoundError(
@@ -133,48 +281,85 @@ class GenerationConfig:
                 "config.json; build a GenerationConfig(...) yourself to save one."
             )
         config = cls.from_json_file(path)
-        config.update(**options)
-        return config
+        for key, value in kwargs.items():
+            setattr(config, key, value)
+        config.watermarking_config = _watermarking_config(config.watermarking_config)
+        config.validate()
+        return (config, {}) if return_unused_kwargs else config
 
     def to_dict(self) -> dict:
-        """The options that are set, and the unknown keys read from a file."""
-        values = {name: getattr(self, name) for name in self.option_names() if getattr(self, name) is not None}
-        return {**self.extra, **values}
+        """Every option (None when unset) and the unknown keys, as the reference's `to_dict`."""
+        values = {name: _serializable(copy.deepcopy(getattr(self, name))) for name in _OPTION_NAMES}
+        return {"_from_model_config": None, **copy.deepcopy(self.extra), **values}
 
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+    def to_diff_dict(self) -> dict:
+        """The options that are set, and the unknown keys: what a saved file holds."""
+        return {key: value for key, value in self.to_dict().items() if value is not None or key in self.extra}
 
-    def save_pretrained(self, folder: str | os.PathLike, config_file_name: str = GENERATION_CONFIG_FILE) -> None:
+    def to_json_string(self, use_diff: bool = True, ignore_metadata: bool = False, keys_to_pop=None) -> str:
+        values = self.to_diff_dict() if use_diff else self.to_dict()
+        for key in list(keys_to_pop or []) + (list(_METADATA) if ignore_metadata else []):
+            values.pop(key, None)
+        return json.dumps(_string_keys(values), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, path: str | os.PathLike, use_diff: bool = True, keys_to_pop=None) -> None:
+        Path(path).write_text(self.to_json_string(use_diff=use_diff, keys_to_pop=keys_to_pop), encoding="utf-8")
+
+    def save_pretrained(
+        self, folder: str | os.PathLike, config_file_name: str | None = None, push_to_hub: bool = False, **kwargs
+    ) -> None:
+        """Write the set options to `folder/generation_config.json`, in the reference's format."""
+        if push_to_hub:
+            raise ValueError(
+                "GenerationConfig.save_pretrained(push_to_hub=True) is not supported: save to a folder, then upload "
+                "it with huggingface_hub.upload_folder(folder_path=..., repo_id=...)."
+            )
         folder = Path(folder)
+        if folder.is_file():
+            raise ValueError(f"save_pretrained needs a folder, but {folder} is a file.")
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / config_file_name).write_text(self.to_json_string(), encoding="utf-8")
+        self.to_json_file(folder / (config_file_name or GENERATION_CONFIG_FILE))
 
     @classmethod
     def from_model_config(cls, model_config) -> "GenerationConfig":
         """The options a model's config.json holds: its special token ids, and any generation option it sets."""
-        values = dict(getattr(model_config, "extra", None) or {})
-        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
-            values[name] = getattr(model_config, name, None)
-        known = set(cls.option_names())
-        return cls.from_dict({k: v for k, v in values.items() if k in known and v is not None})
+        if isinstance(model_config, dict):
+            values = dict(model_config)
+        else:
+            values = dict(getattr(model_config, "extra", None) or {})
+            for name in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
+                if getattr(model_config, name, None) is not None:
+                    values[name] = getattr(model_config, name)
+        options = {k: v for k, v in values.items() if k in _OPTION_NAMES and v is not None}
+        return cls.from_dict(options, _from_model_config=True)  # marked as the reference marks it
 
     # -- changing ---------------------------------------------------------------------------------------------
 
     def set_options(self) -> set[str]:
-        return {name for name in self.option_names() if getattr(self, name) is not None}
+        return {name for name in _OPTION_NAMES if getattr(self, name) is not None}
 
-    def update(self, **kwargs) -> dict:
-        """Set the options among `kwargs` (None unsets one); return the keyword arguments that are not options."""
-        known = set(self.option_names())
-        for key in kwargs.keys() & known:
-            setattr(self, key, kwargs[key])
+    def update(self, defaults_only: bool = False, allow_custom_entries: bool = False, **kwargs) -> dict:
+        """Set the options among `kwargs` (None unsets one); return the keyword arguments that were not used.
+
+        As in the reference: `defaults_only=True` only fills unset options, and `allow_custom_entries=True` also
+        keeps unknown keys (an unknown key already present is always updated).
+        """
+        used = []
+        for key, value in kwargs.items():
+            known = key in _OPTION_NAMES or key in self.extra
+            if not known and not allow_custom_entries:
+                continue
+            if known and defaults_only and getattr(self, key) is not None:
+                continue
+            setattr(self, key, _watermarking_config(value) if key == "watermarking_config" else value)
+            used.append(key)
         self.validate()
-        return {k: v for k, v in kwargs.items() if k not in known}
+        return {k: v for k, v in kwargs.items() if k not in used}
 
     def resolved(self, *fallbacks: "GenerationConfig") -> "GenerationConfig":
         """A copy with every unset option taken from the first fallback that sets it, else from `DEFAULTS`."""
         config = copy.deepcopy(self)
-        for name in self.option_names():
+        for name in _OPTION_NAMES:
             if getattr(config, name) is None:
                 value = next((getattr(f, name) for f in fallbacks if getattr(f, name) is not None), None)
                 setattr(config, name, copy.deepcopy(value) if value is not None else DEFAULTS.get(name))
@@ -186,14 +371,56 @@ class GenerationConfig:
             return []
         return [self.eos_token_id] if _is_int(self.eos_token_id) else list(self.eos_token_id)
 
+    def get_generation_mode(self, assistant_model=None) -> GenerationMode:
+        """The strategy these options ask for, decided as the reference decides it."""
+        if self.constraints is not None or self.force_words_ids is not None:
+            mode = GenerationMode.CONSTRAINED_BEAM_SEARCH
+        elif self.num_beams is None or self.num_beams == 1:
+            if self.do_sample is True:
+                mode = GenerationMode.SAMPLE
+            elif (self.top_k or 0) > 1 and (self.penalty_alpha or 0) > 0:
+                mode = GenerationMode.CONTRASTIVE_SEARCH
+            else:
+                mode = GenerationMode.GREEDY_SEARCH
+        elif self.num_beam_groups is not None and self.num_beam_groups > 1:
+            mode = GenerationMode.GROUP_BEAM_SEARCH
+        else:
+            mode = GenerationMode.BEAM_SAMPLE if self.do_sample is True else GenerationMode.BEAM_SEARCH
+        # A draft model, multi-token prediction, prompt lookup or early exit turn greedy and sampling into assisted
+        # decoding; DoLa layers turn them into DoLa decoding. Other strategies ignore both, with a warning.
+        assisted = (assistant_model is not None or self.use_mtp or self.prompt_lookup_num_tokens is not None
+                    or self.assistant_early_exit is not None)
+        for wanted, new_mode, what in ((assisted, GenerationMode.ASSISTED_GENERATION, "assisted decoding"),
+                                       (self.dola_layers is not None, GenerationMode.DOLA_GENERATION, "DoLa")):
+            if not wanted:
+                continue
+            if mode in (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE):
+                mode = new_mode
+            else:
+                warnings.warn(f"{what} works with greedy decoding and sampling only; {mode.value} ignores it.",
+                              UserWarning, stacklevel=2)
+        return mode
+
     # -- checking ---------------------------------------------------------------------------------------------
 
-    def validate(self) -> None:
-        """Raise a ValueError naming the first option whose value is impossible (unset options are fine)."""
+    def validate(self, strict: bool = False, **_reference_only) -> None:
+        """Raise a ValueError naming the first option whose value is impossible (unset options are fine).
+
+        With `strict=True`, options that the chosen strategy would ignore raise too instead of warning.
+        """
         for name, (check, expected) in _CHECKS.items():
             value = getattr(self, name)
             if value is not None and not check(value):
                 raise ValueError(f"{name} must be {expected}, got {value!r}.")
+        if self.watermarking_config is not None:
+            self.watermarking_config.validate()
+        if strict:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UserWarning)
+                try:
+                    _warn_about_ignored_options(self, self.set_options(), stacklevel=2)
+                except UserWarning as warning:
+                    raise ValueError(f"GenerationConfig is invalid: {warning}") from None
 
     def check_combination(self) -> None:
         """Raise a ValueError for options that cannot go together (called on a resolved config)."""
@@ -211,6 +438,34 @@ class GenerationConfig:
             raise ValueError(
                 "temperature=0 with do_sample=True is impossible; for greedy decoding pass do_sample=False."
             )
+
+
+_OPTION_NAMES = tuple(f.name for f in fields(GenerationConfig) if f.name != "extra")
+_WHERE_TO_FIND = ("revision", "cache_dir", "local_files_only", "token", "force_download", "subfolder", "proxies",
+                  "_from_auto", "_from_pipeline")
+
+
+def _watermarking_config(value):
+    """A watermarking config from its dict (a saved file), as the reference tells the two kinds apart."""
+    if isinstance(value, dict):
+        from .watermarking import config_from_dict
+
+        return config_from_dict(value)
+    return value
+
+
+def _serializable(value):
+    """Objects with a `to_dict` (watermarking and compile configs) as their dicts, for JSON."""
+    to_dict = getattr(value, "to_dict", None)
+    return to_dict() if callable(to_dict) else value
+
+
+def _string_keys(value):
+    if isinstance(value, dict):
+        return {str(k): _string_keys(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_string_keys(v) for v in value]
+    return value
 
 
 def _is_int(value) -> bool:
@@ -262,6 +517,33 @@ _CHECKS = {
     "bos_token_id": (_is_int, "a token id"),
     "eos_token_id": (lambda v: _is_token_ids(v) and v != [], "a token id or a non-empty list of token ids"),
     "pad_token_id": (_is_int, "a token id"),
+    "max_time": (lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),
+    "top_h": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "epsilon_cutoff": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1) (0 turns epsilon sampling off)"),
+    "eta_cutoff": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1) (0 turns eta sampling off)"),
+    "encoder_repetition_penalty": (lambda v: _is_number(v) and v > 0, "a number > 0 (1.0 means no penalty)"),
+    "encoder_no_repeat_ngram_size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 turns the ban off)"),
+    "forced_bos_token_id": (lambda v: _is_int(v) and v >= 0, "a token id"),
+    "forced_eos_token_id": (lambda v: _is_token_ids(v) and v != [], "a token id or a non-empty list of token ids"),
+    "begin_suppress_tokens": (_is_token_ids, "a token id or a list of token ids"),
+    "decoder_start_token_id": (_is_token_ids, "a token id or a list of token ids (one per row)"),
+    "remove_invalid_values": (lambda v: isinstance(v, bool), "True or False"),
+    "renormalize_logits": (lambda v: isinstance(v, bool), "True or False"),
+    "output_attentions": (lambda v: isinstance(v, bool), "True or False"),
+    "output_hidden_states": (lambda v: isinstance(v, bool), "True or False"),
+    "exponential_decay_length_penalty": (
+        lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and _is_int(v[0]) and _is_number(v[1]),
+        "a pair (start_index: int, decay_factor: float)",
+    ),
+    "guidance_scale": (_is_number, "a number (1 means no guidance)"),
+    "sequence_bias": (lambda v: isinstance(v, (list, tuple, dict)) and len(v) > 0,
+                      "a non-empty list of [token_ids, bias] pairs"),
+    "cache_implementation": (lambda v: isinstance(v, str), "the name of a cache implementation, e.g. 'dynamic'"),
+    "num_assistant_tokens": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "prompt_lookup_num_tokens": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "max_matching_ngram_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "assistant_confidence_threshold": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "assistant_ensemble_weight": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
 }
 
 
@@ -299,9 +581,35 @@ def resolve_generation_config(
     for name in _NEVER_UNSET:
         if getattr(config, name) is None:
             setattr(config, name, DEFAULTS[name])
+    # Nobody asked for a length: the reference's 5.x default is 20 NEW tokens, not 20 tokens in total.
+    sources = [kwargs] + [vars(c) for c in (passed, model_config) if c is not None]
+    if config.max_new_tokens is None and all(source.get("max_length") is None for source in sources):
+        config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
     config.check_combination()
+    _refuse_hub_only_strategies(config)
     _warn_about_ignored_options(config, set(kwargs) - set(unknown), stacklevel=stacklevel)
     return config, unknown
+
+
+# Strategies the reference no longer ships: it runs them only from these Hub repositories, as remote code.
+_HUB_ONLY_STRATEGIES = {
+    GenerationMode.DOLA_GENERATION: "transformers-community/dola",
+    GenerationMode.CONTRASTIVE_SEARCH: "transformers-community/contrastive-search",
+    GenerationMode.GROUP_BEAM_SEARCH: "transformers-community/group-beam-search",
+    GenerationMode.CONSTRAINED_BEAM_SEARCH: "transformers-community/constrained-beam-search",
+}
+
+
+def _refuse_hub_only_strategies(config: GenerationConfig) -> None:
+    """Raise, as the reference does without trust_remote_code, for strategies it moved to the Hub."""
+    mode = config.get_generation_mode()
+    if mode in _HUB_ONLY_STRATEGIES:
+        name = mode.name.replace("_", " ").title()
+        raise ValueError(
+            f"{name} (asked for by num_beam_groups, penalty_alpha, dola_layers, constraints or force_words_ids) "
+            f"is no longer part of transformers: it lives in https://hf.co/{_HUB_ONLY_STRATEGIES[mode]} as remote "
+            "code, which openformers does not run. Leave those options out to use greedy, sampling or beam search."
+        )
 
 
 # Options that shape the loop itself: None from a keyword argument means the default, not "off".
