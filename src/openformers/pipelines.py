@@ -243,8 +243,12 @@ class Pipeline:
         options.pop("batch_size", None), options.pop("num_workers", None)
         self.call_count += 1
         if _is_stream(inputs):
-            return (self._run(item, options) for item in inputs)
+            return (self._run_item(item, options) for item in inputs)
         return self._run(inputs, options)
+
+    def _run_item(self, item, options: dict):
+        """The result of one item of a generator or dataset: what it would get as one item of a list."""
+        return self._run_one(item, **options)
 
     def _run(self, inputs, options: dict):
         """One input's result, or a list of results for a list of inputs."""
@@ -488,14 +492,13 @@ class TextClassificationPipeline(_EncoderPipeline):
         return isinstance(value, str) or (isinstance(value, dict) and "text" in value)
 
     def _run(self, inputs, options: dict):
-        if "top_k" in options:
-            return super()._run(inputs, options)  # a list of records per text
-        # The reference's default: the best label as one record per text, a single text's wrapped in a list.
-        results = super()._run(inputs, {**options, "top_k": 1})
-        return [results[0]] if self._is_input(inputs) else [records[0] for records in results]
+        results = super()._run(inputs, options)
+        # The reference's odd default: without top_k, a single text's best record comes wrapped in a list.
+        return [results] if self._is_input(inputs) and "top_k" not in options else results
 
-    def _run_one(self, text, top_k: int | None = 1, function_to_apply: str | None = None,
+    def _run_one(self, text, top_k: int | None = "", function_to_apply: str | None = None,
                  truncation=None, padding=None, max_length: int | None = None):
+        """Every label's record with top_k=None, the best top_k of them, or without top_k the best record alone."""
         tokenizer_options = {k: v for k, v in (("truncation", truncation), ("padding", padding),
                                                ("max_length", max_length)) if v is not None}
         if isinstance(text, dict):
@@ -503,7 +506,9 @@ class TextClassificationPipeline(_EncoderPipeline):
             _, output = self._forward(pair.pop("text"), **pair, **tokenizer_options)
         else:
             _, output = self._forward(text, **tokenizer_options)
-        return _ranked_labels(output.logits[0].float(), self.model.config, top_k, function_to_apply)
+        records = _ranked_labels(output.logits[0].float(), self.model.config, 1 if top_k == "" else top_k,
+                                 function_to_apply)
+        return records[0] if top_k == "" else records
 
 
 def _ranked_labels(logits: torch.Tensor, config, top_k: int | None, function_to_apply: str | None) -> list[dict]:
@@ -688,6 +693,9 @@ class TokenClassificationPipeline(_EncoderPipeline):
     @classmethod
     def accepted_options(cls) -> set[str]:
         return super().accepted_options() | {"is_split_into_words"}
+
+    def _run_item(self, item, options: dict):
+        return self._run([item], options)[0]
 
     def _run(self, inputs, options: dict):
         options = dict(options)

