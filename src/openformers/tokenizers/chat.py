@@ -8,7 +8,11 @@ special tokens (`bos_token`, `eos_token`, ...) as variables.
 """
 
 import functools
+import inspect
 import json
+import re
+import warnings
+from contextvars import ContextVar
 from datetime import datetime
 
 import jinja2
@@ -30,9 +34,14 @@ def _strftime_now(format: str) -> str:
     return datetime.now().strftime(format)
 
 
+# While a conversation is rendered for an assistant mask: the text given out so far, and the
+# (start, end) characters of each `{% generation %}` block.
+_TRACKING: ContextVar[tuple[list[str], list[tuple[int, int]]] | None] = ContextVar("generation_spans", default=None)
+
+
 class _GenerationBlock(Extension):
-    """`{% generation %}...{% endgeneration %}` marks the assistant's text for training masks; here it
-    only renders its body, so templates that use it still compile."""
+    """`{% generation %}...{% endgeneration %}` marks the assistant's text; with
+    return_assistant_tokens_mask, where each block falls in the rendered text is recorded."""
 
     tags = {"generation"}
 
@@ -42,7 +51,13 @@ class _GenerationBlock(Extension):
         return jinja2.nodes.CallBlock(self.call_method("_render"), [], [], body).set_lineno(lineno)
 
     def _render(self, caller):
-        return caller()
+        text = caller()
+        tracking = _TRACKING.get()
+        if tracking is not None:
+            pieces, spans = tracking
+            start = sum(len(piece) for piece in pieces)
+            spans.append((start, start + len(text)))
+        return text
 
 
 @functools.lru_cache(maxsize=16)
@@ -112,6 +127,53 @@ def render(template: str, messages: list[dict], variables: dict) -> str:
     return compile_template(template).render(messages=messages, **variables)
 
 
+def render_with_spans(template: str, messages: list[dict], variables: dict) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of its `{% generation %}` blocks. The text is
+    taken piece by piece as Jinja gives it out, so that a block knows where it starts."""
+    pieces, spans = [], []
+    token = _TRACKING.set((pieces, spans))
+    try:
+        for piece in compile_template(template).generate(messages=messages, **variables):
+            pieces.append(piece)
+    finally:
+        _TRACKING.reset(token)
+    return "".join(pieces), spans
+
+
+def _assistant_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
+    """1 for each token whose characters overlap a generation span (so a span cut by truncation keeps
+    the tokens left of it), 0 for the others; spans and offsets both run left to right."""
+    mask, span = [0] * len(offsets), 0
+    for index, (start, end) in enumerate(offsets):
+        while span < len(spans) and start >= spans[span][1]:
+            span += 1
+        if span == len(spans):
+            break
+        if end > spans[span][0]:
+            mask[index] = 1
+    return mask
+
+
+def _tool_schemas(tools) -> list[dict] | None:
+    """Tools as the template sees them: JSON schemas as given, functions converted (see `tool_schema`)."""
+    if tools is None:
+        return None
+    from .tool_schema import get_json_schema
+
+    schemas = []
+    for index, tool in enumerate(tools):
+        if isinstance(tool, dict):
+            schemas.append(tool)
+        elif inspect.isfunction(tool) or inspect.ismethod(tool):
+            schemas.append(get_json_schema(tool))
+        else:
+            raise TypeError(
+                f"tools[{index}] must be a JSON schema (a dict) or a function with type hints and a Google-style "
+                f"docstring, got {type(tool).__name__}."
+            )
+    return schemas
+
+
 # Put after the final message's text to find where it ends once rendered.
 _END_MARK = "CONTINUE_FINAL_MESSAGE_TAG "
 
@@ -156,10 +218,14 @@ def apply_chat_template(
     return_tensors: str | None = None,
     return_dict: bool = True,
     padding: bool | str = False,
+    truncation: bool | str | None = None,
+    max_length: int | None = None,
     chat_template: str | None = None,
-    tools: list[dict] | None = None,
+    tools: list | None = None,
     documents: list[dict] | None = None,
     continue_final_message: bool | str = False,
+    return_assistant_tokens_mask: bool = False,
+    tokenizer_kwargs: dict | None = None,
     **template_kwargs,
 ):
     """Render `messages` (or a list of conversations) with the chat template.
@@ -171,8 +237,13 @@ def apply_chat_template(
 
     `continue_final_message` leaves the last message open (no end-of-turn after it), so that the model
     goes on with it, e.g. from a prefilled assistant answer; a string names the field to continue
-    instead of "content".
+    instead of "content". `tools` are JSON schemas or Python functions (converted as the reference's
+    `get_json_schema` does); `documents` are dicts for retrieval templates. With
+    `return_assistant_tokens_mask`, `assistant_masks` marks the tokens the template wrote inside
+    `{% generation %}` blocks (1) and the others (0), for training on the assistant's turns only.
     """
+    if return_assistant_tokens_mask and not (return_dict and tokenize):
+        raise ValueError("return_assistant_tokens_mask=True needs return_dict=True and tokenize=True.")
     batched = isinstance(messages, (list, tuple)) and bool(messages) and isinstance(messages[0], (list, tuple))
     conversations = (
         [_checked_conversation(chat, f"messages[{index}]") for index, chat in enumerate(messages)]
@@ -180,9 +251,11 @@ def apply_chat_template(
         else [_checked_conversation(messages, "messages")]
     )
     template = select_template(tokenizer, chat_template, tools)
+    if documents is not None and not all(isinstance(document, dict) for document in documents):
+        raise TypeError("documents must be a list of dicts, such as {'title': ..., 'text': ...}.")
     variables = {
         **tokenizer.special_tokens_map,
-        "tools": tools,
+        "tools": _tool_schemas(tools),
         "documents": documents,
         "add_generation_prompt": add_generation_prompt,
         **template_kwargs,
@@ -192,14 +265,34 @@ def apply_chat_template(
             "continue_final_message and add_generation_prompt cannot be used together: the first continues the "
             "last message, the second starts a new assistant message after it. Pass one of them."
         )
+    if continue_final_message and return_assistant_tokens_mask:
+        raise ValueError("continue_final_message cannot be used with return_assistant_tokens_mask.")
+    spans = None
     if continue_final_message:
         field = continue_final_message if isinstance(continue_final_message, str) else "content"
         texts = [_render_open_ended(template, conversation, variables, field) for conversation in conversations]
+    elif return_assistant_tokens_mask:
+        if not re.search(r"\{%-?\s*generation\s*-?%\}", template):
+            warnings.warn(
+                "return_assistant_tokens_mask=True, but the chat template has no {% generation %} block: the "
+                "mask will be all zeros.",
+                stacklevel=3,
+            )
+        rendered = [render_with_spans(template, conversation, variables) for conversation in conversations]
+        texts, spans = [text for text, _ in rendered], [found for _, found in rendered]
     else:
         texts = [render(template, conversation, variables) for conversation in conversations]
     if not tokenize:
         return texts if batched else texts[0]
     encoding = tokenizer(
-        texts if batched else texts[0], add_special_tokens=False, padding=padding, return_tensors=return_tensors
-    )
-    return encoding if return_dict else encoding["input_ids"]
+        texts if batched else texts[0], add_special_tokens=False, padding=padding, truncation=truncation,
+        max_length=max_length, return_tensors=return_tensors, **(tokenizer_kwargs or {}),
+    )  # fmt: skip
+    if not return_dict:
+        return encoding["input_ids"]
+    if spans is not None:
+        masks = [_assistant_mask(row.offsets, found) for row, found in zip(encoding.encodings, spans)]
+        encoding["assistant_masks"] = masks if batched or return_tensors else masks[0]
+        if return_tensors:
+            encoding.convert_to_tensors(return_tensors)
+    return encoding

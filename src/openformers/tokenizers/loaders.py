@@ -547,8 +547,9 @@ def settings_from_sentencepiece(path: Path, config: dict) -> dict:
     is_t5 = family == "T5Tokenizer"
     add_bos = config.get("add_bos_token", not is_t5) and settings.get("bos_token")
     add_eos = config.get("add_eos_token", is_t5) and settings.get("eos_token")
+    # As the reference, decode writes `<s>` and `</s>` out unless they are skipped as special tokens.
     pipeline = _sentencepiece_pipeline(
-        spm, path, settings if add_bos else {}, settings if add_eos else {}, keep_controls=is_t5
+        spm, path, settings if add_bos else {}, settings if add_eos else {}, keep_controls=True
     )
     # The reference's Llama tokenizers default to legacy=False: no dummy prefix after a special token.
     is_llama = family in ("LlamaTokenizer", "CodeLlamaTokenizer")
