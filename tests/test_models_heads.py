@@ -268,3 +268,19 @@ def test_gpt2_double_heads_summary_settings_match_the_reference(tmp_path):
     assert ours.mc_logits.shape == (2, 3, GPT2["n_embd"])
     for key in ("loss", "logits", "mc_logits"):
         torch.testing.assert_close(ours[key], theirs[key], atol=1e-4, rtol=1e-4, msg=key)
+
+
+def test_gpt2_double_heads_from_a_language_model_checkpoint(tmp_path):
+    """The documented start: GPT2DoubleHeadsModel.from_pretrained of a plain GPT-2 checkpoint; the choice head is new."""
+    torch.manual_seed(0)
+    reference = transformers.GPT2LMHeadModel(transformers.GPT2Config(**GPT2)).eval()
+    reference.save_pretrained(tmp_path)
+    with pytest.warns(UserWarning, match=r"multiple_choice_head\.summary\.weight.*newly initialized"):
+        model = openformers.GPT2DoubleHeadsModel.from_pretrained(tmp_path)
+    assert model.config.num_labels == 1 and model.multiple_choice_head.summary.weight.shape == (1, GPT2["n_embd"])
+    ids = _ids(2, 3, 6, seed=8)
+    with torch.inference_mode():
+        out = model(ids)
+        expected = reference(ids.view(6, 6)).logits.view(2, 3, 6, -1)
+    torch.testing.assert_close(out.logits, expected, atol=1e-5, rtol=1e-5)
+    assert out.mc_logits.shape == (2, 3) and torch.isfinite(out.mc_logits).all()
