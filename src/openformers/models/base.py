@@ -5,7 +5,9 @@ memory-mapped, and hands its tensors to `load_state_dict(assign=True)`, so weigh
 into freshly initialized parameters. Only the keys of a head the checkpoint lacks are initialized.
 """
 
+import copy
 import dataclasses
+import inspect
 import json
 import os
 import re
@@ -15,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..configs import PretrainedConfig, config_from_gguf, read_config
+from ..configs import CONFIG_CLASSES, PretrainedConfig, config_from_gguf, read_config
 from ..generation.config import GenerationConfig
 from ..generation.decoding import GenerationMixin
 from ..hub import ModelFiles, resolve
@@ -28,10 +30,30 @@ _CHECKPOINT_OPTIONS = {"use_reentrant", "preserve_rng_state", "context_fn", "det
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-class PreTrainedModel(nn.Module, GenerationMixin):
+class _InitializedOnBuild(type(nn.Module)):
+    """Models come out of their constructor with initialized weights, as the reference's do.
+
+    A class that calls `self.post_init()` at the end of its `__init__` (the reference's convention, and
+    a user's own model) is initialized there; any other is initialized right after its `__init__`. A
+    model built on the meta device (from_pretrained) is not initialized: its weights come from the file.
+    """
+
+    def __call__(cls, *args, **kwargs):
+        model = super().__call__(*args, **kwargs)
+        if not model.__dict__.get("_weights_initialized", False):
+            model.init_weights()
+        return model
+
+
+class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild):
     config_class: type[PretrainedConfig] = PretrainedConfig
     # Head classes keep the base model under this attribute ("model.layers.0..." in their checkpoints).
     base_model_prefix = "model"
+    # The token embedding table, by attribute path; None: the model's one nn.Embedding of config.vocab_size rows.
+    input_embeddings_name: str | None = None
+    # The layer that turns hidden states into vocabulary logits; None: the parameter tied to the embeddings
+    # (`tied_weights`), if any.
+    output_embeddings_name: str | None = None
     # Parameter -> the parameter it shares storage with when config.tie_word_embeddings is set.
     tied_weights: dict[str, str] = {}
     # Checkpoint keys that older files store but that are not parameters (recomputed buffers).
@@ -39,9 +61,17 @@ class PreTrainedModel(nn.Module, GenerationMixin):
     # Base-model parameters a checkpoint may lack (a head saved without them): initialized, with a warning.
     initialized_if_missing: tuple[str, ...] = ()
 
-    def __init__(self, config: PretrainedConfig):
+    def __init__(self, config: PretrainedConfig, *args, **kwargs):
+        if not isinstance(config, PretrainedConfig):
+            raise TypeError(
+                f"{type(self).__name__}(config) needs a PretrainedConfig (for example {self.config_class.__name__}), "
+                f"got {type(config).__name__}; build one with {self.config_class.__name__}(...) or "
+                f"AutoConfig.from_pretrained(...)."
+            )
         super().__init__()
         self.config = config
+        if config._attn_implementation is None:
+            config._attn_implementation = "sdpa"  # the default, as the reference reports it
         # The token ids and any generation option config.json holds (older files keep max_length... there);
         # from_pretrained replaces it with generation_config.json when the folder has one.
         self.generation_config = GenerationConfig.from_model_config(config)
@@ -68,10 +98,164 @@ class PreTrainedModel(nn.Module, GenerationMixin):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
-    def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        """Parameters counted once each (tied ones too); without the embedding tables if asked."""
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Parameters counted once each (tied ones too); only those that require grad, or without the embedding
+        tables (nn.Embedding: tokens, positions, token types), if asked."""
         skipped = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)} if exclude_embeddings else set()
-        return sum(p.numel() for p in self.parameters() if id(p) not in skipped)
+        return sum(p.numel() for p in self.parameters()
+                   if id(p) not in skipped and (p.requires_grad or not only_trainable))
+
+    def get_memory_footprint(self, return_buffers: bool = True) -> int:
+        """Bytes held by the parameters (and the buffers: rotary tables...)."""
+        tensors = [*self.parameters(), *(self.buffers() if return_buffers else ())]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    @property
+    def base_model(self) -> nn.Module:
+        return getattr(self, self.base_model_prefix, self)
+
+    def output_options(self, output_attentions, output_hidden_states, return_dict) -> tuple[bool, bool, bool]:
+        """A forward call's output_attentions, output_hidden_states and return_dict: the call's, else the config's."""
+        config = self.config
+        return (
+            config.output_attentions if output_attentions is None else output_attentions,
+            config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            config.return_dict if return_dict is None else return_dict,
+        )
+
+    # -- embeddings ---------------------------------------------------------------------------------------------
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.get_submodule(self._input_embeddings_path())
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self._replace_submodule(self._input_embeddings_path(), value)
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        """The layer that projects hidden states to vocabulary logits (lm_head), or None for a model without one."""
+        path = self._output_embeddings_path()
+        return None if path is None else self.get_submodule(path)
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        path = self._output_embeddings_path()
+        if path is None:
+            raise ValueError(f"{type(self).__name__} has no output embeddings (no language-model head) to replace.")
+        self._replace_submodule(path, value)
+
+    def _input_embeddings_path(self) -> str:
+        if self.input_embeddings_name is not None:
+            return self.input_embeddings_name
+        vocab_size = getattr(self.config, "vocab_size", None)
+        found = [name for name, module in self.named_modules()
+                 if isinstance(module, nn.Embedding) and (vocab_size is None or module.num_embeddings == vocab_size)]
+        if len(found) != 1:
+            raise ValueError(
+                f"{type(self).__name__} has {len(found)} nn.Embedding modules of config.vocab_size={vocab_size} rows "
+                f"({', '.join(found) or 'none'}), so its input embeddings are ambiguous; set the class attribute "
+                "input_embeddings_name to the attribute path of the token embeddings."
+            )
+        return found[0]
+
+    def _output_embeddings_path(self) -> str | None:
+        if self.output_embeddings_name is not None:
+            return self.output_embeddings_name
+        return next((name.removesuffix(".weight") for name in self.tied_weights), None)
+
+    def _replace_submodule(self, path: str, module: nn.Module) -> None:
+        parent, _, name = path.rpartition(".")
+        setattr(self.get_submodule(parent) if parent else self, name, module)
+
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """Give the vocabulary `new_num_tokens` rows (rounded up to a multiple of `pad_to_multiple_of`).
+
+        The existing rows are kept. New rows are drawn around the old rows' mean with a tiny spread
+        (mean_resizing=True, the reference's default: a new token starts where the model puts an average
+        token, which leaves its predictions almost unchanged), or from the model's init (mean_resizing=False).
+        An untied LM head (and its bias) is resized the same way; a tied one follows the embeddings.
+        config.vocab_size is updated. Returns the input embeddings.
+        """
+        embeddings = self.get_input_embeddings()
+        if new_num_tokens is None and pad_to_multiple_of is None:
+            return embeddings
+        new_num_tokens = _vocabulary_rows(new_num_tokens, pad_to_multiple_of, embeddings.weight.shape[0])
+        output = self.get_output_embeddings()
+        tied = output is not None and output.weight is embeddings.weight
+        old_num_tokens = embeddings.weight.shape[0]
+        with torch.no_grad():
+            embeddings.weight = nn.Parameter(
+                self._resized_rows(embeddings.weight, new_num_tokens, mean_resizing), embeddings.weight.requires_grad
+            )
+        embeddings.num_embeddings = new_num_tokens
+        if embeddings.padding_idx is not None and embeddings.padding_idx >= new_num_tokens:
+            embeddings.padding_idx = None
+        if output is not None and not tied:
+            self._resize_output_layer(output, new_num_tokens, mean_resizing)
+        self._resize_output_bias(old_num_tokens, new_num_tokens, mean_resizing)
+        self.config.vocab_size = new_num_tokens
+        if tied:
+            self.tie_weights()
+        return self.get_input_embeddings()
+
+    def _resize_output_layer(self, output: nn.Module, new_num_tokens: int, mean_resizing: bool) -> None:
+        with torch.no_grad():
+            output.weight = nn.Parameter(
+                self._resized_rows(output.weight, new_num_tokens, mean_resizing), output.weight.requires_grad
+            )
+            if getattr(output, "bias", None) is not None:
+                output.bias = nn.Parameter(_resized_bias(output.bias, new_num_tokens, mean_resizing),
+                                           output.bias.requires_grad)
+        output.out_features = new_num_tokens
+
+    def _resize_output_bias(self, old_num_tokens: int, new_num_tokens: int, mean_resizing: bool) -> None:
+        """A per-token bias kept beside the output layer rather than in it (BERT's and RoBERTa's MLM heads)."""
+        path = self._output_embeddings_path()
+        if path is None or "." not in path:
+            return
+        holder = self.get_submodule(path.rpartition(".")[0])
+        bias = getattr(holder, "bias", None)
+        if isinstance(bias, nn.Parameter) and bias.shape == (old_num_tokens,) and old_num_tokens != new_num_tokens:
+            with torch.no_grad():
+                holder.bias = nn.Parameter(_resized_bias(bias, new_num_tokens, mean_resizing), bias.requires_grad)
+
+    def _resized_rows(self, weight: torch.Tensor, rows: int, mean_resizing: bool) -> torch.Tensor:
+        """`weight` with `rows` rows: the old ones first, new ones initialized as resize_token_embeddings says."""
+        old_rows = weight.shape[0]
+        if rows <= old_rows:
+            return weight[:rows].clone()
+        if mean_resizing:
+            added = _rows_around_the_mean(weight, rows - old_rows)
+        else:
+            added = torch.empty(rows - old_rows, weight.shape[1], device=weight.device, dtype=weight.dtype)
+            nn.init.normal_(added, mean=0.0, std=getattr(self.config, "initializer_range", 0.02))
+        return torch.cat([weight.detach(), added.to(weight.dtype)])
+
+    # -- initialization -----------------------------------------------------------------------------------------
+
+    def post_init(self) -> None:
+        """Called at the end of a model's __init__: initializes the weights (not on the meta device) and ties them."""
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Initialize every module not initialized yet with `_init_weights`, then tie the weights.
+
+        A submodule that is itself a model (a head's base model) was initialized when it was built, so
+        only the head's own modules are initialized here. Nothing is done on the meta device.
+        """
+        self.__dict__["_weights_initialized"] = True
+        if not any(p.is_meta for p in self.parameters()):
+            with torch.no_grad():
+                self._initialize(self)
+        self.tie_weights()
+
+    def _initialize(self, module: nn.Module) -> None:
+        for child in module.children():
+            if not isinstance(child, PreTrainedModel):
+                self._initialize(child)
+            elif not child.__dict__.get("_weights_initialized", False):
+                child.init_weights()
+        self._init_weights(module)
 
     def architecture_name(self) -> str:
         """The class name config.json records (the reference's name for this family and head)."""
@@ -126,17 +310,22 @@ class PreTrainedModel(nn.Module, GenerationMixin):
     # -- creating -------------------------------------------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config: PretrainedConfig, *, dtype: torch.dtype | str | None = None) -> "PreTrainedModel":
-        """A model with freshly initialized weights."""
-        model = cls(config)
-        model.apply(model._init_weights)
-        model.tie_weights()
-        return model.to(_resolve_dtype(dtype, None) or torch.float32)
+    def from_config(
+        cls, config: PretrainedConfig, *, dtype: torch.dtype | str | None = None,
+        torch_dtype: torch.dtype | str | None = None, attn_implementation: str | None = None,
+    ) -> "PreTrainedModel":
+        """A model with freshly initialized weights (building the class initializes them)."""
+        if attn_implementation is not None:
+            config._attn_implementation = attn_implementation
+        return cls(config).to(_resolve_dtype(dtype, torch_dtype) or torch.float32)
 
     def _init_weights(self, module: nn.Module) -> None:
+        """The reference's default init: normal(0, initializer_range) weights, zero biases, unit norms."""
         std = getattr(self.config, "initializer_range", 0.02)
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=std)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            nn.init.zeros_(module.weight[module.padding_idx])
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
         if isinstance(module, (nn.LayerNorm, RMSNorm)):
@@ -147,6 +336,9 @@ class PreTrainedModel(nn.Module, GenerationMixin):
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs) -> "PreTrainedModel":
         """Load a model folder, a Hub id or a GGUF file (see `load_pretrained` for the options)."""
+        # A user's own config class (not one of the families') reads config.json itself.
+        own_config = cls.config_class not in (PretrainedConfig, *CONFIG_CLASSES.values())
+        kwargs.setdefault("config_class", cls.config_class if own_config else None)
         return load_pretrained(cls._check_config_class, name_or_path, **kwargs)
 
     @classmethod
@@ -170,7 +362,8 @@ class PreTrainedModel(nn.Module, GenerationMixin):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         dtype = str(self.dtype).removeprefix("torch.")
-        config = dataclasses.replace(self.config, architectures=[self.architecture_name()], dtype=dtype)
+        config = copy.copy(self.config)  # a copy keeps what a user's config subclass set beyond the fields
+        config.architectures, config.dtype = [self.architecture_name()], dtype
         config.save_pretrained(folder)
         state_dict = self.to_checkpoint_layout(self.state_dict())
         if self.config.tie_word_embeddings:
@@ -189,6 +382,41 @@ class PreTrainedModel(nn.Module, GenerationMixin):
             )
         text = json.dumps(generation, indent=2, sort_keys=True) + "\n"
         (folder / "generation_config.json").write_text(text, encoding="utf-8")
+
+
+def _vocabulary_rows(new_num_tokens: int | None, pad_to_multiple_of: int | None, current: int) -> int:
+    rows = current if new_num_tokens is None else new_num_tokens
+    if not (isinstance(rows, int) and not isinstance(rows, bool) and rows > 0):
+        raise ValueError(f"new_num_tokens must be a positive integer, got {new_num_tokens!r}.")
+    if pad_to_multiple_of is None:
+        return rows
+    if not (isinstance(pad_to_multiple_of, int) and not isinstance(pad_to_multiple_of, bool) and pad_to_multiple_of > 0):
+        raise ValueError(f"pad_to_multiple_of must be a positive integer, got {pad_to_multiple_of!r}.")
+    return -(-rows // pad_to_multiple_of) * pad_to_multiple_of  # rounded up
+
+
+def _rows_around_the_mean(weight: torch.Tensor, count: int) -> torch.Tensor:
+    """`count` rows drawn from a normal with the rows' mean and 1e-9 times their covariance (the reference's
+    mean resizing); just the mean when that covariance is not positive definite (fewer rows than columns)."""
+    rows = weight.detach().float()
+    mean = rows.mean(dim=0)
+    centered = rows - mean
+    covariance = 1e-9 * (centered.T @ centered) / rows.shape[0]
+    factor, info = torch.linalg.cholesky_ex(covariance)
+    if info.item() != 0:
+        return mean.expand(count, -1).clone()
+    return mean + torch.randn(count, mean.shape[0], device=weight.device) @ factor.T
+
+
+def _resized_bias(bias: torch.Tensor, size: int, mean_resizing: bool) -> torch.Tensor:
+    """A per-token bias with `size` entries: the old ones first; new ones at their mean (mean_resizing) or zero."""
+    if size <= bias.shape[0]:
+        return bias.detach()[:size].clone()
+    added = torch.zeros(size - bias.shape[0], device=bias.device, dtype=bias.dtype)
+    if mean_resizing:
+        old = bias.detach().float()
+        added = torch.normal(old.mean().expand(len(added)), 1e-9 * old.std()).to(bias.dtype)
+    return torch.cat([bias.detach(), added])
 
 
 _SIZE_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
@@ -221,6 +449,9 @@ def load_pretrained(
     trust_remote_code: bool = False,
     ignore_mismatched_sizes: bool = False,
     quantization: str | None = None,
+    config: PretrainedConfig | None = None,
+    config_class: type[PretrainedConfig] | None = None,
+    attn_implementation: str | None = None,
     **config_overrides,
 ) -> PreTrainedModel:
     """Resolve the files, read the config, let `choose_class(config, source)` pick the class, and load.
@@ -232,6 +463,11 @@ def load_pretrained(
     differs from the checkpoint's (a head with another number of labels) instead of refusing the checkpoint.
     trust_remote_code=True is refused: openformers never runs code from a model folder.
     quantization="int8" stores the linear layers' weights as int8 for faster inference (openformers.quantization).
+    config: a config to use instead of the checkpoint's (the overrides apply to a copy of it). config_class: the
+    class to read config.json as (a user's own config); None: the class its model_type names.
+    attn_implementation: "sdpa" (the default) or "eager" (attention computed explicitly, as the reference's
+    eager path; forward(output_attentions=True) uses it whatever this says); stored as
+    config._attn_implementation.
     """
     if trust_remote_code:
         raise ValueError(
@@ -244,7 +480,9 @@ def load_pretrained(
         check_quantization(quantization)
     files = resolve(name_or_path, gguf_file=gguf_file, revision=revision, cache_dir=cache_dir,
                     local_files_only=local_files_only, token=token)
-    config, source, read_state_dict = _open_checkpoint(files, config_overrides)
+    config, source, read_state_dict = _open_checkpoint(files, config_overrides, config, config_class)
+    if attn_implementation is not None:
+        config._attn_implementation = attn_implementation
     model_class = choose_class(config, source)
 
     state_dict = read_state_dict(dtype)
@@ -267,14 +505,21 @@ def load_pretrained(
     return model.eval()
 
 
-def _open_checkpoint(files: ModelFiles, overrides: dict):
+def _open_checkpoint(files: ModelFiles, overrides: dict, given: PretrainedConfig | None, config_class):
     """The config, the file it came from, and a function dtype -> state dict (read on demand)."""
     if files.gguf_file is not None:
         gguf = GGUFFile(files.gguf_file)
-        config = _with_overrides(lambda **o: config_from_gguf(gguf, **o), overrides, files.gguf_file)
+        if given is None:
+            config = _with_overrides(lambda **o: config_from_gguf(gguf, **o), overrides, files.gguf_file)
+        else:
+            config = _overridden_copy(given, overrides)
         # Quantized blocks have no dtype of their own: "auto" means the float32 they dequantize to.
         return config, files.gguf_file, lambda dtype: gguf.state_dict(dtype or torch.float32)
-    config = _with_overrides(lambda **o: read_config(files.folder, **o), overrides, files.folder / "config.json")
+    if given is None:
+        config = _with_overrides(lambda **o: read_config(files.folder, config_class, **o), overrides,
+                                 files.folder / "config.json")
+    else:
+        config = _overridden_copy(given, overrides)
     weights = find_weights(files.folder)
 
     def read_state_dict(dtype):
@@ -291,14 +536,35 @@ def _with_overrides(read, overrides: dict, source: Path):
     config = read()
     if not overrides:
         return config
-    known = {f.name for f in dataclasses.fields(config)} - {"extra"}
-    unknown = sorted(set(overrides) - known)
+    unknown = sorted(name for name in overrides if not _is_config_value(config, name))
     if unknown:
         raise TypeError(
             f"from_pretrained() got unexpected keyword arguments {unknown}: they are neither loading options "
             f"nor fields of {type(config).__name__} (read from {source})."
         )
     return read(**overrides)
+
+
+# Keys the reference's configs know whatever the family; a config.json may lack them.
+_COMMON_CONFIG_KEYS = {"use_cache"}
+
+
+def _is_config_value(config: PretrainedConfig, name: str) -> bool:
+    """Whether from_pretrained(..., name=value) sets something the config has (a field, a kept key, an attribute)."""
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(type(config).__init__).parameters.values())
+    field_names = {f.name for f in dataclasses.fields(config)} - {"extra"}
+    return (takes_any and type(config).__init__ is not PretrainedConfig.__init__) or name in field_names \
+        or name in config.extra or name in _COMMON_CONFIG_KEYS or (not name.startswith("_") and name in vars(config))
+
+
+def _overridden_copy(config: PretrainedConfig, overrides: dict) -> PretrainedConfig:
+    config = copy.deepcopy(config)
+    unknown = sorted(name for name in overrides if not _is_config_value(config, name))
+    if unknown:
+        raise TypeError(f"from_pretrained() got unexpected keyword arguments {unknown}: they are neither loading "
+                        f"options nor values of the {type(config).__name__} passed as config=.")
+    config.update(overrides)
+    return config
 
 
 def _match_checkpoint_to_model(

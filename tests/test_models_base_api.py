@@ -1,0 +1,187 @@
+"""PreTrainedModel's everyday API against the reference: parameter counts, embeddings, resizing, a user's own model."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from openformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, LlamaConfig, LlamaForCausalLM
+from openformers import PreTrainedConfig, PreTrainedModel
+
+transformers = pytest.importorskip("transformers")
+
+LLAMA = dict(vocab_size=100, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=64)
+BERT = dict(vocab_size=90, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+            max_position_embeddings=64)
+
+
+def _saved(folder, reference):
+    reference.eval().save_pretrained(folder)
+    return reference
+
+
+@pytest.fixture(scope="module", params=["tied", "untied"])
+def llama(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(f"llama-{request.param}")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(**LLAMA, tie_word_embeddings=request.param == "tied")
+    return folder, _saved(folder, transformers.LlamaForCausalLM(config))
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bert")
+    torch.manual_seed(0)
+    return folder, _saved(folder, transformers.BertForMaskedLM(transformers.BertConfig(**BERT)))
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gpt2")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=80, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    return folder, _saved(folder, transformers.GPT2LMHeadModel(config))
+
+
+def _pairs(llama, bert, gpt2):
+    """(ours, the reference's) loaded afresh: tests may change them."""
+    return [(AutoModelForCausalLM.from_pretrained(llama[0]), copy.deepcopy(llama[1])),
+            (AutoModelForMaskedLM.from_pretrained(bert[0]), copy.deepcopy(bert[1])),
+            (AutoModelForCausalLM.from_pretrained(gpt2[0]), copy.deepcopy(gpt2[1]))]
+
+
+def test_parameter_counts_match_the_reference(llama, bert, gpt2):
+    for ours, theirs in _pairs(llama, bert, gpt2):
+        for model in (ours, theirs):
+            model.get_input_embeddings().weight.requires_grad_(False)
+        for only_trainable in (False, True):
+            for exclude_embeddings in (False, True):
+                options = dict(only_trainable=only_trainable, exclude_embeddings=exclude_embeddings)
+                assert ours.num_parameters(**options) == theirs.num_parameters(**options), (type(ours), options)
+        assert ours.get_memory_footprint() >= ours.num_parameters() * 4
+        assert ours.device == torch.device("cpu") and ours.dtype == torch.float32
+
+
+def test_embeddings_are_the_references(llama, bert, gpt2):
+    for ours, theirs in _pairs(llama, bert, gpt2):
+        torch.testing.assert_close(ours.get_input_embeddings().weight, theirs.get_input_embeddings().weight)
+        torch.testing.assert_close(ours.get_output_embeddings().weight, theirs.get_output_embeddings().weight)
+        tied = theirs.get_output_embeddings().weight is theirs.get_input_embeddings().weight
+        assert (ours.get_output_embeddings().weight is ours.get_input_embeddings().weight) == tied
+    base = AutoModel.from_pretrained(llama[0])
+    assert base.get_output_embeddings() is None and base.get_input_embeddings() is base.embed_tokens
+
+
+def test_set_input_embeddings_replaces_the_table(llama):
+    model = AutoModelForCausalLM.from_pretrained(llama[0])
+    table = nn.Embedding(LLAMA["vocab_size"], LLAMA["hidden_size"])
+    model.set_input_embeddings(table)
+    assert model.get_input_embeddings() is table and model.model.embed_tokens is table
+    head = nn.Linear(LLAMA["hidden_size"], LLAMA["vocab_size"], bias=False)
+    model.set_output_embeddings(head)
+    assert model.get_output_embeddings() is head and model.lm_head is head
+
+
+@pytest.mark.parametrize("mean_resizing", [True, False])
+def test_resizing_the_vocabulary_like_the_reference(llama, bert, gpt2, mean_resizing):
+    for ours, theirs in _pairs(llama, bert, gpt2):
+        old_rows = ours.get_input_embeddings().weight.detach().clone()
+        old_out = ours.get_output_embeddings().weight.detach().clone()
+        tied = ours.get_output_embeddings().weight is ours.get_input_embeddings().weight
+        ids = torch.randint(0, old_rows.shape[0], (2, 7), generator=torch.Generator().manual_seed(0))
+        before = ours(ids).logits
+        for model in (ours, theirs):
+            returned = model.resize_token_embeddings(old_rows.shape[0] + 5, pad_to_multiple_of=8,
+                                                     mean_resizing=mean_resizing)
+            assert returned is model.get_input_embeddings()
+        new_rows = ours.get_input_embeddings().weight
+        assert new_rows.shape == theirs.get_input_embeddings().weight.shape and new_rows.shape[0] % 8 == 0
+        assert ours.config.vocab_size == theirs.config.vocab_size == new_rows.shape[0]
+        assert ours.get_output_embeddings().weight.shape == theirs.get_output_embeddings().weight.shape
+        torch.testing.assert_close(new_rows[: len(old_rows)], old_rows, rtol=0, atol=0)
+        torch.testing.assert_close(ours.get_output_embeddings().weight[: len(old_out)], old_out, rtol=0, atol=0)
+        assert (ours.get_output_embeddings().weight is new_rows) == tied
+        added = new_rows[len(old_rows):].detach()
+        if mean_resizing:  # around the old rows' mean, with a spread of sqrt(1e-9) times theirs
+            torch.testing.assert_close(added, old_rows.mean(0).expand_as(added), atol=1e-3, rtol=0)
+        else:
+            assert 0.005 < added.std() < 0.05  # the init's normal(0, initializer_range=0.02)
+        after = ours(ids).logits
+        assert after.shape == (*ids.shape, new_rows.shape[0])
+        torch.testing.assert_close(after[..., : before.shape[-1]], before)  # old tokens' logits unchanged
+    shrunk = _pairs(llama, bert, gpt2)[1][0]
+    shrunk.resize_token_embeddings(50)
+    assert shrunk(ids % 50).logits.shape[-1] == 50 and shrunk.cls.predictions.bias.shape == (50,)
+
+
+def test_a_model_built_from_its_config_is_initialized():
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**LLAMA))
+    assert model.config._attn_implementation == "sdpa"
+    weight = model.model.embed_tokens.weight
+    assert torch.isfinite(weight).all() and 0.015 < weight.std() < 0.025  # normal(0, 0.02), not torch.empty
+    assert (model.model.norm.weight == 1).all() and model.lm_head.weight.std() < 0.025
+
+
+class ToyConfig(PreTrainedConfig):
+    model_type = "toy-regressor"
+
+    def __init__(self, width=8, depth=2, **kwargs):
+        self.width = width
+        self.depth = depth
+        super().__init__(**kwargs)
+
+
+class ToyModel(PreTrainedModel):
+    config_class = ToyConfig
+    base_model_prefix = "toy"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embed = nn.Embedding(10, config.width)
+        self.layers = nn.ModuleList(nn.Linear(config.width, config.width) for _ in range(config.depth))
+        self.out = nn.Linear(config.width, 1)
+        self.post_init()
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            nn.init.constant_(module.weight, 0.5)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=1.0)
+
+    def forward(self, input_ids):
+        x = self.embed(input_ids)
+        for layer in self.layers:
+            x = torch.tanh(layer(x))
+        return self.out(x).squeeze(-1)
+
+
+def test_a_users_own_model_initializes_saves_and_loads(tmp_path):
+    torch.manual_seed(0)
+    model = ToyModel(ToyConfig(width=6, depth=3))
+    assert (model.layers[0].weight == 0.5).all() and model.num_parameters() == 10 * 6 + 3 * 42 + 7
+    model.layers[1].weight.data.add_(torch.randn(6, 6))  # trained a little
+    model.save_pretrained(tmp_path)
+    loaded = ToyModel.from_pretrained(tmp_path)
+    assert isinstance(loaded.config, ToyConfig) and (loaded.config.width, loaded.config.depth) == (6, 3)
+    ids = torch.tensor([[1, 2, 3]])
+    torch.testing.assert_close(loaded(ids), model(ids))
+    assert not loaded.training and loaded.get_input_embeddings() is loaded.embed
+    again = ToyModel.from_pretrained(tmp_path, depth=3, config=ToyConfig(width=6, depth=1))
+    assert again.config.depth == 3
+
+
+def test_attn_implementation_is_stored_on_the_config(llama):
+    eager = AutoModelForCausalLM.from_pretrained(llama[0], attn_implementation="eager")
+    sdpa = AutoModelForCausalLM.from_pretrained(llama[0])
+    assert eager.config._attn_implementation == "eager" and sdpa.config._attn_implementation == "sdpa"
+    ids = torch.randint(0, LLAMA["vocab_size"], (2, 9), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    torch.testing.assert_close(eager(ids, attention_mask=mask).logits, sdpa(ids, attention_mask=mask).logits,
+                               atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="attn_implementation='flash_attention_2'"):
+        AutoModelForCausalLM.from_pretrained(llama[0], attn_implementation="flash_attention_2")
