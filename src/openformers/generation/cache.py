@@ -4,7 +4,9 @@ Every cache speaks one protocol, which is all a model knows of it:
     update(layer_idx, k, v) -> (k, v)   append this step's keys and values, return everything cached so far
     seq_len                             how many positions are cached (read it before the forward pass)
     reorder(beam_idx), crop(n)          for beam search and for rolling back speculative tokens
-Keys and values are shaped (B, n_kv_heads, T, head_dim).
+Keys and values are shaped (B, n_kv_heads, T, head_dim). `Cache` is the base class, with the reference's names
+for the same operations (get_seq_length, reorder_cache, batch_select_indices, ...), so code written against the
+reference's caches (isinstance(past, Cache), cache.get_seq_length()) runs unchanged.
 """
 
 import torch
@@ -12,7 +14,72 @@ import torch
 _GROWTH = 256  # grow in blocks, so decoding one token rarely reallocates (mlx-lm does the same)
 
 
-class DynamicCache:
+class Cache:
+    """The base class of the caches: the protocol above, and the reference's names built on it.
+
+    A subclass implements `update`, `get_seq_length`, `reorder` and `crop`, and keeps `keys` and `values`, one
+    (B, n_kv, capacity, hs) buffer per layer.
+    """
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+    def update(self, layer_idx, k, v, cache_kwargs=None) -> tuple[torch.Tensor, torch.Tensor]:
+        raise TypeError(f"{type(self).__name__} must define update(layer_idx, k, v); Cache is only the base class.")
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        raise TypeError(f"{type(self).__name__} must define get_seq_length(); Cache is only the base class.")
+
+    def reorder(self, beam_idx: torch.Tensor) -> None:
+        raise TypeError(f"{type(self).__name__} must define reorder(beam_idx); Cache is only the base class.")
+
+    def crop(self, n: int) -> None:
+        raise TypeError(f"{type(self).__name__} must define crop(n); Cache is only the base class.")
+
+    @property
+    def seq_len(self) -> int:
+        return self.get_seq_length()
+
+    def __len__(self) -> int:
+        """The number of layers cached so far (the reference's meaning)."""
+        return len(self.keys)
+
+    @property
+    def batch_size(self) -> int:
+        """Rows in the cache, -1 before the first update (as the reference)."""
+        return self.keys[0].shape[0] if self.keys else -1
+
+    @property
+    def is_initialized(self) -> bool:
+        return bool(self.keys)
+
+    @property
+    def is_compileable(self) -> bool:
+        return False  # the buffers grow, so shapes change between steps
+
+    def get_max_length(self, layer_idx: int | None = None) -> int:
+        """-1: a growing cache has no maximum (as the reference's dynamic layers)."""
+        return -1
+
+    def reorder_cache(self, beam_idx: torch.Tensor) -> None:
+        """The reference's name for `reorder`."""
+        self.reorder(beam_idx)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep only the rows `indices`."""
+        self.reorder(torch.as_tensor(indices, dtype=torch.long).flatten())
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        """Repeat each row `repeats` times, next to each other."""
+        if self.keys:
+            self.reorder(torch.arange(self.batch_size).repeat_interleave(repeats))
+
+    def reset(self) -> None:
+        """Forget every position (the buffers are kept for reuse)."""
+        self.crop(0)
+
+
+class DynamicCache(Cache):
     """A cache that grows as tokens arrive, in blocks of 256 positions, one key and value buffer per layer."""
 
     def __init__(self):
@@ -25,10 +92,16 @@ class DynamicCache:
         return self.lengths[0] if self.lengths else 0
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        """The reference's name for `seq_len`."""
         return self.lengths[layer_idx] if layer_idx < len(self.lengths) else 0
 
-    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(self, layer_idx, k, v, cache_kwargs=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append k and v (B, n_kv, T, hs) to a layer; return its keys and values so far.
+
+        Also takes the reference's order, update(key_states, value_states, layer_idx, cache_kwargs=None): the
+        first argument is then a tensor.
+        """
+        if isinstance(layer_idx, torch.Tensor):
+            layer_idx, k, v = v, layer_idx, k
         if layer_idx == len(self.keys):
             self.keys.append(k.new_empty(*k.shape[:2], 0, k.shape[3]))
             self.values.append(v.new_empty(*v.shape[:2], 0, v.shape[3]))
@@ -61,8 +134,9 @@ class DynamicCache:
             self.values[i] = self.values[i].index_select(0, beam_idx.to(self.values[i].device))
 
     def crop(self, n: int) -> None:
-        """Forget every position from `n` on."""
-        self.lengths = [min(length, n) for length in self.lengths]
+        """Keep the first `n` positions; a negative `n` removes that many from the end (the reference's 5.x use)."""
+        keep = n if n >= 0 else max(0, self.seq_len + n)
+        self.lengths = [min(length, keep) for length in self.lengths]
 
 
 def _grow(buffer: torch.Tensor, used: int, capacity: int) -> torch.Tensor:

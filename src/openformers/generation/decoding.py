@@ -1,105 +1,274 @@
 """The decoding loops, kept apart from the model, the cache and the logits processors.
 
-`GenerationMixin.generate` resolves the options into a `GenerationConfig` (config.py), checks the inputs,
-builds the processors once, and runs one of two loops over a `Decoder`, which feeds the model through the
-forward contract (docs/architecture.md) and keeps the KV cache, mask and positions:
+`GenerationMixin.generate` resolves the options into a `GenerationConfig` (config.py), checks the inputs, builds
+the logits processors (processors.py) and the stopping criteria (stopping_criteria.py) once, with the user's own
+appended, and runs one of three loops over a `Decoder`, which feeds the model through the forward contract
+(docs/architecture.md) and keeps the KV cache, mask and positions:
 - `sample_loop`: greedy decoding or multinomial sampling, one token per row and step;
-- `beam_search`: the reference's beam search, vectorized over (batch, beams), reordering the cache each step.
-Both stop a row at an EOS id or a stop string (`StopChecker`) and at the length limit.
+- `beam_search`: the reference's beam search, vectorized over (batch, beams), reordering the cache each step;
+- `assisted_loop`: greedy decoding or sampling that checks several proposed tokens per forward pass (a draft
+  model or prompt lookup, candidates.py), giving the tokens plain decoding gives.
+A row stops when a stopping criterion says so (length, time, EOS, stop strings, the user's).
 """
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
-from .cache import DynamicCache
+from ..models.outputs import ModelOutput
+from .cache import Cache, DynamicCache
+from .candidates import AssistedCandidateGenerator, CandidateGenerator, PromptLookupCandidateGenerator
 from .config import GenerationConfig, resolve_generation_config
 from .processors import apply_processors, build_processors, sample_next_token
+from .stopping_criteria import (
+    ConfidenceCriteria, EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, StoppingCriteriaList,
+    StopStringCriteria,
+)
 
 _BANNED = -1.0e9  # the reference's score for beams that may not be chosen; kept identical so ties break the same way
+DEFAULT_NEW_TOKENS = 20  # what generate() makes when no length is set anywhere (the reference's max_length default)
 
 
 @dataclass
-class GenerateOutput:
-    """What `generate(..., return_dict_in_generate=True)` returns; read by attribute, name or position.
+class GenerateDecoderOnlyOutput(ModelOutput):
+    """What greedy decoding and sampling return with return_dict_in_generate=True.
 
     sequences: (N, T) prompt and generated ids, N = batch * num_return_sequences.
-    scores: one (N, V) tensor per step, the processed scores (log-probabilities for beam search) when
-        output_scores=True; logits: the raw logits of each step when output_logits=True.
-    sequences_scores, beam_indices: beam search only, as in the reference.
+    scores: one (N, V) tensor per step, the processed scores (output_scores=True); logits: the raw logits of each
+    step (output_logits=True); attentions, hidden_states: per step, the model's per-layer tuples
+    (output_attentions / output_hidden_states); cache: the KV cache (also read as `past_key_values`).
     """
 
     sequences: torch.Tensor
     scores: tuple[torch.Tensor, ...] | None = None
     logits: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple | None = None
+    hidden_states: tuple | None = None
+    cache: Cache | None = None
+
+
+@dataclass
+class GenerateBeamDecoderOnlyOutput(ModelOutput):
+    """What beam search returns with return_dict_in_generate=True: as GenerateDecoderOnlyOutput, plus
+
+    sequences_scores: (N,) the length-penalized log-probability of each returned sequence (output_scores=True);
+    beam_indices: (N, generated) the beam row each step's token was chosen from, -1 past the sequence's end.
+    Scores are per beam row: (batch * num_beams, V) log-probabilities.
+    """
+
+    sequences: torch.Tensor
     sequences_scores: torch.Tensor | None = None
+    scores: tuple[torch.Tensor, ...] | None = None
+    logits: tuple[torch.Tensor, ...] | None = None
     beam_indices: torch.Tensor | None = None
-    past_key_values: object | None = None
+    attentions: tuple | None = None
+    hidden_states: tuple | None = None
+    cache: Cache | None = None
 
-    def keys(self) -> list[str]:
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
 
-    def __getitem__(self, key: int | str):
-        if isinstance(key, str):
-            if key not in self.keys():
-                raise KeyError(f"GenerateOutput has no field {key!r} set; it has {self.keys()}.")
-            return getattr(self, key)
-        return tuple(getattr(self, name) for name in self.keys())[key]
+# Options that shape the loop but that an older GenerationConfig may not carry: read from it when it has them,
+# else taken from the keyword arguments, with the reference's defaults.
+_LOOP_OPTIONS = {
+    "max_time": None,
+    "output_attentions": False,
+    "output_hidden_states": False,
+    "prompt_lookup_num_tokens": None,
+    "max_matching_ngram_size": None,
+    "num_assistant_tokens": 20,
+    "num_assistant_tokens_schedule": "constant",
+    "assistant_confidence_threshold": 0.4,
+    "is_assistant": False,
+}
+
+
+@dataclass
+class _Run:
+    """Everything a decoding loop needs besides the Decoder: resolved once by `generate`."""
+
+    config: GenerationConfig
+    processors: list
+    criteria: StoppingCriteriaList
+    max_length: int  # the output buffer's length, prompt included
+    generator: torch.Generator | None = None
+    streamer: object | None = None
+    synced_gpus: bool = False
+    output_attentions: bool = False
+    output_hidden_states: bool = False
 
 
 class GenerationMixin:
-    """Adds `generate` to a model that follows the forward contract and has a `generation_config`."""
+    """Adds `generate` and `compute_transition_scores` to a model that follows the forward contract."""
 
     @torch.inference_mode()
     def generate(
         self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
+        inputs: torch.Tensor | None = None,
         generation_config: GenerationConfig | None = None,
+        logits_processor: list | None = None,
+        stopping_criteria: list | None = None,
+        prefix_allowed_tokens_fn=None,
+        synced_gpus: bool | None = None,
+        assistant_model=None,
         streamer=None,
-        tokenizer=None,
-        generator: torch.Generator | None = None,
+        negative_prompt_ids: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        custom_generate=None,
         **kwargs,
-    ) -> torch.Tensor | GenerateOutput:
-        """Continue `input_ids`; returns the (N, T) ids, or a `GenerateOutput` with return_dict_in_generate=True.
+    ) -> torch.Tensor | GenerateDecoderOnlyOutput | GenerateBeamDecoderOnlyOutput:
+        """Continue `inputs` (token ids); returns the (N, T) ids, or an output object with return_dict_in_generate.
 
-        Options (max_new_tokens, do_sample, num_beams, ...) come from the keyword arguments, then
-        `generation_config`, then `self.generation_config`, then the library defaults. `tokenizer` is needed
-        for stop_strings; `generator` makes sampling draw from that torch.Generator instead of the global one.
+        As the reference's generate. Options (max_new_tokens, do_sample, num_beams, ...) come from the keyword
+        arguments, then `generation_config`, then `self.generation_config` (skipped when a generation_config is
+        passed with use_model_defaults=False), then the library defaults; without any length, 20 new tokens.
+        Keyword arguments besides the options: input_ids (the same as `inputs`), attention_mask, past_key_values
+        (a cache from an earlier call, holding a prefix of the ids), tokenizer (needed for stop_strings),
+        assistant_tokenizer, generator (a torch.Generator for sampling), use_model_defaults.
+        `logits_processor` and `stopping_criteria` run after the ones the options build (one of the same type
+        replaces the built one). `assistant_model` (sharing the vocabulary) or prompt_lookup_num_tokens=N make
+        assisted decoding: several tokens checked per forward pass, the same tokens as without. `synced_gpus`
+        keeps every process of a torch.distributed group stepping until all of them are done.
         """
-        if isinstance(input_ids, Mapping):
-            # What tokenizer(...) and apply_chat_template(...) return: take its ids and mask.
-            attention_mask = input_ids.get("attention_mask") if attention_mask is None else attention_mask
-            input_ids = input_ids.get("input_ids")
-        config, unknown = resolve_generation_config(
-            getattr(self, "generation_config", None), generation_config, kwargs, stacklevel=5
-        )
+        if custom_generate is not None:
+            raise ValueError(
+                "custom_generate (decoding code loaded from a Hub repository or passed as a function) is not "
+                "supported: use the built-in strategies (greedy, sampling, beam search, assisted decoding) and "
+                "logits_processor= / stopping_criteria= for custom behaviour."
+            )
+        inputs, attention_mask = _inputs_and_mask(inputs, kwargs)
+        tokenizer = kwargs.pop("tokenizer", None)
+        generator = kwargs.pop("generator", None)
+        past_key_values = kwargs.pop("past_key_values", kwargs.pop("cache", None))
+        use_model_defaults = kwargs.pop("use_model_defaults", None)
+        kwargs.pop("trust_remote_code", None)  # only read by custom_generate, refused above
+        if kwargs.pop("assistant_tokenizer", None) is not None:
+            raise ValueError(
+                "assistant_tokenizer is for a draft model with a different vocabulary, which is not supported: "
+                "pass an assistant_model that shares the main model's tokenizer, without assistant_tokenizer."
+            )
+
+        model_config = getattr(self, "generation_config", None)
+        if generation_config is not None and use_model_defaults is False:
+            model_config = None  # the reference: the passed config, then the library defaults only
+        default_length = _no_length_set(kwargs, generation_config, model_config)
+        config, unknown = resolve_generation_config(model_config, generation_config, kwargs, stacklevel=5)
+        loop = {name: _loop_option(config, unknown, name) for name in _LOOP_OPTIONS}
         if unknown:
             raise TypeError(
-                f"generate() got unexpected keyword arguments: {sorted(unknown)}. It takes input_ids, "
-                "attention_mask, generation_config, streamer, tokenizer, generator and the options of "
-                f"GenerationConfig: {', '.join(GenerationConfig.option_names())}."
+                f"generate() got unexpected keyword arguments: {sorted(unknown)}. It takes inputs/input_ids, "
+                "attention_mask, generation_config, logits_processor, stopping_criteria, prefix_allowed_tokens_fn, "
+                "synced_gpus, assistant_model, streamer, negative_prompt_ids, negative_prompt_attention_mask, "
+                "past_key_values, tokenizer, generator, use_model_defaults and the options of GenerationConfig: "
+                f"{', '.join(GenerationConfig.option_names())}."
             )
-        input_ids = _check_input_ids(input_ids, self)
+
+        input_ids = _check_input_ids(inputs, self)
         attention_mask = _check_attention_mask(attention_mask, input_ids)
         prompt_length = input_ids.shape[1]
-        max_new_tokens = _max_new_tokens(config, prompt_length)
-        stop = StopChecker(config, tokenizer, input_ids.device)
-        if streamer is not None and (config.num_beams > 1 or input_ids.shape[0] * config.num_return_sequences > 1):
-            raise ValueError(
-                "streamer streams one sequence: use it with one prompt, num_beams=1 and num_return_sequences=1."
-            )
-        decoder = Decoder(self, input_ids, attention_mask)
-        if config.num_beams > 1:
-            output = beam_search(decoder, config, stop, max_new_tokens, generator)
+        config.max_length = _total_length(config, prompt_length, default_length, self)
+        assisted = assistant_model is not None or loop["prompt_lookup_num_tokens"] is not None
+        _check_strategy(config, input_ids, streamer, assisted)
+
+        rows = config.num_beams if config.num_beams > 1 else config.num_return_sequences
+        mask = attention_mask.repeat_interleave(rows, 0) if attention_mask is not None else None
+        processors = build_processors(
+            config, prompt_length, mask, device=input_ids.device, logits_processor=logits_processor,
+            prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, negative_prompt_ids=negative_prompt_ids,
+            negative_prompt_attention_mask=negative_prompt_attention_mask, model=self, encoder_input_ids=input_ids,
+        )
+        criteria = build_stopping_criteria(
+            config, tokenizer=tokenizer, max_time=loop["max_time"], stopping_criteria=stopping_criteria,
+            max_position_embeddings=_max_positions(self),
+            confidence_threshold=loop["assistant_confidence_threshold"] if loop["is_assistant"] else None,
+        )
+        run = _Run(
+            config, processors, criteria, max_length=criteria.max_length or config.max_length, generator=generator,
+            streamer=streamer, synced_gpus=_synced(synced_gpus),
+            output_attentions=bool(loop["output_attentions"]), output_hidden_states=bool(loop["output_hidden_states"]),
+        )
+        decoder = Decoder(self, input_ids, attention_mask, cache=past_key_values,
+                          output_attentions=run.output_attentions, output_hidden_states=run.output_hidden_states)
+        if assisted:
+            candidates = _candidate_generator(self, assistant_model, input_ids, config, loop, processors)
+            output = assisted_loop(decoder, run, candidates)
+        elif config.num_beams > 1:
+            output = beam_search(decoder, run)
         else:
-            output = sample_loop(decoder, config, stop, max_new_tokens, generator, streamer)
+            output = sample_loop(decoder, run)
         if config.return_dict_in_generate:
-            output.past_key_values = decoder.cache
+            output.cache = decoder.cache
             return output
         return output.sequences
+
+    def compute_transition_scores(
+        self,
+        sequences: torch.Tensor,
+        scores: tuple[torch.Tensor, ...],
+        beam_indices: torch.Tensor | None = None,
+        normalize_logits: bool = False,
+    ) -> torch.Tensor:
+        """The score of each generated token: (N, steps), from generate's `scores` (and `beam_indices` for beams).
+
+        Entry [r, t] is the score that step t gave the token row r holds at that step, read in the beam row
+        `beam_indices[r, t]` (row r itself without beams); 0 where beam_indices is -1 (after the sequence ended).
+        normalize_logits=True applies log_softmax to each step's scores first (for raw logits).
+        """
+        steps = torch.stack(scores, dim=1)  # (rows, steps, V)
+        if normalize_logits:
+            steps = torch.log_softmax(steps.float(), dim=-1)
+        if beam_indices is None:
+            beam_indices = torch.arange(steps.shape[0], device=sequences.device)[:, None].expand(-1, len(scores))
+        ended = beam_indices < 0
+        length = int((~ended).sum(dim=-1).max())  # steps that any sequence took
+        beam_indices, ended = beam_indices[:, :length], ended[:, :length]
+        tokens = sequences[:, sequences.shape[-1] - length:]  # the generated ids
+        step = torch.arange(length, device=steps.device)
+        chosen = steps[beam_indices.clamp(min=0).to(steps.device), step, tokens.to(steps.device)]
+        return chosen.masked_fill(ended.to(chosen.device), 0.0)
+
+
+def build_stopping_criteria(
+    config: GenerationConfig,
+    tokenizer=None,
+    max_time: float | None = None,
+    stopping_criteria: list | None = None,
+    max_position_embeddings: int | None = None,
+    confidence_threshold: float | None = None,
+) -> StoppingCriteriaList:
+    """The criteria the options ask for, in the reference's order (length, time, stop strings, EOS, confidence),
+    then the user's: one of the same type as a built criterion takes its place (with a warning), as in the
+    reference; the others are appended."""
+    built = StoppingCriteriaList()
+    if config.max_length is not None:
+        built.append(MaxLengthCriteria(config.max_length, max_position_embeddings=max_position_embeddings))
+    if max_time is not None:
+        built.append(MaxTimeCriteria(max_time))
+    if config.stop_strings is not None:
+        if tokenizer is None:
+            raise ValueError(
+                f"stop_strings={config.stop_strings!r} needs the tokenizer to read the text: pass "
+                "generate(..., tokenizer=tokenizer)."
+            )
+        built.append(StopStringCriteria(tokenizer, config.stop_strings))
+    if config.eos_token_ids:
+        built.append(EosTokenCriteria(config.eos_token_ids))
+    if confidence_threshold:
+        built.append(ConfidenceCriteria(confidence_threshold))
+    if not stopping_criteria:
+        return built
+    merged = StoppingCriteriaList()
+    for criterion in built:
+        replacement = next((custom for custom in stopping_criteria if type(custom) is type(criterion)), None)
+        if replacement is not None:
+            warnings.warn(
+                f"A {type(criterion).__name__} was passed in stopping_criteria, and generate() also builds one from "
+                "its options: the one passed is used. Leave out the matching generate() option to silence this.",
+                UserWarning, stacklevel=3,
+            )
+        merged.append(replacement if replacement is not None else criterion)
+    merged.extend(custom for custom in stopping_criteria if not any(custom is chosen for chosen in merged))
+    return merged
 
 
 def _pad_id(config: GenerationConfig) -> int:
@@ -109,20 +278,51 @@ def _pad_id(config: GenerationConfig) -> int:
     return config.eos_token_ids[0] if config.eos_token_ids else 0
 
 
-def sample_loop(decoder: "Decoder", config: GenerationConfig, stop: "StopChecker", max_new_tokens: int,
-                generator: torch.Generator | None = None, streamer=None) -> GenerateOutput:
-    """Greedy decoding or sampling: one token per row and step until every row stops or the limit is reached."""
+def _fills_finished_rows(criteria: StoppingCriteriaList) -> bool:
+    """The reference pads rows that stopped only when an EOS criterion is among the criteria."""
+    return any(hasattr(criterion, "eos_token_id") for criterion in criteria)
+
+
+def _peers_running(done: bool, synced_gpus: bool, device: torch.device) -> bool:
+    """With synced_gpus, whether any process of the group has rows left; one all-reduce per step and process."""
+    if not synced_gpus:
+        return not done
+    flag = torch.tensor(0.0 if done else 1.0, device=device)
+    torch.distributed.all_reduce(flag)
+    return flag.item() > 0.0
+
+
+def _wait_for_peers(decoder: "Decoder", run: _Run, tokens: torch.Tensor) -> None:
+    """A process that is done keeps stepping the model, its output unchanged, while others still decode.
+
+    With FSDP or DeepSpeed ZeRO-3 each forward pass needs every process of the group, so one that left the loop
+    early would leave the others waiting forever. Without synced_gpus this returns at once.
+    """
+    if not run.synced_gpus:
+        return
+    while _peers_running(True, True, tokens.device):
+        decoder.step(tokens)
+
+
+def _synced(synced_gpus: bool | None) -> bool:
+    if not synced_gpus:
+        return False
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return distributed and torch.distributed.get_world_size() > 1
+
+
+def sample_loop(decoder: "Decoder", run: _Run) -> GenerateDecoderOnlyOutput:
+    """Greedy decoding or sampling: one token per row and step until every row stops."""
+    config, criteria, streamer = run.config, run.criteria, run.streamer
     rows = config.num_return_sequences
     input_ids = decoder.input_ids.repeat_interleave(rows, dim=0)
     batch, prompt_length = input_ids.shape
-    mask = decoder.attention_mask.repeat_interleave(rows, 0) if decoder.attention_mask is not None else None
-    processors = build_processors(config, prompt_length, mask, device=input_ids.device)
     pad_id = _pad_id(config)
-    output = input_ids.new_full((batch, prompt_length + max_new_tokens), pad_id)
+    fill_finished = _fills_finished_rows(criteria)
+    output = input_ids.new_full((batch, max(run.max_length, prompt_length + 1)), pad_id)
     output[:, :prompt_length] = input_ids
     unfinished = torch.ones(batch, dtype=torch.bool, device=input_ids.device)
-    scores_out = [] if config.output_scores else None
-    logits_out = [] if config.output_logits else None
+    record = _Record(config, run)
     if streamer is not None:
         streamer.put(input_ids.cpu())
 
@@ -130,33 +330,166 @@ def sample_loop(decoder: "Decoder", config: GenerationConfig, stop: "StopChecker
     length = prompt_length
     while True:
         logits = logits.float()
-        scores = apply_processors(processors, output[:, :length], logits) if processors else logits
-        if logits_out is not None:
-            logits_out.append(logits.clone())
-        if scores_out is not None:
-            scores_out.append(scores.clone())
-        token = sample_next_token(scores, config.do_sample, generator)
-        token = torch.where(unfinished, token, pad_id)
+        scores = apply_processors(run.processors, output[:, :length], logits)
+        record.step(logits, scores, decoder)
+        token = sample_next_token(scores, config.do_sample, run.generator)
+        if fill_finished:
+            token = torch.where(unfinished, token, pad_id)
         output[:, length] = token
         length += 1
         if streamer is not None:
             streamer.put(token.cpu())
-        if stop.active:
-            unfinished &= ~stop(output[:, :length])
-        if length == output.shape[1] or (stop.active and not bool(unfinished.any())):
+        unfinished &= ~criteria(output[:, :length], record.scores_so_far())
+        if length == output.shape[1] or not bool(unfinished.any()):
+            _wait_for_peers(decoder, run, token)
             break
+        if run.synced_gpus:
+            _peers_running(False, True, input_ids.device)  # this process's share of the step's all-reduce
         logits = decoder.step(token)
     if streamer is not None:
         streamer.end()
-    return GenerateOutput(
-        sequences=output[:, :length],
-        scores=tuple(scores_out) if scores_out is not None else None,
-        logits=tuple(logits_out) if logits_out is not None else None,
-    )
+    return GenerateDecoderOnlyOutput(sequences=output[:, :length], **record.fields())
 
 
-def beam_search(decoder: "Decoder", config: GenerationConfig, stop: "StopChecker", max_new_tokens: int,
-                generator: torch.Generator | None = None) -> GenerateOutput:
+class _Record:
+    """The per-step outputs generate returns when asked (scores, logits, attentions, hidden states)."""
+
+    def __init__(self, config: GenerationConfig, run: _Run):
+        keep = config.return_dict_in_generate
+        self.scores = [] if keep and config.output_scores else None
+        self.logits = [] if keep and config.output_logits else None
+        self.attentions = [] if keep and run.output_attentions else None
+        self.hidden_states = [] if keep and run.output_hidden_states else None
+
+    def step(self, logits: torch.Tensor, scores: torch.Tensor, decoder: "Decoder") -> None:
+        if self.logits is not None:
+            self.logits.append(logits.clone())
+        if self.scores is not None:
+            self.scores.append(scores.clone())
+        if self.attentions is not None:
+            self.attentions.append(decoder.last_output.attentions)
+        if self.hidden_states is not None:
+            self.hidden_states.append(decoder.last_output.hidden_states)
+
+    def scores_so_far(self) -> tuple[torch.Tensor, ...] | None:
+        """What stopping criteria receive as `scores`, as in the reference: None unless scores are kept."""
+        return tuple(self.scores) if self.scores is not None else None
+
+    def fields(self) -> dict:
+        names = ("scores", "logits", "attentions", "hidden_states")
+        return {name: tuple(getattr(self, name)) for name in names if getattr(self, name) is not None}
+
+
+def assisted_loop(decoder: "Decoder", run: _Run, candidates: CandidateGenerator) -> GenerateDecoderOnlyOutput:
+    """Greedy decoding or sampling of one prompt, checking the candidate tokens proposed for several positions
+    with one forward pass.
+
+    Each round the model scores the position after the last accepted token and the positions after each
+    candidate. Greedy: the candidates are kept up to the first that differs from the model's own choice, and that
+    choice follows, so the tokens are those of plain greedy decoding. Sampling: with a draft model's scores,
+    speculative sampling (a candidate is kept with probability min(1, p/q), a rejected one resampled from the
+    remainder), whose tokens follow the model's own distribution; with prompt lookup (no draft scores), each
+    position is sampled from the model and the candidates kept while they agree. The tokens are checked one by
+    one against the stopping criteria, and the cache is cut back to the kept tokens.
+    """
+    config, criteria, streamer = run.config, run.criteria, run.streamer
+    ids = decoder.input_ids
+    if streamer is not None:
+        streamer.put(ids.cpu())
+    record = _Record(config, run)
+    next_logits = decoder.prefill()[:, None]  # (1, 1, V): the model's logits for the position after `ids`
+    cached = ids.shape[1]  # positions in the model's cache
+    done = False
+    while not done:
+        room = run.max_length - ids.shape[1] - 1  # candidates that leave room for the model's own token
+        proposed, draft_scores = candidates.get_candidates(ids) if room > 0 else (ids, None)
+        proposed = proposed[:, ids.shape[1]: ids.shape[1] + max(room, 0)]
+        k = proposed.shape[1]
+        pending = ids[:, cached:]  # the last accepted token, unless the prefill has just scored it
+        fed = torch.cat([pending, proposed], dim=1)
+        logits = decoder.feed(fed, keep=fed.shape[1]) if fed.shape[1] else next_logits[:, :0]
+        if pending.shape[1] == 0:
+            logits = torch.cat([next_logits, logits], dim=1)  # (1, k + 1, V)
+        logits = logits.float()
+        extended = torch.cat([ids, proposed], dim=1)
+        scores = torch.stack(
+            [run.processors(extended[:, : ids.shape[1] + i], logits[:, i]) if run.processors else logits[:, i]
+             for i in range(k + 1)], dim=1,
+        )
+        kept = _accept(proposed, scores, draft_scores[:, :k] if draft_scores is not None else None, config, run)
+        candidates.update_candidate_strategy(ids, scores, kept.shape[1] - 1)
+        for i, token in enumerate(kept[0].tolist()):
+            record.step(logits[:, i], scores[:, i], decoder)
+            ids = torch.cat([ids, ids.new_tensor([[token]])], dim=1)
+            if streamer is not None:
+                streamer.put(ids.new_tensor([token]).cpu())
+            if bool(criteria(ids, record.scores_so_far()).any()) or ids.shape[1] >= run.max_length:
+                done = True
+                break
+        # The cache keeps every accepted token but the last, which the next round feeds.
+        cached = ids.shape[1] - 1
+        decoder.cache.crop(cached)
+        if run.synced_gpus and not done:
+            _peers_running(False, True, ids.device)
+    _wait_for_peers(decoder, run, ids[:, -1])
+    if streamer is not None:
+        streamer.end()
+    return GenerateDecoderOnlyOutput(sequences=ids, **record.fields())
+
+
+def _accept(proposed: torch.Tensor, scores: torch.Tensor, draft_scores: torch.Tensor | None,
+            config: GenerationConfig, run: _Run) -> torch.Tensor:
+    """(1, n + 1): the n leading candidates kept and the model's token after them."""
+    k = proposed.shape[1]
+    if config.do_sample and draft_scores is not None:
+        return _speculative_sample(proposed, scores, draft_scores, run.generator)
+    if config.do_sample:
+        probabilities = scores[0].softmax(dim=-1)
+        chosen = torch.multinomial(probabilities, 1, generator=run.generator).view(1, -1)
+    else:
+        chosen = scores.argmax(dim=-1)  # (1, k + 1)
+    agree = (chosen[:, :k] == proposed).int().cumprod(dim=-1)
+    n = int(agree.sum())
+    return chosen[:, : n + 1]
+
+
+def _speculative_sample(proposed, scores, draft_scores, generator) -> torch.Tensor:
+    """Speculative sampling (Leviathan et al., 2023): the tokens follow the model's distribution p exactly.
+
+    Candidate i, drawn from the draft's q, is kept with probability min(1, p_i / q_i); the first rejected one is
+    redrawn from max(p - q, 0) normalized; when all are kept, one more token is drawn from p.
+    """
+    k = proposed.shape[1]
+    p = scores[0].softmax(dim=-1)  # (k + 1, V)
+    q = draft_scores[0].float().softmax(dim=-1)  # (k, V)
+    index = torch.arange(k, device=p.device)
+    token = proposed[0]
+    ratio = p[index, token] / q[index, token]
+    draws = torch.rand(k, device=p.device, generator=generator)
+    rejected = (draws > ratio).nonzero()
+    n = int(rejected[0]) if rejected.numel() else k
+    if n < k:
+        remainder = (p[n] - q[n]).clamp(min=0)
+        remainder = remainder / remainder.sum() if float(remainder.sum()) > 0 else p[n]
+        last = torch.multinomial(remainder, 1, generator=generator)
+    else:
+        last = torch.multinomial(p[k], 1, generator=generator)
+    return torch.cat([token[:n], last]).view(1, -1)
+
+
+def _candidate_generator(model, assistant_model, input_ids, config, loop: dict, processors) -> CandidateGenerator:
+    if loop["prompt_lookup_num_tokens"] is not None:
+        return PromptLookupCandidateGenerator(
+            eos_token_id=config.eos_token_ids or None, num_output_tokens=loop["prompt_lookup_num_tokens"],
+            max_matching_ngram_size=loop["max_matching_ngram_size"] or 2, max_length=config.max_length,
+            logits_processor=processors, vocab_size=getattr(model.config, "vocab_size", None),
+        )
+    options = {name: loop[name] for name in ("num_assistant_tokens", "num_assistant_tokens_schedule",
+                                             "assistant_confidence_threshold")}
+    return AssistedCandidateGenerator(input_ids, assistant_model, config, logits_processor=processors, **options)
+
+
+def beam_search(decoder: "Decoder", run: _Run) -> GenerateBeamDecoderOnlyOutput:
     """The reference's beam search (with sampling when do_sample), vectorized over (batch, beams).
 
     Each step, every running beam proposes its continuations; the best `keep` of the B x (K * V) candidates
@@ -164,14 +497,14 @@ def beam_search(decoder: "Decoder", config: GenerationConfig, stop: "StopChecker
     stop string, length limit) compete, with the length penalty, for the K finished slots of their prompt;
     the best K that do not end become the running beams, and the cache follows them with `reorder`.
     """
+    config, criteria, generator = run.config, run.criteria, run.generator
     K = config.num_beams
     input_ids = decoder.input_ids
     B, prompt_length = input_ids.shape
-    total_length = prompt_length + max_new_tokens
+    total_length = max(run.max_length, prompt_length + 1)
+    max_new_tokens = total_length - prompt_length
     device = input_ids.device
     length_penalty, early_stopping = config.length_penalty, config.early_stopping
-    mask = decoder.attention_mask.repeat_interleave(K, 0) if decoder.attention_mask is not None else None
-    processors = build_processors(config, prompt_length, mask, device=device)
     keep = max(2, 1 + len(config.eos_token_ids)) * K
     in_top_k = torch.arange(keep, device=device) < K  # only the K best candidates may finish a sequence
     batch_offset = torch.arange(B, device=device)[:, None] * K
@@ -186,19 +519,15 @@ def beam_search(decoder: "Decoder", config: GenerationConfig, stop: "StopChecker
     finished_scores = torch.full((B, K), _BANNED, device=device)
     is_finished = torch.zeros(B, K, dtype=torch.bool, device=device)
     improvable = torch.ones(B, 1, dtype=torch.bool, device=device)
-    scores_out = [] if config.output_scores else None
-    logits_out = [] if config.output_logits else None
+    record = _Record(config, run)
 
     logits = decoder.prefill(expand=K)
     length = prompt_length
     while True:
         logits = logits.float()
         log_probs = torch.log_softmax(logits, dim=-1)
-        log_probs = apply_processors(processors, running[:, :, :length].flatten(0, 1), log_probs)
-        if logits_out is not None:
-            logits_out.append(logits.clone())
-        if scores_out is not None:
-            scores_out.append(log_probs.clone())
+        log_probs = apply_processors(run.processors, running[:, :, :length].flatten(0, 1), log_probs)
+        record.step(logits, log_probs, decoder)
         vocab_size = log_probs.shape[-1]
         totals = (log_probs.view(B, K, vocab_size) + running_scores[:, :, None]).view(B, K * vocab_size)
 
@@ -214,7 +543,8 @@ def beam_search(decoder: "Decoder", config: GenerationConfig, stop: "StopChecker
         candidates[:, :, length] = token
         candidate_origins = _gather(running_origins, source_beam)
         candidate_origins[:, :, length - prompt_length] = source_beam + batch_offset
-        ends = stop(candidates[:, :, : length + 1].flatten(0, 1)).view(B, keep) | (length + 1 >= total_length)
+        ends = criteria(candidates[:, :, : length + 1].flatten(0, 1), record.scores_so_far()).view(B, keep)
+        ends = ends | (length + 1 >= total_length)
 
         # The K best candidates that do not end keep running.
         alive_scores = picked_scores + ends.float() * _BANNED
@@ -241,6 +571,7 @@ def beam_search(decoder: "Decoder", config: GenerationConfig, stop: "StopChecker
                                                prompt_length, total_length, early_stopping, length_penalty)
         all_full = bool(is_finished.all()) and early_stopping is True
         if not bool(improvable.any()) or all_full or bool(ends.all()):
+            _wait_for_peers(decoder, run, running[:, :, length - 1].flatten())
             break
         decoder.cache.reorder(running_origins[:, :, length - 1 - prompt_length].flatten())
         logits = decoder.step(running[:, :, length - 1].flatten())
@@ -249,12 +580,11 @@ def beam_search(decoder: "Decoder", config: GenerationConfig, stop: "StopChecker
     sequences = finished[:, :rows].flatten(0, 1)
     origins = finished_origins[:, :rows].flatten(0, 1)
     generated = int((origins >= 0).sum(dim=1).max())
-    return GenerateOutput(
+    return GenerateBeamDecoderOnlyOutput(
         sequences=sequences[:, : prompt_length + generated],
-        scores=tuple(scores_out) if scores_out is not None else None,
-        logits=tuple(logits_out) if logits_out is not None else None,
         sequences_scores=finished_scores[:, :rows].flatten() if config.output_scores else None,
         beam_indices=origins[:, :generated] if config.return_dict_in_generate else None,
+        **record.fields(),
     )
 
 
@@ -280,58 +610,34 @@ def _can_improve(running_scores, finished_scores, is_finished, length, prompt_le
     return (best_possible > worst_finished).any(dim=-1, keepdim=True)
 
 
-class StopChecker:
-    """Says which sequences just ended: the last token is an EOS id, or a stop string ends within it."""
-
-    def __init__(self, config: GenerationConfig, tokenizer, device: torch.device):
-        self.eos_ids = torch.tensor(config.eos_token_ids, dtype=torch.long, device=device)
-        strings = config.stop_strings
-        self.stop_strings = [strings] if isinstance(strings, str) else list(strings or [])
-        if self.stop_strings and tokenizer is None:
-            raise ValueError(
-                f"stop_strings={config.stop_strings!r} needs the tokenizer to read the text: pass "
-                "generate(..., tokenizer=tokenizer)."
-            )
-        self.tokenizer = tokenizer
-        # Enough tokens to hold the longest stop string, even when a few tokens carry parts of one character.
-        self.window = max((len(s) for s in self.stop_strings), default=0) + 3
-        self.active = bool(self.eos_ids.numel() or self.stop_strings)
-
-    def __call__(self, sequences: torch.Tensor) -> torch.Tensor:
-        """(N,) bool for (N, T) sequences whose last position holds the newest token."""
-        ended = torch.isin(sequences[:, -1], self.eos_ids) if self.eos_ids.numel() else None
-        if ended is None:
-            ended = torch.zeros(sequences.shape[0], dtype=torch.bool, device=sequences.device)
-        if self.stop_strings:
-            tails = sequences[:, -self.window :].tolist()
-            hits = [self._ends_with_stop_string(tail) for tail in tails]
-            ended = ended | torch.tensor(hits, dtype=torch.bool, device=sequences.device)
-        return ended
-
-    def _ends_with_stop_string(self, tail: list[int]) -> bool:
-        text = self.tokenizer.decode(tail)
-        before = len(self.tokenizer.decode(tail[:-1]))  # the text up to the newest token
-        for stop_string in self.stop_strings:
-            # A stop string counts when it ends inside the newest token (it may continue past it).
-            start = text.find(stop_string, max(0, before - len(stop_string) + 1))
-            if start != -1 and start + len(stop_string) > before:
-                return True
-        return False
-
-
 PREFILL_CHUNK = 2048  # prompt tokens per forward pass
 
 
 class Decoder:
-    """Runs the model over a prompt, then one token per row at a time, keeping the KV cache, mask and positions."""
+    """Runs the model over a prompt, then one token per row at a time, keeping the KV cache, mask and positions.
 
-    def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
+    `cache` may come from an earlier call (generate's past_key_values=) and hold the first positions of the
+    prompt already: only the rest is fed.
+    """
+
+    def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache=None,
+                 output_attentions: bool = False, output_hidden_states: bool = False):
         self.model = model
         self.input_ids = input_ids
-        self.cache = DynamicCache()
+        self.cache = DynamicCache() if cache is None else cache
+        if not isinstance(self.cache, Cache):
+            raise TypeError(f"past_key_values must be a Cache (such as DynamicCache), got {type(cache).__name__}.")
+        if self.cache.get_seq_length() >= input_ids.shape[1]:
+            raise ValueError(
+                f"past_key_values already holds {self.cache.get_seq_length()} positions, but input_ids has only "
+                f"{input_ids.shape[1]}: pass the ids the cache was built from plus at least one new token."
+            )
         self.attention_mask = attention_mask
         # Left padding: real tokens count positions from 0, as when each prompt runs alone.
         self.position_ids = None if attention_mask is None else (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        self.extra = {name: True for name, wanted in (("output_attentions", output_attentions),
+                                                      ("output_hidden_states", output_hidden_states)) if wanted}
+        self.last_output = None  # the model's output for the latest forward pass (for attentions, hidden states)
 
     def prefill(self, expand: int = 1) -> torch.Tensor:
         """The (B * expand, V) logits of the last prompt position, each prompt's row repeated `expand` times.
@@ -340,11 +646,11 @@ class Decoder:
         all its positions at once; its cache is copied for the beams or return sequences that share it.
         """
         length = self.input_ids.shape[1]
-        for start in range(0, length, PREFILL_CHUNK):
+        for start in range(self.cache.get_seq_length(), length, PREFILL_CHUNK):
             end = min(start + PREFILL_CHUNK, length)
             mask = None if self.attention_mask is None else self.attention_mask[:, :end]
             positions = None if self.position_ids is None else self.position_ids[:, start:end]
-            logits = self._forward(self.input_ids[:, start:end], mask, positions)
+            logits = self._forward(self.input_ids[:, start:end], mask, positions)[:, -1]
         if expand > 1:
             rows = torch.arange(self.input_ids.shape[0], device=logits.device).repeat_interleave(expand)
             self.cache.reorder(rows)
@@ -358,17 +664,120 @@ class Decoder:
         if self.attention_mask is not None:
             self.attention_mask = torch.cat([self.attention_mask, self.attention_mask.new_ones(token.shape[0], 1)], -1)
             self.position_ids = self.position_ids[:, -1:] + 1
-        return self._forward(token[:, None], self.attention_mask, self.position_ids)
+        return self._forward(token[:, None], self.attention_mask, self.position_ids)[:, -1]
 
-    def _forward(self, input_ids: torch.Tensor, attention_mask, position_ids) -> torch.Tensor:
+    def feed(self, tokens: torch.Tensor, keep: int) -> torch.Tensor:
+        """Feed several tokens per row (B, n) after what the cache holds; the (B, keep, V) logits of the last
+        `keep` positions. For an unpadded batch (assisted decoding); the model counts positions from the cache."""
+        if self.attention_mask is not None:
+            raise ValueError("Feeding several tokens at once needs an unpadded batch (attention_mask of ones).")
+        return self._forward(tokens, None, None, keep)
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask, position_ids, keep: int = 1) -> torch.Tensor:
         output = self.model(
             input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=self.cache,
-            logits_to_keep=1,
+            logits_to_keep=keep,
+            **self.extra,
         )
-        return output.logits[:, -1]
+        self.last_output = output if self.extra else None
+        return output.logits
+
+
+def _inputs_and_mask(inputs, kwargs: dict):
+    """The prompt ids and mask from `inputs`, an `input_ids=` keyword, or what tokenizer(...) returns."""
+    if "input_ids" in kwargs:
+        if inputs is not None:
+            raise ValueError("generate() got the prompt twice, as inputs and as input_ids=: pass only one of them.")
+        inputs = kwargs.pop("input_ids")
+    attention_mask = kwargs.pop("attention_mask", None)
+    if isinstance(inputs, Mapping):
+        # What tokenizer(...) and apply_chat_template(..., return_dict=True) return: take its ids and mask.
+        attention_mask = inputs.get("attention_mask") if attention_mask is None else attention_mask
+        inputs = inputs.get("input_ids")
+    return inputs, attention_mask
+
+
+def _no_length_set(kwargs: dict, passed: GenerationConfig | None, model_config: GenerationConfig | None) -> bool:
+    """True when no max_length or max_new_tokens is set anywhere: generate then makes DEFAULT_NEW_TOKENS tokens."""
+    names = ("max_length", "max_new_tokens")
+    configs = [c for c in (passed, model_config) if c is not None]
+    return all(kwargs.get(n) is None for n in names) and all(getattr(c, n, None) is None for c in configs for n in names)
+
+
+def _loop_option(config: GenerationConfig, unknown: dict, name: str):
+    if name in unknown:
+        value = unknown.pop(name)
+    else:
+        value = getattr(config, name, None)
+    return _LOOP_OPTIONS[name] if value is None else value
+
+
+def _max_positions(model) -> int | None:
+    return getattr(getattr(model, "config", None), "max_position_embeddings", None)
+
+
+def _total_length(config: GenerationConfig, prompt_length: int, default_length: bool, model) -> int:
+    """The length generation stops at, prompt included, as the reference computes it.
+
+    max_new_tokens counts from the prompt; an explicit max_length counts the prompt; with neither, the prompt
+    plus DEFAULT_NEW_TOKENS, capped at the model's max_position_embeddings.
+    """
+    if default_length:
+        total = prompt_length + DEFAULT_NEW_TOKENS
+        positions = _max_positions(model)
+        total = min(total, positions) if positions is not None else total
+        if total <= prompt_length:
+            raise ValueError(
+                f"The prompt has {prompt_length} tokens, as many as the model's max_position_embeddings "
+                f"({positions}): there is no room to generate. Shorten the prompt, or pass max_new_tokens=N."
+            )
+        return total
+    if config.max_new_tokens is not None:
+        return prompt_length + config.max_new_tokens
+    if config.max_length <= prompt_length:
+        raise ValueError(
+            f"max_length={config.max_length} leaves no room to generate: the prompt already has {prompt_length} "
+            f"tokens and max_length counts them. Pass a larger max_length, or max_new_tokens=N instead."
+        )
+    return config.max_length
+
+
+# Strategies the reference no longer ships (it runs them from Hub repositories with trust_remote_code=True):
+# option, whether its value asks for the strategy, the strategy's name.
+_HUB_STRATEGIES = (
+    ("num_beam_groups", lambda v: v > 1, "group beam search"),
+    ("penalty_alpha", lambda v: v > 0, "contrastive search"),
+    ("dola_layers", lambda v: True, "DoLa decoding"),
+    ("constraints", lambda v: True, "constrained beam search"),
+    ("force_words_ids", lambda v: True, "constrained beam search"),
+    ("assistant_early_exit", lambda v: True, "early-exit assisted decoding"),
+    ("use_mtp", bool, "multi-token-prediction decoding"),
+    ("token_healing", bool, "token healing"),
+)
+
+
+def _check_strategy(config: GenerationConfig, input_ids: torch.Tensor, streamer, assisted: bool) -> None:
+    for name, asks, strategy in _HUB_STRATEGIES:
+        value = getattr(config, name, None)
+        if value is not None and asks(value):
+            raise ValueError(
+                f"{name}={value!r} asks for {strategy}, which openformers does not run (the reference loads it "
+                "as Hub code with trust_remote_code=True). Greedy decoding, sampling, beam search and assisted "
+                f"decoding are available: leave {name} unset."
+            )
+    if streamer is not None and (config.num_beams > 1 or input_ids.shape[0] * config.num_return_sequences > 1):
+        raise ValueError(
+            "streamer streams one sequence: use it with one prompt, num_beams=1 and num_return_sequences=1."
+        )
+    if assisted and (config.num_beams > 1 or input_ids.shape[0] * config.num_return_sequences > 1):
+        raise ValueError(
+            "Assisted decoding (assistant_model= or prompt_lookup_num_tokens=) continues one prompt with one "
+            f"sequence, greedy or sampled; got {input_ids.shape[0]} prompts, num_beams={config.num_beams} and "
+            f"num_return_sequences={config.num_return_sequences}. Generate prompts one at a time, without beams."
+        )
 
 
 def _check_input_ids(input_ids, model) -> torch.Tensor:
@@ -412,14 +821,3 @@ def _check_attention_mask(attention_mask, input_ids: torch.Tensor) -> torch.Tens
             stacklevel=4,
         )
     return attention_mask
-
-
-def _max_new_tokens(config: GenerationConfig, prompt_length: int) -> int:
-    if config.max_new_tokens is not None:
-        return config.max_new_tokens
-    if config.max_length <= prompt_length:
-        raise ValueError(
-            f"max_length={config.max_length} leaves no room to generate: the prompt already has {prompt_length} "
-            f"tokens and max_length counts them. Pass a larger max_length, or max_new_tokens=N instead."
-        )
-    return config.max_length - prompt_length
