@@ -370,7 +370,7 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
         trainer.train(resume_from_checkpoint=True)
     with pytest.raises(TypeError, match="unexpected keyword"):
-        trainer.train(trial=None)
+        trainer.train(trail=None)  # a misspelt trial=
     unlabeled = [{"input_ids": [1, 2, 3]}] * 4
     trainer = Trainer(model=make_model(), args=_classifier_args(tmp_path), train_dataset=unlabeled,
                       data_collator=_pad_collator)

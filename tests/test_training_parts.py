@@ -50,9 +50,9 @@ def test_evaluation_strategy_is_a_deprecated_alias():
         ({"load_best_model_at_end": True, "eval_strategy": "steps", "eval_steps": 3, "save_steps": 10},
          ValueError, "multiple of eval_steps"),
         ({"bf16": True, "fp16": True}, ValueError, "pick one"),
-        ({"lr_scheduler_type": "cosine_with_restarts"}, ValueError, "lr_scheduler_type"),
+        ({"lr_scheduler_type": "cosine_twice"}, ValueError, "lr_scheduler_type"),
         ({"eval_strategy": "sometimes"}, ValueError, "eval_strategy"),
-        ({"report_to": "wandb"}, ValueError, "report_to"),
+        ({"report_to": "carrier_pigeon"}, ValueError, "report_to"),
         ({"per_device_train_batch_size": 0}, ValueError, "per_device_train_batch_size"),
         ({"warmup_steps": 10, "warmup_ratio": 0.1}, ValueError, "not both"),
         ({"max_steps": -1, "num_train_epochs": 0}, ValueError, "Nothing to train"),
@@ -136,8 +136,8 @@ def test_default_collator_stacks_and_explains_ragged_rows():
     assert batch["labels"].dtype == torch.float32 and batch["input_ids"].shape == (2, 2)
     with pytest.raises(ValueError, match="DataCollatorWithPadding"):
         default_data_collator([{"input_ids": [1, 2]}, {"input_ids": [3]}])
-    with pytest.raises(TypeError, match="holds text"):
-        default_data_collator([{"text": "a"}, {"text": "b"}])
+    # Text is left out, as the reference's collator does (the padding collators say to tokenize it).
+    assert default_data_collator([{"text": "a", "label": 1}, {"text": "b", "label": 0}]).keys() == {"labels"}
 
 
 def test_token_classification_collator_pads_labels_with_minus_100():

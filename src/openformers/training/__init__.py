@@ -1,20 +1,37 @@
-"""Fine-tuning: TrainingArguments, the Trainer, collators, schedules, callbacks and checkpoints."""
+"""Fine-tuning: TrainingArguments, the Trainer, collators, schedules, optimizers, callbacks and checkpoints."""
 
-from .arguments import TrainingArguments
+from .arguments import IntervalStrategy, TrainingArguments
 from .callbacks import (
-    DefaultFlowCallback, EarlyStoppingCallback, PrinterCallback, ProgressCallback, TensorBoardCallback,
-    TrainerCallback, TrainerControl, TrainerState,
+    CallbackHandler, DefaultFlowCallback, EarlyStoppingCallback, ExportableState, PrinterCallback, ProgressCallback,
+    TensorBoardCallback, TrainerCallback, TrainerControl, TrainerState,
 )
 from .collators import (
-    DataCollatorForLanguageModeling, DataCollatorForTokenClassification, DataCollatorWithPadding,
+    DataCollator, DataCollatorForLanguageModeling, DataCollatorForMultipleChoice, DataCollatorForSeq2Seq,
+    DataCollatorForTokenClassification, DataCollatorWithFlattening, DataCollatorWithPadding, DefaultDataCollator,
     default_data_collator,
 )
-from .schedules import get_scheduler
-from .trainer import EvalPrediction, PredictionOutput, Trainer, TrainOutput, set_seed
+from .optimizers import Adafactor, AdafactorSchedule, get_adafactor_schedule
+from .schedules import (
+    SchedulerType, get_constant_schedule, get_constant_schedule_with_warmup,
+    get_cosine_schedule_with_warmup, get_cosine_with_hard_restarts_schedule_with_warmup,
+    get_cosine_with_min_lr_schedule_with_warmup, get_cosine_with_min_lr_schedule_with_warmup_lr_rate,
+    get_inverse_sqrt_schedule, get_linear_schedule_with_warmup, get_polynomial_decay_schedule_with_warmup,
+    get_reduce_on_plateau_schedule, get_scheduler, get_wsd_schedule,
+)
+from .trainer import (
+    EvalPrediction, PredictionOutput, Trainer, TrainOutput, enable_full_determinism, set_seed,
+)
 
 __all__ = [
-    "DataCollatorForLanguageModeling", "DataCollatorForTokenClassification", "DataCollatorWithPadding",
-    "DefaultFlowCallback", "EarlyStoppingCallback", "EvalPrediction", "PredictionOutput", "PrinterCallback",
-    "ProgressCallback", "TensorBoardCallback", "Trainer", "TrainerCallback", "TrainerControl", "TrainerState",
-    "TrainOutput", "TrainingArguments", "default_data_collator", "get_scheduler", "set_seed",
+    "Adafactor", "AdafactorSchedule", "CallbackHandler", "DataCollator", "DataCollatorForLanguageModeling",
+    "DataCollatorForMultipleChoice", "DataCollatorForSeq2Seq", "DataCollatorForTokenClassification",
+    "DataCollatorWithFlattening", "DataCollatorWithPadding", "DefaultDataCollator", "DefaultFlowCallback",
+    "EarlyStoppingCallback", "EvalPrediction", "ExportableState", "IntervalStrategy", "PredictionOutput",
+    "PrinterCallback", "ProgressCallback", "SchedulerType", "TensorBoardCallback", "Trainer", "TrainerCallback",
+    "TrainerControl", "TrainerState", "TrainOutput", "TrainingArguments", "default_data_collator",
+    "enable_full_determinism", "get_adafactor_schedule", "get_constant_schedule", "get_constant_schedule_with_warmup",
+    "get_cosine_schedule_with_warmup", "get_cosine_with_hard_restarts_schedule_with_warmup",
+    "get_cosine_with_min_lr_schedule_with_warmup", "get_cosine_with_min_lr_schedule_with_warmup_lr_rate",
+    "get_inverse_sqrt_schedule", "get_linear_schedule_with_warmup", "get_polynomial_decay_schedule_with_warmup",
+    "get_reduce_on_plateau_schedule", "get_scheduler", "get_wsd_schedule", "set_seed",
 ]

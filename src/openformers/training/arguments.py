@@ -1,85 +1,230 @@
-"""TrainingArguments: the reference's common fields, defaults and checks, as one dataclass.
+"""TrainingArguments: every argument of the reference's, with its defaults and checks, as one dataclass.
 
-Unknown keyword arguments raise a TypeError (the dataclass does that); values that contradict each
-other raise a ValueError naming both fields. `evaluation_strategy`, removed from the reference, is
-accepted as an alias of `eval_strategy` with a deprecation warning, so older scripts run unchanged.
+Each field of the reference's TrainingArguments is accepted with the same default, so scripts written for
+it run unchanged; the options that only matter to setups openformers does not drive (DeepSpeed, FSDP,
+TPUs, other trackers) are kept as given. Unknown keyword arguments raise a TypeError (the dataclass does
+that); values that contradict each other raise a ValueError naming both fields. `evaluation_strategy`,
+removed from the reference, is accepted as an alias of `eval_strategy` with a deprecation warning, so
+older scripts run unchanged.
 """
 
 import dataclasses
+import json
 import math
 import os
 import warnings
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
 
 import torch
 
-INTERVAL_STRATEGIES = ("no", "steps", "epoch")
-SAVE_STRATEGIES = ("no", "steps", "epoch", "best")
-SCHEDULER_TYPES = ("linear", "cosine", "constant", "constant_with_warmup", "polynomial")
-OPTIMIZERS = ("adamw_torch", "adamw_torch_fused")
-REPORT_TARGETS = ("tensorboard",)
+from .schedules import SchedulerType
+
+
+class _StrEnum(str, Enum):
+    def __str__(self):
+        return self.value
+
+
+class IntervalStrategy(_StrEnum):
+    NO = "no"
+    STEPS = "steps"
+    EPOCH = "epoch"
+
+
+class SaveStrategy(_StrEnum):
+    NO = "no"
+    STEPS = "steps"
+    EPOCH = "epoch"
+    BEST = "best"
+
+
+class HubStrategy(_StrEnum):
+    END = "end"
+    EVERY_SAVE = "every_save"
+    CHECKPOINT = "checkpoint"
+    ALL_CHECKPOINTS = "all_checkpoints"
+
+
+# The optimizers the Trainer builds itself; `optim` also accepts the reference's other names, which need
+# packages of their own (bitsandbytes, galore, ...) and are refused by the Trainer with that package named.
+TORCH_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop")
+OTHER_OPTIMIZERS = (
+    "adamw_torch_xla", "adamw_torch_npu_fused", "adamw_anyprecision", "adamw_torch_4bit", "adamw_torch_8bit",
+    "ademamix", "adamw_bnb_8bit", "adamw_8bit", "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_adamw_32bit",
+    "paged_adamw_8bit", "paged_ademamix_32bit", "paged_ademamix_8bit", "paged_lion_32bit", "paged_lion_8bit",
+    "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit", "galore_adamw", "galore_adamw_8bit", "galore_adafactor",
+    "galore_adamw_layerwise", "galore_adamw_8bit_layerwise", "galore_adafactor_layerwise", "lomo", "adalomo",
+    "grokadamw", "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw",
+    "apollo_adamw_layerwise", "stable_adamw",
+)
+# The reference's report_to integrations; openformers writes TensorBoard itself (the Trainer names the rest).
+REPORT_INTEGRATIONS = (
+    "azure_ml", "comet_ml", "mlflow", "neptune", "tensorboard", "trackio", "wandb", "codecarbon", "clearml",
+    "dagshub", "flyte", "dvclive", "swanlab", "kubeflow",
+)
+_DICT_FIELDS = ("accelerator_config", "fsdp_config", "deepspeed", "gradient_checkpointing_kwargs",
+                "activation_checkpointing_kwargs", "lr_scheduler_kwargs", "liger_kernel_config")
 
 
 @dataclass
 class TrainingArguments:
     output_dir: str | None = None
-    eval_strategy: str = "no"
-    eval_steps: float | None = None
-    eval_delay: float = 0
-    save_strategy: str = "steps"
-    save_steps: float = 500
-    save_total_limit: int | None = None
-    save_only_model: bool = False
-    logging_strategy: str = "steps"
-    logging_steps: float = 500
-    logging_first_step: bool = False
-    logging_dir: str | None = None
+    per_device_train_batch_size: int = 8
+    num_train_epochs: float = 3.0
+    max_steps: int = -1
     learning_rate: float = 5e-5
+    lr_scheduler_type: str | SchedulerType = "linear"
+    lr_scheduler_kwargs: dict | str | None = None
+    warmup_steps: float = 0
+    # The reference's default: one fused kernel for the whole update (5x faster on a CPU) where torch has it.
+    optim: str = field(default_factory=lambda: "adamw_torch_fused" if _torch_at_least(2, 8) else "adamw_torch")
+    optim_args: str | None = None  # "momentum=0.9,nesterov=True" for sgd, adagrad and rmsprop
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
-    per_device_train_batch_size: int = 8
-    per_device_eval_batch_size: int = 8
+    optim_target_modules: str | list[str] | None = None
     gradient_accumulation_steps: int = 1
-    num_train_epochs: float = 3.0
-    max_steps: int = -1
-    # The reference's default: one fused kernel for the whole update (5x faster on a CPU) where torch has it.
-    optim: str = field(default_factory=lambda: "adamw_torch_fused" if _torch_at_least(2, 8) else "adamw_torch")
-    lr_scheduler_type: str = "linear"
-    lr_scheduler_kwargs: dict = field(default_factory=dict)
-    warmup_steps: float = 0
-    warmup_ratio: float | None = None
+    average_tokens_across_devices: bool = True
+    max_grad_norm: float = 1.0
+    label_smoothing_factor: float = 0.0
     bf16: bool = False
     fp16: bool = False
-    gradient_checkpointing: bool = False
-    gradient_checkpointing_kwargs: dict | None = None  # options for torch.utils.checkpoint (use_reentrant...)
+    bf16_full_eval: bool = False
+    fp16_full_eval: bool = False
+    tf32: bool | None = None
+    activation_checkpointing: bool | None = None
+    activation_checkpointing_kwargs: dict | str | None = None
+    # Older names of the two above; once resolved both pairs hold the same values.
+    gradient_checkpointing: bool | None = None
+    gradient_checkpointing_kwargs: dict | str | None = None  # options for torch.utils.checkpoint (use_reentrant...)
+    torch_compile: bool = False
+    torch_compile_backend: str | None = None
+    torch_compile_mode: str | None = None
+    use_liger_kernel: bool = False
+    liger_kernel_config: dict | None = None
+    use_cache: bool = False
+    neftune_noise_alpha: float | None = None
+    torch_empty_cache_steps: int | None = None
+    auto_find_batch_size: bool = False
+    logging_strategy: str | IntervalStrategy = "steps"
+    logging_steps: float = 500
+    logging_first_step: bool = False
+    log_on_each_node: bool = True
+    logging_nan_inf_filter: bool = True
+    include_num_input_tokens_seen: str | bool = "no"
+    log_level: str = "passive"
+    log_level_replica: str = "warning"
+    disable_tqdm: bool | None = None
+    report_to: str | list[str] | None = "none"
+    run_name: str | None = None
+    project: str = "huggingface"
+    trackio_space_id: str | None = None
+    trackio_bucket_id: str | None = None
+    trackio_static_space_id: str | bool | None = None
+    eval_strategy: str | IntervalStrategy = "no"
+    eval_steps: float | None = None
+    eval_delay: float = 0
+    per_device_eval_batch_size: int = 8
+    prediction_loss_only: bool = False
+    eval_on_start: bool = False
+    eval_do_concat_batches: bool = True
+    eval_use_gather_object: bool = False
+    eval_accumulation_steps: int | None = None
+    include_for_metrics: list[str] = field(default_factory=list)
+    batch_eval_metrics: bool = False
+    save_only_model: bool = False
+    save_strategy: str | SaveStrategy = "steps"
+    save_steps: float = 500
+    save_on_each_node: bool = False
+    save_total_limit: int | None = None
+    enable_jit_checkpoint: bool = False
+    push_to_hub: bool = False
+    hub_token: str | None = None
+    hub_private_repo: bool | None = None
+    hub_model_id: str | None = None
+    hub_strategy: str | HubStrategy = "every_save"
+    hub_always_push: bool = False
+    hub_revision: str | None = None
     load_best_model_at_end: bool = False
     metric_for_best_model: str | None = None
     greater_is_better: bool | None = None
-    report_to: str | list[str] | None = "none"
+    ignore_data_skip: bool = False
+    restore_callback_states_from_checkpoint: bool = False
+    full_determinism: bool = False
     seed: int = 42
     data_seed: int | None = None
+    use_cpu: bool = False
+    accelerator_config: dict | str | None = None
+    parallelism_config: Any = None
+    dataloader_drop_last: bool = False
+    dataloader_num_workers: int = 0
+    dataloader_pin_memory: bool = True
+    dataloader_persistent_workers: bool = False
+    dataloader_prefetch_factor: int | None = None
+    dataloader_multiprocessing_context: str | None = None
+    dataloader_in_order: bool = True
     remove_unused_columns: bool = True
     label_names: list[str] | None = None
-    dataloader_num_workers: int = 0
-    dataloader_drop_last: bool = False
-    use_cpu: bool = False
-    torch_compile: bool = False
-    disable_tqdm: bool = False
-    prediction_loss_only: bool = False
+    train_sampling_strategy: str = "random"
+    length_column_name: str = "length"
+    ddp_find_unused_parameters: bool | None = None
+    ddp_bucket_cap_mb: int | None = None
+    ddp_broadcast_buffers: bool | None = None
+    ddp_static_graph: bool | None = None
+    ddp_backend: str | None = None
+    ddp_timeout: int = 1800
+    fsdp: str | list | None = None
+    fsdp_config: dict | str | None = None
+    deepspeed: dict | str | None = None
+    debug: str | list[str] = ""
+    skip_memory_metrics: bool = True
     do_train: bool = False
     do_eval: bool = False
     do_predict: bool = False
-    run_name: str | None = None
-    # Deprecated alias of eval_strategy; read once in __post_init__, then mirrors eval_strategy.
+    resume_from_checkpoint: str | None = None
+    local_rank: int = -1
+    # Names the reference has dropped, still accepted so older scripts run: TensorBoard's folder (default
+    # output_dir/runs), the warmup as a fraction, and the old name of eval_strategy (read once in __post_init__).
+    logging_dir: str | None = None
+    warmup_ratio: float | None = None
     evaluation_strategy: str | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.output_dir is None:
             self.output_dir = "trainer_output"
         self.output_dir = os.path.expanduser(str(self.output_dir))
+        for name in _DICT_FIELDS:  # JSON text from a command line becomes a dict
+            value = getattr(self, name)
+            if isinstance(value, str) and value.startswith("{"):
+                setattr(self, name, json.loads(value))
+        self._resolve_aliases()
+        if self.disable_tqdm is None:
+            self.disable_tqdm = False
+        if isinstance(self.include_num_input_tokens_seen, bool):
+            self.include_num_input_tokens_seen = "all" if self.include_num_input_tokens_seen else "no"
+        if isinstance(self.debug, str):
+            self.debug = self.debug.split()
+        elif self.debug is None:
+            self.debug = []
+        if (self.torch_compile_mode is not None or self.torch_compile_backend is not None) and not self.torch_compile:
+            self.torch_compile = True
+        if self.torch_compile and self.torch_compile_backend is None:
+            self.torch_compile_backend = "inductor"
+        if self.use_cpu:
+            self.dataloader_pin_memory = False
+        self._check_choices()
+        self._check_numbers()
+        self._derive_defaults()
+        self._check_best_model()
+        if self.bf16 and self.fp16:
+            raise ValueError("bf16=True and fp16=True contradict each other: pick one mixed-precision type.")
+        if self.bf16_full_eval and self.fp16_full_eval:
+            raise ValueError("bf16_full_eval=True and fp16_full_eval=True contradict each other: pick one.")
+
+    def _resolve_aliases(self):
         if self.evaluation_strategy is not None:
             if self.eval_strategy != "no" and self.eval_strategy != self.evaluation_strategy:
                 raise ValueError(
@@ -89,43 +234,45 @@ class TrainingArguments:
             warnings.warn(
                 "`evaluation_strategy` is deprecated (the reference removed it); use `eval_strategy` instead.",
                 FutureWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
             self.eval_strategy = self.evaluation_strategy
         self.evaluation_strategy = None
-        self._check_choices()
-        self._check_numbers()
-        self._derive_defaults()
-        self._check_best_model()
-        if self.bf16 and self.fp16:
-            raise ValueError("bf16=True and fp16=True contradict each other: pick one mixed-precision type.")
+        # activation_checkpointing is the new name; gradient_checkpointing fills it when it is unset.
+        for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                         ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+            if getattr(self, new) is None and getattr(self, old) is not None:
+                setattr(self, new, getattr(self, old))
+            setattr(self, old, getattr(self, new))
+        if self.activation_checkpointing is None:
+            self.activation_checkpointing = self.gradient_checkpointing = False
 
     def _check_choices(self):
         for name, choices in (
-            ("eval_strategy", INTERVAL_STRATEGIES),
-            ("logging_strategy", INTERVAL_STRATEGIES),
-            ("save_strategy", SAVE_STRATEGIES),
-            ("lr_scheduler_type", SCHEDULER_TYPES),
-            ("optim", OPTIMIZERS),
+            ("eval_strategy", tuple(IntervalStrategy)),
+            ("logging_strategy", tuple(IntervalStrategy)),
+            ("save_strategy", tuple(SaveStrategy)),
+            ("hub_strategy", tuple(HubStrategy)),
+            ("lr_scheduler_type", tuple(SchedulerType)),
+            ("optim", TORCH_OPTIMIZERS + OTHER_OPTIMIZERS),
         ):
             value = getattr(self, name)
             value = getattr(value, "value", value)  # enum members from scripts written for the reference
+            choices = [getattr(c, "value", c) for c in choices]
             if value not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}.")
             setattr(self, name, value)
-        targets = self.report_to
-        if targets is None or targets == "none" or targets == ["none"]:
-            targets = []
-        elif targets == "all" or targets == ["all"]:
-            targets = [t for t in REPORT_TARGETS if _tensorboard_available()]
-        elif isinstance(targets, str):
-            targets = [targets]
-        unknown = [t for t in targets if t not in REPORT_TARGETS]
-        if unknown:
+        if self.include_num_input_tokens_seen not in ("no", "all", "non_padding"):
             raise ValueError(
-                f"report_to got {unknown}; openformers reports to {', '.join(REPORT_TARGETS)}, 'all' or 'none'."
+                "include_num_input_tokens_seen must be True, False, 'no', 'all' or 'non_padding'; got "
+                f"{self.include_num_input_tokens_seen!r}."
             )
-        self.report_to = list(targets)
+        self.report_to = _report_targets(self.report_to)
+        if self.lr_scheduler_type in ("reduce_lr_on_plateau", "greedy") and self.eval_strategy == "no":
+            raise ValueError(
+                f"lr_scheduler_type={self.lr_scheduler_type!r} follows an evaluation metric: set eval_strategy to "
+                "'steps' or 'epoch'."
+            )
 
     def _check_numbers(self):
         positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
@@ -138,6 +285,8 @@ class TrainingArguments:
                 "learning_rate, weight_decay and max_grad_norm must not be negative; got "
                 f"{self.learning_rate}, {self.weight_decay}, {self.max_grad_norm}."
             )
+        if not 0 <= self.label_smoothing_factor < 1:
+            raise ValueError(f"label_smoothing_factor must be in [0, 1); got {self.label_smoothing_factor}.")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError(
                 f"Nothing to train: num_train_epochs={self.num_train_epochs} and max_steps={self.max_steps}. "
@@ -158,6 +307,8 @@ class TrainingArguments:
             raise ValueError(f"warmup_steps must not be negative; got {self.warmup_steps}.")
         if self.dataloader_num_workers < 0:
             raise ValueError(f"dataloader_num_workers must not be negative; got {self.dataloader_num_workers}.")
+        if self.dataloader_prefetch_factor is not None and self.dataloader_num_workers == 0:
+            raise ValueError("dataloader_prefetch_factor only applies with dataloader_num_workers > 0.")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ValueError(f"save_total_limit must be None or at least 1; got {self.save_total_limit}.")
 
@@ -172,7 +323,9 @@ class TrainingArguments:
                 raise ValueError(f'{name.split("_")[0]}_strategy="steps" needs {name} > 0; got {getattr(self, name)}.')
         if self.eval_strategy != "no":
             self.do_eval = True
-        if (self.load_best_model_at_end or self.save_strategy == "best") and self.metric_for_best_model is None:
+        follows_metric = self.lr_scheduler_type in ("reduce_lr_on_plateau", "greedy")
+        if (self.load_best_model_at_end or self.save_strategy == "best" or follows_metric) and \
+                self.metric_for_best_model is None:
             self.metric_for_best_model = "loss"
         if self.greater_is_better is None and self.metric_for_best_model is not None:
             self.greater_is_better = not self.metric_for_best_model.endswith("loss")
@@ -195,6 +348,38 @@ class TrainingArguments:
 
     # -- derived values the Trainer reads ------------------------------------------------------------------
 
+    @property
+    def train_batch_size(self) -> int:
+        return self.per_device_train_batch_size
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.per_device_eval_batch_size
+
+    @property
+    def world_size(self) -> int:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+
+    @property
+    def process_index(self) -> int:
+        return int(os.environ.get("RANK", "0"))
+
+    @property
+    def should_save(self) -> bool:
+        return self.process_index == 0 or self.save_on_each_node
+
+    @property
+    def should_log(self) -> bool:
+        return self.process_index == 0 or self.log_on_each_node
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cuda" if torch.cuda.is_available() and not self.use_cpu else "cpu")
+
+    @property
+    def n_gpu(self) -> int:
+        return 1 if self.device.type == "cuda" else 0
+
     def get_warmup_steps(self, num_training_steps: int) -> int:
         """warmup_steps of 1 or more are steps; below 1 they are a fraction of the training steps."""
         if self.warmup_steps >= 1:
@@ -207,9 +392,31 @@ class TrainingArguments:
         return int(value) if value >= 1 else max(math.ceil(max_steps * value), 1)
 
     def to_dict(self) -> dict:
-        values = dataclasses.asdict(self)
-        values.pop("evaluation_strategy")
-        return values
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "evaluation_strategy"}
+        # Secrets never reach training_args.json: the reference writes a placeholder in their place.
+        return {k: f"<{k.upper()}>" if k.endswith("_token") and v is not None else getattr(v, "value", v)
+                for k, v in values.items()}
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=str)
+
+    def to_sanitized_dict(self) -> dict:
+        """Plain numbers, strings and booleans (what trackers accept); anything else as its text."""
+        return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in self.to_dict().items()}
+
+
+def _report_targets(targets) -> list[str]:
+    if targets is None or targets == "none" or targets == ["none"]:
+        return []
+    if targets == "all" or targets == ["all"]:
+        return ["tensorboard"] if _tensorboard_available() else []
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    unknown = [t for t in targets if t not in REPORT_INTEGRATIONS]
+    if unknown:
+        raise ValueError(
+            f"report_to got {unknown}; the integrations are {', '.join(REPORT_INTEGRATIONS)}, 'all' or 'none'."
+        )
+    return targets
 
 
 def _is_multiple(save_steps: float, eval_steps: float) -> bool:

@@ -9,6 +9,7 @@ strategies, so the loop itself only obeys the flags.
 import dataclasses
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 
 from ..logging import tqdm  # tqdm.auto's bar, silent after openformers.logging.disable_progress_bar()
@@ -16,15 +17,37 @@ from ..logging import tqdm  # tqdm.auto's bar, silent after openformers.logging.
 EVENTS = (
     "on_init_end", "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_step_begin",
     "on_pre_optimizer_step", "on_optimizer_step", "on_substep_end", "on_step_end", "on_evaluate", "on_predict",
-    "on_save", "on_log", "on_prediction_step",
+    "on_save", "on_log", "on_prediction_step", "on_push_begin",
 )
+
+
+class ExportableState:
+    """A callback whose settings and counters are saved in each checkpoint's trainer_state.json.
+
+    `state()` returns {"args": the constructor's arguments, "attributes": the counters}; `from_state`
+    rebuilds the object from that. The Trainer restores them on resume when
+    restore_callback_states_from_checkpoint=True.
+    """
+
+    def state(self) -> dict:
+        raise TypeError(
+            f"{type(self).__name__} inherits ExportableState but has no state() method: return "
+            '{"args": {...constructor arguments...}, "attributes": {...counters...}} from it.'
+        )
+
+    @classmethod
+    def from_state(cls, state: dict):
+        instance = cls(**state["args"])
+        for name, value in state["attributes"].items():
+            setattr(instance, name, value)
+        return instance
 
 
 @dataclass
 class TrainerState:
     """Where training stands; saved as trainer_state.json in each checkpoint."""
 
-    epoch: float | None = None
+    epoch: float = 0
     global_step: int = 0
     max_steps: int = 0
     logging_steps: int = 500
@@ -34,33 +57,83 @@ class TrainerState:
     num_train_epochs: int = 0
     num_input_tokens_seen: int = 0
     total_flos: float = 0
-    log_history: list[dict] = field(default_factory=list)
+    log_history: list[dict] = None
     best_metric: float | None = None
     best_global_step: int | None = None
     best_model_checkpoint: str | None = None
     is_local_process_zero: bool = True
     is_world_process_zero: bool = True
+    is_hyper_param_search: bool = False
+    trial_name: str | None = None
+    trial_params: dict | None = None
+    # Given as a list of ExportableState objects, kept as {class name: state (or a list of states)}.
+    stateful_callbacks: dict | list | None = None
 
-    def save_to_json(self, path) -> None:
+    def __post_init__(self):
+        if self.log_history is None:
+            self.log_history = []
+        if self.stateful_callbacks is None:
+            self.stateful_callbacks = {}
+        elif not isinstance(self.stateful_callbacks, dict):
+            self.stateful_callbacks = _states_by_name(self.stateful_callbacks)
+
+    def compute_steps(self, args, max_steps: int) -> None:
+        """logging/eval/save steps as counts: values below 1 are fractions of max_steps, rounded up."""
+        for kind in ("logging", "eval", "save"):
+            steps = getattr(args, f"{kind}_steps")
+            if steps is not None:
+                setattr(self, f"{kind}_steps", math.ceil(max_steps * steps) if steps < 1 else steps)
+
+    def save_to_json(self, json_path) -> None:
         text = json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
-        with open(path, "w", encoding="utf-8") as file:
+        with open(json_path, "w", encoding="utf-8") as file:
             file.write(text)
 
     @classmethod
-    def load_from_json(cls, path) -> "TrainerState":
-        with open(path, encoding="utf-8") as file:
+    def load_from_json(cls, json_path) -> "TrainerState":
+        with open(json_path, encoding="utf-8") as file:
             values = json.load(file)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+def _states_by_name(callbacks) -> dict:
+    """{class name: state()}, with a list of states where several callbacks share a class."""
+    states = {}
+    for callback in callbacks:
+        if not isinstance(callback, ExportableState):
+            raise TypeError(
+                f"stateful_callbacks takes ExportableState objects; got {type(callback).__name__}."
+            )
+        name, state = type(callback).__name__, callback.state()
+        if name not in states:
+            states[name] = state
+        elif isinstance(states[name], list):
+            states[name].append(state)
+        else:
+            states[name] = [states[name], state]
+    return states
+
+
 @dataclass
-class TrainerControl:
+class TrainerControl(ExportableState):
     should_training_stop: bool = False
     should_epoch_stop: bool = False
     should_save: bool = False
     should_evaluate: bool = False
     should_log: bool = False
+
+    def _new_training(self):
+        self.should_training_stop = False
+
+    def _new_epoch(self):
+        self.should_epoch_stop = False
+
+    def _new_step(self):
+        self.should_save = self.should_evaluate = self.should_log = False
+
+    def state(self) -> dict:
+        return {"args": dataclasses.asdict(self), "attributes": {}}
 
 
 class TrainerCallback:
@@ -71,7 +144,7 @@ for _event in EVENTS:
     setattr(TrainerCallback, _event, lambda self, args, state, control, **kwargs: None)
 
 
-class CallbackHandler:
+class CallbackHandler(TrainerCallback):
     """Runs every callback for an event; a callback that returns a TrainerControl replaces the flags."""
 
     def __init__(self, callbacks, model, processing_class, optimizer, lr_scheduler):
@@ -86,17 +159,28 @@ class CallbackHandler:
         callback = callback() if isinstance(callback, type) else callback
         if not isinstance(callback, TrainerCallback):
             raise TypeError(f"callbacks must be TrainerCallback instances or classes; got {type(callback).__name__}.")
+        if any(type(existing) is type(callback) for existing in self.callbacks):
+            warnings.warn(
+                f"The Trainer already has a {type(callback).__name__}; adding another. Callbacks now:\n"
+                f"{self.callback_list}", stacklevel=3,
+            )
         self.callbacks.append(callback)
 
     def pop_callback(self, callback):
+        """Remove and return the callback given (an instance, or the first of a class)."""
         for existing in self.callbacks:
-            if existing is callback or type(existing) is callback:
+            if existing is callback or (isinstance(callback, type) and isinstance(existing, callback)):
                 self.callbacks.remove(existing)
                 return existing
         return None
 
     def remove_callback(self, callback) -> None:
         self.pop_callback(callback)
+
+    @property
+    def callback_list(self) -> str:
+        """The callbacks' class names, one a line."""
+        return "\n".join(type(callback).__name__ for callback in self.callbacks)
 
     def call_event(self, event: str, args, state, control, **kwargs) -> TrainerControl:
         for callback in self.callbacks:
@@ -109,10 +193,30 @@ class CallbackHandler:
                 control = result
         return control
 
-    def __getattr__(self, name):
-        if name in EVENTS:
-            return lambda args, state, control, **kwargs: self.call_event(name, args, state, control, **kwargs)
-        raise AttributeError(name)
+    def on_train_begin(self, args, state, control, **kwargs):
+        control._new_training()
+        return self.call_event("on_train_begin", args, state, control, **kwargs)
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        control._new_epoch()
+        return self.call_event("on_epoch_begin", args, state, control, **kwargs)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        control._new_step()
+        return self.call_event("on_step_begin", args, state, control, **kwargs)
+
+
+def _event_caller(event: str):
+    def call(self, args, state, control, **kwargs):
+        return self.call_event(event, args, state, control, **kwargs)
+
+    call.__name__ = event
+    return call
+
+
+for _event in EVENTS:
+    if _event not in ("on_train_begin", "on_epoch_begin", "on_step_begin"):
+        setattr(CallbackHandler, _event, _event_caller(_event))
 
 
 class DefaultFlowCallback(TrainerCallback):
@@ -187,13 +291,24 @@ def _short(value):
     return float(f"{value:.4g}") if isinstance(value, float) else value
 
 
-class EarlyStoppingCallback(TrainerCallback):
-    """Stop when metric_for_best_model has not improved by more than the threshold for `patience` evaluations."""
+class EarlyStoppingCallback(TrainerCallback, ExportableState):
+    """Stop when metric_for_best_model has not improved by more than the threshold for `patience` evaluations.
 
-    def __init__(self, early_stopping_patience: int = 1, early_stopping_threshold: float = 0.0):
+    Its counter is saved in checkpoints (trainer_state.json) and restored on resume with
+    restore_callback_states_from_checkpoint=True.
+    """
+
+    def __init__(self, early_stopping_patience: int = 1, early_stopping_threshold: float | None = 0.0):
         self.early_stopping_patience = early_stopping_patience
         self.early_stopping_threshold = early_stopping_threshold
-        self.patience_counter = 0
+        self.early_stopping_patience_counter = 0  # evaluations in a row without an improvement
+
+    def state(self) -> dict:
+        return {
+            "args": {"early_stopping_patience": self.early_stopping_patience,
+                     "early_stopping_threshold": self.early_stopping_threshold},
+            "attributes": {"early_stopping_patience_counter": self.early_stopping_patience_counter},
+        }
 
     def on_train_begin(self, args, state, control, **kwargs):
         if args.metric_for_best_model is None:
@@ -210,10 +325,10 @@ class EarlyStoppingCallback(TrainerCallback):
         best = state.best_metric
         improved = best is None or (
             (value > best if args.greater_is_better else value < best)
-            and abs(value - best) > self.early_stopping_threshold
+            and abs(value - best) > (self.early_stopping_threshold or 0.0)
         )
-        self.patience_counter = 0 if improved else self.patience_counter + 1
-        if self.patience_counter >= self.early_stopping_patience:
+        self.early_stopping_patience_counter = 0 if improved else self.early_stopping_patience_counter + 1
+        if self.early_stopping_patience_counter >= self.early_stopping_patience:
             control.should_training_stop = True
 
 

@@ -6,7 +6,6 @@ weights (safetensors, as `save_pretrained` writes them), the optimizer and sched
 number generator states and `trainer_state.json`; resuming from it continues the same run.
 """
 
-import json
 import os
 import random
 import re
@@ -84,14 +83,20 @@ def set_rng_states(states: dict) -> None:
 
 
 def save_checkpoint(output_dir, step: int, model, optimizer, scheduler, state: TrainerState, args,
-                    scaler=None, extra: dict[str, dict] | None = None) -> Path:
-    """Write checkpoint-{step} atomically and return its path; `extra` maps file names to small dicts to keep."""
+                    scaler=None, extra: dict[str, dict] | None = None, processing_class=None) -> Path:
+    """Write checkpoint-{step} atomically and return its path; `extra` maps file names to small dicts to keep.
+
+    The tokenizer (processing_class) is saved beside the weights, as the reference does, so a checkpoint
+    folder loads on its own with from_pretrained.
+    """
     output_dir = Path(output_dir)
     final = output_dir / f"{PREFIX}-{step}"
     temporary = output_dir / f"{_TEMPORARY}{PREFIX}-{step}-{os.getpid()}"
     if temporary.exists():
         shutil.rmtree(temporary)
     save_model(model, temporary)
+    if processing_class is not None and hasattr(processing_class, "save_pretrained"):
+        processing_class.save_pretrained(temporary)
     if not args.save_only_model:
         torch.save(optimizer.state_dict(), temporary / "optimizer.pt")
         torch.save(scheduler.state_dict(), temporary / "scheduler.pt")
@@ -100,7 +105,7 @@ def save_checkpoint(output_dir, step: int, model, optimizer, scheduler, state: T
             torch.save(scaler.state_dict(), temporary / "scaler.pt")
         for name, values in (extra or {}).items():
             torch.save(values, temporary / name)
-    (temporary / "training_args.json").write_text(json.dumps(args.to_dict(), indent=2, default=str) + "\n")
+    (temporary / "training_args.json").write_text(args.to_json_string() + "\n")
     state.save_to_json(temporary / "trainer_state.json")  # written last: its presence marks a complete checkpoint
     _sync_folder(temporary)
     if final.exists():

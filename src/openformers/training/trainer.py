@@ -11,10 +11,12 @@ order of each epoch comes from its own seeded generator, so a resumed run sees t
 """
 
 import inspect
+import json
 import math
 import os
 import random
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,18 +32,37 @@ from .callbacks import (
     CallbackHandler, DefaultFlowCallback, PrinterCallback, ProgressCallback, TensorBoardCallback, TrainerControl,
     TrainerState,
 )
+from . import push
+from .callbacks import ExportableState, _states_by_name
 from .collators import DataCollatorWithPadding, PadWithId, default_data_collator
-from .schedules import get_scheduler
+from .optimizers import Adafactor
+from .schedules import METRIC_SCHEDULERS, get_scheduler
 
 LABEL_COLUMNS = ("label", "label_ids", "labels")
 _LOOP_STATE = "loop_state.pth"
 
 
-def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and torch (every device) at once."""
+def set_seed(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (every device) at once; deterministic=True also asks torch for
+    deterministic kernels."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+
+
+def enable_full_determinism(seed: int, warn_only: bool = False) -> None:
+    """set_seed, plus deterministic kernels everywhere (slower): CUDA, cuBLAS and cuDNN included."""
+    set_seed(seed)
+    # cuBLAS needs a fixed workspace and synchronous launches to give the same sums every run.
+    os.environ["CUDA_LAUNCH_BLOCKING"] = "1"
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":16:8"
+    os.environ["FLASH_ATTENTION_DETERMINISTIC"] = "1"
+    torch.use_deterministic_algorithms(True, warn_only=warn_only)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 class EvalPrediction:
@@ -86,24 +107,69 @@ class Trainer:
         train_dataset=None,
         eval_dataset=None,
         processing_class=None,
+        model_init=None,
+        compute_loss_func=None,
         compute_metrics=None,
         callbacks=None,
         optimizers=(None, None),
+        optimizer_cls_and_kwargs=None,
         preprocess_logits_for_metrics=None,
         tokenizer=None,
     ):
-        if model is None:
-            raise ValueError("Trainer needs a model: pass model=AutoModelFor....from_pretrained(...).")
-        if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
         if tokenizer is not None and processing_class is not None and tokenizer is not processing_class:
             raise ValueError("Got both tokenizer= and processing_class=; pass only processing_class (tokenizer is its old name).")
         self.args = args if args is not None else TrainingArguments()
         if not isinstance(self.args, TrainingArguments):
             raise TypeError(f"args must be a TrainingArguments; got {type(self.args).__name__}.")
-        set_seed(self.args.seed)
+        # Seeded here, before model_init and before anything draws a random number, as the reference does: a run
+        # with dropout then draws the same masks as the reference's.
+        self._seed()
+        self.model_init = model_init
+        if model is None and model_init is not None:
+            model = model_init()
+        if model is None:
+            raise ValueError("Trainer needs a model: pass model=AutoModelFor....from_pretrained(...) or model_init=.")
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+        if optimizer_cls_and_kwargs is not None and optimizers[0] is not None:
+            raise ValueError("Pass optimizers=(optimizer, scheduler) or optimizer_cls_and_kwargs=, not both.")
         self.rank, self.world_size, self.device = _setup_distributed(self.args)
+        self._prepare_model(model)
+        self.processing_class = processing_class if processing_class is not None else tokenizer
+        self.data_collator = data_collator or _default_collator(self.processing_class, model)
+        self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
+        self.compute_loss_func = compute_loss_func
+        self.compute_metrics = compute_metrics
+        self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
+        self.optimizer, self.lr_scheduler = optimizers
+        self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.args.fp16 else None
+        self.label_names = self.args.label_names or _default_label_names(model)
+        self._keep_columns = _forward_columns(model, self.label_names) if self.args.remove_unused_columns else None
+        self.control = TrainerControl()
+        reporters = [_reporter(name) for name in self.args.report_to]
+        progress = PrinterCallback if self.args.disable_tqdm else ProgressCallback
+        self.callback_handler = CallbackHandler(
+            [DefaultFlowCallback, progress, *reporters, *(callbacks or [])], self.model, self.processing_class,
+            self.optimizer, self.lr_scheduler,
+        )
+        self.hub_model_id = None
+        if self.args.push_to_hub:
+            self.init_hf_repo()
+        self.state = TrainerState(is_world_process_zero=self.rank == 0, is_local_process_zero=self.rank == 0,
+                                  stateful_callbacks=self._stateful_callbacks())
+        self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
+
+    def _seed(self) -> None:
+        if self.args.full_determinism:
+            enable_full_determinism(self.args.seed)
+        else:
+            set_seed(self.args.seed)
+
+    def _prepare_model(self, model) -> None:
+        """Put the model on the device and read what the loop needs to know about it."""
         self.model = model.to(self.device)
+        self._wrapped = None
         if self.args.gradient_checkpointing:
             if not hasattr(model, "gradient_checkpointing_enable"):
                 raise ValueError(
@@ -111,30 +177,23 @@ class Trainer:
                     "train without it or use a model that supports it."
                 )
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs)
-        self.processing_class = processing_class if processing_class is not None else tokenizer
-        self.data_collator = data_collator or _default_collator(self.processing_class, model)
-        self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
-        self.compute_metrics = compute_metrics
-        self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
-        self.optimizer, self.lr_scheduler = optimizers
-        self.scaler = torch.amp.GradScaler(self.device.type) if self.args.fp16 else None
-        self.label_names = self.args.label_names or _default_label_names(model)
-        self._keep_columns = _forward_columns(model, self.label_names) if self.args.remove_unused_columns else None
         # A causal LM's loss at position t is against label t + 1: the first label of each row counts for nothing.
         self._shifts_labels = getattr(model, "loss_shifts_labels", False)
-        self._wrapped = None
+        self.model_accepts_loss_kwargs = _accepts_loss_kwargs(model)
         # The reference's estimate: 6 floating-point operations per token and non-embedding parameter.
         counted = model.num_parameters(exclude_embeddings=True) if hasattr(model, "num_parameters") else 0
         self._flos_per_token = 6 * counted
-        self.state = TrainerState(is_world_process_zero=self.rank == 0, is_local_process_zero=self.rank == 0)
-        self.control = TrainerControl()
-        reporters = [TensorBoardCallback] if "tensorboard" in self.args.report_to else []
-        progress = PrinterCallback if self.args.disable_tqdm else ProgressCallback
-        self.callback_handler = CallbackHandler(
-            [DefaultFlowCallback, progress, *reporters, *(callbacks or [])], model, self.processing_class,
-            self.optimizer, self.lr_scheduler,
-        )
-        self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
+        if self.args.neftune_noise_alpha is not None:
+            _add_neftune_noise(model, self.args.neftune_noise_alpha)
+
+    def _stateful_callbacks(self) -> list:
+        return [cb for cb in [*self.callback_handler.callbacks, self.control] if isinstance(cb, ExportableState)]
+
+    def is_world_process_zero(self) -> bool:
+        return self.rank == 0
+
+    def is_local_process_zero(self) -> bool:
+        return int(os.environ.get("LOCAL_RANK", "0")) == 0 if self.world_size > 1 else True
 
     # -- callbacks -------------------------------------------------------------------------------------------
 
@@ -164,7 +223,7 @@ class Trainer:
     def _batches(self, dataset, batch_size: int, epoch: int | None, drop_last: bool) -> list[list[int]]:
         """The rows of each batch: shuffled by (data_seed or seed) + epoch when epoch is given, then sharded."""
         count = _length(dataset)
-        if epoch is None:
+        if epoch is None or self.args.train_sampling_strategy == "sequential":
             order = list(range(count))
         else:
             generator = torch.Generator().manual_seed((self.args.data_seed or self.args.seed) + epoch)
@@ -178,9 +237,16 @@ class Trainer:
         return batches
 
     def _loader(self, dataset, batches: list[list[int]]) -> DataLoader:
+        args = self.args
+        # Its own generator, so that making a loader draws nothing from the global stream the dropout masks use.
+        options = dict(generator=torch.Generator().manual_seed(args.seed))
+        if args.dataloader_num_workers > 0:
+            options.update(persistent_workers=args.dataloader_persistent_workers,
+                           prefetch_factor=args.dataloader_prefetch_factor,
+                           multiprocessing_context=args.dataloader_multiprocessing_context)
         return DataLoader(
-            dataset, batch_sampler=batches, collate_fn=self._collate, num_workers=self.args.dataloader_num_workers,
-            pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(self.args.seed),
+            dataset, batch_sampler=batches, collate_fn=self._collate, num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory and self.device.type == "cuda", **options,
         )
 
     def get_train_dataloader(self) -> DataLoader:
@@ -208,20 +274,48 @@ class Trainer:
                     names.append(full)
         return names
 
-    def create_optimizer(self) -> torch.optim.Optimizer:
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         if self.optimizer is None:
-            decay = set(self.get_decay_parameter_names(self.model))
-            named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+            model = model if model is not None else self.model
+            decay = set(self.get_decay_parameter_names(model))
+            named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
             groups = [
                 {"params": [p for n, p in named if n in decay], "weight_decay": self.args.weight_decay},
                 {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
             ]
-            self.optimizer = torch.optim.AdamW(
-                [g for g in groups if g["params"]], lr=self.args.learning_rate,
-                betas=(self.args.adam_beta1, self.args.adam_beta2), eps=self.args.adam_epsilon,
-                fused=self.args.optim == "adamw_torch_fused",
-            )
+            optimizer_class, options = self.optimizer_cls_and_kwargs or self.get_optimizer_cls_and_kwargs(self.args, model)
+            self.optimizer = optimizer_class([g for g in groups if g["params"]], **options)
         return self.optimizer
+
+    @staticmethod
+    def get_optimizer_cls_and_kwargs(args: TrainingArguments, model=None) -> tuple[type, dict]:
+        """The optimizer class that `args.optim` names and its arguments (learning rate, betas, optim_args)."""
+        options = {"lr": args.learning_rate}
+        extra = _parse_optim_args(args.optim_args)
+        if args.optim in ("adamw_torch", "adamw_torch_fused"):
+            options.update(betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+            if args.optim == "adamw_torch_fused":
+                options["fused"] = True
+            return torch.optim.AdamW, options
+        if args.optim == "adafactor":
+            return Adafactor, {**options, "scale_parameter": False, "relative_step": False}
+        numbers = {"sgd": ("momentum", "dampening", "weight_decay"), "adagrad": ("lr_decay", "weight_decay", "eps"),
+                   "rmsprop": ("momentum", "alpha", "eps", "weight_decay")}
+        flags = {"sgd": ("nesterov",), "rmsprop": ("centered",), "adagrad": ()}
+        classes = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "rmsprop": torch.optim.RMSprop}
+        if args.optim in classes:
+            options.update({k: float(extra[k]) for k in numbers[args.optim] if k in extra})
+            options.update({k: extra[k].lower() in ("true", "1", "yes") for k in flags[args.optim] if k in extra})
+            return classes[args.optim], options
+        raise ValueError(
+            f"optim={args.optim!r} is an optimizer from a package outside torch (bitsandbytes, galore-torch, "
+            "torchao, ...), which openformers does not drive. Pick one of adamw_torch, adamw_torch_fused, adafactor, "
+            "sgd, adagrad, rmsprop, or build it yourself and pass optimizer_cls_and_kwargs=(cls, kwargs)."
+        )
+
+    def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
+        self.create_optimizer()
+        self.create_scheduler(num_training_steps, self.optimizer)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
@@ -234,11 +328,23 @@ class Trainer:
 
     # -- training --------------------------------------------------------------------------------------------
 
-    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs) -> TrainOutput:
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None,
+              **kwargs) -> TrainOutput:
+        """Run the training loop; `trial` (hyperparameter search) is accepted and only recorded by name."""
         if kwargs:
-            raise TypeError(f"train() got unexpected keyword arguments {sorted(kwargs)}; it takes resume_from_checkpoint.")
+            raise TypeError(
+                f"train() got unexpected keyword arguments {sorted(kwargs)}; it takes resume_from_checkpoint, trial "
+                "and ignore_keys_for_eval."
+            )
         args = self.args
-        set_seed(args.seed)
+        if resume_from_checkpoint is None and args.resume_from_checkpoint is not None:
+            resume_from_checkpoint = args.resume_from_checkpoint
+        self._ignore_keys_for_eval = ignore_keys_for_eval
+        if self.model_init is not None:  # a fresh model for this run, built under the run's seed
+            self._seed()
+            self._prepare_model(self.model_init(trial) if _takes_an_argument(self.model_init) else self.model_init())
+            self.optimizer = self.lr_scheduler = None
+            self.callback_handler.model = self.model
         micro_batches_per_epoch = len(self.get_train_dataloader())
         if micro_batches_per_epoch == 0:
             raise ValueError("The train_dataset is empty (or smaller than one batch with dataloader_drop_last=True).")
@@ -253,10 +359,10 @@ class Trainer:
         self.callback_handler.optimizer, self.callback_handler.lr_scheduler = self.optimizer, self.lr_scheduler
         self.state = TrainerState(
             max_steps=max_steps, num_train_epochs=num_epochs, train_batch_size=args.per_device_train_batch_size,
-            logging_steps=args.interval("logging_steps", max_steps), eval_steps=args.interval("eval_steps", max_steps)
-            if args.eval_steps else 500, save_steps=args.interval("save_steps", max_steps),
-            is_world_process_zero=self.rank == 0, is_local_process_zero=self.rank == 0,
+            is_world_process_zero=self.rank == 0, is_local_process_zero=self.is_local_process_zero(),
+            stateful_callbacks=self._stateful_callbacks(), trial_name=None if trial is None else str(trial),
         )
+        self.state.compute_steps(args, max_steps)
         loop = {"loss_since_log": 0.0, "last_logged_step": 0, "total_loss": 0.0}
         if resume_from_checkpoint:
             loop = self._resume(resume_from_checkpoint, loop)
@@ -264,6 +370,8 @@ class Trainer:
         model = self._training_model()
         model.train()
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
+        if args.eval_on_start:
+            self._evaluate_during_training()
         start = time.perf_counter()
         grad_norm = None
         for epoch in range(self.state.global_step // steps_per_epoch, num_epochs):
@@ -307,8 +415,10 @@ class Trainer:
             "total_flos": self.state.total_flos,
             "train_loss": train_loss,
         }
-        self.log(dict(metrics))
+        self.log(metrics)  # adds "epoch" to the metrics returned, as the reference's do
         self.control = self.callback_handler.on_train_end(args, self.state, self.control)
+        if args.push_to_hub and args.hub_strategy == "end":
+            self.push_to_hub()
         return TrainOutput(self.state.global_step, train_loss, metrics)
 
     def _training_model(self):
@@ -318,7 +428,7 @@ class Trainer:
                 device_ids = [self.device.index] if self.device.type == "cuda" else None
                 model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
             if self.args.torch_compile:
-                model = torch.compile(model)
+                model = torch.compile(model, backend=self.args.torch_compile_backend, mode=self.args.torch_compile_mode)
             self._wrapped = model
         return self._wrapped
 
@@ -330,28 +440,65 @@ class Trainer:
             labels = labels[..., 1:]
         return int(labels.ne(-100).sum()) if not labels.is_floating_point() else labels.numel()
 
+    def _num_items_in_batch(self, group: list[dict]) -> torch.Tensor | None:
+        """The label tokens of one optimizer step over every process (None without labels)."""
+        counts = [self._label_count(batch) for batch in group]
+        if None in counts:
+            return None
+        total = torch.tensor(sum(counts), device=self.device)
+        if self.world_size > 1 and self.args.average_tokens_across_devices:
+            dist.all_reduce(total)
+        return total
+
+    def _loss_weights(self, group: list[dict], num_items) -> list[tuple[float, float]]:
+        """(gradient weight, logged weight) per micro-batch, as the reference scales the losses it adds up.
+
+        A model or compute_loss_func that normalizes by num_items_in_batch itself is left alone; our own
+        models return means, so each gets its share of the label tokens (the same sum over the tokens); any
+        other model's mean is divided by the micro-batches of the step.
+        """
+        world = self.world_size
+        if num_items is not None and (self.model_accepts_loss_kwargs or self.compute_loss_func is not None):
+            return [(1.0, 1.0 / world)] * len(group)
+        if num_items is not None and _is_openformers_model(self.model):
+            total = max(float(num_items), 1.0)
+            return [(count / total * world, count / total) for count in map(self._label_count, group)]
+        return [(1.0 / len(group), 1.0 / (len(group) * world))] * len(group)
+
+    def _count_input_tokens(self, group: list[dict]) -> None:
+        mode = self.args.include_num_input_tokens_seen
+        if mode == "no":
+            return
+        seen = 0
+        for batch in group:
+            main = batch.get(getattr(self.model, "main_input_name", "input_ids"), batch.get("input_ids"))
+            if mode == "non_padding" and isinstance(batch.get("attention_mask"), torch.Tensor):
+                seen += int(batch["attention_mask"].sum())
+            elif isinstance(main, torch.Tensor):
+                seen += main.numel()
+        if self.world_size > 1:
+            seen_tensor = torch.tensor(seen, device=self.device)
+            dist.all_reduce(seen_tensor)
+            seen = int(seen_tensor)
+        self.state.num_input_tokens_seen += seen
+
     def _optimizer_step(self, model, group: list[dict]) -> tuple[float, float | None]:
         """Forward and backward over the micro-batches of one step, then clip, step and schedule."""
-        counts = [self._label_count(batch) for batch in group]
         self.state.total_flos += self._flos_per_token * float(sum(b["input_ids"].numel() for b in group if "input_ids" in b))
-        if None in counts:
-            weights = [1 / (len(group) * self.world_size)] * len(group)
-        else:
-            total = torch.tensor(float(sum(counts)))
-            if self.world_size > 1:
-                dist.all_reduce(total)
-            weights = [count / max(total.item(), 1.0) for count in counts]
+        self._count_input_tokens(group)
+        num_items = self._num_items_in_batch(group)
+        weights = self._loss_weights(group, num_items)
         step_loss = torch.zeros((), device=self.device)
-        for index, (batch, weight) in enumerate(zip(group, weights)):
+        for index, (batch, (grad_weight, log_weight)) in enumerate(zip(group, weights)):
             batch = _to_device(batch, self.device)
             last = index == len(group) - 1
             sync = nullcontext() if last or self.world_size == 1 else model.no_sync()
             with sync:
                 with self._autocast():
-                    loss = self.compute_loss(model, batch)
-                scaled = loss * (weight * self.world_size)  # DDP averages gradients over ranks
+                    loss = self._call_compute_loss(model, batch, num_items)
+                scaled = loss * grad_weight
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
-            step_loss += loss.detach().float() * weight
+            step_loss += loss.detach().float() * log_weight
             if not last:
                 self.control = self.callback_handler.on_substep_end(self.args, self.state, self.control)
         if self.world_size > 1:
@@ -368,21 +515,69 @@ class Trainer:
         else:
             self.optimizer.step()
         self.control = self.callback_handler.on_optimizer_step(self.args, self.state, self.control)
-        self._last_lr = self.lr_scheduler.get_last_lr()[0]  # the rate this step used, which is what gets logged
-        self.lr_scheduler.step()
+        if isinstance(self.lr_scheduler, METRIC_SCHEDULERS):  # stepped with a metric after each evaluation
+            self._last_lr = self.optimizer.param_groups[0]["lr"]
+        else:
+            self._last_lr = self.lr_scheduler.get_last_lr()[0]  # the rate this step used, which is what gets logged
+            self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(step_loss), grad_norm
 
+    def _call_compute_loss(self, model, inputs: dict, num_items, return_outputs: bool = False):
+        """compute_loss, also when a subclass overrides it with the older signature (no num_items_in_batch)."""
+        if self._compute_loss_takes_num_items():
+            return self.compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items)
+        return self.compute_loss(model, inputs, return_outputs=return_outputs)
+
+    def _compute_loss_takes_num_items(self) -> bool:
+        parameters = inspect.signature(self.compute_loss).parameters
+        return "num_items_in_batch" in parameters or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
     def compute_loss(self, model, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
-        """The model's mean loss over the batch (override to train with another loss)."""
+        """The loss of one batch (override to train with another loss).
+
+        Models may return an output object or dict with a `loss`, or a tuple whose first element is the
+        loss. With label_smoothing_factor or compute_loss_func the labels are taken out of the inputs and
+        the loss is computed from the outputs here.
+        """
+        labels = None
+        if (self.args.label_smoothing_factor != 0 or self.compute_loss_func is not None) and "labels" in inputs:
+            inputs = dict(inputs)
+            labels = inputs.pop("labels")
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            inputs = {**inputs, "num_items_in_batch": num_items_in_batch}
         outputs = model(**inputs)
-        loss = outputs["loss"] if isinstance(outputs, dict) else getattr(outputs, "loss", None)
+        if self.compute_loss_func is not None:
+            loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
+        elif labels is not None:
+            loss = label_smoothed_loss(outputs, labels, self.args.label_smoothing_factor, self._shifts_labels)
+        else:
+            loss = self._loss_of(outputs, inputs)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None and \
+                (self.model_accepts_loss_kwargs or self.compute_loss_func is not None):
+            loss = loss * self.world_size  # the model divided by every process's tokens; DDP averages over them
+        return (loss, outputs) if return_outputs else loss
+
+    def _loss_of(self, outputs, inputs: dict) -> torch.Tensor:
+        if isinstance(outputs, dict):
+            loss = outputs.get("loss")
+        elif isinstance(outputs, (tuple, list)):
+            loss = outputs[0] if outputs else None
+        else:
+            loss = getattr(outputs, "loss", None)
         if loss is None:
             raise ValueError(
                 f"{type(self.model).__name__} returned no loss for a batch with keys {sorted(inputs)}. The batches "
                 "need labels: a `label`/`labels` column, or a collator that makes them (DataCollatorForLanguageModeling)."
             )
-        return (loss, outputs) if return_outputs else loss
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(
+                f"{type(self.model).__name__} returned {shape} where the Trainer reads the loss (the 'loss' entry, or "
+                "the first element of a tuple); return a scalar loss first, or override compute_loss."
+            )
+        return loss.reshape(())
 
     def _autocast(self):
         if self.args.bf16 or self.args.fp16:
@@ -401,7 +596,7 @@ class Trainer:
             self.log(logs)
         control.should_log = False
         if control.should_evaluate:
-            metrics = self.evaluate()
+            metrics = self._evaluate_during_training()
             is_best = self._update_best_metric(metrics)
             if self.args.save_strategy == "best":
                 control.should_save = is_best
@@ -410,6 +605,20 @@ class Trainer:
             self._save_checkpoint(loop)
             self.control = self.callback_handler.on_save(self.args, state, self.control)
             self.control.should_save = False
+
+    def _evaluate_during_training(self) -> dict:
+        """evaluate(), then step a schedule that follows metric_for_best_model (plateau, greedy) with it."""
+        metrics = self.evaluate(ignore_keys=getattr(self, "_ignore_keys_for_eval", None))
+        if isinstance(self.lr_scheduler, METRIC_SCHEDULERS):
+            name = self.args.metric_for_best_model
+            key = name if name.startswith("eval_") else f"eval_{name}"
+            if key not in metrics:
+                raise KeyError(
+                    f"lr_scheduler_type={self.args.lr_scheduler_type!r} follows metric_for_best_model={name!r}, but "
+                    f"{key!r} is not among the evaluation metrics {sorted(metrics)}."
+                )
+            self.lr_scheduler.step(metrics[key])
+        return metrics
 
     def _update_best_metric(self, metrics: dict) -> bool:
         name = self.args.metric_for_best_model
@@ -436,10 +645,16 @@ class Trainer:
             folder = Path(self.args.output_dir) / f"{ckpt.PREFIX}-{self.state.global_step}"
             if self.state.best_global_step == self.state.global_step:
                 self.state.best_model_checkpoint = str(folder)
-            ckpt.save_checkpoint(
+            # The callbacks' counters (early stopping's patience...) and the control flags, as of this step.
+            self.state.stateful_callbacks = _states_by_name(self._stateful_callbacks())
+            folder = ckpt.save_checkpoint(
                 self.args.output_dir, self.state.global_step, self.model, self.optimizer, self.lr_scheduler,
-                self.state, self.args, self.scaler, extra={_LOOP_STATE: loop},
+                self.state, self.args, self.scaler, extra={_LOOP_STATE: loop}, processing_class=self.processing_class,
             )
+            if self.args.push_to_hub and self.args.hub_strategy != "end":
+                self.callback_handler.on_push_begin(self.args, self.state, self.control)
+                push.push_checkpoint(self.hub_model_id, folder, self.args, self.processing_class,
+                                     self._push_message())
             ckpt.rotate_checkpoints(self.args.output_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
         if self.world_size > 1:
             dist.barrier()
@@ -458,15 +673,65 @@ class Trainer:
             setattr(saved_state, name, getattr(self.state, name))  # the arguments of this run decide these
         saved_state.is_world_process_zero = saved_state.is_local_process_zero = self.rank == 0
         self.state = saved_state
+        if self.args.restore_callback_states_from_checkpoint:
+            self._restore_callback_states()
         extra = ckpt.load_extra(folder, _LOOP_STATE)
         rng = ckpt.load_rng_states(folder)
         if rng is not None:
             ckpt.set_rng_states(rng)
         return extra if extra is not None else dict(loop, last_logged_step=self.state.global_step)
 
-    def log(self, logs: dict) -> None:
+    def _restore_callback_states(self) -> None:
+        """Rebuild each ExportableState callback (and the control flags) from the checkpoint's saved states."""
+        current = [*self.callback_handler.callbacks, self.control]
+        for name, saved in self.state.stateful_callbacks.items():
+            saved = saved if isinstance(saved, list) else [saved]
+            same_class = [callback for callback in current if type(callback).__name__ == name]
+            if not same_class:
+                warnings.warn(f"The checkpoint holds the state of a {name}, which this Trainer does not have; "
+                              "it is ignored.", stacklevel=3)
+            for callback, state in zip(same_class, saved):
+                restored = type(callback).from_state({"args": state.get("args", {}),
+                                                      "attributes": state.get("attributes", {})})
+                if isinstance(callback, TrainerControl):
+                    self.control = restored
+                else:
+                    index = self.callback_handler.callbacks.index(callback)
+                    self.callback_handler.callbacks[index] = restored
+
+    def _push_message(self) -> str:
+        if self.args.save_strategy == "steps":
+            return f"Training in progress, step {self.state.global_step}"
+        return f"Training in progress, epoch {int(self.state.epoch)}"
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """Create (or find) the Hub repository named by hub_model_id (default: output_dir's name)."""
+        if self.rank != 0:
+            return
+        self.hub_model_id = push.create_repo(
+            self.args.output_dir, self.args.hub_model_id, token if token is not None else self.args.hub_token,
+            private if private is not None else self.args.hub_private_repo,
+        )
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
+                    token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
+        """Save the model and tokenizer to output_dir and upload the folder (checkpoints left out)."""
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        token = token if token is not None else self.args.hub_token
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)
+        self.save_model(_internal_call=True)
+        if self.rank != 0:
+            return None
+        return push.upload_output(self.hub_model_id, self.args.output_dir, commit_message, token,
+                                  revision if revision is not None else self.args.hub_revision, blocking=blocking)
+
+    def log(self, logs: dict, start_time: float | None = None) -> None:
+        """Record `logs` (the step, epoch and tokens seen added) in log_history and hand them to the callbacks."""
         if self.state.epoch is not None:
             logs["epoch"] = self.state.epoch
+        if self.args.include_num_input_tokens_seen != "no":
+            logs["num_input_tokens_seen"] = self.state.num_input_tokens_seen
         self.state.log_history.append({**logs, "step": self.state.global_step})
         self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs=logs)
 
@@ -474,48 +739,66 @@ class Trainer:
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if isinstance(dataset, str):  # the reference's way to name one of several eval datasets
+            dataset = self.eval_dataset[dataset]
         if isinstance(dataset, dict):
             metrics = {}
             for name, part in dataset.items():
                 metrics.update(self.evaluate(part, ignore_keys, f"{metric_key_prefix}_{name}"))
             return metrics
-        output = self._prediction_loop(dataset, metric_key_prefix, "evaluation")
-        self.log(dict(output.metrics))
+        output = self._prediction_loop(dataset, metric_key_prefix, ignore_keys)
+        self.log(output.metrics)  # adds "epoch" to the metrics returned, as the reference's do
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=output.metrics)
         return output.metrics
 
     def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test") -> PredictionOutput:
-        output = self._prediction_loop(test_dataset, metric_key_prefix, "prediction")
+        output = self._prediction_loop(test_dataset, metric_key_prefix, ignore_keys)
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, metrics=output.metrics)
         return output
 
-    def _prediction_loop(self, dataset, prefix: str, description: str) -> PredictionOutput:
+    def get_test_dataloader(self, test_dataset) -> DataLoader:
+        return self.get_eval_dataloader(test_dataset)
+
+    def prediction_step(self, model, inputs: dict, prediction_loss_only: bool, ignore_keys=None):
+        """(loss, predictions, labels) of one batch; the loss as compute_loss gives it when the batch has labels."""
+        inputs = _to_device(inputs, self.device)
+        has_labels = bool(self.label_names) and all(inputs.get(name) is not None for name in self.label_names)
+        labels = [inputs[name] for name in self.label_names] if has_labels else []
+        labels = None if not labels else labels[0] if len(labels) == 1 else tuple(labels)
+        with torch.no_grad(), self._autocast():
+            if has_labels:
+                num_items = self._num_items_in_batch([inputs])
+                loss, outputs = self._call_compute_loss(model, inputs, num_items, return_outputs=True)
+                loss = loss.detach().mean()
+            else:
+                outputs = model(**inputs)
+                loss = outputs.get("loss") if isinstance(outputs, dict) else getattr(outputs, "loss", None)
+                loss = loss.detach().mean() if isinstance(loss, torch.Tensor) else None
+        if prediction_loss_only:
+            return loss, None, None
+        return loss, _predictions_of(outputs, ignore_keys, has_labels), labels
+
+    def _prediction_loop(self, dataset, prefix: str, ignore_keys=None) -> PredictionOutput:
         loader = self.get_eval_dataloader(dataset)
         self.callback_handler.eval_dataloader = loader
         model = self.model
         was_training = model.training
         model.eval()
-        keep_outputs = not self.args.prediction_loss_only
         losses, rows, predictions, labels = [], 0, [], []
         start = time.perf_counter()
-        with torch.no_grad():
-            for batch in loader:
-                batch = _to_device(batch, self.device)
-                with self._autocast():
-                    outputs = model(**batch)
-                size = next(iter(batch.values())).shape[0]
-                rows += size
-                if getattr(outputs, "loss", None) is not None:
-                    losses.append(float(outputs.loss) * size)
-                if keep_outputs:
-                    logits = _predictions_of(outputs)
-                    if self.preprocess_logits_for_metrics is not None:
-                        logits = self.preprocess_logits_for_metrics(logits, batch.get("labels"))
-                    predictions.append(logits)
-                    found = [batch[name] for name in self.label_names if name in batch]
-                    if found:
-                        labels.append(found[0] if len(found) == 1 else tuple(found))
-                self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
+        for batch in loader:
+            loss, logits, batch_labels = self.prediction_step(model, batch, self.args.prediction_loss_only, ignore_keys)
+            size = _batch_size(batch)
+            rows += size
+            if loss is not None:
+                losses.extend([float(loss)] * size)  # every row counts with its batch's mean, as the reference's
+            if logits is not None:
+                if self.preprocess_logits_for_metrics is not None:
+                    logits = self.preprocess_logits_for_metrics(logits, batch_labels)
+                predictions.append(logits)
+            if batch_labels is not None and not self.args.prediction_loss_only:
+                labels.append(batch_labels)
+            self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
         if was_training:
             model.train()
         runtime = time.perf_counter() - start
@@ -524,24 +807,72 @@ class Trainer:
         metrics = {}
         if self.compute_metrics is not None and predictions is not None and label_ids is not None:
             metrics = dict(self.compute_metrics(EvalPrediction(predictions, label_ids)))
-        if losses:
-            metrics["loss"] = sum(losses) / rows
+        finite = np.asarray(losses, dtype=np.float32)
+        finite = finite[np.isfinite(finite)]
+        if finite.size:
+            metrics["loss"] = finite.mean().item()
         metrics = {k if k.startswith(f"{prefix}_") else f"{prefix}_{k}": v for k, v in metrics.items()}
         metrics[f"{prefix}_runtime"] = round(runtime, 4)
         metrics[f"{prefix}_samples_per_second"] = round(rows / runtime, 3)
         metrics[f"{prefix}_steps_per_second"] = round(len(loader) / runtime, 3)
         return PredictionOutput(predictions, label_ids, metrics)
 
-    # -- saving ----------------------------------------------------------------------------------------------
+    # -- saving and reporting --------------------------------------------------------------------------------
 
-    def save_model(self, output_dir: str | os.PathLike | None = None) -> None:
-        """Write the model (and the tokenizer, when the Trainer has one) so from_pretrained reads them back."""
+    def save_model(self, output_dir: str | os.PathLike | None = None, _internal_call: bool = False) -> None:
+        """Write the model (and the tokenizer, when the Trainer has one) so from_pretrained reads them back;
+        with push_to_hub=True, upload them too."""
+        if self.rank == 0:
+            folder = Path(output_dir or self.args.output_dir)
+            ckpt.save_model(self.model, folder)
+            if self.processing_class is not None and hasattr(self.processing_class, "save_pretrained"):
+                self.processing_class.save_pretrained(folder)
+            (folder / "training_args.json").write_text(self.args.to_json_string() + "\n")
+        if self.args.push_to_hub and not _internal_call:
+            self.push_to_hub(commit_message="Model save")
+
+    def save_state(self) -> None:
+        """trainer_state.json in output_dir."""
+        if self.rank == 0:
+            Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
+            self.state.save_to_json(Path(self.args.output_dir) / "trainer_state.json")
+
+    @staticmethod
+    def metrics_format(metrics: dict) -> dict:
+        """Metrics for people: runtimes as h:mm:ss.ss, total_flos in gigaflos, other floats to 4 digits."""
+        formatted = {}
+        for name, value in metrics.items():
+            if name.endswith("_runtime"):
+                formatted[name] = _hours_minutes_seconds(value)
+            elif name == "total_flos":
+                formatted[name] = f"{int(value) >> 30}GF"
+            elif isinstance(value, float):
+                formatted[name] = round(value, 4)
+            else:
+                formatted[name] = value
+        return formatted
+
+    def log_metrics(self, split: str, metrics: dict) -> None:
         if self.rank != 0:
             return
-        folder = Path(output_dir or self.args.output_dir)
-        ckpt.save_model(self.model, folder)
-        if self.processing_class is not None and hasattr(self.processing_class, "save_pretrained"):
-            self.processing_class.save_pretrained(folder)
+        print(f"***** {split} metrics *****")
+        formatted = self.metrics_format(metrics)
+        width = max(map(len, formatted), default=0)
+        for name in sorted(formatted):
+            print(f"  {name: <{width}} = {formatted[name]:>8}")
+
+    def save_metrics(self, split: str, metrics: dict, combined: bool = True) -> None:
+        """{split}_results.json in output_dir, and all_results.json gathering every split (combined=True)."""
+        if self.rank != 0:
+            return
+        folder = Path(self.args.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{split}_results.json").write_text(json.dumps(metrics, indent=4, sort_keys=True))
+        if combined:
+            path = folder / "all_results.json"
+            everything = json.loads(path.read_text()) if path.is_file() else {}
+            everything.update(metrics)
+            path.write_text(json.dumps(everything, indent=4, sort_keys=True))
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
@@ -612,14 +943,114 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def _predictions_of(outputs):
+def _predictions_of(outputs, ignore_keys=None, has_loss: bool = False):
+    """The logits of a model's outputs: named logits of an output object, else every tensor but the loss."""
     if isinstance(outputs, torch.Tensor):
         return outputs.detach()
     for names in (("logits",), ("start_logits", "end_logits")):
         values = [getattr(outputs, n, None) for n in names]
-        if all(v is not None for v in values):
+        if all(isinstance(v, torch.Tensor) for v in values):
             return values[0].detach() if len(values) == 1 else tuple(v.detach() for v in values)
-    raise ValueError(f"{type(outputs).__name__} has no logits to predict with; set prediction_loss_only=True.")
+    if isinstance(outputs, dict):
+        skipped = {"loss", "past_key_values", "cache", *(ignore_keys or [])}
+        values = [v for k, v in outputs.items() if k not in skipped]
+    elif isinstance(outputs, (tuple, list)):
+        values = list(outputs[1:] if has_loss else outputs)
+    else:
+        values = []
+    values = [v.detach() for v in values if isinstance(v, torch.Tensor)]
+    if not values:
+        raise ValueError(f"{type(outputs).__name__} has no logits to predict with; set prediction_loss_only=True.")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _batch_size(batch: dict) -> int:
+    for value in batch.values():
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return value.shape[0]
+    return 1
+
+
+def _hours_minutes_seconds(seconds: float) -> str:
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{seconds:05.2f}"
+
+
+def _parse_optim_args(text: str | None) -> dict[str, str]:
+    """optim_args "momentum=0.9, nesterov=True" as {"momentum": "0.9", "nesterov": "True"}."""
+    if not text:
+        return {}
+    options = {}
+    for pair in text.replace(" ", "").split(","):
+        if "=" not in pair:
+            raise ValueError(f"optim_args must be comma-separated key=value pairs; got {text!r}.")
+        key, value = pair.split("=", 1)
+        options[key] = value
+    return options
+
+
+def _is_openformers_model(model) -> bool:
+    from ..models.base import PreTrainedModel
+
+    return isinstance(model, PreTrainedModel)
+
+
+def _accepts_loss_kwargs(model) -> bool:
+    """Whether forward takes num_items_in_batch (the reference's test: the attribute, else **kwargs)."""
+    if hasattr(model, "accepts_loss_kwargs"):
+        return bool(model.accepts_loss_kwargs)
+    if _is_openformers_model(model):
+        return False  # our heads return means; the loop weighs them by their label tokens instead
+    parameters = inspect.signature(model.forward).parameters
+    return "num_items_in_batch" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def _takes_an_argument(function) -> bool:
+    try:
+        return len(inspect.signature(function).parameters) >= 1
+    except (TypeError, ValueError):
+        return False
+
+
+def _reporter(name: str):
+    if name == "tensorboard":
+        return TensorBoardCallback
+    raise ValueError(
+        f"report_to={name!r}: openformers writes TensorBoard logs itself (report_to='tensorboard') and has no "
+        f"{name} integration. Use report_to='none' and pass a TrainerCallback whose on_log sends the logs to {name}."
+    )
+
+
+def label_smoothed_loss(outputs, labels: torch.Tensor, epsilon: float, shift_labels: bool = False,
+                        ignore_index: int = -100) -> torch.Tensor:
+    """Cross-entropy against labels mixed with the uniform distribution: (1 - eps) * nll + eps * mean(-log p)."""
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+    if shift_labels:
+        logits, labels = logits[..., :-1, :].contiguous(), labels[..., 1:].contiguous()
+    log_probs = -torch.nn.functional.log_softmax(logits, dim=-1)
+    if labels.dim() == log_probs.dim() - 1:
+        labels = labels.unsqueeze(-1)
+    padding = labels.eq(ignore_index)
+    nll = log_probs.gather(dim=-1, index=torch.clamp(labels, min=0)).masked_fill(padding, 0.0)
+    smoothed = log_probs.sum(dim=-1, keepdim=True, dtype=torch.float32).masked_fill(padding, 0.0)
+    active = padding.numel() - padding.long().sum()
+    return (1 - epsilon) * nll.sum() / active + epsilon * smoothed.sum() / (active * log_probs.shape[-1])
+
+
+def _add_neftune_noise(model, alpha: float) -> None:
+    """NEFTune: uniform noise of size alpha / sqrt(length * width) on the input embeddings while training."""
+    if not hasattr(model, "get_input_embeddings"):
+        raise ValueError(f"neftune_noise_alpha needs a model with get_input_embeddings(); {type(model).__name__} has none.")
+
+    def add_noise(module, inputs, output):
+        if not module.training:
+            return output
+        bound = alpha / math.sqrt(output.size(1) * output.size(2))
+        return output + torch.zeros_like(output).uniform_(-bound, bound)
+
+    model.get_input_embeddings().register_forward_hook(add_noise)
 
 
 def _concat(parts: list):

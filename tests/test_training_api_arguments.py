@@ -1,0 +1,114 @@
+"""TrainingArguments accepts every argument of the reference's, with the same defaults and resolved values."""
+
+import dataclasses
+import json
+
+import pytest
+import transformers
+
+from openformers import IntervalStrategy, SchedulerType, TrainingArguments
+from openformers.training.arguments import HubStrategy, SaveStrategy
+
+
+def _default(field):
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def _plain(value):
+    return getattr(value, "value", value)
+
+
+def test_every_reference_field_is_accepted_with_the_same_default():
+    ours = {field.name: field for field in dataclasses.fields(TrainingArguments)}
+    for field in dataclasses.fields(transformers.TrainingArguments):
+        assert field.name in ours, field.name
+        assert _plain(_default(ours[field.name])) == _plain(_default(field)), field.name
+    # In the same order, so positional use (TrainingArguments("out", ...)) means the same.
+    reference_names = [f.name for f in dataclasses.fields(transformers.TrainingArguments)]
+    assert [name for name in ours if name in reference_names] == reference_names
+
+
+def test_resolved_values_match_the_reference():
+    ours, reference = TrainingArguments(), transformers.TrainingArguments()
+    skipped = {"accelerator_config"}  # the reference builds an accelerate object; we keep what was given
+    for field in dataclasses.fields(transformers.TrainingArguments):
+        if field.name not in skipped:
+            assert _plain(getattr(ours, field.name)) == _plain(getattr(reference, field.name)), field.name
+
+
+ARGUMENT_SETS = [
+    {"eval_strategy": "steps", "eval_steps": 5, "save_steps": 10, "load_best_model_at_end": True},
+    {"eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": True,
+     "metric_for_best_model": "accuracy"},
+    {"save_strategy": "best", "eval_strategy": "epoch", "metric_for_best_model": "f1", "greater_is_better": False},
+    {"lr_scheduler_type": "reduce_lr_on_plateau", "eval_strategy": "epoch"},
+    {"lr_scheduler_type": "cosine_with_min_lr", "lr_scheduler_kwargs": '{"min_lr": 1e-6}'},
+    {"report_to": "none", "push_to_hub": False, "hub_model_id": "me/model", "hub_strategy": "checkpoint"},
+    {"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}},
+    {"activation_checkpointing": True},
+    {"include_num_input_tokens_seen": True, "debug": "underflow_overflow", "torch_compile_mode": "default",
+     "use_cpu": True},
+    {"optim": "adafactor", "optim_args": "momentum=0.9", "fp16_full_eval": False, "label_smoothing_factor": 0.1},
+    {"optim": "sgd", "dataloader_num_workers": 2, "dataloader_prefetch_factor": 4,
+     "dataloader_persistent_workers": True, "train_sampling_strategy": "sequential"},
+    {"eval_strategy": IntervalStrategy.STEPS, "eval_steps": 0.25, "logging_steps": 0.1, "save_steps": 0.5,
+     "lr_scheduler_type": SchedulerType.WARMUP_STABLE_DECAY, "save_strategy": SaveStrategy.STEPS,
+     "hub_strategy": HubStrategy.END},
+]
+
+
+@pytest.mark.parametrize("kwargs", ARGUMENT_SETS)
+def test_argument_sets_resolve_as_the_reference_resolves_them(kwargs, tmp_path):
+    ours = TrainingArguments(output_dir=str(tmp_path), **kwargs)
+    reference = transformers.TrainingArguments(output_dir=str(tmp_path), **kwargs)
+    for field in dataclasses.fields(transformers.TrainingArguments):
+        if field.name in ("accelerator_config", "debug"):
+            continue
+        assert _plain(getattr(ours, field.name)) == _plain(getattr(reference, field.name)), field.name
+    assert [_plain(d) for d in reference.debug] == ours.debug
+
+
+def test_enums_have_the_reference_values():
+    assert [m.value for m in IntervalStrategy] == [m.value for m in transformers.IntervalStrategy]
+    assert [m.value for m in SchedulerType] == [m.value for m in transformers.SchedulerType]
+    assert [m.value for m in SaveStrategy] == [m.value for m in transformers.trainer_utils.SaveStrategy]
+    assert [m.value for m in HubStrategy] == [m.value for m in transformers.trainer_utils.HubStrategy]
+    assert IntervalStrategy.EPOCH == "epoch" and TrainingArguments(eval_strategy="epoch").eval_strategy == "epoch"
+
+
+def test_report_to_forms():
+    assert TrainingArguments(report_to="none").report_to == []
+    assert TrainingArguments(report_to=["none"]).report_to == []
+    assert TrainingArguments(report_to="tensorboard").report_to == ["tensorboard"]
+    assert TrainingArguments(report_to=["tensorboard", "wandb"]).report_to == ["tensorboard", "wandb"]
+    assert TrainingArguments(report_to="all").report_to in ([], ["tensorboard"])
+    with pytest.raises(ValueError, match="report_to"):
+        TrainingArguments(report_to="carrier_pigeon")
+
+
+def test_evaluation_strategy_and_logging_dir_from_older_scripts(tmp_path):
+    with pytest.warns(FutureWarning, match="eval_strategy"):
+        args = TrainingArguments(output_dir=str(tmp_path), evaluation_strategy="steps", eval_steps=10,
+                                 logging_dir=str(tmp_path / "logs"))
+    assert args.eval_strategy == "steps" and args.do_eval and args.logging_dir == str(tmp_path / "logs")
+
+
+def test_to_dict_hides_tokens_and_serializes(tmp_path):
+    args = TrainingArguments(output_dir=str(tmp_path), hub_token="hf_secret", lr_scheduler_type="cosine")
+    values = json.loads(args.to_json_string())
+    assert values["hub_token"] == "<HUB_TOKEN>" and values["lr_scheduler_type"] == "cosine"
+    assert "hf_secret" not in args.to_json_string()
+    assert args.to_sanitized_dict()["report_to"] == "[]"
+
+
+def test_metric_following_schedules_need_evaluation():
+    with pytest.raises(ValueError, match="eval_strategy"):
+        TrainingArguments(lr_scheduler_type="reduce_lr_on_plateau")
+    with pytest.raises(ValueError, match="lr_scheduler_type"):
+        TrainingArguments(lr_scheduler_type="sometimes_cosine")
+    with pytest.raises(ValueError, match="optim must be one of"):
+        TrainingArguments(optim="adam_from_the_future")
