@@ -315,7 +315,11 @@ class TextGenerationPipeline(Pipeline):
 
     def __init__(self, model, tokenizer, **defaults):
         super().__init__(model, tokenizer, **defaults)
-        _split_options(self.defaults)  # fail early on options that cannot go together
+        self.defaults = _with_return_type(self.defaults)  # also fails early on options that cannot go together
+
+    def __call__(self, inputs, *args, **options):
+        # A call's return options replace the pipeline's (return_tensors=True beats a default return_full_text).
+        return super().__call__(inputs, *args, **_with_return_type(options))
 
     @classmethod
     def accepted_options(cls) -> set[str]:
@@ -442,6 +446,17 @@ def _is_chat(value) -> bool:
         and len(value) > 0
         and all(isinstance(message, dict) and "role" in message and "content" in message for message in value)
     )
+
+
+_RETURN_OPTIONS = ("return_full_text", "return_tensors", "return_text", "return_type")
+
+
+def _with_return_type(options: dict) -> dict:
+    """The options with their return options (if any) resolved into one return_type."""
+    if not options.keys() & set(_RETURN_OPTIONS):
+        return options
+    return_type = _split_options(options)[0]["return_type"]
+    return {**{k: v for k, v in options.items() if k not in _RETURN_OPTIONS}, "return_type": return_type}
 
 
 def _split_options(options: dict) -> tuple[dict, dict]:
