@@ -348,3 +348,18 @@ def test_unbatched_guidance_matches_reference(tiny_pair, negative, use_cache):
             expected = theirs(input_ids, scores)
             torch.testing.assert_close(ours(input_ids, scores), expected, rtol=1e-5, atol=1e-5)
             input_ids = torch.cat([input_ids, expected.argmax(dim=-1, keepdim=True)], dim=1)
+
+
+def test_unbatched_guidance_with_a_plain_function_as_model():
+    """As in the reference's own test: a callable without cache or logits_to_keep still guides."""
+    unconditional = torch.tensor([[[1.0, 0.0, 1.5]]])
+    conditional = torch.tensor([[[1.0, 1.0, 1.0]]])
+
+    def model(input_ids, attention_mask, use_cache=True, past_key_values=None):
+        return SimpleNamespace(logits=unconditional, past_key_values=None)
+
+    expected = unconditional.log_softmax(-1) + 1.5 * (conditional.log_softmax(-1) - unconditional.log_softmax(-1))
+    for negative in (torch.tensor([[0]]), None):
+        processor = of.UnbatchedClassifierFreeGuidanceLogitsProcessor(1.5, model, negative)
+        for _ in range(2):
+            torch.testing.assert_close(processor(torch.tensor([[0]]), conditional), expected)

@@ -367,6 +367,11 @@ class NoBadWordsLogitsProcessor(LogitsProcessor):
         object.__setattr__(self, "_by_prefix_length", by_prefix_length)
         object.__setattr__(self, "_largest_id", max((token for word in words for token in word), default=-1))
 
+    @property
+    def bad_word_ids(self) -> list[list[int]]:
+        """The reference's attribute name for `bad_words_ids`."""
+        return self.bad_words_ids
+
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         batch, vocab_size = scores.shape
         if self._largest_id >= vocab_size:
@@ -641,6 +646,15 @@ class TopHLogitsWarper(LogitsWarper):
         return scores.masked_fill(~keep, self.filter_value)
 
 
+def _accepts(function, name: str) -> bool:
+    """Whether `function` (a model's forward, or any callable) takes the keyword argument `name`."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
 def _below_top(scores: torch.Tensor, min_tokens_to_keep: int) -> torch.Tensor:
     """(B, V): True for tokens scored below the `min_tokens_to_keep`-th best, which a filter may drop."""
     kth_best = scores.topk(min(min_tokens_to_keep, scores.shape[-1]), dim=-1).values[:, -1:]
@@ -877,7 +891,8 @@ class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
             if context["attention_mask"] is None:
                 context["attention_mask"] = torch.ones_like(context["input_ids"], dtype=torch.long)
             context["first_pass"] = False
-            if context["use_cache"]:
+            # A model that cannot take a cache (a plain function, say) sees the whole branch at every step.
+            if context["use_cache"] and _accepts(getattr(self.model, "forward", self.model), "past_key_values"):
                 context["cache"] = DynamicCache()
             new_ids = context["input_ids"]
         else:
@@ -886,13 +901,13 @@ class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
             context["attention_mask"] = torch.cat(
                 [context["attention_mask"], torch.ones_like(newest, dtype=torch.long)], dim=1
             )
-            new_ids = newest if context["use_cache"] else context["input_ids"]
-        output = self.model(
-            new_ids.to(input_ids.device),
-            attention_mask=context["attention_mask"].to(input_ids.device),
-            past_key_values=context["cache"],
-            logits_to_keep=1,
-        )
+            new_ids = newest if context["cache"] is not None else context["input_ids"]
+        options = {"attention_mask": context["attention_mask"].to(input_ids.device)}
+        if context["cache"] is not None:
+            options["past_key_values"] = context["cache"]
+        if _accepts(getattr(self.model, "forward", self.model), "logits_to_keep"):
+            options["logits_to_keep"] = 1
+        output = self.model(new_ids.to(input_ids.device), **options)
         return output.logits[:, -1]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
