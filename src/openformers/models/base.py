@@ -18,12 +18,14 @@ import torch
 from torch import nn
 
 from ..configs import CONFIG_CLASSES, PretrainedConfig, config_from_gguf, read_config
+from ..generation.cache import DynamicCache
 from ..generation.config import GenerationConfig
 from ..generation.decoding import GenerationMixin
 from ..hub import ModelFiles, resolve
 from ..quantization import check_quantization, quantize
 from ..weights import GGUFFile, cast, find_weights, load_weights, save_safetensors
 from .layers import RMSNorm
+from .outputs import ModelOutput
 
 # The keyword options of torch.utils.checkpoint.checkpoint.
 _CHECKPOINT_OPTIONS = {"use_reentrant", "preserve_rng_state", "context_fn", "determinism_check", "debug", "early_stop"}
@@ -122,6 +124,14 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
             config.output_hidden_states if output_hidden_states is None else output_hidden_states,
             config.return_dict if return_dict is None else return_dict,
         )
+
+    def returned(self, output: ModelOutput, return_dict: bool | None) -> ModelOutput | tuple:
+        """What forward returns: the output, or its tuple of set fields when return_dict (else the config's) is False."""
+        return output if (self.config.return_dict if return_dict is None else return_dict) else output.to_tuple()
+
+    def eager_attention(self, output_attentions: bool) -> bool:
+        """Whether attention is computed step by step: when its weights are returned or the config asks for it."""
+        return output_attentions or self.config._attn_implementation == "eager"
 
     # -- embeddings ---------------------------------------------------------------------------------------------
 
@@ -382,6 +392,34 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
             )
         text = json.dumps(generation, indent=2, sort_keys=True) + "\n"
         (folder / "generation_config.json").write_text(text, encoding="utf-8")
+
+
+def forward_cache(past_key_values, cache, use_cache: bool | None):
+    """The KV cache a forward call uses: `past_key_values` or `cache` (transformers 5's name for it), else a new
+    DynamicCache when use_cache=True, else None."""
+    if past_key_values is not None and cache is not None and past_key_values is not cache:
+        raise ValueError("Got both past_key_values= and cache=, two names for the same argument; pass one.")
+    cache = past_key_values if past_key_values is not None else cache
+    if cache is None and use_cache:
+        cache = DynamicCache()
+    return cache
+
+
+def recorded(values: list | None) -> tuple | None:
+    """The hidden states or attention weights a forward call collected (a list when asked for) as a tuple."""
+    return None if values is None else tuple(values)
+
+
+def span_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A QA head's (B, T, 2) as start and end logits, (B, T) each, contiguous (callers mask them in place)."""
+    start, end = logits.split(1, dim=-1)
+    return start.squeeze(-1).contiguous(), end.squeeze(-1).contiguous()
+
+
+def check_inputs(input_ids, inputs_embeds) -> None:
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("Pass exactly one of input_ids (B, T) and inputs_embeds (B, T, C); got "
+                         f"{'both' if input_ids is not None else 'neither'}.")
 
 
 def _vocabulary_rows(new_num_tokens: int | None, pad_to_multiple_of: int | None, current: int) -> int:

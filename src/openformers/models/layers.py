@@ -184,3 +184,29 @@ def attention(
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal, enable_gqa=True
     )
+
+
+def eager_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float = 0.0,
+    is_causal: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention computed step by step, as the reference's "eager" path: the output and the softmax weights.
+
+    Used when the weights are asked for (output_attentions=True) or attn_implementation="eager". `mask`
+    is a boolean mask as for `attention` (True: may attend), or None for none at all (`is_causal`: for
+    plain causal attention). A masked score becomes the dtype's lowest value, not -inf, so a query that may
+    see no key (left padding) spreads its weight evenly over all of them, as in the reference.
+    Returns (B, nh, T, hs) and the weights (B, nh, T, S).
+    """
+    if k.shape[1] != q.shape[1]:
+        k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, nh, T, S)
+    if is_causal:
+        T, S = scores.shape[-2:]
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)  # query t sees keys up to S - T + t
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    if dropout:
+        weights = F.dropout(weights, p=dropout)
+    return weights @ v, weights

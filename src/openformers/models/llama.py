@@ -18,8 +18,17 @@ from torch import nn
 from .. import kernels
 from ..configs import LlamaConfig, MistralConfig, Qwen2Config
 from ..weights import rename
-from .base import PreTrainedModel
-from .layers import Linear, RMSNorm, RotaryEmbedding, apply_rope, attention, attention_mask_for, run_layer
+from .base import PreTrainedModel, check_inputs, forward_cache, recorded, span_logits
+from .layers import (
+    Linear,
+    RMSNorm,
+    RotaryEmbedding,
+    apply_rope,
+    attention,
+    attention_mask_for,
+    eager_attention,
+    run_layer,
+)
 from .losses import next_token_loss, question_answering_loss, sequence_classification_loss, token_loss
 from .outputs import (
     BaseModelOutputWithPast,
@@ -86,7 +95,8 @@ class LlamaAttention(nn.Module):
         self.v_proj = Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=qkv_bias)
         self.o_proj = Linear(self.n_head * self.head_dim, config.hidden_size, bias=bias)
 
-    def forward(self, x, cos, sin, mask, cache):
+    def forward(self, x, cos, sin, mask, cache, eager=False):
+        """The attention output, and its weights (B, nh, T, S) when computed step by step (`eager`), else None."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hs)
@@ -94,8 +104,11 @@ class LlamaAttention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past + T, hs)
-        y = attention(q, k, v, mask)  # (B, nh, T, hs)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+        if eager:
+            y, weights = eager_attention(q, k, v, mask, is_causal=mask is None and T > 1)
+        else:
+            y, weights = attention(q, k, v, mask), None  # (B, nh, T, hs)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1)), weights
 
 
 class LlamaMLP(nn.Module):
@@ -118,9 +131,10 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = LlamaMLP(config)
 
-    def forward(self, x, cos, sin, mask, cache):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, x, cos, sin, mask, cache, eager=False):
+        h, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, eager)
+        x = x + h
+        return x + self.mlp(self.post_attention_layernorm(x)), weights
 
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)  # activation dtypes the compiled kernels take (kernels/decode.cpp)
@@ -140,6 +154,15 @@ class LlamaPreTrainedModel(PreTrainedModel):
     def new_base_model(self, config: LlamaConfig) -> "LlamaModel":
         """The decoder stack a head builds on: LlamaModel here, MistralModel or Qwen2Model in those families."""
         return LlamaModel(config)
+
+    def run_decoder(self, input_ids, attention_mask, position_ids, past_key_values, cache, inputs_embeds, use_cache,
+                    output_attentions, output_hidden_states) -> BaseModelOutputWithPast:
+        """A head's call of its decoder stack, answered as an output object whatever return_dict says."""
+        return getattr(self, self.base_model_prefix)(
+            input_ids, attention_mask, position_ids, past_key_values, cache=cache, inputs_embeds=inputs_embeds,
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
 
 
 class LlamaModel(LlamaPreTrainedModel):
@@ -162,26 +185,49 @@ class LlamaModel(LlamaPreTrainedModel):
         )
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> BaseModelOutputWithPast:
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> BaseModelOutputWithPast | tuple:
+        """The last hidden state (B, T, C) after the final norm; with output_hidden_states, also the embeddings
+        and every layer's output (the last one normed), and with output_attentions every layer's weights."""
         if labels is not None:
             raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use LlamaForCausalLM.")
-        if self._decodes_with_kernels(input_ids, attention_mask, past_key_values):
-            return BaseModelOutputWithPast(self._decode_with_kernels(input_ids, position_ids, past_key_values), past_key_values)
-        T = input_ids.shape[1]
-        past = past_key_values.seq_len if past_key_values is not None else 0
+        check_inputs(input_ids, inputs_embeds)
+        output_attentions, output_hidden_states, return_dict = self.output_options(
+            output_attentions, output_hidden_states, return_dict
+        )
+        cache = forward_cache(past_key_values, cache, use_cache)
+        plain = not (output_attentions or output_hidden_states) and input_ids is not None
+        if plain and self._decodes_with_kernels(input_ids, attention_mask, cache):
+            hidden = self._decode_with_kernels(input_ids, position_ids, cache)
+            return self.returned(BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache), return_dict)
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
+        T = x.shape[1]
+        past = cache.seq_len if cache is not None else 0
         if position_ids is None:
-            position_ids = torch.arange(past, past + T, device=input_ids.device)[None]  # (1, T)
-        x = self.embed_tokens(input_ids)  # (B, T, C)
+            position_ids = torch.arange(past, past + T, device=x.device)[None]  # (1, T)
         self.rotary_emb.ensure_length(past + T)
         cos, sin = self.rotary_emb(position_ids, x.dtype)
         mask = attention_mask_for(attention_mask, past, T, x.device, self.sliding_window)
         # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
-        checkpointing = self.gradient_checkpointing if self.training and past_key_values is None else None
+        checkpointing = self.gradient_checkpointing if self.training and cache is None else None
+        eager = self.eager_attention(output_attentions)
+        hidden_states = [] if output_hidden_states else None
+        attentions = [] if output_attentions else None
         for layer in self.layers:
-            x = run_layer(layer, checkpointing, x, cos, sin, mask, past_key_values)
-        return BaseModelOutputWithPast(last_hidden_state=self.norm(x), past_key_values=past_key_values)
+            if output_hidden_states:
+                hidden_states.append(x)
+            x, weights = run_layer(layer, checkpointing, x, cos, sin, mask, cache, eager)
+            if output_attentions:
+                attentions.append(weights)
+        x = self.norm(x)
+        if output_hidden_states:
+            hidden_states.append(x)
+        output = BaseModelOutputWithPast(
+            last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states), attentions=recorded(attentions),
+        )
+        return self.returned(output, return_dict)
 
     def _decodes_with_kernels(self, input_ids, attention_mask, cache) -> bool:
         """Whether this step is one token of one sequence after a cached prompt: the compiled kernel's case."""
@@ -254,16 +300,21 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         self.tie_weights()
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> CausalLMOutputWithPast:
-        hidden = self.model(input_ids, attention_mask, position_ids, past_key_values).last_hidden_state
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> CausalLMOutputWithPast | tuple:
         if labels is not None and logits_to_keep:
             raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
+        base = self.run_decoder(input_ids, attention_mask, position_ids, past_key_values, cache, inputs_embeds,
+                                use_cache, output_attentions, output_hidden_states)
+        hidden = base.last_hidden_state
         hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
         logits = self.lm_head(hidden)  # a decoding step's one row goes to the compiled kernel (layers.Linear)
         loss = None if labels is None else next_token_loss(logits, labels)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values)
+        output = CausalLMOutputWithPast(loss=loss, logits=logits, cache=base.cache, hidden_states=base.hidden_states,
+                                        attentions=base.attentions)
+        return self.returned(output, return_dict)
 
 
 
@@ -276,18 +327,30 @@ class LlamaForSequenceClassification(LlamaPreTrainedModel):
         self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> SequenceClassifierOutputWithPast:
-        hidden = self.model(input_ids, attention_mask, position_ids, past_key_values).last_hidden_state
-        last = last_token_positions(input_ids, self.config.pad_token_id)
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> SequenceClassifierOutputWithPast | tuple:
+        base = self.run_decoder(input_ids, attention_mask, position_ids, past_key_values, cache, inputs_embeds,
+                                use_cache, output_attentions, output_hidden_states)
+        hidden = base.last_hidden_state
+        last = last_token_positions(input_ids, self.config.pad_token_id, hidden)
         logits = self.score(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])  # (B, num_labels)
         loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
-        return SequenceClassifierOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values)
+        output = SequenceClassifierOutputWithPast(loss=loss, logits=logits, cache=base.cache,
+                                                  hidden_states=base.hidden_states, attentions=base.attentions)
+        return self.returned(output, return_dict)
 
 
-def last_token_positions(input_ids: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:
-    """The position of the rightmost token of each row that is not `pad_token_id` (left or right padding)."""
+def last_token_positions(
+    input_ids: torch.Tensor | None, pad_token_id: int | None, hidden: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The position of the rightmost token of each row that is not `pad_token_id` (left or right padding).
+
+    Without input_ids (inputs_embeds were given) the last position of the `hidden` (B, T, C) rows, as the reference.
+    """
+    if input_ids is None:
+        return torch.full((hidden.shape[0],), hidden.shape[1] - 1, device=hidden.device)
     B, T = input_ids.shape
     if pad_token_id is None:
         if B > 1:
@@ -310,12 +373,16 @@ class LlamaForTokenClassification(LlamaPreTrainedModel):
         self.score = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> TokenClassifierOutput:
-        hidden = self.model(input_ids, attention_mask, position_ids, past_key_values).last_hidden_state
-        logits = self.score(self.dropout(hidden))  # (B, T, num_labels)
-        return TokenClassifierOutput(loss=None if labels is None else token_loss(logits, labels), logits=logits)
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> TokenClassifierOutput | tuple:
+        base = self.run_decoder(input_ids, attention_mask, position_ids, past_key_values, cache, inputs_embeds,
+                                use_cache, output_attentions, output_hidden_states)
+        logits = self.score(self.dropout(base.last_hidden_state))  # (B, T, num_labels)
+        output = TokenClassifierOutput(loss=None if labels is None else token_loss(logits, labels), logits=logits,
+                                       hidden_states=base.hidden_states, attentions=base.attentions)
+        return self.returned(output, return_dict)
 
 
 def _classifier_dropout(config: LlamaConfig) -> float:
@@ -336,16 +403,19 @@ class LlamaForQuestionAnswering(LlamaPreTrainedModel):
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, start_positions=None, end_positions=None, logits_to_keep=0,
-    ) -> QuestionAnsweringModelOutput:
-        base = getattr(self, self.base_model_prefix)
-        hidden = base(input_ids, attention_mask, position_ids, past_key_values).last_hidden_state
-        start_logits, end_logits = self.qa_outputs(hidden).unbind(-1)  # (B, T) each
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, start_positions=None, end_positions=None, logits_to_keep=0, cache=None,
+        inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> QuestionAnsweringModelOutput | tuple:
+        base = self.run_decoder(input_ids, attention_mask, position_ids, past_key_values, cache, inputs_embeds,
+                                use_cache, output_attentions, output_hidden_states)
+        start_logits, end_logits = span_logits(self.qa_outputs(base.last_hidden_state))
         loss = None
         if start_positions is not None and end_positions is not None:
             loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
-        return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)
+        output = QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
+                                              hidden_states=base.hidden_states, attentions=base.attentions)
+        return self.returned(output, return_dict)
 
 
 # Mistral and Qwen2 under their own names -------------------------------------------------------------------------
