@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import GPT2Config
-from .base import PreTrainedModel
-from .layers import ACTIVATIONS, attention, attention_mask_for, run_layer
+from .base import PreTrainedModel, check_inputs, forward_cache, recorded, span_logits
+from .layers import ACTIVATIONS, attention, attention_mask_for, eager_attention, run_layer
 from .llama import last_token_positions
 from .losses import next_token_loss, question_answering_loss, sequence_classification_loss, token_loss
 from .outputs import (
@@ -41,13 +41,18 @@ class GPT2Attention(nn.Module):
         self.attn_dropout = config.attn_pdrop
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
 
-    def forward(self, x, mask, cache):
+    def forward(self, x, mask, cache, eager=False):
+        """The attention output, and its weights (B, nh, T, S) when computed step by step (`eager`), else None."""
         B, T, C = x.shape
         q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in self.c_attn(x).split(C, dim=-1))
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, nh, past + T, hs)
-        y = attention(q, k, v, mask, self.attn_dropout if self.training else 0.0)  # (B, nh, T, hs)
-        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
+        dropout = self.attn_dropout if self.training else 0.0
+        if eager:
+            y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1)
+        else:
+            y, weights = attention(q, k, v, mask, dropout), None  # (B, nh, T, hs)
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C))), weights
 
 
 class GPT2MLP(nn.Module):
@@ -71,9 +76,10 @@ class GPT2Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = GPT2MLP(config)
 
-    def forward(self, x, mask, cache):
-        x = x + self.attn(self.ln_1(x), mask, cache)
-        return x + self.mlp(self.ln_2(x))
+    def forward(self, x, mask, cache, eager=False):
+        h, weights = self.attn(self.ln_1(x), mask, cache, eager)
+        x = x + h
+        return x + self.mlp(self.ln_2(x)), weights
 
 
 class GPT2PreTrainedModel(PreTrainedModel):
@@ -102,12 +108,21 @@ class GPT2Model(GPT2PreTrainedModel):
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> BaseModelOutputWithPastAndCrossAttentions:
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> BaseModelOutputWithPastAndCrossAttentions | tuple:
+        """The last hidden state (B, T, C) after the final LayerNorm; with output_hidden_states, also the embeddings
+        and every block's output (the last one normed), and with output_attentions every block's weights."""
         if labels is not None:
             raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use GPT2LMHeadModel.")
-        T = input_ids.shape[1]
+        check_inputs(input_ids, inputs_embeds)
+        output_attentions, output_hidden_states, return_dict = self.output_options(
+            output_attentions, output_hidden_states, return_dict
+        )
+        past_key_values = forward_cache(past_key_values, cache, use_cache)
+        x = self.wte(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
+        T = x.shape[1]
         past = past_key_values.seq_len if past_key_values is not None else 0
         if past + T > self.config.n_positions:
             raise ValueError(
@@ -115,17 +130,32 @@ class GPT2Model(GPT2PreTrainedModel):
                 "(n_positions); truncate the input or generate fewer tokens."
             )
         if position_ids is None:
-            position_ids = torch.arange(past, past + T, device=input_ids.device)[None]  # (1, T)
-        x = self.wte(input_ids) + self.wpe(position_ids)  # (B, T, C)
+            position_ids = torch.arange(past, past + T, device=x.device)[None]  # (1, T)
+        x = x + self.wpe(position_ids)
         if token_type_ids is not None:
             x = x + self.wte(token_type_ids)  # the reference embeds token types with the token table
         x = self.drop(x)
         mask = attention_mask_for(attention_mask, past, T, x.device)
         # A block run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
         checkpointing = self.gradient_checkpointing if self.training and past_key_values is None else None
+        eager = self.eager_attention(output_attentions)
+        hidden_states = [] if output_hidden_states else None
+        attentions = [] if output_attentions else None
         for block in self.h:
-            x = run_layer(block, checkpointing, x, mask, past_key_values)
-        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=self.ln_f(x), past_key_values=past_key_values)
+            if output_hidden_states:
+                hidden_states.append(x)
+            x, weights = run_layer(block, checkpointing, x, mask, past_key_values, eager)
+            if output_attentions:
+                attentions.append(weights)
+        x = self.ln_f(x)
+        if output_hidden_states:
+            hidden_states.append(x)
+        output = BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=x, cache=past_key_values, hidden_states=recorded(hidden_states),
+            attentions=recorded(attentions),
+            cross_attentions=() if output_attentions else None,  # the reference's: GPT-2 here has no cross-attention
+        )
+        return self.returned(output, return_dict)
 
 
 class _GPT2HeadModel(GPT2PreTrainedModel):
@@ -137,6 +167,15 @@ class _GPT2HeadModel(GPT2PreTrainedModel):
         return self.transformer(
             input_ids, attention_mask, position_ids, past_key_values, token_type_ids=token_type_ids
         ).last_hidden_state
+
+    def run_transformer(self, input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
+                        inputs_embeds, use_cache, output_attentions, output_hidden_states):
+        """A head's call of the decoder stack, answered as an output object whatever return_dict says."""
+        return self.transformer(
+            input_ids, attention_mask, position_ids, past_key_values, token_type_ids=token_type_ids, cache=cache,
+            inputs_embeds=inputs_embeds, use_cache=use_cache, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=True,
+        )
 
 
 class GPT2LMHeadModel(_GPT2HeadModel):
@@ -151,15 +190,22 @@ class GPT2LMHeadModel(_GPT2HeadModel):
         self.tie_weights()
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> CausalLMOutputWithCrossAttentions:
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> CausalLMOutputWithCrossAttentions | tuple:
         if labels is not None and logits_to_keep:
             raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
-        hidden = self.hidden(input_ids, attention_mask, position_ids, past_key_values, token_type_ids)
+        base = self.run_transformer(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
+                                    inputs_embeds, use_cache, output_attentions, output_hidden_states)
+        hidden = base.last_hidden_state
         logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
         loss = None if labels is None else next_token_loss(logits, labels)
-        return CausalLMOutputWithCrossAttentions(loss=loss, logits=logits, past_key_values=past_key_values)
+        output = CausalLMOutputWithCrossAttentions(
+            loss=loss, logits=logits, cache=base.cache, hidden_states=base.hidden_states, attentions=base.attentions,
+            cross_attentions=base.get("cross_attentions"),
+        )
+        return self.returned(output, return_dict)
 
 
 class GPT2ForSequenceClassification(_GPT2HeadModel):
@@ -170,14 +216,19 @@ class GPT2ForSequenceClassification(_GPT2HeadModel):
         self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> SequenceClassifierOutputWithPast:
-        hidden = self.hidden(input_ids, attention_mask, position_ids, past_key_values, token_type_ids)
-        last = last_token_positions(input_ids, self.config.pad_token_id)
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> SequenceClassifierOutputWithPast | tuple:
+        base = self.run_transformer(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
+                                    inputs_embeds, use_cache, output_attentions, output_hidden_states)
+        hidden = base.last_hidden_state
+        last = last_token_positions(input_ids, self.config.pad_token_id, hidden)
         logits = self.score(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])  # (B, num_labels)
         loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
-        return SequenceClassifierOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values)
+        output = SequenceClassifierOutputWithPast(loss=loss, logits=logits, cache=base.cache,
+                                                  hidden_states=base.hidden_states, attentions=base.attentions)
+        return self.returned(output, return_dict)
 
 
 class GPT2ForTokenClassification(_GPT2HeadModel):
@@ -188,12 +239,16 @@ class GPT2ForTokenClassification(_GPT2HeadModel):
         self.classifier = nn.Linear(config.n_embd, config.num_labels)
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> TokenClassifierOutput:
-        hidden = self.hidden(input_ids, attention_mask, position_ids, past_key_values, token_type_ids)
-        logits = self.classifier(self.dropout(hidden))  # (B, T, num_labels)
-        return TokenClassifierOutput(loss=None if labels is None else token_loss(logits, labels), logits=logits)
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> TokenClassifierOutput | tuple:
+        base = self.run_transformer(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
+                                    inputs_embeds, use_cache, output_attentions, output_hidden_states)
+        logits = self.classifier(self.dropout(base.last_hidden_state))  # (B, T, num_labels)
+        output = TokenClassifierOutput(loss=None if labels is None else token_loss(logits, labels), logits=logits,
+                                       hidden_states=base.hidden_states, attentions=base.attentions)
+        return self.returned(output, return_dict)
 
 
 class GPT2ForQuestionAnswering(_GPT2HeadModel):
@@ -202,15 +257,19 @@ class GPT2ForQuestionAnswering(_GPT2HeadModel):
         self.qa_outputs = nn.Linear(config.n_embd, 2)
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, start_positions=None, end_positions=None, logits_to_keep=0,
-    ) -> QuestionAnsweringModelOutput:
-        hidden = self.hidden(input_ids, attention_mask, position_ids, past_key_values, token_type_ids)
-        start_logits, end_logits = self.qa_outputs(hidden).unbind(-1)  # (B, T) each
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, start_positions=None, end_positions=None, logits_to_keep=0, cache=None,
+        inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> QuestionAnsweringModelOutput | tuple:
+        base = self.run_transformer(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
+                                    inputs_embeds, use_cache, output_attentions, output_hidden_states)
+        start_logits, end_logits = span_logits(self.qa_outputs(base.last_hidden_state))
         loss = None
         if start_positions is not None and end_positions is not None:
             loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
-        return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)
+        output = QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
+                                              hidden_states=base.hidden_states, attentions=base.attentions)
+        return self.returned(output, return_dict)
 
 
 # The double-heads model: the language-model head and a multiple-choice head over the same hidden states. -------
