@@ -83,7 +83,8 @@ def _generate(args) -> int:
     tokenizer, model = _load(args)
     input_ids = tokenizer.encode(args.prompt, return_tensors="pt")
     print(args.prompt, end="", flush=True)
-    model.generate(input_ids, max_new_tokens=args.max_new_tokens, streamer=TextStreamer(tokenizer, skip_prompt=True))
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    model.generate(input_ids, max_new_tokens=args.max_new_tokens, streamer=streamer)
     return 0
 
 
@@ -94,7 +95,7 @@ def _chat(args) -> int:
     if tokenizer.chat_template is None:
         raise ValueError(f"{args.model} has no chat template; use `openformers generate` with it instead.")
     messages = [{"role": "system", "content": args.system}] if args.system else []
-    streamer = TextStreamer(tokenizer, skip_prompt=True)
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     interactive = sys.stdin.isatty()
     if interactive:
         print("Chatting with", args.model, "- an empty line or Ctrl-D ends the conversation.")

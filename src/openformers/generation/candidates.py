@@ -75,6 +75,7 @@ class AssistedCandidateGenerator(CandidateGenerator):
         self.cache = DynamicCache()
         self._cached: list[int] = []  # the ids whose keys and values the draft's cache holds
 
+    @torch.inference_mode()
     def get_candidates(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         max_length = self.generation_config.max_length
         count = min(int(self.num_assistant_tokens), max_length - input_ids.shape[1] - 1)

@@ -1,14 +1,20 @@
 """Streaming text out of `generate` as tokens arrive.
 
 `generate(..., streamer=s)` calls `s.put(ids)` with the prompt first, then with each new token (one per row),
-and `s.end()` at the finish. The streamers here turn those ids into text with a `StreamingDetokenizer`, which
-holds back text that is not final yet: an incomplete UTF-8 sequence (a byte-level token can carry half an
-emoji) would decode to U+FFFD now and to the right character one token later.
+and `s.end()` at the finish. `TextStreamer` and its subclasses turn those ids into text chunks with the
+reference's rules and hand each to `on_finalized_text(text, stream_end=False)`, the hook a subclass overrides:
+TextStreamer prints, TextIteratorStreamer feeds a queue read by iterating, AsyncTextIteratorStreamer an asyncio
+queue read with `async for`.
+
+A chunk is released when it can no longer change: up to the last space of the decoded text while a word is still
+being built (a byte-level token can carry half an emoji, which decodes to U+FFFD until the next token), at once
+when the new text is only letters, marks, digits and spaces or ends in a CJK character, and whole lines at a
+newline. `StreamingDetokenizer` is the server's incremental decoder (serving/scheduler.py).
 """
 
-import abc
+import asyncio
 import queue
-import sys
+import unicodedata
 
 import torch
 
@@ -53,68 +59,159 @@ class StreamingDetokenizer:
         return segment
 
 
-class BaseStreamer(abc.ABC):
-    """The interface `generate` calls: `put(ids)` and `end()`."""
+class BaseStreamer:
+    """The interface `generate` calls: `put(ids)` with the prompt and then each new token, `end()` at the finish."""
 
-    @abc.abstractmethod
-    def put(self, value: torch.Tensor) -> None: ...
+    def put(self, value: torch.Tensor) -> None:
+        raise TypeError(f"{type(self).__name__} must define put(value); BaseStreamer is only the interface.")
 
-    @abc.abstractmethod
-    def end(self) -> None: ...
+    def end(self) -> None:
+        raise TypeError(f"{type(self).__name__} must define end(); BaseStreamer is only the interface.")
+
+
+# The CJK Unified Ideographs blocks (and their extensions and compatibility forms): each such character is a
+# word of its own, so text ending in one is released at once.
+_CJK_RANGES = (
+    (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
+)
+
+
+def _is_cjk(char: str) -> bool:
+    code = ord(char)
+    return any(low <= code <= high for low, high in _CJK_RANGES)
+
+
+def _is_settled(text: str) -> bool:
+    """Text made only of spaces, letters, marks and digits: nothing in it can change with the next token."""
+    return all(char.isspace() or unicodedata.category(char)[0] in "LMN" for char in text)
 
 
 class TextStreamer(BaseStreamer):
-    """Prints the text of a single sequence to stdout (or `file`) as it is generated."""
+    """Prints the text of one sequence to stdout as it is generated, in the chunks described above.
 
-    def __init__(self, tokenizer, skip_prompt: bool = False, skip_special_tokens: bool = True, file=None):
-        self.detokenizer = StreamingDetokenizer(tokenizer, skip_special_tokens=skip_special_tokens)
+    skip_prompt: leave out the prompt (the first `put`). decode_kwargs go to `tokenizer.decode`
+    (skip_special_tokens=True leaves out `<|im_end|>` and the like; by default they are printed, as in the
+    reference). Subclasses override `on_finalized_text(text, stream_end=False)` to send the chunks elsewhere.
+    """
+
+    def __init__(self, tokenizer, skip_prompt: bool = False, **decode_kwargs):
+        self.tokenizer = tokenizer
         self.skip_prompt = skip_prompt
-        self.file = file
-        self.text = ""  # the whole text of the last finished sequence
-        self._prompt_pending = True
+        self.decode_kwargs = decode_kwargs
+        self.token_cache: list[int] = []  # the ids of the current line, decoded together
+        self.print_len = 0  # characters of decode(token_cache) already released
+        self.next_tokens_are_prompt = True
+        self.text = ""  # the text of the last finished sequence (the chunks of the current one, until it ends)
+        self._chunks: list[str] = []
 
     def put(self, value: torch.Tensor) -> None:
+        if value.dim() > 1 and value.shape[0] > 1:
+            raise ValueError("TextStreamer streams one sequence (batch size 1); generate with one prompt.")
         if value.dim() > 1:
-            if value.shape[0] > 1:
-                raise ValueError("TextStreamer streams one sequence; generate with a batch of one prompt.")
             value = value[0]
-        if self._prompt_pending:
-            self._prompt_pending = False
-            if self.skip_prompt:
-                return
-        for token in value.tolist():
-            self.on_text(self.detokenizer.add_token(token), stream_end=False)
+        if self.skip_prompt and self.next_tokens_are_prompt:
+            self.next_tokens_are_prompt = False
+            return
+        self.next_tokens_are_prompt = False
+        self.token_cache.extend(value.tolist())
+        self._release(self._next_chunk(), stream_end=False)
 
     def end(self) -> None:
-        self.on_text(self.detokenizer.finalize(), stream_end=True)
-        self.text = self.detokenizer.text
-        self.detokenizer.reset()
-        self._prompt_pending = True
+        chunk = ""
+        if self.token_cache:
+            chunk = self._decode(self.token_cache)[self.print_len:]
+        self.token_cache, self.print_len = [], 0
+        self.next_tokens_are_prompt = True
+        self._release(chunk, stream_end=True)
 
-    def on_text(self, text: str, stream_end: bool = False) -> None:
-        file = self.file or sys.stdout
-        print(text, end="" if not stream_end else "\n", file=file, flush=True)
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        """Receives each chunk; prints it (with a newline after the last). Override it to do something else."""
+        print(text, flush=True, end="" if not stream_end else None)
+
+    def _next_chunk(self) -> str:
+        text = self._decode(self.token_cache)
+        if text.endswith("\n"):
+            # A finished line: release it and start the next with only the newest token, so decoding stays short.
+            chunk = text[self.print_len:]
+            self.token_cache = self.token_cache[-1:]
+            self.print_len = len(self._decode(self.token_cache))
+            return chunk
+        if text and _is_cjk(text[-1]) or _is_settled(text[self.print_len:]):
+            chunk = text[self.print_len:]
+        else:
+            chunk = text[self.print_len: text.rfind(" ") + 1]  # up to the last space: the word may still change
+        self.print_len += len(chunk)
+        return chunk
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, **self.decode_kwargs)
+
+    def _release(self, chunk: str, stream_end: bool) -> None:
+        self._chunks.append(chunk)
+        if stream_end:
+            self.text, self._chunks = "".join(self._chunks), []
+        self.on_finalized_text(chunk, stream_end=stream_end)
 
 
 class TextIteratorStreamer(TextStreamer):
-    """Hands the text to another thread: run `generate` in a thread and iterate over this object."""
+    """Hands the chunks to another thread: run `generate` in a thread and iterate over this object.
+
+    `timeout` (seconds) bounds each wait for the queue; `queue.Empty` is raised when it runs out.
+    """
 
     def __init__(self, tokenizer, skip_prompt: bool = False, timeout: float | None = None, **decode_kwargs):
-        super().__init__(tokenizer, skip_prompt=skip_prompt, **decode_kwargs)
+        super().__init__(tokenizer, skip_prompt, **decode_kwargs)
         self.text_queue: queue.Queue = queue.Queue()
+        self.stop_signal = None
         self.timeout = timeout
 
-    def on_text(self, text: str, stream_end: bool = False) -> None:
-        if text:
-            self.text_queue.put(text, timeout=self.timeout)
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        self.text_queue.put(text, timeout=self.timeout)
         if stream_end:
-            self.text_queue.put(None, timeout=self.timeout)
+            self.text_queue.put(self.stop_signal, timeout=self.timeout)
 
     def __iter__(self):
         return self
 
     def __next__(self) -> str:
-        text = self.text_queue.get(timeout=self.timeout)
-        if text is None:
+        value = self.text_queue.get(timeout=self.timeout)
+        if value == self.stop_signal:
             raise StopIteration
-        return text
+        return value
+
+
+class AsyncTextIteratorStreamer(TextStreamer):
+    """As TextIteratorStreamer, for asyncio: create it inside the running event loop, run `generate` in a thread
+    (`asyncio.to_thread` or an executor) and read it with `async for`. `timeout` raises TimeoutError."""
+
+    def __init__(self, tokenizer, skip_prompt: bool = False, timeout: float | None = None, **decode_kwargs):
+        super().__init__(tokenizer, skip_prompt, **decode_kwargs)
+        self.text_queue: asyncio.Queue = asyncio.Queue()
+        self.stop_signal = None
+        self.timeout = timeout
+        try:
+            self.loop = asyncio.get_running_loop()
+        except RuntimeError as error:
+            raise RuntimeError(
+                "AsyncTextIteratorStreamer must be created inside a running asyncio event loop (in an async "
+                "function); from plain threads use TextIteratorStreamer."
+            ) from error
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        # Called from generate's thread: hand the chunk to the loop's thread.
+        self.loop.call_soon_threadsafe(self.text_queue.put_nowait, text)
+        if stream_end:
+            self.loop.call_soon_threadsafe(self.text_queue.put_nowait, self.stop_signal)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            value = await asyncio.wait_for(self.text_queue.get(), self.timeout)
+        except asyncio.TimeoutError as error:
+            raise TimeoutError(f"No text from generate within timeout={self.timeout} seconds.") from error
+        if value == self.stop_signal:
+            raise StopAsyncIteration
+        return value
