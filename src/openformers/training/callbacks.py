@@ -283,8 +283,10 @@ class PrinterCallback(TrainerCallback):
     """Print each log line (used instead of the progress bar when disable_tqdm=True)."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None:
+            logs.pop("total_flos", None)  # taken out of the logs themselves, as the reference's printer does
         if state.is_world_process_zero:
-            print({k: _short(v) for k, v in (logs or {}).items() if k != "total_flos"})
+            print({k: _short(v) for k, v in (logs or {}).items()})
 
 
 def _short(value):

@@ -153,6 +153,9 @@ class Trainer:
             [DefaultFlowCallback, progress, *reporters, *(callbacks or [])], self.model, self.processing_class,
             self.optimizer, self.lr_scheduler,
         )
+        # The reference reports how long preparing the model took when evaluate() comes before any train().
+        self._model_preparation_time = None
+        self._trained = False
         self.hub_model_id = None
         if self.args.push_to_hub:
             self.init_hf_repo()
@@ -180,6 +183,12 @@ class Trainer:
         # A causal LM's loss at position t is against label t + 1: the first label of each row counts for nothing.
         self._shifts_labels = getattr(model, "loss_shifts_labels", False)
         self.model_accepts_loss_kwargs = _accepts_loss_kwargs(model)
+        self._label_smoothing = self.args.label_smoothing_factor
+        if self._label_smoothing and getattr(getattr(model, "config", None), "problem_type", None) == \
+                "multi_label_classification":
+            warnings.warn("label_smoothing_factor does not apply to multi-label classification; training without it.",
+                          stacklevel=3)
+            self._label_smoothing = 0.0
         # The reference's estimate: 6 floating-point operations per token and non-embedding parameter.
         counted = model.num_parameters(exclude_embeddings=True) if hasattr(model, "num_parameters") else 0
         self._flos_per_token = 6 * counted
@@ -238,8 +247,9 @@ class Trainer:
 
     def _loader(self, dataset, batches: list[list[int]]) -> DataLoader:
         args = self.args
-        # Its own generator, so that making a loader draws nothing from the global stream the dropout masks use.
-        options = dict(generator=torch.Generator().manual_seed(args.seed))
+        # No generator of its own: each pass over a loader then draws its base seed from the global stream, as
+        # the reference's (accelerate's) loaders do, so dropout and MLM masking see the reference's random numbers.
+        options = {}
         if args.dataloader_num_workers > 0:
             options.update(persistent_workers=args.dataloader_persistent_workers,
                            prefetch_factor=args.dataloader_prefetch_factor,
@@ -369,6 +379,7 @@ class Trainer:
         start_step = self.state.global_step
         model = self._training_model()
         model.train()
+        self._trained = True
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
         if args.eval_on_start:
             self._evaluate_during_training()
@@ -542,7 +553,7 @@ class Trainer:
         the loss is computed from the outputs here.
         """
         labels = None
-        if (self.args.label_smoothing_factor != 0 or self.compute_loss_func is not None) and "labels" in inputs:
+        if (self._label_smoothing != 0 or self.compute_loss_func is not None) and "labels" in inputs:
             inputs = dict(inputs)
             labels = inputs.pop("labels")
         if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
@@ -551,7 +562,7 @@ class Trainer:
         if self.compute_loss_func is not None:
             loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
         elif labels is not None:
-            loss = label_smoothed_loss(outputs, labels, self.args.label_smoothing_factor, self._shifts_labels)
+            loss = label_smoothed_loss(outputs, labels, self._label_smoothing, self._shifts_labels)
         else:
             loss = self._loss_of(outputs, inputs)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None and \
@@ -781,6 +792,8 @@ class Trainer:
     def _prediction_loop(self, dataset, prefix: str, ignore_keys=None) -> PredictionOutput:
         loader = self.get_eval_dataloader(dataset)
         self.callback_handler.eval_dataloader = loader
+        if not self._trained and self._model_preparation_time is None:
+            self._model_preparation_time = 0.0  # nothing to prepare: the model is already on its device
         model = self.model
         was_training = model.training
         model.eval()
@@ -812,6 +825,8 @@ class Trainer:
         if finite.size:
             metrics["loss"] = finite.mean().item()
         metrics = {k if k.startswith(f"{prefix}_") else f"{prefix}_{k}": v for k, v in metrics.items()}
+        if self._model_preparation_time is not None:
+            metrics[f"{prefix}_model_preparation_time"] = self._model_preparation_time
         metrics[f"{prefix}_runtime"] = round(runtime, 4)
         metrics[f"{prefix}_samples_per_second"] = round(rows / runtime, 3)
         metrics[f"{prefix}_steps_per_second"] = round(len(loader) / runtime, 3)
