@@ -185,3 +185,46 @@ def test_save_pretrained_round_trips(classifier_folder, tmp_path):
         _close(again(TEXTS[1], top_k=None), ours(TEXTS[1], top_k=None))
         _close(again(TEXTS[1], top_k=None), theirs(TEXTS[1], top_k=None))
     assert ours.predict(TEXTS[1]) == ours.transform(TEXTS[1]) == ours(TEXTS[1])
+
+
+def _pair_classification_pipeline(base):
+    """The custom pipeline of the reference's "Adding a new pipeline" guide, on a given Pipeline base class."""
+    import numpy as np
+
+    class PairClassificationPipeline(base):
+        def _sanitize_parameters(self, **kwargs):
+            preprocess_kwargs = {}
+            if "second_text" in kwargs:
+                preprocess_kwargs["second_text"] = kwargs["second_text"]
+            return preprocess_kwargs, {}, {}
+
+        def preprocess(self, text, second_text=None):
+            return self.tokenizer(text, text_pair=second_text, return_tensors="pt")  # 5.x has no self.framework
+
+        def _forward(self, model_inputs):
+            return self.model(**model_inputs)
+
+        def postprocess(self, model_outputs):
+            logits = model_outputs.logits[0].numpy()
+            probabilities = np.exp(logits) / np.exp(logits).sum()
+            best_class = int(np.argmax(probabilities))
+            return {"label": self.model.config.id2label[best_class], "score": probabilities[best_class].item(),
+                    "logits": logits.tolist()}
+
+    return PairClassificationPipeline
+
+
+def test_a_custom_pipeline_written_for_the_reference(classifier_folder):
+    ours = _pair_classification_pipeline(pipelines.Pipeline)(
+        model=openformers.AutoModelForSequenceClassification.from_pretrained(classifier_folder),
+        tokenizer=openformers.AutoTokenizer.from_pretrained(classifier_folder), second_text="Really.")
+    theirs = _pair_classification_pipeline(transformers.Pipeline)(
+        model=transformers.AutoModelForSequenceClassification.from_pretrained(classifier_folder),
+        tokenizer=transformers.AutoTokenizer.from_pretrained(classifier_folder), second_text="Really.")
+    for inputs, options in [(TEXTS[0], {}), (TEXTS, {}), (TEXTS[1], {"second_text": "Not at all."})]:
+        got, expected = ours(inputs, **options), theirs(inputs, **options)
+        for g, e in zip(got if isinstance(got, list) else [got], expected if isinstance(expected, list) else [expected],
+                        strict=True):
+            assert g["label"] == e["label"] and g["score"] == pytest.approx(e["score"], abs=1e-5)
+            assert g["logits"] == pytest.approx(e["logits"], abs=1e-5)
+    assert isinstance(ours.model.training, bool) and ours.model.training is False

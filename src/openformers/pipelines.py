@@ -19,6 +19,7 @@ import itertools
 import os
 import types
 import warnings
+from collections.abc import Mapping, MutableMapping
 
 import torch
 
@@ -182,6 +183,21 @@ def _pipeline_device(device) -> torch.device:
     return torch.device(f"cuda:{device}")
 
 
+def _to_device(value, device: torch.device):
+    """Tensors, and tensors in dicts, model outputs, lists and tuples, moved to `device`."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, Mapping):
+        if isinstance(value, MutableMapping):  # keeps the type: a ModelOutput or a BatchEncoding
+            for key in list(value.keys()):
+                value[key] = _to_device(value[key], device)
+            return value
+        return {key: _to_device(item, device) for key, item in value.items()}
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_to_device(item, device) for item in value)
+    return value
+
+
 def _is_stream(inputs) -> bool:
     """A generator, an iterator or a dataset: its results are produced lazily, as the reference does."""
     if isinstance(inputs, (str, list, tuple, dict)):
@@ -198,9 +214,14 @@ class Pipeline:
     iterator over the results). Keyword arguments given when the pipeline is built are defaults for each call.
     `batch_size` and `num_workers` are accepted as the reference does; inputs run one at a time, which gives
     the results of the reference's batches without their padding.
+
+    A subclass of one's own may follow the reference's protocol instead: `_sanitize_parameters(**options)`
+    splits the options into those of `preprocess(input)`, `_forward(model_inputs)` (run without gradients, its
+    tensors moved to the pipeline's device and back) and `postprocess(model_outputs)`.
     """
 
     task = ""
+    framework = "pt"  # the reference's; custom pipelines pass it as return_tensors=self.framework
 
     def __init__(self, model, tokenizer=None, task: str = "", device=None, batch_size: int | None = None,
                  num_workers: int | None = None, binary_output: bool = False, dtype=None, torch_dtype=None,
@@ -214,8 +235,12 @@ class Pipeline:
         if _model_device(model) != self.device:
             self.model.to(self.device)
         self._batch_size, self._num_workers, self.binary_output = batch_size, num_workers, binary_output
-        self.defaults = self.check_options(defaults, f"{type(self).__name__}()")
         self.call_count = 0
+        if self._follows_reference_steps():
+            self._step_defaults = self._sanitize_parameters(**defaults)
+            self.defaults = {}
+        else:
+            self.defaults = self.check_options(defaults, f"{type(self).__name__}()")
 
     # -- options ----------------------------------------------------------------------------------------------
 
@@ -236,6 +261,8 @@ class Pipeline:
     # -- calls ------------------------------------------------------------------------------------------------
 
     def __call__(self, inputs, *args, num_workers: int | None = None, batch_size: int | None = None, **options):
+        if self._follows_reference_steps():
+            return self._call_steps(inputs, args, options)
         if args:
             raise TypeError(f"{type(self).__name__} takes one input (or a list of them) and keyword options; got "
                             f"{len(args)} more positional arguments: {args!r:.80}.")
@@ -266,6 +293,45 @@ class Pipeline:
 
     def _run_one(self, inputs, **options):
         raise TypeError(f"{type(self).__name__} is a base class: use pipeline(task, ...) or one of its subclasses.")
+
+    # -- the reference's protocol, for pipelines written for it -------------------------------------------------
+
+    def _follows_reference_steps(self) -> bool:
+        return type(self)._sanitize_parameters is not Pipeline._sanitize_parameters
+
+    def _sanitize_parameters(self, **options) -> tuple[dict, dict, dict]:
+        """(preprocess options, _forward options, postprocess options); a custom pipeline overrides it."""
+        return options, {}, {}
+
+    def _call_steps(self, inputs, args: tuple, options: dict):
+        if args:
+            warnings.warn(f"{type(self).__name__} ignores the extra positional arguments {args!r:.80}, as the "
+                          "reference's pipelines do.", UserWarning, stacklevel=3)
+        steps = [{**default, **given} for default, given in zip(self._step_defaults, self._sanitize_parameters(**options))]
+        self.call_count += 1
+        if _is_stream(inputs):
+            return (self.run_single(item, *steps) for item in inputs)
+        if isinstance(inputs, list):
+            return [self.run_single(item, *steps) for item in inputs]
+        return self.run_single(inputs, *steps)
+
+    def run_single(self, inputs, preprocess_params: dict, forward_params: dict, postprocess_params: dict):
+        model_inputs = self.preprocess(inputs, **preprocess_params)
+        return self.postprocess(self.forward(model_inputs, **forward_params), **postprocess_params)
+
+    def forward(self, model_inputs, **forward_params):
+        """`_forward` without gradients, on the pipeline's device; its outputs come back to the CPU."""
+        with torch.no_grad():
+            outputs = self._forward(_to_device(model_inputs, self.device), **forward_params)
+        return _to_device(outputs, torch.device("cpu"))
+
+    def check_model_type(self, supported_models) -> None:
+        """Warn when the model's class is not among `supported_models` (class names, or a mapping to them)."""
+        names = supported_models.values() if isinstance(supported_models, dict) else supported_models
+        names = {getattr(name, "__name__", name) for name in names}
+        if type(self.model).__name__ not in names:
+            warnings.warn(f"The model {type(self.model).__name__} is not supported for {self.task}; the supported "
+                          f"models are {sorted(names)}.", UserWarning, stacklevel=2)
 
     # -- the reference's conveniences ---------------------------------------------------------------------------
 
@@ -486,7 +552,7 @@ class _EncoderPipeline(Pipeline):
     """One forward pass per text; a string gives one result, a list of strings a list of results."""
 
     @torch.inference_mode()
-    def _forward(self, text, text_pair=None, **tokenizer_options):
+    def _encode_and_run(self, text, text_pair=None, **tokenizer_options):
         encoded = self.tokenizer(text, text_pair, return_tensors="pt", **tokenizer_options)
         inputs = {k: encoded[k].to(self.device) for k in ("input_ids", "attention_mask", "token_type_ids")
                   if k in encoded}
@@ -518,9 +584,9 @@ class TextClassificationPipeline(_EncoderPipeline):
                                                ("max_length", max_length)) if v is not None}
         if isinstance(text, dict):
             pair = {k: v for k, v in text.items()}
-            _, output = self._forward(pair.pop("text"), **pair, **tokenizer_options)
+            _, output = self._encode_and_run(pair.pop("text"), **pair, **tokenizer_options)
         else:
-            _, output = self._forward(text, **tokenizer_options)
+            _, output = self._encode_and_run(text, **tokenizer_options)
         records = _ranked_labels(output.logits[0].float(), self.model.config, 1 if top_k == "" else top_k,
                                  function_to_apply)
         return records[0] if top_k == "" else records
@@ -586,7 +652,7 @@ class ZeroShotClassificationPipeline(_EncoderPipeline):
                              'write it like "This example is {}."')
         hypotheses = [hypothesis_template.format(label) for label in labels]
         # One pair per label, each encoded alone (as the reference does with its default batch of one).
-        logits = torch.cat([self._forward(text, hypothesis, truncation="only_first")[1].logits.float().cpu()
+        logits = torch.cat([self._encode_and_run(text, hypothesis, truncation="only_first")[1].logits.float().cpu()
                             for hypothesis in hypotheses])  # (labels, classes)
         entailment = self.entailment_id
         if multi_label or len(labels) == 1:
@@ -621,7 +687,7 @@ class FeatureExtractionPipeline(_EncoderPipeline):
             if "truncation" in tokenizer_options:
                 raise ValueError("truncation is given both as an option and in tokenize_kwargs; pass it once.")
             tokenizer_options["truncation"] = truncation
-        _, output = self._forward(text, **tokenizer_options)
+        _, output = self._encode_and_run(text, **tokenizer_options)
         hidden = output.last_hidden_state.cpu()
         return hidden if return_tensors else hidden.tolist()
 
@@ -643,7 +709,7 @@ class FillMaskPipeline(_EncoderPipeline):
         mask_id = self.tokenizer.mask_token_id
         if mask_id is None:
             raise ValueError("fill-mask needs a tokenizer with a mask token; this one has none.")
-        input_ids, output = self._forward(text, **(tokenizer_kwargs or {}))
+        input_ids, output = self._encode_and_run(text, **(tokenizer_kwargs or {}))
         positions = (input_ids[0] == mask_id).nonzero().flatten().tolist()
         if not positions:
             raise ValueError(f"No mask token ({self.tokenizer.mask_token}) in the input {text!r}; add one to fill.")
