@@ -444,3 +444,80 @@ def test_tool_schema_errors_say_what_is_missing():
         get_json_schema(undocumented)
     with pytest.raises(TypeError, match="'x' has no type hint"):
         get_json_schema(untyped)
+
+
+# --- the rest of the reference's tokenizer methods
+
+
+def test_pad_matches_reference(minilm):
+    ours = openformers.BertTokenizer.from_pretrained(minilm)
+    reference = _reference(transformers.BertTokenizer.from_pretrained, str(minilm))
+    rows = [ours(text) for text in ("a short one", "a somewhat longer text here", "x")]
+    cases = [
+        (rows, {}),
+        ([dict(row) for row in rows], {"return_tensors": "pt"}),
+        ({key: [row[key] for row in rows] for key in rows[0]}, {"padding": "max_length", "max_length": 12}),
+        (rows, {"pad_to_multiple_of": 8, "padding_side": "left", "return_tensors": "np"}),
+        ({"input_ids": [[1, 2, 3], [4]]}, {"return_attention_mask": False}),
+        ({"input_ids": [1, 2]}, {"padding": "max_length", "max_length": 4, "return_tensors": "pt"}),
+        ([{"input_ids": torch.tensor([1, 2, 3])}, {"input_ids": torch.tensor([4])}], {}),
+        (rows, {"padding": False}),
+    ]
+    for inputs, options in cases:
+        got, expected = ours.pad(inputs, **options), reference.pad(inputs, **options)
+        assert sorted(got) == sorted(expected), options
+        for key in expected:
+            if isinstance(expected[key], torch.Tensor):
+                assert torch.equal(got[key], expected[key]), (options, key)
+            else:
+                assert getattr(got[key], "tolist", lambda: got[key])() == getattr(
+                    expected[key], "tolist", lambda: expected[key]
+                )(), (options, key)
+    with pytest.raises(ValueError, match="pad needs 'input_ids'"):
+        ours.pad({"labels": [[1]]})
+
+
+def test_decode_cleanup_targets_and_special_token_masks(minilm, tmp_path):
+    shutil.copy(minilm / "tokenizer.json", tmp_path / "tokenizer.json")
+    config = {"tokenizer_class": "BertTokenizer", "clean_up_tokenization_spaces": True}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    ours = openformers.AutoTokenizer.from_pretrained(tmp_path)
+    reference = _reference(transformers.AutoTokenizer.from_pretrained, str(tmp_path))
+    ids = reference("Hello , world . isn't it ? I'm here")["input_ids"]
+    for options in ({}, {"clean_up_tokenization_spaces": False}, {"skip_special_tokens": True}):
+        assert ours.decode(ids, **options) == reference.decode(ids, **options)
+        assert ours.batch_decode([ids, ids[:3]], **options) == reference.batch_decode([ids, ids[:3]], **options)
+    for options in ({"text": ["a b", "c"], "text_target": ["d e f", "g"]}, {"text_target": "only labels"}):
+        assert ours(**options, padding=True) == reference(**options, padding=True)
+    with_specials = reference("a b", "c")["input_ids"]
+    assert ours.get_special_tokens_mask(with_specials, already_has_special_tokens=True) == (
+        reference.get_special_tokens_mask(with_specials, already_has_special_tokens=True)
+    )
+    assert ours.build_inputs_with_special_tokens([7, 8], [9]) == [101, 7, 8, 102, 9, 102]
+    assert ours.get_special_tokens_mask([7, 8], [9]) == [1, 0, 0, 1, 0, 1]
+    assert ours.create_token_type_ids_from_sequences([7, 8], [9]) == [0, 0, 0, 0, 1, 1]
+    for pair in (False, True):
+        assert ours.num_special_tokens_to_add(pair) == reference.num_special_tokens_to_add(pair)
+    assert ours.max_len_single_sentence == reference.max_len_single_sentence
+    assert ours.added_tokens_encoder == reference.added_tokens_encoder
+    assert ours.get_added_vocab() == reference.get_added_vocab()
+    assert {key: str(value) for key, value in ours.added_tokens_decoder.items()} == {
+        key: str(value) for key, value in reference.added_tokens_decoder.items()
+    }
+
+
+def test_add_bos_and_eos_tokens_and_split_special_tokens(byte_level, minilm):
+    files = (str(byte_level / "vocab.json"), str(byte_level / "merges.txt"))
+    ours = openformers.GPT2Tokenizer(*files, add_bos_token=True)
+    reference = _reference(transformers.GPT2Tokenizer, *files, add_bos_token=True)
+    assert ours.add_bos_token and not ours.add_eos_token
+    assert_same_ids(ours, reference)
+    ours.add_eos_token = reference.add_eos_token = True
+    assert_same_ids(ours, reference)
+    ours.add_bos_token = reference.add_bos_token = False
+    assert_same_ids(ours, reference)
+    ours = openformers.BertTokenizer.from_pretrained(minilm, split_special_tokens=True)
+    reference = _reference(transformers.BertTokenizer.from_pretrained, str(minilm), split_special_tokens=True)
+    for text in ("a [SEP] b [MASK]", "[CLS] x"):
+        assert ours(text)["input_ids"] == reference(text)["input_ids"]
+    assert ours.split_special_tokens

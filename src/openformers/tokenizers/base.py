@@ -58,6 +58,9 @@ class AddedToken:
         if self.normalized is None:
             object.__setattr__(self, "normalized", not self.special)
 
+    def __str__(self) -> str:
+        return self.content  # as the reference's, so str(token) is the token
+
 
 def _added_token_pattern(tokens: list[AddedToken]) -> regex.Pattern | None:
     """One regex for all the tokens, longest first so the longest token wins where several start."""
@@ -133,6 +136,19 @@ class Pipeline:
         self.source: dict | None = None  # the tokenizer.json contents this was built from, for saving
         self.sentencepiece_file: Path | None = None  # or the tokenizer.model
         self.sentencepiece_model = None  # or the SentencePiece model read from a GGUF file, written out as one
+        self.split_special_tokens = False
+        self._plain_matcher = None
+
+    @property
+    def matcher(self) -> AddedVocabulary:
+        """The added tokens to find in text: all of them, or with `split_special_tokens` the non-special
+        ones only, so that special tokens written in the text are tokenized as text (as in the reference)."""
+        if not self.split_special_tokens:
+            return self.added
+        if self._plain_matcher is None or self._plain_matcher[0] is not self.added:
+            plain = {token_id: token for token_id, token in self.added.tokens.items() if not token.special}
+            self._plain_matcher = (self.added, AddedVocabulary(plain))
+        return self._plain_matcher[1]
 
     def add_tokens(self, tokens: list[AddedToken]) -> None:
         """Add tokens that are not added tokens yet, reusing their vocabulary id or taking the next free one."""
@@ -175,7 +191,7 @@ class Pipeline:
 
     def _encode_ids(self, text: str) -> list[int]:
         ids, tokenize = [], self.model.tokenize
-        for segment, token_id, segment_start in self.added.split(text, normalized=False):
+        for segment, token_id, segment_start in self.matcher.split(text, normalized=False):
             if token_id is not None:
                 ids.append(token_id)
                 continue
@@ -184,7 +200,7 @@ class Pipeline:
                     segment = self.normalizer.normalize(segment, segment_start == 0)
                 else:
                     segment = self.normalizer.normalize(segment)
-            for piece, token_id, piece_start in self.added.split(segment, normalized=True):
+            for piece, token_id, piece_start in self.matcher.split(segment, normalized=True):
                 if token_id is not None:
                     ids.append(token_id)
                     continue
@@ -196,7 +212,7 @@ class Pipeline:
         """One sequence with offsets (in `text`) and word ids, before the post-processor."""
         ids, offsets, word_ids = [], [], []
         word = 0
-        for segment, token_id, segment_start in self.added.split(text, normalized=False):
+        for segment, token_id, segment_start in self.matcher.split(text, normalized=False):
             if token_id is not None:
                 ids.append(token_id)
                 offsets.append((segment_start, segment_start + len(segment)))
@@ -209,7 +225,7 @@ class Pipeline:
                     segment, spans = self.normalizer.normalize_aligned(segment, spans, segment_start == 0)
                 else:
                     segment, spans = self.normalizer.normalize_aligned(segment, spans)
-            for piece, token_id, piece_start in self.added.split(segment, normalized=True):
+            for piece, token_id, piece_start in self.matcher.split(segment, normalized=True):
                 if token_id is not None:
                     ids.append(token_id)
                     offsets.append((spans[piece_start][0], spans[piece_start + len(piece) - 1][1]))
@@ -431,7 +447,9 @@ class PreTrainedTokenizerBase:
             )
         self.init_kwargs = dict(options)
         self.clean_up_tokenization_spaces = bool(options.get("clean_up_tokenization_spaces", False))
-        self.split_special_tokens = bool(options.get("split_special_tokens", False))
+        pipeline.split_special_tokens = bool(options.get("split_special_tokens", False))
+        if "add_bos_token" in options or "add_eos_token" in options:  # the reference lays BOS/EOS out anew then
+            self.update_post_processor(options.get("add_bos_token", False), options.get("add_eos_token", False))
         for name in ("do_lower_case", "add_prefix_space", "legacy"):
             if name in options:
                 setattr(self, name, options[name])
@@ -626,6 +644,15 @@ class PreTrainedTokenizerBase:
         return self._pipeline.model.vocab_size
 
     @property
+    def split_special_tokens(self) -> bool:
+        """Whether special tokens written in the text are tokenized as plain text rather than matched."""
+        return self._pipeline.split_special_tokens
+
+    @split_special_tokens.setter
+    def split_special_tokens(self, value: bool):
+        self._pipeline.split_special_tokens = bool(value)
+
+    @property
     def is_fast(self) -> bool:
         """True, as for the reference's fast tokenizers: offsets, word ids and the BatchEncoding position
         lookups are available (scripts check this before asking for them)."""
@@ -676,6 +703,30 @@ class PreTrainedTokenizerBase:
         return ids if return_tensors is None else _to_tensor([ids], return_tensors)
 
     def __call__(
+        self,
+        text: str | list[str] | None = None,
+        text_pair: str | list[str] | None = None,
+        text_target: str | list[str] | None = None,
+        text_pair_target: str | list[str] | None = None,
+        *,
+        verbose: bool = True,
+        **options,
+    ) -> BatchEncoding:
+        """Encode a text, a pair, or a batch of either into a BatchEncoding, as the reference does (see
+        `encode_texts` for the options). `text_target` (and `text_pair_target`) are encoded the same way,
+        as the labels of a sequence-to-sequence model: they come back as `labels`, or alone without `text`."""
+        if text is None and text_target is None:
+            raise ValueError("Pass the text to tokenize: tokenizer(text), or tokenizer(text_target=...) for labels.")
+        inputs = self.encode_texts(text, text_pair, **options) if text is not None else None
+        if text_target is None:
+            return inputs
+        targets = self.encode_texts(text_target, text_pair_target, **options)
+        if inputs is None:
+            return targets
+        inputs["labels"] = targets["input_ids"]
+        return inputs
+
+    def encode_texts(
         self,
         text: str | list[str],
         text_pair: str | list[str] | None = None,
@@ -880,26 +931,204 @@ class PreTrainedTokenizerBase:
             target += pad_to_multiple_of - target % pad_to_multiple_of
         return target
 
+    # --- padding encoded rows
+
+    def pad(
+        self,
+        encoded_inputs,
+        padding: bool | str = True,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        padding_side: str | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | None = None,
+        verbose: bool = True,
+    ) -> BatchEncoding:
+        """Pad encoded rows (a dict of lists, a list of dicts, or a BatchEncoding, of lists, arrays or
+        tensors) to one length, as the reference does: input_ids with the pad token, attention_mask with 0,
+        token_type_ids with 0 and special_tokens_mask with 1; other keys are left as they are."""
+        if isinstance(encoded_inputs, (list, tuple)) and encoded_inputs and isinstance(encoded_inputs[0], dict):
+            encoded_inputs = {key: [row[key] for row in encoded_inputs] for key in encoded_inputs[0]}
+        if not isinstance(encoded_inputs, dict):
+            raise TypeError(
+                f"pad takes a dict of lists, a list of dicts or a BatchEncoding, got {type(encoded_inputs).__name__}."
+            )
+        main = self.model_input_names[0]
+        if main not in encoded_inputs:
+            raise ValueError(f"pad needs {main!r} among the inputs to pad; got {sorted(encoded_inputs)}.")
+        _check_tensor_type(return_tensors)
+        given = encoded_inputs[main]
+        first = given[0] if isinstance(given, (list, tuple)) and given else given
+        if return_tensors is None and hasattr(first, "tolist"):  # tensors in, tensors out (as the reference)
+            return_tensors = "pt" if type(first).__module__.startswith("torch") else "np"
+        data = {key: _plain_values(value) for key, value in encoded_inputs.items()}
+        rows = data[main]
+        single = bool(rows) and not isinstance(rows[0], list)
+        if single:
+            data = {key: [value] for key, value in data.items()}
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
+        if return_attention_mask and "attention_mask" not in data:
+            data["attention_mask"] = [[1] * len(row) for row in data[main]]
+        if padding not in (False, "do_not_pad") and data[main]:
+            if padding not in PADDING_CHOICES:
+                raise ValueError(f"padding must be one of {PADDING_CHOICES}, got {padding!r}.")
+            side = padding_side or self.padding_side
+            target = self._padded_length([len(row) for row in data[main]], padding, max_length, pad_to_multiple_of,
+                                         side)  # fmt: skip
+            fills = {main: self.pad_token_id, "attention_mask": 0, "token_type_ids": self.pad_token_type_id,
+                     "special_tokens_mask": 1}  # fmt: skip
+            for key, fill in fills.items():
+                if key in data:
+                    data[key] = [_padded(row, target, fill, side) for row in data[key]]
+        if single:
+            data = {key: value[0] for key, value in data.items()}
+        return BatchEncoding(data).convert_to_tensors(return_tensors)  # one row stays one row, as in the reference
+
+    pad_token_type_id = 0
+
     # --- decoding
 
-    def decode(self, token_ids, skip_special_tokens: bool = False) -> str | list[str]:
-        """Text for a sequence of ids (a list, a 1-D tensor or array, or one int); a list of texts for a batch."""
+    def decode(
+        self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None, **kwargs
+    ) -> str | list[str]:
+        """Text for a sequence of ids (a list, a 1-D tensor or array, or one int); a list of texts for a batch.
+        `clean_up_tokenization_spaces` (default: the tokenizer's setting) glues " ." and " 's" back as the
+        reference does."""
         if hasattr(token_ids, "tolist"):  # a tensor or an array
             token_ids = token_ids.tolist()
         if isinstance(token_ids, int):
             token_ids = [token_ids]
         if isinstance(token_ids, (list, tuple)) and token_ids and isinstance(token_ids[0], (list, tuple)):
-            return self.batch_decode(token_ids, skip_special_tokens=skip_special_tokens)
-        return self._pipeline.decode(_id_list(token_ids, "token_ids"), skip_special_tokens)
+            return self.batch_decode(token_ids, skip_special_tokens, clean_up_tokenization_spaces)
+        text = self._pipeline.decode(_id_list(token_ids, "token_ids"), skip_special_tokens)
+        if clean_up_tokenization_spaces is None:
+            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
+        return self.clean_up_tokenization(text) if clean_up_tokenization_spaces else text
 
-    def batch_decode(self, sequences, skip_special_tokens: bool = False) -> list[str]:
+    def batch_decode(
+        self, sequences, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None, **kwargs
+    ) -> list[str]:
         if hasattr(sequences, "tolist"):
             sequences = sequences.tolist()
         if not isinstance(sequences, (list, tuple)):
             raise TypeError(
                 f"batch_decode expects a list of id sequences or a 2-D tensor, got {type(sequences).__name__}."
             )
-        return [self._pipeline.decode(_id_list(ids, "sequences[i]"), skip_special_tokens) for ids in sequences]
+        return [self.decode(_id_list(ids, "sequences[i]"), skip_special_tokens, clean_up_tokenization_spaces)
+                for ids in sequences]  # fmt: skip
+
+    @staticmethod
+    def clean_up_tokenization(text: str) -> str:
+        """Take out the spaces a word-level tokenizer leaves before punctuation and English contractions."""
+        for spaced, glued in _CLEAN_UPS:
+            text = text.replace(spaced, glued)
+        return text
+
+    # --- the layout of special tokens
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        return self._pipeline.num_special_tokens_to_add(pair)
+
+    @property
+    def max_len_single_sentence(self) -> int:
+        return self.model_max_length - self.num_special_tokens_to_add(False)
+
+    @property
+    def max_len_sentences_pair(self) -> int:
+        return self.model_max_length - self.num_special_tokens_to_add(True)
+
+    def build_inputs_with_special_tokens(self, token_ids_0: list[int], token_ids_1: list[int] | None = None):
+        """The ids with the special tokens put around them, as the post-processor lays them out."""
+        return self._layout(token_ids_0, token_ids_1, special=lambda ids: list(ids), plain=lambda ids: list(ids))
+
+    def get_special_tokens_mask(
+        self, token_ids_0: list[int], token_ids_1: list[int] | None = None, already_has_special_tokens: bool = False
+    ) -> list[int]:
+        """1 for each special token and 0 for the others: of the ids as they are (`already_has_special_tokens`),
+        or of the ids with the special tokens that would be added around them."""
+        if already_has_special_tokens:
+            if token_ids_1 is not None:
+                raise ValueError("With already_has_special_tokens=True, pass the whole sequence as token_ids_0.")
+            special = set(self.all_special_ids)
+            return [int(token_id in special) for token_id in token_ids_0]
+        return self._layout(token_ids_0, token_ids_1, special=lambda ids: [1] * len(ids), plain=lambda ids: [0] * len(ids))
+
+    def create_token_type_ids_from_sequences(self, token_ids_0: list[int], token_ids_1: list[int] | None = None):
+        template = self._template(token_ids_1 is not None)
+        sequences = {"A": token_ids_0, "B": token_ids_1}
+        return [type_id for item, type_id in template for _ in (sequences[item] if isinstance(item, str) else item)]
+
+    def _template(self, is_pair: bool):
+        post_processor = self._pipeline.post_processor
+        if post_processor is None:
+            return processors.PLAIN_PAIR if is_pair else processors.PLAIN_SINGLE
+        return post_processor.template(is_pair)
+
+    def _layout(self, token_ids_0, token_ids_1, special, plain) -> list[int]:
+        sequences = {"A": token_ids_0, "B": token_ids_1}
+        out = []
+        for item, _ in self._template(token_ids_1 is not None):
+            out += plain(sequences[item]) if isinstance(item, str) else special(item)
+        return out
+
+    @property
+    def add_bos_token(self) -> bool:
+        """Whether a BOS token goes in front of each sequence; setting it changes the layout, as in the reference."""
+        first = self._template(False)[0][0]
+        return not isinstance(first, str) and self.bos_token_id in first
+
+    @add_bos_token.setter
+    def add_bos_token(self, value: bool):
+        self.update_post_processor(add_bos=bool(value), add_eos=self.add_eos_token)
+
+    @property
+    def add_eos_token(self) -> bool:
+        """Whether an EOS token goes after each sequence; setting it changes the layout, as in the reference."""
+        last = self._template(False)[-1][0]
+        return not isinstance(last, str) and self.eos_token_id in last
+
+    @add_eos_token.setter
+    def add_eos_token(self, value: bool):
+        self.update_post_processor(add_bos=self.add_bos_token, add_eos=bool(value))
+
+    def update_post_processor(self, add_bos: bool | None = None, add_eos: bool | None = None) -> None:
+        """Lay sequences out as `[BOS] A [EOS]` and `[BOS] A [EOS] [BOS] B [EOS]` (the reference's layout
+        for add_bos_token and add_eos_token), the second sequence with token type 1."""
+        from .loaders import build_part, template_spec  # the loaders build on the classes of this module
+
+        add_bos = self.add_bos_token if add_bos is None else add_bos
+        add_eos = self.add_eos_token if add_eos is None else add_eos
+        before = [self.bos_token_id] if add_bos and self.bos_token_id is not None else []
+        after = [self.eos_token_id] if add_eos and self.eos_token_id is not None else []
+        tokens = {token_id: self._pipeline.id_to_token(token_id) for token_id in before + after}
+        spec = template_spec(before, after, tokens)
+        self._pipeline.post_processor = build_part("post_processor", spec)
+        if self._pipeline.source is not None:
+            self._pipeline.source = {**self._pipeline.source, "post_processor": spec}
+
+    # --- the vocabulary's added tokens
+
+    @property
+    def added_tokens_decoder(self) -> dict[int, AddedToken]:
+        return dict(sorted(self._pipeline.added.tokens.items()))
+
+    @property
+    def added_tokens_encoder(self) -> dict[str, int]:
+        return {token.content: token_id for token_id, token in self.added_tokens_decoder.items()}
+
+    def get_added_vocab(self) -> dict[str, int]:
+        return self.added_tokens_encoder
+
+    @property
+    def vocab(self) -> dict[str, int]:
+        return self.get_vocab()
+
+    def get_chat_template(self, chat_template: str | None = None, tools: list | None = None) -> str:
+        """The template text apply_chat_template would use with these arguments."""
+        from .chat import select_template
+
+        return select_template(self, chat_template, tools)
 
     # --- chat
 
@@ -930,6 +1159,26 @@ class PreTrainedTokenizerBase:
             f"{type(self).__name__}(name_or_path={self.name_or_path!r}, vocab_size={len(self)}, "
             f"padding_side={self.padding_side!r}, special_tokens={self.special_tokens_map})"
         )
+
+
+_CLEAN_UPS = (
+    (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+    (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
+)  # fmt: skip
+
+
+def _plain_values(value):
+    """Lists of python values from lists, arrays or tensors (of any depth)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain_values(item) for item in value]
+    return value
+
+
+def _padded(row: list, length: int, fill, side: str) -> list:
+    missing = max(length - len(row), 0)
+    return [fill] * missing + row if side == "left" else row + [fill] * missing
 
 
 def _content(token) -> str:

@@ -318,10 +318,6 @@ def _config_settings(config: dict) -> dict:
     return settings
 
 
-settings_from_config = _config_settings  # for tokenizers built from a pipeline and keyword arguments
-read_json_file = _read_json
-
-
 # The reference's tokenizer classes whose models take token_type_ids (the others return none by default).
 _CLASSES_WITH_TOKEN_TYPES = frozenset(
     f"{name}Tokenizer"
@@ -355,9 +351,6 @@ def _parts(spec: dict | None, key: str) -> list[dict]:
     if not spec:
         return []
     return [spec, *[part for child in spec.get(key, []) for part in _parts(child, key)]]
-
-
-parts_of = _parts
 
 
 def _apply_options(data: dict, options: dict) -> None:
@@ -400,7 +393,7 @@ def _tokenizer_json(model: dict, **parts) -> dict:
     return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [], **parts, "model": model}
 
 
-def _template_spec(before: list[int], after: list[int], tokens: list[str]) -> dict:
+def _template_spec(before: list[int], after: list[int], tokens) -> dict:
     """A TemplateProcessing spec that puts the ids `before` and `after` each sequence (Llama's BOS)."""
 
     def specials(ids: list[int], type_id: int) -> list[dict]:
@@ -928,3 +921,12 @@ def _load_settings(files: ModelFiles, config: dict, prefer_gguf: bool) -> dict:
         f"No tokenizer found in {files.folder}: looked for tokenizer.json and for a .gguf file with tokenizer "
         f"metadata. The folder holds: {found[:20] or 'nothing'}.{hint}"
     )
+
+
+# What the tokenizer classes build on: the settings of a pipeline given with keyword arguments, reading
+# a config, the parts of a slot, building a part, and the BOS/EOS layout.
+settings_from_config = _config_settings
+read_json_file = _read_json
+parts_of = _parts
+build_part = _build
+template_spec = _template_spec
