@@ -41,17 +41,17 @@ class GPT2Attention(nn.Module):
         self.attn_dropout = config.attn_pdrop
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
 
-    def forward(self, x, mask, cache, eager=False):
-        """The attention output, and its weights (B, nh, T, S) when computed step by step (`eager`), else None."""
+    def forward(self, x, mask, cache, attention_path="sdpa"):
+        """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
         B, T, C = x.shape
         q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in self.c_attn(x).split(C, dim=-1))
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, nh, past + T, hs)
         dropout = self.attn_dropout if self.training else 0.0
-        if eager:
-            y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1)
-        else:
+        if attention_path == "sdpa":
             y, weights = attention(q, k, v, mask, dropout), None  # (B, nh, T, hs)
+        else:
+            y, weights = eager_attention(q, k, v, mask, dropout, mask is None and T > 1, attention_path == "weights")
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C))), weights
 
 
@@ -76,8 +76,8 @@ class GPT2Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = GPT2MLP(config)
 
-    def forward(self, x, mask, cache, eager=False):
-        h, weights = self.attn(self.ln_1(x), mask, cache, eager)
+    def forward(self, x, mask, cache, attention_path="sdpa"):
+        h, weights = self.attn(self.ln_1(x), mask, cache, attention_path)
         x = x + h
         return x + self.mlp(self.ln_2(x)), weights
 
@@ -138,13 +138,13 @@ class GPT2Model(GPT2PreTrainedModel):
         mask = attention_mask_for(attention_mask, past, T, x.device)
         # A block run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
         checkpointing = self.gradient_checkpointing if self.training and past_key_values is None else None
-        eager = self.eager_attention(output_attentions)
+        attention_path = self.attention_path(output_attentions)
         hidden_states = [] if output_hidden_states else None
         attentions = [] if output_attentions else None
         for block in self.h:
             if output_hidden_states:
                 hidden_states.append(x)
-            x, weights = run_layer(block, checkpointing, x, mask, past_key_values, eager)
+            x, weights = run_layer(block, checkpointing, x, mask, past_key_values, attention_path)
             if output_attentions:
                 attentions.append(weights)
         x = self.ln_f(x)
@@ -346,24 +346,34 @@ class GPT2DoubleHeadsModel(_GPT2HeadModel):
         self.tie_weights()
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, mc_token_ids=None, labels=None, mc_labels=None, logits_to_keep=0,
-    ) -> GPT2DoubleHeadsModelOutput:
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, mc_token_ids=None, labels=None, mc_labels=None, logits_to_keep=0, cache=None,
+        inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> GPT2DoubleHeadsModelOutput | tuple:
         if labels is not None and logits_to_keep:
             raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
-        choices, T = input_ids.shape[:-1], input_ids.shape[-1]
-        hidden = self.hidden(*(_rows(t) for t in (input_ids, attention_mask, position_ids)), past_key_values,
-                             _rows(token_type_ids))
-        hidden = hidden.view(*choices, T, -1)  # (B, num_choices, T, C)
+        check_inputs(input_ids, inputs_embeds)
+        choices = (input_ids.shape[:-1] if inputs_embeds is None else inputs_embeds.shape[:-2])  # (B, num_choices)
+        embeds = None if inputs_embeds is None else inputs_embeds.reshape(-1, *inputs_embeds.shape[-2:])
+        base = self.run_transformer(*(_rows(t) for t in (input_ids, attention_mask, position_ids)), past_key_values,
+                                    _rows(token_type_ids), cache, embeds, use_cache, output_attentions,
+                                    output_hidden_states)
+        hidden = base.last_hidden_state
+        hidden = hidden.view(*choices, *hidden.shape[-2:])  # (B, num_choices, T, C)
         logits = self.lm_head(hidden[..., -logits_to_keep:, :] if logits_to_keep else hidden)
         mc_logits = self.multiple_choice_head(hidden, mc_token_ids).squeeze(-1)  # (B, num_choices)
         loss = None if labels is None else next_token_loss(logits.flatten(0, -3), _rows(labels))
         mc_loss = None
         if mc_labels is not None:
             mc_loss = F.cross_entropy(mc_logits.view(-1, mc_logits.shape[-1]), mc_labels.to(mc_logits.device).view(-1))
-        return GPT2DoubleHeadsModelOutput(
-            loss=loss, mc_loss=mc_loss, logits=logits, mc_logits=mc_logits, past_key_values=past_key_values
+        hidden_states = base.hidden_states
+        if hidden_states is not None:  # the reference gives the last one the inputs' shape, the others one row per choice
+            hidden_states = (*hidden_states[:-1], hidden)
+        output = GPT2DoubleHeadsModelOutput(
+            loss=loss, mc_loss=mc_loss, logits=logits, mc_logits=mc_logits, cache=base.cache,
+            hidden_states=hidden_states, attentions=base.attentions,
         )
+        return self.returned(output, return_dict)
 
 
 def _rows(t: torch.Tensor | None) -> torch.Tensor | None:
