@@ -17,7 +17,7 @@ METADATA = {"transformers_version", "_from_model_config"}
 # A value for every field the reference's GenerationConfig has, each different from its default.
 EVERY_FIELD = dict(
     max_length=40, max_new_tokens=12, min_length=2, min_new_tokens=3, early_stopping="never", max_time=5.5,
-    stop_strings=["\n\n", "END"], do_sample=True, num_beams=3, use_mtp=False, use_cache=False,
+    stop_strings=["\n\n", "END"], do_sample=True, num_beams=3, use_mtp=False, use_cache=True,
     cache_implementation="static", cache_config={"max_batch_size": 2}, max_cache_len=64, temperature=0.7,
     top_k=11, top_p=0.9, min_p=0.05, top_h=0.5, typical_p=0.95, epsilon_cutoff=0.001, eta_cutoff=0.002,
     repetition_penalty=1.1, encoder_repetition_penalty=1.2, length_penalty=0.8, no_repeat_ngram_size=3,
@@ -163,3 +163,58 @@ def test_hub_only_strategies_are_refused_with_the_references_reason():
         resolve_generation_config(None, None, {"penalty_alpha": 0.6, "top_k": 4})
     with pytest.raises(ValueError, match="transformers-community/dola"):
         resolve_generation_config(None, None, {"dola_layers": "high"})
+
+
+@pytest.mark.parametrize(
+    "change",
+    [dict(temperature=0.5), dict(num_return_sequences=2), dict(output_scores=True), dict(length_penalty=0.5)],
+    ids=["sampling-option", "sequences", "output-flag", "beam-option"],
+)
+def test_saving_refuses_an_inconsistent_config_as_the_reference(tmp_path, change):
+    for cls, folder in ((GenerationConfig, tmp_path / "ours"), (transformers.GenerationConfig, tmp_path / "theirs")):
+        config = cls()
+        for name, value in change.items():
+            setattr(config, name, value)
+        with pytest.raises(ValueError, match="Fix these issues to save the configuration"):
+            config.save_pretrained(folder)
+        assert not folder.exists() or not any(folder.iterdir())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GenerationConfig().save_pretrained(tmp_path / "fine")
+    assert [p.name for p in (tmp_path / "fine").iterdir()] == ["generation_config.json"]
+
+
+def test_a_loaded_config_saves_back_unchanged_even_when_inconsistent(tmp_path):
+    (tmp_path / "generation_config.json").write_text('{"temperature": 0.6, "top_p": 0.9}')
+    for cls in (GenerationConfig, transformers.GenerationConfig):
+        cls.from_pretrained(tmp_path).save_pretrained(tmp_path / cls.__module__)
+    ours = json.loads((tmp_path / GenerationConfig.__module__ / "generation_config.json").read_text())
+    assert ours == {"temperature": 0.6, "top_p": 0.9}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(logits_processor="foo"), dict(assistant_model="foo"), dict(do_sample=False, num_return_sequences=2),
+     dict(do_sample=True, num_beams=2, num_return_sequences=3), dict(suppress_tokens=[2, 3], forced_eos_token_id=2),
+     dict(cache_implementation="mine")],
+)
+def test_impossible_configs_raise_as_in_the_reference(options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError):
+            transformers.GenerationConfig(**options)
+        with pytest.raises(ValueError):
+            GenerationConfig(**options)
+
+
+def test_warnings_as_the_reference_test_expects():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        GenerationConfig()
+        GenerationConfig(foo="bar")
+    assert caught == []
+    for options in (dict(do_sample=False, temperature=0.5), dict(return_dict_in_generate=False, output_scores=True)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            GenerationConfig(**options)
+        assert len(caught) == 1, options

@@ -58,6 +58,7 @@ DEFAULT_MAX_NEW_TOKENS = 20
 _SAMPLING_ONLY = {"temperature": 1.0, "top_k": 50, "top_p": 1.0, "min_p": None, "typical_p": 1.0, "top_h": None,
                   "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
 _BEAM_ONLY = {"early_stopping": False, "length_penalty": 1.0}
+_EXTRA_OUTPUTS = ("output_attentions", "output_hidden_states", "output_scores", "output_logits")
 # Keys of a saved file that describe the file rather than generation (the reference's metadata fields).
 _METADATA = ("transformers_version", "_from_model_config", "_commit_hash", "_original_object_hash")
 
@@ -193,7 +194,7 @@ class GenerationConfig:
         raise AttributeError(f"GenerationConfig has no option or extra key {name!r}.")
 
     def __setattr__(self, name, value):
-        if name in _OPTION_NAMES or name == "extra":
+        if name in _OPTION_NAMES or name in ("extra", "_original_object_hash"):
             object.__setattr__(self, name, value)
         else:
             self.extra[name] = value
@@ -285,6 +286,7 @@ class GenerationConfig:
             setattr(config, key, value)
         config.watermarking_config = _watermarking_config(config.watermarking_config)
         config.validate()
+        config._original_object_hash = hash(config)  # saving it back unchanged is then never refused
         return (config, {}) if return_unused_kwargs else config
 
     def to_dict(self) -> dict:
@@ -314,11 +316,17 @@ class GenerationConfig:
                 "GenerationConfig.save_pretrained(push_to_hub=True) is not supported: save to a folder, then upload "
                 "it with huggingface_hub.upload_folder(folder_path=..., repo_id=...)."
             )
+        # As in the reference, a config changed since it was loaded (or built here) is saved only when it is
+        # consistent: options its strategy would ignore are errors, so a broken file is never published.
+        try:
+            self.validate(strict=self.__dict__.get("_original_object_hash") != hash(self))
+        except ValueError as error:
+            raise ValueError(f"{error}\n\nFix these issues to save the configuration.") from None
         folder = Path(folder)
         if folder.is_file():
             raise ValueError(f"save_pretrained needs a folder, but {folder} is a file.")
         folder.mkdir(parents=True, exist_ok=True)
-        self.to_json_file(folder / (config_file_name or GENERATION_CONFIG_FILE))
+        self.to_json_file(folder / (config_file_name or GENERATION_CONFIG_FILE), keys_to_pop=["compile_config"])
 
     @classmethod
     def from_model_config(cls, model_config) -> "GenerationConfig":
@@ -331,7 +339,9 @@ class GenerationConfig:
                 if getattr(model_config, name, None) is not None:
                     values[name] = getattr(model_config, name)
         options = {k: v for k, v in values.items() if k in _OPTION_NAMES and v is not None}
-        return cls.from_dict(options, _from_model_config=True)  # marked as the reference marks it
+        config = cls.from_dict(options, _from_model_config=True)  # marked as the reference marks it
+        config._original_object_hash = hash(config)
+        return config
 
     # -- changing ---------------------------------------------------------------------------------------------
 
@@ -414,6 +424,12 @@ class GenerationConfig:
                 raise ValueError(f"{name} must be {expected}, got {value!r}.")
         if self.watermarking_config is not None:
             self.watermarking_config.validate()
+        for name in _GENERATE_ARGUMENTS:
+            if name in self.extra:
+                raise ValueError(f"{name} is an argument of generate(), not a GenerationConfig option: pass it to "
+                                 "generate() (or the pipeline) directly.")
+        _check_return_sequences(self)
+        _check_forced_tokens_are_not_suppressed(self)
         if strict:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", UserWarning)
@@ -424,16 +440,7 @@ class GenerationConfig:
 
     def check_combination(self) -> None:
         """Raise a ValueError for options that cannot go together (called on a resolved config)."""
-        if self.num_return_sequences > 1 and self.num_beams == 1 and not self.do_sample:
-            raise ValueError(
-                f"num_return_sequences={self.num_return_sequences} needs several different sequences, but greedy "
-                "decoding gives only one: pass do_sample=True, or num_beams >= num_return_sequences."
-            )
-        if self.num_beams > 1 and self.num_return_sequences > self.num_beams:
-            raise ValueError(
-                f"num_return_sequences ({self.num_return_sequences}) cannot exceed num_beams ({self.num_beams}): "
-                "beam search returns at most its beams."
-            )
+        _check_return_sequences(self)
         if self.do_sample and self.temperature == 0:
             raise ValueError(
                 "temperature=0 with do_sample=True is impossible; for greedy decoding pass do_sample=False."
@@ -441,6 +448,39 @@ class GenerationConfig:
 
 
 _OPTION_NAMES = tuple(f.name for f in fields(GenerationConfig) if f.name != "extra")
+
+
+def _check_return_sequences(config: GenerationConfig) -> None:
+    """Several return sequences need sampling or enough beams (unset options count as their defaults)."""
+    sequences = config.num_return_sequences or 1
+    beams = config.num_beams or 1
+    if sequences > 1 and beams == 1 and not config.do_sample:
+        raise ValueError(
+            f"num_return_sequences={sequences} needs several different sequences, but greedy decoding gives only "
+            "one: pass do_sample=True, or num_beams >= num_return_sequences."
+        )
+    if beams > 1 and sequences > beams:
+        raise ValueError(
+            f"num_return_sequences ({sequences}) cannot exceed num_beams ({beams}): beam search returns at most its "
+            "beams."
+        )
+
+
+def _check_forced_tokens_are_not_suppressed(config: GenerationConfig) -> None:
+    """Forcing only suppressed tokens leaves every score at -inf, and sampling then fails on NaN."""
+    if config.suppress_tokens is None:
+        return
+    suppressed = {config.suppress_tokens} if _is_int(config.suppress_tokens) else set(config.suppress_tokens)
+    for name in ("forced_bos_token_id", "forced_eos_token_id"):
+        forced = getattr(config, name)
+        if forced is None:
+            continue
+        forced = {forced} if _is_int(forced) else set(forced)
+        if forced and forced <= suppressed:
+            raise ValueError(
+                f"Every token of {name} ({sorted(forced)}) is also in suppress_tokens, so nothing could be generated "
+                f"where it is forced: remove them from one of the two (to delay an EOS, use min_new_tokens)."
+            )
 _WHERE_TO_FIND = ("revision", "cache_dir", "local_files_only", "token", "force_download", "subfolder", "proxies",
                   "_from_auto", "_from_pipeline")
 
@@ -485,6 +525,13 @@ def _is_stop_strings(value) -> bool:
     strings = [value] if isinstance(value, str) else value
     return isinstance(strings, (list, tuple)) and len(strings) > 0 and all(isinstance(s, str) and s for s in strings)
 
+
+# The cache names the reference accepts; openformers decodes with its own cache whichever is named.
+_CACHE_IMPLEMENTATIONS = ("static", "offloaded_static", "sliding_window", "hybrid", "hybrid_chunked",
+                          "offloaded_hybrid", "offloaded_hybrid_chunked", "dynamic", "offloaded", "quantized", "paged")
+# Arguments of generate() itself, which a GenerationConfig must not hold (the reference refuses them too).
+_GENERATE_ARGUMENTS = ("logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn", "synced_gpus",
+                       "assistant_model", "streamer", "negative_prompt_ids", "negative_prompt_attention_mask")
 
 _CHECKS = {
     "max_length": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
@@ -538,7 +585,7 @@ _CHECKS = {
     "guidance_scale": (_is_number, "a number (1 means no guidance)"),
     "sequence_bias": (lambda v: isinstance(v, (list, tuple, dict)) and len(v) > 0,
                       "a non-empty list of [token_ids, bias] pairs"),
-    "cache_implementation": (lambda v: isinstance(v, str), "the name of a cache implementation, e.g. 'dynamic'"),
+    "cache_implementation": (lambda v: v in _CACHE_IMPLEMENTATIONS, f"one of {_CACHE_IMPLEMENTATIONS}"),
     "num_assistant_tokens": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "prompt_lookup_num_tokens": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "max_matching_ngram_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
@@ -561,6 +608,17 @@ def _warn_about_ignored_options(config: GenerationConfig, chosen: set[str], stac
         if names := ignored(sampling_only):
             warnings.warn(f"do_sample is not True, so greedy or beam search ignores {names}. Pass do_sample=True "
                           "to sample, or leave them out.", UserWarning, stacklevel=stacklevel)
+    if config.return_dict_in_generate is not True:
+        flags = [name for name in _EXTRA_OUTPUTS if name in chosen and getattr(config, name) is True]
+        if flags:
+            warnings.warn(f"return_dict_in_generate is not True, so {', '.join(flags)} has no effect: pass "
+                          "return_dict_in_generate=True to get them.", UserWarning, stacklevel=stacklevel)
+    if config.use_cache is False:
+        names = [name for name in ("cache_implementation", "cache_config") if name in chosen
+                 and getattr(config, name) is not None]
+        if names:
+            warnings.warn(f"use_cache is False, so {', '.join(names)} has no effect.", UserWarning,
+                          stacklevel=stacklevel)
     if config.num_beams in (None, 1) and (names := ignored(_BEAM_ONLY)):
         warnings.warn(f"num_beams is 1, so {names} has no effect: it only applies to beam search (num_beams > 1).",
                       UserWarning, stacklevel=stacklevel)
