@@ -167,6 +167,7 @@ class GenerationMixin:
         attention_mask = _check_attention_mask(attention_mask, input_ids)
         prompt_length = input_ids.shape[1]
         config.max_length = _total_length(config, prompt_length, default_length, self)
+        config.max_new_tokens = config.max_length - prompt_length  # the same limit, for processors that read it
         assisted = assistant_model is not None or loop["prompt_lookup_num_tokens"] is not None
         _check_strategy(config, input_ids, streamer, assisted)
 
