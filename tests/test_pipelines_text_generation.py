@@ -135,10 +135,33 @@ def test_loading_options_are_used_at_load(folder):
         assert record[:2] == CHAT and record[2]["role"] == "assistant"
 
 
-def test_batch_size_gives_the_unbatched_results(pipelines):
-    ours, _ = pipelines
-    prompts = ["Hello there", "The sky is", "Once"]
-    assert ours(prompts, batch_size=2, **GREEDY) == [ours(prompt, **GREEDY) for prompt in prompts]
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+@pytest.mark.parametrize(
+    "inputs, options",
+    [(["Hello there", "The sky is very", "Once"], {}), ([CHAT, OTHER_CHAT, CHAT[1:]], {}),
+     (["Hello there", "The sky is very"], dict(num_beams=2, num_return_sequences=2, return_full_text=False))],
+    ids=["strings", "chats", "beams"],
+)
+def test_batches_match_the_references(pipelines, inputs, options, padding_side):
+    """batch_size pads the prompts into one generate() call, on the tokenizer's side, as the reference does."""
+    ours, theirs = pipelines
+    sides = ours.tokenizer.padding_side, theirs.tokenizer.padding_side
+    ours.tokenizer.padding_side = theirs.tokenizer.padding_side = padding_side
+    try:
+        got, expected = _both(pipelines, inputs, batch_size=2, **GREEDY, **options)
+    finally:
+        ours.tokenizer.padding_side, theirs.tokenizer.padding_side = sides
+    assert got == expected
+    if padding_side == "left":  # left padding leaves each prompt's continuation as it is alone
+        assert got == ours(inputs, **GREEDY, **options)
+
+
+def test_a_batch_needs_a_pad_token(folder):
+    ours = pipeline("text-generation", model=folder, batch_size=2)
+    ours.tokenizer.pad_token = None
+    with pytest.raises(ValueError, match="has no pad token"):
+        ours(["Hello", "there"], **GREEDY)
+    assert ours("Hello", **GREEDY)  # one prompt needs no padding
 
 
 def test_smollm2_gguf_answers_a_chat(smollm2_gguf):

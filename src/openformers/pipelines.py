@@ -212,8 +212,9 @@ class Pipeline:
 
     A call takes one input (its result), a list of inputs (a list of results), or a generator or dataset (an
     iterator over the results). Keyword arguments given when the pipeline is built are defaults for each call.
-    `batch_size` and `num_workers` are accepted as the reference does; inputs run one at a time, which gives
-    the results of the reference's batches without their padding.
+    `batch_size` (given when building or calling) makes text generation run that many prompts at once, padded
+    as the reference pads them; the other tasks run their inputs one at a time, which gives the results of the
+    reference's batches without their padding. `num_workers` is accepted and unused (no DataLoader here).
 
     A subclass of one's own may follow the reference's protocol instead: `_sanitize_parameters(**options)`
     splits the options into those of `preprocess(input)`, `_forward(model_inputs)` (run without gradients, its
@@ -271,13 +272,13 @@ class Pipeline:
         self.call_count += 1
         if _is_stream(inputs):
             return (self._run_item(item, options) for item in inputs)
-        return self._run(inputs, options)
+        return self._run(inputs, options, batch_size or self._batch_size or 1)
 
     def _run_item(self, item, options: dict):
         """The result of one item of a generator or dataset: what it would get as one item of a list."""
         return self._run_one(item, **options)
 
-    def _run(self, inputs, options: dict):
+    def _run(self, inputs, options: dict, batch_size: int = 1):
         """One input's result, or a list of results for a list of inputs."""
         if self._is_input(inputs):
             return self._run_one(inputs, **options)
@@ -393,24 +394,31 @@ class TextGenerationPipeline(Pipeline):
 
         generate = inspect.signature(GenerationMixin.generate).parameters.values()
         generate_names = {p.name for p in generate if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-        return _PIPELINE_OPTIONS | set(GenerationConfig.option_names()) | generate_names - {"self", "input_ids"}
+        generate_names -= {"self", "input_ids", "attention_mask"}  # the pipeline makes those
+        return _PIPELINE_OPTIONS | set(GenerationConfig.option_names()) | generate_names
 
     def _is_input(self, value) -> bool:
         return isinstance(value, str) or _is_chat(value)
 
-    def _run(self, inputs, options: dict):
+    def _run(self, inputs, options: dict, batch_size: int = 1):
         if _is_chat(inputs) or isinstance(inputs, str):
             return self._run_one(inputs, **options)
-        return super()._run(inputs, options)
+        if batch_size > 1 and isinstance(inputs, (list, tuple)) and all(self._is_input(item) for item in inputs):
+            batches = (inputs[start : start + batch_size] for start in range(0, len(inputs), batch_size))
+            return [records for batch in batches for records in self._run_batch(list(batch), options)]
+        return super()._run(inputs, options, batch_size)
 
     def _run_one(self, prompt, **options) -> list[dict]:
+        return self._run_batch([prompt], options)[0]
+
+    def _run_batch(self, prompts: list, options: dict) -> list[list[dict]]:
+        """Each prompt's records; several prompts are padded into one batch and generated together."""
         own, generate_options = _split_options(options)
-        continue_final = own.get("continue_final_message")
-        if _is_chat(prompt) and continue_final is None:
-            continue_final = prompt[-1]["role"] == "assistant"
+        continue_final = [self._continues_final_message(prompt, own) for prompt in prompts]
+        rows = [self._encode(prompt, own, final)[0] for prompt, final in zip(prompts, continue_final)]
+        input_ids, attention_mask = self._padded(rows)
         if "max_length" in own:
             generate_options["max_length"] = own["max_length"]
-        input_ids = self._encode(prompt, own, continue_final).to(self.device)
         generate_options = self._with_defaults(generate_options)
         if own.get("prefix"):  # a total length counts the prefix too, which the caller did not write
             prefix_length = len(self.tokenizer(own["prefix"], add_special_tokens=own.get("add_special_tokens", False))
@@ -423,11 +431,41 @@ class TextGenerationPipeline(Pipeline):
             generate_options["stop_strings"] = [stops] if isinstance(stops, str) else list(stops)
             generate_options["tokenizer"] = self.tokenizer
         if own.get("handle_long_generation") == "hole":
-            input_ids = self._leave_room(input_ids, generate_options)
-        sequences = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **generate_options)
+            input_ids, attention_mask = self._leave_room(input_ids, attention_mask, generate_options)
+        sequences = self.model.generate(input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                                        **generate_options)
         if not isinstance(sequences, torch.Tensor):  # return_dict_in_generate=True
             sequences = sequences.sequences
-        return [self._record(prompt, sequence.cpu(), input_ids.shape[1], own, continue_final) for sequence in sequences]
+        per_prompt = sequences.shape[0] // len(prompts)  # num_return_sequences rows each
+        return [
+            [self._record(prompt, sequence.cpu(), input_ids.shape[1], own, final)
+             for sequence in sequences[i * per_prompt : (i + 1) * per_prompt]]
+            for i, (prompt, final) in enumerate(zip(prompts, continue_final))
+        ]
+
+    @staticmethod
+    def _continues_final_message(prompt, own: dict) -> bool:
+        """Whether a chat's last message is continued (by default, when it is the assistant's) or answered."""
+        if not _is_chat(prompt):
+            return False
+        if own.get("continue_final_message") is not None:
+            return own["continue_final_message"]
+        return prompt[-1]["role"] == "assistant"
+
+    def _padded(self, rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids, attention mask) of the prompts, padded on the tokenizer's padding side as the reference pads."""
+        if len(rows) == 1:
+            return rows[0][None], torch.ones_like(rows[0])[None]
+        if self.tokenizer.pad_token_id is None:
+            raise ValueError("batch_size > 1 pads the prompts, and this tokenizer has no pad token; set one "
+                             "(pipe.tokenizer.pad_token = pipe.tokenizer.eos_token) or use batch_size=1.")
+        width = max(len(row) for row in rows)
+        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=rows[0].dtype)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            columns = slice(width - len(row), width) if self.tokenizer.padding_side == "left" else slice(0, len(row))
+            input_ids[i, columns], attention_mask[i, columns] = row, 1
+        return input_ids, attention_mask
 
     def _encode(self, prompt, own: dict, continue_final: bool) -> torch.Tensor:
         options = {k: own[k] for k in ("truncation", "padding", "max_length") if own.get(k) is not None}
@@ -451,7 +489,7 @@ class TextGenerationPipeline(Pipeline):
             raise ValueError("continue_final_message: the chat template does not write the final message's content.")
         return self.tokenizer(text[: start + len(content)], add_special_tokens=False, return_tensors="pt")["input_ids"]
 
-    def _leave_room(self, input_ids: torch.Tensor, generate_options: dict) -> torch.Tensor:
+    def _leave_room(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generate_options: dict):
         """handle_long_generation="hole": drop the prompt's first tokens so that the new ones fit the model."""
         new_tokens = generate_options.get("max_new_tokens")
         if new_tokens is None:
@@ -461,12 +499,12 @@ class TextGenerationPipeline(Pipeline):
                                  "max_length is shorter than the prompt; pass max_new_tokens.")
         limit = self.tokenizer.model_max_length
         if input_ids.shape[1] + new_tokens <= limit:
-            return input_ids
+            return input_ids, attention_mask
         keep = limit - new_tokens
         if keep <= 0:
             raise ValueError(f"handle_long_generation='hole': {new_tokens} new tokens do not fit the model's "
                              f"{limit} positions, even without the prompt; ask for fewer.")
-        return input_ids[:, -keep:]
+        return input_ids[:, -keep:], attention_mask[:, -keep:]
 
     def _with_defaults(self, generate_options: dict) -> dict:
         """The reference's pipeline defaults, for options that neither the caller nor the model's config sets."""
@@ -572,8 +610,8 @@ class TextClassificationPipeline(_EncoderPipeline):
     def _is_input(self, value) -> bool:
         return isinstance(value, str) or (isinstance(value, dict) and "text" in value)
 
-    def _run(self, inputs, options: dict):
-        results = super()._run(inputs, options)
+    def _run(self, inputs, options: dict, batch_size: int = 1):
+        results = super()._run(inputs, options, batch_size)
         # The reference's odd default: without top_k, a single text's best record comes wrapped in a list.
         return [results] if self._is_input(inputs) and "top_k" not in options else results
 
@@ -700,8 +738,8 @@ class FillMaskPipeline(_EncoderPipeline):
 
     task = "fill-mask"
 
-    def _run(self, inputs, options: dict):
-        results = super()._run(inputs, options)
+    def _run(self, inputs, options: dict, batch_size: int = 1):
+        results = super()._run(inputs, options, batch_size)
         # As in the reference, a list holding one text gives that text's result, not a list of one.
         return results[0] if isinstance(inputs, (list, tuple)) and len(inputs) == 1 else results
 
@@ -778,10 +816,10 @@ class TokenClassificationPipeline(_EncoderPipeline):
     def _run_item(self, item, options: dict):
         return self._run([item], options)[0]
 
-    def _run(self, inputs, options: dict):
+    def _run(self, inputs, options: dict, batch_size: int = 1):
         options = dict(options)
         if not options.pop("is_split_into_words", False):
-            return super()._run(inputs, options)
+            return super()._run(inputs, options, batch_size)
         delimiter = options.pop("delimiter", " ")
         texts = inputs if inputs and all(isinstance(row, (list, tuple)) for row in inputs) else [inputs]
         for words in texts:
