@@ -129,9 +129,15 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
         """What forward returns: the output, or its tuple of set fields when return_dict (else the config's) is False."""
         return output if (self.config.return_dict if return_dict is None else return_dict) else output.to_tuple()
 
-    def eager_attention(self, output_attentions: bool) -> bool:
-        """Whether attention is computed step by step: when its weights are returned or the config asks for it."""
-        return output_attentions or self.config._attn_implementation == "eager"
+    def attention_path(self, output_attentions: bool) -> str:
+        """How the attention layers compute: "eager" (step by step, layers.eager_attention, as the reference's eager
+        path) when the weights are wanted or the config asks for it (attn_implementation="eager"), else "sdpa".
+
+        The two differ only at a query that may see no key (left padding): "sdpa" gives it zeros, "eager" the
+        mean of the values, as the reference's two paths do.
+        """
+        eager = output_attentions or self.config._attn_implementation == "eager"
+        return "eager" if eager else "sdpa"
 
     # -- embeddings ---------------------------------------------------------------------------------------------
 

@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import BertConfig, RobertaConfig
-from .base import PreTrainedModel
-from .layers import ACTIVATIONS, attention, attention_mask_for, run_layer
+from .base import PreTrainedModel, check_inputs, forward_cache, recorded, span_logits
+from .layers import ACTIVATIONS, attention, attention_mask_for, eager_attention, run_layer
 from .losses import next_token_loss, question_answering_loss, sequence_classification_loss, token_loss
 from .outputs import (
     BaseModelOutputWithPooling,
+    BaseModelOutputWithPoolingAndCrossAttentions,
     BertForPreTrainingOutput,
     CausalLMOutputWithCrossAttentions,
     MaskedLMOutput,
@@ -44,10 +45,11 @@ class BertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids, position_ids, token_type_ids):
+    def forward(self, input_ids, position_ids, token_type_ids, inputs_embeds=None):
+        x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
         if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+            token_type_ids = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
+        x = x + self.token_type_embeddings(token_type_ids)
         x = x + self.position_embeddings(position_ids)
         return self.dropout(self.LayerNorm(x))
 
@@ -62,17 +64,22 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = config.attention_probs_dropout_prob
 
-    def forward(self, x, mask, cache=None):
+    def forward(self, x, mask, cache=None, attention_path="sdpa"):
+        """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
         B, T, C = x.shape
         q, k, v = (proj(x).view(B, T, self.n_head, -1).transpose(1, 2) for proj in (self.query, self.key, self.value))
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, nh, past + T, hs)
         dropout = self.dropout if self.training else 0.0
-        if self.is_decoder:  # causal: `mask` is attention_mask_for's, None meaning plain causal attention
+        # A decoder's `mask` is attention_mask_for's, None meaning plain causal attention; an encoder's None: no mask.
+        weights = None
+        if attention_path != "sdpa":
+            y, weights = eager_attention(q, k, v, mask, dropout, is_causal=self.is_decoder and mask is None and T > 1)
+        elif self.is_decoder:
             y = attention(q, k, v, mask, dropout)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, nh, T, hs)
-        return y.transpose(1, 2).reshape(B, T, C)
+        return y.transpose(1, 2).reshape(B, T, C), weights
 
 
 class BertResidualOutput(nn.Module):
@@ -94,8 +101,9 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config, layer_idx)
         self.output = BertResidualOutput(config, config.hidden_size)
 
-    def forward(self, x, mask, cache=None):
-        return self.output(self.self(x, mask, cache), x)
+    def forward(self, x, mask, cache=None, attention_path="sdpa"):
+        y, weights = self.self(x, mask, cache, attention_path)
+        return self.output(y, x), weights
 
 
 class BertIntermediate(nn.Module):
@@ -115,9 +123,9 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertResidualOutput(config, config.intermediate_size)
 
-    def forward(self, x, mask, cache=None):
-        x = self.attention(x, mask, cache)
-        return self.output(self.intermediate(x), x)
+    def forward(self, x, mask, cache=None, attention_path="sdpa"):
+        x, weights = self.attention(x, mask, cache, attention_path)
+        return self.output(self.intermediate(x), x), weights
 
 
 class BertEncoder(nn.Module):
@@ -127,12 +135,20 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config, i) for i in range(config.num_hidden_layers))
 
-    def forward(self, x, mask, cache=None):
+    def forward(self, x, mask, cache=None, attention_path="sdpa", output_hidden_states=False, output_attentions=False):
+        """The last layer's output, the embeddings and every layer's output (output_hidden_states), and every
+        layer's attention weights (output_attentions, which need an attention_path other than "sdpa")."""
         # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
         checkpointing = self.gradient_checkpointing if self.training and cache is None else None
+        hidden_states = [x] if output_hidden_states else None
+        attentions = [] if output_attentions else None
         for layer in self.layer:
-            x = run_layer(layer, checkpointing, x, mask, cache)
-        return x
+            x, weights = run_layer(layer, checkpointing, x, mask, cache, attention_path)
+            if output_hidden_states:
+                hidden_states.append(x)
+            if output_attentions:
+                attentions.append(weights)
+        return x, recorded(hidden_states), recorded(attentions)
 
 
 class BertPooler(nn.Module):
@@ -174,9 +190,17 @@ class BertModel(BertPreTrainedModel):
         self.pooler = BertPooler(config) if add_pooling_layer else None
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> BaseModelOutputWithPooling:
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> BaseModelOutputWithPoolingAndCrossAttentions | tuple:
+        """The last hidden state (B, T, C) and the pooled first token; with output_hidden_states, also the
+        embeddings and every layer's output, and with output_attentions every layer's weights."""
+        check_inputs(input_ids, inputs_embeds)
+        output_attentions, output_hidden_states, return_dict = self.output_options(
+            output_attentions, output_hidden_states, return_dict
+        )
+        past_key_values = forward_cache(past_key_values, cache, use_cache and self.config.is_decoder)
         if past_key_values is not None and not self.config.is_decoder:
             raise ValueError(
                 f"{type(self).__name__} is an encoder and keeps no cache: pass past_key_values=None (a cache is kept "
@@ -186,15 +210,23 @@ class BertModel(BertPreTrainedModel):
             raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use a For... class.")
         past = past_key_values.seq_len if past_key_values is not None else 0
         if position_ids is None:
-            position_ids = self.default_positions(input_ids, past)
-        x = self.embeddings(input_ids, position_ids, token_type_ids)  # (B, T, C)
+            # Given inputs_embeds, every position holds a real token: ids that are not padding stand in for them.
+            ids = input_ids if input_ids is not None else torch.full(inputs_embeds.shape[:2], -1, device=inputs_embeds.device)
+            position_ids = self.default_positions(ids, past)
+        x = self.embeddings(input_ids, position_ids, token_type_ids, inputs_embeds)  # (B, T, C)
         if self.config.is_decoder:  # each position sees itself and the ones before it (BertLMHeadModel)
-            mask = attention_mask_for(attention_mask, past, input_ids.shape[1], x.device)
+            mask = attention_mask_for(attention_mask, past, x.shape[1], x.device)
         else:
             mask = padding_mask(attention_mask)
-        x = self.encoder(x, mask, past_key_values)
+        x, hidden_states, attentions = self.encoder(
+            x, mask, past_key_values, self.attention_path(output_attentions), output_hidden_states, output_attentions
+        )
         pooled = self.pooler(x) if self.pooler is not None else None
-        return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=pooled)
+        output = BaseModelOutputWithPoolingAndCrossAttentions(
+            last_hidden_state=x, pooler_output=pooled, hidden_states=hidden_states, cache=past_key_values,
+            attentions=attentions, cross_attentions=() if output_attentions else None,  # as the reference's
+        )
+        return self.returned(output, return_dict)
 
     def default_positions(self, input_ids: torch.Tensor, past: int = 0) -> torch.Tensor:
         """The positions of `input_ids` after `past` cached tokens (a decoder's cache)."""
@@ -250,9 +282,14 @@ class _BertHeadModel(BertPreTrainedModel):
         base_class = RobertaModel if isinstance(config, RobertaConfig) else BertModel
         setattr(self, self.base_model_prefix, base_class(config, add_pooling_layer=add_pooling_layer))
 
-    def encode(self, input_ids, attention_mask, position_ids, token_type_ids) -> BaseModelOutputWithPooling:
+    def encode(
+        self, input_ids, attention_mask, position_ids, token_type_ids, inputs_embeds=None, output_attentions=None,
+        output_hidden_states=None,
+    ) -> BaseModelOutputWithPoolingAndCrossAttentions:
+        """A head's call of its encoder, answered as an output object whatever return_dict says."""
         base = getattr(self, self.base_model_prefix)
-        return base(input_ids, attention_mask, position_ids, token_type_ids=token_type_ids)
+        return base(input_ids, attention_mask, position_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds,
+                    output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True)
 
 
 class BertPredictionHeadTransform(nn.Module):
@@ -300,12 +337,15 @@ class BertForMaskedLM(_BertHeadModel):
         self.tie_weights()
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> MaskedLMOutput:
-        hidden = self.encode(input_ids, attention_mask, position_ids, token_type_ids).last_hidden_state
-        logits = self.token_logits(hidden)  # (B, T, vocab_size)
-        return MaskedLMOutput(loss=None if labels is None else token_loss(logits, labels), logits=logits)
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, inputs_embeds=None, output_attentions=None,
+        output_hidden_states=None, return_dict=None,
+    ) -> MaskedLMOutput | tuple:
+        encoded = self.encode(input_ids, attention_mask, position_ids, token_type_ids, inputs_embeds, output_attentions,
+                              output_hidden_states)
+        logits = self.token_logits(encoded.last_hidden_state)  # (B, T, vocab_size)
+        loss = None if labels is None else token_loss(logits, labels)
+        return self.returned(MaskedLMOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions), return_dict)
 
     def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.cls(hidden)
@@ -320,12 +360,15 @@ class BertForSequenceClassification(_BertHeadModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> SequenceClassifierOutput:
-        logits = self.sequence_logits(self.encode(input_ids, attention_mask, position_ids, token_type_ids))
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, inputs_embeds=None, output_attentions=None,
+        output_hidden_states=None, return_dict=None,
+    ) -> SequenceClassifierOutput | tuple:
+        encoded = self.encode(input_ids, attention_mask, position_ids, token_type_ids, inputs_embeds, output_attentions,
+                              output_hidden_states)
+        logits = self.sequence_logits(encoded)
         loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return self.returned(SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions), return_dict)
 
     def sequence_logits(self, encoded: BaseModelOutputWithPooling) -> torch.Tensor:
         """(B, num_labels) from the pooled first token."""
@@ -343,12 +386,15 @@ class BertForTokenClassification(_BertHeadModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> TokenClassifierOutput:
-        hidden = self.encode(input_ids, attention_mask, position_ids, token_type_ids).last_hidden_state
-        logits = self.classifier(self.dropout(hidden))  # (B, T, num_labels)
-        return TokenClassifierOutput(loss=None if labels is None else token_loss(logits, labels), logits=logits)
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, inputs_embeds=None, output_attentions=None,
+        output_hidden_states=None, return_dict=None,
+    ) -> TokenClassifierOutput | tuple:
+        encoded = self.encode(input_ids, attention_mask, position_ids, token_type_ids, inputs_embeds, output_attentions,
+                              output_hidden_states)
+        logits = self.classifier(self.dropout(encoded.last_hidden_state))  # (B, T, num_labels)
+        loss = None if labels is None else token_loss(logits, labels)
+        return self.returned(TokenClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions), return_dict)
 
 
 class BertForQuestionAnswering(_BertHeadModel):
@@ -361,15 +407,18 @@ class BertForQuestionAnswering(_BertHeadModel):
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, start_positions=None, end_positions=None, logits_to_keep=0,
-    ) -> QuestionAnsweringModelOutput:
-        hidden = self.encode(input_ids, attention_mask, position_ids, token_type_ids).last_hidden_state
-        start_logits, end_logits = self.qa_outputs(hidden).unbind(-1)  # (B, T) each
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, start_positions=None, end_positions=None, logits_to_keep=0, inputs_embeds=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> QuestionAnsweringModelOutput | tuple:
+        encoded = self.encode(input_ids, attention_mask, position_ids, token_type_ids, inputs_embeds, output_attentions,
+                              output_hidden_states)
+        start_logits, end_logits = span_logits(self.qa_outputs(encoded.last_hidden_state))  # (B, T) each
         loss = None
         if start_positions is not None and end_positions is not None:
             loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
-        return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)
+        output = QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
+        return self.returned(output, return_dict)
 
 
 def _classifier_dropout(config: BertConfig) -> float:

@@ -195,7 +195,8 @@ def eager_attention(
     Used when the weights are asked for (output_attentions=True) or attn_implementation="eager". `mask`
     is a boolean mask as for `attention` (True: may attend), or None for none at all (`is_causal`: for
     plain causal attention). A masked score becomes the dtype's lowest value, not -inf, so a query that may
-    see no key (left padding) spreads its weight evenly over all of them, as in the reference.
+    see no key (left padding) spreads its weight evenly over all of them and its output is the mean of the
+    values, as in the reference (`attention` gives it zeros, as the reference's sdpa path does).
     Returns (B, nh, T, hs) and the weights (B, nh, T, S).
     """
     if k.shape[1] != q.shape[1]:

@@ -95,8 +95,8 @@ class LlamaAttention(nn.Module):
         self.v_proj = Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=qkv_bias)
         self.o_proj = Linear(self.n_head * self.head_dim, config.hidden_size, bias=bias)
 
-    def forward(self, x, cos, sin, mask, cache, eager=False):
-        """The attention output, and its weights (B, nh, T, S) when computed step by step (`eager`), else None."""
+    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
+        """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hs)
@@ -104,10 +104,10 @@ class LlamaAttention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past + T, hs)
-        if eager:
-            y, weights = eager_attention(q, k, v, mask, is_causal=mask is None and T > 1)
-        else:
+        if attention_path == "sdpa":
             y, weights = attention(q, k, v, mask), None  # (B, nh, T, hs)
+        else:
+            y, weights = eager_attention(q, k, v, mask, is_causal=mask is None and T > 1)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1)), weights
 
 
@@ -131,8 +131,8 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = LlamaMLP(config)
 
-    def forward(self, x, cos, sin, mask, cache, eager=False):
-        h, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, eager)
+    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
+        h, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, attention_path)
         x = x + h
         return x + self.mlp(self.post_attention_layernorm(x)), weights
 
@@ -212,13 +212,13 @@ class LlamaModel(LlamaPreTrainedModel):
         mask = attention_mask_for(attention_mask, past, T, x.device, self.sliding_window)
         # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
         checkpointing = self.gradient_checkpointing if self.training and cache is None else None
-        eager = self.eager_attention(output_attentions)
+        attention_path = self.attention_path(output_attentions)
         hidden_states = [] if output_hidden_states else None
         attentions = [] if output_attentions else None
         for layer in self.layers:
             if output_hidden_states:
                 hidden_states.append(x)
-            x, weights = run_layer(layer, checkpointing, x, cos, sin, mask, cache, eager)
+            x, weights = run_layer(layer, checkpointing, x, cos, sin, mask, cache, attention_path)
             if output_attentions:
                 attentions.append(weights)
         x = self.norm(x)
