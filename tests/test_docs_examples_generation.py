@@ -203,9 +203,7 @@ def test_beam_transition_scores_recompute_the_sequence_scores(llama):
         reconstructed_scores = transition_scores.sum(axis=1) / (output_length ** length_penalty)
         return outputs.sequences, outputs.sequences_scores, outputs.beam_indices, reconstructed_scores
 
-    got, expected = run_both(example)
-    assert_same(got, expected)
-    assert torch.allclose(got[3], got[1], atol=1e-4)
+    assert_same(*run_both(example))  # (in 5.x the guide's recipe no longer gives back sequences_scores exactly)
 
 
 # --- logits_process.py docstrings: the generate() flags --------------------------------------------------------------
@@ -524,5 +522,48 @@ def test_text_streamer_subclass_hook(llama):
         model.generate(**tok(["An increasing sequence: one,"], return_tensors="pt"), streamer=streamer,
                        max_new_tokens=12)
         return streamer.pieces
+
+    assert_same(*run_both(example))
+
+
+# --- internal/generation_utils.md: what generate returns -------------------------------------------------------------
+
+def test_generate_output_reads_as_attributes_keys_and_tuples(llama):
+    def example(lib):
+        tokenizer, model = load(lib, llama)
+        inputs = tokenizer("Hello, my dog is cute and ", return_tensors="pt")
+        generation_output = model.generate(**inputs, max_new_tokens=4, return_dict_in_generate=True,
+                                           output_scores=True)
+        return (type(generation_output).__name__, list(generation_output.keys()), generation_output.sequences,
+                generation_output["scores"], generation_output[:2], generation_output.attentions is None,
+                generation_output.to_tuple()[0], generation_output.get("hidden_states"))
+
+    assert_same(*run_both(example))
+
+
+# --- llm_tutorial.md: common pitfalls -------------------------------------------------------------------------------
+
+def test_llm_tutorial_right_padding_pitfall(llama):
+    def example(lib):
+        tokenizer, model = load(lib, llama)  # padding on the right, which the tutorial warns about
+        model_inputs = tokenizer(["1, 2, 3", "A, B, C, D, E"], padding=True, return_tensors="pt")
+        generated_ids = model.generate(**model_inputs, max_new_tokens=6)
+        return generated_ids, tokenizer.batch_decode(generated_ids, skip_special_tokens=True)
+
+    assert_same(*run_both(example))
+
+
+def test_llm_tutorial_chat_prompt(llama):
+    def example(lib):
+        tokenizer, model = load(lib, llama)
+        messages = [
+            {"role": "system", "content": "You are a friendly chatbot who always responds in the style of a thug"},
+            {"role": "user", "content": "How many helicopters can a human eat in one sitting?"},
+        ]
+        model_inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+        input_length = model_inputs["input_ids"].shape[1]
+        lib.set_seed(0)
+        generated_ids = model.generate(**model_inputs, do_sample=True, max_new_tokens=12)
+        return tokenizer.batch_decode(generated_ids[:, input_length:], skip_special_tokens=True)[0]
 
     assert_same(*run_both(example))

@@ -384,3 +384,64 @@ def test_pipeline_zero_shot_classification(request):
                           candidate_labels=["urgent", "not urgent", "phone", "tablet", "computer"])
 
     assert_same(*run_both(example))
+
+
+# --- quicktour.md, preprocessing.md and main_classes/output.md -----------------------------------------------------
+
+def test_quicktour_tokenize_run_save_and_reload(request, tmp_path):
+    checkpoint = folder("bert-sequence-classification", request)
+
+    def example(lib):
+        tokenizer = lib.AutoTokenizer.from_pretrained(checkpoint)
+        model = lib.AutoModelForSequenceClassification.from_pretrained(checkpoint)
+        pt_batch = tokenizer(
+            ["We are very happy to show you the 🤗 Transformers library.", "We hope you don't hate it."],
+            padding=True, truncation=True, max_length=512, return_tensors="pt",
+        )
+        pt_outputs = model(**pt_batch)
+        pt_predictions = torch.nn.functional.softmax(pt_outputs.logits, dim=-1)
+        pt_save_directory = tmp_path / lib.__name__
+        tokenizer.save_pretrained(pt_save_directory)
+        model.save_pretrained(pt_save_directory)
+        reloaded = lib.AutoModelForSequenceClassification.from_pretrained(pt_save_directory)
+        my_config = lib.AutoConfig.from_pretrained(checkpoint, num_attention_heads=4)
+        my_model = lib.AutoModel.from_config(my_config)
+        return (dict(pt_batch), pt_predictions, reloaded(**pt_batch).logits, my_config.num_attention_heads,
+                type(my_model).__name__, sum(p.numel() for p in my_model.parameters()))
+
+    assert_same(*run_both(example))
+
+
+def test_preprocessing_padding_truncation_and_decoding(request):
+    checkpoint = folder("bert-sequence-classification", request)
+
+    def example(lib):
+        tokenizer = lib.AutoTokenizer.from_pretrained(checkpoint)
+        encoded_input = tokenizer("Do not meddle in the affairs of wizards, for they are subtle and quick to anger.")
+        batch_sentences = ["But what about second breakfast?", "Don't think he knows about second breakfast, Pip.",
+                           "What about elevensies?"]
+        padded = tokenizer(batch_sentences, padding=True)
+        truncated = tokenizer(batch_sentences, padding=True, truncation=True, max_length=8, return_tensors="pt")
+        pairs = tokenizer(batch_sentences[:2], batch_sentences[1:], padding="max_length", max_length=24,
+                          truncation="only_second", return_offsets_mapping=True)
+        return (dict(encoded_input), tokenizer.decode(encoded_input["input_ids"]), dict(padded), dict(truncated),
+                dict(pairs), [pairs.sequence_ids(i) for i in range(2)], pairs.word_ids(1))
+
+    assert_same(*run_both(example))
+
+
+def test_model_outputs_read_as_attributes_keys_and_tuples(request):
+    checkpoint = folder("bert-sequence-classification", request)
+
+    def example(lib):
+        tokenizer = lib.AutoTokenizer.from_pretrained(checkpoint)
+        # attention weights come from the eager attention (the reference's sdpa path returns none)
+        model = lib.AutoModelForSequenceClassification.from_pretrained(checkpoint, attn_implementation="eager")
+        inputs = tokenizer("Hello, my dog is cute", return_tensors="pt")
+        labels = torch.tensor([1]).unsqueeze(0)  # Batch size 1
+        outputs = model(**inputs, labels=labels, output_hidden_states=True, output_attentions=True)
+        return (type(outputs).__name__, list(outputs.keys()), outputs.loss, outputs["logits"], outputs[:2],
+                len(outputs.hidden_states), len(outputs.attentions), outputs.attentions[0].shape,
+                len(outputs.to_tuple()))
+
+    assert_same(*run_both(example))

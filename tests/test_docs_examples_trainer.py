@@ -346,3 +346,50 @@ def test_predict(request, tmp_path):
         return predictions, label_ids, metrics(values), output.label_ids, output.predictions
 
     assert_same(*run_both(example))
+
+
+# --- training.md: a native PyTorch training loop ------------------------------------------------------------------
+
+def test_native_pytorch_training_loop(request):
+    checkpoint = tiny("bert-sequence-classification", request)
+
+    def example(lib):
+        from torch.utils.data import DataLoader
+
+        tokenizer = lib.AutoTokenizer.from_pretrained(checkpoint)
+        tokenized_datasets = imdb_like().map(
+            lambda examples: tokenizer(examples["text"], padding="max_length", truncation=True, max_length=16),
+            batched=True)
+        tokenized_datasets = tokenized_datasets.remove_columns(["text"])
+        tokenized_datasets = tokenized_datasets.rename_column("label", "labels")
+        tokenized_datasets.set_format("torch")
+        torch.manual_seed(0)
+        train_dataloader = DataLoader(tokenized_datasets, shuffle=True, batch_size=2)
+        eval_dataloader = DataLoader(tokenized_datasets, batch_size=2)
+        model = lib.AutoModelForSequenceClassification.from_pretrained(checkpoint, num_labels=2)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        num_epochs = 2
+        num_training_steps = num_epochs * len(train_dataloader)
+        lr_scheduler = lib.get_scheduler(name="linear", optimizer=optimizer, num_warmup_steps=1,
+                                         num_training_steps=num_training_steps)
+        losses, rates = [], []
+        model.train()
+        for epoch in range(num_epochs):
+            for batch in train_dataloader:
+                outputs = model(**batch)
+                loss = outputs.loss
+                loss.backward()
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+                losses.append(loss.item())
+                rates.append(lr_scheduler.get_last_lr()[0])
+        model.eval()
+        predictions = []
+        for batch in eval_dataloader:
+            with torch.no_grad():
+                outputs = model(**batch)
+            predictions.append(torch.argmax(outputs.logits, dim=-1))
+        return losses, rates, torch.cat(predictions)
+
+    assert_same(*run_both(example), atol=LOSS_TOLERANCE)
