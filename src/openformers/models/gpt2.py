@@ -51,7 +51,7 @@ class GPT2Attention(nn.Module):
         if attention_path == "sdpa":
             y, weights = attention(q, k, v, mask, dropout), None  # (B, nh, T, hs)
         else:
-            y, weights = eager_attention(q, k, v, mask, dropout, mask is None and T > 1, attention_path == "weights")
+            y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C))), weights
 
 
