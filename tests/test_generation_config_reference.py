@@ -218,3 +218,12 @@ def test_warnings_as_the_reference_test_expects():
             warnings.simplefilter("always")
             GenerationConfig(**options)
         assert len(caught) == 1, options
+
+
+def test_a_config_rebuilt_from_its_dict_is_equal_and_pickles():
+    import pickle
+
+    config = GenerationConfig(max_new_tokens=3, foo=1)
+    rebuilt = GenerationConfig(**config.to_dict())
+    assert rebuilt == config and rebuilt.to_diff_dict() == {"max_new_tokens": 3, "foo": 1}
+    assert pickle.loads(pickle.dumps(config)) == config

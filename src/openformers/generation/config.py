@@ -180,8 +180,7 @@ class GenerationConfig:
         object.__setattr__(self, "extra", {})
         for name in _OPTION_NAMES:
             object.__setattr__(self, name, kwargs.pop(name, None))
-        kwargs.pop("_commit_hash", None)  # the reference drops it too
-        self.extra.update(kwargs)
+        self.extra.update(_without_unset_metadata(kwargs))
         self.watermarking_config = _watermarking_config(self.watermarking_config)
         self.validate()
         _warn_about_ignored_options(self, self.set_options(), stacklevel=3)
@@ -235,9 +234,7 @@ class GenerationConfig:
         object.__setattr__(config, "extra", {})
         for name in _OPTION_NAMES:
             object.__setattr__(config, name, None)
-        merged = {**values, **kwargs}
-        merged.pop("_commit_hash", None)
-        for key, value in merged.items():
+        for key, value in _without_unset_metadata({**values, **kwargs}).items():
             setattr(config, key, value)
         config.watermarking_config = _watermarking_config(config.watermarking_config)
         config.validate()
@@ -483,6 +480,12 @@ def _check_forced_tokens_are_not_suppressed(config: GenerationConfig) -> None:
             )
 _WHERE_TO_FIND = ("revision", "cache_dir", "local_files_only", "token", "force_download", "subfolder", "proxies",
                   "_from_auto", "_from_pipeline")
+
+
+def _without_unset_metadata(values: dict) -> dict:
+    """Drop `_commit_hash` (the reference drops it too) and metadata left at None, which is no information."""
+    return {key: value for key, value in values.items()
+            if key != "_commit_hash" and not (key in _METADATA and value is None)}
 
 
 def _watermarking_config(value):
