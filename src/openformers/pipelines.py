@@ -689,9 +689,11 @@ class ZeroShotClassificationPipeline(_EncoderPipeline):
             raise ValueError(f"hypothesis_template {hypothesis_template!r} has no {{}} for the label to go in; "
                              'write it like "This example is {}."')
         hypotheses = [hypothesis_template.format(label) for label in labels]
-        # One pair per label, each encoded alone (as the reference does with its default batch of one).
-        logits = torch.cat([self._encode_and_run(text, hypothesis, truncation="only_first")[1].logits.float().cpu()
-                            for hypothesis in hypotheses])  # (labels, classes)
+        # One (text, hypothesis) pair per label, the text cut first when too long; the pairs run as one padded batch.
+        padding = self.tokenizer.pad_token_id is not None
+        pairs = [([text] * len(labels), hypotheses)] if padding else [(text, hypothesis) for hypothesis in hypotheses]
+        logits = torch.cat([self._encode_and_run(premise, hypothesis, truncation="only_first", padding=padding)[1]
+                            .logits.float().cpu() for premise, hypothesis in pairs])  # (labels, classes)
         entailment = self.entailment_id
         if multi_label or len(labels) == 1:
             contradiction = -1 if entailment == 0 else 0
