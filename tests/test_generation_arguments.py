@@ -244,3 +244,28 @@ def test_cache_speaks_the_reference_methods():
     assert cache.batch_size == 3 and cache.get_max_length() == -1 and not cache.is_compileable
     cache.reset()
     assert cache.get_seq_length() == 0
+
+
+@pytest.mark.parametrize("beams", [1, 2])
+def test_attentions_and_hidden_states_per_step_as_the_reference(tmp_path, ids, beams):
+    torch.manual_seed(0)
+    theirs = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY, attn_implementation="eager")).eval()
+    theirs.save_pretrained(tmp_path)
+    ours = AutoModelForCausalLM.from_pretrained(tmp_path)
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0
+    options = dict(return_dict_in_generate=True, output_attentions=True, output_hidden_states=True,
+                   max_new_tokens=4, num_beams=beams)
+    with torch.inference_mode():
+        expected = theirs.generate(ids, attention_mask=mask, **options)
+    got = ours.generate(ids, attention_mask=mask, **options)
+    assert list(got.keys()) == list(expected.keys())
+    assert len(got.attentions) == len(got.hidden_states) == 4
+    rows = mask.bool().repeat_interleave(beams, 0)
+    for step, (mine, want) in enumerate(zip(got.attentions + got.hidden_states, expected.attentions + expected.hidden_states)):
+        assert [t.shape for t in mine] == [t.shape for t in want]
+        if beams == 1:
+            for a, b in zip(mine, want):
+                if a.dim() == 3 and a.shape[1] > 1:  # the prompt's hidden states: padded positions may differ
+                    a, b = a[rows], b[rows]
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

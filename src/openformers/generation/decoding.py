@@ -368,9 +368,9 @@ class _Record:
         if self.scores is not None:
             self.scores.append(scores.clone())
         if self.attentions is not None:
-            self.attentions.append(decoder.last_output.attentions)
+            self.attentions.append(decoder.last_attentions)
         if self.hidden_states is not None:
-            self.hidden_states.append(decoder.last_output.hidden_states)
+            self.hidden_states.append(decoder.last_hidden_states)
 
     def scores_so_far(self) -> tuple[torch.Tensor, ...] | None:
         """What stopping criteria receive as `scores`, as in the reference: None unless scores are kept."""
@@ -638,7 +638,8 @@ class Decoder:
         self.position_ids = None if attention_mask is None else (attention_mask.cumsum(-1) - 1).clamp(min=0)
         self.extra = {name: True for name, wanted in (("output_attentions", output_attentions),
                                                       ("output_hidden_states", output_hidden_states)) if wanted}
-        self.last_output = None  # the model's output for the latest forward pass (for attentions, hidden states)
+        # The latest forward pass's per-layer attentions and hidden states, when asked for.
+        self.last_attentions, self.last_hidden_states = None, None
 
     def prefill(self, expand: int = 1) -> torch.Tensor:
         """The (B * expand, V) logits of the last prompt position, each prompt's row repeated `expand` times.
@@ -656,6 +657,9 @@ class Decoder:
             rows = torch.arange(self.input_ids.shape[0], device=logits.device).repeat_interleave(expand)
             self.cache.reorder(rows)
             logits = logits[rows]
+            if self.extra:
+                self.last_attentions = _rows(self.last_attentions, rows)
+                self.last_hidden_states = _rows(self.last_hidden_states, rows)
             if self.attention_mask is not None:
                 self.attention_mask, self.position_ids = self.attention_mask[rows], self.position_ids[rows]
         return logits
@@ -683,8 +687,14 @@ class Decoder:
             logits_to_keep=keep,
             **self.extra,
         )
-        self.last_output = output if self.extra else None
+        if self.extra:
+            self.last_attentions = output.attentions
+            self.last_hidden_states = output.hidden_states
         return output.logits
+
+
+def _rows(per_layer: tuple | None, rows: torch.Tensor) -> tuple | None:
+    return None if per_layer is None else tuple(tensor[rows] for tensor in per_layer)
 
 
 def _inputs_and_mask(inputs, kwargs: dict):
