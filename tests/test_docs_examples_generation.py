@@ -567,3 +567,36 @@ def test_llm_tutorial_chat_prompt(llama):
         return tokenizer.batch_decode(generated_ids[:, input_length:], skip_special_tokens=True)[0]
 
     assert_same(*run_both(example))
+
+
+def test_stopping_criteria_classes_built_by_hand(llama):
+    def example(lib):
+        tokenizer, model = load(lib, llama)
+        inputs = tokenizer(["The biggest states in the USA by land area:"], return_tensors="pt")
+        free = model.generate(**inputs, max_new_tokens=16)
+        text = tokenizer.decode(free[0, inputs["input_ids"].shape[1]:])
+        stop = text[len(text) // 2:len(text) // 2 + 2]
+        criteria = lib.StoppingCriteriaList([
+            lib.StopStringCriteria(tokenizer=tokenizer, stop_strings=[stop]),
+            lib.EosTokenCriteria(eos_token_id=tokenizer.eos_token_id),
+        ])
+        stopped = model.generate(**inputs, max_new_tokens=16, stopping_criteria=criteria, synced_gpus=False)
+        scores = torch.zeros(1, model.config.vocab_size)
+        return stop, stopped, criteria(stopped, scores), lib.MaxLengthCriteria(max_length=8)(stopped, scores)
+
+    assert_same(*run_both(example))
+
+
+def test_text_streamer_options_and_the_models_generation_config(llama):
+    def example(lib):
+        tok, model = load(lib, llama)
+        model.generation_config.max_new_tokens = 7
+        model.generation_config.pad_token_id = tok.eos_token_id
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            streamer = lib.TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+            out = model.generate(**tok(["<|im_start|>user\nHi<|im_end|>\n"], return_tensors="pt"), streamer=streamer)
+        unused = model.generation_config.update(top_k=3, not_an_option=1)
+        return out, printed.getvalue(), unused, model.generation_config.top_k
+
+    assert_same(*run_both(example))
