@@ -521,3 +521,34 @@ def test_add_bos_and_eos_tokens_and_split_special_tokens(byte_level, minilm):
     for text in ("a [SEP] b [MASK]", "[CLS] x"):
         assert ours(text)["input_ids"] == reference(text)["input_ids"]
     assert ours.split_special_tokens
+
+
+@pytest.mark.parametrize("options", [{}, {"add_prefix_space": True}, {"add_prefix_space": True, "trim_offsets": False}])
+def test_roberta_from_pretrained_options_give_reference_offsets(byte_level, tmp_path, options):
+    files = (str(byte_level / "vocab.json"), str(byte_level / "merges.txt"))
+    _reference(transformers.RobertaTokenizer, *files).save_pretrained(tmp_path)
+    reference = _reference(transformers.AutoTokenizer.from_pretrained, str(tmp_path), **options)
+    ours = openformers.AutoTokenizer.from_pretrained(tmp_path, **options)
+    for text in ["Hello world", " lead space", "x", "  two", "a  b "]:
+        expected = reference(text, PAIR, return_offsets_mapping=True)
+        got = ours(text, PAIR, return_offsets_mapping=True)
+        assert got["input_ids"] == expected["input_ids"], text
+        assert got["offset_mapping"] == expected["offset_mapping"], text
+    if options.get("add_prefix_space"):  # what the token-classification guide does with RoBERTa
+        words = [["Hugging", "Face", "is", "in", "NYC"], ["one"]]
+        expected = reference(words, is_split_into_words=True, truncation=True)
+        got = ours(words, is_split_into_words=True, truncation=True)
+        assert got["input_ids"] == expected["input_ids"]
+        assert [got.word_ids(row) for row in range(2)] == [expected.word_ids(row) for row in range(2)]
+
+
+def test_batch_encoding_construction_and_added_token_arguments(minilm):
+    for data, options in (({"input_ids": [[1, 2]]}, {"tensor_type": "pt"}),
+                          ({"input_ids": [1, 2]}, {"tensor_type": "np", "prepend_batch_axis": True})):  # fmt: skip
+        got, expected = openformers.BatchEncoding(data, **options), transformers.BatchEncoding(data, **options)
+        assert got["input_ids"].tolist() == expected["input_ids"].tolist()
+        assert type(got["input_ids"]) is type(expected["input_ids"])
+    assert openformers.BatchEncoding({"input_ids": [1]}, n_sequences=2).n_sequences == 2
+    pad = openformers.AddedToken("[PAD]", special=True)
+    ours = openformers.BertTokenizer.from_pretrained(minilm, pad_token=pad)
+    assert ours.pad_token == str(pad) == "[PAD]" and ours.pad_token_id == 0

@@ -291,13 +291,17 @@ class Pipeline:
         return [0] * extra + positions
 
     def _trim_offsets(self, encoding: Encoding) -> None:
-        """Leave the spaces a byte-level token starts or ends with out of its offsets ("Ġworld" -> "world")."""
+        """Leave the spaces a byte-level token starts or ends with out of its offsets ("Ġworld" -> "world").
+        The one space put in front of the text (add_prefix_space) stays with the first token, as in the reference."""
         space = BYTE_ALPHABET[ord(" ")]
+        prefixed = any(part.add_prefix_space for part in _parts_of_kind(self.pre_tokenizer, ByteLevel))
         for index, token_id in enumerate(encoding.ids):
             token = self.id_to_token(token_id) or ""
             leading = len(token) - len(token.lstrip(space))
             trailing = len(token) - len(token.rstrip(space))
             start, end = encoding.offsets[index]
+            if leading == 1 and prefixed and (index == 0 or start == 0):
+                leading = 0
             if leading:
                 start = min(start + leading, end)
             if trailing and end >= trailing:
@@ -337,6 +341,12 @@ class Pipeline:
 
     def get_vocab(self) -> dict[str, int]:
         return self.model.get_vocab() | self.added.ids
+
+
+def _parts_of_kind(part, kind) -> list:
+    """`part` and the parts of a Sequence that are a `kind`."""
+    own = [part] if isinstance(part, kind) else []
+    return own + [found for child in getattr(part, "pre_tokenizers", []) for found in _parts_of_kind(child, kind)]
 
 
 def _contains(part, kind) -> bool:

@@ -243,24 +243,31 @@ class BatchEncoding(dict):
     """
 
     # No per-object __dict__, and the texts kept as tuples: few objects for the garbage collector to walk.
-    __slots__ = ("_encodings", "_pipeline", "_texts", "_add_special_tokens")
+    __slots__ = ("_encodings", "_pipeline", "_texts", "_add_special_tokens", "_n_sequences")
 
     def __init__(
         self,
         data=None,
         encodings: list[Encoding] | Callable[[], list[Encoding]] | None = None,
+        tensor_type=None,
+        prepend_batch_axis: bool = False,
+        n_sequences: int | None = None,
         *,
         pipeline=None,
         texts: tuple[tuple[str, str | None], ...] | None = None,
         add_special_tokens: bool = True,
     ):
         """`encodings` are the rows with offsets, or a function that makes them when first needed; or,
-        from `texts` and `pipeline`, they are encoded again when first needed."""
+        from `texts` and `pipeline`, they are encoded again when first needed. As in the reference,
+        `tensor_type` ("pt" or "np") turns the values into tensors (`prepend_batch_axis`: one row into a
+        batch of one); `n_sequences` (1, or 2 for pairs) is otherwise read from the rows."""
         super().__init__(data or {})
         self._encodings = encodings
         self._pipeline = pipeline  # the tokenizer's, for tokens()
         self._texts = texts
         self._add_special_tokens = add_special_tokens
+        self._n_sequences = n_sequences
+        self.convert_to_tensors(tensor_type, prepend_batch_axis)
 
     @property
     def encodings(self) -> list[Encoding] | None:
@@ -317,6 +324,8 @@ class BatchEncoding(dict):
     @property
     def n_sequences(self) -> int | None:
         """1 for single texts, 2 for pairs (None when this was not made by a tokenizer call)."""
+        if self._n_sequences is not None:
+            return self._n_sequences
         return self.encodings[0].n_sequences if self.encodings else None
 
     def _encoding(self, batch_index: int) -> Encoding:

@@ -251,7 +251,9 @@ _SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad
 
 
 def _token_content(value) -> str | None:
-    """A special token as configs write it: a string, or a dict with its "content"."""
+    """A special token as configs write it: a string, or a dict with its "content" (or an AddedToken)."""
+    if isinstance(value, AddedToken):
+        return value.content
     return value.get("content") if isinstance(value, dict) else value
 
 
@@ -362,6 +364,10 @@ def _apply_options(data: dict, options: dict) -> None:
                 part["add_prefix_space"] = add
             elif part.get("type") == "Metaspace":
                 part["prepend_scheme"] = ("first" if options.get("legacy") is False else "always") if add else "never"
+    if "trim_offsets" in options:
+        for part in _parts(data.get("pre_tokenizer"), "pretokenizers") + _parts(data.get("post_processor"), "processors"):
+            if part.get("type") in ("ByteLevel", "RobertaProcessing"):
+                part["trim_offsets"] = bool(options["trim_offsets"])
     if "do_lower_case" in options:
         for part in _parts(data.get("normalizer"), "normalizers"):
             if part.get("type") == "BertNormalizer":
