@@ -611,23 +611,39 @@ class TextClassificationPipeline(_EncoderPipeline):
         return isinstance(value, str) or (isinstance(value, dict) and "text" in value)
 
     def _run(self, inputs, options: dict, batch_size: int = 1):
+        texts_only = isinstance(inputs, (list, tuple)) and inputs and all(isinstance(x, str) for x in inputs)
+        if batch_size > 1 and texts_only and self.tokenizer.pad_token_id is not None:
+            batches = (list(inputs[start : start + batch_size]) for start in range(0, len(inputs), batch_size))
+            return [records for batch in batches for records in self._run_batch(batch, **options)]
         results = super()._run(inputs, options, batch_size)
         # The reference's odd default: without top_k, a single text's best record comes wrapped in a list.
         return [results] if self._is_input(inputs) and "top_k" not in options else results
 
-    def _run_one(self, text, top_k: int | None = "", function_to_apply: str | None = None,
-                 truncation=None, padding=None, max_length: int | None = None):
-        """Every label's record with top_k=None, the best top_k of them, or without top_k the best record alone."""
+    def _run_one(self, text, **options):
+        return self._run_batch([text], **options)[0]
+
+    def _run_batch(self, texts: list, top_k: int | None = "", function_to_apply: str | None = None,
+                   truncation=None, padding=None, max_length: int | None = None) -> list:
+        """Each text's records: every label's with top_k=None, the best top_k, or without top_k the best alone."""
         tokenizer_options = {k: v for k, v in (("truncation", truncation), ("padding", padding),
                                                ("max_length", max_length)) if v is not None}
-        if isinstance(text, dict):
-            pair = {k: v for k, v in text.items()}
+        if len(texts) > 1:
+            tokenizer_options["padding"] = tokenizer_options.get("padding") or True
+        if isinstance(texts[0], dict):  # one {"text", "text_pair"} dict
+            pair = dict(texts[0])
             _, output = self._encode_and_run(pair.pop("text"), **pair, **tokenizer_options)
         else:
-            _, output = self._encode_and_run(text, **tokenizer_options)
-        records = _ranked_labels(output.logits[0].float(), self.model.config, 1 if top_k == "" else top_k,
-                                 function_to_apply)
-        return records[0] if top_k == "" else records
+            _, output = self._encode_and_run(texts if len(texts) > 1 else texts[0], **tokenizer_options)
+        results = []
+        for logits in output.logits.float():
+            records = _ranked_labels(logits, self.model.config, 1 if top_k == "" else top_k, function_to_apply)
+            results.append(records[0] if top_k == "" else records)
+        return results
+
+    @classmethod
+    def accepted_options(cls) -> set[str]:
+        parameters = list(inspect.signature(cls._run_batch).parameters)[2:]  # after self and the texts
+        return set(parameters)
 
 
 def _ranked_labels(logits: torch.Tensor, config, top_k: int | None, function_to_apply: str | None) -> list[dict]:
