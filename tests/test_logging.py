@@ -165,3 +165,11 @@ def test_progress_bars_switch_off_and_on(capsys):
     logging.enable_progress_bar()
     assert logging.is_progress_bar_enabled() and not are_progress_bars_disabled()
     assert not logging.tqdm(total=5, file=io.StringIO()).disable
+
+
+def test_the_reference_import_paths():
+    from openformers.utils import logging as from_utils  # `from transformers.utils import logging`
+
+    import openformers
+
+    assert from_utils is logging is openformers.logging

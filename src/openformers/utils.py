@@ -85,3 +85,9 @@ def is_torch_xpu_available() -> bool:
 
 
 AVAILABILITY_CHECKS = sorted([f"is_{name}_available" for name in _MODULES_BEHIND] + ["is_torch_xpu_available"])
+
+
+def __getattr__(name):
+    if name == "logging":  # `from transformers.utils import logging`, imported only when asked for
+        return importlib.import_module("openformers.logging")
+    raise AttributeError(f"module 'openformers.utils' has no attribute {name!r}")
