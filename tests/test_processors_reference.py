@@ -363,3 +363,46 @@ def test_unbatched_guidance_with_a_plain_function_as_model():
         processor = of.UnbatchedClassifierFreeGuidanceLogitsProcessor(1.5, model, negative)
         for _ in range(2):
             torch.testing.assert_close(processor(torch.tensor([[0]]), conditional), expected)
+
+
+GENERATE_OPTIONS = {
+    "sequence bias": dict(sequence_bias=[[[5], 3.0], [[7, 8], -2.0]]),
+    "encoder penalties": dict(encoder_repetition_penalty=1.5, encoder_no_repeat_ngram_size=2),
+    "forced eos and decay": dict(forced_eos_token_id=2, exponential_decay_length_penalty=(2, 1.5), eos_token_id=2),
+    "begin suppress": dict(begin_suppress_tokens=[37, 12], suppress_tokens=[61]),
+    "renormalize": dict(renormalize_logits=True, remove_invalid_values=True, repetition_penalty=1.2),
+    "guidance": dict(guidance_scale=1.5),
+    "watermark": dict(watermarking="green"),
+    "synthid": dict(watermarking="synthid"),
+}
+
+
+@pytest.mark.parametrize("name", list(GENERATE_OPTIONS))
+@pytest.mark.filterwarnings("ignore")
+def test_generate_with_config_driven_processors_matches_reference(tiny_pair, name):
+    theirs_model, ours_model = tiny_pair
+    options = dict(GENERATE_OPTIONS[name])
+    watermarking = options.pop("watermarking", None)
+    ours_options, theirs_options = dict(options), dict(options)
+    if watermarking == "green":
+        from openformers.generation import WatermarkingConfig
+
+        ours_options["watermarking_config"] = WatermarkingConfig(bias=4.0)
+        theirs_options["watermarking_config"] = transformers.WatermarkingConfig(bias=4.0)
+    elif watermarking == "synthid":
+        from openformers.generation import SynthIDTextWatermarkingConfig
+
+        synthid = dict(ngram_len=3, keys=[11, 22, 33], sampling_table_size=2**12, context_history_size=32)
+        ours_options["watermarking_config"] = SynthIDTextWatermarkingConfig(**synthid)
+        theirs_options["watermarking_config"] = transformers.SynthIDTextWatermarkingConfig(**synthid)
+    generator = torch.Generator().manual_seed(4)
+    input_ids = torch.randint(3, 64, (2, 6), generator=generator)  # two rows: the plain (uncompiled) decode path
+    if name == "guidance":
+        negative = torch.randint(3, 64, (2, 3), generator=generator)
+        ours_options["negative_prompt_ids"] = theirs_options["negative_prompt_ids"] = negative
+    common = dict(max_new_tokens=8, pad_token_id=0, output_scores=True, return_dict_in_generate=True)
+    expected = theirs_model.generate(input_ids, **common, **theirs_options)
+    got = ours_model.generate(input_ids, **common, **ours_options)
+    assert got.sequences.tolist() == expected.sequences.tolist()
+    for ours_scores, theirs_scores in zip(got.scores, expected.scores, strict=True):
+        torch.testing.assert_close(ours_scores, theirs_scores, rtol=1e-4, atol=1e-4)
