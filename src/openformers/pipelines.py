@@ -790,10 +790,11 @@ class FillMaskPipeline(_EncoderPipeline):
     def _target_ids(self, targets) -> list[int]:
         """The token of each target word: the word itself if it is in the vocabulary, else its first token."""
         targets = [targets] if isinstance(targets, str) else list(targets)
+        vocabulary = self.tokenizer.get_vocab()
         ids = []
         for target in targets:
-            token_id = self.tokenizer.convert_tokens_to_ids(target)
-            if token_id is None or token_id == self.tokenizer.unk_token_id:
+            token_id = vocabulary.get(target)
+            if token_id is None:
                 pieces = self.tokenizer(target, add_special_tokens=False)["input_ids"]
                 if not pieces:
                     warnings.warn(f"The target {target!r} has no token; it is left out.", UserWarning, stacklevel=5)
