@@ -212,9 +212,10 @@ class Pipeline:
 
     A call takes one input (its result), a list of inputs (a list of results), or a generator or dataset (an
     iterator over the results). Keyword arguments given when the pipeline is built are defaults for each call.
-    `batch_size` (given when building or calling) makes text generation run that many prompts at once, padded
-    as the reference pads them; the other tasks run their inputs one at a time, which gives the results of the
-    reference's batches without their padding. `num_workers` is accepted and unused (no DataLoader here).
+    `batch_size` (given when building or calling) makes text generation and text classification run that
+    many inputs at once, padded as the reference pads them; the other tasks run their inputs one at a time,
+    which gives the results of the reference's batches without their padding. `num_workers` is accepted and
+    unused (there is no DataLoader here).
 
     A subclass of one's own may follow the reference's protocol instead: `_sanitize_parameters(**options)`
     splits the options into those of `preprocess(input)`, `_forward(model_inputs)` (run without gradients, its
