@@ -11,6 +11,7 @@ import transformers
 from torch import nn
 
 import openformers
+import openformers.training.collators
 from tests.conftest import packaged_folder
 
 TINY_LLAMA = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -278,3 +279,17 @@ def test_metrics_helpers_write_the_reference_files(tmp_path):
     assert state.global_step == trainer.state.global_step
     assert openformers.Trainer.metrics_format({"train_runtime": 3725.5, "total_flos": 3 * 2**30, "loss": 0.123456}) == \
         transformers.Trainer.metrics_format({"train_runtime": 3725.5, "total_flos": 3 * 2**30, "loss": 0.123456})
+
+
+@pytest.mark.parametrize("strategy", ["group_by_length", "sequential"])
+def test_sampling_strategies_order_rows_as_the_references(tmp_path, strategy):
+    generator = torch.Generator().manual_seed(4)
+    rows = [{"input_ids": torch.randint(1, 40, (int(torch.randint(2, 12, (1,), generator=generator)),),
+                                        generator=generator).tolist(), "label": i % 2} for i in range(40)]
+    curves = []
+    for library in (transformers, openformers):
+        trainer, _, _ = _run(library, tmp_path / library.__name__, rows=rows, evaluate=False,
+                             train_sampling_strategy=strategy, gradient_accumulation_steps=2, per_device_train_batch_size=2,
+                             data_collator=lambda features: openformers.training.collators.pad_batch(features, 0))
+        curves.append(_curve(trainer))
+    assert curves[1] == pytest.approx(curves[0], rel=1e-6)

@@ -150,7 +150,7 @@ class Trainer:
         reporters = [_reporter(name) for name in self.args.report_to]
         progress = PrinterCallback if self.args.disable_tqdm else ProgressCallback
         self.callback_handler = CallbackHandler(
-            [DefaultFlowCallback, progress, *reporters, *(callbacks or [])], self.model, self.processing_class,
+            [DefaultFlowCallback, *reporters, *(callbacks or []), progress], self.model, self.processing_class,
             self.optimizer, self.lr_scheduler,
         )
         # The reference reports how long preparing the model took when evaluate() comes before any train().
@@ -229,13 +229,40 @@ class Trainer:
                 )
         return self.data_collator(features)
 
-    def _batches(self, dataset, batch_size: int, epoch: int | None, drop_last: bool) -> list[list[int]]:
-        """The rows of each batch: shuffled by (data_seed or seed) + epoch when epoch is given, then sharded."""
+    def _batches(self, dataset, batch_size: int, epoch: int | None, drop_last: bool):
+        """The rows of each batch: shuffled by (data_seed or seed) + epoch when epoch is given, then sharded.
+
+        group_by_length training orders are drawn from the global stream when the loader first asks for a
+        batch (as the reference's sampler does), so they come as a _LazyBatches of the same length.
+        """
+        if self.args.train_sampling_strategy == "group_by_length" and epoch is not None:
+            count = self._sharded_count(_length(dataset))
+            number = count // batch_size if drop_last else -(-count // batch_size)
+            return _LazyBatches(lambda: self._order_to_batches(dataset, batch_size, epoch, drop_last), number)
+        return self._order_to_batches(dataset, batch_size, epoch, drop_last)
+
+    def _sharded_count(self, count: int) -> int:
+        return -(-count // self.world_size) if self.world_size > 1 else count
+
+    def _order_to_batches(self, dataset, batch_size: int, epoch: int | None, drop_last: bool) -> list[list[int]]:
         count = _length(dataset)
-        if epoch is None or self.args.train_sampling_strategy == "sequential":
+        strategy = self.args.train_sampling_strategy
+        data_seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        if strategy == "group_by_length":
+            # Training shuffles with the global stream (the reference's sampler has no generator of its own),
+            # evaluation with one seeded by data_seed; groups span the whole accumulated step.
+            generator = None if epoch is not None else torch.Generator().manual_seed(data_seed)
+            group = batch_size * (self.args.gradient_accumulation_steps if epoch is not None else 1)
+            order = _length_grouped_order(self._row_lengths(dataset), group, generator)
+        elif strategy == "batch_rebalance":
+            raise ValueError(
+                "train_sampling_strategy='batch_rebalance' balances sequence lengths across data-parallel ranks, "
+                "which the openformers Trainer does not do; use 'group_by_length', 'random' or 'sequential'."
+            )
+        elif epoch is None or strategy == "sequential":
             order = list(range(count))
         else:
-            generator = torch.Generator().manual_seed((self.args.data_seed or self.args.seed) + epoch)
+            generator = torch.Generator().manual_seed(data_seed + epoch)
             order = torch.randperm(count, generator=generator).tolist()
         if self.world_size > 1 and epoch is not None:
             order += order[: (-len(order)) % self.world_size]  # every rank gets the same number of rows
@@ -244,6 +271,19 @@ class Trainer:
         if drop_last and batches and len(batches[-1]) < batch_size:
             batches.pop()
         return batches
+
+    def _row_lengths(self, dataset) -> list[int]:
+        """Row lengths for group_by_length: the length column when the dataset has one, else the main input's."""
+        column = self.args.length_column_name
+        if column in getattr(dataset, "column_names", ()):
+            return list(dataset[column])
+        names = getattr(self.processing_class, "model_input_names", None) or ["input_ids"]
+        rows = [dataset[i] for i in range(_length(dataset))]
+        if not rows or not isinstance(rows[0], dict) or names[0] not in rows[0]:
+            raise ValueError(
+                f"train_sampling_strategy='group_by_length' needs a {column!r} column or rows with {names[0]!r}."
+            )
+        return [len(row[names[0]]) for row in rows]
 
     def _loader(self, dataset, batches: list[list[int]]) -> DataLoader:
         args = self.args
@@ -374,6 +414,7 @@ class Trainer:
         )
         self.state.compute_steps(args, max_steps)
         loop = {"loss_since_log": 0.0, "last_logged_step": 0, "total_loss": 0.0}
+        self._pending_rng = None
         if resume_from_checkpoint:
             loop = self._resume(resume_from_checkpoint, loop)
         start_step = self.state.global_step
@@ -393,9 +434,15 @@ class Trainer:
             loader = self._loader(self.train_dataset, batches[done:])
             self.callback_handler.train_dataloader = loader
             self.control = self.callback_handler.on_epoch_begin(args, self.state, self.control)
+            resumed_mid_epoch = self._pending_rng is not None and done > 0
+            if self._pending_rng is not None and not resumed_mid_epoch:
+                self._restore_rng()  # at an epoch boundary: before the loader draws its seed, as the reference
             micro_batches = iter(loader)
             while done < len(batches):
                 group = [next(micro_batches) for _ in range(min(args.gradient_accumulation_steps, len(batches) - done))]
+                if resumed_mid_epoch:  # mid-epoch: after the first batches are drawn, as the reference
+                    self._restore_rng()
+                    resumed_mid_epoch = False
                 done += len(group)
                 self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
                 step_loss, grad_norm = self._optimizer_step(model, group)
@@ -428,8 +475,6 @@ class Trainer:
         }
         self.log(metrics)  # adds "epoch" to the metrics returned, as the reference's do
         self.control = self.callback_handler.on_train_end(args, self.state, self.control)
-        if args.push_to_hub and args.hub_strategy == "end":
-            self.push_to_hub()
         return TrainOutput(self.state.global_step, train_loss, metrics)
 
     def _training_model(self):
@@ -687,10 +732,13 @@ class Trainer:
         if self.args.restore_callback_states_from_checkpoint:
             self._restore_callback_states()
         extra = ckpt.load_extra(folder, _LOOP_STATE)
-        rng = ckpt.load_rng_states(folder)
-        if rng is not None:
-            ckpt.set_rng_states(rng)
+        # Set in the loop, at the point of the epoch where the reference sets them.
+        self._pending_rng = ckpt.load_rng_states(folder)
         return extra if extra is not None else dict(loop, last_logged_step=self.state.global_step)
+
+    def _restore_rng(self) -> None:
+        ckpt.set_rng_states(self._pending_rng)
+        self._pending_rng = None
 
     def _restore_callback_states(self) -> None:
         """Rebuild each ExportableState callback (and the control flags) from the checkpoint's saved states."""
@@ -977,6 +1025,38 @@ def _predictions_of(outputs, ignore_keys=None, has_loss: bool = False):
     if not values:
         raise ValueError(f"{type(outputs).__name__} has no logits to predict with; set prediction_loss_only=True.")
     return values[0] if len(values) == 1 else tuple(values)
+
+
+class _LazyBatches:
+    """Batches made on the first iteration; len() and slicing (skipping batches on resume) need no draw."""
+
+    def __init__(self, make, number: int, skip: int = 0):
+        self.make, self.number, self.skip = make, number, skip
+
+    def __len__(self) -> int:
+        return max(self.number - self.skip, 0)
+
+    def __getitem__(self, part: slice) -> "_LazyBatches":
+        if not isinstance(part, slice) or part.stop is not None or part.step is not None:
+            raise TypeError("_LazyBatches only skips leading batches: batches[n:].")
+        return _LazyBatches(self.make, self.number, self.skip + (part.start or 0))
+
+    def __iter__(self):  # a generator: nothing is drawn before the first batch is asked for
+        yield from self.make()[self.skip:]
+
+
+def _length_grouped_order(lengths: list[int], batch_size: int, generator=None) -> list[int]:
+    """A shuffled order in which each batch holds rows of similar length: shuffle, cut into mega-batches of
+    min(50, rows // (4 * batch_size)) batches, sort each by length (longest first), and put the longest row of
+    all first, so that running out of memory happens at the first step."""
+    multiple = max(min(len(lengths) // (batch_size * 4), 50), 1)
+    shuffled = torch.randperm(len(lengths), generator=generator)
+    size = multiple * batch_size
+    groups = [sorted(shuffled[i:i + size].tolist(), key=lambda i: lengths[i], reverse=True)
+              for i in range(0, len(lengths), size)]
+    longest = int(torch.argmax(torch.tensor([lengths[group[0]] for group in groups])))
+    groups[0][0], groups[longest][0] = groups[longest][0], groups[0][0]
+    return [i for group in groups for i in group]
 
 
 def _batch_size(batch: dict) -> int:
