@@ -134,3 +134,27 @@ def test_a_users_own_output_class_and_torch_export():
     result = exported.module()(x)
     assert type(result) is PairOutput and list(result.keys()) == ["first", "second"]
     torch.testing.assert_close(result.second, x * 2)
+
+
+def test_torch_compile_builds_outputs_in_one_graph():
+    def scored(x):
+        output = outputs.CausalLMOutputWithPast(logits=x * 2, past_key_values=None)
+        output.loss = x.sum()
+        return output
+
+    result = torch.compile(scored, backend="eager", fullgraph=True)(torch.ones(3))
+    assert type(result) is outputs.CausalLMOutputWithPast and list(result.keys()) == ["logits", "loss"]
+    torch.testing.assert_close(result.loss, torch.tensor(3.0))
+
+
+def test_torch_export_of_a_model_returns_its_output_class():
+    from openformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                                         num_attention_heads=2)).eval()
+    ids = torch.randint(0, 50, (1, 5))
+    exported = torch.export.export(model, (ids,), kwargs={"output_hidden_states": True})
+    result = exported.module()(ids, output_hidden_states=True)
+    assert type(result) is outputs.CausalLMOutputWithPast and list(result.keys()) == ["logits", "hidden_states"]
+    torch.testing.assert_close(result.logits, model(ids).logits)
