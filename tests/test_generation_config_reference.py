@@ -227,3 +227,13 @@ def test_a_config_rebuilt_from_its_dict_is_equal_and_pickles():
     rebuilt = GenerationConfig(**config.to_dict())
     assert rebuilt == config and rebuilt.to_diff_dict() == {"max_new_tokens": 3, "foo": 1}
     assert pickle.loads(pickle.dumps(config)) == config
+
+
+def test_validate_warns_about_the_attributes_named_as_set():
+    config = GenerationConfig.from_dict({"top_p": 0.5})  # a file's values: no warning
+    with pytest.warns(UserWarning, match="top_p=0.5"):
+        config.validate(user_set_attributes={"top_p"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config.validate(user_set_attributes={"max_new_tokens"})
+        config.validate()

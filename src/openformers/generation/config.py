@@ -410,10 +410,11 @@ class GenerationConfig:
 
     # -- checking ---------------------------------------------------------------------------------------------
 
-    def validate(self, strict: bool = False, **_reference_only) -> None:
+    def validate(self, strict: bool = False, user_set_attributes: set[str] | None = None) -> None:
         """Raise a ValueError naming the first option whose value is impossible (unset options are fine).
 
-        With `strict=True`, options that the chosen strategy would ignore raise too instead of warning.
+        With `strict=True`, options that the chosen strategy would ignore raise too. With `user_set_attributes`,
+        those among them that the strategy would ignore are warned about, as the reference does.
         """
         for name, (check, expected) in _CHECKS.items():
             value = getattr(self, name)
@@ -434,6 +435,8 @@ class GenerationConfig:
                     _warn_about_ignored_options(self, self.set_options(), stacklevel=2)
                 except UserWarning as warning:
                     raise ValueError(f"GenerationConfig is invalid: {warning}") from None
+        elif user_set_attributes:
+            _warn_about_ignored_options(self, set(user_set_attributes), stacklevel=3)
 
     def check_combination(self) -> None:
         """Raise a ValueError for options that cannot go together (called on a resolved config)."""
