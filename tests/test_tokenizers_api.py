@@ -552,3 +552,26 @@ def test_batch_encoding_construction_and_added_token_arguments(minilm):
     pad = openformers.AddedToken("[PAD]", special=True)
     ours = openformers.BertTokenizer.from_pretrained(minilm, pad_token=pad)
     assert ours.pad_token == str(pad) == "[PAD]" and ours.pad_token_id == 0
+
+
+def test_encode_options_positional_tools_and_saving_options(minilm, chat_tokenizers, tmp_path, monkeypatch):
+    ours = openformers.BertTokenizer.from_pretrained(minilm)
+    reference = _reference(transformers.BertTokenizer.from_pretrained, str(minilm))
+    text = "a b c d e f g h i j"
+    for options in (dict(max_length=5, truncation=True), dict(padding="max_length", max_length=15),
+                    dict(max_length=5, truncation=True, return_tensors="pt")):  # fmt: skip
+        got, expected = ours.encode(text, **options), reference.encode(text, **options)
+        assert got.tolist() == expected.tolist() if hasattr(expected, "tolist") else got == expected
+    assert ours.tokenize("Hello world", add_special_tokens=True) == reference.tokenize("Hello world", add_special_tokens=True)
+    chat_ours, chat_reference = chat_tokenizers
+    schema = {"type": "function", "function": {"name": "noop", "description": "Nothing.", "parameters": {}}}
+    assert chat_ours.apply_chat_template(CHAT, [schema], None, TEMPLATE, tokenize=False) == (
+        chat_reference.apply_chat_template(CHAT, [schema], None, TEMPLATE, tokenize=False)
+    )
+    written = ours.save_pretrained(tmp_path, filename_prefix="mine", legacy_format=False)
+    assert (tmp_path / "mine-tokenizer.json").is_file() and str(tmp_path / "mine-tokenizer.json") in written
+    with pytest.raises(TypeError, match="only go with push_to_hub=True"):
+        ours.save_pretrained(tmp_path, repo_id="me/tok")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="push_to_hub=True\\) needs the network"):
+        ours.save_pretrained(tmp_path, push_to_hub=True, repo_id="me/tok")

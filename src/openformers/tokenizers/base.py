@@ -597,10 +597,28 @@ class PreTrainedTokenizerBase:
 
     # --- saving
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> tuple[str, ...]:
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        legacy_format: bool | None = None,
+        filename_prefix: str | None = None,
+        push_to_hub: bool = False,
+        **kwargs,
+    ) -> tuple[str, ...]:
         """Write tokenizer.json (or the tokenizer.model it came from), tokenizer_config.json and
-        special_tokens_map.json, which this library and the reference both load back to the same ids."""
-        folder = Path(save_directory)
+        special_tokens_map.json, which this library and the reference both load back to the same ids.
+
+        `filename_prefix` goes in front of the tokenizer file's name, as in the reference. There is one
+        format, so `legacy_format` changes nothing. `push_to_hub=True` then uploads the folder to the Hub
+        repository `repo_id` (default: the folder's name) with `huggingface_hub`, as the reference does."""
+        if kwargs and not push_to_hub:
+            raise TypeError(f"save_pretrained got {sorted(kwargs)}, which only go with push_to_hub=True.")
+        written = self._save(Path(save_directory), f"{filename_prefix}-" if filename_prefix else "")
+        if push_to_hub:
+            _push_folder(Path(save_directory), **kwargs)
+        return written
+
+    def _save(self, folder: Path, prefix: str) -> tuple[str, ...]:
         if folder.is_file():
             raise ValueError(f"save_directory {folder} is a file; pass a folder to save the tokenizer in.")
         folder.mkdir(parents=True, exist_ok=True)
@@ -613,19 +631,21 @@ class PreTrainedTokenizerBase:
             "padding_side": self.padding_side,
             "truncation_side": self.truncation_side,
             "model_input_names": list(self.model_input_names),
-            "clean_up_tokenization_spaces": False,
+            "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
         }
+        if self.family == "T5Tokenizer":  # how many sentinels to make again on loading
+            config["extra_ids"] = sum(token.startswith("<extra_id_") for token in self.extra_special_tokens)
         if self._pipeline.source is not None:
             data = dict(self._pipeline.source)
             added = sorted(self._pipeline.added.tokens.items())
             data["added_tokens"] = [_added_token_json(token_id, token) for token_id, token in added]
-            written.append(_write_json(folder / "tokenizer.json", data))
+            written.append(_write_json(folder / f"{prefix}tokenizer.json", data))
         elif self._pipeline.sentencepiece_file is not None or self._pipeline.sentencepiece_model is not None:
             if self._pipeline.sentencepiece_file is not None:
-                shutil.copyfile(self._pipeline.sentencepiece_file, folder / "tokenizer.model")
+                shutil.copyfile(self._pipeline.sentencepiece_file, folder / f"{prefix}tokenizer.model")
             else:
-                write_sentencepiece_model(self._pipeline.sentencepiece_model, folder / "tokenizer.model")
-            written.append(str(folder / "tokenizer.model"))
+                write_sentencepiece_model(self._pipeline.sentencepiece_model, folder / f"{prefix}tokenizer.model")
+            written.append(str(folder / f"{prefix}tokenizer.model"))
             layout = self._pipeline.post_processor.template(False)
             first_special = [item for item, _ in layout[:1] if not isinstance(item, str)]
             config["tokenizer_class"] = self.family if self.family in _SENTENCEPIECE_FAMILIES else "LlamaTokenizer"
@@ -692,8 +712,9 @@ class PreTrainedTokenizerBase:
 
     # --- encoding
 
-    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
-        ids = self.encode(text, pair, add_special_tokens=add_special_tokens)
+    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False, **kwargs) -> list[str]:
+        """The token strings of `text` (and `pair`); keyword arguments are encode's."""
+        ids = self.encode(text, pair, add_special_tokens=add_special_tokens, **kwargs)
         return [self._pipeline.id_to_token(token_id) for token_id in ids]
 
     def encode(
@@ -701,9 +722,24 @@ class PreTrainedTokenizerBase:
         text: str,
         text_pair: str | None = None,
         add_special_tokens: bool = True,
+        padding: bool | str = False,
+        truncation: bool | str | None = None,
+        max_length: int | None = None,
+        stride: int = 0,
+        padding_side: str | None = None,
         return_tensors: str | None = None,
+        **kwargs,
     ):
-        """The ids of `text` (and `text_pair`): a list, or a (1, T) tensor with return_tensors="pt" or "np"."""
+        """The ids of `text` (and `text_pair`): a list, or a (1, T) tensor with return_tensors="pt" or "np".
+        Padding, truncation and the other options of tokenizer(...) work as there."""
+        if padding not in (False, "do_not_pad") or truncation not in (None, False, "do_not_truncate") or (
+            max_length is not None or kwargs
+        ):
+            options = dict(padding=padding, truncation=truncation, max_length=max_length, stride=stride,
+                           padding_side=padding_side, return_tensors=return_tensors)  # fmt: skip
+            return self.encode_texts(text, text_pair, add_special_tokens=add_special_tokens, **options, **kwargs)[
+                "input_ids"
+            ]
         _check_text(text, "text")
         if text_pair is not None:
             _check_text(text_pair, "text_pair")
@@ -1144,24 +1180,28 @@ class PreTrainedTokenizerBase:
 
     def apply_chat_template(
         self,
-        messages,
-        tokenize: bool = True,
+        conversation,
+        tools: list | None = None,
+        documents: list[dict] | None = None,
+        chat_template: str | None = None,
         add_generation_prompt: bool = False,
-        return_tensors: str | None = None,
-        return_dict: bool = True,
-        **template_kwargs,
+        continue_final_message: bool | str = False,
+        tokenize: bool = True,
+        **options,
     ):
         """Render a conversation with the model's chat template; see `openformers.tokenizers.chat`."""
         from .chat import apply_chat_template
 
         return apply_chat_template(
             self,
-            messages,
-            tokenize=tokenize,
+            conversation,
+            tools=tools,
+            documents=documents,
+            chat_template=chat_template,
             add_generation_prompt=add_generation_prompt,
-            return_tensors=return_tensors,
-            return_dict=return_dict,
-            **template_kwargs,
+            continue_final_message=continue_final_message,
+            tokenize=tokenize,
+            **options,
         )
 
     def __repr__(self) -> str:
@@ -1206,6 +1246,22 @@ def _added_token_json(token_id: int, token: AddedToken) -> dict:
         "normalized": token.normalized,
         "special": token.special,
     }
+
+
+def _push_folder(folder: Path, repo_id: str | None = None, token: str | bool | None = None,
+                 commit_message: str | None = None, private: bool | None = None) -> None:
+    """Upload a saved tokenizer folder to the Hub, creating the repository if needed."""
+    if hub.is_offline():
+        raise RuntimeError(
+            "save_pretrained(push_to_hub=True) needs the network, but HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is "
+            "set. Unset it, or save without push_to_hub and upload the folder later."
+        )
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    repo = api.create_repo(repo_id or folder.absolute().name, token=token, private=private, exist_ok=True).repo_id
+    api.upload_folder(repo_id=repo, folder_path=folder, token=token,
+                      commit_message=commit_message or "Upload tokenizer")  # fmt: skip
 
 
 def _write_json(path: Path, data: dict) -> str:
