@@ -173,3 +173,34 @@ def test_the_reference_import_paths():
     import openformers
 
     assert from_utils is logging is openformers.logging
+
+
+def test_detail_verbosity_names_the_logger_and_line():
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_VERBOSITY")} | {"TRANSFORMERS_VERBOSITY": "detail"}
+    code = "from openformers import logging; logging.get_logger('openformers.x').debug('hello')"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stderr.startswith("DEBUG [openformers.x:1] ") and result.stderr.endswith(" hello\n")
+
+
+def test_info_once_and_captured_warnings():
+    import warnings
+
+    stream = io.StringIO()
+    handler = std_logging.StreamHandler(stream)
+    logging.add_handler(handler)
+    logging.set_verbosity_info()
+    logger = logging.get_logger("openformers.info")
+    try:
+        logger.info_once("loaded")
+        logger.info_once("loaded")
+        logging.captureWarnings(True)
+        py_warnings = std_logging.getLogger("py.warnings")
+        py_warnings.addHandler(handler)
+        warnings.warn("through logging", UserWarning)
+    finally:
+        logging.captureWarnings(False)
+        py_warnings.removeHandler(handler)
+        logging.remove_handler(handler)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "loaded" and lines.count("loaded") == 1
+    assert any("UserWarning: through logging" in line for line in lines[1:])

@@ -71,7 +71,9 @@ def _configure() -> logging.Handler:
         handler = logging.StreamHandler()
         handler.flush = sys.stderr.flush
         detail = _verbosity_setting()[1] == "detail"
-        pattern = "%(levelname)s [%(name)s:%(lineno)s] %(asctime)s %(message)s" if detail else "[openformers] %(message)s"
+        pattern = "[openformers] %(message)s"
+        if detail:  # "detail" names the logger and line of every record
+            pattern = "%(levelname)s [%(name)s:%(lineno)s] %(asctime)s %(message)s"
         handler.setFormatter(logging.Formatter(pattern))
         library = _library_logger()
         library.addHandler(handler)

@@ -122,7 +122,7 @@ def pipeline(
 
 
 def _loading_dtype(dtype, torch_dtype, model_kwargs: dict):
-    """The dtype to load with, from dtype=, its older name torch_dtype= and model_kwargs, as the reference merges them."""
+    """The loading dtype, from dtype=, its older name torch_dtype= and model_kwargs, as the reference merges them."""
     if torch_dtype is not None and dtype == "auto":
         dtype = torch_dtype
     for name in ("dtype", "torch_dtype"):
@@ -309,7 +309,8 @@ class Pipeline:
         if args:
             warnings.warn(f"{type(self).__name__} ignores the extra positional arguments {args!r:.80}, as the "
                           "reference's pipelines do.", UserWarning, stacklevel=3)
-        steps = [{**default, **given} for default, given in zip(self._step_defaults, self._sanitize_parameters(**options))]
+        given = self._sanitize_parameters(**options)
+        steps = [{**default, **step} for default, step in zip(self._step_defaults, given)]
         self.call_count += 1
         if _is_stream(inputs):
             return (self.run_single(item, *steps) for item in inputs)
