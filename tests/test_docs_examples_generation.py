@@ -303,12 +303,15 @@ def test_sequence_bias(llama):
     assert_same(*run_both(example))
 
 
-def test_bad_words_ids_from_a_prefix_space_tokenizer(llama):
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])  # a plain tokenizer.json, and one declared a GPT2Tokenizer
+def test_bad_words_ids_from_a_prefix_space_tokenizer(kind, request):
+    checkpoint = tiny(kind, request)
+
     def example(lib):
-        tokenizer, model = load(lib, llama)
+        tokenizer, model = load(lib, checkpoint)
         inputs = tokenizer(["In a word, the cake is a"], return_tensors="pt")
         output_ids = model.generate(inputs["input_ids"], max_new_tokens=5, pad_token_id=tokenizer.eos_token_id)
-        tokenizer_with_prefix_space = lib.AutoTokenizer.from_pretrained(llama, add_prefix_space=True)
+        tokenizer_with_prefix_space = lib.AutoTokenizer.from_pretrained(checkpoint, add_prefix_space=True)
 
         def get_tokens_as_list(word_list):
             return [tokenizer_with_prefix_space([word], add_special_tokens=False).input_ids[0] for word in word_list]
