@@ -53,7 +53,7 @@ class LogitsProcessorList(list):
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
         for processor in self:
-            extra = list(inspect.signature(processor.__call__).parameters)[2:]
+            extra = _extra_arguments(processor)
             if not extra:
                 scores = processor(input_ids, scores)
                 continue
@@ -137,6 +137,19 @@ def _vocab_mask(token_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     mask = torch.zeros(vocab_size + 1, dtype=torch.bool, device=scores.device)
     mask[token_ids.to(scores.device).clamp(max=vocab_size)] = True
     return mask[:vocab_size]
+
+
+_EXTRA_ARGUMENTS = {}  # a processor class's __call__ -> the names it takes after (input_ids, scores)
+
+
+def _extra_arguments(processor) -> list[str]:
+    """The parameters of `processor.__call__` after `(input_ids, scores)`, read once per class."""
+    function = getattr(processor.__call__, "__func__", None)
+    if function is None:  # not a method: read it every time
+        return list(inspect.signature(processor.__call__).parameters)[2:]
+    if function not in _EXTRA_ARGUMENTS:
+        _EXTRA_ARGUMENTS[function] = list(inspect.signature(processor.__call__).parameters)[2:]
+    return _EXTRA_ARGUMENTS[function]
 
 
 @dataclass(frozen=True)
