@@ -284,3 +284,51 @@ def test_gpt2_double_heads_from_a_language_model_checkpoint(tmp_path):
         expected = reference(ids.view(6, 6)).logits.view(2, 3, 6, -1)
     torch.testing.assert_close(out.logits, expected, atol=1e-5, rtol=1e-5)
     assert out.mc_logits.shape == (2, 3) and torch.isfinite(out.mc_logits).all()
+
+
+# output_hidden_states, output_attentions and return_dict, as the reference answers them.
+
+
+@torch.inference_mode()
+def test_hidden_states_attentions_and_tuples_match_the_reference(tiny):
+    name, _, reference, model = tiny
+    inputs = _inputs(name)
+    ours = model(**inputs, output_hidden_states=True, output_attentions=True)
+    reference.set_attn_implementation("eager")  # the reference returns weights only when computed step by step
+    try:
+        theirs = reference(**inputs, output_hidden_states=True, output_attentions=True)
+    finally:
+        reference.set_attn_implementation("sdpa")
+    assert len(ours.hidden_states) == len(theirs.hidden_states) == 3  # the embeddings and each of the 2 layers
+    for mine, expected in zip(ours.hidden_states, theirs.hidden_states):
+        torch.testing.assert_close(mine, expected, atol=1e-4, rtol=1e-4)
+    assert len(ours.attentions) == 2
+    for mine, expected in zip(ours.attentions, theirs.attentions):
+        torch.testing.assert_close(mine, expected, atol=1e-4, rtol=1e-4)
+    rows = torch.stack(ours.attentions).sum(-1)
+    torch.testing.assert_close(rows[rows > 0.5], torch.ones_like(rows[rows > 0.5]))  # softmax rows (empty: 0)
+    as_tuple = model(**inputs, return_dict=False)
+    expected = _outputs(model, name)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == len(expected)
+    for value, key in zip(as_tuple, expected):
+        torch.testing.assert_close(value, expected[key])
+
+
+@pytest.mark.parametrize("name", ["BertForMultipleChoice", "GPT2DoubleHeadsModel", "BertLMHeadModel"])
+@torch.inference_mode()
+def test_inputs_embeds_give_what_the_ids_give(name, tmp_path):
+    reference = _reference(name)
+    reference.save_pretrained(tmp_path)
+    model = _load_quietly(getattr(openformers, name).from_pretrained, tmp_path)
+    inputs = _inputs(name)
+    ids = inputs.pop("input_ids")
+    embeds = model.get_input_embeddings()(ids)
+    ours = model(inputs_embeds=embeds, **inputs)
+    if name == "GPT2DoubleHeadsModel":  # the reference's fails on (B, num_choices, T, C) embeddings: its ids' answer
+        theirs = reference(ids, **inputs)
+    else:
+        theirs = reference(inputs_embeds=embeds, **inputs)
+    for key in ("loss", "logits", "mc_logits"):
+        if key in theirs:
+            torch.testing.assert_close(ours[key], theirs[key], atol=1e-4, rtol=1e-4, msg=key)
+            torch.testing.assert_close(ours[key], model(ids, **inputs)[key], atol=1e-5, rtol=1e-5, msg=key)

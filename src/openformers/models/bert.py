@@ -519,17 +519,21 @@ class BertForPreTraining(_BertHeadModel):
         self.tie_weights()
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, next_sentence_label=None, logits_to_keep=0,
-    ) -> BertForPreTrainingOutput:
-        encoded = self.encode(input_ids, attention_mask, position_ids, token_type_ids)
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, next_sentence_label=None, logits_to_keep=0, inputs_embeds=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> BertForPreTrainingOutput | tuple:
+        encoded = self.encode(input_ids, attention_mask, position_ids, token_type_ids, inputs_embeds, output_attentions,
+                              output_hidden_states)
         prediction_logits, seq_relationship_logits = self.cls(encoded.last_hidden_state, encoded.pooler_output)
         loss = None
         if labels is not None and next_sentence_label is not None:
             loss = token_loss(prediction_logits, labels) + _next_sentence_loss(seq_relationship_logits, next_sentence_label)
-        return BertForPreTrainingOutput(
-            loss=loss, prediction_logits=prediction_logits, seq_relationship_logits=seq_relationship_logits
+        output = BertForPreTrainingOutput(
+            loss=loss, prediction_logits=prediction_logits, seq_relationship_logits=seq_relationship_logits,
+            hidden_states=encoded.hidden_states, attentions=encoded.attentions,
         )
+        return self.returned(output, return_dict)
 
 
 def _next_sentence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -553,12 +557,18 @@ class BertForNextSentencePrediction(_BertHeadModel):
         self.cls = BertOnlyNSPHead(config)
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> NextSentencePredictorOutput:
-        logits = self.cls(self.encode(input_ids, attention_mask, position_ids, token_type_ids).pooler_output)
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, inputs_embeds=None, output_attentions=None,
+        output_hidden_states=None, return_dict=None,
+    ) -> NextSentencePredictorOutput | tuple:
+        encoded = self.encode(input_ids, attention_mask, position_ids, token_type_ids, inputs_embeds, output_attentions,
+                              output_hidden_states)
+        logits = self.cls(encoded.pooler_output)
         loss = None if labels is None else _next_sentence_loss(logits, labels)
-        return NextSentencePredictorOutput(loss=loss, logits=logits)
+        output = NextSentencePredictorOutput(
+            loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions
+        )
+        return self.returned(output, return_dict)
 
 
 class BertForMultipleChoice(_BertHeadModel):
@@ -573,19 +583,26 @@ class BertForMultipleChoice(_BertHeadModel):
         self.classifier = nn.Linear(config.hidden_size, 1)
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> MultipleChoiceModelOutput:
-        if input_ids.dim() != 3:
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, inputs_embeds=None, output_attentions=None,
+        output_hidden_states=None, return_dict=None,
+    ) -> MultipleChoiceModelOutput | tuple:
+        check_inputs(input_ids, inputs_embeds)
+        shape = input_ids.shape if inputs_embeds is None else inputs_embeds.shape[:-1]
+        if len(shape) != 3:
             raise ValueError(
-                f"{type(self).__name__} takes input_ids shaped (batch, num_choices, length); got shape "
-                f"{tuple(input_ids.shape)}."
+                f"{type(self).__name__} takes input_ids shaped (batch, num_choices, length) (inputs_embeds with a "
+                f"last axis of hidden states); got shape {tuple(shape)}."
             )
-        choices = input_ids.shape[1]
-        encoded = self.encode(*(_rows(t) for t in (input_ids, attention_mask, position_ids, token_type_ids)))
-        logits = self.classifier(self.dropout(encoded.pooler_output)).view(-1, choices)  # (B, num_choices)
+        embeds = None if inputs_embeds is None else inputs_embeds.reshape(-1, *inputs_embeds.shape[-2:])
+        rows = (_rows(t) for t in (input_ids, attention_mask, position_ids, token_type_ids))
+        encoded = self.encode(*rows, embeds, output_attentions, output_hidden_states)  # B * num_choices sequences
+        logits = self.classifier(self.dropout(encoded.pooler_output)).view(-1, shape[1])  # (B, num_choices)
         loss = None if labels is None else F.cross_entropy(logits, labels.to(logits.device))
-        return MultipleChoiceModelOutput(loss=loss, logits=logits)
+        output = MultipleChoiceModelOutput(
+            loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions
+        )
+        return self.returned(output, return_dict)
 
 
 def _rows(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -623,17 +640,26 @@ class BertLMHeadModel(_BertHeadModel):
         return self.cls(hidden)
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0,
-    ) -> CausalLMOutputWithCrossAttentions:
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> CausalLMOutputWithCrossAttentions | tuple:
         if labels is not None and logits_to_keep:
             raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
         base = getattr(self, self.base_model_prefix)
-        hidden = base(input_ids, attention_mask, position_ids, past_key_values, token_type_ids=token_type_ids)
-        hidden = hidden.last_hidden_state
+        encoded = base(
+            input_ids, attention_mask, position_ids, past_key_values, token_type_ids=token_type_ids, cache=cache,
+            inputs_embeds=inputs_embeds, use_cache=use_cache and labels is None,  # the reference keeps none when training
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        hidden = encoded.last_hidden_state
         logits = self.token_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
         loss = None if labels is None else next_token_loss(logits, labels)
-        return CausalLMOutputWithCrossAttentions(loss=loss, logits=logits, past_key_values=past_key_values)
+        output = CausalLMOutputWithCrossAttentions(
+            loss=loss, logits=logits, cache=encoded.cache, hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions, cross_attentions=encoded.get("cross_attentions"),
+        )
+        return self.returned(output, return_dict)
 
 
 class RobertaForMultipleChoice(RobertaPreTrainedModel, BertForMultipleChoice):
