@@ -471,7 +471,7 @@ class SuppressTokensAtBeginLogitsProcessor(LogitsProcessor):
     """Ban the ids in `begin_suppress_tokens` at the first generated position only (where the context has
     `begin_index` tokens), e.g. so that a blank or EOS never opens the answer."""
 
-    begin_suppress_tokens: torch.Tensor
+    begin_suppress_tokens: torch.Tensor = field(compare=False)  # tensors cannot be compared to one bool
     begin_index: int
     device: str | torch.device = field(default="cpu", compare=False)
 
@@ -517,7 +517,7 @@ class ForcedEOSTokenLogitsProcessor(LogitsProcessor):
     """
 
     max_length: int
-    eos_token_id: int | list[int] | torch.Tensor
+    eos_token_id: int | list[int] | torch.Tensor = field(compare=False)
     device: str | torch.device = field(default="cpu", compare=False)
 
     def __post_init__(self):
@@ -562,7 +562,7 @@ class ExponentialDecayLengthPenalty(LogitsProcessor):
     """
 
     exponential_decay_length_penalty: tuple[int, float]
-    eos_token_id: int | list[int] | torch.Tensor
+    eos_token_id: int | list[int] | torch.Tensor = field(compare=False)
     input_ids_seq_length: int
     regulation_start: int = field(init=False)
     regulation_factor: float = field(init=False)
