@@ -154,6 +154,84 @@ def _assistant_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]
     return mask
 
 
+# sanitize_control_tokens: control tokens found in the caller's strings are wrapped in these two
+# private-use characters before rendering, so that they can be told from the ones the template writes.
+_MARK_START, _MARK_END = "\U000f0000", "\U000f0001"
+
+
+def _template_literals(template: str) -> str:
+    """The template's literal text and string constants, joined so that no match spans two of them."""
+    tree = compile_template(template).environment.parse(template)
+    literals = {node.data for node in tree.find_all(jinja2.nodes.TemplateData)}
+    literals |= {node.value for node in tree.find_all(jinja2.nodes.Const) if isinstance(node.value, str)}
+    return "\0".join(literals)
+
+
+def control_tokens(tokenizer, template: str) -> tuple[str, ...]:
+    """The tokens a caller's text may not produce: the special tokens, and the added tokens named in
+    `tokenizer.chat_control_tokens` or, without it, those the template's own text contains (as the reference)."""
+    added = tokenizer.added_tokens_decoder.values()
+    chosen = getattr(tokenizer, "chat_control_tokens", None)
+    if chosen is not None:
+        return tuple(token.content for token in added if token.special or token.content in set(chosen))
+    literals = _template_literals(template)
+    return tuple(
+        token.content for token in added if token.special or (token.content in literals and not token.content.isspace())
+    )
+
+
+def _alternatives(tokens) -> str:
+    return "|".join(re.escape(token) for token in sorted(tokens, key=len, reverse=True)) or "(?!)"
+
+
+def mark_control_tokens(value, pattern: re.Pattern):
+    """`value` (a string, or lists and dicts of them) with each control token wrapped in the markers; markers
+    already there are dropped first, so that they cannot be forged."""
+    if isinstance(value, str):
+        value = value.replace(_MARK_START, "").replace(_MARK_END, "")
+        return pattern.sub(lambda match: _MARK_START + match.group(0) + _MARK_END, value)
+    if isinstance(value, dict):
+        return {key: mark_control_tokens(item, pattern) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [mark_control_tokens(item, pattern) for item in value]
+    return value
+
+
+def encode_marked(tokenizer, text: str) -> list[int]:
+    """The ids of a chat rendered from marked inputs: a marked control token is encoded as plain text, the
+    rest (the template's own control tokens included) as usual. A marker left alone (a template that split
+    the text) is dropped but still separates the text on its two sides."""
+    markers = re.compile(f"{_MARK_START}({_alternatives(tokenizer.added_tokens_encoder)}){_MARK_END}|[{_MARK_START}{_MARK_END}]")
+    pieces = markers.split(text)
+    newline = tokenizer.encode("\n", add_special_tokens=False)
+    ids = tokenizer.encode(pieces[0], add_special_tokens=False)
+    for index, piece in enumerate(pieces[1:], start=1):
+        if not piece:
+            continue
+        as_text = index % 2 == 1  # the captured pieces are the marked tokens
+        piece_ids = _encode_piece(tokenizer, piece, as_text, newline)
+        if as_text and tokenizer.convert_tokens_to_ids(piece) in piece_ids:
+            raise ValueError(f"Cannot sanitize {piece!r}: this tokenizer makes that token from plain text too.")
+        ids += piece_ids
+    return ids
+
+
+def _encode_piece(tokenizer, piece: str, as_text: bool, newline: list[int]) -> list[int]:
+    """A piece from inside a chat; encoded after a newline, then taken off, so that a SentencePiece tokenizer
+    does not put the space in front that it puts at the start of a text."""
+
+    def encode(text: str) -> list[int]:
+        pipeline = tokenizer._pipeline
+        split, pipeline.split_special_tokens = pipeline.split_special_tokens, as_text or pipeline.split_special_tokens
+        try:
+            return pipeline.encode(text, None, False)
+        finally:
+            pipeline.split_special_tokens = split
+
+    ids = encode("\n" + piece)
+    return ids[len(newline) :] if ids[: len(newline)] == newline else encode(piece)
+
+
 def _tool_schemas(tools) -> list[dict] | None:
     """Tools as the template sees them: JSON schemas as given, functions converted (see `tool_schema`)."""
     if tools is None:
@@ -226,6 +304,7 @@ def apply_chat_template(
     continue_final_message: bool | str = False,
     return_assistant_tokens_mask: bool = False,
     tokenizer_kwargs: dict | None = None,
+    sanitize_control_tokens: bool = False,
     **template_kwargs,
 ):
     """Render `messages` (or a list of conversations) with the chat template.
@@ -241,6 +320,9 @@ def apply_chat_template(
     `get_json_schema` does); `documents` are dicts for retrieval templates. With
     `return_assistant_tokens_mask`, `assistant_masks` marks the tokens the template wrote inside
     `{% generation %}` blocks (1) and the others (0), for training on the assistant's turns only.
+    With `sanitize_control_tokens`, control tokens (special tokens, and the added tokens the template
+    writes) found in the messages, tools, documents or variables are encoded as plain text, so that only
+    the template's own become tokens.
     """
     if return_assistant_tokens_mask and not (return_dict and tokenize):
         raise ValueError("return_assistant_tokens_mask=True needs return_dict=True and tokenize=True.")
@@ -267,6 +349,16 @@ def apply_chat_template(
         )
     if continue_final_message and return_assistant_tokens_mask:
         raise ValueError("continue_final_message cannot be used with return_assistant_tokens_mask.")
+    if sanitize_control_tokens:
+        if not tokenize or return_assistant_tokens_mask:
+            raise ValueError(
+                "sanitize_control_tokens=True needs tokenize=True and cannot be used with return_assistant_tokens_mask."
+            )
+        pattern = re.compile(_alternatives(control_tokens(tokenizer, template)))
+        conversations = [mark_control_tokens(conversation, pattern) for conversation in conversations]
+        variables = {**variables, **mark_control_tokens(
+            {key: variables[key] for key in ("tools", "documents", *template_kwargs)}, pattern
+        )}  # fmt: skip
     spans = None
     if continue_final_message:
         field = continue_final_message if isinstance(continue_final_message, str) else "content"
@@ -284,6 +376,8 @@ def apply_chat_template(
         texts = [render(template, conversation, variables) for conversation in conversations]
     if not tokenize:
         return texts if batched else texts[0]
+    if sanitize_control_tokens:
+        return _encode_sanitized(tokenizer, texts, batched, padding, truncation, max_length, return_tensors, return_dict)
     encoding = tokenizer(
         texts if batched else texts[0], add_special_tokens=False, padding=padding, truncation=truncation,
         max_length=max_length, return_tensors=return_tensors, **(tokenizer_kwargs or {}),
@@ -296,3 +390,15 @@ def apply_chat_template(
         if return_tensors:
             encoding.convert_to_tensors(return_tensors)
     return encoding
+
+
+def _encode_sanitized(tokenizer, texts, batched, padding, truncation, max_length, return_tensors, return_dict):
+    """Encode marked chats (see `encode_marked`), truncated and padded as the reference does."""
+    rows = [encode_marked(tokenizer, text) for text in texts]
+    if truncation not in (None, False, "do_not_truncate") and max_length is not None:
+        rows = [row[:max_length] if tokenizer.truncation_side == "right" else row[-max_length:] for row in rows]
+    encoding = tokenizer.pad(
+        {"input_ids": rows if batched or return_tensors else rows[0]},
+        padding=padding, max_length=max_length, return_tensors=return_tensors,
+    )  # fmt: skip
+    return encoding if return_dict else encoding["input_ids"]
