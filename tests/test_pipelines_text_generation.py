@@ -174,3 +174,29 @@ def test_smollm2_gguf_answers_a_chat(smollm2_gguf):
     chat = [{"role": "user", "content": "What is the capital of France?"}]
     reply = ours(chat, max_new_tokens=12, do_sample=False)
     assert reply == [{"generated_text": chat + [{"role": "assistant", "content": "The capital of France is Paris."}]}]
+
+
+class _BanToken:
+    """A logits processor of one's own: the token it bans is never generated."""
+
+    def __init__(self, token_id: int):
+        self.token_id = token_id
+
+    def __call__(self, input_ids, scores):
+        scores[:, self.token_id] = -float("inf")
+        return scores
+
+
+def test_generate_arguments_pass_through(pipelines):
+    import openformers
+
+    ours, theirs = pipelines
+    first = ours("Hello there", **GREEDY, return_tensors=True)[0]["generated_token_ids"][
+        len(ours.tokenizer("Hello there")["input_ids"])]
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = theirs("Hello there", **GREEDY, logits_processor=transformers.LogitsProcessorList([_BanToken(first)]))
+    got = ours("Hello there", **GREEDY, logits_processor=openformers.LogitsProcessorList([_BanToken(first)]))
+    assert got == expected
+    assert got != ours("Hello there", **GREEDY)  # the processor changed the first token
+    assert ours("Hello there", **GREEDY, stop_strings=["zzz"], tokenizer=ours.tokenizer)

@@ -374,6 +374,9 @@ _PIPELINE_OPTIONS = {
 _PIPELINE_DEFAULTS = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7}
 _SAMPLING_OPTIONS = {"temperature", "top_k", "top_p", "min_p", "typical_p"}
 _RETURN_TYPES = {"tensors": 0, "new_text": 1, "full_text": 2}  # the reference's ReturnType values
+# generate()'s keyword arguments that are neither in its signature nor options of GenerationConfig.
+_GENERATE_KEYWORDS = {"tokenizer", "assistant_tokenizer", "generator", "past_key_values", "use_model_defaults",
+                      "prompt_lookup_num_tokens"}
 
 
 class TextGenerationPipeline(Pipeline):
@@ -396,7 +399,8 @@ class TextGenerationPipeline(Pipeline):
 
         generate = inspect.signature(GenerationMixin.generate).parameters.values()
         generate_names = {p.name for p in generate if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-        generate_names -= {"self", "input_ids", "attention_mask"}  # the pipeline makes those
+        generate_names |= _GENERATE_KEYWORDS
+        generate_names -= {"self", "inputs", "input_ids", "attention_mask"}  # the pipeline makes those
         return _PIPELINE_OPTIONS | set(GenerationConfig.option_names()) | generate_names
 
     def _is_input(self, value) -> bool:
