@@ -614,3 +614,30 @@ def test_tokenizer_json_pipeline_is_kept_for_a_named_class(byte_level, tmp_path)
     assert type(ours).__name__ == "GPT2Tokenizer"
     for text in ("abc 12345", "year 2024 and 7"):
         assert ours.encode(text) == backend.encode(text).ids
+
+
+def test_batch_encodings_pickle_with_their_token_positions(minilm):
+    """DataLoader workers pickle what a collator returns: the values, tokens and word ids survive, as the reference's."""
+    import copy
+    import pickle
+
+    ours = openformers.AutoTokenizer.from_pretrained(minilm)
+    reference = _reference(transformers.AutoTokenizer.from_pretrained, str(minilm))
+    for options in ({}, {"padding": True, "return_tensors": "pt"}):
+        texts = ["hello wonderful world", "x"]
+        got = pickle.loads(pickle.dumps(ours(texts, **options)))
+        expected = pickle.loads(pickle.dumps(reference(texts, **options)))
+        for row in range(2):
+            assert got.tokens(row) == expected.tokens(row) and got.word_ids(row) == expected.word_ids(row)
+            assert got.char_to_token(row, 1) == expected.char_to_token(row, 1)
+        assert copy.deepcopy(got).word_ids(0) == expected.word_ids(0)
+
+
+def test_auto_tokenizer_tokenizer_type_and_config(minilm, tmp_path):
+    shutil.copy(minilm / "tokenizer.json", tmp_path / "tokenizer.json")
+    for options in ({"tokenizer_type": "bert"}, {"config": transformers.BertConfig()}):
+        reference = _reference(transformers.AutoTokenizer.from_pretrained, str(tmp_path), **options)
+        ours = openformers.AutoTokenizer.from_pretrained(tmp_path, **options)
+        assert type(ours).__name__ == type(reference).__name__ == "BertTokenizer"
+    with pytest.raises(ValueError, match="tokenizer_type='nope'"):
+        openformers.AutoTokenizer.from_pretrained(tmp_path, tokenizer_type="nope")

@@ -1351,7 +1351,7 @@ _OVERRIDES = frozenset(SPECIAL_TOKEN_NAMES) | {
 # only matter to the reference's loading machinery or the Hub.
 _IGNORED = frozenset({
     "use_fast", "trust_remote_code", "force_download", "resume_download", "proxies", "subfolder",
-    "_from_auto", "_commit_hash", "tokenizer_type", "config", "mistral_format",
+    "_from_auto", "_commit_hash", "mistral_format",
 })  # fmt: skip
 
 

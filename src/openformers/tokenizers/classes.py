@@ -237,15 +237,17 @@ _CLASS_OF_MODEL_TYPE = {
 _REGISTERED_CLASS_WINS = frozenset({"qwen2"})
 
 
-def tokenizer_class_for(files: hub.ModelFiles, prefer_gguf: bool) -> type[TokenizersBackend]:
-    """The class the reference's AutoTokenizer picks for these files."""
+def tokenizer_class_for(
+    files: hub.ModelFiles, prefer_gguf: bool, model_type: str | None = None
+) -> type[TokenizersBackend]:
+    """The class the reference's AutoTokenizer picks for these files (`model_type`: a config's, passed in)."""
     if files.gguf_file is not None and (prefer_gguf or files.file("tokenizer.json") is None):
         return TokenizersBackend
     declared = loaders.family_of(loaders.read_tokenizer_config(files))
     config_path = files.file("config.json")
     model_config = loaders.read_json_file(config_path) if config_path else {}
     declared = declared or str(model_config.get("tokenizer_class") or "").removesuffix("Fast")
-    model_type = model_config.get("model_type")
+    model_type = model_type or model_config.get("model_type")
     registered = _CLASS_OF_MODEL_TYPE.get(model_type)
     if declared and registered and declared != registered and model_type in _REGISTERED_CLASS_WINS:
         declared = registered
@@ -293,5 +295,15 @@ class AutoTokenizer:
             local_files_only=local_files_only,
             token=token,
         )
-        tokenizer_class = tokenizer_class_for(files, gguf_file is not None)
+        tokenizer_type, config = kwargs.pop("tokenizer_type", None), kwargs.pop("config", None)
+        if tokenizer_type is not None:  # the reference's way to name the class by model type
+            if tokenizer_type not in _CLASS_OF_MODEL_TYPE:
+                raise ValueError(
+                    f"tokenizer_type={tokenizer_type!r} is not one of {sorted(_CLASS_OF_MODEL_TYPE)}; leave it out to "
+                    "take the class the files name."
+                )
+            tokenizer_class = TOKENIZER_CLASSES[_CLASS_OF_MODEL_TYPE[tokenizer_type]]
+        else:
+            model_type = getattr(config, "model_type", None)
+            tokenizer_class = tokenizer_class_for(files, gguf_file is not None, model_type)
         return tokenizer_class._from_files(files, os.fspath(name_or_path), gguf_file is not None, kwargs, chosen=True)

@@ -6,7 +6,7 @@ padding get (0, 0). Word ids count the pre-tokenized pieces (and added tokens) o
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import NamedTuple
 
@@ -60,6 +60,7 @@ class Encoding:
     sequence_ids: list[int | None] = None
     overflowing: list["Encoding"] = field(default_factory=list)
     n_sequences: int = 1  # 2 for a pair, even when one of the two has no tokens
+    tokens: list[str] | None = None  # the token strings, kept only when a BatchEncoding is pickled
 
     def __post_init__(self):
         count = len(self.ids)
@@ -342,9 +343,20 @@ class BatchEncoding(dict):
 
     def tokens(self, batch_index: int = 0) -> list[str]:
         """The token strings of row `batch_index`, special and padding tokens included."""
+        row = self._encoding(batch_index)
+        if row.tokens is not None:
+            return list(row.tokens)
         if self._pipeline is None:
             raise ValueError("This BatchEncoding was not made by a tokenizer call, so it has no tokens.")
-        return [self._pipeline.id_to_token(token_id) for token_id in self._encoding(batch_index).ids]
+        return [self._pipeline.id_to_token(token_id) for token_id in row.ids]
+
+    def __reduce__(self):
+        """Pickled (for DataLoader workers, copies) as the values and the rows with their token strings,
+        without the tokenizer; the rows worked out lazily are worked out now."""
+        rows = None
+        if self.encodings:
+            rows = [replace(row, tokens=self.tokens(index)) for index, row in enumerate(self.encodings)]
+        return _restore_batch_encoding, (dict(self), rows, self._n_sequences)
 
     def word_ids(self, batch_index: int = 0) -> list[int | None]:
         """For each token of row `batch_index`, the index of the word it belongs to (None for special tokens)."""
@@ -436,6 +448,10 @@ def _as_tensor(value, tensor_type: str, key: str):
     import torch
 
     return torch.from_numpy(array.copy()) if array.dtype != np.float64 else torch.tensor(array)
+
+
+def _restore_batch_encoding(data: dict, rows: list[Encoding] | None, n_sequences: int | None) -> BatchEncoding:
+    return BatchEncoding(data, rows, n_sequences=n_sequences)
 
 
 def _in_sequence(row: Encoding, sequence_index: int) -> list[bool]:
