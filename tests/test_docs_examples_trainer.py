@@ -393,3 +393,48 @@ def test_native_pytorch_training_loop(request):
         return losses, rates, torch.cat(predictions)
 
     assert_same(*run_both(example), atol=LOSS_TOLERANCE)
+
+
+# --- trainer.md: logging and NEFTune ------------------------------------------------------------------------------
+
+def test_logging_verbosity_and_log_level(request, tmp_path):
+    checkpoint = tiny("bert-sequence-classification", request)
+
+    def example(lib):
+        logger = lib.logging.get_logger("transformers")
+        before = lib.logging.get_verbosity()
+        lib.logging.set_verbosity_error()
+        error = lib.logging.get_verbosity()
+        lib.logging.set_verbosity_info()
+        info = lib.logging.get_verbosity()
+        lib.logging.set_verbosity_warning()
+        lib.logging.disable_progress_bar()
+        disabled = lib.logging.is_progress_bar_enabled()
+        lib.logging.enable_progress_bar()
+        tokenizer, rows, model = classification_setup(lib, checkpoint)
+        args = lib.TrainingArguments(output_dir=str(tmp_path / lib.__name__), log_level="error", max_steps=1,
+                                     save_strategy="no", report_to="none")
+        trainer = lib.Trainer(model=model, args=args, train_dataset=rows)
+        trainer.train()
+        level = lib.logging.get_verbosity()
+        lib.logging.set_verbosity(before)
+        return (before, error, info, disabled, lib.logging.is_progress_bar_enabled(), level,
+                logger.name, lib.logging.ERROR, lib.logging.INFO)
+
+    assert_same(*run_both(example))
+
+
+def test_neftune_noise(request, tmp_path):
+    checkpoint = tiny("bert-sequence-classification", request)
+
+    def example(lib):
+        tokenizer, rows, model = classification_setup(lib, checkpoint)
+        args = lib.TrainingArguments(output_dir=str(tmp_path / lib.__name__), neftune_noise_alpha=5.0, max_steps=3,
+                                     per_device_train_batch_size=2, learning_rate=1e-3, logging_steps=1,
+                                     save_strategy="no")
+        trainer = lib.Trainer(model=model, args=args, train_dataset=rows)
+        trainer.train()
+        hooks_left = len(trainer.model.get_input_embeddings()._forward_hooks)
+        return logged(trainer), hooks_left
+
+    assert_same(*run_both(example), atol=LOSS_TOLERANCE)
