@@ -200,3 +200,23 @@ def test_generate_arguments_pass_through(pipelines):
     assert got == expected
     assert got != ours("Hello there", **GREEDY)  # the processor changed the first token
     assert ours("Hello there", **GREEDY, stop_strings=["zzz"], tokenizer=ours.tokenizer)
+
+
+def test_an_assistant_model_by_name(folder, tmp_path, pipelines):
+    """assistant_model= (a name, loaded like the model) drafts tokens; greedy output stays the model's own."""
+    import shutil
+
+    for file in folder.iterdir():
+        if file.name.startswith("tokenizer") or file.name == "special_tokens_map.json" or file.suffix == ".jinja":
+            shutil.copy(file, tmp_path / file.name)
+    torch.manual_seed(1)
+    config = transformers.LlamaConfig.from_pretrained(folder)
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path)
+    ours = pipeline("text-generation", model=folder, assistant_model=str(tmp_path))
+    assert ours.assistant_model is not None and ours.assistant_tokenizer is None  # same vocabulary: none needed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = transformers.pipeline("text-generation", model=str(folder), assistant_model=str(tmp_path))
+    for inputs in ([CHAT, OTHER_CHAT], "Hello there"):
+        got, expected = _both((ours, theirs), inputs, **GREEDY)
+        assert got == expected == _both(pipelines, inputs, **GREEDY)[0]

@@ -388,6 +388,29 @@ class TextGenerationPipeline(Pipeline):
     def __init__(self, model, tokenizer, **defaults):
         super().__init__(model, tokenizer, **defaults)
         self.defaults = _with_return_type(self.defaults)  # also fails early on options that cannot go together
+        self.assistant_model, self.assistant_tokenizer = self._assistant(
+            self.defaults.pop("assistant_model", None), self.defaults.pop("assistant_tokenizer", None)
+        )
+
+    def _assistant(self, assistant_model, assistant_tokenizer) -> tuple:
+        """The draft model for assisted decoding (loaded like the model when given by name), and its tokenizer
+        when it needs one: only a draft with another vocabulary or other special tokens does."""
+        if assistant_model is None:
+            return None, None
+        if isinstance(assistant_model, (str, os.PathLike)):
+            from .models import auto
+
+            name = assistant_model
+            assistant_model = auto.AutoModelForCausalLM.from_pretrained(name).to(self.device, self.model.dtype)
+            assistant_tokenizer = _load_tokenizer(name, {}, {})
+        ours, theirs = self.model.config, assistant_model.config
+        names = ("vocab_size", "eos_token_id", "pad_token_id", "bos_token_id")
+        if all(getattr(ours, name, None) == getattr(theirs, name, None) for name in names):
+            return assistant_model, None
+        if assistant_tokenizer is None:
+            raise ValueError("The assistant model has another vocabulary or other special tokens than the model: "
+                             "pass its tokenizer too, as assistant_tokenizer=...")
+        return assistant_model, assistant_tokenizer
 
     def __call__(self, inputs, *args, **options):
         # A call's return options replace the pipeline's (return_tensors=True beats a default return_full_text).
@@ -438,6 +461,10 @@ class TextGenerationPipeline(Pipeline):
             generate_options["tokenizer"] = self.tokenizer
         if own.get("handle_long_generation") == "hole":
             input_ids, attention_mask = self._leave_room(input_ids, attention_mask, generate_options)
+        if self.assistant_model is not None and "assistant_model" not in generate_options:
+            generate_options["assistant_model"] = self.assistant_model
+            if self.assistant_tokenizer is not None:
+                generate_options.update(tokenizer=self.tokenizer, assistant_tokenizer=self.assistant_tokenizer)
         sequences = self.model.generate(input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
                                         **generate_options)
         if not isinstance(sequences, torch.Tensor):  # return_dict_in_generate=True
