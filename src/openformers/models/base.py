@@ -386,7 +386,7 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
             for target in self.tied_weights:
                 state_dict.pop(target, None)  # stored once, under the name of the parameter it is tied to
         save_safetensors(state_dict, folder, max_shard_bytes)
-        generation = self.generation_config.to_dict()
+        generation = self.generation_config.to_diff_dict()
         sampling_options = ("temperature", "top_p", "top_k", "min_p", "typical_p")
         sampling = {k: generation[k] for k in sampling_options if k in generation}
         if sampling and generation.get("do_sample") is not True:
