@@ -71,10 +71,13 @@ def _both(pipelines, inputs, **options):
         ("Hello there", dict(max_length=12, max_new_tokens=None)),
         (["Hello there", "The sky is"], dict(add_special_tokens=True, skip_special_tokens=False)),
         ("Hello there", dict(tokenizer_encode_kwargs={"add_special_tokens": False})),
+        ("", {}),
+        ("", dict(return_tensors=True)),
+        ("", dict(skip_special_tokens=False)),
     ],
     ids=["chat-beams", "chats-new-text", "chats-tensors", "assistant-not-continued", "continued-new-text",
          "prefix", "prefix-max-length", "return-tensors-false", "return-text", "max-length", "special-tokens",
-         "encode-kwargs"],
+         "encode-kwargs", "empty", "empty-tensors", "empty-special-tokens"],
 )
 def test_outputs_match_reference(pipelines, inputs, options):
     got, expected = _both(pipelines, inputs, **{**GREEDY, **options})

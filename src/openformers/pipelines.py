@@ -445,7 +445,11 @@ class TextGenerationPipeline(Pipeline):
         own, generate_options = _split_options(options)
         continue_final = [self._continues_final_message(prompt, own) for prompt in prompts]
         rows = [self._encode(prompt, own, final)[0] for prompt, final in zip(prompts, continue_final)]
+        prompt_length = None
+        if len(rows) == 1 and len(rows[0]) == 0:  # an empty prompt: generation starts from BOS, as the reference's
+            rows, prompt_length = [self._bos_row(rows[0])], 0
         input_ids, attention_mask = self._padded(rows)
+        prompt_length = input_ids.shape[1] if prompt_length is None else prompt_length
         if "max_length" in own:
             generate_options["max_length"] = own["max_length"]
         generate_options = self._with_defaults(generate_options)
@@ -471,10 +475,17 @@ class TextGenerationPipeline(Pipeline):
             sequences = sequences.sequences
         per_prompt = sequences.shape[0] // len(prompts)  # num_return_sequences rows each
         return [
-            [self._record(prompt, sequence.cpu(), input_ids.shape[1], own, final)
+            [self._record(prompt, sequence.cpu(), prompt_length, own, final)
              for sequence in sequences[i * per_prompt : (i + 1) * per_prompt]]
             for i, (prompt, final) in enumerate(zip(prompts, continue_final))
         ]
+
+    def _bos_row(self, empty: torch.Tensor) -> torch.Tensor:
+        bos = self.model.generation_config.bos_token_id
+        bos = bos if bos is not None else getattr(self.model.config, "bos_token_id", None)
+        if bos is None:
+            raise ValueError("The prompt is empty and the model has no bos_token_id to start from; give a prompt.")
+        return torch.tensor([bos], dtype=empty.dtype)
 
     @staticmethod
     def _continues_final_message(prompt, own: dict) -> bool:
