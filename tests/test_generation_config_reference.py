@@ -237,3 +237,19 @@ def test_validate_warns_about_the_attributes_named_as_set():
         warnings.simplefilter("error")
         config.validate(user_set_attributes={"max_new_tokens"})
         config.validate()
+
+
+def test_a_saved_model_writes_only_the_set_generation_options(tmp_path):
+    from openformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, bos_token_id=1, eos_token_id=2,
+    )).save_pretrained(tmp_path / "hf")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    model.generation_config.max_new_tokens = 7
+    model.save_pretrained(tmp_path / "ours")
+    saved = json.loads((tmp_path / "ours" / "generation_config.json").read_text())
+    assert None not in saved.values() and saved["max_new_tokens"] == 7
+    assert transformers.GenerationConfig.from_pretrained(tmp_path / "ours").max_new_tokens == 7
