@@ -59,6 +59,10 @@ def test_the_pipeline_classes_are_importable_from_both_paths():
         cls = getattr(pipelines, name)
         assert getattr(openformers, name) is cls and issubclass(cls, pipelines.Pipeline)
     assert pipelines.NerPipeline is pipelines.TokenClassificationPipeline
+    from transformers.pipelines import get_supported_tasks
+
+    assert set(pipelines.get_supported_tasks()) <= set(get_supported_tasks()) | {"question-answering"}  # 5.x dropped QA
+    assert "zero-shot-classification" in pipelines.get_supported_tasks()
 
 
 @pytest.mark.parametrize(

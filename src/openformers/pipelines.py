@@ -45,6 +45,11 @@ _TASK_OF_ARCHITECTURE = {
 }
 
 
+def get_supported_tasks() -> list[str]:
+    """The task names pipeline() takes, aliases included."""
+    return sorted(TASKS)
+
+
 def pipeline(
     task: str | None = None,
     model=None,
