@@ -253,3 +253,14 @@ def test_a_saved_model_writes_only_the_set_generation_options(tmp_path):
     saved = json.loads((tmp_path / "ours" / "generation_config.json").read_text())
     assert None not in saved.values() and saved["max_new_tokens"] == 7
     assert transformers.GenerationConfig.from_pretrained(tmp_path / "ours").max_new_tokens == 7
+
+
+def test_compile_config_is_kept_but_not_saved_as_in_the_reference(tmp_path):
+    from openformers.generation.config import CompileConfig
+
+    ours = CompileConfig(fullgraph=True, mode="max-autotune")
+    assert ours.to_dict() == transformers.CompileConfig(fullgraph=True, mode="max-autotune").to_dict()
+    config = GenerationConfig(compile_config=ours, max_new_tokens=3)
+    assert config.compile_config is ours
+    config.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "generation_config.json").read_text()) == {"max_new_tokens": 3}

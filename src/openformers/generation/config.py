@@ -84,6 +84,24 @@ class GenerationMode(str, Enum):
         raise ValueError(f"{value!r} is not a GenerationMode; the modes are {[mode.value for mode in cls]}.")
 
 
+@dataclass
+class CompileConfig:
+    """How `generate` should call torch.compile, as the reference's `GenerationConfig(compile_config=...)` takes it.
+
+    Stored with the GenerationConfig (never saved to its file, as in the reference); openformers compiles its own
+    decode step on the CPU and reads none of these.
+    """
+
+    fullgraph: bool = False
+    dynamic: bool | None = None
+    backend: str | object = "inductor"
+    mode: str = "reduce-overhead"
+    options: dict | None = None
+
+    def to_dict(self) -> dict:
+        return copy.deepcopy(vars(self))
+
+
 @dataclass(init=False, eq=False, repr=False)
 class GenerationConfig:
     """Every option of the reference's GenerationConfig, each None until set; unknown keys are kept too.
@@ -162,7 +180,7 @@ class GenerationConfig:
     assistant_ensemble_weight: float | None = None
     speculation_type: str | None = None
     # performance
-    compile_config: object | None = None
+    compile_config: CompileConfig | None = None
     disable_compile: bool | None = None
     continuous_batching_config: object | None = None
     # strategies the reference moved to the Hub; kept so that their files load
