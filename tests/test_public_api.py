@@ -67,7 +67,6 @@ EXCLUDED_NAMES = {
     "AlternatingCodebooksLogitsProcessor": "audio (Bark)", "WhisperTimeStampLogitsProcessor": "audio (Whisper)",
     "BayesianDetectorConfig": "SynthID's trained Bayesian detector", "BayesianDetectorModel": "same",
     "TextDiffusionStreamer": "diffusion language models",
-    "CompileConfig": "issue 'Architecture' (compiled decoding)",
     "ContinuousBatchingConfig": "the server batches with its own scheduler (issue 'Architecture')",
     "ContinuousBatchingManager": "same", "ContinuousMixin": "same", "Scheduler": "same", "FIFOScheduler": "same",
     "PrefillFirstScheduler": "same",

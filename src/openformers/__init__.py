@@ -64,7 +64,7 @@ _public(
 )
 _public(
     "openformers.generation",
-    "GenerationConfig", "GenerationMode", "GenerationMixin", "Cache", "DynamicCache",
+    "GenerationConfig", "GenerationMode", "CompileConfig", "GenerationMixin", "Cache", "DynamicCache",
     "TextStreamer", "TextIteratorStreamer", "AsyncTextIteratorStreamer",
     "LogitsProcessor", "LogitsWarper", "LogitsProcessorList",
     "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "MinPLogitsWarper", "TypicalLogitsWarper",

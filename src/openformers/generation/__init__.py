@@ -15,7 +15,7 @@ def _public(module: str, *names: str) -> None:
 
 _public(
     "config",
-    "GenerationConfig", "GenerationMode",
+    "GenerationConfig", "GenerationMode", "CompileConfig",
 )
 _public(
     "processors",
