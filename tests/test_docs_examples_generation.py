@@ -603,3 +603,15 @@ def test_text_streamer_options_and_the_models_generation_config(llama):
         return out, printed.getvalue(), unused, model.generation_config.top_k
 
     assert_same(*run_both(example))
+
+
+def test_generation_mode_of_a_config(llama, gpt2):
+    def example(lib):
+        assistant = lib.AutoModelForCausalLM.from_pretrained(gpt2)
+        configs = [lib.GenerationConfig(), lib.GenerationConfig(do_sample=True), lib.GenerationConfig(num_beams=4),
+                   lib.GenerationConfig(num_beams=4, do_sample=True), lib.GenerationConfig(prompt_lookup_num_tokens=3)]
+        modes = [config.get_generation_mode() for config in configs]
+        modes.append(lib.GenerationConfig().get_generation_mode(assistant_model=assistant))
+        return [str(mode.value) for mode in modes], [type(mode).__name__ for mode in modes]
+
+    assert_same(*run_both(example))

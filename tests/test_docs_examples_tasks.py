@@ -445,3 +445,20 @@ def test_model_outputs_read_as_attributes_keys_and_tuples(request):
                 len(outputs.to_tuple()))
 
     assert_same(*run_both(example))
+
+
+def test_tokenizer_classes_built_from_their_files(request):
+    """fast_tokenizers.md and the tokenizer pages: a tokenizer.json, or a vocabulary file, handed to the class."""
+    bert = folder("bert-sequence-classification", request)
+    llama = folder("llama", request)
+    text = "Hello world, this is un-tokenized text: 42 Café!"
+
+    def example(lib):
+        fast_tokenizer = lib.PreTrainedTokenizerFast(tokenizer_file=str(llama / "tokenizer.json"))
+        bert_tokenizer = lib.BertTokenizer(str(bert / "vocab.txt"))  # (5.x calls the argument vocab, not vocab_file)
+        bert_fast = lib.BertTokenizerFast.from_pretrained(bert)
+        return (fast_tokenizer(text)["input_ids"], fast_tokenizer.decode(fast_tokenizer(text)["input_ids"]),
+                bert_tokenizer(text)["input_ids"], bert_tokenizer.tokenize(text), bert_fast(text, text)["token_type_ids"],
+                bert_tokenizer.decode(bert_tokenizer(text)["input_ids"], skip_special_tokens=True))
+
+    assert_same(*run_both(example))
