@@ -417,8 +417,9 @@ def test_logging_verbosity_and_log_level(request, tmp_path):
         trainer = lib.Trainer(model=model, args=args, train_dataset=rows)
         trainer.train()
         level = lib.logging.get_verbosity()
+        log_level = args.get_process_log_level()  # as the guide's scripts configure their own loggers
         lib.logging.set_verbosity(before)
-        return (before, error, info, disabled, lib.logging.is_progress_bar_enabled(), level,
+        return (before, error, info, disabled, lib.logging.is_progress_bar_enabled(), level, log_level,
                 logger.name, lib.logging.ERROR, lib.logging.INFO)
 
     assert_same(*run_both(example))
