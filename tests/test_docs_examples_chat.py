@@ -116,7 +116,7 @@ def test_batched_chats_left_padded(llama):
 
 def test_text_generation_pipeline_with_chat(llama):
     def example(lib):
-        pipe = lib.pipeline("text-generation", model=str(llama), dtype=torch.float32)
+        pipe = lib.pipeline("text-generation", model=str(llama), dtype="auto", device_map="auto")
         response = pipe(MESSAGES, max_new_tokens=12, do_sample=False)
         continued = pipe(response[0]["generated_text"] + [{"role": "user", "content": "And a dog?"}],
                          max_new_tokens=6, do_sample=False)
