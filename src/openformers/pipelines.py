@@ -659,14 +659,18 @@ class TextClassificationPipeline(_EncoderPipeline):
     def _is_input(self, value) -> bool:
         return isinstance(value, str) or (isinstance(value, dict) and "text" in value)
 
+    def __call__(self, inputs, *args, **options):
+        results = super().__call__(inputs, *args, **options)
+        # The reference's odd rule: a single string's result comes wrapped in a list unless this call passes top_k
+        # (top_k given when the pipeline was built does not count).
+        return [results] if isinstance(inputs, str) and "top_k" not in options else results
+
     def _run(self, inputs, options: dict, batch_size: int = 1):
         texts_only = isinstance(inputs, (list, tuple)) and inputs and all(isinstance(x, str) for x in inputs)
         if batch_size > 1 and texts_only and self.tokenizer.pad_token_id is not None:
             batches = (list(inputs[start : start + batch_size]) for start in range(0, len(inputs), batch_size))
             return [records for batch in batches for records in self._run_batch(batch, **options)]
-        results = super()._run(inputs, options, batch_size)
-        # The reference's odd default: without top_k, a single text's best record comes wrapped in a list.
-        return [results] if self._is_input(inputs) and "top_k" not in options else results
+        return super()._run(inputs, options, batch_size)
 
     def _run_one(self, text, **options):
         return self._run_batch([text], **options)[0]
@@ -697,9 +701,13 @@ class TextClassificationPipeline(_EncoderPipeline):
 
 def _ranked_labels(logits: torch.Tensor, config, top_k: int | None, function_to_apply: str | None) -> list[dict]:
     """The labels of one text's logits, most likely first, scored as the reference's text-classification does."""
-    if function_to_apply is None:
-        single = config.problem_type != "multi_label_classification" and logits.shape[-1] > 1
-        function_to_apply = "softmax" if single else "sigmoid"
+    if function_to_apply is None:  # regression scores are the logits; one label or several at once, sigmoids
+        if config.problem_type == "regression":
+            function_to_apply = "none"
+        elif config.problem_type == "multi_label_classification" or logits.shape[-1] == 1:
+            function_to_apply = "sigmoid"
+        else:
+            function_to_apply = "softmax"
     function_to_apply = str(getattr(function_to_apply, "value", function_to_apply)).lower()
     functions = {"softmax": lambda x: x.softmax(-1), "sigmoid": torch.sigmoid, "none": lambda x: x}
     if function_to_apply not in functions:
