@@ -1098,7 +1098,8 @@ class PreTrainedTokenizerBase:
                 raise ValueError("With already_has_special_tokens=True, pass the whole sequence as token_ids_0.")
             special = set(self.all_special_ids)
             return [int(token_id in special) for token_id in token_ids_0]
-        return self._layout(token_ids_0, token_ids_1, special=lambda ids: [1] * len(ids), plain=lambda ids: [0] * len(ids))
+        ones, zeros = (lambda ids: [1] * len(ids)), (lambda ids: [0] * len(ids))
+        return self._layout(token_ids_0, token_ids_1, special=ones, plain=zeros)
 
     def create_token_type_ids_from_sequences(self, token_ids_0: list[int], token_ids_1: list[int] | None = None):
         template = self._template(token_ids_1 is not None)

@@ -201,7 +201,8 @@ def encode_marked(tokenizer, text: str) -> list[int]:
     """The ids of a chat rendered from marked inputs: a marked control token is encoded as plain text, the
     rest (the template's own control tokens included) as usual. A marker left alone (a template that split
     the text) is dropped but still separates the text on its two sides."""
-    markers = re.compile(f"{_MARK_START}({_alternatives(tokenizer.added_tokens_encoder)}){_MARK_END}|[{_MARK_START}{_MARK_END}]")
+    tokens = _alternatives(tokenizer.added_tokens_encoder)
+    markers = re.compile(f"{_MARK_START}({tokens}){_MARK_END}|[{_MARK_START}{_MARK_END}]")
     pieces = markers.split(text)
     newline = tokenizer.encode("\n", add_special_tokens=False)
     ids = tokenizer.encode(pieces[0], add_special_tokens=False)
@@ -377,7 +378,8 @@ def apply_chat_template(
     if not tokenize:
         return texts if batched else texts[0]
     if sanitize_control_tokens:
-        return _encode_sanitized(tokenizer, texts, batched, padding, truncation, max_length, return_tensors, return_dict)
+        encoding = _encode_sanitized(tokenizer, texts, batched, padding, truncation, max_length, return_tensors)
+        return encoding if return_dict else encoding["input_ids"]
     encoding = tokenizer(
         texts if batched else texts[0], add_special_tokens=False, padding=padding, truncation=truncation,
         max_length=max_length, return_tensors=return_tensors, **(tokenizer_kwargs or {}),
@@ -392,13 +394,12 @@ def apply_chat_template(
     return encoding
 
 
-def _encode_sanitized(tokenizer, texts, batched, padding, truncation, max_length, return_tensors, return_dict):
+def _encode_sanitized(tokenizer, texts, batched, padding, truncation, max_length, return_tensors):
     """Encode marked chats (see `encode_marked`), truncated and padded as the reference does."""
     rows = [encode_marked(tokenizer, text) for text in texts]
     if truncation not in (None, False, "do_not_truncate") and max_length is not None:
         rows = [row[:max_length] if tokenizer.truncation_side == "right" else row[-max_length:] for row in rows]
-    encoding = tokenizer.pad(
+    return tokenizer.pad(
         {"input_ids": rows if batched or return_tensors else rows[0]},
         padding=padding, max_length=max_length, return_tensors=return_tensors,
     )  # fmt: skip
-    return encoding if return_dict else encoding["input_ids"]

@@ -183,7 +183,9 @@ class T5Tokenizer(TokenizersBackend):
 
     family = "T5Tokenizer"
 
-    def __init__(self, vocab_file=None, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=100, **kwargs):
+    def __init__(
+        self, vocab_file=None, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=100, **kwargs
+    ):
         super().__init__(
             vocab_file, eos_token=eos_token, unk_token=unk_token, pad_token=pad_token, extra_ids=extra_ids, **kwargs
         )

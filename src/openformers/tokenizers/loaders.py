@@ -333,7 +333,10 @@ _CLASSES_WITH_TOKEN_TYPES = frozenset(
 def settings_from_tokenizer_json(path: Path | dict, config: dict) -> dict:
     """A tokenizer.json (or its parsed contents), with the options the caller passed
     (`add_prefix_space`, `do_lower_case`) applied."""
-    data, path = (json.loads(json.dumps(path)), "tokenizer_object") if isinstance(path, dict) else (_read_json(path), path)
+    if isinstance(path, dict):  # a copy, as the options are written into it
+        data, path = json.loads(json.dumps(path)), "tokenizer_object"
+    else:
+        data = _read_json(path)
     _apply_options(data, config.get("_explicit", {}))
     try:
         pipeline = pipeline_from_tokenizer_json(data)
@@ -357,15 +360,17 @@ def _parts(spec: dict | None, key: str) -> list[dict]:
 
 def _apply_options(data: dict, options: dict) -> None:
     """Set, in a tokenizer.json's contents, what the reference's keyword arguments change in the pipeline."""
+    pre_tokenizers_and_processors = _parts(data.get("pre_tokenizer"), "pretokenizers")
+    pre_tokenizers_and_processors += _parts(data.get("post_processor"), "processors")
     if "add_prefix_space" in options:
         add = bool(options["add_prefix_space"])
-        for part in _parts(data.get("pre_tokenizer"), "pretokenizers") + _parts(data.get("post_processor"), "processors"):
+        for part in pre_tokenizers_and_processors:
             if part.get("type") in ("ByteLevel", "RobertaProcessing"):
                 part["add_prefix_space"] = add
             elif part.get("type") == "Metaspace":
                 part["prepend_scheme"] = ("first" if options.get("legacy") is False else "always") if add else "never"
     if "trim_offsets" in options:
-        for part in _parts(data.get("pre_tokenizer"), "pretokenizers") + _parts(data.get("post_processor"), "processors"):
+        for part in pre_tokenizers_and_processors:
             if part.get("type") in ("ByteLevel", "RobertaProcessing"):
                 part["trim_offsets"] = bool(options["trim_offsets"])
     if "do_lower_case" in options:

@@ -78,7 +78,9 @@ def type_schema(hint) -> dict:
             raise TypeError(f"The type hint {hint} is not converted: use list[...] for inputs of any length.")
         return {"type": "array", "prefixItems": [type_schema(arg) for arg in args]}
     if origin is dict:
-        return {"type": "object", "additionalProperties": type_schema(args[1])} if len(args) == 2 else {"type": "object"}
+        if len(args) == 2:  # JSON keys are strings; the values' type is what can be said
+            return {"type": "object", "additionalProperties": type_schema(args[1])}
+        return {"type": "object"}
     raise TypeError(f"The type hint {hint!r} has no JSON schema; pass the tool's JSON schema as a dict instead.")
 
 
@@ -123,7 +125,8 @@ def get_json_schema(function) -> dict:
         text = argument_docs[argument]
         choices = _CHOICES.search(text)
         if choices:
-            schema["enum"] = [value.strip() if isinstance(value, str) else value for value in json.loads(choices.group(1))]
+            values = json.loads(choices.group(1))
+            schema["enum"] = [value.strip() if isinstance(value, str) else value for value in values]
             text = text[: choices.start()].strip()
         schema["description"] = text
     parameters = {"type": "object", "properties": properties}
