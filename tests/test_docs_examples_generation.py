@@ -615,3 +615,55 @@ def test_generation_mode_of_a_config(llama, gpt2):
         return [str(mode.value) for mode in modes], [type(mode).__name__ for mode in modes]
 
     assert_same(*run_both(example))
+
+
+# --- cache_explanation.md and llm_optims.md: caches --------------------------------------------------------------
+
+def test_generate_with_a_cache_object_and_a_static_cache(llama):
+    def example(lib):
+        tokenizer, model = load(lib, llama)
+        inputs = tokenizer("I like rock music because", return_tensors="pt")
+        past_key_values = lib.DynamicCache(config=model.config)
+        with_cache = model.generate(**inputs, use_cache=True, past_key_values=past_key_values, max_new_tokens=10)
+        static = model.generate(**inputs, do_sample=False, max_new_tokens=10, cache_implementation="static")
+        return with_cache, static, past_key_values.get_seq_length()
+
+    assert_same(*run_both(example))
+
+
+def test_manual_decoding_loop_with_a_dynamic_cache(llama):
+    def example(lib):
+        tokenizer, model = load(lib, llama)
+        past_key_values = lib.DynamicCache(config=model.config)
+        messages = [{"role": "user", "content": "Hello, what's your name."}]
+        inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                               return_dict=True)
+        generated_ids = inputs.input_ids
+        cache_position = torch.arange(inputs.input_ids.shape[1], dtype=torch.int64)
+        for _ in range(6):
+            outputs = model(**inputs, cache_position=cache_position, past_key_values=past_key_values, use_cache=True)
+            next_token_ids = outputs.logits[:, -1:].argmax(-1)
+            generated_ids = torch.cat([generated_ids, next_token_ids], dim=-1)
+            attention_mask = inputs["attention_mask"]
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], dim=-1)
+            inputs = {"input_ids": next_token_ids, "attention_mask": attention_mask}
+            cache_position = cache_position[-1:] + 1
+        return generated_ids, tokenizer.batch_decode(generated_ids, skip_special_tokens=True)[0]
+
+    assert_same(*run_both(example))
+
+
+def test_manual_decoding_loop_passing_past_key_values_back(llama):
+    def example(lib):
+        tokenizer, model = load(lib, llama)
+        input_ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
+        outputs = model(input_ids, use_cache=True)
+        generated, logits = input_ids, []
+        for _ in range(5):
+            next_token = outputs.logits[:, -1:].argmax(-1)
+            logits.append(outputs.logits[:, -1])
+            generated = torch.cat([generated, next_token], dim=-1)
+            outputs = model(next_token, past_key_values=outputs.past_key_values, use_cache=True)
+        return generated, logits
+
+    assert_same(*run_both(example))

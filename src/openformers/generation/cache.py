@@ -82,7 +82,9 @@ class Cache:
 class DynamicCache(Cache):
     """A cache that grows as tokens arrive, in blocks of 256 positions, one key and value buffer per layer."""
 
-    def __init__(self):
+    def __init__(self, config=None):
+        # `config` as the reference's DynamicCache(config=model.config): there it sizes sliding-window layers; here
+        # every position is kept and the model's mask applies the window, so it changes nothing.
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self.lengths: list[int] = []
