@@ -642,3 +642,22 @@ def test_auto_tokenizer_tokenizer_type_and_config(minilm, tmp_path):
         assert type(ours).__name__ == type(reference).__name__ == "BertTokenizer"
     with pytest.raises(ValueError, match="tokenizer_type='nope'"):
         openformers.AutoTokenizer.from_pretrained(tmp_path, tokenizer_type="nope")
+
+
+def test_backend_tokenizer_as_the_course_uses_it(minilm, byte_level):
+    ours = openformers.AutoTokenizer.from_pretrained(minilm).backend_tokenizer
+    reference = _reference(transformers.AutoTokenizer.from_pretrained, str(minilm)).backend_tokenizer
+    reference.no_padding()
+    assert ours.normalizer.normalize_str("Héllò hôw are ü?") == reference.normalizer.normalize_str("Héllò hôw are ü?")
+    text = "Hello, how are  you?"
+    assert ours.pre_tokenizer.pre_tokenize_str(text) == reference.pre_tokenizer.pre_tokenize_str(text)
+    got, expected = ours.encode(text, "pair"), reference.encode(text, "pair")
+    for field in ("ids", "tokens", "offsets", "word_ids", "type_ids", "special_tokens_mask"):
+        assert getattr(got, field) == getattr(expected, field), field
+    assert ours.get_vocab_size() == reference.get_vocab_size() and ours.token_to_id("hello") == 7592
+    assert ours.decode(got.ids) == reference.decode(expected.ids)
+    assert json.loads(ours.to_str())["model"]["type"] == "WordPiece"
+    files = (str(byte_level / "vocab.json"), str(byte_level / "merges.txt"))
+    ours = openformers.GPT2Tokenizer(*files).backend_tokenizer.pre_tokenizer
+    reference = _reference(transformers.GPT2Tokenizer, *files).backend_tokenizer.pre_tokenizer
+    assert ours.pre_tokenize_str(text) == reference.pre_tokenize_str(text)

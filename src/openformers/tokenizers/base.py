@@ -1171,6 +1171,13 @@ class PreTrainedTokenizerBase:
     def vocab(self) -> dict[str, int]:
         return self.get_vocab()
 
+    @property
+    def backend_tokenizer(self):
+        """The pipeline under the `tokenizers` library's method names (see `backend.py`)."""
+        from .backend import BackendTokenizer
+
+        return BackendTokenizer(self._pipeline)
+
     def get_chat_template(self, chat_template: str | None = None, tools: list | None = None) -> str:
         """The template text apply_chat_template would use with these arguments."""
         from .chat import select_template
