@@ -661,3 +661,13 @@ def test_backend_tokenizer_as_the_course_uses_it(minilm, byte_level):
     ours = openformers.GPT2Tokenizer(*files).backend_tokenizer.pre_tokenizer
     reference = _reference(transformers.GPT2Tokenizer, *files).backend_tokenizer.pre_tokenizer
     assert ours.pre_tokenize_str(text) == reference.pre_tokenize_str(text)
+
+
+def test_subfolder_is_looked_in(minilm, tmp_path):
+    shutil.copytree(minilm, tmp_path / "tokenizer", ignore=shutil.ignore_patterns("*.safetensors"))
+    reference = _reference(transformers.AutoTokenizer.from_pretrained, str(tmp_path), subfolder="tokenizer")
+    for load in (openformers.AutoTokenizer.from_pretrained, openformers.BertTokenizer.from_pretrained):
+        ours = load(tmp_path, subfolder="tokenizer")
+        assert type(ours).__name__ == type(reference).__name__ and ours("Hi there") == reference("Hi there")
+    with pytest.raises(FileNotFoundError, match="subfolder='nope'"):
+        openformers.AutoTokenizer.from_pretrained(tmp_path, subfolder="nope")

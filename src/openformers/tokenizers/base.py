@@ -477,6 +477,7 @@ class PreTrainedTokenizerBase:
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool = False,
         token: str | bool | None = None,
+        subfolder: str = "",
         **kwargs,
     ) -> "PreTrainedTokenizerBase":
         """Load from a folder, a .gguf file or a Hub id.
@@ -494,6 +495,7 @@ class PreTrainedTokenizerBase:
             local_files_only=local_files_only,
             token=token,
         )
+        files = in_subfolder(files, subfolder)
         return cls._from_files(files, os.fspath(name_or_path), gguf_file is not None, kwargs, chosen=False)
 
     @classmethod
@@ -1239,6 +1241,19 @@ def _padded(row: list, length: int, fill, side: str) -> list:
     return [fill] * missing + row if side == "left" else row + [fill] * missing
 
 
+def in_subfolder(files: hub.ModelFiles, subfolder: str) -> hub.ModelFiles:
+    """The files of `subfolder` inside the resolved model folder (the reference's `subfolder=`)."""
+    if not subfolder:
+        return files
+    folder = files.folder / subfolder
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"subfolder={subfolder!r}: {files.folder} has no such folder (Hub downloads fetch the top-level files; "
+            "download the repository with its subfolders first, or pass the subfolder's path)."
+        )
+    return replace(files, folder=folder)
+
+
 def _content(token) -> str:
     """A token given as a string or an AddedToken, as its string."""
     return token.content if isinstance(token, AddedToken) else token
@@ -1358,7 +1373,7 @@ _OVERRIDES = frozenset(SPECIAL_TOKEN_NAMES) | {
 # There is one implementation (use_fast), it runs no code from files (trust_remote_code), and the rest
 # only matter to the reference's loading machinery or the Hub.
 _IGNORED = frozenset({
-    "use_fast", "trust_remote_code", "force_download", "resume_download", "proxies", "subfolder",
+    "use_fast", "trust_remote_code", "force_download", "resume_download", "proxies",
     "_from_auto", "_commit_hash", "mistral_format",
 })  # fmt: skip
 

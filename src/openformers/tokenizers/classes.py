@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .. import hub
 from . import loaders
-from .base import Pipeline, PreTrainedTokenizerBase
+from .base import Pipeline, PreTrainedTokenizerBase, in_subfolder
 
 
 class TokenizersBackend(PreTrainedTokenizerBase):
@@ -285,6 +285,7 @@ class AutoTokenizer:
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool = False,
         token: str | bool | None = None,
+        subfolder: str = "",
         **kwargs,
     ) -> TokenizersBackend:
         """Load from a folder, a .gguf file or a Hub id, as the class the files name (see the module docstring).
@@ -297,6 +298,7 @@ class AutoTokenizer:
             local_files_only=local_files_only,
             token=token,
         )
+        files = in_subfolder(files, subfolder)
         tokenizer_type, config = kwargs.pop("tokenizer_type", None), kwargs.pop("config", None)
         if tokenizer_type is not None:  # the reference's way to name the class by model type
             if tokenizer_type not in _CLASS_OF_MODEL_TYPE:
