@@ -237,6 +237,9 @@ def test_a_custom_pipeline_written_for_the_reference(classifier_folder):
             assert g["label"] == e["label"] and g["score"] == pytest.approx(e["score"], abs=1e-5)
             assert g["logits"] == pytest.approx(e["logits"], abs=1e-5)
     assert isinstance(ours.model.training, bool) and ours.model.training is False
+    built = pipeline("text-classification", model=classifier_folder, second_text="Really.",
+                     pipeline_class=_pair_classification_pipeline(pipelines.Pipeline))
+    assert built(TEXTS[0]) == ours(TEXTS[0])
 
 
 @pytest.mark.parametrize("problem_type, num_labels", [("regression", 1), ("regression", 2), (None, 1),
@@ -257,3 +260,25 @@ def test_the_scores_follow_the_problem_type(tmp_path, problem_type, num_labels):
     with torch.inference_mode():
         _close(ours(TEXTS[0], top_k=None), theirs(TEXTS[0], top_k=None))
         _close(ours(TEXTS), theirs(TEXTS))
+
+
+def test_a_subclass_with_its_own_postprocess(classifier_folder):
+    """The reference's tutorial: subclass TextClassificationPipeline, override postprocess, pass pipeline_class."""
+
+    def percent(base):
+        class PercentPipeline(base):
+            def postprocess(self, model_outputs, **params):
+                return {"percent": round(100 * model_outputs["logits"][0].softmax(-1).max().item(), 4)}
+
+        return PercentPipeline
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = transformers.pipeline("text-classification", model=str(classifier_folder),
+                                       pipeline_class=percent(transformers.TextClassificationPipeline))
+    ours = pipeline("text-classification", model=classifier_folder,
+                    pipeline_class=percent(pipelines.TextClassificationPipeline))
+    with torch.inference_mode():
+        assert ours(TEXTS) == theirs(TEXTS)
+        assert ours(TEXTS[0]) == theirs(TEXTS[0]) and isinstance(ours(TEXTS[0]), list)
+        assert ours(TEXTS[0], top_k=None) == theirs(TEXTS[0], top_k=None)

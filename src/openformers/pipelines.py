@@ -259,6 +259,8 @@ class Pipeline:
 
     @classmethod
     def check_options(cls, options: dict, where: str) -> dict:
+        if cls._follows_reference_steps():
+            return options  # its own _sanitize_parameters says what it takes
         unknown = set(options) - cls.accepted_options() - {"batch_size", "num_workers"}
         if unknown:
             raise TypeError(f"{where} got unexpected keyword arguments {sorted(unknown)} for {cls.__name__}; it takes "
@@ -303,12 +305,29 @@ class Pipeline:
 
     # -- the reference's protocol, for pipelines written for it -------------------------------------------------
 
-    def _follows_reference_steps(self) -> bool:
-        return type(self)._sanitize_parameters is not Pipeline._sanitize_parameters
+    @classmethod
+    def _follows_reference_steps(cls) -> bool:
+        """Whether a class of the user's supplies one of the reference's steps (a pipeline written for them)."""
+        for name in ("_sanitize_parameters", "preprocess", "_forward", "postprocess"):
+            owner = next((klass for klass in cls.__mro__ if name in vars(klass)), None)
+            if owner is not None and owner.__module__ != __name__:
+                return True
+        return False
 
     def _sanitize_parameters(self, **options) -> tuple[dict, dict, dict]:
-        """(preprocess options, _forward options, postprocess options); a custom pipeline overrides it."""
+        """(preprocess options, _forward options, postprocess options); by default all go to preprocess."""
         return options, {}, {}
+
+    def preprocess(self, inputs, **preprocess_params):
+        """The model's inputs for one input: by default, the tokenized text as tensors."""
+        return self.tokenizer(inputs, return_tensors="pt", **preprocess_params)
+
+    def _forward(self, model_inputs, **forward_params):
+        return self.model(**model_inputs, **forward_params)
+
+    def postprocess(self, model_outputs, **postprocess_params):
+        """The result for one input: by default, the model's outputs as they are."""
+        return model_outputs
 
     def _call_steps(self, inputs, args: tuple, options: dict):
         if args:
@@ -687,16 +706,33 @@ class TextClassificationPipeline(_EncoderPipeline):
             _, output = self._encode_and_run(pair.pop("text"), **pair, **tokenizer_options)
         else:
             _, output = self._encode_and_run(texts if len(texts) > 1 else texts[0], **tokenizer_options)
-        results = []
-        for logits in output.logits.float():
-            records = _ranked_labels(logits, self.model.config, 1 if top_k == "" else top_k, function_to_apply)
-            results.append(records[0] if top_k == "" else records)
-        return results
+        _, _, ranking = self._sanitize_parameters(function_to_apply=function_to_apply, top_k=top_k)
+        return [self.postprocess(type(output)(logits=logits[None]), **ranking) for logits in output.logits.cpu()]
 
     @classmethod
     def accepted_options(cls) -> set[str]:
         parameters = list(inspect.signature(cls._run_batch).parameters)[2:]  # after self and the texts
         return set(parameters)
+
+    # The reference's steps, which a subclass written for the reference may override (postprocess, often).
+
+    def _sanitize_parameters(self, function_to_apply=None, top_k="", **tokenizer_options):
+        ranking = {} if top_k == "" else {"top_k": top_k, "_legacy": False}
+        if function_to_apply is not None:
+            ranking["function_to_apply"] = function_to_apply
+        return tokenizer_options, {}, ranking
+
+    def preprocess(self, inputs, **tokenizer_options):
+        if isinstance(inputs, dict):  # {"text": ..., "text_pair": ...}
+            return self.tokenizer(**inputs, return_tensors="pt", **tokenizer_options)
+        return self.tokenizer(inputs, return_tensors="pt", **tokenizer_options)
+
+    def postprocess(self, model_outputs, function_to_apply=None, top_k=1, _legacy=True):
+        """The best record alone (the default, "legacy" form), or the best top_k records (every one with None)."""
+        records = _ranked_labels(model_outputs["logits"][0].float(), self.model.config, None, function_to_apply)
+        if top_k == 1 and _legacy:
+            return records[0]
+        return records if top_k is None else records[:top_k]
 
 
 def _ranked_labels(logits: torch.Tensor, config, top_k: int | None, function_to_apply: str | None) -> list[dict]:
