@@ -667,3 +667,24 @@ def test_manual_decoding_loop_passing_past_key_values_back(llama):
         return generated, logits
 
     assert_same(*run_both(example))
+
+
+HUB_STRATEGIES = {
+    "Contrastive Search": dict(penalty_alpha=0.6, top_k=4),
+    "Dola Generation": dict(dola_layers="high"),
+    "Group Beam Search": dict(num_beams=4, num_beam_groups=2, diversity_penalty=1.0),
+    "Constrained Beam Search": dict(force_words_ids=[[11]], num_beams=2),
+}
+
+
+@pytest.mark.parametrize("strategy", HUB_STRATEGIES)
+def test_strategies_moved_to_the_hub_are_refused_alike(llama, strategy):
+    """The older guides' contrastive, DoLa, diverse and constrained beam search: 5.x refuses them and names them."""
+    def example(lib):
+        tokenizer, model = load(lib, llama)
+        inputs = tokenizer("Hugging Face Company is", return_tensors="pt")
+        with pytest.raises(ValueError, match=strategy) as refused:
+            model.generate(**inputs, max_new_tokens=5, **HUB_STRATEGIES[strategy])
+        return type(refused.value).__name__
+
+    assert_same(*run_both(example))
