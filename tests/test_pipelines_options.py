@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from openformers.pipelines import pipeline
+from openformers.pipelines import FeatureExtractionPipeline, pipeline
 
 transformers = pytest.importorskip("transformers")
 
@@ -98,3 +98,27 @@ def test_feature_extraction_truncation_given_twice(folders):
 )
 def test_text_classification_tokenizer_options_match_reference(folders, options):
     _assert_close(*_run_both(folders["text-classification"], "text-classification", [LONG, "Short."], **options))
+
+
+def test_a_feature_extraction_subclass_that_pools(folders):
+    """A subclass that overrides postprocess (mean pooling), given as pipeline_class, as with the reference."""
+
+    def pooling(base):
+        class MeanPooling(base):
+            def postprocess(self, model_outputs, **params):
+                return model_outputs[0].mean(1)[0].tolist()
+
+        return MeanPooling
+
+    folder = folders["feature-extraction"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = transformers.pipeline("feature-extraction", model=str(folder),
+                                       pipeline_class=pooling(transformers.FeatureExtractionPipeline))
+    ours = pipeline("feature-extraction", model=folder,
+                    pipeline_class=pooling(FeatureExtractionPipeline))
+    with torch.inference_mode():
+        got, expected = ours(["Short.", LONG]), theirs(["Short.", LONG])
+    assert len(got) == 2 and len(got[0]) == BERT["hidden_size"]
+    for g, e in zip(got, expected):
+        assert g == pytest.approx(e, abs=1e-5)

@@ -825,19 +825,29 @@ def _candidate_labels(candidate_labels) -> list[str]:
 
 
 class FeatureExtractionPipeline(_EncoderPipeline):
-    """The last hidden state of each text, as a (1, T, hidden) nested list (or a tensor with return_tensors)."""
+    """The last hidden state of each text, as a (1, T, hidden) nested list (or a tensor with return_tensors).
+
+    It runs the reference's steps, so a subclass may override one (a postprocess that pools, say).
+    """
 
     task = "feature-extraction"
 
     def _run_one(self, text: str, return_tensors: bool = False, truncation: bool | str | None = None,
                  tokenize_kwargs: dict | None = None):
+        steps = self._sanitize_parameters(truncation=truncation, tokenize_kwargs=tokenize_kwargs,
+                                          return_tensors=return_tensors)
+        return self.run_single(text, *steps)
+
+    def _sanitize_parameters(self, truncation=None, tokenize_kwargs=None, return_tensors=None):
         tokenizer_options = dict(tokenize_kwargs or {})
         if truncation is not None:
             if "truncation" in tokenizer_options:
                 raise ValueError("truncation is given both as an option and in tokenize_kwargs; pass it once.")
             tokenizer_options["truncation"] = truncation
-        _, output = self._encode_and_run(text, **tokenizer_options)
-        hidden = output.last_hidden_state.cpu()
+        return tokenizer_options, {}, ({} if return_tensors is None else {"return_tensors": return_tensors})
+
+    def postprocess(self, model_outputs, return_tensors=False):
+        hidden = model_outputs[0]  # the last hidden state, (1, T, hidden)
         return hidden if return_tensors else hidden.tolist()
 
 
