@@ -671,3 +671,20 @@ def test_subfolder_is_looked_in(minilm, tmp_path):
         assert type(ours).__name__ == type(reference).__name__ and ours("Hi there") == reference("Hi there")
     with pytest.raises(FileNotFoundError, match="subfolder='nope'"):
         openformers.AutoTokenizer.from_pretrained(tmp_path, subfolder="nope")
+
+
+@pytest.mark.parametrize("name", ["T5Tokenizer", "XLMRobertaTokenizer", "LlamaTokenizer"])
+def test_folders_the_reference_saved_load_to_the_same_ids(name, t5_model, xlmr_model, llama_model, tmp_path):
+    """The reference saves these as tokenizer.json (T5's: WhitespaceSplit then Metaspace, in a Sequence)."""
+    model = {"T5Tokenizer": t5_model, "XLMRobertaTokenizer": xlmr_model, "LlamaTokenizer": llama_model}[name]
+    _reference(getattr(transformers, name).from_pretrained, str(model.parent)).save_pretrained(tmp_path)
+    reference = _reference(transformers.AutoTokenizer.from_pretrained, str(tmp_path))
+    ours = openformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert type(ours).__name__ == type(reference).__name__ == name
+    texts = ["Hello world! Don't panic.", "café <s> x </s> y <unk> <extra_id_3>", "zzqx 𝔘 ①", "  two  spaces "]
+    for text in texts:
+        for pair in (None, PAIR):
+            expected = reference(text, pair, return_offsets_mapping=True)
+            assert ours(text, pair, return_offsets_mapping=True) == expected, (text, pair)
+        ids = reference(text)["input_ids"]
+        assert ours.decode(ids) == reference.decode(ids)

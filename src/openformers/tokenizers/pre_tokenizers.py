@@ -95,7 +95,7 @@ def _apply_behavior(spans: list[tuple[int, int, bool]], behavior: str) -> list[t
 def split_pieces(pre_tokenizer, text: str) -> list[str]:
     """The pieces of `text`, without offsets: through `split` where the pre-tokenizer has one."""
     split = getattr(pre_tokenizer, "split", None)
-    if split is not None:
+    if callable(split):  # (Metaspace's `split` is a setting, not this method)
         return split(text)
     return [piece for piece, _ in pre_tokenizer.pre_tokenize(text)]
 
@@ -192,6 +192,8 @@ class ByteLevel:
 class Sequence:
     def __init__(self, pre_tokenizers: list):
         self.pre_tokenizers = list(pre_tokenizers)
+        # A part that treats the start of the text apart (Metaspace's "first") needs to know where it is.
+        self.takes_position = any(getattr(part, "takes_position", False) for part in self.pre_tokenizers)
 
     def split(self, text: str) -> list[str]:
         pieces = [text]
@@ -202,17 +204,21 @@ class Sequence:
                 pieces = [sub_piece for piece in pieces for sub_piece in split_pieces(pre_tokenizer, piece)]
         return pieces
 
-    def pre_tokenize(self, text: str) -> list[Piece]:
+    def pre_tokenize(self, text: str, starts_text: bool = True) -> list[Piece]:
         pieces = [(text, (0, len(text)))]
         for pre_tokenizer in self.pre_tokenizers:
             if getattr(pre_tokenizer, "only_respells", False):
                 respelled = pre_tokenizer.respell([piece for piece, _ in pieces])
                 pieces = [(piece, span) for piece, (_, span) in zip(respelled, pieces)]
                 continue
+            if getattr(pre_tokenizer, "takes_position", False):  # only the piece at the text's start starts it
+                split = lambda piece, start: pre_tokenizer.pre_tokenize(piece, starts_text and start == 0)  # noqa: E731
+            else:
+                split = lambda piece, start: pre_tokenizer.pre_tokenize(piece)  # noqa: E731
             pieces = [
                 (sub_piece, (start + sub_start, start + sub_end))
                 for piece, (start, _) in pieces
-                for sub_piece, (sub_start, sub_end) in pre_tokenizer.pre_tokenize(piece)
+                for sub_piece, (sub_start, sub_end) in split(piece, start)
             ]
         return pieces
 
