@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from openformers.pipelines import FeatureExtractionPipeline, pipeline
+from openformers.pipelines import FeatureExtractionPipeline, FillMaskPipeline, pipeline
 
 transformers = pytest.importorskip("transformers")
 
@@ -122,3 +122,22 @@ def test_a_feature_extraction_subclass_that_pools(folders):
     assert len(got) == 2 and len(got[0]) == BERT["hidden_size"]
     for g, e in zip(got, expected):
         assert g == pytest.approx(e, abs=1e-5)
+
+
+def test_a_fill_mask_subclass(folders):
+    def words_only(base):
+        class WordsOnly(base):
+            def postprocess(self, model_outputs, **params):
+                return [record["token_str"] for record in super().postprocess(model_outputs, **params)]
+
+        return WordsOnly
+
+    folder = folders["fill-mask"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = transformers.pipeline("fill-mask", model=str(folder),
+                                       pipeline_class=words_only(transformers.FillMaskPipeline))
+    ours = pipeline("fill-mask", model=folder, pipeline_class=words_only(FillMaskPipeline))
+    with torch.inference_mode():
+        for options in ({}, {"top_k": 2}, {"targets": ["cat", "dog", "car"]}):
+            assert ours("The [MASK] sat.", **options) == theirs("The [MASK] sat.", **options)

@@ -198,7 +198,8 @@ def test_generate_arguments_pass_through(pipelines):
         len(ours.tokenizer("Hello there")["input_ids"])]
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        expected = theirs("Hello there", **GREEDY, logits_processor=transformers.LogitsProcessorList([_BanToken(first)]))
+        banned = transformers.LogitsProcessorList([_BanToken(first)])
+        expected = theirs("Hello there", **GREEDY, logits_processor=banned)
     got = ours("Hello there", **GREEDY, logits_processor=openformers.LogitsProcessorList([_BanToken(first)]))
     assert got == expected
     assert got != ours("Hello there", **GREEDY)  # the processor changed the first token

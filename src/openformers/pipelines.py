@@ -865,22 +865,41 @@ class FillMaskPipeline(_EncoderPipeline):
         return results[0] if isinstance(inputs, (list, tuple)) and len(inputs) == 1 else results
 
     def _run_one(self, text: str, top_k: int = 5, targets=None, tokenizer_kwargs: dict | None = None):
-        mask_id = self.tokenizer.mask_token_id
-        if mask_id is None:
+        steps = self._sanitize_parameters(top_k=top_k, targets=targets, tokenizer_kwargs=tokenizer_kwargs)
+        return self.run_single(text, *steps)
+
+    # The reference's steps, which a subclass written for the reference may override.
+
+    def _sanitize_parameters(self, top_k=None, targets=None, tokenizer_kwargs=None):
+        ranking = {} if top_k is None else {"top_k": top_k}
+        if targets is not None:
+            ranking["target_ids"] = self._target_ids(targets)
+        return {"tokenizer_kwargs": tokenizer_kwargs or {}}, {}, ranking
+
+    def preprocess(self, inputs, tokenizer_kwargs: dict | None = None):
+        if self.tokenizer.mask_token_id is None:
             raise ValueError("fill-mask needs a tokenizer with a mask token; this one has none.")
-        input_ids, output = self._encode_and_run(text, **(tokenizer_kwargs or {}))
-        positions = (input_ids[0] == mask_id).nonzero().flatten().tolist()
-        if not positions:
-            raise ValueError(f"No mask token ({self.tokenizer.mask_token}) in the input {text!r}; add one to fill.")
-        target_ids = self._target_ids(targets) if targets is not None else None
+        encoded = self.tokenizer(inputs, return_tensors="pt", **(tokenizer_kwargs or {}))
+        if not (encoded["input_ids"] == self.tokenizer.mask_token_id).any():
+            raise ValueError(f"No mask token ({self.tokenizer.mask_token}) in the input {inputs!r}; add one to fill.")
+        return encoded
+
+    def _forward(self, model_inputs):
+        outputs = self.model(**model_inputs)
+        outputs["input_ids"] = model_inputs["input_ids"]  # postprocess writes the filled sequences from them
+        return outputs
+
+    def postprocess(self, model_outputs, top_k: int = 5, target_ids: list[int] | None = None):
+        input_ids = model_outputs["input_ids"][0]
+        positions = (input_ids == self.tokenizer.mask_token_id).nonzero().flatten().tolist()
         per_mask = []
         for position in positions:
-            probs = output.logits[0, position].float().softmax(-1).cpu()
+            probs = model_outputs["logits"][0, position].float().softmax(-1)
             candidates = torch.tensor(target_ids) if target_ids is not None else torch.arange(probs.shape[-1])
             values, picked = probs[candidates].topk(min(top_k, len(candidates)))
             records = []
             for score, token in zip(values.tolist(), candidates[picked].tolist()):
-                filled = input_ids[0].clone()
+                filled = input_ids.clone()
                 filled[position] = token
                 # With several masks the others stay visible, so special tokens are kept (as in the reference).
                 sequence = self.tokenizer.decode(filled, skip_special_tokens=len(positions) == 1)
@@ -900,11 +919,11 @@ class FillMaskPipeline(_EncoderPipeline):
             if token_id is None:
                 pieces = self.tokenizer(target, add_special_tokens=False)["input_ids"]
                 if not pieces:
-                    warnings.warn(f"The target {target!r} has no token; it is left out.", UserWarning, stacklevel=5)
+                    warnings.warn(f"The target {target!r} has no token; it is left out.", UserWarning, stacklevel=7)
                     continue
                 warnings.warn(f"The target {target!r} is not one token of the vocabulary; its first token "
                               f"{self.tokenizer.convert_ids_to_tokens(pieces[0])!r} stands for it.", UserWarning,
-                              stacklevel=5)
+                              stacklevel=7)  # the caller of the pipeline
                 token_id = pieces[0]
             ids.append(token_id)
         ids = sorted(set(ids))
