@@ -688,3 +688,21 @@ def test_folders_the_reference_saved_load_to_the_same_ids(name, t5_model, xlmr_m
             assert ours(text, pair, return_offsets_mapping=True) == expected, (text, pair)
         ids = reference(text)["input_ids"]
         assert ours.decode(ids) == reference.decode(ids)
+
+
+@pytest.mark.parametrize("name", ["BertTokenizer", "DistilBertTokenizer", "GPT2Tokenizer", "RobertaTokenizer",
+                                  "Qwen2Tokenizer"])  # fmt: skip
+def test_saved_families_load_back_in_the_reference(name, minilm, byte_level, tmp_path):
+    """What save_pretrained writes (options like do_lower_case=False included) the reference loads as the same."""
+    if "Bert" in name:
+        ours = getattr(openformers, name)(str(minilm / "vocab.txt"), do_lower_case=False)
+    else:
+        ours = getattr(openformers, name)(str(byte_level / "vocab.json"), str(byte_level / "merges.txt"),
+                                          add_prefix_space=True)  # fmt: skip
+    ours.save_pretrained(tmp_path)
+    reference = _reference(transformers.AutoTokenizer.from_pretrained, str(tmp_path))
+    reloaded = openformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert type(reference).__name__ == type(reloaded).__name__ == name
+    for text in TEXTS:
+        for pair in (None, PAIR):
+            assert dict(reference(text, pair)) == dict(ours(text, pair)) == dict(reloaded(text, pair)), (text, pair)

@@ -635,6 +635,9 @@ class PreTrainedTokenizerBase:
             "model_input_names": list(self.model_input_names),
             "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
         }
+        for name in _SAVED_OPTIONS:  # as the reference, the options the tokenizer was made with
+            if name in self.init_kwargs:
+                config[name] = getattr(self, name) if name in ("add_bos_token", "add_eos_token") else self.init_kwargs[name]
         if self.family == "T5Tokenizer":  # how many sentinels to make again on loading
             config["extra_ids"] = sum(token.startswith("<extra_id_") for token in self.extra_special_tokens)
         if self._pipeline.source is not None:
@@ -1360,6 +1363,12 @@ def _id_list(ids, name: str) -> list[int]:
     return [int(token_id) for token_id in ids]
 
 
+# The options save_pretrained writes to tokenizer_config.json when the tokenizer was made with them, so that
+# the reference, which builds some families from them, loads the same tokenizer back.
+_SAVED_OPTIONS = (
+    "do_lower_case", "strip_accents", "tokenize_chinese_chars", "add_prefix_space", "trim_offsets", "legacy",
+    "add_bos_token", "add_eos_token", "split_special_tokens",
+)  # fmt: skip
 _SENTENCEPIECE_FAMILIES = ("LlamaTokenizer", "T5Tokenizer", "XLMRobertaTokenizer")
 _OVERRIDES = frozenset(SPECIAL_TOKEN_NAMES) | {
     "extra_special_tokens",
