@@ -63,7 +63,7 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
     # Base-model parameters a checkpoint may lack (a head saved without them): initialized, with a warning.
     initialized_if_missing: tuple[str, ...] = ()
 
-    def __init__(self, config: PretrainedConfig, *args, **kwargs):
+    def __init__(self, config: PretrainedConfig):
         if not isinstance(config, PretrainedConfig):
             raise TypeError(
                 f"{type(self).__name__}(config) needs a PretrainedConfig (for example {self.config_class.__name__}), "
