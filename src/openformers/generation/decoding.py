@@ -265,7 +265,7 @@ def build_stopping_criteria(
             warnings.warn(
                 f"A {type(criterion).__name__} was passed in stopping_criteria, and generate() also builds one from "
                 "its options: the one passed is used. Leave out the matching generate() option to silence this.",
-                UserWarning, stacklevel=3,
+                UserWarning, stacklevel=4,  # build_stopping_criteria, generate, torch's inference_mode wrapper
             )
         merged.append(replacement if replacement is not None else criterion)
     merged.extend(custom for custom in stopping_criteria if not any(custom is chosen for chosen in merged))
