@@ -17,7 +17,7 @@ PUBLIC = [
     "set_verbosity_warning", "set_verbosity_error", "disable_default_handler", "enable_default_handler",
     "add_handler", "remove_handler", "enable_propagation", "disable_propagation", "enable_explicit_format",
     "reset_format", "warning_advice", "warning_once", "info_once", "disable_progress_bar", "enable_progress_bar",
-    "is_progress_bar_enabled", "captureWarnings", "get_log_levels_dict", "tqdm",
+    "is_progress_bar_enabled", "captureWarnings", "get_log_levels_dict", "tqdm", "set_tqdm_hook",
     "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL", "NOTSET",
 ]
 
@@ -204,3 +204,19 @@ def test_info_once_and_captured_warnings():
     lines = stream.getvalue().splitlines()
     assert lines[0] == "loaded" and lines.count("loaded") == 1
     assert any("UserWarning: through logging" in line for line in lines[1:])
+
+
+def test_a_tqdm_hook_makes_the_bars():
+    made = []
+
+    def hook(factory, args, kwargs):
+        made.append(kwargs.get("total"))
+        return factory(*args, **kwargs, file=io.StringIO())
+
+    assert logging.set_tqdm_hook(hook) is None
+    try:
+        bar = logging.tqdm(total=7)
+        bar.update(3)
+        assert made == [7] and bar.n == 3
+    finally:
+        assert logging.set_tqdm_hook(None) is hook

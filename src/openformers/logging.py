@@ -34,6 +34,7 @@ log_levels = {
 _lock = threading.Lock()
 _default_handler: logging.Handler | None = None
 _warned_once: set = set()
+_tqdm_hook = None  # set_tqdm_hook's function, which makes every bar
 _progress_bars_enabled = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").upper() not in {"1", "ON", "YES", "TRUE"}
 
 
@@ -249,6 +250,13 @@ def disable_progress_bar() -> None:
     hub_utils.disable_progress_bars()
 
 
+def set_tqdm_hook(hook):
+    """Make the library's bars through `hook(factory, args, kwargs)` (None: tqdm itself); returns the previous hook."""
+    global _tqdm_hook
+    previous, _tqdm_hook = _tqdm_hook, hook
+    return previous
+
+
 def tqdm(*args, **kwargs):
     """A `tqdm.auto.tqdm` bar that is silent while progress bars are disabled.
 
@@ -257,4 +265,6 @@ def tqdm(*args, **kwargs):
     """
     if not _progress_bars_enabled:
         kwargs["disable"] = True
+    if _tqdm_hook is not None:
+        return _tqdm_hook(_tqdm_auto.tqdm, args, kwargs)
     return _tqdm_auto.tqdm(*args, **kwargs)
