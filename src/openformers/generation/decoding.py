@@ -714,8 +714,8 @@ def _inputs_and_mask(inputs, kwargs: dict):
 def _no_length_set(kwargs: dict, passed: GenerationConfig | None, model_config: GenerationConfig | None) -> bool:
     """True when no max_length or max_new_tokens is set anywhere: generate then makes DEFAULT_NEW_TOKENS tokens."""
     names = ("max_length", "max_new_tokens")
-    configs = [c for c in (passed, model_config) if c is not None]
-    return all(kwargs.get(n) is None for n in names) and all(getattr(c, n, None) is None for c in configs for n in names)
+    values = [kwargs.get(n) for n in names] + [getattr(c, n, None) for c in (passed, model_config) for n in names]
+    return all(value is None for value in values)
 
 
 def _loop_option(config: GenerationConfig, unknown: dict, name: str):
