@@ -185,3 +185,33 @@ def test_attn_implementation_is_stored_on_the_config(llama):
                                atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="attn_implementation='flash_attention_2'"):
         AutoModelForCausalLM.from_pretrained(llama[0], attn_implementation="flash_attention_2")
+
+
+def test_save_pretrained_takes_the_references_options(llama, tmp_path, monkeypatch):
+    model = AutoModelForCausalLM.from_pretrained(llama[0], low_cpu_mem_usage=True)
+    ids = torch.randint(0, LLAMA["vocab_size"], (1, 6), generator=torch.Generator().manual_seed(2))
+    model.save_pretrained(tmp_path / "bin", safe_serialization=False)
+    assert (tmp_path / "bin" / "pytorch_model.bin").is_file()
+    assert not (tmp_path / "bin" / "model.safetensors").exists()
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "bin").eval()
+    torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(tmp_path / "bin")(ids).logits, theirs(ids).logits)
+    model.save_pretrained(tmp_path / "elsewhere", is_main_process=False)
+    assert not (tmp_path / "elsewhere").exists()
+    zeroed = {name: torch.zeros_like(value) for name, value in model.state_dict().items()}
+    model.save_pretrained(tmp_path / "given", state_dict=zeroed)
+    assert (AutoModelForCausalLM.from_pretrained(tmp_path / "given").model.norm.weight == 0).all()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
+        model.save_pretrained(tmp_path / "pushed", push_to_hub=True)
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
+        model.push_to_hub("someone/tiny")
+    assert not (tmp_path / "pushed").exists()
+
+
+def test_from_pretrained_takes_a_generation_config(llama):
+    from openformers import GenerationConfig
+
+    chosen = GenerationConfig(max_new_tokens=3, do_sample=False)
+    model = AutoModelForCausalLM.from_pretrained(llama[0], generation_config=chosen)
+    assert model.generation_config is chosen
+    assert model.generate(torch.tensor([[1, 2, 3]])).shape == (1, 6)

@@ -11,6 +11,7 @@ import inspect
 import json
 import os
 import re
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from ..configs import CONFIG_CLASSES, PretrainedConfig, config_from_gguf, read_c
 from ..generation.cache import DynamicCache
 from ..generation.config import GenerationConfig
 from ..generation.decoding import GenerationMixin
-from ..hub import ModelFiles, resolve
+from ..hub import ModelFiles, is_offline, resolve
 from ..quantization import check_quantization, quantize
 from ..weights import GGUFFile, cast, find_weights, load_weights, save_safetensors
 from .layers import RMSNorm
@@ -368,24 +369,40 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
 
     # -- saving ---------------------------------------------------------------------------------------------
 
-    def save_pretrained(self, folder: str | os.PathLike, max_shard_size: int | str = "5GB") -> None:
+    def save_pretrained(
+        self, folder: str | os.PathLike, is_main_process: bool = True, state_dict: dict | None = None,
+        push_to_hub: bool = False, max_shard_size: int | str = "5GB", safe_serialization: bool = True, *,
+        repo_id: str | None = None, commit_message: str | None = None, private: bool | None = None,
+        token: str | bool | None = None,
+    ) -> None:
         """Write config.json, the weights and generation_config.json, in the layout transformers reads.
 
         The weights go to model.safetensors, or to numbered shards with model.safetensors.index.json when
-        they outgrow `max_shard_size` (bytes, or a size such as "500MB" or "2GiB").
+        they outgrow `max_shard_size` (bytes, or a size such as "500MB" or "2GiB"); to pytorch_model.bin
+        with safe_serialization=False. `state_dict` saves those tensors instead of the model's (a trainer's
+        gathered copy); a process that is not the main one (is_main_process=False) writes nothing.
+        push_to_hub=True then uploads the folder to the Hub repository `repo_id` (default: the folder's name),
+        through huggingface_hub, as the reference does.
         """
         max_shard_bytes = _size_in_bytes(max_shard_size)
+        if push_to_hub:
+            api = _hub_api()  # refused offline before anything is written
+        if not is_main_process:
+            return
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         dtype = str(self.dtype).removeprefix("torch.")
         config = copy.copy(self.config)  # a copy keeps what a user's config subclass set beyond the fields
         config.architectures, config.dtype = [self.architecture_name()], dtype
         config.save_pretrained(folder)
-        state_dict = self.to_checkpoint_layout(self.state_dict())
+        state_dict = self.to_checkpoint_layout(self.state_dict() if state_dict is None else dict(state_dict))
         if self.config.tie_word_embeddings:
             for target in self.tied_weights:
                 state_dict.pop(target, None)  # stored once, under the name of the parameter it is tied to
-        save_safetensors(state_dict, folder, max_shard_bytes)
+        if safe_serialization:
+            save_safetensors(state_dict, folder, max_shard_bytes)
+        else:  # the older format; read back (here and by the reference) with weights_only=True
+            torch.save({k: v.contiguous() for k, v in state_dict.items()}, folder / "pytorch_model.bin")
         generation = self.generation_config.to_diff_dict()
         sampling_options = ("temperature", "top_p", "top_k", "min_p", "typical_p")
         sampling = {k: generation[k] for k in sampling_options if k in generation}
@@ -398,6 +415,36 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
             )
         text = json.dumps(generation, indent=2, sort_keys=True) + "\n"
         (folder / "generation_config.json").write_text(text, encoding="utf-8")
+        if push_to_hub:
+            _upload(api, folder, repo_id or folder.absolute().name, commit_message or "Upload model", private, token)
+
+    def push_to_hub(
+        self, repo_id: str, *, commit_message: str = "Upload model", private: bool | None = None,
+        token: str | bool | None = None, max_shard_size: int | str = "5GB", safe_serialization: bool = True,
+    ):
+        """Upload the model (as save_pretrained writes it) to the Hub repository `repo_id`, created if needed."""
+        api = _hub_api()
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size, safe_serialization=safe_serialization)
+            return _upload(api, Path(folder), repo_id, commit_message, private, token)
+
+
+def _hub_api():
+    if is_offline():
+        raise RuntimeError(
+            "push_to_hub needs the network, but HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set: unset it to upload, "
+            "or save_pretrained(folder) now and upload the folder later."
+        )
+    try:
+        from huggingface_hub import HfApi
+    except ImportError as error:
+        raise ImportError("push_to_hub needs huggingface_hub: pip install huggingface_hub.") from error
+    return HfApi()
+
+
+def _upload(api, folder: Path, repo_id: str, commit_message: str, private: bool | None, token):
+    repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+    return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message, token=token)
 
 
 def forward_cache(past_key_values, cache, use_cache: bool | None):
@@ -496,6 +543,8 @@ def load_pretrained(
     config: PretrainedConfig | None = None,
     config_class: type[PretrainedConfig] | None = None,
     attn_implementation: str | None = None,
+    generation_config: GenerationConfig | None = None,
+    low_cpu_mem_usage: bool | None = None,
     **config_overrides,
 ) -> PreTrainedModel:
     """Resolve the files, read the config, let `choose_class(config, source)` pick the class, and load.
@@ -511,7 +560,9 @@ def load_pretrained(
     class to read config.json as (a user's own config); None: the class its model_type names.
     attn_implementation: "sdpa" (the default) or "eager" (attention computed explicitly, as the reference's
     eager path; forward(output_attentions=True) uses it whatever this says); stored as
-    config._attn_implementation.
+    config._attn_implementation. generation_config: used instead of the checkpoint's generation_config.json.
+    low_cpu_mem_usage is accepted for compatibility: loading always builds the model on the meta device and
+    reads the weights memory-mapped, so it uses little memory whatever it says.
     """
     if trust_remote_code:
         raise ValueError(
@@ -544,7 +595,9 @@ def load_pretrained(
         quantize(model, quantization)
     if device is not None:
         model.to(device)
-    if files.gguf_file is None and files.file("generation_config.json"):
+    if generation_config is not None:
+        model.generation_config = generation_config
+    elif files.gguf_file is None and files.file("generation_config.json"):
         model.generation_config = GenerationConfig.from_json_file(files.folder / "generation_config.json")
     return model.eval()
 
