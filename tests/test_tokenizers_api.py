@@ -549,6 +549,11 @@ def test_batch_encoding_construction_and_added_token_arguments(minilm):
         assert got["input_ids"].tolist() == expected["input_ids"].tolist()
         assert type(got["input_ids"]) is type(expected["input_ids"])
     assert openformers.BatchEncoding({"input_ids": [1]}, n_sequences=2).n_sequences == 2
+    for options in ({}, {"special": True, "lstrip": True}, {"single_word": True, "normalized": False}):
+        ours, expected = openformers.AddedToken("<x>", **options), transformers.AddedToken("<x>", **options)
+        for field in ("content", "single_word", "lstrip", "rstrip", "normalized", "special"):
+            assert getattr(ours, field) == getattr(expected, field), (options, field)
+        assert str(ours) == str(expected) == "<x>"
     pad = openformers.AddedToken("[PAD]", special=True)
     ours = openformers.BertTokenizer.from_pretrained(minilm, pad_token=pad)
     assert ours.pad_token == str(pad) == "[PAD]" and ours.pad_token_id == 0

@@ -11,7 +11,7 @@ import json
 import numbers
 import os
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +48,12 @@ class AddedToken:
     """
 
     content: str
-    special: bool = False
+    _: KW_ONLY  # as the reference's, the options are keyword arguments
+    single_word: bool = False
     lstrip: bool = False
     rstrip: bool = False
-    single_word: bool = False
     normalized: bool | None = None  # None means "not special", the reference's default
+    special: bool = False
 
     def __post_init__(self):
         if self.normalized is None:
