@@ -112,3 +112,13 @@ def test_metric_following_schedules_need_evaluation():
         TrainingArguments(lr_scheduler_type="sometimes_cosine")
     with pytest.raises(ValueError, match="optim must be one of"):
         TrainingArguments(optim="adam_from_the_future")
+
+
+@pytest.mark.parametrize("level", ["passive", "debug", "info", "warning", "error", "critical"])
+def test_log_levels_resolve_as_the_reference(level):
+    ours = TrainingArguments(log_level=level, log_level_replica="error")
+    reference = transformers.TrainingArguments(log_level=level, log_level_replica="error")
+    assert ours.get_process_log_level() == reference.get_process_log_level()
+    assert ours.should_log == reference.should_log
+    with pytest.raises(ValueError, match="log_level"):
+        TrainingArguments(log_level="loud")

@@ -293,3 +293,74 @@ def test_sampling_strategies_order_rows_as_the_references(tmp_path, strategy):
                              data_collator=lambda features: openformers.training.collators.pad_batch(features, 0))
         curves.append(_curve(trainer))
     assert curves[1] == pytest.approx(curves[0], rel=1e-6)
+
+
+def test_metrics_see_inputs_and_losses_and_can_go_batch_by_batch(tmp_path):
+    def full_metrics(prediction):
+        predictions, labels, inputs, losses = prediction
+        return {"accuracy": float((predictions.argmax(-1) == labels).mean()), "rows": inputs.shape[0],
+                "mean_loss": float(losses.mean())}
+
+    class BatchMetrics:
+        def __init__(self):
+            self.correct = self.seen = 0
+
+        def __call__(self, prediction, compute_result):
+            logits, labels = prediction
+            self.correct += int((logits.argmax(-1) == labels).sum())
+            self.seen += labels.numel()
+            return {"accuracy": self.correct / self.seen} if compute_result else {}
+
+    results = {}
+    for library in (transformers, openformers):
+        for name, metrics, options in (("full", full_metrics, {"include_for_metrics": ["inputs", "loss"]}),
+                                       ("batched", BatchMetrics(), {"batch_eval_metrics": True})):
+            torch.manual_seed(0)
+            rows = _rows(14)
+            trainer = library.Trainer(model=TinyDropoutModel(), args=_args(library, tmp_path, **options),
+                                      eval_dataset=rows, compute_metrics=metrics)
+            results[library, name] = trainer.evaluate()
+    for name in ("full", "batched"):
+        ours, reference = results[openformers, name], results[transformers, name]
+        for key, value in reference.items():
+            if not key.endswith(("_runtime", "_per_second", "_preparation_time")):
+                assert ours[key] == pytest.approx(value, rel=1e-6), (name, key)
+
+
+def _tiny_lm(kind, folder):
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=64, n_positions=32, n_embd=32,
+                                                                     n_layer=2, n_head=4, pad_token_id=0))
+    elif kind == "bert":
+        model = transformers.BertLMHeadModel(transformers.BertConfig(
+            vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+            is_decoder=True, pad_token_id=0))
+    else:
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY_LLAMA))
+    model.save_pretrained(folder)
+    return type(model).__name__
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "bert", "llama"])
+def test_causal_lm_losses_are_normalized_as_the_reference_does(tmp_path, kind):
+    """GPT-2 and BERT's LM head: the reference divides their shifted loss sums by every label token."""
+    class_name = _tiny_lm(kind, tmp_path / "model")
+    generator = torch.Generator().manual_seed(2)
+    rows = []
+    for length in (5, 9, 7, 12, 3, 8, 10, 6):
+        ids = torch.randint(1, 64, (length,), generator=generator).tolist()
+        rows.append({"input_ids": ids, "labels": ids})
+    collate = openformers.training.collators.pad_batch
+    results = []
+    for library in (transformers, openformers):
+        model = getattr(library, class_name).from_pretrained(tmp_path / "model")
+        trainer = library.Trainer(model=model, train_dataset=rows, eval_dataset=rows,
+                                  data_collator=lambda features: collate(features, 0),
+                                  args=_args(library, tmp_path / library.__name__, gradient_accumulation_steps=2,
+                                             per_device_train_batch_size=2, per_device_eval_batch_size=3,
+                                             num_train_epochs=1, eval_strategy="epoch"))
+        trainer.train()
+        results.append((_curve(trainer), _curve(trainer, "eval_loss")))
+    assert results[1][0] == pytest.approx(results[0][0], rel=1e-5)
+    assert results[1][1] == pytest.approx(results[0][1], rel=1e-5)

@@ -64,6 +64,7 @@ REPORT_INTEGRATIONS = (
     "azure_ml", "comet_ml", "mlflow", "neptune", "tensorboard", "trackio", "wandb", "codecarbon", "clearml",
     "dagshub", "flyte", "dvclive", "swanlab", "kubeflow",
 )
+LOG_LEVELS = ("detail", "debug", "info", "warning", "error", "critical", "passive")
 _DICT_FIELDS = ("accelerator_config", "fsdp_config", "deepspeed", "gradient_checkpointing_kwargs",
                 "activation_checkpointing_kwargs", "lr_scheduler_kwargs", "liger_kernel_config")
 
@@ -262,6 +263,9 @@ class TrainingArguments:
             if value not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}.")
             setattr(self, name, value)
+        for name in ("log_level", "log_level_replica"):
+            if getattr(self, name) not in LOG_LEVELS:
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, LOG_LEVELS))}; got {getattr(self, name)!r}.")
         if self.include_num_input_tokens_seen not in ("no", "all", "non_padding"):
             raise ValueError(
                 "include_num_input_tokens_seen must be True, False, 'no', 'all' or 'non_padding'; got "
@@ -369,8 +373,21 @@ class TrainingArguments:
         return self.process_index == 0 or self.save_on_each_node
 
     @property
+    def local_process_index(self) -> int:
+        return int(os.environ.get("LOCAL_RANK", "0"))
+
+    @property
     def should_log(self) -> bool:
-        return self.process_index == 0 or self.log_on_each_node
+        return self.local_process_index == 0 if self.log_on_each_node else self.process_index == 0
+
+    def get_process_log_level(self) -> int:
+        """The openformers log level of this process: log_level on the main one, log_level_replica elsewhere
+        ("passive" keeps the level already set)."""
+        from .. import logging as library_logging
+
+        levels = {**library_logging.get_log_levels_dict(), "passive": -1}
+        level = levels[self.log_level if self.should_log else self.log_level_replica]
+        return library_logging.get_verbosity() if level == -1 else level
 
     @property
     def device(self) -> torch.device:

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from .. import logging as library_logging
 from . import checkpoint as ckpt
 from .arguments import TrainingArguments
 from .callbacks import (
@@ -39,6 +40,9 @@ from .optimizers import Adafactor
 from .schedules import METRIC_SCHEDULERS, get_scheduler
 
 LABEL_COLUMNS = ("label", "label_ids", "labels")
+# Causal LMs whose loss_type the reference leaves unset, so that its Trainer counts their first labels too when it
+# normalizes their (shifted) losses by num_items_in_batch; ours are normalized the same way, to the same numbers.
+COUNTED_UNSHIFTED = ("GPT2LMHeadModel", "BertLMHeadModel")
 _LOOP_STATE = "loop_state.pth"
 
 
@@ -66,16 +70,20 @@ def enable_full_determinism(seed: int, warn_only: bool = False) -> None:
 
 
 class EvalPrediction:
-    """What compute_metrics receives: `predictions, label_ids = eval_pred` unpacks it."""
+    """What compute_metrics receives: `predictions, label_ids = eval_pred` unpacks it; with include_for_metrics
+    the inputs and the per-row losses come after them."""
 
-    def __init__(self, predictions, label_ids):
-        self.predictions, self.label_ids = predictions, label_ids
+    def __init__(self, predictions, label_ids, inputs=None, losses=None):
+        self.predictions, self.label_ids, self.inputs, self.losses = predictions, label_ids, inputs, losses
+        self.elements = (predictions, label_ids) + tuple(x for x in (inputs, losses) if x is not None)
 
     def __iter__(self):
-        return iter((self.predictions, self.label_ids))
+        return iter(self.elements)
 
     def __getitem__(self, index):
-        return (self.predictions, self.label_ids)[index]
+        if index >= len(self.elements):
+            raise IndexError("EvalPrediction index out of range")
+        return self.elements[index]
 
 
 @dataclass
@@ -133,6 +141,7 @@ class Trainer:
             raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
         if optimizer_cls_and_kwargs is not None and optimizers[0] is not None:
             raise ValueError("Pass optimizers=(optimizer, scheduler) or optimizer_cls_and_kwargs=, not both.")
+        library_logging.set_verbosity(self.args.get_process_log_level())
         self.rank, self.world_size, self.device = _setup_distributed(self.args)
         self._prepare_model(model)
         self.processing_class = processing_class if processing_class is not None else tokenizer
@@ -182,6 +191,9 @@ class Trainer:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs)
         # A causal LM's loss at position t is against label t + 1: the first label of each row counts for nothing.
         self._shifts_labels = getattr(model, "loss_shifts_labels", False)
+        # How the reference counts the tokens it divides a step's loss by: shifted too, except for the causal LMs
+        # whose loss_type it leaves unset (GPT-2, BERT's LM head), whose first labels it counts as well.
+        self._counts_shifted = self._shifts_labels and type(model).__name__ not in COUNTED_UNSHIFTED
         self.model_accepts_loss_kwargs = _accepts_loss_kwargs(model)
         self._label_smoothing = self.args.label_smoothing_factor
         if self._label_smoothing and getattr(getattr(model, "config", None), "problem_type", None) == \
@@ -416,7 +428,8 @@ class Trainer:
         loop = {"loss_since_log": 0.0, "last_logged_step": 0, "total_loss": 0.0}
         self._pending_rng = None
         if resume_from_checkpoint:
-            loop = self._resume(resume_from_checkpoint, loop)
+            # train_loss averages the steps of this run only, as the reference's does after a resume
+            loop = dict(self._resume(resume_from_checkpoint, loop), total_loss=0.0)
         start_step = self.state.global_step
         model = self._training_model()
         model.train()
@@ -446,6 +459,9 @@ class Trainer:
                 done += len(group)
                 self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
                 step_loss, grad_norm = self._optimizer_step(model, group)
+                if args.logging_nan_inf_filter and not math.isfinite(step_loss):
+                    # counted as the mean of the steps since the last log, as the reference's filter does
+                    step_loss = loop["loss_since_log"] / (1 + self.state.global_step - loop["last_logged_step"])
                 loop["loss_since_log"] += step_loss
                 loop["total_loss"] += step_loss
                 self.state.global_step += 1
@@ -488,13 +504,18 @@ class Trainer:
             self._wrapped = model
         return self._wrapped
 
-    def _label_count(self, batch: dict) -> int | None:
+    def _label_count(self, batch: dict, shifted: bool | None = None) -> int | None:
+        """The label tokens of a batch as the reference counts them (shifted=None), or as the model averages over."""
         labels = batch.get("labels")
         if not isinstance(labels, torch.Tensor):
             return None
-        if self._shifts_labels and labels.dim() > 1:
+        if (self._counts_shifted if shifted is None else shifted) and labels.dim() > 1:
             labels = labels[..., 1:]
         return int(labels.ne(-100).sum()) if not labels.is_floating_point() else labels.numel()
+
+    def _model_share(self, batch: dict, total: float) -> float:
+        """The weight that turns our model's mean loss into its share of the reference's sum over `total` tokens."""
+        return self._label_count(batch, shifted=self._shifts_labels) / max(total, 1.0)
 
     def _num_items_in_batch(self, group: list[dict]) -> torch.Tensor | None:
         """The label tokens of one optimizer step over every process (None without labels)."""
@@ -517,8 +538,8 @@ class Trainer:
         if num_items is not None and (self.model_accepts_loss_kwargs or self.compute_loss_func is not None):
             return [(1.0, 1.0 / world)] * len(group)
         if num_items is not None and _is_openformers_model(self.model):
-            total = max(float(num_items), 1.0)
-            return [(count / total * world, count / total) for count in map(self._label_count, group)]
+            shares = [self._model_share(batch, float(num_items)) for batch in group]
+            return [(share * world, share) for share in shares]
         return [(1.0 / len(group), 1.0 / (len(group) * world))] * len(group)
 
     def _count_input_tokens(self, group: list[dict]) -> None:
@@ -811,7 +832,7 @@ class Trainer:
         return output.metrics
 
     def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test") -> PredictionOutput:
-        output = self._prediction_loop(test_dataset, metric_key_prefix, ignore_keys)
+        output = self._prediction_loop(test_dataset, metric_key_prefix, ignore_keys, predicting=True)
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, metrics=output.metrics)
         return output
 
@@ -829,6 +850,9 @@ class Trainer:
                 num_items = self._num_items_in_batch([inputs])
                 loss, outputs = self._call_compute_loss(model, inputs, num_items, return_outputs=True)
                 loss = loss.detach().mean()
+                if num_items is not None and _is_openformers_model(model) and not self.model_accepts_loss_kwargs \
+                        and self.compute_loss_func is None and not self._label_smoothing:
+                    loss = loss * self._model_share(inputs, float(num_items))  # the reference's normalization
             else:
                 outputs = model(**inputs)
                 loss = outputs.get("loss") if isinstance(outputs, dict) else getattr(outputs, "loss", None)
@@ -837,7 +861,7 @@ class Trainer:
             return loss, None, None
         return loss, _predictions_of(outputs, ignore_keys, has_labels), labels
 
-    def _prediction_loop(self, dataset, prefix: str, ignore_keys=None) -> PredictionOutput:
+    def _prediction_loop(self, dataset, prefix: str, ignore_keys=None, predicting: bool = False) -> PredictionOutput:
         loader = self.get_eval_dataloader(dataset)
         self.callback_handler.eval_dataloader = loader
         if not self._trained and self._model_preparation_time is None:
@@ -845,29 +869,45 @@ class Trainer:
         model = self.model
         was_training = model.training
         model.eval()
-        losses, rows, predictions, labels = [], 0, [], []
+        losses, rows, predictions, labels, inputs = [], 0, [], [], []
+        extras = self.args.include_for_metrics
+        per_batch = self.args.batch_eval_metrics and self.compute_metrics is not None
+        keep = not per_batch or predicting  # predict() returns every prediction even when metrics go batch by batch
+        metrics = {}
         start = time.perf_counter()
-        for batch in loader:
+        for index, batch in enumerate(loader):
             loss, logits, batch_labels = self.prediction_step(model, batch, self.args.prediction_loss_only, ignore_keys)
             size = _batch_size(batch)
             rows += size
             if loss is not None:
                 losses.extend([float(loss)] * size)  # every row counts with its batch's mean, as the reference's
-            if logits is not None:
-                if self.preprocess_logits_for_metrics is not None:
-                    logits = self.preprocess_logits_for_metrics(logits, batch_labels)
-                predictions.append(logits)
-            if batch_labels is not None and not self.args.prediction_loss_only:
-                labels.append(batch_labels)
+            if logits is not None and self.preprocess_logits_for_metrics is not None:
+                logits = self.preprocess_logits_for_metrics(logits, batch_labels)
+            main = batch.get(getattr(model, "main_input_name", "input_ids")) if "inputs" in extras else None
+            if per_batch:  # metrics that accumulate batch by batch; the last call returns them
+                if logits is not None and batch_labels is not None:
+                    extra = {"losses": loss.repeat(size) if "loss" in extras and loss is not None else None,
+                             "inputs": main}
+                    metrics = self.compute_metrics(EvalPrediction(logits, batch_labels, **extra),
+                                                   compute_result=index == len(loader) - 1)
+            if keep:
+                if logits is not None:
+                    predictions.append(logits)
+                if batch_labels is not None and not self.args.prediction_loss_only:
+                    labels.append(batch_labels)
+                if main is not None:
+                    inputs.append(main)
             self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
         if was_training:
             model.train()
         runtime = time.perf_counter() - start
         predictions = _concat(predictions) if predictions else None
         label_ids = _concat(labels) if labels else None
-        metrics = {}
-        if self.compute_metrics is not None and predictions is not None and label_ids is not None:
-            metrics = dict(self.compute_metrics(EvalPrediction(predictions, label_ids)))
+        if self.compute_metrics is not None and predictions is not None and label_ids is not None and not per_batch:
+            extra = {"inputs": _concat(inputs) if "inputs" in extras and inputs else None,
+                     "losses": np.asarray(losses, dtype=np.float32) if "loss" in extras and losses else None}
+            metrics = self.compute_metrics(EvalPrediction(predictions, label_ids, **extra))
+        metrics = {k: _plain_number(v) for k, v in dict(metrics or {}).items()}
         finite = np.asarray(losses, dtype=np.float32)
         finite = finite[np.isfinite(finite)]
         if finite.size:
@@ -1057,6 +1097,15 @@ def _length_grouped_order(lengths: list[int], batch_size: int, generator=None) -
     longest = int(torch.argmax(torch.tensor([lengths[group[0]] for group in groups])))
     groups[0][0], groups[longest][0] = groups[longest][0], groups[0][0]
     return [i for group in groups for i in group]
+
+
+def _plain_number(value):
+    """NumPy scalars and one-element tensors as Python numbers, so the metrics are JSON-serializable."""
+    if isinstance(value, (np.generic, np.ndarray)) and np.size(value) == 1:
+        return value.item()
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return value
 
 
 def _batch_size(batch: dict) -> int:
