@@ -98,7 +98,7 @@ def test_device_options(classifier_folder, options):
 
 def test_hub_options_reach_the_loaders(classifier_folder):
     ours = pipeline("sentiment-analysis", model=classifier_folder, revision="main", token=False, use_fast=True,
-                    trust_remote_code=False, framework="pt")
+                    trust_remote_code=False, framework="pt", config=None, feature_extractor=None, processor=None)
     assert ours.task == "sentiment-analysis"
     with torch.inference_mode():
         _close(ours(TEXTS), _reference("text-classification", classifier_folder)(TEXTS))
@@ -126,6 +126,10 @@ def test_conflicting_and_unknown_options_fail_at_pipeline(classifier_folder, mon
         pipeline("text-classification", model=classifier_folder, framework="tf")
     with pytest.raises(ValueError, match="needs a task, a model"):
         pipeline()
+    with pytest.raises(ValueError, match="reads the config stored with the model"):
+        pipeline("text-classification", model=classifier_folder, config=str(classifier_folder))
+    with pytest.raises(ValueError, match="read text only"):
+        pipeline("text-classification", model=classifier_folder, image_processor=object())
 
 
 def test_unknown_call_options_are_explained(classifier_folder):

@@ -78,6 +78,14 @@ def pipeline(
     """
     if framework not in (None, "pt"):
         raise ValueError(f"framework={framework!r}: openformers runs PyTorch models only; leave it unset or pass 'pt'.")
+    if kwargs.get("config") is not None:
+        raise ValueError("pipeline(config=...): openformers reads the config stored with the model; pass model= (a "
+                         "folder, a file or a Hub id), with config overrides in model_kwargs, e.g. {'num_labels': 3}.")
+    for name in ("feature_extractor", "image_processor", "video_processor", "processor"):
+        if kwargs.get(name) is not None:
+            raise ValueError(f"pipeline({name}=...): openformers' pipelines read text only, through the tokenizer.")
+    for name in ("config", "feature_extractor", "image_processor", "video_processor", "processor"):
+        kwargs.pop(name, None)  # None: as if not given
     model_kwargs = dict(model_kwargs or {})
     dtype = _loading_dtype(dtype, kwargs.pop("torch_dtype", None), model_kwargs)
     if device_map is not None:
