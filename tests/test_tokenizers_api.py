@@ -141,6 +141,8 @@ def test_bert_from_pretrained_and_kwargs(minilm):
     assert (ours.padding_side, ours.truncation_side, ours.model_max_length) == ("left", "left", 7)
     assert_same_ids(ours, reference)
     assert ours(TEXTS[0], truncation=True)["input_ids"] == reference(TEXTS[0], truncation=True)["input_ids"]
+    with pytest.raises(ValueError, match="truncation_side must be 'left' or 'right', got 'up'"):
+        ours.truncation_side = "up"
 
 
 def test_pretrained_tokenizer_fast_from_tokenizer_file_and_object(minilm):

@@ -439,8 +439,6 @@ class PreTrainedTokenizerBase:
         self.chat_template = chat_template
         self.padding_side = padding_side
         self.model_max_length = model_max_length
-        if truncation_side not in ("left", "right"):
-            raise ValueError(f"truncation_side must be 'left' or 'right', got {truncation_side!r}.")
         self.truncation_side = truncation_side
         # The keys a model takes, so token_type_ids come back only for tokenizers of models that use them.
         self.model_input_names = list(model_input_names or type(self).model_input_names)
@@ -526,6 +524,16 @@ class PreTrainedTokenizerBase:
         if side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}.")
         self._padding_side = side
+
+    @property
+    def truncation_side(self) -> str:
+        return self._truncation_side
+
+    @truncation_side.setter
+    def truncation_side(self, side: str):
+        if side not in ("left", "right"):
+            raise ValueError(f"truncation_side must be 'left' or 'right', got {side!r}.")
+        self._truncation_side = side
 
     def _set_special_token(self, name: str, token: str | None):
         if token is not None and not isinstance(token, str):
