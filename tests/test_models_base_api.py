@@ -215,3 +215,19 @@ def test_from_pretrained_takes_a_generation_config(llama):
     model = AutoModelForCausalLM.from_pretrained(llama[0], generation_config=chosen)
     assert model.generation_config is chosen
     assert model.generate(torch.tensor([[1, 2, 3]])).shape == (1, 6)
+
+
+def test_the_small_attributes_the_trainer_and_pipelines_read(llama):
+    model = AutoModelForCausalLM.from_pretrained(llama[0])
+    theirs = llama[1]
+    assert model.main_input_name == theirs.main_input_name == "input_ids"
+    assert model.name_or_path == str(llama[0]) and model.config.name_or_path == str(llama[0])
+    assert model.can_generate() and not AutoModel.from_pretrained(llama[0]).can_generate()
+    assert theirs.can_generate() and not transformers.LlamaModel(theirs.config).can_generate()
+    model.get_input_embeddings().weight.requires_grad_(False)
+    ids = torch.tensor([[1, 2, 3]])
+    assert not model.get_input_embeddings()(ids).requires_grad
+    model.enable_input_require_grads()
+    assert model.get_input_embeddings()(ids).requires_grad
+    model.disable_input_require_grads()
+    assert not model.get_input_embeddings()(ids).requires_grad

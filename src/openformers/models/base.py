@@ -57,6 +57,8 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
     # The layer that turns hidden states into vocabulary logits; None: the parameter tied to the embeddings
     # (`tied_weights`), if any.
     output_embeddings_name: str | None = None
+    # The argument that carries the inputs (the Trainer and pipelines read it).
+    main_input_name = "input_ids"
     # Parameter -> the parameter it shares storage with when config.tie_word_embeddings is set.
     tied_weights: dict[str, str] = {}
     # Checkpoint keys that older files store but that are not parameters (recomputed buffers).
@@ -116,6 +118,28 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
     @property
     def base_model(self) -> nn.Module:
         return getattr(self, self.base_model_prefix, self)
+
+    @property
+    def name_or_path(self) -> str:
+        """The folder or Hub id the model was loaded from ("" for a model built from a config)."""
+        return self.config.name_or_path
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """Whether `generate` makes sense for this class: a left-to-right language-model head."""
+        return getattr(cls, "loss_shifts_labels", False)
+
+    def enable_input_require_grads(self) -> None:
+        """Make the input embeddings' output require grad, so that gradient checkpointing works with frozen
+        embeddings (adapters such as LoRA train with the base model frozen)."""
+        self._require_grads_hook = self.get_input_embeddings().register_forward_hook(
+            lambda module, inputs, output: output.requires_grad_(True)
+        )
+
+    def disable_input_require_grads(self) -> None:
+        hook = self.__dict__.pop("_require_grads_hook", None)
+        if hook is not None:
+            hook.remove()
 
     def output_options(self, output_attentions, output_hidden_states, return_dict) -> tuple[bool, bool, bool]:
         """A forward call's output_attentions, output_hidden_states and return_dict: the call's, else the config's."""
@@ -578,6 +602,7 @@ def load_pretrained(
     config, source, read_state_dict = _open_checkpoint(files, config_overrides, config, config_class)
     if attn_implementation is not None:
         config._attn_implementation = attn_implementation
+    config.name_or_path = name_or_path
     model_class = choose_class(config, source)
 
     state_dict = read_state_dict(dtype)
