@@ -107,3 +107,21 @@ def test_family_from_pretrained_reads_the_reference_config(tmp_path):
     config = LlamaConfig.from_pretrained(tmp_path, use_cache=False)
     assert config.model_type == "mistral" and config.num_key_value_heads == 2 and config.use_cache is False
     assert PreTrainedConfig.from_pretrained(tmp_path).model_type == "mistral"
+
+
+class DeclaredConfig(PreTrainedConfig):
+    """transformers 5's way: attributes declared with their defaults, no __init__ of its own."""
+
+    model_type = "declared-toy"
+    hidden: int = 4
+    widths: list = [1, 2]
+
+
+def test_a_config_declaring_its_attributes_takes_them(tmp_path):
+    config = DeclaredConfig(hidden=8, pad_token_id=3)
+    assert (config.hidden, config.widths, config.pad_token_id) == (8, [1, 2], 3)
+    assert DeclaredConfig().hidden == 4 and DeclaredConfig().widths is not DeclaredConfig.widths
+    config.save_pretrained(tmp_path)
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert written["hidden"] == 8 and written["widths"] == [1, 2]
+    assert DeclaredConfig.from_pretrained(tmp_path).hidden == 8

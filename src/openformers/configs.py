@@ -82,7 +82,9 @@ class PretrainedConfig(metaclass=_ConfigType):
     def __init__(self, **kwargs):
         """Used by subclasses that are not dataclasses (a user's own config); the families have generated ones.
 
-        Every field takes its default unless given; other keys are kept like unknown config.json keys.
+        Every field takes its default unless given. So do the attributes a subclass declares with a default
+        (`hidden: int = 4`, transformers 5's way), unless its own __init__ has set them already. Other keys are
+        kept like unknown config.json keys.
         """
         extra = dict(kwargs.pop("extra", None) or {})
         for f in fields(PretrainedConfig):
@@ -90,6 +92,9 @@ class PretrainedConfig(metaclass=_ConfigType):
                 continue
             default = f.default_factory() if f.default is MISSING else f.default
             setattr(self, f.name, kwargs.pop(f.name, default))
+        for name, default in _declared_attributes(type(self)).items():
+            if name not in self.__dict__:
+                setattr(self, name, kwargs.pop(name, copy.deepcopy(default)))
         kwargs.pop("model_type", None)
         self.extra = {**extra, **kwargs}
         self.__post_init__()
@@ -260,6 +265,16 @@ class PretrainedConfig(metaclass=_ConfigType):
 
 # transformers 5 spells it PreTrainedConfig; both names are in use.
 PreTrainedConfig = PretrainedConfig
+
+
+def _declared_attributes(cls: type) -> dict[str, Any]:
+    """The attributes a user's config subclass declares with a type and a default (not ClassVars), by name."""
+    declared = {}
+    for klass in reversed(cls.__mro__[: cls.__mro__.index(PretrainedConfig)]):
+        for name, annotation in vars(klass).get("__annotations__", {}).items():
+            if name in vars(klass) and "ClassVar" not in str(annotation) and not callable(vars(klass)[name]):
+                declared[name] = vars(klass)[name]
+    return declared
 
 
 @dataclass
