@@ -173,7 +173,7 @@ class LlamaModel(LlamaPreTrainedModel):
     def __init__(self, config: LlamaConfig):
         super().__init__(config)
         # An explicit weight skips nn.Embedding's random init: on the meta device (from_pretrained) that init
-        # imports torch._dynamo, 1.8 s; from_config initializes every weight itself anyway.
+        # imports torch._dynamo, 1.8 s; off the meta device, init_weights initializes every weight after the build.
         self.embed_tokens = nn.Embedding(
             config.vocab_size, config.hidden_size, _weight=torch.empty(config.vocab_size, config.hidden_size)
         )
