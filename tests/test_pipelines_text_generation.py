@@ -224,3 +224,26 @@ def test_an_assistant_model_by_name(folder, tmp_path, pipelines):
     for inputs in ([CHAT, OTHER_CHAT], "Hello there"):
         got, expected = _both((ours, theirs), inputs, **GREEDY)
         assert got == expected == _both(pipelines, inputs, **GREEDY)[0]
+
+
+def test_a_subclass_with_its_own_postprocess(folder):
+    """A subclass written for the reference's steps (here postprocess) runs the same way on ours."""
+
+    def shouting(base):
+        class Shouting(base):
+            def postprocess(self, model_outputs, **params):
+                return [{"shout": record["generated_text"].upper()} for record in super().postprocess(model_outputs,
+                                                                                                     **params)]
+
+        return Shouting
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = transformers.pipeline("text-generation", model=str(folder),
+                                       pipeline_class=shouting(transformers.TextGenerationPipeline))
+    ours = pipeline("text-generation", model=folder, pipeline_class=shouting(TextGenerationPipeline),
+                    return_full_text=False)
+    for inputs in ("Hello there", ["Hello there", "The sky is"], CHAT):
+        got, expected = _both((ours, theirs), inputs, **GREEDY, return_full_text=False)
+        assert got == expected and "shout" in str(got)
+    assert ours("Hello there", **GREEDY) == theirs("Hello there", **GREEDY, return_full_text=False)

@@ -347,7 +347,7 @@ class Pipeline:
         self.call_count += 1
         if _is_stream(inputs):
             return (self.run_single(item, *steps) for item in inputs)
-        if isinstance(inputs, list):
+        if isinstance(inputs, list) and not self._is_input(inputs):  # a list of inputs (a chat is one input)
             return [self.run_single(item, *steps) for item in inputs]
         return self.run_single(inputs, *steps)
 
@@ -407,6 +407,10 @@ _PIPELINE_OPTIONS = {
 _PIPELINE_DEFAULTS = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7}
 _SAMPLING_OPTIONS = {"temperature", "top_k", "top_p", "min_p", "typical_p"}
 _RETURN_TYPES = {"tensors": 0, "new_text": 1, "full_text": 2}  # the reference's ReturnType values
+# Which of the pipeline's own options each step takes (the rest of the options go to generate()).
+_PREPROCESS_OPTIONS = ("prefix", "handle_long_generation", "add_special_tokens", "truncation", "padding", "max_length",
+                       "continue_final_message", "tokenizer_encode_kwargs", "tools", "documents")
+_POSTPROCESS_OPTIONS = ("return_type", "clean_up_tokenization_spaces", "continue_final_message", "skip_special_tokens")
 # generate()'s keyword arguments that are neither in its signature nor options of GenerationConfig.
 _GENERATE_KEYWORDS = {"tokenizer", "assistant_tokenizer", "generator", "past_key_values", "use_model_defaults",
                       "prompt_lookup_num_tokens"}
@@ -475,43 +479,107 @@ class TextGenerationPipeline(Pipeline):
 
     def _run_batch(self, prompts: list, options: dict) -> list[list[dict]]:
         """Each prompt's records; several prompts are padded into one batch and generated together."""
+        preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**options)
+        encoded = [self.preprocess(prompt, **preprocess_params) for prompt in prompts]
+        if len(encoded) == 1:
+            return [self.postprocess(self.forward(encoded[0], **forward_params), **postprocess_params)]
+        input_ids, attention_mask = self._padded([row["input_ids"][0] for row in encoded])
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "prompt_text": None}
+        outputs = self.forward(batch, **forward_params)
+        return [
+            self.postprocess({"generated_sequence": outputs["generated_sequence"][i : i + 1],
+                              "input_ids": outputs["input_ids"][i : i + 1], "prompt_text": row["prompt_text"]},
+                             **postprocess_params)
+            for i, row in enumerate(encoded)
+        ]
+
+    # The reference's steps, which a subclass written for the reference may override.
+
+    def _sanitize_parameters(self, **options) -> tuple[dict, dict, dict]:
         own, generate_options = _split_options(options)
-        continue_final = [self._continues_final_message(prompt, own) for prompt in prompts]
-        rows = [self._encode(prompt, own, final)[0] for prompt, final in zip(prompts, continue_final)]
-        prompt_length = None
-        if len(rows) == 1 and len(rows[0]) == 0:  # an empty prompt: generation starts from BOS, as the reference's
-            rows, prompt_length = [self._bos_row(rows[0])], 0
-        input_ids, attention_mask = self._padded(rows)
-        prompt_length = input_ids.shape[1] if prompt_length is None else prompt_length
+        preprocess_params = {k: own[k] for k in _PREPROCESS_OPTIONS if k in own}
+        preprocess_params.update(generate_options)  # for handle_long_generation, which needs the lengths
+        forward_params = dict(generate_options)
         if "max_length" in own:
-            generate_options["max_length"] = own["max_length"]
-        generate_options = self._with_defaults(generate_options)
+            forward_params["max_length"] = own["max_length"]
         if own.get("prefix"):  # a total length counts the prefix too, which the caller did not write
-            prefix_length = len(self.tokenizer(own["prefix"], add_special_tokens=own.get("add_special_tokens", False))
-                                ["input_ids"])
-            for total, new in (("max_length", "max_new_tokens"), ("min_length", "min_new_tokens")):
-                if total in generate_options and new not in generate_options:
-                    generate_options[total] += prefix_length
+            prefix = self.tokenizer(own["prefix"], add_special_tokens=own.get("add_special_tokens") or False)
+            forward_params["prefix_length"] = len(prefix["input_ids"])
         if own.get("stop_sequence") is not None:
             stops = own["stop_sequence"]
-            generate_options["stop_strings"] = [stops] if isinstance(stops, str) else list(stops)
-            generate_options["tokenizer"] = self.tokenizer
-        if own.get("handle_long_generation") == "hole":
-            input_ids, attention_mask = self._leave_room(input_ids, attention_mask, generate_options)
-        if self.assistant_model is not None and "assistant_model" not in generate_options:
-            generate_options["assistant_model"] = self.assistant_model
+            forward_params["stop_strings"] = [stops] if isinstance(stops, str) else list(stops)
+            forward_params["tokenizer"] = self.tokenizer
+        postprocess_params = {k: own[k] for k in _POSTPROCESS_OPTIONS if k in own}
+        return preprocess_params, forward_params, postprocess_params
+
+    def preprocess(self, prompt_text, prefix: str = "", handle_long_generation=None, add_special_tokens=None,
+                   truncation=None, padding=None, max_length=None, continue_final_message=None,
+                   tokenizer_encode_kwargs=None, tools=None, documents=None, **generate_kwargs) -> dict:
+        """{"input_ids", "attention_mask", "prompt_text"} for one prompt (a text, or a chat through its template)."""
+        options = {k: v for k, v in (("truncation", truncation), ("padding", padding), ("max_length", max_length))
+                   if v is not None}
+        options.update(tokenizer_encode_kwargs or {})
+        if not _is_chat(prompt_text):
+            if add_special_tokens is not None:
+                options["add_special_tokens"] = add_special_tokens
+            input_ids = self.tokenizer(prefix + prompt_text, return_tensors="pt", **options)["input_ids"]
+        else:
+            options.update({k: v for k, v in (("tools", tools), ("documents", documents)) if v is not None})
+            input_ids = self._encode_chat(prompt_text, self._continues_final_message(prompt_text,
+                                                                                     continue_final_message), options)
+        if handle_long_generation == "hole":
+            lengths = {"max_length": max_length} if max_length is not None else {}
+            input_ids = self._leave_room(input_ids, self._with_defaults({**generate_kwargs, **lengths}))
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "prompt_text": prompt_text}
+
+    def _forward(self, model_inputs: dict, prefix_length: int = 0, **generate_kwargs) -> dict:
+        input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
+        generate_kwargs = self._with_defaults(generate_kwargs)
+        for total, new in (("max_length", "max_new_tokens"), ("min_length", "min_new_tokens")):
+            if prefix_length and total in generate_kwargs and new not in generate_kwargs:
+                generate_kwargs[total] += prefix_length
+        if self.assistant_model is not None and "assistant_model" not in generate_kwargs:
+            generate_kwargs["assistant_model"] = self.assistant_model
             if self.assistant_tokenizer is not None:
-                generate_options.update(tokenizer=self.tokenizer, assistant_tokenizer=self.assistant_tokenizer)
-        sequences = self.model.generate(input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
-                                        **generate_options)
+                generate_kwargs.update(tokenizer=self.tokenizer, assistant_tokenizer=self.assistant_tokenizer)
+        empty = input_ids.shape[1] == 0
+        if empty:  # an empty prompt: generation starts from BOS, as the reference's does
+            input_ids = self._bos_row(input_ids)[None].to(input_ids.device)
+            attention_mask = torch.ones_like(input_ids)
+        sequences = self.model.generate(input_ids, attention_mask=attention_mask, **generate_kwargs)
         if not isinstance(sequences, torch.Tensor):  # return_dict_in_generate=True
             sequences = sequences.sequences
-        per_prompt = sequences.shape[0] // len(prompts)  # num_return_sequences rows each
-        return [
-            [self._record(prompt, sequence.cpu(), prompt_length, own, final)
-             for sequence in sequences[i * per_prompt : (i + 1) * per_prompt]]
-            for i, (prompt, final) in enumerate(zip(prompts, continue_final))
-        ]
+        batch = input_ids.shape[0]  # (batch, num_return_sequences, T)
+        return {"generated_sequence": sequences.reshape(batch, -1, sequences.shape[-1]),
+                "input_ids": None if empty else input_ids, "prompt_text": model_inputs["prompt_text"]}
+
+    def postprocess(self, model_outputs: dict, return_type: int = _RETURN_TYPES["full_text"],
+                    clean_up_tokenization_spaces=None, continue_final_message=None, skip_special_tokens=None):
+        """One prompt's records: {"generated_text": text or chat} or {"generated_token_ids": ids}."""
+        prompt = model_outputs["prompt_text"]
+        prompt_length = 0 if model_outputs["input_ids"] is None else model_outputs["input_ids"].shape[-1]
+        continue_final = self._continues_final_message(prompt, continue_final_message)
+        decode_options = {"skip_special_tokens": True if skip_special_tokens is None else skip_special_tokens}
+        if clean_up_tokenization_spaces is not None:
+            decode_options["clean_up_tokenization_spaces"] = clean_up_tokenization_spaces
+        records = []
+        for sequence in model_outputs["generated_sequence"][0]:
+            if return_type == _RETURN_TYPES["tensors"]:
+                records.append({"generated_token_ids": sequence.tolist()})
+                continue
+            text = self.tokenizer.decode(sequence[prompt_length:], **decode_options)
+            if return_type == _RETURN_TYPES["new_text"]:
+                records.append({"generated_text": text})
+            elif not _is_chat(prompt):
+                records.append({"generated_text": prompt + text})
+            else:
+                messages = [dict(message) for message in prompt]
+                if continue_final:
+                    messages[-1]["content"] += text
+                else:
+                    messages.append({"role": "assistant", "content": text})
+                records.append({"generated_text": messages})
+        return records
 
     def _bos_row(self, empty: torch.Tensor) -> torch.Tensor:
         bos = self.model.generation_config.bos_token_id
@@ -521,12 +589,12 @@ class TextGenerationPipeline(Pipeline):
         return torch.tensor([bos], dtype=empty.dtype)
 
     @staticmethod
-    def _continues_final_message(prompt, own: dict) -> bool:
+    def _continues_final_message(prompt, continue_final_message: bool | None) -> bool:
         """Whether a chat's last message is continued (by default, when it is the assistant's) or answered."""
         if not _is_chat(prompt):
             return False
-        if own.get("continue_final_message") is not None:
-            return own["continue_final_message"]
+        if continue_final_message is not None:
+            return continue_final_message
         return prompt[-1]["role"] == "assistant"
 
     def _padded(self, rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -544,29 +612,20 @@ class TextGenerationPipeline(Pipeline):
             input_ids[i, columns], attention_mask[i, columns] = row, 1
         return input_ids, attention_mask
 
-    def _encode(self, prompt, own: dict, continue_final: bool) -> torch.Tensor:
-        options = {k: own[k] for k in ("truncation", "padding", "max_length") if own.get(k) is not None}
-        options.update(own.get("tokenizer_encode_kwargs") or {})
-        if not _is_chat(prompt):
-            if own.get("add_special_tokens") is not None:
-                options["add_special_tokens"] = own["add_special_tokens"]
-            return self.tokenizer(own.get("prefix", "") + prompt, return_tensors="pt", **options)["input_ids"]
-        for name in ("tools", "documents"):
-            if own.get(name) is not None:
-                options[name] = own[name]
+    def _encode_chat(self, chat, continue_final: bool, options: dict) -> torch.Tensor:
         if not continue_final:
             return self.tokenizer.apply_chat_template(
-                list(prompt), add_generation_prompt=True, return_tensors="pt", return_dict=True, **options
+                list(chat), add_generation_prompt=True, return_tensors="pt", return_dict=True, **options
             )["input_ids"]
         # Continue the final message: render the chat, then cut the text right after that message's content.
-        text = self.tokenizer.apply_chat_template(list(prompt), tokenize=False, **options)
-        content = prompt[-1]["content"]
+        text = self.tokenizer.apply_chat_template(list(chat), tokenize=False, **options)
+        content = chat[-1]["content"]
         start = text.rfind(content)
         if start == -1:
             raise ValueError("continue_final_message: the chat template does not write the final message's content.")
         return self.tokenizer(text[: start + len(content)], add_special_tokens=False, return_tensors="pt")["input_ids"]
 
-    def _leave_room(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generate_options: dict):
+    def _leave_room(self, input_ids: torch.Tensor, generate_options: dict) -> torch.Tensor:
         """handle_long_generation="hole": drop the prompt's first tokens so that the new ones fit the model."""
         new_tokens = generate_options.get("max_new_tokens")
         if new_tokens is None:
@@ -576,12 +635,12 @@ class TextGenerationPipeline(Pipeline):
                                  "max_length is shorter than the prompt; pass max_new_tokens.")
         limit = self.tokenizer.model_max_length
         if input_ids.shape[1] + new_tokens <= limit:
-            return input_ids, attention_mask
+            return input_ids
         keep = limit - new_tokens
         if keep <= 0:
             raise ValueError(f"handle_long_generation='hole': {new_tokens} new tokens do not fit the model's "
                              f"{limit} positions, even without the prompt; ask for fewer.")
-        return input_ids[:, -keep:], attention_mask[:, -keep:]
+        return input_ids[:, -keep:]
 
     def _with_defaults(self, generate_options: dict) -> dict:
         """The reference's pipeline defaults, for options that neither the caller nor the model's config sets."""
@@ -601,25 +660,6 @@ class TextGenerationPipeline(Pipeline):
             added["pad_token_id"] = self.tokenizer.pad_token_id
         return {**generate_options, **added}
 
-    def _record(self, prompt, sequence: torch.Tensor, prompt_length: int, own: dict, continue_final: bool) -> dict:
-        return_type = own["return_type"]
-        if return_type == _RETURN_TYPES["tensors"]:
-            return {"generated_token_ids": sequence.tolist()}
-        decode_options = {"skip_special_tokens": own.get("skip_special_tokens", True)}
-        if own.get("clean_up_tokenization_spaces") is not None:
-            decode_options["clean_up_tokenization_spaces"] = own["clean_up_tokenization_spaces"]
-        text = self.tokenizer.decode(sequence[prompt_length:], **decode_options)
-        if return_type == _RETURN_TYPES["new_text"]:
-            return {"generated_text": text}
-        if not _is_chat(prompt):
-            return {"generated_text": prompt + text}
-        messages = [dict(message) for message in prompt]
-        if continue_final:
-            messages[-1]["content"] += text
-        else:
-            messages.append({"role": "assistant", "content": text})
-        return {"generated_text": messages}
-
 
 def _is_chat(value) -> bool:
     return (
@@ -636,8 +676,9 @@ def _with_return_type(options: dict) -> dict:
     """The options with their return options (if any) resolved into one return_type."""
     if not options.keys() & set(_RETURN_OPTIONS):
         return options
-    return_type = _split_options(options)[0]["return_type"]
-    return {**{k: v for k, v in options.items() if k not in _RETURN_OPTIONS}, "return_type": return_type}
+    return_type = _split_options(options)[0].get("return_type")
+    others = {k: v for k, v in options.items() if k not in _RETURN_OPTIONS}
+    return others if return_type is None else {**others, "return_type": return_type}
 
 
 def _split_options(options: dict) -> tuple[dict, dict]:
@@ -657,7 +698,8 @@ def _split_options(options: dict) -> tuple[dict, dict]:
         if own.get("return_text") is not None:
             raise ValueError("return_text and return_tensors cannot go together; pass one.")
         return_type = _RETURN_TYPES["tensors"]
-    own["return_type"] = _RETURN_TYPES["full_text"] if return_type is None else return_type
+    if return_type is not None:
+        own["return_type"] = return_type
     if own.get("handle_long_generation") not in (None, "hole"):
         raise ValueError(f"handle_long_generation must be None or 'hole'; got {own['handle_long_generation']!r}.")
     return own, generate
