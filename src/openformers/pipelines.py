@@ -232,8 +232,9 @@ class Pipeline:
 
     A subclass of one's own may follow the reference's protocol instead: `_sanitize_parameters(**options)`
     splits the options into those of `preprocess(input)`, `_forward(model_inputs)` (run without gradients, its
-    tensors moved to the pipeline's device and back) and `postprocess(model_outputs)`. Text classification,
-    feature extraction and fill-mask run those steps themselves, so a subclass of theirs may override one.
+    tensors moved to the pipeline's device and back) and `postprocess(model_outputs)`. Text generation, text
+    classification, feature extraction and fill-mask run those steps themselves, so a subclass of theirs may
+    override one.
     """
 
     task = ""
