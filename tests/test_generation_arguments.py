@@ -269,3 +269,39 @@ def test_attentions_and_hidden_states_per_step_as_the_reference(tmp_path, ids, b
                 if a.dim() == 3 and a.shape[1] > 1:  # the prompt's hidden states: padded positions may differ
                     a, b = a[rows], b[rows]
                 torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+SYNCED_STRATEGIES = [dict(), dict(num_beams=2), dict(prompt_lookup_num_tokens=3)]  # greedy, beams, assisted
+
+
+def _synced_rank(rank: int, folder: str, port: int, results) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        ids = torch.randint(4, 128, (1, 5), generator=torch.Generator().manual_seed(rank))
+        # Rank 0 is done after 2 tokens and must keep stepping while rank 1 makes 8.
+        results[rank] = [
+            model.generate(ids, max_new_tokens=2 + 6 * rank, eos_token_id=None, synced_gpus=True, **strategy).tolist()
+            for strategy in SYNCED_STRATEGIES
+        ]
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_synced_gpus_keeps_processes_in_step(models, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    _, ours = models
+    ours.save_pretrained(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_synced_rank, args=(str(tmp_path), port, results), nprocs=2, join=True)
+    for rank in range(2):
+        ids = torch.randint(4, 128, (1, 5), generator=torch.Generator().manual_seed(rank))
+        alone = [ours.generate(ids, max_new_tokens=2 + 6 * rank, eos_token_id=None, **strategy).tolist()
+                 for strategy in SYNCED_STRATEGIES]
+        assert results[rank] == alone
