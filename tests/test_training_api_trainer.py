@@ -364,3 +364,51 @@ def test_causal_lm_losses_are_normalized_as_the_reference_does(tmp_path, kind):
         results.append((_curve(trainer), _curve(trainer, "eval_loss")))
     assert results[1][0] == pytest.approx(results[0][0], rel=1e-5)
     assert results[1][1] == pytest.approx(results[0][1], rel=1e-5)
+
+
+def test_unconcatenated_predictions_and_use_cache_as_the_reference(tmp_path):
+    results = []
+    for library in (transformers, openformers):
+        torch.manual_seed(0)
+        model = TinyDropoutModel()
+        trainer = library.Trainer(model=model, args=_args(library, tmp_path, eval_do_concat_batches=False,
+                                                          per_device_eval_batch_size=4))
+        output = trainer.predict(_rows(10))
+        results.append(([p.shape for p in output.predictions], [list(p) for p in output.label_ids]))
+        assert getattr(model.config, "use_cache") is False
+    assert results[1] == results[0]
+
+
+def test_resuming_with_ignore_data_skip_replays_the_epoch_as_the_reference(tmp_path):
+    curves = []
+    for library in (transformers, openformers):
+        folder = tmp_path / library.__name__
+        _run(library, folder, evaluate=False, save_strategy="steps", save_steps=3, max_steps=3)
+        torch.manual_seed(0)
+        trainer = library.Trainer(model=TinyDropoutModel(), train_dataset=_rows(), args=_args(
+            library, folder, ignore_data_skip=True, max_steps=6))
+        trainer.train(resume_from_checkpoint=str(folder / "checkpoint-3"))
+        curves.append(_curve(trainer))
+    assert curves[1] == pytest.approx(curves[0], rel=1e-6)
+
+
+def test_auto_find_batch_size_steps_down_as_the_reference(tmp_path):
+    class Greedy(TinyDropoutModel):
+        def forward(self, input_ids, attention_mask=None, labels=None):
+            if input_ids.shape[0] > 3:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return super().forward(input_ids, attention_mask, labels)
+
+    results = []
+    for library in (transformers, openformers):
+        torch.manual_seed(0)
+        trainer = library.Trainer(model=Greedy(), train_dataset=_rows(), args=_args(
+            library, tmp_path / library.__name__, auto_find_batch_size=True, per_device_train_batch_size=8,
+            num_train_epochs=1))
+        trainer.train()
+        results.append((trainer.state.train_batch_size, len(_curve(trainer))))
+    assert results[1] == results[0]
+    plain = openformers.Trainer(model=Greedy(), train_dataset=_rows(), args=_args(openformers, tmp_path,
+                                per_device_train_batch_size=8))
+    with pytest.raises(torch.OutOfMemoryError):
+        plain.train()

@@ -151,6 +151,7 @@ class Trainer:
         self.compute_metrics = compute_metrics
         self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
         self.optimizer, self.lr_scheduler = optimizers
+        self._created_scheduler = False
         self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
         self.scaler = torch.amp.GradScaler(self.device.type) if self.args.fp16 else None
         self.label_names = self.args.label_names or _default_label_names(model)
@@ -171,6 +172,8 @@ class Trainer:
         self.state = TrainerState(is_world_process_zero=self.rank == 0, is_local_process_zero=self.rank == 0,
                                   stateful_callbacks=self._stateful_callbacks())
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
+        if getattr(self.model, "config", None) is not None:
+            self.model.config.use_cache = self.args.use_cache  # saved so in the checkpoints, as the reference does
 
     def _seed(self) -> None:
         if self.args.full_determinism:
@@ -314,7 +317,8 @@ class Trainer:
     def get_train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
             raise ValueError("Trainer.train() needs a train_dataset.")
-        batches = self._batches(self.train_dataset, self.args.per_device_train_batch_size, 0, self.args.dataloader_drop_last)
+        batch_size = getattr(self, "_train_batch_size", self.args.per_device_train_batch_size)
+        batches = self._batches(self.train_dataset, batch_size, 0, self.args.dataloader_drop_last)
         return self._loader(self.train_dataset, batches)
 
     def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
@@ -381,6 +385,7 @@ class Trainer:
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
+            self._created_scheduler = True
             self.lr_scheduler = get_scheduler(
                 self.args.lr_scheduler_type, optimizer or self.optimizer,
                 num_warmup_steps=self.args.get_warmup_steps(num_training_steps),
@@ -407,6 +412,24 @@ class Trainer:
             self._prepare_model(self.model_init(trial) if _takes_an_argument(self.model_init) else self.model_init())
             self.optimizer = self.lr_scheduler = None
             self.callback_handler.model = self.model
+        batch_size = self.args.per_device_train_batch_size
+        while True:
+            try:
+                return self._training_loop(batch_size, resume_from_checkpoint, trial)
+            except RuntimeError as error:  # torch.OutOfMemoryError included
+                if not self.args.auto_find_batch_size or not _is_out_of_memory(error):
+                    raise
+                batch_size = int(batch_size * 0.9)  # accelerate's step down, as the reference's search uses
+                if batch_size == 0:
+                    raise RuntimeError("auto_find_batch_size: out of memory even with a batch of one row.") from error
+                if self._created_scheduler:  # its length depends on the batch size
+                    self.lr_scheduler = None
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+    def _training_loop(self, batch_size: int, resume_from_checkpoint, trial) -> TrainOutput:
+        args = self.args
+        self._train_batch_size = batch_size
         micro_batches_per_epoch = len(self.get_train_dataloader())
         if micro_batches_per_epoch == 0:
             raise ValueError("The train_dataset is empty (or smaller than one batch with dataloader_drop_last=True).")
@@ -420,7 +443,7 @@ class Trainer:
         self.create_scheduler(max_steps)
         self.callback_handler.optimizer, self.callback_handler.lr_scheduler = self.optimizer, self.lr_scheduler
         self.state = TrainerState(
-            max_steps=max_steps, num_train_epochs=num_epochs, train_batch_size=args.per_device_train_batch_size,
+            max_steps=max_steps, num_train_epochs=num_epochs, train_batch_size=batch_size,
             is_world_process_zero=self.rank == 0, is_local_process_zero=self.is_local_process_zero(),
             stateful_callbacks=self._stateful_callbacks(), trial_name=None if trial is None else str(trial),
         )
@@ -442,8 +465,10 @@ class Trainer:
         for epoch in range(self.state.global_step // steps_per_epoch, num_epochs):
             if self.state.global_step >= max_steps:  # resumed from the run's last checkpoint: nothing left to do
                 break
-            batches = self._batches(self.train_dataset, args.per_device_train_batch_size, epoch, args.dataloader_drop_last)
+            batches = self._batches(self.train_dataset, batch_size, epoch, args.dataloader_drop_last)
             done = (self.state.global_step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
+            if args.ignore_data_skip:  # resume with the epoch's first batches instead of those not yet seen
+                done = 0
             loader = self._loader(self.train_dataset, batches[done:])
             self.callback_handler.train_dataloader = loader
             self.control = self.callback_handler.on_epoch_begin(args, self.state, self.control)
@@ -466,6 +491,9 @@ class Trainer:
                 loop["total_loss"] += step_loss
                 self.state.global_step += 1
                 self.state.epoch = epoch + done / len(batches)
+                if args.torch_empty_cache_steps and self.state.global_step % args.torch_empty_cache_steps == 0 \
+                        and self.device.type == "cuda":
+                    torch.cuda.empty_cache()
                 self.control = self.callback_handler.on_step_end(args, self.state, self.control)
                 self._maybe_log_save_evaluate(loop, grad_norm)
                 if self.control.should_training_stop or self.control.should_epoch_stop:
@@ -481,7 +509,7 @@ class Trainer:
         runtime = time.perf_counter() - start
         steps_run = max(self.state.global_step - start_step, 1)
         train_loss = loop["total_loss"] / steps_run
-        rows = max_steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * self.world_size
+        rows = max_steps * batch_size * args.gradient_accumulation_steps * self.world_size
         metrics = {
             "train_runtime": round(runtime, 4),
             "train_samples_per_second": round(rows / runtime, 3),
@@ -848,7 +876,8 @@ class Trainer:
         with torch.no_grad(), self._autocast():
             if has_labels:
                 num_items = self._num_items_in_batch([inputs])
-                loss, outputs = self._call_compute_loss(model, inputs, num_items, return_outputs=True)
+                # a copy: a user's compute_loss may pop the labels (the Trainer guide's does), which are counted below
+                loss, outputs = self._call_compute_loss(model, dict(inputs), num_items, return_outputs=True)
                 loss = loss.detach().mean()
                 if num_items is not None and _is_openformers_model(model) and not self.model_accepts_loss_kwargs \
                         and self.compute_loss_func is None and not self._label_smoothing:
@@ -901,17 +930,19 @@ class Trainer:
         if was_training:
             model.train()
         runtime = time.perf_counter() - start
-        predictions = _concat(predictions) if predictions else None
-        label_ids = _concat(labels) if labels else None
+        join = _concat if self.args.eval_do_concat_batches else _per_batch
+        predictions = join(predictions) if predictions else None
+        label_ids = join(labels) if labels else None
         if self.compute_metrics is not None and predictions is not None and label_ids is not None and not per_batch:
             extra = {"inputs": _concat(inputs) if "inputs" in extras and inputs else None,
                      "losses": np.asarray(losses, dtype=np.float32) if "loss" in extras and losses else None}
             metrics = self.compute_metrics(EvalPrediction(predictions, label_ids, **extra))
         metrics = {k: _plain_number(v) for k, v in dict(metrics or {}).items()}
-        finite = np.asarray(losses, dtype=np.float32)
-        finite = finite[np.isfinite(finite)]
-        if finite.size:
-            metrics["loss"] = finite.mean().item()
+        losses = np.asarray(losses, dtype=np.float32)
+        if self.args.logging_nan_inf_filter and np.isfinite(losses).any():
+            losses = losses[np.isfinite(losses)]  # a batch whose loss overflowed does not poison the mean
+        if losses.size:
+            metrics["loss"] = losses.mean().item()
         metrics = {k if k.startswith(f"{prefix}_") else f"{prefix}_{k}": v for k, v in metrics.items()}
         if self._model_preparation_time is not None:
             metrics[f"{prefix}_model_preparation_time"] = self._model_preparation_time
@@ -1108,6 +1139,15 @@ def _plain_number(value):
     return value
 
 
+def _is_out_of_memory(error: BaseException) -> bool:
+    """An allocation failure on any device (the messages accelerate's batch-size search looks for)."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    messages = (" out of memory.", "MPS backend out of memory", "cuDNN error: CUDNN_STATUS_NOT_SUPPORTED.",
+                "DefaultCPUAllocator: can't allocate memory")
+    return len(error.args) == 1 and isinstance(error.args[0], str) and any(m in error.args[0] for m in messages)
+
+
 def _batch_size(batch: dict) -> int:
     for value in batch.values():
         if isinstance(value, torch.Tensor) and value.dim() > 0:
@@ -1195,6 +1235,11 @@ def _add_neftune_noise(model, alpha: float) -> None:
         return output + torch.zeros_like(output).uniform_(-bound, bound)
 
     model.get_input_embeddings().register_forward_hook(add_noise)
+
+
+def _per_batch(parts: list) -> list:
+    """eval_do_concat_batches=False: one NumPy array (or tuple of them) per batch."""
+    return [_concat([part]) for part in parts]
 
 
 def _concat(parts: list):
