@@ -439,3 +439,27 @@ def test_neftune_noise(request, tmp_path):
         return logged(trainer), hooks_left
 
     assert_same(*run_both(example), atol=LOSS_TOLERANCE)
+
+
+def test_compute_loss_func_and_model_init(request, tmp_path):
+    checkpoint = tiny("bert-sequence-classification", request)
+
+    def example(lib):
+        def compute_loss_func(outputs, labels, num_items_in_batch=None):
+            logits = outputs["logits"]
+            loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1), reduction="sum")
+            return loss / num_items_in_batch
+
+        def model_init():
+            return lib.AutoModelForSequenceClassification.from_pretrained(checkpoint)
+
+        tokenizer, rows, _ = classification_setup(lib, checkpoint)
+        args = lib.TrainingArguments(output_dir=str(tmp_path / lib.__name__), per_device_train_batch_size=2,
+                                     gradient_accumulation_steps=2, max_steps=3, learning_rate=1e-3, logging_steps=1,
+                                     save_strategy="no")
+        trainer = lib.Trainer(model_init=model_init, args=args, train_dataset=rows, eval_dataset=rows,
+                              compute_loss_func=compute_loss_func)
+        trainer.train()
+        return logged(trainer), metrics(trainer.evaluate())
+
+    assert_same(*run_both(example), atol=LOSS_TOLERANCE)
