@@ -185,3 +185,14 @@ def test_asking_for_weights_leaves_unpadded_logits_unchanged(pair):
     ids = torch.randint(3, 100, (2, 9), generator=torch.Generator().manual_seed(6))
     plain, with_weights = ours(ids), ours(ids, output_attentions=True)
     _assert_same(with_weights.to_tuple()[: len(plain.to_tuple())], plain.to_tuple(), "output_attentions=True")
+
+
+@torch.inference_mode()
+def test_from_pretrained_output_options_become_the_defaults(tmp_path):
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(**GPT2)).save_pretrained(tmp_path)
+    model = openformers.AutoModelForCausalLM.from_pretrained(tmp_path, output_hidden_states=True,
+                                                              output_attentions=True)
+    out = model(torch.tensor([[5, 6, 7]]))
+    assert len(out.hidden_states) == 3 and out.attentions[0].shape == (1, 4, 3, 3)
+    assert model(torch.tensor([[5, 6, 7]]), output_attentions=False).attentions is None
