@@ -220,6 +220,12 @@ FLAG_EXAMPLES = {
     "forced_eos_token_id": ("A sequence: 1, 2, 3", dict(max_new_tokens=10, forced_eos_token_id=2)),
     "guidance_scale": (["Today, a dragon flew over Paris, France,"], dict(guidance_scale=1.5)),
     "renormalize_logits": ("A sequence: 1, 2, 3", dict(renormalize_logits=True)),
+    # the Whisper and T5 docstrings' flags, on a decoder-only model
+    "suppress_tokens": ("A sequence: 1, 2, 3", dict(max_new_tokens=6, suppress_tokens=[28, 30, 33])),
+    "begin_suppress_tokens": ("A sequence: 1, 2, 3", dict(max_new_tokens=6, begin_suppress_tokens=[28, 30, 33])),
+    "forced_bos_token_id": ("Translate from English to German: I love cats.", dict(max_new_tokens=6,
+                                                                                   forced_bos_token_id=2)),
+    "remove_invalid_values": ("A sequence: 1, 2, 3", dict(max_new_tokens=6, remove_invalid_values=True)),
 }
 
 
