@@ -3,9 +3,10 @@
 
 Guides: tasks/sequence_classification, tasks/token_classification, tasks/question_answering,
 tasks/masked_language_modeling, tasks/language_modeling (the "Train" sections) and trainer (a custom compute_loss,
-callbacks, early stopping, resuming from a checkpoint, a custom optimizer and schedule, predict). The datasets are a
-few rows made in memory, the checkpoints tiny random models without dropout, so that both runs see the same batches
-and must log the same numbers; `push_to_hub` (which needs the network) is left out.
+callbacks, early stopping, resuming from a checkpoint, a custom optimizer and schedule, predict, logging, NEFTune) and
+training.md (a native PyTorch loop). The datasets are a few rows made in memory, the checkpoints tiny random models;
+both runs see the same batches and the same random numbers (MLM masking, GPT-2's dropout), so they must log the same
+numbers. `push_to_hub` (which needs the network) is left out.
 """
 
 import math
