@@ -129,3 +129,21 @@ def test_a_user_criterion_subclasses_the_base_class():
     assert StoppingCriteriaList([EndsWithSeven()])(ids, None).tolist() == [True, False]
     with pytest.raises(TypeError, match="__call__"):
         StoppingCriteria()(ids, None)
+
+
+def test_stop_strings_on_padded_rows_with_special_tokens(smollm2_tokenizers):
+    ours, theirs = smollm2_tokenizers
+    texts = [
+        "<|im_start|><|im_end|>", "<|im_start|><|im_end|<|im_end|>", ">><|im_start|>>stop", "stop", "e nd",
+        "<|im_start|><|im_end|", "<|im_end|><|im_start|>", "<|im_end|<>stop<|im_end|", "end", "en d", "eNd",
+        "<|im_end|", "|im_end|>", "s", "a", "baa", "abbbbbbb",
+    ]
+    stops = ["<|im_end|>", "stop", "e nd", "a"]
+    theirs.padding_side = "left"
+    batch = theirs(texts, return_tensors="pt", padding="longest", add_special_tokens=False)["input_ids"]
+    expected = reference.StopStringCriteria(theirs, stops)(batch, None).tolist()
+    assert StopStringCriteria(ours, stops)(batch, None).tolist() == expected
+    assert True in expected and False in expected
+    # Ids past the vocabulary read as no text, as in the reference.
+    beyond = torch.tensor([[len(theirs) + 1024, 1, 2]])
+    assert StopStringCriteria(ours, ["test"])(beyond, None).tolist() == [False]
