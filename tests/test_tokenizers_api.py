@@ -713,3 +713,10 @@ def test_saved_families_load_back_in_the_reference(name, minilm, byte_level, tmp
     for text in TEXTS:
         for pair in (None, PAIR):
             assert dict(reference(text, pair)) == dict(ours(text, pair)) == dict(reloaded(text, pair)), (text, pair)
+
+
+def test_tokenizer_helpers_at_the_reference_utils_path():
+    from openformers.utils import PaddingStrategy, TensorType, get_json_schema
+
+    assert TensorType("pt") is openformers.TensorType.PYTORCH and PaddingStrategy.LONGEST == "longest"
+    assert get_json_schema(get_weather) == transformers.utils.get_json_schema(get_weather)

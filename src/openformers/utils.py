@@ -87,7 +87,16 @@ def is_torch_xpu_available() -> bool:
 AVAILABILITY_CHECKS = sorted([f"is_{name}_available" for name in _MODULES_BEHIND] + ["is_torch_xpu_available"])
 
 
+_TOKENIZER_NAMES = {
+    "TensorType": "openformers.tokenizers.encoding",
+    "PaddingStrategy": "openformers.tokenizers.encoding",
+    "get_json_schema": "openformers.tokenizers.tool_schema",
+}
+
+
 def __getattr__(name):
     if name == "logging":  # `from transformers.utils import logging`, imported only when asked for
         return importlib.import_module("openformers.logging")
+    if name in _TOKENIZER_NAMES:  # `from transformers.utils import TensorType, get_json_schema`, also lazily
+        return getattr(importlib.import_module(_TOKENIZER_NAMES[name]), name)
     raise AttributeError(f"module 'openformers.utils' has no attribute {name!r}")
