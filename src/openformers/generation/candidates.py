@@ -33,7 +33,8 @@ class AssistedCandidateGenerator(CandidateGenerator):
     `num_assistant_tokens` candidates are proposed per round; with num_assistant_tokens_schedule="heuristic"
     that number grows by 2 after a round where all were kept and shrinks by 1 otherwise (the reference's rule).
     The draft stops early at an EOS id, or when its probability for its own token falls below
-    `assistant_confidence_threshold`.
+    `assistant_confidence_threshold`. `model_kwargs` and `inputs_tensor` are taken for the reference's signature;
+    a decoder-only draft needs nothing from them (the ids are passed to each `get_candidates`).
     """
 
     def __init__(
