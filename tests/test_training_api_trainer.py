@@ -27,6 +27,9 @@ class TinyDropoutModel(nn.Module):
         self.returns = returns
         self.config = SimpleNamespace(problem_type=None)  # what the reference's label smoothing reads
 
+    def get_input_embeddings(self):
+        return self.embed
+
     def forward(self, input_ids, attention_mask=None, labels=None):
         logits = self.score(self.dropout(self.embed(input_ids)).mean(1))
         loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
@@ -412,3 +415,11 @@ def test_auto_find_batch_size_steps_down_as_the_reference(tmp_path):
                                 per_device_train_batch_size=8))
     with pytest.raises(torch.OutOfMemoryError):
         plain.train()
+
+
+def test_neftune_noise_during_training_only(tmp_path):
+    results = []
+    for library in (transformers, openformers):
+        trainer, _, metrics = _run(library, tmp_path / library.__name__, neftune_noise_alpha=5.0, max_steps=4)
+        results.append((_curve(trainer), metrics["eval_loss"], len(trainer.model.embed._forward_hooks)))
+    assert results[1] == (pytest.approx(results[0][0], rel=1e-6), pytest.approx(results[0][1], rel=1e-6), 0)

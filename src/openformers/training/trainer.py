@@ -207,8 +207,6 @@ class Trainer:
         # The reference's estimate: 6 floating-point operations per token and non-embedding parameter.
         counted = model.num_parameters(exclude_embeddings=True) if hasattr(model, "num_parameters") else 0
         self._flos_per_token = 6 * counted
-        if self.args.neftune_noise_alpha is not None:
-            _add_neftune_noise(model, self.args.neftune_noise_alpha)
 
     def _stateful_callbacks(self) -> list:
         return [cb for cb in [*self.callback_handler.callbacks, self.control] if isinstance(cb, ExportableState)]
@@ -457,6 +455,8 @@ class Trainer:
         model = self._training_model()
         model.train()
         self._trained = True
+        # NEFTune's noise is on for this run only, as the reference's hook is.
+        noise = _add_neftune_noise(self.model, args.neftune_noise_alpha) if args.neftune_noise_alpha else None
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
         if args.eval_on_start:
             self._evaluate_during_training()
@@ -517,6 +517,8 @@ class Trainer:
             "total_flos": self.state.total_flos,
             "train_loss": train_loss,
         }
+        if noise is not None:
+            noise.remove()
         self.log(metrics)  # adds "epoch" to the metrics returned, as the reference's do
         self.control = self.callback_handler.on_train_end(args, self.state, self.control)
         return TrainOutput(self.state.global_step, train_loss, metrics)
@@ -1223,7 +1225,7 @@ def label_smoothed_loss(outputs, labels: torch.Tensor, epsilon: float, shift_lab
     return (1 - epsilon) * nll.sum() / active + epsilon * smoothed.sum() / (active * log_probs.shape[-1])
 
 
-def _add_neftune_noise(model, alpha: float) -> None:
+def _add_neftune_noise(model, alpha: float):
     """NEFTune: uniform noise of size alpha / sqrt(length * width) on the input embeddings while training."""
     if not hasattr(model, "get_input_embeddings"):
         raise ValueError(f"neftune_noise_alpha needs a model with get_input_embeddings(); {type(model).__name__} has none.")
@@ -1234,7 +1236,7 @@ def _add_neftune_noise(model, alpha: float) -> None:
         bound = alpha / math.sqrt(output.size(1) * output.size(2))
         return output + torch.zeros_like(output).uniform_(-bound, bound)
 
-    model.get_input_embeddings().register_forward_hook(add_noise)
+    return model.get_input_embeddings().register_forward_hook(add_noise)
 
 
 def _per_batch(parts: list) -> list:
