@@ -125,3 +125,12 @@ def test_a_config_declaring_its_attributes_takes_them(tmp_path):
     written = json.loads((tmp_path / "config.json").read_text())
     assert written["hidden"] == 8 and written["widths"] == [1, 2]
     assert DeclaredConfig.from_pretrained(tmp_path).hidden == 8
+
+
+def test_pushing_to_the_hub_is_refused_offline_before_writing(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
+        LlamaConfig().save_pretrained(tmp_path / "pushed", push_to_hub=True)
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
+        LlamaConfig().push_to_hub("someone/config")
+    assert not (tmp_path / "pushed").exists()

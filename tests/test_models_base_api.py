@@ -1,6 +1,7 @@
 """PreTrainedModel's everyday API against the reference: parameter counts, embeddings, resizing, a user's own model."""
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -231,3 +232,27 @@ def test_the_small_attributes_the_trainer_and_pipelines_read(llama):
     assert model.get_input_embeddings()(ids).requires_grad
     model.disable_input_require_grads()
     assert not model.get_input_embeddings()(ids).requires_grad
+
+
+def test_push_to_hub_uploads_what_save_pretrained_writes(llama, monkeypatch):
+    """The upload goes through huggingface_hub's HfApi (replaced here by a recorder: no network in tests)."""
+    import huggingface_hub
+
+    uploads = []
+
+    class RecordingApi:
+        def create_repo(self, repo_id, private=None, token=None, exist_ok=False):
+            assert exist_ok
+            return type("RepoUrl", (), {"repo_id": f"someone/{repo_id.split('/')[-1]}"})()
+
+        def upload_folder(self, repo_id, folder_path, commit_message, token=None):
+            uploads.append((repo_id, sorted(p.name for p in Path(folder_path).iterdir()), commit_message))
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    model = AutoModelForCausalLM.from_pretrained(llama[0])
+    model.push_to_hub("tiny-llama", commit_message="first")
+    model.config.push_to_hub("tiny-llama")
+    assert uploads[0] == ("someone/tiny-llama", ["config.json", "generation_config.json", "model.safetensors"], "first")
+    assert uploads[1] == ("someone/tiny-llama", ["config.json"], "Upload config")

@@ -11,6 +11,7 @@ import copy
 import inspect
 import json
 import os
+import tempfile
 import warnings
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -254,13 +255,49 @@ class PretrainedConfig(metaclass=_ConfigType):
     def to_json_file(self, path: str | os.PathLike, use_diff: bool = False) -> None:
         Path(path).write_text(self.to_json_string(use_diff), encoding="utf-8")
 
-    def save_pretrained(self, folder: str | os.PathLike, **kwargs) -> None:
-        if kwargs.get("push_to_hub"):
-            raise ValueError("config.save_pretrained(push_to_hub=True) needs the network; save to a folder and upload "
-                             "it with huggingface_hub (HfApi().upload_folder).")
+    def save_pretrained(
+        self, folder: str | os.PathLike, push_to_hub: bool = False, *, repo_id: str | None = None,
+        commit_message: str | None = None, private: bool | None = None, token: str | bool | None = None,
+    ) -> None:
+        """Write config.json to `folder`; push_to_hub=True then uploads the folder to the Hub repository `repo_id`
+        (default: the folder's name) through huggingface_hub, as the reference does."""
+        api = hub_api() if push_to_hub else None  # refused offline before anything is written
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(self.to_json_string(), encoding="utf-8")
+        if push_to_hub:
+            upload_folder(api, folder, repo_id or folder.absolute().name, commit_message or "Upload config", private,
+                          token)
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str = "Upload config", private: bool | None = None,
+                    token: str | bool | None = None):
+        """Upload config.json to the Hub repository `repo_id`, created if needed."""
+        api = hub_api()
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder)
+            return upload_folder(api, Path(folder), repo_id, commit_message, private, token)
+
+
+def hub_api():
+    """huggingface_hub's HfApi, for push_to_hub; refused with HF_HUB_OFFLINE set."""
+    from .hub import is_offline
+
+    if is_offline():
+        raise RuntimeError(
+            "push_to_hub needs the network, but HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set: unset it to upload, "
+            "or save_pretrained(folder) now and upload the folder later."
+        )
+    try:
+        from huggingface_hub import HfApi
+    except ImportError as error:
+        raise ImportError("push_to_hub needs huggingface_hub: pip install huggingface_hub.") from error
+    return HfApi()
+
+
+def upload_folder(api, folder: Path, repo_id: str, commit_message: str, private: bool | None, token):
+    """Create the Hub repository `repo_id` (or find it) and upload `folder` to it."""
+    repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+    return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message, token=token)
 
 
 # transformers 5 spells it PreTrainedConfig; both names are in use.

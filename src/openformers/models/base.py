@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..configs import CONFIG_CLASSES, PretrainedConfig, config_from_gguf, read_config
+from ..configs import CONFIG_CLASSES, PretrainedConfig, config_from_gguf, hub_api, read_config, upload_folder
 from ..generation.cache import DynamicCache
 from ..generation.config import GenerationConfig
 from ..generation.decoding import GenerationMixin
-from ..hub import ModelFiles, is_offline, resolve
+from ..hub import ModelFiles, resolve
 from ..quantization import check_quantization, quantize
 from ..weights import GGUFFile, cast, find_weights, load_weights, save_safetensors
 from .layers import RMSNorm
@@ -410,7 +410,7 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
         """
         max_shard_bytes = _size_in_bytes(max_shard_size)
         if push_to_hub:
-            api = _hub_api()  # refused offline before anything is written
+            api = hub_api()  # refused offline before anything is written
         if not is_main_process:
             return
         folder = Path(folder)
@@ -440,35 +440,18 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
         text = json.dumps(generation, indent=2, sort_keys=True) + "\n"
         (folder / "generation_config.json").write_text(text, encoding="utf-8")
         if push_to_hub:
-            _upload(api, folder, repo_id or folder.absolute().name, commit_message or "Upload model", private, token)
+            upload_folder(api, folder, repo_id or folder.absolute().name, commit_message or "Upload model", private,
+                          token)
 
     def push_to_hub(
         self, repo_id: str, *, commit_message: str = "Upload model", private: bool | None = None,
         token: str | bool | None = None, max_shard_size: int | str = "5GB", safe_serialization: bool = True,
     ):
         """Upload the model (as save_pretrained writes it) to the Hub repository `repo_id`, created if needed."""
-        api = _hub_api()
+        api = hub_api()
         with tempfile.TemporaryDirectory() as folder:
             self.save_pretrained(folder, max_shard_size=max_shard_size, safe_serialization=safe_serialization)
-            return _upload(api, Path(folder), repo_id, commit_message, private, token)
-
-
-def _hub_api():
-    if is_offline():
-        raise RuntimeError(
-            "push_to_hub needs the network, but HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set: unset it to upload, "
-            "or save_pretrained(folder) now and upload the folder later."
-        )
-    try:
-        from huggingface_hub import HfApi
-    except ImportError as error:
-        raise ImportError("push_to_hub needs huggingface_hub: pip install huggingface_hub.") from error
-    return HfApi()
-
-
-def _upload(api, folder: Path, repo_id: str, commit_message: str, private: bool | None, token):
-    repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
-    return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message, token=token)
+            return upload_folder(api, Path(folder), repo_id, commit_message, private, token)
 
 
 def forward_cache(past_key_values, cache, use_cache: bool | None):
