@@ -12,11 +12,11 @@ from .collators import (
 )
 from .optimizers import Adafactor, AdafactorSchedule, get_adafactor_schedule
 from .schedules import (
-    SchedulerType, get_constant_schedule, get_constant_schedule_with_warmup,
+    GreedyLR, SchedulerType, get_constant_schedule, get_constant_schedule_with_warmup,
     get_cosine_schedule_with_warmup, get_cosine_with_hard_restarts_schedule_with_warmup,
     get_cosine_with_min_lr_schedule_with_warmup, get_cosine_with_min_lr_schedule_with_warmup_lr_rate,
-    get_inverse_sqrt_schedule, get_linear_schedule_with_warmup, get_polynomial_decay_schedule_with_warmup,
-    get_reduce_on_plateau_schedule, get_scheduler, get_wsd_schedule,
+    get_greedy_schedule, get_inverse_sqrt_schedule, get_linear_schedule_with_warmup,
+    get_polynomial_decay_schedule_with_warmup, get_reduce_on_plateau_schedule, get_scheduler, get_wsd_schedule,
 )
 from .trainer import (
     EvalPrediction, PredictionOutput, Trainer, TrainOutput, enable_full_determinism, set_seed,
@@ -26,12 +26,12 @@ __all__ = [
     "Adafactor", "AdafactorSchedule", "CallbackHandler", "DataCollator", "DataCollatorForLanguageModeling",
     "DataCollatorForMultipleChoice", "DataCollatorForSeq2Seq", "DataCollatorForTokenClassification",
     "DataCollatorWithFlattening", "DataCollatorWithPadding", "DefaultDataCollator", "DefaultFlowCallback",
-    "EarlyStoppingCallback", "EvalPrediction", "ExportableState", "IntervalStrategy", "PredictionOutput",
+    "EarlyStoppingCallback", "EvalPrediction", "ExportableState", "GreedyLR", "IntervalStrategy", "PredictionOutput",
     "PrinterCallback", "ProgressCallback", "SchedulerType", "TensorBoardCallback", "Trainer", "TrainerCallback",
     "TrainerControl", "TrainerState", "TrainOutput", "TrainingArguments", "default_data_collator",
     "enable_full_determinism", "get_adafactor_schedule", "get_constant_schedule", "get_constant_schedule_with_warmup",
     "get_cosine_schedule_with_warmup", "get_cosine_with_hard_restarts_schedule_with_warmup",
     "get_cosine_with_min_lr_schedule_with_warmup", "get_cosine_with_min_lr_schedule_with_warmup_lr_rate",
-    "get_inverse_sqrt_schedule", "get_linear_schedule_with_warmup", "get_polynomial_decay_schedule_with_warmup",
+    "get_greedy_schedule", "get_inverse_sqrt_schedule", "get_linear_schedule_with_warmup", "get_polynomial_decay_schedule_with_warmup",
     "get_reduce_on_plateau_schedule", "get_scheduler", "get_wsd_schedule", "set_seed",
 ]
