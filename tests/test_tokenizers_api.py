@@ -720,3 +720,15 @@ def test_tokenizer_helpers_at_the_reference_utils_path():
 
     assert TensorType("pt") is openformers.TensorType.PYTORCH and PaddingStrategy.LONGEST == "longest"
     assert get_json_schema(get_weather) == transformers.utils.get_json_schema(get_weather)
+
+
+def test_vocabularies_given_as_python_objects(byte_level):
+    """The reference 5.x's `vocab=` and `merges=`: a dict (and a list of merges) instead of files."""
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4, "hello": 5, "world": 6, "##s": 7, "!": 8}
+    ours, reference = openformers.BertTokenizer(vocab=vocab), _reference(transformers.BertTokenizer, vocab=vocab)
+    assert ours("Hello worlds! foo", "hello") == reference("Hello worlds! foo", "hello")
+    vocab = json.loads((byte_level / "vocab.json").read_text())
+    lines = (byte_level / "merges.txt").read_text().splitlines()[1:]
+    merges = [tuple(line.split()) for line in lines if line]
+    ours = openformers.GPT2Tokenizer(vocab=vocab, merges=merges)
+    assert_same_ids(ours, _reference(transformers.GPT2Tokenizer, vocab=vocab, merges=merges))
