@@ -256,3 +256,16 @@ def test_push_to_hub_uploads_what_save_pretrained_writes(llama, monkeypatch):
     model.config.push_to_hub("tiny-llama")
     assert uploads[0] == ("someone/tiny-llama", ["config.json", "generation_config.json", "model.safetensors"], "first")
     assert uploads[1] == ("someone/tiny-llama", ["config.json"], "Upload config")
+
+
+@torch.inference_mode()
+def test_from_pretrained_passes_model_arguments_to_the_class(bert):
+    model = AutoModel.from_pretrained(bert[0], add_pooling_layer=False)
+    theirs = transformers.AutoModel.from_pretrained(bert[0], add_pooling_layer=False).eval()
+    assert model.pooler is None and theirs.pooler is None
+    ids = torch.randint(0, BERT["vocab_size"], (2, 6), generator=torch.Generator().manual_seed(1))
+    ours_out, theirs_out = model(ids), theirs(ids)
+    assert list(ours_out.keys()) == list(theirs_out.keys()) == ["last_hidden_state"]
+    torch.testing.assert_close(ours_out.last_hidden_state, theirs_out.last_hidden_state)
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['add_pooling_layr'\].*arguments of BertModel"):
+        AutoModel.from_pretrained(bert[0], add_pooling_layr=False)

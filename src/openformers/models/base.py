@@ -582,11 +582,12 @@ def load_pretrained(
         check_quantization(quantization)
     files = resolve(name_or_path, gguf_file=gguf_file, revision=revision, cache_dir=cache_dir,
                     local_files_only=local_files_only, token=token)
-    config, source, read_state_dict = _open_checkpoint(files, config_overrides, config, config_class)
+    config, source, read_state_dict, leftover = _open_checkpoint(files, config_overrides, config, config_class)
     if attn_implementation is not None:
         config._attn_implementation = attn_implementation
     config.name_or_path = name_or_path
     model_class = choose_class(config, source)
+    model_arguments = _model_arguments(model_class, leftover, config, source)
 
     state_dict = read_state_dict(dtype)
     if files.gguf_file is not None:
@@ -594,7 +595,7 @@ def load_pretrained(
     else:
         state_dict = model_class.from_checkpoint_layout(state_dict)
     with torch.device("meta"):
-        model = model_class(config)
+        model = model_class(config, **model_arguments)
     state_dict = _match_checkpoint_to_model(model, state_dict, source, ignore_mismatched_sizes)
     model.load_state_dict(state_dict, strict=True, assign=True)
     model.tie_weights()
@@ -611,20 +612,20 @@ def load_pretrained(
 
 
 def _open_checkpoint(files: ModelFiles, overrides: dict, given: PretrainedConfig | None, config_class):
-    """The config, the file it came from, and a function dtype -> state dict (read on demand)."""
+    """The config, the file it came from, a function dtype -> state dict (read on demand), and the overrides that
+    are not the config's (arguments for the model class)."""
     if files.gguf_file is not None:
         gguf = GGUFFile(files.gguf_file)
         if given is None:
-            config = _with_overrides(lambda **o: config_from_gguf(gguf, **o), overrides, files.gguf_file)
+            config, leftover = _with_overrides(lambda **o: config_from_gguf(gguf, **o), overrides)
         else:
-            config = _overridden_copy(given, overrides)
+            config, leftover = _overridden_copy(given, overrides)
         # Quantized blocks have no dtype of their own: "auto" means the float32 they dequantize to.
-        return config, files.gguf_file, lambda dtype: gguf.state_dict(dtype or torch.float32)
+        return config, files.gguf_file, lambda dtype: gguf.state_dict(dtype or torch.float32), leftover
     if given is None:
-        config = _with_overrides(lambda **o: read_config(files.folder, config_class, **o), overrides,
-                                 files.folder / "config.json")
+        config, leftover = _with_overrides(lambda **o: read_config(files.folder, config_class, **o), overrides)
     else:
-        config = _overridden_copy(given, overrides)
+        config, leftover = _overridden_copy(given, overrides)
     weights = find_weights(files.folder)
 
     def read_state_dict(dtype):
@@ -634,20 +635,30 @@ def _open_checkpoint(files: ModelFiles, overrides: dict, given: PretrainedConfig
             dtype = _DTYPES.get(config.dtype, stored)
         return cast(state_dict, dtype)
 
-    return config, weights, read_state_dict
+    return config, weights, read_state_dict, leftover
 
 
-def _with_overrides(read, overrides: dict, source: Path):
+def _with_overrides(read, overrides: dict) -> tuple[PretrainedConfig, dict]:
+    """The config read with the overrides that are its values, and the other overrides."""
     config = read()
     if not overrides:
-        return config
-    unknown = sorted(name for name in overrides if not _is_config_value(config, name))
+        return config, {}
+    leftover = {name: value for name, value in overrides.items() if not _is_config_value(config, name)}
+    return read(**{name: value for name, value in overrides.items() if name not in leftover}), leftover
+
+
+def _model_arguments(model_class, leftover: dict, config: PretrainedConfig, source: Path) -> dict:
+    """from_pretrained's keyword arguments that are neither loading options nor config values go to the model
+    class (BertModel's add_pooling_layer=False), as in the reference; any it does not take is an error."""
+    parameters = inspect.signature(model_class.__init__).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unknown = sorted(name for name in leftover if not takes_any and (name not in parameters or name == "config"))
     if unknown:
         raise TypeError(
-            f"from_pretrained() got unexpected keyword arguments {unknown}: they are neither loading options "
-            f"nor fields of {type(config).__name__} (read from {source})."
+            f"from_pretrained() got unexpected keyword arguments {unknown}: they are neither loading options, "
+            f"values of {type(config).__name__} (read from {source}), nor arguments of {model_class.__name__}."
         )
-    return read(**overrides)
+    return leftover
 
 
 # Keys the reference's configs know whatever the family; a config.json may lack them.
@@ -656,20 +667,19 @@ _COMMON_CONFIG_KEYS = {"use_cache"}
 
 def _is_config_value(config: PretrainedConfig, name: str) -> bool:
     """Whether from_pretrained(..., name=value) sets something the config has (a field, a kept key, an attribute)."""
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(type(config).__init__).parameters.values())
+    parameters = inspect.signature(type(config).__init__).parameters.values()
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
     field_names = {f.name for f in dataclasses.fields(config)} - {"extra"}
     return (takes_any and type(config).__init__ is not PretrainedConfig.__init__) or name in field_names \
         or name in config.extra or name in _COMMON_CONFIG_KEYS or (not name.startswith("_") and name in vars(config))
 
 
-def _overridden_copy(config: PretrainedConfig, overrides: dict) -> PretrainedConfig:
+def _overridden_copy(config: PretrainedConfig, overrides: dict) -> tuple[PretrainedConfig, dict]:
+    """A copy of the config passed as config=, with the overrides that are its values; and the other overrides."""
     config = copy.deepcopy(config)
-    unknown = sorted(name for name in overrides if not _is_config_value(config, name))
-    if unknown:
-        raise TypeError(f"from_pretrained() got unexpected keyword arguments {unknown}: they are neither loading "
-                        f"options nor values of the {type(config).__name__} passed as config=.")
-    config.update(overrides)
-    return config
+    leftover = {name: value for name, value in overrides.items() if not _is_config_value(config, name)}
+    config.update({name: value for name, value in overrides.items() if name not in leftover})
+    return config, leftover
 
 
 def _match_checkpoint_to_model(

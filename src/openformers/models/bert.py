@@ -188,6 +188,8 @@ class BertModel(BertPreTrainedModel):
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
+        if not add_pooling_layer:  # a checkpoint's pooler is left unused, as the reference does
+            self.ignored_checkpoint_keys = NO_POOLER_IGNORED_KEYS
 
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
