@@ -35,14 +35,16 @@ from .callbacks import (
 )
 from . import push
 from .callbacks import ExportableState, _states_by_name
+from .batching import (
+    LazyBatches, arrays_per_batch, concat_batches, dataset_length, length_grouped_order, plain_number,
+    predictions_of, rows_in, to_device,
+)
 from .collators import DataCollatorWithPadding, PadWithId, default_data_collator
+from .losses import COUNTED_UNSHIFTED, accepts_loss_kwargs, add_neftune_noise, is_openformers_model, label_smoothed_loss
 from .optimizers import Adafactor
 from .schedules import METRIC_SCHEDULERS, get_scheduler
 
 LABEL_COLUMNS = ("label", "label_ids", "labels")
-# Causal LMs whose loss_type the reference leaves unset, so that its Trainer counts their first labels too when it
-# normalizes their (shifted) losses by num_items_in_batch; ours are normalized the same way, to the same numbers.
-COUNTED_UNSHIFTED = ("GPT2LMHeadModel", "BertLMHeadModel")
 _LOOP_STATE = "loop_state.pth"
 
 
@@ -197,7 +199,7 @@ class Trainer:
         # How the reference counts the tokens it divides a step's loss by: shifted too, except for the causal LMs
         # whose loss_type it leaves unset (GPT-2, BERT's LM head), whose first labels it counts as well.
         self._counts_shifted = self._shifts_labels and type(model).__name__ not in COUNTED_UNSHIFTED
-        self.model_accepts_loss_kwargs = _accepts_loss_kwargs(model)
+        self.model_accepts_loss_kwargs = accepts_loss_kwargs(model)
         self._label_smoothing = self.args.label_smoothing_factor
         if self._label_smoothing and getattr(getattr(model, "config", None), "problem_type", None) == \
                 "multi_label_classification":
@@ -246,19 +248,19 @@ class Trainer:
         """The rows of each batch: shuffled by (data_seed or seed) + epoch when epoch is given, then sharded.
 
         group_by_length training orders are drawn from the global stream when the loader first asks for a
-        batch (as the reference's sampler does), so they come as a _LazyBatches of the same length.
+        batch (as the reference's sampler does), so they come as a LazyBatches of the same length.
         """
         if self.args.train_sampling_strategy == "group_by_length" and epoch is not None:
-            count = self._sharded_count(_length(dataset))
+            count = self._sharded_count(dataset_length(dataset))
             number = count // batch_size if drop_last else -(-count // batch_size)
-            return _LazyBatches(lambda: self._order_to_batches(dataset, batch_size, epoch, drop_last), number)
+            return LazyBatches(lambda: self._order_to_batches(dataset, batch_size, epoch, drop_last), number)
         return self._order_to_batches(dataset, batch_size, epoch, drop_last)
 
     def _sharded_count(self, count: int) -> int:
         return -(-count // self.world_size) if self.world_size > 1 else count
 
     def _order_to_batches(self, dataset, batch_size: int, epoch: int | None, drop_last: bool) -> list[list[int]]:
-        count = _length(dataset)
+        count = dataset_length(dataset)
         strategy = self.args.train_sampling_strategy
         data_seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         if strategy == "group_by_length":
@@ -266,7 +268,7 @@ class Trainer:
             # evaluation with one seeded by data_seed; groups span the whole accumulated step.
             generator = None if epoch is not None else torch.Generator().manual_seed(data_seed)
             group = batch_size * (self.args.gradient_accumulation_steps if epoch is not None else 1)
-            order = _length_grouped_order(self._row_lengths(dataset), group, generator)
+            order = length_grouped_order(self._row_lengths(dataset), group, generator)
         elif strategy == "batch_rebalance":
             raise ValueError(
                 "train_sampling_strategy='batch_rebalance' balances sequence lengths across data-parallel ranks, "
@@ -291,7 +293,7 @@ class Trainer:
         if column in getattr(dataset, "column_names", ()):
             return list(dataset[column])
         names = getattr(self.processing_class, "model_input_names", None) or ["input_ids"]
-        rows = [dataset[i] for i in range(_length(dataset))]
+        rows = [dataset[i] for i in range(dataset_length(dataset))]
         if not rows or not isinstance(rows[0], dict) or names[0] not in rows[0]:
             raise ValueError(
                 f"train_sampling_strategy='group_by_length' needs a {column!r} column or rows with {names[0]!r}."
@@ -456,7 +458,7 @@ class Trainer:
         model.train()
         self._trained = True
         # NEFTune's noise is on for this run only, as the reference's hook is.
-        noise = _add_neftune_noise(self.model, args.neftune_noise_alpha) if args.neftune_noise_alpha else None
+        noise = add_neftune_noise(self.model, args.neftune_noise_alpha) if args.neftune_noise_alpha else None
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
         if args.eval_on_start:
             self._evaluate_during_training()
@@ -567,7 +569,7 @@ class Trainer:
         world = self.world_size
         if num_items is not None and (self.model_accepts_loss_kwargs or self.compute_loss_func is not None):
             return [(1.0, 1.0 / world)] * len(group)
-        if num_items is not None and _is_openformers_model(self.model):
+        if num_items is not None and is_openformers_model(self.model):
             shares = [self._model_share(batch, float(num_items)) for batch in group]
             return [(share * world, share) for share in shares]
         return [(1.0 / len(group), 1.0 / (len(group) * world))] * len(group)
@@ -597,7 +599,7 @@ class Trainer:
         weights = self._loss_weights(group, num_items)
         step_loss = torch.zeros((), device=self.device)
         for index, (batch, (grad_weight, log_weight)) in enumerate(zip(group, weights)):
-            batch = _to_device(batch, self.device)
+            batch = to_device(batch, self.device)
             last = index == len(group) - 1
             sync = nullcontext() if last or self.world_size == 1 else model.no_sync()
             with sync:
@@ -871,7 +873,7 @@ class Trainer:
 
     def prediction_step(self, model, inputs: dict, prediction_loss_only: bool, ignore_keys=None):
         """(loss, predictions, labels) of one batch; the loss as compute_loss gives it when the batch has labels."""
-        inputs = _to_device(inputs, self.device)
+        inputs = to_device(inputs, self.device)
         has_labels = bool(self.label_names) and all(inputs.get(name) is not None for name in self.label_names)
         labels = [inputs[name] for name in self.label_names] if has_labels else []
         labels = None if not labels else labels[0] if len(labels) == 1 else tuple(labels)
@@ -881,7 +883,7 @@ class Trainer:
                 # a copy: a user's compute_loss may pop the labels (the Trainer guide's does), which are counted below
                 loss, outputs = self._call_compute_loss(model, dict(inputs), num_items, return_outputs=True)
                 loss = loss.detach().mean()
-                if num_items is not None and _is_openformers_model(model) and not self.model_accepts_loss_kwargs \
+                if num_items is not None and is_openformers_model(model) and not self.model_accepts_loss_kwargs \
                         and self.compute_loss_func is None and not self._label_smoothing:
                     loss = loss * self._model_share(inputs, float(num_items))  # the reference's normalization
             else:
@@ -890,7 +892,7 @@ class Trainer:
                 loss = loss.detach().mean() if isinstance(loss, torch.Tensor) else None
         if prediction_loss_only:
             return loss, None, None
-        return loss, _predictions_of(outputs, ignore_keys, has_labels), labels
+        return loss, predictions_of(outputs, ignore_keys, has_labels), labels
 
     def _prediction_loop(self, dataset, prefix: str, ignore_keys=None, predicting: bool = False) -> PredictionOutput:
         loader = self.get_eval_dataloader(dataset)
@@ -908,7 +910,7 @@ class Trainer:
         start = time.perf_counter()
         for index, batch in enumerate(loader):
             loss, logits, batch_labels = self.prediction_step(model, batch, self.args.prediction_loss_only, ignore_keys)
-            size = _batch_size(batch)
+            size = rows_in(batch)
             rows += size
             if loss is not None:
                 losses.extend([float(loss)] * size)  # every row counts with its batch's mean, as the reference's
@@ -932,14 +934,14 @@ class Trainer:
         if was_training:
             model.train()
         runtime = time.perf_counter() - start
-        join = _concat if self.args.eval_do_concat_batches else _per_batch
+        join = concat_batches if self.args.eval_do_concat_batches else arrays_per_batch
         predictions = join(predictions) if predictions else None
         label_ids = join(labels) if labels else None
         if self.compute_metrics is not None and predictions is not None and label_ids is not None and not per_batch:
-            extra = {"inputs": _concat(inputs) if "inputs" in extras and inputs else None,
+            extra = {"inputs": concat_batches(inputs) if "inputs" in extras and inputs else None,
                      "losses": np.asarray(losses, dtype=np.float32) if "loss" in extras and losses else None}
             metrics = self.compute_metrics(EvalPrediction(predictions, label_ids, **extra))
-        metrics = {k: _plain_number(v) for k, v in dict(metrics or {}).items()}
+        metrics = {k: plain_number(v) for k, v in dict(metrics or {}).items()}
         losses = np.asarray(losses, dtype=np.float32)
         if self.args.logging_nan_inf_filter and np.isfinite(losses).any():
             losses = losses[np.isfinite(losses)]  # a batch whose loss overflowed does not poison the mean
@@ -1065,82 +1067,6 @@ def _looks_like_norm_or_bias(name: str) -> bool:
     )
 
 
-def _length(dataset) -> int:
-    try:
-        return len(dataset)
-    except TypeError as error:
-        raise TypeError(
-            f"The Trainer needs a dataset with a length (a datasets.Dataset, a list of dicts or a map-style "
-            f"torch Dataset); got {type(dataset).__name__}."
-        ) from error
-
-
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def _predictions_of(outputs, ignore_keys=None, has_loss: bool = False):
-    """The logits of a model's outputs: named logits of an output object, else every tensor but the loss."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs.detach()
-    for names in (("logits",), ("start_logits", "end_logits")):
-        values = [getattr(outputs, n, None) for n in names]
-        if all(isinstance(v, torch.Tensor) for v in values):
-            return values[0].detach() if len(values) == 1 else tuple(v.detach() for v in values)
-    if isinstance(outputs, dict):
-        skipped = {"loss", "past_key_values", "cache", *(ignore_keys or [])}
-        values = [v for k, v in outputs.items() if k not in skipped]
-    elif isinstance(outputs, (tuple, list)):
-        values = list(outputs[1:] if has_loss else outputs)
-    else:
-        values = []
-    values = [v.detach() for v in values if isinstance(v, torch.Tensor)]
-    if not values:
-        raise ValueError(f"{type(outputs).__name__} has no logits to predict with; set prediction_loss_only=True.")
-    return values[0] if len(values) == 1 else tuple(values)
-
-
-class _LazyBatches:
-    """Batches made on the first iteration; len() and slicing (skipping batches on resume) need no draw."""
-
-    def __init__(self, make, number: int, skip: int = 0):
-        self.make, self.number, self.skip = make, number, skip
-
-    def __len__(self) -> int:
-        return max(self.number - self.skip, 0)
-
-    def __getitem__(self, part: slice) -> "_LazyBatches":
-        if not isinstance(part, slice) or part.stop is not None or part.step is not None:
-            raise TypeError("_LazyBatches only skips leading batches: batches[n:].")
-        return _LazyBatches(self.make, self.number, self.skip + (part.start or 0))
-
-    def __iter__(self):  # a generator: nothing is drawn before the first batch is asked for
-        yield from self.make()[self.skip:]
-
-
-def _length_grouped_order(lengths: list[int], batch_size: int, generator=None) -> list[int]:
-    """A shuffled order in which each batch holds rows of similar length: shuffle, cut into mega-batches of
-    min(50, rows // (4 * batch_size)) batches, sort each by length (longest first), and put the longest row of
-    all first, so that running out of memory happens at the first step."""
-    multiple = max(min(len(lengths) // (batch_size * 4), 50), 1)
-    shuffled = torch.randperm(len(lengths), generator=generator)
-    size = multiple * batch_size
-    groups = [sorted(shuffled[i:i + size].tolist(), key=lambda i: lengths[i], reverse=True)
-              for i in range(0, len(lengths), size)]
-    longest = int(torch.argmax(torch.tensor([lengths[group[0]] for group in groups])))
-    groups[0][0], groups[longest][0] = groups[longest][0], groups[0][0]
-    return [i for group in groups for i in group]
-
-
-def _plain_number(value):
-    """NumPy scalars and one-element tensors as Python numbers, so the metrics are JSON-serializable."""
-    if isinstance(value, (np.generic, np.ndarray)) and np.size(value) == 1:
-        return value.item()
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    return value
-
-
 def _is_out_of_memory(error: BaseException) -> bool:
     """An allocation failure on any device (the messages accelerate's batch-size search looks for)."""
     if isinstance(error, torch.OutOfMemoryError):
@@ -1148,13 +1074,6 @@ def _is_out_of_memory(error: BaseException) -> bool:
     messages = (" out of memory.", "MPS backend out of memory", "cuDNN error: CUDNN_STATUS_NOT_SUPPORTED.",
                 "DefaultCPUAllocator: can't allocate memory")
     return len(error.args) == 1 and isinstance(error.args[0], str) and any(m in error.args[0] for m in messages)
-
-
-def _batch_size(batch: dict) -> int:
-    for value in batch.values():
-        if isinstance(value, torch.Tensor) and value.dim() > 0:
-            return value.shape[0]
-    return 1
 
 
 def _hours_minutes_seconds(seconds: float) -> str:
@@ -1176,23 +1095,6 @@ def _parse_optim_args(text: str | None) -> dict[str, str]:
     return options
 
 
-def _is_openformers_model(model) -> bool:
-    from ..models.base import PreTrainedModel
-
-    return isinstance(model, PreTrainedModel)
-
-
-def _accepts_loss_kwargs(model) -> bool:
-    """Whether forward takes num_items_in_batch (the reference's test: the attribute, else **kwargs)."""
-    if hasattr(model, "accepts_loss_kwargs"):
-        return bool(model.accepts_loss_kwargs)
-    if _is_openformers_model(model):
-        return False  # our heads return means; the loop weighs them by their label tokens instead
-    parameters = inspect.signature(model.forward).parameters
-    return "num_items_in_batch" in parameters or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-
-
 def _takes_an_argument(function) -> bool:
     try:
         return len(inspect.signature(function).parameters) >= 1
@@ -1207,49 +1109,3 @@ def _reporter(name: str):
         f"report_to={name!r}: openformers writes TensorBoard logs itself (report_to='tensorboard') and has no "
         f"{name} integration. Use report_to='none' and pass a TrainerCallback whose on_log sends the logs to {name}."
     )
-
-
-def label_smoothed_loss(outputs, labels: torch.Tensor, epsilon: float, shift_labels: bool = False,
-                        ignore_index: int = -100) -> torch.Tensor:
-    """Cross-entropy against labels mixed with the uniform distribution: (1 - eps) * nll + eps * mean(-log p)."""
-    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-    if shift_labels:
-        logits, labels = logits[..., :-1, :].contiguous(), labels[..., 1:].contiguous()
-    log_probs = -torch.nn.functional.log_softmax(logits, dim=-1)
-    if labels.dim() == log_probs.dim() - 1:
-        labels = labels.unsqueeze(-1)
-    padding = labels.eq(ignore_index)
-    nll = log_probs.gather(dim=-1, index=torch.clamp(labels, min=0)).masked_fill(padding, 0.0)
-    smoothed = log_probs.sum(dim=-1, keepdim=True, dtype=torch.float32).masked_fill(padding, 0.0)
-    active = padding.numel() - padding.long().sum()
-    return (1 - epsilon) * nll.sum() / active + epsilon * smoothed.sum() / (active * log_probs.shape[-1])
-
-
-def _add_neftune_noise(model, alpha: float):
-    """NEFTune: uniform noise of size alpha / sqrt(length * width) on the input embeddings while training."""
-    if not hasattr(model, "get_input_embeddings"):
-        raise ValueError(f"neftune_noise_alpha needs a model with get_input_embeddings(); {type(model).__name__} has none.")
-
-    def add_noise(module, inputs, output):
-        if not module.training:
-            return output
-        bound = alpha / math.sqrt(output.size(1) * output.size(2))
-        return output + torch.zeros_like(output).uniform_(-bound, bound)
-
-    return model.get_input_embeddings().register_forward_hook(add_noise)
-
-
-def _per_batch(parts: list) -> list:
-    """eval_do_concat_batches=False: one NumPy array (or tuple of them) per batch."""
-    return [_concat([part]) for part in parts]
-
-
-def _concat(parts: list):
-    """Join per-batch tensors into one NumPy array, padding the second axis with -100 where lengths differ."""
-    if isinstance(parts[0], tuple):
-        return tuple(_concat([part[i] for part in parts]) for i in range(len(parts[0])))
-    parts = [p.float() if p.is_floating_point() else p for p in parts]
-    if parts[0].dim() > 1 and len({p.shape[1] for p in parts}) > 1:
-        width = max(p.shape[1] for p in parts)
-        parts = [torch.nn.functional.pad(p, (0, 0) * (p.dim() - 2) + (0, width - p.shape[1]), value=-100) for p in parts]
-    return torch.cat([p.cpu() for p in parts]).numpy()
