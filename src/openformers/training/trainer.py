@@ -4,10 +4,14 @@
                       eval_dataset=validation, processing_class=tokenizer, compute_metrics=accuracy)
     trainer.train()
 
-The loop knows a model only through `model(**batch).loss` (and `.logits` for metrics). One optimizer
-step gathers `gradient_accumulation_steps` micro-batches and weighs each micro-batch's mean loss by its
-share of the label tokens, so accumulated steps update the weights as one large batch would. The data
-order of each epoch comes from its own seeded generator, so a resumed run sees the same batches.
+The loop knows a model only through its loss (`outputs.loss`, `outputs["loss"]` or `outputs[0]`) and
+its logits for metrics. Every number follows the reference's Trainer: one optimizer step gathers
+`gradient_accumulation_steps` micro-batches; our models' mean losses are weighed by their share of the
+step's label tokens (what the reference's models do with num_items_in_batch), a model that takes
+num_items_in_batch normalizes itself, and any other model's mean is divided by the micro-batches. The
+seed is set when the Trainer is built, the data order of each epoch comes from a generator seeded with
+(data_seed or seed) + epoch, and the random states of a checkpoint are restored where the reference
+restores them, so runs with dropout draw the reference's masks and a resumed run continues the same run.
 """
 
 import inspect
