@@ -423,3 +423,9 @@ def test_neftune_noise_during_training_only(tmp_path):
         trainer, _, metrics = _run(library, tmp_path / library.__name__, neftune_noise_alpha=5.0, max_steps=4)
         results.append((_curve(trainer), metrics["eval_loss"], len(trainer.model.embed._forward_hooks)))
     assert results[1] == (pytest.approx(results[0][0], rel=1e-6), pytest.approx(results[0][1], rel=1e-6), 0)
+
+
+def test_arguments_for_setups_we_do_not_drive_are_named_once(tmp_path):
+    with pytest.warns(UserWarning, match="deepspeed, fsdp"):
+        openformers.Trainer(model=TinyDropoutModel(), args=_args(openformers, tmp_path, deepspeed={"zero": 2},
+                                                                  fsdp="full_shard"))

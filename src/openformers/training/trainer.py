@@ -14,6 +14,8 @@ seed is set when the Trainer is built, the data order of each epoch comes from a
 restores them, so runs with dropout draw the reference's masks and a resumed run continues the same run.
 """
 
+import dataclasses
+import datetime
 import inspect
 import json
 import math
@@ -148,6 +150,9 @@ class Trainer:
         if optimizer_cls_and_kwargs is not None and optimizers[0] is not None:
             raise ValueError("Pass optimizers=(optimizer, scheduler) or optimizer_cls_and_kwargs=, not both.")
         library_logging.set_verbosity(self.args.get_process_log_level())
+        _warn_about_unused_arguments(self.args)
+        if self.args.tf32 is not None and torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.args.tf32
         self.rank, self.world_size, self.device = _setup_distributed(self.args)
         self._prepare_model(model)
         self.processing_class = processing_class if processing_class is not None else tokenizer
@@ -534,7 +539,10 @@ class Trainer:
             model = self.model
             if self.world_size > 1:
                 device_ids = [self.device.index] if self.device.type == "cuda" else None
-                model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+                options = {name: getattr(self.args, f"ddp_{name}") for name in
+                           ("find_unused_parameters", "bucket_cap_mb", "broadcast_buffers", "static_graph")}
+                options = {name: value for name, value in options.items() if value is not None}
+                model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, **options)
             if self.args.torch_compile:
                 model = torch.compile(model, backend=self.args.torch_compile_backend, mode=self.args.torch_compile_mode)
             self._wrapped = model
@@ -1020,6 +1028,23 @@ class Trainer:
 # -- helpers -------------------------------------------------------------------------------------------------
 
 
+# Arguments for setups the openformers Trainer does not drive (DeepSpeed, FSDP, accelerate, Liger kernels, other
+# trackers' options): accepted so that scripts run, and named in one warning when they are set.
+UNUSED_ARGUMENTS = ("deepspeed", "fsdp", "fsdp_config", "accelerator_config", "parallelism_config", "use_liger_kernel",
+                    "liger_kernel_config", "optim_target_modules", "enable_jit_checkpoint", "trackio_space_id",
+                    "trackio_bucket_id", "trackio_static_space_id", "eval_use_gather_object")
+
+
+def _warn_about_unused_arguments(args: TrainingArguments) -> None:
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainingArguments)}
+    unused = [name for name in UNUSED_ARGUMENTS if getattr(args, name) not in (defaults[name], None, False, "", [])]
+    if unused:
+        warnings.warn(
+            f"TrainingArguments {', '.join(unused)} configure setups the openformers Trainer does not drive "
+            "(DeepSpeed, FSDP, accelerate, Liger kernels, trackers); training runs without them.", stacklevel=3,
+        )
+
+
 def _setup_distributed(args: TrainingArguments) -> tuple[int, int, torch.device]:
     """Rank, world size and device; joins the process group that torchrun describes in the environment."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -1031,7 +1056,8 @@ def _setup_distributed(args: TrainingArguments) -> tuple[int, int, torch.device]
     if use_cuda:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend=args.ddp_backend or ("nccl" if use_cuda else "gloo"),
+                                timeout=datetime.timedelta(seconds=args.ddp_timeout))
     return dist.get_rank(), dist.get_world_size(), device
 
 
