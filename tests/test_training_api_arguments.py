@@ -122,3 +122,34 @@ def test_log_levels_resolve_as_the_reference(level):
     assert ours.should_log == reference.should_log
     with pytest.raises(ValueError, match="log_level"):
         TrainingArguments(log_level="loud")
+
+
+SETTERS = [
+    ("set_training", dict(learning_rate=1e-4, batch_size=4, weight_decay=0.1, num_epochs=2, max_steps=10,
+                          gradient_accumulation_steps=2, seed=1, gradient_checkpointing=True)),
+    ("set_evaluate", dict(strategy="steps", steps=50, batch_size=16, delay=3, loss_only=True)),
+    ("set_testing", dict(batch_size=5, loss_only=True)),
+    ("set_save", dict(strategy="epoch", total_limit=2)),
+    ("set_logging", dict(strategy="steps", steps=7, first_step=True, nan_inf_filter=True, level="info")),
+    ("set_push_to_hub", dict(model_id="me/model", strategy="checkpoint", private_repo=True)),
+    ("set_optimizer", dict(name="adafactor", learning_rate=3e-4, beta1=0.8, epsilon=1e-6, args="x=1")),
+    ("set_lr_scheduler", dict(name="cosine", num_epochs=5, warmup_steps=0.1)),
+    ("set_dataloader", dict(train_batch_size=3, eval_batch_size=6, drop_last=True, num_workers=2,
+                            sampler_seed=9, ignore_data_skip=True)),
+]
+
+
+@pytest.mark.parametrize(("setter", "kwargs"), SETTERS)
+def test_setters_change_the_fields_the_reference_changes(setter, kwargs, tmp_path):
+    ours = getattr(TrainingArguments(output_dir=str(tmp_path)), setter)(**kwargs)
+    reference = getattr(transformers.TrainingArguments(output_dir=str(tmp_path)), setter)(**kwargs)
+    for field in dataclasses.fields(transformers.TrainingArguments):
+        if field.name not in ("accelerator_config", "debug"):
+            assert _plain(getattr(ours, field.name)) == _plain(getattr(reference, field.name)), field.name
+
+
+def test_main_process_first_runs_the_block_in_one_process():
+    ran = []
+    with TrainingArguments().main_process_first(desc="dataset map pre-processing"):
+        ran.append(True)
+    assert ran == [True]

@@ -8,6 +8,7 @@ removed from the reference, is accepted as an alias of `eval_strategy` with a de
 older scripts run unchanged.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -350,6 +351,92 @@ class TrainingArguments:
                 f"has an evaluation; got save_steps={self.save_steps} and eval_steps={self.eval_steps}."
             )
 
+    # -- the reference's setters: several related fields at once, returning the arguments ------------------
+
+    def set_training(self, learning_rate: float = 5e-5, batch_size: int = 8, weight_decay: float = 0,
+                     num_epochs: float = 3, max_steps: int = -1, gradient_accumulation_steps: int = 1, seed: int = 42,
+                     activation_checkpointing: bool = False, gradient_checkpointing: bool | None = None):
+        if gradient_checkpointing is not None:
+            activation_checkpointing = gradient_checkpointing
+        return self._set(do_train=True, learning_rate=learning_rate, per_device_train_batch_size=batch_size,
+                         weight_decay=weight_decay, num_train_epochs=num_epochs, max_steps=max_steps,
+                         gradient_accumulation_steps=gradient_accumulation_steps, seed=seed,
+                         activation_checkpointing=activation_checkpointing,
+                         gradient_checkpointing=activation_checkpointing)
+
+    def set_evaluate(self, strategy: str = "no", steps: int = 500, batch_size: int = 8,
+                     accumulation_steps: int | None = None, delay: float | None = None, loss_only: bool = False):
+        strategy = _strategy("strategy", strategy, IntervalStrategy, steps)
+        return self._set(eval_strategy=strategy, do_eval=strategy != "no", eval_steps=steps,
+                         per_device_eval_batch_size=batch_size, eval_accumulation_steps=accumulation_steps,
+                         eval_delay=delay, prediction_loss_only=loss_only)
+
+    def set_testing(self, batch_size: int = 8, loss_only: bool = False):
+        return self._set(do_predict=True, per_device_eval_batch_size=batch_size, prediction_loss_only=loss_only)
+
+    def set_save(self, strategy: str = "steps", steps: int = 500, total_limit: int | None = None,
+                 on_each_node: bool = False):
+        return self._set(save_strategy=_strategy("strategy", strategy, SaveStrategy, steps), save_steps=steps,
+                         save_total_limit=total_limit, save_on_each_node=on_each_node)
+
+    def set_logging(self, strategy: str = "steps", steps: int = 500, report_to: str | list[str] = "none",
+                    level: str = "passive", first_step: bool = False, nan_inf_filter: bool = False,
+                    on_each_node: bool = False, replica_level: str = "passive"):
+        return self._set(logging_strategy=_strategy("strategy", strategy, IntervalStrategy, steps),
+                         logging_steps=steps, report_to=report_to, log_level=level, logging_first_step=first_step,
+                         logging_nan_inf_filter=nan_inf_filter, log_on_each_node=on_each_node,
+                         log_level_replica=replica_level)
+
+    def set_push_to_hub(self, model_id: str, strategy: str = "every_save", token: str | None = None,
+                        private_repo: bool | None = None, always_push: bool = False, revision: str | None = None):
+        return self._set(push_to_hub=True, hub_model_id=model_id, hub_strategy=HubStrategy(strategy).value,
+                         hub_token=token, hub_private_repo=private_repo, hub_always_push=always_push,
+                         hub_revision=revision)
+
+    def set_optimizer(self, name: str = "adamw_torch", learning_rate: float = 5e-5, weight_decay: float = 0,
+                      beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8, args: str | None = None):
+        name = getattr(name, "value", name)
+        if name not in TORCH_OPTIMIZERS + OTHER_OPTIMIZERS:
+            raise ValueError(f"optim must be one of {', '.join(TORCH_OPTIMIZERS + OTHER_OPTIMIZERS)}; got {name!r}.")
+        return self._set(optim=name, learning_rate=learning_rate, weight_decay=weight_decay, adam_beta1=beta1,
+                         adam_beta2=beta2, adam_epsilon=epsilon, optim_args=args)
+
+    def set_lr_scheduler(self, name: str = "linear", num_epochs: float = 3.0, max_steps: int = -1,
+                         warmup_steps: float = 0):
+        return self._set(lr_scheduler_type=SchedulerType(name).value, num_train_epochs=num_epochs,
+                         max_steps=max_steps, warmup_steps=warmup_steps)
+
+    def set_dataloader(self, train_batch_size: int = 8, eval_batch_size: int = 8, drop_last: bool = False,
+                       num_workers: int = 0, pin_memory: bool = True, persistent_workers: bool = False,
+                       prefetch_factor: int | None = None, multiprocessing_context: str | None = None,
+                       in_order: bool = True, auto_find_batch_size: bool = False, ignore_data_skip: bool = False,
+                       sampler_seed: int | None = None):
+        return self._set(per_device_train_batch_size=train_batch_size, per_device_eval_batch_size=eval_batch_size,
+                         dataloader_drop_last=drop_last, dataloader_num_workers=num_workers,
+                         dataloader_pin_memory=pin_memory, dataloader_persistent_workers=persistent_workers,
+                         dataloader_prefetch_factor=prefetch_factor,
+                         dataloader_multiprocessing_context=multiprocessing_context, dataloader_in_order=in_order,
+                         auto_find_batch_size=auto_find_batch_size, ignore_data_skip=ignore_data_skip,
+                         data_seed=sampler_seed)
+
+    def _set(self, **values):
+        for name, value in values.items():
+            setattr(self, name, value)
+        return self
+
+    @contextlib.contextmanager
+    def main_process_first(self, local: bool = True, desc: str = "work"):
+        """Run the block on the main process first (say, dataset.map that writes a cache), then on the others."""
+        distributed = self.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+        is_main = (self.local_process_index if local else self.process_index) == 0
+        if distributed and not is_main:
+            torch.distributed.barrier()  # wait for the main process to finish `desc`
+        try:
+            yield
+        finally:
+            if distributed and is_main:
+                torch.distributed.barrier()  # let the others start theirs
+
     # -- derived values the Trainer reads ------------------------------------------------------------------
 
     @property
@@ -420,6 +507,13 @@ class TrainingArguments:
     def to_sanitized_dict(self) -> dict:
         """Plain numbers, strings and booleans (what trackers accept); anything else as its text."""
         return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in self.to_dict().items()}
+
+
+def _strategy(name: str, value, choices, steps) -> str:
+    value = choices(getattr(value, "value", value)).value
+    if value == "steps" and steps == 0:
+        raise ValueError(f'{name}="steps" needs a positive number of steps; got steps={steps}.')
+    return value
 
 
 def _report_targets(targets) -> list[str]:
