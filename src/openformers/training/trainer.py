@@ -896,7 +896,8 @@ class Trainer:
                 loss, outputs = self._call_compute_loss(model, dict(inputs), num_items, return_outputs=True)
                 loss = loss.detach().mean()
                 if num_items is not None and is_openformers_model(model) and not self.model_accepts_loss_kwargs \
-                        and self.compute_loss_func is None and not self._label_smoothing:
+                        and self.compute_loss_func is None and not self._label_smoothing \
+                        and type(self).compute_loss is Trainer.compute_loss:  # a user's own loss is theirs
                     loss = loss * self._model_share(inputs, float(num_items))  # the reference's normalization
             else:
                 outputs = model(**inputs)
