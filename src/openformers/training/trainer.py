@@ -186,6 +186,11 @@ class Trainer:
         if getattr(self.model, "config", None) is not None:
             self.model.config.use_cache = self.args.use_cache  # saved so in the checkpoints, as the reference does
 
+    @property
+    def tokenizer(self):
+        """The older name of processing_class (transformers 4 scripts read trainer.tokenizer)."""
+        return self.processing_class
+
     def _seed(self) -> None:
         if self.args.full_determinism:
             enable_full_determinism(self.args.seed)
