@@ -9,6 +9,7 @@ import torch
 import transformers
 
 import openformers
+import openformers.training
 from tests.test_training_api_trainer import TinyDropoutModel, _args, _rows
 
 
@@ -120,3 +121,13 @@ def test_early_stopping_state_is_restored_on_resume(tmp_path):
         resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-5"))
         stopper = next(c for c in resumed.callback_handler.callbacks if isinstance(c, openformers.EarlyStoppingCallback))
         assert stopper.early_stopping_patience_counter == expected
+
+
+def test_get_last_checkpoint_as_the_reference(tmp_path):
+    from transformers.trainer_utils import get_last_checkpoint
+
+    for name in ("checkpoint-2", "checkpoint-10", "checkpoint-x", "other"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "checkpoint-99").write_text("a file, not a checkpoint")
+    assert openformers.training.get_last_checkpoint(str(tmp_path)) == get_last_checkpoint(str(tmp_path))
+    assert openformers.training.get_last_checkpoint(str(tmp_path / "other")) is None

@@ -5,6 +5,7 @@ from .callbacks import (
     CallbackHandler, DefaultFlowCallback, EarlyStoppingCallback, ExportableState, PrinterCallback, ProgressCallback,
     TensorBoardCallback, TrainerCallback, TrainerControl, TrainerState,
 )
+from .checkpoint import get_last_checkpoint
 from .collators import (
     DataCollator, DataCollatorForLanguageModeling, DataCollatorForMultipleChoice, DataCollatorForSeq2Seq,
     DataCollatorForTokenClassification, DataCollatorWithFlattening, DataCollatorWithPadding, DefaultDataCollator,
@@ -29,7 +30,7 @@ __all__ = [
     "EarlyStoppingCallback", "EvalPrediction", "ExportableState", "GreedyLR", "IntervalStrategy", "PredictionOutput",
     "PrinterCallback", "ProgressCallback", "SchedulerType", "TensorBoardCallback", "Trainer", "TrainerCallback",
     "TrainerControl", "TrainerState", "TrainOutput", "TrainingArguments", "default_data_collator",
-    "enable_full_determinism", "get_adafactor_schedule", "get_constant_schedule", "get_constant_schedule_with_warmup",
+    "enable_full_determinism", "get_adafactor_schedule", "get_last_checkpoint", "get_constant_schedule", "get_constant_schedule_with_warmup",
     "get_cosine_schedule_with_warmup", "get_cosine_with_hard_restarts_schedule_with_warmup",
     "get_cosine_with_min_lr_schedule_with_warmup", "get_cosine_with_min_lr_schedule_with_warmup_lr_rate",
     "get_greedy_schedule", "get_inverse_sqrt_schedule", "get_linear_schedule_with_warmup", "get_polynomial_decay_schedule_with_warmup",

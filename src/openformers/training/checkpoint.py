@@ -31,6 +31,13 @@ def checkpoint_folders(output_dir) -> list[Path]:
     return [p for _, p in sorted(found) if (p / "trainer_state.json").is_file()]
 
 
+def get_last_checkpoint(folder) -> str | None:
+    """The checkpoint-N folder with the highest N in `folder` (as a string, as the reference returns it), or None."""
+    found = [(int(m.group(1)), name) for name in os.listdir(folder)
+             if (m := re.fullmatch(rf"{PREFIX}-(\d+)", name)) and os.path.isdir(os.path.join(folder, name))]
+    return os.path.join(folder, max(found)[1]) if found else None
+
+
 def latest_checkpoint(output_dir) -> Path | None:
     folders = checkpoint_folders(output_dir)
     return folders[-1] if folders else None
