@@ -429,3 +429,14 @@ def test_arguments_for_setups_we_do_not_drive_are_named_once(tmp_path):
     with pytest.warns(UserWarning, match="deepspeed, fsdp"):
         openformers.Trainer(model=TinyDropoutModel(), args=_args(openformers, tmp_path, deepspeed={"zero": 2},
                                                                   fsdp="full_shard"))
+
+
+def test_half_precision_full_eval_casts_the_model_as_the_reference(tmp_path):
+    results = []
+    for library in (transformers, openformers):
+        torch.manual_seed(0)
+        trainer = library.Trainer(model=TinyDropoutModel(), eval_dataset=_rows(8),
+                                  args=_args(library, tmp_path, bf16_full_eval=True))
+        metrics = trainer.evaluate()
+        results.append((metrics["eval_loss"], trainer.model.score.weight.dtype))
+    assert results[1] == (pytest.approx(results[0][0], rel=1e-3), results[0][1])

@@ -177,6 +177,7 @@ class Trainer:
         # The reference reports how long preparing the model took when evaluate() comes before any train().
         self._model_preparation_time = None
         self._trained = False
+        self.is_in_train = False  # True while train() runs
         self.hub_model_id = None
         if self.args.push_to_hub:
             self.init_hf_repo()
@@ -429,6 +430,7 @@ class Trainer:
         batch_size = self.args.per_device_train_batch_size
         while True:
             try:
+                self.is_in_train = True
                 return self._training_loop(batch_size, resume_from_checkpoint, trial)
             except RuntimeError as error:  # torch.OutOfMemoryError included
                 if not self.args.auto_find_batch_size or not _is_out_of_memory(error):
@@ -440,6 +442,8 @@ class Trainer:
                     self.lr_scheduler = None
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
+            finally:
+                self.is_in_train = False
 
     def _training_loop(self, batch_size: int, resume_from_checkpoint, trial) -> TrainOutput:
         args = self.args
@@ -917,6 +921,9 @@ class Trainer:
         self.callback_handler.eval_dataloader = loader
         if not self._trained and self._model_preparation_time is None:
             self._model_preparation_time = 0.0  # nothing to prepare: the model is already on its device
+        if not self.is_in_train and (self.args.fp16_full_eval or self.args.bf16_full_eval):
+            # Evaluation outside train() in half precision: the model itself is cast, as the reference does.
+            self.model = self.model.to(torch.float16 if self.args.fp16_full_eval else torch.bfloat16)
         model = self.model
         was_training = model.training
         model.eval()
