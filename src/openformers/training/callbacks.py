@@ -10,7 +10,7 @@ import dataclasses
 import json
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..logging import tqdm  # tqdm.auto's bar, silent after openformers.logging.disable_progress_bar()
 
