@@ -211,11 +211,12 @@ def test_encoder_decoders_cached_decoding_equals_the_full_forward(name, tmp_path
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["BertLMHeadModel", "RobertaForCausalLM"])
 @torch.inference_mode()
-def test_bert_lm_head_generates_as_the_reference(tmp_path):
-    reference = _reference("BertLMHeadModel")
+def test_encoder_decoders_generate_as_the_reference(name, tmp_path):
+    reference = _reference(name)
     reference.save_pretrained(tmp_path)
-    model = openformers.BertLMHeadModel.from_pretrained(tmp_path)
+    model = getattr(openformers, name).from_pretrained(tmp_path)
     ids = _ids(1, 5, seed=4)
     expected = reference.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
     torch.testing.assert_close(model.generate(ids, max_new_tokens=8, do_sample=False), expected)

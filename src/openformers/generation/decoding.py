@@ -679,6 +679,11 @@ class Decoder:
         return self._forward(tokens, None, None, keep)
 
     def _forward(self, input_ids: torch.Tensor, attention_mask, position_ids, keep: int = 1) -> torch.Tensor:
+        if position_ids is None:
+            # Positions count from 0 as in the reference's generate, also for models whose own default differs
+            # (RoBERTa counts from its padding id when called without positions).
+            past = self.cache.get_seq_length()
+            position_ids = torch.arange(past, past + input_ids.shape[1], device=input_ids.device)[None]
         output = self.model(
             input_ids,
             attention_mask=attention_mask,
