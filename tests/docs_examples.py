@@ -71,7 +71,8 @@ def _build(kind: str, folder: Path, cache) -> None:
             shutil.copy(file, folder / file.name)
         if kind == "gpt2":  # as GPT-2 checkpoints say, which matters to options such as add_prefix_space
             config_file = folder / "tokenizer_config.json"
-            config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "tokenizer_class": "GPT2Tokenizer"}))
+            settings = json.loads(config_file.read_text())
+            config_file.write_text(json.dumps({**settings, "tokenizer_class": "GPT2Tokenizer"}))
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
         ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                    pad_token_id=tokenizer.pad_token_id)
@@ -128,7 +129,8 @@ def assert_same(got, expected, atol=1e-4, path="result"):
         assert isinstance(got, torch.Tensor), f"{path}: {type(got).__name__} instead of a tensor"
         assert got.shape == expected.shape, f"{path}: shape {tuple(got.shape)} != {tuple(expected.shape)}"
         if expected.is_floating_point():
-            torch.testing.assert_close(got.float(), expected.float(), atol=atol, rtol=atol, msg=lambda m: f"{path}: {m}")
+            torch.testing.assert_close(got.float(), expected.float(), atol=atol, rtol=atol,
+                                       msg=lambda message: f"{path}: {message}")
         else:
             assert torch.equal(got, expected), f"{path}: {got.tolist()} != {expected.tolist()}"
     elif isinstance(expected, np.ndarray):

@@ -7,7 +7,6 @@ does.
 """
 
 import pytest
-import torch
 from docs_examples import assert_same, run_both, tiny
 
 CHAT = [
@@ -60,7 +59,8 @@ def test_tokenize_then_generate(llama):
         tokenized_chat = tokenizer.apply_chat_template(MESSAGES, tokenize=True, add_generation_prompt=True,
                                                        return_tensors="pt")
         outputs = model.generate(**tokenized_chat, max_new_tokens=16)
-        return (sorted(tokenized_chat.keys()), tokenized_chat["input_ids"], tokenizer.decode(tokenized_chat["input_ids"][0]),
+        return (sorted(tokenized_chat.keys()), tokenized_chat["input_ids"],
+                tokenizer.decode(tokenized_chat["input_ids"][0]),
                 tokenizer.decode(outputs[0]))
 
     assert_same(*run_both(example))

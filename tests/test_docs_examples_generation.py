@@ -256,7 +256,8 @@ SAMPLING_EXAMPLES = {
     "eta_cutoff": dict(eta_cutoff=0.1),
     "top_h": dict(top_h=0.4),
     "temperature": dict(max_new_tokens=10, temperature=0.0001, num_return_sequences=2),
-    "exponential_decay_length_penalty": dict(temperature=0.9, max_length=30, exponential_decay_length_penalty=(15, 1.6)),
+    "exponential_decay_length_penalty": dict(temperature=0.9, max_length=30,
+                                             exponential_decay_length_penalty=(15, 1.6)),
 }
 
 
@@ -300,7 +301,8 @@ def test_sequence_bias(llama):
         # the example's point: bias the continuation the model would pick, with and without its leading space
         favourite = tokenizer.decode(plain[0, -4:-2])
         results = [plain]
-        for sequence_bias, beams in (([[get_tokens(favourite.strip()), -10.0]], 1), ([[get_tokens(favourite), -10.0]], 1),
+        for sequence_bias, beams in (([[get_tokens(favourite.strip()), -10.0]], 1),
+                                     ([[get_tokens(favourite), -10.0]], 1),
                                      ([[get_tokens(" Donald Duck"), 10.0]], 4)):
             results.append(model.generate(inputs["input_ids"], max_new_tokens=4, num_beams=beams, do_sample=False,
                                           sequence_bias=sequence_bias))
@@ -470,7 +472,7 @@ def test_text_iterator_streamer_in_a_thread(llama):
     def example(lib):
         tok, model = load(lib, llama)
         inputs = tok(["An increasing sequence: one,"], return_tensors="pt")
-        streamer = lib.TextIteratorStreamer(tok)
+        streamer = lib.TextIteratorStreamer(tok, timeout=60)  # (so that a failing generate cannot hang the suite)
         generation_kwargs = dict(inputs, streamer=streamer, max_new_tokens=20)
         thread = threading.Thread(target=model.generate, kwargs=generation_kwargs)
         thread.start()
@@ -501,7 +503,7 @@ def test_async_text_iterator_streamer(llama):
         inputs = tok(["An increasing sequence: one,"], return_tensors="pt")
 
         async def main():
-            streamer = lib.AsyncTextIteratorStreamer(tok)
+            streamer = lib.AsyncTextIteratorStreamer(tok, timeout=60)
             generation_kwargs = dict(inputs, streamer=streamer, max_new_tokens=20)
             thread = threading.Thread(target=model.generate, kwargs=generation_kwargs)
             thread.start()

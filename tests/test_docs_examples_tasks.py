@@ -7,7 +7,6 @@ tokenizer; a Llama with SmolLM2's tokenizer for causal LM). The training halves 
 test_docs_examples_trainer.py.
 """
 
-import numpy as np
 import pytest
 import torch
 from docs_examples import assert_same, run_both, tiny
@@ -17,7 +16,8 @@ datasets = pytest.importorskip("datasets")
 REVIEW = "This was a masterpiece. Not completely faithful to the books, but enthralling from beginning to end."
 NER_TEXT = "The Golden State Warriors are an American professional basketball team based in San Francisco."
 QUESTION = "How many programming languages does BLOOM support?"
-CONTEXT = "BLOOM has 176 billion parameters and can generate text in 46 languages natural languages and 13 programming languages."
+CONTEXT = ("BLOOM has 176 billion parameters and can generate text in 46 languages natural languages and 13 "
+           "programming languages.")
 EIFFEL = "The Eiffel Tower is a wrought-iron lattice tower in Paris, France."
 
 
@@ -129,7 +129,8 @@ def test_token_classification_preprocess_and_collate(request):
         tokens = tokenizer.convert_ids_to_tokens(tokenized_input["input_ids"])
         tokenized_wnut = wnut_like().map(tokenize_and_align_labels(tokenizer), batched=True)
         data_collator = lib.DataCollatorForTokenClassification(tokenizer=tokenizer)
-        batch = data_collator([{k: row[k] for k in ("input_ids", "attention_mask", "labels")} for row in tokenized_wnut])
+        features = [{k: row[k] for k in ("input_ids", "attention_mask", "labels")} for row in tokenized_wnut]
+        batch = data_collator(features)
         return tokens, tokenized_input.word_ids(), tokenized_wnut["labels"], dict(batch)
 
     assert_same(*run_both(example))
@@ -326,7 +327,8 @@ def test_causal_lm_preprocess_and_collate(request):
         data_collator = lib.DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False)
         ragged = [{"input_ids": tokenizer("Short one.")["input_ids"]},
                   {"input_ids": tokenizer("A somewhat longer line of text.")["input_ids"]}]
-        return dataset.to_dict(), dict(data_collator([dataset[i] for i in range(len(dataset))])), dict(data_collator(ragged))
+        whole = data_collator([dataset[i] for i in range(len(dataset))])
+        return dataset.to_dict(), dict(whole), dict(data_collator(ragged))
 
     assert_same(*run_both(example))
 
@@ -458,7 +460,8 @@ def test_tokenizer_classes_built_from_their_files(request):
         bert_tokenizer = lib.BertTokenizer(str(bert / "vocab.txt"))  # (5.x calls the argument vocab, not vocab_file)
         bert_fast = lib.BertTokenizerFast.from_pretrained(bert)
         return (fast_tokenizer(text)["input_ids"], fast_tokenizer.decode(fast_tokenizer(text)["input_ids"]),
-                bert_tokenizer(text)["input_ids"], bert_tokenizer.tokenize(text), bert_fast(text, text)["token_type_ids"],
+                bert_tokenizer(text)["input_ids"], bert_tokenizer.tokenize(text),
+                bert_fast(text, text)["token_type_ids"],
                 bert_tokenizer.decode(bert_tokenizer(text)["input_ids"], skip_special_tokens=True))
 
     assert_same(*run_both(example))

@@ -17,7 +17,7 @@ import pytest
 import torch
 from docs_examples import assert_same, run_both, tiny
 from test_docs_examples_tasks import (
-    eli5_like, imdb_like, lm_dataset, qa_preprocess_function, squad_like, tokenize_and_align_labels, wnut_like,
+    imdb_like, lm_dataset, qa_preprocess_function, squad_like, tokenize_and_align_labels, wnut_like,
 )
 
 datasets = pytest.importorskip("datasets")
