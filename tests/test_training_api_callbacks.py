@@ -41,7 +41,8 @@ def test_control_and_exportable_states_are_the_references():
     assert openformers.TrainerControl(should_save=True).state() == transformers.TrainerControl(should_save=True).state()
     callbacks = {library: [library.EarlyStoppingCallback(3, 0.01), library.EarlyStoppingCallback(2),
                            library.TrainerControl(should_log=True)] for library in (openformers, transformers)}
-    callbacks[openformers][0].early_stopping_patience_counter = callbacks[transformers][0].early_stopping_patience_counter = 2
+    for library in callbacks:
+        callbacks[library][0].early_stopping_patience_counter = 2
     ours = openformers.TrainerState(stateful_callbacks=callbacks[openformers]).stateful_callbacks
     reference = transformers.TrainerState(stateful_callbacks=callbacks[transformers]).stateful_callbacks
     assert ours == reference
@@ -119,7 +120,8 @@ def test_early_stopping_state_is_restored_on_resume(tmp_path):
         resumed = _early_stopping_run(openformers, tmp_path, max_steps=5,
                                       restore_callback_states_from_checkpoint=restore)
         resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-5"))
-        stopper = next(c for c in resumed.callback_handler.callbacks if isinstance(c, openformers.EarlyStoppingCallback))
+        stopper = next(c for c in resumed.callback_handler.callbacks
+                       if isinstance(c, openformers.EarlyStoppingCallback))
         assert stopper.early_stopping_patience_counter == expected
 
 

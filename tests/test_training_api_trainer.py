@@ -111,10 +111,11 @@ def test_compute_loss_takes_tuples_dicts_and_num_items_in_batch(tmp_path):
                               gradient_accumulation_steps=2), train_dataset=rows)
     trainer.train()
     assert seen == [8, 8]  # the labels of the whole accumulated step, for each micro-batch
-    loss, outputs = trainer.compute_loss(trainer.model, {"input_ids": torch.tensor([[1, 2]]), "labels": torch.tensor([1])},
-                                         return_outputs=True)
+    batch = {"input_ids": torch.tensor([[1, 2]]), "labels": torch.tensor([1])}
+    loss, outputs = trainer.compute_loss(trainer.model, batch, return_outputs=True)
     assert loss.dim() == 0 and isinstance(outputs, tuple) and seen[-1] is None
-    OldStyleTrainer(model=TinyDropoutModel("tuple"), args=_args(openformers, tmp_path, max_steps=2), train_dataset=rows).train()
+    OldStyleTrainer(model=TinyDropoutModel("tuple"), args=_args(openformers, tmp_path, max_steps=2),
+                    train_dataset=rows).train()
     unlabeled = openformers.Trainer(model=TinyDropoutModel("tuple"), args=_args(openformers, tmp_path))
     with pytest.raises(ValueError, match="where the Trainer reads the loss"):
         unlabeled.compute_loss(unlabeled.model, {"input_ids": torch.tensor([[1, 2], [3, 4]])})
@@ -292,7 +293,8 @@ def test_sampling_strategies_order_rows_as_the_references(tmp_path, strategy):
     curves = []
     for library in (transformers, openformers):
         trainer, _, _ = _run(library, tmp_path / library.__name__, rows=rows, evaluate=False,
-                             train_sampling_strategy=strategy, gradient_accumulation_steps=2, per_device_train_batch_size=2,
+                             train_sampling_strategy=strategy, gradient_accumulation_steps=2,
+                             per_device_train_batch_size=2,
                              data_collator=lambda features: openformers.training.collators.pad_batch(features, 0))
         curves.append(_curve(trainer))
     assert curves[1] == pytest.approx(curves[0], rel=1e-6)

@@ -30,9 +30,11 @@ __all__ = [
     "EarlyStoppingCallback", "EvalPrediction", "ExportableState", "GreedyLR", "IntervalStrategy", "PredictionOutput",
     "PrinterCallback", "ProgressCallback", "SchedulerType", "TensorBoardCallback", "Trainer", "TrainerCallback",
     "TrainerControl", "TrainerState", "TrainOutput", "TrainingArguments", "default_data_collator",
-    "enable_full_determinism", "get_adafactor_schedule", "get_last_checkpoint", "get_constant_schedule", "get_constant_schedule_with_warmup",
+    "enable_full_determinism", "get_adafactor_schedule", "get_last_checkpoint", "get_constant_schedule",
+    "get_constant_schedule_with_warmup",
     "get_cosine_schedule_with_warmup", "get_cosine_with_hard_restarts_schedule_with_warmup",
     "get_cosine_with_min_lr_schedule_with_warmup", "get_cosine_with_min_lr_schedule_with_warmup_lr_rate",
-    "get_greedy_schedule", "get_inverse_sqrt_schedule", "get_linear_schedule_with_warmup", "get_polynomial_decay_schedule_with_warmup",
+    "get_greedy_schedule", "get_inverse_sqrt_schedule", "get_linear_schedule_with_warmup",
+    "get_polynomial_decay_schedule_with_warmup",
     "get_reduce_on_plateau_schedule", "get_scheduler", "get_wsd_schedule", "set_seed",
 ]

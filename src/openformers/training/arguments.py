@@ -266,7 +266,8 @@ class TrainingArguments:
             setattr(self, name, value)
         for name in ("log_level", "log_level_replica"):
             if getattr(self, name) not in LOG_LEVELS:
-                raise ValueError(f"{name} must be one of {', '.join(map(repr, LOG_LEVELS))}; got {getattr(self, name)!r}.")
+                choices = ", ".join(map(repr, LOG_LEVELS))
+                raise ValueError(f"{name} must be one of {choices}; got {getattr(self, name)!r}.")
         if self.include_num_input_tokens_seen not in ("no", "all", "non_padding"):
             raise ValueError(
                 "include_num_input_tokens_seen must be True, False, 'no', 'all' or 'non_padding'; got "

@@ -65,6 +65,10 @@ def _stack(values: list, name: str, return_tensors: str, dtype=None):
         ) from error
 
 
+def _int64(values: list, return_tensors: str):
+    return np.array(values, dtype=np.int64) if return_tensors == "np" else torch.tensor(values, dtype=torch.int64)
+
+
 def _label_dtype(value, return_tensors: str):
     """Integer labels stay integers (int64), anything else becomes float32, as the reference does."""
     value = value.item() if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0 else value
@@ -84,7 +88,8 @@ def default_data_collator(features: list, return_tensors: str = "pt") -> dict[st
                                  _label_dtype(first["label"], return_tensors))
     elif first.get("label_ids") is not None:
         label_ids = first["label_ids"]
-        dtype = None if isinstance(label_ids, (torch.Tensor, np.ndarray)) else _label_dtype(label_ids[0], return_tensors)
+        stacked = isinstance(label_ids, (torch.Tensor, np.ndarray))
+        dtype = None if stacked else _label_dtype(label_ids[0], return_tensors)
         batch["labels"] = _stack([row["label_ids"] for row in rows], "label_ids", return_tensors, dtype)
     for name, value in first.items():
         if name not in ("label", "label_ids") and value is not None and not isinstance(value, str):
@@ -275,7 +280,7 @@ class DataCollatorForTokenClassification:
         length = batch["input_ids"].shape[1]
         side = self.tokenizer.padding_side
         padded = [_pad_list(list(_plain(label)), length, self.label_pad_token_id, side) for label in labels]
-        batch[name] = np.array(padded, dtype=np.int64) if return_tensors == "np" else torch.tensor(padded, dtype=torch.int64)
+        batch[name] = _int64(padded, return_tensors)
         return batch
 
 
@@ -315,7 +320,7 @@ class DataCollatorForSeq2Seq:
                 longest = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
             side = self.tokenizer.padding_side
             padded = [_pad_list(list(_plain(label)), longest, self.label_pad_token_id, side) for label in labels]
-        batch["labels"] = np.array(padded, dtype=np.int64) if return_tensors == "np" else torch.tensor(padded, dtype=torch.int64)
+        batch["labels"] = _int64(padded, return_tensors)
         if self.model is not None and hasattr(self.model, "prepare_decoder_input_ids_from_labels"):
             batch["decoder_input_ids"] = self.model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
         return batch
@@ -345,8 +350,7 @@ class DataCollatorForMultipleChoice:
         batch = {name: value.reshape(len(rows), choices, -1) for name, value in batch.items()}
         if labels is not None:
             labels = [_plain(label) for label in labels]
-            batch["labels"] = np.array(labels, dtype=np.int64) if return_tensors == "np" else \
-                torch.tensor(labels, dtype=torch.int64)
+            batch["labels"] = _int64(labels, return_tensors)
         return batch
 
 
@@ -462,7 +466,8 @@ class DataCollatorForLanguageModeling:
         rows = [_as_row(feature) for feature in features]
         rows = [{k: v for k, v in row.items() if k not in ("label", "labels", "label_ids")} for row in rows]
         same_length = len({len(row["input_ids"]) for row in rows}) == 1
-        needs_padding = not same_length or (self.pad_to_multiple_of and len(rows[0]["input_ids"]) % self.pad_to_multiple_of)
+        multiple = self.pad_to_multiple_of
+        needs_padding = not same_length or bool(multiple and len(rows[0]["input_ids"]) % multiple)
         if needs_padding:
             _pad_id(self.tokenizer)
         batch = pad_features(self.tokenizer, rows, True if needs_padding else False, None, self.pad_to_multiple_of,
@@ -501,7 +506,8 @@ class DataCollatorForLanguageModeling:
         if self.whole_word_mask:
             chosen = torch.tensor(_spread_to_words(word_ids, chosen.numpy()), dtype=torch.bool)
         labels[~chosen] = -100
-        replaced = torch.bernoulli(torch.full(labels.shape, self.mask_replace_prob), generator=generator).bool() & chosen
+        replaced = torch.bernoulli(torch.full(labels.shape, self.mask_replace_prob), generator=generator).bool()
+        replaced &= chosen
         inputs[replaced] = self.tokenizer.mask_token_id
         if self.mask_replace_prob == 1 or self.random_replace_prob == 0:
             return inputs, labels

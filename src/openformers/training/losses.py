@@ -47,7 +47,9 @@ def label_smoothed_loss(outputs, labels: torch.Tensor, epsilon: float, shift_lab
 def add_neftune_noise(model, alpha: float):
     """NEFTune: uniform noise of size alpha / sqrt(length * width) on the input embeddings while training."""
     if not hasattr(model, "get_input_embeddings"):
-        raise ValueError(f"neftune_noise_alpha needs a model with get_input_embeddings(); {type(model).__name__} has none.")
+        raise ValueError(
+            f"neftune_noise_alpha needs a model with get_input_embeddings(); {type(model).__name__} has none."
+        )
 
     def add_noise(module, inputs, output):
         if not module.training:

@@ -21,7 +21,9 @@ class Adafactor(Optimizer):
     def __init__(self, params, lr=None, eps=(1e-30, 1e-3), clip_threshold=1.0, decay_rate=-0.8, beta1=None,
                  weight_decay=0.0, scale_parameter=True, relative_step=True, warmup_init=False):
         if lr is not None and relative_step:
-            raise ValueError("Adafactor: lr= is an outside learning rate; pass relative_step=False with it (or drop lr).")
+            raise ValueError(
+                "Adafactor: lr= is an outside learning rate; pass relative_step=False with it (or drop lr)."
+            )
         if warmup_init and not relative_step:
             raise ValueError("Adafactor: warmup_init=True only applies with relative_step=True.")
         defaults = dict(lr=lr, eps=eps, clip_threshold=clip_threshold, decay_rate=decay_rate, beta1=beta1,

@@ -364,7 +364,8 @@ class Trainer:
                 {"params": [p for n, p in named if n in decay], "weight_decay": self.args.weight_decay},
                 {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
             ]
-            optimizer_class, options = self.optimizer_cls_and_kwargs or self.get_optimizer_cls_and_kwargs(self.args, model)
+            chosen = self.optimizer_cls_and_kwargs or self.get_optimizer_cls_and_kwargs(self.args, model)
+            optimizer_class, options = chosen
             self.optimizer = optimizer_class([g for g in groups if g["params"]], **options)
         return self.optimizer
 
