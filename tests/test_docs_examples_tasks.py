@@ -465,3 +465,22 @@ def test_tokenizer_classes_built_from_their_files(request):
                 bert_tokenizer.decode(bert_tokenizer(text)["input_ids"], skip_special_tokens=True))
 
     assert_same(*run_both(example))
+
+
+def test_pipeline_over_a_generator_and_a_dataset_column(request):
+    """pipeline_tutorial.md: large inputs are streamed through the pipeline from a generator or a dataset."""
+    checkpoint = folder("bert-sequence-classification", request)
+
+    def example(lib):
+        pipe = lib.pipeline("text-classification", model=str(checkpoint))
+
+        def data():
+            for i in range(5):
+                yield f"My example {i}"
+
+        streamed = [out for out in pipe(data(), batch_size=2)]
+        dataset = imdb_like()
+        from_column = pipe(list(dataset["text"]), batch_size=3, truncation=True)
+        return streamed, from_column
+
+    assert_same(*run_both(example))
