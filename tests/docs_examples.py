@@ -98,11 +98,25 @@ def _build(kind: str, folder: Path, cache) -> None:
     model.eval().save_pretrained(folder)
 
 
+class _SessionFolders:
+    """pytest's cache.mkdir, for runs without the cache plugin: folders that last the session only."""
+
+    def __init__(self, tmp_path_factory):
+        self.root = tmp_path_factory.getbasetemp()
+
+    def mkdir(self, name: str) -> Path:
+        folder = self.root / name
+        folder.mkdir(exist_ok=True)
+        return folder
+
+
 def tiny(kind: str, request) -> Path:
     """The folder of the tiny model `kind`, built by the reference on first use and kept for the session."""
     if kind not in _folders:
-        folder = request.getfixturevalue("tmp_path_factory").mktemp(kind)
-        _build(kind, folder, request.config.cache)
+        tmp_path_factory = request.getfixturevalue("tmp_path_factory")
+        folder = tmp_path_factory.mktemp(kind)
+        cache = getattr(request.config, "cache", None) or _SessionFolders(tmp_path_factory)  # -p no:cacheprovider
+        _build(kind, folder, cache)
         _folders[kind] = folder
     return _folders[kind]
 
