@@ -696,3 +696,17 @@ def test_strategies_moved_to_the_hub_are_refused_alike(llama, strategy):
         return type(refused.value).__name__
 
     assert_same(*run_both(example))
+
+
+def test_cache_position_must_continue_the_cache(llama):
+    """openformers' caches append: a cache_position that skips slots is refused, naming the argument."""
+    import openformers
+
+    tokenizer, model = load(openformers, llama)
+    past_key_values = openformers.DynamicCache(config=model.config)
+    inputs = tokenizer("Hello", return_tensors="pt")
+    length = inputs.input_ids.shape[1]
+    model(**inputs, cache_position=torch.arange(length), past_key_values=past_key_values, use_cache=True)
+    with pytest.raises(ValueError, match=f"cache_position starts at {length + 2}, but the cache holds {length}"):
+        model(input_ids=inputs.input_ids[:, -1:], cache_position=torch.tensor([length + 2]),
+              past_key_values=past_key_values, use_cache=True)

@@ -156,12 +156,12 @@ class LlamaPreTrainedModel(PreTrainedModel):
         return LlamaModel(config)
 
     def run_decoder(self, input_ids, attention_mask, position_ids, past_key_values, cache, inputs_embeds, use_cache,
-                    output_attentions, output_hidden_states) -> BaseModelOutputWithPast:
+                    output_attentions, output_hidden_states, cache_position=None) -> BaseModelOutputWithPast:
         """A head's call of its decoder stack, answered as an output object whatever return_dict says."""
         return getattr(self, self.base_model_prefix)(
             input_ids, attention_mask, position_ids, past_key_values, cache=cache, inputs_embeds=inputs_embeds,
             use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            return_dict=True,
+            return_dict=True, cache_position=cache_position,
         )
 
 
@@ -187,7 +187,7 @@ class LlamaModel(LlamaPreTrainedModel):
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None, cache_position=None,
     ) -> BaseModelOutputWithPast | tuple:
         """The last hidden state (B, T, C) after the final norm; with output_hidden_states, also the embeddings
         and every layer's output (the last one normed), and with output_attentions every layer's weights."""
@@ -198,6 +198,8 @@ class LlamaModel(LlamaPreTrainedModel):
             output_attentions, output_hidden_states, return_dict
         )
         cache = forward_cache(past_key_values, cache, use_cache)
+        if cache_position is not None and position_ids is None:
+            position_ids = self._positions_of(cache_position, cache)
         plain = not (output_attentions or output_hidden_states) and input_ids is not None
         if plain and self._decodes_with_kernels(input_ids, attention_mask, cache):
             hidden = self._decode_with_kernels(input_ids, position_ids, cache)
@@ -228,6 +230,18 @@ class LlamaModel(LlamaPreTrainedModel):
             last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states), attentions=recorded(attentions),
         )
         return self.returned(output, return_dict)
+
+    @staticmethod
+    def _positions_of(cache_position, cache):
+        """position_ids from the reference's cache_position (the slots the new tokens take in the cache). The cache
+        here always appends, so the slots must start where the cache ends."""
+        past = cache.seq_len if cache is not None else 0
+        if int(cache_position[0]) != past:
+            raise ValueError(
+                f"cache_position starts at {int(cache_position[0])}, but the cache holds {past} positions: new tokens "
+                "are appended to the cache, so cache_position must start at its length."
+            )
+        return cache_position[None]
 
     def _decodes_with_kernels(self, input_ids, attention_mask, cache) -> bool:
         """Whether this step is one token of one sequence after a cached prompt: the compiled kernel's case."""
@@ -302,12 +316,12 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None, cache_position=None,
     ) -> CausalLMOutputWithPast | tuple:
         if labels is not None and logits_to_keep:
             raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
         base = self.run_decoder(input_ids, attention_mask, position_ids, past_key_values, cache, inputs_embeds,
-                                use_cache, output_attentions, output_hidden_states)
+                                use_cache, output_attentions, output_hidden_states, cache_position)
         hidden = base.last_hidden_state
         hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
         logits = self.lm_head(hidden)  # a decoding step's one row goes to the compiled kernel (layers.Linear)
