@@ -442,3 +442,29 @@ def test_half_precision_full_eval_casts_the_model_as_the_reference(tmp_path):
         metrics = trainer.evaluate()
         results.append((metrics["eval_loss"], trainer.model.score.weight.dtype))
     assert results[1] == (pytest.approx(results[0][0], rel=1e-3), results[0][1])
+
+
+class RowStream(torch.utils.data.IterableDataset):
+    """A dataset without a length, read in order (as a streamed dataset is)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __iter__(self):
+        return iter(self.rows)
+
+
+def test_a_stream_without_length_trains_as_the_reference(tmp_path):
+    results = []
+    for library in (transformers, openformers):
+        torch.manual_seed(0)
+        trainer = library.Trainer(model=TinyDropoutModel(), train_dataset=RowStream(_rows(18)), args=_args(
+            library, tmp_path / library.__name__, max_steps=7, gradient_accumulation_steps=2,
+            save_strategy="steps", save_steps=3))
+        trainer.train()
+        results.append((_curve(trainer), _curve(trainer, "epoch")))
+    assert results[1][0] == pytest.approx(results[0][0], rel=1e-6)
+    assert results[1][1] == pytest.approx(results[0][1], rel=1e-9)
+    with pytest.raises(ValueError, match="set max_steps"):
+        openformers.Trainer(model=TinyDropoutModel(), train_dataset=RowStream(_rows()),
+                            args=_args(openformers, tmp_path)).train()

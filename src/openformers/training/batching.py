@@ -4,6 +4,13 @@ import numpy as np
 import torch
 
 
+def has_length(dataset) -> bool:
+    try:
+        return len(dataset) is not None
+    except (TypeError, NotImplementedError):
+        return False
+
+
 def dataset_length(dataset) -> int:
     try:
         return len(dataset)

@@ -14,13 +14,16 @@ seed is set when the Trainer is built, the data order of each epoch comes from a
 restores them, so runs with dropout draw the reference's masks and a resumed run continues the same run.
 """
 
+import collections
 import dataclasses
 import datetime
 import inspect
+import itertools
 import json
 import math
 import os
 import random
+import sys
 import time
 import warnings
 from contextlib import nullcontext
@@ -42,7 +45,7 @@ from .callbacks import (
 from . import push
 from .callbacks import ExportableState, _states_by_name
 from .batching import (
-    LazyBatches, arrays_per_batch, concat_batches, dataset_length, length_grouped_order, plain_number,
+    LazyBatches, has_length, arrays_per_batch, concat_batches, dataset_length, length_grouped_order, plain_number,
     predictions_of, rows_in, to_device,
 )
 from .collators import DataCollatorWithPadding, PadWithId, default_data_collator
@@ -302,6 +305,19 @@ class Trainer:
             batches.pop()
         return batches
 
+    def _stream_loader(self, epoch: int, batch_size: int) -> DataLoader:
+        """Batches read in order from a dataset without a length (an IterableDataset, a streamed dataset)."""
+        if hasattr(self.train_dataset, "set_epoch"):  # a streamed dataset reshuffles its buffer per pass
+            self.train_dataset.set_epoch(epoch)
+        args = self.args
+        options = {}
+        if args.dataloader_num_workers > 0:
+            options.update(persistent_workers=args.dataloader_persistent_workers,
+                           prefetch_factor=args.dataloader_prefetch_factor)
+        return DataLoader(self.train_dataset, batch_size=batch_size, collate_fn=self._collate,
+                          num_workers=args.dataloader_num_workers, drop_last=args.dataloader_drop_last,
+                          pin_memory=args.dataloader_pin_memory and self.device.type == "cuda", **options)
+
     def _row_lengths(self, dataset) -> list[int]:
         """Row lengths for group_by_length: the length column when the dataset has one, else the main input's."""
         column = self.args.length_column_name
@@ -449,14 +465,26 @@ class Trainer:
     def _training_loop(self, batch_size: int, resume_from_checkpoint, trial) -> TrainOutput:
         args = self.args
         self._train_batch_size = batch_size
-        micro_batches_per_epoch = len(self.get_train_dataloader())
-        if micro_batches_per_epoch == 0:
-            raise ValueError("The train_dataset is empty (or smaller than one batch with dataloader_drop_last=True).")
-        steps_per_epoch = math.ceil(micro_batches_per_epoch / args.gradient_accumulation_steps)
-        if args.max_steps > 0:
-            max_steps, num_epochs = args.max_steps, math.ceil(args.max_steps / steps_per_epoch)
-        else:
-            max_steps, num_epochs = math.ceil(args.num_train_epochs * steps_per_epoch), math.ceil(args.num_train_epochs)
+        sized = has_length(self.train_dataset)
+        if sized:
+            micro_batches_per_epoch = len(self.get_train_dataloader())
+            if micro_batches_per_epoch == 0:
+                raise ValueError("The train_dataset is empty (or smaller than one batch with dataloader_drop_last=True).")
+            steps_per_epoch = math.ceil(micro_batches_per_epoch / args.gradient_accumulation_steps)
+            if args.max_steps > 0:
+                max_steps, num_epochs = args.max_steps, math.ceil(args.max_steps / steps_per_epoch)
+            else:
+                max_steps = math.ceil(args.num_train_epochs * steps_per_epoch)
+                num_epochs = math.ceil(args.num_train_epochs)
+        elif self.train_dataset is None:
+            raise ValueError("Trainer.train() needs a train_dataset.")
+        elif args.max_steps <= 0:
+            raise ValueError(
+                f"The train_dataset ({type(self.train_dataset).__name__}) has no length, so the number of steps cannot "
+                "be worked out from num_train_epochs: set max_steps > 0."
+            )
+        else:  # a stream: passes over it ("epochs") go on until max_steps, as the reference's do
+            max_steps, num_epochs, steps_per_epoch = args.max_steps, sys.maxsize, args.max_steps
 
         self.create_optimizer()
         self.create_scheduler(max_steps)
@@ -483,35 +511,50 @@ class Trainer:
             self._evaluate_during_training()
         start = time.perf_counter()
         grad_norm = None
-        for epoch in range(self.state.global_step // steps_per_epoch, num_epochs):
+        first_epoch, carried = self.state.global_step // steps_per_epoch, 0.0
+        for epoch in range(first_epoch, num_epochs):
             if self.state.global_step >= max_steps:  # resumed from the run's last checkpoint: nothing left to do
                 break
-            batches = self._batches(self.train_dataset, batch_size, epoch, args.dataloader_drop_last)
             done = (self.state.global_step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
+            if not sized and epoch > first_epoch:  # a stream's later passes start from its beginning
+                done = 0
             if args.ignore_data_skip:  # resume with the epoch's first batches instead of those not yet seen
                 done = 0
-            loader = self._loader(self.train_dataset, batches[done:])
+            if sized:
+                batches = self._batches(self.train_dataset, batch_size, epoch, args.dataloader_drop_last)
+                loader, total = self._loader(self.train_dataset, batches[done:]), len(batches)
+            else:
+                loader, total = self._stream_loader(epoch, batch_size), max_steps * args.gradient_accumulation_steps
             self.callback_handler.train_dataloader = loader
             self.control = self.callback_handler.on_epoch_begin(args, self.state, self.control)
             resumed_mid_epoch = self._pending_rng is not None and done > 0
             if self._pending_rng is not None and not resumed_mid_epoch:
                 self._restore_rng()  # at an epoch boundary: before the loader draws its seed, as the reference
             micro_batches = iter(loader)
-            while done < len(batches):
-                group = [next(micro_batches) for _ in range(min(args.gradient_accumulation_steps, len(batches) - done))]
+            if not sized and done:  # a stream cannot be indexed: the batches already trained on are read and dropped
+                collections.deque(itertools.islice(micro_batches, done), maxlen=0)
+            while done < total:
+                group = list(itertools.islice(micro_batches, min(args.gradient_accumulation_steps, total - done)))
+                if not group:  # the stream ran out: the next pass starts over
+                    break
+                if not sized and len(group) < args.gradient_accumulation_steps:
+                    # the stream ran out mid-step: these gradients and this loss go into the next pass's first step
+                    carried += self._accumulate(model, group, final=False)
+                    break
                 if resumed_mid_epoch:  # mid-epoch: after the first batches are drawn, as the reference
                     self._restore_rng()
                     resumed_mid_epoch = False
                 done += len(group)
                 self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
-                step_loss, grad_norm = self._optimizer_step(model, group)
+                step_loss, grad_norm = self._optimizer_step(model, group, carried)
+                carried = 0.0
                 if args.logging_nan_inf_filter and not math.isfinite(step_loss):
                     # counted as the mean of the steps since the last log, as the reference's filter does
                     step_loss = loop["loss_since_log"] / (1 + self.state.global_step - loop["last_logged_step"])
                 loop["loss_since_log"] += step_loss
                 loop["total_loss"] += step_loss
                 self.state.global_step += 1
-                self.state.epoch = epoch + done / len(batches)
+                self.state.epoch = epoch + done / total
                 if args.torch_empty_cache_steps and self.state.global_step % args.torch_empty_cache_steps == 0 \
                         and self.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -588,13 +631,14 @@ class Trainer:
         models return means, so each gets its share of the label tokens (the same sum over the tokens); any
         other model's mean is divided by the micro-batches of the step.
         """
+        steps = len(group)
         world = self.world_size
         if num_items is not None and (self.model_accepts_loss_kwargs or self.compute_loss_func is not None):
             return [(1.0, 1.0 / world)] * len(group)
         if num_items is not None and is_openformers_model(self.model):
             shares = [self._model_share(batch, float(num_items)) for batch in group]
             return [(share * world, share) for share in shares]
-        return [(1.0 / len(group), 1.0 / (len(group) * world))] * len(group)
+        return [(1.0 / steps, 1.0 / (steps * world))] * len(group)
 
     def _count_input_tokens(self, group: list[dict]) -> None:
         mode = self.args.include_num_input_tokens_seen
@@ -613,8 +657,22 @@ class Trainer:
             seen = int(seen_tensor)
         self.state.num_input_tokens_seen += seen
 
-    def _optimizer_step(self, model, group: list[dict]) -> tuple[float, float | None]:
-        """Forward and backward over the micro-batches of one step, then clip, step and schedule."""
+    def _optimizer_step(self, model, group: list[dict], carried: float = 0.0) -> tuple[float, float | None]:
+        """Forward and backward over the micro-batches of one step, then clip, step and schedule.
+
+        `carried` is the loss of micro-batches whose gradients were added before (see _accumulate)."""
+        step_loss = self._accumulate(model, group) + carried
+        if self.world_size > 1:
+            total = torch.tensor(step_loss, device=self.device)
+            dist.all_reduce(total)  # the step's loss over the whole global batch
+            step_loss = float(total)
+        return step_loss, self._apply_gradients()
+
+    def _accumulate(self, model, group: list[dict], final: bool = True) -> float:
+        """Forward and backward over micro-batches, adding to the gradients; returns their share of the loss.
+
+        A stream's last micro-batches that do not fill a step go through here with final=False: their
+        gradients wait for the next pass's first step, as the reference's do."""
         self.state.total_flos += self._flos_per_token * float(sum(b["input_ids"].numel() for b in group if "input_ids" in b))
         self._count_input_tokens(group)
         num_items = self._num_items_in_batch(group)
@@ -622,7 +680,7 @@ class Trainer:
         step_loss = torch.zeros((), device=self.device)
         for index, (batch, (grad_weight, log_weight)) in enumerate(zip(group, weights)):
             batch = to_device(batch, self.device)
-            last = index == len(group) - 1
+            last = final and index == len(group) - 1
             sync = nullcontext() if last or self.world_size == 1 else model.no_sync()
             with sync:
                 with self._autocast():
@@ -632,8 +690,10 @@ class Trainer:
             step_loss += loss.detach().float() * log_weight
             if not last:
                 self.control = self.callback_handler.on_substep_end(self.args, self.state, self.control)
-        if self.world_size > 1:
-            dist.all_reduce(step_loss)  # the step's loss over the whole global batch
+        return float(step_loss)
+
+    def _apply_gradients(self) -> float | None:
+        """Unscale, clip, step the optimizer and the schedule, and clear the gradients; returns the grad norm."""
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         grad_norm = None
@@ -652,7 +712,7 @@ class Trainer:
             self._last_lr = self.lr_scheduler.get_last_lr()[0]  # the rate this step used, which is what gets logged
             self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(step_loss), grad_norm
+        return grad_norm
 
     def _call_compute_loss(self, model, inputs: dict, num_items, return_outputs: bool = False):
         """compute_loss, also when a subclass overrides it with the older signature (no num_items_in_batch)."""
