@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from openformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, LlamaConfig, LlamaForCausalLM
+from openformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSequenceClassification
+from openformers import LlamaConfig, LlamaForCausalLM
 from openformers import PreTrainedConfig, PreTrainedModel
 
 transformers = pytest.importorskip("transformers")
@@ -269,3 +270,16 @@ def test_from_pretrained_passes_model_arguments_to_the_class(bert):
     torch.testing.assert_close(ours_out.last_hidden_state, theirs_out.last_hidden_state)
     with pytest.raises(TypeError, match=r"unexpected keyword arguments \['add_pooling_layr'\].*arguments of BertModel"):
         AutoModel.from_pretrained(bert[0], add_pooling_layr=False)
+
+
+def test_output_loading_info_reports_like_the_reference(llama, tmp_path):
+    AutoModelForCausalLM.from_pretrained(llama[0]).save_pretrained(tmp_path)
+    with pytest.warns(UserWarning, match="newly initialized"):
+        model, info = AutoModelForSequenceClassification.from_pretrained(tmp_path, output_loading_info=True)
+    _, theirs = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path, output_loading_info=True)
+    assert set(info) == set(theirs) == {"missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"}
+    assert info["missing_keys"] == set(theirs["missing_keys"]) == {"score.weight"}
+    assert info["unexpected_keys"] == set(theirs["unexpected_keys"])  # the untied LM head's weight, when stored
+    assert info["mismatched_keys"] == set() and info["error_msgs"] == []
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path, output_loading_info=False)
+    assert isinstance(plain, LlamaForCausalLM)

@@ -552,8 +552,9 @@ def load_pretrained(
     attn_implementation: str | None = None,
     generation_config: GenerationConfig | None = None,
     low_cpu_mem_usage: bool | None = None,
+    output_loading_info: bool = False,
     **config_overrides,
-) -> PreTrainedModel:
+) -> PreTrainedModel | tuple[PreTrainedModel, dict]:
     """Resolve the files, read the config, let `choose_class(config, source)` pick the class, and load.
 
     dtype: None loads float32 (as the reference does), "auto" keeps the checkpoint's dtype (float32 for
@@ -569,7 +570,10 @@ def load_pretrained(
     eager path; forward(output_attentions=True) uses it whatever this says); stored as
     config._attn_implementation. generation_config: used instead of the checkpoint's generation_config.json.
     low_cpu_mem_usage is accepted for compatibility: loading always builds the model on the meta device and
-    reads the weights memory-mapped, so it uses little memory whatever it says.
+    reads the weights memory-mapped, so it uses little memory whatever it says. output_loading_info=True
+    returns (model, {"missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"}) as the reference does:
+    the weights newly initialized, the checkpoint's unused ones, and (name, checkpoint shape, model shape) of
+    those initialized for their shape (ignore_mismatched_sizes=True).
     """
     if trust_remote_code:
         raise ValueError(
@@ -596,7 +600,8 @@ def load_pretrained(
         state_dict = model_class.from_checkpoint_layout(state_dict)
     with torch.device("meta"):
         model = model_class(config, **model_arguments)
-    state_dict = _match_checkpoint_to_model(model, state_dict, source, ignore_mismatched_sizes)
+    report = {}
+    state_dict = _match_checkpoint_to_model(model, state_dict, source, ignore_mismatched_sizes, report)
     model.load_state_dict(state_dict, strict=True, assign=True)
     model.tie_weights()
     _rebuild_buffers(model)
@@ -608,7 +613,7 @@ def load_pretrained(
         model.generation_config = generation_config
     elif files.gguf_file is None and files.file("generation_config.json"):
         model.generation_config = GenerationConfig.from_json_file(files.folder / "generation_config.json")
-    return model.eval()
+    return (model.eval(), report) if output_loading_info else model.eval()
 
 
 def _open_checkpoint(files: ModelFiles, overrides: dict, given: PretrainedConfig | None, config_class):
@@ -683,7 +688,8 @@ def _overridden_copy(config: PretrainedConfig, overrides: dict) -> tuple[Pretrai
 
 
 def _match_checkpoint_to_model(
-    model: PreTrainedModel, state_dict: dict, source: Path, ignore_mismatched_sizes: bool = False
+    model: PreTrainedModel, state_dict: dict, source: Path, ignore_mismatched_sizes: bool = False,
+    report: dict | None = None,
 ) -> dict:
     """Fit the checkpoint's names to the model's; raise one error listing every key that does not fit.
 
@@ -691,7 +697,7 @@ def _match_checkpoint_to_model(
     none): they are moved under this model's prefix. Weights outside the base model belong to a head:
     this model's head is loaded from them when they are there and initialized when not; another head's
     (a causal LM checkpoint read for classification) are left out. With `ignore_mismatched_sizes`, weights
-    whose shapes differ are initialized too. All of these are reported in one warning.
+    whose shapes differ are initialized too. All of these are reported in one warning, and in `report` when given.
     """
     ignored = re.compile("|".join(model.ignored_checkpoint_keys))
     state_dict = {k: v for k, v in state_dict.items() if not ignored.search(k)}
@@ -733,6 +739,9 @@ def _match_checkpoint_to_model(
             f"{source} does not fit {type(model).__name__} ({model.config.model_type}): " + "; ".join(problems)
             + "." + advice
         )
+    if report is not None:
+        report.update(missing_keys=set(new_head), unexpected_keys=set(other_head), error_msgs=[], mismatched_keys={
+            (k, tuple(state_dict[k].shape), tuple(expected[k].shape)) for k in resized})
     for k in other_head:
         del state_dict[k]
     if new_head or resized:
