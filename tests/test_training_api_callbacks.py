@@ -133,3 +133,12 @@ def test_get_last_checkpoint_as_the_reference(tmp_path):
     (tmp_path / "checkpoint-99").write_text("a file, not a checkpoint")
     assert openformers.training.get_last_checkpoint(str(tmp_path)) == get_last_checkpoint(str(tmp_path))
     assert openformers.training.get_last_checkpoint(str(tmp_path / "other")) is None
+
+
+def test_early_stopping_without_its_metric_warns_and_carries_on():
+    stopper = openformers.EarlyStoppingCallback(early_stopping_patience=1)
+    args = openformers.TrainingArguments(eval_strategy="epoch", metric_for_best_model="accuracy")
+    control = openformers.TrainerControl()
+    with pytest.warns(UserWarning, match="eval_accuracy"):
+        stopper.on_evaluate(args, openformers.TrainerState(), control, metrics={"eval_loss": 1.0})
+    assert not control.should_training_stop and stopper.early_stopping_patience_counter == 0

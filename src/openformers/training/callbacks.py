@@ -322,8 +322,10 @@ class EarlyStoppingCallback(TrainerCallback, ExportableState):
         name = args.metric_for_best_model
         name = name if name.startswith("eval_") else f"eval_{name}"
         value = (metrics or {}).get(name)
-        if value is None:
-            raise ValueError(f"EarlyStoppingCallback: metric {name!r} is not among the evaluation metrics {sorted(metrics or {})}.")
+        if value is None:  # the reference skips early stopping for this evaluation, and says so
+            warnings.warn(f"EarlyStoppingCallback: metric {name!r} is not among the evaluation metrics "
+                          f"{sorted(metrics or {})}; early stopping is skipped.", stacklevel=2)
+            return
         best = state.best_metric
         improved = best is None or (
             (value > best if args.greater_is_better else value < best)
