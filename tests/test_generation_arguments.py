@@ -305,3 +305,15 @@ def test_synced_gpus_keeps_processes_in_step(models, tmp_path):
         alone = [ours.generate(ids, max_new_tokens=2 + 6 * rank, eos_token_id=None, **strategy).tolist()
                  for strategy in SYNCED_STRATEGIES]
         assert results[rank] == alone
+
+
+@pytest.mark.parametrize("draft", [False, True])
+def test_a_config_asking_for_tuples_still_generates(tmp_path, ids, draft):
+    """config.return_dict=False makes forward return tuples; generate reads outputs by name all the same (the
+    reference's own generate fails on such a config, so it runs with the default one)."""
+    theirs, _ = _pair(tmp_path)
+    ours = AutoModelForCausalLM.from_pretrained(tmp_path, return_dict=False)
+    assert isinstance(ours(ids), tuple)
+    options = {"assistant_model": ours} if draft else {}
+    expected = _theirs(theirs, ids[:1], max_new_tokens=5, eos_token_id=None)
+    assert torch.equal(_ours(ours, ids[:1], max_new_tokens=5, eos_token_id=None, **options), expected)

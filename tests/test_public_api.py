@@ -169,3 +169,24 @@ def test_top_level_names_resolve_to_the_same_object_as_their_submodule():
 def test_an_unknown_name_raises_attribute_error_naming_it():
     with pytest.raises(AttributeError, match="NoSuchThing"):
         openformers.NoSuchThing
+
+
+@pytest.mark.parametrize("path", sorted(openformers._REFERENCE_MODULE_PATHS))
+def test_the_reference_module_paths_serve_the_names_in_scope(path):
+    """`from transformers.modeling_outputs import X` runs as `from openformers.modeling_outputs import X`."""
+    reference = importlib.import_module(path.replace("openformers", "transformers", 1))
+    ours = importlib.import_module(path)
+    in_scope = set(_names_in_scope()) | (set(transformers.generation.__all__) - set(EXCLUDED_NAMES))
+    defined_there = {name for name, value in vars(reference).items()
+                     if getattr(value, "__module__", None) == reference.__name__}
+    wanted = sorted(defined_there & in_scope)
+    missing = [name for name in wanted if not _exists(ours, name)]
+    assert not missing, f"{path} lacks {missing}"
+
+
+def test_model_outputs_import_from_the_reference_path():
+    from openformers.modeling_outputs import CausalLMOutputWithPast, SequenceClassifierOutputWithPast  # noqa: F401
+    from openformers.modeling_utils import PreTrainedModel
+    from openformers.configuration_utils import PretrainedConfig
+
+    assert PreTrainedModel is openformers.PreTrainedModel and PretrainedConfig is openformers.PretrainedConfig

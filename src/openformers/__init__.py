@@ -6,6 +6,9 @@ its import line; `tests/test_public_api.py` checks them against the reference's 
 """
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 __version__ = "0.1.0"
 
@@ -117,6 +120,49 @@ _public(
 )
 
 __all__ = sorted([*_MODULE_OF, "logging"])
+
+# The reference's module paths that user code imports from (custom models, callbacks, training scripts), each
+# served by the module here that holds those names.
+_REFERENCE_MODULE_PATHS = {
+    "openformers.modeling_outputs": "openformers.models.outputs",
+    "openformers.modeling_utils": "openformers.models.base",
+    "openformers.configuration_utils": "openformers.configs",
+    "openformers.cache_utils": "openformers.generation.cache",
+    "openformers.tokenization_utils_base": "openformers.tokenizers",
+    "openformers.tokenization_utils": "openformers.tokenizers",
+    "openformers.tokenization_utils_fast": "openformers.tokenizers",
+    "openformers.trainer": "openformers.training.trainer",
+    "openformers.trainer_callback": "openformers.training.callbacks",
+    "openformers.trainer_utils": "openformers.training",
+    "openformers.training_args": "openformers.training.arguments",
+    "openformers.optimization": "openformers.training",
+    "openformers.data.data_collator": "openformers.training.collators",
+    # Watermarking is one module here and is spread over several there: the package holds every name.
+    "openformers.generation.logits_process": "openformers.generation",
+    "openformers.generation.configuration_utils": "openformers.generation",
+    "openformers.generation.candidate_generator": "openformers.generation",
+    "openformers.generation.utils": "openformers.generation",
+}
+
+
+class _ReferenceModulePaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports `openformers.modeling_outputs` and the like as the module that holds their names here."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname == "openformers.data" or fullname in _REFERENCE_MODULE_PATHS:
+            return importlib.util.spec_from_loader(fullname, self, is_package=fullname == "openformers.data")
+        return None
+
+    def create_module(self, spec):
+        if spec.name == "openformers.data":
+            return None  # an empty package, the parent of data.data_collator
+        return importlib.import_module(_REFERENCE_MODULE_PATHS[spec.name])
+
+    def exec_module(self, module):
+        pass
+
+
+sys.meta_path.append(_ReferenceModulePaths())
 
 
 def __getattr__(name):

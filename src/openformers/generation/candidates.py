@@ -122,7 +122,7 @@ class AssistedCandidateGenerator(CandidateGenerator):
         return self._forward(input_ids[:, shared:])[:, -1]
 
     def _forward(self, ids: torch.Tensor) -> torch.Tensor:
-        output = self.assistant_model(ids, past_key_values=self.cache, logits_to_keep=1)
+        output = self.assistant_model(ids, past_key_values=self.cache, logits_to_keep=1, return_dict=True)
         return output.logits
 
     def _draft_stops(self, token: torch.Tensor, scores: torch.Tensor) -> bool:

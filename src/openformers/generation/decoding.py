@@ -690,6 +690,7 @@ class Decoder:
             position_ids=position_ids,
             past_key_values=self.cache,
             logits_to_keep=keep,
+            return_dict=True,  # whatever config.return_dict says: the loop reads outputs by name
             **self.extra,
         )
         if self.extra:
