@@ -503,3 +503,14 @@ def test_masking_and_dropout_draw_from_the_global_stream_in_the_references_order
         trainer.train()
         curves.append(_curve(trainer))
     assert curves[1] == pytest.approx(curves[0], rel=1e-6)
+
+
+def test_outputs_are_named_tuples_as_the_references(tmp_path):
+    trainer = openformers.Trainer(model=TinyDropoutModel(), args=_args(openformers, tmp_path, max_steps=2),
+                                  train_dataset=_rows())
+    result = trainer.train()
+    step, loss, metrics = result
+    assert result[0] == step == 2 and result.training_loss == loss and result._asdict()["metrics"] is metrics
+    prediction = trainer.predict(_rows(4))
+    assert prediction[0].shape == (4, 2) and prediction._fields == transformers.trainer_utils.PredictionOutput._fields
+    assert result._fields == transformers.trainer_utils.TrainOutput._fields

@@ -27,8 +27,8 @@ import sys
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -97,24 +97,18 @@ class EvalPrediction:
         return self.elements[index]
 
 
-@dataclass
-class TrainOutput:
+class TrainOutput(NamedTuple):
+    """What train() returns: unpacks, indexes and reads by name, as the reference's named tuple."""
+
     global_step: int
     training_loss: float
     metrics: dict
 
-    def __iter__(self):
-        return iter((self.global_step, self.training_loss, self.metrics))
 
-
-@dataclass
-class PredictionOutput:
+class PredictionOutput(NamedTuple):
     predictions: np.ndarray | tuple | None
     label_ids: np.ndarray | None
-    metrics: dict
-
-    def __iter__(self):
-        return iter((self.predictions, self.label_ids, self.metrics))
+    metrics: dict | None
 
 
 class Trainer:
