@@ -153,3 +153,17 @@ def test_main_process_first_runs_the_block_in_one_process():
     with TrainingArguments().main_process_first(desc="dataset map pre-processing"):
         ran.append(True)
     assert ran == [True]
+
+
+def test_progress_bars_follow_the_library_verbosity_as_the_reference():
+    import openformers
+
+    before = openformers.logging.get_verbosity(), transformers.logging.get_verbosity()
+    try:
+        for setter in ("set_verbosity_error", "set_verbosity_warning", "set_verbosity_info"):
+            getattr(openformers.logging, setter)()
+            getattr(transformers.logging, setter)()
+            assert TrainingArguments().disable_tqdm == transformers.TrainingArguments().disable_tqdm, setter
+    finally:
+        openformers.logging.set_verbosity(before[0])
+        transformers.logging.set_verbosity(before[1])

@@ -203,8 +203,10 @@ class TrainingArguments:
             if isinstance(value, str) and value.startswith("{"):
                 setattr(self, name, json.loads(value))
         self._resolve_aliases()
-        if self.disable_tqdm is None:
-            self.disable_tqdm = False
+        if self.disable_tqdm is None:  # progress bars go when the library logs only errors, as the reference's
+            from .. import logging as library_logging
+
+            self.disable_tqdm = library_logging.get_verbosity() > library_logging.WARNING
         if isinstance(self.include_num_input_tokens_seen, bool):
             self.include_num_input_tokens_seen = "all" if self.include_num_input_tokens_seen else "no"
         if isinstance(self.debug, str):
