@@ -87,8 +87,6 @@ EXCLUDED_NAMES = {
     "AttentionInterface": "attention registry", "Qwen2RMSNorm": "a layer, not a model", "BertLayer": "a layer",
     "BasicTokenizer": "the slow BERT tokenizer's parts", "WordpieceTokenizer": "same", "BertTokenizerLegacy": "same",
     "DataCollatorForPermutationLanguageModeling": "XLNet's objective",
-    "GreedyLR": "a schedule newer than the scope of 'Drop-in compatibility'", "get_greedy_schedule": "same",
-    "get_cosine_with_min_lr_schedule_with_warmup_lr_rate": "same",
     "add_start_docstrings": "docstring decorators of the reference's model code", "add_end_docstrings": "same",
     "MODEL_CARD_NAME": "model cards",
     "DummyObject": "placeholder machinery", "requires_backends": "same",

@@ -101,7 +101,8 @@ _public(
     "get_scheduler", "get_linear_schedule_with_warmup", "get_cosine_schedule_with_warmup",
     "get_cosine_with_hard_restarts_schedule_with_warmup", "get_cosine_with_min_lr_schedule_with_warmup",
     "get_polynomial_decay_schedule_with_warmup", "get_constant_schedule", "get_constant_schedule_with_warmup",
-    "get_inverse_sqrt_schedule", "get_reduce_on_plateau_schedule", "get_wsd_schedule", "Adafactor",
+    "get_inverse_sqrt_schedule", "get_reduce_on_plateau_schedule", "get_wsd_schedule",
+    "get_cosine_with_min_lr_schedule_with_warmup_lr_rate", "get_greedy_schedule", "GreedyLR", "Adafactor",
 )
 _public(
     "openformers.utils",
