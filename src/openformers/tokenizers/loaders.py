@@ -337,7 +337,9 @@ def settings_from_tokenizer_json(path: Path | dict, config: dict) -> dict:
         data, path = json.loads(json.dumps(path)), "tokenizer_object"
     else:
         data = _read_json(path)
-    _apply_options(data, config.get("_explicit", {}))
+    if config.get("tokenizer_class") not in ("PreTrainedTokenizerFast", "TokenizersBackend"):
+        # the reference's generic class loads tokenizer.json as it is (add_prefix_space=True changes nothing there)
+        _apply_options(data, config.get("_explicit", {}))
     try:
         pipeline = pipeline_from_tokenizer_json(data)
     except (ValueError, KeyError, TypeError) as error:
