@@ -4,7 +4,7 @@
 or the tokenizer in a GGUF file, as the class the reference would pick (`classes.py`).
 """
 
-from .base import AddedToken, Pipeline, PreTrainedTokenizer, PreTrainedTokenizerBase
+from .base import PreTrainedTokenizer, PreTrainedTokenizerBase
 from .classes import (
     AutoTokenizer,
     BertTokenizer,
@@ -36,6 +36,7 @@ from .encoding import (
     TruncationStrategy,
 )
 from .loaders import load_tokenizer, pipeline_from_tokenizer_json, read_gguf_metadata
+from .pipeline import AddedToken, Pipeline
 
 __all__ = [
     "SPIECE_UNDERLINE",

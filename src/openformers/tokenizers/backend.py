@@ -9,6 +9,8 @@ Tokenizer, for code (like the Hugging Face course) that looks inside a tokenizer
 import json
 from pathlib import Path
 
+from .pipeline import added_token_json
+
 
 class NormalizerView:
     """A normalizer with `normalize_str`."""
@@ -106,11 +108,8 @@ class BackendTokenizer:
         if self._pipeline.source is None:
             raise ValueError("This tokenizer was read from a SentencePiece or GGUF file; it has no tokenizer.json form.")
         data = dict(self._pipeline.source)
-        data["added_tokens"] = [
-            {"id": token_id, "content": token.content, "single_word": token.single_word, "lstrip": token.lstrip,
-             "rstrip": token.rstrip, "normalized": token.normalized, "special": token.special}
-            for token_id, token in sorted(self._pipeline.added.tokens.items())
-        ]  # fmt: skip
+        added = sorted(self._pipeline.added.tokens.items())
+        data["added_tokens"] = [added_token_json(token_id, token) for token_id, token in added]
         return json.dumps(data, ensure_ascii=False, indent=2 if pretty else None)
 
     def save(self, path: str, pretty: bool = True) -> None:

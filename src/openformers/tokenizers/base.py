@@ -1,360 +1,29 @@
-"""The user-facing tokenizer: text to ids and back, with the reference's API.
+"""The user-facing tokenizer (the facade): text to ids and back, with the reference's API.
 
-    added tokens split off -> normalizer -> pre-tokenizer -> model -> post-processor   (encode)
-    ids -> tokens -> decoder                                                            (decode)
-
-`Pipeline` runs those slots; `PreTrainedTokenizer` adds what users call: special tokens by name,
-`__call__` with batching and padding, tensors, and chat templates.
+`PreTrainedTokenizer` adds what users call to the `Pipeline` (pipeline.py) that runs the slots: special
+tokens by name, `__call__` with batching, truncation and padding, tensors, saving, and chat templates.
 """
 
 import json
 import numbers
 import os
 import shutil
-from dataclasses import KW_ONLY, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import regex
 
 from .. import hub
 from . import parallel, processors
-from .encoding import TRUNCATION_STRATEGIES, BatchEncoding, Encoding, apply_template, pad, truncate_sequences
-from .pre_tokenizers import BYTE_ALPHABET, ByteLevel, split_pieces
+from .encoding import TRUNCATION_STRATEGIES, BatchEncoding, Encoding, pad, truncate_sequences
+from .loaders import INIT_OPTIONS, build_part, load_tokenizer, template_spec
+from .pipeline import AddedToken, Pipeline, added_token_json
 from .sentencepiece import write_sentencepiece_model
 
 VERY_LARGE_INTEGER = int(1e30)  # the reference's "no limit" for model_max_length
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 PADDING_CHOICES = (False, True, "longest", "max_length", "do_not_pad")
 TENSOR_TYPES = (None, "pt", "np")
-# The reference's other settings, taken by the constructors and from_pretrained and kept in `init_kwargs`.
-# The ones that change the pipeline (lowercasing, a prefix space, legacy, BOS/EOS) are applied by the
-# loaders when it is built; `clean_up_tokenization_spaces` and `split_special_tokens` are applied here.
-INIT_OPTIONS = (
-    "add_prefix_space", "do_lower_case", "legacy", "clean_up_tokenization_spaces", "split_special_tokens",
-    "add_bos_token", "add_eos_token", "trim_offsets", "tokenize_chinese_chars", "strip_accents", "extra_ids",
-    "do_basic_tokenize", "never_split", "errors", "use_default_system_prompt", "spaces_between_special_tokens",
-    "sp_model_kwargs", "fix_mistral_regex", "vocab_file", "merges_file", "tokenizer_file",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class AddedToken:
-    """A token matched whole in the text, before the rest of the pipeline sees it.
-
-    `special` tokens (like `<|im_end|>`) are dropped by decode(skip_special_tokens=True). `lstrip` and
-    `rstrip` make the token swallow the whitespace beside it; `single_word` matches it only between
-    non-word characters; `normalized` matches it in the normalized text rather than the raw text.
-    """
-
-    content: str
-    _: KW_ONLY  # as the reference's, the options are keyword arguments
-    single_word: bool = False
-    lstrip: bool = False
-    rstrip: bool = False
-    normalized: bool | None = None  # None means "not special", the reference's default
-    special: bool = False
-
-    def __post_init__(self):
-        if self.normalized is None:
-            object.__setattr__(self, "normalized", not self.special)
-
-    def __str__(self) -> str:
-        return self.content  # as the reference's, so str(token) is the token
-
-
-def _added_token_pattern(tokens: list[AddedToken]) -> regex.Pattern | None:
-    """One regex for all the tokens, longest first so the longest token wins where several start."""
-    if not tokens:
-        return None
-    alternatives = []
-    for token in sorted(tokens, key=lambda token: len(token.content), reverse=True):
-        body = f"(?P<token>{regex.escape(token.content)})"  # `regex` allows one group name in every branch
-        if token.single_word:
-            body = rf"(?<!\w){body}(?!\w)"
-        if token.lstrip:
-            body = r"\s*" + body
-        if token.rstrip:
-            body = body + r"\s*"
-        alternatives.append(body)
-    return regex.compile("|".join(alternatives))
-
-
-class AddedVocabulary:
-    """The added tokens by id, and the two patterns that find them: in the raw text and in the normalized text."""
-
-    def __init__(self, tokens: dict[int, AddedToken]):
-        self.tokens = dict(tokens)
-        self.ids = {token.content: token_id for token_id, token in self.tokens.items()}
-        self.special_ids = frozenset(token_id for token_id, token in self.tokens.items() if token.special)
-        raw = [token for token in self.tokens.values() if not token.normalized]
-        normalized = [token for token in self.tokens.values() if token.normalized]
-        self.patterns = {False: _added_token_pattern(raw), True: _added_token_pattern(normalized)}
-        # Most text holds no added token: when none of their first characters occurs, there is nothing to find.
-        self.first_chars = {
-            False: frozenset(token.content[:1] for token in raw),
-            True: frozenset(token.content[:1] for token in normalized),
-        }
-
-    def split(self, text: str, normalized: bool) -> list[tuple[str, int | None, int]]:
-        """`(text, None, start)` for the plain stretches and `(content, id, start)` for each added token
-        found: the tokens matched in the raw text, or with `normalized`, those matched after normalization."""
-        pattern = self.patterns[normalized]
-        if pattern is None or not any(char in text for char in self.first_chars[normalized]):
-            return [(text, None, 0)] if text else []
-        segments, position = [], 0
-        for match in pattern.finditer(text):
-            if match.start() > position:
-                segments.append((text[position : match.start()], None, position))
-            content = match.group("token")
-            segments.append((content, self.ids[content], match.start("token")))
-            position = match.end()
-        if position < len(text):
-            segments.append((text[position:], None, position))
-        return segments
-
-
-class Pipeline:
-    """The five slots (see the module docstring) plus the added vocabulary. Only `model` is required."""
-
-    def __init__(
-        self,
-        model,
-        *,
-        normalizer=None,
-        pre_tokenizer=None,
-        post_processor=None,
-        decoder=None,
-        added_tokens: dict[int, AddedToken] | None = None,
-    ):
-        self.model = model
-        self.normalizer = normalizer
-        self.pre_tokenizer = pre_tokenizer
-        self.post_processor = post_processor
-        self.decoder = decoder
-        self.added = AddedVocabulary(added_tokens or {})
-        self._byte_level = _contains(pre_tokenizer, ByteLevel)
-        self.source: dict | None = None  # the tokenizer.json contents this was built from, for saving
-        self.sentencepiece_file: Path | None = None  # or the tokenizer.model
-        self.sentencepiece_model = None  # or the SentencePiece model read from a GGUF file, written out as one
-        self.split_special_tokens = False
-        self._plain_matcher = None
-
-    @property
-    def matcher(self) -> AddedVocabulary:
-        """The added tokens to find in text: all of them, or with `split_special_tokens` the non-special
-        ones only, so that special tokens written in the text are tokenized as text (as in the reference)."""
-        if not self.split_special_tokens:
-            return self.added
-        if self._plain_matcher is None or self._plain_matcher[0] is not self.added:
-            plain = {token_id: token for token_id, token in self.added.tokens.items() if not token.special}
-            self._plain_matcher = (self.added, AddedVocabulary(plain))
-        return self._plain_matcher[1]
-
-    def add_tokens(self, tokens: list[AddedToken]) -> None:
-        """Add tokens that are not added tokens yet, reusing their vocabulary id or taking the next free one."""
-        added = dict(self.added.tokens)
-        contents = {token.content for token in added.values()}
-        next_id = max([*self.get_vocab().values(), -1]) + 1
-        for token in tokens:
-            if token.content in contents:
-                continue
-            token_id = self.model.token_to_id(token.content)
-            if token_id is None:
-                token_id, next_id = next_id, next_id + 1
-            added[token_id] = token
-            contents.add(token.content)
-        self.added = AddedVocabulary(added)
-
-    def encode(self, text: str, pair: str | None = None, add_special_tokens: bool = True) -> list[int]:
-        """Just the ids: the fast path, with no offsets or word ids."""
-        sequences = [self._encode_ids(text)] if pair is None else [self._encode_ids(text), self._encode_ids(pair)]
-        if self.post_processor is None or (not add_special_tokens and pair is None):
-            return [token_id for sequence in sequences for token_id in sequence]
-        ids = []
-        for item, _ in self.post_processor.template(pair is not None):
-            if isinstance(item, str):
-                ids.extend(sequences[0 if item == "A" else 1])
-            elif add_special_tokens:
-                ids.extend(item)
-        return ids
-
-    def encode_with_offsets(self, text: str, pair: str | None, add_special_tokens: bool) -> Encoding:
-        """One text (and pair), with offsets and word ids, laid out by the post-processor."""
-        texts = [text] if pair is None else [text, pair]
-        return self.post_process([self.encode_sequence(item) for item in texts], add_special_tokens)
-
-    def encode_without_offsets(self, text: str, pair: str | None, add_special_tokens: bool) -> Encoding:
-        """An Encoding whose offsets and word ids are left empty ((0, 0) and None), made on the fast path."""
-        sequences = [self._encode_ids(text)] if pair is None else [self._encode_ids(text), self._encode_ids(pair)]
-        sequences = [Encoding(ids, [(0, 0)] * len(ids), [None] * len(ids)) for ids in sequences]
-        return self.post_process(sequences, add_special_tokens)
-
-    def _encode_ids(self, text: str) -> list[int]:
-        ids, tokenize = [], self.model.tokenize
-        for segment, token_id, segment_start in self.matcher.split(text, normalized=False):
-            if token_id is not None:
-                ids.append(token_id)
-                continue
-            if self.normalizer is not None:
-                if getattr(self.normalizer, "takes_position", False):  # a dummy prefix at the start only
-                    segment = self.normalizer.normalize(segment, segment_start == 0)
-                else:
-                    segment = self.normalizer.normalize(segment)
-            for piece, token_id, piece_start in self.matcher.split(segment, normalized=True):
-                if token_id is not None:
-                    ids.append(token_id)
-                    continue
-                for word in self._split(piece, segment_start == 0 and piece_start == 0):
-                    ids.extend(tokenize(word))
-        return ids
-
-    def encode_sequence(self, text: str) -> Encoding:
-        """One sequence with offsets (in `text`) and word ids, before the post-processor."""
-        ids, offsets, word_ids = [], [], []
-        word = 0
-        for segment, token_id, segment_start in self.matcher.split(text, normalized=False):
-            if token_id is not None:
-                ids.append(token_id)
-                offsets.append((segment_start, segment_start + len(segment)))
-                word_ids.append(word)
-                word += 1
-                continue
-            spans = [(index, index + 1) for index in range(segment_start, segment_start + len(segment))]
-            if self.normalizer is not None:
-                if getattr(self.normalizer, "takes_position", False):
-                    segment, spans = self.normalizer.normalize_aligned(segment, spans, segment_start == 0)
-                else:
-                    segment, spans = self.normalizer.normalize_aligned(segment, spans)
-            for piece, token_id, piece_start in self.matcher.split(segment, normalized=True):
-                if token_id is not None:
-                    ids.append(token_id)
-                    offsets.append((spans[piece_start][0], spans[piece_start + len(piece) - 1][1]))
-                    word_ids.append(word)
-                    word += 1
-                    continue
-                words = self._pre_tokenize(piece, segment_start == 0 and piece_start == 0)
-                for unit_text, (start, end) in words:
-                    positions = self._unit_positions(unit_text, piece[start:end])
-                    base = piece_start + start
-                    for token_id, unit_start, unit_end in self.model.tokenize_with_offsets(unit_text):
-                        first, last = base + positions[unit_start], base + positions[unit_end - 1]
-                        ids.append(token_id)
-                        offsets.append((spans[first][0], spans[last][1]))
-                        word_ids.append(word)
-                    word += 1
-        encoding = Encoding(ids, offsets, word_ids)
-        if self.post_processor is not None and self.post_processor.trims_offsets:
-            self._trim_offsets(encoding)
-        return encoding
-
-    def encode_words(self, words: list[str]) -> Encoding:
-        """A text already split into words (`is_split_into_words`): as in the reference, each word is
-        encoded on its own, with offsets within the word and word id its index in `words`."""
-        ids, offsets, word_ids = [], [], []
-        for index, word in enumerate(words):
-            encoding = self.encode_sequence(word)
-            ids += encoding.ids
-            offsets += encoding.offsets
-            word_ids += [index] * len(encoding)
-        return Encoding(ids, offsets, word_ids)
-
-    def _split(self, piece: str, starts_text: bool) -> list[str]:
-        """The pre-tokenized pieces without their offsets, for encoding to ids alone (faster)."""
-        if self.pre_tokenizer is None:
-            return [piece]
-        if getattr(self.pre_tokenizer, "takes_position", False):
-            return [word for word, _ in self.pre_tokenizer.pre_tokenize(piece, starts_text)]
-        return split_pieces(self.pre_tokenizer, piece)
-
-    def _pre_tokenize(self, piece: str, starts_text: bool) -> list[tuple[str, tuple[int, int]]]:
-        if self.pre_tokenizer is None:
-            return [(piece, (0, len(piece)))]
-        if getattr(self.pre_tokenizer, "takes_position", False):  # Metaspace's "first" scheme
-            return self.pre_tokenizer.pre_tokenize(piece, starts_text)
-        return self.pre_tokenizer.pre_tokenize(piece)
-
-    def _unit_positions(self, unit_text: str, span_text: str) -> list[int]:
-        """For each character of a pre-tokenized piece, the character of the normalized text it stands for.
-
-        They differ where the pre-tokenizer respelled the text: in bytes (byte-level), or with a marker
-        put in front (a prefix space, "▁"), which belongs to the first character.
-        """
-        if len(unit_text) == len(span_text):
-            return list(range(len(unit_text)))
-        if self._byte_level:
-            positions = [index for index, char in enumerate(span_text) for _ in range(len(char.encode("utf-8")))]
-        else:
-            positions = list(range(len(span_text)))
-        extra = len(unit_text) - len(positions)
-        if extra < 0:
-            return [min(index, len(span_text) - 1) for index in range(len(unit_text))]
-        return [0] * extra + positions
-
-    def _trim_offsets(self, encoding: Encoding) -> None:
-        """Leave the spaces a byte-level token starts or ends with out of its offsets ("Ġworld" -> "world").
-        The one space put in front of the text (add_prefix_space) stays with the first token, as in the reference."""
-        space = BYTE_ALPHABET[ord(" ")]
-        prefixed = any(part.add_prefix_space for part in _parts_of_kind(self.pre_tokenizer, ByteLevel))
-        for index, token_id in enumerate(encoding.ids):
-            token = self.id_to_token(token_id) or ""
-            leading = len(token) - len(token.lstrip(space))
-            trailing = len(token) - len(token.rstrip(space))
-            start, end = encoding.offsets[index]
-            if leading == 1 and prefixed and (index == 0 or start == 0):
-                leading = 0
-            if leading:
-                start = min(start + leading, end)
-            if trailing and end >= trailing:
-                end = max(end - trailing, start)
-            encoding.offsets[index] = (start, end)
-
-    def post_process(self, encodings: list[Encoding], add_special_tokens: bool) -> Encoding:
-        """Join one sequence or a pair by the post-processor's template (plain concatenation without one)."""
-        is_pair = len(encodings) == 2
-        template = self.post_processor.template(is_pair) if self.post_processor is not None else None
-        if template is None:
-            template = processors.PLAIN_PAIR if is_pair else processors.PLAIN_SINGLE
-        return apply_template(encodings, template, add_special_tokens)
-
-    def num_special_tokens_to_add(self, is_pair: bool) -> int:
-        if self.post_processor is None:
-            return 0
-        return sum(len(item) for item, _ in self.post_processor.template(is_pair) if not isinstance(item, str))
-
-    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
-        tokens = []
-        for token_id in ids:
-            if skip_special_tokens and token_id in self.added.special_ids:
-                continue
-            token = self.id_to_token(token_id)
-            if token is not None:  # an id past the vocabulary decodes to nothing, as in the reference
-                tokens.append(token)
-        return self.decoder.decode(tokens) if self.decoder is not None else " ".join(tokens)
-
-    def token_to_id(self, token: str) -> int | None:
-        token_id = self.added.ids.get(token)
-        return token_id if token_id is not None else self.model.token_to_id(token)
-
-    def id_to_token(self, token_id: int) -> str | None:
-        added = self.added.tokens.get(token_id)
-        return added.content if added is not None else self.model.id_to_token(token_id)
-
-    def get_vocab(self) -> dict[str, int]:
-        return self.model.get_vocab() | self.added.ids
-
-
-def _parts_of_kind(part, kind) -> list:
-    """`part` and the parts of a Sequence that are a `kind`."""
-    own = [part] if isinstance(part, kind) else []
-    return own + [found for child in getattr(part, "pre_tokenizers", []) for found in _parts_of_kind(child, kind)]
-
-
-def _contains(part, kind) -> bool:
-    """Whether `part`, or one of the parts of a Sequence, is a `kind`."""
-    if isinstance(part, kind):
-        return True
-    return any(_contains(child, kind) for child in getattr(part, "pre_tokenizers", []))
 
 
 def _special_token(name: str) -> property:
@@ -502,8 +171,6 @@ class PreTrainedTokenizerBase:
         cls, files, name_or_path: str, prefer_gguf: bool, kwargs: dict, chosen: bool
     ) -> "PreTrainedTokenizerBase":
         """Load `files` as this class; `chosen` when AutoTokenizer picked it from the files' config."""
-        from .loaders import load_tokenizer  # the loaders build on the classes of this module
-
         options = _checked_overrides(kwargs, cls.__name__)
         settings = load_tokenizer(files, prefer_gguf=prefer_gguf, tokenizer_class=cls.family, options=options)
         if cls.family is None and not chosen and "model_input_names" not in options:
@@ -652,7 +319,7 @@ class PreTrainedTokenizerBase:
         if self._pipeline.source is not None:
             data = dict(self._pipeline.source)
             added = sorted(self._pipeline.added.tokens.items())
-            data["added_tokens"] = [_added_token_json(token_id, token) for token_id, token in added]
+            data["added_tokens"] = [added_token_json(token_id, token) for token_id, token in added]
             written.append(_write_json(folder / f"{prefix}tokenizer.json", data))
         elif self._pipeline.sentencepiece_file is not None or self._pipeline.sentencepiece_model is not None:
             if self._pipeline.sentencepiece_file is not None:
@@ -1156,8 +823,6 @@ class PreTrainedTokenizerBase:
     def update_post_processor(self, add_bos: bool | None = None, add_eos: bool | None = None) -> None:
         """Lay sequences out as `[BOS] A [EOS]` and `[BOS] A [EOS] [BOS] B [EOS]` (the reference's layout
         for add_bos_token and add_eos_token), the second sequence with token type 1."""
-        from .loaders import build_part, template_spec  # the loaders build on the classes of this module
-
         add_bos = self.add_bos_token if add_bos is None else add_bos
         add_eos = self.add_eos_token if add_eos is None else add_eos
         before = [self.bos_token_id] if add_bos and self.bos_token_id is not None else []
@@ -1269,18 +934,6 @@ def in_subfolder(files: hub.ModelFiles, subfolder: str) -> hub.ModelFiles:
 def _content(token) -> str:
     """A token given as a string or an AddedToken, as its string."""
     return token.content if isinstance(token, AddedToken) else token
-
-
-def _added_token_json(token_id: int, token: AddedToken) -> dict:
-    return {
-        "id": token_id,
-        "content": token.content,
-        "single_word": token.single_word,
-        "lstrip": token.lstrip,
-        "rstrip": token.rstrip,
-        "normalized": token.normalized,
-        "special": token.special,
-    }
 
 
 def _push_folder(folder: Path, repo_id: str | None = None, token: str | bool | None = None,

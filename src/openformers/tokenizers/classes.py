@@ -19,7 +19,8 @@ from pathlib import Path
 
 from .. import hub
 from . import loaders
-from .base import Pipeline, PreTrainedTokenizerBase, in_subfolder
+from .base import PreTrainedTokenizerBase, in_subfolder
+from .pipeline import Pipeline
 
 
 class TokenizersBackend(PreTrainedTokenizerBase):

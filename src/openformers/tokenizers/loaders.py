@@ -18,7 +18,17 @@ from gguf.constants import GGUF_MAGIC, GGUFValueType, Keys, TokenType
 
 from ..hub import ModelFiles
 from . import decoders, models, normalizers, pre_tokenizers, processors, sentencepiece
-from .base import INIT_OPTIONS, AddedToken, Pipeline
+from .pipeline import AddedToken, Pipeline
+
+# The reference's other settings, taken by the constructors and from_pretrained and kept in `init_kwargs`.
+# The ones that change the pipeline (lowercasing, a prefix space, legacy, BOS/EOS) are applied here when
+# it is built; `clean_up_tokenization_spaces` and `split_special_tokens` are applied by the facade.
+INIT_OPTIONS = (
+    "add_prefix_space", "do_lower_case", "legacy", "clean_up_tokenization_spaces", "split_special_tokens",
+    "add_bos_token", "add_eos_token", "trim_offsets", "tokenize_chinese_chars", "strip_accents", "extra_ids",
+    "do_basic_tokenize", "never_split", "errors", "use_default_system_prompt", "spaces_between_special_tokens",
+    "sp_model_kwargs", "fix_mistral_regex", "vocab_file", "merges_file", "tokenizer_file",
+)  # fmt: skip
 
 # --- tokenizer.json: one builder per `type` tag, per slot
 
