@@ -4,6 +4,8 @@ Every cache speaks one protocol, which is all a model knows of it:
     update(layer_idx, k, v) -> (k, v)   append this step's keys and values, return everything cached so far
     seq_len                             how many positions are cached (read it before the forward pass)
     reorder(beam_idx), crop(n)          for beam search and for rolling back speculative tokens
+DynamicCache also has the batch operations of continuous batching: left_pad(n), append_rows(other) and
+drop_front(n), with reorder(rows) to drop rows.
 Keys and values are shaped (B, n_kv_heads, T, head_dim). `Cache` is the base class, with the reference's names
 for the same operations (get_seq_length, reorder_cache, batch_select_indices, ...), so code written against the
 reference's caches (isinstance(past, Cache), cache.get_seq_length()) runs unchanged.
@@ -140,8 +142,42 @@ class DynamicCache(Cache):
         keep = n if n >= 0 else max(0, self.seq_len + n)
         self.lengths = [min(length, keep) for length in self.lengths]
 
+    # Batch surgery for continuous batching (generation/steps.py): rows of different lengths share one cache,
+    # aligned at their ends, the attention mask hiding the padding in front of the shorter ones.
+
+    def left_pad(self, n: int) -> None:
+        """Put `n` empty positions before every row."""
+        if not n:
+            return
+        for i, length in enumerate(self.lengths):
+            self.keys[i] = _left_pad(self.keys[i][:, :, :length], n)
+            self.values[i] = _left_pad(self.values[i][:, :, :length], n)
+            self.lengths[i] = length + n
+
+    def append_rows(self, other: "DynamicCache") -> None:
+        """Add the rows of `other` after this cache's rows; both must hold as many positions per layer."""
+        if other.lengths != self.lengths:
+            raise ValueError(
+                f"append_rows needs caches of equal lengths, got {other.lengths[:1]} and {self.lengths[:1]} "
+                "positions: left_pad the shorter one first."
+            )
+        for i, length in enumerate(self.lengths):
+            self.keys[i] = torch.cat([self.keys[i][:, :, :length], other.keys[i][:, :, :length]])
+            self.values[i] = torch.cat([self.values[i][:, :, :length], other.values[i][:, :, :length]])
+
+    def drop_front(self, n: int) -> None:
+        """Forget the first `n` positions of every row (padding that no row needs any more)."""
+        for i in range(len(self.keys)):
+            self.keys[i] = self.keys[i][:, :, n:]
+            self.values[i] = self.values[i][:, :, n:]
+            self.lengths[i] -= n
+
 
 def _grow(buffer: torch.Tensor, used: int, capacity: int) -> torch.Tensor:
     bigger = buffer.new_empty(*buffer.shape[:2], capacity, buffer.shape[3])
     bigger[:, :, :used] = buffer[:, :, :used]
     return bigger
+
+
+def _left_pad(buffer: torch.Tensor, n: int) -> torch.Tensor:
+    return torch.cat([buffer.new_zeros(*buffer.shape[:2], n, buffer.shape[3]), buffer], dim=2)

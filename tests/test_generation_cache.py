@@ -1,0 +1,67 @@
+"""DynamicCache on small hand-made tensors: growth, crop, reorder, and the batch operations of continuous batching."""
+
+import pytest
+import torch
+
+from openformers.generation.cache import DynamicCache
+
+
+def filled(rows: int, length: int, start: float = 0.0, layers: int = 2) -> DynamicCache:
+    """A cache whose key at (row, position) holds start + 100 * row + position, and whose value is its negative."""
+    cache = DynamicCache()
+    keys = start + 100 * torch.arange(rows)[:, None] + torch.arange(length)[None]  # (B, T)
+    keys = keys.float()[:, None, :, None].expand(rows, 2, length, 3)  # (B, n_kv, T, hs)
+    for layer in range(layers):
+        cache.update(layer, keys, -keys)
+    return cache
+
+
+def positions(cache: DynamicCache, layer: int = 0) -> list[list[float]]:
+    keys, values = cache.keys[layer][:, 0, : cache.lengths[layer], 0], cache.values[layer][:, 0, : cache.lengths[layer], 0]
+    assert torch.equal(values, -keys)
+    return keys.tolist()
+
+
+def test_update_appends_and_grows_in_blocks():
+    cache = filled(1, 3)
+    assert cache.seq_len == 3 and cache.keys[0].shape[2] == 256
+    keys, values = cache.update(0, torch.full((1, 2, 1, 3), 7.0), torch.full((1, 2, 1, 3), -7.0))
+    assert keys.shape == (1, 2, 4, 3) and keys[0, 0, :, 0].tolist() == [0, 1, 2, 7]
+    assert cache.get_seq_length(0) == 4 and cache.get_seq_length(1) == 3
+
+
+def test_crop_keeps_the_first_positions_or_removes_from_the_end():
+    cache = filled(1, 5)
+    cache.crop(4)
+    assert positions(cache) == [[0, 1, 2, 3]]
+    cache.crop(-1)
+    assert positions(cache) == [[0, 1, 2]]
+
+
+def test_reorder_keeps_the_named_rows():
+    cache = filled(3, 2)
+    cache.reorder(torch.tensor([2, 0]))
+    assert positions(cache) == [[200, 201], [0, 1]]
+
+
+def test_left_pad_puts_empty_positions_in_front():
+    cache = filled(2, 2)
+    cache.left_pad(2)
+    assert positions(cache, 1) == [[0, 0, 0, 1], [0, 0, 100, 101]]
+    assert cache.lengths == [4, 4]
+    cache.update(0, torch.full((2, 2, 1, 3), 9.0), torch.full((2, 2, 1, 3), -9.0))  # it still grows
+    assert positions(cache) == [[0, 0, 0, 1, 9], [0, 0, 100, 101, 9]]
+
+
+def test_append_rows_joins_caches_of_one_length():
+    cache, other = filled(1, 3), filled(2, 3, start=1000)
+    cache.append_rows(other)
+    assert positions(cache, 1) == [[0, 1, 2], [1000, 1001, 1002], [1100, 1101, 1102]]
+    with pytest.raises(ValueError, match="left_pad the shorter"):
+        cache.append_rows(filled(1, 2))
+
+
+def test_drop_front_forgets_padding_no_row_needs():
+    cache = filled(2, 4)
+    cache.drop_front(3)
+    assert positions(cache) == [[3], [103]] and cache.seq_len == 1
