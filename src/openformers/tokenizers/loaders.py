@@ -7,16 +7,14 @@ each part by a `type` tag; the tables below map the tags we support to the class
 
 import base64
 import json
-import mmap
-import struct
 import warnings
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-from gguf.constants import GGUF_MAGIC, GGUFValueType, Keys, TokenType
+from gguf.constants import Keys, TokenType
 
 from ..hub import ModelFiles
+from ..weights import read_gguf_metadata
 from . import decoders, models, normalizers, pre_tokenizers, processors, sentencepiece
 from .pipeline import AddedToken, Pipeline
 
@@ -658,93 +656,6 @@ def _sentencepiece_pipeline(
 
 
 # --- GGUF metadata
-
-_SCALAR_FORMATS = {
-    GGUFValueType.UINT8: "<B",
-    GGUFValueType.INT8: "<b",
-    GGUFValueType.UINT16: "<H",
-    GGUFValueType.INT16: "<h",
-    GGUFValueType.UINT32: "<I",
-    GGUFValueType.INT32: "<i",
-    GGUFValueType.FLOAT32: "<f",
-    GGUFValueType.BOOL: "<?",
-    GGUFValueType.UINT64: "<Q",
-    GGUFValueType.INT64: "<q",
-    GGUFValueType.FLOAT64: "<d",
-}
-
-
-class _MetadataReader:
-    """Walks the key-value section at the start of a GGUF file, decoding only the values asked for.
-
-    gguf.GGUFReader parses the whole file, every string of every array included, which takes seconds
-    for a 49k-token vocabulary; this reads the same layout in a few tens of milliseconds.
-    """
-
-    def __init__(self, data, path: Path):
-        self.data, self.path, self.offset = data, path, 0
-
-    def scalar(self, fmt: str):
-        (value,) = struct.unpack_from(fmt, self.data, self.offset)
-        self.offset += struct.calcsize(fmt)
-        return value
-
-    def string(self, keep: bool = True) -> str | None:
-        length = self.scalar("<Q")
-        start, self.offset = self.offset, self.offset + length
-        if not keep:
-            return None
-        try:
-            return self.data[start : self.offset].decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"{self.path} has a metadata string at byte {start} that is not UTF-8.") from None
-
-    def value(self, value_type: int, keep: bool):
-        if value_type == GGUFValueType.STRING:
-            return self.string(keep)
-        if value_type == GGUFValueType.ARRAY:
-            return self.array(keep)
-        if value_type not in _SCALAR_FORMATS:
-            raise ValueError(f"{self.path} has a metadata value of unknown type {value_type}; the file may be damaged.")
-        return self.scalar(_SCALAR_FORMATS[value_type])
-
-    def array(self, keep: bool):
-        item_type, count = self.scalar("<I"), self.scalar("<Q")
-        if item_type in _SCALAR_FORMATS:  # fixed width: read all at once, or jump over
-            fmt = _SCALAR_FORMATS[item_type]
-            width = struct.calcsize(fmt)
-            items = None
-            if keep:
-                items = np.frombuffer(self.data, dtype=np.dtype(fmt), count=count, offset=self.offset).tolist()
-            self.offset += width * count
-            return items
-        items = [self.value(item_type, keep) for _ in range(count)]
-        return items if keep else None
-
-
-def read_gguf_metadata(path: str | Path, prefixes: tuple[str, ...] = ("tokenizer.",)) -> dict:
-    """The metadata values of a GGUF file whose keys start with one of `prefixes`; the tensors are not read."""
-    path = Path(path)
-    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        reader = _MetadataReader(data, path)
-        if len(data) < 24 or reader.scalar("<I") != GGUF_MAGIC:
-            raise ValueError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes).")
-        version = reader.scalar("<I")
-        if version not in (2, 3):
-            raise ValueError(
-                f"{path} is GGUF version {version}; only versions 2 and 3 (little-endian) can be read. "
-                "Convert it again with a recent llama.cpp."
-            )
-        reader.scalar("<Q")  # the tensor count: tensors are not read here
-        metadata = {}
-        for _ in range(reader.scalar("<Q")):
-            key = reader.string()
-            keep = key.startswith(prefixes)
-            value = reader.value(reader.scalar("<I"), keep)
-            if keep:
-                metadata[key] = value
-    return metadata
-
 
 # llama.cpp's `tokenizer.ggml.pre` names the split the vocabulary was trained with.
 # The two differ only in how many digits go together: up to three, or one.
