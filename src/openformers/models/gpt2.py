@@ -12,17 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import GPT2Config
-from .base import PreTrainedModel, check_inputs, forward_cache, recorded, span_logits
+from .base import PreTrainedModel, check_inputs, forward_cache, recorded
+from .heads import HeadModel, QuestionAnswering, SequenceClassification, TokenClassification, choice_rows
 from .layers import ACTIVATIONS, attention, attention_mask_for, eager_attention, run_layer
-from .llama import last_token_positions
-from .losses import next_token_loss, question_answering_loss, sequence_classification_loss, token_loss
+from .losses import next_token_loss
 from .outputs import (
     BaseModelOutputWithPastAndCrossAttentions,
     CausalLMOutputWithCrossAttentions,
     GPT2DoubleHeadsModelOutput,
-    QuestionAnsweringModelOutput,
-    SequenceClassifierOutputWithPast,
-    TokenClassifierOutput,
 )
 
 CONV1D_WEIGHT = re.compile(r"(^|\.)(c_attn|c_proj|c_fc)\.weight$")
@@ -89,6 +86,10 @@ class GPT2PreTrainedModel(PreTrainedModel):
     ignored_checkpoint_keys = (r"(^|\.)attn\.(masked_)?bias$",)
     from_checkpoint_layout = staticmethod(_transpose_conv1d)
     to_checkpoint_layout = staticmethod(_transpose_conv1d)
+
+    def new_base_model(self, config: GPT2Config) -> "GPT2Model":
+        """The decoder stack a head builds on."""
+        return GPT2Model(config)
 
 
 class GPT2Model(GPT2PreTrainedModel):
@@ -158,27 +159,7 @@ class GPT2Model(GPT2PreTrainedModel):
         return self.returned(output, return_dict)
 
 
-class _GPT2HeadModel(GPT2PreTrainedModel):
-    def __init__(self, config: GPT2Config):
-        super().__init__(config)
-        self.transformer = GPT2Model(config)
-
-    def hidden(self, input_ids, attention_mask, position_ids, past_key_values, token_type_ids) -> torch.Tensor:
-        return self.transformer(
-            input_ids, attention_mask, position_ids, past_key_values, token_type_ids=token_type_ids
-        ).last_hidden_state
-
-    def run_transformer(self, input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
-                        inputs_embeds, use_cache, output_attentions, output_hidden_states):
-        """A head's call of the decoder stack, answered as an output object whatever return_dict says."""
-        return self.transformer(
-            input_ids, attention_mask, position_ids, past_key_values, token_type_ids=token_type_ids, cache=cache,
-            inputs_embeds=inputs_embeds, use_cache=use_cache, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, return_dict=True,
-        )
-
-
-class GPT2LMHeadModel(_GPT2HeadModel):
+class GPT2LMHeadModel(GPT2PreTrainedModel, HeadModel):
     """GPT-2 with its language-model head (tied to the token embedding): next-token logits and loss."""
 
     tied_weights = {"lm_head.weight": "transformer.wte.weight"}
@@ -196,8 +177,8 @@ class GPT2LMHeadModel(_GPT2HeadModel):
     ) -> CausalLMOutputWithCrossAttentions | tuple:
         if labels is not None and logits_to_keep:
             raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
-        base = self.run_transformer(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
-                                    inputs_embeds, use_cache, output_attentions, output_hidden_states)
+        base = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
+                                   inputs_embeds, use_cache, output_attentions, output_hidden_states)
         hidden = base.last_hidden_state
         logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
         loss = None if labels is None else next_token_loss(logits, labels)
@@ -208,68 +189,18 @@ class GPT2LMHeadModel(_GPT2HeadModel):
         return self.returned(output, return_dict)
 
 
-class GPT2ForSequenceClassification(_GPT2HeadModel):
+class GPT2ForSequenceClassification(GPT2PreTrainedModel, SequenceClassification):
     """One label (or score) per sequence, read from the last token that is not padding."""
 
-    def __init__(self, config: GPT2Config):
-        super().__init__(config)
-        self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
 
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None,
-    ) -> SequenceClassifierOutputWithPast | tuple:
-        base = self.run_transformer(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
-                                    inputs_embeds, use_cache, output_attentions, output_hidden_states)
-        hidden = base.last_hidden_state
-        last = last_token_positions(input_ids, self.config.pad_token_id, hidden)
-        logits = self.score(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])  # (B, num_labels)
-        loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
-        output = SequenceClassifierOutputWithPast(loss=loss, logits=logits, cache=base.cache,
-                                                  hidden_states=base.hidden_states, attentions=base.attentions)
-        return self.returned(output, return_dict)
+class GPT2ForTokenClassification(GPT2PreTrainedModel, TokenClassification):
+    """One label per token."""
+
+    projection_name = "classifier"  # the reference's GPT-2 name (Llama-style decoders say "score")
 
 
-class GPT2ForTokenClassification(_GPT2HeadModel):
-    def __init__(self, config: GPT2Config):
-        super().__init__(config)
-        dropout = getattr(config, "classifier_dropout", None)
-        self.dropout = nn.Dropout(0.1 if dropout is None else dropout)  # the reference's default
-        self.classifier = nn.Linear(config.n_embd, config.num_labels)
-
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None,
-    ) -> TokenClassifierOutput | tuple:
-        base = self.run_transformer(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
-                                    inputs_embeds, use_cache, output_attentions, output_hidden_states)
-        logits = self.classifier(self.dropout(base.last_hidden_state))  # (B, T, num_labels)
-        output = TokenClassifierOutput(loss=None if labels is None else token_loss(logits, labels), logits=logits,
-                                       hidden_states=base.hidden_states, attentions=base.attentions)
-        return self.returned(output, return_dict)
-
-
-class GPT2ForQuestionAnswering(_GPT2HeadModel):
-    def __init__(self, config: GPT2Config):
-        super().__init__(config)
-        self.qa_outputs = nn.Linear(config.n_embd, 2)
-
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, start_positions=None, end_positions=None, logits_to_keep=0, cache=None,
-        inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
-    ) -> QuestionAnsweringModelOutput | tuple:
-        base = self.run_transformer(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
-                                    inputs_embeds, use_cache, output_attentions, output_hidden_states)
-        start_logits, end_logits = span_logits(self.qa_outputs(base.last_hidden_state))
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
-        output = QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
-                                              hidden_states=base.hidden_states, attentions=base.attentions)
-        return self.returned(output, return_dict)
+class GPT2ForQuestionAnswering(GPT2PreTrainedModel, QuestionAnswering):
+    """Extractive QA: the logits of each token being the start and the end of the answer span."""
 
 
 # The double-heads model: the language-model head and a multiple-choice head over the same hidden states. -------
@@ -326,7 +257,7 @@ class GPT2SequenceSummary(nn.Module):
         return self.last_dropout(self.activation(self.summary(self.first_dropout(x))))
 
 
-class GPT2DoubleHeadsModel(_GPT2HeadModel):
+class GPT2DoubleHeadsModel(GPT2PreTrainedModel, HeadModel):
     """GPT-2 scoring several continuations at once: language-model logits, and one score per choice.
 
     Inputs are shaped (B, num_choices, T) (or (B, T)); `mc_token_ids` (B, num_choices) gives the position of
@@ -355,14 +286,14 @@ class GPT2DoubleHeadsModel(_GPT2HeadModel):
         check_inputs(input_ids, inputs_embeds)
         choices = (input_ids.shape[:-1] if inputs_embeds is None else inputs_embeds.shape[:-2])  # (B, num_choices)
         embeds = None if inputs_embeds is None else inputs_embeds.reshape(-1, *inputs_embeds.shape[-2:])
-        base = self.run_transformer(*(_rows(t) for t in (input_ids, attention_mask, position_ids)), past_key_values,
-                                    _rows(token_type_ids), cache, embeds, use_cache, output_attentions,
-                                    output_hidden_states)
+        base = self.run_base_model(*(choice_rows(t) for t in (input_ids, attention_mask, position_ids)),
+                                   past_key_values, choice_rows(token_type_ids), cache, embeds, use_cache,
+                                   output_attentions, output_hidden_states)
         hidden = base.last_hidden_state
         hidden = hidden.view(*choices, *hidden.shape[-2:])  # (B, num_choices, T, C)
         logits = self.lm_head(hidden[..., -logits_to_keep:, :] if logits_to_keep else hidden)
         mc_logits = self.multiple_choice_head(hidden, mc_token_ids).squeeze(-1)  # (B, num_choices)
-        loss = None if labels is None else next_token_loss(logits.flatten(0, -3), _rows(labels))
+        loss = None if labels is None else next_token_loss(logits.flatten(0, -3), choice_rows(labels))
         mc_loss = None
         if mc_labels is not None:
             mc_loss = F.cross_entropy(mc_logits.view(-1, mc_logits.shape[-1]), mc_labels.to(mc_logits.device).view(-1))
@@ -375,7 +306,3 @@ class GPT2DoubleHeadsModel(_GPT2HeadModel):
         )
         return self.returned(output, return_dict)
 
-
-def _rows(t: torch.Tensor | None) -> torch.Tensor | None:
-    """(B, num_choices, T) -> (B * num_choices, T): each choice runs as a sequence of its own."""
-    return None if t is None else t.reshape(-1, t.shape[-1])
