@@ -18,7 +18,7 @@ from torch import nn
 from .. import kernels
 from ..configs import LlamaConfig, MistralConfig, Qwen2Config
 from ..weights import rename
-from .base import PreTrainedModel, check_inputs, forward_cache, recorded, span_logits
+from .base import PreTrainedModel, check_inputs, forward_cache, recorded
 from .layers import (
     Linear,
     RMSNorm,
@@ -29,14 +29,9 @@ from .layers import (
     eager_attention,
     run_layer,
 )
-from .losses import next_token_loss, question_answering_loss, sequence_classification_loss, token_loss
-from .outputs import (
-    BaseModelOutputWithPast,
-    CausalLMOutputWithPast,
-    QuestionAnsweringModelOutput,
-    SequenceClassifierOutputWithPast,
-    TokenClassifierOutput,
-)
+from .heads import QuestionAnswering, SequenceClassification, TokenClassification
+from .losses import next_token_loss
+from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 # llama.cpp name part -> Hugging Face name part ("blk.3.attn_q.weight" -> "model.layers.3.self_attn.q_proj.weight").
 GGUF_RENAMES = {
@@ -331,105 +326,18 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         return self.returned(output, return_dict)
 
 
-
-class LlamaForSequenceClassification(LlamaPreTrainedModel):
+class LlamaForSequenceClassification(LlamaPreTrainedModel, SequenceClassification):
     """One label (or score) per sequence, read from the hidden state of the last token that is not padding."""
 
-    def __init__(self, config: LlamaConfig):
-        super().__init__(config)
-        self.model = self.new_base_model(config)
-        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
 
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None,
-    ) -> SequenceClassifierOutputWithPast | tuple:
-        base = self.run_decoder(input_ids, attention_mask, position_ids, past_key_values, cache, inputs_embeds,
-                                use_cache, output_attentions, output_hidden_states)
-        hidden = base.last_hidden_state
-        last = last_token_positions(input_ids, self.config.pad_token_id, hidden)
-        logits = self.score(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])  # (B, num_labels)
-        loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
-        output = SequenceClassifierOutputWithPast(loss=loss, logits=logits, cache=base.cache,
-                                                  hidden_states=base.hidden_states, attentions=base.attentions)
-        return self.returned(output, return_dict)
-
-
-def last_token_positions(
-    input_ids: torch.Tensor | None, pad_token_id: int | None, hidden: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The position of the rightmost token of each row that is not `pad_token_id` (left or right padding).
-
-    Without input_ids (inputs_embeds were given) the last position of the `hidden` (B, T, C) rows, as the reference.
-    """
-    if input_ids is None:
-        return torch.full((hidden.shape[0],), hidden.shape[1] - 1, device=hidden.device)
-    B, T = input_ids.shape
-    if pad_token_id is None:
-        if B > 1:
-            raise ValueError(
-                f"Classifying a batch of {B} sequences needs config.pad_token_id, to find where each one ends; "
-                "set model.config.pad_token_id (for example to tokenizer.pad_token_id), or classify one at a time."
-            )
-        return torch.full((1,), T - 1, device=input_ids.device)
-    positions = torch.arange(T, device=input_ids.device)
-    return (positions * (input_ids != pad_token_id)).argmax(-1)
-
-
-class LlamaForTokenClassification(LlamaPreTrainedModel):
+class LlamaForTokenClassification(LlamaPreTrainedModel, TokenClassification):
     """One label per token (named entities, parts of speech)."""
 
-    def __init__(self, config: LlamaConfig):
-        super().__init__(config)
-        self.model = self.new_base_model(config)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
-        self.score = nn.Linear(config.hidden_size, config.num_labels)
 
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None,
-    ) -> TokenClassifierOutput | tuple:
-        base = self.run_decoder(input_ids, attention_mask, position_ids, past_key_values, cache, inputs_embeds,
-                                use_cache, output_attentions, output_hidden_states)
-        logits = self.score(self.dropout(base.last_hidden_state))  # (B, T, num_labels)
-        output = TokenClassifierOutput(loss=None if labels is None else token_loss(logits, labels), logits=logits,
-                                       hidden_states=base.hidden_states, attentions=base.attentions)
-        return self.returned(output, return_dict)
-
-
-def _classifier_dropout(config: LlamaConfig) -> float:
-    for name in ("classifier_dropout", "hidden_dropout"):
-        if getattr(config, name, None) is not None:
-            return getattr(config, name)
-    return 0.1  # the reference's default for decoder token classifiers
-
-
-class LlamaForQuestionAnswering(LlamaPreTrainedModel):
+class LlamaForQuestionAnswering(LlamaPreTrainedModel, QuestionAnswering):
     """Extractive QA: the logits of each token being the start and the end of the answer span."""
 
-    def __init__(self, config: LlamaConfig):
-        super().__init__(config)
-        # The reference names the base model "transformer" in Llama and Qwen2 QA checkpoints, "model" in Mistral's.
-        self.base_model_prefix = "model" if config.model_type == "mistral" else "transformer"
-        setattr(self, self.base_model_prefix, self.new_base_model(config))
-        self.qa_outputs = nn.Linear(config.hidden_size, 2)
-
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, start_positions=None, end_positions=None, logits_to_keep=0, cache=None,
-        inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
-    ) -> QuestionAnsweringModelOutput | tuple:
-        base = self.run_decoder(input_ids, attention_mask, position_ids, past_key_values, cache, inputs_embeds,
-                                use_cache, output_attentions, output_hidden_states)
-        start_logits, end_logits = span_logits(self.qa_outputs(base.last_hidden_state))
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
-        output = QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
-                                              hidden_states=base.hidden_states, attentions=base.attentions)
-        return self.returned(output, return_dict)
+    base_model_prefix = "transformer"  # the reference's name in Llama and Qwen2 QA checkpoints ("model" in Mistral's)
 
 
 # Mistral and Qwen2 under their own names -------------------------------------------------------------------------
@@ -461,7 +369,7 @@ class MistralForTokenClassification(MistralPreTrainedModel, LlamaForTokenClassif
 
 
 class MistralForQuestionAnswering(MistralPreTrainedModel, LlamaForQuestionAnswering):
-    pass
+    base_model_prefix = "model"
 
 
 class Qwen2PreTrainedModel(LlamaPreTrainedModel):
