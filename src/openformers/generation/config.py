@@ -11,54 +11,24 @@ import copy
 import json
 import os
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from enum import Enum
-from numbers import Integral, Real
 from pathlib import Path
+
+from .options import DEFAULTS, OPTION_NAMES, OPTIONS, OPTIONS_BY_NAME, Kind, is_int, names_of_kind
 
 GENERATION_CONFIG_FILE = "generation_config.json"
 
-# The reference's library defaults, used for every option that nothing else sets. Without a length from anyone,
-# `resolve_generation_config` sets max_new_tokens to 20 (the reference generates 20 NEW tokens by default);
-# max_length=20 stays the value read when max_length is asked for explicitly.
-DEFAULTS = {
-    "max_length": 20,
-    "min_length": 0,
-    "early_stopping": False,
-    "do_sample": False,
-    "num_beams": 1,
-    "temperature": 1.0,
-    "top_k": 50,
-    "top_p": 1.0,
-    "typical_p": 1.0,
-    "repetition_penalty": 1.0,
-    "length_penalty": 1.0,
-    "no_repeat_ngram_size": 0,
-    "encoder_no_repeat_ngram_size": 0,
-    "num_return_sequences": 1,
-    "output_scores": False,
-    "output_logits": False,
-    "return_dict_in_generate": False,
-    "use_cache": True,
-    "remove_invalid_values": False,
-    "epsilon_cutoff": 0.0,
-    "eta_cutoff": 0.0,
-    "encoder_repetition_penalty": 1.0,
-    "num_assistant_tokens": 20,
-    "num_assistant_tokens_schedule": "constant",
-    "assistant_confidence_threshold": 0.4,
-    "assistant_lookbehind": 10,
-    "target_lookbehind": 10,
-    "num_beam_groups": 1,
-    "diversity_penalty": 0.0,
-}
+# Without a length from anyone, `resolve_generation_config` sets max_new_tokens to 20 (the reference generates 20
+# NEW tokens by default); DEFAULTS' max_length=20 stays the value read when max_length is asked for explicitly.
 DEFAULT_MAX_NEW_TOKENS = 20
 
-# Options that only sampling reads, with the value that leaves sampling unchanged; and the same for beam search.
-_SAMPLING_ONLY = {"temperature": 1.0, "top_k": 50, "top_p": 1.0, "min_p": None, "typical_p": 1.0, "top_h": None,
-                  "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
-_BEAM_ONLY = {"early_stopping": False, "length_penalty": 1.0}
-_EXTRA_OUTPUTS = ("output_attentions", "output_hidden_states", "output_scores", "output_logits")
+# Options that only sampling reads, and those that only beam search reads, with their neutral values (the defaults).
+_SAMPLING_ONLY = {name: OPTIONS_BY_NAME[name].default for name in names_of_kind(Kind.SAMPLING)}
+_BEAM_ONLY = {name: OPTIONS_BY_NAME[name].default for name in names_of_kind(Kind.BEAM)}
+_EXTRA_OUTPUTS = names_of_kind(Kind.EXTRA_OUTPUT)
+# Options that shape the loop itself: None from a keyword argument means the default, not "off".
+_NEVER_UNSET = tuple(option.name for option in OPTIONS if option.required)
 # Keys of a saved file that describe the file rather than generation (the reference's metadata fields).
 _METADATA = ("transformers_version", "_from_model_config", "_commit_hash", "_original_object_hash")
 
@@ -102,101 +72,18 @@ class CompileConfig:
         return copy.deepcopy(vars(self))
 
 
-@dataclass(init=False, eq=False, repr=False)
 class GenerationConfig:
     """Every option of the reference's GenerationConfig, each None until set; unknown keys are kept too.
 
-    `GenerationConfig(foo=1).foo == 1` and `foo` survives save_pretrained / from_pretrained, as in the reference.
-    Options for strategies or architectures openformers does not run (contrastive search, DoLa, constrained beam
-    search, encoder-decoder starts, static caches, compilation) are stored and saved, so a file round-trips.
+    The options, their checks and defaults are the rows of `options.OPTIONS`. `GenerationConfig(foo=1).foo == 1`
+    and `foo` survives save_pretrained / from_pretrained, as in the reference. Options for strategies or
+    architectures openformers does not run (contrastive search, DoLa, constrained beam search, encoder-decoder
+    starts, static caches, compilation) are stored and saved, so a file round-trips.
     """
 
-    # how long
-    max_length: int | None = None  # prompt included
-    max_new_tokens: int | None = None  # takes precedence over max_length
-    min_length: int | None = None
-    min_new_tokens: int | None = None
-    early_stopping: bool | str | None = None  # True, False or "never"
-    max_time: float | None = None  # seconds
-    stop_strings: str | list[str] | None = None  # needs generate(..., tokenizer=tokenizer)
-    # which strategy
-    do_sample: bool | None = None
-    num_beams: int | None = None
-    use_mtp: bool | None = None
-    # the cache
-    use_cache: bool | None = None  # accepted for compatibility: the cache changes the speed, never the tokens
-    cache_implementation: str | None = None
-    cache_config: dict | None = None
-    max_cache_len: int | None = None
-    # how the scores are shaped
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-    top_h: float | None = None
-    typical_p: float | None = None
-    epsilon_cutoff: float | None = None
-    eta_cutoff: float | None = None
-    repetition_penalty: float | None = None
-    encoder_repetition_penalty: float | None = None
-    length_penalty: float | None = None
-    no_repeat_ngram_size: int | None = None
-    bad_words_ids: list[list[int]] | None = None
-    renormalize_logits: bool | None = None
-    forced_bos_token_id: int | None = None
-    forced_eos_token_id: int | list[int] | None = None
-    remove_invalid_values: bool | None = None
-    exponential_decay_length_penalty: tuple[int, float] | None = None
-    suppress_tokens: list[int] | None = None
-    begin_suppress_tokens: list[int] | None = None
-    sequence_bias: list | dict | None = None
-    token_healing: bool | None = None
-    guidance_scale: float | None = None
-    watermarking_config: object | None = None  # a WatermarkingConfig or SynthIDTextWatermarkingConfig
-    # what generate returns
-    num_return_sequences: int | None = None
-    output_attentions: bool | None = None
-    output_hidden_states: bool | None = None
-    output_scores: bool | None = None
-    output_logits: bool | None = None
-    return_dict_in_generate: bool | None = None
-    # special tokens
-    pad_token_id: int | None = None
-    bos_token_id: int | None = None
-    eos_token_id: int | list[int] | None = None
-    # encoder-decoder models
-    encoder_no_repeat_ngram_size: int | None = None
-    decoder_start_token_id: int | list[int] | None = None
-    # assisted decoding (a draft model, or prompt lookup)
-    is_assistant: bool | None = None
-    num_assistant_tokens: int | None = None
-    num_assistant_tokens_schedule: str | None = None
-    assistant_confidence_threshold: float | None = None
-    prompt_lookup_num_tokens: int | None = None
-    max_matching_ngram_size: int | None = None
-    assistant_early_exit: int | None = None
-    assistant_lookbehind: int | None = None
-    target_lookbehind: int | None = None
-    assistant_ensemble_weight: float | None = None
-    speculation_type: str | None = None
-    # performance
-    compile_config: CompileConfig | None = None
-    disable_compile: bool | None = None
-    continuous_batching_config: object | None = None
-    # strategies the reference moved to the Hub; kept so that their files load
-    low_memory: bool | None = None
-    penalty_alpha: float | None = None
-    dola_layers: str | list[int] | None = None
-    diversity_penalty: float | None = None
-    num_beam_groups: int | None = None
-    constraints: list | None = None
-    force_words_ids: list | None = None
-    prefill_chunk_size: int | None = None
-    extra: dict = field(default_factory=dict)  # keys we do not know, kept so that the file round-trips
-
     def __init__(self, **kwargs):
-        object.__setattr__(self, "extra", {})
-        for name in _OPTION_NAMES:
+        object.__setattr__(self, "extra", {})  # keys we do not know, kept so that the file round-trips
+        for name in OPTION_NAMES:
             object.__setattr__(self, name, kwargs.pop(name, None))
         self.extra.update(_without_unset_metadata(kwargs))
         self.watermarking_config = _watermarking_config(self.watermarking_config)
@@ -211,7 +98,7 @@ class GenerationConfig:
         raise AttributeError(f"GenerationConfig has no option or extra key {name!r}.")
 
     def __setattr__(self, name, value):
-        if name in _OPTION_NAMES or name in ("extra", "_original_object_hash"):
+        if name in OPTION_NAMES or name in ("extra", "_original_object_hash"):
             object.__setattr__(self, name, value)
         else:
             self.extra[name] = value
@@ -239,7 +126,7 @@ class GenerationConfig:
 
     @classmethod
     def option_names(cls) -> list[str]:
-        return list(_OPTION_NAMES)
+        return list(OPTION_NAMES)
 
     @classmethod
     def from_dict(cls, values: dict, **kwargs) -> "GenerationConfig":
@@ -250,7 +137,7 @@ class GenerationConfig:
         return_unused_kwargs = kwargs.pop("return_unused_kwargs", False)
         config = cls.__new__(cls)
         object.__setattr__(config, "extra", {})
-        for name in _OPTION_NAMES:
+        for name in OPTION_NAMES:
             object.__setattr__(config, name, None)
         for key, value in _without_unset_metadata({**values, **kwargs}).items():
             setattr(config, key, value)
@@ -306,7 +193,7 @@ class GenerationConfig:
 
     def to_dict(self) -> dict:
         """Every option (None when unset) and the unknown keys, as the reference's `to_dict`."""
-        values = {name: _serializable(copy.deepcopy(getattr(self, name))) for name in _OPTION_NAMES}
+        values = {name: _serializable(copy.deepcopy(getattr(self, name))) for name in OPTION_NAMES}
         return {"_from_model_config": None, **copy.deepcopy(self.extra), **values}
 
     def to_diff_dict(self) -> dict:
@@ -353,7 +240,7 @@ class GenerationConfig:
             for name in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
                 if getattr(model_config, name, None) is not None:
                     values[name] = getattr(model_config, name)
-        options = {k: v for k, v in values.items() if k in _OPTION_NAMES and v is not None}
+        options = {k: v for k, v in values.items() if k in OPTION_NAMES and v is not None}
         config = cls.from_dict(options, _from_model_config=True)  # marked as the reference marks it
         config._original_object_hash = hash(config)
         return config
@@ -361,7 +248,7 @@ class GenerationConfig:
     # -- changing ---------------------------------------------------------------------------------------------
 
     def set_options(self) -> set[str]:
-        return {name for name in _OPTION_NAMES if getattr(self, name) is not None}
+        return {name for name in OPTION_NAMES if getattr(self, name) is not None}
 
     def update(self, defaults_only: bool = False, allow_custom_entries: bool = False, **kwargs) -> dict:
         """Set the options among `kwargs` (None unsets one); return the keyword arguments that were not used.
@@ -371,7 +258,7 @@ class GenerationConfig:
         """
         used = []
         for key, value in kwargs.items():
-            known = key in _OPTION_NAMES or key in self.extra
+            known = key in OPTION_NAMES or key in self.extra
             if not known and not allow_custom_entries:
                 continue
             if known and defaults_only and getattr(self, key) is not None:
@@ -384,7 +271,7 @@ class GenerationConfig:
     def resolved(self, *fallbacks: "GenerationConfig") -> "GenerationConfig":
         """A copy with every unset option taken from the first fallback that sets it, else from `DEFAULTS`."""
         config = copy.deepcopy(self)
-        for name in _OPTION_NAMES:
+        for name in OPTION_NAMES:
             if getattr(config, name) is None:
                 value = next((getattr(f, name) for f in fallbacks if getattr(f, name) is not None), None)
                 setattr(config, name, copy.deepcopy(value) if value is not None else DEFAULTS.get(name))
@@ -394,7 +281,7 @@ class GenerationConfig:
     def eos_token_ids(self) -> list[int]:
         if self.eos_token_id is None:
             return []
-        return [self.eos_token_id] if _is_int(self.eos_token_id) else list(self.eos_token_id)
+        return [self.eos_token_id] if is_int(self.eos_token_id) else list(self.eos_token_id)
 
     def get_generation_mode(self, assistant_model=None) -> GenerationMode:
         """The strategy these options ask for, decided as the reference decides it."""
@@ -434,10 +321,10 @@ class GenerationConfig:
         With `strict=True`, options that the chosen strategy would ignore raise too. With `user_set_attributes`,
         those among them that the strategy would ignore are warned about, as the reference does.
         """
-        for name, (check, expected) in _CHECKS.items():
-            value = getattr(self, name)
-            if value is not None and not check(value):
-                raise ValueError(f"{name} must be {expected}, got {value!r}.")
+        for option in OPTIONS:
+            value = getattr(self, option.name)
+            if not option.is_possible(value):
+                raise ValueError(f"{option.name} must be {option.expected}, got {value!r}.")
         if self.watermarking_config is not None:
             self.watermarking_config.validate()
         for name in _GENERATE_ARGUMENTS:
@@ -465,9 +352,6 @@ class GenerationConfig:
             )
 
 
-_OPTION_NAMES = tuple(f.name for f in fields(GenerationConfig) if f.name != "extra")
-
-
 def _check_return_sequences(config: GenerationConfig) -> None:
     """Several return sequences need sampling or enough beams (unset options count as their defaults)."""
     sequences = config.num_return_sequences or 1
@@ -488,12 +372,12 @@ def _check_forced_tokens_are_not_suppressed(config: GenerationConfig) -> None:
     """Forcing only suppressed tokens leaves every score at -inf, and sampling then fails on NaN."""
     if config.suppress_tokens is None:
         return
-    suppressed = {config.suppress_tokens} if _is_int(config.suppress_tokens) else set(config.suppress_tokens)
+    suppressed = {config.suppress_tokens} if is_int(config.suppress_tokens) else set(config.suppress_tokens)
     for name in ("forced_bos_token_id", "forced_eos_token_id"):
         forced = getattr(config, name)
         if forced is None:
             continue
-        forced = {forced} if _is_int(forced) else set(forced)
+        forced = {forced} if is_int(forced) else set(forced)
         if forced and forced <= suppressed:
             raise ValueError(
                 f"Every token of {name} ({sorted(forced)}) is also in suppress_tokens, so nothing could be generated "
@@ -532,91 +416,9 @@ def _string_keys(value):
     return value
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
-def _is_token_ids(value) -> bool:
-    ids = [value] if _is_int(value) else value
-    return isinstance(ids, (list, tuple)) and all(_is_int(i) and i >= 0 for i in ids)
-
-
-def _is_stop_strings(value) -> bool:
-    strings = [value] if isinstance(value, str) else value
-    return isinstance(strings, (list, tuple)) and len(strings) > 0 and all(isinstance(s, str) and s for s in strings)
-
-
-# The cache names the reference accepts; openformers decodes with its own cache whichever is named.
-_CACHE_IMPLEMENTATIONS = ("static", "offloaded_static", "sliding_window", "hybrid", "hybrid_chunked",
-                          "offloaded_hybrid", "offloaded_hybrid_chunked", "dynamic", "offloaded", "quantized", "paged")
 # Arguments of generate() itself, which a GenerationConfig must not hold (the reference refuses them too).
 _GENERATE_ARGUMENTS = ("logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn", "synced_gpus",
                        "assistant_model", "streamer", "negative_prompt_ids", "negative_prompt_attention_mask")
-
-_CHECKS = {
-    "max_length": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "max_new_tokens": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (the number of tokens to generate)"),
-    "min_length": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "min_new_tokens": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "stop_strings": (_is_stop_strings, "a non-empty string or a list of non-empty strings"),
-    "do_sample": (lambda v: isinstance(v, bool), "True or False"),
-    "num_beams": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (1 means no beam search)"),
-    "early_stopping": (lambda v: isinstance(v, bool) or v == "never", "True, False or 'never'"),
-    "length_penalty": (_is_number, "a number (> 0 favours longer sequences, < 0 shorter ones)"),
-    "num_return_sequences": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "use_cache": (lambda v: isinstance(v, bool), "True or False"),
-    "temperature": (lambda v: _is_number(v) and v >= 0, "a number >= 0 (0 means greedy decoding)"),
-    "top_k": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 turns top-k filtering off)"),
-    "top_p": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1] (1 turns nucleus filtering off)"),
-    "min_p": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "typical_p": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1] (1 turns typical sampling off)"),
-    "repetition_penalty": (lambda v: _is_number(v) and v > 0, "a number > 0 (1.0 means no penalty)"),
-    "no_repeat_ngram_size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 turns the n-gram ban off)"),
-    "bad_words_ids": (
-        lambda v: isinstance(v, (list, tuple)) and len(v) > 0
-        and all(isinstance(w, (list, tuple)) and len(w) > 0 and _is_token_ids(list(w)) for w in v),
-        "a non-empty list of non-empty lists of token ids",
-    ),
-    "suppress_tokens": (_is_token_ids, "a token id or a list of token ids"),
-    "output_scores": (lambda v: isinstance(v, bool), "True or False"),
-    "output_logits": (lambda v: isinstance(v, bool), "True or False"),
-    "return_dict_in_generate": (lambda v: isinstance(v, bool), "True or False"),
-    "bos_token_id": (_is_int, "a token id"),
-    "eos_token_id": (lambda v: _is_token_ids(v) and v != [], "a token id or a non-empty list of token ids"),
-    "pad_token_id": (_is_int, "a token id"),
-    "max_time": (lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),
-    "top_h": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
-    "epsilon_cutoff": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1) (0 turns epsilon sampling off)"),
-    "eta_cutoff": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1) (0 turns eta sampling off)"),
-    "encoder_repetition_penalty": (lambda v: _is_number(v) and v > 0, "a number > 0 (1.0 means no penalty)"),
-    "encoder_no_repeat_ngram_size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 turns the ban off)"),
-    "forced_bos_token_id": (lambda v: _is_int(v) and v >= 0, "a token id"),
-    "forced_eos_token_id": (lambda v: _is_token_ids(v) and v != [], "a token id or a non-empty list of token ids"),
-    "begin_suppress_tokens": (_is_token_ids, "a token id or a list of token ids"),
-    "decoder_start_token_id": (_is_token_ids, "a token id or a list of token ids (one per row)"),
-    "remove_invalid_values": (lambda v: isinstance(v, bool), "True or False"),
-    "renormalize_logits": (lambda v: isinstance(v, bool), "True or False"),
-    "output_attentions": (lambda v: isinstance(v, bool), "True or False"),
-    "output_hidden_states": (lambda v: isinstance(v, bool), "True or False"),
-    "exponential_decay_length_penalty": (
-        lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and _is_int(v[0]) and _is_number(v[1]),
-        "a pair (start_index: int, decay_factor: float)",
-    ),
-    "guidance_scale": (_is_number, "a number (1 means no guidance)"),
-    "sequence_bias": (lambda v: isinstance(v, (list, tuple, dict)) and len(v) > 0,
-                      "a non-empty list of [token_ids, bias] pairs"),
-    "cache_implementation": (lambda v: v in _CACHE_IMPLEMENTATIONS, f"one of {_CACHE_IMPLEMENTATIONS}"),
-    "num_assistant_tokens": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "prompt_lookup_num_tokens": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "max_matching_ngram_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "assistant_confidence_threshold": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "assistant_ensemble_weight": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
-}
-
 
 def _warn_about_ignored_options(config: GenerationConfig, chosen: set[str], stacklevel: int) -> None:
     """Warn, as the reference does, about options in `chosen` that the strategy of `config` will not read."""
@@ -692,8 +494,3 @@ def _refuse_hub_only_strategies(config: GenerationConfig) -> None:
             f"is no longer part of transformers: it lives in https://hf.co/{_HUB_ONLY_STRATEGIES[mode]} as remote "
             "code, which openformers does not run. Leave those options out to use greedy, sampling or beam search."
         )
-
-
-# Options that shape the loop itself: None from a keyword argument means the default, not "off".
-_NEVER_UNSET = ("max_length", "min_length", "early_stopping", "do_sample", "num_beams", "length_penalty",
-                "num_return_sequences", "output_scores", "output_logits", "return_dict_in_generate", "use_cache")

@@ -18,9 +18,10 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from numbers import Integral, Real
 
 import torch
+
+from .options import OPTIONS_BY_NAME, is_int, is_number
 
 
 class LogitsProcessor:
@@ -66,57 +67,13 @@ class LogitsProcessorList(list):
             scores = processor(input_ids, scores, **kwargs)
         return scores
 
-# The reference's library defaults, used for options a config object does not have at all.
-_DEFAULTS = {
-    "do_sample": False,
-    "num_beams": 1,
-    "temperature": 1.0,
-    "top_k": 50,
-    "top_p": 1.0,
-    "min_p": None,
-    "typical_p": 1.0,
-    "repetition_penalty": 1.0,
-    "no_repeat_ngram_size": 0,
-    "bad_words_ids": None,
-    "min_length": 0,
-    "min_new_tokens": None,
-    "suppress_tokens": None,
-    "eos_token_id": None,
-    "num_return_sequences": 1,
-    "max_length": 20,
-    "max_new_tokens": None,
-    "use_cache": True,
-    "guidance_scale": None,
-    "sequence_bias": None,
-    "encoder_repetition_penalty": 1.0,
-    "encoder_no_repeat_ngram_size": 0,
-    "forced_bos_token_id": None,
-    "forced_eos_token_id": None,
-    "remove_invalid_values": False,
-    "exponential_decay_length_penalty": None,
-    "begin_suppress_tokens": None,
-    "top_h": None,
-    "epsilon_cutoff": 0.0,
-    "eta_cutoff": 0.0,
-    "watermarking_config": None,
-    "renormalize_logits": False,
-}
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
-
 
 def _reject(name: str, value, expected: str, hint: str = "") -> None:
     raise ValueError(f"{name} must be {expected}, got {value!r}.{' ' + hint if hint else ''}")
 
 
 def _check_min_tokens_to_keep(value) -> None:
-    if not _is_int(value) or value < 1:
+    if not is_int(value) or value < 1:
         _reject("min_tokens_to_keep", value, "an integer >= 1")
 
 
@@ -124,9 +81,9 @@ def _token_id_list(name: str, ids) -> list[int]:
     """An int, a list of ints or a 1-D tensor of ids, as a list of non-negative ints."""
     if isinstance(ids, torch.Tensor):
         ids = ids.reshape(-1).tolist()
-    elif _is_int(ids):
+    elif is_int(ids):
         ids = [ids]
-    if not isinstance(ids, (list, tuple)) or not all(_is_int(i) and i >= 0 for i in ids):
+    if not isinstance(ids, (list, tuple)) or not all(is_int(i) and i >= 0 for i in ids):
         _reject(name, ids, "a token id or a list of token ids (integers >= 0)")
     return [int(i) for i in ids]
 
@@ -159,7 +116,7 @@ class TemperatureLogitsWarper(LogitsWarper):
     temperature: float
 
     def __post_init__(self):
-        if not _is_number(self.temperature) or not self.temperature > 0:
+        if not is_number(self.temperature) or not self.temperature > 0:
             _reject(
                 "temperature", self.temperature, "a number > 0",
                 "For greedy decoding pass do_sample=False instead of temperature=0.",
@@ -178,7 +135,7 @@ class TopKLogitsWarper(LogitsWarper):
     min_tokens_to_keep: int = 1
 
     def __post_init__(self):
-        if not _is_int(self.top_k) or self.top_k <= 0:
+        if not is_int(self.top_k) or self.top_k <= 0:
             _reject("top_k", self.top_k, "an integer > 0", "Pass top_k=0 to generate() to turn top-k filtering off.")
         _check_min_tokens_to_keep(self.min_tokens_to_keep)
 
@@ -197,7 +154,7 @@ class TopPLogitsWarper(LogitsWarper):
     min_tokens_to_keep: int = 1
 
     def __post_init__(self):
-        if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
+        if not is_number(self.top_p) or not 0 < self.top_p <= 1:
             _reject("top_p", self.top_p, "a number in (0, 1]", "Pass top_p=1.0 to turn nucleus filtering off.")
         _check_min_tokens_to_keep(self.min_tokens_to_keep)
 
@@ -221,7 +178,7 @@ class MinPLogitsWarper(LogitsWarper):
     min_tokens_to_keep: int = 1
 
     def __post_init__(self):
-        if not _is_number(self.min_p) or not 0 <= self.min_p <= 1:
+        if not is_number(self.min_p) or not 0 <= self.min_p <= 1:
             _reject("min_p", self.min_p, "a number in [0, 1]")
         _check_min_tokens_to_keep(self.min_tokens_to_keep)
 
@@ -242,7 +199,7 @@ class TypicalLogitsWarper(LogitsWarper):
     min_tokens_to_keep: int = 1
 
     def __post_init__(self):
-        if not _is_number(self.mass) or not 0 < self.mass <= 1:
+        if not is_number(self.mass) or not 0 < self.mass <= 1:
             _reject("typical_p", self.mass, "a number in (0, 1]", "Pass typical_p=1.0 to turn typical sampling off.")
         _check_min_tokens_to_keep(self.min_tokens_to_keep)
 
@@ -273,13 +230,13 @@ class RepetitionPenaltyLogitsProcessor(LogitsProcessor):
     prompt_ignore_length: int | torch.Tensor | None = field(default=None, compare=False)
 
     def __post_init__(self):
-        if not _is_number(self.penalty) or not self.penalty > 0:
+        if not is_number(self.penalty) or not self.penalty > 0:
             _reject("repetition_penalty", self.penalty, "a number > 0", "1.0 means no penalty.")
         ignore = self.prompt_ignore_length
         if isinstance(ignore, torch.Tensor):
             if ignore.dim() != 1:
                 _reject("prompt_ignore_length", tuple(ignore.shape), "an int or a 1-D tensor with one entry per row")
-        elif ignore is not None and (not _is_int(ignore) or ignore < 0):
+        elif ignore is not None and (not is_int(ignore) or ignore < 0):
             _reject("prompt_ignore_length", ignore, "an integer >= 0 or a 1-D tensor")
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -312,7 +269,7 @@ class NoRepeatNGramLogitsProcessor(LogitsProcessor):
     ngram_size: int
 
     def __post_init__(self):
-        if not _is_int(self.ngram_size) or self.ngram_size <= 0:
+        if not is_int(self.ngram_size) or self.ngram_size <= 0:
             _reject("no_repeat_ngram_size", self.ngram_size, "an integer > 0", "0 turns the n-gram ban off.")
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -356,7 +313,7 @@ class NoBadWordsLogitsProcessor(LogitsProcessor):
             not isinstance(words, (list, tuple))
             or not words
             or not all(isinstance(word, (list, tuple)) and word for word in words)
-            or not all(_is_int(token) and token >= 0 for word in words for token in word)
+            or not all(is_int(token) and token >= 0 for word in words for token in word)
         ):
             _reject(
                 "bad_words_ids", words, "a non-empty list of non-empty lists of token ids (integers >= 0)",
@@ -415,7 +372,7 @@ class MinLengthLogitsProcessor(LogitsProcessor):
     _eos: torch.Tensor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        if not _is_int(self.min_length) or self.min_length < 0:
+        if not is_int(self.min_length) or self.min_length < 0:
             _reject("min_length", self.min_length, "an integer >= 0")
         eos = _token_id_list("eos_token_id", self.eos_token_id)
         object.__setattr__(self, "_eos", torch.tensor(eos, dtype=torch.long, device=self.device))
@@ -439,7 +396,7 @@ class MinNewTokensLengthLogitsProcessor(LogitsProcessor):
     def __post_init__(self):
         for name in ("prompt_length_to_skip", "min_new_tokens"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 0:
+            if not is_int(value) or value < 0:
                 _reject(name, value, "an integer >= 0")
         eos = _token_id_list("eos_token_id", self.eos_token_id)
         object.__setattr__(self, "_eos", torch.tensor(eos, dtype=torch.long, device=self.device))
@@ -478,7 +435,7 @@ class SuppressTokensAtBeginLogitsProcessor(LogitsProcessor):
     def __post_init__(self):
         ids = _token_id_list("begin_suppress_tokens", self.begin_suppress_tokens)
         object.__setattr__(self, "begin_suppress_tokens", torch.tensor(ids, dtype=torch.long, device=self.device))
-        if not _is_int(self.begin_index) or self.begin_index < 0:
+        if not is_int(self.begin_index) or self.begin_index < 0:
             _reject("begin_index", self.begin_index, "an integer >= 0 (the prompt's length)")
 
     def set_begin_index(self, begin_index: int) -> None:
@@ -498,7 +455,7 @@ class ForcedBOSTokenLogitsProcessor(LogitsProcessor):
     bos_token_id: int
 
     def __post_init__(self):
-        if not _is_int(self.bos_token_id) or self.bos_token_id < 0:
+        if not is_int(self.bos_token_id) or self.bos_token_id < 0:
             _reject("forced_bos_token_id", self.bos_token_id, "a token id (an integer >= 0)")
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -569,7 +526,7 @@ class ExponentialDecayLengthPenalty(LogitsProcessor):
 
     def __post_init__(self):
         pair = self.exponential_decay_length_penalty
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not _is_int(pair[0]) or not _is_number(pair[1]):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not is_int(pair[0]) or not is_number(pair[1]):
             _reject("exponential_decay_length_penalty", pair, "a pair (start_index: int, decay_factor: float)")
         if self.eos_token_id is None:
             raise ValueError("exponential_decay_length_penalty raises the EOS scores, so it needs eos_token_id.")
@@ -600,7 +557,7 @@ class EpsilonLogitsWarper(LogitsWarper):
     min_tokens_to_keep: int = 1
 
     def __post_init__(self):
-        if not _is_number(self.epsilon) or not 0 < self.epsilon < 1:
+        if not is_number(self.epsilon) or not 0 < self.epsilon < 1:
             _reject("epsilon_cutoff", self.epsilon, "a number in (0, 1)", "0 turns epsilon sampling off.")
         _check_min_tokens_to_keep(self.min_tokens_to_keep)
         object.__setattr__(self, "epsilon", float(self.epsilon))
@@ -621,7 +578,7 @@ class EtaLogitsWarper(LogitsWarper):
     device: str | torch.device = field(default="cpu", compare=False)
 
     def __post_init__(self):
-        if not _is_number(self.epsilon) or not 0 < self.epsilon < 1:
+        if not is_number(self.epsilon) or not 0 < self.epsilon < 1:
             _reject("eta_cutoff", self.epsilon, "a number in (0, 1)", "0 turns eta sampling off.")
         _check_min_tokens_to_keep(self.min_tokens_to_keep)
         # Kept as a float32 tensor: the cutoff is computed in float32, as in the reference.
@@ -645,7 +602,7 @@ class TopHLogitsWarper(LogitsWarper):
     top_n: int = field(default=100, init=False)  # how many top tokens the entropy is measured over
 
     def __post_init__(self):
-        if not _is_number(self.top_h) or not 0 < self.top_h <= 1:
+        if not is_number(self.top_h) or not 0 < self.top_h <= 1:
             _reject("top_h", self.top_h, "a number in (0, 1]")
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -686,7 +643,7 @@ class EncoderRepetitionPenaltyLogitsProcessor(LogitsProcessor):
     encoder_input_ids: torch.Tensor = field(compare=False)
 
     def __post_init__(self):
-        if not _is_number(self.penalty) or not self.penalty > 0:
+        if not is_number(self.penalty) or not self.penalty > 0:
             _reject("encoder_repetition_penalty", self.penalty, "a number > 0", "1.0 means no penalty.")
         object.__setattr__(self, "penalty", 1 / self.penalty)
 
@@ -704,7 +661,7 @@ class EncoderNoRepeatNGramLogitsProcessor(LogitsProcessor):
     (for a decoder-only model: the prompt), so the answer does not copy the source verbatim."""
 
     def __init__(self, encoder_ngram_size: int, encoder_input_ids: torch.Tensor):
-        if not _is_int(encoder_ngram_size) or encoder_ngram_size <= 0:
+        if not is_int(encoder_ngram_size) or encoder_ngram_size <= 0:
             _reject("encoder_no_repeat_ngram_size", encoder_ngram_size, "an integer > 0", "0 turns it off.")
         if encoder_input_ids.dim() == 1:
             encoder_input_ids = encoder_input_ids[None]
@@ -789,7 +746,7 @@ def _sequence_bias_dict(sequence_bias) -> dict[tuple[int, ...], float]:
     expected = "a non-empty list of [token_ids, bias] pairs (token ids >= 0, bias a float)"
 
     def valid(ids, bias) -> bool:
-        return len(ids) > 0 and all(_is_int(token) and token >= 0 for token in ids) and isinstance(bias, float)
+        return len(ids) > 0 and all(is_int(token) and token >= 0 for token in ids) and isinstance(bias, float)
 
     if isinstance(sequence_bias, dict) and sequence_bias:
         if not all(isinstance(ids, tuple) and valid(ids, bias) for ids, bias in sequence_bias.items()):
@@ -818,7 +775,7 @@ class PrefixConstrainedLogitsProcessor(LogitsProcessor):
         if not callable(prefix_allowed_tokens_fn):
             _reject("prefix_allowed_tokens_fn", prefix_allowed_tokens_fn,
                     "a function (batch_id, input_ids) -> list of allowed token ids")
-        if not _is_int(num_beams) or num_beams < 1:
+        if not is_int(num_beams) or num_beams < 1:
             _reject("num_beams", num_beams, "an integer >= 1")
         self._prefix_allowed_tokens_fn = prefix_allowed_tokens_fn
         self._num_beams = num_beams
@@ -847,7 +804,7 @@ class ClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
     guidance_scale: float
 
     def __post_init__(self):
-        if not _is_number(self.guidance_scale) or not self.guidance_scale > 1:
+        if not is_number(self.guidance_scale) or not self.guidance_scale > 1:
             _reject("guidance_scale", self.guidance_scale, "a number > 1 for this processor",
                     "A scale of 1 means no guidance.")
 
@@ -878,7 +835,7 @@ class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
         unconditional_attention_mask: torch.Tensor | None = None,
         use_cache: bool = True,
     ):
-        if not _is_number(guidance_scale):
+        if not is_number(guidance_scale):
             _reject("guidance_scale", guidance_scale, "a number (1 means no guidance)")
         if model is None or not callable(model):
             _reject("model", model, "the model being generated from, to score the negative prompt")
@@ -949,7 +906,7 @@ def build_processors(
 
     Positional parameters:
     - `config`: a GenerationConfig (resolved or not) or any object with its option names; options it lacks take
-      the reference's defaults, an option set to None is off.
+      their defaults from `options.OPTIONS` (the reference's), an option set to None is off.
     - `prompt_length`: the prompt's length in tokens (with padding).
     - `attention_mask`: one row per generated sequence (after expanding for beams / return sequences); lets the
       repetition penalty skip each row's left padding.
@@ -978,7 +935,7 @@ def build_processors(
     """
 
     def option(name):
-        return getattr(config, name, _DEFAULTS[name])
+        return getattr(config, name, OPTIONS_BY_NAME[name].default)
 
     if device is None:
         device = attention_mask.device if attention_mask is not None else "cpu"
@@ -1018,7 +975,7 @@ def build_processors(
         padding = (attention_mask != 0).int().argmax(dim=1) if attention_mask is not None else None
         processors.append(RepetitionPenaltyLogitsProcessor(penalty, prompt_ignore_length=padding))
     ngram_size = option("no_repeat_ngram_size")
-    if ngram_size is not None and (not _is_int(ngram_size) or ngram_size < 0):
+    if ngram_size is not None and (not is_int(ngram_size) or ngram_size < 0):
         _reject("no_repeat_ngram_size", ngram_size, "an integer >= 0", "0 turns the n-gram ban off.")
     if ngram_size:
         processors.append(NoRepeatNGramLogitsProcessor(ngram_size))
@@ -1035,7 +992,7 @@ def build_processors(
 
     min_length, min_new_tokens = option("min_length"), option("min_new_tokens")
     for name, value in (("min_length", min_length), ("min_new_tokens", min_new_tokens)):
-        if value is not None and (not _is_int(value) or value < 0):
+        if value is not None and (not is_int(value) or value < 0):
             _reject(name, value, "an integer >= 0")
     if min_new_tokens is not None:
         # As in the reference, min_new_tokens takes precedence and restates min_length from the prompt.
@@ -1140,7 +1097,7 @@ def _build_warpers(option, device="cpu") -> list:
     if top_h is not None:
         warpers.append(TopHLogitsWarper(top_h))
     top_k = option("top_k")
-    if top_k is not None and (not _is_int(top_k) or top_k < 0):
+    if top_k is not None and (not is_int(top_k) or top_k < 0):
         _reject("top_k", top_k, "an integer >= 0", "0 turns top-k filtering off.")
     if top_k:
         warpers.append(TopKLogitsWarper(top_k, min_tokens_to_keep=min_tokens_to_keep))
