@@ -43,6 +43,8 @@ for _register in (
 
 def few_rows(x: torch.Tensor, limit: int) -> bool:
     """Whether `x` (rows, features) is at most `limit` rows on the CPU, without gradients, with the kernels built."""
+    if torch.compiler.is_compiling():
+        return False  # torch.compile traces the plain path (generation/static_cache.py); the kernel is opaque to it
     return x.shape[0] <= limit and x.device.type == "cpu" and not torch.is_grad_enabled() and available()
 
 

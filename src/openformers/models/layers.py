@@ -170,6 +170,49 @@ def attention_mask_for(
     return mask
 
 
+def positions_and_mask(
+    cache, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None, T: int, device: torch.device,
+    sliding_window: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """For T new tokens after what `cache` holds: their position ids (`position_ids` when given, else counted from
+    the cache, (1, T)), the mask for `attention` over the keys the cache will return, and how many positions those
+    keys span (for position tables).
+
+    A static cache (`is_compileable`) returns its whole buffer, so its mask covers every slot; its length stays a
+    tensor on the device, so a compiled decoding step neither reads it back nor changes shape from step to step.
+    """
+    if getattr(cache, "is_compileable", False):
+        slots = cache.next_positions(T, device)  # (T,)
+        mask = static_cache_mask(attention_mask, slots, cache.max_cache_len, sliding_window)
+        return (slots[None] if position_ids is None else position_ids), mask, cache.max_cache_len
+    past = cache.seq_len if cache is not None else 0
+    if position_ids is None:
+        position_ids = torch.arange(past, past + T, device=device)[None]  # (1, T)
+    return position_ids, attention_mask_for(attention_mask, past, T, device, sliding_window), past + T
+
+
+def static_cache_mask(
+    attention_mask: torch.Tensor | None, slots: torch.Tensor, capacity: int, sliding_window: int | None = None
+) -> torch.Tensor:
+    """The mask for `attention` over a static cache's whole buffer: (1 or B, 1, T, capacity) booleans.
+
+    `slots` (T,) are the new tokens' places in the buffer; a query sees the slots up to its own, so those not
+    written yet stay hidden. `attention_mask` (B, S <= capacity) marks the padding among the first S slots.
+    """
+    key_slots = torch.arange(capacity, device=slots.device)[None, :]
+    mask = key_slots <= slots[:, None]  # (T, capacity)
+    if sliding_window is not None:
+        mask &= key_slots > slots[:, None] - sliding_window
+    mask = mask[None, None]
+    if attention_mask is None:
+        return mask
+    padding = F.pad(attention_mask.bool(), (0, capacity - attention_mask.shape[-1]), value=True)
+    mask = mask & padding[:, None, None, :]
+    if not _SDPA_ZEROES_EMPTY_ROWS:
+        mask = mask | ~mask.any(dim=-1, keepdim=True)  # torch 2.4 (see attention_mask_for)
+    return mask
+
+
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float = 0.0
 ) -> torch.Tensor:
