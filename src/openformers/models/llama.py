@@ -25,8 +25,8 @@ from .layers import (
     RotaryEmbedding,
     apply_rope,
     attention,
-    attention_mask_for,
     eager_attention,
+    positions_and_mask,
     run_layer,
 )
 from .heads import QuestionAnswering, SequenceClassification, TokenClassification
@@ -201,12 +201,10 @@ class LlamaModel(LlamaPreTrainedModel):
             return self.returned(BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache), return_dict)
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         T = x.shape[1]
-        past = cache.seq_len if cache is not None else 0
-        if position_ids is None:
-            position_ids = torch.arange(past, past + T, device=x.device)[None]  # (1, T)
-        self.rotary_emb.ensure_length(past + T)
+        position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, T, x.device,
+                                                     self.sliding_window)
+        self.rotary_emb.ensure_length(end)
         cos, sin = self.rotary_emb(position_ids, x.dtype)
-        mask = attention_mask_for(attention_mask, past, T, x.device, self.sliding_window)
         # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
         checkpointing = self.gradient_checkpointing if self.training and cache is None else None
         attention_path = self.attention_path(output_attentions)
@@ -242,7 +240,8 @@ class LlamaModel(LlamaPreTrainedModel):
         """Whether this step is one token of one sequence after a cached prompt: the compiled kernel's case."""
         config = self.config
         return (
-            getattr(cache, "seq_len", 0) > 0
+            getattr(cache, "is_compileable", True) is False  # the kernel appends to a growing cache, not a static one
+            and cache.seq_len > 0
             and self.embed_tokens.weight.dtype in KERNEL_DTYPES
             and not (config.attention_bias or config.mlp_bias)
             and (attention_mask is None or bool(attention_mask.all()))
