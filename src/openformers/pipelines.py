@@ -24,6 +24,7 @@ from collections.abc import Mapping, MutableMapping
 import torch
 
 from .generation.config import GenerationConfig
+from .generation.options import OPTION_NAMES, OPTIONS, Kind, names_of_kind
 
 # task -> (the Auto class that loads its model, the pipeline class, defined below)
 TASKS = {
@@ -405,16 +406,15 @@ _PIPELINE_OPTIONS = {
     "truncation", "padding", "handle_long_generation", "tokenizer_encode_kwargs", "tools", "documents",
 }
 # What the reference's text-generation pipeline uses for options neither the caller nor the model sets.
-_PIPELINE_DEFAULTS = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7}
-_SAMPLING_OPTIONS = {"temperature", "top_k", "top_p", "min_p", "typical_p"}
+_PIPELINE_DEFAULTS = {option.name: option.pipeline_default for option in OPTIONS if option.pipeline_default is not None}
+_SAMPLING_OPTIONS = set(names_of_kind(Kind.SAMPLING))
 _RETURN_TYPES = {"tensors": 0, "new_text": 1, "full_text": 2}  # the reference's ReturnType values
 # Which of the pipeline's own options each step takes (the rest of the options go to generate()).
 _PREPROCESS_OPTIONS = ("prefix", "handle_long_generation", "add_special_tokens", "truncation", "padding", "max_length",
                        "continue_final_message", "tokenizer_encode_kwargs", "tools", "documents")
 _POSTPROCESS_OPTIONS = ("return_type", "clean_up_tokenization_spaces", "continue_final_message", "skip_special_tokens")
 # generate()'s keyword arguments that are neither in its signature nor options of GenerationConfig.
-_GENERATE_KEYWORDS = {"tokenizer", "assistant_tokenizer", "generator", "past_key_values", "use_model_defaults",
-                      "prompt_lookup_num_tokens"}
+_GENERATE_KEYWORDS = {"tokenizer", "assistant_tokenizer", "generator", "past_key_values", "use_model_defaults"}
 
 
 class TextGenerationPipeline(Pipeline):
@@ -462,7 +462,7 @@ class TextGenerationPipeline(Pipeline):
         generate_names = {p.name for p in generate if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
         generate_names |= _GENERATE_KEYWORDS
         generate_names -= {"self", "inputs", "input_ids", "attention_mask"}  # the pipeline makes those
-        return _PIPELINE_OPTIONS | set(GenerationConfig.option_names()) | generate_names
+        return _PIPELINE_OPTIONS | set(OPTION_NAMES) | generate_names
 
     def _is_input(self, value) -> bool:
         return isinstance(value, str) or _is_chat(value)

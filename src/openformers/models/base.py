@@ -22,6 +22,7 @@ from ..configs import CONFIG_CLASSES, PretrainedConfig, config_from_gguf, hub_ap
 from ..generation.cache import DynamicCache
 from ..generation.config import GenerationConfig
 from ..generation.decoding import GenerationMixin
+from ..generation.options import Kind, names_of_kind
 from ..hub import ModelFiles, resolve
 from ..quantization import check_quantization, quantize
 from ..weights import GGUFFile, cast, find_weights, load_weights, save_safetensors
@@ -428,8 +429,7 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
         else:  # the older format; read back (here and by the reference) with weights_only=True
             torch.save({k: v.contiguous() for k, v in state_dict.items()}, folder / "pytorch_model.bin")
         generation = self.generation_config.to_diff_dict()
-        sampling_options = ("temperature", "top_p", "top_k", "min_p", "typical_p")
-        sampling = {k: generation[k] for k in sampling_options if k in generation}
+        sampling = {k: generation[k] for k in names_of_kind(Kind.SAMPLING) if k in generation}
         if sampling and generation.get("do_sample") is not True:
             warnings.warn(
                 f"generation_config sets {', '.join(f'{k}={v}' for k, v in sampling.items())} without do_sample=True, "
