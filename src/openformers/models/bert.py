@@ -13,21 +13,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import BertConfig, RobertaConfig
-from .base import PreTrainedModel, check_inputs, forward_cache, recorded, span_logits
+from .base import PreTrainedModel, check_inputs, forward_cache, recorded
+from .heads import (
+    HeadModel,
+    MultipleChoice,
+    PooledSequenceClassification,
+    QuestionAnswering,
+    TokenClassification,
+)
 from .layers import ACTIVATIONS, attention, attention_mask_for, eager_attention, run_layer
-from .losses import next_token_loss, question_answering_loss, sequence_classification_loss, token_loss
+from .losses import next_token_loss, token_loss
 from .outputs import (
     BaseModelOutputWithPooling,
     BaseModelOutputWithPoolingAndCrossAttentions,
     BertForPreTrainingOutput,
     CausalLMOutputWithCrossAttentions,
     MaskedLMOutput,
-    MultipleChoiceModelOutput,
     NextSentencePredictorOutput,
-    QuestionAnsweringModelOutput,
-    SequenceClassifierOutput,
-    TokenClassifierOutput,
 )
+
 
 def _embedding(count: int, dim: int, padding_idx: int | None = None) -> nn.Embedding:
     # An explicit weight skips nn.Embedding's random init, which is slow on the meta device (see llama.py).
@@ -172,6 +176,17 @@ class BertPreTrainedModel(PreTrainedModel):
 
     # A checkpoint saved from a head without the pooler (masked LM) still loads into BertModel.
     initialized_if_missing = (r"(^|\.)pooler\.",)
+    # The heads' settings (models/heads.py): the reference's BERT names its projections "classifier", and its
+    # classifier dropout falls back to the hidden dropout.
+    projection_name = "classifier"
+    hidden_dropout_field = "hidden_dropout_prob"
+
+    def new_base_model(self, config: BertConfig) -> "BertModel":
+        """The encoder a head builds on, with the pooler when the head reads it (`add_pooling_layer`)."""
+        base_class = RobertaModel if isinstance(config, RobertaConfig) else BertModel
+        if not self.add_pooling_layer:  # a checkpoint's pooler is left unused, as the reference does
+            self.ignored_checkpoint_keys = (*self.ignored_checkpoint_keys, POOLER_KEYS)
+        return base_class(config, add_pooling_layer=self.add_pooling_layer)
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -189,7 +204,7 @@ class BertModel(BertPreTrainedModel):
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
         if not add_pooling_layer:  # a checkpoint's pooler is left unused, as the reference does
-            self.ignored_checkpoint_keys = NO_POOLER_IGNORED_KEYS
+            self.ignored_checkpoint_keys = (*self.ignored_checkpoint_keys, POOLER_KEYS)
 
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
@@ -269,29 +284,11 @@ def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     return attention_mask[:, None, None, :].bool()
 
 
-# Heads built without the pooler leave a checkpoint's pooler weights unused, as the reference does.
-NO_POOLER_IGNORED_KEYS = (*BertPreTrainedModel.ignored_checkpoint_keys, r"^((bert|roberta)\.)?pooler\.")
+# The pooler's weights, which a model built without the pooler leaves unused.
+POOLER_KEYS = r"^((bert|roberta)\.)?pooler\."
 
 
 # Heads --------------------------------------------------------------------------------------------------------
-
-
-class _BertHeadModel(BertPreTrainedModel):
-    """A head over `self.bert` (or `self.roberta`): builds the base model under the family's prefix."""
-
-    def __init__(self, config: BertConfig, add_pooling_layer: bool):
-        super().__init__(config)
-        base_class = RobertaModel if isinstance(config, RobertaConfig) else BertModel
-        setattr(self, self.base_model_prefix, base_class(config, add_pooling_layer=add_pooling_layer))
-
-    def encode(
-        self, input_ids, attention_mask, position_ids, token_type_ids, inputs_embeds=None, output_attentions=None,
-        output_hidden_states=None,
-    ) -> BaseModelOutputWithPoolingAndCrossAttentions:
-        """A head's call of its encoder, answered as an output object whatever return_dict says."""
-        base = getattr(self, self.base_model_prefix)
-        return base(input_ids, attention_mask, position_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds,
-                    output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True)
 
 
 class BertPredictionHeadTransform(nn.Module):
@@ -327,14 +324,14 @@ class BertOnlyMLMHead(nn.Module):
         return self.predictions(x)
 
 
-class BertForMaskedLM(_BertHeadModel):
+class BertForMaskedLM(BertPreTrainedModel, HeadModel):
     """Logits over the vocabulary at every position; the loss over positions whose label is not -100."""
 
     tied_weights = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
-    ignored_checkpoint_keys = (*NO_POOLER_IGNORED_KEYS, r"^cls\.seq_relationship\.")
+    ignored_checkpoint_keys = (*BertPreTrainedModel.ignored_checkpoint_keys, r"^cls\.seq_relationship\.")
 
     def __init__(self, config: BertConfig):
-        super().__init__(config, add_pooling_layer=False)
+        super().__init__(config)
         self.cls = BertOnlyMLMHead(config)
         self.tie_weights()
 
@@ -343,88 +340,32 @@ class BertForMaskedLM(_BertHeadModel):
         token_type_ids=None, labels=None, logits_to_keep=0, inputs_embeds=None, output_attentions=None,
         output_hidden_states=None, return_dict=None,
     ) -> MaskedLMOutput | tuple:
-        encoded = self.encode(input_ids, attention_mask, position_ids, token_type_ids, inputs_embeds, output_attentions,
-                              output_hidden_states)
+        encoded = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, None,
+                                      inputs_embeds, None, output_attentions, output_hidden_states)
         logits = self.token_logits(encoded.last_hidden_state)  # (B, T, vocab_size)
         loss = None if labels is None else token_loss(logits, labels)
-        return self.returned(MaskedLMOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions), return_dict)
+        output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states,
+                                attentions=encoded.attentions)
+        return self.returned(output, return_dict)
 
     def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.cls(hidden)
 
 
-class BertForSequenceClassification(_BertHeadModel):
+class BertForSequenceClassification(BertPreTrainedModel, PooledSequenceClassification):
     """One label (or score) per sequence, from the pooled first token."""
 
-    def __init__(self, config: BertConfig):
-        super().__init__(config, add_pooling_layer=True)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0, inputs_embeds=None, output_attentions=None,
-        output_hidden_states=None, return_dict=None,
-    ) -> SequenceClassifierOutput | tuple:
-        encoded = self.encode(input_ids, attention_mask, position_ids, token_type_ids, inputs_embeds, output_attentions,
-                              output_hidden_states)
-        logits = self.sequence_logits(encoded)
-        loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
-        return self.returned(SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions), return_dict)
-
-    def sequence_logits(self, encoded: BaseModelOutputWithPooling) -> torch.Tensor:
-        """(B, num_labels) from the pooled first token."""
-        return self.classifier(self.dropout(encoded.pooler_output))
-
-
-class BertForTokenClassification(_BertHeadModel):
+class BertForTokenClassification(BertPreTrainedModel, TokenClassification):
     """One label per token (named entities)."""
 
-    ignored_checkpoint_keys = NO_POOLER_IGNORED_KEYS
 
-    def __init__(self, config: BertConfig):
-        super().__init__(config, add_pooling_layer=False)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0, inputs_embeds=None, output_attentions=None,
-        output_hidden_states=None, return_dict=None,
-    ) -> TokenClassifierOutput | tuple:
-        encoded = self.encode(input_ids, attention_mask, position_ids, token_type_ids, inputs_embeds, output_attentions,
-                              output_hidden_states)
-        logits = self.classifier(self.dropout(encoded.last_hidden_state))  # (B, T, num_labels)
-        loss = None if labels is None else token_loss(logits, labels)
-        return self.returned(TokenClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions), return_dict)
-
-
-class BertForQuestionAnswering(_BertHeadModel):
+class BertForQuestionAnswering(BertPreTrainedModel, QuestionAnswering):
     """Extractive QA: the logits of each token being the start and the end of the answer span."""
 
-    ignored_checkpoint_keys = NO_POOLER_IGNORED_KEYS
 
-    def __init__(self, config: BertConfig):
-        super().__init__(config, add_pooling_layer=False)
-        self.qa_outputs = nn.Linear(config.hidden_size, 2)
-
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, start_positions=None, end_positions=None, logits_to_keep=0, inputs_embeds=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None,
-    ) -> QuestionAnsweringModelOutput | tuple:
-        encoded = self.encode(input_ids, attention_mask, position_ids, token_type_ids, inputs_embeds, output_attentions,
-                              output_hidden_states)
-        start_logits, end_logits = span_logits(self.qa_outputs(encoded.last_hidden_state))  # (B, T) each
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
-        output = QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
-        return self.returned(output, return_dict)
-
-
-def _classifier_dropout(config: BertConfig) -> float:
-    return config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
+class BertForMultipleChoice(BertPreTrainedModel, MultipleChoice):
+    """One score per choice, from each choice's pooled first token."""
 
 
 # RoBERTa: the same heads under the reference's RoBERTa names.
@@ -445,10 +386,10 @@ class RobertaLMHead(nn.Module):
 class RobertaClassificationHead(nn.Module):
     """dropout, dense, tanh, dropout, out_proj over the first token (<s>); RoBERTa has no pooler."""
 
-    def __init__(self, config: RobertaConfig):
+    def __init__(self, config: RobertaConfig, dropout: float):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.dropout = nn.Dropout(dropout)
         self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(self, hidden):
@@ -461,10 +402,10 @@ class RobertaClassificationHead(nn.Module):
 
 class RobertaForMaskedLM(RobertaPreTrainedModel, BertForMaskedLM):
     tied_weights = {"lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight"}
-    ignored_checkpoint_keys = NO_POOLER_IGNORED_KEYS
+    ignored_checkpoint_keys = RobertaPreTrainedModel.ignored_checkpoint_keys
 
     def __init__(self, config: RobertaConfig):
-        _BertHeadModel.__init__(self, config, add_pooling_layer=False)
+        HeadModel.__init__(self, config)
         self.lm_head = RobertaLMHead(config)
         self.tie_weights()
 
@@ -473,14 +414,14 @@ class RobertaForMaskedLM(RobertaPreTrainedModel, BertForMaskedLM):
 
 
 class RobertaForSequenceClassification(RobertaPreTrainedModel, BertForSequenceClassification):
-    ignored_checkpoint_keys = NO_POOLER_IGNORED_KEYS
+    add_pooling_layer = False
 
     def __init__(self, config: RobertaConfig):
-        _BertHeadModel.__init__(self, config, add_pooling_layer=False)
-        self.classifier = RobertaClassificationHead(config)
+        HeadModel.__init__(self, config)
+        self.classifier = RobertaClassificationHead(config, self.classifier_dropout())
 
-    def sequence_logits(self, encoded: BaseModelOutputWithPooling) -> torch.Tensor:
-        return self.classifier(encoded.last_hidden_state)  # the head reads the first token (<s>)
+    def sequence_logits(self, base: BaseModelOutputWithPooling) -> torch.Tensor:
+        return self.classifier(base.last_hidden_state)  # the head reads the first token (<s>)
 
 
 class RobertaForTokenClassification(RobertaPreTrainedModel, BertForTokenClassification):
@@ -491,7 +432,12 @@ class RobertaForQuestionAnswering(RobertaPreTrainedModel, BertForQuestionAnsweri
     pass
 
 
-# Pretraining, next-sentence, multiple-choice and decoder heads -------------------------------------------------
+class RobertaForMultipleChoice(RobertaPreTrainedModel, BertForMultipleChoice):
+    def classifier_dropout(self) -> float:
+        return self.config.hidden_dropout_prob  # the reference's RoBERTa ignores classifier_dropout here
+
+
+# Pretraining, next-sentence and decoder heads ------------------------------------------------------------------
 
 
 class BertPreTrainingHeads(nn.Module):
@@ -506,17 +452,18 @@ class BertPreTrainingHeads(nn.Module):
         return self.predictions(hidden), self.seq_relationship(pooled)
 
 
-class BertForPreTraining(_BertHeadModel):
+class BertForPreTraining(BertPreTrainedModel, HeadModel):
     """BERT as pretrained: masked LM logits and next-sentence logits; the loss is their sum.
 
     The loss needs both `labels` (B, T), -100 where a token is not predicted, and `next_sentence_label`
     (B,): 0 when the second segment follows the first, 1 when it is random.
     """
 
+    add_pooling_layer = True
     tied_weights = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
 
     def __init__(self, config: BertConfig):
-        super().__init__(config, add_pooling_layer=True)
+        super().__init__(config)
         self.cls = BertPreTrainingHeads(config)
         self.tie_weights()
 
@@ -525,8 +472,8 @@ class BertForPreTraining(_BertHeadModel):
         token_type_ids=None, labels=None, next_sentence_label=None, logits_to_keep=0, inputs_embeds=None,
         output_attentions=None, output_hidden_states=None, return_dict=None,
     ) -> BertForPreTrainingOutput | tuple:
-        encoded = self.encode(input_ids, attention_mask, position_ids, token_type_ids, inputs_embeds, output_attentions,
-                              output_hidden_states)
+        encoded = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, None,
+                                      inputs_embeds, None, output_attentions, output_hidden_states)
         prediction_logits, seq_relationship_logits = self.cls(encoded.last_hidden_state, encoded.pooler_output)
         loss = None
         if labels is not None and next_sentence_label is not None:
@@ -551,11 +498,13 @@ class BertOnlyNSPHead(nn.Module):
         return self.seq_relationship(pooled)
 
 
-class BertForNextSentencePrediction(_BertHeadModel):
+class BertForNextSentencePrediction(BertPreTrainedModel, HeadModel):
     """Whether the second segment follows the first: logits (B, 2), label 0 for "follows", 1 for "random"."""
 
+    add_pooling_layer = True
+
     def __init__(self, config: BertConfig):
-        super().__init__(config, add_pooling_layer=True)
+        super().__init__(config)
         self.cls = BertOnlyNSPHead(config)
 
     def forward(
@@ -563,8 +512,8 @@ class BertForNextSentencePrediction(_BertHeadModel):
         token_type_ids=None, labels=None, logits_to_keep=0, inputs_embeds=None, output_attentions=None,
         output_hidden_states=None, return_dict=None,
     ) -> NextSentencePredictorOutput | tuple:
-        encoded = self.encode(input_ids, attention_mask, position_ids, token_type_ids, inputs_embeds, output_attentions,
-                              output_hidden_states)
+        encoded = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, None,
+                                      inputs_embeds, None, output_attentions, output_hidden_states)
         logits = self.cls(encoded.pooler_output)
         loss = None if labels is None else _next_sentence_loss(logits, labels)
         output = NextSentencePredictorOutput(
@@ -573,46 +522,7 @@ class BertForNextSentencePrediction(_BertHeadModel):
         return self.returned(output, return_dict)
 
 
-class BertForMultipleChoice(_BertHeadModel):
-    """One score per choice: inputs (B, num_choices, T), each choice encoded alone, logits (B, num_choices).
-
-    `labels` (B,) holds the index of the right choice.
-    """
-
-    def __init__(self, config: BertConfig):
-        super().__init__(config, add_pooling_layer=True)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
-        self.classifier = nn.Linear(config.hidden_size, 1)
-
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0, inputs_embeds=None, output_attentions=None,
-        output_hidden_states=None, return_dict=None,
-    ) -> MultipleChoiceModelOutput | tuple:
-        check_inputs(input_ids, inputs_embeds)
-        shape = input_ids.shape if inputs_embeds is None else inputs_embeds.shape[:-1]
-        if len(shape) != 3:
-            raise ValueError(
-                f"{type(self).__name__} takes input_ids shaped (batch, num_choices, length) (inputs_embeds with a "
-                f"last axis of hidden states); got shape {tuple(shape)}."
-            )
-        embeds = None if inputs_embeds is None else inputs_embeds.reshape(-1, *inputs_embeds.shape[-2:])
-        rows = (_rows(t) for t in (input_ids, attention_mask, position_ids, token_type_ids))
-        encoded = self.encode(*rows, embeds, output_attentions, output_hidden_states)  # B * num_choices sequences
-        logits = self.classifier(self.dropout(encoded.pooler_output)).view(-1, shape[1])  # (B, num_choices)
-        loss = None if labels is None else F.cross_entropy(logits, labels.to(logits.device))
-        output = MultipleChoiceModelOutput(
-            loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions
-        )
-        return self.returned(output, return_dict)
-
-
-def _rows(t: torch.Tensor | None) -> torch.Tensor | None:
-    """(B, num_choices, T) -> (B * num_choices, T): each choice is encoded as a sequence of its own."""
-    return None if t is None else t.reshape(-1, t.shape[-1])
-
-
-class BertLMHeadModel(_BertHeadModel):
+class BertLMHeadModel(BertPreTrainedModel, HeadModel):
     """BERT as a left-to-right language model: next-token logits and loss, and `generate`.
 
     Built for this with `is_decoder=True` in the config: each position then sees only itself and the ones
@@ -621,11 +531,11 @@ class BertLMHeadModel(_BertHeadModel):
     """
 
     tied_weights = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
-    ignored_checkpoint_keys = (*NO_POOLER_IGNORED_KEYS, r"^cls\.seq_relationship\.")
+    ignored_checkpoint_keys = (*BertPreTrainedModel.ignored_checkpoint_keys, r"^cls\.seq_relationship\.")
     loss_shifts_labels = True  # the loss at position t is against labels[t + 1] (the Trainer counts tokens by it)
 
     def __init__(self, config: BertConfig):
-        super().__init__(config, add_pooling_layer=False)
+        super().__init__(config)
         if not config.is_decoder:
             warnings.warn(
                 f"{type(self).__name__} is built with config.is_decoder=False, so every position sees the whole "
@@ -648,12 +558,9 @@ class BertLMHeadModel(_BertHeadModel):
     ) -> CausalLMOutputWithCrossAttentions | tuple:
         if labels is not None and logits_to_keep:
             raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
-        base = getattr(self, self.base_model_prefix)
-        encoded = base(
-            input_ids, attention_mask, position_ids, past_key_values, token_type_ids=token_type_ids, cache=cache,
-            inputs_embeds=inputs_embeds, use_cache=use_cache and labels is None,  # the reference keeps none when training
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
-        )
+        use_cache = use_cache and labels is None  # the reference keeps no cache when training
+        encoded = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
+                                      inputs_embeds, use_cache, output_attentions, output_hidden_states)
         hidden = encoded.last_hidden_state
         logits = self.token_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
         loss = None if labels is None else next_token_loss(logits, labels)
@@ -664,16 +571,9 @@ class BertLMHeadModel(_BertHeadModel):
         return self.returned(output, return_dict)
 
 
-class RobertaForMultipleChoice(RobertaPreTrainedModel, BertForMultipleChoice):
-    def __init__(self, config: RobertaConfig):
-        _BertHeadModel.__init__(self, config, add_pooling_layer=True)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)  # the reference's RoBERTa ignores classifier_dropout
-        self.classifier = nn.Linear(config.hidden_size, 1)
-
-
 class RobertaForCausalLM(RobertaPreTrainedModel, BertLMHeadModel):
     tied_weights = {"lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight"}
-    ignored_checkpoint_keys = NO_POOLER_IGNORED_KEYS
+    ignored_checkpoint_keys = RobertaPreTrainedModel.ignored_checkpoint_keys
 
     def add_lm_head(self, config: RobertaConfig) -> None:
         self.lm_head = RobertaLMHead(config)
