@@ -470,12 +470,6 @@ def recorded(values: list | None) -> tuple | None:
     return None if values is None else tuple(values)
 
 
-def span_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A QA head's (B, T, 2) as start and end logits, (B, T) each, contiguous (callers mask them in place)."""
-    start, end = logits.split(1, dim=-1)
-    return start.squeeze(-1).contiguous(), end.squeeze(-1).contiguous()
-
-
 def check_inputs(input_ids, inputs_embeds) -> None:
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("Pass exactly one of input_ids (B, T) and inputs_embeds (B, T, C); got "
