@@ -140,7 +140,7 @@ class _Server:
         jobs = []  # (choice index, prompt ids, options), the n choices of each prompt in turn
         for p, ids in enumerate(prompts):
             max_tokens = self._max_tokens(parsed, ids, "messages" if kind == "chat" else "prompt")
-            options = SamplingOptions(max_tokens, parsed.temperature, parsed.top_p, parsed.stop)
+            options = SamplingOptions(max_tokens, stop=parsed.stop, **parsed.options)
             for j in range(parsed.n):
                 seed = None if parsed.seed is None else parsed.seed + j
                 jobs.append((p * parsed.n + j, ids, replace(options, seed=seed)))

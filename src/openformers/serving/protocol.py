@@ -3,13 +3,17 @@
 Kept apart from the HTTP code (app.py) so that the rules are plain functions over dicts. A body is checked
 field by field; the first problem raises an `APIError` that names the field, what was found and what is
 expected, which app.py turns into OpenAI's error JSON. Unknown fields are refused, as OpenAI refuses them;
-options we do not implement are accepted only at their neutral value (e.g. `presence_penalty: 0`).
+options we do not implement are accepted only at their neutral value (e.g. `presence_penalty: 0`). The
+generation options a request may set are the rows of the options table with a `server` field
+(generation/options.py), each checked as GenerationConfig checks it.
 """
 
+import math
 import time
 import uuid
-from dataclasses import dataclass
-from numbers import Integral, Real
+from dataclasses import dataclass, field
+
+from ..generation.options import is_int, server_options
 
 
 class APIError(Exception):
@@ -43,18 +47,20 @@ class ParsedRequest:
     model: str
     prompts: list
     max_tokens: int | None
-    temperature: float
-    top_p: float
     stop: list[str]
     seed: int | None
     n: int
     stream: bool
     include_usage: bool
     echo: bool = False
+    options: dict = field(default_factory=dict)  # the generation options the request sets, by option name
 
 
-_COMMON_FIELDS = {"model", "temperature", "top_p", "max_tokens", "stop", "seed", "n", "stream", "stream_options",
-                  "user", "presence_penalty", "frequency_penalty", "logprobs", "logit_bias"}
+# The request fields that set a generation option, and OpenAI's range for those it documents narrower.
+_OPTION_FIELDS = {option.server: option for option in server_options()}
+_OPENAI_RANGES = {"temperature": (0, 2)}
+_COMMON_FIELDS = {"model", "max_tokens", "stop", "seed", "n", "stream", "stream_options", "user", "presence_penalty",
+                  "frequency_penalty", "logprobs", "logit_bias"} | set(_OPTION_FIELDS)
 _CHAT_FIELDS = _COMMON_FIELDS | {"messages", "max_completion_tokens", "top_logprobs", "response_format", "tools",
                                  "tool_choice", "parallel_tool_calls", "metadata", "store"}
 _COMPLETION_FIELDS = _COMMON_FIELDS | {"prompt", "echo", "best_of", "suffix"}
@@ -103,10 +109,6 @@ def _common(body: dict, limits: Limits, prompts: list, max_tokens: int | None, m
     if max_tokens is not None and not 1 <= max_tokens <= limits.max_tokens:
         raise APIError(400, f"{max_tokens_param} must be between 1 and {limits.max_tokens}, got {max_tokens}.",
                        param=max_tokens_param)
-    temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
-    top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
-    if top_p == 0.0:
-        raise APIError(400, "top_p must be greater than 0 and at most 1, got 0.", param="top_p")
     n = _field(body, "n", int)
     n = 1 if n is None else n
     if not 1 <= n <= limits.max_n:
@@ -117,10 +119,25 @@ def _common(body: dict, limits: Limits, prompts: list, max_tokens: int | None, m
         raise APIError(400, f"stream_options accepts only include_usage (true or false), got {stream_options!r}.",
                        param="stream_options")
     return ParsedRequest(
-        model=model, prompts=prompts, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-        stop=_stop(body), seed=_field(body, "seed", int), n=n, stream=bool(_field(body, "stream", bool)),
-        include_usage=include_usage,
+        model=model, prompts=prompts, max_tokens=max_tokens, stop=_stop(body), seed=_field(body, "seed", int), n=n,
+        stream=bool(_field(body, "stream", bool)), include_usage=include_usage, options=_generation_options(body),
     )
+
+
+def _generation_options(body: dict) -> dict:
+    """{option name: value} for the option fields the request sets, each checked as its option is."""
+    options = {}
+    for name, option in _OPTION_FIELDS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if not option.is_possible(value):
+            raise APIError(400, f"{name} must be {option.expected}, got {_describe(value)}.", param=name)
+        low, high = _OPENAI_RANGES.get(name, (-math.inf, math.inf))
+        if not low <= value <= high:
+            raise APIError(400, f"{name} must be between {low:g} and {high:g}, got {_describe(value)}.", param=name)
+        options[option.name] = value
+    return options
 
 
 def _refuse_unknown(body: dict, known: set[str]) -> None:
@@ -144,21 +161,11 @@ def _field(body: dict, name: str, kind: type, required: bool = False):
         if required:
             raise APIError(400, f"Missing required parameter: {name}.", param=name)
         return None
-    ok = _is_int(value) if kind is int else isinstance(value, kind)
+    ok = is_int(value) if kind is int else isinstance(value, kind)
     if not ok:
         names = {int: "an integer", str: "a string", bool: "a boolean", list: "an array", dict: "an object"}
         raise APIError(400, f"{name} must be {names[kind]}, got {_describe(value)}.", param=name)
     return value
-
-
-def _number(body: dict, name: str, default: float, low: float, high: float) -> float:
-    value = body.get(name)
-    if value is None:
-        return default
-    if not _is_number(value) or not low <= value <= high:
-        raise APIError(400, f"{name} must be a number between {low:g} and {high:g}, got {_describe(value)}.",
-                       param=name)
-    return float(value)
 
 
 def _stop(body: dict) -> list[str]:
@@ -189,16 +196,8 @@ def _message(message, index: int) -> dict:
     return {"role": _ROLES[role], "content": content}
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
 def _is_token_list(value) -> bool:
-    return isinstance(value, list) and bool(value) and all(_is_int(v) for v in value)
+    return isinstance(value, list) and bool(value) and all(is_int(v) for v in value)
 
 
 def _describe(value) -> str:
