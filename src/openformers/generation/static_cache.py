@@ -138,9 +138,11 @@ class StaticCache(Cache):
             length.zero_()
 
 
-def cache_for_generation(model, config: GenerationConfig, past_key_values: Cache | None) -> Cache | None:
-    """The cache `generate` decodes with: the caller's `past_key_values`, a new StaticCache sized for the call when
-    config.cache_implementation asks for one, else None (the decoder makes a DynamicCache)."""
+def cache_for_generation(model, config: GenerationConfig, past_key_values: Cache | None,
+                         max_length: int) -> Cache | None:
+    """The cache `generate` decodes with: the caller's `past_key_values`; a new StaticCache when
+    config.cache_implementation asks for one, holding `max_length` positions (prompt included) or
+    config.max_cache_len if larger; else None (the decoder makes a DynamicCache)."""
     kind = config.cache_implementation
     if past_key_values is not None:
         if kind is not None:
@@ -152,7 +154,7 @@ def cache_for_generation(model, config: GenerationConfig, past_key_values: Cache
     if kind not in STATIC_IMPLEMENTATIONS:
         return None
     return StaticCache(config=getattr(model, "config", None),
-                       max_cache_len=max(config.max_length, getattr(config, "max_cache_len", None) or 0))
+                       max_cache_len=max(max_length, getattr(config, "max_cache_len", None) or 0))
 
 
 def forward_for_decoding(model, config: GenerationConfig, cache: Cache | None):
