@@ -22,6 +22,7 @@ from .cache import Cache, DynamicCache
 from .candidates import AssistedCandidateGenerator, CandidateGenerator, PromptLookupCandidateGenerator
 from .config import GenerationConfig, resolve_generation_config
 from .processors import apply_processors, build_processors, sample_next_token
+from .static_cache import cache_for_generation, forward_for_decoding
 from .stopping_criteria import (
     ConfidenceCriteria, EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, StoppingCriteriaList,
     StopStringCriteria,
@@ -188,7 +189,8 @@ class GenerationMixin:
             streamer=streamer, synced_gpus=_synced(synced_gpus),
             output_attentions=bool(loop["output_attentions"]), output_hidden_states=bool(loop["output_hidden_states"]),
         )
-        decoder = Decoder(self, input_ids, attention_mask, cache=past_key_values,
+        cache = cache_for_generation(self, config, past_key_values, run.max_length)
+        decoder = Decoder(forward_for_decoding(self, config, cache), input_ids, attention_mask, cache=cache,
                           output_attentions=run.output_attentions, output_hidden_states=run.output_hidden_states)
         if assisted:
             candidates = _candidate_generator(self, assistant_model, input_ids, config, loop, processors)

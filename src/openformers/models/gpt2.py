@@ -14,7 +14,7 @@ from torch import nn
 from ..configs import GPT2Config
 from .base import PreTrainedModel, check_inputs, forward_cache, recorded
 from .heads import HeadModel, QuestionAnswering, SequenceClassification, TokenClassification, choice_rows
-from .layers import ACTIVATIONS, attention, attention_mask_for, eager_attention, run_layer
+from .layers import ACTIVATIONS, attention, eager_attention, positions_and_mask, run_layer
 from .losses import next_token_loss
 from .outputs import (
     BaseModelOutputWithPastAndCrossAttentions,
@@ -124,19 +124,16 @@ class GPT2Model(GPT2PreTrainedModel):
         past_key_values = forward_cache(past_key_values, cache, use_cache)
         x = self.wte(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         T = x.shape[1]
-        past = past_key_values.seq_len if past_key_values is not None else 0
-        if past + T > self.config.n_positions:
+        position_ids, mask, end = positions_and_mask(past_key_values, attention_mask, position_ids, T, x.device)
+        if end > self.config.n_positions:
             raise ValueError(
-                f"{past + T} positions ({past} cached, {T} new) exceed the {self.config.n_positions} GPT-2 has "
-                "(n_positions); truncate the input or generate fewer tokens."
+                f"The cache and the {T} new tokens span {end} positions, more than the {self.config.n_positions} "
+                "GPT-2 has (n_positions); truncate the input, generate fewer tokens or use a smaller cache."
             )
-        if position_ids is None:
-            position_ids = torch.arange(past, past + T, device=x.device)[None]  # (1, T)
         x = x + self.wpe(position_ids)
         if token_type_ids is not None:
             x = x + self.wte(token_type_ids)  # the reference embeds token types with the token table
         x = self.drop(x)
-        mask = attention_mask_for(attention_mask, past, T, x.device)
         # A block run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
         checkpointing = self.gradient_checkpointing if self.training and past_key_values is None else None
         attention_path = self.attention_path(output_attentions)
