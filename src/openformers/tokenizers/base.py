@@ -9,6 +9,7 @@ import numbers
 import os
 import shutil
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -484,7 +485,46 @@ class PreTrainedTokenizerBase:
         and `overflow_to_sample_mapping` says which input each row came from.
         is_split_into_words: each text is a list of words (a batch, a list of such lists), encoded word
         by word; word_ids() then gives each token's word index, and offsets count within each word.
+
+        Offsets and word ids cost time: they are worked out here only when the options need them, and
+        otherwise when the result is first asked for them (word_ids(), char_to_token() ...).
         """
+        items, batched = self._checked_items(text, text_pair, is_split_into_words)
+        _check_tensor_type(return_tensors)
+        if padding not in PADDING_CHOICES:
+            raise ValueError(f"padding must be one of {PADDING_CHOICES}, got {padding!r}.")
+        strategy = _truncation_strategy(truncation, max_length, padding)
+        if strategy is not None and max_length is None:
+            max_length = self.model_max_length
+        keys = self._returned_keys(
+            return_token_type_ids, return_attention_mask, return_special_tokens_mask, return_offsets_mapping
+        )
+        side = padding_side or self.padding_side
+        padded_length = partial(self._padded_length, padding=padding, max_length=max_length,
+                                pad_to_multiple_of=pad_to_multiple_of, side=side)  # fmt: skip
+        aligned = is_split_into_words or return_offsets_mapping or return_overflowing_tokens or strategy is not None
+        if aligned:
+            rows, samples = self._aligned_rows(items, add_special_tokens, strategy, max_length, stride,
+                                               return_overflowing_tokens)  # fmt: skip
+        elif set(keys) <= {"input_ids", "attention_mask"}:
+            # The most common calls, tokenizer(text) and tokenizer(texts, padding=True): the ids alone.
+            return self._ids_call(items, batched, add_special_tokens, "attention_mask" in keys, padded_length, side,
+                                  return_length, return_tensors)  # fmt: skip
+        else:  # token types or the special tokens mask: the layout, still without offsets
+            rows, samples = [self._pipeline.encode_without_offsets(*item, add_special_tokens) for item in items], None
+        target = padded_length([len(row) for row in rows])
+        if target is not None:
+            rows = [pad(row, target, self.pad_token_id, side) for row in rows]
+        data = {key: [getattr(row, _ENCODING_FIELDS[key]) for row in rows] for key in keys}
+        if return_length:
+            data["length"] = [len(row) for row in rows]
+        if return_overflowing_tokens:
+            data["overflow_to_sample_mapping"] = samples
+        encodings = rows if aligned else partial(self._aligned_encodings, items, add_special_tokens, target, side)
+        return self._batch_encoding(data, encodings, not batched and not return_overflowing_tokens, return_tensors)
+
+    def _checked_items(self, text, text_pair, is_split_into_words: bool) -> tuple[tuple[tuple, ...], bool]:
+        """The `(text, pair)` of each row, checked, and whether the call was for a batch."""
         check = _check_words if is_split_into_words else _check_text
         if is_split_into_words:  # one text is a list of words, a batch a list of those
             batched = isinstance(text, (list, tuple)) and bool(text) and isinstance(text[0], (list, tuple))
@@ -495,122 +535,79 @@ class PreTrainedTokenizerBase:
             check(item, f"text[{index}]" if batched else "text")
         if not batched and text_pair == "":
             text_pair = None  # as in the reference, an empty pair for a single text means no pair
-        pairs = self._pairs(text_pair, batched, len(texts), check)
-        _check_tensor_type(return_tensors)
-        if padding not in PADDING_CHOICES:
-            raise ValueError(f"padding must be one of {PADDING_CHOICES}, got {padding!r}.")
-        strategy = _truncation_strategy(truncation, max_length, padding)
-        if strategy is not None and max_length is None:
-            max_length = self.model_max_length
+        if text_pair is None:
+            return tuple((item, None) for item in texts), batched
+        pairs = list(text_pair) if batched else [text_pair]
+        if len(pairs) != len(texts):
+            raise ValueError(f"Got {len(texts)} texts but {len(pairs)} text_pair entries; pass one pair per text.")
+        for index, pair in enumerate(pairs):
+            check(pair, f"text_pair[{index}]" if batched else "text_pair")
+        return tuple(zip(texts, pairs)), batched
 
-        def encode_rows(with_offsets: bool) -> tuple[list[Encoding], list[int]]:
-            rows, samples = [], []
-            for index, (item, pair) in enumerate(zip(texts, pairs)):
-                if with_offsets:
-                    encoding = self._encode_for_call(item, pair, add_special_tokens, strategy, max_length, stride)
-                else:
-                    encoding = self._pipeline.encode_without_offsets(item, pair, add_special_tokens)
-                produced = [encoding, *encoding.overflowing] if return_overflowing_tokens else [encoding]
-                rows.extend(produced)
-                samples.extend([index] * len(produced))
-            if padding not in (False, "do_not_pad"):
-                side = padding_side or self.padding_side
-                rows = self._pad_rows(rows, padding, max_length, pad_to_multiple_of, side)
-            return rows, samples
-
-        names = self.model_input_names
-        if return_token_type_ids is None:
-            return_token_type_ids = "token_type_ids" in names
-        if return_attention_mask is None:
-            return_attention_mask = "attention_mask" in names
-        # Offsets and word ids cost time; when not asked for, they are worked out only if word_ids() is called.
-        with_offsets = is_split_into_words or return_offsets_mapping or return_overflowing_tokens
-        with_offsets = with_offsets or strategy is not None
-        extras = with_offsets or return_special_tokens_mask or return_token_type_ids
-        if not extras:
-            return self._plain_call(
-                texts, pairs, batched, add_special_tokens,
-                attention_mask=return_attention_mask, return_length=return_length, return_tensors=return_tensors,
-                padding=padding, max_length=max_length, pad_to_multiple_of=pad_to_multiple_of,
-                side=padding_side or self.padding_side,
-            )  # fmt: skip
+    def _returned_keys(self, token_type_ids, attention_mask, special_tokens_mask, offsets_mapping) -> list[str]:
+        """The keys a call returns besides `length` and the overflow mapping; by default the model's inputs."""
+        if token_type_ids is None:
+            token_type_ids = "token_type_ids" in self.model_input_names
+        if attention_mask is None:
+            attention_mask = "attention_mask" in self.model_input_names
         wanted = {
             "input_ids": True,
-            "token_type_ids": return_token_type_ids,
-            "attention_mask": return_attention_mask,
-            "special_tokens_mask": return_special_tokens_mask,
-            "offset_mapping": return_offsets_mapping,
+            "token_type_ids": token_type_ids,
+            "attention_mask": attention_mask,
+            "special_tokens_mask": special_tokens_mask,
+            "offset_mapping": offsets_mapping,
         }
-        encodings = lambda: encode_rows(True)[0]  # noqa: E731
-        rows, samples = encode_rows(with_offsets)
-        if with_offsets:
-            encodings = rows
-        fields = {
-            "input_ids": "ids",
-            "token_type_ids": "type_ids",
-            "attention_mask": "attention_mask",
-            "special_tokens_mask": "special_tokens_mask",
-            "offset_mapping": "offsets",
-        }
-        data = {key: [getattr(row, fields[key]) for row in rows] for key, keep in wanted.items() if keep}
-        if return_length:
-            data["length"] = [len(row) for row in rows]
-        if return_overflowing_tokens:
-            data["overflow_to_sample_mapping"] = samples
-        return self._batch_encoding(data, encodings, batched, return_tensors, return_overflowing_tokens)
+        return [key for key, keep in wanted.items() if keep]
 
-    def _plain_call(
-        self, texts, pairs, batched, add_special_tokens, *, attention_mask, return_length, return_tensors,
-        padding, max_length, pad_to_multiple_of, side,
+    def _ids_call(
+        self, items, batched, add_special_tokens, attention_mask: bool, padded_length, side, return_length,
+        return_tensors,
     ) -> BatchEncoding:  # fmt: skip
-        """The most common calls, `tokenizer(text)` and `tokenizer(texts, padding=True)`: the ids, padded
-        if asked, and the mask, with nothing else to work out.
+        """The ids (padded if asked) and the mask, with nothing else to work out.
 
         It makes as few objects as it can: with millions of results kept (`dataset.map`), Python's
         garbage collector walks all of them again and again, which can cost more than tokenizing."""
-        items = tuple(zip(texts, pairs))
         if batched:
             rows = parallel.encode_batch(self._pipeline, items, add_special_tokens)  # a large batch on all cores
         else:
-            rows = [self._pipeline.encode(texts[0], pairs[0], add_special_tokens)]
+            rows = [self._pipeline.encode(items[0][0], items[0][1], add_special_tokens)]
         masks = [[1] * len(row) for row in rows]
-        # The rows with offsets, for word_ids() and the other lookups, are made from the texts when asked for.
-        later = {"texts": items, "add_special_tokens": add_special_tokens}
-        if padding not in (False, "do_not_pad"):
-            target = self._padded_length([len(row) for row in rows], padding, max_length, pad_to_multiple_of, side)
-            fills = [max(target - len(row), 0) for row in rows]
-            if side == "left":
-                rows = [[self.pad_token_id] * fill + row for fill, row in zip(fills, rows)]
-                masks = [[0] * fill + mask for fill, mask in zip(fills, masks)]
-            else:
-                rows = [row + [self.pad_token_id] * fill for fill, row in zip(fills, rows)]
-                masks = [mask + [0] * fill for fill, mask in zip(fills, masks)]
-            pad_id, encode = self.pad_token_id, self._pipeline.encode_with_offsets
-            later = {
-                "encodings": lambda: [
-                    pad(encode(text, pair, add_special_tokens), target, pad_id, side) for text, pair in items
-                ]
-            }
-        data = {"input_ids": rows}
-        if attention_mask:
-            data["attention_mask"] = masks
+        target = padded_length([len(row) for row in rows])
+        if target is not None:
+            masks = [_padded(mask, target, 0, side) for mask in masks]
+            rows = [_padded(row, target, self.pad_token_id, side) for row in rows]
+        data = {"input_ids": rows, "attention_mask": masks} if attention_mask else {"input_ids": rows}
         if return_length:
             data["length"] = [len(row) for row in rows]
-        if return_tensors is not None:
-            data = {key: _to_tensor(value, return_tensors, key) for key, value in data.items()}
-        elif not batched:  # one text: its row itself, not a list of one row (the reference leaves `length` a list)
-            data = {key: value if key == "length" else value[0] for key, value in data.items()}
-        return BatchEncoding(data, pipeline=self._pipeline, **later)
+        encodings = partial(self._aligned_encodings, items, add_special_tokens, target, side)
+        return self._batch_encoding(data, encodings, not batched, return_tensors)
 
-    def _batch_encoding(self, data, encodings, batched, return_tensors, return_overflowing_tokens) -> BatchEncoding:
+    def _aligned_rows(self, items, add_special_tokens, strategy, max_length, stride, overflowing: bool):
+        """Each row with its offsets and word ids, truncated as asked; with `overflowing`, the windows cut
+        off come as rows too. Also the index of the input each row came from."""
+        rows, samples = [], []
+        for index, (text, pair) in enumerate(items):
+            encoding = self._truncated(text, pair, add_special_tokens, strategy, max_length, stride)
+            produced = [encoding, *encoding.overflowing] if overflowing else [encoding]
+            rows.extend(produced)
+            samples.extend([index] * len(produced))
+        return rows, samples
+
+    def _aligned_encodings(self, items, add_special_tokens, target, side) -> list[Encoding]:
+        """The rows with offsets of a call that worked out only the ids, made when first asked for."""
+        rows = [self._pipeline.encode_with_offsets(text, pair, add_special_tokens) for text, pair in items]
+        if target is None:
+            return rows
+        return [pad(row, target, self.pad_token_id, side) for row in rows]
+
+    def _batch_encoding(self, data, encodings, one_row: bool, return_tensors) -> BatchEncoding:
         if return_tensors is not None:
             data = {key: _to_tensor(value, return_tensors, key) for key, value in data.items()}
-        elif not batched and not return_overflowing_tokens:
-            # The reference leaves `length` a list of one.
+        elif one_row:  # one text: its row itself, not a list of one row (the reference leaves `length` a list)
             data = {key: value if key == "length" else value[0] for key, value in data.items()}
         return BatchEncoding(data, encodings=encodings, pipeline=self._pipeline)
 
-    def _encode_for_call(self, text, pair, add_special_tokens, strategy, max_length, stride) -> Encoding:
+    def _truncated(self, text, pair, add_special_tokens, strategy, max_length, stride) -> Encoding:
         encode = self._pipeline.encode_sequence if isinstance(text, str) else self._pipeline.encode_words
         sequences = [encode(text)] if pair is None else [encode(text), encode(pair)]
         if strategy is not None:
@@ -622,23 +619,10 @@ class PreTrainedTokenizerBase:
             sequences = truncate_sequences(sequences, max_length - specials, strategy, stride, self.truncation_side)
         return self._pipeline.post_process(sequences, add_special_tokens)
 
-    @staticmethod
-    def _pairs(text_pair, batched: bool, count: int, check) -> list[str | list[str] | None]:
-        if text_pair is None:
-            return [None] * count
-        pairs = list(text_pair) if batched else [text_pair]
-        if len(pairs) != count:
-            raise ValueError(f"Got {count} texts but {len(pairs)} text_pair entries; pass one pair per text.")
-        for index, pair in enumerate(pairs):
-            check(pair, f"text_pair[{index}]" if batched else "text_pair")
-        return pairs
-
-    def _pad_rows(self, rows, padding, max_length, pad_to_multiple_of, side) -> list[Encoding]:
-        target = self._padded_length([len(row) for row in rows], padding, max_length, pad_to_multiple_of, side)
-        return [pad(row, target, self.pad_token_id, side) for row in rows]
-
-    def _padded_length(self, lengths, padding, max_length, pad_to_multiple_of, side) -> int:
-        """The length rows are padded to; checks that there is a pad token to do it with."""
+    def _padded_length(self, lengths, padding, max_length, pad_to_multiple_of, side) -> int | None:
+        """The length rows are padded to (None when not padding); checks that there is a pad token to do it with."""
+        if padding in (False, "do_not_pad"):
+            return None
         if self.pad_token_id is None:
             raise ValueError(
                 "Asked to pad, but this tokenizer has no pad token. Set one first, for example "
@@ -898,6 +882,14 @@ class PreTrainedTokenizerBase:
         )
 
 
+# The Encoding field of each key tokenizer(...) returns.
+_ENCODING_FIELDS = {
+    "input_ids": "ids",
+    "token_type_ids": "type_ids",
+    "attention_mask": "attention_mask",
+    "special_tokens_mask": "special_tokens_mask",
+    "offset_mapping": "offsets",
+}
 _CLEAN_UPS = (
     (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
     (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),

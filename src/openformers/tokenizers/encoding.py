@@ -243,8 +243,8 @@ class BatchEncoding(dict):
     The lookups take `(batch_index, index)`, or `(index)` alone for row 0.
     """
 
-    # No per-object __dict__, and the texts kept as tuples: few objects for the garbage collector to walk.
-    __slots__ = ("_encodings", "_pipeline", "_texts", "_add_special_tokens", "_n_sequences")
+    # No per-object __dict__: few objects for the garbage collector to walk.
+    __slots__ = ("_encodings", "_pipeline", "_n_sequences")
 
     def __init__(
         self,
@@ -255,27 +255,20 @@ class BatchEncoding(dict):
         n_sequences: int | None = None,
         *,
         pipeline=None,
-        texts: tuple[tuple[str, str | None], ...] | None = None,
-        add_special_tokens: bool = True,
     ):
-        """`encodings` are the rows with offsets, or a function that makes them when first needed; or,
-        from `texts` and `pipeline`, they are encoded again when first needed. As in the reference,
+        """`encodings` are the rows with offsets, or a function that makes them when first needed;
+        `pipeline` is the tokenizer's, for the token strings. As in the reference,
         `tensor_type` ("pt" or "np") turns the values into tensors (`prepend_batch_axis`: one row into a
         batch of one); `n_sequences` (1, or 2 for pairs) is otherwise read from the rows."""
         super().__init__(data or {})
         self._encodings = encodings
-        self._pipeline = pipeline  # the tokenizer's, for tokens()
-        self._texts = texts
-        self._add_special_tokens = add_special_tokens
+        self._pipeline = pipeline
         self._n_sequences = n_sequences
         self.convert_to_tensors(tensor_type, prepend_batch_axis)
 
     @property
     def encodings(self) -> list[Encoding] | None:
-        if self._encodings is None and self._texts is not None:
-            add = self._add_special_tokens
-            self._encodings = [self._pipeline.encode_with_offsets(text, pair, add) for text, pair in self._texts]
-        elif callable(self._encodings):
+        if callable(self._encodings):
             self._encodings = self._encodings()
         return self._encodings
 
