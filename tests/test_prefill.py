@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from openformers.configs import GPT2Config, LlamaConfig, MistralConfig
-from openformers.generation import decoding
+from openformers.generation import steps
 from openformers.models.gpt2 import GPT2LMHeadModel
 from openformers.models.llama import LlamaForCausalLM
 
@@ -27,9 +27,9 @@ def test_chunked_prefill_gives_the_one_pass_tokens(name, model, monkeypatch):
     mask[1, :9] = 0  # the second prompt is left-padded
     options = dict(attention_mask=mask, max_new_tokens=10, do_sample=False, pad_token_id=0)
     whole = model.generate(prompts, **options)
-    monkeypatch.setattr(decoding, "PREFILL_CHUNK", 5)
+    monkeypatch.setattr(steps, "PREFILL_CHUNK", 5)
     chunked = model.generate(prompts, **options)
     beams = model.generate(prompts, num_beams=2, **options)
-    monkeypatch.setattr(decoding, "PREFILL_CHUNK", 2048)
+    monkeypatch.setattr(steps, "PREFILL_CHUNK", 2048)
     assert chunked.tolist() == whole.tolist()
     assert beams.tolist() == model.generate(prompts, num_beams=2, **options).tolist()

@@ -2,9 +2,11 @@
 
 `GenerationMixin.generate` resolves the options into a `GenerationConfig` (config.py), checks the inputs, builds
 the logits processors (processors.py) and the stopping criteria (stopping_criteria.py) once, with the user's own
-appended, and runs one of three loops over a `Decoder`, which feeds the model through the forward contract
-(docs/architecture.md) and keeps the KV cache, mask and positions:
-- `sample_loop`: greedy decoding or multinomial sampling, one token per row and step;
+appended, and runs one of three loops over a `Decoder` (steps.py, the decoding core shared with the server),
+which feeds the model through the forward contract (docs/architecture.md) and keeps the KV cache, mask and
+positions:
+- `sample_loop`: greedy decoding or multinomial sampling, one token per row and step, as a `Sequence` of the
+  core with its `Sampler` (sampling.py), so that the server's continuous batching chooses tokens the same way;
 - `beam_search`: the reference's beam search, vectorized over (batch, beams), reordering the cache each step;
 - `assisted_loop`: greedy decoding or sampling that checks several proposed tokens per forward pass (a draft
   model or prompt lookup, candidates.py), giving the tokens plain decoding gives.
@@ -18,15 +20,14 @@ from dataclasses import dataclass
 import torch
 
 from ..models.outputs import ModelOutput
-from .cache import Cache, DynamicCache
+from .cache import Cache
 from .candidates import AssistedCandidateGenerator, CandidateGenerator, PromptLookupCandidateGenerator
 from .config import GenerationConfig, resolve_generation_config
-from .processors import apply_processors, build_processors, sample_next_token
+from .processors import apply_processors, build_processors
+from .sampling import Sampler
 from .static_cache import cache_for_generation, forward_for_decoding
-from .stopping_criteria import (
-    ConfidenceCriteria, EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, StoppingCriteriaList,
-    StopStringCriteria,
-)
+from .steps import Decoder, Sequence, build_stopping_criteria, decode
+from .stopping_criteria import StoppingCriteriaList
 
 _BANNED = -1.0e9  # the reference's score for beams that may not be chosen; kept identical so ties break the same way
 DEFAULT_NEW_TOKENS = 20  # what generate() makes when no length is set anywhere (the reference's max_length default)
@@ -231,49 +232,6 @@ class GenerationMixin:
         return chosen.masked_fill(ended.to(chosen.device), 0.0)
 
 
-def build_stopping_criteria(
-    config: GenerationConfig,
-    tokenizer=None,
-    max_time: float | None = None,
-    stopping_criteria: list | None = None,
-    max_position_embeddings: int | None = None,
-    confidence_threshold: float | None = None,
-) -> StoppingCriteriaList:
-    """The criteria the options ask for, in the reference's order (length, time, stop strings, EOS, confidence),
-    then the user's: one of the same type as a built criterion takes its place (with a warning), as in the
-    reference; the others are appended."""
-    built = StoppingCriteriaList()
-    if config.max_length is not None:
-        built.append(MaxLengthCriteria(config.max_length, max_position_embeddings=max_position_embeddings))
-    if max_time is not None:
-        built.append(MaxTimeCriteria(max_time))
-    if config.stop_strings is not None:
-        if tokenizer is None:
-            raise ValueError(
-                f"stop_strings={config.stop_strings!r} needs the tokenizer to read the text: pass "
-                "generate(..., tokenizer=tokenizer)."
-            )
-        built.append(StopStringCriteria(tokenizer, config.stop_strings))
-    if config.eos_token_ids:
-        built.append(EosTokenCriteria(config.eos_token_ids))
-    if confidence_threshold:
-        built.append(ConfidenceCriteria(confidence_threshold))
-    if not stopping_criteria:
-        return built
-    merged = StoppingCriteriaList()
-    for criterion in built:
-        replacement = next((custom for custom in stopping_criteria if type(custom) is type(criterion)), None)
-        if replacement is not None:
-            warnings.warn(
-                f"A {type(criterion).__name__} was passed in stopping_criteria, and generate() also builds one from "
-                "its options: the one passed is used. Leave out the matching generate() option to silence this.",
-                UserWarning, stacklevel=4,  # build_stopping_criteria, generate, torch's inference_mode wrapper
-            )
-        merged.append(replacement if replacement is not None else criterion)
-    merged.extend(custom for custom in stopping_criteria if not any(custom is chosen for chosen in merged))
-    return merged
-
-
 def _pad_id(config: GenerationConfig) -> int:
     """The id that fills rows that stopped early: pad_token_id, else the first EOS id (as in the reference)."""
     if config.pad_token_id is not None:
@@ -295,7 +253,7 @@ def _peers_running(done: bool, synced_gpus: bool, device: torch.device) -> bool:
     return flag.item() > 0.0
 
 
-def _wait_for_peers(decoder: "Decoder", run: _Run, tokens: torch.Tensor) -> None:
+def _wait_for_peers(decoder: Decoder, run: _Run, tokens: torch.Tensor) -> None:
     """A process that is done keeps stepping the model, its output unchanged, while others still decode.
 
     With FSDP or DeepSpeed ZeRO-3 each forward pass needs every process of the group, so one that left the loop
@@ -314,65 +272,54 @@ def _synced(synced_gpus: bool | None) -> bool:
     return distributed and torch.distributed.get_world_size() > 1
 
 
-def sample_loop(decoder: "Decoder", run: _Run) -> GenerateDecoderOnlyOutput:
-    """Greedy decoding or sampling: one token per row and step until every row stops."""
-    config, criteria, streamer = run.config, run.criteria, run.streamer
+def sample_loop(decoder: Decoder, run: _Run) -> GenerateDecoderOnlyOutput:
+    """Greedy decoding or sampling: one token per row and step until every row stops (steps.decode)."""
+    config, streamer = run.config, run.streamer
     rows = config.num_return_sequences
     input_ids = decoder.input_ids.repeat_interleave(rows, dim=0)
-    batch, prompt_length = input_ids.shape
-    pad_id = _pad_id(config)
-    fill_finished = _fills_finished_rows(criteria)
-    output = input_ids.new_full((batch, max(run.max_length, prompt_length + 1)), pad_id)
-    output[:, :prompt_length] = input_ids
-    unfinished = torch.ones(batch, dtype=torch.bool, device=input_ids.device)
-    record = _Record(config, run)
+    record = _Record(config, run, decoder)
+    sequence = Sequence(
+        input_ids, run.max_length, Sampler(run.processors, config.do_sample, run.generator), run.criteria,
+        pad_id=_pad_id(config) if _fills_finished_rows(run.criteria) else None,
+        record=record if record.keeps_anything else None,
+    )
     if streamer is not None:
         streamer.put(input_ids.cpu())
-
-    logits = decoder.prefill(expand=rows)
-    length = prompt_length
-    while True:
-        logits = logits.float()
-        scores = apply_processors(run.processors, output[:, :length], logits)
-        record.step(logits, scores, decoder)
-        token = sample_next_token(scores, config.do_sample, run.generator)
-        if fill_finished:
-            token = torch.where(unfinished, token, pad_id)
-        output[:, length] = token
-        length += 1
+    for token in decode(decoder, sequence, expand=rows):
         if streamer is not None:
             streamer.put(token.cpu())
-        unfinished &= ~criteria(output[:, :length], record.scores_so_far())
-        if length == output.shape[1] or not bool(unfinished.any()):
-            _wait_for_peers(decoder, run, token)
-            break
-        if run.synced_gpus:
+        if run.synced_gpus and not sequence.done:
             _peers_running(False, True, input_ids.device)  # this process's share of the step's all-reduce
-        logits = decoder.step(token)
+    _wait_for_peers(decoder, run, sequence.newest)
     if streamer is not None:
         streamer.end()
-    return GenerateDecoderOnlyOutput(sequences=output[:, :length], **record.fields())
+    return GenerateDecoderOnlyOutput(sequences=sequence.ids[:, : sequence.length], **record.fields())
 
 
 class _Record:
     """The per-step outputs generate returns when asked (scores, logits, attentions, hidden states)."""
 
-    def __init__(self, config: GenerationConfig, run: _Run):
+    def __init__(self, config: GenerationConfig, run: _Run, decoder: Decoder):
         keep = config.return_dict_in_generate
+        self.decoder = decoder
         self.scores = [] if keep and config.output_scores else None
         self.logits = [] if keep and config.output_logits else None
         self.attentions = [] if keep and run.output_attentions else None
         self.hidden_states = [] if keep and run.output_hidden_states else None
 
-    def step(self, logits: torch.Tensor, scores: torch.Tensor, decoder: "Decoder") -> None:
+    @property
+    def keeps_anything(self) -> bool:
+        return any(kept is not None for kept in (self.scores, self.logits, self.attentions, self.hidden_states))
+
+    def step(self, logits: torch.Tensor, scores: torch.Tensor) -> None:
         if self.logits is not None:
             self.logits.append(logits.clone())
         if self.scores is not None:
             self.scores.append(scores.clone())
         if self.attentions is not None:
-            self.attentions.append(decoder.last_attentions)
+            self.attentions.append(self.decoder.last_attentions)
         if self.hidden_states is not None:
-            self.hidden_states.append(decoder.last_hidden_states)
+            self.hidden_states.append(self.decoder.last_hidden_states)
 
     def scores_so_far(self) -> tuple[torch.Tensor, ...] | None:
         """What stopping criteria receive as `scores`, as in the reference: None unless scores are kept."""
@@ -383,7 +330,7 @@ class _Record:
         return {name: tuple(getattr(self, name)) for name in names if getattr(self, name) is not None}
 
 
-def assisted_loop(decoder: "Decoder", run: _Run, candidates: CandidateGenerator) -> GenerateDecoderOnlyOutput:
+def assisted_loop(decoder: Decoder, run: _Run, candidates: CandidateGenerator) -> GenerateDecoderOnlyOutput:
     """Greedy decoding or sampling of one prompt, checking the candidate tokens proposed for several positions
     with one forward pass.
 
@@ -399,7 +346,7 @@ def assisted_loop(decoder: "Decoder", run: _Run, candidates: CandidateGenerator)
     ids = decoder.input_ids
     if streamer is not None:
         streamer.put(ids.cpu())
-    record = _Record(config, run)
+    record = _Record(config, run, decoder)
     next_logits = decoder.prefill()[:, None]  # (1, 1, V): the model's logits for the position after `ids`
     cached = ids.shape[1]  # positions in the model's cache
     done = False
@@ -422,7 +369,7 @@ def assisted_loop(decoder: "Decoder", run: _Run, candidates: CandidateGenerator)
         kept = _accept(proposed, scores, draft_scores[:, :k] if draft_scores is not None else None, config, run)
         candidates.update_candidate_strategy(ids, scores, kept.shape[1] - 1)
         for i, token in enumerate(kept[0].tolist()):
-            record.step(logits[:, i], scores[:, i], decoder)
+            record.step(logits[:, i], scores[:, i])
             ids = torch.cat([ids, ids.new_tensor([[token]])], dim=1)
             if streamer is not None:
                 streamer.put(ids.new_tensor([token]).cpu())
@@ -492,7 +439,7 @@ def _candidate_generator(model, assistant_model, input_ids, config, loop: dict, 
     return AssistedCandidateGenerator(input_ids, assistant_model, config, logits_processor=processors, **options)
 
 
-def beam_search(decoder: "Decoder", run: _Run) -> GenerateBeamDecoderOnlyOutput:
+def beam_search(decoder: Decoder, run: _Run) -> GenerateBeamDecoderOnlyOutput:
     """The reference's beam search (with sampling when do_sample), vectorized over (batch, beams).
 
     Each step, every running beam proposes its continuations; the best `keep` of the B x (K * V) candidates
@@ -522,7 +469,7 @@ def beam_search(decoder: "Decoder", run: _Run) -> GenerateBeamDecoderOnlyOutput:
     finished_scores = torch.full((B, K), _BANNED, device=device)
     is_finished = torch.zeros(B, K, dtype=torch.bool, device=device)
     improvable = torch.ones(B, 1, dtype=torch.bool, device=device)
-    record = _Record(config, run)
+    record = _Record(config, run, decoder)
 
     logits = decoder.prefill(expand=K)
     length = prompt_length
@@ -530,7 +477,7 @@ def beam_search(decoder: "Decoder", run: _Run) -> GenerateBeamDecoderOnlyOutput:
         logits = logits.float()
         log_probs = torch.log_softmax(logits, dim=-1)
         log_probs = apply_processors(run.processors, running[:, :, :length].flatten(0, 1), log_probs)
-        record.step(logits, log_probs, decoder)
+        record.step(logits, log_probs)
         vocab_size = log_probs.shape[-1]
         totals = (log_probs.view(B, K, vocab_size) + running_scores[:, :, None]).view(B, K * vocab_size)
 
@@ -611,98 +558,6 @@ def _can_improve(running_scores, finished_scores, is_finished, length, prompt_le
     best_possible = running_scores[:, :1] / (best_length**length_penalty)
     worst_finished = torch.where(is_finished, finished_scores.min(dim=1, keepdim=True).values, _BANNED)
     return (best_possible > worst_finished).any(dim=-1, keepdim=True)
-
-
-PREFILL_CHUNK = 2048  # prompt tokens per forward pass
-
-
-class Decoder:
-    """Runs the model over a prompt, then one token per row at a time, keeping the KV cache, mask and positions.
-
-    `cache` may come from an earlier call (generate's past_key_values=) and hold the first positions of the
-    prompt already: only the rest is fed.
-    """
-
-    def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache=None,
-                 output_attentions: bool = False, output_hidden_states: bool = False):
-        self.model = model
-        self.input_ids = input_ids
-        self.cache = DynamicCache() if cache is None else cache
-        if not isinstance(self.cache, Cache):
-            raise TypeError(f"past_key_values must be a Cache (such as DynamicCache), got {type(cache).__name__}.")
-        if self.cache.get_seq_length() >= input_ids.shape[1]:
-            raise ValueError(
-                f"past_key_values already holds {self.cache.get_seq_length()} positions, but input_ids has only "
-                f"{input_ids.shape[1]}: pass the ids the cache was built from plus at least one new token."
-            )
-        self.attention_mask = attention_mask
-        # Left padding: real tokens count positions from 0, as when each prompt runs alone.
-        self.position_ids = None if attention_mask is None else (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        self.extra = {name: True for name, wanted in (("output_attentions", output_attentions),
-                                                      ("output_hidden_states", output_hidden_states)) if wanted}
-        # The latest forward pass's per-layer attentions and hidden states, when asked for.
-        self.last_attentions, self.last_hidden_states = None, None
-
-    def prefill(self, expand: int = 1) -> torch.Tensor:
-        """The (B * expand, V) logits of the last prompt position, each prompt's row repeated `expand` times.
-
-        The prompt runs once, in chunks of PREFILL_CHUNK tokens so a long prompt never holds the activations of
-        all its positions at once; its cache is copied for the beams or return sequences that share it.
-        """
-        length = self.input_ids.shape[1]
-        for start in range(self.cache.get_seq_length(), length, PREFILL_CHUNK):
-            end = min(start + PREFILL_CHUNK, length)
-            mask = None if self.attention_mask is None else self.attention_mask[:, :end]
-            positions = None if self.position_ids is None else self.position_ids[:, start:end]
-            logits = self._forward(self.input_ids[:, start:end], mask, positions)[:, -1]
-        if expand > 1:
-            rows = torch.arange(self.input_ids.shape[0], device=logits.device).repeat_interleave(expand)
-            self.cache.reorder(rows)
-            logits = logits[rows]
-            if self.extra:
-                self.last_attentions = _rows(self.last_attentions, rows)
-                self.last_hidden_states = _rows(self.last_hidden_states, rows)
-            if self.attention_mask is not None:
-                self.attention_mask, self.position_ids = self.attention_mask[rows], self.position_ids[rows]
-        return logits
-
-    def step(self, token: torch.Tensor) -> torch.Tensor:
-        """Feed one token per row; the (B, V) logits for the position after it."""
-        if self.attention_mask is not None:
-            self.attention_mask = torch.cat([self.attention_mask, self.attention_mask.new_ones(token.shape[0], 1)], -1)
-            self.position_ids = self.position_ids[:, -1:] + 1
-        return self._forward(token[:, None], self.attention_mask, self.position_ids)[:, -1]
-
-    def feed(self, tokens: torch.Tensor, keep: int) -> torch.Tensor:
-        """Feed several tokens per row (B, n) after what the cache holds; the (B, keep, V) logits of the last
-        `keep` positions. For an unpadded batch (assisted decoding); the model counts positions from the cache."""
-        if self.attention_mask is not None:
-            raise ValueError("Feeding several tokens at once needs an unpadded batch (attention_mask of ones).")
-        return self._forward(tokens, None, None, keep)
-
-    def _forward(self, input_ids: torch.Tensor, attention_mask, position_ids, keep: int = 1) -> torch.Tensor:
-        if position_ids is None:
-            # Positions count from 0 as in the reference's generate, also for models whose own default differs
-            # (RoBERTa counts from its padding id when called without positions).
-            past = self.cache.get_seq_length()
-            position_ids = torch.arange(past, past + input_ids.shape[1], device=input_ids.device)[None]
-        output = self.model(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=self.cache,
-            logits_to_keep=keep,
-            return_dict=True,  # whatever config.return_dict says: the loop reads outputs by name
-            **self.extra,
-        )
-        if self.extra:
-            self.last_attentions = output.attentions
-            self.last_hidden_states = output.hidden_states
-        return output.logits
-
-
-def _rows(per_layer: tuple | None, rows: torch.Tensor) -> tuple | None:
-    return None if per_layer is None else tuple(tensor[rows] for tensor in per_layer)
 
 
 def _inputs_and_mask(inputs, kwargs: dict):
