@@ -46,6 +46,7 @@ _public(
     "CandidateGenerator", "AssistedCandidateGenerator", "PromptLookupCandidateGenerator",
 )
 _public("cache", "Cache", "DynamicCache")
+_public("static_cache", "StaticCache")
 _public("streamers", "BaseStreamer", "TextStreamer", "TextIteratorStreamer", "AsyncTextIteratorStreamer")
 _public(
     "decoding",
