@@ -96,3 +96,29 @@ def test_config_from_gguf_metadata(smollm2_gguf):
     assert (config.vocab_size, config.max_position_embeddings, config.rope_theta) == (49152, 8192, 100000.0)
     assert config.tie_word_embeddings and (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (1, 2, 2)
     assert config.rms_norm_eps == pytest.approx(1e-5)
+
+
+def test_for_model_builds_the_config_the_reference_builds():
+    transformers = pytest.importorskip("transformers")
+    for model_type, values in [("gpt2", {"n_layer": 3, "n_embd": 48}), ("bert", {"hidden_size": 48}),
+                               ("qwen2", {**TINY, "num_key_value_heads": 2})]:
+        ours = AutoConfig.for_model(model_type, **values)
+        theirs = transformers.AutoConfig.for_model(model_type, **values)
+        assert type(ours).__name__ == type(theirs).__name__
+        for name, value in values.items():
+            assert getattr(ours, name) == getattr(theirs, name) == value
+    with pytest.raises(ValueError, match="model_type='mamba2'.*supported model types"):
+        AutoConfig.for_model("mamba2")
+    with pytest.raises(ValueError):
+        transformers.AutoConfig.for_model("no-such-model")
+
+
+def test_gguf_architectures_are_read_by_the_model_file(smollm2_gguf):
+    from openformers.configs import GGUF_CONFIG_READERS
+    from openformers.models import llama
+    from openformers.weights import GGUFFile
+
+    assert GGUF_CONFIG_READERS["llama"] is GGUF_CONFIG_READERS["qwen2"] is llama.config_from_gguf
+    config = llama.config_from_gguf(GGUFFile(smollm2_gguf), num_hidden_layers=2)
+    assert type(config) is LlamaConfig and config.architectures == ["LlamaForCausalLM"]
+    assert config.num_hidden_layers == 2

@@ -31,12 +31,12 @@ _public(
 )
 _public(
     "openformers.configs",
-    "AutoConfig", "PretrainedConfig", "PreTrainedConfig", "LlamaConfig", "MistralConfig", "Qwen2Config",
-    "GPT2Config", "BertConfig", "RobertaConfig",
+    "PretrainedConfig", "PreTrainedConfig", "LlamaConfig", "MistralConfig", "Qwen2Config", "GPT2Config",
+    "BertConfig", "RobertaConfig",
 )
 _public(
     "openformers.models.auto",
-    "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
+    "AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
     "AutoModelForQuestionAnswering", "AutoModelForMaskedLM", "AutoModelForMultipleChoice",
     "AutoModelForNextSentencePrediction", "AutoModelForPreTraining",
 )
@@ -67,7 +67,7 @@ _public(
 )
 _public(
     "openformers.generation",
-    "GenerationConfig", "GenerationMode", "CompileConfig", "GenerationMixin", "Cache", "DynamicCache", "StaticCache",
+    "GenerationConfig", "GenerationMode", "CompileConfig", "GenerationMixin", "Cache", "DynamicCache",
     "TextStreamer", "TextIteratorStreamer", "AsyncTextIteratorStreamer",
     "LogitsProcessor", "LogitsWarper", "LogitsProcessorList",
     "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "MinPLogitsWarper", "TypicalLogitsWarper",
@@ -128,7 +128,7 @@ _REFERENCE_MODULE_PATHS = {
     "openformers.modeling_outputs": "openformers.models.outputs",
     "openformers.modeling_utils": "openformers.models.base",
     "openformers.configuration_utils": "openformers.configs",
-    "openformers.cache_utils": "openformers.generation",  # the caches live in generation/cache.py and static_cache.py
+    "openformers.cache_utils": "openformers.generation.cache",
     "openformers.tokenization_utils_base": "openformers.tokenizers",
     "openformers.tokenization_utils": "openformers.tokenizers",
     "openformers.tokenization_utils_fast": "openformers.tokenizers",

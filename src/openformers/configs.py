@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -560,49 +561,20 @@ class GPT2Config(PretrainedConfig):
                 )
 
 
-# model_type -> config class. Other names for the same architecture go in CONFIG_ALIASES.
+# model_type -> config class: the registry config.json is read by (AutoConfig.register adds a user's own).
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "gpt2": GPT2Config,
     "bert": BertConfig, "roberta": RobertaConfig,
 }
-CONFIG_ALIASES: dict[str, str] = {}
 
 
 def config_class_for(model_type: str | None, source: str | os.PathLike) -> type[PretrainedConfig]:
-    model_type = CONFIG_ALIASES.get(model_type, model_type)
     if model_type not in CONFIG_CLASSES:
         raise ValueError(
             f"{source} has model_type={model_type!r}, which openformers does not support; supported model types: "
-            f"{', '.join(sorted([*CONFIG_CLASSES, *CONFIG_ALIASES]))}."
+            f"{', '.join(sorted(CONFIG_CLASSES))}."
         )
     return CONFIG_CLASSES[model_type]
-
-
-class AutoConfig:
-    """Read the config of a model folder, a GGUF file or a Hub id, as the class its `model_type` names."""
-
-    @staticmethod
-    def from_pretrained(name_or_path: str | os.PathLike, **kwargs) -> PretrainedConfig:
-        """Options as `PretrainedConfig.from_pretrained` (gguf_file, revision, cache_dir, local_files_only, token);
-        other keyword arguments override the config's values."""
-        return PretrainedConfig.from_pretrained(name_or_path, **kwargs)
-
-    @staticmethod
-    def for_model(model_type: str, **values) -> PretrainedConfig:
-        return config_class_for(model_type, "for_model()")(**values)
-
-    @staticmethod
-    def register(model_type: str, config_class: type[PretrainedConfig], exist_ok: bool = False) -> None:
-        """Make `model_type` (a user's own config class) known to AutoConfig and to from_pretrained."""
-        if not (isinstance(config_class, type) and issubclass(config_class, PretrainedConfig)):
-            raise TypeError(f"AutoConfig.register needs a PretrainedConfig subclass, got {config_class!r}.")
-        if config_class.model_type != model_type:
-            raise ValueError(f"AutoConfig.register({model_type!r}, {config_class.__name__}): the class says "
-                             f"model_type={config_class.model_type!r}; register it under that name.")
-        if model_type in CONFIG_CLASSES and not exist_ok and CONFIG_CLASSES[model_type] is not config_class:
-            raise ValueError(f"model_type {model_type!r} is already registered to {CONFIG_CLASSES[model_type].__name__}; "
-                             "pass exist_ok=True to replace it.")
-        CONFIG_CLASSES[model_type] = config_class
 
 
 def read_config(folder: Path, config_class: type[PretrainedConfig] | None = None, **overrides) -> PretrainedConfig:
@@ -618,7 +590,7 @@ def read_config(folder: Path, config_class: type[PretrainedConfig] | None = None
             f"config.json (a Hugging Face model folder) or a *.gguf file (pass gguf_file=NAME to choose one)."
         )
     values = _read_json(path)
-    model_type = CONFIG_ALIASES.get(values.get("model_type"), values.get("model_type"))
+    model_type = values.get("model_type")
     if config_class is None:
         return config_class_for(model_type, path).from_dict(values, **overrides)
     registered = CONFIG_CLASSES.get(model_type)
@@ -630,74 +602,21 @@ def read_config(folder: Path, config_class: type[PretrainedConfig] | None = None
     return config_class.from_dict(values, **overrides)
 
 
-# GGUF `general.architecture` -> model_type. Each family reads its hyper-parameters under `<arch>.*`.
-GGUF_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2"}
+# GGUF `general.architecture` -> reader(gguf, **overrides) -> config. The model file of a family that loads from
+# GGUF registers its reader (it knows the file's names); AutoConfig and the Auto model classes import every family.
+GGUF_CONFIG_READERS: dict[str, Callable[..., PretrainedConfig]] = {}
 
 
 def config_from_gguf(gguf, **overrides) -> PretrainedConfig:
-    """Build the config from the metadata of an opened `weights.GGUFFile`."""
+    """Build the config from the metadata of an opened `weights.GGUFFile`, with the reader its architecture names."""
     arch = gguf.get("general.architecture")
-    if arch not in GGUF_ARCHITECTURES:
+    if arch not in GGUF_CONFIG_READERS:
         raise ValueError(
             f"{gguf.path} holds a {arch!r} model (general.architecture), which openformers cannot load from GGUF; "
-            f"supported GGUF architectures: {', '.join(sorted(GGUF_ARCHITECTURES))}."
+            f"supported GGUF architectures: {', '.join(sorted(GGUF_CONFIG_READERS)) or 'none registered'} (the "
+            "model families register theirs when imported: read GGUF files with AutoConfig or the Auto classes)."
         )
-    return _llama_config_from_gguf(gguf, arch, overrides)
-
-
-def _llama_config_from_gguf(gguf, arch: str, overrides: dict) -> LlamaConfig:
-    def required(key: str):
-        value = gguf.get(f"{arch}.{key}")
-        if value is None:
-            raise ValueError(f"{gguf.path} lacks the GGUF metadata key {arch}.{key}, which a {arch} model needs.")
-        return value
-
-    heads = required("attention.head_count")
-    hidden = required("embedding_length")
-    head_dim = gguf.get(f"{arch}.attention.key_length") or hidden // heads
-    rotary_dims = gguf.get(f"{arch}.rope.dimension_count", head_dim)
-    if rotary_dims != head_dim:
-        raise ValueError(
-            f"{gguf.path} rotates {rotary_dims} of {head_dim} dimensions per head ({arch}.rope.dimension_count); "
-            "openformers supports rotary embeddings over the whole head only."
-        )
-    if "rope_freqs.weight" in gguf.tensor_names:
-        raise ValueError(
-            f"{gguf.path} scales its rotary frequencies with a rope_freqs tensor (Llama 3.1 style), which "
-            "openformers does not read from GGUF yet; load the Hugging Face safetensors checkpoint instead."
-        )
-    vocab_size = gguf.get(f"{arch}.vocab_size") or gguf.array_length("tokenizer.ggml.tokens")
-    values = {
-        "architectures": [f"{'Qwen2' if arch == 'qwen2' else 'Llama'}ForCausalLM"],
-        "vocab_size": vocab_size,
-        "hidden_size": hidden,
-        "intermediate_size": required("feed_forward_length"),
-        "num_hidden_layers": required("block_count"),
-        "num_attention_heads": heads,
-        "num_key_value_heads": gguf.get(f"{arch}.attention.head_count_kv", heads),
-        "head_dim": head_dim,
-        "rms_norm_eps": gguf.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5),
-        "rope_theta": gguf.get(f"{arch}.rope.freq_base", 10000.0),
-        "rope_scaling": _gguf_rope_scaling(gguf, arch),
-        "max_position_embeddings": gguf.get(f"{arch}.context_length", 2048),
-        "tie_word_embeddings": "output.weight" not in gguf.tensor_names,
-        "bos_token_id": gguf.get("tokenizer.ggml.bos_token_id"),
-        "eos_token_id": gguf.get("tokenizer.ggml.eos_token_id"),
-        "pad_token_id": gguf.get("tokenizer.ggml.padding_token_id"),
-    }
-    return CONFIG_CLASSES[GGUF_ARCHITECTURES[arch]].from_dict(values, **overrides)
-
-
-def _gguf_rope_scaling(gguf, arch: str) -> dict | None:
-    kind = gguf.get(f"{arch}.rope.scaling.type")
-    if kind in (None, "none"):
-        return None
-    if kind != "linear":
-        raise ValueError(
-            f"{gguf.path} uses {kind!r} rope scaling ({arch}.rope.scaling.type); openformers reads 'linear' "
-            "rope scaling from GGUF files only."
-        )
-    return {"rope_type": "linear", "factor": float(gguf.get(f"{arch}.rope.scaling.factor"))}
+    return GGUF_CONFIG_READERS[arch](gguf, **overrides)
 
 
 def _check_rope_scaling(scaling) -> None:

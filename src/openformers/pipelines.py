@@ -163,7 +163,7 @@ def _load_tokenizer(name, hub_options: dict, model_kwargs: dict, **options):
 def _task_of(model, model_kwargs: dict) -> str:
     """The task of a model given without one, from its class or its config's architectures."""
     if isinstance(model, (str, os.PathLike)):
-        from .configs import AutoConfig
+        from .models.auto import AutoConfig
 
         gguf = {"gguf_file": model_kwargs["gguf_file"]} if "gguf_file" in model_kwargs else {}
         architectures = getattr(AutoConfig.from_pretrained(model, **gguf), "architectures", None) or []

@@ -1,9 +1,21 @@
-"""The Auto classes: pick the model class from the config's `model_type` (or the GGUF architecture)."""
+"""The Auto classes: pick the config and model classes from the checkpoint's `model_type` (or GGUF architecture).
 
-import importlib
+Adding a model family takes three pieces, each in its layer:
+1. its config: a dataclass in `configs.py` (fields with the reference's names and defaults, `validate()` naming the
+   field and value it refuses) and a row in `configs.CONFIG_CLASSES`;
+2. its model file, `models/<family>.py`, in plain torch.nn: the layers and base model under the reference's
+   parameter names, a `<Family>PreTrainedModel` whose `new_base_model(config)` builds the base model, the
+   language-model head, and the task heads as one-line classes over models/heads.py
+   (`class FooForTokenClassification(FooPreTrainedModel, TokenClassification)`); a family that loads from GGUF
+   also holds there its `config_from_gguf` (registered in `configs.GGUF_CONFIG_READERS`) and tensor renames;
+3. a row in `MODEL_CLASSES` below: the module and the reference's class name for each task.
+The tests compare a tiny random model of the reference with ours (tests/test_models_heads.py shows how).
+"""
+
 import os
 
-from ..configs import CONFIG_ALIASES, PretrainedConfig
+from ..configs import CONFIG_CLASSES, PretrainedConfig, config_class_for
+from . import bert, gpt2, llama  # each family registers what it reads (llama: its GGUF architectures)
 from .base import PreTrainedModel, load_pretrained
 
 
@@ -31,12 +43,12 @@ def _encoder_classes(family: str) -> dict[str, str]:
     }
 
 
-# model_type -> (module under openformers.models, {task: class name}): the reference's Auto mappings for our families.
+# model_type -> (model file, {task: class name}): the reference's Auto mappings for our families.
 MODEL_CLASSES = {
-    "llama": ("llama", _decoder_classes("Llama")),
-    "mistral": ("llama", _decoder_classes("Mistral")),  # Llama with a sliding window
-    "qwen2": ("llama", _decoder_classes("Qwen2")),  # Llama with q/k/v biases
-    "gpt2": ("gpt2", {
+    "llama": (llama, _decoder_classes("Llama")),
+    "mistral": (llama, _decoder_classes("Mistral")),  # Llama with a sliding window
+    "qwen2": (llama, _decoder_classes("Qwen2")),  # Llama with q/k/v biases
+    "gpt2": (gpt2, {
         "base": "GPT2Model",
         "causal-lm": "GPT2LMHeadModel",
         "pretraining": "GPT2LMHeadModel",
@@ -44,27 +56,53 @@ MODEL_CLASSES = {
         "token-classification": "GPT2ForTokenClassification",
         "question-answering": "GPT2ForQuestionAnswering",
     }),
-    "bert": ("bert", {
+    "bert": (bert, {
         **_encoder_classes("Bert"),
         "pretraining": "BertForPreTraining",
         "next-sentence-prediction": "BertForNextSentencePrediction",
     }),
-    "roberta": ("bert", {**_encoder_classes("Roberta"), "pretraining": "RobertaForMaskedLM"}),
+    "roberta": (bert, {**_encoder_classes("Roberta"), "pretraining": "RobertaForMaskedLM"}),
 }
 
 
 def model_class_for(model_type: str, task: str, source) -> type[PreTrainedModel]:
-    model_type = CONFIG_ALIASES.get(model_type, model_type)
     if model_type not in MODEL_CLASSES:
         raise ValueError(
             f"{source} holds a {model_type!r} model, which openformers does not support; supported model types: "
             f"{', '.join(sorted(MODEL_CLASSES))}."
         )
-    module_name, classes = MODEL_CLASSES[model_type]
+    module, classes = MODEL_CLASSES[model_type]
     if task not in classes:
         raise ValueError(f"openformers has no {task} class for {model_type!r} models; it has: {', '.join(classes)}.")
-    module = importlib.import_module(f"{__package__}.{module_name}")
     return getattr(module, classes[task])
+
+
+class AutoConfig:
+    """Read the config of a model folder, a GGUF file or a Hub id, as the class its `model_type` names."""
+
+    @staticmethod
+    def from_pretrained(name_or_path: str | os.PathLike, **kwargs) -> PretrainedConfig:
+        """Options as `PretrainedConfig.from_pretrained` (gguf_file, revision, cache_dir, local_files_only, token);
+        other keyword arguments override the config's values."""
+        return PretrainedConfig.from_pretrained(name_or_path, **kwargs)
+
+    @staticmethod
+    def for_model(model_type: str, *args, **values) -> PretrainedConfig:
+        """A new config of the class `model_type` names, built with these values."""
+        return config_class_for(model_type, "AutoConfig.for_model()")(*args, **values)
+
+    @staticmethod
+    def register(model_type: str, config_class: type[PretrainedConfig], exist_ok: bool = False) -> None:
+        """Make `model_type` (a user's own config class) known to AutoConfig and to from_pretrained."""
+        if not (isinstance(config_class, type) and issubclass(config_class, PretrainedConfig)):
+            raise TypeError(f"AutoConfig.register needs a PretrainedConfig subclass, got {config_class!r}.")
+        if config_class.model_type != model_type:
+            raise ValueError(f"AutoConfig.register({model_type!r}, {config_class.__name__}): the class says "
+                             f"model_type={config_class.model_type!r}; register it under that name.")
+        if model_type in CONFIG_CLASSES and not exist_ok and CONFIG_CLASSES[model_type] is not config_class:
+            raise ValueError(f"model_type {model_type!r} is already registered to {CONFIG_CLASSES[model_type].__name__}; "
+                             "pass exist_ok=True to replace it.")
+        CONFIG_CLASSES[model_type] = config_class
 
 
 class _AutoModelClass:

@@ -1,8 +1,9 @@
 """Llama-style decoders in plain torch.nn: RMSNorm, rotary positions, grouped-query attention, SwiGLU.
 
 Parameter names are those of Hugging Face checkpoints (`model.layers.0.self_attn.q_proj.weight`), so a
-checkpoint loads without renaming. GGUF files name tensors the llama.cpp way and store the query and key
-rows permuted; `convert_gguf_state_dict` renames them and undoes the permutation.
+checkpoint loads without renaming. GGUF files (llama.cpp) are read here too: `config_from_gguf` builds the
+config from their metadata, and `convert_gguf_state_dict` renames their tensors and undoes the permutation
+of the query and key rows.
 
 Mistral (attention over a sliding window) and Qwen2 (biases on q/k/v) are configurations of these
 classes (configs.MistralConfig, configs.Qwen2Config); MistralForCausalLM, Qwen2Model... are subclasses
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import kernels
-from ..configs import LlamaConfig, MistralConfig, Qwen2Config
+from ..configs import GGUF_CONFIG_READERS, LlamaConfig, MistralConfig, Qwen2Config
 from ..weights import rename
 from .base import PreTrainedModel, check_inputs, forward_cache, recorded
 from .layers import (
@@ -32,6 +33,72 @@ from .layers import (
 from .heads import QuestionAnswering, SequenceClassification, TokenClassification
 from .losses import next_token_loss
 from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+# GGUF `general.architecture` -> the config class of the files this family reads (Mistral's say "llama").
+GGUF_ARCHITECTURES = {"llama": LlamaConfig, "qwen2": Qwen2Config}
+
+
+def config_from_gguf(gguf, **overrides) -> LlamaConfig:
+    """The config of an opened `weights.GGUFFile`: hyper-parameters from its `<arch>.*` metadata, special tokens
+    from `tokenizer.ggml.*`, tied embeddings when it has no `output.weight`."""
+    arch = gguf.get("general.architecture")
+
+    def required(key: str):
+        value = gguf.get(f"{arch}.{key}")
+        if value is None:
+            raise ValueError(f"{gguf.path} lacks the GGUF metadata key {arch}.{key}, which a {arch} model needs.")
+        return value
+
+    heads = required("attention.head_count")
+    hidden = required("embedding_length")
+    head_dim = gguf.get(f"{arch}.attention.key_length") or hidden // heads
+    rotary_dims = gguf.get(f"{arch}.rope.dimension_count", head_dim)
+    if rotary_dims != head_dim:
+        raise ValueError(
+            f"{gguf.path} rotates {rotary_dims} of {head_dim} dimensions per head ({arch}.rope.dimension_count); "
+            "openformers supports rotary embeddings over the whole head only."
+        )
+    if "rope_freqs.weight" in gguf.tensor_names:
+        raise ValueError(
+            f"{gguf.path} scales its rotary frequencies with a rope_freqs tensor (Llama 3.1 style), which "
+            "openformers does not read from GGUF yet; load the Hugging Face safetensors checkpoint instead."
+        )
+    config_class = GGUF_ARCHITECTURES[arch]
+    values = {
+        "architectures": [f"{FAMILY_NAMES[config_class.model_type]}ForCausalLM"],
+        "vocab_size": gguf.get(f"{arch}.vocab_size") or gguf.array_length("tokenizer.ggml.tokens"),
+        "hidden_size": hidden,
+        "intermediate_size": required("feed_forward_length"),
+        "num_hidden_layers": required("block_count"),
+        "num_attention_heads": heads,
+        "num_key_value_heads": gguf.get(f"{arch}.attention.head_count_kv", heads),
+        "head_dim": head_dim,
+        "rms_norm_eps": gguf.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5),
+        "rope_theta": gguf.get(f"{arch}.rope.freq_base", 10000.0),
+        "rope_scaling": _gguf_rope_scaling(gguf, arch),
+        "max_position_embeddings": gguf.get(f"{arch}.context_length", 2048),
+        "tie_word_embeddings": "output.weight" not in gguf.tensor_names,
+        "bos_token_id": gguf.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": gguf.get("tokenizer.ggml.eos_token_id"),
+        "pad_token_id": gguf.get("tokenizer.ggml.padding_token_id"),
+    }
+    return config_class.from_dict(values, **overrides)
+
+
+def _gguf_rope_scaling(gguf, arch: str) -> dict | None:
+    kind = gguf.get(f"{arch}.rope.scaling.type")
+    if kind in (None, "none"):
+        return None
+    if kind != "linear":
+        raise ValueError(
+            f"{gguf.path} uses {kind!r} rope scaling ({arch}.rope.scaling.type); openformers reads 'linear' "
+            "rope scaling from GGUF files only."
+        )
+    return {"rope_type": "linear", "factor": float(gguf.get(f"{arch}.rope.scaling.factor"))}
+
+
+GGUF_CONFIG_READERS.update(dict.fromkeys(GGUF_ARCHITECTURES, config_from_gguf))
+
 
 # llama.cpp name part -> Hugging Face name part ("blk.3.attn_q.weight" -> "model.layers.3.self_attn.q_proj.weight").
 GGUF_RENAMES = {
