@@ -3,8 +3,9 @@
 An option left at None is "not set". `generate` resolves the options in the reference's order of precedence:
 its keyword arguments, then the `generation_config` it is given, then the model's `generation_config` (read
 from `generation_config.json` when the model has one, else built from the token ids of its `config.json`),
-then the library defaults in `DEFAULTS`. Impossible values raise a ValueError naming the option; an option that
-the chosen strategy ignores (a sampling option without `do_sample=True`) is only a warning, as in the reference.
+then the library defaults (`DEFAULTS`, from the options table in options.py). Impossible values raise a
+ValueError naming the option; an option that the chosen strategy ignores (a sampling option without
+`do_sample=True`) is only a warning, as in the reference.
 """
 
 import copy
@@ -28,7 +29,7 @@ _SAMPLING_ONLY = {name: OPTIONS_BY_NAME[name].default for name in names_of_kind(
 _BEAM_ONLY = {name: OPTIONS_BY_NAME[name].default for name in names_of_kind(Kind.BEAM)}
 _EXTRA_OUTPUTS = names_of_kind(Kind.EXTRA_OUTPUT)
 # Options that shape the loop itself: None from a keyword argument means the default, not "off".
-_NEVER_UNSET = tuple(option.name for option in OPTIONS if option.required)
+_NEVER_UNSET = tuple(option.name for option in OPTIONS if option.never_unset)
 # Keys of a saved file that describe the file rather than generation (the reference's metadata fields).
 _METADATA = ("transformers_version", "_from_model_config", "_commit_hash", "_original_object_hash")
 
@@ -84,9 +85,8 @@ class GenerationConfig:
     def __init__(self, **kwargs):
         object.__setattr__(self, "extra", {})  # keys we do not know, kept so that the file round-trips
         for name in OPTION_NAMES:
-            object.__setattr__(self, name, kwargs.pop(name, None))
+            setattr(self, name, kwargs.pop(name, None))
         self.extra.update(_without_unset_metadata(kwargs))
-        self.watermarking_config = _watermarking_config(self.watermarking_config)
         self.validate()
         _warn_about_ignored_options(self, self.set_options(), stacklevel=3)
 
@@ -98,6 +98,8 @@ class GenerationConfig:
         raise AttributeError(f"GenerationConfig has no option or extra key {name!r}.")
 
     def __setattr__(self, name, value):
+        if name == "watermarking_config":
+            value = _watermarking_config(value)  # a saved file's dict, as the config it describes
         if name in OPTION_NAMES or name in ("extra", "_original_object_hash"):
             object.__setattr__(self, name, value)
         else:
@@ -141,7 +143,6 @@ class GenerationConfig:
             object.__setattr__(config, name, None)
         for key, value in _without_unset_metadata({**values, **kwargs}).items():
             setattr(config, key, value)
-        config.watermarking_config = _watermarking_config(config.watermarking_config)
         config.validate()
         return (config, {}) if return_unused_kwargs else config
 
@@ -186,7 +187,6 @@ class GenerationConfig:
         config = cls.from_json_file(path)
         for key, value in kwargs.items():
             setattr(config, key, value)
-        config.watermarking_config = _watermarking_config(config.watermarking_config)
         config.validate()
         config._original_object_hash = hash(config)  # saving it back unchanged is then never refused
         return (config, {}) if return_unused_kwargs else config
@@ -263,7 +263,7 @@ class GenerationConfig:
                 continue
             if known and defaults_only and getattr(self, key) is not None:
                 continue
-            setattr(self, key, _watermarking_config(value) if key == "watermarking_config" else value)
+            setattr(self, key, value)
             used.append(key)
         self.validate()
         return {k: v for k, v in kwargs.items() if k not in used}

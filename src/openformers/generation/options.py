@@ -5,7 +5,7 @@ of generation reads it), what it feeds (a processor, a stopping rule or a part o
 apply, the text-generation pipeline's default and the OpenAI request field that sets it per request. Readers:
 - `GenerationConfig` (config.py): its attributes, their validation, `DEFAULTS`, the warnings about options the
   chosen strategy ignores (kinds SAMPLING, BEAM, EXTRA_OUTPUT) and the options that `generate` never leaves
-  unset (`required`);
+  unset (`never_unset`);
 - `build_processors` (processors.py): the default of an option a config object does not have;
 - the text-generation pipeline (pipelines.py): which keyword arguments go to `generate`, and its defaults;
 - `PreTrainedModel.save_pretrained`: which saved options sampling alone reads;
@@ -60,7 +60,7 @@ class Option:
     check: Callable[[object], bool] | None = None  # None: any value is stored as it is
     expected: str = ""  # what `check` accepts, worded for the error message
     feeds: str = ""  # the processor, stopping rule or part of the loop that reads it
-    required: bool = False  # the loop needs a value: None passed to generate() means the default, not "off"
+    never_unset: bool = False  # the loop needs a value: None passed to generate() means the default, not "off"
     pipeline_default: object = None  # the text-generation pipeline's default when neither caller nor model sets it
     server: str | None = None  # the OpenAI request field that sets it per request
 
@@ -123,26 +123,26 @@ _SOME_TOKEN_IDS = (lambda v: _is_token_ids(v) and v != [], "a token id or a non-
 OPTIONS = (
     # how long
     Option("max_length", Kind.LENGTH, 20, _int_at_least(1), "an integer >= 1", "MaxLengthCriteria (prompt included)",
-           required=True),
+           never_unset=True),
     Option("max_new_tokens", Kind.LENGTH, None, _int_at_least(1), "an integer >= 1 (the number of tokens to generate)",
            "MaxLengthCriteria (takes precedence over max_length)", pipeline_default=256),
     Option("min_length", Kind.LENGTH, 0, _int_at_least(0), "an integer >= 0", "MinLengthLogitsProcessor",
-           required=True),
+           never_unset=True),
     Option("min_new_tokens", Kind.LENGTH, None, _int_at_least(0), "an integer >= 0",
            "MinNewTokensLengthLogitsProcessor"),
     Option("early_stopping", Kind.BEAM, False, lambda v: isinstance(v, bool) or v == "never",
-           "True, False or 'never'", "beam search's stop rule", required=True),
+           "True, False or 'never'", "beam search's stop rule", never_unset=True),
     Option("max_time", Kind.LENGTH, None, _number_in(0, low_open=True), "a number of seconds > 0",
            "MaxTimeCriteria"),
     Option("stop_strings", Kind.LENGTH, None, _is_stop_strings, "a non-empty string or a list of non-empty strings",
            "StopStringCriteria (needs generate(..., tokenizer=tokenizer))"),
     # which strategy
-    Option("do_sample", Kind.STRATEGY, False, *_BOOL, "sample_next_token", required=True, pipeline_default=True),
+    Option("do_sample", Kind.STRATEGY, False, *_BOOL, "sample_next_token", never_unset=True, pipeline_default=True),
     Option("num_beams", Kind.STRATEGY, 1, _int_at_least(1), "an integer >= 1 (1 means no beam search)",
-           "beam search", required=True),
+           "beam search", never_unset=True),
     Option("use_mtp", Kind.STRATEGY, feeds="refused: multi-token prediction is not run"),
     # the cache
-    Option("use_cache", Kind.CACHE, True, *_BOOL, "the cache changes the speed, never the tokens", required=True),
+    Option("use_cache", Kind.CACHE, True, *_BOOL, "the cache changes the speed, never the tokens", never_unset=True),
     Option("cache_implementation", Kind.CACHE, None, lambda v: v in CACHE_IMPLEMENTATIONS,
            f"one of {CACHE_IMPLEMENTATIONS}", "stored; openformers picks its own cache"),
     Option("cache_config", Kind.CACHE, feeds="stored"),
@@ -168,7 +168,7 @@ OPTIONS = (
     Option("encoder_repetition_penalty", Kind.LOGITS, 1.0, _number_in(0, low_open=True),
            "a number > 0 (1.0 means no penalty)", "EncoderRepetitionPenaltyLogitsProcessor"),
     Option("length_penalty", Kind.BEAM, 1.0, is_number, "a number (> 0 favours longer sequences, < 0 shorter ones)",
-           "beam search's scores", required=True),
+           "beam search's scores", never_unset=True),
     Option("no_repeat_ngram_size", Kind.LOGITS, 0, _int_at_least(0), "an integer >= 0 (0 turns the n-gram ban off)",
            "NoRepeatNGramLogitsProcessor"),
     Option("bad_words_ids", Kind.LOGITS, None, _is_bad_words, "a non-empty list of non-empty lists of token ids",
@@ -190,12 +190,12 @@ OPTIONS = (
     Option("watermarking_config", Kind.LOGITS, feeds="WatermarkLogitsProcessor"),
     # what generate returns
     Option("num_return_sequences", Kind.OUTPUT, 1, _int_at_least(1), "an integer >= 1", "the rows per prompt",
-           required=True),
+           never_unset=True),
     Option("output_attentions", Kind.EXTRA_OUTPUT, None, *_BOOL, "GenerateDecoderOnlyOutput.attentions"),
     Option("output_hidden_states", Kind.EXTRA_OUTPUT, None, *_BOOL, "GenerateDecoderOnlyOutput.hidden_states"),
-    Option("output_scores", Kind.EXTRA_OUTPUT, False, *_BOOL, "GenerateDecoderOnlyOutput.scores", required=True),
-    Option("output_logits", Kind.EXTRA_OUTPUT, False, *_BOOL, "GenerateDecoderOnlyOutput.logits", required=True),
-    Option("return_dict_in_generate", Kind.OUTPUT, False, *_BOOL, "GenerateDecoderOnlyOutput", required=True),
+    Option("output_scores", Kind.EXTRA_OUTPUT, False, *_BOOL, "GenerateDecoderOnlyOutput.scores", never_unset=True),
+    Option("output_logits", Kind.EXTRA_OUTPUT, False, *_BOOL, "GenerateDecoderOnlyOutput.logits", never_unset=True),
+    Option("return_dict_in_generate", Kind.OUTPUT, False, *_BOOL, "GenerateDecoderOnlyOutput", never_unset=True),
     # special tokens
     Option("pad_token_id", Kind.TOKENS, None, is_int, "a token id", "the padding of finished rows"),
     Option("bos_token_id", Kind.TOKENS, None, is_int, "a token id", "an empty prompt's first token"),

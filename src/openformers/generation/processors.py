@@ -1064,11 +1064,12 @@ def _merge_user_processors(built: LogitsProcessorList, user: list | None) -> Log
 
 
 def _watermark_processor(watermarking, model, vocab_size: int | None, device):
-    """The processor of a WatermarkingConfig or SynthIDTextWatermarkingConfig (or their dicts)."""
-    from .watermarking import config_from_dict
-
-    if isinstance(watermarking, dict):
-        watermarking = config_from_dict(watermarking)
+    """The processor of a WatermarkingConfig or SynthIDTextWatermarkingConfig (GenerationConfig reads their dicts)."""
+    if not hasattr(watermarking, "construct_processor"):
+        raise TypeError(
+            f"watermarking_config must be a WatermarkingConfig or SynthIDTextWatermarkingConfig, got "
+            f"{type(watermarking).__name__}: build one (a saved file's dict is read by GenerationConfig)."
+        )
     if vocab_size is None:
         vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
     if vocab_size is None:
