@@ -11,8 +11,8 @@ import torch
 
 from openformers import AutoModelForCausalLM, AutoTokenizer
 from openformers.configs import GPT2Config, LlamaConfig
+from openformers.generation.streamers import _stop_prefix_length
 from openformers.serving import BatchScheduler, SamplingOptions
-from openformers.serving.scheduler import _stop_prefix_length
 
 PROMPTS = [
     "Hello, I am a language model,",
@@ -46,10 +46,11 @@ def scheduler(model, tokenizer):
     scheduler.close()
 
 
-def alone(model, tokenizer, prompt: str | list[int], max_tokens: int, eos_ids) -> str:
-    """The greedy text `generate` gives for the prompt (a text or ids) alone, ended at the first EOS id."""
+def alone(model, tokenizer, prompt: str | list[int], max_tokens: int, eos_ids, **options) -> str:
+    """The text `generate` gives for the prompt (a text or ids) alone, ended at the first EOS id; greedy unless
+    `options` say otherwise."""
     ids = torch.tensor([tokenizer.encode(prompt) if isinstance(prompt, str) else prompt])
-    new = model.generate(ids, max_new_tokens=max_tokens)[0, ids.shape[1] :].tolist()
+    new = model.generate(ids, max_new_tokens=max_tokens, **options)[0, ids.shape[1] :].tolist()
     ends = [i for i, token in enumerate(new) if token in eos_ids]
     return tokenizer.decode(new[: ends[0]] if ends else new, skip_special_tokens=True)
 
@@ -178,6 +179,33 @@ def test_seeded_sampling_is_reproducible_alone_and_in_a_batch(tokenizer, schedul
     assert together[0].text == first
     other_seed = scheduler.complete(ids, SamplingOptions(max_tokens=16, temperature=0.9, seed=99)).text
     assert other_seed != first
+
+
+def test_seeded_sampling_gives_the_text_generate_gives_with_that_seed(model, tokenizer, scheduler):
+    for seed in (1234, 99):
+        options = SamplingOptions(max_tokens=16, temperature=0.9, top_p=0.9, seed=seed)
+        server = scheduler.complete(tokenizer.encode(PROMPTS[0]), options).text
+        generator = torch.Generator().manual_seed(seed)
+        assert server == alone(model, tokenizer, PROMPTS[0], 16, scheduler.eos_token_ids, do_sample=True,
+                               temperature=0.9, top_p=0.9, top_k=0, generator=generator)
+
+
+@pytest.mark.parametrize("temperature", [0, 0.9])
+def test_a_stop_string_ends_the_text_where_generate_stops(model, tokenizer, scheduler, temperature):
+    ids = tokenizer.encode(PROMPTS[2])
+    sampling = dict(do_sample=True, temperature=temperature, top_k=0, generator=torch.Generator().manual_seed(5)) \
+        if temperature else {}
+    free = alone(model, tokenizer, ids, 24, scheduler.eos_token_ids, **sampling)
+    stop = free[8:11]
+    if sampling:
+        sampling["generator"] = torch.Generator().manual_seed(5)
+    stopped = model.generate(torch.tensor([ids]), max_new_tokens=24, stop_strings=[stop], tokenizer=tokenizer,
+                             **sampling)[0, len(ids):]
+    text = tokenizer.decode(stopped, skip_special_tokens=True)
+    result = scheduler.complete(ids, SamplingOptions(24, temperature=temperature, stop=[stop], seed=5))
+    assert result.text == text[: text.index(stop)] == free[: free.index(stop)]
+    assert result.completion_tokens == len(stopped) < 24
+    assert result.finish_reason == "stop"
 
 
 def test_streamed_updates_add_up_to_the_text_and_end_before_a_stop_string(model, tokenizer, scheduler):

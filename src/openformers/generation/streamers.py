@@ -9,7 +9,8 @@ queue read with `async for`.
 A chunk is released when it can no longer change: up to the last space of the decoded text while a word is still
 being built (a byte-level token can carry half an emoji, which decodes to U+FFFD until the next token), at once
 when the new text is only letters, marks, digits and spaces or ends in a CJK character, and whole lines at a
-newline. `StreamingDetokenizer` is the server's incremental decoder (serving/scheduler.py).
+newline. `StreamingDetokenizer` is the server's incremental decoder, and `TextBeforeStop` ends its text before
+a stop string (serving/scheduler.py).
 """
 
 import asyncio
@@ -57,6 +58,56 @@ class StreamingDetokenizer:
         self._window, self._emitted = [], 0
         self.text += segment
         return segment
+
+
+class TextBeforeStop:
+    """The text of one row as its tokens arrive, ending before the first of the `stop` strings (the OpenAI API's
+    `stop`: the answer leaves the stop string out).
+
+    Whether the row stops is the stopping criteria's decision (steps.Sequence, which generate shares); this only
+    shapes the text. `add_token` returns the text that is now final, holding back an end that may begin a stop
+    string; `finish` returns the rest, cut before the first stop string. Once a stop string is in the text,
+    nothing after it is released.
+    """
+
+    def __init__(self, tokenizer, stop: list[str] = ()):
+        self.detokenizer = StreamingDetokenizer(tokenizer, skip_special_tokens=True)
+        self.stop = list(stop)
+        self.text = ""  # everything decoded so far
+        self.sent = 0  # characters of `text` released
+
+    def add_token(self, token: int) -> str:
+        self.text += self.detokenizer.add_token(token)
+        end = self._stop_start()
+        if end is None:
+            end = len(self.text) - _stop_prefix_length(self.text, self.sent, self.stop)
+        return self._release(end)
+
+    def finish(self) -> str:
+        self.text += self.detokenizer.finalize()
+        end = self._stop_start()
+        return self._release(len(self.text) if end is None else end)
+
+    def _stop_start(self) -> int | None:
+        """Where the first stop string starts in the text not yet released (text released cannot begin one)."""
+        found = [i for i in (self.text.find(s, self.sent) for s in self.stop) if i != -1]
+        return min(found) if found else None
+
+    def _release(self, end: int) -> str:
+        text, self.sent = self.text[self.sent : end], max(self.sent, end)
+        return text
+
+
+def _stop_prefix_length(text: str, start: int, stop: list[str]) -> int:
+    """The length of the longest end of text[start:] that begins some stop string (it may yet complete one)."""
+    if not stop:
+        return 0
+    longest = min(max(len(s) for s in stop) - 1, len(text) - start)
+    for n in range(longest, 0, -1):
+        tail = text[-n:]
+        if any(s.startswith(tail) for s in stop):
+            return n
+    return 0
 
 
 class BaseStreamer:

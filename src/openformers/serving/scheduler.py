@@ -1,38 +1,43 @@
-"""Batched decoding of many independent requests: one decode loop in a worker thread, requests joining it.
+"""Batched decoding of many independent requests: a worker thread and a queue around generation's decoding core.
 
 A server gets requests at any time, each with its own prompt, sampling options and stop conditions. Decoding
 them one after another wastes the hardware: one decode step costs about the same for 1 row as for 32, because
-reading the weights dominates. `BatchScheduler` keeps one running batch and, between decode steps:
-- admits the requests that arrived: each prompt runs alone (its prefill is exactly `generate`'s), its first
-  token is chosen, and its KV cache joins the batch cache, left-padded to the batch's length (or the batch
-  padded to its length), with an attention mask that hides the padding. A prompt longer than
-  `prefill_chunk` is prefilled a chunk per iteration, so it never stalls the running rows for long; a
-  prompt that starts like a recent one (a chat template's system prompt, a conversation's history) reuses
-  that start's cache and prefills only the rest;
-- runs one decode step for every row at once, each row at its own position;
-- chooses each row's next token with that request's processors and random generator, and streams its text;
-- drops the rows that finished (EOS, a stop string, max_tokens, or a cancel) and the padding no row needs.
+reading the weights dominates. So every request becomes a `Sequence` of the decoding core (generation/steps.py),
+with the sampler and stopping criteria that `generate` builds from the same options, and `BatchScheduler`'s
+worker thread keeps one running `Batch` of them. Between decode steps it:
+- admits the requests that arrived, up to `max_batch`; each prompt is prefilled alone (as `generate` runs it),
+  at most `prefill_chunk` prompt tokens between two steps so a long prompt never stalls the running rows for
+  long; a prompt that starts like a recent one (a chat template's system prompt, a conversation's history)
+  reuses that start's cache (generation/prefix_cache.py) and prefills only the rest; then it chooses its first
+  token and joins the batch;
+- runs one step of the batch: one forward pass for every row, each request choosing its own next token;
+- hands each request's new text to its callback, and takes out the requests that finished (EOS, a stop string,
+  max_tokens, a cancel or an error).
 
-So a request's greedy text is what `model.generate` gives for its prompt alone (up to float rounding in a
-padded batch or a prefill in parts). Results go to each request's `on_update` callback, called in the worker
-thread: it must not block (a server hands the update to its event loop), so a slow reader never stalls the
-others.
+The scheduler itself samples nothing and matches no stop string: a request's tokens are what `model.generate`
+gives for its prompt alone with the same options and seed (up to float rounding in a padded batch or a prefill in
+parts); its text ends before the first stop string (generation/streamers.TextBeforeStop). Results go to each
+request's `on_update` callback, called in the worker thread: it must not block (a server hands the update to its
+event loop), so a slow reader never stalls the others.
 """
 
-import collections
 import logging
 import queue
 import random
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from ..generation.cache import DynamicCache
-from ..generation.config import GenerationConfig
-from ..generation.processors import apply_processors, build_processors
-from ..generation.streamers import StreamingDetokenizer
+from ..generation.config import resolve_generation_config
+from ..generation.prefix_cache import PrefixCache
+from ..generation.processors import build_processors
+from ..generation.sampling import Sampler
+from ..generation.steps import Batch, Decoder, Sequence, build_stopping_criteria
+from ..generation.streamers import TextBeforeStop
 
 _log = logging.getLogger(__name__)
 
@@ -100,7 +105,8 @@ class BatchScheduler:
     `max_batch` bounds the rows decoded at once; more requests wait in a queue. `prefill_chunk` bounds the
     prompt tokens prefilled between two decode steps. `prefix_cache_tokens` bounds the positions of recent
     prompts kept for reuse (0 turns the reuse off). `decode_steps` counts the batched decode steps run so
-    far (prefills not included), which shows how much decoding was shared.
+    far (prefills not included), which shows how much decoding was shared. `eos_token_ids` end every request:
+    the model's generation config's and the tokenizer's.
     """
 
     def __init__(self, model, tokenizer, max_batch: int = 32, prefill_chunk: int = 512,
@@ -113,7 +119,7 @@ class BatchScheduler:
                 f"prefix_cache_tokens must be an integer >= 0 (0 turns it off), got {prefix_cache_tokens!r}."
             )
         self.prefill_chunk = prefill_chunk
-        self._prefixes = _PrefixCache(prefix_cache_tokens)
+        self._prefixes = PrefixCache(prefix_cache_tokens)
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -125,11 +131,9 @@ class BatchScheduler:
         self.device = next(model.parameters()).device
         self.decode_steps = 0
         self._waiting: queue.Queue = queue.Queue()
-        self._rows: list[_Row] = []  # the rows of the running batch
-        self._joining: collections.deque[_Row] = collections.deque()  # admitted, being prefilled
-        self._cache: _BatchCache | None = None
-        self._mask: torch.Tensor | None = None  # (B, L): 1 for real positions, 0 for left padding
-        self._positions: torch.Tensor | None = None  # (B,): each row's position of the token it feeds next
+        self._batch = Batch()
+        self._rows: list[_Row] = []  # the requests of the running batch, in its order
+        self._joining: deque[_Row] = deque()  # admitted, being prefilled
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="openformers-decode", daemon=True)
         self._thread.start()
@@ -201,10 +205,10 @@ class BatchScheduler:
                     _log.exception("A decode step failed; its %d requests fail, the server goes on.", len(self._rows))
                     for row in self._rows:
                         row.finish("error", error=f"{type(error).__name__}: {error}")
-                    self._reset_batch()
+                    self._rows, self._batch = [], Batch()
         for row in [*self._rows, *self._joining]:
             row.finish("cancelled")
-        self._reset_batch()
+        self._rows, self._batch = [], Batch()
         self._joining.clear()
         while not self._waiting.empty():
             request = self._waiting.get()
@@ -223,14 +227,33 @@ class BatchScheduler:
             if request.cancelled:
                 _notify(request, Update("", "cancelled"))
                 continue
-            self._joining.append(_Row(request, self.tokenizer, self.eos_token_ids, self.device))
+            try:
+                self._joining.append(_Row(request, self._sequence(request), TextBeforeStop(self.tokenizer,
+                                                                                           request.options.stop)))
+            except Exception as error:  # options the core refuses fail this request alone
+                _log.exception("A request could not be set up.")
+                _notify(request, Update("", "error", error=f"{type(error).__name__}: {error}"))
+
+    def _sequence(self, request: Request) -> Sequence:
+        """The request as a Sequence of the decoding core, with the sampler and stopping criteria that
+        `model.generate(prompt, **_generate_options(...))` builds, so both choose the same tokens."""
+        prompt = torch.tensor([request.prompt_ids], device=self.device)
+        config, _ = resolve_generation_config(None, None, _generate_options(request.options, self.eos_token_ids))
+        config.max_length = prompt.shape[1] + config.max_new_tokens
+        generator = None
+        if config.do_sample:
+            seed = request.options.seed
+            seed = seed if seed is not None else random.SystemRandom().getrandbits(63)
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        sampler = Sampler(build_processors(config, prompt.shape[1], device=self.device), config.do_sample, generator)
+        return Sequence(prompt, config.max_length, sampler, build_stopping_criteria(config, tokenizer=self.tokenizer))
 
     def _prefill(self) -> None:
         """Prefill the joining prompts, at most `prefill_chunk` tokens in all before the next decode step.
 
         A prompt that fits runs in one forward pass, alone, as `generate` runs it; a longer one is prefilled
-        over several iterations, so the running rows keep streaming meanwhile. A prompt done is given its
-        first token and joins the batch.
+        over several iterations, so the running rows keep streaming meanwhile. A prompt done chooses its first
+        token and joins the batch.
         """
         budget = self.prefill_chunk
         while self._joining and budget > 0:
@@ -240,90 +263,58 @@ class BatchScheduler:
                 row.finish("cancelled")
                 continue
             try:
-                if row.prefilled == 0:  # looked up now, so that it finds the prompts prefilled just before
-                    row.prefilled = self._prefixes.reuse(row.request.prompt_ids, row.cache)
-                start = row.prefilled
-                end = min(len(row.request.prompt_ids), start + budget)
-                chunk = torch.tensor([row.request.prompt_ids[start:end]], device=self.device)
-                logits = self.model(chunk, past_key_values=row.cache, logits_to_keep=1).logits[:, -1]
-                row.prefilled, budget = end, budget - (end - start)
-                if end == len(row.request.prompt_ids):
-                    self._prefixes.store(row.request.prompt_ids, row.cache)
+                if row.decoder is None:  # made now, so that it finds the prompts prefilled just before
+                    row.decoder = self._prompt_decoder(row)
+                cached = row.decoder.cache.seq_len
+                logits = row.decoder.prefill_chunk(budget)
+                budget -= row.decoder.cache.seq_len - cached
+                if logits is not None:
                     self._joining.popleft()
-                    row.accept(row.choose(logits))
+                    self._prefixes.store(row.request.prompt_ids, row.decoder.cache)
+                    row.sequence.choose(logits)
+                    update = row.update()
                     if not row.finished:
-                        self._join(row)
+                        self._batch.join(row.sequence, row.decoder)
+                        self._rows.append(row)
+                    row.decoder = None  # the batch holds its cache now
+                    if update is not None:
+                        _notify(row.request, update)
             except Exception as error:  # this prompt failed (the batch is untouched): fail it alone
                 _log.exception("The prefill of a request failed.")
                 if row in self._joining:
                     self._joining.remove(row)
                 row.finish("error", error=f"{type(error).__name__}: {error}")
 
-    def _join(self, row: "_Row") -> None:
-        """Merge a prefilled row's cache into the batch, left-padding whichever is shorter."""
-        cache, row.cache = row.cache, None
-        length = cache.seq_len
-        mask = torch.ones(1, length, dtype=torch.long, device=self.device)
-        position = torch.tensor([length], device=self.device)
-        if not self._rows:
-            self._cache, self._mask, self._positions = cache, mask, position
-        else:
-            longest = max(self._cache.seq_len, length)
-            self._pad_batch(longest - self._cache.seq_len)
-            cache.left_pad(longest - length)
-            mask = torch.cat([mask.new_zeros(1, longest - length), mask], dim=1)
-            self._cache.append_rows(cache)
-            self._mask = torch.cat([self._mask, mask])
-            self._positions = torch.cat([self._positions, position])
-        self._rows.append(row)
-
-    def _pad_batch(self, n: int) -> None:
-        if n:
-            self._cache.left_pad(n)
-            self._mask = torch.cat([self._mask.new_zeros(self._mask.shape[0], n), self._mask], dim=1)
+    def _prompt_decoder(self, row: "_Row") -> Decoder:
+        cache = DynamicCache()
+        self._prefixes.reuse(row.request.prompt_ids, cache)
+        return Decoder(self.model, row.sequence.ids[:, : row.sequence.prompt_length], None, cache=cache)
 
     def _step(self) -> None:
-        """One decode step for every row, then drop the rows that finished."""
-        tokens = torch.tensor([row.last_token for row in self._rows], device=self.device)
-        self._mask = torch.cat([self._mask, self._mask.new_ones(len(self._rows), 1)], dim=1)
-        mask = None if bool(self._mask.all()) else self._mask
-        logits = self.model(
-            tokens[:, None], attention_mask=mask, position_ids=self._positions[:, None],
-            past_key_values=self._cache, logits_to_keep=1,
-        ).logits[:, -1]
-        self._positions = self._positions + 1
+        """One decode step for every row; the requests that finished leave the batch before they are told."""
+        self._batch.step()
         self.decode_steps += 1
-        greedy = logits.argmax(dim=-1).tolist()  # one argmax for all the greedy rows
-        for i, row in enumerate(self._rows):
-            if row.request.cancelled:
-                row.finish("cancelled")
-                continue
-            try:
-                row.accept(greedy[i] if row.is_plain_greedy else row.choose(logits[i : i + 1]))
-            except Exception as error:  # one row's sampling failed: fail that request alone
-                _log.exception("Choosing the next token of a request failed.")
-                row.finish("error", error=f"{type(error).__name__}: {error}")
-        self._drop_finished()
+        updates = [(row, row.update()) for row in self._rows]
+        finished = [row for row in self._rows if row.finished]
+        if finished:
+            self._batch.leave([row.sequence for row in finished])
+            self._rows = [row for row in self._rows if not row.finished]
+        for row, update in updates:
+            if update is not None:
+                _notify(row.request, update)
 
-    def _drop_finished(self) -> None:
-        keep = [i for i, row in enumerate(self._rows) if not row.finished]
-        if len(keep) == len(self._rows):
-            return
-        if not keep:
-            self._reset_batch()
-            return
-        index = torch.tensor(keep, device=self.device)
-        self._cache.reorder(index)
-        self._mask, self._positions = self._mask[index], self._positions[index]
-        self._rows = [self._rows[i] for i in keep]
-        # Padding columns that no remaining row uses are dropped, so the batch stays as short as its longest row.
-        unused = int(self._mask.any(dim=0).int().argmax())
-        if unused:
-            self._cache.drop_front(unused)
-            self._mask = self._mask[:, unused:]
 
-    def _reset_batch(self) -> None:
-        self._rows, self._cache, self._mask, self._positions = [], None, None, None
+def _generate_options(options: SamplingOptions, eos_token_ids: set[int]) -> dict:
+    """A request's options as `generate`'s keyword arguments; a seeded request samples the tokens generate does
+    with generator=torch.Generator().manual_seed(seed)."""
+    generate_options = {"max_new_tokens": options.max_tokens, "eos_token_id": sorted(eos_token_ids) or None,
+                        "stop_strings": options.stop or None}
+    if options.temperature > 0:
+        # The OpenAI API has no top-k: 0 turns off generate's default of 50.
+        generate_options.update(do_sample=True, temperature=options.temperature, top_p=options.top_p, top_k=0)
+    else:
+        generate_options.update(do_sample=False)
+    return generate_options
 
 
 def _notify(request: Request, update: Update) -> None:
@@ -335,173 +326,37 @@ def _notify(request: Request, update: Update) -> None:
 
 
 class _Row:
-    """One request's decoding state: its tokens, processors, random generator, detokenizer and stop check."""
+    """One request's bookkeeping: its Sequence in the decoding core, its prompt's Decoder while it is prefilled,
+    and the text handed to its callback."""
 
-    def __init__(self, request: Request, tokenizer, eos_token_ids: set[int], device: torch.device):
+    def __init__(self, request: Request, sequence: Sequence, text: TextBeforeStop):
         self.request = request
-        options = request.options
-        prompt_length = len(request.prompt_ids)
-        self.ids = torch.tensor([request.prompt_ids + [0] * options.max_tokens], device=device)  # (1, T) context
-        self.length = prompt_length
-        self.generated = 0
-        self.do_sample = options.temperature > 0
-        config = GenerationConfig(do_sample=True, temperature=options.temperature, top_p=options.top_p) \
-            if self.do_sample else GenerationConfig(do_sample=False)
-        self.processors = build_processors(config, prompt_length, device=device)
-        self.is_plain_greedy = not self.do_sample and not self.processors
-        self.generator = None
-        if self.do_sample:
-            seed = options.seed if options.seed is not None else random.SystemRandom().getrandbits(63)
-            self.generator = torch.Generator(device=device).manual_seed(seed)
-        self.eos_token_ids = eos_token_ids
-        self.cache = _BatchCache()  # the prompt's own cache while it is prefilled, then merged into the batch's
-        self.prefilled = 0  # prompt tokens in `cache`
-        self.detokenizer = StreamingDetokenizer(tokenizer, skip_special_tokens=True)
-        self.text = ""  # the text decoded so far
-        self.sent = 0  # characters of `text` handed to the callback
-        self.last_token = None
+        self.sequence = sequence
+        self.text = text
+        self.decoder: Decoder | None = None
         self.finished = False
 
-    def choose(self, logits: torch.Tensor) -> int:
-        """The next token from (1, V) logits: processors, then argmax or a draw with this row's generator."""
-        scores = logits.float()
-        if self.processors:
-            scores = apply_processors(self.processors, self.ids[:, : self.length], scores)
-        if not self.do_sample:
-            return int(scores.argmax(dim=-1))
-        return int(torch.multinomial(scores.softmax(dim=-1), 1, generator=self.generator))
+    @property
+    def generated(self) -> int:
+        return self.sequence.length - self.sequence.prompt_length
 
-    def accept(self, token: int) -> None:
-        """Record the new token, stream the text that is now final, and finish at EOS, a stop string or the limit."""
-        self.ids[0, self.length] = token
-        self.length += 1
-        self.generated += 1
-        self.last_token = token
-        if token in self.eos_token_ids:
-            self.text += self.detokenizer.finalize()
-            self._send(final="stop")
-            return
-        self.text += self.detokenizer.add_token(token)
-        if self.generated == self.request.options.max_tokens:
-            self.text += self.detokenizer.finalize()
-            self._send(final="length")
-        else:
-            self._send(final=None)
+    def update(self) -> Update | None:
+        """What the callback is told after a step: the text of the newest token, and at the end the rest and the
+        reason the request finished (which marks the row finished)."""
+        error = self.sequence.error
+        if self.request.cancelled or error is not None:
+            self.finished = True
+            if error is not None:
+                _log.error("Choosing the next token of a request failed.", exc_info=error)
+                return Update("", "error", self.generated, f"{type(error).__name__}: {error}")
+            return Update("", "cancelled", self.generated)
+        text = self.text.add_token(int(self.sequence.newest))
+        if self.sequence.done:
+            self.finished = True
+            return Update(text + self.text.finish(), self.sequence.finish_reason(), self.generated)
+        return Update(text) if text else None
 
     def finish(self, reason: str, error: str | None = None) -> None:
         if not self.finished:
             self.finished = True
             _notify(self.request, Update("", reason, self.generated, error))
-
-    def _send(self, final: str | None) -> None:
-        """Hand on the new text, holding back what may be the start of a stop string; finish if one appeared."""
-        stop = self.request.options.stop
-        end = len(self.text)
-        if stop:
-            found = [i for i in (self.text.find(s, self.sent) for s in stop) if i != -1]
-            if found:
-                end, final = min(found), "stop"
-            elif final is None:
-                end -= _stop_prefix_length(self.text, self.sent, stop)
-        text, self.sent = self.text[self.sent : end], max(self.sent, end)
-        if final is not None:
-            self.finished = True
-            _notify(self.request, Update(text, final, self.generated))
-        elif text:
-            _notify(self.request, Update(text))
-
-
-def _stop_prefix_length(text: str, start: int, stop: list[str]) -> int:
-    """The length of the longest end of text[start:] that begins some stop string (it may yet complete one)."""
-    longest = min(max(len(s) for s in stop) - 1, len(text) - start)
-    for n in range(longest, 0, -1):
-        tail = text[-n:]
-        if any(s.startswith(tail) for s in stop):
-            return n
-    return 0
-
-
-class _PrefixCache:
-    """The KV caches of recent prompts, so that a prompt starting like one of them prefills only the rest.
-
-    Chat requests share their template's system prompt, and a conversation resends its history each turn.
-    Holds at most `max_tokens` positions in all, dropping the least recently used prompts first.
-    """
-
-    MIN_REUSE = 16  # shorter common starts are not worth splitting the prefill for
-
-    def __init__(self, max_tokens: int):
-        self.max_tokens = max_tokens
-        self.entries: collections.OrderedDict[tuple[int, ...], list] = collections.OrderedDict()
-        self.tokens = 0
-
-    def reuse(self, prompt: list[int], cache: "_BatchCache") -> int:
-        """Fill the empty `cache` with the longest start of `prompt` held here (keeping at least its last
-        token to compute); return how many positions it holds."""
-        best, best_key = 0, None
-        for key in self.entries:
-            n = _common_prefix_length(key, prompt)
-            if n > best:
-                best, best_key = n, key
-        best = min(best, len(prompt) - 1)
-        if best < self.MIN_REUSE:
-            return 0
-        self.entries.move_to_end(best_key)
-        for layer, (k, v) in enumerate(self.entries[best_key]):
-            cache.update(layer, k[:, :, :best], v[:, :, :best])  # copies: the entry stays as it is
-        return best
-
-    def store(self, prompt: list[int], cache: "_BatchCache") -> None:
-        if not self.MIN_REUSE <= len(prompt) <= self.max_tokens:
-            return
-        key = tuple(prompt)
-        if key not in self.entries:
-            self.tokens += len(key)
-        self.entries[key] = [(k[:, :, : len(key)].clone(), v[:, :, : len(key)].clone())
-                             for k, v in zip(cache.keys, cache.values)]
-        self.entries.move_to_end(key)
-        while self.tokens > self.max_tokens:
-            dropped, _ = self.entries.popitem(last=False)
-            self.tokens -= len(dropped)
-
-
-def _common_prefix_length(a, b) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-class _BatchCache(DynamicCache):
-    """A DynamicCache whose rows can be left-padded, joined and trimmed, for requests entering and leaving."""
-
-    def left_pad(self, n: int) -> None:
-        """Put n empty positions before every row (the attention mask hides them)."""
-        if not n:
-            return
-        for i in range(len(self.keys)):
-            length = self.lengths[i]
-            self.keys[i] = _left_pad(self.keys[i][:, :, :length], n)
-            self.values[i] = _left_pad(self.values[i][:, :, :length], n)
-            self.lengths[i] = length + n
-
-    def append_rows(self, other: "_BatchCache") -> None:
-        """Add the rows of `other`, which must hold as many positions as this cache."""
-        assert other.lengths == self.lengths, (other.lengths, self.lengths)
-        for i in range(len(self.keys)):
-            length = self.lengths[i]
-            self.keys[i] = torch.cat([self.keys[i][:, :, :length], other.keys[i][:, :, :length]])
-            self.values[i] = torch.cat([self.values[i][:, :, :length], other.values[i][:, :, :length]])
-
-    def drop_front(self, n: int) -> None:
-        """Forget the first n positions of every row."""
-        for i in range(len(self.keys)):
-            self.keys[i] = self.keys[i][:, :, n:]
-            self.values[i] = self.values[i][:, :, n:]
-            self.lengths[i] -= n
-
-
-def _left_pad(buffer: torch.Tensor, n: int) -> torch.Tensor:
-    return torch.cat([buffer.new_zeros(*buffer.shape[:2], n, buffer.shape[3]), buffer], dim=2)
