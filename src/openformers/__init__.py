@@ -36,9 +36,9 @@ _public(
 )
 _public(
     "openformers.models.auto",
-    "AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
-    "AutoModelForQuestionAnswering", "AutoModelForMaskedLM", "AutoModelForMultipleChoice",
-    "AutoModelForNextSentencePrediction", "AutoModelForPreTraining",
+    "AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification",
+    "AutoModelForTokenClassification", "AutoModelForQuestionAnswering", "AutoModelForMaskedLM",
+    "AutoModelForMultipleChoice", "AutoModelForNextSentencePrediction", "AutoModelForPreTraining",
 )
 _public("openformers.models.base", "PreTrainedModel")
 _public("openformers.models.outputs", "ModelOutput")
@@ -67,7 +67,7 @@ _public(
 )
 _public(
     "openformers.generation",
-    "GenerationConfig", "GenerationMode", "CompileConfig", "GenerationMixin", "Cache", "DynamicCache",
+    "GenerationConfig", "GenerationMode", "CompileConfig", "GenerationMixin", "Cache", "DynamicCache", "StaticCache",
     "TextStreamer", "TextIteratorStreamer", "AsyncTextIteratorStreamer",
     "LogitsProcessor", "LogitsWarper", "LogitsProcessorList",
     "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "MinPLogitsWarper", "TypicalLogitsWarper",
@@ -128,7 +128,7 @@ _REFERENCE_MODULE_PATHS = {
     "openformers.modeling_outputs": "openformers.models.outputs",
     "openformers.modeling_utils": "openformers.models.base",
     "openformers.configuration_utils": "openformers.configs",
-    "openformers.cache_utils": "openformers.generation.cache",
+    "openformers.cache_utils": "openformers.generation",  # the caches live in generation/cache.py and static_cache.py
     "openformers.tokenization_utils_base": "openformers.tokenizers",
     "openformers.tokenization_utils": "openformers.tokenizers",
     "openformers.tokenization_utils_fast": "openformers.tokenizers",
