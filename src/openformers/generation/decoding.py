@@ -23,6 +23,7 @@ from ..models.outputs import ModelOutput
 from .cache import Cache
 from .candidates import AssistedCandidateGenerator, CandidateGenerator, PromptLookupCandidateGenerator
 from .config import GenerationConfig, resolve_generation_config
+from .options import OPTIONS_BY_NAME
 from .processors import apply_processors, build_processors
 from .sampling import Sampler
 from .static_cache import cache_for_generation, forward_for_decoding
@@ -70,19 +71,10 @@ class GenerateBeamDecoderOnlyOutput(ModelOutput):
     cache: Cache | None = None
 
 
-# Options that shape the loop but that an older GenerationConfig may not carry: read from it when it has them,
-# else taken from the keyword arguments, with the reference's defaults.
-_LOOP_OPTIONS = {
-    "max_time": None,
-    "output_attentions": False,
-    "output_hidden_states": False,
-    "prompt_lookup_num_tokens": None,
-    "max_matching_ngram_size": None,
-    "num_assistant_tokens": 20,
-    "num_assistant_tokens_schedule": "constant",
-    "assistant_confidence_threshold": 0.4,
-    "is_assistant": False,
-}
+# Options the loops read beside the strategy's own; an explicit None (generate(max_time=None)) means the default.
+_LOOP_OPTIONS = ("max_time", "output_attentions", "output_hidden_states", "prompt_lookup_num_tokens",
+                 "max_matching_ngram_size", "num_assistant_tokens", "num_assistant_tokens_schedule",
+                 "assistant_confidence_threshold", "is_assistant")
 
 
 @dataclass
@@ -155,7 +147,7 @@ class GenerationMixin:
             model_config = None  # the reference: the passed config, then the library defaults only
         default_length = _no_length_set(kwargs, generation_config, model_config)
         config, unknown = resolve_generation_config(model_config, generation_config, kwargs, stacklevel=5)
-        loop = {name: _loop_option(config, unknown, name) for name in _LOOP_OPTIONS}
+        loop = {name: _loop_option(config, name) for name in _LOOP_OPTIONS}
         if unknown:
             raise TypeError(
                 f"generate() got unexpected keyword arguments: {sorted(unknown)}. It takes inputs/input_ids, "
@@ -581,12 +573,9 @@ def _no_length_set(kwargs: dict, passed: GenerationConfig | None, model_config: 
     return all(value is None for value in values)
 
 
-def _loop_option(config: GenerationConfig, unknown: dict, name: str):
-    if name in unknown:
-        value = unknown.pop(name)
-    else:
-        value = getattr(config, name, None)
-    return _LOOP_OPTIONS[name] if value is None else value
+def _loop_option(config: GenerationConfig, name: str):
+    value = getattr(config, name)
+    return OPTIONS_BY_NAME[name].default if value is None else value
 
 
 def _max_positions(model) -> int | None:
