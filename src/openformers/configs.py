@@ -1,7 +1,9 @@
-"""Model configs: read and write `config.json`, build one from GGUF metadata, pick the class by `model_type`.
+"""Model configs: read and write `config.json`, pick the class by `model_type`, build one from GGUF metadata.
 
-A config is a typed dataclass per family. Keys a family does not use are kept in `extra`, so a
-config.json read and written back keeps everything it had; `config.some_key` reads them too.
+A config is a typed dataclass per family, registered under its `model_type` in `CONFIG_CLASSES`; a family
+that loads from GGUF files registers in `GGUF_CONFIG_READERS` the reader its model file holds (adding a
+family: see models/auto.py). Keys a family does not use are kept in `extra`, so a config.json read and
+written back keeps everything it had; `config.some_key` reads them too.
 `PreTrainedConfig` (transformers 5's name; `PretrainedConfig` is the same class) is also the base of a
 user's own config: a subclass with its own `__init__(self, ..., **kwargs)` that sets its attributes and
 calls `super().__init__(**kwargs)` saves them to config.json and reads them back.
