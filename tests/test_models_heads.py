@@ -333,3 +333,47 @@ def test_inputs_embeds_give_what_the_ids_give(name, tmp_path):
         if key in theirs:
             torch.testing.assert_close(ours[key], theirs[key], atol=1e-4, rtol=1e-4, msg=key)
             torch.testing.assert_close(ours[key], model(ids, **inputs)[key], atol=1e-5, rtol=1e-5, msg=key)
+
+
+# The task heads are written once (models/heads.py) and named per family.
+
+TASK_HEADS = {"ForSequenceClassification": ("SequenceClassification", "PooledSequenceClassification"),
+              "ForTokenClassification": ("TokenClassification",), "ForQuestionAnswering": ("QuestionAnswering",),
+              "ForMultipleChoice": ("MultipleChoice",)}
+
+
+def test_every_family_names_the_shared_task_heads():
+    from openformers.models import heads
+
+    for family in ("Llama", "Mistral", "Qwen2", "GPT2", "Bert", "Roberta"):
+        for suffix, shared in TASK_HEADS.items():
+            cls = getattr(openformers, f"{family}{suffix}", None)
+            if cls is not None:
+                assert issubclass(cls, tuple(getattr(heads, name) for name in shared)), cls.__name__
+
+
+DROPOUT_CASES = [
+    ("LlamaForTokenClassification", {"hidden_dropout": 0.3}),
+    ("LlamaForTokenClassification", {"classifier_dropout": 0.2, "hidden_dropout": 0.3}),
+    ("GPT2ForTokenClassification", {"hidden_dropout": 0.3}),
+    ("GPT2ForTokenClassification", {}),
+    ("BertForTokenClassification", {"hidden_dropout_prob": 0.3}),
+    ("BertForSequenceClassification", {"classifier_dropout": 0.2}),
+    ("BertForMultipleChoice", {"classifier_dropout": 0.2}),
+    ("RobertaForSequenceClassification", {"classifier_dropout": 0.2}),
+    ("RobertaForMultipleChoice", {"classifier_dropout": 0.2, "hidden_dropout_prob": 0.3}),
+]
+DROPOUT_CONFIGS = {"Llama": ("LlamaConfig", DECODER), "GPT2": ("GPT2Config", GPT2), "Bert": ("BertConfig", ENCODER),
+                   "Roberta": ("RobertaConfig", ENCODER)}
+
+
+@pytest.mark.parametrize("name, values", DROPOUT_CASES)
+def test_the_dropout_before_a_classifier_is_the_references(name, values):
+    config_name, tiny = next(DROPOUT_CONFIGS[family] for family in DROPOUT_CONFIGS if name.startswith(family))
+
+    def head_dropouts(library):
+        model = getattr(library, name)(getattr(library, config_name)(**tiny, **values))
+        return {key: module.p for key, module in model.named_modules()
+                if isinstance(module, torch.nn.Dropout) and not key.startswith(model.base_model_prefix)}
+
+    assert head_dropouts(openformers) == head_dropouts(transformers)
