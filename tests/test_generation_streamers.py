@@ -9,6 +9,7 @@ import torch
 
 from openformers import AutoTokenizer, AsyncTextIteratorStreamer, TextIteratorStreamer, TextStreamer
 from openformers.generation import BaseStreamer
+from openformers.generation.streamers import TextBeforeStop, _stop_prefix_length
 
 transformers = pytest.importorskip("transformers")
 
@@ -133,3 +134,25 @@ def test_a_base_streamer_subclass_receives_the_ids():
     assert streamer.seen == [[[1, 2]], [3], "end"]
     with pytest.raises(TypeError, match="put"):
         BaseStreamer().put(torch.tensor([1]))
+
+
+def test_text_before_stop_holds_back_what_may_begin_a_stop_string_and_ends_before_one(tokenizers):
+    ours, _ = tokenizers
+    ids = ours.encode("Hello world, and goodbye.", add_special_tokens=False)
+    pieces = (TextBeforeStop(ours, ["world!"]), TextBeforeStop(ours, ["and", "world,"]), TextBeforeStop(ours))
+    released = [[text.add_token(token) for token in ids] for text in pieces]
+    assert released[0][:3] == ["Hello", " ", "world,"]  # "world" waited for the token after it
+    assert "".join(released[0]) + pieces[0].finish() == "Hello world, and goodbye."
+    assert "".join(released[1]) + pieces[1].finish() == "Hello "
+    assert "".join(released[2]) + pieces[2].finish() == "Hello world, and goodbye."
+
+
+@pytest.mark.parametrize(
+    "text, start, stop, held",
+    [
+        ("Hello wor", 0, ["world"], 3), ("Hello", 0, ["world"], 0), ("xab", 1, ["abc"], 2), ("xab", 2, ["abc"], 0),
+        ("xyz", 0, ["z", "yz!"], 2),
+    ],
+)
+def test_text_that_may_begin_a_stop_string_is_held_back(text, start, stop, held):
+    assert _stop_prefix_length(text, start, stop) == held

@@ -11,7 +11,6 @@ import torch
 
 from openformers import AutoModelForCausalLM, AutoTokenizer
 from openformers.configs import GPT2Config, LlamaConfig
-from openformers.generation.streamers import _stop_prefix_length
 from openformers.serving import BatchScheduler, SamplingOptions
 
 PROMPTS = [
@@ -301,14 +300,3 @@ def test_bad_requests_are_refused_at_submit(tokenizer, scheduler):
         SamplingOptions(max_tokens=1, top_p=0)
     with pytest.raises(ValueError, match="stop"):
         SamplingOptions(max_tokens=1, stop=[""])
-
-
-@pytest.mark.parametrize(
-    "text, start, stop, held",
-    [
-        ("Hello wor", 0, ["world"], 3), ("Hello", 0, ["world"], 0), ("xab", 1, ["abc"], 2), ("xab", 2, ["abc"], 0),
-        ("xyz", 0, ["z", "yz!"], 2),
-    ],
-)
-def test_text_that_may_begin_a_stop_string_is_held_back(text, start, stop, held):
-    assert _stop_prefix_length(text, start, stop) == held

@@ -258,7 +258,8 @@ class Sequence:
 
     def finish_reason(self, row: int = 0) -> str:
         """Why a row stopped: "stop" when it met an end (an EOS id, a stop string, a criterion of the caller's),
-        "length" when it ran out of room (its length or time limit)."""
+        "length" when it ran out of room (its length or time limit). Read at the step the row stopped: with
+        `pad_id`, later steps append padding that meets no end."""
         ids = self.ids[row : row + 1, : self.length]
         ends = [c for c in self.criteria if not isinstance(c, (MaxLengthCriteria, MaxTimeCriteria))]
         return "stop" if any(bool(torch.as_tensor(c(ids, None)).any()) for c in ends) else "length"
