@@ -534,6 +534,12 @@ class GPT2Config(PretrainedConfig):
     scale_attn_by_inverse_layer_idx: bool = False
     reorder_and_upcast_attn: bool = False
     add_cross_attention: bool = False
+    # The multiple-choice head of GPT2DoubleHeadsModel: which vector sums up a choice, and what follows it.
+    summary_type: str = "cls_index"
+    summary_use_proj: bool = True
+    summary_activation: str | None = None
+    summary_proj_to_labels: bool = True
+    summary_first_dropout: float = 0.1
     bos_token_id: int | None = 50256
     eos_token_id: int | list[int] | None = 50256
     tie_word_embeddings: bool = True

@@ -202,16 +202,7 @@ class GPT2ForQuestionAnswering(GPT2PreTrainedModel, QuestionAnswering):
 
 # The double-heads model: the language-model head and a multiple-choice head over the same hidden states. -------
 
-# GPT2Config's defaults for the multiple-choice head's settings (config.json stores them; older files may not).
-SUMMARY_DEFAULTS = {
-    "summary_type": "cls_index", "summary_use_proj": True, "summary_activation": None,
-    "summary_proj_to_labels": True, "summary_first_dropout": 0.1, "summary_last_dropout": 0.0,
-}
 SUMMARY_TYPES = ("cls_index", "last", "first", "mean")
-
-
-def _summary_setting(config: GPT2Config, name: str):
-    return getattr(config, name, SUMMARY_DEFAULTS[name])
 
 
 class GPT2SequenceSummary(nn.Module):
@@ -223,22 +214,23 @@ class GPT2SequenceSummary(nn.Module):
 
     def __init__(self, config: GPT2Config):
         super().__init__()
-        self.summary_type = _summary_setting(config, "summary_type")
+        self.summary_type = config.summary_type
         if self.summary_type not in SUMMARY_TYPES:
             raise ValueError(f"summary_type={self.summary_type!r} is not supported; expected one of {SUMMARY_TYPES}.")
         self.summary = nn.Identity()
-        if _summary_setting(config, "summary_use_proj"):
-            to_labels = _summary_setting(config, "summary_proj_to_labels") and config.num_labels > 0
+        if config.summary_use_proj:
+            to_labels = config.summary_proj_to_labels and config.num_labels > 0
             self.summary = nn.Linear(config.n_embd, config.num_labels if to_labels else config.n_embd)
-        activation = _summary_setting(config, "summary_activation")
+        activation = config.summary_activation
         if activation and activation != "tanh" and activation not in ACTIVATIONS:
             raise ValueError(
                 f"summary_activation={activation!r} is not supported; expected None, 'tanh' or one of "
                 f"{', '.join(ACTIVATIONS)}."
             )
         self.activation = torch.tanh if activation == "tanh" else ACTIVATIONS.get(activation, nn.Identity())
-        self.first_dropout = nn.Dropout(_summary_setting(config, "summary_first_dropout"))
-        self.last_dropout = nn.Dropout(_summary_setting(config, "summary_last_dropout"))
+        self.first_dropout = nn.Dropout(config.summary_first_dropout)
+        # Not a GPT2Config field in the reference either: read when a config.json has it.
+        self.last_dropout = nn.Dropout(getattr(config, "summary_last_dropout", 0.0))
 
     def forward(self, hidden: torch.Tensor, cls_index: torch.Tensor | None = None) -> torch.Tensor:
         """hidden (..., T, C), cls_index (...) -> (..., C) or (..., num_labels)."""
