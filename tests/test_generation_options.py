@@ -1,10 +1,12 @@
 """The options table: every reader agrees with it, and it agrees with the reference's GenerationConfig."""
 
 import re
+import warnings
 
 import pytest
+import torch
 
-from openformers import GenerationConfig, generation
+from openformers import AutoModelForCausalLM, GenerationConfig, generation
 from openformers.generation import options, stopping_criteria, watermarking
 from openformers.generation.options import OPTIONS, OPTIONS_BY_NAME, Kind
 
@@ -38,9 +40,34 @@ def test_every_checked_option_says_what_it_expects_and_refuses_in_its_words():
 def test_feeds_names_a_class_that_exists():
     homes = (generation, stopping_criteria, watermarking)
     for option in OPTIONS:
-        named = re.match(r"[A-Z][A-Za-z]+", option.feeds)
+        named = re.match(r"[A-Z]\w+(Processor|Warper|Criteria|Penalty|Normalization|Output|Generator)\b", option.feeds)
         if named:
             assert any(hasattr(home, named.group()) for home in homes), (option.name, option.feeds)
+    assert sum(bool(re.match(r"[A-Z]\w+Processor\b", option.feeds)) for option in OPTIONS) >= 15
+
+
+ASKING_VALUES = {"num_beam_groups": 2, "penalty_alpha": 0.6, "dola_layers": "high", "constraints": [1],
+                 "force_words_ids": [[1]], "assistant_early_exit": 2, "use_mtp": True, "token_healing": True}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1, eos_token_id=2)
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    return AutoModelForCausalLM.from_pretrained(folder)
+
+
+def test_options_that_ask_for_a_strategy_not_run_are_refused_by_generate(tiny_model):
+    refused = {option.name for option in OPTIONS if option.refused_if is not None}
+    assert refused == set(ASKING_VALUES)
+    for name, value in ASKING_VALUES.items():
+        with warnings.catch_warnings(), pytest.raises(ValueError, match=name):
+            warnings.simplefilter("ignore")
+            tiny_model.generate(torch.tensor([[1, 5, 6]]), max_new_tokens=2, **{name: value})
+    assert tiny_model.generate(torch.tensor([[1, 5, 6]]), max_new_tokens=2, use_mtp=False).shape == (1, 5)
 
 
 def test_sampling_kind_is_what_the_warpers_read():

@@ -23,7 +23,7 @@ from ..models.outputs import ModelOutput
 from .cache import Cache
 from .candidates import AssistedCandidateGenerator, CandidateGenerator, PromptLookupCandidateGenerator
 from .config import GenerationConfig, resolve_generation_config
-from .options import OPTIONS_BY_NAME
+from .options import OPTIONS, OPTIONS_BY_NAME
 from .processors import apply_processors, build_processors
 from .sampling import Sampler
 from .static_cache import cache_for_generation, forward_for_decoding
@@ -608,28 +608,15 @@ def _total_length(config: GenerationConfig, prompt_length: int, default_length: 
     return config.max_length
 
 
-# Strategies the reference no longer ships (it runs them from Hub repositories with trust_remote_code=True):
-# option, whether its value asks for the strategy, the strategy's name.
-_HUB_STRATEGIES = (
-    ("num_beam_groups", lambda v: v > 1, "group beam search"),
-    ("penalty_alpha", lambda v: v > 0, "contrastive search"),
-    ("dola_layers", lambda v: True, "DoLa decoding"),
-    ("constraints", lambda v: True, "constrained beam search"),
-    ("force_words_ids", lambda v: True, "constrained beam search"),
-    ("assistant_early_exit", lambda v: True, "early-exit assisted decoding"),
-    ("use_mtp", bool, "multi-token-prediction decoding"),
-    ("token_healing", bool, "token healing"),
-)
-
-
 def _check_strategy(config: GenerationConfig, input_ids: torch.Tensor, streamer, assisted: bool) -> None:
-    for name, asks, strategy in _HUB_STRATEGIES:
-        value = getattr(config, name, None)
-        if value is not None and asks(value):
+    # Strategies the reference no longer ships: it runs them from Hub repositories with trust_remote_code=True.
+    for option in OPTIONS:
+        value = getattr(config, option.name)
+        if option.refused_if is not None and value is not None and option.refused_if(value):
             raise ValueError(
-                f"{name}={value!r} asks for {strategy}, which openformers does not run (the reference loads it "
-                "as Hub code with trust_remote_code=True). Greedy decoding, sampling, beam search and assisted "
-                f"decoding are available: leave {name} unset."
+                f"{option.name}={value!r} asks for {option.feeds}, which openformers does not run (the reference "
+                "loads it as Hub code with trust_remote_code=True). Greedy decoding, sampling, beam search and "
+                f"assisted decoding are available: leave {option.name} unset."
             )
     if streamer is not None and (config.num_beams > 1 or input_ids.shape[0] * config.num_return_sequences > 1):
         raise ValueError(

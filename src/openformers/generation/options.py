@@ -63,6 +63,8 @@ class Option:
     never_unset: bool = False  # the loop needs a value: None passed to generate() means the default, not "off"
     pipeline_default: object = None  # the text-generation pipeline's default when neither caller nor model sets it
     server: str | None = None  # the OpenAI request field that sets it per request
+    # Whether a value asks for a strategy openformers does not run (named in `feeds`): generate refuses it.
+    refused_if: Callable[[object], bool] | None = None
 
     def is_possible(self, value) -> bool:
         return value is None or self.check is None or self.check(value)
@@ -74,6 +76,10 @@ def is_int(value) -> bool:
 
 def is_number(value) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _any(value) -> bool:
+    return True
 
 
 def _is_bool(value) -> bool:
@@ -140,7 +146,7 @@ OPTIONS = (
     Option("do_sample", Kind.STRATEGY, False, *_BOOL, "sample_next_token", never_unset=True, pipeline_default=True),
     Option("num_beams", Kind.STRATEGY, 1, _int_at_least(1), "an integer >= 1 (1 means no beam search)",
            "beam search", never_unset=True),
-    Option("use_mtp", Kind.STRATEGY, feeds="refused: multi-token prediction is not run"),
+    Option("use_mtp", Kind.STRATEGY, feeds="multi-token-prediction decoding", refused_if=bool),
     # the cache
     Option("use_cache", Kind.CACHE, True, *_BOOL, "the cache changes the speed, never the tokens", never_unset=True),
     Option("cache_implementation", Kind.CACHE, None, lambda v: v in CACHE_IMPLEMENTATIONS,
@@ -183,7 +189,7 @@ OPTIONS = (
     Option("begin_suppress_tokens", Kind.LOGITS, None, *_TOKEN_IDS, "SuppressTokensAtBeginLogitsProcessor"),
     Option("sequence_bias", Kind.LOGITS, None, lambda v: isinstance(v, (list, tuple, dict)) and len(v) > 0,
            "a non-empty list of [token_ids, bias] pairs", "SequenceBiasLogitsProcessor"),
-    Option("token_healing", Kind.LOGITS, feeds="refused: token healing is not run"),
+    Option("token_healing", Kind.LOGITS, feeds="token healing", refused_if=bool),
     Option("guidance_scale", Kind.LOGITS, None, is_number, "a number (1 means no guidance)",
            "UnbatchedClassifierFreeGuidanceLogitsProcessor"),
     # a WatermarkingConfig or SynthIDTextWatermarkingConfig, checked by its own validate()
@@ -215,7 +221,7 @@ OPTIONS = (
            "PromptLookupCandidateGenerator"),
     Option("max_matching_ngram_size", Kind.ASSISTED, None, _int_at_least(1), "an integer >= 1",
            "PromptLookupCandidateGenerator"),
-    Option("assistant_early_exit", Kind.ASSISTED, feeds="refused: early-exit assisted decoding is not run"),
+    Option("assistant_early_exit", Kind.ASSISTED, feeds="early-exit assisted decoding", refused_if=_any),
     Option("assistant_lookbehind", Kind.ASSISTED, 10, feeds="stored"),
     Option("target_lookbehind", Kind.ASSISTED, 10, feeds="stored"),
     Option("assistant_ensemble_weight", Kind.ASSISTED, None, _number_in(0, 1, low_open=True, high_open=True),
@@ -227,12 +233,12 @@ OPTIONS = (
     Option("continuous_batching_config", Kind.PERFORMANCE, feeds="stored"),
     # strategies the reference moved to the Hub
     Option("low_memory", Kind.STORED),
-    Option("penalty_alpha", Kind.STORED, feeds="refused: contrastive search"),
-    Option("dola_layers", Kind.STORED, feeds="refused: DoLa decoding"),
-    Option("diversity_penalty", Kind.STORED, 0.0, feeds="group beam search (refused)"),
-    Option("num_beam_groups", Kind.STORED, 1, feeds="refused: group beam search"),
-    Option("constraints", Kind.STORED, feeds="refused: constrained beam search"),
-    Option("force_words_ids", Kind.STORED, feeds="refused: constrained beam search"),
+    Option("penalty_alpha", Kind.STORED, feeds="contrastive search", refused_if=lambda v: v > 0),
+    Option("dola_layers", Kind.STORED, feeds="DoLa decoding", refused_if=_any),
+    Option("diversity_penalty", Kind.STORED, 0.0, feeds="group beam search, with num_beam_groups"),
+    Option("num_beam_groups", Kind.STORED, 1, feeds="group beam search", refused_if=lambda v: v > 1),
+    Option("constraints", Kind.STORED, feeds="constrained beam search", refused_if=_any),
+    Option("force_words_ids", Kind.STORED, feeds="constrained beam search", refused_if=_any),
     Option("prefill_chunk_size", Kind.PERFORMANCE, feeds="stored"),
 )
 
