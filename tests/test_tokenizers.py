@@ -18,6 +18,7 @@ from conftest import packaged_folder
 
 from openformers import AutoTokenizer
 from openformers.tokenizers import read_gguf_metadata
+from openformers.tokenizers.backend import NormalizerView, PreTokenizerView
 from openformers.tokenizers import normalizers as our_normalizers
 from openformers.tokenizers import pre_tokenizers as our_pre_tokenizers
 
@@ -383,8 +384,8 @@ def test_split_behaviors_match_reference(behavior, invert, pattern, is_regex):
     reference = pre_tokenizers.Split(Regex(pattern) if is_regex else pattern, behavior=behavior, invert=invert)
     ours = our_pre_tokenizers.Split(pattern, behavior, is_regex=is_regex, invert=invert)
     for text in ["a  b c  ", "  lead and trail  ", "ab12ab 3abab4", "", "x", "日本 語12"]:
-        assert ours.pre_tokenize(text) == reference.pre_tokenize_str(text), text
-        assert ours.split(text) == [piece for piece, _ in reference.pre_tokenize_str(text)], text
+        assert PreTokenizerView(ours).pre_tokenize_str(text) == reference.pre_tokenize_str(text), text
+        assert ours.pre_tokenize(text)[0] == [piece for piece, _ in reference.pre_tokenize_str(text)], text
 
 
 @pytest.mark.parametrize(
@@ -401,8 +402,8 @@ def test_split_behaviors_match_reference(behavior, invert, pattern, is_regex):
 )
 def test_pre_tokenizer_pieces_and_offsets_match_reference(reference, ours):
     for text in ["ab123cd4 ５x", "héllo  wörld 🤗", "  two spaces", "", "日本語 テキスト"]:
-        assert ours.pre_tokenize(text) == reference.pre_tokenize_str(text), text
-        assert our_pre_tokenizers.split_pieces(ours, text) == [piece for piece, _ in reference.pre_tokenize_str(text)]
+        assert PreTokenizerView(ours).pre_tokenize_str(text) == reference.pre_tokenize_str(text), text
+        assert ours.pre_tokenize(text)[0] == [piece for piece, _ in reference.pre_tokenize_str(text)], text
 
 
 def test_normalizers_match_reference():
@@ -420,7 +421,10 @@ def test_normalizers_match_reference():
     ]
     for reference, ours in pairs:
         for text in ["Héllo  Wörld", "ｅ\u0301 ＡＢＣ ﬁ", "", " x "]:
-            assert ours.normalize(text) == reference.normalize_str(text), (reference, text)
+            expected = reference.normalize_str(text)
+            assert NormalizerView(ours).normalize_str(text) == expected, (reference, text)
+            spans = [(index, index + 1) for index in range(len(text))]
+            assert ours.normalize(text, spans)[0] == expected, (reference, text)  # the same text when aligning
 
 
 # --- errors

@@ -19,7 +19,7 @@ class NormalizerView:
         self.part = normalizer
 
     def normalize_str(self, text: str) -> str:
-        return self.part.normalize(text)
+        return self.part.normalize(text)[0]
 
 
 class PreTokenizerView:
@@ -29,7 +29,8 @@ class PreTokenizerView:
         self.part = pre_tokenizer
 
     def pre_tokenize_str(self, text: str) -> list[tuple[str, tuple[int, int]]]:
-        return [(piece, tuple(span)) for piece, span in self.part.pre_tokenize(text)]
+        pieces, spans = self.part.pre_tokenize(text, [(index, index + 1) for index in range(len(text))])
+        return [(piece, (own[0][0], own[-1][1])) for piece, own in zip(pieces, spans)]
 
 
 class EncodingView:
@@ -81,7 +82,7 @@ class BackendTokenizer:
         return self._pipeline.decoder
 
     def encode(self, sequence: str, pair: str | None = None, add_special_tokens: bool = True) -> EncodingView:
-        encoding = self._pipeline.encode_with_offsets(sequence, pair, add_special_tokens)
+        encoding = self._pipeline.encode_aligned(sequence, pair, add_special_tokens)
         return EncodingView(encoding, self._pipeline)
 
     def encode_batch(self, inputs: list, add_special_tokens: bool = True) -> list[EncodingView]:

@@ -511,7 +511,7 @@ class PreTrainedTokenizerBase:
             return self._ids_call(items, batched, add_special_tokens, "attention_mask" in keys, padded_length, side,
                                   return_length, return_tensors)  # fmt: skip
         else:  # token types or the special tokens mask: the layout, still without offsets
-            rows, samples = [self._pipeline.encode_without_offsets(*item, add_special_tokens) for item in items], None
+            rows, samples = [self._pipeline.encode_layout(*item, add_special_tokens) for item in items], None
         target = padded_length([len(row) for row in rows])
         if target is not None:
             rows = [pad(row, target, self.pad_token_id, side) for row in rows]
@@ -595,7 +595,7 @@ class PreTrainedTokenizerBase:
 
     def _aligned_encodings(self, items, add_special_tokens, target, side) -> list[Encoding]:
         """The rows with offsets of a call that worked out only the ids, made when first asked for."""
-        rows = [self._pipeline.encode_with_offsets(text, pair, add_special_tokens) for text, pair in items]
+        rows = [self._pipeline.encode_aligned(text, pair, add_special_tokens) for text, pair in items]
         if target is None:
             return rows
         return [pad(row, target, self.pad_token_id, side) for row in rows]

@@ -1,5 +1,7 @@
 """Models: the third slot, turning one pre-tokenized piece into token ids.
 
+Each has one method, `tokenize(piece) -> (ids, spans)`: the ids of the piece's tokens and each token's
+(start, end) in the piece's characters, from which the pipeline works out offsets when they are asked for.
 A model holds plain data, a vocabulary dict and (for BPE) a dict of merge ranks, as minbpe and
 tiktoken do, and knows nothing of files.
 """
@@ -9,6 +11,13 @@ import struct
 
 # SentencePiece piece types, as numbered in its model file.
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+
+Tokens = tuple[tuple[int, ...], tuple[tuple[int, int], ...]]  # ids, and each token's (start, end) in the piece
+
+
+def _as_tokens(found: list[tuple[int, int, int]]) -> Tokens:
+    """`(id, start, end)` per token as the ids and the spans, apart (the ids alone are what encoding reads)."""
+    return tuple(token_id for token_id, _, _ in found), tuple((start, end) for _, start, end in found)
 
 
 class WordCache(dict):
@@ -50,9 +59,6 @@ class _Vocabulary:
     def vocab_size(self) -> int:
         return len(self.vocab)
 
-    def tokenize(self, piece: str) -> tuple[int, ...]:
-        return tuple(token_id for token_id, _, _ in self.tokenize_with_offsets(piece))
-
 
 class BPE(_Vocabulary):
     """Byte-pair encoding: start from single characters and keep merging the adjacent pair that was
@@ -85,19 +91,11 @@ class BPE(_Vocabulary):
         self.ranks = {pair: rank for rank, pair in enumerate(merges)}
         self.ignore_merges = ignore_merges
         self._cache = WordCache()
-        self._offsets_cache = WordCache()
 
-    def tokenize(self, piece: str) -> tuple[int, ...]:
-        ids = self._cache.get(piece)
-        if ids is None:
-            ids = self._cache.remember(piece, tuple(token_id for token_id, _, _ in self._merge_with_offsets(piece)))
-        return ids
-
-    def tokenize_with_offsets(self, piece: str) -> list[tuple[int, int, int]]:
-        """`(id, start, end)` per token, start and end counted in characters of `piece`."""
-        tokens = self._offsets_cache.get(piece)
+    def tokenize(self, piece: str) -> Tokens:
+        tokens = self._cache.get(piece)
         if tokens is None:
-            tokens = self._offsets_cache.remember(piece, self._merge_with_offsets(piece))
+            tokens = self._cache.remember(piece, _as_tokens(self._merge_with_offsets(piece)))
         return tokens
 
     def _merge_with_offsets(self, piece: str) -> list[tuple[int, int, int]]:
@@ -179,10 +177,10 @@ class WordPiece(_Vocabulary):
         self.max_input_chars_per_word = max_input_chars_per_word
         self._cache = WordCache()
 
-    def tokenize_with_offsets(self, piece: str) -> list[tuple[int, int, int]]:
+    def tokenize(self, piece: str) -> Tokens:
         tokens = self._cache.get(piece)
         if tokens is None:
-            tokens = self._cache.remember(piece, self._longest_matches(piece))
+            tokens = self._cache.remember(piece, _as_tokens(self._longest_matches(piece)))
         return tokens
 
     def _longest_matches(self, piece: str) -> list[tuple[int, int, int]]:
@@ -206,13 +204,13 @@ class WordPiece(_Vocabulary):
 class WordLevel(_Vocabulary):
     """One token per pre-tokenized piece, or `unk_token` for a piece not in the vocabulary."""
 
-    def tokenize_with_offsets(self, piece: str) -> list[tuple[int, int, int]]:
+    def tokenize(self, piece: str) -> Tokens:
         token_id = self.vocab.get(piece)
         if token_id is None:
             if self.unk_token is None:
                 raise ValueError(f"WordLevel has no token for {piece!r} and no unk_token to use instead.")
             token_id = self.vocab[self.unk_token]
-        return [(token_id, 0, len(piece))]
+        return (token_id,), ((0, len(piece)),)
 
 
 class _SentencePieceVocabulary(_Vocabulary):
@@ -256,8 +254,8 @@ class _SentencePieceVocabulary(_Vocabulary):
                 return length
         return 0
 
-    def _output(self, text: str, segments: list[tuple[int, int, int | None]]) -> list[tuple[int, int, int]]:
-        """(id, start, end) per token, unknown segments spelled in bytes when byte fallback is on."""
+    def _output(self, text: str, segments: list[tuple[int, int, int | None]]) -> Tokens:
+        """The tokens of the segments `(start, end, id)`, unknown ones spelled in bytes when byte fallback is on."""
         out = []
         for start, end, token_id in segments:
             if token_id is None or token_id == self.unk_id:
@@ -266,14 +264,14 @@ class _SentencePieceVocabulary(_Vocabulary):
                     continue
                 token_id = self.unk_id
             out.append((token_id, start, end))
-        return out
+        return _as_tokens(out)
 
 
 class SentencePieceBPE(_SentencePieceVocabulary):
     """SentencePiece's BPE: start from characters (user-defined pieces whole) and keep merging the
     adjacent pair whose joined piece scores highest (leftmost on ties) while the joined piece exists."""
 
-    def tokenize_with_offsets(self, text: str) -> list[tuple[int, int, int]]:
+    def tokenize(self, text: str) -> Tokens:
         # A doubly linked list of symbols: starts, ends, and neighbours; a frozen symbol never merges.
         starts, ends, frozen = [], [], []
         position = 0
@@ -364,7 +362,7 @@ class Unigram(_SentencePieceVocabulary):
             return _float32(len(piece.encode("utf-8")) * self.max_score - 0.1)
         return self.scores[token_id]
 
-    def tokenize_with_offsets(self, text: str) -> list[tuple[int, int, int]]:
+    def tokenize(self, text: str) -> Tokens:
         count = len(text)
         best_score = [0.0] + [None] * count  # best path score ending at each position
         best_from = [-1] * (count + 1)

@@ -1,8 +1,9 @@
 """Normalizers: the first slot of the pipeline, text -> text before it is split.
 
-Each has `normalize(text) -> text`, and `normalize_aligned(text, spans) -> (text, spans)` for when
-offsets are wanted: `spans[i]` is the (start, end) of the original characters that normalized
-character i came from, so a token's offsets in the original text are known after normalization.
+Each has one method, `normalize(text, spans=None) -> (text, spans)`. `spans[i]` is the (start, end) of
+the original characters that character i came from, and the normalizer says where each character of its
+result came from, so a token's offsets in the original text are known after normalization. Without
+`spans` (encoding to ids alone) none are worked out and None comes back, which is the fast path.
 """
 
 import struct
@@ -13,8 +14,10 @@ import regex
 Spans = list[tuple[int, int]]
 
 
-def _map_chars(text: str, spans: Spans, mapped: list[str]) -> tuple[str, Spans]:
+def _map_chars(spans: Spans | None, mapped: list[str]) -> tuple[str, Spans | None]:
     """Text and spans after character i became the string mapped[i] (empty: removed)."""
+    if spans is None:
+        return "".join(mapped), None
     out_spans = []
     for span, replacement in zip(spans, mapped):
         out_spans.extend([span] * len(replacement))
@@ -29,10 +32,9 @@ class UnicodeNormalizer:
             raise ValueError(f"Unicode normal form must be NFC, NFD, NFKC or NFKD, got {form!r}.")
         self.form = form
 
-    def normalize(self, text: str) -> str:
-        return unicodedata.normalize(self.form, text)
-
-    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
+    def normalize(self, text: str, spans: Spans | None = None) -> tuple[str, Spans | None]:
+        if spans is None:
+            return unicodedata.normalize(self.form, text), None
         if unicodedata.is_normalized(self.form, text):
             return text, spans
         # Normalize each base character with the marks that combine with it; where that changes it,
@@ -116,11 +118,10 @@ def _compose(chars: list[list]) -> list[list]:
 class Lowercase:
     """Lowercase each character on its own, as the reference does (so a final "Σ" becomes "σ", not "ς")."""
 
-    def normalize(self, text: str) -> str:
-        return text.lower() if "Σ" not in text else "".join([char.lower() for char in text])
-
-    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
-        return _map_chars(text, spans, [char.lower() for char in text])
+    def normalize(self, text: str, spans: Spans | None = None) -> tuple[str, Spans | None]:
+        if spans is None and "Σ" not in text:  # the same characters, in one call
+            return text.lower(), None
+        return _map_chars(spans, [char.lower() for char in text])
 
 
 def _strip_accent_marks(text: str) -> str:
@@ -130,11 +131,10 @@ def _strip_accent_marks(text: str) -> str:
 class StripAccents:
     """Decompose (NFD) and drop the combining marks (category Mn): "café" -> "cafe"."""
 
-    def normalize(self, text: str) -> str:
-        return _strip_accent_marks(text)
-
-    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
-        return _map_chars(text, spans, [_strip_accent_marks(char) for char in text])
+    def normalize(self, text: str, spans: Spans | None = None) -> tuple[str, Spans | None]:
+        if spans is None:
+            return _strip_accent_marks(text), None
+        return _map_chars(spans, [_strip_accent_marks(char) for char in text])
 
 
 class Strip:
@@ -151,13 +151,9 @@ class Strip:
             end -= 1
         return start, end
 
-    def normalize(self, text: str) -> str:
+    def normalize(self, text: str, spans: Spans | None = None) -> tuple[str, Spans | None]:
         start, end = self._bounds(text)
-        return text[start:end]
-
-    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
-        start, end = self._bounds(text)
-        return text[start:end], spans[start:end]
+        return text[start:end], None if spans is None else spans[start:end]
 
 
 class Replace:
@@ -167,11 +163,10 @@ class Replace:
         self.pattern = regex.compile(pattern if is_regex else regex.escape(pattern))
         self.content = content
 
-    def normalize(self, text: str) -> str:
-        # A function as the replacement keeps backslashes in `content` literal.
-        return self.pattern.sub(lambda _: self.content, text)
-
-    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
+    def normalize(self, text: str, spans: Spans | None = None) -> tuple[str, Spans | None]:
+        if spans is None:
+            # A function as the replacement keeps backslashes in `content` literal.
+            return self.pattern.sub(lambda _: self.content, text), None
         out, out_spans, position = [], [], 0
         for match in self.pattern.finditer(text):
             start, end = match.span()
@@ -195,13 +190,10 @@ class Prepend:
     def __init__(self, prepend: str):
         self.prepend = prepend
 
-    def normalize(self, text: str) -> str:
-        return self.prepend + text if text else text
-
-    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
+    def normalize(self, text: str, spans: Spans | None = None) -> tuple[str, Spans | None]:
         if not text:
             return text, spans
-        return self.prepend + text, [spans[0]] * len(self.prepend) + spans
+        return self.prepend + text, None if spans is None else [spans[0]] * len(self.prepend) + spans
 
 
 # BERT's idea of Chinese characters: the CJK Unified Ideographs blocks and their compatibility forms.
@@ -259,27 +251,19 @@ class BertNormalizer:
             self._cache[char] = mapped
         return mapped
 
-    def normalize(self, text: str) -> str:
-        if text.isascii() and not self.clean_text:
-            return text.lower() if self.lowercase else text
-        return "".join([self._char(char) for char in text])
-
-    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
-        return _map_chars(text, spans, [self._char(char) for char in text])
+    def normalize(self, text: str, spans: Spans | None = None) -> tuple[str, Spans | None]:
+        if text.isascii() and not self.clean_text:  # nothing to do but lowercase: characters stay where they are
+            return text.lower() if self.lowercase else text, spans
+        return _map_chars(spans, [self._char(char) for char in text])
 
 
 class Sequence:
     def __init__(self, normalizers: list):
         self.normalizers = list(normalizers)
 
-    def normalize(self, text: str) -> str:
+    def normalize(self, text: str, spans: Spans | None = None) -> tuple[str, Spans | None]:
         for normalizer in self.normalizers:
-            text = normalizer.normalize(text)
-        return text
-
-    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
-        for normalizer in self.normalizers:
-            text, spans = normalizer.normalize_aligned(text, spans)
+            text, spans = normalizer.normalize(text, spans)
         return text, spans
 
 
@@ -353,26 +337,24 @@ class Precompiled:
             self._cache[piece] = result
         return result
 
-    def normalize(self, text: str) -> str:
-        return self.normalize_aligned(text, [(index, index + 1) for index in range(len(text))])[0]
-
-    def normalize_aligned(self, text: str, spans: Spans) -> tuple[str, Spans]:
+    def normalize(self, text: str, spans: Spans | None = None) -> tuple[str, Spans | None]:
         """As the reference applies it in tokenizer.json: grapheme by grapheme (`sentencepiece` itself
         matches the longest rule instead, see `chunks`); the result stands where the first character stood."""
-        out, out_spans, position = [], [], 0
+        out, sources, position = [], [], 0  # sources: the character each output string came from
         for grapheme in _GRAPHEME.findall(text):
             replacement = self._rewrite(grapheme) if len(grapheme.encode("utf-8")) < 6 else None
             if replacement is not None:
                 out.append(replacement)
-                out_spans.extend([spans[position]] * len(replacement))
+                sources.append(position)
             else:
                 for index, char in enumerate(grapheme):
                     replaced = self._rewrite(char)
-                    replaced = char if replaced is None else replaced
-                    out.append(replaced)
-                    out_spans.extend([spans[position + index]] * len(replaced))
+                    out.append(char if replaced is None else replaced)
+                    sources.append(position + index)
             position += len(grapheme)
-        return "".join(out), out_spans
+        if spans is None:
+            return "".join(out), None
+        return "".join(out), [spans[source] for part, source in zip(out, sources) for _ in part]
 
 
 _GRAPHEME = regex.compile(r"\X", regex.DOTALL)
@@ -405,10 +387,10 @@ class SentencePieceNormalizer:
         self.escape_whitespaces = escape_whitespaces
         self.prefix_only_at_start = prefix_only_at_start
 
-    def normalize(self, text: str, starts_text: bool = True) -> str:
-        return self.normalize_aligned(text, [(index, index + 1) for index in range(len(text))], starts_text)[0]
-
-    def normalize_aligned(self, text: str, spans: Spans, starts_text: bool = True) -> tuple[str, Spans]:
+    def normalize(
+        self, text: str, spans: Spans | None = None, starts_text: bool = True
+    ) -> tuple[str, Spans | None]:
+        """`starts_text`: whether `text` is the start of the whole text (it follows no special token)."""
         add_dummy_prefix = self.add_dummy_prefix and (starts_text or not self.prefix_only_at_start)
         if self.precompiled is not None:
             chunks = self.precompiled.chunks(text)
@@ -419,24 +401,26 @@ class SentencePieceNormalizer:
             while first < len(chunks) and chunks[first][0] == " ":
                 first += 1
         if first == len(chunks):
-            return "", []
+            return "", None if spans is None else []
         space = self.SPACE if self.escape_whitespaces else " "
-        out, out_spans = [], []
+        out, sources = [], []  # the characters of `text` each string of `out` came from, as (start, end)
         if add_dummy_prefix:
-            start = spans[chunks[first][1]][0]
             out.append(space)
-            out_spans.append((start, start))
+            sources.append((chunks[first][1], None))  # nothing: an empty span where the text starts
         previous_is_space = self.remove_extra_whitespaces
         for replacement, start, end in chunks[first:]:
             if previous_is_space:
                 replacement = replacement.lstrip(" ")
             if replacement:
-                covered = (spans[start][0], spans[end - 1][1])
                 out.append(replacement.replace(" ", space))
-                out_spans.extend([covered] * len(replacement))
+                sources.append((start, end))
                 previous_is_space = self.remove_extra_whitespaces and replacement.endswith(" ")
-        text, spans = "".join(out), out_spans
-        if self.remove_extra_whitespaces:
-            kept = len(text.rstrip(space))
-            text, spans = text[:kept], spans[:kept]
-        return text, spans
+        normalized = "".join(out)
+        kept = len(normalized.rstrip(space)) if self.remove_extra_whitespaces else len(normalized)
+        if spans is None:
+            return normalized[:kept], None
+        out_spans = []
+        for part, (start, end) in zip(out, sources):
+            covered = (spans[start][0], spans[start][0] if end is None else spans[end - 1][1])
+            out_spans.extend([covered] * len(part))
+        return normalized[:kept], out_spans[:kept]

@@ -14,7 +14,7 @@ import regex
 
 from . import processors
 from .encoding import Encoding, apply_template
-from .pre_tokenizers import BYTE_ALPHABET, ByteLevel, split_pieces
+from .pre_tokenizers import BYTE_ALPHABET, ByteLevel
 
 @dataclass(frozen=True)
 class AddedToken:
@@ -111,7 +111,6 @@ class Pipeline:
         self.post_processor = post_processor
         self.decoder = decoder
         self.added = AddedVocabulary(added_tokens or {})
-        self._byte_level = _contains(pre_tokenizer, ByteLevel)
         self.source: dict | None = None  # the tokenizer.json contents this was built from, for saving
         self.sentencepiece_file: Path | None = None  # or the tokenizer.model
         self.sentencepiece_model = None  # or the SentencePiece model read from a GGUF file, written out as one
@@ -146,7 +145,7 @@ class Pipeline:
 
     def encode(self, text: str, pair: str | None = None, add_special_tokens: bool = True) -> list[int]:
         """Just the ids: the fast path, with no offsets or word ids."""
-        sequences = [self._encode_ids(text)] if pair is None else [self._encode_ids(text), self._encode_ids(pair)]
+        sequences = [self._walk(text)[0]] if pair is None else [self._walk(text)[0], self._walk(pair)[0]]
         if self.post_processor is None or (not add_special_tokens and pair is None):
             return [token_id for sequence in sequences for token_id in sequence]
         ids = []
@@ -157,71 +156,21 @@ class Pipeline:
                 ids.extend(item)
         return ids
 
-    def encode_with_offsets(self, text: str, pair: str | None, add_special_tokens: bool) -> Encoding:
+    def encode_aligned(self, text: str, pair: str | None, add_special_tokens: bool) -> Encoding:
         """One text (and pair), with offsets and word ids, laid out by the post-processor."""
         texts = [text] if pair is None else [text, pair]
         return self.post_process([self.encode_sequence(item) for item in texts], add_special_tokens)
 
-    def encode_without_offsets(self, text: str, pair: str | None, add_special_tokens: bool) -> Encoding:
-        """An Encoding whose offsets and word ids are left empty ((0, 0) and None), made on the fast path."""
-        sequences = [self._encode_ids(text)] if pair is None else [self._encode_ids(text), self._encode_ids(pair)]
+    def encode_layout(self, text: str, pair: str | None, add_special_tokens: bool) -> Encoding:
+        """One text (and pair) laid out by the post-processor (token types, special tokens mask), made on the
+        fast path: offsets and word ids are left empty ((0, 0) and None)."""
+        sequences = [self._walk(item)[0] for item in ([text] if pair is None else [text, pair])]
         sequences = [Encoding(ids, [(0, 0)] * len(ids), [None] * len(ids)) for ids in sequences]
         return self.post_process(sequences, add_special_tokens)
 
-    def _encode_ids(self, text: str) -> list[int]:
-        ids, tokenize = [], self.model.tokenize
-        for segment, token_id, segment_start in self.matcher.split(text, normalized=False):
-            if token_id is not None:
-                ids.append(token_id)
-                continue
-            if self.normalizer is not None:
-                if getattr(self.normalizer, "takes_position", False):  # a dummy prefix at the start only
-                    segment = self.normalizer.normalize(segment, segment_start == 0)
-                else:
-                    segment = self.normalizer.normalize(segment)
-            for piece, token_id, piece_start in self.matcher.split(segment, normalized=True):
-                if token_id is not None:
-                    ids.append(token_id)
-                    continue
-                for word in self._split(piece, segment_start == 0 and piece_start == 0):
-                    ids.extend(tokenize(word))
-        return ids
-
     def encode_sequence(self, text: str) -> Encoding:
         """One sequence with offsets (in `text`) and word ids, before the post-processor."""
-        ids, offsets, word_ids = [], [], []
-        word = 0
-        for segment, token_id, segment_start in self.matcher.split(text, normalized=False):
-            if token_id is not None:
-                ids.append(token_id)
-                offsets.append((segment_start, segment_start + len(segment)))
-                word_ids.append(word)
-                word += 1
-                continue
-            spans = [(index, index + 1) for index in range(segment_start, segment_start + len(segment))]
-            if self.normalizer is not None:
-                if getattr(self.normalizer, "takes_position", False):
-                    segment, spans = self.normalizer.normalize_aligned(segment, spans, segment_start == 0)
-                else:
-                    segment, spans = self.normalizer.normalize_aligned(segment, spans)
-            for piece, token_id, piece_start in self.matcher.split(segment, normalized=True):
-                if token_id is not None:
-                    ids.append(token_id)
-                    offsets.append((spans[piece_start][0], spans[piece_start + len(piece) - 1][1]))
-                    word_ids.append(word)
-                    word += 1
-                    continue
-                words = self._pre_tokenize(piece, segment_start == 0 and piece_start == 0)
-                for unit_text, (start, end) in words:
-                    positions = self._unit_positions(unit_text, piece[start:end])
-                    base = piece_start + start
-                    for token_id, unit_start, unit_end in self.model.tokenize_with_offsets(unit_text):
-                        first, last = base + positions[unit_start], base + positions[unit_end - 1]
-                        ids.append(token_id)
-                        offsets.append((spans[first][0], spans[last][1]))
-                        word_ids.append(word)
-                    word += 1
-        encoding = Encoding(ids, offsets, word_ids)
+        encoding = Encoding(*self._walk(text, aligned=True))
         if self.post_processor is not None and self.post_processor.trims_offsets:
             self._trim_offsets(encoding)
         return encoding
@@ -237,37 +186,60 @@ class Pipeline:
             word_ids += [index] * len(encoding)
         return Encoding(ids, offsets, word_ids)
 
-    def _split(self, piece: str, starts_text: bool) -> list[str]:
-        """The pre-tokenized pieces without their offsets, for encoding to ids alone (faster)."""
-        if self.pre_tokenizer is None:
-            return [piece]
-        if getattr(self.pre_tokenizer, "takes_position", False):
-            return [word for word, _ in self.pre_tokenizer.pre_tokenize(piece, starts_text)]
-        return split_pieces(self.pre_tokenizer, piece)
+    def _walk(self, text: str, aligned: bool = False) -> tuple[list[int], list | None, list | None]:
+        """`text` through the slots: its ids, and with `aligned` each token's offsets in `text` and word index
+        (a word is an added token or a pre-tokenized piece). Without `aligned`, no slot works out spans.
 
-    def _pre_tokenize(self, piece: str, starts_text: bool) -> list[tuple[str, tuple[int, int]]]:
+        Added tokens are split off the raw text first; the stretches between them are normalized, and the
+        added tokens matched in normalized text split off those; what is left is pre-tokenized and tokenized.
+        `spans[i]` is the (start, end) in `text` of character i of the text at hand."""
+        ids, offsets, word_ids = [], [] if aligned else None, [] if aligned else None
+        tokenize, matcher, word_index = self.model.tokenize, self.matcher, 0
+        for segment, token_id, segment_start in matcher.split(text, normalized=False):
+            if token_id is not None:
+                ids.append(token_id)
+                if aligned:
+                    offsets.append((segment_start, segment_start + len(segment)))
+                    word_ids.append(word_index)
+                    word_index += 1
+                continue
+            spans = [(index, index + 1) for index in range(segment_start, segment_start + len(segment))]
+            segment, spans = self._normalize(segment, spans if aligned else None, segment_start == 0)
+            for piece, token_id, piece_start in matcher.split(segment, normalized=True):
+                if token_id is not None:
+                    ids.append(token_id)
+                    if aligned:
+                        offsets.append((spans[piece_start][0], spans[piece_start + len(piece) - 1][1]))
+                        word_ids.append(word_index)
+                        word_index += 1
+                    continue
+                piece_spans = spans[piece_start : piece_start + len(piece)] if aligned else None
+                words, word_spans = self._pre_tokenize(piece, piece_spans, segment_start == 0 and piece_start == 0)
+                if not aligned:
+                    for word in words:
+                        ids.extend(tokenize(word)[0])
+                    continue
+                for word, char_spans in zip(words, word_spans):
+                    token_ids, token_spans = tokenize(word)
+                    ids.extend(token_ids)
+                    offsets.extend((char_spans[start][0], char_spans[end - 1][1]) for start, end in token_spans)
+                    word_ids.extend([word_index] * len(token_ids))
+                    word_index += 1
+        return ids, offsets, word_ids
+
+    def _normalize(self, text: str, spans: list | None, starts_text: bool) -> tuple[str, list | None]:
+        if self.normalizer is None:
+            return text, spans
+        if getattr(self.normalizer, "takes_position", False):  # a dummy prefix at the start only
+            return self.normalizer.normalize(text, spans, starts_text)
+        return self.normalizer.normalize(text, spans)
+
+    def _pre_tokenize(self, piece: str, spans: list | None, starts_text: bool) -> tuple[list[str], list | None]:
         if self.pre_tokenizer is None:
-            return [(piece, (0, len(piece)))]
+            return [piece], None if spans is None else [spans]
         if getattr(self.pre_tokenizer, "takes_position", False):  # Metaspace's "first" scheme
-            return self.pre_tokenizer.pre_tokenize(piece, starts_text)
-        return self.pre_tokenizer.pre_tokenize(piece)
-
-    def _unit_positions(self, unit_text: str, span_text: str) -> list[int]:
-        """For each character of a pre-tokenized piece, the character of the normalized text it stands for.
-
-        They differ where the pre-tokenizer respelled the text: in bytes (byte-level), or with a marker
-        put in front (a prefix space, "▁"), which belongs to the first character.
-        """
-        if len(unit_text) == len(span_text):
-            return list(range(len(unit_text)))
-        if self._byte_level:
-            positions = [index for index, char in enumerate(span_text) for _ in range(len(char.encode("utf-8")))]
-        else:
-            positions = list(range(len(span_text)))
-        extra = len(unit_text) - len(positions)
-        if extra < 0:
-            return [min(index, len(span_text) - 1) for index in range(len(unit_text))]
-        return [0] * extra + positions
+            return self.pre_tokenizer.pre_tokenize(piece, spans, starts_text)
+        return self.pre_tokenizer.pre_tokenize(piece, spans)
 
     def _trim_offsets(self, encoding: Encoding) -> None:
         """Leave the spaces a byte-level token starts or ends with out of its offsets ("Ġworld" -> "world").
@@ -326,13 +298,6 @@ def _parts_of_kind(part, kind) -> list:
     """`part` and the parts of a Sequence that are a `kind`."""
     own = [part] if isinstance(part, kind) else []
     return own + [found for child in getattr(part, "pre_tokenizers", []) for found in _parts_of_kind(child, kind)]
-
-
-def _contains(part, kind) -> bool:
-    """Whether `part`, or one of the parts of a Sequence, is a `kind`."""
-    if isinstance(part, kind):
-        return True
-    return any(_contains(child, kind) for child in getattr(part, "pre_tokenizers", []))
 
 
 def added_token_json(token_id: int, token: AddedToken) -> dict:

@@ -1,18 +1,19 @@
 """Pre-tokenizers: the second slot, cutting normalized text into the pieces the model tokenizes one by one.
 
-Each has `pre_tokenize(text) -> [(piece, (start, end))]`, where start and end are character offsets
-into `text`. `ByteLevel` also respells each piece in GPT-2's byte alphabet, so its pieces are longer
-than their spans; it comes last in every pipeline that uses it.
-
-The common ones also have `split(text) -> [piece]`, the same pieces without offsets, which is what
-encoding to ids needs and takes a fraction of the time (see `split_pieces`).
+Each has one method, `pre_tokenize(text, spans=None) -> (pieces, spans of each piece)`. As for the
+normalizers, `spans[i]` is the (start, end) in the original text of character i; each piece comes with
+the spans of its own characters, so a token's offsets are those of its first and last characters.
+Without `spans` (encoding to ids alone) none are worked out and None comes back, which is the fast path.
+`ByteLevel` respells each piece in GPT-2's byte alphabet (a character per UTF-8 byte); it comes last in
+every pipeline that uses it.
 """
 
 import regex
 
 from .models import WordCache
 
-Piece = tuple[str, tuple[int, int]]
+Spans = list[tuple[int, int]]
+Pieces = tuple[list[str], list[Spans] | None]  # the pieces, and the spans of each piece's characters
 
 # GPT-2's split: contractions, letters, numbers, other symbols, each with one optional leading space;
 # then runs of whitespace, leaving the last space of a run to the word that follows it.
@@ -92,12 +93,10 @@ def _apply_behavior(spans: list[tuple[int, int, bool]], behavior: str) -> list[t
     return merged
 
 
-def split_pieces(pre_tokenizer, text: str) -> list[str]:
-    """The pieces of `text`, without offsets: through `split` where the pre-tokenizer has one."""
-    split = getattr(pre_tokenizer, "split", None)
-    if callable(split):  # (Metaspace's `split` is a setting, not this method)
-        return split(text)
-    return [piece for piece, _ in pre_tokenizer.pre_tokenize(text)]
+def _cut(text: str, spans: Spans | None, bounds: list[tuple[int, int]]) -> Pieces:
+    """The pieces text[start:end] for each of `bounds`, with their spans when there are spans."""
+    pieces = [text[start:end] for start, end in bounds]
+    return pieces, None if spans is None else [spans[start:end] for start, end in bounds]
 
 
 class Split:
@@ -109,37 +108,34 @@ class Split:
         self.pattern = regex.compile(pattern if is_regex else regex.escape(pattern))
         self.behavior = behavior
         self.invert = invert
+        self._matches_alone = behavior == "isolated" and not invert and not self.pattern.groups
 
-    def pre_tokenize(self, text: str) -> list[Piece]:
-        if self.behavior == "isolated" and not self.invert:  # the common case, in one pass
-            return _isolated(self.pattern, text)
-        spans = _apply_behavior(_spans(self.pattern, text, self.invert), self.behavior)
-        return [(text[start:end], (start, end)) for start, end in spans]
-
-    def split(self, text: str) -> list[str]:
-        if self.behavior == "isolated" and not self.invert and not self.pattern.groups:
+    def pre_tokenize(self, text: str, spans: Spans | None = None) -> Pieces:
+        if spans is None and self._matches_alone:
             # Patterns like GPT-2's match every character, so the matches alone are the pieces;
             # when their lengths add up to the text's, nothing fell between them (empty matches don't count).
             pieces = self.pattern.findall(text)
             if sum(map(len, pieces)) == len(text) and "" not in pieces:
-                return pieces
-        return [piece for piece, _ in self.pre_tokenize(text)]
+                return pieces, None
+        if self.behavior == "isolated" and not self.invert:  # the common case, in one pass
+            return _cut(text, spans, _isolated(self.pattern, text))
+        return _cut(text, spans, _apply_behavior(_spans(self.pattern, text, self.invert), self.behavior))
 
 
-def _isolated(pattern: regex.Pattern, text: str) -> list[Piece]:
-    """Each match, and each stretch between matches, as a piece."""
-    pieces, previous_end = [], 0
+def _isolated(pattern: regex.Pattern, text: str) -> list[tuple[int, int]]:
+    """Each match, and each stretch between matches, as (start, end)."""
+    bounds, previous_end = [], 0
     for match in pattern.finditer(text):
         start, end = match.span()
         if start == end:
             continue
         if previous_end < start:
-            pieces.append((text[previous_end:start], (previous_end, start)))
-        pieces.append((match.group(), (start, end)))
+            bounds.append((previous_end, start))
+        bounds.append((start, end))
         previous_end = end
     if previous_end < len(text):
-        pieces.append((text[previous_end:], (previous_end, len(text))))
-    return pieces
+        bounds.append((previous_end, len(text)))
+    return bounds
 
 
 class Digits:
@@ -149,14 +145,15 @@ class Digits:
         self.individual_digits = individual_digits
         self._split = Split(r"\p{N}", "isolated" if individual_digits else "contiguous")
 
-    def pre_tokenize(self, text: str) -> list[Piece]:
-        return self._split.pre_tokenize(text)
+    def pre_tokenize(self, text: str, spans: Spans | None = None) -> Pieces:
+        return self._split.pre_tokenize(text, spans)
 
 
 class ByteLevel:
     """GPT-2's pre-tokenizer: optionally split with GPT2_PATTERN, then spell each piece's UTF-8 bytes
-    in the byte alphabet. `add_prefix_space` puts a space before text that does not start with one,
-    so the first word is tokenized like the others."""
+    in the byte alphabet (each byte's character has the span of the character it is part of).
+    `add_prefix_space` puts a space before text that does not start with one, so the first word is
+    tokenized like the others; the space has the span of the first character."""
 
     def __init__(self, add_prefix_space: bool = False, use_regex: bool = True):
         self.add_prefix_space = add_prefix_space
@@ -169,24 +166,24 @@ class ByteLevel:
         """Whether this splits nothing and adds nothing: then it maps each piece to its respelling."""
         return not self.use_regex and not self.add_prefix_space
 
-    def respell(self, pieces: list[str]) -> list[str]:
+    def respell(self, pieces: list[str], spans: list[Spans] | None = None) -> Pieces:
+        """Each piece in the byte alphabet (a piece seen before is a dict lookup)."""
         respelled = self._respelled
-        # Respelling a piece seen before is a dict lookup.
-        return [respelled.get(piece) or respelled.remember(piece, to_byte_alphabet(piece)) for piece in pieces]
-
-    def split(self, text: str) -> list[str]:
-        if self.add_prefix_space and text and not text.startswith(" "):
-            text = " " + text
-        return self.respell(self._split.split(text) if self._split else [text] if text else [])
-
-    def pre_tokenize(self, text: str) -> list[Piece]:
-        shift = 0
-        if self.add_prefix_space and text and not text.startswith(" "):
-            text, shift = " " + text, 1
-        pieces = self._split.pre_tokenize(text) if self._split else [(text, (0, len(text)))] if text else []
-        return [
-            (to_byte_alphabet(piece), (max(start - shift, 0), end - shift)) for piece, (start, end) in pieces
+        spelled = [respelled.get(piece) or respelled.remember(piece, to_byte_alphabet(piece)) for piece in pieces]
+        if spans is None:
+            return spelled, None
+        byte_spans = [
+            [span for char, span in zip(piece, piece_spans) for _ in char.encode("utf-8")]
+            for piece, piece_spans in zip(pieces, spans)
         ]
+        return spelled, byte_spans
+
+    def pre_tokenize(self, text: str, spans: Spans | None = None) -> Pieces:
+        if self.add_prefix_space and text and not text.startswith(" "):
+            text, spans = " " + text, None if spans is None else [spans[0], *spans]
+        if self._split is not None:
+            return self.respell(*self._split.pre_tokenize(text, spans))
+        return self.respell([text] if text else [], None if spans is None else [spans] if text else [])
 
 
 class Sequence:
@@ -195,37 +192,36 @@ class Sequence:
         # A part that treats the start of the text apart (Metaspace's "first") needs to know where it is.
         self.takes_position = any(getattr(part, "takes_position", False) for part in self.pre_tokenizers)
 
-    def split(self, text: str) -> list[str]:
-        pieces = [text]
-        for pre_tokenizer in self.pre_tokenizers:
-            if getattr(pre_tokenizer, "only_respells", False):  # a byte-level step after a split: all at once
-                pieces = pre_tokenizer.respell(pieces)
-            else:
-                pieces = [sub_piece for piece in pieces for sub_piece in split_pieces(pre_tokenizer, piece)]
-        return pieces
-
-    def pre_tokenize(self, text: str, starts_text: bool = True) -> list[Piece]:
-        pieces = [(text, (0, len(text)))]
-        for pre_tokenizer in self.pre_tokenizers:
-            if getattr(pre_tokenizer, "only_respells", False):
-                respelled = pre_tokenizer.respell([piece for piece, _ in pieces])
-                pieces = [(piece, span) for piece, (_, span) in zip(respelled, pieces)]
+    def pre_tokenize(self, text: str, spans: Spans | None = None, starts_text: bool = True) -> Pieces:
+        pieces, piece_spans = [text], None if spans is None else [spans]
+        for part in self.pre_tokenizers:
+            if getattr(part, "only_respells", False):  # a byte-level step after a split: all at once
+                pieces, piece_spans = part.respell(pieces, piece_spans)
                 continue
-            if getattr(pre_tokenizer, "takes_position", False):  # only the piece at the text's start starts it
-                split = lambda piece, start: pre_tokenizer.pre_tokenize(piece, starts_text and start == 0)  # noqa: E731
-            else:
-                split = lambda piece, start: pre_tokenizer.pre_tokenize(piece)  # noqa: E731
-            pieces = [
-                (sub_piece, (start + sub_start, start + sub_end))
-                for piece, (start, _) in pieces
-                for sub_piece, (sub_start, sub_end) in split(piece, start)
-            ]
-        return pieces
+            cut, cut_spans = [], None if piece_spans is None else []
+            for index, piece in enumerate(pieces):
+                given = None if piece_spans is None else piece_spans[index]
+                if getattr(part, "takes_position", False):  # only the first piece starts the text
+                    sub_pieces, sub_spans = part.pre_tokenize(piece, given, starts_text and index == 0)
+                else:
+                    sub_pieces, sub_spans = part.pre_tokenize(piece, given)
+                cut += sub_pieces
+                if cut_spans is not None:
+                    cut_spans += sub_spans
+            pieces, piece_spans = cut, cut_spans
+        return pieces, piece_spans
 
 
 # Punctuation as BERT sees it: ASCII symbols (so "$", "+", "^", "`" count) and every Unicode P* category.
 _PUNCTUATION = r"""[!-/:-@\[-`{-~\p{P}]"""
 _WHITESPACE = r"\p{White_Space}"
+
+
+def _matches(pattern: regex.Pattern, text: str, spans: Spans | None) -> Pieces:
+    """The matches of `pattern` as the pieces, the rest dropped."""
+    if spans is None:
+        return pattern.findall(text), None
+    return _cut(text, spans, [match.span() for match in pattern.finditer(text)])
 
 
 class BertPreTokenizer:
@@ -234,11 +230,8 @@ class BertPreTokenizer:
     def __init__(self):
         self._pattern = regex.compile(rf"[^{_WHITESPACE}!-/:-@\[-`{{-~\p{{P}}]+|{_PUNCTUATION}")
 
-    def pre_tokenize(self, text: str) -> list[Piece]:
-        return [(match.group(), match.span()) for match in self._pattern.finditer(text)]
-
-    def split(self, text: str) -> list[str]:
-        return self._pattern.findall(text)
+    def pre_tokenize(self, text: str, spans: Spans | None = None) -> Pieces:
+        return _matches(self._pattern, text, spans)
 
 
 class Whitespace:
@@ -247,11 +240,8 @@ class Whitespace:
     def __init__(self):
         self._pattern = regex.compile(r"\w+|[^\w\s]+")
 
-    def pre_tokenize(self, text: str) -> list[Piece]:
-        return [(match.group(), match.span()) for match in self._pattern.finditer(text)]
-
-    def split(self, text: str) -> list[str]:
-        return self._pattern.findall(text)
+    def pre_tokenize(self, text: str, spans: Spans | None = None) -> Pieces:
+        return _matches(self._pattern, text, spans)
 
 
 class WhitespaceSplit:
@@ -260,11 +250,8 @@ class WhitespaceSplit:
     def __init__(self):
         self._pattern = regex.compile(rf"[^{_WHITESPACE}]+")
 
-    def pre_tokenize(self, text: str) -> list[Piece]:
-        return [(match.group(), match.span()) for match in self._pattern.finditer(text)]
-
-    def split(self, text: str) -> list[str]:
-        return self._pattern.findall(text)
+    def pre_tokenize(self, text: str, spans: Spans | None = None) -> Pieces:
+        return _matches(self._pattern, text, spans)
 
 
 class Punctuation:
@@ -273,8 +260,8 @@ class Punctuation:
     def __init__(self, behavior: str = "isolated"):
         self._split = Split(_PUNCTUATION, behavior)
 
-    def pre_tokenize(self, text: str) -> list[Piece]:
-        return self._split.pre_tokenize(text)
+    def pre_tokenize(self, text: str, spans: Spans | None = None) -> Pieces:
+        return self._split.pre_tokenize(text, spans)
 
 
 PREPEND_SCHEMES = ("always", "first", "never")
@@ -294,16 +281,15 @@ class Metaspace:
         self.split = split
         self._split = Split(replacement, "merged_with_next", is_regex=False)
 
-    def pre_tokenize(self, text: str, starts_text: bool = True) -> list[Piece]:
+    def pre_tokenize(self, text: str, spans: Spans | None = None, starts_text: bool = True) -> Pieces:
         spelled = text.replace(" ", self.replacement)
         prepend = self.prepend_scheme == "always" or (self.prepend_scheme == "first" and starts_text)
         if prepend and spelled and not spelled.startswith(self.replacement):
+            # The marker has the span of the character it goes before.
             spelled = self.replacement + spelled
+            spans = None if spans is None else [spans[0]] * len(self.replacement) + spans
         if not spelled:
-            return []
-        shift = len(spelled) - len(text)  # the prepended marker, which belongs to the first character
+            return [], None if spans is None else []
         if not self.split:
-            return [(spelled, (0, len(text)))]
-        return [
-            (piece, (max(start - shift, 0), end - shift)) for piece, (start, end) in self._split.pre_tokenize(spelled)
-        ]
+            return [spelled], None if spans is None else [spans]
+        return self._split.pre_tokenize(spelled, spans)
