@@ -54,6 +54,8 @@ class Kind(str, Enum):
 
 @dataclass(frozen=True)
 class Option:
+    """One generation option: what it is, what it accepts, and who reads it."""
+
     name: str
     kind: Kind
     default: object = None  # what generate uses when nothing sets the option
@@ -119,7 +121,7 @@ def _number_in(low: float, high: float = float("inf"), low_open: bool = False, h
     return check
 
 
-# The cache names the reference accepts; openformers decodes with its own cache whichever is named.
+# The cache names the reference accepts (static_cache.py says which ask for a StaticCache).
 CACHE_IMPLEMENTATIONS = ("static", "offloaded_static", "sliding_window", "hybrid", "hybrid_chunked",
                          "offloaded_hybrid", "offloaded_hybrid_chunked", "dynamic", "offloaded", "quantized", "paged")
 _BOOL = (_is_bool, "True or False")
@@ -150,9 +152,9 @@ OPTIONS = (
     # the cache
     Option("use_cache", Kind.CACHE, True, *_BOOL, "the cache changes the speed, never the tokens", never_unset=True),
     Option("cache_implementation", Kind.CACHE, None, lambda v: v in CACHE_IMPLEMENTATIONS,
-           f"one of {CACHE_IMPLEMENTATIONS}", "stored; openformers picks its own cache"),
+           f"one of {CACHE_IMPLEMENTATIONS}", "StaticCache, or else DynamicCache"),
     Option("cache_config", Kind.CACHE, feeds="stored"),
-    Option("max_cache_len", Kind.CACHE, feeds="stored"),
+    Option("max_cache_len", Kind.CACHE, feeds="StaticCache's length"),
     # how the scores are shaped: the warpers that sampling alone reads, in the reference's order of application
     Option("temperature", Kind.SAMPLING, 1.0, _number_in(0), "a number >= 0 (0 means greedy decoding)",
            "TemperatureLogitsWarper", pipeline_default=0.7, server="temperature"),
