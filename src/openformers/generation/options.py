@@ -23,8 +23,9 @@ How to add a generation option:
    `StoppingCriteria` in stopping_criteria.py and add it where generate builds its stopping criteria
    (decoding.py). Name the class in `feeds`.
 3. If the server should take it per request, set `server` to the OpenAI request field (often the same name);
-   the field is then accepted and checked by `check` (protocol.py narrows it where OpenAI's API documents a
-   tighter range).
+   the field is then accepted, checked by `check` (protocol.py narrows it where OpenAI's API documents a
+   tighter range) and handed to the scheduler by option name, whose `SamplingOptions` (serving/scheduler.py)
+   passes it on to generate's sampler with a field of the same name.
 4. Test it against the reference's processor and GenerationConfig (tests/test_processors*.py,
    tests/test_generation_config*.py); tests/test_generation_options.py checks that `feeds` names a class.
 """
