@@ -357,10 +357,8 @@ class LlamaConfig(PretrainedConfig):
         super().__post_init__()
 
     def validate(self) -> None:
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                     "num_key_value_heads", "head_dim", "max_position_embeddings"):
-            if not _positive_int(getattr(self, name)):
-                _invalid(name, getattr(self, name), "a positive integer")
+        _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings")
         if self.num_attention_heads % self.num_key_value_heads:
             _invalid("num_key_value_heads", self.num_key_value_heads,
                      f"a divisor of num_attention_heads={self.num_attention_heads}")
@@ -476,10 +474,8 @@ class BertConfig(PretrainedConfig):
     tie_word_embeddings: bool = True
 
     def validate(self) -> None:
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                     "max_position_embeddings", "type_vocab_size"):
-            if not _positive_int(getattr(self, name)):
-                _invalid(name, getattr(self, name), "a positive integer")
+        _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads", "max_position_embeddings", "type_vocab_size")
         if self.hidden_size % self.num_attention_heads:
             _invalid("hidden_size", self.hidden_size, f"a multiple of num_attention_heads={self.num_attention_heads}")
         if self.hidden_act not in ENCODER_ACTIVATIONS:
@@ -551,9 +547,7 @@ class GPT2Config(PretrainedConfig):
     max_position_embeddings = property(lambda self: self.n_positions)
 
     def validate(self) -> None:
-        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
-            if not _positive_int(getattr(self, name)):
-                _invalid(name, getattr(self, name), "a positive integer")
+        _require_positive_ints(self, "vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
         if self.n_inner is not None and not _positive_int(self.n_inner):
             _invalid("n_inner", self.n_inner, "None (4 * n_embd) or a positive integer")
         if self.n_embd % self.n_head:
@@ -645,6 +639,12 @@ def _check_rope_scaling(scaling) -> None:
 
 def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _require_positive_ints(config: PretrainedConfig, *names: str) -> None:
+    for name in names:
+        if not _positive_int(getattr(config, name)):
+            _invalid(name, getattr(config, name), "a positive integer")
 
 
 def _invalid(name: str, value, expected: str):
