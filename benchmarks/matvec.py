@@ -4,7 +4,7 @@ Decoding one token multiplies one vector by every weight matrix once, so what ma
 streams weights it has not touched recently. Each case cycles through enough copies of a SmolLM2-sized
 matrix (1536 x 576, the MLP's gate) to far exceed the caches, and reports GB/s of weights read; the memory
 bandwidth (summing a 1 GB tensor) is measured in the same run. `--rows 8` multiplies 8 vectors at once (a
-batch decoding one token per sequence), the case Llama's linear layers send to the kernel up to 8 rows. Run
+batch decoding one token per sequence), a case kernels.Linear sends to the kernel (up to KERNEL_ROWS rows). Run
 from the repository root:
 
     .venv/bin/python benchmarks/matvec.py [--threads 2] [--rows 1]
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from openformers import kernels
-from openformers.quantization import Int4Linear, Int8Linear
+from openformers.kernels import Linear
 
 ROWS, COLS = 1536, 576
 WORKING_SET = 1_000_000_000  # bytes of float32 weights cycled through
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1, help="vectors multiplied at once")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    assert kernels.available(), "the openformers kernels did not build; see the warning above"
+    assert kernels.build(), "the openformers kernels did not build; see the warning above"
 
     copies = WORKING_SET // (ROWS * COLS * 4)
     torch.manual_seed(0)
@@ -52,8 +52,8 @@ def main() -> None:
     fp32 = [linear.weight.detach() for linear in linears]
     bf16 = [w.bfloat16() for w in fp32]
     transposed = [w.t().contiguous() for w in fp32]
-    int8 = [Int8Linear.from_linear(linear) for linear in linears]
-    int4 = [Int4Linear.from_linear(linear) for linear in linears]
+    int8 = [Linear.from_linear(linear, "int8") for linear in linears]
+    int4 = [Linear.from_linear(linear, "int4") for linear in linears]
     # PyTorch's own int4 layout: (rows, cols / 2) uint8 packed by its converter, with (groups, rows, 2) scales and zeros.
     int4_torch = [torch._convert_weight_to_int4pack_for_cpu(_int4_steps(q), 32) for q in int4]
     int4_torch_scales = [_scales_and_zeros(q) for q in int4]
@@ -84,19 +84,19 @@ def main() -> None:
         print(f"{name:>36}: {seconds * 1e6:8.1f} us  {nbytes / seconds / 1e9:6.1f} GB/s of weights")
 
 
-def _int4_steps(q: Int4Linear) -> torch.Tensor:
+def _int4_steps(q: Linear) -> torch.Tensor:
     packed = q.weight.reshape(q.out_features, -1, 16)
     steps = torch.cat([packed & 15, packed >> 4], dim=-1).reshape(q.out_features, q.in_features)
     return steps.to(torch.int32)
 
 
-def _scales_and_zeros(q: Int4Linear) -> torch.Tensor:
+def _scales_and_zeros(q: Linear) -> torch.Tensor:
     # PyTorch dequantizes (step - 8) * scale + zero; ours is step * scale + minimum, so zero = minimum + 8 * scale.
     scale, minimum = q.scale.unbind(-1)
     return torch.stack([scale, minimum + 8 * scale], -1).transpose(0, 1).contiguous().bfloat16()
 
 
-def _bytes(name: str, int8: Int8Linear, int4: Int4Linear) -> int:
+def _bytes(name: str, int8: Linear, int4: Linear) -> int:
     if "int8" in name:
         return int8.weight.numel() + int8.scale.numel() * 4
     return int4.weight.numel() + int4.scale.numel() * 4

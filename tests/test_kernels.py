@@ -1,11 +1,18 @@
-"""The compiled decoding kernel (kernels/decode.cpp) against the plain PyTorch path it replaces."""
+"""The CPU accelerator (kernels/) against the plain PyTorch path it replaces: which models take it, parity for
+each family, the one-call decoding step, its linear layer, and how the library is built."""
+
+import dataclasses
+import sys
 
 import pytest
 import torch
+import transformers
 
-from openformers import AutoModelForCausalLM, AutoTokenizer, kernels
+from openformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, kernels
 from openformers.configs import LlamaConfig, MistralConfig, Qwen2Config
 from openformers.generation.cache import DynamicCache
+from openformers.kernels import library
+from openformers.kernels.llama import refusal
 from openformers.models.llama import LlamaForCausalLM
 
 TINY = dict(
@@ -14,15 +21,13 @@ TINY = dict(
 )
 
 
-kernels_built = kernels.available  # the real switch, for tests that pin `kernels.available` to True or False
-
-
 def test_kernels_build_here():
     # CI machines have a compiler and ninja: a failed build there must be red, not a silent fallback.
-    assert kernels_built()
+    assert kernels.build()
 
 
 def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> LlamaForCausalLM:
+    """A plain tiny model (from_config does not accelerate)."""
     torch.manual_seed(0)
     model = LlamaForCausalLM.from_config(config_class.from_dict({**TINY, **overrides}), dtype=dtype)
     if model.model.layers[0].self_attn.q_proj.bias is not None:  # from_config zeroes biases; make them count
@@ -32,10 +37,23 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
     return model.eval()
 
 
+def accelerated(model):
+    assert kernels.accelerate(model)
+    return model
+
+
+def counted_decode_steps(monkeypatch) -> list:
+    """A list that gets an item for each call of the compiled decoding step from here on."""
+    calls, decode_step = [], torch.ops.openformers.decode_step
+    monkeypatch.setattr(torch.ops.openformers, "decode_step", lambda *args: calls.append(1) or decode_step(*args))
+    return calls
+
+
 def step_logits(model, tokens: list[int], use_kernels: bool, monkeypatch) -> torch.Tensor:
-    """Logits of every decoding step after a 3-token prefill, one token at a time through a DynamicCache."""
-    assert not use_kernels or kernels_built()  # before the switch is pinned
-    monkeypatch.setattr(kernels, "available", lambda: use_kernels)
+    """Logits of every decoding step after a 3-token prefill, one token at a time through a DynamicCache, with the
+    loaded kernels used or, as if they were not, left aside."""
+    assert kernels.build()
+    monkeypatch.setattr(library, "loaded", lambda: use_kernels)
     cache, logits = DynamicCache(), []
     with torch.inference_mode():
         model(torch.tensor([tokens[:3]]), past_key_values=cache)
@@ -44,29 +62,116 @@ def step_logits(model, tokens: list[int], use_kernels: bool, monkeypatch) -> tor
     return torch.stack(logits)
 
 
+# Which models take the kernels ----------------------------------------------------------------------------------
+
+
+REFERENCE_FAMILIES = {
+    "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM, {}),
+    "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM, {"sliding_window": 5}),
+    "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM, {}),
+}
+
+
+@pytest.mark.parametrize("family", REFERENCE_FAMILIES)
+def test_each_family_loads_accelerated_with_the_plain_results(family, tmp_path, monkeypatch):
+    config_class, model_class, overrides = REFERENCE_FAMILIES[family]
+    torch.manual_seed(0)
+    reference = model_class(config_class(**TINY, **overrides))
+    for name, parameter in reference.named_parameters():
+        if name.endswith("bias"):  # the reference zeroes them: make Qwen2's q/k/v biases count
+            torch.nn.init.normal_(parameter, std=0.5)
+    reference.save_pretrained(tmp_path)
+    fast = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert fast.model.accelerated_step is not None
+    assert isinstance(fast.lm_head, kernels.Linear)
+    monkeypatch.setattr(kernels, "accelerate", lambda model: False)
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert plain.model.accelerated_step is None and type(plain.lm_head) is torch.nn.Linear
+
+    tokens = torch.randint(0, 96, (30,), generator=torch.Generator().manual_seed(1)).tolist()
+    steps = counted_decode_steps(monkeypatch)
+    fast_logits = step_logits(fast, tokens, True, monkeypatch)
+    assert len(steps) == len(tokens) - 3
+    torch.testing.assert_close(fast_logits, step_logits(plain, tokens, True, monkeypatch), atol=1e-4, rtol=1e-4)
+    assert len(steps) == len(tokens) - 3
+    prompt = torch.tensor([tokens[:4]])
+    assert fast.generate(prompt, max_new_tokens=20).tolist() == plain.generate(prompt, max_new_tokens=20).tolist()
+
+
+def test_gpt2_and_bert_are_left_plain(tmp_path):
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=96, n_embd=32, n_layer=2, n_head=4)).save_pretrained(
+        tmp_path / "gpt2")
+    transformers.BertModel(transformers.BertConfig(
+        vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+    )).save_pretrained(tmp_path / "bert")
+    for model in (AutoModelForCausalLM.from_pretrained(tmp_path / "gpt2"), AutoModel.from_pretrained(tmp_path / "bert")):
+        assert not kernels.accelerate(model)
+        assert not any(isinstance(module, kernels.Linear) for module in model.modules())
+
+
+@dataclasses.dataclass
+class QueryKeyNormConfig(LlamaConfig):
+    qk_norm: bool = True  # a feature the models might gain (Qwen3) before the decoding step implements it
+
+
+@pytest.mark.parametrize(
+    "config, named",
+    [
+        (QueryKeyNormConfig.from_dict(TINY), "qk_norm"),
+        (LlamaConfig.from_dict({**TINY, "attention_bias": True}), "attention_bias"),
+        (LlamaConfig.from_dict({**TINY, "mlp_bias": True}), "mlp_bias"),
+    ],
+    ids=["unknown-field", "output-bias", "mlp-bias"],
+)
+def test_a_config_feature_the_step_does_not_implement_is_refused(config, named):
+    assert named in refusal(config)
+    model = LlamaForCausalLM.from_config(config).eval()
+    assert not kernels.accelerate(model)
+    assert model.model.accelerated_step is None
+    assert not any(isinstance(module, kernels.Linear) for module in model.modules())
+
+
+def test_an_unknown_rope_scaling_is_refused():
+    config = LlamaConfig.from_dict(TINY)
+    assert refusal(config) is None
+    config.rope_scaling = {"rope_type": "yarn", "factor": 2.0}
+    assert "rope_scaling" in refusal(config)
+    for kind in ("linear", "llama3"):
+        config.rope_scaling = {"rope_type": kind, "factor": 2.0}
+        assert refusal(config) is None
+
+
+# The decoding step ------------------------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize(
     "config_class, overrides",
-    [(LlamaConfig, {}), (Qwen2Config, {}), (MistralConfig, {"sliding_window": 5}), (LlamaConfig, {"head_dim": 8})],
-    ids=["llama", "qwen2-bias", "mistral-window", "head-dim"],
+    [(LlamaConfig, {}), (Qwen2Config, {}), (MistralConfig, {"sliding_window": 5}), (LlamaConfig, {"head_dim": 8}),
+     (LlamaConfig, {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                     "high_freq_factor": 4.0, "original_max_position_embeddings": 16}})],
+    ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
-    model = tiny_model(config_class, **overrides)
+    fast = accelerated(tiny_model(config_class, **overrides))
+    plain = tiny_model(config_class, **overrides)
     tokens = torch.randint(0, 96, (40,), generator=torch.Generator().manual_seed(1)).tolist()
-    fast = step_logits(model, tokens, True, monkeypatch)
-    plain = step_logits(model, tokens, False, monkeypatch)
-    torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
+    steps = counted_decode_steps(monkeypatch)
+    fast_logits = step_logits(fast, tokens, True, monkeypatch)
+    assert len(steps) == len(tokens) - 3
+    torch.testing.assert_close(fast_logits, step_logits(plain, tokens, True, monkeypatch), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("quantization", [None, "int8", "int4"])
 def test_a_team_of_threads_gives_the_one_thread_results(quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly
     # (four query heads, two key/value heads), so a missing barrier or a wrong share shows here.
-    from openformers.quantization import quantize
-
     model = tiny_model(MistralConfig, sliding_window=6, intermediate_size=96)
     if quantization:
-        model = quantize(model, quantization)
+        model = kernels.quantize(model, quantization)
+    accelerated(model)
     tokens = torch.randint(0, 96, (30,), generator=torch.Generator().manual_seed(4)).tolist()
+    steps = counted_decode_steps(monkeypatch)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(3)
@@ -75,19 +180,127 @@ def test_a_team_of_threads_gives_the_one_thread_results(quantization, monkeypatc
         torch.set_num_threads(threads)
     alone = step_logits(model, tokens, True, monkeypatch) if threads == 1 else None
     plain = step_logits(model, tokens, False, monkeypatch)
+    assert len(steps) == (len(tokens) - 3) * (2 if alone is not None else 1)
     torch.testing.assert_close(team, plain, atol=1e-4, rtol=1e-4)
     if alone is not None:
         torch.testing.assert_close(team, alone, atol=1e-6, rtol=1e-6)
 
 
+def test_bfloat16_weights_stay_close_to_float32(monkeypatch):
+    model = accelerated(tiny_model())
+    tokens = torch.randint(0, 96, (20,), generator=torch.Generator().manual_seed(2)).tolist()
+    reference = step_logits(model, tokens, False, monkeypatch)
+    fast = step_logits(model.to(torch.bfloat16), tokens, True, monkeypatch)
+    assert fast.dtype == torch.bfloat16
+    torch.testing.assert_close(fast.float(), reference, atol=0.1, rtol=0.05)
+
+
+def test_cache_grows_past_its_first_block(monkeypatch):
+    prompt = torch.tensor([[1, 2, 3]])
+    fast = accelerated(tiny_model()).generate(prompt, max_new_tokens=300, min_new_tokens=300, do_sample=False)
+    plain = tiny_model().generate(prompt, max_new_tokens=300, min_new_tokens=300, do_sample=False)
+    assert fast.shape == (1, 303)
+    assert fast.tolist() == plain.tolist()
+
+
+def test_training_and_batches_take_the_plain_path():
+    model = accelerated(tiny_model())
+    step, taken = model.model.accelerated_step, []
+
+    def counted(*args):
+        hidden = step(*args)
+        taken.append(hidden is not None)
+        return hidden
+
+    model.model.accelerated_step = counted
+    cache = DynamicCache()
+    model(torch.tensor([[1, 2], [3, 4]]), past_key_values=cache)
+    model(torch.tensor([[5], [6]]), past_key_values=cache)  # two rows
+    cache = DynamicCache()
+    model(torch.tensor([[1, 2]]), past_key_values=cache)
+    model(torch.tensor([[5]]), past_key_values=cache)  # one row, but gradients are on
+    with torch.inference_mode():
+        cache = DynamicCache()
+        model(torch.tensor([[1, 2]]), past_key_values=cache)  # a prompt
+        model(torch.tensor([[5]]), past_key_values=cache)
+    assert taken == [False, False, False, False, False, True]
+
+
+def test_weights_replaced_or_cast_after_a_step_are_the_ones_used(monkeypatch):
+    # The step keeps the tensors it hands the kernel between steps; every way of changing them must show.
+    model = accelerated(tiny_model())
+    tokens = torch.randint(0, 96, (12,), generator=torch.Generator().manual_seed(3)).tolist()
+    step_logits(model, tokens, True, monkeypatch)  # gathers and keeps the tensors
+    layers = model.model.layers
+    changes = [  # each with whether the step can still run
+        (lambda: setattr(layers[1].self_attn.q_proj, "weight", torch.nn.Parameter(torch.randn(64, 64))), True),
+        (lambda: layers[1].mlp.up_proj.weight.data.mul_(2), True),  # in place: the kept tensor itself
+        (lambda: model.load_state_dict({k: v * 1.5 for k, v in model.state_dict().items()}, assign=True), True),
+        (lambda: setattr(layers[0].mlp, "down_proj", torch.nn.Linear(96, 64, bias=False)), False),  # not the kernel's
+        (lambda: kernels.quantize(model, "int8"), True),
+        (lambda: model.to(torch.bfloat16), True),
+    ]
+    for change, step_runs in changes:
+        change()
+        steps = counted_decode_steps(monkeypatch)
+        fast = step_logits(model, tokens, True, monkeypatch)
+        assert len(steps) == (len(tokens) - 3 if step_runs else 0)
+        plain = step_logits(model, tokens, False, monkeypatch)
+        tolerance = 1e-4 if fast.dtype == torch.float32 else 0.1
+        torch.testing.assert_close(fast, plain, atol=tolerance, rtol=tolerance)
+
+
+def test_smollm2_greedy_tokens_match_plain_path(smollm2_gguf, monkeypatch):
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    assert model.model.accelerated_step is not None
+    input_ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Name three rivers in Europe."}], add_generation_prompt=True, return_tensors="pt",
+        return_dict=False,
+    )
+    steps = counted_decode_steps(monkeypatch)
+    fast = model.generate(input_ids, max_new_tokens=48)
+    assert len(steps) == fast.shape[1] - input_ids.shape[1] - 1  # every token after the prompt's
+    monkeypatch.setattr(library, "loaded", lambda: False)
+    assert fast.tolist() == model.generate(input_ids, max_new_tokens=48).tolist()
+
+
+def test_sampling_beams_and_streaming_give_the_plain_path_results():
+    fast, plain = accelerated(tiny_model()), tiny_model()
+    prompt = torch.tensor([[5, 6, 7]])
+    runs = {
+        "sampled": dict(do_sample=True, top_k=20, temperature=0.9, max_new_tokens=24),
+        "beams": dict(num_beams=3, num_return_sequences=2, max_new_tokens=12),
+        "penalized": dict(repetition_penalty=1.3, no_repeat_ngram_size=2, max_new_tokens=24),
+    }
+    for name, options in runs.items():
+        torch.manual_seed(7)
+        expected = plain.generate(prompt, **options).tolist()
+        torch.manual_seed(7)
+        assert fast.generate(prompt, **options).tolist() == expected, name
+
+
+def test_streamed_text_matches_the_returned_tokens(smollm2_gguf):
+    from openformers import TextIteratorStreamer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    input_ids = tokenizer.encode("Write a haiku about the sea.", return_tensors="pt")
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    output = model.generate(input_ids, max_new_tokens=24, streamer=streamer)
+    assert "".join(streamer) == tokenizer.decode(output[0, input_ids.shape[1]:], skip_special_tokens=True)
+
+
+# The linear layer -------------------------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_few_rows_of_a_linear_layer_take_the_kernel_with_torch_results(dtype, monkeypatch):
-    from openformers.models.layers import Linear
-
     torch.manual_seed(0)
-    layer = Linear(72, 200, bias=True).to(dtype)  # 72 columns: a 16-wide tail; 200 rows: four blocks of rows
+    # 72 columns: a 16-wide tail; 200 rows: four blocks of rows
+    layer = kernels.Linear.from_linear(torch.nn.Linear(72, 200, bias=True).to(dtype))
     x = torch.randn(2, 9, 72).to(dtype)
-    assert kernels_built()
+    assert kernels.build()
     calls, matvec = [], torch.ops.openformers.matvec
     monkeypatch.setattr(torch.ops.openformers, "matvec", lambda *args: calls.append(len(args[0])) or matvec(*args))
     threads = torch.get_num_threads()
@@ -107,110 +320,63 @@ def test_few_rows_of_a_linear_layer_take_the_kernel_with_torch_results(dtype, mo
     assert calls == [1, 3, 4, 7, 8, 8]
 
 
-def test_bfloat16_weights_stay_close_to_float32(monkeypatch):
-    model = tiny_model()
-    tokens = torch.randint(0, 96, (20,), generator=torch.Generator().manual_seed(2)).tolist()
-    reference = step_logits(model, tokens, False, monkeypatch)
-    fast = step_logits(model.to(torch.bfloat16), tokens, True, monkeypatch)
-    assert fast.dtype == torch.bfloat16
-    torch.testing.assert_close(fast.float(), reference, atol=0.1, rtol=0.05)
+def test_a_float_layer_keeps_the_parameters_it_was_made_from():
+    linear = torch.nn.Linear(8, 4)
+    layer = kernels.Linear.from_linear(linear)
+    assert layer.weight is linear.weight and layer.bias is linear.bias  # tied weights stay tied, training sees them
+    assert set(layer.state_dict()) == {"weight", "bias"}
 
 
-def test_cache_grows_past_its_first_block(monkeypatch):
-    model = tiny_model()
-    prompt = torch.tensor([[1, 2, 3]])
-    assert kernels_built()
-    monkeypatch.setattr(kernels, "available", lambda: True)
-    fast = model.generate(prompt, max_new_tokens=300, min_new_tokens=300, do_sample=False)
-    monkeypatch.setattr(kernels, "available", lambda: False)
-    plain = model.generate(prompt, max_new_tokens=300, min_new_tokens=300, do_sample=False)
-    assert fast.shape == (1, 303)
-    assert fast.tolist() == plain.tolist()
-
-
-def test_training_and_batches_take_the_plain_path(monkeypatch):
-    model = tiny_model()
-    calls = []
-    original = model.model._decode_with_kernels
-    monkeypatch.setattr(model.model, "_decode_with_kernels", lambda *args: calls.append(1) or original(*args))
-    cache = DynamicCache()
-    model(torch.tensor([[1, 2], [3, 4]]), past_key_values=cache)
-    model(torch.tensor([[5], [6]]), past_key_values=cache)  # two rows
-    cache = DynamicCache()
-    model(torch.tensor([[1, 2]]), past_key_values=cache)
-    model(torch.tensor([[5]]), past_key_values=cache)  # one row, but gradients are on
-    with torch.inference_mode():
-        cache = DynamicCache()
-        model(torch.tensor([[1, 2]]), past_key_values=cache)
-        model(torch.tensor([[5]]), past_key_values=cache)
-    assert calls == [1]
-
-
-def test_weights_replaced_or_cast_after_a_step_are_the_ones_used(monkeypatch):
-    # The model keeps the tensors it hands the kernel between steps; every way of changing them must show.
-    model = tiny_model()
-    tokens = torch.randint(0, 96, (12,), generator=torch.Generator().manual_seed(3)).tolist()
-    step_logits(model, tokens, True, monkeypatch)  # gathers and keeps the tensors
-    changes = [
-        lambda: setattr(model.model.layers[0].mlp, "down_proj", torch.nn.Linear(96, 64, bias=False)),
-        lambda: setattr(model.model.layers[1].self_attn.q_proj, "weight", torch.nn.Parameter(torch.randn(64, 64))),
-        lambda: model.model.layers[1].mlp.up_proj.weight.data.mul_(2),  # in place: the kept tensor itself
-        lambda: model.to(torch.bfloat16),
-    ]
-    for change in changes:
-        change()
-        fast = step_logits(model, tokens, True, monkeypatch)
-        plain = step_logits(model, tokens, False, monkeypatch)
-        tolerance = 1e-4 if fast.dtype == torch.float32 else 0.1
-        torch.testing.assert_close(fast, plain, atol=tolerance, rtol=tolerance)
+# Building the library ---------------------------------------------------------------------------------------------
 
 
 def test_switched_off_by_environment(monkeypatch):
     monkeypatch.setenv("OPENFORMERS_KERNELS", "0")
-    kernels.available.cache_clear()
+    library.build.cache_clear()
     try:
-        assert not kernels.available()
+        assert not kernels.build()
+        assert not kernels.accelerate(tiny_model())
     finally:
         monkeypatch.delenv("OPENFORMERS_KERNELS")
-        kernels.available.cache_clear()
+        library.build.cache_clear()
+        assert kernels.build()
 
 
-def test_smollm2_greedy_tokens_match_plain_path(smollm2_gguf, monkeypatch):
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
-    input_ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "Name three rivers in Europe."}], add_generation_prompt=True, return_tensors="pt"
-    )
-    fast = model.generate(input_ids, max_new_tokens=48)
-    monkeypatch.setattr(kernels, "available", lambda: False)
-    assert fast.tolist() == model.generate(input_ids, max_new_tokens=48).tolist()
+def test_forward_passes_never_build(monkeypatch):
+    def refuse():
+        raise AssertionError("a forward pass asked for a build")
+
+    model = accelerated(tiny_model())
+    monkeypatch.setattr(library, "build", refuse)
+    with torch.inference_mode():
+        model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4)
+        kernels.quantize(tiny_model(), "int8")(torch.tensor([[1, 2, 3]]))
 
 
-def test_sampling_beams_and_streaming_give_the_plain_path_results(monkeypatch):
-    model = tiny_model()
-    prompt = torch.tensor([[5, 6, 7]])
-    runs = {
-        "sampled": dict(do_sample=True, top_k=20, temperature=0.9, max_new_tokens=24),
-        "beams": dict(num_beams=3, num_return_sequences=2, max_new_tokens=12),
-        "penalized": dict(repetition_penalty=1.3, no_repeat_ngram_size=2, max_new_tokens=24),
-    }
-    assert kernels_built()
-    results = {}
-    for use_kernels in (True, False):
-        monkeypatch.setattr(kernels, "available", lambda: use_kernels)
-        for name, options in runs.items():
-            torch.manual_seed(7)
-            results[use_kernels, name] = model.generate(prompt, **options).tolist()
-    for name in runs:
-        assert results[True, name] == results[False, name], name
+def test_compiling_says_so_on_stderr_with_how_long(monkeypatch, tmp_path, capsys):
+    from torch.utils import cpp_extension
+
+    monkeypatch.setattr(library, "build_folder", lambda name: tmp_path / name)  # no library built there yet
+    monkeypatch.setattr(cpp_extension, "load", lambda **options: None)
+    library.build.cache_clear()
+    try:
+        assert kernels.build()
+    finally:
+        library.build.cache_clear()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "compiling" in lines[0] and lines[0].endswith(" s"), lines
 
 
-def test_streamed_text_matches_the_returned_tokens(smollm2_gguf):
-    from openformers import TextIteratorStreamer
-
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
-    input_ids = tokenizer.encode("Write a haiku about the sea.", return_tensors="pt")
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    output = model.generate(input_ids, max_new_tokens=24, streamer=streamer)
-    assert "".join(streamer) == tokenizer.decode(output[0, input_ids.shape[1]:], skip_special_tokens=True)
+def test_build_folder_is_keyed_by_everything_that_goes_into_the_build(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # asking for a folder makes it
+    inputs = library.build_inputs()
+    name = library.build_name(inputs)
+    assert library.build_name(library.build_inputs()) == name  # the same environment reuses its build
+    for key, other in [("source", "0" * 64), ("cpu", "flags: sse2"), ("torch", "2.12.0 0123abc"),
+                       ("compiler", "/usr/bin/clang++"), ("flags", "-O2")]:
+        assert library.build_name({**inputs, key: other}) != name, key
+    # Another virtual environment with the same torch: its own folder, so neither rewrites the other's build.ninja.
+    monkeypatch.setattr(sys, "prefix", "/elsewhere/.venv")
+    elsewhere = library.build_name(library.build_inputs())
+    assert elsewhere != name
+    assert library.build_folder(elsewhere) != library.build_folder(name)

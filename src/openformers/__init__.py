@@ -165,6 +165,12 @@ class _ReferenceModulePaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 sys.meta_path.append(_ReferenceModulePaths())
 
+# from_pretrained hands every model it loads to the CPU accelerator (openformers.kernels), imported with the first
+# model; the models never import it, as it sits in a layer above them (see acceleration.py).
+from . import acceleration  # noqa: E402
+
+acceleration.register(lambda: importlib.import_module("openformers.kernels"))
+
 
 def __getattr__(name):
     if name == "logging":

@@ -39,7 +39,7 @@ def _build_parser() -> argparse.ArgumentParser:
     model_options.add_argument("--gguf-file", default=None, help="which .gguf file of the folder or repo to load")
     model_options.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
     model_options.add_argument("--quantization", default=None, choices=["int8", "int4"],
-                               help="store the weights as int8 or int4 for faster decoding (openformers.quantization)")
+                               help="store the weights as int8 or int4 for faster decoding (openformers.kernels)")
     length_options = argparse.ArgumentParser(add_help=False)
     length_options.add_argument("--max-new-tokens", type=int, default=128, help="at most this many tokens per answer")
 

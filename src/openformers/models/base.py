@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..acceleration import accelerator
 from ..configs import CONFIG_CLASSES, PretrainedConfig, config_from_gguf, hub_api, read_config, upload_folder
 from ..generation.cache import DynamicCache
 from ..generation.config import GenerationConfig
 from ..generation.decoding import GenerationMixin
 from ..generation.options import Kind, names_of_kind
 from ..hub import ModelFiles, resolve
-from ..quantization import check_quantization, quantize
 from ..weights import GGUFFile, cast, find_weights, load_weights, save_safetensors
 from .layers import RMSNorm
 from .outputs import ModelOutput
@@ -557,7 +557,8 @@ def load_pretrained(
     override config fields (num_labels=2...). ignore_mismatched_sizes=True initializes the weights whose shape
     differs from the checkpoint's (a head with another number of labels) instead of refusing the checkpoint.
     trust_remote_code=True is refused: openformers never runs code from a model folder.
-    quantization="int8" stores the linear layers' weights as int8 for faster inference (openformers.quantization).
+    quantization="int8" or "int4" stores the linear layers' weights packed for faster inference (openformers.kernels,
+    which also speeds up every model it knows on the CPU, quantized or not: see acceleration.py).
     config: a config to use instead of the checkpoint's (the overrides apply to a copy of it). config_class: the
     class to read config.json as (a user's own config); None: the class its model_type names.
     attn_implementation: "sdpa" (the default) or "eager" (attention computed explicitly, as the reference's
@@ -577,7 +578,7 @@ def load_pretrained(
     dtype = _resolve_dtype(dtype, torch_dtype)
     device = _resolve_device(device_map)
     if quantization is not None:
-        check_quantization(quantization)
+        accelerator().check_quantization(quantization)
     files = resolve(name_or_path, gguf_file=gguf_file, revision=revision, cache_dir=cache_dir,
                     local_files_only=local_files_only, token=token)
     config, source, read_state_dict, leftover = _open_checkpoint(files, config_overrides, config, config_class)
@@ -600,9 +601,10 @@ def load_pretrained(
     model.tie_weights()
     _rebuild_buffers(model)
     if quantization is not None:
-        quantize(model, quantization)
+        accelerator().quantize(model, quantization)
     if device is not None:
         model.to(device)
+    accelerator().accelerate(model)
     if generation_config is not None:
         model.generation_config = generation_config
     elif files.gguf_file is None and files.file("generation_config.json"):

@@ -7,27 +7,9 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from .. import kernels
-
 # `enable_gqa` (query heads sharing key/value heads without copying them) arrived in torch 2.5, and so did
 # zeros (instead of NaN) for a query that may see no key.
 _SDPA_HAS_GQA = _SDPA_ZEROES_EMPTY_ROWS = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5)
-
-
-class Linear(nn.Linear):
-    """nn.Linear whose products of a few rows on the CPU (a batch decoding one token per sequence) go to the
-    compiled kernel (kernels/decode.cpp), which reads each weight once for all rows at about the memory
-    bandwidth; PyTorch's matmul streams them at about half of it for so few rows (1.5x slower at 8 float32
-    rows, 1.25x in bfloat16, and faster from 16 bfloat16 rows on). Other inputs take nn.Linear's own path."""
-
-    KERNEL_ROWS = 8
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features)
-        fits = self.weight.dtype in (torch.float32, torch.bfloat16) and self.weight.is_contiguous()
-        if not (fits and kernels.few_rows(flat, self.KERNEL_ROWS)):
-            return super().forward(x)
-        return kernels.product(x, self.weight, bias=self.bias)
 
 
 # Activation functions by their config.json names (`hidden_act`, `activation_function`).

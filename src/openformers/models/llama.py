@@ -16,12 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import kernels
 from ..configs import GGUF_CONFIG_READERS, LlamaConfig, MistralConfig, Qwen2Config
 from ..weights import rename
 from .base import PreTrainedModel, check_inputs, forward_cache, recorded
 from .layers import (
-    Linear,
     RMSNorm,
     RotaryEmbedding,
     apply_rope,
@@ -152,10 +150,10 @@ class LlamaAttention(nn.Module):
         )
         bias = config.attention_bias
         qkv_bias = bias or config.qkv_bias
-        self.q_proj = Linear(config.hidden_size, self.n_head * self.head_dim, bias=qkv_bias)
-        self.k_proj = Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=qkv_bias)
-        self.v_proj = Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=qkv_bias)
-        self.o_proj = Linear(self.n_head * self.head_dim, config.hidden_size, bias=bias)
+        self.q_proj = nn.Linear(config.hidden_size, self.n_head * self.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(self.n_head * self.head_dim, config.hidden_size, bias=bias)
 
     def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
         """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
@@ -177,9 +175,9 @@ class LlamaMLP(nn.Module):
     def __init__(self, config: LlamaConfig):
         super().__init__()
         hidden, inner, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
-        self.gate_proj = Linear(hidden, inner, bias=bias)
-        self.up_proj = Linear(hidden, inner, bias=bias)
-        self.down_proj = Linear(inner, hidden, bias=bias)
+        self.gate_proj = nn.Linear(hidden, inner, bias=bias)
+        self.up_proj = nn.Linear(hidden, inner, bias=bias)
+        self.down_proj = nn.Linear(inner, hidden, bias=bias)
 
     def forward(self, x):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -197,9 +195,6 @@ class LlamaDecoderLayer(nn.Module):
         h, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, attention_path)
         x = x + h
         return x + self.mlp(self.post_attention_layernorm(x)), weights
-
-
-KERNEL_DTYPES = (torch.float32, torch.bfloat16)  # activation dtypes the compiled kernels take (kernels/decode.cpp)
 
 
 # model_type -> the reference's class-name prefix, so saved configs name the reference's classes.
@@ -231,6 +226,10 @@ class LlamaModel(LlamaPreTrainedModel):
     """The decoder stack without a head: returns the last hidden state."""
 
     gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
+    # A faster step that an accelerator installs at load (openformers.kernels, for one token of one sequence):
+    # called with (input_ids, attention_mask, position_ids, cache), it returns the last hidden state, or None
+    # to leave the step to the layers. The layers stay the reference it must match.
+    accelerated_step = None
 
     def __init__(self, config: LlamaConfig):
         super().__init__(config)
@@ -262,10 +261,10 @@ class LlamaModel(LlamaPreTrainedModel):
         cache = forward_cache(past_key_values, cache, use_cache)
         if cache_position is not None and position_ids is None:
             position_ids = self._positions_of(cache_position, cache)
-        plain = not (output_attentions or output_hidden_states) and input_ids is not None
-        if plain and self._decodes_with_kernels(input_ids, attention_mask, cache):
-            hidden = self._decode_with_kernels(input_ids, position_ids, cache)
-            return self.returned(BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache), return_dict)
+        if self.accelerated_step is not None and not (output_attentions or output_hidden_states):
+            hidden = self.accelerated_step(input_ids, attention_mask, position_ids, cache)
+            if hidden is not None:
+                return self.returned(BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache), return_dict)
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         T = x.shape[1]
         position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, T, x.device,
@@ -303,63 +302,6 @@ class LlamaModel(LlamaPreTrainedModel):
             )
         return cache_position[None]
 
-    def _decodes_with_kernels(self, input_ids, attention_mask, cache) -> bool:
-        """Whether this step is one token of one sequence after a cached prompt: the compiled kernel's case."""
-        config = self.config
-        return (
-            getattr(cache, "is_compileable", True) is False  # the kernel appends to a growing cache, not a static one
-            and cache.seq_len > 0
-            and self.embed_tokens.weight.dtype in KERNEL_DTYPES
-            and not (config.attention_bias or config.mlp_bias)
-            and (attention_mask is None or bool(attention_mask.all()))
-            and input_ids.shape == (1, 1)
-            and kernels.few_rows(input_ids, 1)
-        )
-
-    _kernel_tensors_kept: tuple[int, tuple] | None = None
-
-    def _kernel_tensors(self) -> tuple[list, list, list, list]:
-        """The norm weights, linear weights, their scales (quantized) and q/k/v biases (Qwen2), in decode_step's order.
-
-        Gathering them reads ~900 module attributes, a tenth of a quantized step, so they are kept until a
-        module, parameter or buffer is assigned anywhere (kernels.assignments) or the model is moved or cast.
-        """
-        if self._kernel_tensors_kept is not None and self._kernel_tensors_kept[0] == kernels.assignments():
-            return self._kernel_tensors_kept[1]
-        norms, weights, scales, biases = [], [], [], []
-        for layer in self.layers:
-            attn, mlp = layer.self_attn, layer.mlp
-            norms += (layer.input_layernorm.weight, layer.post_attention_layernorm.weight)
-            linears = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
-            weights += (p.weight for p in linears)
-            scales += (p.scale.float() for p in linears if hasattr(p, "scale"))  # float32 already: the same tensors
-            biases += (p.bias for p in linears[:3] if p.bias is not None)
-        self._kernel_tensors_kept = (kernels.assignments(), (norms, weights, scales, biases))
-        return norms, weights, scales, biases
-
-    def _apply(self, fn, *args, **kwargs):
-        self._kernel_tensors_kept = None  # moved or cast: the tensors may be new ones
-        return super()._apply(fn, *args, **kwargs)
-
-    def _decode_with_kernels(self, input_ids, position_ids, cache) -> torch.Tensor:
-        """The (1, 1, C) last hidden state of one token: the whole stack in one call of kernels/decode.cpp.
-
-        The same computation as the layers' forward up to float rounding (tests compare the greedy tokens),
-        with the residual stream kept in float32 whatever the weights' dtype.
-        """
-        position = cache.seq_len if position_ids is None else int(position_ids.reshape(-1)[0])
-        self.rotary_emb.ensure_length(position + 1)
-        cos, sin = self.rotary_emb.cos[position], self.rotary_emb.sin[position]
-        x = self.embed_tokens(input_ids).reshape(-1).float()
-        reserved = [cache.reserve(i, 1) for i in range(len(self.layers))]
-        norms, weights, scales, biases = self._kernel_tensors()
-        torch.ops.openformers.decode_step(
-            x, norms, weights, scales, [b.float() for b in biases],
-            [keys for keys, _, _ in reserved], [values for _, values, _ in reserved], reserved[0][2],
-            self.sliding_window or 0, cos, sin, self.layers[0].input_layernorm.eps,
-        )
-        return self.norm(x.to(self.embed_tokens.weight.dtype).view(1, 1, -1))
-
 
 class LlamaForCausalLM(LlamaPreTrainedModel):
     """The decoder with its language-model head: next-token logits, and the loss when labels are given."""
@@ -371,7 +313,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
     def __init__(self, config: LlamaConfig):
         super().__init__(config)
         self.model = self.new_base_model(config)
-        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.tie_weights()
 
     def forward(
@@ -385,7 +327,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
                                 use_cache, output_attentions, output_hidden_states, cache_position)
         hidden = base.last_hidden_state
         hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
-        logits = self.lm_head(hidden)  # a decoding step's one row goes to the compiled kernel (layers.Linear)
+        logits = self.lm_head(hidden)
         loss = None if labels is None else next_token_loss(logits, labels)
         output = CausalLMOutputWithPast(loss=loss, logits=logits, cache=base.cache, hidden_states=base.hidden_states,
                                         attentions=base.attentions)

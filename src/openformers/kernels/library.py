@@ -1,0 +1,128 @@
+"""The compiled library (decode.cpp): built once per environment with PyTorch's C++ extension tooling, at load.
+
+`build()` runs when a model is loaded or quantized, never inside a forward pass: forward passes only ask
+`loaded()`. It compiles decode.cpp for this machine's CPU (`-march=native`), ~15 s on two cores, saying so
+on stderr with how long it took; later processes load the cached library in a moment. The library is cached
+in torch's extension folder (`TORCH_EXTENSIONS_DIR`, default ~/.cache/torch_extensions) under a name hashed
+from everything that goes into the build (`build_inputs`): two virtual environments, or two machines sharing
+a home folder, each get their own folder instead of rewriting one another's build files and rebuilding.
+
+The plain PyTorch path stays the reference and the fallback: nothing is built when the kernels are switched
+off (`OPENFORMERS_KERNELS=0`), when the build tools are missing (a C++ compiler and ninja), or when the build
+fails (a warning says why, once).
+"""
+
+import functools
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("decode.cpp")
+# -fopenmp: at::parallel_for is inline code over OpenMP pragmas, which without it run on one thread. The
+# library's libgomp.so.1 is the one torch has already loaded, so there is one thread pool.
+CFLAGS = ("-O3", "-march=native", "-fopenmp")
+LDFLAGS = ("-fopenmp",)
+
+_loaded = False
+
+
+def loaded() -> bool:
+    """Whether the library is loaded in this process; never builds it (forward passes ask this)."""
+    return _loaded
+
+
+@functools.cache
+def build() -> bool:
+    """Load the library, compiling it first if this environment has no build of it; False means plain PyTorch."""
+    global _loaded
+    _loaded = _switched_on() and _built()
+    return _loaded
+
+
+def _switched_on() -> bool:
+    if os.environ.get("OPENFORMERS_KERNELS", "1") == "0":
+        return False
+    missing = [tool for tool in (_compiler(), "ninja") if shutil.which(tool) is None]
+    if missing:
+        warnings.warn(
+            f"openformers runs on the plain PyTorch path: building its CPU kernels needs {' and '.join(missing)} "
+            "(for example `apt-get install g++ ninja-build`, or `pip install ninja`). "
+            "Set OPENFORMERS_KERNELS=0 to silence this.",
+            stacklevel=3,
+        )
+        return False
+    return True
+
+
+def _built() -> bool:
+    from torch.utils import cpp_extension
+
+    name = build_name(build_inputs())
+    compiling = not (build_folder(name) / f"{name}.so").exists()
+    if compiling:
+        # A fresh environment would otherwise sit silent for the length of the build.
+        print("openformers: compiling its CPU kernels for this machine (once per environment)...",
+              end="", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    try:
+        # Lists of their own: torch's builder appends to the ones it is given.
+        cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),
+                           is_python_module=False, verbose=False)
+    except Exception as error:  # a failed build costs speed, never correctness
+        if compiling:
+            print(" failed", file=sys.stderr, flush=True)
+        warnings.warn(
+            f"openformers runs on the plain PyTorch path: building its CPU kernels failed ({error}). "
+            "Set OPENFORMERS_KERNELS=0 to silence this.",
+            stacklevel=4,
+        )
+        return False
+    if compiling:
+        print(f" done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    return True
+
+
+def build_inputs() -> dict[str, str]:
+    """Everything the built library depends on, by name: a change in any of them means another build."""
+    return {
+        "source": hashlib.sha256(SOURCE.read_bytes()).hexdigest(),
+        "cpu": _cpu_flags(),
+        "torch": f"{torch.__version__} {torch.version.git_version}",
+        "python": f"{sys.prefix} {sys.version}",  # the virtual environment and the interpreter
+        "compiler": os.path.realpath(shutil.which(_compiler()) or _compiler()),
+        "flags": " ".join(CFLAGS + LDFLAGS),
+    }
+
+
+def build_name(inputs: dict[str, str]) -> str:
+    """The library's name, and so its folder: a hash of the build's inputs."""
+    fingerprint = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+    return f"openformers_kernels_{fingerprint}"
+
+
+def build_folder(name: str) -> Path:
+    from torch.utils import cpp_extension
+
+    return Path(cpp_extension._get_build_directory(name, verbose=False))
+
+
+def _compiler() -> str:
+    return os.environ.get("CXX", "c++")  # the one torch's extension builder runs
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()

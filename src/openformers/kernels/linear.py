@@ -1,0 +1,145 @@
+"""The accelerator's one linear layer, for float, int8 and int4 weights, and weight-only quantization with it.
+
+Decoding a token per sequence multiplies a few rows by every weight once, so its speed is set by how fast the
+weights stream from memory. For up to KERNEL_ROWS rows on the CPU, without gradients, `Linear` sends the
+product to the compiled kernel (decode.cpp), which reads each weight once for all rows at about the memory
+bandwidth and reads int8 and int4 rows as they are stored; PyTorch's matmul streams float weights at about
+half of it for so few rows (1.5x slower at 8 float32 rows), and quantized rows would first have to be widened
+to floats. Other inputs (a prompt, training) take PyTorch's path.
+
+Quantization (`from_pretrained(..., quantization="int8" or "int4")`). int8: each weight row becomes int8 with
+one float32 scale (symmetric: the row's largest magnitude maps to 127), a quarter of the float32 bytes. int4:
+groups of 32 weights along a row keep a scale and a minimum each (weight = scale * q + minimum, q in 0..15,
+llama.cpp's Q4_1), 3/16 of the float32 bytes (a model whose layer inputs are not multiples of 32 is refused);
+the language-model head stays int8. On a Q4_1 GGUF file (the default model's) int4 finds the file's own grid
+again: no weight changes. Activations stay in the model's dtype. The cost in quality is measured by
+benchmarks/quality.py and recorded in benchmarks/RESULTS.md. A quantized layer is for inference: its weights
+are buffers, not parameters, so nothing trains them, and a tied language-model head gets an int8 copy of its own.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import library
+
+QUANTIZATIONS = ("int8", "int4")
+GROUP = 32  # int4 weights per (scale, minimum) pair
+# The one row rule, for every layout: up to this many rows (a batch decoding a token per sequence) the kernel,
+# which reads each weight once for all of them, is the faster way; from 12 rows on PyTorch's matmul is as fast or
+# faster, over the weights widened once when they are quantized (one pass of the kernel's `dequantize`, 40x
+# faster than torch._weight_int8pack_mm). Measured with benchmarks/matvec.py --rows on a 1536 x 576 matrix.
+KERNEL_ROWS = 8
+KERNEL_WEIGHTS = (torch.float32, torch.bfloat16, torch.int8, torch.uint8)  # uint8: int4 steps, two per byte
+
+
+class Linear(nn.Linear):
+    """y = x W^T + b, with W as nn.Linear holds it (a float Parameter) or packed for inference (`scale` set):
+
+    int8: `weight` (out, in) int8, `scale` (out,) float32, one per row. int4: `weight` (out, in / 2) uint8, byte j
+    of a group's 16 holding step j in its low nibble and step j + 16 in its high one; `scale` (out, in / 32, 2)
+    float32, each group's (scale, minimum): llama.cpp's Q4_1 layout, which the kernel reads directly.
+    """
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, quantization: str | None = None) -> "Linear":
+        """`linear` as this layer: its own Parameters (ties and training unchanged), or quantized ("int8", "int4")."""
+        layer = cls(linear.in_features, linear.out_features, bias=False, device="meta")
+        if quantization is None:
+            layer.weight, layer.bias = linear.weight, linear.bias
+            layer.register_buffer("scale", None)
+            return layer
+        weight, scale = (_int8_rows if quantization == "int8" else _int4_groups)(linear.weight.detach().float())
+        del layer.weight, layer.bias  # buffers from here on
+        layer.register_buffer("weight", weight)
+        layer.register_buffer("scale", scale)
+        layer.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._kernel_takes(x):
+            scale = None if self.scale is None else self.scale.float()  # float32 already: the same tensor
+            y = torch.ops.openformers.matvec(x.reshape(-1, self.in_features).float().contiguous(), self.weight, scale)
+            if self.bias is not None:
+                y += self.bias
+            return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+        if self.scale is None:
+            return super().forward(x)
+        return F.linear(x, self.float_weight(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+
+    def _kernel_takes(self, x: torch.Tensor) -> bool:
+        return (
+            x.numel() <= KERNEL_ROWS * self.in_features
+            and x.device.type == "cpu"
+            and not torch.is_grad_enabled()
+            and library.loaded()
+            and self.weight.dtype in KERNEL_WEIGHTS
+            and self.weight.is_contiguous()
+            and not torch.compiler.is_compiling()  # torch.compile traces the plain path; the kernel is opaque to it
+        )
+
+    def float_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """The weights as a `dtype` matrix, for a product of many rows: unpacked in one pass of the kernel on the
+        CPU (`dequantized` takes several passes, each making a new tensor)."""
+        if self.scale is None:
+            return self.weight.to(dtype)
+        if self.weight.device.type == "cpu" and library.loaded():
+            return torch.ops.openformers.dequantize(self.weight, self.scale.float()).to(dtype)
+        return self.dequantized(dtype)
+
+    def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
+        """The packed weights unpacked with PyTorch's own operations (the plain path)."""
+        if self.weight.dtype == torch.int8:
+            return self.weight.to(dtype) * self.scale.to(dtype)[:, None]
+        packed = self.weight.reshape(self.out_features, -1, 16)
+        steps = torch.cat([packed & 15, packed >> 4], dim=-1).to(dtype)  # (out, groups, 32)
+        scale, minimum = self.scale.to(dtype).unbind(-1)
+        return (steps * scale[..., None] + minimum[..., None]).reshape(self.out_features, self.in_features)
+
+    def extra_repr(self) -> str:
+        packed = {torch.int8: ", int8", torch.uint8: ", int4"}.get(self.weight.dtype, "")
+        return super().extra_repr() + packed
+
+
+def _int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127
+    return (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous(), scale
+
+
+def _int4_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    out_features, in_features = weight.shape
+    groups = weight.reshape(out_features, in_features // GROUP, GROUP)
+    minimum, maximum = groups.amin(-1), groups.amax(-1)
+    scale = ((maximum - minimum) / 15).clamp(min=1e-12)
+    steps = ((groups - minimum[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.uint8)
+    packed = steps[..., :16] | (steps[..., 16:] << 4)  # (out, groups, 16)
+    return packed.reshape(out_features, -1).contiguous(), torch.stack([scale, minimum], -1)
+
+
+def check_quantization(quantization: str) -> None:
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"quantization={quantization!r} is not supported; use one of {', '.join(map(repr, QUANTIZATIONS))} "
+            "(weight-only: int8 with one scale per output row, int4 in groups of 32), or leave it unset for the "
+            "checkpoint's weights."
+        )
+
+
+def quantize(model: nn.Module, quantization: str) -> nn.Module:
+    """Replace every float linear layer of `model` by its quantized form, in place; returns the model."""
+    check_quantization(quantization)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, nn.Linear) or getattr(child, "scale", None) is not None:
+                continue
+            if quantization == "int4" and child.in_features % GROUP:
+                raise ValueError(
+                    f"quantization='int4' groups each row's weights by {GROUP}, but layer {name!r} has "
+                    f"{child.in_features} inputs; use quantization='int8' for this model."
+                )
+            # The language-model head stays int8 under int4, as llama.cpp keeps it at 8 bits or more: its
+            # errors land on every logit directly.
+            is_head = child is getattr(model, "lm_head", None)
+            setattr(parent, name, Linear.from_linear(child, "int8" if is_head else quantization))
+    model.quantization = quantization
+    return model

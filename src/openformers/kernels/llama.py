@@ -1,0 +1,197 @@
+"""The Llama-style decoding step as one call of the compiled kernel, and which models may take it.
+
+Decoding one token of one sequence reads every weight once; the plain forward spends as much again on ~40
+small dispatched operations per layer. `DecodeStep` runs the whole decoder stack in one call of
+`torch.ops.openformers.decode_step` (decode.cpp), the same computation as the layers up to float rounding,
+with the residual stream kept in float32 whatever the weights' dtype.
+
+A model takes the step only when every field of its config is one the step implements (`refusal` says which
+is not): a feature added to the models later (q/k norms, soft-capping, another rope) leaves such models on the
+plain path until the step implements it and tests/test_kernels.py proves parity for it.
+"""
+
+import itertools
+import operator
+
+import torch
+from torch import nn
+
+from ..generation.cache import DynamicCache
+from ..models.layers import RMSNorm
+from ..models.llama import LlamaAttention, LlamaDecoderLayer, LlamaMLP, LlamaModel
+from . import library
+from .linear import Linear
+
+KERNEL_DTYPES = (torch.float32, torch.bfloat16)  # activation dtypes decode.cpp takes
+
+# Every config field, with the values the step implements ...
+IMPLEMENTED = {
+    "model_type": lambda value: value in ("llama", "mistral", "qwen2"),
+    "hidden_act": lambda value: value == "silu",
+    "rope_scaling": lambda value: value is None or value.get("rope_type") in ("default", "linear", "llama3"),
+    "attention_bias": lambda value: not value,  # a bias on o_proj: not in decode.cpp
+    "qkv_bias": lambda value: True,  # Qwen2's q/k/v biases
+    "mlp_bias": lambda value: not value,
+    "sliding_window": lambda value: True,  # None, or one window for every layer
+}
+# ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
+# (read from the model's modules), token ids, head and output options, and what Qwen2 folds into sliding_window.
+ARITHMETIC_FREE = {
+    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "head_dim", "max_position_embeddings", "rope_theta", "rms_norm_eps", "initializer_range",
+    "bos_token_id", "eos_token_id", "pad_token_id", "tie_word_embeddings", "dtype", "architectures", "num_labels",
+    "id2label", "label2id", "problem_type", "output_hidden_states", "output_attentions", "return_dict", "extra",
+    "use_sliding_window", "max_window_layers",
+}
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+
+
+def refusal(config) -> str | None:
+    """Why the step cannot run a model of this config (the first field it does not implement), or None."""
+    values = {**{name: getattr(config, name) for name in _field_names(config)}, "model_type": config.model_type,
+              "qkv_bias": getattr(config, "qkv_bias", False), "sliding_window": getattr(config, "sliding_window", None)}
+    for name, value in values.items():
+        if name in IMPLEMENTED and not IMPLEMENTED[name](value):
+            return f"{name}={value!r} is not implemented by the decoding kernel"
+        if name not in IMPLEMENTED and name not in ARITHMETIC_FREE:
+            return f"config field {name!r} is unknown to the decoding kernel"
+    return None
+
+
+def _field_names(config) -> list[str]:
+    fields = getattr(config, "__dataclass_fields__", None)
+    return list(fields) if fields is not None else [name for name in vars(config) if not name.startswith("_")]
+
+
+def decoder_of(model: nn.Module) -> LlamaModel | None:
+    """The Llama-style decoder stack of `model` (a head's base model, or the model itself), if it has one."""
+    if isinstance(model, LlamaModel):
+        return model
+    return next((child for child in model.children() if isinstance(child, LlamaModel)), None)
+
+
+def eligible(model: nn.Module) -> bool:
+    """Whether `model` has a decoder whose config (`refusal`) and layers (`_implemented_layers`) the step implements."""
+    decoder = decoder_of(model)
+    return decoder is not None and refusal(decoder.config) is None and _implemented_layers(decoder)
+
+
+def install(model: nn.Module) -> None:
+    """Swap the kernel's Linear into an eligible `model`'s decoder and language-model head, and give the decoder
+    the step."""
+    decoder = decoder_of(model)
+    for layer in decoder.layers:
+        for parent, names in ((layer.self_attn, PROJECTIONS), (layer.mlp, MLP_PROJECTIONS)):
+            for name in names:
+                _swap_linear(parent, name)
+    if isinstance(getattr(model, "lm_head", None), nn.Linear):
+        _swap_linear(model, "lm_head")
+    decoder.accelerated_step = DecodeStep(decoder)
+
+
+def _swap_linear(parent: nn.Module, name: str) -> None:
+    layer = getattr(parent, name)
+    if not isinstance(layer, Linear):
+        setattr(parent, name, Linear.from_linear(layer))
+
+
+def _implemented_layers(decoder: LlamaModel) -> bool:
+    """Whether the decoder is made of the layers the step reproduces (a user's own subclass or a swapped-in
+    adapter is not), with every linear layer the kernel's or a plain nn.Linear."""
+    for layer in decoder.layers:
+        kinds = (type(layer), type(layer.self_attn), type(layer.mlp), type(layer.input_layernorm),
+                 type(layer.post_attention_layernorm))
+        if kinds != (LlamaDecoderLayer, LlamaAttention, LlamaMLP, RMSNorm, RMSNorm):
+            return False
+        if any(type(linear) not in (nn.Linear, Linear) for linear in _linears(layer)):
+            return False
+    return type(decoder.norm) is RMSNorm
+
+
+class DecodeStep:
+    """The decoder's step for one token of one sequence after a cached prompt, as one call of decode.cpp.
+
+    Called by LlamaModel.forward with (input_ids, attention_mask, position_ids, cache); returns the (1, 1, C) last
+    hidden state, or None to leave any other step to the layers (a batch, a prompt, gradients, another device).
+    """
+
+    def __init__(self, decoder: LlamaModel):
+        self.decoder = decoder
+        self._watched: list[dict] = []  # the module dicts the tensors were gathered through
+        self._seen: list | None = None  # their values then (None: not gathered yet)
+        self._tensors: tuple | None = None
+
+    def __call__(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor | None:
+        decoder = self.decoder
+        takes = (
+            input_ids is not None
+            and input_ids.shape == (1, 1)
+            and isinstance(cache, DynamicCache) and not cache.is_compileable and cache.seq_len > 0
+            and (attention_mask is None or bool(attention_mask.all()))
+            and input_ids.device.type == "cpu"
+            and decoder.embed_tokens.weight.dtype in KERNEL_DTYPES
+            and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+            and library.loaded()
+        )
+        tensors = self._kernel_tensors() if takes else None
+        if tensors is None:
+            return None
+        position = cache.seq_len if position_ids is None else int(position_ids.reshape(-1)[0])
+        decoder.rotary_emb.ensure_length(position + 1)
+        cos, sin = decoder.rotary_emb.cos[position], decoder.rotary_emb.sin[position]
+        x = decoder.embed_tokens(input_ids).reshape(-1).float()
+        reserved = [cache.reserve(i, 1) for i in range(len(decoder.layers))]
+        norms, weights, scales, biases = tensors
+        torch.ops.openformers.decode_step(
+            x, norms, weights, scales, [b.float() for b in biases],
+            [keys for keys, _, _ in reserved], [values for _, values, _ in reserved], reserved[0][2],
+            decoder.sliding_window or 0, cos, sin, decoder.layers[0].input_layernorm.eps,
+        )
+        return decoder.norm(x.to(decoder.embed_tokens.weight.dtype).view(1, 1, -1))
+
+    def _kernel_tensors(self) -> tuple | None:
+        """The norm weights, linear weights, their scales (quantized) and q/k/v biases, in decode_step's order;
+        None when the decoder no longer has the layers the step reproduces.
+
+        Gathering them reads ~900 module attributes, a tenth of a quantized step, so they are kept while every
+        module dict they were reached through holds the same objects: a swapped layer, a reassigned weight, a
+        cast that makes new buffers or load_state_dict(assign=True) makes the step gather them again.
+        """
+        if self._seen is not None:
+            current = list(itertools.chain.from_iterable(map(dict.values, self._watched)))
+            if len(current) == len(self._seen) and all(map(operator.is_, current, self._seen)):
+                return self._tensors
+        self._watched = [d for m in self.decoder.modules() for d in (m._modules, m._parameters, m._buffers)]
+        self._seen = list(itertools.chain.from_iterable(map(dict.values, self._watched)))
+        self._tensors = _gather(self.decoder) if _step_ready(self.decoder) else None
+        return self._tensors
+
+
+def _step_ready(decoder: LlamaModel) -> bool:
+    """The layers are the step's, every linear one is the kernel's, all with one weight layout and biases on
+    q/k/v at most (a bias added to another projection after loading would be ignored by decode.cpp)."""
+    if not _implemented_layers(decoder):
+        return False
+    linears = [p for layer in decoder.layers for p in _linears(layer)]
+    return (
+        all(type(p) is Linear for p in linears)
+        and len({p.weight.dtype for p in linears}) == 1
+        and all(p.bias is None for layer in decoder.layers for p in _linears(layer)[3:])
+    )
+
+
+def _linears(layer: LlamaDecoderLayer) -> list[nn.Linear]:
+    return [getattr(layer.self_attn, n) for n in PROJECTIONS] + [getattr(layer.mlp, n) for n in MLP_PROJECTIONS]
+
+
+def _gather(decoder: LlamaModel) -> tuple[list, list, list, list]:
+    norms, weights, scales, biases = [], [], [], []
+    for layer in decoder.layers:
+        linears = _linears(layer)
+        norms += (layer.input_layernorm.weight, layer.post_attention_layernorm.weight)
+        weights += (p.weight for p in linears)
+        scales += (p.scale.float() for p in linears if p.scale is not None)  # float32 already: the same tensors
+        biases += (p.bias for p in linears[:3] if p.bias is not None)
+    return norms, weights, scales, biases
