@@ -124,3 +124,10 @@ def test_the_compiled_step_gives_the_same_tokens_in_one_graph(llama):
                                   compile_config=compile_config)
         assert torch.equal(compiled, dynamic)
     assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_compile_config_without_a_static_cache_warns_that_nothing_is_compiled(llama):
+    ids = _ids(1, 4)
+    with pytest.warns(UserWarning, match="compile_config is set"):
+        tokens = llama.generate(ids, max_new_tokens=3, do_sample=False, compile_config=CompileConfig())
+    assert torch.equal(tokens, llama.generate(ids, max_new_tokens=3, do_sample=False))

@@ -11,6 +11,8 @@ the fast path wherever the CPU kernels do not run: GPUs, and CPUs without a comp
 `forward_for_decoding` (what to call for each step: the model, or its compiled forward for one token per row).
 """
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
@@ -170,11 +172,19 @@ def forward_for_decoding(model, config: GenerationConfig, cache: Cache | None):
 def _compiles(model, config: GenerationConfig, cache: Cache | None) -> bool:
     """The reference's rule: a static cache, disable_compile not set, and an accelerator, or the CPU when
     compile_config._compile_all_devices is set."""
-    if cache is None or not cache.is_compileable or getattr(config, "disable_compile", None):
+    if getattr(config, "disable_compile", None):
         return False
     compile_config = getattr(config, "compile_config", None)
     device = next(model.parameters()).device
-    return device.type in _AUTO_COMPILE_DEVICES or bool(getattr(compile_config, "_compile_all_devices", None))
+    hardware = device.type in _AUTO_COMPILE_DEVICES or bool(getattr(compile_config, "_compile_all_devices", None))
+    compiles = hardware and getattr(cache, "is_compileable", False)
+    if compile_config is not None and not compiles:
+        warnings.warn(
+            "compile_config is set, but generate compiles only the decoding step of a static cache "
+            "(cache_implementation='static'), on a GPU, or on the CPU with compile_config._compile_all_devices = "
+            "True: this call decodes without compiling.", UserWarning, stacklevel=5,  # generate's caller
+        )
+    return compiles
 
 
 def compiled_forward(model, compile_config: CompileConfig):
