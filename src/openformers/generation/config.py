@@ -59,8 +59,9 @@ class GenerationMode(str, Enum):
 class CompileConfig:
     """How `generate` should call torch.compile, as the reference's `GenerationConfig(compile_config=...)` takes it.
 
-    Stored with the GenerationConfig (never saved to its file, as in the reference); openformers compiles its own
-    decode step on the CPU and reads none of these.
+    Stored with the GenerationConfig (never saved to its file, as in the reference). generate compiles the decoding
+    step of a static cache with these options on a GPU, and on the CPU when `_compile_all_devices` is set to True
+    (generation/static_cache.py).
     """
 
     fullgraph: bool = False
