@@ -1024,7 +1024,7 @@ def build_processors(
         begin_index = prompt_length + (1 if prompt_length == 1 and forced_bos is not None else 0)
         processors.append(SuppressTokensAtBeginLogitsProcessor(begin_suppress, begin_index, device=device))
 
-    processors = _merge_user_processors(processors, logits_processor)
+    processors = merged_with_user(processors, logits_processor, "logits_processor", stacklevel=2)
 
     warpers = _build_warpers(option, device)
     if option("do_sample"):
@@ -1045,20 +1045,22 @@ def _total_length(option, prompt_length: int) -> int:
     return option("max_length")
 
 
-def _merge_user_processors(built: LogitsProcessorList, user: list | None) -> LogitsProcessorList:
-    """The reference's merge: a user processor of a built-in one's type takes its place; the rest go last."""
+def merged_with_user(built: list, user: list | None, argument: str, stacklevel: int) -> list:
+    """The reference's merge of generate's own processors (or stopping criteria) with the user's, passed as
+    `argument`: a user's of a built one's type takes its place, with a warning (at `stacklevel` as seen from the
+    caller); the rest go last."""
     if not user:
         return built
-    merged = LogitsProcessorList()
-    for processor in built:
-        replacement = next((custom for custom in user if type(custom) is type(processor)), None)
+    merged = type(built)()
+    for item in built:
+        replacement = next((custom for custom in user if type(custom) is type(item)), None)
         if replacement is not None:
             warnings.warn(
-                f"A {type(processor).__name__} was passed in logits_processor, and generate() also builds one from "
-                "its options: the one passed is used. Leave out the matching generate() option to silence this.",
-                UserWarning, stacklevel=3,
+                f"A {type(item).__name__} was passed in {argument}, and generate() also builds one from its options: "
+                "the one passed is used. Leave out the matching generate() option to silence this.",
+                UserWarning, stacklevel=stacklevel + 1,
             )
-        merged.append(replacement if replacement is not None else processor)
+        merged.append(replacement if replacement is not None else item)
     merged.extend(custom for custom in user if not any(custom is chosen for chosen in merged))
     return merged
 

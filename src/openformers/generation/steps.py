@@ -12,13 +12,13 @@ Three pieces, which `generate` (decoding.py), its streamers and the server's con
   alone, as a generator of each step's tokens (generate's greedy decoding and sampling).
 """
 
-import warnings
 from collections.abc import Iterator
 
 import torch
 
 from .cache import Cache, DynamicCache
 from .config import GenerationConfig
+from .processors import merged_with_user
 from .sampling import Sampler
 from .stopping_criteria import (
     ConfidenceCriteria, EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, StoppingCriteriaList,
@@ -55,20 +55,8 @@ def build_stopping_criteria(
         built.append(EosTokenCriteria(config.eos_token_ids))
     if confidence_threshold:
         built.append(ConfidenceCriteria(confidence_threshold))
-    if not stopping_criteria:
-        return built
-    merged = StoppingCriteriaList()
-    for criterion in built:
-        replacement = next((custom for custom in stopping_criteria if type(custom) is type(criterion)), None)
-        if replacement is not None:
-            warnings.warn(
-                f"A {type(criterion).__name__} was passed in stopping_criteria, and generate() also builds one from "
-                "its options: the one passed is used. Leave out the matching generate() option to silence this.",
-                UserWarning, stacklevel=4,  # build_stopping_criteria, generate, torch's inference_mode wrapper
-            )
-        merged.append(replacement if replacement is not None else criterion)
-    merged.extend(custom for custom in stopping_criteria if not any(custom is chosen for chosen in merged))
-    return merged
+    # stacklevel: build_stopping_criteria, generate, torch's inference_mode wrapper
+    return merged_with_user(built, stopping_criteria, "stopping_criteria", stacklevel=4)
 
 
 class Decoder:
