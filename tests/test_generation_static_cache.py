@@ -110,18 +110,20 @@ def test_a_cache_object_and_cache_implementation_together_are_refused(llama):
 
 def test_the_compiled_step_gives_the_same_tokens_in_one_graph(llama):
     """The reference's way of asking: a static cache and compile_config (on the CPU, _compile_all_devices).
-    fullgraph=True fails on any graph break; one graph for every step and for a second call means no recompiles."""
+    fullgraph=True fails on any graph break; one graph for every step and for a second call means no recompiles.
+    A left-padded batch: its mask is widened to the cache's length for the compiled step."""
     from torch._dynamo.utils import counters
 
-    ids = _ids(1, 5)
-    dynamic = llama.generate(ids, max_new_tokens=8, do_sample=False)
+    ids, mask = _ids(2, 5), torch.ones(2, 5, dtype=torch.long)
+    mask[0, :2] = 0
+    dynamic = llama.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
     compile_config = CompileConfig(fullgraph=True, mode="default")
     compile_config._compile_all_devices = True
     torch._dynamo.reset()
     counters.clear()
     for _ in range(2):
-        compiled = llama.generate(ids, max_new_tokens=8, do_sample=False, cache_implementation="static",
-                                  compile_config=compile_config)
+        compiled = llama.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False,
+                                  cache_implementation="static", compile_config=compile_config)
         assert torch.equal(compiled, dynamic)
     assert counters["stats"]["unique_graphs"] == 1
 

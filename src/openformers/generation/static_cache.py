@@ -143,8 +143,12 @@ class StaticCache(Cache):
 def cache_for_generation(model, config: GenerationConfig, past_key_values: Cache | None,
                          max_length: int) -> Cache | None:
     """The cache `generate` decodes with: the caller's `past_key_values`; a new StaticCache when
-    config.cache_implementation asks for one, holding `max_length` positions (prompt included) or
-    config.max_cache_len if larger; else None (the decoder makes a DynamicCache)."""
+    config.cache_implementation asks for one; else None (the decoder makes a DynamicCache).
+
+    The static cache holds `max_length` positions (prompt included), or more when config.max_cache_len or an
+    earlier call of this model asked for more, as in the reference: a call that fits in an earlier call's size
+    reuses its compiled step instead of compiling one for a new shape.
+    """
     kind = config.cache_implementation
     if past_key_values is not None:
         if kind is not None:
@@ -155,8 +159,9 @@ def cache_for_generation(model, config: GenerationConfig, past_key_values: Cache
         return past_key_values
     if kind not in STATIC_IMPLEMENTATIONS:
         return None
-    return StaticCache(config=getattr(model, "config", None),
-                       max_cache_len=max(max_length, getattr(config, "max_cache_len", None) or 0))
+    length = max(max_length, getattr(config, "max_cache_len", None) or 0, getattr(model, "_static_cache_length", 0))
+    model._static_cache_length = length
+    return StaticCache(config=getattr(model, "config", None), max_cache_len=length)
 
 
 def forward_for_decoding(model, config: GenerationConfig, cache: Cache | None):
@@ -202,19 +207,23 @@ class CompiledDecodeStep:
     """Calls the model as the decoder does, sending one-token-per-row steps to the compiled forward.
 
     Prompts (many tokens, a shape per prompt) run eagerly: compiling them would trace a graph for every prompt
-    length. Before a compiled step, the padding mask is widened to the cache's whole length, so its shape is the
-    same for every step, and the cache's buffers are marked as static addresses, which CUDA graphs need to replay
-    in-place writes.
+    length; so do steps that return attentions or hidden states. Before a compiled step, the padding mask is
+    widened to the cache's whole length, so its shape is the same for every step, and the cache's buffers are
+    marked as static addresses, which CUDA graphs need to replay in-place writes. The logits are copied out:
+    CUDA graphs write every step's outputs to the same memory.
     """
 
     def __init__(self, model, compiled, cache: Cache):
         self.model, self.compiled, self.cache = model, compiled, cache
 
     def __call__(self, input_ids, attention_mask=None, **kwargs):
-        if input_ids.shape[1] != 1 or not self.cache.keys:
+        extras = kwargs.get("output_attentions") or kwargs.get("output_hidden_states")
+        if input_ids.shape[1] != 1 or not self.cache.keys or extras:
             return self.model(input_ids, attention_mask=attention_mask, **kwargs)
         for tensor in (*self.cache.keys, *self.cache.values, *self.cache.lengths):
             torch._dynamo.mark_static_address(tensor)  # a new buffer (a beam search's wider batch) needs it too
         if attention_mask is not None:
             attention_mask = F.pad(attention_mask, (0, self.cache.max_cache_len - attention_mask.shape[-1]), value=1)
-        return self.compiled(input_ids, attention_mask=attention_mask, **kwargs)
+        output = self.compiled(input_ids, attention_mask=attention_mask, **kwargs)
+        output.logits = output.logits.clone()
+        return output
