@@ -86,7 +86,7 @@ class StaticCache(Cache):
         if layer_idx == len(self.keys):
             self._allocate(k, v)
         T = k.shape[2]
-        if not torch.compiler.is_compiling():
+        if layer_idx == 0 and not torch.compiler.is_compiling():  # one read of the length per forward pass
             self._check_room(layer_idx, T)
         slots = self.lengths[layer_idx] + torch.arange(T, device=k.device)
         self.keys[layer_idx].index_copy_(2, slots, k)
