@@ -62,10 +62,10 @@ def tiny(tiny_model, tokenizer):
     scheduler.close()
 
 
-def greedy_alone(model, tokenizer, input_ids: list[int], max_tokens: int) -> str:
-    """What `generate` answers for these ids alone, ended at EOS, as text."""
+def greedy_alone(model, tokenizer, input_ids: list[int], max_tokens: int, **options) -> str:
+    """What `generate` answers for these ids alone, ended at EOS, as text; greedy unless `options` say otherwise."""
     ids = torch.tensor([input_ids])
-    new = model.generate(ids, max_new_tokens=max_tokens)[0, ids.shape[1] :].tolist()
+    new = model.generate(ids, max_new_tokens=max_tokens, **options)[0, ids.shape[1] :].tolist()
     eos = set(model.generation_config.eos_token_ids) | {tokenizer.eos_token_id}
     ends = [i for i, token in enumerate(new) if token in eos]
     return tokenizer.decode(new[: ends[0]] if ends else new, skip_special_tokens=True)
@@ -116,6 +116,24 @@ def test_completion_continues_the_prompt_greedily(smollm2, tokenizer):
     response = client.completions.create(model="smollm2", prompt=prompt, temperature=0, max_tokens=20)
     assert response.choices[0].text == greedy_alone(model, tokenizer, tokenizer.encode(prompt), 20)
     assert response.choices[0].finish_reason == "length" and response.usage.completion_tokens == 20
+
+
+def test_a_seeded_completion_and_a_stopped_one_are_the_text_generate_gives(smollm2, tokenizer):
+    model, _, client = smollm2
+    prompt = "The three primary colors are"
+    ids = tokenizer.encode(prompt)
+    sampling = dict(temperature=0.8, top_p=0.9)
+    sampled = client.completions.create(model="smollm2", prompt=prompt, seed=7, max_tokens=16, **sampling)
+    # The server's request options as generate's: top_k=0, as the OpenAI API has no top-k.
+    assert sampled.choices[0].text == greedy_alone(model, tokenizer, ids, 16, do_sample=True, top_k=0,
+                                                   generator=torch.Generator().manual_seed(7), **sampling)
+    free = greedy_alone(model, tokenizer, ids, 20)
+    stop = free.split()[2]
+    stopped = client.completions.create(model="smollm2", prompt=prompt, temperature=0, max_tokens=20, stop=[stop])
+    new = model.generate(torch.tensor([ids]), max_new_tokens=20, stop_strings=[stop], tokenizer=tokenizer)[0, len(ids):]
+    text = tokenizer.decode(new, skip_special_tokens=True)
+    assert stopped.choices[0].text == text[: text.index(stop)] == free[: free.index(stop)]
+    assert stopped.choices[0].finish_reason == "stop" and stopped.usage.completion_tokens == len(new)
 
 
 def test_models_lists_the_served_model(smollm2):
