@@ -28,7 +28,7 @@ from .layers import (
     positions_and_mask,
     run_layer,
 )
-from .heads import QuestionAnswering, SequenceClassification, TokenClassification
+from .heads import HeadModel, QuestionAnswering, SequenceClassification, TokenClassification
 from .losses import next_token_loss
 from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
@@ -212,15 +212,6 @@ class LlamaPreTrainedModel(PreTrainedModel):
         """The decoder stack a head builds on: LlamaModel here, MistralModel or Qwen2Model in those families."""
         return LlamaModel(config)
 
-    def run_decoder(self, input_ids, attention_mask, position_ids, past_key_values, cache, inputs_embeds, use_cache,
-                    output_attentions, output_hidden_states, cache_position=None) -> BaseModelOutputWithPast:
-        """A head's call of its decoder stack, answered as an output object whatever return_dict says."""
-        return getattr(self, self.base_model_prefix)(
-            input_ids, attention_mask, position_ids, past_key_values, cache=cache, inputs_embeds=inputs_embeds,
-            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            return_dict=True, cache_position=cache_position,
-        )
-
 
 class LlamaModel(LlamaPreTrainedModel):
     """The decoder stack without a head: returns the last hidden state."""
@@ -303,16 +294,14 @@ class LlamaModel(LlamaPreTrainedModel):
         return cache_position[None]
 
 
-class LlamaForCausalLM(LlamaPreTrainedModel):
+class LlamaForCausalLM(LlamaPreTrainedModel, HeadModel):
     """The decoder with its language-model head: next-token logits, and the loss when labels are given."""
 
-    base_model_prefix = "model"
     tied_weights = {"lm_head.weight": "model.embed_tokens.weight"}
     loss_shifts_labels = True  # the loss at position t is against labels[t + 1] (the Trainer counts tokens by it)
 
     def __init__(self, config: LlamaConfig):
         super().__init__(config)
-        self.model = self.new_base_model(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.tie_weights()
 
@@ -323,8 +312,11 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
     ) -> CausalLMOutputWithPast | tuple:
         if labels is not None and logits_to_keep:
             raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
-        base = self.run_decoder(input_ids, attention_mask, position_ids, past_key_values, cache, inputs_embeds,
-                                use_cache, output_attentions, output_hidden_states, cache_position)
+        base = self.model(
+            input_ids, attention_mask, position_ids, past_key_values, cache=cache, inputs_embeds=inputs_embeds,
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            return_dict=True, cache_position=cache_position,
+        )
         hidden = base.last_hidden_state
         hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
         logits = self.lm_head(hidden)
