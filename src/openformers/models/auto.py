@@ -4,12 +4,14 @@ Adding a model family takes three pieces, each in its layer:
 1. its config: a dataclass in `configs.py` (fields with the reference's names and defaults, `validate()` naming the
    field and value it refuses) and a row in `configs.CONFIG_CLASSES`;
 2. its model file, `models/<family>.py`, in plain torch.nn: the layers and base model under the reference's
-   parameter names, a `<Family>PreTrainedModel` whose `new_base_model(config)` builds the base model, the
-   language-model head, and the task heads as one-line classes over models/heads.py
-   (`class FooForTokenClassification(FooPreTrainedModel, TokenClassification)`); a family that loads from GGUF
-   also holds there its `config_from_gguf` (registered in `configs.GGUF_CONFIG_READERS`) and tensor renames;
-3. a row in `MODEL_CLASSES` below: the module and the reference's class name for each task.
-The tests compare a tiny random model of the reference with ours (tests/test_models_heads.py shows how).
+   parameter names, a `<Family>PreTrainedModel` (its `base_model_prefix`, and `new_base_model(config)` building
+   the base model), the language-model head, and the task heads as one-line classes over models/heads.py
+   (`class FooForTokenClassification(FooPreTrainedModel, TokenClassification)`, with `projection_name` where the
+   reference names the projection otherwise); a family that loads from GGUF also holds there its
+   `config_from_gguf` (registered in `configs.GGUF_CONFIG_READERS`) and its tensor renames;
+3. a row in `MODEL_CLASSES` below: the module and the reference's class name for each task (and its import here).
+Its public names go in the table of `openformers/__init__.py`. The tests load a tiny random model of the reference
+and compare outputs and losses, and save it back for the reference to load (tests/test_models_heads.py).
 """
 
 import os
