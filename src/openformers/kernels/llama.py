@@ -163,7 +163,10 @@ class DecodeStep:
             current = list(itertools.chain.from_iterable(map(dict.values, self._watched)))
             if len(current) == len(self._seen) and all(map(operator.is_, current, self._seen)):
                 return self._tensors
-        self._watched = [d for m in self.decoder.modules() for d in (m._modules, m._parameters, m._buffers)]
+        # The decoder's own submodules (its `layers`) and those of every module in its layers; an empty dict
+        # holds nothing the step reads, and skipping them halves the check.
+        modules = [self.decoder, *self.decoder.layers.modules()]
+        self._watched = [d for m in modules for d in (m._modules, m._parameters, m._buffers) if d]
         self._seen = list(itertools.chain.from_iterable(map(dict.values, self._watched)))
         self._tensors = _gather(self.decoder) if _step_ready(self.decoder) else None
         return self._tensors
