@@ -4,12 +4,12 @@
 tokens by name, `__call__` with batching, truncation and padding, tensors, saving, and chat templates.
 """
 
+import itertools
 import json
 import numbers
 import os
 import shutil
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -496,32 +496,36 @@ class PreTrainedTokenizerBase:
         strategy = _truncation_strategy(truncation, max_length, padding)
         if strategy is not None and max_length is None:
             max_length = self.model_max_length
-        keys = self._returned_keys(
-            return_token_type_ids, return_attention_mask, return_special_tokens_mask, return_offsets_mapping
-        )
-        side = padding_side or self.padding_side
-        padded_length = partial(self._padded_length, padding=padding, max_length=max_length,
-                                pad_to_multiple_of=pad_to_multiple_of, side=side)  # fmt: skip
+        names = self.model_input_names
+        keys = _RETURNED_KEYS[
+            "token_type_ids" in names if return_token_type_ids is None else bool(return_token_type_ids),
+            "attention_mask" in names if return_attention_mask is None else bool(return_attention_mask),
+            bool(return_special_tokens_mask),
+            bool(return_offsets_mapping),
+        ]
+        padding_to = None  # or how to pad: (padding, max_length, pad_to_multiple_of, side)
+        if padding not in (False, "do_not_pad"):
+            padding_to = (padding, max_length, pad_to_multiple_of, padding_side or self.padding_side)
         aligned = is_split_into_words or return_offsets_mapping or return_overflowing_tokens or strategy is not None
         if aligned:
             rows, samples = self._aligned_rows(items, add_special_tokens, strategy, max_length, stride,
                                                return_overflowing_tokens)  # fmt: skip
-        elif set(keys) <= {"input_ids", "attention_mask"}:
+        elif keys in _IDS_AND_MASK:
             # The most common calls, tokenizer(text) and tokenizer(texts, padding=True): the ids alone.
-            return self._ids_call(items, batched, add_special_tokens, "attention_mask" in keys, padded_length, side,
-                                  return_length, return_tensors)  # fmt: skip
+            return self._ids_call(items, batched, add_special_tokens, keys, padding_to, return_length, return_tensors)
         else:  # token types or the special tokens mask: the layout, still without offsets
             rows, samples = [self._pipeline.encode_layout(*item, add_special_tokens) for item in items], None
-        target = padded_length([len(row) for row in rows])
-        if target is not None:
-            rows = [pad(row, target, self.pad_token_id, side) for row in rows]
+        padded = padding_to and self._padding(rows, padding_to)
+        if padded:
+            rows = [pad(row, *padded) for row in rows]
         data = {key: [getattr(row, _ENCODING_FIELDS[key]) for row in rows] for key in keys}
         if return_length:
             data["length"] = [len(row) for row in rows]
         if return_overflowing_tokens:
             data["overflow_to_sample_mapping"] = samples
-        encodings = rows if aligned else partial(self._aligned_encodings, items, add_special_tokens, target, side)
-        return self._batch_encoding(data, encodings, not batched and not return_overflowing_tokens, return_tensors)
+        later = None if aligned else (items, add_special_tokens, padded)
+        one_row = not batched and not return_overflowing_tokens
+        return self._batch_encoding(data, rows if aligned else None, later, one_row, return_tensors)
 
     def _checked_items(self, text, text_pair, is_split_into_words: bool) -> tuple[tuple[tuple, ...], bool]:
         """The `(text, pair)` of each row, checked, and whether the call was for a batch."""
@@ -536,7 +540,7 @@ class PreTrainedTokenizerBase:
         if not batched and text_pair == "":
             text_pair = None  # as in the reference, an empty pair for a single text means no pair
         if text_pair is None:
-            return tuple((item, None) for item in texts), batched
+            return tuple(zip(texts, [None] * len(texts))), batched
         pairs = list(text_pair) if batched else [text_pair]
         if len(pairs) != len(texts):
             raise ValueError(f"Got {len(texts)} texts but {len(pairs)} text_pair entries; pass one pair per text.")
@@ -544,25 +548,11 @@ class PreTrainedTokenizerBase:
             check(pair, f"text_pair[{index}]" if batched else "text_pair")
         return tuple(zip(texts, pairs)), batched
 
-    def _returned_keys(self, token_type_ids, attention_mask, special_tokens_mask, offsets_mapping) -> list[str]:
-        """The keys a call returns besides `length` and the overflow mapping; by default the model's inputs."""
-        if token_type_ids is None:
-            token_type_ids = "token_type_ids" in self.model_input_names
-        if attention_mask is None:
-            attention_mask = "attention_mask" in self.model_input_names
-        wanted = {
-            "input_ids": True,
-            "token_type_ids": token_type_ids,
-            "attention_mask": attention_mask,
-            "special_tokens_mask": special_tokens_mask,
-            "offset_mapping": offsets_mapping,
-        }
-        return [key for key, keep in wanted.items() if keep]
+    def _padding(self, rows, padding_to: tuple) -> tuple[int, int, str]:
+        """(length, pad id, side) to pad `rows` with, from (padding, max_length, pad_to_multiple_of, side)."""
+        return self._padded_length([len(row) for row in rows], *padding_to), self.pad_token_id, padding_to[-1]
 
-    def _ids_call(
-        self, items, batched, add_special_tokens, attention_mask: bool, padded_length, side, return_length,
-        return_tensors,
-    ) -> BatchEncoding:  # fmt: skip
+    def _ids_call(self, items, batched, add_special_tokens, keys, padding_to, return_length, return_tensors):
         """The ids (padded if asked) and the mask, with nothing else to work out.
 
         It makes as few objects as it can: with millions of results kept (`dataset.map`), Python's
@@ -572,15 +562,15 @@ class PreTrainedTokenizerBase:
         else:
             rows = [self._pipeline.encode(items[0][0], items[0][1], add_special_tokens)]
         masks = [[1] * len(row) for row in rows]
-        target = padded_length([len(row) for row in rows])
-        if target is not None:
-            masks = [_padded(mask, target, 0, side) for mask in masks]
-            rows = [_padded(row, target, self.pad_token_id, side) for row in rows]
-        data = {"input_ids": rows, "attention_mask": masks} if attention_mask else {"input_ids": rows}
+        padded = padding_to and self._padding(rows, padding_to)
+        if padded:
+            length, pad_id, side = padded
+            masks = [_padded(mask, length, 0, side) for mask in masks]
+            rows = [_padded(row, length, pad_id, side) for row in rows]
+        data = {"input_ids": rows, "attention_mask": masks} if "attention_mask" in keys else {"input_ids": rows}
         if return_length:
             data["length"] = [len(row) for row in rows]
-        encodings = partial(self._aligned_encodings, items, add_special_tokens, target, side)
-        return self._batch_encoding(data, encodings, not batched, return_tensors)
+        return self._batch_encoding(data, None, (items, add_special_tokens, padded), not batched, return_tensors)
 
     def _aligned_rows(self, items, add_special_tokens, strategy, max_length, stride, overflowing: bool):
         """Each row with its offsets and word ids, truncated as asked; with `overflowing`, the windows cut
@@ -593,19 +583,13 @@ class PreTrainedTokenizerBase:
             samples.extend([index] * len(produced))
         return rows, samples
 
-    def _aligned_encodings(self, items, add_special_tokens, target, side) -> list[Encoding]:
-        """The rows with offsets of a call that worked out only the ids, made when first asked for."""
-        rows = [self._pipeline.encode_aligned(text, pair, add_special_tokens) for text, pair in items]
-        if target is None:
-            return rows
-        return [pad(row, target, self.pad_token_id, side) for row in rows]
-
-    def _batch_encoding(self, data, encodings, one_row: bool, return_tensors) -> BatchEncoding:
+    def _batch_encoding(self, data, encodings, source, one_row: bool, return_tensors) -> BatchEncoding:
+        """The result: `encodings` (the rows with offsets), or the `source` to make them from if asked."""
         if return_tensors is not None:
             data = {key: _to_tensor(value, return_tensors, key) for key, value in data.items()}
         elif one_row:  # one text: its row itself, not a list of one row (the reference leaves `length` a list)
             data = {key: value if key == "length" else value[0] for key, value in data.items()}
-        return BatchEncoding(data, encodings=encodings, pipeline=self._pipeline)
+        return BatchEncoding(data, encodings=encodings, pipeline=self._pipeline, source=source)
 
     def _truncated(self, text, pair, add_special_tokens, strategy, max_length, stride) -> Encoding:
         encode = self._pipeline.encode_sequence if isinstance(text, str) else self._pipeline.encode_words
@@ -619,10 +603,8 @@ class PreTrainedTokenizerBase:
             sequences = truncate_sequences(sequences, max_length - specials, strategy, stride, self.truncation_side)
         return self._pipeline.post_process(sequences, add_special_tokens)
 
-    def _padded_length(self, lengths, padding, max_length, pad_to_multiple_of, side) -> int | None:
-        """The length rows are padded to (None when not padding); checks that there is a pad token to do it with."""
-        if padding in (False, "do_not_pad"):
-            return None
+    def _padded_length(self, lengths, padding, max_length, pad_to_multiple_of, side) -> int:
+        """The length rows are padded to; checks that there is a pad token to do it with."""
         if self.pad_token_id is None:
             raise ValueError(
                 "Asked to pad, but this tokenizer has no pad token. Set one first, for example "
@@ -882,6 +864,14 @@ class PreTrainedTokenizerBase:
         )
 
 
+# The keys tokenizer(...) returns (besides `length` and the overflow mapping), by whether it returns token
+# type ids, the attention mask, the special tokens mask and the offsets; and those of the ids-only path.
+_KEYS = ("input_ids", "token_type_ids", "attention_mask", "special_tokens_mask", "offset_mapping")
+_RETURNED_KEYS = {
+    wanted: tuple(key for key, keep in zip(_KEYS, (True, *wanted)) if keep)
+    for wanted in itertools.product((False, True), repeat=4)
+}
+_IDS_AND_MASK = (("input_ids",), ("input_ids", "attention_mask"))
 # The Encoding field of each key tokenizer(...) returns.
 _ENCODING_FIELDS = {
     "input_ids": "ids",

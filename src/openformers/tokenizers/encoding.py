@@ -5,7 +5,6 @@ Offsets are (start, end) character positions in the text that was passed in; spe
 padding get (0, 0). Word ids count the pre-tokenized pieces (and added tokens) of each sequence.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import NamedTuple
@@ -243,33 +242,40 @@ class BatchEncoding(dict):
     The lookups take `(batch_index, index)`, or `(index)` alone for row 0.
     """
 
-    # No per-object __dict__: few objects for the garbage collector to walk.
-    __slots__ = ("_encodings", "_pipeline", "_n_sequences")
+    # No per-object __dict__, and the source kept as tuples: few objects for the garbage collector to walk
+    # (results are often kept by the million, as with `dataset.map`).
+    __slots__ = ("_encodings", "_pipeline", "_source", "_n_sequences")
 
     def __init__(
         self,
         data=None,
-        encodings: list[Encoding] | Callable[[], list[Encoding]] | None = None,
+        encodings: list[Encoding] | None = None,
         tensor_type=None,
         prepend_batch_axis: bool = False,
         n_sequences: int | None = None,
         *,
         pipeline=None,
+        source: tuple | None = None,
     ):
-        """`encodings` are the rows with offsets, or a function that makes them when first needed;
-        `pipeline` is the tokenizer's, for the token strings. As in the reference,
+        """`encodings` are the rows with offsets. Or they are made when first asked for, by `pipeline` (the
+        tokenizer's, which also spells the tokens) from `source`: `(items, add_special_tokens, padding)`, the
+        `(text, pair)` of each row and how they were encoded, padding `(length, pad id, side)` or None.
+        As in the reference,
         `tensor_type` ("pt" or "np") turns the values into tensors (`prepend_batch_axis`: one row into a
         batch of one); `n_sequences` (1, or 2 for pairs) is otherwise read from the rows."""
         super().__init__(data or {})
         self._encodings = encodings
         self._pipeline = pipeline
+        self._source = source
         self._n_sequences = n_sequences
         self.convert_to_tensors(tensor_type, prepend_batch_axis)
 
     @property
     def encodings(self) -> list[Encoding] | None:
-        if callable(self._encodings):
-            self._encodings = self._encodings()
+        if self._encodings is None and self._source is not None:
+            items, add_special_tokens, padding = self._source
+            rows = [self._pipeline.encode_aligned(text, pair, add_special_tokens) for text, pair in items]
+            self._encodings = [pad(row, *padding) for row in rows] if padding else rows
         return self._encodings
 
     def __getattr__(self, name):

@@ -203,8 +203,10 @@ class Pipeline:
                     word_ids.append(word_index)
                     word_index += 1
                 continue
-            spans = [(index, index + 1) for index in range(segment_start, segment_start + len(segment))]
-            segment, spans = self._normalize(segment, spans if aligned else None, segment_start == 0)
+            spans = None
+            if aligned:  # each character stands for itself until the normalizer changes the text
+                spans = [(index, index + 1) for index in range(segment_start, segment_start + len(segment))]
+            segment, spans = self._normalize(segment, spans, segment_start == 0)
             for piece, token_id, piece_start in matcher.split(segment, normalized=True):
                 if token_id is not None:
                     ids.append(token_id)
