@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.outputs import ModelOutput
 from .cache import Cache
 from .candidates import AssistedCandidateGenerator, CandidateGenerator, PromptLookupCandidateGenerator
 from .config import GenerationConfig, resolve_generation_config
 from .options import OPTIONS, OPTIONS_BY_NAME
+from .outputs import ModelOutput
 from .processors import apply_processors, build_processors
 from .sampling import Sampler
 from .static_cache import cache_for_generation, forward_for_decoding
@@ -90,6 +90,11 @@ class _Run:
     synced_gpus: bool = False
     output_attentions: bool = False
     output_hidden_states: bool = False
+
+    @property
+    def sampler(self) -> Sampler:
+        """The processors and the choice of the next token, as every loop but beam search uses them."""
+        return Sampler(self.processors, self.config.do_sample, self.generator)
 
 
 class GenerationMixin:
@@ -271,7 +276,7 @@ def sample_loop(decoder: Decoder, run: _Run) -> GenerateDecoderOnlyOutput:
     input_ids = decoder.input_ids.repeat_interleave(rows, dim=0)
     record = _Record(config, run, decoder)
     sequence = Sequence(
-        input_ids, run.max_length, Sampler(run.processors, config.do_sample, run.generator), run.criteria,
+        input_ids, run.max_length, run.sampler, run.criteria,
         pad_id=_pad_id(config) if _fills_finished_rows(run.criteria) else None,
         record=record if record.keeps_anything else None,
     )
@@ -354,10 +359,8 @@ def assisted_loop(decoder: Decoder, run: _Run, candidates: CandidateGenerator) -
             logits = torch.cat([next_logits, logits], dim=1)  # (1, k + 1, V)
         logits = logits.float()
         extended = torch.cat([ids, proposed], dim=1)
-        scores = torch.stack(
-            [run.processors(extended[:, : ids.shape[1] + i], logits[:, i]) if run.processors else logits[:, i]
-             for i in range(k + 1)], dim=1,
-        )
+        scores = torch.stack([run.sampler.scores(extended[:, : ids.shape[1] + i], logits[:, i])
+                              for i in range(k + 1)], dim=1)
         kept = _accept(proposed, scores, draft_scores[:, :k] if draft_scores is not None else None, config, run)
         candidates.update_candidate_strategy(ids, scores, kept.shape[1] - 1)
         for i, token in enumerate(kept[0].tolist()):
@@ -385,11 +388,7 @@ def _accept(proposed: torch.Tensor, scores: torch.Tensor, draft_scores: torch.Te
     k = proposed.shape[1]
     if config.do_sample and draft_scores is not None:
         return _speculative_sample(proposed, scores, draft_scores, run.generator)
-    if config.do_sample:
-        probabilities = scores[0].softmax(dim=-1)
-        chosen = torch.multinomial(probabilities, 1, generator=run.generator).view(1, -1)
-    else:
-        chosen = scores.argmax(dim=-1)  # (1, k + 1)
+    chosen = run.sampler.choose(scores[0])[None]  # (1, k + 1): the model's own token at each position
     agree = (chosen[:, :k] == proposed).int().cumprod(dim=-1)
     n = int(agree.sum())
     return chosen[:, : n + 1]
