@@ -9,7 +9,7 @@ import torch
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from openformers import AutoModelForCausalLM
-from openformers.weights import GGUFFile, load_weights, rename, save_safetensors
+from openformers.weights import GGUFFile, load_weights, read_gguf_metadata, rename, save_safetensors
 
 QUANTIZABLE = ["BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]  # gguf.quants can make these blocks
 # gguf.quants only reads these: random blocks, with every float16 scale made finite: (offset, count) in a block.
@@ -67,6 +67,46 @@ def test_an_unsupported_gguf_type_is_named(gguf_of_every_type):
 def test_gguf_metadata(gguf_of_every_type):
     assert gguf_of_every_type.get("general.architecture") == "llama"
     assert gguf_of_every_type.get("llama.block_count", 7) == 7
+
+
+def test_gguf_reader_reads_what_gguf_py_reads(tmp_path, gguf_of_every_type):
+    # Every metadata value (scalars, strings, arrays of both) and every tensor's bytes, shape and type.
+    path = tmp_path / "metadata.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_uint32("llama.block_count", 3)
+    writer.add_float32("llama.rope.freq_base", 10000.0)
+    writer.add_bool("tokenizer.ggml.add_bos_token", True)
+    writer.add_token_list(["<s>", "héllo", "🤗", ""])
+    writer.add_token_scores([0.0, -1.5, -2.0, 0.25])
+    writer.add_tensor("F32", np.arange(12, dtype=np.float32).reshape(3, 4))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    for ours in (GGUFFile(path), gguf_of_every_type):
+        reference = gguf.GGUFReader(ours.path)
+        for key, field in reference.fields.items():
+            if not key.startswith("GGUF."):  # the header's own counts, which gguf-py lists as fields
+                assert ours.get(key) == field.contents(), key
+        assert list(ours.tensors) == [tensor.name for tensor in reference.tensors]
+        for tensor in reference.tensors:
+            mine = ours.tensors[tensor.name]
+            assert mine.tensor_type == tensor.tensor_type and mine.shape == tuple(int(n) for n in tensor.shape)
+            assert mine.data.shape == tensor.data.shape and np.array_equal(mine.data, tensor.data), tensor.name
+    assert GGUFFile(path).array_length("tokenizer.ggml.tokens") == 4
+    assert read_gguf_metadata(path) == {
+        "tokenizer.ggml.add_bos_token": True,
+        "tokenizer.ggml.tokens": ["<s>", "héllo", "🤗", ""],
+        "tokenizer.ggml.scores": [0.0, -1.5, -2.0, 0.25],
+    }
+
+
+def test_a_truncated_gguf_file_is_named(tmp_path, gguf_of_every_type):
+    data = gguf_of_every_type.path.read_bytes()
+    for size, message in ((10, "not a GGUF file"), (200, "header"), (len(data) - 100, "runs past the end")):
+        (tmp_path / "cut.gguf").write_bytes(data[:size])
+        with pytest.raises(ValueError, match=rf"cut\.gguf.*{message}"):
+            GGUFFile(tmp_path / "cut.gguf")
 
 
 def test_sharded_safetensors_round_trip(tmp_path):

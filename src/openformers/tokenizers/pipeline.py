@@ -3,6 +3,19 @@
     added tokens split off -> normalizer -> pre-tokenizer -> model -> post-processor   (encode)
     ids -> tokens -> decoder                                                            (decode)
 
+Each slot is one method of a small part (a `Sequence` of parts is a part too):
+
+    normalizer.normalize(text, spans=None) -> (text, spans)
+    pre_tokenizer.pre_tokenize(text, spans=None) -> (pieces, the spans of each piece)
+    model.tokenize(piece) -> (ids, each token's (start, end) in the piece)
+    post_processor.template(is_pair) -> [(a sequence "A"/"B" or special token ids, type id)]
+    decoder.decode(tokens) -> text
+
+`spans` is the alignment: for each character, its (start, end) in the text the caller passed. `encode`
+(ids alone, the fast path) passes None and no part works out any; `encode_aligned` (offsets, word ids)
+passes them through every slot. A part that treats the start of the text apart (SentencePiece's dummy
+prefix, Metaspace's "first") sets `takes_position` and takes `starts_text` as well.
+
 `Pipeline` knows no files (the loaders build it) and no user-facing options (the facade in `base.py`
 adds special tokens by name, batching, padding and tensors).
 """
@@ -15,6 +28,7 @@ import regex
 from . import processors
 from .encoding import Encoding, apply_template
 from .pre_tokenizers import BYTE_ALPHABET, ByteLevel
+
 
 @dataclass(frozen=True)
 class AddedToken:
