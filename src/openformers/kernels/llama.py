@@ -24,7 +24,7 @@ from .linear import Linear
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)  # activation dtypes decode.cpp takes
 
-# Every config field, with the values the step implements ...
+# Every config field, with the values the step implements...
 IMPLEMENTED = {
     "model_type": lambda value: value in ("llama", "mistral", "qwen2"),
     "hidden_act": lambda value: value == "silu",
@@ -48,20 +48,19 @@ MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 
 
 def refusal(config) -> str | None:
-    """Why the step cannot run a model of this config (the first field it does not implement), or None."""
-    values = {**{name: getattr(config, name) for name in _field_names(config)}, "model_type": config.model_type,
-              "qkv_bias": getattr(config, "qkv_bias", False), "sliding_window": getattr(config, "sliding_window", None)}
+    """Why the step cannot run a model of this config (the first field it does not implement), or None.
+
+    The fields are the config's attributes (keys config.json holds that no family reads stay in `extra`) and the
+    family facts its class holds (model_type, Qwen2's qkv_bias, Llama's absent sliding_window).
+    """
+    values = {name: value for name, value in vars(config).items() if not name.startswith("_")}
+    values.update(model_type=config.model_type, qkv_bias=config.qkv_bias, sliding_window=config.sliding_window)
     for name, value in values.items():
         if name in IMPLEMENTED and not IMPLEMENTED[name](value):
             return f"{name}={value!r} is not implemented by the decoding kernel"
         if name not in IMPLEMENTED and name not in ARITHMETIC_FREE:
             return f"config field {name!r} is unknown to the decoding kernel"
     return None
-
-
-def _field_names(config) -> list[str]:
-    fields = getattr(config, "__dataclass_fields__", None)
-    return list(fields) if fields is not None else [name for name in vars(config) if not name.startswith("_")]
 
 
 def decoder_of(model: nn.Module) -> LlamaModel | None:
