@@ -427,6 +427,55 @@ def test_normalizers_match_reference():
             assert ours.normalize(text, spans)[0] == expected, (reference, text)  # the same text when aligning
 
 
+_PART_TEXTS = ["Héllo  Wörld", "ｅ\u0301 ＡＢＣ ﬁ 12ab", "", " x ", "日本語 🤗 ΣΑΣ\t\n end  "]
+_NORMALIZERS = [
+    *(our_normalizers.UnicodeNormalizer(form) for form in ("NFC", "NFD", "NFKC", "NFKD")),
+    our_normalizers.Lowercase(),
+    our_normalizers.StripAccents(),
+    our_normalizers.Strip(),
+    our_normalizers.Replace(r"\s+", "▁", is_regex=True),
+    our_normalizers.Prepend("▁"),
+    our_normalizers.BertNormalizer(),
+    our_normalizers.SentencePieceNormalizer(None),
+    our_normalizers.Sequence([our_normalizers.UnicodeNormalizer("NFD"), our_normalizers.StripAccents()]),
+]
+_PRE_TOKENIZERS = [
+    *(our_pre_tokenizers.Split(r"\s+", behavior) for behavior in our_pre_tokenizers.SPLIT_BEHAVIORS),
+    our_pre_tokenizers.Split(r"\p{L}+", "isolated", invert=True),
+    our_pre_tokenizers.Digits(individual_digits=True),
+    our_pre_tokenizers.ByteLevel(add_prefix_space=True),
+    our_pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    our_pre_tokenizers.BertPreTokenizer(),
+    our_pre_tokenizers.Whitespace(),
+    our_pre_tokenizers.WhitespaceSplit(),
+    our_pre_tokenizers.Punctuation(),
+    our_pre_tokenizers.Metaspace(prepend_scheme="first", split=True),
+    our_pre_tokenizers.Metaspace(prepend_scheme="always", split=False),
+    our_pre_tokenizers.Sequence(
+        [our_pre_tokenizers.Split(r"\p{N}", "isolated"), our_pre_tokenizers.ByteLevel(use_regex=False)]
+    ),
+]
+
+
+@pytest.mark.parametrize("part", _NORMALIZERS, ids=lambda part: type(part).__name__)
+def test_a_normalizer_gives_the_same_text_with_and_without_spans(part):
+    # One method per slot: the fast path (no spans) and the aligned one differ only in the spans.
+    for text in _PART_TEXTS:
+        fast, none = part.normalize(text)
+        aligned, spans = part.normalize(text, [(index, index + 1) for index in range(len(text))])
+        assert none is None and aligned == fast, text
+        assert len(spans) == len(aligned) and all(0 <= start <= end <= len(text) for start, end in spans), text
+
+
+@pytest.mark.parametrize("part", _PRE_TOKENIZERS, ids=lambda part: type(part).__name__)
+def test_a_pre_tokenizer_gives_the_same_pieces_with_and_without_spans(part):
+    for text in _PART_TEXTS:
+        pieces, none = part.pre_tokenize(text)
+        aligned, spans = part.pre_tokenize(text, [(index, index + 1) for index in range(len(text))])
+        assert none is None and aligned == pieces, text
+        assert [len(own) for own in spans] == [len(piece) for piece in pieces], text
+
+
 # --- errors
 
 
