@@ -21,7 +21,7 @@ from .heads import (
     QuestionAnswering,
     TokenClassification,
 )
-from .layers import ACTIVATIONS, attention, attention_mask_for, eager_attention, run_layer
+from .layers import ACTIVATIONS, attention, eager_attention, positions_and_mask, run_layer
 from .losses import next_token_loss, token_loss
 from .outputs import (
     BaseModelOutputWithPooling,
@@ -232,7 +232,7 @@ class BertModel(BertPreTrainedModel):
             position_ids = self.default_positions(ids, past)
         x = self.embeddings(input_ids, position_ids, token_type_ids, inputs_embeds)  # (B, T, C)
         if self.config.is_decoder:  # each position sees itself and the ones before it (BertLMHeadModel)
-            mask = attention_mask_for(attention_mask, past, x.shape[1], x.device)
+            _, mask, _ = positions_and_mask(past_key_values, attention_mask, position_ids, x.shape[1], x.device)
         else:
             mask = padding_mask(attention_mask)
         x, hidden_states, attentions = self.encoder(
