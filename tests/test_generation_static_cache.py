@@ -3,14 +3,16 @@
 import pytest
 import torch
 
-from openformers import GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM
-from openformers.configs import GPT2Config, LlamaConfig, MistralConfig
+from openformers import GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM, RobertaForCausalLM
+from openformers.configs import GPT2Config, LlamaConfig, MistralConfig, RobertaConfig
 from openformers.generation.config import CompileConfig, GenerationConfig
 from openformers.generation.static_cache import StaticCache
 
 LLAMA = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=256, rope_theta=5000.0, rms_norm_eps=1e-5)
 GPT2 = dict(vocab_size=99, n_positions=64, n_embd=32, n_layer=2, n_head=4)
+ROBERTA = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+               max_position_embeddings=64, is_decoder=True)
 
 
 def _model(model_class, config_class, **options):
@@ -92,14 +94,20 @@ def test_padded_batches_beams_and_assisted_decoding_with_a_static_cache(llama):
         assert torch.equal(static, dynamic), options
 
 
-@pytest.mark.parametrize("family", ["mistral", "gpt2"])
-def test_other_families_give_the_same_tokens_with_a_static_cache(family):
+@pytest.mark.parametrize("family", ["mistral", "gpt2", "roberta"])
+def test_other_families_give_the_same_logits_with_a_static_cache(family):
     if family == "mistral":  # a sliding window shorter than the sequence
-        model, ids = _model(MistralForCausalLM, MistralConfig, **LLAMA, sliding_window=4), _ids(2, 6)
+        model = _model(MistralForCausalLM, MistralConfig, **LLAMA, sliding_window=4)
+    elif family == "gpt2":
+        model = _model(GPT2LMHeadModel, GPT2Config, **GPT2)
     else:
-        model, ids = _model(GPT2LMHeadModel, GPT2Config, **GPT2), _ids(2, 6, vocab=GPT2["vocab_size"])
-    dynamic = model.generate(ids, max_new_tokens=10, do_sample=False)
-    assert torch.equal(model.generate(ids, max_new_tokens=10, do_sample=False, cache_implementation="static"), dynamic)
+        model = _model(RobertaForCausalLM, RobertaConfig, **ROBERTA)
+    ids = _ids(2, 6, vocab=model.config.vocab_size)
+    options = dict(max_new_tokens=10, do_sample=False, return_dict_in_generate=True, output_logits=True)
+    dynamic = model.generate(ids, **options)
+    static = model.generate(ids, cache_implementation="static", **options)
+    assert torch.equal(static.sequences, dynamic.sequences)
+    torch.testing.assert_close(torch.stack(static.logits), torch.stack(dynamic.logits))
 
 
 def test_a_cache_object_and_cache_implementation_together_are_refused(llama):
