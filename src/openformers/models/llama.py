@@ -284,7 +284,10 @@ class LlamaModel(LlamaPreTrainedModel):
     @staticmethod
     def _positions_of(cache_position, cache):
         """position_ids from the reference's cache_position (the slots the new tokens take in the cache). The cache
-        here always appends, so the slots must start where the cache ends."""
+        here always appends, so the slots must start where the cache ends: checked in eager calls, since reading
+        either position back would break a compiled graph (a static cache's step, generation/static_cache.py)."""
+        if torch.compiler.is_compiling():
+            return cache_position[None]
         past = cache.seq_len if cache is not None else 0
         if int(cache_position[0]) != past:
             raise ValueError(
