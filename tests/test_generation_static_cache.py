@@ -141,3 +141,17 @@ def test_compile_config_without_a_static_cache_warns_that_nothing_is_compiled(ll
     with pytest.warns(UserWarning, match="compile_config is set"):
         tokens = llama.generate(ids, max_new_tokens=3, do_sample=False, compile_config=CompileConfig())
     assert torch.equal(tokens, llama.generate(ids, max_new_tokens=3, do_sample=False))
+
+
+def test_a_manual_decoding_loop_with_cache_position(llama):
+    """The reference's guide: the prompt, then one token per call, cache_position counting the slots."""
+    ids = _ids(1, 6)
+    expected = llama.generate(ids, max_new_tokens=6, do_sample=False)[0, 6:].tolist()
+    cache, cache_position, tokens = StaticCache(config=llama.config, max_cache_len=16), torch.arange(6), []
+    with torch.no_grad():
+        logits = llama(ids, cache_position=cache_position, past_key_values=cache, use_cache=True).logits
+        for _ in range(6):
+            tokens.append(int(logits[0, -1].argmax()))
+            cache_position = cache_position[-1:] + 1
+            logits = llama(torch.tensor([[tokens[-1]]]), cache_position=cache_position, past_key_values=cache).logits
+    assert tokens == expected
