@@ -79,10 +79,8 @@ class Linear(nn.Linear):
         )
 
     def float_weight(self, dtype: torch.dtype) -> torch.Tensor:
-        """The weights as a `dtype` matrix, for a product of many rows: unpacked in one pass of the kernel on the
-        CPU (`dequantized` takes several passes, each making a new tensor)."""
-        if self.scale is None:
-            return self.weight.to(dtype)
+        """The packed weights as a `dtype` matrix, for a product of many rows: unpacked in one pass of the kernel
+        on the CPU (`dequantized` takes several passes, each making a new tensor)."""
         if self.weight.device.type == "cpu" and library.loaded():
             return torch.ops.openformers.dequantize(self.weight, self.scale.float()).to(dtype)
         return self.dequantized(dtype)
