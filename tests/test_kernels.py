@@ -98,6 +98,17 @@ def test_each_family_loads_accelerated_with_the_plain_results(family, tmp_path, 
     assert fast.generate(prompt, max_new_tokens=20).tolist() == plain.generate(prompt, max_new_tokens=20).tolist()
 
 
+def test_every_way_of_loading_is_accelerated(tmp_path):
+    from openformers import LlamaForCausalLM as Llama, LlamaModel
+
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY)).save_pretrained(tmp_path)
+    for load in (AutoModelForCausalLM.from_pretrained, Llama.from_pretrained):
+        assert load(tmp_path).model.accelerated_step is not None
+    for load in (AutoModel.from_pretrained, LlamaModel.from_pretrained):
+        assert load(tmp_path).accelerated_step is not None
+
+
 def test_gpt2_and_bert_are_left_plain(tmp_path):
     torch.manual_seed(0)
     transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=96, n_embd=32, n_layer=2, n_head=4)).save_pretrained(

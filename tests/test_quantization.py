@@ -100,6 +100,24 @@ def test_quantized_batch_generation_matches_the_plain_path(quantization, monkeyp
     assert outputs[0] == outputs[1]
 
 
+def test_a_quantized_model_of_a_refused_family_still_takes_the_kernel_for_few_rows(monkeypatch):
+    from openformers.configs import GPT2Config
+    from openformers.models.gpt2 import GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = quantize(GPT2LMHeadModel.from_config(GPT2Config.from_dict(dict(vocab_size=96, n_embd=64, n_layer=2, n_head=4))),
+                     "int8").eval()
+    assert not kernels.accelerate(model)  # no decoding step for GPT-2, but the library is built for its layers
+    calls, matvec = [], torch.ops.openformers.matvec
+    monkeypatch.setattr(torch.ops.openformers, "matvec", lambda *args: calls.append(1) or matvec(*args))
+    with torch.inference_mode():
+        fast = model(torch.tensor([[5]])).logits
+        monkeypatch.setattr(library, "loaded", lambda: False)
+        plain = model(torch.tensor([[5]])).logits
+    assert calls
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+
+
 def test_smollm2_int8_greedy_agrees_with_float32(smollm2_gguf):
     tokenizer = AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
     load = dict(gguf_file=smollm2_gguf.name)
