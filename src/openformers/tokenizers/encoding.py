@@ -260,9 +260,9 @@ class BatchEncoding(dict):
         """`encodings` are the rows with offsets. Or they are made when first asked for, by `pipeline` (the
         tokenizer's, which also spells the tokens) from `source`: `(items, add_special_tokens, padding)`, the
         `(text, pair)` of each row and how they were encoded, padding `(length, pad id, side)` or None.
-        As in the reference,
-        `tensor_type` ("pt" or "np") turns the values into tensors (`prepend_batch_axis`: one row into a
-        batch of one); `n_sequences` (1, or 2 for pairs) is otherwise read from the rows."""
+        As in the reference, `tensor_type` ("pt" or "np") turns the values into tensors
+        (`prepend_batch_axis`: one row into a batch of one); `n_sequences` (1, or 2 for pairs) is otherwise
+        read from the rows."""
         super().__init__(data or {})
         self._encodings = encodings
         self._pipeline = pipeline
