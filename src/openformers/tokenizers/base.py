@@ -491,21 +491,12 @@ class PreTrainedTokenizerBase:
         """
         items, batched = self._checked_items(text, text_pair, is_split_into_words)
         _check_tensor_type(return_tensors)
-        if padding not in PADDING_CHOICES:
-            raise ValueError(f"padding must be one of {PADDING_CHOICES}, got {padding!r}.")
-        strategy = _truncation_strategy(truncation, max_length, padding)
-        if strategy is not None and max_length is None:
-            max_length = self.model_max_length
-        names = self.model_input_names
-        keys = _RETURNED_KEYS[
-            "token_type_ids" in names if return_token_type_ids is None else bool(return_token_type_ids),
-            "attention_mask" in names if return_attention_mask is None else bool(return_attention_mask),
-            bool(return_special_tokens_mask),
-            bool(return_offsets_mapping),
-        ]
-        padding_to = None  # or how to pad: (padding, max_length, pad_to_multiple_of, side)
-        if padding not in (False, "do_not_pad"):
-            padding_to = (padding, max_length, pad_to_multiple_of, padding_side or self.padding_side)
+        strategy, max_length, padding_to = self._checked_sizes(
+            padding, truncation, max_length, pad_to_multiple_of, padding_side
+        )
+        keys = self._returned_keys(
+            return_token_type_ids, return_attention_mask, return_special_tokens_mask, return_offsets_mapping
+        )
         aligned = is_split_into_words or return_offsets_mapping or return_overflowing_tokens or strategy is not None
         if aligned:
             rows, samples = self._aligned_rows(items, add_special_tokens, strategy, max_length, stride,
@@ -515,17 +506,17 @@ class PreTrainedTokenizerBase:
             return self._ids_call(items, batched, add_special_tokens, keys, padding_to, return_length, return_tensors)
         else:  # token types or the special tokens mask: the layout, still without offsets
             rows, samples = [self._pipeline.encode_layout(*item, add_special_tokens) for item in items], None
-        padded = padding_to and self._padding(rows, padding_to)
-        if padded:
+        padded = self._padding(rows, padding_to)
+        if padded is not None:
             rows = [pad(row, *padded) for row in rows]
         data = {key: [getattr(row, _ENCODING_FIELDS[key]) for row in rows] for key in keys}
         if return_length:
             data["length"] = [len(row) for row in rows]
         if return_overflowing_tokens:
             data["overflow_to_sample_mapping"] = samples
-        later = None if aligned else (items, add_special_tokens, padded)
+        source = None if aligned else (items, add_special_tokens, padded)
         one_row = not batched and not return_overflowing_tokens
-        return self._batch_encoding(data, rows if aligned else None, later, one_row, return_tensors)
+        return self._batch_encoding(data, rows if aligned else None, source, one_row, return_tensors)
 
     def _checked_items(self, text, text_pair, is_split_into_words: bool) -> tuple[tuple[tuple, ...], bool]:
         """The `(text, pair)` of each row, checked, and whether the call was for a batch."""
@@ -548,8 +539,32 @@ class PreTrainedTokenizerBase:
             check(pair, f"text_pair[{index}]" if batched else "text_pair")
         return tuple(zip(texts, pairs)), batched
 
-    def _padding(self, rows, padding_to: tuple) -> tuple[int, int, str]:
+    def _checked_sizes(self, padding, truncation, max_length, pad_to_multiple_of, padding_side):
+        """The truncation strategy (None for none), the length to truncate to, and how to pad: None, or
+        (padding, max_length, pad_to_multiple_of, side)."""
+        if padding not in PADDING_CHOICES:
+            raise ValueError(f"padding must be one of {PADDING_CHOICES}, got {padding!r}.")
+        strategy = _truncation_strategy(truncation, max_length, padding)
+        if strategy is not None and max_length is None:
+            max_length = self.model_max_length
+        if padding in (False, "do_not_pad"):
+            return strategy, max_length, None
+        return strategy, max_length, (padding, max_length, pad_to_multiple_of, padding_side or self.padding_side)
+
+    def _returned_keys(self, token_type_ids, attention_mask, special_tokens_mask, offsets_mapping) -> tuple:
+        """The keys a call returns besides `length` and the overflow mapping; by default the model's inputs."""
+        names = self.model_input_names
+        return _RETURNED_KEYS[
+            "token_type_ids" in names if token_type_ids is None else bool(token_type_ids),
+            "attention_mask" in names if attention_mask is None else bool(attention_mask),
+            bool(special_tokens_mask),
+            bool(offsets_mapping),
+        ]
+
+    def _padding(self, rows, padding_to: tuple | None) -> tuple[int, int, str] | None:
         """(length, pad id, side) to pad `rows` with, from (padding, max_length, pad_to_multiple_of, side)."""
+        if padding_to is None:
+            return None
         return self._padded_length([len(row) for row in rows], *padding_to), self.pad_token_id, padding_to[-1]
 
     def _ids_call(self, items, batched, add_special_tokens, keys, padding_to, return_length, return_tensors):
@@ -562,8 +577,8 @@ class PreTrainedTokenizerBase:
         else:
             rows = [self._pipeline.encode(items[0][0], items[0][1], add_special_tokens)]
         masks = [[1] * len(row) for row in rows]
-        padded = padding_to and self._padding(rows, padding_to)
-        if padded:
+        padded = self._padding(rows, padding_to)
+        if padded is not None:
             length, pad_id, side = padded
             masks = [_padded(mask, length, 0, side) for mask in masks]
             rows = [_padded(row, length, pad_id, side) for row in rows]
