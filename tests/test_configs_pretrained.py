@@ -1,6 +1,8 @@
 """PreTrainedConfig: the reference's common attributes, keyword arguments, and a user's own config subclass."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -134,3 +136,16 @@ def test_pushing_to_the_hub_is_refused_offline_before_writing(tmp_path, monkeypa
     with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
         LlamaConfig().push_to_hub("someone/config")
     assert not (tmp_path / "pushed").exists()
+
+
+def test_a_family_config_reads_a_gguf_file_before_any_model_is_imported(smollm2_gguf):
+    # A fresh interpreter: in this one the test session has long imported every model file.
+    code = (
+        "import sys; from openformers import LlamaConfig; "
+        "assert 'openformers.models.llama' not in sys.modules; "
+        f"config = LlamaConfig.from_pretrained({str(smollm2_gguf)!r}); "
+        "print(config.model_type, config.num_hidden_layers)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["llama", "30"]

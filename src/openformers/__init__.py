@@ -171,6 +171,11 @@ from . import acceleration  # noqa: E402
 
 acceleration.register(lambda: importlib.import_module("openformers.kernels"))
 
+# Likewise the model files register the GGUF architectures they read; configs, below them, imports them through this.
+from . import configs  # noqa: E402
+
+configs.register_families(lambda: importlib.import_module("openformers.models.auto"))
+
 
 def __getattr__(name):
     if name == "logging":

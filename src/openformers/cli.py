@@ -67,7 +67,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
-    from . import AutoModelForCausalLM, AutoTokenizer
+    from .models.auto import AutoModelForCausalLM
+    from .tokenizers import AutoTokenizer
 
     options = {"gguf_file": args.gguf_file}
     tokenizer = AutoTokenizer.from_pretrained(args.model, **options)

@@ -607,16 +607,26 @@ def read_config(folder: Path, config_class: type[PretrainedConfig] | None = None
 # GGUF `general.architecture` -> reader(gguf, **overrides) -> config. The model file of a family that loads from
 # GGUF registers its reader (it knows the file's names); AutoConfig and the Auto model classes import every family.
 GGUF_CONFIG_READERS: dict[str, Callable[..., PretrainedConfig]] = {}
+# configs sits below the models and cannot import them; the top-level package registers how to import every
+# family, so that `LlamaConfig.from_pretrained("x.gguf")` works before any model class was touched.
+_import_families: Callable[[], object] = lambda: None
+
+
+def register_families(import_families: Callable[[], object]) -> None:
+    """Make `import_families()` (which imports every model file) run before a GGUF architecture is looked up."""
+    global _import_families
+    _import_families = import_families
 
 
 def config_from_gguf(gguf, **overrides) -> PretrainedConfig:
     """Build the config from the metadata of an opened `weights.GGUFFile`, with the reader its architecture names."""
     arch = gguf.get("general.architecture")
     if arch not in GGUF_CONFIG_READERS:
+        _import_families()
+    if arch not in GGUF_CONFIG_READERS:
         raise ValueError(
             f"{gguf.path} holds a {arch!r} model (general.architecture), which openformers cannot load from GGUF; "
-            f"supported GGUF architectures: {', '.join(sorted(GGUF_CONFIG_READERS)) or 'none registered'} (the "
-            "model families register theirs when imported: read GGUF files with AutoConfig or the Auto classes)."
+            f"supported GGUF architectures: {', '.join(sorted(GGUF_CONFIG_READERS))}."
         )
     return GGUF_CONFIG_READERS[arch](gguf, **overrides)
 
