@@ -9,7 +9,8 @@ import torch
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from openformers import AutoModelForCausalLM
-from openformers.weights import GGUFFile, load_weights, read_gguf_metadata, rename, save_safetensors
+from openformers.gguf_reader import read_gguf_metadata
+from openformers.weights import GGUFFile, load_weights, rename, save_safetensors
 
 QUANTIZABLE = ["BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]  # gguf.quants can make these blocks
 # gguf.quants only reads these: random blocks, with every float16 scale made finite: (offset, count) in a block.

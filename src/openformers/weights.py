@@ -7,15 +7,12 @@ GGUF blocks are dequantized with whole-tensor torch operations, one call per ten
 """
 
 import json
-import mmap
 import os
-import struct
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from gguf.constants import GGML_QUANT_SIZES, GGUF_MAGIC, GGMLQuantizationType, GGUFValueType
+
+from .gguf_reader import GGUFReader
 
 # Where a Hugging Face model folder keeps its weights, in the order they are looked for.
 WEIGHT_FILES = (
@@ -122,87 +119,9 @@ def save_safetensors(state_dict: dict[str, torch.Tensor], folder: Path, max_shar
 # GGUF --------------------------------------------------------------------------------------------------------
 
 
-class GGUFFile:
-    """An opened GGUF file: its metadata (`get`, `metadata`) and its tensors, dequantized on request (`tensor`,
-    `state_dict`).
-
-    The file is memory-mapped and its header read once, value by value: a metadata value is decoded when
-    asked for, and a tensor's bytes are read when it is used. (gguf.GGUFReader decodes every string of every
-    array up front, 0.7-2.3 s for a 49k-token vocabulary; this opens the same file in tens of milliseconds.)
-    """
-
-    def __init__(self, path: str | os.PathLike, *, decode: tuple[str, ...] = ()):
-        """`decode`: the prefixes of the metadata keys to decode while the header is read, for a caller that
-        wants them all (walking a string array a second time costs as much as decoding it)."""
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"No such GGUF file: {self.path}.")
-        with open(self.path, "rb") as file:
-            # Copy-on-write: tensors are writable arrays (torch.from_numpy takes them without a warning), and
-            # nothing is ever written back to the file.
-            self._data = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
-        header = _Cursor(self._data, self.path)
-        if len(self._data) < 24 or header.scalar("<I") != GGUF_MAGIC:
-            raise ValueError(f"{self.path} is not a GGUF file (it does not start with the GGUF magic bytes).")
-        version = header.scalar("<I")
-        if version not in (2, 3):
-            raise ValueError(
-                f"{self.path} is GGUF version {version}; only versions 2 and 3 (little-endian) can be read. "
-                "Convert it again with a recent llama.cpp."
-            )
-        tensor_count, field_count = header.scalar("<Q"), header.scalar("<Q")
-        self._fields = {}  # key -> (value type, offset of the value)
-        self._decoded = {}
-        for _ in range(field_count):
-            key, value_type = header.string(), header.scalar("<I")
-            self._fields[key] = (value_type, header.offset)
-            value = header.value(value_type, keep=key.startswith(decode))
-            if key.startswith(decode):
-                self._decoded[key] = value
-        infos = [_tensor_info(header) for _ in range(tensor_count)]
-        alignment = self.get("general.alignment", 32)
-        data_start = -(-header.offset // alignment) * alignment
-        self.tensors = {name: self._view(name, dims, kind, data_start + offset) for name, dims, kind, offset in infos}
-        self.tensor_names = set(self.tensors)
-
-    def get(self, key: str, default=None):
-        """A metadata value as a Python object (lists for arrays), or `default` when the key is absent."""
-        if key not in self._fields:
-            return default
-        if key in self._decoded:
-            return self._decoded[key]
-        value_type, offset = self._fields[key]
-        return _Cursor(self._data, self.path, offset).value(value_type, keep=True)
-
-    def metadata(self, prefixes: tuple[str, ...]) -> dict:
-        """The metadata values whose keys start with one of `prefixes`."""
-        return {key: self.get(key) for key in self._fields if key.startswith(prefixes)}
-
-    def array_length(self, key: str) -> int | None:
-        if key not in self._fields:
-            return None
-        value_type, offset = self._fields[key]
-        if value_type != GGUFValueType.ARRAY:
-            raise ValueError(f"{self.path}: the metadata value {key} is not an array.")
-        cursor = _Cursor(self._data, self.path, offset)
-        cursor.scalar("<I")  # the item type
-        return cursor.scalar("<Q")
-
-    def _view(self, name: str, dims: list[int], kind: GGMLQuantizationType, offset: int) -> "GGUFTensor":
-        """A tensor's bytes as an array over the mapping, shaped as gguf.GGUFReader shapes them: float and
-        integer types element by element, quantized types as rows of bytes."""
-        count = int(np.prod(dims))
-        shape = tuple(reversed(dims))
-        if kind in _PLAIN_TYPES:
-            dtype = _PLAIN_TYPES[kind]
-        else:
-            block_size, type_size = GGML_QUANT_SIZES[kind]
-            dtype, count = np.uint8, count * type_size // block_size
-            shape = (*shape[:-1], shape[-1] // block_size * type_size)
-        if offset + count * np.dtype(dtype).itemsize > len(self._data):
-            raise ValueError(f"{self.path}: tensor {name!r} runs past the end of the file; the file may be truncated.")
-        data = np.frombuffer(self._data, dtype=dtype, count=count, offset=offset).reshape(shape)
-        return GGUFTensor(name, kind, tuple(dims), data)
+class GGUFFile(GGUFReader):
+    """An opened GGUF file (gguf_reader.GGUFReader: metadata and tensors' bytes), with its tensors dequantized to
+    torch on request (`tensor`, `state_dict`)."""
 
     def tensor(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The tensor `name`, dequantized, in PyTorch's shape order (GGUF lists dimensions the other way round)."""
@@ -228,103 +147,6 @@ class GGUFFile:
 
     def state_dict(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         return {name: self.tensor(name, dtype) for name in self.tensors}
-
-
-def read_gguf_metadata(path: str | os.PathLike, prefixes: tuple[str, ...] = ("tokenizer.",)) -> dict:
-    """The metadata values of a GGUF file whose keys start with one of `prefixes` (the tokenizer's, by default)."""
-    return GGUFFile(path, decode=prefixes).metadata(prefixes)
-
-
-@dataclass(frozen=True)
-class GGUFTensor:
-    """A tensor of a GGUF file as stored: its type, its dimensions in GGUF's order, and its bytes as an array."""
-
-    name: str
-    tensor_type: GGMLQuantizationType
-    shape: tuple[int, ...]
-    data: np.ndarray
-
-
-_PLAIN_TYPES = {
-    GGMLQuantizationType.F32: np.float32,
-    GGMLQuantizationType.F16: np.float16,
-    GGMLQuantizationType.F64: np.float64,
-    GGMLQuantizationType.I8: np.int8,
-    GGMLQuantizationType.I16: np.int16,
-    GGMLQuantizationType.I32: np.int32,
-    GGMLQuantizationType.I64: np.int64,
-}
-_SCALAR_FORMATS = {
-    GGUFValueType.UINT8: "<B",
-    GGUFValueType.INT8: "<b",
-    GGUFValueType.UINT16: "<H",
-    GGUFValueType.INT16: "<h",
-    GGUFValueType.UINT32: "<I",
-    GGUFValueType.INT32: "<i",
-    GGUFValueType.FLOAT32: "<f",
-    GGUFValueType.BOOL: "<?",
-    GGUFValueType.UINT64: "<Q",
-    GGUFValueType.INT64: "<q",
-    GGUFValueType.FLOAT64: "<d",
-}
-
-
-class _Cursor:
-    """Reads GGUF's little-endian values at a position in the file, moving past each; `keep=False` only
-    moves past a value (for a string array, one length at a time), without decoding it."""
-
-    def __init__(self, data: mmap.mmap, path: Path, offset: int = 0):
-        self.data, self.path, self.offset = data, path, offset
-
-    def scalar(self, fmt: str):
-        try:
-            (value,) = struct.unpack_from(fmt, self.data, self.offset)
-        except struct.error:
-            raise ValueError(f"{self.path} ends in the middle of its header; the file may be truncated.") from None
-        self.offset += struct.calcsize(fmt)
-        return value
-
-    def string(self, keep: bool = True) -> str | None:
-        length = self.scalar("<Q")
-        start, self.offset = self.offset, self.offset + length
-        if not keep:
-            return None
-        try:
-            return self.data[start : self.offset].decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"{self.path} has a metadata string at byte {start} that is not UTF-8.") from None
-
-    def value(self, value_type: int, keep: bool):
-        if value_type == GGUFValueType.STRING:
-            return self.string(keep)
-        if value_type == GGUFValueType.ARRAY:
-            return self.array(keep)
-        if value_type not in _SCALAR_FORMATS:
-            raise ValueError(f"{self.path} has a metadata value of unknown type {value_type}; the file may be damaged.")
-        return self.scalar(_SCALAR_FORMATS[value_type])
-
-    def array(self, keep: bool) -> list | None:
-        item_type, count = self.scalar("<I"), self.scalar("<Q")
-        if item_type in _SCALAR_FORMATS:  # fixed width: read all at once, or jump over
-            dtype = np.dtype(_SCALAR_FORMATS[item_type])
-            items = np.frombuffer(self.data, dtype=dtype, count=count, offset=self.offset).tolist() if keep else None
-            self.offset += dtype.itemsize * count
-            return items
-        items = [self.value(item_type, keep) for _ in range(count)]
-        return items if keep else None
-
-
-def _tensor_info(header: _Cursor) -> tuple[str, list[int], GGMLQuantizationType, int]:
-    """(name, dimensions, type, offset in the data section) of the next tensor the header describes."""
-    name = header.string()
-    dims = [header.scalar("<Q") for _ in range(header.scalar("<I"))]
-    kind = header.scalar("<I")
-    try:
-        kind = GGMLQuantizationType(kind)
-    except ValueError:
-        message = f"{header.path}: tensor {name!r} has an unknown type {kind}; the file may be damaged."
-        raise ValueError(message) from None
-    return name, dims, kind, header.scalar("<Q")
 
 
 # GGUF block layouts. Each dequantizer takes (n_blocks, block_bytes) uint8 and returns (n_blocks, values) float32,

@@ -14,7 +14,7 @@ from pathlib import Path
 from gguf.constants import Keys, TokenType
 
 from ..hub import ModelFiles
-from ..weights import read_gguf_metadata
+from ..gguf_reader import read_gguf_metadata
 from . import decoders, models, normalizers, pre_tokenizers, processors, sentencepiece
 from .pipeline import AddedToken, Pipeline
 

@@ -198,10 +198,15 @@ class Sequence:
             if getattr(part, "only_respells", False):  # a byte-level step after a split: all at once
                 pieces, piece_spans = part.respell(pieces, piece_spans)
                 continue
+            takes_position = getattr(part, "takes_position", False)
+            if piece_spans is None and not takes_position:  # the ids-only path, once per piece in one expression
+                pre_tokenize = part.pre_tokenize
+                pieces = [sub_piece for piece in pieces for sub_piece in pre_tokenize(piece)[0]]
+                continue
             cut, cut_spans = [], None if piece_spans is None else []
             for index, piece in enumerate(pieces):
                 given = None if piece_spans is None else piece_spans[index]
-                if getattr(part, "takes_position", False):  # only the first piece starts the text
+                if takes_position:  # only the first piece starts the text
                     sub_pieces, sub_spans = part.pre_tokenize(piece, given, starts_text and index == 0)
                 else:
                     sub_pieces, sub_spans = part.pre_tokenize(piece, given)
