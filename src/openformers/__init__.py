@@ -33,6 +33,7 @@ _public(
     "openformers.configs",
     "PretrainedConfig", "PreTrainedConfig", "LlamaConfig", "MistralConfig", "Qwen2Config", "GPT2Config",
     "BertConfig", "RobertaConfig",
+    "Qwen3Config",
 )
 _public(
     "openformers.models.auto",
@@ -50,6 +51,11 @@ _public(
     "MistralForTokenClassification", "MistralForQuestionAnswering",
     "Qwen2PreTrainedModel", "Qwen2Model", "Qwen2ForCausalLM", "Qwen2ForSequenceClassification",
     "Qwen2ForTokenClassification", "Qwen2ForQuestionAnswering",
+)
+_public(
+    "openformers.models.qwen3",
+    "Qwen3PreTrainedModel", "Qwen3Model", "Qwen3ForCausalLM", "Qwen3ForSequenceClassification",
+    "Qwen3ForTokenClassification", "Qwen3ForQuestionAnswering",
 )
 _public(
     "openformers.models.gpt2",

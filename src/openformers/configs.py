@@ -563,10 +563,65 @@ class GPT2Config(PretrainedConfig):
                 )
 
 
+@dataclass
+class Qwen3Config(MistralConfig):
+    """Qwen3: a Llama decoder with an RMSNorm over each head's queries and keys (before the rotation), and a
+    `head_dim` of its own rather than hidden_size // num_attention_heads.
+
+    Its sliding window applies only when `use_sliding_window` is set, and then to the layers `layer_types` marks
+    "sliding_attention" (by default those from `max_window_layers` on); openformers supports a window on every
+    layer or on none.
+    """
+
+    model_type: ClassVar[str] = "qwen3"
+
+    vocab_size: int = 151936
+    intermediate_size: int = 22016
+    num_key_value_heads: int | None = 32
+    head_dim: int | None = 128
+    max_position_embeddings: int = 32768
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    use_sliding_window: bool = False
+    max_window_layers: int = 28
+    layer_types: list[str] | None = None
+
+    def __post_init__(self):
+        if not self.use_sliding_window:
+            self.sliding_window = None  # the reference's rule: the window is off, whatever layer_types say
+        if self.layer_types is None and _positive_int(self.num_hidden_layers):  # else validate() names it
+            self.layer_types = [
+                "sliding_attention" if self.sliding_window is not None and i >= self.max_window_layers
+                else "full_attention"
+                for i in range(self.num_hidden_layers)
+            ]
+        super().__post_init__()
+
+    @property
+    def attention_window(self) -> int | None:
+        """The window every layer attends through (None: the whole past), from sliding_window and layer_types."""
+        return self.sliding_window if "sliding_attention" in self.layer_types else None
+
+    def validate(self) -> None:
+        super().validate()
+        kinds = ("full_attention", "sliding_attention")
+        if (not isinstance(self.layer_types, (list, tuple)) or len(self.layer_types) != self.num_hidden_layers
+                or any(kind not in kinds for kind in self.layer_types)):
+            _invalid("layer_types", self.layer_types,
+                     f"a list of num_hidden_layers={self.num_hidden_layers} entries, each one of {kinds}")
+        if self.sliding_window is not None and len(set(self.layer_types)) > 1:
+            raise ValueError(
+                f"Unsupported config: use_sliding_window=True with layer_types={self.layer_types} (some layers "
+                "windowed, others not); openformers supports a sliding window on every layer or on none."
+            )
+
+
+
 # model_type -> config class: the registry config.json is read by (AutoConfig.register adds a user's own).
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "gpt2": GPT2Config,
     "bert": BertConfig, "roberta": RobertaConfig,
+    "qwen3": Qwen3Config,
 }
 
 

@@ -18,6 +18,7 @@ import os
 
 from ..configs import CONFIG_CLASSES, PretrainedConfig, config_class_for
 from . import bert, gpt2, llama  # each family registers what it reads (llama: its GGUF architectures)
+from . import qwen3
 from .base import PreTrainedModel, load_pretrained
 
 
@@ -50,6 +51,7 @@ MODEL_CLASSES = {
     "llama": (llama, _decoder_classes("Llama")),
     "mistral": (llama, _decoder_classes("Mistral")),  # Llama with a sliding window
     "qwen2": (llama, _decoder_classes("Qwen2")),  # Llama with q/k/v biases
+    "qwen3": (qwen3, _decoder_classes("Qwen3")),  # Llama with q/k norms per head
     "gpt2": (gpt2, {
         "base": "GPT2Model",
         "causal-lm": "GPT2LMHeadModel",

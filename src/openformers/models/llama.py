@@ -184,10 +184,12 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
+    attention_class = LlamaAttention  # a family with other attention (Qwen3's q/k norms) names its own
+
     def __init__(self, config: LlamaConfig, layer_idx: int):
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = LlamaAttention(config, layer_idx)
+        self.self_attn = self.attention_class(config, layer_idx)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = LlamaMLP(config)
 
@@ -221,6 +223,7 @@ class LlamaModel(LlamaPreTrainedModel):
     # called with (input_ids, attention_mask, position_ids, cache), it returns the last hidden state, or None
     # to leave the step to the layers. The layers stay the reference it must match.
     accelerated_step = None
+    layer_class = LlamaDecoderLayer  # a family with other layers (Qwen3) names its own
 
     def __init__(self, config: LlamaConfig):
         super().__init__(config)
@@ -229,7 +232,7 @@ class LlamaModel(LlamaPreTrainedModel):
         self.embed_tokens = nn.Embedding(
             config.vocab_size, config.hidden_size, _weight=torch.empty(config.vocab_size, config.hidden_size)
         )
-        self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(self.layer_class(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.sliding_window = config.sliding_window
         self.rotary_emb = RotaryEmbedding(

@@ -1,0 +1,83 @@
+"""Qwen3 decoders in plain torch.nn: Llama's network with an RMSNorm over each head's queries and keys.
+
+The norm runs on every head's `head_dim` values before the rotation, with one weight shared by the heads
+(`self_attn.q_norm`, `self_attn.k_norm`); everything else (rotary positions, grouped-query attention, SwiGLU,
+the heads, the cache) is llama.py's. Parameter names are those of Hugging Face checkpoints. Qwen3 models are
+never given the CPU decoding kernel: it does not implement the q/k norms, and kernels/llama.py refuses the
+config (model_type "qwen3", layer_types).
+"""
+
+from ..configs import Qwen3Config
+from .layers import RMSNorm, apply_rope, attention, eager_attention
+from .llama import (
+    LlamaAttention,
+    LlamaDecoderLayer,
+    LlamaForCausalLM,
+    LlamaForQuestionAnswering,
+    LlamaForSequenceClassification,
+    LlamaForTokenClassification,
+    LlamaModel,
+    LlamaPreTrainedModel,
+)
+
+
+class Qwen3Attention(LlamaAttention):
+    def __init__(self, config: Qwen3Config, layer_idx: int):
+        super().__init__(config, layer_idx)
+        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+
+    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
+        """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
+        B, T, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(B, T, self.n_head, self.head_dim)).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.k_norm(self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim)).transpose(1, 2)  # (B, n_kv, T, hs)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past + T, hs)
+        if attention_path == "sdpa":
+            y, weights = attention(q, k, v, mask), None  # (B, nh, T, hs)
+        else:
+            y, weights = eager_attention(q, k, v, mask, is_causal=mask is None and T > 1)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1)), weights
+
+
+class Qwen3DecoderLayer(LlamaDecoderLayer):
+    attention_class = Qwen3Attention
+
+
+class Qwen3PreTrainedModel(LlamaPreTrainedModel):
+    config_class = Qwen3Config
+
+    def architecture_name(self) -> str:
+        return type(self).__name__
+
+    def new_base_model(self, config: Qwen3Config) -> "Qwen3Model":
+        return Qwen3Model(config)
+
+
+class Qwen3Model(Qwen3PreTrainedModel, LlamaModel):
+    """The decoder stack without a head: returns the last hidden state."""
+
+    layer_class = Qwen3DecoderLayer
+
+    def __init__(self, config: Qwen3Config):
+        super().__init__(config)
+        self.sliding_window = config.attention_window  # layer_types decide whether the window applies
+
+
+class Qwen3ForCausalLM(Qwen3PreTrainedModel, LlamaForCausalLM):
+    """The decoder with its language-model head: next-token logits, and the loss when labels are given."""
+
+
+class Qwen3ForSequenceClassification(Qwen3PreTrainedModel, LlamaForSequenceClassification):
+    """One label (or score) per sequence, read from the hidden state of the last token that is not padding."""
+
+
+class Qwen3ForTokenClassification(Qwen3PreTrainedModel, LlamaForTokenClassification):
+    """One label per token (named entities, parts of speech)."""
+
+
+class Qwen3ForQuestionAnswering(Qwen3PreTrainedModel, LlamaForQuestionAnswering):
+    """Extractive QA: the logits of each token being the start and the end of the answer span."""
