@@ -34,6 +34,7 @@ _public(
     "PretrainedConfig", "PreTrainedConfig", "LlamaConfig", "MistralConfig", "Qwen2Config", "GPT2Config",
     "BertConfig", "RobertaConfig",
     "Qwen3Config",
+    "Gemma2Config",
 )
 _public(
     "openformers.models.auto",
@@ -56,6 +57,11 @@ _public(
     "openformers.models.qwen3",
     "Qwen3PreTrainedModel", "Qwen3Model", "Qwen3ForCausalLM", "Qwen3ForSequenceClassification",
     "Qwen3ForTokenClassification", "Qwen3ForQuestionAnswering",
+)
+_public(
+    "openformers.models.gemma",
+    "Gemma2PreTrainedModel", "Gemma2Model", "Gemma2ForCausalLM", "Gemma2ForSequenceClassification",
+    "Gemma2ForTokenClassification",
 )
 _public(
     "openformers.models.gpt2",

@@ -617,11 +617,96 @@ class Qwen3Config(MistralConfig):
 
 
 
+@dataclass
+class Gemma2Config(PretrainedConfig):
+    """Gemma 2: `(1 + w)` RMSNorms around attention and MLP, embeddings scaled by sqrt(hidden_size), a GELU-tanh
+    gated MLP, tanh soft-capping of attention scores and final logits, and layers alternating between a sliding
+    window and full attention (`layer_types`)."""
+
+    model_type: ClassVar[str] = "gemma2"
+    # The GELU variants `hidden_activation` may name (Gemma checkpoints say gelu_pytorch_tanh).
+    activations: ClassVar[tuple[str, ...]] = ("gelu_pytorch_tanh", "gelu_new", "gelu")
+
+    vocab_size: int = 256000
+    hidden_size: int = 2304
+    intermediate_size: int = 9216
+    num_hidden_layers: int = 26
+    num_attention_heads: int = 8
+    num_key_value_heads: int = 4
+    head_dim: int = 256
+    hidden_activation: str = "gelu_pytorch_tanh"
+    max_position_embeddings: int = 8192
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
+    attention_bias: bool = False
+    attention_dropout: float = 0.0
+    query_pre_attn_scalar: float = 256
+    sliding_window: int | None = 4096
+    layer_types: list[str] | None = None  # None: sliding, full, sliding, ... (the reference's default)
+    final_logit_softcapping: float | None = 30.0
+    attn_logit_softcapping: float | None = 50.0
+    use_bidirectional_attention: bool | None = None
+    pad_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 1
+    bos_token_id: int | None = 2
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self):
+        if self.layer_types is None and _positive_int(self.num_hidden_layers):
+            self.layer_types = ["sliding_attention" if i % 2 == 0 else "full_attention"
+                                for i in range(self.num_hidden_layers)]
+        super().__post_init__()
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings")
+        if self.num_attention_heads % self.num_key_value_heads:
+            _invalid("num_key_value_heads", self.num_key_value_heads,
+                     f"a divisor of num_attention_heads={self.num_attention_heads}")
+        if self.head_dim % 2:
+            _invalid("head_dim", self.head_dim, "an even number (rotary embeddings rotate pairs)")
+        if self.hidden_activation not in self.activations:
+            _invalid("hidden_activation", self.hidden_activation, f"one of {', '.join(self.activations)}")
+        for name in ("rms_norm_eps", "rope_theta", "query_pre_attn_scalar"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                _invalid(name, value, "a positive number")
+        for name in ("final_logit_softcapping", "attn_logit_softcapping"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                _invalid(name, value, "None or a positive number")
+        if self.sliding_window is not None and not _positive_int(self.sliding_window):
+            _invalid("sliding_window", self.sliding_window, "None or a positive integer")
+        kinds = ("sliding_attention", "full_attention")
+        if (not isinstance(self.layer_types, list) or len(self.layer_types) != self.num_hidden_layers
+                or any(kind not in kinds for kind in self.layer_types)):
+            _invalid("layer_types", self.layer_types,
+                     f"a list of num_hidden_layers={self.num_hidden_layers} entries, each one of {', '.join(kinds)}")
+        if self.use_bidirectional_attention:
+            _invalid("use_bidirectional_attention", self.use_bidirectional_attention,
+                     "None or False (openformers implements the causal Gemma decoders)")
+        if self.rope_scaling is not None:
+            _check_rope_scaling(self.rope_scaling)
+
+    @classmethod
+    def _from_file_layout(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return LlamaConfig._from_file_layout(values)  # the same rope_parameters layout as Llama's
+
+    def to_dict(self) -> dict[str, Any]:
+        # Both layouts, as LlamaConfig writes them (transformers 4: rope_theta; 5: rope_parameters).
+        values = super().to_dict()
+        values["rope_parameters"] = {"rope_type": "default", **(self.rope_scaling or {}), "rope_theta": self.rope_theta}
+        return values
+
+
 # model_type -> config class: the registry config.json is read by (AutoConfig.register adds a user's own).
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "gpt2": GPT2Config,
     "bert": BertConfig, "roberta": RobertaConfig,
     "qwen3": Qwen3Config,
+    "gemma2": Gemma2Config,
 }
 
 

@@ -19,6 +19,7 @@ import os
 from ..configs import CONFIG_CLASSES, PretrainedConfig, config_class_for
 from . import bert, gpt2, llama  # each family registers what it reads (llama: its GGUF architectures)
 from . import qwen3
+from . import gemma
 from .base import PreTrainedModel, load_pretrained
 
 
@@ -52,6 +53,12 @@ MODEL_CLASSES = {
     "mistral": (llama, _decoder_classes("Mistral")),  # Llama with a sliding window
     "qwen2": (llama, _decoder_classes("Qwen2")),  # Llama with q/k/v biases
     "qwen3": (qwen3, _decoder_classes("Qwen3")),  # Llama with q/k norms per head
+    "gemma2": (gemma, {  # the reference has no QA head for Gemma 2
+        "base": "Gemma2Model",
+        "causal-lm": "Gemma2ForCausalLM",
+        "sequence-classification": "Gemma2ForSequenceClassification",
+        "token-classification": "Gemma2ForTokenClassification",
+    }),
     "gpt2": (gpt2, {
         "base": "GPT2Model",
         "causal-lm": "GPT2LMHeadModel",

@@ -213,7 +213,7 @@ def attention(
 
 def eager_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float = 0.0,
-    is_causal: bool = False,
+    is_causal: bool = False, scale: float | None = None, softcap: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention computed step by step, as the reference's "eager" path: the output and the softmax weights.
 
@@ -222,11 +222,15 @@ def eager_attention(
     plain causal attention). A masked score becomes the dtype's lowest value, not -inf, so a query that may
     see no key (left padding) spreads its weight evenly over all of them and its output is the mean of the
     values, as in the reference (`attention` gives it zeros, as the reference's sdpa path does).
+    `scale` replaces 1/sqrt(hs) (Gemma's query_pre_attn_scalar); `softcap` bounds the scores to (-softcap, softcap)
+    with a tanh before masking (Gemma 2's attention soft-capping, which torch's fused kernel cannot do).
     Returns (B, nh, T, hs) and the weights (B, nh, T, S).
     """
     if k.shape[1] != q.shape[1]:
         k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
-    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, nh, T, S)
+    scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5 if scale is None else scale)  # (B, nh, T, S)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     if is_causal:
         T, S = scores.shape[-2:]
         mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)  # query t sees keys up to S - T + t

@@ -1,0 +1,216 @@
+"""Gemma 2 decoders in plain torch.nn.
+
+What sets them apart from Llama: RMSNorms that scale by `1 + weight` (a checkpoint stores the offset from one),
+a norm after attention and after the MLP as well as before each, embeddings multiplied by sqrt(hidden_size),
+a GELU-tanh gated MLP, attention scores scaled by `query_pre_attn_scalar` and bounded by a tanh soft-cap, the
+final logits soft-capped the same way, and layers alternating between a sliding window and full attention
+(`config.layer_types`). Soft-capping cannot run in torch's fused attention, so the layers compute attention step
+by step, as the reference does (it has no sdpa path for Gemma 2).
+
+Parameter names are those of Hugging Face checkpoints. The heads: causal LM, sequence classification and token
+classification (the reference has no QA head for Gemma 2).
+"""
+
+import torch
+from torch import nn
+
+from ..configs import Gemma2Config
+from .base import PreTrainedModel, check_inputs, forward_cache, recorded
+from .heads import HeadModel, SequenceClassification, TokenClassification
+from .layers import ACTIVATIONS, RotaryEmbedding, apply_rope, eager_attention, positions_and_mask, run_layer
+from .losses import next_token_loss
+from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+
+class GemmaRMSNorm(nn.Module):
+    """RMSNorm whose weight is stored as its offset from one (zeros: the identity scale)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # In float32 whatever the model dtype, scale included, as the reference does; cast back at the end.
+        normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        return (normed * (1.0 + self.weight.float())).to(x.dtype)
+
+
+class GemmaScaledEmbedding(nn.Embedding):
+    """Token embeddings multiplied by sqrt(hidden_size), in the weights' dtype (so a bfloat16 model rounds the
+    factor as the reference does). Inputs given as `inputs_embeds` are taken as they are."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None):
+        # An explicit weight skips nn.Embedding's random init (see LlamaModel).
+        super().__init__(num_embeddings, embedding_dim, padding_idx,
+                         _weight=torch.empty(num_embeddings, embedding_dim))
+        self.scale = embedding_dim**0.5
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(input_ids) * torch.tensor(self.scale, dtype=self.weight.dtype)
+
+
+class Gemma2Attention(nn.Module):
+    def __init__(self, config: Gemma2Config, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head, self.n_kv_head, self.head_dim = (
+            config.num_attention_heads, config.num_key_value_heads, config.head_dim
+        )
+        self.scale = config.query_pre_attn_scalar**-0.5
+        self.softcap = config.attn_logit_softcapping
+        self.dropout = config.attention_dropout
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, self.n_head * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.n_head * self.head_dim, config.hidden_size, bias=bias)
+
+    def forward(self, x, cos, sin, mask, cache):
+        """The attention output, and its weights (B, nh, T, S)."""
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hs)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past + T, hs)
+        y, weights = eager_attention(q, k, v, mask, self.dropout if self.training else 0.0,
+                                     is_causal=mask is None and T > 1, scale=self.scale, softcap=self.softcap)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1)), weights
+
+
+class Gemma2MLP(nn.Module):
+    def __init__(self, config: Gemma2Config):
+        super().__init__()
+        hidden, inner = config.hidden_size, config.intermediate_size
+        self.gate_proj = nn.Linear(hidden, inner, bias=False)
+        self.up_proj = nn.Linear(hidden, inner, bias=False)
+        self.down_proj = nn.Linear(inner, hidden, bias=False)
+        self.act_fn = ACTIVATIONS[config.hidden_activation]
+
+    def forward(self, x):
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Gemma2DecoderLayer(nn.Module):
+    def __init__(self, config: Gemma2Config, layer_idx: int):
+        super().__init__()
+        self.is_sliding = config.layer_types[layer_idx] == "sliding_attention"
+        self.input_layernorm = GemmaRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Gemma2Attention(config, layer_idx)
+        self.post_attention_layernorm = GemmaRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.pre_feedforward_layernorm = GemmaRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = Gemma2MLP(config)
+        self.post_feedforward_layernorm = GemmaRMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, x, cos, sin, mask, cache):
+        h, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
+        x = x + self.post_attention_layernorm(h)
+        return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x))), weights
+
+
+class Gemma2PreTrainedModel(PreTrainedModel):
+    config_class = Gemma2Config
+
+    def new_base_model(self, config: Gemma2Config) -> "Gemma2Model":
+        return Gemma2Model(config)
+
+
+class Gemma2Model(Gemma2PreTrainedModel):
+    """The decoder stack without a head: returns the last hidden state."""
+
+    gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
+
+    def __init__(self, config: Gemma2Config):
+        super().__init__(config)
+        self.embed_tokens = GemmaScaledEmbedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.layers = nn.ModuleList(Gemma2DecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = GemmaRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(
+            config.head_dim, config.rope_theta, config.rope_scaling, min(config.max_position_embeddings, 8192)
+        )
+
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> BaseModelOutputWithPast | tuple:
+        """The last hidden state (B, T, C) after the final norm; with output_hidden_states, also the embeddings
+        and every layer's output (the last one normed), and with output_attentions every layer's weights."""
+        if labels is not None:
+            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use Gemma2ForCausalLM.")
+        check_inputs(input_ids, inputs_embeds)
+        output_attentions, output_hidden_states, return_dict = self.output_options(
+            output_attentions, output_hidden_states, return_dict
+        )
+        cache = forward_cache(past_key_values, cache, use_cache)
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
+        T = x.shape[1]
+        # The same positions for both kinds of layer; the sliding layers' mask also hides keys beyond the window.
+        position_ids, full_mask, end = positions_and_mask(cache, attention_mask, position_ids, T, x.device)
+        _, window_mask, _ = positions_and_mask(cache, attention_mask, position_ids, T, x.device,
+                                               self.config.sliding_window)
+        self.rotary_emb.ensure_length(end)
+        cos, sin = self.rotary_emb(position_ids, x.dtype)
+        # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
+        checkpointing = self.gradient_checkpointing if self.training and cache is None else None
+        hidden_states = [] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        for layer in self.layers:
+            if output_hidden_states:
+                hidden_states.append(x)
+            mask = window_mask if layer.is_sliding else full_mask
+            x, weights = run_layer(layer, checkpointing, x, cos, sin, mask, cache)
+            if output_attentions:
+                attentions.append(weights)
+        x = self.norm(x)
+        if output_hidden_states:
+            hidden_states.append(x)
+        output = BaseModelOutputWithPast(
+            last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states), attentions=recorded(attentions),
+        )
+        return self.returned(output, return_dict)
+
+
+class Gemma2ForCausalLM(Gemma2PreTrainedModel, HeadModel):
+    """The decoder with its language-model head: next-token logits (soft-capped), and the loss when labels are given."""
+
+    tied_weights = {"lm_head.weight": "model.embed_tokens.weight"}
+    loss_shifts_labels = True  # the loss at position t is against labels[t + 1] (the Trainer counts tokens by it)
+
+    def __init__(self, config: Gemma2Config):
+        super().__init__(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.tie_weights()
+
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> CausalLMOutputWithPast | tuple:
+        if labels is not None and logits_to_keep:
+            raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
+        base = self.model(
+            input_ids, attention_mask, position_ids, past_key_values, cache=cache, inputs_embeds=inputs_embeds,
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        hidden = base.last_hidden_state
+        hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+        logits = self.lm_head(hidden)
+        cap = self.config.final_logit_softcapping
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap  # bounded to (-cap, cap), as the model was trained
+        loss = None if labels is None else next_token_loss(logits, labels)
+        output = CausalLMOutputWithPast(loss=loss, logits=logits, cache=base.cache, hidden_states=base.hidden_states,
+                                        attentions=base.attentions)
+        return self.returned(output, return_dict)
+
+
+class Gemma2ForSequenceClassification(Gemma2PreTrainedModel, SequenceClassification):
+    """One label (or score) per sequence, read from the hidden state of the last token that is not padding."""
+
+
+class Gemma2ForTokenClassification(Gemma2PreTrainedModel, TokenClassification):
+    """One label per token (named entities, parts of speech)."""
