@@ -229,3 +229,55 @@ def test_heads_build_on_the_qwen3_base_model():
         assert type(base).__name__ == "Qwen3Model"
         assert base.layers[0].self_attn.q_norm.weight.shape == (TINY["head_dim"],)
     assert hasattr(openformers.Qwen3ForQuestionAnswering(config), "transformer")  # the reference's name
+
+
+# A GGUF written the way llama.cpp's converter writes a "qwen3" file: its names, the rows in the reference's order.
+
+GGUF_NAMES = {
+    "model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output", "model.layers": "blk",
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+    "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+}
+
+
+def _write_gguf(path, reference):
+    import gguf
+
+    config = reference.config
+    writer = gguf.GGUFWriter(str(path), "qwen3")
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_key_length(config.head_dim)
+    writer.add_value_length(config.head_dim)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_eos_token_id(2)
+    for name, tensor in reference.state_dict().items():
+        if name == "lm_head.weight" and config.tie_word_embeddings:
+            continue  # llama.cpp writes no output tensor for tied embeddings
+        for hf, cpp in GGUF_NAMES.items():
+            name = name.replace(hf, cpp)
+        writer.add_tensor(name, tensor.numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+@torch.inference_mode()
+def test_gguf_written_like_llama_cpp_matches_the_original(tmp_path, tied):
+    reference = _reference(tie_word_embeddings=tied)
+    _write_gguf(tmp_path / "qwen3.gguf", reference)
+    model = _load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "qwen3.gguf")
+    assert isinstance(model, Qwen3ForCausalLM) and model.config.head_dim == TINY["head_dim"]
+    assert model.config.tie_word_embeddings == tied and model.generation_config.eos_token_id == 2
+    _assert_outputs_close(_outputs(model, "Qwen3ForCausalLM"), _outputs(reference, "Qwen3ForCausalLM"), "GGUF")
+    assert openformers.AutoConfig.from_pretrained(tmp_path / "qwen3.gguf").model_type == "qwen3"

@@ -37,8 +37,15 @@ GGUF_ARCHITECTURES = {"llama": LlamaConfig, "qwen2": Qwen2Config}
 
 
 def config_from_gguf(gguf, **overrides) -> LlamaConfig:
-    """The config of an opened `weights.GGUFFile`: hyper-parameters from its `<arch>.*` metadata, special tokens
-    from `tokenizer.ggml.*`, tied embeddings when it has no `output.weight`."""
+    """The config of an opened `weights.GGUFFile`, as the class its `general.architecture` names."""
+    config_class = GGUF_ARCHITECTURES[gguf.get("general.architecture")]
+    architectures = [f"{FAMILY_NAMES[config_class.model_type]}ForCausalLM"]
+    return config_class.from_dict({"architectures": architectures, **gguf_config_values(gguf)}, **overrides)
+
+
+def gguf_config_values(gguf) -> dict:
+    """A Llama-style config's values from an opened `weights.GGUFFile` (Qwen3's too): hyper-parameters from its
+    `<arch>.*` metadata, special tokens from `tokenizer.ggml.*`, tied embeddings when it has no `output.weight`."""
     arch = gguf.get("general.architecture")
 
     def required(key: str):
@@ -61,9 +68,7 @@ def config_from_gguf(gguf, **overrides) -> LlamaConfig:
             f"{gguf.path} scales its rotary frequencies with a rope_freqs tensor (Llama 3.1 style), which "
             "openformers does not read from GGUF yet; load the Hugging Face safetensors checkpoint instead."
         )
-    config_class = GGUF_ARCHITECTURES[arch]
-    values = {
-        "architectures": [f"{FAMILY_NAMES[config_class.model_type]}ForCausalLM"],
+    return {
         "vocab_size": gguf.get(f"{arch}.vocab_size") or gguf.array_length("tokenizer.ggml.tokens"),
         "hidden_size": hidden,
         "intermediate_size": required("feed_forward_length"),
@@ -80,7 +85,6 @@ def config_from_gguf(gguf, **overrides) -> LlamaConfig:
         "eos_token_id": gguf.get("tokenizer.ggml.eos_token_id"),
         "pad_token_id": gguf.get("tokenizer.ggml.padding_token_id"),
     }
-    return config_class.from_dict(values, **overrides)
 
 
 def _gguf_rope_scaling(gguf, arch: str) -> dict | None:

@@ -2,14 +2,20 @@
 
 The norm runs on every head's `head_dim` values before the rotation, with one weight shared by the heads
 (`self_attn.q_norm`, `self_attn.k_norm`); everything else (rotary positions, grouped-query attention, SwiGLU,
-the heads, the cache) is llama.py's. Parameter names are those of Hugging Face checkpoints. Qwen3 models are
-never given the CPU decoding kernel: it does not implement the q/k norms, and kernels/llama.py refuses the
-config (model_type "qwen3", layer_types).
+the heads, the cache) is llama.py's. Parameter names are those of Hugging Face checkpoints; GGUF files
+(llama.cpp's "qwen3" architecture) are read with llama.py's metadata reader and rename table, plus the q/k norms'
+names, and need no row permutation (llama.cpp rotates Qwen3 the way Hugging Face does). Qwen3 models are never
+given the CPU decoding kernel: it does not implement the q/k norms, and kernels/llama.py refuses the config
+(model_type "qwen3", layer_types).
 """
 
-from ..configs import Qwen3Config
+import torch
+
+from ..configs import GGUF_CONFIG_READERS, Qwen3Config
+from ..weights import rename
 from .layers import RMSNorm, apply_rope, attention, eager_attention
 from .llama import (
+    GGUF_RENAMES,
     LlamaAttention,
     LlamaDecoderLayer,
     LlamaForCausalLM,
@@ -18,7 +24,24 @@ from .llama import (
     LlamaForTokenClassification,
     LlamaModel,
     LlamaPreTrainedModel,
+    gguf_config_values,
 )
+
+
+def config_from_gguf(gguf, **overrides) -> Qwen3Config:
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "qwen3" architecture."""
+    return Qwen3Config.from_dict({"architectures": ["Qwen3ForCausalLM"], **gguf_config_values(gguf)}, **overrides)
+
+
+GGUF_CONFIG_READERS["qwen3"] = config_from_gguf
+
+# llama.cpp name part -> Hugging Face name part: Llama's, and the per-head norms of the queries and keys.
+QWEN3_GGUF_RENAMES = {**GGUF_RENAMES, "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm"}
+
+
+def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: Qwen3Config) -> dict[str, torch.Tensor]:
+    """Rename llama.cpp tensors to Hugging Face names (the rows are in the reference's order already)."""
+    return rename(state_dict, QWEN3_GGUF_RENAMES)
 
 
 class Qwen3Attention(LlamaAttention):
@@ -49,6 +72,7 @@ class Qwen3DecoderLayer(LlamaDecoderLayer):
 
 class Qwen3PreTrainedModel(LlamaPreTrainedModel):
     config_class = Qwen3Config
+    convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
 
     def architecture_name(self) -> str:
         return type(self).__name__
