@@ -35,6 +35,7 @@ _public(
     "BertConfig", "RobertaConfig",
     "Qwen3Config",
     "Gemma2Config",
+    "DistilBertConfig",
 )
 _public(
     "openformers.models.auto",
@@ -62,6 +63,11 @@ _public(
     "openformers.models.gemma",
     "Gemma2PreTrainedModel", "Gemma2Model", "Gemma2ForCausalLM", "Gemma2ForSequenceClassification",
     "Gemma2ForTokenClassification",
+)
+_public(
+    "openformers.models.distilbert",
+    "DistilBertPreTrainedModel", "DistilBertModel", "DistilBertForMaskedLM", "DistilBertForSequenceClassification",
+    "DistilBertForTokenClassification", "DistilBertForQuestionAnswering", "DistilBertForMultipleChoice",
 )
 _public(
     "openformers.models.gpt2",

@@ -701,12 +701,68 @@ class Gemma2Config(PretrainedConfig):
         return values
 
 
+def _field_alias(name: str) -> property:
+    """An attribute that reads and writes the field `name` (the reference's `attribute_map`)."""
+    return property(lambda self: getattr(self, name), lambda self, value: setattr(self, name, value))
+
+
+@dataclass
+class DistilBertConfig(PretrainedConfig):
+    """DistilBERT: BERT's post-LayerNorm blocks at half the depth, without token types or a pooler; positions
+    learned, or fixed sinusoids when `sinusoidal_pos_embds` is set. Its fields keep DistilBERT's names
+    (`dim`, `n_layers`, `n_heads`, `hidden_dim`); the common names read and set them, as in the reference."""
+
+    model_type: ClassVar[str] = "distilbert"
+    attribute_map: ClassVar[dict[str, str]] = {
+        "hidden_size": "dim", "num_attention_heads": "n_heads", "num_hidden_layers": "n_layers",
+    }
+
+    vocab_size: int = 30522
+    max_position_embeddings: int = 512
+    sinusoidal_pos_embds: bool = False
+    n_layers: int = 6
+    n_heads: int = 12
+    dim: int = 768
+    hidden_dim: int = 4 * 768
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation: str = "gelu"
+    initializer_range: float = 0.02
+    qa_dropout: float = 0.1
+    seq_classif_dropout: float = 0.2
+    pad_token_id: int | None = 0
+    tie_word_embeddings: bool = True
+
+    hidden_size = _field_alias("dim")
+    num_attention_heads = _field_alias("n_heads")
+    num_hidden_layers = _field_alias("n_layers")
+
+    def __post_init__(self):
+        for alias, name in self.attribute_map.items():  # DistilBertConfig(hidden_size=64) sets dim, as the reference
+            if alias in self.extra:
+                setattr(self, name, self.extra.pop(alias))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "max_position_embeddings", "n_layers", "n_heads", "dim",
+                               "hidden_dim")
+        if self.dim % self.n_heads:
+            _invalid("dim", self.dim, f"a multiple of n_heads={self.n_heads}")
+        if self.activation not in ENCODER_ACTIVATIONS:
+            _invalid("activation", self.activation, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+        for name in ("dropout", "attention_dropout", "qa_dropout", "seq_classif_dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                _invalid(name, value, "a probability in [0, 1)")
+
+
 # model_type -> config class: the registry config.json is read by (AutoConfig.register adds a user's own).
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "gpt2": GPT2Config,
     "bert": BertConfig, "roberta": RobertaConfig,
     "qwen3": Qwen3Config,
     "gemma2": Gemma2Config,
+    "distilbert": DistilBertConfig,
 }
 
 

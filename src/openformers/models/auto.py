@@ -20,6 +20,7 @@ from ..configs import CONFIG_CLASSES, PretrainedConfig, config_class_for
 from . import bert, gpt2, llama  # each family registers what it reads (llama: its GGUF architectures)
 from . import qwen3
 from . import gemma
+from . import distilbert
 from .base import PreTrainedModel, load_pretrained
 
 
@@ -73,6 +74,10 @@ MODEL_CLASSES = {
         "next-sentence-prediction": "BertForNextSentencePrediction",
     }),
     "roberta": (bert, {**_encoder_classes("Roberta"), "pretraining": "RobertaForMaskedLM"}),
+    "distilbert": (distilbert, {  # an encoder without a causal-LM head
+        **{task: name for task, name in _encoder_classes("DistilBert").items() if task != "causal-lm"},
+        "pretraining": "DistilBertForMaskedLM",
+    }),
 }
 
 

@@ -175,13 +175,17 @@ class QuestionAnswering(HeadModel):
     ) -> QuestionAnsweringModelOutput | tuple:
         base = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
                                    inputs_embeds, use_cache, output_attentions, output_hidden_states)
-        start_logits, end_logits = span_logits(self.qa_outputs(base.last_hidden_state))  # (B, T) each
+        start_logits, end_logits = span_logits(self.span_scores(base.last_hidden_state))  # (B, T) each
         loss = None
         if start_positions is not None and end_positions is not None:
             loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
         output = QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
                                               hidden_states=base.hidden_states, attentions=base.attentions)
         return self.returned(output, return_dict)
+
+    def span_scores(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, T, 2), the start and end scores (DistilBERT applies a dropout first)."""
+        return self.qa_outputs(hidden)
 
 
 def span_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,11 +224,15 @@ class MultipleChoice(HeadModel):
             choice_rows(input_ids), choice_rows(attention_mask), choice_rows(position_ids), past_key_values,
             choice_rows(token_type_ids), cache, embeds, use_cache, output_attentions, output_hidden_states,
         )
-        logits = self.project(self.dropout(base.pooler_output)).view(-1, shape[1])  # (B, num_choices)
+        logits = self.sequence_logits(base).view(-1, shape[1])  # (B, num_choices)
         loss = None if labels is None else F.cross_entropy(logits, labels.to(logits.device))
         output = MultipleChoiceModelOutput(loss=loss, logits=logits, hidden_states=base.hidden_states,
                                            attentions=base.attentions)
         return self.returned(output, return_dict)
+
+    def sequence_logits(self, base: ModelOutput) -> torch.Tensor:
+        """One score per choice, (B * num_choices, 1), from the base model's pooled first tokens."""
+        return self.project(self.dropout(base.pooler_output))
 
 
 def choice_rows(t: torch.Tensor | None) -> torch.Tensor | None:
