@@ -190,6 +190,28 @@ def test_generate_matches_reference(tiny, options):
 
 
 @torch.inference_mode()
+def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
+    model = tiny[2]
+    ids = torch.stack([_ids(1, 6, seed=6)[0], torch.cat([torch.zeros(2, dtype=torch.long), _ids(1, 4, seed=8)[0]])])
+    mask = (torch.arange(6) >= torch.tensor([[0], [2]])).long()
+    for options in (dict(), dict(num_beams=3)):
+        settings = dict(attention_mask=mask, max_new_tokens=8, do_sample=False, eos_token_id=None, **options)
+        static = model.generate(ids, cache_implementation="static", **settings)
+        assert static.tolist() == model.generate(ids, **settings).tolist(), options
+
+
+@torch.inference_mode()
+def test_hidden_states_and_attention_weights_match_the_reference(tiny):
+    folder, _, model = tiny
+    reference = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    ids, mask = _padded_batch()
+    ours = model(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    theirs = reference(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    assert len(ours.hidden_states) == len(theirs.hidden_states) and len(ours.attentions) == len(theirs.attentions)
+    for got, expected in zip(ours.hidden_states + ours.attentions, theirs.hidden_states + theirs.attentions):
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+@torch.inference_mode()
 def test_the_cpu_kernel_leaves_qwen3_on_the_plain_path_with_the_same_logits(tiny):
     from openformers.kernels.llama import refusal
 
