@@ -33,9 +33,12 @@ _public(
     "openformers.configs",
     "PretrainedConfig", "PreTrainedConfig", "LlamaConfig", "MistralConfig", "Qwen2Config", "GPT2Config",
     "BertConfig", "RobertaConfig",
+    "Phi3Config",
     "Qwen3Config",
     "Gemma2Config",
+    "Gemma3TextConfig",
     "DistilBertConfig",
+    "XLMRobertaConfig",
 )
 _public(
     "openformers.models.auto",
@@ -63,11 +66,23 @@ _public(
     "openformers.models.gemma",
     "Gemma2PreTrainedModel", "Gemma2Model", "Gemma2ForCausalLM", "Gemma2ForSequenceClassification",
     "Gemma2ForTokenClassification",
+    "Gemma3PreTrainedModel", "Gemma3TextModel", "Gemma3ForCausalLM", "Gemma3TextForSequenceClassification",
 )
 _public(
     "openformers.models.distilbert",
     "DistilBertPreTrainedModel", "DistilBertModel", "DistilBertForMaskedLM", "DistilBertForSequenceClassification",
     "DistilBertForTokenClassification", "DistilBertForQuestionAnswering", "DistilBertForMultipleChoice",
+)
+_public(
+    "openformers.models.xlm_roberta",
+    "XLMRobertaPreTrainedModel", "XLMRobertaModel", "XLMRobertaForMaskedLM", "XLMRobertaForCausalLM",
+    "XLMRobertaForSequenceClassification", "XLMRobertaForTokenClassification", "XLMRobertaForQuestionAnswering",
+    "XLMRobertaForMultipleChoice",
+)
+_public(
+    "openformers.models.phi3",
+    "Phi3PreTrainedModel", "Phi3Model", "Phi3ForCausalLM", "Phi3ForSequenceClassification",
+    "Phi3ForTokenClassification",
 )
 _public(
     "openformers.models.gpt2",

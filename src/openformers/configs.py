@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 # Rope variants models/layers.py implements; a config asking for another one is refused when read.
-ROPE_TYPES = ("default", "linear", "llama3")
+ROPE_TYPES = ("default", "linear", "llama3", "longrope")
 # How a sequence-classification head turns labels into a loss (None: chosen from num_labels and the labels' dtype).
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 # How attention is computed: "sdpa" (torch's fused kernel) or "eager" (explicit softmax, the weights can be returned).
@@ -616,7 +616,6 @@ class Qwen3Config(MistralConfig):
             )
 
 
-
 @dataclass
 class Gemma2Config(PretrainedConfig):
     """Gemma 2: `(1 + w)` RMSNorms around attention and MLP, embeddings scaled by sqrt(hidden_size), a GELU-tanh
@@ -624,6 +623,7 @@ class Gemma2Config(PretrainedConfig):
     window and full attention (`layer_types`)."""
 
     model_type: ClassVar[str] = "gemma2"
+    qk_norm: ClassVar[bool] = False  # Gemma 3 norms each head's queries and keys
     # The GELU variants `hidden_activation` may name (Gemma checkpoints say gelu_pytorch_tanh).
     activations: ClassVar[tuple[str, ...]] = ("gelu_pytorch_tanh", "gelu_new", "gelu")
 
@@ -756,13 +756,201 @@ class DistilBertConfig(PretrainedConfig):
                 _invalid(name, value, "a probability in [0, 1)")
 
 
+@dataclass
+class Phi3Config(PretrainedConfig):
+    """Phi-3 and Phi-4: a Llama-style decoder with fused q/k/v and gate/up projections, dropout on both residual
+    branches, rotary embeddings over the first `partial_rotary_factor` of each head, and LongRoPE scaling
+    (`rope_scaling` of type "longrope": short factors up to `original_max_position_embeddings`, long ones beyond).
+    """
+
+    model_type: ClassVar[str] = "phi3"
+
+    vocab_size: int = 32064
+    hidden_size: int = 3072
+    intermediate_size: int = 8192
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = None  # None: as many as the query heads
+    resid_pdrop: float = 0.0
+    embd_pdrop: float = 0.0  # kept for config.json: the reference's model applies no embedding dropout
+    attention_dropout: float = 0.0
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 4096
+    original_max_position_embeddings: int = 4096
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
+    partial_rotary_factor: float = 1.0
+    sliding_window: int | None = None
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 32000
+    pad_token_id: int | None = 32000
+
+    # head_dim is not a Phi-3 field; the reference reads one a config.json sets, as here.
+    head_dim = property(lambda self: self.extra.get("head_dim") or self.hidden_size // self.num_attention_heads)
+
+    @property
+    def rotary_dim(self) -> int:
+        """How many of each head's dimensions rotate (the first ones); the rest pass through."""
+        return int(self.head_dim * self.partial_rotary_factor)
+
+    def __post_init__(self):
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if isinstance(self.rope_scaling, dict):
+            scaling = dict(self.rope_scaling)
+            kind = scaling.pop("type", None)
+            kind = scaling.get("rope_type", kind)
+            # The reference reads the older names "su" and "yarn" of Phi-3 checkpoints as longrope.
+            scaling["rope_type"] = "longrope" if kind in ("su", "yarn") else kind
+            scaling.pop("original_max_position_embeddings", None)  # the top-level field wins, as in the reference
+            self.rope_scaling = None if kind == "default" else scaling
+        super().__post_init__()
+
+    def model_rope_scaling(self) -> dict[str, Any] | None:
+        """rope_scaling as layers.RotaryEmbedding takes it: with original_max_position_embeddings, and the stretch
+        `factor` (max_position_embeddings / original_max_position_embeddings where the config gives none)."""
+        if self.rope_scaling is None:
+            return None
+        factor = self.rope_scaling.get("factor") or self.max_position_embeddings / self.original_max_position_embeddings
+        return {**self.rope_scaling, "factor": factor,
+                "original_max_position_embeddings": self.original_max_position_embeddings}
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads", "num_key_value_heads", "max_position_embeddings",
+                               "original_max_position_embeddings", "head_dim")
+        if self.num_attention_heads % self.num_key_value_heads:
+            _invalid("num_key_value_heads", self.num_key_value_heads,
+                     f"a divisor of num_attention_heads={self.num_attention_heads}")
+        if self.hidden_act not in ENCODER_ACTIVATIONS:
+            _invalid("hidden_act", self.hidden_act, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+        for name in ("rms_norm_eps", "rope_theta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                _invalid(name, value, "a positive number")
+        for name in ("resid_pdrop", "embd_pdrop", "attention_dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                _invalid(name, value, "a probability in [0, 1)")
+        if not (isinstance(self.partial_rotary_factor, (int, float)) and 0 < self.partial_rotary_factor <= 1
+                and self.rotary_dim > 0 and self.rotary_dim % 2 == 0):
+            _invalid("partial_rotary_factor", self.partial_rotary_factor,
+                     f"a number in (0, 1] that rotates an even number of the head's {self.head_dim} dimensions")
+        if self.sliding_window is not None and not _positive_int(self.sliding_window):
+            _invalid("sliding_window", self.sliding_window, "None or a positive integer")
+        if self.rope_scaling is None:
+            return
+        if self.rope_scaling.get("rope_type") != "longrope":
+            raise ValueError(f"Unsupported config: rope_scaling.rope_type={self.rope_scaling.get('rope_type')!r}; "
+                             "Phi-3 models use 'longrope' scaling or none (as the reference accepts).")
+        _check_rope_scaling(self.model_rope_scaling())
+        for key in ("short_factor", "long_factor"):
+            if len(self.rope_scaling[key]) != self.rotary_dim // 2:
+                _invalid(f"rope_scaling.{key}", self.rope_scaling[key],
+                         f"{self.rotary_dim // 2} factors, one per rotated pair of dimensions")
+
+    @classmethod
+    def _from_file_layout(cls, values: dict[str, Any]) -> dict[str, Any]:
+        # transformers 5 writes `rope_parameters` (with rope_theta and partial_rotary_factor inside); transformers 4
+        # `rope_scaling`, which the reference prefers when both are there. The dict's values win over top-level ones.
+        parameters = values.pop("rope_parameters", None)
+        scaling = values.pop("rope_scaling", None) or parameters
+        if isinstance(scaling, dict):
+            scaling = dict(scaling)
+            for name in ("rope_theta", "partial_rotary_factor"):
+                if name in scaling:
+                    values[name] = scaling.pop(name)
+            values["rope_scaling"] = scaling
+        return values
+
+    def to_dict(self) -> dict[str, Any]:
+        # Written in both layouts, so transformers 4 (rope_theta, rope_scaling) and 5 (rope_parameters) read it.
+        values = super().to_dict()
+        values["rope_parameters"] = {"rope_type": "default", **(self.rope_scaling or {}), "rope_theta": self.rope_theta,
+                                     "partial_rotary_factor": self.partial_rotary_factor}
+        if self.rope_scaling is not None:
+            values["rope_parameters"]["original_max_position_embeddings"] = self.original_max_position_embeddings
+        return values
+
+
+@dataclass
+class Gemma3TextConfig(Gemma2Config):
+    """Gemma 3's text decoder: Gemma 2 with an RMSNorm over each head's queries and keys, rotary positions of their
+    own base on the sliding layers (`rope_local_base_freq`), five sliding layers to one full by default, and no
+    soft-capping unless asked for. `rope_scaling` applies to the full-attention layers only, as in the reference."""
+
+    model_type: ClassVar[str] = "gemma3_text"
+    qk_norm: ClassVar[bool] = True
+
+    vocab_size: int = 262_208
+    max_position_embeddings: int = 131_072
+    rope_theta: float = 1_000_000.0
+    rope_local_base_freq: float = 10_000.0
+    final_logit_softcapping: float | None = None
+    attn_logit_softcapping: float | None = None
+    use_bidirectional_attention: bool | None = False
+
+    def __post_init__(self):
+        if self.layer_types is None and _positive_int(self.num_hidden_layers):
+            pattern = self.extra.get("sliding_window_pattern", 6)  # every pattern-th layer attends to everything
+            self.layer_types = ["sliding_attention" if (i + 1) % pattern else "full_attention"
+                                for i in range(self.num_hidden_layers)]
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        value = self.rope_local_base_freq
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            _invalid("rope_local_base_freq", value, "a positive number")
+
+    @classmethod
+    def _from_file_layout(cls, values: dict[str, Any]) -> dict[str, Any]:
+        # transformers 5 writes one rope_parameters entry per layer type instead of rope_theta, rope_scaling and
+        # rope_local_base_freq.
+        parameters = values.get("rope_parameters")
+        if not (isinstance(parameters, dict) and "full_attention" in parameters):
+            return super()._from_file_layout(values)
+        values = dict(values)
+        parameters = values.pop("rope_parameters")
+        local = dict(parameters.get("sliding_attention") or {})
+        if local.get("rope_type", "default") != "default":
+            raise ValueError(
+                f"Unsupported config: rope_parameters['sliding_attention'] = {local}; openformers scales the rotary "
+                "positions of the full-attention layers only (rope_type 'default' on the sliding ones)."
+            )
+        values["rope_local_base_freq"] = local.get("rope_theta", cls.rope_local_base_freq)
+        return super()._from_file_layout({**values, "rope_parameters": parameters.get("full_attention") or {}})
+
+    def to_dict(self) -> dict[str, Any]:
+        values = super().to_dict()
+        values["rope_parameters"] = {
+            "full_attention": values["rope_parameters"],
+            "sliding_attention": {"rope_type": "default", "rope_theta": self.rope_local_base_freq},
+        }
+        return values
+
+
+@dataclass
+class XLMRobertaConfig(RobertaConfig):
+    """XLM-RoBERTa: RoBERTa's architecture with a multilingual SentencePiece vocabulary."""
+
+    model_type: ClassVar[str] = "xlm-roberta"
+
+    vocab_size: int = 30522  # the reference's default; real checkpoints have 250002
+
+
 # model_type -> config class: the registry config.json is read by (AutoConfig.register adds a user's own).
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "gpt2": GPT2Config,
     "bert": BertConfig, "roberta": RobertaConfig,
+    "phi3": Phi3Config,
     "qwen3": Qwen3Config,
     "gemma2": Gemma2Config,
+    "gemma3_text": Gemma3TextConfig,
     "distilbert": DistilBertConfig,
+    "xlm-roberta": XLMRobertaConfig,
 }
 
 
@@ -837,10 +1025,15 @@ def _check_rope_scaling(scaling) -> None:
             f"{', '.join(ROPE_TYPES)}."
         )
     needed = {"linear": ["factor"],
-              "llama3": ["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"]}
+              "llama3": ["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"],
+              "longrope": ["factor", "original_max_position_embeddings"]}
     for key in needed.get(kind, []):
         if not isinstance(scaling.get(key), (int, float)) or scaling[key] <= 0:
             _invalid(f"rope_scaling.{key}", scaling.get(key), f"a positive number ({kind} rope scaling needs it)")
+    for key in ("short_factor", "long_factor") if kind == "longrope" else ():
+        factors = scaling.get(key)
+        if not isinstance(factors, list) or not all(isinstance(f, (int, float)) and f > 0 for f in factors):
+            _invalid(f"rope_scaling.{key}", factors, "a list of positive numbers, one per rotated pair of dimensions")
 
 
 def _positive_int(value) -> bool:

@@ -18,9 +18,11 @@ import os
 
 from ..configs import CONFIG_CLASSES, PretrainedConfig, config_class_for
 from . import bert, gpt2, llama  # each family registers what it reads (llama: its GGUF architectures)
+from . import phi3
 from . import qwen3
 from . import gemma
 from . import distilbert
+from . import xlm_roberta
 from .base import PreTrainedModel, load_pretrained
 
 
@@ -54,11 +56,22 @@ MODEL_CLASSES = {
     "mistral": (llama, _decoder_classes("Mistral")),  # Llama with a sliding window
     "qwen2": (llama, _decoder_classes("Qwen2")),  # Llama with q/k/v biases
     "qwen3": (qwen3, _decoder_classes("Qwen3")),  # Llama with q/k norms per head
+    "phi3": (phi3, {  # Phi-3 and Phi-4; the reference has no QA head for them
+        "base": "Phi3Model",
+        "causal-lm": "Phi3ForCausalLM",
+        "sequence-classification": "Phi3ForSequenceClassification",
+        "token-classification": "Phi3ForTokenClassification",
+    }),
     "gemma2": (gemma, {  # the reference has no QA head for Gemma 2
         "base": "Gemma2Model",
         "causal-lm": "Gemma2ForCausalLM",
         "sequence-classification": "Gemma2ForSequenceClassification",
         "token-classification": "Gemma2ForTokenClassification",
+    }),
+    "gemma3_text": (gemma, {  # Gemma 3's text decoder; the reference has these three heads for it
+        "base": "Gemma3TextModel",
+        "causal-lm": "Gemma3ForCausalLM",
+        "sequence-classification": "Gemma3TextForSequenceClassification",
     }),
     "gpt2": (gpt2, {
         "base": "GPT2Model",
@@ -78,6 +91,7 @@ MODEL_CLASSES = {
         **{task: name for task, name in _encoder_classes("DistilBert").items() if task != "causal-lm"},
         "pretraining": "DistilBertForMaskedLM",
     }),
+    "xlm-roberta": (xlm_roberta, {**_encoder_classes("XLMRoberta"), "pretraining": "XLMRobertaForMaskedLM"}),
 }
 
 

@@ -47,11 +47,17 @@ def run_layer(layer: nn.Module, checkpoint_options: dict | None, *inputs):
     return torch.utils.checkpoint.checkpoint(layer, *inputs, **checkpoint_options)
 
 
-def rope_inverse_frequencies(head_dim: int, theta: float, scaling: dict | None) -> torch.Tensor:
-    """The rotation speed of each pair of dimensions, (head_dim // 2,), with the config's scaling applied."""
+def rope_inverse_frequencies(
+    head_dim: int, theta: float, scaling: dict | None, long_context: bool = False
+) -> torch.Tensor:
+    """The rotation speed of each pair of dimensions, (head_dim // 2,), with the config's scaling applied
+    (`long_context`: longrope's long factors, for sequences past its original_max_position_embeddings)."""
     exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
     inv_freq = 1.0 / (theta**exponents)
     kind = (scaling or {}).get("rope_type", "default")
+    if kind == "longrope":  # each pair slowed by its own factor, in the reference's order of operations
+        factors = torch.tensor(scaling["long_factor" if long_context else "short_factor"], dtype=torch.float32)
+        return 1.0 / (factors * theta**exponents)
     if kind == "linear":
         return inv_freq / scaling["factor"]
     if kind == "llama3":
@@ -72,33 +78,53 @@ def _llama3_frequencies(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
     return torch.where(in_between, blended, stretched)
 
 
+def rope_attention_factor(scaling: dict | None) -> float:
+    """The factor longrope scales cos and sin by (so q.k by its square): its `attention_factor`, else the one the
+    LongRoPE paper derives from the stretch `factor`; 1 for the other kinds."""
+    if (scaling or {}).get("rope_type") != "longrope":
+        return 1.0
+    if scaling.get("attention_factor") is not None:
+        return scaling["attention_factor"]
+    factor, context = scaling["factor"], scaling["original_max_position_embeddings"]
+    return 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(context))
+
+
 class RotaryEmbedding(nn.Module):
     """cos and sin of every position, computed once and looked up by position id.
 
     The tables are non-persistent buffers (they are not in checkpoints): `reset_tables(device)` fills them
     after the model is built on the meta device, and `ensure_length` grows them when a sequence outruns them.
+    Longrope keeps a second pair (`long_cos`, `long_sin`) for calls that reach past its
+    original_max_position_embeddings.
     """
 
     def __init__(self, head_dim: int, theta: float, scaling: dict | None, length: int):
         super().__init__()
         self.head_dim, self.theta, self.scaling = head_dim, theta, scaling
-        self.register_buffer("cos", torch.empty(0, head_dim), persistent=False)
-        self.register_buffer("sin", torch.empty(0, head_dim), persistent=False)
+        longrope = (scaling or {}).get("rope_type") == "longrope"
+        self.long_after = scaling["original_max_position_embeddings"] if longrope else None
+        for name in ("cos", "sin") + (("long_cos", "long_sin") if longrope else ()):
+            self.register_buffer(name, torch.empty(0, head_dim), persistent=False)
         self.reset_tables(length=length)
 
     def reset_tables(self, device: torch.device | None = None, length: int | None = None) -> None:
         device = device or self.cos.device
         length = length or self.cos.shape[0]
+        self.cos, self.sin = self._tables(device, length, long_context=False)
+        if self.long_after is not None:
+            self.long_cos, self.long_sin = self._tables(device, length, long_context=True)
+
+    def _tables(self, device: torch.device, length: int, long_context: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if device.type == "meta":
-            self.cos = torch.empty(length, self.head_dim, device="meta")
-            self.sin = torch.empty(length, self.head_dim, device="meta")
-            return
+            return torch.empty(length, self.head_dim, device="meta"), torch.empty(length, self.head_dim, device="meta")
         # Computed in float32 on the CPU, as the reference computes them, whatever the model's device and dtype.
-        inv_freq = rope_inverse_frequencies(self.head_dim, self.theta, self.scaling)
+        inv_freq = rope_inverse_frequencies(self.head_dim, self.theta, self.scaling, long_context)
         angles = torch.arange(length, dtype=torch.int64).float()[:, None] * inv_freq  # (T, hs/2)
+        scale = rope_attention_factor(self.scaling)  # 1.0 (exact) except for longrope
         # Pair i is (x[i], x[i + hs/2]); its rotation needs -sin on the first half and +sin on the second.
-        self.cos = torch.cat([angles.cos(), angles.cos()], dim=-1).to(device)  # (T, hs)
-        self.sin = torch.cat([-angles.sin(), angles.sin()], dim=-1).to(device)
+        cos = torch.cat([angles.cos(), angles.cos()], dim=-1) * scale  # (T, hs)
+        sin = torch.cat([-angles.sin(), angles.sin()], dim=-1) * scale
+        return cos.to(device), sin.to(device)
 
     def ensure_length(self, length: int) -> None:
         if length > self.cos.shape[0]:
@@ -106,7 +132,14 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T) positions -> cos, sin shaped (B, 1, T, hs) to broadcast over the heads."""
-        return self.cos[position_ids].to(dtype)[:, None], self.sin[position_ids].to(dtype)[:, None]
+        cos, sin = self.cos[position_ids], self.sin[position_ids]
+        if self.long_after is not None:
+            # The reference's rule: a call whose furthest position is past original_max_position_embeddings rotates
+            # every position it computes with the long factors (chosen on the device: no sync, one compiled graph).
+            long = position_ids.max() + 1 > self.long_after
+            cos = torch.where(long, self.long_cos[position_ids], cos)
+            sin = torch.where(long, self.long_sin[position_ids], sin)
+        return cos.to(dtype)[:, None], sin.to(dtype)[:, None]
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

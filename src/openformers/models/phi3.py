@@ -1,0 +1,197 @@
+"""Phi-3 and Phi-4 decoders in plain torch.nn (model_type "phi3"): Llama's network with fused projections.
+
+Differences from llama.py: one `qkv_proj` (queries, keys, values stacked by rows) and one `gate_up_proj` (gate
+then up), as the checkpoints store them; dropout on both residual branches (`resid_pdrop`); rotary embeddings over
+the first `partial_rotary_factor` of each head's dimensions (Phi-4-mini: 0.75); and LongRoPE scaling, whose short
+or long factors a forward call picks by its furthest position (layers.RotaryEmbedding). Parameter names are those
+of Hugging Face checkpoints. The CPU decoding kernel does not apply: kernels/llama.py accelerates LlamaModel only.
+"""
+
+import torch
+from torch import nn
+
+from ..configs import Phi3Config
+from .base import PreTrainedModel, check_inputs, forward_cache, recorded
+from .heads import HeadModel, SequenceClassification, TokenClassification
+from .layers import (
+    ACTIVATIONS,
+    RMSNorm,
+    RotaryEmbedding,
+    apply_rope,
+    attention,
+    eager_attention,
+    positions_and_mask,
+    run_layer,
+)
+from .llama import LlamaModel
+from .losses import next_token_loss
+from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+
+def apply_partial_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first cos.shape[-1] dimensions of each head of x (B, nh, T, hs); the others pass unchanged."""
+    rotated = cos.shape[-1]
+    if rotated == x.shape[-1]:
+        return apply_rope(x, cos, sin)
+    return torch.cat([apply_rope(x[..., :rotated], cos, sin), x[..., rotated:]], dim=-1)
+
+
+class Phi3Attention(nn.Module):
+    def __init__(self, config: Phi3Config, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head, self.n_kv_head, self.head_dim = (
+            config.num_attention_heads, config.num_key_value_heads, config.head_dim
+        )
+        self.dropout = config.attention_dropout
+        self.qkv_proj = nn.Linear(config.hidden_size, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.n_head * self.head_dim, config.hidden_size, bias=False)
+
+    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
+        """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
+        B, T, _ = x.shape
+        kv_size = self.n_kv_head * self.head_dim
+        q, k, v = self.qkv_proj(x).split([self.n_head * self.head_dim, kv_size, kv_size], dim=-1)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hs)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k = apply_partial_rope(q, cos, sin), apply_partial_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past + T, hs)
+        dropout = self.dropout if self.training else 0.0
+        if attention_path == "sdpa":
+            y, weights = attention(q, k, v, mask, dropout), None  # (B, nh, T, hs)
+        else:
+            y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1)), weights
+
+
+class Phi3MLP(nn.Module):
+    def __init__(self, config: Phi3Config):
+        super().__init__()
+        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.act = ACTIVATIONS[config.hidden_act]
+
+    def forward(self, x):
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(self.act(gate) * up)
+
+
+class Phi3DecoderLayer(nn.Module):
+    def __init__(self, config: Phi3Config, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Phi3Attention(config, layer_idx)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = Phi3MLP(config)
+        self.resid_attn_dropout = nn.Dropout(config.resid_pdrop)
+        self.resid_mlp_dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
+        h, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, attention_path)
+        x = x + self.resid_attn_dropout(h)
+        return x + self.resid_mlp_dropout(self.mlp(self.post_attention_layernorm(x))), weights
+
+
+class Phi3PreTrainedModel(PreTrainedModel):
+    config_class = Phi3Config
+
+    def new_base_model(self, config: Phi3Config) -> "Phi3Model":
+        return Phi3Model(config)
+
+
+class Phi3Model(Phi3PreTrainedModel):
+    """The decoder stack without a head: returns the last hidden state."""
+
+    gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
+
+    def __init__(self, config: Phi3Config):
+        super().__init__(config)
+        # An explicit weight skips nn.Embedding's random init (see LlamaModel).
+        self.embed_tokens = nn.Embedding(
+            config.vocab_size, config.hidden_size, _weight=torch.empty(config.vocab_size, config.hidden_size)
+        )
+        self.layers = nn.ModuleList(Phi3DecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(config.rotary_dim, config.rope_theta, config.model_rope_scaling(),
+                                          min(config.max_position_embeddings, 8192))
+
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None, cache_position=None,
+    ) -> BaseModelOutputWithPast | tuple:
+        """The last hidden state (B, T, C) after the final norm; with output_hidden_states, also the embeddings
+        and every layer's output (the last one normed), and with output_attentions every layer's weights."""
+        if labels is not None:
+            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use Phi3ForCausalLM.")
+        check_inputs(input_ids, inputs_embeds)
+        output_attentions, output_hidden_states, return_dict = self.output_options(
+            output_attentions, output_hidden_states, return_dict
+        )
+        cache = forward_cache(past_key_values, cache, use_cache)
+        if cache_position is not None and position_ids is None:
+            position_ids = LlamaModel._positions_of(cache_position, cache)
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
+        position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, x.shape[1], x.device,
+                                                     self.config.sliding_window)
+        self.rotary_emb.ensure_length(end)
+        cos, sin = self.rotary_emb(position_ids, x.dtype)  # (B, 1, T, rotary_dim)
+        # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
+        checkpointing = self.gradient_checkpointing if self.training and cache is None else None
+        attention_path = self.attention_path(output_attentions)
+        hidden_states = [] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        for layer in self.layers:
+            if output_hidden_states:
+                hidden_states.append(x)
+            x, weights = run_layer(layer, checkpointing, x, cos, sin, mask, cache, attention_path)
+            if output_attentions:
+                attentions.append(weights)
+        x = self.norm(x)
+        if output_hidden_states:
+            hidden_states.append(x)
+        output = BaseModelOutputWithPast(
+            last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states), attentions=recorded(attentions),
+        )
+        return self.returned(output, return_dict)
+
+
+class Phi3ForCausalLM(Phi3PreTrainedModel, HeadModel):
+    """The decoder with its language-model head: next-token logits, and the loss when labels are given."""
+
+    tied_weights = {"lm_head.weight": "model.embed_tokens.weight"}
+    loss_shifts_labels = True  # the loss at position t is against labels[t + 1] (the Trainer counts tokens by it)
+
+    def __init__(self, config: Phi3Config):
+        super().__init__(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.tie_weights()
+
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None, cache_position=None,
+    ) -> CausalLMOutputWithPast | tuple:
+        if labels is not None and logits_to_keep:
+            raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
+        base = self.model(
+            input_ids, attention_mask, position_ids, past_key_values, cache=cache, inputs_embeds=inputs_embeds,
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            return_dict=True, cache_position=cache_position,
+        )
+        hidden = base.last_hidden_state
+        logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        loss = None if labels is None else next_token_loss(logits, labels)
+        output = CausalLMOutputWithPast(loss=loss, logits=logits, cache=base.cache, hidden_states=base.hidden_states,
+                                        attentions=base.attentions)
+        return self.returned(output, return_dict)
+
+
+class Phi3ForSequenceClassification(Phi3PreTrainedModel, SequenceClassification):
+    """One label (or score) per sequence, read from the hidden state of the last token that is not padding."""
+
+
+class Phi3ForTokenClassification(Phi3PreTrainedModel, TokenClassification):
+    """One label per token (named entities, parts of speech)."""

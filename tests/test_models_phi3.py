@@ -1,0 +1,159 @@
+"""Phi-3 / Phi-4 (model_type "phi3") against the reference: fused qkv and gate_up projections, partial rotary
+embeddings and LongRoPE scaling, on tiny random models the reference makes and saves.
+
+Each tiny model comes in two kinds: plain rope over the whole head, and Phi-4-mini's layout (rotary over 3/4 of
+each head, longrope with short and long factors, original_max_position_embeddings=32), run on sequences shorter
+and longer than 32 positions, where the long factors and the attention factor take over.
+"""
+
+import json
+
+import pytest
+import torch
+
+import openformers
+from openformers.configs import Phi3Config
+from openformers.generation.cache import DynamicCache
+
+transformers = pytest.importorskip("transformers")
+
+TINY = dict(
+    vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+)
+LONGROPE = dict(
+    original_max_position_embeddings=32, partial_rotary_factor=0.75,
+    rope_scaling={"type": "longrope", "short_factor": [1.0, 1.1, 1.25, 1.5, 2.0, 3.0],
+                  "long_factor": [2.0, 3.0, 5.0, 8.0, 13.0, 21.0]},
+)
+KINDS = {"plain": {}, "longrope": LONGROPE}
+SHORT, LONG = 12, 44  # prompt lengths below and past original_max_position_embeddings=32
+HEADS = {
+    "base": ("Phi3Model", "AutoModel"),
+    "causal-lm": ("Phi3ForCausalLM", "AutoModelForCausalLM"),
+    "sequence-classification": ("Phi3ForSequenceClassification", "AutoModelForSequenceClassification"),
+    "token-classification": ("Phi3ForTokenClassification", "AutoModelForTokenClassification"),
+}
+
+
+def _reference(kind, head="causal-lm", **overrides):
+    torch.manual_seed(0)
+    config = transformers.Phi3Config(**{**TINY, **KINDS[kind], "num_labels": 3, **overrides})
+    return getattr(transformers, HEADS[head][0])(config).eval()
+
+
+def _ids(*shape, seed=1):
+    return torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _padded_batch():
+    ids = torch.stack([_ids(LONG, seed=2), torch.cat([torch.zeros(9, dtype=torch.long), _ids(LONG - 9, seed=3)])])
+    return ids, (ids != 0).long()
+
+
+def _outputs(model, ids, mask=None):
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask)
+    return out.last_hidden_state if "logits" not in out else out.logits
+
+
+@pytest.fixture(scope="module", params=list(KINDS))
+def tiny(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(f"phi3-{request.param}")
+    reference = _reference(request.param)
+    reference.save_pretrained(folder)
+    return request.param, folder, reference
+
+
+def test_config_reads_the_reference_file(tiny):
+    kind, folder, _ = tiny
+    config = openformers.AutoConfig.from_pretrained(folder)
+    assert isinstance(config, Phi3Config) and config.num_key_value_heads == 2
+    if kind == "longrope":
+        assert config.rotary_dim == 12 and config.rope_scaling["rope_type"] == "longrope"
+        assert config.original_max_position_embeddings == 32
+    else:
+        assert config.rope_scaling is None and config.rotary_dim == 16
+
+
+@pytest.mark.parametrize("length", [SHORT, LONG])
+def test_logits_and_loss_match_reference(tiny, length):
+    kind, folder, reference = tiny
+    model = openformers.AutoModelForCausalLM.from_pretrained(folder)
+    assert type(model).__name__ == "Phi3ForCausalLM"
+    ids = _ids(2, length)
+    with torch.no_grad():
+        ours, theirs = model(ids, labels=ids), reference(ids, labels=ids)
+    torch.testing.assert_close(ours.logits, theirs.logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(ours.loss, theirs.loss, atol=1e-5, rtol=0)
+
+
+def test_the_cpu_kernel_leaves_phi3_on_the_plain_path(tiny):
+    """from_pretrained offers the model to the CPU accelerator, which implements Llama models only: one-token
+    steps over a cache still give the reference's logits."""
+    _, folder, reference = tiny
+    model = openformers.AutoModelForCausalLM.from_pretrained(folder)
+    assert getattr(model.model, "accelerated_step", None) is None
+    ids = _ids(1, LONG)
+    cache = DynamicCache()
+    with torch.no_grad():
+        model(ids[:, :-3], past_key_values=cache)
+        steps = [model(ids[:, t:t + 1], past_key_values=cache).logits for t in range(LONG - 3, LONG)]
+        full = reference(ids).logits
+    torch.testing.assert_close(torch.cat(steps, dim=1), full[:, -3:], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("length", [SHORT, LONG])
+def test_greedy_and_beam_generation_match_reference(tiny, length):
+    _, folder, reference = tiny
+    model = openformers.AutoModelForCausalLM.from_pretrained(folder)
+    ids = _ids(1, length, seed=4)
+    for options in (dict(do_sample=False), dict(do_sample=False, num_beams=3)):
+        ours = model.generate(ids, max_new_tokens=10, **options)
+        theirs = reference.generate(ids, max_new_tokens=10, **options)
+        assert ours.tolist() == theirs.tolist(), options
+
+
+def test_left_padded_batch_equals_single_rows(tiny):
+    _, folder, _ = tiny
+    model = openformers.AutoModelForCausalLM.from_pretrained(folder)
+    ids, mask = _padded_batch()
+    batched = model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
+    logits = _outputs(model, ids, mask)
+    for row in range(2):
+        alone = ids[row][mask[row].bool()][None]
+        single = model.generate(alone, max_new_tokens=8, do_sample=False)
+        assert batched[row, -8:].tolist() == single[0, -8:].tolist()
+        torch.testing.assert_close(logits[row, -1], _outputs(model, alone)[0, -1], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("head", list(HEADS))
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_heads_match_reference_and_save_both_ways(kind, head, tmp_path):
+    reference = _reference(kind, head)
+    reference.save_pretrained(tmp_path / "reference")
+    auto = getattr(openformers, HEADS[head][1])
+    model = auto.from_pretrained(tmp_path / "reference")
+    assert type(model).__name__ == HEADS[head][0]
+    ids, mask = _padded_batch()
+    expected = _outputs(reference, ids, mask)
+    torch.testing.assert_close(_outputs(model, ids, mask), expected, atol=1e-4, rtol=0)
+    model.save_pretrained(tmp_path / "ours")
+    saved = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert saved["model_type"] == "phi3" and saved["architectures"] == [HEADS[head][0]]
+    back = getattr(transformers, HEADS[head][0]).from_pretrained(tmp_path / "ours").eval()
+    torch.testing.assert_close(_outputs(back, ids, mask), expected, atol=1e-4, rtol=0)
+    again = auto.from_pretrained(tmp_path / "ours")
+    torch.testing.assert_close(_outputs(again, ids, mask), expected, atol=1e-4, rtol=0)
+
+
+def test_older_rope_scaling_names_read_as_longrope():
+    scaling = {**LONGROPE["rope_scaling"], "type": "su"}
+    config = Phi3Config.from_dict({**TINY, **LONGROPE, "rope_scaling": scaling})
+    assert config.rope_scaling["rope_type"] == "longrope" and "type" not in config.rope_scaling
+
+
+def test_longrope_factors_of_the_wrong_length_are_refused():
+    scaling = {**LONGROPE["rope_scaling"], "short_factor": [1.0] * 8}
+    with pytest.raises(ValueError, match=r"rope_scaling.short_factor=.*6 factors"):
+        Phi3Config(**{**TINY, **LONGROPE, "rope_scaling": scaling})
