@@ -157,3 +157,28 @@ def test_longrope_factors_of_the_wrong_length_are_refused():
     scaling = {**LONGROPE["rope_scaling"], "short_factor": [1.0] * 8}
     with pytest.raises(ValueError, match=r"rope_scaling.short_factor=.*6 factors"):
         Phi3Config(**{**TINY, **LONGROPE, "rope_scaling": scaling})
+
+
+def test_sliding_window_matches_reference(tmp_path):
+    """Phi-3-mini-4k's checkpoints set sliding_window (2047): each query sees the last sliding_window keys."""
+    reference = _reference("plain", sliding_window=8)
+    reference.save_pretrained(tmp_path)
+    model = openformers.AutoModelForCausalLM.from_pretrained(tmp_path)
+    ids, mask = _padded_batch()
+    torch.testing.assert_close(_outputs(model, ids, mask), _outputs(reference, ids, mask), atol=1e-4, rtol=0)
+
+
+def test_a_llama_model_with_longrope_matches_reference(tmp_path):
+    """layers.RotaryEmbedding's longrope serves any family whose config asks for it; the CPU kernel refuses it."""
+    torch.manual_seed(0)
+    scaling = {**LONGROPE["rope_scaling"], "rope_type": "longrope", "factor": 8.0,
+               "original_max_position_embeddings": 32, "rope_theta": 10000.0}
+    del scaling["type"]
+    config = transformers.LlamaConfig(**{**TINY, "rope_parameters": scaling, "head_dim": 12})
+    reference = transformers.LlamaForCausalLM(config).eval()
+    reference.save_pretrained(tmp_path)
+    model = openformers.AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert model.model.accelerated_step is None
+    for length in (SHORT, LONG):
+        ids = _ids(1, length)
+        torch.testing.assert_close(_outputs(model, ids), _outputs(reference, ids), atol=1e-4, rtol=0)
