@@ -1,7 +1,10 @@
-"""Gemma 2 against the reference: tiny random models made and saved by transformers, loaded by openformers.
+"""Gemma 2 and Gemma 3 text against the reference: tiny random models made and saved by transformers, loaded by
+openformers.
 
-The tiny models have a sliding window of 4 and sequences longer than that, soft-caps small enough to bend the
-scores and logits, and every weight (norms included, which the reference initializes to zero) drawn at random.
+The tiny models have a sliding window of 4 and sequences longer than that, sliding and full layers, soft-caps
+small enough to bend the scores and logits (Gemma 2; Gemma 3 has none by default and attends with sdpa), Gemma 3's
+own rope base on its sliding layers, and every weight (norms included, which the reference initializes to zero)
+drawn at random.
 """
 
 import warnings
@@ -10,7 +13,7 @@ import pytest
 import torch
 
 import openformers
-from openformers import AutoModelForCausalLM, Gemma2Config, Gemma2ForCausalLM
+from openformers import AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig
 from openformers.generation.cache import DynamicCache
 from openformers.kernels import accelerate
 from openformers.kernels import llama as llama_kernel
@@ -20,19 +23,30 @@ transformers = pytest.importorskip("transformers")
 TINY = dict(
     vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
     num_key_value_heads=2, head_dim=16, max_position_embeddings=256, sliding_window=4, query_pre_attn_scalar=12,
-    attn_logit_softcapping=3.0, final_logit_softcapping=4.0, rope_theta=500.0,
+    rope_theta=500.0, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
 )
-HEADS = ("Gemma2Model", "Gemma2ForCausalLM", "Gemma2ForSequenceClassification", "Gemma2ForTokenClassification")
-AUTO_OF_HEAD = {
-    "Gemma2Model": "AutoModel", "Gemma2ForCausalLM": "AutoModelForCausalLM",
-    "Gemma2ForSequenceClassification": "AutoModelForSequenceClassification",
-    "Gemma2ForTokenClassification": "AutoModelForTokenClassification",
+# family -> (the reference's config class, its tiny values, its causal LM class)
+FAMILIES = {
+    "gemma2": ("Gemma2Config", dict(attn_logit_softcapping=3.0, final_logit_softcapping=4.0), "Gemma2ForCausalLM"),
+    "gemma3_text": ("Gemma3TextConfig", dict(rope_local_base_freq=50.0), "Gemma3ForCausalLM"),
+}
+# class name -> (family, the Auto class that must pick it)
+HEADS = {
+    "Gemma2Model": ("gemma2", "AutoModel"),
+    "Gemma2ForCausalLM": ("gemma2", "AutoModelForCausalLM"),
+    "Gemma2ForSequenceClassification": ("gemma2", "AutoModelForSequenceClassification"),
+    "Gemma2ForTokenClassification": ("gemma2", "AutoModelForTokenClassification"),
+    "Gemma3TextModel": ("gemma3_text", "AutoModel"),
+    "Gemma3ForCausalLM": ("gemma3_text", "AutoModelForCausalLM"),
+    "Gemma3TextForSequenceClassification": ("gemma3_text", "AutoModelForSequenceClassification"),
 }
 
 
-def _reference(name="Gemma2ForCausalLM", **overrides):
+def _reference(family, name=None, **overrides):
+    config_name, values, causal_lm = FAMILIES[family]
     torch.manual_seed(0)
-    model = getattr(transformers, name)(transformers.Gemma2Config(**{**TINY, "num_labels": 3, **overrides})).eval()
+    config = getattr(transformers, config_name)(**{**TINY, **values, "num_labels": 3, **overrides})
+    model = getattr(transformers, name or causal_lm)(config).eval()
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.normal_(std=0.3)
@@ -57,11 +71,11 @@ def _inputs(name) -> dict:
     ids[0, 9:], mask[0, 9:] = 0, 0
     ids[1, :2], mask[1, :2] = 0, 0
     inputs = {"input_ids": ids, "attention_mask": mask}
-    if name == "Gemma2ForSequenceClassification":
+    if name.endswith("ForSequenceClassification"):
         return {**inputs, "labels": torch.tensor([2, 0])}
-    if name == "Gemma2ForTokenClassification":
+    if name.endswith("ForTokenClassification"):
         return {**inputs, "labels": (ids % 3).masked_fill(mask == 0, -100)}
-    if name == "Gemma2ForCausalLM":
+    if name.endswith("ForCausalLM"):
         return {**inputs, "labels": ids.masked_fill(mask == 0, -100)}
     return inputs
 
@@ -71,10 +85,10 @@ def _outputs(model, name) -> dict:
     return {key: out[key] for key in out.keys() if isinstance(out[key], torch.Tensor)}
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("gemma2")
-    reference = _reference()
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def tiny(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    reference = _reference(request.param)
     reference.save_pretrained(folder)
     return folder, reference, _load_quietly(AutoModelForCausalLM.from_pretrained, folder)
 
@@ -82,9 +96,10 @@ def tiny(tmp_path_factory):
 @pytest.mark.parametrize("name", HEADS)
 @torch.inference_mode()
 def test_every_head_matches_the_reference_and_saves_what_it_loads(name, tmp_path):
-    reference = _reference(name)
+    family, auto_class = HEADS[name]
+    reference = _reference(family, name)
     reference.save_pretrained(tmp_path / "theirs")
-    model = _load_quietly(getattr(openformers, AUTO_OF_HEAD[name]).from_pretrained, tmp_path / "theirs")
+    model = _load_quietly(getattr(openformers, auto_class).from_pretrained, tmp_path / "theirs")
     assert type(model).__name__ == name and not model.training
     expected = _outputs(reference, name)
     got = _outputs(model, name)
@@ -101,12 +116,19 @@ def test_every_head_matches_the_reference_and_saves_what_it_loads(name, tmp_path
         torch.testing.assert_close(value, got[key], msg=key)
 
 
+@pytest.mark.parametrize("family, overrides", [
+    ("gemma2", dict(tie_word_embeddings=False, attn_logit_softcapping=None, final_logit_softcapping=None)),
+    # Gemma 3's reference caps the final logits but never the attention scores, whatever its config says.
+    ("gemma3_text", dict(tie_word_embeddings=False, attn_logit_softcapping=3.0, final_logit_softcapping=4.0)),
+    ("gemma3_text", dict(rope_scaling={"rope_type": "linear", "factor": 4.0})),
+])
 @torch.inference_mode()
-def test_untied_lm_head_and_no_soft_caps_match_the_reference(tmp_path):
-    reference = _reference(tie_word_embeddings=False, attn_logit_softcapping=None, final_logit_softcapping=None)
+def test_other_variants_match_the_reference(tmp_path, family, overrides):
+    reference = _reference(family, **overrides)
     reference.save_pretrained(tmp_path)
     model = _load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
-    assert not model.config.tie_word_embeddings and model.config.final_logit_softcapping is None
+    for name in ("tie_word_embeddings", "final_logit_softcapping", "attn_logit_softcapping"):
+        assert getattr(model.config, name) == getattr(reference.config, name)
     ids = _ids(2, 10)
     torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
 
@@ -171,21 +193,27 @@ def test_generate_matches_the_reference(tiny, options):
 def test_the_cpu_kernel_leaves_gemma_on_the_plain_path(tiny):
     model = tiny[2]
     assert not llama_kernel.eligible(model) and not accelerate(model)
-    assert isinstance(model, Gemma2ForCausalLM)
 
 
 def test_config_reads_and_writes_the_references_fields(tiny, tmp_path):
     folder, reference, model = tiny
     config = model.config
-    assert isinstance(config, Gemma2Config)
+    assert type(config).__name__ == FAMILIES[config.model_type][0]
     assert config.layer_types == ["sliding_attention", "full_attention", "sliding_attention"]
     assert (config.query_pre_attn_scalar, config.rope_theta, config.sliding_window) == (12, 500.0, 4)
     config.save_pretrained(tmp_path)
     theirs = transformers.AutoConfig.from_pretrained(tmp_path)
     for name in ("layer_types", "query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping",
-                 "sliding_window", "head_dim", "hidden_activation", "tie_word_embeddings"):
+                 "sliding_window", "head_dim", "hidden_activation", "tie_word_embeddings", "rope_parameters"):
         assert getattr(theirs, name) == getattr(reference.config, name), name
-    assert theirs.rope_parameters["rope_theta"] == 500.0
+
+
+def test_gemma3_defaults_are_the_references():
+    ours, theirs = Gemma3TextConfig(num_hidden_layers=8), transformers.Gemma3TextConfig(num_hidden_layers=8)
+    assert ours.layer_types == theirs.layer_types  # five sliding layers to one full
+    assert (ours.rope_theta, ours.rope_local_base_freq) == (1_000_000.0, 10_000.0)
+    assert ours.final_logit_softcapping is ours.attn_logit_softcapping is None
+    assert ours.vocab_size == theirs.vocab_size and ours.max_position_embeddings == theirs.max_position_embeddings
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -198,3 +226,12 @@ def test_config_reads_and_writes_the_references_fields(tiny, tmp_path):
 def test_config_refuses_what_it_does_not_implement(field, value, message):
     with pytest.raises(ValueError, match=message):
         Gemma2Config(**{**TINY, field: value})
+
+
+def test_gemma3_config_refuses_a_scaled_rope_on_the_sliding_layers(tmp_path):
+    transformers.Gemma3TextConfig(**TINY, rope_parameters={
+        "full_attention": {"rope_type": "default", "rope_theta": 500.0},
+        "sliding_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 50.0},
+    }).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="sliding_attention"):
+        openformers.AutoConfig.from_pretrained(tmp_path)

@@ -624,6 +624,7 @@ class Gemma2Config(PretrainedConfig):
 
     model_type: ClassVar[str] = "gemma2"
     qk_norm: ClassVar[bool] = False  # Gemma 3 norms each head's queries and keys
+    caps_attention: ClassVar[bool] = True  # whether attn_logit_softcapping is applied (Gemma 3's reference never does)
     # The GELU variants `hidden_activation` may name (Gemma checkpoints say gelu_pytorch_tanh).
     activations: ClassVar[tuple[str, ...]] = ("gelu_pytorch_tanh", "gelu_new", "gelu")
 
@@ -879,10 +880,12 @@ class Phi3Config(PretrainedConfig):
 class Gemma3TextConfig(Gemma2Config):
     """Gemma 3's text decoder: Gemma 2 with an RMSNorm over each head's queries and keys, rotary positions of their
     own base on the sliding layers (`rope_local_base_freq`), five sliding layers to one full by default, and no
-    soft-capping unless asked for. `rope_scaling` applies to the full-attention layers only, as in the reference."""
+    soft-capping of the logits unless asked for. The reference reads attn_logit_softcapping but never applies it,
+    and applies `rope_scaling` to the full-attention layers only; so does openformers."""
 
     model_type: ClassVar[str] = "gemma3_text"
     qk_norm: ClassVar[bool] = True
+    caps_attention: ClassVar[bool] = False
 
     vocab_size: int = 262_208
     max_position_embeddings: int = 131_072

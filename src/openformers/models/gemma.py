@@ -1,23 +1,36 @@
-"""Gemma 2 decoders in plain torch.nn.
+"""Gemma 2 and Gemma 3 (text) decoders in plain torch.nn.
 
 What sets them apart from Llama: RMSNorms that scale by `1 + weight` (a checkpoint stores the offset from one),
 a norm after attention and after the MLP as well as before each, embeddings multiplied by sqrt(hidden_size),
 a GELU-tanh gated MLP, attention scores scaled by `query_pre_attn_scalar` and bounded by a tanh soft-cap, the
 final logits soft-capped the same way, and layers alternating between a sliding window and full attention
-(`config.layer_types`). Soft-capping cannot run in torch's fused attention, so the layers compute attention step
-by step, as the reference does (it has no sdpa path for Gemma 2).
+(`config.layer_types`). Soft-capping cannot run in torch's fused attention, so Gemma 2 layers compute attention
+step by step, as the reference does (it has no sdpa path for Gemma 2).
 
-Parameter names are those of Hugging Face checkpoints. The heads: causal LM, sequence classification and token
-classification (the reference has no QA head for Gemma 2).
+Gemma 3's text decoder adds an RMSNorm over each head's queries and keys (`config.qk_norm`) and rotates the
+sliding layers' positions with a base of their own (`rope_local_base_freq`); it soft-caps the logits only when its
+config asks, never the attention scores (its reference reads attn_logit_softcapping but does not apply it), and
+attends with torch's fused kernel, as its reference does.
+
+Parameter names are those of Hugging Face checkpoints. The heads are the reference's: for Gemma 2 causal LM,
+sequence and token classification; for Gemma 3 text causal LM and sequence classification.
 """
 
 import torch
 from torch import nn
 
-from ..configs import Gemma2Config
+from ..configs import Gemma2Config, Gemma3TextConfig
 from .base import PreTrainedModel, check_inputs, forward_cache, recorded
 from .heads import HeadModel, SequenceClassification, TokenClassification
-from .layers import ACTIVATIONS, RotaryEmbedding, apply_rope, eager_attention, positions_and_mask, run_layer
+from .layers import (
+    ACTIVATIONS,
+    RotaryEmbedding,
+    apply_rope,
+    attention,
+    eager_attention,
+    positions_and_mask,
+    run_layer,
+)
 from .losses import next_token_loss
 from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
@@ -58,25 +71,36 @@ class Gemma2Attention(nn.Module):
             config.num_attention_heads, config.num_key_value_heads, config.head_dim
         )
         self.scale = config.query_pre_attn_scalar**-0.5
-        self.softcap = config.attn_logit_softcapping
+        self.softcap = config.attn_logit_softcapping if config.caps_attention else None
         self.dropout = config.attention_dropout
         bias = config.attention_bias
         self.q_proj = nn.Linear(config.hidden_size, self.n_head * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_head * self.head_dim, config.hidden_size, bias=bias)
+        self.qk_norm = config.qk_norm
+        if self.qk_norm:
+            self.q_norm = GemmaRMSNorm(self.head_dim, config.rms_norm_eps)
+            self.k_norm = GemmaRMSNorm(self.head_dim, config.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, cache):
-        """The attention output, and its weights (B, nh, T, S)."""
+    def forward(self, x, cos, sin, mask, cache, attention_path):
+        """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hs)
         v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past + T, hs)
-        y, weights = eager_attention(q, k, v, mask, self.dropout if self.training else 0.0,
-                                     is_causal=mask is None and T > 1, scale=self.scale, softcap=self.softcap)
+        dropout = self.dropout if self.training else 0.0
+        if attention_path == "sdpa" and self.softcap is None:
+            # The fused kernel scales by 1/sqrt(hs): scaling q first makes that query_pre_attn_scalar's scale.
+            y, weights = attention(q * (self.scale * self.head_dim**0.5), k, v, mask, dropout), None
+        else:
+            y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1, scale=self.scale,
+                                         softcap=self.softcap)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1)), weights
 
 
@@ -104,14 +128,20 @@ class Gemma2DecoderLayer(nn.Module):
         self.mlp = Gemma2MLP(config)
         self.post_feedforward_layernorm = GemmaRMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, cache):
-        h, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
+    def forward(self, x, cos, sin, mask, cache, attention_path):
+        h, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, attention_path)
         x = x + self.post_attention_layernorm(h)
         return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x))), weights
 
 
 class Gemma2PreTrainedModel(PreTrainedModel):
     config_class = Gemma2Config
+    # The reference computes Gemma 2's attention step by step whatever attn_implementation says (it has no sdpa
+    # path), which shows at queries that may see no key (left padding): they get the mean of the values.
+    has_sdpa_path = False
+
+    def attention_path(self, output_attentions: bool) -> str:
+        return super().attention_path(output_attentions) if self.has_sdpa_path else "eager"
 
     def new_base_model(self, config: Gemma2Config) -> "Gemma2Model":
         return Gemma2Model(config)
@@ -130,6 +160,7 @@ class Gemma2Model(Gemma2PreTrainedModel):
         self.rotary_emb = RotaryEmbedding(
             config.head_dim, config.rope_theta, config.rope_scaling, min(config.max_position_embeddings, 8192)
         )
+        self.local_rotary_emb = self.rotary_emb  # the sliding layers' positions (Gemma 3 gives them their own base)
 
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
@@ -139,7 +170,7 @@ class Gemma2Model(Gemma2PreTrainedModel):
         """The last hidden state (B, T, C) after the final norm; with output_hidden_states, also the embeddings
         and every layer's output (the last one normed), and with output_attentions every layer's weights."""
         if labels is not None:
-            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use Gemma2ForCausalLM.")
+            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use its ForCausalLM class.")
         check_inputs(input_ids, inputs_embeds)
         output_attentions, output_hidden_states, return_dict = self.output_options(
             output_attentions, output_hidden_states, return_dict
@@ -151,17 +182,20 @@ class Gemma2Model(Gemma2PreTrainedModel):
         position_ids, full_mask, end = positions_and_mask(cache, attention_mask, position_ids, T, x.device)
         _, window_mask, _ = positions_and_mask(cache, attention_mask, position_ids, T, x.device,
                                                self.config.sliding_window)
-        self.rotary_emb.ensure_length(end)
-        cos, sin = self.rotary_emb(position_ids, x.dtype)
+        rope = {}  # is_sliding -> (cos, sin)
+        for is_sliding, rotary in ((False, self.rotary_emb), (True, self.local_rotary_emb)):
+            rotary.ensure_length(end)
+            rope[is_sliding] = rotary(position_ids, x.dtype)
         # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
         checkpointing = self.gradient_checkpointing if self.training and cache is None else None
+        attention_path = self.attention_path(output_attentions)
         hidden_states = [] if output_hidden_states else None
         attentions = [] if output_attentions else None
         for layer in self.layers:
             if output_hidden_states:
                 hidden_states.append(x)
             mask = window_mask if layer.is_sliding else full_mask
-            x, weights = run_layer(layer, checkpointing, x, cos, sin, mask, cache)
+            x, weights = run_layer(layer, checkpointing, x, *rope[layer.is_sliding], mask, cache, attention_path)
             if output_attentions:
                 attentions.append(weights)
         x = self.norm(x)
@@ -214,3 +248,34 @@ class Gemma2ForSequenceClassification(Gemma2PreTrainedModel, SequenceClassificat
 
 class Gemma2ForTokenClassification(Gemma2PreTrainedModel, TokenClassification):
     """One label per token (named entities, parts of speech)."""
+
+
+# Gemma 3 text --------------------------------------------------------------------------------------------------------
+# Gemma 2's network with the differences its config states (q/k norms, no soft-caps by default) and a rotary table of
+# its own for the sliding layers; the classes carry the reference's names and config class.
+
+
+class Gemma3PreTrainedModel(Gemma2PreTrainedModel):
+    config_class = Gemma3TextConfig
+    has_sdpa_path = True
+
+    def new_base_model(self, config: Gemma3TextConfig) -> "Gemma3TextModel":
+        return Gemma3TextModel(config)
+
+
+class Gemma3TextModel(Gemma3PreTrainedModel, Gemma2Model):
+    """The decoder stack without a head: returns the last hidden state."""
+
+    def __init__(self, config: Gemma3TextConfig):
+        super().__init__(config)
+        self.local_rotary_emb = RotaryEmbedding(
+            config.head_dim, config.rope_local_base_freq, None, min(config.max_position_embeddings, 8192)
+        )
+
+
+class Gemma3ForCausalLM(Gemma3PreTrainedModel, Gemma2ForCausalLM):
+    """The decoder with its language-model head: next-token logits, and the loss when labels are given."""
+
+
+class Gemma3TextForSequenceClassification(Gemma3PreTrainedModel, SequenceClassification):
+    """One label (or score) per sequence, read from the hidden state of the last token that is not padding."""
