@@ -1,0 +1,160 @@
+"""XLM-RoBERTa against the reference: a tiny random model made by the reference for every head loads with no
+warning, gives the reference's outputs and losses on a padded batch and each row alone, saves what the
+reference loads back, and comes back from the Auto classes as the reference's class; the causal LM generates
+the reference's tokens."""
+
+import warnings
+
+import pytest
+import torch
+
+import openformers
+from openformers import configs
+
+transformers = pytest.importorskip("transformers")
+
+TINY = dict(
+    vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+    max_position_embeddings=64,
+)
+PAD = 1
+HEADS = {  # the reference's class -> the Auto class that picks it
+    "XLMRobertaModel": "AutoModel",
+    "XLMRobertaForMaskedLM": "AutoModelForMaskedLM",
+    "XLMRobertaForCausalLM": "AutoModelForCausalLM",
+    "XLMRobertaForSequenceClassification": "AutoModelForSequenceClassification",
+    "XLMRobertaForTokenClassification": "AutoModelForTokenClassification",
+    "XLMRobertaForQuestionAnswering": "AutoModelForQuestionAnswering",
+    "XLMRobertaForMultipleChoice": "AutoModelForMultipleChoice",
+}
+PER_SEQUENCE = ("XLMRobertaForSequenceClassification", "XLMRobertaForMultipleChoice")
+
+
+def _reference(name, **overrides):
+    torch.manual_seed(0)
+    num_labels = 2 if name == "XLMRobertaForQuestionAnswering" else 3  # the reference's QA head has num_labels outputs
+    config = transformers.XLMRobertaConfig(
+        **{**TINY, "num_labels": num_labels, "is_decoder": name == "XLMRobertaForCausalLM", **overrides}
+    )
+    model = getattr(transformers, name)(config).eval()
+    with torch.no_grad():
+        for parameter_name, parameter in model.named_parameters():
+            if parameter_name.endswith("bias"):  # the reference initializes biases to zero: make them count
+                parameter.normal_(std=0.1)
+    return model
+
+
+def _inputs(name) -> dict:
+    """Two rows, the second right-padded, with every label the head takes."""
+    shape = (2, 3, 10) if name == "XLMRobertaForMultipleChoice" else (2, 10)
+    ids = torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    ids[1, ..., 7:], mask[1, ..., 7:] = PAD, 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if name == "XLMRobertaForMaskedLM":
+        labels = torch.full_like(ids, -100)
+        labels[:, [1, 4]] = ids[:, [1, 4]]
+        return {**inputs, "labels": labels}
+    if name == "XLMRobertaForCausalLM":
+        return {**inputs, "labels": ids.masked_fill(mask == 0, -100)}
+    if name in PER_SEQUENCE:
+        return {**inputs, "labels": torch.tensor([2, 0])}
+    if name == "XLMRobertaForTokenClassification":
+        return {**inputs, "labels": (ids % 3).masked_fill(mask == 0, -100)}
+    if name == "XLMRobertaForQuestionAnswering":
+        return {**inputs, "start_positions": torch.tensor([2, 11]), "end_positions": torch.tensor([4, 6])}
+    return inputs
+
+
+def _outputs(out) -> dict:
+    """The tensors a head returns, by name (caches and the tuples of hidden states left out)."""
+    return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
+
+
+def _assert_same(ours, theirs, atol=1e-4):
+    assert sorted(ours) == sorted(theirs)
+    for key in theirs:
+        torch.testing.assert_close(ours[key], theirs[key], atol=atol, rtol=atol, msg=key)
+
+
+def _load_quietly(load, folder):
+    """Load, failing on any warning: a missing, unexpected or newly initialized weight is reported by one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return load(folder)
+
+
+@pytest.fixture(scope="module", params=list(HEADS))
+def tiny(request, tmp_path_factory):
+    name = request.param
+    folder = tmp_path_factory.mktemp(name)
+    reference = _reference(name)
+    reference.save_pretrained(folder)
+    return name, folder, reference, _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
+
+
+@torch.inference_mode()
+def test_every_head_matches_reference_on_a_padded_batch(tiny):
+    name, _, reference, model = tiny
+    assert type(model).__name__ == name and not model.training
+    assert type(model.base_model).__name__ == "XLMRobertaModel"
+    inputs = _inputs(name)
+    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+
+
+@torch.inference_mode()
+def test_each_padded_row_gives_what_it_gives_alone(tiny):
+    name, _, _, model = tiny
+    inputs = {k: v for k, v in _inputs(name).items() if k in ("input_ids", "attention_mask")}
+    batched = _outputs(model(**inputs))
+    length = 7  # the second row's real tokens
+    alone = _outputs(model(inputs["input_ids"][1:, ..., :length]))
+    for key, value in alone.items():
+        row = batched[key][1:]
+        if name not in PER_SEQUENCE and key != "pooler_output":
+            row = row[:, :length]  # per-token outputs (B, T, ...): the padding positions are not compared
+        torch.testing.assert_close(row, value, atol=1e-5, rtol=1e-5, msg=key)
+
+
+@torch.inference_mode()
+def test_every_head_saves_and_loads_in_both_directions(tiny, tmp_path):
+    name, _, reference, model = tiny
+    model.save_pretrained(tmp_path)
+    theirs = _load_quietly(getattr(transformers, HEADS[name]).from_pretrained, tmp_path).eval()
+    ours = _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, tmp_path)
+    assert type(theirs).__name__ == type(ours).__name__ == name
+    inputs = _inputs(name)
+    _assert_same(_outputs(theirs(**inputs)), _outputs(reference(**inputs)), atol=1e-6)
+    _assert_same(_outputs(ours(**inputs)), _outputs(model(**inputs)), atol=1e-6)
+
+
+@torch.inference_mode()
+def test_left_padding_moves_no_real_token(tmp_path):
+    """Positions count real tokens only (RoBERTa's rule), so a left-padded row encodes as it does alone."""
+    reference = _reference("XLMRobertaModel")
+    reference.save_pretrained(tmp_path)
+    model = openformers.AutoModel.from_pretrained(tmp_path)
+    ids = torch.tensor([[PAD, PAD, 5, 6, 7], [8, 9, 10, 11, 12]])
+    mask = (ids != PAD).long()
+    ours = model(ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(ours, reference(ids, attention_mask=mask).last_hidden_state, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours[0, 2:], model(ids[:1, 2:]).last_hidden_state[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{}, {"num_beams": 3}], ids=["greedy", "beams"])
+@torch.inference_mode()
+def test_causal_lm_generates_the_reference_tokens(tmp_path, options):
+    reference = _reference("XLMRobertaForCausalLM")
+    reference.save_pretrained(tmp_path)
+    model = openformers.AutoModelForCausalLM.from_pretrained(tmp_path)
+    prompt = torch.tensor([[0, 5, 6, 7]])
+    settings = dict(max_new_tokens=8, do_sample=False, pad_token_id=PAD, eos_token_id=None, **options)
+    torch.testing.assert_close(model.generate(prompt, **settings), reference.generate(prompt, **settings))
+
+
+def test_config_defaults_are_the_reference_ones():
+    ours, theirs = configs.XLMRobertaConfig(), transformers.XLMRobertaConfig()
+    for name in ("vocab_size", "hidden_size", "num_hidden_layers", "pad_token_id", "bos_token_id", "eos_token_id",
+                 "layer_norm_eps", "max_position_embeddings", "type_vocab_size"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert openformers.AutoConfig.for_model("xlm-roberta").model_type == "xlm-roberta"
