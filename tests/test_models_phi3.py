@@ -182,3 +182,12 @@ def test_a_llama_model_with_longrope_matches_reference(tmp_path):
     for length in (SHORT, LONG):
         ids = _ids(1, length)
         torch.testing.assert_close(_outputs(model, ids), _outputs(reference, ids), atol=1e-4, rtol=0)
+
+
+def test_static_cache_gives_the_dynamic_cache_tokens(tiny):
+    _, folder, _ = tiny
+    model = openformers.AutoModelForCausalLM.from_pretrained(folder)
+    ids = _ids(1, LONG, seed=5)
+    dynamic = model.generate(ids, max_new_tokens=6, do_sample=False)
+    static = model.generate(ids, max_new_tokens=6, do_sample=False, cache_implementation="static")
+    assert static.tolist() == dynamic.tolist()

@@ -5,6 +5,10 @@ then up), as the checkpoints store them; dropout on both residual branches (`res
 the first `partial_rotary_factor` of each head's dimensions (Phi-4-mini: 0.75); and LongRoPE scaling, whose short
 or long factors a forward call picks by its furthest position (layers.RotaryEmbedding). Parameter names are those
 of Hugging Face checkpoints. The CPU decoding kernel does not apply: kernels/llama.py accelerates LlamaModel only.
+
+One difference from the reference remains: a generation whose prompt fits in original_max_position_embeddings but
+whose output runs past it keeps the keys cached with the short factors, where the reference's generate recomputes
+the whole sequence once with the long ones at that step.
 """
 
 import torch
