@@ -6,6 +6,7 @@ each head, longrope with short and long factors, original_max_position_embedding
 and longer than 32 positions, where the long factors and the attention factor take over.
 """
 
+import copy
 import json
 
 import pytest
@@ -38,7 +39,8 @@ HEADS = {
 
 def _reference(kind, head="causal-lm", **overrides):
     torch.manual_seed(0)
-    config = transformers.Phi3Config(**{**TINY, **KINDS[kind], "num_labels": 3, **overrides})
+    # A deep copy: the reference's config keeps the rope_scaling dict it is given and adds keys to it.
+    config = transformers.Phi3Config(**copy.deepcopy({**TINY, **KINDS[kind], "num_labels": 3, **overrides}))
     return getattr(transformers, HEADS[head][0])(config).eval()
 
 
