@@ -176,3 +176,15 @@ def test_encoder_refuses_a_cache_and_overlong_inputs():
         model(torch.tensor([[5, 6]]), past_key_values=object())
     with pytest.raises(ValueError, match="truncate"):
         model(torch.full((1, TINY["max_position_embeddings"] + 1), 5))
+
+
+def test_resizing_the_vocabulary_resizes_the_tied_projector_and_its_bias():
+    model = openformers.DistilBertForMaskedLM(configs.DistilBertConfig(**TINY))
+    with torch.no_grad():
+        model.vocab_projector.bias.normal_()
+    bias = model.vocab_projector.bias.clone()
+    model.resize_token_embeddings(TINY["vocab_size"] + 11)
+    assert model.vocab_projector.weight is model.distilbert.embeddings.word_embeddings.weight
+    assert torch.equal(model.vocab_projector.bias[: TINY["vocab_size"]], bias)
+    assert not model.vocab_projector.bias[TINY["vocab_size"]:].any()  # new tokens start with no bias, as the reference
+    assert model(torch.tensor([[5, 6, 7]])).logits.shape == (1, 3, TINY["vocab_size"] + 11)
