@@ -188,3 +188,23 @@ def test_resizing_the_vocabulary_resizes_the_tied_projector_and_its_bias():
     assert torch.equal(model.vocab_projector.bias[: TINY["vocab_size"]], bias)
     assert not model.vocab_projector.bias[TINY["vocab_size"]:].any()  # new tokens start with no bias, as the reference
     assert model(torch.tensor([[5, 6, 7]])).logits.shape == (1, 3, TINY["vocab_size"] + 11)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
+def test_training_gradients_match_reference(tmp_path, checkpointing):
+    """Without dropout, one training step's loss and every parameter's gradient are the reference's."""
+    name = "DistilBertForSequenceClassification"
+    no_dropout = dict(dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0)
+    _reference(name, **no_dropout).save_pretrained(tmp_path)
+    reference = transformers.DistilBertForSequenceClassification.from_pretrained(tmp_path).train()
+    model = openformers.DistilBertForSequenceClassification.from_pretrained(tmp_path).train()
+    if checkpointing:
+        model.gradient_checkpointing_enable()
+    inputs = _inputs(name)
+    ours, theirs = model(**inputs).loss, reference(**inputs).loss
+    ours.backward()
+    theirs.backward()
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    grads = {n: p.grad for n, p in reference.named_parameters()}
+    for parameter_name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter.grad, grads[parameter_name], atol=1e-5, rtol=1e-4, msg=parameter_name)
