@@ -193,3 +193,17 @@ def test_static_cache_gives_the_dynamic_cache_tokens(tiny):
     dynamic = model.generate(ids, max_new_tokens=6, do_sample=False)
     static = model.generate(ids, max_new_tokens=6, do_sample=False, cache_implementation="static")
     assert static.tolist() == dynamic.tolist()
+
+
+def test_hidden_states_and_attention_weights_match_reference(tiny):
+    _, folder, _ = tiny
+    reference = transformers.Phi3ForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    model = openformers.AutoModelForCausalLM.from_pretrained(folder)
+    ids, mask = _padded_batch()
+    with torch.no_grad():
+        ours, theirs = (m(ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
+                        for m in (model, reference))
+    for name in ("hidden_states", "attentions"):
+        assert len(getattr(ours, name)) == len(getattr(theirs, name))
+        for a, b in zip(getattr(ours, name), getattr(theirs, name)):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
