@@ -235,3 +235,38 @@ def test_gemma3_config_refuses_a_scaled_rope_on_the_sliding_layers(tmp_path):
     }).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="sliding_attention"):
         openformers.AutoConfig.from_pretrained(tmp_path)
+
+
+@torch.inference_mode()
+def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
+    model = tiny[2]
+    ids = torch.stack([_ids(1, 6, seed=6)[0], torch.cat([torch.zeros(2, dtype=torch.long), _ids(1, 4, seed=8)[0]])])
+    mask = (torch.arange(6) >= torch.tensor([[0], [2]])).long()
+    for options in (dict(), dict(num_beams=3)):  # 6 + 8 positions: the sliding layers' window moves in the buffer
+        settings = dict(attention_mask=mask, max_new_tokens=8, do_sample=False, eos_token_id=None, **options)
+        static = model.generate(ids, cache_implementation="static", **settings)
+        assert static.tolist() == model.generate(ids, **settings).tolist(), options
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@torch.inference_mode()
+def test_inputs_embeds_are_taken_unscaled_as_in_the_reference(family, tmp_path):
+    reference = _reference(family)
+    reference.save_pretrained(tmp_path)
+    model = _load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
+    ids = _ids(1, 7)
+    embeds = model.get_input_embeddings()(ids)  # scaled by sqrt(hidden_size), as the reference's module does
+    torch.testing.assert_close(embeds, reference.get_input_embeddings()(ids))
+    torch.testing.assert_close(model(inputs_embeds=embeds).logits, model(ids).logits)
+    torch.testing.assert_close(model(inputs_embeds=embeds).logits, reference(inputs_embeds=embeds).logits,
+                               atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_bfloat16_logits_match_the_reference(family, tmp_path):
+    _reference(family).save_pretrained(tmp_path)
+    reference = getattr(transformers, FAMILIES[family][2]).from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    ids = _ids(2, 9)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(ids).logits, reference(ids).logits)

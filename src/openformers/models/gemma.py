@@ -96,8 +96,7 @@ class Gemma2Attention(nn.Module):
             k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past + T, hs)
         dropout = self.dropout if self.training else 0.0
         if attention_path == "sdpa" and self.softcap is None:
-            # The fused kernel scales by 1/sqrt(hs): scaling q first makes that query_pre_attn_scalar's scale.
-            y, weights = attention(q * (self.scale * self.head_dim**0.5), k, v, mask, dropout), None
+            y, weights = attention(q, k, v, mask, dropout, scale=self.scale), None
         else:
             y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1, scale=self.scale,
                                          softcap=self.softcap)

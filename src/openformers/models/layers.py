@@ -229,18 +229,21 @@ def static_cache_mask(
 
 
 def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float = 0.0
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float = 0.0,
+    scale: float | None = None,
 ) -> torch.Tensor:
     """Scaled dot-product attention, q (B, nh, T, hs) and k, v (B, n_kv, S, hs) with nh a multiple of n_kv.
 
     Each group of nh / n_kv query heads shares one key/value head (`enable_gqa`, no copies of the cache).
+    `scale` replaces 1/sqrt(hs) (Gemma's query_pre_attn_scalar).
     """
     is_causal = mask is None and q.shape[2] > 1
     if not _SDPA_HAS_GQA and k.shape[1] != q.shape[1]:
         k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))  # torch 2.4
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal,
+                                              scale=scale)
     return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal, enable_gqa=True
+        q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal, enable_gqa=True, scale=scale
     )
 
 
