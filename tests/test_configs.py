@@ -78,7 +78,7 @@ def test_an_unsupported_rope_type_is_named():
 
 def test_unknown_model_type_and_missing_config(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba"}))
-    with pytest.raises(ValueError, match=r"model_type='mamba'.*supported model types: bert, gpt2, llama"):
+    with pytest.raises(ValueError, match=r"model_type='mamba'.*supported model types: bert, .*gpt2, .*llama"):
         AutoConfig.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
