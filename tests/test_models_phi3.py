@@ -9,6 +9,7 @@ and longer than 32 positions, where the long factors and the attention factor ta
 import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -207,3 +208,48 @@ def test_hidden_states_and_attention_weights_match_reference(tiny):
         assert len(getattr(ours, name)) == len(getattr(theirs, name))
         for a, b in zip(getattr(ours, name), getattr(theirs, name)):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def _write_gguf(path, reference):
+    """A GGUF file as llama.cpp's converter writes a Phi-3 checkpoint: phi3.* metadata, the fused tensors renamed,
+    the longrope factors as tensors."""
+    gguf = pytest.importorskip("gguf")
+    config = reference.config
+    head_dim = config.hidden_size // config.num_attention_heads
+    writer = gguf.GGUFWriter(str(path), "phi3")
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_rope_scaling_orig_ctx_len(config.original_max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_dimension_count(int(head_dim * config.rope_parameters["partial_rotary_factor"]))
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_sliding_window(0)
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_eos_token_id(2)
+    for kind in ("long", "short"):
+        writer.add_tensor(f"rope_factors_{kind}.weight", np.array(config.rope_parameters[f"{kind}_factor"], np.float32))
+    names = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output",
+             "self_attn.qkv_proj": "attn_qkv", "self_attn.o_proj": "attn_output", "input_layernorm": "attn_norm",
+             "mlp.gate_up_proj": "ffn_up", "mlp.down_proj": "ffn_down", "post_attention_layernorm": "ffn_norm"}
+    for name, tensor in reference.state_dict().items():
+        for hf, cpp in names.items():
+            name = name.replace(hf, cpp)
+        writer.add_tensor(name.replace("model.layers.", "blk."), tensor.numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_gguf_written_like_llama_cpp_matches_the_original(tmp_path):
+    reference = _reference("longrope")
+    _write_gguf(tmp_path / "tiny.gguf", reference)
+    model = openformers.AutoModelForCausalLM.from_pretrained(tmp_path / "tiny.gguf")
+    assert model.config.rotary_dim == 12 and model.config.rope_scaling["rope_type"] == "longrope"
+    for length in (SHORT, LONG):
+        ids = _ids(1, length)
+        torch.testing.assert_close(_outputs(model, ids), _outputs(reference, ids), atol=1e-4, rtol=0)

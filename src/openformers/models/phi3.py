@@ -4,7 +4,9 @@ Differences from llama.py: one `qkv_proj` (queries, keys, values stacked by rows
 then up), as the checkpoints store them; dropout on both residual branches (`resid_pdrop`); rotary embeddings over
 the first `partial_rotary_factor` of each head's dimensions (Phi-4-mini: 0.75); and LongRoPE scaling, whose short
 or long factors a forward call picks by its furthest position (layers.RotaryEmbedding). Parameter names are those
-of Hugging Face checkpoints. The CPU decoding kernel does not apply: kernels/llama.py accelerates LlamaModel only.
+of Hugging Face checkpoints; GGUF files of llama.cpp's "phi3" architecture are read here too (`config_from_gguf`,
+`convert_gguf_state_dict`: the fused tensors keep their layout, the longrope factors are tensors there). The CPU
+decoding kernel does not apply: kernels/llama.py accelerates LlamaModel only.
 
 One difference from the reference remains: a generation whose prompt fits in original_max_position_embeddings but
 whose output runs past it keeps the keys cached with the short factors, where the reference's generate recomputes
@@ -14,7 +16,8 @@ the whole sequence once with the long ones at that step.
 import torch
 from torch import nn
 
-from ..configs import Phi3Config
+from ..configs import GGUF_CONFIG_READERS, Phi3Config
+from ..weights import rename
 from .base import PreTrainedModel, check_inputs, forward_cache, recorded
 from .heads import HeadModel, SequenceClassification, TokenClassification
 from .layers import (
@@ -30,6 +33,69 @@ from .layers import (
 from .llama import LlamaModel
 from .losses import next_token_loss
 from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+
+def config_from_gguf(gguf, **overrides) -> Phi3Config:
+    """The config of an opened `weights.GGUFFile` of architecture "phi3": hyper-parameters from its `phi3.*`
+    metadata, the longrope factors from its rope_factors_long/short tensors, special tokens from `tokenizer.ggml.*`."""
+
+    def required(key: str):
+        value = gguf.get(f"phi3.{key}")
+        if value is None:
+            raise ValueError(f"{gguf.path} lacks the GGUF metadata key phi3.{key}, which a phi3 model needs.")
+        return value
+
+    heads, hidden = required("attention.head_count"), required("embedding_length")
+    context = gguf.get("phi3.context_length", 4096)
+    values = {
+        "architectures": ["Phi3ForCausalLM"],
+        "vocab_size": gguf.get("phi3.vocab_size") or gguf.array_length("tokenizer.ggml.tokens"),
+        "hidden_size": hidden,
+        "intermediate_size": required("feed_forward_length"),
+        "num_hidden_layers": required("block_count"),
+        "num_attention_heads": heads,
+        "num_key_value_heads": gguf.get("phi3.attention.head_count_kv", heads),
+        "rms_norm_eps": gguf.get("phi3.attention.layer_norm_rms_epsilon", 1e-5),
+        "rope_theta": gguf.get("phi3.rope.freq_base", 10000.0),
+        "partial_rotary_factor": gguf.get("phi3.rope.dimension_count", hidden // heads) / (hidden // heads),
+        "max_position_embeddings": context,
+        "original_max_position_embeddings": gguf.get("phi3.rope.scaling.original_context_length", context),
+        "sliding_window": gguf.get("phi3.attention.sliding_window") or None,  # llama.cpp writes 0 for none
+        "tie_word_embeddings": "output.weight" not in gguf.tensor_names,
+        "bos_token_id": gguf.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": gguf.get("tokenizer.ggml.eos_token_id"),
+        "pad_token_id": gguf.get("tokenizer.ggml.padding_token_id"),
+    }
+    if "rope_factors_long.weight" in gguf.tensor_names:
+        values["rope_scaling"] = {
+            "rope_type": "longrope",
+            "long_factor": gguf.tensor("rope_factors_long.weight").tolist(),
+            "short_factor": gguf.tensor("rope_factors_short.weight").tolist(),
+        }
+    return Phi3Config.from_dict(values, **overrides)
+
+
+GGUF_CONFIG_READERS["phi3"] = config_from_gguf
+
+# llama.cpp name part -> Hugging Face name part; llama.cpp keeps Phi-3's fused qkv and gate_up tensors as they are.
+GGUF_RENAMES = {
+    "token_embd": "model.embed_tokens",
+    "blk": "model.layers",
+    "attn_qkv": "self_attn.qkv_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_norm": "input_layernorm",
+    "ffn_up": "mlp.gate_up_proj",
+    "ffn_down": "mlp.down_proj",
+    "ffn_norm": "post_attention_layernorm",
+    "output_norm": "model.norm",
+    "output": "lm_head",
+}
+
+
+def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: Phi3Config) -> dict[str, torch.Tensor]:
+    """Rename llama.cpp tensors to Hugging Face names; the rope factor tensors are in the config already."""
+    factors = ("rope_factors_long.weight", "rope_factors_short.weight")
+    return rename({name: t for name, t in state_dict.items() if name not in factors}, GGUF_RENAMES)
 
 
 def apply_partial_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -100,6 +166,7 @@ class Phi3DecoderLayer(nn.Module):
 
 class Phi3PreTrainedModel(PreTrainedModel):
     config_class = Phi3Config
+    convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
 
     def new_base_model(self, config: Phi3Config) -> "Phi3Model":
         return Phi3Model(config)
