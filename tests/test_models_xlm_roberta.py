@@ -3,6 +3,7 @@ warning, gives the reference's outputs and losses on a padded batch and each row
 reference loads back, and comes back from the Auto classes as the reference's class; the causal LM generates
 the reference's tokens."""
 
+import shutil
 import warnings
 
 import pytest
@@ -158,3 +159,58 @@ def test_config_defaults_are_the_reference_ones():
                  "layer_norm_eps", "max_position_embeddings", "type_vocab_size"):
         assert getattr(ours, name) == getattr(theirs, name), name
     assert openformers.AutoConfig.for_model("xlm-roberta").model_type == "xlm-roberta"
+
+
+# End to end: the reference's XLM-R tokenizer (a SentencePiece unigram model, saved as tokenizer.json) with
+# tiny random heads, through the pipelines.
+
+CORPUS = [
+    "The cat sat on the mat.", "Paris is the capital of France.", "I love this movie, it is wonderful!",
+    "Terrible weather today, rain and wind.", "Les chats dorment sur le canapé.", "Der Hund spielt im Garten.",
+] * 40
+PIPELINE_HEADS = {  # task -> (the reference's class, its inputs)
+    "fill-mask": ("XLMRobertaForMaskedLM", ["Paris is the <mask> of France.", "The <mask> sat on the mat."]),
+    "text-classification": ("XLMRobertaForSequenceClassification", ["I love this movie.", "Der Hund spielt."]),
+    "token-classification": ("XLMRobertaForTokenClassification", "Les chats dorment sur le canapé."),
+}
+
+
+@pytest.fixture(scope="module")
+def xlmr_tokenizer_folder(tmp_path_factory):
+    """A folder holding the reference's XLMRobertaTokenizer, built from a small SentencePiece unigram model."""
+    sentencepiece = pytest.importorskip("sentencepiece")
+    source = tmp_path_factory.mktemp("spm")
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS), model_prefix=str(source / "sentencepiece.bpe"), model_type="unigram",
+        vocab_size=60, minloglevel=2,
+    )
+    folder = tmp_path_factory.mktemp("xlmr-tokenizer")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        transformers.XLMRobertaTokenizer(vocab_file=str(source / "sentencepiece.bpe.model")).save_pretrained(folder)
+    assert (folder / "tokenizer.json").exists()
+    return folder
+
+
+def _assert_records_close(got, expected):
+    if isinstance(expected, (list, dict)):
+        assert type(got) is type(expected) and len(got) == len(expected)
+        for key in range(len(expected)) if isinstance(expected, list) else expected:
+            _assert_records_close(got[key], expected[key])
+    elif isinstance(expected, float) or type(expected).__module__ == "numpy":
+        assert float(got) == pytest.approx(float(expected), abs=1e-5)
+    else:
+        assert got == expected
+
+
+@pytest.mark.parametrize("task", list(PIPELINE_HEADS))
+def test_pipelines_with_the_reference_tokenizer_match_reference(task, xlmr_tokenizer_folder, tmp_path):
+    shutil.copytree(xlmr_tokenizer_folder, tmp_path, dirs_exist_ok=True)
+    tokenizer = openformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert type(tokenizer).__name__ == "XLMRobertaTokenizer"
+    name, inputs = PIPELINE_HEADS[task]
+    _reference(name, vocab_size=len(tokenizer), max_position_embeddings=64).save_pretrained(tmp_path)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = transformers.pipeline(task, model=str(tmp_path))(inputs)
+    _assert_records_close(openformers.pipeline(task, model=tmp_path)(inputs), expected)

@@ -63,7 +63,8 @@ class DistilBertSelfAttention(nn.Module):
     def forward(self, x, mask, attention_path="sdpa"):
         """The attention output, and its weights (B, nh, T, T) when computed step by step, else None."""
         B, T, C = x.shape
-        q, k, v = (proj(x).view(B, T, self.n_heads, -1).transpose(1, 2) for proj in (self.q_lin, self.k_lin, self.v_lin))
+        q, k, v = (proj(x).view(B, T, self.n_heads, -1).transpose(1, 2)  # (B, nh, T, hs)
+                   for proj in (self.q_lin, self.k_lin, self.v_lin))
         dropout = self.dropout if self.training else 0.0
         weights = None
         if attention_path == "sdpa":
