@@ -9,6 +9,7 @@ drawn at random.
 
 import warnings
 
+import gguf
 import pytest
 import torch
 
@@ -270,3 +271,65 @@ def test_bfloat16_logits_match_the_reference(family, tmp_path):
     ids = _ids(2, 9)
     with torch.inference_mode():
         torch.testing.assert_close(model(ids).logits, reference(ids).logits)
+
+
+# A GGUF written here the way llama.cpp's converter writes a Gemma: its tensor names, reversed shapes, every norm
+# weight stored as 1 + w, no output.weight (tied), head_dim as key_length, and the soft-caps of Gemma 2.
+GGUF_NAMES = {
+    "model.embed_tokens": "token_embd", "model.norm": "output_norm", "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+    "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm", "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "post_attention_norm", "pre_feedforward_layernorm": "ffn_norm",
+    "post_feedforward_layernorm": "post_ffw_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+
+
+def _write_gguf(path, reference):
+    config = reference.config
+    arch = {"gemma2": "gemma2", "gemma3_text": "gemma3"}[config.model_type]
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_key_length(config.head_dim)
+    writer.add_value_length(config.head_dim)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_sliding_window(config.sliding_window)
+    writer.add_vocab_size(config.vocab_size)
+    parameters = config.rope_parameters
+    writer.add_rope_freq_base(parameters.get("full_attention", parameters)["rope_theta"])
+    if arch == "gemma2":
+        writer.add_attn_logit_softcapping(config.attn_logit_softcapping)
+        writer.add_final_logit_softcapping(config.final_logit_softcapping)
+    for name, tensor in reference.state_dict().items():
+        if name == "lm_head.weight":
+            continue
+        w = tensor.numpy() + 1 if name.endswith("norm.weight") else tensor.numpy()
+        for hf, cpp in GGUF_NAMES.items():
+            name = name.replace(hf, cpp)
+        writer.add_tensor(name.replace("model.layers.", "blk."), w)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@torch.inference_mode()
+def test_gguf_written_like_llama_cpp_matches_the_original(family, tmp_path):
+    # What llama.cpp assumes for a Gemma GGUF: query_pre_attn_scalar = head_dim, Gemma 3's local rope base 10000 and
+    # one full layer in 6, Gemma 2's one in 2.
+    layer_types = (["sliding_attention", "full_attention"] if family == "gemma2" else
+                   ["sliding_attention"] * 5 + ["full_attention"])
+    reference = _reference(family, query_pre_attn_scalar=TINY["head_dim"], rope_local_base_freq=10_000.0,
+                           num_hidden_layers=len(layer_types), layer_types=layer_types)
+    _write_gguf(tmp_path / "tiny.gguf", reference)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny.gguf")
+    assert type(model).__name__ == FAMILIES[family][2] and model.config.tie_word_embeddings
+    assert model.config.layer_types == layer_types
+    ids = _ids(2, 10)
+    torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)

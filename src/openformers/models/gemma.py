@@ -12,14 +12,17 @@ sliding layers' positions with a base of their own (`rope_local_base_freq`); it 
 config asks, never the attention scores (its reference reads attn_logit_softcapping but does not apply it), and
 attends with torch's fused kernel, as its reference does.
 
-Parameter names are those of Hugging Face checkpoints. The heads are the reference's: for Gemma 2 causal LM,
+Parameter names are those of Hugging Face checkpoints. GGUF files of llama.cpp's "gemma2" and "gemma3" architectures
+load too: `config_from_gguf` reads their metadata and `convert_gguf_state_dict` renames their tensors and takes
+back the 1 llama.cpp's converter adds to every norm weight. The heads are the reference's: for Gemma 2 causal LM,
 sequence and token classification; for Gemma 3 text causal LM and sequence classification.
 """
 
 import torch
 from torch import nn
 
-from ..configs import Gemma2Config, Gemma3TextConfig
+from ..configs import GGUF_CONFIG_READERS, Gemma2Config, Gemma3TextConfig
+from ..weights import rename
 from .base import PreTrainedModel, check_inputs, forward_cache, recorded
 from .heads import HeadModel, SequenceClassification, TokenClassification
 from .layers import (
@@ -31,8 +34,64 @@ from .layers import (
     positions_and_mask,
     run_layer,
 )
+from .llama import GGUF_RENAMES, gguf_config_values
 from .losses import next_token_loss
 from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+
+# GGUF `general.architecture` -> (config class, the reference's causal LM class, one full-attention layer in how many).
+GGUF_ARCHITECTURES = {
+    "gemma2": (Gemma2Config, "Gemma2ForCausalLM", 2),
+    "gemma3": (Gemma3TextConfig, "Gemma3ForCausalLM", 6),
+}
+# Depths at which llama.cpp takes a Gemma for its 27B model, whose query_pre_attn_scalar is hidden_size / heads.
+_DEPTH_OF_27B = {"gemma2": 46, "gemma3": 62}
+
+
+def config_from_gguf(gguf, **overrides) -> Gemma2Config:
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "gemma2" or "gemma3" architecture.
+
+    What the files do not say is what llama.cpp assumes: query_pre_attn_scalar is head_dim (hidden_size / heads
+    for the 27B models), Gemma 3's sliding layers rotate with base 10000, one layer in 2 (Gemma 2) or 6 (Gemma 3)
+    attends to everything unless `attention.sliding_window_pattern` says otherwise.
+    """
+    arch = gguf.get("general.architecture")
+    config_class, causal_lm, period = GGUF_ARCHITECTURES[arch]
+    values = gguf_config_values(gguf)
+    layers = values["num_hidden_layers"]
+    pattern = gguf.get(f"{arch}.attention.sliding_window_pattern", period)
+    sliding = [bool(pattern[i]) for i in range(layers)] if isinstance(pattern, list) else [
+        (i + 1) % pattern != 0 for i in range(layers)]
+    values.update(
+        architectures=[causal_lm],
+        layer_types=["sliding_attention" if windowed else "full_attention" for windowed in sliding],
+        sliding_window=gguf.get(f"{arch}.attention.sliding_window", config_class.sliding_window),
+        query_pre_attn_scalar=(values["hidden_size"] // values["num_attention_heads"]
+                               if layers == _DEPTH_OF_27B[arch] else values["head_dim"]),
+        attn_logit_softcapping=gguf.get(f"{arch}.attn_logit_softcapping"),
+        final_logit_softcapping=gguf.get(f"{arch}.final_logit_softcapping"),
+    )
+    return config_class.from_dict(values, **overrides)
+
+
+GGUF_CONFIG_READERS.update(dict.fromkeys(GGUF_ARCHITECTURES, config_from_gguf))
+
+# llama.cpp name part -> Hugging Face name part, beyond Llama's ("ffn_norm" is the norm before the MLP here).
+GEMMA_GGUF_RENAMES = {
+    **GGUF_RENAMES,
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+}
+
+
+def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: Gemma2Config) -> dict[str, torch.Tensor]:
+    """Rename llama.cpp tensors to Hugging Face names; its converter stores each norm's weight as 1 + w (the scale it
+    applies), so 1 comes off again. The q/k rows keep their order (llama.cpp rotates Gemma as Hugging Face does)."""
+    state_dict = rename(state_dict, GEMMA_GGUF_RENAMES)
+    return {name: t - 1 if name.endswith("norm.weight") else t for name, t in state_dict.items()}
 
 
 class GemmaRMSNorm(nn.Module):
@@ -135,6 +194,7 @@ class Gemma2DecoderLayer(nn.Module):
 
 class Gemma2PreTrainedModel(PreTrainedModel):
     config_class = Gemma2Config
+    convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
     # The reference computes Gemma 2's attention step by step whatever attn_implementation says (it has no sdpa
     # path), which shows at queries that may see no key (left padding): they get the mean of the values.
     has_sdpa_path = False
