@@ -23,13 +23,18 @@ TINY_CONFIGS = {
                                 intermediate_size=37, max_position_embeddings=32)),
     "roberta": ("RobertaConfig", dict(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                                       intermediate_size=37, max_position_embeddings=32)),
+    "distilbert": ("DistilBertConfig", dict(vocab_size=64, dim=32, n_layers=1, n_heads=4, hidden_dim=37,
+                                            max_position_embeddings=32)),
+    "xlm-roberta": ("XLMRobertaConfig", dict(vocab_size=64, hidden_size=32, num_hidden_layers=1,
+                                             num_attention_heads=4, intermediate_size=37, max_position_embeddings=32)),
 }
 AUTO_CLASSES = (
     "AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForSequenceClassification",
     "AutoModelForTokenClassification", "AutoModelForQuestionAnswering", "AutoModelForMultipleChoice",
     "AutoModelForNextSentencePrediction", "AutoModelForPreTraining",
 )
-MODEL_MODULES = ("openformers.models.llama", "openformers.models.gpt2", "openformers.models.bert")
+MODEL_MODULES = ("openformers.models.llama", "openformers.models.gpt2", "openformers.models.bert",
+                 "openformers.models.distilbert", "openformers.models.xlm_roberta")
 
 
 @pytest.fixture(scope="module", params=list(TINY_CONFIGS))
