@@ -333,3 +333,15 @@ def test_gguf_written_like_llama_cpp_matches_the_original(family, tmp_path):
     assert model.config.layer_types == layer_types
     ids = _ids(2, 10)
     torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@torch.inference_mode()
+def test_gguf_weights_are_those_the_reference_reads(family, tmp_path):
+    reference = _reference(family)
+    _write_gguf(tmp_path / "tiny.gguf", reference)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf").state_dict()
+    ours = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny.gguf").state_dict()
+    assert sorted(ours) == sorted(theirs)
+    for name, tensor in ours.items():
+        torch.testing.assert_close(tensor, theirs[name], msg=name)
