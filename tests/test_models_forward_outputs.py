@@ -14,8 +14,10 @@ LLAMA = dict(vocab_size=100, hidden_size=32, intermediate_size=48, num_hidden_la
 GPT2 = dict(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=64, pad_token_id=0)
 BERT = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
             max_position_embeddings=64)
+DISTILBERT = dict(vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64)
 FAMILIES = {"Llama": ("LlamaConfig", LLAMA), "GPT2": ("GPT2Config", GPT2), "Bert": ("BertConfig", BERT),
-            "Roberta": ("RobertaConfig", BERT)}
+            "Roberta": ("RobertaConfig", BERT), "DistilBert": ("DistilBertConfig", DISTILBERT),
+            "XLMRoberta": ("XLMRobertaConfig", BERT)}
 HEADS = {
     "Llama": ["LlamaModel", "LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaForTokenClassification",
               "LlamaForQuestionAnswering"],
@@ -25,9 +27,14 @@ HEADS = {
              "BertForQuestionAnswering"],
     "Roberta": ["RobertaModel", "RobertaForMaskedLM", "RobertaForSequenceClassification",
                 "RobertaForTokenClassification", "RobertaForQuestionAnswering"],
+    "DistilBert": ["DistilBertModel", "DistilBertForMaskedLM", "DistilBertForSequenceClassification",
+                   "DistilBertForTokenClassification", "DistilBertForQuestionAnswering"],
+    "XLMRoberta": ["XLMRobertaModel", "XLMRobertaForMaskedLM", "XLMRobertaForSequenceClassification",
+                   "XLMRobertaForTokenClassification", "XLMRobertaForQuestionAnswering"],
 }
 CASES = [(family, name) for family, names in HEADS.items() for name in names]
 DECODERS = ("Llama", "GPT2")
+ROBERTA_POSITIONS = ("Roberta", "XLMRoberta")  # positions counted from pad_token_id + 1, padding skipped
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[name for _, name in CASES])
@@ -71,7 +78,7 @@ def _batch(family):
     mask[1, 6:] = 0
     if family in DECODERS:
         mask[0, :2] = 0
-    ids = ids.masked_fill(mask == 0, 1 if family == "Roberta" else 0)
+    ids = ids.masked_fill(mask == 0, 1 if family in ROBERTA_POSITIONS else 0)
     return ids, mask
 
 
@@ -140,7 +147,7 @@ def test_inputs_embeds_give_what_input_ids_give(pair):
     from_embeds = ours(inputs_embeds=embeds, attention_mask=mask).to_tuple()
     if "ForSequenceClassification" in type(ours).__name__ and family in DECODERS:
         return  # without ids the decoders read the last position, as the reference's do: another answer
-    if family == "Roberta":  # positions from inputs_embeds count every token as real, as the reference's do
+    if family in ROBERTA_POSITIONS:  # positions from inputs_embeds count every token as real, as the reference's do
         from_ids = ours(ids[:1, :6], attention_mask=mask[:1, :6]).to_tuple()
         from_embeds = ours(inputs_embeds=embeds[:1, :6], attention_mask=mask[:1, :6]).to_tuple()
     _assert_same(from_embeds, from_ids, "inputs_embeds")
