@@ -60,16 +60,19 @@ def config_from_gguf(gguf, **overrides) -> Gemma2Config:
     values = gguf_config_values(gguf)
     layers = values["num_hidden_layers"]
     pattern = gguf.get(f"{arch}.attention.sliding_window_pattern", period)
-    sliding = [bool(pattern[i]) for i in range(layers)] if isinstance(pattern, list) else [
-        (i + 1) % pattern != 0 for i in range(layers)]
+    if isinstance(pattern, list):  # one flag per layer, True where it is windowed
+        sliding = [bool(pattern[i]) for i in range(layers)]
+    else:
+        sliding = [(i + 1) % pattern != 0 for i in range(layers)]
     values.update(
         architectures=[causal_lm],
         layer_types=["sliding_attention" if windowed else "full_attention" for windowed in sliding],
         sliding_window=gguf.get(f"{arch}.attention.sliding_window", config_class.sliding_window),
         query_pre_attn_scalar=(values["hidden_size"] // values["num_attention_heads"]
                                if layers == _DEPTH_OF_27B[arch] else values["head_dim"]),
-        attn_logit_softcapping=gguf.get(f"{arch}.attn_logit_softcapping"),
-        final_logit_softcapping=gguf.get(f"{arch}.final_logit_softcapping"),
+        # Absent, llama.cpp caps as the family's reference does by default (Gemma 2: 50 and 30; Gemma 3: neither).
+        attn_logit_softcapping=gguf.get(f"{arch}.attn_logit_softcapping", config_class.attn_logit_softcapping),
+        final_logit_softcapping=gguf.get(f"{arch}.final_logit_softcapping", config_class.final_logit_softcapping),
     )
     return config_class.from_dict(values, **overrides)
 
