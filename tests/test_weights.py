@@ -213,14 +213,14 @@ def test_an_unsupported_gguf_architecture_is_named(tmp_path):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    with pytest.raises(ValueError, match=r"mamba\.gguf holds a 'mamba' model.*supported GGUF architectures: llama"):
+    with pytest.raises(ValueError, match=r"mamba\.gguf holds a 'mamba' model.*supported GGUF architectures: .*\bllama\b"):
         AutoModelForCausalLM.from_pretrained(path)
 
 
 def test_an_unknown_model_type_lists_the_supported_ones(tiny_folder):
     config = json.loads((tiny_folder / "config.json").read_text())
     (tiny_folder / "config.json").write_text(json.dumps({**config, "model_type": "mamba"}))
-    with pytest.raises(ValueError, match=r"model_type='mamba'.*supported model types: bert, gpt2, llama"):
+    with pytest.raises(ValueError, match=r"model_type='mamba'.*supported model types: bert, .*\bgpt2, llama\b"):
         AutoModelForCausalLM.from_pretrained(tiny_folder)
 
 

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import PreTrainedModel, check_inputs
-from .losses import question_answering_loss, sequence_classification_loss, token_loss
+from .losses import next_token_loss, question_answering_loss, sequence_classification_loss, token_loss
 from .outputs import (
+    CausalLMOutputWithPast,
     ModelOutput,
     MultipleChoiceModelOutput,
     QuestionAnsweringModelOutput,
@@ -66,6 +67,42 @@ class HeadModel(PreTrainedModel):
             if value is not None:
                 return value
         return 0.1  # the reference's default where the config has neither (decoders)
+
+
+class CausalLM(HeadModel):
+    """A decoder with its language-model head: next-token logits, and the loss when labels are given."""
+
+    tied_weights = {"lm_head.weight": "model.embed_tokens.weight"}
+    loss_shifts_labels = True  # the loss at position t is against labels[t + 1] (the Trainer counts tokens by it)
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.tie_weights()
+
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None, cache_position=None,
+    ) -> CausalLMOutputWithPast | tuple:
+        if labels is not None and logits_to_keep:
+            raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
+        # Only families whose base model takes cache_position (the reference's static-cache callers) get it.
+        positions = {} if cache_position is None else {"cache_position": cache_position}
+        base = self.base_model(
+            input_ids, attention_mask, position_ids, past_key_values, cache=cache, inputs_embeds=inputs_embeds,
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            return_dict=True, **positions,
+        )
+        hidden = base.last_hidden_state
+        logits = self.token_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        loss = None if labels is None else next_token_loss(logits, labels)
+        output = CausalLMOutputWithPast(loss=loss, logits=logits, cache=base.cache, hidden_states=base.hidden_states,
+                                        attentions=base.attentions)
+        return self.returned(output, return_dict)
+
+    def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)
 
 
 class SequenceClassification(HeadModel):

@@ -19,7 +19,7 @@ from torch import nn
 from ..configs import GGUF_CONFIG_READERS, Phi3Config
 from ..weights import rename
 from .base import PreTrainedModel, check_inputs, forward_cache, recorded
-from .heads import HeadModel, SequenceClassification, TokenClassification
+from .heads import CausalLM, SequenceClassification, TokenClassification
 from .layers import (
     ACTIVATIONS,
     RMSNorm,
@@ -31,8 +31,7 @@ from .layers import (
     run_layer,
 )
 from .llama import LlamaModel
-from .losses import next_token_loss
-from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from .outputs import BaseModelOutputWithPast
 
 
 def config_from_gguf(gguf, **overrides) -> Phi3Config:
@@ -229,36 +228,8 @@ class Phi3Model(Phi3PreTrainedModel):
         return self.returned(output, return_dict)
 
 
-class Phi3ForCausalLM(Phi3PreTrainedModel, HeadModel):
+class Phi3ForCausalLM(Phi3PreTrainedModel, CausalLM):
     """The decoder with its language-model head: next-token logits, and the loss when labels are given."""
-
-    tied_weights = {"lm_head.weight": "model.embed_tokens.weight"}
-    loss_shifts_labels = True  # the loss at position t is against labels[t + 1] (the Trainer counts tokens by it)
-
-    def __init__(self, config: Phi3Config):
-        super().__init__(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.tie_weights()
-
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None, cache_position=None,
-    ) -> CausalLMOutputWithPast | tuple:
-        if labels is not None and logits_to_keep:
-            raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
-        base = self.model(
-            input_ids, attention_mask, position_ids, past_key_values, cache=cache, inputs_embeds=inputs_embeds,
-            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            return_dict=True, cache_position=cache_position,
-        )
-        hidden = base.last_hidden_state
-        logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
-        loss = None if labels is None else next_token_loss(logits, labels)
-        output = CausalLMOutputWithPast(loss=loss, logits=logits, cache=base.cache, hidden_states=base.hidden_states,
-                                        attentions=base.attentions)
-        return self.returned(output, return_dict)
-
 
 class Phi3ForSequenceClassification(Phi3PreTrainedModel, SequenceClassification):
     """One label (or score) per sequence, read from the hidden state of the last token that is not padding."""
