@@ -296,7 +296,9 @@ def test_bad_requests_are_refused_at_submit(tokenizer, scheduler):
         scheduler.submit([], SamplingOptions(max_tokens=1), print)
     with pytest.raises(ValueError, match="max_tokens"):
         SamplingOptions(max_tokens=0)
-    with pytest.raises(ValueError, match="top_p"):
+    with pytest.raises(ValueError, match=r"top_p must be a number in \(0, 1\]"):  # the options table's words
         SamplingOptions(max_tokens=1, top_p=0)
+    with pytest.raises(ValueError, match="temperature must be a number >= 0"):
+        SamplingOptions(max_tokens=1, temperature=-0.5)
     with pytest.raises(ValueError, match="stop"):
         SamplingOptions(max_tokens=1, stop=[""])

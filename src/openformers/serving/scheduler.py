@@ -33,6 +33,7 @@ import torch
 
 from ..generation.cache import DynamicCache
 from ..generation.config import resolve_generation_config
+from ..generation.options import OPTIONS_BY_NAME
 from ..generation.prefix_cache import PrefixCache
 from ..generation.processors import build_processors
 from ..generation.sampling import Sampler
@@ -55,10 +56,10 @@ class SamplingOptions:
     def __post_init__(self):
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise ValueError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}.")
-        if not 0.0 <= self.temperature:
-            raise ValueError(f"temperature must be >= 0 (0 decodes greedily), got {self.temperature!r}.")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}.")
+        for name in ("temperature", "top_p"):  # checked as GenerationConfig checks them (generation/options.py)
+            option, value = OPTIONS_BY_NAME[name], getattr(self, name)
+            if value is None or not option.is_possible(value):
+                raise ValueError(f"{name} must be {option.expected}, got {value!r}.")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError(f"stop must be a list of non-empty strings, got {self.stop!r}.")
 
