@@ -359,17 +359,12 @@ class LlamaConfig(PretrainedConfig):
     def validate(self) -> None:
         _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings")
-        if self.num_attention_heads % self.num_key_value_heads:
-            _invalid("num_key_value_heads", self.num_key_value_heads,
-                     f"a divisor of num_attention_heads={self.num_attention_heads}")
+        _check_key_value_heads(self)
         if self.head_dim % 2:
             _invalid("head_dim", self.head_dim, "an even number (rotary embeddings rotate pairs)")
         if self.hidden_act != "silu":
             _invalid("hidden_act", self.hidden_act, "'silu' (the only activation Llama models use)")
-        for name in ("rms_norm_eps", "rope_theta"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                _invalid(name, value, "a positive number")
+        _require_positive_numbers(self, "rms_norm_eps", "rope_theta")
         if self.rope_scaling is not None:
             _check_rope_scaling(self.rope_scaling)
 
@@ -663,17 +658,12 @@ class Gemma2Config(PretrainedConfig):
     def validate(self) -> None:
         _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings")
-        if self.num_attention_heads % self.num_key_value_heads:
-            _invalid("num_key_value_heads", self.num_key_value_heads,
-                     f"a divisor of num_attention_heads={self.num_attention_heads}")
+        _check_key_value_heads(self)
         if self.head_dim % 2:
             _invalid("head_dim", self.head_dim, "an even number (rotary embeddings rotate pairs)")
         if self.hidden_activation not in self.activations:
             _invalid("hidden_activation", self.hidden_activation, f"one of {', '.join(self.activations)}")
-        for name in ("rms_norm_eps", "rope_theta", "query_pre_attn_scalar"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                _invalid(name, value, "a positive number")
+        _require_positive_numbers(self, "rms_norm_eps", "rope_theta", "query_pre_attn_scalar")
         for name in ("final_logit_softcapping", "attn_logit_softcapping"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
@@ -822,15 +812,10 @@ class Phi3Config(PretrainedConfig):
         _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                "num_attention_heads", "num_key_value_heads", "max_position_embeddings",
                                "original_max_position_embeddings", "head_dim")
-        if self.num_attention_heads % self.num_key_value_heads:
-            _invalid("num_key_value_heads", self.num_key_value_heads,
-                     f"a divisor of num_attention_heads={self.num_attention_heads}")
+        _check_key_value_heads(self)
         if self.hidden_act not in ENCODER_ACTIVATIONS:
             _invalid("hidden_act", self.hidden_act, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
-        for name in ("rms_norm_eps", "rope_theta"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                _invalid(name, value, "a positive number")
+        _require_positive_numbers(self, "rms_norm_eps", "rope_theta")
         for name in ("resid_pdrop", "embd_pdrop", "attention_dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
@@ -904,9 +889,7 @@ class Gemma3TextConfig(Gemma2Config):
 
     def validate(self) -> None:
         super().validate()
-        value = self.rope_local_base_freq
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            _invalid("rope_local_base_freq", value, "a positive number")
+        _require_positive_numbers(self, "rope_local_base_freq")
 
     @classmethod
     def _from_file_layout(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -1047,6 +1030,20 @@ def _require_positive_ints(config: PretrainedConfig, *names: str) -> None:
     for name in names:
         if not _positive_int(getattr(config, name)):
             _invalid(name, getattr(config, name), "a positive integer")
+
+
+def _require_positive_numbers(config: PretrainedConfig, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            _invalid(name, value, "a positive number")
+
+
+def _check_key_value_heads(config: PretrainedConfig) -> None:
+    """Grouped-query attention: each key/value head serves the same number of query heads."""
+    if config.num_attention_heads % config.num_key_value_heads:
+        _invalid("num_key_value_heads", config.num_key_value_heads,
+                 f"a divisor of num_attention_heads={config.num_attention_heads}")
 
 
 def _invalid(name: str, value, expected: str):
