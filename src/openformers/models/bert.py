@@ -16,6 +16,7 @@ from ..configs import BertConfig, RobertaConfig
 from .base import PreTrainedModel, check_inputs, forward_cache, recorded
 from .heads import (
     HeadModel,
+    MaskedLM,
     MultipleChoice,
     PooledSequenceClassification,
     QuestionAnswering,
@@ -28,7 +29,6 @@ from .outputs import (
     BaseModelOutputWithPoolingAndCrossAttentions,
     BertForPreTrainingOutput,
     CausalLMOutputWithCrossAttentions,
-    MaskedLMOutput,
     NextSentencePredictorOutput,
 )
 
@@ -324,7 +324,7 @@ class BertOnlyMLMHead(nn.Module):
         return self.predictions(x)
 
 
-class BertForMaskedLM(BertPreTrainedModel, HeadModel):
+class BertForMaskedLM(BertPreTrainedModel, MaskedLM):
     """Logits over the vocabulary at every position; the loss over positions whose label is not -100."""
 
     tied_weights = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
@@ -334,19 +334,6 @@ class BertForMaskedLM(BertPreTrainedModel, HeadModel):
         super().__init__(config)
         self.cls = BertOnlyMLMHead(config)
         self.tie_weights()
-
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0, inputs_embeds=None, output_attentions=None,
-        output_hidden_states=None, return_dict=None,
-    ) -> MaskedLMOutput | tuple:
-        encoded = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, None,
-                                      inputs_embeds, None, output_attentions, output_hidden_states)
-        logits = self.token_logits(encoded.last_hidden_state)  # (B, T, vocab_size)
-        loss = None if labels is None else token_loss(logits, labels)
-        output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states,
-                                attentions=encoded.attentions)
-        return self.returned(output, return_dict)
 
     def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.cls(hidden)

@@ -13,10 +13,16 @@ from torch import nn
 from ..configs import DistilBertConfig
 from .base import PreTrainedModel, check_inputs, recorded
 from .bert import padding_mask
-from .heads import HeadModel, MultipleChoice, PooledSequenceClassification, QuestionAnswering, TokenClassification
+from .heads import (
+    HeadModel,
+    MaskedLM,
+    MultipleChoice,
+    PooledSequenceClassification,
+    QuestionAnswering,
+    TokenClassification,
+)
 from .layers import ACTIVATIONS, eager_attention, run_layer
-from .losses import token_loss
-from .outputs import BaseModelOutput, MaskedLMOutput, ModelOutput
+from .outputs import BaseModelOutput, ModelOutput
 
 LAYER_NORM_EPS = 1e-12  # every DistilBERT LayerNorm's; the config has no field for it
 
@@ -196,7 +202,7 @@ class DistilBertModel(DistilBertPreTrainedModel):
 # Heads --------------------------------------------------------------------------------------------------------
 
 
-class DistilBertForMaskedLM(DistilBertPreTrainedModel, HeadModel):
+class DistilBertForMaskedLM(DistilBertPreTrainedModel, MaskedLM):
     """Logits over the vocabulary at every position; the loss over positions whose label is not -100."""
 
     tied_weights = {"vocab_projector.weight": "distilbert.embeddings.word_embeddings.weight"}
@@ -208,19 +214,6 @@ class DistilBertForMaskedLM(DistilBertPreTrainedModel, HeadModel):
         self.vocab_layer_norm = nn.LayerNorm(config.dim, eps=LAYER_NORM_EPS)
         self.vocab_projector = nn.Linear(config.dim, config.vocab_size)
         self.tie_weights()
-
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0, inputs_embeds=None, output_attentions=None,
-        output_hidden_states=None, return_dict=None,
-    ) -> MaskedLMOutput | tuple:
-        encoded = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, None,
-                                      inputs_embeds, None, output_attentions, output_hidden_states)
-        logits = self.token_logits(encoded.last_hidden_state)  # (B, T, vocab_size)
-        loss = None if labels is None else token_loss(logits, labels)
-        output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states,
-                                attentions=encoded.attentions)
-        return self.returned(output, return_dict)
 
     def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.vocab_projector(self.vocab_layer_norm(self.activation(self.vocab_transform(hidden))))

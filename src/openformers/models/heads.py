@@ -20,6 +20,7 @@ from .base import PreTrainedModel, check_inputs
 from .losses import next_token_loss, question_answering_loss, sequence_classification_loss, token_loss
 from .outputs import (
     CausalLMOutputWithPast,
+    MaskedLMOutput,
     ModelOutput,
     MultipleChoiceModelOutput,
     QuestionAnsweringModelOutput,
@@ -103,6 +104,24 @@ class CausalLM(HeadModel):
 
     def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)
+
+
+class MaskedLM(HeadModel):
+    """Vocabulary logits at every position, through the family's own `token_logits`, and the loss at the
+    labelled positions."""
+
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, inputs_embeds=None, output_attentions=None,
+        output_hidden_states=None, return_dict=None,
+    ) -> MaskedLMOutput | tuple:
+        encoded = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, None,
+                                      inputs_embeds, None, output_attentions, output_hidden_states)
+        logits = self.token_logits(encoded.last_hidden_state)  # (B, T, vocab_size)
+        loss = None if labels is None else token_loss(logits, labels)
+        output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states,
+                                attentions=encoded.attentions)
+        return self.returned(output, return_dict)
 
 
 class SequenceClassification(HeadModel):
