@@ -32,7 +32,7 @@ from .layers import (
     attention,
     eager_attention,
     positions_and_mask,
-    run_layer,
+    run_layers,
 )
 from .llama import GGUF_RENAMES, gguf_config_values
 from .outputs import BaseModelOutputWithPast
@@ -250,15 +250,12 @@ class Gemma2Model(Gemma2PreTrainedModel):
         # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
         checkpointing = self.gradient_checkpointing if self.training and cache is None else None
         attention_path = self.attention_path(output_attentions)
-        hidden_states = [] if output_hidden_states else None
-        attentions = [] if output_attentions else None
-        for layer in self.layers:
-            if output_hidden_states:
-                hidden_states.append(x)
-            mask = window_mask if layer.is_sliding else full_mask
-            x, weights = run_layer(layer, checkpointing, x, *rope[layer.is_sliding], mask, cache, attention_path)
-            if output_attentions:
-                attentions.append(weights)
+        x, hidden_states, attentions = run_layers(
+            self.layers, x, checkpointing,
+            lambda layer: (*rope[layer.is_sliding], window_mask if layer.is_sliding else full_mask, cache,
+                           attention_path),
+            output_hidden_states, output_attentions,
+        )
         x = self.norm(x)
         if output_hidden_states:
             hidden_states.append(x)

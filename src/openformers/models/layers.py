@@ -47,6 +47,21 @@ def run_layer(layer: nn.Module, checkpoint_options: dict | None, *inputs):
     return torch.utils.checkpoint.checkpoint(layer, *inputs, **checkpoint_options)
 
 
+def run_layers(layers, x: torch.Tensor, checkpoint_options: dict | None, inputs_of, record_inputs: bool,
+               record_attentions: bool) -> tuple[torch.Tensor, list | None, list | None]:
+    """Each layer in turn on `x`, called with `inputs_of(layer)` after it (run_layer): the last layer's output,
+    and when asked the input of every layer and every layer's attention weights (lists, else None)."""
+    inputs = [] if record_inputs else None
+    attentions = [] if record_attentions else None
+    for layer in layers:
+        if record_inputs:
+            inputs.append(x)
+        x, weights = run_layer(layer, checkpoint_options, x, *inputs_of(layer))
+        if record_attentions:
+            attentions.append(weights)
+    return x, inputs, attentions
+
+
 def rope_inverse_frequencies(
     head_dim: int, theta: float, scaling: dict | None, long_context: bool = False
 ) -> torch.Tensor:

@@ -26,7 +26,7 @@ from .layers import (
     attention,
     eager_attention,
     positions_and_mask,
-    run_layer,
+    run_layers,
 )
 from .heads import CausalLM, QuestionAnswering, SequenceClassification, TokenClassification
 from .outputs import BaseModelOutputWithPast
@@ -271,14 +271,10 @@ class LlamaModel(LlamaPreTrainedModel):
         # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
         checkpointing = self.gradient_checkpointing if self.training and cache is None else None
         attention_path = self.attention_path(output_attentions)
-        hidden_states = [] if output_hidden_states else None
-        attentions = [] if output_attentions else None
-        for layer in self.layers:
-            if output_hidden_states:
-                hidden_states.append(x)
-            x, weights = run_layer(layer, checkpointing, x, cos, sin, mask, cache, attention_path)
-            if output_attentions:
-                attentions.append(weights)
+        x, hidden_states, attentions = run_layers(
+            self.layers, x, checkpointing, lambda layer: (cos, sin, mask, cache, attention_path),
+            output_hidden_states, output_attentions,
+        )
         x = self.norm(x)
         if output_hidden_states:
             hidden_states.append(x)
