@@ -61,7 +61,7 @@ EXCLUDED_NAMES = {
     "CacheLayerMixin": "cache internals", "DynamicLayer": "cache internals", "DynamicIndexedLayer": "cache internals",
     "StaticLayer": "issue 'Architecture'",
     "StaticIndexedLayer": "issue 'Architecture'", "StaticSlidingWindowLayer": "issue 'Architecture'",
-    "EncoderDecoderCache": "issue 'Model families'", "QuantizedCache": "quantized KV caches",
+    "QuantizedCache": "quantized KV caches",
     "Fp8QuantizedLayer": "quantized KV caches", "HQQQuantizedLayer": "quantized KV caches",
     "QuantoQuantizedLayer": "quantized KV caches",
     # generation
@@ -72,7 +72,6 @@ EXCLUDED_NAMES = {
     "ContinuousBatchingManager": "same", "ContinuousMixin": "same", "Scheduler": "same", "FIFOScheduler": "same",
     "PrefillFirstScheduler": "same",
     "DFlashTokenCandidateGenerator": "model-specific drafting", "EarlyExitCandidateGenerator": "model-specific drafting",
-    "GenerateEncoderDecoderOutput": "issue 'Model families'", "GenerateBeamEncoderDecoderOutput": "same",
     # submodule names in transformers.generation.__all__
     "candidate_generator": "a module name", "configuration_utils": "a module name", "continuous_batching": "same",
     "logits_process": "a module name", "stopping_criteria": "a module name", "streamers": "a module name",

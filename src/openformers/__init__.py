@@ -39,6 +39,7 @@ _public(
     "Gemma3TextConfig",
     "DistilBertConfig",
     "XLMRobertaConfig",
+    "ModernBertConfig",
 )
 _public(
     "openformers.models.auto",
@@ -80,6 +81,11 @@ _public(
     "XLMRobertaForMultipleChoice",
 )
 _public(
+    "openformers.models.modernbert",
+    "ModernBertPreTrainedModel", "ModernBertModel", "ModernBertForMaskedLM", "ModernBertForSequenceClassification",
+    "ModernBertForTokenClassification", "ModernBertForQuestionAnswering", "ModernBertForMultipleChoice",
+)
+_public(
     "openformers.models.phi3",
     "Phi3PreTrainedModel", "Phi3Model", "Phi3ForCausalLM", "Phi3ForSequenceClassification",
     "Phi3ForTokenClassification",
@@ -101,6 +107,7 @@ _public(
 _public(
     "openformers.generation",
     "GenerationConfig", "GenerationMode", "CompileConfig", "GenerationMixin", "Cache", "DynamicCache", "StaticCache",
+    "EncoderDecoderCache",
     "TextStreamer", "TextIteratorStreamer", "AsyncTextIteratorStreamer",
     "LogitsProcessor", "LogitsWarper", "LogitsProcessorList",
     "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "MinPLogitsWarper", "TypicalLogitsWarper",

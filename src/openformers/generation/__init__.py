@@ -45,12 +45,13 @@ _public(
     "candidates",
     "CandidateGenerator", "AssistedCandidateGenerator", "PromptLookupCandidateGenerator",
 )
-_public("cache", "Cache", "DynamicCache")
+_public("cache", "Cache", "DynamicCache", "EncoderDecoderCache")
 _public("static_cache", "StaticCache")
 _public("streamers", "BaseStreamer", "TextStreamer", "TextIteratorStreamer", "AsyncTextIteratorStreamer")
 _public(
     "decoding",
-    "GenerationMixin", "GenerateDecoderOnlyOutput", "GenerateBeamDecoderOnlyOutput",
+    "GenerationMixin", "GenerateDecoderOnlyOutput", "GenerateBeamDecoderOnlyOutput", "GenerateEncoderDecoderOutput",
+    "GenerateBeamEncoderDecoderOutput",
 )
 
 __all__ = sorted(_SUBMODULE_OF)

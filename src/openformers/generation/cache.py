@@ -5,7 +5,8 @@ Every cache speaks one protocol, which is all a model knows of it:
     seq_len                             how many positions are cached (read it before the forward pass)
     reorder(beam_idx), crop(n)          for beam search and for rolling back speculative tokens
 DynamicCache also has the batch operations of continuous batching: left_pad(n), append_rows(other) and
-drop_front(n), with reorder(rows) to drop rows.
+drop_front(n), with reorder(rows) to drop rows. EncoderDecoderCache pairs two caches for an encoder-decoder's
+decoder: self-attention (the protocol above) and cross-attention (the encoder's keys and values, stored once).
 Keys and values are shaped (B, n_kv_heads, T, head_dim). `Cache` is the base class, with the reference's names
 for the same operations (get_seq_length, reorder_cache, batch_select_indices, ...), so code written against the
 reference's caches (isinstance(past, Cache), cache.get_seq_length()) runs unchanged.
@@ -181,3 +182,123 @@ def _grow(buffer: torch.Tensor, used: int, capacity: int) -> torch.Tensor:
 
 def _left_pad(buffer: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([buffer.new_zeros(*buffer.shape[:2], n, buffer.shape[3]), buffer], dim=2)
+
+
+class EncoderDecoderCache(Cache):
+    """The two caches of an encoder-decoder's decoder: its self-attention and its cross-attention.
+
+    `self_attention_cache` grows by one position per generated token, as a decoder-only model's cache does;
+    `cross_attention_cache` holds each layer's keys and values of the encoder output, computed by the first forward
+    pass and read by every later one (`cross_attention(layer_idx)`, `store_cross_attention(...)`; `is_updated`
+    is the reference's record of which layers hold them). Lengths, `crop` and the mask follow the self-attention
+    part; reordering rows (beams, dropped rows) moves both.
+
+    As the reference: EncoderDecoderCache(self_attention_cache, cross_attention_cache), or one iterable of
+    per-layer tuples (self_k, self_v, cross_k, cross_v), what iterating a cache gives.
+    """
+
+    def __init__(self, *caches):
+        if len(caches) == 2:
+            if not all(isinstance(cache, Cache) for cache in caches):
+                raise TypeError(
+                    "EncoderDecoderCache(self_attention_cache, cross_attention_cache) takes two caches, got "
+                    f"{type(caches[0]).__name__} and {type(caches[1]).__name__}."
+                )
+            self.self_attention_cache, self.cross_attention_cache = caches
+        elif len(caches) == 1:
+            self.self_attention_cache, self.cross_attention_cache = DynamicCache(), DynamicCache()
+            for layer_idx, tensors in enumerate(caches[0]):
+                if len(tensors) not in (4, 6):
+                    raise ValueError(
+                        f"EncoderDecoderCache's layer {layer_idx} has {len(tensors)} tensors; expected 4 (self-attention "
+                        "keys and values, then cross-attention keys and values) or 6 (each pair followed by a third)."
+                    )
+                half = len(tensors) // 2
+                self.self_attention_cache.update(layer_idx, tensors[0], tensors[1])
+                self.cross_attention_cache.update(layer_idx, tensors[half], tensors[half + 1])
+        else:
+            raise ValueError(
+                f"EncoderDecoderCache takes a self-attention and a cross-attention cache, got {len(caches)} arguments."
+            )
+        cross = self.cross_attention_cache
+        self.is_updated = {i: cross.get_seq_length(i) > 0 for i in range(len(cross))}
+
+    # -- what the models use --------------------------------------------------------------------------------------
+
+    def update(self, layer_idx, k, v, cache_kwargs=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The self-attention cache's update (a decoder layer that treats this cache as a plain one)."""
+        return self.self_attention_cache.update(layer_idx, k, v, cache_kwargs)
+
+    def cross_attention(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """A layer's cross-attention keys and values (B, n_kv, S, hs), or None before a forward pass stored them."""
+        return self._layer(self.cross_attention_cache, layer_idx) if self.is_updated.get(layer_idx) else None
+
+    def store_cross_attention(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor):
+        """Keep a layer's cross-attention keys and values for the later steps; returns them as stored."""
+        k, v = self.cross_attention_cache.update(layer_idx, k, v)
+        self.is_updated[layer_idx] = True
+        return k, v
+
+    # -- the protocol, on the self-attention part ---------------------------------------------------------------
+
+    @property
+    def keys(self) -> list[torch.Tensor]:
+        return self.self_attention_cache.keys
+
+    @property
+    def values(self) -> list[torch.Tensor]:
+        return self.self_attention_cache.values
+
+    @property
+    def seq_len(self) -> int:
+        return self.self_attention_cache.seq_len
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.self_attention_cache.get_seq_length(layer_idx)
+
+    def get_max_length(self, layer_idx: int | None = None) -> int:
+        return self.self_attention_cache.get_max_length(layer_idx)
+
+    @property
+    def is_compileable(self) -> bool:
+        return self.self_attention_cache.is_compileable
+
+    @property
+    def batch_size(self) -> int:
+        size = self.self_attention_cache.batch_size
+        return size if size >= 0 else self.cross_attention_cache.batch_size
+
+    def reorder(self, beam_idx: torch.Tensor) -> None:
+        """Keep, for every row, both caches of the row `beam_idx` names."""
+        self.self_attention_cache.reorder(beam_idx)
+        self.cross_attention_cache.reorder(beam_idx)
+
+    def crop(self, n: int) -> None:
+        """Keep the first `n` decoder positions (the encoder's keys and values stay whole)."""
+        self.self_attention_cache.crop(n)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self.self_attention_cache.batch_repeat_interleave(repeats)
+        self.cross_attention_cache.batch_repeat_interleave(repeats)
+
+    def reset(self) -> None:
+        """Forget both caches' positions: the next forward pass computes the cross-attention keys again."""
+        self.self_attention_cache.reset()
+        self.cross_attention_cache.reset()
+        self.is_updated = {i: False for i in self.is_updated}
+
+    def __iter__(self):
+        """Per layer, (self_k, self_v, cross_k, cross_v): what EncoderDecoderCache(iterable) takes back."""
+        for i in range(len(self.self_attention_cache)):
+            self_k, self_v = self._layer(self.self_attention_cache, i)
+            cross_k, cross_v = self._layer(self.cross_attention_cache, i)
+            yield self_k, self_v, cross_k, cross_v
+
+    @staticmethod
+    def _layer(cache: Cache, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        length = cache.get_seq_length(i)
+        return cache.keys[i][:, :, :length], cache.values[i][:, :, :length]
+
+    def __repr__(self) -> str:
+        return (f"EncoderDecoderCache(self_attention_cache={self.self_attention_cache!r}, "
+                f"cross_attention_cache={self.cross_attention_cache!r})")

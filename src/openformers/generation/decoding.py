@@ -71,6 +71,46 @@ class GenerateBeamDecoderOnlyOutput(ModelOutput):
     cache: Cache | None = None
 
 
+@dataclass
+class GenerateEncoderDecoderOutput(ModelOutput):
+    """What greedy decoding and sampling of an encoder-decoder return with return_dict_in_generate=True.
+
+    sequences: (N, T) the decoder's ids, from decoder_start_token_id (or the decoder_input_ids given) on.
+    encoder_attentions, encoder_hidden_states: the encoder's per-layer tuples, computed once
+    (output_attentions / output_hidden_states); decoder_attentions, cross_attentions, decoder_hidden_states: per
+    step, the decoder's per-layer tuples. scores, logits, cache: as in GenerateDecoderOnlyOutput (the cache is an
+    EncoderDecoderCache).
+    """
+
+    sequences: torch.Tensor
+    scores: tuple[torch.Tensor, ...] | None = None
+    logits: tuple[torch.Tensor, ...] | None = None
+    encoder_attentions: tuple | None = None
+    encoder_hidden_states: tuple | None = None
+    decoder_attentions: tuple | None = None
+    cross_attentions: tuple | None = None
+    decoder_hidden_states: tuple | None = None
+    cache: Cache | None = None
+
+
+@dataclass
+class GenerateBeamEncoderDecoderOutput(ModelOutput):
+    """What beam search of an encoder-decoder returns with return_dict_in_generate=True: the fields of
+    GenerateEncoderDecoderOutput, plus sequences_scores and beam_indices as in GenerateBeamDecoderOnlyOutput."""
+
+    sequences: torch.Tensor
+    sequences_scores: torch.Tensor | None = None
+    scores: tuple[torch.Tensor, ...] | None = None
+    logits: tuple[torch.Tensor, ...] | None = None
+    beam_indices: torch.Tensor | None = None
+    encoder_attentions: tuple | None = None
+    encoder_hidden_states: tuple | None = None
+    decoder_attentions: tuple | None = None
+    cross_attentions: tuple | None = None
+    decoder_hidden_states: tuple | None = None
+    cache: Cache | None = None
+
+
 # Options the loops read beside the strategy's own; an explicit None (generate(max_time=None)) means the default.
 _LOOP_OPTIONS = ("max_time", "output_attentions", "output_hidden_states", "prompt_lookup_num_tokens",
                  "max_matching_ngram_size", "num_assistant_tokens", "num_assistant_tokens_schedule",

@@ -16,8 +16,9 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of each position's logits (B, T, n) against its label (B, T): masked LM, NER."""
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.to(logits.device).flatten(), ignore_index=-100)
+    """Mean cross-entropy of each position's logits (B, T, n) against its label (B, T): masked LM, NER (or of
+    (N, n) logits against N labels)."""
+    return F.cross_entropy(logits.float().flatten(0, -2), labels.to(logits.device).flatten(), ignore_index=-100)
 
 
 def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: PretrainedConfig) -> torch.Tensor:
@@ -54,3 +55,17 @@ def question_answering_loss(
     start_loss = F.cross_entropy(start_logits, start, ignore_index=T)
     end_loss = F.cross_entropy(end_logits, end, ignore_index=T)
     return (start_loss + end_loss) / 2
+
+
+def shift_tokens_right(input_ids: torch.Tensor, pad_token_id: int | None, decoder_start_token_id: int | None) -> torch.Tensor:
+    """An encoder-decoder's decoder inputs for `labels` (B, T): decoder_start_token_id, then the labels but the last,
+    with -100 (ignored labels) replaced by pad_token_id. Position t then predicts labels[t] (teacher forcing)."""
+    if decoder_start_token_id is None:
+        raise ValueError("Making decoder_input_ids from labels needs config.decoder_start_token_id (T5 uses the pad "
+                         "token id, BART the EOS id): set it, or pass decoder_input_ids.")
+    if pad_token_id is None:
+        raise ValueError("Making decoder_input_ids from labels needs config.pad_token_id, which replaces the ignored "
+                         "labels (-100): set it, or pass decoder_input_ids.")
+    shifted = input_ids.new_full(input_ids.shape, decoder_start_token_id)
+    shifted[..., 1:] = input_ids[..., :-1]
+    return shifted.masked_fill(shifted == -100, pad_token_id)
