@@ -27,7 +27,7 @@ _public(
     "SPIECE_UNDERLINE", "BertTokenizer", "BertTokenizerFast", "DistilBertTokenizer", "DistilBertTokenizerFast",
     "GPT2Tokenizer", "GPT2TokenizerFast", "RobertaTokenizer", "RobertaTokenizerFast", "LlamaTokenizer",
     "LlamaTokenizerFast", "Qwen2Tokenizer", "Qwen2TokenizerFast", "T5Tokenizer", "T5TokenizerFast",
-    "XLMRobertaTokenizer", "XLMRobertaTokenizerFast",
+    "XLMRobertaTokenizer", "XLMRobertaTokenizerFast", "BartTokenizer", "BartTokenizerFast",
 )
 _public(
     "openformers.configs",
@@ -39,6 +39,7 @@ _public(
     "Gemma3TextConfig",
     "DistilBertConfig",
     "XLMRobertaConfig",
+    "BartConfig",
     "ModernBertConfig",
 )
 _public(
@@ -46,6 +47,7 @@ _public(
     "AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification",
     "AutoModelForTokenClassification", "AutoModelForQuestionAnswering", "AutoModelForMaskedLM",
     "AutoModelForMultipleChoice", "AutoModelForNextSentencePrediction", "AutoModelForPreTraining",
+    "AutoModelForSeq2SeqLM",
 )
 _public("openformers.models.base", "PreTrainedModel")
 _public("openformers.models.outputs", "ModelOutput")
@@ -84,6 +86,11 @@ _public(
     "openformers.models.modernbert",
     "ModernBertPreTrainedModel", "ModernBertModel", "ModernBertForMaskedLM", "ModernBertForSequenceClassification",
     "ModernBertForTokenClassification", "ModernBertForQuestionAnswering", "ModernBertForMultipleChoice",
+)
+_public(
+    "openformers.models.bart",
+    "BartPreTrainedModel", "BartPretrainedModel", "PretrainedBartModel", "BartModel", "BartForConditionalGeneration",
+    "BartForSequenceClassification", "BartForQuestionAnswering", "BartForCausalLM",
 )
 _public(
     "openformers.models.phi3",

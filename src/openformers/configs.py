@@ -927,6 +927,75 @@ class XLMRobertaConfig(RobertaConfig):
     vocab_size: int = 30522  # the reference's default; real checkpoints have 250002
 
 
+@dataclass
+class BartConfig(PretrainedConfig):
+    """BART: a post-LayerNorm encoder-decoder with learned positions (offset by 2), a LayerNorm over the embeddings
+    of each stack, one token table shared by encoder, decoder and LM head. The common names (hidden_size,
+    num_attention_heads, num_hidden_layers) read and set d_model and the encoder's fields, as in the reference."""
+
+    model_type: ClassVar[str] = "bart"
+    attribute_map: ClassVar[dict[str, str]] = {
+        "hidden_size": "d_model", "num_attention_heads": "encoder_attention_heads",
+        "num_hidden_layers": "encoder_layers",
+    }
+
+    vocab_size: int = 50265
+    max_position_embeddings: int = 1024
+    encoder_layers: int = 12
+    encoder_ffn_dim: int = 4096
+    encoder_attention_heads: int = 16
+    decoder_layers: int = 12
+    decoder_ffn_dim: int = 4096
+    decoder_attention_heads: int = 16
+    encoder_layerdrop: float = 0.0
+    decoder_layerdrop: float = 0.0
+    activation_function: str = "gelu"
+    d_model: int = 1024
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    init_std: float = 0.02
+    classifier_dropout: float = 0.0
+    scale_embedding: bool = False
+    use_cache: bool = True
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 2
+    is_encoder_decoder: bool = True
+    decoder_start_token_id: int | None = 2
+    is_decoder: bool = False
+    tie_word_embeddings: bool = True
+
+    hidden_size = _field_alias("d_model")
+    num_attention_heads = _field_alias("encoder_attention_heads")
+    num_hidden_layers = _field_alias("encoder_layers")
+
+    def __post_init__(self):
+        for alias, name in self.attribute_map.items():  # BartConfig(hidden_size=64) sets d_model, as the reference
+            if alias in self.extra:
+                setattr(self, name, self.extra.pop(alias))
+        if self.num_labels is None and self.id2label is None:
+            self.num_labels = 3  # the reference's BART default (MNLI's three classes)
+        # A generation option, not a field: GenerationConfig.from_model_config takes options from the kept keys.
+        self.extra.setdefault("forced_eos_token_id", 2)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "max_position_embeddings", "d_model", "encoder_layers",
+                               "encoder_ffn_dim", "encoder_attention_heads", "decoder_layers", "decoder_ffn_dim",
+                               "decoder_attention_heads")
+        for heads in ("encoder_attention_heads", "decoder_attention_heads"):
+            if self.d_model % getattr(self, heads):
+                _invalid("d_model", self.d_model, f"a multiple of {heads}={getattr(self, heads)}")
+        if self.activation_function not in ENCODER_ACTIVATIONS:
+            _invalid("activation_function", self.activation_function, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+        for name in ("dropout", "attention_dropout", "activation_dropout", "classifier_dropout", "encoder_layerdrop",
+                     "decoder_layerdrop"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                _invalid(name, value, "a probability in [0, 1)")
+
+
 # model_type -> config class: the registry config.json is read by (AutoConfig.register adds a user's own).
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "gpt2": GPT2Config,
@@ -937,6 +1006,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "gemma3_text": Gemma3TextConfig,
     "distilbert": DistilBertConfig,
     "xlm-roberta": XLMRobertaConfig,
+    "bart": BartConfig,
 }
 
 

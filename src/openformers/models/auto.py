@@ -23,6 +23,7 @@ from . import qwen3
 from . import gemma
 from . import distilbert
 from . import xlm_roberta
+from . import bart
 from .base import PreTrainedModel, load_pretrained
 
 
@@ -92,6 +93,15 @@ MODEL_CLASSES = {
         "pretraining": "DistilBertForMaskedLM",
     }),
     "xlm-roberta": (xlm_roberta, {**_encoder_classes("XLMRoberta"), "pretraining": "XLMRobertaForMaskedLM"}),
+    "bart": (bart, {  # an encoder-decoder; the reference maps masked LM and pre-training to the seq2seq LM too
+        "base": "BartModel",
+        "seq2seq-lm": "BartForConditionalGeneration",
+        "masked-lm": "BartForConditionalGeneration",
+        "pretraining": "BartForConditionalGeneration",
+        "causal-lm": "BartForCausalLM",
+        "sequence-classification": "BartForSequenceClassification",
+        "question-answering": "BartForQuestionAnswering",
+    }),
 }
 
 
@@ -163,6 +173,12 @@ class AutoModelForCausalLM(_AutoModelClass):
     """The model with its language-model head, for `generate`."""
 
     task = "causal-lm"
+
+
+class AutoModelForSeq2SeqLM(_AutoModelClass):
+    """An encoder-decoder with its language-model head (BART, T5), for summarization and translation."""
+
+    task = "seq2seq-lm"
 
 
 class AutoModelForSequenceClassification(_AutoModelClass):

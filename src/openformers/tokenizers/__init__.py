@@ -7,6 +7,8 @@ or the tokenizer in a GGUF file, as the class the reference would pick (`classes
 from .base import PreTrainedTokenizer, PreTrainedTokenizerBase
 from .classes import (
     AutoTokenizer,
+    BartTokenizer,
+    BartTokenizerFast,
     BertTokenizer,
     BertTokenizerFast,
     DistilBertTokenizer,

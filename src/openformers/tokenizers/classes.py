@@ -221,6 +221,7 @@ Qwen2TokenizerFast = Qwen2Tokenizer
 LlamaTokenizerFast = LlamaTokenizer
 T5TokenizerFast = T5Tokenizer
 XLMRobertaTokenizerFast = XLMRobertaTokenizer
+BartTokenizer = BartTokenizerFast = RobertaTokenizer  # the reference's BART names for RoBERTa's tokenizer
 
 TOKENIZER_CLASSES = {
     cls.__name__: cls
@@ -230,11 +231,13 @@ TOKENIZER_CLASSES = {
     )
 }  # fmt: skip
 TOKENIZER_CLASSES["PreTrainedTokenizerFast"] = TokenizersBackend
+TOKENIZER_CLASSES["BartTokenizer"] = RobertaTokenizer
 
 # config.json's model_type -> the class the reference registers for it (distilbert shares BERT's).
 _CLASS_OF_MODEL_TYPE = {
     "bert": "BertTokenizer", "distilbert": "BertTokenizer", "gpt2": "GPT2Tokenizer", "roberta": "RobertaTokenizer",
     "qwen2": "Qwen2Tokenizer", "t5": "T5Tokenizer", "xlm-roberta": "XLMRobertaTokenizer",
+    "bart": "RobertaTokenizer",
 }  # fmt: skip
 # Model types whose Hub configs often name the wrong tokenizer class: the registered class wins.
 _REGISTERED_CLASS_WINS = frozenset({"qwen2"})

@@ -1,0 +1,308 @@
+"""BART against the reference: a tiny random model made by the reference for every head loads with no warning,
+gives the reference's outputs and losses on a padded batch and each row alone, saves what the reference loads
+back, decodes with its caches as without them, generates the reference's tokens, and comes back from the Auto
+classes as the reference's class; its tokenizer is RoBERTa's, as the reference's."""
+
+import json
+import warnings
+
+import pytest
+import torch
+
+import openformers
+from openformers import configs
+from openformers.generation import DynamicCache, EncoderDecoderCache
+
+transformers = pytest.importorskip("transformers")
+
+TINY = dict(vocab_size=99, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+            decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64)
+HEADS = {  # the reference's class -> the Auto class that picks it
+    "BartModel": "AutoModel",
+    "BartForConditionalGeneration": "AutoModelForSeq2SeqLM",
+    "BartForSequenceClassification": "AutoModelForSequenceClassification",
+    "BartForQuestionAnswering": "AutoModelForQuestionAnswering",
+    "BartForCausalLM": "AutoModelForCausalLM",
+}
+EOS, PAD = 2, 1
+LENGTH, SHORT = 10, 7  # the rows' lengths: the second is right-padded after SHORT tokens
+
+
+def _reference(name, **overrides):
+    torch.manual_seed(0)
+    config = transformers.BartConfig(**{**TINY, "dropout": 0.0, **overrides})
+    model = getattr(transformers, name)(config).eval()
+    with torch.no_grad():  # the reference initializes biases, norms and final_logits_bias plainly: make them count
+        for parameter_name, parameter in model.named_parameters():
+            if parameter_name.endswith("bias"):
+                parameter.normal_(std=0.1)
+            elif "layer_norm" in parameter_name or "layernorm" in parameter_name:
+                parameter.normal_(mean=1.0, std=0.1)
+        if hasattr(model, "final_logits_bias"):
+            model.final_logits_bias.normal_(std=0.5)
+    return model
+
+
+def _ids(generator_seed=1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two rows ending in </s>, the second right-padded, as BART tokenizers pad."""
+    ids = torch.randint(3, TINY["vocab_size"], (2, LENGTH), generator=torch.Generator().manual_seed(generator_seed))
+    mask = torch.ones_like(ids)
+    ids[:, -1], ids[1, SHORT - 1] = EOS, EOS
+    ids[1, SHORT:], mask[1, SHORT:] = PAD, 0
+    return ids, mask
+
+
+def _inputs(name) -> dict:
+    ids, mask = _ids()
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if name == "BartForConditionalGeneration":
+        labels = torch.randint(3, TINY["vocab_size"], (2, 6), generator=torch.Generator().manual_seed(2))
+        labels[1, 4:] = -100
+        return {**inputs, "labels": labels}
+    if name == "BartForSequenceClassification":
+        return {**inputs, "labels": torch.tensor([2, 0])}
+    if name == "BartForQuestionAnswering":
+        return {**inputs, "start_positions": torch.tensor([2, 11]), "end_positions": torch.tensor([4, 6])}
+    if name == "BartForCausalLM":
+        return {**inputs, "labels": ids.masked_fill(mask == 0, -100)}
+    return inputs
+
+
+def _outputs(out) -> dict:
+    """The tensors an output holds, by name, without the cache and the ones that are None."""
+    return {k: v for k, v in out.items() if v is not None and k not in ("past_key_values", "cache")}
+
+
+def _assert_same(ours, theirs, atol=1e-4):
+    assert sorted(ours) == sorted(theirs)
+    for key in theirs:
+        torch.testing.assert_close(ours[key], theirs[key], atol=atol, rtol=atol, msg=key)
+
+
+def _load_quietly(load, folder):
+    """Load, failing on any warning: a missing, unexpected or newly initialized weight is reported by one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return load(folder)
+
+
+@pytest.fixture(scope="module", params=list(HEADS))
+def tiny(request, tmp_path_factory):
+    name = request.param
+    folder = tmp_path_factory.mktemp(name)
+    reference = _reference(name)
+    reference.save_pretrained(folder)
+    return name, folder, reference, _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
+
+
+@pytest.fixture(scope="module")
+def seq2seq(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("seq2seq")
+    reference = _reference("BartForConditionalGeneration")
+    reference.save_pretrained(folder)
+    return reference, openformers.AutoModelForSeq2SeqLM.from_pretrained(folder)
+
+
+@torch.inference_mode()
+def test_every_head_matches_reference_on_a_padded_batch(tiny):
+    name, _, reference, model = tiny
+    assert type(model).__name__ == name and not model.training
+    inputs = _inputs(name)
+    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+
+
+@torch.inference_mode()
+def test_each_padded_row_gives_what_it_gives_alone(tiny):
+    name, _, _, model = tiny
+    ids, mask = _ids()
+    batched = _outputs(model(input_ids=ids, attention_mask=mask))
+    alone = _outputs(model(input_ids=ids[1:, :SHORT]))
+    for key, value in alone.items():
+        row = batched[key][1:]
+        if key != "logits" or name != "BartForSequenceClassification":
+            row = row[:, :SHORT]  # per-position outputs (B, T, ...): the padding positions are not compared
+        torch.testing.assert_close(row, value, atol=1e-5, rtol=1e-5, msg=key)
+
+
+@torch.inference_mode()
+def test_every_head_saves_and_loads_in_both_directions(tiny, tmp_path):
+    name, _, reference, model = tiny
+    model.save_pretrained(tmp_path)
+    theirs = _load_quietly(getattr(transformers, HEADS[name]).from_pretrained, tmp_path).eval()
+    ours = _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, tmp_path)
+    assert type(theirs).__name__ == type(ours).__name__ == name
+    inputs = _inputs(name)
+    _assert_same(_outputs(theirs(**inputs)), _outputs(reference(**inputs)), atol=1e-6)
+    _assert_same(_outputs(ours(**inputs)), _outputs(model(**inputs)), atol=1e-6)
+
+
+@torch.inference_mode()
+def test_hidden_states_and_attention_weights_match_reference(tmp_path):
+    reference = _reference("BartForConditionalGeneration", attn_implementation="eager")
+    reference.save_pretrained(tmp_path)
+    model = openformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    inputs = _inputs("BartForConditionalGeneration")
+    ours = model(**inputs, output_hidden_states=True, output_attentions=True)
+    theirs = reference(**inputs, output_hidden_states=True, output_attentions=True)
+    for key in ("encoder_hidden_states", "decoder_hidden_states", "encoder_attentions", "decoder_attentions",
+                "cross_attentions"):
+        assert len(ours[key]) == len(theirs[key]) == TINY["encoder_layers"] + key.endswith("hidden_states")
+        torch.testing.assert_close(ours[key], theirs[key], atol=1e-4, rtol=1e-4, msg=key)
+
+
+@torch.inference_mode()
+def test_decoding_step_by_step_with_the_cache_gives_the_full_pass(seq2seq):
+    _, model = seq2seq
+    ids, mask = _ids()
+    decoder_ids = torch.randint(3, TINY["vocab_size"], (2, 5), generator=torch.Generator().manual_seed(3))
+    full = model(ids, mask, decoder_input_ids=decoder_ids, use_cache=False).logits
+    encoder_outputs = model.get_encoder()(ids, mask)
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    steps = []
+    for t in range(decoder_ids.shape[1]):
+        out = model(attention_mask=mask, decoder_input_ids=decoder_ids[:, t:t + 1], encoder_outputs=encoder_outputs,
+                    past_key_values=cache)
+        assert out.past_key_values is cache and cache.get_seq_length() == t + 1
+        steps.append(out.logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert all(cache.is_updated.values())  # the encoder's keys were projected once, at the first step
+
+
+@torch.inference_mode()
+def test_causal_lm_generates_as_the_reference(tmp_path):
+    reference = _reference("BartForCausalLM")
+    reference.save_pretrained(tmp_path)
+    model = openformers.AutoModelForCausalLM.from_pretrained(tmp_path)
+    prompt = torch.tensor([[0, 5, 17, 42, 8]])
+    for options in (dict(), dict(num_beams=3)):
+        kwargs = dict(max_new_tokens=6, do_sample=False, **options)
+        assert torch.equal(model.generate(prompt, **kwargs), reference.generate(prompt, **kwargs))
+
+
+def test_sequence_classification_refuses_rows_with_different_numbers_of_eos(tmp_path):
+    reference = _reference("BartForSequenceClassification")
+    reference.save_pretrained(tmp_path)
+    model = openformers.BartForSequenceClassification.from_pretrained(tmp_path)
+    ids, mask = _ids()
+    ids[0, 3] = EOS  # the first row now holds two
+    with pytest.raises(ValueError, match="All examples must have the same number of <eos> tokens"):
+        reference(input_ids=ids, attention_mask=mask)
+    with pytest.raises(ValueError, match="All examples must have the same number of <eos> tokens"):
+        model(input_ids=ids, attention_mask=mask)
+    with pytest.raises(ValueError, match="at least one <eos>"):
+        model(input_ids=torch.tensor([[5, 6, 7]]))
+
+
+@torch.inference_mode()
+def test_labels_make_the_decoder_inputs_and_the_collator_uses_the_same(seq2seq):
+    reference, model = seq2seq
+    labels = torch.tensor([[5, 6, 7, -100], [8, 9, -100, -100]])
+    expected = reference.prepare_decoder_input_ids_from_labels(labels=labels)
+    assert torch.equal(model.prepare_decoder_input_ids_from_labels(labels), expected)
+    assert expected[:, 0].eq(model.config.decoder_start_token_id).all() and not (expected == -100).any()
+
+
+def test_config_defaults_names_and_errors_are_the_reference():
+    ours, theirs = configs.BartConfig(), transformers.BartConfig()
+    for name in ("d_model", "encoder_layers", "decoder_ffn_dim", "max_position_embeddings", "decoder_start_token_id",
+                 "forced_eos_token_id", "num_labels", "is_encoder_decoder", "scale_embedding", "init_std",
+                 "hidden_size", "num_attention_heads", "num_hidden_layers"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    config = configs.BartConfig(hidden_size=64, num_attention_heads=8)
+    assert (config.d_model, config.encoder_attention_heads) == (64, 8) and "hidden_size" not in config.to_dict()
+    with pytest.raises(ValueError, match="d_model"):
+        configs.BartConfig(d_model=30, decoder_attention_heads=4, encoder_attention_heads=5)
+    with pytest.raises(ValueError, match="activation_function"):
+        configs.BartConfig(activation_function="mish")
+
+
+def test_from_config_ties_one_table_and_resizing_keeps_it_tied():
+    model = openformers.BartForConditionalGeneration(configs.BartConfig(**TINY))
+    shared = model.model.shared.weight
+    assert model.lm_head.weight is shared
+    assert model.model.encoder.embed_tokens.weight is shared and model.model.decoder.embed_tokens.weight is shared
+    model.resize_token_embeddings(TINY["vocab_size"] + 5)
+    shared = model.get_input_embeddings().weight
+    assert shared.shape[0] == TINY["vocab_size"] + 5 and model.lm_head.weight is shared
+    assert model.model.encoder.embed_tokens.weight is shared and model.model.decoder.embed_tokens.weight is shared
+    assert model.final_logits_bias.shape == (1, TINY["vocab_size"] + 5)
+    assert model(torch.tensor([[0, 5, 2]])).logits.shape == (1, 3, TINY["vocab_size"] + 5)
+
+
+@torch.inference_mode()
+def test_scaled_embeddings_and_a_checkpoint_without_final_logits_bias(tmp_path):
+    reference = _reference("BartModel", scale_embedding=True)
+    reference.save_pretrained(tmp_path)
+    model = _load_quietly(openformers.BartForConditionalGeneration.from_pretrained, tmp_path)  # as the reference: quiet
+    assert not model.final_logits_bias.any()
+    theirs = transformers.BartForConditionalGeneration.from_pretrained(tmp_path).eval()
+    inputs = _inputs("BartModel")
+    torch.testing.assert_close(model(**inputs).logits, theirs(**inputs).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_overlong_inputs_are_refused_with_the_field_named():
+    model = openformers.BartModel(configs.BartConfig(**TINY))
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        model(torch.full((1, TINY["max_position_embeddings"] + 1), 5))
+    with pytest.raises(TypeError, match="EncoderDecoderCache"):
+        model(torch.tensor([[5, 6]]), past_key_values=DynamicCache())
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
+def test_training_gradients_match_reference(tmp_path, checkpointing):
+    """Without dropout, one training step's loss and every parameter's gradient are the reference's."""
+    reference = _reference("BartForConditionalGeneration").train()
+    reference.save_pretrained(tmp_path)
+    model = openformers.BartForConditionalGeneration.from_pretrained(tmp_path).train()
+    if checkpointing:
+        model.gradient_checkpointing_enable()
+    inputs = _inputs("BartForConditionalGeneration")
+    ours, theirs = model(**inputs).loss, reference(**inputs).loss
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    ours.backward()
+    theirs.backward()
+    expected = dict(reference.named_parameters())
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter.grad, expected[name].grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+# The tokenizer: the reference's BartTokenizer is RoBERTa's byte-level BPE, and AutoTokenizer picks it for "bart".
+
+TEXTS = ["Hello world! Don't panic.", "  two  spaces ", "<mask> and </s> inside", "", "summarize: a b c"]
+
+
+@pytest.fixture(scope="module")
+def bart_tokenizer_folder(tmp_path_factory):
+    import tokenizers
+    from tokenizers import models, pre_tokenizers, trainers
+
+    folder = tmp_path_factory.mktemp("bart_tokenizer")
+    tokenizer = tokenizers.Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(TEXTS * 20 + [json.__doc__] * 3, trainer)
+    tokenizer.model.save(str(folder))
+    (folder / "config.json").write_text(json.dumps({"model_type": "bart"}))
+    return folder
+
+
+@pytest.mark.parametrize("declared", [None, "BartTokenizer"], ids=["by-model-type", "by-tokenizer-config"])
+def test_auto_tokenizer_picks_robertas_tokenizer_and_encodes_as_the_reference(bart_tokenizer_folder, declared,
+                                                                               tmp_path):
+    for path in bart_tokenizer_folder.iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    if declared:
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": declared}))
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    ours = openformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert type(ours).__name__ == type(reference).__name__ == "RobertaTokenizer"
+    assert openformers.BartTokenizer is openformers.BartTokenizerFast is openformers.RobertaTokenizer
+    for text in TEXTS:
+        for pair in (None, "A second one."):
+            assert ours(text, pair).input_ids == reference(text, pair).input_ids, (text, pair)
+        ids = reference.encode(text)
+        assert ours.decode(ids, skip_special_tokens=True) == reference.decode(ids, skip_special_tokens=True)
+    batch = ["a b c", "Hello world! Don't panic."]
+    assert ours(batch, padding=True).input_ids == reference(batch, padding=True).input_ids
+    assert ours(text_target=batch).input_ids == reference(text_target=batch).input_ids
