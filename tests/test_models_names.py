@@ -27,6 +27,9 @@ TINY_CONFIGS = {
                                             max_position_embeddings=32)),
     "xlm-roberta": ("XLMRobertaConfig", dict(vocab_size=64, hidden_size=32, num_hidden_layers=1,
                                              num_attention_heads=4, intermediate_size=37, max_position_embeddings=32)),
+    "modernbert": ("ModernBertConfig", dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                            intermediate_size=37, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                            cls_token_id=1, sep_token_id=2)),
 }
 AUTO_CLASSES = (
     "AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForSequenceClassification",
@@ -34,7 +37,7 @@ AUTO_CLASSES = (
     "AutoModelForNextSentencePrediction", "AutoModelForPreTraining",
 )
 MODEL_MODULES = ("openformers.models.llama", "openformers.models.gpt2", "openformers.models.bert",
-                 "openformers.models.distilbert", "openformers.models.xlm_roberta")
+                 "openformers.models.distilbert", "openformers.models.xlm_roberta", "openformers.models.modernbert")
 
 
 @pytest.fixture(scope="module", params=list(TINY_CONFIGS))

@@ -996,6 +996,642 @@ class BartConfig(PretrainedConfig):
                 _invalid(name, value, "a probability in [0, 1)")
 
 
+@dataclass
+class ModernBertConfig(PretrainedConfig):
+    """ModernBERT: a pre-LayerNorm encoder without position embeddings, rotary positions with one base for the
+    full-attention layers and another for the sliding ones (`rope_parameters`, keyed by layer type), a sliding
+    band of `local_attention` tokens (half on each side) on every layer but one in `global_attn_every_n_layers`,
+    a GeGLU MLP, and LayerNorms and projections without biases unless `norm_bias`, `attention_bias` or `mlp_bias`
+    say so. Older config.json files give the bases as `global_rope_theta` and `local_rope_theta`, and the
+    layer pattern only as `global_attn_every_n_layers`; both are read."""
+
+    model_type: ClassVar[str] = "modernbert"
+    layer_kinds: ClassVar[tuple[str, ...]] = ("full_attention", "sliding_attention")
+    rope_bases: ClassVar[dict[str, float]] = {"full_attention": 160_000.0, "sliding_attention": 10_000.0}
+
+    vocab_size: int = 50368
+    hidden_size: int = 768
+    intermediate_size: int = 1152
+    num_hidden_layers: int = 22
+    num_attention_heads: int = 12
+    hidden_activation: str = "gelu"
+    max_position_embeddings: int = 8192
+    initializer_range: float = 0.02
+    initializer_cutoff_factor: float = 2.0
+    norm_eps: float = 1e-5
+    norm_bias: bool = False
+    pad_token_id: int | None = 50283
+    eos_token_id: int | list[int] | None = 50282
+    bos_token_id: int | None = 50281
+    cls_token_id: int | None = 50281
+    sep_token_id: int | None = 50282
+    attention_bias: bool = False
+    attention_dropout: float = 0.0
+    layer_types: list[str] | None = None  # None: full attention on every global_attn_every_n_layers-th layer from 0
+    rope_parameters: dict[str, dict] | None = None  # layer type -> {"rope_type", "rope_theta", ...}
+    local_attention: int = 128
+    embedding_dropout: float = 0.0
+    mlp_bias: bool = False
+    mlp_dropout: float = 0.0
+    decoder_bias: bool = True
+    classifier_pooling: str = "cls"
+    classifier_dropout: float = 0.0
+    classifier_bias: bool = False
+    classifier_activation: str = "gelu"
+    deterministic_flash_attn: bool = False
+    sparse_prediction: bool = False
+    sparse_pred_ignore_index: int = -100
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self):
+        if self.layer_types is None and _positive_int(self.num_hidden_layers):
+            every = self.extra.get("global_attn_every_n_layers", 3)  # kept in extra, so it is saved as read
+            if not _positive_int(every):
+                _invalid("global_attn_every_n_layers", every, "a positive integer")
+            self.layer_types = ["sliding_attention" if i % every else "full_attention"
+                                for i in range(self.num_hidden_layers)]
+        # The older keys become rope_parameters, as the reference reads them (and, like it, are not written back).
+        old_bases = {"full_attention": self.extra.pop("global_rope_theta", None),
+                     "sliding_attention": self.extra.pop("local_rope_theta", None)}
+        scaling = self.extra.pop("rope_scaling", None)
+        parameters = copy.deepcopy(self.rope_parameters) if isinstance(self.rope_parameters, dict) else {}
+        for kind in self.layer_kinds:
+            entry = parameters.get(kind)
+            entry = {"rope_type": "default", **(entry or {}), **(scaling or {})}
+            entry.setdefault("rope_theta", old_bases[kind] or self.rope_bases[kind])
+            parameters[kind] = entry
+        self.rope_parameters = parameters
+        super().__post_init__()
+
+    @property
+    def sliding_window(self) -> int:
+        """How far a sliding layer's query sees on each side: half of `local_attention`, as in the reference."""
+        return self.local_attention // 2
+
+    @sliding_window.setter
+    def sliding_window(self, value: int) -> None:
+        self.local_attention = 2 * value
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads", "max_position_embeddings", "local_attention")
+        if self.hidden_size % self.num_attention_heads or (self.hidden_size // self.num_attention_heads) % 2:
+            _invalid("hidden_size", self.hidden_size, f"a multiple of num_attention_heads={self.num_attention_heads} "
+                     "giving an even head size (rotary embeddings rotate pairs)")
+        for name in ("hidden_activation", "classifier_activation"):
+            if getattr(self, name) not in ENCODER_ACTIVATIONS:
+                _invalid(name, getattr(self, name), f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+        _require_positive_numbers(self, "norm_eps")
+        for name in ("attention_dropout", "embedding_dropout", "mlp_dropout", "classifier_dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                _invalid(name, value, "a probability in [0, 1)")
+        if self.classifier_pooling not in ("cls", "mean"):
+            _invalid("classifier_pooling", self.classifier_pooling, "'cls' or 'mean'")
+        if (not isinstance(self.layer_types, list) or len(self.layer_types) != self.num_hidden_layers
+                or any(kind not in self.layer_kinds for kind in self.layer_types)):
+            _invalid("layer_types", self.layer_types, f"a list of num_hidden_layers={self.num_hidden_layers} "
+                     f"entries, each one of {', '.join(self.layer_kinds)}")
+        for kind, entry in self.rope_parameters.items():
+            if kind not in self.layer_kinds:
+                _invalid("rope_parameters", self.rope_parameters, f"a dict keyed by {', '.join(self.layer_kinds)}")
+            if entry.get("rope_type") not in ("default", "linear"):
+                raise ValueError(
+                    f"Unsupported config: rope_parameters[{kind!r}].rope_type={entry.get('rope_type')!r}; openformers "
+                    "implements 'default' and 'linear' rotary positions for ModernBERT."
+                )
+            _check_rope_scaling(entry)
+            if isinstance(entry["rope_theta"], bool) or not isinstance(entry["rope_theta"], (int, float)) \
+                    or entry["rope_theta"] <= 0:
+                _invalid(f"rope_parameters[{kind!r}].rope_theta", entry["rope_theta"], "a positive number")
+
+    def to_dict(self) -> dict[str, Any]:
+        values = super().to_dict()
+        values.pop("reference_compile", None)  # a torch.compile switch of the reference's, which it does not save
+        return values
+
+
+@dataclass
+class AlbertConfig(PretrainedConfig):
+    """ALBERT: BERT's post-LayerNorm blocks over embeddings of `embedding_size` projected up to `hidden_size`, with
+    the layers' weights shared: `num_hidden_layers` steps run through `num_hidden_groups` groups of
+    `inner_group_num` layers each (consecutive steps share a group)."""
+
+    model_type: ClassVar[str] = "albert"
+
+    vocab_size: int = 30000
+    embedding_size: int = 128
+    hidden_size: int = 4096
+    num_hidden_layers: int = 12
+    num_hidden_groups: int = 1
+    num_attention_heads: int = 64
+    intermediate_size: int = 16384
+    inner_group_num: int = 1
+    hidden_act: str = "gelu_new"
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    classifier_dropout_prob: float | None = 0.1  # None: hidden_dropout_prob
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 2
+    eos_token_id: int | list[int] | None = 3
+    tie_word_embeddings: bool = True
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "embedding_size", "hidden_size", "num_hidden_layers",
+                               "num_hidden_groups", "num_attention_heads", "intermediate_size", "inner_group_num",
+                               "max_position_embeddings", "type_vocab_size")
+        _check_encoder_fields(self, "hidden_act", ("hidden_dropout_prob", "attention_probs_dropout_prob",
+                                                   "classifier_dropout_prob"))
+
+
+@dataclass
+class ElectraConfig(BertConfig):
+    """ELECTRA: BERT's encoder over embeddings of `embedding_size`, projected up to `hidden_size` when they differ;
+    no pooler. The discriminator and the generator are both this network, at different sizes. Multiple choice
+    reads a `summary_type` vector of each choice (the first token by default) through the `summary_*` layers."""
+
+    model_type: ClassVar[str] = "electra"
+
+    embedding_size: int = 128
+    hidden_size: int = 256
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    summary_type: str = "first"
+    summary_use_proj: bool = True
+    summary_activation: str | None = "gelu"
+    summary_last_dropout: float = 0.1
+
+    def validate(self) -> None:
+        super().validate()
+        _require_positive_ints(self, "embedding_size")
+        if self.summary_type not in ELECTRA_SUMMARY_TYPES:
+            _invalid("summary_type", self.summary_type, f"one of {', '.join(ELECTRA_SUMMARY_TYPES)}")
+        if self.summary_activation and self.summary_activation not in (*ENCODER_ACTIVATIONS, "tanh"):
+            _invalid("summary_activation", self.summary_activation,
+                     f"None or one of {', '.join((*ENCODER_ACTIVATIONS, 'tanh'))}")
+        for name in ("summary_last_dropout", "summary_first_dropout"):
+            value = getattr(self, name, 0.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                _invalid(name, value, "a probability in [0, 1)")
+        if self.extra.get("summary_proj_to_labels"):
+            raise ValueError(
+                "Unsupported config: summary_proj_to_labels=True; ELECTRA's multiple-choice head projects the summary "
+                "to hidden_size before its one-score classifier (leave summary_proj_to_labels unset)."
+            )
+
+
+# How ELECTRA's multiple-choice head reads one vector per choice ("cls_index" without indices: the last token).
+ELECTRA_SUMMARY_TYPES = ("first", "last", "mean", "cls_index")
+
+
+@dataclass
+class MPNetConfig(PretrainedConfig):
+    """MPNet: BERT's post-LayerNorm blocks without token types, positions counted as RoBERTa's (from 2, padding at
+    1), and a learned bias per head on each attention score from the bucketed relative position of query and key
+    (32 buckets over distances up to 128, shared by every layer)."""
+
+    model_type: ClassVar[str] = "mpnet"
+
+    vocab_size: int = 30527
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    relative_attention_num_buckets: int = 32
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 2
+    tie_word_embeddings: bool = True
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                               "intermediate_size", "max_position_embeddings")
+        _check_encoder_fields(self, "hidden_act", ("hidden_dropout_prob", "attention_probs_dropout_prob"))
+        # The reference buckets relative positions into 32 whatever this says; the table needs those 32 rows.
+        if not _positive_int(self.relative_attention_num_buckets) or self.relative_attention_num_buckets < 32:
+            _invalid("relative_attention_num_buckets", self.relative_attention_num_buckets,
+                     "an integer of at least 32 (MPNet buckets relative positions into 32)")
+        if self.max_position_embeddings < 3:
+            _invalid("max_position_embeddings", self.max_position_embeddings,
+                     "at least 3 (MPNet's positions start at 2)")
+
+
+def _check_encoder_fields(config: PretrainedConfig, activation: str, dropouts: tuple[str, ...]) -> None:
+    """hidden_size a multiple of the heads, a known activation, and dropouts that are probabilities (or None)."""
+    if config.hidden_size % config.num_attention_heads:
+        _invalid("hidden_size", config.hidden_size, f"a multiple of num_attention_heads={config.num_attention_heads}")
+    if getattr(config, activation) not in ENCODER_ACTIVATIONS:
+        _invalid(activation, getattr(config, activation), f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+    for name in dropouts:
+        value = getattr(config, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1):
+            _invalid(name, value, "a probability in [0, 1)")
+
+
+@dataclass
+class Olmo2Config(LlamaConfig):
+    """OLMo 2: a Llama decoder whose RMSNorms come after attention and after the MLP (on each branch, before the
+    residual add) instead of before them, with an RMSNorm over the queries of all heads together and one over the
+    keys (not per head)."""
+
+    model_type: ClassVar[str] = "olmo2"
+
+    vocab_size: int = 50304
+    rms_norm_eps: float = 1e-5
+    attention_dropout: float = 0.0
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = 50279
+
+    def validate(self) -> None:
+        super().validate()
+        if self.mlp_bias:
+            _invalid("mlp_bias", self.mlp_bias, "False (OLMo 2's MLP has no biases)")
+        _require_probabilities(self, "attention_dropout")
+
+
+@dataclass
+class Starcoder2Config(PretrainedConfig):
+    """StarCoder2: a decoder with LayerNorms (with biases) before attention and the MLP, a plain two-layer MLP
+    (`c_fc`, the activation, `c_proj`), biases on every projection when `use_bias` is set, rotary positions,
+    grouped-query attention over an optional sliding window, and dropout on the embeddings and on both residual
+    branches."""
+
+    model_type: ClassVar[str] = "starcoder2"
+    qkv_bias: ClassVar[bool] = False  # the biases are all or none (use_bias), read through attention_bias
+
+    vocab_size: int = 49152
+    hidden_size: int = 3072
+    intermediate_size: int = 12288
+    num_hidden_layers: int = 30
+    num_attention_heads: int = 24
+    num_key_value_heads: int = 2
+    hidden_act: str = "gelu_pytorch_tanh"
+    max_position_embeddings: int = 4096
+    initializer_range: float = 0.018042
+    norm_epsilon: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
+    sliding_window: int | None = None
+    attention_dropout: float = 0.0
+    residual_dropout: float = 0.0
+    embedding_dropout: float = 0.0
+    use_bias: bool = True
+    bos_token_id: int | None = 50256
+    eos_token_id: int | list[int] | None = 50256
+    tie_word_embeddings: bool = True
+
+    # The names the Llama-style attention reads: every projection's bias follows use_bias, and head_dim is not a
+    # StarCoder2 field (the reference reads one a config.json sets, as here).
+    attention_bias = property(lambda self: self.use_bias)
+    head_dim = property(lambda self: self.extra.get("head_dim") or self.hidden_size // self.num_attention_heads)
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "head_dim")
+        _check_key_value_heads(self)
+        if self.head_dim % 2:
+            _invalid("head_dim", self.head_dim, "an even number (rotary embeddings rotate pairs)")
+        if self.hidden_act not in ENCODER_ACTIVATIONS:
+            _invalid("hidden_act", self.hidden_act, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+        _require_positive_numbers(self, "norm_epsilon", "rope_theta")
+        _require_probabilities(self, "attention_dropout", "residual_dropout", "embedding_dropout")
+        if self.sliding_window is not None and not _positive_int(self.sliding_window):
+            _invalid("sliding_window", self.sliding_window, "None or a positive integer")
+        if self.rope_scaling is not None:
+            _check_rope_scaling(self.rope_scaling)
+
+    @classmethod
+    def _from_file_layout(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return LlamaConfig._from_file_layout(values)  # the same rope_parameters layout as Llama's
+
+    def to_dict(self) -> dict[str, Any]:
+        # Both layouts, as LlamaConfig writes them (transformers 4: rope_theta; 5: rope_parameters).
+        values = super().to_dict()
+        values["rope_parameters"] = {"rope_type": "default", **(self.rope_scaling or {}), "rope_theta": self.rope_theta}
+        return values
+
+
+def _check_experts(config: PretrainedConfig, count_name: str, allow_none: bool = False) -> None:
+    """A sparse mixture of experts: `num_experts_per_tok` of the `count_name` experts run for each token."""
+    count = getattr(config, count_name)
+    if not (_positive_int(count) or (allow_none and count == 0 and not isinstance(count, bool))):
+        _invalid(count_name, count, "a non-negative integer" if allow_none else "a positive integer")
+    top_k = config.num_experts_per_tok
+    if not _positive_int(top_k) or (count and top_k > count):
+        _invalid("num_experts_per_tok", top_k, f"a positive integer of at most {count_name}={count}")
+    value = config.router_aux_loss_coef
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        _invalid("router_aux_loss_coef", value, "a non-negative number")
+
+
+def _pop_alias(config: PretrainedConfig, alias: str, name: str) -> None:
+    """A value config.json gives under the reference's other name for a field (its `attribute_map`) sets the field."""
+    if alias in config.extra:
+        setattr(config, name, config.extra.pop(alias))
+
+
+@dataclass
+class MixtralConfig(MistralConfig):
+    """Mixtral: Mistral's decoder whose MLP is a sparse mixture of `num_local_experts` SwiGLU experts, of which a
+    router (a linear layer and a softmax) picks `num_experts_per_tok` per token, their weights renormalized to sum
+    to 1. With `output_router_logits` the causal LM adds `router_aux_loss_coef` times the load-balancing loss to
+    its loss; `router_jitter_noise` scales the experts' input by noise while training."""
+
+    model_type: ClassVar[str] = "mixtral"
+    attribute_map: ClassVar[dict[str, str]] = {"num_experts": "num_local_experts"}
+
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 1e6
+    sliding_window: int | None = None
+    num_experts_per_tok: int = 2
+    num_local_experts: int = 8
+    output_router_logits: bool = False
+    router_aux_loss_coef: float = 0.001
+    router_jitter_noise: float = 0.0
+
+    num_experts = _field_alias("num_local_experts")
+
+    def __post_init__(self):
+        _pop_alias(self, "num_experts", "num_local_experts")
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        _check_experts(self, "num_local_experts")
+        noise = self.router_jitter_noise
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < 1:
+            _invalid("router_jitter_noise", noise, "a number in [0, 1)")
+
+
+@dataclass
+class Qwen3MoeConfig(MistralConfig):
+    """Qwen3-MoE: Qwen3's attention (an RMSNorm over each head's queries and keys) with a sparse mixture of
+    `num_experts` SwiGLU experts of `moe_intermediate_size` in the layers it makes sparse: every
+    `decoder_sparse_step`-th layer, except those `mlp_only_layers` lists, which keep a dense MLP of
+    `intermediate_size`. The router's top `num_experts_per_tok` weights are renormalized only with `norm_topk_prob`.
+    The sliding window applies to every layer when `use_sliding_window` is set, to none otherwise."""
+
+    model_type: ClassVar[str] = "qwen3_moe"
+    attribute_map: ClassVar[dict[str, str]] = {"num_local_experts": "num_experts"}
+
+    vocab_size: int = 151936
+    hidden_size: int = 2048
+    intermediate_size: int = 6144
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = 4
+    max_position_embeddings: int = 32768
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    use_sliding_window: bool = False
+    decoder_sparse_step: int = 1
+    moe_intermediate_size: int = 768
+    num_experts_per_tok: int = 8
+    num_experts: int = 128
+    norm_topk_prob: bool = False
+    output_router_logits: bool = False
+    router_aux_loss_coef: float = 0.001
+    mlp_only_layers: list[int] | None = None
+
+    num_local_experts = _field_alias("num_experts")
+
+    def __post_init__(self):
+        _pop_alias(self, "num_local_experts", "num_experts")
+        if not self.use_sliding_window:
+            self.sliding_window = None  # the reference's rule
+        if self.mlp_only_layers is None:
+            self.mlp_only_layers = []
+        super().__post_init__()
+
+    def is_sparse(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` runs the experts (else a dense MLP), by the reference's rule."""
+        return (layer_idx not in self.mlp_only_layers and self.num_experts > 0
+                and (layer_idx + 1) % self.decoder_sparse_step == 0)
+
+    def validate(self) -> None:
+        super().validate()
+        _check_experts(self, "num_experts", allow_none=True)
+        _require_positive_ints(self, "decoder_sparse_step", "moe_intermediate_size")
+        layers = self.mlp_only_layers
+        if not isinstance(layers, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
+            _invalid("mlp_only_layers", layers, "a list of layer indices")
+
+    def to_dict(self) -> dict[str, Any]:
+        # transformers 5 writes the expert count as num_local_experts; transformers 4 and Qwen's files, num_experts.
+        return {**super().to_dict(), "num_local_experts": self.num_experts}
+
+
+@dataclass
+class T5Config(PretrainedConfig):
+    """T5 and Flan-T5: a pre-norm encoder-decoder with scale-only (RMS) norms, relative position buckets instead of
+    position embeddings, unscaled attention, and a ReLU (`feed_forward_proj="relu"`) or gated (`"gated-gelu"`,
+    T5 v1.1 and Flan-T5) feed-forward. The common names (hidden_size, num_attention_heads, num_hidden_layers,
+    head_dim) read and set d_model, num_heads, num_layers and d_kv, as in the reference.
+
+    Derived as the reference derives them, unless config.json holds them: `dense_act_fn` and `is_gated_act` from
+    feed_forward_proj ("gated-gelu" means the tanh GELU), and `scale_decoder_outputs` (the decoder output scaled by
+    d_model ** -0.5 before the LM head) from whether the file sets tie_word_embeddings to false. The token table
+    and the LM head are then tied (tie_word_embeddings is always True); a checkpoint that stores its own LM head
+    (Flan-T5) keeps it. `decoder_start_token_id` is not a field: it is read from config.json when there (0 in
+    Google's files), as the reference does.
+    """
+
+    model_type: ClassVar[str] = "t5"
+    attribute_map: ClassVar[dict[str, str]] = {
+        "hidden_size": "d_model", "num_attention_heads": "num_heads", "num_hidden_layers": "num_layers",
+        "head_dim": "d_kv",
+    }
+
+    vocab_size: int = 32128
+    d_model: int = 512
+    d_kv: int = 64
+    d_ff: int = 2048
+    num_layers: int = 6
+    num_decoder_layers: int | None = None
+    num_heads: int = 8
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    dropout_rate: float = 0.1
+    layer_norm_epsilon: float = 1e-6
+    initializer_factor: float = 1.0
+    feed_forward_proj: str = "relu"
+    is_encoder_decoder: bool = True
+    use_cache: bool = True
+    pad_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 1
+    classifier_dropout: float = 0.0
+    is_decoder: bool = False
+    tie_word_embeddings: bool = True
+
+    hidden_size = _field_alias("d_model")
+    num_attention_heads = _field_alias("num_heads")
+    num_hidden_layers = _field_alias("num_layers")
+    head_dim = _field_alias("d_kv")
+
+    def __post_init__(self):
+        for alias, name in self.attribute_map.items():  # T5Config(hidden_size=64) sets d_model, as the reference
+            if alias in self.extra:
+                setattr(self, name, self.extra.pop(alias))
+        if self.num_decoder_layers is None:
+            self.num_decoder_layers = self.num_layers
+        parts = self.feed_forward_proj.split("-") if isinstance(self.feed_forward_proj, str) else []
+        if not parts or len(parts) > 2 or (len(parts) == 2 and parts[0] != "gated"):
+            _invalid("feed_forward_proj", self.feed_forward_proj, "'ACTIVATION' or 'gated-ACTIVATION', such as 'relu' "
+                     "or 'gated-gelu'")
+        activation = "gelu_new" if self.feed_forward_proj == "gated-gelu" else parts[-1]
+        self.dense_act_fn = self.extra.pop("dense_act_fn", activation)
+        self.is_gated_act = self.extra.pop("is_gated_act", parts[0] == "gated")
+        self._tie_or_scale()
+        super().__post_init__()
+
+    def _tie_or_scale(self) -> None:
+        # A file that says tie_word_embeddings=false is T5 v1.1 / Flan-T5: no output scaling; ties are kept anyway.
+        self.scale_decoder_outputs = self.extra.pop("scale_decoder_outputs", self.tie_word_embeddings is not False)
+        self.tie_word_embeddings = True
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers",
+                               "num_heads", "relative_attention_num_buckets", "relative_attention_max_distance")
+        if self.dense_act_fn not in ENCODER_ACTIVATIONS:
+            _invalid("feed_forward_proj", self.feed_forward_proj,
+                     f"an activation among {', '.join(ENCODER_ACTIVATIONS)}, optionally prefixed with 'gated-'")
+        _require_probabilities(self, "dropout_rate", "classifier_dropout")
+        _require_positive_numbers(self, "layer_norm_epsilon")
+
+
+@dataclass
+class MT5Config(T5Config):
+    """mT5: T5 v1.1 (gated-GELU feed-forward, no output scaling, its own LM head in the checkpoints) over a
+    250k-token multilingual vocabulary."""
+
+    model_type: ClassVar[str] = "mt5"
+
+    vocab_size: int = 250112
+    d_ff: int = 1024
+    num_layers: int = 8
+    num_heads: int = 6
+    feed_forward_proj: str = "gated-gelu"
+    decoder_start_token_id: int | None = 0
+
+    def _tie_or_scale(self) -> None:
+        self.tie_word_embeddings = True  # mT5 never scales its decoder output
+
+
+@dataclass
+class DebertaV2Config(PretrainedConfig):
+    """DeBERTa-v2 and DeBERTa-v3: BERT's post-LayerNorm encoder whose attention adds disentangled relative-position
+    terms (`pos_att_type`: content-to-position "c2p", position-to-content "p2c") over a table of relative distances
+    (`max_relative_positions`, or `position_buckets` log-spaced buckets); v3 shares the content projections with the
+    positions (`share_att_key`), normalizes the table (`norm_rel_ebd="layer_norm"`) and drops absolute positions
+    (`position_biased_input=False`); v2-xlarge adds a convolution after the first layer (`conv_kernel_size`).
+
+    The reference reads the fields from `share_att_key` on with getattr defaults; they are fields here with those
+    defaults, and `embedding_size`, `attention_head_size` and `pooler_hidden_size` default to the hidden sizes.
+    """
+
+    model_type: ClassVar[str] = "deberta-v2"
+
+    vocab_size: int = 128100
+    hidden_size: int = 1536
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 24
+    intermediate_size: int = 6144
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 0
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-7
+    relative_attention: bool = False
+    max_relative_positions: int = -1  # below 1: max_position_embeddings
+    pad_token_id: int | None = 0
+    position_biased_input: bool = True
+    pos_att_type: list[str] | None = None  # config.json may say "c2p|p2c"
+    pooler_dropout: float = 0.0
+    pooler_hidden_act: str = "gelu"
+    legacy: bool = True  # the masked LM's head: `cls.predictions` (legacy) or `lm_predictions.lm_head`
+    tie_word_embeddings: bool = True
+    share_att_key: bool = False
+    position_buckets: int = -1  # above 0: relative distances in that many log-spaced buckets each way
+    norm_rel_ebd: str = "none"  # "layer_norm": the relative-position table goes through encoder.LayerNorm
+    conv_kernel_size: int = 0
+    conv_groups: int = 1
+    conv_act: str = "tanh"
+    embedding_size: int | None = None
+    attention_head_size: int | None = None
+    pooler_hidden_size: int | None = None
+    cls_dropout: float | None = None  # the classifiers' dropout; None: hidden_dropout_prob
+
+    def __post_init__(self):
+        if isinstance(self.pos_att_type, str):
+            self.pos_att_type = [kind.strip() for kind in self.pos_att_type.lower().split("|")]
+        if self.embedding_size is None:
+            self.embedding_size = self.hidden_size
+        if self.pooler_hidden_size is None:
+            self.pooler_hidden_size = self.hidden_size
+        if self.attention_head_size is None and _positive_int(self.num_attention_heads):
+            self.attention_head_size = self.hidden_size // self.num_attention_heads
+        super().__post_init__()
+
+    @property
+    def relative_distance_limit(self) -> int:
+        """max_relative_positions, or max_position_embeddings where that is below 1 (the reference's default)."""
+        return self.max_relative_positions if self.max_relative_positions >= 1 else self.max_position_embeddings
+
+    @property
+    def relative_span(self) -> int:
+        """How many relative distances (or buckets) the position table holds each way: its rows are twice that."""
+        return self.position_buckets if self.position_buckets > 0 else self.relative_distance_limit
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads", "max_position_embeddings", "embedding_size",
+                               "attention_head_size", "conv_groups")
+        if self.hidden_size % self.num_attention_heads:
+            _invalid("hidden_size", self.hidden_size, f"a multiple of num_attention_heads={self.num_attention_heads}")
+        activations = (*ENCODER_ACTIVATIONS, "tanh")
+        for name in ("hidden_act", "pooler_hidden_act", "conv_act"):
+            if getattr(self, name) not in activations:
+                _invalid(name, getattr(self, name), f"one of {', '.join(activations)}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "pooler_dropout", "cls_dropout"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 <= value < 1):
+                _invalid(name, value, "a probability in [0, 1)")
+        kinds = self.pos_att_type or []
+        if not isinstance(kinds, list) or any(kind not in ("c2p", "p2c") for kind in kinds):
+            _invalid("pos_att_type", self.pos_att_type, "None or a list of 'c2p' and 'p2c' (or 'c2p|p2c')")
+        norms = [part.strip() for part in str(self.norm_rel_ebd).lower().split("|")]
+        if any(part not in ("none", "layer_norm") for part in norms):
+            _invalid("norm_rel_ebd", self.norm_rel_ebd, "'none' or 'layer_norm'")
+        if self.conv_kernel_size and (not _positive_int(self.conv_kernel_size) or self.conv_kernel_size % 2 == 0):
+            _invalid("conv_kernel_size", self.conv_kernel_size, "0 (no convolution) or an odd positive integer")
+        if self.conv_kernel_size and self.hidden_size % self.conv_groups:
+            _invalid("conv_groups", self.conv_groups, f"a divisor of hidden_size={self.hidden_size}")
+        if self.pooler_hidden_size != self.hidden_size:
+            _invalid("pooler_hidden_size", self.pooler_hidden_size, f"hidden_size={self.hidden_size} (the classifiers "
+                     "read the pooler's output with the hidden size)")
+        if self.type_vocab_size < 0:
+            _invalid("type_vocab_size", self.type_vocab_size, "0 (no token types) or a positive integer")
+
+    @property
+    def normalizes_rel_embeddings(self) -> bool:
+        """Whether norm_rel_ebd asks for the relative-position table to go through a LayerNorm."""
+        return "layer_norm" in [part.strip() for part in str(self.norm_rel_ebd).lower().split("|")]
+
+
 # model_type -> config class: the registry config.json is read by (AutoConfig.register adds a user's own).
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "gpt2": GPT2Config,
@@ -1006,6 +1642,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "gemma3_text": Gemma3TextConfig,
     "distilbert": DistilBertConfig,
     "xlm-roberta": XLMRobertaConfig,
+    "modernbert": ModernBertConfig,
     "bart": BartConfig,
 }
 

@@ -23,6 +23,7 @@ from . import qwen3
 from . import gemma
 from . import distilbert
 from . import xlm_roberta
+from . import modernbert
 from . import bart
 from .base import PreTrainedModel, load_pretrained
 
@@ -93,6 +94,9 @@ MODEL_CLASSES = {
         "pretraining": "DistilBertForMaskedLM",
     }),
     "xlm-roberta": (xlm_roberta, {**_encoder_classes("XLMRoberta"), "pretraining": "XLMRobertaForMaskedLM"}),
+    "modernbert": (modernbert, {  # an encoder without causal-LM or pre-training heads
+        task: name for task, name in _encoder_classes("ModernBert").items() if task != "causal-lm"
+    }),
     "bart": (bart, {  # an encoder-decoder; the reference maps masked LM and pre-training to the seq2seq LM too
         "base": "BartModel",
         "seq2seq-lm": "BartForConditionalGeneration",

@@ -117,11 +117,17 @@ class MaskedLM(HeadModel):
     ) -> MaskedLMOutput | tuple:
         encoded = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, None,
                                       inputs_embeds, None, output_attentions, output_hidden_states)
-        logits = self.token_logits(encoded.last_hidden_state)  # (B, T, vocab_size)
+        hidden, labels = self.predicted_positions(encoded.last_hidden_state, labels)
+        logits = self.token_logits(hidden)  # (B, T, vocab_size)
         loss = None if labels is None else token_loss(logits, labels)
         output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states,
                                 attentions=encoded.attentions)
         return self.returned(output, return_dict)
+
+    def predicted_positions(self, hidden: torch.Tensor, labels: torch.Tensor | None):
+        """The hidden states to predict and their labels: every position (ModernBERT's sparse prediction keeps only
+        the labelled ones)."""
+        return hidden, labels
 
 
 class SequenceClassification(HeadModel):
@@ -210,19 +216,26 @@ class TokenClassification(HeadModel):
     ) -> TokenClassifierOutput | tuple:
         base = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
                                    inputs_embeds, use_cache, output_attentions, output_hidden_states)
-        logits = self.project(self.dropout(base.last_hidden_state))  # (B, T, num_labels)
+        logits = self.token_scores(base.last_hidden_state)  # (B, T, num_labels)
         loss = None if labels is None else token_loss(logits, labels)
         output = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=base.hidden_states,
                                        attentions=base.attentions)
         return self.returned(output, return_dict)
 
+    def token_scores(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, T, num_labels) (ModernBERT transforms the hidden states first)."""
+        return self.project(self.dropout(hidden))
+
 
 class QuestionAnswering(HeadModel):
     """Extractive QA: the logits of each token being the start and the end of the answer span."""
 
+    # The attribute (and checkpoint name) of the start/end projection.
+    span_projection_name = "qa_outputs"
+
     def __init__(self, config):
         super().__init__(config)
-        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        setattr(self, self.span_projection_name, nn.Linear(config.hidden_size, 2))
 
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
@@ -241,7 +254,7 @@ class QuestionAnswering(HeadModel):
 
     def span_scores(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (B, T, 2), the start and end scores (DistilBERT applies a dropout first)."""
-        return self.qa_outputs(hidden)
+        return getattr(self, self.span_projection_name)(hidden)
 
 
 def span_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -237,10 +237,11 @@ TOKENIZER_CLASSES["BartTokenizer"] = RobertaTokenizer
 _CLASS_OF_MODEL_TYPE = {
     "bert": "BertTokenizer", "distilbert": "BertTokenizer", "gpt2": "GPT2Tokenizer", "roberta": "RobertaTokenizer",
     "qwen2": "Qwen2Tokenizer", "t5": "T5Tokenizer", "xlm-roberta": "XLMRobertaTokenizer",
+    "modernbert": "TokenizersBackend",
     "bart": "RobertaTokenizer",
 }  # fmt: skip
 # Model types whose Hub configs often name the wrong tokenizer class: the registered class wins.
-_REGISTERED_CLASS_WINS = frozenset({"qwen2"})
+_REGISTERED_CLASS_WINS = frozenset({"qwen2", "modernbert"})
 
 
 def tokenizer_class_for(
