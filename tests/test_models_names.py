@@ -18,6 +18,10 @@ TINY_CONFIGS = {
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)),
     "qwen2": ("Qwen2Config", dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)),
+    "olmo2": ("Olmo2Config", dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)),
+    "starcoder2": ("Starcoder2Config", dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)),
     "gpt2": ("GPT2Config", dict(vocab_size=64, n_positions=32, n_embd=32, n_layer=1, n_head=4)),
     "bert": ("BertConfig", dict(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                                 intermediate_size=37, max_position_embeddings=32)),
@@ -36,7 +40,8 @@ AUTO_CLASSES = (
     "AutoModelForTokenClassification", "AutoModelForQuestionAnswering", "AutoModelForMultipleChoice",
     "AutoModelForNextSentencePrediction", "AutoModelForPreTraining",
 )
-MODEL_MODULES = ("openformers.models.llama", "openformers.models.gpt2", "openformers.models.bert",
+MODEL_MODULES = ("openformers.models.llama", "openformers.models.olmo2", "openformers.models.starcoder2",
+                 "openformers.models.gpt2", "openformers.models.bert",
                  "openformers.models.distilbert", "openformers.models.xlm_roberta", "openformers.models.modernbert")
 
 

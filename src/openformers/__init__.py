@@ -39,6 +39,8 @@ _public(
     "Gemma3TextConfig",
     "DistilBertConfig",
     "XLMRobertaConfig",
+    "Olmo2Config",
+    "Starcoder2Config",
     "BartConfig",
     "ModernBertConfig",
 )
@@ -91,6 +93,15 @@ _public(
     "openformers.models.bart",
     "BartPreTrainedModel", "BartPretrainedModel", "PretrainedBartModel", "BartModel", "BartForConditionalGeneration",
     "BartForSequenceClassification", "BartForQuestionAnswering", "BartForCausalLM",
+)
+_public(
+    "openformers.models.olmo2",
+    "Olmo2PreTrainedModel", "Olmo2Model", "Olmo2ForCausalLM", "Olmo2ForSequenceClassification",
+)
+_public(
+    "openformers.models.starcoder2",
+    "Starcoder2PreTrainedModel", "Starcoder2Model", "Starcoder2ForCausalLM", "Starcoder2ForSequenceClassification",
+    "Starcoder2ForTokenClassification",
 )
 _public(
     "openformers.models.phi3",

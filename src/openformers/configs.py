@@ -1632,6 +1632,90 @@ class DebertaV2Config(PretrainedConfig):
         return "layer_norm" in [part.strip() for part in str(self.norm_rel_ebd).lower().split("|")]
 
 
+@dataclass
+class Olmo2Config(LlamaConfig):
+    """OLMo 2: a Llama decoder whose RMSNorms come after attention and after the MLP (on each branch, before the
+    residual add) instead of before them, with an RMSNorm over the queries of all heads together and one over the
+    keys (not per head)."""
+
+    model_type: ClassVar[str] = "olmo2"
+
+    vocab_size: int = 50304
+    rms_norm_eps: float = 1e-5
+    attention_dropout: float = 0.0
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = 50279
+
+    def validate(self) -> None:
+        super().validate()
+        if self.mlp_bias:
+            _invalid("mlp_bias", self.mlp_bias, "False (OLMo 2's MLP has no biases)")
+        _require_probabilities(self, "attention_dropout")
+
+
+@dataclass
+class Starcoder2Config(PretrainedConfig):
+    """StarCoder2: a decoder with LayerNorms (with biases) before attention and the MLP, a plain two-layer MLP
+    (`c_fc`, the activation, `c_proj`), biases on every projection when `use_bias` is set, rotary positions,
+    grouped-query attention over an optional sliding window, and dropout on the embeddings and on both residual
+    branches."""
+
+    model_type: ClassVar[str] = "starcoder2"
+    qkv_bias: ClassVar[bool] = False  # the biases are all or none (use_bias), read through attention_bias
+
+    vocab_size: int = 49152
+    hidden_size: int = 3072
+    intermediate_size: int = 12288
+    num_hidden_layers: int = 30
+    num_attention_heads: int = 24
+    num_key_value_heads: int = 2
+    hidden_act: str = "gelu_pytorch_tanh"
+    max_position_embeddings: int = 4096
+    initializer_range: float = 0.018042
+    norm_epsilon: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
+    sliding_window: int | None = None
+    attention_dropout: float = 0.0
+    residual_dropout: float = 0.0
+    embedding_dropout: float = 0.0
+    use_bias: bool = True
+    bos_token_id: int | None = 50256
+    eos_token_id: int | list[int] | None = 50256
+    tie_word_embeddings: bool = True
+
+    # The names the Llama-style attention reads: every projection's bias follows use_bias, and head_dim is not a
+    # StarCoder2 field (the reference reads one a config.json sets, as here).
+    attention_bias = property(lambda self: self.use_bias)
+    head_dim = property(lambda self: self.extra.get("head_dim") or self.hidden_size // self.num_attention_heads)
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "head_dim")
+        _check_key_value_heads(self)
+        if self.head_dim % 2:
+            _invalid("head_dim", self.head_dim, "an even number (rotary embeddings rotate pairs)")
+        if self.hidden_act not in ENCODER_ACTIVATIONS:
+            _invalid("hidden_act", self.hidden_act, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+        _require_positive_numbers(self, "norm_epsilon", "rope_theta")
+        _require_probabilities(self, "attention_dropout", "residual_dropout", "embedding_dropout")
+        if self.sliding_window is not None and not _positive_int(self.sliding_window):
+            _invalid("sliding_window", self.sliding_window, "None or a positive integer")
+        if self.rope_scaling is not None:
+            _check_rope_scaling(self.rope_scaling)
+
+    @classmethod
+    def _from_file_layout(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return LlamaConfig._from_file_layout(values)  # the same rope_parameters layout as Llama's
+
+    def to_dict(self) -> dict[str, Any]:
+        # Both layouts, as LlamaConfig writes them (transformers 4: rope_theta; 5: rope_parameters).
+        values = super().to_dict()
+        values["rope_parameters"] = {"rope_type": "default", **(self.rope_scaling or {}), "rope_theta": self.rope_theta}
+        return values
+
+
 # model_type -> config class: the registry config.json is read by (AutoConfig.register adds a user's own).
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "gpt2": GPT2Config,
@@ -1642,6 +1726,8 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "gemma3_text": Gemma3TextConfig,
     "distilbert": DistilBertConfig,
     "xlm-roberta": XLMRobertaConfig,
+    "olmo2": Olmo2Config,
+    "starcoder2": Starcoder2Config,
     "modernbert": ModernBertConfig,
     "bart": BartConfig,
 }
@@ -1751,6 +1837,13 @@ def _check_key_value_heads(config: PretrainedConfig) -> None:
     if config.num_attention_heads % config.num_key_value_heads:
         _invalid("num_key_value_heads", config.num_key_value_heads,
                  f"a divisor of num_attention_heads={config.num_attention_heads}")
+
+
+def _require_probabilities(config: PretrainedConfig, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            _invalid(name, value, "a probability in [0, 1)")
 
 
 def _invalid(name: str, value, expected: str):

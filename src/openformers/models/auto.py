@@ -23,6 +23,8 @@ from . import qwen3
 from . import gemma
 from . import distilbert
 from . import xlm_roberta
+from . import olmo2
+from . import starcoder2
 from . import modernbert
 from . import bart
 from .base import PreTrainedModel, load_pretrained
@@ -94,6 +96,17 @@ MODEL_CLASSES = {
         "pretraining": "DistilBertForMaskedLM",
     }),
     "xlm-roberta": (xlm_roberta, {**_encoder_classes("XLMRoberta"), "pretraining": "XLMRobertaForMaskedLM"}),
+    "olmo2": (olmo2, {  # Llama with its norms after each branch; the reference has these three heads
+        "base": "Olmo2Model",
+        "causal-lm": "Olmo2ForCausalLM",
+        "sequence-classification": "Olmo2ForSequenceClassification",
+    }),
+    "starcoder2": (starcoder2, {  # LayerNorms, a plain MLP, biases; the reference has no QA head for it
+        "base": "Starcoder2Model",
+        "causal-lm": "Starcoder2ForCausalLM",
+        "sequence-classification": "Starcoder2ForSequenceClassification",
+        "token-classification": "Starcoder2ForTokenClassification",
+    }),
     "modernbert": (modernbert, {  # an encoder without causal-LM or pre-training heads
         task: name for task, name in _encoder_classes("ModernBert").items() if task != "causal-lm"
     }),

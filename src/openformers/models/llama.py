@@ -157,6 +157,8 @@ class LlamaAttention(nn.Module):
         self.k_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(self.n_head * self.head_dim, config.hidden_size, bias=bias)
+        # Dropout on the attention weights while training (a Llama config.json's attention_dropout stays in extra).
+        self.dropout = getattr(config, "attention_dropout", 0.0)
 
     def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
         """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
@@ -167,10 +169,11 @@ class LlamaAttention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past + T, hs)
+        dropout = self.dropout if self.training else 0.0
         if attention_path == "sdpa":
-            y, weights = attention(q, k, v, mask), None  # (B, nh, T, hs)
+            y, weights = attention(q, k, v, mask, dropout), None  # (B, nh, T, hs)
         else:
-            y, weights = eager_attention(q, k, v, mask, is_causal=mask is None and T > 1)
+            y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1)), weights
 
 
@@ -232,11 +235,15 @@ class LlamaModel(LlamaPreTrainedModel):
         super().__init__(config)
         # An explicit weight skips nn.Embedding's random init: on the meta device (from_pretrained) that init
         # imports torch._dynamo, 1.8 s; off the meta device, init_weights initializes every weight after the build.
+        # The padding row gets no gradient, as in the reference (an id outside the table cannot occur in inputs).
+        pad = config.pad_token_id
+        padding_idx = pad if isinstance(pad, int) and -config.vocab_size <= pad < config.vocab_size else None
         self.embed_tokens = nn.Embedding(
-            config.vocab_size, config.hidden_size, _weight=torch.empty(config.vocab_size, config.hidden_size)
+            config.vocab_size, config.hidden_size, padding_idx,
+            _weight=torch.empty(config.vocab_size, config.hidden_size),
         )
         self.layers = nn.ModuleList(self.layer_class(config, i) for i in range(config.num_hidden_layers))
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm = self.new_norm(config)
         self.sliding_window = config.sliding_window
         self.rotary_emb = RotaryEmbedding(
             config.head_dim, config.rope_theta, config.rope_scaling, min(config.max_position_embeddings, 8192)
@@ -262,7 +269,7 @@ class LlamaModel(LlamaPreTrainedModel):
             hidden = self.accelerated_step(input_ids, attention_mask, position_ids, cache)
             if hidden is not None:
                 return self.returned(BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache), return_dict)
-        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
+        x = self.input_embeddings(input_ids, inputs_embeds)  # (B, T, C)
         T = x.shape[1]
         position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, T, x.device,
                                                      self.sliding_window)
@@ -282,6 +289,14 @@ class LlamaModel(LlamaPreTrainedModel):
             last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states), attentions=recorded(attentions),
         )
         return self.returned(output, return_dict)
+
+    def new_norm(self, config: LlamaConfig) -> nn.Module:
+        """The norm after the last layer (OLMo 2 and StarCoder2 build their own kinds)."""
+        return RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
+        """What the first layer takes: the tokens' embeddings, or inputs_embeds as given (StarCoder2 adds dropout)."""
+        return self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
 
     @staticmethod
     def _positions_of(cache_position, cache):

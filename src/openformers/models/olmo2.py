@@ -1,0 +1,128 @@
+"""OLMo 2 decoders in plain torch.nn (model_type "olmo2"): Llama's network with its norms moved.
+
+Each branch is normed after it runs, before the residual add (`x + norm(attn(x))`, `x + norm(mlp(x))`), and the
+layer input is not normed at all; the queries and keys are normed right after their projections, over all heads
+at once (`q_norm` has num_attention_heads * head_dim weights, not head_dim as Qwen3's). OLMo 2's RMSNorm scales by
+its weight before casting back to the input's dtype, which only changes the numbers in half precision. Rotary
+positions, grouped-query attention, the SwiGLU MLP, the cache and the heads (causal LM and sequence
+classification, those the reference has) are llama.py's.
+
+GGUF files of llama.cpp's "olmo2" architecture load too: llama.py's metadata reader gives the config, and the rows
+need no un-permuting (llama.cpp rotates OLMo 2 the way Hugging Face does). The CPU decoding kernel does not take
+OLMo 2: kernels/llama.py refuses model_type "olmo2".
+"""
+
+import torch
+from torch import nn
+
+from ..configs import GGUF_CONFIG_READERS, Olmo2Config
+from ..weights import rename
+from .layers import RMSNorm, apply_rope, attention, eager_attention
+from .llama import (
+    GGUF_RENAMES,
+    LlamaAttention,
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
+    LlamaMLP,
+    LlamaModel,
+    LlamaPreTrainedModel,
+    gguf_config_values,
+)
+
+
+def config_from_gguf(gguf, **overrides) -> Olmo2Config:
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "olmo2" architecture."""
+    return Olmo2Config.from_dict({"architectures": ["Olmo2ForCausalLM"], **gguf_config_values(gguf)}, **overrides)
+
+
+GGUF_CONFIG_READERS["olmo2"] = config_from_gguf
+
+# llama.cpp name part -> Hugging Face name part: Llama's, and the norms after each branch and over q and k.
+OLMO2_GGUF_RENAMES = {
+    **GGUF_RENAMES,
+    "post_attention_norm": "post_attention_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+}
+
+
+def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: Olmo2Config) -> dict[str, torch.Tensor]:
+    """Rename llama.cpp tensors to Hugging Face names (the rows are in the reference's order already)."""
+    return rename(state_dict, OLMO2_GGUF_RENAMES)
+
+
+class Olmo2RMSNorm(RMSNorm):
+    """RMSNorm that scales by its weight in float32 and then casts to the input's dtype (Llama's casts first)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return super().forward(x)
+        dtype = x.dtype
+        x = x.float()
+        return (self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))).to(dtype)
+
+
+class Olmo2Attention(LlamaAttention):
+    def __init__(self, config: Olmo2Config, layer_idx: int):
+        super().__init__(config, layer_idx)
+        self.q_norm = Olmo2RMSNorm(self.n_head * self.head_dim, config.rms_norm_eps)
+        self.k_norm = Olmo2RMSNorm(self.n_kv_head * self.head_dim, config.rms_norm_eps)
+
+    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
+        """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
+        B, T, _ = x.shape
+        q = self.q_norm(self.q_proj(x)).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.k_norm(self.k_proj(x)).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hs)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past + T, hs)
+        dropout = self.dropout if self.training else 0.0
+        if attention_path == "sdpa":
+            y, weights = attention(q, k, v, mask, dropout), None  # (B, nh, T, hs)
+        else:
+            y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1)), weights
+
+
+class Olmo2DecoderLayer(nn.Module):
+    def __init__(self, config: Olmo2Config, layer_idx: int):
+        super().__init__()
+        self.self_attn = Olmo2Attention(config, layer_idx)
+        self.mlp = LlamaMLP(config)
+        self.post_attention_layernorm = Olmo2RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_feedforward_layernorm = Olmo2RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
+        h, weights = self.self_attn(x, cos, sin, mask, cache, attention_path)
+        x = x + self.post_attention_layernorm(h)
+        return x + self.post_feedforward_layernorm(self.mlp(x)), weights
+
+
+class Olmo2PreTrainedModel(LlamaPreTrainedModel):
+    config_class = Olmo2Config
+    convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
+
+    def architecture_name(self) -> str:
+        return type(self).__name__
+
+    def new_base_model(self, config: Olmo2Config) -> "Olmo2Model":
+        return Olmo2Model(config)
+
+
+class Olmo2Model(Olmo2PreTrainedModel, LlamaModel):
+    """The decoder stack without a head: returns the last hidden state."""
+
+    layer_class = Olmo2DecoderLayer
+
+    def new_norm(self, config: Olmo2Config) -> nn.Module:
+        return Olmo2RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class Olmo2ForCausalLM(Olmo2PreTrainedModel, LlamaForCausalLM):
+    """The decoder with its language-model head: next-token logits, and the loss when labels are given."""
+
+
+class Olmo2ForSequenceClassification(Olmo2PreTrainedModel, LlamaForSequenceClassification):
+    """One label (or score) per sequence, read from the hidden state of the last token that is not padding."""
