@@ -17,7 +17,7 @@ import openformers  # noqa: E402
 
 # Families whose models openformers ships: every class of theirs is in scope.
 SHIPPED_FAMILIES = {"llama", "mistral", "qwen2", "gpt2", "bert", "roberta", "qwen3", "gemma2", "distilbert",
-                    "xlm_roberta", "phi3", "olmo2", "starcoder2", "modernbert", "bart"}
+                    "xlm_roberta", "phi3", "olmo2", "starcoder2", "modernbert", "bart", "gpt_neox", "falcon"}
 # Families whose tokenizers people construct directly, whose models belong to the issue "Model families".
 TOKENIZER_ONLY_FAMILIES = {"t5"}
 
@@ -86,6 +86,7 @@ EXCLUDED_NAMES = {
     "SentencePieceBackend": "tokenizer backend", "MistralCommonBackend": "tokenizer backend",
     # building blocks of the reference's own model code
     "AttentionInterface": "attention registry", "Qwen2RMSNorm": "a layer, not a model", "BertLayer": "a layer",
+    "GPTNeoXLayer": "a layer",
     "BasicTokenizer": "the slow BERT tokenizer's parts", "WordpieceTokenizer": "same", "BertTokenizerLegacy": "same",
     "DataCollatorForPermutationLanguageModeling": "XLNet's objective",
     "add_start_docstrings": "docstring decorators of the reference's model code", "add_end_docstrings": "same",

@@ -28,6 +28,7 @@ _public(
     "GPT2Tokenizer", "GPT2TokenizerFast", "RobertaTokenizer", "RobertaTokenizerFast", "LlamaTokenizer",
     "LlamaTokenizerFast", "Qwen2Tokenizer", "Qwen2TokenizerFast", "T5Tokenizer", "T5TokenizerFast",
     "XLMRobertaTokenizer", "XLMRobertaTokenizerFast", "BartTokenizer", "BartTokenizerFast",
+    "GPTNeoXTokenizer", "GPTNeoXTokenizerFast",
 )
 _public(
     "openformers.configs",
@@ -39,6 +40,7 @@ _public(
     "Gemma3TextConfig",
     "DistilBertConfig",
     "XLMRobertaConfig",
+    "GPTNeoXConfig", "FalconConfig",
     "Olmo2Config",
     "Starcoder2Config",
     "BartConfig",
@@ -102,6 +104,16 @@ _public(
     "openformers.models.starcoder2",
     "Starcoder2PreTrainedModel", "Starcoder2Model", "Starcoder2ForCausalLM", "Starcoder2ForSequenceClassification",
     "Starcoder2ForTokenClassification",
+)
+_public(
+    "openformers.models.gpt_neox",
+    "GPTNeoXPreTrainedModel", "GPTNeoXModel", "GPTNeoXForCausalLM", "GPTNeoXForSequenceClassification",
+    "GPTNeoXForTokenClassification", "GPTNeoXForQuestionAnswering",
+)
+_public(
+    "openformers.models.falcon",
+    "FalconPreTrainedModel", "FalconModel", "FalconForCausalLM", "FalconForSequenceClassification",
+    "FalconForTokenClassification", "FalconForQuestionAnswering",
 )
 _public(
     "openformers.models.phi3",

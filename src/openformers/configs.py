@@ -927,6 +927,225 @@ class XLMRobertaConfig(RobertaConfig):
     vocab_size: int = 30522  # the reference's default; real checkpoints have 250002
 
 
+def _rope_fields_from_parameters(config: PretrainedConfig, names: tuple[str, ...]) -> None:
+    """Read a `rope_scaling` or transformers 5 `rope_parameters` dict the way GPT-NeoX and Falcon take it: rope_scaling
+    wins over rope_parameters, the dict's `names` (rope_theta, partial_rotary_factor) go to the config's fields, and
+    what is left is rope_scaling (None for the default rotation)."""
+    parameters = config.rope_scaling or config.extra.get("rope_parameters")
+    config.extra.pop("rope_parameters", None)
+    if not isinstance(parameters, dict):
+        config.rope_scaling = parameters  # None, or something validate() names
+        return
+    parameters = dict(parameters)
+    for name in ("rope_theta", "partial_rotary_factor"):
+        value = parameters.pop(name, None)
+        if value is not None and name in names:
+            setattr(config, name, value)
+    kind = parameters.pop("type", None)
+    kind = parameters.get("rope_type", kind) or "default"
+    config.rope_scaling = None if kind == "default" else {**parameters, "rope_type": kind}
+
+
+def _check_rope_scaling_of_family(config: PretrainedConfig) -> None:
+    """The rope scalings GPT-NeoX and Falcon models may ask for here: those layers.py implements, except longrope
+    (which needs Phi-3's original_max_position_embeddings)."""
+    if config.rope_scaling is None:
+        return
+    _check_rope_scaling(config.rope_scaling)
+    if config.rope_scaling["rope_type"] == "longrope":
+        raise ValueError(
+            f"Unsupported config: rope_scaling.rope_type='longrope' for a {config.model_type} model; openformers "
+            "implements 'default', 'linear' and 'llama3' rope scaling for it."
+        )
+
+
+def _check_probabilities(config: PretrainedConfig, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            _invalid(name, value, "a probability in [0, 1)")
+
+
+@dataclass
+class GPTNeoXConfig(PretrainedConfig):
+    """GPT-NeoX and Pythia: LayerNorm blocks (with biases) whose attention and MLP read the same input and add to the
+    residual together (`use_parallel_residual`; else one after the other), one fused query_key_value projection, rotary
+    embeddings over the first `partial_rotary_factor` of each head (config.json's older `rotary_pct`, with
+    `rotary_emb_base` for rope_theta), a GELU MLP and an output projection of its own."""
+
+    model_type: ClassVar[str] = "gpt_neox"
+
+    vocab_size: int = 50432
+    hidden_size: int = 6144
+    num_hidden_layers: int = 44
+    num_attention_heads: int = 64
+    intermediate_size: int = 24576
+    hidden_act: str = "gelu"
+    partial_rotary_factor: float = 0.25
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
+    attention_dropout: float = 0.0
+    hidden_dropout: float = 0.0
+    classifier_dropout: float | None = 0.1
+    max_position_embeddings: int = 2048
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-5
+    use_parallel_residual: bool = True
+    attention_bias: bool = True
+    bos_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 2
+
+    # The names transformers 4 and Pythia's config.json files use.
+    rotary_pct = property(lambda self: self.partial_rotary_factor,
+                          lambda self, value: setattr(self, "partial_rotary_factor", value))
+    rotary_emb_base = property(lambda self: self.rope_theta, lambda self, value: setattr(self, "rope_theta", value))
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        """How many of each head's dimensions rotate (the first ones); the rest pass through."""
+        return int(self.head_dim * self.partial_rotary_factor)
+
+    def __post_init__(self):
+        for old, name in (("rotary_pct", "partial_rotary_factor"), ("rotary_emb_base", "rope_theta")):
+            if old in self.extra:
+                setattr(self, name, self.extra.pop(old))
+        _rope_fields_from_parameters(self, ("rope_theta", "partial_rotary_factor"))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                               "intermediate_size", "max_position_embeddings")
+        if self.hidden_size % self.num_attention_heads:
+            _invalid("hidden_size", self.hidden_size, f"a multiple of num_attention_heads={self.num_attention_heads}")
+        if self.hidden_act not in ENCODER_ACTIVATIONS:
+            _invalid("hidden_act", self.hidden_act, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+        _require_positive_numbers(self, "layer_norm_eps", "rope_theta")
+        _check_probabilities(self, "attention_dropout", "hidden_dropout")
+        if self.classifier_dropout is not None:
+            _check_probabilities(self, "classifier_dropout")
+        if not (isinstance(self.partial_rotary_factor, (int, float)) and 0 < self.partial_rotary_factor <= 1
+                and self.rotary_dim > 0 and self.rotary_dim % 2 == 0):
+            _invalid("partial_rotary_factor", self.partial_rotary_factor,
+                     f"a number in (0, 1] that rotates an even number of the head's {self.head_dim} dimensions")
+        _check_rope_scaling_of_family(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        # transformers 5 reads rope_parameters; transformers 4 rotary_pct, rotary_emb_base and rope_scaling.
+        values = super().to_dict()
+        values["rope_parameters"] = {"rope_type": "default", **(self.rope_scaling or {}), "rope_theta": self.rope_theta,
+                                     "partial_rotary_factor": self.partial_rotary_factor}
+        values.update(rotary_pct=self.partial_rotary_factor, rotary_emb_base=self.rope_theta)
+        return values
+
+
+@dataclass
+class FalconConfig(PretrainedConfig):
+    """Falcon: LayerNorm blocks with one fused query_key_value projection and a GELU MLP, in two layouts.
+
+    The new decoder architecture (Falcon-40B/180B, Falcon 2) groups the queries around `num_kv_heads` key/value heads
+    and normalizes attention's and the MLP's input separately (`ln_attn`, `ln_mlp`; one norm when
+    `num_ln_in_parallel_attn` is 1). The older one (Falcon-7B, Falcon-RW) has one key/value head (`multi_query`) or
+    one per query head, attention and MLP in parallel (`parallel_attn`) or one after the other. Positions are
+    rotary, or ALiBi biases (`alibi`). `bias` puts biases on every projection.
+    """
+
+    model_type: ClassVar[str] = "falcon"
+
+    vocab_size: int = 65024
+    hidden_size: int = 4544
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 71
+    num_ln_in_parallel_attn: int | None = None
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+    hidden_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    num_kv_heads: int | None = None  # None: as many as the query heads
+    alibi: bool = False
+    new_decoder_architecture: bool = False
+    multi_query: bool = True
+    parallel_attn: bool = True
+    bias: bool = False
+    max_position_embeddings: int = 2048
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
+    ffn_hidden_size: int | None = None  # None: 4 * hidden_size
+    activation: str = "gelu"
+    bos_token_id: int | None = 11
+    eos_token_id: int | list[int] | None = 11
+    tie_word_embeddings: bool = True
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def num_key_value_heads(self) -> int:
+        """The key/value heads attention computes (and the cache stores): one in the multi-query layout."""
+        return self.num_kv_heads if self.new_decoder_architecture or not self.multi_query else 1
+
+    @property
+    def rotary(self) -> bool:
+        return not self.alibi
+
+    def __post_init__(self):
+        if "n_embed" in self.extra:  # the older name
+            self.hidden_size = self.extra.pop("n_embed")
+        self.extra.pop("num_key_value_heads", None)  # derived (the reference writes it to config.json)
+        if self.num_kv_heads is None:
+            self.num_kv_heads = self.num_attention_heads
+        if self.ffn_hidden_size is None and _positive_int(self.hidden_size):
+            self.ffn_hidden_size = 4 * self.hidden_size
+        if self.num_ln_in_parallel_attn is None and self.new_decoder_architecture:
+            self.num_ln_in_parallel_attn = 2  # the reference sets it so when it builds the layers
+        _rope_fields_from_parameters(self, ("rope_theta",))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                               "num_kv_heads", "ffn_hidden_size", "max_position_embeddings")
+        if self.hidden_size % self.num_attention_heads:
+            _invalid("hidden_size", self.hidden_size, f"a multiple of num_attention_heads={self.num_attention_heads}")
+        if self.activation not in ENCODER_ACTIVATIONS:
+            _invalid("activation", self.activation, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+        _require_positive_numbers(self, "layer_norm_epsilon", "rope_theta")
+        _check_probabilities(self, "hidden_dropout", "attention_dropout")
+        if self.num_ln_in_parallel_attn not in (None, 1, 2):
+            _invalid("num_ln_in_parallel_attn", self.num_ln_in_parallel_attn, "None, 1 or 2")
+        if self.new_decoder_architecture:
+            if self.num_attention_heads % self.num_kv_heads:
+                _invalid("num_kv_heads", self.num_kv_heads, f"a divisor of num_attention_heads={self.num_attention_heads}")
+            if not self.parallel_attn:
+                raise ValueError(
+                    "Unsupported config: parallel_attn=False with new_decoder_architecture=True; the new decoder "
+                    "architecture runs attention and the MLP in parallel (the reference cannot run this config either)."
+                )
+        else:
+            if not self.multi_query and self.num_kv_heads != self.num_attention_heads:
+                _invalid("num_kv_heads", self.num_kv_heads,
+                         f"num_attention_heads={self.num_attention_heads}: without multi_query or "
+                         "new_decoder_architecture, each query head has its own key and value")
+            if self.parallel_attn and self.num_ln_in_parallel_attn == 2:
+                raise ValueError(
+                    "Unsupported config: num_ln_in_parallel_attn=2 with new_decoder_architecture=False; two layer norms "
+                    "(ln_attn, ln_mlp) belong to the new decoder architecture (the reference cannot run this config)."
+                )
+        if self.rotary and self.head_dim % 2:
+            _invalid("hidden_size", self.hidden_size, "a size whose heads have an even dimension (rotary embeddings "
+                     "rotate pairs), or alibi=True")
+        _check_rope_scaling_of_family(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = super().to_dict()
+        values["rope_parameters"] = {"rope_type": "default", **(self.rope_scaling or {}), "rope_theta": self.rope_theta}
+        values["num_key_value_heads"] = self.num_key_value_heads
+        return values
+
+
 @dataclass
 class BartConfig(PretrainedConfig):
     """BART: a post-LayerNorm encoder-decoder with learned positions (offset by 2), a LayerNorm over the embeddings
@@ -1726,6 +1945,8 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "gemma3_text": Gemma3TextConfig,
     "distilbert": DistilBertConfig,
     "xlm-roberta": XLMRobertaConfig,
+    "gpt_neox": GPTNeoXConfig,
+    "falcon": FalconConfig,
     "olmo2": Olmo2Config,
     "starcoder2": Starcoder2Config,
     "modernbert": ModernBertConfig,

@@ -54,7 +54,9 @@ def refusal(config) -> str | None:
     family facts its class holds (model_type, Qwen2's qkv_bias, Llama's absent sliding_window).
     """
     values = {name: value for name, value in vars(config).items() if not name.startswith("_")}
-    values.update(model_type=config.model_type, qkv_bias=config.qkv_bias, sliding_window=config.sliding_window)
+    # Other families' configs lack Llama's facts: read as absent, so their own fields and model_type are refused.
+    values.update(model_type=config.model_type, qkv_bias=getattr(config, "qkv_bias", False),
+                  sliding_window=getattr(config, "sliding_window", None))
     for name, value in values.items():
         if name in IMPLEMENTED and not IMPLEMENTED[name](value):
             return f"{name}={value!r} is not implemented by the decoding kernel"

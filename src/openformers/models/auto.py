@@ -23,6 +23,8 @@ from . import qwen3
 from . import gemma
 from . import distilbert
 from . import xlm_roberta
+from . import gpt_neox
+from . import falcon
 from . import olmo2
 from . import starcoder2
 from . import modernbert
@@ -96,6 +98,8 @@ MODEL_CLASSES = {
         "pretraining": "DistilBertForMaskedLM",
     }),
     "xlm-roberta": (xlm_roberta, {**_encoder_classes("XLMRoberta"), "pretraining": "XLMRobertaForMaskedLM"}),
+    "gpt_neox": (gpt_neox, _decoder_classes("GPTNeoX")),  # GPT-NeoX and Pythia
+    "falcon": (falcon, _decoder_classes("Falcon")),
     "olmo2": (olmo2, {  # Llama with its norms after each branch; the reference has these three heads
         "base": "Olmo2Model",
         "causal-lm": "Olmo2ForCausalLM",

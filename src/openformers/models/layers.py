@@ -275,6 +275,7 @@ def eager_attention(
     values, as in the reference (`attention` gives it zeros, as the reference's sdpa path does).
     `scale` replaces 1/sqrt(hs) (Gemma's query_pre_attn_scalar); `softcap` bounds the scores to (-softcap, softcap)
     with a tanh before masking (Gemma 2's attention soft-capping, which torch's fused kernel cannot do).
+    A float `mask` is added to the scores instead, as torch's fused kernel adds one (Falcon's ALiBi biases).
     Returns (B, nh, T, hs) and the weights (B, nh, T, S).
     """
     if k.shape[1] != q.shape[1]:
@@ -285,7 +286,9 @@ def eager_attention(
     if is_causal:
         T, S = scores.shape[-2:]
         mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)  # query t sees keys up to S - T + t
-    if mask is not None:
+    if mask is not None and mask.dtype != torch.bool:
+        scores = scores + mask
+    elif mask is not None:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
     if dropout:

@@ -198,6 +198,34 @@ class T5Tokenizer(TokenizersBackend):
         return self.convert_tokens_to_ids(self.get_sentinel_tokens())
 
 
+class GPTNeoXTokenizer(TokenizersBackend):
+    """GPT-NeoX's (and Pythia's) byte-level BPE: NFC, then GPT-2's byte-level split; `<|endoftext|>` is BOS, EOS and
+    unknown, `<|padding|>` pads. Like the reference, it keeps only the vocabulary, merges and added tokens of a
+    tokenizer.json and builds the rest itself: offsets keep the spaces in front of words, and BOS or EOS are added
+    only with add_bos_token or add_eos_token."""
+
+    family = "GPTNeoXTokenizer"
+
+    def __init__(
+        self, vocab_file=None, merges_file=None, unk_token="<|endoftext|>", bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>", pad_token="<|padding|>", add_prefix_space=False, trim_offsets=True,
+        add_bos_token=False, add_eos_token=False, **kwargs,
+    ):  # fmt: skip
+        super().__init__(
+            vocab_file, merges_file, unk_token=unk_token, bos_token=bos_token, eos_token=eos_token,
+            pad_token=pad_token, add_prefix_space=add_prefix_space, trim_offsets=trim_offsets,
+            add_bos_token=add_bos_token, add_eos_token=add_eos_token, **kwargs,
+        )  # fmt: skip
+        byte_level = {"type": "ByteLevel", "add_prefix_space": bool(add_prefix_space),
+                      "trim_offsets": bool(trim_offsets), "use_regex": True}  # fmt: skip
+        decoder = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+        parts = {"normalizer": {"type": "NFC"}, "pre_tokenizer": byte_level, "decoder": decoder}
+        for slot, spec in parts.items():
+            setattr(self._pipeline, slot, loaders.build_part(slot, spec))
+        if self._pipeline.source is not None:  # what save_pretrained writes
+            self._pipeline.source = {**self._pipeline.source, **parts}
+
+
 class XLMRobertaTokenizer(TokenizersBackend):
     """XLM-RoBERTa's SentencePiece model with fairseq's ids, laid out `<s> A </s></s> B </s>`."""
 
@@ -221,13 +249,14 @@ Qwen2TokenizerFast = Qwen2Tokenizer
 LlamaTokenizerFast = LlamaTokenizer
 T5TokenizerFast = T5Tokenizer
 XLMRobertaTokenizerFast = XLMRobertaTokenizer
+GPTNeoXTokenizerFast = GPTNeoXTokenizer
 BartTokenizer = BartTokenizerFast = RobertaTokenizer  # the reference's BART names for RoBERTa's tokenizer
 
 TOKENIZER_CLASSES = {
     cls.__name__: cls
     for cls in (
         TokenizersBackend, BertTokenizer, DistilBertTokenizer, GPT2Tokenizer, RobertaTokenizer, Qwen2Tokenizer,
-        LlamaTokenizer, T5Tokenizer, XLMRobertaTokenizer,
+        LlamaTokenizer, T5Tokenizer, XLMRobertaTokenizer, GPTNeoXTokenizer,
     )
 }  # fmt: skip
 TOKENIZER_CLASSES["PreTrainedTokenizerFast"] = TokenizersBackend
@@ -237,6 +266,7 @@ TOKENIZER_CLASSES["BartTokenizer"] = RobertaTokenizer
 _CLASS_OF_MODEL_TYPE = {
     "bert": "BertTokenizer", "distilbert": "BertTokenizer", "gpt2": "GPT2Tokenizer", "roberta": "RobertaTokenizer",
     "qwen2": "Qwen2Tokenizer", "t5": "T5Tokenizer", "xlm-roberta": "XLMRobertaTokenizer",
+    "gpt_neox": "GPTNeoXTokenizer",
     "modernbert": "TokenizersBackend",
     "bart": "RobertaTokenizer",
 }  # fmt: skip

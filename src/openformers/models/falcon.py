@@ -1,0 +1,321 @@
+"""Falcon decoders in plain torch.nn (model_type "falcon"), in both of the checkpoints' layouts.
+
+Attention has one fused `query_key_value` projection, whose rows the layouts order differently:
+- the new decoder architecture (Falcon-40B/180B, Falcon 2): per key/value group, that group's queries, then its key
+  and its value; attention's and the MLP's inputs are normalized apart (`ln_attn`, `ln_mlp`), or by one
+  `input_layernorm` when `num_ln_in_parallel_attn` is 1, and both branches add to the residual together;
+- the older one: with `multi_query` (Falcon-7B) every query head, then one key and one value head; without it
+  (Falcon-RW) each head's query, key and value in turn. One `input_layernorm` feeds attention and the MLP in
+  parallel (`parallel_attn`), or the MLP reads the residual after attention through `post_attention_layernorm`.
+Positions are rotary over the whole head, or ALiBi (`alibi`): a bias of slope x key position per head, added to the
+attention scores, computed in bfloat16 as the reference computes it. Every projection multiplies, then adds its
+bias (`bias`), as two operations (FalconLinear), which rounds as the reference does in bfloat16.
+
+GGUF files of llama.cpp's "falcon" architecture are read here too: its converter stores the fused rows as all
+queries, then all keys, then all values, which `convert_gguf_state_dict` puts back in groups. The CPU decoding
+kernel does not apply: kernels/llama.py accelerates LlamaModel only.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..configs import GGUF_CONFIG_READERS, FalconConfig
+from ..weights import rename
+from .base import PreTrainedModel, check_inputs, forward_cache, recorded
+from .heads import CausalLM, QuestionAnswering, SequenceClassification, TokenClassification
+from .layers import (
+    ACTIVATIONS,
+    RotaryEmbedding,
+    apply_rope,
+    attention,
+    eager_attention,
+    positions_and_mask,
+    run_layers,
+)
+from .outputs import BaseModelOutputWithPast
+
+
+def config_from_gguf(gguf, **overrides) -> FalconConfig:
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "falcon" architecture.
+
+    llama.cpp keeps no layout flags: a second norm per layer (attn_norm_2) or several key/value heads mean the new
+    decoder architecture, one key/value head and one norm Falcon-7B's multi-query layout; attention and MLP always
+    run in parallel, with rotary positions.
+    """
+
+    def required(key: str):
+        value = gguf.get(f"falcon.{key}")
+        if value is None:
+            raise ValueError(f"{gguf.path} lacks the GGUF metadata key falcon.{key}, which a falcon model needs.")
+        return value
+
+    kv_heads = gguf.get("falcon.attention.head_count_kv", 1)
+    two_norms = "blk.0.attn_norm_2.weight" in gguf.tensor_names
+    new_layout = two_norms or kv_heads > 1
+    hidden = required("embedding_length")
+    values = {
+        "architectures": ["FalconForCausalLM"],
+        "vocab_size": gguf.get("falcon.vocab_size") or gguf.array_length("tokenizer.ggml.tokens"),
+        "hidden_size": hidden,
+        "ffn_hidden_size": gguf.get("falcon.feed_forward_length", 4 * hidden),
+        "num_hidden_layers": required("block_count"),
+        "num_attention_heads": required("attention.head_count"),
+        "num_kv_heads": kv_heads,
+        "new_decoder_architecture": new_layout,
+        "num_ln_in_parallel_attn": (2 if two_norms else 1) if new_layout else None,
+        "multi_query": not new_layout,
+        "parallel_attn": True,
+        "bias": "blk.0.attn_qkv.bias" in gguf.tensor_names,
+        "layer_norm_epsilon": gguf.get("falcon.attention.layer_norm_epsilon", 1e-5),
+        "rope_theta": gguf.get("falcon.rope.freq_base", 10000.0),
+        "max_position_embeddings": gguf.get("falcon.context_length", 2048),
+        "tie_word_embeddings": "output.weight" not in gguf.tensor_names,
+        "bos_token_id": gguf.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": gguf.get("tokenizer.ggml.eos_token_id"),
+        "pad_token_id": gguf.get("tokenizer.ggml.padding_token_id"),
+    }
+    return FalconConfig.from_dict(values, **overrides)
+
+
+GGUF_CONFIG_READERS["falcon"] = config_from_gguf
+
+# llama.cpp name part -> Hugging Face name part (attn_norm is ln_attn when a layer has two norms).
+GGUF_RENAMES = {
+    "token_embd": "transformer.word_embeddings",
+    "blk": "transformer.h",
+    "attn_norm": "input_layernorm",
+    "attn_norm_2": "ln_mlp",
+    "attn_qkv": "self_attention.query_key_value",
+    "attn_output": "self_attention.dense",
+    "ffn_up": "mlp.dense_h_to_4h",
+    "ffn_down": "mlp.dense_4h_to_h",
+    "output_norm": "transformer.ln_f",
+    "output": "lm_head",
+}
+
+
+def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: FalconConfig) -> dict[str, torch.Tensor]:
+    """Rename llama.cpp tensors to Hugging Face names and regroup the fused rows: (queries, keys, values) ->
+    (per key/value group: its queries, its key, its value)."""
+    two_norms = config.new_decoder_architecture and config.num_ln_in_parallel_attn == 2
+    state_dict = rename(state_dict, {**GGUF_RENAMES, "attn_norm": "ln_attn" if two_norms else "input_layernorm"})
+    n_kv, hs = config.num_key_value_heads, config.head_dim
+    group = config.num_attention_heads // n_kv
+    for name, tensor in state_dict.items():
+        if ".self_attention.query_key_value." in name:
+            rest = tensor.shape[1:]
+            q, k, v = tensor.split([n_kv * group * hs, n_kv * hs, n_kv * hs])
+            grouped = torch.cat([q.reshape(n_kv, group, hs, *rest), k.reshape(n_kv, 1, hs, *rest),
+                                 v.reshape(n_kv, 1, hs, *rest)], dim=1)  # (n_kv, group + 2, hs, ...)
+            state_dict[name] = grouped.reshape(tensor.shape)
+    return state_dict
+
+
+def alibi_slopes(n_head: int, device: torch.device) -> torch.Tensor:
+    """ALiBi's slope of each head, (nh,) float32: a geometric series over the largest power of two of heads, then
+    every other slope of the series for twice as many heads."""
+    power = 2 ** math.floor(math.log2(n_head))
+    ratio = torch.tensor(2.0 ** (-8.0 / power), device=device)
+    slopes = torch.pow(ratio, torch.arange(1, power + 1, device=device, dtype=torch.int32))
+    if power < n_head:
+        finer = torch.tensor(2.0 ** (-4.0 / power), device=device)  # the series for 2 * power heads
+        odd = torch.arange(1, 2 * (n_head - power), 2, device=device, dtype=torch.int32)
+        slopes = torch.cat([slopes, torch.pow(finer, odd)])
+    return slopes
+
+
+def alibi_scores(key_mask: torch.Tensor, mask: torch.Tensor, n_head: int, head_dim: int, dtype) -> torch.Tensor:
+    """What ALiBi adds to the scaled attention scores, (B, nh, T, S): each key's slope x position, its position
+    counted over the real tokens of `key_mask` (B, S); the dtype's lowest value where the boolean `mask`
+    (B or 1, 1, T, S) hides the key.
+
+    The product is taken in bfloat16 and divided by sqrt(head_dim) afterwards, as the reference does (whose
+    scores divide by sqrt(head_dim) once more); positions past 256 are rounded by it.
+    """
+    key_mask = key_mask.long()
+    positions = ((key_mask.cumsum(-1) - 1) * key_mask)[:, None, :]  # (B, 1, S)
+    bias = (alibi_slopes(n_head, key_mask.device)[:, None].bfloat16() * positions).to(dtype)  # (B, nh, S)
+    bias = bias[:, :, None, :] / math.sqrt(head_dim)  # (B, nh, 1, S)
+    return bias.masked_fill(~mask, torch.finfo(dtype).min)
+
+
+class FalconLinear(nn.Linear):
+    """A linear layer whose product and bias are two operations, as Falcon was trained and as the reference keeps it
+    (in bfloat16 the product is rounded before the bias is added)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x @ self.weight.T
+        return y if self.bias is None else y + self.bias
+
+
+class FalconAttention(nn.Module):
+    def __init__(self, config: FalconConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head, self.n_kv_head, self.head_dim = (
+            config.num_attention_heads, config.num_key_value_heads, config.head_dim
+        )
+        # Each head's query, key and value in turn (Falcon-RW), else grouped: a group's queries, its key, its value.
+        self.interleaved = not config.new_decoder_architecture and not config.multi_query
+        self.rotary, self.dropout = config.rotary, config.attention_dropout
+        out = (self.n_head + 2 * self.n_kv_head) * self.head_dim
+        self.query_key_value = FalconLinear(config.hidden_size, out, bias=config.bias)
+        self.dense = FalconLinear(config.hidden_size, config.hidden_size, bias=config.bias)
+
+    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
+        """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
+        B, T, C = x.shape
+        qkv = self.query_key_value(x)
+        if self.interleaved:
+            q, k, v = qkv.view(B, T, self.n_head, 3, self.head_dim).unbind(3)  # (B, T, nh, hs) each
+        else:
+            groups = qkv.view(B, T, self.n_kv_head, -1, self.head_dim)  # (B, T, n_kv, nh / n_kv + 2, hs)
+            q, k, v = groups[..., :-2, :].flatten(2, 3), groups[..., -2, :], groups[..., -1, :]
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh or n_kv, T, hs)
+        if self.rotary:
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past + T, hs)
+        dropout = self.dropout if self.training else 0.0
+        if attention_path == "sdpa":
+            y, weights = attention(q, k, v, mask, dropout), None  # (B, nh, T, hs)
+        else:
+            y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1)
+        return self.dense(y.transpose(1, 2).reshape(B, T, C)), weights
+
+
+class FalconMLP(nn.Module):
+    def __init__(self, config: FalconConfig):
+        super().__init__()
+        self.dense_h_to_4h = FalconLinear(config.hidden_size, config.ffn_hidden_size, bias=config.bias)
+        self.act = ACTIVATIONS[config.activation]
+        self.dense_4h_to_h = FalconLinear(config.ffn_hidden_size, config.hidden_size, bias=config.bias)
+
+    def forward(self, x):
+        return self.dense_4h_to_h(self.act(self.dense_h_to_4h(x)))
+
+
+class FalconDecoderLayer(nn.Module):
+    def __init__(self, config: FalconConfig, layer_idx: int):
+        super().__init__()
+        C, eps = config.hidden_size, config.layer_norm_epsilon
+        self.self_attention = FalconAttention(config, layer_idx)
+        self.mlp = FalconMLP(config)
+        self.parallel = config.parallel_attn
+        self.two_norms = config.parallel_attn and config.num_ln_in_parallel_attn == 2
+        self.attention_dropout, self.hidden_dropout = config.attention_dropout, config.hidden_dropout
+        if self.two_norms:
+            self.ln_attn = nn.LayerNorm(C, eps=eps)
+            self.ln_mlp = nn.LayerNorm(C, eps=eps)
+        else:
+            self.input_layernorm = nn.LayerNorm(C, eps=eps)
+        if not self.parallel:
+            self.post_attention_layernorm = nn.LayerNorm(C, eps=eps)
+
+    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
+        normed = self.ln_attn(x) if self.two_norms else self.input_layernorm(x)
+        h, weights = self.self_attention(normed, cos, sin, mask, cache, attention_path)
+        if not self.parallel:
+            x = x + F.dropout(h, self.attention_dropout, self.training)
+            return x + F.dropout(self.mlp(self.post_attention_layernorm(x)), self.hidden_dropout, self.training), weights
+        y = self.mlp(self.ln_mlp(x) if self.two_norms else normed) + h
+        return x + F.dropout(y, self.hidden_dropout, self.training), weights
+
+
+class FalconPreTrainedModel(PreTrainedModel):
+    config_class = FalconConfig
+    base_model_prefix = "transformer"
+    convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
+
+    def new_base_model(self, config: FalconConfig) -> "FalconModel":
+        return FalconModel(config)
+
+
+class FalconModel(FalconPreTrainedModel):
+    """The decoder stack without a head: returns the last hidden state."""
+
+    gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
+
+    def __init__(self, config: FalconConfig):
+        super().__init__(config)
+        # An explicit weight skips nn.Embedding's random init (see LlamaModel).
+        self.word_embeddings = nn.Embedding(
+            config.vocab_size, config.hidden_size, _weight=torch.empty(config.vocab_size, config.hidden_size)
+        )
+        self.h = nn.ModuleList(FalconDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.ln_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+        if config.rotary:
+            self.rotary_emb = RotaryEmbedding(config.head_dim, config.rope_theta, config.rope_scaling,
+                                              min(config.max_position_embeddings, 8192))
+
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> BaseModelOutputWithPast | tuple:
+        """The last hidden state (B, T, C) after the final LayerNorm; with output_hidden_states, also the embeddings
+        and every layer's output (the last one normed), and with output_attentions every layer's weights."""
+        if labels is not None:
+            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use FalconForCausalLM.")
+        check_inputs(input_ids, inputs_embeds)
+        output_attentions, output_hidden_states, return_dict = self.output_options(
+            output_attentions, output_hidden_states, return_dict
+        )
+        cache = forward_cache(past_key_values, cache, use_cache)
+        x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
+        B, T, _ = x.shape
+        position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, T, x.device)
+        cos = sin = None
+        if self.config.rotary:
+            self.rotary_emb.ensure_length(end)
+            cos, sin = self.rotary_emb(position_ids, x.dtype)  # (B, 1, T, hs)
+        else:
+            mask = self._alibi_mask(attention_mask, mask, B, T, end, x)
+        # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
+        checkpointing = self.gradient_checkpointing if self.training and cache is None else None
+        attention_path = self.attention_path(output_attentions)
+        x, hidden_states, attentions = run_layers(
+            self.h, x, checkpointing, lambda layer: (cos, sin, mask, cache, attention_path),
+            output_hidden_states, output_attentions,
+        )
+        x = self.ln_f(x)
+        if output_hidden_states:
+            hidden_states.append(x)
+        output = BaseModelOutputWithPast(
+            last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states), attentions=recorded(attentions),
+        )
+        return self.returned(output, return_dict)
+
+    def _alibi_mask(self, attention_mask, mask, B: int, T: int, S: int, x: torch.Tensor) -> torch.Tensor:
+        """The float mask attention adds to its scores: ALiBi's biases over the S keys, the lowest value where the
+        boolean `mask` (None: plain causal) hides a key."""
+        if mask is None:
+            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)[None, None]
+        keys = torch.ones(B, S, dtype=torch.long, device=x.device) if attention_mask is None else attention_mask
+        if keys.shape[-1] < S:  # a static cache's slots past the mask: hidden by `mask`, counted as real
+            keys = F.pad(keys, (0, S - keys.shape[-1]), value=1)
+        return alibi_scores(keys, mask, self.config.num_attention_heads, self.config.head_dim, x.dtype)
+
+
+class FalconForCausalLM(FalconPreTrainedModel, CausalLM):
+    """The decoder with its language-model head (tied to the word embeddings by default): next-token logits, and the
+    loss when labels are given."""
+
+    tied_weights = {"lm_head.weight": "transformer.word_embeddings.weight"}
+
+
+class FalconForSequenceClassification(FalconPreTrainedModel, SequenceClassification):
+    """One label (or score) per sequence, read from the hidden state of the last token that is not padding."""
+
+
+class FalconForTokenClassification(FalconPreTrainedModel, TokenClassification):
+    """One label per token (named entities, parts of speech)."""
+
+    projection_name = "classifier"
+
+
+class FalconForQuestionAnswering(FalconPreTrainedModel, QuestionAnswering):
+    """Extractive QA: the logits of each token being the start and the end of the answer span."""

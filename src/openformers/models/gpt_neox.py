@@ -1,0 +1,240 @@
+"""GPT-NeoX and Pythia decoders in plain torch.nn (model_type "gpt_neox").
+
+Each layer normalizes its input twice, with LayerNorms that have biases: one for attention, one for the GELU MLP.
+With `use_parallel_residual` (GPT-NeoX-20B, Pythia) both branches read the layer's input and are added to it
+together; without it the MLP reads the residual after attention, as in GPT-2. Attention has one fused
+`query_key_value` projection whose rows hold, head after head, that head's query, key and value; rotary embeddings
+turn the first `partial_rotary_factor` (config.json's `rotary_pct`) of each head's dimensions. The output projection
+is the model's own (`tie_word_embeddings` is off in every released checkpoint): `lm_head` here, as in the reference,
+and `embed_out` in the files, as the reference reads and writes them.
+
+GGUF files of llama.cpp's "gptneox" architecture are read here too: llama.cpp's converter regroups the fused rows as
+all queries, then all keys, then all values, which `convert_gguf_state_dict` puts back head by head. The CPU decoding
+kernel does not apply: kernels/llama.py accelerates LlamaModel only.
+"""
+
+import re
+
+import torch
+from torch import nn
+
+from ..configs import GGUF_CONFIG_READERS, GPTNeoXConfig
+from ..weights import rename
+from .base import PreTrainedModel, check_inputs, forward_cache, recorded
+from .heads import CausalLM, QuestionAnswering, SequenceClassification, TokenClassification
+from .layers import ACTIVATIONS, RotaryEmbedding, attention, eager_attention, positions_and_mask, run_layers
+from .outputs import BaseModelOutputWithPast
+from .phi3 import apply_partial_rope
+
+
+def config_from_gguf(gguf, **overrides) -> GPTNeoXConfig:
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "gptneox" architecture."""
+
+    def required(key: str):
+        value = gguf.get(f"gptneox.{key}")
+        if value is None:
+            raise ValueError(f"{gguf.path} lacks the GGUF metadata key gptneox.{key}, which a gptneox model needs.")
+        return value
+
+    heads, hidden = required("attention.head_count"), required("embedding_length")
+    values = {
+        "architectures": ["GPTNeoXForCausalLM"],
+        "vocab_size": gguf.get("gptneox.vocab_size") or gguf.array_length("tokenizer.ggml.tokens"),
+        "hidden_size": hidden,
+        "intermediate_size": required("feed_forward_length"),
+        "num_hidden_layers": required("block_count"),
+        "num_attention_heads": heads,
+        "layer_norm_eps": gguf.get("gptneox.attention.layer_norm_epsilon", 1e-5),
+        "rope_theta": gguf.get("gptneox.rope.freq_base", 10000.0),
+        "partial_rotary_factor": gguf.get("gptneox.rope.dimension_count", hidden // heads) / (hidden // heads),
+        "use_parallel_residual": bool(gguf.get("gptneox.use_parallel_residual", True)),
+        "max_position_embeddings": gguf.get("gptneox.context_length", 2048),
+        "tie_word_embeddings": "output.weight" not in gguf.tensor_names,
+        "bos_token_id": gguf.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": gguf.get("tokenizer.ggml.eos_token_id"),
+        "pad_token_id": gguf.get("tokenizer.ggml.padding_token_id"),
+    }
+    return GPTNeoXConfig.from_dict(values, **overrides)
+
+
+GGUF_CONFIG_READERS["gptneox"] = config_from_gguf
+
+# llama.cpp name part -> Hugging Face name part.
+GGUF_RENAMES = {
+    "token_embd": "gpt_neox.embed_in",
+    "blk": "gpt_neox.layers",
+    "attn_norm": "input_layernorm",
+    "attn_qkv": "attention.query_key_value",
+    "attn_output": "attention.dense",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_up": "mlp.dense_h_to_4h",
+    "ffn_down": "mlp.dense_4h_to_h",
+    "output_norm": "gpt_neox.final_layer_norm",
+    "output": "lm_head",
+}
+
+
+def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: GPTNeoXConfig) -> dict[str, torch.Tensor]:
+    """Rename llama.cpp tensors to Hugging Face names and put the fused q/k/v rows back head by head."""
+    state_dict = rename(state_dict, GGUF_RENAMES)
+    heads = config.num_attention_heads
+    for name, tensor in state_dict.items():
+        if ".attention.query_key_value." in name:
+            # (3, heads, hs, ...) as llama.cpp stores them -> (heads, 3, hs, ...) as the checkpoints do
+            state_dict[name] = tensor.reshape(3, heads, -1, *tensor.shape[1:]).transpose(0, 1).reshape(tensor.shape)
+    return state_dict
+
+
+def _from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # The checkpoints name the output projection embed_out (transformers 4's name, which the reference writes back).
+    return {re.sub(r"^embed_out\.", "lm_head.", name): t for name, t in state_dict.items()}
+
+
+def _to_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    state_dict = dict(state_dict)
+    head = state_dict.pop("lm_head.weight", None)
+    embeddings = state_dict.get("gpt_neox.embed_in.weight")
+    if head is not None and not (embeddings is not None and head.data_ptr() == embeddings.data_ptr()):
+        state_dict["embed_out.weight"] = head  # a projection tied to the embeddings is stored once, under theirs
+    return state_dict
+
+
+class GPTNeoXAttention(nn.Module):
+    def __init__(self, config: GPTNeoXConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head, self.head_dim = config.num_attention_heads, config.head_dim
+        self.dropout = config.attention_dropout
+        self.query_key_value = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.attention_bias)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
+
+    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
+        """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
+        B, T, C = x.shape
+        qkv = self.query_key_value(x).view(B, T, self.n_head, 3 * self.head_dim).transpose(1, 2)  # (B, nh, T, 3hs)
+        q, k, v = qkv.chunk(3, dim=-1)  # each head's rows are its query, key and value
+        q, k = apply_partial_rope(q, cos, sin), apply_partial_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, nh, past + T, hs)
+        dropout = self.dropout if self.training else 0.0
+        if attention_path == "sdpa":
+            y, weights = attention(q, k, v, mask, dropout), None  # (B, nh, T, hs)
+        else:
+            y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1)
+        return self.dense(y.transpose(1, 2).reshape(B, T, C)), weights
+
+
+class GPTNeoXMLP(nn.Module):
+    def __init__(self, config: GPTNeoXConfig):
+        super().__init__()
+        self.dense_h_to_4h = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.dense_4h_to_h = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.act = ACTIVATIONS[config.hidden_act]
+
+    def forward(self, x):
+        return self.dense_4h_to_h(self.act(self.dense_h_to_4h(x)))
+
+
+class GPTNeoXLayer(nn.Module):
+    def __init__(self, config: GPTNeoXConfig, layer_idx: int):
+        super().__init__()
+        self.use_parallel_residual = config.use_parallel_residual
+        self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_attention_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_attention_dropout = nn.Dropout(config.hidden_dropout)
+        self.post_mlp_dropout = nn.Dropout(config.hidden_dropout)
+        self.attention = GPTNeoXAttention(config, layer_idx)
+        self.mlp = GPTNeoXMLP(config)
+
+    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
+        h, weights = self.attention(self.input_layernorm(x), cos, sin, mask, cache, attention_path)
+        h = self.post_attention_dropout(h)
+        if self.use_parallel_residual:  # both branches read x; summed in the reference's order
+            return self.post_mlp_dropout(self.mlp(self.post_attention_layernorm(x))) + h + x, weights
+        x = h + x
+        return self.post_mlp_dropout(self.mlp(self.post_attention_layernorm(x))) + x, weights
+
+
+class GPTNeoXPreTrainedModel(PreTrainedModel):
+    config_class = GPTNeoXConfig
+    base_model_prefix = "gpt_neox"
+    # The causal-mask buffers older checkpoints store ("layers.0.attention.bias", "...attention.masked_bias").
+    ignored_checkpoint_keys = PreTrainedModel.ignored_checkpoint_keys + (r"(^|\.)attention\.(masked_)?bias$",)
+    from_checkpoint_layout = staticmethod(_from_checkpoint_layout)
+    to_checkpoint_layout = staticmethod(_to_checkpoint_layout)
+    convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
+
+    def new_base_model(self, config: GPTNeoXConfig) -> "GPTNeoXModel":
+        return GPTNeoXModel(config)
+
+
+class GPTNeoXModel(GPTNeoXPreTrainedModel):
+    """The decoder stack without a head: returns the last hidden state."""
+
+    gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
+
+    def __init__(self, config: GPTNeoXConfig):
+        super().__init__(config)
+        # An explicit weight skips nn.Embedding's random init (see LlamaModel).
+        self.embed_in = nn.Embedding(
+            config.vocab_size, config.hidden_size, _weight=torch.empty(config.vocab_size, config.hidden_size)
+        )
+        self.emb_dropout = nn.Dropout(config.hidden_dropout)
+        self.layers = nn.ModuleList(GPTNeoXLayer(config, i) for i in range(config.num_hidden_layers))
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.rotary_emb = RotaryEmbedding(config.rotary_dim, config.rope_theta, config.rope_scaling,
+                                          min(config.max_position_embeddings, 8192))
+
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> BaseModelOutputWithPast | tuple:
+        """The last hidden state (B, T, C) after the final LayerNorm; with output_hidden_states, also the embeddings
+        and every layer's output (the last one normed), and with output_attentions every layer's weights."""
+        if labels is not None:
+            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use GPTNeoXForCausalLM.")
+        check_inputs(input_ids, inputs_embeds)
+        output_attentions, output_hidden_states, return_dict = self.output_options(
+            output_attentions, output_hidden_states, return_dict
+        )
+        cache = forward_cache(past_key_values, cache, use_cache)
+        x = self.embed_in(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
+        position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, x.shape[1], x.device)
+        self.rotary_emb.ensure_length(end)
+        x = self.emb_dropout(x)
+        cos, sin = self.rotary_emb(position_ids, x.dtype)  # (B, 1, T, rotary_dim)
+        # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
+        checkpointing = self.gradient_checkpointing if self.training and cache is None else None
+        attention_path = self.attention_path(output_attentions)
+        x, hidden_states, attentions = run_layers(
+            self.layers, x, checkpointing, lambda layer: (cos, sin, mask, cache, attention_path),
+            output_hidden_states, output_attentions,
+        )
+        x = self.final_layer_norm(x)
+        if output_hidden_states:
+            hidden_states.append(x)
+        output = BaseModelOutputWithPast(
+            last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states), attentions=recorded(attentions),
+        )
+        return self.returned(output, return_dict)
+
+
+class GPTNeoXForCausalLM(GPTNeoXPreTrainedModel, CausalLM):
+    """The decoder with its language-model head: next-token logits, and the loss when labels are given."""
+
+    tied_weights = {"lm_head.weight": "gpt_neox.embed_in.weight"}
+
+
+class GPTNeoXForSequenceClassification(GPTNeoXPreTrainedModel, SequenceClassification):
+    """One label (or score) per sequence, read from the hidden state of the last token that is not padding."""
+
+
+class GPTNeoXForTokenClassification(GPTNeoXPreTrainedModel, TokenClassification):
+    """One label per token (named entities, parts of speech)."""
+
+    projection_name = "classifier"
+
+
+class GPTNeoXForQuestionAnswering(GPTNeoXPreTrainedModel, QuestionAnswering):
+    """Extractive QA: the logits of each token being the start and the end of the answer span."""
