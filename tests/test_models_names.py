@@ -18,6 +18,12 @@ TINY_CONFIGS = {
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)),
     "qwen2": ("Qwen2Config", dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)),
+    "mixtral": ("MixtralConfig", dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                      num_local_experts=4)),
+    "qwen3_moe": ("Qwen3MoeConfig", dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                         moe_intermediate_size=16, num_experts=4, num_experts_per_tok=2)),
     "olmo2": ("Olmo2Config", dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)),
     "starcoder2": ("Starcoder2Config", dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
@@ -41,6 +47,7 @@ AUTO_CLASSES = (
     "AutoModelForNextSentencePrediction", "AutoModelForPreTraining",
 )
 MODEL_MODULES = ("openformers.models.llama", "openformers.models.olmo2", "openformers.models.starcoder2",
+                 "openformers.models.mixtral", "openformers.models.qwen3_moe",
                  "openformers.models.gpt2", "openformers.models.bert",
                  "openformers.models.distilbert", "openformers.models.xlm_roberta", "openformers.models.modernbert")
 

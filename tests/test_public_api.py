@@ -17,7 +17,7 @@ import openformers  # noqa: E402
 
 # Families whose models openformers ships: every class of theirs is in scope.
 SHIPPED_FAMILIES = {"llama", "mistral", "qwen2", "gpt2", "bert", "roberta", "qwen3", "gemma2", "distilbert",
-                    "xlm_roberta", "phi3", "olmo2", "starcoder2", "modernbert", "bart", "gpt_neox", "falcon"}
+                    "xlm_roberta", "phi3", "olmo2", "starcoder2", "modernbert", "bart", "gpt_neox", "falcon", "mixtral", "qwen3_moe"}
 # Families whose tokenizers people construct directly, whose models belong to the issue "Model families".
 TOKENIZER_ONLY_FAMILIES = {"t5"}
 

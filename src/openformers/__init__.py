@@ -36,6 +36,7 @@ _public(
     "BertConfig", "RobertaConfig",
     "Phi3Config",
     "Qwen3Config",
+    "MixtralConfig", "Qwen3MoeConfig",
     "Gemma2Config",
     "Gemma3TextConfig",
     "DistilBertConfig",
@@ -68,6 +69,16 @@ _public(
     "openformers.models.qwen3",
     "Qwen3PreTrainedModel", "Qwen3Model", "Qwen3ForCausalLM", "Qwen3ForSequenceClassification",
     "Qwen3ForTokenClassification", "Qwen3ForQuestionAnswering",
+)
+_public(
+    "openformers.models.mixtral",
+    "MixtralPreTrainedModel", "MixtralModel", "MixtralForCausalLM", "MixtralForSequenceClassification",
+    "MixtralForTokenClassification", "MixtralForQuestionAnswering",
+)
+_public(
+    "openformers.models.qwen3_moe",
+    "Qwen3MoePreTrainedModel", "Qwen3MoeModel", "Qwen3MoeForCausalLM", "Qwen3MoeForSequenceClassification",
+    "Qwen3MoeForTokenClassification", "Qwen3MoeForQuestionAnswering",
 )
 _public(
     "openformers.models.gemma",

@@ -1935,12 +1935,124 @@ class Starcoder2Config(PretrainedConfig):
         return values
 
 
+def _check_experts(config: PretrainedConfig, count_name: str, allow_none: bool = False) -> None:
+    """A sparse mixture of experts: `num_experts_per_tok` of the `count_name` experts run for each token."""
+    count = getattr(config, count_name)
+    if not (_positive_int(count) or (allow_none and count == 0 and not isinstance(count, bool))):
+        _invalid(count_name, count, "a non-negative integer" if allow_none else "a positive integer")
+    top_k = config.num_experts_per_tok
+    if not _positive_int(top_k) or (count and top_k > count):
+        _invalid("num_experts_per_tok", top_k, f"a positive integer of at most {count_name}={count}")
+    value = config.router_aux_loss_coef
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        _invalid("router_aux_loss_coef", value, "a non-negative number")
+
+
+def _pop_alias(config: PretrainedConfig, alias: str, name: str) -> None:
+    """A value config.json gives under the reference's other name for a field (its `attribute_map`) sets the field."""
+    if alias in config.extra:
+        setattr(config, name, config.extra.pop(alias))
+
+
+@dataclass
+class MixtralConfig(MistralConfig):
+    """Mixtral: Mistral's decoder whose MLP is a sparse mixture of `num_local_experts` SwiGLU experts, of which a
+    router (a linear layer and a softmax) picks `num_experts_per_tok` per token, their weights renormalized to sum
+    to 1. With `output_router_logits` the causal LM adds `router_aux_loss_coef` times the load-balancing loss to
+    its loss; `router_jitter_noise` scales the experts' input by noise while training."""
+
+    model_type: ClassVar[str] = "mixtral"
+    attribute_map: ClassVar[dict[str, str]] = {"num_experts": "num_local_experts"}
+
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 1e6
+    sliding_window: int | None = None
+    num_experts_per_tok: int = 2
+    num_local_experts: int = 8
+    output_router_logits: bool = False
+    router_aux_loss_coef: float = 0.001
+    router_jitter_noise: float = 0.0
+
+    num_experts = _field_alias("num_local_experts")
+
+    def __post_init__(self):
+        _pop_alias(self, "num_experts", "num_local_experts")
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        _check_experts(self, "num_local_experts")
+        noise = self.router_jitter_noise
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < 1:
+            _invalid("router_jitter_noise", noise, "a number in [0, 1)")
+
+
+@dataclass
+class Qwen3MoeConfig(MistralConfig):
+    """Qwen3-MoE: Qwen3's attention (an RMSNorm over each head's queries and keys) with a sparse mixture of
+    `num_experts` SwiGLU experts of `moe_intermediate_size` in the layers it makes sparse: every
+    `decoder_sparse_step`-th layer, except those `mlp_only_layers` lists, which keep a dense MLP of
+    `intermediate_size`. The router's top `num_experts_per_tok` weights are renormalized only with `norm_topk_prob`.
+    The sliding window applies to every layer when `use_sliding_window` is set, to none otherwise."""
+
+    model_type: ClassVar[str] = "qwen3_moe"
+    attribute_map: ClassVar[dict[str, str]] = {"num_local_experts": "num_experts"}
+
+    vocab_size: int = 151936
+    hidden_size: int = 2048
+    intermediate_size: int = 6144
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = 4
+    max_position_embeddings: int = 32768
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    use_sliding_window: bool = False
+    decoder_sparse_step: int = 1
+    moe_intermediate_size: int = 768
+    num_experts_per_tok: int = 8
+    num_experts: int = 128
+    norm_topk_prob: bool = False
+    output_router_logits: bool = False
+    router_aux_loss_coef: float = 0.001
+    mlp_only_layers: list[int] | None = None
+
+    num_local_experts = _field_alias("num_experts")
+
+    def __post_init__(self):
+        _pop_alias(self, "num_local_experts", "num_experts")
+        if not self.use_sliding_window:
+            self.sliding_window = None  # the reference's rule
+        if self.mlp_only_layers is None:
+            self.mlp_only_layers = []
+        super().__post_init__()
+
+    def is_sparse(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` runs the experts (else a dense MLP), by the reference's rule."""
+        return (layer_idx not in self.mlp_only_layers and self.num_experts > 0
+                and (layer_idx + 1) % self.decoder_sparse_step == 0)
+
+    def validate(self) -> None:
+        super().validate()
+        _check_experts(self, "num_experts", allow_none=True)
+        _require_positive_ints(self, "decoder_sparse_step", "moe_intermediate_size")
+        layers = self.mlp_only_layers
+        if not isinstance(layers, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
+            _invalid("mlp_only_layers", layers, "a list of layer indices")
+
+    def to_dict(self) -> dict[str, Any]:
+        # transformers 5 writes the expert count as num_local_experts; transformers 4 and Qwen's files, num_experts.
+        return {**super().to_dict(), "num_local_experts": self.num_experts}
+
+
 # model_type -> config class: the registry config.json is read by (AutoConfig.register adds a user's own).
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "gpt2": GPT2Config,
     "bert": BertConfig, "roberta": RobertaConfig,
     "phi3": Phi3Config,
     "qwen3": Qwen3Config,
+    "mixtral": MixtralConfig,
+    "qwen3_moe": Qwen3MoeConfig,
     "gemma2": Gemma2Config,
     "gemma3_text": Gemma3TextConfig,
     "distilbert": DistilBertConfig,

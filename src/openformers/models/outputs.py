@@ -96,6 +96,30 @@ class CausalLMOutputWithCrossAttentions(ModelOutput):
     cross_attentions: Tensors | None = None
 
 
+# Sparse mixtures of experts (Mixtral, Qwen3-MoE). router_logits: every sparse layer's router scores
+# (B * T, num_experts), when asked for (output_router_logits=); aux_loss: the load-balancing loss computed from them.
+
+
+@dataclass
+class MoeModelOutputWithPast(ModelOutput):
+    last_hidden_state: torch.Tensor | None = None
+    cache: object | None = None
+    hidden_states: Tensors | None = None
+    attentions: Tensors | None = None
+    router_logits: Tensors | None = None
+
+
+@dataclass
+class MoeCausalLMOutputWithPast(ModelOutput):
+    loss: torch.Tensor | None = None
+    aux_loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    cache: object | None = None
+    hidden_states: Tensors | None = None
+    attentions: Tensors | None = None
+    router_logits: Tensors | None = None
+
+
 @dataclass
 class MaskedLMOutput(ModelOutput):
     loss: torch.Tensor | None = None

@@ -1,0 +1,306 @@
+"""Mixtral decoders in plain torch.nn: Mistral's network with a sparse mixture of experts in place of the MLP.
+
+Each layer's `block_sparse_moe` holds a router (`gate`, a linear layer scoring the `num_local_experts` experts) and
+the experts, SwiGLU MLPs named as in the checkpoints (`experts.{e}.w1` gate, `w3` up, `w2` down). A token is sent to
+its `num_experts_per_tok` best-scored experts, whose outputs are summed with the softmax weights of those scores,
+renormalized over the chosen ones. The experts run only on the tokens routed to them (`SparseMoeBlock.mix`), so a
+step costs the chosen experts' work, not every expert's.
+
+Parameter names are those of the checkpoints the reference saves and the Hub holds (the reference fuses the experts
+into 3D tensors in memory and splits them back on saving), so a folder loads strictly and saves back unchanged. With
+`output_router_logits` the base model returns every layer's router scores and the causal LM adds the reference's
+load-balancing loss (`load_balancing_loss`) to its loss. GGUF files store Mixtral under llama.cpp's "llama"
+architecture with `llama.expert_count` set, each layer's experts stacked into one tensor per projection; they are
+read here (`config_from_gguf`, `convert_gguf_state_dict`). Qwen3-MoE (qwen3_moe.py) reuses the block, the layer and
+the heads. The CPU decoding kernel refuses both (kernels/llama.py knows no model_type "mixtral" or "qwen3_moe").
+"""
+
+import re
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..configs import GGUF_CONFIG_READERS, MixtralConfig
+from ..weights import rename
+from . import llama
+from .base import check_inputs, forward_cache, recorded
+from .heads import CausalLM, QuestionAnswering, SequenceClassification, TokenClassification
+from .layers import RMSNorm, positions_and_mask, run_layers
+from .losses import next_token_loss
+from .outputs import MoeCausalLMOutputWithPast, MoeModelOutputWithPast
+
+
+def config_from_gguf(gguf, **overrides):
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "llama" architecture: Mixtral when the file has
+    experts (`llama.expert_count`), else what llama.py reads (Llama, Mistral)."""
+    experts = gguf.get("llama.expert_count")
+    if not experts:
+        return llama.config_from_gguf(gguf, **overrides)
+    values = {
+        "architectures": ["MixtralForCausalLM"],
+        **llama.gguf_config_values(gguf),
+        "num_local_experts": experts,
+        "num_experts_per_tok": gguf.get("llama.expert_used_count", 2),
+    }
+    return MixtralConfig.from_dict(values, **overrides)
+
+
+# Mixtral's files say "llama": the reader of that architecture tells the two apart (llama.py is imported first).
+GGUF_CONFIG_READERS["llama"] = config_from_gguf
+
+# llama.cpp's stacked expert tensors, by projection: (experts, out, in) each.
+_STACKED_EXPERTS = re.compile(r"^(?P<layer>model\.layers\.\d+)\.ffn_(?P<kind>gate|up|down)_exps\.weight$")
+
+
+def unstack_gguf_experts(state_dict: dict[str, torch.Tensor], block: str, names: dict[str, str]) -> dict:
+    """Split each layer's stacked `ffn_{gate,up,down}_exps` tensor (renamed under `model.layers.N`) into one weight
+    per expert, `model.layers.N.{block}.experts.{e}.{names[kind]}.weight`; other tensors pass unchanged."""
+    out = {}
+    for key, t in state_dict.items():
+        match = _STACKED_EXPERTS.match(key)
+        if match is None:
+            out[key] = t
+            continue
+        for e in range(t.shape[0]):  # a copy each: safetensors refuses to save tensors that share storage
+            out[f"{match['layer']}.{block}.experts.{e}.{names[match['kind']]}.weight"] = t[e].clone()
+    return out
+
+
+def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: MixtralConfig) -> dict[str, torch.Tensor]:
+    """Llama's renames and query/key row order (llama.py), then the router's name and the experts unstacked."""
+    state_dict = rename(llama.convert_gguf_state_dict(state_dict, config), {"ffn_gate_inp": "block_sparse_moe.gate"})
+    return unstack_gguf_experts(state_dict, "block_sparse_moe", {"gate": "w1", "up": "w3", "down": "w2"})
+
+
+def route(router_logits: torch.Tensor, top_k: int, normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `top_k` experts of each token (N, top_k) and their softmax weights in float32, renormalized to sum to 1
+    when `normalize`."""
+    probs = F.softmax(router_logits, dim=-1, dtype=torch.float32)  # (N, E)
+    weights, experts = torch.topk(probs, top_k, dim=-1)
+    if normalize:
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+    return weights, experts
+
+
+def load_balancing_loss(router_logits: tuple[torch.Tensor, ...], num_experts: int, top_k: int,
+                        attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The Switch Transformer's auxiliary loss on the routers' (B * T, E) scores, one per sparse layer, as the
+    reference computes it: num_experts * sum over experts of (the share of top-k picks it got) * (its mean routing
+    probability), both taken over the tokens of every layer together. Padding (`attention_mask` 0) is left out; a
+    mask that also covers cached positions is read over its last T columns, those of the scored tokens."""
+    logits = torch.cat([t.to(router_logits[0].device) for t in router_logits])  # (layers * B * T, E)
+    probs = F.softmax(logits, dim=-1, dtype=torch.float32)
+    picks = F.one_hot(torch.topk(probs, top_k, dim=-1).indices, num_experts).sum(dim=1).float()  # (rows, E)
+    if attention_mask is None:
+        return num_experts * (picks.mean(0) * probs.mean(0)).sum()
+    tokens = router_logits[0].shape[0] // attention_mask.shape[0]
+    mask = attention_mask[:, -tokens:].reshape(-1).to(probs).repeat(len(router_logits))[:, None]  # (rows, 1)
+    total = mask.sum()
+    return num_experts * ((picks * mask).sum(0) / total * (probs * mask).sum(0) / total).sum()
+
+
+class MixtralExpert(nn.Module):
+    """One expert: a SwiGLU MLP under the checkpoints' names (w1 gate, w3 up, w2 down)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int):
+        super().__init__()
+        self.w1 = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.w2 = nn.Linear(intermediate_size, hidden_size, bias=False)
+        self.w3 = nn.Linear(hidden_size, intermediate_size, bias=False)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class SparseMoeBlock(nn.Module):
+    """A router (`gate`) and its experts: each token goes through its `top_k` experts, weighted by the router.
+
+    `normalize`: renormalize the chosen experts' weights to sum to 1 (Mixtral; Qwen3-MoE with norm_topk_prob).
+    `weights_in_model_dtype`: round those weights to the model's dtype before weighting the experts' outputs, as
+    Qwen3-MoE does (Mixtral keeps them in float32). `jitter_noise`: while training, the input is scaled by noise
+    drawn uniformly from [1 - jitter_noise, 1 + jitter_noise] (Mixtral's router_jitter_noise).
+    """
+
+    def __init__(self, hidden_size: int, experts: list[nn.Module], top_k: int, normalize: bool,
+                 weights_in_model_dtype: bool = False, jitter_noise: float = 0.0):
+        super().__init__()
+        self.gate = nn.Linear(hidden_size, len(experts), bias=False)
+        self.experts = nn.ModuleList(experts)
+        self.top_k, self.normalize = top_k, normalize
+        self.weights_in_model_dtype, self.jitter_noise = weights_in_model_dtype, jitter_noise
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, C) -> the experts' weighted sum (B, T, C), and the router's scores (B * T, E)."""
+        B, T, C = x.shape
+        if self.training and self.jitter_noise > 0:
+            x = x * torch.empty_like(x).uniform_(1.0 - self.jitter_noise, 1.0 + self.jitter_noise)
+        x = x.reshape(-1, C)  # (N, C)
+        router_logits = self.gate(x)  # (N, E)
+        weights, chosen = route(router_logits, self.top_k, self.normalize)  # (N, k) each
+        if self.weights_in_model_dtype:
+            weights = weights.to(router_logits.dtype)
+        return self.mix(x, weights, chosen).view(B, T, C), router_logits
+
+    def mix(self, x: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """Each token's (N, C) chosen experts' outputs, weighted and summed. The (token, expert) pairs are sorted by
+        expert, so each expert runs once, on the rows routed to it, and experts nobody chose do not run."""
+        N, k = chosen.shape
+        pairs = chosen.flatten()  # (N * k,) the expert of each pair
+        order = pairs.argsort(stable=True)
+        counts = torch.bincount(pairs, minlength=len(self.experts)).tolist()
+        groups = x[order // k].split(counts)  # the rows of each expert, in expert order
+        y = torch.cat([expert(rows) for expert, rows in zip(self.experts, groups) if len(rows)])  # (N * k, C)
+        y = y * weights.flatten()[order, None]
+        y = torch.zeros_like(y).index_copy(0, order, y)  # back to (token, slot) order
+        # Summed over the k slots in the weights' dtype, then cast: the reference's order of rounding.
+        return y.view(N, k, -1).sum(dim=1).to(x.dtype)
+
+
+class MixtralSparseMoeBlock(SparseMoeBlock):
+    def __init__(self, config: MixtralConfig):
+        experts = [MixtralExpert(config.hidden_size, config.intermediate_size) for _ in range(config.num_local_experts)]
+        super().__init__(config.hidden_size, experts, config.num_experts_per_tok, normalize=True,
+                         jitter_noise=config.router_jitter_noise)
+
+
+class MixtralDecoderLayer(nn.Module):
+    """Llama's pre-norm block with a feed-forward part that may be a SparseMoeBlock, whose router scores are
+    appended to `router_logits` when a list is given."""
+
+    attention_class = llama.LlamaAttention  # Qwen3-MoE: Qwen3's, with q/k norms
+    feed_forward_name = "block_sparse_moe"  # the checkpoints' name for the feed-forward part ("mlp" in Qwen3-MoE)
+
+    def __init__(self, config: MixtralConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = self.attention_class(config, layer_idx)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        setattr(self, self.feed_forward_name, self.new_feed_forward(config, layer_idx))
+
+    def new_feed_forward(self, config: MixtralConfig, layer_idx: int) -> nn.Module:
+        return MixtralSparseMoeBlock(config)
+
+    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa", router_logits=None):
+        h, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, attention_path)
+        x = x + h
+        feed_forward = getattr(self, self.feed_forward_name)
+        h = feed_forward(self.post_attention_layernorm(x))
+        if isinstance(feed_forward, SparseMoeBlock):
+            h, scores = h
+            if router_logits is not None:
+                router_logits.append(scores)
+        return x + h, weights
+
+
+class MixtralPreTrainedModel(llama.LlamaPreTrainedModel):
+    config_class = MixtralConfig
+    convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
+
+    def architecture_name(self) -> str:
+        return type(self).__name__
+
+    def new_base_model(self, config: MixtralConfig) -> "MixtralModel":
+        return MixtralModel(config)
+
+
+class MixtralModel(MixtralPreTrainedModel, llama.LlamaModel):
+    """The decoder stack without a head: the last hidden state, and with output_router_logits every sparse layer's
+    router scores."""
+
+    layer_class = MixtralDecoderLayer
+
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, output_router_logits=None, return_dict=None,
+        cache_position=None,
+    ) -> MoeModelOutputWithPast | tuple:
+        """The last hidden state (B, T, C) after the final norm; with output_hidden_states also the embeddings and
+        every layer's output (the last one normed), with output_attentions every layer's weights, and with
+        output_router_logits (else the config's) every sparse layer's router scores (B * T, num_experts)."""
+        if labels is not None:
+            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use its ForCausalLM class.")
+        check_inputs(input_ids, inputs_embeds)
+        output_attentions, output_hidden_states, return_dict = self.output_options(
+            output_attentions, output_hidden_states, return_dict
+        )
+        if output_router_logits is None:
+            output_router_logits = self.config.output_router_logits
+        cache = forward_cache(past_key_values, cache, use_cache)
+        if cache_position is not None and position_ids is None:
+            position_ids = self._positions_of(cache_position, cache)
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
+        position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, x.shape[1], x.device,
+                                                     self.sliding_window)
+        self.rotary_emb.ensure_length(end)
+        cos, sin = self.rotary_emb(position_ids, x.dtype)
+        # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
+        # Its second run (in the backward pass) appends to router_logits again, after they were returned.
+        checkpointing = self.gradient_checkpointing if self.training and cache is None else None
+        attention_path = self.attention_path(output_attentions)
+        router_logits = [] if output_router_logits else None
+        x, hidden_states, attentions = run_layers(
+            self.layers, x, checkpointing, lambda layer: (cos, sin, mask, cache, attention_path, router_logits),
+            output_hidden_states, output_attentions,
+        )
+        x = self.norm(x)
+        if output_hidden_states:
+            hidden_states.append(x)
+        output = MoeModelOutputWithPast(
+            last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states), attentions=recorded(attentions),
+            router_logits=recorded(router_logits),
+        )
+        return self.returned(output, return_dict)
+
+
+class MoeCausalLM(CausalLM):
+    """The language-model head of a sparse mixture of experts: CausalLM's logits and next-token loss, plus with
+    output_router_logits (else the config's) the load-balancing loss (`aux_loss`), added to the loss times
+    config.router_aux_loss_coef when labels are given."""
+
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, output_router_logits=None, return_dict=None,
+        cache_position=None,
+    ) -> MoeCausalLMOutputWithPast | tuple:
+        if labels is not None and logits_to_keep:
+            raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
+        base = self.base_model(
+            input_ids, attention_mask, position_ids, past_key_values, cache=cache, inputs_embeds=inputs_embeds,
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            output_router_logits=output_router_logits, return_dict=True, cache_position=cache_position,
+        )
+        hidden = base.last_hidden_state
+        logits = self.token_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        loss = None if labels is None else next_token_loss(logits, labels)
+        aux_loss = None
+        if base.router_logits:  # a Qwen3-MoE with only dense layers has no router scores
+            config = self.config
+            aux_loss = load_balancing_loss(base.router_logits, config.num_experts, config.num_experts_per_tok,
+                                           attention_mask)
+            if loss is not None:
+                loss = loss + config.router_aux_loss_coef * aux_loss.to(loss.device)
+        output = MoeCausalLMOutputWithPast(
+            loss=loss, aux_loss=aux_loss, logits=logits, cache=base.cache, hidden_states=base.hidden_states,
+            attentions=base.attentions, router_logits=base.router_logits,
+        )
+        return self.returned(output, return_dict)
+
+
+class MixtralForCausalLM(MixtralPreTrainedModel, MoeCausalLM):
+    """The decoder with its language-model head: next-token logits, the loss when labels are given, and the
+    load-balancing loss with output_router_logits."""
+
+
+class MixtralForSequenceClassification(MixtralPreTrainedModel, SequenceClassification):
+    """One label (or score) per sequence, read from the hidden state of the last token that is not padding."""
+
+
+class MixtralForTokenClassification(MixtralPreTrainedModel, TokenClassification):
+    """One label per token (named entities, parts of speech)."""
+
+
+class MixtralForQuestionAnswering(MixtralPreTrainedModel, QuestionAnswering):
+    """Extractive QA: the logits of each token being the start and the end of the answer span."""

@@ -1,0 +1,470 @@
+"""Mixtral against the reference: tiny random models made by transformers, saved and loaded both ways.
+
+Each head gives the reference's outputs and losses within 1e-4 on a padded batch, the causal LM also its router
+scores and load-balancing loss, and training its gradients; greedy and beam generation give the same tokens; a
+left-padded batch gives each row's logits alone; what we save, the reference loads. The helpers here serve
+tests/test_models_qwen3_moe.py too.
+"""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import openformers
+from openformers import AutoModelForCausalLM, MixtralConfig, MixtralForCausalLM
+from openformers.generation.cache import DynamicCache
+
+transformers = pytest.importorskip("transformers")
+
+VOCAB = 128
+TINY = dict(
+    vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=256, num_local_experts=4, num_experts_per_tok=2, pad_token_id=0,
+)
+VARIANTS = {
+    "untied": {},
+    "tied-top1": dict(tie_word_embeddings=True, num_experts_per_tok=1),
+    "windowed": dict(sliding_window=4),
+}
+HEADS = {
+    "Model": "AutoModel",
+    "ForCausalLM": "AutoModelForCausalLM",
+    "ForSequenceClassification": "AutoModelForSequenceClassification",
+    "ForTokenClassification": "AutoModelForTokenClassification",
+    "ForQuestionAnswering": "AutoModelForQuestionAnswering",
+}
+
+
+def make_reference(name: str, config):
+    """A tiny random reference model, its norms drawn too (the reference sets them to ones)."""
+    torch.manual_seed(0)
+    model = getattr(transformers, name)(config).eval()
+    with torch.no_grad():
+        for parameter_name, parameter in model.named_parameters():
+            if parameter_name.endswith("norm.weight"):
+                parameter.normal_(mean=1.0, std=0.2)
+            elif parameter_name.endswith("bias"):
+                parameter.normal_(std=0.1)
+    return model
+
+
+def _reference(name="MixtralForCausalLM", **overrides):
+    return make_reference(name, transformers.MixtralConfig(**{**TINY, **overrides}))
+
+
+def load_quietly(load, folder):
+    """Load, failing on any warning: a missing, unexpected or newly initialized weight is reported by one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return load(folder)
+
+
+def ids_of(*shape, seed=1):
+    return torch.randint(1, VOCAB, shape, generator=torch.Generator().manual_seed(seed))
+
+
+def padded_batch():
+    """Two rows with pad id 0: the first right-padded, the second left-padded."""
+    ids = ids_of(2, 9, seed=7)
+    mask = torch.ones_like(ids)
+    ids[0, 6:], mask[0, 6:] = 0, 0
+    ids[1, :2], mask[1, :2] = 0, 0
+    return ids, mask
+
+
+def outputs_of(model, head: str, **options) -> dict:
+    """Every tensor (or tuple of tensors) of the output on a padded batch with the head's labels, by name (the cache
+    left out)."""
+    ids, mask = padded_batch()
+    inputs = {"input_ids": ids, "attention_mask": mask, **options}
+    if head in ("ForCausalLM", "ForTokenClassification"):
+        inputs["labels"] = (ids % 3).masked_fill(mask == 0, -100)
+    elif head == "ForSequenceClassification":
+        inputs["labels"] = torch.tensor([2, 0])
+    elif head == "ForQuestionAnswering":
+        inputs.update(start_positions=torch.tensor([3, 12]), end_positions=torch.tensor([5, 4]))
+    out = model(**inputs)
+    return {key: out[key] for key in out.keys() if isinstance(out[key], (torch.Tensor, tuple))}
+
+
+def assert_outputs_close(ours: dict, theirs: dict, name: str):
+    assert list(ours) == list(theirs), name
+    for key in theirs:
+        torch.testing.assert_close(ours[key], theirs[key], atol=1e-4, rtol=1e-4, msg=f"{name}.{key}")
+
+
+def reference_grads_as_checkpoint(reference, block: str, expert_names: tuple[str, str, str]) -> dict:
+    """The reference's gradients under the checkpoint's names: its fused experts (`mlp.experts.gate_up_proj`
+    (E, 2I, C), `mlp.experts.down_proj` (E, C, I)) split into each expert's gate, up and down weights."""
+    gate, up, down = expert_names
+    grads = {}
+    for name, parameter in reference.named_parameters():
+        if parameter.grad is None:
+            continue
+        prefix, _, last = name.rpartition(".mlp.")
+        if last.startswith("experts."):
+            for e, g in enumerate(parameter.grad):
+                if last == "experts.gate_up_proj":
+                    g_gate, g_up = g.chunk(2)
+                    grads[f"{prefix}.{block}.experts.{e}.{gate}.weight"] = g_gate
+                    grads[f"{prefix}.{block}.experts.{e}.{up}.weight"] = g_up
+                else:
+                    grads[f"{prefix}.{block}.experts.{e}.{down}.weight"] = g
+        else:
+            grads[name.replace(".mlp.gate.", f".{block}.gate.") if prefix else name] = parameter.grad
+    return grads
+
+
+def assert_training_matches(model, reference, block, expert_names, checkpointing=False):
+    """One training step's loss (with the load-balancing loss) and every gradient, against the reference's."""
+    ids, mask = padded_batch()
+    labels = ids.masked_fill(mask == 0, -100)
+    reference.train()
+    model.train()
+    if checkpointing:
+        model.gradient_checkpointing_enable()
+    theirs = reference(ids, attention_mask=mask, labels=labels, output_router_logits=True)
+    ours = model(ids, attention_mask=mask, labels=labels, output_router_logits=True)
+    torch.testing.assert_close(ours.loss, theirs.loss)
+    torch.testing.assert_close(ours.aux_loss, theirs.aux_loss)
+    theirs.loss.backward()
+    ours.loss.backward()
+    expected = reference_grads_as_checkpoint(reference, block, expert_names)
+    got = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    assert sorted(got) == sorted(expected)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def assert_left_padded_batch_equals_single_rows(model, reference):
+    rows = [ids_of(1, 9, seed=2)[0], ids_of(1, 5, seed=3)[0], ids_of(1, 1, seed=4)[0]]
+    width = max(len(r) for r in rows)
+    ids = torch.stack([torch.cat([torch.zeros(width - len(r), dtype=torch.long), r]) for r in rows])
+    mask = torch.stack([torch.cat([torch.zeros(width - len(r)), torch.ones(len(r))]).long() for r in rows])
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    prefill = model(ids, attention_mask=mask, position_ids=positions, past_key_values=cache).logits
+    step_ids = ids_of(3, 1, seed=5)
+    step_mask = torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], dim=1)
+    step = model(step_ids, attention_mask=step_mask, position_ids=positions[:, -1:] + 1, past_key_values=cache).logits
+    theirs = reference(ids, attention_mask=mask, position_ids=positions).logits
+    for i, row in enumerate(rows):
+        alone = model(torch.cat([row, step_ids[i]])[None]).logits[0]
+        torch.testing.assert_close(prefill[i, width - len(row) :], alone[:-1])
+        torch.testing.assert_close(step[i, 0], alone[-1])
+        torch.testing.assert_close(theirs[i, width - len(row) :], alone[:-1], atol=1e-4, rtol=1e-4)
+
+
+def assert_cached_decoding_equals_the_full_forward(model):
+    ids = ids_of(2, 12)
+    full = model(ids).logits
+    cache = DynamicCache()
+    steps = [model(ids[:, :5], past_key_values=cache).logits]
+    steps.append(model(ids[:, 5:8], past_key_values=cache).logits)
+    steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(8, 12)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full)
+
+
+def generation_inputs():
+    ids = torch.stack([ids_of(1, 6, seed=6)[0], torch.cat([torch.zeros(2, dtype=torch.long), ids_of(1, 4, seed=8)[0]])])
+    return ids, (torch.arange(6) >= torch.tensor([[0], [2]])).long()
+
+
+def assert_kernel_refuses(model, reference):
+    """The CPU kernel refuses the config by name and leaves the model plain, with the reference's logits."""
+    from openformers import kernels
+    from openformers.kernels.llama import refusal
+
+    assert refusal(model.config) is not None and not kernels.accelerate(model)
+    assert model.model.accelerated_step is None
+    ids = ids_of(1, 7, seed=9)
+    cache, theirs = DynamicCache(), reference(ids).logits
+    steps = [model(ids[:, :4], past_key_values=cache).logits]
+    steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(4, 7)]  # one-token steps
+    torch.testing.assert_close(torch.cat(steps, dim=1), theirs, atol=1e-4, rtol=1e-4)
+
+
+def experts_run_per_step(model, ids) -> list[int]:
+    """How many experts ran in each sparse layer for one forward of `ids`."""
+    from openformers.models.mixtral import SparseMoeBlock
+
+    counts = []
+    for block in (m for m in model.modules() if isinstance(m, SparseMoeBlock)):
+        ran = []
+        handles = [expert.register_forward_hook(lambda *_, ran=ran: ran.append(1)) for expert in block.experts]
+        counts.append((ran, handles))
+    model(ids)
+    for _, handles in counts:
+        for handle in handles:
+            handle.remove()
+    return [len(ran) for ran, _ in counts]
+
+
+def add_gguf_tensors(writer, reference, names: dict, permute_heads: bool):
+    """The reference's weights as llama.cpp's converter writes them: its names, each layer's experts stacked into one
+    tensor per projection (gate, up, down), and for "llama" files the q/k rows permuted as its converter does."""
+    import gguf  # noqa: F401 (the writer's package)
+
+    config = reference.config
+    for name, tensor in reference.state_dict().items():
+        if name == "lm_head.weight" and config.tie_word_embeddings:
+            continue  # llama.cpp writes no output tensor for tied embeddings
+        w = tensor.numpy()
+        if permute_heads and (".q_proj." in name or ".k_proj." in name):
+            heads = config.num_attention_heads if ".q_proj." in name else config.num_key_value_heads
+            w = w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+        layer = name.replace("model.layers.", "blk.").rpartition(".mlp.")[0]
+        if name.endswith("mlp.experts.gate_up_proj"):
+            gate, up = np.split(w, 2, axis=1)
+            writer.add_tensor(f"{layer}.ffn_gate_exps.weight", np.ascontiguousarray(gate))
+            writer.add_tensor(f"{layer}.ffn_up_exps.weight", np.ascontiguousarray(up))
+            continue
+        if name.endswith("mlp.experts.down_proj"):
+            writer.add_tensor(f"{layer}.ffn_down_exps.weight", w)
+            continue
+        for hf, cpp in names.items():
+            name = name.replace(hf, cpp)
+        writer.add_tensor(name, w)
+
+
+def write_gguf(writer, reference, names: dict, permute_heads: bool):
+    config = reference.config
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_expert_used_count(config.num_experts_per_tok)
+    writer.add_eos_token_id(2)
+    add_gguf_tensors(writer, reference, names, permute_heads)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+# -- Mixtral ------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def tiny(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    reference = _reference(**VARIANTS[request.param])
+    reference.save_pretrained(folder)
+    return folder, reference, load_quietly(AutoModelForCausalLM.from_pretrained, folder)
+
+
+@pytest.fixture(scope="module", params=list(HEADS))
+def tiny_head(request, tmp_path_factory):
+    head = request.param
+    folder = tmp_path_factory.mktemp(head)
+    reference = _reference(f"Mixtral{head}", num_labels=3)
+    reference.save_pretrained(folder)
+    return head, folder, reference, load_quietly(getattr(openformers, HEADS[head]).from_pretrained, folder)
+
+
+@torch.inference_mode()
+def test_causal_lm_logits_losses_and_router_logits_match_reference(tiny):
+    _, reference, model = tiny
+    assert isinstance(model, MixtralForCausalLM) and not model.training
+    assert_outputs_close(outputs_of(model, "ForCausalLM"), outputs_of(reference, "ForCausalLM"), "causal LM")
+    ours = outputs_of(model, "ForCausalLM", output_router_logits=True)
+    assert list(ours) == ["loss", "aux_loss", "logits", "router_logits"] and len(ours["router_logits"]) == 2
+    assert_outputs_close(ours, outputs_of(reference, "ForCausalLM", output_router_logits=True), "router logits")
+
+
+@torch.inference_mode()
+def test_every_head_matches_reference_on_a_padded_batch(tiny_head):
+    head, _, reference, model = tiny_head
+    assert type(model).__name__ == f"Mixtral{head}" and not model.training
+    assert_outputs_close(outputs_of(model, head), outputs_of(reference, head), head)
+
+
+@torch.inference_mode()
+def test_every_head_saves_what_the_reference_loads_and_back(tiny_head, tmp_path):
+    head, folder, reference, model = tiny_head
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["architectures"] == [f"Mixtral{head}"]
+    from safetensors import safe_open
+
+    with safe_open(folder / "model.safetensors", "pt") as theirs, safe_open(tmp_path / "model.safetensors", "pt") as ours:
+        assert sorted(ours.keys()) == sorted(theirs.keys())  # block_sparse_moe.experts.{e}.w1... as the reference saves
+    expected = outputs_of(reference, head)
+    theirs = getattr(transformers, HEADS[head]).from_pretrained(tmp_path).eval()
+    assert type(theirs).__name__ == f"Mixtral{head}"
+    assert_outputs_close(outputs_of(theirs, head), expected, head)
+    ours = load_quietly(getattr(openformers, HEADS[head]).from_pretrained, tmp_path)
+    assert_outputs_close(outputs_of(ours, head), expected, head)
+
+
+def assert_base_model_router_logits_match(folder):
+    """The base model (loaded from a causal LM's folder, as the reference loads it) returns the hidden state and the
+    router scores, as a tuple too."""
+    model = openformers.AutoModel.from_pretrained(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the reference reports the lm_head it leaves out
+        reference = transformers.AutoModel.from_pretrained(folder).eval()
+    ours = model(*padded_batch(), output_router_logits=True, return_dict=False)
+    theirs = reference(*padded_batch(), output_router_logits=True, use_cache=False, return_dict=False)
+    assert len(ours) == len(theirs) == 2  # the hidden state and the router logits
+    torch.testing.assert_close(ours[0], theirs[0], atol=1e-4, rtol=1e-4)
+    for got, expected in zip(ours[1], theirs[1], strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert model(*padded_batch()).router_logits is None  # not asked for, and the config says no
+
+
+@torch.inference_mode()
+def test_the_base_model_returns_the_router_logits_as_the_reference(tiny):
+    assert_base_model_router_logits_match(tiny[0])
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
+def test_training_loss_and_gradients_match_the_reference(tmp_path, checkpointing):
+    reference = _reference(router_aux_loss_coef=0.5)
+    reference.save_pretrained(tmp_path)
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
+    assert_training_matches(model, reference, "block_sparse_moe", ("w1", "w3", "w2"), checkpointing)
+
+
+def test_router_jitter_noise_draws_as_the_reference_while_training(tmp_path):
+    reference = _reference(router_jitter_noise=0.1)
+    reference.save_pretrained(tmp_path)
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
+    ids, mask = padded_batch()
+    logits = []
+    for m in (reference, model):
+        torch.manual_seed(3)
+        logits.append(m.train()(ids, attention_mask=mask).logits)
+    torch.testing.assert_close(logits[1], logits[0], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(model.eval()(ids, attention_mask=mask).logits, logits[1])  # the noise is on
+
+
+@torch.inference_mode()
+def test_cached_decoding_equals_the_full_forward(tiny):
+    assert_cached_decoding_equals_the_full_forward(tiny[2])
+
+
+@torch.inference_mode()
+def test_left_padded_batch_equals_single_rows(tiny):
+    _, reference, model = tiny
+    assert_left_padded_batch_equals_single_rows(model, reference)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(num_beams=3), dict(num_beams=3, num_return_sequences=2)],
+                         ids=["greedy", "beam", "beam-return-2"])
+@torch.inference_mode()
+def test_generate_matches_reference(tiny, options):
+    _, reference, model = tiny
+    ids, mask = generation_inputs()
+    settings = dict(max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0, **options)
+    expected = reference.generate(ids, attention_mask=mask, **settings)
+    assert model.generate(ids, attention_mask=mask, **settings).tolist() == expected.tolist()
+
+
+@torch.inference_mode()
+def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
+    model = tiny[2]
+    ids, mask = generation_inputs()
+    for options in (dict(), dict(num_beams=3)):
+        settings = dict(attention_mask=mask, max_new_tokens=8, do_sample=False, eos_token_id=None, **options)
+        static = model.generate(ids, cache_implementation="static", **settings)
+        assert static.tolist() == model.generate(ids, **settings).tolist(), options
+
+
+@torch.inference_mode()
+def test_hidden_states_and_attention_weights_match_the_reference(tiny):
+    folder, _, model = tiny
+    reference = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    ids, mask = padded_batch()
+    ours = model(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    theirs = reference(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    assert len(ours.hidden_states) == len(theirs.hidden_states) and len(ours.attentions) == len(theirs.attentions)
+    for got, expected in zip(ours.hidden_states + ours.attentions, theirs.hidden_states + theirs.attentions):
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_only_the_chosen_experts_run(tiny):
+    model = tiny[2]
+    top_k = model.config.num_experts_per_tok
+    assert experts_run_per_step(model, ids_of(1, 1)) == [top_k, top_k]  # one token: its top_k experts, no others
+    assert all(n <= model.config.num_local_experts for n in experts_run_per_step(model, ids_of(2, 9)))
+
+
+@torch.inference_mode()
+def test_the_cpu_kernel_leaves_mixtral_on_the_plain_path_with_the_same_logits(tiny):
+    _, reference, model = tiny
+    assert_kernel_refuses(model, reference)
+
+
+@torch.inference_mode()
+def test_bfloat16_matches_the_reference_in_bfloat16(tiny):
+    folder, _, _ = tiny
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
+    reference = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
+    ids, mask = padded_batch()
+    torch.testing.assert_close(model(ids, attention_mask=mask).logits, reference(ids, attention_mask=mask).logits)
+
+
+def test_config_defaults_match_the_reference():
+    ours, theirs = MixtralConfig(), transformers.MixtralConfig()
+    for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                 "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "sliding_window",
+                 "tie_word_embeddings", "bos_token_id", "eos_token_id", "num_experts_per_tok", "num_local_experts",
+                 "num_experts", "output_router_logits", "router_aux_loss_coef", "router_jitter_noise"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert ours.rope_theta == theirs.rope_parameters["rope_theta"]
+
+
+def test_config_refuses_more_experts_per_token_than_experts():
+    with pytest.raises(ValueError, match="num_experts_per_tok"):
+        MixtralConfig(num_local_experts=4, num_experts_per_tok=5)
+    with pytest.raises(ValueError, match="num_local_experts"):
+        MixtralConfig(num_local_experts=0)
+    assert MixtralConfig(num_experts=4).num_local_experts == 4  # the reference's other name
+
+
+def test_heads_build_on_the_mixtral_base_model():
+    config = MixtralConfig(**TINY, num_labels=2)
+    for head in HEADS:
+        model = getattr(openformers, f"Mixtral{head}")(config)
+        base = model if head == "Model" else model.base_model
+        assert type(base).__name__ == "MixtralModel"
+        assert len(base.layers[0].block_sparse_moe.experts) == TINY["num_local_experts"]
+    assert hasattr(openformers.MixtralForQuestionAnswering(config), "model")  # the reference's name
+
+
+# A GGUF written the way llama.cpp's converter writes Mixtral: architecture "llama" with experts.
+
+GGUF_NAMES = {
+    "model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output", "model.layers": "blk",
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+    "mlp.gate": "ffn_gate_inp",
+}
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+@torch.inference_mode()
+def test_gguf_written_like_llama_cpp_matches_the_original(tmp_path, tied):
+    import gguf
+
+    reference = _reference(tie_word_embeddings=tied)
+    writer = gguf.GGUFWriter(str(tmp_path / "mixtral.gguf"), "llama")
+    writer.add_expert_count(reference.config.num_local_experts)
+    write_gguf(writer, reference, GGUF_NAMES, permute_heads=True)
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "mixtral.gguf")
+    assert isinstance(model, MixtralForCausalLM) and model.config.num_local_experts == TINY["num_local_experts"]
+    assert model.config.tie_word_embeddings == tied and model.generation_config.eos_token_id == 2
+    assert_outputs_close(outputs_of(model, "ForCausalLM"), outputs_of(reference, "ForCausalLM"), "GGUF")
+    assert openformers.AutoConfig.from_pretrained(tmp_path / "mixtral.gguf").model_type == "mixtral"
+    model.save_pretrained(tmp_path / "saved")  # the unstacked experts are tensors of their own
+    assert_outputs_close(outputs_of(transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "saved"),
+                                    "ForCausalLM"), outputs_of(reference, "ForCausalLM"), "GGUF saved")

@@ -1,0 +1,264 @@
+"""Qwen3-MoE against the reference: tiny random models made by transformers, saved and loaded both ways.
+
+As for Mixtral (tests/test_models_mixtral.py, whose helpers these tests use): each head's outputs and losses, the
+router scores, the load-balancing loss and the training gradients are the reference's; generation gives its tokens;
+a left-padded batch gives each row alone; saving works both ways. The variants cover dense layers among the sparse
+ones (decoder_sparse_step, mlp_only_layers), norm_topk_prob both ways, tied embeddings and the sliding window.
+"""
+
+import json
+
+import pytest
+import torch
+
+import openformers
+from openformers import AutoModelForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+from test_models_mixtral import (
+    HEADS,
+    assert_base_model_router_logits_match,
+    assert_cached_decoding_equals_the_full_forward,
+    assert_kernel_refuses,
+    assert_left_padded_batch_equals_single_rows,
+    assert_outputs_close,
+    assert_training_matches,
+    experts_run_per_step,
+    generation_inputs,
+    ids_of,
+    load_quietly,
+    make_reference,
+    outputs_of,
+    padded_batch,
+    write_gguf,
+)
+
+transformers = pytest.importorskip("transformers")
+
+# head_dim 12 is not hidden_size // num_attention_heads (8): Qwen3 sizes its heads on their own.
+TINY = dict(
+    vocab_size=128, hidden_size=32, intermediate_size=48, moe_intermediate_size=16, num_hidden_layers=3,
+    num_attention_heads=4, num_key_value_heads=2, head_dim=12, max_position_embeddings=256, num_experts=4,
+    num_experts_per_tok=2, rms_norm_eps=1e-5, pad_token_id=0,
+)
+VARIANTS = {
+    "all-sparse": {},
+    "mixed-normed-tied": dict(decoder_sparse_step=2, mlp_only_layers=[2], norm_topk_prob=True, tie_word_embeddings=True),
+    "windowed": dict(use_sliding_window=True, sliding_window=4, mlp_only_layers=[0]),
+}
+EXPERT_NAMES = ("gate_proj", "up_proj", "down_proj")
+
+
+def _reference(name="Qwen3MoeForCausalLM", **overrides):
+    return make_reference(name, transformers.Qwen3MoeConfig(**{**TINY, **overrides}))
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def tiny(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    reference = _reference(**VARIANTS[request.param])
+    reference.save_pretrained(folder)
+    return folder, reference, load_quietly(AutoModelForCausalLM.from_pretrained, folder)
+
+
+@pytest.fixture(scope="module", params=list(HEADS))
+def tiny_head(request, tmp_path_factory):
+    head = request.param
+    folder = tmp_path_factory.mktemp(head)
+    reference = _reference(f"Qwen3Moe{head}", num_labels=3, mlp_only_layers=[1])
+    reference.save_pretrained(folder)
+    return head, folder, reference, load_quietly(getattr(openformers, HEADS[head]).from_pretrained, folder)
+
+
+@torch.inference_mode()
+def test_causal_lm_logits_losses_and_router_logits_match_reference(tiny):
+    _, reference, model = tiny
+    assert isinstance(model, Qwen3MoeForCausalLM) and not model.training
+    assert_outputs_close(outputs_of(model, "ForCausalLM"), outputs_of(reference, "ForCausalLM"), "causal LM")
+    ours = outputs_of(model, "ForCausalLM", output_router_logits=True)
+    sparse = sum(model.config.is_sparse(i) for i in range(model.config.num_hidden_layers))
+    assert len(ours["router_logits"]) == sparse
+    assert_outputs_close(ours, outputs_of(reference, "ForCausalLM", output_router_logits=True), "router logits")
+
+
+@torch.inference_mode()
+def test_every_head_matches_reference_on_a_padded_batch(tiny_head):
+    head, _, reference, model = tiny_head
+    assert type(model).__name__ == f"Qwen3Moe{head}" and not model.training
+    assert_outputs_close(outputs_of(model, head), outputs_of(reference, head), head)
+
+
+@torch.inference_mode()
+def test_every_head_saves_what_the_reference_loads_and_back(tiny_head, tmp_path):
+    head, folder, reference, model = tiny_head
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architectures"] == [f"Qwen3Moe{head}"]
+    assert config["num_experts"] == config["num_local_experts"] == TINY["num_experts"]  # both names, as both read
+    from safetensors import safe_open
+
+    with safe_open(folder / "model.safetensors", "pt") as theirs, safe_open(tmp_path / "model.safetensors", "pt") as ours:
+        assert sorted(ours.keys()) == sorted(theirs.keys())  # mlp.experts.{e}.gate_proj... as the reference saves
+    expected = outputs_of(reference, head)
+    theirs = getattr(transformers, HEADS[head]).from_pretrained(tmp_path).eval()
+    assert type(theirs).__name__ == f"Qwen3Moe{head}"
+    assert_outputs_close(outputs_of(theirs, head), expected, head)
+    ours = load_quietly(getattr(openformers, HEADS[head]).from_pretrained, tmp_path)
+    assert_outputs_close(outputs_of(ours, head), expected, head)
+
+
+@torch.inference_mode()
+def test_the_base_model_returns_the_router_logits_as_the_reference(tiny):
+    assert_base_model_router_logits_match(tiny[0])
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
+def test_training_loss_and_gradients_match_the_reference(tmp_path, checkpointing):
+    reference = _reference(router_aux_loss_coef=0.5, decoder_sparse_step=2, norm_topk_prob=True)
+    reference.save_pretrained(tmp_path)
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
+    assert_training_matches(model, reference, "mlp", EXPERT_NAMES, checkpointing)
+
+
+@torch.inference_mode()
+def test_cached_decoding_equals_the_full_forward(tiny):
+    assert_cached_decoding_equals_the_full_forward(tiny[2])
+
+
+@torch.inference_mode()
+def test_left_padded_batch_equals_single_rows(tiny):
+    _, reference, model = tiny
+    assert_left_padded_batch_equals_single_rows(model, reference)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(num_beams=3), dict(num_beams=3, num_return_sequences=2)],
+                         ids=["greedy", "beam", "beam-return-2"])
+@torch.inference_mode()
+def test_generate_matches_reference(tiny, options):
+    _, reference, model = tiny
+    ids, mask = generation_inputs()
+    settings = dict(max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0, **options)
+    expected = reference.generate(ids, attention_mask=mask, **settings)
+    assert model.generate(ids, attention_mask=mask, **settings).tolist() == expected.tolist()
+
+
+@torch.inference_mode()
+def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
+    model = tiny[2]
+    ids, mask = generation_inputs()
+    settings = dict(attention_mask=mask, max_new_tokens=8, do_sample=False, eos_token_id=None, num_beams=3)
+    assert model.generate(ids, cache_implementation="static", **settings).tolist() == \
+        model.generate(ids, **settings).tolist()
+
+
+@torch.inference_mode()
+def test_hidden_states_and_attention_weights_match_the_reference(tiny):
+    folder, _, model = tiny
+    reference = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    ids, mask = padded_batch()
+    ours = model(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    theirs = reference(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    assert len(ours.hidden_states) == len(theirs.hidden_states) and len(ours.attentions) == len(theirs.attentions)
+    for got, expected in zip(ours.hidden_states + ours.attentions, theirs.hidden_states + theirs.attentions):
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_only_the_chosen_experts_run_in_the_sparse_layers(tiny):
+    model = tiny[2]
+    config = model.config
+    sparse = sum(config.is_sparse(i) for i in range(config.num_hidden_layers))
+    assert experts_run_per_step(model, ids_of(1, 1)) == [config.num_experts_per_tok] * sparse
+
+
+@torch.inference_mode()
+def test_the_cpu_kernel_leaves_qwen3_moe_on_the_plain_path_with_the_same_logits(tiny):
+    _, reference, model = tiny
+    assert_kernel_refuses(model, reference)
+
+
+@torch.inference_mode()
+def test_bfloat16_matches_the_reference_in_bfloat16(tiny):
+    folder, _, _ = tiny
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
+    reference = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
+    ids, mask = padded_batch()
+    torch.testing.assert_close(model(ids, attention_mask=mask).logits, reference(ids, attention_mask=mask).logits)
+
+
+def test_config_defaults_match_the_reference():
+    ours, theirs = Qwen3MoeConfig(), transformers.Qwen3MoeConfig()
+    for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                 "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "attention_bias",
+                 "use_sliding_window", "sliding_window", "tie_word_embeddings", "bos_token_id", "eos_token_id",
+                 "decoder_sparse_step", "moe_intermediate_size", "num_experts_per_tok", "num_experts",
+                 "num_local_experts", "norm_topk_prob", "output_router_logits", "router_aux_loss_coef",
+                 "mlp_only_layers"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert ours.rope_theta == theirs.rope_parameters["rope_theta"]
+    assert ours.head_dim == theirs.hidden_size // theirs.num_attention_heads
+
+
+def test_sparse_layers_follow_the_reference_rule():
+    config = Qwen3MoeConfig(**{**TINY, "num_hidden_layers": 6}, decoder_sparse_step=2, mlp_only_layers=[3])
+    reference = transformers.Qwen3MoeModel(transformers.Qwen3MoeConfig(**{**TINY, "num_hidden_layers": 6},
+                                                                       decoder_sparse_step=2, mlp_only_layers=[3]))
+    ours = openformers.Qwen3MoeModel(config)
+    expected = [type(layer.mlp).__name__ == "Qwen3MoeSparseMoeBlock" for layer in reference.layers]
+    assert [type(layer.mlp).__name__ == "Qwen3MoeSparseMoeBlock" for layer in ours.layers] == expected
+    assert expected == [False, True, False, False, False, True]
+    dense = Qwen3MoeConfig(**{**TINY, "num_experts": 0, "num_experts_per_tok": 1})
+    assert not any(dense.is_sparse(i) for i in range(dense.num_hidden_layers))
+    with pytest.raises(ValueError, match="mlp_only_layers"):
+        Qwen3MoeConfig(mlp_only_layers="all")
+
+
+@torch.inference_mode()
+def test_a_model_without_sparse_layers_has_no_aux_loss(tmp_path):
+    reference = _reference(mlp_only_layers=[0, 1, 2])
+    reference.save_pretrained(tmp_path)
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
+    out = model(*padded_batch(), output_router_logits=True)
+    assert out.router_logits == () and out.aux_loss is None
+    torch.testing.assert_close(out.logits, reference(*padded_batch()).logits, atol=1e-4, rtol=1e-4)
+
+
+# A GGUF written the way llama.cpp's converter writes a "qwen3moe" file: its names, the rows in the reference's order.
+
+GGUF_NAMES = {
+    "model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output", "model.layers": "blk",
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+    "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down", "mlp.gate": "ffn_gate_inp",
+}
+
+
+@pytest.mark.parametrize("variant", [dict(), dict(tie_word_embeddings=True, mlp_only_layers=[1])],
+                         ids=["untied", "tied-with-a-dense-layer"])
+@torch.inference_mode()
+def test_gguf_written_like_llama_cpp_matches_the_original(tmp_path, variant):
+    import gguf
+
+    reference = _reference(norm_topk_prob=True, **variant)  # llama.cpp renormalizes qwen3moe's routing weights
+    config = reference.config
+    writer = gguf.GGUFWriter(str(tmp_path / "qwen3moe.gguf"), "qwen3moe")
+    writer.add_key_length(config.head_dim)
+    writer.add_value_length(config.head_dim)
+    writer.add_expert_count(config.num_experts)
+    writer.add_expert_feed_forward_length(config.moe_intermediate_size)
+    write_gguf(writer, reference, GGUF_NAMES, permute_heads=False)
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "qwen3moe.gguf")
+    assert isinstance(model, Qwen3MoeForCausalLM) and model.config.head_dim == TINY["head_dim"]
+    assert model.config.norm_topk_prob and model.config.mlp_only_layers == variant.get("mlp_only_layers", [])
+    assert model.config.moe_intermediate_size == TINY["moe_intermediate_size"]
+    assert_outputs_close(outputs_of(model, "ForCausalLM"), outputs_of(reference, "ForCausalLM"), "GGUF")
+    assert openformers.AutoConfig.from_pretrained(tmp_path / "qwen3moe.gguf").model_type == "qwen3_moe"
+
+
+def test_gguf_without_an_expert_count_is_refused(tmp_path):
+    import gguf
+
+    writer = gguf.GGUFWriter(str(tmp_path / "broken.gguf"), "qwen3moe")
+    write_gguf(writer, _reference(), GGUF_NAMES, permute_heads=False)
+    with pytest.raises(ValueError, match="expert_count"):
+        AutoModelForCausalLM.from_pretrained(tmp_path / "broken.gguf")
