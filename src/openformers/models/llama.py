@@ -12,6 +12,8 @@ The heads: causal LM, sequence classification (pooled at the last token that is 
 classification and extractive QA.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,6 +28,7 @@ from .layers import (
     attention,
     eager_attention,
     positions_and_mask,
+    rope_inverse_frequencies,
     run_layers,
 )
 from .heads import CausalLM, QuestionAnswering, SequenceClassification, TokenClassification
@@ -62,11 +65,6 @@ def gguf_config_values(gguf) -> dict:
             f"{gguf.path} rotates {rotary_dims} of {head_dim} dimensions per head ({arch}.rope.dimension_count); "
             "openformers supports rotary embeddings over the whole head only."
         )
-    if "rope_freqs.weight" in gguf.tensor_names:
-        raise ValueError(
-            f"{gguf.path} scales its rotary frequencies with a rope_freqs tensor (Llama 3.1 style), which "
-            "openformers does not read from GGUF yet; load the Hugging Face safetensors checkpoint instead."
-        )
     return {
         "vocab_size": gguf.get(f"{arch}.vocab_size") or gguf.array_length("tokenizer.ggml.tokens"),
         "hidden_size": hidden,
@@ -77,7 +75,7 @@ def gguf_config_values(gguf) -> dict:
         "head_dim": head_dim,
         "rms_norm_eps": gguf.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5),
         "rope_theta": gguf.get(f"{arch}.rope.freq_base", 10000.0),
-        "rope_scaling": _gguf_rope_scaling(gguf, arch),
+        "rope_scaling": _gguf_rope_scaling(gguf, arch, head_dim),
         "max_position_embeddings": gguf.get(f"{arch}.context_length", 2048),
         "tie_word_embeddings": "output.weight" not in gguf.tensor_names,
         "bos_token_id": gguf.get("tokenizer.ggml.bos_token_id"),
@@ -86,7 +84,9 @@ def gguf_config_values(gguf) -> dict:
     }
 
 
-def _gguf_rope_scaling(gguf, arch: str) -> dict | None:
+def _gguf_rope_scaling(gguf, arch: str, head_dim: int) -> dict | None:
+    if "rope_freqs.weight" in gguf.tensor_names:
+        return _llama3_scaling_of_rope_freqs(gguf, head_dim, gguf.get(f"{arch}.rope.freq_base", 10000.0))
     kind = gguf.get(f"{arch}.rope.scaling.type")
     if kind in (None, "none"):
         return None
@@ -96,6 +96,51 @@ def _gguf_rope_scaling(gguf, arch: str) -> dict | None:
             "rope scaling from GGUF files only."
         )
     return {"rope_type": "linear", "factor": float(gguf.get(f"{arch}.rope.scaling.factor"))}
+
+
+def _llama3_scaling_of_rope_freqs(gguf, head_dim: int, theta: float) -> dict | None:
+    """Llama 3.1's rope_scaling, from the `rope_freqs` tensor llama.cpp's converter writes in its place.
+
+    The tensor holds the number each pair's frequency is divided by: 1 for wavelengths below the band
+    [original_max_position_embeddings / high_freq_factor, original_max_position_embeddings / low_freq_factor],
+    `factor` above it, and inside 1 / ((1 - s) / factor + s), where s grows linearly with 1 / wavelength from 0 at the
+    band's top to 1 at its bottom. Only the band's two ends and `factor` shape the frequencies, so the ends are
+    solved from the first and last pair inside the band and written as low_freq_factor 1 with
+    original_max_position_embeddings at the top end (Llama 3.x's own values: 1, 4 and 8192). The frequencies of the
+    result are checked against the file's.
+    """
+    factors = gguf.tensor("rope_freqs.weight").double()
+    inv_freq = rope_inverse_frequencies(head_dim, theta, None).double()
+    if factors.shape != inv_freq.shape:
+        raise ValueError(f"{gguf.path}: rope_freqs.weight has {factors.numel()} factors, but a head of {head_dim} "
+                         f"dimensions rotates {inv_freq.numel()} pairs.")
+    factor = factors.max().item()
+    if factor == 1.0:
+        return None
+    inside = (factors > 1.0 + 1e-6) & (factors < factor * (1 - 1e-6))
+    if int(inside.sum()) < 2:
+        raise ValueError(
+            f"{gguf.path}: rope_freqs.weight has {int(inside.sum())} factor(s) between 1 and its largest, {factor:g}; "
+            "openformers reads Llama 3.1 rope scaling from such a tensor only when at least two pairs rotate inside "
+            "the band where it blends, which fixes the band's ends."
+        )
+    smooth = (1 / factors[inside] - 1 / factor) / (1 - 1 / factor)  # s of each pair inside the band
+    x = inv_freq[inside] / (2 * math.pi)  # 1 / wavelength
+    slope = (smooth[-1] - smooth[0]) / (x[-1] - x[0])
+    top = 1 / (x[0] - smooth[0] / slope).item()  # the wavelength where s is 0
+    bottom = 1 / (x[0] + (1 - smooth[0]) / slope).item()  # where s is 1
+    expected = (inv_freq / factors).float()
+    # Round numbers as a config.json holds them, unless the file's frequencies need the exact solution.
+    for stretch, context, high in ((round(factor, 5), round(top), round(round(top) / bottom, 5)),
+                                   (factor, top, top / bottom)):
+        scaling = {"rope_type": "llama3", "factor": stretch, "low_freq_factor": 1.0, "high_freq_factor": high,
+                   "original_max_position_embeddings": context}
+        if torch.allclose(rope_inverse_frequencies(head_dim, theta, scaling), expected, rtol=1e-5, atol=0):
+            return scaling
+    raise ValueError(
+        f"{gguf.path}: the factors of rope_freqs.weight are not those of Llama 3.1 rope scaling (1, then a smooth "
+        "band, then one factor), the only per-pair scaling openformers reads from GGUF files."
+    )
 
 
 GGUF_CONFIG_READERS.update(dict.fromkeys(GGUF_ARCHITECTURES, config_from_gguf))
@@ -127,7 +172,8 @@ def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: LlamaCo
     axes restores the original order. Qwen2 files keep the original order (llama.cpp rotates them the
     way Hugging Face does).
     """
-    state_dict = rename(state_dict, GGUF_RENAMES)
+    # rope_freqs (Llama 3.1's scaled frequencies) is read into the config's rope_scaling.
+    state_dict = rename({name: t for name, t in state_dict.items() if name != "rope_freqs.weight"}, GGUF_RENAMES)
     if config.model_type == "qwen2":
         return state_dict
     for i in range(config.num_hidden_layers):
