@@ -40,6 +40,12 @@ TINY_CONFIGS = {
     "modernbert": ("ModernBertConfig", dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                             intermediate_size=37, pad_token_id=0, bos_token_id=1, eos_token_id=2,
                                             cls_token_id=1, sep_token_id=2)),
+    "albert": ("AlbertConfig", dict(vocab_size=64, embedding_size=16, hidden_size=32, num_hidden_layers=1,
+                                    num_attention_heads=4, intermediate_size=37, max_position_embeddings=32)),
+    "electra": ("ElectraConfig", dict(vocab_size=64, embedding_size=16, hidden_size=32, num_hidden_layers=1,
+                                      num_attention_heads=4, intermediate_size=37, max_position_embeddings=32)),
+    "mpnet": ("MPNetConfig", dict(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                  intermediate_size=37, max_position_embeddings=32)),
 }
 AUTO_CLASSES = (
     "AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForSequenceClassification",
@@ -49,7 +55,8 @@ AUTO_CLASSES = (
 MODEL_MODULES = ("openformers.models.llama", "openformers.models.olmo2", "openformers.models.starcoder2",
                  "openformers.models.mixtral", "openformers.models.qwen3_moe",
                  "openformers.models.gpt2", "openformers.models.bert",
-                 "openformers.models.distilbert", "openformers.models.xlm_roberta", "openformers.models.modernbert")
+                 "openformers.models.distilbert", "openformers.models.xlm_roberta", "openformers.models.modernbert",
+                 "openformers.models.albert", "openformers.models.electra", "openformers.models.mpnet")
 
 
 @pytest.fixture(scope="module", params=list(TINY_CONFIGS))

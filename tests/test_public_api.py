@@ -85,7 +85,7 @@ EXCLUDED_NAMES = {
     "PythonBackend": "tokenizer backend", "TokenizersBackend": "tokenizer backend",
     "SentencePieceBackend": "tokenizer backend", "MistralCommonBackend": "tokenizer backend",
     # building blocks of the reference's own model code
-    "AttentionInterface": "attention registry", "Qwen2RMSNorm": "a layer, not a model", "BertLayer": "a layer",
+    "AttentionInterface": "attention registry", "Qwen2RMSNorm": "a layer, not a model", "BertLayer": "a layer", "MPNetLayer": "a layer",
     "GPTNeoXLayer": "a layer",
     "BasicTokenizer": "the slow BERT tokenizer's parts", "WordpieceTokenizer": "same", "BertTokenizerLegacy": "same",
     "DataCollatorForPermutationLanguageModeling": "XLNet's objective",

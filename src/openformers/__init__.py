@@ -41,6 +41,7 @@ _public(
     "Gemma3TextConfig",
     "DistilBertConfig",
     "XLMRobertaConfig",
+    "AlbertConfig", "ElectraConfig", "MPNetConfig",
     "GPTNeoXConfig", "FalconConfig",
     "Olmo2Config",
     "Starcoder2Config",
@@ -125,6 +126,23 @@ _public(
     "openformers.models.falcon",
     "FalconPreTrainedModel", "FalconModel", "FalconForCausalLM", "FalconForSequenceClassification",
     "FalconForTokenClassification", "FalconForQuestionAnswering",
+)
+_public(
+    "openformers.models.albert",
+    "AlbertPreTrainedModel", "AlbertModel", "AlbertForPreTraining", "AlbertForMaskedLM",
+    "AlbertForSequenceClassification", "AlbertForTokenClassification", "AlbertForQuestionAnswering",
+    "AlbertForMultipleChoice",
+)
+_public(
+    "openformers.models.electra",
+    "ElectraPreTrainedModel", "ElectraModel", "ElectraForPreTraining", "ElectraForMaskedLM", "ElectraForCausalLM",
+    "ElectraForSequenceClassification", "ElectraForTokenClassification", "ElectraForQuestionAnswering",
+    "ElectraForMultipleChoice",
+)
+_public(
+    "openformers.models.mpnet",
+    "MPNetPreTrainedModel", "MPNetModel", "MPNetForMaskedLM", "MPNetForSequenceClassification",
+    "MPNetForTokenClassification", "MPNetForQuestionAnswering", "MPNetForMultipleChoice",
 )
 _public(
     "openformers.models.phi3",

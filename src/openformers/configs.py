@@ -2045,6 +2045,133 @@ class Qwen3MoeConfig(MistralConfig):
         return {**super().to_dict(), "num_local_experts": self.num_experts}
 
 
+@dataclass
+class AlbertConfig(PretrainedConfig):
+    """ALBERT: BERT's post-LayerNorm blocks over embeddings of `embedding_size` projected up to `hidden_size`, with
+    the layers' weights shared: `num_hidden_layers` steps run through `num_hidden_groups` groups of
+    `inner_group_num` layers each (consecutive steps share a group)."""
+
+    model_type: ClassVar[str] = "albert"
+
+    vocab_size: int = 30000
+    embedding_size: int = 128
+    hidden_size: int = 4096
+    num_hidden_layers: int = 12
+    num_hidden_groups: int = 1
+    num_attention_heads: int = 64
+    intermediate_size: int = 16384
+    inner_group_num: int = 1
+    hidden_act: str = "gelu_new"
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    classifier_dropout_prob: float | None = 0.1  # None: hidden_dropout_prob
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 2
+    eos_token_id: int | list[int] | None = 3
+    tie_word_embeddings: bool = True
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "embedding_size", "hidden_size", "num_hidden_layers",
+                               "num_hidden_groups", "num_attention_heads", "intermediate_size", "inner_group_num",
+                               "max_position_embeddings", "type_vocab_size")
+        _check_encoder_fields(self, "hidden_act", ("hidden_dropout_prob", "attention_probs_dropout_prob",
+                                                   "classifier_dropout_prob"))
+
+
+@dataclass
+class ElectraConfig(BertConfig):
+    """ELECTRA: BERT's encoder over embeddings of `embedding_size`, projected up to `hidden_size` when they differ;
+    no pooler. The discriminator and the generator are both this network, at different sizes. Multiple choice
+    reads a `summary_type` vector of each choice (the first token by default) through the `summary_*` layers."""
+
+    model_type: ClassVar[str] = "electra"
+
+    embedding_size: int = 128
+    hidden_size: int = 256
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    summary_type: str = "first"
+    summary_use_proj: bool = True
+    summary_activation: str | None = "gelu"
+    summary_last_dropout: float = 0.1
+
+    def validate(self) -> None:
+        super().validate()
+        _require_positive_ints(self, "embedding_size")
+        if self.summary_type not in ELECTRA_SUMMARY_TYPES:
+            _invalid("summary_type", self.summary_type, f"one of {', '.join(ELECTRA_SUMMARY_TYPES)}")
+        if self.summary_activation and self.summary_activation not in (*ENCODER_ACTIVATIONS, "tanh"):
+            _invalid("summary_activation", self.summary_activation,
+                     f"None or one of {', '.join((*ENCODER_ACTIVATIONS, 'tanh'))}")
+        for name in ("summary_last_dropout", "summary_first_dropout"):
+            value = getattr(self, name, 0.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                _invalid(name, value, "a probability in [0, 1)")
+        if self.extra.get("summary_proj_to_labels"):
+            raise ValueError(
+                "Unsupported config: summary_proj_to_labels=True; ELECTRA's multiple-choice head projects the summary "
+                "to hidden_size before its one-score classifier (leave summary_proj_to_labels unset)."
+            )
+
+
+# How ELECTRA's multiple-choice head reads one vector per choice ("cls_index" without indices: the last token).
+ELECTRA_SUMMARY_TYPES = ("first", "last", "mean", "cls_index")
+
+
+@dataclass
+class MPNetConfig(PretrainedConfig):
+    """MPNet: BERT's post-LayerNorm blocks without token types, positions counted as RoBERTa's (from 2, padding at
+    1), and a learned bias per head on each attention score from the bucketed relative position of query and key
+    (32 buckets over distances up to 128, shared by every layer)."""
+
+    model_type: ClassVar[str] = "mpnet"
+
+    vocab_size: int = 30527
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    relative_attention_num_buckets: int = 32
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 2
+    tie_word_embeddings: bool = True
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                               "intermediate_size", "max_position_embeddings")
+        _check_encoder_fields(self, "hidden_act", ("hidden_dropout_prob", "attention_probs_dropout_prob"))
+        # The reference buckets relative positions into 32 whatever this says; the table needs those 32 rows.
+        if not _positive_int(self.relative_attention_num_buckets) or self.relative_attention_num_buckets < 32:
+            _invalid("relative_attention_num_buckets", self.relative_attention_num_buckets,
+                     "an integer of at least 32 (MPNet buckets relative positions into 32)")
+        if self.max_position_embeddings < 3:
+            _invalid("max_position_embeddings", self.max_position_embeddings,
+                     "at least 3 (MPNet's positions start at 2)")
+
+
+def _check_encoder_fields(config: PretrainedConfig, activation: str, dropouts: tuple[str, ...]) -> None:
+    """hidden_size a multiple of the heads, a known activation, and dropouts that are probabilities (or None)."""
+    if config.hidden_size % config.num_attention_heads:
+        _invalid("hidden_size", config.hidden_size, f"a multiple of num_attention_heads={config.num_attention_heads}")
+    if getattr(config, activation) not in ENCODER_ACTIVATIONS:
+        _invalid(activation, getattr(config, activation), f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+    for name in dropouts:
+        value = getattr(config, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1):
+            _invalid(name, value, "a probability in [0, 1)")
+
+
 # model_type -> config class: the registry config.json is read by (AutoConfig.register adds a user's own).
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "gpt2": GPT2Config,
@@ -2057,6 +2184,9 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "gemma3_text": Gemma3TextConfig,
     "distilbert": DistilBertConfig,
     "xlm-roberta": XLMRobertaConfig,
+    "albert": AlbertConfig,
+    "electra": ElectraConfig,
+    "mpnet": MPNetConfig,
     "gpt_neox": GPTNeoXConfig,
     "falcon": FalconConfig,
     "olmo2": Olmo2Config,

@@ -24,6 +24,7 @@ from . import mixtral, qwen3_moe
 from . import gemma
 from . import distilbert
 from . import xlm_roberta
+from . import albert, electra, mpnet
 from . import gpt_neox
 from . import falcon
 from . import olmo2
@@ -101,6 +102,15 @@ MODEL_CLASSES = {
         "pretraining": "DistilBertForMaskedLM",
     }),
     "xlm-roberta": (xlm_roberta, {**_encoder_classes("XLMRoberta"), "pretraining": "XLMRobertaForMaskedLM"}),
+    "albert": (albert, {  # no causal-LM head; pretraining adds sentence-order prediction
+        **{task: name for task, name in _encoder_classes("Albert").items() if task != "causal-lm"},
+        "pretraining": "AlbertForPreTraining",
+    }),
+    "electra": (electra, {**_encoder_classes("Electra"), "pretraining": "ElectraForPreTraining"}),  # discriminator
+    "mpnet": (mpnet, {  # no causal-LM head
+        **{task: name for task, name in _encoder_classes("MPNet").items() if task != "causal-lm"},
+        "pretraining": "MPNetForMaskedLM",
+    }),
     "gpt_neox": (gpt_neox, _decoder_classes("GPTNeoX")),  # GPT-NeoX and Pythia
     "falcon": (falcon, _decoder_classes("Falcon")),
     "olmo2": (olmo2, {  # Llama with its norms after each branch; the reference has these three heads

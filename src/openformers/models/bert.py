@@ -39,14 +39,18 @@ def _embedding(count: int, dim: int, padding_idx: int | None = None) -> nn.Embed
 
 
 class BertEmbeddings(nn.Module):
-    def __init__(self, config: BertConfig):
+    """Token, token-type and position embeddings of width `dim` (hidden_size; ALBERT and ELECTRA embed narrower and
+    project up), then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig, dim: int | None = None):
         super().__init__()
-        self.word_embeddings = _embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        dim = config.hidden_size if dim is None else dim
+        self.word_embeddings = _embedding(config.vocab_size, dim, config.pad_token_id)
         # RoBERTa's position table has a row per padding position too; that row is never trained.
         position_padding = config.pad_token_id if isinstance(config, RobertaConfig) else None
-        self.position_embeddings = _embedding(config.max_position_embeddings, config.hidden_size, position_padding)
-        self.token_type_embeddings = _embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.position_embeddings = _embedding(config.max_position_embeddings, dim, position_padding)
+        self.token_type_embeddings = _embedding(config.type_vocab_size, dim)
+        self.LayerNorm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, position_ids, token_type_ids, inputs_embeds=None):
@@ -230,7 +234,7 @@ class BertModel(BertPreTrainedModel):
             # Given inputs_embeds, every position holds a real token: ids that are not padding stand in for them.
             ids = input_ids if input_ids is not None else torch.full(inputs_embeds.shape[:2], -1, device=inputs_embeds.device)
             position_ids = self.default_positions(ids, past)
-        x = self.embeddings(input_ids, position_ids, token_type_ids, inputs_embeds)  # (B, T, C)
+        x = self.embed(input_ids, position_ids, token_type_ids, inputs_embeds)  # (B, T, C)
         if self.config.is_decoder:  # each position sees itself and the ones before it (BertLMHeadModel)
             _, mask, _ = positions_and_mask(past_key_values, attention_mask, position_ids, x.shape[1], x.device)
         else:
@@ -244,6 +248,10 @@ class BertModel(BertPreTrainedModel):
             attentions=attentions, cross_attentions=() if output_attentions else None,  # as the reference's
         )
         return self.returned(output, return_dict)
+
+    def embed(self, input_ids, position_ids, token_type_ids, inputs_embeds) -> torch.Tensor:
+        """The encoder's input (B, T, C); ELECTRA projects its narrower embeddings up to hidden_size here."""
+        return self.embeddings(input_ids, position_ids, token_type_ids, inputs_embeds)
 
     def default_positions(self, input_ids: torch.Tensor, past: int = 0) -> torch.Tensor:
         """The positions of `input_ids` after `past` cached tokens (a decoder's cache)."""

@@ -1,0 +1,248 @@
+"""ELECTRA against the reference: a tiny random model made by the reference for every head (embeddings narrower than
+the hidden size, projected up) loads with no warning, gives the reference's outputs and losses on a padded batch and
+each row alone, saves what the reference loads back, and comes back from the Auto classes as the reference's class;
+the causal LM generates the reference's tokens."""
+
+import warnings
+
+import pytest
+import torch
+
+import openformers
+from openformers import configs
+
+transformers = pytest.importorskip("transformers")
+
+TINY = dict(
+    vocab_size=99, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+    max_position_embeddings=64,
+)
+HEADS = {  # the reference's class -> the Auto class that picks it
+    "ElectraModel": "AutoModel",
+    "ElectraForPreTraining": "AutoModelForPreTraining",
+    "ElectraForMaskedLM": "AutoModelForMaskedLM",
+    "ElectraForCausalLM": "AutoModelForCausalLM",
+    "ElectraForSequenceClassification": "AutoModelForSequenceClassification",
+    "ElectraForTokenClassification": "AutoModelForTokenClassification",
+    "ElectraForQuestionAnswering": "AutoModelForQuestionAnswering",
+    "ElectraForMultipleChoice": "AutoModelForMultipleChoice",
+}
+PER_SEQUENCE = ("ElectraForSequenceClassification", "ElectraForMultipleChoice")
+
+
+def draw_weights(model):
+    """The reference initializes biases to zero and norms to one: draw them so that they count."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.normal_(std=0.1)
+            elif "LayerNorm" in name:
+                parameter.uniform_(0.5, 1.5)
+    return model
+
+
+def _reference(name, **overrides):
+    torch.manual_seed(0)
+    num_labels = 2 if name == "ElectraForQuestionAnswering" else 3
+    values = {**TINY, "num_labels": num_labels, "is_decoder": name == "ElectraForCausalLM", **overrides}
+    return draw_weights(getattr(transformers, name)(transformers.ElectraConfig(**values)).eval())
+
+
+def _inputs(name) -> dict:
+    """Two rows, the second right-padded, two segments of token types, and every label the head takes."""
+    shape = (2, 3, 10) if name == "ElectraForMultipleChoice" else (2, 10)
+    ids = torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    ids[1, ..., 7:], mask[1, ..., 7:] = 0, 0
+    token_types = (torch.arange(shape[-1]) >= 4).long().expand(shape)
+    inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": token_types}
+    if name == "ElectraForMaskedLM":
+        labels = torch.full_like(ids, -100)
+        labels[:, [1, 4]] = ids[:, [1, 4]]
+        return {**inputs, "labels": labels}
+    if name == "ElectraForCausalLM":
+        return {**inputs, "labels": ids.masked_fill(mask == 0, -100)}
+    if name == "ElectraForPreTraining":
+        return {**inputs, "labels": (ids % 2)}  # 1: replaced; the padding's labels are left out by the mask
+    if name in PER_SEQUENCE:
+        return {**inputs, "labels": torch.tensor([2, 0])}
+    if name == "ElectraForTokenClassification":
+        return {**inputs, "labels": (ids % 3).masked_fill(mask == 0, -100)}
+    if name == "ElectraForQuestionAnswering":
+        return {**inputs, "start_positions": torch.tensor([2, 11]), "end_positions": torch.tensor([4, 6])}
+    return inputs
+
+
+def _outputs(out) -> dict:
+    """The tensors a head returns, by name (caches and the tuples of hidden states left out)."""
+    return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
+
+
+def _assert_same(ours, theirs, atol=1e-4):
+    assert sorted(ours) == sorted(theirs)
+    for key in theirs:
+        torch.testing.assert_close(ours[key], theirs[key], atol=atol, rtol=atol, msg=key)
+
+
+def _load_quietly(load, folder):
+    """Load, failing on any warning: a missing, unexpected or newly initialized weight is reported by one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return load(folder)
+
+
+@pytest.fixture(scope="module", params=list(HEADS))
+def tiny(request, tmp_path_factory):
+    name = request.param
+    folder = tmp_path_factory.mktemp(name)
+    reference = _reference(name)
+    reference.save_pretrained(folder)
+    return name, folder, reference, _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
+
+
+@torch.inference_mode()
+def test_every_head_matches_reference_on_a_padded_batch(tiny):
+    name, _, reference, model = tiny
+    assert type(model).__name__ == name and not model.training
+    assert type(model.base_model).__name__ == "ElectraModel"
+    inputs = _inputs(name)
+    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+
+
+@torch.inference_mode()
+def test_each_padded_row_gives_what_it_gives_alone(tiny):
+    name, _, _, model = tiny
+    inputs = {k: v for k, v in _inputs(name).items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    batched = _outputs(model(**inputs))
+    length = 7  # the second row's real tokens
+    alone = _outputs(model(inputs["input_ids"][1:, ..., :length], token_type_ids=inputs["token_type_ids"][1:, ..., :length]))
+    for key, value in alone.items():
+        row = batched[key][1:]
+        if name not in PER_SEQUENCE:
+            row = row[:, :length]  # per-token outputs (B, T, ...): the padding positions are not compared
+        torch.testing.assert_close(row, value, atol=1e-5, rtol=1e-5, msg=key)
+
+
+@torch.inference_mode()
+def test_every_head_saves_and_loads_in_both_directions(tiny, tmp_path):
+    name, _, reference, model = tiny
+    model.save_pretrained(tmp_path)
+    theirs = _load_quietly(getattr(transformers, HEADS[name]).from_pretrained, tmp_path).eval()
+    ours = _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, tmp_path)
+    assert type(theirs).__name__ == type(ours).__name__ == name
+    inputs = _inputs(name)
+    _assert_same(_outputs(theirs(**inputs)), _outputs(reference(**inputs)), atol=1e-6)
+    _assert_same(_outputs(ours(**inputs)), _outputs(model(**inputs)), atol=1e-6)
+
+
+@torch.inference_mode()
+def test_inputs_embeds_are_the_narrow_token_embeddings(tiny):
+    name, _, reference, model = tiny
+    inputs = {k: v for k, v in _inputs(name).items() if k != "input_ids"}
+    embeds = model.get_input_embeddings()(_inputs(name)["input_ids"])  # (..., T, embedding_size)
+    assert embeds.shape[-1] == TINY["embedding_size"]
+    _assert_same(_outputs(model(inputs_embeds=embeds, **inputs)), _outputs(reference(inputs_embeds=embeds, **inputs)))
+
+
+@torch.inference_mode()
+def test_hidden_states_and_attention_weights_match_reference(tmp_path):
+    """The first hidden state is the projected embeddings (hidden_size wide), as in the reference."""
+    reference = _reference("ElectraModel", attn_implementation="eager")
+    reference.save_pretrained(tmp_path)
+    model = openformers.AutoModel.from_pretrained(tmp_path)
+    inputs = _inputs("ElectraModel")
+    ours = model(**inputs, output_hidden_states=True, output_attentions=True)
+    theirs = reference(**inputs, output_hidden_states=True, output_attentions=True)
+    assert len(ours.hidden_states) == len(theirs.hidden_states) == TINY["num_hidden_layers"] + 1
+    torch.testing.assert_close(ours.hidden_states, theirs.hidden_states, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours.attentions, theirs.attentions, atol=1e-4, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_equal_embedding_and_hidden_sizes_need_no_projection(tmp_path):
+    _reference("ElectraForPreTraining", embedding_size=TINY["hidden_size"]).save_pretrained(tmp_path)
+    reference = transformers.ElectraForPreTraining.from_pretrained(tmp_path).eval()
+    model = _load_quietly(openformers.ElectraForPreTraining.from_pretrained, tmp_path)
+    assert not hasattr(model.electra, "embeddings_project")
+    inputs = _inputs("ElectraForPreTraining")
+    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+
+
+@pytest.mark.parametrize("summary", [
+    dict(summary_type="last", summary_activation="tanh"),
+    dict(summary_type="mean", summary_use_proj=False, summary_activation=""),
+    dict(summary_type="cls_index", summary_first_dropout=0.2),
+], ids=["last-tanh", "mean-no-projection", "cls-index"])
+@torch.inference_mode()
+def test_multiple_choice_summaries_match_reference(tmp_path, summary):
+    _reference("ElectraForMultipleChoice", **summary).save_pretrained(tmp_path)
+    reference = transformers.ElectraForMultipleChoice.from_pretrained(tmp_path).eval()
+    model = _load_quietly(openformers.ElectraForMultipleChoice.from_pretrained, tmp_path)
+    inputs = _inputs("ElectraForMultipleChoice")
+    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+
+
+@torch.inference_mode()
+def test_discriminator_loss_without_a_mask_counts_every_token(tmp_path):
+    reference = _reference("ElectraForPreTraining")
+    reference.save_pretrained(tmp_path)
+    model = _load_quietly(openformers.AutoModelForPreTraining.from_pretrained, tmp_path)
+    inputs = {k: v for k, v in _inputs("ElectraForPreTraining").items() if k != "attention_mask"}
+    masked = model(**inputs, attention_mask=torch.ones_like(inputs["input_ids"])).loss
+    torch.testing.assert_close(model(**inputs).loss, reference(**inputs).loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(**inputs).loss, masked, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("options", [{}, {"num_beams": 3}], ids=["greedy", "beams"])
+@torch.inference_mode()
+def test_causal_lm_generates_the_reference_tokens(tmp_path, options):
+    reference = _reference("ElectraForCausalLM")
+    reference.save_pretrained(tmp_path)
+    model = openformers.AutoModelForCausalLM.from_pretrained(tmp_path)
+    prompt = torch.tensor([[2, 5, 6, 7], [0, 0, 8, 9]])
+    mask = (prompt != 0).long()
+    settings = dict(max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=None, **options)
+    torch.testing.assert_close(model.generate(prompt[:1], **settings), reference.generate(prompt[:1], **settings))
+    torch.testing.assert_close(model.generate(prompt, attention_mask=mask, **settings),
+                               reference.generate(prompt, attention_mask=mask, **settings))
+
+
+def test_config_defaults_are_the_reference_ones():
+    ours, theirs = configs.ElectraConfig(), transformers.ElectraConfig()
+    for name in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                 "intermediate_size", "hidden_act", "pad_token_id", "layer_norm_eps", "max_position_embeddings",
+                 "type_vocab_size", "summary_type", "summary_use_proj", "summary_activation", "summary_last_dropout",
+                 "classifier_dropout", "tie_word_embeddings"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert openformers.AutoConfig.for_model("electra").model_type == "electra"
+    with pytest.raises(ValueError, match="summary_type"):
+        configs.ElectraConfig(summary_type="attn")
+    with pytest.raises(ValueError, match="summary_proj_to_labels"):
+        configs.ElectraConfig(summary_proj_to_labels=True)
+
+
+def test_generator_head_ties_its_output_to_the_embeddings():
+    model = openformers.ElectraForMaskedLM(configs.ElectraConfig(**TINY))
+    assert model.generator_lm_head.weight is model.electra.embeddings.word_embeddings.weight
+    model.resize_token_embeddings(TINY["vocab_size"] + 3)
+    assert model.generator_lm_head.weight is model.electra.embeddings.word_embeddings.weight
+    assert model(torch.tensor([[5, 6, 7]])).logits.shape == (1, 3, TINY["vocab_size"] + 3)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
+def test_training_gradients_match_reference(tmp_path, checkpointing):
+    """Without dropout, one training step's loss and every parameter's gradient are the reference's."""
+    name = "ElectraForPreTraining"
+    _reference(name, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).save_pretrained(tmp_path)
+    reference = transformers.ElectraForPreTraining.from_pretrained(tmp_path).train()
+    model = openformers.ElectraForPreTraining.from_pretrained(tmp_path).train()
+    if checkpointing:
+        model.gradient_checkpointing_enable()
+    inputs = _inputs(name)
+    ours, theirs = model(**inputs).loss, reference(**inputs).loss
+    ours.backward()
+    theirs.backward()
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    grads = {n: p.grad for n, p in reference.named_parameters()}
+    for parameter_name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter.grad, grads[parameter_name], atol=1e-5, rtol=1e-4, msg=parameter_name)

@@ -1,0 +1,241 @@
+"""MPNet against the reference: a tiny random model made by the reference for every head loads with no warning,
+gives the reference's outputs and losses on a padded batch and each row alone (relative-position bias included),
+saves what the reference loads back, and comes back from the Auto classes as the reference's class."""
+
+import warnings
+
+import pytest
+import torch
+
+import openformers
+from openformers import configs
+from openformers.models.mpnet import relative_position_buckets
+
+transformers = pytest.importorskip("transformers")
+
+TINY = dict(
+    vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+    max_position_embeddings=64,
+)
+PAD = 1
+HEADS = {  # the reference's class -> the Auto class that picks it
+    "MPNetModel": "AutoModel",
+    "MPNetForMaskedLM": "AutoModelForMaskedLM",
+    "MPNetForSequenceClassification": "AutoModelForSequenceClassification",
+    "MPNetForTokenClassification": "AutoModelForTokenClassification",
+    "MPNetForQuestionAnswering": "AutoModelForQuestionAnswering",
+    "MPNetForMultipleChoice": "AutoModelForMultipleChoice",
+}
+PER_SEQUENCE = ("MPNetForSequenceClassification", "MPNetForMultipleChoice")
+
+
+def draw_weights(model):
+    """The reference initializes biases to zero and norms to one: draw them so that they count."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.normal_(std=0.1)
+            elif "LayerNorm" in name or "layer_norm" in name:
+                parameter.uniform_(0.5, 1.5)
+            elif "relative_attention_bias" in name:
+                parameter.normal_(std=1.0)  # a bias that changes which keys win
+    return model
+
+
+def _reference(name, **overrides):
+    torch.manual_seed(0)
+    num_labels = 2 if name == "MPNetForQuestionAnswering" else 3
+    config = transformers.MPNetConfig(**{**TINY, "num_labels": num_labels, **overrides})
+    return draw_weights(getattr(transformers, name)(config).eval())
+
+
+def _inputs(name, length=10) -> dict:
+    """Two rows, the second right-padded with <pad> (id 1), with every label the head takes."""
+    shape = (2, 3, length) if name == "MPNetForMultipleChoice" else (2, length)
+    ids = torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    ids[1, ..., 7:], mask[1, ..., 7:] = PAD, 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if name == "MPNetForMaskedLM":
+        labels = torch.full_like(ids, -100)
+        labels[:, [1, 4]] = ids[:, [1, 4]]
+        return {**inputs, "labels": labels}
+    if name in PER_SEQUENCE:
+        return {**inputs, "labels": torch.tensor([2, 0])}
+    if name == "MPNetForTokenClassification":
+        return {**inputs, "labels": (ids % 3).masked_fill(mask == 0, -100)}
+    if name == "MPNetForQuestionAnswering":
+        return {**inputs, "start_positions": torch.tensor([2, 11]), "end_positions": torch.tensor([4, 6])}
+    return inputs
+
+
+def _outputs(out) -> dict:
+    """The tensors a head returns, by name (the tuples of hidden states left out)."""
+    return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
+
+
+def _assert_same(ours, theirs, atol=1e-4):
+    assert sorted(ours) == sorted(theirs)
+    for key in theirs:
+        torch.testing.assert_close(ours[key], theirs[key], atol=atol, rtol=atol, msg=key)
+
+
+def _load_quietly(load, folder):
+    """Load, failing on any warning: a missing, unexpected or newly initialized weight is reported by one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return load(folder)
+
+
+@pytest.fixture(scope="module", params=list(HEADS))
+def tiny(request, tmp_path_factory):
+    name = request.param
+    folder = tmp_path_factory.mktemp(name)
+    reference = _reference(name)
+    reference.save_pretrained(folder)
+    return name, folder, reference, _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
+
+
+@torch.inference_mode()
+def test_every_head_matches_reference_on_a_padded_batch(tiny):
+    name, _, reference, model = tiny
+    assert type(model).__name__ == name and not model.training
+    inputs = _inputs(name)
+    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+
+
+@torch.inference_mode()
+def test_each_padded_row_gives_what_it_gives_alone(tiny):
+    name, _, _, model = tiny
+    inputs = {k: v for k, v in _inputs(name).items() if k in ("input_ids", "attention_mask")}
+    batched = _outputs(model(**inputs))
+    length = 7  # the second row's real tokens
+    alone = _outputs(model(inputs["input_ids"][1:, ..., :length]))
+    for key, value in alone.items():
+        row = batched[key][1:]
+        if name not in PER_SEQUENCE and key != "pooler_output":
+            row = row[:, :length]  # per-token outputs (B, T, ...): the padding positions are not compared
+        torch.testing.assert_close(row, value, atol=1e-5, rtol=1e-5, msg=key)
+
+
+@torch.inference_mode()
+def test_every_head_saves_and_loads_in_both_directions(tiny, tmp_path):
+    name, _, reference, model = tiny
+    model.save_pretrained(tmp_path)
+    theirs = _load_quietly(getattr(transformers, HEADS[name]).from_pretrained, tmp_path).eval()
+    ours = _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, tmp_path)
+    assert type(theirs).__name__ == type(ours).__name__ == name
+    inputs = _inputs(name)
+    _assert_same(_outputs(theirs(**inputs)), _outputs(reference(**inputs)), atol=1e-6)
+    _assert_same(_outputs(ours(**inputs)), _outputs(model(**inputs)), atol=1e-6)
+
+
+@torch.inference_mode()
+def test_hidden_states_and_attention_weights_match_reference(tiny):
+    name, _, reference, model = tiny
+    inputs = {k: v for k, v in _inputs(name).items() if k in ("input_ids", "attention_mask")}
+    ours = model(**inputs, output_hidden_states=True, output_attentions=True)
+    theirs = reference(**inputs, output_hidden_states=True, output_attentions=True)
+    assert len(ours.hidden_states) == len(theirs.hidden_states) == TINY["num_hidden_layers"] + 1
+    torch.testing.assert_close(ours.hidden_states, theirs.hidden_states, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours.attentions, theirs.attentions, atol=1e-4, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_token_type_ids_are_ignored_as_the_reference_does(tiny):
+    """A BERT-style tokenizer's token_type_ids change nothing (MPNet has no token types)."""
+    name, _, reference, model = tiny
+    inputs = _inputs(name)
+    token_types = (torch.arange(inputs["input_ids"].shape[-1]) >= 5).long().expand_as(inputs["input_ids"])
+    _assert_same(_outputs(model(**inputs, token_type_ids=token_types)), _outputs(reference(**inputs)))
+
+
+@torch.inference_mode()
+def test_inputs_embeds_give_the_reference_outputs(tiny):
+    """Given embeddings, every token counts as real when placing positions, as in the reference."""
+    name, _, reference, model = tiny
+    inputs = {k: v for k, v in _inputs(name).items() if k != "input_ids"}
+    embeds = model.get_input_embeddings()(_inputs(name)["input_ids"])
+    _assert_same(_outputs(model(inputs_embeds=embeds, **inputs)), _outputs(reference(inputs_embeds=embeds, **inputs)))
+
+
+@torch.inference_mode()
+def test_far_apart_tokens_fall_in_the_reference_log_buckets(tmp_path):
+    """Offsets past 8 are bucketed on a log scale up to 128, and farther ones share the last bucket."""
+    T = 150
+    _reference("MPNetModel", max_position_embeddings=T + 2).save_pretrained(tmp_path)
+    reference = transformers.MPNetModel.from_pretrained(tmp_path).eval()
+    model = _load_quietly(openformers.MPNetModel.from_pretrained, tmp_path)
+    theirs = reference.encoder.relative_position_bucket(torch.arange(T)[None, :] - torch.arange(T)[:, None])
+    assert torch.equal(relative_position_buckets(T, torch.device("cpu")), theirs)
+    ids = torch.randint(3, TINY["vocab_size"], (1, T), generator=torch.Generator().manual_seed(2))
+    _assert_same(_outputs(model(ids)), _outputs(reference(ids)))
+
+
+def test_masked_lm_from_config_ties_the_decoder_to_the_embeddings():
+    model = openformers.AutoModelForMaskedLM.from_config(configs.MPNetConfig(**TINY))
+    assert model.lm_head.decoder.weight is model.mpnet.embeddings.word_embeddings.weight
+    assert model.lm_head.decoder.bias is model.lm_head.bias
+    assert model.mpnet.pooler is None and not model.lm_head.bias.any()
+    model.resize_token_embeddings(TINY["vocab_size"] + 5)
+    assert model.lm_head.decoder.bias is model.lm_head.bias
+    assert model(torch.tensor([[5, 6, 7]])).logits.shape == (1, 3, TINY["vocab_size"] + 5)
+
+
+@torch.inference_mode()
+def test_an_untied_decoder_keeps_its_own_weights_and_bias_both_ways(tmp_path):
+    _reference("MPNetForMaskedLM", tie_word_embeddings=False).save_pretrained(tmp_path / "theirs")
+    reference = transformers.MPNetForMaskedLM.from_pretrained(tmp_path / "theirs").eval()
+    model = _load_quietly(openformers.MPNetForMaskedLM.from_pretrained, tmp_path / "theirs")
+    inputs = _inputs("MPNetForMaskedLM")
+    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+    model.save_pretrained(tmp_path / "ours")
+    again = _load_quietly(transformers.MPNetForMaskedLM.from_pretrained, tmp_path / "ours").eval()
+    _assert_same(_outputs(again(**inputs)), _outputs(reference(**inputs)), atol=1e-6)
+
+
+def test_config_defaults_and_validation():
+    config, reference = configs.MPNetConfig(), transformers.MPNetConfig()
+    for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                 "hidden_act", "hidden_dropout_prob", "relative_attention_num_buckets", "pad_token_id",
+                 "bos_token_id", "eos_token_id", "layer_norm_eps", "max_position_embeddings"):
+        assert getattr(config, name) == getattr(reference, name), name
+    with pytest.raises(ValueError, match="relative_attention_num_buckets"):
+        configs.MPNetConfig(relative_attention_num_buckets=16)
+    with pytest.raises(ValueError, match="hidden_size"):
+        configs.MPNetConfig(hidden_size=30, num_attention_heads=4)
+
+
+def test_every_head_drops_out_by_hidden_dropout_prob():
+    config = configs.MPNetConfig(**TINY, hidden_dropout_prob=0.3, classifier_dropout=0.7)
+    assert openformers.MPNetForTokenClassification(config).dropout.p == 0.3
+    assert openformers.MPNetForMultipleChoice(config).dropout.p == 0.3
+    assert openformers.MPNetForSequenceClassification(config).classifier.dropout.p == 0.3
+
+
+def test_encoder_refuses_a_cache_and_overlong_inputs():
+    model = openformers.AutoModel.from_config(configs.MPNetConfig(**TINY))
+    with pytest.raises(ValueError, match="past_key_values"):
+        model(torch.tensor([[5, 6]]), past_key_values=object())
+    with pytest.raises(ValueError, match="truncate"):
+        model(torch.full((1, TINY["max_position_embeddings"] - 1), 5))
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
+def test_training_gradients_match_reference(tmp_path, checkpointing):
+    """Without dropout, one training step's loss and every parameter's gradient (the shared relative-position
+    table's included) are the reference's."""
+    name = "MPNetForSequenceClassification"
+    _reference(name, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).save_pretrained(tmp_path)
+    reference = transformers.MPNetForSequenceClassification.from_pretrained(tmp_path).train()
+    model = openformers.MPNetForSequenceClassification.from_pretrained(tmp_path).train()
+    if checkpointing:
+        model.gradient_checkpointing_enable()
+    inputs = _inputs(name)
+    ours, theirs = model(**inputs).loss, reference(**inputs).loss
+    ours.backward()
+    theirs.backward()
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    grads = {n: p.grad for n, p in reference.named_parameters()}
+    for parameter_name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter.grad, grads[parameter_name], atol=1e-5, rtol=1e-4, msg=parameter_name)
