@@ -214,6 +214,17 @@ def test_hidden_states_and_attention_weights_match_the_reference(tiny):
 
 
 @torch.inference_mode()
+def test_inputs_embeds_and_tuples_match_the_reference(tiny):
+    _, reference, model = tiny
+    inputs = _inputs("CausalLM")
+    given = dict(inputs_embeds=reference.transformer.word_embeddings(inputs["input_ids"]),
+                 attention_mask=inputs["attention_mask"], labels=inputs["labels"], return_dict=False)
+    ours, theirs = model(**given), reference(**given)
+    for got, expected in zip(ours[:2], theirs[:2]):  # loss, logits
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@torch.inference_mode()
 def test_alibi_past_256_positions_rounds_as_the_reference(tmp_path):
     """The reference multiplies slopes by positions in bfloat16, so positions past 256 are rounded: so are ours."""
     reference = _reference(**VARIANTS["rw-alibi"])

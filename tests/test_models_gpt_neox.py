@@ -412,3 +412,27 @@ def test_tokenizer_options_and_saving_match_the_reference(tokenizer_folder, tmp_
         assert type(reloaded).__name__ == "GPTNeoXTokenizer"
         for text in TEXTS[:4]:
             assert reloaded(text)["input_ids"] == reference(text)["input_ids"], text
+
+
+@torch.inference_mode()
+def test_inputs_embeds_and_tuples_match_the_reference(tiny):
+    _, reference, model = tiny
+    inputs = _inputs("CausalLM")
+    given = dict(inputs_embeds=reference.gpt_neox.embed_in(inputs["input_ids"]),
+                 attention_mask=inputs["attention_mask"], labels=inputs["labels"], return_dict=False)
+    ours, theirs = model(**given), reference(**given)
+    for got, expected in zip(ours[:2], theirs[:2]):  # loss, logits
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_text_generation_pipeline_matches_the_reference(tokenizer_folder, tmp_path):
+    """A GPT-NeoX model and its tokenizer in one folder: the pipeline's texts are the reference's."""
+    vocabulary = len(transformers.AutoTokenizer.from_pretrained(str(tokenizer_folder)))
+    _reference(vocab_size=vocabulary, pad_token_id=1, bos_token_id=0, eos_token_id=0).save_pretrained(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).write_text((tokenizer_folder / name).read_text())
+    prompts = ["Hello world, this", "café déjà"]
+    options = dict(max_new_tokens=8, do_sample=False)
+    expected = transformers.pipeline("text-generation", model=str(tmp_path))(prompts, **options)
+    assert openformers.pipeline("text-generation", model=tmp_path)(prompts, **options) == expected

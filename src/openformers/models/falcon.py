@@ -218,10 +218,11 @@ class FalconDecoderLayer(nn.Module):
     def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
         normed = self.ln_attn(x) if self.two_norms else self.input_layernorm(x)
         h, weights = self.self_attention(normed, cos, sin, mask, cache, attention_path)
-        if not self.parallel:
+        if not self.parallel:  # the MLP reads the residual after attention
             x = x + F.dropout(h, self.attention_dropout, self.training)
-            return x + F.dropout(self.mlp(self.post_attention_layernorm(x)), self.hidden_dropout, self.training), weights
-        y = self.mlp(self.ln_mlp(x) if self.two_norms else normed) + h
+            y = self.mlp(self.post_attention_layernorm(x))
+        else:
+            y = self.mlp(self.ln_mlp(x) if self.two_norms else normed) + h
         return x + F.dropout(y, self.hidden_dropout, self.training), weights
 
 
