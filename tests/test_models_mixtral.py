@@ -173,6 +173,39 @@ def generation_inputs():
     return ids, (torch.arange(6) >= torch.tensor([[0], [2]])).long()
 
 
+def assert_loads_the_reference_in_memory_layout(reference, folder, head="ForCausalLM"):
+    """A checkpoint of the reference's state_dict() as it is in memory (the experts fused into 3D tensors, which
+    save_pretrained splits) loads too, as the reference loads it, to the same outputs."""
+    from safetensors.torch import save_file
+
+    reference.config.save_pretrained(folder)
+    state = reference.state_dict()
+    assert any(name.endswith("mlp.experts.gate_up_proj") for name in state)
+    save_file({name: t.contiguous() for name, t in state.items()}, str(folder / "model.safetensors"))
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, folder)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    expected = outputs_of(reference, head)
+    assert_outputs_close(outputs_of(model, head), expected, "fused layout")
+    assert_outputs_close(outputs_of(theirs, head), expected, "fused layout (reference)")
+
+
+def assert_int8_keeps_the_router_in_float(folder):
+    """quantization="int8" packs the experts' and attention's weights but leaves each router in floating point; the
+    logits stay near the float model's."""
+    from openformers.kernels import Linear
+    from openformers.models.mixtral import Router, SparseMoeBlock
+
+    plain = AutoModelForCausalLM.from_pretrained(folder)
+    packed = AutoModelForCausalLM.from_pretrained(folder, quantization="int8")
+    blocks = [m for m in packed.modules() if isinstance(m, SparseMoeBlock)]
+    assert blocks and all(type(b.gate) is Router and b.gate.weight.dtype == torch.float32 for b in blocks)
+    expert_layers = [m for b in blocks for m in b.experts.modules() if isinstance(m, torch.nn.Linear)]
+    assert expert_layers and all(isinstance(m, Linear) and m.scale is not None for m in expert_layers)
+    ids, mask = padded_batch()
+    torch.testing.assert_close(packed(ids, attention_mask=mask).logits, plain(ids, attention_mask=mask).logits,
+                               atol=2e-2, rtol=0)
+
+
 def assert_kernel_refuses(model, reference):
     """The CPU kernel refuses the config by name and leaves the model plain, with the reference's logits."""
     from openformers import kernels
@@ -294,7 +327,8 @@ def test_every_head_saves_what_the_reference_loads_and_back(tiny_head, tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["architectures"] == [f"Mixtral{head}"]
     from safetensors import safe_open
 
-    with safe_open(folder / "model.safetensors", "pt") as theirs, safe_open(tmp_path / "model.safetensors", "pt") as ours:
+    with safe_open(folder / "model.safetensors", "pt") as theirs, \
+            safe_open(tmp_path / "model.safetensors", "pt") as ours:
         assert sorted(ours.keys()) == sorted(theirs.keys())  # block_sparse_moe.experts.{e}.w1... as the reference saves
     expected = outputs_of(reference, head)
     theirs = getattr(transformers, HEADS[head]).from_pretrained(tmp_path).eval()
@@ -399,6 +433,16 @@ def test_only_the_chosen_experts_run(tiny):
 
 
 @torch.inference_mode()
+def test_a_checkpoint_in_the_reference_in_memory_layout_loads(tmp_path):
+    assert_loads_the_reference_in_memory_layout(_reference(), tmp_path)
+
+
+@torch.inference_mode()
+def test_int8_quantization_keeps_the_router_in_float(tiny):
+    assert_int8_keeps_the_router_in_float(tiny[0])
+
+
+@torch.inference_mode()
 def test_the_cpu_kernel_leaves_mixtral_on_the_plain_path_with_the_same_logits(tiny):
     _, reference, model = tiny
     assert_kernel_refuses(model, reference)
@@ -438,6 +482,8 @@ def test_heads_build_on_the_mixtral_base_model():
         base = model if head == "Model" else model.base_model
         assert type(base).__name__ == "MixtralModel"
         assert len(base.layers[0].block_sparse_moe.experts) == TINY["num_local_experts"]
+        router = base.layers[0].block_sparse_moe.gate.weight  # initialized as the reference's: normal(0, 0.02)
+        assert router.isfinite().all() and 0.01 < router.std() < 0.03
     assert hasattr(openformers.MixtralForQuestionAnswering(config), "model")  # the reference's name
 
 
@@ -465,6 +511,30 @@ def test_gguf_written_like_llama_cpp_matches_the_original(tmp_path, tied):
     assert model.config.tie_word_embeddings == tied and model.generation_config.eos_token_id == 2
     assert_outputs_close(outputs_of(model, "ForCausalLM"), outputs_of(reference, "ForCausalLM"), "GGUF")
     assert openformers.AutoConfig.from_pretrained(tmp_path / "mixtral.gguf").model_type == "mixtral"
-    model.save_pretrained(tmp_path / "saved")  # the unstacked experts are tensors of their own
+    model.save_pretrained(tmp_path / "saved")  # the split experts are tensors of their own
     assert_outputs_close(outputs_of(transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "saved"),
                                     "ForCausalLM"), outputs_of(reference, "ForCausalLM"), "GGUF saved")
+
+
+@torch.inference_mode()
+def test_gguf_with_one_tensor_per_expert_loads(tmp_path):
+    """llama.cpp converted Mixtral before April 2024 with each expert's weights apart (blk.N.ffn_gate.E.weight)."""
+    import gguf
+
+    reference = _reference()
+    writer = gguf.GGUFWriter(str(tmp_path / "mixtral.gguf"), "llama")
+    writer.add_expert_count(reference.config.num_local_experts)
+
+    class PerExpert:  # the writer, with each stacked expert tensor written as one tensor per expert
+        def __getattr__(self, name):
+            return getattr(writer, name)
+
+        def add_tensor(self, name, w):
+            if "_exps." not in name:
+                return writer.add_tensor(name, w)
+            for e, expert in enumerate(w):
+                writer.add_tensor(name.replace("_exps.", f".{e}."), np.ascontiguousarray(expert))
+
+    write_gguf(PerExpert(), reference, GGUF_NAMES, permute_heads=True)
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "mixtral.gguf")
+    assert_outputs_close(outputs_of(model, "ForCausalLM"), outputs_of(reference, "ForCausalLM"), "GGUF per expert")

@@ -18,8 +18,10 @@ from test_models_mixtral import (
     HEADS,
     assert_base_model_router_logits_match,
     assert_cached_decoding_equals_the_full_forward,
+    assert_int8_keeps_the_router_in_float,
     assert_kernel_refuses,
     assert_left_padded_batch_equals_single_rows,
+    assert_loads_the_reference_in_memory_layout,
     assert_outputs_close,
     assert_training_matches,
     experts_run_per_step,
@@ -42,7 +44,8 @@ TINY = dict(
 )
 VARIANTS = {
     "all-sparse": {},
-    "mixed-normed-tied": dict(decoder_sparse_step=2, mlp_only_layers=[2], norm_topk_prob=True, tie_word_embeddings=True),
+    "mixed-normed-tied": dict(decoder_sparse_step=2, mlp_only_layers=[2], norm_topk_prob=True,
+                              tie_word_embeddings=True),
     "windowed": dict(use_sliding_window=True, sliding_window=4, mlp_only_layers=[0]),
 }
 EXPERT_NAMES = ("gate_proj", "up_proj", "down_proj")
@@ -96,7 +99,8 @@ def test_every_head_saves_what_the_reference_loads_and_back(tiny_head, tmp_path)
     assert config["num_experts"] == config["num_local_experts"] == TINY["num_experts"]  # both names, as both read
     from safetensors import safe_open
 
-    with safe_open(folder / "model.safetensors", "pt") as theirs, safe_open(tmp_path / "model.safetensors", "pt") as ours:
+    with safe_open(folder / "model.safetensors", "pt") as theirs, \
+            safe_open(tmp_path / "model.safetensors", "pt") as ours:
         assert sorted(ours.keys()) == sorted(theirs.keys())  # mlp.experts.{e}.gate_proj... as the reference saves
     expected = outputs_of(reference, head)
     theirs = getattr(transformers, HEADS[head]).from_pretrained(tmp_path).eval()
@@ -168,6 +172,16 @@ def test_only_the_chosen_experts_run_in_the_sparse_layers(tiny):
     config = model.config
     sparse = sum(config.is_sparse(i) for i in range(config.num_hidden_layers))
     assert experts_run_per_step(model, ids_of(1, 1)) == [config.num_experts_per_tok] * sparse
+
+
+@torch.inference_mode()
+def test_a_checkpoint_in_the_reference_in_memory_layout_loads(tmp_path):
+    assert_loads_the_reference_in_memory_layout(_reference(mlp_only_layers=[0]), tmp_path)
+
+
+@torch.inference_mode()
+def test_int8_quantization_keeps_the_router_in_float(tiny):
+    assert_int8_keeps_the_router_in_float(tiny[0])
 
 
 @torch.inference_mode()

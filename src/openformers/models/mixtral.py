@@ -1,18 +1,20 @@
 """Mixtral decoders in plain torch.nn: Mistral's network with a sparse mixture of experts in place of the MLP.
 
-Each layer's `block_sparse_moe` holds a router (`gate`, a linear layer scoring the `num_local_experts` experts) and
-the experts, SwiGLU MLPs named as in the checkpoints (`experts.{e}.w1` gate, `w3` up, `w2` down). A token is sent to
-its `num_experts_per_tok` best-scored experts, whose outputs are summed with the softmax weights of those scores,
+Each layer's `block_sparse_moe` holds a router (`gate`, scoring the `num_local_experts` experts) and the experts,
+SwiGLU MLPs named as in the checkpoints (`experts.{e}.w1` gate, `w3` up, `w2` down). A token is sent to its
+`num_experts_per_tok` best-scored experts, whose outputs are summed with the softmax weights of those scores,
 renormalized over the chosen ones. The experts run only on the tokens routed to them (`SparseMoeBlock.mix`), so a
-step costs the chosen experts' work, not every expert's.
+step costs the chosen experts' work, not every expert's. The router is not an nn.Linear, so quantization leaves it
+in floating point.
 
 Parameter names are those of the checkpoints the reference saves and the Hub holds (the reference fuses the experts
-into 3D tensors in memory and splits them back on saving), so a folder loads strictly and saves back unchanged. With
-`output_router_logits` the base model returns every layer's router scores and the causal LM adds the reference's
-load-balancing loss (`load_balancing_loss`) to its loss. GGUF files store Mixtral under llama.cpp's "llama"
-architecture with `llama.expert_count` set, each layer's experts stacked into one tensor per projection; they are
-read here (`config_from_gguf`, `convert_gguf_state_dict`). Qwen3-MoE (qwen3_moe.py) reuses the block, the layer and
-the heads. The CPU decoding kernel refuses both (kernels/llama.py knows no model_type "mixtral" or "qwen3_moe").
+into 3D tensors in memory and splits them back on saving; a file holding the fused tensors loads too), so a folder
+loads strictly and saves back unchanged. With `output_router_logits` the base model returns every layer's router
+scores and the causal LM adds the reference's load-balancing loss (`load_balancing_loss`) to its loss. GGUF files
+store Mixtral under llama.cpp's "llama" architecture with `llama.expert_count` set, each layer's experts stacked into
+one tensor per projection (or, in files converted before April 2024, one tensor per expert); they are read here
+(`config_from_gguf`, `convert_gguf_state_dict`). Qwen3-MoE (qwen3_moe.py) reuses the block, the layer and the heads.
+The CPU decoding kernel refuses both (kernels/llama.py knows no model_type "mixtral" or "qwen3_moe").
 """
 
 import re
@@ -49,28 +51,56 @@ def config_from_gguf(gguf, **overrides):
 # Mixtral's files say "llama": the reader of that architecture tells the two apart (llama.py is imported first).
 GGUF_CONFIG_READERS["llama"] = config_from_gguf
 
-# llama.cpp's stacked expert tensors, by projection: (experts, out, in) each.
-_STACKED_EXPERTS = re.compile(r"^(?P<layer>model\.layers\.\d+)\.ffn_(?P<kind>gate|up|down)_exps\.weight$")
+# llama.cpp's expert tensors: one per layer and projection with the experts stacked (experts, out, in), or in files
+# converted before April 2024 one per expert (`blk.N.ffn_gate.E.weight`).
+_GGUF_EXPERTS = re.compile(r"^blk\.(?P<layer>\d+)\.ffn_(?P<kind>gate|up|down)(_exps|\.(?P<expert>\d+))\.weight$")
 
 
-def unstack_gguf_experts(state_dict: dict[str, torch.Tensor], block: str, names: dict[str, str]) -> dict:
-    """Split each layer's stacked `ffn_{gate,up,down}_exps` tensor (renamed under `model.layers.N`) into one weight
-    per expert, `model.layers.N.{block}.experts.{e}.{names[kind]}.weight`; other tensors pass unchanged."""
+def split_gguf_experts(state_dict: dict[str, torch.Tensor], block: str, names: dict[str, str]) -> dict:
+    """A GGUF state dict (llama.cpp's names) with each expert's weights apart, named
+    `blk.N.{block}.experts.{e}.{names[kind]}.weight` (kind: gate, up or down); the others pass unchanged."""
     out = {}
     for key, t in state_dict.items():
-        match = _STACKED_EXPERTS.match(key)
+        match = _GGUF_EXPERTS.match(key)
         if match is None:
             out[key] = t
             continue
+        name = f"blk.{match['layer']}.{block}.experts.{{}}.{names[match['kind']]}.weight"
+        if match["expert"] is not None:
+            out[name.format(match["expert"])] = t
+            continue
         for e in range(t.shape[0]):  # a copy each: safetensors refuses to save tensors that share storage
-            out[f"{match['layer']}.{block}.experts.{e}.{names[match['kind']]}.weight"] = t[e].clone()
+            out[name.format(e)] = t[e].clone()
     return out
 
 
 def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: MixtralConfig) -> dict[str, torch.Tensor]:
-    """Llama's renames and query/key row order (llama.py), then the router's name and the experts unstacked."""
-    state_dict = rename(llama.convert_gguf_state_dict(state_dict, config), {"ffn_gate_inp": "block_sparse_moe.gate"})
-    return unstack_gguf_experts(state_dict, "block_sparse_moe", {"gate": "w1", "up": "w3", "down": "w2"})
+    """The experts split out, then Llama's renames and query/key row order (llama.py), and the router's name."""
+    state_dict = split_gguf_experts(state_dict, "block_sparse_moe", {"gate": "w1", "up": "w3", "down": "w2"})
+    return rename(llama.convert_gguf_state_dict(state_dict, config), {"ffn_gate_inp": "block_sparse_moe.gate"})
+
+
+def split_fused_experts(state_dict: dict[str, torch.Tensor], block: str, names: tuple[str, str, str]) -> dict:
+    """A checkpoint holding the experts as the reference holds them in memory (`X.mlp.experts.gate_up_proj`
+    (E, 2I, C), `X.mlp.experts.down_proj` (E, C, I), the router `X.mlp.gate.weight`), under the names the reference
+    saves: `X.{block}.experts.{e}.{gate, up, down name}.weight` and `X.{block}.gate.weight`. Others pass unchanged."""
+    gate, up, down = names
+    out = {}
+    for key, t in state_dict.items():
+        prefix, _, rest = key.partition(".mlp.")
+        if rest == "experts.gate_up_proj":
+            for e, w in enumerate(t):
+                w_gate, w_up = w.chunk(2)
+                out[f"{prefix}.{block}.experts.{e}.{gate}.weight"] = w_gate.clone()
+                out[f"{prefix}.{block}.experts.{e}.{up}.weight"] = w_up.clone()
+        elif rest == "experts.down_proj":
+            for e, w in enumerate(t):
+                out[f"{prefix}.{block}.experts.{e}.{down}.weight"] = w.clone()
+        elif rest == "gate.weight":
+            out[f"{prefix}.{block}.gate.weight"] = t
+        else:
+            out[key] = t
+    return out
 
 
 def route(router_logits: torch.Tensor, top_k: int, normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,6 +130,19 @@ def load_balancing_loss(router_logits: tuple[torch.Tensor, ...], num_experts: in
     return num_experts * ((picks * mask).sum(0) / total * (probs * mask).sum(0) / total).sum()
 
 
+class Router(nn.Module):
+    """The scores of the experts for each token, a linear layer without bias. Not an nn.Linear, so quantization
+    (kernels.quantize) leaves it in floating point, as llama.cpp keeps ffn_gate_inp: its errors change which experts
+    run."""
+
+    def __init__(self, hidden_size: int, num_experts: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_experts, hidden_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+
 class MixtralExpert(nn.Module):
     """One expert: a SwiGLU MLP under the checkpoints' names (w1 gate, w3 up, w2 down)."""
 
@@ -125,7 +168,7 @@ class SparseMoeBlock(nn.Module):
     def __init__(self, hidden_size: int, experts: list[nn.Module], top_k: int, normalize: bool,
                  weights_in_model_dtype: bool = False, jitter_noise: float = 0.0):
         super().__init__()
-        self.gate = nn.Linear(hidden_size, len(experts), bias=False)
+        self.gate = Router(hidden_size, len(experts))
         self.experts = nn.ModuleList(experts)
         self.top_k, self.normalize = top_k, normalize
         self.weights_in_model_dtype, self.jitter_noise = weights_in_model_dtype, jitter_noise
@@ -196,6 +239,15 @@ class MixtralDecoderLayer(nn.Module):
 class MixtralPreTrainedModel(llama.LlamaPreTrainedModel):
     config_class = MixtralConfig
     convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
+
+    @staticmethod
+    def from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return split_fused_experts(state_dict, "block_sparse_moe", ("w1", "w3", "w2"))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, Router):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
 
     def architecture_name(self) -> str:
         return type(self).__name__

@@ -27,7 +27,8 @@ from .mixtral import (
     MixtralPreTrainedModel,
     MoeCausalLM,
     SparseMoeBlock,
-    unstack_gguf_experts,
+    split_fused_experts,
+    split_gguf_experts,
 )
 from .qwen3 import QWEN3_GGUF_RENAMES, Qwen3Attention
 
@@ -54,9 +55,9 @@ GGUF_CONFIG_READERS["qwen3moe"] = config_from_gguf
 
 
 def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: Qwen3MoeConfig) -> dict[str, torch.Tensor]:
-    """Qwen3's renames (the rows are in the reference's order already), the router's name, the experts unstacked."""
-    state_dict = rename(state_dict, {**QWEN3_GGUF_RENAMES, "ffn_gate_inp": "mlp.gate"})
-    return unstack_gguf_experts(state_dict, "mlp", {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"})
+    """The experts split out, then Qwen3's renames (the rows are in the reference's order already) and the router's."""
+    state_dict = split_gguf_experts(state_dict, "mlp", {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"})
+    return rename(state_dict, {**QWEN3_GGUF_RENAMES, "ffn_gate_inp": "mlp.gate"})
 
 
 class Qwen3MoeMLP(nn.Module):
@@ -92,6 +93,10 @@ class Qwen3MoeDecoderLayer(MixtralDecoderLayer):
 class Qwen3MoePreTrainedModel(MixtralPreTrainedModel):
     config_class = Qwen3MoeConfig
     convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
+
+    @staticmethod
+    def from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return split_fused_experts(state_dict, "mlp", ("gate_proj", "up_proj", "down_proj"))
 
     def new_base_model(self, config: Qwen3MoeConfig) -> "Qwen3MoeModel":
         return Qwen3MoeModel(config)
