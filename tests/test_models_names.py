@@ -46,6 +46,9 @@ TINY_CONFIGS = {
                                       num_attention_heads=4, intermediate_size=37, max_position_embeddings=32)),
     "mpnet": ("MPNetConfig", dict(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                                   intermediate_size=37, max_position_embeddings=32)),
+    "deberta-v2": ("DebertaV2Config", dict(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                           intermediate_size=37, max_position_embeddings=32, relative_attention=True,
+                                           pos_att_type="p2c|c2p", position_buckets=8, share_att_key=True)),
 }
 AUTO_CLASSES = (
     "AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForSequenceClassification",
@@ -56,7 +59,8 @@ MODEL_MODULES = ("openformers.models.llama", "openformers.models.olmo2", "openfo
                  "openformers.models.mixtral", "openformers.models.qwen3_moe",
                  "openformers.models.gpt2", "openformers.models.bert",
                  "openformers.models.distilbert", "openformers.models.xlm_roberta", "openformers.models.modernbert",
-                 "openformers.models.albert", "openformers.models.electra", "openformers.models.mpnet")
+                 "openformers.models.albert", "openformers.models.electra", "openformers.models.mpnet",
+                 "openformers.models.deberta_v2")
 
 
 @pytest.fixture(scope="module", params=list(TINY_CONFIGS))

@@ -17,9 +17,8 @@ import openformers  # noqa: E402
 
 # Families whose models openformers ships: every class of theirs is in scope.
 SHIPPED_FAMILIES = {"llama", "mistral", "qwen2", "gpt2", "bert", "roberta", "qwen3", "gemma2", "distilbert",
-                    "xlm_roberta", "phi3", "olmo2", "starcoder2", "modernbert", "bart", "gpt_neox", "falcon", "mixtral", "qwen3_moe"}
-# Families whose tokenizers people construct directly, whose models belong to the issue "Model families".
-TOKENIZER_ONLY_FAMILIES = {"t5"}
+                    "xlm_roberta", "phi3", "olmo2", "starcoder2", "bart", "modernbert", "t5", "mt5", "mixtral", "qwen3_moe",
+                    "albert", "electra", "mpnet", "deberta_v2", "gpt_neox", "falcon"}
 
 AUTO_CLASSES_IN_SCOPE = {
     "AutoConfig", "AutoTokenizer", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification",
@@ -49,8 +48,6 @@ EXCLUDED_MODULES = {
     "utils.quantization_config": "third-party quantization backends; openformers quantizes with quantization=",
     "utils.dummy_torchvision_objects": "vision", "utils.dummy_mistral_common_objects": "the mistral-common backend",
     "convert_slow_tokenizer": "there are no slow tokenizers to convert: one engine serves every tokenizer",
-    "trainer_seq2seq": "encoder-decoders: the issue 'Model families'",
-    "training_args_seq2seq": "encoder-decoders: the issue 'Model families'",
     "distributed": "distributed training: the issue 'LoRA/QLoRA and FSDP'",
     "trainer_pt_utils": "distributed training: the issue 'LoRA/QLoRA and FSDP'",
     "hf_argparser": "command-line parsing of dataclasses, outside the library's common path",
@@ -85,8 +82,7 @@ EXCLUDED_NAMES = {
     "PythonBackend": "tokenizer backend", "TokenizersBackend": "tokenizer backend",
     "SentencePieceBackend": "tokenizer backend", "MistralCommonBackend": "tokenizer backend",
     # building blocks of the reference's own model code
-    "AttentionInterface": "attention registry", "Qwen2RMSNorm": "a layer, not a model", "BertLayer": "a layer", "MPNetLayer": "a layer",
-    "GPTNeoXLayer": "a layer",
+    "AttentionInterface": "attention registry", "Qwen2RMSNorm": "a layer, not a model", "BertLayer": "a layer", "MPNetLayer": "a layer", "GPTNeoXLayer": "a layer",
     "BasicTokenizer": "the slow BERT tokenizer's parts", "WordpieceTokenizer": "same", "BertTokenizerLegacy": "same",
     "DataCollatorForPermutationLanguageModeling": "XLNet's objective",
     "add_start_docstrings": "docstring decorators of the reference's model code", "add_end_docstrings": "same",
@@ -111,8 +107,6 @@ def _in_scope(name: str, module: str) -> bool:
         family = module.split(".")[1]
         if family == "auto":
             return name in AUTO_CLASSES_IN_SCOPE
-        if family in TOKENIZER_ONLY_FAMILIES:
-            return "Tokenizer" in name
         return family in SHIPPED_FAMILIES
     if module == "pipelines" and any(word in name for word in MODALITY_WORDS):
         return False

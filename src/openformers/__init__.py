@@ -27,8 +27,10 @@ _public(
     "SPIECE_UNDERLINE", "BertTokenizer", "BertTokenizerFast", "DistilBertTokenizer", "DistilBertTokenizerFast",
     "GPT2Tokenizer", "GPT2TokenizerFast", "RobertaTokenizer", "RobertaTokenizerFast", "LlamaTokenizer",
     "LlamaTokenizerFast", "Qwen2Tokenizer", "Qwen2TokenizerFast", "T5Tokenizer", "T5TokenizerFast",
-    "XLMRobertaTokenizer", "XLMRobertaTokenizerFast", "BartTokenizer", "BartTokenizerFast",
-    "GPTNeoXTokenizer", "GPTNeoXTokenizerFast",
+    "XLMRobertaTokenizer", "XLMRobertaTokenizerFast",
+    "AlbertTokenizer", "AlbertTokenizerFast", "MPNetTokenizer", "MPNetTokenizerFast", "ElectraTokenizer",
+    "ElectraTokenizerFast", "GPTNeoXTokenizer", "GPTNeoXTokenizerFast", "BartTokenizer", "BartTokenizerFast",
+    "DebertaV2Tokenizer", "DebertaV2TokenizerFast",
 )
 _public(
     "openformers.configs",
@@ -41,12 +43,14 @@ _public(
     "Gemma3TextConfig",
     "DistilBertConfig",
     "XLMRobertaConfig",
-    "AlbertConfig", "ElectraConfig", "MPNetConfig",
+    "T5Config", "MT5Config",
     "GPTNeoXConfig", "FalconConfig",
+    "AlbertConfig", "ElectraConfig", "MPNetConfig",
     "Olmo2Config",
     "Starcoder2Config",
     "BartConfig",
     "ModernBertConfig",
+    "DebertaV2Config",
 )
 _public(
     "openformers.models.auto",
@@ -99,6 +103,11 @@ _public(
     "XLMRobertaForMultipleChoice",
 )
 _public(
+    "openformers.models.deberta_v2",
+    "DebertaV2PreTrainedModel", "DebertaV2Model", "DebertaV2ForMaskedLM", "DebertaV2ForSequenceClassification",
+    "DebertaV2ForTokenClassification", "DebertaV2ForQuestionAnswering", "DebertaV2ForMultipleChoice",
+)
+_public(
     "openformers.models.modernbert",
     "ModernBertPreTrainedModel", "ModernBertModel", "ModernBertForMaskedLM", "ModernBertForSequenceClassification",
     "ModernBertForTokenClassification", "ModernBertForQuestionAnswering", "ModernBertForMultipleChoice",
@@ -118,16 +127,6 @@ _public(
     "Starcoder2ForTokenClassification",
 )
 _public(
-    "openformers.models.gpt_neox",
-    "GPTNeoXPreTrainedModel", "GPTNeoXModel", "GPTNeoXForCausalLM", "GPTNeoXForSequenceClassification",
-    "GPTNeoXForTokenClassification", "GPTNeoXForQuestionAnswering",
-)
-_public(
-    "openformers.models.falcon",
-    "FalconPreTrainedModel", "FalconModel", "FalconForCausalLM", "FalconForSequenceClassification",
-    "FalconForTokenClassification", "FalconForQuestionAnswering",
-)
-_public(
     "openformers.models.albert",
     "AlbertPreTrainedModel", "AlbertModel", "AlbertForPreTraining", "AlbertForMaskedLM",
     "AlbertForSequenceClassification", "AlbertForTokenClassification", "AlbertForQuestionAnswering",
@@ -143,6 +142,23 @@ _public(
     "openformers.models.mpnet",
     "MPNetPreTrainedModel", "MPNetModel", "MPNetForMaskedLM", "MPNetForSequenceClassification",
     "MPNetForTokenClassification", "MPNetForQuestionAnswering", "MPNetForMultipleChoice",
+)
+_public(
+    "openformers.models.gpt_neox",
+    "GPTNeoXPreTrainedModel", "GPTNeoXModel", "GPTNeoXForCausalLM", "GPTNeoXForSequenceClassification",
+    "GPTNeoXForTokenClassification", "GPTNeoXForQuestionAnswering",
+)
+_public(
+    "openformers.models.falcon",
+    "FalconPreTrainedModel", "FalconModel", "FalconForCausalLM", "FalconForSequenceClassification",
+    "FalconForTokenClassification", "FalconForQuestionAnswering",
+)
+_public(
+    "openformers.models.t5",
+    "T5PreTrainedModel", "T5Model", "T5ForConditionalGeneration", "T5EncoderModel", "T5ForSequenceClassification",
+    "T5ForTokenClassification", "T5ForQuestionAnswering",
+    "MT5PreTrainedModel", "MT5Model", "MT5ForConditionalGeneration", "MT5EncoderModel", "MT5ForSequenceClassification",
+    "MT5ForTokenClassification", "MT5ForQuestionAnswering",
 )
 _public(
     "openformers.models.phi3",
@@ -192,6 +208,7 @@ _public(
 _public(
     "openformers.training",
     "Trainer", "TrainingArguments", "TrainerCallback", "TrainerState", "TrainerControl", "CallbackHandler",
+    "Seq2SeqTrainer", "Seq2SeqTrainingArguments",
     "DefaultFlowCallback", "ProgressCallback", "PrinterCallback", "EarlyStoppingCallback", "ExportableState",
     "IntervalStrategy", "SchedulerType", "EvalPrediction", "set_seed", "enable_full_determinism",
     "DataCollator", "DefaultDataCollator", "default_data_collator", "DataCollatorWithPadding",
@@ -235,6 +252,8 @@ _REFERENCE_MODULE_PATHS = {
     "openformers.trainer_callback": "openformers.training.callbacks",
     "openformers.trainer_utils": "openformers.training",
     "openformers.training_args": "openformers.training.arguments",
+    "openformers.trainer_seq2seq": "openformers.training.seq2seq",
+    "openformers.training_args_seq2seq": "openformers.training.seq2seq",
     "openformers.optimization": "openformers.training",
     "openformers.data.data_collator": "openformers.training.collators",
     # Watermarking is one module here and is spread over several there: the package holds every name.

@@ -25,12 +25,14 @@ from . import gemma
 from . import distilbert
 from . import xlm_roberta
 from . import albert, electra, mpnet
-from . import gpt_neox
-from . import falcon
 from . import olmo2
 from . import starcoder2
-from . import modernbert
+from . import gpt_neox
+from . import falcon
 from . import bart
+from . import t5
+from . import modernbert
+from . import deberta_v2
 from .base import PreTrainedModel, load_pretrained
 
 
@@ -102,6 +104,10 @@ MODEL_CLASSES = {
         "pretraining": "DistilBertForMaskedLM",
     }),
     "xlm-roberta": (xlm_roberta, {**_encoder_classes("XLMRoberta"), "pretraining": "XLMRobertaForMaskedLM"}),
+    "deberta-v2": (deberta_v2, {  # no causal-LM head; pretraining is the masked LM
+        **{task: name for task, name in _encoder_classes("DebertaV2").items() if task != "causal-lm"},
+        "pretraining": "DebertaV2ForMaskedLM",
+    }),
     "albert": (albert, {  # no causal-LM head; pretraining adds sentence-order prediction
         **{task: name for task, name in _encoder_classes("Albert").items() if task != "causal-lm"},
         "pretraining": "AlbertForPreTraining",
@@ -111,8 +117,6 @@ MODEL_CLASSES = {
         **{task: name for task, name in _encoder_classes("MPNet").items() if task != "causal-lm"},
         "pretraining": "MPNetForMaskedLM",
     }),
-    "gpt_neox": (gpt_neox, _decoder_classes("GPTNeoX")),  # GPT-NeoX and Pythia
-    "falcon": (falcon, _decoder_classes("Falcon")),
     "olmo2": (olmo2, {  # Llama with its norms after each branch; the reference has these three heads
         "base": "Olmo2Model",
         "causal-lm": "Olmo2ForCausalLM",
@@ -124,9 +128,8 @@ MODEL_CLASSES = {
         "sequence-classification": "Starcoder2ForSequenceClassification",
         "token-classification": "Starcoder2ForTokenClassification",
     }),
-    "modernbert": (modernbert, {  # an encoder without causal-LM or pre-training heads
-        task: name for task, name in _encoder_classes("ModernBert").items() if task != "causal-lm"
-    }),
+    "gpt_neox": (gpt_neox, _decoder_classes("GPTNeoX")),  # GPT-NeoX and Pythia
+    "falcon": (falcon, _decoder_classes("Falcon")),
     "bart": (bart, {  # an encoder-decoder; the reference maps masked LM and pre-training to the seq2seq LM too
         "base": "BartModel",
         "seq2seq-lm": "BartForConditionalGeneration",
@@ -135,6 +138,24 @@ MODEL_CLASSES = {
         "causal-lm": "BartForCausalLM",
         "sequence-classification": "BartForSequenceClassification",
         "question-answering": "BartForQuestionAnswering",
+    }),
+    "t5": (t5, {  # T5 and Flan-T5; the seq2seq LM is also the pre-training head
+        "base": "T5Model",
+        "seq2seq-lm": "T5ForConditionalGeneration",
+        "pretraining": "T5ForConditionalGeneration",
+        "sequence-classification": "T5ForSequenceClassification",
+        "token-classification": "T5ForTokenClassification",
+        "question-answering": "T5ForQuestionAnswering",
+    }),
+    "mt5": (t5, {
+        "base": "MT5Model",
+        "seq2seq-lm": "MT5ForConditionalGeneration",
+        "sequence-classification": "MT5ForSequenceClassification",
+        "token-classification": "MT5ForTokenClassification",
+        "question-answering": "MT5ForQuestionAnswering",
+    }),
+    "modernbert": (modernbert, {  # an encoder without causal-LM or pre-training heads
+        task: name for task, name in _encoder_classes("ModernBert").items() if task != "causal-lm"
     }),
 }
 

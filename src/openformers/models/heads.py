@@ -192,13 +192,17 @@ class PooledSequenceClassification(HeadModel):
         base = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
                                    inputs_embeds, use_cache, output_attentions, output_hidden_states)
         logits = self.sequence_logits(base)  # (B, num_labels)
-        loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
+        loss = None if labels is None else self.sequence_loss(logits, labels)
         output = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=base.hidden_states,
                                           attentions=base.attentions)
         return self.returned(output, return_dict)
 
     def sequence_logits(self, base: ModelOutput) -> torch.Tensor:
         return self.project(self.dropout(base.pooler_output))
+
+    def sequence_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss by config.problem_type (DeBERTa-v2 has rules of its own when that is None)."""
+        return sequence_classification_loss(logits, labels, self.config)
 
 
 class TokenClassification(HeadModel):

@@ -20,6 +20,7 @@ ACTIVATIONS = {
     "relu": F.relu,
     "silu": F.silu,
     "swish": F.silu,
+    "tanh": torch.tanh,  # DeBERTa-v2's convolution and pooler may name it
 }
 
 

@@ -1026,7 +1026,7 @@ def _id_list(ids, name: str) -> list[int]:
 # the reference, which builds some families from them, loads the same tokenizer back.
 _SAVED_OPTIONS = (
     "do_lower_case", "strip_accents", "tokenize_chinese_chars", "add_prefix_space", "trim_offsets", "legacy",
-    "add_bos_token", "add_eos_token", "split_special_tokens",
+    "add_bos_token", "add_eos_token", "split_special_tokens", "split_by_punct", "keep_accents",
 )  # fmt: skip
 _SENTENCEPIECE_FAMILIES = ("LlamaTokenizer", "T5Tokenizer", "XLMRobertaTokenizer")
 _OVERRIDES = frozenset(SPECIAL_TOKEN_NAMES) | {

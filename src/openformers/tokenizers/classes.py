@@ -15,12 +15,13 @@ As in the reference 5.x, each `...Fast` name is the same class as the name witho
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from .. import hub
 from . import loaders
 from .base import PreTrainedTokenizerBase, in_subfolder
-from .pipeline import Pipeline
+from .pipeline import AddedVocabulary, Pipeline
 
 
 class TokenizersBackend(PreTrainedTokenizerBase):
@@ -226,6 +227,96 @@ class GPTNeoXTokenizer(TokenizersBackend):
             self._pipeline.source = {**self._pipeline.source, **parts}
 
 
+class DebertaV2Tokenizer(TokenizersBackend):
+    """DeBERTa-v2/v3's SentencePiece Unigram (spm.model or tokenizer.json), laid out `[CLS] A [SEP] B [SEP]`.
+
+    Like the reference, it keeps a tokenizer.json's vocabulary, added tokens and layout and builds the rest itself:
+    lowercased with `do_lower_case`, punctuation split off with `split_by_punct`, "▁" before every word (before the
+    first only with add_prefix_space=False).
+    """
+
+    family = "DebertaV2Tokenizer"
+    model_input_names = ["input_ids", "token_type_ids", "attention_mask"]
+
+    def __init__(
+        self, vocab_file=None, do_lower_case=False, split_by_punct=False, bos_token="[CLS]", eos_token="[SEP]",
+        unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]",
+        add_prefix_space=True, **kwargs,
+    ):  # fmt: skip
+        super().__init__(
+            vocab_file, do_lower_case=do_lower_case, split_by_punct=split_by_punct, bos_token=bos_token,
+            eos_token=eos_token, unk_token=unk_token, sep_token=sep_token, pad_token=pad_token, cls_token=cls_token,
+            mask_token=mask_token, add_prefix_space=add_prefix_space, **kwargs,
+        )  # fmt: skip
+        source = self._pipeline.source
+        if source is not None and source.get("model", {}).get("type") == "Unigram":
+            parts = loaders.deberta_v2_parts(source, do_lower_case, split_by_punct, add_prefix_space)
+            for slot, spec in parts.items():
+                setattr(self._pipeline, slot, loaders.build_part(slot, spec))
+            self._pipeline.source = {**source, **parts}  # what save_pretrained writes
+
+
+class AlbertTokenizer(TokenizersBackend):
+    """ALBERT's SentencePiece Unigram (spiece.model or tokenizer.json), laid out `[CLS] A [SEP] B [SEP]`.
+
+    Like the reference, it keeps a tokenizer.json's vocabulary, added tokens and layout (and its SentencePiece
+    normalization rules) and builds the rest itself: `` and '' read as ", accents stripped unless `keep_accents`,
+    lowercased with `do_lower_case`, split at whitespace with "▁" before every word (none with add_prefix_space=False).
+    """
+
+    family = "AlbertTokenizer"
+    model_input_names = ["input_ids", "attention_mask"]
+
+    def __init__(
+        self, vocab_file=None, do_lower_case=True, keep_accents=False, bos_token="[CLS]", eos_token="[SEP]",
+        unk_token="<unk>", sep_token="[SEP]", pad_token="<pad>", cls_token="[CLS]", mask_token="[MASK]",
+        add_prefix_space=True, trim_offsets=True, **kwargs,
+    ):  # fmt: skip
+        super().__init__(
+            vocab_file, do_lower_case=do_lower_case, keep_accents=keep_accents, bos_token=bos_token,
+            eos_token=eos_token, unk_token=unk_token, sep_token=sep_token, pad_token=pad_token, cls_token=cls_token,
+            mask_token=mask_token, add_prefix_space=add_prefix_space, trim_offsets=trim_offsets, **kwargs,
+        )  # fmt: skip
+        source = self._pipeline.source
+        if source is not None and source.get("model", {}).get("type") == "Unigram":
+            parts = loaders.albert_parts(source, do_lower_case, keep_accents, add_prefix_space)
+            for slot, spec in parts.items():
+                setattr(self._pipeline, slot, loaders.build_part(slot, spec))
+            self._pipeline.source = {**source, **parts}  # what save_pretrained writes
+
+
+class MPNetTokenizer(TokenizersBackend):
+    """MPNet's WordPiece (vocab.txt or tokenizer.json) with BERT's normalization, laid out as RoBERTa:
+    `<s> A </s>` and `<s> A </s></s> B </s>`. Its `<mask>` takes the space before it, as the reference's does."""
+
+    family = "MPNetTokenizer"
+    model_input_names = ["input_ids", "attention_mask"]
+
+    def __init__(
+        self, vocab_file=None, do_lower_case=True, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+        cls_token="<s>", unk_token="[UNK]", pad_token="<pad>", mask_token="<mask>", tokenize_chinese_chars=True,
+        strip_accents=None, **kwargs,
+    ):  # fmt: skip
+        super().__init__(
+            vocab_file, do_lower_case=do_lower_case, bos_token=bos_token, eos_token=eos_token, sep_token=sep_token,
+            cls_token=cls_token, unk_token=unk_token, pad_token=pad_token, mask_token=mask_token,
+            tokenize_chinese_chars=tokenize_chinese_chars, strip_accents=strip_accents, **kwargs,
+        )  # fmt: skip
+        source = self._pipeline.source
+        if source is not None and source.get("model", {}).get("type") == "WordPiece":
+            cls, sep = self.cls_token, self.sep_token
+            parts = loaders.mpnet_parts((cls, self.convert_tokens_to_ids(cls)), (sep, self.convert_tokens_to_ids(sep)),
+                                        do_lower_case, tokenize_chinese_chars, strip_accents)
+            for slot, spec in parts.items():
+                setattr(self._pipeline, slot, loaders.build_part(slot, spec))
+            self._pipeline.source = {**source, **parts}  # what save_pretrained writes
+        mask_id = self.convert_tokens_to_ids(self.mask_token) if self.mask_token is not None else None
+        added = dict(self._pipeline.added.tokens)
+        if mask_id in added and not added[mask_id].lstrip:
+            added[mask_id] = replace(added[mask_id], lstrip=True)
+            self._pipeline.added = AddedVocabulary(added)
+
+
 class XLMRobertaTokenizer(TokenizersBackend):
     """XLM-RoBERTa's SentencePiece model with fairseq's ids, laid out `<s> A </s></s> B </s>`."""
 
@@ -249,6 +340,10 @@ Qwen2TokenizerFast = Qwen2Tokenizer
 LlamaTokenizerFast = LlamaTokenizer
 T5TokenizerFast = T5Tokenizer
 XLMRobertaTokenizerFast = XLMRobertaTokenizer
+AlbertTokenizerFast = AlbertTokenizer
+MPNetTokenizerFast = MPNetTokenizer
+ElectraTokenizer = ElectraTokenizerFast = BertTokenizer  # the reference 5.x's ELECTRA names for BERT's tokenizer
+DebertaV2TokenizerFast = DebertaV2Tokenizer
 GPTNeoXTokenizerFast = GPTNeoXTokenizer
 BartTokenizer = BartTokenizerFast = RobertaTokenizer  # the reference's BART names for RoBERTa's tokenizer
 
@@ -256,9 +351,11 @@ TOKENIZER_CLASSES = {
     cls.__name__: cls
     for cls in (
         TokenizersBackend, BertTokenizer, DistilBertTokenizer, GPT2Tokenizer, RobertaTokenizer, Qwen2Tokenizer,
-        LlamaTokenizer, T5Tokenizer, XLMRobertaTokenizer, GPTNeoXTokenizer,
+        LlamaTokenizer, T5Tokenizer, XLMRobertaTokenizer, GPTNeoXTokenizer, DebertaV2Tokenizer,
+        AlbertTokenizer, MPNetTokenizer,
     )
 }  # fmt: skip
+TOKENIZER_CLASSES["ElectraTokenizer"] = BertTokenizer
 TOKENIZER_CLASSES["PreTrainedTokenizerFast"] = TokenizersBackend
 TOKENIZER_CLASSES["BartTokenizer"] = RobertaTokenizer
 
@@ -267,8 +364,10 @@ _CLASS_OF_MODEL_TYPE = {
     "bert": "BertTokenizer", "distilbert": "BertTokenizer", "gpt2": "GPT2Tokenizer", "roberta": "RobertaTokenizer",
     "qwen2": "Qwen2Tokenizer", "t5": "T5Tokenizer", "xlm-roberta": "XLMRobertaTokenizer",
     "gpt_neox": "GPTNeoXTokenizer",
-    "modernbert": "TokenizersBackend",
     "bart": "RobertaTokenizer",
+    "modernbert": "TokenizersBackend",
+    "deberta-v2": "DebertaV2Tokenizer",
+    "albert": "AlbertTokenizer", "electra": "BertTokenizer", "mpnet": "MPNetTokenizer",
 }  # fmt: skip
 # Model types whose Hub configs often name the wrong tokenizer class: the registered class wins.
 _REGISTERED_CLASS_WINS = frozenset({"qwen2", "modernbert"})

@@ -25,7 +25,8 @@ INIT_OPTIONS = (
     "add_prefix_space", "do_lower_case", "legacy", "clean_up_tokenization_spaces", "split_special_tokens",
     "add_bos_token", "add_eos_token", "trim_offsets", "tokenize_chinese_chars", "strip_accents", "extra_ids",
     "do_basic_tokenize", "never_split", "errors", "use_default_system_prompt", "spaces_between_special_tokens",
-    "sp_model_kwargs", "fix_mistral_regex", "vocab_file", "merges_file", "tokenizer_file",
+    "sp_model_kwargs", "fix_mistral_regex", "vocab_file", "merges_file", "tokenizer_file", "split_by_punct",
+    "keep_accents",
 )  # fmt: skip
 
 # --- tokenizer.json: one builder per `type` tag, per slot
@@ -332,7 +333,7 @@ def _config_settings(config: dict) -> dict:
 _CLASSES_WITH_TOKEN_TYPES = frozenset(
     f"{name}Tokenizer"
     for name in (
-        "Bert", "Albert", "Electra", "Deberta", "DebertaV2", "XLNet", "Funnel", "LayoutLM", "MobileBert",
+        "Bert", "Electra", "Deberta", "DebertaV2", "XLNet", "Funnel", "LayoutLM", "MobileBert",
         "SqueezeBert", "ConvBert", "RemBert", "Lxmert", "Splinter", "Nezha", "RoFormer", "BertJapanese",
     )
 )  # fmt: skip
@@ -438,13 +439,19 @@ def _template_spec(before: list[int], after: list[int], tokens) -> dict:
 BERT_SPECIAL_TOKENS = {
     "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]"
 }  # fmt: skip
+# MPNet's vocab.txt has fairseq's specials before BERT's, and its own mask at the end.
+MPNET_SPECIAL_TOKENS = {
+    "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>", "unk_token": "[UNK]",
+    "pad_token": "<pad>", "mask_token": "<mask>",
+}  # fmt: skip
 
 
 def settings_from_vocab_txt(path: Path | dict, config: dict) -> dict:
     """BERT's WordPiece tokenizer from its vocabulary alone (a vocab.txt, or a dict from token to id),
     set up by the config as the reference does."""
-    settings = {**BERT_SPECIAL_TOKENS, **_config_settings(config)}
-    if family_of(config) != "DistilBertTokenizer":
+    defaults = MPNET_SPECIAL_TOKENS if family_of(config) == "MPNetTokenizer" else BERT_SPECIAL_TOKENS
+    settings = {**defaults, **_config_settings(config)}
+    if family_of(config) not in ("DistilBertTokenizer", "MPNetTokenizer"):  # their models take no token types
         settings.setdefault("model_input_names", ["input_ids", "token_type_ids", "attention_mask"])
     vocab, path = (path, "vocab") if isinstance(path, dict) else (_read_vocab_txt(path), path)
     for name in ("unk_token", "sep_token", "cls_token"):
@@ -553,6 +560,10 @@ def settings_from_sentencepiece(path: Path, config: dict) -> dict:
     family = family_of(config)
     if family == "XLMRobertaTokenizer":
         return _xlm_roberta_settings(spm, path, config)
+    if family == "DebertaV2Tokenizer":
+        return _deberta_v2_settings(spm, path, config)
+    if family == "AlbertTokenizer":
+        return _albert_settings(spm, path, config)
     settings = _sentencepiece_special_tokens(spm)
     if family == "T5Tokenizer":
         settings.pop("bos_token", None)  # T5 has none; the reference's T5 names eos, unk and pad only
@@ -580,6 +591,71 @@ def _add_sentinels(pipeline: Pipeline, settings: dict, count: int) -> None:
     pipeline.add_tokens([AddedToken(token, special=True) for token in reversed(sentinels)])
     extra = [token for token in settings.get("extra_special_tokens", []) if token not in sentinels]
     settings["extra_special_tokens"] = sentinels + extra
+
+
+DEBERTA_V2_SPECIAL_TOKENS = {
+    "bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+    "cls_token": "[CLS]", "mask_token": "[MASK]",
+}  # fmt: skip
+
+
+def deberta_v2_parts(data: dict, do_lower_case: bool, split_by_punct: bool, add_prefix_space: bool) -> dict:
+    """The normalizer, pre-tokenizer and decoder specs the reference's DebertaV2Tokenizer builds for the
+    tokenizer.json contents `data`, whatever their own are: lowercasing; the SentencePiece rules the file's
+    Precompiled normalizer holds (then no trailing space, runs of spaces as one), or without them runs of
+    whitespace as one space, NFC, no trailing space; punctuation split off; "▁" before every word (or the first)."""
+    found = [part for part in _parts(data.get("normalizer"), "normalizers") if part.get("type") == "Precompiled"]
+    charsmap = found[0].get("precompiled_charsmap") if found else None
+    strip = {"type": "Strip", "strip_left": False, "strip_right": True}
+    if charsmap:
+        rules = [{"type": "Precompiled", "precompiled_charsmap": charsmap}, strip,
+                 {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}]  # fmt: skip
+    else:
+        rules = [{"type": "Replace", "pattern": {"Regex": r"\s{2,}|[\n\r\t]"}, "content": " "}, {"type": "NFC"}, strip]
+    metaspace = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always" if add_prefix_space else "first",
+                 "split": True}  # fmt: skip
+    punctuation = [{"type": "Punctuation", "behavior": "Isolated"}] if split_by_punct else []
+    return {
+        "normalizer": {"type": "Sequence", "normalizers": [{"type": "Lowercase"}] * bool(do_lower_case) + rules},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": punctuation + [metaspace]},
+        "decoder": metaspace,
+    }
+
+
+def _deberta_v2_settings(spm: sentencepiece.SentencePieceModel, path: Path, config: dict) -> dict:
+    """DeBERTa-v2's spm.model as the reference reads it: the pieces and scores as a Unigram model over words
+    (not SentencePiece's own encoding), the control pieces as extra special tokens, `[CLS] A [SEP] B [SEP]`."""
+    if spm.model_type != sentencepiece.UNIGRAM:
+        raise ValueError(f"{path} is not a SentencePiece unigram model, which DebertaV2Tokenizer needs.")
+    settings = {**DEBERTA_V2_SPECIAL_TOKENS, **_config_settings(config)}
+    if not settings["extra_special_tokens"]:
+        settings["extra_special_tokens"] = [piece for piece, _, kind in spm.pieces if kind == models.CONTROL]
+    vocab = [[piece, score] for piece, score, _ in spm.pieces]
+    ids = {piece: index for index, (piece, _) in enumerate(vocab)}
+    for name in ("cls_token", "sep_token"):
+        if settings[name] not in ids:
+            raise ValueError(f"{path} has no piece {settings[name]!r} ({name}), which DebertaV2Tokenizer puts around "
+                             "each sequence; pass the one it uses, e.g. cls_token=... and sep_token=....")
+    unk = [settings["unk_token"], 0.0]  # the reference looks for the unknown token with a score of 0
+    unk_id = vocab.index(unk) if unk in vocab else spm.unk_id
+    cls, sep = settings["cls_token"], settings["sep_token"]
+
+    def layout(name: str, type_id: int) -> list[dict]:
+        return [{"Sequence": {"id": name, "type_id": type_id}}, {"SpecialToken": {"id": sep, "type_id": type_id}}]
+
+    post_processor = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": cls, "type_id": 0}}, *layout("A", 0)],
+        "pair": [{"SpecialToken": {"id": cls, "type_id": 0}}, *layout("A", 0), *layout("B", 1)],
+        "special_tokens": {token: {"id": token, "ids": [ids[token]], "tokens": [token]} for token in (cls, sep)},
+    }
+    charsmap = base64.b64encode(spm.precompiled_charsmap).decode() if spm.precompiled_charsmap else None
+    normalizer = {"type": "Precompiled", "precompiled_charsmap": charsmap} if charsmap else None
+    parts = deberta_v2_parts({"normalizer": normalizer}, bool(config.get("do_lower_case", False)),
+                             bool(config.get("split_by_punct", False)), bool(config.get("add_prefix_space", True)))
+    data = _tokenizer_json({"type": "Unigram", "unk_id": unk_id, "vocab": vocab, "byte_fallback": False},
+                           post_processor=post_processor, **parts)
+    return {"pipeline": pipeline_from_tokenizer_json(data), **settings}
 
 
 _FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
@@ -653,6 +729,84 @@ def _sentencepiece_pipeline(
             controls, model.unk_token, add_dummy_prefix=spm.add_dummy_prefix, byte_fallback=spm.byte_fallback
         ),
     )
+
+
+# --- ALBERT (spiece.model, a unigram) and MPNet (WordPiece): the parts their tokenizer classes build themselves
+
+ALBERT_SPECIAL_TOKENS = {
+    "bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "<unk>", "sep_token": "[SEP]", "pad_token": "<pad>",
+    "cls_token": "[CLS]", "mask_token": "[MASK]",
+}  # fmt: skip
+
+
+def albert_parts(data: dict, do_lower_case: bool, keep_accents: bool, add_prefix_space: bool) -> dict:
+    """The normalizer, pre-tokenizer and decoder specs the reference's AlbertTokenizer builds for the tokenizer.json
+    contents `data`, whatever their own are: `` and '' as ", accents stripped (NFKD) unless keep_accents, lowercased
+    with do_lower_case, then the SentencePiece rules of the file's Precompiled normalizer; split at whitespace,
+    "▁" before every word (before none with add_prefix_space=False)."""
+    found = [part for part in _parts(data.get("normalizer"), "normalizers") if part.get("type") == "Precompiled"]
+    charsmap = found[0].get("precompiled_charsmap") if found else None
+    rules = [{"type": "Replace", "pattern": {"String": quotes}, "content": '"'} for quotes in ("``", "''")]
+    rules += [{"type": "NFKD"}, {"type": "StripAccents"}] * (not keep_accents)
+    rules += [{"type": "Lowercase"}] * bool(do_lower_case)
+    rules += [{"type": "Precompiled", "precompiled_charsmap": charsmap}] * bool(charsmap)
+    metaspace = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always" if add_prefix_space else "never",
+                 "split": True}  # fmt: skip
+    return {
+        "normalizer": {"type": "Sequence", "normalizers": rules},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "WhitespaceSplit"}, metaspace]},
+        "decoder": metaspace,
+    }
+
+
+def _albert_settings(spm: sentencepiece.SentencePieceModel, path: Path, config: dict) -> dict:
+    """ALBERT's spiece.model as the reference reads it: the pieces and scores as a Unigram model over words (not
+    SentencePiece's own encoding), unknown at id 1, laid out `[CLS] A [SEP]` and `[CLS] A [SEP] B [SEP]`."""
+    if spm.model_type != sentencepiece.UNIGRAM:
+        raise ValueError(f"{path} is not a SentencePiece unigram model, which AlbertTokenizer needs.")
+    settings = {**ALBERT_SPECIAL_TOKENS, **_config_settings(config)}
+    vocab = [[piece, score] for piece, score, _ in spm.pieces]
+    ids = {piece: index for index, (piece, _) in enumerate(vocab)}
+    cls, sep = settings["cls_token"], settings["sep_token"]
+    for name, token in (("cls_token", cls), ("sep_token", sep)):
+        if token not in ids:
+            raise ValueError(f"{path} has no piece {token!r} ({name}), which AlbertTokenizer puts around each "
+                             "sequence; pass the one it uses, e.g. cls_token=... and sep_token=....")
+
+    def special(token: str, type_id: int) -> dict:
+        return {"SpecialToken": {"id": token, "type_id": type_id}}
+
+    def sequence(name: str, type_id: int) -> dict:
+        return {"Sequence": {"id": name, "type_id": type_id}}
+
+    post_processor = {
+        "type": "TemplateProcessing",
+        "single": [special(cls, 0), sequence("A", 0), special(sep, 0)],
+        "pair": [special(cls, 0), sequence("A", 0), special(sep, 0), sequence("B", 1), special(sep, 1)],
+        "special_tokens": {token: {"id": token, "ids": [ids[token]], "tokens": [token]} for token in (cls, sep)},
+    }
+    charsmap = base64.b64encode(spm.precompiled_charsmap).decode() if spm.precompiled_charsmap else None
+    normalizer = {"type": "Precompiled", "precompiled_charsmap": charsmap} if charsmap else None
+    parts = albert_parts({"normalizer": normalizer}, config.get("do_lower_case", True),
+                         config.get("keep_accents", False), config.get("add_prefix_space", True))
+    data = _tokenizer_json({"type": "Unigram", "unk_id": 1, "vocab": vocab, "byte_fallback": False},
+                           post_processor=post_processor, **parts)
+    return {"pipeline": pipeline_from_tokenizer_json(data), **settings}
+
+
+def mpnet_parts(
+    cls: tuple[str, int], sep: tuple[str, int], do_lower_case: bool, tokenize_chinese_chars: bool, strip_accents
+) -> dict:
+    """The parts the reference's MPNetTokenizer builds around its WordPiece vocabulary, whatever a tokenizer.json
+    says: BERT's normalizer and pre-tokenizer and WordPiece decoding, laid out as RoBERTa (`<s> A </s></s> B </s>`)."""
+    return {
+        "normalizer": {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": tokenize_chinese_chars,
+                       "strip_accents": strip_accents, "lowercase": do_lower_case},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {"type": "RobertaProcessing", "sep": list(sep), "cls": list(cls), "trim_offsets": True,
+                           "add_prefix_space": False},
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
+    }  # fmt: skip
 
 
 # --- GGUF metadata
@@ -844,6 +998,10 @@ def _load_settings(files: ModelFiles, config: dict, prefer_gguf: bool) -> dict:
         return settings_from_tokenizer_json(tokenizer_json, config)
     if files.file("tokenizer.model") is not None:
         return settings_from_sentencepiece(files.folder / "tokenizer.model", config)
+    if files.file("spm.model") is not None:  # DeBERTa-v2's name for it
+        return settings_from_sentencepiece(files.folder / "spm.model", config)
+    if files.file("spiece.model") is not None:  # ALBERT's and T5's name for it
+        return settings_from_sentencepiece(files.folder / "spiece.model", config)
     if files.file("vocab.txt") is not None:
         return settings_from_vocab_txt(files.folder / "vocab.txt", config)
     if files.file("vocab.json") is not None and files.file("merges.txt") is not None:

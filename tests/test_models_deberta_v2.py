@@ -1,0 +1,288 @@
+"""DeBERTa-v2/v3 against the reference: tiny random models made by the reference, for every head and for the
+variants of disentangled attention (v3: shared keys, log buckets, normalized table, no absolute positions; v2-xlarge:
+the convolution, token types, a projected embedding size, clamped distances; c2p only; none), load with no warning,
+give the reference's outputs and losses on a padded batch and each row alone, save what the reference loads back,
+train to the reference's gradients, and come back from the Auto classes as the reference's class."""
+
+import json
+import warnings
+
+import pytest
+import torch
+
+import openformers
+from openformers import configs
+
+transformers = pytest.importorskip("transformers")
+
+TINY = dict(
+    vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+    max_position_embeddings=64,
+)
+VARIANTS = {
+    # DeBERTa-v3: distances past 4 in log buckets up to 16 (the test's inputs reach 19), its own masked-LM head.
+    "v3": dict(relative_attention=True, pos_att_type="p2c|c2p", share_att_key=True, position_buckets=8,
+               max_relative_positions=16, norm_rel_ebd="layer_norm", position_biased_input=False, legacy=False),
+    # DeBERTa-v2-xlarge's layout: a convolution after the first layer, distances clamped at 6.
+    "v2": dict(relative_attention=True, pos_att_type=["c2p", "p2c"], conv_kernel_size=3, conv_act="gelu",
+               max_relative_positions=6, type_vocab_size=2, embedding_size=24),
+    "c2p": dict(relative_attention=True, pos_att_type="c2p", pooler_hidden_act="tanh"),
+    "absolute": dict(),  # relative_attention off: BERT's attention with DeBERTa's layout
+}
+HEADS = {  # the reference's class -> the Auto class that picks it
+    "DebertaV2Model": "AutoModel",
+    "DebertaV2ForMaskedLM": "AutoModelForMaskedLM",
+    "DebertaV2ForSequenceClassification": "AutoModelForSequenceClassification",
+    "DebertaV2ForTokenClassification": "AutoModelForTokenClassification",
+    "DebertaV2ForQuestionAnswering": "AutoModelForQuestionAnswering",
+    "DebertaV2ForMultipleChoice": "AutoModelForMultipleChoice",
+}
+PER_SEQUENCE = ("DebertaV2ForSequenceClassification", "DebertaV2ForMultipleChoice")
+LENGTH, REAL = 20, 13  # the batch's length and the second row's real tokens
+
+
+def _reference(name, variant="v3", **overrides):
+    torch.manual_seed(0)
+    num_labels = 2 if name == "DebertaV2ForQuestionAnswering" else 3  # the reference's QA head has num_labels outputs
+    config = transformers.DebertaV2Config(**{**TINY, **VARIANTS[variant], "num_labels": num_labels, **overrides})
+    model = getattr(transformers, name)(config).eval()
+    with torch.no_grad():  # the reference initializes biases to zero and norms to one: make them count
+        for parameter_name, parameter in model.named_parameters():
+            if "LayerNorm.weight" in parameter_name:
+                parameter.uniform_(0.5, 1.5)
+            elif parameter_name.endswith("bias"):
+                parameter.normal_(std=0.1)
+    return model
+
+
+def _inputs(name, variant="v3") -> dict:
+    """Two rows, the second right-padded, with every label the head takes (token types where the model has them)."""
+    shape = (2, 3, LENGTH) if name == "DebertaV2ForMultipleChoice" else (2, LENGTH)
+    ids = torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    ids[1, ..., REAL:], mask[1, ..., REAL:] = 0, 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if VARIANTS[variant].get("type_vocab_size"):
+        inputs["token_type_ids"] = (torch.arange(LENGTH) >= 8).long().expand_as(ids)
+    if name == "DebertaV2ForMaskedLM":
+        labels = torch.full_like(ids, -100)
+        labels[:, [1, 4, 15]] = ids[:, [1, 4, 15]]
+        return {**inputs, "labels": labels}
+    if name in PER_SEQUENCE:
+        return {**inputs, "labels": torch.tensor([2, 0])}
+    if name == "DebertaV2ForTokenClassification":
+        return {**inputs, "labels": (ids % 3).masked_fill(mask == 0, -100)}
+    if name == "DebertaV2ForQuestionAnswering":
+        return {**inputs, "start_positions": torch.tensor([2, 25]), "end_positions": torch.tensor([4, 6])}
+    return inputs
+
+
+def _outputs(out) -> dict:
+    """The tensors a head returns, by name (the tuples of hidden states and attentions left out)."""
+    return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
+
+
+def _assert_same(ours, theirs, atol=1e-4):
+    assert sorted(ours) == sorted(theirs)
+    for key in theirs:
+        torch.testing.assert_close(ours[key], theirs[key], atol=atol, rtol=atol, msg=key)
+
+
+def _load_quietly(load, folder):
+    """Load, failing on any warning: a missing, unexpected or newly initialized weight is reported by one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return load(folder)
+
+
+@pytest.fixture(scope="module", params=[(v, h) for v in VARIANTS for h in HEADS], ids=lambda p: f"{p[0]}-{p[1]}")
+def tiny(request, tmp_path_factory):
+    variant, name = request.param
+    folder = tmp_path_factory.mktemp(f"{variant}-{name}")
+    reference = _reference(name, variant)
+    reference.save_pretrained(folder)
+    return variant, name, reference, _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
+
+
+@torch.inference_mode()
+def test_every_head_matches_reference_on_a_padded_batch(tiny):
+    variant, name, reference, model = tiny
+    assert type(model).__name__ == name and not model.training
+    assert type(model.base_model).__name__ == "DebertaV2Model"
+    inputs = _inputs(name, variant)
+    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+
+
+@torch.inference_mode()
+def test_each_padded_row_gives_what_it_gives_alone(tiny):
+    variant, name, _, model = tiny
+    inputs = {k: v for k, v in _inputs(name, variant).items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    batched = _outputs(model(**inputs))
+    alone = _outputs(model(**{k: v[1:, ..., :REAL] for k, v in inputs.items() if k != "attention_mask"}))
+    for key, value in alone.items():
+        row = batched[key][1:]
+        if name not in PER_SEQUENCE:
+            row = row[:, :REAL]  # per-token outputs (B, T, ...): the padding positions are not compared
+        torch.testing.assert_close(row, value, atol=1e-5, rtol=1e-5, msg=key)
+
+
+@torch.inference_mode()
+def test_every_head_saves_and_loads_in_both_directions(tiny, tmp_path):
+    variant, name, reference, model = tiny
+    model.save_pretrained(tmp_path)
+    theirs = _load_quietly(getattr(transformers, HEADS[name]).from_pretrained, tmp_path).eval()
+    ours = _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, tmp_path)
+    assert type(theirs).__name__ == type(ours).__name__ == name
+    inputs = _inputs(name, variant)
+    _assert_same(_outputs(theirs(**inputs)), _outputs(reference(**inputs)), atol=1e-6)
+    _assert_same(_outputs(ours(**inputs)), _outputs(model(**inputs)), atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@torch.inference_mode()
+def test_hidden_states_and_attention_weights_match_reference(variant, tmp_path):
+    """Every layer's output and attention weights, padded positions included (they attend to nothing and are zero)."""
+    reference = _reference("DebertaV2Model", variant)
+    reference.save_pretrained(tmp_path)
+    model = openformers.AutoModel.from_pretrained(tmp_path)
+    inputs = _inputs("DebertaV2Model", variant)
+    ours = model(**inputs, output_hidden_states=True, output_attentions=True)
+    theirs = reference(**inputs, output_hidden_states=True, output_attentions=True)
+    assert len(ours.hidden_states) == len(theirs.hidden_states) == TINY["num_hidden_layers"] + 1
+    torch.testing.assert_close(ours.hidden_states, theirs.hidden_states, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours.attentions, theirs.attentions, atol=1e-4, rtol=1e-4)
+    as_tuple = model(**inputs, output_hidden_states=True, return_dict=False)
+    assert len(as_tuple) == 2 and torch.equal(as_tuple[0], ours.last_hidden_state)
+
+
+@torch.inference_mode()
+def test_v3_reads_inputs_longer_than_its_absolute_positions(tmp_path):
+    """Without absolute positions only the buckets bound the distances: 150 tokens run (max_position_embeddings 64),
+    with distances far past max_relative_positions landing in the last buckets as in the reference."""
+    reference = _reference("DebertaV2ForMaskedLM", "v3")
+    reference.save_pretrained(tmp_path)
+    model = openformers.AutoModelForMaskedLM.from_pretrained(tmp_path)
+    ids = torch.randint(3, TINY["vocab_size"], (1, 150), generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("buckets, limit", [(256, 512), (8, 64), (6, 7)])
+def test_log_buckets_are_the_reference_ones(buckets, limit):
+    from transformers.models.deberta_v2.modeling_deberta_v2 import make_log_bucket_position
+
+    from openformers.models.deberta_v2 import log_buckets
+
+    distances = torch.arange(-1500, 1501)
+    assert torch.equal(log_buckets(distances, buckets, limit),
+                       make_log_bucket_position(distances, buckets, limit).long())
+
+
+@torch.inference_mode()
+def test_inputs_embeds_give_what_the_ids_give(tmp_path):
+    _reference("DebertaV2ForTokenClassification", "v2").save_pretrained(tmp_path)
+    reference = transformers.DebertaV2ForTokenClassification.from_pretrained(tmp_path).eval()
+    model = openformers.AutoModelForTokenClassification.from_pretrained(tmp_path)
+    inputs = _inputs("DebertaV2ForTokenClassification", "v2")
+    embeds = model.get_input_embeddings()(inputs.pop("input_ids"))
+    _assert_same(_outputs(model(inputs_embeds=embeds, **inputs)), _outputs(reference(inputs_embeds=embeds, **inputs)))
+
+
+@pytest.mark.parametrize("variant", ["v3", "v2"])
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
+def test_training_gradients_match_reference(variant, checkpointing, tmp_path):
+    """Without dropout, one training step's loss and every parameter's gradient are the reference's."""
+    name = "DebertaV2ForSequenceClassification"
+    no_dropout = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    _reference(name, variant, **no_dropout).save_pretrained(tmp_path)
+    reference = transformers.DebertaV2ForSequenceClassification.from_pretrained(tmp_path).train()
+    model = openformers.DebertaV2ForSequenceClassification.from_pretrained(tmp_path).train()
+    if checkpointing:
+        model.gradient_checkpointing_enable()
+    inputs = _inputs(name, variant)
+    ours, theirs = model(**inputs).loss, reference(**inputs).loss
+    ours.backward()
+    theirs.backward()
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    grads = {n: p.grad for n, p in reference.named_parameters()}
+    for parameter_name, parameter in model.named_parameters():  # the relative table's rows too, used or not
+        torch.testing.assert_close(parameter.grad, grads[parameter_name], atol=1e-5, rtol=1e-4, msg=parameter_name)
+
+
+@pytest.mark.parametrize(
+    "labels, overrides",
+    [
+        (torch.tensor([2, -1]), {}),  # rows labelled below 0 are left out
+        (torch.tensor([-1, -1]), {}),  # no labelled row: a zero loss
+        (torch.tensor([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]]), {}),  # a distribution per row
+        (torch.tensor([0.5, -1.5]), {"num_labels": 1}),  # regression
+        (torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]), {"problem_type": "multi_label_classification"}),
+        (torch.tensor([1, 2]), {"problem_type": "single_label_classification"}),
+    ],
+    ids=["ignored-rows", "no-labels", "soft-labels", "regression", "multi-label", "single-label"],
+)
+@torch.inference_mode()
+def test_sequence_classification_losses_follow_the_reference(labels, overrides, tmp_path):
+    _reference("DebertaV2ForSequenceClassification", "c2p", **overrides).save_pretrained(tmp_path)
+    reference = transformers.DebertaV2ForSequenceClassification.from_pretrained(tmp_path).eval()
+    model = openformers.DebertaV2ForSequenceClassification.from_pretrained(tmp_path)
+    inputs = {**_inputs("DebertaV2ForSequenceClassification", "c2p"), "labels": labels}
+    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+    assert model.config.problem_type == overrides.get("problem_type")  # DeBERTa does not record the rule it used
+
+
+def test_auto_classes_pick_the_reference_classes(tmp_path):
+    _reference("DebertaV2ForMaskedLM", "c2p").save_pretrained(tmp_path)
+    assert type(openformers.AutoModelForPreTraining.from_pretrained(tmp_path)).__name__ == "DebertaV2ForMaskedLM"
+    assert type(openformers.AutoConfig.from_pretrained(tmp_path)).__name__ == "DebertaV2Config"
+    with pytest.raises(ValueError, match="causal-lm"):
+        openformers.AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+def test_config_reads_and_writes_what_the_reference_does(tmp_path):
+    config = configs.DebertaV2Config(**TINY, **VARIANTS["v3"])
+    assert config.pos_att_type == ["p2c", "c2p"] and config.relative_span == 8
+    assert (config.embedding_size, config.attention_head_size, config.pooler_hidden_size) == (32, 8, 32)
+    config.save_pretrained(tmp_path)
+    theirs = transformers.DebertaV2Config.from_pretrained(tmp_path)
+    for key in ("pos_att_type", "share_att_key", "position_buckets", "norm_rel_ebd", "position_biased_input"):
+        assert getattr(theirs, key) == getattr(config, key), key
+    transformers.DebertaV2Config(**TINY, **VARIANTS["v2"]).save_pretrained(tmp_path)
+    ours = openformers.AutoConfig.from_pretrained(tmp_path)
+    assert (ours.conv_kernel_size, ours.conv_act, ours.embedding_size, ours.type_vocab_size) == (3, "gelu", 24, 2)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "deberta-v2"
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("pos_att_type", "c2p|p2p"), ("norm_rel_ebd", "batch_norm"), ("conv_kernel_size", 4), ("conv_act", "mish"),
+     ("hidden_size", 30), ("pooler_hidden_size", 64), ("cls_dropout", 1.5)],
+)
+def test_config_refuses_what_the_model_cannot_run(field, value):
+    with pytest.raises(ValueError, match=field):
+        configs.DebertaV2Config(**{**TINY, field: value})
+
+
+def test_heads_take_their_dropouts_from_the_reference_fields():
+    config = configs.DebertaV2Config(**TINY, hidden_dropout_prob=0.3, cls_dropout=0.4, pooler_dropout=0.2)
+    assert openformers.DebertaV2ForTokenClassification(config).dropout.p == 0.3
+    classifier = openformers.DebertaV2ForSequenceClassification(config)
+    assert (classifier.dropout.p, classifier.pooler.dropout.p) == (0.4, 0.2)
+    assert openformers.DebertaV2ForMultipleChoice(configs.DebertaV2Config(**TINY, hidden_dropout_prob=0.3)).dropout.p == 0.3
+
+
+def test_legacy_masked_lm_ties_its_decoder_to_the_embeddings_and_its_bias():
+    model = openformers.DebertaV2ForMaskedLM(configs.DebertaV2Config(**TINY))
+    predictions = model.cls.predictions
+    assert predictions.decoder.weight is model.deberta.embeddings.word_embeddings.weight
+    assert predictions.decoder.bias is predictions.bias
+    assert model(torch.tensor([[5, 6, 7]])).logits.shape == (1, 3, TINY["vocab_size"])
+
+
+def test_encoder_refuses_a_cache_and_overlong_inputs():
+    model = openformers.AutoModel.from_config(configs.DebertaV2Config(**TINY))
+    with pytest.raises(ValueError, match="past_key_values"):
+        model(torch.tensor([[5, 6]]), past_key_values=object())
+    with pytest.raises(ValueError, match="truncate"):
+        model(torch.full((1, TINY["max_position_embeddings"] + 1), 5))
+    with pytest.raises(ValueError, match="attention_mask"):
+        model(torch.tensor([[5, 6, 7]]), attention_mask=torch.tensor([[[1, 1, 0]]]))
