@@ -15,7 +15,7 @@ A row stops when a stopping criterion says so (length, time, EOS, stop strings, 
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -27,7 +27,7 @@ from .outputs import ModelOutput
 from .processors import apply_processors, build_processors
 from .sampling import Sampler
 from .static_cache import cache_for_generation, forward_for_decoding
-from .steps import Decoder, Sequence, build_stopping_criteria, decode
+from .steps import Decoder, Seq2SeqDecoder, Sequence, build_stopping_criteria, decode
 from .stopping_criteria import StoppingCriteriaList
 
 _BANNED = -1.0e9  # the reference's score for beams that may not be chosen; kept identical so ties break the same way
@@ -176,6 +176,8 @@ class GenerationMixin:
                 "logits_processor= / stopping_criteria= for custom behaviour."
             )
         inputs, attention_mask = _inputs_and_mask(inputs, kwargs)
+        encoder_decoder = bool(getattr(getattr(self, "config", None), "is_encoder_decoder", False))
+        seq2seq = {name: kwargs.pop(name, None) for name in _SEQ2SEQ_INPUTS} if encoder_decoder else {}
         tokenizer = kwargs.pop("tokenizer", None)
         generator = kwargs.pop("generator", None)
         past_key_values = kwargs.pop("past_key_values", kwargs.pop("cache", None))
@@ -202,12 +204,20 @@ class GenerationMixin:
                 f"{', '.join(GenerationConfig.option_names())}."
             )
 
-        input_ids = _check_input_ids(inputs, self)
-        attention_mask = _check_attention_mask(attention_mask, input_ids)
+        encoder_input_ids = None
+        if encoder_decoder:
+            encoder_input_ids, encoder_mask, encoded = _encode(self, inputs, attention_mask, seq2seq["encoder_outputs"],
+                                                               loop)
+            input_ids, attention_mask = _decoder_start(self, config, encoded, seq2seq)
+        else:
+            input_ids = encoder_input_ids = _check_input_ids(inputs, self)
+            attention_mask = _check_attention_mask(attention_mask, input_ids)
         prompt_length = input_ids.shape[1]
         config.max_length = _total_length(config, prompt_length, default_length, self)
         config.max_new_tokens = config.max_length - prompt_length  # the same limit, for processors that read it
         assisted = assistant_model is not None or loop["prompt_lookup_num_tokens"] is not None
+        if encoder_decoder:
+            _check_encoder_decoder_strategy(config, assisted)
         _check_strategy(config, input_ids, streamer, assisted)
 
         rows = config.num_beams if config.num_beams > 1 else config.num_return_sequences
@@ -215,7 +225,8 @@ class GenerationMixin:
         processors = build_processors(
             config, prompt_length, mask, device=input_ids.device, logits_processor=logits_processor,
             prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, negative_prompt_ids=negative_prompt_ids,
-            negative_prompt_attention_mask=negative_prompt_attention_mask, model=self, encoder_input_ids=input_ids,
+            negative_prompt_attention_mask=negative_prompt_attention_mask, model=self,
+            encoder_input_ids=encoder_input_ids,
         )
         criteria = build_stopping_criteria(
             config, tokenizer=tokenizer, max_time=loop["max_time"], stopping_criteria=stopping_criteria,
@@ -228,8 +239,12 @@ class GenerationMixin:
             output_attentions=bool(loop["output_attentions"]), output_hidden_states=bool(loop["output_hidden_states"]),
         )
         cache = cache_for_generation(self, config, past_key_values, run.max_length)
-        decoder = Decoder(forward_for_decoding(self, config, cache), input_ids, attention_mask, cache=cache,
-                          output_attentions=run.output_attentions, output_hidden_states=run.output_hidden_states)
+        if encoder_decoder:
+            decoder = Seq2SeqDecoder(self, input_ids, attention_mask, encoded.last_hidden_state, encoder_mask, cache,
+                                     run.output_attentions, run.output_hidden_states)
+        else:
+            decoder = Decoder(forward_for_decoding(self, config, cache), input_ids, attention_mask, cache=cache,
+                              output_attentions=run.output_attentions, output_hidden_states=run.output_hidden_states)
         if assisted:
             candidates = _candidate_generator(self, assistant_model, input_ids, config, loop, processors)
             output = assisted_loop(decoder, run, candidates)
@@ -239,7 +254,7 @@ class GenerationMixin:
             output = sample_loop(decoder, run)
         if config.return_dict_in_generate:
             output.cache = decoder.cache
-            return output
+            return _with_encoder(output, encoded) if encoder_decoder else output
         return output.sequences
 
     def compute_transition_scores(
@@ -330,7 +345,7 @@ def sample_loop(decoder: Decoder, run: _Run) -> GenerateDecoderOnlyOutput:
     _wait_for_peers(decoder, run, sequence.newest)
     if streamer is not None:
         streamer.end()
-    return GenerateDecoderOnlyOutput(sequences=sequence.ids[:, : sequence.length], **record.fields())
+    return record.output_class(beams=False)(sequences=sequence.ids[:, : sequence.length], **record.fields())
 
 
 class _Record:
@@ -343,6 +358,8 @@ class _Record:
         self.logits = [] if keep and config.output_logits else None
         self.attentions = [] if keep and run.output_attentions else None
         self.hidden_states = [] if keep and run.output_hidden_states else None
+        self.seq2seq = isinstance(decoder, Seq2SeqDecoder)
+        self.cross_attentions = [] if self.seq2seq and self.attentions is not None else None
 
     @property
     def keeps_anything(self) -> bool:
@@ -357,14 +374,26 @@ class _Record:
             self.attentions.append(self.decoder.last_attentions)
         if self.hidden_states is not None:
             self.hidden_states.append(self.decoder.last_hidden_states)
+        if self.cross_attentions is not None:
+            self.cross_attentions.append(self.decoder.last_cross_attentions)
 
     def scores_so_far(self) -> tuple[torch.Tensor, ...] | None:
         """What stopping criteria receive as `scores`, as in the reference: None unless scores are kept."""
         return tuple(self.scores) if self.scores is not None else None
 
     def fields(self) -> dict:
-        names = ("scores", "logits", "attentions", "hidden_states")
-        return {name: tuple(getattr(self, name)) for name in names if getattr(self, name) is not None}
+        """The kept outputs under the names of the output class (an encoder-decoder's decoder_* fields)."""
+        names = ("scores", "logits", "attentions", "hidden_states", "cross_attentions")
+        kept = {name: tuple(getattr(self, name)) for name in names if getattr(self, name) is not None}
+        if self.seq2seq:
+            kept = {("decoder_" + name if name in ("attentions", "hidden_states") else name): value
+                    for name, value in kept.items()}
+        return kept
+
+    def output_class(self, beams: bool) -> type:
+        if self.seq2seq:
+            return GenerateBeamEncoderDecoderOutput if beams else GenerateEncoderDecoderOutput
+        return GenerateBeamDecoderOnlyOutput if beams else GenerateDecoderOnlyOutput
 
 
 def assisted_loop(decoder: Decoder, run: _Run, candidates: CandidateGenerator) -> GenerateDecoderOnlyOutput:
@@ -490,7 +519,8 @@ def beam_search(decoder: Decoder, run: _Run) -> GenerateBeamDecoderOnlyOutput:
     in_top_k = torch.arange(keep, device=device) < K  # only the K best candidates may finish a sequence
     batch_offset = torch.arange(B, device=device)[:, None] * K
 
-    fill = _pad_id(config) if config.eos_token_ids else -1
+    # The reference's fill reads `pad_token_id or eos`, so a pad id of 0 (T5's) gives way to the EOS id here.
+    fill = (config.pad_token_id or config.eos_token_ids[0]) if config.eos_token_ids else -1
     running = input_ids.new_full((B, K, total_length), fill)
     running[:, :, :prompt_length] = input_ids[:, None]
     running_scores = torch.zeros(B, K, device=device)
@@ -561,7 +591,7 @@ def beam_search(decoder: Decoder, run: _Run) -> GenerateBeamDecoderOnlyOutput:
     sequences = finished[:, :rows].flatten(0, 1)
     origins = finished_origins[:, :rows].flatten(0, 1)
     generated = int((origins >= 0).sum(dim=1).max())
-    return GenerateBeamDecoderOnlyOutput(
+    return record.output_class(beams=True)(
         sequences=sequences[:, : prompt_length + generated],
         sequences_scores=finished_scores[:, :rows].flatten() if config.output_scores else None,
         beam_indices=origins[:, :generated] if config.return_dict_in_generate else None,
@@ -603,6 +633,73 @@ def _inputs_and_mask(inputs, kwargs: dict):
         attention_mask = inputs.get("attention_mask") if attention_mask is None else attention_mask
         inputs = inputs.get("input_ids")
     return inputs, attention_mask
+
+
+# generate's keyword arguments for an encoder-decoder besides the encoder's inputs.
+_SEQ2SEQ_INPUTS = ("encoder_outputs", "decoder_input_ids", "decoder_attention_mask")
+
+
+def _encode(model, inputs, attention_mask, encoder_outputs, loop: dict):
+    """The encoder's ids (None when encoder_outputs are given), its mask, and its output, computed once here."""
+    if encoder_outputs is not None:
+        if not hasattr(encoder_outputs, "last_hidden_state"):
+            raise TypeError("encoder_outputs must be what the model's encoder returns (an output with "
+                            f"last_hidden_state), got {type(encoder_outputs).__name__}.")
+        ids = None if inputs is None else _check_input_ids(inputs, model)
+        hidden = encoder_outputs.last_hidden_state
+        mask = None if attention_mask is None else _check_attention_mask(
+            attention_mask, hidden.new_zeros(hidden.shape[:2], dtype=torch.long), right_padding_ok=True)
+        return ids, mask, encoder_outputs
+    ids = _check_input_ids(inputs, model)
+    mask = _check_attention_mask(attention_mask, ids, right_padding_ok=True)  # encoders read both paddings alike
+    encoded = model.get_encoder()(ids, attention_mask=mask, output_attentions=bool(loop["output_attentions"]),
+                                  output_hidden_states=bool(loop["output_hidden_states"]), return_dict=True)
+    return ids, mask, encoded
+
+
+def _decoder_start(model, config: GenerationConfig, encoded, seq2seq: dict):
+    """The decoder's first ids and mask: decoder_input_ids=, led by decoder_start_token_id (prepended when no row
+    starts with it, as the reference does), else that id alone per row. The id is the generation config's (which
+    takes the model config's), else its bos_token_id."""
+    hidden = encoded.last_hidden_state
+    start_id = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.bos_token_id
+    if start_id is None:
+        raise ValueError(
+            "An encoder-decoder starts decoding from decoder_start_token_id, which the generation config does not set "
+            "(nor bos_token_id): pass generate(..., decoder_start_token_id=ID) (T5 uses its pad id, 0)."
+        )
+    start = torch.as_tensor(start_id, dtype=torch.long, device=hidden.device).view(-1, 1)
+    start = start.expand(hidden.shape[0], 1) if start.shape[0] == 1 else start
+    if start.shape[0] != hidden.shape[0]:
+        raise ValueError(f"decoder_start_token_id has {start.shape[0]} ids, one per prompt is {hidden.shape[0]}.")
+    ids, mask = seq2seq["decoder_input_ids"], seq2seq["decoder_attention_mask"]
+    if ids is None:
+        return start, None
+    ids = _check_input_ids(ids, model)
+    mask = _check_attention_mask(mask, ids) if mask is not None else None
+    if bool((ids[:, 0] != start[:, 0]).all()):
+        ids = torch.cat([start, ids], dim=1)
+        mask = None if mask is None else torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)
+    return ids, mask
+
+
+def _check_encoder_decoder_strategy(config: GenerationConfig, assisted: bool) -> None:
+    if assisted:
+        raise ValueError("Assisted decoding (assistant_model= or prompt_lookup_num_tokens=) is not supported for "
+                         "encoder-decoder models: leave them unset; greedy decoding, sampling and beams are.")
+    if config.guidance_scale is not None and config.guidance_scale != 1:
+        raise ValueError(f"guidance_scale={config.guidance_scale} (classifier-free guidance) is for decoder-only "
+                         "models; leave guidance_scale unset for an encoder-decoder.")
+    if config.cache_implementation is not None:
+        raise ValueError(f"cache_implementation={config.cache_implementation!r}: encoder-decoders decode with a "
+                         "growing EncoderDecoderCache; leave cache_implementation unset.")
+
+
+def _with_encoder(output, encoded):
+    """The encoder-decoder output with the encoder's attentions and hidden states, one row per prompt (as the
+    reference, which repeats only the encoder's last hidden state for the beams)."""
+    values = {**output, **{"encoder_" + name: encoded.get(name) for name in ("attentions", "hidden_states")}}
+    return type(output)(**{f.name: values[f.name] for f in fields(output) if values.get(f.name) is not None})
 
 
 def _no_length_set(kwargs: dict, passed: GenerationConfig | None, model_config: GenerationConfig | None) -> bool:
@@ -690,7 +787,7 @@ def _check_input_ids(input_ids, model) -> torch.Tensor:
     return input_ids.to(device=device, dtype=torch.long)
 
 
-def _check_attention_mask(attention_mask, input_ids: torch.Tensor) -> torch.Tensor | None:
+def _check_attention_mask(attention_mask, input_ids: torch.Tensor, right_padding_ok: bool = False) -> torch.Tensor | None:
     if attention_mask is None:
         return None
     if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 1:
@@ -703,7 +800,7 @@ def _check_attention_mask(attention_mask, input_ids: torch.Tensor) -> torch.Tens
     attention_mask = attention_mask.to(device=input_ids.device, dtype=torch.long)
     if bool(attention_mask.all()):
         return None  # nothing is padded: decode as for a single prompt, without a mask
-    if bool((attention_mask[:, -1] == 0).any()):
+    if not right_padding_ok and bool((attention_mask[:, -1] == 0).any()):
         warnings.warn(
             "A row of input_ids is right-padded (its last attention_mask entry is 0); decoder-only models must be "
             "left-padded for generation, or that row continues from its padding: set tokenizer.padding_side = 'left'.",

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .cache import Cache, DynamicCache
+from .cache import Cache, DynamicCache, EncoderDecoderCache
 from .config import GenerationConfig
 from .processors import merged_with_user
 from .sampling import Sampler
@@ -98,14 +98,18 @@ class Decoder:
             logits = self.prefill_chunk(PREFILL_CHUNK)
         if expand > 1:
             rows = torch.arange(self.input_ids.shape[0], device=logits.device).repeat_interleave(expand)
-            self.cache.reorder(rows)
             logits = logits[rows]
-            if self.extra:
-                self.last_attentions = _rows(self.last_attentions, rows)
-                self.last_hidden_states = _rows(self.last_hidden_states, rows)
-            if self.attention_mask is not None:
-                self.attention_mask, self.position_ids = self.attention_mask[rows], self.position_ids[rows]
+            self.repeat_rows(rows)
         return logits
+
+    def repeat_rows(self, rows: torch.Tensor) -> None:
+        """Make row i of everything kept (cache, mask, positions, the last pass's outputs) the old row rows[i]."""
+        self.cache.reorder(rows)
+        if self.extra:
+            self.last_attentions = _rows(self.last_attentions, rows)
+            self.last_hidden_states = _rows(self.last_hidden_states, rows)
+        if self.attention_mask is not None:
+            self.attention_mask, self.position_ids = self.attention_mask[rows], self.position_ids[rows]
 
     def prefill_chunk(self, limit: int) -> torch.Tensor | None:
         """Feed up to `limit` more prompt tokens; once the whole prompt is cached, the (B, V) logits of its last
@@ -193,6 +197,64 @@ class Decoder:
 
 def _rows(per_layer: tuple | None, rows: torch.Tensor) -> tuple | None:
     return None if per_layer is None else tuple(tensor[rows] for tensor in per_layer)
+
+
+class Seq2SeqDecoder(Decoder):
+    """The decoder side of an encoder-decoder (docs/architecture.md): the Decoder's prefill and steps over the
+    decoder's ids (`input_ids` here, starting with decoder_start_token_id; `attention_mask` the decoder's), each
+    forward pass given the encoder's output and mask, which the model's cross-attention reads (projecting them once
+    into the cache's cross-attention half). Rows repeated or dropped take their encoder output along.
+    """
+
+    def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, encoder_hidden_states,
+                 encoder_attention_mask: torch.Tensor | None, cache=None, output_attentions: bool = False,
+                 output_hidden_states: bool = False):
+        if cache is None:
+            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        if not isinstance(cache, EncoderDecoderCache):
+            raise TypeError(
+                "An encoder-decoder's past_key_values must be an EncoderDecoderCache (a self-attention and a "
+                f"cross-attention cache), got {type(cache).__name__}."
+            )
+        super().__init__(model, input_ids, attention_mask, cache, output_attentions, output_hidden_states)
+        self.encoder_hidden_states, self.encoder_attention_mask = encoder_hidden_states, encoder_attention_mask
+        self.last_cross_attentions = None
+
+    def repeat_rows(self, rows: torch.Tensor) -> None:
+        super().repeat_rows(rows)
+        self._take_encoder_rows(rows)
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        super().keep_rows(rows)
+        self._take_encoder_rows(rows)
+
+    def append_rows(self, other: "Decoder") -> None:
+        raise ValueError("Rows of encoder-decoders are not merged into a running batch: decode each call alone.")
+
+    def _take_encoder_rows(self, rows: torch.Tensor) -> None:
+        self.encoder_hidden_states = self.encoder_hidden_states[rows]
+        if self.encoder_attention_mask is not None:
+            self.encoder_attention_mask = self.encoder_attention_mask[rows]
+        self.last_cross_attentions = _rows(self.last_cross_attentions, rows)
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask, position_ids, keep: int = 1) -> torch.Tensor:
+        # Decoder positions count from the cache (T5's relative buckets, BART's learned table): no position ids.
+        output = self.model(
+            attention_mask=self.encoder_attention_mask,
+            decoder_input_ids=input_ids,
+            decoder_attention_mask=attention_mask,
+            encoder_outputs=(self.encoder_hidden_states,),
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=keep,
+            return_dict=True,
+            **self.extra,
+        )
+        if self.extra:
+            self.last_attentions = output.decoder_attentions
+            self.last_cross_attentions = output.cross_attentions
+            self.last_hidden_states = output.decoder_hidden_states
+        return output.logits
 
 
 class Sequence:

@@ -351,6 +351,8 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
         if not self.config.tie_word_embeddings:
             return
         for target, source in self.tied_weights.items():
+            if target in self.__dict__.get("stored_apart", ()):
+                continue
             module_name, _, attribute = target.rpartition(".")
             setattr(self.get_submodule(module_name), attribute, self.get_parameter(source))
 
@@ -427,7 +429,7 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
         config.save_pretrained(folder)
         state_dict = self.to_checkpoint_layout(self.state_dict() if state_dict is None else dict(state_dict))
         if self.config.tie_word_embeddings:
-            for target in self.tied_weights:
+            for target in set(self.tied_weights) - self.__dict__.get("stored_apart", set()):
                 state_dict.pop(target, None)  # stored once, under the name of the parameter it is tied to
         if safe_serialization:
             save_safetensors(state_dict, folder, max_shard_bytes)
@@ -712,7 +714,11 @@ def _match_checkpoint_to_model(
     state_dict = ({prefix + k: v for k, v in base.items()} | heads) if has_base else base
     if model.config.tie_word_embeddings:
         for target, source_name in model.tied_weights.items():
-            if source_name in state_dict:
+            if target in state_dict and source_name in state_dict \
+                    and not torch.equal(state_dict[target], state_dict[source_name]):
+                # Both stored, with different values: kept apart, as the reference does (Flan-T5's LM head).
+                model.__dict__.setdefault("stored_apart", set()).add(target)
+            elif source_name in state_dict:
                 state_dict[target] = state_dict[source_name]
 
     in_base = (lambda k: k.startswith(prefix)) if has_base else (lambda k: True)

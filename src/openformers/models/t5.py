@@ -1,0 +1,625 @@
+"""T5, Flan-T5 and mT5 in plain torch.nn: a pre-norm encoder-decoder without position embeddings.
+
+Where positions come in: each stack's first layer owns a table of learned biases, one per head and per bucket of
+the distance between a query and a key (exact for short distances, logarithmic up to
+relative_attention_max_distance, then one bucket); the encoder's buckets tell left from right, the decoder's see
+only the past. The bias is computed once per forward pass and added to the scores of every layer of its stack.
+Attention is not scaled by 1/sqrt(head_dim) (T5 folds that into its initialization). Norms scale without centring
+(RMS). The feed-forward is ReLU (T5) or gated, act(wi_0 x) * wi_1 x (T5 v1.1, Flan-T5, mT5).
+
+Parameter names are those of Hugging Face checkpoints (`encoder.block.0.layer.0.SelfAttention.q.weight`); one
+token table (`shared`) feeds both stacks and, tied, the LM head, whose input is scaled by d_model ** -0.5 when
+config.scale_decoder_outputs says so (the original T5). Flan-T5 and mT5 store their own LM head, which is kept.
+The decoder keeps an EncoderDecoderCache: its own keys and values per step, and the encoder output's keys and
+values, projected once (docs/architecture.md, "Encoder-decoders").
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..configs import MT5Config, T5Config
+from ..generation.cache import DynamicCache, EncoderDecoderCache
+from .base import PreTrainedModel, check_inputs, recorded
+from .heads import TokenClassification
+from .layers import ACTIVATIONS, RMSNorm, attention_mask_for, run_layer
+from .losses import question_answering_loss, sequence_classification_loss, shift_tokens_right, token_loss
+from .outputs import BaseModelOutput, BaseModelOutputWithPastAndCrossAttentions, ModelOutput, Seq2SeqLMOutput
+from .outputs import Seq2SeqModelOutput, Seq2SeqQuestionAnsweringModelOutput, Seq2SeqSequenceClassifierOutput
+
+
+def relative_position_buckets(distance: torch.Tensor, bidirectional: bool, num_buckets: int,
+                              max_distance: int) -> torch.Tensor:
+    """The bucket of each key-minus-query distance. Bidirectional: half the buckets for keys on the right. Then
+    half of the rest for the exact distances 0, 1, ...; the other half spaced logarithmically up to max_distance,
+    the last bucket holding everything farther. Causal (decoder): keys on the right all fall in bucket 0."""
+    buckets = torch.zeros_like(distance)
+    if bidirectional:
+        num_buckets //= 2
+        buckets += (distance > 0).long() * num_buckets
+        distance = distance.abs()
+    else:
+        distance = (-distance).clamp(min=0)
+    exact = num_buckets // 2
+    # The float math of the reference (log of a float32 ratio, truncated), so boundary distances land alike.
+    spread = torch.log(distance.float() / exact) / math.log(max_distance / exact) * (num_buckets - exact)
+    far = (exact + spread.long()).clamp(max=num_buckets - 1)
+    return buckets + torch.where(distance < exact, distance, far)
+
+
+def with_mask(bias: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The additive attention bias with the masked keys at the dtype's lowest value (what the softmax sees)."""
+    return bias if mask is None else bias.masked_fill(~mask, torch.finfo(bias.dtype).min)
+
+
+class T5Attention(nn.Module):
+    """Multi-head attention without biases or scaling; the stack's first self-attention owns the position table."""
+
+    def __init__(self, config: T5Config, has_relative_attention_bias: bool = False, bidirectional: bool = True):
+        super().__init__()
+        self.n_heads, self.d_kv = config.num_heads, config.d_kv
+        self.bidirectional = bidirectional
+        self.num_buckets = config.relative_attention_num_buckets
+        self.max_distance = config.relative_attention_max_distance
+        self.dropout = config.dropout_rate
+        inner = config.num_heads * config.d_kv
+        self.q = nn.Linear(config.d_model, inner, bias=False)
+        self.k = nn.Linear(config.d_model, inner, bias=False)
+        self.v = nn.Linear(config.d_model, inner, bias=False)
+        self.o = nn.Linear(inner, config.d_model, bias=False)
+        if has_relative_attention_bias:
+            self.relative_attention_bias = nn.Embedding(self.num_buckets, config.num_heads)
+
+    def position_bias(self, T: int, S: int, past: int, device: torch.device) -> torch.Tensor:
+        """(1, nh, T, S): the learned bias of query past + t attending to key s."""
+        queries = torch.arange(past, past + T, device=device)[:, None]
+        keys = torch.arange(S, device=device)[None, :]
+        buckets = relative_position_buckets(keys - queries, self.bidirectional, self.num_buckets, self.max_distance)
+        return self.relative_attention_bias(buckets).permute(2, 0, 1)[None]
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], x.shape[1], self.n_heads, self.d_kv).transpose(1, 2)  # (B, nh, T, hs)
+
+    def keys_values(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.split_heads(self.k(source)), self.split_heads(self.v(source))
+
+    def forward(self, x, k, v, bias, eager: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend from x (B, T, C) over k, v (B, nh, S, hs) with the additive `bias` (masks included); the output,
+        and the softmax weights (B, nh, T, S) on the eager path."""
+        B, T, _ = x.shape
+        q = self.split_heads(self.q(x))
+        dropout = self.dropout if self.training else 0.0
+        weights = None
+        if eager:
+            scores = q @ k.transpose(-2, -1) + bias  # (B, nh, T, S)
+            weights = F.softmax(scores.float(), dim=-1).type_as(scores)
+            y = F.dropout(weights, p=dropout, training=self.training) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout, scale=1.0)
+        return self.o(y.transpose(1, 2).reshape(B, T, -1)), weights
+
+
+class T5LayerSelfAttention(nn.Module):
+    def __init__(self, config: T5Config, has_relative_attention_bias: bool, bidirectional: bool):
+        super().__init__()
+        self.SelfAttention = T5Attention(config, has_relative_attention_bias, bidirectional)
+        self.layer_norm = RMSNorm(config.d_model, config.layer_norm_epsilon)
+        self.dropout = nn.Dropout(config.dropout_rate)
+
+    def forward(self, x, bias, layer_idx, cache, eager):
+        h = self.layer_norm(x)
+        k, v = self.SelfAttention.keys_values(h)
+        if cache is not None:
+            k, v = cache.update(layer_idx, k, v)
+        y, weights = self.SelfAttention(h, k, v, bias, eager)
+        return x + self.dropout(y), weights
+
+
+class T5LayerCrossAttention(nn.Module):
+    def __init__(self, config: T5Config):
+        super().__init__()
+        self.EncDecAttention = T5Attention(config)
+        self.layer_norm = RMSNorm(config.d_model, config.layer_norm_epsilon)
+        self.dropout = nn.Dropout(config.dropout_rate)
+
+    def forward(self, x, encoder_states, bias, layer_idx, cache, eager):
+        h = self.layer_norm(x)
+        stored = cache.cross_attention(layer_idx) if isinstance(cache, EncoderDecoderCache) else None
+        if stored is not None:  # the encoder output does not change while decoding: projected at the first step
+            k, v = stored
+        else:
+            k, v = self.EncDecAttention.keys_values(encoder_states)
+            if isinstance(cache, EncoderDecoderCache):
+                k, v = cache.store_cross_attention(layer_idx, k, v)
+        y, weights = self.EncDecAttention(h, k, v, bias, eager)
+        return x + self.dropout(y), weights
+
+
+class T5DenseActDense(nn.Module):
+    def __init__(self, config: T5Config):
+        super().__init__()
+        self.wi = nn.Linear(config.d_model, config.d_ff, bias=False)
+        self.wo = nn.Linear(config.d_ff, config.d_model, bias=False)
+        self.dropout = nn.Dropout(config.dropout_rate)
+        self.act = ACTIVATIONS[config.dense_act_fn]
+
+    def forward(self, x):
+        return self.wo(self.dropout(self.act(self.wi(x))))
+
+
+class T5DenseGatedActDense(nn.Module):
+    def __init__(self, config: T5Config):
+        super().__init__()
+        self.wi_0 = nn.Linear(config.d_model, config.d_ff, bias=False)
+        self.wi_1 = nn.Linear(config.d_model, config.d_ff, bias=False)
+        self.wo = nn.Linear(config.d_ff, config.d_model, bias=False)
+        self.dropout = nn.Dropout(config.dropout_rate)
+        self.act = ACTIVATIONS[config.dense_act_fn]
+
+    def forward(self, x):
+        return self.wo(self.dropout(self.act(self.wi_0(x)) * self.wi_1(x)))
+
+
+class T5LayerFF(nn.Module):
+    def __init__(self, config: T5Config):
+        super().__init__()
+        self.DenseReluDense = T5DenseGatedActDense(config) if config.is_gated_act else T5DenseActDense(config)
+        self.layer_norm = RMSNorm(config.d_model, config.layer_norm_epsilon)
+        self.dropout = nn.Dropout(config.dropout_rate)
+
+    def forward(self, x):
+        return x + self.dropout(self.DenseReluDense(self.layer_norm(x)))
+
+
+class T5Block(nn.Module):
+    """Self-attention, then (decoder) cross-attention over the encoder output, then the feed-forward; each a
+    residual branch over its own norm (`layer.0`, `layer.1`, `layer.2` in checkpoints)."""
+
+    def __init__(self, config: T5Config, layer_idx: int, is_decoder: bool):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.layer = nn.ModuleList([T5LayerSelfAttention(config, layer_idx == 0, bidirectional=not is_decoder)])
+        if is_decoder:
+            self.layer.append(T5LayerCrossAttention(config))
+        self.layer.append(T5LayerFF(config))
+
+    def forward(self, x, self_bias, encoder_states, cross_bias, cache, eager):
+        x, weights = self.layer[0](x, self_bias, self.layer_idx, cache, eager)
+        cross_weights = None
+        if len(self.layer) == 3:
+            x, cross_weights = self.layer[1](x, encoder_states, cross_bias, self.layer_idx, cache, eager)
+        return self.layer[-1](x), (weights, cross_weights)
+
+
+class T5Stack(nn.Module):
+    """The encoder (bidirectional) or the decoder (causal, with cross-attention): token embeddings, dropout, the
+    blocks, a final norm and dropout."""
+
+    gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
+
+    def __init__(self, config: T5Config, is_decoder: bool):
+        super().__init__()
+        self.config = config
+        self.is_decoder = is_decoder
+        # Explicit weights skip nn.Embedding's random init, which is slow on the meta device (see llama.py).
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model,
+                                         _weight=torch.empty(config.vocab_size, config.d_model))
+        layers = config.num_decoder_layers if is_decoder else config.num_layers
+        self.block = nn.ModuleList(T5Block(config, i, is_decoder) for i in range(layers))
+        self.final_layer_norm = RMSNorm(config.d_model, config.layer_norm_epsilon)
+        self.dropout = nn.Dropout(config.dropout_rate)
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, output_attentions=None,
+                output_hidden_states=None, return_dict=True, *, encoder_hidden_states=None,
+                encoder_attention_mask=None, cache=None) -> BaseModelOutputWithPastAndCrossAttentions | tuple:
+        """The stack's last hidden state (B, T, C), and when asked every layer's input and the final output
+        (hidden_states), every layer's attention weights and (decoder) cross-attention weights. Called alone it is
+        the encoder of get_encoder(); the model passes the decoder the encoder output and the cache."""
+        check_inputs(input_ids, inputs_embeds)
+        config = self.config
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        eager = output_attentions or config._attn_implementation == "eager"
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        B, T, _ = x.shape
+        past = cache.get_seq_length() if cache is not None else 0
+        self_bias = with_mask(self.block[0].layer[0].SelfAttention.position_bias(T, past + T, past, x.device),
+                              self.self_attention_mask(attention_mask, past, T, x.device))
+        cross_bias = None
+        if encoder_hidden_states is not None:
+            S = encoder_hidden_states.shape[1]
+            cross_bias = with_mask(x.new_zeros(1, self_bias.shape[1], T, S), padding_mask(encoder_attention_mask))
+        x = self.dropout(x)
+        checkpointing = self.gradient_checkpointing if self.training else None
+        hidden_states = [] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        cross_attentions = [] if output_attentions and encoder_hidden_states is not None else None
+        for block in self.block:
+            if output_hidden_states:
+                hidden_states.append(x)
+            x, (weights, cross_weights) = run_layer(block, checkpointing, x, self_bias, encoder_hidden_states,
+                                                    cross_bias, cache, eager)
+            if output_attentions:
+                attentions.append(weights)
+            if cross_attentions is not None:
+                cross_attentions.append(cross_weights)
+        x = self.dropout(self.final_layer_norm(x))
+        if output_hidden_states:
+            hidden_states.append(x)
+        output = BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states), attentions=recorded(attentions),
+            cross_attentions=recorded(cross_attentions),
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+    def self_attention_mask(self, attention_mask, past: int, T: int, device) -> torch.Tensor | None:
+        """(B or 1, 1, T, past + T) booleans, or None when every query may see every key (an unpadded encoder)."""
+        if not self.is_decoder:
+            return padding_mask(attention_mask)
+        mask = attention_mask_for(attention_mask, past, T, device)
+        if mask is None and T > 1:  # plain causal: the bias needs it spelled out
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=device).tril(past)[None, None]
+        return mask
+
+
+def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, S) ones and zeros -> (B, 1, 1, S) booleans, True where a key may be seen; None when nothing is padded."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    return attention_mask.bool()[:, None, None, :]
+
+
+class T5PreTrainedModel(PreTrainedModel):
+    config_class = T5Config
+    base_model_prefix = "transformer"
+    input_embeddings_name = "shared"
+    # Older checkpoints store a position table for the decoder's first cross-attention, which never used it.
+    ignored_checkpoint_keys = (*PreTrainedModel.ignored_checkpoint_keys,
+                               r"^decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias\.weight$")
+    projection_name = "classifier"  # token classification's (models/heads.py)
+
+    def new_base_model(self, config: T5Config) -> "T5EncoderModel":
+        return T5EncoderModel(config)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """The reference's init: each projection with std 1/sqrt(its input size) times initializer_factor (the
+        query's also over d_kv, standing in for the missing attention scaling), embeddings with std 1."""
+        factor = self.config.initializer_factor
+        d_model, d_ff, inner = self.config.d_model, self.config.d_ff, self.config.num_heads * self.config.d_kv
+        if isinstance(module, RMSNorm):
+            nn.init.constant_(module.weight, factor)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=factor)
+        elif isinstance(module, T5Attention):  # after its children: the position table is set here
+            if hasattr(module, "relative_attention_bias"):
+                nn.init.normal_(module.relative_attention_bias.weight, std=factor * d_model**-0.5)
+            nn.init.normal_(module.q.weight, std=factor * (d_model * self.config.d_kv) ** -0.5)
+            nn.init.normal_(module.k.weight, std=factor * d_model**-0.5)
+            nn.init.normal_(module.v.weight, std=factor * d_model**-0.5)
+            nn.init.normal_(module.o.weight, std=factor * inner**-0.5)
+        elif isinstance(module, (T5DenseActDense, T5DenseGatedActDense)):
+            for name in ("wi", "wi_0", "wi_1"):
+                if hasattr(module, name):
+                    nn.init.normal_(getattr(module, name).weight, std=factor * d_model**-0.5)
+            nn.init.normal_(module.wo.weight, std=factor * d_ff**-0.5)
+        elif isinstance(module, T5ClassificationHead):
+            for linear in (module.dense, module.out_proj):
+                nn.init.normal_(linear.weight, std=factor * d_model**-0.5)
+                nn.init.zeros_(linear.bias)
+        elif isinstance(module, nn.Linear) and module.weight.shape[1] == d_model:  # lm_head, classifier, qa_outputs
+            is_lm_head = module.weight.shape[0] == self.config.vocab_size
+            nn.init.normal_(module.weight, std=factor if is_lm_head else factor * d_model**-0.5)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def _output_embeddings_path(self) -> str | None:
+        return "lm_head" if hasattr(self, "lm_head") else None  # the stacks' tied tables are inputs, not outputs
+
+    def _shift_right(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The decoder's inputs for `input_ids` (labels): decoder_start_token_id, then all but the last id."""
+        return shift_tokens_right(input_ids, self.config.pad_token_id,
+                                  getattr(self.config, "decoder_start_token_id", None))
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        return self._shift_right(labels)
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        self.tie_weights()  # the stacks' tables follow `shared`, also when the LM head is stored apart
+        return embeddings
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        super().set_input_embeddings(value)
+        self.tie_weights()
+
+
+class T5Seq2Seq(T5PreTrainedModel):
+    """The shared token table, the encoder and the decoder, and the pass through both that every encoder-decoder
+    class of the family makes."""
+
+    tied_weights = {"encoder.embed_tokens.weight": "shared.weight", "decoder.embed_tokens.weight": "shared.weight"}
+
+    def __init__(self, config: T5Config):
+        super().__init__(config)
+        self.shared = nn.Embedding(config.vocab_size, config.d_model,
+                                   _weight=torch.empty(config.vocab_size, config.d_model))
+        self.encoder = T5Stack(config, is_decoder=False)
+        self.decoder = T5Stack(config, is_decoder=True)
+
+    def get_encoder(self) -> T5Stack:
+        return self.encoder
+
+    def get_decoder(self) -> T5Stack:
+        return self.decoder
+
+    def encode_decode(
+        self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, encoder_outputs, past_key_values,
+        cache, inputs_embeds, decoder_inputs_embeds, use_cache, output_attentions, output_hidden_states,
+    ) -> Seq2SeqModelOutput:
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(input_ids, attention_mask, inputs_embeds, output_attentions,
+                                           output_hidden_states)
+        elif not isinstance(encoder_outputs, ModelOutput):  # a tuple: (last_hidden_state, hidden_states, attentions)
+            encoder_outputs = BaseModelOutput(*encoder_outputs[:3])
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        decoded = self.decoder(
+            decoder_input_ids, decoder_attention_mask, decoder_inputs_embeds, output_attentions, output_hidden_states,
+            encoder_hidden_states=encoder_outputs.last_hidden_state, encoder_attention_mask=attention_mask,
+            cache=seq2seq_cache(past_key_values, cache, use_cache),
+        )
+        return Seq2SeqModelOutput(
+            last_hidden_state=decoded.last_hidden_state, cache=decoded.cache,
+            decoder_hidden_states=decoded.hidden_states, decoder_attentions=decoded.attentions,
+            cross_attentions=decoded.cross_attentions, encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.get("hidden_states"),
+            encoder_attentions=encoder_outputs.get("attentions"),
+        )
+
+
+def seq2seq_cache(past_key_values, cache, use_cache: bool) -> EncoderDecoderCache | None:
+    """The cache a forward call uses: the one passed in (either name), else a new one when use_cache is set."""
+    if past_key_values is not None and cache is not None and past_key_values is not cache:
+        raise ValueError("Got both past_key_values= and cache=, two names for the same argument; pass one.")
+    cache = past_key_values if past_key_values is not None else cache
+    if cache is not None and not isinstance(cache, EncoderDecoderCache):
+        raise TypeError(
+            "T5's decoder keeps a self-attention and a cross-attention cache: pass past_key_values as an "
+            f"EncoderDecoderCache(DynamicCache(), DynamicCache()), got {type(cache).__name__}."
+        )
+    if cache is None and use_cache:
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    return cache
+
+
+def _decoder_inputs(model: T5PreTrainedModel, input_ids, decoder_input_ids, decoder_inputs_embeds):
+    """As the reference's classification and QA heads: without decoder inputs, the encoder's ids shifted right."""
+    if decoder_input_ids is None and decoder_inputs_embeds is None:
+        if input_ids is None:
+            raise ValueError(f"{type(model).__name__} needs decoder_input_ids (or decoder_inputs_embeds) when called "
+                             "without input_ids, from which it would make them.")
+        return model._shift_right(input_ids)
+    return decoder_input_ids
+
+
+class T5Model(T5Seq2Seq):
+    """The encoder-decoder without a head: the decoder's last hidden state (B, T, C) and the encoder's."""
+
+    def forward(
+        self, input_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
+        encoder_outputs=None, past_key_values=None, *, cache=None, inputs_embeds=None, decoder_inputs_embeds=None,
+        use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> Seq2SeqModelOutput | tuple:
+        output = self.encode_decode(
+            input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, encoder_outputs, past_key_values,
+            cache, inputs_embeds, decoder_inputs_embeds, use_cache, output_attentions, output_hidden_states,
+        )
+        return self.returned(output, return_dict)
+
+
+class T5ForConditionalGeneration(T5Seq2Seq):
+    """Text to text: vocabulary logits at every decoder position, and their loss against `labels` (shifted right,
+    they are the decoder's input when none is given)."""
+
+    tied_weights = {**T5Seq2Seq.tied_weights, "lm_head.weight": "shared.weight"}
+    # The original T5 scales the decoder output by d_model ** -0.5 before its tied head (config.scale_decoder_outputs).
+    scales_decoder_output = True
+
+    def __init__(self, config: T5Config):
+        super().__init__(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return True
+
+    def forward(
+        self, input_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
+        encoder_outputs=None, past_key_values=None, *, cache=None, inputs_embeds=None, decoder_inputs_embeds=None,
+        labels=None, use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+        logits_to_keep=0,
+    ) -> Seq2SeqLMOutput | tuple:
+        if labels is not None:
+            if logits_to_keep:
+                raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 with labels.")
+            if decoder_input_ids is None and decoder_inputs_embeds is None:
+                decoder_input_ids = self._shift_right(labels)
+        base = self.encode_decode(
+            input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, encoder_outputs, past_key_values,
+            cache, inputs_embeds, decoder_inputs_embeds, use_cache, output_attentions, output_hidden_states,
+        )
+        hidden = base.last_hidden_state
+        hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+        if self.scales_decoder_output and getattr(self.config, "scale_decoder_outputs", False):
+            hidden = hidden * self.config.d_model**-0.5
+        logits = self.lm_head(hidden)
+        loss = None if labels is None else token_loss(logits, labels)
+        output = Seq2SeqLMOutput(loss=loss, logits=logits, **_seq2seq_fields(base))
+        return self.returned(output, return_dict)
+
+
+def _seq2seq_fields(base: Seq2SeqModelOutput) -> dict:
+    """What a head passes on from the encoder-decoder's output besides its own logits and loss."""
+    return {name: base.get(name) for name in ("cache", "decoder_hidden_states", "decoder_attentions",
+                                              "cross_attentions", "encoder_last_hidden_state",
+                                              "encoder_hidden_states", "encoder_attentions")}
+
+
+class T5EncoderModel(T5PreTrainedModel):
+    """The encoder alone (sentence embeddings, T5-based retrievers): its last hidden state (B, T, C)."""
+
+    tied_weights = {"encoder.embed_tokens.weight": "shared.weight"}
+    # A full T5 checkpoint loads into the encoder alone: the decoder and the LM head are left out.
+    ignored_checkpoint_keys = (*T5PreTrainedModel.ignored_checkpoint_keys, r"^decoder\.", r"^lm_head\.")
+
+    def __init__(self, config: T5Config):
+        super().__init__(config)
+        self.shared = nn.Embedding(config.vocab_size, config.d_model,
+                                   _weight=torch.empty(config.vocab_size, config.d_model))
+        self.encoder = T5Stack(config, is_decoder=False)
+
+    def get_encoder(self) -> T5Stack:
+        return self.encoder
+
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *, token_type_ids=None,
+        cache=None, inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None,
+        return_dict=None,
+    ) -> BaseModelOutputWithPastAndCrossAttentions | tuple:
+        """T5 has no position ids or token types; an encoder keeps no cache (those arguments must be None)."""
+        if past_key_values is not None or cache is not None:
+            raise ValueError(f"{type(self).__name__} is an encoder and keeps no cache: pass past_key_values=None.")
+        encoded = self.encoder(input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states)
+        return self.returned(encoded, return_dict)
+
+
+class T5ClassificationHead(nn.Module):
+    """dense, tanh, out_proj over the decoder's state at the last EOS, with dropout before each projection."""
+
+    def __init__(self, config: T5Config):
+        super().__init__()
+        self.dense = nn.Linear(config.d_model, config.d_model)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.out_proj = nn.Linear(config.d_model, config.num_labels)
+
+    def forward(self, x):
+        return self.out_proj(self.dropout(torch.tanh(self.dense(self.dropout(x)))))
+
+
+class T5ForSequenceClassification(T5PreTrainedModel):
+    """One label (or score) per sequence, read from the decoder's state at the last EOS token of the input (the
+    decoder runs on the input shifted right when no decoder_input_ids are given), as the reference."""
+
+    tied_weights = {f"transformer.{k}": f"transformer.{v}" for k, v in T5Seq2Seq.tied_weights.items()}
+    input_embeddings_name = "transformer.shared"
+    # A T5ForConditionalGeneration checkpoint's LM head is not used by the classifier.
+    ignored_checkpoint_keys = (*T5PreTrainedModel.ignored_checkpoint_keys, r"(^|\.)lm_head\.weight$")
+
+    def __init__(self, config: T5Config):
+        super().__init__(config)
+        self.transformer = T5Model(config)
+        self.classification_head = T5ClassificationHead(config)
+
+    def get_encoder(self) -> T5Stack:
+        return self.transformer.encoder
+
+    def forward(
+        self, input_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
+        encoder_outputs=None, *, inputs_embeds=None, decoder_inputs_embeds=None, labels=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> Seq2SeqSequenceClassifierOutput | tuple:
+        if input_ids is None:
+            raise ValueError(f"{type(self).__name__} reads the EOS positions of input_ids: pass input_ids, not "
+                             "inputs_embeds.")
+        base = self.transformer(
+            input_ids, attention_mask, _decoder_inputs(self, input_ids, decoder_input_ids, decoder_inputs_embeds),
+            decoder_attention_mask, encoder_outputs, inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds, use_cache=False if labels is not None else use_cache,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        hidden = base.last_hidden_state
+        eos = input_ids.eq(self.config.eos_token_id).to(hidden.device)
+        counts = eos.sum(dim=1)
+        if bool((counts == 0).any()) or bool((counts != counts[0]).any()):
+            raise ValueError(f"{type(self).__name__} needs the same number (at least one) of EOS tokens (id "
+                             f"{self.config.eos_token_id}) in every row of input_ids; got {counts.tolist()}.")
+        last_eos = hidden[eos].view(hidden.shape[0], -1, hidden.shape[-1])[:, -1]  # (B, C)
+        logits = self.classification_head(last_eos)
+        loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
+        output = Seq2SeqSequenceClassifierOutput(loss=loss, logits=logits, **_seq2seq_fields(base))
+        return self.returned(output, return_dict)
+
+
+class T5ForTokenClassification(T5PreTrainedModel, TokenClassification):
+    """One label per token, from the encoder alone."""
+
+    tied_weights = {"transformer.encoder.embed_tokens.weight": "transformer.shared.weight"}
+    input_embeddings_name = "transformer.shared"
+    ignored_checkpoint_keys = T5EncoderModel.ignored_checkpoint_keys + (r"^transformer\.decoder\.",)
+
+
+class T5ForQuestionAnswering(T5Seq2Seq):
+    """Extractive QA over the decoder's states (the decoder reads the input shifted right unless given its own):
+    start and end logits per decoder position."""
+
+    ignored_checkpoint_keys = T5ForSequenceClassification.ignored_checkpoint_keys
+
+    def __init__(self, config: T5Config):
+        super().__init__(config)
+        self.qa_outputs = nn.Linear(config.d_model, config.num_labels)
+
+    def forward(
+        self, input_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
+        encoder_outputs=None, *, start_positions=None, end_positions=None, inputs_embeds=None,
+        decoder_inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None,
+        return_dict=None,
+    ) -> Seq2SeqQuestionAnsweringModelOutput | tuple:
+        training = start_positions is not None and end_positions is not None
+        base = self.encode_decode(
+            input_ids, attention_mask, _decoder_inputs(self, input_ids, decoder_input_ids, decoder_inputs_embeds),
+            decoder_attention_mask, encoder_outputs, None, None, inputs_embeds, decoder_inputs_embeds,
+            False if training else use_cache, output_attentions, output_hidden_states,
+        )
+        start, end = self.qa_outputs(base.last_hidden_state).split(1, dim=-1)
+        start_logits, end_logits = start.squeeze(-1).contiguous(), end.squeeze(-1).contiguous()
+        loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions) if training else None
+        output = Seq2SeqQuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
+                                                     **_seq2seq_fields(base))
+        return self.returned(output, return_dict)
+
+
+# mT5: the same architecture; its config never scales the decoder output.
+
+
+class MT5PreTrainedModel(T5PreTrainedModel):
+    config_class = MT5Config
+
+
+class MT5Model(MT5PreTrainedModel, T5Model):
+    """mT5's encoder-decoder without a head."""
+
+
+class MT5ForConditionalGeneration(MT5PreTrainedModel, T5ForConditionalGeneration):
+    """mT5 text to text; the decoder output goes to the LM head unscaled."""
+
+    scales_decoder_output = False
+
+
+class MT5EncoderModel(MT5PreTrainedModel, T5EncoderModel):
+    """mT5's encoder alone."""
+
+
+class MT5ForSequenceClassification(MT5PreTrainedModel, T5ForSequenceClassification):
+    """One label per sequence, from the decoder's state at the last EOS."""
+
+
+class MT5ForTokenClassification(MT5PreTrainedModel, T5ForTokenClassification):
+    """One label per token, from the encoder alone."""
+
+    def new_base_model(self, config: MT5Config) -> "MT5EncoderModel":
+        return MT5EncoderModel(config)
+
+
+class MT5ForQuestionAnswering(MT5PreTrainedModel, T5ForQuestionAnswering):
+    """Extractive QA over the decoder's states."""
