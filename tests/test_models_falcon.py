@@ -354,3 +354,18 @@ def test_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_path):
     assert model.config.tie_word_embeddings == reference.config.tie_word_embeddings
     _assert_outputs_close(_outputs(model, "CausalLM"), _outputs(reference, "CausalLM"), "GGUF")
     assert openformers.AutoConfig.from_pretrained(tmp_path / "falcon.gguf").model_type == "falcon"
+
+
+@pytest.mark.parametrize("quantization, tolerance", [("int8", 0.02), ("int4", 0.2)])
+@torch.inference_mode()
+def test_quantized_loading_stays_near_the_reference(tiny, quantization, tolerance):
+    """from_pretrained(..., quantization=...) packs every projection; the logits move by the rounding only."""
+    folder, reference, _ = tiny
+    if quantization == "int4" and reference.config.hidden_size % 32:
+        with pytest.raises(ValueError, match="int8"):  # int4 groups 32 inputs
+            AutoModelForCausalLM.from_pretrained(folder, quantization=quantization)
+        return
+    model = AutoModelForCausalLM.from_pretrained(folder, quantization=quantization)
+    ids = _ids(1, 12)
+    torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=tolerance, rtol=0)
+    assert model.generate(ids, max_new_tokens=4, do_sample=False).shape == (1, 16)

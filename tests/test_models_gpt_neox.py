@@ -436,3 +436,14 @@ def test_text_generation_pipeline_matches_the_reference(tokenizer_folder, tmp_pa
     options = dict(max_new_tokens=8, do_sample=False)
     expected = transformers.pipeline("text-generation", model=str(tmp_path))(prompts, **options)
     assert openformers.pipeline("text-generation", model=tmp_path)(prompts, **options) == expected
+
+
+@pytest.mark.parametrize("quantization, tolerance", [("int8", 0.02), ("int4", 0.2)])
+@torch.inference_mode()
+def test_quantized_loading_stays_near_the_reference(tiny, quantization, tolerance):
+    """from_pretrained(..., quantization=...) packs every projection; the logits move by the rounding only."""
+    folder, reference, _ = tiny
+    model = AutoModelForCausalLM.from_pretrained(folder, quantization=quantization)
+    ids = _ids(1, 12)
+    torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=tolerance, rtol=0)
+    assert model.generate(ids, max_new_tokens=4, do_sample=False).shape == (1, 16)
