@@ -395,6 +395,23 @@ def test_tokenizer_ids_and_offsets_match_the_reference(tokenizer_folder, config_
     assert ours(TEXTS[:3], **batch)["input_ids"].tolist() == reference(TEXTS[:3], **batch)["input_ids"].tolist()
 
 
+def test_tokenizer_from_vocab_json_and_merges_txt_matches_the_reference(tokenizer_folder, tmp_path):
+    from tokenizers import Tokenizer
+
+    Tokenizer.from_file(str(tokenizer_folder / "tokenizer.json")).model.save(str(tmp_path))  # vocab.json, merges.txt
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPTNeoXTokenizer"}))
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    folder = openformers.AutoTokenizer.from_pretrained(tmp_path)
+    files = openformers.GPTNeoXTokenizer(tmp_path / "vocab.json", tmp_path / "merges.txt")
+    for ours in (folder, files):
+        assert type(ours).__name__ == "GPTNeoXTokenizer" and ours.pad_token == reference.pad_token == "<|padding|>"
+        for text in TEXTS:
+            expected = reference(text, return_offsets_mapping=True)
+            got = ours(text, return_offsets_mapping=True)
+            assert got["input_ids"] == expected["input_ids"], text
+            assert got["offset_mapping"] == expected["offset_mapping"], text
+
+
 def test_tokenizer_options_and_saving_match_the_reference(tokenizer_folder, tmp_path):
     options = dict(add_prefix_space=True, add_bos_token=True, add_eos_token=True)
     reference = transformers.GPTNeoXTokenizer.from_pretrained(str(tokenizer_folder), **options)
