@@ -115,10 +115,13 @@ def test_for_model_builds_the_config_the_reference_builds():
 
 def test_gguf_architectures_are_read_by_the_model_file(smollm2_gguf):
     from openformers.configs import GGUF_CONFIG_READERS
-    from openformers.models import llama
+    from openformers.models import llama, mixtral
     from openformers.weights import GGUFFile
 
-    assert GGUF_CONFIG_READERS["llama"] is GGUF_CONFIG_READERS["qwen2"] is llama.config_from_gguf
-    config = llama.config_from_gguf(GGUFFile(smollm2_gguf), num_hidden_layers=2)
-    assert type(config) is LlamaConfig and config.architectures == ["LlamaForCausalLM"]
-    assert config.num_hidden_layers == 2
+    assert GGUF_CONFIG_READERS["qwen2"] is llama.config_from_gguf
+    # Mixtral's files say "llama" too: its reader reads those with experts, and hands the others to llama.py's.
+    assert GGUF_CONFIG_READERS["llama"] is mixtral.config_from_gguf
+    for read in (llama.config_from_gguf, mixtral.config_from_gguf):
+        config = read(GGUFFile(smollm2_gguf), num_hidden_layers=2)
+        assert type(config) is LlamaConfig and config.architectures == ["LlamaForCausalLM"]
+        assert config.num_hidden_layers == 2

@@ -403,6 +403,31 @@ def test_generate_matches_reference(tiny, options):
 
 
 @torch.inference_mode()
+def test_generate_with_output_router_logits_in_the_config_gives_the_same_tokens(tiny):
+    """Each step then also scores the load-balancing loss over its new tokens (the mask's last columns), where the
+    reference's generate fails on the mask that covers the cached positions too."""
+    folder, reference, _ = tiny
+    model = AutoModelForCausalLM.from_pretrained(folder, output_router_logits=True)
+    ids, mask = generation_inputs()
+    settings = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
+    expected = reference.generate(ids, attention_mask=mask, **settings)
+    assert model.generate(ids, attention_mask=mask, **settings).tolist() == expected.tolist()
+    cache = DynamicCache()
+    model(ids, attention_mask=mask, past_key_values=cache)
+    step = model(ids[:, -1:], attention_mask=torch.cat([mask, mask[:, -1:]], dim=1), past_key_values=cache)
+    assert step.aux_loss.isfinite() and all(t.shape[0] == 2 for t in step.router_logits)
+
+
+@torch.inference_mode()
+def test_inputs_embeds_give_the_input_ids_logits(tiny):
+    model = tiny[2]
+    ids, mask = padded_batch()
+    embeds = model.get_input_embeddings()(ids)
+    torch.testing.assert_close(model(inputs_embeds=embeds, attention_mask=mask).logits,
+                               model(ids, attention_mask=mask).logits)
+
+
+@torch.inference_mode()
 def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
     model = tiny[2]
     ids, mask = generation_inputs()
