@@ -220,7 +220,7 @@ def test_an_unsupported_gguf_architecture_is_named(tmp_path):
 def test_an_unknown_model_type_lists_the_supported_ones(tiny_folder):
     config = json.loads((tiny_folder / "config.json").read_text())
     (tiny_folder / "config.json").write_text(json.dumps({**config, "model_type": "mamba"}))
-    with pytest.raises(ValueError, match=r"model_type='mamba'.*supported model types: bert, .*\bgpt2, llama\b"):
+    with pytest.raises(ValueError, match=r"model_type='mamba'.*supported model types: .*\bbert\b.*\bgpt2\b.*\bllama\b"):
         AutoModelForCausalLM.from_pretrained(tiny_folder)
 
 
@@ -232,3 +232,23 @@ def test_bin_checkpoints_load(tiny_folder):
     torch.save(state_dict, tiny_folder / "pytorch_model.bin")
     model = AutoModelForCausalLM.from_pretrained(tiny_folder)
     assert torch.equal(model.model.norm.weight, state_dict["model.norm.weight"])
+
+
+@pytest.mark.parametrize("shard", ["../outside/model-00001.safetensors", "/etc/model.safetensors", ""])
+def test_a_shard_index_naming_a_file_outside_its_folder_is_refused(tmp_path, shard):
+    folder, outside = tmp_path / "model", tmp_path / "outside"
+    folder.mkdir()
+    outside.mkdir()
+    save_safetensors({"a.weight": torch.ones(2)}, outside)
+    (outside / "model.safetensors").rename(outside / "model-00001.safetensors")
+    index = {"weight_map": {"a.weight": shard}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=r"index\.json names the shard .*not a file inside"):
+        load_weights(folder / "model.safetensors.index.json")
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not utf-8", b'{"weight_map": ["a"]}', b'{"weight_map": {"a": 3}}'])
+def test_a_malformed_shard_index_is_named(tmp_path, content):
+    (tmp_path / "model.safetensors.index.json").write_bytes(content)
+    with pytest.raises(ValueError, match=r"model\.safetensors\.index\.json"):
+        load_weights(tmp_path / "model.safetensors.index.json")

@@ -49,9 +49,21 @@ def load_weights(path: Path, dtype: torch.dtype | None = None) -> dict[str, torc
 def _shards(index_path: Path) -> list[Path]:
     try:
         weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError) as error:  # ValueError: not JSON, or not UTF-8
         raise ValueError(f"{index_path} is not a shard index: expected JSON with a 'weight_map' object.") from error
-    shards = [index_path.parent / name for name in sorted(set(weight_map.values()))]
+    if not isinstance(weight_map, dict):
+        raise ValueError(f"{index_path}: 'weight_map' is a {type(weight_map).__name__}; expected an object.")
+    if not all(isinstance(name, str) for name in weight_map.values()):
+        raise ValueError(f"{index_path}: every 'weight_map' value must be a shard's file name (a string).")
+    names = sorted(set(weight_map.values()))
+    for name in names:
+        # Checked by its parts, not resolved: in the Hub cache every shard is a symbolic link into the blobs folder.
+        if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ValueError(
+                f"{index_path} names the shard {name!r}, which is not a file inside {index_path.parent}; "
+                "an index may only name files in its own folder."
+            )
+    shards = [index_path.parent / name for name in names]
     missing = [shard.name for shard in shards if not shard.is_file()]
     if missing:
         raise FileNotFoundError(
