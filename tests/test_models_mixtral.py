@@ -563,3 +563,34 @@ def test_gguf_with_one_tensor_per_expert_loads(tmp_path):
     write_gguf(PerExpert(), reference, GGUF_NAMES, permute_heads=True)
     model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "mixtral.gguf")
     assert_outputs_close(outputs_of(model, "ForCausalLM"), outputs_of(reference, "ForCausalLM"), "GGUF per expert")
+
+
+@torch.inference_mode()
+def test_gguf_with_quantized_expert_tensors_loads_them_dequantized(tmp_path):
+    """Real Mixtral files quantize the stacked 3D expert tensors (here Q8_0): each expert gets its slice of them."""
+    import gguf
+
+    reference = _reference(intermediate_size=64)  # Q8_0 blocks of 32 along every expert tensor's rows
+    writer = gguf.GGUFWriter(str(tmp_path / "mixtral.gguf"), "llama")
+    writer.add_expert_count(reference.config.num_local_experts)
+    stored = {}
+
+    class QuantizedExperts:  # the writer, with the stacked expert tensors written as Q8_0 blocks
+        def __getattr__(self, name):
+            return getattr(writer, name)
+
+        def add_tensor(self, name, w):
+            if "_exps." not in name:
+                return writer.add_tensor(name, w)
+            stored[name] = gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(name, stored[name], raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+
+    write_gguf(QuantizedExperts(), reference, GGUF_NAMES, permute_heads=True)
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "mixtral.gguf")
+    for name, kind in (("ffn_gate_exps", "w1"), ("ffn_up_exps", "w3"), ("ffn_down_exps", "w2")):
+        blocks = stored[f"blk.1.{name}.weight"]
+        expected = torch.from_numpy(gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType.Q8_0))
+        for e, expert in enumerate(model.model.layers[1].block_sparse_moe.experts):
+            torch.testing.assert_close(getattr(expert, kind).weight, expected[e], atol=0, rtol=0)
+    logits = model(ids_of(1, 6)).logits
+    torch.testing.assert_close(logits, reference(ids_of(1, 6)).logits, atol=2e-2, rtol=0)
