@@ -98,7 +98,7 @@ def tiny(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def seq2seq(tmp_path_factory):
     folder = tmp_path_factory.mktemp("seq2seq")
-    reference = _reference("BartForConditionalGeneration")
+    reference = _reference("BartForConditionalGeneration", init_std=0.5)  # large weights: varied generations
     reference.save_pretrained(folder)
     return reference, openformers.AutoModelForSeq2SeqLM.from_pretrained(folder)
 
@@ -166,6 +166,28 @@ def test_decoding_step_by_step_with_the_cache_gives_the_full_pass(seq2seq):
         steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
     assert all(cache.is_updated.values())  # the encoder's keys were projected once, at the first step
+
+
+@pytest.mark.parametrize("options", [dict(), dict(num_beams=3), dict(num_beams=2, num_return_sequences=2),
+                                     dict(no_repeat_ngram_size=2, min_new_tokens=4)],
+                         ids=["greedy", "beams", "two-returned", "processors"])
+@torch.inference_mode()
+def test_generation_matches_reference(seq2seq, options):
+    reference, model = seq2seq
+    ids, mask = _ids()
+    kwargs = dict(max_new_tokens=8, do_sample=False, **options)
+    expected = reference.generate(input_ids=ids, attention_mask=mask, **kwargs)
+    assert torch.equal(model.generate(input_ids=ids, attention_mask=mask, **kwargs), expected)
+
+
+@torch.inference_mode()
+def test_generation_forces_eos_at_max_length_as_the_reference(seq2seq):
+    reference, model = seq2seq
+    ids, mask = _ids(generator_seed=5)
+    assert model.generation_config.forced_eos_token_id == EOS
+    expected = reference.generate(input_ids=ids, attention_mask=mask, max_length=6)
+    got = model.generate(input_ids=ids, attention_mask=mask, max_length=6)
+    assert torch.equal(got, expected) and bool((got[:, -1] == EOS).all())
 
 
 @torch.inference_mode()
