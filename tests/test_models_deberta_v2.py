@@ -278,6 +278,28 @@ def test_legacy_masked_lm_ties_its_decoder_to_the_embeddings_and_its_bias():
     assert model(torch.tensor([[5, 6, 7]])).logits.shape == (1, 3, TINY["vocab_size"])
 
 
+@pytest.mark.parametrize("variant", ["c2p", "v3"], ids=["legacy-head", "lm_predictions-head"])
+@torch.inference_mode()
+def test_resizing_the_vocabulary_keeps_the_masked_lm_whole(variant, tmp_path):
+    """New tokens get a zero bias (the legacy decoder's stays the head's `bias`), old tokens keep their logits, and
+    the resized model saves what the reference loads."""
+    reference = _reference("DebertaV2ForMaskedLM", variant)
+    reference.save_pretrained(tmp_path / "before")
+    model = openformers.DebertaV2ForMaskedLM.from_pretrained(tmp_path / "before")
+    old_ids = torch.tensor([[5, 6, 7, 90, 95]])
+    before = model(old_ids).logits
+    model.resize_token_embeddings(TINY["vocab_size"] + 11)
+    head = model.cls.predictions if variant == "c2p" else model.lm_predictions.lm_head
+    if variant == "c2p":
+        assert head.decoder.bias is head.bias and head.decoder.weight is model.get_input_embeddings().weight
+    assert head.bias.shape == (TINY["vocab_size"] + 11,) and not head.bias[TINY["vocab_size"]:].any()
+    torch.testing.assert_close(model(old_ids).logits[..., : TINY["vocab_size"]], before)
+    model.save_pretrained(tmp_path / "after")
+    theirs = _load_quietly(transformers.DebertaV2ForMaskedLM.from_pretrained, tmp_path / "after").eval()
+    ids = torch.tensor([[5, 6, 105, 90, 108]])
+    torch.testing.assert_close(model(ids).logits, theirs(ids).logits, atol=1e-5, rtol=1e-5)
+
+
 def test_encoder_refuses_a_cache_and_overlong_inputs():
     model = openformers.AutoModel.from_config(configs.DebertaV2Config(**TINY))
     with pytest.raises(ValueError, match="past_key_values"):
@@ -286,3 +308,50 @@ def test_encoder_refuses_a_cache_and_overlong_inputs():
         model(torch.full((1, TINY["max_position_embeddings"] + 1), 5))
     with pytest.raises(ValueError, match="attention_mask"):
         model(torch.tensor([[5, 6, 7]]), attention_mask=torch.tensor([[[1, 1, 0]]]))
+
+
+# Pipelines: tiny random v3-like heads with a DebertaV2Tokenizer from an spm.model trained here (no tokenizer.json).
+
+PIPELINE_HEADS = {  # task -> (the reference's class, its inputs)
+    "fill-mask": ("DebertaV2ForMaskedLM", ["Paris is the [MASK] of France.", "I [MASK] you."]),
+    "text-classification": ("DebertaV2ForSequenceClassification", ["I love this movie.", "Terrible weather!"]),
+    "token-classification": ("DebertaV2ForTokenClassification", "Sarah Connor lives in Los Angeles."),
+}
+
+
+@pytest.fixture(scope="module")
+def spm_folder(tmp_path_factory):
+    sentencepiece = pytest.importorskip("sentencepiece")
+    from test_tokenizers_corpus import CORPUS
+
+    folder = tmp_path_factory.mktemp("deberta-spm")
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter([doc for doc in CORPUS[::8] if doc.isascii()]), model_prefix=str(folder / "spm"),
+        vocab_size=400, minloglevel=2, model_type="unigram", character_coverage=1.0, pad_id=0, bos_id=1, eos_id=2,
+        unk_id=3, pad_piece="[PAD]", bos_piece="[CLS]", eos_piece="[SEP]", unk_piece="[UNK]",
+    )  # fmt: skip
+    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False, "vocab_type": "spm"}))
+    return folder
+
+
+def _assert_records_close(got, expected):
+    if isinstance(expected, (list, dict)):
+        assert type(got) is type(expected) and len(got) == len(expected)
+        for key in range(len(expected)) if isinstance(expected, list) else expected:
+            _assert_records_close(got[key], expected[key])
+    elif isinstance(expected, float) or type(expected).__module__ == "numpy":
+        assert float(got) == pytest.approx(float(expected), abs=1e-5)
+    else:
+        assert got == expected
+
+
+@pytest.mark.parametrize("task", list(PIPELINE_HEADS))
+def test_pipelines_match_reference(task, spm_folder, tmp_path):
+    for path in spm_folder.iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    name, inputs = PIPELINE_HEADS[task]
+    _reference(name, "v3", vocab_size=401).save_pretrained(tmp_path)  # the pieces and [MASK]
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = transformers.pipeline(task, model=str(tmp_path))(inputs)
+    _assert_records_close(openformers.pipeline(task, model=tmp_path)(inputs), expected)

@@ -378,6 +378,23 @@ class DebertaV2ForMaskedLM(DebertaV2PreTrainedModel, MaskedLM):
             self.lm_predictions = DebertaV2OnlyMLMHead(config)
         self.tie_weights()
 
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """As PreTrainedModel's, with a bias of zero for each new token (the legacy decoder's bias, which is the
+        head's `bias` again after it, as the reference pads it; DeBERTa's own head's, which the reference cannot
+        resize)."""
+        old_rows = self.config.vocab_size
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        rows = embeddings.weight.shape[0]
+        head = self.cls.predictions if self.config.legacy else self.lm_predictions.lm_head
+        with torch.no_grad():
+            kept = head.bias[: min(old_rows, rows)]
+            bias = torch.cat([kept, kept.new_zeros(rows - kept.shape[0])])
+        head.bias = nn.Parameter(bias, head.bias.requires_grad)
+        self.tie_weights()
+        return embeddings
+
     def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.config.legacy:
             return self.cls(hidden)
