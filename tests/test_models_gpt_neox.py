@@ -420,15 +420,18 @@ def test_tokenizer_options_and_saving_match_the_reference(tokenizer_folder, tmp_
         expected = reference(text, return_offsets_mapping=True)
         got = ours(text, return_offsets_mapping=True)
         assert got["input_ids"] == expected["input_ids"] and got["offset_mapping"] == expected["offset_mapping"], text
-    # Saved, the prefix space stays (the reference drops add_bos_token and add_eos_token from a folder with a
-    # tokenizer.json, so those are left out here).
-    reference = transformers.GPTNeoXTokenizer.from_pretrained(str(tokenizer_folder), add_prefix_space=True)
-    openformers.GPTNeoXTokenizer.from_pretrained(tokenizer_folder, add_prefix_space=True).save_pretrained(tmp_path)
+    # Saved and read back, the prefix space stays; BOS and EOS do not, as the reference lets a folder's tokenizer.json
+    # decide over its tokenizer_config.json's add_bos_token and add_eos_token.
+    ours.save_pretrained(tmp_path)
+    plain = transformers.GPTNeoXTokenizer.from_pretrained(str(tokenizer_folder), add_prefix_space=True)
     for reloaded in (transformers.AutoTokenizer.from_pretrained(str(tmp_path)),
                      openformers.AutoTokenizer.from_pretrained(tmp_path)):
         assert type(reloaded).__name__ == "GPTNeoXTokenizer"
         for text in TEXTS[:4]:
-            assert reloaded(text)["input_ids"] == reference(text)["input_ids"], text
+            assert reloaded(text)["input_ids"] == plain(text)["input_ids"], text
+    expected = transformers.AutoTokenizer.from_pretrained(str(tmp_path), add_bos_token=True)("a")["input_ids"]
+    assert openformers.AutoTokenizer.from_pretrained(tmp_path, add_bos_token=True)("a")["input_ids"] == expected
+    assert expected[0] == plain.bos_token_id
 
 
 @torch.inference_mode()
