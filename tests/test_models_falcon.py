@@ -343,10 +343,12 @@ def _write_gguf(path, reference):
     writer.close()
 
 
-@pytest.mark.parametrize("variant", ["new-decoder", "new-decoder-one-norm", "multi-query"])
+@pytest.mark.parametrize("variant, overrides", [
+    ("new-decoder", {}), ("new-decoder", dict(bias=True)), ("new-decoder-one-norm", {}), ("multi-query", {}),
+], ids=["new-decoder", "new-decoder-biased", "new-decoder-one-norm", "multi-query"])
 @torch.inference_mode()
-def test_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_path):
-    reference = _reference(**VARIANTS[variant])
+def test_gguf_written_like_llama_cpp_matches_the_original(variant, overrides, tmp_path):
+    reference = _reference(**VARIANTS[variant], **overrides)
     _write_gguf(tmp_path / "falcon.gguf", reference)
     model = _load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "falcon.gguf")
     assert isinstance(model, FalconForCausalLM) and model.generation_config.eos_token_id == 2
