@@ -12,6 +12,7 @@ from .collators import (
     default_data_collator,
 )
 from .optimizers import Adafactor, AdafactorSchedule, get_adafactor_schedule
+from .seq2seq import Seq2SeqTrainer, Seq2SeqTrainingArguments
 from .schedules import (
     GreedyLR, SchedulerType, get_constant_schedule, get_constant_schedule_with_warmup,
     get_cosine_schedule_with_warmup, get_cosine_with_hard_restarts_schedule_with_warmup,
@@ -28,7 +29,8 @@ __all__ = [
     "DataCollatorForMultipleChoice", "DataCollatorForSeq2Seq", "DataCollatorForTokenClassification",
     "DataCollatorWithFlattening", "DataCollatorWithPadding", "DefaultDataCollator", "DefaultFlowCallback",
     "EarlyStoppingCallback", "EvalPrediction", "ExportableState", "GreedyLR", "IntervalStrategy", "PredictionOutput",
-    "PrinterCallback", "ProgressCallback", "SchedulerType", "TensorBoardCallback", "Trainer", "TrainerCallback",
+    "PrinterCallback", "ProgressCallback", "SchedulerType", "Seq2SeqTrainer", "Seq2SeqTrainingArguments",
+    "TensorBoardCallback", "Trainer", "TrainerCallback",
     "TrainerControl", "TrainerState", "TrainOutput", "TrainingArguments", "default_data_collator",
     "enable_full_determinism", "get_adafactor_schedule", "get_last_checkpoint", "get_constant_schedule",
     "get_constant_schedule_with_warmup",

@@ -976,6 +976,10 @@ class Trainer:
             return loss, None, None
         return loss, predictions_of(outputs, ignore_keys, has_labels), labels
 
+    def _loss_repeats(self, rows: int) -> int:
+        """How many entries a batch's mean loss makes in eval_loss's mean: one per row, as the reference's."""
+        return rows
+
     def _prediction_loop(self, dataset, prefix: str, ignore_keys=None, predicting: bool = False) -> PredictionOutput:
         loader = self.get_eval_dataloader(dataset)
         self.callback_handler.eval_dataloader = loader
@@ -1000,7 +1004,7 @@ class Trainer:
             size = rows_in(batch)
             rows += size
             if loss is not None:
-                losses.extend([float(loss)] * size)  # every row counts with its batch's mean, as the reference's
+                losses.extend([float(loss)] * self._loss_repeats(size))
             if logits is not None and self.preprocess_logits_for_metrics is not None:
                 logits = self.preprocess_logits_for_metrics(logits, batch_labels)
             main = batch.get(getattr(model, "main_input_name", "input_ids")) if "inputs" in extras else None
