@@ -467,3 +467,28 @@ def test_quantized_loading_stays_near_the_reference(tiny, quantization, toleranc
     ids = _ids(1, 12)
     torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=tolerance, rtol=0)
     assert model.generate(ids, max_new_tokens=4, do_sample=False).shape == (1, 16)
+
+
+def test_gguf_tokenizer_of_gpt_neox_vocabulary_matches_the_reference(tokenizer_folder, tmp_path):
+    """llama.cpp names GPT-NeoX's vocabulary "olmo" (tokenizer.ggml.pre) and splits it with GPT-2's pattern."""
+    import gguf
+
+    data = json.loads((tokenizer_folder / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    writer = gguf.GGUFWriter(str(tmp_path / "pythia.gguf"), "gpt2")  # the reference reads no gptneox file
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("olmo")
+    tokens = sorted(vocab, key=vocab.get)
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.CONTROL if t.startswith("<|") else gguf.TokenType.NORMAL for t in tokens])
+    writer.add_token_merges([" ".join(merge) for merge in data["model"]["merges"]])
+    writer.add_bos_token_id(vocab["<|endoftext|>"])
+    writer.add_eos_token_id(vocab["<|endoftext|>"])
+    writer.add_pad_token_id(vocab["<|padding|>"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path), gguf_file="pythia.gguf")
+    ours = _load_quietly(openformers.AutoTokenizer.from_pretrained, tmp_path / "pythia.gguf")
+    for text in TEXTS[:4]:
+        assert ours.encode(text) == reference.encode(text), text

@@ -827,7 +827,8 @@ _PRE_PATTERNS = {
 }
 # llama.cpp splits these on every digit first, then with GPT-2's pattern (as SmolLM2's tokenizer.json does).
 _DIGITS_THEN_GPT2 = ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b")
-_GPT2 = ("gpt2", "gpt-2", "default")
+# GPT-2's split; llama.cpp names GPT-NeoX's vocabulary (Pythia, OLMo 1, MPT) "olmo" or "mpt" and splits it so too.
+_GPT2 = ("gpt2", "gpt-2", "default", "olmo", "mpt")
 _DIGITS_THEN_GPT2_PATTERN = r"""\p{N}|'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+"""
 
 
