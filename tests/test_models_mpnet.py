@@ -2,9 +2,11 @@
 gives the reference's outputs and losses on a padded batch and each row alone (relative-position bias included),
 saves what the reference loads back, and comes back from the Auto classes as the reference's class."""
 
+import shutil
 import warnings
 
 import pytest
+import tokenizers
 import torch
 
 import openformers
@@ -239,3 +241,66 @@ def test_training_gradients_match_reference(tmp_path, checkpointing):
     grads = {n: p.grad for n, p in reference.named_parameters()}
     for parameter_name, parameter in model.named_parameters():
         torch.testing.assert_close(parameter.grad, grads[parameter_name], atol=1e-5, rtol=1e-4, msg=parameter_name)
+
+
+# MPNetTokenizer: a WordPiece vocabulary trained here with `tokenizers` on a sample of the project's corpus, laid out
+# as MPNet's (fairseq's <s> <pad> </s> <unk> first, <mask> last), read from vocab.txt and from the tokenizer.json the
+# reference writes: the reference's ids on the corpus, offsets and decoded text on a part of it; and the pipelines.
+
+
+@pytest.fixture(scope="module")
+def mpnet_tokenizer_folders(tmp_path_factory):
+    from test_tokenizers_corpus import CORPUS
+    from tokenizers import models, normalizers, pre_tokenizers, trainers
+
+    trained = tokenizers.Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    trained.normalizer = normalizers.BertNormalizer(lowercase=True)
+    trained.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "[UNK]"]
+    trained.train_from_iterator(CORPUS[::8], trainers.WordPieceTrainer(vocab_size=2000, special_tokens=specials,
+                                                                       show_progress=False))
+    source = tmp_path_factory.mktemp("mpnet-vocab")
+    vocab = sorted(trained.get_vocab(), key=trained.get_vocab().get)
+    (source / "vocab.txt").write_text("".join(f"{token}\n" for token in [*vocab, "<mask>"]), encoding="utf-8")
+    saved = tmp_path_factory.mktemp("mpnet-tokenizer")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        transformers.MPNetTokenizer.from_pretrained(source).save_pretrained(saved)
+    return source, saved
+
+
+@pytest.mark.parametrize("files, every", [("tokenizer.json", 1), ("vocab.txt", 4)])
+def test_tokenizer_matches_the_reference_on_the_corpus(mpnet_tokenizer_folders, files, every):
+    from test_models_albert import assert_corpus_parity
+
+    folder = mpnet_tokenizer_folders[0 if files == "vocab.txt" else 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = transformers.MPNetTokenizer.from_pretrained(folder)
+    ours = (openformers.AutoTokenizer if files == "tokenizer.json" else openformers.MPNetTokenizer).from_pretrained(
+        folder
+    )
+    assert type(ours).__name__ == "MPNetTokenizer" and ours.model_input_names == ["input_ids", "attention_mask"]
+    for text, pair in [("Paris is the <mask> of France.", None), ("The cat sat.", "Les chats dorment!")]:
+        assert dict(ours(text, pair)) == dict(reference(text, pair))  # <mask> takes its space; RoBERTa's pairs
+    assert_corpus_parity(ours, reference, every)
+
+
+PIPELINE_HEADS = {  # task -> (the reference's class, its inputs)
+    "fill-mask": ("MPNetForMaskedLM", ["Paris is the <mask> of France.", "The <mask> sat on the mat."]),
+    "text-classification": ("MPNetForSequenceClassification", ["I love this movie.", "Der Hund spielt."]),
+}
+
+
+@pytest.mark.parametrize("task", list(PIPELINE_HEADS))
+def test_pipelines_with_the_reference_tokenizer_match_reference(task, mpnet_tokenizer_folders, tmp_path):
+    from test_models_albert import _assert_records_close
+
+    shutil.copytree(mpnet_tokenizer_folders[1], tmp_path, dirs_exist_ok=True)
+    name, inputs = PIPELINE_HEADS[task]
+    vocab_size = len(openformers.AutoTokenizer.from_pretrained(tmp_path))
+    _reference(name, vocab_size=vocab_size).save_pretrained(tmp_path)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = transformers.pipeline(task, model=str(tmp_path))(inputs)
+    _assert_records_close(openformers.pipeline(task, model=tmp_path)(inputs), expected)

@@ -128,13 +128,18 @@ def _strip_accent_marks(text: str) -> str:
     return "".join(char for char in unicodedata.normalize("NFD", text) if unicodedata.category(char) != "Mn")
 
 
+def _without_marks(text: str) -> str:
+    return "".join(char for char in text if not unicodedata.category(char).startswith("M"))
+
+
 class StripAccents:
-    """Decompose (NFD) and drop the combining marks (category Mn): "café" -> "cafe"."""
+    """Drop every combining mark (categories Mn, Mc and Me) as tokenizers' StripAccents does, without decomposing
+    first: it follows an NFD or NFKD normalizer ("café" decomposed -> "cafe"; the keycap in "9️⃣" goes too)."""
 
     def normalize(self, text: str, spans: Spans | None = None) -> tuple[str, Spans | None]:
         if spans is None:
-            return _strip_accent_marks(text), None
-        return _map_chars(spans, [_strip_accent_marks(char) for char in text])
+            return _without_marks(text), None
+        return _map_chars(spans, [_without_marks(char) for char in text])
 
 
 class Strip:
