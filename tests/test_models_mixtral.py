@@ -206,6 +206,19 @@ def assert_int8_keeps_the_router_in_float(folder):
                                atol=2e-2, rtol=0)
 
 
+def assert_reads_a_real_config_as_the_reference(folder, values: dict, fields: tuple[str, ...]):
+    """A released checkpoint's config.json (its sizes, at one layer) gives the reference's values and, built on the
+    meta device, as many parameters as the reference's model."""
+    (folder / "config.json").write_text(json.dumps({**values, "num_hidden_layers": 1}))
+    ours, theirs = openformers.AutoConfig.from_pretrained(folder), transformers.AutoConfig.from_pretrained(folder)
+    for name in fields:
+        assert getattr(ours, name) == getattr(theirs, name), name
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(ours)
+        reference = transformers.AutoModelForCausalLM.from_config(theirs)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in reference.parameters())
+
+
 def assert_kernel_refuses(model, reference):
     """The CPU kernel refuses the config by name and leaves the model plain, with the reference's logits."""
     from openformers import kernels
@@ -492,6 +505,25 @@ def test_config_defaults_match_the_reference():
     assert ours.rope_theta == theirs.rope_parameters["rope_theta"]
 
 
+# Mixtral-8x7B-v0.1's config.json.
+MIXTRAL_8X7B = {
+    "architectures": ["MixtralForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1, "eos_token_id": 2,
+    "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336,
+    "max_position_embeddings": 32768, "model_type": "mixtral", "num_attention_heads": 32, "num_experts_per_tok": 2,
+    "num_hidden_layers": 32, "num_key_value_heads": 8, "num_local_experts": 8, "output_router_logits": False,
+    "rms_norm_eps": 1e-05, "rope_theta": 1000000.0, "router_aux_loss_coef": 0.02, "sliding_window": None,
+    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.36.0.dev0", "use_cache": True,
+    "vocab_size": 32000,
+}
+
+
+def test_mixtral_8x7b_config_reads_as_the_reference_reads_it(tmp_path):
+    assert_reads_a_real_config_as_the_reference(tmp_path, MIXTRAL_8X7B, (
+        "hidden_size", "intermediate_size", "num_key_value_heads", "num_local_experts",
+        "num_experts_per_tok", "router_aux_loss_coef", "sliding_window", "rms_norm_eps", "max_position_embeddings",
+    ))
+
+
 def test_config_refuses_more_experts_per_token_than_experts():
     with pytest.raises(ValueError, match="num_experts_per_tok"):
         MixtralConfig(num_local_experts=4, num_experts_per_tok=5)
@@ -507,8 +539,9 @@ def test_heads_build_on_the_mixtral_base_model():
         base = model if head == "Model" else model.base_model
         assert type(base).__name__ == "MixtralModel"
         assert len(base.layers[0].block_sparse_moe.experts) == TINY["num_local_experts"]
-        router = base.layers[0].block_sparse_moe.gate.weight  # initialized as the reference's: normal(0, 0.02)
-        assert router.isfinite().all() and 0.01 < router.std() < 0.03
+        block = base.layers[0].block_sparse_moe  # initialized as the reference's: normal(0, 0.02)
+        for weight in (block.gate.weight, block.experts[0].w1.weight, block.experts[-1].w2.weight):
+            assert weight.isfinite().all() and 0.01 < weight.std() < 0.03
     assert hasattr(openformers.MixtralForQuestionAnswering(config), "model")  # the reference's name
 
 

@@ -22,6 +22,7 @@ from test_models_mixtral import (
     assert_kernel_refuses,
     assert_left_padded_batch_equals_single_rows,
     assert_loads_the_reference_in_memory_layout,
+    assert_reads_a_real_config_as_the_reference,
     assert_outputs_close,
     assert_training_matches,
     experts_run_per_step,
@@ -210,6 +211,28 @@ def test_config_defaults_match_the_reference():
         assert getattr(ours, name) == getattr(theirs, name), name
     assert ours.rope_theta == theirs.rope_parameters["rope_theta"]
     assert ours.head_dim == theirs.hidden_size // theirs.num_attention_heads
+
+
+# Qwen3-30B-A3B's config.json.
+QWEN3_30B_A3B = {
+    "architectures": ["Qwen3MoeForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 151643, "decoder_sparse_step": 1, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu",
+    "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 6144, "max_position_embeddings": 40960,
+    "max_window_layers": 48, "mlp_only_layers": [], "model_type": "qwen3_moe", "moe_intermediate_size": 768,
+    "norm_topk_prob": True, "num_attention_heads": 32, "num_experts": 128, "num_experts_per_tok": 8,
+    "num_hidden_layers": 48, "num_key_value_heads": 4, "output_router_logits": False, "rms_norm_eps": 1e-06,
+    "rope_scaling": None, "rope_theta": 1000000.0, "router_aux_loss_coef": 0.001, "sliding_window": None,
+    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.51.0", "use_cache": True,
+    "use_sliding_window": False, "vocab_size": 151936,
+}
+
+
+def test_qwen3_30b_a3b_config_reads_as_the_reference_reads_it(tmp_path):
+    assert_reads_a_real_config_as_the_reference(tmp_path, QWEN3_30B_A3B, (
+        "hidden_size", "intermediate_size", "moe_intermediate_size", "num_key_value_heads", "head_dim", "num_experts",
+        "num_local_experts", "num_experts_per_tok", "norm_topk_prob", "decoder_sparse_step", "mlp_only_layers",
+        "sliding_window", "rms_norm_eps", "max_position_embeddings",
+    ))
 
 
 def test_sparse_layers_follow_the_reference_rule():

@@ -143,14 +143,23 @@ class Router(nn.Module):
         return F.linear(x, self.weight)
 
 
+class ExpertLinear(nn.Linear):
+    """An expert's projection: nn.Linear without the random init it draws when built. A model has thousands of them
+    (Qwen3-30B-A3B: 18432), and that init took most of the time of building one, on the meta device too; the
+    checkpoint, or init_weights when there is none, sets every weight anyway."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
 class MixtralExpert(nn.Module):
     """One expert: a SwiGLU MLP under the checkpoints' names (w1 gate, w3 up, w2 down)."""
 
     def __init__(self, hidden_size: int, intermediate_size: int):
         super().__init__()
-        self.w1 = nn.Linear(hidden_size, intermediate_size, bias=False)
-        self.w2 = nn.Linear(intermediate_size, hidden_size, bias=False)
-        self.w3 = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.w1 = ExpertLinear(hidden_size, intermediate_size, bias=False)
+        self.w2 = ExpertLinear(intermediate_size, hidden_size, bias=False)
+        self.w3 = ExpertLinear(hidden_size, intermediate_size, bias=False)
 
     def forward(self, x):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))

@@ -22,6 +22,7 @@ from ..weights import rename
 from .heads import QuestionAnswering, SequenceClassification, TokenClassification
 from .llama import gguf_config_values
 from .mixtral import (
+    ExpertLinear,
     MixtralDecoderLayer,
     MixtralModel,
     MixtralPreTrainedModel,
@@ -65,9 +66,9 @@ class Qwen3MoeMLP(nn.Module):
 
     def __init__(self, hidden_size: int, intermediate_size: int):
         super().__init__()
-        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
-        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
-        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+        self.gate_proj = ExpertLinear(hidden_size, intermediate_size, bias=False)
+        self.up_proj = ExpertLinear(hidden_size, intermediate_size, bias=False)
+        self.down_proj = ExpertLinear(intermediate_size, hidden_size, bias=False)
 
     def forward(self, x):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
