@@ -78,7 +78,7 @@ def test_an_unsupported_rope_type_is_named():
 
 def test_unknown_model_type_and_missing_config(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba"}))
-    with pytest.raises(ValueError, match=r"model_type='mamba'.*supported model types: bert, .*gpt2, .*llama"):
+    with pytest.raises(ValueError, match=r"model_type='mamba'.*supported model types: .*\bbert, .*\bgpt2, .*\bllama\b"):
         AutoConfig.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
@@ -125,3 +125,16 @@ def test_gguf_architectures_are_read_by_the_model_file(smollm2_gguf):
         config = read(GGUFFile(smollm2_gguf), num_hidden_layers=2)
         assert type(config) is LlamaConfig and config.architectures == ["LlamaForCausalLM"]
         assert config.num_hidden_layers == 2
+
+
+def test_a_config_json_that_is_not_utf8_or_nests_without_end_is_named(tmp_path):
+    for content in (b'{"model_type": "llama", "name": "\xff"}', b"[" * 100_000 + b"]" * 100_000):
+        (tmp_path / "config.json").write_bytes(content)
+        with pytest.raises(ValueError, match=r"config\.json is not (UTF-8|valid JSON)"):
+            AutoConfig.from_pretrained(tmp_path)
+
+
+def test_an_invalid_value_in_config_json_names_the_file(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 2**40}))
+    with pytest.raises(ValueError, match=r"config\.json: Invalid config: num_hidden_layers=1099511627776"):
+        AutoConfig.from_pretrained(tmp_path)

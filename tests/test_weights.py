@@ -252,3 +252,33 @@ def test_a_malformed_shard_index_is_named(tmp_path, content):
     (tmp_path / "model.safetensors.index.json").write_bytes(content)
     with pytest.raises(ValueError, match=r"model\.safetensors\.index\.json"):
         load_weights(tmp_path / "model.safetensors.index.json")
+
+
+def test_a_config_asking_for_more_layers_than_the_weights_hold_is_refused_before_building(tiny_folder):
+    config = json.loads((tiny_folder / "config.json").read_text())
+    (tiny_folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 10**6}))
+    stored = config["num_hidden_layers"]
+    with pytest.raises(ValueError, match=rf"num_hidden_layers=1000000, but the checkpoint holds weights for only {stored}"):
+        AutoModelForCausalLM.from_pretrained(tiny_folder)
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen3"])
+def test_a_gguf_with_an_absurd_block_count_is_refused_at_once(tmp_path, architecture):
+    path = tmp_path / "blocks.gguf"
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_block_count(2**31)
+    writer.add_context_length(64)
+    writer.add_embedding_length(8)
+    writer.add_feed_forward_length(16)
+    writer.add_head_count(2)
+    writer.add_head_count_kv(2)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_token_list(["a", "b", "c", "d"])
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.add_tensor("blk.0.attn_q.weight", np.zeros((8, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ValueError, match=r"blocks\.gguf.*num_hidden_layers"):
+        AutoModelForCausalLM.from_pretrained(path)

@@ -9,6 +9,7 @@ user's own config: a subclass with its own `__init__(self, ..., **kwargs)` that 
 calls `super().__init__(**kwargs)` saves them to config.json and reads them back.
 """
 
+import contextlib
 import copy
 import inspect
 import json
@@ -1902,14 +1903,25 @@ def read_config(folder: Path, config_class: type[PretrainedConfig] | None = None
     values = _read_json(path)
     model_type = values.get("model_type")
     if config_class is None:
-        return config_class_for(model_type, path).from_dict(values, **overrides)
-    registered = CONFIG_CLASSES.get(model_type)
-    if registered is not None and issubclass(registered, config_class):
-        return registered.from_dict(values, **overrides)
-    if model_type and config_class.model_type and model_type != config_class.model_type:
+        config_class = config_class_for(model_type, path)
+    elif (registered := CONFIG_CLASSES.get(model_type)) is not None and issubclass(registered, config_class):
+        config_class = registered
+    elif model_type and config_class.model_type and model_type != config_class.model_type:
         warnings.warn(f"{path} holds a {model_type!r} config, read as {config_class.__name__} "
                       f"(model_type {config_class.model_type!r}); values may not fit.", stacklevel=3)
-    return config_class.from_dict(values, **overrides)
+    with _naming(path):
+        return config_class.from_dict(values, **overrides)
+
+
+@contextlib.contextmanager
+def _naming(path):
+    """Put the file's name before an invalid value's message, which the config classes cannot know."""
+    try:
+        yield
+    except ValueError as error:
+        if str(path) in str(error):
+            raise
+        raise ValueError(f"{path}: {error}") from None
 
 
 # GGUF `general.architecture` -> reader(gguf, **overrides) -> config. The model file of a family that loads from
@@ -1936,7 +1948,8 @@ def config_from_gguf(gguf, **overrides) -> PretrainedConfig:
             f"{gguf.path} holds a {arch!r} model (general.architecture), which openformers cannot load from GGUF; "
             f"supported GGUF architectures: {', '.join(sorted(GGUF_CONFIG_READERS))}."
         )
-    return GGUF_CONFIG_READERS[arch](gguf, **overrides)
+    with _naming(gguf.path):
+        return GGUF_CONFIG_READERS[arch](gguf, **overrides)
 
 
 def _check_rope_scaling(scaling) -> None:
@@ -1960,14 +1973,19 @@ def _check_rope_scaling(scaling) -> None:
             _invalid(f"rope_scaling.{key}", factors, "a list of positive numbers, one per rotated pair of dimensions")
 
 
+# Sizes and counts past this are damage, not models (the largest vocabularies and contexts are near 2**24), and
+# lists built from them (layer_types) would exhaust memory before any weight is read.
+_LARGEST_SIZE = 2**31 - 1
+
+
 def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= _LARGEST_SIZE
 
 
 def _require_positive_ints(config: PretrainedConfig, *names: str) -> None:
     for name in names:
         if not _positive_int(getattr(config, name)):
-            _invalid(name, getattr(config, name), "a positive integer")
+            _invalid(name, getattr(config, name), f"a positive integer up to {_LARGEST_SIZE}")
 
 
 def _require_positive_numbers(config: PretrainedConfig, *names: str) -> None:
@@ -1998,8 +2016,10 @@ def _invalid(name: str, value, expected: str):
 def _read_json(path: Path) -> dict:
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text (byte {error.start}); expected a JSON file.") from None
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path} should hold a JSON object, got {type(values).__name__}.")
     return values

@@ -596,6 +596,7 @@ def load_pretrained(
     model_arguments = _model_arguments(model_class, leftover, config, source)
 
     state_dict = read_state_dict(dtype)
+    _check_layer_count(config, state_dict, source)
     if files.gguf_file is not None:
         state_dict = model_class.convert_gguf_state_dict(state_dict, config)
     else:
@@ -617,6 +618,22 @@ def load_pretrained(
     elif files.gguf_file is None and files.file("generation_config.json"):
         model.generation_config = GenerationConfig.from_json_file(files.folder / "generation_config.json")
     return (model.eval(), report) if output_loading_info else model.eval()
+
+
+# The module lists whose numbered entries are a model's layers, in every family's checkpoint names and GGUF's.
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|layer|h|block|blk)\.(\d+)\.")
+
+
+def _check_layer_count(config: PretrainedConfig, state_dict: dict, source: Path) -> None:
+    """Refuse a config that asks for more layers than the checkpoint holds before building anything: a
+    num_hidden_layers of a million would otherwise build a million modules before the weights are found missing."""
+    wanted = getattr(config, "num_hidden_layers", None)
+    found = {int(match.group(1)) for name in state_dict if (match := _LAYER_INDEX.search(name))}
+    if isinstance(wanted, int) and found and wanted > max(found) + 1:
+        raise ValueError(
+            f"{source}: the config asks for num_hidden_layers={wanted}, but the checkpoint holds weights for only "
+            f"{max(found) + 1}. Use the config that came with these weights."
+        )
 
 
 def _open_checkpoint(files: ModelFiles, overrides: dict, given: PretrainedConfig | None, config_class):
