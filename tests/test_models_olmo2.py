@@ -325,3 +325,26 @@ def test_gguf_written_like_llama_cpp_matches_the_original(tmp_path, tied):
     assert model.config.tie_word_embeddings == tied and model.generation_config.eos_token_id == 2
     _assert_outputs_close(_outputs(model, "Olmo2ForCausalLM"), _outputs(reference, "Olmo2ForCausalLM"), "GGUF")
     assert openformers.AutoConfig.from_pretrained(tmp_path / "olmo2.gguf").model_type == "olmo2"
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    model = Olmo2ForCausalLM.from_config(Olmo2Config(**TINY, attention_dropout=0.1)).train()
+    ids, mask = _padded_batch()
+    results = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        calls = []
+        hooks = [layer.register_forward_pre_hook(lambda *_: calls.append(1)) for layer in model.model.layers]
+        model.zero_grad()
+        torch.manual_seed(7)  # the same dropout masks in both runs
+        loss = model(ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+        loss.backward()
+        for hook in hooks:
+            hook.remove()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()], len(calls)))
+    assert results[1][2] == 2 * results[0][2]  # each layer ran again in the backward pass
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for plain, checkpointed in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(plain, checkpointed)

@@ -349,3 +349,43 @@ def test_gguf_written_like_llama_cpp_matches_the_original(tmp_path, variant):
     name = "Starcoder2ForCausalLM"
     _assert_outputs_close(_outputs(model, name), _outputs(reference, name), "GGUF")
     assert openformers.AutoConfig.from_pretrained(tmp_path / "starcoder2.gguf").model_type == "starcoder2"
+
+
+def test_a_transformers_4_config_file_reads_and_saves_as_the_reference_reads_it(tmp_path):
+    # bigcode/starcoder2-3b's layout: rope_theta at the top, no rope_parameters, and keys the model does not use.
+    values = {**TINY, "model_type": "starcoder2", "architectures": ["Starcoder2ForCausalLM"],
+              "rope_theta": 999999.4420358813, "sliding_window": 4096, "norm_type": "layer_norm",
+              "mlp_type": "default", "embedding_dropout": 0.1, "residual_dropout": 0.1, "attention_dropout": 0.1}
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    config = openformers.AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(config, Starcoder2Config) and config.rope_theta == values["rope_theta"]
+    assert config.sliding_window == 4096 and config.norm_type == "layer_norm" and config.residual_dropout == 0.1
+    config.save_pretrained(tmp_path / "saved")
+    theirs = transformers.AutoConfig.from_pretrained(tmp_path / "saved")
+    assert theirs.rope_parameters["rope_theta"] == values["rope_theta"]
+    for name in ("sliding_window", "embedding_dropout", "residual_dropout", "attention_dropout", "use_bias"):
+        assert getattr(theirs, name) == getattr(config, name), name
+    assert json.loads((tmp_path / "saved" / "config.json").read_text())["mlp_type"] == "default"
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    model = Starcoder2ForCausalLM.from_config(Starcoder2Config(**TINY, sliding_window=4, embedding_dropout=0.1, residual_dropout=0.1, attention_dropout=0.1)).train()
+    ids, mask = _padded_batch()
+    results = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        calls = []
+        hooks = [layer.register_forward_pre_hook(lambda *_: calls.append(1)) for layer in model.model.layers]
+        model.zero_grad()
+        torch.manual_seed(7)  # the same dropout masks in both runs
+        loss = model(ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+        loss.backward()
+        for hook in hooks:
+            hook.remove()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()], len(calls)))
+    assert results[1][2] == 2 * results[0][2]  # each layer ran again in the backward pass
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for plain, checkpointed in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(plain, checkpointed)
