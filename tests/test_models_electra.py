@@ -107,7 +107,11 @@ def test_every_head_matches_reference_on_a_padded_batch(tiny):
     assert type(model).__name__ == name and not model.training
     assert type(model.base_model).__name__ == "ElectraModel"
     inputs = _inputs(name)
-    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+    ours, theirs = model(**inputs), reference(**inputs)
+    assert type(ours).__name__ == type(theirs).__name__
+    _assert_same(_outputs(ours), _outputs(theirs))
+    as_tuples = model(**inputs, return_dict=False), reference(**inputs, return_dict=False)
+    assert [type(value).__name__ for value in as_tuples[0]] == [type(value).__name__ for value in as_tuples[1]]
 
 
 @torch.inference_mode()

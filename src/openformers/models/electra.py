@@ -26,7 +26,7 @@ from .heads import (
     TokenClassification,
 )
 from .layers import ACTIVATIONS
-from .outputs import ModelOutput
+from .outputs import BaseModelOutputWithPastAndCrossAttentions, ModelOutput
 
 # The summary's activation may also be tanh (as in XLNet's configs).
 SUMMARY_ACTIVATIONS = {**ACTIVATIONS, "tanh": torch.tanh}
@@ -58,6 +58,23 @@ class ElectraModel(ElectraPreTrainedModel, BertModel):
             self.embeddings_project = nn.Linear(config.embedding_size, config.hidden_size)
         self.encoder = BertEncoder(config)
         self.pooler = None
+
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None,
+    ) -> BaseModelOutputWithPastAndCrossAttentions | tuple:
+        """BERT's encoder output without the pooled vector, in the reference's ELECTRA output class."""
+        encoded = BertModel.forward(
+            self, input_ids, attention_mask, position_ids, past_key_values, token_type_ids=token_type_ids,
+            labels=labels, cache=cache, inputs_embeds=inputs_embeds, use_cache=use_cache,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        output = BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=encoded.last_hidden_state, cache=encoded.cache, hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions, cross_attentions=encoded.cross_attentions,
+        )
+        return self.returned(output, return_dict)
 
     def embed(self, input_ids, position_ids, token_type_ids, inputs_embeds) -> torch.Tensor:
         x = self.embeddings(input_ids, position_ids, token_type_ids, inputs_embeds)  # (B, T, embedding_size)
