@@ -371,3 +371,19 @@ def test_quantized_loading_stays_near_the_reference(tiny, quantization, toleranc
     ids = _ids(1, 12)
     torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=tolerance, rtol=0)
     assert model.generate(ids, max_new_tokens=4, do_sample=False).shape == (1, 16)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(parallel_attn=False),  # multi-query, attention then MLP, rotary
+    dict(multi_query=False, rope_scaling={"rope_type": "linear", "factor": 2.0}),  # a head per query, scaled rope
+    dict(new_decoder_architecture=True, num_kv_heads=4, activation="relu", bias=True),  # no grouping
+], ids=["sequential-multi-query", "per-head-linear-rope", "new-decoder-ungrouped"])
+@torch.inference_mode()
+def test_other_layouts_match_the_reference(overrides, tmp_path):
+    reference = _reference(**overrides)
+    reference.save_pretrained(tmp_path)
+    model = _load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
+    _assert_outputs_close(_outputs(model, "CausalLM"), _outputs(reference, "CausalLM"), str(overrides))
+    ids = _ids(1, 6, seed=6)
+    settings = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert model.generate(ids, **settings).tolist() == reference.generate(ids, **settings).tolist()

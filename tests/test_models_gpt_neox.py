@@ -492,3 +492,18 @@ def test_gguf_tokenizer_of_gpt_neox_vocabulary_matches_the_reference(tokenizer_f
     ours = _load_quietly(openformers.AutoTokenizer.from_pretrained, tmp_path / "pythia.gguf")
     for text in TEXTS[:4]:
         assert ours.encode(text) == reference.encode(text), text
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(hidden_act="relu", rotary_pct=0.75),
+    dict(hidden_act="gelu_new", use_parallel_residual=False, attention_bias=False),
+], ids=["relu", "gelu-new-sequential-no-bias"])
+@torch.inference_mode()
+def test_other_activations_match_the_reference(overrides, tmp_path):
+    reference = _reference(**overrides)
+    reference.save_pretrained(tmp_path)
+    model = _load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
+    _assert_outputs_close(_outputs(model, "CausalLM"), _outputs(reference, "CausalLM"), str(overrides))
+    ids = _ids(1, 6, seed=6)
+    settings = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert model.generate(ids, **settings).tolist() == reference.generate(ids, **settings).tolist()
