@@ -234,6 +234,34 @@ def test_checkpoints_are_rotated_and_never_half_written(tmp_path, monkeypatch):
     assert ckpt.latest_checkpoint(tmp_path).name == "checkpoint-6"
 
 
+def test_a_crash_while_a_checkpoint_is_replaced_or_rotated_never_leaves_a_broken_one(tmp_path, monkeypatch):
+    args = _classifier_args(tmp_path, save_steps=2, save_total_limit=2, num_train_epochs=1)
+    trainer = Trainer(model=make_model(), args=args, train_dataset=make_rows(), data_collator=_pad_collator)
+    trainer.train()
+    saved = (tmp_path / "checkpoint-6" / "model.safetensors").read_bytes()
+    renames = []
+
+    def crash_after_the_first_rename(source, target):
+        renames.append((source, target))
+        if len(renames) == 2:  # checkpoint-6 is aside, its successor not yet in place
+            raise KeyboardInterrupt
+        os.rename(source, target)
+
+    monkeypatch.setattr(ckpt.os, "replace", crash_after_the_first_rename)
+    with pytest.raises(KeyboardInterrupt):  # checkpoint-6 saved again, as after a rewind
+        ckpt.save_checkpoint(tmp_path, 6, trainer.model, trainer.optimizer, trainer.lr_scheduler, trainer.state, args)
+    monkeypatch.undo()
+    assert not (tmp_path / "checkpoint-6").exists()
+    (tmp_path / ".tmp-deleted-checkpoint-2").mkdir()  # as a crash in the middle of a rotation leaves it
+    (tmp_path / ".tmp-deleted-checkpoint-2" / "optimizer.pt").write_bytes(b"half")
+
+    resumed = Trainer(model=make_model(seed=3), args=args, train_dataset=make_rows(), data_collator=_pad_collator)
+    resumed.train(resume_from_checkpoint=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4", "checkpoint-6"]
+    assert (tmp_path / "checkpoint-6" / "model.safetensors").read_bytes() == saved
+    assert resumed.state.global_step == 6
+
+
 def test_best_model_is_loaded_at_the_end_and_metrics_are_computed(tmp_path):
     def accuracy(eval_pred):
         logits, labels = eval_pred

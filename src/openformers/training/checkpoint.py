@@ -1,7 +1,10 @@
 """Checkpoints `output_dir/checkpoint-N/`: written atomically, read back for an exact resume.
 
 A checkpoint is written into a temporary folder that is renamed to `checkpoint-N` only once every file
-is complete, so a crash mid-write never leaves a folder that looks like a checkpoint. It holds the
+is complete, so a crash mid-write never leaves a folder that looks like a checkpoint. A checkpoint-N that
+is saved again (after a rewind) or rotated out is first renamed aside and only then deleted, so a crash
+never leaves a half-deleted one for a resume to pick; the next save or resume removes what a crash left
+behind, and puts back a replaced checkpoint whose successor never landed. It holds the
 weights (safetensors, as `save_pretrained` writes them), the optimizer and scheduler states, the random
 number generator states and `trainer_state.json`; resuming from it continues the same run.
 """
@@ -20,6 +23,7 @@ from .callbacks import TrainerState
 
 PREFIX = "checkpoint"
 _TEMPORARY = ".tmp-"
+_REPLACED = f"{_TEMPORARY}replaced-"  # a checkpoint-N renamed aside while its successor is renamed in
 
 
 def checkpoint_folders(output_dir) -> list[Path]:
@@ -97,10 +101,9 @@ def save_checkpoint(output_dir, step: int, model, optimizer, scheduler, state: T
     folder loads on its own with from_pretrained.
     """
     output_dir = Path(output_dir)
+    remove_leftovers(output_dir)
     final = output_dir / f"{PREFIX}-{step}"
     temporary = output_dir / f"{_TEMPORARY}{PREFIX}-{step}-{os.getpid()}"
-    if temporary.exists():
-        shutil.rmtree(temporary)
     save_model(model, temporary)
     if processing_class is not None and hasattr(processing_class, "save_pretrained"):
         processing_class.save_pretrained(temporary)
@@ -115,11 +118,30 @@ def save_checkpoint(output_dir, step: int, model, optimizer, scheduler, state: T
     (temporary / "training_args.json").write_text(args.to_json_string() + "\n")
     state.save_to_json(temporary / "trainer_state.json")  # written last: its presence marks a complete checkpoint
     _sync_folder(temporary)
+    replaced = output_dir / f"{_REPLACED}{PREFIX}-{step}-{os.getpid()}"
     if final.exists():
-        shutil.rmtree(final)
+        os.replace(final, replaced)
     os.replace(temporary, final)
     _sync_folder(output_dir)
+    shutil.rmtree(replaced, ignore_errors=True)
     return final
+
+
+def remove_leftovers(output_dir) -> None:
+    """Delete the temporary folders a crashed save or deletion left in output_dir; a checkpoint renamed aside
+    whose successor never landed goes back to its name. Run by the process that saves, before it saves or resumes."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.iterdir()):
+        if not path.name.startswith(_TEMPORARY) or not path.is_dir():
+            continue
+        replaced = re.fullmatch(rf"{re.escape(_REPLACED)}({PREFIX}-\d+)-\d+", path.name)
+        original = folder / replaced.group(1) if replaced else None
+        if original is not None and not original.exists() and (path / "trainer_state.json").is_file():
+            os.replace(path, original)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _sync_folder(folder: Path) -> None:
@@ -186,4 +208,6 @@ def rotate_checkpoints(output_dir, limit: int | None, keep: str | None = None) -
         folders.append(best[0])  # the best one counts as the newest, so it is never deleted
         limit = max(limit, 2)  # and the latest stays too, so training can still resume
     for folder in folders[: max(len(folders) - limit, 0)]:
-        shutil.rmtree(folder, ignore_errors=True)
+        deleted = folder.with_name(f"{_TEMPORARY}deleted-{folder.name}")
+        os.replace(folder, deleted)  # out of the checkpoints' names at once; a crash mid-deletion leaves a leftover
+        shutil.rmtree(deleted, ignore_errors=True)

@@ -851,6 +851,10 @@ class Trainer:
 
     def _resume(self, resume_from_checkpoint, loop: dict) -> dict:
         folder = resume_from_checkpoint
+        if self.rank == 0:
+            ckpt.remove_leftovers(self.args.output_dir)
+        if self.world_size > 1:
+            dist.barrier()  # every process then sees the same checkpoints
         if folder is True:
             folder = ckpt.latest_checkpoint(self.args.output_dir)
             if folder is None:
