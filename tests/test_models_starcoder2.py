@@ -143,9 +143,9 @@ def test_every_head_saves_what_the_reference_loads_and_back(tiny_head, tmp_path)
     model.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["architectures"] == [name]
     expected = _outputs(reference, name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        theirs = getattr(transformers, HEADS[name]).from_pretrained(tmp_path).eval()
+    theirs, info = getattr(transformers, HEADS[name]).from_pretrained(tmp_path, output_loading_info=True)
+    assert not any(info.values()), info  # no missing, unexpected or mismatched keys
+    theirs.eval()
     assert type(theirs).__name__ == name
     _assert_outputs_close(_outputs(theirs, name), expected, name)
     ours = _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, tmp_path)
@@ -156,7 +156,9 @@ def test_every_head_saves_what_the_reference_loads_and_back(tiny_head, tmp_path)
 def test_causal_lm_saves_what_the_reference_loads(tiny, tmp_path):
     _, reference, model = tiny
     model.save_pretrained(tmp_path)
-    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    reloaded, info = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
+    assert not any(info.values()), info
+    reloaded.eval()
     for field in ("sliding_window", "use_bias", "norm_epsilon", "hidden_act", "tie_word_embeddings"):
         assert getattr(reloaded.config, field) == getattr(reference.config, field), field
     name = "Starcoder2ForCausalLM"
