@@ -203,7 +203,7 @@ _public(
     "openformers.pipelines",
     "pipeline", "Pipeline", "TextGenerationPipeline", "TextClassificationPipeline", "TokenClassificationPipeline",
     "NerPipeline", "QuestionAnsweringPipeline", "FillMaskPipeline", "FeatureExtractionPipeline",
-    "ZeroShotClassificationPipeline",
+    "ZeroShotClassificationPipeline", "Text2TextGenerationPipeline", "SummarizationPipeline", "TranslationPipeline",
 )
 _public(
     "openformers.training",

@@ -5,7 +5,8 @@
     generator([{"role": "user", "content": "Hi!"}])         # [{"generated_text": [user, {"role": "assistant", ...}]}]
 
 Tasks: text-generation (strings or chats), text-classification (alias sentiment-analysis), zero-shot-classification
-(NLI models), feature-extraction, fill-mask, token-classification (alias ner) and question-answering. A string
+(NLI models), feature-extraction, fill-mask, token-classification (alias ner), question-answering, and for
+encoder-decoders text2text-generation, summarization and translation (translation_xx_to_yy). A string
 gives that input's result, a list of inputs a list of results, one per input, and a generator or a dataset an
 iterator over the results.
 
@@ -23,6 +24,7 @@ from collections.abc import Mapping, MutableMapping
 
 import torch
 
+from . import logging as library_logging
 from .generation.config import GenerationConfig
 from .generation.options import OPTION_NAMES, OPTIONS, Kind, names_of_kind
 
@@ -37,12 +39,16 @@ TASKS = {
     "token-classification": ("AutoModelForTokenClassification", "TokenClassificationPipeline"),
     "ner": ("AutoModelForTokenClassification", "TokenClassificationPipeline"),
     "question-answering": ("AutoModelForQuestionAnswering", "QuestionAnsweringPipeline"),
+    "text2text-generation": ("AutoModelForSeq2SeqLM", "Text2TextGenerationPipeline"),
+    "summarization": ("AutoModelForSeq2SeqLM", "SummarizationPipeline"),
+    "translation": ("AutoModelForSeq2SeqLM", "TranslationPipeline"),  # also "translation_xx_to_yy"
 }
 # The end of a config's architecture name -> the task a model of that class does, for pipeline(model=...) alone.
 _TASK_OF_ARCHITECTURE = {
     "ForCausalLM": "text-generation", "LMHeadModel": "text-generation",
     "ForSequenceClassification": "text-classification", "ForTokenClassification": "token-classification",
     "ForQuestionAnswering": "question-answering", "ForMaskedLM": "fill-mask", "Model": "feature-extraction",
+    "ForConditionalGeneration": "text2text-generation",
 }
 
 
@@ -97,9 +103,7 @@ def pipeline(
         if model is None:
             raise ValueError("pipeline() needs a task, a model, or both: e.g. pipeline('text-generation', model=...).")
         task = _task_of(model, model_kwargs)
-    if task not in TASKS:
-        raise ValueError(f"Unknown task {task!r}; openformers' pipeline supports: {', '.join(TASKS)}.")
-    auto_class, class_name = TASKS[task]
+    auto_class, class_name = _task_entry(task)
     pipeline_class = pipeline_class or globals()[class_name]
     pipeline_class.check_options(kwargs, "pipeline()")  # before the (slow) loading, so a typo fails at once
 
@@ -132,6 +136,8 @@ def pipeline(
     elif isinstance(tokenizer, tuple):  # the reference's (name, {from_pretrained options}) form
         name, options = tokenizer
         tokenizer = _load_tokenizer(name, hub_options, model_kwargs, **options)
+    if task == "translation":
+        task = _translation_task(model)
     return pipeline_class(model, tokenizer, task=task, device=device, **kwargs)
 
 
@@ -704,6 +710,193 @@ def _split_options(options: dict) -> tuple[dict, dict]:
     if own.get("handle_long_generation") not in (None, "hole"):
         raise ValueError(f"handle_long_generation must be None or 'hole'; got {own['handle_long_generation']!r}.")
     return own, generate
+
+
+# The encoder-decoder pipelines: text2text-generation, summarization and translation. The reference 5.x removed them;
+# they follow the reference 4.x (the last with them), records, options and generation defaults alike.
+_SEQ2SEQ_DEFAULTS = {"max_new_tokens": 256, "num_beams": 4}  # where neither the model nor the caller says otherwise
+_SEQ2SEQ_OPTIONS = {"return_tensors", "return_text", "return_type", "clean_up_tokenization_spaces", "truncation",
+                    "stop_sequence"}
+_SEQ2SEQ_TENSORS, _SEQ2SEQ_TEXT = 0, 1  # the reference 4.x's ReturnType values for these pipelines
+_LOGGER = library_logging.get_logger(__name__)  # the length advice goes where the reference's goes: the log
+
+
+class Text2TextGenerationPipeline(Pipeline):
+    """Generate a text from each text with an encoder-decoder (BART, T5): [{"generated_text": ...}] per input, one
+    record per returned sequence (a list of strings gives one record each when one sequence is returned).
+
+    Generation uses max_new_tokens=256 and num_beams=4, unless the model's generation config sets max_length or
+    the options are given; other options the model's generation config sets are kept, and the model config's
+    `task_specific_params` for the task (T5's "summarize: " prefix and lengths) are applied on top, as in the
+    reference 4.x. Options given when the pipeline is built go into that generation config; options of a call go to
+    generate() beside it (where max_new_tokens, if set, still wins over a call's max_length, as there).
+    """
+
+    task = "text2text-generation"
+    return_name = "generated"  # records say f"{return_name}_text" and f"{return_name}_token_ids"
+
+    def __init__(self, model, tokenizer, **defaults):
+        generation = {k: defaults.pop(k) for k in list(defaults) if k in OPTION_NAMES}
+        super().__init__(model, tokenizer, **defaults)
+        from .models.auto import MODEL_CLASSES
+
+        self.check_model_type([tasks["seq2seq-lm"] for _, tasks in MODEL_CLASSES.values() if "seq2seq-lm" in tasks])
+        self.prefix = getattr(model.config, "prefix", None)
+        self.generation_config = self._generation_config(generation)
+
+    def _generation_config(self, options: dict) -> GenerationConfig:
+        """The pipeline's generation config: the model's options that differ from the defaults, then the
+        pipeline's defaults and the options given, then the task's params from the model config."""
+        model_config, defaults = self.model.generation_config, GenerationConfig().resolved()
+        kept = {name: getattr(model_config, name) for name in model_config.set_options()
+                if getattr(model_config, name) != getattr(defaults, name)}
+        config = GenerationConfig(**{**kept, **_SEQ2SEQ_DEFAULTS, **options})
+        if config.max_new_tokens == _SEQ2SEQ_DEFAULTS["max_new_tokens"] and config.max_length not in (None, 20):
+            config.max_new_tokens = None  # a max_length of the model's (or given) beats the default length
+        task_params = dict((getattr(self.model.config, "task_specific_params", None) or {}).get(self.task) or {})
+        if "prefix" in task_params:
+            self.prefix = task_params.pop("prefix")
+        config.update(**task_params)
+        if config.pad_token_id is None and self.tokenizer.pad_token_id is not None:
+            config.pad_token_id = self.tokenizer.pad_token_id
+        return config
+
+    @classmethod
+    def accepted_options(cls) -> set[str]:
+        return _SEQ2SEQ_OPTIONS | (TextGenerationPipeline.accepted_options() - _PIPELINE_OPTIONS)
+
+    def _run(self, inputs, options: dict, batch_size: int = 1):
+        results = super()._run(inputs, options, batch_size)
+        if isinstance(inputs, (list, tuple)) and all(len(records) == 1 for records in results):
+            return [records[0] for records in results]  # one sequence per text: one record per text
+        return results
+
+    def _run_one(self, text, **options) -> list[dict]:
+        preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**options)
+        return self.postprocess(self.forward(self.preprocess(text, **preprocess_params), **forward_params),
+                                **postprocess_params)
+
+    # The reference's steps, which a subclass written for the reference may override.
+
+    def _sanitize_parameters(self, return_tensors=None, return_text=None, return_type=None,
+                             clean_up_tokenization_spaces=None, truncation=None, stop_sequence=None,
+                             **generate_kwargs) -> tuple[dict, dict, dict]:
+        preprocess_params = {} if truncation is None else {"truncation": truncation}
+        postprocess_params = {}
+        if return_tensors is not None and return_type is None:
+            return_type = _SEQ2SEQ_TENSORS if return_tensors else _SEQ2SEQ_TEXT
+        if return_type is not None:
+            postprocess_params["return_type"] = getattr(return_type, "value", return_type)
+        if clean_up_tokenization_spaces is not None:
+            postprocess_params["clean_up_tokenization_spaces"] = clean_up_tokenization_spaces
+        if stop_sequence is not None:
+            stop_ids = self.tokenizer.encode(stop_sequence, add_special_tokens=False)
+            if len(stop_ids) > 1:
+                warnings.warn(f"stop_sequence={stop_sequence!r} is {len(stop_ids)} tokens; generation stops at its "
+                              "first token, as the reference's seq2seq pipelines do (pass stop_strings= to stop at "
+                              "the whole text).", UserWarning, stacklevel=4)
+            generate_kwargs["eos_token_id"] = stop_ids[0]
+        return preprocess_params, generate_kwargs, postprocess_params
+
+    def preprocess(self, text: str, truncation=False) -> dict:
+        """The encoder's inputs: the model's prefix (T5's "summarize: ") and the text, tokenized."""
+        encoded = self.tokenizer((self.prefix or "") + text, truncation=truncation, return_tensors="pt")
+        return {k: encoded[k] for k in ("input_ids", "attention_mask") if k in encoded}
+
+    def _forward(self, model_inputs: dict, **generate_kwargs) -> dict:
+        """{"output_ids": (inputs, sequences per input, T)} from generate, with the pipeline's generation config."""
+        rows, input_length = model_inputs["input_ids"].shape
+        lengths = self.generation_config.resolved()
+        self.check_inputs(input_length, generate_kwargs.get("min_length", lengths.min_length),
+                          generate_kwargs.get("max_length", lengths.max_length))
+        generate_kwargs.setdefault("generation_config", self.generation_config)
+        output_ids = self.model.generate(**model_inputs, **generate_kwargs)
+        return {"output_ids": output_ids.reshape(rows, -1, output_ids.shape[-1])}
+
+    def check_inputs(self, input_length: int, min_length: int, max_length: int) -> None:
+        """Say when the lengths look wrong for the task (summaries shorter, translations as long as the input)."""
+
+    def postprocess(self, model_outputs: dict, return_type: int = _SEQ2SEQ_TEXT,
+                    clean_up_tokenization_spaces: bool = False) -> list[dict]:
+        records = []
+        for output_ids in model_outputs["output_ids"][0]:
+            if return_type == _SEQ2SEQ_TENSORS:
+                records.append({f"{self.return_name}_token_ids": output_ids})
+            else:
+                text = self.tokenizer.decode(output_ids, skip_special_tokens=True,
+                                             clean_up_tokenization_spaces=clean_up_tokenization_spaces)
+                records.append({f"{self.return_name}_text": text})
+        return records
+
+
+class SummarizationPipeline(Text2TextGenerationPipeline):
+    """Summarize each text: [{"summary_text": ...}] per input."""
+
+    task = "summarization"
+    return_name = "summary"
+
+    def check_inputs(self, input_length: int, min_length: int, max_length: int) -> None:
+        if max_length < min_length:
+            _LOGGER.warning(f"Your min_length={min_length} must be smaller than your max_length={max_length}.")
+        if input_length < max_length:
+            _LOGGER.warning(f"Your max_length is set to {max_length}, but your input_length is only {input_length}. "
+                            f"You might consider decreasing max_length, e.g. summarizer('...', "
+                            f"max_length={input_length // 2}).")
+
+
+class TranslationPipeline(Text2TextGenerationPipeline):
+    """Translate each text: [{"translation_text": ...}] per input. The task "translation_xx_to_yy" names the
+    languages (src_lang and tgt_lang also may), which multilingual tokenizers with a `_build_translation_inputs`
+    read; a model trained on one pair of languages needs neither."""
+
+    task = "translation"
+    return_name = "translation"
+
+    @classmethod
+    def accepted_options(cls) -> set[str]:
+        return super().accepted_options() | {"src_lang", "tgt_lang"}
+
+    def check_inputs(self, input_length: int, min_length: int, max_length: int) -> None:
+        if input_length > 0.9 * max_length:
+            _LOGGER.warning(f"Your input_length: {input_length} is bigger than 0.9 * max_length: {max_length}. You "
+                            "might consider increasing your max_length, e.g. translator('...', max_length=400).")
+
+    def _sanitize_parameters(self, src_lang=None, tgt_lang=None, **options) -> tuple[dict, dict, dict]:
+        preprocess_params, forward_params, postprocess_params = super()._sanitize_parameters(**options)
+        if src_lang is None and tgt_lang is None:
+            parts = self.task.split("_")
+            if len(parts) == 4:  # translation, xx, to, yy
+                src_lang, tgt_lang = parts[1], parts[3]
+        preprocess_params.update({k: v for k, v in (("src_lang", src_lang), ("tgt_lang", tgt_lang)) if v is not None})
+        return preprocess_params, forward_params, postprocess_params
+
+    def preprocess(self, text: str, truncation=False, src_lang=None, tgt_lang=None) -> dict:
+        build = getattr(self.tokenizer, "_build_translation_inputs", None)
+        if build is None:
+            return super().preprocess(text, truncation=truncation)
+        return build(text, return_tensors="pt", truncation=truncation, src_lang=src_lang, tgt_lang=tgt_lang)
+
+
+def _task_entry(task: str) -> tuple[str, str]:
+    """(the Auto class, the pipeline class) of a task name; "translation_xx_to_yy" is a translation."""
+    parts = task.split("_")
+    if len(parts) == 4 and parts[0] == "translation" and parts[2] == "to":
+        return TASKS["translation"]
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; openformers' pipeline supports: {', '.join(TASKS)} and "
+                         "translation_xx_to_yy.")
+    return TASKS[task]
+
+
+def _translation_task(model) -> str:
+    """The task "translation" stands for: the first translation_xx_to_yy of the model config's
+    task_specific_params (T5's translation_en_to_de...), with a warning as the reference gives; else itself."""
+    for key in getattr(model.config, "task_specific_params", None) or {}:
+        if key.startswith("translation"):
+            warnings.warn(f'"translation" task was used, instead of "translation_XX_to_YY", defaulting to "{key}"',
+                          UserWarning, stacklevel=3)
+            return key
+    return "translation"
 
 
 class _EncoderPipeline(Pipeline):
