@@ -116,7 +116,8 @@ def test_each_padded_row_gives_what_it_gives_alone(tiny):
     inputs = {k: v for k, v in _inputs(name).items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     batched = _outputs(model(**inputs))
     length = 7  # the second row's real tokens
-    alone = _outputs(model(inputs["input_ids"][1:, ..., :length], token_type_ids=inputs["token_type_ids"][1:, ..., :length]))
+    row = {key: value[1:, ..., :length] for key, value in inputs.items() if key != "attention_mask"}
+    alone = _outputs(model(**row))
     for key, value in alone.items():
         row = batched[key][1:]
         if name not in PER_SEQUENCE and key not in ("pooler_output", "sop_logits"):
@@ -345,3 +346,30 @@ def test_pipelines_with_the_reference_tokenizer_match_reference(task, albert_tok
         warnings.simplefilter("ignore")
         expected = transformers.pipeline(task, model=str(tmp_path))(inputs)
     _assert_records_close(openformers.pipeline(task, model=tmp_path)(inputs), expected)
+
+
+@pytest.mark.parametrize("options", [{}, {"keep_accents": True, "do_lower_case": False}, {"add_prefix_space": False}],
+                         ids=["defaults", "cased-with-accents", "no-prefix-space"])
+def test_tokenizer_options_and_saving_both_ways(albert_tokenizer_folders, options, tmp_path):
+    """The options rebuild the normalizer and pre-tokenizer as the reference's; each library reads what the other
+    saves and encodes as before (the options travel in tokenizer_config.json)."""
+    from test_tokenizers_corpus import CORPUS, _assert_rows_equal
+
+    documents = [*CORPUS[::40], "Ünïcödé ``quoted'' TEXT", "  spaced   out  ", "[MASK] eats [MASK]."]
+    folder = albert_tokenizer_folders[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = transformers.AlbertTokenizer.from_pretrained(folder, **options)
+    ours = openformers.AlbertTokenizer.from_pretrained(folder, **options)
+    expected = reference(documents)["input_ids"]
+    _assert_rows_equal(ours(documents)["input_ids"], expected, "ids")
+    ours.save_pretrained(tmp_path / "ours")
+    reference.save_pretrained(tmp_path / "theirs")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _assert_rows_equal(transformers.AutoTokenizer.from_pretrained(tmp_path / "ours")(documents)["input_ids"],
+                           expected, "ids of the reference reading ours")
+    for saved in ("ours", "theirs"):
+        again = openformers.AutoTokenizer.from_pretrained(tmp_path / saved)
+        assert type(again).__name__ == "AlbertTokenizer"
+        _assert_rows_equal(again(documents)["input_ids"], expected, f"ids of {saved} read back")

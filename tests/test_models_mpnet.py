@@ -308,3 +308,32 @@ def test_pipelines_with_the_reference_tokenizer_match_reference(task, mpnet_toke
         warnings.simplefilter("ignore")
         expected = transformers.pipeline(task, model=str(tmp_path))(inputs)
     _assert_records_close(openformers.pipeline(task, model=tmp_path)(inputs), expected)
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"do_lower_case": False}, {"strip_accents": True, "tokenize_chinese_chars": False}],
+    ids=["defaults", "cased", "accents-stripped-no-cjk-split"],
+)
+def test_tokenizer_options_and_saving_both_ways(mpnet_tokenizer_folders, options, tmp_path):
+    """The options rebuild BERT's normalizer as the reference's; each library reads what the other saves and encodes
+    as before, <mask> still taking the space before it."""
+    from test_tokenizers_corpus import CORPUS, _assert_rows_equal
+
+    documents = [*CORPUS[::40], "Ünïcödé TEXT 日本語", "Paris is the <mask> of France.", "a<mask>  <mask>b"]
+    folder = mpnet_tokenizer_folders[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = transformers.MPNetTokenizer.from_pretrained(folder, **options)
+    ours = openformers.MPNetTokenizer.from_pretrained(folder, **options)
+    expected = reference(documents)["input_ids"]
+    _assert_rows_equal(ours(documents)["input_ids"], expected, "ids")
+    ours.save_pretrained(tmp_path / "ours")
+    reference.save_pretrained(tmp_path / "theirs")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _assert_rows_equal(transformers.AutoTokenizer.from_pretrained(tmp_path / "ours")(documents)["input_ids"],
+                           expected, "ids of the reference reading ours")
+    for saved in ("ours", "theirs"):
+        again = openformers.AutoTokenizer.from_pretrained(tmp_path / saved)
+        assert type(again).__name__ == "MPNetTokenizer"
+        _assert_rows_equal(again(documents)["input_ids"], expected, f"ids of {saved} read back")

@@ -196,7 +196,7 @@ class AlbertModel(AlbertPreTrainedModel):
 
 class AlbertMLMHead(nn.Module):
     """dense to embedding_size, the activation, LayerNorm, then the decoder: the token embeddings and `bias` when
-    tie_word_embeddings is set (both tied), else weights and a bias of its own (`bias` then unused, as the reference)."""
+    tie_word_embeddings is set (both tied), else weights and a bias of its own (`bias` unused, as the reference)."""
 
     def __init__(self, config: AlbertConfig):
         super().__init__()
