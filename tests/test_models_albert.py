@@ -373,3 +373,13 @@ def test_tokenizer_options_and_saving_both_ways(albert_tokenizer_folders, option
         again = openformers.AutoTokenizer.from_pretrained(tmp_path / saved)
         assert type(again).__name__ == "AlbertTokenizer"
         _assert_rows_equal(again(documents)["input_ids"], expected, f"ids of {saved} read back")
+
+
+def test_tokenizer_built_from_its_sentencepiece_file_encodes_as_from_the_folder(albert_tokenizer_folders):
+    """AlbertTokenizer(vocab_file=...) reads the model (the reference 5.x's constructor keeps only the specials)."""
+    source = albert_tokenizer_folders[0]
+    built = openformers.AlbertTokenizer(vocab_file=str(source / "spiece.model"), keep_accents=True)
+    loaded = openformers.AlbertTokenizer.from_pretrained(source, keep_accents=True)
+    texts = ["Ünïcödé ``quoted'' TEXT", "The cat sat on the mat.", "[MASK] eats [MASK]."]
+    assert built(texts)["input_ids"] == loaded(texts)["input_ids"]
+    assert built.convert_ids_to_tokens(built("Hello")["input_ids"])[0] == "[CLS]"

@@ -337,3 +337,14 @@ def test_tokenizer_options_and_saving_both_ways(mpnet_tokenizer_folders, options
         again = openformers.AutoTokenizer.from_pretrained(tmp_path / saved)
         assert type(again).__name__ == "MPNetTokenizer"
         _assert_rows_equal(again(documents)["input_ids"], expected, f"ids of {saved} read back")
+
+
+def test_tokenizer_built_from_its_vocabulary_file_encodes_as_from_the_folder(mpnet_tokenizer_folders):
+    source = mpnet_tokenizer_folders[0]
+    built = openformers.MPNetTokenizer(vocab_file=str(source / "vocab.txt"))
+    loaded = openformers.MPNetTokenizer.from_pretrained(source)
+    texts = ["Paris is the <mask> of France.", ("The cat sat.", "Les chats dorment!")]
+    for text in texts:
+        pair = text if isinstance(text, tuple) else (text, None)
+        assert dict(built(*pair)) == dict(loaded(*pair))
+    assert (built.cls_token, built.sep_token, built.unk_token, built.mask_token) == ("<s>", "</s>", "[UNK]", "<mask>")
