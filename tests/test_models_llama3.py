@@ -166,9 +166,13 @@ def _permuted(w: np.ndarray, heads: int) -> np.ndarray:
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _write_gguf(path, reference, factors: np.ndarray | None):
+def _write_gguf(path, reference, factors: np.ndarray | None, with_vocabulary=False):
     config = reference.config
     writer = gguf.GGUFWriter(str(path), "llama")
+    if with_vocabulary:  # the reference's GGUF loader builds a tokenizer from it
+        writer.add_tokenizer_model("gpt2")
+        writer.add_token_list([chr(0x100 + i) for i in range(config.vocab_size)])
+        writer.add_token_merges([])
     writer.add_block_count(config.num_hidden_layers)
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
@@ -225,6 +229,20 @@ def test_gguf_band_written_with_other_factors_reads_as_the_same_frequencies(tmp_
     assert model.config.rope_scaling == LLAMA31
     ids = _ids(1, LONG, seed=5)
     torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_gguf_weights_are_those_the_reference_reads(tmp_path):
+    # The reference reads the same weights from such a file (it leaves rope_freqs aside, and with it the scaling).
+    reference = _reference(**KINDS["3.2"])
+    scaling = {key: value for key, value in reference.config.rope_parameters.items() if key != "rope_theta"}
+    _write_gguf(tmp_path / "llama3.gguf", reference, _rope_freqs(32, 10000.0, scaling), with_vocabulary=True)
+    ours = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="llama3.gguf").state_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="llama3.gguf").state_dict()
+    assert ours.keys() == theirs.keys()
+    for name in theirs:
+        torch.testing.assert_close(ours[name], theirs[name], rtol=0, atol=0, msg=name)
 
 
 def test_gguf_rope_freqs_that_are_not_llama3_scaling_are_refused(tmp_path):

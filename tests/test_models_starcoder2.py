@@ -307,11 +307,15 @@ GGUF_NAMES = {
 }
 
 
-def _write_gguf(path, reference):
+def _write_gguf(path, reference, with_vocabulary=False):
     import gguf
 
     config = reference.config
     writer = gguf.GGUFWriter(str(path), "starcoder2")
+    if with_vocabulary:  # the reference's GGUF loader sizes the model by the token list
+        writer.add_tokenizer_model("gpt2")
+        writer.add_token_list([chr(0x100 + i) for i in range(config.vocab_size)])
+        writer.add_token_merges([])
     writer.add_block_count(config.num_hidden_layers)
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
@@ -391,3 +395,14 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
     torch.testing.assert_close(results[0][0], results[1][0])
     for plain, checkpointed in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(plain, checkpointed)
+
+
+@pytest.mark.parametrize("variant", ["tied", "untied"])
+def test_gguf_weights_are_those_the_reference_reads(tmp_path, variant):
+    reference = _reference(**VARIANTS[variant])
+    _write_gguf(tmp_path / "starcoder2.gguf", reference, with_vocabulary=True)
+    ours = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="starcoder2.gguf").state_dict()
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="starcoder2.gguf").state_dict()
+    assert ours.keys() == theirs.keys()
+    for name in theirs:
+        torch.testing.assert_close(ours[name], theirs[name], rtol=0, atol=0, msg=name)
