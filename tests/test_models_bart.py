@@ -328,3 +328,50 @@ def test_auto_tokenizer_picks_robertas_tokenizer_and_encodes_as_the_reference(ba
     batch = ["a b c", "Hello world! Don't panic."]
     assert ours(batch, padding=True).input_ids == reference(batch, padding=True).input_ids
     assert ours(text_target=batch).input_ids == reference(text_target=batch).input_ids
+
+
+@torch.inference_mode()
+def test_tuples_and_embeddings_given_instead_of_ids_are_the_references(seq2seq):
+    reference, model = seq2seq
+    ids, mask = _ids()
+    decoder_ids = torch.randint(3, TINY["vocab_size"], (2, 4), generator=torch.Generator().manual_seed(4))
+    theirs = reference(ids, mask, decoder_ids, return_dict=False)
+    ours = model(ids, mask, decoder_ids, return_dict=False)
+    assert len(ours) == len(theirs) == 3  # logits, the cache, the encoder's last hidden state
+    torch.testing.assert_close(ours[0], theirs[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours[2], theirs[2], atol=1e-4, rtol=1e-4)
+    embeds = {"inputs_embeds": reference.model.shared(ids), "decoder_inputs_embeds": reference.model.shared(decoder_ids)}
+    torch.testing.assert_close(model(attention_mask=mask, **embeds).logits,
+                               reference(attention_mask=mask, **embeds).logits, atol=1e-4, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_untied_embeddings_load_save_and_stay_apart(tmp_path):
+    reference = _reference("BartForConditionalGeneration", tie_word_embeddings=False)
+    reference.save_pretrained(tmp_path)
+    model = _load_quietly(openformers.BartForConditionalGeneration.from_pretrained, tmp_path)
+    tables = [model.model.shared, model.model.encoder.embed_tokens, model.model.decoder.embed_tokens, model.lm_head]
+    assert len({id(table.weight) for table in tables}) == 4
+    inputs = _inputs("BartForConditionalGeneration")
+    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+    model.save_pretrained(tmp_path / "ours")
+    theirs = _load_quietly(transformers.BartForConditionalGeneration.from_pretrained, tmp_path / "ours").eval()
+    _assert_same(_outputs(theirs(**inputs)), _outputs(reference(**inputs)), atol=1e-6)
+
+
+def test_layerdrop_skips_the_layers_the_reference_skips(tmp_path):
+    """While training, each layer is skipped with probability encoder_layerdrop / decoder_layerdrop, drawn in the
+    reference's order: with the same seed, the same layers are skipped and the loss is the reference's."""
+    reference = _reference("BartForConditionalGeneration", encoder_layerdrop=0.5, decoder_layerdrop=0.5).train()
+    reference.save_pretrained(tmp_path)
+    model = openformers.BartForConditionalGeneration.from_pretrained(tmp_path).train()
+    inputs = _inputs("BartForConditionalGeneration")
+    losses = set()
+    for seed in range(4):
+        torch.manual_seed(seed)
+        theirs = reference(**inputs).loss
+        torch.manual_seed(seed)
+        ours = model(**inputs).loss
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+        losses.add(round(float(ours.detach()), 4))
+    assert len(losses) > 1  # different seeds skipped different layers
