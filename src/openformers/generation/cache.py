@@ -134,9 +134,9 @@ class DynamicCache(Cache):
 
     def reorder(self, beam_idx: torch.Tensor) -> None:
         """Keep, for every row, the cache of the row `beam_idx` names (beam search)."""
-        for i in range(len(self.keys)):
-            self.keys[i] = self.keys[i].index_select(0, beam_idx.to(self.keys[i].device))
-            self.values[i] = self.values[i].index_select(0, beam_idx.to(self.values[i].device))
+        for i, used in enumerate(self.lengths):
+            self.keys[i] = _take_rows(self.keys[i], beam_idx, used)
+            self.values[i] = _take_rows(self.values[i], beam_idx, used)
 
     def crop(self, n: int) -> None:
         """Keep the first `n` positions; a negative `n` removes that many from the end (the reference's 5.x use)."""
@@ -172,6 +172,14 @@ class DynamicCache(Cache):
             self.keys[i] = self.keys[i][:, :, n:]
             self.values[i] = self.values[i][:, :, n:]
             self.lengths[i] -= n
+
+
+def _take_rows(buffer: torch.Tensor, rows: torch.Tensor, used: int) -> torch.Tensor:
+    """The buffer's rows `rows`, at the same capacity; only the `used` positions are copied (beam search reorders
+    every step, while the buffer holds up to 255 positions more)."""
+    taken = buffer.new_empty(rows.shape[0], *buffer.shape[1:])
+    taken[:, :, :used] = buffer[:, :, :used].index_select(0, rows.to(buffer.device))
+    return taken
 
 
 def _grow(buffer: torch.Tensor, used: int, capacity: int) -> torch.Tensor:

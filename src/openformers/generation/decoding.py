@@ -584,7 +584,7 @@ def beam_search(decoder: Decoder, run: _Run) -> GenerateBeamDecoderOnlyOutput:
         if not bool(improvable.any()) or all_full or bool(ends.all()):
             _wait_for_peers(decoder, run, running[:, :, length - 1].flatten())
             break
-        decoder.cache.reorder(running_origins[:, :, length - 1 - prompt_length].flatten())
+        decoder.reorder_beams(running_origins[:, :, length - 1 - prompt_length].flatten())
         logits = decoder.step(running[:, :, length - 1].flatten())
 
     rows = config.num_return_sequences

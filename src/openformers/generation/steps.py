@@ -111,6 +111,10 @@ class Decoder:
         if self.attention_mask is not None:
             self.attention_mask, self.position_ids = self.attention_mask[rows], self.position_ids[rows]
 
+    def reorder_beams(self, rows: torch.Tensor) -> None:
+        """Make row i's cache the cache of row rows[i], a beam of the same prompt (beam search, each step)."""
+        self.cache.reorder(rows)
+
     def prefill_chunk(self, limit: int) -> torch.Tensor | None:
         """Feed up to `limit` more prompt tokens; once the whole prompt is cached, the (B, V) logits of its last
         position, else None. The server prefills a long prompt this way, between the steps of the running rows."""
@@ -227,6 +231,11 @@ class Seq2SeqDecoder(Decoder):
     def keep_rows(self, rows: torch.Tensor) -> None:
         super().keep_rows(rows)
         self._take_encoder_rows(rows)
+
+    def reorder_beams(self, rows: torch.Tensor) -> None:
+        # The beams of one prompt share its encoder output, so their cross-attention rows are equal already: only
+        # the self-attention half moves (the reference copies both, each step).
+        self.cache.self_attention_cache.reorder(rows)
 
     def append_rows(self, other: "Decoder") -> None:
         raise ValueError("Rows of encoder-decoders are not merged into a running batch: decode each call alone.")
