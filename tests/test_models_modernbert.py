@@ -330,6 +330,29 @@ def test_masked_lm_from_config_ties_the_decoder_to_the_embeddings():
     assert model(torch.tensor([[5, 6, 7]])).logits.shape == (1, 3, TINY["vocab_size"])
 
 
+def test_resizing_the_vocabulary_resizes_the_tied_decoder_and_its_bias():
+    model = openformers.ModernBertForMaskedLM(configs.ModernBertConfig(**TINY))
+    with torch.no_grad():
+        model.decoder.bias.normal_()
+    bias = model.decoder.bias.clone()
+    model.resize_token_embeddings(TINY["vocab_size"] + 5)
+    assert model.decoder.weight is model.model.embeddings.tok_embeddings.weight
+    assert torch.equal(model.decoder.bias[: TINY["vocab_size"]], bias)
+    assert model(torch.tensor([[5, 6, 7]])).logits.shape == (1, 3, TINY["vocab_size"] + 5)
+
+
+@torch.inference_mode()
+def test_mean_pooling_without_a_mask_pools_every_token():
+    """The reference's multiple choice needs a mask for mean pooling; without one every token counts, as in its
+    sequence classification."""
+    config = configs.ModernBertConfig(**TINY, classifier_pooling="mean", num_labels=3)
+    for head in (openformers.ModernBertForSequenceClassification, openformers.ModernBertForMultipleChoice):
+        model = head(config).eval()
+        ids = torch.randint(3, TINY["vocab_size"], (2, 3, 7) if head is openformers.ModernBertForMultipleChoice
+                            else (2, 7), generator=torch.Generator().manual_seed(2))
+        torch.testing.assert_close(model(ids).logits, model(ids, attention_mask=torch.ones_like(ids)).logits)
+
+
 def test_encoder_refuses_a_cache():
     model = openformers.AutoModel.from_config(configs.ModernBertConfig(**TINY))
     with pytest.raises(ValueError, match="past_key_values"):
