@@ -2,8 +2,8 @@
 
 Parameter names are those of Hugging Face checkpoints (`model.layers.0.self_attn.q_proj.weight`), so a
 checkpoint loads without renaming. GGUF files (llama.cpp) are read here too: `config_from_gguf` builds the
-config from their metadata, and `convert_gguf_state_dict` renames their tensors and undoes the permutation
-of the query and key rows.
+config from their metadata (Llama 3.x's rope_freqs tensor gives its llama3 rope_scaling), and
+`convert_gguf_state_dict` renames their tensors and undoes the permutation of the query and key rows.
 
 Mistral (attention over a sliding window) and Qwen2 (biases on q/k/v) are configurations of these
 classes (configs.MistralConfig, configs.Qwen2Config); MistralForCausalLM, Qwen2Model... are subclasses
