@@ -25,6 +25,7 @@ from .base import PreTrainedModel, check_inputs, forward_cache, recorded
 from .bert import padding_mask
 from .layers import ACTIVATIONS, eager_attention, positions_and_mask, run_layer
 from .losses import question_answering_loss, sequence_classification_loss, shift_tokens_right, token_loss
+from .heads import span_logits
 from .outputs import (
     BaseModelOutput,
     BaseModelOutputWithPastAndCrossAttentions,
@@ -35,7 +36,6 @@ from .outputs import (
     Seq2SeqQuestionAnsweringModelOutput,
     Seq2SeqSequenceClassifierOutput,
 )
-from .heads import span_logits
 
 POSITION_OFFSET = 2  # position p reads row p + 2 of embed_positions
 
@@ -62,9 +62,9 @@ class BartAttention(nn.Module):
     """Multi-head attention of queries from `x` over keys and values from `x` (self-attention) or from the
     encoder's output (cross-attention)."""
 
-    def __init__(self, config: BartConfig, heads: int, layer_idx: int = 0):
+    def __init__(self, config: BartConfig, heads: int):
         super().__init__()
-        self.heads, self.layer_idx, self.dropout = heads, layer_idx, config.attention_dropout
+        self.heads, self.dropout = heads, config.attention_dropout
         d = config.d_model
         self.k_proj, self.v_proj = nn.Linear(d, d), nn.Linear(d, d)
         self.q_proj, self.out_proj = nn.Linear(d, d), nn.Linear(d, d)
@@ -106,8 +106,13 @@ class BartEncoderLayer(nn.Module):
     def forward(self, x, mask, attention_path="sdpa"):
         y, weights = self.self_attn(x, *self.self_attn.keys_values(x), mask, False, attention_path)
         x = self.self_attn_layer_norm(x + self.dropout(y))
-        x = self.final_layer_norm(x + self.dropout(self.fc2(self.activation_dropout(self.activation(self.fc1(x))))))
-        return x, weights
+        return feed_forward(self, x), weights
+
+
+def feed_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A layer's last step: fc1, activation, fc2, added to the input and normalized (final_layer_norm)."""
+    y = layer.fc2(layer.activation_dropout(layer.activation(layer.fc1(x))))
+    return layer.final_layer_norm(x + layer.dropout(y))
 
 
 class BartDecoderLayer(nn.Module):
@@ -117,9 +122,9 @@ class BartDecoderLayer(nn.Module):
     def __init__(self, config: BartConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
-        self.self_attn = BartAttention(config, config.decoder_attention_heads, layer_idx)
+        self.self_attn = BartAttention(config, config.decoder_attention_heads)
         self.self_attn_layer_norm = nn.LayerNorm(config.d_model)
-        self.encoder_attn = BartAttention(config, config.decoder_attention_heads, layer_idx)
+        self.encoder_attn = BartAttention(config, config.decoder_attention_heads)
         self.encoder_attn_layer_norm = nn.LayerNorm(config.d_model)
         self.fc1 = nn.Linear(config.d_model, config.decoder_ffn_dim)
         self.fc2 = nn.Linear(config.decoder_ffn_dim, config.d_model)
@@ -140,8 +145,7 @@ class BartDecoderLayer(nn.Module):
             k, v = self.cross_keys_values(encoder_states, cache)
             y, cross_weights = self.encoder_attn(x, k, v, encoder_mask, False, attention_path)
             x = self.encoder_attn_layer_norm(x + self.dropout(y))
-        x = self.final_layer_norm(x + self.dropout(self.fc2(self.activation_dropout(self.activation(self.fc1(x))))))
-        return x, weights, cross_weights
+        return feed_forward(self, x), weights, cross_weights
 
     def cross_keys_values(self, encoder_states, cache) -> tuple[torch.Tensor, torch.Tensor]:
         """The encoder output's keys and values for this layer: projected at the first step, then read from the
@@ -176,10 +180,10 @@ class BartEncoder(nn.Module):
         """The last hidden state (B, S, C); the embeddings' and every layer's output (output_hidden_states), and
         every layer's attention weights (output_attentions), by default as the config says."""
         check_inputs(input_ids, inputs_embeds)
-        output_attentions, output_hidden_states, return_dict = PreTrainedModel.output_options(
-            self, output_attentions, output_hidden_states, return_dict
-        )
-        attention_path = PreTrainedModel.attention_path(self, output_attentions)
+        config = self.config
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        attention_path = "eager" if output_attentions or config._attn_implementation == "eager" else "sdpa"
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, S, C)
         S = x.shape[1]
         check_length(self.config, S, "input_ids")
@@ -200,7 +204,7 @@ class BartEncoder(nn.Module):
                 attentions.append(weights)
         output = BaseModelOutput(last_hidden_state=x, hidden_states=recorded(hidden_states),
                                  attentions=recorded(attentions))
-        return output if return_dict else output.to_tuple()
+        return output if return_dict is not False else output.to_tuple()
 
 
 class BartDecoder(nn.Module):
