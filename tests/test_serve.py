@@ -256,8 +256,8 @@ def test_stop_ends_the_text_before_the_stop_string(tiny):
 # -- errors --------------------------------------------------------------------------------------------------------
 
 
-def post(url, path, body, key=TINY_KEY, **kwargs):
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+def post(url, path, body, key=TINY_KEY, headers=None, **kwargs):
+    headers = {**({"Authorization": f"Bearer {key}"} if key else {}), **(headers or {})}
     if isinstance(body, (dict, list)):
         body = json.dumps(body)
     return httpx.post(url + path, content=body, headers={**headers, "Content-Type": "application/json"}, **kwargs)
@@ -283,6 +283,12 @@ CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_t
         ({**CHAT, "max_tokens": 100_000}, 400, "max_tokens", "between 1 and 4000"),
         ({**CHAT, "n": 99}, 400, "n", "between 1 and 8"),
         ({**CHAT, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", "at most 4"),
+        ({**CHAT, "stop": "x" * 1000}, 400, "stop", "at most 256 characters"),
+        ({**CHAT, "seed": 2**64}, 400, "seed", "a 64-bit integer"),
+        ({**CHAT, "seed": 2**64 - 1, "n": 2}, 400, "seed", "choice j uses seed + j"),
+        ({**CHAT, "seed": -(2**63) - 1}, 400, "seed", "a 64-bit integer"),
+        ({**CHAT, "temperature": 1e-300}, 400, "temperature", "0 (greedy) or at least 0.0001"),
+        ("[" * 100_000 + "]" * 100_000, 400, None, "nests JSON"),
         ({**CHAT, "stream": "yes"}, 400, "stream", "must be a boolean"),
         ({**CHAT, "tools": [{"type": "function"}]}, 400, "tools", "not supported"),
         ({**CHAT, "frequency_penalty": 0.5}, 400, "frequency_penalty", "not supported"),
@@ -310,6 +316,48 @@ def test_error_codes_name_the_problem(tiny):
     assert response.status_code == 413 and "at most 200000" in response.json()["error"]["message"]
     assert post(url, "/v1/completions", {"model": "tiny", "prompt": [10**9]}).status_code == 400
     assert post(url, "/v1/completions", {"model": "tiny", "prompt": ""}).status_code == 400
+
+
+def test_a_request_beyond_the_servers_queue_is_answered_429(tiny_model, tokenizer):
+    scheduler = BatchScheduler(tiny_model, tokenizer, max_batch=2)
+    with BackgroundServer(create_app(scheduler, "tiny", limits=Limits(max_requests=3))) as url:
+        response = post(url, "/v1/chat/completions", {**CHAT, "n": 4}, key=None)
+        assert response.status_code == 429 and response.json()["error"]["code"] == "server_busy"
+        assert post(url, "/v1/chat/completions", {**CHAT, "n": 3}, key=None).status_code == 200
+    scheduler.close()
+
+
+def test_a_prompt_too_long_for_the_context_whatever_its_tokens_is_refused_before_tokenizing(tokenizer, monkeypatch):
+    short_context = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    scheduler = BatchScheduler(AutoModelForCausalLM.from_config(short_context).eval(), tokenizer)
+    longest = max(map(len, tokenizer.get_vocab()))
+    with BackgroundServer(create_app(scheduler, "tiny")) as url:
+        monkeypatch.setattr(type(tokenizer), "encode", lambda *args, **kwargs: pytest.fail("tokenized"))
+        for path, body in (("/v1/completions", {"model": "tiny", "prompt": "ab" * (32 * longest + 1)}),
+                           ("/v1/chat/completions", {**CHAT, "messages": [{"role": "user", "content": "a" * 10**5}]})):
+            response = post(url, path, body, key=None)
+            assert response.status_code == 400, response.text
+            assert response.json()["error"]["code"] == "context_length_exceeded"
+            assert "characters, more than the model's context of 64 tokens" in response.json()["error"]["message"]
+    scheduler.close()
+
+
+def test_hosts_and_origins_other_than_the_allowed_ones_are_refused(tiny_model, tokenizer):
+    from openformers.serving.app import LOOPBACK_HOSTS
+
+    scheduler = BatchScheduler(tiny_model, tokenizer)
+    with BackgroundServer(create_app(scheduler, "tiny", allowed_hosts=LOOPBACK_HOSTS)) as url:
+        port = url.rsplit(":", 1)[1]
+        assert httpx.get(url + "/health").status_code == 200
+        assert httpx.get(url + "/health", headers={"Host": f"localhost:{port}"}).status_code == 200
+        assert httpx.get(url + "/health", headers={"Origin": f"http://[::1]:{port}"}).status_code == 200
+        rebound = httpx.get(url + "/health", headers={"Host": f"attacker.example:{port}"})
+        assert rebound.status_code == 403 and "attacker.example" in rebound.json()["error"]["message"]
+        cross_site = post(url, "/v1/chat/completions", CHAT, key=None, headers={"Origin": "https://attacker.example"})
+        assert cross_site.status_code == 403 and "Origin" in cross_site.json()["error"]["message"]
+        assert post(url, "/v1/chat/completions", CHAT, key=None, headers={"Origin": "null"}).status_code == 403
+    scheduler.close()
 
 
 def test_the_api_key_is_required_when_set(tiny):

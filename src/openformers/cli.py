@@ -59,6 +59,9 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     serve.add_argument("--api-key", default=os.environ.get("OPENFORMERS_API_KEY"),
                        help="require 'Authorization: Bearer KEY' on /v1 requests (default: $OPENFORMERS_API_KEY)")
+    serve.add_argument("--allowed-host", action="append", default=None, metavar="HOST",
+                       help="a host name clients may use in Host and Origin headers (repeat for more); default: "
+                            "localhost, 127.0.0.1 and ::1 when listening on loopback, any host otherwise")
     serve.add_argument("--max-batch", type=int, default=32, help="at most this many requests decoded at once")
     serve.add_argument("--max-new-tokens", type=int, default=512,
                        help="max_tokens of the requests that give none (default: 512)")
@@ -118,7 +121,7 @@ def _serve(args) -> int:
     try:
         import uvicorn
 
-        from .serving.app import create_app
+        from .serving.app import LOOPBACK_HOSTS, create_app
     except ImportError as error:
         print(f"openformers: error: `openformers serve` needs {error.name}, which the serve extra installs: "
               'pip install "openformers[serve]"', file=sys.stderr)
@@ -131,8 +134,10 @@ def _serve(args) -> int:
     tokenizer, model = _load(args)
     scheduler = BatchScheduler(model, tokenizer, max_batch=args.max_batch)
     limits = Limits(default_max_tokens=args.max_new_tokens)
-    app = create_app(scheduler, args.model, api_key=args.api_key, limits=limits)
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+    loopback = args.host in LOOPBACK_HOSTS
+    allowed_hosts = args.allowed_host or (LOOPBACK_HOSTS if loopback else None)
+    app = create_app(scheduler, args.model, api_key=args.api_key, limits=limits, allowed_hosts=allowed_hosts)
+    if not loopback and not args.api_key:
         print(f"openformers: warning: listening on {args.host} without --api-key: anyone who can reach this "
               "machine can use the model.", file=sys.stderr)
     print(f"Serving {args.model} on http://{args.host}:{args.port} (chat page at /, API under /v1)", flush=True)

@@ -17,9 +17,12 @@ import threading
 import time
 from dataclasses import replace
 from importlib import resources
+from urllib.parse import urlsplit
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -32,13 +35,15 @@ from .scheduler import BatchScheduler, SamplingOptions, Update
 
 
 def create_app(scheduler: BatchScheduler, model_id: str, *, api_key: str | None = None,
-               limits: Limits | None = None) -> Starlette:
+               limits: Limits | None = None, allowed_hosts: list[str] | None = None) -> Starlette:
     """The ASGI app serving `scheduler`'s model under the name `model_id`.
 
-    With `api_key`, every /v1 request needs `Authorization: Bearer <api_key>`. The app does not own the
-    scheduler: close it after the server stops.
+    With `api_key`, every /v1 request needs `Authorization: Bearer <api_key>`. With `allowed_hosts` (host names,
+    without ports), a request whose Host header, or whose Origin header when it has one, names another host is
+    refused with 403: a web page elsewhere cannot then reach a server on loopback through a browser, by its own
+    origin or by a DNS name rebound to 127.0.0.1. The app does not own the scheduler: close it after the server stops.
     """
-    server = _Server(scheduler, model_id, api_key, limits or Limits())
+    server = _Server(scheduler, model_id, api_key, limits or Limits(), allowed_hosts)
     routes = [
         Route("/", server.page),
         Route("/health", server.health),
@@ -48,7 +53,37 @@ def create_app(scheduler: BatchScheduler, model_id: str, *, api_key: str | None 
         Route("/v1/completions", server.completions, methods=["POST"]),
     ]
     handlers = {APIError: _api_error, HTTPException: _http_error, Exception: _server_error}
-    return Starlette(routes=routes, exception_handlers=handlers)
+    return Starlette(routes=routes, exception_handlers=handlers, middleware=[Middleware(_HostCheck, server=server)])
+
+
+# The names of this machine's loopback addresses, which a server bound to one of them answers to by default.
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "::1"]
+
+
+class _HostCheck:
+    """Refuses, before any route runs, a request whose Host or Origin names a host the server does not serve."""
+
+    def __init__(self, app, server: "_Server"):
+        self.app, self.server = app, server
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.server.allowed_hosts is not None:
+            headers = Headers(scope=scope)
+            for name in ("host", "origin"):
+                value = headers.get(name)
+                if (value is not None or name == "host") and _host_name(value or "") not in self.server.allowed_hosts:
+                    error = APIError(403, f"The {name.title()} header {value!r} names a host this server does not "
+                                          f"serve (allowed: {', '.join(sorted(self.server.allowed_hosts))}).",
+                                     type="forbidden_error")
+                    await JSONResponse(error.body(), status_code=403)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def _host_name(value: str) -> str:
+    """The host of a Host header ("localhost:8000") or an Origin ("http://[::1]:8000"), lowercased, without port."""
+    host = urlsplit(value if "//" in value else f"//{value}").hostname
+    return (host or "").lower()
 
 
 async def _api_error(request: Request, error: APIError) -> JSONResponse:
@@ -69,9 +104,11 @@ async def _server_error(request: Request, error: Exception) -> JSONResponse:
 
 
 class _Server:
-    def __init__(self, scheduler: BatchScheduler, model_id: str, api_key: str | None, limits: Limits):
+    def __init__(self, scheduler: BatchScheduler, model_id: str, api_key: str | None, limits: Limits,
+                 allowed_hosts: list[str] | None):
         self.scheduler, self.tokenizer = scheduler, scheduler.tokenizer
         self.model_id, self.api_key, self.limits = model_id, api_key, limits
+        self.allowed_hosts = None if allowed_hosts is None else {host.strip("[]").lower() for host in allowed_hosts}
         self.created = protocol.now()
 
     # -- simple endpoints ---------------------------------------------------------------------------------------
@@ -104,8 +141,11 @@ class _Server:
         self._check_key(request)
         parsed = protocol.parse_chat_request(await self._read_json(request), self.limits)
         self._check_model(parsed)
+        self._check_room(parsed)
         if self.tokenizer.chat_template is None:
             raise APIError(400, f"{self.model_id} has no chat template; use /v1/completions with it instead.")
+        for messages in parsed.prompts:
+            self._check_prompt_length(sum(len(message["content"]) for message in messages), "messages")
         prompts = await run_in_threadpool(lambda: [self._chat_prompt(messages) for messages in parsed.prompts])
         return await self._answer(request, parsed, prompts, "chat")
 
@@ -113,6 +153,10 @@ class _Server:
         self._check_key(request)
         parsed = protocol.parse_completion_request(await self._read_json(request), self.limits)
         self._check_model(parsed)
+        self._check_room(parsed)
+        for prompt in parsed.prompts:
+            if isinstance(prompt, str):
+                self._check_prompt_length(len(prompt), "prompt")
         prompts = await run_in_threadpool(lambda: [self._completion_prompt(prompt) for prompt in parsed.prompts])
         return await self._answer(request, parsed, prompts, "completion")
 
@@ -185,6 +229,29 @@ class _Server:
         if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), self.api_key.encode()):
             raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
 
+    def _check_room(self, parsed: ParsedRequest) -> None:
+        """Answer 429 rather than queue without end: each choice is a request of the scheduler."""
+        queued = self.scheduler.active + self.scheduler.waiting
+        if queued + len(parsed.prompts) * parsed.n > self.limits.max_requests:
+            raise APIError(429, f"The server is busy ({queued} requests running or waiting, at most "
+                                f"{self.limits.max_requests}); retry shortly.", type="rate_limit_error",
+                           code="server_busy")
+
+    def _check_prompt_length(self, characters: int, param: str) -> None:
+        """Refuse, before tokenizing it, a text too long to fit the context whatever its tokens: no token covers
+        more characters than the longest one in the vocabulary. Tokenizing a megabyte costs seconds of CPU that
+        a client could make the server spend again and again only to be told its prompt does not fit."""
+        context = self.scheduler.context_length
+        if characters > context * self._longest_token:
+            raise APIError(400, f"The {param} has {characters} characters, more than the model's context of {context} "
+                                "tokens can hold: shorten it.", param=param, code="context_length_exceeded")
+
+    @functools.cached_property
+    def _longest_token(self) -> int:
+        # Vocabulary strings are at least as long as the text they stand for: byte-level ones spell each byte
+        # as one character, SentencePiece's "▁" is one space, WordPiece adds "##".
+        return max(map(len, self.tokenizer.get_vocab()), default=1)
+
     def _check_model(self, parsed: ParsedRequest) -> None:
         if parsed.model != self.model_id:
             raise APIError(400, f"The model {parsed.model!r} does not exist; this server serves {self.model_id!r} "
@@ -204,6 +271,8 @@ class _Server:
             value = json.loads(body)
         except ValueError as error:
             raise APIError(400, f"The request body is not valid JSON: {error}.")
+        except RecursionError:
+            raise APIError(400, "The request body nests JSON arrays or objects too deeply to be a request.")
         if not isinstance(value, dict):
             raise APIError(400, f"The request body must be a JSON object, got {type(value).__name__}.")
         return value

@@ -37,6 +37,8 @@ class Limits:
     max_n: int = 8  # choices per prompt
     max_prompts: int = 32  # prompts in one /v1/completions request
     max_body_bytes: int = 1 << 20
+    max_requests: int = 256  # requests decoded or waiting at once; more are answered 429 until some finish
+    max_stop_chars: int = 256  # the length of one stop string (matching it costs time per token and memory per vocabulary entry)
 
 
 @dataclass
@@ -59,6 +61,10 @@ class ParsedRequest:
 # The request fields that set a generation option, and OpenAI's range for those it documents narrower.
 _OPTION_FIELDS = {option.server: option for option in server_options()}
 _OPENAI_RANGES = {"temperature": (0, 2)}
+# Below this a temperature overflows the scaled logits to inf (nan after softmax); it samples the argmax anyway.
+SMALLEST_TEMPERATURE = 1e-4
+# torch.Generator.manual_seed takes a 64-bit seed, signed or not; choice j of a request uses seed + j.
+_SEEDS = (-(2**63), 2**64 - 1)
 _COMMON_FIELDS = {"model", "max_tokens", "stop", "seed", "n", "stream", "stream_options", "user", "presence_penalty",
                   "frequency_penalty", "logprobs", "logit_bias"} | set(_OPTION_FIELDS)
 _CHAT_FIELDS = _COMMON_FIELDS | {"messages", "max_completion_tokens", "top_logprobs", "response_format", "tools",
@@ -118,8 +124,12 @@ def _common(body: dict, limits: Limits, prompts: list, max_tokens: int | None, m
     if set(stream_options) - {"include_usage"} or not isinstance(include_usage, bool):
         raise APIError(400, f"stream_options accepts only include_usage (true or false), got {stream_options!r}.",
                        param="stream_options")
+    seed = _field(body, "seed", int)
+    if seed is not None and not _SEEDS[0] <= seed <= _SEEDS[1] - (n - 1):
+        raise APIError(400, f"seed must be between {_SEEDS[0]} and {_SEEDS[1] - (n - 1)} (a 64-bit integer; choice j "
+                            f"uses seed + j), got {seed}.", param="seed")
     return ParsedRequest(
-        model=model, prompts=prompts, max_tokens=max_tokens, stop=_stop(body), seed=_field(body, "seed", int), n=n,
+        model=model, prompts=prompts, max_tokens=max_tokens, stop=_stop(body, limits), seed=seed, n=n,
         stream=bool(_field(body, "stream", bool)), include_usage=include_usage, options=_generation_options(body),
     )
 
@@ -136,6 +146,9 @@ def _generation_options(body: dict) -> dict:
         low, high = _OPENAI_RANGES.get(name, (-math.inf, math.inf))
         if not low <= value <= high:
             raise APIError(400, f"{name} must be between {low:g} and {high:g}, got {_describe(value)}.", param=name)
+        if name == "temperature" and 0 < value < SMALLEST_TEMPERATURE:
+            raise APIError(400, f"temperature must be 0 (greedy) or at least {SMALLEST_TEMPERATURE:g}, got "
+                                f"{_describe(value)}.", param=name)
         options[option.name] = value
     return options
 
@@ -168,7 +181,7 @@ def _field(body: dict, name: str, kind: type, required: bool = False):
     return value
 
 
-def _stop(body: dict) -> list[str]:
+def _stop(body: dict, limits: Limits) -> list[str]:
     stop = body.get("stop")
     if stop is None:
         return []
@@ -176,6 +189,9 @@ def _stop(body: dict) -> list[str]:
     if not isinstance(stops, list) or len(stops) > 4 or not all(isinstance(s, str) and s for s in stops):
         raise APIError(400, f"stop must be a non-empty string or a list of at most 4 of them, got {_describe(stop)}.",
                        param="stop")
+    if any(len(s) > limits.max_stop_chars for s in stops):
+        raise APIError(400, f"stop strings may be at most {limits.max_stop_chars} characters long, got one of "
+                            f"{max(map(len, stops))}.", param="stop")
     return stops
 
 
