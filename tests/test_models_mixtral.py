@@ -432,6 +432,23 @@ def test_generate_with_output_router_logits_in_the_config_gives_the_same_tokens(
 
 
 @torch.inference_mode()
+def test_a_compiled_block_keeps_its_graphs_whatever_the_routing(tiny):
+    """torch.compile (a static cache's compiled step) runs the experts eagerly between two graphs, instead of
+    tracing a new graph for every new routing."""
+    from torch._dynamo.utils import counters
+
+    block = tiny[2].model.layers[0].block_sparse_moe
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(block, backend="eager")
+    for seed in range(6):
+        x = torch.randn(1, 3, TINY["hidden_size"], generator=torch.Generator().manual_seed(seed))
+        for got, expected in zip(compiled(x), block(x)):
+            torch.testing.assert_close(got, expected)
+    assert counters["stats"]["unique_graphs"] == 2  # the router's, and the reshape after the experts
+
+
+@torch.inference_mode()
 def test_inputs_embeds_give_the_input_ids_logits(tiny):
     model = tiny[2]
     ids, mask = padded_batch()

@@ -194,6 +194,9 @@ class SparseMoeBlock(nn.Module):
             weights = weights.to(router_logits.dtype)
         return self.mix(x, weights, chosen).view(B, T, C), router_logits
 
+    # Its shapes depend on the routing (the rows each expert gets): traced by torch.compile (a static cache's compiled
+    # step), every new routing would be another graph, so it runs eagerly between the compiled parts.
+    @torch.compiler.disable
     def mix(self, x: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
         """Each token's (N, C) chosen experts' outputs, weighted and summed. The (token, expert) pairs are sorted by
         expert, so each expert runs once, on the rows routed to it, and experts nobody chose do not run."""
