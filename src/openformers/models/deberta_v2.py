@@ -102,29 +102,29 @@ class DisentangledSelfAttention(nn.Module):
         encoder's (table, index): the rows of the relative-position table this length uses and, for each query
         and key, the row of their distance."""
         q, k, v = (self.heads(proj(x)) for proj in (self.query_proj, self.key_proj, self.value_proj))  # (B, nh, T, hs)
-        scores = q @ k.transpose(-1, -2) / self.scale  # (B, nh, T, T)
+        # Every score is a product with a query or a key: scaling those is cheaper than scaling (B, nh, T, T) terms.
+        q = q / self.scale
+        scores = q @ k.transpose(-1, -2)  # (B, nh, T, T)
         if relative is not None and self.terms:
-            scores = scores + self.position_scores(q, k, *relative)
+            self.add_position_scores(scores, q, k / self.scale, *relative)
         if mask is not None:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         weights = F.dropout(F.softmax(scores, dim=-1), self.dropout, self.training)
         y = (weights @ v).transpose(1, 2).flatten(2)  # (B, T, nh * hs)
         return y, weights if output_attentions else None
 
-    def position_scores(self, q, k, table, index):
-        """The c2p and p2c terms (B, nh, T, T): q_i . P_k[index[i, j]] and k_j . P_q[index[i, j]], scaled."""
+    def add_position_scores(self, scores, q, k, table, index) -> None:
+        """Add to `scores` (B, nh, T, T) the c2p and p2c terms q_i . P_k[index[i, j]] and k_j . P_q[index[i, j]], for
+        the scaled queries and keys."""
         B, nh, T, _ = q.shape
         table = self.pos_dropout(table)  # (W, C), the rows `index` points into
-        query_proj = self.query_proj if self.share_att_key else getattr(self, "pos_query_proj", None)
-        key_proj = self.key_proj if self.share_att_key else getattr(self, "pos_key_proj", None)
-        scores = 0
+        index = index.expand(B, nh, T, T)
         if "c2p" in self.terms:
-            by_row = q @ self.heads(key_proj(table)).transpose(-1, -2)  # (B, nh, T, W)
-            scores = scores + torch.gather(by_row, -1, index.expand(B, nh, T, T))
-        if "p2c" in self.terms:
-            by_row = k @ self.heads(query_proj(table)).transpose(-1, -2)  # (B, nh, T keys, W)
-            scores = scores + torch.gather(by_row, -1, index.T.expand(B, nh, T, T)).transpose(-1, -2)
-        return scores / self.scale
+            key_proj = self.key_proj if self.share_att_key else self.pos_key_proj
+            scores += torch.gather(q @ self.heads(key_proj(table)).transpose(-1, -2), -1, index)  # from (B, nh, T, W)
+        if "p2c" in self.terms:  # gathered down the rows of (B, nh, W, T keys), which keeps the scores' layout
+            query_proj = self.query_proj if self.share_att_key else self.pos_query_proj
+            scores += torch.gather(self.heads(query_proj(table)) @ k.transpose(-1, -2), -2, index)
 
 
 class DebertaV2Attention(nn.Module):
