@@ -282,3 +282,43 @@ def test_a_gguf_with_an_absurd_block_count_is_refused_at_once(tmp_path, architec
     writer.close()
     with pytest.raises(ValueError, match=r"blocks\.gguf.*num_hidden_layers"):
         AutoModelForCausalLM.from_pretrained(path)
+
+
+def _malformed_weights(tmp_path):
+    save_safetensors({"a.weight": torch.ones(4, 4)}, tmp_path)
+    good = (tmp_path / "model.safetensors").read_bytes()
+    torch.save({"a.weight": torch.ones(4)}, tmp_path / "good.bin")
+    good_bin = (tmp_path / "good.bin").read_bytes()
+    return {
+        "cut.safetensors": good[:40], "empty.safetensors": b"", "huge-header.safetensors": (2**60).to_bytes(8, "little"),
+        "offsets.safetensors": good.replace(b"[0,64]", b"[0,999]"), "text.safetensors": b"not a safetensors file",
+        "cut.bin": good_bin[:50], "empty.bin": b"", "text.bin": b"hello",
+    }
+
+
+def test_malformed_weight_files_are_named_with_what_is_wrong(tmp_path):
+    for name, content in _malformed_weights(tmp_path).items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=rf"{name}.* is not a readable (safetensors|PyTorch weights) file"):
+            load_weights(tmp_path / name)
+    torch.save([torch.ones(2)], tmp_path / "list.bin")
+    with pytest.raises(ValueError, match=r"list\.bin holds a list, not a state dict of tensors"):
+        load_weights(tmp_path / "list.bin")
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_bin_file_holding_code_is_refused_without_running_it(tmp_path):
+    import pickle
+
+    marker = tmp_path / "ran"
+    (tmp_path / "pytorch_model.bin").write_bytes(pickle.dumps({"a.weight": _Payload(marker)}))
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin holds Python objects other than tensors"):
+        load_weights(tmp_path / "pytorch_model.bin")
+    assert not marker.exists()

@@ -8,6 +8,8 @@ GGUF blocks are dequantized with whole-tensor torch operations, one call per ten
 
 import json
 import os
+import pickle
+import struct
 from pathlib import Path
 
 import torch
@@ -75,10 +77,23 @@ def _shards(index_path: Path) -> list[Path]:
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(path)
+        try:
+            return load_file(path)
+        except SafetensorError as error:
+            raise ValueError(f"{path} is not a readable safetensors file ({error}); download it again.") from None
     if path.suffix == ".bin":
+        state_dict = _load_bin(path)
+        if not isinstance(state_dict, dict) or not all(isinstance(t, torch.Tensor) for t in state_dict.values()):
+            raise ValueError(f"{path} holds a {type(state_dict).__name__}, not a state dict of tensors.")
+        return state_dict
+    raise ValueError(f"{path} is not a weights file openformers reads: expected .safetensors, .bin or .gguf.")
+
+
+def _load_bin(path: Path):
+    try:
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as error:
@@ -86,7 +101,14 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
                 raise
             # Files saved before PyTorch 1.6 (not zip archives) cannot be memory-mapped; read them whole.
             return torch.load(path, map_location="cpu", weights_only=True)
-    raise ValueError(f"{path} is not a weights file openformers reads: expected .safetensors, .bin or .gguf.")
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"{path} holds Python objects other than tensors, which openformers never unpickles (torch.load with "
+            "weights_only=True): a .bin file can run code when loaded. Use the model's safetensors files instead."
+        ) from None
+    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, struct.error) as error:
+        raise ValueError(f"{path} is not a readable PyTorch weights file ({type(error).__name__}: "
+                         f"{str(error)[:200]}); download it again.") from None
 
 
 def cast(state_dict: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
