@@ -644,3 +644,24 @@ def test_gguf_with_quantized_expert_tensors_loads_them_dequantized(tmp_path):
             torch.testing.assert_close(getattr(expert, kind).weight, expected[e], atol=0, rtol=0)
     logits = model(ids_of(1, 6)).logits
     torch.testing.assert_close(logits, reference(ids_of(1, 6)).logits, atol=2e-2, rtol=0)
+
+
+@torch.inference_mode()
+def test_every_expert_per_token_matches_the_reference(tmp_path):
+    """num_experts_per_tok == num_local_experts: every expert runs for every token."""
+    reference = _reference(num_experts_per_tok=TINY["num_local_experts"])
+    reference.save_pretrained(tmp_path)
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
+    assert experts_run_per_step(model, ids_of(1, 1)) == [TINY["num_local_experts"]] * 2
+    assert_outputs_close(outputs_of(model, "ForCausalLM", output_router_logits=True),
+                         outputs_of(reference, "ForCausalLM", output_router_logits=True), "every expert")
+
+
+@torch.inference_mode()
+def test_heads_with_output_router_logits_in_the_config_give_the_reference_outputs(tmp_path):
+    """The classification heads ignore the router scores the config asks for, as the reference's do."""
+    reference = _reference("MixtralForSequenceClassification", num_labels=3, output_router_logits=True)
+    reference.save_pretrained(tmp_path)
+    model = load_quietly(openformers.AutoModelForSequenceClassification.from_pretrained, tmp_path)
+    assert_outputs_close(outputs_of(model, "ForSequenceClassification"),
+                         outputs_of(reference, "ForSequenceClassification"), "classification")
