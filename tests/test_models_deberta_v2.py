@@ -156,6 +156,33 @@ def test_hidden_states_and_attention_weights_match_reference(variant, tmp_path):
 
 
 @torch.inference_mode()
+def test_v2_xlarge_layout_matches_reference(tmp_path):
+    """DeBERTa-v2-xlarge's config.json combines the convolution with v3's shared keys, buckets and normalized table."""
+    xlarge = dict(relative_attention=True, pos_att_type="p2c|c2p", share_att_key=True, position_buckets=8,
+                  max_relative_positions=-1, norm_rel_ebd="layer_norm", position_biased_input=False,
+                  conv_kernel_size=3, conv_act="gelu", attention_head_size=8)
+    reference = _reference("DebertaV2Model", "absolute", **xlarge)
+    reference.save_pretrained(tmp_path)
+    model = _load_quietly(openformers.AutoModel.from_pretrained, tmp_path)
+    inputs = _inputs("DebertaV2Model", "absolute")
+    ours = model(**inputs, output_hidden_states=True)
+    theirs = reference(**inputs, output_hidden_states=True)
+    torch.testing.assert_close(ours.hidden_states, theirs.hidden_states, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["v3", "v2"])
+@torch.inference_mode()
+def test_bfloat16_logits_are_the_references(variant, tmp_path):
+    _reference("DebertaV2ForTokenClassification", variant).save_pretrained(tmp_path)
+    reference = transformers.DebertaV2ForTokenClassification.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    model = openformers.DebertaV2ForTokenClassification.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    inputs = _inputs("DebertaV2ForTokenClassification", variant)
+    ours, theirs = model(**inputs).logits, reference(**inputs).logits
+    assert ours.dtype == theirs.dtype == torch.bfloat16
+    torch.testing.assert_close(ours, theirs, atol=4e-3, rtol=1e-2)
+
+
+@torch.inference_mode()
 def test_v3_reads_inputs_longer_than_its_absolute_positions(tmp_path):
     """Without absolute positions only the buckets bound the distances: 150 tokens run (max_position_embeddings 64),
     with distances far past max_relative_positions landing in the last buckets as in the reference."""
