@@ -240,3 +240,21 @@ def test_labels_without_a_decoder_start_id_are_refused():
         model(torch.tensor([[4, 5]]), labels=torch.tensor([[6, 7]]))
     with pytest.raises(TypeError, match="EncoderDecoderCache"):
         model(torch.tensor([[4, 5]]), decoder_input_ids=torch.tensor([[0]]), past_key_values=DynamicCache())
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_training_gives_the_reference_s_loss_and_gradients(tmp_path, checkpointing):
+    reference = reference_model("flan-t5", "ForConditionalGeneration", dropout_rate=0.0)
+    reference.save_pretrained(tmp_path)
+    ours = openformers.T5ForConditionalGeneration.from_pretrained(tmp_path)
+    reference.train(), ours.train()
+    if checkpointing:
+        ours.gradient_checkpointing_enable()
+    batch = inputs("ForConditionalGeneration")
+    reference(**batch).loss.backward()
+    out = ours(**batch)
+    out.loss.backward()
+    assert out.past_key_values is None if checkpointing else isinstance(out.past_key_values, EncoderDecoderCache)
+    theirs = dict(reference.named_parameters())
+    for name, parameter in ours.named_parameters():
+        torch.testing.assert_close(parameter.grad, theirs[name].grad, atol=1e-5, rtol=1e-4, msg=name)

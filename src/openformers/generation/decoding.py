@@ -163,7 +163,11 @@ class GenerationMixin:
         passed with use_model_defaults=False), then the library defaults; without any length, 20 new tokens.
         Keyword arguments besides the options: input_ids (the same as `inputs`), attention_mask, past_key_values
         (a cache from an earlier call, holding a prefix of the ids), tokenizer (needed for stop_strings),
-        assistant_tokenizer, generator (a torch.Generator for sampling), use_model_defaults.
+        assistant_tokenizer, generator (a torch.Generator for sampling), use_model_defaults; for an encoder-decoder
+        (config.is_encoder_decoder), `inputs` and attention_mask are the encoder's, and encoder_outputs (the
+        encoder's output, instead of running it), decoder_input_ids and decoder_attention_mask (the decoder's
+        start) are taken too: the encoder runs once, the decoder from decoder_start_token_id, lengths count decoder
+        tokens, and the returned ids are the decoder's (docs/architecture.md).
         `logits_processor` and `stopping_criteria` run after the ones the options build (one of the same type
         replaces the built one). `assistant_model` (sharing the vocabulary) or prompt_lookup_num_tokens=N make
         assisted decoding: several tokens checked per forward pass, the same tokens as without. `synced_gpus`
@@ -200,7 +204,8 @@ class GenerationMixin:
                 f"generate() got unexpected keyword arguments: {sorted(unknown)}. It takes inputs/input_ids, "
                 "attention_mask, generation_config, logits_processor, stopping_criteria, prefix_allowed_tokens_fn, "
                 "synced_gpus, assistant_model, streamer, negative_prompt_ids, negative_prompt_attention_mask, "
-                "past_key_values, tokenizer, generator, use_model_defaults and the options of GenerationConfig: "
+                "past_key_values, tokenizer, generator, use_model_defaults, (encoder-decoders) encoder_outputs, "
+                "decoder_input_ids, decoder_attention_mask and the options of GenerationConfig: "
                 f"{', '.join(GenerationConfig.option_names())}."
             )
 

@@ -364,6 +364,8 @@ class T5Seq2Seq(T5PreTrainedModel):
         elif not isinstance(encoder_outputs, ModelOutput):  # a tuple: (last_hidden_state, hidden_states, attentions)
             encoder_outputs = BaseModelOutput(*encoder_outputs[:3])
         use_cache = self.config.use_cache if use_cache is None else use_cache
+        if self.training and self.decoder.gradient_checkpointing is not None:
+            use_cache = False  # a checkpointed layer runs twice, which would store its keys twice
         decoded = self.decoder(
             decoder_input_ids, decoder_attention_mask, decoder_inputs_embeds, output_attentions, output_hidden_states,
             encoder_hidden_states=encoder_outputs.last_hidden_state, encoder_attention_mask=attention_mask,
