@@ -375,3 +375,18 @@ def test_layerdrop_skips_the_layers_the_reference_skips(tmp_path):
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
         losses.add(round(float(ours.detach()), 4))
     assert len(losses) > 1  # different seeds skipped different layers
+
+
+@torch.inference_mode()
+def test_causal_lm_reads_the_decoder_of_a_whole_checkpoint(tmp_path):
+    whole = _reference("BartForConditionalGeneration")
+    whole.save_pretrained(tmp_path)
+    with pytest.warns(UserWarning, match="left out"):
+        model = openformers.AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert type(model).__name__ == "BartForCausalLM"
+    reference = transformers.BartForCausalLM(transformers.BartConfig(**{**TINY, "dropout": 0.0})).eval()
+    reference.model.decoder.load_state_dict(whole.model.decoder.state_dict())
+    ids = torch.tensor([[0, 5, 17, 42, 8]])
+    torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
+    with pytest.warns(FutureWarning, match="deprecated"):
+        type("Mine", (openformers.BartPretrainedModel,), {})

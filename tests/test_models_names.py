@@ -49,18 +49,21 @@ TINY_CONFIGS = {
     "deberta-v2": ("DebertaV2Config", dict(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                                            intermediate_size=37, max_position_embeddings=32, relative_attention=True,
                                            pos_att_type="p2c|c2p", position_buckets=8, share_att_key=True)),
+    "bart": ("BartConfig", dict(vocab_size=64, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+                                decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37,
+                                max_position_embeddings=32)),
 }
 AUTO_CLASSES = (
     "AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForSequenceClassification",
     "AutoModelForTokenClassification", "AutoModelForQuestionAnswering", "AutoModelForMultipleChoice",
-    "AutoModelForNextSentencePrediction", "AutoModelForPreTraining",
+    "AutoModelForNextSentencePrediction", "AutoModelForPreTraining", "AutoModelForSeq2SeqLM",
 )
 MODEL_MODULES = ("openformers.models.llama", "openformers.models.olmo2", "openformers.models.starcoder2",
                  "openformers.models.mixtral", "openformers.models.qwen3_moe",
                  "openformers.models.gpt2", "openformers.models.bert",
                  "openformers.models.distilbert", "openformers.models.xlm_roberta", "openformers.models.modernbert",
                  "openformers.models.albert", "openformers.models.electra", "openformers.models.mpnet",
-                 "openformers.models.deberta_v2")
+                 "openformers.models.deberta_v2", "openformers.models.bart")
 
 
 @pytest.fixture(scope="module", params=list(TINY_CONFIGS))

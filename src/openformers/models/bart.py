@@ -14,6 +14,7 @@ read back afterwards, so `generate` runs the encoder and its projections once.
 """
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -565,6 +566,19 @@ class BartForCausalLM(BartPreTrainedModel):
         self.model = BartDecoderWrapper(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
 
+    @staticmethod
+    def from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A whole BART's checkpoint (encoder and decoder, as BartModel or BartForConditionalGeneration save them)
+        read as its decoder: the shared token table becomes the decoder's, the other weights are left out."""
+        prefix = next((p for p in ("model.", "") if f"{p}shared.weight" in state_dict), None)
+        if prefix is None:
+            return state_dict
+        kept = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(f"{prefix}decoder.")}
+        kept.setdefault("decoder.embed_tokens.weight", state_dict[f"{prefix}shared.weight"])
+        warnings.warn("BartForCausalLM reads the decoder of a whole BART checkpoint; the encoder's weights (and the "
+                      "LM head's final_logits_bias) are left out.", stacklevel=4)
+        return {f"model.{k}": v for k, v in kept.items()}
+
     @classmethod
     def can_generate(cls) -> bool:
         return True
@@ -603,4 +617,18 @@ class BartForCausalLM(BartPreTrainedModel):
         return self.returned(output, return_dict)
 
 
-BartPretrainedModel = PretrainedBartModel = BartPreTrainedModel  # the reference's deprecated names
+def _deprecated_base(cls, **kwargs):
+    warnings.warn(f"{cls.__name__} subclasses a deprecated name: subclass BartPreTrainedModel instead.",
+                  FutureWarning, stacklevel=2)
+
+
+class BartPretrainedModel(BartPreTrainedModel):
+    """The reference's deprecated name for BartPreTrainedModel; a subclass of it says so."""
+
+    __init_subclass__ = _deprecated_base
+
+
+class PretrainedBartModel(BartPreTrainedModel):
+    """The reference's older deprecated name for BartPreTrainedModel; a subclass of it says so."""
+
+    __init_subclass__ = _deprecated_base
