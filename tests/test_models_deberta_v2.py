@@ -294,7 +294,21 @@ def test_heads_take_their_dropouts_from_the_reference_fields():
     assert openformers.DebertaV2ForTokenClassification(config).dropout.p == 0.3
     classifier = openformers.DebertaV2ForSequenceClassification(config)
     assert (classifier.dropout.p, classifier.pooler.dropout.p) == (0.4, 0.2)
-    assert openformers.DebertaV2ForMultipleChoice(configs.DebertaV2Config(**TINY, hidden_dropout_prob=0.3)).dropout.p == 0.3
+    no_cls_dropout = configs.DebertaV2Config(**TINY, hidden_dropout_prob=0.3)
+    assert openformers.DebertaV2ForMultipleChoice(no_cls_dropout).dropout.p == 0.3
+
+
+def test_new_models_are_initialized_as_the_reference_initializes_them():
+    """Weights drawn from normal(0, initializer_range), the convolution's too; biases zero, norms one."""
+    config = configs.DebertaV2Config(**TINY, **VARIANTS["v2"], initializer_range=0.05)
+    model = openformers.DebertaV2ForSequenceClassification(config)
+    for name, parameter in model.named_parameters():
+        if name.endswith("bias"):
+            assert not parameter.any(), name
+        elif "LayerNorm" in name:
+            assert torch.equal(parameter, torch.ones_like(parameter)), name
+        else:
+            assert abs(parameter.std().item() - 0.05) < 0.01, name
 
 
 def test_legacy_masked_lm_ties_its_decoder_to_the_embeddings_and_its_bias():

@@ -19,7 +19,14 @@ from torch import nn
 from ..configs import DebertaV2Config
 from .base import PreTrainedModel, check_inputs, recorded
 from .bert import BertIntermediate, BertResidualOutput
-from .heads import HeadModel, MaskedLM, MultipleChoice, PooledSequenceClassification, QuestionAnswering, TokenClassification
+from .heads import (
+    HeadModel,
+    MaskedLM,
+    MultipleChoice,
+    PooledSequenceClassification,
+    QuestionAnswering,
+    TokenClassification,
+)
 from .layers import ACTIVATIONS, run_layer
 from .losses import sequence_classification_loss
 from .outputs import BaseModelOutput, ModelOutput, SequenceClassifierOutput
@@ -38,7 +45,8 @@ class DebertaV2Embeddings(nn.Module):
         super().__init__()
         E = config.embedding_size
         self.word_embeddings = _embedding(config.vocab_size, E, config.pad_token_id)
-        self.position_embeddings = _embedding(config.max_position_embeddings, E) if config.position_biased_input else None
+        absolute = config.position_biased_input
+        self.position_embeddings = _embedding(config.max_position_embeddings, E) if absolute else None
         self.token_type_embeddings = _embedding(config.type_vocab_size, E) if config.type_vocab_size > 0 else None
         self.embed_proj = nn.Linear(E, config.hidden_size, bias=False) if E != config.hidden_size else None
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -239,6 +247,12 @@ class DebertaV2PreTrainedModel(PreTrainedModel):
 
     def new_base_model(self, config: DebertaV2Config) -> "DebertaV2Model":
         return DebertaV2Model(config)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, nn.Conv1d):  # the v2-xlarge convolution, initialized as the reference's linear layers
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            nn.init.zeros_(module.bias)
 
 
 class DebertaV2Model(DebertaV2PreTrainedModel):
