@@ -101,6 +101,31 @@ def test_generation_across_the_original_context_matches_reference(tiny, options)
 
 
 @torch.inference_mode()
+def test_a_static_cache_gives_the_dynamic_cache_tokens_across_the_original_context(tiny):
+    model = tiny[2]
+    ids = _ids(1, 58, seed=4)
+    for options in (dict(), dict(num_beams=3)):
+        settings = dict(max_new_tokens=14, do_sample=False, eos_token_id=None, pad_token_id=0, **options)
+        static = model.generate(ids, cache_implementation="static", **settings)
+        assert static.tolist() == model.generate(ids, **settings).tolist(), options
+
+
+def test_a_published_llama_3_2_config_reads_and_saves_as_the_reference_reads_it(tmp_path):
+    # Llama 3.2 1B's config.json as published (transformers 4's layout: rope_scaling and rope_theta at the top).
+    values = {**TINY, "model_type": "llama", "architectures": ["LlamaForCausalLM"], "rope_theta": 500000.0,
+              "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                               "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+              "max_position_embeddings": 131072, "tie_word_embeddings": True, "head_dim": 32}
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    config = LlamaConfig.from_pretrained(tmp_path)
+    assert config.rope_scaling == values["rope_scaling"] and config.rope_theta == 500000.0
+    config.save_pretrained(tmp_path / "saved")
+    theirs = transformers.AutoConfig.from_pretrained(tmp_path / "saved")
+    assert theirs.rope_parameters == {**values["rope_scaling"], "rope_theta": 500000.0}
+    assert theirs.tie_word_embeddings and theirs.max_position_embeddings == 131072
+
+
+@torch.inference_mode()
 def test_tied_embeddings_are_one_tensor_and_save_as_the_reference_saves(tmp_path_factory):
     reference = _reference(**KINDS["3.2"])
     theirs_folder, ours_folder = tmp_path_factory.mktemp("theirs"), tmp_path_factory.mktemp("ours")
