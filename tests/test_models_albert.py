@@ -6,11 +6,21 @@ import shutil
 import warnings
 
 import pytest
-import tokenizers
 import torch
 
 import openformers
 from openformers import configs
+
+from encoder_parity import (
+    assert_corpus_parity,
+    assert_gradients_match,
+    assert_pipeline_matches,
+    assert_same,
+    assert_saved_both_ways,
+    draw_weights,
+    load_quietly,
+    outputs_of,
+)
 
 transformers = pytest.importorskip("transformers")
 
@@ -29,17 +39,6 @@ HEADS = {  # the reference's class -> the Auto class that picks it
     "AlbertForMultipleChoice": "AutoModelForMultipleChoice",
 }
 PER_SEQUENCE = ("AlbertForSequenceClassification", "AlbertForMultipleChoice")
-
-
-def draw_weights(model):
-    """The reference initializes biases to zero and norms to one: draw them so that they count."""
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("bias"):
-                parameter.normal_(std=0.1)
-            elif "LayerNorm" in name or "layer_norm" in name:
-                parameter.uniform_(0.5, 1.5)
-    return model
 
 
 def _reference(name, **overrides):
@@ -71,31 +70,13 @@ def _inputs(name) -> dict:
     return inputs
 
 
-def _outputs(out) -> dict:
-    """The tensors a head returns, by name (the tuples of hidden states left out)."""
-    return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
-
-
-def _assert_same(ours, theirs, atol=1e-4):
-    assert sorted(ours) == sorted(theirs)
-    for key in theirs:
-        torch.testing.assert_close(ours[key], theirs[key], atol=atol, rtol=atol, msg=key)
-
-
-def _load_quietly(load, folder):
-    """Load, failing on any warning: a missing, unexpected or newly initialized weight is reported by one."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return load(folder)
-
-
 @pytest.fixture(scope="module", params=list(HEADS))
 def tiny(request, tmp_path_factory):
     name = request.param
     folder = tmp_path_factory.mktemp(name)
     reference = _reference(name)
     reference.save_pretrained(folder)
-    return name, folder, reference, _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
+    return name, folder, reference, load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
 
 
 @torch.inference_mode()
@@ -105,7 +86,7 @@ def test_every_head_matches_reference_on_a_padded_batch(tiny):
     inputs = _inputs(name)
     ours, theirs = model(**inputs), reference(**inputs)
     assert type(ours).__name__ == type(theirs).__name__
-    _assert_same(_outputs(ours), _outputs(theirs))
+    assert_same(outputs_of(ours), outputs_of(theirs))
     as_tuples = model(**inputs, return_dict=False), reference(**inputs, return_dict=False)
     assert [tuple(value.shape) for value in as_tuples[0]] == [tuple(value.shape) for value in as_tuples[1]]
 
@@ -114,10 +95,10 @@ def test_every_head_matches_reference_on_a_padded_batch(tiny):
 def test_each_padded_row_gives_what_it_gives_alone(tiny):
     name, _, _, model = tiny
     inputs = {k: v for k, v in _inputs(name).items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-    batched = _outputs(model(**inputs))
+    batched = outputs_of(model(**inputs))
     length = 7  # the second row's real tokens
     row = {key: value[1:, ..., :length] for key, value in inputs.items() if key != "attention_mask"}
-    alone = _outputs(model(**row))
+    alone = outputs_of(model(**row))
     for key, value in alone.items():
         row = batched[key][1:]
         if name not in PER_SEQUENCE and key not in ("pooler_output", "sop_logits"):
@@ -129,12 +110,12 @@ def test_each_padded_row_gives_what_it_gives_alone(tiny):
 def test_every_head_saves_and_loads_in_both_directions(tiny, tmp_path):
     name, _, reference, model = tiny
     model.save_pretrained(tmp_path)
-    theirs = _load_quietly(getattr(transformers, HEADS[name]).from_pretrained, tmp_path).eval()
-    ours = _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, tmp_path)
+    theirs = load_quietly(getattr(transformers, HEADS[name]).from_pretrained, tmp_path).eval()
+    ours = load_quietly(getattr(openformers, HEADS[name]).from_pretrained, tmp_path)
     assert type(theirs).__name__ == type(ours).__name__ == name
     inputs = _inputs(name)
-    _assert_same(_outputs(theirs(**inputs)), _outputs(reference(**inputs)), atol=1e-6)
-    _assert_same(_outputs(ours(**inputs)), _outputs(model(**inputs)), atol=1e-6)
+    assert_same(outputs_of(theirs(**inputs)), outputs_of(reference(**inputs)), atol=1e-6)
+    assert_same(outputs_of(ours(**inputs)), outputs_of(model(**inputs)), atol=1e-6)
 
 
 @torch.inference_mode()
@@ -160,10 +141,10 @@ def test_layer_groups_are_shared_across_depth_as_the_reference(tmp_path, depth, 
         tmp_path
     )
     reference = transformers.AlbertModel.from_pretrained(tmp_path).eval()
-    model = _load_quietly(openformers.AlbertModel.from_pretrained, tmp_path)
+    model = load_quietly(openformers.AlbertModel.from_pretrained, tmp_path)
     assert len(model.encoder.albert_layer_groups) == groups
     inputs = _inputs("AlbertModel")
-    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+    assert_same(outputs_of(model(**inputs)), outputs_of(reference(**inputs)))
 
 
 @torch.inference_mode()
@@ -171,7 +152,8 @@ def test_inputs_embeds_give_what_the_ids_give(tiny):
     name, _, reference, model = tiny
     inputs = {k: v for k, v in _inputs(name).items() if k != "input_ids"}
     embeds = model.get_input_embeddings()(_inputs(name)["input_ids"])  # (..., T, embedding_size)
-    _assert_same(_outputs(model(inputs_embeds=embeds, **inputs)), _outputs(reference(inputs_embeds=embeds, **inputs)))
+    ours, theirs = model(inputs_embeds=embeds, **inputs), reference(inputs_embeds=embeds, **inputs)
+    assert_same(outputs_of(ours), outputs_of(theirs))
 
 
 def test_masked_lm_from_config_ties_the_decoder_to_the_embeddings():
@@ -187,13 +169,13 @@ def test_an_untied_decoder_keeps_its_own_weights_and_bias_both_ways(tmp_path):
     """With tie_word_embeddings=False the decoder predicts with its own bias; predictions.bias is kept, unused."""
     _reference("AlbertForMaskedLM", tie_word_embeddings=False).save_pretrained(tmp_path / "theirs")
     reference = transformers.AlbertForMaskedLM.from_pretrained(tmp_path / "theirs").eval()
-    model = _load_quietly(openformers.AlbertForMaskedLM.from_pretrained, tmp_path / "theirs")
+    model = load_quietly(openformers.AlbertForMaskedLM.from_pretrained, tmp_path / "theirs")
     assert model.predictions.decoder.bias is not model.predictions.bias
     inputs = _inputs("AlbertForMaskedLM")
-    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+    assert_same(outputs_of(model(**inputs)), outputs_of(reference(**inputs)))
     model.save_pretrained(tmp_path / "ours")
-    again = _load_quietly(transformers.AlbertForMaskedLM.from_pretrained, tmp_path / "ours").eval()
-    _assert_same(_outputs(again(**inputs)), _outputs(reference(**inputs)), atol=1e-6)
+    again = load_quietly(transformers.AlbertForMaskedLM.from_pretrained, tmp_path / "ours").eval()
+    assert_same(outputs_of(again(**inputs)), outputs_of(reference(**inputs)), atol=1e-6)
 
 
 def test_resizing_the_vocabulary_resizes_the_tied_decoder_and_its_bias():
@@ -247,43 +229,13 @@ def test_training_gradients_match_reference(tmp_path, checkpointing):
     model = openformers.AlbertForPreTraining.from_pretrained(tmp_path).train()
     if checkpointing:
         model.gradient_checkpointing_enable()
-    inputs = _inputs(name)
-    ours, theirs = model(**inputs).loss, reference(**inputs).loss
-    ours.backward()
-    theirs.backward()
-    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
-    grads = {n: p.grad for n, p in reference.named_parameters()}
-    for parameter_name, parameter in model.named_parameters():
-        torch.testing.assert_close(parameter.grad, grads[parameter_name], atol=1e-5, rtol=1e-4, msg=parameter_name)
-
+    assert_gradients_match(model, reference, _inputs(name))
 
 
 # AlbertTokenizer: a SentencePiece unigram model trained here on a sample of the project's corpus (with its NFKC
 # rules, which the reference keeps as a Precompiled normalizer), read from spiece.model and from the tokenizer.json
 # the reference writes, gives the reference's ids on the corpus (tests/test_tokenizers_corpus.py), offsets and decoded
 # text on a part of it.
-
-
-def assert_corpus_parity(ours, reference, every: int = 1):
-    """Ids on every `every`-th document of the corpus, with and without special tokens; offsets and decode (special
-    tokens kept and skipped) on a quarter of those. Token strings are not compared: for an unknown piece the
-    reference's Unigram gives the text it covers, ours the unknown token."""
-    from test_tokenizers_corpus import CORPUS, _assert_rows_equal
-
-    documents = CORPUS[::every]
-    backend = tokenizers.Tokenizer.from_str(reference.backend_tokenizer.to_str())
-    backend.no_padding()
-    backend.no_truncation()
-    expected = [encoding.ids for encoding in backend.encode_batch(documents, add_special_tokens=True)]
-    _assert_rows_equal(ours(documents)["input_ids"], expected, "ids")
-    plain = [encoding.ids for encoding in backend.encode_batch(documents, add_special_tokens=False)]
-    _assert_rows_equal(ours(documents, add_special_tokens=False)["input_ids"], plain, "ids without specials")
-    sample, sample_ids = documents[::4], expected[::4]
-    offsets = [encoding.offsets for encoding in backend.encode_batch(sample, add_special_tokens=True)]
-    _assert_rows_equal(ours(sample, return_offsets_mapping=True)["offset_mapping"], offsets, "offsets")
-    for skip in (False, True):
-        _assert_rows_equal(ours.batch_decode(sample_ids, skip_special_tokens=skip),
-                           reference.batch_decode(sample_ids, skip_special_tokens=skip), "decode")
 
 
 @pytest.fixture(scope="module")
@@ -325,27 +277,13 @@ PIPELINE_HEADS = {  # task -> (the reference's class, its inputs)
 }
 
 
-def _assert_records_close(got, expected):
-    if isinstance(expected, (list, dict)):
-        assert type(got) is type(expected) and len(got) == len(expected)
-        for key in range(len(expected)) if isinstance(expected, list) else expected:
-            _assert_records_close(got[key], expected[key])
-    elif isinstance(expected, float) or type(expected).__module__ == "numpy":
-        assert float(got) == pytest.approx(float(expected), abs=1e-5)
-    else:
-        assert got == expected
-
-
 @pytest.mark.parametrize("task", list(PIPELINE_HEADS))
 def test_pipelines_with_the_reference_tokenizer_match_reference(task, albert_tokenizer_folders, tmp_path):
     shutil.copytree(albert_tokenizer_folders[1], tmp_path, dirs_exist_ok=True)
     name, inputs = PIPELINE_HEADS[task]
     vocab_size = len(openformers.AutoTokenizer.from_pretrained(tmp_path))
     _reference(name, vocab_size=vocab_size).save_pretrained(tmp_path)
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        expected = transformers.pipeline(task, model=str(tmp_path))(inputs)
-    _assert_records_close(openformers.pipeline(task, model=tmp_path)(inputs), expected)
+    assert_pipeline_matches(task, tmp_path, inputs)
 
 
 @pytest.mark.parametrize("options", [{}, {"keep_accents": True, "do_lower_case": False}, {"add_prefix_space": False}],
@@ -353,26 +291,14 @@ def test_pipelines_with_the_reference_tokenizer_match_reference(task, albert_tok
 def test_tokenizer_options_and_saving_both_ways(albert_tokenizer_folders, options, tmp_path):
     """The options rebuild the normalizer and pre-tokenizer as the reference's; each library reads what the other
     saves and encodes as before (the options travel in tokenizer_config.json)."""
-    from test_tokenizers_corpus import CORPUS, _assert_rows_equal
+    from test_tokenizers_corpus import CORPUS
 
     documents = [*CORPUS[::40], "Ünïcödé ``quoted'' TEXT", "  spaced   out  ", "[MASK] eats [MASK]."]
-    folder = albert_tokenizer_folders[1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reference = transformers.AlbertTokenizer.from_pretrained(folder, **options)
-    ours = openformers.AlbertTokenizer.from_pretrained(folder, **options)
-    expected = reference(documents)["input_ids"]
-    _assert_rows_equal(ours(documents)["input_ids"], expected, "ids")
-    ours.save_pretrained(tmp_path / "ours")
-    reference.save_pretrained(tmp_path / "theirs")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _assert_rows_equal(transformers.AutoTokenizer.from_pretrained(tmp_path / "ours")(documents)["input_ids"],
-                           expected, "ids of the reference reading ours")
-    for saved in ("ours", "theirs"):
-        again = openformers.AutoTokenizer.from_pretrained(tmp_path / saved)
-        assert type(again).__name__ == "AlbertTokenizer"
-        _assert_rows_equal(again(documents)["input_ids"], expected, f"ids of {saved} read back")
+        reference = transformers.AlbertTokenizer.from_pretrained(albert_tokenizer_folders[1], **options)
+    ours = openformers.AlbertTokenizer.from_pretrained(albert_tokenizer_folders[1], **options)
+    assert_saved_both_ways(ours, reference, documents, tmp_path, "AlbertTokenizer")
 
 
 def test_tokenizer_built_from_its_sentencepiece_file_encodes_as_from_the_folder(albert_tokenizer_folders):

