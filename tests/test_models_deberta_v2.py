@@ -396,3 +396,24 @@ def test_pipelines_match_reference(task, spm_folder, tmp_path):
         warnings.simplefilter("ignore")
         expected = transformers.pipeline(task, model=str(tmp_path))(inputs)
     _assert_records_close(openformers.pipeline(task, model=tmp_path)(inputs), expected)
+
+
+@pytest.mark.parametrize("multi_label", [False, True], ids=["one-label", "multi-label"])
+def test_zero_shot_classification_matches_reference(multi_label, spm_folder, tmp_path):
+    """DeBERTa-v3 NLI models are the common zero-shot classifiers: the pipeline's labels and scores are the reference's."""
+    for path in spm_folder.iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    labels = {0: "entailment", 1: "neutral", 2: "contradiction"}
+    model = _reference("DebertaV2ForSequenceClassification", "v3", vocab_size=401, id2label=labels,
+                       label2id={label: i for i, label in labels.items()})
+    with torch.no_grad():
+        model.classifier.weight.mul_(200)  # scores far enough apart to order the labels
+    model.save_pretrained(tmp_path)
+    inputs = (["I love this movie.", "The stock market fell."], ["sports", "finance", "film"])
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = transformers.pipeline("zero-shot-classification", model=str(tmp_path))(*inputs,
+                                                                                        multi_label=multi_label)
+    got = openformers.pipeline("zero-shot-classification", model=tmp_path)(*inputs, multi_label=multi_label)
+    _assert_records_close(got, expected)
+    assert len(set(expected[0]["scores"])) == 3
