@@ -376,7 +376,8 @@ def test_a_transformers_4_config_file_reads_and_saves_as_the_reference_reads_it(
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
     torch.manual_seed(0)
-    model = Starcoder2ForCausalLM.from_config(Starcoder2Config(**TINY, sliding_window=4, embedding_dropout=0.1, residual_dropout=0.1, attention_dropout=0.1)).train()
+    dropouts = dict(embedding_dropout=0.1, residual_dropout=0.1, attention_dropout=0.1)
+    model = Starcoder2ForCausalLM.from_config(Starcoder2Config(**TINY, sliding_window=4, **dropouts)).train()
     ids, mask = _padded_batch()
     results = []
     for checkpointing in (False, True):
