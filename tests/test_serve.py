@@ -343,6 +343,18 @@ def test_a_prompt_too_long_for_the_context_whatever_its_tokens_is_refused_before
     scheduler.close()
 
 
+def test_a_request_needing_more_cache_than_the_server_keeps_is_refused(tiny_model, tokenizer):
+    scheduler = BatchScheduler(tiny_model, tokenizer, max_cache_bytes=100 * 2 * 2 * 2 * 16 * 4)  # 100 positions
+    with BackgroundServer(create_app(scheduler, "tiny")) as url:
+        response = post(url, "/v1/chat/completions", {**CHAT, "max_tokens": 200}, key=None)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["code"] == "context_length_exceeded" and error["param"] == "max_tokens"
+        assert "keeps at most 100 tokens of cache for a request" in error["message"]
+        assert post(url, "/v1/chat/completions", CHAT, key=None).status_code == 200
+    scheduler.close()
+
+
 def test_hosts_and_origins_other_than_the_allowed_ones_are_refused(tiny_model, tokenizer):
     from openformers.serving.app import LOOPBACK_HOSTS
 

@@ -302,3 +302,27 @@ def test_bad_requests_are_refused_at_submit(tokenizer, scheduler):
         SamplingOptions(max_tokens=1, temperature=-0.5)
     with pytest.raises(ValueError, match="stop"):
         SamplingOptions(max_tokens=1, stop=[""])
+
+
+def test_requests_past_the_cache_bound_wait_until_others_finish(model, tokenizer):
+    per_token = 2 * 2 * 2 * 16 * 4  # keys and values, 2 layers, 2 key/value heads of 16, float32
+    ids = tokenizer.encode(PROMPTS[0])
+    options = SamplingOptions(max_tokens=8, temperature=0)
+    scheduler = BatchScheduler(model, tokenizer, max_batch=8, max_cache_bytes=2 * (len(ids) + 8) * per_token)
+    try:
+        assert scheduler.cache_bytes_per_token == per_token
+        batch_sizes = []
+        step = scheduler._step
+
+        def step_and_watch():
+            batch_sizes.append(scheduler.active)
+            step()
+
+        scheduler._step = step_and_watch
+        results = run_in_threads(lambda: scheduler.complete(ids, options), [()] * 5)
+        assert [r.text for r in results] == [alone(model, tokenizer, ids, 8, scheduler.eos_token_ids)] * 5
+        assert max(batch_sizes) == 2  # two fit the bound, never three; the others waited
+        with pytest.raises(ValueError, match=r"needs up to \d+ bytes of key/value cache, more than max_cache_bytes"):
+            scheduler.submit(ids * 4, options, lambda update: None)
+    finally:
+        scheduler.close()

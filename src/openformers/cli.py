@@ -63,6 +63,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="a host name clients may use in Host and Origin headers (repeat for more); default: "
                             "localhost, 127.0.0.1 and ::1 when listening on loopback, any host otherwise")
     serve.add_argument("--max-batch", type=int, default=32, help="at most this many requests decoded at once")
+    serve.add_argument("--max-cache-mb", type=int, default=None,
+                       help="the key/value cache the requests decoded at once may grow to; more wait their turn "
+                            "(default: a quarter of this machine's memory)")
     serve.add_argument("--max-new-tokens", type=int, default=512,
                        help="max_tokens of the requests that give none (default: 512)")
     serve.set_defaults(run=_serve)
@@ -117,6 +120,14 @@ def _chat(args) -> int:
     return 0
 
 
+def _quarter_of_memory() -> int | None:
+    """A quarter of this machine's memory in bytes (None where the system does not say, as on Windows)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def _serve(args) -> int:
     try:
         import uvicorn
@@ -132,7 +143,10 @@ def _serve(args) -> int:
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}.")
     tokenizer, model = _load(args)
-    scheduler = BatchScheduler(model, tokenizer, max_batch=args.max_batch)
+    if args.max_cache_mb is not None and args.max_cache_mb < 1:
+        raise ValueError(f"--max-cache-mb must be at least 1, got {args.max_cache_mb}.")
+    cache_bytes = args.max_cache_mb * 2**20 if args.max_cache_mb else _quarter_of_memory()
+    scheduler = BatchScheduler(model, tokenizer, max_batch=args.max_batch, max_cache_bytes=cache_bytes)
     limits = Limits(default_max_tokens=args.max_new_tokens)
     loopback = args.host in LOOPBACK_HOSTS
     allowed_hosts = args.allowed_host or (LOOPBACK_HOSTS if loopback else None)

@@ -184,6 +184,7 @@ class _Server:
         jobs = []  # (choice index, prompt ids, options), the n choices of each prompt in turn
         for p, ids in enumerate(prompts):
             max_tokens = self._max_tokens(parsed, ids, "messages" if kind == "chat" else "prompt")
+            self._check_cache_bytes(len(ids) + max_tokens, "max_tokens" if parsed.max_tokens else None)
             options = SamplingOptions(max_tokens, stop=parsed.stop, **parsed.options)
             for j in range(parsed.n):
                 seed = None if parsed.seed is None else parsed.seed + j
@@ -210,6 +211,14 @@ class _Server:
                                 f"the model's context of {self.scheduler.context_length} tokens: lower max_tokens "
                                 f"to at most {room}.", param="max_tokens", code="context_length_exceeded")
         return parsed.max_tokens
+
+    def _check_cache_bytes(self, positions: int, param: str | None) -> None:
+        bound = self.scheduler.max_cache_bytes
+        if bound is not None and positions * self.scheduler.cache_bytes_per_token > bound:
+            most = bound // self.scheduler.cache_bytes_per_token
+            raise APIError(400, f"The prompt and max_tokens come to {positions} tokens; this server keeps at most "
+                                f"{most} tokens of cache for a request: shorten the prompt or lower max_tokens.",
+                           param=param, code="context_length_exceeded")
 
     def _echo(self, parsed: ParsedRequest, prompt, ids: list[int]) -> str:
         if not parsed.echo:

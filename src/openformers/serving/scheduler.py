@@ -105,16 +105,20 @@ class BatchScheduler:
 
     `max_batch` bounds the rows decoded at once; more requests wait in a queue. `prefill_chunk` bounds the
     prompt tokens prefilled between two decode steps. `prefix_cache_tokens` bounds the positions of recent
-    prompts kept for reuse (0 turns the reuse off). `decode_steps` counts the batched decode steps run so
-    far (prefills not included), which shows how much decoding was shared. `eos_token_ids` end every request:
-    the model's generation config's and the tokenizer's.
+    prompts kept for reuse (0 turns the reuse off). `max_cache_bytes` bounds the key/value cache the admitted
+    requests may grow to (each counted at its prompt plus max_tokens): a request that would pass it waits until
+    others finish, so memory follows the bound rather than the load; None: no bound. `decode_steps` counts the
+    batched decode steps run so far (prefills not included), which shows how much decoding was shared.
+    `eos_token_ids` end every request: the model's generation config's and the tokenizer's.
     """
 
     def __init__(self, model, tokenizer, max_batch: int = 32, prefill_chunk: int = 512,
-                 prefix_cache_tokens: int = 4096):
+                 prefix_cache_tokens: int = 4096, max_cache_bytes: int | None = None):
         for name, value in (("max_batch", max_batch), ("prefill_chunk", prefill_chunk)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        if max_cache_bytes is not None and (not isinstance(max_cache_bytes, int) or max_cache_bytes < 1):
+            raise ValueError(f"max_cache_bytes must be a positive integer or None, got {max_cache_bytes!r}.")
         if not isinstance(prefix_cache_tokens, int) or prefix_cache_tokens < 0:
             raise ValueError(
                 f"prefix_cache_tokens must be an integer >= 0 (0 turns it off), got {prefix_cache_tokens!r}."
@@ -130,8 +134,11 @@ class BatchScheduler:
         if tokenizer.eos_token_id is not None:
             self.eos_token_ids.add(tokenizer.eos_token_id)
         self.device = next(model.parameters()).device
+        self.max_cache_bytes = max_cache_bytes
+        self.cache_bytes_per_token = _cache_bytes_per_token(model)
         self.decode_steps = 0
         self._waiting: queue.Queue = queue.Queue()
+        self._held: Request | None = None  # taken from the queue, waiting for cache room
         self._batch = Batch()
         self._rows: list[_Row] = []  # the requests of the running batch, in its order
         self._joining: deque[_Row] = deque()  # admitted, being prefilled
@@ -147,7 +154,11 @@ class BatchScheduler:
     @property
     def waiting(self) -> int:
         """How many submitted requests wait for a place in the batch."""
-        return self._waiting.qsize()
+        return self._waiting.qsize() + (self._held is not None)
+
+    def cache_bytes(self, request: Request) -> int:
+        """The key/value cache `request` may grow to: its prompt and max_tokens, at every layer."""
+        return (len(request.prompt_ids) + request.options.max_tokens) * self.cache_bytes_per_token
 
     def submit(self, prompt_ids: list[int], options: SamplingOptions,
                on_update: Callable[[Update], None]) -> Request:
@@ -162,6 +173,12 @@ class BatchScheduler:
                 f"model's context of {self.context_length} tokens: shorten the prompt or lower max_tokens."
             )
         request = Request(list(prompt_ids), options, on_update)
+        if self.max_cache_bytes is not None and self.cache_bytes(request) > self.max_cache_bytes:
+            raise ValueError(
+                f"The prompt of {len(prompt_ids)} tokens with max_tokens {options.max_tokens} needs up to "
+                f"{self.cache_bytes(request)} bytes of key/value cache, more than max_cache_bytes="
+                f"{self.max_cache_bytes}: shorten the prompt or lower max_tokens."
+            )
         self._waiting.put(request)
         return request
 
@@ -211,6 +228,8 @@ class BatchScheduler:
             row.finish("cancelled")
         self._rows, self._batch = [], Batch()
         self._joining.clear()
+        if self._held is not None:
+            _notify(self._held, Update("", "cancelled"))
         while not self._waiting.empty():
             request = self._waiting.get()
             if request is not None:
@@ -220,14 +239,20 @@ class BatchScheduler:
         """Take waiting requests in to be prefilled, blocking while there is nothing at all to do."""
         while len(self._rows) + len(self._joining) < self.max_batch:
             try:
-                request = self._waiting.get(block=not self._rows and not self._joining)
+                request = self._held or self._waiting.get(block=not self._rows and not self._joining)
             except queue.Empty:
                 return
+            self._held = None
             if request is None:  # close() woke us up
                 return
             if request.cancelled:
                 _notify(request, Update("", "cancelled"))
                 continue
+            if self.max_cache_bytes is not None and self._rows + list(self._joining):
+                admitted = sum(self.cache_bytes(row.request) for row in [*self._rows, *self._joining])
+                if admitted + self.cache_bytes(request) > self.max_cache_bytes:
+                    self._held = request  # first in line: it goes in once enough of the others have finished
+                    return
             try:
                 self._joining.append(_Row(request, self._sequence(request), TextBeforeStop(self.tokenizer,
                                                                                            request.options.stop)))
@@ -303,6 +328,14 @@ class BatchScheduler:
         for row, update in updates:
             if update is not None:
                 _notify(row.request, update)
+
+
+def _cache_bytes_per_token(model) -> int:
+    """The bytes one position takes in the key/value cache: keys and values at every layer, in the model's dtype."""
+    config = model.config
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * heads * head_dim * model.dtype.itemsize
 
 
 def _generate_options(options: SamplingOptions, eos_token_ids: set[int]) -> dict:
