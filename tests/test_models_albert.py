@@ -309,3 +309,16 @@ def test_tokenizer_built_from_its_sentencepiece_file_encodes_as_from_the_folder(
     texts = ["Ünïcödé ``quoted'' TEXT", "The cat sat on the mat.", "[MASK] eats [MASK]."]
     assert built(texts)["input_ids"] == loaded(texts)["input_ids"]
     assert built.convert_ids_to_tokens(built("Hello")["input_ids"])[0] == "[CLS]"
+
+
+def test_auto_tokenizer_picks_albert_from_the_model_type(albert_tokenizer_folders, tmp_path):
+    """A folder with spiece.model and an albert config.json, as older checkpoints are: the reference's class and ids."""
+    shutil.copy(albert_tokenizer_folders[0] / "spiece.model", tmp_path)
+    transformers.AlbertConfig(**TINY).save_pretrained(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    ours = openformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert type(ours).__name__ == type(reference).__name__ == "AlbertTokenizer"
+    texts = ["Hello world, Ünïcödé ``quoted''.", "[MASK] eats [MASK]."]
+    assert ours(texts)["input_ids"] == reference(texts)["input_ids"]

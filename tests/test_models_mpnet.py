@@ -303,3 +303,15 @@ def test_tokenizer_built_from_its_vocabulary_file_encodes_as_from_the_folder(mpn
         pair = text if isinstance(text, tuple) else (text, None)
         assert dict(built(*pair)) == dict(loaded(*pair))
     assert (built.cls_token, built.sep_token, built.unk_token, built.mask_token) == ("<s>", "</s>", "[UNK]", "<mask>")
+
+
+def test_auto_tokenizer_picks_mpnet_from_the_model_type(mpnet_tokenizer_folders, tmp_path):
+    """A folder with vocab.txt and an mpnet config.json: the reference's class, ids and inputs."""
+    shutil.copy(mpnet_tokenizer_folders[0] / "vocab.txt", tmp_path)
+    transformers.MPNetConfig(**TINY).save_pretrained(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    ours = openformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert type(ours).__name__ == type(reference).__name__ == "MPNetTokenizer"
+    assert dict(ours("Hello <mask> world", "second")) == dict(reference("Hello <mask> world", "second"))
