@@ -417,3 +417,24 @@ def test_zero_shot_classification_matches_reference(multi_label, spm_folder, tmp
     got = openformers.pipeline("zero-shot-classification", model=tmp_path)(*inputs, multi_label=multi_label)
     _assert_records_close(got, expected)
     assert len(set(expected[0]["scores"])) == 3
+
+
+@pytest.mark.parametrize("aggregation", ["simple", "first", "average", "max"])
+def test_token_classification_aggregation_matches_reference(aggregation, spm_folder, tmp_path):
+    """Words are the reference's: pieces starting with "▁" start a word, and the entity groups and scores follow."""
+    for path in spm_folder.iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    labels = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
+    model = _reference("DebertaV2ForTokenClassification", "v3", vocab_size=401, num_labels=5, id2label=labels,
+                       label2id={label: i for i, label in labels.items()})
+    with torch.no_grad():
+        model.classifier.weight.mul_(100)  # labels that change along the text
+    model.save_pretrained(tmp_path)
+    text = "Sarah Connor lives in Los Angeles, California."
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = transformers.pipeline("token-classification", model=str(tmp_path),
+                                         aggregation_strategy=aggregation)(text)
+        got = openformers.pipeline("token-classification", model=tmp_path, aggregation_strategy=aggregation)(text)
+    _assert_records_close(got, expected)
+    assert len({record["entity_group"] for record in expected}) > 1
