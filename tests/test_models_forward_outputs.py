@@ -15,9 +15,11 @@ GPT2 = dict(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=64, pad_
 BERT = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
             max_position_embeddings=64)
 DISTILBERT = dict(vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64)
+NARROW_EMBEDDINGS = dict(BERT, embedding_size=16)  # ALBERT and ELECTRA embed in fewer dimensions, projected up
 FAMILIES = {"Llama": ("LlamaConfig", LLAMA), "GPT2": ("GPT2Config", GPT2), "Bert": ("BertConfig", BERT),
             "Roberta": ("RobertaConfig", BERT), "DistilBert": ("DistilBertConfig", DISTILBERT),
-            "XLMRoberta": ("XLMRobertaConfig", BERT)}
+            "XLMRoberta": ("XLMRobertaConfig", BERT), "Albert": ("AlbertConfig", NARROW_EMBEDDINGS),
+            "Electra": ("ElectraConfig", NARROW_EMBEDDINGS), "MPNet": ("MPNetConfig", BERT)}
 HEADS = {
     "Llama": ["LlamaModel", "LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaForTokenClassification",
               "LlamaForQuestionAnswering"],
@@ -31,10 +33,15 @@ HEADS = {
                    "DistilBertForTokenClassification", "DistilBertForQuestionAnswering"],
     "XLMRoberta": ["XLMRobertaModel", "XLMRobertaForMaskedLM", "XLMRobertaForSequenceClassification",
                    "XLMRobertaForTokenClassification", "XLMRobertaForQuestionAnswering"],
+    "Albert": ["AlbertModel", "AlbertForPreTraining", "AlbertForMaskedLM", "AlbertForSequenceClassification",
+               "AlbertForQuestionAnswering"],
+    "Electra": ["ElectraModel", "ElectraForPreTraining", "ElectraForMaskedLM", "ElectraForSequenceClassification",
+                "ElectraForTokenClassification"],
+    "MPNet": ["MPNetModel", "MPNetForMaskedLM", "MPNetForSequenceClassification", "MPNetForQuestionAnswering"],
 }
 CASES = [(family, name) for family, names in HEADS.items() for name in names]
 DECODERS = ("Llama", "GPT2")
-ROBERTA_POSITIONS = ("Roberta", "XLMRoberta")  # positions counted from pad_token_id + 1, padding skipped
+ROBERTA_POSITIONS = ("Roberta", "XLMRoberta", "MPNet")  # positions counted from pad_token_id + 1, padding skipped
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[name for _, name in CASES])
