@@ -390,3 +390,10 @@ def test_causal_lm_reads_the_decoder_of_a_whole_checkpoint(tmp_path):
     torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
     with pytest.warns(FutureWarning, match="deprecated"):
         type("Mine", (openformers.BartPretrainedModel,), {})
+
+
+def test_new_weights_are_drawn_with_init_std():
+    model = openformers.BartForConditionalGeneration(configs.BartConfig(**TINY, init_std=0.5))
+    assert 0.4 < float(model.model.encoder.layers[0].fc1.weight.detach().std()) < 0.6
+    assert not model.final_logits_bias.any() and not model.model.encoder.layers[0].fc1.bias.any()
+    assert not model.model.shared.weight[model.config.pad_token_id].any()

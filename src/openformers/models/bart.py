@@ -269,17 +269,7 @@ class BartPreTrainedModel(PreTrainedModel):
     ignored_checkpoint_keys = (r"(^|\.)(encoder|decoder)\.version$",)  # fairseq's format markers
 
     def _init_weights(self, module: nn.Module) -> None:
-        """The reference's init with BART's `init_std`: normal weights, zero biases and padding row, unit norms."""
-        std = self.config.init_std
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            nn.init.zeros_(module.weight[module.padding_idx])
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+        super()._init_weights(module)  # normal(0, init_std) weights, zero biases and padding row, unit norms
         if isinstance(module, BartForConditionalGeneration):
             nn.init.zeros_(module.final_logits_bias)
 

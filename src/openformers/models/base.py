@@ -369,8 +369,10 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
         return cls(config).to(_resolve_dtype(dtype, torch_dtype) or torch.float32)
 
     def _init_weights(self, module: nn.Module) -> None:
-        """The reference's default init: normal(0, initializer_range) weights, zero biases, unit norms."""
-        std = getattr(self.config, "initializer_range", 0.02)
+        """The reference's default init: normal(0, initializer_range) weights (init_std in configs that name it so,
+        as BART's), zero biases, unit norms."""
+        std = getattr(self.config, "initializer_range", None)
+        std = getattr(self.config, "init_std", 0.02) if std is None else std
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=std)
         if isinstance(module, nn.Embedding) and module.padding_idx is not None:
