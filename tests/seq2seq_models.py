@@ -12,21 +12,29 @@ TEXTS = [
 ]
 
 
-def tiny_bart_folder(folder: Path, **config) -> Path:
-    """Write a tokenizer (vocab.json, merges.txt, tokenizer files as the reference saves them) and a random
-    BartForConditionalGeneration sized to it (fixed seed, biases and norms drawn) into `folder`."""
+def bart_vocabulary_folder(folder: Path, texts: list[str], vocab_size: int) -> Path:
+    """vocab.json and merges.txt of a byte-level BPE trained on `texts` with RoBERTa's special tokens, beside a
+    config.json that says "bart" (so both libraries' AutoTokenizer read the folder as BART's tokenizer)."""
     import tokenizers
-    import transformers
     from tokenizers import models, pre_tokenizers, trainers
 
     folder.mkdir(parents=True, exist_ok=True)
     bpe = tokenizers.Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    bpe.train_from_iterator(TEXTS * 30 + [json.__doc__] * 3, trainer)
+    bpe.train_from_iterator(texts * 30 + [json.__doc__] * 3, trainer)
     bpe.model.save(str(folder))
     (folder / "config.json").write_text(json.dumps({"model_type": "bart"}))
+    return folder
+
+
+def tiny_bart_folder(folder: Path, **config) -> Path:
+    """Write a tokenizer (vocab.json, merges.txt, tokenizer files as the reference saves them) and a random
+    BartForConditionalGeneration sized to it (fixed seed, biases and norms drawn) into `folder`."""
+    import transformers
+
+    bart_vocabulary_folder(folder, TEXTS, vocab_size=320)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)

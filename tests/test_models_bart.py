@@ -13,6 +13,8 @@ import openformers
 from openformers import configs
 from openformers.generation import DynamicCache, EncoderDecoderCache
 
+from seq2seq_models import bart_vocabulary_folder
+
 transformers = pytest.importorskip("transformers")
 
 TINY = dict(vocab_size=99, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
@@ -295,18 +297,7 @@ TEXTS = ["Hello world! Don't panic.", "  two  spaces ", "<mask> and </s> inside"
 
 @pytest.fixture(scope="module")
 def bart_tokenizer_folder(tmp_path_factory):
-    import tokenizers
-    from tokenizers import models, pre_tokenizers, trainers
-
-    folder = tmp_path_factory.mktemp("bart_tokenizer")
-    tokenizer = tokenizers.Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tokenizer.train_from_iterator(TEXTS * 20 + [json.__doc__] * 3, trainer)
-    tokenizer.model.save(str(folder))
-    (folder / "config.json").write_text(json.dumps({"model_type": "bart"}))
-    return folder
+    return bart_vocabulary_folder(tmp_path_factory.mktemp("bart_tokenizer"), TEXTS, vocab_size=400)
 
 
 @pytest.mark.parametrize("declared", [None, "BartTokenizer"], ids=["by-model-type", "by-tokenizer-config"])
