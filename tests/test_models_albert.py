@@ -322,3 +322,15 @@ def test_auto_tokenizer_picks_albert_from_the_model_type(albert_tokenizer_folder
     assert type(ours).__name__ == type(reference).__name__ == "AlbertTokenizer"
     texts = ["Hello world, Ünïcödé ``quoted''.", "[MASK] eats [MASK]."]
     assert ours(texts)["input_ids"] == reference(texts)["input_ids"]
+
+
+@torch.inference_mode()
+def test_bfloat16_logits_are_the_references_within_its_rounding(tmp_path):
+    _reference("AlbertForMaskedLM").save_pretrained(tmp_path)
+    reference = transformers.AlbertForMaskedLM.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    model = load_quietly(lambda folder: openformers.AlbertForMaskedLM.from_pretrained(folder, dtype=torch.bfloat16), tmp_path)
+    assert model.dtype == torch.bfloat16
+    inputs = {k: v for k, v in _inputs("AlbertForMaskedLM").items() if k != "labels"}
+    ours, theirs = model(**inputs).logits, reference(**inputs).logits
+    assert ours.dtype == theirs.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), theirs.float(), atol=1e-2, rtol=1e-2)

@@ -254,3 +254,15 @@ def test_pipelines_with_a_bert_vocabulary_match_reference(task, tmp_path):
     assert type(tokenizer).__name__ == type(reference_tokenizer).__name__ == "BertTokenizer"
     assert openformers.ElectraTokenizer is openformers.ElectraTokenizerFast is openformers.BertTokenizer
     assert_pipeline_matches(task, tmp_path, inputs)
+
+
+@torch.inference_mode()
+def test_bfloat16_logits_are_the_references_within_its_rounding(tmp_path):
+    _reference("ElectraForMaskedLM").save_pretrained(tmp_path)
+    reference = transformers.ElectraForMaskedLM.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    model = load_quietly(lambda folder: openformers.ElectraForMaskedLM.from_pretrained(folder, dtype=torch.bfloat16), tmp_path)
+    assert model.dtype == torch.bfloat16
+    inputs = {k: v for k, v in _inputs("ElectraForMaskedLM").items() if k != "labels"}
+    ours, theirs = model(**inputs).logits, reference(**inputs).logits
+    assert ours.dtype == theirs.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), theirs.float(), atol=1e-2, rtol=1e-2)

@@ -315,3 +315,15 @@ def test_auto_tokenizer_picks_mpnet_from_the_model_type(mpnet_tokenizer_folders,
     ours = openformers.AutoTokenizer.from_pretrained(tmp_path)
     assert type(ours).__name__ == type(reference).__name__ == "MPNetTokenizer"
     assert dict(ours("Hello <mask> world", "second")) == dict(reference("Hello <mask> world", "second"))
+
+
+@torch.inference_mode()
+def test_bfloat16_logits_are_the_references_within_its_rounding(tmp_path):
+    _reference("MPNetForMaskedLM").save_pretrained(tmp_path)
+    reference = transformers.MPNetForMaskedLM.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    model = load_quietly(lambda folder: openformers.MPNetForMaskedLM.from_pretrained(folder, dtype=torch.bfloat16), tmp_path)
+    assert model.dtype == torch.bfloat16
+    inputs = {k: v for k, v in _inputs("MPNetForMaskedLM").items() if k != "labels"}
+    ours, theirs = model(**inputs).logits, reference(**inputs).logits
+    assert ours.dtype == theirs.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), theirs.float(), atol=1e-2, rtol=1e-2)
