@@ -372,6 +372,38 @@ def test_hosts_and_origins_other_than_the_allowed_ones_are_refused(tiny_model, t
     scheduler.close()
 
 
+def test_connections_too_slow_to_send_their_headers_or_body_are_closed(tiny_model, tokenizer):
+    import socket
+    from urllib.parse import urlsplit
+
+    scheduler = BatchScheduler(tiny_model, tokenizer)
+    app = create_app(scheduler, "tiny", limits=Limits(body_timeout=1.0))
+    with BackgroundServer(app, header_timeout=1.0) as url:
+        address = (urlsplit(url).hostname, urlsplit(url).port)
+        idle, trickling, slow_body = (socket.create_connection(address, timeout=5) for _ in range(3))
+        start = time.monotonic()
+        slow_body.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 100\r\n\r\n{")
+        closed_by_server = False
+        for byte in b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 100:
+            try:
+                trickling.sendall(bytes([byte]))
+            except OSError:  # the server closed the connection
+                closed_by_server = True
+                break
+            time.sleep(0.05)
+            if time.monotonic() - start > 4:
+                break
+        assert closed_by_server or trickling.recv(100) == b""
+        assert time.monotonic() - start < 4
+        assert idle.recv(100) == b""  # closed without a byte sent
+        assert slow_body.recv(1000).split(b"\r\n")[0] == b"HTTP/1.1 408 Request Timeout"
+        assert httpx.get(url + "/health").status_code == 200
+        for connection in (idle, trickling, slow_body):
+            connection.close()
+    scheduler.close()
+
+
 def test_the_api_key_is_required_when_set(tiny):
     _, url = tiny
     missing = post(url, "/v1/chat/completions", CHAT, key=None)

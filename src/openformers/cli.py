@@ -63,6 +63,10 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="a host name clients may use in Host and Origin headers (repeat for more); default: "
                             "localhost, 127.0.0.1 and ::1 when listening on loopback, any host otherwise")
     serve.add_argument("--max-batch", type=int, default=32, help="at most this many requests decoded at once")
+    serve.add_argument("--header-timeout", type=float, default=10.0,
+                       help="seconds a connection may take to send a request's headers (default: 10)")
+    serve.add_argument("--body-timeout", type=float, default=30.0,
+                       help="seconds a request's body may take to arrive, else 408 (default: 30)")
     serve.add_argument("--max-cache-mb", type=int, default=None,
                        help="the key/value cache the requests decoded at once may grow to; more wait their turn "
                             "(default: a quarter of this machine's memory)")
@@ -132,7 +136,7 @@ def _serve(args) -> int:
     try:
         import uvicorn
 
-        from .serving.app import LOOPBACK_HOSTS, create_app
+        from .serving.app import LOOPBACK_HOSTS, create_app, uvicorn_config
     except ImportError as error:
         print(f"openformers: error: `openformers serve` needs {error.name}, which the serve extra installs: "
               'pip install "openformers[serve]"', file=sys.stderr)
@@ -147,7 +151,9 @@ def _serve(args) -> int:
         raise ValueError(f"--max-cache-mb must be at least 1, got {args.max_cache_mb}.")
     cache_bytes = args.max_cache_mb * 2**20 if args.max_cache_mb else _quarter_of_memory()
     scheduler = BatchScheduler(model, tokenizer, max_batch=args.max_batch, max_cache_bytes=cache_bytes)
-    limits = Limits(default_max_tokens=args.max_new_tokens)
+    if not args.body_timeout > 0:
+        raise ValueError(f"--body-timeout must be a positive number of seconds, got {args.body_timeout}.")
+    limits = Limits(default_max_tokens=args.max_new_tokens, body_timeout=args.body_timeout)
     loopback = args.host in LOOPBACK_HOSTS
     allowed_hosts = args.allowed_host or (LOOPBACK_HOSTS if loopback else None)
     app = create_app(scheduler, args.model, api_key=args.api_key, limits=limits, allowed_hosts=allowed_hosts)
@@ -156,7 +162,9 @@ def _serve(args) -> int:
               "machine can use the model.", file=sys.stderr)
     print(f"Serving {args.model} on http://{args.host}:{args.port} (chat page at /, API under /v1)", flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        config = uvicorn_config(app, header_timeout=args.header_timeout, host=args.host, port=args.port,
+                                log_level="warning")
+        uvicorn.Server(config).run()
     finally:
         scheduler.close()
     return 0

@@ -272,10 +272,18 @@ class _Server:
         if declared.isdigit() and int(declared) > limit:
             raise APIError(413, f"The request body has {declared} bytes; at most {limit} are accepted.")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise APIError(413, f"The request body is over {limit} bytes; at most {limit} are accepted.")
+
+        async def read():
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > limit:
+                    raise APIError(413, f"The request body is over {limit} bytes; at most {limit} are accepted.")
+
+        try:
+            await asyncio.wait_for(read(), self.limits.body_timeout)
+        except asyncio.TimeoutError:  # the builtin TimeoutError only from Python 3.11 on
+            raise APIError(408, f"The request body did not arrive within {self.limits.body_timeout:g} s "
+                                f"({len(body)} bytes came).", code="request_timeout") from None
         try:
             value = json.loads(body)
         except ValueError as error:
@@ -389,6 +397,49 @@ def _sse(payload: dict) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
+def uvicorn_config(app, *, header_timeout: float = 10.0, **options):
+    """uvicorn's Config for `app`, with connections that take longer than `header_timeout` seconds to send a
+    request's headers closed (uvicorn itself waits for them without end, so idle or trickling connections could
+    pile up until the server has no room left)."""
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    if not isinstance(header_timeout, (int, float)) or not header_timeout > 0:
+        raise ValueError(f"header_timeout must be a positive number of seconds, got {header_timeout!r}.")
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        """uvicorn's HTTP/1.1 protocol with a deadline for the headers of every request, the first and each one
+        after a response; reading the body has its own deadline in the app."""
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._start_deadline()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.cycle is not None and not self.cycle.response_complete:  # the headers are in
+                self._deadline.cancel()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._start_deadline()
+
+        def connection_lost(self, exc) -> None:
+            self._deadline.cancel()
+            super().connection_lost(exc)
+
+        def _start_deadline(self) -> None:
+            if getattr(self, "_deadline", None) is not None:
+                self._deadline.cancel()
+            self._deadline = self.loop.call_later(header_timeout, self._too_slow)
+
+        def _too_slow(self) -> None:
+            if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+                self.transport.close()
+
+    return uvicorn.Config(app, http=HeaderTimeoutProtocol, **options)
+
+
 class BackgroundServer:
     """Serves `app` with uvicorn from a thread, for tests, benchmarks and notebooks.
 
@@ -396,12 +447,13 @@ class BackgroundServer:
             ...
     """
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, header_timeout: float = 10.0):
         import uvicorn
 
         self.socket = socket.create_server((host, port))
         self.url = "http://{}:{}".format(*self.socket.getsockname()[:2])
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1))
+        config = uvicorn_config(app, header_timeout=header_timeout, log_level="warning", timeout_graceful_shutdown=1)
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
 
     def __enter__(self) -> str:

@@ -38,6 +38,7 @@ class Limits:
     max_prompts: int = 32  # prompts in one /v1/completions request
     max_body_bytes: int = 1 << 20
     max_requests: int = 256  # requests decoded or waiting at once; more are answered 429 until some finish
+    body_timeout: float = 30.0  # seconds for a request's whole body to arrive
     max_stop_chars: int = 256  # the length of one stop string (matching it costs time per token and memory per vocabulary entry)
 
 
