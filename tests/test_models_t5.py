@@ -258,3 +258,20 @@ def test_training_gives_the_reference_s_loss_and_gradients(tmp_path, checkpointi
     theirs = dict(reference.named_parameters())
     for name, parameter in ours.named_parameters():
         torch.testing.assert_close(parameter.grad, theirs[name].grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_float16_keeps_the_feed_forward_output_in_float32_as_the_reference(tmp_path):
+    reference_model("flan-t5", "ForConditionalGeneration").save_pretrained(tmp_path)
+    theirs = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.float16).eval()
+    ours = load_quietly(lambda folder: openformers.T5ForConditionalGeneration.from_pretrained(
+        folder, dtype=torch.float16), tmp_path)
+    assert ours.encoder.block[0].layer[1].DenseReluDense.wo.weight.dtype == torch.float32
+    assert ours.shared.weight.dtype == ours.lm_head.weight.dtype == torch.float16
+    batch = inputs("ForConditionalGeneration")
+    with torch.no_grad():
+        expected, got = theirs(**batch), ours(**batch)
+    assert got.logits.dtype == expected.logits.dtype == torch.float16
+    torch.testing.assert_close(got.logits, expected.logits, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(got.loss, expected.loss, atol=2e-3, rtol=2e-3, check_dtype=False)  # ours in float32
+    bf16 = openformers.T5ForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert bf16.encoder.block[0].layer[1].DenseReluDense.wo.weight.dtype == torch.bfloat16  # float16 only

@@ -66,6 +66,9 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
     ignored_checkpoint_keys = (r"(^|\.)rotary_emb\.inv_freq$",)
     # Base-model parameters a checkpoint may lack (a head saved without them): initialized, with a warning.
     initialized_if_missing: tuple[str, ...] = ()
+    # Modules (by attribute name) whose weights stay float32 when loading in float16, as the reference's
+    # _keep_in_fp32_modules (T5's feed-forward output overflows float16).
+    kept_in_float32: tuple[str, ...] = ()
 
     def __init__(self, config: PretrainedConfig):
         if not isinstance(config, PretrainedConfig):
@@ -597,7 +600,7 @@ def load_pretrained(
     model_class = choose_class(config, source)
     model_arguments = _model_arguments(model_class, leftover, config, source)
 
-    state_dict = read_state_dict(dtype)
+    state_dict = read_state_dict(dtype, model_class.kept_in_float32)
     _check_layer_count(config, state_dict, source)
     if files.gguf_file is not None:
         state_dict = model_class.convert_gguf_state_dict(state_dict, config)
@@ -648,19 +651,23 @@ def _open_checkpoint(files: ModelFiles, overrides: dict, given: PretrainedConfig
         else:
             config, leftover = _overridden_copy(given, overrides)
         # Quantized blocks have no dtype of their own: "auto" means the float32 they dequantize to.
-        return config, files.gguf_file, lambda dtype: gguf.state_dict(dtype or torch.float32), leftover
+        return config, files.gguf_file, lambda dtype, kept=(): gguf.state_dict(dtype or torch.float32), leftover
     if given is None:
         config, leftover = _with_overrides(lambda **o: read_config(files.folder, config_class, **o), overrides)
     else:
         config, leftover = _overridden_copy(given, overrides)
     weights = find_weights(files.folder)
 
-    def read_state_dict(dtype):
+    def read_state_dict(dtype, kept_in_float32=()):
         state_dict = load_weights(weights)
         if dtype is None:  # "auto": the config's dtype, else the one the file stores
             stored = next((t.dtype for t in state_dict.values() if t.is_floating_point()), torch.float32)
             dtype = _DTYPES.get(config.dtype, stored)
-        return cast(state_dict, dtype)
+        kept = {}
+        if dtype == torch.float16 and kept_in_float32:
+            kept = {name: t.float() for name, t in state_dict.items()
+                    if t.is_floating_point() and set(name.split(".")[:-1]) & set(kept_in_float32)}
+        return cast(state_dict, dtype) | kept
 
     return config, weights, read_state_dict, leftover
 

@@ -24,7 +24,7 @@ from ..configs import MT5Config, T5Config
 from ..generation.cache import DynamicCache, EncoderDecoderCache
 from .base import PreTrainedModel, check_inputs, recorded
 from .heads import TokenClassification
-from .layers import ACTIVATIONS, RMSNorm, attention_mask_for, run_layer
+from .layers import ACTIVATIONS, attention_mask_for, run_layer
 from .losses import question_answering_loss, sequence_classification_loss, shift_tokens_right, token_loss
 from .outputs import BaseModelOutput, BaseModelOutputWithPastAndCrossAttentions, ModelOutput, Seq2SeqLMOutput
 from .outputs import Seq2SeqModelOutput, Seq2SeqQuestionAnsweringModelOutput, Seq2SeqSequenceClassifierOutput
@@ -47,6 +47,33 @@ def relative_position_buckets(distance: torch.Tensor, bidirectional: bool, num_b
     spread = torch.log(distance.float() / exact) / math.log(max_distance / exact) * (num_buckets - exact)
     far = (exact + spread.long()).clamp(max=num_buckets - 1)
     return buckets + torch.where(distance < exact, distance, far)
+
+
+class T5LayerNorm(nn.Module):
+    """Scale-only (RMS) norm computed in float32; the result takes the weight's dtype when that is half precision.
+    A float16 model keeps its feed-forward output projections in float32 (`kept_in_float32`), so its residual
+    stream runs in float32 between the norms, as in the reference."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.variance_epsilon = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        if self.weight.dtype in (torch.float16, torch.bfloat16):
+            x = x.to(self.weight.dtype)
+        return self.weight * x
+
+
+def clamp_half(x: torch.Tensor) -> torch.Tensor:
+    """float16 hidden states pulled back inside the float16 range (further in when one overflowed), as the
+    reference does after each branch so that a float16 T5 does not turn an overflow into NaNs."""
+    if x.dtype != torch.float16:
+        return x
+    largest = torch.finfo(torch.float16).max
+    bound = torch.where(torch.isinf(x).any(), largest - 1000, largest)
+    return torch.clamp(x, min=-bound, max=bound)
 
 
 def with_mask(bias: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -105,7 +132,7 @@ class T5LayerSelfAttention(nn.Module):
     def __init__(self, config: T5Config, has_relative_attention_bias: bool, bidirectional: bool):
         super().__init__()
         self.SelfAttention = T5Attention(config, has_relative_attention_bias, bidirectional)
-        self.layer_norm = RMSNorm(config.d_model, config.layer_norm_epsilon)
+        self.layer_norm = T5LayerNorm(config.d_model, config.layer_norm_epsilon)
         self.dropout = nn.Dropout(config.dropout_rate)
 
     def forward(self, x, bias, layer_idx, cache, eager):
@@ -121,7 +148,7 @@ class T5LayerCrossAttention(nn.Module):
     def __init__(self, config: T5Config):
         super().__init__()
         self.EncDecAttention = T5Attention(config)
-        self.layer_norm = RMSNorm(config.d_model, config.layer_norm_epsilon)
+        self.layer_norm = T5LayerNorm(config.d_model, config.layer_norm_epsilon)
         self.dropout = nn.Dropout(config.dropout_rate)
 
     def forward(self, x, encoder_states, bias, layer_idx, cache, eager):
@@ -146,7 +173,7 @@ class T5DenseActDense(nn.Module):
         self.act = ACTIVATIONS[config.dense_act_fn]
 
     def forward(self, x):
-        return self.wo(self.dropout(self.act(self.wi(x))))
+        return output_projection(self.wo, self.dropout(self.act(self.wi(x))))
 
 
 class T5DenseGatedActDense(nn.Module):
@@ -159,14 +186,22 @@ class T5DenseGatedActDense(nn.Module):
         self.act = ACTIVATIONS[config.dense_act_fn]
 
     def forward(self, x):
-        return self.wo(self.dropout(self.act(self.wi_0(x)) * self.wi_1(x)))
+        return output_projection(self.wo, self.dropout(self.act(self.wi_0(x)) * self.wi_1(x)))
+
+
+def output_projection(wo: nn.Linear, h: torch.Tensor) -> torch.Tensor:
+    """`wo(h)`, h cast to wo's dtype first: float32 in a float16 model (kept_in_float32)."""
+    weight = wo.weight
+    if weight.is_floating_point() and h.dtype != weight.dtype:
+        h = h.to(weight.dtype)
+    return wo(h)
 
 
 class T5LayerFF(nn.Module):
     def __init__(self, config: T5Config):
         super().__init__()
         self.DenseReluDense = T5DenseGatedActDense(config) if config.is_gated_act else T5DenseActDense(config)
-        self.layer_norm = RMSNorm(config.d_model, config.layer_norm_epsilon)
+        self.layer_norm = T5LayerNorm(config.d_model, config.layer_norm_epsilon)
         self.dropout = nn.Dropout(config.dropout_rate)
 
     def forward(self, x):
@@ -187,10 +222,12 @@ class T5Block(nn.Module):
 
     def forward(self, x, self_bias, encoder_states, cross_bias, cache, eager):
         x, weights = self.layer[0](x, self_bias, self.layer_idx, cache, eager)
+        x = clamp_half(x)
         cross_weights = None
         if len(self.layer) == 3:
             x, cross_weights = self.layer[1](x, encoder_states, cross_bias, self.layer_idx, cache, eager)
-        return self.layer[-1](x), (weights, cross_weights)
+            x = clamp_half(x)
+        return clamp_half(self.layer[-1](x)), (weights, cross_weights)
 
 
 class T5Stack(nn.Module):
@@ -208,7 +245,7 @@ class T5Stack(nn.Module):
                                          _weight=torch.empty(config.vocab_size, config.d_model))
         layers = config.num_decoder_layers if is_decoder else config.num_layers
         self.block = nn.ModuleList(T5Block(config, i, is_decoder) for i in range(layers))
-        self.final_layer_norm = RMSNorm(config.d_model, config.layer_norm_epsilon)
+        self.final_layer_norm = T5LayerNorm(config.d_model, config.layer_norm_epsilon)
         self.dropout = nn.Dropout(config.dropout_rate)
 
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, output_attentions=None,
@@ -279,6 +316,7 @@ class T5PreTrainedModel(PreTrainedModel):
     ignored_checkpoint_keys = (*PreTrainedModel.ignored_checkpoint_keys,
                                r"^decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias\.weight$")
     projection_name = "classifier"  # token classification's (models/heads.py)
+    kept_in_float32 = ("wo",)
 
     def new_base_model(self, config: T5Config) -> "T5EncoderModel":
         return T5EncoderModel(config)
@@ -288,7 +326,7 @@ class T5PreTrainedModel(PreTrainedModel):
         query's also over d_kv, standing in for the missing attention scaling), embeddings with std 1."""
         factor = self.config.initializer_factor
         d_model, d_ff, inner = self.config.d_model, self.config.d_ff, self.config.num_heads * self.config.d_kv
-        if isinstance(module, RMSNorm):
+        if isinstance(module, T5LayerNorm):
             nn.init.constant_(module.weight, factor)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=factor)
