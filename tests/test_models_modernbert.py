@@ -213,6 +213,20 @@ def test_sliding_layers_see_half_the_local_window_on_each_side(tmp_path):
                                atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("local_attention", [1, 3, 6])
+@torch.inference_mode()
+def test_narrow_bands_match_reference(tmp_path, local_attention):
+    """Sliding layers attend block by block once the sequence outgrows a block's keys: odd and tiny bands too."""
+    reference = _reference("ModernBertModel", local_attention=local_attention)
+    reference.save_pretrained(tmp_path)
+    model = _load_quietly(openformers.AutoModel.from_pretrained, tmp_path)
+    for side in ("right", "left"):
+        inputs = _inputs("ModernBertModel", side)
+        real = inputs["attention_mask"].bool()
+        torch.testing.assert_close(model(**inputs).last_hidden_state[real],
+                                   reference(**inputs).last_hidden_state[real], atol=1e-5, rtol=1e-5)
+
+
 @torch.inference_mode()
 def test_inputs_embeds_and_position_ids_match_reference(tiny):
     name, _, reference, model = tiny
