@@ -199,6 +199,22 @@ def test_hidden_states_and_attention_weights_match_reference(tmp_path, side):
 
 
 @torch.inference_mode()
+def test_tuples_and_the_configs_output_defaults_match_reference(tiny):
+    """return_dict=False gives the reference's tuple; output_hidden_states set in the config applies by default."""
+    name, _, reference, model = tiny
+    inputs = _inputs(name, length=T)
+    ours, theirs = model(**inputs, return_dict=False), reference(**inputs, return_dict=False)
+    assert isinstance(ours, tuple) and len(ours) == len(theirs)
+    for mine, expected in zip(ours, theirs):
+        torch.testing.assert_close(mine, expected, atol=1e-4, rtol=1e-4)
+    model.config.output_hidden_states = True
+    try:
+        assert len(model(**inputs).hidden_states) == TINY["num_hidden_layers"] + 1
+    finally:
+        model.config.output_hidden_states = False
+
+
+@torch.inference_mode()
 def test_sliding_layers_see_half_the_local_window_on_each_side(tmp_path):
     """One sliding layer: a token changes the outputs within local_attention // 2 of it, and none beyond."""
     reference = _reference("ModernBertModel", num_hidden_layers=1, layer_types=["sliding_attention"])
