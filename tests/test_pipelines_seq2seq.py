@@ -135,3 +135,10 @@ def test_a_multilingual_tokenizer_builds_the_translation_inputs_with_the_tasks_l
     assert pipe(TEXTS[0]) == [{"translation_text": texts[0]}]
     pipe(TEXTS[0], src_lang="de", tgt_lang="fr", truncation=True)
     assert seen == [("en", "ro", False), ("de", "fr", True)]
+
+
+def test_a_generator_of_texts_gives_an_iterator_of_each_texts_records(folder):
+    pipe = openformers.pipeline("summarization", model=folder, max_new_tokens=4, num_beams=1)
+    results = pipe(text for text in TEXTS)
+    assert not isinstance(results, list)
+    assert list(results) == [pipe(text) for text in TEXTS]

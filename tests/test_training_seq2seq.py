@@ -133,3 +133,17 @@ def test_reference_module_paths_serve_the_seq2seq_names():
     from openformers.trainer_seq2seq import Seq2SeqTrainer
 
     assert Seq2SeqTrainer is openformers.Seq2SeqTrainer and issubclass(Seq2SeqTrainer, openformers.Trainer)
+
+
+def test_plain_training_arguments_and_sortish_sampler(folder, tmp_path):
+    """With TrainingArguments, Seq2SeqTrainer evaluates as Trainer does; sortish_sampler is said to be unused."""
+    tokenizer = openformers.AutoTokenizer.from_pretrained(folder)
+    model = openformers.AutoModelForSeq2SeqLM.from_pretrained(folder)
+    rows = _rows(tokenizer)
+    plain = openformers.TrainingArguments(str(tmp_path), use_cpu=True, report_to="none", disable_tqdm=True)
+    trainer = openformers.Seq2SeqTrainer(model=model, args=plain, eval_dataset=rows,
+                                         data_collator=openformers.DataCollatorForSeq2Seq(tokenizer, model=model))
+    assert trainer.predict(rows).predictions[0].shape[-1] == model.config.vocab_size  # logits: no generation
+    with pytest.warns(UserWarning, match="sortish_sampler"):
+        openformers.Seq2SeqTrainer(model=model, args=Seq2SeqTrainingArguments(str(tmp_path), sortish_sampler=True,
+                                                                                use_cpu=True, report_to="none"))
