@@ -95,7 +95,7 @@ def test_pairs_masks_and_token_types_match_reference(spm_model, tmp_path):
     pairs = ["What is it?", "Second segment, with punctuation!"]
     expected = reference(texts, pairs, padding=True, return_offsets_mapping=True)
     got = ours(texts, pairs, padding=True, return_offsets_mapping=True)
-    assert list(got.keys()) == list(expected.keys())
+    assert list(got.keys()) == list(expected.keys()) and ours.model_input_names == reference.model_input_names
     for key in expected:
         assert got[key] == expected[key], key
     assert ours.mask_token_id == reference.mask_token_id == len(ours) - 1  # [MASK] comes after the pieces

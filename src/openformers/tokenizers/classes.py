@@ -244,7 +244,7 @@ class DebertaV2Tokenizer(TokenizersBackend):
     """
 
     family = "DebertaV2Tokenizer"
-    model_input_names = ["input_ids", "token_type_ids", "attention_mask"]
+    model_input_names = ["input_ids", "attention_mask", "token_type_ids"]
 
     def __init__(
         self, vocab_file=None, do_lower_case=False, split_by_punct=False, bos_token="[CLS]", eos_token="[SEP]",

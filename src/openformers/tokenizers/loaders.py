@@ -17,6 +17,7 @@ from ..hub import ModelFiles
 from ..gguf_reader import read_gguf_metadata
 from . import decoders, models, normalizers, pre_tokenizers, processors, sentencepiece
 from .pipeline import AddedToken, Pipeline
+from .tokenizer_json import check_tokenizer_json
 
 # The reference's other settings, taken by the constructors and from_pretrained and kept in `init_kwargs`.
 # The ones that change the pipeline (lowercasing, a prefix space, legacy, BOS/EOS) are applied here when
@@ -323,6 +324,8 @@ def _config_settings(config: dict) -> dict:
         settings["model_input_names"] = list(config["model_input_names"])
     elif family_of(config) in _CLASSES_WITH_TOKEN_TYPES:
         settings["model_input_names"] = ["input_ids", "token_type_ids", "attention_mask"]
+    elif family_of(config) in ("DebertaTokenizer", "DebertaV2Tokenizer"):  # the reference lists the mask first
+        settings["model_input_names"] = ["input_ids", "attention_mask", "token_type_ids"]
     for name in INIT_OPTIONS:
         if name in config:
             settings[name] = config[name]
@@ -333,7 +336,7 @@ def _config_settings(config: dict) -> dict:
 _CLASSES_WITH_TOKEN_TYPES = frozenset(
     f"{name}Tokenizer"
     for name in (
-        "Bert", "Electra", "Deberta", "DebertaV2", "XLNet", "Funnel", "LayoutLM", "MobileBert",
+        "Bert", "Electra", "XLNet", "Funnel", "LayoutLM", "MobileBert",
         "SqueezeBert", "ConvBert", "RemBert", "Lxmert", "Splinter", "Nezha", "RoFormer", "BertJapanese",
     )
 )  # fmt: skip
@@ -346,12 +349,13 @@ def settings_from_tokenizer_json(path: Path | dict, config: dict) -> dict:
         data, path = json.loads(json.dumps(path)), "tokenizer_object"
     else:
         data = _read_json(path)
+    check_tokenizer_json(data, path)
     if config.get("tokenizer_class") not in ("PreTrainedTokenizerFast", "TokenizersBackend"):
         # the reference's generic class loads tokenizer.json as it is (add_prefix_space=True changes nothing there)
         _apply_options(data, config.get("_explicit", {}))
     try:
         pipeline = pipeline_from_tokenizer_json(data)
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, OverflowError) as error:
         detail = f"missing key {error}" if isinstance(error, KeyError) else str(error)
         raise ValueError(f"Cannot build a tokenizer from {path}: {detail}") from None
     settings = {"pipeline": pipeline, **_config_settings(config)}
