@@ -388,3 +388,21 @@ def test_new_weights_are_drawn_with_init_std():
     assert 0.4 < float(model.model.encoder.layers[0].fc1.weight.detach().std()) < 0.6
     assert not model.final_logits_bias.any() and not model.model.encoder.layers[0].fc1.bias.any()
     assert not model.model.shared.weight[model.config.pad_token_id].any()
+
+
+@torch.inference_mode()
+def test_an_older_checkpoint_with_every_tied_copy_and_fairseqs_markers_loads_quietly(tmp_path):
+    """Checkpoints converted from fairseq store the shared table under every name it has, an lm_head, and version
+    markers; they load as the tied model, without a word."""
+    from safetensors.torch import save_file
+
+    reference = _reference("BartForConditionalGeneration")
+    reference.config.save_pretrained(tmp_path)
+    tensors = {name: tensor.clone().contiguous() for name, tensor in reference.state_dict().items()}
+    tensors.update({"model.encoder.version": torch.tensor([2.0]), "model.decoder.version": torch.tensor([2.0])})
+    assert {"model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight"} <= set(tensors)
+    save_file(tensors, tmp_path / "model.safetensors")
+    model = _load_quietly(openformers.AutoModelForSeq2SeqLM.from_pretrained, tmp_path)
+    assert model.lm_head.weight is model.model.shared.weight is model.model.encoder.embed_tokens.weight
+    inputs = _inputs("BartForConditionalGeneration")
+    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
