@@ -214,15 +214,16 @@ def test_inputs_embeds_give_what_the_ids_give(tmp_path):
     _assert_same(_outputs(model(inputs_embeds=embeds, **inputs)), _outputs(reference(inputs_embeds=embeds, **inputs)))
 
 
-@pytest.mark.parametrize("variant", ["v3", "v2"])
+@pytest.mark.parametrize("variant, name", [("v3", "DebertaV2ForSequenceClassification"),
+                                           ("v2", "DebertaV2ForSequenceClassification"),
+                                           ("c2p", "DebertaV2ForMaskedLM")])  # the decoder tied to the embeddings
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
-def test_training_gradients_match_reference(variant, checkpointing, tmp_path):
+def test_training_gradients_match_reference(variant, name, checkpointing, tmp_path):
     """Without dropout, one training step's loss and every parameter's gradient are the reference's."""
-    name = "DebertaV2ForSequenceClassification"
     no_dropout = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     _reference(name, variant, **no_dropout).save_pretrained(tmp_path)
-    reference = transformers.DebertaV2ForSequenceClassification.from_pretrained(tmp_path).train()
-    model = openformers.DebertaV2ForSequenceClassification.from_pretrained(tmp_path).train()
+    reference = getattr(transformers, name).from_pretrained(tmp_path).train()
+    model = getattr(openformers, name).from_pretrained(tmp_path).train()
     if checkpointing:
         model.gradient_checkpointing_enable()
     inputs = _inputs(name, variant)
