@@ -4,7 +4,8 @@ Three pieces, which `generate` (decoding.py), its streamers and the server's con
 (serving/scheduler.py) all use, so that one request gets the same tokens from each:
 - `Decoder` feeds the model through the forward contract (docs/architecture.md) and keeps the KV cache, the
   attention mask and the positions: a prompt's prefill (in chunks), then one token per row and step. Rows of
-  another decoder can be appended (left-padded to a common length) and rows dropped.
+  another decoder can be appended (left-padded to a common length) and rows dropped. `Seq2SeqDecoder` is the
+  decoder side of an encoder-decoder: the same steps over the decoder's ids, each given the encoder's output.
 - `Sequence` is a group of rows with one `Sampler` (sampling.py) and one stop check (the stopping criteria that
   `build_stopping_criteria` makes from the options): `choose` turns a step's logits into the next tokens.
 - `Batch` runs sequences together: each `step` is one forward pass for all their rows, then each sequence
