@@ -1,6 +1,7 @@
 """Configs: config.json round trips, both rope layouts, named validation errors, AutoConfig."""
 
 import json
+import time
 
 import pytest
 
@@ -138,3 +139,29 @@ def test_an_invalid_value_in_config_json_names_the_file(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 2**40}))
     with pytest.raises(ValueError, match=r"config\.json: Invalid config: num_hidden_layers=1099511627776"):
         AutoConfig.from_pretrained(tmp_path)
+
+
+def _odd_value(chooser):
+    return chooser.choice([
+        None, True, -1, 0, 2**31, 2**63, 1.5, float("nan"), float("inf"), "", "text", [], [1, "a"], {},
+        {"rope_type": "llama3"}, {"rope_type": "unknown", "factor": -2}, {"type": "linear", "factor": "x"},
+    ])
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen3", "gemma2", "phi3", "gpt2", "bert", "mixtral", "t5", "bart"])
+def test_random_values_in_config_json_are_read_or_refused_naming_the_file(tmp_path, model_type):
+    import random
+
+    chooser = random.Random(model_type)
+    fields = list(AutoConfig.for_model(model_type).to_dict())
+    start = time.perf_counter()
+    for attempt in range(150):
+        values = {"model_type": model_type}
+        for name in chooser.sample(fields, min(len(fields), chooser.randrange(1, 4))):
+            values[name] = _odd_value(chooser)
+        (tmp_path / "config.json").write_text(json.dumps(values))
+        try:
+            AutoConfig.from_pretrained(tmp_path)
+        except ValueError as error:
+            assert "config.json" in str(error), (values, error)
+    assert time.perf_counter() - start < 30

@@ -130,7 +130,12 @@ class PretrainedConfig(metaclass=_ConfigType):
         if self.num_labels is not None and not _positive_int(self.num_labels):
             _invalid("num_labels", self.num_labels, "a positive integer")
         if self.id2label is not None:
+            if not isinstance(self.id2label, dict) or not all(str(i).lstrip("-").isdigit() for i in self.id2label):
+                _invalid("id2label", self.id2label, "an object mapping label ids to names")
             self.id2label = {int(i): label for i, label in self.id2label.items()}  # JSON keys are strings
+        if self.label2id is not None and (not isinstance(self.label2id, dict)
+                                          or not all(_positive_int(i) or i == 0 for i in self.label2id.values())):
+            _invalid("label2id", self.label2id, "an object mapping label names to ids")
         if self.num_labels is None:
             self.num_labels = len(self.id2label) if self.id2label else 2
         if self.id2label is None or sorted(self.id2label) != list(range(self.num_labels)):
@@ -1880,7 +1885,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
 
 
 def config_class_for(model_type: str | None, source: str | os.PathLike) -> type[PretrainedConfig]:
-    if model_type not in CONFIG_CLASSES:
+    if not isinstance(model_type, str) or model_type not in CONFIG_CLASSES:
         raise ValueError(
             f"{source} has model_type={model_type!r}, which openformers does not support; supported model types: "
             f"{', '.join(sorted(CONFIG_CLASSES))}."
@@ -1902,6 +1907,8 @@ def read_config(folder: Path, config_class: type[PretrainedConfig] | None = None
         )
     values = _read_json(path)
     model_type = values.get("model_type")
+    if model_type is not None and not isinstance(model_type, str):
+        raise ValueError(f"{path}: model_type is {model_type!r}; expected a string such as \"llama\".")
     if config_class is None:
         config_class = config_class_for(model_type, path)
     elif (registered := CONFIG_CLASSES.get(model_type)) is not None and issubclass(registered, config_class):
@@ -1915,13 +1922,19 @@ def read_config(folder: Path, config_class: type[PretrainedConfig] | None = None
 
 @contextlib.contextmanager
 def _naming(path):
-    """Put the file's name before an invalid value's message, which the config classes cannot know."""
+    """Put the file's name before an invalid value's message, which the config classes cannot know; a value of a
+    type no check foresaw (a list where a number belongs) fails somewhere inside and is reported the same way."""
     try:
         yield
     except ValueError as error:
         if str(path) in str(error):
             raise
         raise ValueError(f"{path}: {error}") from None
+    except (TypeError, AttributeError, KeyError, IndexError, OverflowError, ZeroDivisionError) as error:
+        raise ValueError(
+            f"{path}: a value has a type openformers cannot use ({type(error).__name__}: {error}); compare the file "
+            "with the config.json of the model it was made for."
+        ) from None
 
 
 # GGUF `general.architecture` -> reader(gguf, **overrides) -> config. The model file of a family that loads from
