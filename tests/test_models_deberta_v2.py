@@ -350,6 +350,8 @@ def test_encoder_refuses_a_cache_and_overlong_inputs():
         model(torch.full((1, TINY["max_position_embeddings"] + 1), 5))
     with pytest.raises(ValueError, match="attention_mask"):
         model(torch.tensor([[5, 6, 7]]), attention_mask=torch.tensor([[[1, 1, 0]]]))
+    with pytest.raises(ValueError, match="attention_mask"):
+        model(torch.tensor([[5, 6, 7]]), attention_mask=torch.ones(1, 3, 3))
 
 
 # Pipelines: tiny random v3-like heads with a DebertaV2Tokenizer from an spm.model trained here (no tokenizer.json).

@@ -301,13 +301,13 @@ class DebertaV2Model(DebertaV2PreTrainedModel):
 def padding_masks(attention_mask: torch.Tensor | None, ids: torch.Tensor):
     """The (B, T) attention mask as the pairs of positions that see each other (B, 1, T, T) and as a (B, T, 1)
     multiplier of the hidden states; both None when nothing is padding."""
-    if attention_mask is None or bool(attention_mask.all()):
-        return None, None
-    if attention_mask.shape != ids.shape:
+    if attention_mask is not None and attention_mask.shape != ids.shape:
         raise ValueError(
             f"attention_mask has shape {tuple(attention_mask.shape)}; DeBERTa-v2 takes the tokenizer's (batch, length) "
             f"mask, here {tuple(ids.shape)}."
         )
+    if attention_mask is None or bool(attention_mask.all()):
+        return None, None
     real = attention_mask.bool()
     return real[:, None, :, None] & real[:, None, None, :], attention_mask[..., None]
 
