@@ -60,6 +60,7 @@ _public(
     "AutoModelForSeq2SeqLM",
 )
 _public("openformers.models.base", "PreTrainedModel")
+_public("openformers.models.lora", "LoraConfig")  # peft's name; the reference exports none
 _public("openformers.models.outputs", "ModelOutput")
 _public(
     "openformers.models.llama",

@@ -26,6 +26,7 @@ from ..generation.decoding import GenerationMixin
 from ..generation.options import Kind, names_of_kind
 from ..hub import ModelFiles, resolve
 from ..weights import GGUFFile, cast, find_weights, load_weights, save_safetensors
+from . import lora
 from .layers import RMSNorm
 from .outputs import ModelOutput
 
@@ -66,6 +67,8 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
     ignored_checkpoint_keys = (r"(^|\.)rotary_emb\.inv_freq$",)
     # Base-model parameters a checkpoint may lack (a head saved without them): initialized, with a warning.
     initialized_if_missing: tuple[str, ...] = ()
+    # Whether an adapter is attached (the reference's name; add_adapter and load_adapter set it).
+    _hf_peft_config_loaded = False
     # Modules (by attribute name) whose weights stay float32 when loading in float16, as the reference's
     # _keep_in_fp32_modules (T5's feed-forward output overflows float16).
     kept_in_float32: tuple[str, ...] = ()
@@ -144,6 +147,44 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
         hook = self.__dict__.pop("_require_grads_hook", None)
         if hook is not None:
             hook.remove()
+
+    # -- adapters (LoRA in peft's format; models/lora.py) ------------------------------------------------------
+
+    def add_adapter(self, adapter_config, adapter_name: str | None = None) -> None:
+        """Attach a new LoRA adapter (openformers' or peft's LoraConfig) and make it the active one: the targeted
+        linear layers get trainable A and B matrices, modules_to_save a trainable copy, every other weight freezes."""
+        lora.add_adapter(self, adapter_config, adapter_name or "default")
+
+    def load_adapter(self, peft_model_id: str | os.PathLike | None = None, adapter_name: str | None = None,
+                     peft_config: dict | None = None, adapter_state_dict: dict | None = None,
+                     is_trainable: bool = False) -> None:
+        """Attach an adapter folder (adapter_config.json + adapter_model.safetensors, ours or peft's), or a
+        peft_config with its adapter_state_dict; frozen unless is_trainable=True."""
+        lora.load_adapter(self, peft_model_id, adapter_name, peft_config, adapter_state_dict, is_trainable)
+
+    def set_adapter(self, adapter_name: str | list[str]) -> None:
+        lora.set_adapter(self, adapter_name)
+
+    def disable_adapters(self) -> None:
+        """Run the base model alone (the adapters stay attached)."""
+        lora.enable_adapters(self, False)
+
+    def enable_adapters(self) -> None:
+        lora.enable_adapters(self, True)
+
+    def active_adapters(self) -> list[str]:
+        return lora.active_adapters(self)
+
+    def get_adapter_state_dict(self, adapter_name: str | None = None, state_dict: dict | None = None) -> dict:
+        """The adapter's tensors (the active one's by default) under peft's names, as save_pretrained writes them."""
+        return lora.adapter_state_dict(self, adapter_name, state_dict)
+
+    def delete_adapter(self, adapter_names: str | list[str]) -> None:
+        lora.delete_adapter(self, adapter_names)
+
+    def merge_and_unload(self) -> "PreTrainedModel":
+        """Add the active adapter into the base weights and drop the adapters (peft's name): a plain model again."""
+        return lora.merge_and_unload(self)
 
     def output_options(self, output_attentions, output_hidden_states, return_dict) -> tuple[bool, bool, bool]:
         """A forward call's output_attentions, output_hidden_states and return_dict: the call's, else the config's."""
@@ -428,18 +469,10 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
             return
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        dtype = str(self.dtype).removeprefix("torch.")
-        config = copy.copy(self.config)  # a copy keeps what a user's config subclass set beyond the fields
-        config.architectures, config.dtype = [self.architecture_name()], dtype
-        config.save_pretrained(folder)
-        state_dict = self.to_checkpoint_layout(self.state_dict() if state_dict is None else dict(state_dict))
-        if self.config.tie_word_embeddings:
-            for target in set(self.tied_weights) - self.__dict__.get("stored_apart", set()):
-                state_dict.pop(target, None)  # stored once, under the name of the parameter it is tied to
-        if safe_serialization:
-            save_safetensors(state_dict, folder, max_shard_bytes)
-        else:  # the older format; read back (here and by the reference) with weights_only=True
-            torch.save({k: v.contiguous() for k, v in state_dict.items()}, folder / "pytorch_model.bin")
+        if self._hf_peft_config_loaded:  # only the adapter, in peft's format, as the reference saves such a model
+            lora.save_adapter(self, folder, state_dict, safe_serialization)
+        else:
+            self._save_config_and_weights(folder, state_dict, max_shard_bytes, safe_serialization)
         generation = self.generation_config.to_diff_dict()
         sampling = {k: generation[k] for k in names_of_kind(Kind.SAMPLING) if k in generation}
         if sampling and generation.get("do_sample") is not True:
@@ -454,6 +487,21 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
         if push_to_hub:
             upload_folder(api, folder, repo_id or folder.absolute().name, commit_message or "Upload model", private,
                           token)
+
+    def _save_config_and_weights(self, folder: Path, state_dict: dict | None, max_shard_bytes: int,
+                                 safe_serialization: bool) -> None:
+        dtype = str(self.dtype).removeprefix("torch.")
+        config = copy.copy(self.config)  # a copy keeps what a user's config subclass set beyond the fields
+        config.architectures, config.dtype = [self.architecture_name()], dtype
+        config.save_pretrained(folder)
+        state_dict = self.to_checkpoint_layout(self.state_dict() if state_dict is None else dict(state_dict))
+        if self.config.tie_word_embeddings:
+            for target in set(self.tied_weights) - self.__dict__.get("stored_apart", set()):
+                state_dict.pop(target, None)  # stored once, under the name of the parameter it is tied to
+        if safe_serialization:
+            save_safetensors(state_dict, folder, max_shard_bytes)
+        else:  # the older format; read back (here and by the reference) with weights_only=True
+            torch.save({k: v.contiguous() for k, v in state_dict.items()}, folder / "pytorch_model.bin")
 
     def push_to_hub(
         self, repo_id: str, *, commit_message: str = "Upload model", private: bool | None = None,
@@ -559,6 +607,7 @@ def load_pretrained(
     generation_config: GenerationConfig | None = None,
     low_cpu_mem_usage: bool | None = None,
     output_loading_info: bool = False,
+    adapter_name: str = "default",
     **config_overrides,
 ) -> PreTrainedModel | tuple[PreTrainedModel, dict]:
     """Resolve the files, read the config, let `choose_class(config, source)` pick the class, and load.
@@ -581,7 +630,16 @@ def load_pretrained(
     returns (model, {"missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"}) as the reference does:
     the weights newly initialized, the checkpoint's unused ones, and (name, checkpoint shape, model shape) of
     those initialized for their shape (ignore_mismatched_sizes=True).
+    A folder holding adapter_config.json (a LoRA adapter saved by save_pretrained or peft) loads the base model
+    its base_model_name_or_path names (or the folder's own, when it also holds config.json) and attaches the
+    adapter as `adapter_name`, as the reference does.
     """
+    adapter_folder = Path(name_or_path) if lora.is_adapter_folder(name_or_path) else None
+    if adapter_folder is not None and not (adapter_folder / "config.json").is_file():
+        name_or_path = lora.LoraConfig.from_pretrained(adapter_folder).base_model_name_or_path
+        if not name_or_path:
+            raise ValueError(f"{adapter_folder / lora.CONFIG_NAME} names no base_model_name_or_path: load the base "
+                             "model with from_pretrained, then model.load_adapter(adapter folder).")
     if trust_remote_code:
         raise ValueError(
             "trust_remote_code=True is refused: openformers never runs code that comes with a model. It builds "
@@ -622,6 +680,8 @@ def load_pretrained(
         model.generation_config = generation_config
     elif files.gguf_file is None and files.file("generation_config.json"):
         model.generation_config = GenerationConfig.from_json_file(files.folder / "generation_config.json")
+    if adapter_folder is not None:
+        model.load_adapter(adapter_folder, adapter_name=adapter_name)
     return (model.eval(), report) if output_loading_info else model.eval()
 
 

@@ -1,0 +1,278 @@
+"""LoRA adapters (models/lora.py) against the `peft` library on the reference's models: the same initial weights
+from the same seed, the same logits, adapter files that each side loads from the other, merging, switching
+adapters, and the Trainer's loss curve and checkpoints."""
+
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+from safetensors.torch import load_file  # noqa: E402
+
+from openformers import (  # noqa: E402
+    AutoModelForCausalLM, AutoModelForSequenceClassification, LoraConfig, Trainer, TrainingArguments,
+)
+from openformers.models.lora import LoraLinear, ModulesToSave  # noqa: E402
+
+TINY_LLAMA = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0, tie_word_embeddings=False)
+
+# family -> (reference class, its config, the Auto class of ours, LoRA options)
+FAMILIES = {
+    "llama": (transformers.LlamaForCausalLM, transformers.LlamaConfig(**TINY_LLAMA), AutoModelForCausalLM,
+              dict(target_modules=["q_proj", "v_proj", "down_proj"])),
+    "bert": (transformers.BertForSequenceClassification,
+             transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=64, num_labels=3,
+                                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+             AutoModelForSequenceClassification, dict(target_modules=["query", "value"], modules_to_save=["classifier"])),
+    "gpt2": (transformers.GPT2LMHeadModel,
+             transformers.GPT2Config(vocab_size=64, n_positions=64, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0,
+                                     embd_pdrop=0.0, attn_pdrop=0.0),
+             AutoModelForCausalLM, dict(target_modules=["c_attn", "c_fc"], fan_in_fan_out=True)),
+}
+
+
+def _pair(family, tmp_path):
+    """The reference's tiny model (saved to tmp_path/base) and ours loaded from its folder."""
+    reference_class, config, auto, options = FAMILIES[family]
+    torch.manual_seed(0)
+    reference = reference_class(config).eval()
+    reference.save_pretrained(tmp_path / "base")
+    return reference, auto.from_pretrained(tmp_path / "base"), options
+
+
+def _adapted(family, tmp_path, **extra):
+    """Both models with the same adapter drawn from the same seed (init_lora_weights=False: B random too, so
+    the adapter changes the outputs)."""
+    reference, ours, options = _pair(family, tmp_path)
+    options = {**options, "r": 4, "lora_alpha": 8, "init_lora_weights": False, **extra}
+    torch.manual_seed(7)
+    ours.add_adapter(LoraConfig(**options))
+    torch.manual_seed(7)
+    wrapped = peft.get_peft_model(reference, peft.LoraConfig(**options))
+    return wrapped.eval(), ours.eval()
+
+
+def _ids(count=2, length=7, seed=3):
+    return torch.randint(1, 64, (count, length), generator=torch.Generator().manual_seed(seed))
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_lora_config_has_peft_defaults():
+    reference = peft.LoraConfig()
+    for field, value in LoraConfig().to_dict().items():
+        expected = getattr(reference, field)
+        assert (expected.value if hasattr(expected, "value") else expected) == value, field
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_the_same_seed_gives_peft_weights_names_and_logits(family, tmp_path):
+    wrapped, ours = _adapted(family, tmp_path)
+    theirs = {k.removeprefix("base_model.model."): v for k, v in wrapped.state_dict().items()}
+    mine = ours.state_dict()
+    adapter_keys = [k for k in theirs if "lora_" in k or "modules_to_save" in k]
+    assert adapter_keys and all(k in mine for k in adapter_keys)
+    for key in adapter_keys:
+        torch.testing.assert_close(mine[key], theirs[key], rtol=0, atol=0)
+    trainable = sorted(n for n, p in ours.named_parameters() if p.requires_grad)
+    assert trainable == sorted(n.removeprefix("base_model.model.") for n, p in wrapped.named_parameters()
+                               if p.requires_grad)
+    torch.testing.assert_close(_logits(ours, _ids()), _logits(wrapped, _ids()), rtol=1e-5, atol=1e-5)
+
+
+def test_default_init_is_peft_s_and_starts_as_the_base_model(tmp_path):
+    reference, ours, _ = _pair("llama", tmp_path)
+    before = _logits(ours, _ids())
+    torch.manual_seed(11)
+    ours.add_adapter(LoraConfig(target_modules=["q_proj", "k_proj"], lora_dropout=0.1))
+    torch.manual_seed(11)
+    wrapped = peft.get_peft_model(reference, peft.LoraConfig(target_modules=["q_proj", "k_proj"], lora_dropout=0.1))
+    theirs = {k.removeprefix("base_model.model."): v for k, v in wrapped.state_dict().items()}
+    for key, value in ours.state_dict().items():
+        if "lora_" in key:
+            torch.testing.assert_close(value, theirs[key], rtol=0, atol=0)
+            assert ("lora_B" in key) == (not value.any())  # B starts at zero, A does not
+    torch.testing.assert_close(_logits(ours.eval(), _ids()), before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_adapters_saved_by_either_side_load_in_the_other(family, tmp_path):
+    wrapped, ours = _adapted(family, tmp_path)
+    ids = _ids()
+    expected = _logits(wrapped, ids)
+    reference_class, _, auto, _ = FAMILIES[family]
+
+    ours.save_pretrained(tmp_path / "ours")
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir() if p.name.startswith("adapter")) == [
+        "adapter_config.json", "adapter_model.safetensors"]
+    assert not (tmp_path / "ours" / "config.json").exists()  # the reference writes only the adapter
+    wrapped.save_pretrained(tmp_path / "peft")
+    assert sorted(load_file(tmp_path / "ours" / "adapter_model.safetensors")) == sorted(
+        load_file(tmp_path / "peft" / "adapter_model.safetensors"))
+
+    loaded_by_peft = peft.PeftModel.from_pretrained(reference_class.from_pretrained(tmp_path / "base"), tmp_path / "ours")
+    torch.testing.assert_close(_logits(loaded_by_peft.eval(), ids), expected, rtol=1e-5, atol=1e-5)
+
+    # peft's folder names the base model it was made from; from_pretrained on the adapter folder loads both.
+    config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(tmp_path / "base")
+    (tmp_path / "peft" / "adapter_config.json").write_text(json.dumps(config))
+    loaded = auto.from_pretrained(tmp_path / "peft")
+    assert loaded.active_adapters() == ["default"]
+    assert not any(p.requires_grad for p in loaded.parameters())  # loaded for inference, as the reference does
+    torch.testing.assert_close(_logits(loaded, ids), expected, rtol=1e-5, atol=1e-5)
+    base = auto.from_pretrained(tmp_path / "base")
+    base.load_adapter(tmp_path / "peft", adapter_name="theirs", is_trainable=True)
+    assert base.active_adapters() == ["theirs"] and any(p.requires_grad for p in base.parameters())
+    torch.testing.assert_close(_logits(base.eval(), ids), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_merge_and_unload_gives_the_unmerged_outputs(family, tmp_path):
+    _, ours = _adapted(family, tmp_path)
+    ids = _ids()
+    unmerged = _logits(ours, ids)
+    merged = ours.merge_and_unload()
+    assert merged is ours and not ours._hf_peft_config_loaded
+    assert not any(isinstance(m, (LoraLinear, ModulesToSave)) for m in ours.modules())
+    torch.testing.assert_close(_logits(ours, ids), unmerged, rtol=1e-5, atol=1e-5)
+    ours.save_pretrained(tmp_path / "merged")  # a whole model again, which the reference loads
+    reference_class = FAMILIES[family][0]
+    torch.testing.assert_close(_logits(reference_class.from_pretrained(tmp_path / "merged").eval(), ids), unmerged,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_switching_disabling_and_deleting_adapters(tmp_path):
+    _, ours = _adapted("bert", tmp_path)
+    ids = _ids()
+    base = FAMILIES["bert"][2].from_pretrained(tmp_path / "base")
+    first = _logits(ours, ids)
+    torch.manual_seed(1)
+    ours.add_adapter(LoraConfig(target_modules=["query"], modules_to_save=["classifier"], init_lora_weights=False),
+                     adapter_name="second")
+    assert ours.active_adapters() == ["second"]
+    trainable = {n for n, p in ours.named_parameters() if p.requires_grad}
+    assert trainable and all(".second." in n for n in trainable)
+    second = _logits(ours, ids)
+    assert not torch.allclose(first, second)
+    ours.set_adapter("default")
+    torch.testing.assert_close(_logits(ours, ids), first, rtol=0, atol=0)
+    ours.disable_adapters()
+    assert not any(p.requires_grad for p in ours.parameters())
+    torch.testing.assert_close(_logits(ours, ids), _logits(base, ids), rtol=1e-6, atol=1e-6)
+    ours.enable_adapters()
+    torch.testing.assert_close(_logits(ours, ids), first, rtol=0, atol=0)
+    assert sorted(ours.get_adapter_state_dict("second")) == sorted(
+        [f"bert.encoder.layer.{i}.attention.self.query.lora_{m}.weight" for i in range(2) for m in "AB"]
+        + ["classifier.weight", "classifier.bias"])
+    with pytest.raises(ValueError, match="'third'"):
+        ours.set_adapter("third")
+    with pytest.raises(ValueError, match="only one of them"):
+        ours.set_adapter(["default", "second"])
+    with pytest.raises(ValueError, match="already attached"):
+        ours.add_adapter(LoraConfig(target_modules=["query"]), adapter_name="second")
+    ours.delete_adapter(["default", "second"])
+    assert not ours._hf_peft_config_loaded and not any(isinstance(m, LoraLinear) for m in ours.modules())
+    torch.testing.assert_close(_logits(ours, ids), _logits(base, ids), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="No adapter loaded"):
+        ours.active_adapters()
+
+
+@pytest.mark.filterwarnings("ignore:.*newly initialized")  # a classifier's folder read as a causal LM
+def test_all_linear_targets_what_peft_targets(tmp_path):
+    torch.manual_seed(0)
+    reference = transformers.LlamaForSequenceClassification(transformers.LlamaConfig(**TINY_LLAMA, num_labels=2))
+    reference.save_pretrained(tmp_path / "base")
+    ours = AutoModelForSequenceClassification.from_pretrained(tmp_path / "base")
+    options = dict(target_modules="all-linear", task_type="SEQ_CLS")
+    ours.add_adapter(LoraConfig(**options))
+    wrapped = peft.get_peft_model(reference, peft.LoraConfig(**options))
+    assert sorted(ours.peft_config["default"].target_modules) == sorted(wrapped.peft_config["default"].target_modules)
+    causal = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
+    causal.add_adapter(LoraConfig(target_modules="all-linear"))
+    assert not isinstance(causal.lm_head, LoraLinear) and isinstance(causal.model.layers[0].mlp.up_proj, LoraLinear)
+    regex = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
+    regex.add_adapter(LoraConfig(target_modules=r".*\.1\.self_attn\.(q|v)_proj"))
+    assert sorted(p for p, m in regex.named_modules() if isinstance(m, LoraLinear)) == [
+        "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"]
+
+
+def test_refusals_name_the_option(tmp_path):
+    _, ours, _ = _pair("llama", tmp_path)
+    with pytest.raises(ValueError, match="matches no linear layer"):
+        ours.add_adapter(LoraConfig(target_modules=["nothing_here"]))
+    with pytest.raises(ValueError, match="bias='all'"):
+        LoraConfig(bias="all")
+    with pytest.raises(TypeError, match="LoraConfig"):
+        ours.add_adapter({"r": 8})
+    folder = tmp_path / "dora"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "use_dora": True,
+                                                             "target_modules": ["q_proj"]}))
+    with pytest.raises(ValueError, match="use_dora=True"):
+        ours.load_adapter(folder)
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        ours.load_adapter(tmp_path / "base")
+
+
+def test_generation_with_an_adapter_gives_peft_s_tokens(tmp_path):
+    wrapped, ours = _adapted("llama", tmp_path)
+    ids = _ids(count=1)
+    expected = wrapped.generate(input_ids=ids, max_new_tokens=8, do_sample=False)
+    torch.testing.assert_close(ours.generate(ids, max_new_tokens=8, do_sample=False), expected, rtol=0, atol=0)
+
+
+def _classification_rows(count=12, length=6, seed=5):
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 64, (count, length), generator=generator)
+    return [{"input_ids": row.tolist(), "labels": int(row.sum() % 2)} for row in ids]
+
+
+def test_trainer_with_lora_matches_the_reference_trainer_and_saves_only_the_adapter(tmp_path):
+    torch.manual_seed(0)
+    reference = transformers.LlamaForSequenceClassification(transformers.LlamaConfig(**TINY_LLAMA, num_labels=2))
+    reference.save_pretrained(tmp_path / "base")
+    ours = AutoModelForSequenceClassification.from_pretrained(tmp_path / "base")
+    options = dict(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], modules_to_save=["score"],
+                   task_type="SEQ_CLS")
+    torch.manual_seed(21)
+    wrapped = peft.get_peft_model(reference, peft.LoraConfig(**options))
+    torch.manual_seed(21)
+    ours.add_adapter(LoraConfig(**options))
+    rows = _classification_rows()
+    # One batch holds every row, so the reference's own shuffling cannot change what a step sees.
+    common = dict(learning_rate=5e-3, max_steps=5, per_device_train_batch_size=len(rows), logging_steps=1,
+                  save_strategy="steps", save_steps=5, use_cpu=True, disable_tqdm=True, report_to=[])
+    theirs = transformers.Trainer(model=wrapped, train_dataset=rows,
+                                  args=transformers.TrainingArguments(output_dir=str(tmp_path / "hf"), **common))
+    theirs.train()
+    mine = Trainer(model=ours, train_dataset=rows, args=TrainingArguments(output_dir=str(tmp_path / "ours"), **common))
+    mine.train()
+
+    expected = [e["loss"] for e in theirs.state.log_history if "loss" in e]
+    got = [e["loss"] for e in mine.state.log_history if "loss" in e]
+    assert len(got) == 5 and got == pytest.approx(expected, abs=1e-5)
+    assert got[-1] < got[0]
+
+    reference_checkpoint, checkpoint = tmp_path / "hf" / "checkpoint-5", tmp_path / "ours" / "checkpoint-5"
+    reference_tensors = load_file(reference_checkpoint / "adapter_model.safetensors")
+    tensors = load_file(checkpoint / "adapter_model.safetensors")
+    assert sorted(tensors) == sorted(reference_tensors)  # the adapter and the trained head, nothing of the base
+    assert "base_model.model.score.weight" in tensors
+    for key, value in tensors.items():
+        torch.testing.assert_close(value, reference_tensors[key], rtol=1e-4, atol=1e-5)
+    assert not (checkpoint / "model.safetensors").exists()
+
+    # The checkpoint is an adapter folder: the reference's model and peft load it.
+    reloaded = peft.PeftModel.from_pretrained(
+        transformers.LlamaForSequenceClassification.from_pretrained(tmp_path / "base"), checkpoint)
+    ids = _ids()
+    torch.testing.assert_close(_logits(reloaded.eval(), ids), _logits(ours.eval(), ids), rtol=1e-5, atol=1e-5)
