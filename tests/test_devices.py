@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from openformers import (
-    AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification, TextIteratorStreamer,
+    AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoModelForTokenClassification,
+    TextIteratorStreamer,
     Trainer, TrainingArguments,
 )
 
@@ -187,3 +188,28 @@ def test_trainer_matches_the_reference_trainer_on_the_device(llama_folder, devic
                     train_dataset=[{"input_ids": row["input_ids"], "labels": i % 2} for i, row in enumerate(rows)])
     losses = [e["loss"] for e in mixed.train() and mixed.state.log_history if "loss" in e]
     assert len(losses) == 4 and all(map(torch.isfinite, torch.tensor(losses)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@torch.inference_mode()
+def test_an_encoder_decoder_matches_the_reference_on_the_device(tmp_path, device):
+    """T5 (Flan-T5's gated GELU and own LM head): logits, loss, greedy and beam generation on the device."""
+    torch.manual_seed(0)
+    config = transformers.T5Config(vocab_size=96, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
+                                   relative_attention_num_buckets=8, feed_forward_proj="gated-gelu",
+                                   tie_word_embeddings=False, decoder_start_token_id=0)
+    reference = transformers.T5ForConditionalGeneration(config).eval()
+    reference.lm_head.weight = torch.nn.Parameter(torch.randn_like(reference.lm_head.weight))
+    reference.save_pretrained(tmp_path)
+    reference.to(device)
+    model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path, device_map=device)
+    ids, mask = _padded_batch(device)
+    labels = ids[:, :5].contiguous()  # the reference views the labels flat
+    ours, theirs = model(ids, attention_mask=mask, labels=labels), reference(ids, attention_mask=mask, labels=labels)
+    assert ours.logits.device.type == device
+    torch.testing.assert_close(ours.logits, theirs.logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.loss, theirs.loss, rtol=1e-4, atol=1e-4)
+    for options in (dict(), dict(num_beams=3, num_return_sequences=2)):
+        expected = reference.generate(ids, attention_mask=mask, max_new_tokens=10, **options)
+        got = model.generate(ids, attention_mask=mask, max_new_tokens=10, **options)
+        assert got.device.type == device and got.tolist() == expected.tolist(), options
