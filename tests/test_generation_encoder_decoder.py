@@ -273,11 +273,23 @@ def test_stop_strings_end_the_decoder_s_text(models, prompts):
     assert stopped[0].tolist() == full[0, : full[0].tolist().index(full[0, 3].item(), 1) + 1].tolist()
 
 
+def test_prompt_lookup_gives_the_greedy_tokens(models, prompts):
+    _, ours = models
+    ids, mask = prompts
+    for row in range(2):
+        prompt = ids[row : row + 1, : int(mask[row].sum())]
+        greedy = ours.generate(prompt, max_new_tokens=12, repetition_penalty=0.7, eos_token_id=None)
+        looked_up = ours.generate(prompt, max_new_tokens=12, repetition_penalty=0.7, eos_token_id=None,
+                                  prompt_lookup_num_tokens=3, return_dict_in_generate=True)
+        assert looked_up.sequences.tolist() == greedy.tolist()
+        assert type(looked_up).__name__ == "GenerateEncoderDecoderOutput"
+
+
 def test_what_encoder_decoders_do_not_run_is_refused(models, prompts):
     _, ours = models
     ids, _ = prompts
-    with pytest.raises(ValueError, match="Assisted decoding"):
-        ours.generate(ids[:1], prompt_lookup_num_tokens=2, max_new_tokens=3)
+    with pytest.raises(ValueError, match="assistant_model"):
+        ours.generate(ids[:1], assistant_model=ours, max_new_tokens=3)
     with pytest.raises(ValueError, match="cache_implementation"):
         ours.generate(ids[:1], cache_implementation="static", max_new_tokens=3)
     with pytest.raises(TypeError, match="EncoderDecoderCache"):

@@ -222,7 +222,7 @@ class GenerationMixin:
         config.max_new_tokens = config.max_length - prompt_length  # the same limit, for processors that read it
         assisted = assistant_model is not None or loop["prompt_lookup_num_tokens"] is not None
         if encoder_decoder:
-            _check_encoder_decoder_strategy(config, assisted)
+            _check_encoder_decoder_strategy(config, assistant_model)
         _check_strategy(config, input_ids, streamer, assisted)
 
         rows = config.num_beams if config.num_beams > 1 else config.num_return_sequences
@@ -453,7 +453,7 @@ def assisted_loop(decoder: Decoder, run: _Run, candidates: CandidateGenerator) -
     _wait_for_peers(decoder, run, ids[:, -1])
     if streamer is not None:
         streamer.end()
-    return GenerateDecoderOnlyOutput(sequences=ids, **record.fields())
+    return record.output_class(beams=False)(sequences=ids, **record.fields())
 
 
 def _accept(proposed: torch.Tensor, scores: torch.Tensor, draft_scores: torch.Tensor | None,
@@ -688,10 +688,10 @@ def _decoder_start(model, config: GenerationConfig, encoded, seq2seq: dict):
     return ids, mask
 
 
-def _check_encoder_decoder_strategy(config: GenerationConfig, assisted: bool) -> None:
-    if assisted:
-        raise ValueError("Assisted decoding (assistant_model= or prompt_lookup_num_tokens=) is not supported for "
-                         "encoder-decoder models: leave them unset; greedy decoding, sampling and beams are.")
+def _check_encoder_decoder_strategy(config: GenerationConfig, assistant_model) -> None:
+    if assistant_model is not None:
+        raise ValueError("assistant_model= (a draft model) is not supported for encoder-decoder models: leave it "
+                         "unset; greedy decoding, sampling, beams and prompt_lookup_num_tokens= are.")
     if config.guidance_scale is not None and config.guidance_scale != 1:
         raise ValueError(f"guidance_scale={config.guidance_scale} (classifier-free guidance) is for decoder-only "
                          "models; leave guidance_scale unset for an encoder-decoder.")
