@@ -18,7 +18,8 @@ from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, Phi3Config
 from ..weights import rename
-from .base import PreTrainedModel, check_inputs, forward_cache, recorded
+from .base import PreTrainedModel
+from .decoder import DecoderModel
 from .heads import CausalLM, SequenceClassification, TokenClassification
 from .layers import (
     ACTIVATIONS,
@@ -27,11 +28,7 @@ from .layers import (
     apply_rope,
     attention,
     eager_attention,
-    positions_and_mask,
-    run_layers,
 )
-from .llama import LlamaModel
-from .outputs import BaseModelOutputWithPast
 
 
 def config_from_gguf(gguf, **overrides) -> Phi3Config:
@@ -171,10 +168,8 @@ class Phi3PreTrainedModel(PreTrainedModel):
         return Phi3Model(config)
 
 
-class Phi3Model(Phi3PreTrainedModel):
+class Phi3Model(Phi3PreTrainedModel, DecoderModel):
     """The decoder stack without a head: returns the last hidden state."""
-
-    gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
 
     def __init__(self, config: Phi3Config):
         super().__init__(config)
@@ -184,44 +179,9 @@ class Phi3Model(Phi3PreTrainedModel):
         )
         self.layers = nn.ModuleList(Phi3DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.sliding_window = config.sliding_window
         self.rotary_emb = RotaryEmbedding(config.rotary_dim, config.rope_theta, config.model_rope_scaling(),
                                           min(config.max_position_embeddings, 8192))
-
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None, cache_position=None,
-    ) -> BaseModelOutputWithPast | tuple:
-        """The last hidden state (B, T, C) after the final norm; with output_hidden_states, also the embeddings
-        and every layer's output (the last one normed), and with output_attentions every layer's weights."""
-        if labels is not None:
-            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use Phi3ForCausalLM.")
-        check_inputs(input_ids, inputs_embeds)
-        output_attentions, output_hidden_states, return_dict = self.output_options(
-            output_attentions, output_hidden_states, return_dict
-        )
-        cache = forward_cache(past_key_values, cache, use_cache)
-        if cache_position is not None and position_ids is None:
-            position_ids = LlamaModel._positions_of(cache_position, cache)
-        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
-        position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, x.shape[1], x.device,
-                                                     self.config.sliding_window)
-        self.rotary_emb.ensure_length(end)
-        cos, sin = self.rotary_emb(position_ids, x.dtype)  # (B, 1, T, rotary_dim)
-        # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
-        checkpointing = self.gradient_checkpointing if self.training and cache is None else None
-        attention_path = self.attention_path(output_attentions)
-        x, hidden_states, attentions = run_layers(
-            self.layers, x, checkpointing, lambda layer: (cos, sin, mask, cache, attention_path),
-            output_hidden_states, output_attentions,
-        )
-        x = self.norm(x)
-        if output_hidden_states:
-            hidden_states.append(x)
-        output = BaseModelOutputWithPast(
-            last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states), attentions=recorded(attentions),
-        )
-        return self.returned(output, return_dict)
 
 
 class Phi3ForCausalLM(Phi3PreTrainedModel, CausalLM):

@@ -1,0 +1,112 @@
+"""The forward pass every decoder-only base model shares: embeddings, then the layers, then a final norm.
+
+`DecoderModel.forward` refuses labels, checks its inputs, resolves the output options and the cache, embeds the
+tokens, builds their positions and the mask (over the family's `sliding_window`), gives each layer its rotary
+cos/sin and mask, runs the layers (with gradient checkpointing while training, on the attention path the options
+ask for), applies the final norm and returns a `BaseModelOutputWithPast`. A family builds its modules under its
+checkpoints' names and overrides only the hooks where it differs:
+
+- `input_embeddings`: which table embeds the tokens (`embed_tokens` here), and any dropout after it;
+- `layer_inputs`: the (cos, sin, mask) each layer takes (Gemma's per-layer rope and masks, Falcon's ALiBi);
+- `final_norm`: the norm after the last layer (`norm` here);
+- `layers`: the stack, when the checkpoints name it otherwise (Falcon's `h`).
+
+Every layer is called as `layer(x, cos, sin, mask, cache, attention_path, *extra)` and returns its output and its
+attention weights (None on the sdpa path); `extra` is what a family's forward hands `decode` for its layers
+(Mixtral's list that collects router scores).
+"""
+
+from collections.abc import Callable
+
+import torch
+
+from .base import PreTrainedModel, check_inputs, forward_cache, recorded
+from .layers import positions_and_mask, run_layers
+from .outputs import BaseModelOutputWithPast
+
+
+class DecoderModel(PreTrainedModel):
+    """The decoder stack without a head: returns the last hidden state."""
+
+    gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
+    # Keys further than this behind a query are masked (Mistral, Phi-3, Qwen3); Gemma masks per layer instead.
+    sliding_window: int | None = None
+    # A faster step that an accelerator installs at load (openformers.kernels, for one token of one sequence of a
+    # LlamaModel): called with (input_ids, attention_mask, position_ids, cache), it returns the last hidden state,
+    # or None to leave the step to the layers. The layers stay the reference it must match.
+    accelerated_step = None
+
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None, cache_position=None,
+    ) -> BaseModelOutputWithPast | tuple:
+        """The last hidden state (B, T, C) after the final norm; with output_hidden_states, also the embeddings
+        and every layer's output (the last one normed), and with output_attentions every layer's weights."""
+        output = self.decode(input_ids, attention_mask, position_ids, past_key_values, cache, use_cache, labels,
+                             inputs_embeds, output_attentions, output_hidden_states, cache_position)
+        return self.returned(output, return_dict)
+
+    def decode(
+        self, input_ids, attention_mask, position_ids, past_key_values, cache, use_cache, labels, inputs_embeds,
+        output_attentions, output_hidden_states, cache_position, extra: tuple = (),
+    ) -> BaseModelOutputWithPast:
+        """`forward`'s output object, whatever return_dict says; `extra` is appended to every layer's inputs."""
+        if labels is not None:
+            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use its ForCausalLM class.")
+        check_inputs(input_ids, inputs_embeds)
+        output_attentions, output_hidden_states, _ = self.output_options(output_attentions, output_hidden_states, None)
+        cache = forward_cache(past_key_values, cache, use_cache)
+        if cache_position is not None and position_ids is None:
+            position_ids = positions_of(cache_position, cache)
+        if self.accelerated_step is not None and not (output_attentions or output_hidden_states):
+            hidden = self.accelerated_step(input_ids, attention_mask, position_ids, cache)
+            if hidden is not None:
+                return BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache)
+        x = self.input_embeddings(input_ids, inputs_embeds)  # (B, T, C)
+        position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, x.shape[1], x.device,
+                                                     self.sliding_window)
+        inputs_of = self.layer_inputs(x, position_ids, mask, end, attention_mask, cache)
+        # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
+        # Its second run (in the backward pass) also appends to a list in `extra` again, after it was returned.
+        checkpointing = self.gradient_checkpointing if self.training and cache is None else None
+        attention_path = self.attention_path(output_attentions)
+        x, hidden_states, attentions = run_layers(
+            self.layers, x, checkpointing, lambda layer: (*inputs_of(layer), cache, attention_path, *extra),
+            output_hidden_states, output_attentions,
+        )
+        x = self.final_norm(x)
+        if output_hidden_states:
+            hidden_states.append(x)
+        return BaseModelOutputWithPast(
+            last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states), attentions=recorded(attentions),
+        )
+
+    def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
+        """What the first layer takes: the tokens' embeddings, or inputs_embeds as given."""
+        return self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+
+    def layer_inputs(self, x, position_ids, mask, end: int, attention_mask, cache) -> Callable:
+        """A function of a layer giving its (cos, sin, mask): here every layer rotates by `rotary_emb` and sees
+        `mask`. `end` is how many positions the keys span, `attention_mask` the caller's padding mask."""
+        self.rotary_emb.ensure_length(end)
+        cos, sin = self.rotary_emb(position_ids, x.dtype)  # (B, 1, T, rotated dimensions)
+        return lambda layer: (cos, sin, mask)
+
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+
+def positions_of(cache_position: torch.Tensor, cache) -> torch.Tensor:
+    """position_ids from the reference's cache_position (the slots the new tokens take in the cache). The cache
+    here always appends, so the slots must start where the cache ends: checked in eager calls, since reading
+    either position back would break a compiled graph (a static cache's step, generation/static_cache.py)."""
+    if torch.compiler.is_compiling():
+        return cache_position[None]
+    past = cache.seq_len if cache is not None else 0
+    if int(cache_position[0]) != past:
+        raise ValueError(
+            f"cache_position starts at {int(cache_position[0])}, but the cache holds {past} positions: new tokens "
+            "are appended to the cache, so cache_position must start at its length."
+        )
+    return cache_position[None]
