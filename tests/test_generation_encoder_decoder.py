@@ -285,11 +285,26 @@ def test_prompt_lookup_gives_the_greedy_tokens(models, prompts):
         assert type(looked_up).__name__ == "GenerateEncoderDecoderOutput"
 
 
+def test_a_draft_encoder_decoder_gives_the_greedy_tokens(models, prompts, tmp_path):
+    _, ours = models
+    ids, mask = prompts
+    torch.manual_seed(1)  # a smaller draft of the same vocabulary: one layer, other weights
+    draft = openformers.T5ForConditionalGeneration(openformers.T5Config(**{**TINY, "num_layers": 1}))
+    for row in range(2):
+        prompt = ids[row : row + 1, : int(mask[row].sum())]
+        greedy = ours.generate(prompt, max_new_tokens=12, eos_token_id=EOS)
+        assisted = ours.generate(prompt, max_new_tokens=12, eos_token_id=EOS, assistant_model=draft,
+                                 num_assistant_tokens=3)
+        assert assisted.tolist() == greedy.tolist()
+    assisted = ours.generate(ids[:1], max_new_tokens=12, eos_token_id=EOS, assistant_model=ours)  # a perfect draft
+    assert assisted.tolist() == ours.generate(ids[:1], max_new_tokens=12, eos_token_id=EOS).tolist()
+
+
 def test_what_encoder_decoders_do_not_run_is_refused(models, prompts):
     _, ours = models
     ids, _ = prompts
-    with pytest.raises(ValueError, match="assistant_model"):
-        ours.generate(ids[:1], assistant_model=ours, max_new_tokens=3)
+    with pytest.raises(ValueError, match="must be an encoder-decoder too"):
+        ours.generate(ids[:1], assistant_model=torch.nn.Linear(2, 2), max_new_tokens=3)
     with pytest.raises(ValueError, match="cache_implementation"):
         ours.generate(ids[:1], cache_implementation="static", max_new_tokens=3)
     with pytest.raises(TypeError, match="EncoderDecoderCache"):

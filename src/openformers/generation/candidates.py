@@ -9,7 +9,7 @@ A good guess saves a forward pass of the large model per token; a bad one costs 
 
 import torch
 
-from .cache import DynamicCache
+from .cache import DynamicCache, EncoderDecoderCache
 
 
 class CandidateGenerator:
@@ -33,8 +33,9 @@ class AssistedCandidateGenerator(CandidateGenerator):
     `num_assistant_tokens` candidates are proposed per round; with num_assistant_tokens_schedule="heuristic"
     that number grows by 2 after a round where all were kept and shrinks by 1 otherwise (the reference's rule).
     The draft stops early at an EOS id, or when its probability for its own token falls below
-    `assistant_confidence_threshold`. `model_kwargs` and `inputs_tensor` are taken for the reference's signature;
-    a decoder-only draft needs nothing from them (the ids are passed to each `get_candidates`).
+    `assistant_confidence_threshold`. A decoder-only draft needs nothing from `model_kwargs` and `inputs_tensor`
+    (the ids are passed to each `get_candidates`); an encoder-decoder's draft runs its own encoder once on
+    `inputs_tensor` (the prompt ids, with model_kwargs["attention_mask"]) and decodes the main model's decoder ids.
     """
 
     def __init__(
@@ -75,6 +76,13 @@ class AssistedCandidateGenerator(CandidateGenerator):
         self.do_sample = bool(generation_config.do_sample)
         self.cache = DynamicCache()
         self._cached: list[int] = []  # the ids whose keys and values the draft's cache holds
+        self.encoder_inputs = None
+        if getattr(getattr(assistant_model, "config", None), "is_encoder_decoder", False):
+            mask = (model_kwargs or {}).get("attention_mask")
+            with torch.inference_mode():
+                encoded = assistant_model.get_encoder()(inputs_tensor, attention_mask=mask, return_dict=True)
+            self.encoder_inputs = {"attention_mask": mask, "encoder_outputs": (encoded.last_hidden_state,)}
+            self.cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
 
     @torch.inference_mode()
     def get_candidates(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -122,7 +130,11 @@ class AssistedCandidateGenerator(CandidateGenerator):
         return self._forward(input_ids[:, shared:])[:, -1]
 
     def _forward(self, ids: torch.Tensor) -> torch.Tensor:
-        output = self.assistant_model(ids, past_key_values=self.cache, logits_to_keep=1, return_dict=True)
+        if self.encoder_inputs is not None:
+            output = self.assistant_model(decoder_input_ids=ids, past_key_values=self.cache, logits_to_keep=1,
+                                          return_dict=True, **self.encoder_inputs)
+        else:
+            output = self.assistant_model(ids, past_key_values=self.cache, logits_to_keep=1, return_dict=True)
         return output.logits
 
     def _draft_stops(self, token: torch.Tensor, scores: torch.Tensor) -> bool:

@@ -223,6 +223,9 @@ class GenerationMixin:
         assisted = assistant_model is not None or loop["prompt_lookup_num_tokens"] is not None
         if encoder_decoder:
             _check_encoder_decoder_strategy(config, assistant_model)
+            if assistant_model is not None and encoder_input_ids is None:
+                raise ValueError("An encoder-decoder's assistant_model runs its own encoder on the prompt ids: pass "
+                                 "input_ids along with encoder_outputs.")
         _check_strategy(config, input_ids, streamer, assisted)
 
         rows = config.num_beams if config.num_beams > 1 else config.num_return_sequences
@@ -251,7 +254,10 @@ class GenerationMixin:
             decoder = Decoder(forward_for_decoding(self, config, cache), input_ids, attention_mask, cache=cache,
                               output_attentions=run.output_attentions, output_hidden_states=run.output_hidden_states)
         if assisted:
-            candidates = _candidate_generator(self, assistant_model, input_ids, config, loop, processors)
+            encoder_inputs = dict(inputs_tensor=encoder_input_ids, model_kwargs={"attention_mask": encoder_mask}) \
+                if encoder_decoder else {}
+            candidates = _candidate_generator(self, assistant_model, input_ids, config, loop, processors,
+                                              **encoder_inputs)
             output = assisted_loop(decoder, run, candidates)
         elif config.num_beams > 1:
             output = beam_search(decoder, run)
@@ -492,7 +498,8 @@ def _speculative_sample(proposed, scores, draft_scores, generator) -> torch.Tens
     return torch.cat([token[:n], last]).view(1, -1)
 
 
-def _candidate_generator(model, assistant_model, input_ids, config, loop: dict, processors) -> CandidateGenerator:
+def _candidate_generator(model, assistant_model, input_ids, config, loop: dict, processors,
+                         **encoder_inputs) -> CandidateGenerator:
     if loop["prompt_lookup_num_tokens"] is not None:
         return PromptLookupCandidateGenerator(
             eos_token_id=config.eos_token_ids or None, num_output_tokens=loop["prompt_lookup_num_tokens"],
@@ -501,7 +508,8 @@ def _candidate_generator(model, assistant_model, input_ids, config, loop: dict, 
         )
     options = {name: loop[name] for name in ("num_assistant_tokens", "num_assistant_tokens_schedule",
                                              "assistant_confidence_threshold")}
-    return AssistedCandidateGenerator(input_ids, assistant_model, config, logits_processor=processors, **options)
+    return AssistedCandidateGenerator(input_ids, assistant_model, config, logits_processor=processors,
+                                      **encoder_inputs, **options)
 
 
 def beam_search(decoder: Decoder, run: _Run) -> GenerateBeamDecoderOnlyOutput:
@@ -689,9 +697,10 @@ def _decoder_start(model, config: GenerationConfig, encoded, seq2seq: dict):
 
 
 def _check_encoder_decoder_strategy(config: GenerationConfig, assistant_model) -> None:
-    if assistant_model is not None:
-        raise ValueError("assistant_model= (a draft model) is not supported for encoder-decoder models: leave it "
-                         "unset; greedy decoding, sampling, beams and prompt_lookup_num_tokens= are.")
+    if assistant_model is not None and not getattr(getattr(assistant_model, "config", None), "is_encoder_decoder",
+                                                   False):
+        raise ValueError("The assistant_model of an encoder-decoder must be an encoder-decoder too (a smaller one "
+                         "sharing the vocabulary, such as flan-t5-small for flan-t5-xl).")
     if config.guidance_scale is not None and config.guidance_scale != 1:
         raise ValueError(f"guidance_scale={config.guidance_scale} (classifier-free guidance) is for decoder-only "
                          "models; leave guidance_scale unset for an encoder-decoder.")
