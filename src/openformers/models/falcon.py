@@ -24,7 +24,8 @@ from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, FalconConfig
 from ..weights import rename
-from .base import PreTrainedModel, check_inputs, forward_cache, recorded
+from .base import PreTrainedModel
+from .decoder import DecoderModel
 from .heads import CausalLM, QuestionAnswering, SequenceClassification, TokenClassification
 from .layers import (
     ACTIVATIONS,
@@ -32,10 +33,7 @@ from .layers import (
     apply_rope,
     attention,
     eager_attention,
-    positions_and_mask,
-    run_layers,
 )
-from .outputs import BaseModelOutputWithPast
 
 
 def config_from_gguf(gguf, **overrides) -> FalconConfig:
@@ -235,10 +233,8 @@ class FalconPreTrainedModel(PreTrainedModel):
         return FalconModel(config)
 
 
-class FalconModel(FalconPreTrainedModel):
+class FalconModel(FalconPreTrainedModel, DecoderModel):
     """The decoder stack without a head: returns the last hidden state."""
-
-    gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
 
     def __init__(self, config: FalconConfig):
         super().__init__(config)
@@ -252,43 +248,23 @@ class FalconModel(FalconPreTrainedModel):
             self.rotary_emb = RotaryEmbedding(config.head_dim, config.rope_theta, config.rope_scaling,
                                               min(config.max_position_embeddings, 8192))
 
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None,
-    ) -> BaseModelOutputWithPast | tuple:
-        """The last hidden state (B, T, C) after the final LayerNorm; with output_hidden_states, also the embeddings
-        and every layer's output (the last one normed), and with output_attentions every layer's weights."""
-        if labels is not None:
-            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use FalconForCausalLM.")
-        check_inputs(input_ids, inputs_embeds)
-        output_attentions, output_hidden_states, return_dict = self.output_options(
-            output_attentions, output_hidden_states, return_dict
-        )
-        cache = forward_cache(past_key_values, cache, use_cache)
-        x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
-        B, T, _ = x.shape
-        position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, T, x.device)
-        cos = sin = None
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The decoder layers, under the checkpoints' name `h`."""
+        return self.h
+
+    def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
+        return self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+
+    def layer_inputs(self, x, position_ids, mask, end: int, attention_mask, cache):
         if self.config.rotary:
-            self.rotary_emb.ensure_length(end)
-            cos, sin = self.rotary_emb(position_ids, x.dtype)  # (B, 1, T, hs)
-        else:
-            mask = self._alibi_mask(attention_mask, mask, B, T, end, x)
-        # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
-        checkpointing = self.gradient_checkpointing if self.training and cache is None else None
-        attention_path = self.attention_path(output_attentions)
-        x, hidden_states, attentions = run_layers(
-            self.h, x, checkpointing, lambda layer: (cos, sin, mask, cache, attention_path),
-            output_hidden_states, output_attentions,
-        )
-        x = self.ln_f(x)
-        if output_hidden_states:
-            hidden_states.append(x)
-        output = BaseModelOutputWithPast(
-            last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states), attentions=recorded(attentions),
-        )
-        return self.returned(output, return_dict)
+            return super().layer_inputs(x, position_ids, mask, end, attention_mask, cache)
+        # ALiBi (Falcon-RW): no rotation; the positions are biases in the float mask attention adds to its scores.
+        alibi = self._alibi_mask(attention_mask, mask, *x.shape[:2], end, x)
+        return lambda layer: (None, None, alibi)
+
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ln_f(x)
 
     def _alibi_mask(self, attention_mask, mask, B: int, T: int, S: int, x: torch.Tensor) -> torch.Tensor:
         """The float mask attention adds to its scores: ALiBi's biases over the S keys, the lowest value where the

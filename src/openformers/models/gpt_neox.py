@@ -20,10 +20,10 @@ from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, GPTNeoXConfig
 from ..weights import rename
-from .base import PreTrainedModel, check_inputs, forward_cache, recorded
+from .base import PreTrainedModel
+from .decoder import DecoderModel
 from .heads import CausalLM, QuestionAnswering, SequenceClassification, TokenClassification
-from .layers import ACTIVATIONS, RotaryEmbedding, attention, eager_attention, positions_and_mask, run_layers
-from .outputs import BaseModelOutputWithPast
+from .layers import ACTIVATIONS, RotaryEmbedding, attention, eager_attention
 from .phi3 import apply_partial_rope
 
 
@@ -168,10 +168,8 @@ class GPTNeoXPreTrainedModel(PreTrainedModel):
         return GPTNeoXModel(config)
 
 
-class GPTNeoXModel(GPTNeoXPreTrainedModel):
+class GPTNeoXModel(GPTNeoXPreTrainedModel, DecoderModel):
     """The decoder stack without a head: returns the last hidden state."""
-
-    gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
 
     def __init__(self, config: GPTNeoXConfig):
         super().__init__(config)
@@ -185,39 +183,11 @@ class GPTNeoXModel(GPTNeoXPreTrainedModel):
         self.rotary_emb = RotaryEmbedding(config.rotary_dim, config.rope_theta, config.rope_scaling,
                                           min(config.max_position_embeddings, 8192))
 
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None,
-    ) -> BaseModelOutputWithPast | tuple:
-        """The last hidden state (B, T, C) after the final LayerNorm; with output_hidden_states, also the embeddings
-        and every layer's output (the last one normed), and with output_attentions every layer's weights."""
-        if labels is not None:
-            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use GPTNeoXForCausalLM.")
-        check_inputs(input_ids, inputs_embeds)
-        output_attentions, output_hidden_states, return_dict = self.output_options(
-            output_attentions, output_hidden_states, return_dict
-        )
-        cache = forward_cache(past_key_values, cache, use_cache)
-        x = self.embed_in(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
-        position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, x.shape[1], x.device)
-        self.rotary_emb.ensure_length(end)
-        x = self.emb_dropout(x)
-        cos, sin = self.rotary_emb(position_ids, x.dtype)  # (B, 1, T, rotary_dim)
-        # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
-        checkpointing = self.gradient_checkpointing if self.training and cache is None else None
-        attention_path = self.attention_path(output_attentions)
-        x, hidden_states, attentions = run_layers(
-            self.layers, x, checkpointing, lambda layer: (cos, sin, mask, cache, attention_path),
-            output_hidden_states, output_attentions,
-        )
-        x = self.final_layer_norm(x)
-        if output_hidden_states:
-            hidden_states.append(x)
-        output = BaseModelOutputWithPast(
-            last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states), attentions=recorded(attentions),
-        )
-        return self.returned(output, return_dict)
+    def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
+        return self.emb_dropout(self.embed_in(input_ids) if inputs_embeds is None else inputs_embeds)
+
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final_layer_norm(x)
 
 
 class GPTNeoXForCausalLM(GPTNeoXPreTrainedModel, CausalLM):
