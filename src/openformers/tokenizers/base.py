@@ -8,6 +8,7 @@ import itertools
 import json
 import numbers
 import os
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -956,11 +957,22 @@ def _write_json(path: Path, data: dict) -> str:
     return str(path)
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _check_text(text, name: str) -> None:
     if not isinstance(text, str):
         raise TypeError(
             f"{name} must be a string, got {type(text).__name__} ({text!r:.60}). "
             "To tokenize several texts at once, pass a list of strings to tokenizer(...)."
+        )
+    # A lone surrogate (what errors="surrogateescape" leaves of undecodable bytes) has no UTF-8 form, which
+    # byte-level models need; the reference refuses it as well.
+    if not text.isascii() and (found := _LONE_SURROGATE.search(text)) is not None:
+        raise ValueError(
+            f"{name} holds a lone surrogate, {found.group()!r} at character {found.start()}, which is not text. "
+            "Decode bytes with errors='replace' (not 'surrogateescape'), or clean the string with "
+            "text.encode('utf-8', 'replace').decode('utf-8')."
         )
 
 

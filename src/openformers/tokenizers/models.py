@@ -71,7 +71,10 @@ class BPE(_Vocabulary):
 
     `ignore_merges` (Llama-3) takes a piece that is in the vocabulary whole, without merging.
     A character missing from the vocabulary becomes `unk_token` if there is one, and is dropped
-    otherwise, as the reference does; byte-level vocabularies hold every byte, so neither happens there.
+    otherwise, as the reference does; complete byte-level vocabularies hold every byte, so neither happens there.
+    Offsets after a dropped character are the reference's, on purpose, though they look shifted: it lays the
+    tokens end to end from the piece's first byte, so each token after the drop starts as many bytes early as
+    the dropped characters took ("qé" without "q" gives "Ã" the offsets (0, 2), not (1, 2)); see `_laid_end_to_end`.
     `continuing_subword_prefix` ("##") marks every character but a piece's first, and
     `end_of_word_suffix` ("</w>", CLIP) its last; a merge of "a" and "##b" makes "ab".
     """
@@ -110,7 +113,8 @@ class BPE(_Vocabulary):
             return [(self.vocab[piece], 0, len(piece))]
         out = []
         unk_id = self.vocab.get(self.unk_token) if self.unk_token is not None else None
-        for part, start, end in self._merge(piece):
+        symbols = self._symbols(piece)
+        for part, start, end in self._merge(symbols):
             token_id = self.vocab.get(part)
             data = piece[start:end].encode("utf-8")
             if token_id is not None:
@@ -123,6 +127,8 @@ class BPE(_Vocabulary):
                 else:
                     out.append((unk_id, start, end))
             # else: a character with neither a token nor its bytes, and no unk_token: dropped, as in the reference
+        if len(symbols) < len(piece):
+            return _laid_end_to_end(piece, [start for _, start, _ in symbols], out)
         return out
 
     def _symbols(self, piece: str) -> list[tuple[str, int, int]]:
@@ -141,15 +147,14 @@ class BPE(_Vocabulary):
                 symbols.append((part, index, index + 1))
         return symbols
 
-    def _merge(self, piece: str) -> list[tuple[str, int, int]]:
-        """`(part, start, end)` per token after merging, spans in characters of `piece`.
+    def _merge(self, symbols: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+        """`(part, start, end)` per token after merging the `symbols` of a piece, spans in its characters.
 
         The pairs wait in a heap ordered by (rank, position) and the symbols form a linked list, so a piece of n
         characters costs O(n log n) (a rescan for the best pair after every merge is quadratic: a megabyte of one
         repeated character never finishes). A heap entry whose pair has changed since it was pushed is skipped:
         ranks are unique per pair, so an entry is current exactly when its two symbols still have its rank.
         """
-        symbols = self._symbols(piece)
         parts = [part for part, _, _ in symbols]
         starts = [start for _, start, _ in symbols]
         ends = [end for _, _, end in symbols]
@@ -176,6 +181,20 @@ class BPE(_Vocabulary):
             if (before := preceding[index]) >= 0 and (rank := ranks.get((parts[before], parts[index]))) is not None:
                 heapq.heappush(waiting, (rank, before))
         return [(part, start, end) for part, start, end in zip(parts, starts, ends) if part is not None]
+
+
+def _laid_end_to_end(piece: str, kept: list[int], found: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """The reference's offsets for tokens of `piece` when only the characters at `kept` made symbols: it
+    counts each token's UTF-8 bytes (those of its kept characters) from the start of the piece, as if nothing
+    were dropped, and a token covers the characters those bytes fall in."""
+    char_of_byte = [index for index, char in enumerate(piece) for _ in char.encode("utf-8")]
+    kept_bytes = {index: len(piece[index].encode("utf-8")) for index in kept}
+    out, position = [], 0
+    for token_id, start, end in found:
+        size = sum(kept_bytes.get(index, 0) for index in range(start, end))
+        out.append((token_id, char_of_byte[position], char_of_byte[position + size - 1] + 1))
+        position += size
+    return out
 
 
 class WordPiece(_Vocabulary):

@@ -11,6 +11,8 @@ import unicodedata
 
 import regex
 
+from . import bert_chars
+
 Spans = list[tuple[int, int]]
 
 
@@ -124,10 +126,6 @@ class Lowercase:
         return _map_chars(spans, [char.lower() for char in text])
 
 
-def _strip_accent_marks(text: str) -> str:
-    return "".join(char for char in unicodedata.normalize("NFD", text) if unicodedata.category(char) != "Mn")
-
-
 def _without_marks(text: str) -> str:
     return "".join(char for char in text if not unicodedata.category(char).startswith("M"))
 
@@ -208,7 +206,7 @@ _CJK_RANGES = (
     (0x20000, 0x2A6DF),
     (0x2A700, 0x2B73F),
     (0x2B740, 0x2B81F),
-    (0x2B820, 0x2CEAF),
+    (0x2B920, 0x2CEAF),  # not 0x2B820: BERT's list skips 256 characters there, and the reference keeps that
     (0xF900, 0xFAFF),
     (0x2F800, 0x2FA1F),
 )
@@ -222,7 +220,9 @@ def _is_cjk(char: str) -> bool:
 class BertNormalizer:
     """BERT's normalization, per character: drop control characters and turn whitespace into " "
     (clean_text), put spaces around Chinese characters, strip accents, lowercase.
-    `strip_accents=None` strips them when lowercasing, as BERT's uncased models expect."""
+    `strip_accents=None` strips them when lowercasing, as BERT's uncased models expect.
+    The character classes are the reference's (see bert_chars): an unassigned code point is kept, so the
+    word holding it becomes `[UNK]` rather than losing it."""
 
     def __init__(
         self,
@@ -242,17 +242,16 @@ class BertNormalizer:
         if mapped is None:
             mapped = char
             if self.clean_text:
-                category = unicodedata.category(char)
-                if char in "\t\n\r" or category == "Zs":
+                if bert_chars.WHITESPACE.match(char):
                     mapped = " "
-                elif char in "\x00\ufffd" or category.startswith("C"):
+                elif bert_chars.CONTROL.match(char):
                     mapped = ""
             if self.handle_chinese_chars and _is_cjk(char):
                 mapped = f" {char} "
             if self.strip_accents:
-                mapped = _strip_accent_marks(mapped)
+                mapped = bert_chars.ACCENT.sub("", unicodedata.normalize("NFD", mapped))
             if self.lowercase:
-                mapped = mapped.lower()
+                mapped = mapped.translate(bert_chars.NEWER_LOWERCASE).lower()
             self._cache[char] = mapped
         return mapped
 

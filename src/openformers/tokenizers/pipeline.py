@@ -76,7 +76,9 @@ class AddedVocabulary:
     """The added tokens by id, and the two patterns that find them: in the raw text and in the normalized text."""
 
     def __init__(self, tokens: dict[int, AddedToken]):
-        self.tokens = dict(tokens)
+        # A token with empty content would match between every two characters; the reference leaves such a
+        # token out (no id, not in the vocabulary), whether a tokenizer.json lists it or add_tokens gets it.
+        self.tokens = {token_id: token for token_id, token in tokens.items() if token.content}
         self.ids = {token.content: token_id for token_id, token in self.tokens.items()}
         self.special_ids = frozenset(token_id for token_id, token in self.tokens.items() if token.special)
         raw = [token for token in self.tokens.values() if not token.normalized]
@@ -148,7 +150,7 @@ class Pipeline:
         contents = {token.content for token in added.values()}
         next_id = max([*self.get_vocab().values(), -1]) + 1
         for token in tokens:
-            if token.content in contents:
+            if token.content in contents or not token.content:
                 continue
             token_id = self.model.token_to_id(token.content)
             if token_id is None:

@@ -10,6 +10,7 @@ every pipeline that uses it.
 
 import regex
 
+from .bert_chars import PUNCTUATION
 from .models import WordCache
 
 Spans = list[tuple[int, int]]
@@ -217,8 +218,8 @@ class Sequence:
         return pieces, piece_spans
 
 
-# Punctuation as BERT sees it: ASCII symbols (so "$", "+", "^", "`" count) and every Unicode P* category.
-_PUNCTUATION = r"""[!-/:-@\[-`{-~\p{P}]"""
+# Punctuation as BERT sees it (bert_chars.PUNCTUATION, a set of version 1 of `regex`'s syntax).
+_PUNCTUATION = "(?V1)" + PUNCTUATION
 _WHITESPACE = r"\p{White_Space}"
 
 
@@ -233,7 +234,7 @@ class BertPreTokenizer:
     """Split on whitespace (dropped) and on each punctuation character (kept alone)."""
 
     def __init__(self):
-        self._pattern = regex.compile(rf"[^{_WHITESPACE}!-/:-@\[-`{{-~\p{{P}}]+|{_PUNCTUATION}")
+        self._pattern = regex.compile(rf"[[^{_WHITESPACE}]--{PUNCTUATION}]+|{PUNCTUATION}", regex.V1)
 
     def pre_tokenize(self, text: str, spans: Spans | None = None) -> Pieces:
         return _matches(self._pattern, text, spans)
