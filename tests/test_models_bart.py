@@ -406,3 +406,16 @@ def test_an_older_checkpoint_with_every_tied_copy_and_fairseqs_markers_loads_qui
     assert model.lm_head.weight is model.model.shared.weight is model.model.encoder.embed_tokens.weight
     inputs = _inputs("BartForConditionalGeneration")
     _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+
+
+@torch.inference_mode()
+def test_causal_lm_generates_each_left_padded_row_as_alone(tmp_path):
+    _reference("BartForCausalLM", init_std=0.5).save_pretrained(tmp_path)
+    model = openformers.AutoModelForCausalLM.from_pretrained(tmp_path)
+    rows = [[0, 5, 17, 42, 8], [0, 9, 33]]
+    batch = torch.tensor([rows[0], [PAD, PAD] + rows[1]])
+    mask = torch.tensor([[1] * 5, [0, 0, 1, 1, 1]])
+    together = model.generate(batch, attention_mask=mask, max_new_tokens=6, pad_token_id=PAD)
+    for i, row in enumerate(rows):
+        alone = model.generate(torch.tensor([row]), max_new_tokens=6)[0]
+        assert together[i, 5:5 + len(alone) - len(row)].tolist() == alone[len(row):].tolist()
