@@ -276,3 +276,29 @@ def test_trainer_with_lora_matches_the_reference_trainer_and_saves_only_the_adap
         transformers.LlamaForSequenceClassification.from_pretrained(tmp_path / "base"), checkpoint)
     ids = _ids()
     torch.testing.assert_close(_logits(reloaded.eval(), ids), _logits(ours.eval(), ids), rtol=1e-5, atol=1e-5)
+
+
+def test_a_lora_run_resumes_from_its_adapter_checkpoint_exactly(tmp_path):
+    torch.manual_seed(0)
+    transformers.LlamaForSequenceClassification(transformers.LlamaConfig(**TINY_LLAMA, num_labels=2)).save_pretrained(
+        tmp_path / "base")
+    rows = _classification_rows(count=8)
+
+    def run(output, **extra):
+        model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "base")
+        torch.manual_seed(21)
+        model.add_adapter(LoraConfig(r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["score"],
+                                     lora_dropout=0.1))
+        args = TrainingArguments(output_dir=str(tmp_path / output), learning_rate=5e-3, max_steps=6,
+                                 per_device_train_batch_size=2, logging_steps=1, save_steps=3, use_cpu=True,
+                                 disable_tqdm=True, report_to=[])
+        trainer = Trainer(model=model, args=args, train_dataset=rows)
+        trainer.train(**extra)
+        return trainer, model
+
+    whole, whole_model = run("whole")
+    resumed, resumed_model = run("whole", resume_from_checkpoint=str(tmp_path / "whole" / "checkpoint-3"))
+    assert [e["loss"] for e in resumed.state.log_history if "loss" in e] == pytest.approx(
+        [e["loss"] for e in whole.state.log_history if "loss" in e], abs=1e-6)
+    for key, value in whole_model.get_adapter_state_dict().items():
+        torch.testing.assert_close(resumed_model.get_adapter_state_dict()[key], value, rtol=0, atol=1e-7)

@@ -485,6 +485,16 @@ def load_adapter(
         set_adapter(model, previous)
 
 
+def load_adapter_weights(model: nn.Module, folder: str | os.PathLike) -> None:
+    """Put the tensors of a saved adapter back into the model's active adapter, made with the same config (a
+    Trainer's checkpoint, for resume or load_best_model_at_end)."""
+    files = [Path(folder) / f for f in WEIGHTS_NAMES if (Path(folder) / f).is_file()]
+    if not files:
+        raise FileNotFoundError(f"{folder} holds no {' or '.join(WEIGHTS_NAMES)}, but the model has an adapter: "
+                                "resume from a checkpoint saved while the adapter was attached.")
+    _load_adapter_tensors(model, active_adapters(model)[0], load_weights(files[0]), str(files[0]))
+
+
 def _load_adapter_tensors(model: nn.Module, name: str, tensors: dict, source: str) -> None:
     expected = adapter_state_dict(model, name)
     placed = {}

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models import lora
 from ..weights import find_weights, load_weights, save_safetensors
 from .callbacks import TrainerState
 
@@ -58,6 +59,9 @@ def save_model(model, folder: Path) -> None:
 
 def load_model_weights(model, folder: Path) -> None:
     """Load a checkpoint's weights into `model` in place; tied weights stored once are tied again."""
+    if getattr(model, "_hf_peft_config_loaded", False):  # save_pretrained wrote only the adapter
+        lora.load_adapter_weights(model, folder)
+        return
     state_dict = load_weights(find_weights(Path(folder)))
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     tied = set(getattr(model, "tied_weights", {})) if getattr(getattr(model, "config", None), "tie_word_embeddings", False) else set()
