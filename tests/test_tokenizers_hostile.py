@@ -235,6 +235,8 @@ def test_lone_surrogates_are_refused_with_the_argument_named(minilm, call):
         (lambda tokenizer: tokenizer(["ok", b"bytes"]), r"text\[1\]"),
         (lambda tokenizer: tokenizer(["a", "b"], ["c", 3]), r"text_pair\[1\]"),
         (lambda tokenizer: tokenizer([["a", None]], is_split_into_words=True), r"text\[0\]\[1\]"),
+        (lambda tokenizer: tokenizer.tokenize(["a", "b"], return_offsets_mapping=True), "text"),
+        (lambda tokenizer: tokenizer.tokenize([["a"]], is_split_into_words=True), r"text\[0\]"),
     ],
 )
 def test_non_strings_are_refused_with_the_argument_named(minilm, call, name):
@@ -430,3 +432,28 @@ def test_byte_level_bpe_missing_bytes_gives_reference_offsets(tmp_path, seed):
     assert sum(reference.encode(text).offsets != [] for text in texts) > STRINGS // 2
     _assert_same_encodings(ours, reference, texts)
     assert ours("qé", return_offsets_mapping=True)["offset_mapping"] == reference.encode("qé").offsets
+
+
+def test_bert_character_classes_match_reference_where_unicode_versions_differ():
+    """Every code point of bert_chars.NEWER_THAN_REFERENCE and the ones around each range, through BERT's
+    normalizer (each option), BertPreTokenizer and Punctuation, as the reference treats them."""
+    from tokenizers import normalizers as reference_normalizers
+
+    from openformers.tokenizers import bert_chars, normalizers
+    from openformers.tokenizers import pre_tokenizers as our_pre_tokenizers
+
+    codes = {code for first, last in bert_chars.NEWER_THAN_REFERENCE for code in range(first - 2, last + 3)}
+    codes |= {0x1734, 0x1171E, 0x111C9, 0x166D, 0x2028, 0x2029, 0x2B81F, 0x2B820, 0x2B91F, 0x2B920, 0xA7CB}
+    texts = [f"a{chr(code)}b" for code in sorted(codes) if not 0xD800 <= code <= 0xDFFF]
+    for options in [dict(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True),
+                    dict(clean_text=False, handle_chinese_chars=False, strip_accents=True, lowercase=False)]:  # fmt: skip
+        reference, ours = reference_normalizers.BertNormalizer(**options), normalizers.BertNormalizer(**options)
+        assert [ours.normalize(text)[0] for text in texts] == [reference.normalize_str(text) for text in texts]
+    for reference, ours in [(pre_tokenizers.BertPreTokenizer(), our_pre_tokenizers.BertPreTokenizer()),
+                            (pre_tokenizers.Punctuation(), our_pre_tokenizers.Punctuation())]:  # fmt: skip
+        expected = [[(piece, span) for piece, span in reference.pre_tokenize_str(text)] for text in texts]
+        got = []
+        for text in texts:
+            pieces, spans = ours.pre_tokenize(text, [(index, index + 1) for index in range(len(text))])
+            got.append([(piece, (piece_spans[0][0], piece_spans[-1][1])) for piece, piece_spans in zip(pieces, spans)])
+        assert got == expected

@@ -397,6 +397,8 @@ class PreTrainedTokenizerBase:
 
     def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False, **kwargs) -> list[str]:
         """The token strings of `text` (and `pair`); keyword arguments are encode's."""
+        # One text (or one list of words): a batch would come back as rows of ids, which have no token strings.
+        (_check_words if kwargs.get("is_split_into_words") else _check_text)(text, "text")
         ids = self.encode(text, pair, add_special_tokens=add_special_tokens, **kwargs)
         return [self._pipeline.id_to_token(token_id) for token_id in ids]
 
