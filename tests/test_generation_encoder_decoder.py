@@ -156,6 +156,10 @@ STRATEGIES = {
     "beams": dict(num_beams=3, eos_token_id=EOS),
     "beams returned": dict(num_beams=3, num_return_sequences=2, length_penalty=0.5, eos_token_id=EOS),
     "beam sample": dict(num_beams=3, do_sample=True),
+    "beams, encoder processors": dict(num_beams=2, encoder_no_repeat_ngram_size=2, encoder_repetition_penalty=1.4),
+    "sample many, decay": dict(do_sample=True, num_return_sequences=2, encoder_repetition_penalty=1.4,
+                               exponential_decay_length_penalty=(3, 1.2), eos_token_id=EOS),
+    "beams, early stop": dict(num_beams=3, early_stopping=True, length_penalty=-0.5, eos_token_id=EOS),
     "decoder prefix": dict(decoder_input_ids=torch.tensor([[0, 81], [0, 72]])),
     "decoder prefix without start": dict(decoder_input_ids=torch.tensor([[81], [72]])),
 }
