@@ -302,3 +302,45 @@ def test_a_lora_run_resumes_from_its_adapter_checkpoint_exactly(tmp_path):
         [e["loss"] for e in whole.state.log_history if "loss" in e], abs=1e-6)
     for key, value in whole_model.get_adapter_state_dict().items():
         torch.testing.assert_close(resumed_model.get_adapter_state_dict()[key], value, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("quantization", ["int8", "int4"])
+def test_a_quantized_linear_passes_gradients_without_keeping_its_float_weights(quantization):
+    from openformers.kernels import Linear
+
+    torch.manual_seed(0)
+    layer = Linear.from_linear(torch.nn.Linear(64, 48), quantization)
+    x = torch.randn(3, 5, 64, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        y = layer(x)
+    assert (48, 64) not in saved  # the backward unpacks the weights again instead of keeping them
+    y.square().sum().backward()
+    expected = x.detach().requires_grad_()
+    torch.nn.functional.linear(expected, layer.dequantized(torch.float32), layer.bias).square().sum().backward()
+    torch.testing.assert_close(x.grad, expected.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_qlora_follows_the_float_lora_loss_curve(tmp_path):
+    """LoRA on an int8 / int4 base (from_pretrained(quantization=...)), the classifier head trained as a float copy
+    of the quantized one: the loss stays within 1e-3 (int8) and 1e-2 (int4) of LoRA on the float model."""
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(**{**TINY_LLAMA, "hidden_size": 64, "intermediate_size": 128}, num_labels=2)
+    transformers.LlamaForSequenceClassification(config).save_pretrained(tmp_path / "base")
+    rows = _classification_rows(count=16)
+    curves = {}
+    for quantization in (None, "int8", "int4"):
+        model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "base", quantization=quantization)
+        torch.manual_seed(1)
+        model.add_adapter(LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", modules_to_save=["score"],
+                                     task_type="SEQ_CLS"))
+        assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+        args = TrainingArguments(output_dir=str(tmp_path / str(quantization)), learning_rate=2e-3, max_steps=6,
+                                 per_device_train_batch_size=len(rows), logging_steps=1, save_strategy="no",
+                                 use_cpu=True, disable_tqdm=True, report_to=[])
+        trainer = Trainer(model=model, args=args, train_dataset=rows)
+        trainer.train()
+        curves[quantization] = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert curves[None][-1] < curves[None][0] - 0.1
+    assert curves["int8"] == pytest.approx(curves[None], abs=1e-3)
+    assert curves["int4"] == pytest.approx(curves[None], abs=1e-2)

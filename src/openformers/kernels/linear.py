@@ -13,8 +13,9 @@ groups of 32 weights along a row keep a scale and a minimum each (weight = scale
 llama.cpp's Q4_1), 3/16 of the float32 bytes (a model whose layer inputs are not multiples of 32 is refused);
 the language-model head stays int8. On a Q4_1 GGUF file (the default model's) int4 finds the file's own grid
 again: no weight changes. Activations stay in the model's dtype. The cost in quality is measured by
-benchmarks/quality.py and recorded in benchmarks/RESULTS.md. A quantized layer is for inference: its weights
-are buffers, not parameters, so nothing trains them, and a tied language-model head gets an int8 copy of its own.
+benchmarks/quality.py and recorded in benchmarks/RESULTS.md. A quantized layer's weights are buffers, not
+parameters, so nothing trains them, and a tied language-model head gets an int8 copy of its own; gradients still
+flow through it to its input, so LoRA adapters train on a quantized base (QLoRA, models/lora.py).
 """
 
 import torch
@@ -65,7 +66,11 @@ class Linear(nn.Linear):
             return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
         if self.scale is None:
             return super().forward(x)
-        return F.linear(x, self.float_weight(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        if x.requires_grad and torch.is_grad_enabled():  # training adapters on a quantized base (QLoRA)
+            y = _PackedProduct.apply(x, self)
+            return y if bias is None else y + bias
+        return F.linear(x, self.float_weight(x.dtype), bias)
 
     def _kernel_takes(self, x: torch.Tensor) -> bool:
         return (
@@ -97,6 +102,21 @@ class Linear(nn.Linear):
     def extra_repr(self) -> str:
         packed = {torch.int8: ", int8", torch.uint8: ", int4"}.get(self.weight.dtype, "")
         return super().extra_repr() + packed
+
+
+class _PackedProduct(torch.autograd.Function):
+    """x W^T for packed weights, differentiable in x only (the weights are frozen buffers). The float matrix is
+    unpacked again in the backward instead of being kept from the forward: F.linear would keep one float copy
+    of every layer's weights until the backward, a whole float model's worth of memory in a QLoRA step."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layer: "Linear") -> torch.Tensor:
+        ctx.layer = layer
+        return F.linear(x, layer.float_weight(x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad @ ctx.layer.float_weight(grad.dtype), None
 
 
 def _int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -229,8 +229,8 @@ class ModulesToSave(nn.Module):
         self.active_adapters: list[str] = []
         self.disabled = False
 
-    def add(self, name: str) -> None:
-        self.modules_to_save[name] = copy.deepcopy(self.original_module)
+    def add(self, name: str, dtype: torch.dtype) -> None:
+        self.modules_to_save[name] = _trainable(copy.deepcopy(self.original_module), dtype)
 
     def in_use(self) -> nn.Module:
         """The module the forward runs: the active adapter's copy, or the original when adapters are off."""
@@ -248,6 +248,22 @@ class ModulesToSave(nn.Module):
             if name in ("original_module", "modules_to_save", "active_adapters", "disabled"):
                 raise
             return getattr(self.in_use(), name)
+
+
+def _trainable(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """The module with its quantized linear layers (weights packed in buffers: from_pretrained(quantization=...))
+    made float nn.Linear layers of `dtype`, so that a module to save trains on a quantized base model."""
+    if isinstance(module, nn.Linear) and getattr(module, "scale", None) is not None:
+        linear = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
+                           device=module.weight.device, dtype=dtype)
+        with torch.no_grad():
+            linear.weight.copy_(module.dequantized(dtype))
+            if module.bias is not None:
+                linear.bias.copy_(module.bias)
+        return linear
+    for name, child in list(module.named_children()):
+        setattr(module, name, _trainable(child, dtype))
+    return module
 
 
 def _adapter_layers(model: nn.Module):
@@ -331,12 +347,13 @@ def add_adapter(model: nn.Module, config, adapter_name: str = "default") -> None
             _replace(model, path, layer)
         rank = _pattern_value(config.rank_pattern, path, config.r)
         layer.add(adapter_name, rank, _pattern_value(config.alpha_pattern, path, config.lora_alpha), config)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     for path in _paths_to_save(model, config.modules_to_save or []):
         module = model.get_submodule(path)
         if not isinstance(module, ModulesToSave):
             module = ModulesToSave(module)
             _replace(model, path, module)
-        module.add(adapter_name)
+        module.add(adapter_name, dtype)
     configs[adapter_name] = config
     model._hf_peft_config_loaded = True
     for parameter in model.parameters():
