@@ -235,6 +235,18 @@ def test_given_encoder_outputs_are_decoded_as_the_ids_would_be(models, prompts):
     assert from_outputs.tolist() == ours.generate(ids, attention_mask=mask, max_new_tokens=6).tolist()
 
 
+def test_input_embeddings_are_encoded_as_the_reference_encodes_them(models, prompts):
+    reference, ours = models
+    ids, mask = prompts
+    with torch.no_grad():
+        embeds = reference.shared(ids) * 1.5  # not the table's rows: the encoder reads the embeddings given
+    expected = reference.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=8, num_beams=2)
+    got = ours.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=8, num_beams=2)
+    assert got.tolist() == expected.tolist()
+    with pytest.raises(ValueError, match="both input_ids and inputs_embeds"):
+        ours.generate(ids, inputs_embeds=embeds, max_new_tokens=2)
+
+
 def test_the_streamer_gets_the_start_token_then_the_new_ones(models, prompts):
     _, ours = models
     ids, _ = prompts

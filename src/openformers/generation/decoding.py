@@ -165,7 +165,8 @@ class GenerationMixin:
         (a cache from an earlier call, holding a prefix of the ids), tokenizer (needed for stop_strings),
         assistant_tokenizer, generator (a torch.Generator for sampling), use_model_defaults; for an encoder-decoder
         (config.is_encoder_decoder), `inputs` and attention_mask are the encoder's, and encoder_outputs (the
-        encoder's output, instead of running it), decoder_input_ids and decoder_attention_mask (the decoder's
+        encoder's output, instead of running it), inputs_embeds (the encoder's input embeddings, instead of ids),
+        decoder_input_ids and decoder_attention_mask (the decoder's
         start) are taken too: the encoder runs once, the decoder from decoder_start_token_id, lengths count decoder
         tokens, and the returned ids are the decoder's (docs/architecture.md).
         `logits_processor` and `stopping_criteria` run after the ones the options build (one of the same type
@@ -205,14 +206,13 @@ class GenerationMixin:
                 "attention_mask, generation_config, logits_processor, stopping_criteria, prefix_allowed_tokens_fn, "
                 "synced_gpus, assistant_model, streamer, negative_prompt_ids, negative_prompt_attention_mask, "
                 "past_key_values, tokenizer, generator, use_model_defaults, (encoder-decoders) encoder_outputs, "
-                "decoder_input_ids, decoder_attention_mask and the options of GenerationConfig: "
+                "inputs_embeds, decoder_input_ids, decoder_attention_mask and the options of GenerationConfig: "
                 f"{', '.join(GenerationConfig.option_names())}."
             )
 
         encoder_input_ids = None
         if encoder_decoder:
-            encoder_input_ids, encoder_mask, encoded = _encode(self, inputs, attention_mask, seq2seq["encoder_outputs"],
-                                                               loop)
+            encoder_input_ids, encoder_mask, encoded = _encode(self, inputs, attention_mask, seq2seq, loop)
             input_ids, attention_mask = _decoder_start(self, config, encoded, seq2seq)
         else:
             input_ids = encoder_input_ids = _check_input_ids(inputs, self)
@@ -649,11 +649,21 @@ def _inputs_and_mask(inputs, kwargs: dict):
 
 
 # generate's keyword arguments for an encoder-decoder besides the encoder's inputs.
-_SEQ2SEQ_INPUTS = ("encoder_outputs", "decoder_input_ids", "decoder_attention_mask")
+_SEQ2SEQ_INPUTS = ("encoder_outputs", "inputs_embeds", "decoder_input_ids", "decoder_attention_mask")
 
 
-def _encode(model, inputs, attention_mask, encoder_outputs, loop: dict):
-    """The encoder's ids (None when encoder_outputs are given), its mask, and its output, computed once here."""
+def _encode(model, inputs, attention_mask, seq2seq: dict, loop: dict):
+    """The encoder's ids (None when encoder_outputs or inputs_embeds are given instead), its mask, and its output,
+    computed once here."""
+    encoder_outputs, embeds = seq2seq["encoder_outputs"], seq2seq["inputs_embeds"]
+    options = dict(output_attentions=bool(loop["output_attentions"]),
+                   output_hidden_states=bool(loop["output_hidden_states"]), return_dict=True)
+    if encoder_outputs is None and embeds is not None:
+        if inputs is not None:
+            raise ValueError("generate() got both input_ids and inputs_embeds for the encoder: pass one of them.")
+        mask = None if attention_mask is None else _check_attention_mask(
+            attention_mask, embeds.new_zeros(embeds.shape[:2], dtype=torch.long), right_padding_ok=True)
+        return None, mask, model.get_encoder()(None, attention_mask=mask, inputs_embeds=embeds, **options)
     if encoder_outputs is not None:
         if not hasattr(encoder_outputs, "last_hidden_state"):
             raise TypeError("encoder_outputs must be what the model's encoder returns (an output with "
@@ -665,9 +675,7 @@ def _encode(model, inputs, attention_mask, encoder_outputs, loop: dict):
         return ids, mask, encoder_outputs
     ids = _check_input_ids(inputs, model)
     mask = _check_attention_mask(attention_mask, ids, right_padding_ok=True)  # encoders read both paddings alike
-    encoded = model.get_encoder()(ids, attention_mask=mask, output_attentions=bool(loop["output_attentions"]),
-                                  output_hidden_states=bool(loop["output_hidden_states"]), return_dict=True)
-    return ids, mask, encoded
+    return ids, mask, model.get_encoder()(ids, attention_mask=mask, **options)
 
 
 def _decoder_start(model, config: GenerationConfig, encoded, seq2seq: dict):
