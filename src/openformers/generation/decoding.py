@@ -809,7 +809,8 @@ def _check_input_ids(input_ids, model) -> torch.Tensor:
     return input_ids.to(device=device, dtype=torch.long)
 
 
-def _check_attention_mask(attention_mask, input_ids: torch.Tensor, right_padding_ok: bool = False) -> torch.Tensor | None:
+def _check_attention_mask(attention_mask, input_ids: torch.Tensor,
+                          right_padding_ok: bool = False) -> torch.Tensor | None:
     if attention_mask is None:
         return None
     if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 1:
