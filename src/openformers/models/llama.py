@@ -20,19 +20,17 @@ from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, LlamaConfig, MistralConfig, Qwen2Config
 from ..weights import rename
-from .base import PreTrainedModel, check_inputs, forward_cache, recorded
+from .base import PreTrainedModel
+from .decoder import DecoderModel
 from .layers import (
     RMSNorm,
     RotaryEmbedding,
     apply_rope,
     attention,
     eager_attention,
-    positions_and_mask,
     rope_inverse_frequencies,
-    run_layers,
 )
 from .heads import CausalLM, QuestionAnswering, SequenceClassification, TokenClassification
-from .outputs import BaseModelOutputWithPast
 
 # GGUF `general.architecture` -> the config class of the files this family reads (Mistral's say "llama").
 GGUF_ARCHITECTURES = {"llama": LlamaConfig, "qwen2": Qwen2Config}
@@ -267,14 +265,9 @@ class LlamaPreTrainedModel(PreTrainedModel):
         return LlamaModel(config)
 
 
-class LlamaModel(LlamaPreTrainedModel):
+class LlamaModel(LlamaPreTrainedModel, DecoderModel):
     """The decoder stack without a head: returns the last hidden state."""
 
-    gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
-    # A faster step that an accelerator installs at load (openformers.kernels, for one token of one sequence):
-    # called with (input_ids, attention_mask, position_ids, cache), it returns the last hidden state, or None
-    # to leave the step to the layers. The layers stay the reference it must match.
-    accelerated_step = None
     layer_class = LlamaDecoderLayer  # a family with other layers (Qwen3) names its own
 
     def __init__(self, config: LlamaConfig):
@@ -295,69 +288,9 @@ class LlamaModel(LlamaPreTrainedModel):
             config.head_dim, config.rope_theta, config.rope_scaling, min(config.max_position_embeddings, 8192)
         )
 
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None, cache_position=None,
-    ) -> BaseModelOutputWithPast | tuple:
-        """The last hidden state (B, T, C) after the final norm; with output_hidden_states, also the embeddings
-        and every layer's output (the last one normed), and with output_attentions every layer's weights."""
-        if labels is not None:
-            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use LlamaForCausalLM.")
-        check_inputs(input_ids, inputs_embeds)
-        output_attentions, output_hidden_states, return_dict = self.output_options(
-            output_attentions, output_hidden_states, return_dict
-        )
-        cache = forward_cache(past_key_values, cache, use_cache)
-        if cache_position is not None and position_ids is None:
-            position_ids = self._positions_of(cache_position, cache)
-        if self.accelerated_step is not None and not (output_attentions or output_hidden_states):
-            hidden = self.accelerated_step(input_ids, attention_mask, position_ids, cache)
-            if hidden is not None:
-                return self.returned(BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache), return_dict)
-        x = self.input_embeddings(input_ids, inputs_embeds)  # (B, T, C)
-        T = x.shape[1]
-        position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, T, x.device,
-                                                     self.sliding_window)
-        self.rotary_emb.ensure_length(end)
-        cos, sin = self.rotary_emb(position_ids, x.dtype)
-        # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
-        checkpointing = self.gradient_checkpointing if self.training and cache is None else None
-        attention_path = self.attention_path(output_attentions)
-        x, hidden_states, attentions = run_layers(
-            self.layers, x, checkpointing, lambda layer: (cos, sin, mask, cache, attention_path),
-            output_hidden_states, output_attentions,
-        )
-        x = self.norm(x)
-        if output_hidden_states:
-            hidden_states.append(x)
-        output = BaseModelOutputWithPast(
-            last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states), attentions=recorded(attentions),
-        )
-        return self.returned(output, return_dict)
-
     def new_norm(self, config: LlamaConfig) -> nn.Module:
         """The norm after the last layer (OLMo 2 and StarCoder2 build their own kinds)."""
         return RMSNorm(config.hidden_size, config.rms_norm_eps)
-
-    def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
-        """What the first layer takes: the tokens' embeddings, or inputs_embeds as given (StarCoder2 adds dropout)."""
-        return self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-
-    @staticmethod
-    def _positions_of(cache_position, cache):
-        """position_ids from the reference's cache_position (the slots the new tokens take in the cache). The cache
-        here always appends, so the slots must start where the cache ends: checked in eager calls, since reading
-        either position back would break a compiled graph (a static cache's step, generation/static_cache.py)."""
-        if torch.compiler.is_compiling():
-            return cache_position[None]
-        past = cache.seq_len if cache is not None else 0
-        if int(cache_position[0]) != past:
-            raise ValueError(
-                f"cache_position starts at {int(cache_position[0])}, but the cache holds {past} positions: new tokens "
-                "are appended to the cache, so cache_position must start at its length."
-            )
-        return cache_position[None]
 
 
 class LlamaForCausalLM(LlamaPreTrainedModel, CausalLM):

@@ -26,9 +26,9 @@ from torch import nn
 from ..configs import GGUF_CONFIG_READERS, MixtralConfig
 from ..weights import rename
 from . import llama
-from .base import check_inputs, forward_cache, recorded
+from .base import recorded
 from .heads import CausalLM, QuestionAnswering, SequenceClassification, TokenClassification
-from .layers import RMSNorm, positions_and_mask, run_layers
+from .layers import RMSNorm
 from .losses import next_token_loss
 from .outputs import MoeCausalLMOutputWithPast, MoeModelOutputWithPast
 
@@ -283,37 +283,14 @@ class MixtralModel(MixtralPreTrainedModel, llama.LlamaModel):
         """The last hidden state (B, T, C) after the final norm; with output_hidden_states also the embeddings and
         every layer's output (the last one normed), with output_attentions every layer's weights, and with
         output_router_logits (else the config's) every sparse layer's router scores (B * T, num_experts)."""
-        if labels is not None:
-            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use its ForCausalLM class.")
-        check_inputs(input_ids, inputs_embeds)
-        output_attentions, output_hidden_states, return_dict = self.output_options(
-            output_attentions, output_hidden_states, return_dict
-        )
         if output_router_logits is None:
             output_router_logits = self.config.output_router_logits
-        cache = forward_cache(past_key_values, cache, use_cache)
-        if cache_position is not None and position_ids is None:
-            position_ids = self._positions_of(cache_position, cache)
-        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
-        position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, x.shape[1], x.device,
-                                                     self.sliding_window)
-        self.rotary_emb.ensure_length(end)
-        cos, sin = self.rotary_emb(position_ids, x.dtype)
-        # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
-        # Its second run (in the backward pass) appends to router_logits again, after they were returned.
-        checkpointing = self.gradient_checkpointing if self.training and cache is None else None
-        attention_path = self.attention_path(output_attentions)
-        router_logits = [] if output_router_logits else None
-        x, hidden_states, attentions = run_layers(
-            self.layers, x, checkpointing, lambda layer: (cos, sin, mask, cache, attention_path, router_logits),
-            output_hidden_states, output_attentions,
-        )
-        x = self.norm(x)
-        if output_hidden_states:
-            hidden_states.append(x)
+        router_logits = [] if output_router_logits else None  # filled by the layers
+        base = self.decode(input_ids, attention_mask, position_ids, past_key_values, cache, use_cache, labels,
+                           inputs_embeds, output_attentions, output_hidden_states, cache_position, (router_logits,))
         output = MoeModelOutputWithPast(
-            last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states), attentions=recorded(attentions),
-            router_logits=recorded(router_logits),
+            last_hidden_state=base.last_hidden_state, cache=base.cache, hidden_states=base.hidden_states,
+            attentions=base.attentions, router_logits=recorded(router_logits),
         )
         return self.returned(output, return_dict)
 
