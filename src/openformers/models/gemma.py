@@ -23,7 +23,8 @@ from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, Gemma2Config, Gemma3TextConfig
 from ..weights import rename
-from .base import PreTrainedModel, check_inputs, forward_cache, recorded
+from .base import PreTrainedModel
+from .decoder import DecoderModel
 from .heads import CausalLM, SequenceClassification, TokenClassification
 from .layers import (
     ACTIVATIONS,
@@ -32,10 +33,8 @@ from .layers import (
     attention,
     eager_attention,
     positions_and_mask,
-    run_layers,
 )
 from .llama import GGUF_RENAMES, gguf_config_values
-from .outputs import BaseModelOutputWithPast
 
 
 # GGUF `general.architecture` -> (config class, the reference's causal LM class, one full-attention layer in how many).
@@ -208,10 +207,8 @@ class Gemma2PreTrainedModel(PreTrainedModel):
         return Gemma2Model(config)
 
 
-class Gemma2Model(Gemma2PreTrainedModel):
+class Gemma2Model(Gemma2PreTrainedModel, DecoderModel):
     """The decoder stack without a head: returns the last hidden state."""
-
-    gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
 
     def __init__(self, config: Gemma2Config):
         super().__init__(config)
@@ -223,46 +220,15 @@ class Gemma2Model(Gemma2PreTrainedModel):
         )
         self.local_rotary_emb = self.rotary_emb  # the sliding layers' positions (Gemma 3 gives them their own base)
 
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None,
-    ) -> BaseModelOutputWithPast | tuple:
-        """The last hidden state (B, T, C) after the final norm; with output_hidden_states, also the embeddings
-        and every layer's output (the last one normed), and with output_attentions every layer's weights."""
-        if labels is not None:
-            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use its ForCausalLM class.")
-        check_inputs(input_ids, inputs_embeds)
-        output_attentions, output_hidden_states, return_dict = self.output_options(
-            output_attentions, output_hidden_states, return_dict
-        )
-        cache = forward_cache(past_key_values, cache, use_cache)
-        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
-        T = x.shape[1]
+    def layer_inputs(self, x, position_ids, mask, end: int, attention_mask, cache):
         # The same positions for both kinds of layer; the sliding layers' mask also hides keys beyond the window.
-        position_ids, full_mask, end = positions_and_mask(cache, attention_mask, position_ids, T, x.device)
-        _, window_mask, _ = positions_and_mask(cache, attention_mask, position_ids, T, x.device,
+        _, window_mask, _ = positions_and_mask(cache, attention_mask, position_ids, x.shape[1], x.device,
                                                self.config.sliding_window)
         rope = {}  # is_sliding -> (cos, sin)
         for is_sliding, rotary in ((False, self.rotary_emb), (True, self.local_rotary_emb)):
             rotary.ensure_length(end)
             rope[is_sliding] = rotary(position_ids, x.dtype)
-        # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
-        checkpointing = self.gradient_checkpointing if self.training and cache is None else None
-        attention_path = self.attention_path(output_attentions)
-        x, hidden_states, attentions = run_layers(
-            self.layers, x, checkpointing,
-            lambda layer: (*rope[layer.is_sliding], window_mask if layer.is_sliding else full_mask, cache,
-                           attention_path),
-            output_hidden_states, output_attentions,
-        )
-        x = self.norm(x)
-        if output_hidden_states:
-            hidden_states.append(x)
-        output = BaseModelOutputWithPast(
-            last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states), attentions=recorded(attentions),
-        )
-        return self.returned(output, return_dict)
+        return lambda layer: (*rope[layer.is_sliding], window_mask if layer.is_sliding else mask)
 
 
 class Gemma2ForCausalLM(Gemma2PreTrainedModel, CausalLM):
