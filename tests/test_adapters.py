@@ -344,3 +344,23 @@ def test_qlora_follows_the_float_lora_loss_curve(tmp_path):
     assert curves[None][-1] < curves[None][0] - 0.1
     assert curves["int8"] == pytest.approx(curves[None], abs=1e-3)
     assert curves["int4"] == pytest.approx(curves[None], abs=1e-2)
+
+
+def test_gradient_checkpointing_trains_the_adapter_as_without_it(tmp_path):
+    torch.manual_seed(0)
+    transformers.LlamaForSequenceClassification(transformers.LlamaConfig(**TINY_LLAMA, num_labels=2)).save_pretrained(
+        tmp_path / "base")
+    rows = _classification_rows(count=8)
+    curves = {}
+    for checkpointing in (False, True):
+        model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "base")
+        torch.manual_seed(21)
+        model.add_adapter(LoraConfig(r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["score"]))
+        args = TrainingArguments(output_dir=str(tmp_path / str(checkpointing)), learning_rate=5e-3, max_steps=4,
+                                 per_device_train_batch_size=len(rows), logging_steps=1, save_strategy="no",
+                                 gradient_checkpointing=checkpointing, use_cpu=True, disable_tqdm=True, report_to=[])
+        trainer = Trainer(model=model, args=args, train_dataset=rows)
+        trainer.train()
+        assert model.is_gradient_checkpointing == checkpointing
+        curves[checkpointing] = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert curves[True] == pytest.approx(curves[False], abs=1e-6)
