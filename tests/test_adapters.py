@@ -28,7 +28,8 @@ FAMILIES = {
              transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                      intermediate_size=64, max_position_embeddings=64, num_labels=3,
                                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
-             AutoModelForSequenceClassification, dict(target_modules=["query", "value"], modules_to_save=["classifier"])),
+             AutoModelForSequenceClassification,
+             dict(target_modules=["query", "value"], modules_to_save=["classifier"])),
     "gpt2": (transformers.GPT2LMHeadModel,
              transformers.GPT2Config(vocab_size=64, n_positions=64, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0,
                                      embd_pdrop=0.0, attn_pdrop=0.0),
@@ -118,7 +119,8 @@ def test_adapters_saved_by_either_side_load_in_the_other(family, tmp_path):
     assert sorted(load_file(tmp_path / "ours" / "adapter_model.safetensors")) == sorted(
         load_file(tmp_path / "peft" / "adapter_model.safetensors"))
 
-    loaded_by_peft = peft.PeftModel.from_pretrained(reference_class.from_pretrained(tmp_path / "base"), tmp_path / "ours")
+    base = reference_class.from_pretrained(tmp_path / "base")
+    loaded_by_peft = peft.PeftModel.from_pretrained(base, tmp_path / "ours")
     torch.testing.assert_close(_logits(loaded_by_peft.eval(), ids), expected, rtol=1e-5, atol=1e-5)
 
     # peft's folder names the base model it was made from; from_pretrained on the adapter folder loads both.
@@ -227,6 +229,9 @@ def test_generation_with_an_adapter_gives_peft_s_tokens(tmp_path):
     wrapped, ours = _adapted("llama", tmp_path)
     ids = _ids(count=1)
     expected = wrapped.generate(input_ids=ids, max_new_tokens=8, do_sample=False)
+    torch.testing.assert_close(ours.generate(ids, max_new_tokens=8, do_sample=False), expected, rtol=0, atol=0)
+    # Merged weights are changed in place: the CPU decode step, back on the plain layers, must see them.
+    ours.merge_and_unload()
     torch.testing.assert_close(ours.generate(ids, max_new_tokens=8, do_sample=False), expected, rtol=0, atol=0)
 
 

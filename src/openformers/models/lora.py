@@ -448,7 +448,8 @@ def save_adapter(model: nn.Module, folder: Path, state_dict: dict | None = None,
     if len(names) != 1:
         raise ValueError(f"save_pretrained saves one adapter, but {names} are active; set_adapter(name) to the one to "
                          "save, then save each in turn.")
-    tensors = {PEFT_PREFIX + k: v.detach().contiguous() for k, v in adapter_state_dict(model, names[0], state_dict).items()}
+    tensors = adapter_state_dict(model, names[0], state_dict)
+    tensors = {PEFT_PREFIX + k: v.detach().contiguous() for k, v in tensors.items()}
     model.peft_config[names[0]].save_pretrained(folder)
     for stale in WEIGHTS_NAMES:
         (folder / stale).unlink(missing_ok=True)
