@@ -223,6 +223,8 @@ def test_refusals_name_the_option(tmp_path):
         ours.load_adapter(folder)
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         ours.load_adapter(tmp_path / "base")
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        ours.load_adapter("some-user/some-adapter")
 
 
 def test_generation_with_an_adapter_gives_peft_s_tokens(tmp_path):

@@ -117,6 +117,9 @@ class LoraConfig:
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> "LoraConfig":
         path = Path(folder) / CONFIG_NAME
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"{folder} is not a folder: adapters are read from a folder on disk (fetch one "
+                                    "from the Hub first with huggingface_hub.snapshot_download).")
         if not path.is_file():
             raise FileNotFoundError(f"{folder} has no {CONFIG_NAME}: it is not an adapter folder written by "
                                     "save_pretrained on a model with an adapter, or by peft.")
@@ -328,8 +331,7 @@ def add_adapter(model: nn.Module, config, adapter_name: str = "default") -> None
     """Wrap the targeted linear layers with a new adapter, copy the modules to save, freeze everything else, and
     make the adapter the active one."""
     config = as_lora_config(config)
-    configs = model.__dict__.setdefault("peft_config", {})
-    if adapter_name in configs:
+    if adapter_name in model.__dict__.get("peft_config", {}):
         raise ValueError(f"An adapter named {adapter_name!r} is already attached; pick another adapter_name or "
                          "delete_adapter it first.")
     config = dataclasses.replace(config)  # the model keeps its own copy: target_modules is resolved below
@@ -354,7 +356,7 @@ def add_adapter(model: nn.Module, config, adapter_name: str = "default") -> None
             module = ModulesToSave(module)
             _replace(model, path, module)
         module.add(adapter_name, dtype)
-    configs[adapter_name] = config
+    model.__dict__.setdefault("peft_config", {})[adapter_name] = config
     model._hf_peft_config_loaded = True
     for parameter in model.parameters():
         parameter.requires_grad_(False)
