@@ -371,3 +371,23 @@ def test_gradient_checkpointing_trains_the_adapter_as_without_it(tmp_path):
         assert model.is_gradient_checkpointing == checkpointing
         curves[checkpointing] = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert curves[True] == pytest.approx(curves[False], abs=1e-6)
+
+
+def test_the_command_line_runs_a_model_with_an_adapter(smollm2_gguf, tmp_path, capsys):
+    from openformers import AutoTokenizer
+    from openformers.cli import main
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_gguf)
+    torch.manual_seed(0)
+    model.add_adapter(LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.save_pretrained(tmp_path / "adapter")
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_gguf)
+    prompt = "The capital of France is"
+    output = model.eval().generate(tokenizer.encode(prompt, return_tensors="pt"), max_new_tokens=6, do_sample=False)
+    expected = prompt + tokenizer.decode(output[0, -6:], skip_special_tokens=True)
+    argv = ["generate", "--model", str(smollm2_gguf), "--adapter", str(tmp_path / "adapter"), "--max-new-tokens", "6"]
+    assert main(argv + [prompt]) == 0
+    assert capsys.readouterr().out.strip() == expected.strip()
+    model.disable_adapters()
+    plain = model.generate(tokenizer.encode(prompt, return_tensors="pt"), max_new_tokens=6, do_sample=False)
+    assert not torch.equal(plain, output)  # the adapter changes what the command printed

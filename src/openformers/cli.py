@@ -40,6 +40,8 @@ def _build_parser() -> argparse.ArgumentParser:
     model_options.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
     model_options.add_argument("--quantization", default=None, choices=["int8", "int4"],
                                help="store the weights as int8 or int4 for faster decoding (openformers.kernels)")
+    model_options.add_argument("--adapter", default=None, metavar="FOLDER",
+                               help="a LoRA adapter folder (adapter_config.json, ours or peft's) to run the model with")
     length_options = argparse.ArgumentParser(add_help=False)
     length_options.add_argument("--max-new-tokens", type=int, default=128, help="at most this many tokens per answer")
 
@@ -83,6 +85,8 @@ def _load(args):
     options = {"gguf_file": args.gguf_file}
     tokenizer = AutoTokenizer.from_pretrained(args.model, **options)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=args.dtype, quantization=args.quantization, **options)
+    if args.adapter is not None:
+        model.load_adapter(args.adapter)
     return tokenizer, model
 
 
