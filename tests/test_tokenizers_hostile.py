@@ -313,7 +313,8 @@ def test_ids_the_reference_takes_past_int32_are_refused_too(minilm_folder, tmp_p
     data = json.loads((minilm_folder / "tokenizer.json").read_text())
     data["model"]["vocab"]["hello"] = 2**31
     (tmp_path / "tokenizer.json").write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r"model.vocab\['hello'\] should be a token id, an integer from 0 to 2147483647"):
+    expected = "model.vocab['hello'] should be a token id, an integer from 0 to 2147483647"
+    with pytest.raises(ValueError, match=re.escape(expected)):
         AutoTokenizer.from_pretrained(tmp_path)
 
 
@@ -329,10 +330,11 @@ def _unigram_json(scores: list) -> dict:
 @pytest.mark.parametrize("score", [float("nan"), float("inf"), float("-inf"), "1.0", None])
 def test_unigram_scores_that_are_not_finite_numbers_are_refused(tmp_path, score):
     path = tmp_path / "tokenizer.json"
-    path.write_text(json.dumps(_unigram_json([-1.0, -2.0, score, -3.0, -4.0])))  # NaN and Infinity as Python writes them
+    # NaN and Infinity as Python writes them, which JSON does not allow
+    path.write_text(json.dumps(_unigram_json([-1.0, -2.0, score, -3.0, -4.0])))
     with pytest.raises(Exception):
         tokenizers.Tokenizer.from_file(str(path))
-    with pytest.raises(ValueError, match=rf"{tmp_path}/tokenizer.json: model.vocab\[3\]\[1\] should be a finite number"):
+    with pytest.raises(ValueError, match=re.escape(f"{path}: model.vocab[3][1] should be a finite number")):
         AutoTokenizer.from_pretrained(tmp_path)
 
 
@@ -422,8 +424,10 @@ def test_bert_character_classes_match_reference_where_unicode_versions_differ():
     codes = {code for first, last in bert_chars.NEWER_THAN_REFERENCE for code in range(first - 2, last + 3)}
     codes |= {0x1734, 0x1171E, 0x111C9, 0x166D, 0x2028, 0x2029, 0x2B81F, 0x2B820, 0x2B91F, 0x2B920, 0xA7CB}
     texts = [f"a{chr(code)}b" for code in sorted(codes) if not 0xD800 <= code <= 0xDFFF]
-    for options in [dict(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True),
-                    dict(clean_text=False, handle_chinese_chars=False, strip_accents=True, lowercase=False)]:  # fmt: skip
+    for options in [
+        dict(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True),
+        dict(clean_text=False, handle_chinese_chars=False, strip_accents=True, lowercase=False),
+    ]:
         reference, ours = reference_normalizers.BertNormalizer(**options), normalizers.BertNormalizer(**options)
         assert [ours.normalize(text)[0] for text in texts] == [reference.normalize_str(text) for text in texts]
     for reference, ours in [(pre_tokenizers.BertPreTokenizer(), our_pre_tokenizers.BertPreTokenizer()),
@@ -441,10 +445,14 @@ def test_letters_newer_than_the_reference_regex_engine_split_as_it_splits_them()
     numbers of Unicode 17 are unassigned to it, so they split as symbols, as ours do (pre_tokenizers.Split)."""
     reference = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     ours = ByteLevel(add_prefix_space=False, use_regex=True)
-    llama3 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    llama3 = (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+        r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    )
     reference_llama3 = pre_tokenizers.Split(tokenizers.Regex(llama3), "isolated")
     ours_llama3 = Split(llama3, "isolated")
-    codes = [code for first, last in NEWER_THAN_ONIGURUMA for code in (first - 1, first, (first + last) // 2, last, last + 1)]
+    middle = [(first - 1, first, (first + last) // 2, last, last + 1) for first, last in NEWER_THAN_ONIGURUMA]
+    codes = [code for five in middle for code in five]
     for code in codes:
         for text in (f"a{chr(code)}!1", f"1{chr(code)} x", f"{chr(code)}{chr(code)}b"):
             spans = [(index, index + 1) for index in range(len(text))]

@@ -8,6 +8,8 @@ Without `spans` (encoding to ids alone) none are worked out and None comes back,
 every pipeline that uses it.
 """
 
+import re
+
 import regex
 
 from .bert_chars import PUNCTUATION
@@ -64,8 +66,9 @@ NEWER_THAN_ONIGURUMA = (
     (0x1E6E0, 0x1E6E2), (0x1E6E4, 0x1E6E5), (0x1E6E7, 0x1E6ED), (0x1E6F0, 0x1E6F4), (0x1E6FE, 0x1E6FF),
     (0x2B73A, 0x2B73F), (0x2B81E, 0x2B81E), (0x2CEA2, 0x2CEAD), (0x323B0, 0x33479), (0x3D000, 0x3FC3F),
 )
-_NEWER_THAN_ONIGURUMA = regex.compile(
-    "[" + "".join(f"\\U{first:08X}-\\U{last:08X}" for first, last in NEWER_THAN_ONIGURUMA) + "]"
+# The standard library's `re` scans a class of plain ranges twice as fast as `regex`.
+_NEWER_THAN_ONIGURUMA = re.compile(
+    "[" + "".join(f"{chr(first)}-{chr(last)}" for first, last in NEWER_THAN_ONIGURUMA) + "]"
 )
 
 
