@@ -343,6 +343,42 @@ def test_a_prompt_too_long_for_the_context_whatever_its_tokens_is_refused_before
     scheduler.close()
 
 
+def test_prompts_are_tokenized_one_at_a_time_and_not_once_their_client_has_gone(tiny_model, tokenizer, monkeypatch):
+    import threading
+    from urllib.parse import urlsplit
+
+    encode, started, release, seen = type(tokenizer).encode, threading.Event(), threading.Event(), []
+
+    def held_encode(self, text, *args, **kwargs):  # a long tokenization, until release
+        seen.append(text)
+        started.set()
+        release.wait(10)
+        return encode(self, text, *args, **kwargs)
+
+    scheduler = BatchScheduler(tiny_model, tokenizer)
+    with BackgroundServer(create_app(scheduler, "tiny")) as url:
+        monkeypatch.setattr(type(tokenizer), "encode", held_encode)
+        first = threading.Thread(target=lambda: seen.append(post(
+            url, "/v1/completions", {"model": "tiny", "prompt": "first", "max_tokens": 2}, key=None, timeout=30,
+        ).status_code))
+        first.start()
+        assert started.wait(10)
+        body = json.dumps({"model": "tiny", "prompt": "gone " * 20_000, "max_tokens": 2}).encode()
+        with socket.create_connection((urlsplit(url).hostname, urlsplit(url).port)) as leaving:
+            leaving.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                            + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:1000])
+            time.sleep(0.3)
+            # The rest in one piece over uvicorn's 64 KB buffer, after which it stops reading the connection (and
+            # so does not see it close) until the app asks for more.
+            leaving.sendall(body[1000:])
+            time.sleep(0.5)  # the whole request is in, waiting for its turn
+        time.sleep(0.5)  # the server sees the connection close
+        release.set()
+        first.join(30)
+    scheduler.close()
+    assert seen == ["first", 200]
+
+
 def test_a_request_needing_more_cache_than_the_server_keeps_is_refused(tiny_model, tokenizer):
     scheduler = BatchScheduler(tiny_model, tokenizer, max_cache_bytes=100 * 2 * 2 * 2 * 16 * 4)  # 100 positions
     with BackgroundServer(create_app(scheduler, "tiny")) as url:

@@ -110,6 +110,7 @@ class _Server:
         self.model_id, self.api_key, self.limits = model_id, api_key, limits
         self.allowed_hosts = None if allowed_hosts is None else {host.strip("[]").lower() for host in allowed_hosts}
         self.created = protocol.now()
+        self.tokenizing = asyncio.Semaphore(1)
 
     # -- simple endpoints ---------------------------------------------------------------------------------------
 
@@ -146,7 +147,7 @@ class _Server:
             raise APIError(400, f"{self.model_id} has no chat template; use /v1/completions with it instead.")
         for messages in parsed.prompts:
             self._check_prompt_length(sum(len(message["content"]) for message in messages), "messages")
-        prompts = await run_in_threadpool(lambda: [self._chat_prompt(messages) for messages in parsed.prompts])
+        prompts = await self._tokenize(request, lambda: [self._chat_prompt(messages) for messages in parsed.prompts])
         return await self._answer(request, parsed, prompts, "chat")
 
     async def completions(self, request: Request):
@@ -157,8 +158,23 @@ class _Server:
         for prompt in parsed.prompts:
             if isinstance(prompt, str):
                 self._check_prompt_length(len(prompt), "prompt")
-        prompts = await run_in_threadpool(lambda: [self._completion_prompt(prompt) for prompt in parsed.prompts])
+        prompts = await self._tokenize(request, lambda: [self._completion_prompt(prompt) for prompt in parsed.prompts])
         return await self._answer(request, parsed, prompts, "completion")
+
+    async def _tokenize(self, request: Request, work):
+        """Run `work` (tokenizing) in a thread, one request at a time, and not at all once the client has gone.
+        Tokenizing cannot be stopped once begun: without the turn, clients that send a megabyte and leave fill
+        the thread pool (40 threads), each thread holding hundreds of MB and the GIL, for no one."""
+        # Listening while waiting, not a `request.is_disconnected()` at the turn: after a body chunk over 64 KB
+        # uvicorn stops reading the connection until the app receives, so a close is seen only after a receive.
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            async with self.tokenizing:
+                if gone.done():
+                    raise APIError(499, "The client closed the connection.")
+                return await run_in_threadpool(work)
+        finally:
+            gone.cancel()
 
     def _chat_prompt(self, messages: list[dict]) -> list[int]:
         try:
