@@ -211,6 +211,9 @@ def test_refusals_name_the_option(tmp_path):
     _, ours, _ = _pair("llama", tmp_path)
     with pytest.raises(ValueError, match="matches no linear layer"):
         ours.add_adapter(LoraConfig(target_modules=["nothing_here"]))
+    with pytest.raises(ValueError, match="modules_to_save"):
+        ours.add_adapter(LoraConfig(target_modules=["q_proj"], modules_to_save=["classifier"]))
+    assert not any(isinstance(m, LoraLinear) for m in ours.modules())  # a refused adapter leaves the model as it was
     with pytest.raises(ValueError, match="bias='all'"):
         LoraConfig(bias="all")
     with pytest.raises(TypeError, match="LoraConfig"):

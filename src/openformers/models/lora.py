@@ -336,6 +336,10 @@ def add_adapter(model: nn.Module, config, adapter_name: str = "default") -> None
                          "delete_adapter it first.")
     config = dataclasses.replace(config)  # the model keeps its own copy: target_modules is resolved below
     found = _targets(model, config)
+    saved = _paths_to_save(model, config.modules_to_save or [])
+    if config.modules_to_save and not saved:  # checked before the model changes
+        raise ValueError(f"LoraConfig modules_to_save={config.modules_to_save} names no module of "
+                         f"{type(model).__name__}; name its head, e.g. 'score' or 'classifier'.")
     if isinstance(config.target_modules, str) and config.target_modules.lower() == ALL_LINEAR:
         config.target_modules = found  # as peft records it, so the file names the layers
     elif config.target_modules is None:
@@ -350,7 +354,7 @@ def add_adapter(model: nn.Module, config, adapter_name: str = "default") -> None
         rank = _pattern_value(config.rank_pattern, path, config.r)
         layer.add(adapter_name, rank, _pattern_value(config.alpha_pattern, path, config.lora_alpha), config)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    for path in _paths_to_save(model, config.modules_to_save or []):
+    for path in saved:
         module = model.get_submodule(path)
         if not isinstance(module, ModulesToSave):
             module = ModulesToSave(module)
@@ -366,7 +370,7 @@ def add_adapter(model: nn.Module, config, adapter_name: str = "default") -> None
 def _paths_to_save(model: nn.Module, names: list[str]) -> list[str]:
     """The outermost modules named in modules_to_save (not inside a LoRA layer or another saved module)."""
     found = []
-    for path, module in model.named_modules():
+    for path, _ in model.named_modules():
         if path and _ends_with(path, names) and not path.startswith(tuple(p + "." for p in found)) \
                 and ".modules_to_save." not in path and not path.endswith(".original_module"):
             found.append(path)
@@ -393,10 +397,12 @@ def set_adapter(model: nn.Module, adapter_name: str | list[str]) -> None:
     if missing:
         raise ValueError(f"No adapter named {', '.join(map(repr, missing))}; the model has "
                          f"{', '.join(map(repr, configs))}.")
-    for layer in _adapter_layers(model):
-        if isinstance(layer, ModulesToSave) and len([n for n in names if n in layer.modules_to_save]) > 1:
-            raise ValueError(f"Adapters {names} each keep their own copy of a module to save; only one of them can "
-                             "be active at a time.")
+    layers = _adapter_layers(model)
+    if any(isinstance(layer, ModulesToSave) and len([n for n in names if n in layer.modules_to_save]) > 1
+           for layer in layers):
+        raise ValueError(f"Adapters {names} each keep their own copy of a module to save; only one of them can be "
+                         "active at a time.")
+    for layer in layers:
         layer.active_adapters = list(names)
         layer.disabled = False
         for dictionary in _trainable_dicts(layer):
