@@ -460,3 +460,16 @@ def test_letters_newer_than_the_reference_regex_engine_split_as_it_splits_them()
             got = [(piece, (spans[0][0], spans[-1][1])) for piece, spans in zip(pieces, piece_spans)]
             assert got == reference.pre_tokenize_str(text), hex(code)
             assert ours_llama3.pre_tokenize(text)[0] == [piece for piece, _ in reference_llama3.pre_tokenize_str(text)]
+
+
+def test_lowercase_knows_the_letters_of_the_reference_unicode():
+    """Letters added in Unicode 15 to 17 lowercase as the reference's Rust does, whatever Python's tables know."""
+    from tokenizers import normalizers as reference_normalizers
+
+    from openformers.tokenizers import bert_chars, normalizers
+
+    reference, ours = reference_normalizers.Lowercase(), normalizers.Lowercase()
+    texts = [f"A{chr(code)}b Σ" for code in bert_chars.NEWER_LOWERCASE] + ["ÀÉ Σ", "plain"]
+    assert [ours.normalize(text)[0] for text in texts] == [reference.normalize_str(text) for text in texts]
+    spans = [[(index, index + 1) for index in range(len(text))] for text in texts]
+    assert [ours.normalize(text, span)[0] for text, span in zip(texts, spans)] == [ours.normalize(t)[0] for t in texts]

@@ -6,6 +6,7 @@ result came from, so a token's offsets in the original text are known after norm
 `spans` (encoding to ids alone) none are worked out and None comes back, which is the fast path.
 """
 
+import re
 import struct
 import unicodedata
 
@@ -117,10 +118,17 @@ def _compose(chars: list[list]) -> list[list]:
     return out
 
 
+# Capital letters newer than Python's `str.lower` may know, which the reference lowercases (bert_chars).
+_NEWER_CAPITALS = re.compile("[" + "".join(map(chr, bert_chars.NEWER_LOWERCASE)) + "]")
+
+
 class Lowercase:
-    """Lowercase each character on its own, as the reference does (so a final "Σ" becomes "σ", not "ς")."""
+    """Lowercase each character on its own, as the reference does (so a final "Σ" becomes "σ", not "ς"), with
+    the reference's newer Unicode for letters `str.lower` may not know yet."""
 
     def normalize(self, text: str, spans: Spans | None = None) -> tuple[str, Spans | None]:
+        if not text.isascii() and _NEWER_CAPITALS.search(text) is not None:
+            text = text.translate(bert_chars.NEWER_LOWERCASE)  # one character for one: spans stay
         if spans is None and "Σ" not in text:  # the same characters, in one call
             return text.lower(), None
         return _map_chars(spans, [char.lower() for char in text])
