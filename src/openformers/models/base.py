@@ -374,10 +374,17 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
                              "supported by the Llama, GPT-2 and BERT/RoBERTa families.")
         for stack in stacks:
             stack.gradient_checkpointing = {"use_reentrant": False, **options}
+        if options.get("use_reentrant") and "_require_grads_hook" not in self.__dict__:
+            # Reentrant checkpointing differentiates a layer only if its input requires grad, which frozen
+            # embeddings (an adapter's base model) do not give: the reference turns the hook on for this too.
+            self.enable_input_require_grads()
+            self.__dict__["_checkpointing_hooked_inputs"] = True
 
     def gradient_checkpointing_disable(self) -> None:
         for stack in self._layer_stacks():
             stack.gradient_checkpointing = None
+        if self.__dict__.pop("_checkpointing_hooked_inputs", False):
+            self.disable_input_require_grads()
 
     @property
     def supports_gradient_checkpointing(self) -> bool:
