@@ -22,7 +22,7 @@ from torch import nn
 
 from ..configs import BartConfig
 from ..generation.cache import DynamicCache, EncoderDecoderCache
-from .base import PreTrainedModel, check_inputs, forward_cache, recorded
+from .base import PreTrainedModel, check_inputs, forward_cache, recorded, seq2seq_cache
 from .bert import padding_mask
 from .layers import ACTIVATIONS, eager_attention, positions_and_mask, run_layer
 from .losses import question_answering_loss, sequence_classification_loss, shift_tokens_right, token_loss
@@ -344,21 +344,6 @@ class BartModel(BartPreTrainedModel):
             encoder_attentions=encoder_outputs.get("attentions"),
         )
         return self.returned(output, return_dict)
-
-
-def seq2seq_cache(past_key_values, cache, use_cache: bool | None) -> EncoderDecoderCache | None:
-    """The cache a forward call uses: the one passed in (either name), else a new one when use_cache=True."""
-    if past_key_values is not None and cache is not None and past_key_values is not cache:
-        raise ValueError("Got both past_key_values= and cache=, two names for the same argument; pass one.")
-    cache = past_key_values if past_key_values is not None else cache
-    if cache is not None and not isinstance(cache, EncoderDecoderCache):
-        raise TypeError(
-            f"An encoder-decoder keeps a self-attention and a cross-attention cache: pass past_key_values as an "
-            f"EncoderDecoderCache(DynamicCache(), DynamicCache()), got {type(cache).__name__}."
-        )
-    if cache is None and use_cache:
-        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-    return cache
 
 
 class BartForConditionalGeneration(BartPreTrainedModel):

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..acceleration import accelerator
 from ..configs import CONFIG_CLASSES, PretrainedConfig, config_from_gguf, hub_api, read_config, upload_folder
-from ..generation.cache import DynamicCache
+from ..generation.cache import DynamicCache, EncoderDecoderCache
 from ..generation.config import GenerationConfig
 from ..generation.decoding import GenerationMixin
 from ..generation.options import Kind, names_of_kind
@@ -529,6 +529,19 @@ def forward_cache(past_key_values, cache, use_cache: bool | None):
     cache = past_key_values if past_key_values is not None else cache
     if cache is None and use_cache:
         cache = DynamicCache()
+    return cache
+
+
+def seq2seq_cache(past_key_values, cache, use_cache: bool | None) -> EncoderDecoderCache | None:
+    """forward_cache for an encoder-decoder, whose decoder keeps a self-attention and a cross-attention cache."""
+    cache = forward_cache(past_key_values, cache, use_cache=False)
+    if cache is not None and not isinstance(cache, EncoderDecoderCache):
+        raise TypeError(
+            "An encoder-decoder keeps a self-attention and a cross-attention cache: pass past_key_values as an "
+            f"EncoderDecoderCache(DynamicCache(), DynamicCache()), got {type(cache).__name__}."
+        )
+    if cache is None and use_cache:
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
     return cache
 
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..configs import MT5Config, T5Config
 from ..generation.cache import DynamicCache, EncoderDecoderCache
-from .base import PreTrainedModel, check_inputs, recorded
+from .base import PreTrainedModel, check_inputs, recorded, seq2seq_cache
 from .heads import TokenClassification
 from .layers import ACTIVATIONS, attention_mask_for, run_layer
 from .losses import question_answering_loss, sequence_classification_loss, shift_tokens_right, token_loss
@@ -416,21 +416,6 @@ class T5Seq2Seq(T5PreTrainedModel):
             encoder_hidden_states=encoder_outputs.get("hidden_states"),
             encoder_attentions=encoder_outputs.get("attentions"),
         )
-
-
-def seq2seq_cache(past_key_values, cache, use_cache: bool) -> EncoderDecoderCache | None:
-    """The cache a forward call uses: the one passed in (either name), else a new one when use_cache is set."""
-    if past_key_values is not None and cache is not None and past_key_values is not cache:
-        raise ValueError("Got both past_key_values= and cache=, two names for the same argument; pass one.")
-    cache = past_key_values if past_key_values is not None else cache
-    if cache is not None and not isinstance(cache, EncoderDecoderCache):
-        raise TypeError(
-            "T5's decoder keeps a self-attention and a cross-attention cache: pass past_key_values as an "
-            f"EncoderDecoderCache(DynamicCache(), DynamicCache()), got {type(cache).__name__}."
-        )
-    if cache is None and use_cache:
-        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-    return cache
 
 
 def _decoder_inputs(model: T5PreTrainedModel, input_ids, decoder_input_ids, decoder_inputs_embeds):
