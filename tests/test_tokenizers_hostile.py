@@ -20,7 +20,13 @@ from tokenizers import decoders, models, pre_tokenizers
 
 from openformers import AutoTokenizer, PreTrainedTokenizerFast
 from openformers.gguf_reader import read_gguf_metadata
-from openformers.tokenizers.pre_tokenizers import BYTE_ALPHABET, NEWER_THAN_ONIGURUMA, ByteLevel, Split
+from openformers.tokenizers.pre_tokenizers import (
+    BYTE_ALPHABET,
+    NEWER_THAN_REFERENCE_REGEX,
+    ByteLevel,
+    Split,
+    Whitespace,
+)
 
 STRINGS = 1500
 
@@ -441,8 +447,9 @@ def test_bert_character_classes_match_reference_where_unicode_versions_differ():
 
 
 def test_letters_newer_than_the_reference_regex_engine_split_as_it_splits_them():
-    """The reference matches GPT-2's (and Llama-3's) split with Oniguruma, which knows Unicode 16: the letters and
-    numbers of Unicode 17 are unassigned to it, so they split as symbols, as ours do (pre_tokenizers.Split)."""
+    """The reference matches GPT-2's (and Llama-3's) split with Oniguruma, and Whitespace with Rust's regex crate,
+    which know Unicode 16: the letters, numbers and marks of Unicode 17 are unassigned to them, so they split as
+    symbols, as ours do (pre_tokenizers.as_reference_regex_sees)."""
     reference = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     ours = ByteLevel(add_prefix_space=False, use_regex=True)
     llama3 = (
@@ -451,7 +458,8 @@ def test_letters_newer_than_the_reference_regex_engine_split_as_it_splits_them()
     )
     reference_llama3 = pre_tokenizers.Split(tokenizers.Regex(llama3), "isolated")
     ours_llama3 = Split(llama3, "isolated")
-    middle = [(first - 1, first, (first + last) // 2, last, last + 1) for first, last in NEWER_THAN_ONIGURUMA]
+    reference_words, ours_words = pre_tokenizers.Whitespace(), Whitespace()  # Rust's regex crate there, as old
+    middle = [(first - 1, first, (first + last) // 2, last, last + 1) for first, last in NEWER_THAN_REFERENCE_REGEX]
     codes = [code for five in middle for code in five]
     for code in codes:
         for text in (f"a{chr(code)}!1", f"1{chr(code)} x", f"{chr(code)}{chr(code)}b"):
@@ -460,6 +468,7 @@ def test_letters_newer_than_the_reference_regex_engine_split_as_it_splits_them()
             got = [(piece, (spans[0][0], spans[-1][1])) for piece, spans in zip(pieces, piece_spans)]
             assert got == reference.pre_tokenize_str(text), hex(code)
             assert ours_llama3.pre_tokenize(text)[0] == [piece for piece, _ in reference_llama3.pre_tokenize_str(text)]
+            assert ours_words.pre_tokenize(text)[0] == [piece for piece, _ in reference_words.pre_tokenize_str(text)]
 
 
 def test_lowercase_knows_the_letters_of_the_reference_unicode():

@@ -52,32 +52,35 @@ def to_byte_alphabet(text: str) -> str:
     return text.encode("utf-8").decode("latin-1").translate(_LATIN1_TO_ALPHABET)
 
 
-# Code points the `regex` module (Unicode 17) classes as letters or numbers and the reference's regex engine
-# (Oniguruma, Unicode 16) as unassigned: it splits them as GPT-2's pattern splits symbols.
-NEWER_THAN_ONIGURUMA = (
-    (0x558, 0x558), (0x58B, 0x58C), (0x88F, 0x88F), (0xC5C, 0xC5C), (0xCDC, 0xCDC), (0x208F, 0x208F),
-    (0x209D, 0x209F), (0xA7CE, 0xA7CF), (0xA7D2, 0xA7D2), (0xA7D4, 0xA7D4), (0xA7DD, 0xA7DD), (0xA7E2, 0xA7E2),
-    (0xA7F1, 0xA7F1), (0xAB6C, 0xAB6D), (0x107BB, 0x107BF), (0x10940, 0x10959), (0x10EC5, 0x10EC7),
-    (0x10ED9, 0x10EEE), (0x11B0A, 0x11B0A), (0x11DB0, 0x11DDB), (0x11DE0, 0x11DE9), (0x11DF1, 0x11DF1),
+# Code points assigned in Unicode 17 as letters, numbers or marks, which the `regex` module knows and the
+# reference's regex engines (Oniguruma for Split and ByteLevel, Rust's regex crate for Whitespace) do not yet:
+# unassigned to them, they split as symbols.
+NEWER_THAN_REFERENCE_REGEX = (
+    (0x558, 0x558), (0x58B, 0x58C), (0x5C8, 0x5C9), (0x88F, 0x88F), (0xB53, 0xB54), (0xC5C, 0xC5C),
+    (0xCDC, 0xCDC), (0x1ACF, 0x1AF0), (0x208F, 0x208F), (0x209D, 0x209F), (0xA7CE, 0xA7CF), (0xA7D2, 0xA7D2),
+    (0xA7D4, 0xA7D4), (0xA7DD, 0xA7DD), (0xA7E2, 0xA7E2), (0xA7F1, 0xA7F1), (0xAB6C, 0xAB6D), (0x107BB, 0x107BF),
+    (0x10940, 0x10959), (0x10EC5, 0x10EC7), (0x10ECB, 0x10ECF), (0x10ED9, 0x10EEE), (0x10EF0, 0x10EFB),
+    (0x11B0A, 0x11B0A), (0x11B60, 0x11B67), (0x11DB0, 0x11DDB), (0x11DE0, 0x11DE9), (0x11DF0, 0x11DF1),
     (0x1246F, 0x1246F), (0x12475, 0x1247F), (0x12550, 0x12686), (0x16EA0, 0x16EB8), (0x16EBB, 0x16ED3),
     (0x16FF2, 0x16FF6), (0x187F8, 0x187FF), (0x18CD6, 0x18CDA), (0x18D09, 0x18D20), (0x18D80, 0x18DF2),
-    (0x18E00, 0x19191), (0x191A0, 0x191D2), (0x1B123, 0x1B128), (0x1B168, 0x1B168), (0x1D6A6, 0x1D6A6),
+    (0x18E00, 0x19191), (0x191A0, 0x191D2), (0x1B123, 0x1B128), (0x1B168, 0x1B168), (0x1D127, 0x1D128),
+    (0x1D250, 0x1D252), (0x1D25B, 0x1D25C), (0x1D25F, 0x1D25F), (0x1D280, 0x1D281), (0x1D6A6, 0x1D6A6),
     (0x1DF1F, 0x1DF24), (0x1DF2B, 0x1DF81), (0x1DF90, 0x1DF96), (0x1DFCD, 0x1DFFF), (0x1E6C0, 0x1E6DE),
-    (0x1E6E0, 0x1E6E2), (0x1E6E4, 0x1E6E5), (0x1E6E7, 0x1E6ED), (0x1E6F0, 0x1E6F4), (0x1E6FE, 0x1E6FF),
-    (0x2B73A, 0x2B73F), (0x2B81E, 0x2B81E), (0x2CEA2, 0x2CEAD), (0x323B0, 0x33479), (0x3D000, 0x3FC3F),
+    (0x1E6E0, 0x1E6F5), (0x1E6FE, 0x1E6FF), (0x2B73A, 0x2B73F), (0x2B81E, 0x2B81E), (0x2CEA2, 0x2CEAD),
+    (0x323B0, 0x33479), (0x3D000, 0x3FC3F),
 )
-# The standard library's `re` scans a class of plain ranges twice as fast as `regex`.
-_NEWER_THAN_ONIGURUMA = re.compile(
-    "[" + "".join(f"{chr(first)}-{chr(last)}" for first, last in NEWER_THAN_ONIGURUMA) + "]"
+_NEWER_THAN_REFERENCE_REGEX = re.compile(
+    "[" + "".join(f"{chr(first)}-{chr(last)}" for first, last in NEWER_THAN_REFERENCE_REGEX) + "]"
 )
 
 
-def as_oniguruma_sees(text: str) -> str:
-    """`text` with each code point Oniguruma does not know yet replaced by U+0378 (unassigned in every Unicode
-    version), so that a pattern matched on it splits where the reference's splits; the length stays the same."""
-    if text.isascii() or _NEWER_THAN_ONIGURUMA.search(text) is None:
+def as_reference_regex_sees(text: str) -> str:
+    """`text` with each code point the reference's regex engines do not know yet replaced by U+0378 (unassigned
+    in every Unicode version), so that a pattern matched on it splits where the reference's does; the length stays
+    the same."""
+    if text.isascii() or _NEWER_THAN_REFERENCE_REGEX.search(text) is None:
         return text
-    return _NEWER_THAN_ONIGURUMA.sub("\u0378", text)
+    return _NEWER_THAN_REFERENCE_REGEX.sub("\u0378", text)
 
 
 def _spans(pattern: regex.Pattern, text: str, invert: bool) -> list[tuple[int, int, bool]]:
@@ -133,9 +136,9 @@ def _cut(text: str, spans: Spans | None, bounds: list[tuple[int, int]]) -> Piece
 class Split:
     """Split on a literal string or a regex; `behavior` (one of SPLIT_BEHAVIORS) says where delimiters go.
 
-    A regex matches as the reference's engine does (`as_oniguruma_sees`): letters and numbers of a newer Unicode
-    than it knows count as unassigned, unless `as_oniguruma=False` (for the reference's parts that class
-    characters with Rust's own, newer, tables: Digits)."""
+    A regex matches as the reference's engine, Oniguruma, does (`as_reference_regex_sees`): letters, numbers and
+    marks of a newer Unicode than it knows count as unassigned, unless `as_oniguruma=False` (for the reference's
+    parts that class characters with Rust's own, newer, tables: Digits)."""
 
     def __init__(
         self, pattern: str, behavior: str, *, is_regex: bool = True, invert: bool = False, as_oniguruma: bool = True
@@ -149,7 +152,7 @@ class Split:
         self._as_oniguruma = is_regex and as_oniguruma
 
     def pre_tokenize(self, text: str, spans: Spans | None = None) -> Pieces:
-        matched = as_oniguruma_sees(text) if self._as_oniguruma else text
+        matched = as_reference_regex_sees(text) if self._as_oniguruma else text
         if spans is None and self._matches_alone and matched is text:
             # Patterns like GPT-2's match every character, so the matches alone are the pieces;
             # when their lengths add up to the text's, nothing fell between them (empty matches don't count).
@@ -285,7 +288,10 @@ class Whitespace:
         self._pattern = regex.compile(r"\w+|[^\w\s]+")
 
     def pre_tokenize(self, text: str, spans: Spans | None = None) -> Pieces:
-        return _matches(self._pattern, text, spans)
+        matched = as_reference_regex_sees(text)
+        if matched is text:
+            return _matches(self._pattern, text, spans)
+        return _cut(text, spans, [match.span() for match in self._pattern.finditer(matched)])
 
 
 class WhitespaceSplit:
