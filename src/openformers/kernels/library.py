@@ -7,9 +7,16 @@ in torch's extension folder (`TORCH_EXTENSIONS_DIR`, default ~/.cache/torch_exte
 from everything that goes into the build (`build_inputs`): two virtual environments, or two machines sharing
 a home folder, each get their own folder instead of rewriting one another's build files and rebuilding.
 
+OPENFORMERS_KERNEL_ARCH names another `-march` target for the whole process (a process holds one build: its
+operators register under one name), such as "x86-64-v3" (AVX2 and FMA, no AVX-512) or "x86-64" (SSE2 only),
+which is how tests/test_kernels_portability.py checks the paths of CPUs older than this one. On ARM, GCC's
+`-march=native` is the machine's own armv8 level and extensions; decode.cpp has no ARM intrinsics, so it builds
+the plain loops, which the compiler vectorizes with NEON.
+
 The plain PyTorch path stays the reference and the fallback: nothing is built when the kernels are switched
 off (`OPENFORMERS_KERNELS=0`), when the build tools are missing (a C++ compiler and ninja), or when the build
-fails (a warning says why, once).
+fails (a one-line warning with the compiler's first error, once), as with a compiler that knows no
+`-march=native` for its CPU.
 """
 
 import functools
@@ -17,6 +24,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -26,10 +34,8 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("decode.cpp")
-# -fopenmp: at::parallel_for is inline code over OpenMP pragmas, which without it run on one thread. The
-# library's libgomp.so.1 is the one torch has already loaded, so there is one thread pool.
-CFLAGS = ("-O3", "-march=native", "-fopenmp")
 LDFLAGS = ("-fopenmp",)
+ARCH_VARIABLE = "OPENFORMERS_KERNEL_ARCH"
 
 _loaded = False
 
@@ -45,6 +51,24 @@ def build() -> bool:
     global _loaded
     _loaded = _switched_on() and _built()
     return _loaded
+
+
+def _target() -> str:
+    """The `-march` the library is compiled for: "native" (this CPU, the default) or OPENFORMERS_KERNEL_ARCH's."""
+    arch = os.environ.get(ARCH_VARIABLE, "native")
+    # The value lands in a build file that a shell runs: a name, nothing that could be read as another option.
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.+_-]*", arch):
+        raise ValueError(
+            f"{ARCH_VARIABLE}={arch!r} is not a -march target; use 'native' (this CPU, the default), 'x86-64-v3', "
+            "'x86-64' or another name the C++ compiler's -march accepts, or unset it."
+        )
+    return arch
+
+
+def cflags() -> tuple[str, ...]:
+    # -fopenmp: at::parallel_for is inline code over OpenMP pragmas, which without it run on one thread. The
+    # library's libgomp.so.1 is the one torch has already loaded, so there is one thread pool.
+    return ("-O3", f"-march={_target()}", "-fopenmp")
 
 
 def _switched_on() -> bool:
@@ -65,23 +89,24 @@ def _switched_on() -> bool:
 def _built() -> bool:
     from torch.utils import cpp_extension
 
+    flags = cflags()
     name = build_name(build_inputs())
     compiling = not (build_folder(name) / f"{name}.so").exists()
     if compiling:
         # A fresh environment would otherwise sit silent for the length of the build.
-        print("openformers: compiling its CPU kernels for this machine (once per environment)...",
+        print(f"openformers: compiling its CPU kernels for {flags[1]} (once per environment)...",
               end="", file=sys.stderr, flush=True)
     started = time.perf_counter()
     try:
         # Lists of their own: torch's builder appends to the ones it is given.
-        cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),
+        cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=list(flags), extra_ldflags=list(LDFLAGS),
                            is_python_module=False, verbose=False)
     except Exception as error:  # a failed build costs speed, never correctness
         if compiling:
             print(" failed", file=sys.stderr, flush=True)
         warnings.warn(
-            f"openformers runs on the plain PyTorch path: building its CPU kernels failed ({error}). "
-            "Set OPENFORMERS_KERNELS=0 to silence this.",
+            f"openformers runs on the plain PyTorch path: building its CPU kernels with {flags[1]} failed "
+            f"({_first_error(str(error))}). Set OPENFORMERS_KERNELS=0 to silence this.",
             stacklevel=4,
         )
         return False
@@ -98,8 +123,15 @@ def build_inputs() -> dict[str, str]:
         "torch": f"{torch.__version__} {torch.version.git_version}",
         "python": f"{sys.prefix} {sys.version}",  # the virtual environment and the interpreter
         "compiler": os.path.realpath(shutil.which(_compiler()) or _compiler()),
-        "flags": " ".join(CFLAGS + LDFLAGS),
+        "flags": " ".join(cflags() + LDFLAGS),
     }
+
+
+def _first_error(log: str) -> str:
+    """The line of a failed build's log that says what went wrong: the compiler's first error, else the first line
+    (torch's message holds the whole compiler output, dozens of lines, after its own first line)."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    return next((line for line in lines if "error:" in line), lines[0] if lines else "no message")
 
 
 def build_name(inputs: dict[str, str]) -> str:
