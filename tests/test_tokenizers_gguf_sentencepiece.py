@@ -95,3 +95,31 @@ def test_bad_sentencepiece_gguf_is_named(tmp_path, llama_style):  # noqa: F811 (
     writer.close()
     with pytest.raises(ValueError, match=r"short\.gguf: the tokenizer has 3 tokens but 2 scores"):
         AutoTokenizer.from_pretrained(tmp_path / "short.gguf")
+
+
+def test_gemma_style_runs_of_spaces_and_control_pieces_are_matched_whole(tmp_path):
+    # Gemma's GGUF files store its runs of spaces as user-defined pieces spelled with real spaces ("  "), which
+    # llama.cpp and the reference match whole (the pipeline, after spaces become "▁"); control pieces such as
+    # `<start_of_turn>` are special tokens.
+    tokens = ["<pad>", "</s>", "<s>", "<unk>", "a", "b", "▁", "▁a", "▁b", "  ", "   ", "\n", "<turn>"]
+    types = [gguf.TokenType.CONTROL] * 3 + [gguf.TokenType.UNKNOWN] + [gguf.TokenType.NORMAL] * 5
+    writer = gguf.GGUFWriter(tmp_path / "spaces.gguf", "gemma3")
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores([0.0] * 4 + [-1.0, -2.0, -3.0, -4.0, -5.0] + [-1000.0] * 3 + [0.0])
+    writer.add_token_types(types + [gguf.TokenType.USER_DEFINED] * 3 + [gguf.TokenType.CONTROL])
+    writer.add_unk_token_id(3)
+    writer.add_bos_token_id(2)
+    writer.add_eos_token_id(1)
+    writer.add_add_space_prefix(False)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "spaces.gguf")
+    assert tokenizer.encode("  a b\n   b", add_special_tokens=False) == [9, 4, 8, 11, 10, 5]
+    assert tokenizer.convert_ids_to_tokens([9, 10]) == ["▁▁", "▁▁▁"]
+    assert tokenizer.decode([2, 9, 4, 8, 11, 10, 5], skip_special_tokens=True) == "  a b\n   b"
+    assert tokenizer.encode("<turn>a<turn>", add_special_tokens=False) == [12, 4, 12]
+    assert "<turn>" in tokenizer.all_special_tokens
+    with_extra = AutoTokenizer.from_pretrained(tmp_path / "spaces.gguf", extra_special_tokens=["<x>"])
+    assert {"<turn>", "<x>"} <= set(with_extra.all_special_tokens)

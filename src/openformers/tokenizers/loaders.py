@@ -949,6 +949,12 @@ def _from_gguf_sentencepiece(metadata: dict, path: Path) -> dict:
     for key, token_id in ids.items():
         if token_id >= len(tokens):
             raise ValueError(f"{path}: {key}={token_id} is not a token id (the vocabulary has {len(tokens)}).")
+    # Gemma's files spell its user-defined runs of spaces with real spaces ("  "), which llama.cpp matches in the
+    # raw text; the pipeline matches pieces after spaces become "▁", so they are spelled "▁▁" (as the reference).
+    tokens = [
+        "▁" * len(token) if kind == TokenType.USER_DEFINED and token and not token.strip(" ") else token
+        for token, kind in zip(tokens, types)
+    ]
     # A type-less vocabulary written by hand may hold a byte piece as NORMAL; llama.cpp checks the type too.
     spm = sentencepiece.SentencePieceModel(
         pieces=[(token, float(score), int(kind)) for token, score, kind in zip(tokens, scores, types)],
@@ -960,6 +966,12 @@ def _from_gguf_sentencepiece(metadata: dict, path: Path) -> dict:
         **ids,
     )
     settings = _sentencepiece_special_tokens(spm)
+    # As llama.cpp and the reference, every control piece (Gemma's `<start_of_turn>`) is a special token matched
+    # whole in the text.
+    named = set(settings.values())
+    settings["extra_special_tokens"] = [
+        piece for piece, _, kind in spm.pieces if kind == models.CONTROL and piece not in named
+    ]
     # llama.cpp adds BOS by default for "llama" and EOS by default for "t5", unless the file says otherwise.
     add_bos = metadata.get(Keys.Tokenizer.ADD_BOS, model_type == sentencepiece.BPE)
     add_eos = metadata.get(Keys.Tokenizer.ADD_EOS, model_type == sentencepiece.UNIGRAM)
@@ -998,7 +1010,10 @@ def load_tokenizer(
 def _load_settings(files: ModelFiles, config: dict, prefer_gguf: bool) -> dict:
     tokenizer_json = files.file("tokenizer.json")
     if files.gguf_file is not None and (prefer_gguf or tokenizer_json is None):
-        return {**_from_gguf(files.gguf_file), **_config_settings(config["_explicit"])}
+        settings, explicit = _from_gguf(files.gguf_file), _config_settings(config["_explicit"])
+        # The extra special tokens the caller names add to the file's.
+        extra = settings.get("extra_special_tokens", []) + explicit["extra_special_tokens"]
+        return {**settings, **explicit, "extra_special_tokens": list(dict.fromkeys(extra))}
     if tokenizer_json is not None:
         return settings_from_tokenizer_json(tokenizer_json, config)
     if files.file("tokenizer.model") is not None:
