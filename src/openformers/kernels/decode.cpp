@@ -248,6 +248,30 @@ void rows<Int4>(const Matrix& m, int64_t begin, int64_t end, const float* x, flo
     }
     for (int j = 0; j < 4; ++j) out[r + j] = _mm512_reduce_add_ps(sums[j]) + dot(dm[j], pair_sums.data(), 2 * groups);
   }
+#else
+  // Four rows at a time, each with sixteen running sums over all its groups, added up once at the end: the one-row
+  // loop below ends every group of 32 weights with a sum of its own (a 1536 x 576 product on x86-64-v3: 0.7-0.8 ms
+  // that way, 0.3-0.36 ms this way).
+  for (; r + 4 <= end; r += 4) {
+    const uint8_t* q[4] = {row_q(r), row_q(r + 1), row_q(r + 2), row_q(r + 3)};
+    const float* dm[4] = {row_dm(r), row_dm(r + 1), row_dm(r + 2), row_dm(r + 3)};
+    float sums[4][16] = {};
+    for (int64_t g = 0; g < groups; ++g) {
+      const float* xg = x + g * kGroup;
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        const uint8_t* qg = q[k] + g * 16;
+        float d = dm[k][2 * g];
+#pragma omp simd
+        for (int j = 0; j < 16; ++j) sums[k][j] += d * (float(qg[j] & 15) * xg[j] + float(qg[j] >> 4) * xg[j + 16]);
+      }
+    }
+    for (int k = 0; k < 4; ++k) {
+      float sum = 0.f;
+      for (float part : sums[k]) sum += part;
+      out[r + k] = sum + dot(dm[k], pair_sums.data(), 2 * groups);
+    }
+  }
 #endif
   for (; r < end; ++r) {
     const uint8_t* q = row_q(r);
