@@ -87,16 +87,19 @@ def test_quantized_rows_take_the_kernel_with_the_plain_results(quantization, mon
 
 
 @pytest.mark.skipif(ARM_COMPILER is None, reason="no ARM cross compiler (apt-get install g++-aarch64-linux-gnu)")
-def test_the_source_compiles_for_arm(monkeypatch):
+def test_the_source_compiles_for_arm(monkeypatch, tmp_path):
     # On an ARM machine -march=native is its own armv8 level and extensions; the x86 paths are behind their
-    # #ifdefs, so every one of them builds the plain loops (NEON through the compiler's vectorizer), as armv8-a does.
+    # #ifdefs, so every one of them builds the plain loops, which the compiler vectorizes with NEON, as armv8-a does.
     from torch.utils import cpp_extension
 
     monkeypatch.setenv(library.ARCH_VARIABLE, "armv8-a")
     includes = [f"-I{path}" for path in cpp_extension.include_paths()]
-    run = subprocess.run([ARM_COMPILER, "-std=c++20", "-fsyntax-only", *library.cflags(),
-                          *includes, str(library.SOURCE)], capture_output=True, text=True, timeout=600)
+    run = subprocess.run([ARM_COMPILER, "-std=c++20", "-fPIC", "-c", *library.cflags(), *includes, str(library.SOURCE),
+                          "-o", str(tmp_path / "decode.o")], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
+    assembly = subprocess.run([ARM_COMPILER.replace("g++", "objdump"), "-d", str(tmp_path / "decode.o")], check=True,
+                              capture_output=True, text=True).stdout
+    assert ".4s" in assembly  # four float32 lanes: NEON vectors
 
 
 def test_a_failed_build_leaves_the_plain_path_with_one_line(monkeypatch):
