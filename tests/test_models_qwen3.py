@@ -303,3 +303,12 @@ def test_gguf_written_like_llama_cpp_matches_the_original(tmp_path, tied):
     assert model.config.tie_word_embeddings == tied and model.generation_config.eos_token_id == 2
     _assert_outputs_close(_outputs(model, "Qwen3ForCausalLM"), _outputs(reference, "Qwen3ForCausalLM"), "GGUF")
     assert openformers.AutoConfig.from_pretrained(tmp_path / "qwen3.gguf").model_type == "qwen3"
+
+
+def test_attention_dropout_applies_while_training_only():
+    model = Qwen3ForCausalLM(Qwen3Config(**TINY, attention_dropout=0.5))
+    ids = _ids(1, 6)
+    model.train()
+    assert not torch.equal(model(ids).logits, model(ids).logits)
+    model.eval()
+    assert torch.equal(model(ids).logits, model(ids).logits)

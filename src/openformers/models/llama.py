@@ -204,12 +204,18 @@ class LlamaAttention(nn.Module):
         # Dropout on the attention weights while training (a Llama config.json's attention_dropout stays in extra).
         self.dropout = getattr(config, "attention_dropout", 0.0)
 
+    def project(self, x):
+        """Queries (B, nh, T, hs), keys and values (B, n_kv, T, hs) before the rotation: what a family varies."""
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        return q, k, v
+
     def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
         """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hs)
-        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k, v = self.project(x)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past + T, hs)

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, Olmo2Config
 from ..weights import rename
-from .layers import RMSNorm, apply_rope, attention, eager_attention
+from .layers import RMSNorm
 from .llama import (
     GGUF_RENAMES,
     LlamaAttention,
@@ -69,21 +69,13 @@ class Olmo2Attention(LlamaAttention):
         self.q_norm = Olmo2RMSNorm(self.n_head * self.head_dim, config.rms_norm_eps)
         self.k_norm = Olmo2RMSNorm(self.n_kv_head * self.head_dim, config.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
-        """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
+    def project(self, x):
+        """Llama's projections, the queries and the keys RMS-normed over all heads at once."""
         B, T, _ = x.shape
         q = self.q_norm(self.q_proj(x)).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k_norm(self.k_proj(x)).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hs)
         v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past + T, hs)
-        dropout = self.dropout if self.training else 0.0
-        if attention_path == "sdpa":
-            y, weights = attention(q, k, v, mask, dropout), None  # (B, nh, T, hs)
-        else:
-            y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1)), weights
+        return q, k, v
 
 
 class Olmo2DecoderLayer(nn.Module):

@@ -13,7 +13,7 @@ import torch
 
 from ..configs import GGUF_CONFIG_READERS, Qwen3Config
 from ..weights import rename
-from .layers import RMSNorm, apply_rope, attention, eager_attention
+from .layers import RMSNorm
 from .llama import (
     GGUF_RENAMES,
     LlamaAttention,
@@ -50,20 +50,13 @@ class Qwen3Attention(LlamaAttention):
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
-        """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
+    def project(self, x):
+        """Llama's projections, each head's queries and keys RMS-normed before the rotation."""
         B, T, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(B, T, self.n_head, self.head_dim)).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k_norm(self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim)).transpose(1, 2)  # (B, n_kv, T, hs)
         v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past + T, hs)
-        if attention_path == "sdpa":
-            y, weights = attention(q, k, v, mask), None  # (B, nh, T, hs)
-        else:
-            y, weights = eager_attention(q, k, v, mask, is_causal=mask is None and T > 1)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1)), weights
+        return q, k, v
 
 
 class Qwen3DecoderLayer(LlamaDecoderLayer):
