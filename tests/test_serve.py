@@ -343,26 +343,32 @@ def test_a_prompt_too_long_for_the_context_whatever_its_tokens_is_refused_before
     scheduler.close()
 
 
-def test_prompts_are_tokenized_one_at_a_time_and_not_once_their_client_has_gone(tiny_model, tokenizer, monkeypatch):
+def test_long_prompts_are_tokenized_one_at_a_time_and_not_once_their_client_has_gone(tiny_model, tokenizer,
+                                                                                    monkeypatch):
     import threading
     from urllib.parse import urlsplit
 
     encode, started, release, seen = type(tokenizer).encode, threading.Event(), threading.Event(), []
 
-    def held_encode(self, text, *args, **kwargs):  # a long tokenization, until release
+    def held_encode(self, text, *args, **kwargs):  # a long text's tokenization lasts until release
         seen.append(text)
-        started.set()
-        release.wait(10)
+        if len(text) > 1000:
+            started.set()
+            release.wait(10)
         return encode(self, text, *args, **kwargs)
 
     scheduler = BatchScheduler(tiny_model, tokenizer)
     with BackgroundServer(create_app(scheduler, "tiny")) as url:
         monkeypatch.setattr(type(tokenizer), "encode", held_encode)
+        long_prompt = "first" + " " * 40_000  # over LONG_PROMPT_CHARACTERS in a few hundred tokens
         first = threading.Thread(target=lambda: seen.append(post(
-            url, "/v1/completions", {"model": "tiny", "prompt": "first", "max_tokens": 2}, key=None, timeout=30,
+            url, "/v1/completions", {"model": "tiny", "prompt": long_prompt, "max_tokens": 2}, key=None, timeout=30,
         ).status_code))
         first.start()
         assert started.wait(10)
+        short = post(url, "/v1/completions", {"model": "tiny", "prompt": "short", "max_tokens": 2}, key=None,
+                     timeout=5)  # a short prompt goes at once, whatever long one is being tokenized
+        assert short.status_code == 200 and seen.pop() == "short"
         body = json.dumps({"model": "tiny", "prompt": "gone " * 20_000, "max_tokens": 2}).encode()
         with socket.create_connection((urlsplit(url).hostname, urlsplit(url).port)) as leaving:
             leaving.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
@@ -376,7 +382,7 @@ def test_prompts_are_tokenized_one_at_a_time_and_not_once_their_client_has_gone(
         release.set()
         first.join(30)
     scheduler.close()
-    assert seen == ["first", 200]
+    assert seen == [long_prompt, 200]
 
 
 def test_a_request_needing_more_cache_than_the_server_keeps_is_refused(tiny_model, tokenizer):

@@ -56,6 +56,9 @@ def create_app(scheduler: BatchScheduler, model_id: str, *, api_key: str | None 
     return Starlette(routes=routes, exception_handlers=handlers, middleware=[Middleware(_HostCheck, server=server)])
 
 
+# Prompts longer than this are tokenized one at a time (see _Server._tokenize); shorter ones at once.
+LONG_PROMPT_CHARACTERS = 32_768
+
 # The names of this machine's loopback addresses, which a server bound to one of them answers to by default.
 LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "::1"]
 
@@ -145,9 +148,11 @@ class _Server:
         self._check_room(parsed)
         if self.tokenizer.chat_template is None:
             raise APIError(400, f"{self.model_id} has no chat template; use /v1/completions with it instead.")
-        for messages in parsed.prompts:
-            self._check_prompt_length(sum(len(message["content"]) for message in messages), "messages")
-        prompts = await self._tokenize(request, lambda: [self._chat_prompt(messages) for messages in parsed.prompts])
+        lengths = [sum(len(message["content"]) for message in messages) for messages in parsed.prompts]
+        for length in lengths:
+            self._check_prompt_length(length, "messages")
+        prompts = await self._tokenize(request, lambda: [self._chat_prompt(messages) for messages in parsed.prompts],
+                                       sum(lengths))
         return await self._answer(request, parsed, prompts, "chat")
 
     async def completions(self, request: Request):
@@ -155,16 +160,20 @@ class _Server:
         parsed = protocol.parse_completion_request(await self._read_json(request), self.limits)
         self._check_model(parsed)
         self._check_room(parsed)
-        for prompt in parsed.prompts:
-            if isinstance(prompt, str):
-                self._check_prompt_length(len(prompt), "prompt")
-        prompts = await self._tokenize(request, lambda: [self._completion_prompt(prompt) for prompt in parsed.prompts])
+        lengths = [len(prompt) for prompt in parsed.prompts if isinstance(prompt, str)]
+        for length in lengths:
+            self._check_prompt_length(length, "prompt")
+        prompts = await self._tokenize(request, lambda: [self._completion_prompt(prompt) for prompt in parsed.prompts],
+                                       sum(lengths))
         return await self._answer(request, parsed, prompts, "completion")
 
-    async def _tokenize(self, request: Request, work):
-        """Run `work` (tokenizing) in a thread, one request at a time, and not at all once the client has gone.
-        Tokenizing cannot be stopped once begun: without the turn, clients that send a megabyte and leave fill
-        the thread pool (40 threads), each thread holding hundreds of MB and the GIL, for no one."""
+    async def _tokenize(self, request: Request, work, characters: int):
+        """Run `work` (tokenizing) in a thread; for a long text, one request at a time, and not at all once the
+        client has gone. Tokenizing cannot be stopped once begun: without the turn, clients that send a megabyte
+        and leave fill the thread pool (40 threads), each thread holding hundreds of MB and the GIL, for no one.
+        A short text (most requests) takes milliseconds and goes at once, so it never waits behind a long one."""
+        if characters <= LONG_PROMPT_CHARACTERS:
+            return await run_in_threadpool(work)
         # Listening while waiting, not a `request.is_disconnected()` at the turn: after a body chunk over 64 KB
         # uvicorn stops reading the connection until the app receives, so a close is seen only after a receive.
         gone = asyncio.ensure_future(_disconnected(request))
