@@ -133,6 +133,29 @@ def test_a_long_prompt_is_prefilled_in_chunks_while_the_batch_streams(model, tok
     assert "".join(long_parts) == alone(model, tokenizer, long_prompt, 8, scheduler.eos_token_ids)
 
 
+def test_a_short_prompt_is_prefilled_before_long_ones_that_came_first(model, tokenizer):
+    scheduler = BatchScheduler(model, tokenizer, prefill_chunk=64)
+    events, done = [], threading.Event()
+    long_ids = tokenizer.encode(" ".join(PROMPTS) * 8)
+
+    def on_update(name):
+        def record(update):
+            events.append((name, update.finish_reason))
+            if name == "short" and update.finish_reason:
+                done.set()
+        return record
+
+    try:
+        for name, ids in (("long1", long_ids), ("long2", long_ids[1:]), ("short", tokenizer.encode(PROMPTS[1]))):
+            scheduler.submit(ids, SamplingOptions(2, temperature=0), on_update(name))
+        assert done.wait(60)
+    finally:
+        scheduler.close()
+    # Whether the long ones were admitted before it or with it, the short prompt's answer comes first.
+    first_update = {name: next(i for i, (n, _) in enumerate(events) if n == name) for name in ("long1", "short")}
+    assert first_update["short"] < first_update["long1"]
+
+
 def test_a_prompt_that_starts_like_a_recent_one_prefills_only_the_rest(model, tokenizer, scheduler):
     first = tokenizer.encode(PROMPTS[4])
     second = first + tokenizer.encode(" Then it goes on with a question: what comes next?")

@@ -279,13 +279,14 @@ class BatchScheduler:
 
         A prompt that fits runs in one forward pass, alone, as `generate` runs it; a longer one is prefilled
         over several iterations, so the running rows keep streaming meanwhile. A prompt done chooses its first
-        token and joins the batch.
+        token and joins the batch. The prompt with the fewest tokens left goes first: a short chat then starts
+        answering at once instead of waiting behind every long prompt that came before it.
         """
         budget = self.prefill_chunk
         while self._joining and budget > 0:
-            row = self._joining[0]
+            row = min(self._joining, key=_prefill_left)
             if row.request.cancelled:
-                self._joining.popleft()
+                self._joining.remove(row)
                 row.finish("cancelled")
                 continue
             try:
@@ -295,7 +296,7 @@ class BatchScheduler:
                 logits = row.decoder.prefill_chunk(budget)
                 budget -= row.decoder.cache.seq_len - cached
                 if logits is not None:
-                    self._joining.popleft()
+                    self._joining.remove(row)
                     self._prefixes.store(row.request.prompt_ids, row.decoder.cache)
                     row.sequence.choose(logits)
                     update = row.update()
@@ -328,6 +329,11 @@ class BatchScheduler:
         for row, update in updates:
             if update is not None:
                 _notify(row.request, update)
+
+
+def _prefill_left(row: "_Row") -> int:
+    """How many prompt tokens the row still has to prefill."""
+    return row.sequence.prompt_length - (row.decoder.cache.seq_len if row.decoder is not None else 0)
 
 
 def _cache_bytes_per_token(model) -> int:
