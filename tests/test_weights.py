@@ -322,3 +322,12 @@ def test_a_bin_file_holding_code_is_refused_without_running_it(tmp_path):
     with pytest.raises(ValueError, match=r"pytorch_model\.bin holds Python objects other than tensors"):
         load_weights(tmp_path / "pytorch_model.bin")
     assert not marker.exists()
+
+
+def test_an_integer_tensor_for_a_floating_point_weight_is_cast_as_the_reference_casts_it(tiny_folder):
+    _edit_weights(tiny_folder, lambda state_dict: state_dict.update(
+        {"model.norm.weight": state_dict["model.norm.weight"].round().to(torch.int32)}))
+    model = AutoModelForCausalLM.from_pretrained(tiny_folder)
+    reference = pytest.importorskip("transformers").AutoModelForCausalLM.from_pretrained(tiny_folder)
+    assert model.model.norm.weight.dtype == torch.float32
+    torch.testing.assert_close(model.model.norm.weight, reference.model.norm.weight)

@@ -857,6 +857,12 @@ def _match_checkpoint_to_model(
             (k, tuple(state_dict[k].shape), tuple(expected[k].shape)) for k in resized})
     for k in other_head:
         del state_dict[k]
+    # An integer tensor stored for a floating-point weight (an I32 norm in a converted file) is cast, as the
+    # reference casts it, to the floating type the checkpoint's other weights have.
+    floating = next((t.dtype for t in state_dict.values() if t.is_floating_point()), torch.get_default_dtype())
+    for k in [k for k in state_dict if k in expected and expected[k].is_floating_point()]:
+        if not state_dict[k].is_floating_point():
+            state_dict[k] = state_dict[k].to(floating)
     if new_head or resized:
         dtype = next(iter(state_dict.values())).dtype
         state_dict.update(_initialized_parameters(model, new_head + resized, dtype))
