@@ -149,10 +149,8 @@ class _Server:
         if self.tokenizer.chat_template is None:
             raise APIError(400, f"{self.model_id} has no chat template; use /v1/completions with it instead.")
         lengths = [sum(len(message["content"]) for message in messages) for messages in parsed.prompts]
-        for length in lengths:
-            self._check_prompt_length(length, "messages")
         prompts = await self._tokenize(request, lambda: [self._chat_prompt(messages) for messages in parsed.prompts],
-                                       sum(lengths))
+                                       lengths, "messages")
         return await self._answer(request, parsed, prompts, "chat")
 
     async def completions(self, request: Request):
@@ -161,18 +159,19 @@ class _Server:
         self._check_model(parsed)
         self._check_room(parsed)
         lengths = [len(prompt) for prompt in parsed.prompts if isinstance(prompt, str)]
-        for length in lengths:
-            self._check_prompt_length(length, "prompt")
         prompts = await self._tokenize(request, lambda: [self._completion_prompt(prompt) for prompt in parsed.prompts],
-                                       sum(lengths))
+                                       lengths, "prompt")
         return await self._answer(request, parsed, prompts, "completion")
 
-    async def _tokenize(self, request: Request, work, characters: int):
-        """Run `work` (tokenizing) in a thread; for a long text, one request at a time, and not at all once the
+    async def _tokenize(self, request: Request, work, lengths: list[int], param: str):
+        """Run `work` (tokenizing texts of these `lengths` in characters) in a thread, once each text is known to
+        fit the context (`_check_prompt_length`); for long texts, one request at a time, and not at all once the
         client has gone. Tokenizing cannot be stopped once begun: without the turn, clients that send a megabyte
         and leave fill the thread pool (40 threads), each thread holding hundreds of MB and the GIL, for no one.
         A short text (most requests) takes milliseconds and goes at once, so it never waits behind a long one."""
-        if characters <= LONG_PROMPT_CHARACTERS:
+        for length in lengths:
+            self._check_prompt_length(length, param)
+        if sum(lengths) <= LONG_PROMPT_CHARACTERS:
             return await run_in_threadpool(work)
         # Listening while waiting, not a `request.is_disconnected()` at the turn: after a body chunk over 64 KB
         # uvicorn stops reading the connection until the app receives, so a close is seen only after a receive.
@@ -238,9 +237,8 @@ class _Server:
         return parsed.max_tokens
 
     def _check_cache_bytes(self, positions: int, param: str | None) -> None:
-        bound = self.scheduler.max_cache_bytes
-        if bound is not None and positions * self.scheduler.cache_bytes_per_token > bound:
-            most = bound // self.scheduler.cache_bytes_per_token
+        most = self.scheduler.max_request_tokens
+        if most is not None and positions > most:
             raise APIError(400, f"The prompt and max_tokens come to {positions} tokens; this server keeps at most "
                                 f"{most} tokens of cache for a request: shorten the prompt or lower max_tokens.",
                            param=param, code="context_length_exceeded")

@@ -160,6 +160,11 @@ class BatchScheduler:
         """The key/value cache `request` may grow to: its prompt and max_tokens, at every layer."""
         return (len(request.prompt_ids) + request.options.max_tokens) * self.cache_bytes_per_token
 
+    @property
+    def max_request_tokens(self) -> int | None:
+        """The most prompt and max_tokens positions one request may have under max_cache_bytes (None: no bound)."""
+        return None if self.max_cache_bytes is None else self.max_cache_bytes // self.cache_bytes_per_token
+
     def submit(self, prompt_ids: list[int], options: SamplingOptions,
                on_update: Callable[[Update], None]) -> Request:
         """Queue a prompt for decoding; `on_update` is called from the worker thread and must not block."""
@@ -173,7 +178,8 @@ class BatchScheduler:
                 f"model's context of {self.context_length} tokens: shorten the prompt or lower max_tokens."
             )
         request = Request(list(prompt_ids), options, on_update)
-        if self.max_cache_bytes is not None and self.cache_bytes(request) > self.max_cache_bytes:
+        most = self.max_request_tokens
+        if most is not None and len(request.prompt_ids) + options.max_tokens > most:
             raise ValueError(
                 f"The prompt of {len(prompt_ids)} tokens with max_tokens {options.max_tokens} needs up to "
                 f"{self.cache_bytes(request)} bytes of key/value cache, more than max_cache_bytes="
