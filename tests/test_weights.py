@@ -306,6 +306,29 @@ def test_malformed_weight_files_are_named_with_what_is_wrong(tmp_path):
         load_weights(tmp_path / "list.bin")
 
 
+def test_random_byte_changes_in_a_safetensors_header_end_in_an_error_naming_the_file(tmp_path):
+    """Changed bytes in the length prefix and the JSON header (names, dtypes, shapes, offsets) either still load or
+    raise a ValueError naming the file: never another exception, a hang or an allocation the file does not hold."""
+    import random
+
+    from safetensors.torch import save_file
+
+    save_file({"a.weight": torch.randn(4, 8), "b.bias": torch.arange(6)}, tmp_path / "good.safetensors")
+    good = (tmp_path / "good.safetensors").read_bytes()
+    header_end = 8 + int.from_bytes(good[:8], "little")
+    chooser = random.Random(0)
+    for attempt in range(300):
+        changed = bytearray(good)
+        for _ in range(chooser.randint(1, 4)):
+            changed[chooser.randrange(header_end)] = chooser.randrange(256)
+        path = tmp_path / f"changed-{attempt}.safetensors"
+        path.write_bytes(bytes(changed))
+        try:
+            load_weights(path)
+        except ValueError as error:
+            assert str(path) in str(error)
+
+
 class _Payload:
     def __init__(self, marker):
         self.marker = marker
