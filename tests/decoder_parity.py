@@ -1,0 +1,264 @@
+"""What the decoder families' tests share: a tiny reference model with every weight drawn, a padded batch and each
+head's labels, outputs compared within 1e-4, cached decoding, left padding, generation (greedy, beam, static cache),
+hidden states and attention weights, one training step's gradients, saving both ways, the CPU kernel's refusal and
+GGUF files written as llama.cpp's converter writes them. Each family's test file keeps its sizes, its variants and
+what only that family has.
+
+`ids_of(*shape, seed=...)` below is a family's own maker of random token ids (they differ in the lowest id).
+"""
+
+import json
+import warnings
+
+import pytest
+import torch
+
+import openformers
+from encoder_parity import load_quietly
+from openformers.generation.cache import DynamicCache
+
+GENERATE_OPTIONS = pytest.mark.parametrize(
+    "options", [dict(), dict(num_beams=3), dict(num_beams=3, num_return_sequences=2)],
+    ids=["greedy", "beam", "beam-return-2"],
+)
+
+
+def _is_norm_weight(name: str) -> bool:
+    return name.endswith("norm.weight")
+
+
+def make_reference(class_name: str, config, is_norm=_is_norm_weight):
+    """A tiny random model of the reference's class, seeded, its norms (the parameters `is_norm` names) and biases
+    drawn too: the reference sets them to ones and zeros, which would hide a norm or a bias left out."""
+    import transformers
+
+    torch.manual_seed(0)
+    model = getattr(transformers, class_name)(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if is_norm(name):
+                parameter.normal_(mean=1.0, std=0.2)
+            elif name.endswith("bias"):
+                parameter.normal_(std=0.1)
+    return model
+
+
+def load_saved(reference, folder, auto_class: str = "AutoModelForCausalLM"):
+    """`reference` saved to `folder`, loaded by openformers' `auto_class` without a warning."""
+    reference.save_pretrained(folder)
+    return load_quietly(getattr(openformers, auto_class).from_pretrained, folder)
+
+
+def padded_batch(ids: torch.Tensor):
+    """Two rows of `ids` with pad id 0 and their attention mask: the first right-padded from position 6, the second
+    left-padded over its first two positions."""
+    ids, mask = ids.clone(), torch.ones_like(ids)
+    ids[0, 6:], mask[0, 6:] = 0, 0
+    ids[1, :2], mask[1, :2] = 0, 0
+    return ids, mask
+
+
+def head_inputs(head: str, ids, mask, lm_labels=None) -> dict:
+    """The batch with the labels the head named `head` takes: a class per token (padding left out) for token
+    classification and, unless `lm_labels` are given, for the causal LM; a class per row for sequence classification;
+    answer spans for question answering, one of them starting past the end."""
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if head.endswith("CausalLM"):
+        inputs["labels"] = (ids % 3).masked_fill(mask == 0, -100) if lm_labels is None else lm_labels
+    elif head.endswith("TokenClassification"):
+        inputs["labels"] = (ids % 3).masked_fill(mask == 0, -100)
+    elif head.endswith("SequenceClassification"):
+        inputs["labels"] = torch.tensor([2, 0])
+    elif head.endswith("QuestionAnswering"):
+        inputs.update(start_positions=torch.tensor([3, 12]), end_positions=torch.tensor([5, 4]))
+    return inputs
+
+
+def outputs_of(model, inputs: dict) -> dict:
+    """Every tensor (or tuple of tensors, as router scores) the model returns on `inputs`, by name; the cache left
+    out."""
+    out = model(**inputs)
+    return {key: out[key] for key in out.keys() if isinstance(out[key], (torch.Tensor, tuple))}
+
+
+def assert_outputs_close(ours: dict, theirs: dict, what: str):
+    assert list(ours) == list(theirs), what
+    for key in theirs:
+        torch.testing.assert_close(ours[key], theirs[key], atol=1e-4, rtol=1e-4, msg=f"{what}.{key}")
+
+
+def assert_same_attributes(ours, theirs, names):
+    for name in names:
+        assert getattr(ours, name) == getattr(theirs, name), name
+
+
+def assert_saved_both_ways(model, folder, auto_class: str, inputs: dict, expected: dict):
+    """`model` saved to `folder` is read by the reference's `auto_class` as the same class, without a warning or a
+    missing, unexpected or mismatched key, and by ours; both give `expected`. Returns the reference's model."""
+    import transformers
+
+    name = type(model).__name__
+    model.save_pretrained(folder)
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["architectures"] == [name] and saved["model_type"] == model.config.model_type
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        theirs, info = getattr(transformers, auto_class).from_pretrained(folder, output_loading_info=True)
+    assert not any(info.values()), info
+    theirs.eval()
+    assert type(theirs).__name__ == name
+    assert_outputs_close(outputs_of(theirs, inputs), expected, f"{name} saved by openformers")
+    ours = load_quietly(getattr(openformers, auto_class).from_pretrained, folder)
+    assert_outputs_close(outputs_of(ours, inputs), expected, f"{name} reloaded")
+    return theirs
+
+
+def assert_cached_decoding_equals_the_full_forward(model, ids):
+    """A prefill of 5 positions, a chunk of 3 on top of the cache, then one token at a time: the full forward's
+    logits."""
+    full = model(ids).logits
+    cache = DynamicCache()
+    steps = [model(ids[:, :5], past_key_values=cache).logits, model(ids[:, 5:8], past_key_values=cache).logits]
+    steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(8, ids.shape[1])]
+    assert cache.seq_len == ids.shape[1]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full)
+
+
+def assert_left_padded_batch_equals_single_rows(model, ids_of, reference=None, tolerance=1e-4):
+    """Three rows of 9, 5 and 1 tokens, left-padded to one batch with their positions: the prefill and one step on
+    its cache give each row's logits alone, and so does the reference (within `tolerance`; None for
+    torch.testing's defaults) on the batch."""
+    rows = [ids_of(1, 9, seed=2)[0], ids_of(1, 5, seed=3)[0], ids_of(1, 1, seed=4)[0]]
+    width = max(len(row) for row in rows)
+    ids = torch.stack([torch.cat([torch.zeros(width - len(row), dtype=torch.long), row]) for row in rows])
+    mask = torch.stack([torch.cat([torch.zeros(width - len(row)), torch.ones(len(row))]).long() for row in rows])
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    prefill = model(ids, attention_mask=mask, position_ids=positions, past_key_values=cache).logits
+    step_ids = ids_of(3, 1, seed=5)
+    step_mask = torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], dim=1)
+    step = model(step_ids, attention_mask=step_mask, position_ids=positions[:, -1:] + 1, past_key_values=cache).logits
+    theirs = None if reference is None else reference(ids, attention_mask=mask, position_ids=positions).logits
+    for i, row in enumerate(rows):
+        alone = model(torch.cat([row, step_ids[i]])[None]).logits[0]
+        torch.testing.assert_close(prefill[i, width - len(row) :], alone[:-1])
+        torch.testing.assert_close(step[i, 0], alone[-1])
+        if theirs is not None:
+            torch.testing.assert_close(theirs[i, width - len(row) :], alone[:-1], atol=tolerance, rtol=tolerance)
+
+
+def generation_inputs(ids_of):
+    """Two prompts of 6 positions, the second left-padded over two."""
+    ids = torch.stack([ids_of(1, 6, seed=6)[0], torch.cat([torch.zeros(2, dtype=torch.long), ids_of(1, 4, seed=8)[0]])])
+    return ids, (torch.arange(6) >= torch.tensor([[0], [2]])).long()
+
+
+def assert_generate_matches(model, reference, ids, mask, **options):
+    """Ten new tokens without sampling or an end token: the reference's."""
+    settings = dict(max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0, **options)
+    expected = reference.generate(ids, attention_mask=mask, **settings)
+    assert model.generate(ids, attention_mask=mask, **settings).tolist() == expected.tolist()
+
+
+def assert_static_cache_gives_the_dynamic_cache_tokens(model, ids, mask, strategies=(dict(), dict(num_beams=3))):
+    for options in strategies:
+        settings = dict(attention_mask=mask, max_new_tokens=8, do_sample=False, eos_token_id=None, **options)
+        static = model.generate(ids, cache_implementation="static", **settings)
+        assert static.tolist() == model.generate(ids, **settings).tolist(), options
+
+
+def assert_hidden_states_and_attentions_match(model, folder, ids, mask=None):
+    """Every layer's hidden state and attention weights, against the reference loaded from `folder` with eager
+    attention (the one that returns its weights)."""
+    import transformers
+
+    reference = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    ours = model(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    theirs = reference(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    assert len(ours.hidden_states) == len(theirs.hidden_states) and len(ours.attentions) == len(theirs.attentions)
+    for got, expected in zip(ours.hidden_states + ours.attentions, theirs.hidden_states + theirs.attentions):
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    return ours
+
+
+def assert_training_step_matches(model, reference, inputs: dict, checkpointing=(False,)):
+    """Dropout off, one training step's loss and every gradient are the reference's, for each setting of gradient
+    checkpointing in `checkpointing` (with it, the layers run again in the backward pass)."""
+    reference.train()
+    expected_loss = reference(**inputs).loss
+    expected_loss.backward()
+    expected = {name: parameter.grad for name, parameter in reference.named_parameters()}
+    for enabled in checkpointing:
+        model.zero_grad()
+        model.train()
+        if enabled:
+            model.gradient_checkpointing_enable()
+        loss = model(**inputs).loss
+        loss.backward()
+        torch.testing.assert_close(loss, expected_loss, atol=1e-5, rtol=1e-5)
+        for name, parameter in model.named_parameters():
+            torch.testing.assert_close(parameter.grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def assert_kernel_leaves_the_plain_path(model, reference, ids):
+    """The CPU kernel refuses the config by name and leaves the model plain: a prefill and one-token steps give the
+    reference's logits."""
+    from openformers import kernels
+    from openformers.kernels.llama import refusal
+
+    assert refusal(model.config) is not None and not kernels.accelerate(model)
+    assert model.model.accelerated_step is None
+    cache, theirs = DynamicCache(), reference(ids).logits
+    steps = [model(ids[:, :4], past_key_values=cache).logits]
+    steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(4, ids.shape[1])]
+    torch.testing.assert_close(torch.cat(steps, dim=1), theirs, atol=1e-4, rtol=1e-4)
+
+
+# GGUF files as llama.cpp's converter writes them.
+
+
+def add_decoder_metadata(writer, config):
+    """The sizes, rope base and end token (id 2) of a Llama-style decoder, as `<arch>.*` metadata; the norm's epsilon
+    is the family's to add."""
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_eos_token_id(2)
+
+
+def llama_cpp_tensors(reference, names: dict):
+    """(Hugging Face name, llama.cpp name, tensor) for each weight of `reference`, `names` mapping parts of the first to
+    parts of the second; the output projection left out when tied to the embeddings, as llama.cpp writes none."""
+    for name, tensor in reference.state_dict().items():
+        if name == "lm_head.weight" and reference.config.tie_word_embeddings:
+            continue
+        gguf_name = name
+        for hf, cpp in names.items():
+            gguf_name = gguf_name.replace(hf, cpp)
+        yield name, gguf_name, tensor
+
+
+def finish_gguf(writer):
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def write_gguf(path, arch: str, reference, names: dict, **metadata):
+    """A Llama-style decoder's GGUF file of architecture `arch`: its metadata and each `metadata` item (`key=value`
+    written by the writer's `add_<key>`), and its weights under llama.cpp's names as they are."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    add_decoder_metadata(writer, reference.config)
+    for key, value in metadata.items():
+        getattr(writer, f"add_{key}")(value)
+    for _, name, tensor in llama_cpp_tensors(reference, names):
+        writer.add_tensor(name, tensor.numpy())
+    finish_gguf(writer)
