@@ -58,6 +58,12 @@ def padded_batch(ids: torch.Tensor):
     return ids, mask
 
 
+def lm_inputs(ids: torch.Tensor) -> dict:
+    """The padded batch of `ids` with each real token as its label (the padding left out): a language model's loss."""
+    ids, mask = padded_batch(ids)
+    return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+
+
 def head_inputs(head: str, ids, mask, lm_labels=None) -> dict:
     """The batch with the labels the head named `head` takes: a class per token (padding left out) for token
     classification and, unless `lm_labels` are given, for the causal LM; a class per row for sequence classification;
@@ -198,6 +204,28 @@ def assert_training_step_matches(model, reference, inputs: dict, checkpointing=(
         torch.testing.assert_close(loss, expected_loss, atol=1e-5, rtol=1e-5)
         for name, parameter in model.named_parameters():
             torch.testing.assert_close(parameter.grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def assert_gradient_checkpointing_changes_nothing(model, inputs: dict):
+    """With dropout on and the same random draws, gradient checkpointing gives the same loss and gradients, each
+    layer running again in the backward pass."""
+    results = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        calls = []
+        hooks = [layer.register_forward_pre_hook(lambda *_: calls.append(1)) for layer in model.model.layers]
+        model.zero_grad()
+        torch.manual_seed(7)  # the same dropout masks in both runs
+        loss = model(**inputs).loss
+        loss.backward()
+        for hook in hooks:
+            hook.remove()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()], len(calls)))
+    assert results[1][2] == 2 * results[0][2]  # each layer ran again in the backward pass
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for plain, checkpointed in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(plain, checkpointed)
 
 
 def assert_kernel_leaves_the_plain_path(model, reference, ids):
