@@ -7,14 +7,33 @@ generation, padded batches, saving both ways, bfloat16, and GGUF files written a
 """
 
 import json
-import warnings
 
 import pytest
 import torch
 
 import openformers
+from decoder_parity import (
+    GENERATE_OPTIONS,
+    assert_cached_decoding_equals_the_full_forward,
+    assert_generate_matches,
+    assert_hidden_states_and_attentions_match,
+    assert_left_padded_batch_equals_single_rows,
+    assert_outputs_close,
+    assert_same_attributes,
+    assert_saved_both_ways,
+    assert_static_cache_gives_the_dynamic_cache_tokens,
+    assert_training_step_matches,
+    finish_gguf,
+    generation_inputs,
+    head_inputs,
+    llama_cpp_tensors,
+    load_quietly,
+    load_saved,
+    make_reference,
+    outputs_of,
+    padded_batch,
+)
 from openformers import AutoModelForCausalLM, FalconConfig, FalconForCausalLM
-from openformers.generation.cache import DynamicCache
 
 transformers = pytest.importorskip("transformers")
 
@@ -40,26 +59,14 @@ HEADS = {
 }
 
 
+def _is_norm_weight(name: str) -> bool:
+    parts = name.split(".")
+    return name.endswith("weight") and any(p.startswith(("ln_", "input_layernorm", "post_attention_layernorm"))
+                                           for p in parts)
+
+
 def _reference(name="FalconForCausalLM", **overrides):
-    """A tiny random reference model, its LayerNorms and biases drawn too (the reference makes them ones and zeros)."""
-    torch.manual_seed(0)
-    model = getattr(transformers, name)(transformers.FalconConfig(**{**TINY, **overrides})).eval()
-    with torch.no_grad():
-        for parameter_name, parameter in model.named_parameters():
-            is_norm = any(part.startswith(("ln_", "input_layernorm", "post_attention_layernorm"))
-                          for part in parameter_name.split("."))
-            if is_norm and parameter_name.endswith("weight"):
-                parameter.normal_(mean=1.0, std=0.2)
-            elif parameter_name.endswith("bias"):
-                parameter.normal_(std=0.1)
-    return model
-
-
-def _load_quietly(load, source):
-    """Load, failing on any warning: a missing, unexpected or newly initialized weight is reported by one."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return load(source)
+    return make_reference(name, transformers.FalconConfig(**{**TINY, **overrides}), is_norm=_is_norm_weight)
 
 
 def _ids(*shape, seed=1):
@@ -67,48 +74,28 @@ def _ids(*shape, seed=1):
 
 
 def _inputs(name) -> dict:
-    """Two rows of 9 tokens with pad id 0, the first right-padded and the second left-padded, with the head's labels."""
-    ids = _ids(2, 9, seed=7)
-    mask = torch.ones_like(ids)
-    ids[0, 6:], mask[0, 6:] = 0, 0
-    ids[1, :2], mask[1, :2] = 0, 0
-    inputs = {"input_ids": ids, "attention_mask": mask}
-    if name.endswith("CausalLM"):
-        inputs["labels"] = ids.masked_fill(mask == 0, -100)
-    elif name.endswith("TokenClassification"):
-        inputs["labels"] = (ids % 3).masked_fill(mask == 0, -100)
-    elif name.endswith("SequenceClassification"):
-        inputs["labels"] = torch.tensor([2, 0])
-    elif name.endswith("QuestionAnswering"):
-        inputs.update(start_positions=torch.tensor([3, 12]), end_positions=torch.tensor([5, 4]))
-    return inputs
+    """Two rows of 9 tokens with pad id 0, the first right-padded and the second left-padded, with the head's labels
+    (a causal LM's: the tokens themselves)."""
+    ids, mask = padded_batch(_ids(2, 9, seed=7))
+    return head_inputs(name, ids, mask, lm_labels=ids.masked_fill(mask == 0, -100))
 
 
 def _outputs(model, name) -> dict:
-    """Every tensor the model returns (the cache left out), by name."""
-    out = model(**_inputs(name))
-    return {key: out[key] for key in out.keys() if isinstance(out[key], torch.Tensor)}
-
-
-def _assert_outputs_close(ours: dict, theirs: dict, what: str):
-    assert list(ours) == list(theirs), what
-    for key in theirs:
-        torch.testing.assert_close(ours[key], theirs[key], atol=1e-4, rtol=1e-4, msg=f"{what}.{key}")
+    return outputs_of(model, _inputs(name))
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
 def tiny(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(request.param)
     reference = _reference(**VARIANTS[request.param])
-    reference.save_pretrained(folder)
-    return folder, reference, _load_quietly(AutoModelForCausalLM.from_pretrained, folder)
+    return folder, reference, load_saved(reference, folder)
 
 
 @torch.inference_mode()
 def test_causal_lm_logits_and_loss_match_reference(tiny):
     _, reference, model = tiny
     assert isinstance(model, FalconForCausalLM) and not model.training
-    _assert_outputs_close(_outputs(model, "CausalLM"), _outputs(reference, "CausalLM"), "causal LM")
+    assert_outputs_close(_outputs(model, "CausalLM"), _outputs(reference, "CausalLM"), "causal LM")
 
 
 @pytest.mark.parametrize("variant", ["new-decoder", "rw-alibi"])
@@ -116,101 +103,54 @@ def test_causal_lm_logits_and_loss_match_reference(tiny):
 @torch.inference_mode()
 def test_every_head_matches_reference_and_saves_both_ways(name, variant, tmp_path):
     reference = _reference(name, num_labels=3, **VARIANTS[variant])
-    reference.save_pretrained(tmp_path / "reference")
-    auto = getattr(openformers, HEADS[name])
-    model = _load_quietly(auto.from_pretrained, tmp_path / "reference")
+    model = load_saved(reference, tmp_path / "reference", HEADS[name])
     assert type(model).__name__ == name
-    expected = _outputs(reference, name)
-    _assert_outputs_close(_outputs(model, name), expected, name)
-    model.save_pretrained(tmp_path / "ours")
-    saved = json.loads((tmp_path / "ours" / "config.json").read_text())
-    assert saved["model_type"] == "falcon" and saved["architectures"] == [name]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the reference reports missing or unexpected keys with a warning
-        theirs = getattr(transformers, name).from_pretrained(tmp_path / "ours").eval()
-    _assert_outputs_close(_outputs(theirs, name), expected, f"{name} saved by openformers")
-    again = _load_quietly(auto.from_pretrained, tmp_path / "ours")
-    _assert_outputs_close(_outputs(again, name), expected, f"{name} reloaded")
+    inputs = _inputs(name)
+    expected = outputs_of(reference, inputs)
+    assert_outputs_close(outputs_of(model, inputs), expected, name)
+    assert_saved_both_ways(model, tmp_path / "ours", HEADS[name], inputs, expected)
 
 
 @torch.inference_mode()
 def test_causal_lm_saves_what_the_reference_loads(tiny, tmp_path):
     _, reference, model = tiny
-    model.save_pretrained(tmp_path)
-    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    for name in ("new_decoder_architecture", "multi_query", "parallel_attn", "alibi", "bias", "num_kv_heads",
-                 "num_key_value_heads", "num_ln_in_parallel_attn", "ffn_hidden_size", "rope_parameters"):
-        assert getattr(reloaded.config, name) == getattr(reference.config, name), name
-    _assert_outputs_close(_outputs(reloaded, "CausalLM"), _outputs(reference, "CausalLM"), "saved")
+    inputs = _inputs("CausalLM")
+    reloaded = assert_saved_both_ways(model, tmp_path, "AutoModelForCausalLM", inputs, outputs_of(reference, inputs))
+    assert_same_attributes(reloaded.config, reference.config, (
+        "new_decoder_architecture", "multi_query", "parallel_attn", "alibi", "bias", "num_kv_heads",
+        "num_key_value_heads", "num_ln_in_parallel_attn", "ffn_hidden_size", "rope_parameters",
+    ))
 
 
 @torch.inference_mode()
 def test_cached_decoding_equals_the_full_forward(tiny):
-    model = tiny[2]
-    ids = _ids(2, 12)
-    full = model(ids).logits
-    cache = DynamicCache()
-    steps = [model(ids[:, :5], past_key_values=cache).logits, model(ids[:, 5:8], past_key_values=cache).logits]
-    steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(8, 12)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full)
+    assert_cached_decoding_equals_the_full_forward(tiny[2], _ids(2, 12))
 
 
 @torch.inference_mode()
 def test_left_padded_batch_equals_single_rows(tiny):
     """ALiBi counts each key's position over the real tokens, so a left-padded row is biased as the row alone."""
     _, reference, model = tiny
-    rows = [_ids(1, 9, seed=2)[0], _ids(1, 5, seed=3)[0], _ids(1, 1, seed=4)[0]]
-    width = max(len(row) for row in rows)
-    ids = torch.stack([torch.cat([torch.zeros(width - len(row), dtype=torch.long), row]) for row in rows])
-    mask = (ids != 0).long()
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache()
-    prefill = model(ids, attention_mask=mask, position_ids=positions, past_key_values=cache).logits
-    step_ids = _ids(3, 1, seed=5)
-    step_mask = torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], dim=1)
-    step = model(step_ids, attention_mask=step_mask, position_ids=positions[:, -1:] + 1, past_key_values=cache).logits
-    theirs = reference(ids, attention_mask=mask, position_ids=positions).logits
-    for i, row in enumerate(rows):
-        alone = model(torch.cat([row, step_ids[i]])[None]).logits[0]
-        torch.testing.assert_close(prefill[i, width - len(row) :], alone[:-1])
-        torch.testing.assert_close(step[i, 0], alone[-1])
-        torch.testing.assert_close(theirs[i, width - len(row) :], alone[:-1], atol=1e-4, rtol=1e-4)
+    assert_left_padded_batch_equals_single_rows(model, _ids, reference)
 
 
-@pytest.mark.parametrize("options", [dict(), dict(num_beams=3), dict(num_beams=3, num_return_sequences=2)],
-                         ids=["greedy", "beam", "beam-return-2"])
+@GENERATE_OPTIONS
 @torch.inference_mode()
 def test_generate_matches_reference(tiny, options):
     _, reference, model = tiny
-    ids = torch.stack([_ids(1, 6, seed=6)[0], torch.cat([torch.zeros(2, dtype=torch.long), _ids(1, 4, seed=8)[0]])])
-    mask = (torch.arange(6) >= torch.tensor([[0], [2]])).long()
-    settings = dict(max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0, **options)
-    expected = reference.generate(ids, attention_mask=mask, **settings)
-    assert model.generate(ids, attention_mask=mask, **settings).tolist() == expected.tolist()
+    assert_generate_matches(model, reference, *generation_inputs(_ids), **options)
 
 
 @torch.inference_mode()
 def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    model = tiny[2]
-    ids = torch.stack([_ids(1, 6, seed=6)[0], torch.cat([torch.zeros(2, dtype=torch.long), _ids(1, 4, seed=8)[0]])])
-    mask = (torch.arange(6) >= torch.tensor([[0], [2]])).long()
-    for options in (dict(), dict(num_beams=3)):
-        settings = dict(attention_mask=mask, max_new_tokens=8, do_sample=False, eos_token_id=None, **options)
-        static = model.generate(ids, cache_implementation="static", **settings)
-        assert static.tolist() == model.generate(ids, **settings).tolist(), options
+    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(_ids))
 
 
 @torch.inference_mode()
 def test_hidden_states_and_attention_weights_match_the_reference(tiny):
     """Computed step by step (eager), ALiBi's biases are added to the scores as a float mask."""
     folder, _, model = tiny
-    reference = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
-    inputs = _inputs("FalconModel")
-    ours = model(**inputs, output_hidden_states=True, output_attentions=True)
-    theirs = reference(**inputs, output_hidden_states=True, output_attentions=True)
-    assert len(ours.hidden_states) == len(theirs.hidden_states) and len(ours.attentions) == len(theirs.attentions)
-    for got, expected in zip(ours.hidden_states + ours.attentions, theirs.hidden_states + theirs.attentions):
-        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert_hidden_states_and_attentions_match(model, folder, *padded_batch(_ids(2, 9, seed=7)))
 
 
 @torch.inference_mode()
@@ -228,8 +168,7 @@ def test_inputs_embeds_and_tuples_match_the_reference(tiny):
 def test_alibi_past_256_positions_rounds_as_the_reference(tmp_path):
     """The reference multiplies slopes by positions in bfloat16, so positions past 256 are rounded: so are ours."""
     reference = _reference(**VARIANTS["rw-alibi"])
-    reference.save_pretrained(tmp_path)
-    model = _load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
+    model = load_saved(reference, tmp_path)
     ids = _ids(1, 300, seed=11)
     torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
 
@@ -240,7 +179,7 @@ def test_bfloat16_logits_match_the_reference(variant, tmp_path):
     """Each projection rounds its product to bfloat16 before adding the bias, as the reference's FalconLinear."""
     _reference(**VARIANTS[variant]).save_pretrained(tmp_path)
     reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
-    model = _load_quietly(lambda folder: AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16), tmp_path)
+    model = load_quietly(lambda folder: AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16), tmp_path)
     inputs = _inputs("FalconModel")
     torch.testing.assert_close(model(**inputs).logits, reference(**inputs).logits, atol=0, rtol=0)
 
@@ -249,30 +188,19 @@ def test_training_loss_and_gradients_match_the_reference(tmp_path):
     """Dropout off, the loss and every gradient of a training step are the reference's, with gradient checkpointing
     too (the layers run again in the backward pass)."""
     reference = _reference(**VARIANTS["rw-alibi"])
-    reference.save_pretrained(tmp_path)
-    model = _load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
-    inputs = _inputs("CausalLM")
-    reference.train()
-    reference(**inputs).loss.backward()
-    expected = {name: p.grad for name, p in reference.named_parameters()}
-    for checkpointing in (False, True):
-        model.zero_grad()
-        model.train()
-        if checkpointing:
-            model.gradient_checkpointing_enable()
-        model(**inputs).loss.backward()
-        for name, parameter in model.named_parameters():
-            torch.testing.assert_close(parameter.grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)
+    model = load_saved(reference, tmp_path)
+    assert_training_step_matches(model, reference, _inputs("CausalLM"), checkpointing=(False, True))
 
 
 def test_config_defaults_match_the_reference():
     ours, theirs = FalconConfig(), transformers.FalconConfig()
-    for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_ln_in_parallel_attn",
-                 "layer_norm_epsilon", "hidden_dropout", "attention_dropout", "num_kv_heads", "alibi",
-                 "new_decoder_architecture", "multi_query", "parallel_attn", "bias", "max_position_embeddings",
-                 "ffn_hidden_size", "activation", "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id",
-                 "num_key_value_heads", "head_dim", "rotary"):
-        assert getattr(ours, name) == getattr(theirs, name), name
+    assert_same_attributes(ours, theirs, (
+        "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_ln_in_parallel_attn",
+        "layer_norm_epsilon", "hidden_dropout", "attention_dropout", "num_kv_heads", "alibi",
+        "new_decoder_architecture", "multi_query", "parallel_attn", "bias", "max_position_embeddings",
+        "ffn_hidden_size", "activation", "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id",
+        "num_key_value_heads", "head_dim", "rotary",
+    ))
     assert ours.rope_theta == theirs.rope_parameters["rope_theta"]
     new = FalconConfig(new_decoder_architecture=True, hidden_size=512, num_attention_heads=16, num_kv_heads=8)
     assert (new.num_ln_in_parallel_attn, new.num_key_value_heads) == (2, 8)
@@ -326,21 +254,14 @@ def _write_gguf(path, reference):
     writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
     writer.add_vocab_size(config.vocab_size)
     writer.add_eos_token_id(2)
-    for name, tensor in reference.state_dict().items():
-        if name == "lm_head.weight" and config.tie_word_embeddings:
-            continue
+    for name, gguf_name, tensor in llama_cpp_tensors(reference, GGUF_NAMES):
         if "query_key_value" in name:  # (kv, group + 2, hs, ...) -> queries, keys, values
             groups = tensor.reshape(kv_heads, heads // kv_heads + 2, head_dim, *tensor.shape[1:])
             tensor = torch.cat([groups[:, :-2].reshape(heads * head_dim, *tensor.shape[1:]),
                                 groups[:, -2].reshape(kv_heads * head_dim, *tensor.shape[1:]),
                                 groups[:, -1].reshape(kv_heads * head_dim, *tensor.shape[1:])])
-        for hf, cpp in GGUF_NAMES.items():
-            name = name.replace(hf, cpp)
-        writer.add_tensor(name, tensor.contiguous().numpy())
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+        writer.add_tensor(gguf_name, tensor.contiguous().numpy())
+    finish_gguf(writer)
 
 
 @pytest.mark.parametrize("variant, overrides", [
@@ -350,11 +271,11 @@ def _write_gguf(path, reference):
 def test_gguf_written_like_llama_cpp_matches_the_original(variant, overrides, tmp_path):
     reference = _reference(**VARIANTS[variant], **overrides)
     _write_gguf(tmp_path / "falcon.gguf", reference)
-    model = _load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "falcon.gguf")
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "falcon.gguf")
     assert isinstance(model, FalconForCausalLM) and model.generation_config.eos_token_id == 2
     assert model.config.num_key_value_heads == reference.config.num_key_value_heads
     assert model.config.tie_word_embeddings == reference.config.tie_word_embeddings
-    _assert_outputs_close(_outputs(model, "CausalLM"), _outputs(reference, "CausalLM"), "GGUF")
+    assert_outputs_close(_outputs(model, "CausalLM"), _outputs(reference, "CausalLM"), "GGUF")
     assert openformers.AutoConfig.from_pretrained(tmp_path / "falcon.gguf").model_type == "falcon"
 
 
@@ -381,9 +302,8 @@ def test_quantized_loading_stays_near_the_reference(tiny, quantization, toleranc
 @torch.inference_mode()
 def test_other_layouts_match_the_reference(overrides, tmp_path):
     reference = _reference(**overrides)
-    reference.save_pretrained(tmp_path)
-    model = _load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
-    _assert_outputs_close(_outputs(model, "CausalLM"), _outputs(reference, "CausalLM"), str(overrides))
+    model = load_saved(reference, tmp_path)
+    assert_outputs_close(_outputs(model, "CausalLM"), _outputs(reference, "CausalLM"), str(overrides))
     ids = _ids(1, 6, seed=6)
     settings = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
     assert model.generate(ids, **settings).tolist() == reference.generate(ids, **settings).tolist()
