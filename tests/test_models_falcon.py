@@ -6,8 +6,6 @@ with sequential attention and MLP, biases and ALiBi positions; every head the re
 generation, padded batches, saving both ways, bfloat16, and GGUF files written as llama.cpp's converter writes them.
 """
 
-import json
-
 import pytest
 import torch
 

@@ -2,8 +2,8 @@
 
 Each head gives the reference's outputs and losses within 1e-4 on a padded batch, the causal LM also its router
 scores and load-balancing loss, and training its gradients; greedy and beam generation give the same tokens; a
-left-padded batch gives each row's logits alone; what we save, the reference loads. The helpers here serve
-tests/test_models_qwen3_moe.py too.
+left-padded batch gives each row's logits alone; what we save, the reference loads. The helpers here (what mixtures
+of experts share, beyond tests/decoder_parity.py) serve tests/test_models_qwen3_moe.py too.
 """
 
 import json
@@ -14,6 +14,28 @@ import pytest
 import torch
 
 import openformers
+from decoder_parity import (
+    GENERATE_OPTIONS,
+    add_decoder_metadata,
+    assert_cached_decoding_equals_the_full_forward,
+    assert_generate_matches,
+    assert_hidden_states_and_attentions_match,
+    assert_kernel_leaves_the_plain_path,
+    assert_left_padded_batch_equals_single_rows,
+    assert_outputs_close,
+    assert_same_attributes,
+    assert_saved_both_ways,
+    assert_static_cache_gives_the_dynamic_cache_tokens,
+    finish_gguf,
+    generation_inputs,
+    head_inputs,
+    llama_cpp_tensors,
+    load_quietly,
+    load_saved,
+    make_reference,
+    outputs_of,
+    padded_batch,
+)
 from openformers import AutoModelForCausalLM, MixtralConfig, MixtralForCausalLM
 from openformers.generation.cache import DynamicCache
 
@@ -38,62 +60,22 @@ HEADS = {
 }
 
 
-def make_reference(name: str, config):
-    """A tiny random reference model, its norms drawn too (the reference sets them to ones)."""
-    torch.manual_seed(0)
-    model = getattr(transformers, name)(config).eval()
-    with torch.no_grad():
-        for parameter_name, parameter in model.named_parameters():
-            if parameter_name.endswith("norm.weight"):
-                parameter.normal_(mean=1.0, std=0.2)
-            elif parameter_name.endswith("bias"):
-                parameter.normal_(std=0.1)
-    return model
-
-
 def _reference(name="MixtralForCausalLM", **overrides):
     return make_reference(name, transformers.MixtralConfig(**{**TINY, **overrides}))
-
-
-def load_quietly(load, folder):
-    """Load, failing on any warning: a missing, unexpected or newly initialized weight is reported by one."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return load(folder)
 
 
 def ids_of(*shape, seed=1):
     return torch.randint(1, VOCAB, shape, generator=torch.Generator().manual_seed(seed))
 
 
-def padded_batch():
+def batch():
     """Two rows with pad id 0: the first right-padded, the second left-padded."""
-    ids = ids_of(2, 9, seed=7)
-    mask = torch.ones_like(ids)
-    ids[0, 6:], mask[0, 6:] = 0, 0
-    ids[1, :2], mask[1, :2] = 0, 0
-    return ids, mask
+    return padded_batch(ids_of(2, 9, seed=7))
 
 
-def outputs_of(model, head: str, **options) -> dict:
-    """Every tensor (or tuple of tensors) of the output on a padded batch with the head's labels, by name (the cache
-    left out)."""
-    ids, mask = padded_batch()
-    inputs = {"input_ids": ids, "attention_mask": mask, **options}
-    if head in ("ForCausalLM", "ForTokenClassification"):
-        inputs["labels"] = (ids % 3).masked_fill(mask == 0, -100)
-    elif head == "ForSequenceClassification":
-        inputs["labels"] = torch.tensor([2, 0])
-    elif head == "ForQuestionAnswering":
-        inputs.update(start_positions=torch.tensor([3, 12]), end_positions=torch.tensor([5, 4]))
-    out = model(**inputs)
-    return {key: out[key] for key in out.keys() if isinstance(out[key], (torch.Tensor, tuple))}
-
-
-def assert_outputs_close(ours: dict, theirs: dict, name: str):
-    assert list(ours) == list(theirs), name
-    for key in theirs:
-        torch.testing.assert_close(ours[key], theirs[key], atol=1e-4, rtol=1e-4, msg=f"{name}.{key}")
+def head_outputs(model, head: str, **options) -> dict:
+    """Every tensor (or tuple of tensors) of the output on the padded batch with the head's labels, by name."""
+    return outputs_of(model, {**head_inputs(head, *batch()), **options})
 
 
 def reference_grads_as_checkpoint(reference, block: str, expert_names: tuple[str, str, str]) -> dict:
@@ -120,7 +102,7 @@ def reference_grads_as_checkpoint(reference, block: str, expert_names: tuple[str
 
 def assert_training_matches(model, reference, block, expert_names, checkpointing=False):
     """One training step's loss (with the load-balancing loss) and every gradient, against the reference's."""
-    ids, mask = padded_batch()
+    ids, mask = batch()
     labels = ids.masked_fill(mask == 0, -100)
     reference.train()
     model.train()
@@ -139,38 +121,17 @@ def assert_training_matches(model, reference, block, expert_names, checkpointing
         torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-def assert_left_padded_batch_equals_single_rows(model, reference):
-    rows = [ids_of(1, 9, seed=2)[0], ids_of(1, 5, seed=3)[0], ids_of(1, 1, seed=4)[0]]
-    width = max(len(r) for r in rows)
-    ids = torch.stack([torch.cat([torch.zeros(width - len(r), dtype=torch.long), r]) for r in rows])
-    mask = torch.stack([torch.cat([torch.zeros(width - len(r)), torch.ones(len(r))]).long() for r in rows])
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache()
-    prefill = model(ids, attention_mask=mask, position_ids=positions, past_key_values=cache).logits
-    step_ids = ids_of(3, 1, seed=5)
-    step_mask = torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], dim=1)
-    step = model(step_ids, attention_mask=step_mask, position_ids=positions[:, -1:] + 1, past_key_values=cache).logits
-    theirs = reference(ids, attention_mask=mask, position_ids=positions).logits
-    for i, row in enumerate(rows):
-        alone = model(torch.cat([row, step_ids[i]])[None]).logits[0]
-        torch.testing.assert_close(prefill[i, width - len(row) :], alone[:-1])
-        torch.testing.assert_close(step[i, 0], alone[-1])
-        torch.testing.assert_close(theirs[i, width - len(row) :], alone[:-1], atol=1e-4, rtol=1e-4)
+def assert_saved_both_ways_as_the_reference_saves(model, reference, head: str, reference_folder, folder):
+    """Saved to `folder`, the model loads both ways to the reference's outputs, its file holding the tensors that the
+    reference's (in `reference_folder`) holds: each expert's own weights, as the reference's save_pretrained splits
+    them."""
+    from safetensors import safe_open
 
-
-def assert_cached_decoding_equals_the_full_forward(model):
-    ids = ids_of(2, 12)
-    full = model(ids).logits
-    cache = DynamicCache()
-    steps = [model(ids[:, :5], past_key_values=cache).logits]
-    steps.append(model(ids[:, 5:8], past_key_values=cache).logits)
-    steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(8, 12)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full)
-
-
-def generation_inputs():
-    ids = torch.stack([ids_of(1, 6, seed=6)[0], torch.cat([torch.zeros(2, dtype=torch.long), ids_of(1, 4, seed=8)[0]])])
-    return ids, (torch.arange(6) >= torch.tensor([[0], [2]])).long()
+    inputs = head_inputs(head, *batch())
+    assert_saved_both_ways(model, folder, HEADS[head], inputs, outputs_of(reference, inputs))
+    with safe_open(reference_folder / "model.safetensors", "pt") as theirs, \
+            safe_open(folder / "model.safetensors", "pt") as ours:
+        assert sorted(ours.keys()) == sorted(theirs.keys())
 
 
 def assert_loads_the_reference_in_memory_layout(reference, folder, head="ForCausalLM"):
@@ -184,9 +145,9 @@ def assert_loads_the_reference_in_memory_layout(reference, folder, head="ForCaus
     save_file({name: t.contiguous() for name, t in state.items()}, str(folder / "model.safetensors"))
     model = load_quietly(AutoModelForCausalLM.from_pretrained, folder)
     theirs = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
-    expected = outputs_of(reference, head)
-    assert_outputs_close(outputs_of(model, head), expected, "fused layout")
-    assert_outputs_close(outputs_of(theirs, head), expected, "fused layout (reference)")
+    expected = head_outputs(reference, head)
+    assert_outputs_close(head_outputs(model, head), expected, "fused layout")
+    assert_outputs_close(head_outputs(theirs, head), expected, "fused layout (reference)")
 
 
 def assert_int8_keeps_the_router_in_float(folder):
@@ -201,7 +162,7 @@ def assert_int8_keeps_the_router_in_float(folder):
     assert blocks and all(type(b.gate) is Router and b.gate.weight.dtype == torch.float32 for b in blocks)
     expert_layers = [m for b in blocks for m in b.experts.modules() if isinstance(m, torch.nn.Linear)]
     assert expert_layers and all(isinstance(m, Linear) and m.scale is not None for m in expert_layers)
-    ids, mask = padded_batch()
+    ids, mask = batch()
     torch.testing.assert_close(packed(ids, attention_mask=mask).logits, plain(ids, attention_mask=mask).logits,
                                atol=2e-2, rtol=0)
 
@@ -211,26 +172,11 @@ def assert_reads_a_real_config_as_the_reference(folder, values: dict, fields: tu
     meta device, as many parameters as the reference's model."""
     (folder / "config.json").write_text(json.dumps({**values, "num_hidden_layers": 1}))
     ours, theirs = openformers.AutoConfig.from_pretrained(folder), transformers.AutoConfig.from_pretrained(folder)
-    for name in fields:
-        assert getattr(ours, name) == getattr(theirs, name), name
+    assert_same_attributes(ours, theirs, fields)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(ours)
         reference = transformers.AutoModelForCausalLM.from_config(theirs)
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in reference.parameters())
-
-
-def assert_kernel_refuses(model, reference):
-    """The CPU kernel refuses the config by name and leaves the model plain, with the reference's logits."""
-    from openformers import kernels
-    from openformers.kernels.llama import refusal
-
-    assert refusal(model.config) is not None and not kernels.accelerate(model)
-    assert model.model.accelerated_step is None
-    ids = ids_of(1, 7, seed=9)
-    cache, theirs = DynamicCache(), reference(ids).logits
-    steps = [model(ids[:, :4], past_key_values=cache).logits]
-    steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(4, 7)]  # one-token steps
-    torch.testing.assert_close(torch.cat(steps, dim=1), theirs, atol=1e-4, rtol=1e-4)
 
 
 def experts_run_per_step(model, ids) -> list[int]:
@@ -252,12 +198,8 @@ def experts_run_per_step(model, ids) -> list[int]:
 def add_gguf_tensors(writer, reference, names: dict, permute_heads: bool):
     """The reference's weights as llama.cpp's converter writes them: its names, each layer's experts stacked into one
     tensor per projection (gate, up, down), and for "llama" files the q/k rows permuted as its converter does."""
-    import gguf  # noqa: F401 (the writer's package)
-
     config = reference.config
-    for name, tensor in reference.state_dict().items():
-        if name == "lm_head.weight" and config.tie_word_embeddings:
-            continue  # llama.cpp writes no output tensor for tied embeddings
+    for name, gguf_name, tensor in llama_cpp_tensors(reference, names):
         w = tensor.numpy()
         if permute_heads and (".q_proj." in name or ".k_proj." in name):
             heads = config.num_attention_heads if ".q_proj." in name else config.num_key_value_heads
@@ -267,33 +209,20 @@ def add_gguf_tensors(writer, reference, names: dict, permute_heads: bool):
             gate, up = np.split(w, 2, axis=1)
             writer.add_tensor(f"{layer}.ffn_gate_exps.weight", np.ascontiguousarray(gate))
             writer.add_tensor(f"{layer}.ffn_up_exps.weight", np.ascontiguousarray(up))
-            continue
-        if name.endswith("mlp.experts.down_proj"):
+        elif name.endswith("mlp.experts.down_proj"):
             writer.add_tensor(f"{layer}.ffn_down_exps.weight", w)
-            continue
-        for hf, cpp in names.items():
-            name = name.replace(hf, cpp)
-        writer.add_tensor(name, w)
+        else:
+            writer.add_tensor(gguf_name, w)
 
 
-def write_gguf(writer, reference, names: dict, permute_heads: bool):
-    config = reference.config
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
-    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
-    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_vocab_size(config.vocab_size)
-    writer.add_expert_used_count(config.num_experts_per_tok)
-    writer.add_eos_token_id(2)
+def write_moe_gguf(writer, reference, names: dict, permute_heads: bool):
+    """A mixture of experts' GGUF file: a Llama-style decoder's metadata, how many experts each token uses, and the
+    weights as `add_gguf_tensors` writes them."""
+    add_decoder_metadata(writer, reference.config)
+    writer.add_layer_norm_rms_eps(reference.config.rms_norm_eps)
+    writer.add_expert_used_count(reference.config.num_experts_per_tok)
     add_gguf_tensors(writer, reference, names, permute_heads)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    finish_gguf(writer)
 
 
 # -- Mixtral ------------------------------------------------------------------------------------------------------
@@ -303,8 +232,7 @@ def write_gguf(writer, reference, names: dict, permute_heads: bool):
 def tiny(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(request.param)
     reference = _reference(**VARIANTS[request.param])
-    reference.save_pretrained(folder)
-    return folder, reference, load_quietly(AutoModelForCausalLM.from_pretrained, folder)
+    return folder, reference, load_saved(reference, folder)
 
 
 @pytest.fixture(scope="module", params=list(HEADS))
@@ -312,43 +240,30 @@ def tiny_head(request, tmp_path_factory):
     head = request.param
     folder = tmp_path_factory.mktemp(head)
     reference = _reference(f"Mixtral{head}", num_labels=3)
-    reference.save_pretrained(folder)
-    return head, folder, reference, load_quietly(getattr(openformers, HEADS[head]).from_pretrained, folder)
+    return head, folder, reference, load_saved(reference, folder, HEADS[head])
 
 
 @torch.inference_mode()
 def test_causal_lm_logits_losses_and_router_logits_match_reference(tiny):
     _, reference, model = tiny
     assert isinstance(model, MixtralForCausalLM) and not model.training
-    assert_outputs_close(outputs_of(model, "ForCausalLM"), outputs_of(reference, "ForCausalLM"), "causal LM")
-    ours = outputs_of(model, "ForCausalLM", output_router_logits=True)
+    assert_outputs_close(head_outputs(model, "ForCausalLM"), head_outputs(reference, "ForCausalLM"), "causal LM")
+    ours = head_outputs(model, "ForCausalLM", output_router_logits=True)
     assert list(ours) == ["loss", "aux_loss", "logits", "router_logits"] and len(ours["router_logits"]) == 2
-    assert_outputs_close(ours, outputs_of(reference, "ForCausalLM", output_router_logits=True), "router logits")
+    assert_outputs_close(ours, head_outputs(reference, "ForCausalLM", output_router_logits=True), "router logits")
 
 
 @torch.inference_mode()
 def test_every_head_matches_reference_on_a_padded_batch(tiny_head):
     head, _, reference, model = tiny_head
     assert type(model).__name__ == f"Mixtral{head}" and not model.training
-    assert_outputs_close(outputs_of(model, head), outputs_of(reference, head), head)
+    assert_outputs_close(head_outputs(model, head), head_outputs(reference, head), head)
 
 
 @torch.inference_mode()
 def test_every_head_saves_what_the_reference_loads_and_back(tiny_head, tmp_path):
     head, folder, reference, model = tiny_head
-    model.save_pretrained(tmp_path)
-    assert json.loads((tmp_path / "config.json").read_text())["architectures"] == [f"Mixtral{head}"]
-    from safetensors import safe_open
-
-    with safe_open(folder / "model.safetensors", "pt") as theirs, \
-            safe_open(tmp_path / "model.safetensors", "pt") as ours:
-        assert sorted(ours.keys()) == sorted(theirs.keys())  # block_sparse_moe.experts.{e}.w1... as the reference saves
-    expected = outputs_of(reference, head)
-    theirs = getattr(transformers, HEADS[head]).from_pretrained(tmp_path).eval()
-    assert type(theirs).__name__ == f"Mixtral{head}"
-    assert_outputs_close(outputs_of(theirs, head), expected, head)
-    ours = load_quietly(getattr(openformers, HEADS[head]).from_pretrained, tmp_path)
-    assert_outputs_close(outputs_of(ours, head), expected, head)
+    assert_saved_both_ways_as_the_reference_saves(model, reference, head, folder, tmp_path)
 
 
 def assert_base_model_router_logits_match(folder):
@@ -358,13 +273,13 @@ def assert_base_model_router_logits_match(folder):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the reference reports the lm_head it leaves out
         reference = transformers.AutoModel.from_pretrained(folder).eval()
-    ours = model(*padded_batch(), output_router_logits=True, return_dict=False)
-    theirs = reference(*padded_batch(), output_router_logits=True, use_cache=False, return_dict=False)
+    ours = model(*batch(), output_router_logits=True, return_dict=False)
+    theirs = reference(*batch(), output_router_logits=True, use_cache=False, return_dict=False)
     assert len(ours) == len(theirs) == 2  # the hidden state and the router logits
     torch.testing.assert_close(ours[0], theirs[0], atol=1e-4, rtol=1e-4)
     for got, expected in zip(ours[1], theirs[1], strict=True):
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-    assert model(*padded_batch()).router_logits is None  # not asked for, and the config says no
+    assert model(*batch()).router_logits is None  # not asked for, and the config says no
 
 
 @torch.inference_mode()
@@ -375,16 +290,14 @@ def test_the_base_model_returns_the_router_logits_as_the_reference(tiny):
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
 def test_training_loss_and_gradients_match_the_reference(tmp_path, checkpointing):
     reference = _reference(router_aux_loss_coef=0.5)
-    reference.save_pretrained(tmp_path)
-    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
+    model = load_saved(reference, tmp_path)
     assert_training_matches(model, reference, "block_sparse_moe", ("w1", "w3", "w2"), checkpointing)
 
 
 def test_router_jitter_noise_draws_as_the_reference_while_training(tmp_path):
     reference = _reference(router_jitter_noise=0.1)
-    reference.save_pretrained(tmp_path)
-    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
-    ids, mask = padded_batch()
+    model = load_saved(reference, tmp_path)
+    ids, mask = batch()
     logits = []
     for m in (reference, model):
         torch.manual_seed(3)
@@ -395,24 +308,20 @@ def test_router_jitter_noise_draws_as_the_reference_while_training(tmp_path):
 
 @torch.inference_mode()
 def test_cached_decoding_equals_the_full_forward(tiny):
-    assert_cached_decoding_equals_the_full_forward(tiny[2])
+    assert_cached_decoding_equals_the_full_forward(tiny[2], ids_of(2, 12))
 
 
 @torch.inference_mode()
 def test_left_padded_batch_equals_single_rows(tiny):
     _, reference, model = tiny
-    assert_left_padded_batch_equals_single_rows(model, reference)
+    assert_left_padded_batch_equals_single_rows(model, ids_of, reference)
 
 
-@pytest.mark.parametrize("options", [dict(), dict(num_beams=3), dict(num_beams=3, num_return_sequences=2)],
-                         ids=["greedy", "beam", "beam-return-2"])
+@GENERATE_OPTIONS
 @torch.inference_mode()
 def test_generate_matches_reference(tiny, options):
     _, reference, model = tiny
-    ids, mask = generation_inputs()
-    settings = dict(max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0, **options)
-    expected = reference.generate(ids, attention_mask=mask, **settings)
-    assert model.generate(ids, attention_mask=mask, **settings).tolist() == expected.tolist()
+    assert_generate_matches(model, reference, *generation_inputs(ids_of), **options)
 
 
 @torch.inference_mode()
@@ -421,7 +330,7 @@ def test_generate_with_output_router_logits_in_the_config_gives_the_same_tokens(
     reference's generate fails on the mask that covers the cached positions too."""
     folder, reference, _ = tiny
     model = AutoModelForCausalLM.from_pretrained(folder, output_router_logits=True)
-    ids, mask = generation_inputs()
+    ids, mask = generation_inputs(ids_of)
     settings = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
     expected = reference.generate(ids, attention_mask=mask, **settings)
     assert model.generate(ids, attention_mask=mask, **settings).tolist() == expected.tolist()
@@ -451,7 +360,7 @@ def test_a_compiled_block_keeps_its_graphs_whatever_the_routing(tiny):
 @torch.inference_mode()
 def test_inputs_embeds_give_the_input_ids_logits(tiny):
     model = tiny[2]
-    ids, mask = padded_batch()
+    ids, mask = batch()
     embeds = model.get_input_embeddings()(ids)
     torch.testing.assert_close(model(inputs_embeds=embeds, attention_mask=mask).logits,
                                model(ids, attention_mask=mask).logits)
@@ -459,24 +368,13 @@ def test_inputs_embeds_give_the_input_ids_logits(tiny):
 
 @torch.inference_mode()
 def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    model = tiny[2]
-    ids, mask = generation_inputs()
-    for options in (dict(), dict(num_beams=3)):
-        settings = dict(attention_mask=mask, max_new_tokens=8, do_sample=False, eos_token_id=None, **options)
-        static = model.generate(ids, cache_implementation="static", **settings)
-        assert static.tolist() == model.generate(ids, **settings).tolist(), options
+    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(ids_of))
 
 
 @torch.inference_mode()
 def test_hidden_states_and_attention_weights_match_the_reference(tiny):
     folder, _, model = tiny
-    reference = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
-    ids, mask = padded_batch()
-    ours = model(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
-    theirs = reference(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
-    assert len(ours.hidden_states) == len(theirs.hidden_states) and len(ours.attentions) == len(theirs.attentions)
-    for got, expected in zip(ours.hidden_states + ours.attentions, theirs.hidden_states + theirs.attentions):
-        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert_hidden_states_and_attentions_match(model, folder, *batch())
 
 
 @torch.inference_mode()
@@ -500,7 +398,7 @@ def test_int8_quantization_keeps_the_router_in_float(tiny):
 @torch.inference_mode()
 def test_the_cpu_kernel_leaves_mixtral_on_the_plain_path_with_the_same_logits(tiny):
     _, reference, model = tiny
-    assert_kernel_refuses(model, reference)
+    assert_kernel_leaves_the_plain_path(model, reference, ids_of(1, 7, seed=9))
 
 
 @torch.inference_mode()
@@ -508,17 +406,18 @@ def test_bfloat16_matches_the_reference_in_bfloat16(tiny):
     folder, _, _ = tiny
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
     reference = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
-    ids, mask = padded_batch()
+    ids, mask = batch()
     torch.testing.assert_close(model(ids, attention_mask=mask).logits, reference(ids, attention_mask=mask).logits)
 
 
 def test_config_defaults_match_the_reference():
     ours, theirs = MixtralConfig(), transformers.MixtralConfig()
-    for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                 "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "sliding_window",
-                 "tie_word_embeddings", "bos_token_id", "eos_token_id", "num_experts_per_tok", "num_local_experts",
-                 "num_experts", "output_router_logits", "router_aux_loss_coef", "router_jitter_noise"):
-        assert getattr(ours, name) == getattr(theirs, name), name
+    assert_same_attributes(ours, theirs, (
+        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "sliding_window", "tie_word_embeddings",
+        "bos_token_id", "eos_token_id", "num_experts_per_tok", "num_local_experts", "num_experts",
+        "output_router_logits", "router_aux_loss_coef", "router_jitter_noise",
+    ))
     assert ours.rope_theta == theirs.rope_parameters["rope_theta"]
 
 
@@ -580,15 +479,15 @@ def test_gguf_written_like_llama_cpp_matches_the_original(tmp_path, tied):
     reference = _reference(tie_word_embeddings=tied)
     writer = gguf.GGUFWriter(str(tmp_path / "mixtral.gguf"), "llama")
     writer.add_expert_count(reference.config.num_local_experts)
-    write_gguf(writer, reference, GGUF_NAMES, permute_heads=True)
+    write_moe_gguf(writer, reference, GGUF_NAMES, permute_heads=True)
     model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "mixtral.gguf")
     assert isinstance(model, MixtralForCausalLM) and model.config.num_local_experts == TINY["num_local_experts"]
     assert model.config.tie_word_embeddings == tied and model.generation_config.eos_token_id == 2
-    assert_outputs_close(outputs_of(model, "ForCausalLM"), outputs_of(reference, "ForCausalLM"), "GGUF")
+    assert_outputs_close(head_outputs(model, "ForCausalLM"), head_outputs(reference, "ForCausalLM"), "GGUF")
     assert openformers.AutoConfig.from_pretrained(tmp_path / "mixtral.gguf").model_type == "mixtral"
     model.save_pretrained(tmp_path / "saved")  # the split experts are tensors of their own
-    assert_outputs_close(outputs_of(transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "saved"),
-                                    "ForCausalLM"), outputs_of(reference, "ForCausalLM"), "GGUF saved")
+    assert_outputs_close(head_outputs(transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "saved"),
+                                    "ForCausalLM"), head_outputs(reference, "ForCausalLM"), "GGUF saved")
 
 
 @torch.inference_mode()
@@ -610,9 +509,9 @@ def test_gguf_with_one_tensor_per_expert_loads(tmp_path):
             for e, expert in enumerate(w):
                 writer.add_tensor(name.replace("_exps.", f".{e}."), np.ascontiguousarray(expert))
 
-    write_gguf(PerExpert(), reference, GGUF_NAMES, permute_heads=True)
+    write_moe_gguf(PerExpert(), reference, GGUF_NAMES, permute_heads=True)
     model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "mixtral.gguf")
-    assert_outputs_close(outputs_of(model, "ForCausalLM"), outputs_of(reference, "ForCausalLM"), "GGUF per expert")
+    assert_outputs_close(head_outputs(model, "ForCausalLM"), head_outputs(reference, "ForCausalLM"), "GGUF per expert")
 
 
 @torch.inference_mode()
@@ -635,7 +534,7 @@ def test_gguf_with_quantized_expert_tensors_loads_them_dequantized(tmp_path):
             stored[name] = gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q8_0)
             writer.add_tensor(name, stored[name], raw_dtype=gguf.GGMLQuantizationType.Q8_0)
 
-    write_gguf(QuantizedExperts(), reference, GGUF_NAMES, permute_heads=True)
+    write_moe_gguf(QuantizedExperts(), reference, GGUF_NAMES, permute_heads=True)
     model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "mixtral.gguf")
     for name, kind in (("ffn_gate_exps", "w1"), ("ffn_up_exps", "w3"), ("ffn_down_exps", "w2")):
         blocks = stored[f"blk.1.{name}.weight"]
@@ -650,11 +549,10 @@ def test_gguf_with_quantized_expert_tensors_loads_them_dequantized(tmp_path):
 def test_every_expert_per_token_matches_the_reference(tmp_path):
     """num_experts_per_tok == num_local_experts: every expert runs for every token."""
     reference = _reference(num_experts_per_tok=TINY["num_local_experts"])
-    reference.save_pretrained(tmp_path)
-    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
+    model = load_saved(reference, tmp_path)
     assert experts_run_per_step(model, ids_of(1, 1)) == [TINY["num_local_experts"]] * 2
-    assert_outputs_close(outputs_of(model, "ForCausalLM", output_router_logits=True),
-                         outputs_of(reference, "ForCausalLM", output_router_logits=True), "every expert")
+    assert_outputs_close(head_outputs(model, "ForCausalLM", output_router_logits=True),
+                         head_outputs(reference, "ForCausalLM", output_router_logits=True), "every expert")
 
 
 @torch.inference_mode()
@@ -663,5 +561,5 @@ def test_heads_with_output_router_logits_in_the_config_give_the_reference_output
     reference = _reference("MixtralForSequenceClassification", num_labels=3, output_router_logits=True)
     reference.save_pretrained(tmp_path)
     model = load_quietly(openformers.AutoModelForSequenceClassification.from_pretrained, tmp_path)
-    assert_outputs_close(outputs_of(model, "ForSequenceClassification"),
-                         outputs_of(reference, "ForSequenceClassification"), "classification")
+    assert_outputs_close(head_outputs(model, "ForSequenceClassification"),
+                         head_outputs(reference, "ForSequenceClassification"), "classification")

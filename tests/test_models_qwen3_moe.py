@@ -14,25 +14,34 @@ import torch
 import openformers
 from openformers import AutoModelForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
+from decoder_parity import (
+    GENERATE_OPTIONS,
+    assert_cached_decoding_equals_the_full_forward,
+    assert_generate_matches,
+    assert_hidden_states_and_attentions_match,
+    assert_kernel_leaves_the_plain_path,
+    assert_left_padded_batch_equals_single_rows,
+    assert_outputs_close,
+    assert_same_attributes,
+    assert_static_cache_gives_the_dynamic_cache_tokens,
+    generation_inputs,
+    load_quietly,
+    load_saved,
+    make_reference,
+)
 from test_models_mixtral import (
     HEADS,
     assert_base_model_router_logits_match,
-    assert_cached_decoding_equals_the_full_forward,
     assert_int8_keeps_the_router_in_float,
-    assert_kernel_refuses,
-    assert_left_padded_batch_equals_single_rows,
     assert_loads_the_reference_in_memory_layout,
     assert_reads_a_real_config_as_the_reference,
-    assert_outputs_close,
+    assert_saved_both_ways_as_the_reference_saves,
     assert_training_matches,
+    batch,
     experts_run_per_step,
-    generation_inputs,
+    head_outputs,
     ids_of,
-    load_quietly,
-    make_reference,
-    outputs_of,
-    padded_batch,
-    write_gguf,
+    write_moe_gguf,
 )
 
 transformers = pytest.importorskip("transformers")
@@ -60,8 +69,7 @@ def _reference(name="Qwen3MoeForCausalLM", **overrides):
 def tiny(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(request.param)
     reference = _reference(**VARIANTS[request.param])
-    reference.save_pretrained(folder)
-    return folder, reference, load_quietly(AutoModelForCausalLM.from_pretrained, folder)
+    return folder, reference, load_saved(reference, folder)
 
 
 @pytest.fixture(scope="module", params=list(HEADS))
@@ -69,46 +77,33 @@ def tiny_head(request, tmp_path_factory):
     head = request.param
     folder = tmp_path_factory.mktemp(head)
     reference = _reference(f"Qwen3Moe{head}", num_labels=3, mlp_only_layers=[1])
-    reference.save_pretrained(folder)
-    return head, folder, reference, load_quietly(getattr(openformers, HEADS[head]).from_pretrained, folder)
+    return head, folder, reference, load_saved(reference, folder, HEADS[head])
 
 
 @torch.inference_mode()
 def test_causal_lm_logits_losses_and_router_logits_match_reference(tiny):
     _, reference, model = tiny
     assert isinstance(model, Qwen3MoeForCausalLM) and not model.training
-    assert_outputs_close(outputs_of(model, "ForCausalLM"), outputs_of(reference, "ForCausalLM"), "causal LM")
-    ours = outputs_of(model, "ForCausalLM", output_router_logits=True)
+    assert_outputs_close(head_outputs(model, "ForCausalLM"), head_outputs(reference, "ForCausalLM"), "causal LM")
+    ours = head_outputs(model, "ForCausalLM", output_router_logits=True)
     sparse = sum(model.config.is_sparse(i) for i in range(model.config.num_hidden_layers))
     assert len(ours["router_logits"]) == sparse
-    assert_outputs_close(ours, outputs_of(reference, "ForCausalLM", output_router_logits=True), "router logits")
+    assert_outputs_close(ours, head_outputs(reference, "ForCausalLM", output_router_logits=True), "router logits")
 
 
 @torch.inference_mode()
 def test_every_head_matches_reference_on_a_padded_batch(tiny_head):
     head, _, reference, model = tiny_head
     assert type(model).__name__ == f"Qwen3Moe{head}" and not model.training
-    assert_outputs_close(outputs_of(model, head), outputs_of(reference, head), head)
+    assert_outputs_close(head_outputs(model, head), head_outputs(reference, head), head)
 
 
 @torch.inference_mode()
 def test_every_head_saves_what_the_reference_loads_and_back(tiny_head, tmp_path):
     head, folder, reference, model = tiny_head
-    model.save_pretrained(tmp_path)
+    assert_saved_both_ways_as_the_reference_saves(model, reference, head, folder, tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["architectures"] == [f"Qwen3Moe{head}"]
     assert config["num_experts"] == config["num_local_experts"] == TINY["num_experts"]  # both names, as both read
-    from safetensors import safe_open
-
-    with safe_open(folder / "model.safetensors", "pt") as theirs, \
-            safe_open(tmp_path / "model.safetensors", "pt") as ours:
-        assert sorted(ours.keys()) == sorted(theirs.keys())  # mlp.experts.{e}.gate_proj... as the reference saves
-    expected = outputs_of(reference, head)
-    theirs = getattr(transformers, HEADS[head]).from_pretrained(tmp_path).eval()
-    assert type(theirs).__name__ == f"Qwen3Moe{head}"
-    assert_outputs_close(outputs_of(theirs, head), expected, head)
-    ours = load_quietly(getattr(openformers, HEADS[head]).from_pretrained, tmp_path)
-    assert_outputs_close(outputs_of(ours, head), expected, head)
 
 
 @torch.inference_mode()
@@ -119,52 +114,37 @@ def test_the_base_model_returns_the_router_logits_as_the_reference(tiny):
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
 def test_training_loss_and_gradients_match_the_reference(tmp_path, checkpointing):
     reference = _reference(router_aux_loss_coef=0.5, decoder_sparse_step=2, norm_topk_prob=True)
-    reference.save_pretrained(tmp_path)
-    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
+    model = load_saved(reference, tmp_path)
     assert_training_matches(model, reference, "mlp", EXPERT_NAMES, checkpointing)
 
 
 @torch.inference_mode()
 def test_cached_decoding_equals_the_full_forward(tiny):
-    assert_cached_decoding_equals_the_full_forward(tiny[2])
+    assert_cached_decoding_equals_the_full_forward(tiny[2], ids_of(2, 12))
 
 
 @torch.inference_mode()
 def test_left_padded_batch_equals_single_rows(tiny):
     _, reference, model = tiny
-    assert_left_padded_batch_equals_single_rows(model, reference)
+    assert_left_padded_batch_equals_single_rows(model, ids_of, reference)
 
 
-@pytest.mark.parametrize("options", [dict(), dict(num_beams=3), dict(num_beams=3, num_return_sequences=2)],
-                         ids=["greedy", "beam", "beam-return-2"])
+@GENERATE_OPTIONS
 @torch.inference_mode()
 def test_generate_matches_reference(tiny, options):
     _, reference, model = tiny
-    ids, mask = generation_inputs()
-    settings = dict(max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0, **options)
-    expected = reference.generate(ids, attention_mask=mask, **settings)
-    assert model.generate(ids, attention_mask=mask, **settings).tolist() == expected.tolist()
+    assert_generate_matches(model, reference, *generation_inputs(ids_of), **options)
 
 
 @torch.inference_mode()
 def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    model = tiny[2]
-    ids, mask = generation_inputs()
-    settings = dict(attention_mask=mask, max_new_tokens=8, do_sample=False, eos_token_id=None, num_beams=3)
-    assert model.generate(ids, cache_implementation="static", **settings).tolist() == \
-        model.generate(ids, **settings).tolist()
+    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(ids_of), [dict(num_beams=3)])
 
 
 @torch.inference_mode()
 def test_hidden_states_and_attention_weights_match_the_reference(tiny):
     folder, _, model = tiny
-    reference = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
-    ids, mask = padded_batch()
-    ours = model(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
-    theirs = reference(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
-    assert len(ours.hidden_states) == len(theirs.hidden_states) and len(ours.attentions) == len(theirs.attentions)
-    for got, expected in zip(ours.hidden_states + ours.attentions, theirs.hidden_states + theirs.attentions):
-        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert_hidden_states_and_attentions_match(model, folder, *batch())
 
 
 @torch.inference_mode()
@@ -188,7 +168,7 @@ def test_int8_quantization_keeps_the_router_in_float(tiny):
 @torch.inference_mode()
 def test_the_cpu_kernel_leaves_qwen3_moe_on_the_plain_path_with_the_same_logits(tiny):
     _, reference, model = tiny
-    assert_kernel_refuses(model, reference)
+    assert_kernel_leaves_the_plain_path(model, reference, ids_of(1, 7, seed=9))
 
 
 @torch.inference_mode()
@@ -196,19 +176,19 @@ def test_bfloat16_matches_the_reference_in_bfloat16(tiny):
     folder, _, _ = tiny
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
     reference = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
-    ids, mask = padded_batch()
+    ids, mask = batch()
     torch.testing.assert_close(model(ids, attention_mask=mask).logits, reference(ids, attention_mask=mask).logits)
 
 
 def test_config_defaults_match_the_reference():
     ours, theirs = Qwen3MoeConfig(), transformers.Qwen3MoeConfig()
-    for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                 "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "attention_bias",
-                 "use_sliding_window", "sliding_window", "tie_word_embeddings", "bos_token_id", "eos_token_id",
-                 "decoder_sparse_step", "moe_intermediate_size", "num_experts_per_tok", "num_experts",
-                 "num_local_experts", "norm_topk_prob", "output_router_logits", "router_aux_loss_coef",
-                 "mlp_only_layers"):
-        assert getattr(ours, name) == getattr(theirs, name), name
+    assert_same_attributes(ours, theirs, (
+        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "attention_bias", "use_sliding_window",
+        "sliding_window", "tie_word_embeddings", "bos_token_id", "eos_token_id", "decoder_sparse_step",
+        "moe_intermediate_size", "num_experts_per_tok", "num_experts", "num_local_experts", "norm_topk_prob",
+        "output_router_logits", "router_aux_loss_coef", "mlp_only_layers",
+    ))
     assert ours.rope_theta == theirs.rope_parameters["rope_theta"]
     assert ours.head_dim == theirs.hidden_size // theirs.num_attention_heads
 
@@ -252,11 +232,10 @@ def test_sparse_layers_follow_the_reference_rule():
 @torch.inference_mode()
 def test_a_model_without_sparse_layers_has_no_aux_loss(tmp_path):
     reference = _reference(mlp_only_layers=[0, 1, 2])
-    reference.save_pretrained(tmp_path)
-    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
-    out = model(*padded_batch(), output_router_logits=True)
+    model = load_saved(reference, tmp_path)
+    out = model(*batch(), output_router_logits=True)
     assert out.router_logits == () and out.aux_loss is None
-    torch.testing.assert_close(out.logits, reference(*padded_batch()).logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out.logits, reference(*batch()).logits, atol=1e-4, rtol=1e-4)
 
 
 # A GGUF written the way llama.cpp's converter writes a "qwen3moe" file: its names, the rows in the reference's order.
@@ -283,12 +262,12 @@ def test_gguf_written_like_llama_cpp_matches_the_original(tmp_path, variant):
     writer.add_value_length(config.head_dim)
     writer.add_expert_count(config.num_experts)
     writer.add_expert_feed_forward_length(config.moe_intermediate_size)
-    write_gguf(writer, reference, GGUF_NAMES, permute_heads=False)
+    write_moe_gguf(writer, reference, GGUF_NAMES, permute_heads=False)
     model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "qwen3moe.gguf")
     assert isinstance(model, Qwen3MoeForCausalLM) and model.config.head_dim == TINY["head_dim"]
     assert model.config.norm_topk_prob and model.config.mlp_only_layers == variant.get("mlp_only_layers", [])
     assert model.config.moe_intermediate_size == TINY["moe_intermediate_size"]
-    assert_outputs_close(outputs_of(model, "ForCausalLM"), outputs_of(reference, "ForCausalLM"), "GGUF")
+    assert_outputs_close(head_outputs(model, "ForCausalLM"), head_outputs(reference, "ForCausalLM"), "GGUF")
     assert openformers.AutoConfig.from_pretrained(tmp_path / "qwen3moe.gguf").model_type == "qwen3_moe"
 
 
@@ -296,6 +275,6 @@ def test_gguf_without_an_expert_count_is_refused(tmp_path):
     import gguf
 
     writer = gguf.GGUFWriter(str(tmp_path / "broken.gguf"), "qwen3moe")
-    write_gguf(writer, _reference(), GGUF_NAMES, permute_heads=False)
+    write_moe_gguf(writer, _reference(), GGUF_NAMES, permute_heads=False)
     with pytest.raises(ValueError, match="expert_count"):
         AutoModelForCausalLM.from_pretrained(tmp_path / "broken.gguf")
