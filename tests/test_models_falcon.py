@@ -277,6 +277,18 @@ def test_gguf_written_like_llama_cpp_matches_the_original(variant, overrides, tm
     assert openformers.AutoConfig.from_pretrained(tmp_path / "falcon.gguf").model_type == "falcon"
 
 
+
+def test_gguf_without_a_required_key_is_refused(tmp_path):
+    import gguf
+
+    writer = gguf.GGUFWriter(str(tmp_path / "broken.gguf"), "falcon")
+    writer.add_embedding_length(64)
+    writer.add_block_count(2)
+    finish_gguf(writer)
+    with pytest.raises(ValueError, match=r"broken.gguf lacks the GGUF metadata key falcon.attention[.]head_count"):
+        openformers.AutoConfig.from_pretrained(tmp_path / "broken.gguf")
+
+
 @pytest.mark.parametrize("quantization, tolerance", [("int8", 0.02), ("int4", 0.2)])
 @torch.inference_mode()
 def test_quantized_loading_stays_near_the_reference(tiny, quantization, tolerance):

@@ -268,6 +268,19 @@ def test_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_path):
     assert openformers.AutoConfig.from_pretrained(tmp_path / "pythia.gguf").model_type == "gpt_neox"
 
 
+
+def test_gguf_without_a_required_key_is_refused(tmp_path):
+    import gguf
+
+    writer = gguf.GGUFWriter(str(tmp_path / "broken.gguf"), "gptneox")
+    writer.add_embedding_length(64)
+    writer.add_block_count(2)
+    writer.add_head_count(4)
+    finish_gguf(writer)
+    with pytest.raises(ValueError, match=r"broken.gguf lacks the GGUF metadata key gptneox.feed_forward_length"):
+        openformers.AutoConfig.from_pretrained(tmp_path / "broken.gguf")
+
+
 # The tokenizer: the reference's GPTNeoXTokenizer keeps a tokenizer.json's vocabulary, merges and added tokens and
 # builds its own pipeline around them (NFC, byte-level, no offset trimming, BOS/EOS on request).
 

@@ -26,6 +26,7 @@ from ..configs import GGUF_CONFIG_READERS, FalconConfig
 from ..weights import rename
 from .base import PreTrainedModel
 from .decoder import DecoderModel
+from .gpt_neox import gguf_layer_norm_decoder_values
 from .heads import CausalLM, QuestionAnswering, SequenceClassification, TokenClassification
 from .layers import (
     ACTIVATIONS,
@@ -43,38 +44,20 @@ def config_from_gguf(gguf, **overrides) -> FalconConfig:
     decoder architecture, one key/value head and one norm Falcon-7B's multi-query layout; attention and MLP always
     run in parallel, with rotary positions.
     """
-
-    def required(key: str):
-        value = gguf.get(f"falcon.{key}")
-        if value is None:
-            raise ValueError(f"{gguf.path} lacks the GGUF metadata key falcon.{key}, which a falcon model needs.")
-        return value
-
+    values = gguf_layer_norm_decoder_values(gguf, "falcon", "layer_norm_epsilon")
     kv_heads = gguf.get("falcon.attention.head_count_kv", 1)
     two_norms = "blk.0.attn_norm_2.weight" in gguf.tensor_names
     new_layout = two_norms or kv_heads > 1
-    hidden = required("embedding_length")
-    values = {
-        "architectures": ["FalconForCausalLM"],
-        "vocab_size": gguf.get("falcon.vocab_size") or gguf.array_length("tokenizer.ggml.tokens"),
-        "hidden_size": hidden,
-        "ffn_hidden_size": gguf.get("falcon.feed_forward_length", 4 * hidden),
-        "num_hidden_layers": required("block_count"),
-        "num_attention_heads": required("attention.head_count"),
-        "num_kv_heads": kv_heads,
-        "new_decoder_architecture": new_layout,
-        "num_ln_in_parallel_attn": (2 if two_norms else 1) if new_layout else None,
-        "multi_query": not new_layout,
-        "parallel_attn": True,
-        "bias": "blk.0.attn_qkv.bias" in gguf.tensor_names,
-        "layer_norm_epsilon": gguf.get("falcon.attention.layer_norm_epsilon", 1e-5),
-        "rope_theta": gguf.get("falcon.rope.freq_base", 10000.0),
-        "max_position_embeddings": gguf.get("falcon.context_length", 2048),
-        "tie_word_embeddings": "output.weight" not in gguf.tensor_names,
-        "bos_token_id": gguf.get("tokenizer.ggml.bos_token_id"),
-        "eos_token_id": gguf.get("tokenizer.ggml.eos_token_id"),
-        "pad_token_id": gguf.get("tokenizer.ggml.padding_token_id"),
-    }
+    values.update(
+        architectures=["FalconForCausalLM"],
+        ffn_hidden_size=gguf.get("falcon.feed_forward_length", 4 * values["hidden_size"]),
+        num_kv_heads=kv_heads,
+        new_decoder_architecture=new_layout,
+        num_ln_in_parallel_attn=(2 if two_norms else 1) if new_layout else None,
+        multi_query=not new_layout,
+        parallel_attn=True,
+        bias="blk.0.attn_qkv.bias" in gguf.tensor_names,
+    )
     return FalconConfig.from_dict(values, **overrides)
 
 

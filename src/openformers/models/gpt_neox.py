@@ -9,7 +9,8 @@ is the model's own (`tie_word_embeddings` is off in every released checkpoint): 
 and `embed_out` in the files, as the reference reads and writes them.
 
 GGUF files of llama.cpp's "gptneox" architecture are read here too: llama.cpp's converter regroups the fused rows as
-all queries, then all keys, then all values, which `convert_gguf_state_dict` puts back head by head. The CPU decoding
+all queries, then all keys, then all values, which `convert_gguf_state_dict` puts back head by head; the metadata it
+states as Falcon's files do is read by `gguf_layer_norm_decoder_values`, which falcon.py uses too. The CPU decoding
 kernel does not apply: kernels/llama.py accelerates LlamaModel only.
 """
 
@@ -27,33 +28,44 @@ from .layers import ACTIVATIONS, RotaryEmbedding, attention, eager_attention
 from .phi3 import apply_partial_rope
 
 
-def config_from_gguf(gguf, **overrides) -> GPTNeoXConfig:
-    """The config of an opened `weights.GGUFFile` of llama.cpp's "gptneox" architecture."""
+def gguf_required(gguf, key: str):
+    """The value of metadata `key` (`<arch>.<name>`) in an opened `weights.GGUFFile`, which must have it."""
+    value = gguf.get(key)
+    if value is None:
+        arch = key.partition(".")[0]
+        raise ValueError(f"{gguf.path} lacks the GGUF metadata key {key}, which a {arch} model needs.")
+    return value
 
-    def required(key: str):
-        value = gguf.get(f"gptneox.{key}")
-        if value is None:
-            raise ValueError(f"{gguf.path} lacks the GGUF metadata key gptneox.{key}, which a gptneox model needs.")
-        return value
 
-    heads, hidden = required("attention.head_count"), required("embedding_length")
-    values = {
-        "architectures": ["GPTNeoXForCausalLM"],
-        "vocab_size": gguf.get("gptneox.vocab_size") or gguf.array_length("tokenizer.ggml.tokens"),
-        "hidden_size": hidden,
-        "intermediate_size": required("feed_forward_length"),
-        "num_hidden_layers": required("block_count"),
-        "num_attention_heads": heads,
-        "layer_norm_eps": gguf.get("gptneox.attention.layer_norm_epsilon", 1e-5),
-        "rope_theta": gguf.get("gptneox.rope.freq_base", 10000.0),
-        "partial_rotary_factor": gguf.get("gptneox.rope.dimension_count", hidden // heads) / (hidden // heads),
-        "use_parallel_residual": bool(gguf.get("gptneox.use_parallel_residual", True)),
-        "max_position_embeddings": gguf.get("gptneox.context_length", 2048),
+def gguf_layer_norm_decoder_values(gguf, arch: str, epsilon_name: str) -> dict:
+    """The config values that llama.cpp's files of decoders with LayerNorms (its "gptneox" and "falcon") state alike:
+    sizes, the norms' epsilon (under the family's field `epsilon_name`), rope base and context from `<arch>.*`;
+    tied embeddings when there is no output.weight; special tokens from `tokenizer.ggml.*`."""
+    return {
+        "vocab_size": gguf.get(f"{arch}.vocab_size") or gguf.array_length("tokenizer.ggml.tokens"),
+        "hidden_size": gguf_required(gguf, f"{arch}.embedding_length"),
+        "num_hidden_layers": gguf_required(gguf, f"{arch}.block_count"),
+        "num_attention_heads": gguf_required(gguf, f"{arch}.attention.head_count"),
+        epsilon_name: gguf.get(f"{arch}.attention.layer_norm_epsilon", 1e-5),
+        "rope_theta": gguf.get(f"{arch}.rope.freq_base", 10000.0),
+        "max_position_embeddings": gguf.get(f"{arch}.context_length", 2048),
         "tie_word_embeddings": "output.weight" not in gguf.tensor_names,
         "bos_token_id": gguf.get("tokenizer.ggml.bos_token_id"),
         "eos_token_id": gguf.get("tokenizer.ggml.eos_token_id"),
         "pad_token_id": gguf.get("tokenizer.ggml.padding_token_id"),
     }
+
+
+def config_from_gguf(gguf, **overrides) -> GPTNeoXConfig:
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "gptneox" architecture."""
+    values = gguf_layer_norm_decoder_values(gguf, "gptneox", "layer_norm_eps")
+    head_dim = values["hidden_size"] // values["num_attention_heads"]
+    values.update(
+        architectures=["GPTNeoXForCausalLM"],
+        intermediate_size=gguf_required(gguf, "gptneox.feed_forward_length"),
+        partial_rotary_factor=gguf.get("gptneox.rope.dimension_count", head_dim) / head_dim,
+        use_parallel_residual=bool(gguf.get("gptneox.use_parallel_residual", True)),
+    )
     return GPTNeoXConfig.from_dict(values, **overrides)
 
 
