@@ -14,6 +14,14 @@ import numpy as np
 import pytest
 import torch
 
+from decoder_parity import (
+    add_decoder_metadata,
+    finish_gguf,
+    llama_cpp_tensors,
+    load_quietly,
+    load_saved,
+    make_reference,
+)
 from openformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, kernels
 from openformers.generation.cache import DynamicCache
 from openformers.kernels.llama import refusal
@@ -39,21 +47,7 @@ LONG = 100
 
 
 def _reference(**overrides):
-    """A tiny random reference model, its norms drawn too (the reference sets them to ones)."""
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**TINY, **overrides})).eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("norm.weight"):
-                parameter.normal_(mean=1.0, std=0.2)
-    return model
-
-
-def _load_quietly(load, path):
-    """Load, failing on any warning: a missing, unexpected or newly initialized weight is reported by one."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return load(path)
+    return make_reference("LlamaForCausalLM", transformers.LlamaConfig(**{**TINY, **overrides}))
 
 
 def _ids(*shape, seed=1):
@@ -64,8 +58,7 @@ def _ids(*shape, seed=1):
 def tiny(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(request.param)
     reference = _reference(**KINDS[request.param])
-    reference.save_pretrained(folder)
-    return folder, reference, _load_quietly(AutoModelForCausalLM.from_pretrained, folder)
+    return folder, reference, load_saved(reference, folder)
 
 
 @torch.inference_mode()
@@ -129,8 +122,7 @@ def test_a_published_llama_3_2_config_reads_and_saves_as_the_reference_reads_it(
 def test_tied_embeddings_are_one_tensor_and_save_as_the_reference_saves(tmp_path_factory):
     reference = _reference(**KINDS["3.2"])
     theirs_folder, ours_folder = tmp_path_factory.mktemp("theirs"), tmp_path_factory.mktemp("ours")
-    reference.save_pretrained(theirs_folder)
-    model = _load_quietly(AutoModelForCausalLM.from_pretrained, theirs_folder)
+    model = load_saved(reference, theirs_folder)
     assert model.lm_head.weight is model.model.embed_tokens.weight
     model.save_pretrained(ours_folder)
     from safetensors import safe_open
@@ -198,34 +190,19 @@ def _write_gguf(path, reference, factors: np.ndarray | None, with_vocabulary=Fal
         writer.add_tokenizer_model("gpt2")
         writer.add_token_list([chr(0x100 + i) for i in range(config.vocab_size)])
         writer.add_token_merges([])
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
+    add_decoder_metadata(writer, config)
     writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
-    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_vocab_size(config.vocab_size)
-    writer.add_eos_token_id(2)
     if factors is not None:
         writer.add_tensor("rope_freqs.weight", factors)
-    for name, tensor in reference.state_dict().items():
-        if name == "lm_head.weight" and config.tie_word_embeddings:
-            continue
+    for name, gguf_name, tensor in llama_cpp_tensors(reference, GGUF_NAMES):
         w = tensor.numpy()
         if ".q_proj." in name:
             w = _permuted(w, config.num_attention_heads)
         elif ".k_proj." in name:
             w = _permuted(w, config.num_key_value_heads)
-        for hf, cpp in GGUF_NAMES.items():
-            name = name.replace(hf, cpp)
-        writer.add_tensor(name, w)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+        writer.add_tensor(gguf_name, w)
+    finish_gguf(writer)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -234,7 +211,7 @@ def test_gguf_with_rope_freqs_gives_the_hugging_face_folders_logits(kind, tmp_pa
     reference = _reference(**KINDS[kind])
     scaling = {key: value for key, value in reference.config.rope_parameters.items() if key != "rope_theta"}
     _write_gguf(tmp_path / "llama3.gguf", reference, _rope_freqs(32, 10000.0, scaling))
-    model = _load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "llama3.gguf")
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "llama3.gguf")
     assert isinstance(model, LlamaForCausalLM) and model.config.rope_scaling == scaling
     assert model.config.tie_word_embeddings == reference.config.tie_word_embeddings
     ids = _ids(2, LONG, seed=3)
@@ -250,7 +227,7 @@ def test_gguf_band_written_with_other_factors_reads_as_the_same_frequencies(tmp_
     same_band = {**LLAMA31, "low_freq_factor": 2.0, "high_freq_factor": 8.0, "original_max_position_embeddings": 128}
     reference = _reference(rope_parameters={**same_band, "rope_theta": 10000.0})
     _write_gguf(tmp_path / "llama3.gguf", reference, _rope_freqs(32, 10000.0, same_band))
-    model = _load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "llama3.gguf")
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "llama3.gguf")
     assert model.config.rope_scaling == LLAMA31
     ids = _ids(1, LONG, seed=5)
     torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
@@ -285,7 +262,7 @@ def test_gguf_rope_freqs_that_are_not_llama3_scaling_are_refused(tmp_path):
 def test_gguf_rope_freqs_of_ones_is_no_scaling(tmp_path):
     reference = _reference()
     _write_gguf(tmp_path / "plain.gguf", reference, np.ones(16, dtype=np.float32))
-    model = _load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "plain.gguf")
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "plain.gguf")
     assert model.config.rope_scaling is None
     ids = _ids(1, 30)
     torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
