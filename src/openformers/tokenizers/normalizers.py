@@ -12,9 +12,30 @@ import unicodedata
 
 import regex
 
-from . import bert_chars
+from . import bert_chars, reference_unicode
 
 Spans = list[tuple[int, int]]
+
+
+def _char_class(codes) -> str:
+    """The inside of a regex character class holding the (first, last) ranges or single code points `codes`."""
+    return "".join(
+        f"\\U{code[0]:08X}-\\U{code[1]:08X}" if isinstance(code, tuple) else f"\\U{code:08X}" for code in codes
+    )
+
+
+# Characters assigned after the reference's Unicode 9.0 that a newer Unicode would decompose, reorder, compose
+# or strip (reference_unicode): unassigned to the reference, so it leaves each one as it is. A set: testing a text
+# against it costs a twentieth of a regex class of these 136 ranges.
+_NEWER_THAN_REFERENCE = frozenset(
+    chr(code) for first, last in reference_unicode.NEWER_THAN_REFERENCE for code in range(first, last + 1)
+)
+# Marks as the reference's StripAccents sees them: Mn, Mc and Me of Unicode 9.0.
+_REFERENCE_MARK = regex.compile(
+    rf"[[\p{{M}}{_char_class(reference_unicode.MARKS_THEN)}]"
+    rf"--[{_char_class(reference_unicode.NOT_MARKS_THEN)}{_char_class(reference_unicode.NEWER_THAN_REFERENCE)}]]",
+    regex.V1,
+)
 
 
 def _map_chars(spans: Spans | None, mapped: list[str]) -> tuple[str, Spans | None]:
@@ -28,7 +49,8 @@ def _map_chars(spans: Spans | None, mapped: list[str]) -> tuple[str, Spans | Non
 
 
 class UnicodeNormalizer:
-    """One of the four Unicode normal forms: "NFC", "NFD", "NFKC" or "NFKD"."""
+    """One of the four Unicode normal forms: "NFC", "NFD", "NFKC" or "NFKD", by the reference's Unicode 9.0
+    (Python's `unicodedata` is newer: see reference_unicode)."""
 
     def __init__(self, form: str):
         if form not in ("NFC", "NFD", "NFKC", "NFKD"):
@@ -36,10 +58,28 @@ class UnicodeNormalizer:
         self.form = form
 
     def normalize(self, text: str, spans: Spans | None = None) -> tuple[str, Spans | None]:
-        if spans is None:
-            return unicodedata.normalize(self.form, text), None
+        # Normalized by Python's newer Unicode is normalized by the reference's too: its older tables only
+        # decompose, reorder and compose less.
         if unicodedata.is_normalized(self.form, text):
             return text, spans
+        if _NEWER_THAN_REFERENCE.isdisjoint(text):
+            return self._normalize(text, spans)
+        # To the reference such a character is unassigned: a starter that composes with nothing and stops the
+        # reordering of marks, so the text on each side of it normalizes on its own.
+        parts, start = [], 0
+        for index, char in enumerate(text):
+            if char in _NEWER_THAN_REFERENCE:
+                parts.append(self._normalize(text[start:index], None if spans is None else spans[start:index]))
+                parts.append((char, None if spans is None else [spans[index]]))
+                start = index + 1
+        parts.append(self._normalize(text[start:], None if spans is None else spans[start:]))
+        normalized = "".join(part for part, _ in parts)
+        return normalized, None if spans is None else [span for _, part_spans in parts for span in part_spans]
+
+    def _normalize(self, text: str, spans: Spans | None) -> tuple[str, Spans | None]:
+        """`normalize` for text without characters newer than the reference's Unicode."""
+        if spans is None:
+            return unicodedata.normalize(self.form, text), None
         # Normalize each base character with the marks that combine with it; where that changes it,
         # align the run as the reference does (see _align_run).
         out, out_spans, start = [], [], 0
@@ -58,9 +98,12 @@ class UnicodeNormalizer:
 
 
 def _combines_backward(char: str) -> bool:
-    """Whether normalization may join `char` to the character before it: a combining mark, or a Hangul
-    medial vowel or final consonant (jamo that compose into a syllable)."""
-    return unicodedata.combining(char) != 0 or "\u1160" <= char <= "\u11ff"
+    """Whether normalization may join `char` to the character before it: a combining mark, a Hangul
+    medial vowel or final consonant (jamo that compose into a syllable), or a character whose decomposition
+    starts with one (Tibetan U+0F73, which canonical ordering may move in front of marks before it; the
+    compatibility jamo U+314F, which NFKC joins to a leading consonant before it)."""
+    first = unicodedata.normalize("NFKD", char)[0] if char > "\u0343" else char
+    return unicodedata.combining(first) != 0 or "\u1160" <= first <= "\u11ff"
 
 
 def _align_run(run: str, normalized: str, form: str) -> list[int]:
@@ -134,18 +177,15 @@ class Lowercase:
         return _map_chars(spans, [char.lower() for char in text])
 
 
-def _without_marks(text: str) -> str:
-    return "".join(char for char in text if not unicodedata.category(char).startswith("M"))
-
-
 class StripAccents:
-    """Drop every combining mark (categories Mn, Mc and Me) as tokenizers' StripAccents does, without decomposing
-    first: it follows an NFD or NFKD normalizer ("café" decomposed -> "cafe"; the keycap in "9️⃣" goes too)."""
+    """Drop every combining mark (categories Mn, Mc and Me, of the reference's Unicode 9.0: a mark assigned since
+    is kept) as tokenizers' StripAccents does, without decomposing first: it follows an NFD or NFKD normalizer
+    ("café" decomposed -> "cafe"; the keycap in "9️⃣" goes too)."""
 
     def normalize(self, text: str, spans: Spans | None = None) -> tuple[str, Spans | None]:
         if spans is None:
-            return _without_marks(text), None
-        return _map_chars(spans, [_without_marks(char) for char in text])
+            return _REFERENCE_MARK.sub("", text), None
+        return _map_chars(spans, ["" if _REFERENCE_MARK.match(char) else char for char in text])
 
 
 class Strip:
@@ -225,6 +265,9 @@ def _is_cjk(char: str) -> bool:
     return any(low <= code <= high for low, high in _CJK_RANGES)
 
 
+_NFD = UnicodeNormalizer("NFD")
+
+
 class BertNormalizer:
     """BERT's normalization, per character: drop control characters and turn whitespace into " "
     (clean_text), put spaces around Chinese characters, strip accents, lowercase.
@@ -245,28 +288,51 @@ class BertNormalizer:
         self.lowercase = lowercase
         self._cache: dict[str, str] = {}
 
-    def _char(self, char: str) -> str:
+    def _cleaned(self, char: str) -> str:
+        """clean_text and the spaces around Chinese characters."""
+        if self.clean_text:
+            if bert_chars.WHITESPACE.match(char):
+                return " "
+            if bert_chars.CONTROL.match(char):
+                return ""
+        if self.handle_chinese_chars and _is_cjk(char):
+            return f" {char} "
+        return char
+
+    def _finished(self, text: str) -> str:
+        """Accents stripped from decomposed text, then lowercased."""
+        if self.strip_accents:
+            text = bert_chars.ACCENT.sub("", text)
+        if self.lowercase:
+            text = text.translate(bert_chars.NEWER_LOWERCASE).lower()
+        return text
+
+    def _char(self, char: str) -> tuple[str, str]:
+        """`char` cleaned and decomposed (when stripping accents), and its whole normalization."""
         mapped = self._cache.get(char)
         if mapped is None:
-            mapped = char
-            if self.clean_text:
-                if bert_chars.WHITESPACE.match(char):
-                    mapped = " "
-                elif bert_chars.CONTROL.match(char):
-                    mapped = ""
-            if self.handle_chinese_chars and _is_cjk(char):
-                mapped = f" {char} "
+            decomposed = self._cleaned(char)
             if self.strip_accents:
-                mapped = bert_chars.ACCENT.sub("", unicodedata.normalize("NFD", mapped))
-            if self.lowercase:
-                mapped = mapped.translate(bert_chars.NEWER_LOWERCASE).lower()
-            self._cache[char] = mapped
+                decomposed = _NFD.normalize(decomposed)[0]
+            mapped = self._cache[char] = (decomposed, self._finished(decomposed))
         return mapped
 
     def normalize(self, text: str, spans: Spans | None = None) -> tuple[str, Spans | None]:
         if text.isascii() and not self.clean_text:  # nothing to do but lowercase: characters stay where they are
             return text.lower() if self.lowercase else text, spans
-        return _map_chars(spans, [self._char(char) for char in text])
+        mapped = [self._char(char) for char in text]
+        if self.strip_accents and not text.isascii():
+            # Character by character is the reference's result unless its NFD of the whole text reorders marks
+            # across characters: the marks strip_accents keeps (U+302E) move, and others take their places.
+            if not unicodedata.is_normalized("NFD", "".join(decomposed for decomposed, _ in mapped)):
+                return self._normalize_whole(text, spans)
+        return _map_chars(spans, [normalized for _, normalized in mapped])
+
+    def _normalize_whole(self, text: str, spans: Spans | None) -> tuple[str, Spans | None]:
+        """The reference's steps in its order: clean, pad, NFD of the whole text, strip accents, lowercase."""
+        text, spans = _map_chars(spans, [self._cleaned(char) for char in text])
+        text, spans = _NFD.normalize(text, spans)
+        return _map_chars(spans, [self._finished(char) for char in text])
 
 
 class Sequence:
