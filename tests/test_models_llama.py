@@ -8,6 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from decoder_parity import (
+    add_decoder_metadata,
+    assert_cached_decoding_equals_the_full_forward,
+    assert_left_padded_batch_equals_single_rows,
+    finish_gguf,
+    llama_cpp_tensors,
+    make_reference,
+    padded_batch,
+)
 from openformers import AutoModel, AutoModelForCausalLM, LlamaForCausalLM, LlamaModel
 from openformers.generation.cache import DynamicCache
 
@@ -62,38 +71,13 @@ def test_logits_to_keep_projects_the_last_positions(tiny):
 
 @torch.inference_mode()
 def test_cached_decoding_equals_the_full_forward(tiny):
-    model = tiny[2]
-    ids = _ids(2, 12)
-    full = model(ids).logits
-    cache = DynamicCache()
-    steps = [model(ids[:, :5], past_key_values=cache).logits]  # prefill
-    steps.append(model(ids[:, 5:8], past_key_values=cache).logits)  # a chunk on top of the cache
-    for t in range(8, 12):
-        steps.append(model(ids[:, t : t + 1], past_key_values=cache).logits)  # one token at a time
-    assert cache.seq_len == 12
-    torch.testing.assert_close(torch.cat(steps, dim=1), full)
+    assert_cached_decoding_equals_the_full_forward(tiny[2], _ids(2, 12))
 
 
 @torch.inference_mode()
 def test_left_padded_batch_equals_single_rows(tiny):
     _, reference, model = tiny
-    rows = [_ids(1, 9, seed=2)[0], _ids(1, 5, seed=3)[0], _ids(1, 1, seed=4)[0]]
-    width = max(len(r) for r in rows)
-    ids = torch.stack([torch.cat([torch.zeros(width - len(r), dtype=torch.long), r]) for r in rows])
-    mask = torch.stack([torch.cat([torch.zeros(width - len(r)), torch.ones(len(r))]).long() for r in rows])
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-
-    cache = DynamicCache()
-    prefill = model(ids, attention_mask=mask, position_ids=positions, past_key_values=cache).logits
-    step_ids = _ids(3, 1, seed=5)
-    mask = torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], dim=1)
-    step = model(step_ids, attention_mask=mask, position_ids=positions[:, -1:] + 1, past_key_values=cache).logits
-    theirs = reference(ids, attention_mask=mask[:, :-1], position_ids=positions).logits
-    for i, row in enumerate(rows):
-        alone = model(torch.cat([row, step_ids[i]])[None]).logits[0]
-        torch.testing.assert_close(prefill[i, width - len(row) :], alone[:-1])
-        torch.testing.assert_close(step[i, 0], alone[-1])
-        torch.testing.assert_close(theirs[i, width - len(row) :], alone[:-1])
+    assert_left_padded_batch_equals_single_rows(model, _ids, reference, tolerance=None)
 
 
 @torch.inference_mode()
@@ -190,37 +174,24 @@ def _write_gguf(path, reference, quantize_to=None):
     config = reference.config
     arch = config.model_type  # llama.cpp permutes the q/k rows of "llama" files only
     writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
-    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    add_decoder_metadata(writer, config)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_vocab_size(config.vocab_size)
-    writer.add_eos_token_id(2)
     names = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output",
              "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
              "self_attn.o_proj": "attn_output", "input_layernorm": "attn_norm", "mlp.gate_proj": "ffn_gate",
-             "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down", "post_attention_layernorm": "ffn_norm"}
-    for name, tensor in reference.state_dict().items():
+             "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down", "post_attention_layernorm": "ffn_norm",
+             "model.layers.": "blk."}
+    for name, gguf_name, tensor in llama_cpp_tensors(reference, names):
         w = tensor.numpy()
         if ".q_proj." in name and arch == "llama":
             w = _llama_cpp_permute(w, config.num_attention_heads)
         if ".k_proj." in name and arch == "llama":
             w = _llama_cpp_permute(w, config.num_key_value_heads)
-        for hf, cpp in names.items():
-            name = name.replace(hf, cpp)
-        name = name.replace("model.layers.", "blk.")
         if quantize_to is not None and w.ndim == 2:
-            writer.add_tensor(name, gguf.quants.quantize(w, quantize_to), raw_dtype=quantize_to)
+            writer.add_tensor(gguf_name, gguf.quants.quantize(w, quantize_to), raw_dtype=quantize_to)
         else:
-            writer.add_tensor(name, w)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+            writer.add_tensor(gguf_name, w)
+    finish_gguf(writer)
 
 
 @torch.inference_mode()
@@ -300,11 +271,7 @@ def _padded_batch(task="sequence-classification"):
     A left-padding query sees no key: its attention gives zeros, as in the reference, so outputs match at
     every position (question answering's loss reads them all).
     """
-    ids = _ids(2, 9, seed=7).clamp(min=1)
-    mask = torch.ones_like(ids)
-    ids[0, 6:], mask[0, 6:] = 0, 0
-    ids[1, :2], mask[1, :2] = 0, 0
-    return ids, mask
+    return padded_batch(_ids(2, 9, seed=7).clamp(min=1))
 
 
 @pytest.fixture(scope="module", params=list(HEADS))
@@ -428,12 +395,8 @@ FAMILIES = {
 def family(request, tmp_path_factory):
     config_name, class_name, extra = FAMILIES[request.param]
     folder = tmp_path_factory.mktemp(request.param)
-    torch.manual_seed(0)
     config = getattr(transformers, config_name)(**TINY, **extra)
-    reference = getattr(transformers, class_name)(config).eval()
-    for name, parameter in reference.named_parameters():  # the reference initializes biases to zero
-        if name.endswith("bias"):
-            torch.nn.init.normal_(parameter, std=0.1)
+    reference = make_reference(class_name, config, is_norm=lambda name: False)  # biases drawn, norms left at one
     reference.save_pretrained(folder)
     return request.param, folder, reference, AutoModelForCausalLM.from_pretrained(folder)
 
@@ -507,11 +470,7 @@ def test_qwen2_with_a_partial_sliding_window_is_refused():
 
 @torch.inference_mode()
 def test_qwen2_gguf_with_biases_matches_the_original(tmp_path):
-    torch.manual_seed(0)
-    reference = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**TINY)).eval()
-    for name, parameter in reference.named_parameters():
-        if name.endswith("bias"):
-            torch.nn.init.normal_(parameter, std=0.1)
+    reference = make_reference("Qwen2ForCausalLM", transformers.Qwen2Config(**TINY), is_norm=lambda name: False)
     _write_gguf(tmp_path / "qwen2.gguf", reference)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "qwen2.gguf")
     assert model.config.model_type == "qwen2" and model.model.layers[0].self_attn.k_proj.bias is not None
