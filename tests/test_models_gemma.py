@@ -7,15 +7,27 @@ own rope base on its sliding layers, and every weight (norms included, which the
 drawn at random.
 """
 
-import warnings
-
 import gguf
 import pytest
 import torch
 
 import openformers
+from decoder_parity import (
+    assert_cached_decoding_equals_the_full_forward,
+    assert_generate_matches,
+    assert_hidden_states_and_attentions_match,
+    assert_left_padded_batch_equals_single_rows,
+    assert_outputs_close,
+    assert_same_attributes,
+    assert_static_cache_gives_the_dynamic_cache_tokens,
+    finish_gguf,
+    generation_inputs,
+    llama_cpp_tensors,
+    load_quietly,
+    load_saved,
+    outputs_of,
+)
 from openformers import AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig
-from openformers.generation.cache import DynamicCache
 from openformers.kernels import accelerate
 from openformers.kernels import llama as llama_kernel
 
@@ -54,13 +66,6 @@ def _reference(family, name=None, **overrides):
     return model
 
 
-def _load_quietly(load, folder):
-    """Load, failing on any warning: a missing, unexpected or newly initialized weight is reported by one."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return load(folder)
-
-
 def _ids(*shape, seed=1):
     return torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
 
@@ -82,16 +87,14 @@ def _inputs(name) -> dict:
 
 
 def _outputs(model, name) -> dict:
-    out = model(**_inputs(name))
-    return {key: out[key] for key in out.keys() if isinstance(out[key], torch.Tensor)}
+    return outputs_of(model, _inputs(name))
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
 def tiny(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(request.param)
     reference = _reference(request.param)
-    reference.save_pretrained(folder)
-    return folder, reference, _load_quietly(AutoModelForCausalLM.from_pretrained, folder)
+    return folder, reference, load_saved(reference, folder)
 
 
 @pytest.mark.parametrize("name", HEADS)
@@ -99,20 +102,16 @@ def tiny(request, tmp_path_factory):
 def test_every_head_matches_the_reference_and_saves_what_it_loads(name, tmp_path):
     family, auto_class = HEADS[name]
     reference = _reference(family, name)
-    reference.save_pretrained(tmp_path / "theirs")
-    model = _load_quietly(getattr(openformers, auto_class).from_pretrained, tmp_path / "theirs")
+    model = load_saved(reference, tmp_path / "theirs", auto_class)
     assert type(model).__name__ == name and not model.training
     expected = _outputs(reference, name)
     got = _outputs(model, name)
-    assert list(got) == list(expected)
-    for key in expected:
-        torch.testing.assert_close(got[key], expected[key], atol=1e-4, rtol=1e-4, msg=key)
+    assert_outputs_close(got, expected, name)
 
     model.save_pretrained(tmp_path / "ours")
     reloaded = getattr(transformers, name).from_pretrained(tmp_path / "ours").eval()
-    for key, value in _outputs(reloaded, name).items():
-        torch.testing.assert_close(value, expected[key], atol=1e-4, rtol=1e-4, msg=key)
-    ours_again = _load_quietly(getattr(openformers, name).from_pretrained, tmp_path / "ours")
+    assert_outputs_close(_outputs(reloaded, name), expected, f"{name} saved by openformers")
+    ours_again = load_quietly(getattr(openformers, name).from_pretrained, tmp_path / "ours")
     for key, value in _outputs(ours_again, name).items():
         torch.testing.assert_close(value, got[key], msg=key)
 
@@ -126,8 +125,7 @@ def test_every_head_matches_the_reference_and_saves_what_it_loads(name, tmp_path
 @torch.inference_mode()
 def test_other_variants_match_the_reference(tmp_path, family, overrides):
     reference = _reference(family, **overrides)
-    reference.save_pretrained(tmp_path)
-    model = _load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
+    model = load_saved(reference, tmp_path)
     for name in ("tie_word_embeddings", "final_logit_softcapping", "attn_logit_softcapping"):
         assert getattr(model.config, name) == getattr(reference.config, name)
     ids = _ids(2, 10)
@@ -136,59 +134,28 @@ def test_other_variants_match_the_reference(tmp_path, family, overrides):
 
 @torch.inference_mode()
 def test_hidden_states_and_attentions_match_the_reference(tiny):
-    _, reference, model = tiny
-    ids = _ids(1, 9)
-    ours = model(ids, output_hidden_states=True, output_attentions=True)
-    theirs = reference(ids, output_hidden_states=True, output_attentions=True)
-    assert len(ours.hidden_states) == len(theirs.hidden_states) == TINY["num_hidden_layers"] + 1
-    for got, expected in zip(ours.hidden_states + ours.attentions, theirs.hidden_states + theirs.attentions):
-        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    folder, _, model = tiny
+    ours = assert_hidden_states_and_attentions_match(model, folder, _ids(1, 9))
+    assert len(ours.hidden_states) == TINY["num_hidden_layers"] + 1
 
 
 @torch.inference_mode()
 def test_cached_decoding_equals_the_full_forward(tiny):
-    model = tiny[2]
-    ids = _ids(2, 12)
-    full = model(ids).logits
-    cache = DynamicCache()
-    steps = [model(ids[:, :5], past_key_values=cache).logits]  # prefill past the window
-    steps.append(model(ids[:, 5:8], past_key_values=cache).logits)  # a chunk on top of the cache
-    for t in range(8, 12):
-        steps.append(model(ids[:, t : t + 1], past_key_values=cache).logits)  # one token at a time
-    torch.testing.assert_close(torch.cat(steps, dim=1), full)
+    assert_cached_decoding_equals_the_full_forward(tiny[2], _ids(2, 12))  # the prefill runs past the window
 
 
 @torch.inference_mode()
 def test_left_padded_batch_equals_single_rows(tiny):
-    model = tiny[2]
-    rows = [_ids(1, 9, seed=2)[0], _ids(1, 5, seed=3)[0], _ids(1, 1, seed=4)[0]]
-    width = max(len(r) for r in rows)
-    ids = torch.stack([torch.cat([torch.zeros(width - len(r), dtype=torch.long), r]) for r in rows])
-    mask = torch.stack([torch.cat([torch.zeros(width - len(r)), torch.ones(len(r))]).long() for r in rows])
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache()
-    prefill = model(ids, attention_mask=mask, position_ids=positions, past_key_values=cache).logits
-    step_ids = _ids(3, 1, seed=5)
-    mask = torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], dim=1)
-    step = model(step_ids, attention_mask=mask, position_ids=positions[:, -1:] + 1, past_key_values=cache).logits
-    for i, row in enumerate(rows):
-        alone = model(torch.cat([row, step_ids[i]])[None]).logits[0]
-        torch.testing.assert_close(prefill[i, width - len(row) :], alone[:-1])
-        torch.testing.assert_close(step[i, 0], alone[-1])
+    assert_left_padded_batch_equals_single_rows(tiny[2], _ids)
 
 
 @pytest.mark.parametrize("options", [dict(), dict(num_beams=3)], ids=["greedy", "beams"])
 @torch.inference_mode()
 def test_generate_matches_the_reference(tiny, options):
     _, reference, model = tiny
-    ids = torch.stack([_ids(1, 6, seed=6)[0], torch.cat([torch.zeros(2, dtype=torch.long), _ids(1, 4, seed=8)[0]])])
-    mask = (torch.arange(6) >= torch.tensor([[0], [2]])).long()
-    for batch in ((ids[:1], mask[:1]), (ids, mask)):
-        expected = reference.generate(batch[0], attention_mask=batch[1], max_new_tokens=10, do_sample=False,
-                                      eos_token_id=None, pad_token_id=0, **options)
-        got = model.generate(batch[0], attention_mask=batch[1], max_new_tokens=10, do_sample=False,
-                             eos_token_id=None, pad_token_id=0, **options)
-        assert got.tolist() == expected.tolist()
+    ids, mask = generation_inputs(_ids)
+    assert_generate_matches(model, reference, ids[:1], mask[:1], **options)
+    assert_generate_matches(model, reference, ids, mask, **options)
 
 
 def test_the_cpu_kernel_leaves_gemma_on_the_plain_path(tiny):
@@ -204,9 +171,10 @@ def test_config_reads_and_writes_the_references_fields(tiny, tmp_path):
     assert (config.query_pre_attn_scalar, config.rope_theta, config.sliding_window) == (12, 500.0, 4)
     config.save_pretrained(tmp_path)
     theirs = transformers.AutoConfig.from_pretrained(tmp_path)
-    for name in ("layer_types", "query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping",
-                 "sliding_window", "head_dim", "hidden_activation", "tie_word_embeddings", "rope_parameters"):
-        assert getattr(theirs, name) == getattr(reference.config, name), name
+    assert_same_attributes(theirs, reference.config, (
+        "layer_types", "query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping", "sliding_window",
+        "head_dim", "hidden_activation", "tie_word_embeddings", "rope_parameters",
+    ))
 
 
 def test_gemma3_defaults_are_the_references():
@@ -240,21 +208,15 @@ def test_gemma3_config_refuses_a_scaled_rope_on_the_sliding_layers(tmp_path):
 
 @torch.inference_mode()
 def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    model = tiny[2]
-    ids = torch.stack([_ids(1, 6, seed=6)[0], torch.cat([torch.zeros(2, dtype=torch.long), _ids(1, 4, seed=8)[0]])])
-    mask = (torch.arange(6) >= torch.tensor([[0], [2]])).long()
-    for options in (dict(), dict(num_beams=3)):  # 6 + 8 positions: the sliding layers' window moves in the buffer
-        settings = dict(attention_mask=mask, max_new_tokens=8, do_sample=False, eos_token_id=None, **options)
-        static = model.generate(ids, cache_implementation="static", **settings)
-        assert static.tolist() == model.generate(ids, **settings).tolist(), options
+    # 6 + 8 positions: the sliding layers' window moves in the buffer
+    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(_ids))
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 @torch.inference_mode()
 def test_inputs_embeds_are_taken_unscaled_as_in_the_reference(family, tmp_path):
     reference = _reference(family)
-    reference.save_pretrained(tmp_path)
-    model = _load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
+    model = load_saved(reference, tmp_path)
     ids = _ids(1, 7)
     embeds = model.get_input_embeddings()(ids)  # scaled by sqrt(hidden_size), as the reference's module does
     torch.testing.assert_close(embeds, reference.get_input_embeddings()(ids))
@@ -281,7 +243,7 @@ GGUF_NAMES = {
     "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm", "input_layernorm": "attn_norm",
     "post_attention_layernorm": "post_attention_norm", "pre_feedforward_layernorm": "ffn_norm",
     "post_feedforward_layernorm": "post_ffw_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down",
+    "mlp.down_proj": "ffn_down", "model.layers": "blk",
 }
 
 
@@ -305,17 +267,10 @@ def _write_gguf(path, reference):
     if arch == "gemma2":
         writer.add_attn_logit_softcapping(config.attn_logit_softcapping)
         writer.add_final_logit_softcapping(config.final_logit_softcapping)
-    for name, tensor in reference.state_dict().items():
-        if name == "lm_head.weight":
-            continue
+    for name, gguf_name, tensor in llama_cpp_tensors(reference, GGUF_NAMES):  # tied: no output.weight
         w = tensor.numpy() + 1 if name.endswith("norm.weight") else tensor.numpy()
-        for hf, cpp in GGUF_NAMES.items():
-            name = name.replace(hf, cpp)
-        writer.add_tensor(name.replace("model.layers.", "blk."), w)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+        writer.add_tensor(gguf_name, w)
+    finish_gguf(writer)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
