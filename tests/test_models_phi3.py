@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import openformers
+from decoder_parity import finish_gguf, llama_cpp_tensors
 from openformers.configs import Phi3Config
 from openformers.generation.cache import DynamicCache
 
@@ -234,15 +235,11 @@ def _write_gguf(path, reference):
         writer.add_tensor(f"rope_factors_{kind}.weight", np.array(config.rope_parameters[f"{kind}_factor"], np.float32))
     names = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output",
              "self_attn.qkv_proj": "attn_qkv", "self_attn.o_proj": "attn_output", "input_layernorm": "attn_norm",
-             "mlp.gate_up_proj": "ffn_up", "mlp.down_proj": "ffn_down", "post_attention_layernorm": "ffn_norm"}
-    for name, tensor in reference.state_dict().items():
-        for hf, cpp in names.items():
-            name = name.replace(hf, cpp)
-        writer.add_tensor(name.replace("model.layers.", "blk."), tensor.numpy())
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+             "mlp.gate_up_proj": "ffn_up", "mlp.down_proj": "ffn_down", "post_attention_layernorm": "ffn_norm",
+             "model.layers.": "blk."}
+    for _, gguf_name, tensor in llama_cpp_tensors(reference, names):
+        writer.add_tensor(gguf_name, tensor.numpy())
+    finish_gguf(writer)
 
 
 def test_gguf_written_like_llama_cpp_matches_the_original(tmp_path):
