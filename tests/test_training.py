@@ -195,7 +195,7 @@ RESUME_SCRIPT = TINY_CLASSIFIER + textwrap.dedent('''
 def test_resume_after_sigkill_continues_the_same_run(tmp_path):
     full_model = make_model()
     full = Trainer(model=full_model, args=_classifier_args(tmp_path / "full"), train_dataset=make_rows())
-    full.train()
+    full_output = full.train()
 
     script = tmp_path / "crash.py"
     script.write_text(RESUME_SCRIPT)
@@ -205,9 +205,12 @@ def test_resume_after_sigkill_continues_the_same_run(tmp_path):
 
     resumed_model = make_model(seed=123)  # different initial weights: the checkpoint must replace them
     resumed = Trainer(model=resumed_model, args=_classifier_args(tmp_path / "crashed"), train_dataset=make_rows())
-    resumed.train(resume_from_checkpoint=True)
+    resumed_output = resumed.train(resume_from_checkpoint=True)
 
     assert _losses(resumed.state.log_history) == _losses(full.state.log_history)
+    # train_loss is the mean over all 18 steps, those before the crash included (read from the checkpoint)
+    assert resumed_output.training_loss == pytest.approx(full_output.training_loss, abs=1e-6)
+    assert resumed_output.metrics["train_loss"] == pytest.approx(full_output.metrics["train_loss"], abs=1e-6)
     assert resumed.state.global_step == full.state.global_step == 18
     for name, value in full_model.state_dict().items():
         assert torch.equal(resumed_model.state_dict()[name], value), name

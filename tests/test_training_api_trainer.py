@@ -428,9 +428,11 @@ def test_neftune_noise_during_training_only(tmp_path):
 
 
 def test_arguments_for_setups_we_do_not_drive_are_named_once(tmp_path):
-    with pytest.warns(UserWarning, match="deepspeed, fsdp"):
+    with pytest.warns(UserWarning, match="deepspeed, use_liger_kernel"):
         openformers.Trainer(model=TinyDropoutModel(), args=_args(openformers, tmp_path, deepspeed={"zero": 2},
-                                                                  fsdp="full_shard"))
+                                                                  use_liger_kernel=True))
+    with pytest.warns(UserWarning, match="single process: the model trains whole"):
+        openformers.Trainer(model=TinyDropoutModel(), args=_args(openformers, tmp_path, fsdp="full_shard"))
 
 
 def test_half_precision_full_eval_casts_the_model_as_the_reference(tmp_path):

@@ -350,7 +350,10 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
 
     def architecture_name(self) -> str:
         """The class name config.json records (the reference's name for this family and head)."""
-        return type(self).__name__
+        # FSDP's fully_shard gives a sharded model a subclass (FSDPLlamaForCausalLM) that records where the model's
+        # own class is in its MRO.
+        cls = type(self)
+        return cls.__mro__[getattr(cls, "_orig_cls_mro_index", 0)].__name__
 
     # -- gradient checkpointing -------------------------------------------------------------------------------
 

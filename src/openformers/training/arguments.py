@@ -1,8 +1,8 @@
 """TrainingArguments: every argument of the reference's, with its defaults and checks, as one dataclass.
 
 Each field of the reference's TrainingArguments is accepted with the same default, so scripts written for
-it run unchanged; the options that only matter to setups openformers does not drive (DeepSpeed, FSDP,
-TPUs, other trackers) are kept as given. Unknown keyword arguments raise a TypeError (the dataclass does
+it run unchanged; the options that only matter to setups openformers does not drive (DeepSpeed, TPUs, other
+trackers) are kept as given. `fsdp` and `fsdp_config` are checked here (training/distributed.py reads them). Unknown keyword arguments raise a TypeError (the dataclass does
 that); values that contradict each other raise a ValueError naming both fields. `evaluation_strategy`,
 removed from the reference, is accepted as an alias of `eval_strategy` with a deprecation warning, so
 older scripts run unchanged.
@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from .distributed import fsdp_settings
 from .schedules import SchedulerType
 
 
@@ -223,6 +224,7 @@ class TrainingArguments:
         self._check_numbers()
         self._derive_defaults()
         self._check_best_model()
+        fsdp_settings(self.fsdp, self.fsdp_config)  # a value FSDP2 cannot honour is refused here, naming it
         if self.bf16 and self.fp16:
             raise ValueError("bf16=True and fp16=True contradict each other: pick one mixed-precision type.")
         if self.bf16_full_eval and self.fp16_full_eval:

@@ -6,7 +6,10 @@ is saved again (after a rewind) or rotated out is first renamed aside and only t
 never leaves a half-deleted one for a resume to pick; the next save or resume removes what a crash left
 behind, and puts back a replaced checkpoint whose successor never landed. It holds the
 weights (safetensors, as `save_pretrained` writes them), the optimizer and scheduler states, the random
-number generator states and `trainer_state.json`; resuming from it continues the same run.
+number generator states and `trainer_state.json`; resuming from it continues the same run. Under torchrun
+every process writes its own random states (`rng_state_{rank}.pth`, as the reference names them) and, with
+FSDP, its shards of the model and optimizer (`fsdp_state/`, a torch.distributed.checkpoint folder) into the
+temporary folder before the first process completes it.
 """
 
 import os
@@ -20,6 +23,7 @@ import torch
 
 from ..models import lora
 from ..weights import find_weights, load_weights, save_safetensors
+from . import distributed
 from .callbacks import TrainerState
 
 PREFIX = "checkpoint"
@@ -48,13 +52,15 @@ def latest_checkpoint(output_dir) -> Path | None:
     return folders[-1] if folders else None
 
 
-def save_model(model, folder: Path) -> None:
-    """Weights (and config) the way from_pretrained reads them back."""
+def save_model(model, folder: Path, state_dict: dict | None = None) -> None:
+    """Weights (and config) the way from_pretrained reads them back; `state_dict` instead of the model's own (the
+    full weights gathered from a sharded model)."""
     folder.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "save_pretrained"):
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, state_dict=state_dict)
     else:
-        save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()}, folder)
+        state_dict = model.state_dict() if state_dict is None else state_dict
+        save_safetensors({k: v.contiguous() for k, v in state_dict.items()}, folder)
 
 
 def load_model_weights(model, folder: Path) -> None:
@@ -104,22 +110,45 @@ def save_checkpoint(output_dir, step: int, model, optimizer, scheduler, state: T
     The tokenizer (processing_class) is saved beside the weights, as the reference does, so a checkpoint
     folder loads on its own with from_pretrained.
     """
+    temporary = begin_checkpoint(output_dir, step)
+    if not args.save_only_model:
+        torch.save(rng_states(), temporary / "rng_state.pth")
+    write_checkpoint(temporary, model, optimizer, scheduler, args, scaler, extra, processing_class)
+    return finish_checkpoint(temporary, output_dir, step, state)
+
+
+def begin_checkpoint(output_dir, step: int) -> Path:
+    """The temporary folder checkpoint-{step} is written into (after removing what crashed saves left)."""
     output_dir = Path(output_dir)
     remove_leftovers(output_dir)
-    final = output_dir / f"{PREFIX}-{step}"
     temporary = output_dir / f"{_TEMPORARY}{PREFIX}-{step}-{os.getpid()}"
-    save_model(model, temporary)
+    temporary.mkdir(parents=True, exist_ok=True)
+    return temporary
+
+
+def write_checkpoint(temporary: Path, model, optimizer, scheduler, args, scaler=None, extra: dict | None = None,
+                     processing_class=None, state_dict: dict | None = None, write_model: bool = True) -> None:
+    """The first process's files: the weights (`state_dict` when given; none with write_model=False), the
+    tokenizer, the optimizer (None: it is in the sharded state), scheduler, scaler and `extra` files."""
+    if write_model:
+        save_model(model, temporary, state_dict)
     if processing_class is not None and hasattr(processing_class, "save_pretrained"):
         processing_class.save_pretrained(temporary)
     if not args.save_only_model:
-        torch.save(optimizer.state_dict(), temporary / "optimizer.pt")
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), temporary / "optimizer.pt")
         torch.save(scheduler.state_dict(), temporary / "scheduler.pt")
-        torch.save(rng_states(), temporary / "rng_state.pth")
         if scaler is not None:
             torch.save(scaler.state_dict(), temporary / "scaler.pt")
         for name, values in (extra or {}).items():
             torch.save(values, temporary / name)
     (temporary / "training_args.json").write_text(args.to_json_string() + "\n")
+
+
+def finish_checkpoint(temporary: Path, output_dir, step: int, state: TrainerState) -> Path:
+    """Mark the temporary folder complete and rename it to checkpoint-{step}, replacing one of that name."""
+    output_dir = Path(output_dir)
+    final = output_dir / f"{PREFIX}-{step}"
     state.save_to_json(temporary / "trainer_state.json")  # written last: its presence marks a complete checkpoint
     _sync_folder(temporary)
     replaced = output_dir / f"{_REPLACED}{PREFIX}-{step}-{os.getpid()}"
@@ -164,11 +193,12 @@ def _sync_folder(folder: Path) -> None:
                 os.close(descriptor)
 
 
-def load_checkpoint(folder, model, optimizer, scheduler, scaler=None) -> TrainerState:
+def load_checkpoint(folder, model, optimizer, scheduler, scaler=None, sharded: bool = False) -> TrainerState:
     """Restore weights, optimizer, scheduler and scaler from a checkpoint; return its TrainerState.
 
-    The random number generator states are left for `load_rng_states`: the Trainer sets them just
-    before the next step, after building the data iterator.
+    sharded=True (an FSDP run, every process calling) reads the model and optimizer from the checkpoint's
+    distributed checkpoint instead of its weights and optimizer.pt. The random number generator states are
+    left for `load_rng_states`: the Trainer sets them just before the next step, after building the data iterator.
     """
     folder = Path(folder)
     if not (folder / "trainer_state.json").is_file():
@@ -176,15 +206,19 @@ def load_checkpoint(folder, model, optimizer, scheduler, scaler=None) -> Trainer
             f"{folder} is not a complete checkpoint (no trainer_state.json). Pass a checkpoint-N folder written "
             "by the Trainer, or resume_from_checkpoint=True to pick the latest one in output_dir."
         )
-    missing = [name for name in ("optimizer.pt", "scheduler.pt") if not (folder / name).is_file()]
+    missing = [name for name in ("scheduler.pt",) + (() if sharded else ("optimizer.pt",))
+               if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(
             f"{folder} has no {', '.join(missing)}: it was saved with save_only_model=True and cannot be resumed "
             "from. Load its weights with from_pretrained and start a new run instead."
         )
-    load_model_weights(model, folder)
-    device = next(model.parameters()).device
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
+    if sharded:
+        distributed.load_sharded(model, optimizer, folder / distributed.SHARDED_FOLDER)
+    else:
+        load_model_weights(model, folder)
+        device = next(model.parameters()).device
+        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
     if scaler is not None and (folder / "scaler.pt").is_file():
         scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=True))
@@ -196,9 +230,18 @@ def load_extra(folder, name: str) -> dict | None:
     return torch.load(path, weights_only=True) if path.is_file() else None
 
 
-def load_rng_states(folder) -> dict | None:
-    path = Path(folder) / "rng_state.pth"
-    return torch.load(path, weights_only=True) if path.is_file() else None
+def rng_file(rank: int, world_size: int) -> str:
+    """The file of a process's random states: one per process in a distributed run, as the reference names them."""
+    return f"rng_state_{rank}.pth" if world_size > 1 else "rng_state.pth"
+
+
+def load_rng_states(folder, rank: int = 0, world_size: int = 1) -> dict | None:
+    """This process's random states; a checkpoint of another number of processes gives its first process's."""
+    for name in (rng_file(rank, world_size), "rng_state.pth", "rng_state_0.pth"):
+        path = Path(folder) / name
+        if path.is_file():
+            return torch.load(path, weights_only=True)
+    return None
 
 
 def rotate_checkpoints(output_dir, limit: int | None, keep: str | None = None) -> None:

@@ -16,6 +16,7 @@ restores them, so runs with dropout draw the reference's masks and a resumed run
 
 import collections
 import dataclasses
+import atexit
 import datetime
 import inspect
 import itertools
@@ -37,6 +38,7 @@ from torch.utils.data import DataLoader
 
 from .. import logging as library_logging
 from . import checkpoint as ckpt
+from . import distributed
 from .arguments import TrainingArguments
 from .callbacks import (
     CallbackHandler, DefaultFlowCallback, PrinterCallback, ProgressCallback, TensorBoardCallback, TrainerControl,
@@ -151,6 +153,13 @@ class Trainer:
         if self.args.tf32 is not None and torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.args.tf32
         self.rank, self.world_size, self.device = _setup_distributed(self.args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its warnings came when the arguments were made
+            self._fsdp = distributed.fsdp_settings(self.args.fsdp, self.args.fsdp_config)
+        if self._fsdp is not None and self.world_size == 1:
+            warnings.warn("fsdp is set, but this is a single process: the model trains whole, unsharded. Shard it "
+                          "across processes with torchrun --nproc_per_node=N.", stacklevel=2)
+        self._sharded = self._fsdp is not None and self.world_size > 1
         self._prepare_model(model)
         self.processing_class = processing_class if processing_class is not None else tokenizer
         self.data_collator = data_collator or _default_collator(self.processing_class, model)
@@ -199,7 +208,7 @@ class Trainer:
         """Put the model on the device and read what the loop needs to know about it."""
         self.model = model.to(self.device)
         self._wrapped = None
-        if self.args.gradient_checkpointing:
+        if self.args.gradient_checkpointing or (self._fsdp is not None and self._fsdp.activation_checkpointing):
             if not hasattr(model, "gradient_checkpointing_enable"):
                 raise ValueError(
                     f"gradient_checkpointing=True, but {type(model).__name__} has no gradient_checkpointing_enable(); "
@@ -483,6 +492,13 @@ class Trainer:
         else:  # a stream: passes over it ("epochs") go on until max_steps, as the reference's do
             max_steps, num_epochs, steps_per_epoch = args.max_steps, sys.maxsize, args.max_steps
 
+        if self._sharded:
+            if self.optimizer is not None and self._wrapped is None:
+                raise ValueError(
+                    "With fsdp the optimizer must be built on the sharded parameters, which exist only once train() "
+                    "has sharded the model: pass optimizer_cls_and_kwargs=(cls, kwargs) instead of optimizers=."
+                )
+            self._training_model()
         self.create_optimizer()
         self.create_scheduler(max_steps)
         self.callback_handler.optimizer, self.callback_handler.lr_scheduler = self.optimizer, self.lr_scheduler
@@ -495,9 +511,12 @@ class Trainer:
         loop = {"loss_since_log": 0.0, "last_logged_step": 0, "total_loss": 0.0}
         self._pending_rng = None
         if resume_from_checkpoint:
-            # train_loss averages the steps of this run only, as the reference's does after a resume
-            loop = dict(self._resume(resume_from_checkpoint, loop), total_loss=0.0)
+            loop = self._resume(resume_from_checkpoint, loop)
         start_step = self.state.global_step
+        # train_loss is the mean over every step of the run, those before a resume included (their total is in the
+        # checkpoint's loop state); a checkpoint without it gives the mean over this run's steps.
+        first_counted_step = 0 if loop.get("total_loss_restored") else start_step
+        loop.pop("total_loss_restored", None)
         model = self._training_model()
         model.train()
         self._trained = True
@@ -568,10 +587,14 @@ class Trainer:
                 break
 
         if args.load_best_model_at_end and self.state.best_model_checkpoint is not None:
-            ckpt.load_model_weights(self.model, Path(self.state.best_model_checkpoint))
+            best = Path(self.state.best_model_checkpoint)
+            if self._sharded:
+                distributed.load_sharded(self.model, None, best / distributed.SHARDED_FOLDER)
+            else:
+                ckpt.load_model_weights(self.model, best)
         runtime = time.perf_counter() - start
-        steps_run = max(self.state.global_step - start_step, 1)
-        train_loss = loop["total_loss"] / steps_run
+        steps_counted = max(self.state.global_step - first_counted_step, 1)
+        train_loss = loop["total_loss"] / steps_counted
         rows = max_steps * batch_size * args.gradient_accumulation_steps * self.world_size
         metrics = {
             "train_runtime": round(runtime, 4),
@@ -589,7 +612,9 @@ class Trainer:
     def _training_model(self):
         if self._wrapped is None:
             model = self.model
-            if self.world_size > 1:
+            if self._sharded:
+                model = distributed.shard_model(model, self._fsdp, self.device)
+            elif self.world_size > 1:
                 device_ids = [self.device.index] if self.device.type == "cuda" else None
                 options = {name: getattr(self.args, f"ddp_{name}") for name in
                            ("find_unused_parameters", "bucket_cap_mb", "broadcast_buffers", "static_graph")}
@@ -680,7 +705,9 @@ class Trainer:
         for index, (batch, (grad_weight, log_weight)) in enumerate(zip(group, weights)):
             batch = to_device(batch, self.device)
             last = final and index == len(group) - 1
-            sync = nullcontext() if last or self.world_size == 1 else model.no_sync()
+            sync = nullcontext() if last or self.world_size == 1 or self._sharded else model.no_sync()
+            if self._sharded:
+                distributed.gradient_sync(self.model, last)
             with sync:
                 with self._autocast():
                     loss = self._call_compute_loss(model, batch, num_items)
@@ -697,7 +724,8 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         grad_norm = None
         if self.args.max_grad_norm > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm))
+            grad_norm = distributed.as_number(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                                             self.args.max_grad_norm))
         self.control = self.callback_handler.on_pre_optimizer_step(self.args, self.state, self.control)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
@@ -831,16 +859,34 @@ class Trainer:
         return False
 
     def _save_checkpoint(self, loop: dict) -> None:
+        folder = Path(self.args.output_dir) / f"{ckpt.PREFIX}-{self.state.global_step}"
+        if self.state.best_global_step == self.state.global_step:
+            self.state.best_model_checkpoint = str(folder)
+        # The callbacks' counters (early stopping's patience...) and the control flags, as of this step.
+        self.state.stateful_callbacks = _states_by_name(self._stateful_callbacks())
+        files = dict(model=self.model, optimizer=self.optimizer, scheduler=self.lr_scheduler, args=self.args,
+                     scaler=self.scaler, extra={_LOOP_STATE: loop}, processing_class=self.processing_class)
+        if self.world_size == 1:
+            folder = ckpt.save_checkpoint(self.args.output_dir, self.state.global_step, state=self.state, **files)
+        else:
+            # Every process writes its part into the folder the first one made; the first completes it when all are done.
+            temporary = [ckpt.begin_checkpoint(self.args.output_dir, self.state.global_step) if self.rank == 0 else None]
+            dist.broadcast_object_list(temporary, src=0)
+            temporary = temporary[0]
+            if not self.args.save_only_model:
+                torch.save(ckpt.rng_states(), temporary / ckpt.rng_file(self.rank, self.world_size))
+            full = None
+            if self._sharded:
+                distributed.save_sharded(self.model, None if self.args.save_only_model else self.optimizer,
+                                         temporary / distributed.SHARDED_FOLDER)
+                files["optimizer"] = None  # it is in the sharded state
+                full = distributed.full_state_dict(self.model) if self._fsdp.full_state_dict else None
+            dist.barrier()
+            if self.rank == 0:
+                ckpt.write_checkpoint(temporary, state_dict=full,
+                                      write_model=not self._sharded or self._fsdp.full_state_dict, **files)
+                folder = ckpt.finish_checkpoint(temporary, self.args.output_dir, self.state.global_step, self.state)
         if self.rank == 0:
-            folder = Path(self.args.output_dir) / f"{ckpt.PREFIX}-{self.state.global_step}"
-            if self.state.best_global_step == self.state.global_step:
-                self.state.best_model_checkpoint = str(folder)
-            # The callbacks' counters (early stopping's patience...) and the control flags, as of this step.
-            self.state.stateful_callbacks = _states_by_name(self._stateful_callbacks())
-            folder = ckpt.save_checkpoint(
-                self.args.output_dir, self.state.global_step, self.model, self.optimizer, self.lr_scheduler,
-                self.state, self.args, self.scaler, extra={_LOOP_STATE: loop}, processing_class=self.processing_class,
-            )
             if self.args.push_to_hub and self.args.hub_strategy != "end":
                 self.callback_handler.on_push_begin(self.args, self.state, self.control)
                 push.push_checkpoint(self.hub_model_id, folder, self.args, self.processing_class,
@@ -862,7 +908,8 @@ class Trainer:
                     f"resume_from_checkpoint=True, but {self.args.output_dir} holds no complete checkpoint-N folder."
                 )
         folder = Path(folder)
-        saved_state = ckpt.load_checkpoint(folder, self.model, self.optimizer, self.lr_scheduler, self.scaler)
+        saved_state = ckpt.load_checkpoint(folder, self.model, self.optimizer, self.lr_scheduler, self.scaler,
+                                           sharded=self._sharded)
         for name in ("max_steps", "logging_steps", "eval_steps", "save_steps", "num_train_epochs", "train_batch_size"):
             setattr(saved_state, name, getattr(self.state, name))  # the arguments of this run decide these
         saved_state.is_world_process_zero = saved_state.is_local_process_zero = self.rank == 0
@@ -871,8 +918,10 @@ class Trainer:
             self._restore_callback_states()
         extra = ckpt.load_extra(folder, _LOOP_STATE)
         # Set in the loop, at the point of the epoch where the reference sets them.
-        self._pending_rng = ckpt.load_rng_states(folder)
-        return extra if extra is not None else dict(loop, last_logged_step=self.state.global_step)
+        self._pending_rng = ckpt.load_rng_states(folder, self.rank, self.world_size)
+        if extra is None:
+            return dict(loop, last_logged_step=self.state.global_step)
+        return dict(extra, total_loss_restored=True)
 
     def _restore_rng(self) -> None:
         ckpt.set_rng_states(self._pending_rng)
@@ -1055,9 +1104,11 @@ class Trainer:
     def save_model(self, output_dir: str | os.PathLike | None = None, _internal_call: bool = False) -> None:
         """Write the model (and the tokenizer, when the Trainer has one) so from_pretrained reads them back;
         with push_to_hub=True, upload them too."""
+        # A sharded model's full weights are gathered on the first process, which every process takes part in.
+        full = distributed.full_state_dict(self.model) if self._sharded and self._wrapped is not None else None
         if self.rank == 0:
             folder = Path(output_dir or self.args.output_dir)
-            ckpt.save_model(self.model, folder)
+            ckpt.save_model(self.model, folder, full)
             if self.processing_class is not None and hasattr(self.processing_class, "save_pretrained"):
                 self.processing_class.save_pretrained(folder)
             (folder / "training_args.json").write_text(self.args.to_json_string() + "\n")
@@ -1111,9 +1162,9 @@ class Trainer:
 # -- helpers -------------------------------------------------------------------------------------------------
 
 
-# Arguments for setups the openformers Trainer does not drive (DeepSpeed, FSDP, accelerate, Liger kernels, other
+# Arguments for setups the openformers Trainer does not drive (DeepSpeed, accelerate, Liger kernels, other
 # trackers' options): accepted so that scripts run, and named in one warning when they are set.
-UNUSED_ARGUMENTS = ("deepspeed", "fsdp", "fsdp_config", "accelerator_config", "parallelism_config", "use_liger_kernel",
+UNUSED_ARGUMENTS = ("deepspeed", "accelerator_config", "parallelism_config", "use_liger_kernel",
                     "liger_kernel_config", "optim_target_modules", "enable_jit_checkpoint", "trackio_space_id",
                     "trackio_bucket_id", "trackio_static_space_id", "eval_use_gather_object")
 
@@ -1124,7 +1175,7 @@ def _warn_about_unused_arguments(args: TrainingArguments) -> None:
     if unused:
         warnings.warn(
             f"TrainingArguments {', '.join(unused)} configure setups the openformers Trainer does not drive "
-            "(DeepSpeed, FSDP, accelerate, Liger kernels, trackers); training runs without them.", stacklevel=3,
+            "(DeepSpeed, accelerate, Liger kernels, trackers); training runs without them.", stacklevel=3,
         )
 
 
@@ -1141,6 +1192,9 @@ def _setup_distributed(args: TrainingArguments) -> tuple[int, int, torch.device]
     if not dist.is_initialized():
         dist.init_process_group(backend=args.ddp_backend or ("nccl" if use_cuda else "gloo"),
                                 timeout=datetime.timedelta(seconds=args.ddp_timeout))
+        # Left at exit while the interpreter is whole: a group still alive during interpreter teardown can abort
+        # the process ("terminate called without an active exception") after the script has finished.
+        atexit.register(distributed.leave_process_group)
     return dist.get_rank(), dist.get_world_size(), device
 
 
