@@ -49,6 +49,24 @@ def counted_decode_steps(monkeypatch) -> list:
     return calls
 
 
+def rounded(x: torch.Tensor) -> torch.Tensor:
+    """`x` as the kernel rounds the input of an int8 or int4 product: per block of 32 along the last dimension, int8
+    steps round(x * 127 / top) times top / 127, where top is the block's largest magnitude (float32 throughout)."""
+    columns = x.shape[-1]
+    blocks = torch.nn.functional.pad(x.float(), (0, -columns % 32)).unflatten(-1, (-1, 32))
+    top = blocks.abs().amax(-1, keepdim=True)
+    steps = torch.round(blocks * torch.where(top > 0, 127 / top, torch.zeros_like(top)))
+    return (steps * (top / 127)).flatten(-2)[..., :columns].to(x.dtype)
+
+
+def plain_path_rounds_inputs(monkeypatch) -> None:
+    """From here on the plain path rounds every packed layer's input as the kernel does, so that the two compute
+    the same thing and agree up to float sums."""
+    forward = kernels.Linear.forward
+    monkeypatch.setattr(kernels.Linear, "forward", lambda self, x: forward(
+        self, rounded(x) if self.scale is not None and not library.loaded() else x))
+
+
 def step_logits(model, tokens: list[int], use_kernels: bool, monkeypatch) -> torch.Tensor:
     """Logits of every decoding step after a 3-token prefill, one token at a time through a DynamicCache, with the
     loaded kernels used or, as if they were not, left aside."""
@@ -180,6 +198,7 @@ def test_a_team_of_threads_gives_the_one_thread_results(quantization, monkeypatc
     model = tiny_model(MistralConfig, sliding_window=6, intermediate_size=96)
     if quantization:
         model = kernels.quantize(model, quantization)
+        plain_path_rounds_inputs(monkeypatch)
     accelerated(model)
     tokens = torch.randint(0, 96, (30,), generator=torch.Generator().manual_seed(4)).tolist()
     steps = counted_decode_steps(monkeypatch)
@@ -243,12 +262,17 @@ def test_weights_replaced_or_cast_after_a_step_are_the_ones_used(monkeypatch):
     tokens = torch.randint(0, 96, (12,), generator=torch.Generator().manual_seed(3)).tolist()
     step_logits(model, tokens, True, monkeypatch)  # gathers and keeps the tensors
     layers = model.model.layers
+
+    def quantize_int8():
+        kernels.quantize(model, "int8")
+        plain_path_rounds_inputs(monkeypatch)
+
     changes = [  # each with whether the step can still run
         (lambda: setattr(layers[1].self_attn.q_proj, "weight", torch.nn.Parameter(torch.randn(64, 64))), True),
         (lambda: layers[1].mlp.up_proj.weight.data.mul_(2), True),  # in place: the kept tensor itself
         (lambda: model.load_state_dict({k: v * 1.5 for k, v in model.state_dict().items()}, assign=True), True),
         (lambda: setattr(layers[0].mlp, "down_proj", torch.nn.Linear(96, 64, bias=False)), False),  # not the kernel's
-        (lambda: kernels.quantize(model, "int8"), True),
+        (quantize_int8, True),
         (lambda: model.to(torch.bfloat16), True),
     ]
     for change, step_runs in changes:

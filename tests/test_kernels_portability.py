@@ -15,7 +15,7 @@ import torch
 
 from openformers import kernels
 from openformers.kernels import library
-from test_kernels import tiny_model
+from test_kernels import rounded, tiny_model
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 ARM_COMPILER = shutil.which("aarch64-linux-gnu-g++")
@@ -32,6 +32,7 @@ PARITY = [
     "tests/test_kernels.py::test_bfloat16_weights_stay_close_to_float32",
     "tests/test_kernels.py::test_few_rows_of_a_linear_layer_take_the_kernel_with_torch_results",
     "tests/test_kernels_portability.py::test_quantized_rows_take_the_kernel_with_the_plain_results",
+    "tests/test_kernels_integer.py",
 ]
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,8 +66,8 @@ def test_a_build_for_an_older_cpu_uses_only_its_registers(arch, monkeypatch):
 
 @pytest.mark.parametrize("quantization", ["int8", "int4"])
 def test_quantized_rows_take_the_kernel_with_the_plain_results(quantization, monkeypatch):
-    # Every count of rows the kernel takes: one (the decoding step's), a batch's few (the rows share each unpacked
-    # weight), and 72 columns (int8: a 16-wide tail) over 200 output rows (four blocks).
+    # Every count of rows the kernel takes: one (the decoding step's), a batch's few (each block of rows stays in
+    # the cache for all of them), and 72 columns (int8: a part-block of 8 after the whole ones) over 200 output rows.
     torch.manual_seed(0)
     layer = kernels.quantize(torch.nn.Sequential(torch.nn.Linear(64 if quantization == "int4" else 72, 200)),
                              quantization)[0]
@@ -79,7 +80,8 @@ def test_quantized_rows_take_the_kernel_with_the_plain_results(quantization, mon
         torch.set_num_threads(3)
         with torch.inference_mode():
             for rows in (1, 3, 4, 5, 8):
-                plain = torch.nn.functional.linear(x[:rows], layer.dequantized(torch.float32), layer.bias)
+                # the kernel's integer products take the input rounded to 8 bits (see test_kernels_integer.py)
+                plain = torch.nn.functional.linear(rounded(x[:rows]), layer.dequantized(torch.float32), layer.bias)
                 torch.testing.assert_close(layer(x[:rows]), plain, atol=1e-5, rtol=1e-5)
     finally:
         torch.set_num_threads(threads)

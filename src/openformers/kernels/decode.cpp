@@ -8,10 +8,12 @@
 //
 // Weights are float32, bfloat16, int8 with one float32 scale per output row, or int4 in groups of 32 (see
 // Int4 below); activations are float32 (rounded to bfloat16 for bfloat16 weights' products, as PyTorch
-// does); the key/value cache is float32 or bfloat16. Loops are plain C++ that the compiler vectorizes
-// (`omp simd`, -O3 -march=native), except the weight rows' inner loops, which have AVX-512 versions because
-// the compiler widens int8 and bfloat16 poorly. Every AVX-512 path has a plain one beside it, which CPUs without
-// AVX-512 (x86-64-v3, x86-64) and other architectures (ARM's NEON) build instead; tests/test_kernels_portability.py
+// does, and to 8-bit steps per block of 32 for int8 and int4 weights' products, which then run as integer dot
+// products: see Rounded); the key/value cache is float32 or bfloat16. Loops are plain C++ that the compiler
+// vectorizes (`omp simd`, -O3 -march=native), except the weight rows' inner loops, which have AVX-512 versions
+// (AVX-512 VNNI for the integer ones, AVX2 or AVX-VNNI for those on x86-64-v3) because the compiler widens
+// bfloat16 poorly and finds no integer dot instructions itself. Every such path has a plain one beside it, which
+// older CPUs (x86-64) and other architectures (ARM's NEON) build instead; tests/test_kernels_portability.py
 // builds those targets and checks them against PyTorch. Built with -fopenmp: the team and at::parallel_for (the
 // language-model head) are OpenMP, and without the flag at::parallel_for's inline pragmas run on one thread.
 
@@ -21,10 +23,11 @@
 
 #include <omp.h>
 
-#ifdef __AVX512F__
+#if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 #include <vector>
@@ -33,7 +36,6 @@ namespace {
 
 inline float as_float(float v) { return v; }
 inline float as_float(c10::BFloat16 v) { return static_cast<float>(v); }
-inline float as_float(int8_t v) { return static_cast<float>(v); }
 
 template <typename T>
 inline float dot(const T* w, const float* x, int64_t n) {
@@ -86,18 +88,14 @@ inline void four_rows(const Matrix& m, int64_t row, const float* x, float* out) 
 }
 
 #ifdef __AVX512F__
-// Sixteen weights of a row as float32: int8 and bfloat16 widen straight from memory, one shuffle each (the
-// compiler's own widening of int8 takes two steps and an extract per eight, which stalls on the shuffle port).
+// Sixteen weights of a row as float32: bfloat16 widens straight from memory, one shuffle each.
 inline __m512 load16(const float* w) { return _mm512_loadu_ps(w); }
 inline __m512 load16(const c10::BFloat16* w) {
   __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)));
   return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
 }
-inline __m512 load16(const int8_t* w) {
-  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))));
-}
 
-// Each row is read in 64-byte steps (one cache line: 16 float32, 32 bfloat16 or 64 int8 weights), with a
+// Each row is read in 64-byte steps (one cache line: 16 float32 or 32 bfloat16 weights), with a
 // prefetch of the line kPrefetch bytes ahead (see kPrefetch).
 
 template <typename W>
@@ -198,9 +196,12 @@ void rows<c10::BFloat16>(const Matrix& m, int64_t begin, int64_t end, const floa
 
 // int4 in llama.cpp's Q4_1 layout: groups of 32 weights along a row, each with a scale d and a minimum m
 // (weight = d * q + m, q in 0..15), stored as (d, m) float32 pairs; byte j of a group's 16 holds q_j in its
-// low nibble and q_(j+16) in its high one. Then row . x = sum over groups of d * (q . x) + m * sum(x).
+// low nibble and q_(j+16) in its high one.
 struct Int4 {};
 constexpr int64_t kGroup = 32;
+
+template <typename W>
+constexpr bool kInteger = std::is_same_v<W, int8_t> || std::is_same_v<W, Int4>;
 
 // Row r of int4 weights as float32 (scale * q + minimum).
 void unpack_int4_row(const Matrix& m, int64_t r, float* row) {
@@ -218,77 +219,237 @@ void unpack_int4_row(const Matrix& m, int64_t r, float* row) {
   }
 }
 
+// The input of a product, and for int8 and int4 weights its values rounded to 8 bits: per block of 32, int8
+// steps q with one float32 scale s (x ~ s * q, the block's largest magnitude at 127), as llama.cpp's Q8_1.
+// Integer weights then multiply integer steps, 64 products per instruction with AVX-512 VNNI's vpdpbusd
+// (u8 x s8 summed in fours into int32), where widening every weight to float32 took five instructions per 16
+// and left the products compute-bound at half the memory bandwidth. The product is exactly W times the rounded
+// input (float sums aside): int4's minimums take s * sum(q) per block, not the float sum of x, so that one
+// definition holds for the tests to check. Rounding costs every product |x_i| <= s/2 per input; llama.cpp's
+// Q8_0 and Q4_1 products round their input the same way.
+struct Rounded {
+  const float* x = nullptr;     // the float values (what float32 and bfloat16 weights multiply)
+  std::vector<int8_t> q;        // steps, zero up to a multiple of 64 (one AVX-512 load)
+  std::vector<float> scales;    // per pair of blocks, the first block's scale 8 times then the second's 8 times:
+                                // the 16 int32 sums of one vpdpbusd over 64 steps, scaled in one multiply
+  std::vector<float> pair_sums; // per block (0, s * sum(q)): dotted with an int4 row's (d, m) pairs, the
+                                // minimums' share of its product in one vectorized loop
+
+  float scale(int64_t block) const { return scales[block / 2 * 16 + block % 2 * 8]; }
+
+  // Rounding only for integer weights; float weights take x as it is.
+  template <typename W>
+  void set(const float* values, int64_t n) {
+    x = values;
+    if constexpr (kInteger<W>) round(n);
+  }
+
+  void round(int64_t n) {
+    int64_t blocks = (n + kGroup - 1) / kGroup, padded = (blocks + 1) / 2 * 64;
+    q.assign(padded, 0);
+    scales.assign(padded / 4, 0.f);
+    pair_sums.assign(2 * blocks, 0.f);
+    for (int64_t b = 0; b < blocks; ++b) {
+      int64_t begin = b * kGroup, count = std::min(kGroup, n - begin);
+      const float* xb = x + begin;
+      int8_t* qb = q.data() + begin;
+      float top = 0.f;
+      int32_t sum = 0;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+      if (count == kGroup) {
+        __m512 low = _mm512_loadu_ps(xb), high = _mm512_loadu_ps(xb + 16);
+        top = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(low), _mm512_abs_ps(high)));
+        __m512 inverse = _mm512_set1_ps(top > 0.f ? 127.f / top : 0.f);
+        // cvtps rounds to nearest even, as nearbyint below does in the default rounding mode
+        __m512i q_low = _mm512_cvtps_epi32(_mm512_mul_ps(low, inverse));
+        __m512i q_high = _mm512_cvtps_epi32(_mm512_mul_ps(high, inverse));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(qb), _mm512_cvtepi32_epi8(q_low));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(qb + 16), _mm512_cvtepi32_epi8(q_high));
+        sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q_low, q_high));
+      } else
+#endif
+      {
+        for (int64_t i = 0; i < count; ++i) top = std::max(top, std::fabs(xb[i]));
+        float inverse = top > 0.f ? 127.f / top : 0.f;
+        for (int64_t i = 0; i < count; ++i) {
+          qb[i] = static_cast<int8_t>(std::nearbyint(xb[i] * inverse));
+          sum += qb[i];
+        }
+      }
+      float scale = top / 127.f;
+      std::fill_n(scales.begin() + b / 2 * 16 + b % 2 * 8, 8, scale);
+      pair_sums[2 * b + 1] = scale * static_cast<float>(sum);
+    }
+  }
+};
+
+// One row's int8 weights from column `from` (a multiple of 32) on, times the rounded input.
+inline float int8_dot(const int8_t* w, const Rounded& in, int64_t from, int64_t cols) {
+  float sum = 0.f;
+  for (int64_t b = from; b < cols; b += kGroup) {
+    int64_t last = std::min(b + kGroup, cols);
+    int32_t block = 0;
+#pragma omp simd reduction(+ : block)
+    for (int64_t i = b; i < last; ++i) block += int32_t(w[i]) * int32_t(in.q[i]);
+    sum += in.scale(b / kGroup) * static_cast<float>(block);
+  }
+  return sum;
+}
+
+// One row's int4 groups [from, to) times the rounded input, minimums aside.
+inline float int4_dot(const uint8_t* q, const float* dm, const Rounded& in, int64_t from, int64_t to) {
+  float sum = 0.f;
+  for (int64_t g = from; g < to; ++g) {
+    const uint8_t* qg = q + g * 16;
+    const int8_t* xg = in.q.data() + g * kGroup;
+    int32_t group = 0;
+#pragma omp simd reduction(+ : group)
+    for (int j = 0; j < 16; ++j) group += int32_t(qg[j] & 15) * xg[j] + int32_t(qg[j] >> 4) * xg[j + 16];
+    sum += dm[2 * g] * in.scale(g) * static_cast<float>(group);
+  }
+  return sum;
+}
+
+#if defined(__AVX2__) && !(defined(__AVX512VNNI__) && defined(__AVX512BW__))
+// 32 unsigned bytes times 32 signed ones, summed in fours into 8 int32: AVX-VNNI's one instruction, or AVX2's
+// vpmaddubsw (pairs into int16: at most 2 x 127 x 127, below int16's saturation) and vpmaddwd.
+inline __m256i dot_u8s8(__m256i u, __m256i s) {
+#ifdef __AVXVNNI__
+  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
+
+inline float reduce_add(__m256 v) {
+  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+  return _mm_cvtss_f32(_mm_add_ss(sum, _mm_movehdup_ps(sum)));
+}
+#endif
+
+// Rows [begin, end) of int8 or int4 weights times the rounded input, four rows at a time (four independent sums,
+// the input's steps loaded once for them), with the weights prefetched kPrefetch bytes ahead.
+template <typename W>
+void integer_rows(const Matrix& m, int64_t begin, int64_t end, const Rounded& in, float* out);
+
+// int8 weights are signed and vpdpbusd's first operand is unsigned: the input's magnitudes are that operand, loaded
+// once for four rows, and each weight takes its input's sign (one masked subtraction per 64 weights).
 template <>
-void rows<Int4>(const Matrix& m, int64_t begin, int64_t end, const float* x, float* out) {
-  int64_t groups = m.cols / kGroup;
-  // (0, sum of x over group g) for every group: dotted with a row's (scale, minimum) pairs it gives the
-  // minimums' share of the product, sum over g of minimum_g * sum(x_g), in one vectorized loop.
-  std::vector<float> pair_sums(2 * groups, 0.f);
-  for (int64_t g = 0; g < groups; ++g)
-    for (int64_t i = 0; i < kGroup; ++i) pair_sums[2 * g + 1] += x[g * kGroup + i];
+void integer_rows<int8_t>(const Matrix& m, int64_t begin, int64_t end, const Rounded& in, float* out) {
+  auto row = [&](int64_t r) { return static_cast<const int8_t*>(m.data) + r * m.cols; };
+  int64_t r = begin;
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  const int64_t whole = m.cols / 64 * 64;
+  const __m512i zero = _mm512_setzero_si512();
+  for (; r + 4 <= end; r += 4) {
+    const int8_t* w[4] = {row(r), row(r + 1), row(r + 2), row(r + 3)};
+    __m512 sums[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t i = 0; i < whole; i += 64) {
+      __m512i steps = _mm512_loadu_si512(in.q.data() + i);
+      __m512i magnitudes = _mm512_abs_epi8(steps);
+      __mmask64 negative = _mm512_movepi8_mask(steps);
+      __m512 scale = _mm512_loadu_ps(in.scales.data() + i / 4);
+      for (int k = 0; k < 4; ++k) {
+        prefetch(w[k] + i + kPrefetch);
+        __m512i weights = _mm512_loadu_si512(w[k] + i);
+        __m512i signed_weights = _mm512_mask_sub_epi8(weights, negative, zero, weights);
+        __m512i dots = _mm512_dpbusd_epi32(zero, magnitudes, signed_weights);
+        sums[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), scale, sums[k]);
+      }
+    }
+    for (int k = 0; k < 4; ++k) out[r + k] = _mm512_reduce_add_ps(sums[k]) + int8_dot(w[k], in, whole, m.cols);
+  }
+#elif defined(__AVX2__)
+  const int64_t whole = m.cols / kGroup * kGroup;
+  for (; r + 4 <= end; r += 4) {
+    const int8_t* w[4] = {row(r), row(r + 1), row(r + 2), row(r + 3)};
+    __m256 sums[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < whole; i += kGroup) {
+      __m256i steps = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in.q.data() + i));
+      __m256i magnitudes = _mm256_sign_epi8(steps, steps);
+      __m256 scale = _mm256_set1_ps(in.scale(i / kGroup));
+      for (int k = 0; k < 4; ++k) {
+        if (i % 64 == 0) prefetch(w[k] + i + kPrefetch);
+        __m256i weights = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[k] + i));
+        __m256i dots = dot_u8s8(magnitudes, _mm256_sign_epi8(weights, steps));
+        sums[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, sums[k]);
+      }
+    }
+    for (int k = 0; k < 4; ++k) out[r + k] = reduce_add(sums[k]) + int8_dot(w[k], in, whole, m.cols);
+  }
+#endif
+  for (; r < end; ++r) out[r] = int8_dot(row(r), in, 0, m.cols);
+  for (r = begin; r < end; ++r) {
+    out[r] *= m.scale[r];
+    if (m.bias) out[r] += m.bias[r];
+  }
+}
+
+// int4 steps (0..15) are unsigned already: they are vpdpbusd's first operand as they are, the input's steps its second.
+template <>
+void integer_rows<Int4>(const Matrix& m, int64_t begin, int64_t end, const Rounded& in, float* out) {
+  const int64_t groups = m.cols / kGroup;
   auto row_q = [&](int64_t r) { return static_cast<const uint8_t*>(m.data) + r * m.row_bytes; };
   auto row_dm = [&](int64_t r) { return m.scale + r * groups * 2; };
   int64_t r = begin;
-#ifdef __AVX512F__
-  const __m512i low_nibble = _mm512_set1_epi32(15);
-  for (; r + 4 <= end; r += 4) {  // four rows at a time: four independent sums, and x read once for them
-    const uint8_t* q[4] = {row_q(r), row_q(r + 1), row_q(r + 2), row_q(r + 3)};
-    const float* dm[4] = {row_dm(r), row_dm(r + 1), row_dm(r + 2), row_dm(r + 3)};
-    for (int64_t b = 0; b < 4 * m.row_bytes; b += 64) prefetch(reinterpret_cast<const char*>(q[0]) + kPrefetch + b);
-    __m512 sums[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t g = 0; g < groups; ++g) {
-      __m512 x_low = _mm512_loadu_ps(x + g * kGroup), x_high = _mm512_loadu_ps(x + g * kGroup + 16);
-      for (int j = 0; j < 4; ++j) {
-        __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q[j] + g * 16)));
-        __m512 low = _mm512_cvtepi32_ps(_mm512_and_si512(bytes, low_nibble));
-        __m512 high = _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4));
-        __m512 group = _mm512_fmadd_ps(high, x_high, _mm512_mul_ps(low, x_low));
-        sums[j] = _mm512_fmadd_ps(group, _mm512_set1_ps(dm[j][2 * g]), sums[j]);
-      }
-    }
-    for (int j = 0; j < 4; ++j) out[r + j] = _mm512_reduce_add_ps(sums[j]) + dot(dm[j], pair_sums.data(), 2 * groups);
-  }
-#else
-  // Four rows at a time, each with sixteen running sums over all its groups, added up once at the end: the one-row
-  // loop below ends every group of 32 weights with a sum of its own (a 1536 x 576 product on x86-64-v3: 0.7-0.8 ms
-  // that way, 0.3-0.36 ms this way).
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  // Two groups (32 bytes) per step: their 128-bit halves go to lanes (0, 1) and (2, 3), and lanes 1 and 3 take the
+  // high nibbles, which puts each step beside its input's (steps j and j + 16 of a group are one byte's nibbles).
+  const int64_t paired = groups / 2 * 2;
+  const __m512i zero = _mm512_setzero_si512(), nibble = _mm512_set1_epi8(15);
+  const __m512i first_d_then_second = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
   for (; r + 4 <= end; r += 4) {
     const uint8_t* q[4] = {row_q(r), row_q(r + 1), row_q(r + 2), row_q(r + 3)};
     const float* dm[4] = {row_dm(r), row_dm(r + 1), row_dm(r + 2), row_dm(r + 3)};
-    float sums[4][16] = {};
-    for (int64_t g = 0; g < groups; ++g) {
-      const float* xg = x + g * kGroup;
-#pragma GCC unroll 4
+    for (int64_t b = 0; b < 4 * m.row_bytes; b += 64) prefetch(q[0] + kPrefetch + b);
+    __m512 sums[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t g = 0; g < paired; g += 2) {
+      __m512i steps = _mm512_loadu_si512(in.q.data() + g * kGroup);
+      __m512 scale = _mm512_loadu_ps(in.scales.data() + g * 8);
       for (int k = 0; k < 4; ++k) {
-        const uint8_t* qg = q[k] + g * 16;
-        float d = dm[k][2 * g];
-#pragma omp simd
-        for (int j = 0; j < 16; ++j) sums[k][j] += d * (float(qg[j] & 15) * xg[j] + float(qg[j] >> 4) * xg[j + 16]);
+        __m512i bytes = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[k] + g * 16)));
+        __m512i doubled = _mm512_shuffle_i64x2(bytes, bytes, 0x50);  // lanes 0, 0, 1, 1
+        __m512i weights = _mm512_and_si512(_mm512_mask_srli_epi16(doubled, 0xFF00FF00, doubled, 4), nibble);
+        __m512i dots = _mm512_dpbusd_epi32(zero, weights, steps);
+        __m512 d = _mm512_permutexvar_ps(first_d_then_second, _mm512_castps128_ps512(_mm_loadu_ps(dm[k] + 2 * g)));
+        sums[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), _mm512_mul_ps(d, scale), sums[k]);
       }
     }
-    for (int k = 0; k < 4; ++k) {
-      float sum = 0.f;
-      for (float part : sums[k]) sum += part;
-      out[r + k] = sum + dot(dm[k], pair_sums.data(), 2 * groups);
+    for (int k = 0; k < 4; ++k)
+      out[r + k] = _mm512_reduce_add_ps(sums[k]) + int4_dot(q[k], dm[k], in, paired, groups) +
+                   dot(dm[k], in.pair_sums.data(), 2 * groups);
+  }
+#elif defined(__AVX2__)
+  const __m256i nibble = _mm256_set1_epi8(15);
+  for (; r + 4 <= end; r += 4) {
+    const uint8_t* q[4] = {row_q(r), row_q(r + 1), row_q(r + 2), row_q(r + 3)};
+    const float* dm[4] = {row_dm(r), row_dm(r + 1), row_dm(r + 2), row_dm(r + 3)};
+    for (int64_t b = 0; b < 4 * m.row_bytes; b += 64) prefetch(q[0] + kPrefetch + b);
+    __m256 sums[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t g = 0; g < groups; ++g) {
+      __m256i steps = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in.q.data() + g * kGroup));
+      float scale = in.scale(g);
+      for (int k = 0; k < 4; ++k) {
+        __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q[k] + g * 16));
+        __m256i weights = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(bytes, 4), bytes), nibble);
+        __m256i dots = dot_u8s8(weights, steps);
+        sums[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), _mm256_set1_ps(dm[k][2 * g] * scale), sums[k]);
+      }
     }
+    for (int k = 0; k < 4; ++k) out[r + k] = reduce_add(sums[k]) + dot(dm[k], in.pair_sums.data(), 2 * groups);
   }
 #endif
-  for (; r < end; ++r) {
-    const uint8_t* q = row_q(r);
-    const float* dm = row_dm(r);
-    float sum = 0.f;
-    for (int64_t g = 0; g < groups; ++g) {
-      const uint8_t* qg = q + g * 16;
-      const float* xg = x + g * kGroup;
-      float group = 0.f;
-#pragma omp simd reduction(+ : group)
-      for (int j = 0; j < 16; ++j) group += float(qg[j] & 15) * xg[j] + float(qg[j] >> 4) * xg[j + 16];
-      sum += dm[2 * g] * group;
-    }
-    out[r] = sum + dot(dm, pair_sums.data(), 2 * groups);
-  }
+  for (; r < end; ++r) out[r] = int4_dot(row_q(r), row_dm(r), in, 0, groups) + dot(row_dm(r), in.pair_sums.data(), 2 * groups);
   if (m.bias)
     for (r = begin; r < end; ++r) out[r] += m.bias[r];
+}
+
+// Rows [begin, end) of any weights times the input: the integer products for int8 and int4, the float ones else.
+template <typename W>
+void product_rows(const Matrix& m, int64_t begin, int64_t end, const Rounded& in, float* out) {
+  if constexpr (kInteger<W>) integer_rows<W>(m, begin, end, in, out);
+  else rows<W>(m, begin, end, in.x, out);
 }
 
 void rms_norm(const float* x, const float* weight, float eps, float* out, int64_t n) {
@@ -343,9 +504,9 @@ struct Team {
   }
 
   template <typename W>
-  void product(const Matrix& m, const float* x, float* out) const {
+  void product(const Matrix& m, const Rounded& in, float* out) const {
     auto [begin, end] = share(m.rows);
-    if (begin < end) rows<W>(m, begin, end, x, out);
+    if (begin < end) product_rows<W>(m, begin, end, in, out);
   }
 
   // Called before a barrier: the next matrix's first lines are on their way while the other threads finish,
@@ -371,16 +532,19 @@ struct Layer {
 
 template <typename W, typename C>
 void layer_step(const Team& team, float* x, const Layer& L, Shared& S, float eps, int64_t pos, int64_t window,
-                const float* cos, const float* sin, std::vector<float>& normed, std::vector<float>& scores) {
+                const float* cos, const float* sin, std::vector<float>& normed, Rounded& in, std::vector<float>& scores) {
   int64_t hidden = L.o.rows, n_kv = L.keys.size(1), head_dim = L.keys.size(3), n_head = L.q.rows / head_dim;
   int64_t head_stride = L.keys.stride(1), pos_stride = L.keys.stride(2);
   C* keys = L.keys.data_ptr<C>();
   C* values = L.values.data_ptr<C>();
 
-  rms_norm(x, L.attn_norm, eps, normed.data(), hidden);  // every thread its own copy: no barrier
-  team.product<W>(L.q, normed.data(), S.q.data());
-  team.product<W>(L.k, normed.data(), S.k.data());
-  team.product<W>(L.v, normed.data(), S.v.data());
+  // Each thread norms and rounds the whole input itself, into buffers of its own: a few hundred nanoseconds, where
+  // splitting it would cost a barrier.
+  rms_norm(x, L.attn_norm, eps, normed.data(), hidden);
+  in.set<W>(normed.data(), hidden);
+  team.product<W>(L.q, in, S.q.data());
+  team.product<W>(L.k, in, S.k.data());
+  team.product<W>(L.v, in, S.v.data());
   team.prefetch_share(L.o);
 #pragma omp barrier
   auto [kv_begin, kv_end] = team.share(n_kv, 1);
@@ -401,7 +565,8 @@ void layer_step(const Team& team, float* x, const Layer& L, Shared& S, float eps
     attend<C>(q, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores, S.attended.data() + h * head_dim);
   }
 #pragma omp barrier
-  team.product<W>(L.o, S.attended.data(), S.out.data());
+  in.set<W>(S.attended.data(), L.o.cols);
+  team.product<W>(L.o, in, S.out.data());
   auto [row_begin, row_end] = team.share(hidden);
   for (int64_t i = row_begin; i < row_end; ++i) x[i] += S.out[i];
   team.prefetch_share(L.gate);
@@ -409,13 +574,15 @@ void layer_step(const Team& team, float* x, const Layer& L, Shared& S, float eps
 #pragma omp barrier
 
   rms_norm(x, L.mlp_norm, eps, normed.data(), hidden);
-  team.product<W>(L.gate, normed.data(), S.gate.data());
-  team.product<W>(L.up, normed.data(), S.up.data());
+  in.set<W>(normed.data(), hidden);
+  team.product<W>(L.gate, in, S.gate.data());
+  team.product<W>(L.up, in, S.up.data());
   auto [inner_begin, inner_end] = team.share(L.gate.rows);
   for (int64_t i = inner_begin; i < inner_end; ++i) S.gate[i] = S.gate[i] / (1.f + std::exp(-S.gate[i])) * S.up[i];
   team.prefetch_share(L.down);
 #pragma omp barrier
-  team.product<W>(L.down, S.gate.data(), S.out.data());  // SiLU(gate) * up, in place of gate
+  in.set<W>(S.gate.data(), L.down.cols);  // SiLU(gate) * up, in place of gate
+  team.product<W>(L.down, in, S.out.data());
   for (int64_t i = row_begin; i < row_end; ++i) x[i] += S.out[i];
 }
 
@@ -470,9 +637,10 @@ void decode_step(at::Tensor x, at::TensorList norms, at::TensorList weights, at:
     {
       Team team{omp_get_thread_num(), omp_get_num_threads()};
       std::vector<float> normed(first.o.rows), scores;
+      Rounded in;
       for (size_t l = 0; l < n_layers; ++l) {
-        if (bf16_cache) layer_step<W, c10::BFloat16>(team, xd, layers[l], S, epsf, pos, window, c, s, normed, scores);
-        else layer_step<W, float>(team, xd, layers[l], S, epsf, pos, window, c, s, normed, scores);
+        if (bf16_cache) layer_step<W, c10::BFloat16>(team, xd, layers[l], S, epsf, pos, window, c, s, normed, in, scores);
+        else layer_step<W, float>(team, xd, layers[l], S, epsf, pos, window, c, s, normed, in, scores);
         if (l + 1 < n_layers) {
           team.prefetch_share(layers[l + 1].q);
           team.prefetch_share(layers[l + 1].k);
@@ -535,56 +703,21 @@ template <typename W>
 void rows_times(const Matrix& m, int64_t begin, int64_t end, const float* x, int64_t n, float* out, int64_t out_stride) {
   int64_t r = begin;
 #ifdef __AVX512F__
-  if constexpr (std::is_same_v<W, Int4>) {
-    // Four rows at a time are widened to float32 in a block that stays in the L1 cache, which the float loop
-    // then multiplies by every input: each weight is unpacked once, however many inputs there are.
-    int64_t groups = m.cols / kGroup;
-    std::vector<float> block(4 * m.cols);
-    Matrix widened{block.data(), nullptr, nullptr, 4, m.cols, m.cols * int64_t(sizeof(float))};
-    const __m512i low_nibble = _mm512_set1_epi32(15);
-    for (; r + 4 <= end; r += 4) {
-      for (int64_t b = 0; b < 4 * m.row_bytes; b += 64)
-        prefetch(static_cast<const char*>(m.data) + r * m.row_bytes + kPrefetch + b);
-      for (int64_t k = 0; k < 4; ++k) {
-        const uint8_t* q = static_cast<const uint8_t*>(m.data) + (r + k) * m.row_bytes;
-        const float* dm = m.scale + (r + k) * groups * 2;
-        float* w = block.data() + k * m.cols;
-        for (int64_t g = 0; g < groups; ++g) {
-          __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + g * 16)));
-          __m512 scale = _mm512_set1_ps(dm[2 * g]), minimum = _mm512_set1_ps(dm[2 * g + 1]);
-          __m512 low = _mm512_cvtepi32_ps(_mm512_and_si512(bytes, low_nibble));
-          __m512 high = _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4));
-          _mm512_storeu_ps(w + g * kGroup, _mm512_fmadd_ps(low, scale, minimum));
-          _mm512_storeu_ps(w + g * kGroup + 16, _mm512_fmadd_ps(high, scale, minimum));
-        }
-      }
-      four_rows_times_all<float>(widened, 0, x, n, out + r, out_stride);
-      if (m.bias)
-        for (int64_t k = 0; k < n; ++k)
-          for (int64_t q = r; q < r + 4; ++q) out[k * out_stride + q] += m.bias[q];
-    }
-  } else {
-    for (; r + 4 <= end; r += 4) {
-      four_rows_times_all<W>(m, r, x, n, out, out_stride);
+  for (; r + 4 <= end; r += 4) {
+    four_rows_times_all<W>(m, r, x, n, out, out_stride);
+    if (m.bias)
       for (int64_t k = 0; k < n; ++k)
-        for (int64_t q = r; q < r + 4; ++q) {
-          if (m.scale) out[k * out_stride + q] *= m.scale[q];
-          if (m.bias) out[k * out_stride + q] += m.bias[q];
-        }
-    }
+        for (int64_t q = r; q < r + 4; ++q) out[k * out_stride + q] += m.bias[q];
   }
 #else
-  // Four rows at a time are widened to float32 once, into a block that stays in the L1 cache, and the one-input
-  // loop multiplies it by every input: the one-input loops over each input would widen every weight n times
-  // (8 int8 rows on x86-64-v3: 1.35x PyTorch's time that way, 0.65-0.75x this way). Float weights are multiplied
-  // where they are.
+  // Four bfloat16 rows at a time are widened to float32 once, into a block that stays in the L1 cache, and the
+  // one-input loop multiplies it by every input: the one-input loops over each input would widen every weight n
+  // times. Float weights are multiplied where they are.
   constexpr bool widened = !std::is_same_v<W, float>;
   std::vector<float> block(widened ? 4 * m.cols : 0);
   Matrix four = widened ? Matrix{block.data(), nullptr, nullptr, 4, m.cols, m.cols * int64_t(sizeof(float))} : m;
   for (; r + 4 <= end; r += 4) {
-    if constexpr (std::is_same_v<W, Int4>) {
-      for (int64_t k = 0; k < 4; ++k) unpack_int4_row(m, r + k, block.data() + k * m.cols);
-    } else if constexpr (widened) {
+    if constexpr (widened) {
       for (int64_t k = 0; k < 4; ++k) {
         const W* w = static_cast<const W*>(m.data) + (r + k) * m.cols;
         float* row = block.data() + k * m.cols;
@@ -595,10 +728,8 @@ void rows_times(const Matrix& m, int64_t begin, int64_t end, const float* x, int
     for (int64_t j = 0; j < n; ++j) {
       float* o = out + j * out_stride + r;
       four_rows<float>(four, widened ? 0 : r, x + j * m.cols, o);
-      for (int64_t q = 0; q < 4; ++q) {
-        if (m.scale && !std::is_same_v<W, Int4>) o[q] *= m.scale[r + q];  // int4's pairs are in the block
-        if (m.bias) o[q] += m.bias[r + q];
-      }
+      if (m.bias)
+        for (int64_t q = 0; q < 4; ++q) o[q] += m.bias[r + q];
     }
   }
 #endif
@@ -621,13 +752,21 @@ at::Tensor matvec(at::Tensor x, at::Tensor weight, c10::optional<at::Tensor> sca
   float* yd = y.data_ptr<float>();
   auto run = [&](auto weight_tag) {
     using W = decltype(weight_tag);
+    std::vector<Rounded> inputs(n);  // each input rounded once, before the threads share the rows
+    for (int64_t j = 0; j < n; ++j) inputs[j].set<W>(xd + j * m.cols, m.cols);
     if (n == 1)  // the one-input loops (bfloat16's take vdpbf16ps), the rows split over the threads
-      return at::parallel_for(0, m.rows, 16, [&](int64_t begin, int64_t end) { rows<W>(m, begin, end, xd, yd); });
+      return at::parallel_for(0, m.rows, 16, [&](int64_t begin, int64_t end) {
+        product_rows<W>(m, begin, end, inputs[0], yd);
+      });
     constexpr int64_t block = 64;  // rows: at most 64 x 4 KB of float32 weights, well inside the L2 cache
     at::parallel_for(0, (m.rows + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         int64_t first = b * block, last = std::min(first + block, m.rows);
-        rows_times<W>(m, first, last, xd, n, yd, m.rows);
+        if constexpr (kInteger<W>) {  // the block's weights stay in the cache from the first input's product on
+          for (int64_t j = 0; j < n; ++j) integer_rows<W>(m, first, last, inputs[j], yd + j * m.rows);
+        } else {
+          rows_times<W>(m, first, last, xd, n, yd, m.rows);
+        }
       }
     });
   };

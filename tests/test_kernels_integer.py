@@ -1,0 +1,68 @@
+"""The int8 and int4 products as integer dot products (decode.cpp's `Rounded` and `integer_rows`): the kernel
+rounds each input to 8-bit steps per block of 32 and computes exactly the packed weights times that rounded input
+(checked to float-sum precision against PyTorch), which is within the rounding's bound of the unrounded product."""
+
+import pytest
+import torch
+
+from openformers import kernels
+from test_kernels import rounded
+
+
+def packed_layer(quantization: str, columns: int, rows: int = 203) -> kernels.Linear:
+    torch.manual_seed(0)
+    return kernels.quantize(torch.nn.Sequential(torch.nn.Linear(columns, rows)), quantization)[0]
+
+
+def kernel_product(layer: kernels.Linear, x: torch.Tensor, threads: int = 3) -> torch.Tensor:
+    assert kernels.build()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)  # three threads: uneven shares of the rows
+        with torch.inference_mode():
+            return layer(x)
+    finally:
+        torch.set_num_threads(before)
+
+
+# int8: 576 and 1536 columns are whole 64-byte steps, 72 and 100 end in a part of a step and a part of a block.
+# int4: 64 and 576 columns are pairs of groups, 96 has an odd group out.
+SHAPES = [("int8", 72), ("int8", 100), ("int8", 576), ("int8", 1536), ("int4", 64), ("int4", 96), ("int4", 576)]
+
+
+@pytest.mark.parametrize("quantization, columns", SHAPES)
+def test_the_product_is_the_weights_times_the_rounded_input(quantization, columns):
+    layer = packed_layer(quantization, columns)
+    x = torch.randn(8, columns) * torch.linspace(0.1, 10, columns)  # blocks of different scales
+    weights = layer.dequantized(torch.float32)
+    for rows in (1, 2, 5, 8):  # the one-input loop and the few-row one, with every remainder of four
+        expected = torch.nn.functional.linear(rounded(x[:rows]), weights, layer.bias)
+        # float32 sums in another order: a few units in the last place of sums of ~columns terms
+        torch.testing.assert_close(kernel_product(layer, x[:rows]), expected, atol=2e-5 * columns**0.5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("quantization, columns", SHAPES)
+def test_rounding_the_input_costs_at_most_half_a_step_per_input(quantization, columns):
+    # |y - W x| <= sum_i |W_ij| * s_i / 2, where s_i is the step of input i's block (its largest magnitude / 127).
+    layer = packed_layer(quantization, columns)
+    x = torch.randn(4, columns)
+    weights = layer.dequantized(torch.float32)
+    blocks = torch.nn.functional.pad(x, (0, -columns % 32)).unflatten(-1, (-1, 32))
+    half_steps = (blocks.abs().amax(-1, keepdim=True) / 127 / 2).expand_as(blocks).flatten(-2)[:, :columns]
+    bound = half_steps @ weights.abs().T
+    error = (kernel_product(layer, x) - torch.nn.functional.linear(x, weights, layer.bias)).abs()
+    assert (error <= bound + 1e-4).all()
+    assert error.max() > 0  # the input is rounded: the test would not notice a kernel that skipped it
+
+
+@pytest.mark.parametrize("quantization", ["int8", "int4"])
+def test_zero_blocks_and_outliers_round_without_overflow(quantization):
+    layer = packed_layer(quantization, 128)
+    x = torch.randn(3, 128)
+    x[0, :32] = 0  # a block of zeros: scale 0, no division by it
+    x[1, 40] = 1e4  # an outlier takes step 127, its block's others round to few steps
+    x[2] = -x[2].abs()  # every step negative, down to -127
+    expected = torch.nn.functional.linear(rounded(x), layer.dequantized(torch.float32), layer.bias)
+    result = kernel_product(layer, x)
+    assert torch.isfinite(result).all()
+    torch.testing.assert_close(result, expected, atol=1e-3, rtol=1e-5)
