@@ -58,9 +58,10 @@ SCRIPT = textwrap.dedent('''
         trainer = Trainer(model=model, args=args, train_dataset=rows(), callbacks=[Crash] if mode == "crash" else [])
         result = trainer.train(resume_from_checkpoint=mode == "resume")
         trainer.save_model(output + "/final")
+        evaluation = trainer.evaluate(rows()[:5])  # every process reads every row
         if trainer.is_world_process_zero():
             with open(output + "/metrics.json", "w") as file:
-                json.dump(result.metrics, file)
+                json.dump({{**result.metrics, **evaluation}}, file)
 
     sharded = {{}} if mode == "single" else dict(fsdp="full_shard auto_wrap")
     train(folder + "/full", **sharded)
@@ -106,8 +107,9 @@ def test_two_sharded_processes_reach_the_weights_of_one_with_the_same_global_bat
     assert sorted(one) == sorted(two)
     for name, value in one.items():
         torch.testing.assert_close(two[name], value, rtol=1e-4, atol=1e-5)
-    losses = [json.loads((folder / m / "full/metrics.json").read_text())["train_loss"] for m in ("single", "fsdp")]
-    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    metrics = [json.loads((folder / m / "full/metrics.json").read_text()) for m in ("single", "fsdp")]
+    assert metrics[1]["train_loss"] == pytest.approx(metrics[0]["train_loss"], rel=1e-5)
+    assert metrics[1]["eval_loss"] == pytest.approx(metrics[0]["eval_loss"], rel=1e-5)
     # Each checkpoint holds the full weights the reference loads, and each process's shards for a resume.
     checkpoint = folder / "fsdp/full/checkpoint-6"
     assert {"model.safetensors", "config.json", "scheduler.pt", "rng_state_0.pth", "rng_state_1.pth",

@@ -638,13 +638,14 @@ class Trainer:
         """The weight that turns our model's mean loss into its share of the reference's sum over `total` tokens."""
         return self._label_count(batch, shifted=self._shifts_labels) / max(total, 1.0)
 
-    def _num_items_in_batch(self, group: list[dict]) -> torch.Tensor | None:
-        """The label tokens of one optimizer step over every process (None without labels)."""
+    def _num_items_in_batch(self, group: list[dict], across_processes: bool = True) -> torch.Tensor | None:
+        """The label tokens of one optimizer step over every process (None without labels); across_processes=False
+        counts this process's alone (evaluation, where every process reads every batch)."""
         counts = [self._label_count(batch) for batch in group]
         if None in counts:
             return None
         total = torch.tensor(sum(counts), device=self.device)
-        if self.world_size > 1 and self.args.average_tokens_across_devices:
+        if self.world_size > 1 and self.args.average_tokens_across_devices and across_processes:
             dist.all_reduce(total)
         return total
 
@@ -1013,7 +1014,7 @@ class Trainer:
         labels = None if not labels else labels[0] if len(labels) == 1 else tuple(labels)
         with torch.no_grad(), self._autocast():
             if has_labels:
-                num_items = self._num_items_in_batch([inputs])
+                num_items = self._num_items_in_batch([inputs], across_processes=False)
                 # a copy: a user's compute_loss may pop the labels (the Trainer guide's does), which are counted below
                 loss, outputs = self._call_compute_loss(model, dict(inputs), num_items, return_outputs=True)
                 loss = loss.detach().mean()
