@@ -162,3 +162,52 @@ def test_int4_keeps_q4_1_gguf_weights_exactly(smollm2_gguf):
         linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
         linear.weight.data = weight
         assert torch.equal(int4(linear).dequantized(torch.float32), weight), name
+
+
+def saved_classifier(folder, layers=3):
+    """A tiny Llama classifier saved as bf16 safetensors in several shards."""
+    from openformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, num_labels=2)
+    LlamaForSequenceClassification(config).to(torch.bfloat16).save_pretrained(folder, max_shard_size=40_000)
+    return folder
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_quantized_loading_reads_and_quantizes_one_layer_at_a_time(tmp_path, monkeypatch, dtype):
+    # Loading a quantized model never holds the float model: each layer's weights are read from the file (not
+    # through its mapping, whose pages would stay resident), cast and quantized before the next layer is read.
+    from openformers import AutoModelForSequenceClassification
+    from openformers.weights import TensorReader
+
+    folder = saved_classifier(tmp_path / "model")
+    assert len(list(folder.glob("*.safetensors"))) > 1
+    events = []
+    read, quantize_unit = TensorReader.read, kernels.quantize
+    monkeypatch.setattr(TensorReader, "read", lambda self, name: events.append(name) or read(self, name))
+    monkeypatch.setattr(kernels, "quantize", lambda unit, q: events.append(unit) or quantize_unit(unit, q))
+    model = AutoModelForSequenceClassification.from_pretrained(folder, quantization="int4", dtype=dtype)
+
+    units = [*model.model.layers, model]
+    assert [e for e in events if not isinstance(e, str)] == units
+    reads, names = [], []
+    for event in events:
+        if isinstance(event, str):
+            names.append(event)
+        else:
+            reads.append(set(names))
+            names = []
+    checkpoint = set(model.state_dict()) - {k for k in model.state_dict() if "scale" in k}
+    layers = [{n for n in checkpoint if n.startswith(f"model.layers.{i}.")} for i in range(3)]
+    assert reads == [*layers, checkpoint - set().union(*layers)]
+
+    # The same weights as quantizing the float model after loading it whole.
+    float_model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=dtype)
+    expected = quantize(float_model, "int4").state_dict()
+    got = model.state_dict()
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert got[name].dtype == expected[name].dtype and torch.equal(got[name], expected[name]), name
+    assert model.model.embed_tokens.weight.dtype == dtype

@@ -111,6 +111,57 @@ def _load_bin(path: Path):
                          f"{str(error)[:200]}); download it again.") from None
 
 
+class TensorReader:
+    """Reads one tensor at a time out of safetensors files (a file, or the shards of an index) with plain file
+    reads, into memory of its own.
+
+    load_weights maps the files, so a tensor costs nothing until it is used; but every page read through a
+    mapping stays in the process's resident memory until all the tensors of that file are freed. Quantizing a
+    checkpoint as it loads (from_pretrained(..., quantization=...)) reads each float weight once and then drops
+    it: read through the mapping, a whole shard (a whole bf16 7B model for a one-file checkpoint) would stay
+    resident beside the quantized model; read here, only the tensor being quantized is in memory.
+    """
+
+    def __init__(self, path: Path):
+        files = _shards(path) if path.name.endswith(".index.json") else [path]
+        # name -> (file, dtype, shape, first byte, end byte)
+        self.locations: dict[str, tuple[Path, torch.dtype, list[int], int, int]] = {}
+        for file in files:
+            with open(file, "rb") as stream:
+                (header_bytes,) = struct.unpack("<Q", stream.read(8))
+                header = json.loads(stream.read(header_bytes))
+            for name, entry in header.items():
+                if name != "__metadata__" and entry["dtype"] in _SAFETENSORS_DTYPES:
+                    start, end = (8 + header_bytes + offset for offset in entry["data_offsets"])
+                    self.locations[name] = (file, _SAFETENSORS_DTYPES[entry["dtype"]], entry["shape"], start, end)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.locations
+
+    def read(self, name: str) -> torch.Tensor:
+        file, dtype, shape, start, end = self.locations[name]
+        tensor = torch.empty(shape, dtype=dtype)
+        with open(file, "rb") as stream:
+            stream.seek(start)
+            count = stream.readinto(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+        if count != end - start:
+            raise ValueError(f"{file} ends inside tensor {name!r} (read {count} of {end - start} bytes); download "
+                             "the file again.")
+        return tensor
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
+    "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}
+
+
+def tensor_reader(path: Path) -> TensorReader | None:
+    """A TensorReader for safetensors weights; None for the other formats (read through their mapping only)."""
+    name = path.name.removesuffix(".index.json")
+    return TensorReader(path) if name.endswith(".safetensors") else None
+
+
 def cast(state_dict: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
     """Cast the floating-point tensors to `dtype` (None keeps them as stored); integer tensors stay as they are."""
     if dtype is None:

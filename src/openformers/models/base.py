@@ -25,7 +25,7 @@ from ..generation.config import GenerationConfig
 from ..generation.decoding import GenerationMixin
 from ..generation.options import Kind, names_of_kind
 from ..hub import ModelFiles, resolve
-from ..weights import GGUFFile, cast, find_weights, load_weights, save_safetensors
+from ..weights import GGUFFile, find_weights, load_weights, save_safetensors, tensor_reader
 from . import lora
 from .layers import RMSNorm
 from .outputs import ModelOutput
@@ -681,7 +681,16 @@ def load_pretrained(
     model_class = choose_class(config, source)
     model_arguments = _model_arguments(model_class, leftover, config, source)
 
-    state_dict = read_state_dict(dtype, model_class.kept_in_float32)
+    state_dict, dtype, reader = read_state_dict(dtype)
+
+    def as_loaded(name: str, tensor: torch.Tensor) -> torch.Tensor:
+        return _as_loaded(name, tensor, dtype, model_class.kept_in_float32)
+
+    if quantization is None:
+        state_dict = {name: as_loaded(name, tensor) for name, tensor in state_dict.items()}
+    # Quantizing keeps the checkpoint's tensors as stored (mapped, not yet read) and casts each only when its layer
+    # is quantized: cast all at once here, a bf16 7B checkpoint loaded as float32 would take 27 GB first.
+    checkpoint_names = {id(tensor): name for name, tensor in state_dict.items()}
     _check_layer_count(config, state_dict, source)
     if files.gguf_file is not None:
         state_dict = model_class.convert_gguf_state_dict(state_dict, config)
@@ -691,11 +700,15 @@ def load_pretrained(
         model = model_class(config, **model_arguments)
     report = {}
     state_dict = _match_checkpoint_to_model(model, state_dict, source, ignore_mismatched_sizes, report)
+    # The model's names of the tensors that are still the file's own (not renamed into new tensors by a layout
+    # change), which the reader can read again by their checkpoint names.
+    stored_as = {name: checkpoint_names[id(t)] for name, t in state_dict.items() if id(t) in checkpoint_names}
     model.load_state_dict(state_dict, strict=True, assign=True)
+    del state_dict, checkpoint_names
     model.tie_weights()
     _rebuild_buffers(model)
     if quantization is not None:
-        accelerator().quantize(model, quantization)
+        _quantize_layer_by_layer(model, quantization, reader, stored_as, as_loaded)
     if device is not None:
         model.to(device)
     accelerator().accelerate(model)
@@ -733,26 +746,69 @@ def _open_checkpoint(files: ModelFiles, overrides: dict, given: PretrainedConfig
             config, leftover = _with_overrides(lambda **o: config_from_gguf(gguf, **o), overrides)
         else:
             config, leftover = _overridden_copy(given, overrides)
-        # Quantized blocks have no dtype of their own: "auto" means the float32 they dequantize to.
-        return config, files.gguf_file, lambda dtype, kept=(): gguf.state_dict(dtype or torch.float32), leftover
+        def read_gguf(dtype):
+            # Quantized blocks have no dtype of their own: "auto" means the float32 they dequantize to.
+            dtype = dtype or torch.float32
+            return gguf.state_dict(dtype), dtype, None
+
+        return config, files.gguf_file, read_gguf, leftover
     if given is None:
         config, leftover = _with_overrides(lambda **o: read_config(files.folder, config_class, **o), overrides)
     else:
         config, leftover = _overridden_copy(given, overrides)
     weights = find_weights(files.folder)
 
-    def read_state_dict(dtype, kept_in_float32=()):
+    def read_state_dict(dtype):
+        """The checkpoint's tensors as stored (mapped, read when first used), the dtype to load them as, and a
+        TensorReader that reads them one at a time (None for .bin files)."""
         state_dict = load_weights(weights)
         if dtype is None:  # "auto": the config's dtype, else the one the file stores
             stored = next((t.dtype for t in state_dict.values() if t.is_floating_point()), torch.float32)
             dtype = _DTYPES.get(config.dtype, stored)
-        kept = {}
-        if dtype == torch.float16 and kept_in_float32:
-            kept = {name: t.float() for name, t in state_dict.items()
-                    if t.is_floating_point() and set(name.split(".")[:-1]) & set(kept_in_float32)}
-        return cast(state_dict, dtype) | kept
+        return state_dict, dtype, tensor_reader(weights)
 
     return config, weights, read_state_dict, leftover
+
+
+def _as_loaded(name: str, tensor: torch.Tensor, dtype: torch.dtype, kept_in_float32: tuple[str, ...]) -> torch.Tensor:
+    """A checkpoint tensor in the dtype the model loads it as: `dtype`, or float32 for the modules a float16
+    model keeps in float32; integer tensors as stored."""
+    if not tensor.is_floating_point():
+        return tensor
+    if dtype == torch.float16 and set(name.split(".")[:-1]) & set(kept_in_float32):
+        return tensor.float()
+    return tensor.to(dtype)
+
+
+def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, stored_as: dict, as_loaded) -> None:
+    """Quantize a model whose parameters are still the checkpoint's mapped tensors, one layer at a time.
+
+    Each layer (an entry of a ModuleList: a decoder layer), then the rest of the model, gets its float weights
+    in memory of their own (read again by `reader` where it can: reading through the mapping would leave the
+    file's pages resident), cast to the model's dtype, and is quantized before the next one is read; so loading
+    holds the quantized model and one layer's float weights, never the float model.
+    """
+    units = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and not any(name.startswith(unit + ".") for unit, _ in units):
+            units += [(f"{name}.{index}", layer) for index, layer in module.named_children()]
+    # id of a checkpoint tensor -> (that tensor, the parameter loaded from it): a tied weight is loaded once.
+    loaded = {}
+    loaded_ids = set()
+    for prefix, unit in [*units, ("", model)]:
+        for module_name, module in unit.named_modules(prefix=prefix):
+            for attribute, parameter in list(module._parameters.items()):
+                if parameter is None or id(parameter) in loaded_ids:
+                    continue
+                if id(parameter) not in loaded:
+                    name = f"{module_name}.{attribute}" if module_name else attribute
+                    readable = reader is not None and stored_as.get(name) in reader
+                    tensor = reader.read(stored_as[name]) if readable else parameter.detach()
+                    own = nn.Parameter(as_loaded(name, tensor), requires_grad=parameter.requires_grad)
+                    loaded[id(parameter)] = (parameter, own)
+                    loaded_ids.add(id(own))
+                setattr(module, attribute, loaded[id(parameter)][1])
+        accelerator().quantize(unit, quantization)
 
 
 def _with_overrides(read, overrides: dict) -> tuple[PretrainedConfig, dict]:
