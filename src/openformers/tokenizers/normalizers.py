@@ -432,7 +432,20 @@ class Precompiled:
             position += len(grapheme)
         if spans is None:
             return "".join(out), None
-        return "".join(out), [spans[source] for part, source in zip(out, sources) for _ in part]
+        # The reference forgets characters a rule removes before the first one kept: each character after them
+        # takes the span of the one as many places earlier ("\x1f0" gives "0" the span of "\x1f"). Its offsets are
+        # the ones to match, so ours shift the same way.
+        removed_first = next((source for part, source in zip(out, sources) if part), 0)
+        # A removed character after a replacement of several characters gives its span to the replacement's last
+        # character (the reference's "¼\x08" -> "1⁄4": the "4" stands where "\x08" stood).
+        char_sources, last_was_added = [], False
+        for part, source in zip(out, sources):
+            if part:
+                char_sources.extend([source] * len(part))
+                last_was_added = len(part) > 1
+            elif last_was_added:
+                char_sources[-1], last_was_added = source, False
+        return "".join(out), [spans[source - removed_first] for source in char_sources]
 
 
 _GRAPHEME = regex.compile(r"\X", regex.DOTALL)
