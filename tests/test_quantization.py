@@ -1,6 +1,8 @@
 """Weight-only int8 and int4 quantization: accuracy of the layer, the compiled kernel against the plain path, the
 real model."""
 
+import gc
+
 import pytest
 import torch
 from torch import nn
@@ -180,15 +182,33 @@ def test_quantized_loading_reads_and_quantizes_one_layer_at_a_time(tmp_path, mon
     # Loading a quantized model never holds the float model: each layer's weights are read from the file (not
     # through its mapping, whose pages would stay resident), cast and quantized before the next layer is read.
     from openformers import AutoModelForSequenceClassification
+    from openformers.models import base
     from openformers.weights import TensorReader
 
     folder = saved_classifier(tmp_path / "model")
     assert len(list(folder.glob("*.safetensors"))) > 1
-    events = []
-    read, quantize_unit = TensorReader.read, kernels.quantize
+    events, mapped, float_weights_held = [], set(), []
+    load_weights, read, quantize_unit = base.load_weights, TensorReader.read, kernels.quantize
+
+    def mapped_weights(path):
+        state_dict = load_weights(path)
+        mapped.update(t.data_ptr() for t in state_dict.values())
+        return state_dict
+
+    def quantize_and_count(unit, quantization):
+        # The layers' float weights in memory of their own (not the file's mapped, unread tensors) at this point.
+        float_weights_held.append(len({o.data_ptr() for o in gc.get_objects() if isinstance(o, torch.Tensor)
+                                       and o.dtype == dtype and o.shape in linear_shapes} - mapped))
+        events.append(unit)
+        return quantize_unit(unit, quantization)
+
+    linear_shapes = {(64, 64), (32, 64), (96, 64), (64, 96)}
+    monkeypatch.setattr(base, "load_weights", mapped_weights)
     monkeypatch.setattr(TensorReader, "read", lambda self, name: events.append(name) or read(self, name))
-    monkeypatch.setattr(kernels, "quantize", lambda unit, q: events.append(unit) or quantize_unit(unit, q))
+    monkeypatch.setattr(kernels, "quantize", quantize_and_count)
+    gc.collect()
     model = AutoModelForSequenceClassification.from_pretrained(folder, quantization="int4", dtype=dtype)
+    assert float_weights_held == [7, 7, 7, 0]  # q, k, v, o, gate, up, down of the layer being quantized
 
     units = [*model.model.layers, model]
     assert [e for e in events if not isinstance(e, str)] == units

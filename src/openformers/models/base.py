@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 import warnings
+import weakref
 from pathlib import Path
 
 import torch
@@ -792,7 +793,9 @@ def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, 
     for name, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and not any(name.startswith(unit + ".") for unit, _ in units):
             units += [(f"{name}.{index}", layer) for index, layer in module.named_children()]
-    # id of a checkpoint tensor -> (that tensor, the parameter loaded from it): a tied weight is loaded once.
+    # id of a checkpoint tensor -> (that tensor, a weak reference to the parameter loaded from it), so that a tied
+    # weight is loaded once, while a float weight lives only until its layer is quantized. The checkpoint's
+    # tensors are kept (mapped, unread: they cost nothing) so that no id is reused while loading.
     loaded = {}
     loaded_ids = set()
     for prefix, unit in [*units, ("", model)]:
@@ -800,14 +803,15 @@ def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, 
             for attribute, parameter in list(module._parameters.items()):
                 if parameter is None or id(parameter) in loaded_ids:
                     continue
-                if id(parameter) not in loaded:
+                own = loaded[id(parameter)][1]() if id(parameter) in loaded else None
+                if own is None:
                     name = f"{module_name}.{attribute}" if module_name else attribute
                     readable = reader is not None and stored_as.get(name) in reader
                     tensor = reader.read(stored_as[name]) if readable else parameter.detach()
                     own = nn.Parameter(as_loaded(name, tensor), requires_grad=parameter.requires_grad)
-                    loaded[id(parameter)] = (parameter, own)
+                    loaded[id(parameter)] = (parameter, weakref.ref(own))
                     loaded_ids.add(id(own))
-                setattr(module, attribute, loaded[id(parameter)][1])
+                setattr(module, attribute, own)
         accelerator().quantize(unit, quantization)
 
 
