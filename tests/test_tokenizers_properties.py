@@ -206,3 +206,10 @@ def test_a_lone_surrogate_anywhere_is_refused(minilm, smollm2, unigram_pair, tex
     for tokenizer in (minilm, smollm2, unigram_pair[0]):
         with pytest.raises(ValueError, match=rf"text holds a lone surrogate, .* at character {position}\b"):
             tokenizer(text, return_offsets_mapping=True)
+
+
+@pytest.mark.parametrize("text", ["\x1f0", "\x1f\x1fbc d", "a\x1fb", "¼\x08", "¼\x08b", "ﬀ\u0300x", "¼\u0300", "ﬁ\x08 ok"])
+def test_unigram_offsets_where_precompiled_removes_or_expands_characters(unigram_pair, text):
+    """The reference's alignment where its SentencePiece rules drop characters (controls, a lone grave accent)
+    next to ones they expand (ligatures, fractions), or at the start of the text."""
+    _assert_reference_encoding(*unigram_pair, text)

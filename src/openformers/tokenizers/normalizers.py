@@ -270,7 +270,8 @@ _NFD = UnicodeNormalizer("NFD")
 
 class BertNormalizer:
     """BERT's normalization, per character: drop control characters and turn whitespace into " "
-    (clean_text), put spaces around Chinese characters, strip accents, lowercase.
+    (clean_text), put spaces around Chinese characters, strip accents, lowercase (and where NFD reorders marks
+    across characters before accents are stripped, those steps one after the other on the whole text).
     `strip_accents=None` strips them when lowercasing, as BERT's uncased models expect.
     The character classes are the reference's (see bert_chars): an unassigned code point is kept, so the
     word holding it becomes `[UNK]` rather than losing it."""
@@ -287,6 +288,9 @@ class BertNormalizer:
         self.strip_accents = lowercase if strip_accents is None else strip_accents
         self.lowercase = lowercase
         self._cache: dict[str, str] = {}
+        # Characters whose normalization keeps a mark with a combining class (U+302E, a spacing mark that
+        # strip_accents leaves): where one of them stands, NFD may reorder marks across characters.
+        self._keeps_combining_marks: set[str] = set()
 
     def _cleaned(self, char: str) -> str:
         """clean_text and the spaces around Chinese characters."""
@@ -307,26 +311,26 @@ class BertNormalizer:
             text = text.translate(bert_chars.NEWER_LOWERCASE).lower()
         return text
 
-    def _char(self, char: str) -> tuple[str, str]:
-        """`char` cleaned and decomposed (when stripping accents), and its whole normalization."""
+    def _char(self, char: str) -> str:
         mapped = self._cache.get(char)
         if mapped is None:
-            decomposed = self._cleaned(char)
+            mapped = self._cleaned(char)
             if self.strip_accents:
-                decomposed = _NFD.normalize(decomposed)[0]
-            mapped = self._cache[char] = (decomposed, self._finished(decomposed))
+                mapped = _NFD.normalize(mapped)[0]
+            mapped = self._cache[char] = self._finished(mapped)
+            if self.strip_accents and any(unicodedata.combining(kept) for kept in mapped):
+                self._keeps_combining_marks.add(char)
         return mapped
 
     def normalize(self, text: str, spans: Spans | None = None) -> tuple[str, Spans | None]:
         if text.isascii() and not self.clean_text:  # nothing to do but lowercase: characters stay where they are
             return text.lower() if self.lowercase else text, spans
         mapped = [self._char(char) for char in text]
-        if self.strip_accents and not text.isascii():
-            # Character by character is the reference's result unless its NFD of the whole text reorders marks
-            # across characters: the marks strip_accents keeps (U+302E) move, and others take their places.
-            if not unicodedata.is_normalized("NFD", "".join(decomposed for decomposed, _ in mapped)):
-                return self._normalize_whole(text, spans)
-        return _map_chars(spans, [normalized for _, normalized in mapped])
+        if self._keeps_combining_marks and not self._keeps_combining_marks.isdisjoint(text):
+            # Character by character is the reference's result unless its NFD of the whole text reorders a
+            # mark that strip_accents keeps across characters (with the offsets, which stay where they were).
+            return self._normalize_whole(text, spans)
+        return _map_chars(spans, mapped)
 
     def _normalize_whole(self, text: str, spans: Spans | None) -> tuple[str, Spans | None]:
         """The reference's steps in its order: clean, pad, NFD of the whole text, strip accents, lowercase."""
@@ -417,35 +421,38 @@ class Precompiled:
 
     def normalize(self, text: str, spans: Spans | None = None) -> tuple[str, Spans | None]:
         """As the reference applies it in tokenizer.json: grapheme by grapheme (`sentencepiece` itself
-        matches the longest rule instead, see `chunks`); the result stands where the first character stood."""
-        out, sources, position = [], [], 0  # sources: the character each output string came from
+        matches the longest rule instead, see `chunks`).
+
+        Offsets follow the reference's alignment: a replacement's characters stand, in order, where the
+        characters it replaced stood, and any beyond them where the one before them stands; characters a
+        replacement leaves out count against the character written last (one that was added then stands where
+        the first removed one stood), and are forgotten when nothing was written yet (so after "\x1f" at the
+        start, "0" stands where "\x1f" stood)."""
+        pieces = []  # (replacement, how many characters it replaces)
         for grapheme in _GRAPHEME.findall(text):
             replacement = self._rewrite(grapheme) if len(grapheme.encode("utf-8")) < 6 else None
             if replacement is not None:
-                out.append(replacement)
-                sources.append(position)
+                pieces.append((replacement, len(grapheme)))
             else:
-                for index, char in enumerate(grapheme):
+                for char in grapheme:
                     replaced = self._rewrite(char)
-                    out.append(char if replaced is None else replaced)
-                    sources.append(position + index)
-            position += len(grapheme)
+                    pieces.append((char if replaced is None else replaced, 1))
+        normalized = "".join(replacement for replacement, _ in pieces)
         if spans is None:
-            return "".join(out), None
-        # The reference forgets characters a rule removes before the first one kept: each character after them
-        # takes the span of the one as many places earlier ("\x1f0" gives "0" the span of "\x1f"). Its offsets are
-        # the ones to match, so ours shift the same way.
-        removed_first = next((source for part, source in zip(out, sources) if part), 0)
-        # A removed character after a replacement of several characters gives its span to the replacement's last
-        # character (the reference's "¼\x08" -> "1⁄4": the "4" stands where "\x08" stood).
-        char_sources, last_was_added = [], False
-        for part, source in zip(out, sources):
-            if part:
-                char_sources.extend([source] * len(part))
-                last_was_added = len(part) > 1
-            elif last_was_added:
-                char_sources[-1], last_was_added = source, False
-        return "".join(out), [spans[source - removed_first] for source in char_sources]
+            return normalized, None
+        changes: list[int] = []  # per character written: +1 added, 0 one for one, -n also covers n more
+        for replacement, replaced in pieces:
+            changes.extend(0 if index < replaced else 1 for index in range(len(replacement)))
+            if len(replacement) < replaced and changes:
+                changes[-1] -= replaced - len(replacement)
+        out_spans, position = [], 0
+        for change in changes:
+            if change > 0 and out_spans:
+                out_spans.append(out_spans[-1])
+            else:
+                out_spans.append(spans[min(position, len(spans) - 1)])
+                position += 1 - min(change, 0)
+        return normalized, out_spans
 
 
 _GRAPHEME = regex.compile(r"\X", regex.DOTALL)
