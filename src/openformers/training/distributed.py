@@ -10,6 +10,7 @@ save_pretrained writes them) and the sharded model and optimizer state that a re
 """
 
 import json
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,6 +249,15 @@ def load_sharded(model: nn.Module, optimizer, folder: Path) -> None:
 
 
 def leave_process_group() -> None:
-    """Destroy the default process group while the interpreter is whole (registered with atexit)."""
+    """Destroy the default process group at exit, while the interpreter is whole (registered with atexit).
+
+    gloo's worker threads drop a collective they ran only after its caller has seen it complete; dropping one
+    whose tensors belong to Python takes the GIL, and a thread that asks for the GIL once the interpreter is
+    finalizing ends itself inside a C++ destructor, which aborts the process ("terminate called without an
+    active exception") after the script has finished. A wrapper that still holds the group (DDP's reducer,
+    FSDP's device mesh) keeps those threads alive past destroy_process_group, so the GIL is given up for a
+    moment here for them to finish dropping what they ran.
+    """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        time.sleep(0.05)

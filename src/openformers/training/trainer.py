@@ -14,9 +14,9 @@ seed is set when the Trainer is built, the data order of each epoch comes from a
 restores them, so runs with dropout draw the reference's masks and a resumed run continues the same run.
 """
 
+import atexit
 import collections
 import dataclasses
-import atexit
 import datetime
 import inspect
 import itertools
