@@ -182,3 +182,21 @@ def test_fsdp_arguments_take_the_reference_spellings_and_refuse_the_rest(tmp_pat
             TrainingArguments(output_dir=str(tmp_path), fsdp=fsdp, fsdp_config=config)
     with pytest.warns(UserWarning, match="FSDP1"):
         TrainingArguments(output_dir=str(tmp_path), fsdp=True, fsdp_config={"backward_prefetch": "BACKWARD_PRE"})
+
+
+def test_the_units_sharded_apart_are_the_layers_or_what_the_policy_names():
+    from openformers import LlamaConfig, LlamaForCausalLM
+    from openformers.training.distributed import _units, fsdp_settings
+
+    model = LlamaForCausalLM.from_config(LlamaConfig(**TINY_LLAMA))
+    layers = list(model.model.layers)
+    assert _units(model, fsdp_settings(True, None)) == layers[::-1]  # innermost first, then the root
+    named = fsdp_settings(True, {"transformer_layer_cls_to_wrap": ["LlamaMLP"]})
+    assert _units(model, named) == [layer.mlp for layer in layers][::-1]
+    assert _units(model, fsdp_settings(True, {"auto_wrap_policy": "NO_WRAP"})) == []
+    by_size = _units(model, fsdp_settings(True, {"auto_wrap_policy": "SIZE_BASED_WRAP", "min_num_params": 6000}))
+    assert by_size and all(sum(p.numel() for p in unit.parameters()) >= 6000 for unit in by_size)
+    for index, unit in enumerate(by_size):  # innermost first: no unit contains one that comes after it
+        assert not any(module is later for later in by_size[index + 1:] for module in unit.modules())
+    with pytest.raises(ValueError, match="MistralDecoderLayer"):
+        _units(model, fsdp_settings(True, {"transformer_layer_cls_to_wrap": "MistralDecoderLayer"}))
