@@ -52,9 +52,15 @@ def fsdp_settings(fsdp, fsdp_config) -> FsdpSettings | None:
         return None
     config = _read_config(fsdp_config)
     options = {}
-    words = [] if fsdp is True else fsdp.split() if isinstance(fsdp, str) else list(fsdp) if isinstance(fsdp, (list, tuple)) else None
-    if words is None:
-        raise ValueError(f"fsdp must be True, a string such as 'full_shard auto_wrap', or a list of such words; got {fsdp!r}.")
+    if fsdp is True:
+        words = []
+    elif isinstance(fsdp, str):
+        words = fsdp.split()
+    elif isinstance(fsdp, (list, tuple)):
+        words = list(fsdp)
+    else:
+        raise ValueError(f"fsdp must be True, a string such as 'full_shard auto_wrap', or a list of such words; "
+                         f"got {fsdp!r}.")
     for word in words:
         word = str(word).lower()
         if word in _RESHARD:
@@ -140,8 +146,8 @@ def shard_model(model: nn.Module, settings: FsdpSettings, device: torch.device) 
     from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-    options = dict(mesh=mesh, reshard_after_forward=settings.reshard_after_forward,
-                   offload_policy=CPUOffloadPolicy() if settings.cpu_offload and device.type == "cuda" else OffloadPolicy())
+    offload = CPUOffloadPolicy() if settings.cpu_offload and device.type == "cuda" else OffloadPolicy()
+    options = dict(mesh=mesh, reshard_after_forward=settings.reshard_after_forward, offload_policy=offload)
     for module in _units(model, settings):  # innermost first: a unit's parameters are those no inner unit took
         fully_shard(module, **options)
     fully_shard(model, **options)

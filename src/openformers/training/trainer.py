@@ -870,10 +870,11 @@ class Trainer:
         if self.world_size == 1:
             folder = ckpt.save_checkpoint(self.args.output_dir, self.state.global_step, state=self.state, **files)
         else:
-            # Every process writes its part into the folder the first one made; the first completes it when all are done.
-            temporary = [ckpt.begin_checkpoint(self.args.output_dir, self.state.global_step) if self.rank == 0 else None]
-            dist.broadcast_object_list(temporary, src=0)
-            temporary = temporary[0]
+            # Every process writes its part into the folder the first one made; the first completes it when all
+            # are done.
+            made = [ckpt.begin_checkpoint(self.args.output_dir, self.state.global_step) if self.rank == 0 else None]
+            dist.broadcast_object_list(made, src=0)
+            temporary = made[0]
             if not self.args.save_only_model:
                 torch.save(ckpt.rng_states(), temporary / ckpt.rng_file(self.rank, self.world_size))
             full = None
