@@ -1,10 +1,11 @@
-"""Rewrite a GGUF file at another precision (F32, BF16, Q8_0, Q4_1), keeping its metadata: for llama.cpp peers.
+"""Rewrite a GGUF file's weights as F32 or BF16, keeping its metadata: the float files of llama.cpp's peers.
 
 decode.py compares llama.cpp and openformers on the same weights at each precision. The default model ships
-only as Q4_1, so the other precisions are made from it here: every tensor is dequantized to float32 and
-quantized again with the `gguf` package's reference quantizers. Run from the repository root:
+only as Q4_1, so its float precisions are made from it here: every tensor is dequantized to float32 (and rounded
+to bfloat16 for BF16) with the `gguf` package. benchmarks/peers.sh runs this, then makes the Q8_0 and Q4_0 files
+from the F32 one with llama.cpp's own llama-quantize. Run from the repository root:
 
-    .venv/bin/python benchmarks/convert_gguf.py SOURCE.gguf OUTPUT.gguf --type Q8_0
+    .venv/bin/python benchmarks/convert_gguf.py SOURCE.gguf OUTPUT.gguf --type BF16
 """
 
 import argparse
@@ -14,7 +15,7 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
 from gguf.quants import dequantize, quantize
 
 # The file-type codes llama.cpp writes to general.file_type (its LLAMA_FTYPE enumeration).
-FILE_TYPES = {"F32": 0, "Q4_1": 3, "Q8_0": 7, "BF16": 32}
+FILE_TYPES = {"F32": 0, "BF16": 32}
 
 
 def convert(source: str, output: str, type_name: str) -> None:

