@@ -10,7 +10,7 @@ from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from openformers import AutoModelForCausalLM
 from openformers.gguf_reader import read_gguf_metadata
-from openformers.weights import GGUFFile, load_weights, rename, save_safetensors
+from openformers.weights import GGUFFile, TensorReader, load_weights, rename, save_safetensors
 
 QUANTIZABLE = ["BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]  # gguf.quants can make these blocks
 # gguf.quants only reads these: random blocks, with every float16 scale made finite: (offset, count) in a block.
@@ -354,3 +354,23 @@ def test_an_integer_tensor_for_a_floating_point_weight_is_cast_as_the_reference_
     reference = pytest.importorskip("transformers").AutoModelForCausalLM.from_pretrained(tiny_folder)
     assert model.model.norm.weight.dtype == torch.float32
     torch.testing.assert_close(model.model.norm.weight, reference.model.norm.weight)
+
+
+def test_tensor_reader_reads_each_tensor_of_sharded_safetensors_as_load_weights(tmp_path):
+    tensors = {"a": torch.randn(3, 5), "b": torch.randn(7).to(torch.bfloat16), "c": torch.arange(6, dtype=torch.int64),
+               "d": torch.tensor(2.5, dtype=torch.float16)}
+    save_safetensors(tensors, tmp_path, max_shard_bytes=40)
+    index = tmp_path / "model.safetensors.index.json"
+    reader = TensorReader(index)
+    assert set(reader.locations) == set(tensors) and len({file for file, *_ in reader.locations.values()}) > 1
+    for name, tensor in load_weights(index).items():
+        read = reader.read(name)
+        assert read.dtype == tensor.dtype and torch.equal(read, tensor), name
+
+
+def test_tensor_reader_names_a_file_that_ends_inside_a_tensor(tmp_path):
+    save_safetensors({"a": torch.randn(64)}, tmp_path)
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ValueError, match=r"model\.safetensors ends inside tensor 'a' \(read 246 of 256 bytes\)"):
+        TensorReader(path).read("a")
