@@ -429,7 +429,7 @@ class Precompiled:
         the first removed one stood), and are forgotten when nothing was written yet (so after "\x1f" at the
         start, "0" stands where "\x1f" stood)."""
         pieces = []  # (replacement, how many characters it replaces)
-        for grapheme in _GRAPHEME.findall(text):
+        for grapheme in _graphemes(text):
             replacement = self._rewrite(grapheme) if len(grapheme.encode("utf-8")) < 6 else None
             if replacement is not None:
                 pieces.append((replacement, len(grapheme)))
@@ -456,6 +456,19 @@ class Precompiled:
 
 
 _GRAPHEME = regex.compile(r"\X", regex.DOTALL)
+# U+0378 is unassigned in every Unicode: a grapheme of its own, as the reference's rules see these characters.
+_AS_REFERENCE_GRAPHEMES_SEE = {
+    code: 0x378 for first, last in reference_unicode.NEWER_THAN_REFERENCE_GRAPHEMES for code in range(first, last + 1)
+}
+_NEWER_THAN_REFERENCE_GRAPHEMES = frozenset(map(chr, _AS_REFERENCE_GRAPHEMES_SEE))
+
+
+def _graphemes(text: str) -> list[str]:
+    """`text` split into graphemes by the reference's Unicode 17 rules (the `regex` module's may be newer)."""
+    if _NEWER_THAN_REFERENCE_GRAPHEMES.isdisjoint(text):
+        return _GRAPHEME.findall(text)
+    seen = text.translate(_AS_REFERENCE_GRAPHEMES_SEE)
+    return [text[match.start() : match.end()] for match in _GRAPHEME.finditer(seen)]
 
 
 class SentencePieceNormalizer:
