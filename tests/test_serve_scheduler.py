@@ -172,13 +172,17 @@ def test_a_prompt_that_starts_like_a_recent_one_prefills_only_the_rest(model, to
     assert result.text == alone(model, tokenizer, second, 10, scheduler.eos_token_ids)
 
 
-def test_the_prefix_cache_keeps_at_most_its_size(model, tokenizer):
-    scheduler = BatchScheduler(model, tokenizer, prefix_cache_tokens=60)
+def test_the_prefix_cache_keeps_at_most_its_size_in_bytes(model, tokenizer):
+    bound = 60 * 2 * 2 * 2 * 16 * 4  # 60 positions: keys and values, 2 layers, 2 key/value heads of 16, float32
+    scheduler = BatchScheduler(model, tokenizer, prefix_cache_bytes=bound)
     try:
         for prompt in PROMPTS:
             scheduler.complete(tokenizer.encode(prompt * 2), SamplingOptions(max_tokens=1))
-        assert 0 < scheduler._prefixes.tokens <= 60
-        assert scheduler._prefixes.tokens == sum(len(key) for key in scheduler._prefixes.entries)
+        prefixes = scheduler._prefixes
+        assert 0 < prefixes.bytes <= bound
+        assert prefixes.bytes == sum(k.nbytes + v.nbytes for entry in prefixes.entries.values() for k, v in entry)
+        scheduler.complete(tokenizer.encode(" ".join(PROMPTS) * 2), SamplingOptions(max_tokens=1))
+        assert max(map(len, prefixes.entries)) <= 60  # a prompt larger than the whole bound is not kept
     finally:
         scheduler.close()
 
@@ -337,9 +341,9 @@ def test_requests_past_the_cache_bound_wait_until_others_finish(model, tokenizer
         batch_sizes = []
         step = scheduler._step
 
-        def step_and_watch():
+        def step_and_watch(group):
             batch_sizes.append(scheduler.active)
-            step()
+            step(group)
 
         scheduler._step = step_and_watch
         results = run_in_threads(lambda: scheduler.complete(ids, options), [()] * 5)
@@ -349,3 +353,140 @@ def test_requests_past_the_cache_bound_wait_until_others_finish(model, tokenizer
             scheduler.submit(ids * 4, options, lambda update: None)
     finally:
         scheduler.close()
+
+
+# -- turns: light work every turn, heavy work within its share --------------------------------------------------
+
+
+class Unit:
+    def __init__(self, name):
+        self.name, self.served = name, 0
+
+
+def test_heavy_work_takes_at_most_its_share_of_time_while_light_work_waits():
+    from openformers.serving.scheduler import TurnPolicy
+
+    turns, units = TurnPolicy(heavy_share=0.25), [Unit("a"), Unit("b")]
+    light_seconds, heavy_seconds, order = 0.0, 0.0, []
+    for _ in range(120):
+        turns.light_done(1.0)  # a light turn of 1 s, then heavy units of 3 s when the share allows
+        light_seconds += 1.0
+        unit = turns.heavy_unit(units, light_waiting=True)
+        if unit is not None:
+            turns.heavy_done(3.0, light_waiting=True)
+            heavy_seconds += 3.0
+            order.append(unit.name)
+    assert heavy_seconds / (light_seconds + heavy_seconds) <= 0.25 + 3.0 / (light_seconds + heavy_seconds)
+    assert heavy_seconds / (light_seconds + heavy_seconds) > 0.2  # and not much less: the heavy ones progress
+    assert order == ["a", "b"] * (len(order) // 2) + ["a"] * (len(order) % 2)  # least recently served first
+
+
+def test_without_light_work_heavy_work_has_every_turn():
+    from openformers.serving.scheduler import TurnPolicy
+
+    turns, units = TurnPolicy(heavy_share=0.25), [Unit("a"), Unit("b"), Unit("c")]
+    order = []
+    for _ in range(6):
+        order.append(turns.heavy_unit(units, light_waiting=False).name)
+        turns.heavy_done(10.0, light_waiting=False)
+    assert order == ["a", "b", "c"] * 2
+    assert turns.debt == 0  # time taken from no one is owed to no one
+    assert turns.heavy_unit([], light_waiting=True) is None
+    with pytest.raises(ValueError, match="heavy_share must be a number between 0 and 1"):
+        TurnPolicy(heavy_share=1)
+
+
+class Clock:
+    """Every reading half a second after the one before: each turn's light work and each heavy unit take 0.5 s."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        self.now += 0.5
+        return self.now
+
+
+def test_a_short_request_decodes_every_turn_while_long_ones_share_a_quarter(model, tokenizer):
+    long_ids = [tokenizer.encode(" ".join(PROMPTS) + f" Variant {i}.") for i in range(4)]
+    short_ids = tokenizer.encode(PROMPTS[1])
+    per_token = 2 * 2 * 2 * 16 * 4
+    # Two long rows per heavy group, a prefill of 8 tokens per heavy unit while the short request runs.
+    scheduler = BatchScheduler(model, tokenizer, short_prompt_tokens=len(short_ids), busy_prefill_chunk=8,
+                               step_cache_bytes=2 * (len(long_ids[0]) + 20) * per_token, clock=Clock())
+    steps, short_done = [], threading.Event()
+    step = scheduler._step
+
+    def step_and_record(group):
+        steps.append(("light" if group.light else "heavy", len(group.rows)))
+        step(group)
+
+    scheduler._step = step_and_record
+    try:
+        greedy = SamplingOptions(max_tokens=12, temperature=0)
+        long_results = [[] for _ in long_ids]
+        for ids, parts in zip(long_ids, long_results):
+            scheduler.submit(ids, greedy, lambda update, parts=parts: parts.append(update))
+        while sum(1 for kind, _ in steps if kind == "heavy") < 2:
+            time.sleep(0.001)
+        short_parts = []
+
+        def on_short(update):
+            short_parts.append(update)
+            if update.finish_reason:
+                short_done.set()
+
+        scheduler.submit(short_ids, SamplingOptions(max_tokens=9, temperature=0), on_short)
+        assert short_done.wait(60)
+        at_short_end = list(steps)
+        deadline = time.monotonic() + 60
+        while any(not p or not p[-1].finish_reason for p in long_results) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        scheduler.close()
+    light = [i for i, (kind, _) in enumerate(at_short_end) if kind == "light"]
+    tokens = short_parts[-1].completion_tokens
+    assert len(light) == tokens - 1  # the first token comes from its prefill, then one step a turn
+    heavy_meanwhile = sum(kind == "heavy" for kind, _ in at_short_end[light[0]:])
+    assert heavy_meanwhile <= len(light) / 3 + 1  # a heavy unit is paid back by 3 light turns as long
+    assert max(rows for kind, rows in steps if kind == "heavy") == 2  # the step budget splits the long rows
+    assert "".join(u.text for u in short_parts) == alone(model, tokenizer, short_ids, 9, scheduler.eos_token_ids)
+    for ids, parts in zip(long_ids, long_results):
+        assert "".join(u.text for u in parts) == alone(model, tokenizer, ids, 12, scheduler.eos_token_ids)
+
+
+def test_the_choices_of_one_prompt_share_its_prefill(model, tokenizer):
+    ids = tokenizer.encode(" ".join(PROMPTS))
+    # No reuse through the prefix cache; a prefill of several turns, so that all four are admitted meanwhile.
+    scheduler = BatchScheduler(model, tokenizer, prefix_cache_bytes=0, prefill_chunk=8)
+    prefilled, finished = [], []
+    hook = model.register_forward_pre_hook(
+        lambda module, args: prefilled.append(args[0].shape[1]) if args[0].shape[0] == 1 else None)
+    try:
+        options = [SamplingOptions(max_tokens=8, temperature=0.8, seed=seed) for seed in range(4)]
+        texts = [[] for _ in options]
+        for option, parts in zip(options, texts):
+            scheduler.submit(ids, option, lambda update, parts=parts: (
+                parts.append(update.text), update.finish_reason and finished.append(update)))
+        deadline = time.monotonic() + 60
+        while len(finished) < len(options) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        hook.remove()
+        scheduler.close()
+    assert sum(prefilled[: len(ids) // 8 + 1]) == len(ids)  # one prefill for the four; then steps of 4 rows
+    for parts, option in zip(texts, options):
+        generator = torch.Generator().manual_seed(option.seed)
+        assert "".join(parts) == alone(model, tokenizer, ids, 8, scheduler.eos_token_ids, do_sample=True,
+                                       temperature=0.8, top_k=0, generator=generator)
+
+
+def test_free_memory_is_handed_back_where_the_c_library_can():
+    import ctypes.util
+    import sys
+
+    from openformers.serving.scheduler import _malloc_trim, release_free_memory
+
+    release_free_memory()  # a no-op where there is no malloc_trim, never an error
+    if sys.platform.startswith("linux") and "libc" in (ctypes.util.find_library("c") or ""):
+        assert _malloc_trim() is not None

@@ -74,6 +74,16 @@ def _build_parser() -> argparse.ArgumentParser:
                             "(default: a quarter of this machine's memory)")
     serve.add_argument("--max-new-tokens", type=int, default=512,
                        help="max_tokens of the requests that give none (default: 512)")
+    serve.add_argument("--short-prompt-tokens", type=int, default=512,
+                       help="prompts of at most this many tokens are light: decoded every turn, before long ones "
+                            "(default: 512)")
+    serve.add_argument("--heavy-share", type=float, default=0.25,
+                       help="the share of time long prompts' work may take while short ones wait (default: 0.25)")
+    serve.add_argument("--step-cache-mb", type=int, default=None,
+                       help="the key/value cache one step of long prompts' rows may read (default: the size of "
+                            "the model's weights)")
+    serve.add_argument("--prefix-cache-mb", type=int, default=64,
+                       help="the cache of recent prompts kept for reuse (default: 64; 0 turns it off)")
     serve.set_defaults(run=_serve)
     return parser
 
@@ -154,7 +164,17 @@ def _serve(args) -> int:
     if args.max_cache_mb is not None and args.max_cache_mb < 1:
         raise ValueError(f"--max-cache-mb must be at least 1, got {args.max_cache_mb}.")
     cache_bytes = args.max_cache_mb * 2**20 if args.max_cache_mb else _quarter_of_memory()
-    scheduler = BatchScheduler(model, tokenizer, max_batch=args.max_batch, max_cache_bytes=cache_bytes)
+    if args.step_cache_mb is not None and args.step_cache_mb < 1:
+        raise ValueError(f"--step-cache-mb must be at least 1, got {args.step_cache_mb}.")
+    if args.prefix_cache_mb < 0:
+        raise ValueError(f"--prefix-cache-mb must be at least 0 (0 turns it off), got {args.prefix_cache_mb}.")
+    if not 0 < args.heavy_share < 1:
+        raise ValueError(f"--heavy-share must be between 0 and 1 (exclusive), got {args.heavy_share}.")
+    scheduler = BatchScheduler(
+        model, tokenizer, max_batch=args.max_batch, max_cache_bytes=cache_bytes,
+        short_prompt_tokens=args.short_prompt_tokens, heavy_share=args.heavy_share,
+        step_cache_bytes=args.step_cache_mb and args.step_cache_mb * 2**20, prefix_cache_bytes=args.prefix_cache_mb * 2**20,
+    )
     if not args.body_timeout > 0:
         raise ValueError(f"--body-timeout must be a positive number of seconds, got {args.body_timeout}.")
     limits = Limits(default_max_tokens=args.max_new_tokens, body_timeout=args.body_timeout)

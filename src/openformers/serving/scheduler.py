@@ -21,10 +21,14 @@ request's `on_update` callback, called in the worker thread: it must not block (
 event loop), so a slow reader never stalls the others.
 """
 
+import ctypes
+import functools
 import logging
 import queue
 import random
+import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,27 +108,43 @@ class BatchScheduler:
     """Decodes submitted requests together in one worker thread; see the module docstring.
 
     `max_batch` bounds the rows decoded at once; more requests wait in a queue. `prefill_chunk` bounds the
-    prompt tokens prefilled between two decode steps. `prefix_cache_tokens` bounds the positions of recent
+    prompt tokens prefilled between two decode steps. `prefix_cache_bytes` bounds the keys and values of recent
     prompts kept for reuse (0 turns the reuse off). `max_cache_bytes` bounds the key/value cache the admitted
     requests may grow to (each counted at its prompt plus max_tokens): a request that would pass it waits until
     others finish, so memory follows the bound rather than the load; None: no bound. `decode_steps` counts the
     batched decode steps run so far (prefills not included), which shows how much decoding was shared.
     `eos_token_ids` end every request: the model's generation config's and the tokenizer's.
+
+    The turns (`TurnPolicy`): a request whose prompt has at most `short_prompt_tokens` tokens is light, the others
+    heavy. Light rows decode in one batch every turn; heavy rows decode in groups whose step reads at most
+    `step_cache_bytes` of key/value cache (None: as many bytes as the model's weights), and heavy work (a group's step, a chunk of
+    `busy_prefill_chunk` prompt tokens) takes at most `heavy_share` of the worker's time while light work waits.
+    `clock` (seconds) times the turns; tests give a counter.
     """
 
     def __init__(self, model, tokenizer, max_batch: int = 32, prefill_chunk: int = 512,
-                 prefix_cache_tokens: int = 4096, max_cache_bytes: int | None = None):
-        for name, value in (("max_batch", max_batch), ("prefill_chunk", prefill_chunk)):
+                 prefix_cache_bytes: int = 64 * 2**20, max_cache_bytes: int | None = None,
+                 short_prompt_tokens: int = 512, heavy_share: float = 0.25, busy_prefill_chunk: int = 32,
+                 step_cache_bytes: int | None = None, clock: Callable[[], float] = time.perf_counter):
+        for name, value in (("max_batch", max_batch), ("prefill_chunk", prefill_chunk),
+                            ("busy_prefill_chunk", busy_prefill_chunk)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-        if max_cache_bytes is not None and (not isinstance(max_cache_bytes, int) or max_cache_bytes < 1):
-            raise ValueError(f"max_cache_bytes must be a positive integer or None, got {max_cache_bytes!r}.")
-        if not isinstance(prefix_cache_tokens, int) or prefix_cache_tokens < 0:
-            raise ValueError(
-                f"prefix_cache_tokens must be an integer >= 0 (0 turns it off), got {prefix_cache_tokens!r}."
-            )
+        for name, value in (("max_cache_bytes", max_cache_bytes), ("step_cache_bytes", step_cache_bytes)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}.")
+        for name, value in (("prefix_cache_bytes", prefix_cache_bytes), ("short_prompt_tokens", short_prompt_tokens)):
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
         self.prefill_chunk = prefill_chunk
-        self._prefixes = PrefixCache(prefix_cache_tokens)
+        self.busy_prefill_chunk = busy_prefill_chunk
+        self.short_prompt_tokens = short_prompt_tokens
+        # By default a heavy step reads at most as much cache as weights, so it takes at most about twice the
+        # time of a step of short rows, while the groups stay few.
+        self.step_cache_bytes = step_cache_bytes or sum(t.nbytes for t in [*model.parameters(), *model.buffers()])
+        self.turns = TurnPolicy(heavy_share)
+        self._clock = clock
+        self._prefixes = PrefixCache(prefix_cache_bytes)
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -139,17 +159,20 @@ class BatchScheduler:
         self.decode_steps = 0
         self._waiting: queue.Queue = queue.Queue()
         self._held: Request | None = None  # taken from the queue, waiting for cache room
-        self._batch = Batch()
-        self._rows: list[_Row] = []  # the requests of the running batch, in its order
+        self._groups: list[_Group] = []  # the rows being decoded, each group in one forward pass
         self._joining: deque[_Row] = deque()  # admitted, being prefilled
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="openformers-decode", daemon=True)
         self._thread.start()
 
     @property
+    def _rows(self) -> list["_Row"]:
+        return [row for group in self._groups for row in group.rows]
+
+    @property
     def active(self) -> int:
         """How many requests are being prefilled or decoded now."""
-        return len(self._rows) + len(self._joining)
+        return sum(len(group.rows) for group in self._groups) + len(self._joining)
 
     @property
     def waiting(self) -> int:
@@ -222,17 +245,15 @@ class BatchScheduler:
             while not self._closed:
                 try:
                     self._admit()
-                    self._prefill()
-                    if self._rows:
-                        self._step()
-                except Exception as error:  # a failed step must not kill the server: fail the rows, keep serving
-                    _log.exception("A decode step failed; its %d requests fail, the server goes on.", len(self._rows))
+                    self._turn()
+                except Exception as error:  # a failed turn must not kill the server: fail the rows, keep serving
+                    _log.exception("A turn failed; its %d requests fail, the server goes on.", len(self._rows))
                     for row in self._rows:
                         row.finish("error", error=f"{type(error).__name__}: {error}")
-                    self._rows, self._batch = [], Batch()
+                    self._groups = []
         for row in [*self._rows, *self._joining]:
             row.finish("cancelled")
-        self._rows, self._batch = [], Batch()
+        self._groups = []
         self._joining.clear()
         if self._held is not None:
             _notify(self._held, Update("", "cancelled"))
@@ -243,9 +264,12 @@ class BatchScheduler:
 
     def _admit(self) -> None:
         """Take waiting requests in to be prefilled, blocking while there is nothing at all to do."""
-        while len(self._rows) + len(self._joining) < self.max_batch:
+        while self.active < self.max_batch:
+            idle = not self._groups and not self._joining
+            if idle and self._waiting.empty():
+                release_free_memory()  # the load is over: hand what it freed back before waiting for more
             try:
-                request = self._held or self._waiting.get(block=not self._rows and not self._joining)
+                request = self._held or self._waiting.get(block=idle)
             except queue.Empty:
                 return
             self._held = None
@@ -254,17 +278,20 @@ class BatchScheduler:
             if request.cancelled:
                 _notify(request, Update("", "cancelled"))
                 continue
-            if self.max_cache_bytes is not None and self._rows + list(self._joining):
+            if self.max_cache_bytes is not None and not idle:
                 admitted = sum(self.cache_bytes(row.request) for row in [*self._rows, *self._joining])
                 if admitted + self.cache_bytes(request) > self.max_cache_bytes:
                     self._held = request  # first in line: it goes in once enough of the others have finished
                     return
             try:
-                self._joining.append(_Row(request, self._sequence(request), TextBeforeStop(self.tokenizer,
-                                                                                           request.options.stop)))
+                row = _Row(request, self._sequence(request), TextBeforeStop(self.tokenizer, request.options.stop))
             except Exception as error:  # options the core refuses fail this request alone
                 _log.exception("A request could not be set up.")
                 _notify(request, Update("", "error", error=f"{type(error).__name__}: {error}"))
+                continue
+            row.light = len(request.prompt_ids) <= self.short_prompt_tokens
+            row.served = self.turns.count
+            self._joining.append(row)
 
     def _sequence(self, request: Request) -> Sequence:
         """The request as a Sequence of the decoding core, with the sampler and stopping criteria that
@@ -280,17 +307,48 @@ class BatchScheduler:
         sampler = Sampler(build_processors(config, prompt.shape[1], device=self.device), config.do_sample, generator)
         return Sequence(prompt, config.max_length, sampler, build_stopping_criteria(config, tokenizer=self.tokenizer))
 
-    def _prefill(self) -> None:
-        """Prefill the joining prompts, at most `prefill_chunk` tokens in all before the next decode step.
+    def _turn(self) -> None:
+        """One turn of the worker: the light work, then at most one unit of heavy work (see TurnPolicy)."""
+        light_group = next((group for group in self._groups if group.light), None)
+        light_joining = [row for row in self._joining if row.light]
+        light = bool(light_joining) or light_group is not None
+        if light:
+            started = self._clock()
+            self._prefill(light_joining, self.prefill_chunk)
+            if light_group is not None:
+                self._step(light_group)
+            self.turns.light_done(self._clock() - started)
+        heavy_joining = [row for row in self._joining if not row.light]
+        units = [group for group in self._groups if not group.light]
+        if heavy_joining:
+            units.append(min(heavy_joining, key=self._prefill_left))  # the nearest to done, so the n choices of
+            # a prompt, which share its prefill, wait for the first instead of each prefilling it again
+        unit = self.turns.heavy_unit(units, light)
+        if unit is None:
+            return
+        started = self._clock()
+        if isinstance(unit, _Group):
+            self._step(unit)
+        else:
+            self._prefill([unit], self.busy_prefill_chunk if light else self.prefill_chunk)
+        self.turns.heavy_done(self._clock() - started, light)
+
+    def _prefill(self, rows: list["_Row"], budget: int) -> None:
+        """Prefill these joining prompts, at most `budget` tokens in all, the fewest tokens left first.
 
         A prompt that fits runs in one forward pass, alone, as `generate` runs it; a longer one is prefilled
-        over several iterations, so the running rows keep streaming meanwhile. A prompt done chooses its first
-        token and joins the batch. The prompt with the fewest tokens left goes first: a short chat then starts
-        answering at once instead of waiting behind every long prompt that came before it.
+        over several turns, so the running rows keep streaming meanwhile. A prompt done chooses its first
+        token and joins a group; so do the other joining rows with the same prompt (the n choices of a
+        request), from the same logits and a copy of its cache, without a prefill of their own. The prompt with
+        the fewest tokens left goes first: a short chat then starts answering at once instead of waiting behind
+        every long prompt that came before it.
         """
-        budget = self.prefill_chunk
-        while self._joining and budget > 0:
-            row = min(self._joining, key=_prefill_left)
+        rows = list(rows)
+        while rows and budget > 0:
+            row = min(rows, key=self._prefill_left)
+            rows.remove(row)
+            if row not in self._joining:  # started already as the sibling of a prompt done before it
+                continue
             if row.request.cancelled:
                 self._joining.remove(row)
                 row.finish("cancelled")
@@ -302,44 +360,165 @@ class BatchScheduler:
                 logits = row.decoder.prefill_chunk(budget)
                 budget -= row.decoder.cache.seq_len - cached
                 if logits is not None:
-                    self._joining.remove(row)
                     self._prefixes.store(row.request.prompt_ids, row.decoder.cache)
-                    row.sequence.choose(logits)
-                    update = row.update()
-                    if not row.finished:
-                        self._batch.join(row.sequence, row.decoder)
-                        self._rows.append(row)
-                    row.decoder = None  # the batch holds its cache now
-                    if update is not None:
-                        _notify(row.request, update)
-            except Exception as error:  # this prompt failed (the batch is untouched): fail it alone
+                    for sibling in [other for other in self._joining if other is not row and other.decoder is None
+                                    and other.request.prompt_ids == row.request.prompt_ids]:
+                        sibling.decoder = self._prompt_decoder(sibling, reuse=False)
+                        sibling.decoder.cache = _copy_cache(row.decoder.cache)
+                        self._start(sibling, logits)
+                    self._start(row, logits)
+            except Exception as error:  # this prompt failed (the groups are untouched): fail it alone
                 _log.exception("The prefill of a request failed.")
                 if row in self._joining:
                     self._joining.remove(row)
                 row.finish("error", error=f"{type(error).__name__}: {error}")
 
-    def _prompt_decoder(self, row: "_Row") -> Decoder:
+    def _start(self, row: "_Row", logits: torch.Tensor) -> None:
+        """The prefilled row chooses its first token and joins a group (unless that token ends it)."""
+        self._joining.remove(row)
+        try:
+            row.sequence.choose(logits)
+        except Exception as error:  # its options failed on these logits: it fails alone, its siblings go on
+            _log.exception("Choosing the first token of a request failed.")
+            row.finish("error", error=f"{type(error).__name__}: {error}")
+            return
+        update = row.update()
+        if not row.finished:
+            group = self._group_for(row)
+            group.batch.join(row.sequence, row.decoder)
+            group.rows.append(row)
+        row.decoder = None  # the group holds its cache now
+        if update is not None:
+            _notify(row.request, update)
+
+    def _group_for(self, row: "_Row") -> "_Group":
+        """The light group for a light row; for a heavy one, the first heavy group whose step would still read at
+        most step_cache_bytes of cache with it, else a new group."""
+        length = row.decoder.cache.seq_len
+        for group in self._groups:
+            if group.light != row.light:
+                continue
+            if row.light:
+                return group
+            positions = (len(group.rows) + 1) * max(length, group.batch.decoder.cache.seq_len)
+            if positions * self.cache_bytes_per_token <= self.step_cache_bytes:
+                return group
+        group = _Group(row.light, self.turns.count)
+        self._groups.append(group)
+        return group
+
+    def _prefill_left(self, row: "_Row") -> int:
+        """How many prompt tokens the row still has to prefill."""
+        return row.sequence.prompt_length - (row.decoder.cache.seq_len if row.decoder is not None else 0)
+
+    def _prompt_decoder(self, row: "_Row", reuse: bool = True) -> Decoder:
         cache = DynamicCache()
-        self._prefixes.reuse(row.request.prompt_ids, cache)
+        if reuse:
+            self._prefixes.reuse(row.request.prompt_ids, cache)
         return Decoder(self.model, row.sequence.ids[:, : row.sequence.prompt_length], None, cache=cache)
 
-    def _step(self) -> None:
-        """One decode step for every row; the requests that finished leave the batch before they are told."""
-        self._batch.step()
+    def _step(self, group: "_Group") -> None:
+        """One decode step for every row of the group; the requests that finished leave it before they are told.
+        A step that fails fails the group's requests alone."""
+        try:
+            group.batch.step()
+        except Exception as error:
+            _log.exception("A decode step failed; its %d requests fail, the server goes on.", len(group.rows))
+            for row in group.rows:
+                row.finish("error", error=f"{type(error).__name__}: {error}")
+            self._groups.remove(group)
+            return
         self.decode_steps += 1
-        updates = [(row, row.update()) for row in self._rows]
-        finished = [row for row in self._rows if row.finished]
+        updates = [(row, row.update()) for row in group.rows]
+        finished = [row for row in group.rows if row.finished]
         if finished:
-            self._batch.leave([row.sequence for row in finished])
-            self._rows = [row for row in self._rows if not row.finished]
+            group.batch.leave([row.sequence for row in finished])
+            group.rows = [row for row in group.rows if not row.finished]
+            if not group.rows:
+                self._groups.remove(group)
         for row, update in updates:
             if update is not None:
                 _notify(row.request, update)
 
 
-def _prefill_left(row: "_Row") -> int:
-    """How many prompt tokens the row still has to prefill."""
-    return row.sequence.prompt_length - (row.decoder.cache.seq_len if row.decoder is not None else 0)
+class TurnPolicy:
+    """Which work the worker does in a turn, so that a short request keeps its latency while long ones run.
+
+    What makes a step slow on a CPU is what it reads: the weights, and each row's key/value cache. Rows of
+    2,500-token prompts read ~115 MB of a 135M model's cache per step each, so a short chat decoded in their
+    batch waits for all that reading at every token (32x its idle latency with 16 of them). Light work (the
+    rows and prefills of prompts of at most `short_prompt_tokens`) is therefore done every turn, in one batch
+    that ordinary traffic shares as before; heavy work comes one unit a turn (a group's step, or one chunk of a
+    long prompt's prefill), the least recently served unit first so none starves, and while light work waits,
+    only as long as heavy work has taken at most `heavy_share` of the worker's time: the seconds of each heavy
+    unit become a debt that light seconds pay back at heavy_share / (1 - heavy_share), and heavy work waits
+    while a debt is left. Light work then goes at least (1 - heavy_share) of its idle speed (4/3 of its idle
+    latency at the default 0.25, plus one heavy unit), and heavy work at least heavy_share of the machine; with
+    no light work, heavy work has the machine. Time is measured rather than estimated from bytes, because how
+    a prefill chunk compares with a decode step depends on the machine.
+    """
+
+    def __init__(self, heavy_share: float = 0.25):
+        if not (isinstance(heavy_share, (int, float)) and 0 < heavy_share < 1):
+            raise ValueError(f"heavy_share must be a number between 0 and 1 (exclusive), got {heavy_share!r}.")
+        self.heavy_share = heavy_share
+        self.debt = 0.0  # seconds of heavy work that light work has not yet paid back
+        self.count = 0  # units of heavy work handed out so far; a unit's `served` is the count when it last ran
+
+    def light_done(self, seconds: float) -> None:
+        self.debt = max(0.0, self.debt - seconds * self.heavy_share / (1 - self.heavy_share))
+
+    def heavy_unit(self, units: list, light_waiting: bool):
+        """The unit of heavy work to do now (the least recently served of `units`), or None."""
+        if not units or (light_waiting and self.debt > 0):
+            return None
+        unit = min(units, key=lambda unit: unit.served)
+        self.count += 1
+        unit.served = self.count
+        return unit
+
+    def heavy_done(self, seconds: float, light_waiting: bool) -> None:
+        # Heavy work done while nothing light waited takes no one's time: no debt.
+        self.debt = self.debt + seconds if light_waiting else 0.0
+
+
+class _Group:
+    """Rows decoded together in one forward pass: the light rows, or some of the heavy ones."""
+
+    def __init__(self, light: bool, served: int):
+        self.light = light
+        self.served = served
+        self.batch = Batch()
+        self.rows: list[_Row] = []
+
+
+def _copy_cache(cache: DynamicCache) -> DynamicCache:
+    copy = DynamicCache()
+    for layer, (k, v) in enumerate(zip(cache.keys, cache.values)):
+        copy.update(layer, k[:, :, : cache.seq_len], v[:, :, : cache.seq_len])  # update copies into its buffer
+    return copy
+
+
+def release_free_memory() -> None:
+    """Hand the memory the allocator holds free back to the system (glibc's malloc_trim), where there is one.
+
+    glibc keeps freed blocks for reuse, and after a large block is freed it serves blocks up to 32 MB from its
+    heaps instead of fresh mappings, so the caches of a burst of long prompts stay in the process once freed.
+    Elsewhere (macOS, Windows, musl) this does nothing: their allocators return memory on their own terms.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # no C library to load, or one without malloc_trim (musl)
+        return None
 
 
 def _cache_bytes_per_token(model) -> int:
@@ -381,6 +560,8 @@ class _Row:
         self.text = text
         self.decoder: Decoder | None = None
         self.finished = False
+        self.light = True  # a short prompt's row (BatchScheduler.short_prompt_tokens)
+        self.served = 0  # when its prefill last had a turn of heavy work (TurnPolicy)
 
     @property
     def generated(self) -> int:
