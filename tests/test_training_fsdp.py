@@ -3,7 +3,7 @@ checkpoints the reference and peft load, and a resume after SIGKILL that ends wh
 
 import json
 import os
-import signal
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -22,7 +22,8 @@ TINY_LLAMA = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidde
 # argv: output folder, mode. "single" trains in one process with a batch of 4; the others run under torchrun on two
 # processes with a batch of 1 and two accumulated micro-batches each, the same 4 rows a step. "crash" kills the
 # first process at step 5 (checkpoint-3 is the last one saved); "resume" continues from it. Each trains the whole
-# model, then (single, fsdp) a LoRA adapter on a fresh copy of the same model.
+# model, then (single, fsdp, resume) a LoRA adapter on a fresh copy of the same model; "resume" continues the
+# adapter from the fsdp run's checkpoint-3.
 SCRIPT = textwrap.dedent('''
     import json, os, signal, sys
     import torch
@@ -46,9 +47,11 @@ SCRIPT = textwrap.dedent('''
                 os.kill(os.getpid(), signal.SIGKILL)
 
     def train(output, lora=False, **options):
-        torch.manual_seed(123 if mode == "resume" else 0)  # a resume takes every weight from the checkpoint
+        # A resume takes every trained weight from the checkpoint; an adapter's base model is the same one.
+        torch.manual_seed(123 if mode == "resume" and not lora else 0)
         model = LlamaForCausalLM.from_config(config)
         if lora:
+            torch.manual_seed(123 if mode == "resume" else 0)
             model.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
         single = mode == "single"
         args = TrainingArguments(
@@ -65,7 +68,7 @@ SCRIPT = textwrap.dedent('''
 
     sharded = {{}} if mode == "single" else dict(fsdp="full_shard auto_wrap")
     train(folder + "/full", **sharded)
-    if mode in ("single", "fsdp"):
+    if mode in ("single", "fsdp", "resume"):
         train(folder + "/lora", lora=True, **({{}} if mode == "single" else dict(fsdp=True)))
 ''').format(config=TINY_LLAMA)
 
@@ -91,6 +94,7 @@ def runs(tmp_path_factory):
         results[mode] = _run(script, folder / mode, mode)
     results["after crash"] = [p.name for p in ckpt.checkpoint_folders(folder / "crash/full")]
     (folder / "crash").rename(folder / "resume")
+    shutil.copytree(folder / "fsdp/lora/checkpoint-3", folder / "resume/lora/checkpoint-3")
     results["resume"] = _run(script, folder / "resume", "resume")
     return folder, results
 
@@ -147,13 +151,21 @@ def test_a_sharded_run_resumed_after_sigkill_ends_as_the_uninterrupted_run(runs)
     assert results["crash"].returncode != 0 and "SIGKILL" in results["crash"].stderr, results["crash"].stderr[-3000:]
     assert results["after crash"] == ["checkpoint-3"]
     assert results["resume"].returncode == 0, results["resume"].stderr[-3000:]
-    assert results["resume"].stdout.count("'loss'") == 5  # steps 4 to 8: the first process alone prints
+    # steps 4 to 8 of the whole model, then of the adapter: the first process alone prints
+    assert results["resume"].stdout.count("'loss'") == 5 + 5
     assert [p.name for p in ckpt.checkpoint_folders(folder / "resume/full")] == ["checkpoint-3", "checkpoint-6",
                                                                                "checkpoint-8"]
     uninterrupted, resumed = _weights(folder / "fsdp/full/final"), _weights(folder / "resume/full/final")
     for name, value in uninterrupted.items():
         torch.testing.assert_close(resumed[name], value, rtol=0, atol=0)
     losses = [json.loads((folder / m / "full/metrics.json").read_text())["train_loss"] for m in ("fsdp", "resume")]
+    assert losses[1] == pytest.approx(losses[0], abs=1e-6)
+    # The adapter resumed from its sharded state (adapter-only) ends as the uninterrupted one.
+    adapter = "lora/final/adapter_model.safetensors"
+    uninterrupted, resumed = load_file(str(folder / "fsdp" / adapter)), load_file(str(folder / "resume" / adapter))
+    for name, value in uninterrupted.items():
+        torch.testing.assert_close(resumed[name], value, rtol=0, atol=0)
+    losses = [json.loads((folder / m / "lora/metrics.json").read_text())["train_loss"] for m in ("fsdp", "resume")]
     assert losses[1] == pytest.approx(losses[0], abs=1e-6)
 
 
