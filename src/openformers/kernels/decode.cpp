@@ -4,7 +4,7 @@
 // forty small operations per layer. PyTorch runs each small operation as its own dispatched kernel, which
 // costs more than the arithmetic; its matrix-vector products also stream the weights well below the memory
 // bandwidth. Here a layer is a handful of loops run by one OpenMP team for the whole step (see Team): the
-// products split their rows over the threads, everything else runs in place on buffers of a few kilobytes.
+// threads claim the products' rows in chunks, everything else runs in place on buffers of a few kilobytes.
 //
 // Weights are float32, bfloat16, int8 with one float32 scale per output row, or int4 in groups of 32 (see
 // Int4 below); activations are float32 (rounded to bfloat16 for bfloat16 weights' products, as PyTorch
@@ -23,12 +23,22 @@
 
 #include <omp.h>
 
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <climits>
 #include <cmath>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -492,21 +502,106 @@ void attend(const float* q, const C* keys, const C* values, int64_t pos_stride, 
   }
 }
 
-// The threads of one step. Each takes the same share of every matrix's rows (a multiple of four, for
-// four_rows), and of the heads, so a step needs no scheduling: a barrier between dependent phases.
+// Where the threads of one team meet: their claims on each loop's rows and a barrier.
+//
+// Rows are claimed in chunks, not split in fixed shares: on a CPU that also runs other work, a thread that the
+// system deschedules in the middle of a product would hold every other thread at the next barrier for as long as
+// it is away (with one core taken by a busy process, fixed shares decoded at 7% of the quiet speed). Each thread
+// starts on its own share, claiming chunks from its front with an atomic counter that stays in its own cache, and
+// when that is done takes what the others have not claimed of theirs. A waiter at the barrier spins briefly (a
+// quiet team meets within microseconds) and then sleeps on a futex, giving its core back: the descheduled thread
+// can then run there, instead of beside the busy process.
+struct alignas(64) Claim {
+  std::atomic<int64_t> taken{0};  // rows claimed from one thread's share of one loop
+};
+
+struct Meeting {
+  alignas(64) std::atomic<int> arrived{0};
+  alignas(64) std::atomic<int> generation{0};  // how many times the team has met
+  std::atomic<int> sleeping{0};
+  std::vector<Claim> claims;  // per loop (in the order every thread runs them), one per thread
+
+  Meeting(int64_t loops, int64_t threads) : claims(loops * threads) {}
+};
+
+// How long a waiter spins before it sleeps: well above a quiet team's wait at a barrier (one chunk's time), well
+// below a time slice of the system's scheduler.
+constexpr std::chrono::microseconds kSpin{20};
+
+inline void pause() {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+inline void sleep_while(std::atomic<int>& word, int value) {
+#ifdef __linux__
+  syscall(SYS_futex, reinterpret_cast<int*>(&word), FUTEX_WAIT_PRIVATE, value, nullptr, nullptr, 0);
+#else
+  std::this_thread::yield();
+#endif
+}
+
+inline void wake_all(std::atomic<int>& word) {
+#ifdef __linux__
+  syscall(SYS_futex, reinterpret_cast<int*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+#endif
+}
+
+constexpr int64_t kChunk = 16;  // rows per claim: a multiple of four (four_rows), ~10 KB-40 KB of weights
+
+// One thread's view of the team that runs one step.
 struct Team {
   int64_t index, size;
+  Meeting& meeting;
+  int64_t loop = 0;  // loops begun: every thread runs the same ones in the same order
 
-  std::pair<int64_t, int64_t> share(int64_t count, int64_t multiple = 4) const {
+  // Thread `owner`'s share of [0, count): where it starts claiming (a multiple of `multiple`).
+  std::pair<int64_t, int64_t> share(int64_t count, int64_t multiple = 4, int64_t owner = -1) const {
     int64_t per = (count + multiple * size - 1) / (multiple * size) * multiple;
-    int64_t begin = std::min(index * per, count);
+    int64_t begin = std::min((owner < 0 ? index : owner) * per, count);
     return {begin, std::min(begin + per, count)};
   }
 
+  // work(begin, end) over chunks of [0, count) until every chunk is done: this thread's share first, then what is
+  // left of the others'.
+  template <typename F>
+  void claim(int64_t count, int64_t chunk, int64_t multiple, F&& work) {
+    Claim* claims = &meeting.claims[loop++ * size];
+    for (int64_t k = 0; k < size; ++k) {
+      int64_t owner = (index + k) % size;
+      auto [begin, end] = share(count, multiple, owner);
+      for (int64_t first; (first = begin + claims[owner].taken.fetch_add(chunk, std::memory_order_relaxed)) < end;)
+        work(first, std::min(first + chunk, end));
+    }
+  }
+
   template <typename W>
-  void product(const Matrix& m, const Rounded& in, float* out) const {
-    auto [begin, end] = share(m.rows);
-    if (begin < end) product_rows<W>(m, begin, end, in, out);
+  void product(const Matrix& m, const Rounded& in, float* out) {
+    claim(m.rows, kChunk, 4, [&](int64_t begin, int64_t end) { product_rows<W>(m, begin, end, in, out); });
+  }
+
+  // Every thread's writes before it are seen by every thread after it.
+  void wait() {
+    int generation = meeting.generation.load(std::memory_order_acquire);
+    if (meeting.arrived.fetch_add(1, std::memory_order_acq_rel) == size - 1) {
+      meeting.arrived.store(0, std::memory_order_relaxed);
+      meeting.generation.fetch_add(1, std::memory_order_seq_cst);
+      if (meeting.sleeping.load(std::memory_order_seq_cst) > 0) wake_all(meeting.generation);
+      return;
+    }
+    auto started = std::chrono::steady_clock::now();
+    for (int spins = 1; meeting.generation.load(std::memory_order_acquire) == generation; ++spins) {
+      if (spins % 64 == 0 && std::chrono::steady_clock::now() - started > kSpin) {
+        meeting.sleeping.fetch_add(1, std::memory_order_seq_cst);
+        while (meeting.generation.load(std::memory_order_seq_cst) == generation) sleep_while(meeting.generation, generation);
+        meeting.sleeping.fetch_sub(1, std::memory_order_relaxed);
+        return;
+      }
+      pause();
+    }
   }
 
   // Called before a barrier: the next matrix's first lines are on their way while the other threads finish,
@@ -519,6 +614,20 @@ struct Team {
   }
 };
 
+// Runs body(team) on at::get_num_threads() threads, for `loops` claimed loops in all, all threads leaving together
+// (OpenMP's own closing barrier spins without giving the core back).
+template <typename F>
+void in_team(int64_t loops, F&& body) {
+  int64_t threads = at::get_num_threads();
+  Meeting meeting(loops, threads);
+#pragma omp parallel num_threads(threads)
+  {
+    Team team{omp_get_thread_num(), omp_get_num_threads(), meeting};
+    body(team);
+    team.wait();
+  }
+}
+
 // Buffers of one step that every thread reads or writes a part of.
 struct Shared {
   std::vector<float> q, k, v, attended, out, gate, up;
@@ -530,8 +639,10 @@ struct Layer {
   at::Tensor keys, values;
 };
 
+constexpr int64_t kLoopsPerLayer = 8;  // the claimed loops of layer_step
+
 template <typename W, typename C>
-void layer_step(const Team& team, float* x, const Layer& L, Shared& S, float eps, int64_t pos, int64_t window,
+void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int64_t pos, int64_t window,
                 const float* cos, const float* sin, std::vector<float>& normed, Rounded& in, std::vector<float>& scores) {
   int64_t hidden = L.o.rows, n_kv = L.keys.size(1), head_dim = L.keys.size(3), n_head = L.q.rows / head_dim;
   int64_t head_stride = L.keys.stride(1), pos_stride = L.keys.stride(2);
@@ -546,44 +657,52 @@ void layer_step(const Team& team, float* x, const Layer& L, Shared& S, float eps
   team.product<W>(L.k, in, S.k.data());
   team.product<W>(L.v, in, S.v.data());
   team.prefetch_share(L.o);
-#pragma omp barrier
-  auto [kv_begin, kv_end] = team.share(n_kv, 1);
-  for (int64_t h = kv_begin; h < kv_end; ++h) {
-    rope(S.k.data() + h * head_dim, head_dim, cos, sin);
-    for (int64_t i = 0; i < head_dim; ++i) {
-      keys[h * head_stride + pos * pos_stride + i] = static_cast<C>(S.k[h * head_dim + i]);
-      values[h * head_stride + pos * pos_stride + i] = static_cast<C>(S.v[h * head_dim + i]);
+  team.wait();
+  team.claim(n_kv, 1, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t h = begin; h < end; ++h) {
+      rope(S.k.data() + h * head_dim, head_dim, cos, sin);
+      for (int64_t i = 0; i < head_dim; ++i) {
+        keys[h * head_stride + pos * pos_stride + i] = static_cast<C>(S.k[h * head_dim + i]);
+        values[h * head_stride + pos * pos_stride + i] = static_cast<C>(S.v[h * head_dim + i]);
+      }
     }
-  }
-#pragma omp barrier
+  });
+  team.wait();
   int64_t first = window > 0 ? std::max(pos - window + 1, int64_t(0)) : 0, group = n_head / n_kv;
-  auto [head_begin, head_end] = team.share(n_head, 1);
-  for (int64_t h = head_begin; h < head_end; ++h) {
-    float* q = S.q.data() + h * head_dim;
-    rope(q, head_dim, cos, sin);
-    int64_t kv = (h / group) * head_stride;
-    attend<C>(q, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores, S.attended.data() + h * head_dim);
-  }
-#pragma omp barrier
+  team.claim(n_head, 1, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t h = begin; h < end; ++h) {
+      float* q = S.q.data() + h * head_dim;
+      rope(q, head_dim, cos, sin);
+      int64_t kv = (h / group) * head_stride;
+      attend<C>(q, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores, S.attended.data() + h * head_dim);
+    }
+  });
+  team.wait();
+  // The products' rows that need nothing else are finished in the chunk that makes them: the residual sums, and
+  // SiLU(gate) * up with gate and up claimed together.
   in.set<W>(S.attended.data(), L.o.cols);
-  team.product<W>(L.o, in, S.out.data());
-  auto [row_begin, row_end] = team.share(hidden);
-  for (int64_t i = row_begin; i < row_end; ++i) x[i] += S.out[i];
+  team.claim(hidden, kChunk, 4, [&](int64_t begin, int64_t end) {
+    product_rows<W>(L.o, begin, end, in, S.out.data());
+    for (int64_t i = begin; i < end; ++i) x[i] += S.out[i];
+  });
   team.prefetch_share(L.gate);
   team.prefetch_share(L.up);
-#pragma omp barrier
+  team.wait();
 
   rms_norm(x, L.mlp_norm, eps, normed.data(), hidden);
   in.set<W>(normed.data(), hidden);
-  team.product<W>(L.gate, in, S.gate.data());
-  team.product<W>(L.up, in, S.up.data());
-  auto [inner_begin, inner_end] = team.share(L.gate.rows);
-  for (int64_t i = inner_begin; i < inner_end; ++i) S.gate[i] = S.gate[i] / (1.f + std::exp(-S.gate[i])) * S.up[i];
+  team.claim(L.gate.rows, kChunk, 4, [&](int64_t begin, int64_t end) {
+    product_rows<W>(L.gate, begin, end, in, S.gate.data());
+    product_rows<W>(L.up, begin, end, in, S.up.data());
+    for (int64_t i = begin; i < end; ++i) S.gate[i] = S.gate[i] / (1.f + std::exp(-S.gate[i])) * S.up[i];
+  });
   team.prefetch_share(L.down);
-#pragma omp barrier
+  team.wait();
   in.set<W>(S.gate.data(), L.down.cols);  // SiLU(gate) * up, in place of gate
-  team.product<W>(L.down, in, S.out.data());
-  for (int64_t i = row_begin; i < row_end; ++i) x[i] += S.out[i];
+  team.claim(hidden, kChunk, 4, [&](int64_t begin, int64_t end) {
+    product_rows<W>(L.down, begin, end, in, S.out.data());
+    for (int64_t i = begin; i < end; ++i) x[i] += S.out[i];
+  });
 }
 
 // Runs every layer for one token, in place on `x` (hidden,) float32, writing this position's key and value
@@ -633,9 +752,7 @@ void decode_step(at::Tensor x, at::TensorList norms, at::TensorList weights, at:
 
   auto run = [&](auto weight_tag) {
     using W = decltype(weight_tag);
-#pragma omp parallel num_threads(at::get_num_threads())
-    {
-      Team team{omp_get_thread_num(), omp_get_num_threads()};
+    in_team(kLoopsPerLayer * n_layers, [&](Team& team) {
       std::vector<float> normed(first.o.rows), scores;
       Rounded in;
       for (size_t l = 0; l < n_layers; ++l) {
@@ -645,10 +762,10 @@ void decode_step(at::Tensor x, at::TensorList norms, at::TensorList weights, at:
           team.prefetch_share(layers[l + 1].q);
           team.prefetch_share(layers[l + 1].k);
           team.prefetch_share(layers[l + 1].v);
+          team.wait();
         }
-#pragma omp barrier
       }
-    }
+    });
   };
   if (weight_type == at::kFloat) run(float{});
   else if (weight_type == at::kBFloat16) run(c10::BFloat16{});
@@ -754,10 +871,8 @@ at::Tensor matvec(at::Tensor x, at::Tensor weight, c10::optional<at::Tensor> sca
     using W = decltype(weight_tag);
     std::vector<Rounded> inputs(n);  // each input rounded once, before the threads share the rows
     for (int64_t j = 0; j < n; ++j) inputs[j].set<W>(xd + j * m.cols, m.cols);
-    if (n == 1)  // the one-input loops (bfloat16's take vdpbf16ps), the rows split over the threads
-      return at::parallel_for(0, m.rows, 16, [&](int64_t begin, int64_t end) {
-        product_rows<W>(m, begin, end, inputs[0], yd);
-      });
+    if (n == 1)  // the one-input loops (bfloat16's take vdpbf16ps), the rows claimed by a team as in a step
+      return in_team(1, [&](Team& team) { team.product<W>(m, inputs[0], yd); });
     constexpr int64_t block = 64;  // rows: at most 64 x 4 KB of float32 weights, well inside the L2 cache
     at::parallel_for(0, (m.rows + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
