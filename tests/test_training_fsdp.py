@@ -213,3 +213,30 @@ def test_the_units_sharded_apart_are_the_layers_or_what_the_policy_names():
         assert not any(module is later for later in by_size[index + 1:] for module in unit.modules())
     with pytest.raises(ValueError, match="MistralDecoderLayer"):
         _units(model, fsdp_settings(True, {"transformer_layer_cls_to_wrap": "MistralDecoderLayer"}))
+
+
+class Payload:
+    """What a crafted checkpoint could pickle: unpickling it would call os.system."""
+
+    def __reduce__(self):
+        return (os.system, ("echo unpickled",))
+
+
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")  # DCP in one process, without a group
+def test_a_pickle_payload_in_the_sharded_state_is_refused(tmp_path, capfd):
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    from openformers.training.distributed import load_sharded
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    optimizer_state = get_optimizer_state_dict(model, optimizer)
+    optimizer_state["param_groups"][0]["lr"] = Payload()  # a non-tensor value, stored pickled
+    dcp.save({"model": get_model_state_dict(model), "optimizer": optimizer_state}, checkpoint_id=tmp_path)
+    with pytest.raises(ValueError, match=r"optimizer.param_groups.0.lr holds a pickled object .* refused"):
+        load_sharded(model, optimizer, tmp_path)
+    assert optimizer.param_groups[0]["lr"] == 1e-3
+    assert "unpickled" not in capfd.readouterr().out

@@ -10,6 +10,7 @@ save_pretrained writes them) and the sharded model and optimizer state that a re
 """
 
 import json
+import pickle
 import time
 import warnings
 from dataclasses import dataclass
@@ -248,10 +249,35 @@ def load_sharded(model: nn.Module, optimizer, folder: Path) -> None:
         raise FileNotFoundError(f"{folder} holds no distributed checkpoint (.metadata): the checkpoint was not saved "
                                 "by an FSDP run, so an FSDP run cannot resume from it.")
     state = _sharded_state(model, optimizer)
-    dcp.load(state, checkpoint_id=folder)
+    try:
+        dcp.load(state, checkpoint_id=folder, planner=_weights_only_planner())
+    except dcp.CheckpointException as error:  # one per failing process, each with its traceback
+        failure = next(iter(error.failures.values()))[0]
+        raise ValueError(f"The distributed checkpoint in {folder} could not be read into "
+                         f"{type(model).__name__}: {failure}") from None
     set_model_state_dict(model, state["model"], options=StateDictOptions(strict=_trainable_names(model) is None))
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, state["optimizer"])
+
+
+def _weights_only_planner():
+    """DCP's load planner, reading the checkpoint's non-tensor values (the optimizer's hyperparameters) with
+    torch.load(weights_only=True): its own unpickles them with weights_only=False, which runs any code a crafted
+    file holds."""
+    from torch.distributed.checkpoint import DefaultLoadPlanner
+
+    class WeightsOnlyLoadPlanner(DefaultLoadPlanner):
+        def load_bytes(self, read_item, value):
+            try:
+                torch.load(value, weights_only=True)  # before the planner reads it
+            except pickle.UnpicklingError:
+                raise ValueError(f"{read_item.dest_index.fqn} holds a pickled object other than plain values "
+                                 "(numbers, strings, tuples, tensors); refused, as torch.load(weights_only=True) "
+                                 "refuses it.") from None
+            value.seek(0)
+            super().load_bytes(read_item, value)
+
+    return WeightsOnlyLoadPlanner()
 
 
 def leave_process_group() -> None:
