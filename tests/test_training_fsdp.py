@@ -3,6 +3,7 @@ checkpoints the reference and peft load, and a resume after SIGKILL that ends wh
 
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -239,4 +240,15 @@ def test_a_pickle_payload_in_the_sharded_state_is_refused(tmp_path, capfd):
     with pytest.raises(ValueError, match=r"optimizer.param_groups.0.lr holds a pickled object .* refused"):
         load_sharded(model, optimizer, tmp_path)
     assert optimizer.param_groups[0]["lr"] == 1e-3
+    assert "unpickled" not in capfd.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")  # DCP in one process, without a group
+def test_a_pickle_payload_in_the_sharded_metadata_is_refused(tmp_path, capfd):
+    from openformers.training.distributed import load_sharded
+
+    model = torch.nn.Linear(3, 2)
+    (tmp_path / ".metadata").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ValueError, match=r"\.metadata names .*system, which .* refused"):
+        load_sharded(model, None, tmp_path)
     assert "unpickled" not in capfd.readouterr().out

@@ -250,7 +250,7 @@ def load_sharded(model: nn.Module, optimizer, folder: Path) -> None:
                                 "by an FSDP run, so an FSDP run cannot resume from it.")
     state = _sharded_state(model, optimizer)
     try:
-        dcp.load(state, checkpoint_id=folder, planner=_weights_only_planner())
+        dcp.load(state, storage_reader=_metadata_checking_reader(folder), planner=_weights_only_planner())
     except dcp.CheckpointException as error:  # one per failing process, each with its traceback
         failure = next(iter(error.failures.values()))[0]
         raise ValueError(f"The distributed checkpoint in {folder} could not be read into "
@@ -258,6 +258,52 @@ def load_sharded(model: nn.Module, optimizer, folder: Path) -> None:
     set_model_state_dict(model, state["model"], options=StateDictOptions(strict=_trainable_names(model) is None))
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, state["optimizer"])
+
+
+_METADATA_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem", "torch",
+                     "torch.serialization", "collections", "pathlib")
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Reads a distributed checkpoint's .metadata, a pickle, allowing only the classes such a file is made of."""
+
+    def find_class(self, module, name):
+        if module not in _METADATA_MODULES:  # refused before anything is imported
+            self._refuse(module, name)
+        found = super().find_class(module, name)
+        allowed = (
+            (module == "torch.distributed.checkpoint.metadata" and getattr(found, "__module__", None) == module)
+            or (module, name) in (("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch", "Size"),
+                                  ("torch.serialization", "_get_layout"), ("collections", "OrderedDict"),
+                                  ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"))
+            or (module == "torch" and isinstance(found, torch.dtype))
+        )
+        if not allowed:
+            self._refuse(module, name)
+        return found
+
+    @staticmethod
+    def _refuse(module: str, name: str):
+        raise ValueError(f"the distributed checkpoint's .metadata names {module}.{name}, which such a file never "
+                         "holds; refused, since unpickling it could run code.")
+
+
+def _metadata_checking_reader(folder: Path):
+    """DCP's file reader, reading .metadata with _MetadataUnpickler: its own uses pickle.load, which runs any code a
+    crafted file holds."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class MetadataCheckingReader(FileSystemReader):
+        def read_metadata(self, *args, **kwargs):
+            with open(Path(self.path) / ".metadata", "rb") as file:
+                metadata = _MetadataUnpickler(file).load()
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return MetadataCheckingReader(folder)
 
 
 def _weights_only_planner():
