@@ -214,10 +214,12 @@ def test_a_lone_surrogate_anywhere_is_refused(minilm, smollm2, unigram_pair, tex
 @pytest.mark.parametrize(
     "text",
     ["\x1f0", "\x1f\x1fbc d", "a\x1fb", "¼\x08", "¼\x08b", "ﬀ\u0300x", "¼\u0300", "ﬁ\x08 ok",
-     *(f"¼{chr(first)}x" for first, _ in reference_unicode.NEWER_THAN_REFERENCE_GRAPHEMES), "¼\u1acf"],  # fmt: skip
+     *(f"¼{chr(first)}x" for first, _ in reference_unicode.NEWER_THAN_REFERENCE_GRAPHEMES), "¼\u1acf",
+     "<UNK>", "a<unk>b", "\U0001d11e<unk>x"],  # fmt: skip
 )
 def test_unigram_offsets_where_precompiled_removes_or_expands_characters(unigram_pair, text):
     """The reference's alignment where its SentencePiece rules drop characters (controls, a lone grave accent)
     next to ones they expand (ligatures, fractions), or at the start of the text; and its graphemes, which a
-    rule replaces whole, by Unicode 17 (a mark of Unicode 18 after "¼" is kept, one of 17 goes with it)."""
+    rule replaces whole, by Unicode 17 (a mark of Unicode 18 after "¼" is kept, one of 17 goes with it); the
+    unknown piece spelled out ("<UNK>" lowercased) is that piece, and one with an unknown character before it."""
     _assert_reference_encoding(*unigram_pair, text)

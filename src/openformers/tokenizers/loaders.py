@@ -139,10 +139,9 @@ def _unigram(spec: dict) -> models.Unigram:
     vocab = spec["vocab"]
     if unk_id is None or not 0 <= unk_id < len(vocab):
         raise ValueError(f"Unigram unk_id {unk_id!r} is not a piece id (the vocabulary has {len(vocab)} pieces)")
-    pieces = [
-        (piece, float(score), models.UNKNOWN if index == unk_id else models.NORMAL)
-        for index, (piece, score) in enumerate(vocab)
-    ]
+    # Every piece, the unknown one too, can match text, as in the reference's lattice: "<unk>" spelled out (or
+    # lowercased into it) is that piece, as "<s>" is its own.
+    pieces = [(piece, float(score), models.NORMAL) for piece, score in vocab]
     return models.Unigram(pieces, unk_id=unk_id, byte_fallback=bool(spec.get("byte_fallback")), float32=False)
 
 

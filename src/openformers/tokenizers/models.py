@@ -425,6 +425,8 @@ class Unigram(_SentencePieceVocabulary):
         segments, end = [], count
         while end > 0:
             start, token_id = best_from[end], best_id[end]
+            if token_id == self.unk_id:  # the unknown piece itself (spelled out in the text) is an unknown too
+                token_id = None
             if token_id is None and segments and segments[-1][2] is None:  # unknowns in a row become one
                 end = segments.pop()[1]
             segments.append((start, end, token_id))
