@@ -184,6 +184,9 @@ def _serve(args) -> int:
     if not loopback and not args.api_key:
         print(f"openformers: warning: listening on {args.host} without --api-key: anyone who can reach this "
               "machine can use the model.", file=sys.stderr)
+    # A thread tokenizing a long prompt holds the GIL; the decode worker takes it back between torch calls, and
+    # would wait up to the default 5 ms for it at each of the hundreds of calls of a step.
+    sys.setswitchinterval(0.0005)
     print(f"Serving {args.model} on http://{args.host}:{args.port} (chat page at /, API under /v1)", flush=True)
     try:
         config = uvicorn_config(app, header_timeout=args.header_timeout, host=args.host, port=args.port,

@@ -4,15 +4,19 @@ A server gets requests at any time, each with its own prompt, sampling options a
 them one after another wastes the hardware: one decode step costs about the same for 1 row as for 32, because
 reading the weights dominates. So every request becomes a `Sequence` of the decoding core (generation/steps.py),
 with the sampler and stopping criteria that `generate` builds from the same options, and `BatchScheduler`'s
-worker thread keeps one running `Batch` of them. Between decode steps it:
-- admits the requests that arrived, up to `max_batch`; each prompt is prefilled alone (as `generate` runs it),
-  at most `prefill_chunk` prompt tokens between two steps so a long prompt never stalls the running rows for
-  long; a prompt that starts like a recent one (a chat template's system prompt, a conversation's history)
-  reuses that start's cache (generation/prefix_cache.py) and prefills only the rest; then it chooses its first
-  token and joins the batch;
-- runs one step of the batch: one forward pass for every row, each request choosing its own next token;
+worker thread keeps them in running `Batch`es: one for the rows of short prompts (light), a few for those of long
+prompts (heavy), each few enough that its step reads a bounded amount of cache. Each turn it:
+- admits the requests that arrived, up to `max_batch`; each prompt is prefilled alone (as `generate` runs it), in
+  chunks so a long prompt never stalls the running rows for long; a prompt that starts like a recent one (a chat
+  template's system prompt, a conversation's history) reuses that start's cache (generation/prefix_cache.py) and
+  prefills only the rest, and the n choices of one prompt share one prefill; then it chooses its first token and
+  joins a batch;
+- runs one step of the light batch, and at most one unit of heavy work (a heavy batch's step or a prefill chunk)
+  when the heavy work's share of the time allows it (`TurnPolicy`): a step is one forward pass for every row of
+  the batch, each request choosing its own next token;
 - hands each request's new text to its callback, and takes out the requests that finished (EOS, a stop string,
   max_tokens, a cancel or an error).
+At rest, it hands the memory the load freed back to the system (`release_free_memory`).
 
 The scheduler itself samples nothing and matches no stop string: a request's tokens are what `model.generate`
 gives for its prompt alone with the same options and seed (up to float rounding in a padded batch or a prefill in
@@ -45,6 +49,8 @@ from ..generation.steps import Batch, Decoder, Sequence, build_stopping_criteria
 from ..generation.streamers import TextBeforeStop
 
 _log = logging.getLogger(__name__)
+
+IDLE_TRIM_SECONDS = 2.0  # how often a worker at rest hands freed memory back to the system
 
 
 @dataclass
@@ -266,12 +272,12 @@ class BatchScheduler:
         """Take waiting requests in to be prefilled, blocking while there is nothing at all to do."""
         while self.active < self.max_batch:
             idle = not self._groups and not self._joining
-            if idle and self._waiting.empty():
-                release_free_memory()  # the load is over: hand what it freed back before waiting for more
             try:
-                request = self._held or self._waiting.get(block=idle)
+                request = self._held or self._waiting.get(block=False)
             except queue.Empty:
-                return
+                if not idle:
+                    return
+                request = self._wait_at_rest()
             self._held = None
             if request is None:  # close() woke us up
                 return
@@ -292,6 +298,17 @@ class BatchScheduler:
             row.light = len(request.prompt_ids) <= self.short_prompt_tokens
             row.served = self.turns.count
             self._joining.append(row)
+
+    def _wait_at_rest(self) -> Request | None:
+        """Wait for the next request with nothing else to do, handing the memory freed by the load back to the
+        system now and every IDLE_TRIM_SECONDS (the server's other threads, which tokenize, may free theirs
+        later than the worker comes to rest)."""
+        while True:
+            release_free_memory()
+            try:
+                return self._waiting.get(timeout=IDLE_TRIM_SECONDS)
+            except queue.Empty:
+                pass
 
     def _sequence(self, request: Request) -> Sequence:
         """The request as a Sequence of the decoding core, with the sampler and stopping criteria that
