@@ -13,6 +13,7 @@ import unicodedata
 import regex
 
 from . import bert_chars, reference_unicode
+from .models import WordCache
 
 Spans = list[tuple[int, int]]
 
@@ -287,7 +288,7 @@ class BertNormalizer:
         self.handle_chinese_chars = handle_chinese_chars
         self.strip_accents = lowercase if strip_accents is None else strip_accents
         self.lowercase = lowercase
-        self._cache: dict[str, str] = {}
+        self._cache = WordCache()  # per character
         # Characters whose normalization keeps a mark with a combining class (U+302E, a spacing mark that
         # strip_accents leaves): where one of them stands, NFD may reorder marks across characters.
         self._keeps_combining_marks: set[str] = set()
@@ -317,7 +318,7 @@ class BertNormalizer:
             mapped = self._cleaned(char)
             if self.strip_accents:
                 mapped = _NFD.normalize(mapped)[0]
-            mapped = self._cache[char] = self._finished(mapped)
+            mapped = self._cache.remember(char, self._finished(mapped))
             if self.strip_accents and any(unicodedata.combining(kept) for kept in mapped):
                 self._keeps_combining_marks.add(char)
         return mapped
@@ -349,6 +350,10 @@ class Sequence:
         return text, spans
 
 
+# Graphemes longer than this (a base with a run of marks) are rewritten each time rather than cached.
+_LONGEST_CACHED_GRAPHEME = 16
+
+
 class Precompiled:
     """SentencePiece's compiled normalization rules (`precompiled_charsmap`, e.g. nmt_nfkc): a
     double-array trie over UTF-8 bytes whose leaves point into a blob of NUL-terminated replacements.
@@ -362,7 +367,7 @@ class Precompiled:
             raise ValueError(f"precompiled_charsmap declares a {trie_size}-byte trie in {len(charsmap)} bytes.")
         self.units = list(struct.unpack_from(f"<{trie_size // 4}I", charsmap, 4))
         self.replacements = charsmap[4 + trie_size :]
-        self._cache: dict[str, str | None] = {}
+        self._cache = WordCache()  # per grapheme, the short ones only (see _rewrite)
 
     def _matches(self, data: bytes, start: int, stop: int) -> list[tuple[int, int]]:
         """(length in bytes, replacement offset) of every rule matching data[start:stop], shortest first."""
@@ -416,7 +421,9 @@ class Precompiled:
             data = piece.encode("utf-8")
             matches = self._matches(data, 0, len(data))
             result = self._replacement(matches[0][1]) if matches else None
-            self._cache[piece] = result
+            # A grapheme of a base and thousands of marks is hostile input, not a word that comes back.
+            if len(piece) <= _LONGEST_CACHED_GRAPHEME:
+                self._cache.remember(piece, result)
         return result
 
     def normalize(self, text: str, spans: Spans | None = None) -> tuple[str, Spans | None]:

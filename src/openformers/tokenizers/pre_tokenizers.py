@@ -52,7 +52,7 @@ def to_byte_alphabet(text: str) -> str:
     return text.encode("utf-8").decode("latin-1").translate(_LATIN1_TO_ALPHABET)
 
 
-# Code points assigned in Unicode 17 as letters, numbers or marks, which the `regex` module knows and the
+# Code points assigned in Unicode 17 or 18 as letters, numbers or marks, which the `regex` module knows and the
 # reference's regex engines (Oniguruma for Split and ByteLevel, Rust's regex crate for Whitespace) do not yet:
 # unassigned to them, they split as symbols.
 NEWER_THAN_REFERENCE_REGEX = (
