@@ -27,6 +27,7 @@ event loop), so a slow reader never stalls the others.
 
 import ctypes
 import functools
+import gc
 import logging
 import queue
 import random
@@ -303,6 +304,7 @@ class BatchScheduler:
         """Wait for the next request with nothing else to do, handing the memory freed by the load back to the
         system now and every IDLE_TRIM_SECONDS (the server's other threads, which tokenize, may free theirs
         later than the worker comes to rest)."""
+        gc.collect()  # once a rest: the load's reference cycles hold memory that trimming cannot hand back
         while True:
             release_free_memory()
             try:
