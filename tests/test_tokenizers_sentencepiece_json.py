@@ -103,3 +103,20 @@ def test_ids_offsets_and_decode_match_reference(pair_of_tokenizers, corpus):
             assert got.offset_mapping == expected.offsets, text
         assert ours.decode(expected.ids) == reference.decode(expected.ids, skip_special_tokens=False), text
         assert ours.decode(expected.ids, skip_special_tokens=True) == reference.decode(expected.ids), text
+
+
+@pytest.mark.parametrize("byte_pieces", [256, 128])
+def test_a_unigram_with_byte_fallback_gives_the_references_ids(tmp_path, byte_pieces):
+    """A tokenizer.json Unigram's `<0xXX>` pieces are ordinary pieces (no SentencePiece types): unknown text
+    takes them by name, and a character with a byte lacking its piece stays unknown, as in the reference."""
+    vocab = [("<unk>", 0.0), ("▁hello", -1.0), ("▁", -2.0), ("h", -3.0), ("e", -3.0), ("l", -3.0), ("o", -3.0)]
+    vocab += [(f"<0x{byte:02X}>", -10.0) for byte in range(byte_pieces)]
+    reference = tokenizers.Tokenizer(models.Unigram(vocab, unk_id=0, byte_fallback=True))
+    reference.pre_tokenizer = pre_tokenizers.Metaspace()
+    reference.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace()])
+    reference.save(str(tmp_path / "tokenizer.json"))
+    ours = AutoTokenizer.from_pretrained(tmp_path)
+    for text in ["hello ü 日本 a", "hole <0x41>", "\x00x"]:
+        expected = reference.encode(text)
+        assert ours.encode(text) == expected.ids, text
+        assert ours.decode(expected.ids) == reference.decode(expected.ids)

@@ -256,7 +256,7 @@ class _SentencePieceVocabulary(_Vocabulary):
 
     Only normal, user-defined and unused pieces can come out of segmenting text; control, unknown
     and byte pieces are reached by id. A segment with no piece becomes `unk_id`, or, with
-    `byte_fallback`, one `<0xXX>` piece per UTF-8 byte.
+    `byte_fallback`, one `<0xXX>` piece per UTF-8 byte (`unk_id` still if one of its bytes has no piece).
     """
 
     def __init__(self, pieces: list[tuple[str, float, int]], *, unk_id: int, byte_fallback: bool = False):
@@ -276,14 +276,8 @@ class _SentencePieceVocabulary(_Vocabulary):
         self.unused = {token_id for token_id, kind in enumerate(self.types) if kind == UNUSED}
         self.byte_fallback = byte_fallback
         if byte_fallback:
+            # By name, not type: a tokenizer.json Unigram types no piece, its byte pieces are ordinary ones.
             self.byte_ids = [vocab.get(f"<0x{byte:02X}>") for byte in range(256)]
-            missing = [
-                byte for byte, token_id in enumerate(self.byte_ids) if token_id is None or self.types[token_id] != BYTE
-            ]
-            if missing:
-                raise ValueError(
-                    f"SentencePiece byte_fallback is on but byte pieces are missing, from <0x{missing[0]:02X}>."
-                )
 
     def _user_defined_at(self, text: str, start: int) -> int:
         """The length of the longest user-defined piece at text[start:], or 0."""
@@ -297,10 +291,13 @@ class _SentencePieceVocabulary(_Vocabulary):
         out = []
         for start, end, token_id in segments:
             if token_id is None or token_id == self.unk_id:
+                byte_ids = [None]
                 if self.byte_fallback:
-                    out.extend((self.byte_ids[byte], start, end) for byte in text[start:end].encode("utf-8"))
+                    byte_ids = [self.byte_ids[byte] for byte in text[start:end].encode("utf-8")]
+                if None not in byte_ids:
+                    out.extend((byte_id, start, end) for byte_id in byte_ids)
                     continue
-                token_id = self.unk_id
+                token_id = self.unk_id  # as the reference does when a byte's piece is missing
             out.append((token_id, start, end))
         return _as_tokens(out)
 
