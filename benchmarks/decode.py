@@ -12,7 +12,7 @@ machine are lower, and only their ratios within one run mean anything.
 Engines: openformers at float32, bfloat16, int8 and int4 (`quantization=...`: greedy `generate`, a sampled
 `generate` over 8 or 32 left-padded prompts, one forward for the prefill); transformers at float32 and bfloat16
 (the same calls); llama.cpp at F32, BF16, Q8_0, Q4_1 and Q4_0, its own C++ tools built natively for this CPU by
-benchmarks/peers.sh (a benchmark-only build of ~5 minutes on 2 cores, cached; decode.py runs the script, which
+benchmarks/peers.sh (a benchmark-only build of minutes on 2 cores, cached; decode.py runs the script, which
 returns at once once built) on GGUFs of the same weights: `llama-bench -t THREADS -p 0 -n NEW_TOKENS -r 1` for
 decode, `llama-bench -p 512 -n 0 -r 3` for prefill, `llama-batched-bench -npp 8 -ntg NEW_TOKENS -npl 8,32` for
 the batches (its S_TG: no sampling, random tokens). openformers int4 is compared with both Q4_1 (its own layout)

@@ -4,10 +4,11 @@
 # Builds llama.cpp's llama-bench, llama-batched-bench and llama-quantize from the llama.cpp sources vendored in the
 # llama-cpp-python 0.3.36 sdist (cmake -G Ninja, Release, GGML_NATIVE=ON, CPU only, no network code), once: the
 # build is cached in a folder named after the sdist's version and sha256, under ~/.cache/openformers/peers (or
-# $OPENFORMERS_PEERS_CACHE). A benchmark-only step, about 5 minutes on 2 cores; CI never runs it. GGML_NATIVE
-# compiles for this machine's instruction set, so on AVX-512 CPUs llama.cpp's repacked weight layouts (Q4_0 and
-# Q8_0 rows interleaved for the AVX-512 dot loops, chosen at load as "extra buffer types") are on, as they are in
-# anyone's native build; llama-bench runs with its default `--repack 1`.
+# $OPENFORMERS_PEERS_CACHE). A benchmark-only step of minutes on 2 cores (33 at load average 10-16, when other
+# work shared them); CI never runs it. GGML_NATIVE compiles for this machine's instruction set, so on AVX-512 CPUs
+# llama.cpp's repacked weight layouts (Q4_0 and Q8_0 rows interleaved for the AVX-512 dot loops, chosen at load as
+# "extra buffer types") are on, as they are in anyone's native build; llama-bench runs with its default
+# `--repack 1`.
 #
 # Then makes the GGUFs of one model at each precision decode.py compares, beside the build in gguf/:
 #   STEM-f32.gguf, STEM-bf16.gguf   benchmarks/convert_gguf.py's rewrites of the source file's weights;
@@ -33,7 +34,7 @@ MODEL=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --model) MODEL="$2"; shift 2 ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
         *) SDIST="$1"; shift ;;
     esac
 done
