@@ -137,3 +137,14 @@ def test_a_target_that_is_not_a_name_is_refused(monkeypatch):
     monkeypatch.setenv(library.ARCH_VARIABLE, "native -o /tmp/elsewhere")
     with pytest.raises(ValueError, match="OPENFORMERS_KERNEL_ARCH='native -o /tmp/elsewhere' is not a -march target"):
         library.cflags()
+
+
+def test_a_lock_file_left_by_a_killed_build_does_not_hold_later_builds():
+    # torch's builder waits for ever on the `lock` file a build killed midway leaves in the library's folder.
+    folder = library.build_folder(library.build_name(library.build_inputs()))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "lock").touch()
+    run = subprocess.run([sys.executable, "-c", "from openformers.kernels import library; assert library.build()"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert not (folder / "lock").exists()

@@ -19,6 +19,7 @@ fails (a one-line warning with the compiler's first error, once), as with a comp
 `-march=native` for its CPU.
 """
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -98,9 +99,10 @@ def _built() -> bool:
               end="", file=sys.stderr, flush=True)
     started = time.perf_counter()
     try:
-        # Lists of their own: torch's builder appends to the ones it is given.
-        cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=list(flags), extra_ldflags=list(LDFLAGS),
-                           is_python_module=False, verbose=False)
+        with _building_alone(build_folder(name)):
+            # Lists of their own: torch's builder appends to the ones it is given.
+            cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=list(flags),
+                               extra_ldflags=list(LDFLAGS), is_python_module=False, verbose=False)
     except Exception as error:  # a failed build costs speed, never correctness
         if compiling:
             print(" failed", file=sys.stderr, flush=True)
@@ -113,6 +115,23 @@ def _built() -> bool:
     if compiling:
         print(f" done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     return True
+
+
+@contextlib.contextmanager
+def _building_alone(folder: Path):
+    """Only one process at a time builds or loads into `folder`, under a lock the operating system releases when
+    its holder dies. torch's builder keeps its own lock as a file (`lock`) that a build killed midway leaves behind,
+    and then every later process waits for it forever; under this lock such a file can only be stale."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: torch's lock file alone
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{folder.name}.building", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        (folder / "lock").unlink(missing_ok=True)
+        yield
 
 
 def build_inputs() -> dict[str, str]:
