@@ -343,46 +343,159 @@ def test_a_prompt_too_long_for_the_context_whatever_its_tokens_is_refused_before
     scheduler.close()
 
 
-def test_long_prompts_are_tokenized_one_at_a_time_and_not_once_their_client_has_gone(tiny_model, tokenizer,
-                                                                                    monkeypatch):
-    import threading
-    from urllib.parse import urlsplit
+def held_encode(encode, folder):
+    """`encode` that notes each text's start in folder/seen and, for a long text, lasts until folder/release
+    exists: files, since a long text is tokenized in a forked process."""
 
-    encode, started, release, seen = type(tokenizer).encode, threading.Event(), threading.Event(), []
-
-    def held_encode(self, text, *args, **kwargs):  # a long text's tokenization lasts until release
-        seen.append(text)
+    def encode_when_released(self, text, *args, **kwargs):
+        with open(folder / "seen", "a") as seen:
+            seen.write(text[:5] + "\n")
         if len(text) > 1000:
-            started.set()
-            release.wait(10)
+            (folder / "started").write_text(str(os.getpid()))
+            deadline = time.monotonic() + 60
+            while not (folder / "release").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
         return encode(self, text, *args, **kwargs)
 
+    return encode_when_released
+
+
+def wait_for(condition, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def send_and_leave(url: str, body: dict) -> None:
+    """Send a request whose body is over uvicorn's 64 KB read buffer (after which it reads the connection again only
+    when the app asks, so the app sees the close only by listening for it), then close the connection."""
+    from urllib.parse import urlsplit
+
+    payload = json.dumps(body).encode()
+    with socket.create_connection((urlsplit(url).hostname, urlsplit(url).port)) as leaving:
+        leaving.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                        + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload[:1000])
+        time.sleep(0.3)
+        leaving.sendall(payload[1000:])
+        time.sleep(0.5)  # the whole request is in
+
+
+def test_long_prompts_are_tokenized_one_at_a_time_and_not_once_their_client_has_gone(tiny_model, tokenizer,
+                                                                                    monkeypatch, tmp_path):
+    import multiprocessing
+    import threading
+
     scheduler = BatchScheduler(tiny_model, tokenizer)
+    statuses = []
     with BackgroundServer(create_app(scheduler, "tiny")) as url:
-        monkeypatch.setattr(type(tokenizer), "encode", held_encode)
+        monkeypatch.setattr(type(tokenizer), "encode", held_encode(type(tokenizer).encode, tmp_path))
         long_prompt = "first" + " " * 40_000  # over LONG_PROMPT_CHARACTERS in a few hundred tokens
-        first = threading.Thread(target=lambda: seen.append(post(
+        first = threading.Thread(target=lambda: statuses.append(post(
             url, "/v1/completions", {"model": "tiny", "prompt": long_prompt, "max_tokens": 2}, key=None, timeout=30,
         ).status_code))
         first.start()
-        assert started.wait(10)
+        assert wait_for((tmp_path / "started").exists)
+        assert int((tmp_path / "started").read_text()) != os.getpid()  # tokenized in another process
         short = post(url, "/v1/completions", {"model": "tiny", "prompt": "short", "max_tokens": 2}, key=None,
                      timeout=5)  # a short prompt goes at once, whatever long one is being tokenized
-        assert short.status_code == 200 and seen.pop() == "short"
-        body = json.dumps({"model": "tiny", "prompt": "gone " * 20_000, "max_tokens": 2}).encode()
-        with socket.create_connection((urlsplit(url).hostname, urlsplit(url).port)) as leaving:
-            leaving.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-                            + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:1000])
-            time.sleep(0.3)
-            # The rest in one piece over uvicorn's 64 KB buffer, after which it stops reading the connection (and
-            # so does not see it close) until the app asks for more.
-            leaving.sendall(body[1000:])
-            time.sleep(0.5)  # the whole request is in, waiting for its turn
+        assert short.status_code == 200
+        send_and_leave(url, {"model": "tiny", "prompt": "gone " * 20_000, "max_tokens": 2})
         time.sleep(0.5)  # the server sees the connection close
-        release.set()
+        (tmp_path / "release").touch()
         first.join(30)
+        assert wait_for(lambda: not multiprocessing.active_children())
     scheduler.close()
-    assert seen == [long_prompt, 200]
+    assert statuses == [200]
+    assert (tmp_path / "seen").read_text().split() == ["first", "short"]
+
+
+def test_a_long_prompt_whose_client_leaves_has_its_tokenizing_process_killed(tiny_model, tokenizer, monkeypatch,
+                                                                            tmp_path):
+    scheduler = BatchScheduler(tiny_model, tokenizer)
+    with BackgroundServer(create_app(scheduler, "tiny")) as url:
+        monkeypatch.setattr(type(tokenizer), "encode", held_encode(type(tokenizer).encode, tmp_path))
+        send_and_leave(url, {"model": "tiny", "prompt": "gone " * 20_000, "max_tokens": 2})
+        assert wait_for((tmp_path / "started").exists)
+        child = int((tmp_path / "started").read_text())
+        assert child != os.getpid()
+        # Never released: only the kill ends it.
+        assert wait_for(lambda: not _alive(child))
+        assert post(url, "/v1/completions", {"model": "tiny", "prompt": "after", "max_tokens": 2},
+                    key=None).status_code == 200
+    scheduler.close()
+
+
+def test_a_server_stopped_while_tokenizing_leaves_no_process_behind(tiny_model, tokenizer, monkeypatch, tmp_path):
+    import multiprocessing
+    import threading
+
+    scheduler = BatchScheduler(tiny_model, tokenizer)
+    server = BackgroundServer(create_app(scheduler, "tiny"))
+    with server as url:
+        monkeypatch.setattr(type(tokenizer), "encode", held_encode(type(tokenizer).encode, tmp_path))
+        waiting = threading.Thread(target=lambda: _post_quietly(url, {"model": "tiny", "prompt": "held " * 20_000}))
+        waiting.start()
+        assert wait_for((tmp_path / "started").exists)
+        child = int((tmp_path / "started").read_text())
+    scheduler.close()
+    waiting.join(30)
+    assert not _alive(child) and not multiprocessing.active_children()
+
+
+def _post_quietly(url: str, body: dict) -> None:
+    try:
+        post(url, "/v1/completions", body, key=None, timeout=30)
+    except httpx.HTTPError:  # the server stopped under the request
+        pass
+
+
+def _alive(pid: int) -> bool:
+    """Whether the child `pid` is running (not yet reaped, and not a zombie waiting to be)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_long_prompt_tokenized_in_a_process_has_the_ids_of_inline_tokenizing(tiny, tokenizer):
+    from openformers.serving.tokenizing import tokenize_in_process
+
+    texts = ["The quick brown fox jumps over the lazy dog. " * 800,
+             "漢字とemoji 🙂🙃 " * 3000 + "\n\n  tabs\t" * 500]
+
+    async def in_process(work):
+        return await tokenize_in_process(work, asyncio.get_running_loop().create_future())
+
+    assert asyncio.run(in_process(lambda: [tokenizer.encode(text) for text in texts])) == \
+        [tokenizer.encode(text) for text in texts]
+    messages = [{"role": "user", "content": texts[1]}]
+    assert asyncio.run(in_process(lambda: [list(tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_dict=False))])) == [chat_ids(tokenizer, texts[1])]
+    scheduler, url = tiny
+    spaces = "Hello" + " " * 40_000 + "there"  # over LONG_PROMPT_CHARACTERS in a few hundred tokens
+    response = post(url, "/v1/completions", {"model": "tiny", "prompt": spaces, "max_tokens": 1})
+    assert response.json()["usage"]["prompt_tokens"] == len(tokenizer.encode(spaces))
+
+
+def test_an_error_in_the_tokenizing_process_is_the_requests_error():
+    from openformers.serving.protocol import APIError
+    from openformers.serving.tokenizing import tokenize_in_process
+
+    def refused():
+        raise APIError(400, "The chat template refused the messages.", param="messages")
+
+    async def in_process(work):
+        return await tokenize_in_process(work, asyncio.get_running_loop().create_future())
+
+    with pytest.raises(APIError, match="refused the messages") as error:
+        asyncio.run(in_process(refused))
+    assert (error.value.status, error.value.param) == (400, "messages")
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        asyncio.run(in_process(lambda: [[1 // 0]]))
 
 
 def test_a_request_needing_more_cache_than_the_server_keeps_is_refused(tiny_model, tokenizer):

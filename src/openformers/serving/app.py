@@ -2,10 +2,10 @@
 
 Endpoints: POST /v1/chat/completions and /v1/completions (JSON, or server-sent events with `stream: true`),
 GET /v1/models, GET /health, and the chat page at /. Each request is checked (protocol.py), tokenized (in a
-thread, so a long prompt does not hold up the event loop), and
-its choices are submitted to the scheduler, whose worker thread decodes every request in one batch; updates
-come back to the event loop through `call_soon_threadsafe`, so neither side ever waits on the other. When a
-client goes away its requests are cancelled and leave the batch at the next step.
+thread, or for a long prompt in a forked process killed when its client leaves: tokenizing.py), and its choices
+are submitted to the scheduler, whose worker thread decodes every request in one batch; updates come back to
+the event loop through `call_soon_threadsafe`, so neither side ever waits on the other. When a client goes away
+its requests are cancelled and leave the batch at the next step.
 """
 
 import asyncio
@@ -32,6 +32,7 @@ from starlette.routing import Route
 from . import protocol
 from .protocol import APIError, Limits, ParsedRequest
 from .scheduler import BatchScheduler, SamplingOptions, Update
+from .tokenizing import can_fork, tokenize_in_process
 
 
 def create_app(scheduler: BatchScheduler, model_id: str, *, api_key: str | None = None,
@@ -56,7 +57,8 @@ def create_app(scheduler: BatchScheduler, model_id: str, *, api_key: str | None 
     return Starlette(routes=routes, exception_handlers=handlers, middleware=[Middleware(_HostCheck, server=server)])
 
 
-# Prompts longer than this are tokenized one at a time (see _Server._tokenize); shorter ones at once.
+# Prompts longer than this are tokenized one at a time in a forked process (see _Server._tokenize); shorter ones
+# at once in a thread.
 LONG_PROMPT_CHARACTERS = 32_768
 
 # The names of this machine's loopback addresses, which a server bound to one of them answers to by default.
@@ -164,11 +166,11 @@ class _Server:
         return await self._answer(request, parsed, prompts, "completion")
 
     async def _tokenize(self, request: Request, work, lengths: list[int], param: str):
-        """Run `work` (tokenizing texts of these `lengths` in characters) in a thread, once each text is known to
-        fit the context (`_check_prompt_length`); for long texts, one request at a time, and not at all once the
-        client has gone. Tokenizing cannot be stopped once begun: without the turn, clients that send a megabyte
-        and leave fill the thread pool (40 threads), each thread holding hundreds of MB and the GIL, for no one.
-        A short text (most requests) takes milliseconds and goes at once, so it never waits behind a long one."""
+        """Run `work` (tokenizing texts of these `lengths` in characters) once each text is known to fit the
+        context (`_check_prompt_length`). A short text (most requests) takes milliseconds and is tokenized at once
+        in a thread. Long texts go one request at a time, not at all once the client has gone, and where fork
+        exists in a forked process that is killed the moment the client leaves (tokenizing.py): a thread would
+        hold the GIL the decode worker needs for seconds and could not be stopped."""
         for length in lengths:
             self._check_prompt_length(length, param)
         if sum(lengths) <= LONG_PROMPT_CHARACTERS:
@@ -180,6 +182,8 @@ class _Server:
             async with self.tokenizing:
                 if gone.done():
                     raise APIError(499, "The client closed the connection.")
+                if can_fork():
+                    return await tokenize_in_process(work, gone)
                 return await run_in_threadpool(work)
         finally:
             gone.cancel()
