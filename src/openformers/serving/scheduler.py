@@ -302,20 +302,18 @@ class BatchScheduler:
 
     def _wait_at_rest(self) -> Request | None:
         """Wait for the next request with nothing else to do, handing the memory freed by the load back to the
-        system now and every IDLE_TRIM_SECONDS (the server's other threads, which tokenize, may free theirs
-        later than the worker comes to rest)."""
-        collected = False
+        system now and every IDLE_TRIM_SECONDS (the server's other threads may free theirs later than the worker
+        comes to rest)."""
         while True:
             release_free_memory()
             try:
                 return self._waiting.get(timeout=IDLE_TRIM_SECONDS)
             except queue.Empty:
-                if not collected:
-                    # The load's reference cycles hold memory that trimming cannot hand back. Collecting them
-                    # takes ~0.1-0.3 s with a model loaded, so only once the rest has lasted, never between two
-                    # requests of a client that sends one after another.
+                if gc.get_count() != (0, 0, 0):  # objects were made since the last collection
+                    # The load's reference cycles hold memory that trimming cannot hand back. Only once the rest
+                    # has lasted, never between two requests of a client that sends one after another; cheap
+                    # where the loaded model's objects were frozen out of collection (`openformers serve` does).
                     gc.collect()
-                    collected = True
 
     def _sequence(self, request: Request) -> Sequence:
         """The request as a Sequence of the decoding core, with the sampler and stopping criteria that
