@@ -87,7 +87,34 @@ def test_the_kernel_unpacks_weights_as_the_plain_path(pack):
     layer = pack(nn.Linear(96, 40))
     assert kernels.build()
     torch.testing.assert_close(layer.float_weight(torch.float32), layer.dequantized(torch.float32))
-    assert layer.float_weight(torch.bfloat16).dtype == torch.bfloat16
+    # bfloat16 straight from the kernel: each weight computed in float32 and rounded once
+    assert torch.equal(layer.float_weight(torch.bfloat16), layer.float_weight(torch.float32).to(torch.bfloat16))
+    assert torch.equal(layer.dequantized(torch.bfloat16), layer.dequantized(torch.float32).to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("pack", [int8, int4])
+def test_layers_sharing_the_reused_unpacked_matrix_keep_exact_results_and_gradients(pack, dtype):
+    """Two layers of one shape unpack into the same reused matrix in turn (forward, forward, backward,
+    backward): each result and input gradient is still exactly F.linear's with that layer's own weights."""
+    assert kernels.build()
+    torch.manual_seed(0)
+    first, second = pack(nn.Linear(96, 40)), pack(nn.Linear(96, 40))
+    x = torch.randn(2, 12, 96).to(dtype)
+    inputs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+    outputs = [first(inputs[0]), second(inputs[1])]  # the second unpacks over the first's matrix
+    seeds = [torch.randn(2, 12, 40).to(dtype) for _ in outputs]
+    for output, seed in zip(reversed(outputs), reversed(seeds)):
+        output.backward(seed)
+    for layer, given, output, seed in zip((first, second), inputs, outputs, seeds):
+        expected_input = x.clone().requires_grad_()
+        weight, bias = layer.float_weight(dtype), layer.bias.to(dtype)
+        expected = nn.functional.linear(expected_input, weight) + bias  # the bias added after, as the layer does
+        expected.backward(seed)
+        assert output.dtype == dtype and torch.equal(output, expected)
+        assert torch.equal(given.grad, expected_input.grad)
+        with torch.no_grad():  # a prompt's product, without gradients, unpacks into the same matrix
+            assert torch.equal(layer(x), nn.functional.linear(x, weight, bias))
 
 
 @pytest.mark.parametrize("quantization", ["int8", "int4"])

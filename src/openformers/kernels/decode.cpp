@@ -895,43 +895,70 @@ at::Tensor matvec(at::Tensor x, at::Tensor weight, c10::optional<at::Tensor> sca
   return y;
 }
 
-// The float32 matrix of int8 or int4 weights (scales applied), in one pass: for products of many rows (a
-// prompt), which then run as one float matmul.
-at::Tensor dequantize(at::Tensor weight, at::Tensor scale) {
+// The matrix of int8 or int4 weights (scales applied) written into `out`, float32 or bfloat16, in one pass on
+// every thread: for products of many rows (a prompt, training), which then run as one matmul in the model's
+// dtype. Each weight is computed in float32 and rounded once, so a bfloat16 matrix equals the float32 one
+// converted; writing it directly skips the float32 matrix, twice the bytes, and the conversion's second pass.
+template <typename O>
+void dequantize_rows(const Matrix& m, bool int4, O* out) {
+  at::parallel_for(0, m.rows, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> row(std::is_same_v<O, float> ? 0 : m.cols);  // one row in float32, in the L1 cache
+    for (int64_t r = begin; r < end; ++r) {
+      O* target = out + r * m.cols;
+      float* values = std::is_same_v<O, float> ? reinterpret_cast<float*>(target) : row.data();
+      if (int4) {
+        unpack_int4_row(m, r, values);
+      } else {
+        const int8_t* w = static_cast<const int8_t*>(m.data) + r * m.cols;
+        float s = m.scale[r];
+#pragma omp simd
+        for (int64_t c = 0; c < m.cols; ++c) values[c] = w[c] * s;
+      }
+      if constexpr (!std::is_same_v<O, float>)
+        for (int64_t c = 0; c < m.cols; ++c) target[c] = O(values[c]);
+    }
+  });
+}
+
+void dequantize_into(at::Tensor weight, at::Tensor scale, at::Tensor out) {
   TORCH_CHECK(weight.scalar_type() == at::kChar || weight.scalar_type() == at::kByte,
               "dequantize: weights must be int8 or int4 (uint8), got ", weight.scalar_type());
   TORCH_CHECK(scale.scalar_type() == at::kFloat && scale.is_contiguous(), "dequantize: scales must be contiguous float32");
   Matrix m = matrix(weight, scale, {});
-  at::Tensor result = at::empty({m.rows, m.cols}, scale.options());
-  float* out = result.data_ptr<float>();
+  TORCH_CHECK(out.is_contiguous() && out.dim() == 2 && out.size(0) == m.rows && out.size(1) == m.cols,
+              "dequantize_into: out must be a contiguous (", m.rows, ", ", m.cols, ") matrix, got ", out.sizes());
   bool int4 = weight.scalar_type() == at::kByte;
-  at::parallel_for(0, m.rows, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      float* row = out + r * m.cols;
-      if (int4) {
-        unpack_int4_row(m, r, row);
-        continue;
-      }
-      const int8_t* w = static_cast<const int8_t*>(m.data) + r * m.cols;
-      float s = m.scale[r];
-#pragma omp simd
-      for (int64_t c = 0; c < m.cols; ++c) row[c] = w[c] * s;
-    }
-  });
+  switch (out.scalar_type()) {
+    case at::kFloat: dequantize_rows(m, int4, out.data_ptr<float>()); break;
+    case at::kBFloat16: dequantize_rows(m, int4, out.data_ptr<c10::BFloat16>()); break;
+    default: TORCH_CHECK(false, "dequantize_into: out must be float32 or bfloat16, got ", out.scalar_type());
+  }
+}
+
+// The float32 matrix, made fresh.
+at::Tensor dequantize(at::Tensor weight, at::Tensor scale) {
+  TORCH_CHECK(weight.dim() == 2, "dequantize: weights must be a 2-D matrix, got ", weight.dim(), " dimensions");
+  at::Tensor result = at::empty({weight.size(0), weight.size(1) * (weight.scalar_type() == at::kByte ? 2 : 1)},
+                                scale.options());
+  dequantize_into(weight, scale, result);
   return result;
 }
 
 }  // namespace
 
 TORCH_LIBRARY(openformers, m) {
+  m.def("crowd_team(int left_out, int teams) -> ()", crowd_team);
+  m.def("team_threads() -> int", team_threads);
   m.def("decode_step(Tensor(a!) x, Tensor[] norms, Tensor[] weights, Tensor[] scales, Tensor[] biases, "
         "Tensor(b!)[] keys, Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps) -> ()");
   m.def("matvec(Tensor x, Tensor weight, Tensor? scale) -> Tensor");
   m.def("dequantize(Tensor weight, Tensor scale) -> Tensor");
+  m.def("dequantize_into(Tensor weight, Tensor scale, Tensor(a!) out) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(openformers, CPU, m) {
   m.impl("decode_step", decode_step);
   m.impl("matvec", matvec);
   m.impl("dequantize", dequantize);
+  m.impl("dequantize_into", dequantize_into);
 }

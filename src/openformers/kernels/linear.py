@@ -22,6 +22,8 @@ parameters, so nothing trains them, and a tied language-model head gets an int8 
 flow through it to its input, so LoRA adapters train on a quantized base (QLoRA, models/lora.py).
 """
 
+import threading
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,6 +38,7 @@ GROUP = 32  # int4 weights per (scale, minimum) pair
 # faster than torch._weight_int8pack_mm). Measured with benchmarks/matvec.py --rows on a 1536 x 576 matrix.
 KERNEL_ROWS = 8
 KERNEL_WEIGHTS = (torch.float32, torch.bfloat16, torch.int8, torch.uint8)  # uint8: int4 steps, two per byte
+UNPACKED_DTYPES = (torch.float32, torch.bfloat16)  # what the kernel's dequantize_into writes
 
 
 class Linear(nn.Linear):
@@ -74,7 +77,7 @@ class Linear(nn.Linear):
         if x.requires_grad and torch.is_grad_enabled():  # training adapters on a quantized base (QLoRA)
             y = _PackedProduct.apply(x, self)
             return y if bias is None else y + bias
-        return F.linear(x, self.float_weight(x.dtype), bias)
+        return F.linear(x, self.unpacked_for_product(x.dtype), bias)
 
     def _kernel_takes(self, x: torch.Tensor) -> bool:
         return (
@@ -88,20 +91,49 @@ class Linear(nn.Linear):
         )
 
     def float_weight(self, dtype: torch.dtype) -> torch.Tensor:
-        """The packed weights as a `dtype` matrix, for a product of many rows: unpacked in one pass of the kernel
-        on the CPU (`dequantized` takes several passes, each making a new tensor)."""
-        if self.weight.device.type == "cpu" and library.loaded():
-            return torch.ops.openformers.dequantize(self.weight, self.scale.float()).to(dtype)
-        return self.dequantized(dtype)
+        """The packed weights as a new `dtype` matrix: unpacked in one pass of the kernel on the CPU, straight
+        into float32 or bfloat16 (`dequantized` takes several passes, each making a new tensor)."""
+        if not self._kernel_unpacks(dtype):
+            return self.dequantized(dtype)
+        matrix = torch.empty(self.out_features, self.in_features, dtype=dtype)
+        torch.ops.openformers.dequantize_into(self.weight, self.scale, matrix)
+        return matrix
+
+    def unpacked_for_product(self, dtype: torch.dtype) -> torch.Tensor:
+        """The packed weights as a `dtype` matrix for one product that keeps no reference to it: on the CPU, a
+        matrix of this thread's that every layer of the same shape unpacks into in turn. A QLoRA step unpacks
+        each layer three times (forward, the checkpointed recomputation, backward); a new matrix each time
+        was a fresh allocation of tens of MB that the system faults in page by page, and the reused one costs
+        one matrix per shape and dtype for as long as the thread lives."""
+        if not self._kernel_unpacks(dtype):
+            return self.dequantized(dtype)
+        matrices = _unpacked.__dict__.setdefault("matrices", {})
+        key = (self.out_features, self.in_features, dtype)
+        if key not in matrices:
+            matrices[key] = torch.empty(self.out_features, self.in_features, dtype=dtype)
+        torch.ops.openformers.dequantize_into(self.weight, self.scale, matrices[key])
+        return matrices[key]
+
+    def _kernel_unpacks(self, dtype: torch.dtype) -> bool:
+        return (
+            self.weight.device.type == "cpu"
+            and dtype in UNPACKED_DTYPES
+            and self.scale.dtype == torch.float32
+            and library.loaded()
+            and not torch.compiler.is_compiling()  # the kernel is opaque to torch.compile: the plain path traces
+        )
 
     def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
-        """The packed weights unpacked with PyTorch's own operations (the plain path)."""
+        """The packed weights unpacked with PyTorch's own operations (the plain path): computed in float32 and
+        rounded to `dtype` once, as the kernel does, so both paths give the same matrix."""
+        scale = self.scale.float()
         if self.weight.dtype == torch.int8:
-            return self.weight.to(dtype) * self.scale.to(dtype)[:, None]
+            return (self.weight.float() * scale[:, None]).to(dtype)
         packed = self.weight.reshape(self.out_features, -1, 16)
-        steps = torch.cat([packed & 15, packed >> 4], dim=-1).to(dtype)  # (out, groups, 32)
-        scale, minimum = self.scale.to(dtype).unbind(-1)
-        return (steps * scale[..., None] + minimum[..., None]).reshape(self.out_features, self.in_features)
+        steps = torch.cat([packed & 15, packed >> 4], dim=-1).float()  # (out, groups, 32)
+        scale, minimum = scale.unbind(-1)
+        matrix = steps * scale[..., None] + minimum[..., None]
+        return matrix.reshape(self.out_features, self.in_features).to(dtype)
 
     def extra_repr(self) -> str:
         packed = {torch.int8: ", int8", torch.uint8: ", int4"}.get(self.weight.dtype, "")
@@ -111,16 +143,22 @@ class Linear(nn.Linear):
 class _PackedProduct(torch.autograd.Function):
     """x W^T for packed weights, differentiable in x only (the weights are frozen buffers). The float matrix is
     unpacked again in the backward instead of being kept from the forward: F.linear would keep one float copy
-    of every layer's weights until the backward, a whole float model's worth of memory in a QLoRA step."""
+    of every layer's weights until the backward, a whole float model's worth of memory in a QLoRA step. Since
+    neither pass keeps the matrix past its own product, both unpack into the thread's reused one."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, layer: "Linear") -> torch.Tensor:
         ctx.layer = layer
-        return F.linear(x, layer.float_weight(x.dtype))
+        return F.linear(x, layer.unpacked_for_product(x.dtype))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return grad @ ctx.layer.float_weight(grad.dtype), None
+        if torch.is_grad_enabled():  # create_graph=True: this product keeps its matrix for a second backward
+            return grad @ ctx.layer.float_weight(grad.dtype), None
+        return grad @ ctx.layer.unpacked_for_product(grad.dtype), None
+
+
+_unpacked = threading.local()  # each thread's reused unpacked matrices, by (rows, columns, dtype)
 
 
 def _int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
