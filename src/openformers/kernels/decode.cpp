@@ -4,7 +4,10 @@
 // forty small operations per layer. PyTorch runs each small operation as its own dispatched kernel, which
 // costs more than the arithmetic; its matrix-vector products also stream the weights well below the memory
 // bandwidth. Here a layer is a handful of loops run by one OpenMP team for the whole step (see Team): the
-// threads claim the products' rows in chunks, everything else runs in place on buffers of a few kilobytes.
+// threads claim the products' rows in chunks, everything else runs in place on buffers of a few kilobytes. A
+// team that finds its CPU shared with other work (its threads descheduled, or asleep waiting for one that was)
+// leaves threads out of the next ones and tries them again later (see Crowding); the outputs do not depend on
+// the number of threads.
 //
 // Weights are float32, bfloat16, int8 with one float32 scale per output row, or int4 in groups of 32 (see
 // Int4 below); activations are float32 (rounded to bfloat16 for bfloat16 weights' products, as PyTorch
@@ -37,6 +40,7 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <ctime>
 #include <cmath>
 #include <thread>
 #include <type_traits>
@@ -614,18 +618,92 @@ struct Team {
   }
 };
 
-// Runs body(team) on at::get_num_threads() threads, for `loops` claimed loops in all, all threads leaving together
-// (OpenMP's own closing barrier spins without giving the core back).
+// How many threads the next teams leave out of at::get_num_threads(), and when to try one more.
+//
+// Claimed chunks and sleeping waiters keep a team going when one of its threads is descheduled, but the team
+// still meets at every barrier (some 200 times a step), and each meeting waits for a thread that the system runs
+// only part of the time: with one of two cores taken by a busy process, two threads decoded at 24-34% of the
+// quiet speed, one thread alone at 55-65%. So each team measures how much of its threads' time they did not run
+// (wall time less the thread's CPU time: descheduled, or asleep at a barrier waiting for one that was), and when
+// that is over kCrowded, the next teams leave one thread more out. After `patience` teams one of them tries one
+// thread more; if that one is crowded too, the wait before the next try doubles (up to kMostPatience, so a
+// crowded CPU pays for a try once every 128 tokens), and if it is not, the team keeps the thread. The row
+// sums do not depend on how many threads claim the rows, so the outputs are the same whatever the team's size.
+// The state is shared by every team of the process (a step's and the language-model head's), without locks: a
+// race between two callers only makes one decision late.
+struct Crowding {
+  std::atomic<int> left_out{0};
+  std::atomic<int> teams_to_try{0};  // teams at this size before one tries one thread more
+  std::atomic<int> patience{0};      // teams_to_try after the next crowded team
+  std::atomic<int> last_size{0};     // threads of the team that ran last (for tests)
+};
+Crowding crowding;
+
+// Quiet, a team's threads do not run for a few percent of their time (waking up, the odd spin that outlasts
+// kSpin); beside a busy process, half of it or more.
+constexpr double kCrowded = 0.25;
+// In teams: a step and the head's product make two a token, and odd numbers make the tries alternate between them.
+constexpr int kFirstPatience = 15, kMostPatience = 255;
+
+inline int64_t thread_cpu_ns() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+inline int64_t wall_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Leaves `left_out` threads out of the next `teams` teams (then one tries one thread more), as after a crowded
+// team: lets tests see a shrunk team grow back.
+void crowd_team(int64_t left_out, int64_t teams) {
+  crowding.left_out = static_cast<int>(left_out);
+  crowding.teams_to_try = static_cast<int>(teams);
+  crowding.patience = kFirstPatience;
+}
+
+int64_t team_threads() { return crowding.last_size.load(); }
+
+// Runs body(team) on at::get_num_threads() threads less those Crowding leaves out, for `loops` claimed loops in
+// all, all threads leaving together (OpenMP's own closing barrier spins without giving the core back).
 template <typename F>
 void in_team(int64_t loops, F&& body) {
-  int64_t threads = at::get_num_threads();
+  int requested = at::get_num_threads();
+  int left_out = std::min(crowding.left_out.load(std::memory_order_relaxed), requested - 1);
+  bool trying = left_out > 0 && crowding.teams_to_try.fetch_sub(1, std::memory_order_relaxed) <= 1;
+  int threads = requested - left_out + (trying ? 1 : 0);
+  crowding.last_size.store(threads, std::memory_order_relaxed);
   Meeting meeting(loops, threads);
+  if (threads == 1) {
+    Team team{0, 1, meeting};
+    return body(team);
+  }
+  std::atomic<int64_t> away{0}, present{0};  // the threads' nanoseconds not running, and in all
 #pragma omp parallel num_threads(threads)
   {
+    int64_t wall = wall_ns(), cpu = thread_cpu_ns();
     Team team{omp_get_thread_num(), omp_get_num_threads(), meeting};
     body(team);
     team.wait();
+    wall = wall_ns() - wall;
+    away.fetch_add(wall - (thread_cpu_ns() - cpu), std::memory_order_relaxed);
+    present.fetch_add(wall, std::memory_order_relaxed);
   }
+  bool crowded = away.load() > kCrowded * present.load();
+  int patience = crowding.patience.load(std::memory_order_relaxed);
+  if (crowded) {
+    patience = trying ? std::min(2 * patience + 1, kMostPatience) : kFirstPatience;
+    crowding.left_out.store(std::min(requested - threads + 1, requested - 1), std::memory_order_relaxed);
+  } else if (trying) {
+    patience = kFirstPatience;
+    crowding.left_out.store(requested - threads, std::memory_order_relaxed);
+  } else {
+    return;
+  }
+  crowding.patience.store(patience, std::memory_order_relaxed);
+  crowding.teams_to_try.store(patience, std::memory_order_relaxed);
 }
 
 // Buffers of one step that every thread reads or writes a part of.
