@@ -65,6 +65,9 @@ def _run(work, sender) -> None:
     # connection the server closes meanwhile would stay open for the client until the child ends.
     os.closerange(3, sender.fileno())
     os.closerange(sender.fileno() + 1, os.sysconf("SC_OPEN_MAX"))
+    # Long prompts are the heavy work: where cores are short, the decode worker's steps for everyone go first,
+    # and a megabyte that a client sends (and may leave) waits for the CPU time they leave over.
+    os.nice(19)
     try:
         result = ("ids", [array.array("q", ids) for ids in work()])
     except APIError as error:
