@@ -24,6 +24,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 from openformers.serving.app import BackgroundServer, create_app  # noqa: E402
 from openformers.serving.protocol import Limits  # noqa: E402
+from openformers.serving.tokenizing import can_fork  # noqa: E402
 
 TINY_KEY = "test-key"
 QUESTIONS = ["What is the capital of France?", "Name three colors.", "Write a haiku about the sea."]
@@ -343,6 +344,9 @@ def test_a_prompt_too_long_for_the_context_whatever_its_tokens_is_refused_before
     scheduler.close()
 
 
+needs_fork = pytest.mark.skipif(not can_fork(), reason="long prompts are tokenized in a forked process on Linux only")
+
+
 def held_encode(encode, folder):
     """`encode` that notes each text's start in folder/seen and, for a long text, lasts until folder/release
     exists: files, since a long text is tokenized in a forked process."""
@@ -383,6 +387,7 @@ def send_and_leave(url: str, body: dict) -> None:
         time.sleep(0.5)  # the whole request is in
 
 
+@needs_fork
 def test_long_prompts_are_tokenized_one_at_a_time_and_not_once_their_client_has_gone(tiny_model, tokenizer,
                                                                                     monkeypatch, tmp_path):
     import multiprocessing
@@ -412,6 +417,7 @@ def test_long_prompts_are_tokenized_one_at_a_time_and_not_once_their_client_has_
     assert (tmp_path / "seen").read_text().split() == ["first", "short"]
 
 
+@needs_fork
 def test_a_long_prompt_whose_client_leaves_has_its_tokenizing_process_killed(tiny_model, tokenizer, monkeypatch,
                                                                             tmp_path):
     scheduler = BatchScheduler(tiny_model, tokenizer)
@@ -428,6 +434,7 @@ def test_a_long_prompt_whose_client_leaves_has_its_tokenizing_process_killed(tin
     scheduler.close()
 
 
+@needs_fork
 def test_a_server_stopped_while_tokenizing_leaves_no_process_behind(tiny_model, tokenizer, monkeypatch, tmp_path):
     import multiprocessing
     import threading
@@ -461,6 +468,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@needs_fork
 def test_a_long_prompt_tokenized_in_a_process_has_the_ids_of_inline_tokenizing(tiny, tokenizer):
     from openformers.serving.tokenizing import tokenize_in_process
 
@@ -481,6 +489,7 @@ def test_a_long_prompt_tokenized_in_a_process_has_the_ids_of_inline_tokenizing(t
     assert response.json()["usage"]["prompt_tokens"] == len(tokenizer.encode(spaces))
 
 
+@needs_fork
 def test_an_error_in_the_tokenizing_process_is_the_requests_error():
     from openformers.serving.protocol import APIError
     from openformers.serving.tokenizing import tokenize_in_process

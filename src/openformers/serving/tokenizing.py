@@ -13,14 +13,17 @@ import array
 import asyncio
 import multiprocessing
 import os
+import sys
 
 from .protocol import APIError
 
-_fork = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+# Linux only: macOS's system libraries are not safe to use in a child forked from a process with threads, and
+# Windows has no fork.
+_fork = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
 
 
 def can_fork() -> bool:
-    """Whether prompts can be tokenized in a forked process here (Linux and macOS; not Windows)."""
+    """Whether prompts can be tokenized in a forked process here (Linux)."""
     return _fork is not None
 
 
