@@ -9,6 +9,7 @@ from torch import nn
 
 from openformers import AutoModelForCausalLM, AutoTokenizer, kernels
 from openformers.kernels import Linear, library, quantize
+from openformers.kernels.linear import free_unpacked_matrices
 
 from test_kernels import accelerated, counted_decode_steps, step_logits, tiny_model
 
@@ -233,6 +234,7 @@ def test_quantized_loading_reads_and_quantizes_one_layer_at_a_time(tmp_path, mon
     monkeypatch.setattr(base, "load_weights", mapped_weights)
     monkeypatch.setattr(TensorReader, "read", lambda self, name: events.append(name) or read(self, name))
     monkeypatch.setattr(kernels, "quantize", quantize_and_count)
+    free_unpacked_matrices()  # earlier tests' products leave reused matrices of these shapes
     gc.collect()
     model = AutoModelForSequenceClassification.from_pretrained(folder, quantization="int4", dtype=dtype)
     assert float_weights_held == [7, 7, 7, 0]  # q, k, v, o, gate, up, down of the layer being quantized

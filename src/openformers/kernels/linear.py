@@ -161,6 +161,12 @@ class _PackedProduct(torch.autograd.Function):
 _unpacked = threading.local()  # each thread's reused unpacked matrices, by (rows, columns, dtype)
 
 
+def free_unpacked_matrices() -> None:
+    """Let go of this thread's reused unpacked matrices (up to one per layer shape and dtype), e.g. when a
+    process is done training or reading prompts on a quantized model; the next product makes them again."""
+    _unpacked.__dict__.pop("matrices", None)
+
+
 def _int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127
     return (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous(), scale
