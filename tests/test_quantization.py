@@ -11,7 +11,7 @@ from openformers import AutoModelForCausalLM, AutoTokenizer, kernels
 from openformers.kernels import Linear, library, quantize
 from openformers.kernels.linear import free_unpacked_matrices
 
-from test_kernels import accelerated, counted_decode_steps, step_logits, tiny_model
+from test_kernels import accelerated, counted_decode_steps, plain_path_rounds_inputs, rounded, step_logits, tiny_model
 
 
 def int8(linear: nn.Linear) -> Linear:
@@ -53,6 +53,7 @@ def test_kernel_matches_plain_quantized_path(quantization, dtype, monkeypatch):
     steps = counted_decode_steps(monkeypatch)
     fast = step_logits(model, tokens, True, monkeypatch).float()
     assert len(steps) == len(tokens) - 3
+    plain_path_rounds_inputs(monkeypatch)
     plain = step_logits(model, tokens, False, monkeypatch).float()
     tolerance = 1e-4 if dtype == torch.float32 else 0.1  # bfloat16's plain path rounds every activation
     torch.testing.assert_close(fast, plain, atol=tolerance, rtol=tolerance)
@@ -72,8 +73,12 @@ def test_few_rows_take_the_kernel_with_the_plain_results(pack, monkeypatch):
         try:
             torch.set_num_threads(3)
             with torch.inference_mode():
-                # 1 to 8 rows (a batch decoding a token each) go to the kernel; 9 widen the weights either way.
-                results[use_kernels] = [layer(x[:n]) for n in (1, 3, 8, 9)] + [layer(x[:6].view(2, 3, 64))]
+                # 1 to 8 rows (a batch decoding a token each) go to the kernel, which rounds its input to int8 steps
+                # (the plain path is given it rounded); 9 widen the weights either way.
+                inputs = [x[:1], x[:3], x[:8], x[:9], x[:6].view(2, 3, 64)]
+                if not use_kernels:
+                    inputs = [rows if len(rows) == 9 else rounded(rows) for rows in inputs]
+                results[use_kernels] = [layer(rows) for rows in inputs]
         finally:
             torch.set_num_threads(threads)
     assert calls == [1, 3, 8, 6]
@@ -143,6 +148,7 @@ def test_a_quantized_model_of_a_refused_family_still_takes_the_kernel_for_few_ro
     with torch.inference_mode():
         fast = model(torch.tensor([[5]])).logits
         monkeypatch.setattr(library, "loaded", lambda: False)
+        plain_path_rounds_inputs(monkeypatch)
         plain = model(torch.tensor([[5]])).logits
     assert calls
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
@@ -223,10 +229,14 @@ def test_quantized_loading_reads_and_quantizes_one_layer_at_a_time(tmp_path, mon
         mapped.update(t.data_ptr() for t in state_dict.values())
         return state_dict
 
+    def float_weights():
+        return {o.data_ptr() for o in gc.get_objects()
+                if isinstance(o, torch.Tensor) and o.dtype == dtype and o.shape in linear_shapes}
+
     def quantize_and_count(unit, quantization):
-        # The layers' float weights in memory of their own (not the file's mapped, unread tensors) at this point.
-        float_weights_held.append(len({o.data_ptr() for o in gc.get_objects() if isinstance(o, torch.Tensor)
-                                       and o.dtype == dtype and o.shape in linear_shapes} - mapped))
+        # The layers' float weights in memory of their own (not the file's mapped, unread tensors, nor what earlier
+        # tests in this process still hold) at this point.
+        float_weights_held.append(len(float_weights() - mapped - held_before))
         events.append(unit)
         return quantize_unit(unit, quantization)
 
@@ -236,6 +246,7 @@ def test_quantized_loading_reads_and_quantizes_one_layer_at_a_time(tmp_path, mon
     monkeypatch.setattr(kernels, "quantize", quantize_and_count)
     free_unpacked_matrices()  # earlier tests' products leave reused matrices of these shapes
     gc.collect()
+    held_before = float_weights()
     model = AutoModelForSequenceClassification.from_pretrained(folder, quantization="int4", dtype=dtype)
     assert float_weights_held == [7, 7, 7, 0]  # q, k, v, o, gate, up, down of the layer being quantized
 
