@@ -368,9 +368,89 @@ def test_tensor_reader_reads_each_tensor_of_sharded_safetensors_as_load_weights(
         assert read.dtype == tensor.dtype and torch.equal(read, tensor), name
 
 
-def test_tensor_reader_names_a_file_that_ends_inside_a_tensor(tmp_path):
+def test_tensor_reader_names_a_file_cut_after_it_was_opened(tmp_path):
     save_safetensors({"a": torch.randn(64)}, tmp_path)
     path = tmp_path / "model.safetensors"
+    reader = TensorReader(path)
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(ValueError, match=r"model\.safetensors ends inside tensor 'a' \(read 246 of 256 bytes\)"):
-        TensorReader(path).read("a")
+        reader.read("a")
+
+
+def _lying_header(header: dict, data: bytes = bytes(64), length: int | None = None) -> bytes:
+    text = json.dumps(header).encode()
+    return (len(text) if length is None else length).to_bytes(8, "little") + text + data
+
+
+LYING_HEADERS = {
+    "length past the file": (_lying_header({}, length=2**62), "header length 4611686018427387904 is more than"),
+    "cut in the length": (b"\x10\x00", "shorter than the 8-byte header length"),
+    "not JSON": (b"\x04" + bytes(7) + b"{{{{", "header is not UTF-8 JSON"),
+    "a list": (_lying_header([], bytes(0)), "header is a JSON list"),
+    "offsets past the end": (_lying_header({"a": {"dtype": "F32", "shape": [2**40], "data_offsets": [0, 2**42]}}),
+                             r"'a' has the data_offsets \[0, 4398046511104\]; expected \[start, end\] within the 64"),
+    "shape and size disagree": (_lying_header({"a": {"dtype": "F32", "shape": [2**62, 4], "data_offsets": [0, 64]}}),
+                                r"'a' of shape \[4611686018427387904, 4\] and dtype F32 takes 64 bytes"),
+    "negative dimension": (_lying_header({"a": {"dtype": "F32", "shape": [-16], "data_offsets": [0, 64]}}),
+                           r"'a' has the shape \[-16\]; expected a list of non-negative integers"),
+    "overlap": (_lying_header({"a": {"dtype": "F32", "shape": [16], "data_offsets": [0, 64]},
+                               "b": {"dtype": "F32", "shape": [8], "data_offsets": [32, 64]}}),
+                r"'b' starts at data byte 32, where the tensors before it end at 64"),
+    "gap at the end": (_lying_header({"a": {"dtype": "F32", "shape": [8], "data_offsets": [0, 32]}}),
+                       r"its tensors end at data byte 32, but the file holds 64"),
+    "unknown dtype": (_lying_header({"a": {"dtype": "F128", "shape": [4], "data_offsets": [0, 64]}}),
+                      r"'a' has the dtype 'F128'"),
+    "missing field": (_lying_header({"a": {"dtype": "F32", "shape": [16]}}),
+                      r"the entry of 'a' is not an object of 'dtype', 'shape' and 'data_offsets'"),
+}
+
+
+@pytest.mark.parametrize("content, message", LYING_HEADERS.values(), ids=LYING_HEADERS.keys())
+def test_tensor_reader_checks_a_safetensors_header_itself_before_allocating(tmp_path, content, message):
+    """TensorReader may be the first to open a file: a header safetensors would refuse is refused here too, by
+    name, before any tensor is allocated from what it claims."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = tmp_path / "lying.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(SafetensorError):
+        load_file(path)
+    with pytest.raises(ValueError, match=rf"lying\.safetensors is not a readable safetensors file: .*{message}"):
+        TensorReader(path)
+
+
+def test_tensor_reader_and_safetensors_agree_on_random_header_changes(tmp_path):
+    """Each of 300 files with bytes changed in the header is refused by both, naming the file here, or read by
+    both into the same tensors."""
+    import random
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    save_safetensors({"a.weight": torch.randn(4, 8), "b.bias": torch.arange(6), "c": torch.ones(3).half()}, tmp_path)
+    good = (tmp_path / "model.safetensors").read_bytes()
+    header_end = 8 + int.from_bytes(good[:8], "little")
+    chooser = random.Random(1)
+    refused = 0
+    for attempt in range(300):
+        changed = bytearray(good)
+        for _ in range(chooser.randint(1, 3)):
+            changed[chooser.randrange(header_end)] = chooser.randrange(256)
+        path = tmp_path / f"changed-{attempt}.safetensors"
+        path.write_bytes(bytes(changed))
+        try:
+            expected = load_file(path)
+        except SafetensorError:
+            expected = None
+        try:
+            reader = TensorReader(path)
+        except ValueError as error:
+            assert expected is None and str(path) in str(error), (attempt, error)
+            refused += 1
+            continue
+        assert expected is not None, (attempt, bytes(changed[:header_end]))
+        assert set(reader.locations) == set(expected)
+        for name, tensor in expected.items():
+            assert torch.equal(reader.read(name), tensor)
+    assert refused > 100

@@ -7,6 +7,7 @@ GGUF blocks are dequantized with whole-tensor torch operations, one call per ten
 """
 
 import json
+import math
 import os
 import pickle
 import struct
@@ -127,13 +128,9 @@ class TensorReader:
         # name -> (file, dtype, shape, first byte, end byte)
         self.locations: dict[str, tuple[Path, torch.dtype, list[int], int, int]] = {}
         for file in files:
-            with open(file, "rb") as stream:
-                (header_bytes,) = struct.unpack("<Q", stream.read(8))
-                header = json.loads(stream.read(header_bytes))
-            for name, entry in header.items():
-                if name != "__metadata__" and entry["dtype"] in _SAFETENSORS_DTYPES:
-                    start, end = (8 + header_bytes + offset for offset in entry["data_offsets"])
-                    self.locations[name] = (file, _SAFETENSORS_DTYPES[entry["dtype"]], entry["shape"], start, end)
+            for name, (dtype, shape, start, end) in safetensors_header(file).items():
+                if dtype in _SAFETENSORS_DTYPES:
+                    self.locations[name] = (file, _SAFETENSORS_DTYPES[dtype], shape, start, end)
 
     def __contains__(self, name: str) -> bool:
         return name in self.locations
@@ -154,6 +151,75 @@ _SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
     "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
 }
+# Bytes per value of every dtype the safetensors format defines (TensorReader reads those above; the others are
+# still checked, so that a header is refused or taken whole, as safetensors itself takes it).
+_SAFETENSORS_ITEM_BYTES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2,
+    "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
+}
+# safetensors refuses longer headers (its MAX_HEADER_SIZE); a length past it is damage, and reading it would
+# allocate whatever the first 8 bytes say.
+_LARGEST_SAFETENSORS_HEADER = 100_000_000
+
+
+def safetensors_header(path: Path) -> dict[str, tuple[str, list[int], int, int]]:
+    """name -> (dtype, shape, first byte, end byte in the file) of every tensor of a safetensors file, with the
+    header checked as safetensors checks it before anything is allocated from it: a length the file holds, a
+    JSON object of entries, shapes of non-negative integers, and data offsets that lay the tensors end to end over
+    exactly the rest of the file, each as long as its shape and dtype make it. A ValueError names the file and the
+    entry otherwise."""
+
+    def refuse(what: str):
+        raise ValueError(f"{path} is not a readable safetensors file: {what}; download it again.")
+
+    size = path.stat().st_size
+    with open(path, "rb") as stream:
+        prefix = stream.read(8)
+        if len(prefix) < 8:
+            refuse(f"{size} bytes, shorter than the 8-byte header length")
+        (header_bytes,) = struct.unpack("<Q", prefix)
+        if header_bytes > min(size - 8, _LARGEST_SAFETENSORS_HEADER):
+            refuse(f"its header length {header_bytes} is more than the {size - 8} bytes after it hold (or over "
+                   f"{_LARGEST_SAFETENSORS_HEADER})")
+        text = stream.read(header_bytes)
+    try:
+        header = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        refuse("its header is not UTF-8 JSON")
+    if not isinstance(header, dict):
+        refuse(f"its header is a JSON {type(header).__name__}, not an object")
+    data_bytes = size - 8 - header_bytes
+    entries, spans = {}, []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+                refuse("'__metadata__' is not an object of strings")
+            continue
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            refuse(f"the entry of {name!r} is not an object of 'dtype', 'shape' and 'data_offsets'")
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if dtype not in _SAFETENSORS_ITEM_BYTES:
+            refuse(f"{name!r} has the dtype {dtype!r}; expected one of {', '.join(_SAFETENSORS_ITEM_BYTES)}")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            refuse(f"{name!r} has the shape {shape!r}; expected a list of non-negative integers")
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1] <= data_bytes):
+            refuse(f"{name!r} has the data_offsets {offsets!r}; expected [start, end] within the "
+                   f"{data_bytes} data bytes")
+        if math.prod(shape) * _SAFETENSORS_ITEM_BYTES[dtype] != offsets[1] - offsets[0]:
+            refuse(f"{name!r} of shape {shape} and dtype {dtype} takes {offsets[1] - offsets[0]} bytes "
+                   f"(data_offsets {offsets}), not {math.prod(shape) * _SAFETENSORS_ITEM_BYTES[dtype]}")
+        spans.append((offsets[0], offsets[1], name))
+        entries[name] = (dtype, shape, 8 + header_bytes + offsets[0], 8 + header_bytes + offsets[1])
+    end = 0
+    for start, stop, name in sorted(spans):
+        if start != end:
+            refuse(f"{name!r} starts at data byte {start}, where the tensors before it end at {end} (tensors must "
+                   "be laid end to end, without overlap or gap)")
+        end = stop
+    if end != data_bytes:
+        refuse(f"its tensors end at data byte {end}, but the file holds {data_bytes}")
+    return entries
 
 
 def tensor_reader(path: Path) -> TensorReader | None:
