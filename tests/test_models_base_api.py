@@ -283,3 +283,26 @@ def test_output_loading_info_reports_like_the_reference(llama, tmp_path):
     assert info["mismatched_keys"] == set() and info["error_msgs"] == []
     plain = AutoModelForCausalLM.from_pretrained(tmp_path, output_loading_info=False)
     assert isinstance(plain, LlamaForCausalLM)
+
+
+def test_a_models_layers_are_the_entries_of_its_outermost_module_lists():
+    # One rule for every family: what quantized loading reads one at a time and FSDP shards apart.
+    from openformers import AlbertConfig, AlbertModel, MixtralConfig, MixtralForCausalLM, T5Config
+    from openformers import T5ForConditionalGeneration
+    from openformers.models.base import named_layers
+
+    mixtral = MixtralForCausalLM.from_config(MixtralConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2))
+    # The experts are parts of a layer, not layers.
+    assert named_layers(mixtral) == [(f"model.layers.{i}", mixtral.model.layers[i]) for i in range(2)]
+    t5 = T5ForConditionalGeneration.from_config(T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=2,
+                                                         num_decoder_layers=3, num_heads=4))
+    # Encoder and decoder blocks, not a block's sublayers (a list of different classes).
+    assert [name for name, _ in named_layers(t5)] == [*(f"encoder.block.{i}" for i in range(2)),
+                                                      *(f"decoder.block.{i}" for i in range(3))]
+    albert = AlbertModel.from_config(AlbertConfig(vocab_size=64, embedding_size=8, hidden_size=16, num_hidden_layers=4,
+                                                  num_attention_heads=2, intermediate_size=32, num_hidden_groups=2,
+                                                  inner_group_num=2))
+    groups = albert.encoder.albert_layer_groups  # each group's own list of layers is inside it
+    assert named_layers(albert) == [(f"encoder.albert_layer_groups.{i}", group) for i, group in enumerate(groups)]

@@ -204,7 +204,7 @@ def test_the_units_sharded_apart_are_the_layers_or_what_the_policy_names():
 
     model = LlamaForCausalLM.from_config(LlamaConfig(**TINY_LLAMA))
     layers = list(model.model.layers)
-    assert _units(model, fsdp_settings(True, None)) == layers[::-1]  # innermost first, then the root
+    assert _units(model, fsdp_settings(True, None)) == layers  # then the root
     named = fsdp_settings(True, {"transformer_layer_cls_to_wrap": ["LlamaMLP"]})
     assert _units(model, named) == [layer.mlp for layer in layers][::-1]
     assert _units(model, fsdp_settings(True, {"auto_wrap_policy": "NO_WRAP"})) == []

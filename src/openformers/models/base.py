@@ -722,6 +722,21 @@ def load_pretrained(
     return (model.eval(), report) if output_loading_info else model.eval()
 
 
+def named_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """A model's layers, with their names: the entries of each outermost ModuleList, found the same way in every
+    family (a decoder's or encoder's blocks, T5's and BART's encoder and decoder blocks, ALBERT's layer groups).
+
+    Lists inside a layer (Mixtral's experts, a T5 block's sublayers) are parts of that layer, not layers: loading
+    quantizes a layer as one unit, and FSDP gathers its weights as one.
+    """
+    layers, lists = [], []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and not any(name.startswith(outer + ".") for outer in lists):
+            lists.append(name)
+            layers += [(f"{name}.{index}", layer) for index, layer in module.named_children()]
+    return layers
+
+
 # The module lists whose numbered entries are a model's layers, in every family's checkpoint names and GGUF's.
 _LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|layer|h|block|blk)\.(\d+)\.")
 
@@ -784,21 +799,17 @@ def _as_loaded(name: str, tensor: torch.Tensor, dtype: torch.dtype, kept_in_floa
 def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, stored_as: dict, as_loaded) -> None:
     """Quantize a model whose parameters are still the checkpoint's mapped tensors, one layer at a time.
 
-    Each layer (an entry of a ModuleList: a decoder layer), then the rest of the model, gets its float weights
-    in memory of their own (read again by `reader` where it can: reading through the mapping would leave the
-    file's pages resident), cast to the model's dtype, and is quantized before the next one is read; so loading
-    holds the quantized model and one layer's float weights, never the float model.
+    Each layer (`named_layers`), then the rest of the model, gets its float weights in memory of their own (read
+    again by `reader` where it can: reading through the mapping would leave the file's pages resident), cast to
+    the model's dtype, and is quantized before the next one is read; so loading holds the quantized model and one
+    layer's float weights, never the float model.
     """
-    units = []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and not any(name.startswith(unit + ".") for unit, _ in units):
-            units += [(f"{name}.{index}", layer) for index, layer in module.named_children()]
     # id of a checkpoint tensor -> (that tensor, a weak reference to the parameter loaded from it), so that a tied
     # weight is loaded once, while a float weight lives only until its layer is quantized. The checkpoint's
     # tensors are kept (mapped, unread: they cost nothing) so that no id is reused while loading.
     loaded = {}
     loaded_ids = set()
-    for prefix, unit in [*units, ("", model)]:
+    for prefix, unit in [*named_layers(model), ("", model)]:
         for module_name, module in unit.named_modules(prefix=prefix):
             for attribute, parameter in list(module._parameters.items()):
                 if parameter is None or id(parameter) in loaded_ids:

@@ -168,12 +168,10 @@ def _units(model: nn.Module, settings: FsdpSettings) -> list[nn.Module]:
             raise ValueError(f"fsdp_config transformer_layer_cls_to_wrap names {missing}, which {type(model).__name__} "
                              f"does not contain; its layer classes include {sorted(found)[:20]}.")
         return [m for m in model.modules() if type(m).__name__ in names and m is not model][::-1]
-    # Without names, the layers are the entries of each ModuleList of one repeated class (decoder or encoder blocks).
-    units = []
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList) and len(module) > 0 and len({type(m) for m in module}) == 1:
-            units.extend(module)
-    return units[::-1]
+    # Without names, the units are the layers that quantized loading reads one at a time (none inside another).
+    from ..models.base import named_layers  # here, so that TrainingArguments (fsdp_settings) loads no model code
+
+    return [layer for _, layer in named_layers(model)]
 
 
 def _units_by_size(model: nn.Module, min_num_params: int) -> list[nn.Module]:
