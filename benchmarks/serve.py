@@ -17,10 +17,13 @@ server must tokenize it) to /v1/completions and disconnect before the answer; tw
 trickle their headers a line a second; two ask for n=8 choices of long, distinct prompts and wait for them.
 It prints the innocent latency idle and under abuse (target: within 2x), the server's RSS idle, at its peak
 and 10 s after the load (target: back within 10% of idle), and the abusive requests by outcome. `--abusers`
-picks kinds (two clients each: leave, trickle, choices) to tell their costs apart. A server whose RSS passes
-`--rss-limit-mb` is killed and reported so, since the development machine is shared and has no swap:
+picks kinds (leave, trickle, choices) and `--clients-per-kind` how many of each (2), to tell their costs apart:
+the issue's own case is six clients that send and leave. `--repeats` times idle and loaded latency in turn on one
+server, so that both see alike a machine that others load. A server whose RSS passes `--rss-limit-mb` is killed
+and reported so, since the development machine is shared and has no swap:
 
     .venv/bin/python benchmarks/serve.py --abuse [--abuse-seconds 30] [--abusers leave trickle choices]
+    .venv/bin/python benchmarks/serve.py --abuse --abusers leave --clients-per-kind 6 --repeats 3
 """
 
 import argparse
@@ -285,10 +288,11 @@ async def load_and_after(server: ServerProcess, client, model: str, texts: list[
 
     counts, held, loaded = figures["counts"], figures["held"], figures["loaded"]
     deadline = time.monotonic() + args.abuse_seconds
-    start = {"leave": lambda i: prompt_and_leave(server, model, texts[i:] + texts[:i], deadline, counts),
+    start = {"leave": lambda i: prompt_and_leave(server, model, texts[i % len(texts):] + texts[: i % len(texts)],
+                                                 deadline, counts),
              "trickle": lambda i: trickle_headers(server, deadline, counts, held),
              "choices": lambda i: many_choices(server, model, i, prompt, deadline, counts)}
-    abusing = asyncio.gather(*(start[kind](i) for kind in args.abusers for i in range(2)))
+    abusing = asyncio.gather(*(start[kind](i) for kind in args.abusers for i in range(args.clients_per_kind)))
     await asyncio.sleep(min(3.0, args.abuse_seconds / 4))  # let the abuse take hold
     while time.monotonic() < deadline:
         figures["in_flight"] = time.perf_counter()
@@ -311,43 +315,61 @@ async def abuse_run(server: ServerProcess, model: str, texts: list[str], prompt:
                                   timeout=INNOCENT_TIMEOUT) as client:
         for _ in range(2):  # warm up
             await innocent(client, model, INNOCENT_TIMEOUT)
-        idle = [await innocent(client, model, INNOCENT_TIMEOUT) for _ in range(args.idle_rounds)]
-        rss_idle = server.rss_mb()
-        server.reset_peak()
-        figures = {"counts": collections.Counter(), "held": [], "loaded": []}
-        started = time.monotonic()
-        load = asyncio.ensure_future(load_and_after(server, client, model, texts, prompt, args, figures))
-        guard = asyncio.ensure_future(watch_memory(server, args.rss_limit_mb))
-        await asyncio.wait({load, guard}, return_when=asyncio.FIRST_COMPLETED)
-        guard.cancel()
-        killed_at = None
-        if load.done():
-            load.result()  # raises what went wrong in the load
-        else:
-            killed_at = guard.result()
-            load.cancel()
-            await asyncio.gather(load, return_exceptions=True)
-            if "in_flight" in figures:
-                figures["loaded"].append((time.perf_counter() - figures["in_flight"], False))
+        ratios = []
+        for repeat in range(args.repeats):  # idle and loaded in turn, so that both see the machine's load alike
+            if args.repeats > 1:
+                print(f"-- round {repeat + 1} of {args.repeats}, load average {os.getloadavg()[0]:.1f}")
+            ratio = await idle_then_load(server, client, model, texts, prompt, args)
+            if ratio is None:  # the server was killed
+                return
+            ratios.append(ratio)
+    if len(ratios) > 1:
+        print(f"ratios under abuse / idle: {', '.join(f'{r:.2f}x' for r in ratios)} (median "
+              f"{statistics.median(ratios):.2f}x; target: within 2x)")
+
+
+async def idle_then_load(server: ServerProcess, client, model: str, texts: list[str], prompt: str,
+                         args) -> float | None:
+    """Innocent requests alone, then under the abusive load and after it; prints the figures and returns the
+    ratio of the median latencies (None when the server passed --rss-limit-mb and was killed)."""
+    idle = [await innocent(client, model, INNOCENT_TIMEOUT) for _ in range(args.idle_rounds)]
+    rss_idle = server.rss_mb()
+    server.reset_peak()
+    figures = {"counts": collections.Counter(), "held": [], "loaded": []}
+    started = time.monotonic()
+    load = asyncio.ensure_future(load_and_after(server, client, model, texts, prompt, args, figures))
+    guard = asyncio.ensure_future(watch_memory(server, args.rss_limit_mb))
+    await asyncio.wait({load, guard}, return_when=asyncio.FIRST_COMPLETED)
+    guard.cancel()
+    killed_at = None
+    if load.done():
+        load.result()  # raises what went wrong in the load
+    else:
+        killed_at = guard.result()
+        load.cancel()
+        await asyncio.gather(load, return_exceptions=True)
+        if "in_flight" in figures:
+            figures["loaded"].append((time.perf_counter() - figures["in_flight"], False))
 
     loaded, alone = figures["loaded"], statistics.median(s for s, _ in idle)
+    ratio = statistics.median(s for s, _ in loaded) / alone if loaded else None
     print(f"innocent chat, idle:        {seconds(idle)}")
     print(f"innocent chat, under abuse: {seconds(loaded)}")
     if loaded:
         bound = "at least " if not all(answered for _, answered in loaded) else ""
-        print(f"  ratio {bound}{statistics.median(s for s, _ in loaded) / alone:.1f}x idle (target: within 2x)")
+        print(f"  ratio {bound}{ratio:.2f}x idle (target: within 2x)")
     if killed_at is not None:
         print(f"server RSS: idle {rss_idle:.0f} MB; passed --rss-limit-mb {args.rss_limit_mb:g} ({killed_at:.0f} MB) "
               f"{time.monotonic() - started:.0f} s after the load began, and the benchmark killed the server")
-    else:
-        after, answered = figures["after"]
-        print(f"innocent chat, {AFTER_LOAD:g} s after the load: {after:.2f} s" + ("" if answered else ", unanswered"))
-        print(f"server RSS: idle {rss_idle:.0f} MB, peak {figures['peak']:.0f} MB, {AFTER_LOAD:g} s after the load "
-              f"{figures['rss_after']:.0f} MB ({100 * (figures['rss_after'] / rss_idle - 1):+.1f}% of idle; target: "
-              f"within 10%)")
-        health = figures["health"]
-        print(f"server CPU in the {AFTER_LOAD:g} s after the load: {figures['cpu_after']:.1f} s; /health then: "
-              f"active {health['active']}, waiting {health['waiting']}")
+        return None
+    after, answered = figures["after"]
+    print(f"innocent chat, {AFTER_LOAD:g} s after the load: {after:.2f} s" + ("" if answered else ", unanswered"))
+    print(f"server RSS: idle {rss_idle:.0f} MB, peak {figures['peak']:.0f} MB, {AFTER_LOAD:g} s after the load "
+          f"{figures['rss_after']:.0f} MB ({100 * (figures['rss_after'] / rss_idle - 1):+.1f}% of idle; target: "
+          f"within 10%)")
+    health = figures["health"]
+    print(f"server CPU in the {AFTER_LOAD:g} s after the load: {figures['cpu_after']:.1f} s; /health then: "
+          f"active {health['active']}, waiting {health['waiting']}")
     if figures["held"]:
         print(f"trickling connections closed by the server after {min(figures['held']):.1f}-"
               f"{max(figures['held']):.1f} s")
@@ -356,6 +378,7 @@ async def abuse_run(server: ServerProcess, model: str, texts: list[str], prompt:
     for kind in sorted({kind for kind, _ in counts}):
         outcomes = ", ".join(f"{outcome}: {n}" for (k, outcome), n in sorted(counts.items()) if k == kind)
         print(f"  {kind:>18}  {outcomes}")
+    return ratio
 
 
 def abuse(args) -> None:
@@ -366,8 +389,8 @@ def abuse(args) -> None:
     context = AutoConfig.from_pretrained(folder, gguf_file=gguf_file).max_position_embeddings
     texts = pathological_texts(tokenizer, context)
     prompt = long_prompt(200)
-    print(f"--abuse for {args.abuse_seconds:g} s, {os.cpu_count()} CPUs: innocent streamed chats of 32 greedy tokens "
-          f"against {2 * len(args.abusers)} clients:")
+    print(f"--abuse for {args.abuse_seconds:g} s, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}: "
+          f"innocent streamed chats of 32 greedy tokens against {args.clients_per_kind * len(args.abusers)} clients:")
     sizes = ", ".join(f"{name} {len(text)} characters ({len(text.encode()) / 2**20:.2f} MiB)"
                       for name, text in texts.items())
     described = {
@@ -376,7 +399,7 @@ def abuse(args) -> None:
         "choices": f"ask for n=8 choices (max_tokens 256, sampled) of distinct prompts of "
                    f"{len(tokenizer.encode(prompt))} tokens"}
     for kind in args.abusers:
-        print(f"  2 {described[kind]}")
+        print(f"  {args.clients_per_kind} {described[kind]}")
     with ServerProcess(folder, gguf_file) as server:
         asyncio.run(abuse_run(server, folder, list(texts.values()), prompt, args))
 
@@ -397,14 +420,18 @@ def main() -> None:
     parser.add_argument("--abuse-seconds", type=float, default=30.0, help="how long the abusive clients loop")
     parser.add_argument("--idle-rounds", type=int, default=5, help="innocent requests timed alone, for --abuse")
     parser.add_argument("--abusers", nargs="+", choices=["leave", "trickle", "choices"],
-                        default=["leave", "trickle", "choices"], help="the kinds of abusive clients, two of each")
+                        default=["leave", "trickle", "choices"], help="the kinds of abusive clients")
+    parser.add_argument("--clients-per-kind", type=int, default=2, help="abusive clients of each kind, for --abuse")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="--abuse times idle and loaded latency this many times in turn, on one server")
     parser.add_argument("--rss-limit-mb", type=float, default=6000,
                         help="--abuse kills the server when its RSS passes this")
     args = parser.parse_args()
     if args.abuse:
-        if not args.abuse_seconds > 0 or args.idle_rounds < 1:
-            raise ValueError(f"--abuse needs --abuse-seconds > 0 and --idle-rounds >= 1, got {args.abuse_seconds} "
-                             f"and {args.idle_rounds}.")
+        if not args.abuse_seconds > 0 or min(args.idle_rounds, args.clients_per_kind, args.repeats) < 1:
+            raise ValueError(f"--abuse needs --abuse-seconds > 0 and --idle-rounds, --clients-per-kind and --repeats "
+                             f">= 1, got {args.abuse_seconds}, {args.idle_rounds}, {args.clients_per_kind} and "
+                             f"{args.repeats}.")
         abuse(args)
         return
 
