@@ -75,3 +75,40 @@ def test_a_hundred_times_the_text_costs_at_most_thirty_times_a_hundred_the_time(
     assert long <= ALLOWED_RATIO * max(short, 1e-3), (
         f"{LONG_BYTES} bytes took {long:.2f} s, {long / short:.0f} times {SHORT_BYTES} bytes ({short * 1e3:.2f} ms)"
     )
+
+
+def _word_caches() -> list:
+    import gc
+
+    from openformers.tokenizers.models import WordCache
+
+    return [thing for thing in gc.get_objects() if isinstance(thing, WordCache)]
+
+
+def test_word_caches_keep_within_their_bounds_whatever_the_pieces(tokenizer):
+    """Distinct long pieces (minified code, base64, random letters) are not kept: every word cache of every
+    model, normalizer and pre-tokenizer stays within its entries, its characters and its longest key."""
+    import random
+
+    chooser = random.Random(0)
+    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZéüßжя"
+    words = ["".join(chooser.choices(letters, k=chooser.randint(300, 3000))) for _ in range(40)]
+    words += ["".join(chooser.choices(letters, k=chooser.randint(1, 12))) for _ in range(5000)]
+    tokenizer.encode(" ".join(words))
+    for cache in _word_caches():  # SentencePiece's own models keep none
+        assert len(cache) <= cache.size and all(len(key) <= cache.longest for key in cache)
+        assert cache.held == sum(map(len, cache)) <= cache.characters
+
+
+def test_a_word_cache_starts_over_when_its_characters_are_spent():
+    from openformers.tokenizers.models import WordCache
+
+    cache = WordCache(size=100, characters=10, longest=4)
+    assert cache.remember("abcde", 1) == 1 and "abcde" not in cache  # longer than `longest`: given back, not kept
+    for word in ("abcd", "efgh", "ab"):
+        cache.remember(word, len(word))
+    assert cache == {"abcd": 4, "efgh": 4, "ab": 2} and cache.held == 10
+    cache.remember("xyz", 3)
+    assert cache == {"xyz": 3} and cache.held == 3
+    cache.remember("xyz", 3)
+    assert cache.held == 3

@@ -20,23 +20,31 @@ def _as_tokens(found: list[tuple[int, int, int]]) -> Tokens:
     return tuple(token_id for token_id, _, _ in found), tuple((start, end) for _, start, end in found)
 
 
-# Longer pieces (minified code, base64, runs of one character) rarely come back, and caching them would let the
-# cache's memory grow with the input rather than with the vocabulary of words.
-_LONGEST_CACHED_PIECE = 256
-
-
 class WordCache(dict):
     """Results per word, so that a word seen before costs one dict lookup. When full it starts over,
     which keeps the words a long run currently sees (the frequent ones come back at once) without
-    growing without bound."""
+    growing without bound.
 
-    def __init__(self, size: int = 100_000):
+    Full means `size` entries or `characters` characters of keys, and a key longer than `longest` is never
+    kept: longer pieces (minified code, base64, runs of one character) rarely come back, and keeping them would
+    make the cache's memory grow with the input rather than with the vocabulary of words. Every value kept is
+    proportional to its key (a piece's tokens and spans, its respelling, a character's mapping: at most a few
+    per character), so a cache holds at most some 100 bytes per character of its budget, about 100 MB for the
+    default's 2**20 whatever a client sends, and usually a few MB."""
+
+    def __init__(self, size: int = 100_000, characters: int = 2**20, longest: int = 256):
         super().__init__()
-        self.size = size
+        self.size, self.characters, self.longest = size, characters, longest
+        self.held = 0  # characters of the keys kept
 
-    def remember(self, key, value):
-        if len(self) >= self.size:
+    def remember(self, key: str, value):
+        if len(key) > self.longest:
+            return value
+        if len(self) >= self.size or self.held + len(key) > self.characters:
             self.clear()
+            self.held = 0
+        if key not in self:
+            self.held += len(key)
         self[key] = value
         return value
 
@@ -103,9 +111,7 @@ class BPE(_Vocabulary):
     def tokenize(self, piece: str) -> Tokens:
         tokens = self._cache.get(piece)
         if tokens is None:
-            tokens = _as_tokens(self._merge_with_offsets(piece))
-            if len(piece) <= _LONGEST_CACHED_PIECE:
-                self._cache.remember(piece, tokens)
+            tokens = self._cache.remember(piece, _as_tokens(self._merge_with_offsets(piece)))
         return tokens
 
     def _merge_with_offsets(self, piece: str) -> list[tuple[int, int, int]]:
