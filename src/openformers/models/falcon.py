@@ -32,8 +32,7 @@ from .layers import (
     ACTIVATIONS,
     RotaryEmbedding,
     apply_rope,
-    attention,
-    eager_attention,
+    decoder_attention,
 )
 
 
@@ -148,7 +147,7 @@ class FalconAttention(nn.Module):
 
     def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
         """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
-        B, T, C = x.shape
+        B, T, _ = x.shape
         qkv = self.query_key_value(x)
         if self.interleaved:
             q, k, v = qkv.view(B, T, self.n_head, 3, self.head_dim).unbind(3)  # (B, T, nh, hs) each
@@ -158,14 +157,9 @@ class FalconAttention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh or n_kv, T, hs)
         if self.rotary:
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past + T, hs)
-        dropout = self.dropout if self.training else 0.0
-        if attention_path == "sdpa":
-            y, weights = attention(q, k, v, mask, dropout), None  # (B, nh, T, hs)
-        else:
-            y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1)
-        return self.dense(y.transpose(1, 2).reshape(B, T, C)), weights
+        y, weights = decoder_attention(q, k, v, mask, cache, self.layer_idx, self.dropout if self.training else 0.0,
+                                       attention_path)
+        return self.dense(y), weights
 
 
 class FalconMLP(nn.Module):

@@ -30,8 +30,7 @@ from .layers import (
     ACTIVATIONS,
     RotaryEmbedding,
     apply_rope,
-    attention,
-    eager_attention,
+    decoder_attention,
     positions_and_mask,
 )
 from .llama import GGUF_RENAMES, gguf_config_values
@@ -152,15 +151,9 @@ class Gemma2Attention(nn.Module):
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past + T, hs)
-        dropout = self.dropout if self.training else 0.0
-        if attention_path == "sdpa" and self.softcap is None:
-            y, weights = attention(q, k, v, mask, dropout, scale=self.scale), None
-        else:
-            y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1, scale=self.scale,
-                                         softcap=self.softcap)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1)), weights
+        y, weights = decoder_attention(q, k, v, mask, cache, self.layer_idx, self.dropout if self.training else 0.0,
+                                       attention_path, self.scale, self.softcap)
+        return self.o_proj(y), weights
 
 
 class Gemma2MLP(nn.Module):

@@ -14,7 +14,7 @@ from torch import nn
 from ..configs import GPT2Config
 from .base import PreTrainedModel, check_inputs, forward_cache, recorded
 from .heads import HeadModel, QuestionAnswering, SequenceClassification, TokenClassification, choice_rows
-from .layers import ACTIVATIONS, attention, eager_attention, positions_and_mask, run_layer
+from .layers import ACTIVATIONS, decoder_attention, positions_and_mask, run_layer
 from .losses import next_token_loss
 from .outputs import (
     BaseModelOutputWithPastAndCrossAttentions,
@@ -42,14 +42,9 @@ class GPT2Attention(nn.Module):
         """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
         B, T, C = x.shape
         q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in self.c_attn(x).split(C, dim=-1))
-        if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)  # (B, nh, past + T, hs)
         dropout = self.attn_dropout if self.training else 0.0
-        if attention_path == "sdpa":
-            y, weights = attention(q, k, v, mask, dropout), None  # (B, nh, T, hs)
-        else:
-            y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1)
-        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C))), weights
+        y, weights = decoder_attention(q, k, v, mask, cache, self.layer_idx, dropout, attention_path)
+        return self.resid_dropout(self.c_proj(y)), weights
 
 
 class GPT2MLP(nn.Module):

@@ -24,7 +24,7 @@ from ..weights import rename
 from .base import PreTrainedModel
 from .decoder import DecoderModel
 from .heads import CausalLM, QuestionAnswering, SequenceClassification, TokenClassification
-from .layers import ACTIVATIONS, RotaryEmbedding, attention, eager_attention
+from .layers import ACTIVATIONS, RotaryEmbedding, decoder_attention
 from .phi3 import apply_partial_rope
 
 
@@ -122,18 +122,13 @@ class GPTNeoXAttention(nn.Module):
 
     def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
         """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
-        B, T, C = x.shape
+        B, T, _ = x.shape
         qkv = self.query_key_value(x).view(B, T, self.n_head, 3 * self.head_dim).transpose(1, 2)  # (B, nh, T, 3hs)
         q, k, v = qkv.chunk(3, dim=-1)  # each head's rows are its query, key and value
         q, k = apply_partial_rope(q, cos, sin), apply_partial_rope(k, cos, sin)
-        if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)  # (B, nh, past + T, hs)
-        dropout = self.dropout if self.training else 0.0
-        if attention_path == "sdpa":
-            y, weights = attention(q, k, v, mask, dropout), None  # (B, nh, T, hs)
-        else:
-            y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1)
-        return self.dense(y.transpose(1, 2).reshape(B, T, C)), weights
+        y, weights = decoder_attention(q, k, v, mask, cache, self.layer_idx, self.dropout if self.training else 0.0,
+                                       attention_path)
+        return self.dense(y), weights
 
 
 class GPTNeoXMLP(nn.Module):

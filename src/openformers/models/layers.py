@@ -263,6 +263,27 @@ def attention(
     )
 
 
+def decoder_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, cache, layer_idx: int,
+    dropout: float, attention_path: str, scale: float | None = None, softcap: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A decoder layer's attention once its queries and keys are rotated: the new keys and values joined to what
+    `cache` holds for the layer, then the fused path ("sdpa") or the step-by-step one, which alone gives the
+    weights (B, nh, T, S) and soft-caps. A `mask` of None is plain causal attention.
+
+    Returns the heads merged, (B, T, nh * hs), and the weights (None on the fused path).
+    """
+    if cache is not None:
+        k, v = cache.update(layer_idx, k, v)  # (B, n_kv, past + T, hs)
+    B, _, T, _ = q.shape
+    if attention_path == "sdpa" and softcap is None:
+        y, weights = attention(q, k, v, mask, dropout, scale), None  # (B, nh, T, hs)
+    else:
+        y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1, scale=scale,
+                                     softcap=softcap)
+    return y.transpose(1, 2).reshape(B, T, -1), weights
+
+
 def eager_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float = 0.0,
     is_causal: bool = False, scale: float | None = None, softcap: float | None = None,

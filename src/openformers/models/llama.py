@@ -26,8 +26,7 @@ from .layers import (
     RMSNorm,
     RotaryEmbedding,
     apply_rope,
-    attention,
-    eager_attention,
+    decoder_attention,
     rope_inverse_frequencies,
 )
 from .heads import CausalLM, QuestionAnswering, SequenceClassification, TokenClassification
@@ -214,17 +213,11 @@ class LlamaAttention(nn.Module):
 
     def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
         """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
-        B, T, _ = x.shape
         q, k, v = self.project(x)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past + T, hs)
-        dropout = self.dropout if self.training else 0.0
-        if attention_path == "sdpa":
-            y, weights = attention(q, k, v, mask, dropout), None  # (B, nh, T, hs)
-        else:
-            y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1)), weights
+        y, weights = decoder_attention(q, k, v, mask, cache, self.layer_idx, self.dropout if self.training else 0.0,
+                                       attention_path)
+        return self.o_proj(y), weights
 
 
 class LlamaMLP(nn.Module):

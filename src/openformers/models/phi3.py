@@ -26,8 +26,7 @@ from .layers import (
     RMSNorm,
     RotaryEmbedding,
     apply_rope,
-    attention,
-    eager_attention,
+    decoder_attention,
 )
 
 
@@ -122,14 +121,9 @@ class Phi3Attention(nn.Module):
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hs)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         q, k = apply_partial_rope(q, cos, sin), apply_partial_rope(k, cos, sin)
-        if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv, past + T, hs)
-        dropout = self.dropout if self.training else 0.0
-        if attention_path == "sdpa":
-            y, weights = attention(q, k, v, mask, dropout), None  # (B, nh, T, hs)
-        else:
-            y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1)), weights
+        y, weights = decoder_attention(q, k, v, mask, cache, self.layer_idx, self.dropout if self.training else 0.0,
+                                       attention_path)
+        return self.o_proj(y), weights
 
 
 class Phi3MLP(nn.Module):
