@@ -306,3 +306,18 @@ def test_a_models_layers_are_the_entries_of_its_outermost_module_lists():
                                                   inner_group_num=2))
     groups = albert.encoder.albert_layer_groups  # each group's own list of layers is inside it
     assert named_layers(albert) == [(f"encoder.albert_layer_groups.{i}", group) for i, group in enumerate(groups)]
+
+
+def test_an_encoders_base_model_refuses_a_cache_and_labels():
+    from openformers import DistilBertConfig, DistilBertModel
+    from openformers.generation.cache import DynamicCache
+
+    model = DistilBertModel.from_config(DistilBertConfig(vocab_size=99, dim=32, n_layers=1, n_heads=4, hidden_dim=37))
+    ids = torch.tensor([[5, 6, 7]])
+    assert model(ids).last_hidden_state.shape == (1, 3, 32)
+    with pytest.raises(ValueError, match="DistilBertModel is an encoder and keeps no cache"):
+        model(ids, past_key_values=DynamicCache())
+    with pytest.raises(ValueError, match="DistilBertModel has no head to compute a loss with"):
+        model(ids, labels=ids)
+    with pytest.raises(ValueError, match="exactly one of input_ids"):
+        model(ids, inputs_embeds=torch.zeros(1, 3, 32))

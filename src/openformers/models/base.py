@@ -560,6 +560,16 @@ def check_inputs(input_ids, inputs_embeds) -> None:
                          f"{'both' if input_ids is not None else 'neither'}.")
 
 
+def check_encoder_inputs(model: nn.Module, input_ids, inputs_embeds, past_key_values, cache, labels) -> None:
+    """An encoder's base model takes one of input_ids and inputs_embeds, and neither a cache (it keeps none) nor
+    labels (it has no head to compute a loss with)."""
+    check_inputs(input_ids, inputs_embeds)
+    if past_key_values is not None or cache is not None:
+        raise ValueError(f"{type(model).__name__} is an encoder and keeps no cache: pass past_key_values=None.")
+    if labels is not None:
+        raise ValueError(f"{type(model).__name__} has no head to compute a loss with; use a For... class.")
+
+
 def _vocabulary_rows(new_num_tokens: int | None, pad_to_multiple_of: int | None, current: int) -> int:
     rows = current if new_num_tokens is None else new_num_tokens
     if not (isinstance(rows, int) and not isinstance(rows, bool) and rows > 0):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import DebertaV2Config
-from .base import PreTrainedModel, check_inputs, recorded
+from .base import PreTrainedModel, check_encoder_inputs, recorded
 from .bert import BertIntermediate, BertResidualOutput
 from .heads import (
     HeadModel,
@@ -270,14 +270,10 @@ class DebertaV2Model(DebertaV2PreTrainedModel):
     ) -> BaseModelOutput | tuple:
         """The last hidden state (B, T, C); with output_hidden_states, also the embeddings and every layer's
         output, and with output_attentions every layer's weights."""
-        check_inputs(input_ids, inputs_embeds)
+        check_encoder_inputs(self, input_ids, inputs_embeds, past_key_values, cache, labels)
         output_attentions, output_hidden_states, return_dict = self.output_options(
             output_attentions, output_hidden_states, return_dict
         )
-        if past_key_values is not None or cache is not None:
-            raise ValueError(f"{type(self).__name__} is an encoder and keeps no cache: pass past_key_values=None.")
-        if labels is not None:
-            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use a For... class.")
         ids = input_ids if input_ids is not None else inputs_embeds[..., 0]
         if position_ids is None and self.config.position_biased_input:
             position_ids = self.default_positions(ids)

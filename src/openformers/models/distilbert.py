@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import DistilBertConfig
-from .base import PreTrainedModel, check_inputs, recorded
+from .base import PreTrainedModel, check_encoder_inputs, recorded
 from .bert import padding_mask
 from .heads import (
     HeadModel,
@@ -169,14 +169,10 @@ class DistilBertModel(DistilBertPreTrainedModel):
         DistilBERT has no token types: token_type_ids (which a BERT tokenizer returns) are ignored, as the
         reference ignores them.
         """
-        check_inputs(input_ids, inputs_embeds)
+        check_encoder_inputs(self, input_ids, inputs_embeds, past_key_values, cache, labels)
         output_attentions, output_hidden_states, return_dict = self.output_options(
             output_attentions, output_hidden_states, return_dict
         )
-        if past_key_values is not None or cache is not None:
-            raise ValueError(f"{type(self).__name__} is an encoder and keeps no cache: pass past_key_values=None.")
-        if labels is not None:
-            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use a For... class.")
         if position_ids is None:
             ids = input_ids if input_ids is not None else inputs_embeds[..., 0]
             position_ids = self.default_positions(ids)

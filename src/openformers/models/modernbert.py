@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import ModernBertConfig
-from .base import PreTrainedModel, check_inputs, recorded
+from .base import PreTrainedModel, check_encoder_inputs, recorded
 from .bert import padding_mask
 from .heads import (
     HeadModel,
@@ -262,14 +262,10 @@ class ModernBertModel(ModernBertPreTrainedModel):
         tokens, so a left-padded row gives what it gives alone). token_type_ids are ignored, as the reference
         ignores them.
         """
-        check_inputs(input_ids, inputs_embeds)
+        check_encoder_inputs(self, input_ids, inputs_embeds, past_key_values, cache, labels)
         output_attentions, output_hidden_states, return_dict = self.output_options(
             output_attentions, output_hidden_states, return_dict
         )
-        if past_key_values is not None or cache is not None:
-            raise ValueError(f"{type(self).__name__} is an encoder and keeps no cache: pass past_key_values=None.")
-        if labels is not None:
-            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use a For... class.")
         x = self.embeddings(input_ids, inputs_embeds)  # (B, T, C)
         T = x.shape[1]
         if position_ids is None:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import MPNetConfig
-from .base import PreTrainedModel, check_inputs, recorded
+from .base import PreTrainedModel, check_encoder_inputs, recorded
 from .bert import BertPooler, RobertaClassificationHead, padding_mask
 from .heads import (
     HeadModel,
@@ -211,14 +211,10 @@ class MPNetModel(MPNetPreTrainedModel):
         MPNet has no token types: token_type_ids (which a BERT tokenizer returns) are ignored, as the reference
         ignores them.
         """
-        check_inputs(input_ids, inputs_embeds)
+        check_encoder_inputs(self, input_ids, inputs_embeds, past_key_values, cache, labels)
         output_attentions, output_hidden_states, return_dict = self.output_options(
             output_attentions, output_hidden_states, return_dict
         )
-        if past_key_values is not None or cache is not None:
-            raise ValueError(f"{type(self).__name__} is an encoder and keeps no cache: pass past_key_values=None.")
-        if labels is not None:
-            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use a For... class.")
         if position_ids is None:
             position_ids = self.default_positions(input_ids, inputs_embeds)
         x = self.embeddings(input_ids, position_ids, inputs_embeds)  # (B, T, C)
