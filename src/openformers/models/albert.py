@@ -24,7 +24,7 @@ from .heads import (
     QuestionAnswering,
     TokenClassification,
 )
-from .layers import ACTIVATIONS, eager_attention, run_layers
+from .layers import ACTIVATIONS, encoder_attention, run_layers
 from .losses import token_loss
 from .outputs import BaseModelOutputWithPooling, ModelOutput
 
@@ -45,15 +45,11 @@ class AlbertAttention(nn.Module):
 
     def forward(self, x, mask, attention_path="sdpa"):
         """The normalized residual output, and the weights (B, nh, T, T) when computed step by step, else None."""
-        B, T, C = x.shape
+        B, T, _ = x.shape
         q, k, v = (proj(x).view(B, T, self.n_head, -1).transpose(1, 2) for proj in (self.query, self.key, self.value))
         dropout = self.attention_dropout if self.training else 0.0
-        weights = None
-        if attention_path == "sdpa":
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, nh, T, hs)
-        else:
-            y, weights = eager_attention(q, k, v, mask, dropout)
-        y = self.output_dropout(self.dense(y.transpose(1, 2).reshape(B, T, C)))
+        y, weights = encoder_attention(q, k, v, mask, dropout, attention_path)
+        y = self.output_dropout(self.dense(y))
         return self.LayerNorm(x + y), weights
 
 

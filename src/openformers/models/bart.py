@@ -24,7 +24,7 @@ from ..configs import BartConfig
 from ..generation.cache import DynamicCache, EncoderDecoderCache
 from .base import PreTrainedModel, check_inputs, forward_cache, recorded, seq2seq_cache
 from .bert import padding_mask
-from .layers import ACTIVATIONS, eager_attention, positions_and_mask, run_layer
+from .layers import ACTIVATIONS, encoder_attention, positions_and_mask, run_layer
 from .losses import question_answering_loss, sequence_classification_loss, shift_tokens_right, token_loss
 from .heads import span_logits
 from .outputs import (
@@ -80,15 +80,10 @@ class BartAttention(nn.Module):
     def forward(self, x, k, v, mask, is_causal=False, attention_path="sdpa"):
         """x (B, T, C) attends over k, v (B, nh, S, hs): the output, and the weights (B, nh, T, S) when computed
         step by step, else None. `mask`: (B or 1, 1, T or 1, S) booleans or None; `is_causal` with no mask."""
-        B, T, C = x.shape
         q = self.split_heads(self.q_proj(x))
         dropout = self.dropout if self.training else 0.0
-        if attention_path == "sdpa":
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
-            weights = None
-        else:
-            y, weights = eager_attention(q, k, v, mask, dropout, is_causal=is_causal)
-        return self.out_proj(y.transpose(1, 2).reshape(B, T, C)), weights
+        y, weights = encoder_attention(q, k, v, mask, dropout, attention_path, is_causal)
+        return self.out_proj(y), weights
 
 
 class BartEncoderLayer(nn.Module):

@@ -22,7 +22,7 @@ from .heads import (
     QuestionAnswering,
     TokenClassification,
 )
-from .layers import ACTIVATIONS, attention, eager_attention, positions_and_mask, run_layer
+from .layers import ACTIVATIONS, decoder_attention, encoder_attention, positions_and_mask, run_layer
 from .losses import next_token_loss, token_loss
 from .outputs import (
     BaseModelOutputWithPooling,
@@ -74,20 +74,13 @@ class BertSelfAttention(nn.Module):
 
     def forward(self, x, mask, cache=None, attention_path="sdpa"):
         """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
-        B, T, C = x.shape
+        B, T, _ = x.shape
         q, k, v = (proj(x).view(B, T, self.n_head, -1).transpose(1, 2) for proj in (self.query, self.key, self.value))
-        if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)  # (B, nh, past + T, hs)
         dropout = self.dropout if self.training else 0.0
         # A decoder's `mask` is attention_mask_for's, None meaning plain causal attention; an encoder's None: no mask.
-        weights = None
-        if attention_path != "sdpa":
-            y, weights = eager_attention(q, k, v, mask, dropout, is_causal=self.is_decoder and mask is None and T > 1)
-        elif self.is_decoder:
-            y = attention(q, k, v, mask, dropout)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, nh, T, hs)
-        return y.transpose(1, 2).reshape(B, T, C), weights
+        if self.is_decoder:
+            return decoder_attention(q, k, v, mask, cache, self.layer_idx, dropout, attention_path)
+        return encoder_attention(q, k, v, mask, dropout, attention_path)
 
 
 class BertResidualOutput(nn.Module):

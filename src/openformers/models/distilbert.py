@@ -21,7 +21,7 @@ from .heads import (
     QuestionAnswering,
     TokenClassification,
 )
-from .layers import ACTIVATIONS, eager_attention, run_layer
+from .layers import ACTIVATIONS, encoder_attention, run_layer
 from .outputs import BaseModelOutput, ModelOutput
 
 LAYER_NORM_EPS = 1e-12  # every DistilBERT LayerNorm's; the config has no field for it
@@ -68,16 +68,12 @@ class DistilBertSelfAttention(nn.Module):
 
     def forward(self, x, mask, attention_path="sdpa"):
         """The attention output, and its weights (B, nh, T, T) when computed step by step, else None."""
-        B, T, C = x.shape
+        B, T, _ = x.shape
         q, k, v = (proj(x).view(B, T, self.n_heads, -1).transpose(1, 2)  # (B, nh, T, hs)
                    for proj in (self.q_lin, self.k_lin, self.v_lin))
         dropout = self.dropout if self.training else 0.0
-        weights = None
-        if attention_path == "sdpa":
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, nh, T, hs)
-        else:
-            y, weights = eager_attention(q, k, v, mask, dropout)
-        return self.out_lin(y.transpose(1, 2).reshape(B, T, C)), weights
+        y, weights = encoder_attention(q, k, v, mask, dropout, attention_path)
+        return self.out_lin(y), weights
 
 
 class FFN(nn.Module):

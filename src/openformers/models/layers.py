@@ -284,6 +284,25 @@ def decoder_attention(
     return y.transpose(1, 2).reshape(B, T, -1), weights
 
 
+def encoder_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float,
+    attention_path: str, is_causal: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Attention where a `mask` of None means no mask at all (encoders, cross-attention), or plain causal
+    attention with `is_causal` (BART's decoder): the fused path ("sdpa") or the step-by-step one, which alone
+    gives the weights (B, nh, T, S).
+
+    Returns the heads merged, (B, T, nh * hs), and the weights (None on the fused path).
+    """
+    B, _, T, _ = q.shape
+    if attention_path == "sdpa":
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
+        weights = None
+    else:
+        y, weights = eager_attention(q, k, v, mask, dropout, is_causal=is_causal)
+    return y.transpose(1, 2).reshape(B, T, -1), weights
+
+
 def eager_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float = 0.0,
     is_causal: bool = False, scale: float | None = None, softcap: float | None = None,

@@ -43,7 +43,7 @@ from .heads import (
     QuestionAnswering,
     TokenClassification,
 )
-from .layers import ACTIVATIONS, RotaryEmbedding, apply_rope, eager_attention, run_layers
+from .layers import ACTIVATIONS, RotaryEmbedding, apply_rope, encoder_attention, run_layers
 from .outputs import BaseModelOutput, BaseModelOutputWithPooling, ModelOutput
 
 
@@ -90,14 +90,10 @@ class ModernBertAttention(nn.Module):
         # Rotated in float32 whatever the model's dtype, as the reference rotates them.
         q, k = (apply_rope(t.float(), cos, sin).to(v.dtype) for t in (q, k))
         dropout = self.dropout if self.training else 0.0
-        weights = None
         if isinstance(mask, LocalBand):
-            y = mask.attend(q, k, v, dropout)
-        elif attention_path == "sdpa":
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, nh, T, hs)
+            y, weights = mask.attend(q, k, v, dropout).transpose(1, 2).reshape(B, T, -1), None
         else:
-            y, weights = eager_attention(q, k, v, mask, dropout)
-        y = y.transpose(1, 2).reshape(B, T, -1)
+            y, weights = encoder_attention(q, k, v, mask, dropout, attention_path)
         if rows is not None:
             y = rows.unpad(y)
         return self.out_drop(self.Wo(y)), weights
