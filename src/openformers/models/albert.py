@@ -131,11 +131,6 @@ class AlbertPreTrainedModel(PreTrainedModel):
         if isinstance(module, AlbertMLMHead):
             nn.init.zeros_(module.bias)
 
-    def resize_token_embeddings(self, *args, **kwargs) -> nn.Embedding:
-        embeddings = super().resize_token_embeddings(*args, **kwargs)
-        self.tie_weights()  # the decoder's bias is `predictions.bias` again (resizing replaces one of them)
-        return embeddings
-
 
 class AlbertModel(AlbertPreTrainedModel):
     """The encoder: `last_hidden_state` (B, T, C), and `pooler_output` (tanh of `pooler` over the first token)

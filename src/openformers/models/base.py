@@ -282,11 +282,11 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
         self._resize_output_bias(old_num_tokens, new_num_tokens, mean_resizing)
         self.config.vocab_size = new_num_tokens
         if tied:
-            self.tie_weights()
             if getattr(output, "bias", None) is not None:  # a tied layer's own bias (DistilBERT's vocab_projector)
                 with torch.no_grad():  # new tokens get a zero bias, as the reference pads it
                     output.bias = nn.Parameter(_resized_bias(output.bias, new_num_tokens, mean_resizing=False),
                                                output.bias.requires_grad)
+            self.tie_weights()  # after the bias: a layer whose bias is the head's `bias` (ALBERT, MPNet) gets it again
             output.out_features = new_num_tokens
         return self.get_input_embeddings()
 

@@ -183,11 +183,6 @@ class MPNetPreTrainedModel(PreTrainedModel):
         if isinstance(module, MPNetLMHead):
             nn.init.zeros_(module.bias)
 
-    def resize_token_embeddings(self, *args, **kwargs) -> nn.Embedding:
-        embeddings = super().resize_token_embeddings(*args, **kwargs)
-        self.tie_weights()  # the decoder's bias is `lm_head.bias` again (resizing replaces one of them)
-        return embeddings
-
 
 class MPNetModel(MPNetPreTrainedModel):
     """The encoder: `last_hidden_state` (B, T, C), and `pooler_output` (B, C) unless built without the pooler."""
