@@ -6,9 +6,13 @@ texts that ship with Python in `pydoc_data`, read at run time), in windows of 51
 first `--decoded-tokens` fed one token at a time through the cache, which is the path of decoding (the CPU
 kernel's decoding step, whose int8 and int4 products round their inputs to 8 bits; a window of many tokens takes
 PyTorch's matmul instead); and, for 5 chat prompts, how many of 64 greedy tokens agree with float32 before the
-first difference. Run from the repository root:
+first difference. The llama.cpp rows simulate llama.cpp's arithmetic on the same weights in PyTorch (openformers'
+kernel left aside): each linear layer's weights made the file type's blocks and back by the gguf package (the
+head Q8_0, as llama.cpp's files keep it), and every linear layer's input rounded as llama.cpp's CPU products
+round it (Q8_0/Q8_1 blocks: per 32 values, steps of the largest magnitude / 127, round half away from zero, the
+step stored as float16), in the prompt's products as in decoding. Run from the repository root:
 
-    .venv/bin/python benchmarks/quality.py [--tokens 4096] [--decoded-tokens 512] [--precisions int8 int4]
+    .venv/bin/python benchmarks/quality.py [--tokens 4096] [--decoded-tokens 512] [--precisions int8 llama.cpp:Q8_0]
 """
 
 import argparse
@@ -16,11 +20,13 @@ import importlib.util
 import math
 from pathlib import Path
 
+import gguf
 import torch
 from pydoc_data.topics import topics
 
 from openformers import AutoModelForCausalLM, AutoTokenizer
 from openformers.generation.cache import DynamicCache
+from openformers.kernels import library
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WINDOW = 512
@@ -34,7 +40,31 @@ PROMPTS = [
 ]
 PRECISIONS = {
     "float32": {}, "bfloat16": {"dtype": torch.bfloat16}, "int8": {"quantization": "int8"}, "int4": {"quantization": "int4"},
+    "llama.cpp:Q8_0": {}, "llama.cpp:Q4_1": {}, "llama.cpp:Q4_0": {},
 }
+
+
+def input_rounded_as_llama_cpp(x: torch.Tensor) -> torch.Tensor:
+    """`x` as llama.cpp's quantize_row_q8_0/q8_1 rounds a product's input: per block of 32 along the last axis."""
+    columns = x.shape[-1]
+    blocks = torch.nn.functional.pad(x.float(), (0, -columns % 32)).unflatten(-1, (-1, 32))
+    step = blocks.abs().amax(-1, keepdim=True) / 127
+    inverse = torch.where(step > 0, 1 / step, torch.zeros_like(step))
+    steps = torch.sign(blocks) * torch.floor(blocks.abs() * inverse + 0.5)
+    return (steps * step.half().float()).flatten(-2)[..., :columns].to(x.dtype)
+
+
+def simulate_llama_cpp(model, block_type: str):
+    """`model` (float32) computing as llama.cpp does with `block_type` weights; see the module's docstring."""
+    head = model.get_output_embeddings()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            kind = gguf.GGMLQuantizationType["Q8_0" if module is head else block_type]
+            weight = module.weight.data
+            blocks = gguf.quants.quantize(weight.numpy(), kind)
+            weight.copy_(torch.from_numpy(gguf.quants.dequantize(blocks, kind).copy()))
+            module.register_forward_pre_hook(lambda _, args: (input_rounded_as_llama_cpp(args[0]), *args[1:]))
+    return model
 
 
 def perplexity(model, ids: list[int]) -> float:
@@ -87,19 +117,28 @@ def main() -> None:
 
     print(f"held text: {len(ids) - 1} tokens of Python's pydoc topics, the first {args.decoded_tokens} of them also "
           f"decoded one at a time; greedy: {len(PROMPTS)} chat prompts x {NEW_TOKENS} tokens")
-    print(f"{'precision':>10}  {'perplexity':>10}  {'change':>7}  {'decoded':>8}  {'change':>7}  "
+    print(f"{'precision':>14}  {'perplexity':>10}  {'change':>7}  {'decoded':>8}  {'change':>7}  "
           f"{'greedy tokens agreeing with float32':>36}")
     reference = None
     for name in dict.fromkeys(["float32", *args.precisions]):
         options = PRECISIONS[name]
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, **options)
-        ppl, decoded = perplexity(model, ids), decoded_perplexity(model, ids[: args.decoded_tokens + 1])
-        tokens = greedy(model, tokenizer)
+        simulated = name.startswith("llama.cpp:")
+        if simulated:
+            model = simulate_llama_cpp(model, name.split(":")[1])
+        kernel = library.loaded
+        if simulated:
+            library.loaded = lambda: False  # the kernel's products would skip the rounding hooks
+        try:
+            ppl, decoded = perplexity(model, ids), decoded_perplexity(model, ids[: args.decoded_tokens + 1])
+            tokens = greedy(model, tokenizer)
+        finally:
+            library.loaded = kernel
         reference = reference or (ppl, decoded, tokens)
         prefixes = [agreeing_prefix(t, r) for t, r in zip(tokens, reference[2])]
         identical = sum(p == NEW_TOKENS for p in prefixes)
         agreement = f"{sum(prefixes) / len(prefixes):.1f} of {NEW_TOKENS} on average, {identical}/{len(PROMPTS)} identical"
-        print(f"{name:>10}  {ppl:10.3f}  {ppl / reference[0] - 1:+7.2%}  {decoded:8.3f}  {decoded / reference[1] - 1:+7.2%}  "
+        print(f"{name:>14}  {ppl:10.3f}  {ppl / reference[0] - 1:+7.2%}  {decoded:8.3f}  {decoded / reference[1] - 1:+7.2%}  "
               f"{agreement:>36}")
 
 

@@ -281,7 +281,9 @@ def test_weights_replaced_or_cast_after_a_step_are_the_ones_used(monkeypatch):
         fast = step_logits(model, tokens, True, monkeypatch)
         assert len(steps) == (len(tokens) - 3 if step_runs else 0)
         plain = step_logits(model, tokens, False, monkeypatch)
-        tolerance = 1e-4 if fast.dtype == torch.float32 else 0.1
+        # int8: an input that the two paths' float sums put a unit apart on either side of a half step rounds to
+        # neighbouring steps, which moves the logits by up to a few thousandths
+        tolerance = 0.1 if fast.dtype != torch.float32 else 1e-2 if getattr(layers[0].mlp.down_proj, "scale", None) is not None else 1e-4
         torch.testing.assert_close(fast, plain, atol=tolerance, rtol=tolerance)
 
 

@@ -26,12 +26,80 @@ def test_int8_linear_is_close_to_the_float_layer():
     torch.manual_seed(0)
     linear = nn.Linear(64, 48)
     quantized = int8(linear)
-    assert quantized.weight.dtype == torch.int8 and quantized.scale.shape == (48,)
+    assert quantized.weight.dtype == torch.int8 and quantized.scale.shape == (48, 2)
     x = torch.randn(5, 7, 64)
     reference = linear(x)
     for dtype, tolerance in ((torch.float32, 0.01), (torch.bfloat16, 0.05)):
         error = (quantized(x.to(dtype)).float() - reference).abs().max() / reference.abs().max()
         assert error < tolerance, dtype
+
+
+def test_int8_keeps_a_scale_per_block_of_32_weights():
+    # llama.cpp's Q8_0 grid: each block's largest magnitude at step 127; an outlier coarsens its own block only.
+    torch.manual_seed(0)
+    linear = nn.Linear(72, 8)  # two whole blocks and a last one of 8 weights
+    with torch.no_grad():
+        linear.weight[3, 5] = 50.0
+    quantized = int8(linear)
+    assert quantized.scale.shape == (8, 3) and quantized.scale.dtype == torch.float32
+    blocks = nn.functional.pad(linear.weight.detach(), (0, 24)).unflatten(-1, (3, 32))
+    torch.testing.assert_close(quantized.scale, blocks.abs().amax(-1) / 127, rtol=0, atol=0)
+    step = quantized.scale.repeat_interleave(32, dim=1)[:, :72]
+    error = (quantized.dequantized(torch.float32) - linear.weight).abs()
+    assert (error <= step / 2 * (1 + 1e-6)).all()
+    assert error[3, 32:].max() < 0.01 and error[3, :32].max() > 0.01  # the outlier's block alone is coarse
+
+
+def q8_0_weight(weight: torch.Tensor):
+    """`weight` made Q8_0 blocks by the gguf package: the blocks' float16 scales (rows, blocks), int8 steps, and the
+    float32 weights they stand for (what loading the GGUF file gives before quantizing)."""
+    import gguf
+
+    blocks = gguf.quants.quantize(weight.numpy(), gguf.GGMLQuantizationType.Q8_0)
+    raw = torch.from_numpy(blocks).reshape(weight.shape[0], -1, 34)
+    scales = raw[..., :2].contiguous().view(torch.float16).squeeze(-1)
+    steps = raw[..., 2:].contiguous().view(torch.int8).reshape(weight.shape)
+    floats = torch.from_numpy(gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType.Q8_0).copy())
+    return scales, steps, floats
+
+
+def test_int8_keeps_q8_0_weights_exactly():
+    torch.manual_seed(0)
+    scales, steps, floats = q8_0_weight(torch.randn(40, 96) * torch.linspace(0.01, 5, 96))
+    linear = nn.Linear(96, 40, bias=False)
+    linear.weight.data = floats
+    quantized = int8(linear)
+    assert torch.equal(quantized.weight, steps) and torch.equal(quantized.scale, scales.float())
+    assert torch.equal(quantized.dequantized(torch.float32), floats)
+
+
+def test_a_q8_0_gguf_loads_as_int8_with_every_weight_unchanged(tmp_path):
+    import gguf
+
+    from test_models_llama import _save_tiny, _write_gguf
+
+    reference = _save_tiny(tmp_path / "hf")
+    _write_gguf(tmp_path / "tiny.gguf", reference, quantize_to=gguf.GGMLQuantizationType.Q8_0)
+    floats = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny.gguf")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny.gguf", quantization="int8")
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, Linear)}
+    assert len(layers) == 15  # 7 per layer and the head
+    for name, layer in layers.items():
+        expected = floats.get_submodule(name).weight
+        assert layer.weight.dtype == torch.int8 and torch.equal(layer.dequantized(torch.float32), expected), name
+    ids = torch.arange(1, 13)[None]  # 12 rows: PyTorch's matmul over the unpacked weights, the input not rounded
+    with torch.inference_mode():
+        torch.testing.assert_close(model(ids).logits, floats(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_int8_keeps_the_smollm2_q8_0_embedding_exactly_in_its_head(smollm2_gguf):
+    # The shipped file's one Q8_0 tensor, the token embedding, is also the tied head's weight.
+    from openformers.weights import GGUFFile
+
+    weight = GGUFFile(smollm2_gguf).tensor("token_embd.weight")[:4096]
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    linear.weight.data = weight
+    assert torch.equal(int8(linear).dequantized(torch.float32), weight)
 
 
 def test_quantize_replaces_every_linear_layer():
@@ -198,6 +266,24 @@ def test_int4_keeps_q4_1_gguf_weights_exactly(smollm2_gguf):
         linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
         linear.weight.data = weight
         assert torch.equal(int4(linear).dequantized(torch.float32), weight), name
+
+
+def test_int4_keeps_q4_0_weights_exactly():
+    # Q4_0: d * (q - 8), the largest magnitude at 8 |d|. Groups that leave steps at one end unused span fewer
+    # than 15 steps, where a (max - min) / 15 grid would move every weight: int4 takes the group's own step.
+    import gguf
+
+    torch.manual_seed(0)
+    weight = torch.randn(40, 256) * torch.linspace(0.01, 5, 256)
+    blocks = gguf.quants.quantize(weight.numpy(), gguf.GGMLQuantizationType.Q4_0)
+    floats = torch.from_numpy(gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType.Q4_0).copy())
+    groups = floats.unflatten(-1, (-1, 32))
+    span_in_steps = (groups.amax(-1) - groups.amin(-1)) / (groups.abs().amax(-1) / 8)
+    assert (span_in_steps < 14.5).float().mean() > 0.3
+    linear = nn.Linear(256, 40, bias=False)
+    linear.weight.data = floats
+    quantized = int4(linear)
+    assert torch.equal(quantized.dequantized(torch.float32), floats)
 
 
 def saved_classifier(folder, layers=3):

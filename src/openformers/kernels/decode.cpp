@@ -9,8 +9,8 @@
 // leaves threads out of the next ones and tries them again later (see Crowding); the outputs do not depend on
 // the number of threads.
 //
-// Weights are float32, bfloat16, int8 with one float32 scale per output row, or int4 in groups of 32 (see
-// Int4 below); activations are float32 (rounded to bfloat16 for bfloat16 weights' products, as PyTorch
+// Weights are float32, bfloat16, int8 with one float32 scale per 32 weights of a row (llama.cpp's Q8_0 grid), or
+// int4 in groups of 32 (see Int4 below); activations are float32 (rounded to bfloat16 for bfloat16 weights' products, as PyTorch
 // does, and to 8-bit steps per block of 32 for int8 and int4 weights' products, which then run as integer dot
 // products: see Rounded); the key/value cache is float32 or bfloat16. Loops are plain C++ that the compiler
 // vectorizes (`omp simd`, -O3 -march=native), except the weight rows' inner loops, which have AVX-512 versions
@@ -42,6 +42,8 @@
 #include <climits>
 #include <ctime>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -59,7 +61,8 @@ inline float dot(const T* w, const float* x, int64_t n) {
   return sum;
 }
 
-// A weight matrix (rows, cols), row-major, with its optional per-row scale (int8) and bias.
+// A weight matrix (rows, cols), row-major, with its optional scales (int8: one per 32 weights of a row; int4: a
+// (scale, minimum) pair per 32) and bias.
 struct Matrix {
   const void* data;
   const float* scale;
@@ -74,6 +77,9 @@ Matrix matrix(const at::Tensor& weight, const c10::optional<at::Tensor>& scale, 
   bool int4 = weight.scalar_type() == at::kByte;  // two weights per byte
   TORCH_CHECK(!int4 || (scale_data && scale->is_contiguous() && scale->numel() == weight.numel() / 8),
               "openformers kernels: int4 weights need contiguous (rows, cols / 32, 2) scales and minimums");
+  TORCH_CHECK(weight.scalar_type() != at::kChar ||
+                  (scale_data && scale->is_contiguous() && scale->numel() == weight.size(0) * ((weight.size(1) + 31) / 32)),
+              "openformers kernels: int8 weights need contiguous (rows, ceil(cols / 32)) scales, one per block of 32");
   return {weight.data_ptr(), scale_data, bias_data, weight.size(0), weight.size(1) * (int4 ? 2 : 1),
           weight.size(1) * weight.element_size()};
 }
@@ -109,43 +115,27 @@ inline __m512 load16(const c10::BFloat16* w) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
 }
 
-// Each row is read in 64-byte steps (one cache line: 16 float32 or 32 bfloat16 weights), with a
-// prefetch of the line kPrefetch bytes ahead (see kPrefetch).
-
+// One row at a time, front to back: a product then reads its rows as one sequential stream, which the
+// hardware prefetchers follow at full speed. Four rows read side by side (to load x once for them) are four
+// short streams of a row's length each (1-6 KB here), which they pick up too late: 13.5-14 GB/s of float32 and
+// 11-12 GB/s of bfloat16 weights on one core, against 24-25 and 22 one row at a time (benchmarks/matvec.py,
+// 1536 x 576). x stays in the L1 cache, so reading it again per row costs a load, not memory traffic.
+// Prefetching kPrefetch bytes ahead runs past the row's end into the next rows of the same stream.
 template <typename W>
-inline void four_rows_avx512(const Matrix& m, int64_t row, const float* x, float* out) {
-  constexpr int64_t line = 64 / sizeof(W);
-  const W* w = static_cast<const W*>(m.data) + row * m.cols;
-  const W *w0 = w, *w1 = w + m.cols, *w2 = w + 2 * m.cols, *w3 = w + 3 * m.cols;
+inline float row_avx512(const W* w, const float* x, int64_t cols) {
   __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
   int64_t i = 0;
-  for (; i + line <= m.cols; i += line) {
-    prefetch(reinterpret_cast<const char*>(w0 + i) + kPrefetch);
-    prefetch(reinterpret_cast<const char*>(w1 + i) + kPrefetch);
-    prefetch(reinterpret_cast<const char*>(w2 + i) + kPrefetch);
-    prefetch(reinterpret_cast<const char*>(w3 + i) + kPrefetch);
-#pragma GCC unroll 4
-    for (int64_t j = i; j < i + line; j += 16) {
-      __m512 xj = _mm512_loadu_ps(x + j);
-      s0 = _mm512_fmadd_ps(load16(w0 + j), xj, s0);
-      s1 = _mm512_fmadd_ps(load16(w1 + j), xj, s1);
-      s2 = _mm512_fmadd_ps(load16(w2 + j), xj, s2);
-      s3 = _mm512_fmadd_ps(load16(w3 + j), xj, s3);
-    }
+  for (; i + 64 <= cols; i += 64) {
+    for (int64_t b = 0; b < 64 * int64_t(sizeof(W)); b += 64) prefetch(reinterpret_cast<const char*>(w + i) + kPrefetch + b);
+    s0 = _mm512_fmadd_ps(load16(w + i), _mm512_loadu_ps(x + i), s0);
+    s1 = _mm512_fmadd_ps(load16(w + i + 16), _mm512_loadu_ps(x + i + 16), s1);
+    s2 = _mm512_fmadd_ps(load16(w + i + 32), _mm512_loadu_ps(x + i + 32), s2);
+    s3 = _mm512_fmadd_ps(load16(w + i + 48), _mm512_loadu_ps(x + i + 48), s3);
   }
-  for (; i + 16 <= m.cols; i += 16) {
-    __m512 xi = _mm512_loadu_ps(x + i);
-    s0 = _mm512_fmadd_ps(load16(w0 + i), xi, s0);
-    s1 = _mm512_fmadd_ps(load16(w1 + i), xi, s1);
-    s2 = _mm512_fmadd_ps(load16(w2 + i), xi, s2);
-    s3 = _mm512_fmadd_ps(load16(w3 + i), xi, s3);
-  }
-  out[0] = _mm512_reduce_add_ps(s0), out[1] = _mm512_reduce_add_ps(s1);
-  out[2] = _mm512_reduce_add_ps(s2), out[3] = _mm512_reduce_add_ps(s3);
-  for (; i < m.cols; ++i) {
-    out[0] += as_float(w0[i]) * x[i], out[1] += as_float(w1[i]) * x[i];
-    out[2] += as_float(w2[i]) * x[i], out[3] += as_float(w3[i]) * x[i];
-  }
+  for (; i + 16 <= cols; i += 16) s0 = _mm512_fmadd_ps(load16(w + i), _mm512_loadu_ps(x + i), s0);
+  float sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+  for (; i < cols; ++i) sum += as_float(w[i]) * x[i];
+  return sum;
 }
 #endif
 
@@ -153,7 +143,7 @@ template <typename W>
 void rows(const Matrix& m, int64_t begin, int64_t end, const float* x, float* out) {
   int64_t r = begin;
 #ifdef __AVX512F__
-  for (; r + 4 <= end; r += 4) four_rows_avx512<W>(m, r, x, out + r);
+  for (; r < end; ++r) out[r] = row_avx512(static_cast<const W*>(m.data) + r * m.cols, x, m.cols);
 #else
   for (; r + 4 <= end; r += 4) four_rows<W>(m, r, x, out + r);
 #endif
@@ -167,44 +157,33 @@ void rows(const Matrix& m, int64_t begin, int64_t end, const float* x, float* ou
 #ifdef __AVX512BF16__
 // bfloat16 weights times the activations rounded to bfloat16 too (PyTorch's bfloat16 matmul takes them so):
 // one vdpbf16ps multiplies 32 pairs into 16 float32 sums, a third of the instructions of widening the weights.
+// One row at a time, as row_avx512 and for the same reason. The input is rounded per call (a few dozen
+// instructions against a chunk's thousands) into a buffer each thread keeps.
 template <>
 void rows<c10::BFloat16>(const Matrix& m, int64_t begin, int64_t end, const float* x, float* out) {
-  std::vector<c10::BFloat16> rounded(m.cols);
+  thread_local std::vector<c10::BFloat16> rounded;
+  rounded.resize(m.cols);
   int64_t i = 0;
   for (; i + 16 <= m.cols; i += 16)
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(rounded.data() + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i)));
   for (; i < m.cols; ++i) rounded[i] = c10::BFloat16(x[i]);
   const c10::BFloat16* xb = rounded.data();
   auto pairs = [](const c10::BFloat16* p) { return (__m512bh)_mm512_loadu_si512(p); };
-  int64_t r = begin;
-  for (; r + 4 <= end; r += 4) {
-    const c10::BFloat16* w0 = static_cast<const c10::BFloat16*>(m.data) + r * m.cols;
-    const c10::BFloat16 *w1 = w0 + m.cols, *w2 = w1 + m.cols, *w3 = w2 + m.cols;
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  for (int64_t r = begin; r < end; ++r) {
+    const c10::BFloat16* w = static_cast<const c10::BFloat16*>(m.data) + r * m.cols;
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0;
     int64_t j = 0;
-    for (; j + 32 <= m.cols; j += 32) {  // 32 bfloat16 weights: one cache line per row
-      prefetch(reinterpret_cast<const char*>(w0 + j) + kPrefetch);
-      prefetch(reinterpret_cast<const char*>(w1 + j) + kPrefetch);
-      prefetch(reinterpret_cast<const char*>(w2 + j) + kPrefetch);
-      prefetch(reinterpret_cast<const char*>(w3 + j) + kPrefetch);
-      __m512bh xj = pairs(xb + j);
-      s0 = _mm512_dpbf16_ps(s0, pairs(w0 + j), xj);
-      s1 = _mm512_dpbf16_ps(s1, pairs(w1 + j), xj);
-      s2 = _mm512_dpbf16_ps(s2, pairs(w2 + j), xj);
-      s3 = _mm512_dpbf16_ps(s3, pairs(w3 + j), xj);
+    for (; j + 64 <= m.cols; j += 64) {  // two cache lines of the row
+      prefetch(reinterpret_cast<const char*>(w + j) + kPrefetch);
+      prefetch(reinterpret_cast<const char*>(w + j + 32) + kPrefetch);
+      s0 = _mm512_dpbf16_ps(s0, pairs(w + j), pairs(xb + j));
+      s1 = _mm512_dpbf16_ps(s1, pairs(w + j + 32), pairs(xb + j + 32));
     }
-    out[r] = _mm512_reduce_add_ps(s0), out[r + 1] = _mm512_reduce_add_ps(s1);
-    out[r + 2] = _mm512_reduce_add_ps(s2), out[r + 3] = _mm512_reduce_add_ps(s3);
-    for (; j < m.cols; ++j) {
-      float xj = as_float(xb[j]);
-      out[r] += as_float(w0[j]) * xj, out[r + 1] += as_float(w1[j]) * xj;
-      out[r + 2] += as_float(w2[j]) * xj, out[r + 3] += as_float(w3[j]) * xj;
-    }
+    for (; j + 32 <= m.cols; j += 32) s0 = _mm512_dpbf16_ps(s0, pairs(w + j), pairs(xb + j));
+    float sum = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    for (; j < m.cols; ++j) sum += as_float(w[j]) * as_float(xb[j]);
+    out[r] = m.bias ? sum + m.bias[r] : sum;
   }
-  std::vector<float> widened(xb, xb + m.cols);
-  for (; r < end; ++r) out[r] = dot(static_cast<const c10::BFloat16*>(m.data) + r * m.cols, widened.data(), m.cols);
-  if (m.bias)
-    for (r = begin; r < end; ++r) out[r] += m.bias[r];
 }
 #endif
 
@@ -297,15 +276,16 @@ struct Rounded {
   }
 };
 
-// One row's int8 weights from column `from` (a multiple of 32) on, times the rounded input.
-inline float int8_dot(const int8_t* w, const Rounded& in, int64_t from, int64_t cols) {
+// One row's int8 weights (with their scales per block of 32, `ws`) from column `from` (a multiple of 32) on, times
+// the rounded input.
+inline float int8_dot(const int8_t* w, const float* ws, const Rounded& in, int64_t from, int64_t cols) {
   float sum = 0.f;
   for (int64_t b = from; b < cols; b += kGroup) {
     int64_t last = std::min(b + kGroup, cols);
     int32_t block = 0;
 #pragma omp simd reduction(+ : block)
     for (int64_t i = b; i < last; ++i) block += int32_t(w[i]) * int32_t(in.q[i]);
-    sum += in.scale(b / kGroup) * static_cast<float>(block);
+    sum += ws[b / kGroup] * in.scale(b / kGroup) * static_cast<float>(block);
   }
   return sum;
 }
@@ -348,16 +328,22 @@ template <typename W>
 void integer_rows(const Matrix& m, int64_t begin, int64_t end, const Rounded& in, float* out);
 
 // int8 weights are signed and vpdpbusd's first operand is unsigned: the input's magnitudes are that operand, loaded
-// once for four rows, and each weight takes its input's sign (one masked subtraction per 64 weights).
+// once for four rows, and each weight takes its input's sign (one masked subtraction per 64 weights). Each block's
+// int32 sum is scaled by its weight scale times its input scale (Q8_0 x Q8_0, as llama.cpp's product).
 template <>
 void integer_rows<int8_t>(const Matrix& m, int64_t begin, int64_t end, const Rounded& in, float* out) {
+  const int64_t blocks = (m.cols + kGroup - 1) / kGroup;
   auto row = [&](int64_t r) { return static_cast<const int8_t*>(m.data) + r * m.cols; };
+  auto row_scales = [&](int64_t r) { return m.scale + r * blocks; };
   int64_t r = begin;
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
   const int64_t whole = m.cols / 64 * 64;
   const __m512i zero = _mm512_setzero_si512();
+  // The 16 int32 sums of 64 weights are two blocks' 8 each: the first block's scale in lanes 0-7, the second's above.
+  const __m512i first_then_second = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   for (; r + 4 <= end; r += 4) {
     const int8_t* w[4] = {row(r), row(r + 1), row(r + 2), row(r + 3)};
+    const float* ws[4] = {row_scales(r), row_scales(r + 1), row_scales(r + 2), row_scales(r + 3)};
     __m512 sums[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t i = 0; i < whole; i += 64) {
       __m512i steps = _mm512_loadu_si512(in.q.data() + i);
@@ -369,35 +355,37 @@ void integer_rows<int8_t>(const Matrix& m, int64_t begin, int64_t end, const Rou
         __m512i weights = _mm512_loadu_si512(w[k] + i);
         __m512i signed_weights = _mm512_mask_sub_epi8(weights, negative, zero, weights);
         __m512i dots = _mm512_dpbusd_epi32(zero, magnitudes, signed_weights);
-        sums[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), scale, sums[k]);
+        __m128 pair = _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(ws[k] + i / kGroup)));
+        __m512 d = _mm512_permutexvar_ps(first_then_second, _mm512_castps128_ps512(pair));
+        sums[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), _mm512_mul_ps(d, scale), sums[k]);
       }
     }
-    for (int k = 0; k < 4; ++k) out[r + k] = _mm512_reduce_add_ps(sums[k]) + int8_dot(w[k], in, whole, m.cols);
+    for (int k = 0; k < 4; ++k)
+      out[r + k] = _mm512_reduce_add_ps(sums[k]) + int8_dot(w[k], ws[k], in, whole, m.cols);
   }
 #elif defined(__AVX2__)
   const int64_t whole = m.cols / kGroup * kGroup;
   for (; r + 4 <= end; r += 4) {
     const int8_t* w[4] = {row(r), row(r + 1), row(r + 2), row(r + 3)};
+    const float* ws[4] = {row_scales(r), row_scales(r + 1), row_scales(r + 2), row_scales(r + 3)};
     __m256 sums[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t i = 0; i < whole; i += kGroup) {
       __m256i steps = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in.q.data() + i));
       __m256i magnitudes = _mm256_sign_epi8(steps, steps);
-      __m256 scale = _mm256_set1_ps(in.scale(i / kGroup));
+      float scale = in.scale(i / kGroup);
       for (int k = 0; k < 4; ++k) {
         if (i % 64 == 0) prefetch(w[k] + i + kPrefetch);
         __m256i weights = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[k] + i));
         __m256i dots = dot_u8s8(magnitudes, _mm256_sign_epi8(weights, steps));
-        sums[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, sums[k]);
+        sums[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), _mm256_set1_ps(ws[k][i / kGroup] * scale), sums[k]);
       }
     }
-    for (int k = 0; k < 4; ++k) out[r + k] = reduce_add(sums[k]) + int8_dot(w[k], in, whole, m.cols);
+    for (int k = 0; k < 4; ++k) out[r + k] = reduce_add(sums[k]) + int8_dot(w[k], ws[k], in, whole, m.cols);
   }
 #endif
-  for (; r < end; ++r) out[r] = int8_dot(row(r), in, 0, m.cols);
-  for (r = begin; r < end; ++r) {
-    out[r] *= m.scale[r];
-    if (m.bias) out[r] += m.bias[r];
-  }
+  for (; r < end; ++r) out[r] = int8_dot(row(r), row_scales(r), in, 0, m.cols);
+  if (m.bias)
+    for (r = begin; r < end; ++r) out[r] += m.bias[r];
 }
 
 // int4 steps (0..15) are unsigned already: they are vpdpbusd's first operand as they are, the input's steps its second.
@@ -785,8 +773,8 @@ void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int6
 
 // Runs every layer for one token, in place on `x` (hidden,) float32, writing this position's key and value
 // into each layer's cache buffers (1, n_kv, capacity, head_dim) at `pos`. Per layer: two norm weights, seven
-// weights (q, k, v, o, gate, up, down), their seven scales when quantized (int8 row scales or int4 (scale,
-// minimum) pairs; empty lists for float weights), and three biases for q, k, v (Qwen2; else empty).
+// weights (q, k, v, o, gate, up, down), their seven scales when quantized (int8 scales per block of 32 or int4
+// (scale, minimum) pairs; empty lists for float weights), and three biases for q, k, v (Qwen2; else empty).
 // One OpenMP team runs the whole step, so threads start once per token rather than several times per layer.
 void decode_step(at::Tensor x, at::TensorList norms, at::TensorList weights, at::TensorList scales,
                  at::TensorList biases, at::TensorList keys, at::TensorList values, int64_t pos, int64_t window,
@@ -861,10 +849,13 @@ inline void four_rows_times(const Matrix& m, int64_t row, const float* x, float*
   __m512 sums[4][N];
   for (auto& per_row : sums)
     for (auto& sum : per_row) sum = _mm512_setzero_ps();
+  // The four rows are one contiguous block, read as four short streams that the hardware prefetchers pick up
+  // late (see row_avx512); each step prefetches as many bytes of the next block, front to back, as it reads of
+  // this one, so the next block is in the cache by the time it is read.
+  const char* next = reinterpret_cast<const char*>(w + 4 * m.cols);
   int64_t i = 0;
   for (; i + 16 <= m.cols; i += 16) {
-    if ((i * sizeof(W)) % 64 == 0)
-      for (int r = 0; r < 4; ++r) prefetch(reinterpret_cast<const char*>(w + r * m.cols + i) + kPrefetch);
+    for (int64_t b = 0; b < 64 * int64_t(sizeof(W)); b += 64) prefetch(next + 4 * i * int64_t(sizeof(W)) + b);
     __m512 wr[4] = {load16(w + i), load16(w + m.cols + i), load16(w + 2 * m.cols + i), load16(w + 3 * m.cols + i)};
     for (int j = 0; j < N; ++j) {
       __m512 xj = _mm512_loadu_ps(x + j * m.cols + i);
@@ -977,23 +968,85 @@ at::Tensor matvec(at::Tensor x, at::Tensor weight, c10::optional<at::Tensor> sca
 // every thread: for products of many rows (a prompt, training), which then run as one matmul in the model's
 // dtype. Each weight is computed in float32 and rounded once, so a bfloat16 matrix equals the float32 one
 // converted; writing it directly skips the float32 matrix, twice the bytes, and the conversion's second pass.
+// float32 to bfloat16 as c10::BFloat16 rounds it (to nearest, ties to even; NaN to the quiet NaN), in integer
+// operations that the compiler vectorizes: the constructor, called per value, ran at a third of the speed.
+inline uint16_t bfloat16_bits(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  uint16_t rounded = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+  return value != value ? uint16_t(0x7FC0) : rounded;
+}
+
+#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+// Row r of int4 weights as bfloat16, each group of 32 in registers from its 16 bytes to its 64 output bytes:
+// nibbles widened to int32, converted, scaled with the minimum added in one fused multiply-add (as the compiler
+// contracts unpack_int4_row's loop, so the values are the same), and rounded by vcvtne2ps2bf16, half the time of
+// a float32 row in memory then converted. That instruction flushes subnormals to zero and gives NaNs their own
+// payload where c10::BFloat16 keeps both: a group holding one takes bfloat16_bits, so the matrix stays the same.
+void unpack_int4_row_bfloat16(const Matrix& m, int64_t r, uint16_t* row) {
+  int64_t groups = m.cols / kGroup;
+  const uint8_t* q = static_cast<const uint8_t*>(m.data) + r * m.row_bytes;
+  const float* dm = m.scale + r * groups * 2;
+  const __m128i nibble = _mm_set1_epi8(15);
+  const __m512 smallest_normal = _mm512_set1_ps(std::numeric_limits<float>::min()), zero = _mm512_setzero_ps();
+  auto exceptional = [&](__m512 v) {  // subnormal (0 < |v| < smallest normal) or NaN
+    __m512 magnitude = _mm512_abs_ps(v);
+    __mmask16 below = _mm512_cmp_ps_mask(magnitude, smallest_normal, _CMP_LT_OQ);
+    return _mm512_mask_cmp_ps_mask(below, magnitude, zero, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  };
+  for (int64_t g = 0; g < groups; ++g) {
+    __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + g * 16));
+    __m512 low = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(bytes, nibble)));
+    __m512 high = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(bytes, 4), nibble)));
+    __m512 d = _mm512_set1_ps(dm[2 * g]), minimum = _mm512_set1_ps(dm[2 * g + 1]);
+    low = _mm512_fmadd_ps(low, d, minimum);
+    high = _mm512_fmadd_ps(high, d, minimum);
+    uint16_t* target = row + g * kGroup;
+    if (__builtin_expect(exceptional(low) | exceptional(high), 0)) {
+      alignas(64) float values[kGroup];
+      _mm512_store_ps(values, low);
+      _mm512_store_ps(values + 16, high);
+      for (int j = 0; j < kGroup; ++j) target[j] = bfloat16_bits(values[j]);
+    } else {
+      _mm512_storeu_si512(target, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(high, low)));
+    }
+  }
+}
+#endif
+
 template <typename O>
 void dequantize_rows(const Matrix& m, bool int4, O* out) {
   at::parallel_for(0, m.rows, 16, [&](int64_t begin, int64_t end) {
     std::vector<float> row(std::is_same_v<O, float> ? 0 : m.cols);  // one row in float32, in the L1 cache
     for (int64_t r = begin; r < end; ++r) {
       O* target = out + r * m.cols;
+#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+      if constexpr (std::is_same_v<O, c10::BFloat16>) {
+        if (int4) {
+          unpack_int4_row_bfloat16(m, r, reinterpret_cast<uint16_t*>(target));
+          continue;
+        }
+      }
+#endif
       float* values = std::is_same_v<O, float> ? reinterpret_cast<float*>(target) : row.data();
       if (int4) {
         unpack_int4_row(m, r, values);
       } else {
         const int8_t* w = static_cast<const int8_t*>(m.data) + r * m.cols;
-        float s = m.scale[r];
+        const float* s = m.scale + r * ((m.cols + kGroup - 1) / kGroup);
+        for (int64_t b = 0; b < m.cols; b += kGroup) {
+          int64_t last = std::min(b + kGroup, m.cols);
+          float d = s[b / kGroup];
 #pragma omp simd
-        for (int64_t c = 0; c < m.cols; ++c) values[c] = w[c] * s;
+          for (int64_t c = b; c < last; ++c) values[c] = w[c] * d;
+        }
       }
-      if constexpr (!std::is_same_v<O, float>)
-        for (int64_t c = 0; c < m.cols; ++c) target[c] = O(values[c]);
+      if constexpr (!std::is_same_v<O, float>) {
+        static_assert(std::is_same_v<O, c10::BFloat16>, "dequantize_rows writes float32 or bfloat16");
+        uint16_t* bits = reinterpret_cast<uint16_t*>(target);
+#pragma omp simd
+        for (int64_t c = 0; c < m.cols; ++c) bits[c] = bfloat16_bits(values[c]);
+      }
     }
   });
 }

@@ -7,8 +7,9 @@ bandwidth and reads int8 and int4 rows as they are stored; PyTorch's matmul stre
 half of it for so few rows (1.5x slower at 8 float32 rows), and quantized rows would first have to be widened
 to floats. Other inputs (a prompt, training) take PyTorch's path.
 
-Quantization (`from_pretrained(..., quantization="int8" or "int4")`). int8: each weight row becomes int8 with
-one float32 scale (symmetric: the row's largest magnitude maps to 127), a quarter of the float32 bytes. int4:
+Quantization (`from_pretrained(..., quantization="int8" or "int4")`). int8: each block of 32 weights along a row
+becomes int8 with one float32 scale (symmetric: the block's largest magnitude maps to 127, llama.cpp's Q8_0 grid),
+9/32 of the float32 bytes; a Q8_0 GGUF file's weights come back unchanged, as its float16 scales are float32s. int4:
 groups of 32 weights along a row keep a scale and a minimum each (weight = scale * q + minimum, q in 0..15,
 llama.cpp's Q4_1), 3/16 of the float32 bytes (a model whose layer inputs are not multiples of 32 is refused);
 the language-model head stays int8. On a Q4_1 GGUF file (the default model's) int4 finds the file's own grid
@@ -23,11 +24,13 @@ flow through it to its input, so LoRA adapters train on a quantized base (QLoRA,
 """
 
 import threading
+import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.layers import recomputing
 from . import library
 
 QUANTIZATIONS = ("int8", "int4")
@@ -44,7 +47,8 @@ UNPACKED_DTYPES = (torch.float32, torch.bfloat16)  # what the kernel's dequantiz
 class Linear(nn.Linear):
     """y = x W^T + b, with W as nn.Linear holds it (a float Parameter) or packed for inference (`scale` set):
 
-    int8: `weight` (out, in) int8, `scale` (out,) float32, one per row. int4: `weight` (out, in / 2) uint8, byte j
+    int8: `weight` (out, in) int8, `scale` (out, ceil(in / 32)) float32, one per block of 32 weights along a row
+    (the last block of a row may be shorter): llama.cpp's Q8_0 grid. int4: `weight` (out, in / 2) uint8, byte j
     of a group's 16 holding step j in its low nibble and step j + 16 in its high one; `scale` (out, in / 32, 2)
     float32, each group's (scale, minimum): llama.cpp's Q4_1 layout, which the kernel reads directly.
     """
@@ -57,7 +61,7 @@ class Linear(nn.Linear):
             layer.weight, layer.bias = linear.weight, linear.bias
             layer.register_buffer("scale", None)
             return layer
-        weight, scale = (_int8_rows if quantization == "int8" else _int4_groups)(linear.weight.detach().float())
+        weight, scale = (_int8_blocks if quantization == "int8" else _int4_groups)(linear.weight.detach().float())
         del layer.weight, layer.bias  # buffers from here on
         layer.register_buffer("weight", weight)
         layer.register_buffer("scale", scale)
@@ -128,7 +132,7 @@ class Linear(nn.Linear):
         rounded to `dtype` once, as the kernel does, so both paths give the same matrix."""
         scale = self.scale.float()
         if self.weight.dtype == torch.int8:
-            return (self.weight.float() * scale[:, None]).to(dtype)
+            return (self.weight.float() * scale.repeat_interleave(GROUP, dim=1)[:, : self.in_features]).to(dtype)
         packed = self.weight.reshape(self.out_features, -1, 16)
         steps = torch.cat([packed & 15, packed >> 4], dim=-1).float()  # (out, groups, 32)
         scale, minimum = scale.unbind(-1)
@@ -144,32 +148,72 @@ class _PackedProduct(torch.autograd.Function):
     """x W^T for packed weights, differentiable in x only (the weights are frozen buffers). The float matrix is
     unpacked again in the backward instead of being kept from the forward: F.linear would keep one float copy
     of every layer's weights until the backward, a whole float model's worth of memory in a QLoRA step. Since
-    neither pass keeps the matrix past its own product, both unpack into the thread's reused one."""
+    neither pass keeps the matrix past its own product, both unpack into the thread's reused one.
+
+    Under gradient checkpointing the backward pass recomputes each layer just before its own backward (see
+    models/layers.run_layer): a product recomputed there keeps its unpacked matrix until its backward, which then
+    multiplies by it without unpacking again. That holds one layer's float weights at a time (about 0.3 GB for a
+    7B Llama in bfloat16) and saves one unpacking of every recomputed weight matrix, a quarter of a matrix
+    product's time each for 128 rows. The kept matrices are looked up by layer, not saved on this product: the
+    backward that runs is the forward pass's, whose products saved nothing, and saving a matrix there would
+    make checkpointing recompute a layer's last products (down_proj) too, which it otherwise skips."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, layer: "Linear") -> torch.Tensor:
         ctx.layer = layer
+        if recomputing() and layer._kernel_unpacks(x.dtype):
+            matrix = _spare_matrix(layer.out_features, layer.in_features, x.dtype)
+            torch.ops.openformers.dequantize_into(layer.weight, layer.scale, matrix)
+            kept = _unpacked.__dict__.setdefault("kept", weakref.WeakKeyDictionary())
+            kept[layer] = (matrix, layer.weight, layer.weight._version)  # what it was unpacked from
+            return F.linear(x, matrix)
         return F.linear(x, layer.unpacked_for_product(x.dtype))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         if torch.is_grad_enabled():  # create_graph=True: this product keeps its matrix for a second backward
             return grad @ ctx.layer.float_weight(grad.dtype), None
-        return grad @ ctx.layer.unpacked_for_product(grad.dtype), None
+        kept, weight, version = _unpacked.__dict__.get("kept", {}).pop(ctx.layer, (None, None, None))
+        layer = ctx.layer
+        if kept is None or kept.dtype != grad.dtype or weight is not layer.weight or version != weight._version:
+            return grad @ layer.unpacked_for_product(grad.dtype), None
+        x_grad = grad @ kept
+        _unpacked.__dict__.setdefault("spare", []).append(kept)  # nothing else holds it: the next layer's turn
+        return x_grad, None
 
 
-_unpacked = threading.local()  # each thread's reused unpacked matrices, by (rows, columns, dtype)
+_unpacked = threading.local()  # each thread's reused unpacked matrices, by (rows, columns, dtype), kept and spare
+
+
+def _spare_matrix(rows: int, columns: int, dtype: torch.dtype) -> torch.Tensor:
+    """A matrix to unpack into and keep until a backward: one given back by an earlier backward when one fits,
+    since a new one is an allocation the system faults in page by page (3-6x the time of the unpacking)."""
+    spare = _unpacked.__dict__.setdefault("spare", [])
+    for index, matrix in enumerate(spare):
+        if matrix.shape == (rows, columns) and matrix.dtype == dtype:
+            return spare.pop(index)
+    return torch.empty(rows, columns, dtype=dtype)
 
 
 def free_unpacked_matrices() -> None:
-    """Let go of this thread's reused unpacked matrices (up to one per layer shape and dtype), e.g. when a
-    process is done training or reading prompts on a quantized model; the next product makes them again."""
-    _unpacked.__dict__.pop("matrices", None)
+    """Let go of this thread's reused unpacked matrices (up to one per layer shape and dtype, and one layer's
+    worth kept for or given back by checkpointed backward passes), e.g. when a process is done training or
+    reading prompts on a quantized model; the next product makes them again."""
+    for name in ("matrices", "kept", "spare"):
+        _unpacked.__dict__.pop(name, None)
 
 
-def _int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127
-    return (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous(), scale
+def _int8_blocks(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # A scale per 32 weights rather than per row: one large weight then coarsens only its own block's grid (the
+    # decoded perplexity's loss fell from +1.03% to that of llama.cpp's Q8_0, see benchmarks/quality.py). Scales
+    # stay float32, not Q8_0's float16: they cost 4 of every 36 bytes instead of 2 of 34 (6% more to stream), but
+    # the kernel reads them without a conversion, as it reads int4's pairs, and a float16 scale converts exactly.
+    out_features, in_features = weight.shape
+    blocks = -(-in_features // GROUP)
+    padded = F.pad(weight, (0, blocks * GROUP - in_features)).reshape(out_features, blocks, GROUP)
+    scale = padded.abs().amax(-1).clamp(min=1e-12) / 127
+    steps = (padded / scale[..., None]).round().clamp(-127, 127).to(torch.int8)
+    return steps.reshape(out_features, -1)[:, :in_features].contiguous(), scale
 
 
 def _int4_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,6 +221,14 @@ def _int4_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     groups = weight.reshape(out_features, in_features // GROUP, GROUP)
     minimum, maximum = groups.amin(-1), groups.amax(-1)
     scale = ((maximum - minimum) / 15).clamp(min=1e-12)
+    # A group of llama.cpp's Q4_0 (d * (q - 8), q in 0..15, its largest magnitude at 8 |d|) that leaves steps at one
+    # end unused spans fewer than 15 of its steps, so the span / 15 above is not its grid; its own step |d| is, with
+    # the group's minimum as the minimum. Groups that lie exactly on that grid keep it: a Q4_0 file loads unchanged.
+    q4_0_step = groups.abs().amax(-1) / 8
+    on_grid = (groups - minimum[..., None]) / q4_0_step[..., None]
+    exact = (q4_0_step > 0) & (maximum - minimum <= 15 * q4_0_step) & (
+        on_grid.round() * q4_0_step[..., None] + minimum[..., None] == groups).all(-1)
+    scale = torch.where(exact, q4_0_step, scale)
     steps = ((groups - minimum[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.uint8)
     packed = steps[..., :16] | (steps[..., 16:] << 4)  # (out, groups, 16)
     return packed.reshape(out_features, -1).contiguous(), torch.stack([scale, minimum], -1)
@@ -186,7 +238,7 @@ def check_quantization(quantization: str) -> None:
     if quantization not in QUANTIZATIONS:
         raise ValueError(
             f"quantization={quantization!r} is not supported; use one of {', '.join(map(repr, QUANTIZATIONS))} "
-            "(weight-only: int8 with one scale per output row, int4 in groups of 32), or leave it unset for the "
+            "(weight-only: int8 with a scale per 32 weights, int4 in groups of 32), or leave it unset for the "
             "checkpoint's weights."
         )
 
