@@ -490,3 +490,97 @@ def test_free_memory_is_handed_back_where_the_c_library_can():
     release_free_memory()  # a no-op where there is no malloc_trim, never an error
     if sys.platform.startswith("linux") and "libc" in (ctypes.util.find_library("c") or ""):
         assert _malloc_trim() is not None
+
+
+def test_a_long_prefill_is_chunked_by_the_measured_time_of_a_unit():
+    from openformers.serving.scheduler import TurnPolicy
+
+    turns = TurnPolicy(heavy_share=0.25, unit_seconds=0.1)
+    assert turns.prefill_chunk(False, 32, 512) == 32  # nothing timed yet: the smallest chunk
+    turns.heavy_done(0.05, light_waiting=False, prefilled=32)  # 1/640 s a token: 64 tokens in 0.1 s
+    assert turns.prefill_chunk(False, 32, 512) == 64
+    assert turns.prefill_chunk(True, 32, 512) == 32  # light work waits: the smallest, whatever the speed
+    turns.heavy_done(0.05, light_waiting=False, prefilled=96)  # faster: the estimate moves halfway to it
+    assert turns.prefill_chunk(False, 32, 512) == int(0.1 / ((0.05 / 32 + 0.05 / 96) / 2))
+    for _ in range(4):
+        turns.heavy_done(0.001, light_waiting=False, prefilled=1000)
+    assert turns.prefill_chunk(False, 32, 512) == 512  # never more than the largest
+    turns.heavy_done(5.0, light_waiting=False, prefilled=8)
+    assert turns.prefill_chunk(False, 32, 512) == 32  # nor fewer than the smallest
+    with pytest.raises(ValueError, match="unit_seconds must be a positive number"):
+        TurnPolicy(unit_seconds=0)
+
+
+class ForwardClock:
+    """Seconds that pass only in the model's forward passes: 10 ms a pass plus 1 ms a token of each row."""
+
+    def __init__(self, model):
+        self.now = 0.0
+        self.hook = model.register_forward_pre_hook(self.advance)
+
+    def advance(self, module, args):
+        self.now += 0.010 + 0.001 * args[0].shape[1]
+
+    def __call__(self):
+        return self.now
+
+
+def test_with_nothing_light_a_long_prefill_grows_its_chunks_only_up_to_the_unit_time(model, tokenizer):
+    ids = tokenizer.encode(" ".join(PROMPTS * 3))
+    clock = ForwardClock(model)
+    chunks = []
+    hook = model.register_forward_pre_hook(lambda module, args: chunks.append(args[0].shape[1]))
+    # A pass of c tokens takes 10 + c ms: 20 tokens fill a unit of 30 ms.
+    scheduler = BatchScheduler(model, tokenizer, short_prompt_tokens=8, busy_prefill_chunk=4, prefill_chunk=512,
+                               heavy_unit_seconds=0.030, clock=clock)
+    try:
+        text = scheduler.complete(ids, SamplingOptions(max_tokens=6, temperature=0)).text
+    finally:
+        hook.remove()
+        clock.hook.remove()
+        scheduler.close()
+    prefill = chunks[: chunks.index(1)] if 1 in chunks else chunks[:-5]
+    assert sum(prefill) == len(ids) > 60
+    assert prefill[0] == 4  # before any chunk was timed
+    assert max(prefill) <= 20 < len(ids)  # no chunk takes more than the unit's 30 ms
+    assert max(prefill) >= 15  # and they grow towards it from the smallest
+    assert text == alone(model, tokenizer, ids, 6, scheduler.eos_token_ids)
+
+
+def test_the_choices_of_a_long_prompt_join_one_per_unit_of_heavy_work(model, tokenizer):
+    ids = tokenizer.encode(" ".join(PROMPTS))
+    chunk = -(-len(ids) // 4)  # a prefill of four turns, so that all four are admitted meanwhile
+    scheduler = BatchScheduler(model, tokenizer, short_prompt_tokens=8, busy_prefill_chunk=chunk,
+                               prefill_chunk=chunk, heavy_unit_seconds=1e-9, prefix_cache_bytes=0)
+    turns, started, prefilled = [0], [], []
+    turn, start_sibling = scheduler._turn, scheduler._start_sibling
+
+    def counted_turn():
+        turns[0] += 1
+        turn()
+
+    def recorded_start(row):
+        started.append(turns[0])
+        start_sibling(row)
+
+    scheduler._turn, scheduler._start_sibling = counted_turn, recorded_start
+    hook = model.register_forward_pre_hook(
+        lambda module, args: prefilled.append(args[0].shape[1]) if args[0].shape[1] > 1 else None)
+    options = [SamplingOptions(max_tokens=8, temperature=0.8, seed=seed) for seed in range(4)]
+    texts, finished = [[] for _ in options], []
+    try:
+        for option, parts in zip(options, texts):
+            scheduler.submit(ids, option, lambda update, parts=parts: (
+                parts.append(update.text), update.finish_reason and finished.append(update)))
+        deadline = time.monotonic() + 60
+        while len(finished) < len(options) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        hook.remove()
+        scheduler.close()
+    assert sum(prefilled) == len(ids)  # one prefill for the four
+    assert len(started) == 3 and len(set(started)) == 3  # the other three start in three turns, one each
+    for parts, option in zip(texts, options):
+        generator = torch.Generator().manual_seed(option.seed)
+        assert "".join(parts) == alone(model, tokenizer, ids, 8, scheduler.eos_token_ids, do_sample=True,
+                                       temperature=0.8, top_k=0, generator=generator)

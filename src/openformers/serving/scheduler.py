@@ -125,14 +125,17 @@ class BatchScheduler:
     The turns (`TurnPolicy`): a request whose prompt has at most `short_prompt_tokens` tokens is light, the others
     heavy. Light rows decode in one batch every turn; heavy rows decode in groups whose step reads at most
     `step_cache_bytes` of key/value cache (None: as many bytes as the model's weights), and heavy work (a group's step, a chunk of
-    `busy_prefill_chunk` prompt tokens) takes at most `heavy_share` of the worker's time while light work waits.
+    `busy_prefill_chunk` prompt tokens) takes at most `heavy_share` of the worker's time while light work waits;
+    with nothing light waiting, a chunk has as many tokens (up to `prefill_chunk`) as take about
+    `heavy_unit_seconds`, so that a light request arriving then waits little for the unit under way.
     `clock` (seconds) times the turns; tests give a counter.
     """
 
     def __init__(self, model, tokenizer, max_batch: int = 32, prefill_chunk: int = 512,
                  prefix_cache_bytes: int = 64 * 2**20, max_cache_bytes: int | None = None,
                  short_prompt_tokens: int = 512, heavy_share: float = 0.25, busy_prefill_chunk: int = 32,
-                 step_cache_bytes: int | None = None, clock: Callable[[], float] = time.perf_counter):
+                 step_cache_bytes: int | None = None, heavy_unit_seconds: float = 0.1,
+                 clock: Callable[[], float] = time.perf_counter):
         for name, value in (("max_batch", max_batch), ("prefill_chunk", prefill_chunk),
                             ("busy_prefill_chunk", busy_prefill_chunk)):
             if not isinstance(value, int) or value < 1:
@@ -149,7 +152,7 @@ class BatchScheduler:
         # By default a heavy step reads at most as much cache as weights, so it takes at most about twice the
         # time of a step of short rows, while the groups stay few.
         self.step_cache_bytes = step_cache_bytes or sum(t.nbytes for t in [*model.parameters(), *model.buffers()])
-        self.turns = TurnPolicy(heavy_share)
+        self.turns = TurnPolicy(heavy_share, heavy_unit_seconds)
         self._clock = clock
         self._prefixes = PrefixCache(prefix_cache_bytes)
         self.model = model
@@ -351,21 +354,26 @@ class BatchScheduler:
         started = self._clock()
         if isinstance(unit, _Group):
             self._step(unit)
+            self.turns.heavy_done(self._clock() - started, light)
         else:
-            self._prefill([unit], self.busy_prefill_chunk if light else self.prefill_chunk)
-        self.turns.heavy_done(self._clock() - started, light)
+            tokens = self._prefill([unit], self.turns.prefill_chunk(light, self.busy_prefill_chunk, self.prefill_chunk))
+            self.turns.heavy_done(self._clock() - started, light, prefilled=tokens)
 
-    def _prefill(self, rows: list["_Row"], budget: int) -> None:
-        """Prefill these joining prompts, at most `budget` tokens in all, the fewest tokens left first.
+    def _prefill(self, rows: list["_Row"], budget: int) -> int:
+        """Prefill these joining prompts, at most `budget` tokens in all, the fewest tokens left first; returns
+        how many tokens it prefilled.
 
         A prompt that fits runs in one forward pass, alone, as `generate` runs it; a longer one is prefilled
         over several turns, so the running rows keep streaming meanwhile. A prompt done chooses its first
-        token and joins a group; so do the other joining rows with the same prompt (the n choices of a
-        request), from the same logits and a copy of its cache, without a prefill of their own. The prompt with
-        the fewest tokens left goes first: a short chat then starts answering at once instead of waiting behind
-        every long prompt that came before it.
+        token and joins a group. The other joining rows with the same prompt (the n choices of a request) need
+        no prefill of their own: they start from the same logits and a copy of its cache (`_Prefilled`), each
+        when it is next given to this method. Light rows all start in the same turn; each heavy row's start is a
+        unit of heavy work of its own (the worker hands this method one heavy row at a time), since copying a
+        long prompt's cache and joining a group of long rows take as long as a decode step or more. The prompt
+        with the fewest tokens left goes first: a short chat then starts answering at once instead of waiting
+        behind every long prompt that came before it.
         """
-        rows = list(rows)
+        rows, prefilled = list(rows), 0
         while rows and budget > 0:
             row = min(rows, key=self._prefill_left)
             rows.remove(row)
@@ -376,24 +384,40 @@ class BatchScheduler:
                 row.finish("cancelled")
                 continue
             try:
+                if row.prefilled is not None:
+                    self._start_sibling(row)
+                    continue
                 if row.decoder is None:  # made now, so that it finds the prompts prefilled just before
                     row.decoder = self._prompt_decoder(row)
                 cached = row.decoder.cache.seq_len
                 logits = row.decoder.prefill_chunk(budget)
                 budget -= row.decoder.cache.seq_len - cached
+                prefilled += row.decoder.cache.seq_len - cached
                 if logits is not None:
                     self._prefixes.store(row.request.prompt_ids, row.decoder.cache)
-                    for sibling in [other for other in self._joining if other is not row and other.decoder is None
-                                    and other.request.prompt_ids == row.request.prompt_ids]:
-                        sibling.decoder = self._prompt_decoder(sibling, reuse=False)
-                        sibling.decoder.cache = _copy_cache(row.decoder.cache)
-                        self._start(sibling, logits)
+                    siblings = [other for other in self._joining if other is not row and other.decoder is None
+                                and other.prefilled is None and other.request.prompt_ids == row.request.prompt_ids]
+                    if siblings:
+                        # A copy, since the row's own cache grows in its group from now on.
+                        shared = _Prefilled(logits, _copy_cache(row.decoder.cache))
+                        for sibling in siblings:
+                            sibling.prefilled = shared
                     self._start(row, logits)
             except Exception as error:  # this prompt failed (the groups are untouched): fail it alone
                 _log.exception("The prefill of a request failed.")
                 if row in self._joining:
                     self._joining.remove(row)
                 row.finish("error", error=f"{type(error).__name__}: {error}")
+        return prefilled
+
+    def _start_sibling(self, row: "_Row") -> None:
+        """Start a row from the prefill of another choice of its prompt: the last one waiting takes the shared
+        cache itself, the others a copy."""
+        shared, row.prefilled = row.prefilled, None
+        waiting = any(other.prefilled is shared for other in self._joining)
+        row.decoder = self._prompt_decoder(row, reuse=False)
+        row.decoder.cache = _copy_cache(shared.cache) if waiting else shared.cache
+        self._start(row, shared.logits)
 
     def _start(self, row: "_Row", logits: torch.Tensor) -> None:
         """The prefilled row chooses its first token and joins a group (unless that token ends it)."""
@@ -431,6 +455,8 @@ class BatchScheduler:
 
     def _prefill_left(self, row: "_Row") -> int:
         """How many prompt tokens the row still has to prefill."""
+        if row.prefilled is not None:
+            return 0
         return row.sequence.prompt_length - (row.decoder.cache.seq_len if row.decoder is not None else 0)
 
     def _prompt_decoder(self, row: "_Row", reuse: bool = True) -> Decoder:
@@ -474,18 +500,24 @@ class TurnPolicy:
     long prompt's prefill), the least recently served unit first so none starves, and while light work waits,
     only as long as heavy work has taken at most `heavy_share` of the worker's time: the seconds of each heavy
     unit become a debt that light seconds pay back at heavy_share / (1 - heavy_share), and heavy work waits
-    while a debt is left. Light work then goes at least (1 - heavy_share) of its idle speed (4/3 of its idle
+    while a debt is left. A light request that arrives finds at most one heavy unit under way, so units stay
+    short even with nothing light waiting: a chunk of a long prefill has as many tokens as take about
+    `unit_seconds` (measured), and the n choices of a long prompt join their groups one per unit. Light work then goes at least (1 - heavy_share) of its idle speed (4/3 of its idle
     latency at the default 0.25, plus one heavy unit), and heavy work at least heavy_share of the machine; with
     no light work, heavy work has the machine. Time is measured rather than estimated from bytes, because how
     a prefill chunk compares with a decode step depends on the machine.
     """
 
-    def __init__(self, heavy_share: float = 0.25):
+    def __init__(self, heavy_share: float = 0.25, unit_seconds: float = 0.1):
         if not (isinstance(heavy_share, (int, float)) and 0 < heavy_share < 1):
             raise ValueError(f"heavy_share must be a number between 0 and 1 (exclusive), got {heavy_share!r}.")
+        if not (isinstance(unit_seconds, (int, float)) and unit_seconds > 0):
+            raise ValueError(f"unit_seconds must be a positive number of seconds, got {unit_seconds!r}.")
         self.heavy_share = heavy_share
+        self.unit_seconds = unit_seconds
         self.debt = 0.0  # seconds of heavy work that light work has not yet paid back
         self.count = 0  # units of heavy work handed out so far; a unit's `served` is the count when it last ran
+        self.seconds_per_token = None  # of heavy prefill chunks, as measured lately; None until one ran
 
     def light_done(self, seconds: float) -> None:
         self.debt = max(0.0, self.debt - seconds * self.heavy_share / (1 - self.heavy_share))
@@ -499,9 +531,35 @@ class TurnPolicy:
         unit.served = self.count
         return unit
 
-    def heavy_done(self, seconds: float, light_waiting: bool) -> None:
+    def prefill_chunk(self, light_waiting: bool, smallest: int, largest: int) -> int:
+        """How many tokens the next chunk of a long prompt's prefill may have: `smallest` while light work waits
+        (or before any chunk was timed), else as many as take about `unit_seconds` at the speed measured lately,
+        within [smallest, largest]. A light request that comes while nothing light ran waits for the heavy unit
+        under way: at most about unit_seconds for a chunk, instead of a whole `largest` chunk (on a loaded 2-core
+        machine 512 tokens of SmolLM2-135M took over a second, doubling a short chat's latency)."""
+        if light_waiting or self.seconds_per_token is None:
+            return smallest
+        return max(smallest, min(largest, int(self.unit_seconds / self.seconds_per_token)))
+
+    def heavy_done(self, seconds: float, light_waiting: bool, prefilled: int = 0) -> None:
+        """A unit of heavy work took `seconds`; `prefilled`: the prompt tokens it prefilled, if it was a chunk."""
         # Heavy work done while nothing light waited takes no one's time: no debt.
         self.debt = self.debt + seconds if light_waiting else 0.0
+        if prefilled:
+            # Halfway to the newest, so that the chunks follow a machine whose load changes within a few units.
+            # Small chunks cost more per token (each reads all the weights), so the first chunks, of `smallest`
+            # tokens, measure the speed too low, and the chunks grow over a few units towards unit_seconds.
+            newest = seconds / prefilled
+            self.seconds_per_token = newest if self.seconds_per_token is None else (self.seconds_per_token + newest) / 2
+
+
+@dataclass
+class _Prefilled:
+    """A prompt's prefill that the other choices of its request start from: the logits of its last position
+    and its cache (copied for each but the last)."""
+
+    logits: torch.Tensor
+    cache: DynamicCache
 
 
 class _Group:
@@ -581,6 +639,7 @@ class _Row:
         self.sequence = sequence
         self.text = text
         self.decoder: Decoder | None = None
+        self.prefilled: _Prefilled | None = None  # set when another choice of its prompt was prefilled
         self.finished = False
         self.light = True  # a short prompt's row (BatchScheduler.short_prompt_tokens)
         self.served = 0  # when its prefill last had a turn of heavy work (TurnPolicy)
