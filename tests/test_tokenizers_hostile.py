@@ -18,7 +18,7 @@ import pytest
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
-from openformers import AutoTokenizer, PreTrainedTokenizerFast
+from openformers import AddedToken, AutoTokenizer, PreTrainedTokenizerFast
 from openformers.gguf_reader import read_gguf_metadata
 from openformers.tokenizers.pre_tokenizers import (
     BYTE_ALPHABET,
@@ -185,6 +185,20 @@ def test_smollm2_gguf_random_text_matches_reference(smollm2_gguf, smollm2_refere
     for text in texts[:300]:  # SmolLM2's vocabulary lacks bytes F5 to FF and others, so decoding may lose some
         ids = ours.encode(text)
         assert ours.decode(ids) == smollm2_reference.decode(ids, skip_special_tokens=False)
+
+
+def test_added_tokens_that_strip_whitespace_match_the_reference_on_random_text(smollm2_gguf, smollm2_reference):
+    """lstrip, rstrip and single_word tokens, beside each other, in runs of whitespace and inside words."""
+    reference = copy.deepcopy(smollm2_reference)
+    options = [dict(lstrip=True, special=True), dict(rstrip=True), dict(single_word=True), dict(lstrip=True, rstrip=True)]
+    contents = ["<mask>", "<|x|>", "word", "[M]"]
+    reference.add_tokens([tokenizers.AddedToken(content, **option) for content, option in zip(contents, options)])
+    ours = AutoTokenizer.from_pretrained(smollm2_gguf)
+    ours.add_tokens([AddedToken(content, **option) for content, option in zip(contents, options)])
+    chooser = random.Random(7)
+    parts = [*contents, " ", "  ", "\n", "\t", "a", "words", "x", "<", "|", "\u3000"]
+    texts = ["".join(chooser.choices(parts, k=chooser.randint(1, 14))) for _ in range(STRINGS)]
+    _assert_same_encodings(ours, reference, texts)
 
 
 # --- 5: invalid input is refused where it comes in

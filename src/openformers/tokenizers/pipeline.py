@@ -56,20 +56,23 @@ class AddedToken:
 
 
 def _added_token_pattern(tokens: list[AddedToken]) -> regex.Pattern | None:
-    """One regex for all the tokens, longest first so the longest token wins where several start."""
+    """One regex for all the tokens' contents, longest first so the longest token wins where several start.
+
+    The whitespace lstrip/rstrip take is not part of it (`AddedVocabulary.split` widens a match over it): a
+    pattern starting with `\\s*` tries again from every space of a run that no token ends, which costs the square
+    of the run's length (a megabyte of spaces before a non-token character took hours)."""
     if not tokens:
         return None
     alternatives = []
     for token in sorted(tokens, key=lambda token: len(token.content), reverse=True):
-        body = f"(?P<token>{regex.escape(token.content)})"  # `regex` allows one group name in every branch
+        body = regex.escape(token.content)
         if token.single_word:
             body = rf"(?<!\w){body}(?!\w)"
-        if token.lstrip:
-            body = r"\s*" + body
-        if token.rstrip:
-            body = body + r"\s*"
         alternatives.append(body)
     return regex.compile("|".join(alternatives))
+
+
+_WHITESPACE = regex.compile(r"\s")
 
 
 class AddedVocabulary:
@@ -91,18 +94,26 @@ class AddedVocabulary:
         }
 
     def split(self, text: str, normalized: bool) -> list[tuple[str, int | None, int]]:
-        """`(text, None, start)` for the plain stretches and `(content, id, start)` for each added token
-        found: the tokens matched in the raw text, or with `normalized`, those matched after normalization."""
+        """`(text, None, start)` for the plain stretches and `(text, id, start)` for each added token found (its
+        content and the whitespace it strips): the tokens matched in the raw text, or with `normalized`, those
+        matched after normalization."""
         pattern = self.patterns[normalized]
         if pattern is None or not any(char in text for char in self.first_chars[normalized]):
             return [(text, None, 0)] if text else []
         segments, position = [], 0
-        for match in pattern.finditer(text):
-            if match.start() > position:
-                segments.append((text[position : match.start()], None, position))
-            content = match.group("token")
-            segments.append((content, self.ids[content], match.start("token")))
-            position = match.end()
+        while (match := pattern.search(text, position)) is not None:
+            content = match.group()
+            token = self.tokens[self.ids[content]]
+            start, end = match.span()
+            # The whitespace a token strips is taken up to the previous token, each character once.
+            while token.lstrip and start > position and _WHITESPACE.match(text, start - 1):
+                start -= 1
+            while token.rstrip and end < len(text) and _WHITESPACE.match(text, end):
+                end += 1
+            if start > position:
+                segments.append((text[position:start], None, position))
+            segments.append((text[start:end], self.ids[content], start))  # its offsets cover what it strips
+            position = end
         if position < len(text):
             segments.append((text[position:], None, position))
         return segments
