@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -263,6 +264,25 @@ def test_a_crash_while_a_checkpoint_is_replaced_or_rotated_never_leaves_a_broken
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4", "checkpoint-6"]
     assert (tmp_path / "checkpoint-6" / "model.safetensors").read_bytes() == saved
     assert resumed.state.global_step == 6
+
+
+def test_resume_skips_a_checkpoint_folder_without_its_completeness_marker(tmp_path):
+    """trainer_state.json is written last, inside the temporary folder: a checkpoint-N without it (copied in part,
+    or left by another tool) is not complete, and resuming takes the newest complete one."""
+    args = _classifier_args(tmp_path, save_steps=2, num_train_epochs=1)
+    trainer = Trainer(model=make_model(), args=args, train_dataset=make_rows(), data_collator=_pad_collator)
+    trainer.train()
+    incomplete = tmp_path / "checkpoint-8"
+    shutil.copytree(tmp_path / "checkpoint-6", incomplete)
+    (incomplete / "trainer_state.json").unlink()
+    (incomplete / "model.safetensors").write_bytes(b"cut")
+    assert ckpt.latest_checkpoint(tmp_path).name == "checkpoint-6"
+    resumed = Trainer(model=make_model(seed=3), args=args, train_dataset=make_rows(), data_collator=_pad_collator)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 6
+    with pytest.raises(FileNotFoundError, match=r"checkpoint-8 is not a complete checkpoint \(no trainer_state"):
+        Trainer(model=make_model(), args=args, train_dataset=make_rows(),
+                data_collator=_pad_collator).train(resume_from_checkpoint=str(incomplete))
 
 
 def test_best_model_is_loaded_at_the_end_and_metrics_are_computed(tmp_path):
