@@ -1,6 +1,7 @@
 """The few pieces the model families share: RMSNorm, rotary embeddings, attention with a cache and masks."""
 
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +46,37 @@ def run_layer(layer: nn.Module, checkpoint_options: dict | None, *inputs):
     activations for the backward pass, which runs it again to recompute them."""
     if checkpoint_options is None or not torch.is_grad_enabled():
         return layer(*inputs)
-    return torch.utils.checkpoint.checkpoint(layer, *inputs, **checkpoint_options)
+    return torch.utils.checkpoint.checkpoint(_Checkpointed(layer), *inputs, **checkpoint_options)
+
+
+_recomputation = threading.local()
+
+
+def recomputing() -> bool:
+    """Whether a checkpointed layer is running again in the backward pass to recompute its activations: that
+    layer's backward follows at once, so a frozen quantized product may keep its unpacked weights for it
+    (kernels/linear.py) instead of unpacking them a third time."""
+    return getattr(_recomputation, "active", False)
+
+
+class _Checkpointed:
+    """A layer as torch.utils.checkpoint calls it: the first call is the forward pass, every later one a
+    recomputation (`recomputing()` holds during it, on the thread that runs it)."""
+
+    def __init__(self, layer: nn.Module):
+        self.layer = layer
+        self.calls = 0
+
+    def __call__(self, *inputs):
+        self.calls += 1
+        if self.calls == 1:
+            return self.layer(*inputs)
+        outer = recomputing()
+        _recomputation.active = True
+        try:
+            return self.layer(*inputs)
+        finally:
+            _recomputation.active = outer
 
 
 def run_layers(layers, x: torch.Tensor, checkpoint_options: dict | None, inputs_of, record_inputs: bool,

@@ -1,0 +1,105 @@
+"""QLoRA with gradient checkpointing (kernels/linear.py's _PackedProduct, models/layers.run_layer): a checkpointed
+layer's recomputation keeps its unpacked weight matrices for the layer's backward, which then unpacks nothing
+again; the gradients stay exactly those of a run without checkpointing."""
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+transformers = pytest.importorskip("transformers")
+
+from openformers import AutoModelForSequenceClassification, LoraConfig, kernels  # noqa: E402
+from openformers.kernels import linear  # noqa: E402
+from openformers.models import layers  # noqa: E402
+
+LAYERS = 2
+CONFIG = dict(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0, num_labels=2)
+
+
+class _Unpackings(TorchDispatchMode):
+    """Counts the kernel's dequantize_into calls (each unpacks one weight matrix)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.name().startswith("openformers::dequantize_into"):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("qlora") / "base"
+    torch.manual_seed(0)
+    transformers.LlamaForSequenceClassification(transformers.LlamaConfig(**CONFIG)).save_pretrained(folder)
+    return folder
+
+
+def _gradients(folder, quantization, checkpointing, steps=2):
+    """The adapter's and head's gradients after `steps` forward and backward passes, and the unpackings counted
+    in the last one."""
+    model = AutoModelForSequenceClassification.from_pretrained(folder, quantization=quantization,
+                                                               dtype=torch.bfloat16)
+    torch.manual_seed(1)
+    model.add_adapter(LoraConfig(r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["score"],
+                                 init_lora_weights=False))
+    if checkpointing is not None:
+        model.gradient_checkpointing_enable(checkpointing)
+    model.train()
+    ids = torch.randint(1, 64, (2, 12), generator=torch.Generator().manual_seed(3))
+    for _ in range(steps):
+        model.zero_grad(set_to_none=True)
+        with _Unpackings() as unpackings:
+            model(input_ids=ids, labels=torch.tensor([0, 1])).loss.backward()
+    return {name: p.grad for name, p in model.named_parameters() if p.requires_grad}, unpackings.count
+
+
+@pytest.mark.parametrize("quantization", ["int8", "int4"])
+def test_checkpointing_unpacks_each_recomputed_matrix_once_and_keeps_the_gradients(base, quantization):
+    if not kernels.build():
+        pytest.skip("the CPU kernels are not built here: the plain path unpacks with PyTorch's operations")
+    plain, plain_unpackings = _gradients(base, quantization, None)
+    # Without checkpointing: every product in the forward, and again in the backward, except the first layer's
+    # q/k/v, whose input (the frozen embeddings) needs no gradient.
+    assert plain_unpackings == 2 * 7 * LAYERS - 3
+    for options in ({"use_reentrant": False}, {"use_reentrant": True}):
+        checkpointed, unpackings = _gradients(base, quantization, options)
+        assert checkpointed.keys() == plain.keys()
+        for name, gradient in plain.items():
+            assert torch.equal(checkpointed[name], gradient), (options, name)
+        if options["use_reentrant"]:
+            # The forward runs without gradients and the recomputation runs each layer whole, keeping every
+            # matrix (the embeddings' output is made to need a gradient): the backward unpacks none.
+            assert unpackings == (7 + 7) * LAYERS
+        else:
+            # Per layer: forward 7, recomputation 6 (it stops before down_proj, whose input nothing saves), backward
+            # 1 (down_proj); unpacking in the backward again made it 7 + 6 + 7, less the first layer's q/k/v.
+            assert unpackings == (7 + 6 + 1) * LAYERS
+    # Kept matrices are all handed back: one layer's worth stays for the next step, none is held for a backward.
+    assert not linear._unpacked.__dict__.get("kept")
+    assert 0 < len(linear._unpacked.__dict__["spare"]) <= 7
+    linear.free_unpacked_matrices()
+    assert not linear._unpacked.__dict__
+
+
+def test_a_kept_matrix_is_not_used_once_the_weights_change():
+    if not kernels.build():
+        pytest.skip("the CPU kernels are not built here")
+    torch.manual_seed(0)
+    layer = linear.Linear.from_linear(torch.nn.Linear(64, 32), "int4")
+    x = torch.randn(5, 64, requires_grad=True)
+    y = linear._PackedProduct.apply(x, layer)
+    layers._recomputation.active = True  # a recomputation's forward keeps the matrix for this product's backward ...
+    try:
+        linear._PackedProduct.apply(x.detach().requires_grad_(), layer)
+    finally:
+        layers._recomputation.active = False
+    assert layer in linear._unpacked.kept
+    layer.weight.copy_(linear.Linear.from_linear(torch.nn.Linear(64, 32), "int4").weight)  # ... then they change
+    y.backward(torch.ones_like(y))
+    expected = torch.ones(5, 32) @ layer.dequantized(torch.float32)
+    torch.testing.assert_close(x.grad, expected, rtol=1e-5, atol=1e-5)
+    linear.free_unpacked_matrices()
