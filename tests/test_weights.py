@@ -8,7 +8,7 @@ import pytest
 import torch
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from openformers import AutoModelForCausalLM
+from openformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from openformers.gguf_reader import read_gguf_metadata
 from openformers.weights import GGUFFile, TensorReader, load_weights, rename, save_safetensors
 
@@ -260,6 +260,38 @@ def test_a_config_asking_for_more_layers_than_the_weights_hold_is_refused_before
     stored = config["num_hidden_layers"]
     with pytest.raises(ValueError, match=rf"num_hidden_layers=1000000, but the checkpoint holds weights for only {stored}"):
         AutoModelForCausalLM.from_pretrained(tiny_folder)
+
+
+TINY_FAMILIES = {
+    "t5": dict(vocab_size=64, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_decoder_layers=2, num_heads=2),
+    "bart": dict(vocab_size=64, d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                 decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64),
+    "mixtral": dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_attention_heads=2, num_key_value_heads=2,
+                    num_hidden_layers=2, max_position_embeddings=64, num_local_experts=4, num_experts_per_tok=2),
+}
+
+
+@pytest.mark.parametrize("family, field", [("t5", "num_decoder_layers"), ("bart", "decoder_layers"),
+                                           ("bart", "encoder_layers"), ("mixtral", "num_local_experts")])
+def test_a_config_asking_for_more_of_any_stack_or_experts_than_the_weights_hold_is_refused_at_once(
+        tmp_path, family, field):
+    """A million decoder layers or experts against weights for a few: refused before a module is built (it took a
+    minute and 2 GB to build 20,000 before)."""
+    import time
+
+    transformers = pytest.importorskip("transformers")
+    config = transformers.AutoConfig.for_model(family, **TINY_FAMILIES[family])
+    auto = transformers.AutoModelForCausalLM if family == "mixtral" else transformers.AutoModelForSeq2SeqLM
+    torch.manual_seed(0)
+    auto.from_config(config).save_pretrained(tmp_path)
+    values = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**values, field: 10**6}))
+    ours = AutoModelForCausalLM if family == "mixtral" else AutoModelForSeq2SeqLM
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=rf"model\.safetensors: the config asks for \w+=1000000, but the checkpoint "
+                                         rf"holds weights for only [24] (layers|experts)"):
+        ours.from_pretrained(tmp_path)
+    assert time.perf_counter() - start < 20
 
 
 @pytest.mark.parametrize("architecture", ["llama", "qwen3"])

@@ -747,20 +747,29 @@ def named_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return layers
 
 
-# The module lists whose numbered entries are a model's layers, in every family's checkpoint names and GGUF's.
+# The module lists whose numbered entries are a model's layers, in every family's checkpoint names and GGUF's,
+# and those whose entries are a mixture's experts (stored one by one; fused expert tensors have no index).
 _LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|layer|h|block|blk)\.(\d+)\.")
+_EXPERT_INDEX = re.compile(r"(?:^|\.)experts\.(\d+)\.")
+# Config fields that count the entries of such lists: layers (of the one stack, or of an encoder's or decoder's)
+# and experts.
+_LAYER_COUNTS = ("num_hidden_layers", "num_layers", "num_decoder_layers", "encoder_layers", "decoder_layers")
+_EXPERT_COUNTS = ("num_local_experts", "num_experts")
 
 
 def _check_layer_count(config: PretrainedConfig, state_dict: dict, source: Path) -> None:
-    """Refuse a config that asks for more layers than the checkpoint holds before building anything: a
-    num_hidden_layers of a million would otherwise build a million modules before the weights are found missing."""
-    wanted = getattr(config, "num_hidden_layers", None)
-    found = {int(match.group(1)) for name in state_dict if (match := _LAYER_INDEX.search(name))}
-    if isinstance(wanted, int) and found and wanted > max(found) + 1:
-        raise ValueError(
-            f"{source}: the config asks for num_hidden_layers={wanted}, but the checkpoint holds weights for only "
-            f"{max(found) + 1}. Use the config that came with these weights."
-        )
+    """Refuse a config that asks for more layers (of any stack) or experts than the checkpoint holds before
+    building anything: a num_hidden_layers, num_decoder_layers or num_local_experts of a million would otherwise
+    build a million modules before the weights are found missing."""
+    for fields, pattern, what in ((_LAYER_COUNTS, _LAYER_INDEX, "layers"), (_EXPERT_COUNTS, _EXPERT_INDEX, "experts")):
+        found = {int(match.group(1)) for name in state_dict if (match := pattern.search(name))}
+        for field in fields:
+            wanted = getattr(config, field, None)
+            if isinstance(wanted, int) and found and wanted > max(found) + 1:
+                raise ValueError(
+                    f"{source}: the config asks for {field}={wanted}, but the checkpoint holds weights for only "
+                    f"{max(found) + 1} {what} in any one list. Use the config that came with these weights."
+                )
 
 
 def _open_checkpoint(files: ModelFiles, overrides: dict, given: PretrainedConfig | None, config_class):
