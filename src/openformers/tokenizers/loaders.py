@@ -7,6 +7,7 @@ each part by a `type` tag; the tables below map the tags we support to the class
 
 import base64
 import json
+import math
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -859,8 +860,60 @@ def _gguf_pre_tokenizer(pre: str | None, path: Path) -> dict:
     return with_regex
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _list_of(check):
+    return lambda value: isinstance(value, list) and all(map(check, value))
+
+
+# What each tokenizer key of a GGUF file must hold, as llama.cpp writes it: a file can store any type under any
+# key, and a value of another type would otherwise fail deep inside the loader, without the file's name.
+_GGUF_TOKENIZER_VALUES = {
+    Keys.Tokenizer.MODEL: (lambda value: isinstance(value, str), "a string"),
+    Keys.Tokenizer.PRE: (lambda value: isinstance(value, str), "a string"),
+    Keys.Tokenizer.LIST: (lambda value: _list_of(lambda token: isinstance(token, str))(value) and value,
+                          "a non-empty array of strings"),
+    Keys.Tokenizer.TOKEN_TYPE: (_list_of(_is_int), "an array of integers, one per token"),
+    Keys.Tokenizer.SCORES: (_list_of(_is_number), "an array of finite numbers, one per token"),
+    Keys.Tokenizer.MERGES: (_list_of(lambda merge: isinstance(merge, str) and " " in merge),
+                            "an array of strings of two tokens separated by a space"),
+    Keys.Tokenizer.BOS_ID: (_is_int, "a token id"),
+    Keys.Tokenizer.EOS_ID: (_is_int, "a token id"),
+    Keys.Tokenizer.UNK_ID: (_is_int, "a token id"),
+    Keys.Tokenizer.PAD_ID: (_is_int, "a token id"),
+    Keys.Tokenizer.ADD_BOS: (lambda value: isinstance(value, bool), "a boolean"),
+    Keys.Tokenizer.ADD_EOS: (lambda value: isinstance(value, bool), "a boolean"),
+    Keys.Tokenizer.ADD_PREFIX: (lambda value: isinstance(value, bool), "a boolean"),
+    Keys.Tokenizer.REMOVE_EXTRA_WS: (lambda value: isinstance(value, bool), "a boolean"),
+    Keys.Tokenizer.PRECOMPILED_CHARSMAP: (_list_of(lambda byte: _is_int(byte) and 0 <= byte < 256),
+                                          "an array of bytes"),
+    Keys.Tokenizer.CHAT_TEMPLATE: (lambda value: isinstance(value, str), "a string"),
+}
+
+
+def _check_gguf_tokenizer(metadata: dict, path: Path) -> None:
+    """Refuse, naming the file and the key, a tokenizer value of the wrong type or an array of the wrong length."""
+    for key, (valid, expected) in _GGUF_TOKENIZER_VALUES.items():
+        value = metadata.get(key)
+        if value is not None and not valid(value):
+            shown = repr(value) if len(repr(value)) < 80 else repr(value)[:80] + "..."
+            raise ValueError(f"{path}: {key} is {shown}; expected {expected}.")
+    tokens = metadata.get(Keys.Tokenizer.LIST)
+    for key in (Keys.Tokenizer.TOKEN_TYPE, Keys.Tokenizer.SCORES):
+        if tokens is not None and metadata.get(key) is not None and len(metadata[key]) != len(tokens):
+            raise ValueError(f"{path}: {key} has {len(metadata[key])} values for {len(tokens)} tokens; expected one "
+                             "per token.")
+
+
 def _from_gguf(path: Path) -> dict:
     metadata = read_gguf_metadata(path)
+    _check_gguf_tokenizer(metadata, path)
     kind = metadata.get(Keys.Tokenizer.MODEL)
     if kind is None:
         raise FileNotFoundError(f"{path} holds no tokenizer: its metadata has no {Keys.Tokenizer.MODEL} key.")
@@ -871,8 +924,9 @@ def _from_gguf(path: Path) -> dict:
             f"{path} stores a {kind!r} tokenizer; the GGUF tokenizers supported are byte-level BPE ('gpt2') and "
             f"SentencePiece ({', '.join(repr(name) for name in _GGUF_SENTENCEPIECE_TYPES)})."
         )
-    if Keys.Tokenizer.MERGES not in metadata:
-        raise ValueError(f"{path} has a byte-level BPE tokenizer without {Keys.Tokenizer.MERGES}.")
+    for key in (Keys.Tokenizer.LIST, Keys.Tokenizer.MERGES):
+        if key not in metadata:
+            raise ValueError(f"{path} has a byte-level BPE tokenizer without {key}.")
 
     tokens = metadata[Keys.Tokenizer.LIST]
     token_types = metadata.get(Keys.Tokenizer.TOKEN_TYPE) or [TokenType.NORMAL] * len(tokens)
@@ -915,7 +969,10 @@ def _from_gguf(path: Path) -> dict:
         decoder={"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
     )  # fmt: skip
     data["added_tokens"] = added
-    pipeline = pipeline_from_tokenizer_json(data)
+    try:
+        pipeline = pipeline_from_tokenizer_json(data)
+    except ValueError as error:  # a merge of tokens the vocabulary lacks
+        raise ValueError(f"{path}: {error}") from None
     settings = {"pipeline": pipeline, **special}
     if metadata.get(Keys.Tokenizer.CHAT_TEMPLATE) is not None:
         settings["chat_template"] = metadata[Keys.Tokenizer.CHAT_TEMPLATE]
@@ -931,13 +988,11 @@ def _from_gguf_sentencepiece(metadata: dict, path: Path) -> dict:
     """A SentencePiece tokenizer from GGUF metadata, tokenizing as llama.cpp (and `sentencepiece`) do:
     pieces with scores and types, a "▁" in front of the text and after each special token, spaces
     spelled "▁", byte fallback when the vocabulary has byte pieces."""
+    if Keys.Tokenizer.LIST not in metadata:
+        raise ValueError(f"{path} has a SentencePiece tokenizer without {Keys.Tokenizer.LIST}.")
     tokens = metadata[Keys.Tokenizer.LIST]
     scores = metadata.get(Keys.Tokenizer.SCORES) or [0.0] * len(tokens)
     types = metadata.get(Keys.Tokenizer.TOKEN_TYPE) or [TokenType.NORMAL] * len(tokens)
-    if not len(tokens) == len(scores) == len(types):
-        raise ValueError(
-            f"{path}: the tokenizer has {len(tokens)} tokens but {len(scores)} scores and {len(types)} token types."
-        )
     model_type = _GGUF_SENTENCEPIECE_TYPES[metadata[Keys.Tokenizer.MODEL]]
     ids = {
         "unk_id": metadata.get(Keys.Tokenizer.UNK_ID, 0),
@@ -946,7 +1001,7 @@ def _from_gguf_sentencepiece(metadata: dict, path: Path) -> dict:
         "pad_id": metadata.get(Keys.Tokenizer.PAD_ID, -1),
     }
     for key, token_id in ids.items():
-        if token_id >= len(tokens):
+        if not -1 <= token_id < len(tokens):  # -1: none
             raise ValueError(f"{path}: {key}={token_id} is not a token id (the vocabulary has {len(tokens)}).")
     # Gemma's files spell its user-defined runs of spaces with real spaces ("  "), which llama.cpp matches in the
     # raw text; the pipeline matches pieces after spaces become "▁", so they are spelled "▁▁" (as the reference).

@@ -363,10 +363,20 @@ class Precompiled:
         if len(charsmap) < 4:
             raise ValueError(f"precompiled_charsmap is {len(charsmap)} bytes; it needs at least the 4-byte trie size.")
         (trie_size,) = struct.unpack_from("<I", charsmap)
-        if trie_size % 4 or 4 + trie_size > len(charsmap):
-            raise ValueError(f"precompiled_charsmap declares a {trie_size}-byte trie in {len(charsmap)} bytes.")
+        if trie_size % 4 or not 4 <= trie_size <= len(charsmap) - 4:
+            raise ValueError(f"precompiled_charsmap declares a {trie_size}-byte trie in {len(charsmap)} bytes; "
+                             "expected a positive multiple of 4 that the charsmap holds.")
         self.units = list(struct.unpack_from(f"<{trie_size // 4}I", charsmap, 4))
         self.replacements = charsmap[4 + trie_size :]
+        # Every rule's value (a unit with the top bit set) must point at a NUL-terminated replacement: checked
+        # here, so that a damaged file is refused where it is loaded rather than while some text is normalized.
+        last_nul = self.replacements.rfind(b"\0")
+        for unit in self.units:
+            if unit >> 31 and (unit & ((1 << 31) - 1)) > last_nul:
+                raise ValueError(
+                    f"precompiled_charsmap has a rule whose replacement starts at byte {unit & ((1 << 31) - 1)} of "
+                    f"{len(self.replacements)}, past the last NUL-terminated replacement."
+                )
         self._cache = WordCache()  # per grapheme, the short ones only (see _rewrite)
 
     def _matches(self, data: bytes, start: int, stop: int) -> list[tuple[int, int]]:
@@ -383,13 +393,19 @@ class Precompiled:
             if (unit & ((1 << 31) | 0xFF)) != byte:  # the unit's label is not this byte
                 break
             position ^= (unit >> 10) << ((unit & (1 << 9)) >> 6)
-            if (unit >> 8) & 1:  # a rule ends here; its value is in the leaf unit
+            if (unit >> 8) & 1 and position < len(units):  # a rule ends here; its value is in the leaf unit
                 found.append((index + 1 - start, units[position] & ((1 << 31) - 1)))
         return found
 
     def _replacement(self, offset: int) -> str:
-        end = self.replacements.index(b"\0", offset)
-        return self.replacements[offset:end].decode("utf-8")
+        end = self.replacements.find(b"\0", offset)
+        try:
+            if end < 0:  # a leaf unit without the top bit; a valid trie has none
+                raise UnicodeDecodeError("utf-8", b"", 0, 0, "no NUL-terminated replacement")
+            return self.replacements[offset:end].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"precompiled_charsmap's replacement at byte {offset} is not NUL-terminated UTF-8 "
+                             "text; the tokenizer file is damaged.") from None
 
     def chunks(self, text: str) -> list[tuple[str, int, int]]:
         """(replacement, start, end) for consecutive stretches of `text`, in characters."""
