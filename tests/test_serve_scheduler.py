@@ -493,7 +493,9 @@ def test_free_memory_is_handed_back_where_the_c_library_can():
 
 
 def test_a_long_prefill_is_chunked_by_the_measured_time_of_a_unit():
-    from openformers.serving.scheduler import TurnPolicy
+    from openformers.serving.scheduler import UNIT_LIGHT_TURNS, TurnPolicy
+
+    assert UNIT_LIGHT_TURNS * 0.05 > 0.1  # so that the light turns below set the unit's time
 
     turns = TurnPolicy(heavy_share=0.25, unit_seconds=0.1)
     assert turns.prefill_chunk(False, 32, 512) == 32  # nothing timed yet: the smallest chunk
@@ -502,6 +504,8 @@ def test_a_long_prefill_is_chunked_by_the_measured_time_of_a_unit():
     assert turns.prefill_chunk(True, 32, 512) == 32  # light work waits: the smallest, whatever the speed
     turns.heavy_done(0.05, light_waiting=False, prefilled=96)  # faster: the estimate moves halfway to it
     assert turns.prefill_chunk(False, 32, 512) == int(0.1 / ((0.05 / 32 + 0.05 / 96) / 2))
+    turns.light_done(0.05)  # light turns of 50 ms: a unit may take as long as UNIT_LIGHT_TURNS of them
+    assert turns.prefill_chunk(False, 32, 512) == int(UNIT_LIGHT_TURNS * 0.05 / ((0.05 / 32 + 0.05 / 96) / 2))
     for _ in range(4):
         turns.heavy_done(0.001, light_waiting=False, prefilled=1000)
     assert turns.prefill_chunk(False, 32, 512) == 512  # never more than the largest

@@ -126,8 +126,9 @@ class BatchScheduler:
     heavy. Light rows decode in one batch every turn; heavy rows decode in groups whose step reads at most
     `step_cache_bytes` of key/value cache (None: as many bytes as the model's weights), and heavy work (a group's step, a chunk of
     `busy_prefill_chunk` prompt tokens) takes at most `heavy_share` of the worker's time while light work waits;
-    with nothing light waiting, a chunk has as many tokens (up to `prefill_chunk`) as take about
-    `heavy_unit_seconds`, so that a light request arriving then waits little for the unit under way.
+    with nothing light waiting, a chunk has as many tokens (up to `prefill_chunk`) as take about UNIT_LIGHT_TURNS
+    light turns, or `heavy_unit_seconds` if longer, so that a light request arriving then waits little for the
+    unit under way.
     `clock` (seconds) times the turns; tests give a counter.
     """
 
@@ -489,6 +490,11 @@ class BatchScheduler:
                 _notify(row.request, update)
 
 
+# A heavy unit begun while nothing light waits lasts about this many light turns: a short request that arrives
+# then waits that long at most, an eighth of its latency if it asks for 32 tokens.
+UNIT_LIGHT_TURNS = 4
+
+
 class TurnPolicy:
     """Which work the worker does in a turn, so that a short request keeps its latency while long ones run.
 
@@ -518,9 +524,11 @@ class TurnPolicy:
         self.debt = 0.0  # seconds of heavy work that light work has not yet paid back
         self.count = 0  # units of heavy work handed out so far; a unit's `served` is the count when it last ran
         self.seconds_per_token = None  # of heavy prefill chunks, as measured lately; None until one ran
+        self.light_turn_seconds = 0.0  # as measured lately
 
     def light_done(self, seconds: float) -> None:
         self.debt = max(0.0, self.debt - seconds * self.heavy_share / (1 - self.heavy_share))
+        self.light_turn_seconds = (self.light_turn_seconds + seconds) / 2 if self.light_turn_seconds else seconds
 
     def heavy_unit(self, units: list, light_waiting: bool):
         """The unit of heavy work to do now (the least recently served of `units`), or None."""
@@ -533,13 +541,18 @@ class TurnPolicy:
 
     def prefill_chunk(self, light_waiting: bool, smallest: int, largest: int) -> int:
         """How many tokens the next chunk of a long prompt's prefill may have: `smallest` while light work waits
-        (or before any chunk was timed), else as many as take about `unit_seconds` at the speed measured lately,
-        within [smallest, largest]. A light request that comes while nothing light ran waits for the heavy unit
-        under way: at most about unit_seconds for a chunk, instead of a whole `largest` chunk (on a loaded 2-core
-        machine 512 tokens of SmolLM2-135M took over a second, doubling a short chat's latency)."""
+        (or before any chunk was timed), else as many as take about the unit's time at the speed measured
+        lately, within [smallest, largest]. The unit's time is UNIT_LIGHT_TURNS light turns as measured lately,
+        or `unit_seconds` if that is longer (a server that has seen no light work yet, or a fast machine).
+
+        A light request that comes while nothing light waited waits for the heavy unit under way: then at most
+        about that long for a chunk, instead of a whole `largest` chunk (on a loaded 2-core machine 512 tokens
+        of SmolLM2-135M took 1.5-6 s, the time to first token of a short chat 2.9 s against 0.1 s idle). Measured
+        in light turns, that wait stays the same part of a short request's latency on any machine and load."""
         if light_waiting or self.seconds_per_token is None:
             return smallest
-        return max(smallest, min(largest, int(self.unit_seconds / self.seconds_per_token)))
+        budget = max(self.unit_seconds, UNIT_LIGHT_TURNS * self.light_turn_seconds)
+        return max(smallest, min(largest, int(budget / self.seconds_per_token)))
 
     def heavy_done(self, seconds: float, light_waiting: bool, prefilled: int = 0) -> None:
         """A unit of heavy work took `seconds`; `prefilled`: the prompt tokens it prefilled, if it was a chunk."""
