@@ -11,16 +11,17 @@ Quantization (`from_pretrained(..., quantization="int8" or "int4")`). int8: each
 becomes int8 with one float32 scale (symmetric: the block's largest magnitude maps to 127, llama.cpp's Q8_0 grid),
 9/32 of the float32 bytes; a Q8_0 GGUF file's weights come back unchanged, as its float16 scales are float32s. int4:
 groups of 32 weights along a row keep a scale and a minimum each (weight = scale * q + minimum, q in 0..15,
-llama.cpp's Q4_1), 3/16 of the float32 bytes (a model whose layer inputs are not multiples of 32 is refused);
-the language-model head stays int8. On a Q4_1 GGUF file (the default model's) int4 finds the file's own grid
-again: no weight changes. Activations stay in the model's dtype, except in the kernel's int8 and int4 products:
-there each input is rounded to int8 steps per block of 32 (one float scale each, as llama.cpp's Q8_1 blocks) and
-multiplies the stored integers directly (AVX-512 VNNI or AVX2 integer dot products), so no weight is widened to a
-float and the products stream the weights at the memory bandwidth instead of being compute-bound. The result is
-exactly the weights times the rounded input, within half a step per input of the unrounded product. The cost in
-quality is measured by benchmarks/quality.py and recorded in benchmarks/RESULTS.md. A quantized layer's weights are buffers, not
-parameters, so nothing trains them, and a tied language-model head gets an int8 copy of its own; gradients still
-flow through it to its input, so LoRA adapters train on a quantized base (QLoRA, models/lora.py).
+llama.cpp's Q4_1), 3/16 of the float32 bytes (a model whose layer inputs are not multiples of 32 is refused); the
+language-model head stays int8. On a Q4_1 GGUF file (the default model's) int4 finds the file's own grid again, and
+on a Q4_0 file too (d * (q - 8): the minimum is -8 d): no weight changes. Activations stay in the model's dtype,
+except in the kernel's int8 and int4 products: there each input is rounded to int8 steps per block of 32 (one float
+scale each, as llama.cpp's Q8_1 blocks) and multiplies the stored integers directly (AVX-512 VNNI or AVX2 integer
+dot products), so no weight is widened to a float and the products stream the weights at the memory bandwidth
+instead of being compute-bound. The result is exactly the weights times the rounded input, within half a step per
+input of the unrounded product. The cost in quality is measured by benchmarks/quality.py and recorded in
+benchmarks/RESULTS.md. A quantized layer's weights are buffers, not parameters, so nothing trains them, and a tied
+language-model head gets an int8 copy of its own; gradients still flow through it to its input, so LoRA adapters
+train on a quantized base (QLoRA, models/lora.py).
 """
 
 import threading
