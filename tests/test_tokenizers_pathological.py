@@ -20,6 +20,7 @@ ALLOWED_RATIO = 30 * LONG_BYTES / SHORT_BYTES
 # the whitespace an lstrip token takes, ended by no token; near misses of a token's content).
 PATTERNS = {
     "letter": "a", "han": "字", "emoji": "😀", "space": " ", "newline": "\n", "punctuation": "!",
+    "combining marks": "\u0301\u0323",  # one grapheme; marks of two classes that canonical ordering swaps
     "spaces before a non-token": lambda size: " " * (size - 7) + "x<mask>",
     "near misses of added tokens": lambda size: "<mas <|x| wor" * (size // 13),
 }

@@ -271,11 +271,74 @@ def _read_json(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as file:
             data = json.load(file)
-    except json.JSONDecodeError as error:
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text (byte {error.start}); expected a JSON file.") from None
+    except (json.JSONDecodeError, RecursionError) as error:
         raise ValueError(f"{path} is not valid JSON ({error}).") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} should hold a JSON object, found {type(data).__name__}.")
     return data
+
+
+def _is_token(value) -> bool:
+    """A token as configs write it: its text, or an added token's fields."""
+    if isinstance(value, str):
+        return True
+    return (isinstance(value, dict) and isinstance(value.get("content"), str)
+            and all(isinstance(value[flag], bool) for flag in ("lstrip", "rstrip", "single_word", "normalized",
+                                                               "special") if value.get(flag) is not None))
+
+
+def _is_chat_template(value) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(
+        isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("template"), str)
+        for entry in value))
+
+
+def _is_length(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value) and value >= 1
+
+
+def _is_added_tokens_decoder(value) -> bool:
+    return isinstance(value, dict) and all(
+        key.isdigit() and int(key) < 2**31 and _is_token(token) and isinstance(token, dict)
+        for key, token in value.items())
+
+
+_IS_BOOL, _IS_TEXT = (lambda value: isinstance(value, bool), "true or false"), (
+    lambda value: isinstance(value, str), "a string")
+# What each tokenizer_config.json (or special_tokens_map.json) key the loader reads must hold when it is not null:
+# a value of another type would otherwise fail later, deep inside, without the file's name.
+_TOKENIZER_CONFIG_VALUES = {
+    **{name: (_is_token, "a token (a string, or an object with a string 'content')") for name in _SPECIAL_TOKEN_NAMES},
+    **{name: (lambda value: (isinstance(value, list) and all(map(_is_token, value)))
+              or (isinstance(value, dict) and all(map(_is_token, value.values()))), "a list (or object) of tokens")
+       for name in ("extra_special_tokens", "additional_special_tokens")},
+    "added_tokens_decoder": (_is_added_tokens_decoder, "an object of token ids to added tokens' fields"),
+    "chat_template": (_is_chat_template, "a string, or a list of objects with a string 'name' and 'template'"),
+    "padding_side": (lambda value: value in ("left", "right"), "'left' or 'right'"),
+    "truncation_side": (lambda value: value in ("left", "right"), "'left' or 'right'"),
+    "model_max_length": (_is_length, "a positive number"),
+    "model_input_names": (lambda value: isinstance(value, list) and all(isinstance(n, str) for n in value),
+                          "a list of strings"),
+    "never_split": (lambda value: isinstance(value, list) and all(isinstance(n, str) for n in value),
+                    "a list of strings"),
+    "extra_ids": (lambda value: type(value) is int and 0 <= value < 2**20, "a count of sentinel tokens"),
+    "sp_model_kwargs": (lambda value: isinstance(value, dict), "an object"),
+    **dict.fromkeys(("add_prefix_space", "do_lower_case", "legacy", "clean_up_tokenization_spaces",
+                     "split_special_tokens", "add_bos_token", "add_eos_token", "trim_offsets", "tokenize_chinese_chars",
+                     "strip_accents", "do_basic_tokenize", "use_default_system_prompt",
+                     "spaces_between_special_tokens", "fix_mistral_regex", "split_by_punct", "keep_accents"), _IS_BOOL),
+    **dict.fromkeys(("tokenizer_class", "errors", "vocab_file", "merges_file", "tokenizer_file"), _IS_TEXT),
+}
+
+
+def _check_tokenizer_config(config: dict, path: Path) -> None:
+    for key, (valid, expected) in _TOKENIZER_CONFIG_VALUES.items():
+        value = config.get(key)
+        if value is not None and not valid(value):
+            shown = repr(value) if len(repr(value)) < 80 else repr(value)[:80] + "..."
+            raise ValueError(f"{path}: {key} is {shown}; expected {expected}.")
 
 
 def read_tokenizer_config(files: ModelFiles) -> dict:
@@ -283,9 +346,13 @@ def read_tokenizer_config(files: ModelFiles) -> dict:
     tokens itself (as the reference reads them)."""
     config_path = files.file("tokenizer_config.json")
     config = _read_json(config_path) if config_path else {}
+    if config_path:
+        _check_tokenizer_config(config, config_path)
     map_path = files.file("special_tokens_map.json")
     if map_path and "added_tokens_decoder" not in config:
-        config.update(_read_json(map_path))
+        special_tokens_map = _read_json(map_path)
+        _check_tokenizer_config(special_tokens_map, map_path)
+        config.update(special_tokens_map)
     config["_config_path"] = config_path
     return config
 
