@@ -134,7 +134,7 @@ def _word_caches() -> list:
 
     from openformers.tokenizers.models import WordCache
 
-    return [thing for thing in gc.get_objects() if isinstance(thing, WordCache)]
+    return [thing for thing in gc.get_objects() if type(thing) is WordCache]  # type(): no attribute lookups
 
 
 def test_word_caches_keep_within_their_bounds_whatever_the_pieces(tokenizer):
