@@ -707,6 +707,7 @@ def load_pretrained(
         state_dict = model_class.convert_gguf_state_dict(state_dict, config)
     else:
         state_dict = model_class.from_checkpoint_layout(state_dict)
+    _check_layer_count(config, state_dict, source)  # again: GGUF's stacked experts are numbered only now
     with torch.device("meta"):
         model = model_class(config, **model_arguments)
     report = {}
