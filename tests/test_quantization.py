@@ -92,6 +92,22 @@ def test_a_q8_0_gguf_loads_as_int8_with_every_weight_unchanged(tmp_path):
         torch.testing.assert_close(model(ids).logits, floats(ids).logits, atol=1e-5, rtol=1e-5)
 
 
+def test_a_q4_0_gguf_loads_as_int4_with_every_layer_weight_unchanged(tmp_path):
+    import gguf
+
+    from test_models_llama import _save_tiny, _write_gguf
+
+    reference = _save_tiny(tmp_path / "hf")
+    _write_gguf(tmp_path / "tiny.gguf", reference, quantize_to=gguf.GGMLQuantizationType.Q4_0)
+    floats = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny.gguf")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny.gguf", quantization="int4")
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, Linear) and name != "lm_head"}
+    assert len(layers) == 14  # the head stays int8, whose grid is not Q4_0's
+    for name, layer in layers.items():
+        expected = floats.get_submodule(name).weight
+        assert layer.weight.dtype == torch.uint8 and torch.equal(layer.dequantized(torch.float32), expected), name
+
+
 def test_int8_keeps_the_smollm2_q8_0_embedding_exactly_in_its_head(smollm2_gguf):
     # The shipped file's one Q8_0 tensor, the token embedding, is also the tied head's weight.
     from openformers.weights import GGUFFile
