@@ -11,9 +11,10 @@ prompts (heavy), each few enough that its step reads a bounded amount of cache. 
   template's system prompt, a conversation's history) reuses that start's cache (generation/prefix_cache.py) and
   prefills only the rest, and the n choices of one prompt share one prefill; then it chooses its first token and
   joins a batch;
-- runs one step of the light batch, and at most one unit of heavy work (a heavy batch's step or a prefill chunk)
-  when the heavy work's share of the time allows it (`TurnPolicy`): a step is one forward pass for every row of
-  the batch, each request choosing its own next token;
+- runs one step of the light batch, and at most one unit of heavy work (a heavy batch's step, a prefill chunk,
+  or the start of one more of a long prompt's n choices) when the heavy work's share of the time allows it
+  (`TurnPolicy`), each unit short enough that a short request arriving meanwhile waits little for it; a step
+  is one forward pass for every row of the batch, each request choosing its own next token;
 - hands each request's new text to its callback, and takes out the requests that finished (EOS, a stop string,
   max_tokens, a cancel or an error).
 At rest, it hands the memory the load freed back to the system (`release_free_memory`).
