@@ -103,3 +103,20 @@ def test_a_kept_matrix_is_not_used_once_the_weights_change():
     expected = torch.ones(5, 32) @ layer.dequantized(torch.float32)
     torch.testing.assert_close(x.grad, expected, rtol=1e-5, atol=1e-5)
     linear.free_unpacked_matrices()
+
+
+def test_int4_unpacks_to_bfloat16_as_its_float32_matrix_rounds():
+    """The bf16 matrix a QLoRA product multiplies equals the float32 one rounded as c10::BFloat16 rounds, bit for bit,
+    also for groups whose values are subnormal (which vcvtne2ps2bf16 would flush to zero) or NaN."""
+    if not kernels.build():
+        pytest.skip("the CPU kernels are not built here")
+    torch.manual_seed(0)
+    layer = linear.Linear.from_linear(torch.nn.Linear(128, 40), "int4")
+    layer.scale[0, 0] = torch.tensor([1e-12, 1e-39])  # steps of 1e-12 above a subnormal minimum
+    layer.scale[1, 2] = torch.tensor([1e-40, -1e-39])  # subnormal values of both signs
+    layer.scale[2, 1] = torch.tensor([float("nan"), 0.5])
+    matrix = layer.float_weight(torch.bfloat16)
+    expected = layer.float_weight(torch.float32)
+    finite = ~expected.isnan()
+    assert torch.equal(matrix[finite], expected[finite].to(torch.bfloat16))
+    assert matrix[~finite].isnan().all() and (~finite).sum() == 32
