@@ -357,6 +357,19 @@ def test_few_rows_of_a_linear_layer_take_the_kernel_with_torch_results(dtype, mo
     assert calls == [1, 3, 4, 7, 8, 8]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_row_products_match_torch_for_every_tail_of_a_row(dtype):
+    # A row is read 64 weights at a time, then 16 (float32) or 32 (bfloat16), then one by one: these widths take
+    # each of those loops alone and together.
+    assert kernels.build()
+    torch.manual_seed(0)
+    for columns in (5, 16, 32, 64, 120, 184):
+        weight, x = torch.randn(13, columns).to(dtype), torch.randn(columns)
+        expected = torch.nn.functional.linear(x.to(dtype), weight).float()
+        tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+        torch.testing.assert_close(torch.ops.openformers.matvec(x, weight, None), expected, atol=tolerance, rtol=tolerance)
+
+
 def test_a_float_layer_keeps_the_parameters_it_was_made_from():
     linear = torch.nn.Linear(8, 4)
     layer = kernels.Linear.from_linear(linear)
