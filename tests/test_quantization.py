@@ -2,6 +2,8 @@
 real model."""
 
 import gc
+import platform
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ from torch import nn
 
 from openformers import AutoModelForCausalLM, AutoTokenizer, kernels
 from openformers.kernels import Linear, library, quantize
+from openformers.kernels import linear as linear_module
 from openformers.kernels.linear import free_unpacked_matrices
 
 from test_kernels import accelerated, counted_decode_steps, plain_path_rounds_inputs, rounded, step_logits, tiny_model
@@ -73,7 +76,7 @@ def test_int8_keeps_q8_0_weights_exactly():
     assert torch.equal(quantized.dequantized(torch.float32), floats)
 
 
-def test_a_q8_0_gguf_loads_as_int8_with_every_weight_unchanged(tmp_path):
+def test_a_q8_0_gguf_loads_as_int8_with_every_weight_unchanged(tmp_path, monkeypatch):
     import gguf
 
     from test_models_llama import _save_tiny, _write_gguf
@@ -87,7 +90,9 @@ def test_a_q8_0_gguf_loads_as_int8_with_every_weight_unchanged(tmp_path):
     for name, layer in layers.items():
         expected = floats.get_submodule(name).weight
         assert layer.weight.dtype == torch.int8 and torch.equal(layer.dequantized(torch.float32), expected), name
-    ids = torch.arange(1, 13)[None]  # 12 rows: PyTorch's matmul over the unpacked weights, the input not rounded
+    # 12 rows: PyTorch's matmul over the unpacked weights, the input not rounded, in float32 on every CPU
+    monkeypatch.setattr(linear_module, "BFLOAT16_PROMPT_PRODUCTS", False)
+    ids = torch.arange(1, 13)[None]
     with torch.inference_mode():
         torch.testing.assert_close(model(ids).logits, floats(ids).logits, atol=1e-5, rtol=1e-5)
 
@@ -184,10 +189,11 @@ def test_the_kernel_unpacks_weights_as_the_plain_path(pack):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("pack", [int8, int4])
-def test_layers_sharing_the_reused_unpacked_matrix_keep_exact_results_and_gradients(pack, dtype):
+def test_layers_sharing_the_reused_unpacked_matrix_keep_exact_results_and_gradients(pack, dtype, monkeypatch):
     """Two layers of one shape unpack into the same reused matrix in turn (forward, forward, backward,
     backward): each result and input gradient is still exactly F.linear's with that layer's own weights."""
     assert kernels.build()
+    monkeypatch.setattr(linear_module, "BFLOAT16_PROMPT_PRODUCTS", False)  # float32 prompts multiply in float32
     torch.manual_seed(0)
     first, second = pack(nn.Linear(96, 40)), pack(nn.Linear(96, 40))
     x = torch.randn(2, 12, 96).to(dtype)
@@ -205,6 +211,47 @@ def test_layers_sharing_the_reused_unpacked_matrix_keep_exact_results_and_gradie
         assert torch.equal(given.grad, expected_input.grad)
         with torch.no_grad():  # a prompt's product, without gradients, unpacks into the same matrix
             assert torch.equal(layer(x), nn.functional.linear(x, weight, bias))
+
+
+def test_prompt_products_in_bfloat16_are_chosen_by_the_cpus_bfloat16_dot_products():
+    flags = Path("/proc/cpuinfo")
+    if not flags.exists() or platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the CPU's flags are read from /proc/cpuinfo on x86-64 Linux")
+    has_them = any(flag in flags.read_text().split() for flag in ("avx512_bf16", "amx_bf16"))
+    assert linear_module.BFLOAT16_PROMPT_PRODUCTS == has_them
+
+
+@pytest.mark.parametrize("pack", [int8, int4])
+def test_float32_prompt_products_multiply_in_bfloat16_and_training_in_float32(pack, monkeypatch):
+    """Where the CPU has bfloat16 dot products (forced on here, so that every CPU checks the route), a float32
+    input of more rows than the kernel takes multiplies in bfloat16 without gradients, within bfloat16's
+    rounding of the float32 product; fewer rows, bfloat16 inputs and products with gradients keep their own."""
+    assert kernels.build()
+    torch.manual_seed(0)
+    layer = pack(nn.Linear(96, 40))
+    x = torch.randn(3, 12, 96)
+    weight, bias = layer.float_weight(torch.float32), layer.bias
+    results, few_rows = {}, {}
+    for bfloat16_products in (False, True):
+        monkeypatch.setattr(linear_module, "BFLOAT16_PROMPT_PRODUCTS", bfloat16_products)
+        with torch.inference_mode():
+            results[bfloat16_products] = layer(x)
+            few_rows[bfloat16_products] = layer(x[:1, :8])  # the kernel's, either way
+            in_bfloat16 = nn.functional.linear(x.bfloat16(), weight.bfloat16(), bias.bfloat16())
+            assert torch.equal(layer(x.bfloat16()), in_bfloat16)  # a bfloat16 model's products, as before
+        given = x.clone().requires_grad_()
+        output = layer(given)
+        output.backward(torch.ones_like(output))
+        assert torch.equal(output, nn.functional.linear(x, weight) + bias)
+        assert torch.equal(given.grad, torch.ones_like(output) @ weight)
+        # gradients on, an input without them (a QLoRA base layer's first): float32 still
+        assert torch.equal(layer(x), nn.functional.linear(x, weight, bias))
+    assert torch.equal(few_rows[False], few_rows[True])
+    plain, fast = results[False], results[True]
+    assert torch.equal(plain, nn.functional.linear(x, weight, bias))
+    assert fast.dtype == torch.float32
+    assert torch.equal(fast, nn.functional.linear(x.bfloat16(), weight.bfloat16()).float() + bias)
+    assert (fast - plain).norm() / plain.norm() < 1e-2  # measured 2.8e-3 on SmolLM2's layers
 
 
 @pytest.mark.parametrize("quantization", ["int8", "int4"])
