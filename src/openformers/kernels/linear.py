@@ -8,11 +8,12 @@ half of it for so few rows (1.5x slower at 8 float32 rows), and quantized rows w
 to floats. Other inputs (a prompt, training) take PyTorch's path. A quantized layer's prompt (more rows, no
 gradients, float32 input) multiplies in bfloat16 on a CPU with bfloat16 dot products (AVX512_BF16, AMX), its
 weights unpacked to bfloat16: half the time of float32 (SmolLM2's 7 products of a layer at 512 rows, one thread:
-36 ms to 18 ms; a 512-token prefill 1.6x faster at int8 and int4) for 2.8e-3 relative error per product; against
-float32, a held text's perplexity +0.13% instead of +0.08% (int8) and +0.01% instead of +0.00% (int4), greedy
-tokens agreeing after a chat prompt 11.0 instead of 26.2 of 64 (int8) and 19.4 instead of 24.2 (int4), two of
-five prompts turning earlier (benchmarks/quality.py); decoding, the kernel's, is unchanged. Where bfloat16 matmul
-has no such instructions (2.6-4.9x slower than float32 there) and in training (QLoRA) the products stay float32.
+36 ms to 18 ms; its 512-token prefill 354 to 575 tok/s at int8 and int4, 1.5x llama.cpp's Q8_0 and 1.2x its Q4_0
+in benchmarks/decode.py) for 2.8e-3 relative error per product; against float32, a held text's perplexity +0.13%
+instead of +0.08% (int8) and +0.01% instead of +0.00% (int4), greedy tokens agreeing after a chat prompt 11.0
+instead of 26.2 of 64 (int8) and 19.4 instead of 24.2 (int4), two of five prompts turning earlier
+(benchmarks/quality.py); decoding, the kernel's, is unchanged. Where bfloat16 matmul has no such instructions
+(2.6-4.9x slower than float32 there) and in training (QLoRA) the products stay float32.
 
 Quantization (`from_pretrained(..., quantization="int8" or "int4")`). int8: each block of 32 weights along a row
 becomes int8 with one float32 scale (symmetric: the block's largest magnitude maps to 127, llama.cpp's Q8_0 grid),
