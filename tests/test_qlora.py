@@ -38,11 +38,11 @@ def base(tmp_path_factory):
     return folder
 
 
-def _gradients(folder, quantization, checkpointing, steps=2):
+def _gradients(folder, quantization, checkpointing, steps=2, dtype=torch.bfloat16):
     """The adapter's and head's gradients after `steps` forward and backward passes, and the unpackings counted
     in the last one."""
     model = AutoModelForSequenceClassification.from_pretrained(folder, quantization=quantization,
-                                                               dtype=torch.bfloat16)
+                                                               dtype=dtype)
     torch.manual_seed(1)
     model.add_adapter(LoraConfig(r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["score"],
                                  init_lora_weights=False))
@@ -120,3 +120,13 @@ def test_int4_unpacks_to_bfloat16_as_its_float32_matrix_rounds():
     finite = ~expected.isnan()
     assert torch.equal(matrix[finite], expected[finite].to(torch.bfloat16))
     assert matrix[~finite].isnan().all() and (~finite).sum() == 32
+
+
+def test_float32_training_keeps_float32_products_in_a_reentrant_checkpoints_forward(base, monkeypatch):
+    # The forward that a reentrant checkpoint runs without gradients must compute what its recomputation computes,
+    # so a training layer never takes the prompt's bfloat16 route, even where the CPU would make it pay.
+    monkeypatch.setattr(linear, "BFLOAT16_PROMPT_PRODUCTS", True)
+    plain, _ = _gradients(base, "int8", None, steps=1, dtype=torch.float32)
+    checkpointed, _ = _gradients(base, "int8", {"use_reentrant": True}, steps=1, dtype=torch.float32)
+    for name, gradient in plain.items():
+        assert torch.equal(checkpointed[name], gradient), name

@@ -224,8 +224,8 @@ def test_prompt_products_in_bfloat16_are_chosen_by_the_cpus_bfloat16_dot_product
 @pytest.mark.parametrize("pack", [int8, int4])
 def test_float32_prompt_products_multiply_in_bfloat16_and_training_in_float32(pack, monkeypatch):
     """Where the CPU has bfloat16 dot products (forced on here, so that every CPU checks the route), a float32
-    input of more rows than the kernel takes multiplies in bfloat16 without gradients, within bfloat16's
-    rounding of the float32 product; fewer rows, bfloat16 inputs and products with gradients keep their own."""
+    input of more rows than the kernel takes multiplies in bfloat16 in inference, within bfloat16's rounding of
+    the float32 product; fewer rows, bfloat16 inputs and a training layer's products keep their own."""
     assert kernels.build()
     torch.manual_seed(0)
     layer = pack(nn.Linear(96, 40))
@@ -234,11 +234,15 @@ def test_float32_prompt_products_multiply_in_bfloat16_and_training_in_float32(pa
     results, few_rows = {}, {}
     for bfloat16_products in (False, True):
         monkeypatch.setattr(linear_module, "BFLOAT16_PROMPT_PRODUCTS", bfloat16_products)
+        layer.eval()
         with torch.inference_mode():
             results[bfloat16_products] = layer(x)
             few_rows[bfloat16_products] = layer(x[:1, :8])  # the kernel's, either way
             in_bfloat16 = nn.functional.linear(x.bfloat16(), weight.bfloat16(), bias.bfloat16())
             assert torch.equal(layer(x.bfloat16()), in_bfloat16)  # a bfloat16 model's products, as before
+        layer.train()
+        with torch.no_grad():  # a reentrant checkpoint's forward: training, no gradients, float32 still
+            assert torch.equal(layer(x), nn.functional.linear(x, weight, bias))
         given = x.clone().requires_grad_()
         output = layer(given)
         output.backward(torch.ones_like(output))

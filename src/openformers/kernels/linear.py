@@ -5,8 +5,8 @@ weights stream from memory. For up to KERNEL_ROWS rows on the CPU, without gradi
 product to the compiled kernel (decode.cpp), which reads each weight once for all rows at about the memory
 bandwidth and reads int8 and int4 rows as they are stored; PyTorch's matmul streams float weights at about
 half of it for so few rows (1.5x slower at 8 float32 rows), and quantized rows would first have to be widened
-to floats. Other inputs (a prompt, training) take PyTorch's path. A quantized layer's prompt (more rows, no
-gradients, float32 input) multiplies in bfloat16 on a CPU with bfloat16 dot products (AVX512_BF16, AMX), its
+to floats. Other inputs (a prompt, training) take PyTorch's path. A quantized layer's prompt (more rows, float32
+input, in inference: eval mode without gradients) multiplies in bfloat16 on a CPU with bfloat16 dot products (AVX512_BF16, AMX), its
 weights unpacked to bfloat16: half the time of float32 (SmolLM2's 7 products of a layer at 512 rows, one thread:
 36 ms to 18 ms; its 512-token prefill 354 to 575 tok/s at int8 and int4, 1.5x llama.cpp's Q8_0 and 1.2x its Q4_0
 in benchmarks/decode.py) for 2.8e-3 relative error per product; against float32, a held text's perplexity +0.13%
@@ -59,7 +59,7 @@ def _cpu_has_bfloat16_dot_products() -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
-# A quantized layer's prompt products (more rows than the kernel takes, without gradients) multiply float32
+# A quantized layer's prompt products (more rows than the kernel takes, in inference) multiply float32
 # inputs in bfloat16 where the CPU has bfloat16 dot products (AVX512_BF16, AMX): PyTorch's bfloat16 matmul then
 # takes half of float32's time, and the weights unpack into half the bytes. Elsewhere it is 2.6x (AVX-512 without
 # them) to 4.9x (AVX2) slower than float32, so those CPUs keep float32. Measured on SmolLM2's 7 products of a
@@ -110,9 +110,11 @@ class Linear(nn.Linear):
         return F.linear(x, self.unpacked_for_product(x.dtype), bias)
 
     def _bfloat16_product_pays(self, x: torch.Tensor) -> bool:
-        # Only without gradients: a QLoRA step's products (and their gradients) stay in the input's dtype.
+        # Only in inference: a QLoRA step's products (and their gradients) stay in the input's dtype, also in the
+        # forward that a reentrant gradient checkpoint runs without gradients before recomputing it with them.
         return (
             BFLOAT16_PROMPT_PRODUCTS
+            and not self.training
             and x.dtype == torch.float32
             and x.device.type == "cpu"
             and x.numel() > KERNEL_ROWS * self.in_features
