@@ -5,8 +5,9 @@ the first `--tokens` tokens of an English text the model was not tuned on (the P
 texts that ship with Python in `pydoc_data`, read at run time), in windows of 512 tokens; the same over the
 first `--decoded-tokens` fed one token at a time through the cache, which is the path of decoding (the CPU
 kernel's decoding step, whose int8 and int4 products round their inputs to 8 bits; a window of many tokens takes
-PyTorch's matmul instead); and, for 5 chat prompts, how many of 64 greedy tokens agree with float32 before the
-first difference. The llama.cpp rows simulate llama.cpp's arithmetic on the same weights in PyTorch (openformers'
+PyTorch's matmul instead); the share of the held text's positions whose most likely next token is float32's (a greedy choice
+taken 4096 times from the same context, steadier than the next figure); and, for 5 chat prompts, how many of 64
+greedy tokens agree with float32 before the first difference (one near tie ends a prompt's count). The llama.cpp rows simulate llama.cpp's arithmetic on the same weights in PyTorch (openformers'
 kernel left aside): each linear layer's weights made the file type's blocks and back by the gguf package (the
 head Q8_0, as llama.cpp's files keep it), and every linear layer's input rounded as llama.cpp's CPU products
 round it (Q8_0/Q8_1 blocks: per 32 values, steps of the largest magnitude / 127, round half away from zero, the
@@ -67,15 +68,17 @@ def simulate_llama_cpp(model, block_type: str):
     return model
 
 
-def perplexity(model, ids: list[int]) -> float:
-    total, count = 0.0, 0
+def perplexity(model, ids: list[int]) -> tuple[float, torch.Tensor]:
+    """Perplexity over windows of the held text, and the most likely next token at each of its positions."""
+    total, count, top = 0.0, 0, []
     with torch.inference_mode():
         for start in range(0, len(ids) - 1, WINDOW):
             window = torch.tensor([ids[start : start + WINDOW + 1]])
             logits = model(window[:, :-1]).logits.float()
             total += torch.nn.functional.cross_entropy(logits[0], window[0, 1:], reduction="sum").item()
             count += window.shape[1] - 1
-    return math.exp(total / count)
+            top.append(logits[0].argmax(-1))
+    return math.exp(total / count), torch.cat(top)
 
 
 def decoded_perplexity(model, ids: list[int]) -> float:
@@ -118,7 +121,7 @@ def main() -> None:
     print(f"held text: {len(ids) - 1} tokens of Python's pydoc topics, the first {args.decoded_tokens} of them also "
           f"decoded one at a time; greedy: {len(PROMPTS)} chat prompts x {NEW_TOKENS} tokens")
     print(f"{'precision':>14}  {'perplexity':>10}  {'change':>7}  {'decoded':>8}  {'change':>7}  "
-          f"{'greedy tokens agreeing with float32':>36}")
+          f"{'top token as float32':>20}  {'greedy tokens agreeing with float32':>36}")
     reference = None
     for name in dict.fromkeys(["float32", *args.precisions]):
         options = PRECISIONS[name]
@@ -130,16 +133,17 @@ def main() -> None:
         if simulated:
             library.loaded = lambda: False  # the kernel's products would skip the rounding hooks
         try:
-            ppl, decoded = perplexity(model, ids), decoded_perplexity(model, ids[: args.decoded_tokens + 1])
+            (ppl, top), decoded = perplexity(model, ids), decoded_perplexity(model, ids[: args.decoded_tokens + 1])
             tokens = greedy(model, tokenizer)
         finally:
             library.loaded = kernel
-        reference = reference or (ppl, decoded, tokens)
+        reference = reference or (ppl, decoded, tokens, top)
+        same_top = (top == reference[3]).float().mean().item()
         prefixes = [agreeing_prefix(t, r) for t, r in zip(tokens, reference[2])]
         identical = sum(p == NEW_TOKENS for p in prefixes)
         agreement = f"{sum(prefixes) / len(prefixes):.1f} of {NEW_TOKENS} on average, {identical}/{len(PROMPTS)} identical"
         print(f"{name:>14}  {ppl:10.3f}  {ppl / reference[0] - 1:+7.2%}  {decoded:8.3f}  {decoded / reference[1] - 1:+7.2%}  "
-              f"{agreement:>36}")
+              f"{same_top:20.2%}  {agreement:>36}")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,21 @@
 """The accelerator's one linear layer, for float, int8 and int4 weights, and weight-only quantization with it.
-
 Decoding a token per sequence multiplies a few rows by every weight once, so its speed is set by how fast the
-weights stream from memory. For up to KERNEL_ROWS rows on the CPU, without gradients, `Linear` sends the
-product to the compiled kernel (decode.cpp), which reads each weight once for all rows at about the memory
-bandwidth and reads int8 and int4 rows as they are stored; PyTorch's matmul streams float weights at about
-half of it for so few rows (1.5x slower at 8 float32 rows), and quantized rows would first have to be widened
-to floats. Other inputs (a prompt, training) take PyTorch's path. A quantized layer's prompt (more rows, float32
-input, in inference: eval mode without gradients) multiplies in bfloat16 on a CPU with bfloat16 dot products (AVX512_BF16, AMX), its
-weights unpacked to bfloat16: half the time of float32 (SmolLM2's 7 products of a layer at 512 rows, one thread:
-36 ms to 18 ms; its 512-token prefill 354 to 575 tok/s at int8 and int4, 1.5x llama.cpp's Q8_0 and 1.2x its Q4_0
-in benchmarks/decode.py) for 2.8e-3 relative error per product; against float32, a held text's perplexity +0.13%
-instead of +0.08% (int8) and +0.01% instead of +0.00% (int4), greedy tokens agreeing after a chat prompt 11.0
-instead of 26.2 of 64 (int8) and 19.4 instead of 24.2 (int4), two of five prompts turning earlier
-(benchmarks/quality.py); decoding, the kernel's, is unchanged. Where bfloat16 matmul has no such instructions
-(2.6-4.9x slower than float32 there) and in training (QLoRA) the products stay float32.
+weights stream from memory. For up to KERNEL_ROWS rows on the CPU, without gradients, `Linear` sends the product
+to the compiled kernel (decode.cpp), which reads each weight once for all rows at about the memory bandwidth and
+reads int8 and int4 rows as they are stored; PyTorch's matmul streams float weights at about half of it for so few
+rows (1.5x slower at 8 float32 rows), and quantized rows would first have to be widened to floats. Other inputs (a
+prompt, training) take PyTorch's path. A quantized layer's prompt (more rows, float32 input, in inference: eval
+mode without gradients) multiplies in bfloat16 on a CPU with bfloat16 dot products (AVX512_BF16, AMX), its weights
+unpacked to bfloat16: half the time of float32 (SmolLM2's 7 products of a layer at 512 rows, one thread: 36 ms to
+18 ms; its 512-token prefill 354 to 575 tok/s at int8 and int4, 1.5x llama.cpp's Q8_0 and 1.2x its Q4_0 in
+benchmarks/decode.py) for 2.8e-3 relative error per product. Against float32 over 4096 held tokens
+(benchmarks/quality.py): perplexity +0.13% instead of +0.08% (int8) and +0.01% instead of +0.00% (int4: the
+shipped Q4_1 weights, unchanged), the most likely next token float32's at 96.7% of positions instead of 97.9%
+(int8) and 97.7% instead of 100% (int4), where llama.cpp's products simulated on the same weights give +0.52% and
+96.4% (Q8_0), +0.30% and 96.6% (Q4_1); greedy tokens agreeing after five chat prompts 11.0 instead of 26.2 of 64
+(int8) and 19.4 instead of 24.2 (int4), a count one near tie ends; decoding, the kernel's, is unchanged. Where
+bfloat16 matmul has no such instructions (2.6-4.9x slower than float32 there) and in training (QLoRA) the products
+stay float32.
 
 Quantization (`from_pretrained(..., quantization="int8" or "int4")`). int8: each block of 32 weights along a row
 becomes int8 with one float32 scale (symmetric: the block's largest magnitude maps to 127, llama.cpp's Q8_0 grid),
