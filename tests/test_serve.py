@@ -485,7 +485,9 @@ def test_a_long_prompt_tokenized_in_a_process_has_the_ids_of_inline_tokenizing(t
         messages, add_generation_prompt=True, return_dict=False))])) == [chat_ids(tokenizer, texts[1])]
     scheduler, url = tiny
     spaces = "Hello" + " " * 40_000 + "there"  # over LONG_PROMPT_CHARACTERS in a few hundred tokens
-    response = post(url, "/v1/completions", {"model": "tiny", "prompt": spaces, "max_tokens": 1})
+    # The child tokenizes at nice 19: on a machine whose cores are busy (the test suite's other workers) it runs
+    # only in their gaps, so this answer may take longer than httpx's default five seconds.
+    response = post(url, "/v1/completions", {"model": "tiny", "prompt": spaces, "max_tokens": 1}, timeout=120)
     assert response.json()["usage"]["prompt_tokens"] == len(tokenizer.encode(spaces))
 
 
