@@ -456,22 +456,28 @@ def test_a_short_request_decodes_every_turn_while_long_ones_share_a_quarter(mode
         assert "".join(u.text for u in parts) == alone(model, tokenizer, ids, 12, scheduler.eos_token_ids)
 
 
+def four_seeded_choices(scheduler, ids) -> tuple[list[SamplingOptions], list[list[str]]]:
+    """Submits `ids` four times with seeds 0-3 (sampled, 8 tokens) and waits: the options and each one's texts."""
+    options = [SamplingOptions(max_tokens=8, temperature=0.8, seed=seed) for seed in range(4)]
+    texts, finished = [[] for _ in options], []
+    for option, parts in zip(options, texts):
+        scheduler.submit(ids, option, lambda update, parts=parts: (
+            parts.append(update.text), update.finish_reason and finished.append(update)))
+    deadline = time.monotonic() + 60
+    while len(finished) < len(options) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return options, texts
+
+
 def test_the_choices_of_one_prompt_share_its_prefill(model, tokenizer):
     ids = tokenizer.encode(" ".join(PROMPTS))
     # No reuse through the prefix cache; a prefill of several turns, so that all four are admitted meanwhile.
     scheduler = BatchScheduler(model, tokenizer, prefix_cache_bytes=0, prefill_chunk=8)
-    prefilled, finished = [], []
+    prefilled = []
     hook = model.register_forward_pre_hook(
         lambda module, args: prefilled.append(args[0].shape[1]) if args[0].shape[0] == 1 else None)
     try:
-        options = [SamplingOptions(max_tokens=8, temperature=0.8, seed=seed) for seed in range(4)]
-        texts = [[] for _ in options]
-        for option, parts in zip(options, texts):
-            scheduler.submit(ids, option, lambda update, parts=parts: (
-                parts.append(update.text), update.finish_reason and finished.append(update)))
-        deadline = time.monotonic() + 60
-        while len(finished) < len(options) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        options, texts = four_seeded_choices(scheduler, ids)
     finally:
         hook.remove()
         scheduler.close()
@@ -571,15 +577,8 @@ def test_the_choices_of_a_long_prompt_join_one_per_unit_of_heavy_work(model, tok
     scheduler._turn, scheduler._start_sibling = counted_turn, recorded_start
     hook = model.register_forward_pre_hook(
         lambda module, args: prefilled.append(args[0].shape[1]) if args[0].shape[1] > 1 else None)
-    options = [SamplingOptions(max_tokens=8, temperature=0.8, seed=seed) for seed in range(4)]
-    texts, finished = [[] for _ in options], []
     try:
-        for option, parts in zip(options, texts):
-            scheduler.submit(ids, option, lambda update, parts=parts: (
-                parts.append(update.text), update.finish_reason and finished.append(update)))
-        deadline = time.monotonic() + 60
-        while len(finished) < len(options) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        options, texts = four_seeded_choices(scheduler, ids)
     finally:
         hook.remove()
         scheduler.close()
