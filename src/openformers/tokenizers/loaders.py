@@ -333,9 +333,10 @@ _TOKENIZER_CONFIG_VALUES = {
 }
 
 
-def _check_tokenizer_config(config: dict, path: Path) -> None:
-    for key, (valid, expected) in _TOKENIZER_CONFIG_VALUES.items():
-        value = config.get(key)
+def _check_values(values: dict, table: dict, path: Path) -> None:
+    """Refuse, naming the file and the key, a value that `table`'s (check, what is expected) for its key fails."""
+    for key, (valid, expected) in table.items():
+        value = values.get(key)
         if value is not None and not valid(value):
             shown = repr(value) if len(repr(value)) < 80 else repr(value)[:80] + "..."
             raise ValueError(f"{path}: {key} is {shown}; expected {expected}.")
@@ -347,11 +348,11 @@ def read_tokenizer_config(files: ModelFiles) -> dict:
     config_path = files.file("tokenizer_config.json")
     config = _read_json(config_path) if config_path else {}
     if config_path:
-        _check_tokenizer_config(config, config_path)
+        _check_values(config, _TOKENIZER_CONFIG_VALUES, config_path)
     map_path = files.file("special_tokens_map.json")
     if map_path and "added_tokens_decoder" not in config:
         special_tokens_map = _read_json(map_path)
-        _check_tokenizer_config(special_tokens_map, map_path)
+        _check_values(special_tokens_map, _TOKENIZER_CONFIG_VALUES, map_path)
         config.update(special_tokens_map)
     config["_config_path"] = config_path
     return config
@@ -966,11 +967,7 @@ _GGUF_TOKENIZER_VALUES = {
 
 def _check_gguf_tokenizer(metadata: dict, path: Path) -> None:
     """Refuse, naming the file and the key, a tokenizer value of the wrong type or an array of the wrong length."""
-    for key, (valid, expected) in _GGUF_TOKENIZER_VALUES.items():
-        value = metadata.get(key)
-        if value is not None and not valid(value):
-            shown = repr(value) if len(repr(value)) < 80 else repr(value)[:80] + "..."
-            raise ValueError(f"{path}: {key} is {shown}; expected {expected}.")
+    _check_values(metadata, _GGUF_TOKENIZER_VALUES, path)
     tokens = metadata.get(Keys.Tokenizer.LIST)
     for key in (Keys.Tokenizer.TOKEN_TYPE, Keys.Tokenizer.SCORES):
         if tokens is not None and metadata.get(key) is not None and len(metadata[key]) != len(tokens):
