@@ -8,6 +8,7 @@ import pytest
 import torch
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
+from decoder_parity import finish_gguf
 from openformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from openformers.gguf_reader import read_gguf_metadata
 from openformers.weights import GGUFFile, TensorReader, load_weights, rename, save_safetensors
@@ -43,10 +44,7 @@ def gguf_of_every_type(tmp_path_factory):
     for kind in RANDOM_BLOCKS:
         writer.add_tensor(kind, _random_blocks(kind, *SHAPE, rng), raw_dtype=GGMLQuantizationType[kind])
     writer.add_tensor("Q2_K", rng.integers(0, 256, size=(6, 168), dtype=np.uint8), raw_dtype=GGMLQuantizationType.Q2_K)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    finish_gguf(writer)
     return GGUFFile(path)
 
 
@@ -80,10 +78,7 @@ def test_gguf_reader_reads_what_gguf_py_reads(tmp_path, gguf_of_every_type):
     writer.add_token_list(["<s>", "héllo", "🤗", ""])
     writer.add_token_scores([0.0, -1.5, -2.0, 0.25])
     writer.add_tensor("F32", np.arange(12, dtype=np.float32).reshape(3, 4))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    finish_gguf(writer)
     for ours in (GGUFFile(path), gguf_of_every_type):
         reference = gguf.GGUFReader(ours.path)
         for key, field in reference.fields.items():
@@ -209,10 +204,7 @@ def test_an_unsupported_gguf_architecture_is_named(tmp_path):
     writer = gguf.GGUFWriter(str(path), "mamba")
     writer.add_block_count(1)
     writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    finish_gguf(writer)
     with pytest.raises(ValueError, match=r"mamba\.gguf holds a 'mamba' model.*supported GGUF architectures: .*\bllama\b"):
         AutoModelForCausalLM.from_pretrained(path)
 
@@ -314,10 +306,7 @@ def test_a_gguf_asking_for_more_experts_than_its_stacked_tensors_hold_is_refused
               "blk.0.ffn_down_exps.weight": (4, 8, 16)}
     for name, shape in shapes.items():
         writer.add_tensor(name, np.zeros(shape, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    finish_gguf(writer)
     start = time.perf_counter()
     with pytest.raises(ValueError, match=r"experts\.gguf: the config asks for \w+=2147483647, but the checkpoint holds "
                                          r"weights for only 4 experts"):
@@ -339,10 +328,7 @@ def test_a_gguf_with_an_absurd_block_count_is_refused_at_once(tmp_path, architec
     writer.add_token_list(["a", "b", "c", "d"])
     writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
     writer.add_tensor("blk.0.attn_q.weight", np.zeros((8, 8), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    finish_gguf(writer)
     with pytest.raises(ValueError, match=r"blocks\.gguf.*num_hidden_layers"):
         AutoModelForCausalLM.from_pretrained(path)
 
