@@ -509,6 +509,32 @@ def test_an_error_in_the_tokenizing_process_is_the_requests_error():
         asyncio.run(in_process(lambda: [[1 // 0]]))
 
 
+@needs_fork
+def test_a_killed_tokenizing_process_is_reaped_off_the_event_loop(monkeypatch):
+    """A killed child's exit runs at its nice 19 and unmaps its copy of the server's memory: on busy cores that took
+    up to 2 s, and waited for in the event loop it stopped every stream for as long."""
+    import multiprocessing.process
+    import threading
+
+    from openformers.serving.protocol import APIError
+    from openformers.serving.tokenizing import tokenize_in_process
+
+    joined_in = []
+    join = multiprocessing.process.BaseProcess.join
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "join",
+                        lambda self, timeout=None: joined_in.append(threading.current_thread()) or join(self, timeout))
+
+    async def client_leaves():
+        gone = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.3, gone.set_result, None)
+        with pytest.raises(APIError, match="closed the connection"):
+            await tokenize_in_process(lambda: time.sleep(60) or [[1]], gone)
+        return threading.current_thread()
+
+    loop_thread = asyncio.run(client_leaves())
+    assert joined_in and loop_thread not in joined_in
+
+
 def test_a_request_needing_more_cache_than_the_server_keeps_is_refused(tiny_model, tokenizer):
     scheduler = BatchScheduler(tiny_model, tokenizer, max_cache_bytes=100 * 2 * 2 * 2 * 16 * 4)  # 100 positions
     with BackgroundServer(create_app(scheduler, "tiny")) as url:
