@@ -344,7 +344,7 @@ def test_a_prompt_too_long_for_the_context_whatever_its_tokens_is_refused_before
     scheduler.close()
 
 
-needs_fork = pytest.mark.skipif(not can_fork(), reason="long prompts are tokenized in a forked process on Linux only")
+needs_fork = pytest.mark.skipif(not can_fork(), reason="long prompts are tokenized in forked processes on Linux only")
 
 
 def held_encode(encode, folder):
@@ -390,7 +390,6 @@ def send_and_leave(url: str, body: dict) -> None:
 @needs_fork
 def test_long_prompts_are_tokenized_one_at_a_time_and_not_once_their_client_has_gone(tiny_model, tokenizer,
                                                                                     monkeypatch, tmp_path):
-    import multiprocessing
     import threading
 
     scheduler = BatchScheduler(tiny_model, tokenizer)
@@ -403,7 +402,8 @@ def test_long_prompts_are_tokenized_one_at_a_time_and_not_once_their_client_has_
         ).status_code))
         first.start()
         assert wait_for((tmp_path / "started").exists)
-        assert int((tmp_path / "started").read_text()) != os.getpid()  # tokenized in another process
+        child = int((tmp_path / "started").read_text())
+        assert child != os.getpid()  # tokenized in another process
         short = post(url, "/v1/completions", {"model": "tiny", "prompt": "short", "max_tokens": 2}, key=None,
                      timeout=5)  # a short prompt goes at once, whatever long one is being tokenized
         assert short.status_code == 200
@@ -411,7 +411,7 @@ def test_long_prompts_are_tokenized_one_at_a_time_and_not_once_their_client_has_
         time.sleep(0.5)  # the server sees the connection close
         (tmp_path / "release").touch()
         first.join(30)
-        assert wait_for(lambda: not multiprocessing.active_children())
+        assert wait_for(lambda: not _alive(child))
     scheduler.close()
     assert statuses == [200]
     assert (tmp_path / "seen").read_text().split() == ["first", "short"]
@@ -468,21 +468,32 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def in_a_process(processes, kind: str, prompts: list, gone_after: float | None = None) -> list[list[int]]:
+    """`processes.tokenize` run to its end, with the client leaving after `gone_after` seconds if given."""
+
+    async def tokenize():
+        gone = asyncio.get_running_loop().create_future()
+        if gone_after is not None:
+            asyncio.get_running_loop().call_later(gone_after, gone.set_result, None)
+        return await processes.tokenize(kind, prompts, gone)
+
+    return asyncio.run(tokenize())
+
+
 @needs_fork
 def test_a_long_prompt_tokenized_in_a_process_has_the_ids_of_inline_tokenizing(tiny, tokenizer):
-    from openformers.serving.tokenizing import tokenize_in_process
+    from openformers.serving.tokenizing import TokenizingProcesses
 
     texts = ["The quick brown fox jumps over the lazy dog. " * 800,
              "漢字とemoji 🙂🙃 " * 3000 + "\n\n  tabs\t" * 500]
-
-    async def in_process(work):
-        return await tokenize_in_process(work, asyncio.get_running_loop().create_future())
-
-    assert asyncio.run(in_process(lambda: [tokenizer.encode(text) for text in texts])) == \
-        [tokenizer.encode(text) for text in texts]
-    messages = [{"role": "user", "content": texts[1]}]
-    assert asyncio.run(in_process(lambda: [list(tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_dict=False))])) == [chat_ids(tokenizer, texts[1])]
+    processes = TokenizingProcesses(tokenizer)
+    try:
+        assert in_a_process(processes, "completion", texts + [[5, 6, 7]]) == \
+            [tokenizer.encode(text) for text in texts] + [[5, 6, 7]]
+        messages = [{"role": "user", "content": texts[1]}]
+        assert in_a_process(processes, "chat", [messages]) == [chat_ids(tokenizer, texts[1])]
+    finally:
+        processes.close()
     scheduler, url = tiny
     spaces = "Hello" + " " * 40_000 + "there"  # over LONG_PROMPT_CHARACTERS in a few hundred tokens
     # The child tokenizes at nice 19: on a machine whose cores are busy (the test suite's other workers) it runs
@@ -492,47 +503,88 @@ def test_a_long_prompt_tokenized_in_a_process_has_the_ids_of_inline_tokenizing(t
 
 
 @needs_fork
-def test_an_error_in_the_tokenizing_process_is_the_requests_error():
+def test_an_error_in_the_tokenizing_process_is_the_requests_error(tokenizer):
     from openformers.serving.protocol import APIError
-    from openformers.serving.tokenizing import tokenize_in_process
+    from openformers.serving.tokenizing import TokenizingProcesses
 
-    def refused():
-        raise APIError(400, "The chat template refused the messages.", param="messages")
-
-    async def in_process(work):
-        return await tokenize_in_process(work, asyncio.get_running_loop().create_future())
-
-    with pytest.raises(APIError, match="refused the messages") as error:
-        asyncio.run(in_process(refused))
-    assert (error.value.status, error.value.param) == (400, "messages")
-    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
-        asyncio.run(in_process(lambda: [[1 // 0]]))
+    processes = TokenizingProcesses(tokenizer)
+    try:
+        with pytest.raises(APIError, match="The prompt is empty") as error:
+            in_a_process(processes, "completion", ["a text", ""])
+        assert (error.value.status, error.value.param) == (400, "prompt")
+        with pytest.raises(APIError, match="outside the vocabulary"):
+            in_a_process(processes, "completion", [[1, len(tokenizer)]])
+        with pytest.raises(RuntimeError, match="TypeError"):
+            in_a_process(processes, "completion", [None])
+    finally:
+        processes.close()
 
 
 @needs_fork
-def test_a_killed_tokenizing_process_is_reaped_off_the_event_loop(monkeypatch):
-    """A killed child's exit runs at its nice 19 and unmaps its copy of the server's memory: on busy cores that took
-    up to 2 s, and waited for in the event loop it stopped every stream for as long."""
-    import multiprocessing.process
-    import threading
-
+def test_a_tokenizing_child_is_killed_when_its_client_leaves_and_the_processes_end_with_close(tokenizer, monkeypatch,
+                                                                                              tmp_path):
     from openformers.serving.protocol import APIError
-    from openformers.serving.tokenizing import tokenize_in_process
+    from openformers.serving.tokenizing import TokenizingProcesses
 
-    joined_in = []
-    join = multiprocessing.process.BaseProcess.join
-    monkeypatch.setattr(multiprocessing.process.BaseProcess, "join",
-                        lambda self, timeout=None: joined_in.append(threading.current_thread()) or join(self, timeout))
+    monkeypatch.setattr(type(tokenizer), "encode", held_encode(type(tokenizer).encode, tmp_path))
+    processes = TokenizingProcesses(tokenizer)
+    fork_server = processes.pid
+    started = time.monotonic()
+    with pytest.raises(APIError, match="closed the connection") as error:
+        in_a_process(processes, "completion", ["held " * 1000], gone_after=0.5)  # never released
+    assert error.value.status == 499
+    child = int((tmp_path / "started").read_text())
+    assert child not in (os.getpid(), fork_server)
+    assert wait_for(lambda: not _alive(child), 5)
+    assert time.monotonic() - started < 10  # the kill, not the 60 s the held encode would last
+    assert in_a_process(processes, "completion", ["short"]) == [tokenizer.encode("short")]  # the next one is served
+    (tmp_path / "started").unlink()
 
-    async def client_leaves():
-        gone = asyncio.get_running_loop().create_future()
-        asyncio.get_running_loop().call_later(0.3, gone.set_result, None)
-        with pytest.raises(APIError, match="closed the connection"):
-            await tokenize_in_process(lambda: time.sleep(60) or [[1]], gone)
-        return threading.current_thread()
+    async def closed_during_a_job():
+        job = asyncio.ensure_future(processes.tokenize("completion", ["held " * 1000],
+                                                       asyncio.get_running_loop().create_future()))
+        while not (tmp_path / "started").exists():
+            await asyncio.sleep(0.01)
+        processes.close()
+        return await asyncio.wait_for(job, 10)
 
-    loop_thread = asyncio.run(client_leaves())
-    assert joined_in and loop_thread not in joined_in
+    with pytest.raises(RuntimeError, match="ended before sending its result"):
+        asyncio.run(closed_during_a_job())
+    assert not _alive(fork_server) and wait_for(lambda: not _alive(int((tmp_path / "started").read_text())), 5)
+
+
+@needs_fork
+def test_a_dead_fork_server_fails_its_jobs_clearly_and_is_replaced_for_the_next(tokenizer, monkeypatch, tmp_path):
+    import signal
+
+    from openformers.serving.tokenizing import TokenizingProcesses
+
+    processes = TokenizingProcesses(tokenizer)
+    try:
+        first = processes.pid
+        os.kill(first, signal.SIGKILL)
+        assert wait_for(lambda: not _alive(first), 5)
+        text = "Hello there, " * 3000
+        assert in_a_process(processes, "completion", [text]) == [tokenizer.encode(text)]  # on a new fork server
+        second = processes.pid
+        assert second != first
+        monkeypatch.setattr(type(tokenizer), "encode", held_encode(type(tokenizer).encode, tmp_path))
+        processes.close()
+        processes = TokenizingProcesses(tokenizer)  # holding the held encode
+
+        async def fork_server_dies_during_the_job():
+            job = asyncio.ensure_future(processes.tokenize("completion", ["held " * 1000],
+                                                           asyncio.get_running_loop().create_future()))
+            while not (tmp_path / "started").exists():
+                await asyncio.sleep(0.01)
+            os.kill(processes.pid, signal.SIGKILL)
+            return await asyncio.wait_for(job, 10)  # not the 60 s of the held encode: the child dies with it
+
+        with pytest.raises(RuntimeError, match="ended before sending its result"):
+            asyncio.run(fork_server_dies_during_the_job())
+        assert wait_for(lambda: not _alive(int((tmp_path / "started").read_text())), 5)
+    finally:
+        processes.close()
 
 
 def test_a_request_needing_more_cache_than_the_server_keeps_is_refused(tiny_model, tokenizer):
@@ -665,6 +717,16 @@ def test_openformers_serve_answers_on_the_port_it_was_given(tiny_model, tokenize
         client = openai.OpenAI(base_url=url + "/v1", api_key="from-env", max_retries=0)
         response = client.completions.create(model=str(tmp_path), prompt="Hello", temperature=0)
         assert response.usage.completion_tokens == 5  # --max-new-tokens is the default max_tokens
+        if can_fork():  # a long prompt goes to the fork server started before the model loaded
+            spaces = "Hello" + " " * 40_000 + "there"
+            response = client.with_options(timeout=120).completions.create(model=str(tmp_path), prompt=spaces,
+                                                                            max_tokens=1)
+            assert response.usage.prompt_tokens == len(tokenizer.encode(spaces))
+            with open(f"/proc/{server.pid}/task/{server.pid}/children") as children:
+                fork_servers = [int(pid) for pid in children.read().split()]
+            assert len(fork_servers) == 1
     finally:
         server.terminate()
         server.wait(timeout=30)
+    if can_fork():
+        assert wait_for(lambda: not _alive(fork_servers[0]), 10)  # stopped with the server

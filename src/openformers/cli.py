@@ -90,15 +90,23 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
-    from .models.auto import AutoModelForCausalLM
+    return _load_tokenizer(args), _load_model(args)
+
+
+def _load_tokenizer(args):
     from .tokenizers import AutoTokenizer
 
-    options = {"gguf_file": args.gguf_file}
-    tokenizer = AutoTokenizer.from_pretrained(args.model, **options)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=args.dtype, quantization=args.quantization, **options)
+    return AutoTokenizer.from_pretrained(args.model, gguf_file=args.gguf_file)
+
+
+def _load_model(args):
+    from .models.auto import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=args.dtype, quantization=args.quantization,
+                                                 gguf_file=args.gguf_file)
     if args.adapter is not None:
         model.load_adapter(args.adapter)
-    return tokenizer, model
+    return model
 
 
 def _generate(args) -> int:
@@ -158,10 +166,15 @@ def _serve(args) -> int:
         return 1
     from .serving.protocol import Limits
     from .serving.scheduler import BatchScheduler
+    from .serving.tokenizing import TokenizingProcesses, can_fork
 
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}.")
-    tokenizer, model = _load(args)
+    tokenizer = _load_tokenizer(args)
+    # Started before the model loads, while this process is small: it forks the process that tokenizes each long
+    # prompt, which forking the loaded server would cost the event loop and the decode worker tens of milliseconds.
+    tokenizing = TokenizingProcesses(tokenizer) if can_fork() else None
+    model = _load_model(args)
     if args.max_cache_mb is not None and args.max_cache_mb < 1:
         raise ValueError(f"--max-cache-mb must be at least 1, got {args.max_cache_mb}.")
     cache_bytes = args.max_cache_mb * 2**20 if args.max_cache_mb else _quarter_of_memory()
@@ -181,7 +194,8 @@ def _serve(args) -> int:
     limits = Limits(default_max_tokens=args.max_new_tokens, body_timeout=args.body_timeout)
     loopback = args.host in LOOPBACK_HOSTS
     allowed_hosts = args.allowed_host or (LOOPBACK_HOSTS if loopback else None)
-    app = create_app(scheduler, args.model, api_key=args.api_key, limits=limits, allowed_hosts=allowed_hosts)
+    app = create_app(scheduler, args.model, api_key=args.api_key, limits=limits, allowed_hosts=allowed_hosts,
+                     tokenizing=tokenizing)
     if not loopback and not args.api_key:
         print(f"openformers: warning: listening on {args.host} without --api-key: anyone who can reach this "
               "machine can use the model.", file=sys.stderr)
@@ -189,8 +203,7 @@ def _serve(args) -> int:
     # would wait up to the default 5 ms for it at each of the hundreds of calls of a step.
     sys.setswitchinterval(0.0005)
     # The model's and tokenizer's objects live as long as the server: frozen out of collection, the collections
-    # the worker runs at rest take milliseconds instead of 0.1-0.3 s, and a process forked to tokenize a long
-    # prompt does not copy their pages when it collects.
+    # the worker runs at rest take milliseconds instead of 0.1-0.3 s.
     gc.collect()
     gc.freeze()
     print(f"Serving {args.model} on http://{args.host}:{args.port} (chat page at /, API under /v1)", flush=True)

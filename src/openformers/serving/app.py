@@ -2,13 +2,14 @@
 
 Endpoints: POST /v1/chat/completions and /v1/completions (JSON, or server-sent events with `stream: true`),
 GET /v1/models, GET /health, and the chat page at /. Each request is checked (protocol.py), tokenized (in a
-thread, or for a long prompt in a forked process killed when its client leaves: tokenizing.py), and its choices
+thread, or for a long prompt in a process killed when its client leaves: tokenizing.py), and its choices
 are submitted to the scheduler, whose worker thread decodes every request in one batch; updates come back to
 the event loop through `call_soon_threadsafe`, so neither side ever waits on the other. When a client goes away
 its requests are cancelled and leave the batch at the next step.
 """
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import json
@@ -19,7 +20,6 @@ from dataclasses import replace
 from importlib import resources
 from urllib.parse import urlsplit
 
-import jinja2
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
@@ -32,19 +32,24 @@ from starlette.routing import Route
 from . import protocol
 from .protocol import APIError, Limits, ParsedRequest
 from .scheduler import BatchScheduler, SamplingOptions, Update
-from .tokenizing import can_fork, tokenize_in_process
+from .tokenizing import TokenizingProcesses, can_fork, prompt_ids
 
 
 def create_app(scheduler: BatchScheduler, model_id: str, *, api_key: str | None = None,
-               limits: Limits | None = None, allowed_hosts: list[str] | None = None) -> Starlette:
+               limits: Limits | None = None, allowed_hosts: list[str] | None = None,
+               tokenizing: TokenizingProcesses | None = None) -> Starlette:
     """The ASGI app serving `scheduler`'s model under the name `model_id`.
 
     With `api_key`, every /v1 request needs `Authorization: Bearer <api_key>`. With `allowed_hosts` (host names,
     without ports), a request whose Host header, or whose Origin header when it has one, names another host is
     refused with 403: a web page elsewhere cannot then reach a server on loopback through a browser, by its own
     origin or by a DNS name rebound to 127.0.0.1. The app does not own the scheduler: close it after the server stops.
+
+    Long prompts are tokenized by `tokenizing`, started with the scheduler's tokenizer before the model loaded, where
+    it forks cheaply; without one, the app starts its own at the first long prompt (where fork exists). The app
+    stops it when the server stops.
     """
-    server = _Server(scheduler, model_id, api_key, limits or Limits(), allowed_hosts)
+    server = _Server(scheduler, model_id, api_key, limits or Limits(), allowed_hosts, tokenizing)
     routes = [
         Route("/", server.page),
         Route("/health", server.health),
@@ -54,7 +59,8 @@ def create_app(scheduler: BatchScheduler, model_id: str, *, api_key: str | None 
         Route("/v1/completions", server.completions, methods=["POST"]),
     ]
     handlers = {APIError: _api_error, HTTPException: _http_error, Exception: _server_error}
-    return Starlette(routes=routes, exception_handlers=handlers, middleware=[Middleware(_HostCheck, server=server)])
+    return Starlette(routes=routes, exception_handlers=handlers, middleware=[Middleware(_HostCheck, server=server)],
+                     lifespan=server.lifespan)
 
 
 # Prompts longer than this are tokenized one at a time in a forked process (see _Server._tokenize); shorter ones
@@ -110,12 +116,21 @@ async def _server_error(request: Request, error: Exception) -> JSONResponse:
 
 class _Server:
     def __init__(self, scheduler: BatchScheduler, model_id: str, api_key: str | None, limits: Limits,
-                 allowed_hosts: list[str] | None):
+                 allowed_hosts: list[str] | None, tokenizing: TokenizingProcesses | None):
         self.scheduler, self.tokenizer = scheduler, scheduler.tokenizer
         self.model_id, self.api_key, self.limits = model_id, api_key, limits
         self.allowed_hosts = None if allowed_hosts is None else {host.strip("[]").lower() for host in allowed_hosts}
         self.created = protocol.now()
-        self.tokenizing = asyncio.Semaphore(1)
+        self.tokenizing_turn = asyncio.Semaphore(1)
+        self.tokenizing = tokenizing
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        try:
+            yield
+        finally:
+            if self.tokenizing is not None:
+                self.tokenizing.close()
 
     # -- simple endpoints ---------------------------------------------------------------------------------------
 
@@ -151,8 +166,7 @@ class _Server:
         if self.tokenizer.chat_template is None:
             raise APIError(400, f"{self.model_id} has no chat template; use /v1/completions with it instead.")
         lengths = [sum(len(message["content"]) for message in messages) for messages in parsed.prompts]
-        prompts = await self._tokenize(request, lambda: [self._chat_prompt(messages) for messages in parsed.prompts],
-                                       lengths, "messages")
+        prompts = await self._tokenize(request, "chat", parsed.prompts, lengths, "messages")
         return await self._answer(request, parsed, prompts, "chat")
 
     async def completions(self, request: Request):
@@ -161,52 +175,37 @@ class _Server:
         self._check_model(parsed)
         self._check_room(parsed)
         lengths = [len(prompt) for prompt in parsed.prompts if isinstance(prompt, str)]
-        prompts = await self._tokenize(request, lambda: [self._completion_prompt(prompt) for prompt in parsed.prompts],
-                                       lengths, "prompt")
+        prompts = await self._tokenize(request, "completion", parsed.prompts, lengths, "prompt")
         return await self._answer(request, parsed, prompts, "completion")
 
-    async def _tokenize(self, request: Request, work, lengths: list[int], param: str):
-        """Run `work` (tokenizing texts of these `lengths` in characters) once each text is known to fit the
-        context (`_check_prompt_length`). A short text (most requests) takes milliseconds and is tokenized at once
-        in a thread. Long texts go one request at a time, not at all once the client has gone, and where fork
-        exists in a forked process that is killed the moment the client leaves (tokenizing.py): a thread would
-        hold the GIL the decode worker needs for seconds and could not be stopped."""
+    async def _tokenize(self, request: Request, kind: str, prompts: list, lengths: list[int], param: str):
+        """The ids of `prompts` (tokenizing.prompt_ids; their texts have these `lengths` in characters), once each
+        text is known to fit the context (`_check_prompt_length`). A short text (most requests) takes milliseconds
+        and is tokenized at once in a thread. Long texts go one request at a time, not at all once the client has
+        gone, and where fork exists in a child process that is killed the moment the client leaves
+        (tokenizing.py): a thread would hold the GIL the decode worker needs for seconds and could not be stopped."""
         for length in lengths:
             self._check_prompt_length(length, param)
+
+        def work() -> list[list[int]]:
+            return [prompt_ids(self.tokenizer, kind, prompt) for prompt in prompts]
+
         if sum(lengths) <= LONG_PROMPT_CHARACTERS:
             return await run_in_threadpool(work)
         # Listening while waiting, not a `request.is_disconnected()` at the turn: after a body chunk over 64 KB
         # uvicorn stops reading the connection until the app receives, so a close is seen only after a receive.
         gone = asyncio.ensure_future(_disconnected(request))
         try:
-            async with self.tokenizing:
+            async with self.tokenizing_turn:
                 if gone.done():
                     raise APIError(499, "The client closed the connection.")
-                if can_fork():
-                    return await tokenize_in_process(work, gone)
-                return await run_in_threadpool(work)
+                if not can_fork():
+                    return await run_in_threadpool(work)
+                if self.tokenizing is None:
+                    self.tokenizing = TokenizingProcesses(self.tokenizer)
+                return await self.tokenizing.tokenize(kind, prompts, gone)
         finally:
             gone.cancel()
-
-    def _chat_prompt(self, messages: list[dict]) -> list[int]:
-        try:
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
-        except jinja2.TemplateError as error:
-            raise APIError(400, f"The model's chat template refused the messages: {error}", param="messages")
-        return list(ids)
-
-    def _completion_prompt(self, prompt: str | list[int]) -> list[int]:
-        if isinstance(prompt, str):
-            ids = self.tokenizer.encode(prompt)
-            if not ids:
-                raise APIError(400, "The prompt is empty: give a text to continue.", param="prompt")
-            return ids
-        vocab_size = len(self.tokenizer)
-        bad = [t for t in prompt if not 0 <= t < vocab_size]
-        if bad:
-            raise APIError(400, f"prompt holds token ids outside the vocabulary of {vocab_size}: {bad[:5]}.",
-                           param="prompt")
-        return prompt
 
     async def _answer(self, request: Request, parsed: ParsedRequest, prompts: list[list[int]], kind: str):
         jobs = []  # (choice index, prompt ids, options), the n choices of each prompt in turn
