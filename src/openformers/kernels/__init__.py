@@ -8,6 +8,7 @@ Models are plain torch.nn and never import this package. `from_pretrained` hands
 - `accelerate(model)`: on the CPU, builds the library (library.py) when the model has a use for it, so no
   forward pass ever compiles; where every config field of the model is one the decoding step implements
   (llama.refusal), swaps `Linear` in for its linear layers and gives its decoder the one-call `DecodeStep`.
+  Their weights move onto 2 MB pages where the system has them (library.place_on_huge_pages).
   Any other model stays as it is, on the plain path.
 
 `Linear` sends products of up to KERNEL_ROWS rows (a batch decoding a token per sequence) to the kernel;
@@ -35,6 +36,9 @@ def accelerate(model: nn.Module) -> bool:
         return False
     if eligible:
         llama.install(model)
+        # The weights each decoding step reads whole, on 2 MB pages (see library.place_on_huge_pages).
+        library.place_on_huge_pages([t for m in model.modules() if isinstance(m, Linear)
+                                     for t in (m.weight, m.scale) if t is not None])
     return eligible
 
 
