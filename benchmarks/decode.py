@@ -9,8 +9,9 @@ reads every weight once per token, so bandwidth / bytes per token is its limit, 
 that limit is printed. The load average before each engine's run is printed too: the figures of a loaded
 machine are lower, and only their ratios within one run mean anything.
 
-Engines: openformers at float32, bfloat16, int8 and int4 (`quantization=...`: greedy `generate`, a sampled
-`generate` over 8 or 32 left-padded prompts, one forward for the prefill); transformers at float32 and bfloat16
+Engines: openformers at float32, bfloat16, int8 and int4 (`quantization=...`: greedy `generate`, sampled
+`generate` calls over 8 or 32 left-padded prompts timed without their prompt's forward pass, one forward for the
+prefill); transformers at float32 and bfloat16
 (the same calls); llama.cpp at F32, BF16, Q8_0, Q4_1 and Q4_0, its own C++ tools built natively for this CPU by
 benchmarks/peers.sh (a benchmark-only build of minutes on 2 cores, cached; decode.py runs the script, which
 returns at once once built) on GGUFs of the same weights: `llama-bench -t THREADS -p 0 -n NEW_TOKENS -r 1` for
@@ -128,20 +129,25 @@ def run_torch_engine(library: str, precision: str, new_tokens: int, decode_only:
 
 
 def batch_sampled_speed(model, tokenizer, new_tokens: int, size: int) -> float:
-    """Total new tokens per second of one sampled generate call over `size` left-padded prompts."""
+    """Total new tokens per second of sampled generate calls over `size` left-padded prompts, the prompts' forward
+    pass left out as llama-batched-bench's S_TG leaves it out: the time of a call making `new_tokens` + 1 tokens
+    per row less that of one making 1 (the prompt and the first token). Sampling stays in (S_TG samples nothing)."""
     import torch
 
     tokenizer.padding_side = "left"
     prompts = (BATCH_PROMPTS * (size // len(BATCH_PROMPTS) + 1))[:size]
     batch = tokenizer(prompts, padding=True, return_tensors="pt")
     options = dict(do_sample=True, top_k=50, temperature=0.8, eos_token_id=None, pad_token_id=tokenizer.eos_token_id)
+    elapsed = {}
     with torch.inference_mode():
         model.generate(**batch, max_new_tokens=4, **options)  # warm-up
-        torch.manual_seed(0)
-        started = time.perf_counter()
-        output = model.generate(**batch, max_new_tokens=new_tokens, **options)
-        elapsed = time.perf_counter() - started
-    return (output.shape[1] - batch["input_ids"].shape[1]) * output.shape[0] / elapsed
+        for tokens in (1, new_tokens + 1):
+            torch.manual_seed(0)
+            started = time.perf_counter()
+            output = model.generate(**batch, max_new_tokens=tokens, min_new_tokens=tokens, **options)
+            elapsed[tokens] = time.perf_counter() - started
+            assert output.shape[1] - batch["input_ids"].shape[1] == tokens
+    return new_tokens * size / (elapsed[new_tokens + 1] - elapsed[1])
 
 
 def prefill_speed(forward) -> float:

@@ -191,6 +191,95 @@ def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     torch.testing.assert_close(fast_logits, step_logits(plain, tokens, True, monkeypatch), atol=1e-4, rtol=1e-4)
 
 
+def counted_batch_steps(monkeypatch) -> list:
+    """A list that gets an item for each call of the compiled batched decoding step from here on."""
+    calls, decode_batch = [], torch.ops.openformers.decode_batch
+    monkeypatch.setattr(torch.ops.openformers, "decode_batch", lambda *args: calls.append(1) or decode_batch(*args))
+    return calls
+
+
+def left_padded_batch(rows: int, length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random prompts of `length` ids left-padded to different lengths (one unpadded), and their attention mask."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 96, (rows, length), generator=generator)
+    mask = torch.ones_like(ids)
+    for row, padding in enumerate(torch.randint(0, length - 1, (rows,), generator=generator).tolist()[1:], 1):
+        ids[row, :padding], mask[row, :padding] = 0, 0
+    return ids, mask
+
+
+def batch_step_logits(model, ids, mask, steps: int, use_kernels: bool, monkeypatch) -> torch.Tensor:
+    """Logits of `steps` one-token steps of every row after a left-padded prompt, each row at its own positions
+    (as generate feeds them), with the loaded kernels used or left aside. The prompt is fed a column at a time too,
+    so that quantized products take the kernel's rounding there as well (a whole prompt takes PyTorch's matmul);
+    a column where some row is padding takes the layers."""
+    assert kernels.build()
+    monkeypatch.setattr(library, "loaded", lambda: use_kernels)
+    tokens = torch.randint(1, 96, (ids.shape[0], steps), generator=torch.Generator().manual_seed(9))
+    ids, mask = torch.cat([ids, tokens], -1), torch.cat([mask, torch.ones_like(tokens)], -1)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache, logits = DynamicCache(), []
+    with torch.inference_mode():
+        for column in range(ids.shape[1]):
+            end = column + 1
+            logits.append(model(ids[:, column:end], attention_mask=mask[:, :end], position_ids=positions[:, column:end],
+                                past_key_values=cache).logits[:, -1])
+    return torch.stack(logits[-steps - 1:])
+
+
+@pytest.mark.parametrize(
+    "config_class, overrides, quantization",
+    [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, {"sliding_window": 5}, None),
+     (LlamaConfig, {}, "int8"), (LlamaConfig, {}, "int4")],
+    ids=["llama", "qwen2-bias", "mistral-window", "int8", "int4"],
+)
+def test_batched_steps_match_plain_path(config_class, overrides, quantization, monkeypatch):
+    # Six rows left-padded to different lengths (one not at all), 12 steps: past a window of 5, so a padded row's
+    # window starts inside its padding and later past it. Three threads split the rows and the heads unevenly.
+    model = tiny_model(config_class, **overrides)
+    if quantization:
+        model = kernels.quantize(model, quantization)
+        plain_path_rounds_inputs(monkeypatch)
+    accelerated(model)
+    ids, mask = left_padded_batch(6, 7, seed=5)
+    steps = counted_batch_steps(monkeypatch)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        fast = batch_step_logits(model, ids, mask, 12, True, monkeypatch)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(steps) == 12 + int(mask[:, 1:].all(0).sum())  # and the prompt's columns without padding after the first
+    plain = batch_step_logits(model, ids, mask, 12, False, monkeypatch)
+    # int8 and int4's int8 head: an input that the two paths' float sums put a unit apart on either side of a half
+    # step rounds to neighbouring steps, which moves a logit by up to a few thousandths
+    tolerance = 1e-2 if quantization else 1e-4
+    torch.testing.assert_close(fast, plain, atol=tolerance, rtol=tolerance)
+
+
+def test_batched_greedy_tokens_match_plain_path(monkeypatch):
+    fast, plain = accelerated(tiny_model()), tiny_model()
+    ids, mask = left_padded_batch(9, 6, seed=6)  # nine rows: eight inputs to a product, then one
+    steps = counted_batch_steps(monkeypatch)
+    options = dict(attention_mask=mask, max_new_tokens=16, do_sample=False)
+    expected = plain.generate(ids, **options).tolist()
+    assert fast.generate(ids, **options).tolist() == expected
+    assert len(steps) == 15  # every token after the prompt's
+    unpadded = fast.generate(ids[:3, -2:], max_new_tokens=5, do_sample=False).tolist()
+    assert unpadded == plain.generate(ids[:3, -2:], max_new_tokens=5, do_sample=False).tolist()
+    assert len(steps) == 19
+
+
+def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
+    model = accelerated(tiny_model())
+    ids, mask = left_padded_batch(5, 6, seed=7)
+    reference = batch_step_logits(model, ids, mask, 8, False, monkeypatch)
+    steps = counted_batch_steps(monkeypatch)
+    fast = batch_step_logits(model.to(torch.bfloat16), ids, mask, 8, True, monkeypatch)
+    assert len(steps) == 8 + int(mask[:, 1:].all(0).sum()) and fast.dtype == torch.bfloat16
+    torch.testing.assert_close(fast.float(), reference, atol=0.1, rtol=0.05)
+
+
 @pytest.mark.parametrize("quantization", [None, "int8", "int4"])
 def test_a_team_of_threads_gives_the_one_thread_results(quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly
@@ -233,7 +322,7 @@ def test_cache_grows_past_its_first_block(monkeypatch):
     assert fast.tolist() == plain.tolist()
 
 
-def test_training_and_batches_take_the_plain_path():
+def test_training_prompts_and_large_batches_take_the_plain_path():
     model = accelerated(tiny_model())
     step, taken = model.model.accelerated_step, []
 
@@ -253,7 +342,14 @@ def test_training_and_batches_take_the_plain_path():
         cache = DynamicCache()
         model(torch.tensor([[1, 2]]), past_key_values=cache)  # a prompt
         model(torch.tensor([[5]]), past_key_values=cache)
-    assert taken == [False, False, False, False, False, True]
+        cache = DynamicCache()
+        model(torch.tensor([[1, 2], [3, 4]]), past_key_values=cache)
+        model(torch.tensor([[5], [6]]), past_key_values=cache)  # two rows: the batched step
+        rows = kernels.llama.BATCH_ROWS + 1
+        cache = DynamicCache()
+        model(torch.ones(rows, 2, dtype=torch.long), past_key_values=cache)
+        model(torch.ones(rows, 1, dtype=torch.long), past_key_values=cache)  # more rows than it takes
+    assert taken == [False, False, False, False, False, True, False, True, False, False]
 
 
 def test_weights_replaced_or_cast_after_a_step_are_the_ones_used(monkeypatch):
@@ -355,6 +451,20 @@ def test_few_rows_of_a_linear_layer_take_the_kernel_with_torch_results(dtype, mo
     assert calls == [1, 3, 4, 7, 8, 8]  # 9 rows take torch's matmul
     assert layer(x[0, :2].clone().requires_grad_(True)).requires_grad  # gradients: torch's path
     assert calls == [1, 3, 4, 7, 8, 8]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_products_of_a_batch_match_torch_for_every_count_of_inputs(dtype):
+    # Five to eight inputs take two rows at a time for all of them, fewer four rows by four inputs; 13 inputs take
+    # eight and then five, 10 eight and then two. An odd count of rows leaves one for the one-input loops; 40 and
+    # 72 columns leave tails of 8 after the 16- and 32-wide steps.
+    assert kernels.build()
+    torch.manual_seed(0)
+    for inputs in (2, 4, 5, 6, 7, 8, 10, 13):
+        for rows, columns in ((7, 40), (131, 72)):
+            weight, x = torch.randn(rows, columns).to(dtype), torch.randn(inputs, columns)
+            expected = torch.nn.functional.linear(x.to(dtype).double(), weight.double()).float()
+            torch.testing.assert_close(torch.ops.openformers.matvec(x, weight, None), expected, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -23,6 +23,7 @@ from . import library
 from .linear import Linear
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)  # activation dtypes decode.cpp takes
+BATCH_ROWS = 32  # the most sequences decode_batch steps at once; larger batches take the layers
 
 # Every config field, with the values the step implements...
 IMPLEMENTED = {
@@ -111,10 +112,12 @@ def _implemented_layers(decoder: LlamaModel) -> bool:
 
 
 class DecodeStep:
-    """The decoder's step for one token of one sequence after a cached prompt, as one call of decode.cpp.
+    """The decoder's step for one token of each sequence after a cached prompt, as one call of decode.cpp: its
+    `decode_step` for one unpadded sequence, `decode_batch` for up to BATCH_ROWS sequences sharing one cache,
+    each with its own position and left padding (generate's batch, the server's running rows).
 
-    Called by LlamaModel.forward with (input_ids, attention_mask, position_ids, cache); returns the (1, 1, C) last
-    hidden state, or None to leave any other step to the layers (a batch, a prompt, gradients, another device).
+    Called by LlamaModel.forward with (input_ids, attention_mask, position_ids, cache); returns the (B, 1, C) last
+    hidden state, or None to leave any other step to the layers (a prompt, gradients, another device).
     """
 
     def __init__(self, decoder: LlamaModel):
@@ -127,18 +130,23 @@ class DecodeStep:
         decoder = self.decoder
         takes = (
             input_ids is not None
-            and input_ids.shape == (1, 1)
+            and input_ids.dim() == 2 and input_ids.shape[1] == 1 and input_ids.shape[0] <= BATCH_ROWS
             and isinstance(cache, DynamicCache) and not cache.is_compileable and cache.seq_len > 0
-            and (attention_mask is None or bool(attention_mask.all()))
             and input_ids.device.type == "cpu"
             and decoder.embed_tokens.weight.dtype in KERNEL_DTYPES
             and not torch.is_grad_enabled()
             and not torch.compiler.is_compiling()
             and library.loaded()
         )
+        padding = takes and attention_mask is not None and not bool(attention_mask.all())
+        if padding:  # each row's mask over the cache and its new token, which it must see
+            rows, past = input_ids.shape[0], cache.seq_len
+            takes = attention_mask.shape == (rows, past + 1) and bool(attention_mask[:, -1].all())
         tensors = self._kernel_tensors() if takes else None
         if tensors is None:
             return None
+        if input_ids.shape[0] > 1 or padding:
+            return self._batch(tensors, input_ids, attention_mask if padding else None, position_ids, cache)
         position = cache.seq_len if position_ids is None else int(position_ids.reshape(-1)[0])
         decoder.rotary_emb.ensure_length(position + 1)
         cos, sin = decoder.rotary_emb.cos[position], decoder.rotary_emb.sin[position]
@@ -151,6 +159,26 @@ class DecodeStep:
             decoder.sliding_window or 0, cos, sin, decoder.layers[0].input_layernorm.eps,
         )
         return decoder.norm(x.to(decoder.embed_tokens.weight.dtype).view(1, 1, -1))
+
+    def _batch(self, tensors, input_ids, attention_mask, position_ids, cache) -> torch.Tensor:
+        """decode_batch's step for B rows: each row's rotary angles at its own position, its mask over the cache."""
+        decoder, rows = self.decoder, input_ids.shape[0]
+        if position_ids is None:
+            positions = torch.full((rows,), cache.seq_len)
+        else:
+            positions = position_ids.reshape(-1).expand(rows) if position_ids.numel() == 1 else position_ids.reshape(-1)
+        decoder.rotary_emb.ensure_length(int(positions.max()) + 1)
+        cos, sin = decoder.rotary_emb.cos[positions], decoder.rotary_emb.sin[positions]
+        x = decoder.embed_tokens(input_ids).reshape(rows, -1).float().contiguous()
+        reserved = [cache.reserve(i, 1) for i in range(len(decoder.layers))]
+        mask = torch.empty(0, dtype=torch.uint8) if attention_mask is None else attention_mask.to(torch.uint8)
+        norms, weights, scales, biases = tensors
+        torch.ops.openformers.decode_batch(
+            x, norms, weights, scales, [b.float() for b in biases],
+            [keys for keys, _, _ in reserved], [values for _, values, _ in reserved], reserved[0][2],
+            decoder.sliding_window or 0, cos, sin, mask, decoder.layers[0].input_layernorm.eps,
+        )
+        return decoder.norm(x.to(decoder.embed_tokens.weight.dtype).view(rows, 1, -1))
 
     def _kernel_tensors(self) -> tuple | None:
         """The norm weights, linear weights, their scales (quantized) and q/k/v biases, in decode_step's order;
