@@ -725,6 +725,8 @@ def test_openformers_serve_answers_on_the_port_it_was_given(tiny_model, tokenize
             with open(f"/proc/{server.pid}/task/{server.pid}/children") as children:
                 fork_servers = [int(pid) for pid in children.read().split()]
             assert len(fork_servers) == 1
+            with open(f"/proc/{fork_servers[0]}/maps") as maps:  # started before torch loaded: small, cheap to fork
+                assert "libtorch" not in maps.read()
     finally:
         server.terminate()
         server.wait(timeout=30)

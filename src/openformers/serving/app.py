@@ -63,7 +63,7 @@ def create_app(scheduler: BatchScheduler, model_id: str, *, api_key: str | None 
                      lifespan=server.lifespan)
 
 
-# Prompts longer than this are tokenized one at a time in a forked process (see _Server._tokenize); shorter ones
+# Prompts longer than this are tokenized one at a time in a child process (see _Server._tokenize); shorter ones
 # at once in a thread.
 LONG_PROMPT_CHARACTERS = 32_768
 
