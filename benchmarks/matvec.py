@@ -7,7 +7,7 @@ bandwidth (summing a 1 GB tensor) is measured in the same run. `--rows 8` multip
 batch decoding one token per sequence), a case kernels.Linear sends to the kernel (up to KERNEL_ROWS rows). Run
 from the repository root:
 
-    .venv/bin/python benchmarks/matvec.py [--threads 2] [--rows 1] [--cpu-time]
+    .venv/bin/python benchmarks/matvec.py [--threads 2] [--rows 1] [--cpu-time] [--cases "openformers int"]
 
 `--cpu-time` times one thread by its CPU time instead of the wall clock: on a machine shared with other work the
 wall clock counts the time the thread waits for a core, its CPU time mostly not (memory contention still counts).
@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--rows", type=int, default=1, help="vectors multiplied at once")
     parser.add_argument("--cpu-time", action="store_true", help="time by CPU time (one thread only)")
+    parser.add_argument("--cases", nargs="+", metavar="TEXT",
+                        help="only the cases whose name contains one of these (e.g. 'openformers int')")
     args = parser.parse_args()
     if args.cpu_time and args.threads != 1:
         parser.error("--cpu-time measures one thread: add --threads 1")
@@ -87,6 +89,8 @@ def main() -> None:
     print(f"{args.threads} threads, {args.rows} row(s) x weights {ROWS} x {COLS}, {copies} copies cycled; "
           f"memory bandwidth {bandwidth:.1f} GB/s")
     for name, (function, weights) in cases.items():
+        if args.cases and not any(text in name for text in args.cases):
+            continue
         seconds = timed(function, copies, clock=clock)
         nbytes = _bytes(name, int8[0], int4[0]) if weights is None else weights[0].numel() * weights[0].element_size()
         print(f"{name:>36}: {seconds * 1e6:8.1f} us  {nbytes / seconds / 1e9:6.1f} GB/s of weights")

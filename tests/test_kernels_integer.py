@@ -71,3 +71,58 @@ def test_zero_blocks_and_outliers_round_without_overflow(quantization):
     result = kernel_product(layer, x)
     assert torch.isfinite(result).all()
     torch.testing.assert_close(result, expected, atol=1e-2, rtol=1e-5)  # terms of ~1e4: their float32 sums
+
+
+def products_one_by_one(layer: kernels.Linear, x: torch.Tensor) -> torch.Tensor:
+    """Each row of `x` multiplied alone: the one-input loops (integer_rows), as a batch-1 decoding step runs them."""
+    with torch.inference_mode():
+        return torch.stack([torch.ops.openformers.matvec(row.contiguous(), layer.weight, layer.scale) for row in x])
+
+
+def product_of_the_batch(layer: kernels.Linear, x: torch.Tensor, threads: int = 3) -> torch.Tensor:
+    assert kernels.build()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            return torch.ops.openformers.matvec(x.contiguous(), layer.weight, layer.scale)
+    finally:
+        torch.set_num_threads(before)
+
+
+# Every size of a batch from 2 to 32 in tiles of four inputs (int8) or two (int4) and what is left of them; 203 rows
+# end in three rows that take the one-input loops.
+BATCHES = [2, 3, 4, 5, 7, 8, 13, 32]
+
+
+@pytest.mark.parametrize("quantization, columns", SHAPES)
+def test_a_batch_of_inputs_multiplies_each_as_it_would_alone(quantization, columns):
+    # Bit for bit: the batched loops sum in the one-input loops' order, so a batch decodes the tokens that its
+    # sequences decode alone (an int8 model's next layer rounds its input, and a last-bit difference can move a step).
+    layer = packed_layer(quantization, columns)
+    torch.manual_seed(1)
+    x = torch.randn(max(BATCHES), columns) * torch.linspace(0.1, 10, columns)
+    alone = products_one_by_one(layer, x)
+    for n in BATCHES:
+        assert torch.equal(product_of_the_batch(layer, x[:n]), alone[:n]), n
+    expected = torch.nn.functional.linear(rounded(x), layer.dequantized(torch.float32))
+    torch.testing.assert_close(alone, expected, atol=2e-5 * columns**0.5, rtol=1e-5)
+
+
+def test_a_batch_of_q4_0_groups_multiplies_each_as_it_would_alone():
+    # A Q4_0 file's groups loaded as int4 keep their own step and a minimum of -8 steps (llama.cpp's d * (q - 8)):
+    # the minimums' share of each product is then large and of the opposite sign of the steps' sum.
+    import gguf
+
+    torch.manual_seed(0)
+    weight = torch.randn(36, 576) * torch.linspace(0.01, 5, 576)
+    blocks = gguf.quants.quantize(weight.numpy(), gguf.GGMLQuantizationType.Q4_0)
+    floats = torch.from_numpy(gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType.Q4_0).copy())
+    linear = torch.nn.Linear(576, 36, bias=False)
+    linear.weight.data = floats
+    layer = kernels.quantize(torch.nn.Sequential(linear), "int4")[0]
+    assert torch.equal(layer.dequantized(torch.float32), floats)
+    x = torch.randn(9, 576)
+    alone = products_one_by_one(layer, x)
+    assert torch.equal(product_of_the_batch(layer, x), alone)
+    torch.testing.assert_close(alone, rounded(x) @ floats.T, atol=2e-5 * 576**0.5, rtol=1e-5)
