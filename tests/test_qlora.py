@@ -105,21 +105,31 @@ def test_a_kept_matrix_is_not_used_once_the_weights_change():
     linear.free_unpacked_matrices()
 
 
-def test_int4_unpacks_to_bfloat16_as_its_float32_matrix_rounds():
+# 2112 x 4096: a bfloat16 matrix past the kernel's 16 MB, written with non-temporal stores.
+@pytest.mark.parametrize("shape", [(40, 128), (2112, 4096)])
+def test_int4_unpacks_to_bfloat16_as_its_float32_matrix_rounds(shape):
     """The bf16 matrix a QLoRA product multiplies equals the float32 one rounded as c10::BFloat16 rounds, bit for bit,
-    also for groups whose values are subnormal (which vcvtne2ps2bf16 would flush to zero) or NaN."""
+    also for groups whose values are subnormal (which vcvtne2ps2bf16 would flush to zero) or NaN, and also
+    into a matrix that does not start on a 64-byte boundary (which non-temporal stores need)."""
     if not kernels.build():
         pytest.skip("the CPU kernels are not built here")
     torch.manual_seed(0)
-    layer = linear.Linear.from_linear(torch.nn.Linear(128, 40), "int4")
+    out_features, in_features = shape
+    layer = linear.Linear.from_linear(torch.nn.Linear(in_features, out_features), "int4")
     layer.scale[0, 0] = torch.tensor([1e-12, 1e-39])  # steps of 1e-12 above a subnormal minimum
     layer.scale[1, 2] = torch.tensor([1e-40, -1e-39])  # subnormal values of both signs
     layer.scale[2, 1] = torch.tensor([float("nan"), 0.5])
-    matrix = layer.float_weight(torch.bfloat16)
+    layer.scale[-1, -1] = torch.tensor([float("inf"), -0.5])  # infinite steps, and NaN where the step is 0:
+    layer.weight[-1, -16:] = torch.arange(16, dtype=torch.uint8) * 17  # steps 0..15 in the low and high nibbles
     expected = layer.float_weight(torch.float32)
     finite = ~expected.isnan()
-    assert torch.equal(matrix[finite], expected[finite].to(torch.bfloat16))
-    assert matrix[~finite].isnan().all() and (~finite).sum() == 32
+    aligned = layer.float_weight(torch.bfloat16)
+    unaligned = torch.empty(out_features * in_features + 1, dtype=torch.bfloat16)[1:].view(out_features, in_features)
+    torch.ops.openformers.dequantize_into(layer.weight, layer.scale, unaligned)
+    for matrix in (aligned, unaligned):
+        assert torch.equal(matrix[finite], expected[finite].to(torch.bfloat16))
+        assert matrix[~finite].isnan().all() and (~finite).sum() == 32 + 2
+        assert matrix[-1, -32:].isinf().sum() == 30
 
 
 def test_float32_training_keeps_float32_products_in_a_reentrant_checkpoints_forward(base, monkeypatch):
