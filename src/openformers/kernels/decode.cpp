@@ -1461,15 +1461,12 @@ void attend_allowed(const float* q, const C* keys, const C* values, int64_t pos_
 }
 
 // Rows [begin, end) of W times n inputs x (n, m.cols) into out (n, m.rows): float weights through rows_times (each
-// weight loaded once for up to eight inputs), int8 and int4 through integer_rows for each input's rounded steps.
+// weight loaded once for up to eight inputs), int8 and int4 through integer_rows_times on the inputs' rounded steps.
 template <typename W>
-void batch_rows(const Matrix& m, int64_t begin, int64_t end, const float* x, const std::vector<Rounded>& rounded,
-                int64_t n, float* out) {
-  if constexpr (kInteger<W>) {
-    for (int64_t j = 0; j < n; ++j) integer_rows<W>(m, begin, end, rounded[j], out + j * m.rows);
-  } else {
-    rows_times<W>(m, begin, end, x, n, out, m.rows);
-  }
+void batch_rows(const Matrix& m, int64_t begin, int64_t end, const float* x, const RoundedBatch& rounded, int64_t n,
+                float* out) {
+  if constexpr (kInteger<W>) integer_rows_times<W>(m, begin, end, rounded, out, m.rows);
+  else rows_times<W>(m, begin, end, x, n, out, m.rows);
 }
 
 constexpr int64_t kBatchLoopsPerLayer = 8;  // the claimed loops of batch_layer_step
@@ -1479,17 +1476,20 @@ constexpr int64_t kBatchLoopsPerLayer = 8;  // the claimed loops of batch_layer_
 template <typename W, typename C>
 void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S, float eps, int64_t pos,
                       int64_t window, const float* cos, const float* sin, const uint8_t* mask,
-                      std::vector<float>& normed, std::vector<Rounded>& rounded, std::vector<float>& scores) {
+                      std::vector<float>& normed, std::vector<Rounded>& rounded, RoundedBatch& batch,
+                      std::vector<float>& scores) {
   int64_t hidden = L.o.rows, n_kv = L.keys.size(1), head_dim = L.keys.size(3), n_head = L.q.rows / head_dim;
   int64_t row_stride = L.keys.stride(0), head_stride = L.keys.stride(1), pos_stride = L.keys.stride(2);
   C* keys = L.keys.data_ptr<C>();
   C* values = L.values.data_ptr<C>();
   auto set_inputs = [&](const float* inputs, int64_t cols) {  // integer weights' inputs rounded, by every thread
-    if constexpr (kInteger<W>)
+    if constexpr (kInteger<W>) {
       for (int64_t j = 0; j < n; ++j) rounded[j].set<W>(inputs + j * cols, cols);
+      batch.set<W>(rounded.data(), n);
+    }
   };
   auto product = [&](const Matrix& m, const float* inputs, float* out) {
-    team.claim(m.rows, kChunk, 4, [&](int64_t begin, int64_t end) { batch_rows<W>(m, begin, end, inputs, rounded, n, out); });
+    team.claim(m.rows, kChunk, 4, [&](int64_t begin, int64_t end) { batch_rows<W>(m, begin, end, inputs, batch, n, out); });
   };
 
   for (int64_t j = 0; j < n; ++j) rms_norm(x + j * hidden, L.attn_norm, eps, normed.data() + j * hidden, hidden);
@@ -1527,7 +1527,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
   team.wait();
   set_inputs(S.attended.data(), L.o.cols);
   team.claim(hidden, kChunk, 4, [&](int64_t begin, int64_t end) {
-    batch_rows<W>(L.o, begin, end, S.attended.data(), rounded, n, S.out.data());
+    batch_rows<W>(L.o, begin, end, S.attended.data(), batch, n, S.out.data());
     for (int64_t j = 0; j < n; ++j)
       for (int64_t i = begin; i < end; ++i) x[j * hidden + i] += S.out[j * hidden + i];
   });
@@ -1539,8 +1539,8 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
   set_inputs(normed.data(), hidden);
   int64_t inner = L.gate.rows;
   team.claim(inner, kChunk, 4, [&](int64_t begin, int64_t end) {
-    batch_rows<W>(L.gate, begin, end, normed.data(), rounded, n, S.gate.data());
-    batch_rows<W>(L.up, begin, end, normed.data(), rounded, n, S.up.data());
+    batch_rows<W>(L.gate, begin, end, normed.data(), batch, n, S.gate.data());
+    batch_rows<W>(L.up, begin, end, normed.data(), batch, n, S.up.data());
     for (int64_t j = 0; j < n; ++j)
       for (int64_t i = j * inner + begin; i < j * inner + end; ++i)
         S.gate[i] = S.gate[i] / (1.f + std::exp(-S.gate[i])) * S.up[i];
@@ -1549,7 +1549,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
   team.wait();
   set_inputs(S.gate.data(), inner);  // SiLU(gate) * up, in place of gate
   team.claim(hidden, kChunk, 4, [&](int64_t begin, int64_t end) {
-    batch_rows<W>(L.down, begin, end, S.gate.data(), rounded, n, S.out.data());
+    batch_rows<W>(L.down, begin, end, S.gate.data(), batch, n, S.out.data());
     for (int64_t j = 0; j < n; ++j)
       for (int64_t i = begin; i < end; ++i) x[j * hidden + i] += S.out[j * hidden + i];
   });
@@ -1599,10 +1599,12 @@ void decode_batch(at::Tensor x, at::TensorList norms, at::TensorList weights, at
     in_team(kBatchLoopsPerLayer * n_layers, [&](Team& team) {
       std::vector<float> normed(n * first.o.rows), scores;
       std::vector<Rounded> rounded(n);
+      RoundedBatch batch;
       for (size_t l = 0; l < n_layers; ++l) {
         const Layer& L = layers[l];
-        if (bf16_cache) batch_layer_step<W, c10::BFloat16>(team, xd, n, L, S, epsf, pos, window, c, s, allowed, normed, rounded, scores);
-        else batch_layer_step<W, float>(team, xd, n, L, S, epsf, pos, window, c, s, allowed, normed, rounded, scores);
+        if (bf16_cache)
+          batch_layer_step<W, c10::BFloat16>(team, xd, n, L, S, epsf, pos, window, c, s, allowed, normed, rounded, batch, scores);
+        else batch_layer_step<W, float>(team, xd, n, L, S, epsf, pos, window, c, s, allowed, normed, rounded, batch, scores);
         if (l + 1 < n_layers) {
           team.prefetch_share(layers[l + 1].q);
           team.prefetch_share(layers[l + 1].k);
