@@ -193,10 +193,12 @@ class _PackedProduct(torch.autograd.Function):
     Under gradient checkpointing the backward pass recomputes each layer just before its own backward (see
     models/layers.run_layer): a product recomputed there keeps its unpacked matrix until its backward, which then
     multiplies by it without unpacking again. That holds one layer's float weights at a time (about 0.3 GB for a
-    7B Llama in bfloat16) and saves one unpacking of every recomputed weight matrix, a quarter of a matrix
-    product's time each for 128 rows. The kept matrices are looked up by layer, not saved on this product: the
-    backward that runs is the forward pass's, whose products saved nothing, and saving a matrix there would
-    make checkpointing recompute a layer's last products (down_proj) too, which it otherwise skips."""
+    7B Llama in bfloat16) and saves one unpacking of every recomputed weight matrix. A QLoRA step then multiplies
+    as often as a bf16 LoRA step does (per layer 7 products in the forward, 6 recomputed, 7 in the backward, as
+    transformers + peft) and adds 14 unpackings per layer, each 6-8% of its product's time for 128 rows (streamed
+    to memory, see decode.cpp's unpack_int4_row_bfloat16). The kept matrices are looked up by layer, not saved on
+    this product: the backward that runs is the forward pass's, whose products saved nothing, and saving a matrix
+    there would make checkpointing recompute a layer's last products (down_proj) too, which it otherwise skips."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, layer: "Linear") -> torch.Tensor:
