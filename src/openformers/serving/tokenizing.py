@@ -6,11 +6,12 @@ and leave would keep the server working for no one. So a long prompt is tokenize
 back only the ids and is killed the moment its client leaves.
 
 The children are forked by a small process, `TokenizingProcesses`, which `openformers serve` starts after loading
-the tokenizer and before the model. Forking the loaded server (~1 GB) itself copied its page tables while holding
-the GIL (35-55 ms, up to 130 ms on busy cores, the event loop and the decode worker stopped meanwhile), and a
-killed child's exit, unmapping its copy, took 20-650 ms more; forking a process of tens of megabytes costs a few
-milliseconds, and its children's exits are not the server's to wait for. The children never touch torch or an
-event loop, so the threads their ancestors had when they forked do not matter to them.
+the tokenizer and before importing torch and loading the model. Forking the loaded server (~1 GB) itself copied
+its page tables while holding the GIL (35-55 ms, up to 130 ms on busy cores, the event loop and the decode worker
+stopped meanwhile), and waiting for a killed child's exit, unmapping its copy, took 20-650 ms more; the fork server
+(~65 MB with SmolLM2's tokenizer) forks in 1.4 ms, and its children's exits are not the server's to wait for.
+The children never touch torch or an event loop, so the threads their ancestors had when they forked do not
+matter to them.
 """
 
 import array
@@ -64,8 +65,9 @@ def prompt_ids(tokenizer, kind: str, prompt) -> list[int]:
 class TokenizingProcesses:
     """A process holding `tokenizer` that forks a child to tokenize each long prompt (Linux only, see can_fork).
 
-    Start it while the process is small (before the model loads), so that its forks are cheap. If it dies, the next
-    prompt starts another, forked from the present process. `close()` stops it and kills the children it has.
+    Start it while the process is small (before torch is imported and the model loads), so that its forks are
+    cheap. If it dies, the next prompt starts another, forked from the present process. `close()` stops it and kills
+    the children it has.
     """
 
     def __init__(self, tokenizer):
@@ -116,17 +118,17 @@ class TokenizingProcesses:
         if not answer:
             raise RuntimeError("The tokenizing process ended before sending its result (killed, or its fork server "
                                "died; the next long prompt starts a new one).")
-        kind, value = pickle.loads(answer)  # written by our own child
-        if kind == "error":
+        outcome, value = pickle.loads(answer)  # written by our own child
+        if outcome == "error":
             status, message, param, code, type_ = value
             raise APIError(status, message, param=param, code=code, type=type_)
-        if kind == "failed":
+        if outcome == "failed":
             raise RuntimeError(f"Tokenizing failed in the tokenizing process: {value}")
         return [ids.tolist() for ids in value]
 
     def _send(self, message: bytes, descriptor: int | None = None) -> None:
         """Send the fork server `message` (with `descriptor`); one that died or stopped reading is replaced once."""
-        for attempt in range(2):
+        for _ in range(2):
             try:
                 socket.send_fds(self._control, [message], [] if descriptor is None else [descriptor])
                 return
