@@ -71,3 +71,15 @@ def test_an_accelerated_model_keeps_its_tie_and_results_with_its_weights_moved(m
         torch.testing.assert_close(model(ids).logits, expected)
         assert model.generate(ids, max_new_tokens=4, do_sample=False).shape == (1, 9)
     assert kernels.loaded()
+
+
+@needs_huge_pages
+def test_placing_past_its_budget_puts_the_rest_on_ordinary_pages(monkeypatch):
+    monkeypatch.setattr(library, "PLACING_ALLOWANCE", 0.0)
+    monkeypatch.setattr(library, "PLACING_BUDGET", 0.0)  # spent once the first tensor is copied
+    first, rest = torch.randn(2048, 576), torch.randn(2048, 576)
+    before = rest.clone()
+    assert library.place_on_huge_pages([first, rest])
+    assert huge_bytes_at(first.data_ptr()) >= library.HUGE_PAGE
+    assert huge_bytes_at(rest.data_ptr() + rest.numel() * 4 - 1) == 0
+    assert torch.equal(rest, before)

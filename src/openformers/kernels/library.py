@@ -180,6 +180,10 @@ def _cpu_flags() -> str:
 
 
 HUGE_PAGE = 2 << 20  # bytes of a transparent huge page on x86-64 and most arm64 kernels
+# CPU seconds, and seconds per GB placed, past which the rest goes on ordinary pages: faulting in and copying costs
+# ~0.25 s/GB on free huge pages (~0.55 on 4 KB pages); a system short of free 2 MB blocks compacts memory for each,
+# up to 6 s/GB, and a single fault can take milliseconds.
+PLACING_ALLOWANCE, PLACING_BUDGET = 0.5, 3.0
 
 
 def place_on_huge_pages(tensors: list[torch.Tensor]) -> bool:
@@ -197,7 +201,9 @@ def place_on_huge_pages(tensors: list[torch.Tensor]) -> bool:
     checkpoint's writer sees separate tensors), and each old storage is freed as its copy is made. Nothing moves
     where the system has no transparent huge pages (not Linux, or the setting is "never"), or where the copies
     would take over half the memory still available: weights mapped from their file may be page cache that the
-    system can drop, which the copies would turn into memory it cannot.
+    system can drop, which the copies would turn into memory it cannot. Where the system has to compact memory to
+    find each huge page, the copies go on ordinary pages once placing has taken more CPU time than
+    PLACING_ALLOWANCE plus PLACING_BUDGET per GB placed, which bounds what loading pays.
     """
     import mmap
 
@@ -209,12 +215,18 @@ def place_on_huge_pages(tensors: list[torch.Tensor]) -> bool:
     arena = mmap.mmap(-1, total + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     arena.madvise(mmap.MADV_HUGEPAGE)  # before the first write, so that the pages are huge from the start
     # The kernel aligns the mapping to 4 KB only; huge pages cover the 2 MB-aligned stretches.
-    offset = -torch.frombuffer(arena, dtype=torch.uint8, count=1).data_ptr() % HUGE_PAGE
+    offset = start = -torch.frombuffer(arena, dtype=torch.uint8, count=1).data_ptr() % HUGE_PAGE
+    huge, began = True, time.process_time()  # copy_ may fault pages in on several threads
     for tensor, size in zip(unique, sizes):
         copy = torch.frombuffer(arena, dtype=tensor.dtype, count=tensor.numel(), offset=offset).view(tensor.shape)
         copy.copy_(tensor)
         tensor.data = copy
         offset += size
+        if huge and time.process_time() - began > PLACING_ALLOWANCE + PLACING_BUDGET * (offset - start) / 1e9:
+            rest = (offset + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
+            if rest < len(arena):
+                arena.madvise(mmap.MADV_NOHUGEPAGE, rest, len(arena) - rest)
+            huge = False
     return True
 
 
