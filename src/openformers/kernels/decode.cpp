@@ -1313,6 +1313,7 @@ inline void int8_four_rows_times(const Matrix& m, int64_t row, const RoundedBatc
     __m512i weights[4];
     __m512 d[4];
     for (int r = 0; r < 4; ++r) {
+      if (j0 == 0) prefetch(w[0] + kPrefetch + 4 * i + 64 * r);  // the four rows are one stream: see integer_rows
       weights[r] = _mm512_xor_si512(_mm512_loadu_si512(w[r] + i), sign_bit);
       __m128 pair = _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(ws[r] + i / kGroup)));
       d[r] = _mm512_permutexvar_ps(first_then_second, _mm512_castps128_ps512(pair));
@@ -1328,6 +1329,8 @@ inline void int8_four_rows_times(const Matrix& m, int64_t row, const RoundedBatc
       }
     }
   }
+  if (j0 == 0)
+    for (int64_t b = 4 * whole; b < 4 * m.cols; b += 64) prefetch(w[0] + kPrefetch + b);  // the columns past 64s
   for (int j = 0; j < N; ++j) {
     float* o = out + (j0 + j) * out_stride + row;
     _mm_storeu_ps(o, four_sums(sums[j]));
@@ -1355,10 +1358,15 @@ inline void int4_four_rows_times(const Matrix& m, int64_t row, const RoundedBatc
   __m256 minimums[N][4];  // the minimums' share: (d, m) pairs times the input's (0, s * sum(q)) pairs
   for (int j = 0; j < N; ++j)
     for (int r = 0; r < 4; ++r) sums[j][r] = _mm512_setzero_ps(), minimums[j][r] = _mm256_setzero_ps();
+  const char* pairs_ahead = reinterpret_cast<const char*>(dm[0]) + kPrefetch / 2;  // as integer_rows<Int4>'s
   for (int64_t g = 0; g < quads; g += 4) {
     __m512i low[4], high[4];
     __m256 pairs[4];  // (d, m) of four groups
     for (int r = 0; r < 4; ++r) {
+      if (j0 == 0) {
+        prefetch(q[0] + kPrefetch + 64 * (g + r));
+        if (r < 2) prefetch(pairs_ahead + 32 * g + 64 * r);
+      }
       __m512i bytes = _mm512_loadu_si512(q[r] + g * 16);
       low[r] = _mm512_and_si512(bytes, nibble), high[r] = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), nibble);
       pairs[r] = _mm256_loadu_ps(dm[r] + 2 * g);
@@ -1380,7 +1388,9 @@ inline void int4_four_rows_times(const Matrix& m, int64_t row, const RoundedBatc
   for (int64_t g = quads; g < paired; g += 2) {  // lanes as in integer_rows<Int4>'s pair of groups
     __m512i weights[4];
     __m128 pairs[4];
+    if (j0 == 0) prefetch(pairs_ahead + 32 * g);
     for (int r = 0; r < 4; ++r) {
+      if (j0 == 0 && r < 2) prefetch(q[0] + kPrefetch + 64 * (g + r));
       __m512i bytes = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[r] + g * 16)));
       __m512i doubled = _mm512_shuffle_i64x2(bytes, bytes, 0x50);
       weights[r] = _mm512_and_si512(_mm512_mask_srli_epi16(doubled, 0xFF00FF00, doubled, 4), nibble);
@@ -1399,6 +1409,7 @@ inline void int4_four_rows_times(const Matrix& m, int64_t row, const RoundedBatc
       }
     }
   }
+  if (j0 == 0 && paired < groups) prefetch(q[0] + kPrefetch + 64 * paired), prefetch(pairs_ahead + 32 * paired);
   for (int j = 0; j < N; ++j) {
     const Rounded& x = in.inputs[j0 + j];
     float* o = out + (j0 + j) * out_stride + row;
@@ -1439,11 +1450,7 @@ void integer_rows_times(const Matrix& m, int64_t begin, int64_t end, const Round
                         int64_t out_stride) {
   int64_t r = begin;
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-  for (; r + 4 <= end; r += 4) {
-    const char* next = static_cast<const char*>(m.data) + (r + 4) * m.row_bytes;  // the next four rows
-    for (int64_t b = 0; b < 4 * m.row_bytes; b += 64) prefetch(next + b);
-    four_rows_times_batch<W>(m, r, in, out, out_stride);
-  }
+  for (; r + 4 <= end; r += 4) four_rows_times_batch<W>(m, r, in, out, out_stride);
 #endif
   if (r < end)
     for (int64_t j = 0; j < in.n; ++j) integer_rows<W>(m, r, end, in.inputs[j], out + j * out_stride);
