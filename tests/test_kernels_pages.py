@@ -55,21 +55,29 @@ def test_nothing_moves_without_room_to_copy(monkeypatch):
 
 
 @needs_huge_pages
-def test_an_accelerated_model_keeps_its_tie_and_results_with_its_weights_moved(monkeypatch):
+def test_an_accelerated_model_keeps_its_tie_and_results_with_its_weights_moved_by_its_first_step(monkeypatch):
     model = tiny_model(tie_word_embeddings=True)
     ids = torch.tensor([[3, 14, 15, 92, 65]])
     with torch.inference_mode():
         expected = model(ids).logits
+        expected_tokens = model.generate(ids, max_new_tokens=4, do_sample=False)
     moved = []
     place = library.place_on_huge_pages
     monkeypatch.setattr(library, "place_on_huge_pages", lambda tensors: moved.extend(tensors) or place(tensors))
     accelerated(model)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(ids).logits, expected)
+    assert moved == []  # a prompt's forward (or training) takes no decoding step, so nothing is copied
+    with torch.inference_mode():
+        assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False), expected_tokens)
     layer = model.model.layers[0]
     assert any(t is layer.mlp.down_proj.weight for t in moved) and any(t is model.lm_head.weight for t in moved)
     assert model.lm_head.weight is model.model.embed_tokens.weight
+    count = len(moved)
     with torch.inference_mode():
         torch.testing.assert_close(model(ids).logits, expected)
-        assert model.generate(ids, max_new_tokens=4, do_sample=False).shape == (1, 9)
+        assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False), expected_tokens)
+    assert len(moved) == count  # once per model
     assert kernels.loaded()
 
 

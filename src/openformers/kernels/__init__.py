@@ -8,13 +8,17 @@ Models are plain torch.nn and never import this package. `from_pretrained` hands
 - `accelerate(model)`: on the CPU, builds the library (library.py) when the model has a use for it, so no
   forward pass ever compiles; where every config field of the model is one the decoding step implements
   (llama.refusal), swaps `Linear` in for its linear layers and gives its decoder the one-call `DecodeStep`.
-  Their weights move onto 2 MB pages where the system has them (library.place_on_huge_pages).
+  Their weights move onto 2 MB pages where the system has them (library.place_on_huge_pages) when the first
+  decoding step runs: a model loaded to be trained never takes one, and never pays the copies' memory.
   Any other model stays as it is, on the plain path.
 
 `Linear` sends products of up to KERNEL_ROWS rows (a batch decoding a token per sequence) to the kernel;
 `OPENFORMERS_KERNELS=0` switches everything off. tests/test_kernels.py proves each family's parity with the
 plain path, which stays the reference.
 """
+
+import functools
+import weakref
 
 from torch import nn
 
@@ -35,11 +39,16 @@ def accelerate(model: nn.Module) -> bool:
     if not (eligible or packed) or not library.build():
         return False
     if eligible:
-        llama.install(model)
-        # The weights each decoding step reads whole, on 2 MB pages (see library.place_on_huge_pages).
+        llama.install(model, before_first_step=functools.partial(_place_weights, weakref.ref(model)))
+    return eligible
+
+
+def _place_weights(model_reference: weakref.ref) -> None:
+    """The weights each decoding step reads whole, on 2 MB pages (see library.place_on_huge_pages)."""
+    model = model_reference()
+    if model is not None:
         library.place_on_huge_pages([t for m in model.modules() if isinstance(m, Linear)
                                      for t in (m.weight, m.scale) if t is not None])
-    return eligible
 
 
 def _on_the_cpu(model: nn.Module) -> bool:

@@ -20,6 +20,7 @@ fails (a one-line warning with the compiler's first error, once), as with a comp
 """
 
 import contextlib
+import ctypes
 import functools
 import hashlib
 import json
@@ -184,6 +185,7 @@ HUGE_PAGE = 2 << 20  # bytes of a transparent huge page on x86-64 and most arm64
 # ~0.25 s/GB on free huge pages (~0.55 on 4 KB pages); a system short of free 2 MB blocks compacts memory for each,
 # up to 6 s/GB, and a single fault can take milliseconds.
 PLACING_ALLOWANCE, PLACING_BUDGET = 0.5, 3.0
+TRIM_EVERY = 64 << 20  # bytes of old storages freed between trims, which bounds the copies' extra peak
 
 
 def place_on_huge_pages(tensors: list[torch.Tensor]) -> bool:
@@ -216,18 +218,32 @@ def place_on_huge_pages(tensors: list[torch.Tensor]) -> bool:
     arena.madvise(mmap.MADV_HUGEPAGE)  # before the first write, so that the pages are huge from the start
     # The kernel aligns the mapping to 4 KB only; huge pages cover the 2 MB-aligned stretches.
     offset = start = -torch.frombuffer(arena, dtype=torch.uint8, count=1).data_ptr() % HUGE_PAGE
-    huge, began = True, time.process_time()  # copy_ may fault pages in on several threads
+    huge, began, freed = True, time.process_time(), 0  # copy_ may fault pages in on several threads
     for tensor, size in zip(unique, sizes):
         copy = torch.frombuffer(arena, dtype=tensor.dtype, count=tensor.numel(), offset=offset).view(tensor.shape)
         copy.copy_(tensor)
         tensor.data = copy
         offset += size
+        freed += size
+        if freed > TRIM_EVERY:
+            _return_freed_memory()
+            freed = 0
         if huge and time.process_time() - began > PLACING_ALLOWANCE + PLACING_BUDGET * (offset - start) / 1e9:
             rest = (offset + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
             if rest < len(arena):
                 arena.madvise(mmap.MADV_NOHUGEPAGE, rest, len(arena) - rest)
             huge = False
+    _return_freed_memory()
     return True
+
+
+def _return_freed_memory() -> None:
+    """Hand the C allocator's free pages back to the system. The old storages, freed one by one, are holes inside
+    glibc's heap, which it keeps (resident) until trimmed: SmolLM2 float32 stayed at 1479 MB after placing, 953
+    MB trimmed (1067 MB without placing). Elsewhere (no glibc) there is nothing to call."""
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None) if sys.platform.startswith("linux") else None
+    if trim is not None:
+        trim(0)
 
 
 def _transparent_huge_pages() -> bool:
