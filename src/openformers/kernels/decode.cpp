@@ -1019,29 +1019,30 @@ void decode_step(at::Tensor x, at::TensorList norms, at::TensorList weights, at:
 }
 
 #ifdef __AVX512F__
-// Four weight rows times N inputs (N <= 4): each weight vector is loaded and widened once for all N inputs,
-// with 4 x N sums in registers. out[j * out_stride + r] for input j.
-template <typename W, int N>
-inline void four_rows_times(const Matrix& m, int64_t row, const float* x, float* out, int64_t out_stride) {
+// R weight rows times N inputs: each weight vector is loaded and widened once for all N inputs, with R x N sums
+// in registers; out[j * out_stride + r] for input j. Four rows take up to four inputs; two rows take 5-8 (see
+// two_rows_times_all). The R rows are one contiguous block, read as R short streams that the hardware
+// prefetchers pick up late (see row_avx512); each step prefetches as many bytes of the next block, front to
+// back, as it reads of this one, so the next block is in the cache by the time it is read.
+template <typename W, int R, int N>
+inline void rows_times_tile(const Matrix& m, int64_t row, const float* x, float* out, int64_t out_stride) {
   const W* w = static_cast<const W*>(m.data) + row * m.cols;
-  __m512 sums[4][N];
+  const char* next = reinterpret_cast<const char*>(w + R * m.cols);
+  __m512 sums[R][N];
   for (auto& per_row : sums)
     for (auto& sum : per_row) sum = _mm512_setzero_ps();
-  // The four rows are one contiguous block, read as four short streams that the hardware prefetchers pick up
-  // late (see row_avx512); each step prefetches as many bytes of the next block, front to back, as it reads of
-  // this one, so the next block is in the cache by the time it is read.
-  const char* next = reinterpret_cast<const char*>(w + 4 * m.cols);
   int64_t i = 0;
   for (; i + 16 <= m.cols; i += 16) {
-    for (int64_t b = 0; b < 64 * int64_t(sizeof(W)); b += 64) prefetch(next + 4 * i * int64_t(sizeof(W)) + b);
-    __m512 wr[4] = {load16(w + i), load16(w + m.cols + i), load16(w + 2 * m.cols + i), load16(w + 3 * m.cols + i)};
+    for (int64_t b = 0; b < R * 16 * int64_t(sizeof(W)); b += 64) prefetch(next + R * i * int64_t(sizeof(W)) + b);
+    __m512 wr[R];
+    for (int r = 0; r < R; ++r) wr[r] = load16(w + r * m.cols + i);
     for (int j = 0; j < N; ++j) {
       __m512 xj = _mm512_loadu_ps(x + j * m.cols + i);
-      for (int r = 0; r < 4; ++r) sums[r][j] = _mm512_fmadd_ps(wr[r], xj, sums[r][j]);
+      for (int r = 0; r < R; ++r) sums[r][j] = _mm512_fmadd_ps(wr[r], xj, sums[r][j]);
     }
   }
   for (int j = 0; j < N; ++j)
-    for (int r = 0; r < 4; ++r) {
+    for (int r = 0; r < R; ++r) {
       float sum = _mm512_reduce_add_ps(sums[r][j]);
       for (int64_t k = i; k < m.cols; ++k) sum += as_float(w[r * m.cols + k]) * x[j * m.cols + k];
       out[j * out_stride + row + r] = sum;
@@ -1049,27 +1050,28 @@ inline void four_rows_times(const Matrix& m, int64_t row, const float* x, float*
 }
 
 #ifdef __AVX512BF16__
-// Four bfloat16 weight rows times N inputs rounded to bfloat16 (N <= 4) with vdpbf16ps: 32 pairs per
-// instruction, where widening took three instructions per 16 weights and left 8 inputs compute-bound.
-template <int N>
-inline void four_rows_times_bf16(const Matrix& m, int64_t row, const c10::BFloat16* xb, float* out, int64_t out_stride) {
+// rows_times_tile for bfloat16 weights and inputs rounded to bfloat16, with vdpbf16ps: 32 pairs per instruction,
+// where widening took three instructions per 16 weights and left 8 inputs compute-bound.
+template <int R, int N>
+inline void rows_times_tile_bf16(const Matrix& m, int64_t row, const c10::BFloat16* xb, float* out, int64_t out_stride) {
   const c10::BFloat16* w = static_cast<const c10::BFloat16*>(m.data) + row * m.cols;
-  const char* next = reinterpret_cast<const char*>(w + 4 * m.cols);  // prefetched as in four_rows_times
+  const char* next = reinterpret_cast<const char*>(w + R * m.cols);
   auto pairs = [](const c10::BFloat16* p) { return (__m512bh)_mm512_loadu_si512(p); };
-  __m512 sums[4][N];
+  __m512 sums[R][N];
   for (auto& per_row : sums)
     for (auto& sum : per_row) sum = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 32 <= m.cols; i += 32) {
-    for (int64_t b = 0; b < 4 * 64; b += 64) prefetch(next + 8 * i + b);
-    __m512bh wr[4] = {pairs(w + i), pairs(w + m.cols + i), pairs(w + 2 * m.cols + i), pairs(w + 3 * m.cols + i)};
+    for (int64_t b = 0; b < R * 64; b += 64) prefetch(next + R * 2 * i + b);
+    __m512bh wr[R];
+    for (int r = 0; r < R; ++r) wr[r] = pairs(w + r * m.cols + i);
     for (int j = 0; j < N; ++j) {
       __m512bh xj = pairs(xb + j * m.cols + i);
-      for (int r = 0; r < 4; ++r) sums[r][j] = _mm512_dpbf16_ps(sums[r][j], wr[r], xj);
+      for (int r = 0; r < R; ++r) sums[r][j] = _mm512_dpbf16_ps(sums[r][j], wr[r], xj);
     }
   }
   for (int j = 0; j < N; ++j)
-    for (int r = 0; r < 4; ++r) {
+    for (int r = 0; r < R; ++r) {
       float sum = _mm512_reduce_add_ps(sums[r][j]);
       for (int64_t k = i; k < m.cols; ++k) sum += as_float(w[r * m.cols + k]) * as_float(xb[j * m.cols + k]);
       out[j * out_stride + row + r] = sum;
@@ -1079,77 +1081,21 @@ inline void four_rows_times_bf16(const Matrix& m, int64_t row, const c10::BFloat
 inline void four_rows_times_bf16_all(const Matrix& m, int64_t row, const c10::BFloat16* xb, int64_t n, float* out,
                                      int64_t out_stride) {
   int64_t j = 0;
-  for (; j + 4 <= n; j += 4) four_rows_times_bf16<4>(m, row, xb + j * m.cols, out + j * out_stride, out_stride);
+  for (; j + 4 <= n; j += 4) rows_times_tile_bf16<4, 4>(m, row, xb + j * m.cols, out + j * out_stride, out_stride);
   switch (n - j) {
-    case 3: four_rows_times_bf16<3>(m, row, xb + j * m.cols, out + j * out_stride, out_stride); break;
-    case 2: four_rows_times_bf16<2>(m, row, xb + j * m.cols, out + j * out_stride, out_stride); break;
-    case 1: four_rows_times_bf16<1>(m, row, xb + j * m.cols, out + j * out_stride, out_stride); break;
+    case 3: rows_times_tile_bf16<4, 3>(m, row, xb + j * m.cols, out + j * out_stride, out_stride); break;
+    case 2: rows_times_tile_bf16<4, 2>(m, row, xb + j * m.cols, out + j * out_stride, out_stride); break;
+    case 1: rows_times_tile_bf16<4, 1>(m, row, xb + j * m.cols, out + j * out_stride, out_stride); break;
   }
 }
 #endif
 
-// Two weight rows times N inputs (5 <= N <= 8, a batch decoding one token per sequence): each weight vector is
-// loaded once for all N inputs, 2 x N sums in registers, so a weight load feeds N multiply-adds. Four rows times
-// four inputs (twice for eight) load each weight vector twice and were compute-bound at about half the rate:
-// 8 inputs x 1536 x 576 float32 on one core, CPU time, weights in the L3 cache, 445-475 -> 251-290 us; cold
-// 500-660 -> 370 us (a loaded machine). The next two rows are prefetched as this pair is read, front to back.
-template <typename W, int N>
-inline void two_rows_times(const Matrix& m, int64_t row, const float* x, float* out, int64_t out_stride) {
-  const W* w = static_cast<const W*>(m.data) + row * m.cols;
-  const char* next = reinterpret_cast<const char*>(w + 2 * m.cols);
-  __m512 sums[2][N];
-  for (auto& per_row : sums)
-    for (auto& sum : per_row) sum = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= m.cols; i += 16) {
-    for (int64_t b = 0; b < 2 * 16 * int64_t(sizeof(W)); b += 64) prefetch(next + 2 * i * int64_t(sizeof(W)) + b);
-    __m512 w0 = load16(w + i), w1 = load16(w + m.cols + i);
-    for (int j = 0; j < N; ++j) {
-      __m512 xj = _mm512_loadu_ps(x + j * m.cols + i);
-      sums[0][j] = _mm512_fmadd_ps(w0, xj, sums[0][j]);
-      sums[1][j] = _mm512_fmadd_ps(w1, xj, sums[1][j]);
-    }
-  }
-  for (int j = 0; j < N; ++j)
-    for (int r = 0; r < 2; ++r) {
-      float sum = _mm512_reduce_add_ps(sums[r][j]);
-      for (int64_t k = i; k < m.cols; ++k) sum += as_float(w[r * m.cols + k]) * x[j * m.cols + k];
-      out[j * out_stride + row + r] = sum;
-    }
-}
-
-#ifdef __AVX512BF16__
-// two_rows_times for bfloat16 weights and inputs rounded to bfloat16, with vdpbf16ps: 32 pairs per instruction.
-template <int N>
-inline void two_rows_times_bf16(const Matrix& m, int64_t row, const c10::BFloat16* xb, float* out, int64_t out_stride) {
-  const c10::BFloat16* w = static_cast<const c10::BFloat16*>(m.data) + row * m.cols;
-  const char* next = reinterpret_cast<const char*>(w + 2 * m.cols);
-  auto pairs = [](const c10::BFloat16* p) { return (__m512bh)_mm512_loadu_si512(p); };
-  __m512 sums[2][N];
-  for (auto& per_row : sums)
-    for (auto& sum : per_row) sum = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 32 <= m.cols; i += 32) {
-    prefetch(next + 4 * i);
-    prefetch(next + 4 * i + 64);
-    __m512bh w0 = pairs(w + i), w1 = pairs(w + m.cols + i);
-    for (int j = 0; j < N; ++j) {
-      __m512bh xj = pairs(xb + j * m.cols + i);
-      sums[0][j] = _mm512_dpbf16_ps(sums[0][j], w0, xj);
-      sums[1][j] = _mm512_dpbf16_ps(sums[1][j], w1, xj);
-    }
-  }
-  for (int j = 0; j < N; ++j)
-    for (int r = 0; r < 2; ++r) {
-      float sum = _mm512_reduce_add_ps(sums[r][j]);
-      for (int64_t k = i; k < m.cols; ++k) sum += as_float(w[r * m.cols + k]) * as_float(xb[j * m.cols + k]);
-      out[j * out_stride + row + r] = sum;
-    }
-}
-#endif
-
-// Rows [begin, end) of W, two at a time, times n inputs, 5 <= n <= 8 (`rounded`: bfloat16 weights' inputs rounded
-// to bfloat16); returns the first row left (one, when end - begin is odd).
+// Rows [begin, end) of W, two at a time, times n inputs, 5 <= n <= 8 (a batch decoding one token per sequence;
+// `rounded`: bfloat16 weights' inputs rounded to bfloat16); returns the first row left (one, when end - begin is
+// odd). Each weight vector is loaded once for all n inputs, 2 x n sums in registers, so a weight load feeds n
+// multiply-adds. Four rows times four inputs (twice for eight) load each weight vector twice and were
+// compute-bound at about half the rate: 8 inputs x 1536 x 576 float32 on one core, CPU time, weights in the L3
+// cache, 445-475 -> 251-290 us; cold 500-660 -> 370 us (a loaded machine).
 template <typename W>
 inline int64_t two_rows_times_all(const Matrix& m, int64_t begin, int64_t end, const float* x, const void* rounded,
                                   int64_t n, float* out, int64_t out_stride) {
@@ -1157,11 +1103,11 @@ inline int64_t two_rows_times_all(const Matrix& m, int64_t begin, int64_t end, c
     constexpr int N = decltype(inputs)::value;
 #ifdef __AVX512BF16__
     if constexpr (std::is_same_v<W, c10::BFloat16>) {
-      two_rows_times_bf16<N>(m, r, static_cast<const c10::BFloat16*>(rounded), out, out_stride);
+      rows_times_tile_bf16<2, N>(m, r, static_cast<const c10::BFloat16*>(rounded), out, out_stride);
       return;
     }
 #endif
-    two_rows_times<W, N>(m, r, x, out, out_stride);
+    rows_times_tile<W, 2, N>(m, r, x, out, out_stride);
   };
   int64_t r = begin;
   for (; r + 2 <= end; r += 2) {
@@ -1182,11 +1128,11 @@ inline int64_t two_rows_times_all(const Matrix& m, int64_t begin, int64_t end, c
 template <typename W>
 inline void four_rows_times_all(const Matrix& m, int64_t row, const float* x, int64_t n, float* out, int64_t out_stride) {
   int64_t j = 0;
-  for (; j + 4 <= n; j += 4) four_rows_times<W, 4>(m, row, x + j * m.cols, out + j * out_stride, out_stride);
+  for (; j + 4 <= n; j += 4) rows_times_tile<W, 4, 4>(m, row, x + j * m.cols, out + j * out_stride, out_stride);
   switch (n - j) {
-    case 3: four_rows_times<W, 3>(m, row, x + j * m.cols, out + j * out_stride, out_stride); break;
-    case 2: four_rows_times<W, 2>(m, row, x + j * m.cols, out + j * out_stride, out_stride); break;
-    case 1: four_rows_times<W, 1>(m, row, x + j * m.cols, out + j * out_stride, out_stride); break;
+    case 3: rows_times_tile<W, 4, 3>(m, row, x + j * m.cols, out + j * out_stride, out_stride); break;
+    case 2: rows_times_tile<W, 4, 2>(m, row, x + j * m.cols, out + j * out_stride, out_stride); break;
+    case 1: rows_times_tile<W, 4, 1>(m, row, x + j * m.cols, out + j * out_stride, out_stride); break;
   }
 }
 #endif
