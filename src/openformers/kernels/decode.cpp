@@ -581,21 +581,23 @@ void rope(float* x, int64_t head_dim, const float* cos, const float* sin) {
   }
 }
 
-// One new query head's attention over the cached positions [first, last] of its key/value head.
+// One new query head's attention over the cached positions [first, last] of its key/value head, those `allowed`
+// marks where it is given (a batch row's attention mask over the cache: its left padding is 0).
 template <typename C>
 void attend(const float* q, const C* keys, const C* values, int64_t pos_stride, int64_t head_dim, int64_t first,
-            int64_t last, std::vector<float>& scores, float* out) {
+            int64_t last, std::vector<float>& scores, float* out, const uint8_t* allowed = nullptr) {
   float scale = 1.f / std::sqrt(static_cast<float>(head_dim));
   scores.resize(last - first + 1);
   float top = -INFINITY;
   for (int64_t t = first; t <= last; ++t) {
-    scores[t - first] = dot(keys + t * pos_stride, q, head_dim) * scale;
+    scores[t - first] = allowed && !allowed[t] ? -INFINITY : dot(keys + t * pos_stride, q, head_dim) * scale;
     top = std::max(top, scores[t - first]);
   }
   float total = 0.f;
-  for (auto& s : scores) total += (s = std::exp(s - top));
+  for (auto& s : scores) total += (s = std::exp(s - top));  // a hidden position's exp(-inf) is 0
   std::fill(out, out + head_dim, 0.f);
   for (int64_t t = first; t <= last; ++t) {
+    if (allowed && !allowed[t]) continue;
     float p = scores[t - first] / total;
     const C* v = values + t * pos_stride;
 #pragma omp simd
@@ -1408,30 +1410,6 @@ void integer_rows_times(const Matrix& m, int64_t begin, int64_t end, const Round
 // themselves take at 8 rows; here each product reads its weights once for all n inputs (rows_times), the rest
 // runs in place on buffers of a few kilobytes per sequence.
 
-// One query head's attention over the cached positions [first, last] of its key/value head that `allowed` marks
-// (a row's attention mask over the cache: its left padding is 0), or all of them where `allowed` is null.
-template <typename C>
-void attend_allowed(const float* q, const C* keys, const C* values, int64_t pos_stride, int64_t head_dim,
-                    int64_t first, int64_t last, const uint8_t* allowed, std::vector<float>& scores, float* out) {
-  float scale = 1.f / std::sqrt(static_cast<float>(head_dim));
-  scores.resize(last - first + 1);
-  float top = -INFINITY;
-  for (int64_t t = first; t <= last; ++t) {
-    scores[t - first] = allowed && !allowed[t] ? -INFINITY : dot(keys + t * pos_stride, q, head_dim) * scale;
-    top = std::max(top, scores[t - first]);
-  }
-  float total = 0.f;
-  for (auto& s : scores) total += (s = std::exp(s - top));  // a hidden position's exp(-inf) is 0
-  std::fill(out, out + head_dim, 0.f);
-  for (int64_t t = first; t <= last; ++t) {
-    float p = scores[t - first] / total;
-    if (p == 0.f) continue;
-    const C* v = values + t * pos_stride;
-#pragma omp simd
-    for (int64_t i = 0; i < head_dim; ++i) out[i] += p * as_float(v[i]);
-  }
-}
-
 // Rows [begin, end) of W times n inputs x (n, m.cols) into out (n, m.rows): float weights through rows_times (each
 // weight loaded once for up to eight inputs), int8 and int4 through integer_rows_times on the inputs' rounded steps.
 template <typename W>
@@ -1492,8 +1470,8 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
       float* q = S.q.data() + j * L.q.rows + h * head_dim;
       rope(q, head_dim, cos + j * head_dim, sin + j * head_dim);
       int64_t kv = j * row_stride + (h / group) * head_stride;
-      attend_allowed<C>(q, keys + kv, values + kv, pos_stride, head_dim, first, pos, mask ? mask + j * (pos + 1) : nullptr,
-                        scores, S.attended.data() + j * L.o.cols + h * head_dim);
+      attend<C>(q, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores,
+                S.attended.data() + j * L.o.cols + h * head_dim, mask ? mask + j * (pos + 1) : nullptr);
     }
   });
   team.wait();
