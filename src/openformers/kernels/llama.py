@@ -153,24 +153,7 @@ class DecodeStep:
         tensors = self._kernel_tensors() if takes else None
         if tensors is None:
             return None
-        if input_ids.shape[0] > 1 or padding:
-            return self._batch(tensors, input_ids, attention_mask if padding else None, position_ids, cache)
-        position = cache.seq_len if position_ids is None else int(position_ids.reshape(-1)[0])
-        decoder.rotary_emb.ensure_length(position + 1)
-        cos, sin = decoder.rotary_emb.cos[position], decoder.rotary_emb.sin[position]
-        x = decoder.embed_tokens(input_ids).reshape(-1).float()
-        reserved = [cache.reserve(i, 1) for i in range(len(decoder.layers))]
-        norms, weights, scales, biases = tensors
-        torch.ops.openformers.decode_step(
-            x, norms, weights, scales, [b.float() for b in biases],
-            [keys for keys, _, _ in reserved], [values for _, values, _ in reserved], reserved[0][2],
-            decoder.sliding_window or 0, cos, sin, decoder.layers[0].input_layernorm.eps,
-        )
-        return decoder.norm(x.to(decoder.embed_tokens.weight.dtype).view(1, 1, -1))
-
-    def _batch(self, tensors, input_ids, attention_mask, position_ids, cache) -> torch.Tensor:
-        """decode_batch's step for B rows: each row's rotary angles at its own position, its mask over the cache."""
-        decoder, rows = self.decoder, input_ids.shape[0]
+        rows = input_ids.shape[0]
         if position_ids is None:
             positions = torch.full((rows,), cache.seq_len)
         else:
@@ -179,13 +162,15 @@ class DecodeStep:
         cos, sin = decoder.rotary_emb.cos[positions], decoder.rotary_emb.sin[positions]
         x = decoder.embed_tokens(input_ids).reshape(rows, -1).float().contiguous()
         reserved = [cache.reserve(i, 1) for i in range(len(decoder.layers))]
-        mask = torch.empty(0, dtype=torch.uint8) if attention_mask is None else attention_mask.to(torch.uint8)
         norms, weights, scales, biases = tensors
-        torch.ops.openformers.decode_batch(
-            x, norms, weights, scales, [b.float() for b in biases],
-            [keys for keys, _, _ in reserved], [values for _, values, _ in reserved], reserved[0][2],
-            decoder.sliding_window or 0, cos, sin, mask, decoder.layers[0].input_layernorm.eps,
-        )
+        layers = (norms, weights, scales, [b.float() for b in biases], [keys for keys, _, _ in reserved],
+                  [values for _, values, _ in reserved], reserved[0][2], decoder.sliding_window or 0)
+        eps = decoder.layers[0].input_layernorm.eps
+        if rows == 1 and not padding:  # decode_step: one sequence, each product's rows shared by the threads
+            torch.ops.openformers.decode_step(x.view(-1), *layers, cos[0], sin[0], eps)
+        else:  # decode_batch: each row's rotary angles at its own position, its mask over the cache
+            mask = attention_mask.to(torch.uint8) if padding else torch.empty(0, dtype=torch.uint8)
+            torch.ops.openformers.decode_batch(x, *layers, cos, sin, mask, eps)
         return decoder.norm(x.to(decoder.embed_tokens.weight.dtype).view(rows, 1, -1))
 
     def _kernel_tensors(self) -> tuple | None:

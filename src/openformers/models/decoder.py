@@ -32,8 +32,8 @@ class DecoderModel(PreTrainedModel):
     # Keys further than this behind a query are masked (Mistral, Phi-3, Qwen3); Gemma masks per layer instead.
     sliding_window: int | None = None
     # A faster step that an accelerator installs at load (openformers.kernels, for one token of each of up to 32
-    # sequences of a LlamaModel): called with (input_ids, attention_mask, position_ids, cache), it returns the last hidden state,
-    # or None to leave the step to the layers. The layers stay the reference it must match.
+    # sequences of a LlamaModel): called with (input_ids, attention_mask, position_ids, cache), it returns the last
+    # hidden state, or None to leave the step to the layers. The layers stay the reference it must match.
     accelerated_step = None
 
     def forward(
