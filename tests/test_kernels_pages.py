@@ -1,5 +1,6 @@
-"""The accelerated model's weights on 2 MB pages (kernels.library.place_on_huge_pages): the same values, each
-tensor in a storage of its own, ties kept, and the pages really huge where the system offers them."""
+"""The accelerated model's weights on 2 MB pages (kernels.library.HugePagePlacement, place_on_huge_pages): the
+same values, each tensor in a storage of its own, ties kept, the pages really huge where the system offers them,
+and a part placed before each decoding step within its time budget."""
 
 import re
 
@@ -54,6 +55,21 @@ def test_nothing_moves_without_room_to_copy(monkeypatch):
     assert weight.data_ptr() == address
 
 
+class RecordedPlacement(library.HugePagePlacement):
+    """HugePagePlacement that lists the tensors it was given and counts the steps it was called before."""
+
+    made: list["RecordedPlacement"] = []
+
+    def __init__(self, tensors):
+        super().__init__(tensors)
+        self.tensors, self.calls = list(tensors), 0
+        RecordedPlacement.made.append(self)
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        return super().__call__()
+
+
 @needs_huge_pages
 def test_an_accelerated_model_keeps_its_tie_and_results_with_its_weights_moved_by_its_first_step(monkeypatch):
     model = tiny_model(tie_word_embeddings=True)
@@ -61,33 +77,66 @@ def test_an_accelerated_model_keeps_its_tie_and_results_with_its_weights_moved_b
     with torch.inference_mode():
         expected = model(ids).logits
         expected_tokens = model.generate(ids, max_new_tokens=4, do_sample=False)
-    moved = []
-    place = library.place_on_huge_pages
-    monkeypatch.setattr(library, "place_on_huge_pages", lambda tensors: moved.extend(tensors) or place(tensors))
+    monkeypatch.setattr(RecordedPlacement, "made", [])
+    monkeypatch.setattr(library, "HugePagePlacement", RecordedPlacement)
     accelerated(model)
+    address = model.model.layers[0].mlp.down_proj.weight.data_ptr()
     with torch.inference_mode():
         torch.testing.assert_close(model(ids).logits, expected)
-    assert moved == []  # a prompt's forward (or training) takes no decoding step, so nothing is copied
+    assert RecordedPlacement.made == []  # a prompt's forward (or training) takes no decoding step, so nothing moves
     with torch.inference_mode():
         assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False), expected_tokens)
+    [placement] = RecordedPlacement.made
     layer = model.model.layers[0]
+    moved = placement.tensors
     assert any(t is layer.mlp.down_proj.weight for t in moved) and any(t is model.lm_head.weight for t in moved)
     assert model.lm_head.weight is model.model.embed_tokens.weight
-    count = len(moved)
+    assert placement.calls == 1 and not placement.pending  # the first step's allowance places a small model whole
+    assert layer.mlp.down_proj.weight.data_ptr() != address  # moved
     with torch.inference_mode():
         torch.testing.assert_close(model(ids).logits, expected)
         assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False), expected_tokens)
-    assert len(moved) == count  # once per model
+    assert len(RecordedPlacement.made) == 1 and placement.calls == 1  # once per model, not called once done
     assert kernels.loaded()
 
 
+class Clock:
+    """A time.perf_counter that advances a millisecond each time it is read: each unit of placing work (a huge
+    page written, or a tensor copied) reads it once, so a budget buys a fixed number of them."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 1e-3
+        return self.now
+
+
 @needs_huge_pages
-def test_placing_past_its_budget_puts_the_rest_on_ordinary_pages(monkeypatch):
-    monkeypatch.setattr(library, "PLACING_ALLOWANCE", 0.0)
-    monkeypatch.setattr(library, "PLACING_BUDGET", 0.0)  # spent once the first tensor is copied
-    first, rest = torch.randn(2048, 576), torch.randn(2048, 576)
-    before = rest.clone()
-    assert library.place_on_huge_pages([first, rest])
-    assert huge_bytes_at(first.data_ptr()) >= library.HUGE_PAGE
-    assert huge_bytes_at(rest.data_ptr() + rest.numel() * 4 - 1) == 0
-    assert torch.equal(rest, before)
+def test_placing_spends_its_allowance_at_the_first_step_then_a_share_of_the_time_between_steps(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(library, "time", clock)
+    monkeypatch.setattr(library, "PLACING_ALLOWANCE", 0.0055)  # ~5 units of work: the first tensor's 3 pages, its copy
+    monkeypatch.setattr(library, "PLACING_BUDGET", 0.0)
+    monkeypatch.setattr(library, "PLACING_SHARE", 0.5)
+    torch.manual_seed(0)
+    tensors = [torch.randn(2048, 576) for _ in range(4)]  # 4.5 MB each: 3 huge pages (2.25 rounded up) and a copy
+    before = [t.clone() for t in tensors]
+    addresses = [t.data_ptr() for t in tensors]
+    placement = library.HugePagePlacement(tensors)
+    assert placement()  # tensors remain
+    assert tensors[0].data_ptr() != addresses[0] and huge_bytes_at(tensors[0].data_ptr()) >= library.HUGE_PAGE
+    assert [t.data_ptr() for t in tensors[1:]] == addresses[1:]
+    assert placement()  # called again at once: the first step overran its allowance, so nothing more moves
+    assert [t.data_ptr() for t in tensors[1:]] == addresses[1:]
+    calls = 2
+    while placement():  # a step of 10 ms between calls buys 5 ms of placing: about one tensor a call
+        clock.now += 0.01
+        calls += 1
+        assert calls < 20
+    assert calls >= 4  # the three other tensors took several steps
+    for tensor, old in zip(tensors, before):
+        assert torch.equal(tensor, old)
+    assert len({t.untyped_storage().data_ptr() for t in tensors}) == 4
+    assert all(huge_bytes_at(t.data_ptr()) >= library.HUGE_PAGE for t in tensors)
+    assert not placement()

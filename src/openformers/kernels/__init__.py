@@ -8,8 +8,9 @@ Models are plain torch.nn and never import this package. `from_pretrained` hands
 - `accelerate(model)`: on the CPU, builds the library (library.py) when the model has a use for it, so no
   forward pass ever compiles; where every config field of the model is one the decoding step implements
   (llama.refusal), swaps `Linear` in for its linear layers and gives its decoder the one-call `DecodeStep`.
-  Their weights move onto 2 MB pages where the system has them (library.place_on_huge_pages) when the first
-  decoding step runs: a model loaded to be trained never takes one, and never pays the copies' memory.
+  Their weights move onto 2 MB pages where the system has them (library.HugePagePlacement) from the first
+  decoding step on, a part before each step within a time budget: a model loaded to be trained never takes one,
+  and never pays the copies' memory.
   Any other model stays as it is, on the plain path.
 
 `Linear` sends products of up to KERNEL_ROWS rows (a batch decoding a token per sequence) to the kernel;
@@ -17,7 +18,6 @@ Models are plain torch.nn and never import this package. `from_pretrained` hands
 plain path, which stays the reference.
 """
 
-import functools
 import weakref
 
 from torch import nn
@@ -39,16 +39,26 @@ def accelerate(model: nn.Module) -> bool:
     if not (eligible or packed) or not library.build():
         return False
     if eligible:
-        llama.install(model, before_first_step=functools.partial(_place_weights, weakref.ref(model)))
+        llama.install(model, before_step=_weight_placement(weakref.ref(model)))
     return eligible
 
 
-def _place_weights(model_reference: weakref.ref) -> None:
-    """The weights each decoding step reads whole, on 2 MB pages (see library.place_on_huge_pages)."""
-    model = model_reference()
-    if model is not None:
-        library.place_on_huge_pages([t for m in model.modules() if isinstance(m, Linear)
-                                     for t in (m.weight, m.scale) if t is not None])
+def _weight_placement(model_reference: weakref.ref):
+    """What runs before each decoding step until it returns False: moves a part of the weights each step reads
+    whole onto 2 MB pages (see library.HugePagePlacement), gathered at the first step, once the model is final."""
+    placement = None
+
+    def place() -> bool:
+        nonlocal placement
+        if placement is None:
+            model = model_reference()
+            if model is None:
+                return False
+            placement = library.HugePagePlacement([t for m in model.modules() if isinstance(m, Linear)
+                                                   for t in (m.weight, m.scale) if t is not None])
+        return placement()
+
+    return place
 
 
 def _on_the_cpu(model: nn.Module) -> bool:

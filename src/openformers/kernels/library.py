@@ -181,60 +181,102 @@ def _cpu_flags() -> str:
 
 
 HUGE_PAGE = 2 << 20  # bytes of a transparent huge page on x86-64 and most arm64 kernels
-# CPU seconds, and seconds per GB placed, past which the rest goes on ordinary pages: faulting in and copying costs
-# ~0.25 s/GB on free huge pages (~0.55 on 4 KB pages); a system short of free 2 MB blocks compacts memory for each,
-# up to 6 s/GB, and a single fault can take milliseconds.
-PLACING_ALLOWANCE, PLACING_BUDGET = 0.5, 3.0
+# Seconds of placing that the first decoding step may spend (PLACING_ALLOWANCE plus PLACING_BUDGET per GB of the
+# tensors), the most that a later step may spend, and the share of the time between steps that placing may take
+# until every weight is placed (see HugePagePlacement).
+PLACING_ALLOWANCE, PLACING_BUDGET, PLACING_SHARE = 0.5, 3.0, 0.2
 TRIM_EVERY = 64 << 20  # bytes of old storages freed between trims, which bounds the copies' extra peak
 
 
-def place_on_huge_pages(tensors: list[torch.Tensor]) -> bool:
-    """Move each tensor's data (in place, `tensor.data`) into memory the kernel backs with 2 MB pages; returns
-    whether it did.
+class HugePagePlacement:
+    """Moves each tensor's data (in place, `tensor.data`) into memory the kernel backs with 2 MB pages, a part at
+    each call, within a time budget: called before each decoding step, it returns whether tensors remain to move.
 
     Decoding reads every weight once per token, front to back, and with 4 KB pages each 4 KB of a stream needs its
     own address translation: the translation caches hold a few megabytes' worth, so every page of a weight costs a
     page-table walk, which the hardware prefetchers do not run ahead of. On 2 MB pages (transparent huge pages
     asked for with madvise, the kernel's usual setting) one walk covers 512 times as much. SmolLM2 float32 decode,
-    2 threads, the same weights on either kind of page in one process, rounds interleaved on a loaded machine: 17.1
-    against 12.1 tok/s (medians of 8).
+    the same weights on either kind of page in one process, rounds interleaved: 23.7-24.0 against 29.1-29.5 CPU ms
+    a token on one thread (load ~3); 17.1 against 12.1 tok/s on two (load ~6).
+
+    What a huge page costs is its first write. Where the system has free 2 MB blocks that its memory already backs
+    (another process freed them a moment ago), placing costs ~0.15-0.3 s per GB. A virtual machine's host may back
+    the guest's memory only when it is first written, and take back the free 2 MB blocks a guest reports (a
+    Firecracker guest with virtio-balloon's free page reporting does so within seconds): each fresh huge page then
+    costs 512 of the host's faults, 2.3-4.8 s per GB here, against ~0.5 s/GB for 4 KB pages, which come from memory
+    already backed. A 538 MB model then costs 1.3-2.6 s to place and gains ~5.5 ms a token: it pays back after
+    250-450 tokens. So the first step spends at most PLACING_ALLOWANCE plus PLACING_BUDGET per GB, which places a
+    small model whole in most cases and bounds the first token's wait in proportion to what loading took; whatever
+    is left moves over the next steps, each spending at most PLACING_SHARE of the time since the step before (an
+    overrun carried to the next) and never more than PLACING_ALLOWANCE: a long generation, or a server, ends with
+    every weight placed, for a bounded share of its time, where a short one pays little for what it does not use.
 
     The tensors are copied one by one into one anonymous mapping, each into a storage of its own (so a
-    checkpoint's writer sees separate tensors), and each old storage is freed as its copy is made. Nothing moves
-    where the system has no transparent huge pages (not Linux, or the setting is "never"), or where the copies
-    would take over half the memory still available: weights mapped from their file may be page cache that the
-    system can drop, which the copies would turn into memory it cannot. Where the system has to compact memory to
-    find each huge page, the copies go on ordinary pages once placing has taken more CPU time than
-    PLACING_ALLOWANCE plus PLACING_BUDGET per GB placed, which bounds what loading pays.
+    checkpoint's writer sees separate tensors), and each old storage is freed as its copy is made. The mapping's
+    pages are written a huge page at a time before a tensor is copied into them, so a large tensor (a 113 MB head)
+    is placed over several steps. Nothing moves where the system has no transparent huge pages (not Linux, or the
+    setting is "never"), or where the copies would take over half the memory still available: weights mapped from
+    their file may be page cache that the system can drop, which the copies would turn into memory it cannot.
     """
-    import mmap
 
-    unique = list({id(t): t for t in tensors if t.device.type == "cpu" and t.is_contiguous() and t.numel()}.values())
-    sizes = [(t.numel() * t.element_size() + 63) // 64 * 64 for t in unique]  # each starts on a cache line
-    total = sum(sizes)
-    if not unique or not _transparent_huge_pages() or 2 * total > _available_memory():
-        return False
-    arena = mmap.mmap(-1, total + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    arena.madvise(mmap.MADV_HUGEPAGE)  # before the first write, so that the pages are huge from the start
-    # The kernel aligns the mapping to 4 KB only; huge pages cover the 2 MB-aligned stretches.
-    offset = start = -torch.frombuffer(arena, dtype=torch.uint8, count=1).data_ptr() % HUGE_PAGE
-    huge, began, freed = True, time.process_time(), 0  # copy_ may fault pages in on several threads
-    for tensor, size in zip(unique, sizes):
-        copy = torch.frombuffer(arena, dtype=tensor.dtype, count=tensor.numel(), offset=offset).view(tensor.shape)
-        copy.copy_(tensor)
-        tensor.data = copy
-        offset += size
-        freed += size
-        if freed > TRIM_EVERY:
-            _return_freed_memory()
-            freed = 0
-        if huge and time.process_time() - began > PLACING_ALLOWANCE + PLACING_BUDGET * (offset - start) / 1e9:
-            rest = (offset + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
-            if rest < len(arena):
-                arena.madvise(mmap.MADV_NOHUGEPAGE, rest, len(arena) - rest)
-            huge = False
-    _return_freed_memory()
-    return True
+    def __init__(self, tensors: list[torch.Tensor]):
+        import mmap
+
+        unique = list({id(t): t for t in tensors if t.device.type == "cpu" and t.is_contiguous() and t.numel()}.values())
+        sizes = [(t.numel() * t.element_size() + 63) // 64 * 64 for t in unique]  # each starts on a cache line
+        total = sum(sizes)
+        self.pending = list(zip(unique, sizes))
+        if not unique or not _transparent_huge_pages() or 2 * total > _available_memory():
+            self.pending = []
+            return
+        self.arena = mmap.mmap(-1, total + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self.arena.madvise(mmap.MADV_HUGEPAGE)  # before the first write, so that the pages are huge from the start
+        # The kernel aligns the mapping to 4 KB only; huge pages cover the 2 MB-aligned stretches.
+        self.offset = -torch.frombuffer(self.arena, dtype=torch.uint8, count=1).data_ptr() % HUGE_PAGE
+        self.written = self.offset  # the arena's bytes written so far (its pages faulted in)
+        self.freed = 0
+        self.credit = PLACING_ALLOWANCE + PLACING_BUDGET * total / 1e9  # seconds placing may still spend
+        self.last_call: float | None = None
+
+    def __call__(self) -> bool:
+        if not self.pending:
+            return False
+        began = time.perf_counter()
+        if self.last_call is not None:
+            self.credit = min(self.credit + PLACING_SHARE * (began - self.last_call), PLACING_ALLOWANCE)
+        self.place(until=began + self.credit)
+        self.last_call = time.perf_counter()
+        self.credit -= self.last_call - began  # an overrun is paid back by the next steps
+        return bool(self.pending)
+
+    def place(self, until: float = float("inf")) -> None:
+        """Moves tensors until the time.perf_counter() `until` (or all of them), in steps of one huge page."""
+        while self.pending and time.perf_counter() < until:
+            tensor, size = self.pending[0]
+            end = self.offset + size
+            if self.written < end:
+                # Zeros written a huge page at a time: the first write is what costs (see the class docstring).
+                part = min(end - self.written, HUGE_PAGE - self.written % HUGE_PAGE)
+                torch.frombuffer(self.arena, dtype=torch.uint8, count=part, offset=self.written).zero_()
+                self.written += part
+                continue
+            copy = torch.frombuffer(self.arena, dtype=tensor.dtype, count=tensor.numel(), offset=self.offset)
+            copy = copy.view(tensor.shape).copy_(tensor)
+            tensor.data = copy
+            self.pending.pop(0)
+            self.offset = end
+            self.freed += size
+            if self.freed > TRIM_EVERY or not self.pending:
+                _return_freed_memory()
+                self.freed = 0
+
+
+def place_on_huge_pages(tensors: list[torch.Tensor]) -> bool:
+    """Moves each tensor's data onto 2 MB pages now, all of it (see HugePagePlacement); returns whether it did."""
+    placement = HugePagePlacement(tensors)
+    moves = bool(placement.pending)
+    placement.place()
+    return moves
 
 
 def _return_freed_memory() -> None:

@@ -83,9 +83,9 @@ def eligible(model: nn.Module) -> bool:
     return decoder is not None and refusal(decoder.config) is None and _implemented_layers(decoder)
 
 
-def install(model: nn.Module, before_first_step=None) -> None:
+def install(model: nn.Module, before_step=None) -> None:
     """Swap the kernel's Linear into an eligible `model`'s decoder and language-model head, and give the decoder
-    the step, which calls `before_first_step` (if given) once, when it first takes a step."""
+    the step, which calls `before_step` (if given) before each step it takes, until that returns False."""
     decoder = decoder_of(model)
     for layer in decoder.layers:
         for parent, names in ((layer.self_attn, PROJECTIONS), (layer.mlp, MLP_PROJECTIONS)):
@@ -93,7 +93,7 @@ def install(model: nn.Module, before_first_step=None) -> None:
                 _swap_linear(parent, name)
     if isinstance(getattr(model, "lm_head", None), nn.Linear):
         _swap_linear(model, "lm_head")
-    decoder.accelerated_step = DecodeStep(decoder, before_first_step)
+    decoder.accelerated_step = DecodeStep(decoder, before_step)
 
 
 def _swap_linear(parent: nn.Module, name: str) -> None:
@@ -124,9 +124,9 @@ class DecodeStep:
     hidden state, or None to leave any other step to the layers (a prompt, gradients, another device).
     """
 
-    def __init__(self, decoder: LlamaModel, before_first_step=None):
+    def __init__(self, decoder: LlamaModel, before_step=None):
         self.decoder = decoder
-        self.before_first_step = before_first_step
+        self.before_step = before_step
         self._watched: list[dict] = []  # the module dicts the tensors were gathered through
         self._seen: list | None = None  # their values then (None: not gathered yet)
         self._tensors: tuple | None = None
@@ -147,9 +147,8 @@ class DecodeStep:
         if padding:  # each row's mask over the cache and its new token, which it must see
             rows, past = input_ids.shape[0], cache.seq_len
             takes = attention_mask.shape == (rows, past + 1) and bool(attention_mask[:, -1].all())
-        if takes and self.before_first_step is not None:
-            before, self.before_first_step = self.before_first_step, None
-            before()
+        if takes and self.before_step is not None and not self.before_step():
+            self.before_step = None
         tensors = self._kernel_tensors() if takes else None
         if tensors is None:
             return None
