@@ -304,7 +304,7 @@ def test_int4_linear_round_trips_its_groups():
     linear = nn.Linear(64, 8, bias=True)
     quantized = int4(linear)
     assert quantized.weight.dtype == torch.uint8 and quantized.weight.shape == (8, 32)
-    assert quantized.scale.shape == (8, 2, 2)
+    assert quantized.scale.shape == (8, 2, 2) and quantized.scale.dtype == torch.float16  # 20 bytes a group, as Q4_1
     # Each weight lies within half a step of its group's grid.
     step = quantized.scale[..., 0].repeat_interleave(32, dim=1)
     assert ((quantized.dequantized(torch.float32) - linear.weight).abs() <= step / 2 + 1e-6).all()
@@ -333,6 +333,48 @@ def test_int4_keeps_q4_1_gguf_weights_exactly(smollm2_gguf):
         linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
         linear.weight.data = weight
         assert torch.equal(int4(linear).dequantized(torch.float32), weight), name
+
+
+def test_int4_keeps_the_q4_1_gguf_blocks_bit_for_bit(smollm2_gguf):
+    # Not only the same float weights: the same steps and the same float16 (d, m) as the file's blocks.
+    import gguf
+
+    from openformers.weights import GGUFFile
+
+    tensors = {t.name: t for t in gguf.GGUFReader(smollm2_gguf).tensors}
+    for name in ("blk.3.attn_q.weight", "blk.12.ffn_gate.weight"):
+        blocks = torch.from_numpy(tensors[name].data.copy()).reshape(-1, 20)  # Q4_1: d, m (float16), 16 bytes
+        weight = GGUFFile(smollm2_gguf).tensor(name)
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        linear.weight.data = weight
+        quantized = int4(linear)
+        assert torch.equal(quantized.scale.reshape(-1, 2), blocks[:, :4].contiguous().view(torch.float16)), name
+        assert torch.equal(quantized.weight.reshape(-1, 16), blocks[:, 4:]), name
+
+
+def test_int4_is_no_further_from_float_weights_than_llama_cpp_q4_1():
+    # The float16 pairs are rounded before the steps are chosen (llama.cpp's quantize_row_q4_1 chooses them with
+    # the float32 pair and stores it rounded): per weight matrix, the squared error is at most Q4_1's.
+    import gguf
+
+    torch.manual_seed(0)
+    for weight in (torch.randn(64, 256) * 0.02, torch.randn(64, 256) * torch.linspace(1e-3, 4, 256),
+                   torch.randn(64, 256) + 30):  # a large mean: the minimum's float16 rounding matters most
+        linear = nn.Linear(256, 64, bias=False)
+        linear.weight.data = weight
+        ours = int4(linear).dequantized(torch.float32)
+        blocks = gguf.quants.quantize(weight.numpy(), gguf.GGMLQuantizationType.Q4_1)
+        q4_1 = torch.from_numpy(gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType.Q4_1).copy())
+        assert (ours - weight).square().sum() <= (q4_1 - weight).square().sum()
+
+
+def test_int4_keeps_groups_of_equal_weights_and_refuses_what_float16_cannot_hold():
+    linear = nn.Linear(64, 2, bias=False)
+    linear.weight.data = torch.cat([torch.full((2, 32), 0.375), torch.full((2, 32), -2.0)], dim=1)
+    assert torch.equal(int4(linear).dequantized(torch.float32), linear.weight.data)
+    linear.weight.data[1, 5] = 1e6  # a scale of 1e6 / 15, beyond float16's 65504
+    with pytest.raises(ValueError, match="float16.*1e\\+06.*quantization='int8'"):
+        int4(linear)
 
 
 def test_int4_keeps_q4_0_weights_exactly():

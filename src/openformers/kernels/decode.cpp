@@ -52,6 +52,7 @@ namespace {
 
 inline float as_float(float v) { return v; }
 inline float as_float(c10::BFloat16 v) { return static_cast<float>(v); }
+inline float as_float(c10::Half v) { return static_cast<float>(v); }  // int4's (scale, minimum) pairs
 
 template <typename T>
 inline float dot(const T* w, const float* x, int64_t n) {
@@ -61,27 +62,30 @@ inline float dot(const T* w, const float* x, int64_t n) {
   return sum;
 }
 
-// A weight matrix (rows, cols), row-major, with its optional scales (int8: one per 32 weights of a row; int4: a
-// (scale, minimum) pair per 32) and bias.
+// A weight matrix (rows, cols), row-major, with its optional scales (int8: one float32 per 32 weights of a row,
+// `scale`; int4: a float16 (scale, minimum) pair per 32, `pairs`) and bias.
 struct Matrix {
   const void* data;
   const float* scale;
   const float* bias;
   int64_t rows, cols, row_bytes;
+  const c10::Half* pairs = nullptr;
 };
 
 Matrix matrix(const at::Tensor& weight, const c10::optional<at::Tensor>& scale, const c10::optional<at::Tensor>& bias) {
   TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous(), "openformers kernels: weights must be contiguous 2-D tensors");
-  const float* scale_data = scale && scale->defined() ? scale->data_ptr<float>() : nullptr;
-  const float* bias_data = bias && bias->defined() ? bias->data_ptr<float>() : nullptr;
   bool int4 = weight.scalar_type() == at::kByte;  // two weights per byte
-  TORCH_CHECK(!int4 || (scale_data && scale->is_contiguous() && scale->numel() == weight.numel() / 8),
-              "openformers kernels: int4 weights need contiguous (rows, cols / 32, 2) scales and minimums");
+  bool scaled = scale && scale->defined();
+  TORCH_CHECK(!int4 || (scaled && scale->scalar_type() == at::kHalf && scale->is_contiguous() &&
+                        scale->numel() == weight.numel() / 8),
+              "openformers kernels: int4 weights need contiguous float16 (rows, cols / 32, 2) scales and minimums");
+  const float* scale_data = scaled && !int4 ? scale->data_ptr<float>() : nullptr;
+  const float* bias_data = bias && bias->defined() ? bias->data_ptr<float>() : nullptr;
   TORCH_CHECK(weight.scalar_type() != at::kChar ||
                   (scale_data && scale->is_contiguous() && scale->numel() == weight.size(0) * ((weight.size(1) + 31) / 32)),
               "openformers kernels: int8 weights need contiguous (rows, ceil(cols / 32)) scales, one per block of 32");
   return {weight.data_ptr(), scale_data, bias_data, weight.size(0), weight.size(1) * (int4 ? 2 : 1),
-          weight.size(1) * weight.element_size()};
+          weight.size(1) * weight.element_size(), int4 ? scale->data_ptr<c10::Half>() : nullptr};
 }
 
 // How far ahead of the rows being multiplied their weights are prefetched: without it the cores keep too few
@@ -215,8 +219,10 @@ void rows<c10::BFloat16>(const Matrix& m, int64_t begin, int64_t end, const floa
 #endif
 
 // int4 in llama.cpp's Q4_1 layout: groups of 32 weights along a row, each with a scale d and a minimum m
-// (weight = d * q + m, q in 0..15), stored as (d, m) float32 pairs; byte j of a group's 16 holds q_j in its
-// low nibble and q_(j+16) in its high one.
+// (weight = d * q + m, q in 0..15), stored as (d, m) float16 pairs beside the steps (a group reads 20 bytes, as
+// Q4_1's; float32 pairs made it 24, a fifth more for decoding to stream); byte j of a group's 16 holds q_j in its
+// low nibble and q_(j+16) in its high one. A float16 converts to float32 exactly (vcvtph2ps: eight in one
+// instruction), so the products' arithmetic is float32 as before.
 struct Int4 {};
 constexpr int64_t kGroup = 32;
 
@@ -227,7 +233,7 @@ constexpr bool kInteger = std::is_same_v<W, int8_t> || std::is_same_v<W, Int4>;
 void unpack_int4_row(const Matrix& m, int64_t r, float* row) {
   int64_t groups = m.cols / kGroup;
   const uint8_t* q = static_cast<const uint8_t*>(m.data) + r * m.row_bytes;
-  const float* dm = m.scale + r * groups * 2;
+  const c10::Half* dm = m.pairs + r * groups * 2;
   for (int64_t g = 0; g < groups; ++g) {
     const uint8_t* qg = q + g * 16;
     float *low = row + g * kGroup, *high = low + 16, d = dm[2 * g], minimum = dm[2 * g + 1];
@@ -337,14 +343,14 @@ inline float int8_dot(const int8_t* w, const float* ws, const Rounded& in, int64
 // One row's int4 minimums of groups [from, to) times the input's step sums: their share of its product. A plain
 // loop for the one or two groups that the vector loops leave: `dot`'s vectorized reduction stored 16 lanes and added
 // them one by one, which for SmolLM2's 576 columns (two groups left) took 37% of integer_rows<Int4>'s time.
-inline float minimums_share(const float* dm, const Rounded& in, int64_t from, int64_t to) {
+inline float minimums_share(const c10::Half* dm, const Rounded& in, int64_t from, int64_t to) {
   float sum = 0.f;
   for (int64_t g = from; g < to; ++g) sum += dm[2 * g + 1] * in.pair_sums[2 * g + 1];
   return sum;
 }
 
 // One row's int4 groups [from, to) times the rounded input, minimums aside.
-inline float int4_dot(const uint8_t* q, const float* dm, const Rounded& in, int64_t from, int64_t to) {
+inline float int4_dot(const uint8_t* q, const c10::Half* dm, const Rounded& in, int64_t from, int64_t to) {
   float sum = 0.f;
   for (int64_t g = from; g < to; ++g) {
     const uint8_t* qg = q + g * 16;
@@ -373,6 +379,12 @@ inline float reduce_add(__m256 v) {
   sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
   return _mm_cvtss_f32(_mm_add_ss(sum, _mm_movehdup_ps(sum)));
 }
+#endif
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+// int4 (d, m) pairs as float32 lanes: four groups' (d0, m0, ..., d3, m3), or two groups' (d0, m0, d1, m1).
+inline __m256 four_pairs(const c10::Half* dm) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dm))); }
+inline __m128 two_pairs(const c10::Half* dm) { return _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(dm))); }
 #endif
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
@@ -466,7 +478,7 @@ template <>
 void integer_rows<Int4>(const Matrix& m, int64_t begin, int64_t end, const Rounded& in, float* out) {
   const int64_t groups = m.cols / kGroup;
   auto row_q = [&](int64_t r) { return static_cast<const uint8_t*>(m.data) + r * m.row_bytes; };
-  auto row_dm = [&](int64_t r) { return m.scale + r * groups * 2; };
+  auto row_dm = [&](int64_t r) { return m.pairs + r * groups * 2; };
   int64_t r = begin;
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
   // Four groups (64 bytes) per step: the low nibbles of the 64 bytes are the four groups' first halves and the
@@ -480,8 +492,8 @@ void integer_rows<Int4>(const Matrix& m, int64_t begin, int64_t end, const Round
   const __m512i each_d = _mm512_set_epi32(6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0);
   for (; r + 4 <= end; r += 4) {
     const uint8_t* q[4] = {row_q(r), row_q(r + 1), row_q(r + 2), row_q(r + 3)};
-    const float* dm[4] = {row_dm(r), row_dm(r + 1), row_dm(r + 2), row_dm(r + 3)};
-    const char* pairs_ahead = reinterpret_cast<const char*>(dm[0]) + kPrefetch / 2;  // 8 bytes per 16 of steps
+    const c10::Half* dm[4] = {row_dm(r), row_dm(r + 1), row_dm(r + 2), row_dm(r + 3)};
+    const char* pairs_ahead = reinterpret_cast<const char*>(dm[0]) + kPrefetch / 4;  // 4 bytes per 16 of steps
     __m512 sums[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     // the minimums' share: the four groups' (d, m) pairs times the input's (0, s * sum(q)) pairs
     __m256 minimums[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -492,11 +504,11 @@ void integer_rows<Int4>(const Matrix& m, int64_t begin, int64_t end, const Round
       __m256 step_sums = _mm256_loadu_ps(in.pair_sums.data() + 2 * g);
       for (int k = 0; k < 4; ++k) {
         prefetch(q[0] + kPrefetch + 64 * (g + k));
-        if (k < 2) prefetch(pairs_ahead + 32 * g + 64 * k);
+        if (k == 0) prefetch(pairs_ahead + 16 * g);  // the four rows' pairs of four groups: one line
         __m512i bytes = _mm512_loadu_si512(q[k] + g * 16);
         __m512i low = _mm512_and_si512(bytes, nibble), high = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), nibble);
         __m512i dots = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, low, first_halves), high, second_halves);
-        __m256 pairs = _mm256_loadu_ps(dm[k] + 2 * g);  // (d, m) of four groups
+        __m256 pairs = four_pairs(dm[k] + 2 * g);  // (d, m) of four groups
         __m512 d = _mm512_permutexvar_ps(each_d, _mm512_castps256_ps512(pairs));
         sums[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), _mm512_mul_ps(d, scale), sums[k]);
         minimums[k] = _mm256_fmadd_ps(pairs, step_sums, minimums[k]);
@@ -506,19 +518,20 @@ void integer_rows<Int4>(const Matrix& m, int64_t begin, int64_t end, const Round
       __m512i steps = _mm512_loadu_si512(in.q.data() + g * kGroup);
       __m512 scale = _mm512_loadu_ps(in.scales.data() + g * 8);
       __m256 step_sums = _mm256_zextps128_ps256(_mm_loadu_ps(in.pair_sums.data() + 2 * g));
-      prefetch(pairs_ahead + 32 * g);
+      prefetch(pairs_ahead + 16 * g);
       for (int k = 0; k < 4; ++k) {
         if (k < 2) prefetch(q[0] + kPrefetch + 64 * (g + k));
-        minimums[k] = _mm256_fmadd_ps(_mm256_zextps128_ps256(_mm_loadu_ps(dm[k] + 2 * g)), step_sums, minimums[k]);
+        __m128 pairs = two_pairs(dm[k] + 2 * g);
+        minimums[k] = _mm256_fmadd_ps(_mm256_zextps128_ps256(pairs), step_sums, minimums[k]);
         __m512i bytes = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[k] + g * 16)));
         __m512i doubled = _mm512_shuffle_i64x2(bytes, bytes, 0x50);  // lanes 0, 0, 1, 1
         __m512i weights = _mm512_and_si512(_mm512_mask_srli_epi16(doubled, 0xFF00FF00, doubled, 4), nibble);
         __m512i dots = _mm512_dpbusd_epi32(zero, weights, steps);
-        __m512 d = _mm512_permutexvar_ps(first_d_then_second, _mm512_castps128_ps512(_mm_loadu_ps(dm[k] + 2 * g)));
+        __m512 d = _mm512_permutexvar_ps(first_d_then_second, _mm512_castps128_ps512(pairs));
         sums[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), _mm512_mul_ps(d, scale), sums[k]);
       }
     }
-    if (paired < groups) prefetch(q[0] + kPrefetch + 64 * paired), prefetch(pairs_ahead + 32 * paired);
+    if (paired < groups) prefetch(q[0] + kPrefetch + 64 * paired), prefetch(pairs_ahead + 16 * paired);
     for (int k = 0; k < 4; ++k) sums[k] = _mm512_add_ps(sums[k], _mm512_zextps256_ps512(minimums[k]));
     _mm_storeu_ps(out + r, four_sums(sums));
     if (paired < groups)
@@ -528,12 +541,12 @@ void integer_rows<Int4>(const Matrix& m, int64_t begin, int64_t end, const Round
   const __m256i nibble = _mm256_set1_epi8(15);
   for (; r + 4 <= end; r += 4) {
     const uint8_t* q[4] = {row_q(r), row_q(r + 1), row_q(r + 2), row_q(r + 3)};
-    const float* dm[4] = {row_dm(r), row_dm(r + 1), row_dm(r + 2), row_dm(r + 3)};
-    const char* pairs_ahead = reinterpret_cast<const char*>(dm[0]) + kPrefetch / 2;
+    const c10::Half* dm[4] = {row_dm(r), row_dm(r + 1), row_dm(r + 2), row_dm(r + 3)};
+    const char* pairs_ahead = reinterpret_cast<const char*>(dm[0]) + kPrefetch / 4;
     __m256 sums[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t g = 0; g < groups; ++g) {
       prefetch(q[0] + kPrefetch + 64 * g);  // four rows' 16 bytes of each group
-      if (g % 2 == 0) prefetch(pairs_ahead + 32 * g);
+      if (g % 4 == 0) prefetch(pairs_ahead + 16 * g);
       __m256i steps = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in.q.data() + g * kGroup));
       float scale = in.scale(g);
       for (int k = 0; k < 4; ++k) {
@@ -546,7 +559,7 @@ void integer_rows<Int4>(const Matrix& m, int64_t begin, int64_t end, const Round
     const int64_t whole = groups / 4 * 4;  // the minimums' share, four groups' (d, m) pairs at a time
     for (int k = 0; k < 4; ++k) {
       for (int64_t g = 0; g < whole; g += 4)
-        sums[k] = _mm256_fmadd_ps(_mm256_loadu_ps(dm[k] + 2 * g), _mm256_loadu_ps(in.pair_sums.data() + 2 * g), sums[k]);
+        sums[k] = _mm256_fmadd_ps(four_pairs(dm[k] + 2 * g), _mm256_loadu_ps(in.pair_sums.data() + 2 * g), sums[k]);
       out[r + k] = reduce_add(sums[k]) + minimums_share(dm[k], in, whole, groups);
     }
   }
@@ -975,8 +988,9 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, at::TensorList norm
 
 // Runs every layer for one token, in place on `x` (hidden,) float32, writing this position's key and value
 // into each layer's cache buffers (1, n_kv, capacity, head_dim) at `pos`. Per layer: two norm weights, seven
-// weights (q, k, v, o, gate, up, down), their seven scales when quantized (int8 scales per block of 32 or int4
-// (scale, minimum) pairs; empty lists for float weights), and three biases for q, k, v (Qwen2; else empty).
+// weights (q, k, v, o, gate, up, down), their seven scales when quantized (int8 float32 scales per block of 32 or
+// int4 float16 (scale, minimum) pairs; empty lists for float weights), and three biases for q, k, v (Qwen2; else empty).
+
 // One OpenMP team runs the whole step, so threads start once per token rather than several times per layer.
 void decode_step(at::Tensor x, at::TensorList norms, at::TensorList weights, at::TensorList scales,
                  at::TensorList biases, at::TensorList keys, at::TensorList values, int64_t pos, int64_t window,
@@ -1296,9 +1310,9 @@ inline void int4_four_rows_times(const Matrix& m, int64_t row, const RoundedBatc
                                  int64_t out_stride) {
   const int64_t groups = m.cols / kGroup, quads = groups / 4 * 4, paired = groups / 2 * 2;
   const uint8_t* q[4];
-  const float* dm[4];
+  const c10::Half* dm[4];
   for (int r = 0; r < 4; ++r)
-    q[r] = static_cast<const uint8_t*>(m.data) + (row + r) * m.row_bytes, dm[r] = m.scale + (row + r) * groups * 2;
+    q[r] = static_cast<const uint8_t*>(m.data) + (row + r) * m.row_bytes, dm[r] = m.pairs + (row + r) * groups * 2;
   const __m512i zero = _mm512_setzero_si512(), nibble = _mm512_set1_epi8(15);
   const __m512i first_d_then_second = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
   const __m512i each_d = _mm512_set_epi32(6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0);
@@ -1306,18 +1320,18 @@ inline void int4_four_rows_times(const Matrix& m, int64_t row, const RoundedBatc
   __m256 minimums[N][4];  // the minimums' share: (d, m) pairs times the input's (0, s * sum(q)) pairs
   for (int j = 0; j < N; ++j)
     for (int r = 0; r < 4; ++r) sums[j][r] = _mm512_setzero_ps(), minimums[j][r] = _mm256_setzero_ps();
-  const char* pairs_ahead = reinterpret_cast<const char*>(dm[0]) + kPrefetch / 2;  // as integer_rows<Int4>'s
+  const char* pairs_ahead = reinterpret_cast<const char*>(dm[0]) + kPrefetch / 4;  // as integer_rows<Int4>'s
   for (int64_t g = 0; g < quads; g += 4) {
     __m512i low[4], high[4];
     __m256 pairs[4];  // (d, m) of four groups
     for (int r = 0; r < 4; ++r) {
       if (j0 == 0) {
         prefetch(q[0] + kPrefetch + 64 * (g + r));
-        if (r < 2) prefetch(pairs_ahead + 32 * g + 64 * r);
+        if (r == 0) prefetch(pairs_ahead + 16 * g);
       }
       __m512i bytes = _mm512_loadu_si512(q[r] + g * 16);
       low[r] = _mm512_and_si512(bytes, nibble), high[r] = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), nibble);
-      pairs[r] = _mm256_loadu_ps(dm[r] + 2 * g);
+      pairs[r] = four_pairs(dm[r] + 2 * g);
     }
     for (int j = 0; j < N; ++j) {
       const Rounded& x = in.inputs[j0 + j];
@@ -1336,13 +1350,13 @@ inline void int4_four_rows_times(const Matrix& m, int64_t row, const RoundedBatc
   for (int64_t g = quads; g < paired; g += 2) {  // lanes as in integer_rows<Int4>'s pair of groups
     __m512i weights[4];
     __m128 pairs[4];
-    if (j0 == 0) prefetch(pairs_ahead + 32 * g);
+    if (j0 == 0) prefetch(pairs_ahead + 16 * g);
     for (int r = 0; r < 4; ++r) {
       if (j0 == 0 && r < 2) prefetch(q[0] + kPrefetch + 64 * (g + r));
       __m512i bytes = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[r] + g * 16)));
       __m512i doubled = _mm512_shuffle_i64x2(bytes, bytes, 0x50);
       weights[r] = _mm512_and_si512(_mm512_mask_srli_epi16(doubled, 0xFF00FF00, doubled, 4), nibble);
-      pairs[r] = _mm_loadu_ps(dm[r] + 2 * g);
+      pairs[r] = two_pairs(dm[r] + 2 * g);
     }
     for (int j = 0; j < N; ++j) {
       const Rounded& x = in.inputs[j0 + j];
@@ -1357,7 +1371,7 @@ inline void int4_four_rows_times(const Matrix& m, int64_t row, const RoundedBatc
       }
     }
   }
-  if (j0 == 0 && paired < groups) prefetch(q[0] + kPrefetch + 64 * paired), prefetch(pairs_ahead + 32 * paired);
+  if (j0 == 0 && paired < groups) prefetch(q[0] + kPrefetch + 64 * paired), prefetch(pairs_ahead + 16 * paired);
   for (int j = 0; j < N; ++j) {
     const Rounded& x = in.inputs[j0 + j];
     float* o = out + (j0 + j) * out_stride + row;
@@ -1642,7 +1656,7 @@ inline uint16_t bfloat16_bits(float value) {
 void unpack_int4_row_bfloat16(const Matrix& m, int64_t r, uint16_t* row, bool stream) {
   int64_t groups = m.cols / kGroup;
   const uint8_t* q = static_cast<const uint8_t*>(m.data) + r * m.row_bytes;
-  const float* dm = m.scale + r * groups * 2;
+  const c10::Half* dm = m.pairs + r * groups * 2;
   const __m128i nibble = _mm_set1_epi8(15);
   const __m512 steps = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512 smallest_normal = _mm512_set1_ps(std::numeric_limits<float>::min()), zero = _mm512_setzero_ps();
@@ -1723,7 +1737,8 @@ void dequantize_rows(const Matrix& m, bool int4, O* out) {
 void dequantize_into(at::Tensor weight, at::Tensor scale, at::Tensor out) {
   TORCH_CHECK(weight.scalar_type() == at::kChar || weight.scalar_type() == at::kByte,
               "dequantize: weights must be int8 or int4 (uint8), got ", weight.scalar_type());
-  TORCH_CHECK(scale.scalar_type() == at::kFloat && scale.is_contiguous(), "dequantize: scales must be contiguous float32");
+  TORCH_CHECK(scale.scalar_type() == (weight.scalar_type() == at::kByte ? at::kHalf : at::kFloat) && scale.is_contiguous(),
+              "dequantize: scales must be contiguous float32 (int8 weights) or float16 (int4), got ", scale.scalar_type());
   Matrix m = matrix(weight, scale, {});
   TORCH_CHECK(out.is_contiguous() && out.dim() == 2 && out.size(0) == m.rows && out.size(1) == m.cols,
               "dequantize_into: out must be a contiguous (", m.rows, ", ", m.cols, ") matrix, got ", out.sizes());
@@ -1739,7 +1754,7 @@ void dequantize_into(at::Tensor weight, at::Tensor scale, at::Tensor out) {
 at::Tensor dequantize(at::Tensor weight, at::Tensor scale) {
   TORCH_CHECK(weight.dim() == 2, "dequantize: weights must be a 2-D matrix, got ", weight.dim(), " dimensions");
   at::Tensor result = at::empty({weight.size(0), weight.size(1) * (weight.scalar_type() == at::kByte ? 2 : 1)},
-                                scale.options());
+                                scale.options().dtype(at::kFloat));
   dequantize_into(weight, scale, result);
   return result;
 }

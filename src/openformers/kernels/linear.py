@@ -20,18 +20,18 @@ stay float32.
 Quantization (`from_pretrained(..., quantization="int8" or "int4")`). int8: each block of 32 weights along a row
 becomes int8 with one float32 scale (symmetric: the block's largest magnitude maps to 127, llama.cpp's Q8_0 grid),
 9/32 of the float32 bytes; a Q8_0 GGUF file's weights come back unchanged, as its float16 scales are float32s. int4:
-groups of 32 weights along a row keep a scale and a minimum each (weight = scale * q + minimum, q in 0..15,
-llama.cpp's Q4_1), 3/16 of the float32 bytes (a model whose layer inputs are not multiples of 32 is refused); the
-language-model head stays int8. On a Q4_1 GGUF file (the default model's) int4 finds the file's own grid again, and
-on a Q4_0 file too (d * (q - 8): the minimum is -8 d): no weight changes. Activations stay in the model's dtype,
-except in the kernel's int8 and int4 products: there each input is rounded to int8 steps per block of 32 (one float
-scale each, as llama.cpp's Q8_1 blocks) and multiplies the stored integers directly (AVX-512 VNNI or AVX2 integer
-dot products), so no weight is widened to a float and the products stream the weights at the memory bandwidth
-instead of being compute-bound. The result is exactly the weights times the rounded input, within half a step per
-input of the unrounded product. The cost in quality is measured by benchmarks/quality.py and recorded in
-benchmarks/RESULTS.md. A quantized layer's weights are buffers, not parameters, so nothing trains them, and a tied
-language-model head gets an int8 copy of its own; gradients still flow through it to its input, so LoRA adapters
-train on a quantized base (QLoRA, models/lora.py).
+groups of 32 weights along a row keep a float16 scale and minimum each (weight = scale * q + minimum, q in
+0..15, llama.cpp's Q4_1), 5/32 of the float32 bytes (a model whose layer inputs are not multiples of 32 is
+refused); the language-model head stays int8. On a Q4_1 GGUF file (the default model's) int4 finds the file's
+blocks again bit for bit, and on a Q4_0 file its grid (d * (q - 8): the minimum is -8 d): no weight changes.
+Activations stay in the model's dtype, except in the kernel's int8 and int4 products: there each input is rounded
+to int8 steps per block of 32 (one float scale each, as llama.cpp's Q8_1 blocks) and multiplies the stored integers
+directly (AVX-512 VNNI or AVX2 integer dot products), so no weight is widened to a float and the products stream
+the weights at the memory bandwidth instead of being compute-bound. The result is exactly the weights times the
+rounded input, within half a step per input of the unrounded product. The cost in quality is measured by
+benchmarks/quality.py and recorded in benchmarks/RESULTS.md. A quantized layer's weights are buffers, not
+parameters, so nothing trains them, and a tied language-model head gets an int8 copy of its own; gradients still
+flow through it to its input, so LoRA adapters train on a quantized base (QLoRA, models/lora.py).
 """
 
 import threading
@@ -52,6 +52,7 @@ GROUP = 32  # int4 weights per (scale, minimum) pair
 # faster than torch._weight_int8pack_mm). Measured with benchmarks/matvec.py --rows on a 1536 x 576 matrix.
 KERNEL_ROWS = 8
 KERNEL_WEIGHTS = (torch.float32, torch.bfloat16, torch.int8, torch.uint8)  # uint8: int4 steps, two per byte
+SCALE_DTYPES = {torch.int8: torch.float32, torch.uint8: torch.float16}  # the packed weights' scales, as stored
 UNPACKED_DTYPES = (torch.float32, torch.bfloat16)  # what the kernel's dequantize_into writes
 
 
@@ -75,7 +76,8 @@ class Linear(nn.Linear):
     int8: `weight` (out, in) int8, `scale` (out, ceil(in / 32)) float32, one per block of 32 weights along a row
     (the last block of a row may be shorter): llama.cpp's Q8_0 grid. int4: `weight` (out, in / 2) uint8, byte j
     of a group's 16 holding step j in its low nibble and step j + 16 in its high one; `scale` (out, in / 32, 2)
-    float32, each group's (scale, minimum): llama.cpp's Q4_1 layout, which the kernel reads directly.
+    float16, each group's (scale, minimum): llama.cpp's Q4_1 layout and size (20 bytes per 32 weights), which the
+    kernel reads directly.
     """
 
     @classmethod
@@ -95,8 +97,8 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._kernel_takes(x):
-            scale = None if self.scale is None else self.scale.float()  # float32 already: the same tensor
-            y = torch.ops.openformers.matvec(x.reshape(-1, self.in_features).float().contiguous(), self.weight, scale)
+            y = torch.ops.openformers.matvec(x.reshape(-1, self.in_features).float().contiguous(), self.weight,
+                                             self.kernel_scale())
             if self.bias is not None:
                 y += self.bias
             return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
@@ -134,6 +136,13 @@ class Linear(nn.Linear):
             and not torch.compiler.is_compiling()  # torch.compile traces the plain path; the kernel is opaque to it
         )
 
+    def kernel_scale(self) -> torch.Tensor | None:
+        """The scales in the dtype the kernel reads (int8: float32, int4: float16): the buffer itself, unless a
+        cast of the whole module (`.to(dtype)`, `.half()`) changed its dtype."""
+        if self.scale is None:
+            return None
+        return self.scale.to(SCALE_DTYPES[self.weight.dtype])
+
     def float_weight(self, dtype: torch.dtype) -> torch.Tensor:
         """The packed weights as a new `dtype` matrix: unpacked in one pass of the kernel on the CPU, straight
         into float32 or bfloat16 (`dequantized` takes several passes, each making a new tensor)."""
@@ -162,7 +171,7 @@ class Linear(nn.Linear):
         return (
             self.weight.device.type == "cpu"
             and dtype in UNPACKED_DTYPES
-            and self.scale.dtype == torch.float32
+            and self.scale.dtype == SCALE_DTYPES[self.weight.dtype]
             and library.loaded()
             and not torch.compiler.is_compiling()  # the kernel is opaque to torch.compile: the plain path traces
         )
@@ -259,21 +268,39 @@ def _int8_blocks(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _int4_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # Each group's scale and minimum are stored as float16 (Q4_1's 20 bytes a group; float32 made it 24, a fifth
+    # more for decoding to read) and rounded to it before the steps are chosen, so that each weight takes the
+    # nearest step of the grid that is stored. A Q4_1 file's float16 (d, m) come back exactly: its minimum is a
+    # group's smallest weight and its largest is 15 steps above.
     out_features, in_features = weight.shape
     groups = weight.reshape(out_features, in_features // GROUP, GROUP)
-    minimum, maximum = groups.amin(-1), groups.amax(-1)
-    scale = ((maximum - minimum) / 15).clamp(min=1e-12)
-    # A group of llama.cpp's Q4_0 (d * (q - 8), q in 0..15, its largest magnitude at 8 |d|) that leaves steps at one
-    # end unused spans fewer than 15 of its steps, so the span / 15 above is not its grid; its own step |d| is, with
-    # the group's minimum as the minimum. Groups that lie exactly on that grid keep it: a Q4_0 file loads unchanged.
-    q4_0_step = groups.abs().amax(-1) / 8
-    on_grid = (groups - minimum[..., None]) / q4_0_step[..., None]
-    exact = (q4_0_step > 0) & (maximum - minimum <= 15 * q4_0_step) & (
-        on_grid.round() * q4_0_step[..., None] + minimum[..., None] == groups).all(-1)
-    scale = torch.where(exact, q4_0_step, scale)
-    steps = ((groups - minimum[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.uint8)
+    minimum = groups.amin(-1).half().float()
+    scale = ((groups.amax(-1) - minimum) / 15).half().float()
+    # A group of equal weights has a scale of 0: every step 0, the weights its minimum.
+    steps = torch.where(scale[..., None] != 0, (groups - minimum[..., None]) / scale[..., None], 0).round().clamp(0, 15)
+    # A group of llama.cpp's Q4_0 (d * (q - 8), q in 0..15) that leaves steps at one end unused spans fewer than 15
+    # of its steps, so the span / 15 above is not its grid. Its weight of the largest magnitude is its -8 d (step
+    # 0), which gives d with its sign: with scale d and minimum -8 d (both float16 exactly) a group on that grid
+    # that the grid above misses keeps its steps, so a Q4_0 file loads unchanged. (A minimum of -7 |d| for a
+    # negative d, with the steps reversed, would not always be a float16.)
+    largest = groups.gather(-1, groups.abs().argmax(-1, keepdim=True)).squeeze(-1)
+    q4_0_step = largest / -8
+    on_grid = ((groups - largest[..., None]) / q4_0_step[..., None]).round()
+    q4_0 = (q4_0_step != 0) & (q4_0_step.half().float() == q4_0_step) & (
+        (on_grid >= 0) & (on_grid <= 15) & (on_grid * q4_0_step[..., None] + largest[..., None] == groups)).all(-1)
+    q4_0 &= ~(steps * scale[..., None] + minimum[..., None] == groups).all(-1)
+    scale, minimum = torch.where(q4_0, q4_0_step, scale), torch.where(q4_0, largest, minimum)
+    steps = torch.where(q4_0[..., None], on_grid, steps).to(torch.uint8)
+    pairs = torch.stack([scale, minimum], -1).half()
+    if not pairs.isfinite().all():
+        raise ValueError(
+            "quantization='int4' stores each group's scale and minimum as float16, which holds magnitudes up to "
+            f"65504; this layer's weights reach {weight.abs().max().item():.4g} (or are not finite): use "
+            "quantization='int8' for this model.")
     packed = steps[..., :16] | (steps[..., 16:] << 4)  # (out, groups, 16)
-    return packed.reshape(out_features, -1).contiguous(), torch.stack([scale, minimum], -1)
+
+    return packed.reshape(out_features, -1).contiguous(), pairs
+
 
 
 def check_quantization(quantization: str) -> None:
