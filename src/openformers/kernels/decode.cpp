@@ -21,6 +21,7 @@
 // language-model head) are OpenMP, and without the flag at::parallel_for's inline pragmas run on one thread.
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -44,6 +45,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -787,7 +789,7 @@ struct Team {
   }
 };
 
-// How many threads the next teams leave out of at::get_num_threads(), and when to try one more.
+// How many threads the next teams leave out of those they ask for, and when to try one more.
 //
 // Claimed chunks and sleeping waiters keep a team going when one of its threads is descheduled, but the team
 // still meets at every barrier (some 200 times a step), and each meeting waits for a thread that the system runs
@@ -800,7 +802,12 @@ struct Team {
 // sums do not depend on how many threads claim the rows, so the outputs are the same whatever the team's size.
 // The state is shared by every team of the process (a step's and the language-model head's), without locks: a
 // race between two callers only makes one decision late.
+//
+// A decoding loop can hold torch's own threads to the team's size while it is crowded (kernels/llama.py,
+// `threads_following_team`): `requested` is then what the teams ask for, the caller's setting, where
+// at::get_num_threads() would stay at the shrunk size and no team would try more threads again.
 struct Crowding {
+  std::atomic<int> requested{0};     // threads a team asks for; 0: at::get_num_threads()
   std::atomic<int> left_out{0};
   std::atomic<int> teams_to_try{0};  // teams at this size before one tries one thread more
   std::atomic<int> patience{0};      // teams_to_try after the next crowded team
@@ -830,11 +837,28 @@ void crowd_team(int64_t left_out, int64_t teams) {
 
 int64_t team_threads() { return crowding.last_size.load(); }
 
-// Runs body(team) on at::get_num_threads() threads less those Crowding leaves out, for `loops` claimed loops in
+// Teams ask for `threads` from here on whatever torch's setting (0: at::get_num_threads(), as by default).
+void request_team(int64_t threads) {
+  TORCH_CHECK(threads >= 0, "request_team: threads must be >= 0 (0: torch's setting), got ", threads);
+  crowding.requested = static_cast<int>(threads);
+}
+
+int teams_request() {
+  int requested = crowding.requested.load(std::memory_order_relaxed);
+  return requested > 0 ? requested : at::get_num_threads();
+}
+
+// The threads of the next team that does not try one more: the team's size while it is crowded.
+int64_t settled_team_threads() {
+  int requested = teams_request();
+  return requested - std::min(crowding.left_out.load(std::memory_order_relaxed), requested - 1);
+}
+
+// Runs body(team) on the requested threads (Crowding) less those Crowding leaves out, for `loops` claimed loops in
 // all, all threads leaving together (OpenMP's own closing barrier spins without giving the core back).
 template <typename F>
 void in_team(int64_t loops, F&& body) {
-  int requested = at::get_num_threads();
+  int requested = teams_request();
   int left_out = std::min(crowding.left_out.load(std::memory_order_relaxed), requested - 1);
   bool trying = left_out > 0 && crowding.teams_to_try.fetch_sub(1, std::memory_order_relaxed) <= 1;
   int threads = requested - left_out + (trying ? 1 : 0);
@@ -1759,11 +1783,168 @@ at::Tensor dequantize(at::Tensor weight, at::Tensor scale) {
   return result;
 }
 
+// Dropout drawn as PyTorch draws it, for LoRA's lora_dropout while training.
+//
+// F.dropout on the CPU multiplies x by bernoulli_(1 - p) / (1 - p). Where PyTorch does not hand bernoulli_ to MKL
+// (builds without MKL, and CPUs other than Intel's), it draws every element in turn from its CPU generator, a
+// Mersenne Twister: two 32-bit words, the first the high half of a 64-bit number whose low 53 bits over 2^53 are
+// the uniform number compared with the probability. That loop costs ~5 ns an element, 2.7 ms for one 128 x 4096
+// activation, twenty times the multiplication. The same words come out of the generator's state 624 at a time:
+// here each block's refill and the tempering and comparing of its words are loops the compiler vectorizes, so
+// the mask is bernoulli_'s bit for bit, and the generator is left where bernoulli_ leaves it (gradient
+// checkpointing restores the state before recomputing a layer and so draws the same mask again). models/lora.py
+// checks once per process that the masks agree with bernoulli_'s before it uses them.
+
+constexpr int kTwisterWords = at::MERSENNE_STATE_N;  // the state's words, drawn before the next refill
+constexpr int kTwisterShift = at::MERSENNE_STATE_M;
+
+inline uint32_t twisted(uint32_t word, uint32_t next_word, uint32_t shifted_word) {
+  uint32_t mixed = (word & 0x80000000u) | (next_word & 0x7fffffffu);
+  return shifted_word ^ (mixed >> 1) ^ ((next_word & 1u) ? 0x9908b0dfu : 0u);
+}
+
+// The generator's next 624 words, in place. Each word reads the one 397 places on (mod 624): the new one where
+// that is already replaced, which is 227 places back, further than any vector reaches.
+void refill_twister(uint32_t* s) {
+  constexpr int n = kTwisterWords, m = kTwisterShift;
+#pragma omp simd
+  for (int i = 0; i < n - m; ++i) s[i] = twisted(s[i], s[i + 1], s[i + m]);
+#pragma omp simd safelen(n - m)
+  for (int i = n - m; i < n - 1; ++i) s[i] = twisted(s[i], s[i + 1], s[i + m - n]);
+  s[n - 1] = twisted(s[n - 1], s[0], s[m - 1]);
+}
+
+inline uint32_t tempered(uint32_t y) {
+  y ^= y >> 11;
+  y ^= (y << 7) & 0x9d2c5680u;
+  y ^= (y << 15) & 0xefc60000u;
+  return y ^ (y >> 18);
+}
+
+// The generator's next `count` words, tempered, into `out`, refilling its state as the engine does: it draws
+// state_[next_] after decrementing left_, and refills when left_ reaches 0.
+void twister_words(at::mt19937_data_pod& state, uint32_t* out, int64_t count) {
+  uint32_t* s = state.state_.data();
+  while (count > 0) {
+    if (state.left_ == 1) {
+      refill_twister(s);
+      state.left_ = kTwisterWords + 1;
+      state.next_ = 0;
+    }
+    int64_t take = std::min<int64_t>(state.left_ - 1, count);
+    const uint32_t* from = s + state.next_;
+#pragma omp simd
+    for (int64_t i = 0; i < take; ++i) out[i] = tempered(from[i]);
+    state.left_ -= take;
+    state.next_ += take;
+    out += take;
+    count -= take;
+  }
+}
+
+// bernoulli_(probability)'s values for n elements as bytes (1 or 0), drawn from PyTorch's default CPU generator and
+// advancing it as that call does. `stretch(begin, end)` runs on each stretch of elements as soon as their bytes
+// are written, while they are in the cache.
+template <typename F>
+void draw_bernoulli(int64_t n, double probability, uint8_t* drawn, F&& stretch) {
+  // A pair of words (high, low) makes a 64-bit number; its low 53 bits over 2^53 are below p exactly when they
+  // are below p * 2^53, which a double holds exactly.
+  const uint64_t threshold = static_cast<uint64_t>(std::ceil(std::ldexp(probability, 53)));
+  constexpr int64_t kStretch = 2048;  // elements: their words fill 16 KB, and the loops' vectors evenly
+  uint32_t words[2 * kStretch];
+  at::Generator generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  auto* cpu = generator.get<at::CPUGeneratorImpl>();
+  at::mt19937 engine = cpu->engine();
+  at::mt19937_data_pod state = engine.data();
+  TORCH_CHECK(state.left_ >= 1 && state.next_ + state.left_ - 1 <= static_cast<uint32_t>(kTwisterWords),
+              "dropout: the CPU generator's state is not one PyTorch's engine leaves (left ", state.left_,
+              ", next ", state.next_, ")");
+  for (int64_t begin = 0; begin < n; begin += kStretch) {
+    int64_t count = std::min(kStretch, n - begin);
+    twister_words(state, words, 2 * count);
+    uint8_t* out = drawn + begin;
+#pragma omp simd
+    for (int64_t k = 0; k < count; ++k) {
+      uint64_t pair;  // the high word in the low half
+      std::memcpy(&pair, words + 2 * k, sizeof pair);
+      out[k] = (((pair & 0x1fffffu) << 32) | (pair >> 32)) < threshold;
+    }
+    stretch(begin, begin + count);
+  }
+  engine.set_data(state);
+  cpu->set_engine(engine);
+}
+
+// out = x * (kept ? scale : 0) in x's dtype: PyTorch's x * noise, whose values are 0 and scale. Multiplying by
+// zero rather than writing it keeps what x * 0 gives (-0 for negative x, NaN for infinite x).
+template <typename T>
+void times_kept(const T* x, const uint8_t* kept, float scale, T* out, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float>) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) out[i] = x[i] * (kept[i] ? scale : 0.0f);
+  } else {
+    const uint16_t* xb = reinterpret_cast<const uint16_t*>(x);
+    uint16_t* ob = reinterpret_cast<uint16_t*>(out);
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) {
+      uint32_t bits = static_cast<uint32_t>(xb[i]) << 16;
+      float value;
+      std::memcpy(&value, &bits, sizeof value);
+      ob[i] = bfloat16_bits(value * (kept[i] ? scale : 0.0f));
+    }
+  }
+}
+
+void check_dropout_tensor(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.is_contiguous() && t.device().is_cpu() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16),
+              "dropout: ", name, " must be a contiguous float32 or bfloat16 CPU tensor, got ", t.scalar_type(),
+              t.is_contiguous() ? "" : " (not contiguous)");
+}
+
+// F.dropout(x, 1 - keep, training=True) on the default CPU generator, and the mask for the backward. scale is
+// 1 / keep as PyTorch rounds it to x's dtype (the caller computes it with PyTorch's own division).
+std::tuple<at::Tensor, at::Tensor> dropout(const at::Tensor& x, double keep, double scale) {
+  check_dropout_tensor(x, "x");
+  TORCH_CHECK(keep > 0.0 && keep < 1.0, "dropout: keep must be in (0, 1), got ", keep);
+  at::Tensor kept = at::empty(x.sizes(), x.options().dtype(at::kBool));
+  at::Tensor out = at::empty_like(x);
+  uint8_t* k = reinterpret_cast<uint8_t*>(kept.data_ptr<bool>());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "dropout", [&] {
+    const scalar_t* xd = x.data_ptr<scalar_t>();
+    scalar_t* od = out.data_ptr<scalar_t>();
+    draw_bernoulli(x.numel(), keep, k, [&](int64_t begin, int64_t end) {
+      times_kept(xd, k, static_cast<float>(scale), od, begin, end);
+    });
+  });
+  return {out, kept};
+}
+
+// The gradient through dropout: grad * (kept ? scale : 0), as PyTorch's product's backward multiplies by the noise.
+at::Tensor dropout_backward(const at::Tensor& grad, const at::Tensor& kept, double scale) {
+  at::Tensor g = grad.contiguous();
+  check_dropout_tensor(g, "grad");
+  TORCH_CHECK(kept.scalar_type() == at::kBool && kept.is_contiguous() && kept.numel() == g.numel(),
+              "dropout_backward: kept must be the forward's contiguous bool mask of ", g.numel(), " elements");
+  at::Tensor out = at::empty_like(g);
+  const uint8_t* k = reinterpret_cast<const uint8_t*>(kept.data_ptr<bool>());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, g.scalar_type(), "dropout_backward", [&] {
+    const scalar_t* gd = g.data_ptr<scalar_t>();
+    scalar_t* od = out.data_ptr<scalar_t>();
+    at::parallel_for(0, g.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
+      times_kept(gd, k, static_cast<float>(scale), od, begin, end);
+    });
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(openformers, m) {
   m.def("crowd_team(int left_out, int teams) -> ()", crowd_team);
   m.def("team_threads() -> int", team_threads);
+  m.def("request_team(int threads) -> ()", request_team);
+  m.def("settled_team_threads() -> int", settled_team_threads);
   m.def("decode_step(Tensor(a!) x, Tensor[] norms, Tensor[] weights, Tensor[] scales, Tensor[] biases, "
         "Tensor(b!)[] keys, Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps) -> ()");
   m.def("decode_batch(Tensor(a!) x, Tensor[] norms, Tensor[] weights, Tensor[] scales, Tensor[] biases, "
@@ -1771,6 +1952,8 @@ TORCH_LIBRARY(openformers, m) {
   m.def("matvec(Tensor x, Tensor weight, Tensor? scale) -> Tensor");
   m.def("dequantize(Tensor weight, Tensor scale) -> Tensor");
   m.def("dequantize_into(Tensor weight, Tensor scale, Tensor(a!) out) -> ()");
+  m.def("dropout(Tensor x, float keep, float scale) -> (Tensor out, Tensor kept)");
+  m.def("dropout_backward(Tensor grad, Tensor kept, float scale) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(openformers, CPU, m) {
@@ -1779,4 +1962,6 @@ TORCH_LIBRARY_IMPL(openformers, CPU, m) {
   m.impl("matvec", matvec);
   m.impl("dequantize", dequantize);
   m.impl("dequantize_into", dequantize_into);
+  m.impl("dropout", dropout);
+  m.impl("dropout_backward", dropout_backward);
 }

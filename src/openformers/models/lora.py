@@ -16,6 +16,7 @@ get_adapter_state_dict, delete_adapter) plus peft's merge_and_unload.
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -150,6 +151,60 @@ def as_lora_config(config) -> LoraConfig:
                     f"{type(config).__name__}.")
 
 
+class LoraDropout(nn.Dropout):
+    """peft's lora_dropout, nn.Dropout, whose masks while training on the CPU come from the compiled library
+    (kernels/decode.cpp `dropout`) when a model loaded in this process has loaded it: the masks F.dropout draws
+    for the same generator state, and the generator left where F.dropout leaves it, in an eighth of the time
+    (bernoulli_ draws its elements one by one). Anywhere else it is nn.Dropout."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and not self.inplace and 0 < self.p < 1 and _drawn_by_the_kernel(x):
+            return _KernelDropout.apply(x, 1.0 - self.p, _dropout_scale(self.p, x.dtype))
+        return super().forward(x)
+
+
+class _KernelDropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, keep: float, scale: float):
+        out, kept = torch.ops.openformers.dropout(x, keep, scale)
+        ctx.save_for_backward(kept)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (kept,) = ctx.saved_tensors
+        return torch.ops.openformers.dropout_backward(grad, kept, ctx.scale), None, None
+
+
+def _drawn_by_the_kernel(x: torch.Tensor) -> bool:
+    # Plain tensors only: a tensor subclass (a fake tensor while compiling, a DTensor) goes through F.dropout.
+    return (type(x) is torch.Tensor and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+            and x.is_contiguous() and hasattr(torch.ops.openformers, "dropout") and _kernel_draws_bernoulli())
+
+
+@functools.cache
+def _dropout_scale(p: float, dtype: torch.dtype) -> float:
+    """F.dropout's noise.div_(1 - p) on a kept element: 1 / (1 - p) rounded to the dtype, by the same division."""
+    return torch.ones((), dtype=dtype).div_(1 - p).item()
+
+
+@functools.cache
+def _kernel_draws_bernoulli() -> bool:
+    """Whether the compiled dropout draws bernoulli_'s masks in this process, tried once on 1000 elements. It does
+    where PyTorch draws them from its CPU generator; builds with MKL hand bernoulli_ on Intel CPUs to MKL's own
+    stream, and there every LoraDropout stays F.dropout. The generator's state is put back afterwards."""
+    state = torch.get_rng_state()
+    try:
+        expected = torch.empty(1000).bernoulli_(0.75)
+        expected_state = torch.get_rng_state()
+        torch.set_rng_state(state)
+        _, kept = torch.ops.openformers.dropout(torch.ones(1000), 0.75, 1.0)
+        return torch.equal(kept, expected.bool()) and torch.equal(torch.get_rng_state(), expected_state)
+    finally:
+        torch.set_rng_state(state)
+
+
 class LoraLinear(nn.Module):
     """A linear layer with LoRA adapters beside it; the base layer (float or quantized) stays frozen."""
 
@@ -186,7 +241,7 @@ class LoraLinear(nn.Module):
             nn.init.zeros_(B.weight)
         self.lora_A[name] = A.to(weight.device, dtype)
         self.lora_B[name] = B.to(weight.device, dtype)
-        self.lora_dropout[name] = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
+        self.lora_dropout[name] = LoraDropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
         self.scaling[name] = alpha / math.sqrt(r) if config.use_rslora else alpha / r
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
