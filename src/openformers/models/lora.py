@@ -178,9 +178,10 @@ class _KernelDropout(torch.autograd.Function):
 
 
 def _drawn_by_the_kernel(x: torch.Tensor) -> bool:
-    # Plain tensors only: a tensor subclass (a fake tensor while compiling, a DTensor) goes through F.dropout.
-    return (type(x) is torch.Tensor and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
-            and x.is_contiguous() and hasattr(torch.ops.openformers, "dropout") and _kernel_draws_bernoulli())
+    # Plain tensors in eager mode only: torch.compile draws its own masks, a DTensor shards its own.
+    return (not torch.compiler.is_compiling() and type(x) is torch.Tensor and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.bfloat16) and x.is_contiguous()
+            and hasattr(torch.ops.openformers, "dropout") and _kernel_draws_bernoulli())
 
 
 @functools.cache
