@@ -21,6 +21,11 @@ TINY = dict(
 )
 
 
+# Head sizes with the kernel's own attention loops (attend_heads), in groups of three and two query heads.
+HEAD_DIM_64 = dict(hidden_size=192, num_attention_heads=3, num_key_value_heads=1)
+HEAD_DIM_128 = dict(hidden_size=256, num_attention_heads=4, num_key_value_heads=2)
+
+
 def test_kernels_build_here():
     # CI machines have a compiler and ninja: a failed build there must be red, not a silent fallback.
     assert kernels.build()
@@ -178,8 +183,9 @@ def test_an_unknown_rope_scaling_is_refused():
     "config_class, overrides",
     [(LlamaConfig, {}), (Qwen2Config, {}), (MistralConfig, {"sliding_window": 5}), (LlamaConfig, {"head_dim": 8}),
      (LlamaConfig, {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                     "high_freq_factor": 4.0, "original_max_position_embeddings": 16}})],
-    ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope"],
+                                     "high_freq_factor": 4.0, "original_max_position_embeddings": 16}}),
+     (LlamaConfig, HEAD_DIM_64), (MistralConfig, {**HEAD_DIM_128, "sliding_window": 5})],
+    ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -230,8 +236,9 @@ def batch_step_logits(model, ids, mask, steps: int, use_kernels: bool, monkeypat
 @pytest.mark.parametrize(
     "config_class, overrides, quantization",
     [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, {"sliding_window": 5}, None),
-     (LlamaConfig, {}, "int8"), (LlamaConfig, {}, "int4")],
-    ids=["llama", "qwen2-bias", "mistral-window", "int8", "int4"],
+     (LlamaConfig, {}, "int8"), (LlamaConfig, {}, "int4"), (MistralConfig, {**HEAD_DIM_64, "sliding_window": 5}, None),
+     (LlamaConfig, HEAD_DIM_128, "int8")],
+    ids=["llama", "qwen2-bias", "mistral-window", "int8", "int4", "head-dim-64-window", "head-dim-128-int8"],
 )
 def test_batched_steps_match_plain_path(config_class, overrides, quantization, monkeypatch):
     # Six rows left-padded to different lengths (one not at all), 12 steps: past a window of 5, so a padded row's
@@ -255,6 +262,20 @@ def test_batched_steps_match_plain_path(config_class, overrides, quantization, m
     # step rounds to neighbouring steps, which moves a logit by up to a few thousandths
     tolerance = 1e-2 if quantization else 1e-4
     torch.testing.assert_close(fast, plain, atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("quantization", ["int8", "int4"])
+def test_a_batch_steps_each_row_as_it_would_step_alone(quantization, monkeypatch):
+    # Integer products of a batch equal each input's alone bit for bit, and so does the attention of a batch's rows
+    # (attend_heads keeps attend's arithmetic): a batch decodes the tokens its sequences decode alone.
+    # batch_step_logits draws the steps' tokens for all rows from one seed, so the first row's are the same alone.
+    model = accelerated(kernels.quantize(tiny_model(**HEAD_DIM_64), quantization))
+    ids = torch.randint(1, 96, (4, 5), generator=torch.Generator().manual_seed(3))
+    batches, steps = counted_batch_steps(monkeypatch), counted_decode_steps(monkeypatch)
+    together = batch_step_logits(model, ids, torch.ones_like(ids), 6, True, monkeypatch)
+    alone = batch_step_logits(model, ids[:1], torch.ones_like(ids[:1]), 6, True, monkeypatch)
+    assert len(batches) == len(steps) == 10  # the prompt's columns after the first, then the steps
+    assert torch.equal(together[:, :1], alone)
 
 
 def test_batched_greedy_tokens_match_plain_path(monkeypatch):
