@@ -86,3 +86,80 @@ def test_the_language_model_head_claimed_by_a_crowd_matches_one_thread():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(crowd, alone)
+
+
+# generate's torch threads beside the team ----------------------------------------------------------------------
+
+
+class ThreadsSeen:
+    """A logits processor that notes torch's thread count at each step and can fail at a given step."""
+
+    def __init__(self, fail_at: int | None = None):
+        self.threads, self.fail_at = [], fail_at
+
+    def __call__(self, input_ids, scores):
+        self.threads.append(torch.get_num_threads())
+        if len(self.threads) == self.fail_at:
+            raise RuntimeError("a processor's failure")
+        return scores
+
+
+def generate_crowded(model, threads: int, crowded_teams: int, prompt=(5, 9, 14), **options):
+    """generate with torch set to `threads` and the team crowded down to one thread for `crowded_teams` teams
+    (then it tries more, and keeps them on a quiet machine); returns (ids, threads seen at each step, threads
+    set after generate)."""
+    seen = ThreadsSeen(options.pop("fail_at", None))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        torch.ops.openformers.crowd_team(threads - 1, crowded_teams)
+        try:
+            ids = model.generate(torch.tensor([prompt]), logits_processor=[seen], do_sample=False, **options)
+        except RuntimeError:
+            ids = None
+        return ids, seen.threads, torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+        torch.ops.openformers.crowd_team(0, 0)
+
+
+def test_generate_runs_torch_at_the_crowded_teams_size_and_restores_the_callers_threads():
+    model = accelerated(kernels.quantize(tiny_model(MistralConfig, sliding_window=6, intermediate_size=192), "int4"))
+    with torch.inference_mode():
+        plain = model.generate(torch.tensor([[5, 9, 14]]), max_new_tokens=12, do_sample=False)
+    # Crowded for the whole call: torch at one thread after the first step, the caller's three after generate.
+    ids, seen, after = generate_crowded(model, 3, crowded_teams=1000, max_new_tokens=12)
+    assert torch.equal(ids, plain)
+    assert seen[0] == 3 and set(seen[1:]) == {1}, seen  # the prompt's forward keeps the caller's threads
+    assert after == 3
+    # An early stop (an EOS id among the tokens) and a failing processor restore them too.
+    eos = int(plain[0, 6])
+    ids, seen, after = generate_crowded(model, 3, 1000, max_new_tokens=12, eos_token_id=eos, pad_token_id=0)
+    assert ids.shape[1] <= 7 and int(ids[0, -1]) == eos and after == 3
+    ids, seen, after = generate_crowded(model, 3, 1000, max_new_tokens=12, fail_at=5)
+    assert ids is None and len(seen) == 5 and seen[-1] == 1 and after == 3
+    before = torch.get_num_threads()
+    try:  # the teams ask for torch's setting again
+        torch.set_num_threads(2)
+        assert torch.ops.openformers.settled_team_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_crowded_team_tries_the_callers_threads_while_torch_runs_on_fewer(monkeypatch):
+    model = accelerated(tiny_model(MistralConfig, sliding_window=6, intermediate_size=192))
+    prompt = list(range(10, 20))  # longer than kernels.KERNEL_ROWS: only the head of the prompt's forward runs a team
+    with torch.inference_mode():
+        plain = model.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False)
+    sizes = team_sizes(monkeypatch)
+    # One thread for three teams (the prompt's head, the first step and its head), then the next step's team tries
+    # two threads, the caller's setting, although torch is at one since the first step.
+    ids, seen, after = generate_crowded(model, 2, crowded_teams=4, prompt=prompt, max_new_tokens=10)
+    assert torch.equal(ids, plain)
+    assert seen[:2] == [2, 1] and sizes[:2] == [1, 2] and after == 2, (seen, sizes)
+
+
+def test_a_model_without_the_step_keeps_torchs_threads():
+    model = tiny_model(MistralConfig, sliding_window=6, intermediate_size=192)
+    ids, seen, after = generate_crowded(model, 2, crowded_teams=1000, max_new_tokens=5)
+    assert set(seen) == {2} and after == 2

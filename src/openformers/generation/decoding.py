@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from ..acceleration import accelerator
 from .cache import Cache
 from .candidates import AssistedCandidateGenerator, CandidateGenerator, PromptLookupCandidateGenerator
 from .config import GenerationConfig, resolve_generation_config
@@ -258,11 +259,14 @@ class GenerationMixin:
                 if encoder_decoder else {}
             candidates = _candidate_generator(self, assistant_model, input_ids, config, loop, processors,
                                               **encoder_inputs)
-            output = assisted_loop(decoder, run, candidates)
-        elif config.num_beams > 1:
-            output = beam_search(decoder, run)
-        else:
-            output = sample_loop(decoder, run)
+        # Torch's threads follow the accelerator's team (fewer on a crowded CPU) until the loop ends.
+        with accelerator().threads_following_team(self):
+            if assisted:
+                output = assisted_loop(decoder, run, candidates)
+            elif config.num_beams > 1:
+                output = beam_search(decoder, run)
+            else:
+                output = sample_loop(decoder, run)
         if config.return_dict_in_generate:
             output.cache = decoder.cache
             return _with_encoder(output, encoded) if encoder_decoder else output

@@ -25,8 +25,10 @@ from torch import nn
 from . import library, llama
 from .library import build, loaded
 from .linear import KERNEL_ROWS, QUANTIZATIONS, Linear, check_quantization, quantize
+from .llama import threads_following_team
 
-__all__ = ["KERNEL_ROWS", "QUANTIZATIONS", "Linear", "accelerate", "build", "check_quantization", "loaded", "quantize"]
+__all__ = ["KERNEL_ROWS", "QUANTIZATIONS", "Linear", "accelerate", "build", "check_quantization", "loaded", "quantize",
+           "threads_following_team"]
 
 
 def accelerate(model: nn.Module) -> bool:

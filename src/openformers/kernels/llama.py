@@ -14,6 +14,7 @@ is not): a feature added to the models later (q/k norms, soft-capping, another r
 plain path until the step implements it and tests/test_kernels.py proves parity for it.
 """
 
+import contextlib
 import itertools
 import operator
 
@@ -49,6 +50,8 @@ ARITHMETIC_FREE = {
     "use_sliding_window", "max_window_layers",
 }
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+# The threads the caller had set while a decoding loop holds torch's own to the team's (threads_following_team).
+_caller_threads: int | None = None
 MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 
 
@@ -94,6 +97,45 @@ def install(model: nn.Module, before_step=None) -> None:
     if isinstance(getattr(model, "lm_head", None), nn.Linear):
         _swap_linear(model, "lm_head")
     decoder.accelerated_step = DecodeStep(decoder, before_step)
+
+
+@contextlib.contextmanager
+def threads_following_team(model: nn.Module):
+    """While generate decodes with `model`: torch's own operations between the compiled steps (the embedding, the
+    final norm, the logits processors, argmax or sampling, a step the layers take) run on as many threads as the
+    kernel's team has settled on, fewer while the CPU is crowded, and the caller's setting is back when the block
+    ends, however it ends. The teams keep asking for the caller's threads (decode.cpp's Crowding), so they still
+    try one more now and then and grow back when the CPU is free, and torch follows them.
+
+    With one of two cores taken by a busy process, each of torch's parallel regions (argmax and the processors'
+    masks over the 49152-token vocabulary are large enough to split) waits for a thread that the system runs a
+    few milliseconds at a time: SmolLM2 int4 decoded at 45 tok/s with the team at one thread and torch at two,
+    where one torch thread kept 71-74% of the quiet speed (benchmarks/RESULTS.md). Quiet, nothing changes: at
+    batch 1 none of those operations gains from a second thread; a batch's top-p sort does.
+    """
+    global _caller_threads
+    step = getattr(decoder_of(model), "accelerated_step", None)
+    if not isinstance(step, DecodeStep) or not library.loaded():
+        yield
+        return
+    outer = _caller_threads
+    caller = torch.get_num_threads() if outer is None else outer  # an assistant's loop inside the main model's
+    _caller_threads = caller
+    torch.ops.openformers.request_team(caller)
+    try:
+        yield
+    finally:
+        _caller_threads = outer
+        if outer is None:
+            torch.ops.openformers.request_team(0)
+            if torch.get_num_threads() != caller:
+                torch.set_num_threads(caller)
+
+
+def _follow_team() -> None:
+    threads = torch.ops.openformers.settled_team_threads()
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
 
 
 def _swap_linear(parent: nn.Module, name: str) -> None:
@@ -170,6 +212,8 @@ class DecodeStep:
         else:  # decode_batch: each row's rotary angles at its own position, its mask over the cache
             mask = attention_mask.to(torch.uint8) if padding else torch.empty(0, dtype=torch.uint8)
             torch.ops.openformers.decode_batch(x, *layers, cos, sin, mask, eps)
+        if _caller_threads is not None:
+            _follow_team()
         return decoder.norm(x.to(decoder.embed_tokens.weight.dtype).view(rows, 1, -1))
 
     def _kernel_tensors(self) -> tuple | None:
