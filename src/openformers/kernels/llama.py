@@ -50,9 +50,9 @@ ARITHMETIC_FREE = {
     "use_sliding_window", "max_window_layers",
 }
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 # The threads the caller had set while a decoding loop holds torch's own to the team's (threads_following_team).
 _caller_threads: int | None = None
-MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 
 
 def refusal(config) -> str | None:
