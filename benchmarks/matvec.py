@@ -109,7 +109,7 @@ def _int4_steps(q: Linear) -> torch.Tensor:
 
 def _scales_and_zeros(q: Linear) -> torch.Tensor:
     # PyTorch dequantizes (step - 8) * scale + zero; ours is step * scale + minimum, so zero = minimum + 8 * scale.
-    scale, minimum = q.scale.unbind(-1)
+    scale, minimum = q.scale.float().unbind(-1)
     return torch.stack([scale, minimum + 8 * scale], -1).transpose(0, 1).contiguous().bfloat16()
 
 
@@ -118,7 +118,7 @@ def _bytes(name: str, int8: Linear, int4: Linear) -> int:
         return int8.weight.numel() + int8.weight.shape[0] * 4
     if "int8" in name:
         return int8.weight.numel() + int8.scale.numel() * 4
-    return int4.weight.numel() + int4.scale.numel() * 4
+    return int4.weight.numel() + int4.scale.numel() * int4.scale.element_size()
 
 
 if __name__ == "__main__":

@@ -274,33 +274,35 @@ def _int4_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # group's smallest weight and its largest is 15 steps above.
     out_features, in_features = weight.shape
     groups = weight.reshape(out_features, in_features // GROUP, GROUP)
-    minimum = groups.amin(-1).half().float()
-    scale = ((groups.amax(-1) - minimum) / 15).half().float()
-    # A group of equal weights has a scale of 0: every step 0, the weights its minimum.
-    steps = torch.where(scale[..., None] != 0, (groups - minimum[..., None]) / scale[..., None], 0).round().clamp(0, 15)
+    lowest, highest = groups.amin(-1), groups.amax(-1)
+    minimum = lowest.half().float()
+    scale = ((highest - minimum) / 15).half().float()
+    # A span below float16's smallest scale gives a scale of 0: every step 0, the weights the minimum.
+    steps = (groups - minimum[..., None]).div_(torch.where(scale == 0, 1, scale)[..., None]).round_().clamp_(0, 15)
     # A group of llama.cpp's Q4_0 (d * (q - 8), q in 0..15) that leaves steps at one end unused spans fewer than 15
     # of its steps, so the span / 15 above is not its grid. Its weight of the largest magnitude is its -8 d (step
     # 0), which gives d with its sign: with scale d and minimum -8 d (both float16 exactly) a group on that grid
     # that the grid above misses keeps its steps, so a Q4_0 file loads unchanged. (A minimum of -7 |d| for a
-    # negative d, with the steps reversed, would not always be a float16.)
-    largest = groups.gather(-1, groups.abs().argmax(-1, keepdim=True)).squeeze(-1)
+    # negative d, with the steps reversed, would not always be a float16.) Only groups whose d is a float16 can
+    # be such groups, which leaves a float checkpoint's few: checking every group took as long as quantizing.
+    largest = torch.where(-lowest > highest, lowest, highest)
     q4_0_step = largest / -8
-    on_grid = ((groups - largest[..., None]) / q4_0_step[..., None]).round()
-    q4_0 = (q4_0_step != 0) & (q4_0_step.half().float() == q4_0_step) & (
-        (on_grid >= 0) & (on_grid <= 15) & (on_grid * q4_0_step[..., None] + largest[..., None] == groups)).all(-1)
-    q4_0 &= ~(steps * scale[..., None] + minimum[..., None] == groups).all(-1)
-    scale, minimum = torch.where(q4_0, q4_0_step, scale), torch.where(q4_0, largest, minimum)
-    steps = torch.where(q4_0[..., None], on_grid, steps).to(torch.uint8)
+    candidates = ((q4_0_step != 0) & (q4_0_step.half().float() == q4_0_step)).nonzero(as_tuple=True)
+    group, step, top = groups[candidates], q4_0_step[candidates][:, None], largest[candidates][:, None]
+    on_grid = ((group - top) / step).round()
+    q4_0 = ((on_grid >= 0) & (on_grid <= 15) & (on_grid * step + top == group)).all(-1)
+    q4_0 &= ~(steps[candidates] * scale[candidates][:, None] + minimum[candidates][:, None] == group).all(-1)
+    chosen = tuple(index[q4_0] for index in candidates)
+    scale[chosen], minimum[chosen], steps[chosen] = q4_0_step[chosen], largest[chosen], on_grid[q4_0]
     pairs = torch.stack([scale, minimum], -1).half()
     if not pairs.isfinite().all():
         raise ValueError(
             "quantization='int4' stores each group's scale and minimum as float16, which holds magnitudes up to "
             f"65504; this layer's weights reach {weight.abs().max().item():.4g} (or are not finite): use "
             "quantization='int8' for this model.")
+    steps = steps.to(torch.uint8)
     packed = steps[..., :16] | (steps[..., 16:] << 4)  # (out, groups, 16)
-
     return packed.reshape(out_features, -1).contiguous(), pairs
-
 
 
 def check_quantization(quantization: str) -> None:
