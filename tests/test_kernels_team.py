@@ -88,6 +88,27 @@ def test_the_language_model_head_claimed_by_a_crowd_matches_one_thread():
     assert torch.equal(crowd, alone)
 
 
+def test_one_crowded_team_leaves_the_next_its_threads():
+    # One thread descheduled once crowds a single long team on a quiet machine; only a second crowded team in a
+    # row makes the next ones smaller.
+    torch.manual_seed(0)
+    layer = kernels.Linear.from_linear(torch.nn.Linear(1024, 4096, bias=False))
+    x = torch.randn(1, 1024)
+    assert kernels.build()
+    threads, crowd_size, sizes = torch.get_num_threads(), 2 * (os.cpu_count() or 1) + 1, []
+    try:
+        torch.ops.openformers.crowd_team(0, 0)
+        torch.set_num_threads(crowd_size)
+        with torch.inference_mode():
+            for _ in range(12):
+                layer(x)
+                sizes.append(torch.ops.openformers.team_threads())
+    finally:
+        torch.set_num_threads(threads)
+        torch.ops.openformers.crowd_team(0, 0)
+    assert sizes[:2] == [crowd_size, crowd_size] and min(sizes) < crowd_size, sizes
+
+
 # generate's torch threads beside the team ----------------------------------------------------------------------
 
 

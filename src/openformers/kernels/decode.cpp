@@ -885,7 +885,9 @@ struct Team {
 // only part of the time: with one of two cores taken by a busy process, two threads decoded at 24-34% of the
 // quiet speed, one thread alone at 55-65%. So each team measures how much of its threads' time they did not run
 // (wall time less the thread's CPU time: descheduled, or asleep at a barrier waiting for one that was), and when
-// that is over kCrowded, the next teams leave one thread more out. After `patience` teams one of them tries one
+// that is over kCrowded for kCrowdedTeams teams in a row, the next teams leave one thread more out (one
+// descheduled moment of one thread, ~30 ms on a quiet machine, crowds a single long team: shrinking on it put
+// half of a quiet batch-8 run's steps on one thread). After `patience` teams one of them tries one
 // thread more; if that one is crowded too, the wait before the next try doubles (up to kMostPatience, so a
 // crowded CPU pays for a try once every 128 tokens), and if it is not, the team keeps the thread. The row
 // sums do not depend on how many threads claim the rows, so the outputs are the same whatever the team's size.
@@ -901,6 +903,7 @@ struct Crowding {
   std::atomic<int> teams_to_try{0};  // teams at this size before one tries one thread more
   std::atomic<int> patience{0};      // teams_to_try after the next crowded team
   std::atomic<int> last_size{0};     // threads of the team that ran last (for tests)
+  std::atomic<int> crowded_in_a_row{0};  // teams at the settled size found crowded since the last uncrowded one
 };
 Crowding crowding;
 
@@ -909,6 +912,8 @@ Crowding crowding;
 constexpr double kCrowded = 0.25;
 // In teams: a step and the head's product make two a token, and odd numbers make the tries alternate between them.
 constexpr int kFirstPatience = 15, kMostPatience = 255;
+// Crowded teams in a row that make the next ones smaller; a team that tries one thread more decides alone.
+constexpr int kCrowdedTeams = 2;
 
 inline int64_t thread_cpu_ns() {
   timespec t;
@@ -922,6 +927,7 @@ void crowd_team(int64_t left_out, int64_t teams) {
   crowding.left_out = static_cast<int>(left_out);
   crowding.teams_to_try = static_cast<int>(teams);
   crowding.patience = kFirstPatience;
+  crowding.crowded_in_a_row = 0;
 }
 
 int64_t team_threads() { return crowding.last_size.load(); }
@@ -970,15 +976,21 @@ void in_team(int64_t loops, F&& body) {
     present.fetch_add(wall, std::memory_order_relaxed);
   }
   bool crowded = away.load() > kCrowded * present.load();
+  if (!trying) {
+    int in_a_row = crowded ? crowding.crowded_in_a_row.fetch_add(1, std::memory_order_relaxed) + 1 : 0;
+    if (in_a_row < kCrowdedTeams) {
+      if (!crowded) crowding.crowded_in_a_row.store(0, std::memory_order_relaxed);
+      return;
+    }
+  }
+  crowding.crowded_in_a_row.store(0, std::memory_order_relaxed);
   int patience = crowding.patience.load(std::memory_order_relaxed);
   if (crowded) {
     patience = trying ? std::min(2 * patience + 1, kMostPatience) : kFirstPatience;
     crowding.left_out.store(std::min(requested - threads + 1, requested - 1), std::memory_order_relaxed);
-  } else if (trying) {
+  } else {  // a team that tried one thread more and was not crowded keeps it
     patience = kFirstPatience;
     crowding.left_out.store(requested - threads, std::memory_order_relaxed);
-  } else {
-    return;
   }
   crowding.patience.store(patience, std::memory_order_relaxed);
   crowding.teams_to_try.store(patience, std::memory_order_relaxed);
