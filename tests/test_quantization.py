@@ -467,3 +467,19 @@ def test_quantized_loading_reads_and_quantizes_one_layer_at_a_time(tmp_path, mon
     for name in expected:
         assert got[name].dtype == expected[name].dtype and torch.equal(got[name], expected[name]), name
     assert model.model.embed_tokens.weight.dtype == dtype
+
+
+@pytest.mark.parametrize("quantization", ["int8", "int4"])
+def test_a_cast_of_a_quantized_layer_keeps_its_scales_exact(quantization):
+    torch.manual_seed(0)
+    layer = kernels.Linear.from_linear(torch.nn.Linear(64, 96, bias=True), quantization)
+    scale, weight = layer.scale.clone(), layer.weight.clone()
+    layer.to(torch.bfloat16)
+    assert torch.equal(layer.scale, scale) and layer.scale.dtype == scale.dtype
+    assert torch.equal(layer.weight, weight) and layer.bias.dtype == torch.bfloat16
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        expected = x @ layer.dequantized(torch.float32).T + layer.bias.float()
+        assert torch.allclose(layer(x.bfloat16()).float(), expected, rtol=2e-2, atol=2e-2)
+    layer.half().float()
+    assert torch.equal(layer.scale, scale)

@@ -52,7 +52,6 @@ GROUP = 32  # int4 weights per (scale, minimum) pair
 # faster than torch._weight_int8pack_mm). Measured with benchmarks/matvec.py --rows on a 1536 x 576 matrix.
 KERNEL_ROWS = 8
 KERNEL_WEIGHTS = (torch.float32, torch.bfloat16, torch.int8, torch.uint8)  # uint8: int4 steps, two per byte
-SCALE_DTYPES = {torch.int8: torch.float32, torch.uint8: torch.float16}  # the packed weights' scales, as stored
 UNPACKED_DTYPES = (torch.float32, torch.bfloat16)  # what the kernel's dequantize_into writes
 
 
@@ -98,7 +97,7 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._kernel_takes(x):
             y = torch.ops.openformers.matvec(x.reshape(-1, self.in_features).float().contiguous(), self.weight,
-                                             self.kernel_scale())
+                                             self.scale)
             if self.bias is not None:
                 y += self.bias
             return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
@@ -136,12 +135,20 @@ class Linear(nn.Linear):
             and not torch.compiler.is_compiling()  # torch.compile traces the plain path; the kernel is opaque to it
         )
 
-    def kernel_scale(self) -> torch.Tensor | None:
-        """The scales in the dtype the kernel reads (int8: float32, int4: float16): the buffer itself, unless a
-        cast of the whole module (`.to(dtype)`, `.half()`) changed its dtype."""
-        if self.scale is None:
-            return None
-        return self.scale.to(SCALE_DTYPES[self.weight.dtype])
+    def _apply(self, fn, recurse=True):
+        """`.to(...)`, `.half()`, `.cuda()`...: packed scales move with the module but keep their dtype (int8:
+        float32, int4: float16), which the kernel reads and the weights were rounded against: a cast to bfloat16
+        would move every weight by up to 0.4% of its group's step, with nothing to say so."""
+        scale = self._buffers.get("scale")
+        if scale is None:
+            return super()._apply(fn, recurse)
+        self._buffers["scale"] = None
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            self._buffers["scale"] = scale
+        self._buffers["scale"] = scale.to(device=fn(scale[:0]).device)
+        return self
 
     def float_weight(self, dtype: torch.dtype) -> torch.Tensor:
         """The packed weights as a new `dtype` matrix: unpacked in one pass of the kernel on the CPU, straight
@@ -171,7 +178,6 @@ class Linear(nn.Linear):
         return (
             self.weight.device.type == "cpu"
             and dtype in UNPACKED_DTYPES
-            and self.scale.dtype == SCALE_DTYPES[self.weight.dtype]
             and library.loaded()
             and not torch.compiler.is_compiling()  # the kernel is opaque to torch.compile: the plain path traces
         )

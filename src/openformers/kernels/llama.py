@@ -260,6 +260,6 @@ def _gather(decoder: LlamaModel) -> tuple[list, list, list, list]:
         linears = _linears(layer)
         norms += (layer.input_layernorm.weight, layer.post_attention_layernorm.weight)
         weights += (p.weight for p in linears)
-        scales += (p.kernel_scale() for p in linears if p.scale is not None)  # the buffers themselves
+        scales += (p.scale for p in linears if p.scale is not None)
         biases += (p.bias for p in linears[:3] if p.bias is not None)
     return norms, weights, scales, biases
