@@ -169,7 +169,8 @@ def prefill_speed(forward) -> float:
 
 
 def weight_bytes_per_token(model) -> int:
-    """The bytes of every matrix a decoding step multiplies by: all 2-D weights but the embedding table's rows.
+    """The bytes of every matrix a decoding step multiplies by: all 2-D weights but the embedding table's rows,
+    with the scales of packed (int8/int4) weights, which the step reads beside them.
 
     A tied language-model head is the embedding table itself, read whole once per token, so it counts once.
     """
@@ -180,7 +181,7 @@ def weight_bytes_per_token(model) -> int:
     total = sum(
         tensor.numel() * tensor.element_size()
         for name, tensor in list(model.named_parameters()) + list(model.named_buffers())
-        if tensor.dim() == 2 and tensor is not embedding and name.endswith("weight")
+        if (tensor.dim() == 2 and tensor is not embedding and name.endswith("weight")) or name.endswith(".scale")
     )
     return total + (embedding.numel() * embedding.element_size() if tied else 0)
 
