@@ -290,10 +290,14 @@ def _int4_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # 0), which gives d with its sign: with scale d and minimum -8 d (both float16 exactly) a group on that grid
     # that the grid above misses keeps its steps, so a Q4_0 file loads unchanged. (A minimum of -7 |d| for a
     # negative d, with the steps reversed, would not always be a float16.) Only groups whose d is a float16 can
-    # be such groups, which leaves a float checkpoint's few: checking every group took as long as quantizing.
+    # be such groups, and only those whose first four weights are on the grid: a bfloat16 checkpoint's d are nearly
+    # all float16s, and checking each of its groups whole took ten times as long as quantizing it.
     largest = torch.where(-lowest > highest, lowest, highest)
     q4_0_step = largest / -8
-    candidates = ((q4_0_step != 0) & (q4_0_step.half().float() == q4_0_step)).nonzero(as_tuple=True)
+    first = groups[..., :4]
+    first_steps = ((first - largest[..., None]) / q4_0_step[..., None]).round()
+    first_on_grid = ((first_steps >= 0) & (first_steps <= 15) & (first_steps * q4_0_step[..., None] + largest[..., None] == first)).all(-1)
+    candidates = (first_on_grid & (q4_0_step != 0) & (q4_0_step.half().float() == q4_0_step)).nonzero(as_tuple=True)
     group, step, top = groups[candidates], q4_0_step[candidates][:, None], largest[candidates][:, None]
     on_grid = ((group - top) / step).round()
     q4_0 = ((on_grid >= 0) & (on_grid <= 15) & (on_grid * step + top == group)).all(-1)
