@@ -708,7 +708,6 @@ void attend_group(const float* q, int64_t heads, const C* keys, const C* values,
     attend<C>(q + h * head_dim, keys, values, pos_stride, head_dim, first, last, scores, out + h * head_dim, allowed);
 }
 
-
 // Where the threads of one team meet: their claims on each loop's rows and a barrier.
 //
 // Rows are claimed in chunks, not split in fixed shares: on a CPU that also runs other work, a thread that the
@@ -977,11 +976,11 @@ void in_team(int64_t loops, F&& body) {
   }
   bool crowded = away.load() > kCrowded * present.load();
   if (!trying) {
-    int in_a_row = crowded ? crowding.crowded_in_a_row.fetch_add(1, std::memory_order_relaxed) + 1 : 0;
-    if (in_a_row < kCrowdedTeams) {
-      if (!crowded) crowding.crowded_in_a_row.store(0, std::memory_order_relaxed);
+    if (!crowded) {
+      crowding.crowded_in_a_row.store(0, std::memory_order_relaxed);
       return;
     }
+    if (crowding.crowded_in_a_row.fetch_add(1, std::memory_order_relaxed) + 1 < kCrowdedTeams) return;
   }
   crowding.crowded_in_a_row.store(0, std::memory_order_relaxed);
   int patience = crowding.patience.load(std::memory_order_relaxed);
@@ -1115,7 +1114,6 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, at::TensorList norm
 // into each layer's cache buffers (1, n_kv, capacity, head_dim) at `pos`. Per layer: two norm weights, seven
 // weights (q, k, v, o, gate, up, down), their seven scales when quantized (int8 float32 scales per block of 32 or
 // int4 float16 (scale, minimum) pairs; empty lists for float weights), and three biases for q, k, v (Qwen2; else empty).
-
 // One OpenMP team runs the whole step, so threads start once per token rather than several times per layer.
 void decode_step(at::Tensor x, at::TensorList norms, at::TensorList weights, at::TensorList scales,
                  at::TensorList biases, at::TensorList keys, at::TensorList values, int64_t pos, int64_t window,
@@ -1986,6 +1984,7 @@ void times_kept(const T* x, const uint8_t* kept, float scale, T* out, int64_t be
 #pragma omp simd
     for (int64_t i = begin; i < end; ++i) out[i] = x[i] * (kept[i] ? scale : 0.0f);
   } else {
+    static_assert(std::is_same_v<T, c10::BFloat16>, "times_kept: float32 or bfloat16");
     const uint16_t* xb = reinterpret_cast<const uint16_t*>(x);
     uint16_t* ob = reinterpret_cast<uint16_t*>(out);
 #pragma omp simd
@@ -2012,13 +2011,15 @@ std::tuple<at::Tensor, at::Tensor> dropout(const at::Tensor& x, double keep, dou
   at::Tensor kept = at::empty(x.sizes(), x.options().dtype(at::kBool));
   at::Tensor out = at::empty_like(x);
   uint8_t* k = reinterpret_cast<uint8_t*>(kept.data_ptr<bool>());
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "dropout", [&] {
-    const scalar_t* xd = x.data_ptr<scalar_t>();
-    scalar_t* od = out.data_ptr<scalar_t>();
+  auto run = [&](auto* xd, auto* od) {
     draw_bernoulli(x.numel(), keep, k, [&](int64_t begin, int64_t end) {
       times_kept(xd, k, static_cast<float>(scale), od, begin, end);
     });
-  });
+  };
+  if (x.scalar_type() == at::kFloat)
+    run(x.data_ptr<float>(), out.data_ptr<float>());
+  else
+    run(x.data_ptr<c10::BFloat16>(), out.data_ptr<c10::BFloat16>());
   return {out, kept};
 }
 
@@ -2030,13 +2031,15 @@ at::Tensor dropout_backward(const at::Tensor& grad, const at::Tensor& kept, doub
               "dropout_backward: kept must be the forward's contiguous bool mask of ", g.numel(), " elements");
   at::Tensor out = at::empty_like(g);
   const uint8_t* k = reinterpret_cast<const uint8_t*>(kept.data_ptr<bool>());
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, g.scalar_type(), "dropout_backward", [&] {
-    const scalar_t* gd = g.data_ptr<scalar_t>();
-    scalar_t* od = out.data_ptr<scalar_t>();
+  auto run = [&](auto* gd, auto* od) {
     at::parallel_for(0, g.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
       times_kept(gd, k, static_cast<float>(scale), od, begin, end);
     });
-  });
+  };
+  if (g.scalar_type() == at::kFloat)
+    run(g.data_ptr<float>(), out.data_ptr<float>());
+  else
+    run(g.data_ptr<c10::BFloat16>(), out.data_ptr<c10::BFloat16>());
   return out;
 }
 

@@ -294,13 +294,10 @@ def _int4_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # all float16s, and checking each of its groups whole took ten times as long as quantizing it.
     largest = torch.where(-lowest > highest, lowest, highest)
     q4_0_step = largest / -8
-    first = groups[..., :4]
-    first_steps = ((first - largest[..., None]) / q4_0_step[..., None]).round()
-    first_on_grid = ((first_steps >= 0) & (first_steps <= 15) & (first_steps * q4_0_step[..., None] + largest[..., None] == first)).all(-1)
+    _, first_on_grid = _on_q4_0_grid(groups[..., :4], q4_0_step[..., None], largest[..., None])
     candidates = (first_on_grid & (q4_0_step != 0) & (q4_0_step.half().float() == q4_0_step)).nonzero(as_tuple=True)
-    group, step, top = groups[candidates], q4_0_step[candidates][:, None], largest[candidates][:, None]
-    on_grid = ((group - top) / step).round()
-    q4_0 = ((on_grid >= 0) & (on_grid <= 15) & (on_grid * step + top == group)).all(-1)
+    group = groups[candidates]
+    on_grid, q4_0 = _on_q4_0_grid(group, q4_0_step[candidates][:, None], largest[candidates][:, None])
     q4_0 &= ~(steps[candidates] * scale[candidates][:, None] + minimum[candidates][:, None] == group).all(-1)
     chosen = tuple(index[q4_0] for index in candidates)
     scale[chosen], minimum[chosen], steps[chosen] = q4_0_step[chosen], largest[chosen], on_grid[q4_0]
@@ -313,6 +310,13 @@ def _int4_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     steps = steps.to(torch.uint8)
     packed = steps[..., :16] | (steps[..., 16:] << 4)  # (out, groups, 16)
     return packed.reshape(out_features, -1).contiguous(), pairs
+
+
+def _on_q4_0_grid(values: torch.Tensor, step: torch.Tensor, top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The steps q of `values` on the grid top + step * q, and whether each row of them lies on it exactly with
+    q in 0..15."""
+    steps = ((values - top) / step).round()
+    return steps, ((steps >= 0) & (steps <= 15) & (steps * step + top == values)).all(-1)
 
 
 def check_quantization(quantization: str) -> None:
