@@ -4,9 +4,12 @@ real model."""
 import gc
 import platform
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from openformers import AutoModelForCausalLM, AutoTokenizer, kernels
@@ -23,6 +26,16 @@ def int8(linear: nn.Linear) -> Linear:
 
 def int4(linear: nn.Linear) -> Linear:
     return Linear.from_linear(linear, "int4")
+
+
+@pytest.fixture(params=["kernel", "plain"])
+def quantizing_path(request, monkeypatch):
+    """Quantizing by the kernel's quantize ops, or by PyTorch's operations (`library.loaded()` False)."""
+    if request.param == "plain":
+        monkeypatch.setattr(library, "loaded", lambda: False)
+    else:
+        assert kernels.build()
+    return request.param
 
 
 def test_int8_linear_is_close_to_the_float_layer():
@@ -66,7 +79,7 @@ def q8_0_weight(weight: torch.Tensor):
     return scales, steps, floats
 
 
-def test_int8_keeps_q8_0_weights_exactly():
+def test_int8_keeps_q8_0_weights_exactly(quantizing_path):
     torch.manual_seed(0)
     scales, steps, floats = q8_0_weight(torch.randn(40, 96) * torch.linspace(0.01, 5, 96))
     linear = nn.Linear(96, 40, bias=False)
@@ -74,6 +87,14 @@ def test_int8_keeps_q8_0_weights_exactly():
     quantized = int8(linear)
     assert torch.equal(quantized.weight, steps) and torch.equal(quantized.scale, scales.float())
     assert torch.equal(quantized.dequantized(torch.float32), floats)
+
+
+def test_int8_refuses_weights_that_are_not_finite(quantizing_path):
+    linear = nn.Linear(64, 2, bias=False)
+    for value in ("nan", "inf"):
+        linear.weight.data[1, 40] = float(value)
+        with pytest.raises(ValueError, match="quantization='int8'.*NaN or infinity"):
+            int8(linear)
 
 
 def test_a_q8_0_gguf_loads_as_int8_with_every_weight_unchanged(tmp_path, monkeypatch):
@@ -323,7 +344,7 @@ def test_int4_refuses_inputs_that_do_not_fill_groups():
         quantize(nn.Sequential(nn.Linear(48, 8)), "int4")
 
 
-def test_int4_keeps_q4_1_gguf_weights_exactly(smollm2_gguf):
+def test_int4_keeps_q4_1_gguf_weights_exactly(smollm2_gguf, quantizing_path):
     # The default model ships as Q4_1: quantization="int4" finds the same grid again, so nothing is lost.
     from openformers.weights import GGUFFile
 
@@ -335,7 +356,7 @@ def test_int4_keeps_q4_1_gguf_weights_exactly(smollm2_gguf):
         assert torch.equal(int4(linear).dequantized(torch.float32), weight), name
 
 
-def test_int4_keeps_the_q4_1_gguf_blocks_bit_for_bit(smollm2_gguf):
+def test_int4_keeps_the_q4_1_gguf_blocks_bit_for_bit(smollm2_gguf, quantizing_path):
     # Not only the same float weights: the same steps and the same float16 (d, m) as the file's blocks.
     import gguf
 
@@ -368,7 +389,7 @@ def test_int4_is_no_further_from_float_weights_than_llama_cpp_q4_1():
         assert (ours - weight).square().sum() <= (q4_1 - weight).square().sum()
 
 
-def test_int4_keeps_groups_of_equal_weights_and_refuses_what_float16_cannot_hold():
+def test_int4_keeps_groups_of_equal_weights_and_refuses_what_float16_cannot_hold(quantizing_path):
     linear = nn.Linear(64, 2, bias=False)
     linear.weight.data = torch.cat([torch.full((2, 32), 0.375), torch.full((2, 32), -2.0)], dim=1)
     assert torch.equal(int4(linear).dequantized(torch.float32), linear.weight.data)
@@ -377,7 +398,7 @@ def test_int4_keeps_groups_of_equal_weights_and_refuses_what_float16_cannot_hold
         int4(linear)
 
 
-def test_int4_keeps_q4_0_weights_exactly():
+def test_int4_keeps_q4_0_weights_exactly(quantizing_path):
     # Q4_0: d * (q - 8), the largest magnitude at 8 |d|. Groups that leave steps at one end unused span fewer
     # than 15 steps, where a (max - min) / 15 grid would move every weight: int4 takes the group's own step.
     import gguf
@@ -393,6 +414,89 @@ def test_int4_keeps_q4_0_weights_exactly():
     linear.weight.data = floats
     quantized = int4(linear)
     assert torch.equal(quantized.dequantized(torch.float32), floats)
+
+
+def group_values(kind: str, magnitude: float, generator: torch.Generator) -> torch.Tensor:
+    """32 weights of one kind of group: llama.cpp's Q4_1 or Q4_0 grids (float16 d, and m), ties of the roundings,
+    random, constant, or zeros of both signs with at most one other weight."""
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator)
+
+    steps = torch.randint(0, 16, (32,), generator=generator).float()
+    d = (randn(()) * magnitude).half().float()
+    if kind == "q4_1":
+        return steps * d.abs() + (randn(()) * magnitude).half().float()
+    if kind == "q4_0":  # steps at one end often unused: the span is fewer than 15 steps
+        steps[int(torch.randint(0, 32, (), generator=generator))] = 0
+        return d * (steps.clamp(max=int(torch.randint(8, 16, (), generator=generator))) - 8)
+    if kind == "ties":  # halfway cases of each rounding: the pair's float16s and the steps (int4 and int8)
+        def halfway_above(x):  # the float32 halfway between the float16 x (not negative) and the next one
+            x = x.abs().half()
+            return (x.float() + (x.view(torch.int16) + 1).view(torch.float16).float()) / 2
+        if torch.rand((), generator=generator) < 0.5:
+            int8_step = 2.0 ** float(torch.randint(-20, 10, (), generator=generator))
+            values = (torch.randint(-127, 127, (32,), generator=generator) + 0.5) * int8_step
+            values[0] = 127 * int8_step
+            return values
+        lowest = halfway_above(randn(()) * magnitude) * torch.sign(randn(()))
+        scale = halfway_above(randn(()) * magnitude / 15)
+        values = lowest.half().float() + (torch.randint(0, 15, (32,), generator=generator) + 0.5) * scale.half().float()
+        values[0], values[1] = lowest, lowest.half().float() + 15 * scale
+        return values
+    if kind == "constant":
+        return torch.full((32,), float(randn(()) * magnitude))
+    if kind == "zeros":
+        zeros = torch.where(torch.rand(32, generator=generator) < 0.5, -0.0, 0.0)
+        if torch.rand((), generator=generator) < 0.5:
+            zeros[int(torch.randint(0, 32, (), generator=generator))] = float(randn(()) * magnitude)
+        return zeros
+    return randn(32) * magnitude
+
+
+def quantized_both_ways(weight: torch.Tensor, quantization: str):
+    """(packed, scale) or the ValueError raised, by the kernel and by the plain path."""
+    results = []
+    for kernel in (True, False):
+        with mock.patch.object(library, "loaded", lambda: kernel):
+            try:
+                results.append(linear_module._quantized(weight, quantization))
+            except ValueError as error:
+                results.append(error)
+    return results
+
+
+def bits(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor's bytes as integers: equal floats compare equal bit for bit, -0.0 apart from 0.0."""
+    return tensor.view({torch.float16: torch.int16, torch.float32: torch.int32}.get(tensor.dtype, tensor.dtype))
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 4), groups=st.integers(1, 6), extra=st.integers(0, 31),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
+       quantization=st.sampled_from(["int8", "int4"]), not_finite=st.sampled_from([None] * 6 + ["nan", "inf", "-inf"]))
+def test_the_kernel_quantizes_as_the_plain_path_bit_for_bit(seed, rows, groups, extra, dtype, quantization,
+                                                             not_finite):
+    assert kernels.build()
+    generator = torch.Generator().manual_seed(seed)
+    kinds = ["q4_1", "q4_0", "ties", "random", "constant", "zeros"]
+    weight = torch.stack([
+        torch.cat([group_values(kinds[int(torch.randint(0, len(kinds), (), generator=generator))],
+                                10.0 ** float(torch.randint(-9, 5, (), generator=generator)), generator)
+                   for _ in range(groups)])
+        for _ in range(rows)])
+    if quantization == "int8":
+        weight = weight[:, : max(1, groups * 32 - extra)].contiguous()  # a short last block
+    if not_finite is not None:
+        weight.view(-1)[int(torch.randint(0, weight.numel(), (), generator=generator))] = float(not_finite)
+    weight = weight.to(dtype)
+    kernel, plain = quantized_both_ways(weight, quantization)
+    if isinstance(plain, ValueError):  # weights that are not finite, or int4's pairs beyond float16
+        assert isinstance(kernel, ValueError) and str(kernel) == str(plain)
+        return
+    assert not_finite is None and not isinstance(kernel, ValueError), kernel
+    for ours, theirs in zip(kernel, plain):
+        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape and ours.is_contiguous()
+        assert torch.equal(bits(ours), bits(theirs))
 
 
 def saved_classifier(folder, layers=3):
