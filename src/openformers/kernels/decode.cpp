@@ -1945,9 +1945,11 @@ inline std::pair<float, float> extremes(const float* w) {
 
 // int8: each block of 32 weights along a row gets scale = max(|w|, 1e-12) / 127 and steps round(w / scale).
 template <typename T>
-void quantize_int8_rows(const T* weights, int64_t rows, int64_t cols, int8_t* steps, float* scales) {
+bool quantize_int8_rows(const T* weights, int64_t rows, int64_t cols, int8_t* steps, float* scales) {
   int64_t blocks = (cols + kGroup - 1) / kGroup;
+  std::atomic<bool> finite{true};
   at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    bool rows_finite = true;
     std::vector<float> row(blocks * kGroup, 0.0f);  // a short last block padded with zeros, as the plain path's
     std::vector<int8_t> row_steps(blocks * kGroup);
     for (int64_t r = begin; r < end; ++r) {
@@ -1958,13 +1960,16 @@ void quantize_int8_rows(const T* weights, int64_t rows, int64_t cols, int8_t* st
         float largest = std::max(std::abs(lowest), std::abs(highest));
         float scale = std::max(largest, 1e-12f) / 127.0f;  // NaN stays NaN
         scales[r * blocks + b] = scale;
+        rows_finite &= std::isfinite(scale);
         int8_t* q = row_steps.data() + b * kGroup;
 #pragma omp simd
         for (int j = 0; j < kGroup; ++j) q[j] = int8_t(step_in(w[j] / scale, -127, 127));
       }
       std::copy_n(row_steps.data(), cols, steps + r * cols);
     }
+    if (!rows_finite) finite = false;
   });
+  return finite;
 }
 
 // Whether the group's weights lie on the grid top + step * q, q in 0..15, with their steps in `q`; step a float16.
@@ -1980,9 +1985,11 @@ inline bool on_q4_0_grid(const float* w, int n, float step, float top, float* q)
 // int4: each group of 32 gets the float16 pair (d, m): m the smallest weight, d a fifteenth of the span above m,
 // steps round((w - m) / d); or llama.cpp's Q4_0 grid d * (q - 8) where the group lies on it and not on the first.
 template <typename T>
-void quantize_int4_rows(const T* weights, int64_t rows, int64_t cols, uint8_t* packed, c10::Half* pairs) {
+bool quantize_int4_rows(const T* weights, int64_t rows, int64_t cols, uint8_t* packed, c10::Half* pairs) {
   int64_t groups = cols / kGroup;
+  std::atomic<bool> finite{true};
   at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    bool rows_finite = true;
     std::vector<float> row(cols);
     float q[kGroup], grid[kGroup];
     for (int64_t r = begin; r < end; ++r) {
@@ -2011,12 +2018,15 @@ void quantize_int4_rows(const T* weights, int64_t rows, int64_t cols, uint8_t* p
         c10::Half* pair = pairs + (r * groups + g) * 2;
         pair[0] = c10::Half(scale);
         pair[1] = c10::Half(minimum);
+        rows_finite &= (pair[0].x & 0x7C00) != 0x7C00 && (pair[1].x & 0x7C00) != 0x7C00;  // not inf or NaN
         uint8_t* bytes = packed + r * (cols / 2) + g * 16;
 #pragma omp simd
         for (int j = 0; j < 16; ++j) bytes[j] = uint8_t(q[j]) | uint8_t(uint8_t(q[j + 16]) << 4);
       }
     }
+    if (!rows_finite) finite = false;
   });
+  return finite;
 }
 
 template <typename Run>
@@ -2031,25 +2041,28 @@ void with_weights(const at::Tensor& weight, const char* op, Run run) {
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> quantize_int8(at::Tensor weight) {
+// The packed weights, their scales, and whether every scale is finite (linear.py refuses the layer otherwise).
+std::tuple<at::Tensor, at::Tensor, bool> quantize_int8(at::Tensor weight) {
   int64_t rows = weight.size(0), cols = weight.dim() == 2 ? weight.size(1) : 0;
   at::Tensor steps = at::empty({rows, cols}, weight.options().dtype(at::kChar));
   at::Tensor scales = at::empty({rows, (cols + kGroup - 1) / kGroup}, weight.options().dtype(at::kFloat));
+  bool finite = true;
   with_weights(weight, "quantize_int8", [&](auto* w) {
-    quantize_int8_rows(w, rows, cols, steps.data_ptr<int8_t>(), scales.data_ptr<float>());
+    finite = quantize_int8_rows(w, rows, cols, steps.data_ptr<int8_t>(), scales.data_ptr<float>());
   });
-  return {steps, scales};
+  return {steps, scales, finite};
 }
 
-std::tuple<at::Tensor, at::Tensor> quantize_int4(at::Tensor weight) {
+std::tuple<at::Tensor, at::Tensor, bool> quantize_int4(at::Tensor weight) {
   int64_t rows = weight.size(0), cols = weight.dim() == 2 ? weight.size(1) : 0;
   TORCH_CHECK(cols % kGroup == 0, "quantize_int4: a row's ", cols, " weights do not fill groups of ", kGroup);
   at::Tensor packed = at::empty({rows, cols / 2}, weight.options().dtype(at::kByte));
   at::Tensor pairs = at::empty({rows, cols / kGroup, 2}, weight.options().dtype(at::kHalf));
+  bool finite = true;
   with_weights(weight, "quantize_int4", [&](auto* w) {
-    quantize_int4_rows(w, rows, cols, packed.data_ptr<uint8_t>(), pairs.data_ptr<c10::Half>());
+    finite = quantize_int4_rows(w, rows, cols, packed.data_ptr<uint8_t>(), pairs.data_ptr<c10::Half>());
   });
-  return {packed, pairs};
+  return {packed, pairs, finite};
 }
 
 // Dropout drawn as PyTorch draws it, for LoRA's lora_dropout while training.
@@ -2227,8 +2240,8 @@ TORCH_LIBRARY(openformers, m) {
   m.def("matvec(Tensor x, Tensor weight, Tensor? scale) -> Tensor");
   m.def("dequantize(Tensor weight, Tensor scale) -> Tensor");
   m.def("dequantize_into(Tensor weight, Tensor scale, Tensor(a!) out) -> ()");
-  m.def("quantize_int8(Tensor weight) -> (Tensor steps, Tensor scale)");
-  m.def("quantize_int4(Tensor weight) -> (Tensor packed, Tensor pairs)");
+  m.def("quantize_int8(Tensor weight) -> (Tensor steps, Tensor scale, bool finite)");
+  m.def("quantize_int4(Tensor weight) -> (Tensor packed, Tensor pairs, bool finite)");
   m.def("dropout(Tensor x, float keep, float scale) -> (Tensor out, Tensor kept)");
   m.def("dropout_backward(Tensor grad, Tensor kept, float scale) -> Tensor");
 }

@@ -5,6 +5,7 @@ memory-mapped, and hands its tensors to `load_state_dict(assign=True)`, so weigh
 into freshly initialized parameters. Only the keys of a head the checkpoint lacks are initialized.
 """
 
+import collections
 import copy
 import dataclasses
 import inspect
@@ -720,7 +721,7 @@ def load_pretrained(
     model.tie_weights()
     _rebuild_buffers(model)
     if quantization is not None:
-        _quantize_layer_by_layer(model, quantization, reader, stored_as, as_loaded)
+        _quantize_layer_by_layer(model, quantization, reader, stored_as, as_loaded, dtype)
     if device is not None:
         model.to(device)
     accelerator().accelerate(model)
@@ -816,14 +817,18 @@ def _as_loaded(name: str, tensor: torch.Tensor, dtype: torch.dtype, kept_in_floa
     return tensor.to(dtype)
 
 
-def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, stored_as: dict, as_loaded) -> None:
+def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, stored_as: dict, as_loaded,
+                             dtype: torch.dtype) -> None:
     """Quantize a model whose parameters are still the checkpoint's mapped tensors, one layer at a time.
 
     Each layer (`named_layers`), then the rest of the model, gets its float weights in memory of their own (read
     again by `reader` where it can: reading through the mapping would leave the file's pages resident), cast to
     the model's dtype, and is quantized before the next one is read; so loading holds the quantized model and one
-    layer's float weights, never the float model.
+    layer's float weights, never the float model. A linear layer's own weight (tied to no other module) that the
+    cast would only widen, bfloat16 or float16 to float32, is quantized as read instead: the same packed weights
+    without a float32 copy of each matrix first (which took longer than quantizing a 7B-shaped layer).
     """
+    holders = collections.Counter(id(p) for m in model.modules() for p in m._parameters.values() if p is not None)
     # id of a checkpoint tensor -> (that tensor, a weak reference to the parameter loaded from it), so that a tied
     # weight is loaded once, while a float weight lives only until its layer is quantized. The checkpoint's
     # tensors are kept (mapped, unread: they cost nothing) so that no id is reused while loading.
@@ -839,7 +844,11 @@ def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, 
                     name = f"{module_name}.{attribute}" if module_name else attribute
                     readable = reader is not None and stored_as.get(name) in reader
                     tensor = reader.read(stored_as[name]) if readable else parameter.detach()
-                    own = nn.Parameter(as_loaded(name, tensor), requires_grad=parameter.requires_grad)
+                    packed_as_read = (isinstance(module, nn.Linear) and attribute == "weight"
+                                      and holders[id(parameter)] == 1 and dtype == torch.float32
+                                      and tensor.dtype in (torch.bfloat16, torch.float16))
+                    tensor = tensor if packed_as_read else as_loaded(name, tensor)
+                    own = nn.Parameter(tensor, requires_grad=parameter.requires_grad)
                     loaded[id(parameter)] = (parameter, weakref.ref(own))
                     loaded_ids.add(id(own))
                 setattr(module, attribute, own)
