@@ -520,7 +520,7 @@ def test_quantized_loading_reads_and_quantizes_one_layer_at_a_time(tmp_path, mon
 
     folder = saved_classifier(tmp_path / "model")
     assert len(list(folder.glob("*.safetensors"))) > 1
-    events, mapped, float_weights_held = [], set(), []
+    events, mapped, float_weights_held, memory_used = [], set(), [], set()
     load_weights, read, quantize_unit = base.load_weights, TensorReader.read, kernels.quantize
 
     def mapped_weights(path):
@@ -537,18 +537,20 @@ def test_quantized_loading_reads_and_quantizes_one_layer_at_a_time(tmp_path, mon
         # The layers' float weights in memory of their own (not the file's mapped, unread tensors, nor what earlier
         # tests in this process still hold) at this point.
         float_weights_held.append(len(float_weights() - mapped - held_before))
+        memory_used.update(float_weights() - mapped - held_before)
         events.append(unit)
         return quantize_unit(unit, quantization)
 
     linear_shapes = {(64, 64), (32, 64), (96, 64), (64, 96)}
     monkeypatch.setattr(base, "load_weights", mapped_weights)
-    monkeypatch.setattr(TensorReader, "read", lambda self, name: events.append(name) or read(self, name))
+    monkeypatch.setattr(TensorReader, "read", lambda self, name, **out: events.append(name) or read(self, name, **out))
     monkeypatch.setattr(kernels, "quantize", quantize_and_count)
     free_unpacked_matrices()  # earlier tests' products leave reused matrices of these shapes
     gc.collect()
     held_before = float_weights()
     model = AutoModelForSequenceClassification.from_pretrained(folder, quantization="int4", dtype=dtype)
     assert float_weights_held == [7, 7, 7, 0]  # q, k, v, o, gate, up, down of the layer being quantized
+    assert len(memory_used) == 7  # each layer's read into the memory of the one before
 
     units = [*model.model.layers, model]
     assert [e for e in events if not isinstance(e, str)] == units
@@ -571,6 +573,17 @@ def test_quantized_loading_reads_and_quantizes_one_layer_at_a_time(tmp_path, mon
     for name in expected:
         assert got[name].dtype == expected[name].dtype and torch.equal(got[name], expected[name]), name
     assert model.model.embed_tokens.weight.dtype == dtype
+
+
+def test_a_tensor_read_into_memory_of_another_shape_is_refused(tmp_path):
+    from openformers.weights import TensorReader
+
+    folder = saved_classifier(tmp_path / "model", layers=1)
+    reader = TensorReader(folder / "model.safetensors.index.json")
+    name = "model.layers.0.mlp.up_proj.weight"
+    assert torch.equal(reader.read(name, out=torch.empty(96, 64, dtype=torch.bfloat16)), reader.read(name))
+    with pytest.raises(ValueError, match="out must be a contiguous torch.bfloat16 tensor of shape \\(96, 64\\)"):
+        reader.read(name, out=torch.empty(64, 96, dtype=torch.bfloat16))
 
 
 @pytest.mark.parametrize("quantization", ["int8", "int4"])

@@ -135,9 +135,13 @@ class TensorReader:
     def __contains__(self, name: str) -> bool:
         return name in self.locations
 
-    def read(self, name: str) -> torch.Tensor:
+    def read(self, name: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Tensor `name`, in new memory or into `out` (contiguous, of its dtype and shape), which it returns."""
         file, dtype, shape, start, end = self.locations[name]
-        tensor = torch.empty(shape, dtype=dtype)
+        if out is not None and not (out.dtype == dtype and list(out.shape) == list(shape) and out.is_contiguous()):
+            raise ValueError(f"out must be a contiguous {dtype} tensor of shape {tuple(shape)} to read {name!r} into, "
+                             f"got {out.dtype} {tuple(out.shape)}")
+        tensor = torch.empty(shape, dtype=dtype) if out is None else out
         with open(file, "rb") as stream:
             stream.seek(start)
             count = stream.readinto(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
