@@ -326,6 +326,50 @@ def test_a_team_of_threads_gives_the_one_thread_results(quantization, monkeypatc
         torch.testing.assert_close(team, alone, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "int8", "int4"])
+def test_the_head_run_in_the_step_gives_the_separate_heads_logits(precision, monkeypatch):
+    # After a step whose hidden state reached the head, decode_step runs the final norm and the head's product in
+    # its team; the head's own product (matvec) then runs only on the prompt and the first step. A bfloat16 model's
+    # head rounds the normed state to bfloat16 either way, so every precision gives the same logits bit for bit.
+    quantization = precision if precision in kernels.QUANTIZATIONS else None
+    model = tiny_model(dtype=torch.bfloat16 if precision == "bfloat16" else torch.float32)
+    if quantization:
+        model = kernels.quantize(model, quantization)
+    accelerated(model)
+    tokens = torch.randint(0, 96, (20,), generator=torch.Generator().manual_seed(7)).tolist()
+    heads, matvec = [], torch.ops.openformers.matvec  # whether each product is the head's
+    monkeypatch.setattr(torch.ops.openformers, "matvec", lambda x, weight, scale: heads.append(
+        weight is model.lm_head.weight) or matvec(x, weight, scale))
+    fused = step_logits(model, tokens, True, monkeypatch)
+    assert heads.count(True) == 2  # the prompt's head and the first step's
+    monkeypatch.setattr(type(model.lm_head), "fuses", lambda head: False)
+    separate = step_logits(model, tokens, True, monkeypatch)
+    assert heads.count(True) == 2 + 1 + len(tokens) - 3
+    assert fused.dtype == model.dtype and torch.equal(fused, separate)
+
+
+def test_the_head_takes_the_steps_logits_only_for_its_hidden_state(monkeypatch):
+    model = accelerated(tiny_model())
+    plain = tiny_model()
+    cache, plain_cache = DynamicCache(), DynamicCache()
+    with torch.inference_mode():
+        for ids in ([[1, 2, 3]], [[4]], [[5]]):  # the second step runs the head in the step
+            model(torch.tensor(ids), past_key_values=cache)
+            plain(torch.tensor(ids), past_key_values=plain_cache)
+        assert model.lm_head.follows_step
+        # The decoder stepped alone: its hidden state, or any other, gets the head's own product.
+        hidden = model.model(torch.tensor([[6]]), past_key_values=cache).last_hidden_state
+        expected = plain.lm_head(plain.model(torch.tensor([[6]]), past_key_values=plain_cache).last_hidden_state)
+        torch.testing.assert_close(model.lm_head(hidden.clone()), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(model.lm_head(hidden), expected, atol=1e-4, rtol=1e-4)
+        other = torch.randn(1, 1, 64)
+        torch.testing.assert_close(model.lm_head(other), plain.lm_head(other), atol=1e-4, rtol=1e-4)
+        # A step whose hidden state never reached the head leaves the next steps' heads to the head itself.
+        model.model(torch.tensor([[7]]), past_key_values=cache)
+        model.model(torch.tensor([[8]]), past_key_values=cache)
+        assert not model.lm_head.follows_step
+
+
 def test_bfloat16_weights_stay_close_to_float32(monkeypatch):
     model = accelerated(tiny_model())
     tokens = torch.randint(0, 96, (20,), generator=torch.Generator().manual_seed(2)).tolist()

@@ -7,7 +7,8 @@ Models are plain torch.nn and never import this package. `from_pretrained` hands
 - `quantize(model, "int8" or "int4")`: every linear layer becomes `Linear` with packed weights (linear.py).
 - `accelerate(model)`: on the CPU, builds the library (library.py) when the model has a use for it, so no
   forward pass ever compiles; where every config field of the model is one the decoding step implements
-  (llama.refusal), swaps `Linear` in for its linear layers and gives its decoder the one-call `DecodeStep`.
+  (llama.refusal), swaps `Linear` in for its linear layers and gives its decoder the one-call `DecodeStep`,
+  which also runs its language-model head (a `StepHead`) while generate feeds the head each step's output.
   Their weights move onto 2 MB pages where the system has them (library.HugePagePlacement) from the first
   decoding step on, a part before each step within a time budget: a model loaded to be trained never takes one,
   and never pays the copies' memory.

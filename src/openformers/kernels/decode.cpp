@@ -1117,14 +1117,28 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, at::TensorList norm
   return layers;
 }
 
+// The final norm's weights as float32, checked against the hidden size; undefined when the caller gives none.
+at::Tensor final_norm_weights(const char* op, const c10::optional<at::Tensor>& norm, int64_t hidden) {
+  if (!norm || !norm->defined()) return {};
+  TORCH_CHECK(norm->numel() == hidden, op, ": the final norm has ", norm->numel(), " weights for a hidden size of ",
+              hidden);
+  return norm->to(at::kFloat).contiguous();
+}
+
 // Runs every layer for one token, in place on `x` (hidden,) float32, writing this position's key and value
 // into each layer's cache buffers (1, n_kv, capacity, head_dim) at `pos`. Per layer: two norm weights, seven
 // weights (q, k, v, o, gate, up, down), their seven scales when quantized (int8 float32 scales per block of 32 or
 // int4 float16 (scale, minimum) pairs; empty lists for float weights), and three biases for q, k, v (Qwen2; else empty).
 // One OpenMP team runs the whole step, so threads start once per token rather than several times per layer.
-void decode_step(at::Tensor x, at::TensorList norms, at::TensorList weights, at::TensorList scales,
-                 at::TensorList biases, at::TensorList keys, at::TensorList values, int64_t pos, int64_t window,
-                 at::Tensor cos, at::Tensor sin, double eps) {
+// With `norm`, x leaves normed by the final norm (in float32, as decode_batch norms each row). With `head` too (the
+// language-model head's weight, and `head_scale` when it is quantized, in any of the layers' layouts) the same
+// team goes on through the head's product, and the step returns the (vocab,) float32 logits, equal to matvec's of
+// the normed x; else an empty tensor. The head then costs no team of its own, and its first rows are on their way
+// while the last layer finishes.
+at::Tensor decode_step(at::Tensor x, at::TensorList norms, at::TensorList weights, at::TensorList scales,
+                       at::TensorList biases, at::TensorList keys, at::TensorList values, int64_t pos, int64_t window,
+                       at::Tensor cos, at::Tensor sin, double eps, c10::optional<at::Tensor> norm,
+                       c10::optional<at::Tensor> head, c10::optional<at::Tensor> head_scale) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "decode_step: x must be contiguous float32");
   std::vector<at::Tensor> float_norms;
   std::vector<Layer> layers = step_layers("decode_step", 1, norms, weights, scales, biases, keys, values, pos, float_norms);
@@ -1140,9 +1154,25 @@ void decode_step(at::Tensor x, at::TensorList norms, at::TensorList weights, at:
   float* xd = x.data_ptr<float>();
   float epsf = static_cast<float>(eps);
 
+  int64_t hidden = first.o.rows;
+  at::Tensor norm_f = final_norm_weights("decode_step", norm, hidden), logits = at::empty({0}, x.options());
+  bool with_head = head && head->defined();
+  Matrix head_m{};
+  auto head_type = with_head ? head->scalar_type() : at::kFloat;
+  if (with_head) {
+    head_m = matrix(*head, head_scale, {});
+    TORCH_CHECK(norm_f.defined(), "decode_step: a head needs the final norm");
+    TORCH_CHECK(head_m.cols == hidden, "decode_step: the head takes ", head_m.cols, " values per row, x has ", hidden);
+    TORCH_CHECK(head_type == at::kFloat || head_type == at::kBFloat16 || head_type == at::kChar ||
+                    head_type == at::kByte,
+                "decode_step: the head must be float32, bfloat16, int8 or int4 (uint8), got ", head_type);
+    logits = at::empty({head_m.rows}, x.options());
+  }
+  float* logits_d = logits.data_ptr<float>();
+
   auto run = [&](auto weight_tag) {
     using W = decltype(weight_tag);
-    in_team(kLoopsPerLayer * n_layers, [&](Team& team) {
+    in_team(kLoopsPerLayer * n_layers + (with_head ? 2 : 0), [&](Team& team) {  // the head: a copy, a product
       std::vector<float> normed(first.o.rows), scores;
       Rounded in;
       for (size_t l = 0; l < n_layers; ++l) {
@@ -1155,6 +1185,23 @@ void decode_step(at::Tensor x, at::TensorList norms, at::TensorList weights, at:
           team.wait();
         }
       }
+      if (!with_head) return;
+      team.prefetch_share(head_m);
+      team.wait();
+      // As in a layer, each thread norms and rounds the whole x itself. One of those that met at the barrier (a
+      // thread that left the team may have normed x before it was done) keeps its normed x for the caller, in a
+      // buffer no one reads any more: x itself is still being read.
+      rms_norm(xd, norm_f.data_ptr<float>(), epsf, normed.data(), hidden);
+      team.claim(1, 1, 1, [&](int64_t, int64_t) { std::copy(normed.begin(), normed.end(), S.out.begin()); });
+      auto head_rows = [&](auto head_tag) {
+        using H = decltype(head_tag);
+        in.set<H>(normed.data(), head_m.cols);
+        team.product<H>(head_m, in, logits_d);
+      };
+      if (head_type == at::kFloat) head_rows(float{});
+      else if (head_type == at::kBFloat16) head_rows(c10::BFloat16{});
+      else if (head_type == at::kChar) head_rows(int8_t{});
+      else head_rows(Int4{});
     });
   };
   if (weight_type == at::kFloat) run(float{});
@@ -1162,6 +1209,9 @@ void decode_step(at::Tensor x, at::TensorList norms, at::TensorList weights, at:
   else if (weight_type == at::kChar) run(int8_t{});
   else if (weight_type == at::kByte) run(Int4{});
   else TORCH_CHECK(false, "decode_step: weights must be float32, bfloat16, int8 or int4 (uint8), got ", weight_type);
+  if (with_head) std::copy(S.out.begin(), S.out.end(), xd);
+  else if (norm_f.defined()) rms_norm(xd, norm_f.data_ptr<float>(), epsf, xd, hidden);
+  return logits;
 }
 
 #ifdef __AVX512F__
@@ -1653,9 +1703,10 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
 // token's keys and values written at slot `pos` of every row; cos and sin (n, head_dim), each row's own position
 // (left-padded rows count theirs from their first real token); mask (n, pos + 1) uint8, each row's attention mask
 // over the cache slots (0: padding, never attended), with slot `pos` set in every row, or empty for no padding.
+// With `norm`, each row of x leaves normed by the final norm, as decode_step's x.
 void decode_batch(at::Tensor x, at::TensorList norms, at::TensorList weights, at::TensorList scales,
                   at::TensorList biases, at::TensorList keys, at::TensorList values, int64_t pos, int64_t window,
-                  at::Tensor cos, at::Tensor sin, at::Tensor mask, double eps) {
+                  at::Tensor cos, at::Tensor sin, at::Tensor mask, double eps, c10::optional<at::Tensor> norm) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 2,
               "decode_batch: x must be a contiguous (rows, hidden) float32 matrix");
   int64_t n = x.size(0);
@@ -1687,6 +1738,7 @@ void decode_batch(at::Tensor x, at::TensorList norms, at::TensorList weights, at
   float epsf = static_cast<float>(eps);
   bool bf16_cache = keys[0].scalar_type() == at::kBFloat16;
   size_t n_layers = layers.size();
+  at::Tensor norm_f = final_norm_weights("decode_batch", norm, first.o.rows);
 
   auto run = [&](auto weight_tag) {
     using W = decltype(weight_tag);
@@ -1714,12 +1766,16 @@ void decode_batch(at::Tensor x, at::TensorList norms, at::TensorList weights, at
   else if (weight_type == at::kChar) run(int8_t{});
   else if (weight_type == at::kByte) run(Int4{});
   else TORCH_CHECK(false, "decode_batch: weights must be float32, bfloat16, int8 or int4 (uint8), got ", weight_type);
+  int64_t hidden = first.o.rows;
+  if (norm_f.defined())
+    for (int64_t j = 0; j < n; ++j) rms_norm(xd + j * hidden, norm_f.data_ptr<float>(), epsf, xd + j * hidden, hidden);
 }
 
-// y = x W^T for a few rows x (n, cols) float32: the language-model head of a decoding step (n = 1), and the
-// quantized layers' products for a few rows (a batch decoding one token each), which would otherwise widen
-// every weight to a float matrix first. Rows of W are taken in blocks small enough to stay in the core's
-// cache while every x row uses them, so the weights are read from memory once.
+// y = x W^T for a few rows x (n, cols) float32: the language-model head of a decoding step that did not run it
+// (n = 1; decode_step runs it otherwise) or of a batch's, and the quantized layers' products for a few rows (a batch
+// decoding one token each), which would otherwise widen every weight to a float matrix first. Rows of W are taken
+// in blocks small enough to stay in the core's cache while every x row uses them, so the weights are read from
+// memory once.
 at::Tensor matvec(at::Tensor x, at::Tensor weight, c10::optional<at::Tensor> scale) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() <= 2,
               "matvec: x must be a contiguous float32 vector or matrix");
@@ -2241,9 +2297,11 @@ TORCH_LIBRARY(openformers, m) {
   m.def("request_team(int threads) -> ()", request_team);
   m.def("settled_team_threads() -> int", settled_team_threads);
   m.def("decode_step(Tensor(a!) x, Tensor[] norms, Tensor[] weights, Tensor[] scales, Tensor[] biases, "
-        "Tensor(b!)[] keys, Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps) -> ()");
+        "Tensor(b!)[] keys, Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps, "
+        "Tensor? norm=None, Tensor? head=None, Tensor? head_scale=None) -> Tensor");
   m.def("decode_batch(Tensor(a!) x, Tensor[] norms, Tensor[] weights, Tensor[] scales, Tensor[] biases, "
-        "Tensor(b!)[] keys, Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, Tensor mask, float eps) -> ()");
+        "Tensor(b!)[] keys, Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, Tensor mask, float eps, "
+        "Tensor? norm=None) -> ()");
   m.def("matvec(Tensor x, Tensor weight, Tensor? scale) -> Tensor");
   m.def("dequantize(Tensor weight, Tensor scale) -> Tensor");
   m.def("dequantize_into(Tensor weight, Tensor scale, Tensor(a!) out) -> ()");

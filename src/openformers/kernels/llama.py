@@ -17,6 +17,7 @@ plain path until the step implements it and tests/test_kernels.py proves parity 
 import contextlib
 import itertools
 import operator
+import weakref
 
 import torch
 from torch import nn
@@ -25,7 +26,7 @@ from ..generation.cache import DynamicCache
 from ..models.layers import RMSNorm
 from ..models.llama import LlamaAttention, LlamaDecoderLayer, LlamaMLP, LlamaModel
 from . import library
-from .linear import Linear
+from .linear import KERNEL_WEIGHTS, Linear
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)  # activation dtypes decode.cpp takes
 BATCH_ROWS = 32  # the most sequences decode_batch steps at once; larger batches take the layers
@@ -96,7 +97,9 @@ def install(model: nn.Module, before_step=None) -> None:
                 _swap_linear(parent, name)
     if isinstance(getattr(model, "lm_head", None), nn.Linear):
         _swap_linear(model, "lm_head")
-    decoder.accelerated_step = DecodeStep(decoder, before_step)
+        # Retyped in place, as torch.nn.utils.parametrize retypes a module: the same object, its ties and buffers.
+        model.lm_head.__class__ = StepHead
+    decoder.accelerated_step = DecodeStep(decoder, before_step, weakref.ref(model))
 
 
 @contextlib.contextmanager
@@ -164,11 +167,17 @@ class DecodeStep:
 
     Called by LlamaModel.forward with (input_ids, attention_mask, position_ids, cache); returns the (B, 1, C) last
     hidden state, or None to leave any other step to the layers (a prompt, gradients, another device).
+
+    The model's language-model head (`model_reference`, a weak reference to the model that holds the decoder) is a
+    `StepHead`. While it is fed the hidden state of each step of one sequence (generate's loop), `decode_step` also
+    runs the final norm and the head's product in its team and hands the head the logits: one team a token
+    instead of two, and none of the final norm's and the head call's small operations.
     """
 
-    def __init__(self, decoder: LlamaModel, before_step=None):
+    def __init__(self, decoder: LlamaModel, before_step=None, model_reference: weakref.ref | None = None):
         self.decoder = decoder
         self.before_step = before_step
+        self.model_reference = model_reference
         self._watched: list[dict] = []  # the module dicts the tensors were gathered through
         self._seen: list | None = None  # their values then (None: not gathered yet)
         self._tensors: tuple | None = None
@@ -207,14 +216,28 @@ class DecodeStep:
         layers = (norms, weights, scales, [b.float() for b in biases], [keys for keys, _, _ in reserved],
                   [values for _, values, _ in reserved], reserved[0][2], decoder.sliding_window or 0)
         eps = decoder.layers[0].input_layernorm.eps
+        head, logits = self._head(), None
+        # x leaves either call normed by the final norm, in float32 (the layers round a bfloat16 model's residual
+        # to bfloat16 first), with the layers' eps: every norm of a model has its config's rms_norm_eps.
         if rows == 1 and not padding:  # decode_step: one sequence, each product's rows shared by the threads
-            torch.ops.openformers.decode_step(x.view(-1), *layers, cos[0], sin[0], eps)
+            fused = head is not None and head.follows_step and head.fuses()
+            logits = torch.ops.openformers.decode_step(x.view(-1), *layers, cos[0], sin[0], eps, decoder.norm.weight,
+                                                       *((head.weight, head.scale) if fused else ()))
+            logits = logits if fused else None
         else:  # decode_batch: each row's rotary angles at its own position, its mask over the cache
             mask = attention_mask.to(torch.uint8) if padding else torch.empty(0, dtype=torch.uint8)
-            torch.ops.openformers.decode_batch(x, *layers, cos, sin, mask, eps)
+            torch.ops.openformers.decode_batch(x, *layers, cos, sin, mask, eps, decoder.norm.weight)
         if _caller_threads is not None:
             _follow_team()
-        return decoder.norm(x.to(decoder.embed_tokens.weight.dtype).view(rows, 1, -1))
+        hidden = x.to(decoder.embed_tokens.weight.dtype).view(rows, 1, -1)
+        if head is not None:
+            head.offer(hidden, logits)
+        return hidden
+
+    def _head(self) -> "StepHead | None":
+        model = self.model_reference() if self.model_reference is not None else None
+        head = getattr(model, "lm_head", None)
+        return head if type(head) is StepHead else None
 
     def _kernel_tensors(self) -> tuple | None:
         """The norm weights, linear weights, their scales (quantized) and q/k/v biases, in decode_step's order;
@@ -235,6 +258,44 @@ class DecodeStep:
         self._seen = list(itertools.chain.from_iterable(map(dict.values, self._watched)))
         self._tensors = _gather(self.decoder) if _step_ready(self.decoder) else None
         return self._tensors
+
+
+class StepHead(Linear):
+    """The language-model head of a model whose decoder takes `DecodeStep`: fed the hidden state of a step that
+    also ran the head (decode_step's final norm and product), it returns that step's logits; fed anything else, it
+    multiplies as `Linear` does.
+
+    Which steps run the head: those after one whose hidden state this head was fed (`follows_step`). generate's
+    loop feeds it every step's, so its first step runs the head here and every later one in the step; a caller of
+    the decoder alone (its hidden states never reaching the head) costs at most one product that nobody reads.
+    The hidden state fed is recognised by its memory, shape and dtype: the step's tensor, or a slice of it whole
+    (the head model's `logits_to_keep` slice); the offer holds it, so no other tensor can take its memory.
+    """
+
+    follows_step = False  # this head was fed the hidden state of the last step it was offered
+    _offered: tuple | None = None  # (hidden state, logits or None) of the last step, until the head is fed
+
+    def offer(self, hidden: torch.Tensor, logits: torch.Tensor | None) -> None:
+        """From the step: its hidden state and, when it ran the head, the (vocab,) float32 logits."""
+        if self._offered is not None:  # the last step's hidden state never reached this head
+            self.follows_step = False
+        self._offered = (hidden, logits)
+
+    def fuses(self) -> bool:
+        """Whether decode_step can run this head's product (its weights in a layout of the kernel's, no bias)."""
+        weight = self.weight
+        return (self.bias is None and weight.device.type == "cpu" and weight.dtype in KERNEL_WEIGHTS
+                and weight.is_contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        offered, self._offered = self._offered, None
+        if offered is not None:
+            hidden, logits = offered
+            if x.data_ptr() == hidden.data_ptr() and x.shape == hidden.shape and x.dtype == hidden.dtype:
+                self.follows_step = True
+                if logits is not None:
+                    return logits.to(x.dtype).view(*x.shape[:-1], self.out_features)
+        return super().forward(x)
 
 
 def _step_ready(decoder: LlamaModel) -> bool:
