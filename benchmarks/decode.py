@@ -304,10 +304,12 @@ def measure(engine: str, args, peer: Path | None, contended: bool) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--engines", nargs="+", default=ENGINES, choices=ENGINES, metavar="LIBRARY:PRECISION")
+    # The whole docstring: what each engine runs, the peers' build and --contended are read in --help.
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds over the engines; each engine's best counts")
+    parser.add_argument("--new-tokens", type=int, default=128, help="tokens of each batch-1 and batched decode")
+    parser.add_argument("--engines", nargs="+", default=ENGINES, choices=ENGINES, metavar="LIBRARY:PRECISION",
+                        help="the engines to measure (default: all): " + ", ".join(ENGINES))
     parser.add_argument("--contended", action="store_true",
                         help="also decode beside a busy loop pinned to core 0 (openformers and llama.cpp engines)")
     parser.add_argument("--contended-tokens", type=int, default=32,

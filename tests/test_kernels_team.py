@@ -5,6 +5,7 @@ and sleeps at barriers, the case of a CPU shared with other work, where the team
 and later try them again."""
 
 import os
+import threading
 
 import pytest
 import torch
@@ -194,3 +195,36 @@ def test_a_model_without_the_step_keeps_torchs_threads():
     model = tiny_model(MistralConfig, sliding_window=6, intermediate_size=192)
     ids, seen, after = generate_crowded(model, 2, crowded_teams=1000, max_new_tokens=5)
     assert set(seen) == {2} and after == 2
+
+
+def test_generate_in_two_threads_at_once_sets_each_threads_own_setting_back():
+    # Torch's setting is each thread's own: a generate that starts while another thread's runs is no inner loop of
+    # it, and must set its own thread's threads back after following the crowded teams down to one.
+    model = accelerated(kernels.quantize(tiny_model(MistralConfig, sliding_window=6, intermediate_size=192), "int4"))
+    prompt = torch.tensor([[5, 9, 14]])
+    with torch.inference_mode():
+        plain = model.generate(prompt, max_new_tokens=8, do_sample=False)
+    inside, release, other = threading.Event(), threading.Event(), {}
+
+    def held(input_ids, scores):  # keeps the other thread's generate in its loop until released
+        inside.set()
+        release.wait(timeout=60)
+        return scores
+
+    def generate_beside():
+        torch.set_num_threads(3)
+        other["ids"] = model.generate(prompt, max_new_tokens=4, logits_processor=[held], do_sample=False)
+        other["threads"] = torch.get_num_threads()
+
+    beside = threading.Thread(target=generate_beside)
+    ids, seen, after = None, [], None
+    try:
+        beside.start()
+        assert inside.wait(timeout=60)
+        ids, seen, after = generate_crowded(model, 3, crowded_teams=1000, max_new_tokens=8)
+    finally:
+        release.set()
+        beside.join()
+    assert torch.equal(ids, plain) and torch.equal(other["ids"], plain[:, :7])
+    assert seen[0] == 3 and set(seen[1:]) == {1}, seen
+    assert after == 3 and other["threads"] == 3

@@ -17,6 +17,7 @@ plain path until the step implements it and tests/test_kernels.py proves parity 
 import contextlib
 import itertools
 import operator
+import threading
 import weakref
 
 import torch
@@ -52,8 +53,12 @@ ARITHMETIC_FREE = {
 }
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
-# The threads the caller had set while a decoding loop holds torch's own to the team's (threads_following_team).
-_caller_threads: int | None = None
+# The threads the caller had set while a decoding loop holds torch's own to the team's (threads_following_team),
+# for each thread: torch's setting is a thread's own (OpenMP's), and generate may run in several threads at once.
+_following = threading.local()
+# The callers' settings of the loops following the teams now, in every thread, the newest last: what teams ask for.
+_team_requests: list[int] = []
+_team_requests_lock = threading.Lock()
 
 
 def refusal(config) -> str | None:
@@ -115,24 +120,30 @@ def threads_following_team(model: nn.Module):
     few milliseconds at a time: SmolLM2 int4 decoded at 45 tok/s with the team at one thread and torch at two,
     where one torch thread kept 71-74% of the quiet speed (benchmarks/RESULTS.md). Quiet, nothing changes: at
     batch 1 none of those operations gains from a second thread; a batch's top-p sort does.
+
+    Torch's setting is each thread's own (OpenMP's; a thread started later begins at the newest one set), so each
+    thread's loop holds and restores its own, whatever loops run in other threads; the teams ask for the newest
+    running loop's caller setting.
     """
-    global _caller_threads
     step = getattr(decoder_of(model), "accelerated_step", None)
     if not isinstance(step, DecodeStep) or not library.loaded():
         yield
         return
-    outer = _caller_threads
+    outer = getattr(_following, "caller", None)
     caller = torch.get_num_threads() if outer is None else outer  # an assistant's loop inside the main model's
-    _caller_threads = caller
-    torch.ops.openformers.request_team(caller)
+    _following.caller = caller
+    with _team_requests_lock:
+        _team_requests.append(caller)
+        torch.ops.openformers.request_team(caller)
     try:
         yield
     finally:
-        _caller_threads = outer
-        if outer is None:
-            torch.ops.openformers.request_team(0)
-            if torch.get_num_threads() != caller:
-                torch.set_num_threads(caller)
+        _following.caller = outer
+        with _team_requests_lock:
+            _team_requests.remove(caller)
+            torch.ops.openformers.request_team(_team_requests[-1] if _team_requests else 0)
+        if outer is None and torch.get_num_threads() != caller:
+            torch.set_num_threads(caller)
 
 
 def _follow_team() -> None:
@@ -227,7 +238,7 @@ class DecodeStep:
         else:  # decode_batch: each row's rotary angles at its own position, its mask over the cache
             mask = attention_mask.to(torch.uint8) if padding else torch.empty(0, dtype=torch.uint8)
             torch.ops.openformers.decode_batch(x, *layers, cos, sin, mask, eps, decoder.norm.weight)
-        if _caller_threads is not None:
+        if getattr(_following, "caller", None) is not None:
             _follow_team()
         hidden = x.to(decoder.embed_tokens.weight.dtype).view(rows, 1, -1)
         if head is not None:

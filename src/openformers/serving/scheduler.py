@@ -253,6 +253,9 @@ class BatchScheduler:
     # -- the worker thread ------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        # The worker keeps torch's threads, where generate follows the kernel's shrunk team on a crowded CPU
+        # (kernels.threads_following_team): following it, batches of 8-16 chats decoded slower, their prefills
+        # on one thread taking up to twice as long (benchmarks/RESULTS.md, "What bounds the figures").
         with torch.inference_mode():
             while not self._closed:
                 try:
