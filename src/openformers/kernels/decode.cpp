@@ -1011,9 +1011,11 @@ constexpr int64_t kLoopsPerLayer = 7;  // the claimed loops of layer_step
 // Rows per claim of gate and up together: each claim reads its gate rows, then its up rows, so every claim
 // switches between two memory streams, which the hardware prefetchers then pick up again. Four chunks (64 rows,
 // 74-147 KB of int8 or bfloat16 SmolLM2 weights) where one switched every 16 rows: SmolLM2 decode_step on one
-// thread, CPU time, weights from memory, interleaved over 4 rounds at load 2-5: bfloat16 8.5-9.4 -> 8.3-8.9 ms,
-// int8 6.2-6.6 -> 5.8-6.2 ms.
-constexpr int64_t kGateUpChunk = 4 * kChunk;
+// thread, CPU time, weights from memory, interleaved, load 2-6: bfloat16 8.5-9.4 -> 8.3-8.9 ms, int8 6.2-6.6 ->
+// 5.8-6.2 ms (4 rounds), float32 13.4-13.8 -> 12.7-13.1 ms (2 rounds). int4 keeps one chunk: its fastest step
+// of each of 4 rounds was 3.7-4.1 ms against 3.9-4.3 with four (why is not known).
+template <typename W>
+constexpr int64_t kGateUpChunk = std::is_same_v<W, Int4> ? kChunk : 4 * kChunk;
 
 template <typename W, typename C>
 void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int64_t pos, int64_t window,
@@ -1069,7 +1071,7 @@ void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int6
 
   rms_norm(x, L.mlp_norm, eps, normed.data(), hidden);
   in.set<W>(normed.data(), hidden);
-  team.claim(L.gate.rows, kGateUpChunk, 4, [&](int64_t begin, int64_t end) {
+  team.claim(L.gate.rows, kGateUpChunk<W>, 4, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.gate, begin, end, in, S.gate.data());
     product_rows<W>(L.up, begin, end, in, S.up.data());
     for (int64_t i = begin; i < end; ++i) S.gate[i] = S.gate[i] / (1.f + std::exp(-S.gate[i])) * S.up[i];
