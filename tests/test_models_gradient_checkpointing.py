@@ -66,7 +66,8 @@ def test_checkpointed_gradients_equal_the_plain_ones(name):
     model.gradient_checkpointing_enable()
     assert model.is_gradient_checkpointing
     checkpointed, checkpointed_calls = _gradients_and_layer_calls(model, batch)
-    assert checkpointed_calls == 2 * plain_calls  # each layer ran again in the backward pass
+    # Each layer ran again in the backward pass, except a decoder stack's last one (models/layers.run_layers).
+    assert checkpointed_calls == 2 * plain_calls - (name in ("llama", "mistral-classifier"))
     assert plain.keys() == checkpointed.keys() and len(plain) > 4
     for key in plain:
         torch.testing.assert_close(checkpointed[key], plain[key], atol=1e-6, rtol=1e-5, msg=key)
@@ -96,3 +97,31 @@ def test_checkpointing_options_are_checked():
     model = FAMILIES["gpt2"]()
     with pytest.raises(ValueError, match="use_reentrant"):
         model.gradient_checkpointing_enable({"reentrant": False})
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_a_stacks_last_layer_is_not_recomputed_and_the_gradients_stay_the_same(use_reentrant, monkeypatch):
+    """Its backward comes right after the head's: the gradients are bit for bit those of checkpointing every
+    layer, LoRA's dropout masks included, and those of no checkpointing."""
+    from openformers import LoraConfig
+    from openformers.models import layers
+
+    torch.manual_seed(0)
+    model = FAMILIES["llama"]().train()
+    model.add_adapter(LoraConfig(r=4, lora_dropout=0.25, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    batch = _batch("llama")
+    plain, plain_calls = _gradients_and_layer_calls(model, batch)
+    model.gradient_checkpointing_enable({"use_reentrant": use_reentrant})
+    last_calls = []
+    _layers(model)[-1].register_forward_pre_hook(lambda *_: last_calls.append(1))
+    checkpointed, calls = _gradients_and_layer_calls(model, batch)
+    assert calls == 2 * plain_calls - 1 and len(last_calls) == 1
+
+    run_layer = layers.run_layer
+    monkeypatch.setattr(layers, "run_layer", lambda layer, options, *inputs, last: run_layer(layer, options, *inputs))
+    every_layer, calls = _gradients_and_layer_calls(model, batch)
+    assert calls == 2 * plain_calls and len(last_calls) == 3
+    assert every_layer.keys() == checkpointed.keys() == plain.keys() and len(plain) > 4
+    for key in plain:
+        assert torch.equal(checkpointed[key], every_layer[key]), key
+        torch.testing.assert_close(checkpointed[key], plain[key], atol=1e-6, rtol=1e-5, msg=key)

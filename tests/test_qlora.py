@@ -1,6 +1,7 @@
 """QLoRA with gradient checkpointing (kernels/linear.py's _PackedProduct, models/layers.run_layer): a checkpointed
-layer's recomputation keeps its unpacked weight matrices for the layer's backward, which then unpacks nothing
-again; the gradients stay exactly those of a run without checkpointing."""
+layer's recomputation, and the stack's last layer, which is not checkpointed, keep their unpacked weight matrices
+for the layer's backward, which then unpacks nothing again; the gradients stay exactly those of a run without
+checkpointing."""
 
 import pytest
 import torch
@@ -70,14 +71,15 @@ def test_checkpointing_unpacks_each_recomputed_matrix_once_and_keeps_the_gradien
         assert checkpointed.keys() == plain.keys()
         for name, gradient in plain.items():
             assert torch.equal(checkpointed[name], gradient), (options, name)
+        # The last layer is not checkpointed: its forward keeps its 7 matrices for its backward, which comes next.
         if options["use_reentrant"]:
             # The forward runs without gradients and the recomputation runs each layer whole, keeping every
             # matrix (the embeddings' output is made to need a gradient): the backward unpacks none.
-            assert unpackings == (7 + 7) * LAYERS
+            assert unpackings == (7 + 7) * (LAYERS - 1) + 7
         else:
             # Per layer: forward 7, recomputation 6 (it stops before down_proj, whose input nothing saves), backward
             # 1 (down_proj); unpacking in the backward again made it 7 + 6 + 7, less the first layer's q/k/v.
-            assert unpackings == (7 + 6 + 1) * LAYERS
+            assert unpackings == (7 + 6 + 1) * (LAYERS - 1) + 7
     # Kept matrices are all handed back: one layer's worth stays for the next step, none is held for a backward.
     assert not linear._unpacked.__dict__.get("kept")
     assert 0 < len(linear._unpacked.__dict__["spare"]) <= 7
@@ -92,11 +94,8 @@ def test_a_kept_matrix_is_not_used_once_the_weights_change():
     layer = linear.Linear.from_linear(torch.nn.Linear(64, 32), "int4")
     x = torch.randn(5, 64, requires_grad=True)
     y = linear._PackedProduct.apply(x, layer)
-    layers._recomputation.active = True  # a recomputation's forward keeps the matrix for this product's backward ...
-    try:
+    with layers._backward_next():  # a recomputation's forward keeps the matrix for this product's backward ...
         linear._PackedProduct.apply(x.detach().requires_grad_(), layer)
-    finally:
-        layers._recomputation.active = False
     assert layer in linear._unpacked.kept
     layer.weight.copy_(linear.Linear.from_linear(torch.nn.Linear(64, 32), "int4").weight)  # ... then they change
     y.backward(torch.ones_like(y))

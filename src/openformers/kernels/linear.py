@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.layers import recomputing
+from ..models.layers import backward_follows
 from . import library
 
 QUANTIZATIONS = ("int8", "int4")
@@ -209,16 +209,18 @@ class _PackedProduct(torch.autograd.Function):
     models/layers.run_layer): a product recomputed there keeps its unpacked matrix until its backward, which then
     multiplies by it without unpacking again. That holds one layer's float weights at a time (about 0.3 GB for a
     7B Llama in bfloat16) and saves one unpacking of every recomputed weight matrix. A QLoRA step then multiplies
-    as often as a bf16 LoRA step does (per layer 7 products in the forward, 6 recomputed, 7 in the backward, as
-    transformers + peft) and adds 14 unpackings per layer, each 6-8% of its product's time for 128 rows (streamed
-    to memory, see decode.cpp's unpack_int4_row_bfloat16). The kept matrices are looked up by layer, not saved on
-    this product: the backward that runs is the forward pass's, whose products saved nothing, and saving a matrix
-    there would make checkpointing recompute a layer's last products (down_proj) too, which it otherwise skips."""
+    as often as a bf16 LoRA step does (per layer 7 products in the forward, 6 recomputed, 7 in the backward; the
+    stack's last layer is not recomputed: 7 and 7) and adds 14 unpackings per layer, each 6-8% of its product's
+    time for 128 rows (streamed to memory, see decode.cpp's unpack_int4_row_bfloat16); the last layer's forward
+    keeps its matrices for its backward, which comes next, and unpacks 7. The kept matrices are looked up by
+    layer, not saved on this product: the backward that runs is the forward pass's, whose products saved nothing,
+    and saving a matrix there would make checkpointing recompute a layer's last products (down_proj) too, which
+    it otherwise skips."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, layer: "Linear") -> torch.Tensor:
         ctx.layer = layer
-        if recomputing() and layer._kernel_unpacks(x.dtype):
+        if backward_follows() and layer._kernel_unpacks(x.dtype):
             matrix = _spare_matrix(layer.out_features, layer.in_features, x.dtype)
             torch.ops.openformers.dequantize_into(layer.weight, layer.scale, matrix)
             kept = _unpacked.__dict__.setdefault("kept", weakref.WeakKeyDictionary())

@@ -41,27 +41,46 @@ class RMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
-def run_layer(layer: nn.Module, checkpoint_options: dict | None, *inputs):
+def run_layer(layer: nn.Module, checkpoint_options: dict | None, *inputs, last: bool = False):
     """`layer(*inputs)`; with checkpoint options (gradient checkpointing while training), the layer keeps no
-    activations for the backward pass, which runs it again to recompute them."""
+    activations for the backward pass, which runs it again to recompute them. The `last` layer of a stack whose
+    output goes straight to a head is not checkpointed: its backward pass comes right after the head's, so
+    recomputing it would repeat its forward for nothing (torch.utils.checkpoint.checkpoint_sequential leaves its
+    last segment alone too). Its activations wait through the head's forward and backward, about the memory the
+    recomputation would have held during its backward; the gradients are the same, bit for bit."""
     if checkpoint_options is None or not torch.is_grad_enabled():
         return layer(*inputs)
+    if last:
+        with _backward_next():
+            return layer(*inputs)
     return torch.utils.checkpoint.checkpoint(_Checkpointed(layer), *inputs, **checkpoint_options)
 
 
-_recomputation = threading.local()
+_backward = threading.local()
 
 
-def recomputing() -> bool:
-    """Whether a checkpointed layer is running again in the backward pass to recompute its activations: that
-    layer's backward follows at once, so a frozen quantized product may keep its unpacked weights for it
-    (kernels/linear.py) instead of unpacking them a third time."""
-    return getattr(_recomputation, "active", False)
+def backward_follows() -> bool:
+    """Whether the layer running now under gradient checkpointing is one whose backward pass comes next: a
+    checkpointed layer running again in the backward pass to recompute its activations, or a checkpointed stack's
+    last layer (run_layer). A frozen quantized product may then keep its unpacked weights for that backward
+    (kernels/linear.py) instead of unpacking them again."""
+    return getattr(_backward, "next", False)
+
+
+class _backward_next:
+    """`backward_follows()` holds inside, on this thread."""
+
+    def __enter__(self):
+        self.outer = backward_follows()
+        _backward.next = True
+
+    def __exit__(self, *exception):
+        _backward.next = self.outer
 
 
 class _Checkpointed:
     """A layer as torch.utils.checkpoint calls it: the first call is the forward pass, every later one a
-    recomputation (`recomputing()` holds during it, on the thread that runs it)."""
+    recomputation (`backward_follows()` holds during it, on the thread that runs it)."""
 
     def __init__(self, layer: nn.Module):
         self.layer = layer
@@ -71,24 +90,22 @@ class _Checkpointed:
         self.calls += 1
         if self.calls == 1:
             return self.layer(*inputs)
-        outer = recomputing()
-        _recomputation.active = True
-        try:
+        with _backward_next():
             return self.layer(*inputs)
-        finally:
-            _recomputation.active = outer
 
 
 def run_layers(layers, x: torch.Tensor, checkpoint_options: dict | None, inputs_of, record_inputs: bool,
                record_attentions: bool) -> tuple[torch.Tensor, list | None, list | None]:
-    """Each layer in turn on `x`, called with `inputs_of(layer)` after it (run_layer): the last layer's output,
-    and when asked the input of every layer and every layer's attention weights (lists, else None)."""
+    """Each layer in turn on `x`, called with `inputs_of(layer)` after it (run_layer; the stack's output goes to a
+    head, so its last layer is not checkpointed): the last layer's output, and when asked the input of every layer
+    and every layer's attention weights (lists, else None)."""
     inputs = [] if record_inputs else None
     attentions = [] if record_attentions else None
-    for layer in layers:
+    layers = list(layers)
+    for index, layer in enumerate(layers):
         if record_inputs:
             inputs.append(x)
-        x, weights = run_layer(layer, checkpoint_options, x, *inputs_of(layer))
+        x, weights = run_layer(layer, checkpoint_options, x, *inputs_of(layer), last=index == len(layers) - 1)
         if record_attentions:
             attentions.append(weights)
     return x, inputs, attentions
