@@ -125,3 +125,28 @@ def test_a_stacks_last_layer_is_not_recomputed_and_the_gradients_stay_the_same(u
     for key in plain:
         assert torch.equal(checkpointed[key], every_layer[key]), key
         torch.testing.assert_close(checkpointed[key], plain[key], atol=1e-6, rtol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_a_llama_layers_halves_are_checkpointed_apart_so_o_proj_is_not_recomputed(use_reentrant):
+    """The attention half's recomputation stops after the attention: o_proj, which gave the MLP half's norm its
+    input, and down_proj finish once (a reentrant checkpoint reruns each half whole); the gradients stay those
+    of no checkpointing."""
+    torch.manual_seed(0)
+    model = FAMILIES["llama"]().train()
+    batch = _batch("llama")
+    plain, _ = _gradients_and_layer_calls(model, batch)
+    finished = []
+    first = _layers(model)[0]  # checkpointed (the last layer is not); hooks on its submodules leave it in halves
+    for name in ("self_attn.o_proj", "mlp.down_proj", "mlp.gate_proj"):
+        first.get_submodule(name).register_forward_hook(lambda *_, name=name: finished.append(name))
+    model.gradient_checkpointing_enable({"use_reentrant": use_reentrant})
+    model.zero_grad()
+    torch.manual_seed(7)
+    model(**batch).loss.backward()
+    checkpointed = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    runs = 2 if use_reentrant else 1
+    assert sorted(finished) == ["mlp.down_proj"] * runs + ["mlp.gate_proj"] * 2 + ["self_attn.o_proj"] * runs
+    assert checkpointed.keys() == plain.keys()
+    for key in plain:
+        torch.testing.assert_close(checkpointed[key], plain[key], atol=1e-6, rtol=1e-5, msg=key)

@@ -209,13 +209,14 @@ class _PackedProduct(torch.autograd.Function):
     models/layers.run_layer): a product recomputed there keeps its unpacked matrix until its backward, which then
     multiplies by it without unpacking again. That holds one layer's float weights at a time (about 0.3 GB for a
     7B Llama in bfloat16) and saves one unpacking of every recomputed weight matrix. A QLoRA step then multiplies
-    as often as a bf16 LoRA step does (per layer 7 products in the forward, 6 recomputed, 7 in the backward; the
-    stack's last layer is not recomputed: 7 and 7) and adds 14 unpackings per layer, each 6-8% of its product's
-    time for 128 rows (streamed to memory, see decode.cpp's unpack_int4_row_bfloat16); the last layer's forward
-    keeps its matrices for its backward, which comes next, and unpacks 7. The kept matrices are looked up by
-    layer, not saved on this product: the backward that runs is the forward pass's, whose products saved nothing,
-    and saving a matrix there would make checkpointing recompute a layer's last products (down_proj) too, which
-    it otherwise skips."""
+    as often as a bf16 LoRA step does (per layer 7 products in the forward, 5 recomputed, 7 in the backward: a
+    decoder layer's halves are checkpointed apart, whose recomputations stop before o_proj and down_proj; the
+    stack's last layer is not recomputed: 7 and 7) and adds 14 unpackings per layer (7, 5, and 2 in the
+    backward), each 6-8% of its product's time for 128 rows (streamed to memory, see decode.cpp's
+    unpack_int4_row_bfloat16); the last layer's forward keeps its matrices for its backward, which comes next,
+    and unpacks 7. The kept matrices are looked up by layer, not saved on this product: the backward that runs is
+    the forward pass's, whose products saved nothing, and a saved matrix would make checkpointing recompute o_proj
+    and down_proj too, which it otherwise skips."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, layer: "Linear") -> torch.Tensor:

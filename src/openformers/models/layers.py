@@ -53,7 +53,27 @@ def run_layer(layer: nn.Module, checkpoint_options: dict | None, *inputs, last: 
     if last:
         with _backward_next():
             return layer(*inputs)
-    return torch.utils.checkpoint.checkpoint(_Checkpointed(layer), *inputs, **checkpoint_options)
+    halves = _residual_halves(layer)
+    if halves is None:
+        return torch.utils.checkpoint.checkpoint(_Checkpointed(layer), *inputs, **checkpoint_options)
+    attention_block, mlp_block = halves
+    x, weights = torch.utils.checkpoint.checkpoint(_Checkpointed(attention_block), *inputs, **checkpoint_options)
+    return torch.utils.checkpoint.checkpoint(_Checkpointed(mlp_block), x, **checkpoint_options), weights
+
+
+def _residual_halves(layer: nn.Module) -> tuple | None:
+    """A decoder layer's `attention_block` (x + attention(norm(x)), and the weights) and `mlp_block`
+    (x + mlp(norm(x))), which run_layer checkpoints apart: the backward pass then keeps the residual stream
+    between them, one (B, T, C) tensor per layer more, and the attention's recomputation stops after the attention
+    itself, before the output projection (o_proj), which only gave the MLP's norm its input (a frozen product saves
+    its weight, if anything, before it multiplies, and the recomputation stops at the last saved tensor): a LoRA
+    layer's products 20 -> 19. None for a layer without the halves, or one whose calls something wraps (hooks:
+    FSDP's; torch.compile): it runs whole."""
+    if not hasattr(layer, "mlp_block") or getattr(layer, "_compiled_call_impl", None) is not None:
+        return None
+    if layer._forward_pre_hooks or layer._forward_hooks or layer._backward_pre_hooks or layer._backward_hooks:
+        return None
+    return layer.attention_block, layer.mlp_block
 
 
 _backward = threading.local()

@@ -243,9 +243,16 @@ class LlamaDecoderLayer(nn.Module):
         self.mlp = LlamaMLP(config)
 
     def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
+        x, weights = self.attention_block(x, cos, sin, mask, cache, attention_path)
+        return self.mlp_block(x), weights
+
+    # The two residual halves, which gradient checkpointing checkpoints apart (models/layers.run_layer).
+    def attention_block(self, x, cos, sin, mask, cache, attention_path="sdpa"):
         h, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, attention_path)
-        x = x + h
-        return x + self.mlp(self.post_attention_layernorm(x)), weights
+        return x + h, weights
+
+    def mlp_block(self, x):
+        return x + self.mlp(self.post_attention_layernorm(x))
 
 
 # model_type -> the reference's class-name prefix, so saved configs name the reference's classes.
