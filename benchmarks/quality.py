@@ -194,7 +194,8 @@ def main() -> None:
             library.loaded = lambda: False  # the kernel's products would skip the rounding hooks
         linear.BFLOAT16_PROMPT_PRODUCTS = bfloat16_prompts and not name.endswith("+float32-prompts")
         try:
-            (ppl, top), (losses, log_probabilities) = perplexity(model, ids), decoded_scores(model, ids[: args.decoded_tokens + 1])
+            ppl, top = perplexity(model, ids)
+            losses, log_probabilities = decoded_scores(model, ids[: args.decoded_tokens + 1])
             tokens = greedy(model, tokenizer, prompts)
         finally:
             library.loaded, linear.BFLOAT16_PROMPT_PRODUCTS = kernel, bfloat16_prompts
@@ -205,9 +206,11 @@ def main() -> None:
         divergence, divergence_error = mean_and_error(divergence)
         prefixes = torch.tensor([agreeing_prefix(t, r) for t, r in zip(tokens, reference[3])], dtype=torch.float64)
         prefix, prefix_error = mean_and_error(prefixes)
-        quartiles = "/".join(f"{q:.0f}" for q in prefixes.quantile(torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)))
+        quarters = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
+        quartiles = "/".join(f"{q:.0f}" for q in prefixes.quantile(quarters))
         identical = int((prefixes == NEW_TOKENS).sum())
-        print(f"{name:>14}  {ppl:10.3f}  {ppl / reference[0] - 1:+7.2%}  {same_top:20.2%}  {losses.mean().exp().item():8.3f}  "
+        decoded = losses.mean().exp().item()
+        print(f"{name:>14}  {ppl:10.3f}  {ppl / reference[0] - 1:+7.2%}  {same_top:20.2%}  {decoded:8.3f}  "
               f"{math.exp(change) - 1:+7.2%} +-{change_error:.2%}  {divergence:.5f} +-{divergence_error:.5f}  "
               f"{prefix:.1f} +-{prefix_error:.1f} of {NEW_TOKENS} ({quartiles}), {identical}/{len(prompts)} identical",
               flush=True)
