@@ -890,7 +890,7 @@ struct Team {
 // thread more; if that one is crowded too, the wait before the next try doubles (up to kMostPatience, so a
 // crowded CPU pays for a try once every 128 tokens), and if it is not, the team keeps the thread. The row
 // sums do not depend on how many threads claim the rows, so the outputs are the same whatever the team's size.
-// The state is shared by every team of the process (a step's and the language-model head's), without locks: a
+// The state is shared by every team of the process (steps, heads, prompts' products), without locks: a
 // race between two callers only makes one decision late.
 //
 // A decoding loop can hold torch's own threads to the team's size while it is crowded (kernels/llama.py,
@@ -909,7 +909,8 @@ Crowding crowding;
 // Quiet, a team's threads do not run for a few percent of their time (waking up, the odd spin that outlasts
 // kSpin); beside a busy process, half of it or more.
 constexpr double kCrowded = 0.25;
-// In teams: a step and the head's product make two a token, and odd numbers make the tries alternate between them.
+// In teams: a token is one (decode_step runs the head's product in the step's team) or two where the head
+// multiplies apart (a batch's step, the first token of a loop); odd numbers make those tries alternate between them.
 constexpr int kFirstPatience = 15, kMostPatience = 255;
 // Crowded teams in a row that make the next ones smaller; a team that tries one thread more decides alone.
 constexpr int kCrowdedTeams = 2;
