@@ -150,3 +150,28 @@ def test_a_llama_layers_halves_are_checkpointed_apart_so_o_proj_is_not_recompute
     assert checkpointed.keys() == plain.keys()
     for key in plain:
         torch.testing.assert_close(checkpointed[key], plain[key], atol=1e-6, rtol=1e-5, msg=key)
+
+
+def test_a_layer_class_with_a_forward_of_its_own_is_checkpointed_whole():
+    """A subclass of a decoder layer that changes its forward keeps it under checkpointing: the halves would run
+    the parent's two blocks and leave the subclass's forward out."""
+    from openformers.models.llama import LlamaDecoderLayer
+
+    class Scaled(LlamaDecoderLayer):
+        def forward(self, *args, **kwargs):
+            x, weights = super().forward(*args, **kwargs)
+            return 2 * x, weights
+
+    torch.manual_seed(0)
+    model = FAMILIES["llama"]().train()
+    for layer in _layers(model):
+        layer.__class__ = Scaled
+    batch = _batch("llama")
+    plain, _ = _gradients_and_layer_calls(model, batch)
+    plain_loss = model(**batch).loss
+    model.gradient_checkpointing_enable({"use_reentrant": False})
+    checkpointed, calls = _gradients_and_layer_calls(model, batch)
+    assert torch.equal(model(**batch).loss, plain_loss)
+    assert calls == 3  # both layers' forwards, and the first one's recomputation
+    for key in plain:
+        torch.testing.assert_close(checkpointed[key], plain[key], atol=1e-6, rtol=1e-5, msg=key)

@@ -68,8 +68,11 @@ def _residual_halves(layer: nn.Module) -> tuple | None:
     itself, before the output projection (o_proj), which only gave the MLP's norm its input (a frozen product saves
     its weight, if anything, before it multiplies, and the recomputation stops at the last saved tensor): a LoRA
     layer's products 20 -> 19. None for a layer without the halves, or one whose calls something wraps (hooks:
-    FSDP's; torch.compile): it runs whole."""
+    FSDP's; torch.compile) or whose class runs a forward of its own (the halves would leave it out): it runs whole."""
     if not hasattr(layer, "mlp_block") or getattr(layer, "_compiled_call_impl", None) is not None:
+        return None
+    halves_class = next(kind for kind in type(layer).__mro__ if "mlp_block" in vars(kind))
+    if type(layer).forward is not halves_class.forward:
         return None
     if layer._forward_pre_hooks or layer._forward_hooks or layer._backward_pre_hooks or layer._backward_hooks:
         return None
