@@ -12,8 +12,9 @@ benchmarks/decode.py) for 2.8e-3 relative error per product. Against float32 ove
 (benchmarks/quality.py): perplexity +0.13% instead of +0.08% (int8) and +0.01% instead of +0.00% (int4: the
 shipped Q4_1 weights, unchanged), the most likely next token float32's at 96.7% of positions instead of 97.9%
 (int8) and 97.7% instead of 100% (int4), where llama.cpp's products simulated on the same weights give +0.52% and
-96.4% (Q8_0), +0.30% and 96.6% (Q4_1); greedy tokens agreeing after five chat prompts 11.0 instead of 26.2 of 64
-(int8) and 19.4 instead of 24.2 (int4), a count one near tie ends; decoding, the kernel's, is unchanged. Where
+96.4% (Q8_0), +0.30% and 96.6% (Q4_1); greedy tokens agreeing before the first difference over 40 chat prompts
+26.2 instead of 24.2 of 64 (int8) and 34.0 instead of 35.6 (int4), each +-3-3.5, so within the counts' spread (one
+near tie ends a prompt's count); decoding, the kernel's, is unchanged. Where
 bfloat16 matmul has no such instructions (2.6-4.9x slower than float32 there) and in training (QLoRA) the products
 stay float32.
 
