@@ -370,6 +370,23 @@ def test_the_head_takes_the_steps_logits_only_for_its_hidden_state(monkeypatch):
         assert not model.lm_head.follows_step
 
 
+def test_a_hidden_state_changed_in_place_gets_the_heads_own_product():
+    # The step's logits are of the hidden state it returned; a caller that scales it in place before the head
+    # must get the logits of what it now holds.
+    model = accelerated(tiny_model())
+    plain = tiny_model()
+    cache, plain_cache = DynamicCache(), DynamicCache()
+    with torch.inference_mode():
+        for ids in ([[1, 2, 3]], [[4]], [[5]]):
+            model(torch.tensor(ids), past_key_values=cache)
+            plain(torch.tensor(ids), past_key_values=plain_cache)
+        assert model.lm_head.follows_step  # the next step runs the head in the step
+        hidden = model.model(torch.tensor([[6]]), past_key_values=cache).last_hidden_state
+        hidden.mul_(2)
+        expected = plain.lm_head(2 * plain.model(torch.tensor([[6]]), past_key_values=plain_cache).last_hidden_state)
+        torch.testing.assert_close(model.lm_head(hidden), expected, atol=1e-4, rtol=1e-4)
+
+
 def test_bfloat16_weights_stay_close_to_float32(monkeypatch):
     model = accelerated(tiny_model())
     tokens = torch.randint(0, 96, (20,), generator=torch.Generator().manual_seed(2)).tolist()
