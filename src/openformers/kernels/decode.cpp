@@ -235,6 +235,18 @@ constexpr int64_t kGroup = 32;
 template <typename W>
 constexpr bool kInteger = std::is_same_v<W, int8_t> || std::is_same_v<W, Int4>;
 
+// run(W{}) for the weight layout that a weight tensor's dtype stores: float32, bfloat16, int8, int4 (uint8).
+template <typename Run>
+void with_layout(at::ScalarType type, const char* op, Run run) {
+  switch (type) {
+    case at::kFloat: return run(float{});
+    case at::kBFloat16: return run(c10::BFloat16{});
+    case at::kChar: return run(int8_t{});
+    case at::kByte: return run(Int4{});
+    default: TORCH_CHECK(false, op, ": weights must be float32, bfloat16, int8 or int4 (uint8), got ", type);
+  }
+}
+
 // Row r of int4 weights as float32 (scale * q + minimum).
 void unpack_int4_row(const Matrix& m, int64_t r, float* row) {
   int64_t groups = m.cols / kGroup;
@@ -1201,17 +1213,10 @@ at::Tensor decode_step(at::Tensor x, at::TensorList norms, at::TensorList weight
         in.set<H>(normed.data(), head_m.cols);
         team.product<H>(head_m, in, logits_d);
       };
-      if (head_type == at::kFloat) head_rows(float{});
-      else if (head_type == at::kBFloat16) head_rows(c10::BFloat16{});
-      else if (head_type == at::kChar) head_rows(int8_t{});
-      else head_rows(Int4{});
+      with_layout(head_type, "decode_step: the head", head_rows);  // checked before the team
     });
   };
-  if (weight_type == at::kFloat) run(float{});
-  else if (weight_type == at::kBFloat16) run(c10::BFloat16{});
-  else if (weight_type == at::kChar) run(int8_t{});
-  else if (weight_type == at::kByte) run(Int4{});
-  else TORCH_CHECK(false, "decode_step: weights must be float32, bfloat16, int8 or int4 (uint8), got ", weight_type);
+  with_layout(weight_type, "decode_step", run);
   if (with_head) std::copy(S.out.begin(), S.out.end(), xd);
   else if (norm_f.defined()) rms_norm(xd, norm_f.data_ptr<float>(), epsf, xd, hidden);
   return logits;
@@ -1764,11 +1769,7 @@ void decode_batch(at::Tensor x, at::TensorList norms, at::TensorList weights, at
     });
   };
   auto weight_type = weights[0].scalar_type();
-  if (weight_type == at::kFloat) run(float{});
-  else if (weight_type == at::kBFloat16) run(c10::BFloat16{});
-  else if (weight_type == at::kChar) run(int8_t{});
-  else if (weight_type == at::kByte) run(Int4{});
-  else TORCH_CHECK(false, "decode_batch: weights must be float32, bfloat16, int8 or int4 (uint8), got ", weight_type);
+  with_layout(weight_type, "decode_batch", run);
   int64_t hidden = first.o.rows;
   if (norm_f.defined())
     for (int64_t j = 0; j < n; ++j) rms_norm(xd + j * hidden, norm_f.data_ptr<float>(), epsf, xd + j * hidden, hidden);
@@ -1808,13 +1809,7 @@ at::Tensor matvec(at::Tensor x, at::Tensor weight, c10::optional<at::Tensor> sca
       }
     });
   };
-  switch (weight.scalar_type()) {
-    case at::kFloat: run(float{}); break;
-    case at::kBFloat16: run(c10::BFloat16{}); break;
-    case at::kChar: run(int8_t{}); break;
-    case at::kByte: run(Int4{}); break;
-    default: TORCH_CHECK(false, "matvec: weights must be float32, bfloat16, int8 or int4 (uint8), got ", weight.scalar_type());
-  }
+  with_layout(weight.scalar_type(), "matvec", run);
   return y;
 }
 
