@@ -357,7 +357,7 @@ def test_the_head_takes_the_steps_logits_only_for_its_hidden_state(monkeypatch):
             model(torch.tensor(ids), past_key_values=cache)
             plain(torch.tensor(ids), past_key_values=plain_cache)
         assert model.lm_head.follows_step
-        # The decoder stepped alone: its hidden state, or any other, gets the head's own product.
+        # The decoder stepped alone: a copy of its hidden state, the state itself and any other get their logits.
         hidden = model.model(torch.tensor([[6]]), past_key_values=cache).last_hidden_state
         expected = plain.lm_head(plain.model(torch.tensor([[6]]), past_key_values=plain_cache).last_hidden_state)
         torch.testing.assert_close(model.lm_head(hidden.clone()), expected, atol=1e-4, rtol=1e-4)

@@ -279,20 +279,20 @@ class StepHead(Linear):
     Which steps run the head: those after one whose hidden state this head was fed (`follows_step`). generate's
     loop feeds it every step's, so its first step runs the head here and every later one in the step; a caller of
     the decoder alone (its hidden states never reaching the head) costs at most one product that nobody reads.
-    The hidden state fed is recognised by its memory, shape and dtype (the step's tensor, or a slice of it whole:
-    the head model's `logits_to_keep` slice; the offer holds it, so no other tensor can take its memory) and by
-    its values, against a copy the offer keeps: a caller that changed it in place (inference tensors keep no
-    version to tell) gets the head's own product of what it holds now, not the step's logits.
+    The hidden state fed is recognised by its shape, dtype and values, against a copy the offer keeps (the step's
+    tensor, or the head model's `logits_to_keep` slice of it whole): the step's logits are exactly those of such a
+    tensor, while a caller that changed the step's tensor in place (inference tensors keep no version to tell)
+    gets the head's own product of what it holds now.
     """
 
     follows_step = False  # this head was fed the hidden state of the last step it was offered
-    _offered: tuple | None = None  # (hidden state, a copy, logits or None) of the last step, until the head is fed
+    _offered: tuple | None = None  # (a copy of the hidden state, logits or None) of the last step, until fed
 
     def offer(self, hidden: torch.Tensor, logits: torch.Tensor | None) -> None:
         """From the step: its hidden state and, when it ran the head, the (vocab,) float32 logits."""
         if self._offered is not None:  # the last step's hidden state never reached this head
             self.follows_step = False
-        self._offered = (hidden, hidden.clone(), logits)
+        self._offered = (hidden.clone(), logits)
 
     def fuses(self) -> bool:
         """Whether decode_step can run this head's product (its weights in a layout of the kernel's, no bias)."""
@@ -303,9 +303,8 @@ class StepHead(Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         offered, self._offered = self._offered, None
         if offered is not None:
-            hidden, values, logits = offered
-            if (x.data_ptr() == hidden.data_ptr() and x.shape == hidden.shape and x.dtype == hidden.dtype
-                    and torch.equal(x, values)):
+            hidden, logits = offered
+            if x.shape == hidden.shape and x.dtype == hidden.dtype and torch.equal(x, hidden):
                 self.follows_step = True
                 if logits is not None:
                     return logits.to(x.dtype).view(*x.shape[:-1], self.out_features)
