@@ -258,18 +258,18 @@ class BandwidthProbe:
     work (one thread: 31-33 either way), so a decode is compared with what the host delivered while it ran, beside
     the fraction of the run's best sum (`memory_bandwidth`)."""
 
-    def __init__(self):
+    def __init__(self, elements: int = 128_000_000):
         import torch
 
         from openformers.kernels.library import place_on_huge_pages
 
-        self.data = torch.ones(128_000_000)
+        self.data = torch.ones(elements)
         place_on_huge_pages([self.data])
         self.data.sum()  # its pages faulted in before the first reading
 
-    def read(self) -> float:
+    def read(self, sums: int = 3) -> float:
         times = []
-        for _ in range(3):
+        for _ in range(sums):
             started = time.perf_counter()
             self.data.sum()
             times.append(time.perf_counter() - started)
@@ -283,18 +283,7 @@ def memory_bandwidth() -> float:
     (kernels/library.py `place_on_huge_pages`): on 4 KB pages the sum measures ~20% less, and a fraction of
     that lower figure would flatter every engine that reads its weights on huge pages.
     """
-    import torch
-
-    from openformers.kernels.library import place_on_huge_pages
-
-    data = torch.ones(250_000_000)
-    place_on_huge_pages([data])
-    times = []
-    for _ in range(5):
-        started = time.perf_counter()
-        data.sum()
-        times.append(time.perf_counter() - started)
-    return data.numel() * 4 / min(times) / 1e9
+    return BandwidthProbe(250_000_000).read(sums=5)
 
 
 def run_worker(engine: str, new_tokens: int, peer: Path | None, decode_only: bool) -> dict:
