@@ -1,6 +1,7 @@
 """The CPU accelerator (kernels/) against the plain PyTorch path it replaces: which models take it, parity for
 each family, the one-call decoding step, its linear layer, and how the library is built."""
 
+import copy
 import dataclasses
 import sys
 
@@ -450,6 +451,10 @@ def test_weights_replaced_or_cast_after_a_step_are_the_ones_used(monkeypatch):
         (lambda: layers[1].mlp.up_proj.weight.data.mul_(2), True),  # in place: the kept tensor itself
         (lambda: model.load_state_dict({k: v * 1.5 for k, v in model.state_dict().items()}, assign=True), True),
         (lambda: setattr(layers[0].mlp, "down_proj", torch.nn.Linear(96, 64, bias=False)), False),  # not the kernel's
+        (lambda: layers[0].mlp._modules.update(down_proj=kernels.linear.Linear.from_linear(layers[0].mlp.down_proj)),
+         True),  # written into the module's dict directly: the kernel's again
+        (lambda: layers[1].self_attn.k_proj._parameters.__setitem__("weight", torch.nn.Parameter(torch.randn(32, 64))),
+         True),
         (quantize_int8, True),
         (lambda: model.to(torch.bfloat16), True),
     ]
@@ -463,6 +468,18 @@ def test_weights_replaced_or_cast_after_a_step_are_the_ones_used(monkeypatch):
         # neighbouring steps, which moves the logits by up to a few thousandths
         tolerance = 0.1 if fast.dtype != torch.float32 else 1e-2 if getattr(layers[0].mlp.down_proj, "scale", None) is not None else 1e-4
         torch.testing.assert_close(fast, plain, atol=tolerance, rtol=tolerance)
+
+
+def test_a_copied_model_notices_changes_to_its_own_weights(monkeypatch):
+    # The step keeps its tensors until the module dicts it watches change; a copy's dicts are new, unwatched ones.
+    model = accelerated(tiny_model())
+    tokens = torch.randint(0, 96, (8,), generator=torch.Generator().manual_seed(4)).tolist()
+    step_logits(model, tokens, True, monkeypatch)  # gathers and keeps the tensors
+    copied = copy.deepcopy(model)
+    copied.model.layers[1].mlp._modules["up_proj"]._parameters["weight"] = torch.nn.Parameter(torch.randn(96, 64))
+    fast = step_logits(copied, tokens, True, monkeypatch)
+    torch.testing.assert_close(fast, step_logits(copied, tokens, False, monkeypatch), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(fast, step_logits(model, tokens, True, monkeypatch), atol=1e-2)
 
 
 def test_smollm2_greedy_tokens_match_plain_path(smollm2_gguf, monkeypatch):
