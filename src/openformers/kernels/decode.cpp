@@ -188,23 +188,20 @@ void rows(const Matrix& m, int64_t begin, int64_t end, const float* x, float* ou
 #ifdef __AVX512BF16__
 // bfloat16 weights times the activations rounded to bfloat16 too (PyTorch's bfloat16 matmul takes them so):
 // one vdpbf16ps multiplies 32 pairs into 16 float32 sums, a third of the instructions of widening the weights.
-// One row at a time, as row_avx512 and for the same reason. The input is rounded per call (a few dozen
-// instructions against a chunk's thousands) into a buffer each thread keeps.
-// n values rounded to bfloat16 (to nearest even, as PyTorch rounds) into a buffer of the calling thread's, valid
-// until its next call.
-const c10::BFloat16* rounded_to_bfloat16(const float* x, int64_t n) {
-  thread_local std::vector<c10::BFloat16> rounded;
+// One row at a time, as row_avx512 and for the same reason.
+// n values rounded to bfloat16 (to nearest even, as PyTorch rounds) into `rounded`.
+void round_to_bfloat16(const float* x, int64_t n, std::vector<c10::BFloat16>& rounded) {
   rounded.resize(n);
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(rounded.data() + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i)));
   for (; i < n; ++i) rounded[i] = c10::BFloat16(x[i]);
-  return rounded.data();
 }
 
-template <>
-void rows<c10::BFloat16>(const Matrix& m, int64_t begin, int64_t end, const float* x, float* out) {
-  const c10::BFloat16* xb = rounded_to_bfloat16(x, m.cols);
+// Rows [begin, end) times the input xb, already rounded: the steps round each input once (Rounded, RoundedBatch),
+// not once per claimed chunk, where rounding a 1536-value input for every 16 rows of a down projection cost a
+// seventh of the product's time on one thread.
+void bfloat16_rows(const Matrix& m, int64_t begin, int64_t end, const c10::BFloat16* xb, float* out) {
   auto pairs = [](const c10::BFloat16* p) { return (__m512bh)_mm512_loadu_si512(p); };
   for (int64_t r = begin; r < end; ++r) {
     const c10::BFloat16* w = static_cast<const c10::BFloat16*>(m.data) + r * m.cols;
@@ -221,6 +218,13 @@ void rows<c10::BFloat16>(const Matrix& m, int64_t begin, int64_t end, const floa
     for (; j < m.cols; ++j) sum += as_float(w[j]) * as_float(xb[j]);
     out[r] = m.bias ? sum + m.bias[r] : sum;
   }
+}
+
+template <>
+void rows<c10::BFloat16>(const Matrix& m, int64_t begin, int64_t end, const float* x, float* out) {
+  thread_local std::vector<c10::BFloat16> rounded;
+  round_to_bfloat16(x, m.cols, rounded);
+  bfloat16_rows(m, begin, end, rounded.data(), out);
 }
 #endif
 
@@ -281,14 +285,18 @@ struct Rounded {
   std::vector<int8_t> quads;      // int4 only: per 4 whole blocks, their steps 0-15 then their steps 16-31, in the
                                   // order of the low and then the high nibbles of 64 bytes of an int4 row
   std::vector<float> quad_scales; // per 4 blocks, each block's scale 4 times: the 16 int32 sums of 128 steps
+  std::vector<c10::BFloat16> bfloat16;  // bfloat16 weights only: x rounded to bfloat16
 
   float scale(int64_t block) const { return scales[block / 2 * 16 + block % 2 * 8]; }
 
-  // Rounding only for integer weights; float weights take x as it is.
+  // Rounding for integer weights, and to bfloat16 for bfloat16 weights; float32 weights take x as it is.
   template <typename W>
   void set(const float* values, int64_t n) {
     x = values;
     if constexpr (kInteger<W>) round(n);
+#ifdef __AVX512BF16__
+    if constexpr (std::is_same_v<W, c10::BFloat16>) round_to_bfloat16(values, n, bfloat16);
+#endif
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
     if constexpr (std::is_same_v<W, Int4>) arrange_quads(n / kGroup / 4);  // what integer_rows<Int4> reads
 #endif
@@ -591,6 +599,9 @@ void integer_rows<Int4>(const Matrix& m, int64_t begin, int64_t end, const Round
 template <typename W>
 void product_rows(const Matrix& m, int64_t begin, int64_t end, const Rounded& in, float* out) {
   if constexpr (kInteger<W>) integer_rows<W>(m, begin, end, in, out);
+#ifdef __AVX512BF16__
+  else if constexpr (std::is_same_v<W, c10::BFloat16>) bfloat16_rows(m, begin, end, in.bfloat16.data(), out);
+#endif
   else rows<W>(m, begin, end, in.x, out);
 }
 
@@ -612,6 +623,60 @@ void rope(float* x, int64_t head_dim, const float* cos, const float* sin) {
   }
 }
 
+#ifdef __AVX512F__
+// e^x for 16 values, within 2 ulp of std::exp: x = k ln 2 + r with |r| <= ln 2 / 2, e^r by Cephes' degree-7 expf
+// polynomial, times 2^k by vscalefps, which gives denormals, 0 and inf past float's range without overflowing
+// in between. A NaN stays NaN (vmaxps and vminps return their second operand when either is one).
+inline __m512 exp16(__m512 x) {
+  x = _mm512_min_ps(_mm512_set1_ps(89.f), _mm512_max_ps(_mm512_set1_ps(-104.f), x));  // e^x: inf and 0 beyond
+  __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);  // ln 2 in two parts: k * the first is exact
+  r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(p, k);
+}
+#endif
+
+// v[i] = e^v[i]: 16 at a time where the CPU has AVX-512 (a decoding step takes ~50k of them: SiLU's and the
+// attention's, 3% of a bfloat16 step on one thread through std::exp).
+inline void exp_in_place(float* v, int64_t n) {
+  int64_t i = 0;
+#ifdef __AVX512F__
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(v + i, exp16(_mm512_loadu_ps(v + i)));
+  if (i < n) {
+    __mmask16 tail = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(v + i, tail, exp16(_mm512_maskz_loadu_ps(tail, v + i)));
+    return;
+  }
+#endif
+  for (; i < n; ++i) v[i] = std::exp(v[i]);
+}
+
+// gate[i] = SiLU(gate[i]) * up[i] = gate[i] / (1 + e^-gate[i]) * up[i].
+inline void silu_times(float* gate, const float* up, int64_t n) {
+  int64_t i = 0;
+#ifdef __AVX512F__
+  const __m512 one = _mm512_set1_ps(1.f);
+  auto silu16 = [&](__m512 g, __m512 u) {
+    return _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), g)))), u);
+  };
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(gate + i, silu16(_mm512_loadu_ps(gate + i), _mm512_loadu_ps(up + i)));
+  if (i < n) {
+    __mmask16 tail = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(gate + i, tail, silu16(_mm512_maskz_loadu_ps(tail, gate + i), _mm512_maskz_loadu_ps(tail, up + i)));
+    return;
+  }
+#endif
+  for (; i < n; ++i) gate[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
+}
+
 // One new query head's attention over the cached positions [first, last] of its key/value head, those `allowed`
 // marks where it is given (a batch row's attention mask over the cache: its left padding is 0).
 template <typename C>
@@ -624,8 +689,10 @@ void attend(const float* q, const C* keys, const C* values, int64_t pos_stride, 
     scores[t - first] = allowed && !allowed[t] ? -INFINITY : dot(keys + t * pos_stride, q, head_dim) * scale;
     top = std::max(top, scores[t - first]);
   }
+  for (auto& s : scores) s -= top;
+  exp_in_place(scores.data(), scores.size());  // a hidden position's exp(-inf) is 0
   float total = 0.f;
-  for (auto& s : scores) total += (s = std::exp(s - top));  // a hidden position's exp(-inf) is 0
+  for (float s : scores) total += s;
   std::fill(out, out + head_dim, 0.f);
   for (int64_t t = first; t <= last; ++t) {
     if (allowed && !allowed[t]) continue;
@@ -637,12 +704,12 @@ void attend(const float* q, const C* keys, const C* values, int64_t pos_stride, 
 }
 
 #ifdef __AVX512F__
-// attend for H query heads that share one key/value head (a GQA group), head_dim = 16 * D, with attend's
-// arithmetic (each score through dot, expf, the same order of sums, so the outputs are attend's bit for bit and a
-// batch's rows stay those of their sequences alone): each value is loaded once for the H heads, the H outputs stay
-// in registers over all positions instead of being loaded and stored at each, and the values are prefetched while
-// the scores are made (a batch's caches outgrow the CPU's: 8 rows of SmolLM2 at 64 positions read 22 MB of float32
-// keys and values a step). SmolLM2 int8, 8 rows, positions 40-72, one thread, CPU time: 3.25 -> 2.07 ms a step.
+// attend for H query heads that share one key/value head (a GQA group), head_dim = 16 * D, with attend's arithmetic
+// (each score through dot and exp_in_place, the same order of sums, so the outputs are attend's bit for bit and a
+// batch's rows stay those of their sequences alone): each value is loaded once for the H heads, the H outputs stay in
+// registers over all positions instead of being loaded and stored at each, and the values are prefetched while the
+// scores are made (a batch's caches outgrow the CPU's: 8 rows of SmolLM2 at 64 positions read 22 MB of float32 keys and
+// values a step). SmolLM2 int8, 8 rows, positions 40-72, one thread, CPU time: 3.25 -> 2.07 ms a step.
 template <typename C, int D, int H>
 void attend_heads(const float* q, const C* keys, const C* values, int64_t pos_stride, int64_t first, int64_t last,
                   std::vector<float>& scores, float* out, const uint8_t* allowed) {
@@ -669,8 +736,10 @@ void attend_heads(const float* q, const C* keys, const C* values, int64_t pos_st
   }
   for (int h = 0; h < H; ++h) {
     float* s = scores.data() + h * padded;
+    for (int64_t i = 0; i < count; ++i) s[i] -= top[h];
+    exp_in_place(s, count);
     float total = 0.f;
-    for (int64_t i = 0; i < count; ++i) total += (s[i] = std::exp(s[i] - top[h]));
+    for (int64_t i = 0; i < count; ++i) total += s[i];
     for (int64_t i = 0; i < count; ++i) s[i] /= total;
   }
   __m512 acc[H][D];
@@ -1087,7 +1156,7 @@ void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int6
   team.claim(L.gate.rows, kGateUpChunk<W>, 4, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.gate, begin, end, in, S.gate.data());
     product_rows<W>(L.up, begin, end, in, S.up.data());
-    for (int64_t i = begin; i < end; ++i) S.gate[i] = S.gate[i] / (1.f + std::exp(-S.gate[i])) * S.up[i];
+    silu_times(S.gate.data() + begin, S.up.data() + begin, end - begin);
   });
   team.prefetch_share(L.down);
   team.wait();
@@ -1342,32 +1411,46 @@ inline void four_rows_times_all(const Matrix& m, int64_t row, const float* x, in
 #endif
 
 // Rows [begin, end) of W times n inputs x (n, cols): out[j * out_stride + r]. Four inputs at a time share each
-// widened weight vector; the rows left over take the one-input loops.
+// widened weight vector; the rows left over take the one-input loops. `rounded`: for bfloat16 weights, the n inputs
+// already rounded to bfloat16 (a batch's step rounds them once per product, see bfloat16_rows), else null.
 template <typename W>
-void rows_times(const Matrix& m, int64_t begin, int64_t end, const float* x, int64_t n, float* out, int64_t out_stride) {
+void rows_times(const Matrix& m, int64_t begin, int64_t end, const float* x, int64_t n, float* out, int64_t out_stride,
+                const c10::BFloat16* rounded = nullptr) {
   int64_t r = begin;
-#ifdef __AVX512F__
-  const void* rounded = nullptr;  // bfloat16 weights' inputs, rounded once as rows<c10::BFloat16> rounds one
 #ifdef __AVX512BF16__
-  if constexpr (std::is_same_v<W, c10::BFloat16>) rounded = rounded_to_bfloat16(x, n * m.cols);
+  thread_local std::vector<c10::BFloat16> own_rounding;
+  if (std::is_same_v<W, c10::BFloat16> && !rounded) {
+    round_to_bfloat16(x, n * m.cols, own_rounding);
+    rounded = own_rounding.data();
+  }
 #endif
+  auto one_input = [&](int64_t first, int64_t k) {  // rows [first, end) times input k alone
+#ifdef __AVX512BF16__
+    if constexpr (std::is_same_v<W, c10::BFloat16>) {
+      bfloat16_rows(m, first, end, rounded + k * m.cols, out + k * out_stride);
+      return;
+    }
+#endif
+    rows<W>(m, first, end, x + k * m.cols, out + k * out_stride);
+  };
+#ifdef __AVX512F__
   if (n >= 5) {  // eight inputs at a time, five to seven last, then one to four take the four-row loops below
     int64_t j = 0, left = end;
     for (; n - j >= 5; j += std::min<int64_t>(8, n - j)) {
-      const void* inputs_rounded = rounded ? static_cast<const c10::BFloat16*>(rounded) + j * m.cols : nullptr;
+      const void* inputs_rounded = rounded ? rounded + j * m.cols : nullptr;
       left = two_rows_times_all<W>(m, begin, end, x + j * m.cols, inputs_rounded, std::min<int64_t>(8, n - j),
                                    out + j * out_stride, out_stride);
     }
-    if (left < end)  // one row left over: the one-input loops (which round an input again for bfloat16), for all
-      for (int64_t k = 0; k < j; ++k) rows<W>(m, left, end, x + k * m.cols, out + k * out_stride);
+    if (left < end)  // one row left over: the one-input loops, for all
+      for (int64_t k = 0; k < j; ++k) one_input(left, k);
     if (j == n) return;
     x += j * m.cols, out += j * out_stride, n -= j;
+    if (rounded) rounded += j * m.cols;
   }
 #ifdef __AVX512BF16__
   if constexpr (std::is_same_v<W, c10::BFloat16>) {
-    const c10::BFloat16* xb = rounded_to_bfloat16(x, n * m.cols);
     for (; r + 4 <= end; r += 4) {
-      four_rows_times_bf16_all(m, r, xb, n, out, out_stride);
+      four_rows_times_bf16_all(m, r, rounded, n, out, out_stride);
       if (m.bias)
         for (int64_t k = 0; k < n; ++k)
           for (int64_t q = r; q < r + 4; ++q) out[k * out_stride + q] += m.bias[q];
@@ -1405,7 +1488,7 @@ void rows_times(const Matrix& m, int64_t begin, int64_t end, const float* x, int
   }
 #endif
   if (r < end)
-    for (int64_t j = 0; j < n; ++j) rows<W>(m, r, end, x + j * m.cols, out + j * out_stride);
+    for (int64_t j = 0; j < n; ++j) one_input(r, j);
 }
 
 // Products of several inputs (a batch decoding one token each) with int8 or int4 weights: every block of weights
@@ -1425,6 +1508,7 @@ struct RoundedBatch {
   const Rounded* inputs = nullptr;  // n rounded inputs, as Rounded::set<W> made them
   int64_t n = 0;
   int64_t per_input = 0;            // int8: offsets per input
+  std::vector<c10::BFloat16> bfloat16;  // bfloat16 weights: the n inputs rounded to bfloat16, one after another
   std::vector<int32_t> offsets;     // int8 with AVX-512 VNNI: per input, per 64 steps, -128 x the 16 sums of 4 steps
 
   template <typename W>
@@ -1618,7 +1702,7 @@ template <typename W>
 void batch_rows(const Matrix& m, int64_t begin, int64_t end, const float* x, const RoundedBatch& rounded, int64_t n,
                 float* out) {
   if constexpr (kInteger<W>) integer_rows_times<W>(m, begin, end, rounded, out, m.rows);
-  else rows_times<W>(m, begin, end, x, n, out, m.rows);
+  else rows_times<W>(m, begin, end, x, n, out, m.rows, rounded.bfloat16.empty() ? nullptr : rounded.bfloat16.data());
 }
 
 constexpr int64_t kBatchLoopsPerLayer = 8;  // the claimed loops of batch_layer_step
@@ -1634,11 +1718,14 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
   int64_t row_stride = L.keys.stride(0), head_stride = L.keys.stride(1), pos_stride = L.keys.stride(2);
   C* keys = L.keys.data_ptr<C>();
   C* values = L.values.data_ptr<C>();
-  auto set_inputs = [&](const float* inputs, int64_t cols) {  // integer weights' inputs rounded, by every thread
+  auto set_inputs = [&](const float* inputs, int64_t cols) {  // the inputs rounded as the weights take them, by every thread
     if constexpr (kInteger<W>) {
       for (int64_t j = 0; j < n; ++j) rounded[j].set<W>(inputs + j * cols, cols);
       batch.set<W>(rounded.data(), n);
     }
+#ifdef __AVX512BF16__
+    if constexpr (std::is_same_v<W, c10::BFloat16>) round_to_bfloat16(inputs, n * cols, batch.bfloat16);
+#endif
   };
   auto product = [&](const Matrix& m, const float* inputs, float* out) {
     team.claim(m.rows, kChunk, 4, [&](int64_t begin, int64_t end) { batch_rows<W>(m, begin, end, inputs, batch, n, out); });
@@ -1693,9 +1780,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
   team.claim(inner, kChunk, 4, [&](int64_t begin, int64_t end) {
     batch_rows<W>(L.gate, begin, end, normed.data(), batch, n, S.gate.data());
     batch_rows<W>(L.up, begin, end, normed.data(), batch, n, S.up.data());
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t i = j * inner + begin; i < j * inner + end; ++i)
-        S.gate[i] = S.gate[i] / (1.f + std::exp(-S.gate[i])) * S.up[i];
+    for (int64_t j = 0; j < n; ++j) silu_times(S.gate.data() + j * inner + begin, S.up.data() + j * inner + begin, end - begin);
   });
   team.prefetch_share(L.down);
   team.wait();
@@ -1797,6 +1882,9 @@ at::Tensor matvec(at::Tensor x, at::Tensor weight, c10::optional<at::Tensor> sca
       return in_team(1, [&](Team& team) { team.product<W>(m, inputs[0], yd); });
     RoundedBatch batch;
     if constexpr (kInteger<W>) batch.set<W>(inputs.data(), n);
+#ifdef __AVX512BF16__
+    if constexpr (std::is_same_v<W, c10::BFloat16>) round_to_bfloat16(xd, n * m.cols, batch.bfloat16);
+#endif
     constexpr int64_t block = 64;  // rows: at most 64 x 4 KB of float32 weights, well inside the L2 cache
     at::parallel_for(0, (m.rows + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
@@ -1804,7 +1892,7 @@ at::Tensor matvec(at::Tensor x, at::Tensor weight, c10::optional<at::Tensor> sca
         if constexpr (kInteger<W>) {
           integer_rows_times<W>(m, first, last, batch, yd, m.rows);
         } else {
-          rows_times<W>(m, first, last, xd, n, yd, m.rows);
+          rows_times<W>(m, first, last, xd, n, yd, m.rows, batch.bfloat16.empty() ? nullptr : batch.bfloat16.data());
         }
       }
     });
