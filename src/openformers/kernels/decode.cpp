@@ -1111,20 +1111,13 @@ struct Layer {
   at::Tensor keys, values;
 };
 
-constexpr int64_t kLoopsPerLayer = 7;  // the claimed loops of layer_step
+constexpr int64_t kLoopsPerLayer = 8;  // the claimed loops of layer_step
 
-// Rows per claim of gate and up together: each claim reads its gate rows, then its up rows, so every claim
-// switches between two memory streams, which the hardware prefetchers then pick up again. Four chunks (64 rows,
-// 74-147 KB of int8 or bfloat16 SmolLM2 weights) where one switched every 16 rows: SmolLM2 decode_step on one
-// thread, CPU time, weights from memory, interleaved, load 2-6: bfloat16 8.5-9.4 -> 8.3-8.9 ms, int8 6.2-6.6 ->
-// 5.8-6.2 ms (4 rounds), float32 13.4-13.8 -> 12.7-13.1 ms (2 rounds). int4 keeps one chunk: its fastest step
-// of each of 4 rounds was 3.7-4.1 ms against 3.9-4.3 with four (why is not known).
-template <typename W>
-constexpr int64_t kGateUpChunk = std::is_same_v<W, Int4> ? kChunk : 4 * kChunk;
-
+// `normed` and `activated`: buffers of the calling thread's, the inputs of the products that it makes itself.
 template <typename W, typename C>
 void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int64_t pos, int64_t window,
-                const float* cos, const float* sin, std::vector<float>& normed, Rounded& in, std::vector<float>& scores) {
+                const float* cos, const float* sin, std::vector<float>& normed, std::vector<float>& activated,
+                Rounded& in, std::vector<float>& scores) {
   int64_t hidden = L.o.rows, n_kv = L.keys.size(1), head_dim = L.keys.size(3), n_head = L.q.rows / head_dim;
   int64_t head_stride = L.keys.stride(1), pos_stride = L.keys.stride(2);
   C* keys = L.keys.data_ptr<C>();
@@ -1174,16 +1167,20 @@ void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int6
   team.prefetch_share(L.up);
   team.wait();
 
+  // Gate and up are claimed apart, with no barrier between, so that each thread's share of each is one stream
+  // front to back. Claimed together, every chunk switched between the two matrices' streams, which the hardware
+  // prefetchers then took up again: SmolLM2 bfloat16 on one thread, the two products of 30 layers in 3.9-4.4 ms a
+  // token against 3.4-3.6 apart. Every thread then makes SiLU(gate) * up whole for itself, as it norms the input
+  // of a layer (a few hundred nanoseconds).
   rms_norm(x, L.mlp_norm, eps, normed.data(), hidden);
   in.set<W>(normed.data(), hidden);
-  team.claim(L.gate.rows, kGateUpChunk<W>, 4, [&](int64_t begin, int64_t end) {
-    product_rows<W>(L.gate, begin, end, in, S.gate.data());
-    product_rows<W>(L.up, begin, end, in, S.up.data());
-    silu_times(S.gate.data() + begin, S.up.data() + begin, end - begin);
-  });
+  team.product<W>(L.gate, in, S.gate.data());
+  team.product<W>(L.up, in, S.up.data());
   team.prefetch_share(L.down);
   team.wait();
-  in.set<W>(S.gate.data(), L.down.cols);  // SiLU(gate) * up, in place of gate
+  std::copy(S.gate.begin(), S.gate.end(), activated.begin());
+  silu_times(activated.data(), S.up.data(), L.down.cols);
+  in.set<W>(activated.data(), L.down.cols);
   team.claim(hidden, kChunk, 4, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.down, begin, end, in, S.out.data());
     for (int64_t i = begin; i < end; ++i) x[i] += S.out[i];
@@ -1279,11 +1276,12 @@ at::Tensor decode_step(at::Tensor x, at::TensorList norms, at::TensorList weight
   auto run = [&](auto weight_tag) {
     using W = decltype(weight_tag);
     in_team(kLoopsPerLayer * n_layers + (with_head ? 2 : 0), [&](Team& team) {  // the head: a copy, a product
-      std::vector<float> normed(first.o.rows), scores;
+      std::vector<float> normed(first.o.rows), activated(first.gate.rows), scores;
       Rounded in;
       for (size_t l = 0; l < n_layers; ++l) {
-        if (bf16_cache) layer_step<W, c10::BFloat16>(team, xd, layers[l], S, epsf, pos, window, c, s, normed, in, scores);
-        else layer_step<W, float>(team, xd, layers[l], S, epsf, pos, window, c, s, normed, in, scores);
+        if (bf16_cache)
+          layer_step<W, c10::BFloat16>(team, xd, layers[l], S, epsf, pos, window, c, s, normed, activated, in, scores);
+        else layer_step<W, float>(team, xd, layers[l], S, epsf, pos, window, c, s, normed, activated, in, scores);
         if (l + 1 < n_layers) {
           team.prefetch_share(layers[l + 1].k, layers[l + 1].keys.size(3));  // claimed a head at a time
           team.prefetch_share(layers[l + 1].v);
