@@ -71,7 +71,8 @@ class EosTokenCriteria(StoppingCriteria):
         self.eos_token_id = eos_token_id
 
     def __call__(self, input_ids: torch.Tensor, scores=None, new_token_length: int = 1, **kwargs) -> torch.Tensor:
-        self.eos_token_id = self.eos_token_id.to(input_ids.device)
+        if self.eos_token_id.device != input_ids.device:  # a move, even to where they are, costs a step some microseconds
+            self.eos_token_id = self.eos_token_id.to(input_ids.device)
         return torch.isin(input_ids[:, -new_token_length:], self.eos_token_id).any(dim=-1)
 
 

@@ -233,7 +233,7 @@ class DecodeStep:
             cos, sin = rotary.cos[positions], rotary.sin[positions]
             if one_sequence:
                 cos, sin = cos[0], sin[0]
-        x = decoder.embed_tokens(input_ids).reshape(rows, -1).float().contiguous()
+        x = decoder.embed_tokens(input_ids).float().contiguous()  # (rows, 1, C): the hidden state's shape
         reserved = [cache.reserve(i, 1) for i in range(len(decoder.layers))]
         norms, weights, scales, biases = tensors
         layers = (norms, weights, scales, [b.float() for b in biases], [keys for keys, _, _ in reserved],
@@ -249,10 +249,10 @@ class DecodeStep:
             logits = logits if fused else None
         else:  # decode_batch: each row's rotary angles at its own position, its mask over the cache
             mask = attention_mask.to(torch.uint8) if padding else torch.empty(0, dtype=torch.uint8)
-            torch.ops.openformers.decode_batch(x, *layers, cos, sin, mask, eps, decoder.norm.weight)
+            torch.ops.openformers.decode_batch(x.view(rows, -1), *layers, cos, sin, mask, eps, decoder.norm.weight)
         if getattr(_following, "caller", None) is not None:
             _follow_team()
-        hidden = x.to(decoder.embed_tokens.weight.dtype).view(rows, 1, -1)
+        hidden = x.to(decoder.embed_tokens.weight.dtype)
         if head is not None:
             head.offer(hidden, logits)
         return hidden
