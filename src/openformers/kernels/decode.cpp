@@ -2405,8 +2405,8 @@ at::Tensor dropout_backward(const at::Tensor& grad, const at::Tensor& kept, doub
 // are a small product: q's elements broadcast against the block's keys transposed (16 keys to a vector), then the
 // probabilities broadcast against each key's values, in float32, or for bfloat16 with vdpbf16ps (two products a
 // lane). A 512-token SmolLM2 prompt (9 query heads on 3 key/value heads of 64), one layer, one thread, CPU time
-// on Zen 4: torch's CPU flash attention 8.1 ms bfloat16 (37 GFLOP/s), 7.5 float32; here 2.7 (114 GFLOP/s) and
-// 4.6 (66 GFLOP/s; one 512-bit FMA a cycle is its bound, 96 GFLOP/s in torch's float32 matmul). Blocks of 16 keys
+// on Zen 4: torch's CPU flash attention 8.1 ms bfloat16 (37 GFLOP/s), 7.5 float32; here 2.3 (130 GFLOP/s) and
+// 4.4 (69 GFLOP/s; one 512-bit FMA a cycle is its bound, 96 GFLOP/s in torch's float32 matmul). Blocks of 16 keys
 // instead of 64 were as fast in float32 and 9% slower for head_dim 128; widening bfloat16 to float32 (no
 // vdpbf16ps) ran at 70 GFLOP/s.
 constexpr int64_t kPromptRows = 32;  // query positions per task
@@ -2418,26 +2418,59 @@ struct PromptTask {
 };
 
 // One task's state: its queries scaled (row r = head r / rows, position r % rows), its running max, sum and
-// unnormalized outputs, the key block transposed (head_dim x 16) and one block's probabilities per row.
+// unnormalized outputs and one block's probabilities per row; the bfloat16 path's queries as given and
+// probabilities rounded to bfloat16; and where the current key block lies in its packed layouts (PromptBlocks).
 struct PromptScratch {
-  std::vector<float> q, out, top, total, keys, p;
-  // The bfloat16 path's: queries as given, the block's keys as (2 elements, 64 keys) pairs, its values as
-  // (2 keys, head_dim) pairs, and the probabilities rounded to bfloat16.
-  std::vector<uint16_t> q_pairs, value_pairs, p_pairs;
-  std::vector<uint32_t> key_pairs;
+  std::vector<float> q, out, top, total, p;
+  std::vector<uint16_t> q_pairs, p_pairs;
+  const float* keys = nullptr;
+  const uint32_t* key_pairs = nullptr;
+  const uint16_t* value_pairs = nullptr;
   void size_for(int64_t rows, int64_t head_dim) {
     q.resize(rows * head_dim);
     q_pairs.resize(rows * head_dim);
-    key_pairs.resize(head_dim / 2 * kKeyBlock);
-    value_pairs.resize(kKeyBlock * head_dim);
     p_pairs.resize(rows * kKeyBlock);
     out.assign(rows * head_dim, 0.f);
     top.assign(rows, -INFINITY);
     total.assign(rows, 0.f);
-    keys.resize(head_dim * kKeyBlock);
     p.resize(rows * kKeyBlock);
   }
 };
+
+// Every key block of every (batch row, key/value head), packed once before the tasks, which read each block as many
+// times as there are tasks at or after it (8 on average at 512 positions: packing in each task cost 12% of the
+// bfloat16 kernel's time, 5-8% of float32's). float32: the keys transposed, (head_dim, 64 keys); bfloat16: the keys as pairs of
+// elements, (head_dim / 2, 64 keys) of 2 each, and the values as pairs of keys, (32, head_dim) of 2 each, the
+// operands of vdpbf16ps. A block past the last key is zeros.
+struct PromptBlocks {
+  std::vector<float> keys;
+  std::vector<uint32_t> key_pairs;
+  std::vector<uint16_t> value_pairs;
+  int64_t per_head;  // blocks per (batch row, key/value head)
+};
+
+template <typename C>
+void pack_key_block(PromptBlocks& packed, int64_t index, bool pairs, const C* keys, const C* values,
+                    int64_t k_pos_stride, int64_t v_pos_stride, int64_t count, int64_t hd) {
+  if (pairs) {
+    uint32_t* key_pairs = packed.key_pairs.data() + index * hd / 2 * kKeyBlock;
+    uint16_t* value_pairs = packed.value_pairs.data() + index * kKeyBlock * hd;
+    const uint16_t* k = reinterpret_cast<const uint16_t*>(keys);
+    const uint16_t* v = reinterpret_cast<const uint16_t*>(values);
+    for (int64_t j = 0; j < kKeyBlock; ++j) {
+      for (int64_t d = 0; d < hd / 2; ++d) {
+        uint32_t key_pair = 0;
+        if (j < count) std::memcpy(&key_pair, k + j * k_pos_stride + 2 * d, sizeof key_pair);
+        key_pairs[d * kKeyBlock + j] = key_pair;
+      }
+      for (int64_t d = 0; d < hd; ++d) value_pairs[((j / 2) * hd + d) * 2 + j % 2] = j < count ? v[j * v_pos_stride + d] : 0;
+    }
+  } else {
+    float* transposed = packed.keys.data() + index * hd * kKeyBlock;
+    for (int64_t j = 0; j < kKeyBlock; ++j)
+      for (int64_t d = 0; d < hd; ++d) transposed[d * kKeyBlock + j] = j < count ? as_float(keys[j * k_pos_stride + d]) : 0.f;
+  }
+}
 
 // Rows [r, r + N) of the task against the first 16 * K keys of the key block (transposed in s.keys), where row i
 // may see `visible[i]` of them (1 to 16 * K; rows that see none are not passed): scores, the online softmax's
@@ -2452,7 +2485,7 @@ inline void prompt_rows(PromptScratch& s, int64_t r, const int64_t* visible, con
   const float* q = s.q.data() + r * head_dim;
   for (int64_t d = 0; d < head_dim; ++d) {
     __m512 k[K];
-    for (int c = 0; c < K; ++c) k[c] = _mm512_loadu_ps(s.keys.data() + d * kKeyBlock + 16 * c);
+    for (int c = 0; c < K; ++c) k[c] = _mm512_loadu_ps(s.keys + d * kKeyBlock + 16 * c);
     for (int i = 0; i < N; ++i) {
       __m512 qd = _mm512_set1_ps(q[i * head_dim + d]);
       for (int c = 0; c < K; ++c) score[i][c] = _mm512_fmadd_ps(qd, k[c], score[i][c]);
@@ -2469,7 +2502,8 @@ inline void prompt_rows(PromptScratch& s, int64_t r, const int64_t* visible, con
       top = _mm512_mask_max_ps(top, kept[c], top, score[i][c]);
     }
     float row_top = _mm512_reduce_max_ps(top);
-    alpha[i] = std::exp(s.top[r + i] - row_top);  // 0 at the first block (-inf), 1 while the max holds
+    // 0 at the first block (-inf), 1 while the max holds (most blocks past the first few: no exp to take)
+    alpha[i] = row_top == s.top[r + i] ? 1.f : std::exp(s.top[r + i] - row_top);
     __m512 sum = _mm512_setzero_ps();
     for (int c = 0; c < K; ++c) {
       __m512 p = _mm512_maskz_mov_ps(kept[c], exp16(_mm512_sub_ps(score[i][c], _mm512_set1_ps(row_top))));
@@ -2522,7 +2556,7 @@ inline void prompt_rows_bf16(PromptScratch& s, int64_t r, const int64_t* visible
   const uint32_t* q = reinterpret_cast<const uint32_t*>(s.q_pairs.data() + r * head_dim);
   for (int64_t d = 0; d < head_dim / 2; ++d) {
     __m512bh k[K];
-    for (int c = 0; c < K; ++c) k[c] = (__m512bh)_mm512_loadu_si512(s.key_pairs.data() + d * kKeyBlock + 16 * c);
+    for (int c = 0; c < K; ++c) k[c] = (__m512bh)_mm512_loadu_si512(s.key_pairs + d * kKeyBlock + 16 * c);
     for (int i = 0; i < N; ++i) {
       __m512bh qd = (__m512bh)_mm512_set1_epi32(q[i * head_dim / 2 + d]);
       for (int c = 0; c < K; ++c) score[i][c] = _mm512_dpbf16_ps(score[i][c], qd, k[c]);
@@ -2540,7 +2574,7 @@ inline void prompt_rows_bf16(PromptScratch& s, int64_t r, const int64_t* visible
       top = _mm512_mask_max_ps(top, kept[c], top, score[i][c]);
     }
     float row_top = _mm512_reduce_max_ps(top);
-    alpha[i] = std::exp(s.top[r + i] - row_top);
+    alpha[i] = row_top == s.top[r + i] ? 1.f : std::exp(s.top[r + i] - row_top);
     __m512 sum = _mm512_setzero_ps(), p[K + 1];
     for (int c = 0; c < K; ++c) {
       p[c] = _mm512_maskz_mov_ps(kept[c], exp16(_mm512_sub_ps(score[i][c], _mm512_set1_ps(row_top))));
@@ -2560,7 +2594,7 @@ inline void prompt_rows_bf16(PromptScratch& s, int64_t r, const int64_t* visible
   const uint32_t* p = reinterpret_cast<const uint32_t*>(s.p_pairs.data());
   for (int64_t j = 0; j < (seen + 1) / 2; ++j) {  // an odd last key's pair has a probability of 0
     __m512bh v[D];
-    for (int d = 0; d < D; ++d) v[d] = (__m512bh)_mm512_loadu_si512(s.value_pairs.data() + (j * head_dim + 16 * d) * 2);
+    for (int d = 0; d < D; ++d) v[d] = (__m512bh)_mm512_loadu_si512(s.value_pairs + (j * head_dim + 16 * d) * 2);
     for (int i = 0; i < N; ++i) {
       __m512bh pj = (__m512bh)_mm512_set1_epi32(p[i * kKeyBlock / 2 + j]);
       for (int d = 0; d < D; ++d) acc[i][d] = _mm512_dpbf16_ps(acc[i][d], pj, v[d]);
@@ -2605,17 +2639,24 @@ void prompt_row(PromptScratch& s, int64_t r, int64_t head_dim, int64_t visible, 
   }
 }
 
-// One task: positions [t0, t0 + rows) of the `group` query heads at q (head_stride apart) over their key/value head.
+// Whether bfloat16 takes prompt_rows_bf16.
+template <typename C>
+bool prompt_pairs(int64_t head_dim) {
+#ifdef __AVX512BF16__
+  if constexpr (std::is_same_v<C, c10::BFloat16>) return head_dim == 64 || head_dim == 128;
+#endif
+  return false;
+}
+
+// One task: positions [t0, t0 + rows) of the `group` query heads at q (head_stride apart) over their key/value head,
+// whose key blocks are packed from `block` on.
 template <typename C>
 void prompt_task(const PromptTask& task, PromptScratch& s, const C* q, int64_t q_head_stride, int64_t q_pos_stride,
-                 const C* keys, const C* values, int64_t k_pos_stride, int64_t v_pos_stride, int64_t offset,
+                 const PromptBlocks& packed, int64_t block, const C* values, int64_t v_pos_stride, int64_t offset,
                  int64_t t0, C* out, int64_t out_head_stride, int64_t out_pos_stride) {
   const int64_t hd = task.head_dim, rows = task.rows, all = task.group * rows;
   s.size_for(all, hd);
-  bool pairs = false;  // whether bfloat16 takes prompt_rows_bf16
-#ifdef __AVX512BF16__
-  if constexpr (std::is_same_v<C, c10::BFloat16>) pairs = hd == 64 || hd == 128;
-#endif
+  const bool pairs = prompt_pairs<C>(hd);
   for (int64_t r = 0; r < all; ++r) {
     const C* from = q + (r / rows) * q_head_stride + (t0 + r % rows) * q_pos_stride;
     if (pairs)
@@ -2626,23 +2667,12 @@ void prompt_task(const PromptTask& task, PromptScratch& s, const C* q, int64_t q
   const int64_t last = offset + t0 + rows - 1;  // the last key the task's last position sees
   int64_t visible[kPromptRows];
   for (int64_t first = 0; first <= last; first += kKeyBlock) {
-    int64_t count = std::min(kKeyBlock, last + 1 - first);
+    int64_t count = std::min(kKeyBlock, last + 1 - first), index = block + first / kKeyBlock;
     if (pairs) {
-      const uint16_t* k = reinterpret_cast<const uint16_t*>(keys + first * k_pos_stride);
-      const uint16_t* v = reinterpret_cast<const uint16_t*>(values + first * v_pos_stride);
-      for (int64_t j = 0; j < kKeyBlock; ++j) {
-        uint32_t key_pair;
-        for (int64_t d = 0; d < hd / 2; ++d) {
-          key_pair = 0;
-          if (j < count) std::memcpy(&key_pair, k + j * k_pos_stride + 2 * d, sizeof key_pair);
-          s.key_pairs[d * kKeyBlock + j] = key_pair;
-        }
-        for (int64_t d = 0; d < hd; ++d) s.value_pairs[((j / 2) * hd + d) * 2 + j % 2] = j < count ? v[j * v_pos_stride + d] : 0;
-      }
+      s.key_pairs = packed.key_pairs.data() + index * hd / 2 * kKeyBlock;
+      s.value_pairs = packed.value_pairs.data() + index * kKeyBlock * hd;
     } else {
-      for (int64_t j = 0; j < kKeyBlock; ++j)
-        for (int64_t d = 0; d < hd; ++d)
-          s.keys[d * kKeyBlock + j] = j < count ? as_float(keys[(first + j) * k_pos_stride + d]) : 0.f;
+      s.keys = packed.keys.data() + index * hd * kKeyBlock;
     }
     // Row i's position sees keys up to offset + t0 + i: all of a block behind its diagonal, part of one on it.
     for (int64_t i = 0; i < rows; ++i) visible[i] = std::clamp<int64_t>(offset + t0 + i - first + 1, 0, count);
@@ -2710,6 +2740,26 @@ at::Tensor prompt_attention(const at::Tensor& q, const at::Tensor& k, const at::
   if (out.numel() == 0) return out.transpose(1, 2);
   const int64_t group = heads / kv_heads, blocks = (T + kPromptRows - 1) / kPromptRows;
   auto run = [&](auto* qd, auto* kd, auto* vd, auto* od) {
+    using C = std::remove_const_t<std::remove_pointer_t<decltype(qd)>>;
+    const bool pairs = prompt_pairs<C>(hd);
+    PromptBlocks packed;
+    packed.per_head = (S + kKeyBlock - 1) / kKeyBlock;
+    const int64_t all_blocks = B * kv_heads * packed.per_head;
+    if (pairs) {
+      packed.key_pairs.resize(all_blocks * hd / 2 * kKeyBlock);
+      packed.value_pairs.resize(all_blocks * kKeyBlock * hd);
+    } else {
+      packed.keys.resize(all_blocks * hd * kKeyBlock);
+    }
+    at::parallel_for(0, all_blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t index = begin; index < end; ++index) {
+        int64_t pair = index / packed.per_head, first = index % packed.per_head * kKeyBlock;
+        int64_t b = pair / kv_heads, kv = pair % kv_heads;
+        pack_key_block(packed, index, pairs, kd + b * k.stride(0) + kv * k.stride(1) + first * k.stride(2),
+                       vd + b * v.stride(0) + kv * v.stride(1) + first * v.stride(2), k.stride(2), v.stride(2),
+                       std::min(kKeyBlock, S - first), hd);
+      }
+    });
     // Tasks ordered so that any contiguous range mixes long ones (late positions) with short ones: at::parallel_for
     // gives each thread one contiguous range.
     at::parallel_for(0, B * kv_heads * blocks, 1, [&](int64_t begin, int64_t end) {
@@ -2720,8 +2770,7 @@ at::Tensor prompt_attention(const at::Tensor& q, const at::Tensor& k, const at::
         int64_t b = pair / kv_heads, kv = pair % kv_heads, t0 = block * kPromptRows;
         PromptTask task{hd, std::min(kPromptRows, T - t0), group, static_cast<float>(scale)};
         prompt_task(task, scratch, qd + b * q.stride(0) + kv * group * q.stride(1), q.stride(1), q.stride(2),
-                    kd + b * k.stride(0) + kv * k.stride(1), vd + b * v.stride(0) + kv * v.stride(1), k.stride(2),
-                    v.stride(2), S - T, t0, od + (b * T * heads + kv * group) * hd, hd, heads * hd);
+                    packed, pair * packed.per_head, vd + b * v.stride(0) + kv * v.stride(1), v.stride(2), S - T, t0, od + (b * T * heads + kv * group) * hd, hd, heads * hd);
       }
     });
   };
