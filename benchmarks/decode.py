@@ -4,11 +4,15 @@ Each engine (a library at one precision) runs in its own subprocess, so none war
 order that alternates over the rounds; the best round of each is compared. Per engine: batch-1 greedy decode
 tokens/s over `--new-tokens` tokens (EOS ignored, so every engine makes the same number); prefill tokens/s on
 a 512-token prompt; batched decode, total new tokens/s of 8 and of 32 sequences; load time (the PyTorch
-libraries only). The memory bandwidth is measured in the same run (summing a 1 GB tensor): batch-1 decoding
-reads every weight once per token, so bandwidth / bytes per token is its limit, and each engine's fraction of
-that limit is printed; and, since this VM's bandwidth swings by 2x within seconds, each engine's fraction
-of the bandwidth read just before and after its own decode (BandwidthProbe). The load average before each engine's run is printed too: the figures of a loaded
-machine are lower, and only their ratios within one run mean anything.
+libraries only). openformers' weights are moved onto 2 MB pages before its timed calls (`kernels.place_weights`,
+timed apart and printed: up to ~5 s a GB on this VM, whose host backs each fresh huge page anew), where its first
+decoding steps would move them a part at a time: the timed tokens of a float32 model then paid for the rest of
+the moving and read what was left from 4 KB pages (28 and 11 tok/s against 56 and 75 placed first, one loaded
+run each). The memory bandwidth is measured in the same run (summing a 1 GB tensor): batch-1 decoding reads every
+weight once per token, so bandwidth / bytes per token is its limit, and each engine's fraction of that limit is
+printed; and, since this VM's bandwidth swings by 2x within seconds, each engine's fraction of the bandwidth read
+just before and after its own decode (BandwidthProbe). The load average before each engine's run is printed too:
+the figures of a loaded machine are lower, and only their ratios within one run mean anything.
 
 Engines: openformers at float32, bfloat16, int8 and int4 (`quantization=...`: greedy `generate`, greedy
 `generate` calls over 8 or 32 left-padded prompts timed without their prompt's forward pass, one forward for the
@@ -108,6 +112,11 @@ def run_torch_engine(library: str, precision: str, new_tokens: int, decode_only:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype, **options)
     loaded = time.perf_counter()
+    if library == "openformers":  # the steady speed: weights on 2 MB pages before the timed decode, not during it
+        from openformers import kernels
+
+        kernels.place_weights(model)
+    placed = time.perf_counter()
 
     input_ids = tokenizer.encode(PROMPT, return_tensors="pt")
     options = dict(do_sample=False, attention_mask=torch.ones_like(input_ids), pad_token_id=tokenizer.eos_token_id)
@@ -123,6 +132,7 @@ def run_torch_engine(library: str, precision: str, new_tokens: int, decode_only:
         "bandwidth": (before + after) / 2,
         "import_s": imported - started,
         "load_s": loaded - imported,
+        "place_s": placed - loaded,
         "decode": (len(clock.times) - 1) / (clock.times[-1] - clock.times[0]),  # the first comes from the prefill
         "bytes_per_token": weight_bytes_per_token(model),
         "threads": torch.get_num_threads(),
@@ -374,6 +384,8 @@ def main() -> None:
                          f"batch 32 {figures['batch32']:6.1f}")
             if figures["load_s"] is not None:
                 line += f", load {figures['load_s']:5.2f} s"
+            if figures.get("place_s"):
+                line += f" + {figures['place_s']:4.2f} s placing weights"
             line += f" ({figures['threads']} threads, load average {figures['load_average']:.1f})"
             if engine in contended:
                 busy = measure(engine, args, peer, contended=True)

@@ -140,3 +140,26 @@ def test_placing_spends_its_allowance_at_the_first_step_then_a_share_of_the_time
     assert len({t.untyped_storage().data_ptr() for t in tensors}) == 4
     assert all(huge_bytes_at(t.data_ptr()) >= library.HUGE_PAGE for t in tensors)
     assert not placement()
+
+
+@needs_huge_pages
+def test_place_weights_moves_them_all_at_once_and_the_steps_then_move_nothing(monkeypatch):
+    model = tiny_model(tie_word_embeddings=True)
+    ids = torch.tensor([[3, 14, 15, 92, 65]])
+    with torch.inference_mode():
+        expected_tokens = model.generate(ids, max_new_tokens=4, do_sample=False)
+    monkeypatch.setattr(RecordedPlacement, "made", [])
+    monkeypatch.setattr(library, "HugePagePlacement", RecordedPlacement)
+    assert not kernels.place_weights(model)  # not accelerated: nothing of the step's to move
+    accelerated(model)
+    addresses = [model.model.layers[0].mlp.down_proj.weight.data_ptr(), model.lm_head.weight.data_ptr()]
+    assert kernels.place_weights(model)
+    [placement] = RecordedPlacement.made
+    assert placement.calls == 0 and not placement.pending  # placed whole, outside any step's budget
+    moved = [model.model.layers[0].mlp.down_proj.weight.data_ptr(), model.lm_head.weight.data_ptr()]
+    assert all(now != before for now, before in zip(moved, addresses))
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert not kernels.place_weights(model)  # done once
+    with torch.inference_mode():
+        assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False), expected_tokens)
+    assert placement.calls == 0 and len(RecordedPlacement.made) == 1

@@ -31,8 +31,8 @@ from .library import build, loaded
 from .linear import KERNEL_ROWS, QUANTIZATIONS, Linear, check_quantization, quantize
 from .llama import threads_following_team
 
-__all__ = ["KERNEL_ROWS", "QUANTIZATIONS", "Linear", "accelerate", "build", "check_quantization", "loaded", "quantize",
-           "threads_following_team"]
+__all__ = ["KERNEL_ROWS", "QUANTIZATIONS", "Linear", "accelerate", "build", "check_quantization", "loaded",
+           "place_weights", "quantize", "threads_following_team"]
 
 
 def accelerate(model: nn.Module) -> bool:
@@ -45,26 +45,51 @@ def accelerate(model: nn.Module) -> bool:
     if not (eligible or packed) or not library.build():
         return False
     if eligible:
-        llama.install(model, before_step=_weight_placement(weakref.ref(model)))
+        llama.install(model, before_step=_WeightPlacement(weakref.ref(model)))
     return eligible
 
 
-def _weight_placement(model_reference: weakref.ref):
+def place_weights(model: nn.Module) -> bool:
+    """Move the weights `model`'s decoding steps read onto 2 MB pages now, all of them, where its first steps would
+    otherwise move them a part at a time (see library.HugePagePlacement): for a server before its first request,
+    or a benchmark of the steady decoding speed. A float32 SmolLM2 takes ~2.5 s here, of which the first step
+    spends ~2 s and the next ones 20% of their time until done. Returns whether any were left to move."""
+    step = getattr(llama.decoder_of(model), "accelerated_step", None)
+    placement = step.before_step if step is not None else None
+    if not isinstance(placement, _WeightPlacement):
+        return False
+    moved = placement.finish()
+    step.before_step = None
+    return moved
+
+
+class _WeightPlacement:
     """What runs before each decoding step until it returns False: moves a part of the weights each step reads
     whole onto 2 MB pages (see library.HugePagePlacement), gathered at the first step, once the model is final."""
-    placement = None
 
-    def place() -> bool:
-        nonlocal placement
-        if placement is None:
-            model = model_reference()
+    def __init__(self, model_reference: weakref.ref):
+        self.model_reference = model_reference
+        self.placement: library.HugePagePlacement | None = None
+
+    def __call__(self) -> bool:
+        return self._gathered() is not None and self.placement()
+
+    def finish(self) -> bool:
+        """Moves whatever is left now; returns whether anything was."""
+        placement = self._gathered()
+        if placement is None or not placement.pending:
+            return False
+        placement.place()
+        return True
+
+    def _gathered(self) -> "library.HugePagePlacement | None":
+        if self.placement is None:
+            model = self.model_reference()
             if model is None:
-                return False
-            placement = library.HugePagePlacement([t for m in model.modules() if isinstance(m, Linear)
-                                                   for t in (m.weight, m.scale) if t is not None])
-        return placement()
-
-    return place
+                return None
+            self.placement = library.HugePagePlacement([t for m in model.modules() if isinstance(m, Linear)
+                                                        for t in (m.weight, m.scale) if t is not None])
+        return self.placement
 
 
 def _on_the_cpu(model: nn.Module) -> bool:
