@@ -2400,15 +2400,16 @@ at::Tensor dropout_backward(const at::Tensor& grad, const at::Tensor& kept, doub
 //
 // q (B, nh, T, hs) over k, v (B, n_kv, S, hs), S >= T: query t is position S - T + t and sees keys 0 .. S - T + t.
 // Flash-style: each task takes kPromptRows query positions of one batch row for all the query heads sharing one
-// key/value head, and walks the keys in blocks of 16 up to its last row's diagonal with an online softmax, so the
-// key block is read once for the group's heads and the scores never leave the L1 cache. Within a block the scores
-// are a small product: q's elements broadcast against the block's keys transposed (16 keys to a vector), then the
-// probabilities broadcast against each key's values, in float32, or for bfloat16 with vdpbf16ps (two products a
+// key/value head, and walks the keys in blocks of kKeyBlock up to its last row's diagonal with an online softmax,
+// so the key block is read once for the group's heads and the scores never leave the L1 cache. Within a block the
+// scores are a small product: q's elements broadcast against the block's keys transposed (16 keys to a vector), then
+// the probabilities broadcast against each key's values, in float32, or for bfloat16 with vdpbf16ps (two products a
 // lane). A 512-token SmolLM2 prompt (9 query heads on 3 key/value heads of 64), one layer, one thread, CPU time
 // on Zen 4: torch's CPU flash attention 8.1 ms bfloat16 (37 GFLOP/s), 7.5 float32; here 2.3 (130 GFLOP/s) and
-// 4.4 (69 GFLOP/s; one 512-bit FMA a cycle is its bound, 96 GFLOP/s in torch's float32 matmul). Blocks of 16 keys
-// instead of 64 were as fast in float32 and 9% slower for head_dim 128; widening bfloat16 to float32 (no
-// vdpbf16ps) ran at 70 GFLOP/s.
+// 3.8 (80 GFLOP/s, six rows at a time; one 512-bit FMA a cycle is its bound, 96 GFLOP/s in torch's float32
+// matmul). What did not pay: blocks of 16 keys (as fast in float32, 9% slower for head_dim 128), widening bfloat16
+// to float32 instead of vdpbf16ps (70 GFLOP/s), six rows at a time for bfloat16 (2.31-2.34 ms against 2.28-2.33),
+// 64 positions a task (float32 head_dim 128: 28.4-28.9 -> 34.3-34.9 ms, bfloat16 no change).
 constexpr int64_t kPromptRows = 32;  // query positions per task
 constexpr int64_t kKeyBlock = 64;  // keys per block, 4 vectors
 
@@ -2701,7 +2702,8 @@ void prompt_task(const PromptTask& task, PromptScratch& s, const C* q, int64_t q
         }
       }
 #endif
-      if (hd == 64) {
+      if (hd == 64) {  // six rows: float32 4.3-4.4 -> 3.8 ms a SmolLM2 layer, as above
+        run(integral_constant<int, 4>{}, integral_constant<int, 6>{});
         run(integral_constant<int, 4>{}, integral_constant<int, 4>{});
         run(integral_constant<int, 4>{}, integral_constant<int, 1>{});
       } else if (hd == 128) {
