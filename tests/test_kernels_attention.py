@@ -61,7 +61,7 @@ def test_prompt_attention_names_the_bad_argument():
         torch.ops.openformers.prompt_attention(q, torch.randn(1, 1, 4, 64).double(), torch.randn(1, 1, 4, 64), 0.125)
 
 
-@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
+@pytest.mark.parametrize("dtype, tolerance", [(torch.bfloat16, 5e-2)])
 def test_a_prompts_logits_match_sdpas(dtype, tolerance, monkeypatch):
     torch.manual_seed(0)
     config = LlamaConfig.from_dict(dict(vocab_size=96, hidden_size=384, intermediate_size=96, num_hidden_layers=2,
@@ -79,16 +79,16 @@ def test_a_prompts_logits_match_sdpas(dtype, tolerance, monkeypatch):
     torch.testing.assert_close(fast.float(), plain.float(), atol=tolerance, rtol=tolerance)
 
 
-def test_gradients_masks_and_dropout_take_sdpa(monkeypatch):
+def test_gradients_masks_dropout_and_float32_take_sdpa(monkeypatch):
     calls, compiled = [], torch.ops.openformers.prompt_attention
     monkeypatch.setattr(torch.ops.openformers, "prompt_attention", lambda *args: calls.append(1) or compiled(*args))
-    q, k, v = (torch.randn(1, 2, 8, 64) for _ in range(3))
+    q, k, v = (torch.randn(1, 2, 8, 64, dtype=torch.bfloat16) for _ in range(3))
     mask = torch.ones(1, 1, 8, 8, dtype=torch.bool).tril()
     layers.attention(q.requires_grad_(), k, v, None).sum().backward()
     layers.attention(q.detach(), k, v, mask)
     with torch.no_grad():
         layers.attention(q, k, v, None, dropout=0.1)
-        layers.attention(q.double(), k.double(), v.double(), None)
+        layers.attention(q.float(), k.float(), v.float(), None)  # float32: SDPA, the reference's rounding
         layers.attention(q[..., :32], k[..., :32], v[..., :32], None)
         assert not calls
         layers.attention(q, k, v, None)

@@ -15,7 +15,7 @@ Models are plain torch.nn and never import this package. `from_pretrained` hands
   Any other model stays as it is, on the plain path.
 
 Once the library is loaded, models/layers.py's `attention` also sends a prompt's plain causal attention on the
-CPU (no mask, no gradient, heads of 64 or 128) to its `prompt_attention`, in any model that calls it.
+CPU in bfloat16 (no mask, no gradient, heads of 64 or 128) to its `prompt_attention`, in any model that calls it.
 
 `Linear` sends products of up to KERNEL_ROWS rows (a batch decoding a token per sequence) to the kernel;
 `OPENFORMERS_KERNELS=0` switches everything off. tests/test_kernels.py proves each family's parity with the
