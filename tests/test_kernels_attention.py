@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from openformers import kernels
 from openformers.configs import LlamaConfig
+from openformers.generation.cache import DynamicCache
 from openformers.models import layers
 from openformers.models.llama import LlamaForCausalLM
 
@@ -93,3 +94,32 @@ def test_gradients_masks_dropout_and_float32_take_sdpa(monkeypatch):
         assert not calls
         layers.attention(q, k, v, None)
     assert calls == [1]
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
+def test_a_prompt_after_a_cached_prefix_takes_it_with_the_one_pass_logits(dtype, tolerance, monkeypatch):
+    # A long prompt's second chunk, or a chat's next turn: 37 new positions over 77 cached ones (S > T), which
+    # models/decoder.py hands `attention` without a mask.
+    torch.manual_seed(0)
+    config = LlamaConfig.from_dict(dict(vocab_size=96, hidden_size=384, intermediate_size=96, num_hidden_layers=2,
+                                        num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=512))
+    model = LlamaForCausalLM.from_config(config, dtype=dtype).eval()
+    ids = torch.randint(0, 96, (2, 114), generator=torch.Generator().manual_seed(1))
+    shapes, compiled = [], torch.ops.openformers.prompt_attention
+    monkeypatch.setattr(torch.ops.openformers, "prompt_attention",
+                        lambda q, k, *args: shapes.append((q.shape[2], k.shape[2])) or compiled(q, k, *args))
+
+    def chunked() -> torch.Tensor:
+        cache = DynamicCache()
+        with torch.inference_mode():
+            first = model(ids[:, :77], past_key_values=cache).logits
+            return torch.cat([first, model(ids[:, 77:], past_key_values=cache).logits], dim=1)
+
+    fast = chunked()
+    assert shapes == ([(77, 77)] * 2 + [(37, 114)] * 2 if dtype == torch.bfloat16 else [])  # float32: SDPA
+    monkeypatch.setattr(layers, "_compiled_prompt_attention_applies", lambda *args: False)
+    with torch.inference_mode():
+        whole = model(ids).logits  # SDPA's is_causal over all 114 positions at once
+    torch.testing.assert_close(fast.float(), whole.float(), atol=tolerance, rtol=tolerance)
+    # SDPA after the cache (no kernel) sees the same keys: the mask `attention` spells out for S > T.
+    torch.testing.assert_close(chunked().float(), whole.float(), atol=tolerance, rtol=tolerance)

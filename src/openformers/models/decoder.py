@@ -65,7 +65,7 @@ class DecoderModel(PreTrainedModel):
                 return BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache)
         x = self.input_embeddings(input_ids, inputs_embeds)  # (B, T, C)
         position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, x.shape[1], x.device,
-                                                     self.sliding_window)
+                                                     self.sliding_window, causal_as_none=True)
         inputs_of = self.layer_inputs(x, position_ids, mask, end, attention_mask, cache)
         # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
         # Its second run (in the backward pass) also appends to a list in `extra` again, after it was returned.

@@ -237,9 +237,13 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 def attention_mask_for(
-    attention_mask: torch.Tensor | None, past: int, T: int, device: torch.device, sliding_window: int | None = None
+    attention_mask: torch.Tensor | None, past: int, T: int, device: torch.device, sliding_window: int | None = None,
+    causal_as_none: bool = False,
 ) -> torch.Tensor | None:
     """The mask for `attention`: None when plain causal attention is enough, else (B, 1, T, past + T) booleans.
+    With `causal_as_none`, None also for T new tokens after `past` cached ones, for callers whose attention reads
+    None as the T queries seeing the keys up to their own positions, the last T (`decoder_attention`), so that a
+    prompt's chunk after the first, or a chat's next turn, takes the same path as a fresh prompt.
 
     `attention_mask` is the tokenizer's (B, past + T) mask over the cached and the current positions,
     1 for a real token and 0 for padding; None means every position is real. With a `sliding_window`,
@@ -249,7 +253,7 @@ def attention_mask_for(
         attention_mask = None
     total = past + T
     windowed = sliding_window is not None and total > sliding_window
-    if attention_mask is None and not windowed and (T == 1 or past == 0):
+    if attention_mask is None and not windowed and (T == 1 or past == 0 or causal_as_none):
         return None  # one new token sees everything; a fresh prompt is `is_causal`
     if attention_mask is not None and attention_mask.shape[-1] != total:
         raise ValueError(
@@ -274,7 +278,7 @@ def attention_mask_for(
 
 def positions_and_mask(
     cache, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None, T: int, device: torch.device,
-    sliding_window: int | None = None,
+    sliding_window: int | None = None, causal_as_none: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """For T new tokens after what `cache` holds: their position ids (`position_ids` when given, else counted from
     the cache, (1, T)), the mask for `attention` over the keys the cache will return, and how many positions those
@@ -290,7 +294,7 @@ def positions_and_mask(
     past = cache.seq_len if cache is not None else 0
     if position_ids is None:
         position_ids = torch.arange(past, past + T, device=device)[None]  # (1, T)
-    return position_ids, attention_mask_for(attention_mask, past, T, device, sliding_window), past + T
+    return position_ids, attention_mask_for(attention_mask, past, T, device, sliding_window, causal_as_none), past + T
 
 
 def static_cache_mask(
@@ -322,11 +326,15 @@ def attention(
     """Scaled dot-product attention, q (B, nh, T, hs) and k, v (B, n_kv, S, hs) with nh a multiple of n_kv.
 
     Each group of nh / n_kv query heads shares one key/value head (`enable_gqa`, no copies of the cache).
-    `scale` replaces 1/sqrt(hs) (Gemma's query_pre_attn_scalar).
+    `scale` replaces 1/sqrt(hs) (Gemma's query_pre_attn_scalar). A `mask` of None is plain causal attention with
+    the queries the last T positions: after S - T cached ones, query t sees keys up to S - T + t.
     """
-    is_causal = mask is None and q.shape[2] > 1
-    if is_causal and _compiled_prompt_attention_applies(q, k, v, dropout):
+    T, S = q.shape[2], k.shape[2]
+    if mask is None and T > 1 and _compiled_prompt_attention_applies(q, k, v, dropout):
         return torch.ops.openformers.prompt_attention(q, k, v, q.shape[-1] ** -0.5 if scale is None else scale)
+    if mask is None and 1 < T < S:  # SDPA's is_causal would have query t see keys up to t
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)[None, None]
+    is_causal = mask is None and T > 1
     if not _SDPA_HAS_GQA and k.shape[1] != q.shape[1]:
         k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))  # torch 2.4
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal,
@@ -337,7 +345,7 @@ def attention(
 
 
 def _compiled_prompt_attention_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) -> bool:
-    """Whether a prompt's plain causal attention (no mask, T = S) may take the compiled library's
+    """Whether a prompt's plain causal attention (no mask) may take the compiled library's
     `prompt_attention` (kernels/decode.cpp), SDPA's computation in float32 inside: on the CPU, once the accelerator
     has loaded the library (never with OPENFORMERS_KERNELS=0), with no gradient or dropout to give, for bfloat16
     heads of 64 or 128 (where it has its AVX-512 loops). A 512-token SmolLM2 prompt's attention, one layer at one
@@ -347,7 +355,7 @@ def _compiled_prompt_attention_applies(q: torch.Tensor, k: torch.Tensor, v: torc
     another order, and SmolLM2's float32 logits then differ from the reference's by up to 3.3e-5, past the 1e-5
     that tests/test_models_llama.py holds them to."""
     return (
-        q.device.type == "cpu" and not dropout and q.shape[2] == k.shape[2] and q.shape[-1] in (64, 128)
+        q.device.type == "cpu" and not dropout and q.shape[-1] in (64, 128)
         and q.dtype == k.dtype == v.dtype == torch.bfloat16
         and type(q) is type(k) is type(v) is torch.Tensor  # not a tensor subclass (DTensor, fake tensors)
         and q.stride(-1) == k.stride(-1) == v.stride(-1) == 1
