@@ -62,12 +62,17 @@ def test_prompt_attention_names_the_bad_argument():
         torch.ops.openformers.prompt_attention(q, torch.randn(1, 1, 4, 64).double(), torch.randn(1, 1, 4, 64), 0.125)
 
 
-@pytest.mark.parametrize("dtype, tolerance", [(torch.bfloat16, 5e-2)])
-def test_a_prompts_logits_match_sdpas(dtype, tolerance, monkeypatch):
+def tiny_llama(dtype: torch.dtype) -> LlamaForCausalLM:
+    """Two layers of 6 query heads on 2 key/value heads of 64, random weights (seed 0)."""
     torch.manual_seed(0)
     config = LlamaConfig.from_dict(dict(vocab_size=96, hidden_size=384, intermediate_size=96, num_hidden_layers=2,
                                         num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=512))
-    model = LlamaForCausalLM.from_config(config, dtype=dtype).eval()
+    return LlamaForCausalLM.from_config(config, dtype=dtype).eval()
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.bfloat16, 5e-2)])
+def test_a_prompts_logits_match_sdpas(dtype, tolerance, monkeypatch):
+    model = tiny_llama(dtype)
     ids = torch.randint(0, 96, (2, 77), generator=torch.Generator().manual_seed(1))
     calls, compiled = [], torch.ops.openformers.prompt_attention
     monkeypatch.setattr(torch.ops.openformers, "prompt_attention", lambda *args: calls.append(1) or compiled(*args))
@@ -100,10 +105,7 @@ def test_gradients_masks_dropout_and_float32_take_sdpa(monkeypatch):
 def test_a_prompt_after_a_cached_prefix_takes_it_with_the_one_pass_logits(dtype, tolerance, monkeypatch):
     # A long prompt's second chunk, or a chat's next turn: 37 new positions over 77 cached ones (S > T), which
     # models/decoder.py hands `attention` without a mask.
-    torch.manual_seed(0)
-    config = LlamaConfig.from_dict(dict(vocab_size=96, hidden_size=384, intermediate_size=96, num_hidden_layers=2,
-                                        num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=512))
-    model = LlamaForCausalLM.from_config(config, dtype=dtype).eval()
+    model = tiny_llama(dtype)
     ids = torch.randint(0, 96, (2, 114), generator=torch.Generator().manual_seed(1))
     shapes, compiled = [], torch.ops.openformers.prompt_attention
     monkeypatch.setattr(torch.ops.openformers, "prompt_attention",

@@ -2503,6 +2503,31 @@ void pack_key_block(PromptBlocks& packed, int64_t index, bool pairs, const C* ke
 // may see `visible[i]` of them (1 to 16 * K; rows that see none are not passed): scores, the online softmax's
 // update, and the probabilities times the values added to the rows' outputs.
 #ifdef __AVX512F__
+// One row's online-softmax update over a key block: its 16 * K scores, of which the first `visible` count, against
+// the running max `top` and `total`, into probabilities p (0 past `visible`). Returns the factor the row's outputs so
+// far are scaled by: 0 at the first block (top was -inf), 1 while the max holds (most blocks past the first few:
+// no exp to take).
+template <int K>
+inline float softmax_block(const __m512 (&score)[K], int64_t visible, float& top, float& total, __m512 (&p)[K]) {
+  __mmask16 kept[K];
+  __m512 running = _mm512_set1_ps(top);
+  for (int c = 0; c < K; ++c) {
+    int64_t left = std::clamp<int64_t>(visible - 16 * c, 0, 16);
+    kept[c] = static_cast<__mmask16>((1u << left) - 1);
+    running = _mm512_mask_max_ps(running, kept[c], running, score[c]);
+  }
+  float row_top = _mm512_reduce_max_ps(running);
+  float alpha = row_top == top ? 1.f : std::exp(top - row_top);
+  __m512 sum = _mm512_setzero_ps();
+  for (int c = 0; c < K; ++c) {
+    p[c] = _mm512_maskz_mov_ps(kept[c], exp16(_mm512_sub_ps(score[c], _mm512_set1_ps(row_top))));
+    sum = _mm512_add_ps(sum, p[c]);
+  }
+  total = total * alpha + _mm512_reduce_add_ps(sum);
+  top = row_top;
+  return alpha;
+}
+
 template <typename C, int D, int N, int K>
 inline void prompt_rows(PromptScratch& s, int64_t r, const int64_t* visible, const C* values, int64_t pos_stride) {
   constexpr int64_t head_dim = 16 * D;
@@ -2521,24 +2546,9 @@ inline void prompt_rows(PromptScratch& s, int64_t r, const int64_t* visible, con
   float alpha[N];
   int64_t seen = 0;
   for (int i = 0; i < N; ++i) {
-    __mmask16 kept[K];
-    __m512 top = _mm512_set1_ps(s.top[r + i]);
-    for (int c = 0; c < K; ++c) {
-      int64_t left = std::clamp<int64_t>(visible[i] - 16 * c, 0, 16);
-      kept[c] = static_cast<__mmask16>((1u << left) - 1);
-      top = _mm512_mask_max_ps(top, kept[c], top, score[i][c]);
-    }
-    float row_top = _mm512_reduce_max_ps(top);
-    // 0 at the first block (-inf), 1 while the max holds (most blocks past the first few: no exp to take)
-    alpha[i] = row_top == s.top[r + i] ? 1.f : std::exp(s.top[r + i] - row_top);
-    __m512 sum = _mm512_setzero_ps();
-    for (int c = 0; c < K; ++c) {
-      __m512 p = _mm512_maskz_mov_ps(kept[c], exp16(_mm512_sub_ps(score[i][c], _mm512_set1_ps(row_top))));
-      sum = _mm512_add_ps(sum, p);
-      _mm512_storeu_ps(s.p.data() + i * kKeyBlock + 16 * c, p);
-    }
-    s.total[r + i] = s.total[r + i] * alpha[i] + _mm512_reduce_add_ps(sum);
-    s.top[r + i] = row_top;
+    __m512 p[K];
+    alpha[i] = softmax_block<K>(score[i], visible[i], s.top[r + i], s.total[r + i], p);
+    for (int c = 0; c < K; ++c) _mm512_storeu_ps(s.p.data() + i * kKeyBlock + 16 * c, p[c]);
     seen = std::max(seen, visible[i]);
   }
   __m512 acc[N][D];
@@ -2592,26 +2602,13 @@ inline void prompt_rows_bf16(PromptScratch& s, int64_t r, const int64_t* visible
   float alpha[N];
   int64_t seen = 0;
   for (int i = 0; i < N; ++i) {
-    __mmask16 kept[K];
-    __m512 top = _mm512_set1_ps(s.top[r + i]);
-    for (int c = 0; c < K; ++c) {
-      int64_t left = std::clamp<int64_t>(visible[i] - 16 * c, 0, 16);
-      kept[c] = static_cast<__mmask16>((1u << left) - 1);
-      score[i][c] = _mm512_mul_ps(score[i][c], _mm512_set1_ps(scale));
-      top = _mm512_mask_max_ps(top, kept[c], top, score[i][c]);
+    for (int c = 0; c < K; ++c) score[i][c] = _mm512_mul_ps(score[i][c], _mm512_set1_ps(scale));
+    __m512 p[K];
+    alpha[i] = softmax_block<K>(score[i], visible[i], s.top[r + i], s.total[r + i], p);
+    for (int c = 0; c < K; c += 2) {  // an odd last vector pairs with zeros
+      __m512 next = c + 1 < K ? p[c + 1] : _mm512_setzero_ps();
+      _mm512_storeu_si512(s.p_pairs.data() + i * kKeyBlock + 16 * c, (__m512i)_mm512_cvtne2ps_pbh(next, p[c]));
     }
-    float row_top = _mm512_reduce_max_ps(top);
-    alpha[i] = row_top == s.top[r + i] ? 1.f : std::exp(s.top[r + i] - row_top);
-    __m512 sum = _mm512_setzero_ps(), p[K + 1];
-    for (int c = 0; c < K; ++c) {
-      p[c] = _mm512_maskz_mov_ps(kept[c], exp16(_mm512_sub_ps(score[i][c], _mm512_set1_ps(row_top))));
-      sum = _mm512_add_ps(sum, p[c]);
-    }
-    p[K] = _mm512_setzero_ps();
-    for (int c = 0; c < K; c += 2)
-      _mm512_storeu_si512(s.p_pairs.data() + i * kKeyBlock + 16 * c, (__m512i)_mm512_cvtne2ps_pbh(p[c + 1], p[c]));
-    s.total[r + i] = s.total[r + i] * alpha[i] + _mm512_reduce_add_ps(sum);
-    s.top[r + i] = row_top;
     seen = std::max(seen, visible[i]);
   }
   __m512 acc[N][D];
