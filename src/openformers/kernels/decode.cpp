@@ -687,9 +687,11 @@ inline __m512d exp8_double(__m512d x) {
 // 2-ulp exp16 there changed the 6th greedy token of an int8 SmolLM2 prompt, a near tie with float32's).
 inline __m512 exp16_rounded(__m512 x) {
   x = _mm512_min_ps(_mm512_set1_ps(89.f), _mm512_max_ps(_mm512_set1_ps(-104.f), x));  // as exp16
+  // The halves moved as doubles' bits (vextractf64x4, vinsertf64x4: AVX-512F, where the float forms need DQ).
   __m256 low = _mm512_cvtpd_ps(exp8_double(_mm512_cvtps_pd(_mm512_castps512_ps256(x))));
-  __m256 high = _mm512_cvtpd_ps(exp8_double(_mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1))));
-  return _mm512_insertf32x8(_mm512_castps256_ps512(low), high, 1);
+  __m256 high_x = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
+  __m256 high = _mm512_cvtpd_ps(exp8_double(_mm512_cvtps_pd(high_x)));
+  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(low)), _mm256_castps_pd(high), 1));
 }
 #endif
 
