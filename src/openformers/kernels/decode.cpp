@@ -219,13 +219,6 @@ void bfloat16_rows(const Matrix& m, int64_t begin, int64_t end, const c10::BFloa
     out[r] = m.bias ? sum + m.bias[r] : sum;
   }
 }
-
-template <>
-void rows<c10::BFloat16>(const Matrix& m, int64_t begin, int64_t end, const float* x, float* out) {
-  thread_local std::vector<c10::BFloat16> rounded;
-  round_to_bfloat16(x, m.cols, rounded);
-  bfloat16_rows(m, begin, end, rounded.data(), out);
-}
 #endif
 
 // int4 in llama.cpp's Q4_1 layout: groups of 32 weights along a row, each with a scale d and a minimum m
@@ -710,22 +703,22 @@ inline void exp_in_place(float* v, int64_t n) {
   for (; i < n; ++i) v[i] = std::exp(v[i]);
 }
 
-// gate[i] = SiLU(gate[i]) * up[i] = gate[i] / (1 + e^-gate[i]) * up[i].
-inline void silu_times(float* gate, const float* up, int64_t n) {
+// out[i] = SiLU(gate[i]) * up[i] = gate[i] / (1 + e^-gate[i]) * up[i]; out may be gate.
+inline void silu_times(const float* gate, const float* up, float* out, int64_t n) {
   int64_t i = 0;
 #ifdef __AVX512F__
   const __m512 one = _mm512_set1_ps(1.f);
   auto silu16 = [&](__m512 g, __m512 u) {
     return _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(one, exp16_rounded(_mm512_sub_ps(_mm512_setzero_ps(), g)))), u);
   };
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(gate + i, silu16(_mm512_loadu_ps(gate + i), _mm512_loadu_ps(up + i)));
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, silu16(_mm512_loadu_ps(gate + i), _mm512_loadu_ps(up + i)));
   if (i < n) {
     __mmask16 tail = static_cast<__mmask16>((1u << (n - i)) - 1);
-    _mm512_mask_storeu_ps(gate + i, tail, silu16(_mm512_maskz_loadu_ps(tail, gate + i), _mm512_maskz_loadu_ps(tail, up + i)));
+    _mm512_mask_storeu_ps(out + i, tail, silu16(_mm512_maskz_loadu_ps(tail, gate + i), _mm512_maskz_loadu_ps(tail, up + i)));
     return;
   }
 #endif
-  for (; i < n; ++i) gate[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
+  for (; i < n; ++i) out[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
 }
 
 // One new query head's attention over the cached positions [first, last] of its key/value head, those `allowed`
@@ -1206,8 +1199,7 @@ void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int6
   team.product<W>(L.up, in, S.up.data());
   team.prefetch_share(L.down);
   team.wait();
-  std::copy(S.gate.begin(), S.gate.end(), activated.begin());
-  silu_times(activated.data(), S.up.data(), L.down.cols);
+  silu_times(S.gate.data(), S.up.data(), activated.data(), L.down.cols);
   in.set<W>(activated.data(), L.down.cols);
   team.claim(hidden, kChunk, 4, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.down, begin, end, in, S.out.data());
@@ -1459,27 +1451,20 @@ inline void four_rows_times_all(const Matrix& m, int64_t row, const float* x, in
 #endif
 
 // Rows [begin, end) of W times n inputs x (n, cols): out[j * out_stride + r]. Four inputs at a time share each
-// widened weight vector; the rows left over take the one-input loops. `rounded`: for bfloat16 weights, the n inputs
-// already rounded to bfloat16 (a batch's step rounds them once per product, see bfloat16_rows), else null.
+// widened weight vector; the rows left over take the one-input loops. `rounded`: for bfloat16 weights on a CPU with
+// AVX-512 BF16, the n inputs already rounded to bfloat16 (RoundedBatch's, made once per product input, see
+// bfloat16_rows), else null.
 template <typename W>
 void rows_times(const Matrix& m, int64_t begin, int64_t end, const float* x, int64_t n, float* out, int64_t out_stride,
-                const c10::BFloat16* rounded = nullptr) {
+                const c10::BFloat16* rounded) {
   int64_t r = begin;
-#ifdef __AVX512BF16__
-  thread_local std::vector<c10::BFloat16> own_rounding;
-  if (std::is_same_v<W, c10::BFloat16> && !rounded) {
-    round_to_bfloat16(x, n * m.cols, own_rounding);
-    rounded = own_rounding.data();
-  }
-#endif
   auto one_input = [&](int64_t first, int64_t k) {  // rows [first, end) times input k alone
 #ifdef __AVX512BF16__
-    if constexpr (std::is_same_v<W, c10::BFloat16>) {
+    if constexpr (std::is_same_v<W, c10::BFloat16>)
       bfloat16_rows(m, first, end, rounded + k * m.cols, out + k * out_stride);
-      return;
-    }
+    else
 #endif
-    rows<W>(m, first, end, x + k * m.cols, out + k * out_stride);
+      rows<W>(m, first, end, x + k * m.cols, out + k * out_stride);
   };
 #ifdef __AVX512F__
   if (n >= 5) {  // eight inputs at a time, five to seven last, then one to four take the four-row loops below
@@ -1828,7 +1813,10 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
   team.claim(inner, kChunk, 4, [&](int64_t begin, int64_t end) {
     batch_rows<W>(L.gate, begin, end, normed.data(), batch, n, S.gate.data());
     batch_rows<W>(L.up, begin, end, normed.data(), batch, n, S.up.data());
-    for (int64_t j = 0; j < n; ++j) silu_times(S.gate.data() + j * inner + begin, S.up.data() + j * inner + begin, end - begin);
+    for (int64_t j = 0; j < n; ++j) {
+      float* gate = S.gate.data() + j * inner + begin;
+      silu_times(gate, S.up.data() + j * inner + begin, gate, end - begin);
+    }
   });
   team.prefetch_share(L.down);
   team.wait();
