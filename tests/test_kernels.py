@@ -397,6 +397,22 @@ def test_bfloat16_weights_stay_close_to_float32(monkeypatch):
     torch.testing.assert_close(fast.float(), reference, atol=0.1, rtol=0.05)
 
 
+def test_bfloat16_biases_are_read_as_they_hold_at_each_step(monkeypatch):
+    # The kernel takes float32 biases: a bfloat16 model's are converted at each step, not once with the model's
+    # tensors (decode.cpp's StepWeights), so one changed in place after earlier steps is read as it is then.
+    model = accelerated(tiny_model(Qwen2Config))
+    tokens = torch.randint(0, 96, (12,), generator=torch.Generator().manual_seed(3)).tolist()
+    fast_model = copy.deepcopy(model).to(torch.bfloat16)
+    for changed in (False, True):
+        if changed:
+            with torch.no_grad():
+                for layers in (model.model.layers, fast_model.model.layers):
+                    layers[1].self_attn.v_proj.bias.mul_(-4)
+        reference = step_logits(model, tokens, False, monkeypatch)
+        fast = step_logits(fast_model, tokens, True, monkeypatch)
+        torch.testing.assert_close(fast.float(), reference, atol=0.1, rtol=0.05)
+
+
 def test_cache_grows_past_its_first_block(monkeypatch):
     prompt = torch.tensor([[1, 2, 3]])
     fast = accelerated(tiny_model()).generate(prompt, max_new_tokens=300, min_new_tokens=300, do_sample=False)

@@ -23,6 +23,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <torch/custom_class.h>
 #include <torch/library.h>
 
 #include <omp.h>
@@ -1207,11 +1208,25 @@ void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int6
   });
 }
 
-// The layers of a step's arguments (see decode_step), checked: `rows` sequences in the caches; `converted_norms`
-// keeps the norm weights converted to float32 (see norm_weights) for as long as the layers point into them.
-std::vector<Layer> step_layers(const char* op, int64_t rows, at::TensorList norms, at::TensorList weights,
-                               at::TensorList scales, at::TensorList biases, at::TensorList keys, at::TensorList values,
-                               int64_t pos, std::vector<at::Tensor>& converted_norms) {
+// The tensors of a decoder stack's layers that decode_step and decode_batch read: per layer two norm weights, seven
+// weights (q, k, v, o, gate, up, down), their seven scales when quantized and three biases for q, k, v (Qwen2),
+// else empty lists. A DecodeStep hands them over once, when it gathers the model's tensors (kernels/llama.py):
+// passing the ~300 tensors with every step cost ~0.1 ms of argument conversion a token (~0.3 us a tensor), more
+// than a SmolLM2 step's attention. The steps still read each tensor's data, shape and dtype when they run, so a
+// weight changed in place, or given new data (`.data =`), is read as it is then.
+struct StepWeights : torch::CustomClassHolder {
+  std::vector<at::Tensor> norms, weights, scales, biases;
+  StepWeights(std::vector<at::Tensor> norms, std::vector<at::Tensor> weights, std::vector<at::Tensor> scales,
+              std::vector<at::Tensor> biases)
+      : norms(std::move(norms)), weights(std::move(weights)), scales(std::move(scales)), biases(std::move(biases)) {}
+};
+
+// The layers of a step's arguments (see decode_step), checked: `rows` sequences in the caches; `converted` keeps
+// the norm weights and biases converted to float32 (see norm_weights) for as long as the layers point into them.
+std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& stack, at::TensorList keys,
+                               at::TensorList values, int64_t pos, std::vector<at::Tensor>& converted) {
+  const std::vector<at::Tensor>&norms = stack.norms, &weights = stack.weights, &scales = stack.scales,
+                               &biases = stack.biases;
   size_t n_layers = keys.size();
   TORCH_CHECK(n_layers > 0 && weights.size() == 7 * n_layers && norms.size() == 2 * n_layers &&
                   values.size() == n_layers && (scales.empty() || scales.size() == 7 * n_layers) &&
@@ -1227,14 +1242,20 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, at::TensorList norm
                 op, ": each cache must be (", rows, ", n_kv, capacity, head_dim) with contiguous rows, of one dtype");
     TORCH_CHECK(pos < keys[l].size(2), op, ": position ", pos, " is beyond the cache capacity ", keys[l].size(2));
     auto scale = [&](size_t i) { return scales.empty() ? c10::optional<at::Tensor>() : c10::optional<at::Tensor>(scales[7 * l + i]); };
-    auto bias = [&](size_t i) { return biases.empty() ? c10::optional<at::Tensor>() : c10::optional<at::Tensor>(biases[3 * l + i]); };
+    auto bias = [&](size_t i) {  // float32 for the kernel: a bfloat16 model's biases converted each step, as they are
+      if (biases.empty()) return c10::optional<at::Tensor>();
+      const at::Tensor& b = biases[3 * l + i];
+      if (b.scalar_type() == at::kFloat) return c10::optional<at::Tensor>(b);
+      converted.push_back(b.to(at::kFloat));
+      return c10::optional<at::Tensor>(converted.back());
+    };
     for (size_t i = 0; i < 7; ++i)
       TORCH_CHECK(weights[7 * l + i].scalar_type() == weight_type, op, ": all weights must share one dtype");
     const at::Tensor* w = &weights[7 * l];
     layers.push_back({matrix(w[0], scale(0), bias(0)), matrix(w[1], scale(1), bias(1)), matrix(w[2], scale(2), bias(2)),
                       matrix(w[3], scale(3), {}), matrix(w[4], scale(4), {}), matrix(w[5], scale(5), {}),
-                      matrix(w[6], scale(6), {}), norm_weights(norms[2 * l], converted_norms),
-                      norm_weights(norms[2 * l + 1], converted_norms), keys[l], values[l]});
+                      matrix(w[6], scale(6), {}), norm_weights(norms[2 * l], converted),
+                      norm_weights(norms[2 * l + 1], converted), keys[l], values[l]});
   }
   return layers;
 }
@@ -1248,25 +1269,23 @@ at::Tensor final_norm_weights(const char* op, const c10::optional<at::Tensor>& n
 }
 
 // Runs every layer for one token, in place on `x` (hidden,) float32, writing this position's key and value
-// into each layer's cache buffers (1, n_kv, capacity, head_dim) at `pos`. Per layer: two norm weights, seven
-// weights (q, k, v, o, gate, up, down), their seven scales when quantized (int8 float32 scales per block of 32 or
-// int4 float16 (scale, minimum) pairs; empty lists for float weights), and three biases for q, k, v (Qwen2; else empty).
-// One OpenMP team runs the whole step, so threads start once per token rather than several times per layer.
+// into each layer's cache buffers (1, n_kv, capacity, head_dim) at `pos`, with the layers' tensors of `stack`
+// (StepWeights; scales are int8's float32 scales per block of 32 or int4's float16 (scale, minimum) pairs). One
+// OpenMP team runs the whole step, so threads start once per token rather than several times per layer.
 // With `norm`, x leaves normed by the final norm (in float32, as decode_batch norms each row). With `head` too (the
 // language-model head's weight, and `head_scale` when it is quantized, in any of the layers' layouts) the same
 // team goes on through the head's product, and the step returns the (vocab,) float32 logits, equal to matvec's of
 // the normed x; else an empty tensor. The head then costs no team of its own, and its first rows are on their way
 // while the last layer finishes.
-at::Tensor decode_step(at::Tensor x, at::TensorList norms, at::TensorList weights, at::TensorList scales,
-                       at::TensorList biases, at::TensorList keys, at::TensorList values, int64_t pos, int64_t window,
+at::Tensor decode_step(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at::TensorList keys,
+                       at::TensorList values, int64_t pos, int64_t window,
                        at::Tensor cos, at::Tensor sin, double eps, c10::optional<at::Tensor> norm,
                        c10::optional<at::Tensor> head, c10::optional<at::Tensor> head_scale) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "decode_step: x must be contiguous float32");
-  std::vector<at::Tensor> converted_norms;
-  std::vector<Layer> layers = step_layers("decode_step", 1, norms, weights, scales, biases, keys, values, pos,
-                                          converted_norms);
+  std::vector<at::Tensor> converted;
+  std::vector<Layer> layers = step_layers("decode_step", 1, *stack, keys, values, pos, converted);
   size_t n_layers = layers.size();
-  auto weight_type = weights[0].scalar_type();
+  auto weight_type = stack->weights[0].scalar_type();
   bool bf16_cache = keys[0].scalar_type() == at::kBFloat16;
   const Layer& first = layers[0];
   Shared S{std::vector<float>(first.q.rows), std::vector<float>(first.k.rows), std::vector<float>(first.v.rows),
@@ -1833,15 +1852,14 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
 // (left-padded rows count theirs from their first real token); mask (n, pos + 1) uint8, each row's attention mask
 // over the cache slots (0: padding, never attended), with slot `pos` set in every row, or empty for no padding.
 // With `norm`, each row of x leaves normed by the final norm, as decode_step's x.
-void decode_batch(at::Tensor x, at::TensorList norms, at::TensorList weights, at::TensorList scales,
-                  at::TensorList biases, at::TensorList keys, at::TensorList values, int64_t pos, int64_t window,
+void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at::TensorList keys,
+                  at::TensorList values, int64_t pos, int64_t window,
                   at::Tensor cos, at::Tensor sin, at::Tensor mask, double eps, c10::optional<at::Tensor> norm) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 2,
               "decode_batch: x must be a contiguous (rows, hidden) float32 matrix");
   int64_t n = x.size(0);
-  std::vector<at::Tensor> converted_norms;
-  std::vector<Layer> layers = step_layers("decode_batch", n, norms, weights, scales, biases, keys, values, pos,
-                                          converted_norms);
+  std::vector<at::Tensor> converted;
+  std::vector<Layer> layers = step_layers("decode_batch", n, *stack, keys, values, pos, converted);
   const Layer& first = layers[0];
   int64_t head_dim = first.keys.size(3);
   TORCH_CHECK(x.size(1) == first.o.rows, "decode_batch: x has ", x.size(1), " values per row for a hidden size of ",
@@ -1890,8 +1908,7 @@ void decode_batch(at::Tensor x, at::TensorList norms, at::TensorList weights, at
       }
     });
   };
-  auto weight_type = weights[0].scalar_type();
-  with_layout(weight_type, "decode_batch", run);
+  with_layout(stack->weights[0].scalar_type(), "decode_batch", run);
   int64_t hidden = first.o.rows;
   if (norm_f.defined())
     for (int64_t j = 0; j < n; ++j) rms_norm(xd + j * hidden, norm_f.data_ptr<float>(), epsf, xd + j * hidden, hidden);
@@ -2809,11 +2826,14 @@ TORCH_LIBRARY(openformers, m) {
   m.def("team_threads() -> int", team_threads);
   m.def("request_team(int threads) -> ()", request_team);
   m.def("settled_team_threads() -> int", settled_team_threads);
-  m.def("decode_step(Tensor(a!) x, Tensor[] norms, Tensor[] weights, Tensor[] scales, Tensor[] biases, "
-        "Tensor(b!)[] keys, Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps, "
-        "Tensor? norm=None, Tensor? head=None, Tensor? head_scale=None) -> Tensor");
-  m.def("decode_batch(Tensor(a!) x, Tensor[] norms, Tensor[] weights, Tensor[] scales, Tensor[] biases, "
-        "Tensor(b!)[] keys, Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, Tensor mask, float eps, "
+  m.class_<StepWeights>("StepWeights")
+      .def(torch::init<std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>,
+                       std::vector<at::Tensor>>());
+  m.def("decode_step(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
+        "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps, Tensor? norm=None, "
+        "Tensor? head=None, Tensor? head_scale=None) -> Tensor");
+  m.def("decode_batch(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
+        "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, Tensor mask, float eps, "
         "Tensor? norm=None) -> ()");
   m.def("matvec(Tensor x, Tensor weight, Tensor? scale) -> Tensor");
   m.def("dequantize(Tensor weight, Tensor scale) -> Tensor");

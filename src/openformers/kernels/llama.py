@@ -187,12 +187,12 @@ class DecodeStep:
         self.decoder = decoder
         self.before_step = before_step
         self.model_reference = model_reference
-        self._tensors: tuple | None = None
-        self._current = False  # whether _tensors are still those the module dicts hold (a _WatchedDict clears it)
+        self._stack = None  # decode.cpp's StepWeights of the layers
+        self._current = False  # whether _stack still holds the tensors the module dicts hold (a _WatchedDict clears it)
 
     def __getstate__(self) -> dict:
         # A copy's modules hold plain dicts (_WatchedDict copies as one): it gathers its tensors, and watches, anew.
-        return {**self.__dict__, "_tensors": None, "_current": False}
+        return {**self.__dict__, "_stack": None, "_current": False}
 
     def __call__(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor | None:
         decoder = self.decoder
@@ -212,8 +212,8 @@ class DecodeStep:
             takes = attention_mask.shape == (rows, past + 1) and bool(attention_mask[:, -1].all())
         if takes and self.before_step is not None and not self.before_step():
             self.before_step = None
-        tensors = self._kernel_tensors() if takes else None
-        if tensors is None:
+        stack = self._kernel_stack() if takes else None
+        if stack is None:
             return None
         rows = input_ids.shape[0]
         one_sequence = rows == 1 and not padding  # decode_step, else decode_batch
@@ -235,9 +235,8 @@ class DecodeStep:
                 cos, sin = cos[0], sin[0]
         x = decoder.embed_tokens(input_ids).float().contiguous()  # (rows, 1, C): the hidden state's shape
         reserved = [cache.reserve(i, 1) for i in range(len(decoder.layers))]
-        norms, weights, scales, biases = tensors
-        layers = (norms, weights, scales, [b.float() for b in biases], [keys for keys, _, _ in reserved],
-                  [values for _, values, _ in reserved], reserved[0][2], decoder.sliding_window or 0)
+        layers = (stack, [keys for keys, _, _ in reserved], [values for _, values, _ in reserved], reserved[0][2],
+                  decoder.sliding_window or 0)
         eps = decoder.layers[0].input_layernorm.eps
         head, logits = self._head(), None
         # x leaves either call normed by the final norm, in float32 (the layers round a bfloat16 model's residual
@@ -262,9 +261,10 @@ class DecodeStep:
         head = getattr(model, "lm_head", None)
         return head if type(head) is StepHead else None
 
-    def _kernel_tensors(self) -> tuple | None:
-        """The norm weights, linear weights, their scales (quantized) and q/k/v biases, in decode_step's order;
-        None when the decoder no longer has the layers the step reproduces.
+    def _kernel_stack(self) -> "torch.ScriptObject | None":
+        """The norm weights, linear weights, their scales (quantized) and q/k/v biases as decode.cpp's StepWeights,
+        which holds them for every step (passing the ~300 tensors with each step cost ~0.1 ms a token); None when the
+        decoder no longer has the layers the step reproduces.
 
         Gathering them reads ~900 module attributes, a tenth of a quantized step, so they are kept until a module
         dict they were reached through changes: a swapped layer, a reassigned weight, a cast that makes new
@@ -273,7 +273,7 @@ class DecodeStep:
         a token, the decoder's modules being out of the caches after each step has streamed the weights.
         """
         if self._current:
-            return self._tensors
+            return self._stack
         # The decoder's own submodules (its `layers`) and those of every module in its layers.
         for module in (self.decoder, *self.decoder.layers.modules()):
             for name in ("_modules", "_parameters", "_buffers"):
@@ -281,9 +281,10 @@ class DecodeStep:
                 if type(held) is not _WatchedDict:
                     held = module.__dict__[name] = _WatchedDict(held)
                 held.steps.add(self)
-        self._tensors = _gather(self.decoder) if _step_ready(self.decoder) else None
+        ready = _step_ready(self.decoder)
+        self._stack = torch.classes.openformers.StepWeights(*_gather(self.decoder)) if ready else None
         self._current = True
-        return self._tensors
+        return self._stack
 
 
 class _WatchedDict(dict):
