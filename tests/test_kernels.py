@@ -327,6 +327,42 @@ def test_a_team_of_threads_gives_the_one_thread_results(quantization, monkeypatc
         torch.testing.assert_close(team, alone, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_generate_skips_the_forward_for_the_same_logits_unless_a_hook_would_see_it(dtype, monkeypatch):
+    # generate's steps of one sequence take the kernel's shortcut past the model's forward (accelerated_logits),
+    # with the logits the forward gives; a forward hook, the model's own or a global one, keeps them on the forward.
+    model = accelerated(tiny_model(dtype=dtype))
+    prompt = torch.tensor([[5, 9, 14]])
+    options = dict(max_new_tokens=8, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    shortcut, taken, forwards = model.accelerated_logits, [], []
+
+    def counted(*args):
+        logits = shortcut(*args)
+        taken.append(None if logits is None else logits.dtype)  # the forward's own: the model's dtype
+        return logits
+
+    model.accelerated_logits = counted
+    hooks = [lambda: model.register_forward_hook(lambda *args: forwards.append(1)),
+             lambda: torch.nn.modules.module.register_module_forward_hook(
+                 lambda module, *args: forwards.append(1) if module is model else None)]
+    for register in hooks:
+        del taken[:], forwards[:]
+        hook = register()
+        try:
+            with torch.inference_mode():
+                hooked = model.generate(prompt, **options)
+        finally:
+            hook.remove()
+        assert set(taken) == {None} and len(forwards) == 8  # the prompt, then 7 steps
+    del taken[:]
+    steps = counted_decode_steps(monkeypatch)
+    with torch.inference_mode():
+        skipped = model.generate(prompt, **options)
+    assert taken == [None] + [dtype] * 7 and len(steps) == 7  # the prompt takes the forward, every step the shortcut
+    assert torch.equal(skipped.sequences, hooked.sequences)
+    assert all(torch.equal(a, b) for a, b in zip(skipped.logits, hooked.logits))
+
+
 @pytest.mark.parametrize("precision", ["float32", "bfloat16", "int8", "int4"])
 def test_the_head_run_in_the_step_gives_the_separate_heads_logits(precision, monkeypatch):
     # After a step whose hidden state reached the head, decode_step runs the final norm and the head's product in

@@ -192,6 +192,7 @@ def test_a_crowded_team_tries_the_callers_threads_while_torch_runs_on_fewer(monk
 
 
 def test_a_model_without_the_step_keeps_torchs_threads():
+    assert kernels.build()  # the library loaded (crowd_team), as when another test of this process loaded it
     model = tiny_model(MistralConfig, sliding_window=6, intermediate_size=192)
     ids, seen, after = generate_crowded(model, 2, crowded_teams=1000, max_new_tokens=5)
     assert set(seen) == {2} and after == 2

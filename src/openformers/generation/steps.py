@@ -180,6 +180,11 @@ class Decoder:
             self.attention_mask, self.position_ids = None, None
 
     def _forward(self, input_ids: torch.Tensor, attention_mask, position_ids, keep: int = 1) -> torch.Tensor:
+        if attention_mask is None and position_ids is None and keep == 1 and not self.extra:
+            shortcut = getattr(self.model, "accelerated_logits", None)  # the model's forward skipped (CausalLM)
+            logits = shortcut(self.model, input_ids, self.cache) if shortcut is not None else None
+            if logits is not None:
+                return logits
         if position_ids is None:
             # Positions count from 0 as in the reference's generate, also for models whose own default differs
             # (RoBERTa counts from its padding id when called without positions).
