@@ -338,7 +338,7 @@ def test_generate_skips_the_forward_for_the_same_logits_unless_a_hook_would_see_
 
     def counted(*args):
         logits = shortcut(*args)
-        taken.append(None if logits is None else logits.dtype)  # the forward's own: the model's dtype
+        taken.append(None if logits is None else logits.dtype)  # float32, as the loop takes the forward's
         return logits
 
     model.accelerated_logits = counted
@@ -358,7 +358,7 @@ def test_generate_skips_the_forward_for_the_same_logits_unless_a_hook_would_see_
     steps = counted_decode_steps(monkeypatch)
     with torch.inference_mode():
         skipped = model.generate(prompt, **options)
-    assert taken == [None] + [dtype] * 7 and len(steps) == 7  # the prompt takes the forward, every step the shortcut
+    assert taken == [None] + [torch.float32] * 7 and len(steps) == 7  # the prompt takes the forward, then the steps
     assert torch.equal(skipped.sequences, hooked.sequences)
     assert all(torch.equal(a, b) for a, b in zip(skipped.logits, hooked.logits))
 

@@ -1276,11 +1276,13 @@ at::Tensor final_norm_weights(const char* op, const c10::optional<at::Tensor>& n
 // language-model head's weight, and `head_scale` when it is quantized, in any of the layers' layouts) the same
 // team goes on through the head's product, and the step returns the (vocab,) float32 logits, equal to matvec's of
 // the normed x; else an empty tensor. The head then costs no team of its own, and its first rows are on their way
-// while the last layer finishes.
+// while the last layer finishes. With `bfloat16_logits` the logits are rounded to bfloat16 values (a bfloat16
+// model's), still float32: generate's loop takes logits as float32 (and argmax over bfloat16 ones took 180-220 us
+// a token, twice float32's), so rounding them here spares it the conversion to bfloat16 and back, two passes.
 at::Tensor decode_step(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at::TensorList keys,
                        at::TensorList values, int64_t pos, int64_t window,
                        at::Tensor cos, at::Tensor sin, double eps, c10::optional<at::Tensor> norm,
-                       c10::optional<at::Tensor> head, c10::optional<at::Tensor> head_scale) {
+                       c10::optional<at::Tensor> head, c10::optional<at::Tensor> head_scale, bool bfloat16_logits) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "decode_step: x must be contiguous float32");
   std::vector<at::Tensor> converted;
   std::vector<Layer> layers = step_layers("decode_step", 1, *stack, keys, values, pos, converted);
@@ -1339,7 +1341,11 @@ at::Tensor decode_step(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stac
       auto head_rows = [&](auto head_tag) {
         using H = decltype(head_tag);
         in.set<H>(normed.data(), head_m.cols);
-        team.product<H>(head_m, in, logits_d);
+        team.claim(head_m.rows, kChunk, 4, [&](int64_t begin, int64_t end) {
+          product_rows<H>(head_m, begin, end, in, logits_d);
+          if (bfloat16_logits)  // each value as .to(torch.bfloat16) rounds it (to nearest even), while in the L1 cache
+            for (int64_t i = begin; i < end; ++i) logits_d[i] = static_cast<float>(c10::BFloat16(logits_d[i]));
+        });
       };
       with_layout(head_type, "decode_step: the head", head_rows);  // checked before the team
     });
@@ -2831,7 +2837,7 @@ TORCH_LIBRARY(openformers, m) {
                        std::vector<at::Tensor>>());
   m.def("decode_step(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps, Tensor? norm=None, "
-        "Tensor? head=None, Tensor? head_scale=None) -> Tensor");
+        "Tensor? head=None, Tensor? head_scale=None, bool bfloat16_logits=False) -> Tensor");
   m.def("decode_batch(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, Tensor mask, float eps, "
         "Tensor? norm=None) -> ()");

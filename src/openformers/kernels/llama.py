@@ -112,7 +112,10 @@ def install(model: nn.Module, before_step=None) -> None:
 def next_token_logits(model: nn.Module, input_ids: torch.Tensor, cache) -> torch.Tensor | None:
     """generate's shortcut past the model's forward (installed as `model.accelerated_logits`, called by the
     Decoder of generation/steps.py): the (1, 1, vocab) logits of one unpadded sequence's next token, from a step
-    that runs the final norm and the head's product in its team; None to leave the token to the forward.
+    that runs the final norm and the head's product in its team; None to leave the token to the forward. They are
+    the forward's logits, in float32 as generate's loop takes them: a bfloat16 model's are rounded to bfloat16
+    values in the step, where the forward's bfloat16 tensor cost a conversion, and argmax over it 180-220 us, twice
+    float32's.
 
     The forward's way to the same logits (the causal-LM head's forward and the decoder's, their two output
     objects, the step's hidden state converted, offered to the StepHead and compared there) is some 25 Python-level
@@ -131,10 +134,9 @@ def next_token_logits(model: nn.Module, input_ids: torch.Tensor, cache) -> torch
             or "forward" in vars(model) or getattr(model, "_compiled_call_impl", None) is not None
             or not _unhooked(model, decoder, head) or not head.fuses()):
         return None
-    ran = step.run(input_ids, None, None, cache, head)
-    if ran is None:
-        return None
-    return ran[1].to(decoder.embed_tokens.weight.dtype).view(1, 1, -1)  # the dtype of the head's own output
+    bfloat16_model = decoder.embed_tokens.weight.dtype == torch.bfloat16  # the head's output: the hidden's dtype
+    ran = step.run(input_ids, None, None, cache, head, bfloat16_logits=bfloat16_model)
+    return None if ran is None else ran[1].view(1, 1, -1)
 
 
 def _unhooked(*modules: nn.Module) -> bool:
@@ -245,9 +247,11 @@ class DecodeStep:
             head.offer(hidden, logits)
         return hidden
 
-    def run(self, input_ids, attention_mask, position_ids, cache, head: "StepHead | None" = None):
+    def run(self, input_ids, attention_mask, position_ids, cache, head: "StepHead | None" = None,
+            bfloat16_logits: bool = False):
         """The step, if it takes these inputs: (x, logits), x the (B, 1, C) float32 hidden state after the final
-        norm, logits the (vocab,) float32 logits when `head` (fused, one sequence) ran in the step, else None."""
+        norm, logits the (vocab,) float32 logits when `head` (fused, one sequence) ran in the step, else None;
+        with `bfloat16_logits`, rounded to bfloat16 values (decode.cpp's decode_step)."""
         decoder = self.decoder
         takes = (
             input_ids is not None
@@ -295,8 +299,8 @@ class DecodeStep:
         # x leaves either call normed by the final norm, in float32 (the layers round a bfloat16 model's residual
         # to bfloat16 first), with the layers' eps: every norm of a model has its config's rms_norm_eps.
         if one_sequence:  # decode_step: each product's rows shared by the threads
-            logits = torch.ops.openformers.decode_step(x.view(-1), *layers, cos, sin, eps, decoder.norm.weight,
-                                                       *((head.weight, head.scale) if head is not None else ()))
+            fused = (head.weight, head.scale, bfloat16_logits) if head is not None else ()
+            logits = torch.ops.openformers.decode_step(x.view(-1), *layers, cos, sin, eps, decoder.norm.weight, *fused)
             logits = logits if head is not None else None
         else:  # decode_batch: each row's rotary angles at its own position, its mask over the cache
             mask = attention_mask.to(torch.uint8) if padding else torch.empty(0, dtype=torch.uint8)
