@@ -337,9 +337,9 @@ def test_generate_skips_the_forward_for_the_same_logits_unless_a_hook_would_see_
     shortcut, taken, forwards = model.accelerated_logits, [], []
 
     def counted(*args):
-        logits = shortcut(*args)
-        taken.append(None if logits is None else logits.dtype)  # float32, as the loop takes the forward's
-        return logits
+        logits_and_argmax = shortcut(*args)
+        taken.append(None if logits_and_argmax is None else logits_and_argmax[0].dtype)  # float32, as the loop's
+        return logits_and_argmax
 
     model.accelerated_logits = counted
     hooks = [lambda: model.register_forward_hook(lambda *args: forwards.append(1)),
@@ -351,16 +351,48 @@ def test_generate_skips_the_forward_for_the_same_logits_unless_a_hook_would_see_
         try:
             with torch.inference_mode():
                 hooked = model.generate(prompt, **options)
+                hooked_greedy = model.generate(prompt, max_new_tokens=30, do_sample=False)
         finally:
             hook.remove()
-        assert set(taken) == {None} and len(forwards) == 8  # the prompt, then 7 steps
+        assert set(taken) == {None} and len(forwards) == 8 + 30  # each call's prompt and steps
     del taken[:]
     steps = counted_decode_steps(monkeypatch)
     with torch.inference_mode():
         skipped = model.generate(prompt, **options)
-    assert taken == [None] + [torch.float32] * 7 and len(steps) == 7  # the prompt takes the forward, then the steps
-    assert torch.equal(skipped.sequences, hooked.sequences)
+        skipped_greedy = model.generate(prompt, max_new_tokens=30, do_sample=False)  # the step's argmax taken
+    assert taken == ([None] + [torch.float32] * 7) + ([None] + [torch.float32] * 29) and len(steps) == 7 + 29
+    assert torch.equal(skipped.sequences, hooked.sequences) and torch.equal(skipped_greedy, hooked_greedy)
     assert all(torch.equal(a, b) for a, b in zip(skipped.logits, hooked.logits))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_steps_argmax_is_torchs_on_ties_and_nan(dtype):
+    # The threads each take the largest of the head's rows they made; merged, that is torch.argmax's: the lowest
+    # index among equal largest logits (here in both threads' shares of the 96 rows), the first NaN above all.
+    model = accelerated(tiny_model(dtype=dtype))
+    weight, cache, threads = model.lm_head.weight, DynamicCache(), torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            model(torch.tensor([[5, 9, 14]]), past_key_values=cache)
+            tokens = iter(range(20, 40))
+
+            def step():
+                logits, argmax = model.accelerated_logits(model, torch.tensor([[next(tokens)]]), cache)
+                assert torch.equal(argmax, logits.view(1, -1).argmax(dim=-1))
+                return logits.view(-1), int(argmax)
+
+            row = weight[0].clone()
+            weight.copy_(row.expand_as(weight))  # every logit the same
+            logits, argmax = step()
+            assert argmax == 0 and bool((logits == logits[0]).all())
+            weight.zero_()
+            weight[[30, 80]], weight[[31, 81]] = row, -row  # the two largest equal, one in each thread's share
+            assert step()[1] in (30, 31)
+            weight[[70, 40]] = float("nan")
+            assert step()[1] == 40
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16", "int8", "int4"])

@@ -87,6 +87,7 @@ class Decoder:
                                                       ("output_hidden_states", output_hidden_states)) if wanted}
         # The latest forward pass's per-layer attentions and hidden states, when asked for.
         self.last_attentions, self.last_hidden_states = None, None
+        self.argmax = None  # the latest step's argmax of its logits, where the model's shortcut gave it
 
     def prefill(self, expand: int = 1) -> torch.Tensor:
         """The (B * expand, V) logits of the last prompt position, each prompt's row repeated `expand` times.
@@ -180,10 +181,12 @@ class Decoder:
             self.attention_mask, self.position_ids = None, None
 
     def _forward(self, input_ids: torch.Tensor, attention_mask, position_ids, keep: int = 1) -> torch.Tensor:
+        self.argmax = None
         if attention_mask is None and position_ids is None and keep == 1 and not self.extra:
             shortcut = getattr(self.model, "accelerated_logits", None)  # the model's forward skipped (CausalLM)
-            logits = shortcut(self.model, input_ids, self.cache) if shortcut is not None else None
-            if logits is not None:
+            taken = shortcut(self.model, input_ids, self.cache) if shortcut is not None else None
+            if taken is not None:
+                logits, self.argmax = taken
                 return logits
         if position_ids is None:
             # Positions count from 0 as in the reference's generate, also for models whose own default differs
@@ -357,7 +360,7 @@ class Batch:
         sequences = self.sequences
         tokens = sequences[0].newest if len(sequences) == 1 else torch.cat([s.newest for s in sequences])
         logits = self.decoder.step(tokens)
-        argmax = None  # one argmax over the batch for every sequence that takes it of the raw logits
+        argmax = self.decoder.argmax  # one argmax over the batch for every sequence that takes it of the raw logits
         start = 0
         for sequence in sequences:
             end = start + sequence.rows

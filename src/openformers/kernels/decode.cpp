@@ -1268,6 +1268,15 @@ at::Tensor final_norm_weights(const char* op, const c10::optional<at::Tensor>& n
   return norm->to(at::kFloat).contiguous();
 }
 
+// Whether logit v at index i comes before `best` at index `at` (at < 0: none yet) in torch.argmax's order: the larger
+// value, NaN above every number, the lower index among equals.
+inline bool argmax_before(float v, int64_t i, float best, int64_t at) {
+  if (at < 0) return true;
+  bool v_nan = v != v, best_nan = best != best;
+  if (v_nan || best_nan) return v_nan && (!best_nan || i < at);
+  return v > best || (v == best && i < at);
+}
+
 // Runs every layer for one token, in place on `x` (hidden,) float32, writing this position's key and value
 // into each layer's cache buffers (1, n_kv, capacity, head_dim) at `pos`, with the layers' tensors of `stack`
 // (StepWeights; scales are int8's float32 scales per block of 32 or int4's float16 (scale, minimum) pairs). One
@@ -1279,7 +1288,10 @@ at::Tensor final_norm_weights(const char* op, const c10::optional<at::Tensor>& n
 // while the last layer finishes. With `bfloat16_logits` the logits are rounded to bfloat16 values (a bfloat16
 // model's), still float32: generate's loop takes logits as float32 (and argmax over bfloat16 ones took 180-220 us
 // a token, twice float32's), so rounding them here spares it the conversion to bfloat16 and back, two passes.
-at::Tensor decode_step(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at::TensorList keys,
+// The second output is the logits' argmax as torch.argmax gives it, a (1,) int64 tensor (-1 without the head):
+// each thread takes the largest of the rows it made while they are in its L1 cache, where torch's argmax read the
+// 49152 logits again after the step, 90-100 us a token.
+std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at::TensorList keys,
                        at::TensorList values, int64_t pos, int64_t window,
                        at::Tensor cos, at::Tensor sin, double eps, c10::optional<at::Tensor> norm,
                        c10::optional<at::Tensor> head, c10::optional<at::Tensor> head_scale, bool bfloat16_logits) {
@@ -1313,6 +1325,9 @@ at::Tensor decode_step(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stac
     logits = at::empty({head_m.rows}, x.options());
   }
   float* logits_d = logits.data_ptr<float>();
+  float top = 0;  // the argmax over every thread's rows (argmax_before's order)
+  int64_t top_at = -1;
+  std::mutex argmax_merge;
 
   auto run = [&](auto weight_tag) {
     using W = decltype(weight_tag);
@@ -1341,11 +1356,18 @@ at::Tensor decode_step(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stac
       auto head_rows = [&](auto head_tag) {
         using H = decltype(head_tag);
         in.set<H>(normed.data(), head_m.cols);
+        float best = 0;
+        int64_t at = -1;
         team.claim(head_m.rows, kChunk, 4, [&](int64_t begin, int64_t end) {
           product_rows<H>(head_m, begin, end, in, logits_d);
-          if (bfloat16_logits)  // each value as .to(torch.bfloat16) rounds it (to nearest even), while in the L1 cache
-            for (int64_t i = begin; i < end; ++i) logits_d[i] = static_cast<float>(c10::BFloat16(logits_d[i]));
+          for (int64_t i = begin; i < end; ++i) {
+            // Rounded as .to(torch.bfloat16) rounds (to nearest even).
+            if (bfloat16_logits) logits_d[i] = static_cast<float>(c10::BFloat16(logits_d[i]));
+            if (argmax_before(logits_d[i], i, best, at)) best = logits_d[i], at = i;
+          }
         });
+        std::lock_guard<std::mutex> lock(argmax_merge);
+        if (at >= 0 && argmax_before(best, at, top, top_at)) top = best, top_at = at;
       };
       with_layout(head_type, "decode_step: the head", head_rows);  // checked before the team
     });
@@ -1353,7 +1375,7 @@ at::Tensor decode_step(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stac
   with_layout(weight_type, "decode_step", run);
   if (with_head) std::copy(S.out.begin(), S.out.end(), xd);
   else if (norm_f.defined()) rms_norm(xd, norm_f.data_ptr<float>(), epsf, xd, hidden);
-  return logits;
+  return {logits, at::full({1}, top_at, x.options().dtype(at::kLong))};
 }
 
 #ifdef __AVX512F__
@@ -2837,7 +2859,7 @@ TORCH_LIBRARY(openformers, m) {
                        std::vector<at::Tensor>>());
   m.def("decode_step(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps, Tensor? norm=None, "
-        "Tensor? head=None, Tensor? head_scale=None, bool bfloat16_logits=False) -> Tensor");
+        "Tensor? head=None, Tensor? head_scale=None, bool bfloat16_logits=False) -> (Tensor logits, Tensor argmax)");
   m.def("decode_batch(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, Tensor mask, float eps, "
         "Tensor? norm=None) -> ()");

@@ -109,13 +109,13 @@ def install(model: nn.Module, before_step=None) -> None:
         model.accelerated_logits = next_token_logits
 
 
-def next_token_logits(model: nn.Module, input_ids: torch.Tensor, cache) -> torch.Tensor | None:
+def next_token_logits(model: nn.Module, input_ids: torch.Tensor, cache) -> tuple[torch.Tensor, torch.Tensor] | None:
     """generate's shortcut past the model's forward (installed as `model.accelerated_logits`, called by the
-    Decoder of generation/steps.py): the (1, 1, vocab) logits of one unpadded sequence's next token, from a step
-    that runs the final norm and the head's product in its team; None to leave the token to the forward. They are
-    the forward's logits, in float32 as generate's loop takes them: a bfloat16 model's are rounded to bfloat16
-    values in the step, where the forward's bfloat16 tensor cost a conversion, and argmax over it 180-220 us, twice
-    float32's.
+    Decoder of generation/steps.py): the (1, 1, vocab) logits of one unpadded sequence's next token and their (1,)
+    argmax, from a step that runs the final norm and the head's product in its team; None to leave the token to the
+    forward. They are the forward's logits, in float32 as generate's loop takes them: a bfloat16 model's are
+    rounded to bfloat16 values in the step, where the forward's bfloat16 tensor cost a conversion, and argmax over
+    it 180-220 us, twice float32's. The argmax is torch.argmax's, taken by the step's threads (decode.cpp).
 
     The forward's way to the same logits (the causal-LM head's forward and the decoder's, their two output
     objects, the step's hidden state converted, offered to the StepHead and compared there) is some 25 Python-level
@@ -136,7 +136,7 @@ def next_token_logits(model: nn.Module, input_ids: torch.Tensor, cache) -> torch
         return None
     bfloat16_model = decoder.embed_tokens.weight.dtype == torch.bfloat16  # the head's output: the hidden's dtype
     ran = step.run(input_ids, None, None, cache, head, bfloat16_logits=bfloat16_model)
-    return None if ran is None else ran[1].view(1, 1, -1)
+    return None if ran is None else (ran[1].view(1, 1, -1), ran[2])
 
 
 def _unhooked(*modules: nn.Module) -> bool:
@@ -241,7 +241,7 @@ class DecodeStep:
         ran = self.run(input_ids, attention_mask, position_ids, cache, fused)
         if ran is None:
             return None
-        x, logits = ran
+        x, logits, _ = ran
         hidden = x.to(self.decoder.embed_tokens.weight.dtype)
         if head is not None:
             head.offer(hidden, logits)
@@ -249,9 +249,9 @@ class DecodeStep:
 
     def run(self, input_ids, attention_mask, position_ids, cache, head: "StepHead | None" = None,
             bfloat16_logits: bool = False):
-        """The step, if it takes these inputs: (x, logits), x the (B, 1, C) float32 hidden state after the final
-        norm, logits the (vocab,) float32 logits when `head` (fused, one sequence) ran in the step, else None;
-        with `bfloat16_logits`, rounded to bfloat16 values (decode.cpp's decode_step)."""
+        """The step, if it takes these inputs: (x, logits, argmax), x the (B, 1, C) float32 hidden state after
+        the final norm; when `head` (fused, one sequence) ran in the step, the (vocab,) float32 logits (with
+        `bfloat16_logits`, rounded to bfloat16 values) and their (1,) argmax, else None and None."""
         decoder = self.decoder
         takes = (
             input_ids is not None
@@ -295,19 +295,20 @@ class DecodeStep:
         layers = (stack, [keys for keys, _, _ in reserved], [values for _, values, _ in reserved], reserved[0][2],
                   decoder.sliding_window or 0)
         eps = decoder.layers[0].input_layernorm.eps
-        logits = None
+        logits = argmax = None
         # x leaves either call normed by the final norm, in float32 (the layers round a bfloat16 model's residual
         # to bfloat16 first), with the layers' eps: every norm of a model has its config's rms_norm_eps.
         if one_sequence:  # decode_step: each product's rows shared by the threads
             fused = (head.weight, head.scale, bfloat16_logits) if head is not None else ()
-            logits = torch.ops.openformers.decode_step(x.view(-1), *layers, cos, sin, eps, decoder.norm.weight, *fused)
-            logits = logits if head is not None else None
+            logits, argmax = torch.ops.openformers.decode_step(x.view(-1), *layers, cos, sin, eps, decoder.norm.weight,
+                                                               *fused)
+            logits, argmax = (logits, argmax) if head is not None else (None, None)
         else:  # decode_batch: each row's rotary angles at its own position, its mask over the cache
             mask = attention_mask.to(torch.uint8) if padding else torch.empty(0, dtype=torch.uint8)
             torch.ops.openformers.decode_batch(x.view(rows, -1), *layers, cos, sin, mask, eps, decoder.norm.weight)
         if getattr(_following, "caller", None) is not None:
             _follow_team()
-        return x, logits
+        return x, logits, argmax
 
     def _head(self) -> "StepHead | None":
         model = self.model_reference() if self.model_reference is not None else None

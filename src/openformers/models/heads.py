@@ -77,7 +77,7 @@ class CausalLM(HeadModel):
     loss_shifts_labels = True  # the loss at position t is against labels[t + 1] (the Trainer counts tokens by it)
     # A shortcut an accelerator installs at load (openformers.kernels): called by generate's loop with (model,
     # input_ids, cache) for one unpadded row's next token, it returns the (1, 1, vocab) logits this forward would
-    # (in float32, as the loop takes them), or None to leave the token to the forward.
+    # (in float32, as the loop takes them) and their (1,) argmax, or None to leave the token to the forward.
     accelerated_logits = None
 
     def __init__(self, config):
