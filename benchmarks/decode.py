@@ -2,7 +2,9 @@
 
 Each engine (a library at one precision) runs in its own subprocess, so none warms another's caches, in an
 order that alternates over the rounds; the best round of each is compared. Per engine: batch-1 greedy decode
-tokens/s over `--new-tokens` tokens (EOS ignored, so every engine makes the same number); prefill tokens/s on
+tokens/s over `--new-tokens` tokens (eos_token_id=None: no end token, so every engine makes the same number, and
+no stopping check or EOS ban that llama-bench, which feeds tokens without choosing any, does not run either:
+min_new_tokens's two processors copied the 49152 logits twice a token, ~0.1 ms); prefill tokens/s on
 a 512-token prompt; batched decode, total new tokens/s of 8 and of 32 sequences; load time (the PyTorch
 libraries only). openformers' weights are moved onto 2 MB pages before its timed calls (`kernels.place_weights`,
 timed apart and printed: up to ~5 s a GB on this VM, whose host backs each fresh huge page anew), where its first
@@ -119,13 +121,14 @@ def run_torch_engine(library: str, precision: str, new_tokens: int, decode_only:
     placed = time.perf_counter()
 
     input_ids = tokenizer.encode(PROMPT, return_tensors="pt")
-    options = dict(do_sample=False, attention_mask=torch.ones_like(input_ids), pad_token_id=tokenizer.eos_token_id)
+    options = dict(do_sample=False, attention_mask=torch.ones_like(input_ids), eos_token_id=None,
+                   pad_token_id=tokenizer.eos_token_id)
     probe = BandwidthProbe()
     with torch.inference_mode():
         model.generate(input_ids, max_new_tokens=8, **options)  # warm-up (and the kernels' first load)
         clock = TokenClock()
         before = probe.read()
-        model.generate(input_ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, streamer=clock, **options)
+        model.generate(input_ids, max_new_tokens=new_tokens, streamer=clock, **options)
         after = probe.read()
     del probe
     figures = {
