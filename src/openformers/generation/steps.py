@@ -130,6 +130,13 @@ class Decoder:
 
     def step(self, token: torch.Tensor) -> torch.Tensor:
         """Feed one token per row; the (B, V) logits for the position after it."""
+        self.argmax = None
+        if self.attention_mask is None and not self.extra:
+            shortcut = getattr(self.model, "accelerated_logits", None)  # past the model's forward (CausalLM)
+            taken = shortcut(self.model, token, self.cache) if shortcut is not None else None
+            if taken is not None:
+                logits, self.argmax = taken
+                return logits
         if self.attention_mask is not None:
             self.attention_mask = torch.cat([self.attention_mask, self.attention_mask.new_ones(token.shape[0], 1)], -1)
             self.position_ids = self.position_ids[:, -1:] + 1
@@ -181,13 +188,6 @@ class Decoder:
             self.attention_mask, self.position_ids = None, None
 
     def _forward(self, input_ids: torch.Tensor, attention_mask, position_ids, keep: int = 1) -> torch.Tensor:
-        self.argmax = None
-        if attention_mask is None and position_ids is None and keep == 1 and not self.extra:
-            shortcut = getattr(self.model, "accelerated_logits", None)  # the model's forward skipped (CausalLM)
-            taken = shortcut(self.model, input_ids, self.cache) if shortcut is not None else None
-            if taken is not None:
-                logits, self.argmax = taken
-                return logits
         if position_ids is None:
             # Positions count from 0 as in the reference's generate, also for models whose own default differs
             # (RoBERTa counts from its padding id when called without positions).

@@ -1075,6 +1075,14 @@ int64_t settled_team_threads() {
   return requested - std::min(crowding.left_out.load(std::memory_order_relaxed), requested - 1);
 }
 
+// Torch's own thread setting made the size the teams have settled on, after a step of a decoding loop that holds
+// torch's threads to the team's (kernels/llama.py, threads_following_team): here, at the step's end, where a call of
+// settled_team_threads after each step was one more operation a token (~40 us after the step flushed the caches).
+void follow_team_size() {
+  int threads = static_cast<int>(settled_team_threads());
+  if (threads != at::get_num_threads()) at::set_num_threads(threads);
+}
+
 // Runs body(team) on the requested threads (Crowding) less those Crowding leaves out, for `loops` claimed loops in
 // all, all threads leaving together (OpenMP's own closing barrier spins without giving the core back).
 template <typename F>
@@ -1288,13 +1296,16 @@ inline bool argmax_before(float v, int64_t i, float best, int64_t at) {
 // while the last layer finishes. With `bfloat16_logits` the logits are rounded to bfloat16 values (a bfloat16
 // model's), still float32: generate's loop takes logits as float32 (and argmax over bfloat16 ones took 180-220 us
 // a token, twice float32's), so rounding them here spares it the conversion to bfloat16 and back, two passes.
-// The second output is the logits' argmax as torch.argmax gives it, a (1,) int64 tensor (-1 without the head):
-// each thread takes the largest of the rows it made while they are in its L1 cache, where torch's argmax read the
-// 49152 logits again after the step, 90-100 us a token.
-std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at::TensorList keys,
-                       at::TensorList values, int64_t pos, int64_t window,
-                       at::Tensor cos, at::Tensor sin, double eps, c10::optional<at::Tensor> norm,
-                       c10::optional<at::Tensor> head, c10::optional<at::Tensor> head_scale, bool bfloat16_logits) {
+// The logits are (1, vocab); the second output is their argmax as torch.argmax gives it, a (1,) int64 tensor (-1
+// without the head): each thread takes the largest of the rows it made while they are in its L1 cache, where
+// torch's argmax read the 49152 logits again after the step, 90-100 us a token. With `follow_team`, see
+// follow_team_size.
+std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack,
+                                               at::TensorList keys, at::TensorList values, int64_t pos, int64_t window,
+                                               at::Tensor cos, at::Tensor sin, double eps,
+                                               c10::optional<at::Tensor> norm, c10::optional<at::Tensor> head,
+                                               c10::optional<at::Tensor> head_scale, bool bfloat16_logits,
+                                               bool follow_team) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "decode_step: x must be contiguous float32");
   std::vector<at::Tensor> converted;
   std::vector<Layer> layers = step_layers("decode_step", 1, *stack, keys, values, pos, converted);
@@ -1322,7 +1333,7 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
     TORCH_CHECK(head_type == at::kFloat || head_type == at::kBFloat16 || head_type == at::kChar ||
                     head_type == at::kByte,
                 "decode_step: the head must be float32, bfloat16, int8 or int4 (uint8), got ", head_type);
-    logits = at::empty({head_m.rows}, x.options());
+    logits = at::empty({1, head_m.rows}, x.options());  // a batch of one row, as generate's loop takes them
   }
   float* logits_d = logits.data_ptr<float>();
   float top = 0;  // the argmax over every thread's rows (argmax_before's order)
@@ -1375,6 +1386,7 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
   with_layout(weight_type, "decode_step", run);
   if (with_head) std::copy(S.out.begin(), S.out.end(), xd);
   else if (norm_f.defined()) rms_norm(xd, norm_f.data_ptr<float>(), epsf, xd, hidden);
+  if (follow_team) follow_team_size();
   return {logits, at::full({1}, top_at, x.options().dtype(at::kLong))};
 }
 
@@ -1882,7 +1894,8 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
 // With `norm`, each row of x leaves normed by the final norm, as decode_step's x.
 void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at::TensorList keys,
                   at::TensorList values, int64_t pos, int64_t window,
-                  at::Tensor cos, at::Tensor sin, at::Tensor mask, double eps, c10::optional<at::Tensor> norm) {
+                  at::Tensor cos, at::Tensor sin, at::Tensor mask, double eps, c10::optional<at::Tensor> norm,
+                  bool follow_team) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 2,
               "decode_batch: x must be a contiguous (rows, hidden) float32 matrix");
   int64_t n = x.size(0);
@@ -1940,6 +1953,7 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
   int64_t hidden = first.o.rows;
   if (norm_f.defined())
     for (int64_t j = 0; j < n; ++j) rms_norm(xd + j * hidden, norm_f.data_ptr<float>(), epsf, xd + j * hidden, hidden);
+  if (follow_team) follow_team_size();
 }
 
 // y = x W^T for a few rows x (n, cols) float32: the language-model head of a decoding step that did not run it
@@ -2859,10 +2873,11 @@ TORCH_LIBRARY(openformers, m) {
                        std::vector<at::Tensor>>());
   m.def("decode_step(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps, Tensor? norm=None, "
-        "Tensor? head=None, Tensor? head_scale=None, bool bfloat16_logits=False) -> (Tensor logits, Tensor argmax)");
+        "Tensor? head=None, Tensor? head_scale=None, bool bfloat16_logits=False, bool follow_team=False) -> "
+        "(Tensor logits, Tensor argmax)");
   m.def("decode_batch(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, Tensor mask, float eps, "
-        "Tensor? norm=None) -> ()");
+        "Tensor? norm=None, bool follow_team=False) -> ()");
   m.def("matvec(Tensor x, Tensor weight, Tensor? scale) -> Tensor");
   m.def("dequantize(Tensor weight, Tensor scale) -> Tensor");
   m.def("dequantize_into(Tensor weight, Tensor scale, Tensor(a!) out) -> ()");

@@ -109,11 +109,11 @@ def install(model: nn.Module, before_step=None) -> None:
         model.accelerated_logits = next_token_logits
 
 
-def next_token_logits(model: nn.Module, input_ids: torch.Tensor, cache) -> tuple[torch.Tensor, torch.Tensor] | None:
+def next_token_logits(model: nn.Module, tokens: torch.Tensor, cache) -> tuple[torch.Tensor, torch.Tensor] | None:
     """generate's shortcut past the model's forward (installed as `model.accelerated_logits`, called by the
-    Decoder of generation/steps.py): the (1, 1, vocab) logits of one unpadded sequence's next token and their (1,)
-    argmax, from a step that runs the final norm and the head's product in its team; None to leave the token to the
-    forward. They are the forward's logits, in float32 as generate's loop takes them: a bfloat16 model's are
+    Decoder of generation/steps.py): for the (1,) token fed to one unpadded sequence, the (1, vocab) logits of the
+    next and their (1,) argmax, from a step that runs the final norm and the head's product in its team; None to
+    leave the token to the forward. They are the forward's logits, in float32 as generate's loop takes them: a bfloat16 model's are
     rounded to bfloat16 values in the step, where the forward's bfloat16 tensor cost a conversion, and argmax over
     it 180-220 us, twice float32's. The argmax is torch.argmax's, taken by the step's threads (decode.cpp).
 
@@ -129,14 +129,14 @@ def next_token_logits(model: nn.Module, input_ids: torch.Tensor, cache) -> tuple
     step = getattr(decoder, "accelerated_step", None)
     head = getattr(model, "lm_head", None)
     model_class = type(model)
-    if (not isinstance(step, DecodeStep) or type(head) is not StepHead or input_ids.shape[0] != 1
+    if (not isinstance(step, DecodeStep) or type(head) is not StepHead or tokens.shape != (1,)
             or model_class.forward is not CausalLM.forward or model_class.token_logits is not CausalLM.token_logits
             or "forward" in vars(model) or getattr(model, "_compiled_call_impl", None) is not None
             or not _unhooked(model, decoder, head) or not head.fuses()):
         return None
     bfloat16_model = decoder.embed_tokens.weight.dtype == torch.bfloat16  # the head's output: the hidden's dtype
-    ran = step.run(input_ids, None, None, cache, head, bfloat16_logits=bfloat16_model)
-    return None if ran is None else (ran[1].view(1, 1, -1), ran[2])
+    ran = step.run(tokens, None, None, cache, head, bfloat16_logits=bfloat16_model)
+    return None if ran is None else ran[1:]
 
 
 def _unhooked(*modules: nn.Module) -> bool:
@@ -183,12 +183,6 @@ def threads_following_team(model: nn.Module):
             torch.ops.openformers.request_team(_team_requests[-1] if _team_requests else 0)
         if outer is None and torch.get_num_threads() != caller:
             torch.set_num_threads(caller)
-
-
-def _follow_team() -> None:
-    threads = torch.ops.openformers.settled_team_threads()
-    if threads != torch.get_num_threads():
-        torch.set_num_threads(threads)
 
 
 def _swap_linear(parent: nn.Module, name: str) -> None:
@@ -249,13 +243,15 @@ class DecodeStep:
 
     def run(self, input_ids, attention_mask, position_ids, cache, head: "StepHead | None" = None,
             bfloat16_logits: bool = False):
-        """The step, if it takes these inputs: (x, logits, argmax), x the (B, 1, C) float32 hidden state after
-        the final norm; when `head` (fused, one sequence) ran in the step, the (vocab,) float32 logits (with
-        `bfloat16_logits`, rounded to bfloat16 values) and their (1,) argmax, else None and None."""
+        """The step, if it takes these inputs: (x, logits, argmax), x the float32 hidden state after the final
+        norm, (B, 1, C) for input_ids (B, 1) or (B, C) for (B,); when `head` (fused, one sequence) ran in the step,
+        the (1, vocab) float32 logits (with `bfloat16_logits`, rounded to bfloat16 values) and their (1,) argmax,
+        else None and None."""
         decoder = self.decoder
         takes = (
             input_ids is not None
-            and input_ids.dim() == 2 and input_ids.shape[1] == 1 and input_ids.shape[0] <= BATCH_ROWS
+            and (input_ids.dim() == 1 or input_ids.dim() == 2 and input_ids.shape[1] == 1)
+            and input_ids.shape[0] <= BATCH_ROWS
             and isinstance(cache, DynamicCache) and not cache.is_compileable and cache.seq_len > 0
             and input_ids.device.type == "cpu"
             and decoder.embed_tokens.weight.dtype in KERNEL_DTYPES
@@ -290,24 +286,25 @@ class DecodeStep:
             cos, sin = rotary.cos[positions], rotary.sin[positions]
             if one_sequence:
                 cos, sin = cos[0], sin[0]
-        x = decoder.embed_tokens(input_ids).float().contiguous()  # (rows, 1, C): the hidden state's shape
+        x = decoder.embed_tokens(input_ids).float().contiguous()  # (rows, 1, C) or (rows, C): the hidden's shape
         reserved = [cache.reserve(i, 1) for i in range(len(decoder.layers))]
         layers = (stack, [keys for keys, _, _ in reserved], [values for _, values, _ in reserved], reserved[0][2],
                   decoder.sliding_window or 0)
         eps = decoder.layers[0].input_layernorm.eps
         logits = argmax = None
+        # Inside threads_following_team, the step leaves torch's threads at the team's settled size.
+        following = getattr(_following, "caller", None) is not None
         # x leaves either call normed by the final norm, in float32 (the layers round a bfloat16 model's residual
         # to bfloat16 first), with the layers' eps: every norm of a model has its config's rms_norm_eps.
         if one_sequence:  # decode_step: each product's rows shared by the threads
-            fused = (head.weight, head.scale, bfloat16_logits) if head is not None else ()
+            fused = (head.weight, head.scale) if head is not None else (None, None)
             logits, argmax = torch.ops.openformers.decode_step(x.view(-1), *layers, cos, sin, eps, decoder.norm.weight,
-                                                               *fused)
+                                                               *fused, bfloat16_logits, following)
             logits, argmax = (logits, argmax) if head is not None else (None, None)
         else:  # decode_batch: each row's rotary angles at its own position, its mask over the cache
             mask = attention_mask.to(torch.uint8) if padding else torch.empty(0, dtype=torch.uint8)
-            torch.ops.openformers.decode_batch(x.view(rows, -1), *layers, cos, sin, mask, eps, decoder.norm.weight)
-        if getattr(_following, "caller", None) is not None:
-            _follow_team()
+            torch.ops.openformers.decode_batch(x.view(rows, -1), *layers, cos, sin, mask, eps, decoder.norm.weight,
+                                               following)
         return x, logits, argmax
 
     def _head(self) -> "StepHead | None":

@@ -76,8 +76,9 @@ class CausalLM(HeadModel):
     tied_weights = {"lm_head.weight": "model.embed_tokens.weight"}
     loss_shifts_labels = True  # the loss at position t is against labels[t + 1] (the Trainer counts tokens by it)
     # A shortcut an accelerator installs at load (openformers.kernels): called by generate's loop with (model,
-    # input_ids, cache) for one unpadded row's next token, it returns the (1, 1, vocab) logits this forward would
-    # (in float32, as the loop takes them) and their (1,) argmax, or None to leave the token to the forward.
+    # tokens, cache) for the (1,) token fed to one unpadded row, it returns the (1, vocab) logits of the next that
+    # this forward would give (in float32, as the loop takes them) and their (1,) argmax, or None to leave the
+    # token to the forward.
     accelerated_logits = None
 
     def __init__(self, config):
