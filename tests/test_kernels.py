@@ -330,7 +330,8 @@ def test_a_team_of_threads_gives_the_one_thread_results(quantization, monkeypatc
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_generate_skips_the_forward_for_the_same_logits_unless_a_hook_would_see_it(dtype, monkeypatch):
     # generate's steps of one sequence take the kernel's shortcut past the model's forward (accelerated_logits),
-    # with the logits the forward gives; a forward hook, the model's own or a global one, keeps them on the forward.
+    # with the logits the forward gives; a forward hook (the model's, its embedding's, whose row the step reads
+    # itself, or a global one) keeps them on the forward.
     model = accelerated(tiny_model(dtype=dtype))
     prompt = torch.tensor([[5, 9, 14]])
     options = dict(max_new_tokens=8, do_sample=False, output_logits=True, return_dict_in_generate=True)
@@ -343,6 +344,7 @@ def test_generate_skips_the_forward_for_the_same_logits_unless_a_hook_would_see_
 
     model.accelerated_logits = counted
     hooks = [lambda: model.register_forward_hook(lambda *args: forwards.append(1)),
+             lambda: model.model.embed_tokens.register_forward_hook(lambda *args: forwards.append(1)),
              lambda: torch.nn.modules.module.register_module_forward_hook(
                  lambda module, *args: forwards.append(1) if module is model else None)]
     for register in hooks:
@@ -391,6 +393,8 @@ def test_the_steps_argmax_is_torchs_on_ties_and_nan(dtype):
             assert step()[1] in (30, 31)
             weight[[70, 40]] = float("nan")
             assert step()[1] == 40
+            with pytest.raises(RuntimeError, match="token id 96 is outside the embedding's 96 rows"):
+                model.accelerated_logits(model, torch.tensor([96]), cache)
     finally:
         torch.set_num_threads(threads)
 

@@ -1285,6 +1285,30 @@ inline bool argmax_before(float v, int64_t i, float best, int64_t at) {
   return v > best || (v == best && i < at);
 }
 
+// The float32 input of a step for the token whose id `tokens` holds (one int64): its row of `embedding` (float32 or
+// bfloat16, a row per token id), read here by decode_step where the embedding module's call and the row's
+// conversion to float32 were ~70-120 us a token (three operations after a step had flushed the caches).
+at::Tensor embedded_row(const at::Tensor& tokens, const at::Tensor& embedding) {
+  TORCH_CHECK(tokens.scalar_type() == at::kLong && tokens.numel() == 1,
+              "decode_step: with an embedding, x must hold one int64 token id, got ", tokens.scalar_type(), " ",
+              tokens.sizes());
+  auto type = embedding.scalar_type();
+  TORCH_CHECK(embedding.dim() == 2 && embedding.is_contiguous() && (type == at::kFloat || type == at::kBFloat16),
+              "decode_step: the embedding must be a contiguous 2-D float32 or bfloat16 table");
+  int64_t id = tokens.item<int64_t>(), cols = embedding.size(1);
+  TORCH_CHECK(0 <= id && id < embedding.size(0), "decode_step: token id ", id, " is outside the embedding's ",
+              embedding.size(0), " rows");
+  at::Tensor x = at::empty({cols}, embedding.options().dtype(at::kFloat));
+  float* xd = x.data_ptr<float>();
+  if (type == at::kFloat) {
+    std::copy_n(embedding.data_ptr<float>() + id * cols, cols, xd);
+  } else {
+    const c10::BFloat16* row = embedding.data_ptr<c10::BFloat16>() + id * cols;
+    for (int64_t i = 0; i < cols; ++i) xd[i] = static_cast<float>(row[i]);
+  }
+  return x;
+}
+
 // Runs every layer for one token, in place on `x` (hidden,) float32, writing this position's key and value
 // into each layer's cache buffers (1, n_kv, capacity, head_dim) at `pos`, with the layers' tensors of `stack`
 // (StepWeights; scales are int8's float32 scales per block of 32 or int4's float16 (scale, minimum) pairs). One
@@ -1299,13 +1323,15 @@ inline bool argmax_before(float v, int64_t i, float best, int64_t at) {
 // The logits are (1, vocab); the second output is their argmax as torch.argmax gives it, a (1,) int64 tensor (-1
 // without the head): each thread takes the largest of the rows it made while they are in its L1 cache, where
 // torch's argmax read the 49152 logits again after the step, 90-100 us a token. With `follow_team`, see
-// follow_team_size.
+// follow_team_size. With `embedding`, x holds the token's id instead, and the step's input is its row of
+// `embedding` (embedded_row); x is left as it is.
 std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack,
                                                at::TensorList keys, at::TensorList values, int64_t pos, int64_t window,
                                                at::Tensor cos, at::Tensor sin, double eps,
                                                c10::optional<at::Tensor> norm, c10::optional<at::Tensor> head,
                                                c10::optional<at::Tensor> head_scale, bool bfloat16_logits,
-                                               bool follow_team) {
+                                               bool follow_team, c10::optional<at::Tensor> embedding) {
+  if (embedding && embedding->defined()) x = embedded_row(x, *embedding);
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "decode_step: x must be contiguous float32");
   std::vector<at::Tensor> converted;
   std::vector<Layer> layers = step_layers("decode_step", 1, *stack, keys, values, pos, converted);
@@ -2873,8 +2899,8 @@ TORCH_LIBRARY(openformers, m) {
                        std::vector<at::Tensor>>());
   m.def("decode_step(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps, Tensor? norm=None, "
-        "Tensor? head=None, Tensor? head_scale=None, bool bfloat16_logits=False, bool follow_team=False) -> "
-        "(Tensor logits, Tensor argmax)");
+        "Tensor? head=None, Tensor? head_scale=None, bool bfloat16_logits=False, bool follow_team=False, "
+        "Tensor? embedding=None) -> (Tensor logits, Tensor argmax)");
   m.def("decode_batch(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, Tensor mask, float eps, "
         "Tensor? norm=None, bool follow_team=False) -> ()");

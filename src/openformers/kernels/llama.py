@@ -122,20 +122,23 @@ def next_token_logits(model: nn.Module, tokens: torch.Tensor, cache) -> tuple[to
     operations, each slow right after a step has streamed the weights through the caches: SmolLM2 bfloat16 at two
     threads, the time between two steps' kernel calls went from 0.89-1.04 to 0.71-0.82 ms (median of 64 tokens,
     rounds interleaved in one process). The shortcut stands in for it only where the forward
-    computes the same thing: the model's class keeps CausalLM's forward and head, the model is not compiled, no
-    forward hook would see the call (the model's, the decoder's, the head's or a global one) and the head fuses.
+    computes the same thing: the model's class keeps CausalLM's forward and head, the model is not compiled, the
+    embedding is a plain nn.Embedding (whose row the step reads itself), no forward hook would see the call (the
+    model's, the decoder's, the embedding's, the head's or a global one) and the head fuses.
     """
     decoder = decoder_of(model)
     step = getattr(decoder, "accelerated_step", None)
     head = getattr(model, "lm_head", None)
+    embedding = getattr(decoder, "embed_tokens", None)
     model_class = type(model)
     if (not isinstance(step, DecodeStep) or type(head) is not StepHead or tokens.shape != (1,)
             or model_class.forward is not CausalLM.forward or model_class.token_logits is not CausalLM.token_logits
             or "forward" in vars(model) or getattr(model, "_compiled_call_impl", None) is not None
-            or not _unhooked(model, decoder, head) or not head.fuses()):
+            or type(embedding) is not nn.Embedding or embedding.max_norm is not None
+            or not _unhooked(model, decoder, head, embedding) or not head.fuses()):
         return None
-    bfloat16_model = decoder.embed_tokens.weight.dtype == torch.bfloat16  # the head's output: the hidden's dtype
-    ran = step.run(tokens, None, None, cache, head, bfloat16_logits=bfloat16_model)
+    bfloat16_model = embedding.weight.dtype == torch.bfloat16  # the head's output: the hidden's dtype
+    ran = step.run(tokens, None, None, cache, head, bfloat16_logits=bfloat16_model, embedding_in_step=True)
     return None if ran is None else ran[1:]
 
 
@@ -242,11 +245,12 @@ class DecodeStep:
         return hidden
 
     def run(self, input_ids, attention_mask, position_ids, cache, head: "StepHead | None" = None,
-            bfloat16_logits: bool = False):
+            bfloat16_logits: bool = False, embedding_in_step: bool = False):
         """The step, if it takes these inputs: (x, logits, argmax), x the float32 hidden state after the final
         norm, (B, 1, C) for input_ids (B, 1) or (B, C) for (B,); when `head` (fused, one sequence) ran in the step,
         the (1, vocab) float32 logits (with `bfloat16_logits`, rounded to bfloat16 values) and their (1,) argmax,
-        else None and None."""
+        else None and None. With `embedding_in_step` (a caller that checked the embedding is a plain nn.Embedding
+        that no hook watches), one sequence's step reads its token's embedding row itself, and x is None."""
         decoder = self.decoder
         takes = (
             input_ids is not None
@@ -286,7 +290,11 @@ class DecodeStep:
             cos, sin = rotary.cos[positions], rotary.sin[positions]
             if one_sequence:
                 cos, sin = cos[0], sin[0]
-        x = decoder.embed_tokens(input_ids).float().contiguous()  # (rows, 1, C) or (rows, C): the hidden's shape
+        embedding_in_step = embedding_in_step and one_sequence
+        if embedding_in_step:  # decode_step reads the row: the token id in x's place, the table beside
+            x, embedding = input_ids, decoder.embed_tokens.weight
+        else:
+            x, embedding = decoder.embed_tokens(input_ids).float().contiguous(), None  # (rows, 1, C) or (rows, C)
         reserved = [cache.reserve(i, 1) for i in range(len(decoder.layers))]
         layers = (stack, [keys for keys, _, _ in reserved], [values for _, values, _ in reserved], reserved[0][2],
                   decoder.sliding_window or 0)
@@ -299,8 +307,10 @@ class DecodeStep:
         if one_sequence:  # decode_step: each product's rows shared by the threads
             fused = (head.weight, head.scale) if head is not None else (None, None)
             logits, argmax = torch.ops.openformers.decode_step(x.view(-1), *layers, cos, sin, eps, decoder.norm.weight,
-                                                               *fused, bfloat16_logits, following)
+                                                               *fused, bfloat16_logits, following, embedding)
             logits, argmax = (logits, argmax) if head is not None else (None, None)
+            if embedding_in_step:
+                x = None
         else:  # decode_batch: each row's rotary angles at its own position, its mask over the cache
             mask = attention_mask.to(torch.uint8) if padding else torch.empty(0, dtype=torch.uint8)
             torch.ops.openformers.decode_batch(x.view(rows, -1), *layers, cos, sin, mask, eps, decoder.norm.weight,
