@@ -415,7 +415,7 @@ def test_the_head_run_in_the_step_gives_the_separate_heads_logits(precision, mon
         weight is model.lm_head.weight) or matvec(x, weight, scale))
     fused = step_logits(model, tokens, True, monkeypatch)
     assert heads.count(True) == 2  # the prompt's head and the first step's
-    monkeypatch.setattr(type(model.lm_head), "fuses", lambda head: False)
+    monkeypatch.setattr(type(model.lm_head), "fused_tensors", lambda head: None)
     separate = step_logits(model, tokens, True, monkeypatch)
     assert heads.count(True) == 2 + 1 + len(tokens) - 3
     assert fused.dtype == model.dtype and torch.equal(fused, separate)

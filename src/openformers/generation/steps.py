@@ -303,7 +303,9 @@ class Sequence:
 
     @property
     def done(self) -> bool:
-        return self.error is not None or self.length == self.ids.shape[1] or not bool(self.unfinished.any())
+        unfinished = self.unfinished  # one row: read as it is, where any() is one operation more a step
+        return self.error is not None or self.length == self.ids.shape[1] or not bool(
+            unfinished if unfinished.shape == (1,) else unfinished.any())
 
     def choose(self, logits: torch.Tensor) -> torch.Tensor:
         """Choose the rows' next tokens from their (R, V) logits, append them and check which rows stop."""
@@ -321,7 +323,7 @@ class Sequence:
         self.length += 1
         self.newest = tokens
         scores = self.record.scores_so_far() if self.record is not None else None
-        self.unfinished &= ~self.criteria(self.ids[:, : self.length], scores)
+        self.unfinished.masked_fill_(self.criteria(self.ids[:, : self.length], scores), False)
         return tokens
 
     def finish_reason(self, row: int = 0) -> str:

@@ -126,19 +126,23 @@ def next_token_logits(model: nn.Module, tokens: torch.Tensor, cache) -> tuple[to
     embedding is a plain nn.Embedding (whose row the step reads itself), no forward hook would see the call (the
     model's, the decoder's, the embedding's, the head's or a global one) and the head fuses.
     """
-    decoder = decoder_of(model)
+    # Submodules through the module dicts, as StepHead.fused_tensors reads its tensors, and for the same reason.
+    decoder, head = model._modules.get(model.base_model_prefix), model._modules.get("lm_head")
     step = getattr(decoder, "accelerated_step", None)
-    head = getattr(model, "lm_head", None)
-    embedding = getattr(decoder, "embed_tokens", None)
     model_class = type(model)
     if (not isinstance(step, DecodeStep) or type(head) is not StepHead or tokens.shape != (1,)
             or model_class.forward is not CausalLM.forward or model_class.token_logits is not CausalLM.token_logits
-            or "forward" in vars(model) or getattr(model, "_compiled_call_impl", None) is not None
-            or type(embedding) is not nn.Embedding or embedding.max_norm is not None
-            or not _unhooked(model, decoder, head, embedding) or not head.fuses()):
+            or "forward" in vars(model) or getattr(model, "_compiled_call_impl", None) is not None):
         return None
-    bfloat16_model = embedding.weight.dtype == torch.bfloat16  # the head's output: the hidden's dtype
-    ran = step.run(tokens, None, None, cache, head, bfloat16_logits=bfloat16_model, embedding_in_step=True)
+    embedding = decoder._modules.get("embed_tokens")
+    if (type(embedding) is not nn.Embedding or embedding.max_norm is not None
+            or not _unhooked(model, decoder, head, embedding)):
+        return None
+    fused = head.fused_tensors()
+    if fused is None:
+        return None
+    bfloat16_model = embedding._parameters["weight"].dtype == torch.bfloat16  # the head's output: the hidden's dtype
+    ran = step.run(tokens, None, None, cache, fused, bfloat16_logits=bfloat16_model, embedding_in_step=True)
     return None if ran is None else ran[1:]
 
 
@@ -234,7 +238,7 @@ class DecodeStep:
 
     def __call__(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor | None:
         head = self._head()
-        fused = head if head is not None and head.follows_step and head.fuses() else None
+        fused = head.fused_tensors() if head is not None and head.follows_step else None
         ran = self.run(input_ids, attention_mask, position_ids, cache, fused)
         if ran is None:
             return None
@@ -244,10 +248,11 @@ class DecodeStep:
             head.offer(hidden, logits)
         return hidden
 
-    def run(self, input_ids, attention_mask, position_ids, cache, head: "StepHead | None" = None,
+    def run(self, input_ids, attention_mask, position_ids, cache, head: tuple | None = None,
             bfloat16_logits: bool = False, embedding_in_step: bool = False):
         """The step, if it takes these inputs: (x, logits, argmax), x the float32 hidden state after the final
-        norm, (B, 1, C) for input_ids (B, 1) or (B, C) for (B,); when `head` (fused, one sequence) ran in the step,
+        norm, (B, 1, C) for input_ids (B, 1) or (B, C) for (B,); when `head`'s (weight, scale) (StepHead's
+        fused_tensors) ran in the step (one sequence),
         the (1, vocab) float32 logits (with `bfloat16_logits`, rounded to bfloat16 values) and their (1,) argmax,
         else None and None. With `embedding_in_step` (a caller that checked the embedding is a plain nn.Embedding
         that no hook watches), one sequence's step reads its token's embedding row itself, and x is None."""
@@ -305,9 +310,9 @@ class DecodeStep:
         # x leaves either call normed by the final norm, in float32 (the layers round a bfloat16 model's residual
         # to bfloat16 first), with the layers' eps: every norm of a model has its config's rms_norm_eps.
         if one_sequence:  # decode_step: each product's rows shared by the threads
-            fused = (head.weight, head.scale) if head is not None else (None, None)
             logits, argmax = torch.ops.openformers.decode_step(x.view(-1), *layers, cos, sin, eps, decoder.norm.weight,
-                                                               *fused, bfloat16_logits, following, embedding)
+                                                               *(head or (None, None)), bfloat16_logits, following,
+                                                               embedding)
             logits, argmax = (logits, argmax) if head is not None else (None, None)
             if embedding_in_step:
                 x = None
@@ -424,11 +429,16 @@ class StepHead(Linear):
             self.follows_step = False
         self._offered = (hidden.clone(), logits)
 
-    def fuses(self) -> bool:
-        """Whether decode_step can run this head's product (its weights in a layout of the kernel's, no bias)."""
-        weight = self.weight
-        return (self.bias is None and weight.device.type == "cpu" and weight.dtype in KERNEL_WEIGHTS
-                and weight.is_contiguous())
+    def fused_tensors(self) -> tuple | None:
+        """(weight, scale) for decode_step to run this head's product, or None where it cannot: a bias, or weights
+        in no layout of the kernel's. Read through the module's dicts, as nn.Module's attribute fallback took ~20 us
+        an attribute right after a step had streamed the weights through the caches. (Quantized, the weight and
+        bias are buffers: see Linear.from_linear.)"""
+        tensors = self._buffers if "weight" in self._buffers else self._parameters
+        weight, bias = tensors.get("weight"), tensors.get("bias")
+        fuses = (bias is None and weight is not None and weight.device.type == "cpu" and weight.dtype in KERNEL_WEIGHTS
+                 and weight.is_contiguous())
+        return (weight, self._buffers.get("scale")) if fuses else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         offered, self._offered = self._offered, None
