@@ -1268,12 +1268,14 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
   return layers;
 }
 
-// The final norm's weights as float32, checked against the hidden size; undefined when the caller gives none.
-at::Tensor final_norm_weights(const char* op, const c10::optional<at::Tensor>& norm, int64_t hidden) {
-  if (!norm || !norm->defined()) return {};
+// The final norm's weights, read as stored where they can be (norm_weights), checked against the hidden size; null
+// data when the caller gives none.
+NormWeights final_norm_weights(const char* op, const c10::optional<at::Tensor>& norm, int64_t hidden,
+                               std::vector<at::Tensor>& converted) {
+  if (!norm || !norm->defined()) return {nullptr, false};
   TORCH_CHECK(norm->numel() == hidden, op, ": the final norm has ", norm->numel(), " weights for a hidden size of ",
               hidden);
-  return norm->to(at::kFloat).contiguous();
+  return norm_weights(*norm, converted);
 }
 
 // Whether logit v at index i comes before `best` at index `at` (at < 0: none yet) in torch.argmax's order: the larger
@@ -1348,13 +1350,14 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
   float epsf = static_cast<float>(eps);
 
   int64_t hidden = first.o.rows;
-  at::Tensor norm_f = final_norm_weights("decode_step", norm, hidden), logits = at::empty({0}, x.options());
+  NormWeights norm_f = final_norm_weights("decode_step", norm, hidden, converted);
+  at::Tensor logits = at::empty({0}, x.options());
   bool with_head = head && head->defined();
   Matrix head_m{};
   auto head_type = with_head ? head->scalar_type() : at::kFloat;
   if (with_head) {
     head_m = matrix(*head, head_scale, {});
-    TORCH_CHECK(norm_f.defined(), "decode_step: a head needs the final norm");
+    TORCH_CHECK(norm_f.data, "decode_step: a head needs the final norm");
     TORCH_CHECK(head_m.cols == hidden, "decode_step: the head takes ", head_m.cols, " values per row, x has ", hidden);
     TORCH_CHECK(head_type == at::kFloat || head_type == at::kBFloat16 || head_type == at::kChar ||
                     head_type == at::kByte,
@@ -1388,7 +1391,7 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
       // As in a layer, each thread norms and rounds the whole x itself. One of those that met at the barrier (a
       // thread that left the team may have normed x before it was done) keeps its normed x for the caller, in a
       // buffer no one reads any more: x itself is still being read.
-      rms_norm(xd, norm_f.data_ptr<float>(), epsf, normed.data(), hidden);
+      rms_norm(xd, norm_f, epsf, normed.data(), hidden);
       team.claim(1, 1, 1, [&](int64_t, int64_t) { std::copy(normed.begin(), normed.end(), S.out.begin()); });
       auto head_rows = [&](auto head_tag) {
         using H = decltype(head_tag);
@@ -1411,7 +1414,7 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
   };
   with_layout(weight_type, "decode_step", run);
   if (with_head) std::copy(S.out.begin(), S.out.end(), xd);
-  else if (norm_f.defined()) rms_norm(xd, norm_f.data_ptr<float>(), epsf, xd, hidden);
+  else if (norm_f.data) rms_norm(xd, norm_f, epsf, xd, hidden);
   if (follow_team) follow_team_size();
   return {logits, at::full({1}, top_at, x.options().dtype(at::kLong))};
 }
@@ -1953,7 +1956,7 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
   float epsf = static_cast<float>(eps);
   bool bf16_cache = keys[0].scalar_type() == at::kBFloat16;
   size_t n_layers = layers.size();
-  at::Tensor norm_f = final_norm_weights("decode_batch", norm, first.o.rows);
+  NormWeights norm_f = final_norm_weights("decode_batch", norm, first.o.rows, converted);
 
   auto run = [&](auto weight_tag) {
     using W = decltype(weight_tag);
@@ -1977,8 +1980,8 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
   };
   with_layout(stack->weights[0].scalar_type(), "decode_batch", run);
   int64_t hidden = first.o.rows;
-  if (norm_f.defined())
-    for (int64_t j = 0; j < n; ++j) rms_norm(xd + j * hidden, norm_f.data_ptr<float>(), epsf, xd + j * hidden, hidden);
+  if (norm_f.data)
+    for (int64_t j = 0; j < n; ++j) rms_norm(xd + j * hidden, norm_f, epsf, xd + j * hidden, hidden);
   if (follow_team) follow_team_size();
 }
 
