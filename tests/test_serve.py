@@ -355,7 +355,10 @@ def held_encode(encode, folder):
         with open(folder / "seen", "a") as seen:
             seen.write(text[:5] + "\n")
         if len(text) > 1000:
-            (folder / "started").write_text(str(os.getpid()))
+            # Written whole, then renamed: a test that sees "started" exist reads the pid, never an empty file that
+            # a kill between the file's creation and its write would leave.
+            (folder / "started.partial").write_text(str(os.getpid()))
+            os.replace(folder / "started.partial", folder / "started")
             deadline = time.monotonic() + 60
             while not (folder / "release").exists() and time.monotonic() < deadline:
                 time.sleep(0.01)

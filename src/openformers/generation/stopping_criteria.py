@@ -208,7 +208,7 @@ class StoppingCriteriaList(list):
             done = said if done is None else done | said
         rows = input_ids.shape[0]
         if not (isinstance(done, torch.Tensor) and done.dtype == torch.bool and done.shape == (rows,)):
-            done = _every_row(input_ids, False) | (False if done is None else done)
+            done = (_every_row(input_ids, False) | (False if done is None else done)).to(torch.bool)
         return done
 
     @property

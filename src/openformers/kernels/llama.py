@@ -251,11 +251,11 @@ class DecodeStep:
     def run(self, input_ids, attention_mask, position_ids, cache, head: tuple | None = None,
             bfloat16_logits: bool = False, embedding_in_step: bool = False):
         """The step, if it takes these inputs: (x, logits, argmax), x the float32 hidden state after the final
-        norm, (B, 1, C) for input_ids (B, 1) or (B, C) for (B,); when `head`'s (weight, scale) (StepHead's
-        fused_tensors) ran in the step (one sequence),
-        the (1, vocab) float32 logits (with `bfloat16_logits`, rounded to bfloat16 values) and their (1,) argmax,
-        else None and None. With `embedding_in_step` (a caller that checked the embedding is a plain nn.Embedding
-        that no hook watches), one sequence's step reads its token's embedding row itself, and x is None."""
+        norm, (B, 1, C) for input_ids (B, 1) or (B, C) for (B,). When the head's (weight, scale) are given (`head`,
+        StepHead.fused_tensors) and one sequence steps, its product runs in the step: the (1, vocab) float32 logits
+        (with `bfloat16_logits`, rounded to bfloat16 values) and their (1,) argmax, else None and None. With
+        `embedding_in_step` (a caller that checked the embedding is a plain nn.Embedding that no hook watches), one
+        sequence's step reads its token's embedding row itself, and x is None."""
         decoder = self.decoder
         takes = (
             input_ids is not None
