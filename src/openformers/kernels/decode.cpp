@@ -1317,16 +1317,16 @@ at::Tensor embedded_row(const at::Tensor& tokens, const at::Tensor& embedding) {
 // OpenMP team runs the whole step, so threads start once per token rather than several times per layer.
 // With `norm`, x leaves normed by the final norm (in float32, as decode_batch norms each row). With `head` too (the
 // language-model head's weight, and `head_scale` when it is quantized, in any of the layers' layouts) the same
-// team goes on through the head's product, and the step returns the (vocab,) float32 logits, equal to matvec's of
-// the normed x; else an empty tensor. The head then costs no team of its own, and its first rows are on their way
+// team goes on through the head's product, and the step returns the (1, vocab) float32 logits, equal to matvec's
+// of the normed x; else an empty tensor. The head then costs no team of its own, and its first rows are on their way
 // while the last layer finishes. With `bfloat16_logits` the logits are rounded to bfloat16 values (a bfloat16
 // model's), still float32: generate's loop takes logits as float32 (and argmax over bfloat16 ones took 180-220 us
 // a token, twice float32's), so rounding them here spares it the conversion to bfloat16 and back, two passes.
-// The logits are (1, vocab); the second output is their argmax as torch.argmax gives it, a (1,) int64 tensor (-1
-// without the head): each thread takes the largest of the rows it made while they are in its L1 cache, where
-// torch's argmax read the 49152 logits again after the step, 90-100 us a token. With `follow_team`, see
-// follow_team_size. With `embedding`, x holds the token's id instead, and the step's input is its row of
-// `embedding` (embedded_row); x is left as it is.
+// The second output is the logits' argmax as torch.argmax gives it, a (1,) int64 tensor (-1 without the head):
+// each thread takes the largest of the rows it made while they are in its L1 cache, where torch's argmax read the
+// 49152 logits again after the step, 90-100 us a token. With `follow_team`, see follow_team_size. With
+// `embedding`, x holds the token's id instead, and the step's input is its row of `embedding` (embedded_row); x is
+// left as it is.
 std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack,
                                                at::TensorList keys, at::TensorList values, int64_t pos, int64_t window,
                                                at::Tensor cos, at::Tensor sin, double eps,

@@ -113,15 +113,17 @@ def next_token_logits(model: nn.Module, tokens: torch.Tensor, cache) -> tuple[to
     """generate's shortcut past the model's forward (installed as `model.accelerated_logits`, called by the
     Decoder of generation/steps.py): for the (1,) token fed to one unpadded sequence, the (1, vocab) logits of the
     next and their (1,) argmax, from a step that runs the final norm and the head's product in its team; None to
-    leave the token to the forward. They are the forward's logits, in float32 as generate's loop takes them: a bfloat16 model's are
-    rounded to bfloat16 values in the step, where the forward's bfloat16 tensor cost a conversion, and argmax over
-    it 180-220 us, twice float32's. The argmax is torch.argmax's, taken by the step's threads (decode.cpp).
+    leave the token to the forward. They are the forward's logits, in float32 as generate's loop takes them: a
+    bfloat16 model's are rounded to bfloat16 values in the step, where the forward's bfloat16 tensor cost a
+    conversion, and argmax over it 180-220 us, twice float32's. The argmax is torch.argmax's, taken by the step's
+    threads (decode.cpp), and the step reads the token's embedding row itself.
 
     The forward's way to the same logits (the causal-LM head's forward and the decoder's, their two output
-    objects, the step's hidden state converted, offered to the StepHead and compared there) is some 25 Python-level
-    operations, each slow right after a step has streamed the weights through the caches: SmolLM2 bfloat16 at two
-    threads, the time between two steps' kernel calls went from 0.89-1.04 to 0.71-0.82 ms (median of 64 tokens,
-    rounds interleaved in one process). The shortcut stands in for it only where the forward
+    objects, the embedding module, the step's hidden state converted, offered to the StepHead and compared there)
+    is some 30 Python-level operations, each slow right after a step has streamed the weights through the caches:
+    SmolLM2 at two threads, the time between two steps' kernel calls is 0.35-0.45 ms through the shortcut against
+    0.77-1.0 through the forward (bfloat16 / float32, medians of 64 tokens, rounds interleaved in one process;
+    benchmarks/RESULTS.md). The shortcut stands in for it only where the forward
     computes the same thing: the model's class keeps CausalLM's forward and head, the model is not compiled, the
     embedding is a plain nn.Embedding (whose row the step reads itself), no forward hook would see the call (the
     model's, the decoder's, the embedding's, the head's or a global one) and the head fuses.
@@ -295,9 +297,8 @@ class DecodeStep:
             cos, sin = rotary.cos[positions], rotary.sin[positions]
             if one_sequence:
                 cos, sin = cos[0], sin[0]
-        embedding_in_step = embedding_in_step and one_sequence
-        if embedding_in_step:  # decode_step reads the row: the token id in x's place, the table beside
-            x, embedding = input_ids, decoder.embed_tokens.weight
+        if embedding_in_step and one_sequence:  # decode_step reads the token's row of the table itself
+            x, embedding = None, decoder.embed_tokens.weight
         else:
             x, embedding = decoder.embed_tokens(input_ids).float().contiguous(), None  # (rows, 1, C) or (rows, C)
         reserved = [cache.reserve(i, 1) for i in range(len(decoder.layers))]
@@ -310,12 +311,11 @@ class DecodeStep:
         # x leaves either call normed by the final norm, in float32 (the layers round a bfloat16 model's residual
         # to bfloat16 first), with the layers' eps: every norm of a model has its config's rms_norm_eps.
         if one_sequence:  # decode_step: each product's rows shared by the threads
-            logits, argmax = torch.ops.openformers.decode_step(x.view(-1), *layers, cos, sin, eps, decoder.norm.weight,
+            step_input = input_ids if embedding is not None else x.view(-1)  # with the table: the token's id
+            logits, argmax = torch.ops.openformers.decode_step(step_input, *layers, cos, sin, eps, decoder.norm.weight,
                                                                *(head or (None, None)), bfloat16_logits, following,
                                                                embedding)
             logits, argmax = (logits, argmax) if head is not None else (None, None)
-            if embedding_in_step:
-                x = None
         else:  # decode_batch: each row's rotary angles at its own position, its mask over the cache
             mask = attention_mask.to(torch.uint8) if padding else torch.empty(0, dtype=torch.uint8)
             torch.ops.openformers.decode_batch(x.view(rows, -1), *layers, cos, sin, mask, eps, decoder.norm.weight,
