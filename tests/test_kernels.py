@@ -659,10 +659,11 @@ def test_products_of_a_batch_match_torch_for_every_count_of_inputs(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_one_row_products_match_torch_for_every_tail_of_a_row(dtype):
     # A row is read 64 weights at a time, then 16 (float32) or 32 (bfloat16), then one by one: these widths take
-    # each of those loops alone and together.
+    # each of those loops alone and together. bfloat16 rows of 64 to 768 weights in 64s hold the input in registers
+    # (64, 576, 768); 832 is the first such width past them.
     assert kernels.build()
     torch.manual_seed(0)
-    for columns in (5, 16, 32, 64, 120, 184):
+    for columns in (5, 16, 32, 64, 120, 184, 576, 768, 832):
         weight, x = torch.randn(13, columns).to(dtype), torch.randn(columns)
         expected = torch.nn.functional.linear(x.to(dtype), weight).float()
         tolerance = 1e-5 if dtype == torch.float32 else 2e-2
