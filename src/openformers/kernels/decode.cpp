@@ -1181,6 +1181,7 @@ struct Layer {
 };
 
 constexpr int64_t kLoopsPerLayer = 8;  // the claimed loops of layer_step
+constexpr int64_t kCachePrefetch = 32768;
 
 // `normed` and `activated`: buffers of the calling thread's, the inputs of the products that it makes itself.
 template <typename W, typename C>
@@ -1213,9 +1214,19 @@ void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int6
       values[r / head_dim * head_stride + pos * pos_stride + r % head_dim] = static_cast<C>(S.v[r]);
   });
   team.product<W>(L.q, in, S.q.data());
+  int64_t first = window > 0 ? std::max(pos - window + 1, int64_t(0)) : 0, group = n_head / n_kv;
+  // The cached keys and values that this thread's share of the heads will attend to (without this position's,
+  // just written) are on their way during the wait, instead of each being read from memory as the attention
+  // reaches it: SmolLM2 bfloat16 at ~100 positions, two threads, the attention of 30 layers in 0.13 ms a token
+  // against 0.15-0.16. Up to kCachePrefetch bytes of each: past that, the hardware's prefetchers follow the reads.
+  auto [head_begin, head_end] = team.share(n_head, 1);
+  for (int64_t kv = head_begin / group; head_end > head_begin && kv <= (head_end - 1) / group; ++kv) {
+    int64_t bytes = std::min((pos - first) * pos_stride * int64_t(sizeof(C)), kCachePrefetch);
+    for (const C* cached : {keys + kv * head_stride + first * pos_stride, values + kv * head_stride + first * pos_stride})
+      for (int64_t b = 0; b < bytes; b += 64) prefetch_to_l2(reinterpret_cast<const char*>(cached) + b);
+  }
   team.prefetch_share(L.o);
   team.wait();
-  int64_t first = window > 0 ? std::max(pos - window + 1, int64_t(0)) : 0, group = n_head / n_kv;
   team.claim(n_head, 1, 1, [&](int64_t begin, int64_t end) {
     for (int64_t h = begin; h < end; ++h) {
       float* q = S.q.data() + h * head_dim;
