@@ -3,6 +3,7 @@ each family, the one-call decoding step, its linear layer, and how the library i
 
 import copy
 import dataclasses
+import pickle
 import sys
 
 import pytest
@@ -568,6 +569,36 @@ def test_a_copied_model_notices_changes_to_its_own_weights(monkeypatch):
     fast = step_logits(copied, tokens, True, monkeypatch)
     torch.testing.assert_close(fast, step_logits(copied, tokens, False, monkeypatch), atol=1e-4, rtol=1e-4)
     assert not torch.allclose(fast, step_logits(model, tokens, True, monkeypatch), atol=1e-2)
+
+
+def test_a_deep_copy_steps_and_places_weights_for_the_copied_model(monkeypatch):
+    # The copy's step runs the copy's head (pointing at the original's, it ran that head's product and offered the
+    # original its results), and its weights are placed for it: also once the original's placement has begun,
+    # whose mapping cannot be copied (copy.deepcopy raised TypeError). A decoder copied alone belongs to no model.
+    model = accelerated(tiny_model())
+    model.model.accelerated_step.before_step._gathered()  # the placement begun, its tensors still to move
+    copied = copy.deepcopy(model)
+    step = copied.model.accelerated_step
+    assert step.model_reference() is copied and step.before_step.model_reference() is copied
+    assert step.before_step.placement is None
+    tokens = torch.randint(0, 96, (8,), generator=torch.Generator().manual_seed(5)).tolist()
+    with torch.no_grad():
+        copied.lm_head.weight.mul_(2)
+    fast = step_logits(copied, tokens, True, monkeypatch)
+    assert copied.lm_head.follows_step and model.lm_head._offered is None and not model.lm_head.follows_step
+    torch.testing.assert_close(fast, step_logits(copied, tokens, False, monkeypatch), atol=1e-4, rtol=1e-4)
+    assert copy.deepcopy(model.model).accelerated_step.model_reference is None
+
+
+def test_a_pickled_model_steps_as_the_original(monkeypatch):
+    # A weak reference cannot be pickled: the restored step holds none, and places nothing.
+    model = accelerated(tiny_model())
+    model.model.accelerated_step.before_step._gathered()
+    restored = pickle.loads(pickle.dumps(model))
+    assert restored.model.accelerated_step.model_reference is None
+    tokens = torch.randint(0, 96, (8,), generator=torch.Generator().manual_seed(6)).tolist()
+    torch.testing.assert_close(step_logits(restored, tokens, True, monkeypatch),
+                               step_logits(model, tokens, True, monkeypatch), atol=1e-5, rtol=1e-5)
 
 
 def test_smollm2_greedy_tokens_match_plain_path(smollm2_gguf, monkeypatch):

@@ -67,9 +67,17 @@ class _WeightPlacement:
     """What runs before each decoding step until it returns False: moves a part of the weights each step reads
     whole onto 2 MB pages (see library.HugePagePlacement), gathered at the first step, once the model is final."""
 
-    def __init__(self, model_reference: weakref.ref):
+    def __init__(self, model_reference: weakref.ref | None):
         self.model_reference = model_reference
         self.placement: library.HugePagePlacement | None = None
+
+    # A copy places its own model's weights, gathered at its own first step (a placement begun holds a mapping,
+    # which cannot be copied); a pickle holds no model, and places nothing.
+    def __deepcopy__(self, memo: dict) -> "_WeightPlacement":
+        return _WeightPlacement(llama.copied_reference(self.model_reference, memo))
+
+    def __getstate__(self) -> dict:
+        return {"model_reference": None, "placement": None}
 
     def __call__(self) -> bool:
         return self._gathered() is not None and self.placement()
@@ -84,7 +92,7 @@ class _WeightPlacement:
 
     def _gathered(self) -> "library.HugePagePlacement | None":
         if self.placement is None:
-            model = self.model_reference()
+            model = self.model_reference() if self.model_reference is not None else None
             if model is None:
                 return None
             self.placement = library.HugePagePlacement([t for m in model.modules() if isinstance(m, Linear)

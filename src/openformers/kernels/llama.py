@@ -15,6 +15,7 @@ plain path until the step implements it and tests/test_kernels.py proves parity 
 """
 
 import contextlib
+import copy
 import threading
 import weakref
 
@@ -148,6 +149,15 @@ def next_token_logits(model: nn.Module, tokens: torch.Tensor, cache) -> tuple[to
     return None if ran is None else ran[1:]
 
 
+def copied_reference(reference: weakref.ref | None, memo: dict) -> weakref.ref | None:
+    """For the deep copy (`memo`: copy.deepcopy's) of an object that refers weakly to a model: a reference to the
+    model's copy where the same deepcopy copied the model (the object belongs to the copy), else None (a decoder
+    copied alone belongs to no model; pointing at the original would have its steps run that model's head)."""
+    model = reference() if reference is not None else None
+    model_copy = memo.get(id(model)) if model is not None else None
+    return weakref.ref(model_copy) if model_copy is not None else None
+
+
 def _unhooked(*modules: nn.Module) -> bool:
     """Whether no forward hook would see a call of these modules: none of their own, and no global one."""
     if torch_modules._global_forward_hooks or torch_modules._global_forward_pre_hooks:
@@ -236,7 +246,15 @@ class DecodeStep:
 
     def __getstate__(self) -> dict:
         # A copy's modules hold plain dicts (_WatchedDict copies as one): it gathers its tensors, and watches, anew.
-        return {**self.__dict__, "_stack": None, "_current": False}
+        # A pickle holds no model (a weak reference cannot be pickled): its head then multiplies on its own.
+        return {**self.__dict__, "_stack": None, "_current": False, "model_reference": None}
+
+    def __deepcopy__(self, memo: dict) -> "DecodeStep":
+        copied = DecodeStep.__new__(DecodeStep)
+        memo[id(self)] = copied
+        state = {**self.__getstate__(), "model_reference": copied_reference(self.model_reference, memo)}
+        copied.__dict__.update(copy.deepcopy(state, memo))
+        return copied
 
     def __call__(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor | None:
         head = self._head()
