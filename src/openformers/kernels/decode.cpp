@@ -963,7 +963,8 @@ struct Team {
   }
 
   // work(begin, end) over chunks of [0, count) until every chunk is done: this thread's share first, then what is
-  // left of the others'.
+  // left of the others'. A share's last chunks are smaller (half of what is left, down to `multiple`), so that the
+  // threads run out of rows closer together before the barrier that follows most loops.
   template <typename F>
   void claim(int64_t count, int64_t chunk, int64_t multiple, F&& work) {
     Claim* claims = &meeting.claims[loop++ * size];
@@ -971,8 +972,14 @@ struct Team {
     for (int64_t k = 0; k < size; ++k) {
       int64_t owner = (index + k) % size;
       auto [begin, end] = share(count, multiple, owner);
-      for (int64_t first; (first = begin + claims[owner].taken.fetch_add(chunk, std::memory_order_relaxed)) < end;)
-        work(first, std::min(first + chunk, end));
+      std::atomic<int64_t>& taken = claims[owner].taken;
+      for (int64_t done = taken.load(std::memory_order_relaxed); begin + done < end;) {
+        int64_t rest = end - begin - done;
+        int64_t rows = rest >= 2 * chunk ? chunk : std::max(multiple, (rest / 2 + multiple - 1) / multiple * multiple);
+        if (!taken.compare_exchange_weak(done, done + rows, std::memory_order_relaxed)) continue;  // done: reread
+        work(begin + done, std::min(begin + done + rows, end));
+        done = taken.load(std::memory_order_relaxed);
+      }
     }
   }
 
