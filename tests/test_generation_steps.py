@@ -100,6 +100,23 @@ def test_a_sequence_pads_the_rows_that_stopped_and_says_why_they_stopped():
     assert sequence.finish_reason(1) == "length"
 
 
+def test_one_row_stops_at_the_criteria_lists_answer_without_calling_it(monkeypatch):
+    # One row with generate's own criteria is decided by OneRowStops; the list is still what finish_reason asks.
+    called = []
+    monkeypatch.setattr(StoppingCriteriaList, "__call__", lambda self, *a, **k: called.append(1) or torch.tensor([True]))
+    criteria = StoppingCriteriaList([MaxLengthCriteria(6), EosTokenCriteria([2, 3])])
+    sequence = Sequence(torch.tensor([[7, 8]]), 6, Sampler([], do_sample=False), criteria, pad_id=0)
+    sequence.append(torch.tensor([4]))
+    assert not sequence.done and not called
+    assert sequence.append(torch.tensor([3])).tolist() == [3] and sequence.done and not called
+    sequence = Sequence(torch.tensor([[7, 8]]), 6, Sampler([], do_sample=False), criteria)
+    for token in (4, 5, 6):
+        sequence.append(torch.tensor([token]))
+    assert not sequence.done
+    sequence.append(torch.tensor([7]))
+    assert sequence.done and sequence.ids.tolist() == [[7, 8, 4, 5, 6, 7]] and not called
+
+
 @torch.inference_mode()
 def test_a_sequence_whose_choice_fails_ends_alone():
     model = MODELS[0].values[0]

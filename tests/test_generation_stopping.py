@@ -11,6 +11,7 @@ from openformers.generation import (
     ConfidenceCriteria, EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, StoppingCriteria,
     StoppingCriteriaList, StopStringCriteria, validate_stopping_criteria,
 )
+from openformers.generation.stopping_criteria import OneRowStops
 
 transformers = pytest.importorskip("transformers")
 from transformers.generation import stopping_criteria as reference  # noqa: E402
@@ -118,6 +119,32 @@ def test_criteria_list_and_validation_match_the_reference():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert validate_stopping_criteria(ours, 5).max_length == 5
+
+
+def test_one_row_stops_answer_as_the_list_does_for_generates_own_criteria():
+    # generate's loop asks OneRowStops instead of the list when one row is decoded and every criterion is
+    # max_length's or EOS's: the same answer for every length and newest token, the same warning.
+    for eos in (5, [9, 7], torch.tensor([5, 7]), torch.tensor(3)):
+        criteria = StoppingCriteriaList([MaxLengthCriteria(6), EosTokenCriteria(eos)])
+        stops = OneRowStops.of(criteria)
+        for length in (3, 5, 6, 7):
+            for token in range(10):
+                ids = torch.tensor([[1] * (length - 1) + [token]])
+                assert stops(length, token) == bool(criteria(ids, None)[0]), (eos, length, token)
+    replaced = EosTokenCriteria(5)
+    stops = OneRowStops.of(StoppingCriteriaList([replaced]))
+    assert stops(3, 5) and not stops(3, 4)
+    replaced.eos_token_id = torch.tensor([4])
+    assert stops(3, 4) and not stops(3, 5)
+    with pytest.warns(UserWarning, match="max_position_embeddings"):
+        assert not OneRowStops.of(StoppingCriteriaList([MaxLengthCriteria(10, max_position_embeddings=3)]))(4, 0)
+
+    class Subclass(MaxLengthCriteria):
+        pass
+
+    for other in (MaxTimeCriteria(10.0), Subclass(6), StopStringCriteria.__new__(StopStringCriteria)):
+        assert OneRowStops.of(StoppingCriteriaList([MaxLengthCriteria(6), other])) is None
+    assert OneRowStops.of([MaxLengthCriteria(6)]) is None  # a plain list: called as it is
 
 
 def test_a_user_criterion_subclasses_the_base_class():

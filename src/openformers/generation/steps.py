@@ -22,7 +22,7 @@ from .config import GenerationConfig
 from .processors import merged_with_user
 from .sampling import Sampler
 from .stopping_criteria import (
-    ConfidenceCriteria, EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, StoppingCriteriaList,
+    ConfidenceCriteria, EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, OneRowStops, StoppingCriteriaList,
     StopStringCriteria,
 )
 
@@ -293,6 +293,7 @@ class Sequence:
         self.ids[:, :prompt_length] = input_ids
         self.prompt_length = self.length = prompt_length
         self.sampler, self.criteria, self.pad_id, self.record = sampler, criteria, pad_id, record
+        self.one_row_stops = OneRowStops.of(criteria) if rows == 1 else None
         self.unfinished = torch.ones(rows, dtype=torch.bool, device=input_ids.device)
         self.newest: torch.Tensor | None = None
         self.error: Exception | None = None
@@ -317,11 +318,15 @@ class Sequence:
 
     def append(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append the (R,) tokens chosen for the rows and check which rows stop; returns the tokens appended."""
-        if self.pad_id is not None:
+        if self.pad_id is not None and self.rows > 1:  # one row stopped ends the sequence: it takes no padding
             tokens = torch.where(self.unfinished, tokens, self.pad_id)
         self.ids[:, self.length] = tokens
         self.length += 1
         self.newest = tokens
+        if self.one_row_stops is not None:  # generate's own criteria, one row: decided without tensors
+            if self.one_row_stops(self.length, int(tokens)):
+                self.unfinished.fill_(False)
+            return tokens
         scores = self.record.scores_so_far() if self.record is not None else None
         self.unfinished.masked_fill_(self.criteria(self.ids[:, : self.length], scores), False)
         return tokens
@@ -369,7 +374,7 @@ class Batch:
             try:
                 if sequence.sampler.takes_argmax_of_logits and sequence.record is None:
                     argmax = logits.argmax(dim=-1) if argmax is None else argmax
-                    sequence.append(argmax[start:end])
+                    sequence.append(argmax if len(sequences) == 1 else argmax[start:end])
                 else:
                     sequence.choose(logits[start:end])
             except Exception as error:  # one sequence's processors failed: it ends, the others go on

@@ -38,7 +38,10 @@ class MaxLengthCriteria(StoppingCriteria):
         self._warned = False
 
     def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
-        length = input_ids.shape[1]
+        return _every_row(input_ids, self.done_at(input_ids.shape[1]))
+
+    def done_at(self, length: int) -> bool:
+        """Whether sequences of `length` tokens are done; warns once when they outgrow the model's positions."""
         done = length >= self.max_length
         too_long = self.max_position_embeddings is not None and length > self.max_position_embeddings
         if too_long and not done and not self._warned:
@@ -46,9 +49,9 @@ class MaxLengthCriteria(StoppingCriteria):
             warnings.warn(
                 f"The sequences are longer ({length} tokens) than the model's max_position_embeddings "
                 f"({self.max_position_embeddings}); its outputs past that length may be meaningless.",
-                UserWarning, stacklevel=2,
+                UserWarning, stacklevel=3,
             )
-        return _every_row(input_ids, done)
+        return done
 
 
 class MaxTimeCriteria(StoppingCriteria):
@@ -69,11 +72,17 @@ class EosTokenCriteria(StoppingCriteria):
         if not isinstance(eos_token_id, torch.Tensor):
             eos_token_id = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
         self.eos_token_id = eos_token_id
+        self._ids_of, self._ids = None, set()
 
     def __call__(self, input_ids: torch.Tensor, scores=None, new_token_length: int = 1, **kwargs) -> torch.Tensor:
         if self.eos_token_id.device != input_ids.device:  # a move, even to where they are, costs a step some microseconds
             self.eos_token_id = self.eos_token_id.to(input_ids.device)
         return torch.isin(input_ids[:, -new_token_length:], self.eos_token_id).any(dim=-1)
+
+    def is_eos(self, token: int) -> bool:
+        if self._ids_of is not self.eos_token_id:  # the ids as a set, made again if the tensor is replaced
+            self._ids_of, self._ids = self.eos_token_id, set(self.eos_token_id.reshape(-1).tolist())
+        return token in self._ids
 
 
 class ConfidenceCriteria(StoppingCriteria):
@@ -215,6 +224,33 @@ class StoppingCriteriaList(list):
     def max_length(self) -> int | None:
         """The max_length of the first MaxLengthCriteria in the list, if there is one."""
         return next((c.max_length for c in self if isinstance(c, MaxLengthCriteria)), None)
+
+
+class OneRowStops:
+    """A list of max_length's and EOS criteria alone (generate's own, without stop strings or the caller's
+    criteria), asked whether one row stops by its length and newest token id: Python comparisons where calling the
+    list runs 3-8 small tensor operations (the ids' slice, each criterion's answer, their or), each 5-20 us right
+    after a decoding step has streamed the weights through the CPU's caches."""
+
+    def __init__(self, criteria: StoppingCriteriaList):
+        self.lengths = [c for c in criteria if type(c) is MaxLengthCriteria]
+        self.eos = [c for c in criteria if type(c) is EosTokenCriteria]
+
+    @classmethod
+    def of(cls, criteria) -> "OneRowStops | None":
+        """For a list of such criteria alone, else None (the list is called)."""
+        plain = type(criteria) is StoppingCriteriaList and all(type(c) in (MaxLengthCriteria, EosTokenCriteria)
+                                                                for c in criteria)
+        return cls(criteria) if plain else None
+
+    def __call__(self, length: int, token: int) -> bool:
+        # Every criterion is asked, as the list asks each: max_length's warns as it would.
+        done = False
+        for criterion in self.lengths:
+            done = criterion.done_at(length) or done
+        for criterion in self.eos:
+            done = criterion.is_eos(token) or done
+        return done
 
 
 def validate_stopping_criteria(stopping_criteria: StoppingCriteriaList, max_length: int) -> StoppingCriteriaList:
