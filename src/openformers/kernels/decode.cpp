@@ -49,8 +49,8 @@
 #include <limits>
 #include <mutex>
 #include <thread>
-#include <utility>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -201,9 +201,6 @@ void round_to_bfloat16(const float* x, int64_t n, std::vector<c10::BFloat16>& ro
   for (; i < n; ++i) rounded[i] = c10::BFloat16(x[i]);
 }
 
-// Rows [begin, end) times the input xb, already rounded: the steps round each input once (Rounded, RoundedBatch),
-// not once per claimed chunk, where rounding a 1536-value input for every 16 rows of a down projection cost a
-// seventh of the product's time on one thread.
 inline __m512bh bfloat16_pairs(const c10::BFloat16* p) { return (__m512bh)_mm512_loadu_si512(p); }
 
 // bfloat16_rows for rows of 64 * Blocks weights, with the input held in 2 * Blocks registers for the whole call.
@@ -232,6 +229,7 @@ void bfloat16_rows_held(const Matrix& m, int64_t begin, int64_t end, const c10::
   }
 }
 
+// bfloat16_rows_held for each width of 64 to 64 * kMostHeldBlocks weights, by the width's count of 64s less one.
 using BFloat16Rows = void (*)(const Matrix&, int64_t, int64_t, const c10::BFloat16*, float*);
 
 template <size_t... Blocks>
@@ -239,6 +237,9 @@ constexpr std::array<BFloat16Rows, sizeof...(Blocks)> held_rows(std::index_seque
   return {bfloat16_rows_held<int(Blocks) + 1>...};
 }
 
+// Rows [begin, end) times the input xb, already rounded: the steps round each input once (Rounded, RoundedBatch),
+// not once per claimed chunk, where rounding a 1536-value input for every 16 rows of a down projection cost a
+// seventh of the product's time on one thread. Rows of up to 64 * kMostHeldBlocks weights, in 64s, hold the input.
 void bfloat16_rows(const Matrix& m, int64_t begin, int64_t end, const c10::BFloat16* xb, float* out) {
   static constexpr auto held = held_rows(std::make_index_sequence<kMostHeldBlocks>());
   if (m.cols % 64 == 0 && m.cols <= 64 * kMostHeldBlocks) return held[m.cols / 64 - 1](m, begin, end, xb, out);
