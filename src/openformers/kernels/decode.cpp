@@ -243,7 +243,6 @@ constexpr std::array<BFloat16Rows, sizeof...(Blocks)> held_rows(std::index_seque
 void bfloat16_rows(const Matrix& m, int64_t begin, int64_t end, const c10::BFloat16* xb, float* out) {
   static constexpr auto held = held_rows(std::make_index_sequence<kMostHeldBlocks>());
   if (m.cols % 64 == 0 && m.cols <= 64 * kMostHeldBlocks) return held[m.cols / 64 - 1](m, begin, end, xb, out);
-  auto pairs = bfloat16_pairs;
   for (int64_t r = begin; r < end; ++r) {
     const c10::BFloat16* w = static_cast<const c10::BFloat16*>(m.data) + r * m.cols;
     __m512 s0 = _mm512_setzero_ps(), s1 = s0;
@@ -251,10 +250,10 @@ void bfloat16_rows(const Matrix& m, int64_t begin, int64_t end, const c10::BFloa
     for (; j + 64 <= m.cols; j += 64) {  // two cache lines of the row
       prefetch_to_l2(reinterpret_cast<const char*>(w + j) + kPrefetch);
       prefetch_to_l2(reinterpret_cast<const char*>(w + j + 32) + kPrefetch);
-      s0 = _mm512_dpbf16_ps(s0, pairs(w + j), pairs(xb + j));
-      s1 = _mm512_dpbf16_ps(s1, pairs(w + j + 32), pairs(xb + j + 32));
+      s0 = _mm512_dpbf16_ps(s0, bfloat16_pairs(w + j), bfloat16_pairs(xb + j));
+      s1 = _mm512_dpbf16_ps(s1, bfloat16_pairs(w + j + 32), bfloat16_pairs(xb + j + 32));
     }
-    for (; j + 32 <= m.cols; j += 32) s0 = _mm512_dpbf16_ps(s0, pairs(w + j), pairs(xb + j));
+    for (; j + 32 <= m.cols; j += 32) s0 = _mm512_dpbf16_ps(s0, bfloat16_pairs(w + j), bfloat16_pairs(xb + j));
     float sum = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
     for (; j < m.cols; ++j) sum += as_float(w[j]) * as_float(xb[j]);
     out[r] = m.bias ? sum + m.bias[r] : sum;
