@@ -30,6 +30,23 @@ def test_update_appends_and_grows_in_blocks():
     assert cache.get_seq_length(0) == 4 and cache.get_seq_length(1) == 3
 
 
+def test_reserve_all_reserves_every_layer_as_reserve_does_and_grows_them():
+    cache, each = filled(1, 255, layers=3), filled(1, 255, layers=3)
+    keys, values, start = cache.reserve_all(1)
+    assert start == 255 and keys is cache.keys and values is cache.values and cache.lengths == [256] * 3
+    assert [each.reserve(layer, 1)[2] for layer in range(3)] == [255] * 3 and each.lengths == cache.lengths
+    keys, _, start = cache.reserve_all(2)  # past the first block: every layer's buffers grow, keeping what they held
+    assert start == 256 and cache.lengths == [258] * 3
+    assert all(k.shape[2] == 512 and torch.equal(k[:, :, :255], e[:, :, :255]) for k, e in zip(keys, each.keys))
+
+
+def test_reserve_all_refuses_layers_of_different_lengths():
+    cache = filled(1, 3)
+    cache.update(0, torch.zeros(1, 2, 1, 3), torch.zeros(1, 2, 1, 3))
+    with pytest.raises(ValueError, match=r"one length.*\[4, 3\]"):
+        cache.reserve_all(1)
+
+
 def test_crop_keeps_the_first_positions_or_removes_from_the_end():
     cache = filled(1, 5)
     cache.crop(4)

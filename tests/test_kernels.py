@@ -494,6 +494,39 @@ def test_cache_grows_past_its_first_block(monkeypatch):
     assert fast.tolist() == plain.tolist()
 
 
+def test_the_step_reads_its_rotary_row_of_the_tables_as_the_row_itself(monkeypatch):
+    # generate's steps hand decode_step the rotary module's whole tables and the position's row in them.
+    decode_step, compared = torch.ops.openformers.decode_step, []
+
+    def both_ways(*args):
+        cos, sin, row = args[6], args[7], args[15]
+        assert cos.dim() == 2 and row >= 0
+        with pytest.raises(RuntimeError, match="rotary row"):
+            decode_step(*args[:15], cos.shape[0])
+        for table_cos, table_sin in ((cos.bfloat16(), sin.bfloat16()), (cos, sin)):  # the tables' own last
+            as_rows = decode_step(*args[:6], table_cos[row], table_sin[row], *args[8:15], -1)
+            as_tables = decode_step(*args[:6], table_cos, table_sin, *args[8:15], row)
+            assert torch.equal(as_tables[0], as_rows[0]) and torch.equal(as_tables[1], as_rows[1])
+        compared.append(row)
+        return as_tables
+
+    monkeypatch.setattr(torch.ops.openformers, "decode_step", both_ways)
+    prompt = torch.tensor([[1, 2, 3]])
+    fast = accelerated(tiny_model()).generate(prompt, max_new_tokens=6, do_sample=False)
+    assert compared == [3, 4, 5, 6, 7]
+    assert fast.tolist() == tiny_model().generate(prompt, max_new_tokens=6, do_sample=False).tolist()
+
+
+def test_steps_past_the_rotary_tables_grow_them():
+    prompt = torch.tensor([[1, 2, 3]])
+    fast, plain = accelerated(tiny_model(max_position_embeddings=8)), tiny_model(max_position_embeddings=8)
+    with pytest.warns(UserWarning, match="max_position_embeddings"):
+        tokens = fast.generate(prompt, max_new_tokens=20, do_sample=False)
+    assert fast.model.rotary_emb.cos.shape[0] >= 23
+    with pytest.warns(UserWarning, match="max_position_embeddings"):
+        assert tokens.tolist() == plain.generate(prompt, max_new_tokens=20, do_sample=False).tolist()
+
+
 def test_training_prompts_and_large_batches_take_the_plain_path():
     model = accelerated(tiny_model())
     step, taken = model.model.accelerated_step, []

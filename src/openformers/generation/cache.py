@@ -132,6 +132,20 @@ class DynamicCache(Cache):
         self.lengths[layer_idx] = end
         return self.keys[layer_idx], self.values[layer_idx], start
 
+    def reserve_all(self, new: int) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
+        """`reserve(i, new)` for every layer, all holding as many positions: the lists of key and value buffers
+        (the cache's own) and the first new position. The compiled decoding step's one call a token, where a call
+        of `reserve` per layer cost ~20 us a token (SmolLM2's 30 layers)."""
+        start = self.lengths[0]
+        if self.lengths.count(start) != len(self.lengths):
+            raise ValueError(f"reserve_all needs every layer at one length; the layers hold {self.lengths} positions.")
+        end = start + new
+        for i, keys in enumerate(self.keys):
+            if end > keys.shape[2]:
+                self.reserve(i, new)
+        self.lengths = [end] * len(self.lengths)
+        return self.keys, self.values, start
+
     def reorder(self, beam_idx: torch.Tensor) -> None:
         """Keep, for every row, the cache of the row `beam_idx` names (beam search)."""
         for i, used in enumerate(self.lengths):

@@ -291,22 +291,26 @@ class Sequence:
         rows, prompt_length = input_ids.shape
         self.ids = input_ids.new_full((rows, max(capacity, prompt_length + 1)), 0 if pad_id is None else pad_id)
         self.ids[:, :prompt_length] = input_ids
+        self.rows, self.capacity = self.ids.shape  # as numbers, where reading ids.shape cost a torch call a step
         self.prompt_length = self.length = prompt_length
         self.sampler, self.criteria, self.pad_id, self.record = sampler, criteria, pad_id, record
         self.one_row_stops = OneRowStops.of(criteria) if rows == 1 else None
+        # One row on the CPU is written through a NumPy view of it: the tensor's indexed assignment cost 40-50 us a
+        # token right after a decoding step had streamed the weights through the caches, the NumPy item's ~7.
+        self._row = self.ids[0].numpy() if self.one_row_stops is not None and self.ids.device.type == "cpu" else None
         self.unfinished = torch.ones(rows, dtype=torch.bool, device=input_ids.device)
+        self.stopped = False  # with one_row_stops: its answer, as a bool (`unfinished` holds it too)
         self.newest: torch.Tensor | None = None
         self.error: Exception | None = None
 
     @property
-    def rows(self) -> int:
-        return self.ids.shape[0]
-
-    @property
     def done(self) -> bool:
+        if self.error is not None or self.length == self.capacity:
+            return True
+        if self.one_row_stops is not None:
+            return self.stopped
         unfinished = self.unfinished  # one row: read as it is, where any() is one operation more a step
-        return self.error is not None or self.length == self.ids.shape[1] or not bool(
-            unfinished if unfinished.shape == (1,) else unfinished.any())
+        return not bool(unfinished if self.rows == 1 else unfinished.any())
 
     def choose(self, logits: torch.Tensor) -> torch.Tensor:
         """Choose the rows' next tokens from their (R, V) logits, append them and check which rows stop."""
@@ -318,15 +322,23 @@ class Sequence:
 
     def append(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append the (R,) tokens chosen for the rows and check which rows stop; returns the tokens appended."""
+        if self.one_row_stops is not None:  # generate's own criteria, one row: decided without tensors
+            token = int(tokens)
+            if self._row is not None:
+                self._row[self.length] = token
+            else:
+                self.ids[:, self.length] = tokens
+            self.length += 1
+            self.newest = tokens
+            if self.one_row_stops(self.length, token):
+                self.stopped = True
+                self.unfinished.fill_(False)
+            return tokens
         if self.pad_id is not None and self.rows > 1:  # one row stopped ends the sequence: it takes no padding
             tokens = torch.where(self.unfinished, tokens, self.pad_id)
         self.ids[:, self.length] = tokens
         self.length += 1
         self.newest = tokens
-        if self.one_row_stops is not None:  # generate's own criteria, one row: decided without tensors
-            if self.one_row_stops(self.length, int(tokens)):
-                self.unfinished.fill_(False)
-            return tokens
         scores = self.record.scores_so_far() if self.record is not None else None
         self.unfinished.masked_fill_(self.criteria(self.ids[:, : self.length], scores), False)
         return tokens

@@ -1291,6 +1291,24 @@ struct StepWeights : torch::CustomClassHolder {
       : norms(std::move(norms)), weights(std::move(weights)), scales(std::move(scales)), biases(std::move(biases)) {}
 };
 
+// Asks for the tensors' metadata (their TensorImpl and storage) ahead of reading it: a step's ~360 tensors are out
+// of the caches after the last step streamed the weights, and step_layers reading them one after another, each a
+// few dependent misses, took 70-80 us a token (SmolLM2's 30 layers); with their lines asked for at once, 40.
+void prefetch_lines(const void* object, size_t size) {
+  const char* bytes = static_cast<const char*>(object);
+  for (size_t offset = 0; offset < size; offset += 64) prefetch(bytes + offset);
+  prefetch(bytes + size - 1);
+}
+
+void prefetch_metadata(std::initializer_list<at::ArrayRef<at::Tensor>> lists) {
+  for (auto tensors : lists)
+    for (const at::Tensor& t : tensors) prefetch_lines(t.unsafeGetTensorImpl(), sizeof(c10::TensorImpl));
+  for (auto tensors : lists)
+    for (const at::Tensor& t : tensors)
+      if (t.defined() && t.has_storage())
+        prefetch_lines(t.unsafeGetTensorImpl()->unsafe_storage().unsafeGetStorageImpl(), sizeof(c10::StorageImpl));
+}
+
 // The layers of a step's arguments (see decode_step), checked: `rows` sequences in the caches; `converted` keeps
 // the norm weights and biases converted to float32 (see norm_weights) for as long as the layers point into them.
 std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& stack, at::TensorList keys,
@@ -1302,6 +1320,7 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
                   values.size() == n_layers && (scales.empty() || scales.size() == 7 * n_layers) &&
                   (biases.empty() || biases.size() == 3 * n_layers),
               op, ": per layer, expected 2 norms, 7 weights, 7 or no scales, 3 or no biases, keys and values");
+  prefetch_metadata({weights, norms, scales, biases, keys, values});
   auto weight_type = weights[0].scalar_type(), cache_type = keys[0].scalar_type();
   TORCH_CHECK(cache_type == at::kFloat || cache_type == at::kBFloat16, op, ": the cache must be float32 or bfloat16");
   std::vector<Layer> layers;
@@ -1373,6 +1392,28 @@ at::Tensor embedded_row(const at::Tensor& tokens, const at::Tensor& embedding) {
   return x;
 }
 
+// decode_step's rotary angles, head_dim float32 values: `angles` is a position's row (head_dim,), or with `row` >= 0
+// the whole table (positions, head_dim), the rotary module's own buffer, whose row that is (indexing it in Python
+// cost two operations a token). float32 is read where it lies, where three ATen operations to select and convert
+// the row cost ~15 us a token, their code out of the caches after the last step; other dtypes are converted (and
+// kept in `converted`).
+const float* rotary_angles(const char* name, const at::Tensor& angles, int64_t row, int64_t head_dim,
+                           std::vector<at::Tensor>& converted) {
+  if (row >= 0) {
+    TORCH_CHECK(angles.dim() == 2 && row < angles.size(0) && angles.size(1) == head_dim, "decode_step: rotary row ",
+                row, " of a ", name, " table of (positions, ", head_dim, ") values, got ", angles.sizes());
+    if (angles.scalar_type() == at::kFloat && angles.stride(1) == 1)
+      return angles.data_ptr<float>() + row * angles.stride(0);
+    converted.push_back(angles.select(0, row).to(at::kFloat).contiguous());
+  } else {
+    TORCH_CHECK(angles.numel() == head_dim, "decode_step: ", name, " must hold ", head_dim,
+                " values (the heads' size), got ", angles.sizes());
+    if (angles.scalar_type() == at::kFloat && angles.is_contiguous()) return angles.data_ptr<float>();
+    converted.push_back(angles.to(at::kFloat).contiguous());
+  }
+  return converted.back().data_ptr<float>();
+}
+
 // Runs every layer for one token, in place on `x` (hidden,) float32, writing this position's key and value
 // into each layer's cache buffers (1, n_kv, capacity, head_dim) at `pos`, with the layers' tensors of `stack`
 // (StepWeights; scales are int8's float32 scales per block of 32 or int4's float16 (scale, minimum) pairs). One
@@ -1388,13 +1429,14 @@ at::Tensor embedded_row(const at::Tensor& tokens, const at::Tensor& embedding) {
 // each thread takes the largest of the rows it made while they are in its L1 cache, where torch's argmax read the
 // 49152 logits again after the step, 90-100 us a token. With `follow_team`, see follow_team_size. With
 // `embedding`, x holds the token's id instead, and the step's input is its row of `embedding` (embedded_row); x is
-// left as it is.
+// left as it is. With `rotary_row`, cos and sin are whole tables (see rotary_angles).
 std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack,
                                                at::TensorList keys, at::TensorList values, int64_t pos, int64_t window,
                                                at::Tensor cos, at::Tensor sin, double eps,
                                                c10::optional<at::Tensor> norm, c10::optional<at::Tensor> head,
                                                c10::optional<at::Tensor> head_scale, bool bfloat16_logits,
-                                               bool follow_team, c10::optional<at::Tensor> embedding) {
+                                               bool follow_team, c10::optional<at::Tensor> embedding,
+                                               int64_t rotary_row) {
   if (embedding && embedding->defined()) x = embedded_row(x, *embedding);
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "decode_step: x must be contiguous float32");
   std::vector<at::Tensor> converted;
@@ -1406,8 +1448,9 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
   Shared S{std::vector<float>(first.q.rows), std::vector<float>(first.k.rows), std::vector<float>(first.v.rows),
            std::vector<float>(first.o.cols),  std::vector<float>(first.o.rows), std::vector<float>(first.gate.rows),
            std::vector<float>(first.gate.rows)};
-  at::Tensor cos_f = cos.to(at::kFloat).contiguous(), sin_f = sin.to(at::kFloat).contiguous();
-  const float *c = cos_f.data_ptr<float>(), *s = sin_f.data_ptr<float>();
+  int64_t head_dim = first.keys.size(3);
+  const float* c = rotary_angles("cos", cos, rotary_row, head_dim, converted);
+  const float* s = rotary_angles("sin", sin, rotary_row, head_dim, converted);
   float* xd = x.data_ptr<float>();
   float epsf = static_cast<float>(eps);
 
@@ -2965,7 +3008,7 @@ TORCH_LIBRARY(openformers, m) {
   m.def("decode_step(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps, Tensor? norm=None, "
         "Tensor? head=None, Tensor? head_scale=None, bool bfloat16_logits=False, bool follow_team=False, "
-        "Tensor? embedding=None) -> (Tensor logits, Tensor argmax)");
+        "Tensor? embedding=None, int rotary_row=-1) -> (Tensor logits, Tensor argmax)");
   m.def("decode_batch(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, Tensor mask, float eps, "
         "Tensor? norm=None, bool follow_team=False) -> ()");

@@ -144,8 +144,9 @@ def next_token_logits(model: nn.Module, tokens: torch.Tensor, cache) -> tuple[to
     fused = head.fused_tensors()
     if fused is None:
         return None
-    bfloat16_model = embedding._parameters["weight"].dtype == torch.bfloat16  # the head's output: the hidden's dtype
-    ran = step.run(tokens, None, None, cache, fused, bfloat16_logits=bfloat16_model, embedding_in_step=True)
+    table = embedding._parameters["weight"]
+    bfloat16_model = table.dtype == torch.bfloat16  # the head's output: the hidden's dtype
+    ran = step.run(tokens, None, None, cache, fused, bfloat16_logits=bfloat16_model, embedding=table)
     return None if ran is None else ran[1:]
 
 
@@ -243,6 +244,7 @@ class DecodeStep:
         self.model_reference = model_reference
         self._stack = None  # decode.cpp's StepWeights of the layers
         self._current = False  # whether _stack still holds the tensors the module dicts hold (a _WatchedDict clears it)
+        self._layer_count = 0  # the decoder's layers when _stack was gathered
 
     def __getstate__(self) -> dict:
         # A copy's modules hold plain dicts (_WatchedDict copies as one): it gathers its tensors, and watches, anew.
@@ -269,21 +271,22 @@ class DecodeStep:
         return hidden
 
     def run(self, input_ids, attention_mask, position_ids, cache, head: tuple | None = None,
-            bfloat16_logits: bool = False, embedding_in_step: bool = False):
+            bfloat16_logits: bool = False, embedding: torch.Tensor | None = None):
         """The step, if it takes these inputs: (x, logits, argmax), x the float32 hidden state after the final
         norm, (B, 1, C) for input_ids (B, 1) or (B, C) for (B,). When the head's (weight, scale) are given (`head`,
         StepHead.fused_tensors) and one sequence steps, its product runs in the step: the (1, vocab) float32 logits
-        (with `bfloat16_logits`, rounded to bfloat16 values) and their (1,) argmax, else None and None. With
-        `embedding_in_step` (a caller that checked the embedding is a plain nn.Embedding that no hook watches), one
-        sequence's step reads its token's embedding row itself, and x is None."""
+        (with `bfloat16_logits`, rounded to bfloat16 values) and their (1,) argmax, else None and None. Given the
+        `embedding`'s table (by a caller that checked the embedding is a plain nn.Embedding that no hook watches),
+        one sequence's step reads its token's row itself, and x is None."""
         decoder = self.decoder
+        table = decoder.embed_tokens.weight if embedding is None else embedding
         takes = (
             input_ids is not None
             and (input_ids.dim() == 1 or input_ids.dim() == 2 and input_ids.shape[1] == 1)
             and input_ids.shape[0] <= BATCH_ROWS
             and isinstance(cache, DynamicCache) and not cache.is_compileable and cache.seq_len > 0
-            and input_ids.device.type == "cpu"
-            and decoder.embed_tokens.weight.dtype in KERNEL_DTYPES
+            and input_ids.is_cpu
+            and table.dtype in KERNEL_DTYPES
             and not torch.is_grad_enabled()
             and not torch.compiler.is_compiling()
             and library.loaded()
@@ -295,17 +298,20 @@ class DecodeStep:
         if takes and self.before_step is not None and not self.before_step():
             self.before_step = None
         stack = self._kernel_stack() if takes else None
-        if stack is None:
+        if stack is None or len(cache.lengths) != self._layer_count:  # (a cache of other layers: the layers')
             return None
         rows = input_ids.shape[0]
         one_sequence = rows == 1 and not padding  # decode_step, else decode_batch
-        rotary = decoder.rotary_emb
+        rotary = decoder._modules["rotary_emb"]
+        rotary_row = -1
         if one_sequence and (position_ids is None or position_ids.numel() == 1):
-            # Its position's rows of the tables, as views: a tensor of positions, its max and the tables indexed by
-            # it were four operations more, 0.03-0.04 ms a token once the step has left torch's data out of cache.
-            position = cache.seq_len if position_ids is None else int(position_ids)
-            rotary.ensure_length(position + 1)
-            cos, sin = rotary.cos[position], rotary.sin[position]
+            # The tables whole, and the position's row in them for the step to read: indexing them here cost two
+            # operations, 15-20 us a token once the step has left torch's data out of the caches (and a tensor of
+            # positions and its max four more).
+            rotary_row = cache.seq_len if position_ids is None else int(position_ids)
+            if rotary_row >= rotary._buffers["cos"].shape[0]:
+                rotary.ensure_length(rotary_row + 1)
+            cos, sin = rotary._buffers["cos"], rotary._buffers["sin"]
         else:
             if position_ids is None:
                 positions = torch.full((rows,), cache.seq_len)
@@ -315,14 +321,14 @@ class DecodeStep:
             cos, sin = rotary.cos[positions], rotary.sin[positions]
             if one_sequence:
                 cos, sin = cos[0], sin[0]
-        if embedding_in_step and one_sequence:  # decode_step reads the token's row of the table itself
-            x, embedding = None, decoder.embed_tokens.weight
+        if embedding is not None and one_sequence:  # decode_step reads the token's row of the table itself
+            x = None
         else:
             x, embedding = decoder.embed_tokens(input_ids).float().contiguous(), None  # (rows, 1, C) or (rows, C)
-        reserved = [cache.reserve(i, 1) for i in range(len(decoder.layers))]
-        layers = (stack, [keys for keys, _, _ in reserved], [values for _, values, _ in reserved], reserved[0][2],
-                  decoder.sliding_window or 0)
-        eps = decoder.layers[0].input_layernorm.eps
+        keys, values, position = cache.reserve_all(1)
+        layers = (stack, keys, values, position, decoder.sliding_window or 0)
+        # Through the module dicts: nn.Module's attribute fallback cost ~5 us an attribute after a step.
+        eps = decoder._modules["layers"]._modules["0"]._modules["input_layernorm"].eps
         logits = argmax = None
         # Inside threads_following_team, the step leaves torch's threads at the team's settled size.
         following = getattr(_following, "caller", None) is not None
@@ -330,9 +336,10 @@ class DecodeStep:
         # to bfloat16 first), with the layers' eps: every norm of a model has its config's rms_norm_eps.
         if one_sequence:  # decode_step: each product's rows shared by the threads
             step_input = input_ids if embedding is not None else x.view(-1)  # with the table: the token's id
-            logits, argmax = torch.ops.openformers.decode_step(step_input, *layers, cos, sin, eps, decoder.norm.weight,
+            norm = decoder._modules["norm"]._parameters["weight"]
+            logits, argmax = torch.ops.openformers.decode_step(step_input, *layers, cos, sin, eps, norm,
                                                                *(head or (None, None)), bfloat16_logits, following,
-                                                               embedding)
+                                                               embedding, rotary_row)
             logits, argmax = (logits, argmax) if head is not None else (None, None)
         else:  # decode_batch: each row's rotary angles at its own position, its mask over the cache
             mask = attention_mask.to(torch.uint8) if padding else torch.empty(0, dtype=torch.uint8)
@@ -367,6 +374,7 @@ class DecodeStep:
                 held.steps.add(self)
         ready = _step_ready(self.decoder)
         self._stack = torch.classes.openformers.StepWeights(*_gather(self.decoder)) if ready else None
+        self._layer_count = len(self.decoder.layers)
         self._current = True
         return self._stack
 
@@ -454,7 +462,7 @@ class StepHead(Linear):
         bias are buffers: see Linear.from_linear.)"""
         tensors = self._buffers if "weight" in self._buffers else self._parameters
         weight, bias = tensors.get("weight"), tensors.get("bias")
-        fuses = (bias is None and weight is not None and weight.device.type == "cpu" and weight.dtype in KERNEL_WEIGHTS
+        fuses = (bias is None and weight is not None and weight.is_cpu and weight.dtype in KERNEL_WEIGHTS
                  and weight.is_contiguous())
         return (weight, self._buffers.get("scale")) if fuses else None
 
