@@ -572,7 +572,8 @@ def test_weights_replaced_or_cast_after_a_step_are_the_ones_used(monkeypatch):
         (lambda: setattr(layers[1].self_attn.q_proj, "weight", torch.nn.Parameter(torch.randn(64, 64))), True),
         (lambda: layers[1].mlp.up_proj.weight.data.mul_(2), True),  # in place: the kept tensor itself
         (lambda: model.load_state_dict({k: v * 1.5 for k, v in model.state_dict().items()}, assign=True), True),
-        (lambda: setattr(layers[0].mlp, "down_proj", torch.nn.Linear(96, 64, bias=False)), False),  # not the kernel's
+        # not the kernel's layer (in the model's mode, eval)
+        (lambda: setattr(layers[0].mlp, "down_proj", torch.nn.Linear(96, 64, bias=False).eval()), False),
         (lambda: layers[0].mlp._modules.update(down_proj=kernels.linear.Linear.from_linear(layers[0].mlp.down_proj)),
          True),  # written into the module's dict directly: the kernel's again
         (lambda: layers[1].self_attn.k_proj._parameters.__setitem__("weight", torch.nn.Parameter(torch.randn(32, 64))),
@@ -702,6 +703,49 @@ def test_few_rows_of_a_linear_layer_take_the_kernel_with_torch_results(dtype, mo
     assert calls == [1, 3, 4, 7, 8, 8]  # 9 rows take torch's matmul
     assert layer(x[0, :2].clone().requires_grad_(True)).requires_grad  # gradients: torch's path
     assert calls == [1, 3, 4, 7, 8, 8]
+
+
+def counted_matvecs(monkeypatch) -> list:
+    """A list that gets the row count of each call of the kernel's product from here on."""
+    calls, matvec = [], torch.ops.openformers.matvec
+    monkeypatch.setattr(torch.ops.openformers, "matvec", lambda *args: calls.append(len(args[0])) or matvec(*args))
+    return calls
+
+
+@pytest.mark.parametrize("quantization", ["int8", "int4"])
+def test_packed_layers_take_the_kernel_up_to_64_rows(quantization, monkeypatch):
+    # Where the integer products beat widening the weights for a matmul: a batch of 32 sequences' head, short prompts.
+    torch.manual_seed(0)
+    layer = kernels.quantize(torch.nn.Sequential(torch.nn.Linear(64, 40)), quantization)[0].eval()
+    x = torch.randn(65, 64)
+    assert kernels.build()
+    calls = counted_matvecs(monkeypatch)
+    with torch.inference_mode():
+        products = {rows: layer(x[:rows]) for rows in (9, 64, 65)}
+    assert calls == [9, 64]  # 65 rows: the weights widened for one matmul
+    with torch.inference_mode():
+        layer.train()(x[:9])  # a training layer: 8 rows at most
+    assert calls == [9, 64]
+    expected = torch.nn.functional.linear(rounded(x[:64]), layer.dequantized(torch.float32), layer.bias)
+    torch.testing.assert_close(products[64], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_float32_vocabulary_head_takes_the_kernel_up_to_64_rows(monkeypatch):
+    # At least four times as many outputs as inputs: PyTorch's matmul is slow on a few rows of such a matrix.
+    torch.manual_seed(0)
+    head = kernels.Linear.from_linear(torch.nn.Linear(72, 288, bias=False)).eval()
+    layer = kernels.Linear.from_linear(torch.nn.Linear(72, 287, bias=False)).eval()
+    bfloat16_head = kernels.Linear.from_linear(torch.nn.Linear(72, 288, bias=False).bfloat16()).eval()
+    x = torch.randn(65, 72)
+    assert kernels.build()
+    calls = counted_matvecs(monkeypatch)
+    with torch.inference_mode():
+        for rows in (9, 64, 65):
+            torch.testing.assert_close(head(x[:rows]), torch.nn.functional.linear(x[:rows], head.weight),
+                                       atol=1e-4, rtol=1e-4)
+        assert calls == [9, 64]
+        layer(x[:9]), bfloat16_head(x[:9].bfloat16())
+    assert calls == [9, 64]  # fewer outputs, or bfloat16 weights: 8 rows at most
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -14,7 +14,7 @@ def packed_layer(quantization: str, columns: int, rows: int = 203) -> kernels.Li
     linear = torch.nn.Linear(columns, rows)
     with torch.no_grad():  # weight blocks of different scales: each block's own scale must meet its own steps
         linear.weight *= torch.linspace(0.1, 10, columns).roll(columns // 3)
-    return kernels.quantize(torch.nn.Sequential(linear), quantization)[0]
+    return kernels.quantize(torch.nn.Sequential(linear).eval(), quantization)[0]  # in inference: the kernel's
 
 
 def kernel_product(layer: kernels.Linear, x: torch.Tensor, threads: int = 3) -> torch.Tensor:

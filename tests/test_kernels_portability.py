@@ -72,9 +72,9 @@ def test_quantized_rows_take_the_kernel_with_the_plain_results(quantization, mon
     # Every count of rows the kernel takes: one (the decoding step's), a batch's few (each block of rows stays in
     # the cache for all of them), and 72 columns (int8: a part-block of 8 after the whole ones) over 200 output rows.
     torch.manual_seed(0)
-    layer = kernels.quantize(torch.nn.Sequential(torch.nn.Linear(64 if quantization == "int4" else 72, 200)),
+    layer = kernels.quantize(torch.nn.Sequential(torch.nn.Linear(64 if quantization == "int4" else 72, 200)).eval(),
                              quantization)[0]
-    x = torch.randn(8, layer.in_features)
+    x = torch.randn(64, layer.in_features)
     assert kernels.build()
     calls, matvec = [], torch.ops.openformers.matvec
     monkeypatch.setattr(torch.ops.openformers, "matvec", lambda *args: calls.append(len(args[0])) or matvec(*args))
@@ -82,13 +82,13 @@ def test_quantized_rows_take_the_kernel_with_the_plain_results(quantization, mon
     try:
         torch.set_num_threads(3)
         with torch.inference_mode():
-            for rows in (1, 3, 4, 5, 8):
+            for rows in (1, 3, 4, 5, 8, 13, 64):
                 # the kernel's integer products take the input rounded to 8 bits (see test_kernels_integer.py)
                 plain = torch.nn.functional.linear(rounded(x[:rows]), layer.dequantized(torch.float32), layer.bias)
                 torch.testing.assert_close(layer(x[:rows]), plain, atol=1e-5, rtol=1e-5)
     finally:
         torch.set_num_threads(threads)
-    assert calls == [1, 3, 4, 5, 8]
+    assert calls == [1, 3, 4, 5, 8, 13, 64]
 
 
 @pytest.mark.skipif(ARM_COMPILER is None, reason="no ARM cross compiler (apt-get install g++-aarch64-linux-gnu)")

@@ -226,7 +226,9 @@ def test_smollm2_logits_match_reference(smollm2):
     assert model.config.num_hidden_layers == 30 and model.config.tie_word_embeddings
     assert (model.generation_config.eos_token_id, model.generation_config.pad_token_id) == (2, 2)
     ids = torch.tensor([SMOLLM2_PROMPT])
-    torch.testing.assert_close(model(ids).logits, reference(ids).logits)
+    # The head's 14 rows go to the kernel (a float32 vocabulary head, see kernels.Linear.kernel_rows), which sums
+    # each logit's 576 products in another order than PyTorch's matmul: float32 rounding of such sums, ~1e-5 apart.
+    torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-5)
 
 
 @torch.inference_mode()

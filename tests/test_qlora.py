@@ -39,7 +39,7 @@ def base(tmp_path_factory):
     return folder
 
 
-def _gradients(folder, quantization, checkpointing, steps=2, dtype=torch.bfloat16):
+def _gradients(folder, quantization, checkpointing, steps=2, dtype=torch.bfloat16, length=12):
     """The adapter's and head's gradients after `steps` forward and backward passes, and the unpackings counted
     in the last one."""
     model = AutoModelForSequenceClassification.from_pretrained(folder, quantization=quantization,
@@ -50,7 +50,7 @@ def _gradients(folder, quantization, checkpointing, steps=2, dtype=torch.bfloat1
     if checkpointing is not None:
         model.gradient_checkpointing_enable(checkpointing)
     model.train()
-    ids = torch.randint(1, 64, (2, 12), generator=torch.Generator().manual_seed(3))
+    ids = torch.randint(1, 64, (2, length), generator=torch.Generator().manual_seed(3))
     for _ in range(steps):
         model.zero_grad(set_to_none=True)
         with _Unpackings() as unpackings:
@@ -129,6 +129,17 @@ def test_int4_unpacks_to_bfloat16_as_its_float32_matrix_rounds(shape):
         assert torch.equal(matrix[finite], expected[finite].to(torch.bfloat16))
         assert matrix[~finite].isnan().all() and (~finite).sum() == 32 + 2
         assert matrix[-1, -32:].isinf().sum() == 30
+
+
+@pytest.mark.parametrize("quantization", ["int8", "int4"])
+def test_a_reentrant_checkpoints_forward_of_a_few_tokens_multiplies_as_its_recomputation(base, quantization):
+    # 2 x 3 tokens: few enough rows for the kernel, which rounds its input to int8 steps; a training layer leaves
+    # them to PyTorch's products, as the recomputation with gradients multiplies (adapters' gradients moved by up
+    # to 3e-3 otherwise).
+    plain, _ = _gradients(base, quantization, None, steps=1, dtype=torch.float32, length=3)
+    checkpointed, _ = _gradients(base, quantization, {"use_reentrant": True}, steps=1, dtype=torch.float32, length=3)
+    for name, gradient in plain.items():
+        assert torch.equal(checkpointed[name], gradient), name
 
 
 def test_float32_training_keeps_float32_products_in_a_reentrant_checkpoints_forward(base, monkeypatch):

@@ -111,9 +111,9 @@ def test_a_q8_0_gguf_loads_as_int8_with_every_weight_unchanged(tmp_path, monkeyp
     for name, layer in layers.items():
         expected = floats.get_submodule(name).weight
         assert layer.weight.dtype == torch.int8 and torch.equal(layer.dequantized(torch.float32), expected), name
-    # 12 rows: PyTorch's matmul over the unpacked weights, the input not rounded, in float32 on every CPU
+    # 70 rows: PyTorch's matmul over the unpacked weights, the input not rounded, in float32 on every CPU
     monkeypatch.setattr(linear_module, "BFLOAT16_PROMPT_PRODUCTS", False)
-    ids = torch.arange(1, 13)[None]
+    ids = torch.arange(1, 71)[None]
     with torch.inference_mode():
         torch.testing.assert_close(model(ids).logits, floats(ids).logits, atol=1e-5, rtol=1e-5)
 
@@ -172,9 +172,10 @@ def test_kernel_matches_plain_quantized_path(quantization, dtype, monkeypatch):
 @pytest.mark.parametrize("pack", [int8, int4])
 def test_few_rows_take_the_kernel_with_the_plain_results(pack, monkeypatch):
     torch.manual_seed(0)
-    layer = pack(nn.Linear(64, 200, bias=True))  # four blocks of rows for three threads
-    x = torch.randn(17, 64)
+    layer = pack(nn.Linear(64, 200, bias=True)).eval()  # four blocks of rows for three threads
+    x = torch.randn(65, 64)
     assert kernels.build()  # loads the kernels, before the switch is pinned below
+    monkeypatch.setattr(linear_module, "BFLOAT16_PROMPT_PRODUCTS", False)  # the plain path: float32 products
     results, calls, matvec = {}, [], torch.ops.openformers.matvec
     monkeypatch.setattr(torch.ops.openformers, "matvec", lambda *args: calls.append(len(args[0])) or matvec(*args))
     threads = torch.get_num_threads()
@@ -183,15 +184,21 @@ def test_few_rows_take_the_kernel_with_the_plain_results(pack, monkeypatch):
         try:
             torch.set_num_threads(3)
             with torch.inference_mode():
-                # 1 to 8 rows (a batch decoding a token each) go to the kernel, which rounds its input to int8 steps
-                # (the plain path is given it rounded); 9 widen the weights either way.
-                inputs = [x[:1], x[:3], x[:8], x[:9], x[:6].view(2, 3, 64)]
+                # 1 to 64 rows (a batch decoding a token each, a short prompt) go to the kernel, which rounds its
+                # input to int8 steps (the plain path is given it rounded); 65 widen the weights either way, and so
+                # do 9 in training (what a reentrant checkpoint's recomputation multiplies).
+                inputs = [x[:1], x[:3], x[:9], x[:64], x[:65], x[:6].view(2, 3, 64)]
                 if not use_kernels:
-                    inputs = [rows if len(rows) == 9 else rounded(rows) for rows in inputs]
+                    inputs = [rows if len(rows) == 65 else rounded(rows) for rows in inputs]
                 results[use_kernels] = [layer(rows) for rows in inputs]
+                layer.train()
+                results[use_kernels].append(layer(x[:9]))
+                layer.eval()
         finally:
             torch.set_num_threads(threads)
-    assert calls == [1, 3, 8, 6]
+    assert calls == [1, 3, 9, 64, 6]
+    torch.testing.assert_close(results[True][-1], nn.functional.linear(x[:9], layer.float_weight(torch.float32),
+                                                                       layer.bias), atol=1e-5, rtol=1e-5)
     for fast, plain in zip(results[True], results[False]):
         assert fast.shape == plain.shape
         torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
@@ -217,10 +224,10 @@ def test_layers_sharing_the_reused_unpacked_matrix_keep_exact_results_and_gradie
     monkeypatch.setattr(linear_module, "BFLOAT16_PROMPT_PRODUCTS", False)  # float32 prompts multiply in float32
     torch.manual_seed(0)
     first, second = pack(nn.Linear(96, 40)), pack(nn.Linear(96, 40))
-    x = torch.randn(2, 12, 96).to(dtype)
+    x = torch.randn(2, 40, 96).to(dtype)  # more rows than the kernel takes
     inputs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
     outputs = [first(inputs[0]), second(inputs[1])]  # the second unpacks over the first's matrix
-    seeds = [torch.randn(2, 12, 40).to(dtype) for _ in outputs]
+    seeds = [torch.randn(2, 40, 40).to(dtype) for _ in outputs]
     for output, seed in zip(reversed(outputs), reversed(seeds)):
         output.backward(seed)
     for layer, given, output, seed in zip((first, second), inputs, outputs, seeds):
@@ -250,7 +257,7 @@ def test_float32_prompt_products_multiply_in_bfloat16_and_training_in_float32(pa
     assert kernels.build()
     torch.manual_seed(0)
     layer = pack(nn.Linear(96, 40))
-    x = torch.randn(3, 12, 96)
+    x = torch.randn(3, 24, 96)  # 72 rows, more than the kernel takes
     weight, bias = layer.float_weight(torch.float32), layer.bias
     results, few_rows = {}, {}
     for bfloat16_products in (False, True):

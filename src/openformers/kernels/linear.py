@@ -1,22 +1,22 @@
 """The accelerator's one linear layer, for float, int8 and int4 weights, and weight-only quantization with it.
 Decoding a token per sequence multiplies a few rows by every weight once, so its speed is set by how fast the
-weights stream from memory. For up to KERNEL_ROWS rows on the CPU, without gradients, `Linear` sends the product
-to the compiled kernel (decode.cpp), which reads each weight once for all rows at about the memory bandwidth and
-reads int8 and int4 rows as they are stored; PyTorch's matmul streams float weights at about half of it for so few
-rows (1.5x slower at 8 float32 rows), and quantized rows would first have to be widened to floats. Other inputs (a
-prompt, training) take PyTorch's path. A quantized layer's prompt (more rows, float32 input, in inference: eval
-mode without gradients) multiplies in bfloat16 on a CPU with bfloat16 dot products (AVX512_BF16, AMX), its weights
-unpacked to bfloat16: half the time of float32 (SmolLM2's 7 products of a layer at 512 rows, one thread: 36 ms to
-18 ms; its 512-token prefill 354 to 575 tok/s at int8 and int4, 1.5x llama.cpp's Q8_0 and 1.2x its Q4_0 in
+weights stream from memory. For a few rows on the CPU (`Linear.kernel_rows`: 8 for float weights, 64 for int8 and
+int4 weights and for a float32 vocabulary head; in training, 8 and none), without gradients, `Linear` sends the
+product to the compiled kernel (decode.cpp), which reads each weight once for all rows at about the memory bandwidth
+and reads int8 and int4 rows as they are stored; PyTorch's matmul streams float weights at about half of it for so
+few rows (1.5x slower at 8 float32 rows), and quantized rows would first have to be widened to floats. Other inputs
+(a longer prompt, training) take PyTorch's path. A quantized layer's prompt (more rows, float32 input, in inference:
+eval mode without gradients) multiplies in bfloat16 on a CPU with bfloat16 dot products (AVX512_BF16, AMX), its
+weights unpacked to bfloat16: half the time of float32 (SmolLM2's 7 products of a layer at 512 rows, one thread: 36
+ms to 18 ms; its 512-token prefill 354 to 575 tok/s at int8 and int4, 1.5x llama.cpp's Q8_0 and 1.2x its Q4_0 in
 benchmarks/decode.py) for 2.8e-3 relative error per product. Against float32 over 4096 held tokens
-(benchmarks/quality.py): perplexity +0.13% instead of +0.08% (int8) and +0.01% instead of +0.00% (int4: the
-shipped Q4_1 weights, unchanged), the most likely next token float32's at 96.7% of positions instead of 97.9%
-(int8) and 97.7% instead of 100% (int4), where llama.cpp's products simulated on the same weights give +0.52% and
-96.4% (Q8_0), +0.30% and 96.6% (Q4_1); greedy tokens agreeing before the first difference over 40 chat prompts
-26.2 instead of 24.2 of 64 (int8) and 34.0 instead of 35.6 (int4), each +-3-3.5, so within the counts' spread (one
-near tie ends a prompt's count); decoding, the kernel's, is unchanged. Where
-bfloat16 matmul has no such instructions (2.6-4.9x slower than float32 there) and in training (QLoRA) the products
-stay float32.
+(benchmarks/quality.py): perplexity +0.13% instead of +0.08% (int8) and +0.01% instead of +0.00% (int4: the shipped
+Q4_1 weights, unchanged), the most likely next token float32's at 96.7% of positions instead of 97.9% (int8) and
+97.7% instead of 100% (int4), where llama.cpp's products simulated on the same weights give +0.52% and 96.4% (Q8_0),
++0.30% and 96.6% (Q4_1); greedy tokens agreeing before the first difference over 40 chat prompts 26.2 instead of
+24.2 of 64 (int8) and 34.0 instead of 35.6 (int4), each +-3-3.5, so within the counts' spread (one near tie ends a
+prompt's count); decoding, the kernel's, is unchanged. Where bfloat16 matmul has no such instructions (2.6-4.9x
+slower than float32 there) and in training (QLoRA) the products stay float32.
 
 Quantization (`from_pretrained(..., quantization="int8" or "int4")`). int8: each block of 32 weights along a row
 becomes int8 with one float32 scale (symmetric: the block's largest magnitude maps to 127, llama.cpp's Q8_0 grid),
@@ -47,11 +47,20 @@ from . import library
 
 QUANTIZATIONS = ("int8", "int4")
 GROUP = 32  # int4 weights per (scale, minimum) pair
-# The one row rule, for every layout: up to this many rows (a batch decoding a token per sequence) the kernel,
-# which reads each weight once for all of them, is the faster way; from 12 rows on PyTorch's matmul is as fast or
-# faster, over the weights widened once when they are quantized (one pass of the kernel's `dequantize`, 40x
-# faster than torch._weight_int8pack_mm). Measured with benchmarks/matvec.py --rows on a 1536 x 576 matrix.
+# How many rows (a batch decoding a token per sequence, a short prompt) go to the kernel, which reads each weight
+# once for all of them, rather than to PyTorch's matmul. Float weights: up to KERNEL_ROWS; at 32-64 rows PyTorch's
+# float32 matmul is as fast on a layer's shapes (576 x 1536 at 32 rows, two threads: 0.38 ms against the kernel's
+# 0.44; bfloat16's at 8-32 rows alike). A float32 matrix at least TALL times as high as wide (a vocabulary head)
+# keeps the kernel up to KERNEL_ROWS_TALL rows, where PyTorch's matmul is slow on so few rows for so many outputs
+# (SmolLM2's 49152 x 576 head at 32 rows: 15 ms against 23; Llama's 32000 x 4096 at 64 rows: 147 against 170;
+# 128256 x 2048: 293 against 319; 1536 x 576 at 64 rows: 0.74 against 0.67). int8 and int4 weights: up to
+# KERNEL_ROWS_PACKED, where the kernel's integer products beat widening the weights (one pass of the kernel's
+# `dequantize`) for a bfloat16 matmul at every shape measured up to 128 rows: 32 rows of the 49152 x 576 head
+# 8.8 / 9.9 ms (int8 / int4) against 27.7 / 27.5, 64 rows of 1536 x 576 0.54 / 0.64 against 0.84 / 0.88.
 KERNEL_ROWS = 8
+TALL = 4
+KERNEL_ROWS_TALL = 64
+KERNEL_ROWS_PACKED = 64
 KERNEL_WEIGHTS = (torch.float32, torch.bfloat16, torch.int8, torch.uint8)  # uint8: int4 steps, two per byte
 UNPACKED_DTYPES = (torch.float32, torch.bfloat16)  # what the kernel's dequantize_into writes
 
@@ -82,8 +91,9 @@ class Linear(nn.Linear):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, quantization: str | None = None) -> "Linear":
-        """`linear` as this layer: its own Parameters (ties and training unchanged), or quantized ("int8", "int4")."""
-        layer = cls(linear.in_features, linear.out_features, bias=False, device="meta")
+        """`linear` as this layer: its own Parameters (ties and training unchanged), or quantized ("int8", "int4");
+        in its mode (train or eval), which decides what goes to the kernel (kernel_rows)."""
+        layer = cls(linear.in_features, linear.out_features, bias=False, device="meta").train(linear.training)
         if quantization is None:
             layer.weight, layer.bias = linear.weight, linear.bias
             layer.register_buffer("scale", None)
@@ -125,9 +135,23 @@ class Linear(nn.Linear):
             and not torch.is_grad_enabled()
         )
 
+    def kernel_rows(self) -> int:
+        """The most rows whose product goes to the kernel (see KERNEL_ROWS). In training, the forward that a
+        reentrant checkpoint runs without gradients must compute what its recomputation, with gradients and so
+        PyTorch's products, computes: a packed layer then takes none (the kernel rounds its input to int8 steps,
+        which moved a QLoRA adapter's gradients by up to 3e-3 on a batch of 4 tokens), a float one KERNEL_ROWS
+        (the same products, summed in another order)."""
+        if self.scale is not None:
+            return 0 if self.training else KERNEL_ROWS_PACKED
+        if self.training:
+            return KERNEL_ROWS
+        if self.weight.dtype == torch.float32 and self.out_features >= TALL * self.in_features:
+            return KERNEL_ROWS_TALL
+        return KERNEL_ROWS
+
     def _kernel_takes(self, x: torch.Tensor) -> bool:
         return (
-            x.numel() <= KERNEL_ROWS * self.in_features
+            x.numel() <= self.kernel_rows() * self.in_features
             and x.device.type == "cpu"
             and not torch.is_grad_enabled()
             and library.loaded()
