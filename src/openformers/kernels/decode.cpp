@@ -1567,7 +1567,6 @@ template <int R, int N>
 inline void rows_times_tile_bf16(const Matrix& m, int64_t row, const c10::BFloat16* xb, float* out, int64_t out_stride) {
   const c10::BFloat16* w = static_cast<const c10::BFloat16*>(m.data) + row * m.cols;
   const char* next = reinterpret_cast<const char*>(w + R * m.cols);
-  auto pairs = [](const c10::BFloat16* p) { return (__m512bh)_mm512_loadu_si512(p); };
   __m512 sums[R][N];
   for (auto& per_row : sums)
     for (auto& sum : per_row) sum = _mm512_setzero_ps();
@@ -1575,9 +1574,9 @@ inline void rows_times_tile_bf16(const Matrix& m, int64_t row, const c10::BFloat
   for (; i + 32 <= m.cols; i += 32) {
     for (int64_t b = 0; b < R * 64; b += 64) prefetch(next + R * 2 * i + b);
     __m512bh wr[R];
-    for (int r = 0; r < R; ++r) wr[r] = pairs(w + r * m.cols + i);
+    for (int r = 0; r < R; ++r) wr[r] = bfloat16_pairs(w + r * m.cols + i);
     for (int j = 0; j < N; ++j) {
-      __m512bh xj = pairs(xb + j * m.cols + i);
+      __m512bh xj = bfloat16_pairs(xb + j * m.cols + i);
       for (int r = 0; r < R; ++r) sums[r][j] = _mm512_dpbf16_ps(sums[r][j], wr[r], xj);
     }
   }
