@@ -56,6 +56,13 @@ def counted_decode_steps(monkeypatch) -> list:
     return calls
 
 
+def counted_matvecs(monkeypatch) -> list:
+    """A list that gets the row count of each call of the kernel's product from here on."""
+    calls, matvec = [], torch.ops.openformers.matvec
+    monkeypatch.setattr(torch.ops.openformers, "matvec", lambda *args: calls.append(len(args[0])) or matvec(*args))
+    return calls
+
+
 def rounded(x: torch.Tensor) -> torch.Tensor:
     """`x` as the kernel rounds the input of an int8 or int4 product: per block of 32 along the last dimension, int8
     steps round(x * 127 / top) times top / 127, where top is the block's largest magnitude (float32 throughout)."""
@@ -686,8 +693,7 @@ def test_few_rows_of_a_linear_layer_take_the_kernel_with_torch_results(dtype, mo
     layer = kernels.Linear.from_linear(torch.nn.Linear(72, 200, bias=True).to(dtype))
     x = torch.randn(2, 9, 72).to(dtype)
     assert kernels.build()
-    calls, matvec = [], torch.ops.openformers.matvec
-    monkeypatch.setattr(torch.ops.openformers, "matvec", lambda *args: calls.append(len(args[0])) or matvec(*args))
+    calls = counted_matvecs(monkeypatch)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(3)
@@ -703,13 +709,6 @@ def test_few_rows_of_a_linear_layer_take_the_kernel_with_torch_results(dtype, mo
     assert calls == [1, 3, 4, 7, 8, 8]  # 9 rows take torch's matmul
     assert layer(x[0, :2].clone().requires_grad_(True)).requires_grad  # gradients: torch's path
     assert calls == [1, 3, 4, 7, 8, 8]
-
-
-def counted_matvecs(monkeypatch) -> list:
-    """A list that gets the row count of each call of the kernel's product from here on."""
-    calls, matvec = [], torch.ops.openformers.matvec
-    monkeypatch.setattr(torch.ops.openformers, "matvec", lambda *args: calls.append(len(args[0])) or matvec(*args))
-    return calls
 
 
 @pytest.mark.parametrize("quantization", ["int8", "int4"])

@@ -15,7 +15,7 @@ import torch
 
 from openformers import kernels
 from openformers.kernels import library
-from test_kernels import rounded, tiny_model
+from test_kernels import counted_matvecs, rounded, tiny_model
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 ARM_COMPILER = shutil.which("aarch64-linux-gnu-g++")
@@ -76,8 +76,7 @@ def test_quantized_rows_take_the_kernel_with_the_plain_results(quantization, mon
                              quantization)[0]
     x = torch.randn(64, layer.in_features)
     assert kernels.build()
-    calls, matvec = [], torch.ops.openformers.matvec
-    monkeypatch.setattr(torch.ops.openformers, "matvec", lambda *args: calls.append(len(args[0])) or matvec(*args))
+    calls = counted_matvecs(monkeypatch)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(3)

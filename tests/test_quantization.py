@@ -17,7 +17,9 @@ from openformers.kernels import Linear, library, quantize
 from openformers.kernels import linear as linear_module
 from openformers.kernels.linear import free_unpacked_matrices
 
-from test_kernels import accelerated, counted_decode_steps, plain_path_rounds_inputs, rounded, step_logits, tiny_model
+from test_kernels import (
+    accelerated, counted_decode_steps, counted_matvecs, plain_path_rounds_inputs, rounded, step_logits, tiny_model,
+)
 
 
 def int8(linear: nn.Linear) -> Linear:
@@ -176,8 +178,7 @@ def test_few_rows_take_the_kernel_with_the_plain_results(pack, monkeypatch):
     x = torch.randn(65, 64)
     assert kernels.build()  # loads the kernels, before the switch is pinned below
     monkeypatch.setattr(linear_module, "BFLOAT16_PROMPT_PRODUCTS", False)  # the plain path: float32 products
-    results, calls, matvec = {}, [], torch.ops.openformers.matvec
-    monkeypatch.setattr(torch.ops.openformers, "matvec", lambda *args: calls.append(len(args[0])) or matvec(*args))
+    results, calls = {}, counted_matvecs(monkeypatch)
     threads = torch.get_num_threads()
     for use_kernels in (True, False):
         monkeypatch.setattr(library, "loaded", lambda: use_kernels)
@@ -306,8 +307,7 @@ def test_a_quantized_model_of_a_refused_family_still_takes_the_kernel_for_few_ro
     model = quantize(GPT2LMHeadModel.from_config(GPT2Config.from_dict(dict(vocab_size=96, n_embd=64, n_layer=2, n_head=4))),
                      "int8").eval()
     assert not kernels.accelerate(model)  # no decoding step for GPT-2, but the library is built for its layers
-    calls, matvec = [], torch.ops.openformers.matvec
-    monkeypatch.setattr(torch.ops.openformers, "matvec", lambda *args: calls.append(1) or matvec(*args))
+    calls = counted_matvecs(monkeypatch)
     with torch.inference_mode():
         fast = model(torch.tensor([[5]])).logits
         monkeypatch.setattr(library, "loaded", lambda: False)
