@@ -1923,7 +1923,19 @@ inline void transpose_16x16(__m512i* r) {
   for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 
-constexpr int64_t kSixteenRowInputs = 3;  // fewer take the four-row tiles: at two, gathering the lanes costs more than it saves
+// Sixteen rows' 16 sums each, one register per sum and a row per lane, added in four_sums' order: per 128-bit part
+// p of four_sums' registers, (lane 4p + lane 4p + 2) + (lane 4p + 1 + lane 4p + 3), then parts (0 + 2) + (1 + 3).
+inline __m512 sixteen_sums(const __m512* sums) {
+  __m512 part[4];
+  for (int p = 0; p < 4; ++p)
+    part[p] = _mm512_add_ps(_mm512_add_ps(sums[4 * p], sums[4 * p + 2]), _mm512_add_ps(sums[4 * p + 1], sums[4 * p + 3]));
+  return _mm512_add_ps(_mm512_add_ps(part[0], part[2]), _mm512_add_ps(part[1], part[3]));
+}
+
+// The fewest inputs that take the sixteen-row tiles below; fewer take the four-row tiles, which transpose nothing
+// (1536 x 576 and 576 x 1536 at 2-8 inputs: int4's break even at 3 inputs, int8's at 5-6).
+template <typename W>
+constexpr int64_t kSixteenRowInputs = std::is_same_v<W, Int4> ? 3 : 6;
 
 // Sixteen int4 rows from `row` on times every input of the batch, the rows side by side as the 16 lanes of each
 // register: where the four-row tile's lanes are the parts of one row (and every part's product is scaled, summed
@@ -2017,17 +2029,74 @@ inline void int4_sixteen_rows_times(const Matrix& m, int64_t row, const RoundedB
       }
     }
     for (int i = 0; i < 4; ++i) sums[2 * i + 1] = _mm512_add_ps(sums[2 * i + 1], minimums[i]);
-    __m512 part[4];  // four_sums' order: per 128-bit part b, (lane 4b + lane 4b+2) + (lane 4b+1 + lane 4b+3)
-    for (int b = 0; b < 4; ++b)
-      part[b] = _mm512_add_ps(_mm512_add_ps(sums[4 * b], sums[4 * b + 2]), _mm512_add_ps(sums[4 * b + 1], sums[4 * b + 3]));
     float* o = out + j * out_stride + row;
-    _mm512_storeu_ps(o, _mm512_add_ps(_mm512_add_ps(part[0], part[2]), _mm512_add_ps(part[1], part[3])));
-    for (int r = 0; r < 16; ++r) {
-      if (paired < groups)
-        o[r] += int4_dot(q + r * m.row_bytes, dm + r * groups * 2, x, paired, groups) +
-                minimums_share(dm + r * groups * 2, x, paired, groups);
-      if (m.bias) o[r] += m.bias[row + r];
+    _mm512_storeu_ps(o, sixteen_sums(sums));
+    if (paired < groups || m.bias)
+      for (int r = 0; r < 16; ++r) {
+        if (paired < groups)
+          o[r] += int4_dot(q + r * m.row_bytes, dm + r * groups * 2, x, paired, groups) +
+                  minimums_share(dm + r * groups * 2, x, paired, groups);
+        if (m.bias) o[r] += m.bias[row + r];
+      }
+  }
+}
+
+// Sixteen int8 rows from `row` on times every input of the batch, the rows as the lanes of each register, as
+// int4_sixteen_rows_times takes int4 rows. integer_rows<int8_t>'s 16 sums per row are the 16 4-byte words of each 64
+// columns (lanes 0-7 the first block's, 8-15 the second's); here they are 16 registers, each word's 4 products
+// added to its input's offset as int8_four_rows_times adds them, then summed in four_sums' order.
+inline void int8_sixteen_rows_times(const Matrix& m, int64_t row, const RoundedBatch& in, float* out,
+                                    int64_t out_stride) {
+  const int64_t blocks = (m.cols + kGroup - 1) / kGroup, whole = m.cols / 64 * 64, steps = whole / 64;
+  constexpr int kPerStep = 18;  // registers per 64 columns: the 16 words as unsigned bytes, the two blocks' scales
+  thread_local std::vector<__m512i> lanes;
+  lanes.resize(std::max<int64_t>(steps, 1) * kPerStep);
+  const int8_t* w = static_cast<const int8_t*>(m.data) + row * m.cols;
+  const float* ws = m.scale + row * blocks;
+  const __m512i sign_bit = _mm512_set1_epi8(-128);  // w xor 0x80 = w + 128 as an unsigned byte
+  __m512i words[16];
+  for (int64_t s = 0; s < steps; ++s) {
+    for (int r = 0; r < 16; ++r) words[r] = _mm512_loadu_si512(w + r * m.cols + 64 * s);
+    transpose_16x16(words);
+    for (int k = 0; k < 16; ++k) lanes[s * kPerStep + k] = _mm512_xor_si512(words[k], sign_bit);
+  }
+  for (int64_t b = 0; b < 2 * steps; b += 16) {  // sixteen blocks' scales of each row, a scale as a lane
+    const int64_t count = std::min<int64_t>(16, 2 * steps - b);
+    const __mmask16 valid = count == 16 ? 0xFFFF : (1 << count) - 1;
+    for (int r = 0; r < 16; ++r) words[r] = _mm512_maskz_loadu_epi32(valid, ws + r * blocks + b);
+    transpose_16x16(words);
+    for (int64_t i = 0; i < count; ++i) lanes[(b + i) / 2 * kPerStep + 16 + (b + i) % 2] = words[i];
+  }
+  const char* next_rows = reinterpret_cast<const char*>(w + 16 * m.cols);  // as int4_sixteen_rows_times'
+  const char* next_scales = reinterpret_cast<const char*>(ws + 16 * blocks);
+  const int64_t row_lines = 16 * m.cols / 64, lines = row_lines + 16 * blocks * 4 / 64;
+  const int64_t lines_per_input = (lines + in.n - 1) / in.n;
+  for (int64_t j = 0; j < in.n; ++j) {
+    for (int64_t line = j * lines_per_input; line < std::min(lines, (j + 1) * lines_per_input); ++line)
+      prefetch_to_l2(line < row_lines ? next_rows + 64 * line : next_scales + 64 * (line - row_lines));
+    const Rounded& x = in.inputs[j];
+    const int8_t* q = x.q.data();
+    const int32_t* offsets = in.offsets.data() + j * in.per_input;
+    __m512 sums[16];
+    for (auto& sum : sums) sum = _mm512_setzero_ps();
+    for (int64_t s = 0; s < steps; ++s) {
+      const __m512i* at = lanes.data() + s * kPerStep;
+      __m512 first = _mm512_mul_ps(_mm512_castsi512_ps(at[16]), _mm512_set1_ps(x.scale(2 * s)));
+      __m512 second = _mm512_mul_ps(_mm512_castsi512_ps(at[17]), _mm512_set1_ps(x.scale(2 * s + 1)));
+#pragma GCC unroll 16
+      for (int k = 0; k < 16; ++k) {
+        __m512i dots = _mm512_dpbusd_epi32(_mm512_set1_epi32(offsets[16 * s + k]), at[k],
+                                           _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(q + 64 * s + 4 * k)));
+        sums[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), k < 8 ? first : second, sums[k]);
+      }
     }
+    float* o = out + j * out_stride + row;
+    _mm512_storeu_ps(o, sixteen_sums(sums));
+    if (whole < m.cols || m.bias)
+      for (int r = 0; r < 16; ++r) {
+        if (whole < m.cols) o[r] += int8_dot(w + r * m.cols, ws + r * blocks, x, whole, m.cols);
+        if (m.bias) o[r] += m.bias[row + r];
+      }
   }
 }
 #endif
@@ -2040,9 +2109,11 @@ void integer_rows_times(const Matrix& m, int64_t begin, int64_t end, const Round
                         int64_t out_stride) {
   int64_t r = begin;
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-  if constexpr (std::is_same_v<W, Int4>)
-    if (in.n >= kSixteenRowInputs)
-      for (; r + 16 <= end; r += 16) int4_sixteen_rows_times(m, r, in, out, out_stride);
+  if (in.n >= kSixteenRowInputs<W>)
+    for (; r + 16 <= end; r += 16) {
+      if constexpr (std::is_same_v<W, Int4>) int4_sixteen_rows_times(m, r, in, out, out_stride);
+      else int8_sixteen_rows_times(m, r, in, out, out_stride);
+    }
   for (; r + 4 <= end; r += 4) four_rows_times_batch<W>(m, r, in, out, out_stride);
 #endif
   if (r < end)
