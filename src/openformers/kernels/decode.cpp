@@ -2135,6 +2135,16 @@ void batch_rows(const Matrix& m, int64_t begin, int64_t end, const float* x, con
   else rows_times<W>(m, begin, end, x, n, out, m.rows, rounded.bfloat16.empty() ? nullptr : rounded.bfloat16.data());
 }
 
+// The multiple of rows that a batch's products claim: sixteen where the sixteen-row tiles take them, so that the
+// smaller chunks at the end of a thread's share leave no rows to the four-row tiles (3% of an int4 batch-32 step).
+template <typename W>
+constexpr int64_t claimed_rows_multiple(int64_t n) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  if constexpr (kInteger<W>) return n >= kSixteenRowInputs<W> ? 16 : 4;
+#endif
+  return 4;
+}
+
 constexpr int64_t kBatchLoopsPerLayer = 8;  // the claimed loops of batch_layer_step
 
 // layer_step for n sequences: x (n, hidden); row j's rotary cos/sin at cos + j * head_dim, its attention mask over
@@ -2157,8 +2167,9 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
     if constexpr (std::is_same_v<W, c10::BFloat16>) round_to_bfloat16(inputs, n * cols, batch.bfloat16);
 #endif
   };
+  const int64_t multiple = claimed_rows_multiple<W>(n);
   auto product = [&](const Matrix& m, const float* inputs, float* out) {
-    team.claim(m.rows, kChunk, 4, [&](int64_t begin, int64_t end) { batch_rows<W>(m, begin, end, inputs, batch, n, out); });
+    team.claim(m.rows, kChunk, multiple, [&](int64_t begin, int64_t end) { batch_rows<W>(m, begin, end, inputs, batch, n, out); });
   };
 
   for (int64_t j = 0; j < n; ++j) rms_norm(x + j * hidden, L.attn_norm, eps, normed.data() + j * hidden, hidden);
@@ -2166,7 +2177,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
   product(L.q, normed.data(), S.q.data());
   product(L.k, normed.data(), S.k.data());
   product(L.v, normed.data(), S.v.data());
-  team.prefetch_share(L.o);
+  team.prefetch_share(L.o, multiple);
   team.wait();
   team.claim(n * n_kv, 1, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
@@ -2195,19 +2206,19 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
   });
   team.wait();
   set_inputs(S.attended.data(), L.o.cols);
-  team.claim(hidden, kChunk, 4, [&](int64_t begin, int64_t end) {
+  team.claim(hidden, kChunk, multiple, [&](int64_t begin, int64_t end) {
     batch_rows<W>(L.o, begin, end, S.attended.data(), batch, n, S.out.data());
     for (int64_t j = 0; j < n; ++j)
       for (int64_t i = begin; i < end; ++i) x[j * hidden + i] += S.out[j * hidden + i];
   });
-  team.prefetch_share(L.gate);
-  team.prefetch_share(L.up);
+  team.prefetch_share(L.gate, multiple);
+  team.prefetch_share(L.up, multiple);
   team.wait();
 
   for (int64_t j = 0; j < n; ++j) rms_norm(x + j * hidden, L.mlp_norm, eps, normed.data() + j * hidden, hidden);
   set_inputs(normed.data(), hidden);
   int64_t inner = L.gate.rows;
-  team.claim(inner, kChunk, 4, [&](int64_t begin, int64_t end) {
+  team.claim(inner, kChunk, multiple, [&](int64_t begin, int64_t end) {
     batch_rows<W>(L.gate, begin, end, normed.data(), batch, n, S.gate.data());
     batch_rows<W>(L.up, begin, end, normed.data(), batch, n, S.up.data());
     for (int64_t j = 0; j < n; ++j) {
@@ -2215,10 +2226,10 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
       silu_times(gate, S.up.data() + j * inner + begin, gate, end - begin);
     }
   });
-  team.prefetch_share(L.down);
+  team.prefetch_share(L.down, multiple);
   team.wait();
   set_inputs(S.gate.data(), inner);  // SiLU(gate) * up, in place of gate
-  team.claim(hidden, kChunk, 4, [&](int64_t begin, int64_t end) {
+  team.claim(hidden, kChunk, multiple, [&](int64_t begin, int64_t end) {
     batch_rows<W>(L.down, begin, end, S.gate.data(), batch, n, S.out.data());
     for (int64_t j = 0; j < n; ++j)
       for (int64_t i = begin; i < end; ++i) x[j * hidden + i] += S.out[j * hidden + i];
