@@ -1905,6 +1905,11 @@ inline void four_rows_times_batch(const Matrix& m, int64_t row, const RoundedBat
   }
 }
 
+// One register's 64 bytes in memory: a std::vector<__m512i> would drop the type's attributes (GCC warns).
+struct alignas(64) Register {
+  __m512i value;
+};
+
 // Sixteen registers of 16 4-byte lanes transposed: lane k of register r becomes lane r of register k.
 inline void transpose_16x16(__m512i* r) {
   __m512i t[16];
@@ -1916,7 +1921,8 @@ inline void transpose_16x16(__m512i* r) {
   }
   for (int k = 0; k < 4; ++k) {  // the 128-bit parts across the four groups of four registers
     __m512i low01 = _mm512_shuffle_i32x4(r[k], r[4 + k], 0x44), high01 = _mm512_shuffle_i32x4(r[k], r[4 + k], 0xEE);
-    __m512i low23 = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0x44), high23 = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0xEE);
+    __m512i low23 = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0x44);
+    __m512i high23 = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0xEE);
     t[k] = _mm512_shuffle_i32x4(low01, low23, 0x88), t[4 + k] = _mm512_shuffle_i32x4(low01, low23, 0xDD);
     t[8 + k] = _mm512_shuffle_i32x4(high01, high23, 0x88), t[12 + k] = _mm512_shuffle_i32x4(high01, high23, 0xDD);
   }
@@ -1928,7 +1934,8 @@ inline void transpose_16x16(__m512i* r) {
 inline __m512 sixteen_sums(const __m512* sums) {
   __m512 part[4];
   for (int p = 0; p < 4; ++p)
-    part[p] = _mm512_add_ps(_mm512_add_ps(sums[4 * p], sums[4 * p + 2]), _mm512_add_ps(sums[4 * p + 1], sums[4 * p + 3]));
+    part[p] = _mm512_add_ps(_mm512_add_ps(sums[4 * p], sums[4 * p + 2]),
+                            _mm512_add_ps(sums[4 * p + 1], sums[4 * p + 3]));
   return _mm512_add_ps(_mm512_add_ps(part[0], part[2]), _mm512_add_ps(part[1], part[3]));
 }
 
@@ -1951,7 +1958,7 @@ inline void int4_sixteen_rows_times(const Matrix& m, int64_t row, const RoundedB
                                     int64_t out_stride) {
   const int64_t groups = m.cols / kGroup, quads = groups / 4 * 4, paired = groups / 2 * 2;
   constexpr int kPerGroup = 10;  // registers per group: the low nibbles of words 0-3, their high nibbles, d, m
-  thread_local std::vector<__m512i> lanes;
+  thread_local std::vector<Register> lanes;
   lanes.resize(std::max<int64_t>(paired, 1) * kPerGroup);
   const uint8_t* q = static_cast<const uint8_t*>(m.data) + row * m.row_bytes;
   const c10::Half* dm = m.pairs + row * groups * 2;
@@ -1963,10 +1970,10 @@ inline void int4_sixteen_rows_times(const Matrix& m, int64_t row, const RoundedB
     for (int r = 0; r < 16; ++r) words[r] = _mm512_maskz_loadu_epi32(valid, q + r * m.row_bytes + 16 * g);
     transpose_16x16(words);
     for (int64_t i = 0; i < count; ++i) {
-      __m512i* at = lanes.data() + (g + i) * kPerGroup;
+      Register* at = lanes.data() + (g + i) * kPerGroup;
       for (int k = 0; k < 4; ++k) {
-        at[k] = _mm512_and_si512(words[4 * i + k], nibble);
-        at[4 + k] = _mm512_and_si512(_mm512_srli_epi16(words[4 * i + k], 4), nibble);
+        at[k].value = _mm512_and_si512(words[4 * i + k], nibble);
+        at[4 + k].value = _mm512_and_si512(_mm512_srli_epi16(words[4 * i + k], 4), nibble);
       }
     }
   }
@@ -1976,9 +1983,9 @@ inline void int4_sixteen_rows_times(const Matrix& m, int64_t row, const RoundedB
     for (int r = 0; r < 16; ++r) words[r] = _mm512_maskz_loadu_epi32(valid, dm + r * groups * 2 + 2 * g);
     transpose_16x16(words);
     for (int64_t i = 0; i < count; ++i) {  // d as the low half of each lane, m as the high one
-      __m512i* at = lanes.data() + (g + i) * kPerGroup;
-      at[8] = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(words[i])));
-      at[9] = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(words[i], 16))));
+      Register* at = lanes.data() + (g + i) * kPerGroup;
+      at[8].value = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(words[i])));
+      at[9].value = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(words[i], 16))));
     }
   }
   // The next sixteen rows (most often this thread's next claim), a few lines per input: the products here are
@@ -2000,32 +2007,32 @@ inline void int4_sixteen_rows_times(const Matrix& m, int64_t row, const RoundedB
     for (int64_t g = 0; g < quads; g += 4) {
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
-        const __m512i* at = lanes.data() + (g + i) * kPerGroup;
+        const Register* at = lanes.data() + (g + i) * kPerGroup;
         const int64_t first = (g + i) * kGroup;
-        __m512 scale = _mm512_mul_ps(fp(at[8]), _mm512_set1_ps(x.scale(g + i)));
+        __m512 scale = _mm512_mul_ps(fp(at[8].value), _mm512_set1_ps(x.scale(g + i)));
 #pragma GCC unroll 4
         for (int k = 0; k < 4; ++k) {
-          __m512i dots = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, at[k], word(first + 4 * k)), at[4 + k],
-                                             word(first + 16 + 4 * k));
+          __m512i low = _mm512_dpbusd_epi32(zero, at[k].value, word(first + 4 * k));
+          __m512i dots = _mm512_dpbusd_epi32(low, at[4 + k].value, word(first + 16 + 4 * k));
           sums[4 * i + k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), scale, sums[4 * i + k]);
         }
-        minimums[i] = _mm512_fmadd_ps(fp(at[9]), _mm512_set1_ps(x.pair_sums[2 * (g + i) + 1]), minimums[i]);
+        minimums[i] = _mm512_fmadd_ps(fp(at[9].value), _mm512_set1_ps(x.pair_sums[2 * (g + i) + 1]), minimums[i]);
       }
     }
     if (quads < paired) {  // lanes 0-3: the first group's low nibbles, 4-7 its high ones, 8-15 the second group's
 #pragma GCC unroll 2
       for (int i = 0; i < 2; ++i) {
-        const __m512i* at = lanes.data() + (quads + i) * kPerGroup;
+        const Register* at = lanes.data() + (quads + i) * kPerGroup;
         const int64_t first = (quads + i) * kGroup;
-        __m512 scale = _mm512_mul_ps(fp(at[8]), _mm512_set1_ps(x.scale(quads + i)));
+        __m512 scale = _mm512_mul_ps(fp(at[8].value), _mm512_set1_ps(x.scale(quads + i)));
 #pragma GCC unroll 4
         for (int k = 0; k < 4; ++k) {
-          __m512i low = _mm512_dpbusd_epi32(zero, at[k], word(first + 4 * k));
-          __m512i high = _mm512_dpbusd_epi32(zero, at[4 + k], word(first + 16 + 4 * k));
+          __m512i low = _mm512_dpbusd_epi32(zero, at[k].value, word(first + 4 * k));
+          __m512i high = _mm512_dpbusd_epi32(zero, at[4 + k].value, word(first + 16 + 4 * k));
           sums[8 * i + k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(low), scale, sums[8 * i + k]);
           sums[8 * i + 4 + k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(high), scale, sums[8 * i + 4 + k]);
         }
-        minimums[i] = _mm512_fmadd_ps(fp(at[9]), _mm512_set1_ps(x.pair_sums[2 * (quads + i) + 1]), minimums[i]);
+        minimums[i] = _mm512_fmadd_ps(fp(at[9].value), _mm512_set1_ps(x.pair_sums[2 * (quads + i) + 1]), minimums[i]);
       }
     }
     for (int i = 0; i < 4; ++i) sums[2 * i + 1] = _mm512_add_ps(sums[2 * i + 1], minimums[i]);
@@ -2049,7 +2056,7 @@ inline void int8_sixteen_rows_times(const Matrix& m, int64_t row, const RoundedB
                                     int64_t out_stride) {
   const int64_t blocks = (m.cols + kGroup - 1) / kGroup, whole = m.cols / 64 * 64, steps = whole / 64;
   constexpr int kPerStep = 18;  // registers per 64 columns: the 16 words as unsigned bytes, the two blocks' scales
-  thread_local std::vector<__m512i> lanes;
+  thread_local std::vector<Register> lanes;
   lanes.resize(std::max<int64_t>(steps, 1) * kPerStep);
   const int8_t* w = static_cast<const int8_t*>(m.data) + row * m.cols;
   const float* ws = m.scale + row * blocks;
@@ -2058,14 +2065,14 @@ inline void int8_sixteen_rows_times(const Matrix& m, int64_t row, const RoundedB
   for (int64_t s = 0; s < steps; ++s) {
     for (int r = 0; r < 16; ++r) words[r] = _mm512_loadu_si512(w + r * m.cols + 64 * s);
     transpose_16x16(words);
-    for (int k = 0; k < 16; ++k) lanes[s * kPerStep + k] = _mm512_xor_si512(words[k], sign_bit);
+    for (int k = 0; k < 16; ++k) lanes[s * kPerStep + k].value = _mm512_xor_si512(words[k], sign_bit);
   }
   for (int64_t b = 0; b < 2 * steps; b += 16) {  // sixteen blocks' scales of each row, a scale as a lane
     const int64_t count = std::min<int64_t>(16, 2 * steps - b);
     const __mmask16 valid = count == 16 ? 0xFFFF : (1 << count) - 1;
     for (int r = 0; r < 16; ++r) words[r] = _mm512_maskz_loadu_epi32(valid, ws + r * blocks + b);
     transpose_16x16(words);
-    for (int64_t i = 0; i < count; ++i) lanes[(b + i) / 2 * kPerStep + 16 + (b + i) % 2] = words[i];
+    for (int64_t i = 0; i < count; ++i) lanes[(b + i) / 2 * kPerStep + 16 + (b + i) % 2].value = words[i];
   }
   const char* next_rows = reinterpret_cast<const char*>(w + 16 * m.cols);  // as int4_sixteen_rows_times'
   const char* next_scales = reinterpret_cast<const char*>(ws + 16 * blocks);
@@ -2080,12 +2087,12 @@ inline void int8_sixteen_rows_times(const Matrix& m, int64_t row, const RoundedB
     __m512 sums[16];
     for (auto& sum : sums) sum = _mm512_setzero_ps();
     for (int64_t s = 0; s < steps; ++s) {
-      const __m512i* at = lanes.data() + s * kPerStep;
-      __m512 first = _mm512_mul_ps(_mm512_castsi512_ps(at[16]), _mm512_set1_ps(x.scale(2 * s)));
-      __m512 second = _mm512_mul_ps(_mm512_castsi512_ps(at[17]), _mm512_set1_ps(x.scale(2 * s + 1)));
+      const Register* at = lanes.data() + s * kPerStep;
+      __m512 first = _mm512_mul_ps(_mm512_castsi512_ps(at[16].value), _mm512_set1_ps(x.scale(2 * s)));
+      __m512 second = _mm512_mul_ps(_mm512_castsi512_ps(at[17].value), _mm512_set1_ps(x.scale(2 * s + 1)));
 #pragma GCC unroll 16
       for (int k = 0; k < 16; ++k) {
-        __m512i dots = _mm512_dpbusd_epi32(_mm512_set1_epi32(offsets[16 * s + k]), at[k],
+        __m512i dots = _mm512_dpbusd_epi32(_mm512_set1_epi32(offsets[16 * s + k]), at[k].value,
                                            _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(q + 64 * s + 4 * k)));
         sums[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), k < 8 ? first : second, sums[k]);
       }
