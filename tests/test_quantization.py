@@ -423,9 +423,36 @@ def test_int4_keeps_q4_0_weights_exactly(quantizing_path):
     assert torch.equal(quantized.dequantized(torch.float32), floats)
 
 
+def q4_k_groups(count: int, magnitude: float, generator: torch.Generator) -> torch.Tensor:
+    """`count` groups of 32 as llama.cpp's Q4_K dequantizes them (weights.py's `_q4_k`): d * scale * q - dmin * min
+    in float32, d and dmin float16, scale and min six-bit, each group's q in a random part of 0..15."""
+    def integers(low, high, shape=(count, 1)):
+        return torch.randint(low, high, shape, generator=generator)
+
+    d, dmin = (torch.rand(2, count, 1, generator=generator) * magnitude).half().float()
+    low = integers(0, 15)
+    high = torch.minimum(low + integers(1, 16), torch.tensor(15))
+    q = (low + (torch.rand(count, 32, generator=generator) * (high - low + 1)).floor()).clamp(max=high)
+    return q * (d * integers(1, 64)) - dmin * integers(0, 64)
+
+
+def test_int4_keeps_the_steps_of_q4_k_groups(quantizing_path):
+    # Q4_K: d * scale * q - dmin * min, a float16 d times a six-bit scale, which float16 cannot hold; a group often
+    # spans fewer than 15 of its steps. int4 finds that grid and keeps every weight's step, its error then only
+    # the float16 roundings of the step and the minimum, where the span / 15 grid moved weights by up to half a step.
+    floats = q4_k_groups(40 * 8, 1e-2, torch.Generator().manual_seed(0))
+    step = (floats.amax(-1) - floats.amin(-1)) / 15
+    linear = nn.Linear(256, 40, bias=False)
+    linear.weight.data = floats.reshape(40, 256)
+    error = int4(linear).dequantized(torch.float32).reshape(-1, 32) - floats
+    float16_roundings = (15 * step + floats.abs().amax(-1)) * 2.0**-11
+    assert (error.abs().amax(-1) <= float16_roundings).all()
+    assert error.square().mean().sqrt() < 1e-3 * floats.square().mean().sqrt()  # the span / 15 grid: 2.2e-2
+
+
 def group_values(kind: str, magnitude: float, generator: torch.Generator) -> torch.Tensor:
-    """32 weights of one kind of group: llama.cpp's Q4_1 or Q4_0 grids (float16 d, and m), ties of the roundings,
-    random, constant, or zeros of both signs with at most one other weight."""
+    """32 weights of one kind of group: llama.cpp's Q4_1, Q4_0 or Q4_K grids (float16 d, and m), ties of the
+    roundings, random, constant, or zeros of both signs with at most one other weight."""
     def randn(*shape):
         return torch.randn(*shape, generator=generator)
 
@@ -433,6 +460,8 @@ def group_values(kind: str, magnitude: float, generator: torch.Generator) -> tor
     d = (randn(()) * magnitude).half().float()
     if kind == "q4_1":
         return steps * d.abs() + (randn(()) * magnitude).half().float()
+    if kind == "q4_k":
+        return q4_k_groups(1, magnitude, generator)[0]
     if kind == "q4_0":  # steps at one end often unused: the span is fewer than 15 steps
         steps[int(torch.randint(0, 32, (), generator=generator))] = 0
         return d * (steps.clamp(max=int(torch.randint(8, 16, (), generator=generator))) - 8)
@@ -485,7 +514,7 @@ def test_the_kernel_quantizes_as_the_plain_path_bit_for_bit(seed, rows, groups, 
                                                              not_finite):
     assert kernels.build()
     generator = torch.Generator().manual_seed(seed)
-    kinds = ["q4_1", "q4_0", "ties", "random", "constant", "zeros"]
+    kinds = ["q4_1", "q4_0", "q4_k", "ties", "random", "constant", "zeros"]
     weight = torch.stack([
         torch.cat([group_values(kinds[int(torch.randint(0, len(kinds), (), generator=generator))],
                                 10.0 ** float(torch.randint(-9, 5, (), generator=generator)), generator)

@@ -2583,8 +2583,52 @@ inline bool on_q4_0_grid(const float* w, int n, float step, float top, float* q)
   return on;
 }
 
+// The fewest steps, 1 to 14, of an even grid from a group's smallest weight to its largest that every weight lies on
+// (within 1/1024 of a step, r = (w - lowest) / (span / steps) against its nearest integer); 0 where there is none.
+// llama.cpp's Q4_K groups are such grids: d * scale * q - dmin * min, q in 0..15, a float16 d times a six-bit
+// scale, which float16 cannot hold, and groups often leave steps at either end unused, so the span / 15 grid moves
+// their weights. Each weight is tried against all fourteen grids at once; a group that is no grid (a float
+// checkpoint's) is out after its first two or three weights.
+inline int grid_steps(const float* w, float lowest, float highest) {
+  constexpr int kFewerSteps = 14;
+  float span = highest - lowest;
+  if (!(span > 0) || !std::isfinite(span)) return 0;
+  // First a cheaper look at two weights, one division each instead of fourteen: (w - lowest) / span times each
+  // count of steps near an integer. Looser than the test below (2/1024 against rounding errors of a few units in
+  // the last place), it drops no group that the test would keep, and nearly every group that is no grid.
+  static constexpr float kCounts[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, NAN, NAN};  // NaN: never near
+  for (int j = 0; j < 2; ++j) {
+    float share = (w[j] - lowest) / span;
+    int near = 0;
+#pragma omp simd reduction(| : near)
+    for (int k = 0; k < 16; ++k) {
+      float r = share * kCounts[k];
+      near |= std::abs(r - std::nearbyint(r)) <= 2.0f / 1024;
+    }
+    if (!near) return 0;
+  }
+  float step[kFewerSteps];
+  int on[kFewerSteps];
+#pragma omp simd
+  for (int k = 0; k < kFewerSteps; ++k) step[k] = span / float(k + 1), on[k] = 1;
+  for (int j = 0; j < kGroup; ++j) {
+    int any = 0;
+#pragma omp simd reduction(| : any)
+    for (int k = 0; k < kFewerSteps; ++k) {
+      float r = (w[j] - lowest) / step[k];
+      on[k] &= std::abs(r - std::nearbyint(r)) <= 1.0f / 1024;
+      any |= on[k];
+    }
+    if (!any) return 0;
+  }
+  for (int k = 0; k < kFewerSteps; ++k)
+    if (on[k]) return k + 1;
+  return 0;
+}
+
 // int4: each group of 32 gets the float16 pair (d, m): m the smallest weight, d a fifteenth of the span above m,
-// steps round((w - m) / d); or llama.cpp's Q4_0 grid d * (q - 8) where the group lies on it and not on the first.
+// steps round((w - m) / d); or llama.cpp's Q4_0 grid d * (q - 8) where the group lies on it and not on the first;
+// or, for a group on neither, the span over the fewest steps of a grid it lies on (grid_steps) as d.
 template <typename T>
 bool quantize_int4_rows(const T* weights, int64_t rows, int64_t cols, uint8_t* packed, c10::Half* pairs) {
   int64_t groups = cols / kGroup;
@@ -2603,17 +2647,27 @@ bool quantize_int4_rows(const T* weights, int64_t rows, int64_t cols, uint8_t* p
         float divisor = scale == 0 ? 1.0f : scale;  // a span below float16's smallest scale: every step 0
 #pragma omp simd
         for (int j = 0; j < kGroup; ++j) q[j] = step_in((w[j] - minimum) / divisor, 0, 15);
+        auto rebuilt = [&] {
+          bool equal = true;
+          for (int j = 0; j < kGroup; ++j) equal &= q[j] * scale + minimum == w[j];
+          return equal;
+        };
         // The Q4_0 grid's d has the sign that puts the weight of the largest magnitude at step 0 (-8 d).
         float largest = -lowest > highest ? lowest : highest;
         float step = largest / -8.0f;
         if (step != 0 && as_half(step) == step && on_q4_0_grid(w, 4, step, largest, grid) &&
             on_q4_0_grid(w, kGroup, step, largest, grid)) {
-          bool rebuilt = true;
-          for (int j = 0; j < kGroup; ++j) rebuilt &= q[j] * scale + minimum == w[j];
-          if (!rebuilt) {
+          if (!rebuilt()) {
             std::copy_n(grid, kGroup, q);
             scale = step;
             minimum = largest;
+          }
+        } else if (int steps = grid_steps(w, lowest, highest)) {
+          float own = as_half((highest - lowest) / float(steps));
+          if (own != 0 && std::isfinite(own) && !rebuilt()) {
+            scale = own;
+#pragma omp simd
+            for (int j = 0; j < kGroup; ++j) q[j] = step_in((w[j] - minimum) / scale, 0, 15);
           }
         }
         c10::Half* pair = pairs + (r * groups + g) * 2;

@@ -24,7 +24,10 @@ becomes int8 with one float32 scale (symmetric: the block's largest magnitude ma
 groups of 32 weights along a row keep a float16 scale and minimum each (weight = scale * q + minimum, q in
 0..15, llama.cpp's Q4_1), 5/32 of the float32 bytes (a model whose layer inputs are not multiples of 32 is
 refused); the language-model head stays int8. On a Q4_1 GGUF file (the default model's) int4 finds the file's
-blocks again bit for bit, and on a Q4_0 file its grid (d * (q - 8): the minimum is -8 d): no weight changes.
+blocks again bit for bit, and on a Q4_0 file its grid (d * (q - 8): the minimum is -8 d): no weight changes. On a
+Q4_K file each group's own grid (d * scale * q - dmin * min), which float16 cannot hold: every weight keeps its step
+and moves only by the float16 roundings of the group's step and minimum (Gemma 3 270M's Q4_K matrices: 0.06% of
+their size, root mean square, where the span / 15 grid moved them by 4.8%).
 Activations stay in the model's dtype, except in the kernel's int8 and int4 products: there each input is rounded
 to int8 steps per block of 32 (one float scale each, as llama.cpp's Q8_1 blocks) and multiplies the stored integers
 directly (AVX-512 VNNI or AVX2 integer dot products), so no weight is widened to a float and the products stream
@@ -353,13 +356,54 @@ def _int4_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     candidates = (first_on_grid & (q4_0_step != 0) & (q4_0_step.half().float() == q4_0_step)).nonzero(as_tuple=True)
     group = groups[candidates]
     on_grid, q4_0 = _on_q4_0_grid(group, q4_0_step[candidates][:, None], largest[candidates][:, None])
-    q4_0 &= ~(steps[candidates] * scale[candidates][:, None] + minimum[candidates][:, None] == group).all(-1)
+    elsewhere = torch.ones_like(lowest, dtype=torch.bool)  # the groups on no Q4_0 grid
+    elsewhere[tuple(index[q4_0] for index in candidates)] = False
+    q4_0 &= ~_rebuilt(group, steps[candidates], scale[candidates], minimum[candidates])
     chosen = tuple(index[q4_0] for index in candidates)
     scale[chosen], minimum[chosen], steps[chosen] = q4_0_step[chosen], largest[chosen], on_grid[q4_0]
+    # A group on an even grid of fewer than 15 steps whose step float16 cannot hold (llama.cpp's Q4_K: a float16
+    # d times a six-bit scale, groups leaving steps unused) takes that grid's step, rounded to float16, where the
+    # span / 15 grid above would move its weights by up to half a step (Gemma 3's Q4_K_M matrices: 4.8% of their
+    # size, root mean square, against 0.06%). `_grid_steps` finds the fewest steps, as decode.cpp's grid_steps.
+    fewest = _grid_steps(groups.reshape(-1, GROUP), lowest.reshape(-1), highest.reshape(-1)).reshape(lowest.shape)
+    own = ((highest - lowest) / fewest.clamp(min=1)).half().float()
+    chosen = (elsewhere & (fewest > 0) & (own != 0) & own.isfinite()).nonzero(as_tuple=True)
+    moved = ~_rebuilt(groups[chosen], steps[chosen], scale[chosen], minimum[chosen])
+    chosen = tuple(index[moved] for index in chosen)
+    scale[chosen] = own[chosen]
+    steps[chosen] = (groups[chosen] - minimum[chosen][:, None]).div_(own[chosen][:, None]).round_().clamp_(0, 15)
     pairs = torch.stack([scale, minimum], -1).half()  # not finite where float16 cannot hold them: refused
     steps = steps.to(torch.uint8)
     packed = steps[..., :16] | (steps[..., 16:] << 4)  # (out, groups, 16)
     return packed.reshape(out_features, -1).contiguous(), pairs
+
+
+def _rebuilt(groups: torch.Tensor, steps: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor) -> torch.Tensor:
+    """Whether each group's weights are exactly its steps times its scale plus its minimum."""
+    return (steps * scale[:, None] + minimum[:, None] == groups).all(-1)
+
+
+def _grid_steps(groups: torch.Tensor, lowest: torch.Tensor, highest: torch.Tensor) -> torch.Tensor:
+    """For each row of `groups` (n, 32), the fewest steps, 1 to 14, of an even grid from `lowest` to `highest` that
+    every weight lies on within 1/1024 of a step; 0 where there is none. Groups whose first two weights are on
+    none (a float checkpoint's: nearly all) are not checked whole."""
+    span = highest - lowest
+    counts = torch.arange(1, 15, dtype=torch.float32, device=groups.device)
+
+    def on_grids(values, span, lowest):  # (n, 14): whether all values lie on each grid
+        r = (values[:, None, :] - lowest[:, None, None]) / (span[:, None] / counts)[..., None]
+        return ((r - r.round()).abs() <= 1 / 1024).all(-1)
+
+    maybe = (span > 0) & span.isfinite()
+    for start in range(0, len(groups), 65536):  # (n, 14, 2) at once would be 0.9x a float32 copy of the matrix
+        part = slice(start, start + 65536)
+        maybe[part] &= on_grids(groups[part, :2], span[part], lowest[part]).any(-1)
+    maybe = maybe.nonzero(as_tuple=True)[0]
+    fewest = torch.zeros(len(groups), dtype=torch.float32, device=groups.device)
+    on = on_grids(groups[maybe], span[maybe], lowest[maybe])
+    first = torch.where(on, counts, torch.inf).amin(-1)
+    fewest[maybe] = torch.where(first.isfinite(), first, 0)
+    return fewest
 
 
 def _on_q4_0_grid(values: torch.Tensor, step: torch.Tensor, top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
