@@ -75,20 +75,30 @@ def test_gemma3_greedy_generation_matches_the_reference(gemma3):
         assert got.tolist() == expected.tolist(), tokenizer.decode(expected[0])
 
 
-def test_gemma3_q4_k_matrices_keep_their_steps_as_int4(gemma3_gguf):
-    # The file's Q4_K matrices under quantization="int4": each group's own grid (a float16 d times a six-bit scale)
-    # is found and its steps kept, where the span / 15 grid moved the weights by 4.8% of their size (root mean
-    # square, the worst of the 27 matrices).
+def test_gemma3_q4_k_matrices_keep_their_steps_as_int4_and_q5_0_ones_their_weights_as_int8(gemma3_gguf):
+    # Under quantization="int4" each Q4_K group's own grid (a float16 d times a six-bit scale) is found and its
+    # steps kept, where the span / 15 grid moved the weights by 4.8% of their size (root mean square, the worst
+    # of the 27 matrices); under "int8" each Q5_0 block's step is its scale, where largest / 127 moved them by 0.52%.
     from openformers.kernels import Linear
     from openformers.weights import GGUFFile
 
     gguf = GGUFFile(gemma3_gguf)
-    names = [name for name, info in gguf.tensors.items()
-             if info.tensor_type.name == "Q4_K" and len(info.shape) == 2 and "token_embd" not in name]
-    assert len(names) == 27
-    for name in names[:: len(names) // 4]:
+
+    def matrices(file_type):
+        return [name for name, info in gguf.tensors.items()
+                if info.tensor_type.name == file_type and len(info.shape) == 2 and "token_embd" not in name]
+
+    def quantized(name, quantization):
         weight = gguf.tensor(name)
         linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
         linear.weight.data = weight
-        error = Linear.from_linear(linear, "int4").dequantized(torch.float32) - weight
-        assert error.square().mean().sqrt() < 1e-3 * weight.square().mean().sqrt(), name
+        return Linear.from_linear(linear, quantization).dequantized(torch.float32), weight
+
+    q4_k, q5_0 = matrices("Q4_K"), matrices("Q5_0")
+    assert (len(q4_k), len(q5_0)) == (27, 81)
+    for name in q4_k[:: len(q4_k) // 4]:
+        ours, weight = quantized(name, "int4")
+        assert (ours - weight).square().mean().sqrt() < 1e-3 * weight.square().mean().sqrt(), name
+    for name in q5_0[:: len(q5_0) // 4]:
+        ours, weight = quantized(name, "int8")
+        assert torch.equal(ours, weight), name

@@ -436,6 +436,21 @@ def q4_k_groups(count: int, magnitude: float, generator: torch.Generator) -> tor
     return q * (d * integers(1, 64)) - dmin * integers(0, 64)
 
 
+@pytest.mark.parametrize("file_type", ["Q5_0", "Q4_0"])
+def test_int8_keeps_q5_0_and_q4_0_weights_exactly(quantizing_path, file_type):
+    # d * (q - 16) and d * (q - 8): a block's largest magnitude is at most 16 or 8 of its steps from zero, so its
+    # largest / 127 is not the block's grid, where each weight would move by up to half an int8 step.
+    import gguf
+
+    torch.manual_seed(0)
+    weight = torch.randn(40, 256) * torch.linspace(0.01, 5, 256)
+    kind = getattr(gguf.GGMLQuantizationType, file_type)
+    floats = torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(weight.numpy(), kind), kind).copy())
+    linear = nn.Linear(256, 40, bias=False)
+    linear.weight.data = floats
+    assert torch.equal(int8(linear).dequantized(torch.float32), floats)
+
+
 def test_int4_keeps_the_steps_of_q4_k_groups(quantizing_path):
     # Q4_K: d * scale * q - dmin * min, a float16 d times a six-bit scale, which float16 cannot hold; a group often
     # spans fewer than 15 of its steps. int4 finds that grid and keeps every weight's step, its error then only
@@ -462,6 +477,9 @@ def group_values(kind: str, magnitude: float, generator: torch.Generator) -> tor
         return steps * d.abs() + (randn(()) * magnitude).half().float()
     if kind == "q4_k":
         return q4_k_groups(1, magnitude, generator)[0]
+    if kind == "q5_0":  # d * (q - 16), q in 0..31, the largest magnitude often fewer than 16 steps from zero
+        return d * (torch.randint(0, 32, (32,), generator=generator) - 16).clamp(
+            min=-int(torch.randint(1, 17, (), generator=generator)))
     if kind == "q4_0":  # steps at one end often unused: the span is fewer than 15 steps
         steps[int(torch.randint(0, 32, (), generator=generator))] = 0
         return d * (steps.clamp(max=int(torch.randint(8, 16, (), generator=generator))) - 8)
@@ -514,7 +532,7 @@ def test_the_kernel_quantizes_as_the_plain_path_bit_for_bit(seed, rows, groups, 
                                                              not_finite):
     assert kernels.build()
     generator = torch.Generator().manual_seed(seed)
-    kinds = ["q4_1", "q4_0", "q4_k", "ties", "random", "constant", "zeros"]
+    kinds = ["q4_1", "q4_0", "q4_k", "q5_0", "ties", "random", "constant", "zeros"]
     weight = torch.stack([
         torch.cat([group_values(kinds[int(torch.randint(0, len(kinds), (), generator=generator))],
                                 10.0 ** float(torch.randint(-9, 5, (), generator=generator)), generator)

@@ -2544,7 +2544,39 @@ inline std::pair<float, float> extremes(const float* w) {
   return {low[0] + 0.0f, high[0] + 0.0f};
 }
 
-// int8: each block of 32 weights along a row gets scale = max(|w|, 1e-12) / 127 and steps round(w / scale).
+// Whether `share` of a grid's span times one of the `counts` of steps is within 2/1024 of a whole number: the first,
+// cheap look of grid_steps and symmetric_grid_steps at a group's first two weights, one division each instead of
+// one per count. Looser than their tests (2/1024 against rounding errors of a few units in the last place), it
+// drops no group that they would keep, and nearly every group that is no grid (a float checkpoint's).
+inline bool near_a_grid(float share, const float (&counts)[16]) {
+  int near = 0;
+#pragma omp simd reduction(| : near)
+  for (int k = 0; k < 16; ++k) {
+    float r = share * counts[k];
+    near |= std::abs(r - std::nearbyint(r)) <= 2.0f / 1024;
+  }
+  return near;
+}
+
+// The fewest steps n, 1 to 16, for which every weight of a block is a whole multiple of largest / n exactly; 0 where
+// there is none. llama.cpp's Q4_0 and Q5_0 blocks, d * (q - 8) and d * (q - 16) with a float16 d, have their largest
+// magnitude at most 8 or 16 steps from zero, so that largest / 127 is not their grid and moves their weights.
+inline int symmetric_grid_steps(const float* w, float largest) {
+  static constexpr float kCounts[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  if (!(largest > 0) || !std::isfinite(largest)) return 0;
+  if (!near_a_grid(w[0] / largest, kCounts) || !near_a_grid(w[1] / largest, kCounts)) return 0;
+  for (int n = 1; n <= 16; ++n) {
+    float step = largest / float(n);
+    bool on = true;
+    for (int j = 0; j < kGroup && on; ++j) on = std::nearbyint(w[j] / step) * step == w[j];
+    if (on) return n;
+  }
+  return 0;
+}
+
+// int8: each block of 32 weights along a row gets scale = max(|w|, 1e-12) / 127 and steps round(w / scale); a block
+// those steps do not rebuild exactly that lies on a grid of at most 16 steps a side (symmetric_grid_steps) gets
+// that grid's step as its scale instead, which rebuilds it exactly.
 template <typename T>
 bool quantize_int8_rows(const T* weights, int64_t rows, int64_t cols, int8_t* steps, float* scales) {
   int64_t blocks = (cols + kGroup - 1) / kGroup;
@@ -2565,6 +2597,16 @@ bool quantize_int8_rows(const T* weights, int64_t rows, int64_t cols, int8_t* st
         int8_t* q = row_steps.data() + b * kGroup;
 #pragma omp simd
         for (int j = 0; j < kGroup; ++j) q[j] = int8_t(step_in(w[j] / scale, -127, 127));
+        if (int n = symmetric_grid_steps(w, largest)) {
+          bool rebuilt = true;
+          for (int j = 0; j < kGroup; ++j) rebuilt &= float(q[j]) * scale == w[j];
+          if (!rebuilt) {
+            scale = largest / float(n);
+            scales[r * blocks + b] = scale;
+#pragma omp simd
+            for (int j = 0; j < kGroup; ++j) q[j] = int8_t(step_in(w[j] / scale, -127, 127));
+          }
+        }
       }
       std::copy_n(row_steps.data(), cols, steps + r * cols);
     }
@@ -2593,20 +2635,8 @@ inline int grid_steps(const float* w, float lowest, float highest) {
   constexpr int kFewerSteps = 14;
   float span = highest - lowest;
   if (!(span > 0) || !std::isfinite(span)) return 0;
-  // First a cheaper look at two weights, one division each instead of fourteen: (w - lowest) / span times each
-  // count of steps near an integer. Looser than the test below (2/1024 against rounding errors of a few units in
-  // the last place), it drops no group that the test would keep, and nearly every group that is no grid.
   static constexpr float kCounts[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, NAN, NAN};  // NaN: never near
-  for (int j = 0; j < 2; ++j) {
-    float share = (w[j] - lowest) / span;
-    int near = 0;
-#pragma omp simd reduction(| : near)
-    for (int k = 0; k < 16; ++k) {
-      float r = share * kCounts[k];
-      near |= std::abs(r - std::nearbyint(r)) <= 2.0f / 1024;
-    }
-    if (!near) return 0;
-  }
+  if (!near_a_grid((w[0] - lowest) / span, kCounts) || !near_a_grid((w[1] - lowest) / span, kCounts)) return 0;
   float step[kFewerSteps];
   int on[kFewerSteps];
 #pragma omp simd
