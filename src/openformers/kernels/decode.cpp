@@ -2544,27 +2544,35 @@ inline std::pair<float, float> extremes(const float* w) {
   return {low[0] + 0.0f, high[0] + 0.0f};
 }
 
-// Whether `share` of a grid's span times one of the `counts` of steps is within 2/1024 of a whole number: the first,
-// cheap look of grid_steps and symmetric_grid_steps at a group's first two weights, one division each instead of
-// one per count. Looser than their tests (2/1024 against rounding errors of a few units in the last place), it
-// drops no group that they would keep, and nearly every group that is no grid (a float checkpoint's).
-inline bool near_a_grid(float share, const float (&counts)[16]) {
-  int near = 0;
+// Counts of steps a side for symmetric_grid_steps, and from lowest to highest for grid_steps (NaN: never near).
+constexpr float kSymmetricCounts[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+constexpr float kFewerCounts[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, NAN, NAN};
+
+// Whether a group may lie on a grid of `counts` steps over `span` from `origin`: a cheap first look at its first
+// two weights, which nearly every group that is no grid (a float checkpoint's) fails, one division each instead of
+// one per count. Each weight's share of the span times some count must be within 2/1024 of a whole number: looser
+// than the tests of grid_steps and symmetric_grid_steps (against rounding errors of a few units in the last place),
+// so it drops no group they would keep. The quantizers look here first, then whether their own grid rebuilds the
+// group (a Q4_1 or Q8_0 file's does), and only then search.
+inline bool may_lie_on_a_grid(const float* w, float origin, float span, const float (&counts)[16]) {
+  if (!(span > 0) || !std::isfinite(span)) return false;
+  for (int j = 0; j < 2; ++j) {
+    float share = (w[j] - origin) / span;
+    int near = 0;
 #pragma omp simd reduction(| : near)
-  for (int k = 0; k < 16; ++k) {
-    float r = share * counts[k];
-    near |= std::abs(r - std::nearbyint(r)) <= 2.0f / 1024;
+    for (int k = 0; k < 16; ++k) {
+      float r = share * counts[k];
+      near |= std::abs(r - std::nearbyint(r)) <= 2.0f / 1024;
+    }
+    if (!near) return false;
   }
-  return near;
+  return true;
 }
 
 // The fewest steps n, 1 to 16, for which every weight of a block is a whole multiple of largest / n exactly; 0 where
 // there is none. llama.cpp's Q4_0 and Q5_0 blocks, d * (q - 8) and d * (q - 16) with a float16 d, have their largest
 // magnitude at most 8 or 16 steps from zero, so that largest / 127 is not their grid and moves their weights.
 inline int symmetric_grid_steps(const float* w, float largest) {
-  static constexpr float kCounts[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
-  if (!(largest > 0) || !std::isfinite(largest)) return 0;
-  if (!near_a_grid(w[0] / largest, kCounts) || !near_a_grid(w[1] / largest, kCounts)) return 0;
   for (int n = 1; n <= 16; ++n) {
     float step = largest / float(n);
     bool on = true;
@@ -2597,15 +2605,16 @@ bool quantize_int8_rows(const T* weights, int64_t rows, int64_t cols, int8_t* st
         int8_t* q = row_steps.data() + b * kGroup;
 #pragma omp simd
         for (int j = 0; j < kGroup; ++j) q[j] = int8_t(step_in(w[j] / scale, -127, 127));
-        if (int n = symmetric_grid_steps(w, largest)) {
-          bool rebuilt = true;
+        int rebuilt = 1;
+        if (may_lie_on_a_grid(w, 0.0f, largest, kSymmetricCounts)) {
+#pragma omp simd reduction(& : rebuilt)
           for (int j = 0; j < kGroup; ++j) rebuilt &= float(q[j]) * scale == w[j];
-          if (!rebuilt) {
-            scale = largest / float(n);
-            scales[r * blocks + b] = scale;
+        }
+        if (int n = rebuilt ? 0 : symmetric_grid_steps(w, largest)) {
+          scale = largest / float(n);
+          scales[r * blocks + b] = scale;
 #pragma omp simd
-            for (int j = 0; j < kGroup; ++j) q[j] = int8_t(step_in(w[j] / scale, -127, 127));
-          }
+          for (int j = 0; j < kGroup; ++j) q[j] = int8_t(step_in(w[j] / scale, -127, 127));
         }
       }
       std::copy_n(row_steps.data(), cols, steps + r * cols);
@@ -2629,14 +2638,10 @@ inline bool on_q4_0_grid(const float* w, int n, float step, float top, float* q)
 // (within 1/1024 of a step, r = (w - lowest) / (span / steps) against its nearest integer); 0 where there is none.
 // llama.cpp's Q4_K groups are such grids: d * scale * q - dmin * min, q in 0..15, a float16 d times a six-bit
 // scale, which float16 cannot hold, and groups often leave steps at either end unused, so the span / 15 grid moves
-// their weights. Each weight is tried against all fourteen grids at once; a group that is no grid (a float
-// checkpoint's) is out after its first two or three weights.
+// their weights. Each weight is tried against all fourteen grids at once.
 inline int grid_steps(const float* w, float lowest, float highest) {
   constexpr int kFewerSteps = 14;
   float span = highest - lowest;
-  if (!(span > 0) || !std::isfinite(span)) return 0;
-  static constexpr float kCounts[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, NAN, NAN};  // NaN: never near
-  if (!near_a_grid((w[0] - lowest) / span, kCounts) || !near_a_grid((w[1] - lowest) / span, kCounts)) return 0;
   float step[kFewerSteps];
   int on[kFewerSteps];
 #pragma omp simd
@@ -2678,9 +2683,10 @@ bool quantize_int4_rows(const T* weights, int64_t rows, int64_t cols, uint8_t* p
 #pragma omp simd
         for (int j = 0; j < kGroup; ++j) q[j] = step_in((w[j] - minimum) / divisor, 0, 15);
         auto rebuilt = [&] {
-          bool equal = true;
+          int equal = 1;
+#pragma omp simd reduction(& : equal)
           for (int j = 0; j < kGroup; ++j) equal &= q[j] * scale + minimum == w[j];
-          return equal;
+          return equal != 0;
         };
         // The Q4_0 grid's d has the sign that puts the weight of the largest magnitude at step 0 (-8 d).
         float largest = -lowest > highest ? lowest : highest;
@@ -2692,9 +2698,10 @@ bool quantize_int4_rows(const T* weights, int64_t rows, int64_t cols, uint8_t* p
             scale = step;
             minimum = largest;
           }
-        } else if (int steps = grid_steps(w, lowest, highest)) {
-          float own = as_half((highest - lowest) / float(steps));
-          if (own != 0 && std::isfinite(own) && !rebuilt()) {
+        } else if (may_lie_on_a_grid(w, lowest, highest - lowest, kFewerCounts) && !rebuilt()) {
+          int steps = grid_steps(w, lowest, highest);
+          float own = steps ? as_half((highest - lowest) / float(steps)) : 0.0f;
+          if (own != 0 && std::isfinite(own)) {
             scale = own;
 #pragma omp simd
             for (int j = 0; j < kGroup; ++j) q[j] = step_in((w[j] - minimum) / scale, 0, 15);
