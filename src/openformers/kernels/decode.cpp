@@ -2605,12 +2605,15 @@ bool quantize_int8_rows(const T* weights, int64_t rows, int64_t cols, int8_t* st
         int8_t* q = row_steps.data() + b * kGroup;
 #pragma omp simd
         for (int j = 0; j < kGroup; ++j) q[j] = int8_t(step_in(w[j] / scale, -127, 127));
-        int rebuilt = 1;
-        if (may_lie_on_a_grid(w, 0.0f, largest, kSymmetricCounts)) {
-#pragma omp simd reduction(& : rebuilt)
-          for (int j = 0; j < kGroup; ++j) rebuilt &= float(q[j]) * scale == w[j];
-        }
-        if (int n = rebuilt ? 0 : symmetric_grid_steps(w, largest)) {
+        auto rebuilt = [&] {
+          int equal = 1;
+#pragma omp simd reduction(& : equal)
+          for (int j = 0; j < kGroup; ++j) equal &= float(q[j]) * scale == w[j];
+          return equal != 0;
+        };
+        int n = may_lie_on_a_grid(w, 0.0f, largest, kSymmetricCounts) && !rebuilt() ? symmetric_grid_steps(w, largest)
+                                                                                     : 0;
+        if (n) {
           scale = largest / float(n);
           scales[r * blocks + b] = scale;
 #pragma omp simd

@@ -344,22 +344,14 @@ def _int8_blocks(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _symmetric_grid_steps(blocks: torch.Tensor, largest: torch.Tensor) -> torch.Tensor:
     """For each row of `blocks` (n, 32), the fewest steps n, 1 to 16, for which every weight is a whole multiple of
-    `largest` / n exactly; 0 where there is none. Blocks whose first two weights are near no such grid (a float
-    checkpoint's: nearly all) are not checked whole."""
+    `largest` / n exactly; 0 where there is none."""
     counts = torch.arange(1, 17, dtype=torch.float32, device=blocks.device)
-    maybe = (largest > 0) & largest.isfinite()
-    for start in range(0, len(blocks), 65536):  # (n, 16, 2) at once would be a float32 copy of the matrix
-        part = slice(start, start + 65536)
-        r = (blocks[part, :2] / largest[part, None])[:, None, :] * counts[:, None]
-        maybe[part] &= ((r - r.round()).abs() <= 2 / 1024).all(-1).any(-1)
-    maybe = maybe.nonzero(as_tuple=True)[0]
-    step = largest[maybe][:, None] / counts  # (m, 16)
-    values = blocks[maybe][:, None, :]
-    on = ((values / step[..., None]).round() * step[..., None] == values).all(-1)
-    first = torch.where(on, counts, torch.inf).amin(-1)
-    fewest = torch.zeros(len(blocks), dtype=torch.float32, device=blocks.device)
-    fewest[maybe] = torch.where(first.isfinite(), first, 0)
-    return fewest
+
+    def on_grids(values, rows):  # (m, 16): whether all values are multiples of each step
+        step = (largest[rows][:, None] / counts)[..., None]
+        return ((values[:, None, :] / step).round() * step == values[:, None, :]).all(-1)
+
+    return _fewest_steps(blocks, (largest > 0) & largest.isfinite(), counts, on_grids)
 
 
 def _int4_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -418,23 +410,30 @@ def _rebuilt(groups: torch.Tensor, steps: torch.Tensor, scale: torch.Tensor, min
 
 def _grid_steps(groups: torch.Tensor, lowest: torch.Tensor, highest: torch.Tensor) -> torch.Tensor:
     """For each row of `groups` (n, 32), the fewest steps, 1 to 14, of an even grid from `lowest` to `highest` that
-    every weight lies on within 1/1024 of a step; 0 where there is none. Groups whose first two weights are on
-    none (a float checkpoint's: nearly all) are not checked whole."""
+    every weight lies on within 1/1024 of a step; 0 where there is none."""
     span = highest - lowest
     counts = torch.arange(1, 15, dtype=torch.float32, device=groups.device)
 
-    def on_grids(values, span, lowest):  # (n, 14): whether all values lie on each grid
-        r = (values[:, None, :] - lowest[:, None, None]) / (span[:, None] / counts)[..., None]
+    def on_grids(values, rows):  # (m, 14): whether all values lie on each grid
+        r = (values[:, None, :] - lowest[rows][:, None, None]) / (span[rows][:, None] / counts)[..., None]
         return ((r - r.round()).abs() <= 1 / 1024).all(-1)
 
-    maybe = (span > 0) & span.isfinite()
-    for start in range(0, len(groups), 65536):  # (n, 14, 2) at once would be 0.9x a float32 copy of the matrix
-        part = slice(start, start + 65536)
-        maybe[part] &= on_grids(groups[part, :2], span[part], lowest[part]).any(-1)
+    return _fewest_steps(groups, (span > 0) & span.isfinite(), counts, on_grids)
+
+
+def _fewest_steps(groups: torch.Tensor, usable: torch.Tensor, counts: torch.Tensor, on_grids) -> torch.Tensor:
+    """For each row of `groups` (n, 32), the least of `counts` whose grid all its weights lie on by
+    `on_grids(values, rows)` ((m, len(counts)) for `values` of the rows `rows`); 0 where there is none, or where
+    `usable` is False. Groups whose first two weights are on no grid (a float checkpoint's: nearly all) are not
+    checked whole, and those two are checked a chunk of groups at a time: (n, counts, 2) at once would take about
+    as much memory as a float32 copy of the matrix."""
+    maybe = usable.clone()
+    for start in range(0, len(groups), 65536):
+        rows = slice(start, start + 65536)
+        maybe[rows] &= on_grids(groups[rows, :2], rows).any(-1)
     maybe = maybe.nonzero(as_tuple=True)[0]
+    first = torch.where(on_grids(groups[maybe], maybe), counts, torch.inf).amin(-1)
     fewest = torch.zeros(len(groups), dtype=torch.float32, device=groups.device)
-    on = on_grids(groups[maybe], span[maybe], lowest[maybe])
-    first = torch.where(on, counts, torch.inf).amin(-1)
     fewest[maybe] = torch.where(first.isfinite(), first, 0)
     return fewest
 
