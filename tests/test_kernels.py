@@ -44,6 +44,17 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
     return model.eval()
 
 
+def quantized(model, quantization: str):
+    """`model` quantized as "int8", "int4", or "int4+int8": int4 with each layer's v and up projections at int8,
+    as from_pretrained keeps a GGUF file's 5-8-bit matrices at int8 under int4."""
+    if quantization == "int4+int8":
+        for layer in model.model.layers:
+            layer.self_attn.v_proj = kernels.Linear.from_linear(layer.self_attn.v_proj, "int8")
+            layer.mlp.up_proj = kernels.Linear.from_linear(layer.mlp.up_proj, "int8")
+        quantization = "int4"
+    return kernels.quantize(model, quantization)
+
+
 def accelerated(model):
     assert kernels.accelerate(model)
     return model
@@ -245,16 +256,17 @@ def batch_step_logits(model, ids, mask, steps: int, use_kernels: bool, monkeypat
 @pytest.mark.parametrize(
     "config_class, overrides, quantization",
     [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, {"sliding_window": 5}, None),
-     (LlamaConfig, {}, "int8"), (LlamaConfig, {}, "int4"), (MistralConfig, {**HEAD_DIM_64, "sliding_window": 5}, None),
-     (LlamaConfig, HEAD_DIM_128, "int8")],
-    ids=["llama", "qwen2-bias", "mistral-window", "int8", "int4", "head-dim-64-window", "head-dim-128-int8"],
+     (LlamaConfig, {}, "int8"), (LlamaConfig, {}, "int4"), (LlamaConfig, {}, "int4+int8"),
+     (MistralConfig, {**HEAD_DIM_64, "sliding_window": 5}, None), (LlamaConfig, HEAD_DIM_128, "int8")],
+    ids=["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
+         "head-dim-128-int8"],
 )
 def test_batched_steps_match_plain_path(config_class, overrides, quantization, monkeypatch):
     # Six rows left-padded to different lengths (one not at all), 12 steps: past a window of 5, so a padded row's
     # window starts inside its padding and later past it. Three threads split the rows and the heads unevenly.
     model = tiny_model(config_class, **overrides)
     if quantization:
-        model = kernels.quantize(model, quantization)
+        model = quantized(model, quantization)
         plain_path_rounds_inputs(monkeypatch)
     accelerated(model)
     ids, mask = left_padded_batch(6, 7, seed=5)
@@ -273,13 +285,13 @@ def test_batched_steps_match_plain_path(config_class, overrides, quantization, m
     torch.testing.assert_close(fast, plain, atol=tolerance, rtol=tolerance)
 
 
-@pytest.mark.parametrize("quantization", ["int8", "int4"])
+@pytest.mark.parametrize("quantization", ["int8", "int4", "int4+int8"])
 def test_a_batch_steps_each_row_as_it_would_step_alone(quantization, monkeypatch):
     # Integer products of a batch equal each input's alone bit for bit, and so does the attention of a batch's rows
     # (attend_heads keeps attend's arithmetic): a batch decodes the tokens its sequences decode alone.
     # batch_step_logits draws the steps' tokens for all rows from one seed, so the first row's are the same alone.
     # Seven rows: int8's products take sixteen rows at a time from six inputs on, int4's from three (decode.cpp).
-    model = accelerated(kernels.quantize(tiny_model(**HEAD_DIM_64), quantization))
+    model = accelerated(quantized(tiny_model(**HEAD_DIM_64), quantization))
     ids = torch.randint(1, 96, (7, 5), generator=torch.Generator().manual_seed(3))
     batches, steps = counted_batch_steps(monkeypatch), counted_decode_steps(monkeypatch)
     together = batch_step_logits(model, ids, torch.ones_like(ids), 6, True, monkeypatch)
@@ -311,13 +323,13 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
     torch.testing.assert_close(fast.float(), reference, atol=0.1, rtol=0.05)
 
 
-@pytest.mark.parametrize("quantization", [None, "int8", "int4"])
+@pytest.mark.parametrize("quantization", [None, "int8", "int4", "int4+int8"])
 def test_a_team_of_threads_gives_the_one_thread_results(quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly
     # (four query heads, two key/value heads), so a missing barrier or a wrong share shows here.
     model = tiny_model(MistralConfig, sliding_window=6, intermediate_size=96)
     if quantization:
-        model = kernels.quantize(model, quantization)
+        model = quantized(model, quantization)
         plain_path_rounds_inputs(monkeypatch)
     accelerated(model)
     tokens = torch.randint(0, 96, (30,), generator=torch.Generator().manual_seed(4)).tolist()

@@ -187,8 +187,9 @@ def _write_gguf(path, reference, quantize_to=None):
             w = _llama_cpp_permute(w, config.num_attention_heads)
         if ".k_proj." in name and arch == "llama":
             w = _llama_cpp_permute(w, config.num_key_value_heads)
-        if quantize_to is not None and w.ndim == 2:
-            writer.add_tensor(gguf_name, gguf.quants.quantize(w, quantize_to), raw_dtype=quantize_to)
+        kind = quantize_to(gguf_name) if callable(quantize_to) else quantize_to  # one type, or one per name
+        if kind is not None and w.ndim == 2:
+            writer.add_tensor(gguf_name, gguf.quants.quantize(w, kind), raw_dtype=kind)
         else:
             writer.add_tensor(gguf_name, w)
     finish_gguf(writer)

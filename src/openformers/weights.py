@@ -303,10 +303,19 @@ class GGUFFile(GGUFReader):
     def state_dict(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         return {name: self.tensor(name, dtype) for name in self.tensors}
 
+    def mixes_widths(self) -> bool:
+        """Whether the file stores some of its layers' matrices in 4 bits and others in 5-8, as llama.cpp's
+        Q4_K_M does (Q5_0, Q6_K or Q8_0 beside Q4_K; the embedding and output matrices aside)."""
+        types = {info.tensor_type.name for name, info in self.tensors.items()
+                 if len(info.shape) == 2 and name not in ("token_embd.weight", "output.weight")}
+        return bool(types & FOUR_BIT_TYPES) and bool(types & WIDER_QUANTIZED_TYPES)
+
 
 # GGUF block layouts. Each dequantizer takes (n_blocks, block_bytes) uint8 and returns (n_blocks, values) float32,
 # with the same float32 operations in the same order as gguf.quants (the numpy reference), so results match
 # exactly; they work in place on the one float32 buffer, since fresh memory is what dequantizing costs most.
+FOUR_BIT_TYPES = {"Q4_0", "Q4_1", "Q4_K"}
+WIDER_QUANTIZED_TYPES = {"Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0"}
 _BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q5_0": 22, "Q5_1": 24, "Q8_0": 34, "Q4_K": 144, "Q5_K": 176, "Q6_K": 210}
 
 

@@ -629,8 +629,13 @@ void integer_rows<Int4>(const Matrix& m, int64_t begin, int64_t end, const Round
 }
 
 // Rows [begin, end) of any weights times the input: the integer products for int8 and int4, the float ones else.
+// An int4 stack may hold int8 matrices (a GGUF file's 5-8-bit ones, see step_layout): an input rounded for int4
+// holds what int8 rows read, so such a matrix takes the int8 product of the same input.
 template <typename W>
 void product_rows(const Matrix& m, int64_t begin, int64_t end, const Rounded& in, float* out) {
+  if constexpr (std::is_same_v<W, Int4>) {
+    if (!m.pairs) return integer_rows<int8_t>(m, begin, end, in, out);
+  }
   if constexpr (kInteger<W>) integer_rows<W>(m, begin, end, in, out);
 #ifdef __AVX512BF16__
   else if constexpr (std::is_same_v<W, c10::BFloat16>) bfloat16_rows(m, begin, end, in.bfloat16.data(), out);
@@ -1309,10 +1314,26 @@ void prefetch_metadata(std::initializer_list<at::ArrayRef<at::Tensor>> lists) {
         prefetch_lines(t.unsafeGetTensorImpl()->unsafe_storage().unsafeGetStorageImpl(), sizeof(c10::StorageImpl));
 }
 
+// The layout that a stack's products take (with_layout): its weights' one dtype, or int4 where int4 and int8
+// matrices mix (quantization="int4" keeps a GGUF file's 5-8-bit matrices at int8, kernels/linear.py), whose
+// inputs are rounded for int4 and which read the int8 ones with the int8 products (product_rows).
+at::ScalarType step_layout(const char* op, const std::vector<at::Tensor>& weights) {
+  auto integer = [](at::ScalarType type) { return type == at::kChar || type == at::kByte; };
+  at::ScalarType layout = weights[0].scalar_type();
+  for (const at::Tensor& weight : weights) {
+    at::ScalarType type = weight.scalar_type();
+    TORCH_CHECK(type == layout || (integer(type) && integer(layout)), op,
+                ": all weights must share one dtype (int8 and int4 may mix), got ", layout, " and ", type);
+    if (type == at::kByte) layout = type;
+  }
+  return layout;
+}
+
 // The layers of a step's arguments (see decode_step), checked: `rows` sequences in the caches; `converted` keeps
 // the norm weights and biases converted to float32 (see norm_weights) for as long as the layers point into them.
 std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& stack, at::TensorList keys,
-                               at::TensorList values, int64_t pos, std::vector<at::Tensor>& converted) {
+                               at::TensorList values, int64_t pos, std::vector<at::Tensor>& converted,
+                               at::ScalarType& layout) {
   const std::vector<at::Tensor>&norms = stack.norms, &weights = stack.weights, &scales = stack.scales,
                                &biases = stack.biases;
   size_t n_layers = keys.size();
@@ -1321,7 +1342,8 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
                   (biases.empty() || biases.size() == 3 * n_layers),
               op, ": per layer, expected 2 norms, 7 weights, 7 or no scales, 3 or no biases, keys and values");
   prefetch_metadata({weights, norms, scales, biases, keys, values});
-  auto weight_type = weights[0].scalar_type(), cache_type = keys[0].scalar_type();
+  layout = step_layout(op, weights);
+  auto cache_type = keys[0].scalar_type();
   TORCH_CHECK(cache_type == at::kFloat || cache_type == at::kBFloat16, op, ": the cache must be float32 or bfloat16");
   std::vector<Layer> layers;
   for (size_t l = 0; l < n_layers; ++l) {
@@ -1338,8 +1360,6 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
       converted.push_back(b.to(at::kFloat));
       return c10::optional<at::Tensor>(converted.back());
     };
-    for (size_t i = 0; i < 7; ++i)
-      TORCH_CHECK(weights[7 * l + i].scalar_type() == weight_type, op, ": all weights must share one dtype");
     const at::Tensor* w = &weights[7 * l];
     layers.push_back({matrix(w[0], scale(0), bias(0)), matrix(w[1], scale(1), bias(1)), matrix(w[2], scale(2), bias(2)),
                       matrix(w[3], scale(3), {}), matrix(w[4], scale(4), {}), matrix(w[5], scale(5), {}),
@@ -1440,9 +1460,9 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
   if (embedding && embedding->defined()) x = embedded_row(x, *embedding);
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "decode_step: x must be contiguous float32");
   std::vector<at::Tensor> converted;
-  std::vector<Layer> layers = step_layers("decode_step", 1, *stack, keys, values, pos, converted);
+  at::ScalarType weight_type;
+  std::vector<Layer> layers = step_layers("decode_step", 1, *stack, keys, values, pos, converted, weight_type);
   size_t n_layers = layers.size();
-  auto weight_type = stack->weights[0].scalar_type();
   bool bf16_cache = keys[0].scalar_type() == at::kBFloat16;
   const Layer& first = layers[0];
   Shared S{std::vector<float>(first.q.rows), std::vector<float>(first.k.rows), std::vector<float>(first.v.rows),
@@ -1740,12 +1760,13 @@ struct RoundedBatch {
   int64_t per_input = 0;            // int8: offsets per input
   std::vector<c10::BFloat16> bfloat16;  // bfloat16 weights: the n inputs rounded to bfloat16, one after another
   std::vector<int32_t> offsets;     // int8 with AVX-512 VNNI: per input, per 64 steps, -128 x the 16 sums of 4 steps
+  bool int8_too = false;            // an int4 stack that holds int8 matrices: offsets for those too
 
   template <typename W>
   void set(const Rounded* rounded, int64_t count) {
     inputs = rounded, n = count;
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-    if constexpr (std::is_same_v<W, int8_t>) {
+    if (std::is_same_v<W, int8_t> || (std::is_same_v<W, Int4> && int8_too)) {
       per_input = rounded[0].q.size() / 4;  // q holds a multiple of 64 steps
       offsets.resize(count * per_input);
       const __m512i ones = _mm512_set1_epi8(1);
@@ -2138,6 +2159,9 @@ void integer_rows_times(const Matrix& m, int64_t begin, int64_t end, const Round
 template <typename W>
 void batch_rows(const Matrix& m, int64_t begin, int64_t end, const float* x, const RoundedBatch& rounded, int64_t n,
                 float* out) {
+  if constexpr (std::is_same_v<W, Int4>) {
+    if (!m.pairs) return integer_rows_times<int8_t>(m, begin, end, rounded, out, m.rows);  // see product_rows
+  }
   if constexpr (kInteger<W>) integer_rows_times<W>(m, begin, end, rounded, out, m.rows);
   else rows_times<W>(m, begin, end, x, n, out, m.rows, rounded.bfloat16.empty() ? nullptr : rounded.bfloat16.data());
 }
@@ -2256,7 +2280,8 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
               "decode_batch: x must be a contiguous (rows, hidden) float32 matrix");
   int64_t n = x.size(0);
   std::vector<at::Tensor> converted;
-  std::vector<Layer> layers = step_layers("decode_batch", n, *stack, keys, values, pos, converted);
+  at::ScalarType weight_type;
+  std::vector<Layer> layers = step_layers("decode_batch", n, *stack, keys, values, pos, converted, weight_type);
   const Layer& first = layers[0];
   int64_t head_dim = first.keys.size(3);
   TORCH_CHECK(x.size(1) == first.o.rows, "decode_batch: x has ", x.size(1), " values per row for a hidden size of ",
@@ -2284,6 +2309,9 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
   bool bf16_cache = keys[0].scalar_type() == at::kBFloat16;
   size_t n_layers = layers.size();
   NormWeights norm_f = final_norm_weights("decode_batch", norm, first.o.rows, converted);
+  bool int8_too = weight_type == at::kByte &&
+                  std::any_of(stack->weights.begin(), stack->weights.end(),
+                              [](const at::Tensor& weight) { return weight.scalar_type() == at::kChar; });
 
   auto run = [&](auto weight_tag) {
     using W = decltype(weight_tag);
@@ -2291,6 +2319,7 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
       std::vector<float> normed(n * first.o.rows), scores;
       std::vector<Rounded> rounded(n);
       RoundedBatch batch;
+      batch.int8_too = int8_too;
       for (size_t l = 0; l < n_layers; ++l) {
         const Layer& L = layers[l];
         if (bf16_cache)
@@ -2305,7 +2334,7 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
       }
     });
   };
-  with_layout(stack->weights[0].scalar_type(), "decode_batch", run);
+  with_layout(weight_type, "decode_batch", run);
   int64_t hidden = first.o.rows;
   if (norm_f.data)
     for (int64_t j = 0; j < n; ++j) rms_norm(xd + j * hidden, norm_f, epsf, xd + j * hidden, hidden);

@@ -478,14 +478,16 @@ class StepHead(Linear):
 
 
 def _step_ready(decoder: LlamaModel) -> bool:
-    """The layers are the step's, every linear one is the kernel's, all with one weight layout and biases on
-    q/k/v at most (a bias added to another projection after loading would be ignored by decode.cpp)."""
+    """The layers are the step's, every linear one is the kernel's, all with one weight layout (or int4 and int8
+    mixed: a GGUF file's 5-8-bit matrices kept at int8 under int4) and biases on q/k/v at most (a bias added to
+    another projection after loading would be ignored by decode.cpp)."""
     if not _implemented_layers(decoder):
         return False
     linears = [p for layer in decoder.layers for p in _linears(layer)]
+    layouts = {p.weight.dtype for p in linears}
     return (
         all(type(p) is Linear for p in linears)
-        and len({p.weight.dtype for p in linears}) == 1
+        and (len(layouts) == 1 or layouts == {torch.int8, torch.uint8})
         and all(p.bias is None for layer in decoder.layers for p in _linears(layer)[3:])
     )
 

@@ -686,7 +686,8 @@ def load_pretrained(
         accelerator().check_quantization(quantization)
     files = resolve(name_or_path, gguf_file=gguf_file, revision=revision, cache_dir=cache_dir,
                     local_files_only=local_files_only, token=token)
-    config, source, read_state_dict, leftover = _open_checkpoint(files, config_overrides, config, config_class)
+    config, source, read_state_dict, leftover, mixed_widths = _open_checkpoint(files, config_overrides, config,
+                                                                                config_class)
     if attn_implementation is not None:
         config._attn_implementation = attn_implementation
     config.name_or_path = name_or_path
@@ -721,7 +722,9 @@ def load_pretrained(
     model.tie_weights()
     _rebuild_buffers(model)
     if quantization is not None:
-        _quantize_layer_by_layer(model, quantization, reader, stored_as, as_loaded, dtype)
+        # A GGUF file's matrices stored in 5-8 bits beside 4-bit ones keep 8 under int4, as the file chose for them.
+        wider_at_int8 = quantization == "int4" and mixed_widths
+        _quantize_layer_by_layer(model, quantization, reader, stored_as, as_loaded, dtype, wider_at_int8)
     if device is not None:
         model.to(device)
     accelerator().accelerate(model)
@@ -775,8 +778,9 @@ def _check_layer_count(config: PretrainedConfig, state_dict: dict, source: Path)
 
 
 def _open_checkpoint(files: ModelFiles, overrides: dict, given: PretrainedConfig | None, config_class):
-    """The config, the file it came from, a function dtype -> state dict (read on demand), and the overrides that
-    are not the config's (arguments for the model class)."""
+    """The config, the file it came from, a function dtype -> state dict (read on demand), the overrides that
+    are not the config's (arguments for the model class), and whether the checkpoint is a GGUF file that stores
+    its layers' matrices at mixed widths (GGUFFile.mixes_widths)."""
     if files.gguf_file is not None:
         gguf = GGUFFile(files.gguf_file)
         if given is None:
@@ -788,7 +792,7 @@ def _open_checkpoint(files: ModelFiles, overrides: dict, given: PretrainedConfig
             dtype = dtype or torch.float32
             return gguf.state_dict(dtype), dtype, None
 
-        return config, files.gguf_file, read_gguf, leftover
+        return config, files.gguf_file, read_gguf, leftover, gguf.mixes_widths()
     if given is None:
         config, leftover = _with_overrides(lambda **o: read_config(files.folder, config_class, **o), overrides)
     else:
@@ -804,7 +808,7 @@ def _open_checkpoint(files: ModelFiles, overrides: dict, given: PretrainedConfig
             dtype = _DTYPES.get(config.dtype, stored)
         return state_dict, dtype, tensor_reader(weights)
 
-    return config, weights, read_state_dict, leftover
+    return config, weights, read_state_dict, leftover, False
 
 
 def _as_loaded(name: str, tensor: torch.Tensor, dtype: torch.dtype, kept_in_float32: tuple[str, ...]) -> torch.Tensor:
@@ -818,18 +822,18 @@ def _as_loaded(name: str, tensor: torch.Tensor, dtype: torch.dtype, kept_in_floa
 
 
 def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, stored_as: dict, as_loaded,
-                             dtype: torch.dtype) -> None:
+                             dtype: torch.dtype, wider_at_int8: bool) -> None:
     """Quantize a model whose parameters are still the checkpoint's mapped tensors, one layer at a time.
 
     Each layer (`named_layers`), then the rest of the model, gets its float weights in memory of their own (read
     again by `reader` where it can: reading through the mapping would leave the file's pages resident), cast to
-    the model's dtype, and is quantized before the next one is read; so loading holds the quantized model and one
-    layer's float weights, never the float model. A linear layer's own weight (tied to no other module) that the
-    cast would only widen, bfloat16 or float16 to float32, is quantized as read instead: the same packed weights
-    without a float32 copy of each matrix first (which took longer than quantizing a 7B-shaped layer). Those
-    weights are read into the memory of the previous layer's, which quantizing has done with: new memory costs
-    faulting its pages in, 5x the time of the read itself (two 7B-shaped layers' 14 matrices, one thread: 0.41-0.49
-    against 0.08-0.16 CPU s).
+    the model's dtype, and is quantized (kernels.quantize, with `wider_at_int8`) before the next one is read; so
+    loading holds the quantized model and one layer's float weights, never the float model. A linear layer's own
+    weight (tied to no other module) that the cast would only widen, bfloat16 or float16 to float32, is quantized
+    as read instead: the same packed weights without a float32 copy of each matrix first (which took longer than
+    quantizing a 7B-shaped layer). Those weights are read into the memory of the previous layer's, which quantizing
+    has done with: new memory costs faulting its pages in, 5x the time of the read itself (two 7B-shaped layers' 14
+    matrices, one thread: 0.41-0.49 against 0.08-0.16 CPU s).
     """
     holders = collections.Counter(id(p) for m in model.modules() for p in m._parameters.values() if p is not None)
     # id of a checkpoint tensor -> (that tensor, a weak reference to the parameter loaded from it), so that a tied
@@ -864,7 +868,7 @@ def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, 
                     loaded[id(parameter)] = (parameter, weakref.ref(own))
                     loaded_ids.add(id(own))
                 setattr(module, attribute, own)
-        accelerator().quantize(unit, quantization)
+        accelerator().quantize(unit, quantization, wider_at_int8)
         spare = read_into
 
 
