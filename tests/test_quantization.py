@@ -152,7 +152,13 @@ def test_a_gguf_of_mixed_widths_keeps_its_wider_matrices_at_int8_under_int4(tmp_
     _write_gguf(tmp_path / "q8_0.gguf", reference, quantize_to=Q8_0)
     assert GGUFFile(tmp_path / "mixed.gguf").mixes_widths() and not GGUFFile(tmp_path / "q8_0.gguf").mixes_widths()
     floats = AutoModelForCausalLM.from_pretrained(tmp_path / "mixed.gguf")
+    dequantized = []
+    tensor = GGUFFile.tensor
+    monkeypatch.setattr(GGUFFile, "tensor", lambda self, name, *args: dequantized.append(name) or tensor(self, name, *args))
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "mixed.gguf", quantization="int4")
+    # Every matrix but the embedding's is packed straight from its blocks, read as its layer is quantized.
+    stored = GGUFFile(tmp_path / "mixed.gguf").tensors
+    assert [name for name in dequantized if len(stored[name].shape) == 2] == ["token_embd.weight"]
     layers = {name: m for name, m in model.named_modules() if isinstance(m, Linear) and name != "lm_head"}
     assert len(layers) == 14
     for name, layer in layers.items():

@@ -503,3 +503,29 @@ def test_tensor_reader_and_safetensors_agree_on_random_header_changes(tmp_path):
         for name, tensor in expected.items():
             assert torch.equal(reader.read(name), tensor)
     assert refused > 100
+
+
+@pytest.mark.parametrize("layout, kind", [("int8", "Q8_0"), ("int8", "Q5_0"), ("int8", "Q4_0"), ("int4", "Q4_0"),
+                                          ("int4", "Q4_1"), ("int4", "Q4_K")])
+def test_gguf_blocks_pack_straight_into_the_layouts_that_quantizing_their_weights_gives(gguf_of_every_type, layout,
+                                                                                         kind):
+    # A quantized load packs these blocks without a float round trip (weights.GGUF_PACKERS) into the weights that
+    # quantizing the dequantized floats gives: the file's own, or for Q4_K each step kept with the sub-block's
+    # d * scale and -dmin * min rounded to float16.
+    from openformers.kernels import Linear
+
+    info = gguf_of_every_type.tensors[kind]
+    floats = gguf_of_every_type.tensor(kind)
+    linear = torch.nn.Linear(SHAPE[1], SHAPE[0], bias=False)
+    linear.weight.data = floats
+    packed = Linear.from_gguf_rows(linear, kind, torch.from_numpy(info.data), layout).dequantized(torch.float32)
+    quantized = Linear.from_linear(linear, layout).dequantized(torch.float32)
+    if kind == "Q4_K":
+        assert (packed - floats).square().mean().sqrt() < 1e-3 * floats.square().mean().sqrt()
+        torch.testing.assert_close(packed, quantized, rtol=0, atol=1e-3 * floats.abs().max().item())
+    else:
+        assert torch.equal(packed, floats) and torch.equal(quantized, floats)
+    other = "int4" if layout == "int8" else "int8"
+    if kind not in ("Q4_0",):
+        assert Linear.from_gguf_rows(linear, kind, torch.from_numpy(info.data), other) is None
+    assert Linear.from_gguf_rows(linear, "Q6_K", torch.from_numpy(gguf_of_every_type.tensors["Q6_K"].data), layout) is None

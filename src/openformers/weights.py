@@ -3,7 +3,8 @@
 This module knows no architecture. It reads tensors under the names a file gives them, renames them
 with the table a model file hands it, and writes safetensors that Hugging Face transformers loads.
 Everything it can is memory-mapped: a tensor is read from disk when it is first used.
-GGUF blocks are dequantized with whole-tensor torch operations, one call per tensor.
+GGUF blocks are dequantized with whole-tensor torch operations, one call per tensor, or for a quantized load
+packed straight into the kernels' int8 and int4 layouts where those hold them (GGUF_PACKERS).
 """
 
 import json
@@ -303,12 +304,56 @@ class GGUFFile(GGUFReader):
     def state_dict(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         return {name: self.tensor(name, dtype) for name in self.tensors}
 
+    def state_dict_to_quantize(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """state_dict for a quantized load: the matrices (2-D tensors) as float32 placeholders on the meta device,
+        read one layer at a time later (GGUFLayerReader), the rest read now in `dtype`."""
+        return {name: torch.empty(tuple(reversed(info.shape)), device="meta") if len(info.shape) == 2
+                else self.tensor(name, dtype) for name, info in self.tensors.items()}
+
     def mixes_widths(self) -> bool:
         """Whether the file stores some of its layers' matrices in 4 bits and others in 5-8, as llama.cpp's
         Q4_K_M does (Q5_0, Q6_K or Q8_0 beside Q4_K; the embedding and output matrices aside)."""
         types = {info.tensor_type.name for name, info in self.tensors.items()
                  if len(info.shape) == 2 and name not in ("token_embd.weight", "output.weight")}
         return bool(types & FOUR_BIT_TYPES) and bool(types & WIDER_QUANTIZED_TYPES)
+
+
+class GGUFLayerReader:
+    """A GGUF file's matrices read one at a time under the names the family's converter gives them (`convert`,
+    a dict -> dict function that renames tensors and regroups their rows), for a quantized load: each matrix is
+    dequantized (`read`) or handed over as its stored rows (`stored_rows`, for a layout that holds its blocks as
+    they are) only when its layer is quantized, so loading never holds the whole model in float32 (28 GB for a
+    7B file). Each matrix is converted alone, as it is read: the converters touch a matrix's rows only, so its
+    stored rows (bytes) regroup as its floats do."""
+
+    def __init__(self, gguf: GGUFFile, convert):
+        self.gguf, self.convert = gguf, convert
+        self.names = {}  # converted name -> the file's
+        for name, info in gguf.tensors.items():
+            if len(info.shape) == 2:
+                converted = list(convert({name: torch.empty(tuple(reversed(info.shape)), device="meta")}))
+                if len(converted) != 1:
+                    raise ValueError(f"{gguf.path}: matrix {name!r} converts to {len(converted)} tensors; a matrix "
+                                     "read alone must convert to one.")
+                self.names[converted[0]] = name
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names
+
+    def read(self, name: str) -> torch.Tensor:
+        """Matrix `name` (a converted name) dequantized to float32."""
+        stored = self.names[name]
+        return self.convert({stored: self.gguf.tensor(stored)})[name]
+
+    def stored_rows(self, name: str) -> tuple[str, torch.Tensor | None]:
+        """Matrix `name`'s type and, for a type of blocks, its rows as stored, (rows, bytes per row) uint8, in the
+        converted order."""
+        stored = self.names[name]
+        info = self.gguf.tensors[stored]
+        kind = info.tensor_type.name
+        if kind not in _BLOCK_BYTES:
+            return kind, None
+        return kind, self.convert({stored: torch.from_numpy(info.data)})[name]
 
 
 # GGUF block layouts. Each dequantizer takes (n_blocks, block_bytes) uint8 and returns (n_blocks, values) float32,
@@ -405,3 +450,50 @@ _DEQUANTIZERS = {
     "Q4_0": _q4_0, "Q4_1": _q4_1, "Q5_0": _q5_0, "Q5_1": _q5_1, "Q8_0": _q8_0,
     "Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k,
 }
+
+
+# GGUF blocks straight into the packed layouts of openformers.kernels.Linear, without a float round trip: int8
+# (steps (rows, cols) int8, a float32 scale per 32) and int4 (bytes (rows, cols / 2), byte j of a group holding
+# steps j and j + 16 in its low and high nibbles as Q4_0 and Q4_1 blocks do; float16 (scale, minimum) pairs
+# (rows, cols / 32, 2)). Each takes a matrix's stored rows, (rows, bytes per row) uint8, and returns
+# (steps, scales).
+
+
+def _blocks_of(rows: torch.Tensor, kind: str) -> torch.Tensor:
+    return rows.reshape(-1, _BLOCK_BYTES[kind])
+
+
+def _int8_steps(rows: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q8_0, Q5_0 and Q4_0 rows as int8 steps, each block's float16 d its scale: the same weights."""
+    blocks, n = _blocks_of(rows, kind), rows.shape[0]
+    if kind == "Q8_0":
+        steps = blocks[:, 2:].contiguous().view(torch.int8)
+    elif kind == "Q5_0":
+        steps = (_nibbles(blocks[:, 6:]) | (_bits(blocks[:, 2:6], 32) << 4)).to(torch.int8) - 16
+    else:
+        steps = _nibbles(blocks[:, 2:]).to(torch.int8) - 8
+    return steps.reshape(n, -1), _half(blocks, 0).reshape(n, -1)
+
+
+def _int4_groups(rows: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q4_0, Q4_1 and Q4_K rows as int4 groups: Q4_0's d * (q - 8) as (d, -8 d) and Q4_1's (d, m) exactly; Q4_K's
+    steps as they are, each sub-block's d * scale and -dmin * min rounded to float16 (which cannot hold a float16
+    times a six-bit integer), as quantizing its float weights gives."""
+    blocks, n = _blocks_of(rows, kind), rows.shape[0]
+    if kind == "Q4_K":
+        packed = blocks[:, 16:].reshape(-1, 4, 1, 32)
+        steps = ((packed >> torch.tensor([0, 4], dtype=torch.uint8)[:, None]) & 0x0F).reshape(-1, 8, 32)
+        quads = steps[..., :16] | (steps[..., 16:] << 4)
+        scales, mins = _k_scales(blocks[:, 4:16])
+        pairs = torch.stack([_half(blocks, 0) * scales, -(_half(blocks, 2) * mins)], dim=-1).half()
+        return quads.reshape(n, -1), pairs.reshape(n, -1, 2)
+    d = blocks[:, 0:2].contiguous().view(torch.float16)
+    if kind == "Q4_1":
+        pairs, quads = torch.cat([d, blocks[:, 2:4].contiguous().view(torch.float16)], dim=-1), blocks[:, 4:]
+    else:
+        pairs, quads = torch.cat([d, d * -8], dim=-1), blocks[:, 2:]
+    return quads.reshape(n, -1), pairs.reshape(n, -1, 2)
+
+
+# The block types each packed layout holds without changing a weight (Q4_K's steps kept, see _int4_groups).
+GGUF_PACKERS = {"int8": ({"Q8_0", "Q5_0", "Q4_0"}, _int8_steps), "int4": ({"Q4_0", "Q4_1", "Q4_K"}, _int4_groups)}

@@ -29,11 +29,11 @@ from torch import nn
 
 from . import library, llama
 from .library import build, loaded
-from .linear import KERNEL_ROWS, QUANTIZATIONS, Linear, check_quantization, quantize
+from .linear import KERNEL_ROWS, QUANTIZATIONS, Linear, check_quantization, packed_from_gguf, quantize
 from .llama import threads_following_team
 
 __all__ = ["KERNEL_ROWS", "QUANTIZATIONS", "Linear", "accelerate", "build", "check_quantization", "loaded",
-           "place_weights", "quantize", "threads_following_team"]
+           "packed_from_gguf", "place_weights", "quantize", "threads_following_team"]
 
 
 def accelerate(model: nn.Module) -> bool:

@@ -28,7 +28,9 @@ refused); the language-model head stays int8. On a Q4_1 GGUF file (the default m
 blocks again bit for bit, and on a Q4_0 file its grid (d * (q - 8): the minimum is -8 d): no weight changes. On a
 Q4_K file each group's own grid (d * scale * q - dmin * min), which float16 cannot hold: every weight keeps its step
 and moves only by the float16 roundings of the group's step and minimum (Gemma 3 270M's Q4_K matrices: 0.06% of
-their size, root mean square, where the span / 15 grid moved them by 4.8%).
+their size, root mean square, where the span / 15 grid moved them by 4.8%). Loading such a file, those blocks are
+packed straight into these layouts (`Linear.from_gguf_rows`) with the same weights, never made floats (SmolLM2's
+int4 load 0.44 -> 0.26 s); quantizing the floats finds them as well, for a model built some other way.
 Activations stay in the model's dtype, except in the kernel's int8 and int4 products: there each input is rounded
 to int8 steps per block of 32 (one float scale each, as llama.cpp's Q8_1 blocks) and multiplies the stored integers
 directly (AVX-512 VNNI or AVX2 integer dot products), so no weight is widened to a float and the products stream
@@ -47,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.layers import backward_follows
+from ..weights import GGUF_PACKERS, WIDER_QUANTIZED_TYPES
 from . import library
 
 QUANTIZATIONS = ("int8", "int4")
@@ -102,12 +105,29 @@ class Linear(nn.Linear):
             layer.weight, layer.bias = linear.weight, linear.bias
             layer.register_buffer("scale", None)
             return layer
-        weight, scale = _quantized(linear.weight.detach(), quantization)
-        del layer.weight, layer.bias  # buffers from here on
-        layer.register_buffer("weight", weight)
-        layer.register_buffer("scale", scale)
-        layer.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
-        return layer
+        return layer._packed(*_quantized(linear.weight.detach(), quantization), linear.bias)
+
+    @classmethod
+    def from_gguf_rows(cls, linear: nn.Linear, kind: str, rows: torch.Tensor | None, layout: str) -> "Linear | None":
+        """`linear` (its shape, mode and bias) with the weights of a GGUF matrix of block type `kind`, its stored
+        `rows` (weights.GGUFLayerReader.stored_rows), packed as `layout` straight from its blocks where the layout
+        holds them (weights.GGUF_PACKERS: int8 Q8_0, Q5_0, Q4_0; int4 Q4_0, Q4_1, Q4_K), with the weights that
+        quantizing their float values would give, without computing those; else None."""
+        kinds, pack = GGUF_PACKERS[layout]
+        if kind not in kinds or rows is None:
+            return None
+        weight, scale = pack(rows, kind)
+        if not torch.isfinite(scale).all():  # a float16 d times 8 (Q4_0's minimum) or a scale past float16's range
+            return None
+        layer = cls(linear.in_features, linear.out_features, bias=False, device="meta").train(linear.training)
+        return layer._packed(weight, scale.float() if layout == "int8" else scale, linear.bias)
+
+    def _packed(self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> "Linear":
+        del self.weight, self.bias  # buffers from here on
+        self.register_buffer("weight", weight)
+        self.register_buffer("scale", scale)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._kernel_takes(x):
@@ -480,15 +500,29 @@ def quantize(model: nn.Module, quantization: str, wider_at_int8: bool = False) -
                     f"quantization='int4' groups each row's weights by {GROUP}, but layer {name!r} has "
                     f"{child.in_features} inputs; use quantization='int8' for this model."
                 )
-            # The language-model head stays int8 under int4, as llama.cpp keeps it at 8 bits or more: its
-            # errors land on every logit directly.
-            is_head = child is getattr(model, "lm_head", None)
-            layer = Linear.from_linear(child, "int8" if is_head else quantization)
+            layer = Linear.from_linear(child, layout(model, child, quantization))
             if wider_at_int8 and layer.weight.dtype == torch.uint8 and _moved(layer, child.weight) > FOUR_BIT_MOVES:
                 layer = Linear.from_linear(child, "int8")
             setattr(parent, name, layer)
     model.quantization = quantization
     return model
+
+
+def packed_from_gguf(model: nn.Module, linear: nn.Linear, kind: str, rows: torch.Tensor | None, quantization: str,
+                     wider_at_int8: bool) -> Linear | None:
+    """`linear` of `model` packed straight from a GGUF matrix's stored rows, in the layout that quantize gives it,
+    or None where that layout does not hold the file's blocks (quantize then takes its float weights)."""
+    return Linear.from_gguf_rows(linear, kind, rows, layout(model, linear, quantization, kind, wider_at_int8))
+
+
+def layout(model: nn.Module, linear: nn.Linear, quantization: str, kind: str | None = None,
+           wider_at_int8: bool = False) -> str:
+    """The layout of `linear` in `model` quantized as `quantization`: int8 for the language-model head under
+    int4, as llama.cpp keeps it at 8 bits or more (its errors land on every logit directly), and for a GGUF
+    matrix stored in 5-8 bits (block type `kind`) under wider_at_int8 (see quantize)."""
+    if linear is getattr(model, "lm_head", None) or (wider_at_int8 and kind in WIDER_QUANTIZED_TYPES):
+        return "int8"
+    return quantization
 
 
 def _moved(layer: Linear, weight: torch.Tensor) -> float:

@@ -27,7 +27,9 @@ from ..generation.config import GenerationConfig
 from ..generation.decoding import GenerationMixin
 from ..generation.options import Kind, names_of_kind
 from ..hub import ModelFiles, resolve
-from ..weights import GGUFFile, find_weights, load_weights, save_safetensors, tensor_reader
+from ..weights import (
+    GGUFFile, GGUFLayerReader, TensorReader, find_weights, load_weights, save_safetensors, tensor_reader,
+)
 from . import lora
 from .layers import RMSNorm
 from .outputs import ModelOutput
@@ -694,7 +696,7 @@ def load_pretrained(
     model_class = choose_class(config, source)
     model_arguments = _model_arguments(model_class, leftover, config, source)
 
-    state_dict, dtype, reader = read_state_dict(dtype)
+    state_dict, dtype, reader = read_state_dict(dtype, quantization)
 
     def as_loaded(name: str, tensor: torch.Tensor) -> torch.Tensor:
         return _as_loaded(name, tensor, dtype, model_class.kept_in_float32)
@@ -707,6 +709,9 @@ def load_pretrained(
     _check_layer_count(config, state_dict, source)
     if files.gguf_file is not None:
         state_dict = model_class.convert_gguf_state_dict(state_dict, config)
+        if isinstance(reader, GGUFFile):  # quantizing: the matrices are placeholders, read as their layers are
+            reader = GGUFLayerReader(reader, lambda tensors: model_class.convert_gguf_state_dict(tensors, config))
+            checkpoint_names = {id(tensor): name for name, tensor in state_dict.items() if name in reader}
     else:
         state_dict = model_class.from_checkpoint_layout(state_dict)
     _check_layer_count(config, state_dict, source)  # again: GGUF's stacked experts are numbered only now
@@ -720,11 +725,11 @@ def load_pretrained(
     model.load_state_dict(state_dict, strict=True, assign=True)
     del state_dict, checkpoint_names
     model.tie_weights()
-    _rebuild_buffers(model)
     if quantization is not None:
         # A GGUF file's matrices stored in 5-8 bits beside 4-bit ones keep 8 under int4, as the file chose for them.
         wider_at_int8 = quantization == "int4" and mixed_widths
         _quantize_layer_by_layer(model, quantization, reader, stored_as, as_loaded, dtype, wider_at_int8)
+    _rebuild_buffers(model)  # on the weights' device: a quantized GGUF's are placeholders until quantized
     if device is not None:
         model.to(device)
     accelerator().accelerate(model)
@@ -778,19 +783,21 @@ def _check_layer_count(config: PretrainedConfig, state_dict: dict, source: Path)
 
 
 def _open_checkpoint(files: ModelFiles, overrides: dict, given: PretrainedConfig | None, config_class):
-    """The config, the file it came from, a function dtype -> state dict (read on demand), the overrides that
-    are not the config's (arguments for the model class), and whether the checkpoint is a GGUF file that stores
-    its layers' matrices at mixed widths (GGUFFile.mixes_widths)."""
+    """The config, the file it came from, a function (dtype, quantization) -> (state dict read on demand, dtype,
+    reader), the overrides that are not the config's (arguments for the model class), and whether the checkpoint
+    is a GGUF file that stores its layers' matrices at mixed widths (GGUFFile.mixes_widths)."""
     if files.gguf_file is not None:
         gguf = GGUFFile(files.gguf_file)
         if given is None:
             config, leftover = _with_overrides(lambda **o: config_from_gguf(gguf, **o), overrides)
         else:
             config, leftover = _overridden_copy(given, overrides)
-        def read_gguf(dtype):
+        def read_gguf(dtype, quantization):
             # Quantized blocks have no dtype of their own: "auto" means the float32 they dequantize to.
             dtype = dtype or torch.float32
-            return gguf.state_dict(dtype), dtype, None
+            if quantization is None:
+                return gguf.state_dict(dtype), dtype, None
+            return gguf.state_dict_to_quantize(dtype), dtype, gguf  # load_pretrained makes it a GGUFLayerReader
 
         return config, files.gguf_file, read_gguf, leftover, gguf.mixes_widths()
     if given is None:
@@ -799,7 +806,7 @@ def _open_checkpoint(files: ModelFiles, overrides: dict, given: PretrainedConfig
         config, leftover = _overridden_copy(given, overrides)
     weights = find_weights(files.folder)
 
-    def read_state_dict(dtype):
+    def read_state_dict(dtype, quantization):
         """The checkpoint's tensors as stored (mapped, read when first used), the dtype to load them as, and a
         TensorReader that reads them one at a time (None for .bin files)."""
         state_dict = load_weights(weights)
@@ -846,6 +853,7 @@ def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, 
         if not prefix:
             spare.clear()  # the rest of the model (embeddings, heads) is read beside no layer's float weights
         read_into = []
+        from_blocks = {}  # linear layers whose GGUF blocks are already their packed layout: never made floats
         for module_name, module in unit.named_modules(prefix=prefix):
             for attribute, parameter in list(module._parameters.items()):
                 if parameter is None or id(parameter) in loaded_ids:
@@ -856,6 +864,12 @@ def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, 
                     readable = reader is not None and stored_as.get(name) in reader
                     # Quantized here, and then held by nothing: a linear layer's own weight.
                     quantized = isinstance(module, nn.Linear) and attribute == "weight" and holders[id(parameter)] == 1
+                    if readable and quantized and isinstance(reader, GGUFLayerReader):
+                        stored = reader.stored_rows(stored_as[name])
+                        packed = accelerator().packed_from_gguf(model, module, *stored, quantization, wider_at_int8)
+                        if packed is not None:
+                            from_blocks[module_name] = (module, packed)
+                            continue
                     if readable and quantized:
                         tensor = _read_into_spare(reader, stored_as[name], spare)
                         read_into.append(tensor)
@@ -868,12 +882,20 @@ def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, 
                     loaded[id(parameter)] = (parameter, weakref.ref(own))
                     loaded_ids.add(id(own))
                 setattr(module, attribute, own)
+        for module_name, (module, packed) in from_blocks.items():
+            if module.bias is not None:  # as loaded now, after its weight
+                packed.bias = module.bias.detach().clone()
+            parent, _, attribute = module_name.rpartition(".")
+            setattr(model.get_submodule(parent), attribute, packed)
         accelerator().quantize(unit, quantization, wider_at_int8)
         spare = read_into
 
 
 def _read_into_spare(reader, name: str, spare: list[torch.Tensor]) -> torch.Tensor:
-    """Checkpoint tensor `name`, read into a tensor of `spare` of its dtype and shape (taken from it) if one is."""
+    """Checkpoint tensor `name`, read into a tensor of `spare` of its dtype and shape (taken from it) if one is
+    (a GGUF matrix is dequantized into memory of its own)."""
+    if not isinstance(reader, TensorReader):
+        return reader.read(name)
     _, dtype, shape, _, _ = reader.locations[name]
     for index, tensor in enumerate(spare):
         if tensor.dtype == dtype and list(tensor.shape) == list(shape):
