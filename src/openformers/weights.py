@@ -332,10 +332,10 @@ class GGUFLayerReader:
         for name, info in gguf.tensors.items():
             if len(info.shape) == 2:
                 converted = list(convert({name: torch.empty(tuple(reversed(info.shape)), device="meta")}))
-                if len(converted) != 1:
+                if len(converted) > 1:
                     raise ValueError(f"{gguf.path}: matrix {name!r} converts to {len(converted)} tensors; a matrix "
-                                     "read alone must convert to one.")
-                self.names[converted[0]] = name
+                                     "read alone must convert to one (or none, when the model has no use for it).")
+                self.names.update({converted_name: name for converted_name in converted})
 
     def __contains__(self, name: str) -> bool:
         return name in self.names

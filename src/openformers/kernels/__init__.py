@@ -4,7 +4,9 @@ Models are plain torch.nn and never import this package. `from_pretrained` hands
 (through openformers.acceleration, which the top-level package fills): `quantize` on request, then
 `accelerate` once the model is on its device. Users who build a model themselves call the same two.
 
-- `quantize(model, "int8" or "int4")`: every linear layer becomes `Linear` with packed weights (linear.py).
+- `quantize(model, "int8" or "int4")`: every linear layer becomes `Linear` with packed weights (linear.py);
+  `packed_from_gguf` packs a GGUF matrix's blocks straight into `Linear` where its layout holds them, for
+  from_pretrained's quantized GGUF loads.
 - `accelerate(model)`: on the CPU, builds the library (library.py) when the model has a use for it, so no
   forward pass ever compiles; where every config field of the model is one the decoding step implements
   (llama.refusal), swaps `Linear` in for its linear layers and gives its decoder the one-call `DecodeStep`,

@@ -117,6 +117,9 @@ class Linear(nn.Linear):
         if kind not in kinds or rows is None:
             return None
         weight, scale = pack(rows, kind)
+        if scale.shape[:2] != (linear.out_features, linear.in_features // GROUP):
+            raise ValueError(f"GGUF {kind} rows of {scale.shape[1] * GROUP} weights x {scale.shape[0]} do not fit "
+                             f"a linear layer of {linear.in_features} inputs x {linear.out_features} outputs")
         if not torch.isfinite(scale).all():  # a float16 d times 8 (Q4_0's minimum) or a scale past float16's range
             return None
         layer = cls(linear.in_features, linear.out_features, bias=False, device="meta").train(linear.training)
