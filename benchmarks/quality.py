@@ -19,7 +19,9 @@ arithmetic on the same weights in PyTorch (openformers' kernel left aside): each
 file type's blocks and back by the gguf package (the head Q8_0, as llama.cpp's files keep it), and every linear
 layer's input rounded as llama.cpp's CPU products round it (Q8_0/Q8_1 blocks: per 32 values, steps of the
 largest magnitude / 127, round half away from zero, the step stored as float16), in the prompt's products as in
-decoding. The default run takes about two minutes of one core per precision. Run from the repository
+decoding. `llama.cpp:file` keeps the file's own weights (a Q4_K_M file's mix of widths) and rounds each input as
+llama.cpp does for that matrix's block type: Q8_K blocks (per 256 values, a float32 step) for K-quants, Q8_0/Q8_1
+for the others. The default run takes about two minutes of one core per precision. Run from the repository
 root:
 
     .venv/bin/python benchmarks/quality.py [--tokens 4096] [--decoded-tokens 2048] [--prompts 40]
@@ -38,6 +40,7 @@ from pydoc_data.topics import topics
 from openformers import AutoModelForCausalLM, AutoTokenizer
 from openformers.generation.cache import DynamicCache
 from openformers.kernels import library, linear
+from openformers.weights import GGUFFile, GGUFLayerReader
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WINDOW = 512
@@ -87,8 +90,9 @@ PROMPTS = [
 PRECISIONS = {
     "float32": {}, "bfloat16": {"dtype": torch.bfloat16}, "int8": {"quantization": "int8"}, "int4": {"quantization": "int4"},
     "int8+float32-prompts": {"quantization": "int8"}, "int4+float32-prompts": {"quantization": "int4"},
-    "llama.cpp:Q8_0": {}, "llama.cpp:Q4_1": {}, "llama.cpp:Q4_0": {},
+    "llama.cpp:Q8_0": {}, "llama.cpp:Q4_1": {}, "llama.cpp:Q4_0": {}, "llama.cpp:file": {},
 }
+K_QUANTS = {"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}  # llama.cpp's CPU products round their inputs to Q8_K blocks
 
 
 def input_rounded_as_llama_cpp(x: torch.Tensor) -> torch.Tensor:
@@ -101,17 +105,45 @@ def input_rounded_as_llama_cpp(x: torch.Tensor) -> torch.Tensor:
     return (steps * step.half().float()).flatten(-2)[..., :columns].to(x.dtype)
 
 
-def simulate_llama_cpp(model, block_type: str):
-    """`model` (float32) computing as llama.cpp does with `block_type` weights; see the module's docstring."""
+def input_rounded_as_q8_k(x: torch.Tensor) -> torch.Tensor:
+    """`x` as llama.cpp's quantize_row_q8_K rounds the input of a K-quant product: per block of 256 along the last
+    axis, steps of the signed value of largest magnitude / -127 (a float32), rounded half to even."""
+    columns = x.shape[-1]
+    blocks = torch.nn.functional.pad(x.float(), (0, -columns % 256)).unflatten(-1, (-1, 256))
+    largest = blocks.gather(-1, blocks.abs().argmax(-1, keepdim=True))
+    inverse = torch.where(largest != 0, -127 / largest, torch.zeros_like(largest))
+    steps = torch.round(blocks * inverse).clamp(max=127)
+    step = torch.where(inverse != 0, 1 / inverse, torch.zeros_like(inverse))
+    return (steps * step).flatten(-2)[..., :columns].to(x.dtype)
+
+
+def simulate_llama_cpp(model, block_type: str, path: Path):
+    """`model` (float32) computing as llama.cpp does with `block_type` weights, or with the file's own (`file`,
+    read from `path`: no weight changes, each input rounded as llama.cpp rounds it for that matrix's block type);
+    see the module's docstring."""
     head = model.get_output_embeddings()
+    stored_types = gguf_block_types(model, path) if block_type == "file" else {}
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
-            kind = gguf.GGMLQuantizationType["Q8_0" if module is head else block_type]
-            weight = module.weight.data
-            blocks = gguf.quants.quantize(weight.numpy(), kind)
-            weight.copy_(torch.from_numpy(gguf.quants.dequantize(blocks, kind).copy()))
-            module.register_forward_pre_hook(lambda _, args: (input_rounded_as_llama_cpp(args[0]), *args[1:]))
+            rounded = input_rounded_as_llama_cpp
+            if block_type == "file":
+                rounded = input_rounded_as_q8_k if stored_types[module] in K_QUANTS else rounded
+            else:
+                kind = gguf.GGMLQuantizationType["Q8_0" if module is head else block_type]
+                weight = module.weight.data
+                blocks = gguf.quants.quantize(weight.numpy(), kind)
+                weight.copy_(torch.from_numpy(gguf.quants.dequantize(blocks, kind).copy()))
+            module.register_forward_pre_hook(lambda _, args, rounded=rounded: (rounded(args[0]), *args[1:]))
     return model
+
+
+def gguf_block_types(model, path: Path) -> dict:
+    """Each linear layer of `model` (loaded from the GGUF file `path`) -> the block type the file stores it in."""
+    file = GGUFFile(path)
+    reader = GGUFLayerReader(file, lambda tensors: type(model).convert_gguf_state_dict(tensors, model.config))
+    names = {id(parameter): name for name, parameter in model.named_parameters()}  # a tied head: the embedding's
+    return {module: file.tensors[reader.names[names[id(module.weight)]]].tensor_type.name
+            for module in model.modules() if isinstance(module, torch.nn.Linear)}
 
 
 def perplexity(model, ids: list[int]) -> tuple[float, torch.Tensor]:
@@ -196,7 +228,7 @@ def main() -> None:
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, **options)
         simulated = name.startswith("llama.cpp:")
         if simulated:
-            model = simulate_llama_cpp(model, name.split(":")[1])
+            model = simulate_llama_cpp(model, name.split(":")[1], folder / gguf_file)
         kernel, bfloat16_prompts = library.loaded, linear.BFLOAT16_PROMPT_PRODUCTS
         if simulated:
             library.loaded = lambda: False  # the kernel's products would skip the rounding hooks
