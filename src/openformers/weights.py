@@ -356,11 +356,13 @@ class GGUFLayerReader:
         return kind, self.convert({stored: torch.from_numpy(info.data)})[name]
 
 
+# The block types of 4 bits a weight, and of 5-8 (GGUFFile.mixes_widths).
+FOUR_BIT_TYPES = {"Q4_0", "Q4_1", "Q4_K"}
+WIDER_QUANTIZED_TYPES = {"Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0"}
+
 # GGUF block layouts. Each dequantizer takes (n_blocks, block_bytes) uint8 and returns (n_blocks, values) float32,
 # with the same float32 operations in the same order as gguf.quants (the numpy reference), so results match
 # exactly; they work in place on the one float32 buffer, since fresh memory is what dequantizing costs most.
-FOUR_BIT_TYPES = {"Q4_0", "Q4_1", "Q4_K"}
-WIDER_QUANTIZED_TYPES = {"Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0"}
 _BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q5_0": 22, "Q5_1": 24, "Q8_0": 34, "Q4_K": 144, "Q5_K": 176, "Q6_K": 210}
 
 
@@ -380,12 +382,25 @@ def _bits(packed: torch.Tensor, count: int) -> torch.Tensor:
     return ((packed[:, :, None] >> shifts) & 1).reshape(packed.shape[0], count)
 
 
+# The signed steps of the blocks whose weights are d * step: the int8 layout holds them as they are (_int8_steps).
+def _q8_0_steps(blocks):
+    return blocks[:, 2:].contiguous().view(torch.int8)
+
+
+def _q4_0_steps(blocks):
+    return _nibbles(blocks[:, 2:]).to(torch.int8) - 8
+
+
+def _q5_0_steps(blocks):
+    return (_nibbles(blocks[:, 6:]) | (_bits(blocks[:, 2:6], 32) << 4)).to(torch.int8) - 16
+
+
 def _q8_0(blocks):
-    return blocks[:, 2:].contiguous().view(torch.int8).float().mul_(_half(blocks, 0))
+    return _q8_0_steps(blocks).float().mul_(_half(blocks, 0))
 
 
 def _q4_0(blocks):
-    return (_nibbles(blocks[:, 2:]).to(torch.int8) - 8).float().mul_(_half(blocks, 0))
+    return _q4_0_steps(blocks).float().mul_(_half(blocks, 0))
 
 
 def _q4_1(blocks):
@@ -393,8 +408,7 @@ def _q4_1(blocks):
 
 
 def _q5_0(blocks):
-    high = _bits(blocks[:, 2:6], 32) << 4
-    return ((_nibbles(blocks[:, 6:]) | high).to(torch.int8) - 16).float().mul_(_half(blocks, 0))
+    return _q5_0_steps(blocks).float().mul_(_half(blocks, 0))
 
 
 def _q5_1(blocks):
@@ -419,11 +433,15 @@ def _k_dequantize(blocks: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return q.float().mul_(d).sub_(dm).reshape(n, 256)
 
 
+def _q4_k_steps(blocks: torch.Tensor) -> torch.Tensor:
+    """(n, 8, 32): each sub-block's 32 unsigned steps (sub-blocks 2i and 2i + 1 share 32 bytes' low and high
+    nibbles)."""
+    packed = blocks[:, 16:].reshape(-1, 4, 1, 32)
+    return ((packed >> torch.tensor([0, 4], dtype=torch.uint8)[:, None]) & 0x0F).reshape(-1, 8, 32)
+
+
 def _q4_k(blocks):
-    n = blocks.shape[0]
-    packed = blocks[:, 16:].reshape(n, 4, 1, 32)
-    q = (packed >> torch.tensor([0, 4], dtype=torch.uint8)[:, None]) & 0x0F  # (n, 4, 2, 32)
-    return _k_dequantize(blocks, q.reshape(n, 8, 32))
+    return _k_dequantize(blocks, _q4_k_steps(blocks))
 
 
 def _q5_k(blocks):
@@ -466,12 +484,7 @@ def _blocks_of(rows: torch.Tensor, kind: str) -> torch.Tensor:
 def _int8_steps(rows: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Q8_0, Q5_0 and Q4_0 rows as int8 steps, each block's float16 d its scale: the same weights."""
     blocks, n = _blocks_of(rows, kind), rows.shape[0]
-    if kind == "Q8_0":
-        steps = blocks[:, 2:].contiguous().view(torch.int8)
-    elif kind == "Q5_0":
-        steps = (_nibbles(blocks[:, 6:]) | (_bits(blocks[:, 2:6], 32) << 4)).to(torch.int8) - 16
-    else:
-        steps = _nibbles(blocks[:, 2:]).to(torch.int8) - 8
+    steps = {"Q8_0": _q8_0_steps, "Q5_0": _q5_0_steps, "Q4_0": _q4_0_steps}[kind](blocks)
     return steps.reshape(n, -1), _half(blocks, 0).reshape(n, -1)
 
 
@@ -481,18 +494,17 @@ def _int4_groups(rows: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Ten
     times a six-bit integer), as quantizing its float weights gives."""
     blocks, n = _blocks_of(rows, kind), rows.shape[0]
     if kind == "Q4_K":
-        packed = blocks[:, 16:].reshape(-1, 4, 1, 32)
-        steps = ((packed >> torch.tensor([0, 4], dtype=torch.uint8)[:, None]) & 0x0F).reshape(-1, 8, 32)
-        quads = steps[..., :16] | (steps[..., 16:] << 4)
+        steps = _q4_k_steps(blocks)
+        packed = steps[..., :16] | (steps[..., 16:] << 4)
         scales, mins = _k_scales(blocks[:, 4:16])
         pairs = torch.stack([_half(blocks, 0) * scales, -(_half(blocks, 2) * mins)], dim=-1).half()
-        return quads.reshape(n, -1), pairs.reshape(n, -1, 2)
+        return packed.reshape(n, -1), pairs.reshape(n, -1, 2)
     d = blocks[:, 0:2].contiguous().view(torch.float16)
     if kind == "Q4_1":
-        pairs, quads = torch.cat([d, blocks[:, 2:4].contiguous().view(torch.float16)], dim=-1), blocks[:, 4:]
+        pairs, packed = torch.cat([d, blocks[:, 2:4].contiguous().view(torch.float16)], dim=-1), blocks[:, 4:]
     else:
-        pairs, quads = torch.cat([d, d * -8], dim=-1), blocks[:, 2:]
-    return quads.reshape(n, -1), pairs.reshape(n, -1, 2)
+        pairs, packed = torch.cat([d, d * -8], dim=-1), blocks[:, 2:]
+    return packed.reshape(n, -1), pairs.reshape(n, -1, 2)
 
 
 # The block types each packed layout holds without changing a weight (Q4_K's steps kept, see _int4_groups).
