@@ -425,12 +425,13 @@ def _k_scales(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _k_dequantize(blocks: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Shared tail of Q4_K and Q5_K: q (n, 8, 32) unsigned -> d * scale * q - dmin * min."""
+    """Shared tail of Q4_K and Q5_K: q (n, 8, k) unsigned, k steps of each sub-block (all 32 of them, or some) ->
+    d * scale * q - dmin * min, (n, 8 * k)."""
     n = blocks.shape[0]
     scales, mins = _k_scales(blocks[:, 4:16])
     d = (_half(blocks, 0) * scales)[:, :, None]
     dm = (_half(blocks, 2) * mins)[:, :, None]
-    return q.float().mul_(d).sub_(dm).reshape(n, 256)
+    return q.float().mul_(d).sub_(dm).reshape(n, -1)
 
 
 def _q4_k_steps(blocks: torch.Tensor) -> torch.Tensor:
@@ -490,14 +491,21 @@ def _int8_steps(rows: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tens
 
 def _int4_groups(rows: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Q4_0, Q4_1 and Q4_K rows as int4 groups: Q4_0's d * (q - 8) as (d, -8 d) and Q4_1's (d, m) exactly; Q4_K's
-    steps as they are, each sub-block's d * scale and -dmin * min rounded to float16 (which cannot hold a float16
-    times a six-bit integer), as quantizing its float weights gives."""
+    steps kept, its sub-blocks' grids rounded to float16 (which cannot hold a float16 d times a six-bit scale)."""
     blocks, n = _blocks_of(rows, kind), rows.shape[0]
     if kind == "Q4_K":
+        # As quantizing the dequantized weights does by default (kernels.linear._int4_groups): each group counts
+        # its steps from the lowest it uses, whose weight, rounded to float16, is the minimum, and its step spans
+        # from there to its highest weight: the roundings then move the weights by less than float16
+        # (d * scale, -dmin * min) would (Gemma 3 270M's Q4_K matrices: at most 0.059% against 0.068%, root mean
+        # square; quantizing their floats, 0.062%).
         steps = _q4_k_steps(blocks)
-        packed = steps[..., :16] | (steps[..., 16:] << 4)
-        scales, mins = _k_scales(blocks[:, 4:16])
-        pairs = torch.stack([_half(blocks, 0) * scales, -(_half(blocks, 2) * mins)], dim=-1).half()
+        lowest, highest = steps.amin(-1, keepdim=True), steps.amax(-1, keepdim=True)
+        weights = _k_dequantize(blocks, torch.cat([lowest, highest], -1)).reshape(-1, 8, 2)
+        minimum = weights[..., :1].half().float()
+        step = (weights[..., 1:] - minimum) / (highest - lowest).float().clamp(min=1)
+        packed = (steps - lowest)[..., :16] | ((steps - lowest)[..., 16:] << 4)
+        pairs = torch.cat([step, minimum], dim=-1).half()
         return packed.reshape(n, -1), pairs.reshape(n, -1, 2)
     d = blocks[:, 0:2].contiguous().view(torch.float16)
     if kind == "Q4_1":
