@@ -4,9 +4,9 @@ Models are plain torch.nn and never import this package. `from_pretrained` hands
 (through openformers.acceleration, which the top-level package fills): `quantize` on request, then
 `accelerate` once the model is on its device. Users who build a model themselves call the same two.
 
-- `quantize(model, "int8" or "int4")`: every linear layer becomes `Linear` with packed weights (linear.py);
-  `packed_from_gguf` packs a GGUF matrix's blocks straight into `Linear` where its layout holds them, for
-  from_pretrained's quantized GGUF loads.
+- `quantize(model, "int8" or "int4")`: every linear layer becomes `Linear` with packed weights (linear.py), in
+  the layout `layout` gives it; from_pretrained's quantized GGUF loads pack a matrix's blocks straight into
+  `Linear` where its layout holds them (`Linear.from_gguf_rows`).
 - `accelerate(model)`: on the CPU, builds the library (library.py) when the model has a use for it, so no
   forward pass ever compiles; where every config field of the model is one the decoding step implements
   (llama.refusal), swaps `Linear` in for its linear layers and gives its decoder the one-call `DecodeStep`,
@@ -31,11 +31,11 @@ from torch import nn
 
 from . import library, llama
 from .library import build, loaded
-from .linear import KERNEL_ROWS, QUANTIZATIONS, Linear, check_quantization, packed_from_gguf, quantize
+from .linear import KERNEL_ROWS, QUANTIZATIONS, Linear, check_quantization, layout, quantize
 from .llama import threads_following_team
 
 __all__ = ["KERNEL_ROWS", "QUANTIZATIONS", "Linear", "accelerate", "build", "check_quantization", "loaded",
-           "packed_from_gguf", "place_weights", "quantize", "threads_following_team"]
+           "layout", "place_weights", "quantize", "threads_following_team"]
 
 
 def accelerate(model: nn.Module) -> bool:

@@ -478,22 +478,9 @@ def check_quantization(quantization: str) -> None:
         )
 
 
-# How far int4 may move a matrix (root mean square of the change over that of the weights) and still be taken for
-# one stored in 4 bits under quantize(..., wider_at_int8=True). Such a matrix comes back exactly (Q4_0, Q4_1) or
-# within 0.06% (Q4_K: its float16 roundings); a matrix stored in 5-8 bits or in floats moves by 3-8%.
-FOUR_BIT_MOVES = 0.01
-
-
-def quantize(model: nn.Module, quantization: str, wider_at_int8: bool = False) -> nn.Module:
-    """Replace every float linear layer of `model` by its quantized form, in place; returns the model.
-
-    wider_at_int8 (int4 only): a matrix whose weights do not lie on int4's grids (moved by more than
-    FOUR_BIT_MOVES) takes int8 instead. from_pretrained sets it for a GGUF file that stores some matrices in 4 bits
-    and others in 5-8 (Q4_K_M: Q5_0, Q6_K, Q8_0 beside Q4_K), so that each keeps the precision the file gave it:
-    Gemma 3 270M Q4_K_M's perplexity is then -0.23% from its float32 (KL 0.0027), where with its 99 such
-    matrices at int4 it was +11.6% (KL 0.19). Inputs are rounded as for int4, which int8 products read as well, so
-    the decoding step (decode.cpp) takes such a stack whole.
-    """
+def quantize(model: nn.Module, quantization: str) -> nn.Module:
+    """Replace every float linear layer of `model` by its quantized form (in the layout `layout` gives it), in
+    place; returns the model."""
     check_quantization(quantization)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -504,33 +491,20 @@ def quantize(model: nn.Module, quantization: str, wider_at_int8: bool = False) -
                     f"quantization='int4' groups each row's weights by {GROUP}, but layer {name!r} has "
                     f"{child.in_features} inputs; use quantization='int8' for this model."
                 )
-            layer = Linear.from_linear(child, layout(model, child, quantization))
-            if wider_at_int8 and layer.weight.dtype == torch.uint8 and _moved(layer, child.weight) > FOUR_BIT_MOVES:
-                layer = Linear.from_linear(child, "int8")
-            setattr(parent, name, layer)
+            setattr(parent, name, Linear.from_linear(child, layout(model, child, quantization)))
     model.quantization = quantization
     return model
 
 
-def packed_from_gguf(model: nn.Module, linear: nn.Linear, kind: str, rows: torch.Tensor | None, quantization: str,
-                     wider_at_int8: bool) -> Linear | None:
-    """`linear` of `model` packed straight from a GGUF matrix's stored rows, in the layout that quantize gives it,
-    or None where that layout does not hold the file's blocks (quantize then takes its float weights)."""
-    return Linear.from_gguf_rows(linear, kind, rows, layout(model, linear, quantization, kind, wider_at_int8))
-
-
-def layout(model: nn.Module, linear: nn.Linear, quantization: str, kind: str | None = None,
-           wider_at_int8: bool = False) -> str:
-    """The layout of `linear` in `model` quantized as `quantization`: int8 for the language-model head under
-    int4, as llama.cpp keeps it at 8 bits or more (its errors land on every logit directly), and for a GGUF
-    matrix stored in 5-8 bits (block type `kind`) under wider_at_int8 (see quantize)."""
-    if linear is getattr(model, "lm_head", None) or (wider_at_int8 and kind in WIDER_QUANTIZED_TYPES):
+def layout(model: nn.Module, linear: nn.Linear, quantization: str, stored_as: str | None = None,
+           widths_mixed: bool = False) -> str:
+    """The layout of `linear` in `model` quantized as `quantization`: int8 for the language-model head under int4,
+    as llama.cpp keeps it at 8 bits or more (its errors land on every logit directly), and under int4 for a matrix
+    that a GGUF file of mixed widths (`widths_mixed`, weights.GGUFFile.mixes_widths: Q4_K_M's Q5_0, Q6_K and Q8_0
+    matrices beside Q4_K) stores in 5-8 bits (block type `stored_as`), so that each keeps the precision the file gave
+    it: Gemma 3 270M Q4_K_M's perplexity is then -0.23% from its float32 (KL 0.0027), where with its 99 such
+    matrices at int4 it was +11.6% (KL 0.19). decode.cpp rounds the inputs of such a stack as for int4, which int8
+    products read as well, so the decoding step takes it whole."""
+    if linear is getattr(model, "lm_head", None) or (widths_mixed and stored_as in WIDER_QUANTIZED_TYPES):
         return "int8"
     return quantization
-
-
-def _moved(layer: Linear, weight: torch.Tensor) -> float:
-    """How far `layer`'s packed weights lie from `weight`: the root mean square of the change over the weights'."""
-    weight = weight.detach().float()
-    change = (layer.dequantized(torch.float32) - weight).square().mean().sqrt()
-    return (change / weight.square().mean().sqrt().clamp(min=torch.finfo(torch.float32).tiny)).item()

@@ -726,9 +726,7 @@ def load_pretrained(
     del state_dict, checkpoint_names
     model.tie_weights()
     if quantization is not None:
-        # A GGUF file's matrices stored in 5-8 bits beside 4-bit ones keep 8 under int4, as the file chose for them.
-        wider_at_int8 = quantization == "int4" and mixed_widths
-        _quantize_layer_by_layer(model, quantization, reader, stored_as, as_loaded, dtype, wider_at_int8)
+        _quantize_layer_by_layer(model, quantization, reader, stored_as, as_loaded, dtype, mixed_widths)
     _rebuild_buffers(model)  # on the weights' device: a quantized GGUF's are placeholders until quantized
     if device is not None:
         model.to(device)
@@ -829,13 +827,16 @@ def _as_loaded(name: str, tensor: torch.Tensor, dtype: torch.dtype, kept_in_floa
 
 
 def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, stored_as: dict, as_loaded,
-                             dtype: torch.dtype, wider_at_int8: bool) -> None:
+                             dtype: torch.dtype, widths_mixed: bool) -> None:
     """Quantize a model whose parameters are still the checkpoint's mapped tensors, one layer at a time.
 
     Each layer (`named_layers`), then the rest of the model, gets its float weights in memory of their own (read
     again by `reader` where it can: reading through the mapping would leave the file's pages resident), cast to
-    the model's dtype, and is quantized (kernels.quantize, with `wider_at_int8`) before the next one is read; so
-    loading holds the quantized model and one layer's float weights, never the float model. A linear layer's own
+    the model's dtype, and is quantized (kernels.quantize) before the next one is read; so loading holds the
+    quantized model and one layer's float weights, never the float model. A GGUF file's matrix (`reader` a
+    GGUFLayerReader) takes the layout its block type asks for (kernels.layout: under int4, int8 for a file of
+    `widths_mixed` that stores it in 5-8 bits), packed straight from its blocks where the layout holds them (it is
+    then never made floats), else from its dequantized weights. A linear layer's own
     weight (tied to no other module) that the cast would only widen, bfloat16 or float16 to float32, is quantized
     as read instead: the same packed weights without a float32 copy of each matrix first (which took longer than
     quantizing a 7B-shaped layer). Those weights are read into the memory of the previous layer's, which quantizing
@@ -853,7 +854,7 @@ def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, 
         if not prefix:
             spare.clear()  # the rest of the model (embeddings, heads) is read beside no layer's float weights
         read_into = []
-        from_blocks = {}  # linear layers whose GGUF blocks are already their packed layout: never made floats
+        gguf_layouts = {}  # a GGUF matrix's linear layer -> its layout, and its packed layer when made from blocks
         for module_name, module in unit.named_modules(prefix=prefix):
             for attribute, parameter in list(module._parameters.items()):
                 if parameter is None or id(parameter) in loaded_ids:
@@ -865,10 +866,12 @@ def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, 
                     # Quantized here, and then held by nothing: a linear layer's own weight.
                     quantized = isinstance(module, nn.Linear) and attribute == "weight" and holders[id(parameter)] == 1
                     if readable and quantized and isinstance(reader, GGUFLayerReader):
-                        stored = reader.stored_rows(stored_as[name])
-                        packed = accelerator().packed_from_gguf(model, module, *stored, quantization, wider_at_int8)
+                        kind, rows = reader.stored_rows(stored_as[name])
+                        layout = accelerator().layout(model, module, quantization, kind, widths_mixed)
+                        packed = accelerator().Linear.from_gguf_rows(module, kind, rows, layout)
+                        if packed is not None or layout != accelerator().layout(model, module, quantization):
+                            gguf_layouts[module_name] = (layout, packed)  # else quantize below does the same
                         if packed is not None:
-                            from_blocks[module_name] = (module, packed)
                             continue
                     if readable and quantized:
                         tensor = _read_into_spare(reader, stored_as[name], spare)
@@ -882,12 +885,15 @@ def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, 
                     loaded[id(parameter)] = (parameter, weakref.ref(own))
                     loaded_ids.add(id(own))
                 setattr(module, attribute, own)
-        for module_name, (module, packed) in from_blocks.items():
-            if module.bias is not None:  # as loaded now, after its weight
+        for module_name, (layout, packed) in gguf_layouts.items():
+            module = model.get_submodule(module_name)
+            if packed is None:
+                packed = accelerator().Linear.from_linear(module, layout)
+            elif module.bias is not None:  # as loaded now, after its weight
                 packed.bias = module.bias.detach().clone()
             parent, _, attribute = module_name.rpartition(".")
             setattr(model.get_submodule(parent), attribute, packed)
-        accelerator().quantize(unit, quantization, wider_at_int8)
+        accelerator().quantize(unit, quantization)
         spare = read_into
 
 
