@@ -529,3 +529,21 @@ def test_gguf_blocks_pack_straight_into_the_layouts_that_quantizing_their_weight
     if kind not in ("Q4_0",):
         assert Linear.from_gguf_rows(linear, kind, torch.from_numpy(info.data), other) is None
     assert Linear.from_gguf_rows(linear, "Q6_K", torch.from_numpy(gguf_of_every_type.tensors["Q6_K"].data), layout) is None
+
+
+def test_a_layer_reader_reads_each_matrix_converted_alone_and_refuses_a_converter_that_splits_one(gguf_of_every_type):
+    # A quantized GGUF load reads each matrix when its layer is quantized, through the family's converter applied
+    # to that matrix alone; a converter that made two tensors of one matrix could not be read that way.
+    from openformers.weights import GGUFLayerReader
+
+    def reverse_rows(tensors):  # renames, and regroups rows as the families' converters do
+        return {f"model.{name}": tensor.flip(0) for name, tensor in tensors.items()}
+
+    reader = GGUFLayerReader(gguf_of_every_type, reverse_rows)
+    assert "model.Q8_0" in reader and "Q8_0" not in reader
+    assert torch.equal(reader.read("model.Q8_0"), gguf_of_every_type.tensor("Q8_0").flip(0))
+    kind, rows = reader.stored_rows("model.Q4_1")
+    assert kind == "Q4_1" and torch.equal(rows, torch.from_numpy(gguf_of_every_type.tensors["Q4_1"].data).flip(0))
+    assert reader.stored_rows("model.F16") == ("F16", None)
+    with pytest.raises(ValueError, match="converts to 2 tensors; a matrix read alone must convert to one"):
+        GGUFLayerReader(gguf_of_every_type, lambda tensors: {**tensors, **reverse_rows(tensors)})
