@@ -307,8 +307,8 @@ class GGUFFile(GGUFReader):
     def state_dict_to_quantize(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """state_dict for a quantized load: the matrices (2-D tensors) as float32 placeholders on the meta device,
         read one layer at a time later (GGUFLayerReader), the rest read now in `dtype`."""
-        return {name: torch.empty(tuple(reversed(info.shape)), device="meta") if len(info.shape) == 2
-                else self.tensor(name, dtype) for name, info in self.tensors.items()}
+        return {name: _placeholder(info) if len(info.shape) == 2 else self.tensor(name, dtype)
+                for name, info in self.tensors.items()}
 
     def mixes_widths(self) -> bool:
         """Whether the file stores some of its layers' matrices in 4 bits and others in 5-8, as llama.cpp's
@@ -316,6 +316,11 @@ class GGUFFile(GGUFReader):
         types = {info.tensor_type.name for name, info in self.tensors.items()
                  if len(info.shape) == 2 and name not in ("token_embd.weight", "output.weight")}
         return bool(types & FOUR_BIT_TYPES) and bool(types & WIDER_QUANTIZED_TYPES)
+
+
+def _placeholder(info) -> torch.Tensor:
+    """A float32 tensor of a GGUF tensor's shape (in PyTorch's order) on the meta device: no memory, no data."""
+    return torch.empty(tuple(reversed(info.shape)), device="meta")
 
 
 class GGUFLayerReader:
@@ -331,7 +336,7 @@ class GGUFLayerReader:
         self.names = {}  # converted name -> the file's
         for name, info in gguf.tensors.items():
             if len(info.shape) == 2:
-                converted = list(convert({name: torch.empty(tuple(reversed(info.shape)), device="meta")}))
+                converted = list(convert({name: _placeholder(info)}))
                 if len(converted) > 1:
                     raise ValueError(f"{gguf.path}: matrix {name!r} converts to {len(converted)} tensors; a matrix "
                                      "read alone must convert to one (or none, when the model has no use for it).")
@@ -382,7 +387,7 @@ def _bits(packed: torch.Tensor, count: int) -> torch.Tensor:
     return ((packed[:, :, None] >> shifts) & 1).reshape(packed.shape[0], count)
 
 
-# The signed steps of the blocks whose weights are d * step: the int8 layout holds them as they are (_int8_steps).
+# The signed steps of the blocks whose weights are d * step: the int8 layout holds them as they are (_int8_from_blocks).
 def _q8_0_steps(blocks):
     return blocks[:, 2:].contiguous().view(torch.int8)
 
@@ -482,14 +487,14 @@ def _blocks_of(rows: torch.Tensor, kind: str) -> torch.Tensor:
     return rows.reshape(-1, _BLOCK_BYTES[kind])
 
 
-def _int8_steps(rows: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _int8_from_blocks(rows: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Q8_0, Q5_0 and Q4_0 rows as int8 steps, each block's float16 d its scale: the same weights."""
     blocks, n = _blocks_of(rows, kind), rows.shape[0]
     steps = {"Q8_0": _q8_0_steps, "Q5_0": _q5_0_steps, "Q4_0": _q4_0_steps}[kind](blocks)
     return steps.reshape(n, -1), _half(blocks, 0).reshape(n, -1)
 
 
-def _int4_groups(rows: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _int4_from_blocks(rows: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Q4_0, Q4_1 and Q4_K rows as int4 groups: Q4_0's d * (q - 8) as (d, -8 d) and Q4_1's (d, m) exactly; Q4_K's
     steps kept, its sub-blocks' grids rounded to float16 (which cannot hold a float16 d times a six-bit scale)."""
     blocks, n = _blocks_of(rows, kind), rows.shape[0]
@@ -515,5 +520,6 @@ def _int4_groups(rows: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Ten
     return packed.reshape(n, -1), pairs.reshape(n, -1, 2)
 
 
-# The block types each packed layout holds without changing a weight (Q4_K's steps kept, see _int4_groups).
-GGUF_PACKERS = {"int8": ({"Q8_0", "Q5_0", "Q4_0"}, _int8_steps), "int4": ({"Q4_0", "Q4_1", "Q4_K"}, _int4_groups)}
+# The block types each packed layout holds without changing a weight (Q4_K's steps kept, see _int4_from_blocks).
+GGUF_PACKERS = {"int8": ({"Q8_0", "Q5_0", "Q4_0"}, _int8_from_blocks),
+                 "int4": ({"Q4_0", "Q4_1", "Q4_K"}, _int4_from_blocks)}

@@ -112,8 +112,8 @@ class Linear(nn.Linear):
     def from_gguf_rows(cls, linear: nn.Linear, kind: str, rows: torch.Tensor | None, layout: str) -> "Linear | None":
         """`linear` (its shape, mode and bias) with the weights of a GGUF matrix of block type `kind`, its stored
         `rows` (weights.GGUFLayerReader.stored_rows), packed as `layout` straight from its blocks where the layout
-        holds them (weights.GGUF_PACKERS: int8 Q8_0, Q5_0, Q4_0; int4 Q4_0, Q4_1, Q4_K), with the weights that
-        quantizing their float values would give, without computing those; else None."""
+        holds them (weights.GGUF_PACKERS: int8 Q8_0, Q5_0, Q4_0; int4 Q4_0, Q4_1, Q4_K), the file's weights without
+        computing them as floats (Q4_K's steps, their grids rounded to float16); else None."""
         kinds, pack = GGUF_PACKERS[layout]
         if kind not in kinds or rows is None:
             return None
@@ -124,7 +124,7 @@ class Linear(nn.Linear):
         if not torch.isfinite(scale).all():  # a float16 d times 8 (Q4_0's minimum) or a scale past float16's range
             return None
         layer = cls(linear.in_features, linear.out_features, bias=False, device="meta").train(linear.training)
-        return layer._packed(weight, scale.float() if layout == "int8" else scale, linear.bias)
+        return layer._packed(weight, scale, linear.bias)
 
     def _packed(self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> "Linear":
         del self.weight, self.bias  # buffers from here on

@@ -836,12 +836,12 @@ def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, 
     quantized model and one layer's float weights, never the float model. A GGUF file's matrix (`reader` a
     GGUFLayerReader) takes the layout its block type asks for (kernels.layout: under int4, int8 for a file of
     `widths_mixed` that stores it in 5-8 bits), packed straight from its blocks where the layout holds them (it is
-    then never made floats), else from its dequantized weights. A linear layer's own
-    weight (tied to no other module) that the cast would only widen, bfloat16 or float16 to float32, is quantized
-    as read instead: the same packed weights without a float32 copy of each matrix first (which took longer than
-    quantizing a 7B-shaped layer). Those weights are read into the memory of the previous layer's, which quantizing
-    has done with: new memory costs faulting its pages in, 5x the time of the read itself (two 7B-shaped layers' 14
-    matrices, one thread: 0.41-0.49 against 0.08-0.16 CPU s).
+    then never made floats), else from its dequantized weights. A linear layer's own weight (tied to no other
+    module) that the cast would only widen, bfloat16 or float16 to float32, is quantized as read instead: the same
+    packed weights without a float32 copy of each matrix first (which took longer than quantizing a 7B-shaped
+    layer). Those weights are read into the memory of the previous layer's, which quantizing has done with: new
+    memory costs faulting its pages in, 5x the time of the read itself (two 7B-shaped layers' 14 matrices, one
+    thread: 0.41-0.49 against 0.08-0.16 CPU s).
     """
     holders = collections.Counter(id(p) for m in model.modules() for p in m._parameters.values() if p is not None)
     # id of a checkpoint tensor -> (that tensor, a weak reference to the parameter loaded from it), so that a tied
