@@ -271,6 +271,38 @@ def llama_cpp_tensors(reference, names: dict):
         yield name, gguf_name, tensor
 
 
+def quantized_blocks(w, kind):
+    """`w` (a float32 numpy matrix) as GGUF blocks of type `kind` (a gguf.GGMLQuantizationType): gguf.quants' own,
+    and Q6_K's, which gguf.quants cannot make, as `q6_k_blocks` makes them."""
+    import gguf
+
+    if kind == gguf.GGMLQuantizationType.Q6_K:
+        return q6_k_blocks(w)
+    return gguf.quants.quantize(w, kind)
+
+
+def q6_k_blocks(w):
+    """Q6_K blocks of `w` (rows of whole 256s) in llama.cpp's layout: per 256 weights a float16 d, per 16 a signed
+    8-bit scale of d, per weight a step in -32..31 (its low 4 bits in the first 128 bytes, its high 2 in the next
+    64). Each 16's largest magnitude is rounded to step 31: a plainer choice of scales than llama.cpp's search, in
+    the same layout, which gguf.quants.dequantize reads back (tests/test_weights.py checks it)."""
+    import numpy as np
+
+    values = w.astype(np.float32).reshape(-1, 16, 16)
+    n = values.shape[0]
+    steps = np.abs(values).max(-1) / 31  # (n, 16)
+    d = (steps.max(-1, keepdims=True) / 127).astype(np.float16)
+    scales = np.round(steps / np.where(d == 0, 1, d.astype(np.float32))).clip(-128, 127).astype(np.int8)
+    step = d.astype(np.float32) * scales.astype(np.float32)
+    q = np.round(values / np.where(step == 0, 1, step)[..., None]).clip(-32, 31)
+    unsigned = (q.astype(np.int16) + 32).astype(np.uint8).reshape(n, 2, 128)
+    low = (unsigned[:, :, :64] & 15) | ((unsigned[:, :, 64:] & 15) << 4)
+    high = (unsigned >> 4).reshape(n, 2, 4, 32)
+    high = high[:, :, 0] | (high[:, :, 1] << 2) | (high[:, :, 2] << 4) | (high[:, :, 3] << 6)
+    blocks = np.concatenate([low.reshape(n, 128), high.reshape(n, 64), scales.view(np.uint8), d.view(np.uint8)], 1)
+    return blocks.reshape(w.shape[0], -1)
+
+
 def finish_gguf(writer):
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

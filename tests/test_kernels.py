@@ -44,13 +44,22 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
     return model.eval()
 
 
+def int8_per_16(linear: torch.nn.Linear) -> kernels.Linear:
+    """`linear` as int8 with a scale per 16 weights, as a GGUF Q6_K matrix loads: 6-bit steps (-32..31)."""
+    groups = linear.weight.detach().reshape(linear.out_features, -1, 16)
+    scale = groups.abs().amax(-1) / 31
+    steps = (groups / scale[..., None]).round().clamp(-32, 31).to(torch.int8).reshape(linear.weight.shape)
+    return kernels.Linear.from_linear(linear).train(linear.training)._packed(steps, scale, linear.bias)
+
+
 def quantized(model, quantization: str):
-    """`model` quantized as "int8", "int4", or "int4+int8": int4 with each layer's v and up projections at int8,
-    as from_pretrained keeps a GGUF file's 5-8-bit matrices at int8 under int4."""
+    """`model` quantized as "int8", "int4", or "int4+int8": int4 with each layer's v projection at int8 and up
+    projection at int8 with a scale per 16 weights, as from_pretrained keeps a GGUF file's 5-8-bit matrices at int8
+    under int4 (Q6_K's with their scales per 16)."""
     if quantization == "int4+int8":
         for layer in model.model.layers:
             layer.self_attn.v_proj = kernels.Linear.from_linear(layer.self_attn.v_proj, "int8")
-            layer.mlp.up_proj = kernels.Linear.from_linear(layer.mlp.up_proj, "int8")
+            layer.mlp.up_proj = int8_per_16(layer.mlp.up_proj)
         quantization = "int4"
     return kernels.quantize(model, quantization)
 

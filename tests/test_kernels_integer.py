@@ -6,15 +6,18 @@ import pytest
 import torch
 
 from openformers import kernels
-from test_kernels import rounded
+from test_kernels import int8_per_16, rounded
 
 
 def packed_layer(quantization: str, columns: int, rows: int = 203) -> kernels.Linear:
+    """"int8", "int4", or "int8/16": int8 with a scale per 16 weights (a GGUF Q6_K matrix's layout)."""
     torch.manual_seed(0)
-    linear = torch.nn.Linear(columns, rows)
+    linear = torch.nn.Linear(columns, rows).eval()  # in inference: the kernel's
     with torch.no_grad():  # weight blocks of different scales: each block's own scale must meet its own steps
         linear.weight *= torch.linspace(0.1, 10, columns).roll(columns // 3)
-    return kernels.quantize(torch.nn.Sequential(linear).eval(), quantization)[0]  # in inference: the kernel's
+    if quantization == "int8/16":
+        return int8_per_16(linear)
+    return kernels.quantize(torch.nn.Sequential(linear), quantization)[0]
 
 
 def kernel_product(layer: kernels.Linear, x: torch.Tensor, threads: int = 3) -> torch.Tensor:
@@ -28,10 +31,12 @@ def kernel_product(layer: kernels.Linear, x: torch.Tensor, threads: int = 3) -> 
         torch.set_num_threads(before)
 
 
-# int8: 576 and 1536 columns are whole 64-byte steps, 72 and 100 end in a part of a step and a part of a block.
-# int4: rows take four groups per step, then a pair, then one: 64 columns are a pair, 96 a pair and one, 160 four and
-# one, 576 four times four and a pair, 1536 four groups throughout.
+# int8: 576 and 1536 columns are whole 64-byte steps, 72 and 100 end in a part of a step and a part of a block; with
+# a scale per 16, 80 and 112 end in one and three 16s past the 64s. int4: rows take four groups per step, then a
+# pair, then one: 64 columns are a pair, 96 a pair and one, 160 four and one, 576 four times four and a pair, 1536
+# four groups throughout.
 SHAPES = [("int8", 72), ("int8", 100), ("int8", 576), ("int8", 1536),
+          ("int8/16", 80), ("int8/16", 112), ("int8/16", 576), ("int8/16", 1536),
           ("int4", 64), ("int4", 96), ("int4", 160), ("int4", 576), ("int4", 1536)]
 
 
@@ -60,7 +65,7 @@ def test_rounding_the_input_costs_at_most_half_a_step_per_input(quantization, co
     assert error.max() > 0  # the input is rounded: the test would not notice a kernel that skipped it
 
 
-@pytest.mark.parametrize("quantization", ["int8", "int4"])
+@pytest.mark.parametrize("quantization", ["int8", "int8/16", "int4"])
 def test_zero_blocks_and_outliers_round_without_overflow(quantization):
     layer = packed_layer(quantization, 128)
     x = torch.randn(3, 128)

@@ -16,6 +16,7 @@ from decoder_parity import (
     llama_cpp_tensors,
     make_reference,
     padded_batch,
+    quantized_blocks,
 )
 from openformers import AutoModel, AutoModelForCausalLM, LlamaForCausalLM, LlamaModel
 from openformers.generation.cache import DynamicCache
@@ -189,7 +190,7 @@ def _write_gguf(path, reference, quantize_to=None):
             w = _llama_cpp_permute(w, config.num_key_value_heads)
         kind = quantize_to(gguf_name) if callable(quantize_to) else quantize_to  # one type, or one per name
         if kind is not None and w.ndim == 2:
-            writer.add_tensor(gguf_name, gguf.quants.quantize(w, kind), raw_dtype=kind)
+            writer.add_tensor(gguf_name, quantized_blocks(w, kind), raw_dtype=kind)
         else:
             writer.add_tensor(gguf_name, w)
     finish_gguf(writer)

@@ -137,17 +137,17 @@ def test_a_q4_0_gguf_loads_as_int4_with_every_layer_weight_unchanged(tmp_path):
 
 
 def test_a_gguf_of_mixed_widths_keeps_its_wider_matrices_at_int8_under_int4(tmp_path, monkeypatch):
-    # As llama.cpp's Q4_K_M keeps v and down in Q6_K: here Q8_0 and Q5_1 beside Q4_0. Under int4 each matrix keeps
-    # the width the file gave it, and the decoding step takes the mixed stack.
+    # As llama.cpp's Q4_K_M keeps v and down in Q6_K: here Q8_0, Q6_K and Q5_1 beside Q4_0. Under int4 each matrix
+    # keeps the width the file gave it, and the decoding step takes the mixed stack.
     import gguf
 
     from test_models_llama import _save_tiny, _write_gguf
 
     from openformers.weights import GGUFFile
 
-    reference = _save_tiny(tmp_path / "hf")
-    Q4_0, Q5_1, Q8_0 = (gguf.GGMLQuantizationType[kind] for kind in ("Q4_0", "Q5_1", "Q8_0"))
-    kinds = {"attn_v.weight": Q8_0, "ffn_down.weight": Q5_1}
+    reference = _save_tiny(tmp_path / "hf", intermediate_size=256)  # down's rows: a Q6_K block of 256 weights
+    Q4_0, Q5_1, Q6_K, Q8_0 = (gguf.GGMLQuantizationType[kind] for kind in ("Q4_0", "Q5_1", "Q6_K", "Q8_0"))
+    kinds = {"attn_v.weight": Q8_0, "ffn_down.weight": Q6_K, "ffn_up.weight": Q5_1}
     _write_gguf(tmp_path / "mixed.gguf", reference, quantize_to=lambda name: kinds.get(name.split(".", 2)[-1], Q4_0))
     _write_gguf(tmp_path / "q8_0.gguf", reference, quantize_to=Q8_0)
     assert GGUFFile(tmp_path / "mixed.gguf").mixes_widths() and not GGUFFile(tmp_path / "q8_0.gguf").mixes_widths()
@@ -156,23 +156,30 @@ def test_a_gguf_of_mixed_widths_keeps_its_wider_matrices_at_int8_under_int4(tmp_
     tensor = GGUFFile.tensor
     monkeypatch.setattr(GGUFFile, "tensor", lambda self, name, *args: dequantized.append(name) or tensor(self, name, *args))
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "mixed.gguf", quantization="int4")
-    # The matrices whose blocks their layout holds (Q4_0 as int4, Q8_0 as int8) are packed straight from them;
-    # the Q5_1 ones are dequantized and quantized as int8, as is the embedding read.
+    # The matrices whose blocks their layout holds (Q4_0 as int4, Q8_0 and Q6_K as int8) are packed straight from
+    # them, Q6_K's with a scale per 16 weights; the Q5_1 ones are dequantized and quantized as int8, as is the
+    # embedding read.
     stored = GGUFFile(tmp_path / "mixed.gguf").tensors
     assert [name for name in dequantized if len(stored[name].shape) == 2] == [
-        "blk.0.ffn_down.weight", "blk.1.ffn_down.weight", "token_embd.weight"]
+        "blk.0.ffn_up.weight", "blk.1.ffn_up.weight", "token_embd.weight"]
     layers = {name: m for name, m in model.named_modules() if isinstance(m, Linear) and name != "lm_head"}
     assert len(layers) == 14
     for name, layer in layers.items():
         expected, unpacked = floats.get_submodule(name).weight, layer.dequantized(torch.float32)
-        assert layer.weight.dtype == (torch.int8 if name.endswith(("v_proj", "down_proj")) else torch.uint8), name
-        if name.endswith("down_proj"):  # int8 steps of Q5_1's weights (an offset a block): close, not exact
+        assert layer.weight.dtype == (torch.int8 if name.endswith(("v_proj", "up_proj", "down_proj")) else torch.uint8)
+        if name.endswith("up_proj"):  # int8 steps of Q5_1's weights (an offset a block): close, not exact
             assert (unpacked - expected).square().mean().sqrt() < 0.01 * expected.square().mean().sqrt(), name
         else:
             assert torch.equal(unpacked, expected), name
+        if name.endswith("down_proj"):
+            assert layer.scale.shape == (64, 256 // 16), name
     steps = counted_decode_steps(monkeypatch)
-    model.generate(torch.tensor([[1, 5, 9]]), max_new_tokens=4, do_sample=False)
+    prompt = torch.tensor([[1, 5, 9]])
+    tokens = model.generate(prompt, max_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True)
     assert len(steps) == 3
+    with torch.inference_mode():  # the same products one layer at a time (the kernel's matvec for a row each)
+        logits = model(tokens.sequences[:, :-1]).logits[:, 2:]
+    torch.testing.assert_close(torch.stack(tokens.scores, 1), logits, atol=1e-4, rtol=1e-4)
     # A file of one width is quantized as asked: Q8_0 matrices to int4.
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "q8_0.gguf", quantization="int4")
     assert {layer.weight.dtype for name, layer in model.named_modules()

@@ -58,6 +58,19 @@ def test_dequantization_equals_the_numpy_reference(gguf_of_every_type, kind):
     assert gguf_of_every_type.tensor(kind, torch.bfloat16).dtype == torch.bfloat16
 
 
+def test_the_tests_q6_k_blocks_are_read_back_by_the_numpy_reference():
+    # tests/decoder_parity.py makes Q6_K blocks for the tests' GGUF files, as gguf.quants cannot.
+    from decoder_parity import q6_k_blocks
+
+    values = np.random.default_rng(1).standard_normal((3, 512)).astype(np.float32) * np.linspace(0.1, 3, 512)
+    back = gguf.quants.dequantize(q6_k_blocks(values), GGMLQuantizationType.Q6_K)
+    assert back.shape == values.shape
+    # 6-bit steps of each 16's largest magnitude / 31: an error of about 2% of the values' size (root mean square);
+    # a step's bits in the wrong place would move it by a good part of its range
+    error = np.sqrt(np.square(back - values).mean() / np.square(values).mean())
+    assert 0 < error < 0.03, error
+
+
 def test_an_unsupported_gguf_type_is_named(gguf_of_every_type):
     with pytest.raises(ValueError, match=r"'Q2_K' in .*types\.gguf is stored as Q2_K.*Supported GGUF types"):
         gguf_of_every_type.tensor("Q2_K")
@@ -505,30 +518,37 @@ def test_tensor_reader_and_safetensors_agree_on_random_header_changes(tmp_path):
     assert refused > 100
 
 
-@pytest.mark.parametrize("layout, kind", [("int8", "Q8_0"), ("int8", "Q5_0"), ("int8", "Q4_0"), ("int4", "Q4_0"),
-                                          ("int4", "Q4_1"), ("int4", "Q4_K")])
+@pytest.mark.parametrize("layout, kind", [("int8", "Q8_0"), ("int8", "Q6_K"), ("int8", "Q5_0"), ("int8", "Q4_0"),
+                                          ("int4", "Q4_0"), ("int4", "Q4_1"), ("int4", "Q4_K")])
 def test_gguf_blocks_pack_straight_into_the_layouts_that_quantizing_their_weights_gives(gguf_of_every_type, layout,
                                                                                          kind):
     # A quantized load packs these blocks without a float round trip (weights.GGUF_PACKERS) into the weights that
     # quantizing the dequantized floats gives: the file's own, or for Q4_K each step kept with the sub-block's
-    # d * scale and -dmin * min rounded to float16.
+    # d * scale and -dmin * min rounded to float16. Q6_K's keep a scale per 16 weights, which quantizing floats
+    # (a scale per 32) does not give: only its blocks make them.
+    from openformers import kernels
     from openformers.kernels import Linear
 
     info = gguf_of_every_type.tensors[kind]
     floats = gguf_of_every_type.tensor(kind)
     linear = torch.nn.Linear(SHAPE[1], SHAPE[0], bias=False)
     linear.weight.data = floats
-    packed = Linear.from_gguf_rows(linear, kind, torch.from_numpy(info.data), layout).dequantized(torch.float32)
+    packed_layer = Linear.from_gguf_rows(linear, kind, torch.from_numpy(info.data), layout)
+    packed = packed_layer.dequantized(torch.float32)
     quantized = Linear.from_linear(linear, layout).dequantized(torch.float32)
     if kind == "Q4_K":
         assert (packed - floats).square().mean().sqrt() < 1e-3 * floats.square().mean().sqrt()
         torch.testing.assert_close(packed, quantized, rtol=0, atol=1e-3 * floats.abs().max().item())
+    elif kind == "Q6_K":
+        assert packed_layer.scale.shape == (SHAPE[0], SHAPE[1] // 16) and torch.equal(packed, floats)
+        assert kernels.build() and torch.equal(packed_layer.float_weight(torch.float32), floats)  # the kernel's too
+        assert not torch.equal(quantized, floats)
     else:
         assert torch.equal(packed, floats) and torch.equal(quantized, floats)
     other = "int4" if layout == "int8" else "int8"
     if kind not in ("Q4_0",):
         assert Linear.from_gguf_rows(linear, kind, torch.from_numpy(info.data), other) is None
-    assert Linear.from_gguf_rows(linear, "Q6_K", torch.from_numpy(gguf_of_every_type.tensors["Q6_K"].data), layout) is None
+    assert Linear.from_gguf_rows(linear, "Q5_K", torch.from_numpy(gguf_of_every_type.tensors["Q5_K"].data), layout) is None
 
 
 def test_a_layer_reader_reads_each_matrix_converted_alone_and_refuses_a_converter_that_splits_one(gguf_of_every_type):

@@ -458,16 +458,24 @@ def _q5_k(blocks):
     return _k_dequantize(blocks, low | (high << 4))
 
 
-def _q6_k(blocks):
+def _q6_k_steps(blocks: torch.Tensor) -> torch.Tensor:
+    """(n, 256) signed steps, -32..31: four low bits from the first 128 bytes, two high bits from the next 64."""
     n = blocks.shape[0]
     low = blocks[:, :128].reshape(n, 2, 1, 64) >> torch.tensor([0, 4], dtype=torch.uint8)[:, None]
     low = (low & 0x0F).reshape(n, 8, 32)
     high = blocks[:, 128:192].reshape(n, 2, 1, 32) >> torch.tensor([0, 2, 4, 6], dtype=torch.uint8)[:, None]
     high = (high & 0x03).reshape(n, 8, 32)
-    q = ((low | (high << 4)).to(torch.int8) - 32).reshape(n, 16, 16).float()
-    scales = blocks[:, 192:208].contiguous().view(torch.int8).float()
-    d = (_half(blocks, 208) * scales)[:, :, None]
-    return q.mul_(d).reshape(n, 256)
+    return ((low | (high << 4)).to(torch.int8) - 32).reshape(n, 256)
+
+
+def _q6_k_scales(blocks: torch.Tensor) -> torch.Tensor:
+    """(n, 16) float32: d times each 16 weights' signed 8-bit scale, exact (at most 11 + 7 significant bits)."""
+    return _half(blocks, 208) * blocks[:, 192:208].contiguous().view(torch.int8).float()
+
+
+def _q6_k(blocks):
+    n = blocks.shape[0]
+    return _q6_k_steps(blocks).reshape(n, 16, 16).float().mul_(_q6_k_scales(blocks)[:, :, None]).reshape(n, 256)
 
 
 _DEQUANTIZERS = {
@@ -477,7 +485,7 @@ _DEQUANTIZERS = {
 
 
 # GGUF blocks straight into the packed layouts of openformers.kernels.Linear, without a float round trip: int8
-# (steps (rows, cols) int8, a float32 scale per 32) and int4 (bytes (rows, cols / 2), byte j of a group holding
+# (steps (rows, cols) int8, a float32 scale per 32, or per 16 for Q6_K) and int4 (bytes (rows, cols / 2), byte j of a group holding
 # steps j and j + 16 in its low and high nibbles as Q4_0 and Q4_1 blocks do; float16 (scale, minimum) pairs
 # (rows, cols / 32, 2)). Each takes a matrix's stored rows, (rows, bytes per row) uint8, and returns
 # (steps, scales).
@@ -488,8 +496,11 @@ def _blocks_of(rows: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def _int8_from_blocks(rows: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Q8_0, Q5_0 and Q4_0 rows as int8 steps, each block's float16 d its scale: the same weights."""
+    """Q8_0, Q5_0 and Q4_0 rows as int8 steps, each block's float16 d its scale; Q6_K's steps with a scale per 16
+    weights, d times the sub-block's scale: the same weights."""
     blocks, n = _blocks_of(rows, kind), rows.shape[0]
+    if kind == "Q6_K":
+        return _q6_k_steps(blocks).reshape(n, -1), _q6_k_scales(blocks).reshape(n, -1)
     steps = {"Q8_0": _q8_0_steps, "Q5_0": _q5_0_steps, "Q4_0": _q4_0_steps}[kind](blocks)
     return steps.reshape(n, -1), _half(blocks, 0).reshape(n, -1)
 
@@ -521,5 +532,5 @@ def _int4_from_blocks(rows: torch.Tensor, kind: str) -> tuple[torch.Tensor, torc
 
 
 # The block types each packed layout holds without changing a weight (Q4_K's steps kept, see _int4_from_blocks).
-GGUF_PACKERS = {"int8": ({"Q8_0", "Q5_0", "Q4_0"}, _int8_from_blocks),
+GGUF_PACKERS = {"int8": ({"Q8_0", "Q6_K", "Q5_0", "Q4_0"}, _int8_from_blocks),
                  "int4": ({"Q4_0", "Q4_1", "Q4_K"}, _int4_from_blocks)}

@@ -67,14 +67,19 @@ inline float dot(const T* w, const float* x, int64_t n) {
   return sum;
 }
 
-// A weight matrix (rows, cols), row-major, with its optional scales (int8: one float32 per 32 weights of a row,
-// `scale`; int4: a float16 (scale, minimum) pair per 32, `pairs`) and bias.
+// A weight matrix (rows, cols), row-major, with its optional scales (int8: one float32 per 32 weights of a row, or
+// per 16 (`scale_group`), `scale`; int4: a float16 (scale, minimum) pair per 32, `pairs`) and bias.
 struct Matrix {
   const void* data;
   const float* scale;
   const float* bias;
   int64_t rows, cols, row_bytes;
   const c10::Half* pairs = nullptr;
+  // int8: weights per scale. 16 holds a GGUF Q6_K matrix as it is: a 6-bit step per weight (the int8 weight) and
+  // d times a signed 8-bit scale per 16 weights (exact in float32), which no scale per 32 can hold.
+  int64_t scale_group = 32;
+
+  int64_t scales_per_row() const { return (cols + scale_group - 1) / scale_group; }
 };
 
 Matrix matrix(const at::Tensor& weight, const c10::optional<at::Tensor>& scale, const c10::optional<at::Tensor>& bias) {
@@ -86,11 +91,15 @@ Matrix matrix(const at::Tensor& weight, const c10::optional<at::Tensor>& scale, 
               "openformers kernels: int4 weights need contiguous float16 (rows, cols / 32, 2) scales and minimums");
   const float* scale_data = scaled && !int4 ? scale->data_ptr<float>() : nullptr;
   const float* bias_data = bias && bias->defined() ? bias->data_ptr<float>() : nullptr;
+  // int8 scales per 32 weights, or per 16 for rows of whole 16s; a row of 16 or fewer has one scale either way
+  int64_t rows = weight.size(0), cols = weight.size(1);
+  bool per_16 = weight.scalar_type() == at::kChar && scale_data && cols % 16 == 0 && scale->numel() == rows * (cols / 16);
   TORCH_CHECK(weight.scalar_type() != at::kChar ||
-                  (scale_data && scale->is_contiguous() && scale->numel() == weight.size(0) * ((weight.size(1) + 31) / 32)),
-              "openformers kernels: int8 weights need contiguous (rows, ceil(cols / 32)) scales, one per block of 32");
-  return {weight.data_ptr(), scale_data, bias_data, weight.size(0), weight.size(1) * (int4 ? 2 : 1),
-          weight.size(1) * weight.element_size(), int4 ? scale->data_ptr<c10::Half>() : nullptr};
+                  (scale_data && scale->is_contiguous() && (per_16 || scale->numel() == rows * ((cols + 31) / 32))),
+              "openformers kernels: int8 weights need contiguous (rows, ceil(cols / 32)) scales, one per block of 32, "
+              "or (rows, cols / 16), one per 16");
+  return {weight.data_ptr(), scale_data, bias_data, rows, cols * (int4 ? 2 : 1), cols * weight.element_size(),
+          int4 ? scale->data_ptr<c10::Half>() : nullptr, per_16 ? 16 : 32};
 }
 
 // How far ahead of the rows being multiplied their weights are prefetched: without it the cores keep too few
@@ -385,16 +394,16 @@ struct Rounded {
   }
 };
 
-// One row's int8 weights (with their scales per block of 32, `ws`) from column `from` (a multiple of 32) on, times
-// the rounded input.
-inline float int8_dot(const int8_t* w, const float* ws, const Rounded& in, int64_t from, int64_t cols) {
+// One row's int8 weights (with their scales per `group` weights, `ws`) from column `from` (a multiple of 32) on,
+// times the rounded input.
+inline float int8_dot(const int8_t* w, const float* ws, int64_t group, const Rounded& in, int64_t from, int64_t cols) {
   float sum = 0.f;
-  for (int64_t b = from; b < cols; b += kGroup) {
-    int64_t last = std::min(b + kGroup, cols);
+  for (int64_t b = from; b < cols; b += group) {
+    int64_t last = std::min(b + group, cols);
     int32_t block = 0;
 #pragma omp simd reduction(+ : block)
     for (int64_t i = b; i < last; ++i) block += int32_t(w[i]) * int32_t(in.q[i]);
-    sum += ws[b / kGroup] * in.scale(b / kGroup) * static_cast<float>(block);
+    sum += ws[b / group] * in.scale(b / kGroup) * static_cast<float>(block);
   }
   return sum;
 }
@@ -469,20 +478,35 @@ inline __m128 four_sums(const __m512* v) {
 template <typename W>
 void integer_rows(const Matrix& m, int64_t begin, int64_t end, const Rounded& in, float* out);
 
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+// The 16 int32 sums of 64 int8 weights (4 weights each) as their weight scales' lanes: two blocks' 8 each, the
+// first block's scale in lanes 0-7 and the second's above; with a scale per 16 weights, four scales' 4 each.
+inline __m512i int8_scale_lanes(const Matrix& m) {
+  return m.scale_group == 16 ? _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0)
+                             : _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+}
+
+// The weight scales of 64 columns from `scales` (the row's scales of those columns) in the lanes of their sums.
+inline __m512 int8_scales(const float* scales, int64_t group, __m512i lanes) {
+  __m128 held = group == 16 ? _mm_loadu_ps(scales) : _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales)));
+  return _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(held));
+}
+#endif
+
 // int8 weights are signed and vpdpbusd's first operand is unsigned: the input's magnitudes are that operand, loaded
 // once for four rows, and each weight takes its input's sign (one masked subtraction per 64 weights). Each block's
-// int32 sum is scaled by its weight scale times its input scale (Q8_0 x Q8_0, as llama.cpp's product).
+// int32 sum is scaled by its weight scale times its input scale (Q8_0 x Q8_0, as llama.cpp's product); with a
+// scale per 16 weights, each half block's.
 template <>
 void integer_rows<int8_t>(const Matrix& m, int64_t begin, int64_t end, const Rounded& in, float* out) {
-  const int64_t blocks = (m.cols + kGroup - 1) / kGroup;
+  const int64_t per_row = m.scales_per_row(), group = m.scale_group;
   auto row = [&](int64_t r) { return static_cast<const int8_t*>(m.data) + r * m.cols; };
-  auto row_scales = [&](int64_t r) { return m.scale + r * blocks; };
+  auto row_scales = [&](int64_t r) { return m.scale + r * per_row; };
   int64_t r = begin;
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
   const int64_t whole = m.cols / 64 * 64;
   const __m512i zero = _mm512_setzero_si512();
-  // The 16 int32 sums of 64 weights are two blocks' 8 each: the first block's scale in lanes 0-7, the second's above.
-  const __m512i first_then_second = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i scale_lanes = int8_scale_lanes(m);
   for (; r + 4 <= end; r += 4) {
     const int8_t* w[4] = {row(r), row(r + 1), row(r + 2), row(r + 3)};
     const float* ws[4] = {row_scales(r), row_scales(r + 1), row_scales(r + 2), row_scales(r + 3)};
@@ -497,15 +521,14 @@ void integer_rows<int8_t>(const Matrix& m, int64_t begin, int64_t end, const Rou
         __m512i weights = _mm512_loadu_si512(w[k] + i);
         __m512i signed_weights = _mm512_mask_sub_epi8(weights, negative, zero, weights);
         __m512i dots = _mm512_dpbusd_epi32(zero, magnitudes, signed_weights);
-        __m128 pair = _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(ws[k] + i / kGroup)));
-        __m512 d = _mm512_permutexvar_ps(first_then_second, _mm512_castps128_ps512(pair));
+        __m512 d = int8_scales(ws[k] + i / group, group, scale_lanes);
         sums[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), _mm512_mul_ps(d, scale), sums[k]);
       }
     }
     for (int64_t b = 4 * whole; b < 4 * m.cols; b += 64) prefetch(w[0] + kPrefetch + b);  // the columns past 64s
     _mm_storeu_ps(out + r, four_sums(sums));
     if (whole < m.cols)
-      for (int k = 0; k < 4; ++k) out[r + k] += int8_dot(w[k], ws[k], in, whole, m.cols);
+      for (int k = 0; k < 4; ++k) out[r + k] += int8_dot(w[k], ws[k], m.scale_group, in, whole, m.cols);
   }
 #elif defined(__AVX2__)
   const int64_t whole = m.cols / kGroup * kGroup;
@@ -521,13 +544,16 @@ void integer_rows<int8_t>(const Matrix& m, int64_t begin, int64_t end, const Rou
         if (k < 2) prefetch(w[0] + kPrefetch + 4 * i + 64 * k);
         __m256i weights = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[k] + i));
         __m256i dots = dot_u8s8(magnitudes, _mm256_sign_epi8(weights, steps));
-        sums[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), _mm256_set1_ps(ws[k][i / kGroup] * scale), sums[k]);
+        // lanes 0-3 sum the block's first 16 weights, 4-7 its last 16
+        __m256 d = group == 16 ? _mm256_set_m128(_mm_set1_ps(ws[k][i / 16 + 1] * scale), _mm_set1_ps(ws[k][i / 16] * scale))
+                               : _mm256_set1_ps(ws[k][i / kGroup] * scale);
+        sums[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), d, sums[k]);
       }
     }
-    for (int k = 0; k < 4; ++k) out[r + k] = reduce_add(sums[k]) + int8_dot(w[k], ws[k], in, whole, m.cols);
+    for (int k = 0; k < 4; ++k) out[r + k] = reduce_add(sums[k]) + int8_dot(w[k], ws[k], m.scale_group, in, whole, m.cols);
   }
 #endif
-  for (; r < end; ++r) out[r] = int8_dot(row(r), row_scales(r), in, 0, m.cols);
+  for (; r < end; ++r) out[r] = int8_dot(row(r), row_scales(r), m.scale_group, in, 0, m.cols);
   if (m.bias)
     for (r = begin; r < end; ++r) out[r] += m.bias[r];
 }
@@ -1785,12 +1811,12 @@ struct RoundedBatch {
 template <int N>
 inline void int8_four_rows_times(const Matrix& m, int64_t row, const RoundedBatch& in, int64_t j0, float* out,
                                  int64_t out_stride) {
-  const int64_t blocks = (m.cols + kGroup - 1) / kGroup, whole = m.cols / 64 * 64;
+  const int64_t per_row = m.scales_per_row(), group = m.scale_group, whole = m.cols / 64 * 64;
   const int8_t* w[4];
   const float* ws[4];
-  for (int r = 0; r < 4; ++r) w[r] = static_cast<const int8_t*>(m.data) + (row + r) * m.cols, ws[r] = m.scale + (row + r) * blocks;
+  for (int r = 0; r < 4; ++r) w[r] = static_cast<const int8_t*>(m.data) + (row + r) * m.cols, ws[r] = m.scale + (row + r) * per_row;
   const __m512i sign_bit = _mm512_set1_epi8(-128);  // w xor 0x80 = w + 128 as an unsigned byte
-  const __m512i first_then_second = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i scale_lanes = int8_scale_lanes(m);
   __m512 sums[N][4];
   for (auto& per_input : sums)
     for (auto& sum : per_input) sum = _mm512_setzero_ps();
@@ -1800,8 +1826,7 @@ inline void int8_four_rows_times(const Matrix& m, int64_t row, const RoundedBatc
     for (int r = 0; r < 4; ++r) {
       if (j0 == 0) prefetch(w[0] + kPrefetch + 4 * i + 64 * r);  // the four rows are one stream: see integer_rows
       weights[r] = _mm512_xor_si512(_mm512_loadu_si512(w[r] + i), sign_bit);
-      __m128 pair = _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(ws[r] + i / kGroup)));
-      d[r] = _mm512_permutexvar_ps(first_then_second, _mm512_castps128_ps512(pair));
+      d[r] = int8_scales(ws[r] + i / group, group, scale_lanes);
     }
     for (int j = 0; j < N; ++j) {
       const Rounded& x = in.inputs[j0 + j];
@@ -1820,7 +1845,7 @@ inline void int8_four_rows_times(const Matrix& m, int64_t row, const RoundedBatc
     float* o = out + (j0 + j) * out_stride + row;
     _mm_storeu_ps(o, four_sums(sums[j]));
     for (int r = 0; r < 4; ++r) {
-      if (whole < m.cols) o[r] += int8_dot(w[r], ws[r], in.inputs[j0 + j], whole, m.cols);
+      if (whole < m.cols) o[r] += int8_dot(w[r], ws[r], group, in.inputs[j0 + j], whole, m.cols);
       if (m.bias) o[r] += m.bias[row + r];
     }
   }
@@ -2072,15 +2097,17 @@ inline void int4_sixteen_rows_times(const Matrix& m, int64_t row, const RoundedB
 // Sixteen int8 rows from `row` on times every input of the batch, the rows as the lanes of each register, as
 // int4_sixteen_rows_times takes int4 rows. integer_rows<int8_t>'s 16 sums per row are the 16 4-byte words of each 64
 // columns (lanes 0-7 the first block's, 8-15 the second's); here they are 16 registers, each word's 4 products
-// added to its input's offset as int8_four_rows_times adds them, then summed in four_sums' order.
+// added to its input's offset as int8_four_rows_times adds them, then summed in four_sums' order. Scales is the
+// number of weight scales per 64 columns: 2, or 4 with a scale per 16 weights.
+template <int Scales>
 inline void int8_sixteen_rows_times(const Matrix& m, int64_t row, const RoundedBatch& in, float* out,
                                     int64_t out_stride) {
-  const int64_t blocks = (m.cols + kGroup - 1) / kGroup, whole = m.cols / 64 * 64, steps = whole / 64;
-  constexpr int kPerStep = 18;  // registers per 64 columns: the 16 words as unsigned bytes, the two blocks' scales
+  const int64_t per_row = m.scales_per_row(), whole = m.cols / 64 * 64, steps = whole / 64;
+  constexpr int kPerStep = 16 + Scales;  // registers per 64 columns: the 16 words as unsigned bytes, their scales
   thread_local std::vector<Register> lanes;
   lanes.resize(std::max<int64_t>(steps, 1) * kPerStep);
   const int8_t* w = static_cast<const int8_t*>(m.data) + row * m.cols;
-  const float* ws = m.scale + row * blocks;
+  const float* ws = m.scale + row * per_row;
   const __m512i sign_bit = _mm512_set1_epi8(-128);  // w xor 0x80 = w + 128 as an unsigned byte
   __m512i words[16];
   for (int64_t s = 0; s < steps; ++s) {
@@ -2088,16 +2115,16 @@ inline void int8_sixteen_rows_times(const Matrix& m, int64_t row, const RoundedB
     transpose_16x16(words);
     for (int k = 0; k < 16; ++k) lanes[s * kPerStep + k].value = _mm512_xor_si512(words[k], sign_bit);
   }
-  for (int64_t b = 0; b < 2 * steps; b += 16) {  // sixteen blocks' scales of each row, a scale as a lane
-    const int64_t count = std::min<int64_t>(16, 2 * steps - b);
+  for (int64_t b = 0; b < Scales * steps; b += 16) {  // sixteen scales of each row, a scale as a lane
+    const int64_t count = std::min<int64_t>(16, Scales * steps - b);
     const __mmask16 valid = count == 16 ? 0xFFFF : (1 << count) - 1;
-    for (int r = 0; r < 16; ++r) words[r] = _mm512_maskz_loadu_epi32(valid, ws + r * blocks + b);
+    for (int r = 0; r < 16; ++r) words[r] = _mm512_maskz_loadu_epi32(valid, ws + r * per_row + b);
     transpose_16x16(words);
-    for (int64_t i = 0; i < count; ++i) lanes[(b + i) / 2 * kPerStep + 16 + (b + i) % 2].value = words[i];
+    for (int64_t i = 0; i < count; ++i) lanes[(b + i) / Scales * kPerStep + 16 + (b + i) % Scales].value = words[i];
   }
   const char* next_rows = reinterpret_cast<const char*>(w + 16 * m.cols);  // as int4_sixteen_rows_times'
-  const char* next_scales = reinterpret_cast<const char*>(ws + 16 * blocks);
-  const int64_t row_lines = 16 * m.cols / 64, lines = row_lines + 16 * blocks * 4 / 64;
+  const char* next_scales = reinterpret_cast<const char*>(ws + 16 * per_row);
+  const int64_t row_lines = 16 * m.cols / 64, lines = row_lines + 16 * per_row * 4 / 64;
   const int64_t lines_per_input = (lines + in.n - 1) / in.n;
   for (int64_t j = 0; j < in.n; ++j) {
     for (int64_t line = j * lines_per_input; line < std::min(lines, (j + 1) * lines_per_input); ++line)
@@ -2109,20 +2136,21 @@ inline void int8_sixteen_rows_times(const Matrix& m, int64_t row, const RoundedB
     for (auto& sum : sums) sum = _mm512_setzero_ps();
     for (int64_t s = 0; s < steps; ++s) {
       const Register* at = lanes.data() + s * kPerStep;
-      __m512 first = _mm512_mul_ps(_mm512_castsi512_ps(at[16].value), _mm512_set1_ps(x.scale(2 * s)));
-      __m512 second = _mm512_mul_ps(_mm512_castsi512_ps(at[17].value), _mm512_set1_ps(x.scale(2 * s + 1)));
+      __m512 scaled[Scales];  // weight scale times input scale: the input's two blocks of 32 span the Scales
+      for (int p = 0; p < Scales; ++p)
+        scaled[p] = _mm512_mul_ps(_mm512_castsi512_ps(at[16 + p].value), _mm512_set1_ps(x.scale(2 * s + 2 * p / Scales)));
 #pragma GCC unroll 16
       for (int k = 0; k < 16; ++k) {
         __m512i dots = _mm512_dpbusd_epi32(_mm512_set1_epi32(offsets[16 * s + k]), at[k].value,
                                            _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(q + 64 * s + 4 * k)));
-        sums[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), k < 8 ? first : second, sums[k]);
+        sums[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), scaled[k * Scales / 16], sums[k]);
       }
     }
     float* o = out + j * out_stride + row;
     _mm512_storeu_ps(o, sixteen_sums(sums));
     if (whole < m.cols || m.bias)
       for (int r = 0; r < 16; ++r) {
-        if (whole < m.cols) o[r] += int8_dot(w + r * m.cols, ws + r * blocks, x, whole, m.cols);
+        if (whole < m.cols) o[r] += int8_dot(w + r * m.cols, ws + r * per_row, m.scale_group, x, whole, m.cols);
         if (m.bias) o[r] += m.bias[row + r];
       }
   }
@@ -2140,7 +2168,8 @@ void integer_rows_times(const Matrix& m, int64_t begin, int64_t end, const Round
   if (in.n >= kSixteenRowInputs<W>)
     for (; r + 16 <= end; r += 16) {
       if constexpr (std::is_same_v<W, Int4>) int4_sixteen_rows_times(m, r, in, out, out_stride);
-      else int8_sixteen_rows_times(m, r, in, out, out_stride);
+      else if (m.scale_group == 16) int8_sixteen_rows_times<4>(m, r, in, out, out_stride);
+      else int8_sixteen_rows_times<2>(m, r, in, out, out_stride);
     }
   for (; r + 4 <= end; r += 4) four_rows_times_batch<W>(m, r, in, out, out_stride);
 #endif
@@ -2469,10 +2498,10 @@ void dequantize_rows(const Matrix& m, bool int4, O* out) {
         unpack_int4_row(m, r, values);
       } else {
         const int8_t* w = static_cast<const int8_t*>(m.data) + r * m.cols;
-        const float* s = m.scale + r * ((m.cols + kGroup - 1) / kGroup);
-        for (int64_t b = 0; b < m.cols; b += kGroup) {
-          int64_t last = std::min(b + kGroup, m.cols);
-          float d = s[b / kGroup];
+        const float* s = m.scale + r * m.scales_per_row();
+        for (int64_t b = 0; b < m.cols; b += m.scale_group) {
+          int64_t last = std::min(b + m.scale_group, m.cols);
+          float d = s[b / m.scale_group];
 #pragma omp simd
           for (int64_t c = b; c < last; ++c) values[c] = w[c] * d;
         }

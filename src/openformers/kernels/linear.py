@@ -21,7 +21,10 @@ slower than float32 there) and in training (QLoRA) the products stay float32.
 Quantization (`from_pretrained(..., quantization="int8" or "int4")`). int8: each block of 32 weights along a row
 becomes int8 with one float32 scale (symmetric: the block's largest magnitude maps to 127, llama.cpp's Q8_0 grid),
 9/32 of the float32 bytes; a Q8_0 GGUF file's weights come back unchanged, as its float16 scales are float32s, and
-a Q5_0 or Q4_0 file's too, a block whose largest magnitude is fewer than 127 of its steps taking its own step. int4:
+a Q5_0 or Q4_0 file's too, a block whose largest magnitude is fewer than 127 of its steps taking its own step; a
+Q6_K matrix, whose 16-weight sub-blocks each scale their 6-bit steps by d times an 8-bit scale, keeps a scale per 16
+weights instead (10 bits a weight against 9; requantized to scales per 32 its weights moved by 0.56% of their size,
+root mean square). int4:
 groups of 32 weights along a row keep a float16 scale and minimum each (weight = scale * q + minimum, q in
 0..15, llama.cpp's Q4_1), 5/32 of the float32 bytes (a model whose layer inputs are not multiples of 32 is
 refused); the language-model head stays int8. On a Q4_1 GGUF file (the default model's) int4 finds the file's
@@ -91,7 +94,8 @@ class Linear(nn.Linear):
     """y = x W^T + b, with W as nn.Linear holds it (a float Parameter) or packed for inference (`scale` set):
 
     int8: `weight` (out, in) int8, `scale` (out, ceil(in / 32)) float32, one per block of 32 weights along a row
-    (the last block of a row may be shorter): llama.cpp's Q8_0 grid. int4: `weight` (out, in / 2) uint8, byte j
+    (the last block of a row may be shorter): llama.cpp's Q8_0 grid; or (out, in / 16), one per 16 weights, which
+    holds a GGUF Q6_K matrix's weights as they are (its 6-bit steps, and d times each 16's 8-bit scale). int4: `weight` (out, in / 2) uint8, byte j
     of a group's 16 holding step j in its low nibble and step j + 16 in its high one; `scale` (out, in / 32, 2)
     float16, each group's (scale, minimum): llama.cpp's Q4_1 layout and size (20 bytes per 32 weights), which the
     kernel reads directly.
@@ -112,14 +116,15 @@ class Linear(nn.Linear):
     def from_gguf_rows(cls, linear: nn.Linear, kind: str, rows: torch.Tensor | None, layout: str) -> "Linear | None":
         """`linear` (its shape, mode and bias) with the weights of a GGUF matrix of block type `kind`, its stored
         `rows` (weights.GGUFLayerReader.stored_rows), packed as `layout` straight from its blocks where the layout
-        holds them (weights.GGUF_PACKERS: int8 Q8_0, Q5_0, Q4_0; int4 Q4_0, Q4_1, Q4_K), the file's weights without
-        computing them as floats (Q4_K's steps, their grids rounded to float16); else None."""
+        holds them (weights.GGUF_PACKERS: int8 Q8_0, Q6_K, Q5_0, Q4_0; int4 Q4_0, Q4_1, Q4_K), the file's weights
+        without computing them as floats (Q4_K's steps, their grids rounded to float16); else None."""
         kinds, pack = GGUF_PACKERS[layout]
         if kind not in kinds or rows is None:
             return None
         weight, scale = pack(rows, kind)
-        if scale.shape[:2] != (linear.out_features, linear.in_features // GROUP):
-            raise ValueError(f"GGUF {kind} rows of {scale.shape[1] * GROUP} weights x {scale.shape[0]} do not fit "
+        columns = weight.shape[1] * (2 if layout == "int4" else 1)
+        if (weight.shape[0], columns) != (linear.out_features, linear.in_features):
+            raise ValueError(f"GGUF {kind} rows of {columns} weights x {weight.shape[0]} do not fit "
                              f"a linear layer of {linear.in_features} inputs x {linear.out_features} outputs")
         if not torch.isfinite(scale).all():  # a float16 d times 8 (Q4_0's minimum) or a scale past float16's range
             return None
@@ -240,7 +245,8 @@ class Linear(nn.Linear):
         rounded to `dtype` once, as the kernel does, so both paths give the same matrix."""
         scale = self.scale.float()
         if self.weight.dtype == torch.int8:
-            return (self.weight.float() * scale.repeat_interleave(GROUP, dim=1)[:, : self.in_features]).to(dtype)
+            group = GROUP if scale.shape[1] == -(-self.in_features // GROUP) else 16  # see the class's docstring
+            return (self.weight.float() * scale.repeat_interleave(group, dim=1)[:, : self.in_features]).to(dtype)
         packed = self.weight.reshape(self.out_features, -1, 16)
         steps = torch.cat([packed & 15, packed >> 4], dim=-1).float()  # (out, groups, 32)
         scale, minimum = scale.unbind(-1)
