@@ -25,7 +25,8 @@ returns at once once built) on GGUFs of the same weights: `llama-bench -t THREAD
 decode, `llama-bench -p 512 -n 0 -r 3` for prefill, `llama-batched-bench -npp 8 -ntg NEW_TOKENS -npl 8,32` for
 the batches (its S_TG: no sampling, random tokens). openformers int4 is compared with both Q4_1 (its own layout)
 and Q4_0. `openformers:Q4_K_M` and `llama.cpp:Q4_K_M` both run llama.cpp's Q4_K_M file of the model (peers.sh),
-openformers as int4: its Q4_K matrices int4, its Q5_0, Q6_K and Q8_0 ones int8. THREADS is OMP_NUM_THREADS, else
+openformers as int4: its Q4_K matrices int4, its Q5_0, Q6_K and Q8_0 ones int8; `openformers:Q6_K` and
+`llama.cpp:Q6_K` its Q6_K file, openformers as int8 (Q6_K matrices with a scale per 16 weights). THREADS is OMP_NUM_THREADS, else
 the number of cores, for every engine.
 
 `--contended` also runs each openformers and llama.cpp engine, in every round, with a busy loop pinned to core 0
@@ -62,7 +63,7 @@ ENGINES = [
     "openformers:float32", "openformers:bfloat16", "openformers:int8", "openformers:int4",
     "transformers:float32", "transformers:bfloat16",
     "llama.cpp:F32", "llama.cpp:BF16", "llama.cpp:Q8_0", "llama.cpp:Q4_1", "llama.cpp:Q4_0",
-    "openformers:Q4_K_M", "llama.cpp:Q4_K_M",
+    "openformers:Q4_K_M", "llama.cpp:Q4_K_M", "openformers:Q6_K", "llama.cpp:Q6_K",
 ]
 # openformers precision -> its peers at the same precision, for the ratios.
 PEERS = {
@@ -71,10 +72,13 @@ PEERS = {
     "int8": ["transformers:float32", "llama.cpp:Q8_0"],
     "int4": ["transformers:float32", "llama.cpp:Q4_1", "llama.cpp:Q4_0"],
     "Q4_K_M": ["llama.cpp:Q4_K_M"],
+    "Q6_K": ["llama.cpp:Q6_K"],
 }
 # openformers precision -> what from_pretrained's quantization is: Q4_K_M is llama.cpp's Q4_K_M file of the model
-# (peers.sh) loaded as int4, which keeps its 4-bit matrices int4 and its 5-8-bit ones int8.
-QUANTIZATION = {"int8": "int8", "int4": "int4", "Q4_K_M": "int4"}
+# (peers.sh) loaded as int4, which keeps its 4-bit matrices int4 and its 5-8-bit ones int8; Q6_K its Q6_K file as
+# int8, which holds Q6_K's and Q8_0's blocks as they are.
+QUANTIZATION = {"int8": "int8", "int4": "int4", "Q4_K_M": "int4", "Q6_K": "int8"}
+PEER_FILES = ("Q4_K_M", "Q6_K")  # openformers precisions that read peers.sh's file of that name
 PEERS_SCRIPT = Path(__file__).with_name("peers.sh")
 MODEL: Path | None = None  # --model: a GGUF file to measure instead of SmolLM2's
 
@@ -114,7 +118,7 @@ def run_torch_engine(library: str, precision: str, new_tokens: int, decode_only:
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     imported = time.perf_counter()
-    gguf = llama_cpp_file(peer, precision) if precision == "Q4_K_M" else default_gguf()
+    gguf = llama_cpp_file(peer, precision) if precision in PEER_FILES else default_gguf()
     quantized = precision in QUANTIZATION
     dtype = torch.float32 if quantized else getattr(torch, precision)
     options = {"quantization": QUANTIZATION[precision]} if quantized else {}
@@ -373,7 +377,7 @@ def main() -> None:
         print(json.dumps(run_worker(args.worker, args.new_tokens, args.peer, args.decode_only)))
         return
 
-    needs_peer = [engine for engine in args.engines if engine.startswith("llama.cpp") or engine.endswith("Q4_K_M")]
+    needs_peer = [engine for engine in args.engines if engine.startswith("llama.cpp") or engine.split(":")[1] in PEER_FILES]
     peer = build_peer(args.peers_sdist) if needs_peer else None
     engines = []
     for engine in args.engines:

