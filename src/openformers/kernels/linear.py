@@ -20,21 +20,21 @@ slower than float32 there) and in training (QLoRA) the products stay float32.
 
 Quantization (`from_pretrained(..., quantization="int8" or "int4")`). int8: each block of 32 weights along a row
 becomes int8 with one float32 scale (symmetric: the block's largest magnitude maps to 127, llama.cpp's Q8_0 grid),
-9/32 of the float32 bytes; a Q8_0 GGUF file's weights come back unchanged, as its float16 scales are float32s, and
-a Q5_0 or Q4_0 file's too, a block whose largest magnitude is fewer than 127 of its steps taking its own step; a
-Q6_K matrix, whose 16-weight sub-blocks each scale their 6-bit steps by d times an 8-bit scale, keeps a scale per 16
-weights instead (10 bits a weight against 9; requantized to scales per 32 its weights moved by 0.56% of their size,
-root mean square). int4:
-groups of 32 weights along a row keep a float16 scale and minimum each (weight = scale * q + minimum, q in
-0..15, llama.cpp's Q4_1), 5/32 of the float32 bytes (a model whose layer inputs are not multiples of 32 is
-refused); the language-model head stays int8. On a Q4_1 GGUF file (the default model's) int4 finds the file's
-blocks again bit for bit, and on a Q4_0 file its grid (d * (q - 8): the minimum is -8 d): no weight changes. On a
-Q4_K file each group's own grid (d * scale * q - dmin * min), which float16 cannot hold: every weight keeps its step
-and moves only by the float16 roundings of the group's step and minimum (Gemma 3 270M's Q4_K matrices: 0.06% of
-their size, root mean square, where the span / 15 grid moved them by 4.8%). Loading such a file, those blocks are
-packed straight into these layouts (`Linear.from_gguf_rows`), never made floats (SmolLM2's int4 load 0.44 -> 0.26
-s): the same weights, Q4_K's steps with their grids rounded to float16 (0.059% at most); quantizing the floats
-finds them as well, for a model built some other way.
+9/32 of the float32 bytes; a Q8_0 GGUF file's weights come back unchanged, as its float16 scales are float32s, and a
+Q5_0 or Q4_0 file's too, a block whose largest magnitude is fewer than 127 of its steps taking its own step; a Q6_K
+matrix, whose 16-weight sub-blocks each scale their 6-bit steps by d times an 8-bit scale, keeps a scale per 16
+weights instead (10 bits a weight against 9; requantized to scales per 32, SmolLM2's and Gemma 3 270M's Q6_K
+matrices moved by 0.53-0.57% of their size, root mean square). int4: groups of 32 weights along a row keep a float16
+scale and minimum each (weight = scale * q + minimum, q in 0..15, llama.cpp's Q4_1), 5/32 of the float32 bytes (a
+model whose layer inputs are not multiples of 32 is refused); the language-model head stays int8. On a Q4_1 GGUF
+file (the default model's) int4 finds the file's blocks again bit for bit, and on a Q4_0 file its grid (d * (q - 8):
+the minimum is -8 d): no weight changes. On a Q4_K file each group's own grid (d * scale * q - dmin * min), which
+float16 cannot hold: every weight keeps its step and moves only by the float16 roundings of the group's step and
+minimum (Gemma 3 270M's Q4_K matrices: 0.06% of their size, root mean square, where the span / 15 grid moved them by
+4.8%). Loading such a file, those blocks are packed straight into these layouts (`Linear.from_gguf_rows`), never
+made floats (SmolLM2's int4 load 0.44 -> 0.26 s): the same weights, Q4_K's steps with their grids rounded to float16
+(0.059% at most); quantizing the floats finds them as well, for a model built some other way (Q6_K's aside, whose
+scales per 16 only its blocks give).
 Activations stay in the model's dtype, except in the kernel's int8 and int4 products: there each input is rounded
 to int8 steps per block of 32 (one float scale each, as llama.cpp's Q8_1 blocks) and multiplies the stored integers
 directly (AVX-512 VNNI or AVX2 integer dot products), so no weight is widened to a float and the products stream
