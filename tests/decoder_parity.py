@@ -229,13 +229,15 @@ def assert_gradient_checkpointing_changes_nothing(model, inputs: dict):
 
 
 def assert_kernel_leaves_the_plain_path(model, reference, ids):
-    """The CPU kernel refuses the config by name and leaves the model plain: a prefill and one-token steps give the
+    """The CPU kernel's decoding step refuses the config by name and leaves the model's forward plain, its linear
+    layers the kernel's products (a prefill and one-token steps: the kernel's few-row products): they give the
     reference's logits."""
     from openformers import kernels
     from openformers.kernels.llama import refusal
 
     assert refusal(model.config) is not None and not kernels.accelerate(model)
     assert model.model.accelerated_step is None
+    assert not any(type(module) is torch.nn.Linear for module in model.modules())
     cache, theirs = DynamicCache(), reference(ids).logits
     steps = [model(ids[:, :4], past_key_values=cache).logits]
     steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(4, ids.shape[1])]

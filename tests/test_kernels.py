@@ -161,16 +161,20 @@ def test_every_way_of_loading_is_accelerated(tmp_path):
         assert load(tmp_path).accelerated_step is not None
 
 
-def test_gpt2_and_bert_are_left_plain(tmp_path):
+def test_gpt2_takes_the_kernels_products_and_bert_is_left_plain(tmp_path):
+    # No decoding step for either; GPT-2 generates, so its linear layers take the kernel's few-row products, which
+    # an encoder's forward of whole sentences would not use.
     torch.manual_seed(0)
     transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=96, n_embd=32, n_layer=2, n_head=4)).save_pretrained(
         tmp_path / "gpt2")
     transformers.BertModel(transformers.BertConfig(
         vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
     )).save_pretrained(tmp_path / "bert")
-    for model in (AutoModelForCausalLM.from_pretrained(tmp_path / "gpt2"), AutoModel.from_pretrained(tmp_path / "bert")):
-        assert not kernels.accelerate(model)
-        assert not any(isinstance(module, kernels.Linear) for module in model.modules())
+    gpt2, bert = AutoModelForCausalLM.from_pretrained(tmp_path / "gpt2"), AutoModel.from_pretrained(tmp_path / "bert")
+    assert not kernels.accelerate(gpt2) and not kernels.accelerate(bert)
+    linears = [module for module in gpt2.modules() if isinstance(module, torch.nn.Linear)]
+    assert linears and all(isinstance(module, kernels.Linear) for module in linears)
+    assert not any(isinstance(module, kernels.Linear) for module in bert.modules())
 
 
 @dataclasses.dataclass
@@ -192,7 +196,8 @@ def test_a_config_feature_the_step_does_not_implement_is_refused(config, named):
     model = LlamaForCausalLM.from_config(config).eval()
     assert not kernels.accelerate(model)
     assert model.model.accelerated_step is None
-    assert not any(isinstance(module, kernels.Linear) for module in model.modules())
+    # the plain forward, with the kernel's products for its linear layers (it generates)
+    assert not any(type(module) is torch.nn.Linear for module in model.modules())
 
 
 def test_an_unknown_rope_scaling_is_refused():

@@ -14,7 +14,10 @@ Models are plain torch.nn and never import this package. `from_pretrained` hands
   Their weights move onto 2 MB pages where the system has them (library.HugePagePlacement) from the first
   decoding step on, a part before each step within a time budget: a model loaded to be trained never takes one,
   and never pays the copies' memory.
-  Any other model stays as it is, on the plain path.
+  Any other model that generates (`can_generate`: its decoding multiplies a row per sequence) gets `Linear` for
+  its plain nn.Linear layers, without the step: PyTorch's matmul streams float weights at about half the memory
+  bandwidth for so few rows, the kernel at about all of it (Gemma 3 270M's greedy decode, two threads: float32
+  10.1 -> 21.6 tok/s, bfloat16 21.8 -> 33.7, the same tokens). Other models stay as they are, on the plain path.
 
 Once the library is loaded, models/layers.py's `attention` also sends a prompt's plain causal attention on the
 CPU in bfloat16 (no mask, no gradient, heads of 64 or 128) to its `prompt_attention`, in any model that calls it.
@@ -45,11 +48,23 @@ def accelerate(model: nn.Module) -> bool:
         return False
     eligible = llama.eligible(model)
     packed = any(isinstance(m, Linear) and m.scale is not None for m in model.modules())
-    if not (eligible or packed) or not library.build():
+    generates = getattr(model, "can_generate", lambda: False)()
+    if not (eligible or packed or generates) or not library.build():
         return False
     if eligible:
         llama.install(model, before_step=_WeightPlacement(weakref.ref(model)))
+    elif generates:
+        _take_kernel_products(model)
     return eligible
+
+
+def _take_kernel_products(model: nn.Module) -> None:
+    """`Linear` in place of every plain nn.Linear of `model` (a subclass, such as an adapter's, is its own), holding
+    the same Parameters: ties, training and saving are unchanged."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear:
+                setattr(parent, name, Linear.from_linear(child))
 
 
 def place_weights(model: nn.Module) -> bool:
