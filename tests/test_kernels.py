@@ -11,11 +11,12 @@ import torch
 import transformers
 
 from openformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, kernels
-from openformers.configs import LlamaConfig, MistralConfig, Qwen2Config
+from openformers.configs import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 from openformers.generation.cache import DynamicCache
 from openformers.kernels import library
 from openformers.kernels.llama import refusal
 from openformers.models.llama import LlamaForCausalLM
+from openformers.models.qwen3 import Qwen3ForCausalLM
 
 TINY = dict(
     vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
@@ -36,11 +37,16 @@ def test_kernels_build_here():
 def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> LlamaForCausalLM:
     """A plain tiny model (from_config does not accelerate)."""
     torch.manual_seed(0)
-    model = LlamaForCausalLM.from_config(config_class.from_dict({**TINY, **overrides}), dtype=dtype)
-    if model.model.layers[0].self_attn.q_proj.bias is not None:  # from_config zeroes biases; make them count
-        for layer in model.model.layers:
-            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+    model_class = Qwen3ForCausalLM if config_class is Qwen3Config else LlamaForCausalLM
+    model = model_class.from_config(config_class.from_dict({**TINY, **overrides}), dtype=dtype)
+    for layer in model.model.layers:  # from_config zeroes biases and sets norms to ones; make them count
+        attention = layer.self_attn
+        if attention.q_proj.bias is not None:
+            for proj in (attention.q_proj, attention.k_proj, attention.v_proj):
                 torch.nn.init.normal_(proj.bias, std=0.5)
+        for norm in (getattr(attention, "q_norm", None), getattr(attention, "k_norm", None)):
+            if norm is not None:
+                torch.nn.init.normal_(norm.weight, mean=1.0, std=0.5)
     return model.eval()
 
 
@@ -218,8 +224,10 @@ def test_an_unknown_rope_scaling_is_refused():
     [(LlamaConfig, {}), (Qwen2Config, {}), (MistralConfig, {"sliding_window": 5}), (LlamaConfig, {"head_dim": 8}),
      (LlamaConfig, {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                      "high_freq_factor": 4.0, "original_max_position_embeddings": 16}}),
-     (LlamaConfig, HEAD_DIM_64), (MistralConfig, {**HEAD_DIM_128, "sliding_window": 5})],
-    ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window"],
+     (LlamaConfig, HEAD_DIM_64), (MistralConfig, {**HEAD_DIM_128, "sliding_window": 5}), (Qwen3Config, {}),
+     (Qwen3Config, {**HEAD_DIM_128, "use_sliding_window": True, "sliding_window": 5, "max_window_layers": 0})],
+    ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
+         "qwen3-qk-norms", "qwen3-head-dim-128-window"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -271,9 +279,10 @@ def batch_step_logits(model, ids, mask, steps: int, use_kernels: bool, monkeypat
     "config_class, overrides, quantization",
     [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, {"sliding_window": 5}, None),
      (LlamaConfig, {}, "int8"), (LlamaConfig, {}, "int4"), (LlamaConfig, {}, "int4+int8"),
-     (MistralConfig, {**HEAD_DIM_64, "sliding_window": 5}, None), (LlamaConfig, HEAD_DIM_128, "int8")],
+     (MistralConfig, {**HEAD_DIM_64, "sliding_window": 5}, None), (LlamaConfig, HEAD_DIM_128, "int8"),
+     (Qwen3Config, {}, None), (Qwen3Config, {}, "int4")],
     ids=["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
-         "head-dim-128-int8"],
+         "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4"],
 )
 def test_batched_steps_match_plain_path(config_class, overrides, quantization, monkeypatch):
     # Six rows left-padded to different lengths (one not at all), 12 steps: past a window of 5, so a padded row's

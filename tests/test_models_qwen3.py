@@ -9,11 +9,11 @@ import torch
 
 import openformers
 from decoder_parity import (
+    assert_kernel_leaves_the_plain_path,
     GENERATE_OPTIONS,
     assert_cached_decoding_equals_the_full_forward,
     assert_generate_matches,
     assert_hidden_states_and_attentions_match,
-    assert_kernel_leaves_the_plain_path,
     assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
     assert_same_attributes,
@@ -29,6 +29,7 @@ from decoder_parity import (
     write_gguf,
 )
 from openformers import AutoModelForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from openformers.generation.cache import DynamicCache
 
 transformers = pytest.importorskip("transformers")
 
@@ -139,9 +140,24 @@ def test_hidden_states_and_attention_weights_match_the_reference(tiny):
 
 
 @torch.inference_mode()
-def test_the_cpu_kernel_leaves_qwen3_on_the_plain_path_with_the_same_logits(tiny):
+def test_the_cpu_decoding_step_runs_qwen3_with_the_references_logits(tiny, monkeypatch):
+    # The step norms each head's queries and keys (q_norm, k_norm) before their rotation, as the layers do, and
+    # takes a window on every layer; a bias on o_proj (attention_bias) it refuses by name.
+    from openformers.kernels.llama import refusal
+
     _, reference, model = tiny
-    assert_kernel_leaves_the_plain_path(model, reference, _ids(1, 7, seed=9))
+    if model.config.attention_bias:
+        assert "attention_bias" in refusal(model.config)
+        return assert_kernel_leaves_the_plain_path(model, reference, _ids(1, 7, seed=9))
+    assert refusal(model.config) is None and model.model.accelerated_step is not None
+    calls, decode_step = [], torch.ops.openformers.decode_step
+    monkeypatch.setattr(torch.ops.openformers, "decode_step", lambda *args: calls.append(1) or decode_step(*args))
+    ids = _ids(1, 9, seed=9)
+    cache, theirs = DynamicCache(), reference(ids).logits
+    steps = [model(ids[:, :4], past_key_values=cache).logits]
+    steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(4, ids.shape[1])]
+    assert len(calls) == ids.shape[1] - 4
+    torch.testing.assert_close(torch.cat(steps, dim=1), theirs, atol=1e-4, rtol=1e-4)
 
 
 def test_config_defaults_match_the_reference():

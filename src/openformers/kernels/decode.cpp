@@ -1221,7 +1221,15 @@ struct Layer {
   Matrix q, k, v, o, gate, up, down;
   NormWeights attn_norm, mlp_norm;
   at::Tensor keys, values;
+  // Qwen3's RMSNorms over each head's queries and keys before the rotation, one weight for every head; null data
+  // where the family has none
+  NormWeights q_norm{nullptr, false}, k_norm{nullptr, false};
 };
+
+// A head's `head_dim` queries or keys normed in place where the layer norms them (Qwen3), before their rotation.
+inline void norm_head(float* head, NormWeights norm, float eps, int64_t head_dim) {
+  if (norm.data) rms_norm(head, norm, eps, head, head_dim);
+}
 
 constexpr int64_t kLoopsPerLayer = 8;  // the claimed loops of layer_step
 constexpr int64_t kCachePrefetch = 32768;
@@ -1246,6 +1254,7 @@ void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int6
   team.claim(L.k.rows, head_dim, head_dim, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.k, begin, end, in, S.k.data());
     for (int64_t h = begin / head_dim; h < end / head_dim; ++h) {
+      norm_head(S.k.data() + h * head_dim, L.k_norm, eps, head_dim);
       rope(S.k.data() + h * head_dim, head_dim, cos, sin);
       for (int64_t i = 0; i < head_dim; ++i)
         keys[h * head_stride + pos * pos_stride + i] = static_cast<C>(S.k[h * head_dim + i]);
@@ -1273,6 +1282,7 @@ void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int6
   team.claim(n_head, 1, 1, [&](int64_t begin, int64_t end) {
     for (int64_t h = begin; h < end; ++h) {
       float* q = S.q.data() + h * head_dim;
+      norm_head(q, L.q_norm, eps, head_dim);
       rope(q, head_dim, cos, sin);
       int64_t kv = (h / group) * head_stride;
       attend_group<C>(q, 1, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores, S.attended.data() + h * head_dim);
@@ -1309,9 +1319,9 @@ void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int6
   });
 }
 
-// The tensors of a decoder stack's layers that decode_step and decode_batch read: per layer two norm weights, seven
-// weights (q, k, v, o, gate, up, down), their seven scales when quantized and three biases for q, k, v (Qwen2),
-// else empty lists. A DecodeStep hands them over once, when it gathers the model's tensors (kernels/llama.py):
+// The tensors of a decoder stack's layers that decode_step and decode_batch read: per layer two norm weights (four
+// with Qwen3's q and k norms), seven weights (q, k, v, o, gate, up, down), their seven scales when quantized and
+// three biases for q, k, v (Qwen2), else empty lists. A DecodeStep hands them over once, when it gathers the model's tensors (kernels/llama.py):
 // passing the ~300 tensors with every step cost ~0.1 ms of argument conversion a token (~0.3 us a tensor), more
 // than a SmolLM2 step's attention. The steps still read each tensor's data, shape and dtype when they run, so a
 // weight changed in place, or given new data (`.data =`), is read as it is then.
@@ -1363,10 +1373,11 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
   const std::vector<at::Tensor>&norms = stack.norms, &weights = stack.weights, &scales = stack.scales,
                                &biases = stack.biases;
   size_t n_layers = keys.size();
-  TORCH_CHECK(n_layers > 0 && weights.size() == 7 * n_layers && norms.size() == 2 * n_layers &&
+  TORCH_CHECK(n_layers > 0 && weights.size() == 7 * n_layers && (norms.size() == 2 * n_layers || norms.size() == 4 * n_layers) &&
                   values.size() == n_layers && (scales.empty() || scales.size() == 7 * n_layers) &&
                   (biases.empty() || biases.size() == 3 * n_layers),
-              op, ": per layer, expected 2 norms, 7 weights, 7 or no scales, 3 or no biases, keys and values");
+              op, ": per layer, expected 2 norms (4 with q/k norms), 7 weights, 7 or no scales, 3 or no biases, keys and values");
+  const size_t norms_per_layer = norms.size() / n_layers;
   prefetch_metadata({weights, norms, scales, biases, keys, values});
   layout = step_layout(op, weights);
   auto cache_type = keys[0].scalar_type();
@@ -1387,10 +1398,17 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
       return c10::optional<at::Tensor>(converted.back());
     };
     const at::Tensor* w = &weights[7 * l];
+    const at::Tensor* n = &norms[norms_per_layer * l];
     layers.push_back({matrix(w[0], scale(0), bias(0)), matrix(w[1], scale(1), bias(1)), matrix(w[2], scale(2), bias(2)),
                       matrix(w[3], scale(3), {}), matrix(w[4], scale(4), {}), matrix(w[5], scale(5), {}),
-                      matrix(w[6], scale(6), {}), norm_weights(norms[2 * l], converted),
-                      norm_weights(norms[2 * l + 1], converted), keys[l], values[l]});
+                      matrix(w[6], scale(6), {}), norm_weights(n[0], converted), norm_weights(n[1], converted),
+                      keys[l], values[l]});
+    if (norms_per_layer == 4) {
+      TORCH_CHECK(n[2].numel() == keys[l].size(3) && n[3].numel() == keys[l].size(3),
+                  op, ": the q and k norms must hold head_dim weights each");
+      layers.back().q_norm = norm_weights(n[2], converted);
+      layers.back().k_norm = norm_weights(n[3], converted);
+    }
   }
   return layers;
 }
@@ -2244,6 +2262,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
       int64_t j = t / n_kv, h = t % n_kv;
       float* k = S.k.data() + j * L.k.rows + h * head_dim;
       const float* v = S.v.data() + j * L.v.rows + h * head_dim;
+      norm_head(k, L.k_norm, eps, head_dim);
       rope(k, head_dim, cos + j * head_dim, sin + j * head_dim);
       int64_t slot = j * row_stride + h * head_stride + pos * pos_stride;
       for (int64_t i = 0; i < head_dim; ++i) {
@@ -2258,7 +2277,10 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
     for (int64_t t = begin; t < end; ++t) {
       int64_t j = t / n_kv, g = t % n_kv;
       float* q = S.q.data() + j * L.q.rows + g * group * head_dim;
-      for (int64_t h = 0; h < group; ++h) rope(q + h * head_dim, head_dim, cos + j * head_dim, sin + j * head_dim);
+      for (int64_t h = 0; h < group; ++h) {
+        norm_head(q + h * head_dim, L.q_norm, eps, head_dim);
+        rope(q + h * head_dim, head_dim, cos + j * head_dim, sin + j * head_dim);
+      }
       int64_t kv = j * row_stride + g * head_stride;
       attend_group<C>(q, group, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores,
                       S.attended.data() + j * L.o.cols + g * group * head_dim, mask ? mask + j * (pos + 1) : nullptr);

@@ -10,8 +10,9 @@ sequences, one thread, CPU time per step with sampling (9 ms of it), float32 64 
 bfloat16 43.5 against 62 (benchmarks/RESULTS.md).
 
 A model takes the step only when every field of its config is one the step implements (`refusal` says which
-is not): a feature added to the models later (q/k norms, soft-capping, another rope) leaves such models on the
-plain path until the step implements it and tests/test_kernels.py proves parity for it.
+is not): Llama, Mistral, Qwen2 (q/k/v biases) and Qwen3 (each head's queries and keys RMS-normed before the
+rotation). A feature added to the models later (soft-capping, another rope) leaves such models on the plain path
+until the step implements it and tests/test_kernels.py proves parity for it.
 """
 
 import contextlib
@@ -27,6 +28,7 @@ from ..generation.cache import DynamicCache
 from ..models.heads import CausalLM
 from ..models.layers import RMSNorm
 from ..models.llama import LlamaAttention, LlamaDecoderLayer, LlamaMLP, LlamaModel
+from ..models.qwen3 import Qwen3Attention, Qwen3DecoderLayer
 from . import library
 from .linear import KERNEL_WEIGHTS, Linear
 
@@ -35,7 +37,7 @@ BATCH_ROWS = 32  # the most sequences decode_batch steps at once; larger batches
 
 # Every config field, with the values the step implements...
 IMPLEMENTED = {
-    "model_type": lambda value: value in ("llama", "mistral", "qwen2"),
+    "model_type": lambda value: value in ("llama", "mistral", "qwen2", "qwen3"),
     "hidden_act": lambda value: value == "silu",
     "rope_scaling": lambda value: value is None or value.get("rope_type") in ("default", "linear", "llama3"),
     "attention_bias": lambda value: not value,  # a bias on o_proj: not in decode.cpp
@@ -44,13 +46,14 @@ IMPLEMENTED = {
     "sliding_window": lambda value: True,  # None, or one window for every layer
 }
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
-# (read from the model's modules), token ids, head and output options, and what Qwen2 folds into sliding_window.
+# (read from the model's modules), token ids, head and output options, and what Qwen2 and Qwen3 fold into the
+# decoder's sliding_window (Qwen3's layer_types: one window for every layer or none, as its config checks).
 ARITHMETIC_FREE = {
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
     "num_key_value_heads", "head_dim", "max_position_embeddings", "rope_theta", "rms_norm_eps", "initializer_range",
     "bos_token_id", "eos_token_id", "pad_token_id", "tie_word_embeddings", "dtype", "architectures", "num_labels",
     "id2label", "label2id", "problem_type", "output_hidden_states", "output_attentions", "return_dict", "extra",
-    "use_sliding_window", "max_window_layers",
+    "use_sliding_window", "max_window_layers", "layer_types",
 }
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
@@ -217,7 +220,10 @@ def _implemented_layers(decoder: LlamaModel) -> bool:
     for layer in decoder.layers:
         kinds = (type(layer), type(layer.self_attn), type(layer.mlp), type(layer.input_layernorm),
                  type(layer.post_attention_layernorm))
-        if kinds != (LlamaDecoderLayer, LlamaAttention, LlamaMLP, RMSNorm, RMSNorm):
+        if kinds == (Qwen3DecoderLayer, Qwen3Attention, LlamaMLP, RMSNorm, RMSNorm):
+            if (type(layer.self_attn.q_norm), type(layer.self_attn.k_norm)) != (RMSNorm, RMSNorm):
+                return False
+        elif kinds != (LlamaDecoderLayer, LlamaAttention, LlamaMLP, RMSNorm, RMSNorm):
             return False
         if any(type(linear) not in (nn.Linear, Linear) for linear in _linears(layer)):
             return False
@@ -501,6 +507,8 @@ def _gather(decoder: LlamaModel) -> tuple[list, list, list, list]:
     for layer in decoder.layers:
         linears = _linears(layer)
         norms += (layer.input_layernorm.weight, layer.post_attention_layernorm.weight)
+        if type(layer.self_attn) is Qwen3Attention:  # each head's queries and keys normed (decode.cpp's Layer)
+            norms += (layer.self_attn.q_norm.weight, layer.self_attn.k_norm.weight)
         weights += (p.weight for p in linears)
         scales += (p.scale for p in linears if p.scale is not None)
         biases += (p.bias for p in linears[:3] if p.bias is not None)

@@ -4,9 +4,8 @@ The norm runs on every head's `head_dim` values before the rotation, with one we
 (`self_attn.q_norm`, `self_attn.k_norm`); everything else (rotary positions, grouped-query attention, SwiGLU,
 the heads, the cache) is llama.py's. Parameter names are those of Hugging Face checkpoints; GGUF files
 (llama.cpp's "qwen3" architecture) are read with llama.py's metadata reader and rename table, plus the q/k norms'
-names, and need no row permutation (llama.cpp rotates Qwen3 the way Hugging Face does). Qwen3 models are never
-given the CPU decoding kernel: it does not implement the q/k norms, and kernels/llama.py refuses the config
-(model_type "qwen3", layer_types).
+names, and need no row permutation (llama.cpp rotates Qwen3 the way Hugging Face does). The CPU decoding kernel
+runs Qwen3's step as Llama's, with the q/k norms (kernels/llama.py; a bias on o_proj, attention_bias, it refuses).
 """
 
 import torch
