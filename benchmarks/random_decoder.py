@@ -1,0 +1,89 @@
+"""Greedy batch-1 decoding of a decoder family that has no real weights at hand, at a real model's shape with
+random weights, three ways in one process: the plain forward (PyTorch's products), the plain forward with the
+kernel's products for its linear layers (what `kernels.accelerate` gives a model the decoding step does not
+implement), and the compiled decoding step. Rounds are interleaved; each way's best is printed with the ratios, and
+whether the three made the same tokens (random weights tie often in bfloat16, whose roundings differ by way).
+
+Shapes: `qwen3` is Qwen3-0.6B's (28 layers, hidden 1024, 16 query and 8 key/value heads of 128, intermediate 3072,
+a tied vocabulary of 151936). Run from the repository root:
+
+    .venv/bin/python benchmarks/random_decoder.py [--family qwen3] [--dtype bfloat16] [--new-tokens 32] [--rounds 2]
+"""
+
+import argparse
+import copy
+import time
+
+import torch
+
+from openformers import kernels
+from openformers.configs import Qwen3Config
+from openformers.models.qwen3 import Qwen3ForCausalLM
+
+FAMILIES = {
+    "qwen3": (Qwen3ForCausalLM, Qwen3Config, dict(
+        vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=128, tie_word_embeddings=True, max_position_embeddings=4096)),
+}
+
+
+def random_model(family: str, dtype: torch.dtype):
+    model_class, config_class, shape = FAMILIES[family]
+    torch.manual_seed(0)
+    model = model_class.from_config(config_class.from_dict(shape), dtype=dtype).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():  # matrices of a trained model's scale; norms around one
+            if parameter.dim() > 1:
+                parameter.normal_(std=0.02)
+            else:
+                parameter.normal_(mean=1.0, std=0.1)
+    return model
+
+
+def tokens_per_second(model, ids: torch.Tensor, new_tokens: int) -> tuple[float, torch.Tensor]:
+    options = dict(do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    started = time.perf_counter()
+    model.generate(ids, **{**options, "max_new_tokens": 1, "min_new_tokens": 1})  # the prompt alone
+    prompt = time.perf_counter() - started
+    started = time.perf_counter()
+    tokens = model.generate(ids, **options)
+    return (new_tokens - 1) / (time.perf_counter() - started - prompt), tokens
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", default="qwen3", choices=list(FAMILIES))
+    parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    plain = random_model(args.family, getattr(torch, args.dtype))
+    products = copy.deepcopy(plain)
+    for parent in list(products.modules()):  # as accelerate gives them to a model the step does not take
+        for name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Linear:
+                setattr(parent, name, kernels.Linear.from_linear(child))
+    step = copy.deepcopy(plain)
+    if not kernels.accelerate(step):
+        raise SystemExit(f"the decoding step does not take {args.family}: {kernels.llama.refusal(step.config)}")
+    kernels.place_weights(step)
+    ways = {"plain forward": plain, "kernel's products": products, "decoding step": step}
+    ids = torch.randint(0, plain.config.vocab_size, (1, 8), generator=torch.Generator().manual_seed(1))
+    for model in ways.values():  # warm-up
+        model.generate(ids, max_new_tokens=4, do_sample=False)
+    best, tokens = {name: 0.0 for name in ways}, {}
+    for _ in range(args.rounds):
+        for name, model in ways.items():
+            speed, tokens[name] = tokens_per_second(model, ids, args.new_tokens)
+            best[name] = max(best[name], speed)
+    print(f"{args.family} ({plain.num_parameters() / 1e6:.0f}M parameters, random), {args.dtype}, "
+          f"{torch.get_num_threads()} threads, best of {args.rounds} rounds of {args.new_tokens} tokens")
+    for name, speed in best.items():
+        print(f"  {name:18s} {speed:7.1f} tok/s  {speed / best['plain forward']:5.2f}x the plain forward")
+    same = all(torch.equal(t, tokens["plain forward"]) for t in tokens.values())
+    print(f"same tokens in every way: {same}")
+
+
+if __name__ == "__main__":
+    main()
