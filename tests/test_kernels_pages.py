@@ -163,3 +163,46 @@ def test_place_weights_moves_them_all_at_once_and_the_steps_then_move_nothing(mo
     with torch.inference_mode():
         assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False), expected_tokens)
     assert placement.calls == 0 and len(RecordedPlacement.made) == 1
+
+
+@needs_huge_pages
+def test_a_model_without_the_step_places_its_weights_before_its_first_decoding_forward(monkeypatch):
+    # A bias on the MLP keeps the model off the decoding step; it generates, so its linear layers take the
+    # kernel's products, and a forward of one new token places their weights as the step would.
+    import copy
+
+    model = tiny_model(tie_word_embeddings=True, mlp_bias=True)
+    ids = torch.tensor([[3, 14, 15, 92, 65]])
+    with torch.inference_mode():
+        expected_tokens = model.generate(ids, max_new_tokens=4, do_sample=False)
+    monkeypatch.setattr(RecordedPlacement, "made", [])
+    monkeypatch.setattr(library, "HugePagePlacement", RecordedPlacement)
+    spare = copy.deepcopy(model)
+    assert not kernels.accelerate(model) and model.model.accelerated_step is None
+    assert isinstance(model.model.layers[0].mlp.down_proj, kernels.Linear)
+    copied = copy.deepcopy(model)  # places its own weights
+    address = model.model.layers[0].mlp.down_proj.weight.data_ptr()
+    with torch.inference_mode():
+        model(ids)
+    model.train()
+    with torch.inference_mode():
+        model(ids[:, :1])
+    model.eval()
+    model(ids[:, :1])  # with gradients: training's
+    assert RecordedPlacement.made == []  # a prompt's forward, training and gradients place nothing
+    with torch.inference_mode():
+        assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False), expected_tokens)
+    [placement] = RecordedPlacement.made
+    assert placement.calls == 1 and not placement.pending  # a small model placed whole before its first token
+    assert model.model.layers[0].mlp.down_proj.weight.data_ptr() != address
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert not model._forward_pre_hooks  # the hook left once all were placed
+    with torch.inference_mode():
+        assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False), expected_tokens)
+    assert placement.calls == 1
+    # place_weights moves the copy's all at once, and its hook leaves
+    assert kernels.place_weights(copied) and not copied._forward_pre_hooks
+    assert RecordedPlacement.made[-1].tensors[0] is not placement.tensors[0]
+    assert not kernels.place_weights(copied) and not kernels.place_weights(spare)
+    with torch.inference_mode():
+        assert torch.equal(copied.generate(ids, max_new_tokens=4, do_sample=False), expected_tokens)
