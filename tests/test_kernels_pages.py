@@ -206,3 +206,28 @@ def test_a_model_without_the_step_places_its_weights_before_its_first_decoding_f
     assert not kernels.place_weights(copied) and not kernels.place_weights(spare)
     with torch.inference_mode():
         assert torch.equal(copied.generate(ids, max_new_tokens=4, do_sample=False), expected_tokens)
+
+
+@needs_huge_pages
+def test_an_encoder_decoder_places_its_weights_at_its_first_decoding_forward(monkeypatch):
+    # generate runs the encoder apart and feeds the model one decoder id per sequence (decoder_input_ids).
+    import copy
+
+    import openformers
+    from openformers.models.t5 import T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = openformers.T5Config(vocab_size=99, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                                  decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    plain = T5ForConditionalGeneration.from_config(config).eval()
+    model = copy.deepcopy(plain)
+    monkeypatch.setattr(RecordedPlacement, "made", [])
+    monkeypatch.setattr(library, "HugePagePlacement", RecordedPlacement)
+    assert not kernels.accelerate(model) and model._forward_pre_hooks
+    ids = torch.tensor([[3, 14, 15, 92]])
+    with torch.inference_mode():
+        tokens = model.generate(ids, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+        assert torch.equal(tokens, plain.generate(ids, max_new_tokens=4, min_new_tokens=4, do_sample=False))
+    [placement] = RecordedPlacement.made
+    assert placement.calls == 1 and not placement.pending and not model._forward_pre_hooks
+    assert any(t is model.lm_head.weight for t in placement.tensors)

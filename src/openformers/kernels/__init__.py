@@ -81,7 +81,9 @@ class _PlacingBeforeDecoding:
         self.placement = placement
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        ids = kwargs.get("input_ids", args[0] if args else None)
+        ids = kwargs.get("decoder_input_ids")  # an encoder-decoder's decoding forward
+        if ids is None:
+            ids = kwargs.get("input_ids", args[0] if args else None)
         if (module.training or torch.is_grad_enabled() or not isinstance(ids, torch.Tensor) or ids.shape[-1] != 1
                 or torch.compiler.is_compiling()):  # a compiled step's graph holds no placing
             return
