@@ -231,3 +231,20 @@ def test_an_encoder_decoder_places_its_weights_at_its_first_decoding_forward(mon
     [placement] = RecordedPlacement.made
     assert placement.calls == 1 and not placement.pending and not model._forward_pre_hooks
     assert any(t is model.lm_head.weight for t in placement.tensors)
+
+
+@needs_huge_pages
+@pytest.mark.parametrize("on_the_step", [True, False], ids=["step", "kernel-products"])
+def test_weights_placed_while_generating_still_train(on_the_step):
+    # generate runs in inference mode, where a new tensor is an inference tensor; the placed weights must not be,
+    # or a training step after generating could not save them for its backward.
+    model = tiny_model(mlp_bias=not on_the_step)
+    assert kernels.accelerate(model) == on_the_step
+    address = model.model.layers[0].mlp.down_proj.weight.data_ptr()
+    model.generate(torch.tensor([[3, 14, 15]]), max_new_tokens=3, do_sample=False)
+    weight = model.model.layers[0].mlp.down_proj.weight
+    assert weight.data_ptr() != address and not weight.is_inference() and weight.requires_grad
+    model.train()
+    ids = torch.tensor([[3, 14, 15, 16]])
+    model(ids, labels=ids).loss.backward()
+    assert weight.grad is not None

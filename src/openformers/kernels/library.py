@@ -260,9 +260,11 @@ class HugePagePlacement:
                 torch.frombuffer(self.arena, dtype=torch.uint8, count=part, offset=self.written).zero_()
                 self.written += part
                 continue
-            copy = torch.frombuffer(self.arena, dtype=tensor.dtype, count=tensor.numel(), offset=self.offset)
-            copy = copy.view(tensor.shape).copy_(tensor)
-            tensor.data = copy
+            # Placing runs inside generate's inference mode, where a new tensor is an inference tensor, which a
+            # later training step could not save for its backward: the copy is made outside it.
+            with torch.inference_mode(False):
+                copy = torch.frombuffer(self.arena, dtype=tensor.dtype, count=tensor.numel(), offset=self.offset)
+                tensor.data = copy.view(tensor.shape).copy_(tensor)
             self.pending.pop(0)
             self.offset = end
             self.freed += size
