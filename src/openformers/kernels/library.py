@@ -261,8 +261,9 @@ class HugePagePlacement:
                 self.written += part
                 continue
             # Placing runs inside generate's inference mode, where a new tensor is an inference tensor, which a
-            # later training step could not save for its backward: the copy is made outside it.
-            with torch.inference_mode(False):
+            # later training step could not save for its backward: the copy is made outside it, unless the tensor
+            # is one already (made in inference mode: only an inference tensor's data can replace its own).
+            with torch.inference_mode(tensor.is_inference()):
                 copy = torch.frombuffer(self.arena, dtype=tensor.dtype, count=tensor.numel(), offset=self.offset)
                 tensor.data = copy.view(tensor.shape).copy_(tensor)
             self.pending.pop(0)
