@@ -26,8 +26,8 @@ decode, `llama-bench -p 512 -n 0 -r 3` for prefill, `llama-batched-bench -npp 8 
 the batches (its S_TG: no sampling, random tokens). openformers int4 is compared with both Q4_1 (its own layout)
 and Q4_0. `openformers:Q4_K_M` and `llama.cpp:Q4_K_M` both run llama.cpp's Q4_K_M file of the model (peers.sh),
 openformers as int4: its Q4_K matrices int4, its Q5_0, Q6_K and Q8_0 ones int8; `openformers:Q6_K` and
-`llama.cpp:Q6_K` its Q6_K file, openformers as int8 (Q6_K matrices with a scale per 16 weights). THREADS is OMP_NUM_THREADS, else
-the number of cores, for every engine.
+`llama.cpp:Q6_K` its Q6_K file, openformers as int8 (Q6_K matrices with a scale per 16 weights). THREADS is
+OMP_NUM_THREADS, else the number of cores, for every engine.
 
 `--contended` also runs each openformers and llama.cpp engine, in every round, with a busy loop pinned to core 0
 (`taskset -c 0`) for its batch-1 decode of `--contended-tokens` tokens: the case of a laptop or server where

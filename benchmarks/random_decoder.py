@@ -1,7 +1,8 @@
 """Greedy batch-1 decoding of a decoder family that has no real weights at hand, at a real model's shape with
 random weights, three ways in one process: the plain forward (PyTorch's products), the plain forward with the
-kernel's products for its linear layers (what `kernels.accelerate` gives a model the decoding step does not
-implement), and the compiled decoding step. Rounds are interleaved; each way's best is printed with the ratios, and
+kernel's products for its linear layers (as `kernels.accelerate` gives them to a model the decoding step does not
+implement, here with the weights left on their pages), and the compiled decoding step (its weights placed on 2 MB
+pages first). Rounds are interleaved; each way's best is printed with the ratios, and
 whether the three made the same tokens (random weights tie often in bfloat16, whose roundings differ by way).
 
 Shapes: `qwen3` is Qwen3-0.6B's (28 layers, hidden 1024, 16 query and 8 key/value heads of 128, intermediate 3072,
@@ -60,7 +61,7 @@ def main():
 
     plain = random_model(args.family, getattr(torch, args.dtype))
     products = copy.deepcopy(plain)
-    for parent in list(products.modules()):  # as accelerate gives them to a model the step does not take
+    for parent in list(products.modules()):  # accelerate's swap, without its placing hook
         for name, child in list(parent.named_children()):
             if type(child) is torch.nn.Linear:
                 setattr(parent, name, kernels.Linear.from_linear(child))

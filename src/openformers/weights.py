@@ -485,9 +485,9 @@ _DEQUANTIZERS = {
 
 
 # GGUF blocks straight into the packed layouts of openformers.kernels.Linear, without a float round trip: int8
-# (steps (rows, cols) int8, a float32 scale per 32, or per 16 for Q6_K) and int4 (bytes (rows, cols / 2), byte j of a group holding
-# steps j and j + 16 in its low and high nibbles as Q4_0 and Q4_1 blocks do; float16 (scale, minimum) pairs
-# (rows, cols / 32, 2)). Each takes a matrix's stored rows, (rows, bytes per row) uint8, and returns
+# (steps (rows, cols) int8, a float32 scale per 32, or per 16 for Q6_K) and int4 (bytes (rows, cols / 2), byte j
+# of a group holding steps j and j + 16 in its low and high nibbles as Q4_0 and Q4_1 blocks do; float16 (scale,
+# minimum) pairs (rows, cols / 32, 2)). Each takes a matrix's stored rows, (rows, bytes per row) uint8, and returns
 # (steps, scales).
 
 

@@ -528,7 +528,7 @@ void integer_rows<int8_t>(const Matrix& m, int64_t begin, int64_t end, const Rou
     for (int64_t b = 4 * whole; b < 4 * m.cols; b += 64) prefetch(w[0] + kPrefetch + b);  // the columns past 64s
     _mm_storeu_ps(out + r, four_sums(sums));
     if (whole < m.cols)
-      for (int k = 0; k < 4; ++k) out[r + k] += int8_dot(w[k], ws[k], m.scale_group, in, whole, m.cols);
+      for (int k = 0; k < 4; ++k) out[r + k] += int8_dot(w[k], ws[k], group, in, whole, m.cols);
   }
 #elif defined(__AVX2__)
   const int64_t whole = m.cols / kGroup * kGroup;
@@ -550,10 +550,10 @@ void integer_rows<int8_t>(const Matrix& m, int64_t begin, int64_t end, const Rou
         sums[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), d, sums[k]);
       }
     }
-    for (int k = 0; k < 4; ++k) out[r + k] = reduce_add(sums[k]) + int8_dot(w[k], ws[k], m.scale_group, in, whole, m.cols);
+    for (int k = 0; k < 4; ++k) out[r + k] = reduce_add(sums[k]) + int8_dot(w[k], ws[k], group, in, whole, m.cols);
   }
 #endif
-  for (; r < end; ++r) out[r] = int8_dot(row(r), row_scales(r), m.scale_group, in, 0, m.cols);
+  for (; r < end; ++r) out[r] = int8_dot(row(r), row_scales(r), group, in, 0, m.cols);
   if (m.bias)
     for (r = begin; r < end; ++r) out[r] += m.bias[r];
 }
@@ -1321,7 +1321,8 @@ void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int6
 
 // The tensors of a decoder stack's layers that decode_step and decode_batch read: per layer two norm weights (four
 // with Qwen3's q and k norms), seven weights (q, k, v, o, gate, up, down), their seven scales when quantized and
-// three biases for q, k, v (Qwen2), else empty lists. A DecodeStep hands them over once, when it gathers the model's tensors (kernels/llama.py):
+// three biases for q, k, v (Qwen2), else empty lists. A DecodeStep hands them over once, when it gathers the
+// model's tensors (kernels/llama.py):
 // passing the ~300 tensors with every step cost ~0.1 ms of argument conversion a token (~0.3 us a tensor), more
 // than a SmolLM2 step's attention. The steps still read each tensor's data, shape and dtype when they run, so a
 // weight changed in place, or given new data (`.data =`), is read as it is then.

@@ -95,10 +95,10 @@ class Linear(nn.Linear):
 
     int8: `weight` (out, in) int8, `scale` (out, ceil(in / 32)) float32, one per block of 32 weights along a row
     (the last block of a row may be shorter): llama.cpp's Q8_0 grid; or (out, in / 16), one per 16 weights, which
-    holds a GGUF Q6_K matrix's weights as they are (its 6-bit steps, and d times each 16's 8-bit scale). int4: `weight` (out, in / 2) uint8, byte j
-    of a group's 16 holding step j in its low nibble and step j + 16 in its high one; `scale` (out, in / 32, 2)
-    float16, each group's (scale, minimum): llama.cpp's Q4_1 layout and size (20 bytes per 32 weights), which the
-    kernel reads directly.
+    holds a GGUF Q6_K matrix's weights as they are (its 6-bit steps, and d times each 16's 8-bit scale). int4:
+    `weight` (out, in / 2) uint8, byte j of a group's 16 holding step j in its low nibble and step j + 16 in its
+    high one; `scale` (out, in / 32, 2) float16, each group's (scale, minimum): llama.cpp's Q4_1 layout and size
+    (20 bytes per 32 weights), which the kernel reads directly.
     """
 
     @classmethod
