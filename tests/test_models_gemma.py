@@ -158,9 +158,30 @@ def test_generate_matches_the_reference(tiny, options):
     assert_generate_matches(model, reference, ids, mask, **options)
 
 
-def test_the_cpu_kernel_leaves_gemma_on_the_plain_path(tiny):
-    model = tiny[2]
-    assert not llama_kernel.eligible(model) and not accelerate(model)
+def test_the_cpu_decoding_step_runs_gemma3_with_the_references_logits_and_leaves_gemma2(tiny, monkeypatch):
+    # from_pretrained gave Gemma 3 the step (so every test here decodes through it): its sandwich norms of 1 + w,
+    # GELU, queries scaled by query_pre_attn_scalar (12 here, head_dim 16), and the sliding layers' window and
+    # rotary base. Gemma 2's soft-capped attention it does not implement.
+    _, reference, model = tiny
+    if model.config.model_type == "gemma2":
+        assert "model_type" in llama_kernel.refusal(model.config)
+        assert not llama_kernel.eligible(model) and not accelerate(model)
+        return
+    assert llama_kernel.refusal(model.config) is None and model.model.accelerated_step is not None
+    calls = {"decode_step": [], "decode_batch": []}
+    for name, counted in calls.items():
+        run = getattr(torch.ops.openformers, name)
+        monkeypatch.setattr(torch.ops.openformers, name, lambda *args, run=run, counted=counted: counted.append(1) or run(*args))
+    ids = _ids(1, 12, seed=9)  # past the window of 4
+    cache = openformers.DynamicCache()
+    with torch.inference_mode():
+        steps = [model(ids[:, :3], past_key_values=cache).logits]
+        steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(3, ids.shape[1])]
+    assert len(calls["decode_step"]) == ids.shape[1] - 3
+    torch.testing.assert_close(torch.cat(steps, dim=1), reference(ids).logits, atol=1e-4, rtol=1e-4)
+    ids, mask = generation_inputs(_ids)  # left-padded rows: the batched step
+    assert_generate_matches(model, reference, ids, mask)
+    assert calls["decode_batch"]
 
 
 def test_config_reads_and_writes_the_references_fields(tiny, tmp_path):

@@ -671,33 +671,36 @@ void product_rows(const Matrix& m, int64_t begin, int64_t end, const Rounded& in
 
 // A norm's weights as the model holds them, float32 or bfloat16, widened (exactly) as they are read: converting a
 // bfloat16 model's 61 norms to float32 tensors was half of each step's setup (SmolLM2, 0.13 ms of it, one thread).
+// `offset` is added to each weight as it is read: 1 for Gemma, whose checkpoints store each norm's scale as its
+// offset from one (the scale is 1 + w, computed in float32 as its reference computes it), else 0.
 struct NormWeights {
   const void* data;
   bool bf16;
+  float offset = 0.f;
 };
 
 template <typename N>
-void rms_norm(const float* x, const N* weight, float eps, float* out, int64_t n) {
+void rms_norm(const float* x, const N* weight, float offset, float eps, float* out, int64_t n) {
   float squares = 0.f;
 #pragma omp simd reduction(+ : squares)
   for (int64_t i = 0; i < n; ++i) squares += x[i] * x[i];
   float inv = 1.f / std::sqrt(squares / n + eps);
-  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * inv * as_float(weight[i]);
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * inv * (offset + as_float(weight[i]));
 }
 
 void rms_norm(const float* x, NormWeights weight, float eps, float* out, int64_t n) {
-  if (weight.bf16) rms_norm(x, static_cast<const c10::BFloat16*>(weight.data), eps, out, n);
-  else rms_norm(x, static_cast<const float*>(weight.data), eps, out, n);
+  if (weight.bf16) rms_norm(x, static_cast<const c10::BFloat16*>(weight.data), weight.offset, eps, out, n);
+  else rms_norm(x, static_cast<const float*>(weight.data), weight.offset, eps, out, n);
 }
 
 // Where the step reads a norm's weights: the tensor itself when it is float32 or bfloat16 and contiguous, else a
 // float32 copy that `converted` keeps for as long as the step reads it.
-NormWeights norm_weights(const at::Tensor& norm, std::vector<at::Tensor>& converted) {
+NormWeights norm_weights(const at::Tensor& norm, std::vector<at::Tensor>& converted, float offset = 0.f) {
   auto type = norm.scalar_type();
   if ((type == at::kFloat || type == at::kBFloat16) && norm.is_contiguous())
-    return {norm.data_ptr(), type == at::kBFloat16};
+    return {norm.data_ptr(), type == at::kBFloat16, offset};
   converted.push_back(norm.to(at::kFloat).contiguous());
-  return {converted.back().data_ptr(), false};
+  return {converted.back().data_ptr(), false, offset};
 }
 
 // Rotate each (i, i + half) pair of one head by the position's angle; `sin` is signed per half.
@@ -790,6 +793,32 @@ inline void silu_times(const float* gate, const float* up, float* out, int64_t n
   }
 #endif
   for (; i < n; ++i) out[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
+}
+
+// out[i] = GELU(gate[i]) * up[i] with GELU's tanh form, 0.5 g (1 + tanh(sqrt(2 / pi) (g + 0.044715 g^3))) (Gemma's
+// gelu_pytorch_tanh); out may be gate. tanh(u) is 1 - 2 / (e^2u + 1), which stays within [-1, 1] at both ends.
+inline void gelu_tanh_times(const float* gate, const float* up, float* out, int64_t n) {
+  constexpr float kRoot2OverPi = 0.7978845608028654f, kCubic = 0.044715f;
+  int64_t i = 0;
+#ifdef __AVX512F__
+  const __m512 one = _mm512_set1_ps(1.f), two = _mm512_set1_ps(2.f), half = _mm512_set1_ps(0.5f);
+  auto gelu16 = [&](__m512 g, __m512 u) {
+    __m512 inner = _mm512_mul_ps(_mm512_set1_ps(kRoot2OverPi),
+                                 _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(kCubic), g), _mm512_mul_ps(g, g), g));
+    __m512 tanh = _mm512_sub_ps(one, _mm512_div_ps(two, _mm512_add_ps(exp16_rounded(_mm512_add_ps(inner, inner)), one)));
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(half, g), _mm512_add_ps(one, tanh)), u);
+  };
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, gelu16(_mm512_loadu_ps(gate + i), _mm512_loadu_ps(up + i)));
+  if (i < n) {
+    __mmask16 tail = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(out + i, tail, gelu16(_mm512_maskz_loadu_ps(tail, gate + i), _mm512_maskz_loadu_ps(tail, up + i)));
+    return;
+  }
+#endif
+  for (; i < n; ++i) {
+    float g = gate[i];
+    out[i] = 0.5f * g * (1.f + std::tanh(kRoot2OverPi * (g + kCubic * g * g * g))) * up[i];
+  }
 }
 
 // One new query head's attention over the cached positions [first, last] of its key/value head, those `allowed`
@@ -1219,12 +1248,42 @@ struct Shared {
 
 struct Layer {
   Matrix q, k, v, o, gate, up, down;
-  NormWeights attn_norm, mlp_norm;
+  NormWeights attn_norm, mlp_norm;  // the norms of the attention's input and the MLP's
   at::Tensor keys, values;
-  // Qwen3's RMSNorms over each head's queries and keys before the rotation, one weight for every head; null data
-  // where the family has none
+  // Qwen3's and Gemma 3's RMSNorms over each head's queries and keys before the rotation, one weight for every head;
+  // null data where the family has none
   NormWeights q_norm{nullptr, false}, k_norm{nullptr, false};
+  // Gemma's norms of the attention's and the MLP's outputs before each is added to the residual stream ("sandwich"
+  // norms); null data where the family has none
+  NormWeights attn_out_norm{nullptr, false}, mlp_out_norm{nullptr, false};
+  int64_t window = 0;  // keys at most this far behind the query are attended (0: all)
+  bool local = false;  // rotated by the sliding layers' own tables (Gemma 3's rope_local_base_freq)
 };
+
+// What a family computes differently from Llama, the same for all its layers (StepWeights::set_family): the MLP's
+// activation, the queries' scale where it is not 1 / sqrt(head_dim) (Gemma's query_pre_attn_scalar), in a factor
+// the queries are multiplied by after their rotation.
+struct Family {
+  bool gelu = false;  // GELU (tanh form) instead of SiLU
+  float query_factor = 1.f;
+};
+
+// The residual stream x plus the normed `out` (Gemma's sandwich norms), in a thread's own copy of x.
+inline void add_normed(float* x, const float* out, NormWeights norm, float eps, float* scratch, int64_t n) {
+  rms_norm(out, norm, eps, scratch, n);
+  for (int64_t i = 0; i < n; ++i) x[i] += scratch[i];
+}
+
+// SiLU(gate) * up, or GELU(gate) * up.
+inline void activate_times(const Family& family, const float* gate, const float* up, float* out, int64_t n) {
+  if (family.gelu) gelu_tanh_times(gate, up, out, n);
+  else silu_times(gate, up, out, n);
+}
+
+inline void scale_query(const Family& family, float* q, int64_t head_dim) {
+  if (family.query_factor != 1.f)
+    for (int64_t i = 0; i < head_dim; ++i) q[i] *= family.query_factor;
+}
 
 // A head's `head_dim` queries or keys normed in place where the layer norms them (Qwen3), before their rotation.
 inline void norm_head(float* head, NormWeights norm, float eps, int64_t head_dim) {
@@ -1234,11 +1293,14 @@ inline void norm_head(float* head, NormWeights norm, float eps, int64_t head_dim
 constexpr int64_t kLoopsPerLayer = 8;  // the claimed loops of layer_step
 constexpr int64_t kCachePrefetch = 32768;
 
-// `normed` and `activated`: buffers of the calling thread's, the inputs of the products that it makes itself.
+// `normed` and `activated`: buffers of the calling thread's, the inputs of the products that it makes itself. With
+// sandwich norms (Gemma) x is the calling thread's own copy of the residual stream, which every thread updates
+// alike: the MLP's output is left in S.out, for the caller to add normed after the barrier that ends the layer.
 template <typename W, typename C>
-void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int64_t pos, int64_t window,
+void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S, float eps, int64_t pos,
                 const float* cos, const float* sin, std::vector<float>& normed, std::vector<float>& activated,
                 Rounded& in, std::vector<float>& scores) {
+  const bool sandwich = L.attn_out_norm.data != nullptr;
   int64_t hidden = L.o.rows, n_kv = L.keys.size(1), head_dim = L.keys.size(3), n_head = L.q.rows / head_dim;
   int64_t head_stride = L.keys.stride(1), pos_stride = L.keys.stride(2);
   C* keys = L.keys.data_ptr<C>();
@@ -1266,7 +1328,7 @@ void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int6
       values[r / head_dim * head_stride + pos * pos_stride + r % head_dim] = static_cast<C>(S.v[r]);
   });
   team.product<W>(L.q, in, S.q.data());
-  int64_t first = window > 0 ? std::max(pos - window + 1, int64_t(0)) : 0, group = n_head / n_kv;
+  int64_t first = L.window > 0 ? std::max(pos - L.window + 1, int64_t(0)) : 0, group = n_head / n_kv;
   // The cached keys and values that this thread's share of the heads will attend to (without this position's,
   // just written) are on their way during the wait, instead of each being read from memory as the attention
   // reaches it: SmolLM2 bfloat16 at ~100 positions, two threads, the attention of 30 layers in 0.13 ms a token
@@ -1284,6 +1346,7 @@ void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int6
       float* q = S.q.data() + h * head_dim;
       norm_head(q, L.q_norm, eps, head_dim);
       rope(q, head_dim, cos, sin);
+      scale_query(F, q, head_dim);
       int64_t kv = (h / group) * head_stride;
       attend_group<C>(q, 1, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores, S.attended.data() + h * head_dim);
     }
@@ -1294,11 +1357,13 @@ void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int6
   in.set<W>(S.attended.data(), L.o.cols);
   team.claim(hidden, kChunk, 4, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.o, begin, end, in, S.out.data());
-    for (int64_t i = begin; i < end; ++i) x[i] += S.out[i];
+    if (!sandwich)
+      for (int64_t i = begin; i < end; ++i) x[i] += S.out[i];
   });
   team.prefetch_share(L.gate);
   team.prefetch_share(L.up);
   team.wait();
+  if (sandwich) add_normed(x, S.out.data(), L.attn_out_norm, eps, normed.data(), hidden);
 
   // Gate and up are claimed apart, with no barrier between, so that each thread's share of each is one stream
   // front to back. Claimed together, every chunk switched between the two matrices' streams, which the hardware
@@ -1311,11 +1376,12 @@ void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int6
   team.product<W>(L.up, in, S.up.data());
   team.prefetch_share(L.down);
   team.wait();
-  silu_times(S.gate.data(), S.up.data(), activated.data(), L.down.cols);
+  activate_times(F, S.gate.data(), S.up.data(), activated.data(), L.down.cols);
   in.set<W>(activated.data(), L.down.cols);
   team.claim(hidden, kChunk, 4, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.down, begin, end, in, S.out.data());
-    for (int64_t i = begin; i < end; ++i) x[i] += S.out[i];
+    if (!sandwich)
+      for (int64_t i = begin; i < end; ++i) x[i] += S.out[i];
   });
 }
 
@@ -1326,11 +1392,32 @@ void layer_step(Team& team, float* x, const Layer& L, Shared& S, float eps, int6
 // passing the ~300 tensors with every step cost ~0.1 ms of argument conversion a token (~0.3 us a tensor), more
 // than a SmolLM2 step's attention. The steps still read each tensor's data, shape and dtype when they run, so a
 // weight changed in place, or given new data (`.data =`), is read as it is then.
+//
+// A family other than Llama's says what it computes differently with set_family: `sandwich`, norms of the attention's
+// and the MLP's outputs (the layer's norms then are its input's, the attention output's, the MLP input's and the MLP
+// output's, then q's and k's where it has them); `gelu`, the MLP's activation; `norm_offset`, added to every norm
+// weight (Gemma's 1 + w); `query_factor`, the queries' scale times sqrt(head_dim); `sliding`, one flag per layer,
+// set where the layer attends within the step's window and rotates by its local tables (Gemma's layer_types).
+// Without flags every layer takes the window and the tables.
 struct StepWeights : torch::CustomClassHolder {
   std::vector<at::Tensor> norms, weights, scales, biases;
+  bool sandwich = false, gelu = false;
+  double norm_offset = 0., query_factor = 1.;
+  std::vector<int64_t> sliding;
   StepWeights(std::vector<at::Tensor> norms, std::vector<at::Tensor> weights, std::vector<at::Tensor> scales,
               std::vector<at::Tensor> biases)
       : norms(std::move(norms)), weights(std::move(weights)), scales(std::move(scales)), biases(std::move(biases)) {}
+
+  void set_family(bool sandwich_norms, bool gelu_mlp, double offset, double factor,
+                  std::vector<int64_t> sliding_layers) {
+    TORCH_CHECK(sliding_layers.empty() || sliding_layers.size() * 7 == weights.size(),
+                "StepWeights.set_family: one sliding flag per layer (", weights.size() / 7, "), got ",
+                sliding_layers.size());
+    sandwich = sandwich_norms, gelu = gelu_mlp, norm_offset = offset, query_factor = factor;
+    sliding = std::move(sliding_layers);
+  }
+
+  Family family() const { return {gelu, static_cast<float>(query_factor)}; }
 };
 
 // Asks for the tensors' metadata (their TensorImpl and storage) ahead of reading it: a step's ~360 tensors are out
@@ -1369,16 +1456,20 @@ at::ScalarType step_layout(const char* op, const std::vector<at::Tensor>& weight
 // The layers of a step's arguments (see decode_step), checked: `rows` sequences in the caches; `converted` keeps
 // the norm weights and biases converted to float32 (see norm_weights) for as long as the layers point into them.
 std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& stack, at::TensorList keys,
-                               at::TensorList values, int64_t pos, std::vector<at::Tensor>& converted,
+                               at::TensorList values, int64_t pos, int64_t window, std::vector<at::Tensor>& converted,
                                at::ScalarType& layout) {
   const std::vector<at::Tensor>&norms = stack.norms, &weights = stack.weights, &scales = stack.scales,
                                &biases = stack.biases;
   size_t n_layers = keys.size();
-  TORCH_CHECK(n_layers > 0 && weights.size() == 7 * n_layers && (norms.size() == 2 * n_layers || norms.size() == 4 * n_layers) &&
+  const size_t layer_norms = stack.sandwich ? 4 : 2;  // without q/k norms
+  TORCH_CHECK(n_layers > 0 && weights.size() == 7 * n_layers &&
+                  (norms.size() == layer_norms * n_layers || norms.size() == (layer_norms + 2) * n_layers) &&
                   values.size() == n_layers && (scales.empty() || scales.size() == 7 * n_layers) &&
                   (biases.empty() || biases.size() == 3 * n_layers),
-              op, ": per layer, expected 2 norms (4 with q/k norms), 7 weights, 7 or no scales, 3 or no biases, keys and values");
+              op, ": per layer, expected ", layer_norms, " norms (", layer_norms + 2, " with q/k norms), 7 weights, 7 or ",
+              "no scales, 3 or no biases, keys and values");
   const size_t norms_per_layer = norms.size() / n_layers;
+  const float offset = static_cast<float>(stack.norm_offset);
   prefetch_metadata({weights, norms, scales, biases, keys, values});
   layout = step_layout(op, weights);
   auto cache_type = keys[0].scalar_type();
@@ -1400,16 +1491,28 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
     };
     const at::Tensor* w = &weights[7 * l];
     const at::Tensor* n = &norms[norms_per_layer * l];
+    const at::Tensor& mlp_norm = stack.sandwich ? n[2] : n[1];
     layers.push_back({matrix(w[0], scale(0), bias(0)), matrix(w[1], scale(1), bias(1)), matrix(w[2], scale(2), bias(2)),
                       matrix(w[3], scale(3), {}), matrix(w[4], scale(4), {}), matrix(w[5], scale(5), {}),
-                      matrix(w[6], scale(6), {}), norm_weights(n[0], converted), norm_weights(n[1], converted),
-                      keys[l], values[l]});
-    if (norms_per_layer == 4) {
-      TORCH_CHECK(n[2].numel() == keys[l].size(3) && n[3].numel() == keys[l].size(3),
-                  op, ": the q and k norms must hold head_dim weights each");
-      layers.back().q_norm = norm_weights(n[2], converted);
-      layers.back().k_norm = norm_weights(n[3], converted);
+                      matrix(w[6], scale(6), {}), norm_weights(n[0], converted, offset),
+                      norm_weights(mlp_norm, converted, offset), keys[l], values[l]});
+    Layer& layer = layers.back();
+    int64_t hidden = layer.o.rows;
+    for (size_t i = 0; i < layer_norms; ++i)
+      TORCH_CHECK(n[i].numel() == hidden, op, ": layer ", l, "'s norm ", i, " has ", n[i].numel(),
+                  " weights for a hidden size of ", hidden);
+    if (stack.sandwich) {
+      layer.attn_out_norm = norm_weights(n[1], converted, offset);
+      layer.mlp_out_norm = norm_weights(n[3], converted, offset);
     }
+    if (norms_per_layer == layer_norms + 2) {
+      TORCH_CHECK(n[layer_norms].numel() == keys[l].size(3) && n[layer_norms + 1].numel() == keys[l].size(3),
+                  op, ": the q and k norms must hold head_dim weights each");
+      layer.q_norm = norm_weights(n[layer_norms], converted, offset);
+      layer.k_norm = norm_weights(n[layer_norms + 1], converted, offset);
+    }
+    layer.local = !stack.sliding.empty() && stack.sliding[l];
+    layer.window = stack.sliding.empty() || layer.local ? window : 0;
   }
   return layers;
 }
@@ -1417,11 +1520,11 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
 // The final norm's weights, read as stored where they can be (norm_weights), checked against the hidden size; null
 // data when the caller gives none.
 NormWeights final_norm_weights(const char* op, const c10::optional<at::Tensor>& norm, int64_t hidden,
-                               std::vector<at::Tensor>& converted) {
+                               const StepWeights& stack, std::vector<at::Tensor>& converted) {
   if (!norm || !norm->defined()) return {nullptr, false};
   TORCH_CHECK(norm->numel() == hidden, op, ": the final norm has ", norm->numel(), " weights for a hidden size of ",
               hidden);
-  return norm_weights(*norm, converted);
+  return norm_weights(*norm, converted, static_cast<float>(stack.norm_offset));
 }
 
 // Whether logit v at index i comes before `best` at index `at` (at < 0: none yet) in torch.argmax's order: the larger
@@ -1501,12 +1604,14 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
                                                c10::optional<at::Tensor> norm, c10::optional<at::Tensor> head,
                                                c10::optional<at::Tensor> head_scale, bool bfloat16_logits,
                                                bool follow_team, c10::optional<at::Tensor> embedding,
-                                               int64_t rotary_row) {
+                                               int64_t rotary_row, c10::optional<at::Tensor> local_cos,
+                                               c10::optional<at::Tensor> local_sin) {
   if (embedding && embedding->defined()) x = embedded_row(x, *embedding);
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "decode_step: x must be contiguous float32");
   std::vector<at::Tensor> converted;
   at::ScalarType weight_type;
-  std::vector<Layer> layers = step_layers("decode_step", 1, *stack, keys, values, pos, converted, weight_type);
+  std::vector<Layer> layers = step_layers("decode_step", 1, *stack, keys, values, pos, window, converted, weight_type);
+  const Family family = stack->family();
   size_t n_layers = layers.size();
   bool bf16_cache = keys[0].scalar_type() == at::kBFloat16;
   const Layer& first = layers[0];
@@ -1516,11 +1621,18 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
   int64_t head_dim = first.keys.size(3);
   const float* c = rotary_angles("cos", cos, rotary_row, head_dim, converted);
   const float* s = rotary_angles("sin", sin, rotary_row, head_dim, converted);
+  const float *local_c = c, *local_s = s;  // the sliding layers' (Layer::local)
+  TORCH_CHECK(local_cos.has_value() == local_sin.has_value(), "decode_step: give local_cos and local_sin together");
+  if (local_cos && local_cos->defined()) {
+    local_c = rotary_angles("local_cos", *local_cos, rotary_row, head_dim, converted);
+    local_s = rotary_angles("local_sin", *local_sin, rotary_row, head_dim, converted);
+  }
   float* xd = x.data_ptr<float>();
   float epsf = static_cast<float>(eps);
 
   int64_t hidden = first.o.rows;
-  NormWeights norm_f = final_norm_weights("decode_step", norm, hidden, converted);
+  TORCH_CHECK(x.numel() == hidden, "decode_step: x has ", x.numel(), " values for a hidden size of ", hidden);
+  NormWeights norm_f = final_norm_weights("decode_step", norm, hidden, *stack, converted);
   at::Tensor logits = at::empty({0}, x.options());
   bool with_head = head && head->defined();
   Matrix head_m{};
@@ -1538,31 +1650,44 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
   float top = 0;  // the argmax over every thread's rows (argmax_before's order)
   int64_t top_at = -1;
   std::mutex argmax_merge;
+  std::vector<float> normed_x(with_head ? hidden : 0);  // x normed by the final norm, where the step runs the head
 
   auto run = [&](auto weight_tag) {
     using W = decltype(weight_tag);
-    in_team(kLoopsPerLayer * n_layers + (with_head ? 2 : 0), [&](Team& team) {  // the head: a copy, a product
+    // the head: a copy, a product; sandwich norms without the head: the residual stream's copy
+    in_team(kLoopsPerLayer * n_layers + (with_head || stack->sandwich ? 2 : 0), [&](Team& team) {
       std::vector<float> normed(first.o.rows), activated(first.gate.rows), scores;
       Rounded in;
+      // With sandwich norms every thread updates its own copy of the residual stream (see layer_step).
+      std::vector<float> own_x(stack->sandwich ? hidden : 0);
+      std::copy(xd, xd + own_x.size(), own_x.begin());
+      float* x = stack->sandwich ? own_x.data() : xd;
       for (size_t l = 0; l < n_layers; ++l) {
+        const Layer& L = layers[l];
+        const float *lc = L.local ? local_c : c, *ls = L.local ? local_s : s;
         if (bf16_cache)
-          layer_step<W, c10::BFloat16>(team, xd, layers[l], S, epsf, pos, window, c, s, normed, activated, in, scores);
-        else layer_step<W, float>(team, xd, layers[l], S, epsf, pos, window, c, s, normed, activated, in, scores);
+          layer_step<W, c10::BFloat16>(team, x, L, family, S, epsf, pos, lc, ls, normed, activated, in, scores);
+        else layer_step<W, float>(team, x, L, family, S, epsf, pos, lc, ls, normed, activated, in, scores);
         if (l + 1 < n_layers) {
           team.prefetch_share(layers[l + 1].k, layers[l + 1].keys.size(3));  // claimed a head at a time
           team.prefetch_share(layers[l + 1].v);
           team.prefetch_share(layers[l + 1].q);
-          team.wait();
+        } else if (with_head) {
+          team.prefetch_share(head_m);
         }
+        if (l + 1 < n_layers || with_head || stack->sandwich) team.wait();
+        if (stack->sandwich) add_normed(x, S.out.data(), L.mlp_out_norm, epsf, normed.data(), hidden);
       }
-      if (!with_head) return;
-      team.prefetch_share(head_m);
-      team.wait();
+      if (!with_head) {
+        if (stack->sandwich)  // one of the threads still in the team hands its copy back
+          team.claim(1, 1, 1, [&](int64_t, int64_t) { std::copy(own_x.begin(), own_x.end(), xd); });
+        return;
+      }
       // As in a layer, each thread norms and rounds the whole x itself. One of those that met at the barrier (a
       // thread that left the team may have normed x before it was done) keeps its normed x for the caller, in a
-      // buffer no one reads any more: x itself is still being read.
-      rms_norm(xd, norm_f, epsf, normed.data(), hidden);
-      team.claim(1, 1, 1, [&](int64_t, int64_t) { std::copy(normed.begin(), normed.end(), S.out.begin()); });
+      // buffer of its own: x itself is still being read (and S.out by the sandwich norms of slower threads).
+      rms_norm(x, norm_f, epsf, normed.data(), hidden);
+      team.claim(1, 1, 1, [&](int64_t, int64_t) { std::copy(normed.begin(), normed.end(), normed_x.begin()); });
       auto head_rows = [&](auto head_tag) {
         using H = decltype(head_tag);
         in.set<H>(normed.data(), head_m.cols);
@@ -1583,7 +1708,7 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
     });
   };
   with_layout(weight_type, "decode_step", run);
-  if (with_head) std::copy(S.out.begin(), S.out.end(), xd);
+  if (with_head) std::copy(normed_x.begin(), normed_x.end(), xd);
   else if (norm_f.data) rms_norm(xd, norm_f, epsf, xd, hidden);
   if (follow_team) follow_team_size();
   return {logits, at::full({1}, top_at, x.options().dtype(at::kLong))};
@@ -2227,12 +2352,14 @@ constexpr int64_t claimed_rows_multiple(int64_t n) {
 constexpr int64_t kBatchLoopsPerLayer = 8;  // the claimed loops of batch_layer_step
 
 // layer_step for n sequences: x (n, hidden); row j's rotary cos/sin at cos + j * head_dim, its attention mask over
-// cache slots [0, pos] at mask + j * (pos + 1) (null: no padding). Buffers in S hold n rows each.
+// cache slots [0, pos] at mask + j * (pos + 1) (null: no padding). Buffers in S hold n rows each. With sandwich
+// norms, as in layer_step: x is the thread's own copy, the MLP's outputs are left in S.out.
 template <typename W, typename C>
-void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S, float eps, int64_t pos,
-                      int64_t window, const float* cos, const float* sin, const uint8_t* mask,
+void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, const Family& F, Shared& S, float eps,
+                      int64_t pos, const float* cos, const float* sin, const uint8_t* mask,
                       std::vector<float>& normed, std::vector<Rounded>& rounded, RoundedBatch& batch,
                       std::vector<float>& scores) {
+  const bool sandwich = L.attn_out_norm.data != nullptr;
   int64_t hidden = L.o.rows, n_kv = L.keys.size(1), head_dim = L.keys.size(3), n_head = L.q.rows / head_dim;
   int64_t row_stride = L.keys.stride(0), head_stride = L.keys.stride(1), pos_stride = L.keys.stride(2);
   C* keys = L.keys.data_ptr<C>();
@@ -2273,7 +2400,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
     }
   });
   team.wait();
-  int64_t first = window > 0 ? std::max(pos - window + 1, int64_t(0)) : 0, group = n_head / n_kv;
+  int64_t first = L.window > 0 ? std::max(pos - L.window + 1, int64_t(0)) : 0, group = n_head / n_kv;
   team.claim(n * n_kv, 1, 1, [&](int64_t begin, int64_t end) {  // a row's query heads of one key/value head
     for (int64_t t = begin; t < end; ++t) {
       int64_t j = t / n_kv, g = t % n_kv;
@@ -2281,6 +2408,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
       for (int64_t h = 0; h < group; ++h) {
         norm_head(q + h * head_dim, L.q_norm, eps, head_dim);
         rope(q + h * head_dim, head_dim, cos + j * head_dim, sin + j * head_dim);
+        scale_query(F, q + h * head_dim, head_dim);
       }
       int64_t kv = j * row_stride + g * head_stride;
       attend_group<C>(q, group, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores,
@@ -2291,12 +2419,16 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
   set_inputs(S.attended.data(), L.o.cols);
   team.claim(hidden, kChunk, multiple, [&](int64_t begin, int64_t end) {
     batch_rows<W>(L.o, begin, end, S.attended.data(), batch, n, S.out.data());
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t i = begin; i < end; ++i) x[j * hidden + i] += S.out[j * hidden + i];
+    if (!sandwich)
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t i = begin; i < end; ++i) x[j * hidden + i] += S.out[j * hidden + i];
   });
   team.prefetch_share(L.gate, multiple);
   team.prefetch_share(L.up, multiple);
   team.wait();
+  if (sandwich)
+    for (int64_t j = 0; j < n; ++j)
+      add_normed(x + j * hidden, S.out.data() + j * hidden, L.attn_out_norm, eps, normed.data() + j * hidden, hidden);
 
   for (int64_t j = 0; j < n; ++j) rms_norm(x + j * hidden, L.mlp_norm, eps, normed.data() + j * hidden, hidden);
   set_inputs(normed.data(), hidden);
@@ -2306,7 +2438,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
     batch_rows<W>(L.up, begin, end, normed.data(), batch, n, S.up.data());
     for (int64_t j = 0; j < n; ++j) {
       float* gate = S.gate.data() + j * inner + begin;
-      silu_times(gate, S.up.data() + j * inner + begin, gate, end - begin);
+      activate_times(F, gate, S.up.data() + j * inner + begin, gate, end - begin);
     }
   });
   team.prefetch_share(L.down, multiple);
@@ -2314,8 +2446,9 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
   set_inputs(S.gate.data(), inner);  // SiLU(gate) * up, in place of gate
   team.claim(hidden, kChunk, multiple, [&](int64_t begin, int64_t end) {
     batch_rows<W>(L.down, begin, end, S.gate.data(), batch, n, S.out.data());
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t i = begin; i < end; ++i) x[j * hidden + i] += S.out[j * hidden + i];
+    if (!sandwich)
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t i = begin; i < end; ++i) x[j * hidden + i] += S.out[j * hidden + i];
   });
 }
 
@@ -2324,16 +2457,18 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, Shared& S
 // (left-padded rows count theirs from their first real token); mask (n, pos + 1) uint8, each row's attention mask
 // over the cache slots (0: padding, never attended), with slot `pos` set in every row, or empty for no padding.
 // With `norm`, each row of x leaves normed by the final norm, as decode_step's x.
+// local_cos and local_sin (rows, head_dim): the sliding layers' angles (Layer::local), where the family has them.
 void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at::TensorList keys,
                   at::TensorList values, int64_t pos, int64_t window,
                   at::Tensor cos, at::Tensor sin, at::Tensor mask, double eps, c10::optional<at::Tensor> norm,
-                  bool follow_team) {
+                  bool follow_team, c10::optional<at::Tensor> local_cos, c10::optional<at::Tensor> local_sin) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 2,
               "decode_batch: x must be a contiguous (rows, hidden) float32 matrix");
   int64_t n = x.size(0);
   std::vector<at::Tensor> converted;
   at::ScalarType weight_type;
-  std::vector<Layer> layers = step_layers("decode_batch", n, *stack, keys, values, pos, converted, weight_type);
+  std::vector<Layer> layers = step_layers("decode_batch", n, *stack, keys, values, pos, window, converted, weight_type);
+  const Family family = stack->family();
   const Layer& first = layers[0];
   int64_t head_dim = first.keys.size(3);
   TORCH_CHECK(x.size(1) == first.o.rows, "decode_batch: x has ", x.size(1), " values per row for a hidden size of ",
@@ -2341,6 +2476,13 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
   at::Tensor cos_f = cos.to(at::kFloat).contiguous(), sin_f = sin.to(at::kFloat).contiguous();
   TORCH_CHECK(cos_f.numel() == n * head_dim && sin_f.numel() == n * head_dim,
               "decode_batch: cos and sin must be (rows, head_dim), one position per row");
+  TORCH_CHECK(local_cos.has_value() == local_sin.has_value(), "decode_batch: give local_cos and local_sin together");
+  at::Tensor local_cos_f = cos_f, local_sin_f = sin_f;
+  if (local_cos && local_cos->defined()) {
+    local_cos_f = local_cos->to(at::kFloat).contiguous(), local_sin_f = local_sin->to(at::kFloat).contiguous();
+    TORCH_CHECK(local_cos_f.numel() == n * head_dim && local_sin_f.numel() == n * head_dim,
+                "decode_batch: local_cos and local_sin must be (rows, head_dim), one position per row");
+  }
   const uint8_t* allowed = nullptr;
   at::Tensor mask_bytes;
   if (mask.numel() > 0) {
@@ -2356,38 +2498,52 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
            std::vector<float>(n * first.o.rows), std::vector<float>(n * first.gate.rows),
            std::vector<float>(n * first.gate.rows)};
   const float *c = cos_f.data_ptr<float>(), *s = sin_f.data_ptr<float>();
+  const float *local_c = local_cos_f.data_ptr<float>(), *local_s = local_sin_f.data_ptr<float>();
   float* xd = x.data_ptr<float>();
   float epsf = static_cast<float>(eps);
   bool bf16_cache = keys[0].scalar_type() == at::kBFloat16;
   size_t n_layers = layers.size();
-  NormWeights norm_f = final_norm_weights("decode_batch", norm, first.o.rows, converted);
+  const int64_t hidden = first.o.rows;
+  NormWeights norm_f = final_norm_weights("decode_batch", norm, first.o.rows, *stack, converted);
   bool int8_too = weight_type == at::kByte &&
                   std::any_of(stack->weights.begin(), stack->weights.end(),
                               [](const at::Tensor& weight) { return weight.scalar_type() == at::kChar; });
 
   auto run = [&](auto weight_tag) {
     using W = decltype(weight_tag);
-    in_team(kBatchLoopsPerLayer * n_layers, [&](Team& team) {
+    in_team(kBatchLoopsPerLayer * n_layers + 1, [&](Team& team) {  // and the sandwich norms' copy of x
       std::vector<float> normed(n * first.o.rows), scores;
       std::vector<Rounded> rounded(n);
       RoundedBatch batch;
       batch.int8_too = int8_too;
+      std::vector<float> own_x(stack->sandwich ? n * hidden : 0);  // as decode_step's
+      std::copy(xd, xd + own_x.size(), own_x.begin());
+      float* rows_x = stack->sandwich ? own_x.data() : xd;
       for (size_t l = 0; l < n_layers; ++l) {
         const Layer& L = layers[l];
-        if (bf16_cache)
-          batch_layer_step<W, c10::BFloat16>(team, xd, n, L, S, epsf, pos, window, c, s, allowed, normed, rounded, batch, scores);
-        else batch_layer_step<W, float>(team, xd, n, L, S, epsf, pos, window, c, s, allowed, normed, rounded, batch, scores);
+        const float *lc = L.local ? local_c : c, *ls = L.local ? local_s : s;
+        auto step = [&](auto cache_tag) {
+          batch_layer_step<W, decltype(cache_tag)>(team, rows_x, n, L, family, S, epsf, pos, lc, ls, allowed, normed,
+                                                   rounded, batch, scores);
+        };
+        if (bf16_cache) step(c10::BFloat16{});
+        else step(float{});
         if (l + 1 < n_layers) {
           team.prefetch_share(layers[l + 1].q);
           team.prefetch_share(layers[l + 1].k);
           team.prefetch_share(layers[l + 1].v);
-          team.wait();
         }
+        if (l + 1 < n_layers || stack->sandwich) team.wait();
+        if (stack->sandwich)
+          for (int64_t j = 0; j < n; ++j)
+            add_normed(rows_x + j * hidden, S.out.data() + j * hidden, L.mlp_out_norm, epsf, normed.data() + j * hidden,
+                       hidden);
       }
+      if (stack->sandwich)  // one of the threads still in the team hands its copy back
+        team.claim(1, 1, 1, [&](int64_t, int64_t) { std::copy(own_x.begin(), own_x.end(), xd); });
     });
   };
   with_layout(weight_type, "decode_batch", run);
-  int64_t hidden = first.o.rows;
   if (norm_f.data)
     for (int64_t j = 0; j < n; ++j) rms_norm(xd + j * hidden, norm_f, epsf, xd + j * hidden, hidden);
   if (follow_team) follow_team_size();
@@ -3401,14 +3557,16 @@ TORCH_LIBRARY(openformers, m) {
   m.def("settled_team_threads() -> int", settled_team_threads);
   m.class_<StepWeights>("StepWeights")
       .def(torch::init<std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>,
-                       std::vector<at::Tensor>>());
+                       std::vector<at::Tensor>>())
+      .def("set_family", &StepWeights::set_family);
   m.def("decode_step(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps, Tensor? norm=None, "
         "Tensor? head=None, Tensor? head_scale=None, bool bfloat16_logits=False, bool follow_team=False, "
-        "Tensor? embedding=None, int rotary_row=-1) -> (Tensor logits, Tensor argmax)");
+        "Tensor? embedding=None, int rotary_row=-1, Tensor? local_cos=None, Tensor? local_sin=None) -> "
+        "(Tensor logits, Tensor argmax)");
   m.def("decode_batch(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, Tensor mask, float eps, "
-        "Tensor? norm=None, bool follow_team=False) -> ()");
+        "Tensor? norm=None, bool follow_team=False, Tensor? local_cos=None, Tensor? local_sin=None) -> ()");
   m.def("matvec(Tensor x, Tensor weight, Tensor? scale) -> Tensor");
   m.def("dequantize(Tensor weight, Tensor scale) -> Tensor");
   m.def("dequantize_into(Tensor weight, Tensor scale, Tensor(a!) out) -> ()");

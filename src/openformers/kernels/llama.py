@@ -10,8 +10,10 @@ sequences, one thread, CPU time per step with sampling (9 ms of it), float32 64 
 bfloat16 43.5 against 62 (benchmarks/RESULTS.md).
 
 A model takes the step only when every field of its config is one the step implements (`refusal` says which
-is not): Llama, Mistral, Qwen2 (q/k/v biases) and Qwen3 (each head's queries and keys RMS-normed before the
-rotation). A feature added to the models later (soft-capping, another rope) leaves such models on the plain path
+is not): Llama, Mistral, Qwen2 (q/k/v biases), Qwen3 (each head's queries and keys RMS-normed before the
+rotation) and Gemma 3's text decoder (norms of 1 + w around attention and MLP as well as before them, GELU,
+queries scaled by query_pre_attn_scalar, sliding layers with rotary tables of their own; `set_family` of
+decode.cpp's StepWeights). A feature added to the models later (soft-capping, another rope) leaves such models on the plain path
 until the step implements it and tests/test_kernels.py proves parity for it.
 """
 
@@ -25,6 +27,8 @@ from torch import nn
 from torch.nn.modules import module as torch_modules
 
 from ..generation.cache import DynamicCache
+from ..models.decoder import DecoderModel
+from ..models.gemma import Gemma2Attention, Gemma2DecoderLayer, Gemma2MLP, Gemma3TextModel, GemmaRMSNorm
 from ..models.heads import CausalLM
 from ..models.layers import RMSNorm
 from ..models.llama import LlamaAttention, LlamaDecoderLayer, LlamaMLP, LlamaModel
@@ -45,6 +49,22 @@ IMPLEMENTED = {
     "mlp_bias": lambda value: not value,
     "sliding_window": lambda value: True,  # None, or one window for every layer
 }
+# Gemma 3's text decoder, beside the fields that change nothing for Llama either (ARITHMETIC_FREE).
+GEMMA3_IMPLEMENTED = {
+    "model_type": lambda value: value == "gemma3_text",
+    "hidden_activation": lambda value: value in ("gelu_pytorch_tanh", "gelu_new"),  # the tanh form
+    "rope_scaling": IMPLEMENTED["rope_scaling"],
+    "attention_bias": lambda value: not value,
+    "attention_dropout": lambda value: not value,
+    "final_logit_softcapping": lambda value: value is None,
+    "attn_logit_softcapping": lambda value: True,  # never applied by Gemma 3 (Gemma3TextConfig.caps_attention)
+    "use_bidirectional_attention": lambda value: not value,
+    "sliding_window": lambda value: True,  # on the layers layer_types marks as sliding
+    "layer_types": lambda value: True,
+    "query_pre_attn_scalar": lambda value: True,  # the queries' factor (set_family)
+    "rope_local_base_freq": lambda value: True,  # the sliding layers' tables, read from their rotary module
+}
+FAMILIES = {"gemma3_text": GEMMA3_IMPLEMENTED}  # model_type -> what the step implements, where not IMPLEMENTED
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
 # (read from the model's modules), token ids, head and output options, and what Qwen2 and Qwen3 fold into the
 # decoder's sliding_window (Qwen3's layer_types: one window for every layer or none, as its config checks).
@@ -71,23 +91,30 @@ def refusal(config) -> str | None:
     The fields are the config's attributes (keys config.json holds that no family reads stay in `extra`) and the
     family facts its class holds (model_type, Qwen2's qkv_bias, Llama's absent sliding_window).
     """
-    values = {name: value for name, value in vars(config).items() if not name.startswith("_")}
-    # Other families' configs lack Llama's facts: read as absent, so their own fields and model_type are refused.
-    values.update(model_type=config.model_type, qkv_bias=getattr(config, "qkv_bias", False),
-                  sliding_window=getattr(config, "sliding_window", None))
+    # model_type first: for a family the step does not take, the answer that says most.
+    values = {"model_type": config.model_type}
+    values.update((name, value) for name, value in vars(config).items() if not name.startswith("_"))
+    implemented = FAMILIES.get(config.model_type, IMPLEMENTED)
+    # Other families' configs lack Llama's facts: read as absent, so their own fields are refused.
+    values.update(sliding_window=getattr(config, "sliding_window", None))
+    if implemented is IMPLEMENTED:
+        values.update(qkv_bias=getattr(config, "qkv_bias", False))
     for name, value in values.items():
-        if name in IMPLEMENTED and not IMPLEMENTED[name](value):
+        if name in implemented and not implemented[name](value):
             return f"{name}={value!r} is not implemented by the decoding kernel"
-        if name not in IMPLEMENTED and name not in ARITHMETIC_FREE:
+        if name not in implemented and name not in ARITHMETIC_FREE:
             return f"config field {name!r} is unknown to the decoding kernel"
     return None
 
 
-def decoder_of(model: nn.Module) -> LlamaModel | None:
-    """The Llama-style decoder stack of `model` (a head's base model, or the model itself), if it has one."""
-    if isinstance(model, LlamaModel):
+STEP_DECODERS = (LlamaModel, Gemma3TextModel)  # the decoder stacks whose layers the step may reproduce
+
+
+def decoder_of(model: nn.Module) -> DecoderModel | None:
+    """The decoder stack of `model` (a head's base model, or the model itself) of a kind the step may take."""
+    if isinstance(model, STEP_DECODERS):
         return model
-    return next((child for child in model.children() if isinstance(child, LlamaModel)), None)
+    return next((child for child in model.children() if isinstance(child, STEP_DECODERS)), None)
 
 
 def eligible(model: nn.Module) -> bool:
@@ -214,20 +241,40 @@ def _swap_linear(parent: nn.Module, name: str) -> None:
         setattr(parent, name, Linear.from_linear(layer))
 
 
-def _implemented_layers(decoder: LlamaModel) -> bool:
+def _implemented_layers(decoder: DecoderModel) -> bool:
     """Whether the decoder is made of the layers the step reproduces (a user's own subclass or a swapped-in
     adapter is not), with every linear layer the kernel's or a plain nn.Linear."""
+    gemma = type(decoder) is Gemma3TextModel
+    norm_class = GemmaRMSNorm if gemma else RMSNorm
     for layer in decoder.layers:
-        kinds = (type(layer), type(layer.self_attn), type(layer.mlp), type(layer.input_layernorm),
-                 type(layer.post_attention_layernorm))
-        if kinds == (Qwen3DecoderLayer, Qwen3Attention, LlamaMLP, RMSNorm, RMSNorm):
-            if (type(layer.self_attn.q_norm), type(layer.self_attn.k_norm)) != (RMSNorm, RMSNorm):
+        norms = _layer_norms(layer)
+        if gemma:
+            kinds = (type(layer), type(layer.self_attn), type(layer.mlp))
+            if kinds != (Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP) or not layer.self_attn.qk_norm:
                 return False
-        elif kinds != (LlamaDecoderLayer, LlamaAttention, LlamaMLP, RMSNorm, RMSNorm):
+        else:
+            kinds = (type(layer), type(layer.self_attn), type(layer.mlp))
+            if kinds not in ((Qwen3DecoderLayer, Qwen3Attention, LlamaMLP), (LlamaDecoderLayer, LlamaAttention, LlamaMLP)):
+                return False
+        if any(type(norm) is not norm_class for norm in norms):
             return False
         if any(type(linear) not in (nn.Linear, Linear) for linear in _linears(layer)):
             return False
-    return type(decoder.norm) is RMSNorm
+    return type(decoder.norm) is norm_class
+
+
+def _layer_norms(layer: nn.Module) -> list[nn.Module]:
+    """A layer's norms in the order decode.cpp's StepWeights takes them: its input's and its MLP input's (Gemma:
+    its input's, the attention output's, the MLP input's and the MLP output's), then the queries' and keys'."""
+    if type(layer) is Gemma2DecoderLayer:
+        norms = [layer.input_layernorm, layer.post_attention_layernorm, layer.pre_feedforward_layernorm,
+                 layer.post_feedforward_layernorm]
+    else:
+        norms = [layer.input_layernorm, layer.post_attention_layernorm]
+    attention = layer.self_attn
+    if type(attention) is Qwen3Attention or type(attention) is Gemma2Attention and attention.qk_norm:
+        norms += (attention.q_norm, attention.k_norm)
+    return norms
 
 
 class DecodeStep:
@@ -235,7 +282,7 @@ class DecodeStep:
     `decode_step` for one unpadded sequence, `decode_batch` for up to BATCH_ROWS sequences sharing one cache,
     each with its own position and left padding (generate's batch, the server's running rows).
 
-    Called by LlamaModel.forward with (input_ids, attention_mask, position_ids, cache); returns the (B, 1, C) last
+    Called by the decoder's forward (DecoderModel.forward) with (input_ids, attention_mask, position_ids, cache); returns the (B, 1, C) last
     hidden state, or None to leave any other step to the layers (a prompt, gradients, another device).
 
     The model's language-model head (`model_reference`, a weak reference to the model that holds the decoder) is a
@@ -244,7 +291,7 @@ class DecodeStep:
     instead of two, and none of the final norm's and the head call's small operations.
     """
 
-    def __init__(self, decoder: LlamaModel, before_step=None, model_reference: weakref.ref | None = None):
+    def __init__(self, decoder: DecoderModel, before_step=None, model_reference: weakref.ref | None = None):
         self.decoder = decoder
         self.before_step = before_step
         self.model_reference = model_reference
@@ -308,31 +355,39 @@ class DecodeStep:
             return None
         rows = input_ids.shape[0]
         one_sequence = rows == 1 and not padding  # decode_step, else decode_batch
-        rotary = decoder._modules["rotary_emb"]
+        gemma = type(decoder) is Gemma3TextModel
+        # Gemma 3's sliding layers rotate by tables of their own (decode.cpp's Layer::local).
+        rotaries = [decoder._modules["rotary_emb"]] + ([decoder._modules["local_rotary_emb"]] if gemma else [])
         rotary_row = -1
         if one_sequence and (position_ids is None or position_ids.numel() == 1):
             # The tables whole, and the position's row in them for the step to read: indexing them here cost two
             # operations, 15-20 us a token once the step has left torch's data out of the caches (and a tensor of
             # positions and its max four more).
             rotary_row = cache.seq_len if position_ids is None else int(position_ids)
-            if rotary_row >= rotary._buffers["cos"].shape[0]:
-                rotary.ensure_length(rotary_row + 1)
-            cos, sin = rotary._buffers["cos"], rotary._buffers["sin"]
+            angles = []
+            for rotary in rotaries:
+                if rotary_row >= rotary._buffers["cos"].shape[0]:
+                    rotary.ensure_length(rotary_row + 1)
+                angles += (rotary._buffers["cos"], rotary._buffers["sin"])
         else:
             if position_ids is None:
                 positions = torch.full((rows,), cache.seq_len)
             else:
                 positions = position_ids.reshape(-1).expand(rows) if position_ids.numel() == 1 else position_ids.reshape(-1)
-            rotary.ensure_length(int(positions.max()) + 1)
-            cos, sin = rotary.cos[positions], rotary.sin[positions]
-            if one_sequence:
-                cos, sin = cos[0], sin[0]
+            angles = []
+            for rotary in rotaries:
+                rotary.ensure_length(int(positions.max()) + 1)
+                cos, sin = rotary.cos[positions], rotary.sin[positions]
+                angles += (cos[0], sin[0]) if one_sequence else (cos, sin)
+        cos, sin, *local_angles = angles
+        local_cos, local_sin = local_angles or (None, None)
         if embedding is not None and one_sequence:  # decode_step reads the token's row of the table itself
             x = None
         else:
             x, embedding = decoder.embed_tokens(input_ids).float().contiguous(), None  # (rows, 1, C) or (rows, C)
         keys, values, position = cache.reserve_all(1)
-        layers = (stack, keys, values, position, decoder.sliding_window or 0)
+        window = decoder.config.sliding_window if gemma else decoder.sliding_window
+        layers = (stack, keys, values, position, window or 0)
         # Through the module dicts: nn.Module's attribute fallback cost ~5 us an attribute after a step.
         eps = decoder._modules["layers"]._modules["0"]._modules["input_layernorm"].eps
         logits = argmax = None
@@ -345,12 +400,12 @@ class DecodeStep:
             norm = decoder._modules["norm"]._parameters["weight"]
             logits, argmax = torch.ops.openformers.decode_step(step_input, *layers, cos, sin, eps, norm,
                                                                *(head or (None, None)), bfloat16_logits, following,
-                                                               embedding, rotary_row)
+                                                               embedding, rotary_row, local_cos, local_sin)
             logits, argmax = (logits, argmax) if head is not None else (None, None)
         else:  # decode_batch: each row's rotary angles at its own position, its mask over the cache
             mask = attention_mask.to(torch.uint8) if padding else torch.empty(0, dtype=torch.uint8)
             torch.ops.openformers.decode_batch(x.view(rows, -1), *layers, cos, sin, mask, eps, decoder.norm.weight,
-                                               following)
+                                               following, local_cos, local_sin)
         return x, logits, argmax
 
     def _head(self) -> "StepHead | None":
@@ -380,6 +435,8 @@ class DecodeStep:
                 held.steps.add(self)
         ready = _step_ready(self.decoder)
         self._stack = torch.classes.openformers.StepWeights(*_gather(self.decoder)) if ready else None
+        if ready and type(self.decoder) is Gemma3TextModel:
+            self._stack.set_family(*_gemma_family(self.decoder))
         self._layer_count = len(self.decoder.layers)
         self._current = True
         return self._stack
@@ -483,7 +540,7 @@ class StepHead(Linear):
         return super().forward(x)
 
 
-def _step_ready(decoder: LlamaModel) -> bool:
+def _step_ready(decoder: DecoderModel) -> bool:
     """The layers are the step's, every linear one is the kernel's, all with one weight layout (or int4 and int8
     mixed: a GGUF file's 5-8-bit matrices kept at int8 under int4) and biases on q/k/v at most (a bias added to
     another projection after loading would be ignored by decode.cpp)."""
@@ -498,17 +555,23 @@ def _step_ready(decoder: LlamaModel) -> bool:
     )
 
 
+def _gemma_family(decoder: Gemma3TextModel) -> tuple:
+    """StepWeights.set_family's arguments for Gemma 3: sandwich norms, GELU, norm weights stored as offsets from one,
+    the queries' scale (query_pre_attn_scalar ** -0.5) as a factor on the step's 1 / sqrt(head_dim), and which
+    layers slide."""
+    attention = decoder.layers[0].self_attn
+    return True, True, 1.0, attention.scale * attention.head_dim**0.5, [int(layer.is_sliding) for layer in decoder.layers]
+
+
 def _linears(layer: LlamaDecoderLayer) -> list[nn.Linear]:
     return [getattr(layer.self_attn, n) for n in PROJECTIONS] + [getattr(layer.mlp, n) for n in MLP_PROJECTIONS]
 
 
-def _gather(decoder: LlamaModel) -> tuple[list, list, list, list]:
+def _gather(decoder: DecoderModel) -> tuple[list, list, list, list]:
     norms, weights, scales, biases = [], [], [], []
     for layer in decoder.layers:
         linears = _linears(layer)
-        norms += (layer.input_layernorm.weight, layer.post_attention_layernorm.weight)
-        if type(layer.self_attn) is Qwen3Attention:  # each head's queries and keys normed (decode.cpp's Layer)
-            norms += (layer.self_attn.q_norm.weight, layer.self_attn.k_norm.weight)
+        norms += (norm.weight for norm in _layer_norms(layer))
         weights += (p.weight for p in linears)
         scales += (p.scale for p in linears if p.scale is not None)
         biases += (p.bias for p in linears[:3] if p.bias is not None)
