@@ -182,6 +182,23 @@ def test_the_cpu_decoding_step_runs_gemma3_with_the_references_logits_and_leaves
     ids, mask = generation_inputs(_ids)  # left-padded rows: the batched step
     assert_generate_matches(model, reference, ids, mask)
     assert calls["decode_batch"]
+    # One row: generate's shortcut past the forward, the step scaling the embedding's row itself. A soft-cap set on
+    # the config later (which the forward applies) keeps the steps on the forward.
+    shortcut, taken = model.accelerated_logits, []
+
+    def counted(*args):
+        logits_and_argmax = shortcut(*args)
+        taken.append(logits_and_argmax is not None)
+        return logits_and_argmax
+
+    monkeypatch.setattr(model, "accelerated_logits", counted)
+    assert_generate_matches(model, reference, ids[:1], mask[:1])
+    assert taken == [True] * 9
+    del taken[:]
+    monkeypatch.setattr(model.config, "final_logit_softcapping", 4.0)
+    monkeypatch.setattr(reference.config, "final_logit_softcapping", 4.0)
+    assert_generate_matches(model, reference, ids[:1], mask[:1])
+    assert taken == [False] * 9
 
 
 def test_config_reads_and_writes_the_references_fields(tiny, tmp_path):

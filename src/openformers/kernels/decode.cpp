@@ -1396,24 +1396,26 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
 // A family other than Llama's says what it computes differently with set_family: `sandwich`, norms of the attention's
 // and the MLP's outputs (the layer's norms then are its input's, the attention output's, the MLP input's and the MLP
 // output's, then q's and k's where it has them); `gelu`, the MLP's activation; `norm_offset`, added to every norm
-// weight (Gemma's 1 + w); `query_factor`, the queries' scale times sqrt(head_dim); `sliding`, one flag per layer,
-// set where the layer attends within the step's window and rotates by its local tables (Gemma's layer_types).
-// Without flags every layer takes the window and the tables.
+// weight (Gemma's 1 + w); `query_factor`, the queries' scale times sqrt(head_dim); `embedding_scale`, what the
+// embedding multiplies its rows by (Gemma's sqrt(hidden_size): decode_step's embedded_row); `sliding`, one flag
+// per layer, set where the layer attends within the step's window and rotates by its local tables (Gemma's
+// layer_types). Without flags every layer takes the window and the tables.
 struct StepWeights : torch::CustomClassHolder {
   std::vector<at::Tensor> norms, weights, scales, biases;
   bool sandwich = false, gelu = false;
-  double norm_offset = 0., query_factor = 1.;
+  double norm_offset = 0., query_factor = 1., embedding_scale = 1.;
   std::vector<int64_t> sliding;
   StepWeights(std::vector<at::Tensor> norms, std::vector<at::Tensor> weights, std::vector<at::Tensor> scales,
               std::vector<at::Tensor> biases)
       : norms(std::move(norms)), weights(std::move(weights)), scales(std::move(scales)), biases(std::move(biases)) {}
 
-  void set_family(bool sandwich_norms, bool gelu_mlp, double offset, double factor,
+  void set_family(bool sandwich_norms, bool gelu_mlp, double offset, double factor, double embedding_factor,
                   std::vector<int64_t> sliding_layers) {
     TORCH_CHECK(sliding_layers.empty() || sliding_layers.size() * 7 == weights.size(),
                 "StepWeights.set_family: one sliding flag per layer (", weights.size() / 7, "), got ",
                 sliding_layers.size());
     sandwich = sandwich_norms, gelu = gelu_mlp, norm_offset = offset, query_factor = factor;
+    embedding_scale = embedding_factor;
     sliding = std::move(sliding_layers);
   }
 
@@ -1538,8 +1540,10 @@ inline bool argmax_before(float v, int64_t i, float best, int64_t at) {
 
 // The float32 input of a step for the token whose id `tokens` holds (one int64): its row of `embedding` (float32 or
 // bfloat16, a row per token id), read here by decode_step where the embedding module's call and the row's
-// conversion to float32 were ~70-120 us a token (three operations after a step had flushed the caches).
-at::Tensor embedded_row(const at::Tensor& tokens, const at::Tensor& embedding) {
+// conversion to float32 were ~70-120 us a token (three operations after a step had flushed the caches). A `scale`
+// other than 1 multiplies the row as Gemma's embedding does, in the table's dtype: a bfloat16 row times the scale
+// rounded to bfloat16, the product rounded to bfloat16.
+at::Tensor embedded_row(const at::Tensor& tokens, const at::Tensor& embedding, double scale) {
   TORCH_CHECK(tokens.scalar_type() == at::kLong && tokens.numel() == 1,
               "decode_step: with an embedding, x must hold one int64 token id, got ", tokens.scalar_type(), " ",
               tokens.sizes());
@@ -1552,10 +1556,15 @@ at::Tensor embedded_row(const at::Tensor& tokens, const at::Tensor& embedding) {
   at::Tensor x = at::empty({cols}, embedding.options().dtype(at::kFloat));
   float* xd = x.data_ptr<float>();
   if (type == at::kFloat) {
-    std::copy_n(embedding.data_ptr<float>() + id * cols, cols, xd);
+    const float* row = embedding.data_ptr<float>() + id * cols;
+    const float factor = static_cast<float>(scale);
+    if (scale == 1.) std::copy_n(row, cols, xd);
+    else for (int64_t i = 0; i < cols; ++i) xd[i] = row[i] * factor;
   } else {
     const c10::BFloat16* row = embedding.data_ptr<c10::BFloat16>() + id * cols;
-    for (int64_t i = 0; i < cols; ++i) xd[i] = static_cast<float>(row[i]);
+    const float factor = static_cast<float>(c10::BFloat16(static_cast<float>(scale)));
+    if (scale == 1.) for (int64_t i = 0; i < cols; ++i) xd[i] = static_cast<float>(row[i]);
+    else for (int64_t i = 0; i < cols; ++i) xd[i] = static_cast<float>(c10::BFloat16(static_cast<float>(row[i]) * factor));
   }
   return x;
 }
@@ -1606,7 +1615,7 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
                                                bool follow_team, c10::optional<at::Tensor> embedding,
                                                int64_t rotary_row, c10::optional<at::Tensor> local_cos,
                                                c10::optional<at::Tensor> local_sin) {
-  if (embedding && embedding->defined()) x = embedded_row(x, *embedding);
+  if (embedding && embedding->defined()) x = embedded_row(x, *embedding, stack->embedding_scale);
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "decode_step: x must be contiguous float32");
   std::vector<at::Tensor> converted;
   at::ScalarType weight_type;

@@ -28,7 +28,15 @@ from torch.nn.modules import module as torch_modules
 
 from ..generation.cache import DynamicCache
 from ..models.decoder import DecoderModel
-from ..models.gemma import Gemma2Attention, Gemma2DecoderLayer, Gemma2MLP, Gemma3TextModel, GemmaRMSNorm
+from ..models.gemma import (
+    Gemma2Attention,
+    Gemma2DecoderLayer,
+    Gemma2ForCausalLM,
+    Gemma2MLP,
+    Gemma3TextModel,
+    GemmaRMSNorm,
+    GemmaScaledEmbedding,
+)
 from ..models.heads import CausalLM
 from ..models.layers import RMSNorm
 from ..models.llama import LlamaAttention, LlamaDecoderLayer, LlamaMLP, LlamaModel
@@ -155,20 +163,23 @@ def next_token_logits(model: nn.Module, tokens: torch.Tensor, cache) -> tuple[to
     SmolLM2 at two threads, the time between two steps' kernel calls is 0.35-0.45 ms through the shortcut against
     0.77-1.0 through the forward (bfloat16 / float32, medians of 64 tokens, rounds interleaved in one process;
     benchmarks/RESULTS.md). The shortcut stands in for it only where the forward
-    computes the same thing: the model's class keeps CausalLM's forward and head, the model is not compiled, the
-    embedding is a plain nn.Embedding (whose row the step reads itself), no forward hook would see the call (the
-    model's, the decoder's, the embedding's, the head's or a global one) and the head fuses.
+    computes the same thing: the model's class keeps CausalLM's forward and head (or Gemma's head without a
+    soft-cap), the model is not compiled, the embedding is a plain nn.Embedding or Gemma's scaled one (whose row
+    the step reads and scales itself), no forward hook would see the call (the model's, the decoder's, the
+    embedding's, the head's or a global one) and the head fuses.
     """
     # Submodules through the module dicts, as StepHead.fused_tensors reads its tensors, and for the same reason.
     decoder, head = model._modules.get(model.base_model_prefix), model._modules.get("lm_head")
     step = getattr(decoder, "accelerated_step", None)
     model_class = type(model)
     if (not isinstance(step, DecodeStep) or type(head) is not StepHead or tokens.shape != (1,)
-            or model_class.forward is not CausalLM.forward or model_class.token_logits is not CausalLM.token_logits
+            or model_class.forward is not CausalLM.forward or not _plain_token_logits(model)
             or "forward" in vars(model) or getattr(model, "_compiled_call_impl", None) is not None):
         return None
     embedding = decoder._modules.get("embed_tokens")
-    if (type(embedding) is not nn.Embedding or embedding.max_norm is not None
+    # Gemma's scaled rows the step scales as the module does (StepWeights.set_family's embedding_scale).
+    embedding_class = GemmaScaledEmbedding if type(decoder) is Gemma3TextModel else nn.Embedding
+    if (type(embedding) is not embedding_class or embedding.max_norm is not None
             or not _unhooked(model, decoder, head, embedding)):
         return None
     fused = head.fused_tensors()
@@ -178,6 +189,15 @@ def next_token_logits(model: nn.Module, tokens: torch.Tensor, cache) -> tuple[to
     bfloat16_model = table.dtype == torch.bfloat16  # the head's output: the hidden's dtype
     ran = step.run(tokens, None, None, cache, fused, bfloat16_logits=bfloat16_model, embedding=table)
     return None if ran is None else ran[1:]
+
+
+def _plain_token_logits(model: nn.Module) -> bool:
+    """Whether the model's logits are its head's product as it is: CausalLM's token_logits, or Gemma's without a
+    soft-cap (its config read now, as the forward reads it)."""
+    token_logits = type(model).token_logits
+    if token_logits is Gemma2ForCausalLM.token_logits:
+        return model.config.final_logit_softcapping is None
+    return token_logits is CausalLM.token_logits
 
 
 def copied_reference(reference: weakref.ref | None, memo: dict) -> weakref.ref | None:
@@ -557,10 +577,11 @@ def _step_ready(decoder: DecoderModel) -> bool:
 
 def _gemma_family(decoder: Gemma3TextModel) -> tuple:
     """StepWeights.set_family's arguments for Gemma 3: sandwich norms, GELU, norm weights stored as offsets from one,
-    the queries' scale (query_pre_attn_scalar ** -0.5) as a factor on the step's 1 / sqrt(head_dim), and which
-    layers slide."""
+    the queries' scale (query_pre_attn_scalar ** -0.5) as a factor on the step's 1 / sqrt(head_dim), the
+    embedding's scale (sqrt(hidden_size)) and which layers slide."""
     attention = decoder.layers[0].self_attn
-    return True, True, 1.0, attention.scale * attention.head_dim**0.5, [int(layer.is_sliding) for layer in decoder.layers]
+    return (True, True, 1.0, attention.scale * attention.head_dim**0.5, decoder.embed_tokens.scale,
+            [int(layer.is_sliding) for layer in decoder.layers])
 
 
 def _linears(layer: LlamaDecoderLayer) -> list[nn.Linear]:
