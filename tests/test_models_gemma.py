@@ -171,7 +171,8 @@ def test_the_cpu_decoding_step_runs_gemma3_with_the_references_logits_and_leaves
     calls = {"decode_step": [], "decode_batch": []}
     for name, counted in calls.items():
         run = getattr(torch.ops.openformers, name)
-        monkeypatch.setattr(torch.ops.openformers, name, lambda *args, run=run, counted=counted: counted.append(1) or run(*args))
+        monkeypatch.setattr(torch.ops.openformers, name,
+                            lambda *args, run=run, counted=counted: counted.append(1) or run(*args))
     ids = _ids(1, 12, seed=9)  # past the window of 4
     cache = openformers.DynamicCache()
     with torch.inference_mode():

@@ -1564,7 +1564,8 @@ at::Tensor embedded_row(const at::Tensor& tokens, const at::Tensor& embedding, d
     const c10::BFloat16* row = embedding.data_ptr<c10::BFloat16>() + id * cols;
     const float factor = static_cast<float>(c10::BFloat16(static_cast<float>(scale)));
     if (scale == 1.) for (int64_t i = 0; i < cols; ++i) xd[i] = static_cast<float>(row[i]);
-    else for (int64_t i = 0; i < cols; ++i) xd[i] = static_cast<float>(c10::BFloat16(static_cast<float>(row[i]) * factor));
+    else
+      for (int64_t i = 0; i < cols; ++i) xd[i] = static_cast<float>(c10::BFloat16(static_cast<float>(row[i]) * factor));
   }
   return x;
 }
@@ -2513,7 +2514,7 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
   bool bf16_cache = keys[0].scalar_type() == at::kBFloat16;
   size_t n_layers = layers.size();
   const int64_t hidden = first.o.rows;
-  NormWeights norm_f = final_norm_weights("decode_batch", norm, first.o.rows, *stack, converted);
+  NormWeights norm_f = final_norm_weights("decode_batch", norm, hidden, *stack, converted);
   bool int8_too = weight_type == at::kByte &&
                   std::any_of(stack->weights.begin(), stack->weights.end(),
                               [](const at::Tensor& weight) { return weight.scalar_type() == at::kChar; });

@@ -13,8 +13,8 @@ A model takes the step only when every field of its config is one the step imple
 is not): Llama, Mistral, Qwen2 (q/k/v biases), Qwen3 (each head's queries and keys RMS-normed before the
 rotation) and Gemma 3's text decoder (norms of 1 + w around attention and MLP as well as before them, GELU,
 queries scaled by query_pre_attn_scalar, sliding layers with rotary tables of their own; `set_family` of
-decode.cpp's StepWeights). A feature added to the models later (soft-capping, another rope) leaves such models on the plain path
-until the step implements it and tests/test_kernels.py proves parity for it.
+decode.cpp's StepWeights). A feature added to the models later (soft-capping, another rope) leaves such models
+on the plain path until the step implements it and tests/test_kernels.py proves parity for it.
 """
 
 import contextlib
@@ -116,6 +116,9 @@ def refusal(config) -> str | None:
 
 
 STEP_DECODERS = (LlamaModel, Gemma3TextModel)  # the decoder stacks whose layers the step may reproduce
+# The (layer, attention, MLP) classes the step reproduces, in each kind of decoder.
+LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLayer, Qwen3Attention, LlamaMLP))
+GEMMA3_LAYERS = ((Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP),)
 
 
 def decoder_of(model: nn.Module) -> DecoderModel | None:
@@ -266,17 +269,12 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
     adapter is not), with every linear layer the kernel's or a plain nn.Linear."""
     gemma = type(decoder) is Gemma3TextModel
     norm_class = GemmaRMSNorm if gemma else RMSNorm
+    layer_kinds = GEMMA3_LAYERS if gemma else LLAMA_LAYERS
     for layer in decoder.layers:
-        norms = _layer_norms(layer)
-        if gemma:
-            kinds = (type(layer), type(layer.self_attn), type(layer.mlp))
-            if kinds != (Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP) or not layer.self_attn.qk_norm:
-                return False
-        else:
-            kinds = (type(layer), type(layer.self_attn), type(layer.mlp))
-            if kinds not in ((Qwen3DecoderLayer, Qwen3Attention, LlamaMLP), (LlamaDecoderLayer, LlamaAttention, LlamaMLP)):
-                return False
-        if any(type(norm) is not norm_class for norm in norms):
+        kinds = (type(layer), type(layer.self_attn), type(layer.mlp))
+        if kinds not in layer_kinds or gemma and not layer.self_attn.qk_norm:
+            return False
+        if any(type(norm) is not norm_class for norm in _layer_norms(layer)):
             return False
         if any(type(linear) not in (nn.Linear, Linear) for linear in _linears(layer)):
             return False
@@ -302,8 +300,9 @@ class DecodeStep:
     `decode_step` for one unpadded sequence, `decode_batch` for up to BATCH_ROWS sequences sharing one cache,
     each with its own position and left padding (generate's batch, the server's running rows).
 
-    Called by the decoder's forward (DecoderModel.forward) with (input_ids, attention_mask, position_ids, cache); returns the (B, 1, C) last
-    hidden state, or None to leave any other step to the layers (a prompt, gradients, another device).
+    Called by the decoder's forward (DecoderModel.forward) with (input_ids, attention_mask, position_ids, cache);
+    returns the (B, 1, C) last hidden state, or None to leave any other step to the layers (a prompt, gradients,
+    another device).
 
     The model's language-model head (`model_reference`, a weak reference to the model that holds the decoder) is a
     `StepHead`. While it is fed the hidden state of each step of one sequence (generate's loop), `decode_step` also
