@@ -6,9 +6,13 @@ pages first). Rounds are interleaved; each way's best is printed with the ratios
 whether the three made the same tokens (random weights tie often in bfloat16, whose roundings differ by way).
 
 Shapes: `qwen3` is Qwen3-0.6B's (28 layers, hidden 1024, 16 query and 8 key/value heads of 128, intermediate 3072,
-a tied vocabulary of 151936). Run from the repository root:
+a tied vocabulary of 151936); `phi4-mini` is Phi-4-mini's (32 layers, hidden 3072, 24 query and 8 key/value heads of
+128 rotated over their first 96 dimensions, intermediate 8192, a tied vocabulary of 200064, longrope from 4096
+positions on), whose 3.8B parameters three times over (one model a way) outgrow a 24 GB machine: `--layers` keeps
+that many of its layers. Run from the repository root:
 
     .venv/bin/python benchmarks/random_decoder.py [--family qwen3] [--dtype bfloat16] [--new-tokens 32] [--rounds 2]
+        [--layers N]
 """
 
 import argparse
@@ -18,19 +22,27 @@ import time
 import torch
 
 from openformers import kernels
-from openformers.configs import Qwen3Config
+from openformers.configs import Phi3Config, Qwen3Config
+from openformers.models.phi3 import Phi3ForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
 
 FAMILIES = {
     "qwen3": (Qwen3ForCausalLM, Qwen3Config, dict(
         vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
         num_key_value_heads=8, head_dim=128, tie_word_embeddings=True, max_position_embeddings=4096)),
+    "phi4-mini": (Phi3ForCausalLM, Phi3Config, dict(
+        vocab_size=200064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32, num_attention_heads=24,
+        num_key_value_heads=8, partial_rotary_factor=0.75, tie_word_embeddings=True, max_position_embeddings=131072,
+        original_max_position_embeddings=4096, pad_token_id=199999,
+        rope_scaling={"rope_type": "longrope", "long_factor": [1.0 + i / 8 for i in range(48)],
+                      "short_factor": [1.0] * 48})),
 }
 
 
-def random_model(family: str, dtype: torch.dtype):
+def random_model(family: str, dtype: torch.dtype, layers: int | None = None):
     model_class, config_class, shape = FAMILIES[family]
     torch.manual_seed(0)
+    shape = {**shape, "num_hidden_layers": layers or shape["num_hidden_layers"]}
     model = model_class.from_config(config_class.from_dict(shape), dtype=dtype).eval()
     with torch.no_grad():
         for parameter in model.parameters():  # matrices of a trained model's scale; norms around one
@@ -57,9 +69,10 @@ def main():
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--layers", type=int, help="keep this many of the family's layers")
     args = parser.parse_args()
 
-    plain = random_model(args.family, getattr(torch, args.dtype))
+    plain = random_model(args.family, getattr(torch, args.dtype), args.layers)
     products = copy.deepcopy(plain)
     for parent in list(products.modules()):  # accelerate's swap, without its placing hook
         for name, child in list(parent.named_children()):
@@ -78,7 +91,8 @@ def main():
         for name, model in ways.items():
             speed, tokens[name] = tokens_per_second(model, ids, args.new_tokens)
             best[name] = max(best[name], speed)
-    print(f"{args.family} ({plain.num_parameters() / 1e6:.0f}M parameters, random), {args.dtype}, "
+    layers = plain.config.num_hidden_layers
+    print(f"{args.family} ({layers} layers, {plain.num_parameters() / 1e6:.0f}M parameters, random), {args.dtype}, "
           f"{torch.get_num_threads()} threads, best of {args.rounds} rounds of {args.new_tokens} tokens")
     for name, speed in best.items():
         print(f"  {name:18s} {speed:7.1f} tok/s  {speed / best['plain forward']:5.2f}x the plain forward")

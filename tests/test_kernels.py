@@ -11,12 +11,13 @@ import torch
 import transformers
 
 from openformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, kernels
-from openformers.configs import Gemma3TextConfig, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+from openformers.configs import Gemma3TextConfig, LlamaConfig, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config
 from openformers.generation.cache import DynamicCache
 from openformers.kernels import library
 from openformers.kernels.llama import refusal
 from openformers.models.gemma import Gemma3ForCausalLM
 from openformers.models.llama import LlamaForCausalLM
+from openformers.models.phi3 import Phi3ForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
 
 TINY = dict(
@@ -39,7 +40,13 @@ def test_kernels_build_here():
 # only, which rotates by a base of its own.
 GEMMA3 = dict(head_dim=16, query_pre_attn_scalar=12, sliding_window=5, rope_theta=500.0, rope_local_base_freq=50.0,
               layer_types=["sliding_attention", "full_attention"])
-MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma3TextConfig: Gemma3ForCausalLM}
+# Phi-3: a window of 6, heads of 16 rotated over their first 8 dimensions only. With longrope (Phi-4-mini's 0.75 of
+# each head), a 40-token test crosses from the short factors' tables to the long ones' at position 16.
+PHI3 = dict(partial_rotary_factor=0.5, sliding_window=6)
+PHI3_LONGROPE = dict(partial_rotary_factor=0.75, original_max_position_embeddings=16, max_position_embeddings=64,
+                     rope_scaling={"rope_type": "longrope", "long_factor": [1.0, 1.5, 2.0, 3.0, 4.0, 6.0],
+                                   "short_factor": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5]})
+MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma3TextConfig: Gemma3ForCausalLM, Phi3Config: Phi3ForCausalLM}
 
 
 def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> LlamaForCausalLM:
@@ -54,7 +61,7 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
         return model.eval()
     for layer in model.model.layers:  # from_config zeroes biases and sets norms to ones; make them count
         attention = layer.self_attn
-        if attention.q_proj.bias is not None:
+        if getattr(attention, "q_proj", attention.o_proj).bias is not None:
             for proj in (attention.q_proj, attention.k_proj, attention.v_proj):
                 torch.nn.init.normal_(proj.bias, std=0.5)
         for norm in (getattr(attention, "q_norm", None), getattr(attention, "k_norm", None)):
@@ -74,11 +81,16 @@ def int8_per_16(linear: torch.nn.Linear) -> kernels.Linear:
 def quantized(model, quantization: str):
     """`model` quantized as "int8", "int4", or "int4+int8": int4 with each layer's v projection at int8 and up
     projection at int8 with a scale per 16 weights, as from_pretrained keeps a GGUF file's 5-8-bit matrices at int8
-    under int4 (Q6_K's with their scales per 16)."""
+    under int4 (Q6_K's with their scales per 16); Phi-3's fused q/k/v and gate/up projections so."""
     if quantization == "int4+int8":
         for layer in model.model.layers:
-            layer.self_attn.v_proj = kernels.Linear.from_linear(layer.self_attn.v_proj, "int8")
-            layer.mlp.up_proj = int8_per_16(layer.mlp.up_proj)
+            attention, mlp = layer.self_attn, layer.mlp
+            if hasattr(attention, "qkv_proj"):
+                attention.qkv_proj = kernels.Linear.from_linear(attention.qkv_proj, "int8")
+                mlp.gate_up_proj = int8_per_16(mlp.gate_up_proj)
+            else:
+                attention.v_proj = kernels.Linear.from_linear(attention.v_proj, "int8")
+                mlp.up_proj = int8_per_16(mlp.up_proj)
         quantization = "int4"
     return kernels.quantize(model, quantization)
 
@@ -140,6 +152,7 @@ REFERENCE_FAMILIES = {
     "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM, {}),
     "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM, {"sliding_window": 5}),
     "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM, {}),
+    "phi3": (transformers.Phi3Config, transformers.Phi3ForCausalLM, {"partial_rotary_factor": 0.5, "pad_token_id": 0}),
 }
 
 
@@ -240,9 +253,11 @@ def test_an_unknown_rope_scaling_is_refused():
      (LlamaConfig, HEAD_DIM_64), (MistralConfig, {**HEAD_DIM_128, "sliding_window": 5}), (Qwen3Config, {}),
      (Qwen3Config, {**HEAD_DIM_128, "use_sliding_window": True, "sliding_window": 5, "max_window_layers": 0}),
      (Gemma3TextConfig, GEMMA3), (Gemma3TextConfig, {**HEAD_DIM_64, "head_dim": 64, "query_pre_attn_scalar": 64,
-                                                     "rope_scaling": {"rope_type": "linear", "factor": 8.0}})],
+                                                     "rope_scaling": {"rope_type": "linear", "factor": 8.0}}),
+     (Phi3Config, PHI3), (Phi3Config, PHI3_LONGROPE), (Phi3Config, HEAD_DIM_128)],
     ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
-         "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope"],
+         "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope",
+         "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -296,9 +311,11 @@ def batch_step_logits(model, ids, mask, steps: int, use_kernels: bool, monkeypat
      (LlamaConfig, {}, "int8"), (LlamaConfig, {}, "int4"), (LlamaConfig, {}, "int4+int8"),
      (MistralConfig, {**HEAD_DIM_64, "sliding_window": 5}, None), (LlamaConfig, HEAD_DIM_128, "int8"),
      (Qwen3Config, {}, None), (Qwen3Config, {}, "int4"), (Gemma3TextConfig, GEMMA3, None),
-     (Gemma3TextConfig, GEMMA3, "int8"), (Gemma3TextConfig, GEMMA3, "int4+int8")],
+     (Gemma3TextConfig, GEMMA3, "int8"), (Gemma3TextConfig, GEMMA3, "int4+int8"), (Phi3Config, PHI3, None),
+     (Phi3Config, PHI3_LONGROPE, "int8"), (Phi3Config, PHI3, "int4+int8")],
     ids=["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
-         "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8"],
+         "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8", "phi3",
+         "phi3-longrope-int8", "phi3-int4+int8"],
 )
 def test_batched_steps_match_plain_path(config_class, overrides, quantization, monkeypatch):
     # Six rows left-padded to different lengths (one not at all), 12 steps: past a window of 5, so a padded row's
@@ -366,8 +383,8 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
     "config_class, overrides, quantization",
     [(MistralConfig, {"sliding_window": 6}, None), (MistralConfig, {"sliding_window": 6}, "int8"),
      (MistralConfig, {"sliding_window": 6}, "int4"), (MistralConfig, {"sliding_window": 6}, "int4+int8"),
-     (Gemma3TextConfig, GEMMA3, None), (Gemma3TextConfig, GEMMA3, "int4+int8")],
-    ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8"],
+     (Gemma3TextConfig, GEMMA3, None), (Gemma3TextConfig, GEMMA3, "int4+int8"), (Phi3Config, PHI3, "int4+int8")],
+    ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8", "phi3-int4+int8"],
 )
 def test_a_team_of_threads_gives_the_one_thread_results(config_class, overrides, quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly

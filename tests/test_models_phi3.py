@@ -17,6 +17,7 @@ import openformers
 from decoder_parity import finish_gguf, llama_cpp_tensors
 from openformers.configs import Phi3Config
 from openformers.generation.cache import DynamicCache
+from openformers.kernels import llama as llama_kernel
 
 transformers = pytest.importorskip("transformers")
 
@@ -92,18 +93,22 @@ def test_logits_and_loss_match_reference(tiny, length):
     torch.testing.assert_close(ours.loss, theirs.loss, atol=1e-5, rtol=0)
 
 
-def test_the_cpu_kernel_leaves_phi3_on_the_plain_path(tiny):
-    """from_pretrained offers the model to the CPU accelerator, which implements Llama models only: one-token
-    steps over a cache still give the reference's logits."""
+def test_the_cpu_decoding_step_runs_phi3_with_the_references_logits(tiny, monkeypatch):
+    """from_pretrained gives the model the CPU accelerator's decoding step (fused projections, partial rotary tables,
+    longrope's long ones past position 32): one-token steps over a cache, each a call of the compiled step, give
+    the reference's logits."""
     _, folder, reference = tiny
     model = openformers.AutoModelForCausalLM.from_pretrained(folder)
-    assert getattr(model.model, "accelerated_step", None) is None
+    assert llama_kernel.refusal(model.config) is None and model.model.accelerated_step is not None
+    calls, decode_step = [], torch.ops.openformers.decode_step
+    monkeypatch.setattr(torch.ops.openformers, "decode_step", lambda *args: calls.append(1) or decode_step(*args))
     ids = _ids(1, LONG)
     cache = DynamicCache()
     with torch.no_grad():
         model(ids[:, :-3], past_key_values=cache)
         steps = [model(ids[:, t:t + 1], past_key_values=cache).logits for t in range(LONG - 3, LONG)]
         full = reference(ids).logits
+    assert len(calls) == 3
     torch.testing.assert_close(torch.cat(steps, dim=1), full[:, -3:], atol=1e-4, rtol=0)
 
 

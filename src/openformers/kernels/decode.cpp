@@ -80,6 +80,17 @@ struct Matrix {
   int64_t scale_group = 32;
 
   int64_t scales_per_row() const { return (cols + scale_group - 1) / scale_group; }
+
+  // `count` of its rows from row `first` on, as a matrix of their own (Phi-3's fused q/k/v and gate/up projections).
+  Matrix rows_from(int64_t first, int64_t count) const {
+    Matrix part = *this;
+    part.data = static_cast<const char*>(data) + first * row_bytes;
+    if (scale) part.scale = scale + first * scales_per_row();
+    if (pairs) part.pairs = pairs + first * (cols / 32) * 2;
+    if (bias) part.bias = bias + first;
+    part.rows = count;
+    return part;
+  }
 };
 
 Matrix matrix(const at::Tensor& weight, const c10::optional<at::Tensor>& scale, const c10::optional<at::Tensor>& bias) {
@@ -703,9 +714,9 @@ NormWeights norm_weights(const at::Tensor& norm, std::vector<at::Tensor>& conver
   return {converted.back().data_ptr(), false, offset};
 }
 
-// Rotate each (i, i + half) pair of one head by the position's angle; `sin` is signed per half.
-void rope(float* x, int64_t head_dim, const float* cos, const float* sin) {
-  int64_t half = head_dim / 2;
+// Rotate each (i, i + half) pair of a head's first `dims` values by the position's angle; `sin` is signed per half.
+void rope(float* x, int64_t dims, const float* cos, const float* sin) {
+  int64_t half = dims / 2;
   for (int64_t i = 0; i < half; ++i) {
     float a = x[i], b = x[i + half];
     x[i] = a * cos[i] + b * sin[i];
@@ -1266,6 +1277,9 @@ struct Layer {
 struct Family {
   bool gelu = false;  // GELU (tanh form) instead of SiLU
   float query_factor = 1.f;
+  // The leading dimensions of each head that the rotary tables turn (their width): all of them, or fewer (Phi-4-mini's
+  // partial_rotary_factor of 0.75), the rest passing unrotated; set by each call from its tables (rotary_width).
+  int64_t rotary_dims = 0;
 };
 
 // The residual stream x plus the normed `out` (Gemma's sandwich norms), in a thread's own copy of x.
@@ -1317,7 +1331,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
     product_rows<W>(L.k, begin, end, in, S.k.data());
     for (int64_t h = begin / head_dim; h < end / head_dim; ++h) {
       norm_head(S.k.data() + h * head_dim, L.k_norm, eps, head_dim);
-      rope(S.k.data() + h * head_dim, head_dim, cos, sin);
+      rope(S.k.data() + h * head_dim, F.rotary_dims, cos, sin);
       for (int64_t i = 0; i < head_dim; ++i)
         keys[h * head_stride + pos * pos_stride + i] = static_cast<C>(S.k[h * head_dim + i]);
     }
@@ -1345,7 +1359,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
     for (int64_t h = begin; h < end; ++h) {
       float* q = S.q.data() + h * head_dim;
       norm_head(q, L.q_norm, eps, head_dim);
-      rope(q, head_dim, cos, sin);
+      rope(q, F.rotary_dims, cos, sin);
       scale_query(F, q, head_dim);
       int64_t kv = (h / group) * head_stride;
       attend_group<C>(q, 1, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores, S.attended.data() + h * head_dim);
@@ -1402,6 +1416,9 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
 // layer_types). Without flags every layer takes the window and the tables.
 struct StepWeights : torch::CustomClassHolder {
   std::vector<at::Tensor> norms, weights, scales, biases;
+  // Fused (set_fused): a layer's weights are q/k/v stacked by rows, o, gate/up stacked by rows and down, as Phi-3
+  // stores them, 4 a layer with 4 or no scales and 1 or no (q/k/v) bias; else 7, 7 or none, and 3 or none.
+  bool fused = false;
   bool sandwich = false, gelu = false;
   double norm_offset = 0., query_factor = 1., embedding_scale = 1.;
   std::vector<int64_t> sliding;
@@ -1411,13 +1428,18 @@ struct StepWeights : torch::CustomClassHolder {
 
   void set_family(bool sandwich_norms, bool gelu_mlp, double offset, double factor, double embedding_factor,
                   std::vector<int64_t> sliding_layers) {
-    TORCH_CHECK(sliding_layers.empty() || sliding_layers.size() * 7 == weights.size(),
-                "StepWeights.set_family: one sliding flag per layer (", weights.size() / 7, "), got ",
-                sliding_layers.size());
+    TORCH_CHECK(sliding_layers.empty() || sliding_layers.size() * matrices_per_layer() == weights.size(),
+                "StepWeights.set_family: one sliding flag per layer (", weights.size() / matrices_per_layer(),
+                "), got ", sliding_layers.size());
     sandwich = sandwich_norms, gelu = gelu_mlp, norm_offset = offset, query_factor = factor;
     embedding_scale = embedding_factor;
     sliding = std::move(sliding_layers);
   }
+
+  void set_fused(bool fused_projections) { fused = fused_projections; }
+
+  size_t matrices_per_layer() const { return fused ? 4 : 7; }
+  size_t biases_per_layer() const { return fused ? 1 : 3; }
 
   Family family() const { return {gelu, static_cast<float>(query_factor)}; }
 };
@@ -1464,12 +1486,13 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
                                &biases = stack.biases;
   size_t n_layers = keys.size();
   const size_t layer_norms = stack.sandwich ? 4 : 2;  // without q/k norms
-  TORCH_CHECK(n_layers > 0 && weights.size() == 7 * n_layers &&
+  const size_t per_layer = stack.matrices_per_layer(), biases_per_layer = stack.biases_per_layer();
+  TORCH_CHECK(n_layers > 0 && weights.size() == per_layer * n_layers &&
                   (norms.size() == layer_norms * n_layers || norms.size() == (layer_norms + 2) * n_layers) &&
-                  values.size() == n_layers && (scales.empty() || scales.size() == 7 * n_layers) &&
-                  (biases.empty() || biases.size() == 3 * n_layers),
-              op, ": per layer, expected ", layer_norms, " norms (", layer_norms + 2, " with q/k norms), 7 weights, 7 or ",
-              "no scales, 3 or no biases, keys and values");
+                  values.size() == n_layers && (scales.empty() || scales.size() == per_layer * n_layers) &&
+                  (biases.empty() || biases.size() == biases_per_layer * n_layers),
+              op, ": per layer, expected ", layer_norms, " norms (", layer_norms + 2, " with q/k norms), ", per_layer,
+              " weights, ", per_layer, " or no scales, ", biases_per_layer, " or no biases, keys and values");
   const size_t norms_per_layer = norms.size() / n_layers;
   const float offset = static_cast<float>(stack.norm_offset);
   prefetch_metadata({weights, norms, scales, biases, keys, values});
@@ -1483,21 +1506,35 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
                     keys[l].scalar_type() == cache_type && values[l].scalar_type() == cache_type,
                 op, ": each cache must be (", rows, ", n_kv, capacity, head_dim) with contiguous rows, of one dtype");
     TORCH_CHECK(pos < keys[l].size(2), op, ": position ", pos, " is beyond the cache capacity ", keys[l].size(2));
-    auto scale = [&](size_t i) { return scales.empty() ? c10::optional<at::Tensor>() : c10::optional<at::Tensor>(scales[7 * l + i]); };
+    auto scale = [&](size_t i) {
+      return scales.empty() ? c10::optional<at::Tensor>() : c10::optional<at::Tensor>(scales[per_layer * l + i]);
+    };
     auto bias = [&](size_t i) {  // float32 for the kernel: a bfloat16 model's biases converted each step, as they are
       if (biases.empty()) return c10::optional<at::Tensor>();
-      const at::Tensor& b = biases[3 * l + i];
+      const at::Tensor& b = biases[biases_per_layer * l + i];
       if (b.scalar_type() == at::kFloat) return c10::optional<at::Tensor>(b);
       converted.push_back(b.to(at::kFloat));
       return c10::optional<at::Tensor>(converted.back());
     };
-    const at::Tensor* w = &weights[7 * l];
+    const at::Tensor* w = &weights[per_layer * l];
     const at::Tensor* n = &norms[norms_per_layer * l];
     const at::Tensor& mlp_norm = stack.sandwich ? n[2] : n[1];
-    layers.push_back({matrix(w[0], scale(0), bias(0)), matrix(w[1], scale(1), bias(1)), matrix(w[2], scale(2), bias(2)),
-                      matrix(w[3], scale(3), {}), matrix(w[4], scale(4), {}), matrix(w[5], scale(5), {}),
-                      matrix(w[6], scale(6), {}), norm_weights(n[0], converted, offset),
-                      norm_weights(mlp_norm, converted, offset), keys[l], values[l]});
+    NormWeights attn_norm = norm_weights(n[0], converted, offset), mlp_norm_weights = norm_weights(mlp_norm, converted, offset);
+    if (stack.fused) {
+      Matrix qkv = matrix(w[0], scale(0), bias(0)), gate_up = matrix(w[2], scale(2), {});
+      int64_t kv_rows = keys[l].size(1) * keys[l].size(3), q_rows = qkv.rows - 2 * kv_rows;
+      TORCH_CHECK(q_rows > 0 && gate_up.rows % 2 == 0, op, ": layer ", l, "'s fused q/k/v projection has ", qkv.rows,
+                  " rows, fewer than the queries' and twice the cache's ", kv_rows, ", or its gate/up an odd count (",
+                  gate_up.rows, ")");
+      layers.push_back({qkv.rows_from(0, q_rows), qkv.rows_from(q_rows, kv_rows), qkv.rows_from(q_rows + kv_rows, kv_rows),
+                        matrix(w[1], scale(1), {}), gate_up.rows_from(0, gate_up.rows / 2),
+                        gate_up.rows_from(gate_up.rows / 2, gate_up.rows / 2), matrix(w[3], scale(3), {}), attn_norm,
+                        mlp_norm_weights, keys[l], values[l]});
+    } else {
+      layers.push_back({matrix(w[0], scale(0), bias(0)), matrix(w[1], scale(1), bias(1)), matrix(w[2], scale(2), bias(2)),
+                        matrix(w[3], scale(3), {}), matrix(w[4], scale(4), {}), matrix(w[5], scale(5), {}),
+                        matrix(w[6], scale(6), {}), attn_norm, mlp_norm_weights, keys[l], values[l]});
+    }
     Layer& layer = layers.back();
     int64_t hidden = layer.o.rows;
     for (size_t i = 0; i < layer_norms; ++i)
@@ -1575,17 +1612,27 @@ at::Tensor embedded_row(const at::Tensor& tokens, const at::Tensor& embedding, d
 // cost two operations a token). float32 is read where it lies, where three ATen operations to select and convert
 // the row cost ~15 us a token, their code out of the caches after the last step; other dtypes are converted (and
 // kept in `converted`).
-const float* rotary_angles(const char* name, const at::Tensor& angles, int64_t row, int64_t head_dim,
+// How many of each head's `head_dim` values a call's rotary angles turn: the width of its cos, a table
+// (positions, width) with a `row`, else (width,) or (rows, width) for `rows` positions. Even, and at most head_dim.
+int64_t rotary_width(const char* op, const at::Tensor& cos, int64_t row, int64_t rows, int64_t head_dim) {
+  int64_t width = row >= 0 ? (cos.dim() == 2 ? cos.size(1) : -1) : cos.numel() / std::max(rows, int64_t(1));
+  TORCH_CHECK(width > 0 && width % 2 == 0 && width <= head_dim && (row >= 0 || cos.numel() == rows * width), op,
+              ": cos must hold an even number of angles per position, at most the heads' size (", head_dim,
+              "), for ", rows, " position(s), got ", cos.sizes());
+  return width;
+}
+
+const float* rotary_angles(const char* name, const at::Tensor& angles, int64_t row, int64_t width,
                            std::vector<at::Tensor>& converted) {
   if (row >= 0) {
-    TORCH_CHECK(angles.dim() == 2 && row < angles.size(0) && angles.size(1) == head_dim, "decode_step: rotary row ",
-                row, " of a ", name, " table of (positions, ", head_dim, ") values, got ", angles.sizes());
+    TORCH_CHECK(angles.dim() == 2 && row < angles.size(0) && angles.size(1) == width, "decode_step: rotary row ",
+                row, " of a ", name, " table of (positions, ", width, ") values, got ", angles.sizes());
     if (angles.scalar_type() == at::kFloat && angles.stride(1) == 1)
       return angles.data_ptr<float>() + row * angles.stride(0);
     converted.push_back(angles.select(0, row).to(at::kFloat).contiguous());
   } else {
-    TORCH_CHECK(angles.numel() == head_dim, "decode_step: ", name, " must hold ", head_dim,
-                " values (the heads' size), got ", angles.sizes());
+    TORCH_CHECK(angles.numel() == width, "decode_step: ", name, " must hold ", width,
+                " values (cos's width), got ", angles.sizes());
     if (angles.scalar_type() == at::kFloat && angles.is_contiguous()) return angles.data_ptr<float>();
     converted.push_back(angles.to(at::kFloat).contiguous());
   }
@@ -1607,7 +1654,8 @@ const float* rotary_angles(const char* name, const at::Tensor& angles, int64_t r
 // each thread takes the largest of the rows it made while they are in its L1 cache, where torch's argmax read the
 // 49152 logits again after the step, 90-100 us a token. With `follow_team`, see follow_team_size. With
 // `embedding`, x holds the token's id instead, and the step's input is its row of `embedding` (embedded_row); x is
-// left as it is. With `rotary_row`, cos and sin are whole tables (see rotary_angles).
+// left as it is. With `rotary_row`, cos and sin are whole tables (see rotary_angles). Their width is head_dim, or
+// fewer where only a head's leading dimensions turn (Family::rotary_dims).
 std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack,
                                                at::TensorList keys, at::TensorList values, int64_t pos, int64_t window,
                                                at::Tensor cos, at::Tensor sin, double eps,
@@ -1621,21 +1669,21 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
   std::vector<at::Tensor> converted;
   at::ScalarType weight_type;
   std::vector<Layer> layers = step_layers("decode_step", 1, *stack, keys, values, pos, window, converted, weight_type);
-  const Family family = stack->family();
+  Family family = stack->family();
   size_t n_layers = layers.size();
   bool bf16_cache = keys[0].scalar_type() == at::kBFloat16;
   const Layer& first = layers[0];
   Shared S{std::vector<float>(first.q.rows), std::vector<float>(first.k.rows), std::vector<float>(first.v.rows),
            std::vector<float>(first.o.cols),  std::vector<float>(first.o.rows), std::vector<float>(first.gate.rows),
            std::vector<float>(first.gate.rows)};
-  int64_t head_dim = first.keys.size(3);
-  const float* c = rotary_angles("cos", cos, rotary_row, head_dim, converted);
-  const float* s = rotary_angles("sin", sin, rotary_row, head_dim, converted);
+  family.rotary_dims = rotary_width("decode_step", cos, rotary_row, 1, first.keys.size(3));
+  const float* c = rotary_angles("cos", cos, rotary_row, family.rotary_dims, converted);
+  const float* s = rotary_angles("sin", sin, rotary_row, family.rotary_dims, converted);
   const float *local_c = c, *local_s = s;  // the sliding layers' (Layer::local)
   TORCH_CHECK(local_cos.has_value() == local_sin.has_value(), "decode_step: give local_cos and local_sin together");
   if (local_cos && local_cos->defined()) {
-    local_c = rotary_angles("local_cos", *local_cos, rotary_row, head_dim, converted);
-    local_s = rotary_angles("local_sin", *local_sin, rotary_row, head_dim, converted);
+    local_c = rotary_angles("local_cos", *local_cos, rotary_row, family.rotary_dims, converted);
+    local_s = rotary_angles("local_sin", *local_sin, rotary_row, family.rotary_dims, converted);
   }
   float* xd = x.data_ptr<float>();
   float epsf = static_cast<float>(eps);
@@ -2361,7 +2409,7 @@ constexpr int64_t claimed_rows_multiple(int64_t n) {
 
 constexpr int64_t kBatchLoopsPerLayer = 8;  // the claimed loops of batch_layer_step
 
-// layer_step for n sequences: x (n, hidden); row j's rotary cos/sin at cos + j * head_dim, its attention mask over
+// layer_step for n sequences: x (n, hidden); row j's rotary cos/sin at cos + j * F.rotary_dims, its attention mask over
 // cache slots [0, pos] at mask + j * (pos + 1) (null: no padding). Buffers in S hold n rows each. With sandwich
 // norms, as in layer_step: x is the thread's own copy, the MLP's outputs are left in S.out.
 template <typename W, typename C>
@@ -2401,7 +2449,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, const Fam
       float* k = S.k.data() + j * L.k.rows + h * head_dim;
       const float* v = S.v.data() + j * L.v.rows + h * head_dim;
       norm_head(k, L.k_norm, eps, head_dim);
-      rope(k, head_dim, cos + j * head_dim, sin + j * head_dim);
+      rope(k, F.rotary_dims, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
       int64_t slot = j * row_stride + h * head_stride + pos * pos_stride;
       for (int64_t i = 0; i < head_dim; ++i) {
         keys[slot + i] = static_cast<C>(k[i]);
@@ -2417,7 +2465,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, const Fam
       float* q = S.q.data() + j * L.q.rows + g * group * head_dim;
       for (int64_t h = 0; h < group; ++h) {
         norm_head(q + h * head_dim, L.q_norm, eps, head_dim);
-        rope(q + h * head_dim, head_dim, cos + j * head_dim, sin + j * head_dim);
+        rope(q + h * head_dim, F.rotary_dims, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
         scale_query(F, q + h * head_dim, head_dim);
       }
       int64_t kv = j * row_stride + g * head_stride;
@@ -2463,11 +2511,12 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, const Fam
 }
 
 // decode_step for n sequences at once: x (n, hidden) float32 in place; caches (n, n_kv, capacity, head_dim), this
-// token's keys and values written at slot `pos` of every row; cos and sin (n, head_dim), each row's own position
+// token's keys and values written at slot `pos` of every row; cos and sin (n, width), each row's own position
 // (left-padded rows count theirs from their first real token); mask (n, pos + 1) uint8, each row's attention mask
 // over the cache slots (0: padding, never attended), with slot `pos` set in every row, or empty for no padding.
 // With `norm`, each row of x leaves normed by the final norm, as decode_step's x.
-// local_cos and local_sin (rows, head_dim): the sliding layers' angles (Layer::local), where the family has them.
+// (width: head_dim, or fewer where only a head's leading dimensions turn, see Family::rotary_dims); local_cos and
+// local_sin (rows, width): the sliding layers' angles (Layer::local), where the family has them.
 void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at::TensorList keys,
                   at::TensorList values, int64_t pos, int64_t window,
                   at::Tensor cos, at::Tensor sin, at::Tensor mask, double eps, c10::optional<at::Tensor> norm,
@@ -2478,20 +2527,20 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
   std::vector<at::Tensor> converted;
   at::ScalarType weight_type;
   std::vector<Layer> layers = step_layers("decode_batch", n, *stack, keys, values, pos, window, converted, weight_type);
-  const Family family = stack->family();
+  Family family = stack->family();
   const Layer& first = layers[0];
-  int64_t head_dim = first.keys.size(3);
   TORCH_CHECK(x.size(1) == first.o.rows, "decode_batch: x has ", x.size(1), " values per row for a hidden size of ",
               first.o.rows);
+  const int64_t width = family.rotary_dims = rotary_width("decode_batch", cos, -1, n, first.keys.size(3));
   at::Tensor cos_f = cos.to(at::kFloat).contiguous(), sin_f = sin.to(at::kFloat).contiguous();
-  TORCH_CHECK(cos_f.numel() == n * head_dim && sin_f.numel() == n * head_dim,
-              "decode_batch: cos and sin must be (rows, head_dim), one position per row");
+  TORCH_CHECK(sin_f.numel() == n * width, "decode_batch: cos and sin must be (rows, ", width,
+              "), one position per row");
   TORCH_CHECK(local_cos.has_value() == local_sin.has_value(), "decode_batch: give local_cos and local_sin together");
   at::Tensor local_cos_f = cos_f, local_sin_f = sin_f;
   if (local_cos && local_cos->defined()) {
     local_cos_f = local_cos->to(at::kFloat).contiguous(), local_sin_f = local_sin->to(at::kFloat).contiguous();
-    TORCH_CHECK(local_cos_f.numel() == n * head_dim && local_sin_f.numel() == n * head_dim,
-                "decode_batch: local_cos and local_sin must be (rows, head_dim), one position per row");
+    TORCH_CHECK(local_cos_f.numel() == n * width && local_sin_f.numel() == n * width,
+                "decode_batch: local_cos and local_sin must be (rows, ", width, "), as cos, one position per row");
   }
   const uint8_t* allowed = nullptr;
   at::Tensor mask_bytes;
@@ -3568,7 +3617,8 @@ TORCH_LIBRARY(openformers, m) {
   m.class_<StepWeights>("StepWeights")
       .def(torch::init<std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>,
                        std::vector<at::Tensor>>())
-      .def("set_family", &StepWeights::set_family);
+      .def("set_family", &StepWeights::set_family)
+      .def("set_fused", &StepWeights::set_fused);
   m.def("decode_step(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps, Tensor? norm=None, "
         "Tensor? head=None, Tensor? head_scale=None, bool bfloat16_logits=False, bool follow_team=False, "

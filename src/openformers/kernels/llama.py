@@ -11,9 +11,10 @@ bfloat16 43.5 against 62 (benchmarks/RESULTS.md).
 
 A model takes the step only when every field of its config is one the step implements (`refusal` says which
 is not): Llama, Mistral, Qwen2 (q/k/v biases), Qwen3 (each head's queries and keys RMS-normed before the
-rotation) and Gemma 3's text decoder (norms of 1 + w around attention and MLP as well as before them, GELU,
+rotation), Gemma 3's text decoder (norms of 1 + w around attention and MLP as well as before them, GELU,
 queries scaled by query_pre_attn_scalar, sliding layers with rotary tables of their own; `set_family` of
-decode.cpp's StepWeights). A feature added to the models later (soft-capping, another rope) leaves such models
+decode.cpp's StepWeights) and Phi-3 / Phi-4 (fused q/k/v and gate/up weights, `set_fused`; rotary tables over
+a head's leading dimensions; longrope). A feature added to the models later (soft-capping, another rope) leaves such models
 on the plain path until the step implements it and tests/test_kernels.py proves parity for it.
 """
 
@@ -40,6 +41,7 @@ from ..models.gemma import (
 from ..models.heads import CausalLM
 from ..models.layers import RMSNorm
 from ..models.llama import LlamaAttention, LlamaDecoderLayer, LlamaMLP, LlamaModel
+from ..models.phi3 import Phi3Attention, Phi3DecoderLayer, Phi3MLP, Phi3Model
 from ..models.qwen3 import Qwen3Attention, Qwen3DecoderLayer
 from . import library
 from .linear import KERNEL_WEIGHTS, Linear
@@ -72,7 +74,22 @@ GEMMA3_IMPLEMENTED = {
     "query_pre_attn_scalar": lambda value: True,  # the queries' factor (set_family)
     "rope_local_base_freq": lambda value: True,  # the sliding layers' tables, read from their rotary module
 }
-FAMILIES = {"gemma3_text": GEMMA3_IMPLEMENTED}  # model_type -> what the step implements, where not IMPLEMENTED
+# Phi-3 and Phi-4: Llama's arithmetic on fused q/k/v and gate/up weights (decode.cpp's StepWeights.set_fused), with
+# rotary tables over a head's leading dimensions only (partial_rotary_factor: their width) and longrope's long
+# tables past original_max_position_embeddings (DecodeStep.run picks them as RotaryEmbedding.forward does).
+PHI3_IMPLEMENTED = {
+    "model_type": lambda value: value == "phi3",
+    "hidden_act": IMPLEMENTED["hidden_act"],
+    "rope_scaling": lambda value: IMPLEMENTED["rope_scaling"](value) or value.get("rope_type") == "longrope",
+    "resid_pdrop": lambda value: not value,
+    "attention_dropout": lambda value: not value,
+    "embd_pdrop": lambda value: True,  # applied by neither this model nor the reference's
+    "partial_rotary_factor": lambda value: True,
+    "original_max_position_embeddings": lambda value: True,
+    "sliding_window": lambda value: True,  # None, or one window for every layer
+}
+# model_type -> what the step implements, where not IMPLEMENTED
+FAMILIES = {"gemma3_text": GEMMA3_IMPLEMENTED, "phi3": PHI3_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
 # (read from the model's modules), token ids, head and output options, and what Qwen2 and Qwen3 fold into the
 # decoder's sliding_window (Qwen3's layer_types: one window for every layer or none, as its config checks).
@@ -115,10 +132,11 @@ def refusal(config) -> str | None:
     return None
 
 
-STEP_DECODERS = (LlamaModel, Gemma3TextModel)  # the decoder stacks whose layers the step may reproduce
+STEP_DECODERS = (LlamaModel, Gemma3TextModel, Phi3Model)  # the decoder stacks whose layers the step may reproduce
 # The (layer, attention, MLP) classes the step reproduces, in each kind of decoder.
 LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLayer, Qwen3Attention, LlamaMLP))
 GEMMA3_LAYERS = ((Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP),)
+PHI3_LAYERS = ((Phi3DecoderLayer, Phi3Attention, Phi3MLP),)
 
 
 def decoder_of(model: nn.Module) -> DecoderModel | None:
@@ -139,9 +157,8 @@ def install(model: nn.Module, before_step=None) -> None:
     the step, which calls `before_step` (if given) before each step it takes, until that returns False."""
     decoder = decoder_of(model)
     for layer in decoder.layers:
-        for parent, names in ((layer.self_attn, PROJECTIONS), (layer.mlp, MLP_PROJECTIONS)):
-            for name in names:
-                _swap_linear(parent, name)
+        for parent, name in _linear_slots(layer):
+            _swap_linear(parent, name)
     if isinstance(getattr(model, "lm_head", None), nn.Linear):
         _swap_linear(model, "lm_head")
         # Retyped in place, as torch.nn.utils.parametrize retypes a module: the same object, its ties and buffers.
@@ -269,7 +286,7 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
     adapter is not), with every linear layer the kernel's or a plain nn.Linear."""
     gemma = type(decoder) is Gemma3TextModel
     norm_class = GemmaRMSNorm if gemma else RMSNorm
-    layer_kinds = GEMMA3_LAYERS if gemma else LLAMA_LAYERS
+    layer_kinds = GEMMA3_LAYERS if gemma else PHI3_LAYERS if type(decoder) is Phi3Model else LLAMA_LAYERS
     for layer in decoder.layers:
         kinds = (type(layer), type(layer.self_attn), type(layer.mlp))
         if kinds not in layer_kinds or gemma and not layer.self_attn.qk_norm:
@@ -387,16 +404,17 @@ class DecodeStep:
             for rotary in rotaries:
                 if rotary_row >= rotary._buffers["cos"].shape[0]:
                     rotary.ensure_length(rotary_row + 1)
-                angles += (rotary._buffers["cos"], rotary._buffers["sin"])
+                angles += _rotary_tables(rotary, rotary_row + 1)
         else:
             if position_ids is None:
                 positions = torch.full((rows,), cache.seq_len)
             else:
                 positions = position_ids.reshape(-1).expand(rows) if position_ids.numel() == 1 else position_ids.reshape(-1)
+            reach = int(positions.max()) + 1
             angles = []
             for rotary in rotaries:
-                rotary.ensure_length(int(positions.max()) + 1)
-                cos, sin = rotary.cos[positions], rotary.sin[positions]
+                rotary.ensure_length(reach)
+                cos, sin = (table[positions] for table in _rotary_tables(rotary, reach))
                 angles += (cos[0], sin[0]) if one_sequence else (cos, sin)
         cos, sin, *local_angles = angles
         local_cos, local_sin = local_angles or (None, None)
@@ -456,6 +474,8 @@ class DecodeStep:
         self._stack = torch.classes.openformers.StepWeights(*_gather(self.decoder)) if ready else None
         if ready and type(self.decoder) is Gemma3TextModel:
             self._stack.set_family(*_gemma_family(self.decoder))
+        if ready and type(self.decoder) is Phi3Model:
+            self._stack.set_fused(True)
         self._layer_count = len(self.decoder.layers)
         self._current = True
         return self._stack
@@ -570,8 +590,17 @@ def _step_ready(decoder: DecoderModel) -> bool:
     return (
         all(type(p) is Linear for p in linears)
         and (len(layouts) == 1 or layouts == {torch.int8, torch.uint8})
-        and all(p.bias is None for layer in decoder.layers for p in _linears(layer)[3:])
+        and all(p.bias is None for layer in decoder.layers for p in _linears(layer)[_query_key_value_count(layer):])
     )
+
+
+def _rotary_tables(rotary: nn.Module, reach: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole (cos, sin) tables of a rotary module (layers.RotaryEmbedding) that a call whose furthest position is
+    reach - 1 rotates by: longrope's long ones past its original context, as the module's forward picks them."""
+    buffers = rotary._buffers
+    if rotary.long_after is not None and reach > rotary.long_after:
+        return buffers["long_cos"], buffers["long_sin"]
+    return buffers["cos"], buffers["sin"]
 
 
 def _gemma_family(decoder: Gemma3TextModel) -> tuple:
@@ -583,8 +612,23 @@ def _gemma_family(decoder: Gemma3TextModel) -> tuple:
             [int(layer.is_sliding) for layer in decoder.layers])
 
 
-def _linears(layer: LlamaDecoderLayer) -> list[nn.Linear]:
-    return [getattr(layer.self_attn, n) for n in PROJECTIONS] + [getattr(layer.mlp, n) for n in MLP_PROJECTIONS]
+def _linear_slots(layer: nn.Module) -> list[tuple[nn.Module, str]]:
+    """(parent, name) of a layer's linear layers in the order decode.cpp's StepWeights takes their weights: q, k, v,
+    o, gate, up, down; Phi-3's fused ones qkv, o, gate_up, down (StepWeights.set_fused)."""
+    if type(layer) is Phi3DecoderLayer:
+        return [(layer.self_attn, "qkv_proj"), (layer.self_attn, "o_proj"), (layer.mlp, "gate_up_proj"),
+                (layer.mlp, "down_proj")]
+    return [(layer.self_attn, n) for n in PROJECTIONS] + [(layer.mlp, n) for n in MLP_PROJECTIONS]
+
+
+def _linears(layer: nn.Module) -> list[nn.Linear]:
+    return [getattr(parent, name) for parent, name in _linear_slots(layer)]
+
+
+def _query_key_value_count(layer: nn.Module) -> int:
+    """How many of a layer's first linear layers (_linears) make its queries, keys and values: those that may have
+    biases (Qwen2's)."""
+    return 1 if type(layer) is Phi3DecoderLayer else 3
 
 
 def _gather(decoder: DecoderModel) -> tuple[list, list, list, list]:
@@ -594,5 +638,5 @@ def _gather(decoder: DecoderModel) -> tuple[list, list, list, list]:
         norms += (norm.weight for norm in _layer_norms(layer))
         weights += (p.weight for p in linears)
         scales += (p.scale for p in linears if p.scale is not None)
-        biases += (p.bias for p in linears[:3] if p.bias is not None)
+        biases += (p.bias for p in linears[:_query_key_value_count(layer)] if p.bias is not None)
     return norms, weights, scales, biases

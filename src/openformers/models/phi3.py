@@ -5,8 +5,9 @@ then up), as the checkpoints store them; dropout on both residual branches (`res
 the first `partial_rotary_factor` of each head's dimensions (Phi-4-mini: 0.75); and LongRoPE scaling, whose short
 or long factors a forward call picks by its furthest position (layers.RotaryEmbedding). Parameter names are those
 of Hugging Face checkpoints; GGUF files of llama.cpp's "phi3" architecture are read here too (`config_from_gguf`,
-`convert_gguf_state_dict`: the fused tensors keep their layout, the longrope factors are tensors there). The CPU
-decoding kernel does not apply: kernels/llama.py accelerates LlamaModel only.
+`convert_gguf_state_dict`: the fused tensors keep their layout, the longrope factors are tensors there). On the
+CPU, kernels/llama.py runs the decoding step of these layers as one compiled call, reading the fused weights as
+they are.
 
 One difference from the reference remains: a generation whose prompt fits in original_max_position_embeddings but
 whose output runs past it keeps the keys cached with the short factors, where the reference's generate recomputes
