@@ -9,7 +9,9 @@ Shapes: `qwen3` is Qwen3-0.6B's (28 layers, hidden 1024, 16 query and 8 key/valu
 a tied vocabulary of 151936); `phi4-mini` is Phi-4-mini's (32 layers, hidden 3072, 24 query and 8 key/value heads of
 128 rotated over their first 96 dimensions, intermediate 8192, a tied vocabulary of 200064, longrope from 4096
 positions on), whose 3.8B parameters three times over (one model a way) outgrow a 24 GB machine: `--layers` keeps
-that many of its layers. Run from the repository root:
+that many of its layers; `gemma2-2b` is Gemma-2-2B's (26 layers, hidden 2304, 8 query and 4 key/value heads of 256,
+intermediate 9216, a tied vocabulary of 256000, every other layer sliding over 4096 positions, attention scores
+soft-capped at 50 and logits at 30). Run from the repository root:
 
     .venv/bin/python benchmarks/random_decoder.py [--family qwen3] [--dtype bfloat16] [--new-tokens 32] [--rounds 2]
         [--layers N]
@@ -22,7 +24,8 @@ import time
 import torch
 
 from openformers import kernels
-from openformers.configs import Phi3Config, Qwen3Config
+from openformers.configs import Gemma2Config, Phi3Config, Qwen3Config
+from openformers.models.gemma import Gemma2ForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
 
@@ -36,6 +39,10 @@ FAMILIES = {
         original_max_position_embeddings=4096, pad_token_id=199999,
         rope_scaling={"rope_type": "longrope", "long_factor": [1.0 + i / 8 for i in range(48)],
                       "short_factor": [1.0] * 48})),
+    "gemma2-2b": (Gemma2ForCausalLM, Gemma2Config, dict(
+        vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
+        num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256, sliding_window=4096,
+        attn_logit_softcapping=50.0, final_logit_softcapping=30.0, tie_word_embeddings=True)),
 }
 
 

@@ -11,11 +11,19 @@ import torch
 import transformers
 
 from openformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, kernels
-from openformers.configs import Gemma3TextConfig, LlamaConfig, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config
+from openformers.configs import (
+    Gemma2Config,
+    Gemma3TextConfig,
+    LlamaConfig,
+    MistralConfig,
+    Phi3Config,
+    Qwen2Config,
+    Qwen3Config,
+)
 from openformers.generation.cache import DynamicCache
 from openformers.kernels import library
 from openformers.kernels.llama import refusal
-from openformers.models.gemma import Gemma3ForCausalLM
+from openformers.models.gemma import Gemma2ForCausalLM, Gemma3ForCausalLM
 from openformers.models.llama import LlamaForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
@@ -40,13 +48,20 @@ def test_kernels_build_here():
 # only, which rotates by a base of its own.
 GEMMA3 = dict(head_dim=16, query_pre_attn_scalar=12, sliding_window=5, rope_theta=500.0, rope_local_base_freq=50.0,
               layer_types=["sliding_attention", "full_attention"])
+# Gemma 2: the same, one rotary base for all layers, attention scores soft-capped at 0.05 (low enough to bend a tiny
+# random model's small scores: at 3 the step passed without the cap) and the logits at 4; with heads of 64, three
+# to a key/value head, the capped scores of attend_heads (decode.cpp).
+GEMMA2 = dict(head_dim=16, query_pre_attn_scalar=12, sliding_window=5, rope_theta=500.0, attn_logit_softcapping=0.05,
+              final_logit_softcapping=4.0, layer_types=["sliding_attention", "full_attention"])
+GEMMA2_HEAD_DIM_64 = {**GEMMA2, **HEAD_DIM_64, "head_dim": 64, "query_pre_attn_scalar": 64}
 # Phi-3: a window of 6, heads of 16 rotated over their first 8 dimensions only. With longrope (Phi-4-mini's 0.75 of
 # each head), a 40-token test crosses from the short factors' tables to the long ones' at position 16.
 PHI3 = dict(partial_rotary_factor=0.5, sliding_window=6)
 PHI3_LONGROPE = dict(partial_rotary_factor=0.75, original_max_position_embeddings=16, max_position_embeddings=64,
                      rope_scaling={"rope_type": "longrope", "long_factor": [1.0, 1.5, 2.0, 3.0, 4.0, 6.0],
                                    "short_factor": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5]})
-MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma3TextConfig: Gemma3ForCausalLM, Phi3Config: Phi3ForCausalLM}
+MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM, Gemma3TextConfig: Gemma3ForCausalLM,
+                 Phi3Config: Phi3ForCausalLM}
 
 
 def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> LlamaForCausalLM:
@@ -54,7 +69,7 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
     torch.manual_seed(0)
     model_class = MODEL_CLASSES.get(config_class, LlamaForCausalLM)
     model = model_class.from_config(config_class.from_dict({**TINY, **overrides}), dtype=dtype)
-    if config_class is Gemma3TextConfig:  # from_config zeroes Gemma's norms (their offsets from one)
+    if config_class in (Gemma2Config, Gemma3TextConfig):  # from_config zeroes Gemma's norms (their offsets from one)
         for name, parameter in model.named_parameters():
             if name.endswith("norm.weight"):
                 torch.nn.init.normal_(parameter, std=0.5)
@@ -254,10 +269,12 @@ def test_an_unknown_rope_scaling_is_refused():
      (Qwen3Config, {**HEAD_DIM_128, "use_sliding_window": True, "sliding_window": 5, "max_window_layers": 0}),
      (Gemma3TextConfig, GEMMA3), (Gemma3TextConfig, {**HEAD_DIM_64, "head_dim": 64, "query_pre_attn_scalar": 64,
                                                      "rope_scaling": {"rope_type": "linear", "factor": 8.0}}),
-     (Phi3Config, PHI3), (Phi3Config, PHI3_LONGROPE), (Phi3Config, HEAD_DIM_128)],
+     (Phi3Config, PHI3), (Phi3Config, PHI3_LONGROPE), (Phi3Config, HEAD_DIM_128), (Gemma2Config, GEMMA2),
+     (Gemma2Config, GEMMA2_HEAD_DIM_64)],
     ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
          "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope",
-         "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128"],
+         "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128", "gemma2-soft-caps",
+         "gemma2-head-dim-64"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -312,10 +329,11 @@ def batch_step_logits(model, ids, mask, steps: int, use_kernels: bool, monkeypat
      (MistralConfig, {**HEAD_DIM_64, "sliding_window": 5}, None), (LlamaConfig, HEAD_DIM_128, "int8"),
      (Qwen3Config, {}, None), (Qwen3Config, {}, "int4"), (Gemma3TextConfig, GEMMA3, None),
      (Gemma3TextConfig, GEMMA3, "int8"), (Gemma3TextConfig, GEMMA3, "int4+int8"), (Phi3Config, PHI3, None),
-     (Phi3Config, PHI3_LONGROPE, "int8"), (Phi3Config, PHI3, "int4+int8")],
+     (Phi3Config, PHI3_LONGROPE, "int8"), (Phi3Config, PHI3, "int4+int8"), (Gemma2Config, GEMMA2, None),
+     (Gemma2Config, GEMMA2_HEAD_DIM_64, "int4+int8")],
     ids=["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
          "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8", "phi3",
-         "phi3-longrope-int8", "phi3-int4+int8"],
+         "phi3-longrope-int8", "phi3-int4+int8", "gemma2", "gemma2-head-dim-64-int4+int8"],
 )
 def test_batched_steps_match_plain_path(config_class, overrides, quantization, monkeypatch):
     # Six rows left-padded to different lengths (one not at all), 12 steps: past a window of 5, so a padded row's
@@ -383,8 +401,9 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
     "config_class, overrides, quantization",
     [(MistralConfig, {"sliding_window": 6}, None), (MistralConfig, {"sliding_window": 6}, "int8"),
      (MistralConfig, {"sliding_window": 6}, "int4"), (MistralConfig, {"sliding_window": 6}, "int4+int8"),
-     (Gemma3TextConfig, GEMMA3, None), (Gemma3TextConfig, GEMMA3, "int4+int8"), (Phi3Config, PHI3, "int4+int8")],
-    ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8", "phi3-int4+int8"],
+     (Gemma3TextConfig, GEMMA3, None), (Gemma3TextConfig, GEMMA3, "int4+int8"), (Phi3Config, PHI3, "int4+int8"),
+     (Gemma2Config, GEMMA2_HEAD_DIM_64, None)],
+    ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8", "phi3-int4+int8", "gemma2-head-dim-64"],
 )
 def test_a_team_of_threads_gives_the_one_thread_results(config_class, overrides, quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly

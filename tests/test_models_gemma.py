@@ -158,15 +158,11 @@ def test_generate_matches_the_reference(tiny, options):
     assert_generate_matches(model, reference, ids, mask, **options)
 
 
-def test_the_cpu_decoding_step_runs_gemma3_with_the_references_logits_and_leaves_gemma2(tiny, monkeypatch):
-    # from_pretrained gave Gemma 3 the step (so every test here decodes through it): its sandwich norms of 1 + w,
-    # GELU, queries scaled by query_pre_attn_scalar (12 here, head_dim 16), and the sliding layers' window and
-    # rotary base. Gemma 2's soft-capped attention it does not implement.
+def test_the_cpu_decoding_step_runs_gemma_with_the_references_logits(tiny, monkeypatch):
+    # from_pretrained gave both families the step (so every test here decodes through it): sandwich norms of 1 + w,
+    # GELU, queries scaled by query_pre_attn_scalar (12 here, head_dim 16), the sliding layers' window, Gemma 3's
+    # rotary base of its own on them and Gemma 2's soft-capped attention scores (a cap of 3 bends them).
     _, reference, model = tiny
-    if model.config.model_type == "gemma2":
-        assert "model_type" in llama_kernel.refusal(model.config)
-        assert not llama_kernel.eligible(model) and not accelerate(model)
-        return
     assert llama_kernel.refusal(model.config) is None and model.model.accelerated_step is not None
     calls = {"decode_step": [], "decode_batch": []}
     for name, counted in calls.items():
@@ -183,8 +179,9 @@ def test_the_cpu_decoding_step_runs_gemma3_with_the_references_logits_and_leaves
     ids, mask = generation_inputs(_ids)  # left-padded rows: the batched step
     assert_generate_matches(model, reference, ids, mask)
     assert calls["decode_batch"]
-    # One row: generate's shortcut past the forward, the step scaling the embedding's row itself. A soft-cap set on
-    # the config later (which the forward applies) keeps the steps on the forward.
+    # One row: generate's shortcut past the forward, the step scaling the embedding's row itself and the shortcut
+    # soft-capping the logits as the head model does, with the cap the config holds at each step (Gemma 2's 4, then
+    # one set later; Gemma 3 has none, then that one).
     shortcut, taken = model.accelerated_logits, []
 
     def counted(*args):
@@ -196,10 +193,10 @@ def test_the_cpu_decoding_step_runs_gemma3_with_the_references_logits_and_leaves
     assert_generate_matches(model, reference, ids[:1], mask[:1])
     assert taken == [True] * 9
     del taken[:]
-    monkeypatch.setattr(model.config, "final_logit_softcapping", 4.0)
-    monkeypatch.setattr(reference.config, "final_logit_softcapping", 4.0)
+    monkeypatch.setattr(model.config, "final_logit_softcapping", 2.5)
+    monkeypatch.setattr(reference.config, "final_logit_softcapping", 2.5)
     assert_generate_matches(model, reference, ids[:1], mask[:1])
-    assert taken == [False] * 9
+    assert taken == [True] * 9
 
 
 def test_config_reads_and_writes_the_references_fields(tiny, tmp_path):

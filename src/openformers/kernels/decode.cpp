@@ -832,18 +832,43 @@ inline void gelu_tanh_times(const float* gate, const float* up, float* out, int6
   }
 }
 
+// v[i] = tanh(v[i] / cap) * cap, as Gemma 2 bounds its attention scores and logits (torch's order of operations),
+// but for -inf (a hidden position), which stays -inf. tanh(u) is 1 - 2 / (e^2u + 1), as in gelu_tanh_times.
+inline void soft_cap_in_place(float* v, int64_t n, float cap) {
+  int64_t i = 0;
+#ifdef __AVX512F__
+  const __m512 one = _mm512_set1_ps(1.f), two = _mm512_set1_ps(2.f), caps = _mm512_set1_ps(cap);
+  const __m512 minus_infinity = _mm512_set1_ps(-INFINITY);
+  auto cap16 = [&](__m512 x) {
+    __m512 u = _mm512_div_ps(x, caps);
+    __m512 tanh = _mm512_sub_ps(one, _mm512_div_ps(two, _mm512_add_ps(exp16_rounded(_mm512_add_ps(u, u)), one)));
+    __mmask16 hidden = _mm512_cmp_ps_mask(x, minus_infinity, _CMP_EQ_OQ);
+    return _mm512_mask_blend_ps(hidden, _mm512_mul_ps(tanh, caps), minus_infinity);
+  };
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(v + i, cap16(_mm512_loadu_ps(v + i)));
+  if (i < n) {
+    __mmask16 tail = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(v + i, tail, cap16(_mm512_maskz_loadu_ps(tail, v + i)));
+    return;
+  }
+#endif
+  for (; i < n; ++i)
+    if (v[i] != -INFINITY) v[i] = std::tanh(v[i] / cap) * cap;
+}
+
 // One new query head's attention over the cached positions [first, last] of its key/value head, those `allowed`
-// marks where it is given (a batch row's attention mask over the cache: its left padding is 0).
+// marks where it is given (a batch row's attention mask over the cache: its left padding is 0), its scores
+// soft-capped at `cap` where that is above 0 (Gemma 2).
 template <typename C>
 void attend(const float* q, const C* keys, const C* values, int64_t pos_stride, int64_t head_dim, int64_t first,
-            int64_t last, std::vector<float>& scores, float* out, const uint8_t* allowed = nullptr) {
+            int64_t last, std::vector<float>& scores, float* out, const uint8_t* allowed = nullptr, float cap = 0.f) {
   float scale = 1.f / std::sqrt(static_cast<float>(head_dim));
   scores.resize(last - first + 1);
   float top = -INFINITY;
-  for (int64_t t = first; t <= last; ++t) {
+  for (int64_t t = first; t <= last; ++t)
     scores[t - first] = allowed && !allowed[t] ? -INFINITY : dot(keys + t * pos_stride, q, head_dim) * scale;
-    top = std::max(top, scores[t - first]);
-  }
+  if (cap > 0.f) soft_cap_in_place(scores.data(), scores.size(), cap);
+  for (float s : scores) top = std::max(top, s);
   for (auto& s : scores) s -= top;
   exp_in_place(scores.data(), scores.size());  // a hidden position's exp(-inf) is 0
   float total = 0.f;
@@ -867,7 +892,7 @@ void attend(const float* q, const C* keys, const C* values, int64_t pos_stride, 
 // values a step). SmolLM2 int8, 8 rows, positions 40-72, one thread, CPU time: 3.25 -> 2.07 ms a step.
 template <typename C, int D, int H>
 void attend_heads(const float* q, const C* keys, const C* values, int64_t pos_stride, int64_t first, int64_t last,
-                  std::vector<float>& scores, float* out, const uint8_t* allowed) {
+                  std::vector<float>& scores, float* out, const uint8_t* allowed, float cap) {
   constexpr int64_t head_dim = 16 * D;
   const float scale = 1.f / std::sqrt(static_cast<float>(head_dim));
   int64_t count = last - first + 1, padded = (count + 15) / 16 * 16;
@@ -891,6 +916,11 @@ void attend_heads(const float* q, const C* keys, const C* values, int64_t pos_st
   }
   for (int h = 0; h < H; ++h) {
     float* s = scores.data() + h * padded;
+    if (cap > 0.f) {  // (the capped scores' top is the capped top, but taken again it is theirs whatever the rounding)
+      soft_cap_in_place(s, count, cap);
+      top[h] = -INFINITY;
+      for (int64_t i = 0; i < count; ++i) top[h] = std::max(top[h], s[i]);
+    }
     for (int64_t i = 0; i < count; ++i) s[i] -= top[h];
     exp_in_place(s, count);
     float total = 0.f;
@@ -917,17 +947,18 @@ void attend_heads(const float* q, const C* keys, const C* values, int64_t pos_st
 // `heads` query heads at q (head_dim apart) that share the key/value head at keys and values, over cached
 // positions [first, last] (those `allowed` marks where it is given), into out (head_dim apart): attend_heads
 // where head_dim is 64 or 128 (up to four heads at a time for 64, two for 128: the sums stay in registers), else
-// attend per head.
+// attend per head; the scores soft-capped at `cap` where that is above 0.
 template <typename C>
 void attend_group(const float* q, int64_t heads, const C* keys, const C* values, int64_t pos_stride,
                   int64_t head_dim, int64_t first, int64_t last, std::vector<float>& scores, float* out,
-                  const uint8_t* allowed = nullptr) {
+                  const uint8_t* allowed = nullptr, float cap = 0.f) {
   int64_t h = 0;
 #ifdef __AVX512F__
   auto run = [&](auto dims, auto group) {
     constexpr int D = decltype(dims)::value, H = decltype(group)::value;
     for (; h + H <= heads; h += H)
-      attend_heads<C, D, H>(q + h * head_dim, keys, values, pos_stride, first, last, scores, out + h * head_dim, allowed);
+      attend_heads<C, D, H>(q + h * head_dim, keys, values, pos_stride, first, last, scores, out + h * head_dim, allowed,
+                            cap);
   };
   using std::integral_constant;
   if (head_dim == 64) {
@@ -941,7 +972,7 @@ void attend_group(const float* q, int64_t heads, const C* keys, const C* values,
   }
 #endif
   for (; h < heads; ++h)
-    attend<C>(q + h * head_dim, keys, values, pos_stride, head_dim, first, last, scores, out + h * head_dim, allowed);
+    attend<C>(q + h * head_dim, keys, values, pos_stride, head_dim, first, last, scores, out + h * head_dim, allowed, cap);
 }
 
 // Where the threads of one team meet: their claims on each loop's rows and a barrier.
@@ -1273,10 +1304,11 @@ struct Layer {
 
 // What a family computes differently from Llama, the same for all its layers (StepWeights::set_family): the MLP's
 // activation, the queries' scale where it is not 1 / sqrt(head_dim) (Gemma's query_pre_attn_scalar), in a factor
-// the queries are multiplied by after their rotation.
+// the queries are multiplied by after their rotation, and Gemma 2's soft-cap on the attention scores.
 struct Family {
   bool gelu = false;  // GELU (tanh form) instead of SiLU
   float query_factor = 1.f;
+  float attention_cap = 0.f;  // scores become tanh(score / cap) * cap where above 0
   // The leading dimensions of each head that the rotary tables turn (their width): all of them, or fewer (Phi-4-mini's
   // partial_rotary_factor of 0.75), the rest passing unrotated; set by each call from its tables (rotary_width).
   int64_t rotary_dims = 0;
@@ -1362,7 +1394,8 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
       rope(q, F.rotary_dims, cos, sin);
       scale_query(F, q, head_dim);
       int64_t kv = (h / group) * head_stride;
-      attend_group<C>(q, 1, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores, S.attended.data() + h * head_dim);
+      attend_group<C>(q, 1, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores, S.attended.data() + h * head_dim,
+                      nullptr, F.attention_cap);
     }
   });
   team.wait();
@@ -1420,20 +1453,21 @@ struct StepWeights : torch::CustomClassHolder {
   // stores them, 4 a layer with 4 or no scales and 1 or no (q/k/v) bias; else 7, 7 or none, and 3 or none.
   bool fused = false;
   bool sandwich = false, gelu = false;
-  double norm_offset = 0., query_factor = 1., embedding_scale = 1.;
+  double norm_offset = 0., query_factor = 1., embedding_scale = 1., attention_cap = 0.;
   std::vector<int64_t> sliding;
   StepWeights(std::vector<at::Tensor> norms, std::vector<at::Tensor> weights, std::vector<at::Tensor> scales,
               std::vector<at::Tensor> biases)
       : norms(std::move(norms)), weights(std::move(weights)), scales(std::move(scales)), biases(std::move(biases)) {}
 
   void set_family(bool sandwich_norms, bool gelu_mlp, double offset, double factor, double embedding_factor,
-                  std::vector<int64_t> sliding_layers) {
+                  std::vector<int64_t> sliding_layers, double attention_soft_cap) {
     TORCH_CHECK(sliding_layers.empty() || sliding_layers.size() * matrices_per_layer() == weights.size(),
                 "StepWeights.set_family: one sliding flag per layer (", weights.size() / matrices_per_layer(),
                 "), got ", sliding_layers.size());
     sandwich = sandwich_norms, gelu = gelu_mlp, norm_offset = offset, query_factor = factor;
     embedding_scale = embedding_factor;
     sliding = std::move(sliding_layers);
+    attention_cap = attention_soft_cap;
   }
 
   void set_fused(bool fused_projections) { fused = fused_projections; }
@@ -1441,7 +1475,7 @@ struct StepWeights : torch::CustomClassHolder {
   size_t matrices_per_layer() const { return fused ? 4 : 7; }
   size_t biases_per_layer() const { return fused ? 1 : 3; }
 
-  Family family() const { return {gelu, static_cast<float>(query_factor)}; }
+  Family family() const { return {gelu, static_cast<float>(query_factor), static_cast<float>(attention_cap)}; }
 };
 
 // Asks for the tensors' metadata (their TensorImpl and storage) ahead of reading it: a step's ~360 tensors are out
@@ -2470,7 +2504,8 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, const Fam
       }
       int64_t kv = j * row_stride + g * head_stride;
       attend_group<C>(q, group, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores,
-                      S.attended.data() + j * L.o.cols + g * group * head_dim, mask ? mask + j * (pos + 1) : nullptr);
+                      S.attended.data() + j * L.o.cols + g * group * head_dim, mask ? mask + j * (pos + 1) : nullptr,
+                      F.attention_cap);
     }
   });
   team.wait();

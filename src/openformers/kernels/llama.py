@@ -11,11 +11,12 @@ bfloat16 43.5 against 62 (benchmarks/RESULTS.md).
 
 A model takes the step only when every field of its config is one the step implements (`refusal` says which
 is not): Llama, Mistral, Qwen2 (q/k/v biases), Qwen3 (each head's queries and keys RMS-normed before the
-rotation), Gemma 3's text decoder (norms of 1 + w around attention and MLP as well as before them, GELU,
-queries scaled by query_pre_attn_scalar, sliding layers with rotary tables of their own; `set_family` of
-decode.cpp's StepWeights) and Phi-3 / Phi-4 (fused q/k/v and gate/up weights, `set_fused`; rotary tables over
-a head's leading dimensions; longrope). A feature added to the models later (soft-capping, another rope) leaves such models
-on the plain path until the step implements it and tests/test_kernels.py proves parity for it.
+rotation), Gemma 2 and Gemma 3's text decoder (norms of 1 + w around attention and MLP as well as before them,
+GELU, queries scaled by query_pre_attn_scalar, sliding layers, Gemma 3's with rotary tables of their own, Gemma
+2's soft-capped attention scores; `set_family` of decode.cpp's StepWeights; the final logits' soft-cap after the
+head) and Phi-3 / Phi-4 (fused q/k/v and gate/up weights, `set_fused`; rotary tables over a head's leading
+dimensions; longrope). A feature added to the models later (another rope, another norm) leaves such models on the
+plain path until the step implements it and tests/test_kernels.py proves parity for it.
 """
 
 import contextlib
@@ -34,7 +35,7 @@ from ..models.gemma import (
     Gemma2DecoderLayer,
     Gemma2ForCausalLM,
     Gemma2MLP,
-    Gemma3TextModel,
+    Gemma2Model,
     GemmaRMSNorm,
     GemmaScaledEmbedding,
 )
@@ -66,13 +67,20 @@ GEMMA3_IMPLEMENTED = {
     "rope_scaling": IMPLEMENTED["rope_scaling"],
     "attention_bias": lambda value: not value,
     "attention_dropout": lambda value: not value,
-    "final_logit_softcapping": lambda value: value is None,
+    "final_logit_softcapping": lambda value: True,  # applied after the head's product (next_token_logits)
     "attn_logit_softcapping": lambda value: True,  # never applied by Gemma 3 (Gemma3TextConfig.caps_attention)
     "use_bidirectional_attention": lambda value: not value,
     "sliding_window": lambda value: True,  # on the layers layer_types marks as sliding
     "layer_types": lambda value: True,
     "query_pre_attn_scalar": lambda value: True,  # the queries' factor (set_family)
     "rope_local_base_freq": lambda value: True,  # the sliding layers' tables, read from their rotary module
+}
+# Gemma 2: Gemma 3's layers without q/k norms, all rotated by one table, and its attention scores soft-capped
+# (set_family's attention cap).
+GEMMA2_IMPLEMENTED = {
+    **{name: check for name, check in GEMMA3_IMPLEMENTED.items() if name != "rope_local_base_freq"},
+    "model_type": lambda value: value == "gemma2",
+    "attn_logit_softcapping": lambda value: True,
 }
 # Phi-3 and Phi-4: Llama's arithmetic on fused q/k/v and gate/up weights (decode.cpp's StepWeights.set_fused), with
 # rotary tables over a head's leading dimensions only (partial_rotary_factor: their width) and longrope's long
@@ -89,7 +97,7 @@ PHI3_IMPLEMENTED = {
     "sliding_window": lambda value: True,  # None, or one window for every layer
 }
 # model_type -> what the step implements, where not IMPLEMENTED
-FAMILIES = {"gemma3_text": GEMMA3_IMPLEMENTED, "phi3": PHI3_IMPLEMENTED}
+FAMILIES = {"gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED, "phi3": PHI3_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
 # (read from the model's modules), token ids, head and output options, and what Qwen2 and Qwen3 fold into the
 # decoder's sliding_window (Qwen3's layer_types: one window for every layer or none, as its config checks).
@@ -132,10 +140,10 @@ def refusal(config) -> str | None:
     return None
 
 
-STEP_DECODERS = (LlamaModel, Gemma3TextModel, Phi3Model)  # the decoder stacks whose layers the step may reproduce
+STEP_DECODERS = (LlamaModel, Gemma2Model, Phi3Model)  # the decoder stacks whose layers the step may reproduce
 # The (layer, attention, MLP) classes the step reproduces, in each kind of decoder.
 LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLayer, Qwen3Attention, LlamaMLP))
-GEMMA3_LAYERS = ((Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP),)
+GEMMA_LAYERS = ((Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP),)  # Gemma 2's and Gemma 3's
 PHI3_LAYERS = ((Phi3DecoderLayer, Phi3Attention, Phi3MLP),)
 
 
@@ -183,8 +191,8 @@ def next_token_logits(model: nn.Module, tokens: torch.Tensor, cache) -> tuple[to
     SmolLM2 at two threads, the time between two steps' kernel calls is 0.35-0.45 ms through the shortcut against
     0.77-1.0 through the forward (bfloat16 / float32, medians of 64 tokens, rounds interleaved in one process;
     benchmarks/RESULTS.md). The shortcut stands in for it only where the forward
-    computes the same thing: the model's class keeps CausalLM's forward and head (or Gemma's head without a
-    soft-cap), the model is not compiled, the embedding is a plain nn.Embedding or Gemma's scaled one (whose row
+    computes the same thing: the model's class keeps CausalLM's forward and head (or Gemma's, whose soft-cap is
+    applied here as its token_logits applies it), the model is not compiled, the embedding is a plain nn.Embedding or Gemma's scaled one (whose row
     the step reads and scales itself), no forward hook would see the call (the model's, the decoder's, the
     embedding's, the head's or a global one) and the head fuses.
     """
@@ -193,12 +201,13 @@ def next_token_logits(model: nn.Module, tokens: torch.Tensor, cache) -> tuple[to
     step = getattr(decoder, "accelerated_step", None)
     model_class = type(model)
     if (not isinstance(step, DecodeStep) or type(head) is not StepHead or tokens.shape != (1,)
-            or model_class.forward is not CausalLM.forward or not _plain_token_logits(model)
+            or model_class.forward is not CausalLM.forward
+            or model_class.token_logits not in (CausalLM.token_logits, Gemma2ForCausalLM.token_logits)
             or "forward" in vars(model) or getattr(model, "_compiled_call_impl", None) is not None):
         return None
     embedding = decoder._modules.get("embed_tokens")
     # Gemma's scaled rows the step scales as the module does (StepWeights.set_family's embedding_scale).
-    embedding_class = GemmaScaledEmbedding if type(decoder) is Gemma3TextModel else nn.Embedding
+    embedding_class = GemmaScaledEmbedding if isinstance(decoder, Gemma2Model) else nn.Embedding
     if (type(embedding) is not embedding_class or embedding.max_norm is not None
             or not _unhooked(model, decoder, head, embedding)):
         return None
@@ -208,16 +217,14 @@ def next_token_logits(model: nn.Module, tokens: torch.Tensor, cache) -> tuple[to
     table = embedding._parameters["weight"]
     bfloat16_model = table.dtype == torch.bfloat16  # the head's output: the hidden's dtype
     ran = step.run(tokens, None, None, cache, fused, bfloat16_logits=bfloat16_model, embedding=table)
-    return None if ran is None else ran[1:]
-
-
-def _plain_token_logits(model: nn.Module) -> bool:
-    """Whether the model's logits are its head's product as it is: CausalLM's token_logits, or Gemma's without a
-    soft-cap (its config read now, as the forward reads it)."""
-    token_logits = type(model).token_logits
-    if token_logits is Gemma2ForCausalLM.token_logits:
-        return model.config.final_logit_softcapping is None
-    return token_logits is CausalLM.token_logits
+    if ran is None:
+        return None
+    _, logits, argmax = ran
+    cap = model.config.final_logit_softcapping if model_class.token_logits is Gemma2ForCausalLM.token_logits else None
+    if cap is not None:  # Gemma's token_logits on the head's output, in its dtype (its config read now, as there)
+        logits = (torch.tanh(logits.to(table.dtype) / cap) * cap).float()
+        argmax = logits.argmax(-1)  # over the capped logits: values past the cap's reach become equal
+    return logits, argmax
 
 
 def copied_reference(reference: weakref.ref | None, memo: dict) -> weakref.ref | None:
@@ -284,12 +291,12 @@ def _swap_linear(parent: nn.Module, name: str) -> None:
 def _implemented_layers(decoder: DecoderModel) -> bool:
     """Whether the decoder is made of the layers the step reproduces (a user's own subclass or a swapped-in
     adapter is not), with every linear layer the kernel's or a plain nn.Linear."""
-    gemma = type(decoder) is Gemma3TextModel
+    gemma = isinstance(decoder, Gemma2Model)
     norm_class = GemmaRMSNorm if gemma else RMSNorm
-    layer_kinds = GEMMA3_LAYERS if gemma else PHI3_LAYERS if type(decoder) is Phi3Model else LLAMA_LAYERS
+    layer_kinds = GEMMA_LAYERS if gemma else PHI3_LAYERS if type(decoder) is Phi3Model else LLAMA_LAYERS
     for layer in decoder.layers:
         kinds = (type(layer), type(layer.self_attn), type(layer.mlp))
-        if kinds not in layer_kinds or gemma and not layer.self_attn.qk_norm:
+        if kinds not in layer_kinds:
             return False
         if any(type(norm) is not norm_class for norm in _layer_norms(layer)):
             return False
@@ -391,9 +398,11 @@ class DecodeStep:
             return None
         rows = input_ids.shape[0]
         one_sequence = rows == 1 and not padding  # decode_step, else decode_batch
-        gemma = type(decoder) is Gemma3TextModel
-        # Gemma 3's sliding layers rotate by tables of their own (decode.cpp's Layer::local).
-        rotaries = [decoder._modules["rotary_emb"]] + ([decoder._modules["local_rotary_emb"]] if gemma else [])
+        gemma = isinstance(decoder, Gemma2Model)
+        # Gemma 3's sliding layers rotate by tables of their own (decode.cpp's Layer::local); Gemma 2's by the same.
+        rotaries = [decoder._modules["rotary_emb"]]
+        if gemma and decoder._modules["local_rotary_emb"] is not rotaries[0]:
+            rotaries.append(decoder._modules["local_rotary_emb"])
         rotary_row = -1
         if one_sequence and (position_ids is None or position_ids.numel() == 1):
             # The tables whole, and the position's row in them for the step to read: indexing them here cost two
@@ -472,7 +481,7 @@ class DecodeStep:
                 held.steps.add(self)
         ready = _step_ready(self.decoder)
         self._stack = torch.classes.openformers.StepWeights(*_gather(self.decoder)) if ready else None
-        if ready and type(self.decoder) is Gemma3TextModel:
+        if ready and isinstance(self.decoder, Gemma2Model):
             self._stack.set_family(*_gemma_family(self.decoder))
         if ready and type(self.decoder) is Phi3Model:
             self._stack.set_fused(True)
@@ -603,13 +612,14 @@ def _rotary_tables(rotary: nn.Module, reach: int) -> tuple[torch.Tensor, torch.T
     return buffers["cos"], buffers["sin"]
 
 
-def _gemma_family(decoder: Gemma3TextModel) -> tuple:
-    """StepWeights.set_family's arguments for Gemma 3: sandwich norms, GELU, norm weights stored as offsets from one,
-    the queries' scale (query_pre_attn_scalar ** -0.5) as a factor on the step's 1 / sqrt(head_dim), the
-    embedding's scale (sqrt(hidden_size)) and which layers slide."""
+def _gemma_family(decoder: Gemma2Model) -> tuple:
+    """StepWeights.set_family's arguments for Gemma 2 and 3: sandwich norms, GELU, norm weights stored as offsets from
+    one, the queries' scale (query_pre_attn_scalar ** -0.5) as a factor on the step's 1 / sqrt(head_dim), the
+    embedding's scale (sqrt(hidden_size)), which layers slide, and the attention scores' soft-cap (Gemma 2's; 0 for
+    none)."""
     attention = decoder.layers[0].self_attn
     return (True, True, 1.0, attention.scale * attention.head_dim**0.5, decoder.embed_tokens.scale,
-            [int(layer.is_sliding) for layer in decoder.layers])
+            [int(layer.is_sliding) for layer in decoder.layers], float(attention.softcap or 0.0))
 
 
 def _linear_slots(layer: nn.Module) -> list[tuple[nn.Module, str]]:
