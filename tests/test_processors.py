@@ -263,6 +263,21 @@ def test_greedy_is_argmax():
     assert torch.equal(of.sample_next_token(scores, do_sample=False), scores.argmax(dim=-1))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_first_argmax_is_torchs_argmax_on_ties_nan_and_minus_infinity(dtype):
+    # torch.max's indices stand in for argmax (vectorized over bfloat16 where argmax is not): the first of equal
+    # maxima, the first NaN, the first of a row all -inf; rows long enough for torch to split them among threads.
+    generator = torch.Generator().manual_seed(0)
+    for length in (7, 1000, 65537, 262144):
+        scores = torch.randint(-2, 3, (6, length), generator=generator).to(dtype)  # ties everywhere
+        scores[1, length // 3] = scores[1, length - 1] = float("nan")
+        scores[2] = float("-inf")
+        scores[3] = 0.0
+        scores[4, : length // 2] = float("-inf")
+        assert torch.equal(of.first_argmax(scores), scores.argmax(dim=-1))
+        assert torch.equal(of.sample_next_token(scores, do_sample=False), scores.argmax(dim=-1))
+
+
 def test_sampling_is_reproducible_with_a_seeded_generator():
     _, scores = make_inputs(0, "with_inf")
     scores = scores.repeat(64, 1)
