@@ -785,28 +785,33 @@ def test_streamed_text_matches_the_returned_tokens(smollm2_gguf):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_few_rows_of_a_linear_layer_take_the_kernel_with_torch_results(dtype, monkeypatch):
+@pytest.mark.parametrize("columns", [72, 64])
+def test_few_rows_of_a_linear_layer_take_the_kernel_with_torch_results(dtype, columns, monkeypatch):
+    # 72 columns: a tail past the last 16 (float32) or 32 (bfloat16) of a row; 64: none, where the tiles of two rows
+    # times eight inputs add up their sums as one tree (lane_sums16). 200 rows: blocks of four and of two.
     torch.manual_seed(0)
-    # 72 columns: a 16-wide tail; 200 rows: four blocks of rows
-    layer = kernels.Linear.from_linear(torch.nn.Linear(72, 200, bias=True).to(dtype))
-    x = torch.randn(2, 9, 72).to(dtype)
+    layer = kernels.Linear.from_linear(torch.nn.Linear(columns, 200, bias=True).to(dtype)).eval()
+    x = torch.randn(2, 9, columns).to(dtype)
     assert kernels.build()
     calls = counted_matvecs(monkeypatch)
+    limit = kernels.linear.KERNEL_ROWS_BFLOAT16 if dtype == torch.bfloat16 else kernels.KERNEL_ROWS  # in eval
+    counts = (1, 3, 4, 7, 8, 9, 13, 16, 17)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(3)
         with torch.inference_mode():
-            for rows in (1, 3, 4, 7, 8, 9):
-                flat = x.reshape(-1, 72)[:rows]
+            for rows in counts:
+                flat = torch.randn(rows, columns).to(dtype)
                 expected = torch.nn.functional.linear(flat, layer.weight, layer.bias)
                 tolerance = 1e-5 if dtype == torch.float32 else 1e-2
                 torch.testing.assert_close(layer(flat), expected, atol=tolerance, rtol=tolerance)
             assert layer(x[:, :4]).shape == (2, 4, 200)  # 8 rows in a batch of two
     finally:
         torch.set_num_threads(threads)
-    assert calls == [1, 3, 4, 7, 8, 8]  # 9 rows take torch's matmul
+    taken = [rows for rows in counts if rows <= limit] + [8]
+    assert calls == taken  # more rows take torch's matmul
     assert layer(x[0, :2].clone().requires_grad_(True)).requires_grad  # gradients: torch's path
-    assert calls == [1, 3, 4, 7, 8, 8]
+    assert calls == taken
 
 
 @pytest.mark.parametrize("quantization", ["int8", "int4"])
@@ -841,8 +846,8 @@ def test_a_float32_vocabulary_head_takes_the_kernel_up_to_64_rows(monkeypatch):
             torch.testing.assert_close(head(x[:rows]), torch.nn.functional.linear(x[:rows], head.weight),
                                        atol=1e-4, rtol=1e-4)
         assert calls == [9, 64]
-        layer(x[:9]), bfloat16_head(x[:9].bfloat16())
-    assert calls == [9, 64]  # fewer outputs, or bfloat16 weights: 8 rows at most
+        layer(x[:9]), bfloat16_head(x[:17].bfloat16())
+    assert calls == [9, 64]  # fewer outputs: 8 rows at most; bfloat16 weights: 16 (KERNEL_ROWS_BFLOAT16)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -59,16 +59,21 @@ from . import library
 QUANTIZATIONS = ("int8", "int4")
 GROUP = 32  # int4 weights per (scale, minimum) pair
 # How many rows (a batch decoding a token per sequence, a short prompt) go to the kernel, which reads each weight
-# once for all of them, rather than to PyTorch's matmul. Float weights: up to KERNEL_ROWS; at 32-64 rows PyTorch's
-# float32 matmul is as fast on a layer's shapes (576 x 1536 at 32 rows, two threads: 0.38 ms against the kernel's
-# 0.44; bfloat16's at 8-32 rows alike). A float32 matrix at least TALL times as high as wide (a vocabulary head)
-# keeps the kernel up to KERNEL_ROWS_TALL rows, where PyTorch's matmul is slow on so few rows for so many outputs
-# (SmolLM2's 49152 x 576 head at 32 rows: 15 ms against 23; Llama's 32000 x 4096 at 64 rows: 147 against 170;
-# 128256 x 2048: 293 against 319; 1536 x 576 at 64 rows: 0.74 against 0.67). int8 and int4 weights: up to
-# KERNEL_ROWS_PACKED, where the kernel's integer products beat widening the weights (one pass of the kernel's
-# `dequantize`) for a bfloat16 matmul at every shape measured up to 128 rows: 32 rows of the 49152 x 576 head
-# 8.8 / 9.9 ms (int8 / int4) against 27.7 / 27.5, 64 rows of 1536 x 576 0.54 / 0.64 against 0.84 / 0.88.
+# once for all of them, rather than to PyTorch's matmul. Float32 weights: up to KERNEL_ROWS; at 32-64 rows
+# PyTorch's matmul is as fast on a layer's shapes (576 x 1536 at 32 rows, two threads: 0.38 ms against the
+# kernel's 0.44). bfloat16 weights: up to KERNEL_ROWS_BFLOAT16, where the kernel's vdpbf16ps tiles (their sums
+# added as one tree, lane_sums16) beat PyTorch's at every shape measured (two threads, best of 3: 1536 x 576 at 16
+# rows 0.10 against 0.12 ms, SmolLM2's 49152 x 576 head 3.3 against 5.3, Gemma 3's 262144 x 640 head 20.6 against
+# 31.0), and at 32 rows they are alike (0.19 / 6.2 / 46.6 against 0.18 / 7.1 / 42.7). A float32 matrix at least
+# TALL times as high as wide (a vocabulary head) keeps the kernel up to KERNEL_ROWS_TALL rows, where PyTorch's
+# matmul is slow on so few rows for so many outputs (SmolLM2's 49152 x 576 head at 32 rows: 15 ms against 23;
+# Llama's 32000 x 4096 at 64 rows: 147 against 170; 128256 x 2048: 293 against 319; 1536 x 576 at 64 rows: 0.74
+# against 0.67). int8 and int4 weights: up to KERNEL_ROWS_PACKED, where the kernel's integer products beat
+# widening the weights (one pass of the kernel's `dequantize`) for a bfloat16 matmul at every shape measured up to
+# 128 rows: 32 rows of the 49152 x 576 head 8.8 / 9.9 ms (int8 / int4) against 27.7 / 27.5, 64 rows of 1536 x 576
+# 0.54 / 0.64 against 0.84 / 0.88.
 KERNEL_ROWS = 8
+KERNEL_ROWS_BFLOAT16 = 16
 TALL = 4
 KERNEL_ROWS_TALL = 64
 KERNEL_ROWS_PACKED = 64
@@ -180,7 +185,7 @@ class Linear(nn.Linear):
             return KERNEL_ROWS
         if self.weight.dtype == torch.float32 and self.out_features >= TALL * self.in_features:
             return KERNEL_ROWS_TALL
-        return KERNEL_ROWS
+        return KERNEL_ROWS_BFLOAT16 if self.weight.dtype == torch.bfloat16 else KERNEL_ROWS
 
     def _kernel_takes(self, x: torch.Tensor) -> bool:
         return (
