@@ -11,7 +11,9 @@ a tied vocabulary of 151936); `phi4-mini` is Phi-4-mini's (32 layers, hidden 307
 positions on), whose 3.8B parameters three times over (one model a way) outgrow a 24 GB machine: `--layers` keeps
 that many of its layers; `gemma2-2b` is Gemma-2-2B's (26 layers, hidden 2304, 8 query and 4 key/value heads of 256,
 intermediate 9216, a tied vocabulary of 256000, every other layer sliding over 4096 positions, attention scores
-soft-capped at 50 and logits at 30). Run from the repository root:
+soft-capped at 50 and logits at 30); `olmo2-1b` is OLMo-2-0425-1B's (16 layers, hidden 2048, 16 heads of 128, each
+query and key norm over all 2048 of them, intermediate 8192, an untied vocabulary of 100352). Run from the
+repository root:
 
     .venv/bin/python benchmarks/random_decoder.py [--family qwen3] [--dtype bfloat16] [--new-tokens 32] [--rounds 2]
         [--layers N]
@@ -24,8 +26,9 @@ import time
 import torch
 
 from openformers import kernels
-from openformers.configs import Gemma2Config, Phi3Config, Qwen3Config
+from openformers.configs import Gemma2Config, Olmo2Config, Phi3Config, Qwen3Config
 from openformers.models.gemma import Gemma2ForCausalLM
+from openformers.models.olmo2 import Olmo2ForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
 
@@ -43,6 +46,10 @@ FAMILIES = {
         vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
         num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256, sliding_window=4096,
         attn_logit_softcapping=50.0, final_logit_softcapping=30.0, tie_word_embeddings=True)),
+    "olmo2-1b": (Olmo2ForCausalLM, Olmo2Config, dict(
+        vocab_size=100352, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=16,
+        num_key_value_heads=16, rope_theta=500000.0, rms_norm_eps=1e-6, max_position_embeddings=4096,
+        tie_word_embeddings=False)),
 }
 
 

@@ -244,6 +244,26 @@ def assert_kernel_leaves_the_plain_path(model, reference, ids):
     torch.testing.assert_close(torch.cat(steps, dim=1), theirs, atol=1e-4, rtol=1e-4)
 
 
+def assert_decoding_step_gives_the_references_logits(model, reference, ids):
+    """from_pretrained gave the model the CPU kernel's decoding step: after a prefill, each one-token step is one
+    call of the compiled step, and the steps give the reference's logits."""
+    import openformers.kernels  # noqa: F401 (loads the library's operators)
+    from openformers.kernels.llama import refusal
+
+    assert refusal(model.config) is None and model.model.accelerated_step is not None
+    calls, decode_step = [], torch.ops.openformers.decode_step
+    counted = lambda *args: calls.append(1) or decode_step(*args)  # noqa: E731
+    torch.ops.openformers.decode_step = counted
+    try:
+        cache = DynamicCache()
+        steps = [model(ids[:, :4], past_key_values=cache).logits]
+        steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(4, ids.shape[1])]
+    finally:
+        torch.ops.openformers.decode_step = decode_step
+    assert len(calls) == ids.shape[1] - 4
+    torch.testing.assert_close(torch.cat(steps, dim=1), reference(ids).logits, atol=1e-4, rtol=1e-4)
+
+
 # GGUF files as llama.cpp's converter writes them.
 
 

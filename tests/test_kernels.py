@@ -16,6 +16,7 @@ from openformers.configs import (
     Gemma3TextConfig,
     LlamaConfig,
     MistralConfig,
+    Olmo2Config,
     Phi3Config,
     Qwen2Config,
     Qwen3Config,
@@ -25,6 +26,7 @@ from openformers.kernels import library
 from openformers.kernels.llama import refusal
 from openformers.models.gemma import Gemma2ForCausalLM, Gemma3ForCausalLM
 from openformers.models.llama import LlamaForCausalLM
+from openformers.models.olmo2 import Olmo2ForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
 
@@ -61,7 +63,7 @@ PHI3_LONGROPE = dict(partial_rotary_factor=0.75, original_max_position_embedding
                      rope_scaling={"rope_type": "longrope", "long_factor": [1.0, 1.5, 2.0, 3.0, 4.0, 6.0],
                                    "short_factor": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5]})
 MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM, Gemma3TextConfig: Gemma3ForCausalLM,
-                 Phi3Config: Phi3ForCausalLM}
+                 Phi3Config: Phi3ForCausalLM, Olmo2Config: Olmo2ForCausalLM}
 
 
 def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> LlamaForCausalLM:
@@ -270,11 +272,11 @@ def test_an_unknown_rope_scaling_is_refused():
      (Gemma3TextConfig, GEMMA3), (Gemma3TextConfig, {**HEAD_DIM_64, "head_dim": 64, "query_pre_attn_scalar": 64,
                                                      "rope_scaling": {"rope_type": "linear", "factor": 8.0}}),
      (Phi3Config, PHI3), (Phi3Config, PHI3_LONGROPE), (Phi3Config, HEAD_DIM_128), (Gemma2Config, GEMMA2),
-     (Gemma2Config, GEMMA2_HEAD_DIM_64)],
+     (Gemma2Config, GEMMA2_HEAD_DIM_64), (Olmo2Config, {}), (Olmo2Config, HEAD_DIM_64)],
     ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
          "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope",
          "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128", "gemma2-soft-caps",
-         "gemma2-head-dim-64"],
+         "gemma2-head-dim-64", "olmo2", "olmo2-head-dim-64"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -330,10 +332,10 @@ def batch_step_logits(model, ids, mask, steps: int, use_kernels: bool, monkeypat
      (Qwen3Config, {}, None), (Qwen3Config, {}, "int4"), (Gemma3TextConfig, GEMMA3, None),
      (Gemma3TextConfig, GEMMA3, "int8"), (Gemma3TextConfig, GEMMA3, "int4+int8"), (Phi3Config, PHI3, None),
      (Phi3Config, PHI3_LONGROPE, "int8"), (Phi3Config, PHI3, "int4+int8"), (Gemma2Config, GEMMA2, None),
-     (Gemma2Config, GEMMA2_HEAD_DIM_64, "int4+int8")],
+     (Gemma2Config, GEMMA2_HEAD_DIM_64, "int4+int8"), (Olmo2Config, {}, None), (Olmo2Config, {}, "int4+int8")],
     ids=["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
          "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8", "phi3",
-         "phi3-longrope-int8", "phi3-int4+int8", "gemma2", "gemma2-head-dim-64-int4+int8"],
+         "phi3-longrope-int8", "phi3-int4+int8", "gemma2", "gemma2-head-dim-64-int4+int8", "olmo2", "olmo2-int4+int8"],
 )
 def test_batched_steps_match_plain_path(config_class, overrides, quantization, monkeypatch):
     # Six rows left-padded to different lengths (one not at all), 12 steps: past a window of 5, so a padded row's
@@ -402,8 +404,9 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
     [(MistralConfig, {"sliding_window": 6}, None), (MistralConfig, {"sliding_window": 6}, "int8"),
      (MistralConfig, {"sliding_window": 6}, "int4"), (MistralConfig, {"sliding_window": 6}, "int4+int8"),
      (Gemma3TextConfig, GEMMA3, None), (Gemma3TextConfig, GEMMA3, "int4+int8"), (Phi3Config, PHI3, "int4+int8"),
-     (Gemma2Config, GEMMA2_HEAD_DIM_64, None)],
-    ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8", "phi3-int4+int8", "gemma2-head-dim-64"],
+     (Gemma2Config, GEMMA2_HEAD_DIM_64, None), (Olmo2Config, {}, None)],
+    ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8", "phi3-int4+int8", "gemma2-head-dim-64",
+         "olmo2"],
 )
 def test_a_team_of_threads_gives_the_one_thread_results(config_class, overrides, quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly

@@ -707,6 +707,7 @@ void rms_norm(const float* x, NormWeights weight, float eps, float* out, int64_t
 // Where the step reads a norm's weights: the tensor itself when it is float32 or bfloat16 and contiguous, else a
 // float32 copy that `converted` keeps for as long as the step reads it.
 NormWeights norm_weights(const at::Tensor& norm, std::vector<at::Tensor>& converted, float offset = 0.f) {
+  if (norm.numel() == 0) return {nullptr, false, offset};  // none (OLMo 2's layer inputs)
   auto type = norm.scalar_type();
   if ((type == at::kFloat || type == at::kBFloat16) && norm.is_contiguous())
     return {norm.data_ptr(), type == at::kBFloat16, offset};
@@ -1295,6 +1296,8 @@ struct Layer {
   // Qwen3's and Gemma 3's RMSNorms over each head's queries and keys before the rotation, one weight for every head;
   // null data where the family has none
   NormWeights q_norm{nullptr, false}, k_norm{nullptr, false};
+  // OLMo 2's: q_norm and k_norm over all of the queries and all of the keys at once, not over each head
+  bool whole_qk_norms = false;
   // Gemma's norms of the attention's and the MLP's outputs before each is added to the residual stream ("sandwich"
   // norms); null data where the family has none
   NormWeights attn_out_norm{nullptr, false}, mlp_out_norm{nullptr, false};
@@ -1336,7 +1339,7 @@ inline void norm_head(float* head, NormWeights norm, float eps, int64_t head_dim
   if (norm.data) rms_norm(head, norm, eps, head, head_dim);
 }
 
-constexpr int64_t kLoopsPerLayer = 8;  // the claimed loops of layer_step
+constexpr int64_t kLoopsPerLayer = 9;  // the claimed loops of layer_step (one of them OLMo 2's alone)
 constexpr int64_t kCachePrefetch = 32768;
 
 // `normed` and `activated`: buffers of the calling thread's, the inputs of the products that it makes itself. With
@@ -1353,15 +1356,15 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   C* values = L.values.data_ptr<C>();
 
   // Each thread norms and rounds the whole input itself, into buffers of its own: a few hundred nanoseconds, where
-  // splitting it would cost a barrier.
-  rms_norm(x, L.attn_norm, eps, normed.data(), hidden);
-  in.set<W>(normed.data(), hidden);
+  // splitting it would cost a barrier. (OLMo 2 norms no layer input.)
+  if (L.attn_norm.data) rms_norm(x, L.attn_norm, eps, normed.data(), hidden);
+  in.set<W>(L.attn_norm.data ? normed.data() : x, hidden);
   // This position's keys and values go into the cache from the chunk that makes them, the keys a whole head per
   // chunk (rotated pairs span the head), so no barrier and no phase of its own stand between the products and the
-  // attention: one meeting of the team less per layer.
+  // attention: one meeting of the team less per layer. Keys normed over all heads at once wait for all of them.
   team.claim(L.k.rows, head_dim, head_dim, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.k, begin, end, in, S.k.data());
-    for (int64_t h = begin / head_dim; h < end / head_dim; ++h) {
+    for (int64_t h = begin / head_dim; h < end / head_dim && !L.whole_qk_norms; ++h) {
       norm_head(S.k.data() + h * head_dim, L.k_norm, eps, head_dim);
       rope(S.k.data() + h * head_dim, F.rotary_dims, cos, sin);
       for (int64_t i = 0; i < head_dim; ++i)
@@ -1387,10 +1390,27 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   }
   team.prefetch_share(L.o);
   team.wait();
+  if (L.whole_qk_norms) {  // one thread norms all the keys (and rotates and caches them), another all the queries
+    team.claim(2, 1, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t part = begin; part < end; ++part) {
+        if (part == 1) {
+          rms_norm(S.q.data(), L.q_norm, eps, S.q.data(), L.q.rows);
+          continue;
+        }
+        rms_norm(S.k.data(), L.k_norm, eps, S.k.data(), L.k.rows);
+        for (int64_t h = 0; h < n_kv; ++h) {
+          rope(S.k.data() + h * head_dim, F.rotary_dims, cos, sin);
+          for (int64_t i = 0; i < head_dim; ++i)
+            keys[h * head_stride + pos * pos_stride + i] = static_cast<C>(S.k[h * head_dim + i]);
+        }
+      }
+    });
+    team.wait();
+  }
   team.claim(n_head, 1, 1, [&](int64_t begin, int64_t end) {
     for (int64_t h = begin; h < end; ++h) {
       float* q = S.q.data() + h * head_dim;
-      norm_head(q, L.q_norm, eps, head_dim);
+      if (!L.whole_qk_norms) norm_head(q, L.q_norm, eps, head_dim);
       rope(q, F.rotary_dims, cos, sin);
       scale_query(F, q, head_dim);
       int64_t kv = (h / group) * head_stride;
@@ -1417,8 +1437,8 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   // prefetchers then took up again: SmolLM2 bfloat16 on one thread, the two products of 30 layers in 3.9-4.4 ms a
   // token against 3.4-3.6 apart. Every thread then makes SiLU(gate) * up whole for itself, as it norms the input
   // of a layer (1-2 us for SmolLM2's 1536 values).
-  rms_norm(x, L.mlp_norm, eps, normed.data(), hidden);
-  in.set<W>(normed.data(), hidden);
+  if (L.mlp_norm.data) rms_norm(x, L.mlp_norm, eps, normed.data(), hidden);
+  in.set<W>(L.mlp_norm.data ? normed.data() : x, hidden);
   team.product<W>(L.gate, in, S.gate.data());
   team.product<W>(L.up, in, S.up.data());
   team.prefetch_share(L.down);
@@ -1446,7 +1466,10 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
 // weight (Gemma's 1 + w); `query_factor`, the queries' scale times sqrt(head_dim); `embedding_scale`, what the
 // embedding multiplies its rows by (Gemma's sqrt(hidden_size): decode_step's embedded_row); `sliding`, one flag
 // per layer, set where the layer attends within the step's window and rotates by its local tables (Gemma's
-// layer_types). Without flags every layer takes the window and the tables.
+// layer_types). Without flags every layer takes the window and the tables. `attention_cap`, Gemma 2's soft-cap on the
+// attention scores (0: none). With sandwich norms, an empty tensor for the input's or the MLP input's norm says the
+// layer has none (OLMo 2); q and k norms as large as all the queries and all the keys norm them whole (OLMo 2's,
+// Layer::whole_qk_norms), not a head at a time. set_fused: see `fused`.
 struct StepWeights : torch::CustomClassHolder {
   std::vector<at::Tensor> norms, weights, scales, biases;
   // Fused (set_fused): a layer's weights are q/k/v stacked by rows, o, gate/up stacked by rows and down, as Phi-3
@@ -1571,16 +1594,19 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
     }
     Layer& layer = layers.back();
     int64_t hidden = layer.o.rows;
-    for (size_t i = 0; i < layer_norms; ++i)
-      TORCH_CHECK(n[i].numel() == hidden, op, ": layer ", l, "'s norm ", i, " has ", n[i].numel(),
-                  " weights for a hidden size of ", hidden);
+    for (size_t i = 0; i < layer_norms; ++i)  // the inputs' norms may be absent (empty) beside sandwich norms: OLMo 2
+      TORCH_CHECK(n[i].numel() == hidden || (stack.sandwich && i % 2 == 0 && n[i].numel() == 0), op, ": layer ", l,
+                  "'s norm ", i, " has ", n[i].numel(), " weights for a hidden size of ", hidden);
     if (stack.sandwich) {
       layer.attn_out_norm = norm_weights(n[1], converted, offset);
       layer.mlp_out_norm = norm_weights(n[3], converted, offset);
     }
     if (norms_per_layer == layer_norms + 2) {
-      TORCH_CHECK(n[layer_norms].numel() == keys[l].size(3) && n[layer_norms + 1].numel() == keys[l].size(3),
-                  op, ": the q and k norms must hold head_dim weights each");
+      int64_t head_dim = keys[l].size(3), q_size = n[layer_norms].numel(), k_size = n[layer_norms + 1].numel();
+      layer.whole_qk_norms = q_size == layer.q.rows && k_size == layer.k.rows && q_size != head_dim;
+      TORCH_CHECK((q_size == head_dim && k_size == head_dim) || layer.whole_qk_norms, op,
+                  ": the q and k norms must hold head_dim weights each, or as many as the queries and the keys (",
+                  layer.q.rows, ", ", layer.k.rows, "), got ", q_size, " and ", k_size);
       layer.q_norm = norm_weights(n[layer_norms], converted, offset);
       layer.k_norm = norm_weights(n[layer_norms + 1], converted, offset);
     }
@@ -2505,27 +2531,42 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, const Fam
     team.claim(m.rows, kChunk, multiple, [&](int64_t begin, int64_t end) { batch_rows<W>(m, begin, end, inputs, batch, n, out); });
   };
 
-  for (int64_t j = 0; j < n; ++j) rms_norm(x + j * hidden, L.attn_norm, eps, normed.data() + j * hidden, hidden);
-  set_inputs(normed.data(), hidden);
-  product(L.q, normed.data(), S.q.data());
-  product(L.k, normed.data(), S.k.data());
-  product(L.v, normed.data(), S.v.data());
+  const float* attention_input = L.attn_norm.data ? normed.data() : x;  // (OLMo 2 norms no layer input)
+  if (L.attn_norm.data)
+    for (int64_t j = 0; j < n; ++j) rms_norm(x + j * hidden, L.attn_norm, eps, normed.data() + j * hidden, hidden);
+  set_inputs(attention_input, hidden);
+  product(L.q, attention_input, S.q.data());
+  product(L.k, attention_input, S.k.data());
+  product(L.v, attention_input, S.v.data());
   team.prefetch_share(L.o, multiple);
   team.wait();
-  team.claim(n * n_kv, 1, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      int64_t j = t / n_kv, h = t % n_kv;
-      float* k = S.k.data() + j * L.k.rows + h * head_dim;
-      const float* v = S.v.data() + j * L.v.rows + h * head_dim;
-      norm_head(k, L.k_norm, eps, head_dim);
-      rope(k, F.rotary_dims, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
-      int64_t slot = j * row_stride + h * head_stride + pos * pos_stride;
-      for (int64_t i = 0; i < head_dim; ++i) {
-        keys[slot + i] = static_cast<C>(k[i]);
-        values[slot + i] = static_cast<C>(v[i]);
-      }
+  auto cache_head = [&](int64_t j, int64_t h) {  // row j's key (rotated) and value of head h, into the cache
+    float* k = S.k.data() + j * L.k.rows + h * head_dim;
+    const float* v = S.v.data() + j * L.v.rows + h * head_dim;
+    rope(k, F.rotary_dims, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
+    int64_t slot = j * row_stride + h * head_stride + pos * pos_stride;
+    for (int64_t i = 0; i < head_dim; ++i) {
+      keys[slot + i] = static_cast<C>(k[i]);
+      values[slot + i] = static_cast<C>(v[i]);
     }
-  });
+  };
+  if (L.whole_qk_norms) {
+    team.claim(n, 1, 1, [&](int64_t begin, int64_t end) {  // OLMo 2: a row's queries and keys normed whole
+      for (int64_t j = begin; j < end; ++j) {
+        rms_norm(S.q.data() + j * L.q.rows, L.q_norm, eps, S.q.data() + j * L.q.rows, L.q.rows);
+        rms_norm(S.k.data() + j * L.k.rows, L.k_norm, eps, S.k.data() + j * L.k.rows, L.k.rows);
+        for (int64_t h = 0; h < n_kv; ++h) cache_head(j, h);
+      }
+    });
+  } else {
+    team.claim(n * n_kv, 1, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        int64_t j = t / n_kv, h = t % n_kv;
+        norm_head(S.k.data() + j * L.k.rows + h * head_dim, L.k_norm, eps, head_dim);
+        cache_head(j, h);
+      }
+    });
+  }
   team.wait();
   int64_t first = L.window > 0 ? std::max(pos - L.window + 1, int64_t(0)) : 0, group = n_head / n_kv;
   team.claim(n * n_kv, 1, 1, [&](int64_t begin, int64_t end) {  // a row's query heads of one key/value head
@@ -2533,7 +2574,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, const Fam
       int64_t j = t / n_kv, g = t % n_kv;
       float* q = S.q.data() + j * L.q.rows + g * group * head_dim;
       for (int64_t h = 0; h < group; ++h) {
-        norm_head(q + h * head_dim, L.q_norm, eps, head_dim);
+        if (!L.whole_qk_norms) norm_head(q + h * head_dim, L.q_norm, eps, head_dim);
         rope(q + h * head_dim, F.rotary_dims, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
         scale_query(F, q + h * head_dim, head_dim);
       }
@@ -2558,12 +2599,14 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, const Fam
     for (int64_t j = 0; j < n; ++j)
       add_normed(x + j * hidden, S.out.data() + j * hidden, L.attn_out_norm, eps, normed.data() + j * hidden, hidden);
 
-  for (int64_t j = 0; j < n; ++j) rms_norm(x + j * hidden, L.mlp_norm, eps, normed.data() + j * hidden, hidden);
-  set_inputs(normed.data(), hidden);
+  const float* mlp_input = L.mlp_norm.data ? normed.data() : x;
+  if (L.mlp_norm.data)
+    for (int64_t j = 0; j < n; ++j) rms_norm(x + j * hidden, L.mlp_norm, eps, normed.data() + j * hidden, hidden);
+  set_inputs(mlp_input, hidden);
   int64_t inner = L.gate.rows;
   team.claim(inner, kChunk, multiple, [&](int64_t begin, int64_t end) {
-    batch_rows<W>(L.gate, begin, end, normed.data(), batch, n, S.gate.data());
-    batch_rows<W>(L.up, begin, end, normed.data(), batch, n, S.up.data());
+    batch_rows<W>(L.gate, begin, end, mlp_input, batch, n, S.gate.data());
+    batch_rows<W>(L.up, begin, end, mlp_input, batch, n, S.up.data());
     for (int64_t j = 0; j < n; ++j) {
       float* gate = S.gate.data() + j * inner + begin;
       activate_times(F, gate, S.up.data() + j * inner + begin, gate, end - begin);

@@ -14,8 +14,8 @@ is not): Llama, Mistral, Qwen2 (q/k/v biases), Qwen3 (each head's queries and ke
 rotation), Gemma 2 and Gemma 3's text decoder (norms of 1 + w around attention and MLP as well as before them,
 GELU, queries scaled by query_pre_attn_scalar, sliding layers, Gemma 3's with rotary tables of their own, Gemma
 2's soft-capped attention scores; `set_family` of decode.cpp's StepWeights; the final logits' soft-cap after the
-head) and Phi-3 / Phi-4 (fused q/k/v and gate/up weights, `set_fused`; rotary tables over a head's leading
-dimensions; longrope). A feature added to the models later (another rope, another norm) leaves such models on the
+head), OLMo 2 (norms after attention and MLP only, queries and keys normed over all heads at once) and Phi-3 /
+Phi-4 (fused q/k/v and gate/up weights, `set_fused`; rotary tables over a head's leading dimensions; longrope). A feature added to the models later (another rope, another norm) leaves such models on the
 plain path until the step implements it and tests/test_kernels.py proves parity for it.
 """
 
@@ -42,6 +42,7 @@ from ..models.gemma import (
 from ..models.heads import CausalLM
 from ..models.layers import RMSNorm
 from ..models.llama import LlamaAttention, LlamaDecoderLayer, LlamaMLP, LlamaModel
+from ..models.olmo2 import Olmo2Attention, Olmo2DecoderLayer, Olmo2Model, Olmo2RMSNorm
 from ..models.phi3 import Phi3Attention, Phi3DecoderLayer, Phi3MLP, Phi3Model
 from ..models.qwen3 import Qwen3Attention, Qwen3DecoderLayer
 from . import library
@@ -96,8 +97,16 @@ PHI3_IMPLEMENTED = {
     "original_max_position_embeddings": lambda value: True,
     "sliding_window": lambda value: True,  # None, or one window for every layer
 }
+# OLMo 2: Llama's fields, its norms after each branch instead of before (set_family's sandwich norms without the
+# inputs' norms) and over all the queries and all the keys at once (decode.cpp's Layer::whole_qk_norms).
+OLMO2_IMPLEMENTED = {
+    **IMPLEMENTED,
+    "model_type": lambda value: value == "olmo2",
+    "attention_dropout": lambda value: not value,
+}
 # model_type -> what the step implements, where not IMPLEMENTED
-FAMILIES = {"gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED, "phi3": PHI3_IMPLEMENTED}
+FAMILIES = {"gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED, "olmo2": OLMO2_IMPLEMENTED,
+            "phi3": PHI3_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
 # (read from the model's modules), token ids, head and output options, and what Qwen2 and Qwen3 fold into the
 # decoder's sliding_window (Qwen3's layer_types: one window for every layer or none, as its config checks).
@@ -145,6 +154,7 @@ STEP_DECODERS = (LlamaModel, Gemma2Model, Phi3Model)  # the decoder stacks whose
 LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLayer, Qwen3Attention, LlamaMLP))
 GEMMA_LAYERS = ((Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP),)  # Gemma 2's and Gemma 3's
 PHI3_LAYERS = ((Phi3DecoderLayer, Phi3Attention, Phi3MLP),)
+OLMO2_LAYERS = ((Olmo2DecoderLayer, Olmo2Attention, LlamaMLP),)
 
 
 def decoder_of(model: nn.Module) -> DecoderModel | None:
@@ -291,30 +301,34 @@ def _swap_linear(parent: nn.Module, name: str) -> None:
 def _implemented_layers(decoder: DecoderModel) -> bool:
     """Whether the decoder is made of the layers the step reproduces (a user's own subclass or a swapped-in
     adapter is not), with every linear layer the kernel's or a plain nn.Linear."""
-    gemma = isinstance(decoder, Gemma2Model)
-    norm_class = GemmaRMSNorm if gemma else RMSNorm
-    layer_kinds = GEMMA_LAYERS if gemma else PHI3_LAYERS if type(decoder) is Phi3Model else LLAMA_LAYERS
+    gemma, olmo2 = isinstance(decoder, Gemma2Model), type(decoder) is Olmo2Model
+    norm_class = GemmaRMSNorm if gemma else Olmo2RMSNorm if olmo2 else RMSNorm
+    layer_kinds = (GEMMA_LAYERS if gemma else OLMO2_LAYERS if olmo2 else PHI3_LAYERS if type(decoder) is Phi3Model
+                   else LLAMA_LAYERS)
     for layer in decoder.layers:
         kinds = (type(layer), type(layer.self_attn), type(layer.mlp))
         if kinds not in layer_kinds:
             return False
-        if any(type(norm) is not norm_class for norm in _layer_norms(layer)):
+        if any(norm is not None and type(norm) is not norm_class for norm in _layer_norms(layer)):
             return False
         if any(type(linear) not in (nn.Linear, Linear) for linear in _linears(layer)):
             return False
     return type(decoder.norm) is norm_class
 
 
-def _layer_norms(layer: nn.Module) -> list[nn.Module]:
+def _layer_norms(layer: nn.Module) -> list[nn.Module | None]:
     """A layer's norms in the order decode.cpp's StepWeights takes them: its input's and its MLP input's (Gemma:
-    its input's, the attention output's, the MLP input's and the MLP output's), then the queries' and keys'."""
+    its input's, the attention output's, the MLP input's and the MLP output's; OLMo 2 the same with None for the
+    inputs' norms, which it has not), then the queries' and keys'."""
     if type(layer) is Gemma2DecoderLayer:
         norms = [layer.input_layernorm, layer.post_attention_layernorm, layer.pre_feedforward_layernorm,
                  layer.post_feedforward_layernorm]
+    elif type(layer) is Olmo2DecoderLayer:
+        norms = [None, layer.post_attention_layernorm, None, layer.post_feedforward_layernorm]
     else:
         norms = [layer.input_layernorm, layer.post_attention_layernorm]
     attention = layer.self_attn
-    if type(attention) is Qwen3Attention or type(attention) is Gemma2Attention and attention.qk_norm:
+    if type(attention) in (Qwen3Attention, Olmo2Attention) or type(attention) is Gemma2Attention and attention.qk_norm:
         norms += (attention.q_norm, attention.k_norm)
     return norms
 
@@ -435,7 +449,7 @@ class DecodeStep:
         window = decoder.config.sliding_window if gemma else decoder.sliding_window
         layers = (stack, keys, values, position, window or 0)
         # Through the module dicts: nn.Module's attribute fallback cost ~5 us an attribute after a step.
-        eps = decoder._modules["layers"]._modules["0"]._modules["input_layernorm"].eps
+        eps = decoder._modules["layers"]._modules["0"]._modules["post_attention_layernorm"].eps
         logits = argmax = None
         # Inside threads_following_team, the step leaves torch's threads at the team's settled size.
         following = getattr(_following, "caller", None) is not None
@@ -483,6 +497,8 @@ class DecodeStep:
         self._stack = torch.classes.openformers.StepWeights(*_gather(self.decoder)) if ready else None
         if ready and isinstance(self.decoder, Gemma2Model):
             self._stack.set_family(*_gemma_family(self.decoder))
+        if ready and type(self.decoder) is Olmo2Model:  # norms after each branch, none before
+            self._stack.set_family(True, False, 0.0, 1.0, 1.0, [], 0.0)
         if ready and type(self.decoder) is Phi3Model:
             self._stack.set_fused(True)
         self._layer_count = len(self.decoder.layers)
@@ -643,9 +659,10 @@ def _query_key_value_count(layer: nn.Module) -> int:
 
 def _gather(decoder: DecoderModel) -> tuple[list, list, list, list]:
     norms, weights, scales, biases = [], [], [], []
+    no_norm = torch.empty(0)  # decode.cpp's mark of a norm the layer has not (OLMo 2's inputs')
     for layer in decoder.layers:
         linears = _linears(layer)
-        norms += (norm.weight for norm in _layer_norms(layer))
+        norms += (no_norm if norm is None else norm.weight for norm in _layer_norms(layer))
         weights += (p.weight for p in linears)
         scales += (p.scale for p in linears if p.scale is not None)
         biases += (p.bias for p in linears[:_query_key_value_count(layer)] if p.bias is not None)

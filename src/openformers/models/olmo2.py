@@ -8,8 +8,8 @@ positions, grouped-query attention, the SwiGLU MLP, the cache and the heads (cau
 classification, those the reference has) are llama.py's.
 
 GGUF files of llama.cpp's "olmo2" architecture load too: llama.py's metadata reader gives the config, and the rows
-need no un-permuting (llama.cpp rotates OLMo 2 the way Hugging Face does). The CPU decoding kernel does not take
-OLMo 2: kernels/llama.py refuses model_type "olmo2".
+need no un-permuting (llama.cpp rotates OLMo 2 the way Hugging Face does). On the CPU, kernels/llama.py runs the
+decoding step of these layers as one compiled call (without an attention bias, which it refuses).
 """
 
 import torch
