@@ -15,8 +15,9 @@ rotation), Gemma 2 and Gemma 3's text decoder (norms of 1 + w around attention a
 GELU, queries scaled by query_pre_attn_scalar, sliding layers, Gemma 3's with rotary tables of their own, Gemma
 2's soft-capped attention scores; `set_family` of decode.cpp's StepWeights; the final logits' soft-cap after the
 head), OLMo 2 (norms after attention and MLP only, queries and keys normed over all heads at once) and Phi-3 /
-Phi-4 (fused q/k/v and gate/up weights, `set_fused`; rotary tables over a head's leading dimensions; longrope). A feature added to the models later (another rope, another norm) leaves such models on the
-plain path until the step implements it and tests/test_kernels.py proves parity for it.
+Phi-4 (fused q/k/v and gate/up weights, `set_fused`; rotary tables over a head's leading dimensions; longrope).
+A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
+step implements it and tests/test_kernels.py proves parity for it.
 """
 
 import contextlib
@@ -200,9 +201,9 @@ def next_token_logits(model: nn.Module, tokens: torch.Tensor, cache) -> tuple[to
     is some 30 Python-level operations, each slow right after a step has streamed the weights through the caches:
     SmolLM2 at two threads, the time between two steps' kernel calls is 0.35-0.45 ms through the shortcut against
     0.77-1.0 through the forward (bfloat16 / float32, medians of 64 tokens, rounds interleaved in one process;
-    benchmarks/RESULTS.md). The shortcut stands in for it only where the forward
-    computes the same thing: the model's class keeps CausalLM's forward and head (or Gemma's, whose soft-cap is
-    applied here as its token_logits applies it), the model is not compiled, the embedding is a plain nn.Embedding or Gemma's scaled one (whose row
+    benchmarks/RESULTS.md). The shortcut stands in for it only where the forward computes the same thing: the
+    model's class keeps CausalLM's forward and head (or Gemma's, whose soft-cap is applied here as its token_logits
+    applies it), the model is not compiled, the embedding is a plain nn.Embedding or Gemma's scaled one (whose row
     the step reads and scales itself), no forward hook would see the call (the model's, the decoder's, the
     embedding's, the head's or a global one) and the head fuses.
     """
