@@ -244,9 +244,9 @@ def assert_kernel_leaves_the_plain_path(model, reference, ids):
     torch.testing.assert_close(torch.cat(steps, dim=1), theirs, atol=1e-4, rtol=1e-4)
 
 
-def assert_decoding_step_gives_the_references_logits(model, reference, ids):
-    """from_pretrained gave the model the CPU kernel's decoding step: after a prefill, each one-token step is one
-    call of the compiled step, and the steps give the reference's logits."""
+def assert_decoding_step_gives_the_references_logits(model, reference, ids, prefill: int = 4, rtol: float = 1e-4):
+    """from_pretrained gave the model the CPU kernel's decoding step: after a prefill of `prefill` tokens, each
+    one-token step is one call of the compiled step, and the steps give the reference's logits."""
     import openformers.kernels  # noqa: F401 (loads the library's operators)
     from openformers.kernels.llama import refusal
 
@@ -256,12 +256,12 @@ def assert_decoding_step_gives_the_references_logits(model, reference, ids):
     torch.ops.openformers.decode_step = counted
     try:
         cache = DynamicCache()
-        steps = [model(ids[:, :4], past_key_values=cache).logits]
-        steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(4, ids.shape[1])]
+        steps = [model(ids[:, :prefill], past_key_values=cache).logits]
+        steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(prefill, ids.shape[1])]
     finally:
         torch.ops.openformers.decode_step = decode_step
-    assert len(calls) == ids.shape[1] - 4
-    torch.testing.assert_close(torch.cat(steps, dim=1), reference(ids).logits, atol=1e-4, rtol=1e-4)
+    assert len(calls) == ids.shape[1] - prefill
+    torch.testing.assert_close(torch.cat(steps, dim=1), reference(ids).logits, atol=1e-4, rtol=rtol)
 
 
 # GGUF files as llama.cpp's converter writes them.

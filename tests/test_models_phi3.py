@@ -14,10 +14,8 @@ import pytest
 import torch
 
 import openformers
-from decoder_parity import finish_gguf, llama_cpp_tensors
+from decoder_parity import assert_decoding_step_gives_the_references_logits, finish_gguf, llama_cpp_tensors
 from openformers.configs import Phi3Config
-from openformers.generation.cache import DynamicCache
-from openformers.kernels import llama as llama_kernel
 
 transformers = pytest.importorskip("transformers")
 
@@ -93,23 +91,15 @@ def test_logits_and_loss_match_reference(tiny, length):
     torch.testing.assert_close(ours.loss, theirs.loss, atol=1e-5, rtol=0)
 
 
-def test_the_cpu_decoding_step_runs_phi3_with_the_references_logits(tiny, monkeypatch):
+@torch.no_grad()
+def test_the_cpu_decoding_step_runs_phi3_with_the_references_logits(tiny):
     """from_pretrained gives the model the CPU accelerator's decoding step (fused projections, partial rotary tables,
     longrope's long ones past position 32): one-token steps over a cache, each a call of the compiled step, give
-    the reference's logits."""
+    the reference's logits. The prompt reaches past position 32, as the reference's forward of the whole sequence
+    does, so that both rotate every position by the long factors."""
     _, folder, reference = tiny
     model = openformers.AutoModelForCausalLM.from_pretrained(folder)
-    assert llama_kernel.refusal(model.config) is None and model.model.accelerated_step is not None
-    calls, decode_step = [], torch.ops.openformers.decode_step
-    monkeypatch.setattr(torch.ops.openformers, "decode_step", lambda *args: calls.append(1) or decode_step(*args))
-    ids = _ids(1, LONG)
-    cache = DynamicCache()
-    with torch.no_grad():
-        model(ids[:, :-3], past_key_values=cache)
-        steps = [model(ids[:, t:t + 1], past_key_values=cache).logits for t in range(LONG - 3, LONG)]
-        full = reference(ids).logits
-    assert len(calls) == 3
-    torch.testing.assert_close(torch.cat(steps, dim=1), full[:, -3:], atol=1e-4, rtol=0)
+    assert_decoding_step_gives_the_references_logits(model, reference, _ids(1, LONG), prefill=LONG - 3, rtol=0)
 
 
 @pytest.mark.parametrize("length", [SHORT, LONG])

@@ -1361,13 +1361,16 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   // This position's keys and values go into the cache from the chunk that makes them, the keys a whole head per
   // chunk (rotated pairs span the head), so no barrier and no phase of its own stand between the products and the
   // attention: one meeting of the team less per layer. Keys normed over all heads at once wait for all of them.
+  auto cache_key = [&](int64_t h) {  // head h's key (normed where it is due), rotated, into the cache
+    rope(S.k.data() + h * head_dim, F.rotary_dims, cos, sin);
+    for (int64_t i = 0; i < head_dim; ++i)
+      keys[h * head_stride + pos * pos_stride + i] = static_cast<C>(S.k[h * head_dim + i]);
+  };
   team.claim(L.k.rows, head_dim, head_dim, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.k, begin, end, in, S.k.data());
     for (int64_t h = begin / head_dim; h < end / head_dim && !L.whole_qk_norms; ++h) {
       norm_head(S.k.data() + h * head_dim, L.k_norm, eps, head_dim);
-      rope(S.k.data() + h * head_dim, F.rotary_dims, cos, sin);
-      for (int64_t i = 0; i < head_dim; ++i)
-        keys[h * head_stride + pos * pos_stride + i] = static_cast<C>(S.k[h * head_dim + i]);
+      cache_key(h);
     }
   });
   team.claim(L.v.rows, kChunk, 4, [&](int64_t begin, int64_t end) {
@@ -1392,15 +1395,11 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   if (L.whole_qk_norms) {  // one thread norms all the keys (and rotates and caches them), another all the queries
     team.claim(2, 1, 1, [&](int64_t begin, int64_t end) {
       for (int64_t part = begin; part < end; ++part) {
-        if (part == 1) {
+        if (part == 0) {
+          rms_norm(S.k.data(), L.k_norm, eps, S.k.data(), L.k.rows);
+          for (int64_t h = 0; h < n_kv; ++h) cache_key(h);
+        } else {
           rms_norm(S.q.data(), L.q_norm, eps, S.q.data(), L.q.rows);
-          continue;
-        }
-        rms_norm(S.k.data(), L.k_norm, eps, S.k.data(), L.k.rows);
-        for (int64_t h = 0; h < n_kv; ++h) {
-          rope(S.k.data() + h * head_dim, F.rotary_dims, cos, sin);
-          for (int64_t i = 0; i < head_dim; ++i)
-            keys[h * head_stride + pos * pos_stride + i] = static_cast<C>(S.k[h * head_dim + i]);
         }
       }
     });
@@ -1666,11 +1665,6 @@ at::Tensor embedded_row(const at::Tensor& tokens, const at::Tensor& embedding, d
   return x;
 }
 
-// decode_step's rotary angles, head_dim float32 values: `angles` is a position's row (head_dim,), or with `row` >= 0
-// the whole table (positions, head_dim), the rotary module's own buffer, whose row that is (indexing it in Python
-// cost two operations a token). float32 is read where it lies, where three ATen operations to select and convert
-// the row cost ~15 us a token, their code out of the caches after the last step; other dtypes are converted (and
-// kept in `converted`).
 // How many of each head's `head_dim` values a call's rotary angles turn: the width of its cos, a table
 // (positions, width) with a `row`, else (width,) or (rows, width) for `rows` positions. Even, and at most head_dim.
 int64_t rotary_width(const char* op, const at::Tensor& cos, int64_t row, int64_t rows, int64_t head_dim) {
@@ -1681,6 +1675,11 @@ int64_t rotary_width(const char* op, const at::Tensor& cos, int64_t row, int64_t
   return width;
 }
 
+// decode_step's rotary angles, `width` float32 values (rotary_width): `angles` is a position's row (width,), or
+// with `row` >= 0 the whole table (positions, width), the rotary module's own buffer, whose row that is (indexing
+// it in Python cost two operations a token). float32 is read where it lies, where three ATen operations to select
+// and convert the row cost ~15 us a token, their code out of the caches after the last step; other dtypes are
+// converted (and kept in `converted`).
 const float* rotary_angles(const char* name, const at::Tensor& angles, int64_t row, int64_t width,
                            std::vector<at::Tensor>& converted) {
   if (row >= 0) {
@@ -2624,11 +2623,11 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, const Fam
 
 // decode_step for n sequences at once: x (n, hidden) float32 in place; caches (n, n_kv, capacity, head_dim), this
 // token's keys and values written at slot `pos` of every row; cos and sin (n, width), each row's own position
-// (left-padded rows count theirs from their first real token); mask (n, pos + 1) uint8, each row's attention mask
-// over the cache slots (0: padding, never attended), with slot `pos` set in every row, or empty for no padding.
-// With `norm`, each row of x leaves normed by the final norm, as decode_step's x.
-// (width: head_dim, or fewer where only a head's leading dimensions turn, see Family::rotary_dims); local_cos and
-// local_sin (rows, width): the sliding layers' angles (Layer::local), where the family has them.
+// (left-padded rows count theirs from their first real token; width: head_dim, or fewer where only a head's
+// leading dimensions turn, see Family::rotary_dims); mask (n, pos + 1) uint8, each row's attention mask over the
+// cache slots (0: padding, never attended), with slot `pos` set in every row, or empty for no padding. With `norm`,
+// each row of x leaves normed by the final norm, as decode_step's x. local_cos and local_sin (rows, width): the
+// sliding layers' angles (Layer::local), where the family has them.
 void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at::TensorList keys,
                   at::TensorList values, int64_t pos, int64_t window,
                   at::Tensor cos, at::Tensor sin, at::Tensor mask, double eps, c10::optional<at::Tensor> norm,
