@@ -26,11 +26,12 @@ import time
 import torch
 
 from openformers import kernels
-from openformers.configs import Gemma2Config, Olmo2Config, Phi3Config, Qwen3Config
+from openformers.configs import Gemma2Config, Olmo2Config, Phi3Config, Qwen3Config, Qwen3MoeConfig
 from openformers.models.gemma import Gemma2ForCausalLM
 from openformers.models.olmo2 import Olmo2ForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
+from openformers.models.qwen3_moe import Qwen3MoeForCausalLM
 
 FAMILIES = {
     "qwen3": (Qwen3ForCausalLM, Qwen3Config, dict(
@@ -46,6 +47,10 @@ FAMILIES = {
         vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
         num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256, sliding_window=4096,
         attn_logit_softcapping=50.0, final_logit_softcapping=30.0, tie_word_embeddings=True)),
+    "qwen3-moe": (Qwen3MoeForCausalLM, Qwen3MoeConfig, dict(
+        vocab_size=151936, hidden_size=2048, num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4,
+        head_dim=128, num_experts=128, num_experts_per_tok=8, moe_intermediate_size=768, norm_topk_prob=True,
+        rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=4096, tie_word_embeddings=False)),
     "olmo2-1b": (Olmo2ForCausalLM, Olmo2Config, dict(
         vocab_size=100352, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=16,
         num_key_value_heads=16, rope_theta=500000.0, rms_norm_eps=1e-6, max_position_embeddings=4096,
@@ -88,10 +93,7 @@ def main():
 
     plain = random_model(args.family, getattr(torch, args.dtype), args.layers)
     products = copy.deepcopy(plain)
-    for parent in list(products.modules()):  # accelerate's swap, without its placing hook
-        for name, child in list(parent.named_children()):
-            if type(child) is torch.nn.Linear:
-                setattr(parent, name, kernels.Linear.from_linear(child))
+    kernels.take_kernel_products(products)  # accelerate's swap, without its placing hook
     step = copy.deepcopy(plain)
     if not kernels.accelerate(step):
         raise SystemExit(f"the decoding step does not take {args.family}: {kernels.llama.refusal(step.config)}")

@@ -16,19 +16,23 @@ from openformers.configs import (
     Gemma3TextConfig,
     LlamaConfig,
     MistralConfig,
+    MixtralConfig,
     Olmo2Config,
     Phi3Config,
     Qwen2Config,
     Qwen3Config,
+    Qwen3MoeConfig,
 )
 from openformers.generation.cache import DynamicCache
 from openformers.kernels import library
 from openformers.kernels.llama import refusal
 from openformers.models.gemma import Gemma2ForCausalLM, Gemma3ForCausalLM
 from openformers.models.llama import LlamaForCausalLM
+from openformers.models.mixtral import MixtralForCausalLM, SparseMoeBlock
 from openformers.models.olmo2 import Olmo2ForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
+from openformers.models.qwen3_moe import Qwen3MoeForCausalLM
 
 TINY = dict(
     vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
@@ -62,8 +66,13 @@ PHI3 = dict(partial_rotary_factor=0.5, sliding_window=6)
 PHI3_LONGROPE = dict(partial_rotary_factor=0.75, original_max_position_embeddings=16, max_position_embeddings=64,
                      rope_scaling={"rope_type": "longrope", "long_factor": [1.0, 1.5, 2.0, 3.0, 4.0, 6.0],
                                    "short_factor": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5]})
+# Mixtures of experts: Mixtral's four experts of 96, two a token, renormalized; Qwen3-MoE's six of 64, three a token,
+# not renormalized, a dense MLP on its second layer (mlp_only_layers).
+MIXTRAL = dict(num_local_experts=4, num_experts_per_tok=2)
+QWEN3_MOE = dict(num_experts=6, num_experts_per_tok=3, moe_intermediate_size=64, mlp_only_layers=[1])
 MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM, Gemma3TextConfig: Gemma3ForCausalLM,
-                 Phi3Config: Phi3ForCausalLM, Olmo2Config: Olmo2ForCausalLM}
+                 Phi3Config: Phi3ForCausalLM, Olmo2Config: Olmo2ForCausalLM, MixtralConfig: MixtralForCausalLM,
+                 Qwen3MoeConfig: Qwen3MoeForCausalLM}
 
 
 def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> LlamaForCausalLM:
@@ -98,16 +107,22 @@ def int8_per_16(linear: torch.nn.Linear) -> kernels.Linear:
 def quantized(model, quantization: str):
     """`model` quantized as "int8", "int4", or "int4+int8": int4 with each layer's v projection at int8 and up
     projection at int8 with a scale per 16 weights, as from_pretrained keeps a GGUF file's 5-8-bit matrices at int8
-    under int4 (Q6_K's with their scales per 16); Phi-3's fused q/k/v and gate/up projections so."""
+    under int4 (Q6_K's with their scales per 16); Phi-3's fused q/k/v and gate/up projections so, and every
+    other expert's up projection of a mixture."""
     if quantization == "int4+int8":
         for layer in model.model.layers:
-            attention, mlp = layer.self_attn, layer.mlp
+            attention, mlp = layer.self_attn, getattr(layer, "block_sparse_moe", getattr(layer, "mlp", None))
             if hasattr(attention, "qkv_proj"):
                 attention.qkv_proj = kernels.Linear.from_linear(attention.qkv_proj, "int8")
                 mlp.gate_up_proj = int8_per_16(mlp.gate_up_proj)
-            else:
-                attention.v_proj = kernels.Linear.from_linear(attention.v_proj, "int8")
+                continue
+            attention.v_proj = kernels.Linear.from_linear(attention.v_proj, "int8")
+            if not isinstance(mlp, SparseMoeBlock):
                 mlp.up_proj = int8_per_16(mlp.up_proj)
+                continue
+            for expert in list(mlp.experts)[::2]:
+                up = "w3" if hasattr(expert, "w3") else "up_proj"
+                setattr(expert, up, int8_per_16(getattr(expert, up)))
         quantization = "int4"
     return kernels.quantize(model, quantization)
 
@@ -272,11 +287,14 @@ def test_an_unknown_rope_scaling_is_refused():
      (Gemma3TextConfig, GEMMA3), (Gemma3TextConfig, {**HEAD_DIM_64, "head_dim": 64, "query_pre_attn_scalar": 64,
                                                      "rope_scaling": {"rope_type": "linear", "factor": 8.0}}),
      (Phi3Config, PHI3), (Phi3Config, PHI3_LONGROPE), (Phi3Config, HEAD_DIM_128), (Gemma2Config, GEMMA2),
-     (Gemma2Config, GEMMA2_HEAD_DIM_64), (Olmo2Config, {}), (Olmo2Config, HEAD_DIM_64)],
+     (Gemma2Config, GEMMA2_HEAD_DIM_64), (Olmo2Config, {}), (Olmo2Config, HEAD_DIM_64), (MixtralConfig, MIXTRAL),
+     (MixtralConfig, {**MIXTRAL, **HEAD_DIM_64, "num_experts_per_tok": 1, "sliding_window": 5}),
+     (Qwen3MoeConfig, QWEN3_MOE), (Qwen3MoeConfig, {**QWEN3_MOE, "norm_topk_prob": True, "mlp_only_layers": []})],
     ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
          "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope",
          "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128", "gemma2-soft-caps",
-         "gemma2-head-dim-64", "olmo2", "olmo2-head-dim-64"],
+         "gemma2-head-dim-64", "olmo2", "olmo2-head-dim-64", "mixtral", "mixtral-top-1-window", "qwen3-moe-dense-layer",
+         "qwen3-moe-renormalized"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -389,6 +407,53 @@ def test_batched_greedy_tokens_match_plain_path(monkeypatch):
     assert len(steps) == 19
 
 
+@pytest.mark.parametrize("config_class, overrides", [(MixtralConfig, MIXTRAL), (Qwen3MoeConfig, QWEN3_MOE)],
+                         ids=["mixtral", "qwen3-moe"])
+def test_a_mixture_steps_a_batch_through_its_layers_and_one_sequence_in_the_step(config_class, overrides, monkeypatch):
+    # decode_batch has no mixtures: a batch's steps take the layers (the experts' products the kernel's), one
+    # sequence's the step, and a mixture recording its router scores (output_router_logits) the layers too.
+    model = accelerated(tiny_model(config_class, **overrides))
+    plain = tiny_model(config_class, **overrides)
+    ids, mask = left_padded_batch(3, 6, seed=8)
+    batches, steps = counted_batch_steps(monkeypatch), counted_decode_steps(monkeypatch)
+    options = dict(attention_mask=mask, max_new_tokens=6, do_sample=False)
+    assert model.generate(ids, **options).tolist() == plain.generate(ids, **options).tolist()
+    assert not batches and not steps
+    one = dict(max_new_tokens=6, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    fast, expected = model.generate(ids[:1], **one), plain.generate(ids[:1], **one)
+    assert len(steps) == 5 and fast.sequences.tolist() == expected.sequences.tolist()
+    torch.testing.assert_close(torch.stack(fast.logits), torch.stack(expected.logits), atol=1e-4, rtol=1e-4)
+    with torch.inference_mode():
+        output = model(ids[:1, :4], past_key_values=(cache := DynamicCache()))
+        output = model(ids[:1, 4:5], past_key_values=cache, output_router_logits=True)
+    assert len(steps) == 5 and len(output.router_logits) == sum(
+        isinstance(layer.mlp if hasattr(layer, "mlp") else layer.block_sparse_moe, SparseMoeBlock)
+        for layer in model.model.layers)
+
+
+def test_bfloat16_qwen3_moe_steps_stay_close_to_float32(monkeypatch):
+    # Qwen3-MoE rounds the chosen experts' weights to bfloat16 in a bfloat16 model, as the step does (set_experts).
+    model = accelerated(tiny_model(Qwen3MoeConfig, dtype=torch.bfloat16, **QWEN3_MOE))
+    tokens = torch.randint(0, 96, (16,), generator=torch.Generator().manual_seed(2)).tolist()
+    steps = counted_decode_steps(monkeypatch)
+    fast = step_logits(model, tokens, True, monkeypatch)
+    assert len(steps) == len(tokens) - 3 and fast.dtype == torch.bfloat16
+    plain = step_logits(model, tokens, False, monkeypatch)
+    float32 = step_logits(model.float(), tokens, False, monkeypatch)
+    torch.testing.assert_close(fast.float(), float32, atol=0.05, rtol=0.05)
+    torch.testing.assert_close(plain.float(), float32, atol=0.05, rtol=0.05)
+
+
+def test_an_expert_whose_weights_are_not_the_steps_is_named_when_picked(monkeypatch):
+    model = accelerated(tiny_model(MixtralConfig, **MIXTRAL))
+    with torch.inference_mode():
+        model(torch.tensor([[5, 6, 7]]), past_key_values=(cache := DynamicCache()))
+        for expert in model.model.layers[1].block_sparse_moe.experts:  # every expert, whichever the router picks
+            expert.w2.weight.data = torch.zeros(64, 48)  # down's width is the experts' 96
+        with pytest.raises(RuntimeError, match=r"an expert the router picked .* \(width, hidden\)"):
+            model(torch.tensor([[8]]), past_key_values=cache)
+
+
 def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
     model = accelerated(tiny_model())
     ids, mask = left_padded_batch(5, 6, seed=7)
@@ -404,9 +469,10 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
     [(MistralConfig, {"sliding_window": 6}, None), (MistralConfig, {"sliding_window": 6}, "int8"),
      (MistralConfig, {"sliding_window": 6}, "int4"), (MistralConfig, {"sliding_window": 6}, "int4+int8"),
      (Gemma3TextConfig, GEMMA3, None), (Gemma3TextConfig, GEMMA3, "int4+int8"), (Phi3Config, PHI3, "int4+int8"),
-     (Gemma2Config, GEMMA2_HEAD_DIM_64, None), (Olmo2Config, {}, None)],
+     (Gemma2Config, GEMMA2_HEAD_DIM_64, None), (Olmo2Config, {}, None), (MixtralConfig, MIXTRAL, None),
+     (MixtralConfig, MIXTRAL, "int8"), (Qwen3MoeConfig, QWEN3_MOE, "int4"), (Qwen3MoeConfig, QWEN3_MOE, "int4+int8")],
     ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8", "phi3-int4+int8", "gemma2-head-dim-64",
-         "olmo2"],
+         "olmo2", "mixtral", "mixtral-int8", "qwen3-moe-int4", "qwen3-moe-int4+int8"],
 )
 def test_a_team_of_threads_gives_the_one_thread_results(config_class, overrides, quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly

@@ -18,9 +18,9 @@ from decoder_parity import (
     GENERATE_OPTIONS,
     add_decoder_metadata,
     assert_cached_decoding_equals_the_full_forward,
+    assert_decoding_step_gives_the_references_logits,
     assert_generate_matches,
     assert_hidden_states_and_attentions_match,
-    assert_kernel_leaves_the_plain_path,
     assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
     assert_same_attributes,
@@ -396,9 +396,9 @@ def test_int8_quantization_keeps_the_router_in_float(tiny):
 
 
 @torch.inference_mode()
-def test_the_cpu_kernel_leaves_mixtral_on_the_plain_path_with_the_same_logits(tiny):
+def test_the_cpu_kernels_decoding_step_routes_as_the_reference(tiny):
     _, reference, model = tiny
-    assert_kernel_leaves_the_plain_path(model, reference, ids_of(1, 7, seed=9))
+    assert_decoding_step_gives_the_references_logits(model, reference, ids_of(1, 12, seed=9), prefill=3)
 
 
 @torch.inference_mode()

@@ -93,24 +93,37 @@ struct Matrix {
   }
 };
 
-Matrix matrix(const at::Tensor& weight, const c10::optional<at::Tensor>& scale, const c10::optional<at::Tensor>& bias) {
-  TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous(), "openformers kernels: weights must be contiguous 2-D tensors");
-  bool int4 = weight.scalar_type() == at::kByte;  // two weights per byte
+// `weight` (with its `scale`, when quantized) as a Matrix, or the reason it cannot be one: a 2-D contiguous tensor,
+// int4's with their float16 (scale, minimum) pairs, int8's with float32 scales per 32 or per 16. It throws nothing,
+// so a step's team can read an expert's matrix once the router has picked it (mixture_step).
+const char* try_matrix(const at::Tensor& weight, const at::Tensor* scale, const float* bias_data, Matrix& out) {
+  if (!weight.defined() || weight.dim() != 2 || !weight.is_contiguous())
+    return "weights must be contiguous 2-D tensors";
+  auto type = weight.scalar_type();
+  bool int4 = type == at::kByte;  // two weights per byte
   bool scaled = scale && scale->defined();
-  TORCH_CHECK(!int4 || (scaled && scale->scalar_type() == at::kHalf && scale->is_contiguous() &&
-                        scale->numel() == weight.numel() / 8),
-              "openformers kernels: int4 weights need contiguous float16 (rows, cols / 32, 2) scales and minimums");
-  const float* scale_data = scaled && !int4 ? scale->data_ptr<float>() : nullptr;
-  const float* bias_data = bias && bias->defined() ? bias->data_ptr<float>() : nullptr;
-  // int8 scales per 32 weights, or per 16 for rows of whole 16s; a row of 16 or fewer has one scale either way
   int64_t rows = weight.size(0), cols = weight.size(1);
-  bool per_16 = weight.scalar_type() == at::kChar && scale_data && cols % 16 == 0 && scale->numel() == rows * (cols / 16);
-  TORCH_CHECK(weight.scalar_type() != at::kChar ||
-                  (scale_data && scale->is_contiguous() && (per_16 || scale->numel() == rows * ((cols + 31) / 32))),
-              "openformers kernels: int8 weights need contiguous (rows, ceil(cols / 32)) scales, one per block of 32, "
-              "or (rows, cols / 16), one per 16");
-  return {weight.data_ptr(), scale_data, bias_data, rows, cols * (int4 ? 2 : 1), cols * weight.element_size(),
-          int4 ? scale->data_ptr<c10::Half>() : nullptr, per_16 ? 16 : 32};
+  if (int4 && !(scaled && scale->scalar_type() == at::kHalf && scale->is_contiguous() &&
+                scale->numel() == weight.numel() / 8))
+    return "int4 weights need contiguous float16 (rows, cols / 32, 2) scales and minimums";
+  if (type == at::kChar && !(scaled && scale->scalar_type() == at::kFloat && scale->is_contiguous()))
+    return "int8 weights need contiguous float32 scales";
+  // int8 scales per 32 weights, or per 16 for rows of whole 16s; a row of 16 or fewer has one scale either way
+  bool per_16 = type == at::kChar && cols % 16 == 0 && scale->numel() == rows * (cols / 16);
+  if (type == at::kChar && !per_16 && scale->numel() != rows * ((cols + 31) / 32))
+    return "int8 weights need (rows, ceil(cols / 32)) scales, one per block of 32, or (rows, cols / 16), one per 16";
+  const float* scale_data = scaled && !int4 ? scale->data_ptr<float>() : nullptr;
+  out = {weight.data_ptr(), scale_data, bias_data, rows, cols * (int4 ? 2 : 1), cols * weight.element_size(),
+         int4 ? scale->data_ptr<c10::Half>() : nullptr, per_16 ? 16 : 32};
+  return nullptr;
+}
+
+Matrix matrix(const at::Tensor& weight, const c10::optional<at::Tensor>& scale, const c10::optional<at::Tensor>& bias) {
+  Matrix m;
+  const char* problem = try_matrix(weight, scale ? &*scale : nullptr,
+                                   bias && bias->defined() ? bias->data_ptr<float>() : nullptr, m);
+  TORCH_CHECK(!problem, "openformers kernels: ", problem);
+  return m;
 }
 
 // How far ahead of the rows being multiplied their weights are prefetched: without it the cores keep too few
@@ -1286,7 +1299,24 @@ void in_team(int64_t loops, F&& body) {
 // Buffers of one step that every thread reads or writes a part of.
 struct Shared {
   std::vector<float> q, k, v, attended, out, gate, up;
+  std::vector<float> router, mixed;  // a mixture's router scores, and its chosen experts' outputs (mixture_step)
 };
+
+// A sparse layer's mixture of experts (Mixtral, Qwen3-MoE) in place of its gate, up and down: the router's matrix,
+// float32 or bfloat16 (quantization leaves it in floating point: its errors would change which experts run), and
+// each expert's gate, up and down weights with their scales, of which a step reads those the router picks.
+struct Mixture {
+  Matrix router{};
+  bool router_bf16 = false;
+  const at::Tensor* weights = nullptr;  // 3 an expert: gate, up, down
+  const at::Tensor* scales = nullptr;   // as many, or null (float weights)
+  int64_t experts = 0;                  // 0: a dense layer
+  int64_t width = 0;                    // each expert's intermediate size
+  int64_t top_k = 0;
+  bool normalize = false;      // the chosen experts' weights renormalized to sum to 1 (Mixtral; Qwen3-MoE's norm_topk_prob)
+  bool round_weights = false;  // and rounded to bfloat16 before weighting (Qwen3-MoE in bfloat16, as it rounds them)
+};
+constexpr int64_t kMostChosenExperts = 64;
 
 struct Layer {
   Matrix q, k, v, o, gate, up, down;
@@ -1302,6 +1332,7 @@ struct Layer {
   NormWeights attn_out_norm{nullptr, false}, mlp_out_norm{nullptr, false};
   int64_t window = 0;  // keys at most this far behind the query are attended (0: all)
   bool local = false;  // rotated by the sliding layers' own tables (Gemma 3's rope_local_base_freq)
+  Mixture mixture;     // experts in place of gate, up and down, where mixture.experts > 0
 };
 
 // What a family computes differently from Llama, the same for all its layers (StepWeights::set_family): the MLP's
@@ -1338,8 +1369,111 @@ inline void norm_head(float* head, NormWeights norm, float eps, int64_t head_dim
   if (norm.data) rms_norm(head, norm, eps, head, head_dim);
 }
 
-constexpr int64_t kLoopsPerLayer = 9;  // the claimed loops of layer_step (one of them OLMo 2's alone)
+// The claimed loops of layer_step: k, v, q, the heads, o, then gate, up and down, or a mixture's router, gate, up,
+// down and sum; and OLMo 2's whole q/k norms.
+constexpr int64_t kLoopsPerLayer = 11;
 constexpr int64_t kCachePrefetch = 32768;
+
+// The router's picks for one token, as mixtral.py's `route` and SparseMoeBlock make them: the softmax of its
+// scores in float32, the `top_k` largest (the best first; the lower index among equals), their weights renormalized
+// to sum to 1 where the family does, then rounded to bfloat16 where it does.
+void route(const float* scores, const Mixture& M, int64_t* chosen, float* weights) {
+  float top = -std::numeric_limits<float>::infinity(), sum = 0.f;
+  for (int64_t e = 0; e < M.experts; ++e) top = std::max(top, scores[e]);
+  std::vector<float> probabilities(M.experts);
+  for (int64_t e = 0; e < M.experts; ++e) sum += probabilities[e] = std::exp(scores[e] - top);
+  for (int64_t e = 0; e < M.experts; ++e) probabilities[e] /= sum;
+  float chosen_sum = 0.f;
+  for (int64_t j = 0; j < M.top_k; ++j) {
+    int64_t best = -1;
+    for (int64_t e = 0; e < M.experts; ++e)
+      if (probabilities[e] >= 0.f && (best < 0 || probabilities[e] > probabilities[best])) best = e;
+    chosen[j] = best;
+    chosen_sum += weights[j] = probabilities[best];
+    probabilities[best] = -1.f;  // taken
+  }
+  for (int64_t j = 0; j < M.top_k; ++j) {
+    if (M.normalize) weights[j] /= chosen_sum;
+    if (M.round_weights) weights[j] = static_cast<float>(c10::BFloat16(weights[j]));
+  }
+}
+
+// Whether a weight tensor is in the step's layout W (int8 among int4: a GGUF file's wider matrices, see step_layout).
+template <typename W>
+bool in_layout(at::ScalarType type) {
+  if constexpr (std::is_same_v<W, float>) return type == at::kFloat;
+  else if constexpr (std::is_same_v<W, c10::BFloat16>) return type == at::kBFloat16;
+  else if constexpr (std::is_same_v<W, int8_t>) return type == at::kChar;
+  else return type == at::kByte || type == at::kChar;
+}
+
+// A sparse layer's feed-forward part for one token, `in` holding its normed input (rounded for W) and `input` the
+// same in float32: the router's scores (rows claimed as a product's), then in every thread the same picks
+// (route), the chosen experts' gate and up rows claimed as one product of top_k * width rows and their down rows as
+// one of top_k * hidden, and the weighted sum of the experts' outputs added to x. The experts nobody picked are
+// never read. Their matrices are made here, in the team, which cannot throw: an expert whose weights are not a
+// matrix of the step's layout and the layer's shape sets `unusable` (its products skipped), which decode_step
+// reports once the team is done.
+template <typename W>
+void mixture_step(Team& team, float* x, const Mixture& M, int64_t hidden, const float* input, const Family& F,
+                  Shared& S, const Rounded& in, std::vector<float>& activated, std::vector<Rounded>& expert_inputs,
+                  std::atomic<bool>& unusable) {
+  team.claim(M.experts, kChunk, 4, [&](int64_t begin, int64_t end) {
+    float* scores = S.router.data();
+    if (!M.router_bf16) return rows<float>(M.router, begin, end, input, scores);
+#ifdef __AVX512BF16__
+    if constexpr (std::is_same_v<W, c10::BFloat16>) bfloat16_rows(M.router, begin, end, in.bfloat16.data(), scores);
+    else
+#endif
+      rows<c10::BFloat16>(M.router, begin, end, input, scores);
+    for (int64_t e = begin; e < end; ++e) scores[e] = static_cast<float>(c10::BFloat16(scores[e]));  // bfloat16's output
+  });
+  team.wait();
+  const int64_t k = M.top_k, width = M.width;
+  int64_t chosen[kMostChosenExperts];
+  float weights[kMostChosenExperts];
+  route(S.router.data(), M, chosen, weights);
+  Matrix gate[kMostChosenExperts], up[kMostChosenExperts], down[kMostChosenExperts];
+  bool usable = true;
+  for (int64_t j = 0; j < k && usable; ++j) {
+    Matrix* made[3] = {&gate[j], &up[j], &down[j]};
+    for (int64_t part = 0; part < 3 && usable; ++part) {
+      int64_t i = 3 * chosen[j] + part;
+      const at::Tensor& weight = M.weights[i];
+      usable = in_layout<W>(weight.scalar_type()) &&
+               !try_matrix(weight, M.scales ? &M.scales[i] : nullptr, nullptr, *made[part]) &&
+               made[part]->rows == (part < 2 ? width : hidden) && made[part]->cols == (part < 2 ? hidden : width);
+    }
+  }
+  if (!usable) unusable.store(true, std::memory_order_relaxed);
+  // Rows [begin, end) of the chosen experts' products stacked (each `count` rows), into out's rows alike.
+  auto stacked = [&](const Matrix* matrices, int64_t count, auto input_of, float* out) {
+    team.claim(k * count, kChunk, 4, [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin / count; usable && begin < end; j = begin / count) {
+        int64_t stop = std::min(end, (j + 1) * count);
+        product_rows<W>(matrices[j], begin - j * count, stop - j * count, input_of(j), out + j * count);
+        begin = stop;
+      }
+    });
+  };
+  auto same_input = [&](int64_t) -> const Rounded& { return in; };
+  stacked(gate, width, same_input, S.gate.data());
+  stacked(up, width, same_input, S.up.data());
+  team.wait();
+  activate_times(F, S.gate.data(), S.up.data(), activated.data(), k * width);
+  for (int64_t j = 0; j < k; ++j) expert_inputs[j].set<W>(activated.data() + j * width, width);
+  stacked(down, hidden, [&](int64_t j) -> const Rounded& { return expert_inputs[j]; }, S.mixed.data());
+  team.wait();
+  // Each expert's output times its weight, summed over the chosen ones in their order, in float32 (as the
+  // reference sums them), then added to the residual stream.
+  team.claim(hidden, kChunk, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      float sum = 0.f;
+      for (int64_t j = 0; j < k; ++j) sum += weights[j] * S.mixed[j * hidden + i];
+      x[i] += sum;
+    }
+  });
+}
 
 // `normed` and `activated`: buffers of the calling thread's, the inputs of the products that it makes itself. With
 // sandwich norms (Gemma) x is the calling thread's own copy of the residual stream, which every thread updates
@@ -1347,7 +1481,8 @@ constexpr int64_t kCachePrefetch = 32768;
 template <typename W, typename C>
 void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S, float eps, int64_t pos,
                 const float* cos, const float* sin, std::vector<float>& normed, std::vector<float>& activated,
-                Rounded& in, std::vector<float>& scores) {
+                Rounded& in, std::vector<float>& scores, std::vector<Rounded>& expert_inputs,
+                std::atomic<bool>& unusable) {
   const bool sandwich = L.attn_out_norm.data != nullptr;
   int64_t hidden = L.o.rows, n_kv = L.keys.size(1), head_dim = L.keys.size(3), n_head = L.q.rows / head_dim;
   int64_t head_stride = L.keys.stride(1), pos_stride = L.keys.stride(2);
@@ -1437,6 +1572,9 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   // of a layer (1-2 us for SmolLM2's 1536 values).
   if (L.mlp_norm.data) rms_norm(x, L.mlp_norm, eps, normed.data(), hidden);
   in.set<W>(L.mlp_norm.data ? normed.data() : x, hidden);
+  if (L.mixture.experts)
+    return mixture_step<W>(team, x, L.mixture, hidden, L.mlp_norm.data ? normed.data() : x, F, S, in, activated,
+                           expert_inputs, unusable);
   team.product<W>(L.gate, in, S.gate.data());
   team.product<W>(L.up, in, S.up.data());
   team.prefetch_share(L.down);
@@ -1493,6 +1631,36 @@ struct StepWeights : torch::CustomClassHolder {
 
   void set_fused(bool fused_projections) { fused = fused_projections; }
 
+  // Mixtures of experts (set_experts): per layer its router, float32 or bfloat16, or an empty tensor for a dense
+  // layer; the experts' weights of the sparse layers in order, gate, up and down of each expert (a sparse layer's
+  // own gate, up and down, and their scales, are empty tensors), with as many scales or none.
+  std::vector<at::Tensor> routers, expert_weights, expert_scales;
+  int64_t top_k = 0;
+  bool normalize_experts = false, round_expert_weights = false;
+
+  void set_experts(std::vector<at::Tensor> layer_routers, std::vector<at::Tensor> weights,
+                   std::vector<at::Tensor> scales, int64_t experts_per_token, bool normalize, bool round_weights) {
+    int64_t layers = static_cast<int64_t>(this->weights.size() / matrices_per_layer()), needed = 0;
+    TORCH_CHECK(!fused && !sandwich, "StepWeights.set_experts: mixtures of experts take Llama's layers");
+    TORCH_CHECK(static_cast<int64_t>(layer_routers.size()) == layers, "StepWeights.set_experts: one router per layer (",
+                layers, "), an empty tensor for a dense one; got ", layer_routers.size());
+    for (const at::Tensor& router : layer_routers)
+      if (router.numel() > 0) {
+        TORCH_CHECK(router.dim() == 2 && experts_per_token <= router.size(0),
+                    "StepWeights.set_experts: routers must be (experts, hidden) with at least ", experts_per_token,
+                    " experts, got ", router.sizes());
+        needed += 3 * router.size(0);
+      }
+    TORCH_CHECK(static_cast<int64_t>(weights.size()) == needed && (scales.empty() || scales.size() == weights.size()),
+                "StepWeights.set_experts: the routers need ", needed, " expert weights (gate, up and down of each) and "
+                "as many scales or none, got ", weights.size(), " and ", scales.size());
+    TORCH_CHECK(0 < experts_per_token && experts_per_token <= kMostChosenExperts,
+                "StepWeights.set_experts: between 1 and ", kMostChosenExperts, " experts a token, got ",
+                experts_per_token);
+    routers = std::move(layer_routers), expert_weights = std::move(weights), expert_scales = std::move(scales);
+    top_k = experts_per_token, normalize_experts = normalize, round_expert_weights = round_weights;
+  }
+
   size_t matrices_per_layer() const { return fused ? 4 : 7; }
   size_t biases_per_layer() const { return fused ? 1 : 3; }
 
@@ -1525,6 +1693,7 @@ at::ScalarType step_layout(const char* op, const std::vector<at::Tensor>& weight
   at::ScalarType layout = weights[0].scalar_type();
   for (const at::Tensor& weight : weights) {
     at::ScalarType type = weight.scalar_type();
+    if (weight.numel() == 0) continue;  // a sparse layer's gate, up or down (its experts' are read in mixture_step)
     TORCH_CHECK(type == layout || (integer(type) && integer(layout)), op,
                 ": all weights must share one dtype (int8 and int4 may mix), got ", layout, " and ", type);
     if (type == at::kByte) layout = type;
@@ -1555,6 +1724,9 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
   auto cache_type = keys[0].scalar_type();
   TORCH_CHECK(cache_type == at::kFloat || cache_type == at::kBFloat16, op, ": the cache must be float32 or bfloat16");
   std::vector<Layer> layers;
+  TORCH_CHECK(stack.routers.empty() || stack.routers.size() == n_layers, op, ": ", stack.routers.size(),
+              " routers for ", n_layers, " layers");
+  int64_t expert_offset = 0;  // the next sparse layer's first expert weight in stack.expert_weights
   for (size_t l = 0; l < n_layers; ++l) {
     TORCH_CHECK(keys[l].dim() == 4 && keys[l].size(0) == rows && keys[l].stride(3) == 1 &&
                     values[l].sizes() == keys[l].sizes() && values[l].strides() == keys[l].strides() &&
@@ -1586,12 +1758,32 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
                         gate_up.rows_from(gate_up.rows / 2, gate_up.rows / 2), matrix(w[3], scale(3), {}), attn_norm,
                         mlp_norm_weights, keys[l], values[l]});
     } else {
+      bool sparse = !stack.routers.empty() && stack.routers[l].numel() > 0;  // gate, up and down are the experts'
+      auto mlp = [&](size_t i) { return sparse ? Matrix{} : matrix(w[i], scale(i), {}); };
       layers.push_back({matrix(w[0], scale(0), bias(0)), matrix(w[1], scale(1), bias(1)), matrix(w[2], scale(2), bias(2)),
-                        matrix(w[3], scale(3), {}), matrix(w[4], scale(4), {}), matrix(w[5], scale(5), {}),
-                        matrix(w[6], scale(6), {}), attn_norm, mlp_norm_weights, keys[l], values[l]});
+                        matrix(w[3], scale(3), {}), mlp(4), mlp(5), mlp(6), attn_norm, mlp_norm_weights, keys[l],
+                        values[l]});
     }
     Layer& layer = layers.back();
     int64_t hidden = layer.o.rows;
+    if (!stack.routers.empty() && stack.routers[l].numel() > 0) {
+      const at::Tensor& router = stack.routers[l];
+      auto router_type = router.scalar_type();
+      TORCH_CHECK((router_type == at::kFloat || router_type == at::kBFloat16) && router.size(1) == hidden, op,
+                  ": layer ", l, "'s router must be float32 or bfloat16 (experts, ", hidden, "), got ", router_type,
+                  " ", router.sizes());
+      Mixture& mixture = layer.mixture;
+      mixture.router = matrix(router, {}, {});
+      mixture.router_bf16 = router_type == at::kBFloat16;
+      mixture.experts = router.size(0);
+      mixture.weights = &stack.expert_weights[expert_offset];
+      mixture.scales = stack.expert_scales.empty() ? nullptr : &stack.expert_scales[expert_offset];
+      mixture.width = mixture.weights[0].dim() == 2 ? mixture.weights[0].size(0) : 0;
+      TORCH_CHECK(mixture.width > 0, op, ": layer ", l, "'s first expert's gate must be a 2-D weight");
+      mixture.top_k = stack.top_k;
+      mixture.normalize = stack.normalize_experts, mixture.round_weights = stack.round_expert_weights;
+      expert_offset += 3 * mixture.experts;
+    }
     for (size_t i = 0; i < layer_norms; ++i)  // the inputs' norms may be absent (empty) beside sandwich norms: OLMo 2
       TORCH_CHECK(n[i].numel() == hidden || (stack.sandwich && i % 2 == 0 && n[i].numel() == 0), op, ": layer ", l,
                   "'s norm ", i, " has ", n[i].numel(), " weights for a hidden size of ", hidden);
@@ -1731,9 +1923,17 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
   size_t n_layers = layers.size();
   bool bf16_cache = keys[0].scalar_type() == at::kBFloat16;
   const Layer& first = layers[0];
+  int64_t mlp_rows = 0, most_experts = 0;  // the widest gate and up of any layer (a mixture's: its chosen experts')
+  for (const Layer& L : layers) {
+    const Mixture& M = L.mixture;
+    mlp_rows = std::max(mlp_rows, M.experts ? M.top_k * M.width : L.gate.rows);
+    most_experts = std::max(most_experts, M.experts);
+  }
   Shared S{std::vector<float>(first.q.rows), std::vector<float>(first.k.rows), std::vector<float>(first.v.rows),
-           std::vector<float>(first.o.cols),  std::vector<float>(first.o.rows), std::vector<float>(first.gate.rows),
-           std::vector<float>(first.gate.rows)};
+           std::vector<float>(first.o.cols),  std::vector<float>(first.o.rows), std::vector<float>(mlp_rows),
+           std::vector<float>(mlp_rows), std::vector<float>(most_experts),
+           std::vector<float>(most_experts ? stack->top_k * first.o.rows : 0)};
+  std::atomic<bool> unusable{false};  // an expert the router picked whose weights are not the step's (mixture_step)
   family.rotary_dims = rotary_width("decode_step", cos, rotary_row, 1, first.keys.size(3));
   const float* c = rotary_angles("cos", cos, rotary_row, family.rotary_dims, converted);
   const float* s = rotary_angles("sin", sin, rotary_row, family.rotary_dims, converted);
@@ -1772,8 +1972,9 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
     using W = decltype(weight_tag);
     // the head: a copy, a product; sandwich norms without the head: the residual stream's copy
     in_team(kLoopsPerLayer * n_layers + (with_head || stack->sandwich ? 2 : 0), [&](Team& team) {
-      std::vector<float> normed(first.o.rows), activated(first.gate.rows), scores;
+      std::vector<float> normed(first.o.rows), activated(mlp_rows), scores;
       Rounded in;
+      std::vector<Rounded> expert_inputs(most_experts ? stack->top_k : 0);
       // With sandwich norms every thread updates its own copy of the residual stream (see layer_step).
       std::vector<float> own_x(stack->sandwich ? hidden : 0);
       std::copy(xd, xd + own_x.size(), own_x.begin());
@@ -1782,8 +1983,11 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
         const Layer& L = layers[l];
         const float *lc = L.local ? local_c : c, *ls = L.local ? local_s : s;
         if (bf16_cache)
-          layer_step<W, c10::BFloat16>(team, x, L, family, S, epsf, pos, lc, ls, normed, activated, in, scores);
-        else layer_step<W, float>(team, x, L, family, S, epsf, pos, lc, ls, normed, activated, in, scores);
+          layer_step<W, c10::BFloat16>(team, x, L, family, S, epsf, pos, lc, ls, normed, activated, in, scores,
+                                       expert_inputs, unusable);
+        else
+          layer_step<W, float>(team, x, L, family, S, epsf, pos, lc, ls, normed, activated, in, scores, expert_inputs,
+                               unusable);
         if (l + 1 < n_layers) {
           team.prefetch_share(layers[l + 1].k, layers[l + 1].keys.size(3));  // claimed a head at a time
           team.prefetch_share(layers[l + 1].v);
@@ -1824,6 +2028,8 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
     });
   };
   with_layout(weight_type, "decode_step", run);
+  TORCH_CHECK(!unusable.load(), "decode_step: an expert the router picked has weights that are not a (width, hidden) "
+              "or (hidden, width) matrix of the layers' layout (", weight_type, ") with its scales");
   if (with_head) std::copy(normed_x.begin(), normed_x.end(), xd);
   else if (norm_f.data) rms_norm(xd, norm_f, epsf, xd, hidden);
   if (follow_team) follow_team_size();
@@ -2637,6 +2843,7 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
   int64_t n = x.size(0);
   std::vector<at::Tensor> converted;
   at::ScalarType weight_type;
+  TORCH_CHECK(stack->routers.empty(), "decode_batch: a mixture of experts steps one sequence at a time (decode_step)");
   std::vector<Layer> layers = step_layers("decode_batch", n, *stack, keys, values, pos, window, converted, weight_type);
   Family family = stack->family();
   const Layer& first = layers[0];
@@ -3729,7 +3936,8 @@ TORCH_LIBRARY(openformers, m) {
       .def(torch::init<std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>,
                        std::vector<at::Tensor>>())
       .def("set_family", &StepWeights::set_family)
-      .def("set_fused", &StepWeights::set_fused);
+      .def("set_fused", &StepWeights::set_fused)
+      .def("set_experts", &StepWeights::set_experts);
   m.def("decode_step(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps, Tensor? norm=None, "
         "Tensor? head=None, Tensor? head_scale=None, bool bfloat16_logits=False, bool follow_team=False, "

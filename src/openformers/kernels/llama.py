@@ -43,9 +43,20 @@ from ..models.gemma import (
 from ..models.heads import CausalLM
 from ..models.layers import RMSNorm
 from ..models.llama import LlamaAttention, LlamaDecoderLayer, LlamaMLP, LlamaModel
+from ..models.mixtral import (
+    ExpertLinear,
+    MixtralDecoderLayer,
+    MixtralExpert,
+    MixtralModel,
+    MixtralSparseMoeBlock,
+    MoeCausalLM,
+    Router,
+    SparseMoeBlock,
+)
 from ..models.olmo2 import Olmo2Attention, Olmo2DecoderLayer, Olmo2Model, Olmo2RMSNorm
 from ..models.phi3 import Phi3Attention, Phi3DecoderLayer, Phi3MLP, Phi3Model
 from ..models.qwen3 import Qwen3Attention, Qwen3DecoderLayer
+from ..models.qwen3_moe import Qwen3MoeDecoderLayer, Qwen3MoeMLP, Qwen3MoeSparseMoeBlock
 from . import library
 from .linear import KERNEL_WEIGHTS, Linear
 
@@ -105,9 +116,34 @@ OLMO2_IMPLEMENTED = {
     "model_type": lambda value: value == "olmo2",
     "attention_dropout": lambda value: not value,
 }
+MOST_CHOSEN_EXPERTS = 64  # decode.cpp's kMostChosenExperts
+# Mixtral and Qwen3-MoE: Mistral's and Qwen3's layers with a sparse mixture of SwiGLU experts in place of the MLP
+# (decode.cpp's StepWeights.set_experts): the router's picks and the chosen experts' products run in the step, for
+# one sequence at a time (a batch takes the layers).
+MIXTURE_FIELDS = {
+    **IMPLEMENTED,
+    "num_experts_per_tok": lambda value: value <= MOST_CHOSEN_EXPERTS,
+    "output_router_logits": lambda value: True,  # a forward that records router scores leaves the step to the layers
+    "router_aux_loss_coef": lambda value: True,  # the training loss's
+}
+MIXTRAL_IMPLEMENTED = {
+    **MIXTURE_FIELDS,
+    "model_type": lambda value: value == "mixtral",
+    "num_local_experts": lambda value: True,
+    "router_jitter_noise": lambda value: True,  # drawn only while training: DecodeStep.run leaves that to the layers
+}
+QWEN3_MOE_IMPLEMENTED = {
+    **MIXTURE_FIELDS,
+    "model_type": lambda value: value == "qwen3_moe",
+    "num_experts": lambda value: True,
+    "moe_intermediate_size": lambda value: True,
+    "decoder_sparse_step": lambda value: True,  # which layers are sparse: read from the layers
+    "mlp_only_layers": lambda value: True,
+    "norm_topk_prob": lambda value: True,
+}
 # model_type -> what the step implements, where not IMPLEMENTED
 FAMILIES = {"gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED, "olmo2": OLMO2_IMPLEMENTED,
-            "phi3": PHI3_IMPLEMENTED}
+            "phi3": PHI3_IMPLEMENTED, "mixtral": MIXTRAL_IMPLEMENTED, "qwen3_moe": QWEN3_MOE_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
 # (read from the model's modules), token ids, head and output options, and what Qwen2 and Qwen3 fold into the
 # decoder's sliding_window (Qwen3's layer_types: one window for every layer or none, as its config checks).
@@ -156,6 +192,10 @@ LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLaye
 GEMMA_LAYERS = ((Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP),)  # Gemma 2's and Gemma 3's
 PHI3_LAYERS = ((Phi3DecoderLayer, Phi3Attention, Phi3MLP),)
 OLMO2_LAYERS = ((Olmo2DecoderLayer, Olmo2Attention, LlamaMLP),)
+MIXTURE_LAYERS = ((MixtralDecoderLayer, LlamaAttention, MixtralSparseMoeBlock),
+                  (Qwen3MoeDecoderLayer, Qwen3Attention, Qwen3MoeSparseMoeBlock),
+                  (Qwen3MoeDecoderLayer, Qwen3Attention, Qwen3MoeMLP))  # Qwen3-MoE's dense layers
+EXPERT_PROJECTIONS = {MixtralExpert: ("w1", "w3", "w2"), Qwen3MoeMLP: MLP_PROJECTIONS}  # gate, up, down
 
 
 def decoder_of(model: nn.Module) -> DecoderModel | None:
@@ -176,7 +216,7 @@ def install(model: nn.Module, before_step=None) -> None:
     the step, which calls `before_step` (if given) before each step it takes, until that returns False."""
     decoder = decoder_of(model)
     for layer in decoder.layers:
-        for parent, name in _linear_slots(layer):
+        for parent, name in _linear_slots(layer) + _expert_slots(layer):
             _swap_linear(parent, name)
     if isinstance(getattr(model, "lm_head", None), nn.Linear):
         _swap_linear(model, "lm_head")
@@ -211,8 +251,11 @@ def next_token_logits(model: nn.Module, tokens: torch.Tensor, cache) -> tuple[to
     decoder, head = model._modules.get(model.base_model_prefix), model._modules.get("lm_head")
     step = getattr(decoder, "accelerated_step", None)
     model_class = type(model)
+    # MoeCausalLM's forward is CausalLM's where it records no router scores.
+    forward = model_class.forward
     if (not isinstance(step, DecodeStep) or type(head) is not StepHead or tokens.shape != (1,)
-            or model_class.forward is not CausalLM.forward
+            or not (forward is CausalLM.forward or forward is MoeCausalLM.forward
+                    and not model.config.output_router_logits)
             or model_class.token_logits not in (CausalLM.token_logits, Gemma2ForCausalLM.token_logits)
             or "forward" in vars(model) or getattr(model, "_compiled_call_impl", None) is not None):
         return None
@@ -305,16 +348,27 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
     gemma, olmo2 = isinstance(decoder, Gemma2Model), type(decoder) is Olmo2Model
     norm_class = GemmaRMSNorm if gemma else Olmo2RMSNorm if olmo2 else RMSNorm
     layer_kinds = (GEMMA_LAYERS if gemma else OLMO2_LAYERS if olmo2 else PHI3_LAYERS if type(decoder) is Phi3Model
-                   else LLAMA_LAYERS)
+                   else MIXTURE_LAYERS if isinstance(decoder, MixtralModel) else LLAMA_LAYERS)
+    routings = set()  # (top_k, normalize, weights_in_model_dtype) of the sparse blocks: set_experts takes one
     for layer in decoder.layers:
-        kinds = (type(layer), type(layer.self_attn), type(layer.mlp))
+        feed_forward = _feed_forward(layer)
+        kinds = (type(layer), type(layer.self_attn), type(feed_forward))
         if kinds not in layer_kinds:
             return False
         if any(norm is not None and type(norm) is not norm_class for norm in _layer_norms(layer)):
             return False
-        if any(type(linear) not in (nn.Linear, Linear) for linear in _linears(layer)):
+        if any(type(linear) not in (nn.Linear, ExpertLinear, Linear) for linear in _linears(layer) + _experts(layer)):
             return False
-    return type(decoder.norm) is norm_class
+        if isinstance(feed_forward, SparseMoeBlock):
+            if type(feed_forward.gate) is not Router or any(type(e) not in EXPERT_PROJECTIONS for e in feed_forward.experts):
+                return False
+            routings.add((feed_forward.top_k, feed_forward.normalize, feed_forward.weights_in_model_dtype))
+    return type(decoder.norm) is norm_class and len(routings) <= 1
+
+
+def _feed_forward(layer: nn.Module) -> nn.Module:
+    """A layer's MLP, or its mixture of experts (Mixtral's `block_sparse_moe`, Qwen3-MoE's `mlp`)."""
+    return layer._modules[getattr(type(layer), "feed_forward_name", "mlp")]
 
 
 def _layer_norms(layer: nn.Module) -> list[nn.Module | None]:
@@ -356,6 +410,8 @@ class DecodeStep:
         self._stack = None  # decode.cpp's StepWeights of the layers
         self._current = False  # whether _stack still holds the tensors the module dicts hold (a _WatchedDict clears it)
         self._layer_count = 0  # the decoder's layers when _stack was gathered
+        self._mixture = False  # whether _stack has sparse layers (set_experts)
+        self._jitter = False  # whether their routers draw noise while training (Mixtral's router_jitter_noise)
 
     def __getstate__(self) -> dict:
         # A copy's modules hold plain dicts (_WatchedDict copies as one): it gathers its tensors, and watches, anew.
@@ -413,6 +469,8 @@ class DecodeStep:
             return None
         rows = input_ids.shape[0]
         one_sequence = rows == 1 and not padding  # decode_step, else decode_batch
+        if self._mixture and (not one_sequence or decoder.training and self._jitter):
+            return None  # decode_batch steps no mixture; Mixtral's router draws noise while training
         gemma = isinstance(decoder, Gemma2Model)
         # Gemma 3's sliding layers rotate by tables of their own (decode.cpp's Layer::local); Gemma 2's by the same.
         rotaries = [decoder._modules["rotary_emb"]]
@@ -502,6 +560,13 @@ class DecodeStep:
             self._stack.set_family(True, False, 0.0, 1.0, 1.0, [], 0.0)
         if ready and type(self.decoder) is Phi3Model:
             self._stack.set_fused(True)
+        blocks = [block for block in map(_feed_forward, self.decoder.layers) if isinstance(block, SparseMoeBlock)]
+        self._mixture = ready and bool(blocks)
+        self._jitter = any(block.jitter_noise for block in blocks)
+        if self._mixture:
+            block = blocks[0]  # _implemented_layers checked that every block routes alike
+            rounded = block.weights_in_model_dtype and block.gate.weight.dtype == torch.bfloat16
+            self._stack.set_experts(*_gather_experts(self.decoder), block.top_k, block.normalize, rounded)
         self._layer_count = len(self.decoder.layers)
         self._current = True
         return self._stack
@@ -611,12 +676,13 @@ def _step_ready(decoder: DecoderModel) -> bool:
     another projection after loading would be ignored by decode.cpp)."""
     if not _implemented_layers(decoder):
         return False
-    linears = [p for layer in decoder.layers for p in _linears(layer)]
+    linears = [p for layer in decoder.layers for p in _linears(layer) + _experts(layer)]
     layouts = {p.weight.dtype for p in linears}
     return (
         all(type(p) is Linear for p in linears)
         and (len(layouts) == 1 or layouts == {torch.int8, torch.uint8})
-        and all(p.bias is None for layer in decoder.layers for p in _linears(layer)[_query_key_value_count(layer):])
+        and all(p.bias is None for layer in decoder.layers
+                for p in _linears(layer)[_query_key_value_count(layer):] + _experts(layer))
     )
 
 
@@ -645,11 +711,26 @@ def _linear_slots(layer: nn.Module) -> list[tuple[nn.Module, str]]:
     if type(layer) is Phi3DecoderLayer:
         return [(layer.self_attn, "qkv_proj"), (layer.self_attn, "o_proj"), (layer.mlp, "gate_up_proj"),
                 (layer.mlp, "down_proj")]
-    return [(layer.self_attn, n) for n in PROJECTIONS] + [(layer.mlp, n) for n in MLP_PROJECTIONS]
+    feed_forward = _feed_forward(layer)
+    mlp = [] if isinstance(feed_forward, SparseMoeBlock) else [(feed_forward, n) for n in MLP_PROJECTIONS]
+    return [(layer.self_attn, n) for n in PROJECTIONS] + mlp
 
 
 def _linears(layer: nn.Module) -> list[nn.Linear]:
     return [getattr(parent, name) for parent, name in _linear_slots(layer)]
+
+
+def _expert_slots(layer: nn.Module) -> list[tuple[nn.Module, str]]:
+    """(parent, name) of a sparse layer's experts' linear layers, gate, up and down of each expert in turn (the order
+    of StepWeights.set_experts); none for any other layer."""
+    block = _feed_forward(layer)
+    if not isinstance(block, SparseMoeBlock):
+        return []
+    return [(expert, name) for expert in block.experts for name in EXPERT_PROJECTIONS[type(expert)]]
+
+
+def _experts(layer: nn.Module) -> list[nn.Linear]:
+    return [getattr(parent, name) for parent, name in _expert_slots(layer)]
 
 
 def _query_key_value_count(layer: nn.Module) -> int:
@@ -667,4 +748,19 @@ def _gather(decoder: DecoderModel) -> tuple[list, list, list, list]:
         weights += (p.weight for p in linears)
         scales += (p.scale for p in linears if p.scale is not None)
         biases += (p.bias for p in linears[:_query_key_value_count(layer)] if p.bias is not None)
+        if isinstance(_feed_forward(layer), SparseMoeBlock):  # its gate, up and down are its experts' (set_experts)
+            weights += [torch.empty(0)] * 3
+            scales += [torch.empty(0)] * 3 if linears[0].scale is not None else []
     return norms, weights, scales, biases
+
+
+def _gather_experts(decoder: DecoderModel) -> tuple[list, list, list]:
+    """StepWeights.set_experts' tensors: each layer's router (an empty tensor for a dense layer), the sparse layers'
+    experts' weights (gate, up and down of each) and their scales when quantized."""
+    routers, weights, scales = [], [], []
+    for layer in decoder.layers:
+        block, experts = _feed_forward(layer), _experts(layer)
+        routers.append(block.gate.weight if isinstance(block, SparseMoeBlock) else torch.empty(0))
+        weights += (p.weight for p in experts)
+        scales += (p.scale for p in experts if p.scale is not None)
+    return routers, weights, scales

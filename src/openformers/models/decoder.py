@@ -51,7 +51,9 @@ class DecoderModel(PreTrainedModel):
         self, input_ids, attention_mask, position_ids, past_key_values, cache, use_cache, labels, inputs_embeds,
         output_attentions, output_hidden_states, cache_position, extra: tuple = (),
     ) -> BaseModelOutputWithPast:
-        """`forward`'s output object, whatever return_dict says; `extra` is appended to every layer's inputs."""
+        """`forward`'s output object, whatever return_dict says; `extra` is appended to every layer's inputs (what
+        the layers are asked to record, such as Mixtral's router scores: a decoding step, which records nothing, then
+        leaves the step to them)."""
         if labels is not None:
             raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use its ForCausalLM class.")
         check_inputs(input_ids, inputs_embeds)
@@ -59,7 +61,7 @@ class DecoderModel(PreTrainedModel):
         cache = forward_cache(past_key_values, cache, use_cache)
         if cache_position is not None and position_ids is None:
             position_ids = positions_of(cache_position, cache)
-        if self.accelerated_step is not None and not (output_attentions or output_hidden_states):
+        if self.accelerated_step is not None and not (output_attentions or output_hidden_states or extra):
             hidden = self.accelerated_step(input_ids, attention_mask, position_ids, cache)
             if hidden is not None:
                 return BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache)

@@ -14,7 +14,8 @@ scores and the causal LM adds the reference's load-balancing loss (`load_balanci
 store Mixtral under llama.cpp's "llama" architecture with `llama.expert_count` set, each layer's experts stacked into
 one tensor per projection (or, in files converted before April 2024, one tensor per expert); they are read here
 (`config_from_gguf`, `convert_gguf_state_dict`). Qwen3-MoE (qwen3_moe.py) reuses the block, the layer and the heads.
-The CPU decoding kernel refuses both (kernels/llama.py knows no model_type "mixtral" or "qwen3_moe").
+The CPU decoding kernel's step (kernels/llama.py) takes both for one sequence at a time: the router's picks and only
+the chosen experts' products in its team (decode.cpp's mixture_step).
 """
 
 import re
@@ -286,8 +287,10 @@ class MixtralModel(MixtralPreTrainedModel, llama.LlamaModel):
         if output_router_logits is None:
             output_router_logits = self.config.output_router_logits
         router_logits = [] if output_router_logits else None  # filled by the layers
+        # Only a list to fill goes to the layers: without one, a decoding step may run past them (decode's extra).
         base = self.decode(input_ids, attention_mask, position_ids, past_key_values, cache, use_cache, labels,
-                           inputs_embeds, output_attentions, output_hidden_states, cache_position, (router_logits,))
+                           inputs_embeds, output_attentions, output_hidden_states, cache_position,
+                           (router_logits,) if output_router_logits else ())
         output = MoeModelOutputWithPast(
             last_hidden_state=base.last_hidden_state, cache=base.cache, hidden_states=base.hidden_states,
             attentions=base.attentions, router_logits=recorded(router_logits),
