@@ -14,8 +14,10 @@ is not): Llama, Mistral, Qwen2 (q/k/v biases), Qwen3 (each head's queries and ke
 rotation), Gemma 2 and Gemma 3's text decoder (norms of 1 + w around attention and MLP as well as before them,
 GELU, queries scaled by query_pre_attn_scalar, sliding layers, Gemma 3's with rotary tables of their own, Gemma
 2's soft-capped attention scores; `set_family` of decode.cpp's StepWeights; the final logits' soft-cap after the
-head), OLMo 2 (norms after attention and MLP only, queries and keys normed over all heads at once) and Phi-3 /
-Phi-4 (fused q/k/v and gate/up weights, `set_fused`; rotary tables over a head's leading dimensions; longrope).
+head), OLMo 2 (norms after attention and MLP only, queries and keys normed over all heads at once), Phi-3 /
+Phi-4 (fused q/k/v and gate/up weights, `set_fused`; rotary tables over a head's leading dimensions; longrope),
+and Mixtral and Qwen3-MoE (`set_experts`: the router's picks and the chosen experts' products in the step; one
+sequence at a time, a batch taking the layers, whose experts' products are the kernel's).
 A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
 step implements it and tests/test_kernels.py proves parity for it.
 """
