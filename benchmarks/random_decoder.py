@@ -11,12 +11,15 @@ a tied vocabulary of 151936); `phi4-mini` is Phi-4-mini's (32 layers, hidden 307
 positions on), whose 3.8B parameters three times over (one model a way) outgrow a 24 GB machine: `--layers` keeps
 that many of its layers; `gemma2-2b` is Gemma-2-2B's (26 layers, hidden 2304, 8 query and 4 key/value heads of 256,
 intermediate 9216, a tied vocabulary of 256000, every other layer sliding over 4096 positions, attention scores
-soft-capped at 50 and logits at 30); `olmo2-1b` is OLMo-2-0425-1B's (16 layers, hidden 2048, 16 heads of 128, each
+soft-capped at 50 and logits at 30); `qwen3-moe` is Qwen3-30B-A3B's (48 layers, hidden 2048, 32 query and 4
+key/value heads of 128, 128 experts of 768 a layer, 8 a token renormalized, an untied vocabulary of 151936), whose
+30.5B parameters need `--layers` (each layer 0.62B, a token reading 57M of them) and, past a few layers, `--ways`
+(each way holds a model); `olmo2-1b` is OLMo-2-0425-1B's (16 layers, hidden 2048, 16 heads of 128, each
 query and key norm over all 2048 of them, intermediate 8192, an untied vocabulary of 100352). Run from the
 repository root:
 
     .venv/bin/python benchmarks/random_decoder.py [--family qwen3] [--dtype bfloat16] [--new-tokens 32] [--rounds 2]
-        [--layers N]
+        [--layers N] [--ways plain products step]
 """
 
 import argparse
@@ -58,6 +61,9 @@ FAMILIES = {
 }
 
 
+WAYS = {"plain": "plain forward", "products": "kernel's products", "step": "decoding step"}
+
+
 def random_model(family: str, dtype: torch.dtype, layers: int | None = None):
     model_class, config_class, shape = FAMILIES[family]
     torch.manual_seed(0)
@@ -89,17 +95,24 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--layers", type=int, help="keep this many of the family's layers")
+    parser.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS),
+                        help="run only these (each way holds a model of its own)")
     args = parser.parse_args()
 
-    plain = random_model(args.family, getattr(torch, args.dtype), args.layers)
-    products = copy.deepcopy(plain)
-    kernels.take_kernel_products(products)  # accelerate's swap, without its placing hook
-    step = copy.deepcopy(plain)
-    if not kernels.accelerate(step):
-        raise SystemExit(f"the decoding step does not take {args.family}: {kernels.llama.refusal(step.config)}")
-    kernels.place_weights(step)
-    ways = {"plain forward": plain, "kernel's products": products, "decoding step": step}
-    ids = torch.randint(0, plain.config.vocab_size, (1, 8), generator=torch.Generator().manual_seed(1))
+    model = random_model(args.family, getattr(torch, args.dtype), args.layers)
+    ways = {}
+    for way in args.ways:  # the last way takes the model itself, the others copies
+        ways[WAYS[way]] = model if way == args.ways[-1] else copy.deepcopy(model)
+    if "products" in args.ways:
+        kernels.take_kernel_products(ways[WAYS["products"]])  # accelerate's swap, without its placing hook
+    if "step" in args.ways:
+        step = ways[WAYS["step"]]
+        if not kernels.accelerate(step):
+            raise SystemExit(f"the decoding step does not take {args.family}: {kernels.llama.refusal(step.config)}")
+        if not kernels.place_weights(step):  # refused where the copies would take over half the memory left
+            print("the decoding step's weights stay on 4 KB pages: too little memory left to place them")
+    baseline = next(iter(ways))
+    ids = torch.randint(0, model.config.vocab_size, (1, 8), generator=torch.Generator().manual_seed(1))
     for model in ways.values():  # warm-up
         model.generate(ids, max_new_tokens=4, do_sample=False)
     best, tokens = {name: 0.0 for name in ways}, {}
@@ -107,12 +120,12 @@ def main():
         for name, model in ways.items():
             speed, tokens[name] = tokens_per_second(model, ids, args.new_tokens)
             best[name] = max(best[name], speed)
-    layers = plain.config.num_hidden_layers
-    print(f"{args.family} ({layers} layers, {plain.num_parameters() / 1e6:.0f}M parameters, random), {args.dtype}, "
+    layers = model.config.num_hidden_layers
+    print(f"{args.family} ({layers} layers, {model.num_parameters() / 1e6:.0f}M parameters, random), {args.dtype}, "
           f"{torch.get_num_threads()} threads, best of {args.rounds} rounds of {args.new_tokens} tokens")
     for name, speed in best.items():
-        print(f"  {name:18s} {speed:7.1f} tok/s  {speed / best['plain forward']:5.2f}x the plain forward")
-    same = all(torch.equal(t, tokens["plain forward"]) for t in tokens.values())
+        print(f"  {name:18s} {speed:7.1f} tok/s  {speed / best[baseline]:5.2f}x the {baseline}")
+    same = all(torch.equal(t, tokens[baseline]) for t in tokens.values())
     print(f"same tokens in every way: {same}")
 
 
