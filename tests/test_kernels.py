@@ -454,6 +454,24 @@ def test_an_expert_whose_weights_are_not_the_steps_is_named_when_picked(monkeypa
             model(torch.tensor([[8]]), past_key_values=cache)
 
 
+def test_a_router_of_nan_scores_or_of_another_size_is_not_read_past_its_experts(monkeypatch):
+    # NaN scores rank above every number (torch.topk's order): the step picks experts as the layers do and gives their
+    # NaN logits. A router given another count of experts than the step was set with is refused by name.
+    model = accelerated(tiny_model(MixtralConfig, **MIXTRAL))
+    router = model.model.layers[1].block_sparse_moe.gate
+    router.weight.data[1:3] = float("nan")
+    tokens = [5, 6, 7, 8, 9]
+    steps = counted_decode_steps(monkeypatch)
+    fast = step_logits(model, tokens, True, monkeypatch)
+    assert len(steps) == 2 and fast.isnan().all()
+    assert step_logits(model, tokens, False, monkeypatch).isnan().all()
+    router.weight.data = torch.zeros(3, 64)
+    monkeypatch.setattr(library, "loaded", lambda: True)  # step_logits left the kernels aside
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"layer 1's router must be .* \(4 experts, 64\)"):
+        model(torch.tensor([[5, 6]]), past_key_values=(cache := DynamicCache()))
+        model(torch.tensor([[7]]), past_key_values=cache)
+
+
 def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
     model = accelerated(tiny_model())
     ids, mask = left_padded_batch(5, 6, seed=7)

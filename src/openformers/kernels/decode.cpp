@@ -1375,22 +1375,25 @@ constexpr int64_t kLoopsPerLayer = 11;
 constexpr int64_t kCachePrefetch = 32768;
 
 // The router's picks for one token, as mixtral.py's `route` and SparseMoeBlock make them: the softmax of its
-// scores in float32, the `top_k` largest (the best first; the lower index among equals), their weights renormalized
-// to sum to 1 where the family does, then rounded to bfloat16 where it does.
+// scores in float32, the `top_k` largest (the best first; the lower index among equals; NaN above every number, as
+// torch.topk orders it), their weights renormalized to sum to 1 where the family does, then rounded to bfloat16
+// where it does.
 void route(const float* scores, const Mixture& M, int64_t* chosen, float* weights) {
   float top = -std::numeric_limits<float>::infinity(), sum = 0.f;
   for (int64_t e = 0; e < M.experts; ++e) top = std::max(top, scores[e]);
   std::vector<float> probabilities(M.experts);
   for (int64_t e = 0; e < M.experts; ++e) sum += probabilities[e] = std::exp(scores[e] - top);
   for (int64_t e = 0; e < M.experts; ++e) probabilities[e] /= sum;
+  std::vector<bool> taken(M.experts);
+  auto before = [](float a, float b) { return a != a ? b == b : a > b; };  // a ranks above b
   float chosen_sum = 0.f;
   for (int64_t j = 0; j < M.top_k; ++j) {
     int64_t best = -1;
     for (int64_t e = 0; e < M.experts; ++e)
-      if (probabilities[e] >= 0.f && (best < 0 || probabilities[e] > probabilities[best])) best = e;
+      if (!taken[e] && (best < 0 || before(probabilities[e], probabilities[best]))) best = e;
+    taken[best] = true;
     chosen[j] = best;
     chosen_sum += weights[j] = probabilities[best];
-    probabilities[best] = -1.f;  // taken
   }
   for (int64_t j = 0; j < M.top_k; ++j) {
     if (M.normalize) weights[j] /= chosen_sum;
@@ -1635,12 +1638,14 @@ struct StepWeights : torch::CustomClassHolder {
   // layer; the experts' weights of the sparse layers in order, gate, up and down of each expert (a sparse layer's
   // own gate, up and down, and their scales, are empty tensors), with as many scales or none.
   std::vector<at::Tensor> routers, expert_weights, expert_scales;
+  std::vector<int64_t> expert_counts;  // per layer, as its router's rows were when set (0: dense)
   int64_t top_k = 0;
   bool normalize_experts = false, round_expert_weights = false;
 
   void set_experts(std::vector<at::Tensor> layer_routers, std::vector<at::Tensor> weights,
                    std::vector<at::Tensor> scales, int64_t experts_per_token, bool normalize, bool round_weights) {
     int64_t layers = static_cast<int64_t>(this->weights.size() / matrices_per_layer()), needed = 0;
+    std::vector<int64_t> counts;
     TORCH_CHECK(!fused && !sandwich, "StepWeights.set_experts: mixtures of experts take Llama's layers");
     TORCH_CHECK(static_cast<int64_t>(layer_routers.size()) == layers, "StepWeights.set_experts: one router per layer (",
                 layers, "), an empty tensor for a dense one; got ", layer_routers.size());
@@ -1650,6 +1655,9 @@ struct StepWeights : torch::CustomClassHolder {
                     "StepWeights.set_experts: routers must be (experts, hidden) with at least ", experts_per_token,
                     " experts, got ", router.sizes());
         needed += 3 * router.size(0);
+        counts.push_back(router.size(0));
+      } else {
+        counts.push_back(0);
       }
     TORCH_CHECK(static_cast<int64_t>(weights.size()) == needed && (scales.empty() || scales.size() == weights.size()),
                 "StepWeights.set_experts: the routers need ", needed, " expert weights (gate, up and down of each) and "
@@ -1658,6 +1666,7 @@ struct StepWeights : torch::CustomClassHolder {
                 "StepWeights.set_experts: between 1 and ", kMostChosenExperts, " experts a token, got ",
                 experts_per_token);
     routers = std::move(layer_routers), expert_weights = std::move(weights), expert_scales = std::move(scales);
+    expert_counts = std::move(counts);
     top_k = experts_per_token, normalize_experts = normalize, round_expert_weights = round_weights;
   }
 
@@ -1769,9 +1778,10 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
     if (!stack.routers.empty() && stack.routers[l].numel() > 0) {
       const at::Tensor& router = stack.routers[l];
       auto router_type = router.scalar_type();
-      TORCH_CHECK((router_type == at::kFloat || router_type == at::kBFloat16) && router.size(1) == hidden, op,
-                  ": layer ", l, "'s router must be float32 or bfloat16 (experts, ", hidden, "), got ", router_type,
-                  " ", router.sizes());
+      TORCH_CHECK((router_type == at::kFloat || router_type == at::kBFloat16) && router.dim() == 2 &&
+                      router.size(1) == hidden && router.size(0) == stack.expert_counts[l],
+                  op, ": layer ", l, "'s router must be float32 or bfloat16 (", stack.expert_counts[l], " experts, ",
+                  hidden, "), got ", router_type, " ", router.sizes());
       Mixture& mixture = layer.mixture;
       mixture.router = matrix(router, {}, {});
       mixture.router_bf16 = router_type == at::kBFloat16;
