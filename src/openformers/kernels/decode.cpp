@@ -1591,6 +1591,26 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   });
 }
 
+// The layout that a stack's products take (with_layout): its weights' one dtype, or int4 where int4 and int8
+// matrices mix (quantization="int4" keeps a GGUF file's 5-8-bit matrices at int8, kernels/linear.py), whose
+// inputs are rounded for int4 and which read the int8 ones with the int8 products (product_rows).
+// A mixture's experts count with the dtype they had when set (StepWeights::experts_layout): a step reads only those
+// the router picks, and checks each of them then (in_layout).
+at::ScalarType step_layout(const char* op, const std::vector<at::Tensor>& weights,
+                           c10::optional<at::ScalarType> experts_layout = c10::nullopt) {
+  auto integer = [](at::ScalarType type) { return type == at::kChar || type == at::kByte; };
+  at::ScalarType layout = weights[0].scalar_type();
+  auto take = [&](at::ScalarType type) {
+    TORCH_CHECK(type == layout || (integer(type) && integer(layout)), op,
+                ": all weights must share one dtype (int8 and int4 may mix), got ", layout, " and ", type);
+    if (type == at::kByte) layout = type;
+  };
+  for (const at::Tensor& weight : weights)
+    if (weight.numel() > 0) take(weight.scalar_type());  // (a sparse layer's gate, up and down are empty)
+  if (experts_layout) take(*experts_layout);
+  return layout;
+}
+
 // The tensors of a decoder stack's layers that decode_step and decode_batch read: per layer two norm weights (four
 // with Qwen3's q and k norms), seven weights (q, k, v, o, gate, up, down), their seven scales when quantized and
 // three biases for q, k, v (Qwen2), else empty lists. A DecodeStep hands them over once, when it gathers the
@@ -1639,6 +1659,7 @@ struct StepWeights : torch::CustomClassHolder {
   // own gate, up and down, and their scales, are empty tensors), with as many scales or none.
   std::vector<at::Tensor> routers, expert_weights, expert_scales;
   std::vector<int64_t> expert_counts;  // per layer, as its router's rows were when set (0: dense)
+  c10::optional<at::ScalarType> experts_layout;  // the experts' dtype when set (uint8 where int4 and int8 mix)
   int64_t top_k = 0;
   bool normalize_experts = false, round_expert_weights = false;
 
@@ -1665,6 +1686,7 @@ struct StepWeights : torch::CustomClassHolder {
     TORCH_CHECK(0 < experts_per_token && experts_per_token <= kMostChosenExperts,
                 "StepWeights.set_experts: between 1 and ", kMostChosenExperts, " experts a token, got ",
                 experts_per_token);
+    if (!weights.empty()) experts_layout = step_layout("StepWeights.set_experts", weights);
     routers = std::move(layer_routers), expert_weights = std::move(weights), expert_scales = std::move(scales);
     expert_counts = std::move(counts);
     top_k = experts_per_token, normalize_experts = normalize, round_expert_weights = round_weights;
@@ -1694,22 +1716,6 @@ void prefetch_metadata(std::initializer_list<at::ArrayRef<at::Tensor>> lists) {
         prefetch_lines(t.unsafeGetTensorImpl()->unsafe_storage().unsafeGetStorageImpl(), sizeof(c10::StorageImpl));
 }
 
-// The layout that a stack's products take (with_layout): its weights' one dtype, or int4 where int4 and int8
-// matrices mix (quantization="int4" keeps a GGUF file's 5-8-bit matrices at int8, kernels/linear.py), whose
-// inputs are rounded for int4 and which read the int8 ones with the int8 products (product_rows).
-at::ScalarType step_layout(const char* op, const std::vector<at::Tensor>& weights) {
-  auto integer = [](at::ScalarType type) { return type == at::kChar || type == at::kByte; };
-  at::ScalarType layout = weights[0].scalar_type();
-  for (const at::Tensor& weight : weights) {
-    at::ScalarType type = weight.scalar_type();
-    if (weight.numel() == 0) continue;  // a sparse layer's gate, up or down (its experts' are read in mixture_step)
-    TORCH_CHECK(type == layout || (integer(type) && integer(layout)), op,
-                ": all weights must share one dtype (int8 and int4 may mix), got ", layout, " and ", type);
-    if (type == at::kByte) layout = type;
-  }
-  return layout;
-}
-
 // The layers of a step's arguments (see decode_step), checked: `rows` sequences in the caches; `converted` keeps
 // the norm weights and biases converted to float32 (see norm_weights) for as long as the layers point into them.
 std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& stack, at::TensorList keys,
@@ -1729,7 +1735,7 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
   const size_t norms_per_layer = norms.size() / n_layers;
   const float offset = static_cast<float>(stack.norm_offset);
   prefetch_metadata({weights, norms, scales, biases, keys, values});
-  layout = step_layout(op, weights);
+  layout = step_layout(op, weights, stack.experts_layout);
   auto cache_type = keys[0].scalar_type();
   TORCH_CHECK(cache_type == at::kFloat || cache_type == at::kBFloat16, op, ": the cache must be float32 or bfloat16");
   std::vector<Layer> layers;
@@ -2292,7 +2298,7 @@ void rows_times(const Matrix& m, int64_t begin, int64_t end, const float* x, int
 // sums start from -128 times its steps' sums in fours, which takes the offset back out exactly. (AVX2's vpmaddubsw
 // would saturate its int16 pairs at 255 x 127 x 2, so AVX2 builds take integer_rows per input.)
 struct RoundedBatch {
-  const Rounded* inputs = nullptr;  // n rounded inputs, as Rounded::set<W> made them
+  std::vector<const Rounded*> inputs;  // n rounded inputs, as Rounded::set<W> made them
   int64_t n = 0;
   int64_t per_input = 0;            // int8: offsets per input
   std::vector<c10::BFloat16> bfloat16;  // bfloat16 weights: the n inputs rounded to bfloat16, one after another
@@ -2301,15 +2307,29 @@ struct RoundedBatch {
 
   template <typename W>
   void set(const Rounded* rounded, int64_t count) {
-    inputs = rounded, n = count;
+    inputs.resize(count);
+    for (int64_t j = 0; j < count; ++j) inputs[j] = rounded + j;
+    arrange<W>();
+  }
+
+  // The inputs at these addresses (a mixture's rows that picked one expert).
+  template <typename W>
+  void set_each(const Rounded* const* rounded, int64_t count) {
+    inputs.assign(rounded, rounded + count);
+    arrange<W>();
+  }
+
+  template <typename W>
+  void arrange() {
+    n = static_cast<int64_t>(inputs.size());
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-    if (std::is_same_v<W, int8_t> || (std::is_same_v<W, Int4> && int8_too)) {
-      per_input = rounded[0].q.size() / 4;  // q holds a multiple of 64 steps
-      offsets.resize(count * per_input);
+    if (n > 0 && (std::is_same_v<W, int8_t> || (std::is_same_v<W, Int4> && int8_too))) {
+      per_input = inputs[0]->q.size() / 4;  // q holds a multiple of 64 steps
+      offsets.resize(n * per_input);
       const __m512i ones = _mm512_set1_epi8(1);
-      for (int64_t j = 0; j < count; ++j)
+      for (int64_t j = 0; j < n; ++j)
         for (int64_t i = 0; i < per_input * 4; i += 64) {
-          __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, _mm512_loadu_si512(rounded[j].q.data() + i));
+          __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, _mm512_loadu_si512(inputs[j]->q.data() + i));
           _mm512_storeu_si512(offsets.data() + j * per_input + i / 4, _mm512_mullo_epi32(sums, _mm512_set1_epi32(-128)));
         }
     }
@@ -2340,7 +2360,7 @@ inline void int8_four_rows_times(const Matrix& m, int64_t row, const RoundedBatc
       d[r] = int8_scales(ws[r] + i / group, group, scale_lanes);
     }
     for (int j = 0; j < N; ++j) {
-      const Rounded& x = in.inputs[j0 + j];
+      const Rounded& x = *in.inputs[j0 + j];
       __m512i q = _mm512_loadu_si512(x.q.data() + i);
       __m512i start = _mm512_loadu_si512(in.offsets.data() + (j0 + j) * in.per_input + i / 4);
       __m512 scale = _mm512_loadu_ps(x.scales.data() + i / 4);
@@ -2356,7 +2376,7 @@ inline void int8_four_rows_times(const Matrix& m, int64_t row, const RoundedBatc
     float* o = out + (j0 + j) * out_stride + row;
     _mm_storeu_ps(o, four_sums(sums[j]));
     for (int r = 0; r < 4; ++r) {
-      if (whole < m.cols) o[r] += int8_dot(w[r], ws[r], group, in.inputs[j0 + j], whole, m.cols);
+      if (whole < m.cols) o[r] += int8_dot(w[r], ws[r], group, *in.inputs[j0 + j], whole, m.cols);
       if (m.bias) o[r] += m.bias[row + r];
     }
   }
@@ -2393,7 +2413,7 @@ inline void int4_four_rows_times(const Matrix& m, int64_t row, const RoundedBatc
       pairs[r] = four_pairs(dm[r] + 2 * g);
     }
     for (int j = 0; j < N; ++j) {
-      const Rounded& x = in.inputs[j0 + j];
+      const Rounded& x = *in.inputs[j0 + j];
       __m512i first_halves = _mm512_loadu_si512(x.quads.data() + g * kGroup);
       __m512i second_halves = _mm512_loadu_si512(x.quads.data() + g * kGroup + 64);
       __m512 scale = _mm512_loadu_ps(x.quad_scales.data() + g * 4);
@@ -2418,7 +2438,7 @@ inline void int4_four_rows_times(const Matrix& m, int64_t row, const RoundedBatc
       pairs[r] = two_pairs(dm[r] + 2 * g);
     }
     for (int j = 0; j < N; ++j) {
-      const Rounded& x = in.inputs[j0 + j];
+      const Rounded& x = *in.inputs[j0 + j];
       __m512i steps = _mm512_loadu_si512(x.q.data() + g * kGroup);
       __m512 scale = _mm512_loadu_ps(x.scales.data() + g * 8);
       __m256 step_sums = _mm256_zextps128_ps256(_mm_loadu_ps(x.pair_sums.data() + 2 * g));
@@ -2432,7 +2452,7 @@ inline void int4_four_rows_times(const Matrix& m, int64_t row, const RoundedBatc
   }
   if (j0 == 0 && paired < groups) prefetch(q[0] + kPrefetch + 64 * paired), prefetch(pairs_ahead + 16 * paired);
   for (int j = 0; j < N; ++j) {
-    const Rounded& x = in.inputs[j0 + j];
+    const Rounded& x = *in.inputs[j0 + j];
     float* o = out + (j0 + j) * out_stride + row;
     for (int r = 0; r < 4; ++r) sums[j][r] = _mm512_add_ps(sums[j][r], _mm512_zextps256_ps512(minimums[j][r]));
     _mm_storeu_ps(o, four_sums(sums[j]));
@@ -2554,7 +2574,7 @@ inline void int4_sixteen_rows_times(const Matrix& m, int64_t row, const RoundedB
   for (int64_t j = 0; j < in.n; ++j) {
     for (int64_t line = j * lines_per_input; line < std::min(lines, (j + 1) * lines_per_input); ++line)
       prefetch_to_l2(line < row_lines ? next_rows + 64 * line : next_pairs + 64 * (line - row_lines));
-    const Rounded& x = in.inputs[j];
+    const Rounded& x = *in.inputs[j];
     const int8_t* steps = x.q.data();
     auto word = [&](int64_t at) { return _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(steps + at)); };
     auto fp = [](__m512i v) { return _mm512_castsi512_ps(v); };
@@ -2640,7 +2660,7 @@ inline void int8_sixteen_rows_times(const Matrix& m, int64_t row, const RoundedB
   for (int64_t j = 0; j < in.n; ++j) {
     for (int64_t line = j * lines_per_input; line < std::min(lines, (j + 1) * lines_per_input); ++line)
       prefetch_to_l2(line < row_lines ? next_rows + 64 * line : next_scales + 64 * (line - row_lines));
-    const Rounded& x = in.inputs[j];
+    const Rounded& x = *in.inputs[j];
     const int8_t* q = x.q.data();
     const int32_t* offsets = in.offsets.data() + j * in.per_input;
     __m512 sums[16];
@@ -2685,7 +2705,7 @@ void integer_rows_times(const Matrix& m, int64_t begin, int64_t end, const Round
   for (; r + 4 <= end; r += 4) four_rows_times_batch<W>(m, r, in, out, out_stride);
 #endif
   if (r < end)
-    for (int64_t j = 0; j < in.n; ++j) integer_rows<W>(m, r, end, in.inputs[j], out + j * out_stride);
+    for (int64_t j = 0; j < in.n; ++j) integer_rows<W>(m, r, end, *in.inputs[j], out + j * out_stride);
 }
 
 // The batched decoding step: one token for each of n sequences that share one cache, as generate's batch and the
@@ -2716,7 +2736,135 @@ constexpr int64_t claimed_rows_multiple(int64_t n) {
   return 4;
 }
 
-constexpr int64_t kBatchLoopsPerLayer = 8;  // the claimed loops of batch_layer_step
+// The claimed loops of batch_layer_step: q, k, v, the keys' heads (or OLMo 2's whole q/k norms), the attention, o,
+// then gate/up and down, or a mixture's router, gate, up, down and sum.
+constexpr int64_t kBatchLoopsPerLayer = 11;
+
+// A thread's picks for a batch's sparse layer (batch_mixture_step), and their inputs grouped by expert: the rows'
+// (row, slot) pairs are placed in the order of the experts they picked, each expert's pairs (rows in order) a group.
+struct MixtureGroups {
+  std::vector<int64_t> chosen, position;  // per pair (row * top_k + slot): its expert, and its place in the groups
+  std::vector<float> weights;             // per pair: its expert's weight
+  std::vector<int64_t> start, expert;     // per group: its first place (and the end after the last), its expert
+  std::vector<Matrix> gate, up, down;     // per group, its expert's
+  std::vector<float> gathered;            // float32 weights: the groups' inputs, a row per place
+  std::vector<float> activated;           // SiLU(gate) * up, a row per place
+  std::vector<Rounded> rounded;           // integer weights: the activated rows rounded
+  std::vector<const Rounded*> inputs;     // integer weights: per place, its rounded input of the gate and up
+  std::vector<RoundedBatch> gate_inputs, down_inputs;  // per group
+};
+
+// batch_layer_step's sparse feed-forward part for n rows, `inputs` their normed inputs (n, hidden), as set_inputs
+// rounded them (`rounded` for integer weights, `batch` for bfloat16 ones): the router's scores for every row (its
+// rows claimed), every row's picks made alike by every thread (route), and each expert some row picked multiplied
+// once for all of its rows, as a batch's matrix is: its gate and up rows claimed as one product over the groups,
+// then its down rows, and each row's weighted sum of its experts' outputs added to x. Mixtral's 8 experts read once
+// for a batch of 32 rows, where each row alone would read 2 of them. An expert that is not the step's sets
+// `unusable`, as in mixture_step.
+template <typename W>
+void batch_mixture_step(Team& team, float* x, int64_t n, const Mixture& M, int64_t hidden, const float* inputs,
+                        const Family& F, Shared& S, std::vector<Rounded>& rounded, const RoundedBatch& batch,
+                        MixtureGroups& G, std::atomic<bool>& unusable) {
+  const int64_t k = M.top_k, width = M.width, experts = M.experts, pairs = n * k;
+  team.claim(experts, kChunk, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t j = 0; j < n; ++j) {
+      float* scores = S.router.data() + j * experts;
+      if (!M.router_bf16) {
+        rows<float>(M.router, begin, end, inputs + j * hidden, scores);
+        continue;
+      }
+      rows<c10::BFloat16>(M.router, begin, end, inputs + j * hidden, scores);
+      for (int64_t e = begin; e < end; ++e) scores[e] = static_cast<float>(c10::BFloat16(scores[e]));
+    }
+  });
+  team.wait();
+  G.chosen.resize(pairs), G.weights.resize(pairs), G.position.resize(pairs);
+  for (int64_t j = 0; j < n; ++j) route(S.router.data() + j * experts, M, &G.chosen[j * k], &G.weights[j * k]);
+  std::vector<int64_t> next(experts, 0);  // first each expert's count of pairs, then its next free place
+  for (int64_t p = 0; p < pairs; ++p) ++next[G.chosen[p]];
+  G.start.clear(), G.expert.clear();
+  for (int64_t e = 0, place = 0; e < experts; ++e) {
+    if (!next[e]) continue;
+    G.expert.push_back(e), G.start.push_back(place);
+    place += next[e];
+    next[e] = G.start.back();
+  }
+  G.start.push_back(pairs);
+  for (int64_t p = 0; p < pairs; ++p) G.position[p] = next[G.chosen[p]]++;
+  const int64_t groups = static_cast<int64_t>(G.expert.size());
+  std::vector<int64_t> row_at(pairs);  // the row whose pair has each place
+  for (int64_t p = 0; p < pairs; ++p) row_at[G.position[p]] = p / k;
+
+  bool usable = true;
+  G.gate.resize(groups), G.up.resize(groups), G.down.resize(groups);
+  for (int64_t u = 0; u < groups && usable; ++u) {
+    Matrix* made[3] = {&G.gate[u], &G.up[u], &G.down[u]};
+    for (int64_t part = 0; part < 3 && usable; ++part) {
+      int64_t i = 3 * G.expert[u] + part;
+      usable = in_layout<W>(M.weights[i].scalar_type()) &&
+               !try_matrix(M.weights[i], M.scales ? &M.scales[i] : nullptr, nullptr, *made[part]) &&
+               made[part]->rows == (part < 2 ? width : hidden) && made[part]->cols == (part < 2 ? hidden : width);
+    }
+  }
+  if (!usable) unusable.store(true, std::memory_order_relaxed);
+  G.gate_inputs.resize(groups), G.down_inputs.resize(groups);
+  // Each group's inputs as batch_rows takes a batch's: float32 rows one after another, bfloat16 ones rounded so, or
+  // the rows' rounded inputs.
+  auto arrange = [&](std::vector<RoundedBatch>& batches, const float* rows, int64_t cols) {
+    for (int64_t u = 0; u < groups; ++u) {
+      RoundedBatch& group = batches[u];
+      group.int8_too = batch.int8_too;
+      int64_t first = G.start[u], count = G.start[u + 1] - first;
+      if constexpr (kInteger<W>) group.set_each<W>(G.inputs.data() + first, count);
+#ifdef __AVX512BF16__
+      if constexpr (std::is_same_v<W, c10::BFloat16>) round_to_bfloat16(rows + first * cols, count * cols, group.bfloat16);
+#endif
+    }
+  };
+  if constexpr (kInteger<W>) {
+    G.inputs.resize(pairs);
+    for (int64_t q = 0; q < pairs; ++q) G.inputs[q] = &rounded[row_at[q]];
+  }
+  G.gathered.resize(pairs * hidden);
+  for (int64_t q = 0; q < pairs && !kInteger<W>; ++q)
+    std::copy_n(inputs + row_at[q] * hidden, hidden, G.gathered.begin() + q * hidden);
+  arrange(G.gate_inputs, G.gathered.data(), hidden);
+  // Rows [begin, end) of every group's product stacked (each `count` rows) times the group's inputs (`cols` each).
+  auto grouped = [&](const std::vector<Matrix>& matrices, int64_t count, const float* rows, int64_t cols,
+                     const std::vector<RoundedBatch>& batches, float* out) {
+    team.claim(groups * count, kChunk, 4, [&](int64_t begin, int64_t end) {
+      for (int64_t u = begin / count; usable && begin < end; u = begin / count) {
+        int64_t stop = std::min(end, (u + 1) * count), first = G.start[u];
+        batch_rows<W>(matrices[u], begin - u * count, stop - u * count, rows + first * cols, batches[u],
+                      G.start[u + 1] - first, out + first * count);
+        begin = stop;
+      }
+    });
+  };
+  grouped(G.gate, width, G.gathered.data(), hidden, G.gate_inputs, S.gate.data());
+  grouped(G.up, width, G.gathered.data(), hidden, G.gate_inputs, S.up.data());
+  team.wait();
+  G.activated.resize(pairs * width);
+  activate_times(F, S.gate.data(), S.up.data(), G.activated.data(), pairs * width);
+  if constexpr (kInteger<W>) {
+    G.rounded.resize(pairs);
+    for (int64_t q = 0; q < pairs; ++q) {
+      G.rounded[q].set<W>(G.activated.data() + q * width, width);
+      G.inputs[q] = &G.rounded[q];
+    }
+  }
+  arrange(G.down_inputs, G.activated.data(), width);
+  grouped(G.down, hidden, G.activated.data(), width, G.down_inputs, S.mixed.data());
+  team.wait();
+  team.claim(hidden, kChunk, 4, [&](int64_t begin, int64_t end) {  // as mixture_step sums one row's
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t i = begin; i < end; ++i) {
+        float sum = 0.f;
+        for (int64_t s = 0; s < k; ++s) sum += G.weights[j * k + s] * S.mixed[G.position[j * k + s] * hidden + i];
+        x[j * hidden + i] += sum;
+      }
+  });
+}
 
 // layer_step for n sequences: x (n, hidden); row j's rotary cos/sin at cos + j * F.rotary_dims, its attention mask over
 // cache slots [0, pos] at mask + j * (pos + 1) (null: no padding). Buffers in S hold n rows each. With sandwich
@@ -2725,7 +2873,7 @@ template <typename W, typename C>
 void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, const Family& F, Shared& S, float eps,
                       int64_t pos, const float* cos, const float* sin, const uint8_t* mask,
                       std::vector<float>& normed, std::vector<Rounded>& rounded, RoundedBatch& batch,
-                      std::vector<float>& scores) {
+                      std::vector<float>& scores, MixtureGroups& groups, std::atomic<bool>& unusable) {
   const bool sandwich = L.attn_out_norm.data != nullptr;
   int64_t hidden = L.o.rows, n_kv = L.keys.size(1), head_dim = L.keys.size(3), n_head = L.q.rows / head_dim;
   int64_t row_stride = L.keys.stride(0), head_stride = L.keys.stride(1), pos_stride = L.keys.stride(2);
@@ -2817,6 +2965,8 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, const Fam
   if (L.mlp_norm.data)
     for (int64_t j = 0; j < n; ++j) rms_norm(x + j * hidden, L.mlp_norm, eps, normed.data() + j * hidden, hidden);
   set_inputs(mlp_input, hidden);
+  if (L.mixture.experts)
+    return batch_mixture_step<W>(team, x, n, L.mixture, hidden, mlp_input, F, S, rounded, batch, groups, unusable);
   int64_t inner = L.gate.rows;
   team.claim(inner, kChunk, multiple, [&](int64_t begin, int64_t end) {
     batch_rows<W>(L.gate, begin, end, mlp_input, batch, n, S.gate.data());
@@ -2853,7 +3003,6 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
   int64_t n = x.size(0);
   std::vector<at::Tensor> converted;
   at::ScalarType weight_type;
-  TORCH_CHECK(stack->routers.empty(), "decode_batch: a mixture of experts steps one sequence at a time (decode_step)");
   std::vector<Layer> layers = step_layers("decode_batch", n, *stack, keys, values, pos, window, converted, weight_type);
   Family family = stack->family();
   const Layer& first = layers[0];
@@ -2880,10 +3029,17 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
     for (int64_t j = 0; j < n; ++j)
       TORCH_CHECK(allowed[j * (pos + 1) + pos], "decode_batch: row ", j, "'s mask hides its own new token");
   }
+  int64_t mlp_rows = 0, most_experts = 0;  // as decode_step's, per row
+  for (const Layer& L : layers) {
+    mlp_rows = std::max(mlp_rows, L.mixture.experts ? L.mixture.top_k * L.mixture.width : L.gate.rows);
+    most_experts = std::max(most_experts, L.mixture.experts);
+  }
   Shared S{std::vector<float>(n * first.q.rows), std::vector<float>(n * first.k.rows),
            std::vector<float>(n * first.v.rows), std::vector<float>(n * first.o.cols),
-           std::vector<float>(n * first.o.rows), std::vector<float>(n * first.gate.rows),
-           std::vector<float>(n * first.gate.rows)};
+           std::vector<float>(n * first.o.rows), std::vector<float>(n * mlp_rows),
+           std::vector<float>(n * mlp_rows), std::vector<float>(n * most_experts),
+           std::vector<float>(most_experts ? n * stack->top_k * first.o.rows : 0)};
+  std::atomic<bool> unusable{false};  // as decode_step's
   const float *c = cos_f.data_ptr<float>(), *s = sin_f.data_ptr<float>();
   const float *local_c = local_cos_f.data_ptr<float>(), *local_s = local_sin_f.data_ptr<float>();
   float* xd = x.data_ptr<float>();
@@ -2892,9 +3048,9 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
   size_t n_layers = layers.size();
   const int64_t hidden = first.o.rows;
   NormWeights norm_f = final_norm_weights("decode_batch", norm, hidden, *stack, converted);
-  bool int8_too = weight_type == at::kByte &&
-                  std::any_of(stack->weights.begin(), stack->weights.end(),
-                              [](const at::Tensor& weight) { return weight.scalar_type() == at::kChar; });
+  auto int8 = [](const at::Tensor& weight) { return weight.scalar_type() == at::kChar; };
+  bool int8_too = weight_type == at::kByte && (std::any_of(stack->weights.begin(), stack->weights.end(), int8) ||
+                                               std::any_of(stack->expert_weights.begin(), stack->expert_weights.end(), int8));
 
   auto run = [&](auto weight_tag) {
     using W = decltype(weight_tag);
@@ -2903,6 +3059,7 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
       std::vector<Rounded> rounded(n);
       RoundedBatch batch;
       batch.int8_too = int8_too;
+      MixtureGroups groups;
       std::vector<float> own_x(stack->sandwich ? n * hidden : 0);  // as decode_step's
       std::copy(xd, xd + own_x.size(), own_x.begin());
       float* rows_x = stack->sandwich ? own_x.data() : xd;
@@ -2911,7 +3068,7 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
         const float *lc = L.local ? local_c : c, *ls = L.local ? local_s : s;
         auto step = [&](auto cache_tag) {
           batch_layer_step<W, decltype(cache_tag)>(team, rows_x, n, L, family, S, epsf, pos, lc, ls, allowed, normed,
-                                                   rounded, batch, scores);
+                                                   rounded, batch, scores, groups, unusable);
         };
         if (bf16_cache) step(c10::BFloat16{});
         else step(float{});
@@ -2931,6 +3088,8 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
     });
   };
   with_layout(weight_type, "decode_batch", run);
+  TORCH_CHECK(!unusable.load(), "decode_batch: an expert the router picked has weights that are not a (width, hidden) "
+              "or (hidden, width) matrix of the layers' layout (", weight_type, ") with its scales");
   if (norm_f.data)
     for (int64_t j = 0; j < n; ++j) rms_norm(xd + j * hidden, norm_f, epsf, xd + j * hidden, hidden);
   if (follow_team) follow_team_size();

@@ -471,8 +471,8 @@ class DecodeStep:
             return None
         rows = input_ids.shape[0]
         one_sequence = rows == 1 and not padding  # decode_step, else decode_batch
-        if self._mixture and (not one_sequence or decoder.training and self._jitter):
-            return None  # decode_batch steps no mixture; Mixtral's router draws noise while training
+        if self._mixture and decoder.training and self._jitter:
+            return None  # Mixtral's router draws noise while training
         gemma = isinstance(decoder, Gemma2Model)
         # Gemma 3's sliding layers rotate by tables of their own (decode.cpp's Layer::local); Gemma 2's by the same.
         rotaries = [decoder._modules["rotary_emb"]]
