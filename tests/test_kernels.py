@@ -445,6 +445,35 @@ def test_an_expert_whose_weights_are_not_the_steps_is_named_when_picked(monkeypa
             model(torch.tensor([[8]]), past_key_values=cache)
 
 
+def test_int4_experts_beside_int8_attention_take_the_step(monkeypatch):
+    # As a GGUF file of mixed widths loads under int4 (its attention in 5-8 bits kept at int8, its experts Q4_K): the
+    # stack's layout is the mixed one, whichever of its matrices are read first. One row steps as the plain path
+    # does; a batch's rows step each as it would alone (their integer products and picks are the same).
+    model = quantized(tiny_model(MixtralConfig, **MIXTRAL), "int4")
+    for layer in model.model.layers:
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            plain = torch.nn.Linear(64, getattr(layer.self_attn, name).out_features, bias=False)
+            plain.weight.data = getattr(layer.self_attn, name).dequantized(torch.float32)
+            setattr(layer.self_attn, name, kernels.Linear.from_linear(plain, "int8"))
+    plain_path_rounds_inputs(monkeypatch)
+    accelerated(model)
+    ids = torch.randint(1, 96, (5, 8), generator=torch.Generator().manual_seed(5))
+    steps, batches = counted_decode_steps(monkeypatch), counted_batch_steps(monkeypatch)
+
+    def stepped(rows):  # each column fed to the cache alone: the first is the prompt, the rest steps
+        with torch.inference_mode():
+            cache = DynamicCache()
+            return torch.stack([model(rows[:, c : c + 1], past_key_values=cache).logits[:, -1]
+                                for c in range(rows.shape[1])], dim=1)
+
+    alone = torch.cat([stepped(ids[r : r + 1]) for r in range(len(ids))])
+    together = stepped(ids)
+    assert len(steps) == 5 * 7 and len(batches) == 7
+    torch.testing.assert_close(together, alone, atol=1e-6, rtol=1e-6)
+    monkeypatch.setattr(library, "loaded", lambda: False)
+    torch.testing.assert_close(alone[:1], stepped(ids[:1]), atol=1e-2, rtol=1e-2)
+
+
 def test_a_router_of_nan_scores_or_of_another_size_is_not_read_past_its_experts(monkeypatch):
     # NaN scores rank above every number (torch.topk's order): the step picks experts as the layers do and gives their
     # NaN logits. A router given another count of experts than the step was set with is refused by name.
