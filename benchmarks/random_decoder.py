@@ -1,4 +1,4 @@
-"""Greedy batch-1 decoding of a decoder family that has no real weights at hand, at a real model's shape with
+"""Greedy decoding (batch 1, or `--batch` sequences together) of a decoder family that has no real weights at hand, at a real model's shape with
 random weights, three ways in one process: the plain forward (PyTorch's products), the plain forward with the
 kernel's products for its linear layers (as `kernels.accelerate` gives them to a model the decoding step does not
 implement, here with the weights left on their pages), and the compiled decoding step (its weights placed on 2 MB
@@ -19,7 +19,7 @@ query and key norm over all 2048 of them, intermediate 8192, an untied vocabular
 repository root:
 
     .venv/bin/python benchmarks/random_decoder.py [--family qwen3] [--dtype bfloat16] [--new-tokens 32] [--rounds 2]
-        [--layers N] [--ways plain products step]
+        [--layers N] [--batch N] [--ways plain products step]
 """
 
 import argparse
@@ -79,13 +79,14 @@ def random_model(family: str, dtype: torch.dtype, layers: int | None = None):
 
 
 def tokens_per_second(model, ids: torch.Tensor, new_tokens: int) -> tuple[float, torch.Tensor]:
+    """Tokens a second of every row of `ids` together, the prompt's forward pass left out."""
     options = dict(do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
     started = time.perf_counter()
     model.generate(ids, **{**options, "max_new_tokens": 1, "min_new_tokens": 1})  # the prompt alone
     prompt = time.perf_counter() - started
     started = time.perf_counter()
     tokens = model.generate(ids, **options)
-    return (new_tokens - 1) / (time.perf_counter() - started - prompt), tokens
+    return len(ids) * (new_tokens - 1) / (time.perf_counter() - started - prompt), tokens
 
 
 def main():
@@ -95,6 +96,7 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--layers", type=int, help="keep this many of the family's layers")
+    parser.add_argument("--batch", type=int, default=1, help="sequences decoded together (unpadded prompts)")
     parser.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS),
                         help="run only these (each way holds a model of its own)")
     args = parser.parse_args()
@@ -112,7 +114,7 @@ def main():
         if not kernels.place_weights(step):  # refused where the copies would take over half the memory left
             print("the decoding step's weights stay on 4 KB pages: too little memory left to place them")
     baseline = next(iter(ways))
-    ids = torch.randint(0, model.config.vocab_size, (1, 8), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(0, model.config.vocab_size, (args.batch, 8), generator=torch.Generator().manual_seed(1))
     for model in ways.values():  # warm-up
         model.generate(ids, max_new_tokens=4, do_sample=False)
     best, tokens = {name: 0.0 for name in ways}, {}
@@ -122,7 +124,7 @@ def main():
             best[name] = max(best[name], speed)
     layers = model.config.num_hidden_layers
     print(f"{args.family} ({layers} layers, {model.num_parameters() / 1e6:.0f}M parameters, random), {args.dtype}, "
-          f"{torch.get_num_threads()} threads, best of {args.rounds} rounds of {args.new_tokens} tokens")
+          f"{torch.get_num_threads()} threads, batch {args.batch}, best of {args.rounds} rounds of {args.new_tokens} tokens")
     for name, speed in best.items():
         print(f"  {name:18s} {speed:7.1f} tok/s  {speed / best[baseline]:5.2f}x the {baseline}")
     same = all(torch.equal(t, tokens[baseline]) for t in tokens.values())
