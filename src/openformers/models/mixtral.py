@@ -14,8 +14,8 @@ scores and the causal LM adds the reference's load-balancing loss (`load_balanci
 store Mixtral under llama.cpp's "llama" architecture with `llama.expert_count` set, each layer's experts stacked into
 one tensor per projection (or, in files converted before April 2024, one tensor per expert); they are read here
 (`config_from_gguf`, `convert_gguf_state_dict`). Qwen3-MoE (qwen3_moe.py) reuses the block, the layer and the heads.
-The CPU decoding kernel's step (kernels/llama.py) takes both for one sequence at a time: the router's picks and only
-the chosen experts' products in its team (decode.cpp's mixture_step).
+The CPU decoding kernel's step (kernels/llama.py) takes both: the router's picks and only the chosen experts'
+products in its team (decode.cpp's mixture_step, and batch_mixture_step for a batch).
 """
 
 import re
