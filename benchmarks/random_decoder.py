@@ -1,9 +1,10 @@
-"""Greedy decoding (batch 1, or `--batch` sequences together) of a decoder family that has no real weights at hand, at a real model's shape with
-random weights, three ways in one process: the plain forward (PyTorch's products), the plain forward with the
-kernel's products for its linear layers (as `kernels.accelerate` gives them to a model the decoding step does not
-implement, here with the weights left on their pages), and the compiled decoding step (its weights placed on 2 MB
-pages first). Rounds are interleaved; each way's best is printed with the ratios, and
-whether the three made the same tokens (random weights tie often in bfloat16, whose roundings differ by way).
+"""Greedy decoding (batch 1, or `--batch` sequences together) of a decoder family that has no real weights at hand,
+at a real model's shape with random weights, three ways in one process (`--ways` picks some): the plain forward
+(PyTorch's products), the plain forward with the kernel's products for its linear layers (as `kernels.accelerate`
+gives them to a model the decoding step does not implement, here with the weights left on their pages), and the
+compiled decoding step (its weights placed on 2 MB pages first, where the memory left allows). Rounds are
+interleaved; each way's best is printed with the ratios to the first way, and whether they made the same tokens
+(random weights tie often in bfloat16, whose roundings differ by way).
 
 Shapes: `qwen3` is Qwen3-0.6B's (28 layers, hidden 1024, 16 query and 8 key/value heads of 128, intermediate 3072,
 a tied vocabulary of 151936); `phi4-mini` is Phi-4-mini's (32 layers, hidden 3072, 24 query and 8 key/value heads of
@@ -124,7 +125,8 @@ def main():
             best[name] = max(best[name], speed)
     layers = model.config.num_hidden_layers
     print(f"{args.family} ({layers} layers, {model.num_parameters() / 1e6:.0f}M parameters, random), {args.dtype}, "
-          f"{torch.get_num_threads()} threads, batch {args.batch}, best of {args.rounds} rounds of {args.new_tokens} tokens")
+          f"{torch.get_num_threads()} threads, batch {args.batch}, best of {args.rounds} rounds of "
+          f"{args.new_tokens} tokens")
     for name, speed in best.items():
         print(f"  {name:18s} {speed:7.1f} tok/s  {speed / best[baseline]:5.2f}x the {baseline}")
     same = all(torch.equal(t, tokens[baseline]) for t in tokens.values())

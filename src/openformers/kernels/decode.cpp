@@ -1313,7 +1313,7 @@ struct Mixture {
   int64_t experts = 0;                  // 0: a dense layer
   int64_t width = 0;                    // each expert's intermediate size
   int64_t top_k = 0;
-  bool normalize = false;      // the chosen experts' weights renormalized to sum to 1 (Mixtral; Qwen3-MoE's norm_topk_prob)
+  bool normalize = false;      // the chosen experts' weights renormalized to sum to 1 (Mixtral, Qwen3-MoE's option)
   bool round_weights = false;  // and rounded to bfloat16 before weighting (Qwen3-MoE in bfloat16, as it rounds them)
 };
 constexpr int64_t kMostChosenExperts = 64;
@@ -1410,6 +1410,30 @@ bool in_layout(at::ScalarType type) {
   else return type == at::kByte || type == at::kChar;
 }
 
+// Router rows [begin, end) times one input (float32), into `scores`: a bfloat16 router's rounded to bfloat16, as its
+// output is in the reference.
+void router_scores(const Mixture& M, int64_t begin, int64_t end, const float* input, float* scores) {
+  if (!M.router_bf16) return rows<float>(M.router, begin, end, input, scores);
+  rows<c10::BFloat16>(M.router, begin, end, input, scores);
+  for (int64_t e = begin; e < end; ++e) scores[e] = static_cast<float>(c10::BFloat16(scores[e]));
+}
+
+// An expert's gate, up and down as matrices, or false where its weights are not matrices of the step's layout W and
+// the layer's shape (see mixture_step).
+template <typename W>
+bool expert_matrices(const Mixture& M, int64_t expert, int64_t hidden, Matrix& gate, Matrix& up, Matrix& down) {
+  Matrix* made[3] = {&gate, &up, &down};
+  for (int64_t part = 0; part < 3; ++part) {
+    int64_t i = 3 * expert + part, rows = part < 2 ? M.width : hidden, cols = part < 2 ? hidden : M.width;
+    const at::Tensor& weight = M.weights[i];
+    const at::Tensor* scale = M.scales ? &M.scales[i] : nullptr;
+    if (!in_layout<W>(weight.scalar_type()) || try_matrix(weight, scale, nullptr, *made[part]) ||
+        made[part]->rows != rows || made[part]->cols != cols)
+      return false;
+  }
+  return true;
+}
+
 // A sparse layer's feed-forward part for one token, `in` holding its normed input (rounded for W) and `input` the
 // same in float32: the router's scores (rows claimed as a product's), then in every thread the same picks
 // (route), the chosen experts' gate and up rows claimed as one product of top_k * width rows and their down rows as
@@ -1422,14 +1446,7 @@ void mixture_step(Team& team, float* x, const Mixture& M, int64_t hidden, const 
                   Shared& S, const Rounded& in, std::vector<float>& activated, std::vector<Rounded>& expert_inputs,
                   std::atomic<bool>& unusable) {
   team.claim(M.experts, kChunk, 4, [&](int64_t begin, int64_t end) {
-    float* scores = S.router.data();
-    if (!M.router_bf16) return rows<float>(M.router, begin, end, input, scores);
-#ifdef __AVX512BF16__
-    if constexpr (std::is_same_v<W, c10::BFloat16>) bfloat16_rows(M.router, begin, end, in.bfloat16.data(), scores);
-    else
-#endif
-      rows<c10::BFloat16>(M.router, begin, end, input, scores);
-    for (int64_t e = begin; e < end; ++e) scores[e] = static_cast<float>(c10::BFloat16(scores[e]));  // bfloat16's output
+    router_scores(M, begin, end, input, S.router.data());
   });
   team.wait();
   const int64_t k = M.top_k, width = M.width;
@@ -1438,16 +1455,7 @@ void mixture_step(Team& team, float* x, const Mixture& M, int64_t hidden, const 
   route(S.router.data(), M, chosen, weights);
   Matrix gate[kMostChosenExperts], up[kMostChosenExperts], down[kMostChosenExperts];
   bool usable = true;
-  for (int64_t j = 0; j < k && usable; ++j) {
-    Matrix* made[3] = {&gate[j], &up[j], &down[j]};
-    for (int64_t part = 0; part < 3 && usable; ++part) {
-      int64_t i = 3 * chosen[j] + part;
-      const at::Tensor& weight = M.weights[i];
-      usable = in_layout<W>(weight.scalar_type()) &&
-               !try_matrix(weight, M.scales ? &M.scales[i] : nullptr, nullptr, *made[part]) &&
-               made[part]->rows == (part < 2 ? width : hidden) && made[part]->cols == (part < 2 ? hidden : width);
-    }
-  }
+  for (int64_t j = 0; j < k && usable; ++j) usable = expert_matrices<W>(M, chosen[j], hidden, gate[j], up[j], down[j]);
   if (!usable) unusable.store(true, std::memory_order_relaxed);
   // Rows [begin, end) of the chosen experts' products stacked (each `count` rows), into out's rows alike.
   auto stacked = [&](const Matrix* matrices, int64_t count, auto input_of, float* out) {
@@ -1660,6 +1668,7 @@ struct StepWeights : torch::CustomClassHolder {
   std::vector<at::Tensor> routers, expert_weights, expert_scales;
   std::vector<int64_t> expert_counts;  // per layer, as its router's rows were when set (0: dense)
   c10::optional<at::ScalarType> experts_layout;  // the experts' dtype when set (uint8 where int4 and int8 mix)
+  bool int8_experts = false;                     // whether some of them were int8 then
   int64_t top_k = 0;
   bool normalize_experts = false, round_expert_weights = false;
 
@@ -1687,6 +1696,8 @@ struct StepWeights : torch::CustomClassHolder {
                 "StepWeights.set_experts: between 1 and ", kMostChosenExperts, " experts a token, got ",
                 experts_per_token);
     if (!weights.empty()) experts_layout = step_layout("StepWeights.set_experts", weights);
+    auto int8 = [](const at::Tensor& weight) { return weight.scalar_type() == at::kChar; };
+    int8_experts = std::any_of(weights.begin(), weights.end(), int8);
     routers = std::move(layer_routers), expert_weights = std::move(weights), expert_scales = std::move(scales);
     expert_counts = std::move(counts);
     top_k = experts_per_token, normalize_experts = normalize, round_expert_weights = round_weights;
@@ -2767,15 +2778,7 @@ void batch_mixture_step(Team& team, float* x, int64_t n, const Mixture& M, int64
                         MixtureGroups& G, std::atomic<bool>& unusable) {
   const int64_t k = M.top_k, width = M.width, experts = M.experts, pairs = n * k;
   team.claim(experts, kChunk, 4, [&](int64_t begin, int64_t end) {
-    for (int64_t j = 0; j < n; ++j) {
-      float* scores = S.router.data() + j * experts;
-      if (!M.router_bf16) {
-        rows<float>(M.router, begin, end, inputs + j * hidden, scores);
-        continue;
-      }
-      rows<c10::BFloat16>(M.router, begin, end, inputs + j * hidden, scores);
-      for (int64_t e = begin; e < end; ++e) scores[e] = static_cast<float>(c10::BFloat16(scores[e]));
-    }
+    for (int64_t j = 0; j < n; ++j) router_scores(M, begin, end, inputs + j * hidden, S.router.data() + j * experts);
   });
   team.wait();
   G.chosen.resize(pairs), G.weights.resize(pairs), G.position.resize(pairs);
@@ -2797,15 +2800,8 @@ void batch_mixture_step(Team& team, float* x, int64_t n, const Mixture& M, int64
 
   bool usable = true;
   G.gate.resize(groups), G.up.resize(groups), G.down.resize(groups);
-  for (int64_t u = 0; u < groups && usable; ++u) {
-    Matrix* made[3] = {&G.gate[u], &G.up[u], &G.down[u]};
-    for (int64_t part = 0; part < 3 && usable; ++part) {
-      int64_t i = 3 * G.expert[u] + part;
-      usable = in_layout<W>(M.weights[i].scalar_type()) &&
-               !try_matrix(M.weights[i], M.scales ? &M.scales[i] : nullptr, nullptr, *made[part]) &&
-               made[part]->rows == (part < 2 ? width : hidden) && made[part]->cols == (part < 2 ? hidden : width);
-    }
-  }
+  for (int64_t u = 0; u < groups && usable; ++u)
+    usable = expert_matrices<W>(M, G.expert[u], hidden, G.gate[u], G.up[u], G.down[u]);
   if (!usable) unusable.store(true, std::memory_order_relaxed);
   G.gate_inputs.resize(groups), G.down_inputs.resize(groups);
   // Each group's inputs as batch_rows takes a batch's: float32 rows one after another, bfloat16 ones rounded so, or
@@ -2817,7 +2813,8 @@ void batch_mixture_step(Team& team, float* x, int64_t n, const Mixture& M, int64
       int64_t first = G.start[u], count = G.start[u + 1] - first;
       if constexpr (kInteger<W>) group.set_each<W>(G.inputs.data() + first, count);
 #ifdef __AVX512BF16__
-      if constexpr (std::is_same_v<W, c10::BFloat16>) round_to_bfloat16(rows + first * cols, count * cols, group.bfloat16);
+      if constexpr (std::is_same_v<W, c10::BFloat16>)
+        round_to_bfloat16(rows + first * cols, count * cols, group.bfloat16);
 #endif
     }
   };
@@ -3049,8 +3046,8 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
   const int64_t hidden = first.o.rows;
   NormWeights norm_f = final_norm_weights("decode_batch", norm, hidden, *stack, converted);
   auto int8 = [](const at::Tensor& weight) { return weight.scalar_type() == at::kChar; };
-  bool int8_too = weight_type == at::kByte && (std::any_of(stack->weights.begin(), stack->weights.end(), int8) ||
-                                               std::any_of(stack->expert_weights.begin(), stack->expert_weights.end(), int8));
+  bool int8_too = weight_type == at::kByte &&
+                  (stack->int8_experts || std::any_of(stack->weights.begin(), stack->weights.end(), int8));
 
   auto run = [&](auto weight_tag) {
     using W = decltype(weight_tag);

@@ -361,7 +361,8 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
         if any(type(linear) not in (nn.Linear, ExpertLinear, Linear) for linear in _linears(layer) + _experts(layer)):
             return False
         if isinstance(feed_forward, SparseMoeBlock):
-            if type(feed_forward.gate) is not Router or any(type(e) not in EXPERT_PROJECTIONS for e in feed_forward.experts):
+            experts = feed_forward.experts
+            if type(feed_forward.gate) is not Router or any(type(e) not in EXPERT_PROJECTIONS for e in experts):
                 return False
             routings.add((feed_forward.top_k, feed_forward.normalize, feed_forward.weights_in_model_dtype))
     return type(decoder.norm) is norm_class and len(routings) <= 1
