@@ -15,7 +15,9 @@ intermediate 9216, a tied vocabulary of 256000, every other layer sliding over 4
 soft-capped at 50 and logits at 30); `qwen3-moe` is Qwen3-30B-A3B's (48 layers, hidden 2048, 32 query and 4
 key/value heads of 128, 128 experts of 768 a layer, 8 a token renormalized, an untied vocabulary of 151936), whose
 30.5B parameters need `--layers` (each layer 0.62B, a token reading 57M of them) and, past a few layers, `--ways`
-(each way holds a model); `olmo2-1b` is OLMo-2-0425-1B's (16 layers, hidden 2048, 16 heads of 128, each
+(each way holds a model); `mixtral-8x7b` is Mixtral-8x7B's (32 layers, hidden 4096, 32 query and 8 key/value
+heads of 128, 8 experts of 14336 a layer, 2 a token; a layer 1.45B parameters, a token reading 0.39B of them);
+`olmo2-1b` is OLMo-2-0425-1B's (16 layers, hidden 2048, 16 heads of 128, each
 query and key norm over all 2048 of them, intermediate 8192, an untied vocabulary of 100352). Run from the
 repository root:
 
@@ -30,8 +32,9 @@ import time
 import torch
 
 from openformers import kernels
-from openformers.configs import Gemma2Config, Olmo2Config, Phi3Config, Qwen3Config, Qwen3MoeConfig
+from openformers.configs import Gemma2Config, MixtralConfig, Olmo2Config, Phi3Config, Qwen3Config, Qwen3MoeConfig
 from openformers.models.gemma import Gemma2ForCausalLM
+from openformers.models.mixtral import MixtralForCausalLM
 from openformers.models.olmo2 import Olmo2ForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
@@ -55,6 +58,10 @@ FAMILIES = {
         vocab_size=151936, hidden_size=2048, num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4,
         head_dim=128, num_experts=128, num_experts_per_tok=8, moe_intermediate_size=768, norm_topk_prob=True,
         rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=4096, tie_word_embeddings=False)),
+    "mixtral-8x7b": (MixtralForCausalLM, MixtralConfig, dict(
+        vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, num_local_experts=8, num_experts_per_tok=2, rope_theta=1000000.0,
+        max_position_embeddings=4096, tie_word_embeddings=False)),
     "olmo2-1b": (Olmo2ForCausalLM, Olmo2Config, dict(
         vocab_size=100352, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=16,
         num_key_value_heads=16, rope_theta=500000.0, rms_norm_eps=1e-6, max_position_embeddings=4096,
