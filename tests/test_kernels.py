@@ -22,6 +22,7 @@ from openformers.configs import (
     Qwen2Config,
     Qwen3Config,
     Qwen3MoeConfig,
+    Starcoder2Config,
 )
 from openformers.generation.cache import DynamicCache
 from openformers.kernels import library
@@ -33,6 +34,7 @@ from openformers.models.olmo2 import Olmo2ForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
 from openformers.models.qwen3_moe import Qwen3MoeForCausalLM
+from openformers.models.starcoder2 import Starcoder2ForCausalLM
 
 TINY = dict(
     vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
@@ -72,7 +74,7 @@ MIXTRAL = dict(num_local_experts=4, num_experts_per_tok=2)
 QWEN3_MOE = dict(num_experts=6, num_experts_per_tok=3, moe_intermediate_size=64, mlp_only_layers=[1])
 MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM, Gemma3TextConfig: Gemma3ForCausalLM,
                  Phi3Config: Phi3ForCausalLM, Olmo2Config: Olmo2ForCausalLM, MixtralConfig: MixtralForCausalLM,
-                 Qwen3MoeConfig: Qwen3MoeForCausalLM}
+                 Qwen3MoeConfig: Qwen3MoeForCausalLM, Starcoder2Config: Starcoder2ForCausalLM}
 
 
 def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> LlamaForCausalLM:
@@ -84,6 +86,13 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
         for name, parameter in model.named_parameters():
             if name.endswith("norm.weight"):
                 torch.nn.init.normal_(parameter, std=0.5)
+        return model.eval()
+    if config_class is Starcoder2Config:  # its LayerNorms' weights and biases, and every projection's bias
+        for name, parameter in model.named_parameters():
+            if name.endswith("norm.weight"):
+                torch.nn.init.normal_(parameter, mean=1.0, std=0.3)
+            elif name.endswith("bias"):
+                torch.nn.init.normal_(parameter, std=0.3)
         return model.eval()
     for layer in model.model.layers:  # from_config zeroes biases and sets norms to ones; make them count
         attention = layer.self_attn
@@ -118,7 +127,8 @@ def quantized(model, quantization: str):
                 continue
             attention.v_proj = kernels.Linear.from_linear(attention.v_proj, "int8")
             if not isinstance(mlp, SparseMoeBlock):
-                mlp.up_proj = int8_per_16(mlp.up_proj)
+                up = "c_fc" if hasattr(mlp, "c_fc") else "up_proj"  # StarCoder2's
+                setattr(mlp, up, int8_per_16(getattr(mlp, up)))
                 continue
             for expert in list(mlp.experts)[::2]:
                 up = "w3" if hasattr(expert, "w3") else "up_proj"
@@ -289,12 +299,14 @@ def test_an_unknown_rope_scaling_is_refused():
      (Phi3Config, PHI3), (Phi3Config, PHI3_LONGROPE), (Phi3Config, HEAD_DIM_128), (Gemma2Config, GEMMA2),
      (Gemma2Config, GEMMA2_HEAD_DIM_64), (Olmo2Config, {}), (Olmo2Config, HEAD_DIM_64), (MixtralConfig, MIXTRAL),
      (MixtralConfig, {**MIXTRAL, **HEAD_DIM_64, "num_experts_per_tok": 1, "sliding_window": 5}),
-     (Qwen3MoeConfig, QWEN3_MOE), (Qwen3MoeConfig, {**QWEN3_MOE, "norm_topk_prob": True, "mlp_only_layers": []})],
+     (Qwen3MoeConfig, QWEN3_MOE), (Qwen3MoeConfig, {**QWEN3_MOE, "norm_topk_prob": True, "mlp_only_layers": []}),
+     (Starcoder2Config, {}), (Starcoder2Config, {"use_bias": False}),
+     (Starcoder2Config, {**HEAD_DIM_64, "sliding_window": 5})],
     ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
          "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope",
          "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128", "gemma2-soft-caps",
          "gemma2-head-dim-64", "olmo2", "olmo2-head-dim-64", "mixtral", "mixtral-top-1-window", "qwen3-moe-dense-layer",
-         "qwen3-moe-renormalized"],
+         "qwen3-moe-renormalized", "starcoder2", "starcoder2-no-biases", "starcoder2-head-dim-64-window"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -353,11 +365,13 @@ def batch_step_logits(model, ids, mask, steps: int, use_kernels: bool, monkeypat
      (Gemma2Config, GEMMA2_HEAD_DIM_64, "int4+int8"), (Olmo2Config, {}, None), (Olmo2Config, {}, "int4+int8"),
      (MixtralConfig, MIXTRAL, None), (MixtralConfig, {**MIXTRAL, "sliding_window": 5}, "int8"),
      (Qwen3MoeConfig, QWEN3_MOE, None), (Qwen3MoeConfig, {**QWEN3_MOE, "norm_topk_prob": True}, "int4"),
-     (Qwen3MoeConfig, QWEN3_MOE, "int4+int8")],
+     (Qwen3MoeConfig, QWEN3_MOE, "int4+int8"), (Starcoder2Config, {"sliding_window": 5}, None),
+     (Starcoder2Config, {}, "int8"), (Starcoder2Config, {}, "int4+int8")],
     ids=["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
          "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8", "phi3",
          "phi3-longrope-int8", "phi3-int4+int8", "gemma2", "gemma2-head-dim-64-int4+int8", "olmo2", "olmo2-int4+int8",
-         "mixtral", "mixtral-window-int8", "qwen3-moe", "qwen3-moe-renormalized-int4", "qwen3-moe-int4+int8"],
+         "mixtral", "mixtral-window-int8", "qwen3-moe", "qwen3-moe-renormalized-int4", "qwen3-moe-int4+int8",
+         "starcoder2-window", "starcoder2-int8", "starcoder2-int4+int8"],
 )
 def test_batched_steps_match_plain_path(config_class, overrides, quantization, monkeypatch):
     # Six rows left-padded to different lengths (one not at all), 12 steps: past a window of 5, so a padded row's
@@ -420,6 +434,23 @@ def test_a_mixture_records_its_router_scores_through_its_layers(monkeypatch):
         model(torch.tensor([[8]]), past_key_values=cache)
         output = model(torch.tensor([[9]]), past_key_values=cache, output_router_logits=True)
     assert len(steps) == 1 and len(output.router_logits) == 1  # the second layer is dense (mlp_only_layers)
+
+
+def test_starcoder2_with_dropout_steps_through_its_layers_while_training(monkeypatch):
+    # Its dropouts draw while training, which the step does not: a training model's steps take the layers, even
+    # without gradients; in eval the step runs and matches the plain path in bfloat16 too.
+    model = accelerated(tiny_model(Starcoder2Config, residual_dropout=0.5))
+    steps = counted_decode_steps(monkeypatch)
+    tokens = [5, 6, 7, 8, 9]
+    model.train()
+    step_logits(model, tokens, True, monkeypatch)
+    assert not steps
+    model.eval()
+    float32 = step_logits(model, tokens, True, monkeypatch)
+    assert len(steps) == 2
+    fast = step_logits(model.to(torch.bfloat16), tokens, True, monkeypatch)
+    assert len(steps) == 4 and fast.dtype == torch.bfloat16
+    torch.testing.assert_close(fast.float(), float32, atol=0.1, rtol=0.05)
 
 
 def test_bfloat16_qwen3_moe_steps_stay_close_to_float32(monkeypatch):
@@ -508,9 +539,11 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
      (MistralConfig, {"sliding_window": 6}, "int4"), (MistralConfig, {"sliding_window": 6}, "int4+int8"),
      (Gemma3TextConfig, GEMMA3, None), (Gemma3TextConfig, GEMMA3, "int4+int8"), (Phi3Config, PHI3, "int4+int8"),
      (Gemma2Config, GEMMA2_HEAD_DIM_64, None), (Olmo2Config, {}, None), (MixtralConfig, MIXTRAL, None),
-     (MixtralConfig, MIXTRAL, "int8"), (Qwen3MoeConfig, QWEN3_MOE, "int4"), (Qwen3MoeConfig, QWEN3_MOE, "int4+int8")],
+     (MixtralConfig, MIXTRAL, "int8"), (Qwen3MoeConfig, QWEN3_MOE, "int4"), (Qwen3MoeConfig, QWEN3_MOE, "int4+int8"),
+     (Starcoder2Config, {}, None), (Starcoder2Config, {}, "int4+int8")],
     ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8", "phi3-int4+int8", "gemma2-head-dim-64",
-         "olmo2", "mixtral", "mixtral-int8", "qwen3-moe-int4", "qwen3-moe-int4+int8"],
+         "olmo2", "mixtral", "mixtral-int8", "qwen3-moe-int4", "qwen3-moe-int4+int8", "starcoder2",
+         "starcoder2-int4+int8"],
 )
 def test_a_team_of_threads_gives_the_one_thread_results(config_class, overrides, quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly

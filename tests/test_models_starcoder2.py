@@ -15,6 +15,7 @@ import openformers
 from decoder_parity import (
     GENERATE_OPTIONS,
     assert_cached_decoding_equals_the_full_forward,
+    assert_decoding_step_gives_the_references_logits,
     assert_generate_matches,
     assert_gradient_checkpointing_changes_nothing,
     assert_hidden_states_and_attentions_match,
@@ -186,9 +187,13 @@ def test_dropouts_apply_while_training_only(tmp_path):
 
 
 @torch.inference_mode()
-def test_the_cpu_kernel_leaves_starcoder2_on_the_plain_path_with_the_same_logits(tiny):
+def test_the_cpu_kernels_decoding_step_gives_the_reference_logits_unless_gelu_is_exact(tiny):
     _, reference, model = tiny
-    assert_kernel_leaves_the_plain_path(model, reference, _ids(1, 7, seed=9))
+    ids = _ids(1, 12, seed=9)
+    if model.config.hidden_act == "gelu":  # erf's GELU: the step has the tanh form only, and refuses it by name
+        assert_kernel_leaves_the_plain_path(model, reference, ids)
+    else:
+        assert_decoding_step_gives_the_references_logits(model, reference, ids, prefill=3)
 
 
 def test_config_defaults_match_the_reference():

@@ -696,36 +696,57 @@ void product_rows(const Matrix& m, int64_t begin, int64_t end, const Rounded& in
 // A norm's weights as the model holds them, float32 or bfloat16, widened (exactly) as they are read: converting a
 // bfloat16 model's 61 norms to float32 tensors was half of each step's setup (SmolLM2, 0.13 ms of it, one thread).
 // `offset` is added to each weight as it is read: 1 for Gemma, whose checkpoints store each norm's scale as its
-// offset from one (the scale is 1 + w, computed in float32 as its reference computes it), else 0.
+// offset from one (the scale is 1 + w, computed in float32 as its reference computes it), else 0. With a `bias` (of
+// the weights' dtype) the norm is a LayerNorm: the values centred on their mean before they are scaled, the bias
+// added after (StarCoder2's).
 struct NormWeights {
   const void* data;
   bool bf16;
   float offset = 0.f;
+  const void* bias = nullptr;
 };
 
 template <typename N>
-void rms_norm(const float* x, const N* weight, float offset, float eps, float* out, int64_t n) {
-  float squares = 0.f;
+void apply_norm(const float* x, const N* weight, const N* bias, float offset, float eps, float* out, int64_t n) {
+  float mean = 0.f, squares = 0.f;
+  if (bias) {
+#pragma omp simd reduction(+ : mean)
+    for (int64_t i = 0; i < n; ++i) mean += x[i];
+    mean /= n;
+  }
 #pragma omp simd reduction(+ : squares)
-  for (int64_t i = 0; i < n; ++i) squares += x[i] * x[i];
+  for (int64_t i = 0; i < n; ++i) squares += (x[i] - mean) * (x[i] - mean);
   float inv = 1.f / std::sqrt(squares / n + eps);
-  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * inv * (offset + as_float(weight[i]));
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = (x[i] - mean) * inv * (offset + as_float(weight[i])) + (bias ? as_float(bias[i]) : 0.f);
 }
 
-void rms_norm(const float* x, NormWeights weight, float eps, float* out, int64_t n) {
-  if (weight.bf16) rms_norm(x, static_cast<const c10::BFloat16*>(weight.data), weight.offset, eps, out, n);
-  else rms_norm(x, static_cast<const float*>(weight.data), weight.offset, eps, out, n);
+// x normed into out (which may be x): an RMSNorm, or a LayerNorm where the norm has a bias.
+void apply_norm(const float* x, NormWeights norm, float eps, float* out, int64_t n) {
+  if (norm.bf16)
+    apply_norm(x, static_cast<const c10::BFloat16*>(norm.data), static_cast<const c10::BFloat16*>(norm.bias),
+               norm.offset, eps, out, n);
+  else
+    apply_norm(x, static_cast<const float*>(norm.data), static_cast<const float*>(norm.bias), norm.offset, eps, out, n);
 }
 
-// Where the step reads a norm's weights: the tensor itself when it is float32 or bfloat16 and contiguous, else a
-// float32 copy that `converted` keeps for as long as the step reads it.
-NormWeights norm_weights(const at::Tensor& norm, std::vector<at::Tensor>& converted, float offset = 0.f) {
+// Where the step reads a norm's weights (and its bias, where it is a LayerNorm): the tensors themselves when they
+// are float32 or bfloat16, of one dtype, and contiguous, else float32 copies that `converted` keeps for as long as
+// the step reads them.
+NormWeights norm_weights(const at::Tensor& norm, std::vector<at::Tensor>& converted, float offset = 0.f,
+                         const at::Tensor& bias = at::Tensor()) {
   if (norm.numel() == 0) return {nullptr, false, offset};  // none (OLMo 2's layer inputs)
+  bool biased = bias.defined() && bias.numel() > 0;
+  TORCH_CHECK(!biased || bias.numel() == norm.numel(), "openformers kernels: a norm's bias has ", bias.numel(),
+              " values for its ", norm.numel(), " weights");
   auto type = norm.scalar_type();
-  if ((type == at::kFloat || type == at::kBFloat16) && norm.is_contiguous())
-    return {norm.data_ptr(), type == at::kBFloat16, offset};
+  if ((type == at::kFloat || type == at::kBFloat16) && norm.is_contiguous() &&
+      (!biased || (bias.scalar_type() == type && bias.is_contiguous())))
+    return {norm.data_ptr(), type == at::kBFloat16, offset, biased ? bias.data_ptr() : nullptr};
   converted.push_back(norm.to(at::kFloat).contiguous());
-  return {converted.back().data_ptr(), false, offset};
+  const void* data = converted.back().data_ptr();
+  if (biased) converted.push_back(bias.to(at::kFloat).contiguous());
+  return {data, false, offset, biased ? converted.back().data_ptr() : nullptr};
 }
 
 // Rotate each (i, i + half) pair of a head's first `dims` values by the position's angle; `sin` is signed per half.
@@ -1349,7 +1370,7 @@ struct Family {
 
 // The residual stream x plus the normed `out` (Gemma's sandwich norms), in a thread's own copy of x.
 inline void add_normed(float* x, const float* out, NormWeights norm, float eps, float* scratch, int64_t n) {
-  rms_norm(out, norm, eps, scratch, n);
+  apply_norm(out, norm, eps, scratch, n);
   for (int64_t i = 0; i < n; ++i) x[i] += scratch[i];
 }
 
@@ -1359,6 +1380,14 @@ inline void activate_times(const Family& family, const float* gate, const float*
   else silu_times(gate, up, out, n);
 }
 
+// SiLU(x) or GELU(x) alone, an MLP's without a gate (StarCoder2's); out may be x. activate_times' arithmetic times
+// ones, which is exact.
+inline void activate(const Family& family, const float* x, float* out, int64_t n) {
+  static thread_local std::vector<float> ones;
+  if (static_cast<int64_t>(ones.size()) < n) ones.assign(n, 1.f);
+  activate_times(family, x, ones.data(), out, n);
+}
+
 inline void scale_query(const Family& family, float* q, int64_t head_dim) {
   if (family.query_factor != 1.f)
     for (int64_t i = 0; i < head_dim; ++i) q[i] *= family.query_factor;
@@ -1366,7 +1395,7 @@ inline void scale_query(const Family& family, float* q, int64_t head_dim) {
 
 // A head's `head_dim` queries or keys normed in place where the layer norms them (Qwen3), before their rotation.
 inline void norm_head(float* head, NormWeights norm, float eps, int64_t head_dim) {
-  if (norm.data) rms_norm(head, norm, eps, head, head_dim);
+  if (norm.data) apply_norm(head, norm, eps, head, head_dim);
 }
 
 // The claimed loops of layer_step: k, v, q, the heads, o, then gate, up and down, or a mixture's router, gate, up,
@@ -1502,7 +1531,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
 
   // Each thread norms and rounds the whole input itself, into buffers of its own: a few hundred nanoseconds, where
   // splitting it would cost a barrier. (OLMo 2 norms no layer input.)
-  if (L.attn_norm.data) rms_norm(x, L.attn_norm, eps, normed.data(), hidden);
+  if (L.attn_norm.data) apply_norm(x, L.attn_norm, eps, normed.data(), hidden);
   in.set<W>(L.attn_norm.data ? normed.data() : x, hidden);
   // This position's keys and values go into the cache from the chunk that makes them, the keys a whole head per
   // chunk (rotated pairs span the head), so no barrier and no phase of its own stand between the products and the
@@ -1542,10 +1571,10 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
     team.claim(2, 1, 1, [&](int64_t begin, int64_t end) {
       for (int64_t part = begin; part < end; ++part) {
         if (part == 0) {
-          rms_norm(S.k.data(), L.k_norm, eps, S.k.data(), L.k.rows);
+          apply_norm(S.k.data(), L.k_norm, eps, S.k.data(), L.k.rows);
           for (int64_t h = 0; h < n_kv; ++h) cache_key(h);
         } else {
-          rms_norm(S.q.data(), L.q_norm, eps, S.q.data(), L.q.rows);
+          apply_norm(S.q.data(), L.q_norm, eps, S.q.data(), L.q.rows);
         }
       }
     });
@@ -1581,16 +1610,17 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   // prefetchers then took up again: SmolLM2 bfloat16 on one thread, the two products of 30 layers in 3.9-4.4 ms a
   // token against 3.4-3.6 apart. Every thread then makes SiLU(gate) * up whole for itself, as it norms the input
   // of a layer (1-2 us for SmolLM2's 1536 values).
-  if (L.mlp_norm.data) rms_norm(x, L.mlp_norm, eps, normed.data(), hidden);
+  if (L.mlp_norm.data) apply_norm(x, L.mlp_norm, eps, normed.data(), hidden);
   in.set<W>(L.mlp_norm.data ? normed.data() : x, hidden);
   if (L.mixture.experts)
     return mixture_step<W>(team, x, L.mixture, hidden, L.mlp_norm.data ? normed.data() : x, F, S, in, activated,
                            expert_inputs, unusable);
-  team.product<W>(L.gate, in, S.gate.data());
+  if (L.gate.data) team.product<W>(L.gate, in, S.gate.data());  // (an MLP without a gate: StarCoder2's)
   team.product<W>(L.up, in, S.up.data());
   team.prefetch_share(L.down);
   team.wait();
-  activate_times(F, S.gate.data(), S.up.data(), activated.data(), L.down.cols);
+  if (L.gate.data) activate_times(F, S.gate.data(), S.up.data(), activated.data(), L.down.cols);
+  else activate(F, S.up.data(), activated.data(), L.down.cols);
   in.set<W>(activated.data(), L.down.cols);
   team.claim(hidden, kChunk, 4, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.down, begin, end, in, S.out.data());
@@ -1703,8 +1733,21 @@ struct StepWeights : torch::CustomClassHolder {
     top_k = experts_per_token, normalize_experts = normalize, round_expert_weights = round_weights;
   }
 
+  // StarCoder2's LayerNorms (set_norm_biases): a bias for every norm of `norms`, in their order, then the final
+  // norm's.
+  std::vector<at::Tensor> norm_biases;
+
+  void set_norm_biases(std::vector<at::Tensor> biases) {
+    TORCH_CHECK(biases.size() == norms.size() + 1, "StepWeights.set_norm_biases: one bias per norm (", norms.size(),
+                ") and the final norm's, got ", biases.size());
+    norm_biases = std::move(biases);
+  }
+
   size_t matrices_per_layer() const { return fused ? 4 : 7; }
-  size_t biases_per_layer() const { return fused ? 1 : 3; }
+  // q, k and v's (Qwen2), or every projection's (StarCoder2's use_bias: an empty tensor for a gate it has not).
+  size_t biases_per_layer() const {
+    return fused ? 1 : biases.size() == 7 * (weights.size() / matrices_per_layer()) ? 7 : 3;
+  }
 
   Family family() const { return {gelu, static_cast<float>(query_factor), static_cast<float>(attention_cap)}; }
 };
@@ -1763,7 +1806,8 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
       return scales.empty() ? c10::optional<at::Tensor>() : c10::optional<at::Tensor>(scales[per_layer * l + i]);
     };
     auto bias = [&](size_t i) {  // float32 for the kernel: a bfloat16 model's biases converted each step, as they are
-      if (biases.empty()) return c10::optional<at::Tensor>();
+      if (biases.empty() || i >= biases_per_layer || biases[biases_per_layer * l + i].numel() == 0)
+        return c10::optional<at::Tensor>();
       const at::Tensor& b = biases[biases_per_layer * l + i];
       if (b.scalar_type() == at::kFloat) return c10::optional<at::Tensor>(b);
       converted.push_back(b.to(at::kFloat));
@@ -1771,8 +1815,11 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
     };
     const at::Tensor* w = &weights[per_layer * l];
     const at::Tensor* n = &norms[norms_per_layer * l];
-    const at::Tensor& mlp_norm = stack.sandwich ? n[2] : n[1];
-    NormWeights attn_norm = norm_weights(n[0], converted, offset), mlp_norm_weights = norm_weights(mlp_norm, converted, offset);
+    auto layer_norm = [&](size_t i) {  // the layer's norm i, with its bias where the norms are LayerNorms
+      if (stack.norm_biases.empty()) return norm_weights(n[i], converted, offset);
+      return norm_weights(n[i], converted, offset, stack.norm_biases[norms_per_layer * l + i]);
+    };
+    NormWeights attn_norm = layer_norm(0), mlp_norm_weights = layer_norm(stack.sandwich ? 2 : 1);
     if (stack.fused) {
       Matrix qkv = matrix(w[0], scale(0), bias(0)), gate_up = matrix(w[2], scale(2), {});
       int64_t kv_rows = keys[l].size(1) * keys[l].size(3), q_rows = qkv.rows - 2 * kv_rows;
@@ -1785,9 +1832,10 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
                         mlp_norm_weights, keys[l], values[l]});
     } else {
       bool sparse = !stack.routers.empty() && stack.routers[l].numel() > 0;  // gate, up and down are the experts'
-      auto mlp = [&](size_t i) { return sparse ? Matrix{} : matrix(w[i], scale(i), {}); };
+      // An empty gate: an MLP without one (StarCoder2's).
+      auto mlp = [&](size_t i) { return sparse || w[i].numel() == 0 ? Matrix{} : matrix(w[i], scale(i), bias(i)); };
       layers.push_back({matrix(w[0], scale(0), bias(0)), matrix(w[1], scale(1), bias(1)), matrix(w[2], scale(2), bias(2)),
-                        matrix(w[3], scale(3), {}), mlp(4), mlp(5), mlp(6), attn_norm, mlp_norm_weights, keys[l],
+                        matrix(w[3], scale(3), bias(3)), mlp(4), mlp(5), mlp(6), attn_norm, mlp_norm_weights, keys[l],
                         values[l]});
     }
     Layer& layer = layers.back();
@@ -1815,8 +1863,8 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
       TORCH_CHECK(n[i].numel() == hidden || (stack.sandwich && i % 2 == 0 && n[i].numel() == 0), op, ": layer ", l,
                   "'s norm ", i, " has ", n[i].numel(), " weights for a hidden size of ", hidden);
     if (stack.sandwich) {
-      layer.attn_out_norm = norm_weights(n[1], converted, offset);
-      layer.mlp_out_norm = norm_weights(n[3], converted, offset);
+      layer.attn_out_norm = layer_norm(1);
+      layer.mlp_out_norm = layer_norm(3);
     }
     if (norms_per_layer == layer_norms + 2) {
       int64_t head_dim = keys[l].size(3), q_size = n[layer_norms].numel(), k_size = n[layer_norms + 1].numel();
@@ -1824,8 +1872,8 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
       TORCH_CHECK((q_size == head_dim && k_size == head_dim) || layer.whole_qk_norms, op,
                   ": the q and k norms must hold head_dim weights each, or as many as the queries and the keys (",
                   layer.q.rows, ", ", layer.k.rows, "), got ", q_size, " and ", k_size);
-      layer.q_norm = norm_weights(n[layer_norms], converted, offset);
-      layer.k_norm = norm_weights(n[layer_norms + 1], converted, offset);
+      layer.q_norm = layer_norm(layer_norms);
+      layer.k_norm = layer_norm(layer_norms + 1);
     }
     layer.local = !stack.sliding.empty() && stack.sliding[l];
     layer.window = stack.sliding.empty() || layer.local ? window : 0;
@@ -1840,7 +1888,8 @@ NormWeights final_norm_weights(const char* op, const c10::optional<at::Tensor>& 
   if (!norm || !norm->defined()) return {nullptr, false};
   TORCH_CHECK(norm->numel() == hidden, op, ": the final norm has ", norm->numel(), " weights for a hidden size of ",
               hidden);
-  return norm_weights(*norm, converted, static_cast<float>(stack.norm_offset));
+  const at::Tensor& bias = stack.norm_biases.empty() ? at::Tensor() : stack.norm_biases.back();
+  return norm_weights(*norm, converted, static_cast<float>(stack.norm_offset), bias);
 }
 
 // Whether logit v at index i comes before `best` at index `at` (at < 0: none yet) in torch.argmax's order: the larger
@@ -1953,7 +2002,7 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
   int64_t mlp_rows = 0, most_experts = 0;  // the widest gate and up of any layer (a mixture's: its chosen experts')
   for (const Layer& L : layers) {
     const Mixture& M = L.mixture;
-    mlp_rows = std::max(mlp_rows, M.experts ? M.top_k * M.width : L.gate.rows);
+    mlp_rows = std::max(mlp_rows, M.experts ? M.top_k * M.width : L.up.rows);
     most_experts = std::max(most_experts, M.experts);
   }
   Shared S{std::vector<float>(first.q.rows), std::vector<float>(first.k.rows), std::vector<float>(first.v.rows),
@@ -2033,7 +2082,7 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
       // As in a layer, each thread norms and rounds the whole x itself. One of those that met at the barrier (a
       // thread that left the team may have normed x before it was done) keeps its normed x for the caller, in a
       // buffer of its own: x itself is still being read (and S.out by the sandwich norms of slower threads).
-      rms_norm(x, norm_f, epsf, normed.data(), hidden);
+      apply_norm(x, norm_f, epsf, normed.data(), hidden);
       team.claim(1, 1, 1, [&](int64_t, int64_t) { std::copy(normed.begin(), normed.end(), normed_x.begin()); });
       auto head_rows = [&](auto head_tag) {
         using H = decltype(head_tag);
@@ -2058,7 +2107,7 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
   TORCH_CHECK(!unusable.load(), "decode_step: an expert the router picked has weights that are not a (width, hidden) "
               "or (hidden, width) matrix of the layers' layout (", weight_type, ") with its scales");
   if (with_head) std::copy(normed_x.begin(), normed_x.end(), xd);
-  else if (norm_f.data) rms_norm(xd, norm_f, epsf, xd, hidden);
+  else if (norm_f.data) apply_norm(xd, norm_f, epsf, xd, hidden);
   if (follow_team) follow_team_size();
   return {logits, at::full({1}, top_at, x.options().dtype(at::kLong))};
 }
@@ -2892,7 +2941,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, const Fam
 
   const float* attention_input = L.attn_norm.data ? normed.data() : x;  // (OLMo 2 norms no layer input)
   if (L.attn_norm.data)
-    for (int64_t j = 0; j < n; ++j) rms_norm(x + j * hidden, L.attn_norm, eps, normed.data() + j * hidden, hidden);
+    for (int64_t j = 0; j < n; ++j) apply_norm(x + j * hidden, L.attn_norm, eps, normed.data() + j * hidden, hidden);
   set_inputs(attention_input, hidden);
   product(L.q, attention_input, S.q.data());
   product(L.k, attention_input, S.k.data());
@@ -2912,8 +2961,8 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, const Fam
   if (L.whole_qk_norms) {
     team.claim(n, 1, 1, [&](int64_t begin, int64_t end) {  // OLMo 2: a row's queries and keys normed whole
       for (int64_t j = begin; j < end; ++j) {
-        rms_norm(S.q.data() + j * L.q.rows, L.q_norm, eps, S.q.data() + j * L.q.rows, L.q.rows);
-        rms_norm(S.k.data() + j * L.k.rows, L.k_norm, eps, S.k.data() + j * L.k.rows, L.k.rows);
+        apply_norm(S.q.data() + j * L.q.rows, L.q_norm, eps, S.q.data() + j * L.q.rows, L.q.rows);
+        apply_norm(S.k.data() + j * L.k.rows, L.k_norm, eps, S.k.data() + j * L.k.rows, L.k.rows);
         for (int64_t h = 0; h < n_kv; ++h) cache_head(j, h);
       }
     });
@@ -2951,7 +3000,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, const Fam
       for (int64_t j = 0; j < n; ++j)
         for (int64_t i = begin; i < end; ++i) x[j * hidden + i] += S.out[j * hidden + i];
   });
-  team.prefetch_share(L.gate, multiple);
+  if (L.gate.data) team.prefetch_share(L.gate, multiple);
   team.prefetch_share(L.up, multiple);
   team.wait();
   if (sandwich)
@@ -2960,17 +3009,18 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, const Fam
 
   const float* mlp_input = L.mlp_norm.data ? normed.data() : x;
   if (L.mlp_norm.data)
-    for (int64_t j = 0; j < n; ++j) rms_norm(x + j * hidden, L.mlp_norm, eps, normed.data() + j * hidden, hidden);
+    for (int64_t j = 0; j < n; ++j) apply_norm(x + j * hidden, L.mlp_norm, eps, normed.data() + j * hidden, hidden);
   set_inputs(mlp_input, hidden);
   if (L.mixture.experts)
     return batch_mixture_step<W>(team, x, n, L.mixture, hidden, mlp_input, F, S, rounded, batch, groups, unusable);
-  int64_t inner = L.gate.rows;
+  int64_t inner = L.up.rows;
   team.claim(inner, kChunk, multiple, [&](int64_t begin, int64_t end) {
-    batch_rows<W>(L.gate, begin, end, mlp_input, batch, n, S.gate.data());
+    if (L.gate.data) batch_rows<W>(L.gate, begin, end, mlp_input, batch, n, S.gate.data());
     batch_rows<W>(L.up, begin, end, mlp_input, batch, n, S.up.data());
-    for (int64_t j = 0; j < n; ++j) {
-      float* gate = S.gate.data() + j * inner + begin;
-      activate_times(F, gate, S.up.data() + j * inner + begin, gate, end - begin);
+    for (int64_t j = 0; j < n; ++j) {  // into gate's buffer; without a gate (StarCoder2), the activated up alone
+      float *gate = S.gate.data() + j * inner + begin, *up = S.up.data() + j * inner + begin;
+      if (L.gate.data) activate_times(F, gate, up, gate, end - begin);
+      else activate(F, up, gate, end - begin);
     }
   });
   team.prefetch_share(L.down, multiple);
@@ -3028,7 +3078,7 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
   }
   int64_t mlp_rows = 0, most_experts = 0;  // as decode_step's, per row
   for (const Layer& L : layers) {
-    mlp_rows = std::max(mlp_rows, L.mixture.experts ? L.mixture.top_k * L.mixture.width : L.gate.rows);
+    mlp_rows = std::max(mlp_rows, L.mixture.experts ? L.mixture.top_k * L.mixture.width : L.up.rows);
     most_experts = std::max(most_experts, L.mixture.experts);
   }
   Shared S{std::vector<float>(n * first.q.rows), std::vector<float>(n * first.k.rows),
@@ -3088,7 +3138,7 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
   TORCH_CHECK(!unusable.load(), "decode_batch: an expert the router picked has weights that are not a (width, hidden) "
               "or (hidden, width) matrix of the layers' layout (", weight_type, ") with its scales");
   if (norm_f.data)
-    for (int64_t j = 0; j < n; ++j) rms_norm(xd + j * hidden, norm_f, epsf, xd + j * hidden, hidden);
+    for (int64_t j = 0; j < n; ++j) apply_norm(xd + j * hidden, norm_f, epsf, xd + j * hidden, hidden);
   if (follow_team) follow_team_size();
 }
 
@@ -4103,7 +4153,8 @@ TORCH_LIBRARY(openformers, m) {
                        std::vector<at::Tensor>>())
       .def("set_family", &StepWeights::set_family)
       .def("set_fused", &StepWeights::set_fused)
-      .def("set_experts", &StepWeights::set_experts);
+      .def("set_experts", &StepWeights::set_experts)
+      .def("set_norm_biases", &StepWeights::set_norm_biases);
   m.def("decode_step(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps, Tensor? norm=None, "
         "Tensor? head=None, Tensor? head_scale=None, bool bfloat16_logits=False, bool follow_team=False, "

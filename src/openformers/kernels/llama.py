@@ -59,6 +59,7 @@ from ..models.olmo2 import Olmo2Attention, Olmo2DecoderLayer, Olmo2Model, Olmo2R
 from ..models.phi3 import Phi3Attention, Phi3DecoderLayer, Phi3MLP, Phi3Model
 from ..models.qwen3 import Qwen3Attention, Qwen3DecoderLayer
 from ..models.qwen3_moe import Qwen3MoeDecoderLayer, Qwen3MoeMLP, Qwen3MoeSparseMoeBlock
+from ..models.starcoder2 import Starcoder2DecoderLayer, Starcoder2MLP, Starcoder2Model
 from . import library
 from .linear import KERNEL_WEIGHTS, Linear
 
@@ -142,9 +143,24 @@ QWEN3_MOE_IMPLEMENTED = {
     "mlp_only_layers": lambda value: True,
     "norm_topk_prob": lambda value: True,
 }
+# StarCoder2: LayerNorms with biases (StepWeights.set_norm_biases), a bias on every projection with use_bias, an MLP
+# without a gate (an empty gate weight) and GELU's tanh form. Its dropouts draw only while training: DecodeStep.run
+# leaves a training decoder's steps to its layers.
+STARCODER2_IMPLEMENTED = {
+    "model_type": lambda value: value == "starcoder2",
+    "hidden_act": lambda value: value in ("gelu_pytorch_tanh", "gelu_new"),  # the tanh form
+    "rope_scaling": IMPLEMENTED["rope_scaling"],
+    "use_bias": lambda value: True,
+    "norm_epsilon": lambda value: True,  # read from the norms
+    "sliding_window": lambda value: True,  # None, or one window for every layer
+    "embedding_dropout": lambda value: True,
+    "attention_dropout": lambda value: True,
+    "residual_dropout": lambda value: True,
+}
 # model_type -> what the step implements, where not IMPLEMENTED
 FAMILIES = {"gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED, "olmo2": OLMO2_IMPLEMENTED,
-            "phi3": PHI3_IMPLEMENTED, "mixtral": MIXTRAL_IMPLEMENTED, "qwen3_moe": QWEN3_MOE_IMPLEMENTED}
+            "phi3": PHI3_IMPLEMENTED, "mixtral": MIXTRAL_IMPLEMENTED, "qwen3_moe": QWEN3_MOE_IMPLEMENTED,
+            "starcoder2": STARCODER2_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
 # (read from the model's modules), token ids, head and output options, and what Qwen2 and Qwen3 fold into the
 # decoder's sliding_window (Qwen3's layer_types: one window for every layer or none, as its config checks).
@@ -196,6 +212,7 @@ OLMO2_LAYERS = ((Olmo2DecoderLayer, Olmo2Attention, LlamaMLP),)
 MIXTURE_LAYERS = ((MixtralDecoderLayer, LlamaAttention, MixtralSparseMoeBlock),
                   (Qwen3MoeDecoderLayer, Qwen3Attention, Qwen3MoeSparseMoeBlock),
                   (Qwen3MoeDecoderLayer, Qwen3Attention, Qwen3MoeMLP))  # Qwen3-MoE's dense layers
+STARCODER2_LAYERS = ((Starcoder2DecoderLayer, LlamaAttention, Starcoder2MLP),)
 EXPERT_PROJECTIONS = {MixtralExpert: ("w1", "w3", "w2"), Qwen3MoeMLP: MLP_PROJECTIONS}  # gate, up, down
 
 
@@ -346,10 +363,15 @@ def _swap_linear(parent: nn.Module, name: str) -> None:
 def _implemented_layers(decoder: DecoderModel) -> bool:
     """Whether the decoder is made of the layers the step reproduces (a user's own subclass or a swapped-in
     adapter is not), with every linear layer the kernel's or a plain nn.Linear."""
-    gemma, olmo2 = isinstance(decoder, Gemma2Model), type(decoder) is Olmo2Model
-    norm_class = GemmaRMSNorm if gemma else Olmo2RMSNorm if olmo2 else RMSNorm
+    gemma, olmo2, starcoder2 = isinstance(decoder, Gemma2Model), type(decoder) is Olmo2Model, _layer_normed(decoder)
+    norm_class = GemmaRMSNorm if gemma else Olmo2RMSNorm if olmo2 else nn.LayerNorm if starcoder2 else RMSNorm
     layer_kinds = (GEMMA_LAYERS if gemma else OLMO2_LAYERS if olmo2 else PHI3_LAYERS if type(decoder) is Phi3Model
-                   else MIXTURE_LAYERS if isinstance(decoder, MixtralModel) else LLAMA_LAYERS)
+                   else MIXTURE_LAYERS if isinstance(decoder, MixtralModel) else STARCODER2_LAYERS if starcoder2
+                   else LLAMA_LAYERS)
+    # LayerNorms with their weights and biases (StarCoder2's always have both)
+    if starcoder2 and any(norm.weight is None or norm.bias is None
+                          for norm in [decoder.norm] + [n for layer in decoder.layers for n in _layer_norms(layer)]):
+        return False
     routings = set()  # (top_k, normalize, weights_in_model_dtype) of the sparse blocks: set_experts takes one
     for layer in decoder.layers:
         feed_forward = _feed_forward(layer)
@@ -366,6 +388,11 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
                 return False
             routings.add((feed_forward.top_k, feed_forward.normalize, feed_forward.weights_in_model_dtype))
     return type(decoder.norm) is norm_class and len(routings) <= 1
+
+
+def _layer_normed(decoder: DecoderModel) -> bool:
+    """Whether the decoder's norms are LayerNorms with biases (StarCoder2's; set_norm_biases)."""
+    return type(decoder) is Starcoder2Model
 
 
 def _feed_forward(layer: nn.Module) -> nn.Module:
@@ -413,7 +440,8 @@ class DecodeStep:
         self._current = False  # whether _stack still holds the tensors the module dicts hold (a _WatchedDict clears it)
         self._layer_count = 0  # the decoder's layers when _stack was gathered
         self._mixture = False  # whether _stack has sparse layers (set_experts)
-        self._jitter = False  # whether their routers draw noise while training (Mixtral's router_jitter_noise)
+        # whether the layers draw random numbers while training (Mixtral's router_jitter_noise, StarCoder2's dropouts)
+        self._draws_while_training = False
 
     def __getstate__(self) -> dict:
         # A copy's modules hold plain dicts (_WatchedDict copies as one): it gathers its tensors, and watches, anew.
@@ -471,8 +499,8 @@ class DecodeStep:
             return None
         rows = input_ids.shape[0]
         one_sequence = rows == 1 and not padding  # decode_step, else decode_batch
-        if self._mixture and decoder.training and self._jitter:
-            return None  # Mixtral's router draws noise while training
+        if self._draws_while_training and decoder.training:
+            return None  # the layers' noise or dropout, which the step does not draw
         gemma = isinstance(decoder, Gemma2Model)
         # Gemma 3's sliding layers rotate by tables of their own (decode.cpp's Layer::local); Gemma 2's by the same.
         rotaries = [decoder._modules["rotary_emb"]]
@@ -562,9 +590,15 @@ class DecodeStep:
             self._stack.set_family(True, False, 0.0, 1.0, 1.0, [], 0.0)
         if ready and type(self.decoder) is Phi3Model:
             self._stack.set_fused(True)
+        if ready and _layer_normed(self.decoder):
+            layer_norms = [norm for layer in self.decoder.layers for norm in _layer_norms(layer)]
+            self._stack.set_family(False, True, 0.0, 1.0, 1.0, [], 0.0)  # GELU
+            self._stack.set_norm_biases([norm.bias for norm in layer_norms] + [self.decoder.norm.bias])
         blocks = [block for block in map(_feed_forward, self.decoder.layers) if isinstance(block, SparseMoeBlock)]
         self._mixture = ready and bool(blocks)
-        self._jitter = any(block.jitter_noise for block in blocks)
+        config = self.decoder.config
+        self._draws_while_training = any(block.jitter_noise for block in blocks) or _layer_normed(self.decoder) and any(
+            getattr(config, name) for name in ("embedding_dropout", "attention_dropout", "residual_dropout"))
         if self._mixture:
             block = blocks[0]  # _implemented_layers checked that every block routes alike
             rounded = block.weights_in_model_dtype and block.gate.weight.dtype == torch.bfloat16
@@ -713,6 +747,8 @@ def _linear_slots(layer: nn.Module) -> list[tuple[nn.Module, str]]:
     if type(layer) is Phi3DecoderLayer:
         return [(layer.self_attn, "qkv_proj"), (layer.self_attn, "o_proj"), (layer.mlp, "gate_up_proj"),
                 (layer.mlp, "down_proj")]
+    if type(layer) is Starcoder2DecoderLayer:  # no gate: _gather puts an empty weight in its place
+        return [(layer.self_attn, n) for n in PROJECTIONS] + [(layer.mlp, "c_fc"), (layer.mlp, "c_proj")]
     feed_forward = _feed_forward(layer)
     mlp = [] if isinstance(feed_forward, SparseMoeBlock) else [(feed_forward, n) for n in MLP_PROJECTIONS]
     return [(layer.self_attn, n) for n in PROJECTIONS] + mlp
@@ -736,9 +772,9 @@ def _experts(layer: nn.Module) -> list[nn.Linear]:
 
 
 def _query_key_value_count(layer: nn.Module) -> int:
-    """How many of a layer's first linear layers (_linears) make its queries, keys and values: those that may have
-    biases (Qwen2's)."""
-    return 1 if type(layer) is Phi3DecoderLayer else 3
+    """How many of a layer's first linear layers (_linears) may have biases: those that make its queries, keys and
+    values (Qwen2's), or all of them (StarCoder2's use_bias)."""
+    return 1 if type(layer) is Phi3DecoderLayer else 6 if type(layer) is Starcoder2DecoderLayer else 3
 
 
 def _gather(decoder: DecoderModel) -> tuple[list, list, list, list]:
@@ -747,6 +783,13 @@ def _gather(decoder: DecoderModel) -> tuple[list, list, list, list]:
     for layer in decoder.layers:
         linears = _linears(layer)
         norms += (no_norm if norm is None else norm.weight for norm in _layer_norms(layer))
+        if type(layer) is Starcoder2DecoderLayer:  # an empty gate (decode.cpp: an MLP without one) and 7 biases
+            linears.insert(4, None)
+            weights += (torch.empty(0) if p is None else p.weight for p in linears)
+            scales += (torch.empty(0) if p is None else p.scale for p in linears) if linears[0].scale is not None else []
+            if any(p is not None and p.bias is not None for p in linears):
+                biases += (torch.empty(0) if p is None or p.bias is None else p.bias for p in linears)
+            continue
         weights += (p.weight for p in linears)
         scales += (p.scale for p in linears if p.scale is not None)
         biases += (p.bias for p in linears[:_query_key_value_count(layer)] if p.bias is not None)
