@@ -16,7 +16,8 @@ GELU, queries scaled by query_pre_attn_scalar, sliding layers, Gemma 3's with ro
 2's soft-capped attention scores; `set_family` of decode.cpp's StepWeights; the final logits' soft-cap after the
 head), OLMo 2 (norms after attention and MLP only, queries and keys normed over all heads at once), Phi-3 /
 Phi-4 (fused q/k/v and gate/up weights, `set_fused`; rotary tables over a head's leading dimensions; longrope),
-and Mixtral and Qwen3-MoE (`set_experts`: the router's picks and the chosen experts' products in the step, a
+StarCoder2 (LayerNorms with biases, `set_norm_biases`; biases on every projection; an MLP without a gate), and
+Mixtral and Qwen3-MoE (`set_experts`: the router's picks and the chosen experts' products in the step, a
 batch's rows grouped by the experts they picked).
 A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
 step implements it and tests/test_kernels.py proves parity for it.

@@ -8,8 +8,9 @@ and both residual branches (`residual_dropout`). The heads are the reference's: 
 classification.
 
 GGUF files of llama.cpp's "starcoder2" architecture load too (`config_from_gguf`, `convert_gguf_state_dict`); their
-rows need no un-permuting (llama.cpp rotates StarCoder2 the way Hugging Face does). The CPU decoding kernel does not
-take StarCoder2: kernels/llama.py refuses model_type "starcoder2".
+rows need no un-permuting (llama.cpp rotates StarCoder2 the way Hugging Face does). The CPU decoding kernel's step
+(kernels/llama.py) takes StarCoder2 with GELU's tanh form (its checkpoints' `gelu_pytorch_tanh`), in inference or
+without dropout: its LayerNorms' biases, the projections' biases and the MLP without a gate are decode.cpp's too.
 """
 
 import torch
