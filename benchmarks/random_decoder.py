@@ -17,9 +17,10 @@ key/value heads of 128, 128 experts of 768 a layer, 8 a token renormalized, an u
 30.5B parameters need `--layers` (each layer 0.62B, a token reading 57M of them) and, past a few layers, `--ways`
 (each way holds a model); `mixtral-8x7b` is Mixtral-8x7B's (32 layers, hidden 4096, 32 query and 8 key/value
 heads of 128, 8 experts of 14336 a layer, 2 a token; a layer 1.45B parameters, a token reading 0.39B of them);
-`olmo2-1b` is OLMo-2-0425-1B's (16 layers, hidden 2048, 16 heads of 128, each
-query and key norm over all 2048 of them, intermediate 8192, an untied vocabulary of 100352). Run from the
-repository root:
+`starcoder2-3b` is StarCoder2-3B's (30 layers, hidden 3072, 24 query and 2 key/value heads of 128, a plain MLP of
+12288 with GELU, LayerNorms and a bias on every projection, a tied vocabulary of 49152); `olmo2-1b` is
+OLMo-2-0425-1B's (16 layers, hidden 2048, 16 heads of 128, each query and key norm over all 2048 of them,
+intermediate 8192, an untied vocabulary of 100352). Run from the repository root:
 
     .venv/bin/python benchmarks/random_decoder.py [--family qwen3] [--dtype bfloat16] [--new-tokens 32] [--rounds 2]
         [--layers N] [--batch N] [--ways plain products step]
@@ -32,13 +33,22 @@ import time
 import torch
 
 from openformers import kernels
-from openformers.configs import Gemma2Config, MixtralConfig, Olmo2Config, Phi3Config, Qwen3Config, Qwen3MoeConfig
+from openformers.configs import (
+    Gemma2Config,
+    MixtralConfig,
+    Olmo2Config,
+    Phi3Config,
+    Qwen3Config,
+    Qwen3MoeConfig,
+    Starcoder2Config,
+)
 from openformers.models.gemma import Gemma2ForCausalLM
 from openformers.models.mixtral import MixtralForCausalLM
 from openformers.models.olmo2 import Olmo2ForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
 from openformers.models.qwen3_moe import Qwen3MoeForCausalLM
+from openformers.models.starcoder2 import Starcoder2ForCausalLM
 
 FAMILIES = {
     "qwen3": (Qwen3ForCausalLM, Qwen3Config, dict(
@@ -62,6 +72,10 @@ FAMILIES = {
         vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
         num_key_value_heads=8, num_local_experts=8, num_experts_per_tok=2, rope_theta=1000000.0,
         max_position_embeddings=4096, tie_word_embeddings=False)),
+    "starcoder2-3b": (Starcoder2ForCausalLM, Starcoder2Config, dict(
+        vocab_size=49152, hidden_size=3072, intermediate_size=12288, num_hidden_layers=30, num_attention_heads=24,
+        num_key_value_heads=2, rope_theta=999999.4, sliding_window=4096, max_position_embeddings=16384,
+        tie_word_embeddings=True)),
     "olmo2-1b": (Olmo2ForCausalLM, Olmo2Config, dict(
         vocab_size=100352, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=16,
         num_key_value_heads=16, rope_theta=500000.0, rms_norm_eps=1e-6, max_position_embeddings=4096,
@@ -78,8 +92,8 @@ def random_model(family: str, dtype: torch.dtype, layers: int | None = None):
     shape = {**shape, "num_hidden_layers": layers or shape["num_hidden_layers"]}
     model = model_class.from_config(config_class.from_dict(shape), dtype=dtype).eval()
     with torch.no_grad():
-        for parameter in model.parameters():  # matrices of a trained model's scale; norms around one
-            if parameter.dim() > 1:
+        for name, parameter in model.named_parameters():  # matrices of a trained model's scale; norms around one
+            if parameter.dim() > 1 or name.endswith("bias"):
                 parameter.normal_(std=0.02)
             else:
                 parameter.normal_(mean=1.0, std=0.1)
