@@ -598,8 +598,9 @@ class DecodeStep:
         blocks = [block for block in map(_feed_forward, self.decoder.layers) if isinstance(block, SparseMoeBlock)]
         self._mixture = ready and bool(blocks)
         config = self.decoder.config
-        self._draws_while_training = any(block.jitter_noise for block in blocks) or _layer_normed(self.decoder) and any(
-            getattr(config, name) for name in ("embedding_dropout", "attention_dropout", "residual_dropout"))
+        dropouts = ("embedding_dropout", "attention_dropout", "residual_dropout")  # StarCoder2's
+        self._draws_while_training = (any(block.jitter_noise for block in blocks)
+                                      or _layer_normed(self.decoder) and any(getattr(config, d) for d in dropouts))
         if self._mixture:
             block = blocks[0]  # _implemented_layers checked that every block routes alike
             rounded = block.weights_in_model_dtype and block.gate.weight.dtype == torch.bfloat16
@@ -709,8 +710,9 @@ class StepHead(Linear):
 
 def _step_ready(decoder: DecoderModel) -> bool:
     """The layers are the step's, every linear one is the kernel's, all with one weight layout (or int4 and int8
-    mixed: a GGUF file's 5-8-bit matrices kept at int8 under int4) and biases on q/k/v at most (a bias added to
-    another projection after loading would be ignored by decode.cpp)."""
+    mixed: a GGUF file's 5-8-bit matrices kept at int8 under int4) and biases only where decode.cpp reads them
+    (q/k/v, or StarCoder2's every projection: `_biased_count`; a bias added to another projection after loading
+    would be ignored)."""
     if not _implemented_layers(decoder):
         return False
     linears = [p for layer in decoder.layers for p in _linears(layer) + _experts(layer)]
@@ -719,7 +721,7 @@ def _step_ready(decoder: DecoderModel) -> bool:
         all(type(p) is Linear for p in linears)
         and (len(layouts) == 1 or layouts == {torch.int8, torch.uint8})
         and all(p.bias is None for layer in decoder.layers
-                for p in _linears(layer)[_query_key_value_count(layer):] + _experts(layer))
+                for p in _linears(layer)[_biased_count(layer):] + _experts(layer))
     )
 
 
@@ -772,7 +774,7 @@ def _experts(layer: nn.Module) -> list[nn.Linear]:
     return [getattr(parent, name) for parent, name in _expert_slots(layer)]
 
 
-def _query_key_value_count(layer: nn.Module) -> int:
+def _biased_count(layer: nn.Module) -> int:
     """How many of a layer's first linear layers (_linears) may have biases: those that make its queries, keys and
     values (Qwen2's), or all of them (StarCoder2's use_bias)."""
     return 1 if type(layer) is Phi3DecoderLayer else 6 if type(layer) is Starcoder2DecoderLayer else 3
@@ -793,7 +795,7 @@ def _gather(decoder: DecoderModel) -> tuple[list, list, list, list]:
             continue
         weights += (p.weight for p in linears)
         scales += (p.scale for p in linears if p.scale is not None)
-        biases += (p.bias for p in linears[:_query_key_value_count(layer)] if p.bias is not None)
+        biases += (p.bias for p in linears[:_biased_count(layer)] if p.bias is not None)
         if isinstance(_feed_forward(layer), SparseMoeBlock):  # its gate, up and down are its experts' (set_experts)
             weights += [torch.empty(0)] * 3
             scales += [torch.empty(0)] * 3 if linears[0].scale is not None else []
