@@ -235,7 +235,7 @@ def install(model: nn.Module, before_step=None) -> None:
     the step, which calls `before_step` (if given) before each step it takes, until that returns False."""
     decoder = decoder_of(model)
     for layer in decoder.layers:
-        for parent, name in _linear_slots(layer) + _expert_slots(layer):
+        for parent, name in _present(_linear_slots(layer)) + _expert_slots(layer):
             _swap_linear(parent, name)
     if isinstance(getattr(model, "lm_head", None), nn.Linear):
         _swap_linear(model, "lm_head")
@@ -710,18 +710,19 @@ class StepHead(Linear):
 
 def _step_ready(decoder: DecoderModel) -> bool:
     """The layers are the step's, every linear one is the kernel's, all with one weight layout (or int4 and int8
-    mixed: a GGUF file's 5-8-bit matrices kept at int8 under int4) and biases only where decode.cpp reads them
-    (q/k/v, or StarCoder2's every projection: `_biased_count`; a bias added to another projection after loading
-    would be ignored)."""
+    mixed: a GGUF file's 5-8-bit matrices kept at int8 under int4) and biases only where decode.cpp reads them:
+    on any projection of a layer (_gather), but on Phi-3's fused q/k/v alone and on no expert (a bias added there
+    after loading would be ignored)."""
     if not _implemented_layers(decoder):
         return False
     linears = [p for layer in decoder.layers for p in _linears(layer) + _experts(layer)]
     layouts = {p.weight.dtype for p in linears}
+    unread = [p for layer in decoder.layers for p in _experts(layer)
+              + (_linears(layer)[1:] if type(layer) is Phi3DecoderLayer else [])]
     return (
         all(type(p) is Linear for p in linears)
         and (len(layouts) == 1 or layouts == {torch.int8, torch.uint8})
-        and all(p.bias is None for layer in decoder.layers
-                for p in _linears(layer)[_biased_count(layer):] + _experts(layer))
+        and all(p.bias is None for p in unread)
     )
 
 
@@ -744,21 +745,34 @@ def _gemma_family(decoder: Gemma2Model) -> tuple:
             [int(layer.is_sliding) for layer in decoder.layers], float(attention.softcap or 0.0))
 
 
-def _linear_slots(layer: nn.Module) -> list[tuple[nn.Module, str]]:
+def _linear_slots(layer: nn.Module) -> list[tuple[nn.Module, str] | None]:
     """(parent, name) of a layer's linear layers in the order decode.cpp's StepWeights takes their weights: q, k, v,
-    o, gate, up, down; Phi-3's fused ones qkv, o, gate_up, down (StepWeights.set_fused)."""
+    o, gate, up, down, None for one the layer has not (StarCoder2's gate; a sparse layer's gate, up and down, which
+    are its experts'); Phi-3's fused ones qkv, o, gate_up, down (StepWeights.set_fused)."""
     if type(layer) is Phi3DecoderLayer:
         return [(layer.self_attn, "qkv_proj"), (layer.self_attn, "o_proj"), (layer.mlp, "gate_up_proj"),
                 (layer.mlp, "down_proj")]
-    if type(layer) is Starcoder2DecoderLayer:  # no gate: _gather puts an empty weight in its place
-        return [(layer.self_attn, n) for n in PROJECTIONS] + [(layer.mlp, "c_fc"), (layer.mlp, "c_proj")]
     feed_forward = _feed_forward(layer)
-    mlp = [] if isinstance(feed_forward, SparseMoeBlock) else [(feed_forward, n) for n in MLP_PROJECTIONS]
+    if isinstance(feed_forward, SparseMoeBlock):  # its gate, up and down are its experts' (set_experts)
+        mlp = [None] * 3
+    elif type(layer) is Starcoder2DecoderLayer:  # an MLP without a gate
+        mlp = [None, (feed_forward, "c_fc"), (feed_forward, "c_proj")]
+    else:
+        mlp = [(feed_forward, n) for n in MLP_PROJECTIONS]
     return [(layer.self_attn, n) for n in PROJECTIONS] + mlp
 
 
+def _present(slots: list) -> list:
+    return [slot for slot in slots if slot is not None]
+
+
+def _slot_linears(layer: nn.Module) -> list[nn.Linear | None]:
+    """A layer's linear layers in StepWeights' order (_linear_slots), None where it has none."""
+    return [None if slot is None else getattr(*slot) for slot in _linear_slots(layer)]
+
+
 def _linears(layer: nn.Module) -> list[nn.Linear]:
-    return [getattr(parent, name) for parent, name in _linear_slots(layer)]
+    return _present(_slot_linears(layer))
 
 
 def _expert_slots(layer: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -774,31 +788,29 @@ def _experts(layer: nn.Module) -> list[nn.Linear]:
     return [getattr(parent, name) for parent, name in _expert_slots(layer)]
 
 
-def _biased_count(layer: nn.Module) -> int:
-    """How many of a layer's first linear layers (_linears) may have biases: those that make its queries, keys and
-    values (Qwen2's), or all of them (StarCoder2's use_bias)."""
-    return 1 if type(layer) is Phi3DecoderLayer else 6 if type(layer) is Starcoder2DecoderLayer else 3
+def _query_key_value_count(layer: nn.Module) -> int:
+    """How many of a layer's first linear layers (_linear_slots) make its queries, keys and values."""
+    return 1 if type(layer) is Phi3DecoderLayer else 3
 
 
 def _gather(decoder: DecoderModel) -> tuple[list, list, list, list]:
+    """StepWeights' tensors. Biases: none where no projection has one; q, k and v's where only those have them
+    (Qwen2's); else every projection's (StarCoder2's use_bias). An empty tensor marks what a layer has not: a
+    norm (OLMo 2's inputs'), a matrix (StarCoder2's gate; a sparse layer's MLP, which its experts are), a bias."""
     norms, weights, scales, biases = [], [], [], []
-    no_norm = torch.empty(0)  # decode.cpp's mark of a norm the layer has not (OLMo 2's inputs')
-    for layer in decoder.layers:
-        linears = _linears(layer)
-        norms += (no_norm if norm is None else norm.weight for norm in _layer_norms(layer))
-        if type(layer) is Starcoder2DecoderLayer:  # an empty gate (decode.cpp: an MLP without one) and 7 biases
-            linears.insert(4, None)
-            weights += (torch.empty(0) if p is None else p.weight for p in linears)
-            scales += (torch.empty(0) if p is None else p.scale for p in linears) if linears[0].scale is not None else []
-            if any(p is not None and p.bias is not None for p in linears):
-                biases += (torch.empty(0) if p is None or p.bias is None else p.bias for p in linears)
-            continue
-        weights += (p.weight for p in linears)
-        scales += (p.scale for p in linears if p.scale is not None)
-        biases += (p.bias for p in linears[:_biased_count(layer)] if p.bias is not None)
-        if isinstance(_feed_forward(layer), SparseMoeBlock):  # its gate, up and down are its experts' (set_experts)
-            weights += [torch.empty(0)] * 3
-            scales += [torch.empty(0)] * 3 if linears[0].scale is not None else []
+    empty = torch.empty(0)
+    layers = [(layer, _slot_linears(layer)) for layer in decoder.layers]
+    any_bias = any(p is not None and p.bias is not None for _, linears in layers for p in linears)
+    beyond_qkv = any(p is not None and p.bias is not None
+                     for layer, linears in layers for p in linears[_query_key_value_count(layer):])
+    for layer, linears in layers:
+        norms += (empty if norm is None else norm.weight for norm in _layer_norms(layer))
+        weights += (empty if p is None else p.weight for p in linears)
+        if linears[0].scale is not None:
+            scales += (empty if p is None else p.scale for p in linears)
+        if any_bias:
+            biased = linears if beyond_qkv else linears[:_query_key_value_count(layer)]
+            biases += (empty if p is None or p.bias is None else p.bias for p in biased)
     return norms, weights, scales, biases
 
 
