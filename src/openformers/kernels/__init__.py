@@ -16,10 +16,10 @@ Models are plain torch.nn and never import this package. `from_pretrained` hands
   and never pays the copies' memory.
   Any other model that generates (`can_generate`: its decoding multiplies a row per sequence) gets `Linear` for
   its plain nn.Linear layers and its experts' (`take_kernel_products`), without the step: PyTorch's matmul streams
-  float weights at about half the memory bandwidth for so few rows, the kernel at about all of it (Gemma 3 270M's greedy decode, two threads, before
-  Gemma 3 took the step: float32 10.1 -> 21.6 tok/s, bfloat16 21.8 -> 33.7, the same tokens), and their weights
-  move onto 2 MB pages as the step's do, a part before each forward of one new token per sequence
-  (`_PlacingBeforeDecoding`). Other models stay as they are, on the plain path.
+  float weights at about half the memory bandwidth for so few rows, the kernel at about all of it (Gemma 3 270M's
+  greedy decode, two threads, before Gemma 3 took the step: float32 10.1 -> 21.6 tok/s, bfloat16 21.8 -> 33.7,
+  the same tokens), and their weights move onto 2 MB pages as the step's do, a part before each forward of one
+  new token per sequence (`_PlacingBeforeDecoding`). Other models stay as they are, on the plain path.
 
 Once the library is loaded, models/layers.py's `attention` also sends a prompt's plain causal attention on the
 CPU in bfloat16 (no mask, no gradient, heads of 64 or 128) to its `prompt_attention`, in any model that calls it.

@@ -809,14 +809,14 @@ inline __m512 exp16_rounded(__m512 x) {
 #endif
 
 #ifdef __AVX512F__
-// v[i] = f(v[i]) for a function of 16 values, 16 at a time, the last ones under a mask.
+// out[i] = f(v[i]) for a function of 16 values, 16 at a time, the last ones under a mask; out may be v.
 template <typename F>
-inline void map16_in_place(float* v, int64_t n, F f) {
+inline void map16(const float* v, float* out, int64_t n, F f) {
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(v + i, f(_mm512_loadu_ps(v + i)));
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, f(_mm512_loadu_ps(v + i)));
   if (i < n) {
     __mmask16 tail = static_cast<__mmask16>((1u << (n - i)) - 1);
-    _mm512_mask_storeu_ps(v + i, tail, f(_mm512_maskz_loadu_ps(tail, v + i)));
+    _mm512_mask_storeu_ps(out + i, tail, f(_mm512_maskz_loadu_ps(tail, v + i)));
   }
 }
 
@@ -842,45 +842,33 @@ inline __m512 tanh16(__m512 u) {
 // attention's, 3% of a bfloat16 step on one thread through std::exp).
 inline void exp_in_place(float* v, int64_t n) {
 #ifdef __AVX512F__
-  return map16_in_place(v, n, exp16_rounded);
+  return map16(v, v, n, exp16_rounded);
 #endif
   for (int64_t i = 0; i < n; ++i) v[i] = std::exp(v[i]);
 }
 
-// out[i] = SiLU(gate[i]) * up[i] = gate[i] / (1 + e^-gate[i]) * up[i]; out may be gate.
-inline void silu_times(const float* gate, const float* up, float* out, int64_t n) {
+// SiLU(g) = g / (1 + e^-g), and GELU's tanh form, 0.5 g (1 + tanh(sqrt(2 / pi) (g + 0.044715 g^3))) (Gemma's and
+// StarCoder2's gelu_pytorch_tanh), 16 at a time where the CPU has AVX-512, else one at a time.
+constexpr float kRoot2OverPi = 0.7978845608028654f, kCubic = 0.044715f;
 #ifdef __AVX512F__
-  return map16_pairs(gate, up, out, n, [](__m512 g, __m512 u) {
-    __m512 exp_minus_g = exp16_rounded(_mm512_sub_ps(_mm512_setzero_ps(), g));
-    return _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.f), exp_minus_g)), u);
-  });
-#endif
-  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
+inline __m512 silu16(__m512 g) {
+  return _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.f), exp16_rounded(_mm512_sub_ps(_mm512_setzero_ps(), g))));
 }
 
-// out[i] = GELU(gate[i]) * up[i] with GELU's tanh form, 0.5 g (1 + tanh(sqrt(2 / pi) (g + 0.044715 g^3))) (Gemma's
-// gelu_pytorch_tanh); out may be gate.
-inline void gelu_tanh_times(const float* gate, const float* up, float* out, int64_t n) {
-  constexpr float kRoot2OverPi = 0.7978845608028654f, kCubic = 0.044715f;
-#ifdef __AVX512F__
-  return map16_pairs(gate, up, out, n, [](__m512 g, __m512 u) {
-    __m512 inner = _mm512_mul_ps(_mm512_set1_ps(kRoot2OverPi),
-                                 _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(kCubic), g), _mm512_mul_ps(g, g), g));
-    __m512 half_g = _mm512_mul_ps(_mm512_set1_ps(0.5f), g);
-    return _mm512_mul_ps(_mm512_mul_ps(half_g, _mm512_add_ps(_mm512_set1_ps(1.f), tanh16(inner))), u);
-  });
-#endif
-  for (int64_t i = 0; i < n; ++i) {
-    float g = gate[i];
-    out[i] = 0.5f * g * (1.f + std::tanh(kRoot2OverPi * (g + kCubic * g * g * g))) * up[i];
-  }
+inline __m512 gelu_tanh16(__m512 g) {
+  __m512 inner = _mm512_mul_ps(_mm512_set1_ps(kRoot2OverPi),
+                               _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(kCubic), g), _mm512_mul_ps(g, g), g));
+  return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), g), _mm512_add_ps(_mm512_set1_ps(1.f), tanh16(inner)));
 }
+#endif
+inline float silu(float g) { return g / (1.f + std::exp(-g)); }
+inline float gelu_tanh(float g) { return 0.5f * g * (1.f + std::tanh(kRoot2OverPi * (g + kCubic * g * g * g))); }
 
 // v[i] = tanh(v[i] / cap) * cap, as Gemma 2 bounds its attention scores and logits (torch's order of operations),
 // but for -inf (a hidden position), which stays -inf.
 inline void soft_cap_in_place(float* v, int64_t n, float cap) {
 #ifdef __AVX512F__
-  return map16_in_place(v, n, [cap](__m512 x) {
+  return map16(v, v, n, [cap](__m512 x) {
     const __m512 caps = _mm512_set1_ps(cap), minus_infinity = _mm512_set1_ps(-INFINITY);
     __mmask16 hidden = _mm512_cmp_ps_mask(x, minus_infinity, _CMP_EQ_OQ);
     return _mm512_mask_blend_ps(hidden, _mm512_mul_ps(tanh16(_mm512_div_ps(x, caps)), caps), minus_infinity);
@@ -1374,18 +1362,23 @@ inline void add_normed(float* x, const float* out, NormWeights norm, float eps, 
   for (int64_t i = 0; i < n; ++i) x[i] += scratch[i];
 }
 
-// SiLU(gate) * up, or GELU(gate) * up.
+// out[i] = SiLU(gate[i]) * up[i], or GELU(gate[i]) * up[i]; out may be gate.
 inline void activate_times(const Family& family, const float* gate, const float* up, float* out, int64_t n) {
-  if (family.gelu) gelu_tanh_times(gate, up, out, n);
-  else silu_times(gate, up, out, n);
+#ifdef __AVX512F__
+  if (family.gelu)
+    return map16_pairs(gate, up, out, n, [](__m512 g, __m512 u) { return _mm512_mul_ps(gelu_tanh16(g), u); });
+  return map16_pairs(gate, up, out, n, [](__m512 g, __m512 u) { return _mm512_mul_ps(silu16(g), u); });
+#endif
+  for (int64_t i = 0; i < n; ++i) out[i] = (family.gelu ? gelu_tanh(gate[i]) : silu(gate[i])) * up[i];
 }
 
-// SiLU(x) or GELU(x) alone, an MLP's without a gate (StarCoder2's); out may be x. activate_times' arithmetic times
-// ones, which is exact.
+// out[i] = SiLU(x[i]) or GELU(x[i]) alone, an MLP's without a gate (StarCoder2's); out may be x.
 inline void activate(const Family& family, const float* x, float* out, int64_t n) {
-  static thread_local std::vector<float> ones;
-  if (static_cast<int64_t>(ones.size()) < n) ones.assign(n, 1.f);
-  activate_times(family, x, ones.data(), out, n);
+#ifdef __AVX512F__
+  if (family.gelu) return map16(x, out, n, gelu_tanh16);
+  return map16(x, out, n, silu16);
+#endif
+  for (int64_t i = 0; i < n; ++i) out[i] = family.gelu ? gelu_tanh(x[i]) : silu(x[i]);
 }
 
 inline void scale_query(const Family& family, float* q, int64_t head_dim) {
@@ -1815,6 +1808,7 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
     };
     const at::Tensor* w = &weights[per_layer * l];
     const at::Tensor* n = &norms[norms_per_layer * l];
+    const bool sparse = !stack.routers.empty() && stack.routers[l].numel() > 0;
     auto layer_norm = [&](size_t i) {  // the layer's norm i, with its bias where the norms are LayerNorms
       if (stack.norm_biases.empty()) return norm_weights(n[i], converted, offset);
       return norm_weights(n[i], converted, offset, stack.norm_biases[norms_per_layer * l + i]);
@@ -1831,8 +1825,7 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
                         gate_up.rows_from(gate_up.rows / 2, gate_up.rows / 2), matrix(w[3], scale(3), {}), attn_norm,
                         mlp_norm_weights, keys[l], values[l]});
     } else {
-      bool sparse = !stack.routers.empty() && stack.routers[l].numel() > 0;  // gate, up and down are the experts'
-      // An empty gate: an MLP without one (StarCoder2's).
+      // An empty gate: an MLP without one (StarCoder2's); a sparse layer's gate, up and down are its experts'.
       auto mlp = [&](size_t i) { return sparse || w[i].numel() == 0 ? Matrix{} : matrix(w[i], scale(i), bias(i)); };
       layers.push_back({matrix(w[0], scale(0), bias(0)), matrix(w[1], scale(1), bias(1)), matrix(w[2], scale(2), bias(2)),
                         matrix(w[3], scale(3), bias(3)), mlp(4), mlp(5), mlp(6), attn_norm, mlp_norm_weights, keys[l],
@@ -1840,7 +1833,7 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
     }
     Layer& layer = layers.back();
     int64_t hidden = layer.o.rows;
-    if (!stack.routers.empty() && stack.routers[l].numel() > 0) {
+    if (sparse) {
       const at::Tensor& router = stack.routers[l];
       auto router_type = router.scalar_type();
       TORCH_CHECK((router_type == at::kFloat || router_type == at::kBFloat16) && router.dim() == 2 &&
@@ -1879,6 +1872,18 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
     layer.window = stack.sliding.empty() || layer.local ? window : 0;
   }
   return layers;
+}
+
+// The widest gate and up of any layer (a mixture's: its chosen experts' together), and the most experts a router
+// scores: what a step's MLP buffers hold for one row.
+std::pair<int64_t, int64_t> mlp_buffer_sizes(const std::vector<Layer>& layers) {
+  int64_t rows = 0, experts = 0;
+  for (const Layer& L : layers) {
+    const Mixture& M = L.mixture;
+    rows = std::max(rows, M.experts ? M.top_k * M.width : L.up.rows);
+    experts = std::max(experts, M.experts);
+  }
+  return {rows, experts};
 }
 
 // The final norm's weights, read as stored where they can be (norm_weights), checked against the hidden size; null
@@ -1999,12 +2004,8 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
   size_t n_layers = layers.size();
   bool bf16_cache = keys[0].scalar_type() == at::kBFloat16;
   const Layer& first = layers[0];
-  int64_t mlp_rows = 0, most_experts = 0;  // the widest gate and up of any layer (a mixture's: its chosen experts')
-  for (const Layer& L : layers) {
-    const Mixture& M = L.mixture;
-    mlp_rows = std::max(mlp_rows, M.experts ? M.top_k * M.width : L.up.rows);
-    most_experts = std::max(most_experts, M.experts);
-  }
+  const std::pair<int64_t, int64_t> sizes = mlp_buffer_sizes(layers);
+  const int64_t mlp_rows = sizes.first, most_experts = sizes.second;
   Shared S{std::vector<float>(first.q.rows), std::vector<float>(first.k.rows), std::vector<float>(first.v.rows),
            std::vector<float>(first.o.cols),  std::vector<float>(first.o.rows), std::vector<float>(mlp_rows),
            std::vector<float>(mlp_rows), std::vector<float>(most_experts),
@@ -2871,9 +2872,11 @@ void batch_mixture_step(Team& team, float* x, int64_t n, const Mixture& M, int64
     G.inputs.resize(pairs);
     for (int64_t q = 0; q < pairs; ++q) G.inputs[q] = &rounded[row_at[q]];
   }
-  G.gathered.resize(pairs * hidden);
-  for (int64_t q = 0; q < pairs && !kInteger<W>; ++q)
-    std::copy_n(inputs + row_at[q] * hidden, hidden, G.gathered.begin() + q * hidden);
+  if constexpr (!kInteger<W>) {
+    G.gathered.resize(pairs * hidden);
+    for (int64_t q = 0; q < pairs; ++q)
+      std::copy_n(inputs + row_at[q] * hidden, hidden, G.gathered.begin() + q * hidden);
+  }
   arrange(G.gate_inputs, G.gathered.data(), hidden);
   // Rows [begin, end) of every group's product stacked (each `count` rows) times the group's inputs (`cols` each).
   auto grouped = [&](const std::vector<Matrix>& matrices, int64_t count, const float* rows, int64_t cols,
@@ -3076,11 +3079,8 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
     for (int64_t j = 0; j < n; ++j)
       TORCH_CHECK(allowed[j * (pos + 1) + pos], "decode_batch: row ", j, "'s mask hides its own new token");
   }
-  int64_t mlp_rows = 0, most_experts = 0;  // as decode_step's, per row
-  for (const Layer& L : layers) {
-    mlp_rows = std::max(mlp_rows, L.mixture.experts ? L.mixture.top_k * L.mixture.width : L.up.rows);
-    most_experts = std::max(most_experts, L.mixture.experts);
-  }
+  const std::pair<int64_t, int64_t> sizes = mlp_buffer_sizes(layers);  // per row
+  const int64_t mlp_rows = sizes.first, most_experts = sizes.second;
   Shared S{std::vector<float>(n * first.q.rows), std::vector<float>(n * first.k.rows),
            std::vector<float>(n * first.v.rows), std::vector<float>(n * first.o.cols),
            std::vector<float>(n * first.o.rows), std::vector<float>(n * mlp_rows),
