@@ -61,8 +61,8 @@ def worker(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--a", required=True, help="source folder of build A (holding the openformers package)")
-    parser.add_argument("--b", required=True, help="source folder of build B")
+    parser.add_argument("--a", help="source folder of build A (holding the openformers package)")
+    parser.add_argument("--b", help="source folder of build B")
     parser.add_argument("--rounds", type=int, default=100, help="decodes of each build")
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     parser.add_argument("--new-tokens", type=int, default=48)
@@ -76,6 +76,8 @@ def main() -> None:
     if args.worker:
         return worker(args)
 
+    if not args.a or not args.b:
+        parser.error("--a and --b are both required: the source folders of the two builds")
     for source in (args.a, args.b):
         if not (Path(source) / "openformers" / "__init__.py").is_file():
             sys.exit(f"--a/--b: {source} holds no openformers package (expected {source}/openformers/__init__.py)")
@@ -85,8 +87,7 @@ def main() -> None:
         workers = []
         for me, other, source in (("A", "B", args.a), ("B", "A", args.b)):
             command = [sys.executable, __file__, "--worker", "--me", me, "--other", other, "--turn", str(turn),
-                       "--rounds", str(args.rounds), "--dtype", args.dtype, "--new-tokens", str(args.new_tokens),
-                       "--a", args.a, "--b", args.b]
+                       "--rounds", str(args.rounds), "--dtype", args.dtype, "--new-tokens", str(args.new_tokens)]
             env = dict(os.environ, PYTHONPATH=str(Path(source).resolve()), HF_HUB_OFFLINE="1")
             workers.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env))
         while not all(Path(f"{turn}.{me}.ready").exists() for me in "AB"):

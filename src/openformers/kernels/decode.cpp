@@ -1642,6 +1642,14 @@ at::ScalarType step_layout(const char* op, const std::vector<at::Tensor>& weight
   return layout;
 }
 
+inline bool is_int8(const at::Tensor& weight) { return weight.scalar_type() == at::kChar; }
+
+// After a step's team: the flag mixture_step and batch_mixture_step set where a picked expert was not the step's.
+void check_experts_usable(const char* op, const std::atomic<bool>& unusable, at::ScalarType layout) {
+  TORCH_CHECK(!unusable.load(), op, ": an expert the router picked has weights that are not a (width, hidden) or ",
+              "(hidden, width) matrix of the layers' layout (", layout, ") with its scales");
+}
+
 // The tensors of a decoder stack's layers that decode_step and decode_batch read: per layer two norm weights (four
 // with Qwen3's q and k norms), seven weights (q, k, v, o, gate, up, down), their seven scales when quantized and
 // three biases for q, k, v (Qwen2), else empty lists. A DecodeStep hands them over once, when it gathers the
@@ -1719,8 +1727,7 @@ struct StepWeights : torch::CustomClassHolder {
                 "StepWeights.set_experts: between 1 and ", kMostChosenExperts, " experts a token, got ",
                 experts_per_token);
     if (!weights.empty()) experts_layout = step_layout("StepWeights.set_experts", weights);
-    auto int8 = [](const at::Tensor& weight) { return weight.scalar_type() == at::kChar; };
-    int8_experts = std::any_of(weights.begin(), weights.end(), int8);
+    int8_experts = std::any_of(weights.begin(), weights.end(), is_int8);
     routers = std::move(layer_routers), expert_weights = std::move(weights), expert_scales = std::move(scales);
     expert_counts = std::move(counts);
     top_k = experts_per_token, normalize_experts = normalize, round_expert_weights = round_weights;
@@ -2105,8 +2112,7 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
     });
   };
   with_layout(weight_type, "decode_step", run);
-  TORCH_CHECK(!unusable.load(), "decode_step: an expert the router picked has weights that are not a (width, hidden) "
-              "or (hidden, width) matrix of the layers' layout (", weight_type, ") with its scales");
+  check_experts_usable("decode_step", unusable, weight_type);
   if (with_head) std::copy(normed_x.begin(), normed_x.end(), xd);
   else if (norm_f.data) apply_norm(xd, norm_f, epsf, xd, hidden);
   if (follow_team) follow_team_size();
@@ -3095,9 +3101,8 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
   size_t n_layers = layers.size();
   const int64_t hidden = first.o.rows;
   NormWeights norm_f = final_norm_weights("decode_batch", norm, hidden, *stack, converted);
-  auto int8 = [](const at::Tensor& weight) { return weight.scalar_type() == at::kChar; };
   bool int8_too = weight_type == at::kByte &&
-                  (stack->int8_experts || std::any_of(stack->weights.begin(), stack->weights.end(), int8));
+                  (stack->int8_experts || std::any_of(stack->weights.begin(), stack->weights.end(), is_int8));
 
   auto run = [&](auto weight_tag) {
     using W = decltype(weight_tag);
@@ -3135,8 +3140,7 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
     });
   };
   with_layout(weight_type, "decode_batch", run);
-  TORCH_CHECK(!unusable.load(), "decode_batch: an expert the router picked has weights that are not a (width, hidden) "
-              "or (hidden, width) matrix of the layers' layout (", weight_type, ") with its scales");
+  check_experts_usable("decode_batch", unusable, weight_type);
   if (norm_f.data)
     for (int64_t j = 0; j < n; ++j) apply_norm(xd + j * hidden, norm_f, epsf, xd + j * hidden, hidden);
   if (follow_team) follow_team_size();
