@@ -1072,6 +1072,15 @@ constexpr int64_t kSharePrefetch = 4 * kPrefetch;
 
 constexpr int64_t kChunk = 16;  // rows per claim: a multiple of four (four_rows), ~10 KB-40 KB of weights
 
+// A token's products claim about kClaimBytes of weights at a time (at least kChunk rows): on a host whose two
+// vCPUs sit far apart, SmolLM2 decoding at two threads read its weights at 0.71 of the bandwidth with 16 rows a
+// claim (18 KB of a bfloat16 row of 576) and at 0.76 with 256 rows (float32 0.84 and 0.86), rounds of the two
+// builds taking turns (benchmarks/turns.py); with the vCPUs close, the same either way. A descheduled thread holds
+// one claim whatever its size, and a share's last claims still halve, so the threads finish together.
+constexpr int64_t kClaimBytes = 256 << 10;
+
+inline int64_t claimed_rows(const Matrix& m) { return std::max(kChunk, kClaimBytes / m.row_bytes / 4 * 4); }
+
 // One thread's view of the team that runs one step.
 struct Team {
   int64_t index, size;
@@ -1109,7 +1118,7 @@ struct Team {
 
   template <typename W>
   void product(const Matrix& m, const Rounded& in, float* out) {
-    claim(m.rows, kChunk, 4, [&](int64_t begin, int64_t end) { product_rows<W>(m, begin, end, in, out); });
+    claim(m.rows, claimed_rows(m), 4, [&](int64_t begin, int64_t end) { product_rows<W>(m, begin, end, in, out); });
   }
 
   // Every thread's writes before it are seen by every thread after it (a thread that leaves here included).
@@ -1541,7 +1550,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
       cache_key(h);
     }
   });
-  team.claim(L.v.rows, kChunk, 4, [&](int64_t begin, int64_t end) {
+  team.claim(L.v.rows, claimed_rows(L.v), 4, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.v, begin, end, in, S.v.data());
     for (int64_t r = begin; r < end; ++r)
       values[r / head_dim * head_stride + pos * pos_stride + r % head_dim] = static_cast<C>(S.v[r]);
@@ -1588,7 +1597,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   // The products' rows that need nothing else are finished in the chunk that makes them: the residual sums, and
   // SiLU(gate) * up with gate and up claimed together.
   in.set<W>(S.attended.data(), L.o.cols);
-  team.claim(hidden, kChunk, 4, [&](int64_t begin, int64_t end) {
+  team.claim(hidden, claimed_rows(L.o), 4, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.o, begin, end, in, S.out.data());
     if (!sandwich)
       for (int64_t i = begin; i < end; ++i) x[i] += S.out[i];
@@ -1615,7 +1624,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   if (L.gate.data) activate_times(F, S.gate.data(), S.up.data(), activated.data(), L.down.cols);
   else activate(F, S.up.data(), activated.data(), L.down.cols);
   in.set<W>(activated.data(), L.down.cols);
-  team.claim(hidden, kChunk, 4, [&](int64_t begin, int64_t end) {
+  team.claim(hidden, claimed_rows(L.down), 4, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.down, begin, end, in, S.out.data());
     if (!sandwich)
       for (int64_t i = begin; i < end; ++i) x[i] += S.out[i];
@@ -2097,7 +2106,7 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
         in.set<H>(normed.data(), head_m.cols);
         float best = 0;
         int64_t at = -1;
-        team.claim(head_m.rows, kChunk, 4, [&](int64_t begin, int64_t end) {
+        team.claim(head_m.rows, claimed_rows(head_m), 4, [&](int64_t begin, int64_t end) {
           product_rows<H>(head_m, begin, end, in, logits_d);
           for (int64_t i = begin; i < end; ++i) {
             // Rounded as .to(torch.bfloat16) rounds (to nearest even).
