@@ -1070,7 +1070,8 @@ inline void wake_all(std::atomic<int>& word) {
 // bfloat16 and 9.53-10.01 -> 9.51-9.85 float32, rounds interleaved.
 constexpr int64_t kSharePrefetch = 4 * kPrefetch;
 
-constexpr int64_t kChunk = 16;  // rows per claim: a multiple of four (four_rows), ~10 KB-40 KB of weights
+// Rows per claim of a batch's products, and the fewest of a token's: a multiple of four (four_rows).
+constexpr int64_t kChunk = 16;
 
 // A token's products claim about kClaimBytes of weights at a time (at least kChunk rows): on a host whose two
 // vCPUs sit far apart, SmolLM2 decoding at two threads read its weights at 0.71 of the bandwidth with 16 rows a
