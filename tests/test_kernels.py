@@ -505,6 +505,19 @@ def test_int4_experts_beside_int8_attention_take_the_step(monkeypatch):
     torch.testing.assert_close(alone[:1], stepped(ids[:1]), atol=1e-2, rtol=1e-2)
 
 
+def test_a_down_projection_of_another_height_than_the_hidden_size_is_refused_by_name(monkeypatch):
+    # The step writes down's rows into the residual stream's buffer: a taller weight, set after the prompt (whose
+    # forward would have failed on it), is refused by name rather than written past that buffer.
+    model = accelerated(tiny_model())
+    down = model.model.layers[1].mlp.down_proj
+    monkeypatch.setattr(library, "loaded", lambda: True)
+    with torch.inference_mode():
+        model(torch.tensor([[5, 6]]), past_key_values=(cache := DynamicCache()))
+        down.weight.data = torch.zeros(down.weight.shape[0] + 4, down.weight.shape[1])
+        with pytest.raises(RuntimeError, match=r"layer 1's down projection has 68 rows for a hidden size of 64"):
+            model(torch.tensor([[7]]), past_key_values=cache)
+
+
 def test_a_router_of_nan_scores_or_of_another_size_is_not_read_past_its_experts(monkeypatch):
     # NaN scores rank above every number (torch.topk's order): the step picks experts as the layers do and gives their
     # NaN logits. A router given another count of experts than the step was set with is refused by name.

@@ -1117,9 +1117,15 @@ struct Team {
     }
   }
 
+  // claim for a token's product: work(begin, end) over m's rows, claimed_rows(m) of them a claim.
+  template <typename F>
+  void claim_rows(const Matrix& m, F&& work) {
+    claim(m.rows, claimed_rows(m), 4, std::forward<F>(work));
+  }
+
   template <typename W>
   void product(const Matrix& m, const Rounded& in, float* out) {
-    claim(m.rows, claimed_rows(m), 4, [&](int64_t begin, int64_t end) { product_rows<W>(m, begin, end, in, out); });
+    claim_rows(m, [&](int64_t begin, int64_t end) { product_rows<W>(m, begin, end, in, out); });
   }
 
   // Every thread's writes before it are seen by every thread after it (a thread that leaves here included).
@@ -1551,7 +1557,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
       cache_key(h);
     }
   });
-  team.claim(L.v.rows, claimed_rows(L.v), 4, [&](int64_t begin, int64_t end) {
+  team.claim_rows(L.v, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.v, begin, end, in, S.v.data());
     for (int64_t r = begin; r < end; ++r)
       values[r / head_dim * head_stride + pos * pos_stride + r % head_dim] = static_cast<C>(S.v[r]);
@@ -1598,7 +1604,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   // The products' rows that need nothing else are finished in the chunk that makes them: the residual sums, and
   // SiLU(gate) * up with gate and up claimed together.
   in.set<W>(S.attended.data(), L.o.cols);
-  team.claim(hidden, claimed_rows(L.o), 4, [&](int64_t begin, int64_t end) {
+  team.claim_rows(L.o, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.o, begin, end, in, S.out.data());
     if (!sandwich)
       for (int64_t i = begin; i < end; ++i) x[i] += S.out[i];
@@ -1625,7 +1631,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   if (L.gate.data) activate_times(F, S.gate.data(), S.up.data(), activated.data(), L.down.cols);
   else activate(F, S.up.data(), activated.data(), L.down.cols);
   in.set<W>(activated.data(), L.down.cols);
-  team.claim(hidden, claimed_rows(L.down), 4, [&](int64_t begin, int64_t end) {
+  team.claim_rows(L.down, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.down, begin, end, in, S.out.data());
     if (!sandwich)
       for (int64_t i = begin; i < end; ++i) x[i] += S.out[i];
@@ -1850,6 +1856,9 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
     }
     Layer& layer = layers.back();
     int64_t hidden = layer.o.rows;
+    // down's rows are claimed as the residual stream's (Team::claim_rows), so they must be as many.
+    TORCH_CHECK(!layer.down.data || layer.down.rows == hidden, op, ": layer ", l, "'s down projection has ",
+                layer.down.rows, " rows for a hidden size of ", hidden);
     if (sparse) {
       const at::Tensor& router = stack.routers[l];
       auto router_type = router.scalar_type();
@@ -2107,7 +2116,7 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
         in.set<H>(normed.data(), head_m.cols);
         float best = 0;
         int64_t at = -1;
-        team.claim(head_m.rows, claimed_rows(head_m), 4, [&](int64_t begin, int64_t end) {
+        team.claim_rows(head_m, [&](int64_t begin, int64_t end) {
           product_rows<H>(head_m, begin, end, in, logits_d);
           for (int64_t i = begin; i < end; ++i) {
             // Rounded as .to(torch.bfloat16) rounds (to nearest even).
