@@ -2,7 +2,10 @@
 
 Each engine (a library at one precision) runs in its own subprocess, so none warms another's caches, in an
 order that alternates over the rounds; the best round of each is compared. Per engine: batch-1 greedy decode
-tokens/s over `--new-tokens` tokens (eos_token_id=None: no end token, so every engine makes the same number, and
+tokens/s over `--new-tokens` tokens, as llama-bench's: the PyTorch libraries' `generate` without a streamer, the
+time of a call making `--new-tokens` + 1 tokens less that of one making 1 (openformers then makes a greedy row's
+tokens in runs of steps in one call; "streamed", the same call with a streamer that notes each token's arrival,
+takes one step a token) (eos_token_id=None: no end token, so every engine makes the same number, and
 no stopping check or EOS ban that llama-bench, which feeds tokens without choosing any, does not run either:
 min_new_tokens's two processors copied the 49152 logits twice a token, ~0.1 ms); prefill tokens/s on
 a 512-token prompt; batched decode, total new tokens/s of 8 and of 32 sequences; load time (the PyTorch
@@ -137,8 +140,12 @@ def run_torch_engine(library: str, precision: str, new_tokens: int, decode_only:
     probe = BandwidthProbe()
     with torch.inference_mode():
         model.generate(input_ids, max_new_tokens=8, **options)  # warm-up (and the kernels' first load)
-        clock = TokenClock()
+        clock, elapsed = TokenClock(), {}
         before = probe.read()
+        for tokens in (1, new_tokens + 1):  # without a streamer, the prompt and the first token left out
+            started = time.perf_counter()
+            model.generate(input_ids, max_new_tokens=tokens, **options)
+            elapsed[tokens] = time.perf_counter() - started
         model.generate(input_ids, max_new_tokens=new_tokens, streamer=clock, **options)
         after = probe.read()
     del probe
@@ -147,7 +154,8 @@ def run_torch_engine(library: str, precision: str, new_tokens: int, decode_only:
         "import_s": imported - started,
         "load_s": loaded - imported,
         "place_s": placed - loaded,
-        "decode": (len(clock.times) - 1) / (clock.times[-1] - clock.times[0]),  # the first comes from the prefill
+        "decode": new_tokens / (elapsed[new_tokens + 1] - elapsed[1]),
+        "streamed": (len(clock.times) - 1) / (clock.times[-1] - clock.times[0]),  # the first comes from the prefill
         "bytes_per_token": weight_bytes_per_token(model),
         "threads": torch.get_num_threads(),
     }
@@ -418,7 +426,7 @@ def report(results: dict, contended: dict, bandwidth: float, args) -> None:
             "decode": max(r["decode"] for r in runs),
             **{
                 measure: max((r[measure] for r in runs if measure in r), default=None)
-                for measure in ["prefill", *(f"batch{size}" for size in BATCH_SIZES)]
+                for measure in ["streamed", "prefill", *(f"batch{size}" for size in BATCH_SIZES)]
             },
             "bytes": runs[0]["bytes_per_token"],
             "adjacent": max(runs, key=lambda r: r["decode"])["bandwidth"],  # around the best decode
@@ -430,13 +438,13 @@ def report(results: dict, contended: dict, bandwidth: float, args) -> None:
           f"load average {min(load_averages):.1f}-{max(load_averages):.1f} before the engines' runs")
     print("(of limit: decode x bytes a token over the run's best sum; around: over the sums just before and after "
           "that decode, GB/s in brackets)")
-    print(f"{'engine':>21}  {'load s':>6}  {'decode tok/s':>12}  {'MB/token':>8}  {'of limit':>8}  "
+    print(f"{'engine':>21}  {'load s':>6}  {'decode tok/s':>12}  {'streamed':>8}  {'MB/token':>8}  {'of limit':>8}  "
           f"{'around':>13}  {'prefill tok/s':>13}  {'batch-8 tok/s':>13}  {'batch-32 tok/s':>14}")
     for engine, figures in best.items():
-        streamed = figures["decode"] * figures["bytes"] / 1e9  # GB/s of weights read while decoding
-        around = f"{streamed / figures['adjacent']:4.0%} ({figures['adjacent']:4.1f})"
+        read = figures["decode"] * figures["bytes"] / 1e9  # GB/s of weights read while decoding
+        around = f"{read / figures['adjacent']:4.0%} ({figures['adjacent']:4.1f})"
         print(f"{engine:>21}  {shown(figures['load_s'], 6, '.2f')}  {figures['decode']:12.1f}  "
-              f"{figures['bytes'] / 1e6:8.0f}  {streamed / bandwidth:8.0%}  {around:>13}  "
+              f"{shown(figures['streamed'], 8)}  {figures['bytes'] / 1e6:8.0f}  {read / bandwidth:8.0%}  {around:>13}  "
               f"{shown(figures['prefill'], 13)}  {shown(figures['batch8'], 13)}  {shown(figures['batch32'], 14)}")
     print("\nopenformers faster by (ratio of tokens/s; load: ratio of seconds)")
     for precision, peers in PEERS.items():

@@ -149,6 +149,19 @@ def counted_decode_steps(monkeypatch) -> list:
     return calls
 
 
+def counted_runs(monkeypatch) -> list:
+    """A list that gets, for each call of the compiled run of greedy steps from here on, how many tokens it made."""
+    calls, decode_tokens = [], torch.ops.openformers.decode_tokens
+
+    def counted(*args):
+        made = decode_tokens(*args)
+        calls.append(made)
+        return made
+
+    monkeypatch.setattr(torch.ops.openformers, "decode_tokens", counted)
+    return calls
+
+
 def counted_matvecs(monkeypatch) -> list:
     """A list that gets the row count of each call of the kernel's product from here on."""
     calls, matvec = [], torch.ops.openformers.matvec
@@ -617,11 +630,11 @@ def test_generate_skips_the_forward_for_the_same_logits_unless_a_hook_would_see_
             hook.remove()
         assert taken == [None] * (7 + 29) and len(forwards) == 8 + 30  # each call's prompt and steps
     del taken[:]
-    steps = counted_decode_steps(monkeypatch)
+    steps, runs = counted_decode_steps(monkeypatch), counted_runs(monkeypatch)
     with torch.inference_mode():
         skipped = model.generate(prompt, **options)
-        skipped_greedy = model.generate(prompt, max_new_tokens=30, do_sample=False)  # the step's argmax taken
-    assert taken == [torch.float32] * (7 + 29) and len(steps) == 7 + 29  # every step (the prompts: the forward)
+        skipped_greedy = model.generate(prompt, max_new_tokens=30, do_sample=False)  # one run of the step's argmax
+    assert taken == [torch.float32] * 7 and len(steps) == 7 and runs == [29]  # after each prompt's forward
     assert torch.equal(skipped.sequences, hooked.sequences) and torch.equal(skipped_greedy, hooked_greedy)
     assert all(torch.equal(a, b) for a, b in zip(skipped.logits, hooked.logits))
 
@@ -770,7 +783,9 @@ def test_the_step_reads_its_rotary_row_of_the_tables_as_the_row_itself(monkeypat
 
     monkeypatch.setattr(torch.ops.openformers, "decode_step", both_ways)
     prompt = torch.tensor([[1, 2, 3]])
-    fast = accelerated(tiny_model()).generate(prompt, max_new_tokens=6, do_sample=False)
+    model = accelerated(tiny_model())
+    monkeypatch.delattr(model, "accelerated_greedy")  # single steps
+    fast = model.generate(prompt, max_new_tokens=6, do_sample=False)
     assert compared == [3, 4, 5, 6, 7]
     assert fast.tolist() == tiny_model().generate(prompt, max_new_tokens=6, do_sample=False).tolist()
 
@@ -780,7 +795,7 @@ def test_steps_past_the_rotary_tables_grow_them():
     fast, plain = accelerated(tiny_model(max_position_embeddings=8)), tiny_model(max_position_embeddings=8)
     with pytest.warns(UserWarning, match="max_position_embeddings"):
         tokens = fast.generate(prompt, max_new_tokens=20, do_sample=False)
-    assert fast.model.rotary_emb.cos.shape[0] >= 23
+    assert fast.model.rotary_emb.cos.shape[0] >= 22  # the positions fed: the prompt's 3 and 19 steps' (a run's)
     with pytest.warns(UserWarning, match="max_position_embeddings"):
         assert tokens.tolist() == plain.generate(prompt, max_new_tokens=20, do_sample=False).tolist()
 
@@ -901,11 +916,82 @@ def test_smollm2_greedy_tokens_match_plain_path(smollm2_gguf, monkeypatch):
         [{"role": "user", "content": "Name three rivers in Europe."}], add_generation_prompt=True, return_tensors="pt",
         return_dict=False,
     )
-    steps = counted_decode_steps(monkeypatch)
+    steps, runs = counted_decode_steps(monkeypatch), counted_runs(monkeypatch)
     fast = model.generate(input_ids, max_new_tokens=48)
-    assert len(steps) == fast.shape[1] - input_ids.shape[1] - 1  # every token after the prompt's
+    assert not steps and sum(runs) == fast.shape[1] - input_ids.shape[1] - 1  # every token after the prompt's
     monkeypatch.setattr(library, "loaded", lambda: False)
     assert fast.tolist() == model.generate(input_ids, max_new_tokens=48).tolist()
+
+
+class OneStepAtATime:
+    """A streamer that keeps nothing: generate with it takes single steps, as it streams each token."""
+
+    def put(self, value):
+        pass
+
+    def end(self):
+        pass
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_run_of_greedy_steps_makes_the_tokens_and_cache_of_single_steps(dtype, monkeypatch):
+    # generate without a streamer makes a greedy row's tokens in runs of decode_tokens, each within the cache's
+    # buffer: a prompt of 250 leaves 6 positions before the first block's end, one step grows it, a run the rest.
+    model = accelerated(tiny_model(dtype=dtype))
+    prompt = torch.randint(3, TINY["vocab_size"], (1, 250), generator=torch.Generator().manual_seed(3))
+    options = dict(max_new_tokens=40, do_sample=False, eos_token_id=None)
+    runs = counted_runs(monkeypatch)
+    caches = [DynamicCache(), DynamicCache()]
+    with torch.inference_mode():
+        ran = model.generate(prompt, past_key_values=caches[0], **options)
+        assert runs == [6, 1, 32]
+        stepped = model.generate(prompt, past_key_values=caches[1], streamer=OneStepAtATime(), **options)
+    assert runs == [6, 1, 32] and ran.tolist() == stepped.tolist()
+    assert caches[0].lengths == caches[1].lengths == [289] * TINY["num_hidden_layers"]
+    for ours, theirs in zip(caches[0].keys + caches[0].values, caches[1].keys + caches[1].values):
+        assert torch.equal(ours[:, :, :289], theirs[:, :, :289])
+    if dtype == torch.float32:
+        assert ran.tolist() == tiny_model().generate(prompt, **options).tolist()
+
+
+def test_a_run_of_greedy_steps_stops_at_an_eos_token(monkeypatch):
+    model = accelerated(tiny_model())
+    prompt = torch.tensor([[5, 9, 14]])
+    with torch.inference_mode():
+        free = model.generate(prompt, max_new_tokens=24, do_sample=False, eos_token_id=None)[0, 3:].tolist()
+    # The first new tokens that appear nowhere before them, the first token aside (the prompt's forward makes it).
+    firsts = [k for k, token in enumerate(free) if k > 1 and free.index(token) == k]
+    runs = counted_runs(monkeypatch)
+    for eos in ([free[firsts[0]]], [free[firsts[2]], free[firsts[1]], 10_000]):
+        stop = min(free.index(token) for token in eos if token in free)
+        options = dict(max_new_tokens=24, do_sample=False, eos_token_id=eos, pad_token_id=0)
+        with torch.inference_mode():
+            ran = model.generate(prompt, **options)
+            stepped = model.generate(prompt, streamer=OneStepAtATime(), **options)
+        assert runs[-1] == stop and ran[0, 3:].tolist() == free[: stop + 1] == stepped[0, 3:].tolist()
+
+
+def test_a_run_refuses_arguments_it_cannot_take_by_name(monkeypatch):
+    decode_tokens, checked = torch.ops.openformers.decode_tokens, []
+
+    def checking(*args):
+        *leading, count, eos, ids = args
+        for wrong in (ids.float(), ids[: count - 1], ids.view(-1, 1)):
+            with pytest.raises(RuntimeError, match="ids must be a contiguous 1-D int64 tensor"):
+                decode_tokens(*leading, count, eos, wrong)
+        with pytest.raises(RuntimeError, match="count must be at least 1"):
+            decode_tokens(*leading, 0, eos, ids)
+        with pytest.raises(RuntimeError, match="needs the head and the embedding"):
+            decode_tokens(*leading[:10], None, *leading[11:], count, eos, ids)
+        checked.append(count)
+        return decode_tokens(*args)
+
+    monkeypatch.setattr(torch.ops.openformers, "decode_tokens", checking)
+    model, prompt = accelerated(tiny_model()), torch.tensor([[1, 2, 3]])
+    with torch.inference_mode():
+        assert model.generate(prompt, max_new_tokens=6, do_sample=False).tolist() == \
+            tiny_model().generate(prompt, max_new_tokens=6, do_sample=False).tolist()
+    assert checked == [5]
 
 
 def test_sampling_beams_and_streaming_give_the_plain_path_results():

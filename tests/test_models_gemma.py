@@ -191,7 +191,8 @@ def test_the_cpu_decoding_step_runs_gemma_with_the_references_logits(tiny, monke
 
     monkeypatch.setattr(model, "accelerated_logits", counted)
     assert_generate_matches(model, reference, ids[:1], mask[:1])
-    assert taken == [True] * 9
+    # Without a cap the 9 steps are one run of greedy steps (greedy_tokens); soft-capped logits take single steps.
+    assert taken == ([True] * 9 if model.config.final_logit_softcapping else [])
     del taken[:]
     monkeypatch.setattr(model.config, "final_logit_softcapping", 2.5)
     monkeypatch.setattr(reference.config, "final_logit_softcapping", 2.5)

@@ -113,6 +113,24 @@ def test_greedy_and_beam_generation_match_reference(tiny, length):
         assert ours.tolist() == theirs.tolist(), options
 
 
+def test_a_run_of_greedy_steps_stops_where_longrope_switches_tables(tiny, monkeypatch):
+    """generate's run of greedy steps (kernels/llama.py `greedy_tokens`) ends before position 32, where longrope's
+    long tables take over for single steps too, and the next run goes on with them: the tokens of single steps."""
+    kind, folder, _ = tiny
+    model = openformers.AutoModelForCausalLM.from_pretrained(folder)
+    runs, decode_tokens = [], torch.ops.openformers.decode_tokens
+    counted = lambda *args: runs.append(decode_tokens(*args)) or runs[-1]  # noqa: E731
+    monkeypatch.setattr(torch.ops.openformers, "decode_tokens", counted)
+    ids, options = _ids(1, 28, seed=5), dict(max_new_tokens=10, do_sample=False, eos_token_id=None)
+
+    class OneStepAtATime:
+        put = end = lambda *args: None
+
+    ran = model.generate(ids, **options)
+    assert runs == ([4, 5] if kind == "longrope" else [9])
+    assert ran.tolist() == model.generate(ids, streamer=OneStepAtATime(), **options).tolist()
+
+
 def test_left_padded_batch_equals_single_rows(tiny):
     _, folder, _ = tiny
     model = openformers.AutoModelForCausalLM.from_pretrained(folder)

@@ -352,7 +352,7 @@ def sample_loop(decoder: Decoder, run: _Run) -> GenerateDecoderOnlyOutput:
     )
     if streamer is not None:
         streamer.put(input_ids.cpu())
-    for token in decode(decoder, sequence, expand=rows):
+    for token in decode(decoder, sequence, expand=rows, runs=streamer is None and not run.synced_gpus):
         if streamer is not None:
             streamer.put(token.cpu())
         if run.synced_gpus and not sequence.done:

@@ -142,6 +142,15 @@ class Decoder:
             self.position_ids = self.position_ids[:, -1:] + 1
         return self._forward(token[:, None], self.attention_mask, self.position_ids)[:, -1]
 
+    def run_greedy(self, token: torch.Tensor, count: int, eos: list[int], ids: torch.Tensor) -> int | None:
+        """Feed one row's (1,) token, then the argmax of each step's logits, for up to `count` steps or until one
+        makes a token in `eos`, in one call of the model's accelerated step (kernels/llama.py `greedy_tokens`); the
+        tokens go into `ids` (1-D int64). How many it made, or None where the model takes no such run."""
+        if self.attention_mask is not None or self.extra:
+            return None
+        run = getattr(self.model, "accelerated_greedy", None)
+        return run(self.model, token, self.cache, count, eos, ids) if run is not None else None
+
     def feed(self, tokens: torch.Tensor, keep: int) -> torch.Tensor:
         """Feed several tokens per row (B, n) after what the cache holds; the (B, keep, V) logits of the last
         `keep` positions. For an unpadded batch (assisted decoding); the model counts positions from the cache."""
@@ -343,6 +352,28 @@ class Sequence:
         self.unfinished.masked_fill_(self.criteria(self.ids[:, : self.length], scores), False)
         return tokens
 
+    def run_greedy(self, decoder: Decoder) -> bool:
+        """Let the decoder make this row's next tokens in one call (Decoder.run_greedy) where the choice is the
+        argmax of the raw logits and only generate's own criteria stop the row, so that the tokens and the stop are
+        those of single steps; True if it made any (appended, and the stops checked, as `append` does)."""
+        stops = self.one_row_stops
+        if stops is None or self._row is None or self.record is not None or not self.sampler.takes_argmax_of_logits:
+            return False
+        count = min([self.capacity - self.length] + [c.max_length - self.length for c in stops.lengths])
+        if count < 2:  # one step costs what a run of one does
+            return False
+        eos = sorted(set().union(*(c.ids() for c in stops.eos)))
+        made = decoder.run_greedy(self.newest, count, eos, self.ids[0, self.length : self.length + count])
+        if not made:
+            return False
+        for token in self._row[self.length : self.length + made].tolist():
+            self.length += 1
+            self.stopped = stops(self.length, token) or self.stopped
+        if self.stopped:
+            self.unfinished.fill_(False)
+        self.newest = self.ids[0, self.length - 1 : self.length]
+        return True
+
     def finish_reason(self, row: int = 0) -> str:
         """Why a row stopped: "stop" when it met an end (an EOS id, a stop string, a criterion of the caller's),
         "length" when it ran out of room (its length or time limit). Read at the step the row stopped: with
@@ -409,13 +440,19 @@ class Batch:
         self.sequences = kept
 
 
-def decode(decoder: Decoder, sequence: Sequence, expand: int = 1) -> Iterator[torch.Tensor]:
+def decode(decoder: Decoder, sequence: Sequence, expand: int = 1, runs: bool = False) -> Iterator[torch.Tensor]:
     """Greedy decoding or sampling of one sequence: prefill (each prompt row repeated `expand` times), then one
-    step per token; yields the (R,) tokens of each step until the sequence is done."""
+    step per token; yields the (R,) tokens of each step until the sequence is done. With `runs` (a caller that
+    takes the tokens only once the sequence is done: generate without a streamer), a greedy row may make several
+    tokens in one call (Sequence.run_greedy), each still yielded."""
     yield sequence.choose(decoder.prefill(expand))
     batch = Batch()
     batch.join(sequence, decoder)
     while not sequence.done:
+        start = sequence.length
+        if runs and sequence.run_greedy(decoder):
+            yield from (sequence.ids[:, column] for column in range(start, sequence.length))
+            continue
         batch.step()
         if sequence.error is not None:
             raise sequence.error

@@ -80,9 +80,13 @@ class EosTokenCriteria(StoppingCriteria):
         return torch.isin(input_ids[:, -new_token_length:], self.eos_token_id).any(dim=-1)
 
     def is_eos(self, token: int) -> bool:
-        if self._ids_of is not self.eos_token_id:  # the ids as a set, made again if the tensor is replaced
+        return token in self.ids()
+
+    def ids(self) -> set[int]:
+        """The EOS ids as a set of ints."""
+        if self._ids_of is not self.eos_token_id:  # made again if the tensor is replaced
             self._ids_of, self._ids = self.eos_token_id, set(self.eos_token_id.reshape(-1).tolist())
-        return token in self._ids
+        return self._ids
 
 
 class ConfidenceCriteria(StoppingCriteria):

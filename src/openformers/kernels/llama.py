@@ -7,7 +7,8 @@ with the residual stream kept in float32 whatever the weights' dtype. A batch (o
 BATCH_ROWS sequences) takes `decode_batch`, which reads each weight once for all its rows and attends each row
 over its own cache positions, where the layers also build a mask over the padded cache: SmolLM2, 8 sampled
 sequences, one thread, CPU time per step with sampling (9 ms of it), float32 64 ms against the layers' 76-84,
-bfloat16 43.5 against 62 (benchmarks/RESULTS.md).
+bfloat16 43.5 against 62 (benchmarks/RESULTS.md). generate's greedy row without a streamer makes its tokens in
+runs of steps, each fed the argmax of the one before, in one call of `decode_tokens` (`greedy_tokens`).
 
 A model takes the step only when every field of its config is one the step implements (`refusal` says which
 is not): Llama, Mistral, Qwen2 (q/k/v biases), Qwen3 (each head's queries and keys RMS-normed before the
@@ -244,6 +245,7 @@ def install(model: nn.Module, before_step=None) -> None:
     decoder.accelerated_step = DecodeStep(decoder, before_step, weakref.ref(model))
     if type(getattr(model, "lm_head", None)) is StepHead:
         model.accelerated_logits = next_token_logits
+        model.accelerated_greedy = greedy_tokens
 
 
 def next_token_logits(model: nn.Module, tokens: torch.Tensor, cache) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -266,6 +268,43 @@ def next_token_logits(model: nn.Module, tokens: torch.Tensor, cache) -> tuple[to
     the step reads and scales itself), no forward hook would see the call (the model's, the decoder's, the
     embedding's, the head's or a global one) and the head fuses.
     """
+    found = _shortcut(model, tokens)
+    if found is None:
+        return None
+    step, fused, table, cap = found
+    bfloat16_model = table.dtype == torch.bfloat16  # the head's output: the hidden's dtype
+    ran = step.run(tokens, None, None, cache, fused, bfloat16_logits=bfloat16_model, embedding=table)
+    if ran is None:
+        return None
+    _, logits, argmax = ran
+    if cap is not None:  # Gemma's token_logits on the head's output, in its dtype (its config read now, as there)
+        logits = (torch.tanh(logits.to(table.dtype) / cap) * cap).float()
+        argmax = logits.argmax(-1)  # over the capped logits: values past the cap's reach become equal
+    return logits, argmax
+
+
+def greedy_tokens(model: nn.Module, tokens: torch.Tensor, cache, count: int, eos: list[int],
+                  ids: torch.Tensor) -> int | None:
+    """generate's run of greedy tokens (installed as `model.accelerated_greedy`, called by the Decoder of
+    generation/steps.py): the (1,) token fed to one unpadded sequence, then the argmax of each step's logits fed to
+    the next, up to `count` tokens or the first one in `eos`, written into `ids` (1-D int64, at least `count`
+    long), in one call of decode.cpp's `decode_tokens`; how many it made, or None to leave the tokens to single
+    steps. The tokens are those next_token_logits' argmax would have chosen one step at a time; a run spares each
+    token the op's call and return and generate's loop between steps (0.3-0.45 ms of a 5.3-8 ms SmolLM2 bfloat16
+    token, mostly memory the step's stream of weights has pushed out of the caches: benchmarks/RESULTS.md). Taken
+    where next_token_logits is, but for soft-capped logits (Gemma 2's: the cap can make the largest logits equal)."""
+    found = _shortcut(model, tokens)
+    if found is None or found[3] is not None:
+        return None
+    step, fused, table, _ = found
+    ran = step.run(tokens, None, None, cache, fused, bfloat16_logits=table.dtype == torch.bfloat16, embedding=table,
+                   count=count, eos=eos, ids=ids)
+    return None if ran is None else ran[2]
+
+
+def _shortcut(model: nn.Module, tokens: torch.Tensor) -> tuple | None:
+    """What next_token_logits and greedy_tokens run past the model's forward: (the decoder's DecodeStep, the head's
+    fused tensors, the embedding's table, the final logits' soft-cap or None), or None where the forward must run."""
     # Submodules through the module dicts, as StepHead.fused_tensors reads its tensors, and for the same reason.
     decoder, head = model._modules.get(model.base_model_prefix), model._modules.get("lm_head")
     step = getattr(decoder, "accelerated_step", None)
@@ -287,17 +326,8 @@ def next_token_logits(model: nn.Module, tokens: torch.Tensor, cache) -> tuple[to
     fused = head.fused_tensors()
     if fused is None:
         return None
-    table = embedding._parameters["weight"]
-    bfloat16_model = table.dtype == torch.bfloat16  # the head's output: the hidden's dtype
-    ran = step.run(tokens, None, None, cache, fused, bfloat16_logits=bfloat16_model, embedding=table)
-    if ran is None:
-        return None
-    _, logits, argmax = ran
     cap = model.config.final_logit_softcapping if model_class.token_logits is Gemma2ForCausalLM.token_logits else None
-    if cap is not None:  # Gemma's token_logits on the head's output, in its dtype (its config read now, as there)
-        logits = (torch.tanh(logits.to(table.dtype) / cap) * cap).float()
-        argmax = logits.argmax(-1)  # over the capped logits: values past the cap's reach become equal
-    return logits, argmax
+    return step, fused, embedding._parameters["weight"], cap
 
 
 def copied_reference(reference: weakref.ref | None, memo: dict) -> weakref.ref | None:
@@ -469,13 +499,19 @@ class DecodeStep:
         return hidden
 
     def run(self, input_ids, attention_mask, position_ids, cache, head: tuple | None = None,
-            bfloat16_logits: bool = False, embedding: torch.Tensor | None = None):
+            bfloat16_logits: bool = False, embedding: torch.Tensor | None = None, count: int = 1,
+            eos: list[int] | None = None, ids: torch.Tensor | None = None):
         """The step, if it takes these inputs: (x, logits, argmax), x the float32 hidden state after the final
         norm, (B, 1, C) for input_ids (B, 1) or (B, C) for (B,). When the head's (weight, scale) are given (`head`,
         StepHead.fused_tensors) and one sequence steps, its product runs in the step: the (1, vocab) float32 logits
         (with `bfloat16_logits`, rounded to bfloat16 values) and their (1,) argmax, else None and None. Given the
         `embedding`'s table (by a caller that checked the embedding is a plain nn.Embedding that no hook watches),
-        one sequence's step reads its token's row itself, and x is None."""
+        one sequence's step reads its token's row itself, and x is None.
+
+        Given `ids` too (greedy_tokens), a run of up to `count` greedy steps (decode.cpp's decode_tokens) writes its
+        tokens into `ids`, stopping after one in `eos`: (None, None, how many it made). A run stays within the
+        cache's buffers (at least one step) and on one side of longrope's switch to its long tables, so that it
+        stops short of `count` rather than reserve room that single steps would not have."""
         decoder = self.decoder
         table = decoder.embed_tokens.weight if embedding is None else embedding
         takes = (
@@ -500,6 +536,9 @@ class DecodeStep:
             return None
         rows = input_ids.shape[0]
         one_sequence = rows == 1 and not padding  # decode_step, else decode_batch
+        run = ids is not None
+        if run and not (one_sequence and embedding is not None and head is not None and position_ids is None):
+            return None
         if self._draws_while_training and decoder.training:
             return None  # the layers' noise or dropout, which the step does not draw
         gemma = isinstance(decoder, Gemma2Model)
@@ -513,11 +552,16 @@ class DecodeStep:
             # operations, 15-20 us a token once the step has left torch's data out of the caches (and a tensor of
             # positions and its max four more).
             rotary_row = cache.seq_len if position_ids is None else int(position_ids)
+            if run:
+                count = min(count, max(cache.keys[0].shape[2] - rotary_row, 1))
+                for rotary in rotaries:
+                    if rotary.long_after is not None and rotary_row < rotary.long_after < rotary_row + count:
+                        count = rotary.long_after - rotary_row
             angles = []
             for rotary in rotaries:
-                if rotary_row >= rotary._buffers["cos"].shape[0]:
-                    rotary.ensure_length(rotary_row + 1)
-                angles += _rotary_tables(rotary, rotary_row + 1)
+                if rotary_row + count > rotary._buffers["cos"].shape[0]:
+                    rotary.ensure_length(rotary_row + count)
+                angles += _rotary_tables(rotary, rotary_row + count)
         else:
             if position_ids is None:
                 positions = torch.full((rows,), cache.seq_len)
@@ -535,7 +579,7 @@ class DecodeStep:
             x = None
         else:
             x, embedding = decoder.embed_tokens(input_ids).float().contiguous(), None  # (rows, 1, C) or (rows, C)
-        keys, values, position = cache.reserve_all(1)
+        keys, values, position = cache.reserve_all(count)
         window = decoder.config.sliding_window if gemma else decoder.sliding_window
         layers = (stack, keys, values, position, window or 0)
         # Through the module dicts: nn.Module's attribute fallback cost ~5 us an attribute after a step.
@@ -545,6 +589,13 @@ class DecodeStep:
         following = getattr(_following, "caller", None) is not None
         # x leaves either call normed by the final norm, in float32 (the layers round a bfloat16 model's residual
         # to bfloat16 first), with the layers' eps: every norm of a model has its config's rms_norm_eps.
+        if run:
+            norm = decoder._modules["norm"]._parameters["weight"]
+            made = torch.ops.openformers.decode_tokens(input_ids, *layers, cos, sin, eps, norm, *head, bfloat16_logits,
+                                                       following, embedding, rotary_row, local_cos, local_sin, count,
+                                                       eos or [], ids)
+            cache.crop(position + made)
+            return None, None, made
         if one_sequence:  # decode_step: each product's rows shared by the threads
             step_input = input_ids if embedding is not None else x.view(-1)  # with the table: the token's id
             norm = decoder._modules["norm"]._parameters["weight"]
