@@ -630,6 +630,7 @@ def test_generate_skips_the_forward_for_the_same_logits_unless_a_hook_would_see_
             hook.remove()
         assert taken == [None] * (7 + 29) and len(forwards) == 8 + 30  # each call's prompt and steps
     del taken[:]
+    monkeypatch.setattr(kernels.llama, "RUN_SECONDS", 60.0)
     steps, runs = counted_decode_steps(monkeypatch), counted_runs(monkeypatch)
     with torch.inference_mode():
         skipped = model.generate(prompt, **options)
@@ -937,6 +938,7 @@ class OneStepAtATime:
 def test_a_run_of_greedy_steps_makes_the_tokens_and_cache_of_single_steps(dtype, monkeypatch):
     # generate without a streamer makes a greedy row's tokens in runs of decode_tokens, each within the cache's
     # buffer: a prompt of 250 leaves 6 positions before the first block's end, one step grows it, a run the rest.
+    monkeypatch.setattr(kernels.llama, "RUN_SECONDS", 60.0)  # runs end where the cache does, not by the clock
     model = accelerated(tiny_model(dtype=dtype))
     prompt = torch.randint(3, TINY["vocab_size"], (1, 250), generator=torch.Generator().manual_seed(3))
     options = dict(max_new_tokens=40, do_sample=False, eos_token_id=None)
@@ -955,6 +957,7 @@ def test_a_run_of_greedy_steps_makes_the_tokens_and_cache_of_single_steps(dtype,
 
 
 def test_a_run_of_greedy_steps_stops_at_an_eos_token(monkeypatch):
+    monkeypatch.setattr(kernels.llama, "RUN_SECONDS", 60.0)
     model = accelerated(tiny_model())
     prompt = torch.tensor([[5, 9, 14]])
     with torch.inference_mode():
@@ -971,22 +974,34 @@ def test_a_run_of_greedy_steps_stops_at_an_eos_token(monkeypatch):
         assert runs[-1] == stop and ran[0, 3:].tolist() == free[: stop + 1] == stepped[0, 3:].tolist()
 
 
+def test_a_run_returns_after_the_token_that_passes_its_time(monkeypatch):
+    # decode_tokens gives its caller's thread back after the first token made past RUN_SECONDS: at 0, one a call.
+    monkeypatch.setattr(kernels.llama, "RUN_SECONDS", 0.0)
+    model, prompt = accelerated(tiny_model()), torch.tensor([[4, 8, 15]])
+    runs = counted_runs(monkeypatch)
+    with torch.inference_mode():
+        ran = model.generate(prompt, max_new_tokens=12, do_sample=False, eos_token_id=None)
+    assert runs == [1] * 10  # and the last token a step of its own: Sequence.run_greedy runs two tokens or more
+    assert ran.tolist() == tiny_model().generate(prompt, max_new_tokens=12, do_sample=False, eos_token_id=None).tolist()
+
+
 def test_a_run_refuses_arguments_it_cannot_take_by_name(monkeypatch):
     decode_tokens, checked = torch.ops.openformers.decode_tokens, []
 
     def checking(*args):
-        *leading, count, eos, ids = args
+        *leading, count, eos, ids, seconds = args
         for wrong in (ids.float(), ids[: count - 1], ids.view(-1, 1)):
             with pytest.raises(RuntimeError, match="ids must be a contiguous 1-D int64 tensor"):
-                decode_tokens(*leading, count, eos, wrong)
+                decode_tokens(*leading, count, eos, wrong, seconds)
         with pytest.raises(RuntimeError, match="count must be at least 1"):
-            decode_tokens(*leading, 0, eos, ids)
+            decode_tokens(*leading, 0, eos, ids, seconds)
         with pytest.raises(RuntimeError, match="needs the head and the embedding"):
-            decode_tokens(*leading[:10], None, *leading[11:], count, eos, ids)
+            decode_tokens(*leading[:10], None, *leading[11:], count, eos, ids, seconds)
         checked.append(count)
         return decode_tokens(*args)
 
     monkeypatch.setattr(torch.ops.openformers, "decode_tokens", checking)
+    monkeypatch.setattr(kernels.llama, "RUN_SECONDS", 60.0)
     model, prompt = accelerated(tiny_model()), torch.tensor([[1, 2, 3]])
     with torch.inference_mode():
         assert model.generate(prompt, max_new_tokens=6, do_sample=False).tolist() == \

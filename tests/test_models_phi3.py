@@ -118,6 +118,7 @@ def test_a_run_of_greedy_steps_stops_where_longrope_switches_tables(tiny, monkey
     long tables take over for single steps too, and the next run goes on with them: the tokens of single steps."""
     kind, folder, _ = tiny
     model = openformers.AutoModelForCausalLM.from_pretrained(folder)
+    monkeypatch.setattr(openformers.kernels.llama, "RUN_SECONDS", 60.0)  # runs end where the tables switch
     runs, decode_tokens = [], torch.ops.openformers.decode_tokens
     counted = lambda *args: runs.append(decode_tokens(*args)) or runs[-1]  # noqa: E731
     monkeypatch.setattr(torch.ops.openformers, "decode_tokens", counted)

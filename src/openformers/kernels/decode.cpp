@@ -2023,7 +2023,8 @@ std::tuple<at::Tensor, at::Tensor, int64_t> step_tokens(
     int64_t window, at::Tensor cos, at::Tensor sin, double eps, c10::optional<at::Tensor> norm,
     c10::optional<at::Tensor> head, c10::optional<at::Tensor> head_scale, bool bfloat16_logits, bool follow_team,
     c10::optional<at::Tensor> embedding, int64_t rotary_row, c10::optional<at::Tensor> local_cos,
-    c10::optional<at::Tensor> local_sin, int64_t count, at::IntArrayRef eos, int64_t* ids) {
+    c10::optional<at::Tensor> local_sin, int64_t count, at::IntArrayRef eos, int64_t* ids, double seconds) {
+  const int64_t deadline = wall_ns() + static_cast<int64_t>(seconds * 1e9);
   if (embedding && embedding->defined()) x = embedded_row(x, *embedding, stack->embedding_scale);
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "decode_step: x must be contiguous float32");
   std::vector<at::Tensor> converted;
@@ -2146,7 +2147,7 @@ std::tuple<at::Tensor, at::Tensor, int64_t> step_tokens(
     check_experts_usable("decode_step", unusable, weight_type);
     if (ids == nullptr) break;
     ids[produced++] = top_at;
-    if (produced == count || std::find(eos.begin(), eos.end(), top_at) != eos.end()) break;
+    if (produced == count || std::find(eos.begin(), eos.end(), top_at) != eos.end() || wall_ns() >= deadline) break;
     embed_row(top_at, *embedding, stack->embedding_scale, xd);  // the next step's token, at the next position
     ++pos;
     turn_to(rotary_row + produced);
@@ -2167,12 +2168,14 @@ std::tuple<at::Tensor, at::Tensor> decode_step(at::Tensor x, const c10::intrusiv
                                                int64_t rotary_row, c10::optional<at::Tensor> local_cos,
                                                c10::optional<at::Tensor> local_sin) {
   auto ran = step_tokens(x, stack, keys, values, pos, window, cos, sin, eps, norm, head, head_scale, bfloat16_logits,
-                         follow_team, embedding, rotary_row, local_cos, local_sin, 1, {}, nullptr);
+                         follow_team, embedding, rotary_row, local_cos, local_sin, 1, {}, nullptr, 0.);
   return {std::get<0>(ran), std::get<1>(ran)};
 }
 
 // Greedy decoding of one sequence for up to `count` tokens in one call: decode_step fed `tokens` (one int64 id) at
-// `pos`, then each step's argmax at the next position, until `count` tokens are made or one of them is in `eos`.
+// `pos`, then each step's argmax at the next position, until `count` tokens are made, one of them is in `eos` or
+// one ends past `seconds` of the call (Python sees a keyboard interrupt only between calls, where a large model's
+// run of hundreds of tokens would last minutes).
 // Writes the tokens into ids[0], ids[1], ... and returns how many it made; the caches hold their keys and values
 // at pos, pos + 1, ... (one position per token made). The rotary tables (`rotary_row`: the first position's row)
 // must reach the last position. What a token costs between two decode_step calls (the op's call and return,
@@ -2183,7 +2186,8 @@ int64_t decode_tokens(at::Tensor tokens, const c10::intrusive_ptr<StepWeights>& 
                       c10::optional<at::Tensor> norm, c10::optional<at::Tensor> head,
                       c10::optional<at::Tensor> head_scale, bool bfloat16_logits, bool follow_team,
                       c10::optional<at::Tensor> embedding, int64_t rotary_row, c10::optional<at::Tensor> local_cos,
-                      c10::optional<at::Tensor> local_sin, int64_t count, at::IntArrayRef eos, at::Tensor ids) {
+                      c10::optional<at::Tensor> local_sin, int64_t count, at::IntArrayRef eos, at::Tensor ids,
+                      double seconds) {
   TORCH_CHECK(count >= 1, "decode_tokens: count must be at least 1, got ", count);
   TORCH_CHECK(head && head->defined() && embedding && embedding->defined(),
               "decode_tokens: feeding each argmax back needs the head and the embedding");
@@ -2193,7 +2197,7 @@ int64_t decode_tokens(at::Tensor tokens, const c10::intrusive_ptr<StepWeights>& 
               ids.scalar_type(), " ", ids.sizes());
   return std::get<2>(step_tokens(tokens, stack, keys, values, pos, window, cos, sin, eps, norm, head, head_scale,
                                  bfloat16_logits, follow_team, embedding, rotary_row, local_cos, local_sin, count, eos,
-                                 ids.data_ptr<int64_t>()));
+                                 ids.data_ptr<int64_t>(), seconds));
 }
 
 #ifdef __AVX512F__
@@ -4244,7 +4248,7 @@ TORCH_LIBRARY(openformers, m) {
   m.def("decode_tokens(Tensor tokens, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps, Tensor? norm, Tensor? head, "
         "Tensor? head_scale, bool bfloat16_logits, bool follow_team, Tensor? embedding, int rotary_row, "
-        "Tensor? local_cos, Tensor? local_sin, int count, int[] eos, Tensor(d!) ids) -> int");
+        "Tensor? local_cos, Tensor? local_sin, int count, int[] eos, Tensor(d!) ids, float seconds) -> int");
   m.def("decode_batch(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, Tensor mask, float eps, "
         "Tensor? norm=None, bool follow_team=False, Tensor? local_cos=None, Tensor? local_sin=None) -> ()");

@@ -183,6 +183,13 @@ _team_requests: list[int] = []
 _team_requests_lock = threading.Lock()
 
 
+# A run of greedy steps (greedy_tokens) ends with the first token made past this many seconds, so that a keyboard
+# interrupt (which Python sees only between the op's calls; other threads run meanwhile, the op releasing the GIL)
+# still stops a long generation of a large model within a step or so, while SmolLM2 makes 25-50 tokens a run,
+# paying the time between calls once for them all; a model slower than that a token takes one step a call.
+RUN_SECONDS = 0.25
+
+
 def refusal(config) -> str | None:
     """Why the step cannot run a model of this config (the first field it does not implement), or None.
 
@@ -288,8 +295,8 @@ def greedy_tokens(model: nn.Module, tokens: torch.Tensor, cache, count: int, eos
     """generate's run of greedy tokens (installed as `model.accelerated_greedy`, called by the Decoder of
     generation/steps.py): the (1,) token fed to one unpadded sequence, then the argmax of each step's logits fed to
     the next, up to `count` tokens or the first one in `eos`, written into `ids` (1-D int64, at least `count`
-    long), in one call of decode.cpp's `decode_tokens`; how many it made, or None to leave the tokens to single
-    steps. The tokens are those next_token_logits' argmax would have chosen one step at a time; a run spares each
+    long), in one call of decode.cpp's `decode_tokens`, which returns after the first token made past RUN_SECONDS;
+    how many it made, or None to leave the tokens to single steps. The tokens are those next_token_logits' argmax would have chosen one step at a time; a run spares each
     token the op's call and return and generate's loop between steps (0.3-0.45 ms of a 5.3-8 ms SmolLM2 bfloat16
     token, mostly memory the step's stream of weights has pushed out of the caches: benchmarks/RESULTS.md). Taken
     where next_token_logits is, but for soft-capped logits (Gemma 2's: the cap can make the largest logits equal)."""
@@ -593,7 +600,7 @@ class DecodeStep:
             norm = decoder._modules["norm"]._parameters["weight"]
             made = torch.ops.openformers.decode_tokens(input_ids, *layers, cos, sin, eps, norm, *head, bfloat16_logits,
                                                        following, embedding, rotary_row, local_cos, local_sin, count,
-                                                       eos or [], ids)
+                                                       eos or [], ids, RUN_SECONDS)
             cache.crop(position + made)
             return None, None, made
         if one_sequence:  # decode_step: each product's rows shared by the threads
