@@ -4,12 +4,13 @@ This VM's memory reads ~35 GB/s at two threads in some seconds and ~65 in others
 figures": in the fast mode its two vCPUs sit far apart), and one process a build, started one after the other,
 rarely meets the fast mode in both. Here the two builds (two source trees, each put first on its worker's
 PYTHONPATH: a throwaway `git worktree` with a change, against the repository's own `src`) load the model once each
-in two processes that then take turns, one greedy decode each, the bandwidth read just before and after every
-decode (decode.py's BandwidthProbe). A round of A and the round of B after it, seconds apart, form a pair; the
-pairs whose four readings agree on the host's mode (all over --fast, or all under --slow GB/s) are compared:
-per mode, each build's median fraction of the probe (tokens/s x bytes a token) and the median of B's speed over
-A's. Each build keeps its own compiled library (kernels/library.py hashes the source into the build's name), so
-the first run of a changed tree compiles it (~35 s) before the rounds begin. Run from the repository root:
+in two processes that then take turns, one greedy decode each (streamed: one step a call, no runs of steps), the
+bandwidth read just before and after every decode (decode.py's BandwidthProbe). A round of A and the round of B
+after it, seconds apart, form a pair; the pairs whose four readings agree on the host's mode (all over --fast, or
+all under --slow GB/s) are compared: per mode, each build's median fraction of the probe (tokens/s x bytes a token)
+and the median of B's speed over A's. Each build keeps its own compiled library (kernels/library.py hashes the
+source into the build's name), so the first run of a changed tree compiles it (~35 s) before the rounds begin.
+Run from the repository root:
 
     .venv/bin/python benchmarks/turns.py --a src --b /tmp/changed/src [--rounds 150] [--dtype bfloat16]
 """

@@ -296,10 +296,11 @@ def greedy_tokens(model: nn.Module, tokens: torch.Tensor, cache, count: int, eos
     generation/steps.py): the (1,) token fed to one unpadded sequence, then the argmax of each step's logits fed to
     the next, up to `count` tokens or the first one in `eos`, written into `ids` (1-D int64, at least `count`
     long), in one call of decode.cpp's `decode_tokens`, which returns after the first token made past RUN_SECONDS;
-    how many it made, or None to leave the tokens to single steps. The tokens are those next_token_logits' argmax would have chosen one step at a time; a run spares each
-    token the op's call and return and generate's loop between steps (0.3-0.45 ms of a 5.3-8 ms SmolLM2 bfloat16
-    token, mostly memory the step's stream of weights has pushed out of the caches: benchmarks/RESULTS.md). Taken
-    where next_token_logits is, but for soft-capped logits (Gemma 2's: the cap can make the largest logits equal)."""
+    how many it made, or None to leave the tokens to single steps. The tokens are those next_token_logits' argmax
+    would have chosen one step at a time; a run spares each token the op's call and return and generate's loop
+    between steps (0.3-0.45 ms of a 5.3-8 ms SmolLM2 bfloat16 token, mostly memory the step's stream of weights has
+    pushed out of the caches: benchmarks/RESULTS.md). Taken where next_token_logits is, but for soft-capped logits
+    (Gemma 2's: the cap can make the largest logits equal)."""
     found = _shortcut(model, tokens)
     if found is None or found[3] is not None:
         return None
