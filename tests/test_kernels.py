@@ -615,12 +615,14 @@ def test_generate_skips_the_forward_for_the_same_logits_unless_a_hook_would_see_
         return logits_and_argmax
 
     model.accelerated_logits = counted
+    greedy, asked = model.accelerated_greedy, []
+    model.accelerated_greedy = lambda *args: asked.append(1) or greedy(*args)
     hooks = [lambda: model.register_forward_hook(lambda *args: forwards.append(1)),
              lambda: model.model.embed_tokens.register_forward_hook(lambda *args: forwards.append(1)),
              lambda: torch.nn.modules.module.register_module_forward_hook(
                  lambda module, *args: forwards.append(1) if module is model else None)]
     for register in hooks:
-        del taken[:], forwards[:]
+        del taken[:], forwards[:], asked[:]
         hook = register()
         try:
             with torch.inference_mode():
@@ -629,6 +631,7 @@ def test_generate_skips_the_forward_for_the_same_logits_unless_a_hook_would_see_
         finally:
             hook.remove()
         assert taken == [None] * (7 + 29) and len(forwards) == 8 + 30  # each call's prompt and steps
+        assert asked == [1]  # the greedy call's run refused once, then single steps
     del taken[:]
     monkeypatch.setattr(kernels.llama, "RUN_SECONDS", 60.0)
     steps, runs = counted_decode_steps(monkeypatch), counted_runs(monkeypatch)

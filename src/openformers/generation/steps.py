@@ -450,7 +450,10 @@ def decode(decoder: Decoder, sequence: Sequence, expand: int = 1, runs: bool = F
     batch.join(sequence, decoder)
     while not sequence.done:
         start = sequence.length
-        if runs and sequence.run_greedy(decoder):
+        # A row that made no run (sampled, hooked, soft-capped, ...) would make none later: it is not asked again,
+        # where asking repeated the model's shortcut checks before each of its single steps.
+        runs = runs and sequence.run_greedy(decoder)
+        if runs:
             yield from (sequence.ids[:, column] for column in range(start, sequence.length))
             continue
         batch.step()
