@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from openformers import kernels
+from openformers.kernels import library as kernel_library
 from openformers.configs import LlamaConfig
 from openformers.generation.cache import DynamicCache
 from openformers.models import layers
@@ -70,7 +71,7 @@ def tiny_llama(dtype: torch.dtype) -> LlamaForCausalLM:
     return LlamaForCausalLM.from_config(config, dtype=dtype).eval()
 
 
-@pytest.mark.parametrize("dtype, tolerance", [(torch.bfloat16, 5e-2)])
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
 def test_a_prompts_logits_match_sdpas(dtype, tolerance, monkeypatch):
     model = tiny_llama(dtype)
     ids = torch.randint(0, 96, (2, 77), generator=torch.Generator().manual_seed(1))
@@ -85,7 +86,7 @@ def test_a_prompts_logits_match_sdpas(dtype, tolerance, monkeypatch):
     torch.testing.assert_close(fast.float(), plain.float(), atol=tolerance, rtol=tolerance)
 
 
-def test_gradients_masks_dropout_and_float32_take_sdpa(monkeypatch):
+def test_gradients_masks_dropout_and_other_head_sizes_take_sdpa(monkeypatch):
     calls, compiled = [], torch.ops.openformers.prompt_attention
     monkeypatch.setattr(torch.ops.openformers, "prompt_attention", lambda *args: calls.append(1) or compiled(*args))
     q, k, v = (torch.randn(1, 2, 8, 64, dtype=torch.bfloat16) for _ in range(3))
@@ -94,11 +95,29 @@ def test_gradients_masks_dropout_and_float32_take_sdpa(monkeypatch):
     layers.attention(q.detach(), k, v, mask)
     with torch.no_grad():
         layers.attention(q, k, v, None, dropout=0.1)
-        layers.attention(q.float(), k.float(), v.float(), None)  # float32: SDPA, the reference's rounding
+        layers.attention(q.double(), k.double(), v.double(), None)
         layers.attention(q[..., :32], k[..., :32], v[..., :32], None)
         assert not calls
         layers.attention(q, k, v, None)
-    assert calls == [1]
+        layers.attention(q.float(), k.float(), v.float(), None)
+    assert calls == [1, 1]
+
+
+def test_a_build_without_the_vector_loops_keeps_sdpa(monkeypatch):
+    # Built for a CPU without AVX-512 (tests/test_kernels_portability.py runs this in such builds), prompt_attention's
+    # plain loops run at half of SDPA's speed.
+    vectorized = torch.backends.cpu.get_cpu_capability() == "AVX512" and kernel_library._target() == "native"
+    assert torch.ops.openformers.prompt_attention_vectorized(64) is vectorized
+    assert torch.ops.openformers.prompt_attention_vectorized(128) is vectorized
+    assert not torch.ops.openformers.prompt_attention_vectorized(40)
+    calls, compiled = [], torch.ops.openformers.prompt_attention
+    monkeypatch.setattr(torch.ops.openformers, "prompt_attention", lambda *args: calls.append(1) or compiled(*args))
+    monkeypatch.setattr(layers, "_prompt_attention_vectorized", lambda head_dim: False)
+    q, k, v = (torch.randn(1, 2, 8, 64) for _ in range(3))
+    with torch.no_grad():
+        out = layers.attention(q, k, v, None)
+    assert not calls
+    torch.testing.assert_close(out, causal_reference(q, k, v))
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
@@ -118,7 +137,7 @@ def test_a_prompt_after_a_cached_prefix_takes_it_with_the_one_pass_logits(dtype,
             return torch.cat([first, model(ids[:, 77:], past_key_values=cache).logits], dim=1)
 
     fast = chunked()
-    assert shapes == ([(77, 77)] * 2 + [(37, 114)] * 2 if dtype == torch.bfloat16 else [])  # float32: SDPA
+    assert shapes == [(77, 77)] * 2 + [(37, 114)] * 2
     monkeypatch.setattr(layers, "_compiled_prompt_attention_applies", lambda *args: False)
     with torch.inference_mode():
         whole = model(ids).logits  # SDPA's is_causal over all 114 positions at once
