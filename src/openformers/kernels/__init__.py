@@ -22,7 +22,8 @@ Models are plain torch.nn and never import this package. `from_pretrained` hands
   new token per sequence (`_PlacingBeforeDecoding`). Other models stay as they are, on the plain path.
 
 Once the library is loaded, models/layers.py's `attention` also sends a prompt's plain causal attention on the
-CPU in bfloat16 (no mask, no gradient, heads of 64 or 128) to its `prompt_attention`, in any model that calls it.
+CPU in float32 or bfloat16 (no mask, no gradient, heads of 64 or 128, a build with AVX-512) to its
+`prompt_attention`, in any model that calls it.
 
 `Linear` sends products of a few rows (a batch decoding a token per sequence, a short prompt: up to 8 for float
 weights, 64 for int8 and int4 weights and a float32 vocabulary head, `Linear.kernel_rows`) to the kernel;
