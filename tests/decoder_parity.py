@@ -1,8 +1,8 @@
 """What the decoder families' tests share: a tiny reference model with every weight drawn, a padded batch and each
 head's labels, outputs compared within 1e-4, cached decoding, left padding, generation (greedy, beam, static cache),
-hidden states and attention weights, one training step's gradients, saving both ways, the CPU kernel's refusal and
-GGUF files written as llama.cpp's converter writes them. Each family's test file keeps its sizes, its variants and
-what only that family has.
+hidden states and attention weights, one training step's gradients, saving both ways, the CPU kernel's refusal,
+GGUF files written as llama.cpp's converter writes them and a streamer that keeps nothing. Each family's test file
+keeps its sizes, its variants and what only that family has.
 
 `ids_of(*shape, seed=...)` below is a family's own maker of random token ids (they differ in the lowest id).
 """
@@ -21,6 +21,17 @@ GENERATE_OPTIONS = pytest.mark.parametrize(
     "options", [dict(), dict(num_beams=3), dict(num_beams=3, num_return_sequences=2)],
     ids=["greedy", "beam", "beam-return-2"],
 )
+
+
+class OneStepAtATime:
+    """A streamer that keeps nothing: generate with it takes single steps (it streams each token), where without a
+    streamer a greedy row on the CPU kernel's step runs its steps in one call (kernels/llama.py greedy_tokens)."""
+
+    def put(self, value):
+        pass
+
+    def end(self):
+        pass
 
 
 def _is_norm_weight(name: str) -> bool:

@@ -10,6 +10,7 @@ import pytest
 import torch
 import transformers
 
+from decoder_parity import OneStepAtATime
 from openformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, kernels
 from openformers.configs import (
     Gemma2Config,
@@ -925,16 +926,6 @@ def test_smollm2_greedy_tokens_match_plain_path(smollm2_gguf, monkeypatch):
     assert not steps and sum(runs) == fast.shape[1] - input_ids.shape[1] - 1  # every token after the prompt's
     monkeypatch.setattr(library, "loaded", lambda: False)
     assert fast.tolist() == model.generate(input_ids, max_new_tokens=48).tolist()
-
-
-class OneStepAtATime:
-    """A streamer that keeps nothing: generate with it takes single steps, as it streams each token."""
-
-    def put(self, value):
-        pass
-
-    def end(self):
-        pass
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

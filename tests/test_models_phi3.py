@@ -14,7 +14,12 @@ import pytest
 import torch
 
 import openformers
-from decoder_parity import assert_decoding_step_gives_the_references_logits, finish_gguf, llama_cpp_tensors
+from decoder_parity import (
+    OneStepAtATime,
+    assert_decoding_step_gives_the_references_logits,
+    finish_gguf,
+    llama_cpp_tensors,
+)
 from openformers.configs import Phi3Config
 
 transformers = pytest.importorskip("transformers")
@@ -123,9 +128,6 @@ def test_a_run_of_greedy_steps_stops_where_longrope_switches_tables(tiny, monkey
     counted = lambda *args: runs.append(decode_tokens(*args)) or runs[-1]  # noqa: E731
     monkeypatch.setattr(torch.ops.openformers, "decode_tokens", counted)
     ids, options = _ids(1, 28, seed=5), dict(max_new_tokens=10, do_sample=False, eos_token_id=None)
-
-    class OneStepAtATime:
-        put = end = lambda *args: None
 
     ran = model.generate(ids, **options)
     assert runs == ([4, 5] if kind == "longrope" else [9])
