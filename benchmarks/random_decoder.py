@@ -133,7 +133,7 @@ def main():
         step = ways[WAYS["step"]]
         if not kernels.accelerate(step):
             raise SystemExit(f"the decoding step does not take {args.family}: {kernels.llama.refusal(step.config)}")
-        if not kernels.place_weights(step):  # refused where the copies would take over half the memory left
+        if not kernels.place_weights(step):  # refused where the copies would cut into the memory reserve
             print("the decoding step's weights stay on 4 KB pages: too little memory left to place them")
     baseline = next(iter(ways))
     ids = torch.randint(0, model.config.vocab_size, (args.batch, 8), generator=torch.Generator().manual_seed(1))

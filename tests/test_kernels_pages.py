@@ -2,6 +2,7 @@
 same values, each tensor in a storage of its own, ties kept, the pages really huge where the system offers them,
 and a part placed before each decoding step within its time budget."""
 
+import os
 import re
 
 import pytest
@@ -50,9 +51,51 @@ def test_tensors_keep_their_values_in_storages_of_their_own_on_huge_pages():
 def test_nothing_moves_without_room_to_copy(monkeypatch):
     weight = torch.randn(64, 64)
     address = weight.data_ptr()
-    monkeypatch.setattr(library, "_available_memory", lambda: weight.numel() * 4)  # less than twice the copies
+    monkeypatch.setattr(library, "_available_memory", lambda: library._memory_reserve() + 4096)  # less than the copy
     assert not library.place_on_huge_pages([weight])
     assert weight.data_ptr() == address
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="no /proc/self/maps (not Linux)")
+def test_tensors_mapped_from_their_file_are_told_apart(tmp_path):
+    safetensors.torch.save_file({"w": torch.randn(256, 256), "b": torch.randn(256)}, tmp_path / "model.safetensors")
+    loaded = safetensors.torch.load_file(tmp_path / "model.safetensors")  # views of the file's mapping
+    own = [torch.randn(256, 256), loaded["w"].clone()]
+    assert library._file_mapped([*loaded.values(), *own]) == {id(loaded["w"]), id(loaded["b"])}
+
+
+@needs_huge_pages
+def test_weights_mapped_from_their_file_move_only_where_the_copies_leave_the_reserve(tmp_path, monkeypatch):
+    # Their pages are cache the system counts as available: the copies must fit beside the reserve.
+    safetensors.torch.save_file({"w": torch.randn(2048, 576)}, tmp_path / "model.safetensors")  # 4.5 MB
+    weight = safetensors.torch.load_file(tmp_path / "model.safetensors")["w"]
+    address, before = weight.data_ptr(), weight.clone()
+    monkeypatch.setattr(library, "_memory_reserve", lambda: 1 << 20)
+    monkeypatch.setattr(library, "_available_memory", lambda: (1 << 20) + weight.nbytes - 64)
+    assert not library.place_on_huge_pages([weight])
+    assert weight.data_ptr() == address
+    monkeypatch.setattr(library, "_available_memory", lambda: (1 << 20) + weight.nbytes + 64)
+    assert library.place_on_huge_pages([weight])
+    assert weight.data_ptr() != address and torch.equal(weight, before)
+
+
+@needs_huge_pages
+def test_weights_in_memory_of_their_own_move_while_the_reserve_holds(monkeypatch):
+    # Each old storage is freed once copied, so a model bigger than what is available less the reserve moves whole;
+    # where the old storages are held elsewhere (here: the clones' references), what is available falls with each
+    # copy, and the tensors that would cut into the reserve stay where they are.
+    tensors = [torch.randn(2048, 576) for _ in range(3)]  # 4.5 MB each
+    held = [t.data for t in tensors]  # keeps the old storages alive
+    addresses = [t.data_ptr() for t in tensors]
+    size = tensors[0].nbytes
+    readings = iter([size, 2 * size + 64, size + 64, size - 64])  # at the start, then before each tensor
+    monkeypatch.setattr(library, "_memory_reserve", lambda: 1 << 20)
+    monkeypatch.setattr(library, "_available_memory", lambda: (1 << 20) + next(readings))
+    placement = library.HugePagePlacement(tensors)
+    placement.place()
+    assert not placement.pending
+    assert [t.data_ptr() != a for t, a in zip(tensors, addresses)] == [True, True, False]
+    assert all(torch.equal(t, h) for t, h in zip(tensors, held))
 
 
 class RecordedPlacement(library.HugePagePlacement):

@@ -111,7 +111,7 @@ def place_weights(model: nn.Module) -> bool:
     """Move the weights `model`'s decoding steps read onto 2 MB pages now, all of them, where its first steps would
     otherwise move them a part at a time (see library.HugePagePlacement): for a server before its first request,
     or a benchmark of the steady decoding speed. A float32 SmolLM2 takes ~2.5 s here, of which the first step
-    spends ~2 s and the next ones 20% of their time until done. Returns whether any were left to move."""
+    spends ~2 s and the next ones 20% of their time until done. Returns whether any moved."""
     step = getattr(llama.decoder_of(model), "accelerated_step", None)
     if step is not None:
         placement = step.before_step
@@ -148,12 +148,13 @@ class _WeightPlacement:
         return self._gathered() is not None and self.placement()
 
     def finish(self) -> bool:
-        """Moves whatever is left now; returns whether anything was."""
+        """Moves whatever is left now; returns whether anything moved."""
         placement = self._gathered()
         if placement is None or not placement.pending:
             return False
+        moved = placement.moved
         placement.place()
-        return True
+        return placement.moved > moved
 
     def _gathered(self) -> "library.HugePagePlacement | None":
         if self.placement is None:

@@ -19,6 +19,7 @@ fails (a one-line warning with the compiler's first error, once), as with a comp
 `-march=native` for its CPU.
 """
 
+import bisect
 import contextlib
 import ctypes
 import functools
@@ -215,8 +216,17 @@ class HugePagePlacement:
     checkpoint's writer sees separate tensors), and each old storage is freed as its copy is made. The mapping's
     pages are written a huge page at a time before a tensor is copied into them, so a large tensor (a 113 MB head)
     is placed over several steps. Nothing moves where the system has no transparent huge pages (not Linux, or the
-    setting is "never"), or where the copies would take over half the memory still available: weights mapped from
-    their file may be page cache that the system can drop, which the copies would turn into memory it cannot.
+    setting is "never").
+
+    Placing always leaves the system `_memory_reserve()` (an eighth of its memory, at least 1 GiB: a long
+    generation's cache, activations, other programs). Weights mapped from their file (a safetensors checkpoint
+    loaded as it is stored) are page cache, which the system counts as available and can drop: their copies turn
+    it into memory it cannot, so nothing moves unless those bytes fit in what is available less the reserve, in
+    which case the placed tensors' cache pages are what the system drops. Weights in memory of their own (converted
+    to another dtype, quantized, dequantized from a GGUF file) cost nothing in the end, as each old storage is
+    freed once copied; unless something else holds it (a state dict kept aside), so each tensor moves only while
+    what is available stays above its size and the reserve, and the rest stays where it is. A bfloat16 7B model
+    (13.5 GB) mapped from its checkpoint thus moves on a 24 GB machine, where a rule of twice its size stopped it.
     """
 
     def __init__(self, tensors: list[torch.Tensor]):
@@ -226,7 +236,13 @@ class HugePagePlacement:
         sizes = [(t.numel() * t.element_size() + 63) // 64 * 64 for t in unique]  # each starts on a cache line
         total = sum(sizes)
         self.pending = list(zip(unique, sizes))
-        if not unique or not _transparent_huge_pages() or 2 * total > _available_memory():
+        self.reserve = _memory_reserve()
+        self.moved = 0  # tensors placed
+        if not unique or not _transparent_huge_pages():
+            self.pending = []
+            return
+        mapped = _file_mapped(unique)
+        if sum(size for t, size in self.pending if id(t) in mapped) + self.reserve > _available_memory():
             self.pending = []
             return
         self.arena = mmap.mmap(-1, total + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
@@ -254,6 +270,9 @@ class HugePagePlacement:
         while self.pending and time.perf_counter() < until:
             tensor, size = self.pending[0]
             end = self.offset + size
+            if self.written == self.offset and size + self.reserve > _available_memory():
+                self.pending = []  # the old storages are not being freed: the rest stays on 4 KB pages
+                break
             if self.written < end:
                 # Zeros written a huge page at a time: the first write is what costs (see the class docstring).
                 part = min(end - self.written, HUGE_PAGE - self.written % HUGE_PAGE)
@@ -267,6 +286,7 @@ class HugePagePlacement:
                 copy = torch.frombuffer(self.arena, dtype=tensor.dtype, count=tensor.numel(), offset=self.offset)
                 tensor.data = copy.view(tensor.shape).copy_(tensor)
             self.pending.pop(0)
+            self.moved += 1
             self.offset = end
             self.freed += size
             if self.freed > TRIM_EVERY or not self.pending:
@@ -277,9 +297,8 @@ class HugePagePlacement:
 def place_on_huge_pages(tensors: list[torch.Tensor]) -> bool:
     """Moves each tensor's data onto 2 MB pages now, all of it (see HugePagePlacement); returns whether it did."""
     placement = HugePagePlacement(tensors)
-    moves = bool(placement.pending)
     placement.place()
-    return moves
+    return placement.moved > 0
 
 
 def _return_freed_memory() -> None:
@@ -304,10 +323,43 @@ def _transparent_huge_pages() -> bool:
 
 
 def _available_memory() -> int:
+    return _meminfo("MemAvailable")
+
+
+def _memory_reserve() -> int:
+    """The memory placing weights leaves the system: an eighth of it, at least 1 GiB (see HugePagePlacement)."""
+    return max(1 << 30, _meminfo("MemTotal") // 8)
+
+
+def _meminfo(field: str) -> int:
+    """Bytes of a /proc/meminfo field; 0 where there is none (not Linux)."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def _file_mapped(tensors: list[torch.Tensor]) -> set[int]:
+    """The ids of the tensors whose data lies in a mapping of a file (/proc/self/maps: a mapping with an inode),
+    such as the safetensors loader's or torch.load's with mmap=True."""
+    spans = []
+    try:
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            fields = line.split(maxsplit=5)
+            if len(fields) >= 5 and fields[4] != "0":
+                start, end = (int(address, 16) for address in fields[0].split("-"))
+                spans.append((start, end))
+    except OSError:
+        return set()
+    spans.sort()
+    starts = [start for start, _ in spans]
+    mapped = set()
+    for tensor in tensors:
+        address = tensor.data_ptr()
+        i = bisect.bisect_right(starts, address) - 1
+        if i >= 0 and address < spans[i][1]:
+            mapped.add(id(tensor))
+    return mapped
