@@ -13,6 +13,7 @@ Processors never modify `scores` in place; a filtered token gets `filter_value` 
 turns into probability 0.
 """
 
+import functools
 import inspect
 import math
 import warnings
@@ -1165,4 +1166,41 @@ def sample_next_token(
     if not do_sample:
         return first_argmax(scores)
     probs = scores.softmax(dim=-1)
+    if generator is None and _compiled_multinomial_applies(probs):
+        drawn = torch.ops.openformers.multinomial_one(probs)
+        if drawn.numel():  # empty: a row torch refuses, whose error its own call gives
+            return drawn.squeeze(1)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+
+def _compiled_multinomial_applies(probs: torch.Tensor) -> bool:
+    """Whether the compiled library's multinomial_one may draw instead of torch.multinomial: the same tokens and the
+    same generator state after, drawn with a logarithm only where the token could be the one drawn (kernels/
+    decode.cpp; torch.multinomial takes one per vocabulary entry, ~1 ms a token for 49152 of them). For float32
+    rows on the CPU from the default generator, once the library is loaded and agrees with torch.multinomial."""
+    return (
+        probs.device.type == "cpu" and probs.dtype == torch.float32 and probs.dim() == 2 and probs.is_contiguous()
+        and type(probs) is torch.Tensor and not torch.compiler.is_compiling()
+        and hasattr(torch.ops.openformers, "multinomial_one") and _compiled_multinomial_agrees()
+    )
+
+
+@functools.cache
+def _compiled_multinomial_agrees() -> bool:
+    """Whether multinomial_one draws torch.multinomial's tokens in this process, tried once (the library loaded) on
+    rows of 3000 probabilities, some of them 0: where torch's exponential_ draws its own way (another build), every
+    draw stays torch's. The generator's state is put back afterwards."""
+    state = torch.get_rng_state()
+    try:
+        probs = torch.rand(4, 3000).pow(8)
+        probs[1, ::3] = 0
+        probs /= probs.sum(dim=-1, keepdim=True)
+        torch.manual_seed(7)
+        expected = [torch.multinomial(probs, 1) for _ in range(8)]
+        expected_state = torch.get_rng_state()
+        torch.manual_seed(7)
+        drawn = [torch.ops.openformers.multinomial_one(probs) for _ in range(8)]
+        return all(torch.equal(a, b) for a, b in zip(drawn, expected)) and torch.equal(
+            torch.get_rng_state(), expected_state)
+    finally:
+        torch.set_rng_state(state)

@@ -3836,6 +3836,94 @@ at::Tensor dropout_backward(const at::Tensor& grad, const at::Tensor& kept, doub
   return out;
 }
 
+// ---- A draw of one token per row, as torch.multinomial(probs, 1) draws it ----
+//
+// On the CPU, torch.multinomial(probs, 1) fills a tensor like probs with exponential_(1) (each element from the
+// default generator's next two words, a uniform u of 53 bits, then -log1p(-u) in double, rounded to probs' float)
+// and takes the first argmax of probs / q, NaN above every number. Those V logarithms cost ~20 ns each, 1 ms a
+// token of a 49152-token vocabulary, as long as SmolLM2's whole int4 step. Here the words come from the
+// generator's state as the dropout's do, but a logarithm is taken only where the quotient could be the largest:
+// -log1p(-u) >= u + u^2 / 2, so p / (u + u^2 / 2) bounds p / q from above, and an element whose bound (with room
+// for the roundings) stays under the quotient of the element with the largest bound is never the argmax. The
+// index and the generator's state after the call are torch.multinomial's (sampling.py checks that once per
+// process, as models/lora.py checks the dropout's masks).
+
+// The row's index, from its probabilities p and the 53-bit integers of its uniforms.
+int64_t multinomial_row(const float* p, const uint64_t* bits, double* bound, int64_t n) {
+  constexpr double kUnit = 1.0 / (uint64_t(1) << 53);
+  auto quotient = [&](int64_t i) {  // exactly what torch divides: p by -log1p(-u) rounded to float
+    double u = static_cast<double>(bits[i]) * kUnit;
+    return p[i] / static_cast<float>(-1.0 * std::log1p(-u));
+  };
+  for (int64_t i = 0; i < n; ++i)  // 0 / 0: NaN, which argmax puts first
+    if (bits[i] == 0 && p[i] == 0.f) return i;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    double u = static_cast<double>(bits[i]) * kUnit;
+    bound[i] = static_cast<double>(p[i]) / (u + 0.5 * u * u);  // p / 0 is inf, as p / q is then
+  }
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i)
+    if (bound[i] > bound[best]) best = i;
+  float top = quotient(best);
+  if (top == 0.f) {  // every quotient 0 (or rounded to it): the first of them
+    for (int64_t i = 0; i < n; ++i)
+      if (quotient(i) == 0.f) return i;
+  }
+  // float's rounding of q and of the quotient moves it by under 2^-23 of itself: 1e-6 is ample room.
+  double needed = static_cast<double>(top) / (1.0 + 1e-6);
+  for (int64_t i = 0; i < n; ++i) {
+    if (i == best || !(bound[i] >= needed)) continue;
+    float value = quotient(i);
+    if (value > top || (value == top && i < best)) {
+      top = value;
+      best = i;
+    }
+  }
+  return best;
+}
+
+// torch.multinomial(probs, 1) for (R, V) float32 probabilities, drawn from the default CPU generator, which it
+// leaves where that call does. Rows torch would refuse (a value negative, infinite or NaN; no positive value)
+// draw nothing and give an empty result, for the caller to hand the call to torch and its error.
+at::Tensor multinomial_one(const at::Tensor& probs) {
+  TORCH_CHECK(probs.dim() == 2 && probs.scalar_type() == at::kFloat && probs.is_contiguous() && probs.device().is_cpu(),
+              "multinomial_one: probs must be a contiguous (rows, vocabulary) float32 CPU tensor");
+  const int64_t rows = probs.size(0), n = probs.size(1);
+  const float* p = probs.data_ptr<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    bool valid = true, positive = false;
+    for (int64_t i = 0; i < n; ++i) {
+      float value = p[r * n + i];
+      valid &= value >= 0.f && value < INFINITY;  // NaN fails both
+      positive |= value > 0.f;
+    }
+    if (!valid || !positive) return at::empty({0}, probs.options().dtype(at::kLong));
+  }
+  at::Tensor result = at::empty({rows, 1}, probs.options().dtype(at::kLong));
+  std::vector<uint32_t> words(2 * n);
+  std::vector<uint64_t> bits(n);
+  std::vector<double> bound(n);
+  at::Generator generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  auto* cpu = generator.get<at::CPUGeneratorImpl>();
+  at::mt19937 engine = cpu->engine();
+  at::mt19937_data_pod state = engine.data();
+  TORCH_CHECK(state.left_ >= 1 && state.next_ + state.left_ - 1 <= static_cast<uint32_t>(kTwisterWords),
+              "multinomial_one: the CPU generator's state is not one PyTorch's engine leaves (left ", state.left_,
+              ", next ", state.next_, ")");
+  for (int64_t r = 0; r < rows; ++r) {
+    twister_words(state, words.data(), 2 * n);
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i)  // the first word is the high half
+      bits[i] = ((static_cast<uint64_t>(words[2 * i]) & 0x1fffffu) << 32) | words[2 * i + 1];
+    result.data_ptr<int64_t>()[r] = multinomial_row(p + r * n, bits.data(), bound.data(), n);
+  }
+  engine.set_data(state);
+  cpu->set_engine(engine);
+  return result;
+}
+
 // ---- Causal attention of a prompt's queries (prefill) ----
 //
 // q (B, nh, T, hs) over k, v (B, n_kv, S, hs), S >= T: query t is position S - T + t and sees keys 0 .. S - T + t.
@@ -4271,6 +4359,7 @@ TORCH_LIBRARY(openformers, m) {
   m.def("dropout(Tensor x, float keep, float scale) -> (Tensor out, Tensor kept)");
   m.def("dropout_backward(Tensor grad, Tensor kept, float scale) -> Tensor");
   m.def("prompt_attention(Tensor q, Tensor k, Tensor v, float scale) -> Tensor");
+  m.def("multinomial_one(Tensor probs) -> Tensor");
   m.def("prompt_attention_vectorized(int head_dim) -> bool", prompt_attention_vectorized);
 }
 
@@ -4286,4 +4375,5 @@ TORCH_LIBRARY_IMPL(openformers, CPU, m) {
   m.impl("dropout", dropout);
   m.impl("dropout_backward", dropout_backward);
   m.impl("prompt_attention", prompt_attention);
+  m.impl("multinomial_one", multinomial_one);
 }

@@ -271,7 +271,7 @@ class HugePagePlacement:
             tensor, size = self.pending[0]
             end = self.offset + size
             if self.written == self.offset and size + self.reserve > _available_memory():
-                self.pending = []  # the old storages are not being freed: the rest stays on 4 KB pages
+                self.pending = []  # old storages held elsewhere, or other processes: the rest stays on 4 KB pages
                 break
             if self.written < end:
                 # Zeros written a huge page at a time: the first write is what costs (see the class docstring).
