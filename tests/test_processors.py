@@ -296,6 +296,28 @@ def test_sampling_without_generator_follows_the_global_seed_as_the_reference_doe
     assert torch.equal(ours, theirs)
 
 
+def test_top_p_after_top_k_sorts_only_the_kept_scores_and_cuts_where_the_reference_does(monkeypatch):
+    # Sampling's usual chain: top_k leaves 50 (or a few) scores finite, and top_p sorts only those. Scores rounded
+    # to bfloat16 or to halves tie often; a cut between equal scores takes the reference's full sort.
+    sorted_few, compiled = [], of.TopPLogitsWarper._cut_among_few
+    monkeypatch.setattr(of.TopPLogitsWarper, "_cut_among_few",
+                        lambda self, scores: (lambda cut: sorted_few.append(cut is not None) or cut)(compiled(self, scores)))
+    for seed in range(240):
+        generator = torch.Generator().manual_seed(seed)
+        rows, width = 1 + seed % 3, (400, 4000)[seed % 2]
+        scores = torch.randn(rows, width, generator=generator) * (0.5 + seed % 5)
+        scores = scores.bfloat16().float() if seed % 3 == 1 else (scores * 2).round() / 2 if seed % 3 == 2 else scores
+        scores = of.TopKLogitsWarper((5, 50, 3)[seed % 3])(None, scores)
+        top_p, keep = (0.9, 0.5, 0.95, 0.3, 0.99)[seed % 5], 1 + seed % 3
+        ours = of.TopPLogitsWarper(top_p, min_tokens_to_keep=keep)(None, scores)
+        assert torch.equal(ours, hf.TopPLogitsWarper(top_p, min_tokens_to_keep=keep)(None, scores)), seed
+    assert 60 < sum(sorted_few) < len(sorted_few)
+    tied = torch.full((1, 400), -math.inf)
+    tied[0, 100:110] = 1.0  # ten equal scores, the cut among them
+    assert compiled(of.TopPLogitsWarper(0.5), tied) is None
+    assert torch.equal(of.TopPLogitsWarper(0.5)(None, tied), hf.TopPLogitsWarper(0.5)(None, tied))
+
+
 # --- validation -------------------------------------------------------------------------------------------
 
 
