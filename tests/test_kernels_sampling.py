@@ -12,6 +12,7 @@ from test_kernels import tiny_model
 @pytest.fixture(scope="module", autouse=True)
 def library():
     assert kernels.build()
+    assert processors._compiled_multinomial_agrees()  # asked once per process, before any test counts the draws
 
 
 def probability_rows(seed: int, vocabulary: int) -> torch.Tensor:

@@ -3735,6 +3735,32 @@ void twister_words(at::mt19937_data_pod& state, uint32_t* out, int64_t count) {
   }
 }
 
+// The default CPU generator, its mutex held while a draw reads words from a copy of its state (twister_words);
+// keep() writes the state back, leaving the generator where the PyTorch call that the draw reproduces leaves it.
+class DefaultTwister {
+ public:
+  explicit DefaultTwister(const char* op)
+      : generator_(at::detail::getDefaultCPUGenerator()), lock_(generator_.mutex()),
+        cpu_(generator_.get<at::CPUGeneratorImpl>()), engine_(cpu_->engine()), state(engine_.data()) {
+    TORCH_CHECK(state.left_ >= 1 && state.next_ + state.left_ - 1 <= static_cast<uint32_t>(kTwisterWords), op,
+                ": the CPU generator's state is not one PyTorch's engine leaves (left ", state.left_, ", next ",
+                state.next_, ")");
+  }
+  void keep() {
+    engine_.set_data(state);
+    cpu_->set_engine(engine_);
+  }
+
+ private:
+  at::Generator generator_;
+  std::lock_guard<std::mutex> lock_;
+  at::CPUGeneratorImpl* cpu_;
+  at::mt19937 engine_;
+
+ public:
+  at::mt19937_data_pod state;  // declared last: it is read from the engine
+};
+
 // bernoulli_(probability)'s values for n elements as bytes (1 or 0), drawn from PyTorch's default CPU generator and
 // advancing it as that call does. `stretch(begin, end)` runs on each stretch of elements as soon as their bytes
 // are written, while they are in the cache.
@@ -3745,17 +3771,10 @@ void draw_bernoulli(int64_t n, double probability, uint8_t* drawn, F&& stretch) 
   const uint64_t threshold = static_cast<uint64_t>(std::ceil(std::ldexp(probability, 53)));
   constexpr int64_t kStretch = 2048;  // elements: their words fill 16 KB, and the loops' vectors evenly
   uint32_t words[2 * kStretch];
-  at::Generator generator = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(generator.mutex());
-  auto* cpu = generator.get<at::CPUGeneratorImpl>();
-  at::mt19937 engine = cpu->engine();
-  at::mt19937_data_pod state = engine.data();
-  TORCH_CHECK(state.left_ >= 1 && state.next_ + state.left_ - 1 <= static_cast<uint32_t>(kTwisterWords),
-              "dropout: the CPU generator's state is not one PyTorch's engine leaves (left ", state.left_,
-              ", next ", state.next_, ")");
+  DefaultTwister twister("dropout");
   for (int64_t begin = 0; begin < n; begin += kStretch) {
     int64_t count = std::min(kStretch, n - begin);
-    twister_words(state, words, 2 * count);
+    twister_words(twister.state, words, 2 * count);
     uint8_t* out = drawn + begin;
 #pragma omp simd
     for (int64_t k = 0; k < count; ++k) {
@@ -3765,8 +3784,7 @@ void draw_bernoulli(int64_t n, double probability, uint8_t* drawn, F&& stretch) 
     }
     stretch(begin, begin + count);
   }
-  engine.set_data(state);
-  cpu->set_engine(engine);
+  twister.keep();
 }
 
 // out = x * (kept ? scale : 0) in x's dtype: PyTorch's x * noise, whose values are 0 and scale. Multiplying by
@@ -3904,23 +3922,15 @@ at::Tensor multinomial_one(const at::Tensor& probs) {
   std::vector<uint32_t> words(2 * n);
   std::vector<uint64_t> bits(n);
   std::vector<double> bound(n);
-  at::Generator generator = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(generator.mutex());
-  auto* cpu = generator.get<at::CPUGeneratorImpl>();
-  at::mt19937 engine = cpu->engine();
-  at::mt19937_data_pod state = engine.data();
-  TORCH_CHECK(state.left_ >= 1 && state.next_ + state.left_ - 1 <= static_cast<uint32_t>(kTwisterWords),
-              "multinomial_one: the CPU generator's state is not one PyTorch's engine leaves (left ", state.left_,
-              ", next ", state.next_, ")");
+  DefaultTwister twister("multinomial_one");
   for (int64_t r = 0; r < rows; ++r) {
-    twister_words(state, words.data(), 2 * n);
+    twister_words(twister.state, words.data(), 2 * n);
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i)  // the first word is the high half
       bits[i] = ((static_cast<uint64_t>(words[2 * i]) & 0x1fffffu) << 32) | words[2 * i + 1];
     result.data_ptr<int64_t>()[r] = multinomial_row(p + r * n, bits.data(), bound.data(), n);
   }
-  engine.set_data(state);
-  cpu->set_engine(engine);
+  twister.keep();
   return result;
 }
 
