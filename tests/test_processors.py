@@ -316,6 +316,7 @@ def test_top_p_after_top_k_sorts_only_the_kept_scores_and_cuts_where_the_referen
     tied[0, 100:110] = 1.0  # ten equal scores, the cut among them
     assert compiled(of.TopPLogitsWarper(0.5), tied) is None
     assert torch.equal(of.TopPLogitsWarper(0.5)(None, tied), hf.TopPLogitsWarper(0.5)(None, tied))
+    assert of.TopPLogitsWarper(0.5)(None, tied[:0]).shape == (0, 400)  # no rows
 
 
 # --- validation -------------------------------------------------------------------------------------------

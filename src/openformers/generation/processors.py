@@ -187,9 +187,9 @@ class TopPLogitsWarper(LogitsWarper):
         bit for bit the reference's, and the dropped scores are the same smallest ones; None where they might not
         be: a cut between equal scores (whose order the full sort decides), rows with unequal counts of finite
         scores, a NaN or +inf, a filter value other than -inf, or more finite scores than an eighth."""
-        if scores.device.type != "cpu":  # its counts are read on the host each token
-            return None
         rows, width = scores.shape
+        if scores.device.type != "cpu" or not rows:  # its counts are read on the host each token
+            return None
         finite = torch.isfinite(scores)
         counts = finite.sum(dim=-1)
         count = int(counts[0])
