@@ -41,6 +41,18 @@ def test_the_draw_is_torch_multinomials_token_and_leaves_the_generator_where_it_
         assert torch.equal(torch.get_rng_state(), expected_state)
 
 
+def test_rows_of_subnormal_probabilities_draw_torchs_token():
+    # Quotients that round to 0 or to a few subnormal steps, where float's rounding decides the argmax and its ties.
+    for seed in range(100):
+        probs = torch.rand(2, 1000, generator=torch.Generator().manual_seed(seed)) * 3e-44
+        torch.manual_seed(seed)
+        expected = torch.multinomial(probs, 1)
+        expected_state = torch.get_rng_state()
+        torch.manual_seed(seed)
+        assert torch.equal(torch.ops.openformers.multinomial_one(probs), expected), seed
+        assert torch.equal(torch.get_rng_state(), expected_state)
+
+
 def test_a_row_torch_refuses_draws_nothing_and_gets_torchs_error():
     state = torch.get_rng_state()
     for bad in (float("nan"), float("inf"), -0.5):

@@ -307,7 +307,7 @@ def test_top_p_after_top_k_sorts_only_the_kept_scores_and_cuts_where_the_referen
         rows, width = 1 + seed % 3, (400, 4000)[seed % 2]
         scores = torch.randn(rows, width, generator=generator) * (0.5 + seed % 5)
         scores = scores.bfloat16().float() if seed % 3 == 1 else (scores * 2).round() / 2 if seed % 3 == 2 else scores
-        scores = of.TopKLogitsWarper((5, 50, 3)[seed % 3])(None, scores)
+        scores = of.TopKLogitsWarper((5, 50, 3, 1)[seed % 4])(None, scores)  # 1: a single finite score
         top_p, keep = (0.9, 0.5, 0.95, 0.3, 0.99)[seed % 5], 1 + seed % 3
         ours = of.TopPLogitsWarper(top_p, min_tokens_to_keep=keep)(None, scores)
         assert torch.equal(ours, hf.TopPLogitsWarper(top_p, min_tokens_to_keep=keep)(None, scores)), seed

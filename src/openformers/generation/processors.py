@@ -204,10 +204,11 @@ class TopPLogitsWarper(LogitsWarper):
         drop_sorted[:, -self.min_tokens_to_keep :] = False
         dropped = drop_sorted[:, width - count:]  # a prefix of each row's finite scores
         cut = dropped.sum(dim=-1, keepdim=True)
-        inside = (cut > 0) & (cut < count)
-        first_kept = cut.clamp(1, max(count - 1, 1))
-        if bool((inside & (values.gather(1, first_kept - 1) == values.gather(1, first_kept))).any()):
-            return None
+        if count > 1:  # one finite score is kept whole
+            first_kept = cut.clamp(1, count - 1)
+            tied = values.gather(1, first_kept - 1) == values.gather(1, first_kept)
+            if bool(((cut > 0) & (cut < count) & tied).any()):
+                return None
         drop = torch.zeros_like(finite).scatter_(1, columns.gather(1, order), dropped)
         return scores.masked_fill(drop, self.filter_value)
 

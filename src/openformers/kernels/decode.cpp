@@ -3884,10 +3884,6 @@ int64_t multinomial_row(const float* p, const uint64_t* bits, double* bound, int
   for (int64_t i = 1; i < n; ++i)
     if (bound[i] > bound[best]) best = i;
   float top = quotient(best);
-  if (top == 0.f) {  // every quotient 0 (or rounded to it): the first of them
-    for (int64_t i = 0; i < n; ++i)
-      if (quotient(i) == 0.f) return i;
-  }
   // float's rounding of q and of the quotient moves it by under 2^-23 of itself: 1e-6 is ample room.
   double needed = static_cast<double>(top) / (1.0 + 1e-6);
   for (int64_t i = 0; i < n; ++i) {
