@@ -5,16 +5,18 @@ the first `--tokens` tokens of an English text the model was not tuned on (the P
 texts that ship with Python in `pydoc_data`, read at run time), in windows of 512 tokens; the share of those
 positions whose most likely next token is float32's; the same text's first `--decoded-tokens` fed one token at a
 time through the cache, which is the path of decoding (the CPU kernel's decoding step, whose int8 and int4
-products round their inputs to 8 bits; a window of many tokens takes PyTorch's matmul instead): their perplexity's
+products round their inputs to 8 bits, as a window's do): their perplexity's
 change against float32 with its standard error (the per-token log-likelihood differences are paired, so the
 error is that of their mean, far below what two perplexities' spread would suggest), and the mean KL divergence
 of each decoded step's next-token distribution from float32's, which every position informs, not only those near
 a tie; and, for `--prompts` of 40 varied chat prompts, how many of 64 greedy tokens agree with float32 before
 the first difference, as mean +- standard error and quartiles over the prompts (one near tie ends a prompt's
-count, so a handful of prompts cannot tell two precisions apart). The `+float32-prompts` rows take int8 or int4
-with a prompt's products in float32 (`linear.BFLOAT16_PROMPT_PRODUCTS` off; see openformers/kernels/linear.py),
-which tells what the bfloat16 products of the held text's windows and of the greedy prompts cost apart from the
-kernel's rounding; the decoded figures do not change. The llama.cpp rows simulate llama.cpp's
+count, so a handful of prompts cannot tell two precisions apart). A prompt's int8 and int4 products (the held
+text's windows, the greedy prompts) round their inputs as decoding's do (`linear.INTEGER_PROMPT_PRODUCTS`); the
+`+bfloat16-prompts` rows take them with the weights unpacked to bfloat16 and the inputs unrounded (bfloat16
+matmul, as before that route), the `+float32-prompts` rows in float32 (`linear.BFLOAT16_PROMPT_PRODUCTS` off too;
+see openformers/kernels/linear.py), which tells what each route costs apart from decoding's rounding; the decoded
+figures do not change. The llama.cpp rows simulate llama.cpp's
 arithmetic on the same weights in PyTorch (openformers' kernel left aside): each linear layer's weights made the
 file type's blocks and back by the gguf package (the head Q8_0, as llama.cpp's files keep it), and every linear
 layer's input rounded as llama.cpp's CPU products round it (Q8_0/Q8_1 blocks: per 32 values, steps of the
@@ -90,6 +92,7 @@ PROMPTS = [
 PRECISIONS = {
     "float32": {}, "bfloat16": {"dtype": torch.bfloat16}, "int8": {"quantization": "int8"}, "int4": {"quantization": "int4"},
     "int8+float32-prompts": {"quantization": "int8"}, "int4+float32-prompts": {"quantization": "int4"},
+    "int8+bfloat16-prompts": {"quantization": "int8"}, "int4+bfloat16-prompts": {"quantization": "int4"},
     "llama.cpp:Q8_0": {}, "llama.cpp:Q4_1": {}, "llama.cpp:Q4_0": {}, "llama.cpp:file": {},
 }
 K_QUANTS = {"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}  # llama.cpp's CPU products round their inputs to Q8_K blocks
@@ -233,12 +236,14 @@ def main() -> None:
         if simulated:
             library.loaded = lambda: False  # the kernel's products would skip the rounding hooks
         linear.BFLOAT16_PROMPT_PRODUCTS = bfloat16_prompts and not name.endswith("+float32-prompts")
+        linear.INTEGER_PROMPT_PRODUCTS = not name.endswith("-prompts")
         try:
             ppl, top = perplexity(model, ids)
             losses, log_probabilities = decoded_scores(model, ids[: args.decoded_tokens + 1])
             tokens = greedy(model, tokenizer, prompts)
         finally:
             library.loaded, linear.BFLOAT16_PROMPT_PRODUCTS = kernel, bfloat16_prompts
+            linear.INTEGER_PROMPT_PRODUCTS = True
         reference = reference or (ppl, losses, log_probabilities, tokens, top)
         same_top = (top == reference[4]).float().mean().item()
         change, change_error = mean_and_error(losses - reference[1])

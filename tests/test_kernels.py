@@ -176,7 +176,9 @@ def rounded(x: torch.Tensor) -> torch.Tensor:
     columns = x.shape[-1]
     blocks = torch.nn.functional.pad(x.float(), (0, -columns % 32)).unflatten(-1, (-1, 32))
     top = blocks.abs().amax(-1, keepdim=True)
-    steps = torch.round(blocks * torch.where(top > 0, 127 / top, torch.zeros_like(top)))
+    # 127 / top as the kernel divides: a number over a tensor is 127 times top's reciprocal, which can differ in the
+    # last bit and move a step that lands near a half
+    steps = torch.round(blocks * torch.where(top > 0, torch.full_like(top, 127) / top, torch.zeros_like(top)))
     return (steps * (top / 127)).flatten(-2)[..., :columns].to(x.dtype)
 
 

@@ -2,10 +2,14 @@
 rounds each input to 8-bit steps per block of 32 and computes exactly the packed weights times that rounded input
 (checked to float-sum precision against PyTorch), which is within the rounding's bound of the unrounded product."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from openformers import kernels
+from openformers.kernels import library
+from openformers.kernels import linear as linear_module
 from test_kernels import int8_per_16, rounded
 
 
@@ -131,3 +135,92 @@ def test_a_batch_of_q4_0_groups_multiplies_each_as_it_would_alone():
     alone = products_one_by_one(layer, x)
     assert torch.equal(product_of_the_batch(layer, x), alone)
     torch.testing.assert_close(alone, rounded(x) @ floats.T, atol=2e-5 * 576**0.5, rtol=1e-5)
+
+
+def prompt_product(layer: kernels.Linear, x: torch.Tensor, threads: int = 3) -> torch.Tensor:
+    """The compiled prompt product alone (a quantized layer's products of more rows than a batch decodes), called
+    in every build: those without its vector loops take the one-input loops per row."""
+    assert kernels.build()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)  # three threads: uneven shares of the tiles of 32 rows
+        with torch.inference_mode():
+            return torch.ops.openformers.prompt_product(x.contiguous(), layer.weight, layer.scale)
+    finally:
+        torch.set_num_threads(before)
+
+
+# Every remainder of the tiles of six inputs, and prompts past the 64 rows that the decode's loops take; 203 rows
+# end in a tile of 11.
+PROMPT_ROWS = [1, 2, 3, 4, 5, 6, 7, 11, 65, 100]
+
+
+@pytest.mark.parametrize("quantization, columns", SHAPES)
+def test_a_prompts_product_is_the_weights_times_the_rounded_input(quantization, columns):
+    layer = packed_layer(quantization, columns)
+    torch.manual_seed(2)
+    x = torch.randn(max(PROMPT_ROWS), columns) * torch.linspace(0.1, 10, columns)
+    weights = layer.dequantized(torch.float32)
+    expected = torch.nn.functional.linear(rounded(x), weights)
+    whole = prompt_product(layer, x)
+    torch.testing.assert_close(whole, expected, atol=2e-5 * columns**0.5, rtol=1e-5)
+    for n in PROMPT_ROWS:  # each row's sums depend on it alone: a prompt's rows as they would be alone, bit for bit
+        assert torch.equal(prompt_product(layer, x[:n]), whole[:n]), n
+    assert torch.equal(prompt_product(layer, x[:9], threads=1), whole[:9])
+
+
+@pytest.mark.parametrize("quantization", ["int8", "int8/16", "int4"])
+def test_a_prompts_zero_blocks_and_outliers_round_without_overflow(quantization):
+    layer = packed_layer(quantization, 128)
+    x = torch.randn(70, 128)
+    x[0, :32] = 0
+    x[1, 40] = 1e4
+    x[2] = -x[2].abs()
+    x[3] = torch.sign(torch.randn(128))  # every step at +-127: the largest sums of a block
+    expected = torch.nn.functional.linear(rounded(x), layer.dequantized(torch.float32))
+    result = prompt_product(layer, x)
+    assert torch.isfinite(result).all()
+    torch.testing.assert_close(result, expected, atol=1e-2, rtol=1e-5)
+
+
+def test_a_prompt_product_refuses_what_it_cannot_multiply():
+    layer = packed_layer("int8", 64)
+    product = torch.ops.openformers.prompt_product
+    with pytest.raises(RuntimeError, match="x has 32 values per row for 64 weight columns"):
+        product(torch.randn(70, 32), layer.weight, layer.scale)
+    with pytest.raises(RuntimeError, match="x must be a contiguous float32 matrix"):
+        product(torch.randn(70, 64).bfloat16(), layer.weight, layer.scale)
+    with pytest.raises(RuntimeError, match="weights must be int8 or int4"):
+        product(torch.randn(70, 64), torch.randn(203, 64), layer.scale)
+    assert product(torch.randn(0, 64), layer.weight, layer.scale).shape == (0, 203)
+
+
+def test_a_quantized_layers_prompt_takes_the_integer_product_where_the_build_has_its_loops(monkeypatch):
+    # Without AVX-512 VNNI (tests/test_kernels_portability.py runs this in such builds) prompt_product's plain loops
+    # are slower than unpacking the weights for PyTorch's matmul, which the layer keeps there.
+    assert kernels.build()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and library._target() != "native":
+        assert not torch.ops.openformers.prompt_product_vectorized()
+    elif cpuinfo.exists():
+        flags = cpuinfo.read_text().split()
+        assert torch.ops.openformers.prompt_product_vectorized() is ("avx512_vnni" in flags and "avx512bw" in flags)
+    vectorized = linear_module._compiled_prompt_products()
+    calls, compiled = [], torch.ops.openformers.prompt_product
+    monkeypatch.setattr(torch.ops.openformers, "prompt_product", lambda *args: calls.append(len(args[0])) or compiled(*args))
+    layer = packed_layer("int4", 96)
+    x = torch.randn(5, 13, 96)  # 65 rows
+    with torch.inference_mode():
+        result = layer(x)
+        layer(x[:4, :16])  # 64 rows: the decode's loops (matvec)
+        monkeypatch.setattr(linear_module, "INTEGER_PROMPT_PRODUCTS", False)
+        unpacked = layer(x)
+        monkeypatch.setattr(linear_module, "INTEGER_PROMPT_PRODUCTS", True)
+    layer.train()
+    with torch.no_grad():  # a reentrant checkpoint's forward multiplies as its recomputation will, unrounded
+        layer(x)
+    assert calls == ([65] if vectorized else [])
+    if vectorized:
+        assert torch.equal(result, (compiled(x.reshape(65, 96), layer.weight, layer.scale) + layer.bias).view(5, 13, -1))
+    else:
+        assert torch.equal(result, unpacked)

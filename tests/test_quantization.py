@@ -114,6 +114,7 @@ def test_a_q8_0_gguf_loads_as_int8_with_every_weight_unchanged(tmp_path, monkeyp
         expected = floats.get_submodule(name).weight
         assert layer.weight.dtype == torch.int8 and torch.equal(layer.dequantized(torch.float32), expected), name
     # 70 rows: PyTorch's matmul over the unpacked weights, the input not rounded, in float32 on every CPU
+    monkeypatch.setattr(linear_module, "INTEGER_PROMPT_PRODUCTS", False)
     monkeypatch.setattr(linear_module, "BFLOAT16_PROMPT_PRODUCTS", False)
     ids = torch.arange(1, 71)[None]
     with torch.inference_mode():
@@ -228,6 +229,7 @@ def test_few_rows_take_the_kernel_with_the_plain_results(pack, monkeypatch):
     x = torch.randn(65, 64)
     assert kernels.build()  # loads the kernels, before the switch is pinned below
     monkeypatch.setattr(linear_module, "BFLOAT16_PROMPT_PRODUCTS", False)  # the plain path: float32 products
+    integer_prompts = linear_module._compiled_prompt_products()  # 65 rows: rounded in the kernel's prompt product
     results, calls = {}, counted_matvecs(monkeypatch)
     threads = torch.get_num_threads()
     for use_kernels in (True, False):
@@ -235,12 +237,13 @@ def test_few_rows_take_the_kernel_with_the_plain_results(pack, monkeypatch):
         try:
             torch.set_num_threads(3)
             with torch.inference_mode():
-                # 1 to 64 rows (a batch decoding a token each, a short prompt) go to the kernel, which rounds its
-                # input to int8 steps (the plain path is given it rounded); 65 widen the weights either way, and so
-                # do 9 in training (what a reentrant checkpoint's recomputation multiplies).
+                # 1 to 64 rows (a batch decoding a token each, a short prompt) go to the kernel's matvec, which
+                # rounds its input to int8 steps (the plain path is given it rounded); 65 to its prompt product,
+                # which rounds it too, where the build has its vector loops, else they widen the weights either
+                # way, as do 9 in training (what a reentrant checkpoint's recomputation multiplies).
                 inputs = [x[:1], x[:3], x[:9], x[:64], x[:65], x[:6].view(2, 3, 64)]
                 if not use_kernels:
-                    inputs = [rows if len(rows) == 65 else rounded(rows) for rows in inputs]
+                    inputs = [rows if len(rows) == 65 and not integer_prompts else rounded(rows) for rows in inputs]
                 results[use_kernels] = [layer(rows) for rows in inputs]
                 layer.train()
                 results[use_kernels].append(layer(x[:9]))
@@ -302,10 +305,12 @@ def test_prompt_products_in_bfloat16_are_chosen_by_the_cpus_bfloat16_dot_product
 
 @pytest.mark.parametrize("pack", [int8, int4])
 def test_float32_prompt_products_multiply_in_bfloat16_and_training_in_float32(pack, monkeypatch):
-    """Where the CPU has bfloat16 dot products (forced on here, so that every CPU checks the route), a float32
-    input of more rows than the kernel takes multiplies in bfloat16 in inference, within bfloat16's rounding of
-    the float32 product; fewer rows, bfloat16 inputs and a training layer's products keep their own."""
+    """Where the CPU has bfloat16 dot products (forced on here, so that every CPU checks the route) and the
+    integer prompt products are off (a build without their vector loops), a float32 input of more rows than the
+    kernel takes multiplies in bfloat16 in inference, within bfloat16's rounding of the float32 product; fewer
+    rows, bfloat16 inputs and a training layer's products keep their own."""
     assert kernels.build()
+    monkeypatch.setattr(linear_module, "INTEGER_PROMPT_PRODUCTS", False)
     torch.manual_seed(0)
     layer = pack(nn.Linear(96, 40))
     x = torch.randn(3, 24, 96)  # 72 rows, more than the kernel takes

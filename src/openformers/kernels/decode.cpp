@@ -333,6 +333,34 @@ void unpack_int4_row(const Matrix& m, int64_t r, float* row) {
   }
 }
 
+// One block of count <= 32 values x rounded to int8 steps q (x ~ s * q, the largest magnitude at 127): returns s,
+// and the sums of steps 0-15 and 16-31 in half_sums.
+inline float round_block(const float* x, int64_t count, int8_t* q, int32_t* half_sums) {
+  float top = 0.f;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  if (count == kGroup) {
+    __m512 low = _mm512_loadu_ps(x), high = _mm512_loadu_ps(x + 16);
+    top = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(low), _mm512_abs_ps(high)));
+    __m512 inverse = _mm512_set1_ps(top > 0.f ? 127.f / top : 0.f);
+    // cvtps rounds to nearest even, as nearbyint below does in the default rounding mode
+    __m512i q_low = _mm512_cvtps_epi32(_mm512_mul_ps(low, inverse));
+    __m512i q_high = _mm512_cvtps_epi32(_mm512_mul_ps(high, inverse));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtepi32_epi8(q_low));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtepi32_epi8(q_high));
+    half_sums[0] = _mm512_reduce_add_epi32(q_low), half_sums[1] = _mm512_reduce_add_epi32(q_high);
+    return top / 127.f;
+  }
+#endif
+  for (int64_t i = 0; i < count; ++i) top = std::max(top, std::fabs(x[i]));
+  float inverse = top > 0.f ? 127.f / top : 0.f;
+  half_sums[0] = half_sums[1] = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    q[i] = static_cast<int8_t>(std::nearbyint(x[i] * inverse));
+    half_sums[i / 16] += q[i];
+  }
+  return top / 127.f;
+}
+
 // The input of a product, and for int8 and int4 weights its values rounded to 8 bits: per block of 32, int8
 // steps q with one float32 scale s (x ~ s * q, the block's largest magnitude at 127), as llama.cpp's Q8_1.
 // Integer weights then multiply integer steps, 64 products per instruction with AVX-512 VNNI's vpdpbusd
@@ -385,35 +413,10 @@ struct Rounded {
     scales.assign(padded / 4, 0.f);
     pair_sums.assign(2 * blocks, 0.f);
     for (int64_t b = 0; b < blocks; ++b) {
-      int64_t begin = b * kGroup, count = std::min(kGroup, n - begin);
-      const float* xb = x + begin;
-      int8_t* qb = q.data() + begin;
-      float top = 0.f;
-      int32_t sum = 0;
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-      if (count == kGroup) {
-        __m512 low = _mm512_loadu_ps(xb), high = _mm512_loadu_ps(xb + 16);
-        top = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(low), _mm512_abs_ps(high)));
-        __m512 inverse = _mm512_set1_ps(top > 0.f ? 127.f / top : 0.f);
-        // cvtps rounds to nearest even, as nearbyint below does in the default rounding mode
-        __m512i q_low = _mm512_cvtps_epi32(_mm512_mul_ps(low, inverse));
-        __m512i q_high = _mm512_cvtps_epi32(_mm512_mul_ps(high, inverse));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(qb), _mm512_cvtepi32_epi8(q_low));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(qb + 16), _mm512_cvtepi32_epi8(q_high));
-        sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q_low, q_high));
-      } else
-#endif
-      {
-        for (int64_t i = 0; i < count; ++i) top = std::max(top, std::fabs(xb[i]));
-        float inverse = top > 0.f ? 127.f / top : 0.f;
-        for (int64_t i = 0; i < count; ++i) {
-          qb[i] = static_cast<int8_t>(std::nearbyint(xb[i] * inverse));
-          sum += qb[i];
-        }
-      }
-      float scale = top / 127.f;
+      int32_t sums[2];
+      float scale = round_block(x + b * kGroup, std::min(kGroup, n - b * kGroup), q.data() + b * kGroup, sums);
       std::fill_n(scales.begin() + b / 2 * 16 + b % 2 * 8, 8, scale);
-      pair_sums[2 * b + 1] = scale * static_cast<float>(sum);
+      pair_sums[2 * b + 1] = scale * static_cast<float>(sums[0] + sums[1]);
     }
   }
 };
@@ -3268,6 +3271,220 @@ at::Tensor matvec(at::Tensor x, at::Tensor weight, c10::optional<at::Tensor> sca
   return y;
 }
 
+// A prompt's products with int8 or int4 weights (more rows than a batch decodes): each input rounded to int8 steps
+// per block of 32, as every integer product here rounds it (Rounded), and multiplied by the stored steps with
+// vpdpbusd, where unpacking the whole matrix to bfloat16 for PyTorch's matmul wrote and read it again for every
+// call and left the products at bfloat16's rate, half of vpdpbusd's (64 products per instruction against
+// vdpbf16ps's 32). Sixteen rows side by side are the 16 lanes of each register (as int8_sixteen_rows_times lays
+// them out), two such registers times PromptInputs inputs at a time: each 4-byte word of an input, broadcast,
+// advances 32 rows, and each block's int32 sums become floats once per block, where the decode's tiles keep every
+// word's sum apart so that a batch's rows come out as their sequences' alone, bit for bit (a prompt's come out
+// as the product of W with the rounded input, in another order of float sums).
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+constexpr int kPromptInputs = 6;  // inputs per tile: two rows' registers times six inputs hold 12 int32 and 12 float sums
+
+// Thirty-two rows of a matrix as vpdpbusd's unsigned operand: int8 weights offset by 128 (w xor 0x80), int4 steps as
+// they are. words[2 w + h]: 4-byte word w (columns 4w to 4w + 3) of rows 16h to 16h + 15, a row per lane; scales
+// per unit of columns (int8: its weight scales, per 32 or per 16 columns; int4: per block, d then m) the same way.
+struct PromptLanes {
+  std::vector<Register> words, scales;
+  std::vector<uint8_t> rows;  // one half's 16 rows of unsigned steps, before they are turned into lanes
+};
+
+// Rows [row, row + 16) into half h of `lanes`; rows past the matrix's end multiply as zeros.
+void pack_prompt_half(const Matrix& m, bool int4, int64_t row, int h, int64_t padded, PromptLanes& lanes) {
+  const uint8_t zero = int4 ? 0 : 0x80;
+  lanes.rows.resize(16 * padded);
+  for (int r = 0; r < 16; ++r) {
+    uint8_t* to = lanes.rows.data() + r * padded;
+    int64_t filled = 0;
+    if (row + r < m.rows && int4) {
+      const uint8_t* q = static_cast<const uint8_t*>(m.data) + (row + r) * m.row_bytes;
+      const __m128i nibble = _mm_set1_epi8(15);
+      for (int64_t g = 0; g < m.cols / kGroup; ++g) {  // byte j: column j's step low, column j + 16's high
+        __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16 * g));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(to + kGroup * g), _mm_and_si128(bytes, nibble));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(to + kGroup * g + 16), _mm_and_si128(_mm_srli_epi16(bytes, 4), nibble));
+      }
+      filled = m.cols;
+    } else if (row + r < m.rows) {
+      const uint8_t* w = static_cast<const uint8_t*>(m.data) + (row + r) * m.cols;
+#pragma omp simd
+      for (int64_t c = 0; c < m.cols; ++c) to[c] = w[c] ^ 0x80;
+      filled = m.cols;
+    }
+    std::fill(to + filled, to + padded, zero);
+  }
+  __m512i words[16];
+  for (int64_t s = 0; s < padded / 64; ++s) {
+    for (int r = 0; r < 16; ++r) words[r] = _mm512_loadu_si512(lanes.rows.data() + r * padded + 64 * s);
+    transpose_16x16(words);
+    for (int k = 0; k < 16; ++k) lanes.words[2 * (16 * s + k) + h].value = words[k];
+  }
+  const int64_t units = int4 ? m.cols / kGroup : m.scales_per_row(), per_unit = int4 ? 2 : 1;
+  for (int64_t u = 0; u < units; ++u)
+    for (int64_t p = 0; p < per_unit; ++p) {
+      alignas(64) float values[16];
+      for (int r = 0; r < 16; ++r)
+        values[r] = row + r >= m.rows ? 0.f
+                    : int4            ? static_cast<float>(m.pairs[((row + r) * units + u) * 2 + p])
+                                      : m.scale[(row + r) * units + u];
+      lanes.scales[(2 * u + h) * per_unit + p].value = _mm512_castps_si512(_mm512_load_ps(values));
+    }
+}
+
+// A prompt's inputs rounded (as Rounded rounds each), one after another: steps (n, padded), zero past the columns;
+// scales (n, blocks); and per input and unit of columns (32, or 16 for int8 weights with a scale per 16): int8,
+// -128 times the unit's steps' sum, where its dot products start, which takes the weights' offset back out; int4,
+// the input's scale times the block's steps' sum (Rounded's pair_sums), which the rows' minimums multiply.
+struct PromptInputs {
+  int64_t n = 0, padded = 0, blocks = 0, units = 0;
+  std::vector<int8_t> steps;
+  std::vector<float> scales, shares;
+  std::vector<int32_t> offsets;
+
+  void round(const float* x, int64_t count, int64_t cols, bool int4, int64_t unit) {
+    n = count, blocks = (cols + kGroup - 1) / kGroup, padded = (blocks + 1) / 2 * 64, units = (cols + unit - 1) / unit;
+    steps.assign(n * padded, 0);
+    scales.resize(n * blocks);
+    if (int4) shares.resize(n * units);
+    else offsets.resize(n * units);
+    at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; ++j)
+        for (int64_t b = 0; b < blocks; ++b) {
+          int32_t sums[2];
+          float scale = round_block(x + j * cols + b * kGroup, std::min(kGroup, cols - b * kGroup),
+                                    steps.data() + j * padded + b * kGroup, sums);
+          scales[j * blocks + b] = scale;
+          if (int4) shares[j * units + b] = scale * static_cast<float>(sums[0] + sums[1]);
+          else if (unit == 16) {  // a last block of 16 columns or fewer is one unit
+            offsets[j * units + 2 * b] = -128 * sums[0];
+            if (2 * b + 1 < units) offsets[j * units + 2 * b + 1] = -128 * sums[1];
+          } else {
+            offsets[j * units + b] = -128 * (sums[0] + sums[1]);
+          }
+        }
+    });
+  }
+};
+
+// Rows [row, row + 32) (those below `rows`) times N inputs from `first` on, into out (n, rows). UnitWords: 4-byte
+// words per weight scale, 8 (a block of 32) or 4 (int8 with a scale per 16 columns).
+template <bool Int4Weights, int UnitWords, int N>
+inline void prompt_tile(const PromptLanes& lanes, const PromptInputs& in, int64_t first, int64_t row, int64_t rows,
+                        float* out) {
+  const int64_t units = in.units;
+  const int8_t* steps = in.steps.data() + first * in.padded;
+  const float* scales = in.scales.data() + first * in.blocks;
+  __m512 sums[2][N];
+  for (auto& half : sums)
+    for (auto& sum : half) sum = _mm512_setzero_ps();
+  for (int64_t u = 0; u < units; ++u) {
+    __m512i dots[2][N];
+    for (int j = 0; j < N; ++j)
+      dots[0][j] = dots[1][j] = Int4Weights ? _mm512_setzero_si512() : _mm512_set1_epi32(in.offsets[(first + j) * units + u]);
+    const Register* w = lanes.words.data() + 2 * UnitWords * u;
+#pragma GCC unroll 8
+    for (int k = 0; k < UnitWords; ++k) {
+      const __m512i low = w[2 * k].value, high = w[2 * k + 1].value;
+      for (int j = 0; j < N; ++j) {
+        __m512i x = _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(steps + j * in.padded + 4 * (UnitWords * u + k)));
+        dots[0][j] = _mm512_dpbusd_epi32(dots[0][j], low, x);
+        dots[1][j] = _mm512_dpbusd_epi32(dots[1][j], high, x);
+      }
+    }
+    const int64_t block = u * UnitWords / 8;
+    constexpr int per_unit = Int4Weights ? 2 : 1;
+    for (int h = 0; h < 2; ++h) {
+      const __m512 scale = _mm512_castsi512_ps(lanes.scales[(2 * u + h) * per_unit].value);
+      for (int j = 0; j < N; ++j) {
+        sums[h][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots[h][j]),
+                                     _mm512_mul_ps(scale, _mm512_set1_ps(scales[j * in.blocks + block])), sums[h][j]);
+        if constexpr (Int4Weights)  // the minimums' share: m times the input's scale times its steps' sum
+          sums[h][j] = _mm512_fmadd_ps(_mm512_castsi512_ps(lanes.scales[(2 * u + h) * 2 + 1].value),
+                                       _mm512_set1_ps(in.shares[(first + j) * units + u]), sums[h][j]);
+      }
+    }
+  }
+  for (int h = 0; h < 2; ++h) {
+    const int64_t from = row + 16 * h;
+    if (from >= rows) break;
+    const __mmask16 valid = rows - from >= 16 ? 0xFFFF : (1 << (rows - from)) - 1;
+    for (int j = 0; j < N; ++j) _mm512_mask_storeu_ps(out + (first + j) * rows + from, valid, sums[h][j]);
+  }
+}
+
+template <bool Int4Weights, int UnitWords>
+void prompt_rows(const PromptLanes& lanes, const PromptInputs& in, int64_t row, int64_t rows, float* out) {
+  int64_t j = 0;
+  for (; j + kPromptInputs <= in.n; j += kPromptInputs)
+    prompt_tile<Int4Weights, UnitWords, kPromptInputs>(lanes, in, j, row, rows, out);
+  switch (in.n - j) {
+    case 5: prompt_tile<Int4Weights, UnitWords, 5>(lanes, in, j, row, rows, out); break;
+    case 4: prompt_tile<Int4Weights, UnitWords, 4>(lanes, in, j, row, rows, out); break;
+    case 3: prompt_tile<Int4Weights, UnitWords, 3>(lanes, in, j, row, rows, out); break;
+    case 2: prompt_tile<Int4Weights, UnitWords, 2>(lanes, in, j, row, rows, out); break;
+    case 1: prompt_tile<Int4Weights, UnitWords, 1>(lanes, in, j, row, rows, out); break;
+  }
+}
+#endif
+
+// Whether prompt_product has its vector loops in this build (AVX-512 VNNI): without them it takes integer_rows per
+// input, correct but slower than unpacking the weights for PyTorch's matmul, which kernels/linear.py keeps there.
+bool prompt_product_vectorized() {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  return true;
+#else
+  return false;
+#endif
+}
+
+// y = x W^T for x (n, cols) float32 and int8 or int4 weights, each x row rounded to int8 steps per block of 32: the
+// quantized layers' products of a prompt (see above). The same product as matvec's, in another order of float sums.
+at::Tensor prompt_product(at::Tensor x, at::Tensor weight, at::Tensor scale) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 2,
+              "prompt_product: x must be a contiguous float32 matrix");
+  TORCH_CHECK(weight.scalar_type() == at::kChar || weight.scalar_type() == at::kByte,
+              "prompt_product: weights must be int8 or int4 (uint8), got ", weight.scalar_type());
+  Matrix m = matrix(weight, scale, {});
+  TORCH_CHECK(x.size(1) == m.cols, "prompt_product: x has ", x.size(1), " values per row for ", m.cols,
+              " weight columns");
+  const int64_t n = x.size(0);
+  const bool int4 = weight.scalar_type() == at::kByte;
+  at::Tensor y = at::empty({n, m.rows}, x.options());
+  if (n == 0 || m.rows == 0) return y;
+  const float* xd = x.data_ptr<float>();
+  float* yd = y.data_ptr<float>();
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  const int64_t unit = int4 ? kGroup : m.scale_group;
+  PromptInputs in;
+  in.round(xd, n, m.cols, int4, unit);
+  at::parallel_for(0, (m.rows + 31) / 32, 1, [&](int64_t begin, int64_t end) {
+    PromptLanes lanes;
+    lanes.words.resize(2 * in.padded / 4);
+    lanes.scales.resize(2 * in.units * (int4 ? 2 : 1));
+    for (int64_t t = begin; t < end; ++t) {
+      for (int h = 0; h < 2; ++h) pack_prompt_half(m, int4, 32 * t + 16 * h, h, in.padded, lanes);
+      if (int4) prompt_rows<true, 8>(lanes, in, 32 * t, m.rows, yd);
+      else if (unit == 16) prompt_rows<false, 4>(lanes, in, 32 * t, m.rows, yd);
+      else prompt_rows<false, 8>(lanes, in, 32 * t, m.rows, yd);
+    }
+  });
+#else
+  std::vector<Rounded> inputs(n);
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) inputs[j].set<int8_t>(xd + j * m.cols, m.cols);
+  });
+  at::parallel_for(0, m.rows, 64, [&](int64_t begin, int64_t end) {  // each writes its rows [begin, end) of out
+    for (int64_t j = 0; j < n; ++j) {
+      if (int4) integer_rows<Int4>(m, begin, end, inputs[j], yd + j * m.rows);
+      else integer_rows<int8_t>(m, begin, end, inputs[j], yd + j * m.rows);
+    }
+  });
+#endif
+  return y;
+}
+
 // The matrix of int8 or int4 weights (scales applied) written into `out`, float32 or bfloat16, in one pass on
 // every thread: for products of many rows (a prompt, training), which then run as one matmul in the model's
 // dtype. Each weight is computed in float32 and rounded once, so a bfloat16 matrix equals the float32 one
@@ -4367,6 +4584,8 @@ TORCH_LIBRARY(openformers, m) {
   m.def("prompt_attention(Tensor q, Tensor k, Tensor v, float scale) -> Tensor");
   m.def("multinomial_one(Tensor probs) -> Tensor");
   m.def("prompt_attention_vectorized(int head_dim) -> bool", prompt_attention_vectorized);
+  m.def("prompt_product(Tensor x, Tensor weight, Tensor scale) -> Tensor");
+  m.def("prompt_product_vectorized() -> bool", prompt_product_vectorized);
 }
 
 TORCH_LIBRARY_IMPL(openformers, CPU, m) {
@@ -4382,4 +4601,5 @@ TORCH_LIBRARY_IMPL(openformers, CPU, m) {
   m.impl("dropout_backward", dropout_backward);
   m.impl("prompt_attention", prompt_attention);
   m.impl("multinomial_one", multinomial_one);
+  m.impl("prompt_product", prompt_product);
 }

@@ -5,18 +5,18 @@ int4 weights and for a float32 vocabulary head; in training, 8 and none), withou
 product to the compiled kernel (decode.cpp), which reads each weight once for all rows at about the memory bandwidth
 and reads int8 and int4 rows as they are stored; PyTorch's matmul streams float weights at about half of it for so
 few rows (1.5x slower at 8 float32 rows), and quantized rows would first have to be widened to floats. Other inputs
-(a longer prompt, training) take PyTorch's path. A quantized layer's prompt (more rows, float32 input, in inference:
-eval mode without gradients) multiplies in bfloat16 on a CPU with bfloat16 dot products (AVX512_BF16, AMX), its
-weights unpacked to bfloat16: half the time of float32 (SmolLM2's 7 products of a layer at 512 rows, one thread: 36
-ms to 18 ms; its 512-token prefill 354 to 575 tok/s at int8 and int4, 1.5x llama.cpp's Q8_0 and 1.2x its Q4_0 in
-benchmarks/decode.py) for 2.8e-3 relative error per product. Against float32 over 4096 held tokens
-(benchmarks/quality.py): perplexity +0.13% instead of +0.08% (int8) and +0.01% instead of +0.00% (int4: the shipped
-Q4_1 weights, unchanged), the most likely next token float32's at 96.7% of positions instead of 97.9% (int8) and
-97.7% instead of 100% (int4), where llama.cpp's products simulated on the same weights give +0.52% and 96.4% (Q8_0),
-+0.30% and 96.6% (Q4_1); greedy tokens agreeing before the first difference over 40 chat prompts 26.2 instead of
-24.2 of 64 (int8) and 34.0 instead of 35.6 (int4), each +-3-3.5, so within the counts' spread (one near tie ends a
-prompt's count); decoding, the kernel's, is unchanged. Where bfloat16 matmul has no such instructions (2.6-4.9x
-slower than float32 there) and in training (QLoRA) the products stay float32.
+(a longer prompt, training) take PyTorch's path, but for a quantized layer's longer prompt in inference (eval mode
+without gradients): the kernel's `prompt_product` (AVX-512 VNNI builds) rounds each input row as decoding does and
+multiplies the stored integers, 32 weight rows held in registers while every row of the prompt passes, nothing
+unpacked (SmolLM2's 1536 x 576 layer at 512 rows, two threads: 1.4-1.6 ms against 2.2-2.3 for unpacking to
+bfloat16 and PyTorch's bfloat16 matmul; its 512-token prefill 0.40 -> 0.30 s at int8, 0.41 -> 0.32 s at int4).
+Decoding's own loops (matvec) keep the rows they take: each row's sums in the order of the one-row step, so a batch
+decodes what its sequences decode alone. Where prompt_product has no vector loops, or with INTEGER_PROMPT_PRODUCTS
+off, the prompt's weights are unpacked for PyTorch's matmul: in bfloat16 on a CPU with bfloat16 dot products
+(AVX512_BF16, AMX), half the time of float32, for 2.8e-3 relative error per product, the input unrounded; where
+bfloat16 matmul has no such instructions (2.6-4.9x slower than float32 there), and in training (QLoRA), float32.
+What each route costs in quality against float32 (benchmarks/quality.py, RESULTS.md's quality rows): the integer
+products round a prompt's inputs as llama.cpp's CPU products round every input (Q8_0 / Q8_1 blocks of 32).
 
 Quantization (`from_pretrained(..., quantization="int8" or "int4")`). int8: each block of 32 weights along a row
 becomes int8 with one float32 scale (symmetric: the block's largest magnitude maps to 127, llama.cpp's Q8_0 grid),
@@ -45,6 +45,7 @@ parameters, so nothing trains them, and a tied language-model head gets an int8 
 flow through it to its input, so LoRA adapters train on a quantized base (QLoRA, models/lora.py).
 """
 
+import functools
 import threading
 import weakref
 
@@ -93,6 +94,19 @@ def _cpu_has_bfloat16_dot_products() -> bool:
 # them) to 4.9x (AVX2) slower than float32, so those CPUs keep float32. Measured on SmolLM2's 7 products of a
 # layer at 512 rows, one thread (oneDNN capped with ONEDNN_MAX_CPU_ISA for the CPUs without).
 BFLOAT16_PROMPT_PRODUCTS = _cpu_has_bfloat16_dot_products()
+
+
+# A quantized layer's prompt products multiply the stored int8 and int4 steps by the inputs rounded to int8 steps
+# per block of 32, as decoding's products do (decode.cpp's prompt_product, AVX-512 VNNI builds). False unpacks the
+# weights for PyTorch's matmul instead (see the module's docstring), with the prompt's inputs unrounded.
+INTEGER_PROMPT_PRODUCTS = True
+
+
+@functools.cache
+def _compiled_prompt_products() -> bool:
+    """Whether the loaded library has prompt_product's vector loops; without them its plain loops take longer than
+    unpacking the weights for PyTorch's matmul. Asked once, after the library has loaded."""
+    return torch.ops.openformers.prompt_product_vectorized()
 
 
 class Linear(nn.Linear):
@@ -156,6 +170,12 @@ class Linear(nn.Linear):
         if x.requires_grad and torch.is_grad_enabled():  # training adapters on a quantized base (QLoRA)
             y = _PackedProduct.apply(x, self)
             return y if bias is None else y + bias
+        if self._integer_prompt_pays(x):
+            y = torch.ops.openformers.prompt_product(x.reshape(-1, self.in_features).float().contiguous(), self.weight,
+                                                     self.scale)
+            if bias is not None:
+                y += bias.float()
+            return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
         if self._bfloat16_product_pays(x):
             y = F.linear(x.to(torch.bfloat16), self.unpacked_for_product(torch.bfloat16)).float()
             return y if bias is None else y + bias
@@ -171,6 +191,19 @@ class Linear(nn.Linear):
             and x.device.type == "cpu"
             and x.numel() > KERNEL_ROWS * self.in_features
             and not torch.is_grad_enabled()
+        )
+
+    def _integer_prompt_pays(self, x: torch.Tensor) -> bool:
+        # Only in inference, as for _bfloat16_product_pays; the kernel's own rows (kernel_rows) went to matvec.
+        return (
+            INTEGER_PROMPT_PRODUCTS
+            and not self.training
+            and x.device.type == "cpu"
+            and not torch.is_grad_enabled()
+            and library.loaded()
+            and self.weight.is_contiguous()
+            and not torch.compiler.is_compiling()
+            and _compiled_prompt_products()
         )
 
     def kernel_rows(self) -> int:
