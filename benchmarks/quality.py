@@ -2,12 +2,12 @@
 
 For openformers at float32, bfloat16, int8 and int4 (`quantization=...`) on the default model: perplexity over
 the first `--tokens` tokens of an English text the model was not tuned on (the Python documentation's topic
-texts that ship with Python in `pydoc_data`, read at run time), in windows of 512 tokens; the share of those
-positions whose most likely next token is float32's; the same text's first `--decoded-tokens` fed one token at a
-time through the cache, which is the path of decoding (the CPU kernel's decoding step, whose int8 and int4
-products round their inputs to 8 bits, as a window's do): their perplexity's
-change against float32 with its standard error (the per-token log-likelihood differences are paired, so the
-error is that of their mean, far below what two perplexities' spread would suggest), and the mean KL divergence
+texts that ship with Python in `pydoc_data`, read at run time), in windows of 512 tokens, and its change against
+float32 with its standard error (the per-token log-likelihood differences are paired, so the error is that of
+their mean, far below what two perplexities' spread would suggest); the share of those positions whose most likely
+next token is float32's; the same text's first `--decoded-tokens` fed one token at a time through the cache,
+which is the path of decoding (the CPU kernel's decoding step, whose int8 and int4 products round their inputs to
+8 bits, as a window's do): their perplexity's change, as for the windows, and the mean KL divergence
 of each decoded step's next-token distribution from float32's, which every position informs, not only those near
 a tie; and, for `--prompts` of 40 varied chat prompts, how many of 64 greedy tokens agree with float32 before
 the first difference, as mean +- standard error and quartiles over the prompts (one near tie ends a prompt's
@@ -149,17 +149,17 @@ def gguf_block_types(model, path: Path) -> dict:
             for module in model.modules() if isinstance(module, torch.nn.Linear)}
 
 
-def perplexity(model, ids: list[int]) -> tuple[float, torch.Tensor]:
-    """Perplexity over windows of the held text, and the most likely next token at each of its positions."""
-    total, count, top = 0.0, 0, []
+def perplexity(model, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each next token's negative log-likelihood over windows of the held text, and the most likely next token
+    at each of its positions."""
+    losses, top = [], []
     with torch.inference_mode():
         for start in range(0, len(ids) - 1, WINDOW):
             window = torch.tensor([ids[start : start + WINDOW + 1]])
             logits = model(window[:, :-1]).logits.float()
-            total += torch.nn.functional.cross_entropy(logits[0], window[0, 1:], reduction="sum").item()
-            count += window.shape[1] - 1
+            losses.append(torch.nn.functional.cross_entropy(logits[0], window[0, 1:], reduction="none").double())
             top.append(logits[0].argmax(-1))
-    return math.exp(total / count), torch.cat(top)
+    return torch.cat(losses), torch.cat(top)
 
 
 def decoded_scores(model, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,7 +223,7 @@ def main() -> None:
 
     print(f"held text: {len(ids) - 1} tokens of Python's pydoc topics, the first {args.decoded_tokens} of them also "
           f"decoded one at a time; greedy: {len(prompts)} chat prompts x {NEW_TOKENS} tokens; +- is a standard error")
-    print(f"{'precision':>14}  {'perplexity':>10}  {'change':>7}  {'top token as float32':>20}  {'decoded':>8}  "
+    print(f"{'precision':>14}  {'perplexity':>10}  {'change':>15}  {'top token as float32':>20}  {'decoded':>8}  "
           f"{'change':>15}  {'KL from float32':>19}  greedy tokens agreeing with float32 (quartiles)")
     reference = None
     for name in dict.fromkeys(["float32", *args.precisions]):
@@ -238,14 +238,15 @@ def main() -> None:
         linear.BFLOAT16_PROMPT_PRODUCTS = bfloat16_prompts and not name.endswith("+float32-prompts")
         linear.INTEGER_PROMPT_PRODUCTS = not name.endswith("-prompts")
         try:
-            ppl, top = perplexity(model, ids)
+            held, top = perplexity(model, ids)
             losses, log_probabilities = decoded_scores(model, ids[: args.decoded_tokens + 1])
             tokens = greedy(model, tokenizer, prompts)
         finally:
             library.loaded, linear.BFLOAT16_PROMPT_PRODUCTS = kernel, bfloat16_prompts
             linear.INTEGER_PROMPT_PRODUCTS = True
-        reference = reference or (ppl, losses, log_probabilities, tokens, top)
+        reference = reference or (held, losses, log_probabilities, tokens, top)
         same_top = (top == reference[4]).float().mean().item()
+        held_change, held_error = mean_and_error(held - reference[0])
         change, change_error = mean_and_error(losses - reference[1])
         divergence = (reference[2].exp() * (reference[2] - log_probabilities)).sum(-1)
         divergence, divergence_error = mean_and_error(divergence)
@@ -255,7 +256,8 @@ def main() -> None:
         quartiles = "/".join(f"{q:.0f}" for q in prefixes.quantile(quarters))
         identical = int((prefixes == NEW_TOKENS).sum())
         decoded = losses.mean().exp().item()
-        print(f"{name:>14}  {ppl:10.3f}  {ppl / reference[0] - 1:+7.2%}  {same_top:20.2%}  {decoded:8.3f}  "
+        print(f"{name:>14}  {held.mean().exp().item():10.3f}  {math.exp(held_change) - 1:+7.2%} +-{held_error:.2%}  "
+              f"{same_top:20.2%}  {decoded:8.3f}  "
               f"{math.exp(change) - 1:+7.2%} +-{change_error:.2%}  {divergence:.5f} +-{divergence_error:.5f}  "
               f"{prefix:.1f} +-{prefix_error:.1f} of {NEW_TOKENS} ({quartiles}), {identical}/{len(prompts)} identical",
               flush=True)

@@ -212,14 +212,18 @@ def test_a_quantized_layers_prompt_takes_the_integer_product_where_the_build_has
     x = torch.randn(5, 13, 96)  # 65 rows
     with torch.inference_mode():
         result = layer(x)
-        layer(x[:4, :16])  # 64 rows: the decode's loops (matvec)
+        layer(torch.randn(4, 1, 96))  # a batch's token per row: matvec, each row's sums as alone
+        layer(torch.randn(64, 96))  # at most 64 rows of no sequence: matvec
+        layer(torch.randn(1, 16, 96))  # a prompt of 16 positions: prompt_product's
+        layer(torch.randn(1, 15, 96))  # 15: matvec
+        layer(torch.randn(16, 1, 96))
         monkeypatch.setattr(linear_module, "INTEGER_PROMPT_PRODUCTS", False)
         unpacked = layer(x)
         monkeypatch.setattr(linear_module, "INTEGER_PROMPT_PRODUCTS", True)
     layer.train()
     with torch.no_grad():  # a reentrant checkpoint's forward multiplies as its recomputation will, unrounded
         layer(x)
-    assert calls == ([65] if vectorized else [])
+    assert calls == ([65, 16] if vectorized else [])
     if vectorized:
         assert torch.equal(result, (compiled(x.reshape(65, 96), layer.weight, layer.scale) + layer.bias).view(5, 13, -1))
     else:

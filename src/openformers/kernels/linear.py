@@ -5,8 +5,9 @@ int4 weights and for a float32 vocabulary head; in training, 8 and none), withou
 product to the compiled kernel (decode.cpp), which reads each weight once for all rows at about the memory bandwidth
 and reads int8 and int4 rows as they are stored; PyTorch's matmul streams float weights at about half of it for so
 few rows (1.5x slower at 8 float32 rows), and quantized rows would first have to be widened to floats. Other inputs
-(a longer prompt, training) take PyTorch's path, but for a quantized layer's longer prompt in inference (eval mode
-without gradients): the kernel's `prompt_product` (AVX-512 VNNI builds) rounds each input row as decoding does and
+(a longer prompt, training) take PyTorch's path, but for a quantized layer's prompt in inference (eval mode without
+gradients; more rows than the kernel takes, or a sequence's PROMPT_PRODUCT_ROWS positions and more, where it is the
+faster): the kernel's `prompt_product` (AVX-512 VNNI builds) rounds each input row as decoding does and
 multiplies the stored integers, 32 weight rows held in registers while every row of the prompt passes, nothing
 unpacked (SmolLM2's 1536 x 576 layer at 512 rows, two threads: 1.4-1.6 ms against 2.2-2.3 for unpacking to
 bfloat16 and PyTorch's bfloat16 matmul; its 512-token prefill 0.40 -> 0.30 s at int8, 0.41 -> 0.32 s at int4).
@@ -100,6 +101,10 @@ BFLOAT16_PROMPT_PRODUCTS = _cpu_has_bfloat16_dot_products()
 # per block of 32, as decoding's products do (decode.cpp's prompt_product, AVX-512 VNNI builds). False unpacks the
 # weights for PyTorch's matmul instead (see the module's docstring), with the prompt's inputs unrounded.
 INTEGER_PROMPT_PRODUCTS = True
+# The fewest positions of a sequence that take prompt_product rather than decoding's loops (matvec), which keep
+# each row's sums in the order of a one-row step: at 16 rows prompt_product takes 0.73-0.75x their time at int8,
+# 0.86-0.96x at int4 (one thread, SmolLM2's four shapes), at 8 rows 0.88-0.93x and 1.02-1.16x.
+PROMPT_PRODUCT_ROWS = 16
 
 
 @functools.cache
@@ -158,6 +163,12 @@ class Linear(nn.Linear):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._integer_prompt_pays(x):
+            y = torch.ops.openformers.prompt_product(x.reshape(-1, self.in_features).float().contiguous(), self.weight,
+                                                     self.scale)
+            if self.bias is not None:
+                y += self.bias.float()
+            return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
         if self._kernel_takes(x):
             y = torch.ops.openformers.matvec(x.reshape(-1, self.in_features).float().contiguous(), self.weight,
                                              self.scale)
@@ -170,12 +181,6 @@ class Linear(nn.Linear):
         if x.requires_grad and torch.is_grad_enabled():  # training adapters on a quantized base (QLoRA)
             y = _PackedProduct.apply(x, self)
             return y if bias is None else y + bias
-        if self._integer_prompt_pays(x):
-            y = torch.ops.openformers.prompt_product(x.reshape(-1, self.in_features).float().contiguous(), self.weight,
-                                                     self.scale)
-            if bias is not None:
-                y += bias.float()
-            return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
         if self._bfloat16_product_pays(x):
             y = F.linear(x.to(torch.bfloat16), self.unpacked_for_product(torch.bfloat16)).float()
             return y if bias is None else y + bias
@@ -194,12 +199,16 @@ class Linear(nn.Linear):
         )
 
     def _integer_prompt_pays(self, x: torch.Tensor) -> bool:
-        # Only in inference, as for _bfloat16_product_pays; the kernel's own rows (kernel_rows) went to matvec.
+        # Only in inference, as for _bfloat16_product_pays. Within kernel_rows, only a sequence's positions (a
+        # prompt's, not a batch's one token per row, whose products must stay those of the rows alone) of at least
+        # PROMPT_PRODUCT_ROWS rows.
+        if self.scale is None or not INTEGER_PROMPT_PRODUCTS or self.training or torch.is_grad_enabled():
+            return False
+        rows = x.numel() // self.in_features
+        prompt = x.dim() > 2 and x.shape[-2] > 1 and rows >= PROMPT_PRODUCT_ROWS
         return (
-            INTEGER_PROMPT_PRODUCTS
-            and not self.training
+            (rows > self.kernel_rows() or prompt)
             and x.device.type == "cpu"
-            and not torch.is_grad_enabled()
             and library.loaded()
             and self.weight.is_contiguous()
             and not torch.compiler.is_compiling()
