@@ -150,9 +150,9 @@ def prompt_product(layer: kernels.Linear, x: torch.Tensor, threads: int = 3) -> 
         torch.set_num_threads(before)
 
 
-# Every remainder of the tiles of six inputs, and prompts past the 64 rows that the decode's loops take; 203 rows
-# end in a tile of 11.
-PROMPT_ROWS = [1, 2, 3, 4, 5, 6, 7, 11, 65, 100]
+# Every remainder of the tiles of six inputs, prompts past the 64 rows that the decode's loops take, and past the 512
+# that are rounded and multiplied at a time; 203 rows end in a tile of 11.
+PROMPT_ROWS = [1, 2, 3, 4, 5, 6, 7, 11, 65, 100, 600]
 
 
 @pytest.mark.parametrize("quantization, columns", SHAPES)

@@ -3282,6 +3282,9 @@ at::Tensor matvec(at::Tensor x, at::Tensor weight, c10::optional<at::Tensor> sca
 // as the product of W with the rounded input, in another order of float sums).
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 constexpr int kPromptInputs = 6;  // inputs per tile: two rows' registers times six inputs hold 12 int32 and 12 float sums
+// Inputs rounded and multiplied at a time: every tile of rows reads all of them, and a longer prompt's steps outgrow
+// the caches (4096 rows x 11008 columns, 45 MB: 4096 x 11008 weights 652-656 -> 581-583 ms at two threads).
+constexpr int64_t kPromptChunk = 512;
 
 // Thirty-two rows of a matrix as vpdpbusd's unsigned operand: int8 weights offset by 128 (w xor 0x80), int4 steps as
 // they are. words[2 w + h]: 4-byte word w (columns 4w to 4w + 3) of rows 16h to 16h + 15, a row per lane; scales
@@ -3415,7 +3418,7 @@ inline void prompt_tile(const PromptLanes& lanes, const PromptInputs& in, int64_
 }
 
 template <bool Int4Weights, int UnitWords>
-void prompt_rows(const PromptLanes& lanes, const PromptInputs& in, int64_t row, int64_t rows, float* out) {
+void prompt_product_rows(const PromptLanes& lanes, const PromptInputs& in, int64_t row, int64_t rows, float* out) {
   int64_t j = 0;
   for (; j + kPromptInputs <= in.n; j += kPromptInputs)
     prompt_tile<Int4Weights, UnitWords, kPromptInputs>(lanes, in, j, row, rows, out);
@@ -3458,18 +3461,21 @@ at::Tensor prompt_product(at::Tensor x, at::Tensor weight, at::Tensor scale) {
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
   const int64_t unit = int4 ? kGroup : m.scale_group;
   PromptInputs in;
-  in.round(xd, n, m.cols, int4, unit);
-  at::parallel_for(0, (m.rows + 31) / 32, 1, [&](int64_t begin, int64_t end) {
-    PromptLanes lanes;
-    lanes.words.resize(2 * in.padded / 4);
-    lanes.scales.resize(2 * in.units * (int4 ? 2 : 1));
-    for (int64_t t = begin; t < end; ++t) {
-      for (int h = 0; h < 2; ++h) pack_prompt_half(m, int4, 32 * t + 16 * h, h, in.padded, lanes);
-      if (int4) prompt_rows<true, 8>(lanes, in, 32 * t, m.rows, yd);
-      else if (unit == 16) prompt_rows<false, 4>(lanes, in, 32 * t, m.rows, yd);
-      else prompt_rows<false, 8>(lanes, in, 32 * t, m.rows, yd);
-    }
-  });
+  for (int64_t start = 0; start < n; start += kPromptChunk) {
+    float* out = yd + start * m.rows;
+    in.round(xd + start * m.cols, std::min(kPromptChunk, n - start), m.cols, int4, unit);
+    at::parallel_for(0, (m.rows + 31) / 32, 1, [&](int64_t begin, int64_t end) {
+      PromptLanes lanes;
+      lanes.words.resize(2 * in.padded / 4);
+      lanes.scales.resize(2 * in.units * (int4 ? 2 : 1));
+      for (int64_t t = begin; t < end; ++t) {
+        for (int h = 0; h < 2; ++h) pack_prompt_half(m, int4, 32 * t + 16 * h, h, in.padded, lanes);
+        if (int4) prompt_product_rows<true, 8>(lanes, in, 32 * t, m.rows, out);
+        else if (unit == 16) prompt_product_rows<false, 4>(lanes, in, 32 * t, m.rows, out);
+        else prompt_product_rows<false, 8>(lanes, in, 32 * t, m.rows, out);
+      }
+    });
+  }
 #else
   std::vector<Rounded> inputs(n);
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
