@@ -26,9 +26,10 @@ CPU in float32 or bfloat16 (no mask, no gradient, heads of 64 or 128, a build wi
 `prompt_attention`, in any model that calls it.
 
 `Linear` sends products of a few rows (a batch decoding a token per sequence, a short prompt: up to 8 for float
-weights, 64 for int8 and int4 weights and a float32 vocabulary head, `Linear.kernel_rows`) to the kernel;
-`OPENFORMERS_KERNELS=0` switches everything off. tests/test_kernels.py proves each family's parity with the
-plain path, which stays the reference.
+weights, 64 for int8 and int4 weights and a float32 vocabulary head, `Linear.kernel_rows`) to the kernel, and
+an int8 or int4 layer's prompt in inference (more rows, or a sequence's 16 positions and more) to its
+`prompt_product` (a build with AVX-512 VNNI); `OPENFORMERS_KERNELS=0` switches everything off.
+tests/test_kernels.py proves each family's parity with the plain path, which stays the reference.
 """
 
 import weakref
