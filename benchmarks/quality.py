@@ -233,17 +233,18 @@ def main() -> None:
         if simulated:
             model = simulate_llama_cpp(model, name.split(":")[1], folder / gguf_file)
         kernel, bfloat16_prompts = library.loaded, linear.BFLOAT16_PROMPT_PRODUCTS
+        integer_prompts = linear.INTEGER_PROMPT_PRODUCTS
         if simulated:
             library.loaded = lambda: False  # the kernel's products would skip the rounding hooks
         linear.BFLOAT16_PROMPT_PRODUCTS = bfloat16_prompts and not name.endswith("+float32-prompts")
-        linear.INTEGER_PROMPT_PRODUCTS = not name.endswith("-prompts")
+        linear.INTEGER_PROMPT_PRODUCTS = integer_prompts and not name.endswith("-prompts")
         try:
             held, top = perplexity(model, ids)
             losses, log_probabilities = decoded_scores(model, ids[: args.decoded_tokens + 1])
             tokens = greedy(model, tokenizer, prompts)
         finally:
             library.loaded, linear.BFLOAT16_PROMPT_PRODUCTS = kernel, bfloat16_prompts
-            linear.INTEGER_PROMPT_PRODUCTS = True
+            linear.INTEGER_PROMPT_PRODUCTS = integer_prompts
         reference = reference or (held, losses, log_probabilities, tokens, top)
         same_top = (top == reference[4]).float().mean().item()
         held_change, held_error = mean_and_error(held - reference[0])

@@ -2,6 +2,7 @@
 rounds each input to 8-bit steps per block of 32 and computes exactly the packed weights times that rounded input
 (checked to float-sum precision against PyTorch), which is within the rounding's bound of the unrounded product."""
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -24,15 +25,22 @@ def packed_layer(quantization: str, columns: int, rows: int = 203) -> kernels.Li
     return kernels.quantize(torch.nn.Sequential(linear), quantization)[0]
 
 
-def kernel_product(layer: kernels.Linear, x: torch.Tensor, threads: int = 3) -> torch.Tensor:
+@contextlib.contextmanager
+def inference_on(threads: int):
+    """Inference mode on `threads` threads (three: uneven shares of the rows), the kernels loaded."""
     assert kernels.build()
     before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
-        torch.set_num_threads(threads)  # three threads: uneven shares of the rows
         with torch.inference_mode():
-            return layer(x)
+            yield
     finally:
         torch.set_num_threads(before)
+
+
+def kernel_product(layer: kernels.Linear, x: torch.Tensor, threads: int = 3) -> torch.Tensor:
+    with inference_on(threads):
+        return layer(x)
 
 
 # int8: 576 and 1536 columns are whole 64-byte steps, 72 and 100 end in a part of a step and a part of a block; with
@@ -89,14 +97,8 @@ def products_one_by_one(layer: kernels.Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 def product_of_the_batch(layer: kernels.Linear, x: torch.Tensor, threads: int = 3) -> torch.Tensor:
-    assert kernels.build()
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(threads)
-        with torch.inference_mode():
-            return torch.ops.openformers.matvec(x.contiguous(), layer.weight, layer.scale)
-    finally:
-        torch.set_num_threads(before)
+    with inference_on(threads):
+        return torch.ops.openformers.matvec(x.contiguous(), layer.weight, layer.scale)
 
 
 # Every size of a batch from 2 to 32 in tiles of four inputs (int8) or two (int4) and what is left of them; 203 rows
@@ -140,14 +142,8 @@ def test_a_batch_of_q4_0_groups_multiplies_each_as_it_would_alone():
 def prompt_product(layer: kernels.Linear, x: torch.Tensor, threads: int = 3) -> torch.Tensor:
     """The compiled prompt product alone (a quantized layer's products of more rows than a batch decodes), called
     in every build: those without its vector loops take the one-input loops per row."""
-    assert kernels.build()
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(threads)  # three threads: uneven shares of the tiles of 32 rows
-        with torch.inference_mode():
-            return torch.ops.openformers.prompt_product(x.contiguous(), layer.weight, layer.scale)
-    finally:
-        torch.set_num_threads(before)
+    with inference_on(threads):
+        return torch.ops.openformers.prompt_product(x.contiguous(), layer.weight, layer.scale)
 
 
 # Every remainder of the tiles of six inputs, prompts past the 64 rows that the decode's loops take, and past the 512

@@ -164,17 +164,9 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._integer_prompt_pays(x):
-            y = torch.ops.openformers.prompt_product(x.reshape(-1, self.in_features).float().contiguous(), self.weight,
-                                                     self.scale)
-            if self.bias is not None:
-                y += self.bias.float()
-            return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+            return self._compiled_product(torch.ops.openformers.prompt_product, x)
         if self._kernel_takes(x):
-            y = torch.ops.openformers.matvec(x.reshape(-1, self.in_features).float().contiguous(), self.weight,
-                                             self.scale)
-            if self.bias is not None:
-                y += self.bias
-            return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+            return self._compiled_product(torch.ops.openformers.matvec, x)
         if self.scale is None:
             return super().forward(x)
         bias = None if self.bias is None else self.bias.to(x.dtype)
@@ -185,6 +177,13 @@ class Linear(nn.Linear):
             y = F.linear(x.to(torch.bfloat16), self.unpacked_for_product(torch.bfloat16)).float()
             return y if bias is None else y + bias
         return F.linear(x, self.unpacked_for_product(x.dtype), bias)
+
+    def _compiled_product(self, product, x: torch.Tensor) -> torch.Tensor:
+        """x W^T + b by one of the compiled library's products, which take float32 rows and give float32 ones."""
+        y = product(x.reshape(-1, self.in_features).float().contiguous(), self.weight, self.scale)
+        if self.bias is not None:
+            y += self.bias
+        return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
 
     def _bfloat16_product_pays(self, x: torch.Tensor) -> bool:
         # Only in inference: a QLoRA step's products (and their gradients) stay in the input's dtype, also in the
@@ -206,14 +205,7 @@ class Linear(nn.Linear):
             return False
         rows = x.numel() // self.in_features
         prompt = x.dim() > 2 and x.shape[-2] > 1 and rows >= PROMPT_PRODUCT_ROWS
-        return (
-            (rows > self.kernel_rows() or prompt)
-            and x.device.type == "cpu"
-            and library.loaded()
-            and self.weight.is_contiguous()
-            and not torch.compiler.is_compiling()
-            and _compiled_prompt_products()
-        )
+        return (rows > self.kernel_rows() or prompt) and self._library_may_run(x) and _compiled_prompt_products()
 
     def kernel_rows(self) -> int:
         """The most rows whose product goes to the kernel (see KERNEL_ROWS). In training, the forward that a
@@ -232,12 +224,19 @@ class Linear(nn.Linear):
     def _kernel_takes(self, x: torch.Tensor) -> bool:
         return (
             x.numel() <= self.kernel_rows() * self.in_features
-            and x.device.type == "cpu"
+            and self.weight.dtype in KERNEL_WEIGHTS
+            and self._library_may_run(x)
+        )
+
+    def _library_may_run(self, x: torch.Tensor) -> bool:
+        """What any of the compiled library's products asks: a CPU input without gradients, the library loaded, the
+        weights contiguous, and no torch.compile tracing (the library is opaque to it: the plain path traces)."""
+        return (
+            x.device.type == "cpu"
             and not torch.is_grad_enabled()
             and library.loaded()
-            and self.weight.dtype in KERNEL_WEIGHTS
             and self.weight.is_contiguous()
-            and not torch.compiler.is_compiling()  # torch.compile traces the plain path; the kernel is opaque to it
+            and not torch.compiler.is_compiling()
         )
 
     def _apply(self, fn, recurse=True):
