@@ -92,6 +92,7 @@ def test_zero_blocks_and_outliers_round_without_overflow(quantization):
 
 def products_one_by_one(layer: kernels.Linear, x: torch.Tensor) -> torch.Tensor:
     """Each row of `x` multiplied alone: the one-input loops (integer_rows), as a batch-1 decoding step runs them."""
+    assert kernels.build()  # a test of a layer packed by hand (int8/16) may be its worker's first
     with torch.inference_mode():
         return torch.stack([torch.ops.openformers.matvec(row.contiguous(), layer.weight, layer.scale) for row in x])
 
