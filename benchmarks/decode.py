@@ -8,7 +8,7 @@ row's tokens in runs of steps in one call; "streamed", the same call with a stre
 arrival, takes one step a token) (eos_token_id=None: no end token, so every engine makes the same number, and
 no stopping check or EOS ban that llama-bench, which feeds tokens without choosing any, does not run either:
 min_new_tokens's two processors copied the 49152 logits twice a token, ~0.1 ms); prefill tokens/s on
-a 512-token prompt; batched decode, total new tokens/s of 8 and of 32 sequences; load time (the PyTorch
+a 512-token prompt, and on prompts of 16 and 64 tokens (a chat turn's: `SHORT_PROMPTS`); batched decode, total new tokens/s of 8 and of 32 sequences; load time (the PyTorch
 libraries only). openformers' weights are moved onto 2 MB pages before its timed calls (`kernels.place_weights`,
 timed apart and printed: up to ~5 s a GB on this VM, whose host backs each fresh huge page anew), where its first
 decoding steps would move them a part at a time: the timed tokens of a float32 model then paid for the rest of
@@ -25,7 +25,7 @@ prefill); transformers at float32 and bfloat16
 (the same calls); llama.cpp at F32, BF16, Q8_0, Q4_1 and Q4_0, its own C++ tools built natively for this CPU by
 benchmarks/peers.sh (a benchmark-only build of minutes on 2 cores, cached; decode.py runs the script, which
 returns at once once built) on GGUFs of the same weights: `llama-bench -t THREADS -p 0 -n NEW_TOKENS -r 1` for
-decode, `llama-bench -p 512 -n 0 -r 3` for prefill, `llama-batched-bench -npp 8 -ntg NEW_TOKENS -npl 8,32` for
+decode, `llama-bench -p 512 -n 0 -r 3` for prefill (`-p 16,64 -n 0 -r 5` for the short prompts), `llama-batched-bench -npp 8 -ntg NEW_TOKENS -npl 8,32` for
 the batches (its S_TG: no sampling, random tokens). openformers int4 is compared with both Q4_1 (its own layout)
 and Q4_0. `openformers:Q4_K_M` and `llama.cpp:Q4_K_M` both run llama.cpp's Q4_K_M file of the model (peers.sh),
 openformers as int4: its Q4_K matrices int4, its Q5_0, Q6_K and Q8_0 ones int8; `openformers:Q6_K` and
@@ -49,6 +49,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -61,6 +62,8 @@ BATCH_PROMPTS = [
 ]
 BATCH_SIZES = (8, 32)
 PREFILL_TOKENS = 512
+SHORT_PROMPTS = (16, 64)  # prompt lengths whose time to the first token is measured too (a chat turn's)
+PREFILL_SHORT = [f"prefill{tokens}" for tokens in SHORT_PROMPTS]
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ENGINES = [
     "openformers:float32", "openformers:bfloat16", "openformers:int8", "openformers:int4",
@@ -162,7 +165,10 @@ def run_torch_engine(library: str, precision: str, new_tokens: int, decode_only:
         "threads": torch.get_num_threads(),
     }
     if not decode_only:
-        figures["prefill"] = prefill_speed(lambda ids: model(torch.tensor([ids]), logits_to_keep=1))
+        forward = lambda ids: model(torch.tensor([ids]), logits_to_keep=1)  # noqa: E731
+        figures["prefill"] = prefill_speed(forward)
+        for tokens in SHORT_PROMPTS:
+            figures[f"prefill{tokens}"] = prefill_speed(forward, tokens, rounds=5)
         for size in BATCH_SIZES:
             figures[f"batch{size}"] = batch_speed(model, tokenizer, new_tokens, size)
     return figures
@@ -193,20 +199,20 @@ def batch_speed(model, tokenizer, new_tokens: int, size: int) -> float:
     return new_tokens * size / (elapsed[new_tokens + 1] - elapsed[1])
 
 
-def prefill_speed(forward) -> float:
-    """Prompt tokens per second of one forward pass over a 512-token prompt (best of 3)."""
+def prefill_speed(forward, tokens: int = PREFILL_TOKENS, rounds: int = 3) -> float:
+    """Prompt tokens per second of one forward pass over a prompt of `tokens` tokens (best of `rounds`)."""
     import random
 
     import torch
 
-    ids = random.Random(0).choices(range(100, 10_000), k=PREFILL_TOKENS)
+    ids = random.Random(0).choices(range(100, 10_000), k=tokens)
     times = []
-    for _ in range(3):
+    for _ in range(rounds):
         started = time.perf_counter()
         with torch.inference_mode():  # as generate reads a prompt: no autograd graph, inference-only products
             forward(ids)
         times.append(time.perf_counter() - started)
-    return PREFILL_TOKENS / min(times)
+    return tokens / min(times)
 
 
 def weight_bytes_per_token(model) -> int:
@@ -239,9 +245,13 @@ def run_llama_cpp(precision: str, new_tokens: int, peer: Path, decode_only: bool
 
     def bench(*arguments) -> float:
         """The best tokens/s of llama-bench's repetitions (after its own warm-up run)."""
+        (speed,) = benches(*arguments).values()
+        return speed
+
+    def benches(*arguments) -> dict:
+        """The best tokens/s of each of llama-bench's tests, by their prompt length."""
         output = run_tool(peer / "bin" / "llama-bench", "-m", path, "-t", count, "-o", "json", *arguments)
-        (test,) = json.loads(output)
-        return max(test["samples_ts"])
+        return {test["n_prompt"]: max(test["samples_ts"]) for test in json.loads(output)}
 
     probe = BandwidthProbe()
     before = probe.read()
@@ -257,6 +267,8 @@ def run_llama_cpp(precision: str, new_tokens: int, peer: Path, decode_only: bool
     }
     if not decode_only:
         figures["prefill"] = bench("-p", str(PREFILL_TOKENS), "-n", "0", "-r", "3")
+        short = benches("-p", ",".join(map(str, SHORT_PROMPTS)), "-n", "0", "-r", "5")
+        figures.update({f"prefill{tokens}": short[tokens] for tokens in SHORT_PROMPTS})
         sizes = ",".join(str(size) for size in BATCH_SIZES)
         context = str(max(BATCH_SIZES) * (8 + new_tokens))
         output = run_tool(peer / "bin" / "llama-batched-bench", "-m", path, "-t", count, "-tb", count, "-c", context,
@@ -406,7 +418,9 @@ def main() -> None:
             results[engine].append(figures)
             line = f"round {round_index + 1} {engine:>21}: decode {figures['decode']:6.1f} tokens/s"
             if not args.decode_only:
-                line += (f", prefill {figures['prefill']:7.1f}, batch 8 {figures['batch8']:6.1f}, "
+                line += (f", prefill {figures['prefill']:7.1f} ("
+                         + " / ".join(f"{figures[f'prefill{tokens}']:.1f}" for tokens in SHORT_PROMPTS)
+                         + f" for {' / '.join(map(str, SHORT_PROMPTS))} tokens), batch 8 {figures['batch8']:6.1f}, "
                          f"batch 32 {figures['batch32']:6.1f}")
             if figures["load_s"] is not None:
                 line += f", load {figures['load_s']:5.2f} s"
@@ -429,7 +443,7 @@ def report(results: dict, contended: dict, bandwidth: float, args) -> None:
             "decode": max(r["decode"] for r in runs),
             **{
                 measure: max((r[measure] for r in runs if measure in r), default=None)
-                for measure in ["streamed", "prefill", *(f"batch{size}" for size in BATCH_SIZES)]
+                for measure in ["streamed", "prefill", *PREFILL_SHORT, *(f"batch{size}" for size in BATCH_SIZES)]
             },
             "bytes": runs[0]["bytes_per_token"],
             "adjacent": max(runs, key=lambda r: r["decode"])["bandwidth"],  # around the best decode
@@ -442,13 +456,16 @@ def report(results: dict, contended: dict, bandwidth: float, args) -> None:
     print("(of limit: decode x bytes a token over the run's best sum; around: over the sums just before and after "
           "that decode, GB/s in brackets)")
     print(f"{'engine':>21}  {'load s':>6}  {'decode tok/s':>12}  {'streamed':>8}  {'MB/token':>8}  {'of limit':>8}  "
-          f"{'around':>13}  {'prefill tok/s':>13}  {'batch-8 tok/s':>13}  {'batch-32 tok/s':>14}")
+          f"{'around':>13}  {'prefill tok/s':>13}  "
+          + "".join(f"{f'prefill-{tokens}':>11}  " for tokens in SHORT_PROMPTS)
+          + f"{'batch-8 tok/s':>13}  {'batch-32 tok/s':>14}")
     for engine, figures in best.items():
         read = figures["decode"] * figures["bytes"] / 1e9  # GB/s of weights read while decoding
         around = f"{read / figures['adjacent']:4.0%} ({figures['adjacent']:4.1f})"
         print(f"{engine:>21}  {shown(figures['load_s'], 6, '.2f')}  {figures['decode']:12.1f}  "
               f"{shown(figures['streamed'], 8)}  {figures['bytes'] / 1e6:8.0f}  {read / bandwidth:8.0%}  {around:>13}  "
-              f"{shown(figures['prefill'], 13)}  {shown(figures['batch8'], 13)}  {shown(figures['batch32'], 14)}")
+              f"{shown(figures['prefill'], 13)}  " + "".join(f"{shown(figures[m], 11)}  " for m in PREFILL_SHORT)
+              + f"{shown(figures['batch8'], 13)}  {shown(figures['batch32'], 14)}")
     print("\nopenformers faster by (ratio of tokens/s; load: ratio of seconds)")
     for precision, peers in PEERS.items():
         ours = best.get(f"openformers:{precision}")
@@ -457,9 +474,10 @@ def report(results: dict, contended: dict, bandwidth: float, args) -> None:
                 continue
             theirs = best[peer]
             line = f"{'openformers:' + precision:>21} vs {peer:<21}"
-            for measure in ["decode", "prefill", *(f"batch{size}" for size in BATCH_SIZES)]:
+            for measure in ["decode", "prefill", *PREFILL_SHORT, *(f"batch{size}" for size in BATCH_SIZES)]:
                 if ours[measure] and theirs[measure]:
-                    line += f"  {measure.replace('batch', 'batch-')} {ours[measure] / theirs[measure]:5.2f}x"
+                    label = re.sub(r"(\D)(\d)", r"\1-\2", measure)  # batch-8, prefill-16
+                    line += f"  {label} {ours[measure] / theirs[measure]:5.2f}x"
             if theirs["load_s"] is not None:
                 line += f"  load {theirs['load_s'] / ours['load_s']:5.1f}x"
             print(line)

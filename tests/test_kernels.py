@@ -370,25 +370,26 @@ def batch_step_logits(model, ids, mask, steps: int, use_kernels: bool, monkeypat
     return torch.stack(logits[-steps - 1:])
 
 
-@pytest.mark.parametrize(
-    "config_class, overrides, quantization",
-    [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, {"sliding_window": 5}, None),
-     (LlamaConfig, {}, "int8"), (LlamaConfig, {}, "int4"), (LlamaConfig, {}, "int4+int8"),
-     (MistralConfig, {**HEAD_DIM_64, "sliding_window": 5}, None), (LlamaConfig, HEAD_DIM_128, "int8"),
-     (Qwen3Config, {}, None), (Qwen3Config, {}, "int4"), (Gemma3TextConfig, GEMMA3, None),
-     (Gemma3TextConfig, GEMMA3, "int8"), (Gemma3TextConfig, GEMMA3, "int4+int8"), (Phi3Config, PHI3, None),
-     (Phi3Config, PHI3_LONGROPE, "int8"), (Phi3Config, PHI3, "int4+int8"), (Gemma2Config, GEMMA2, None),
-     (Gemma2Config, GEMMA2_HEAD_DIM_64, "int4+int8"), (Olmo2Config, {}, None), (Olmo2Config, {}, "int4+int8"),
-     (MixtralConfig, MIXTRAL, None), (MixtralConfig, {**MIXTRAL, "sliding_window": 5}, "int8"),
-     (Qwen3MoeConfig, QWEN3_MOE, None), (Qwen3MoeConfig, {**QWEN3_MOE, "norm_topk_prob": True}, "int4"),
-     (Qwen3MoeConfig, QWEN3_MOE, "int4+int8"), (Starcoder2Config, {"sliding_window": 5}, None),
-     (Starcoder2Config, {}, "int8"), (Starcoder2Config, {}, "int4+int8")],
-    ids=["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
-         "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8", "phi3",
-         "phi3-longrope-int8", "phi3-int4+int8", "gemma2", "gemma2-head-dim-64-int4+int8", "olmo2", "olmo2-int4+int8",
-         "mixtral", "mixtral-window-int8", "qwen3-moe", "qwen3-moe-renormalized-int4", "qwen3-moe-int4+int8",
-         "starcoder2-window", "starcoder2-int8", "starcoder2-int4+int8"],
-)
+# Every family and weight layout the steps take: (config class, overrides, quantization), and their test ids.
+STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, {"sliding_window": 5}, None),
+    (LlamaConfig, {}, "int8"), (LlamaConfig, {}, "int4"), (LlamaConfig, {}, "int4+int8"),
+    (MistralConfig, {**HEAD_DIM_64, "sliding_window": 5}, None), (LlamaConfig, HEAD_DIM_128, "int8"),
+    (Qwen3Config, {}, None), (Qwen3Config, {}, "int4"), (Gemma3TextConfig, GEMMA3, None),
+    (Gemma3TextConfig, GEMMA3, "int8"), (Gemma3TextConfig, GEMMA3, "int4+int8"), (Phi3Config, PHI3, None),
+    (Phi3Config, PHI3_LONGROPE, "int8"), (Phi3Config, PHI3, "int4+int8"), (Gemma2Config, GEMMA2, None),
+    (Gemma2Config, GEMMA2_HEAD_DIM_64, "int4+int8"), (Olmo2Config, {}, None), (Olmo2Config, {}, "int4+int8"),
+    (MixtralConfig, MIXTRAL, None), (MixtralConfig, {**MIXTRAL, "sliding_window": 5}, "int8"),
+    (Qwen3MoeConfig, QWEN3_MOE, None), (Qwen3MoeConfig, {**QWEN3_MOE, "norm_topk_prob": True}, "int4"),
+    (Qwen3MoeConfig, QWEN3_MOE, "int4+int8"), (Starcoder2Config, {"sliding_window": 5}, None),
+    (Starcoder2Config, {}, "int8"), (Starcoder2Config, {}, "int4+int8")]
+STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
+    "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8", "phi3",
+    "phi3-longrope-int8", "phi3-int4+int8", "gemma2", "gemma2-head-dim-64-int4+int8", "olmo2", "olmo2-int4+int8",
+    "mixtral", "mixtral-window-int8", "qwen3-moe", "qwen3-moe-renormalized-int4", "qwen3-moe-int4+int8",
+    "starcoder2-window", "starcoder2-int8", "starcoder2-int4+int8"]
+
+
+@pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)
 def test_batched_steps_match_plain_path(config_class, overrides, quantization, monkeypatch):
     # Six rows left-padded to different lengths (one not at all), 12 steps: past a window of 5, so a padded row's
     # window starts inside its padding and later past it. Three threads split the rows and the heads unevenly.
@@ -439,6 +440,94 @@ def test_batched_greedy_tokens_match_plain_path(monkeypatch):
     unpadded = fast.generate(ids[:3, -2:], max_new_tokens=5, do_sample=False).tolist()
     assert unpadded == plain.generate(ids[:3, -2:], max_new_tokens=5, do_sample=False).tolist()
     assert len(steps) == 19
+
+
+def counted_prompts(monkeypatch) -> list:
+    """A list that gets the token count of each call of the compiled prompt step from here on."""
+    calls, decode_prompt = [], torch.ops.openformers.decode_prompt
+    monkeypatch.setattr(torch.ops.openformers, "decode_prompt", lambda *args: calls.append(len(args[0])) or decode_prompt(*args))
+    return calls
+
+
+def prompt_logits(model, tokens: list[int], stepped: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A prompt fed in two parts (13 tokens into an empty cache, then 20 after them) and one step after it, through
+    the accelerated model's steps or its layers (with the kernel's products, which round a quantized layer's inputs
+    as the steps do): the logits of all 34 positions, and every layer's cached keys and values."""
+    assert kernels.build()
+    step, decoder = model.model.accelerated_step, model.model
+    cache = DynamicCache()
+    try:
+        decoder.accelerated_step = step if stepped else None
+        with torch.inference_mode():
+            logits = [model(torch.tensor([part]), past_key_values=cache).logits[0]
+                      for part in (tokens[:13], tokens[13:33], tokens[33:34])]
+    finally:
+        decoder.accelerated_step = step
+    cached = torch.stack([torch.stack([k[:, :, :34], v[:, :, :34]]) for k, v in zip(cache.keys, cache.values)])
+    return torch.cat(logits), cached.float()
+
+
+@pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)
+def test_prompts_match_plain_path(config_class, overrides, quantization, monkeypatch):
+    # The second part's 20 positions run past every window of 5 and 6 and, with longrope, past its short tables (16
+    # positions): each row attends to its own positions only. Three threads split the rows and the heads unevenly.
+    model = accelerated(quantized(tiny_model(config_class, **overrides), quantization) if quantization else
+                        tiny_model(config_class, **overrides))
+    tokens = torch.randint(1, 96, (34,), generator=torch.Generator().manual_seed(4)).tolist()
+    prompts = counted_prompts(monkeypatch)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        fast, fast_cache = prompt_logits(model, tokens, True)
+    finally:
+        torch.set_num_threads(threads)
+    assert prompts == [13, 20]
+    layers, layers_cache = prompt_logits(model, tokens, False)
+    assert prompts == [13, 20]
+    tolerance = 1e-2 if quantization else 1e-4  # as for the batched steps
+    torch.testing.assert_close(fast, layers, atol=tolerance, rtol=tolerance)
+    torch.testing.assert_close(fast_cache, layers_cache, atol=tolerance, rtol=tolerance)
+    if not quantization:
+        torch.testing.assert_close(fast, prompt_logits(tiny_model(config_class, **overrides), tokens, False)[0],
+                                   atol=1e-4, rtol=1e-4)
+
+
+def test_a_prompt_takes_its_step_only_as_one_unpadded_sequence_following_its_cache(monkeypatch):
+    fast, plain = accelerated(tiny_model()), tiny_model()
+    prompts = counted_prompts(monkeypatch)
+    ids = torch.randint(1, 96, (1, 9), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        # Without a cache (use_cache=False) the keys and values go to one made for the call.
+        torch.testing.assert_close(fast(ids).logits, plain(ids).logits, atol=1e-4, rtol=1e-4)
+        assert prompts == [9]
+        padded = torch.ones_like(ids)
+        padded[0, :2] = 0
+        torch.testing.assert_close(fast(ids, attention_mask=padded).logits, plain(ids, attention_mask=padded).logits,
+                                   atol=1e-4, rtol=1e-4)
+        shifted = torch.arange(3, 12)[None]  # positions that do not start where the (empty) cache ends
+        torch.testing.assert_close(fast(ids, position_ids=shifted).logits, plain(ids, position_ids=shifted).logits,
+                                   atol=1e-4, rtol=1e-4)
+        assert prompts == [9]
+        following = torch.arange(9)[None]
+        fast(ids, attention_mask=torch.ones_like(ids), position_ids=following)
+        assert prompts == [9, 9]
+
+
+def test_a_prompt_past_the_caches_capacity_is_refused_by_name():
+    model = accelerated(tiny_model())
+    step = model.model.accelerated_step
+    cache = DynamicCache()
+    with torch.inference_mode():
+        model(torch.tensor([[1, 2, 3]]), past_key_values=cache)
+        x = torch.zeros(4, 64)
+        angles = torch.zeros(4, 16)
+        with pytest.raises(RuntimeError, match="decode_prompt: position 257 is beyond the cache capacity 256"):
+            torch.ops.openformers.decode_prompt(x, step._kernel_stack(), cache.keys, cache.values, 254, 0, angles,
+                                                angles, 1e-6)
+        more = torch.zeros(5, 16)  # five positions' angles for four tokens
+        with pytest.raises(RuntimeError, match=r"decode_prompt: cos must hold .* at most the heads' size \(16\), for 4"):
+            torch.ops.openformers.decode_prompt(x, step._kernel_stack(), cache.keys, cache.values, 3, 0, more, more,
+                                                1e-6)
 
 
 def test_a_mixture_records_its_router_scores_through_its_layers(monkeypatch):
@@ -807,7 +896,7 @@ def test_steps_past_the_rotary_tables_grow_them():
         assert tokens.tolist() == plain.generate(prompt, max_new_tokens=20, do_sample=False).tolist()
 
 
-def test_training_prompts_and_large_batches_take_the_plain_path():
+def test_training_batched_prompts_and_large_batches_take_the_plain_path():
     model = accelerated(tiny_model())
     step, taken = model.model.accelerated_step, []
 
@@ -825,16 +914,18 @@ def test_training_prompts_and_large_batches_take_the_plain_path():
     model(torch.tensor([[5]]), past_key_values=cache)  # one row, but gradients are on
     with torch.inference_mode():
         cache = DynamicCache()
-        model(torch.tensor([[1, 2]]), past_key_values=cache)  # a prompt
+        model(torch.tensor([[1, 2]]), past_key_values=cache)  # one sequence's prompt: decode_prompt
         model(torch.tensor([[5]]), past_key_values=cache)
         cache = DynamicCache()
-        model(torch.tensor([[1, 2], [3, 4]]), past_key_values=cache)
+        model(torch.tensor([[1, 2], [3, 4]]), past_key_values=cache)  # two rows' prompts
         model(torch.tensor([[5], [6]]), past_key_values=cache)  # two rows: the batched step
         rows = kernels.llama.BATCH_ROWS + 1
         cache = DynamicCache()
         model(torch.ones(rows, 2, dtype=torch.long), past_key_values=cache)
         model(torch.ones(rows, 1, dtype=torch.long), past_key_values=cache)  # more rows than it takes
-    assert taken == [False, False, False, False, False, True, False, True, False, False]
+        cache = DynamicCache()
+        model(torch.ones(1, kernels.llama.PROMPT_ROWS + 1, dtype=torch.long), past_key_values=cache)  # too long
+    assert taken == [False, False, False, False, True, True, False, True, False, False, False]
 
 
 def test_weights_replaced_or_cast_after_a_step_are_the_ones_used(monkeypatch):

@@ -132,6 +132,17 @@ class DynamicCache(Cache):
         self.lengths[layer_idx] = end
         return self.keys[layer_idx], self.values[layer_idx], start
 
+    def start_layers(self, count: int, rows: int, heads: int, head_dim: int, dtype: torch.dtype) -> None:
+        """Make an empty cache hold `count` empty layers of (rows, heads, 0, head_dim) buffers: what `update` makes
+        of each layer's first keys, for a caller that writes every layer's keys in place (the compiled prompt step,
+        through `reserve_all`)."""
+        if self.keys:
+            raise ValueError(f"start_layers makes the layers of an empty cache; this one holds {len(self.keys)}.")
+        for _ in range(count):
+            self.keys.append(torch.empty(rows, heads, 0, head_dim, dtype=dtype))
+            self.values.append(torch.empty(rows, heads, 0, head_dim, dtype=dtype))
+            self.lengths.append(0)
+
     def reserve_all(self, new: int) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
         """`reserve(i, new)` for every layer, all holding as many positions: the lists of key and value buffers
         (the cache's own) and the first new position. The compiled decoding step's one call a token, where a call

@@ -3008,9 +3008,11 @@ void batch_mixture_step(Team& team, float* x, int64_t n, const Mixture& M, int64
 // layer_step for n sequences: x (n, hidden); row j's rotary cos/sin at cos + j * F.rotary_dims, its attention mask over
 // cache slots [0, pos] at mask + j * (pos + 1) (null: no padding). Buffers in S hold n rows each. With sandwich
 // norms, as in layer_step: x is the thread's own copy, the MLP's outputs are left in S.out.
+// With `sequence`, the n rows are instead one sequence's positions pos to pos + n - 1 (a prompt, decode_prompt), in
+// the cache's row 0, each attending to the positions up to its own (mask null).
 template <typename W, typename C>
-void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, const Family& F, Shared& S, float eps,
-                      int64_t pos, const float* cos, const float* sin, const uint8_t* mask,
+void batch_layer_step(Team& team, float* x, int64_t n, bool sequence, const Layer& L, const Family& F, Shared& S,
+                      float eps, int64_t pos, const float* cos, const float* sin, const uint8_t* mask,
                       std::vector<float>& normed, std::vector<Rounded>& rounded, RoundedBatch& batch,
                       std::vector<float>& scores, MixtureGroups& groups, std::atomic<bool>& unusable) {
   const bool sandwich = L.attn_out_norm.data != nullptr;
@@ -3045,7 +3047,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, const Fam
     float* k = S.k.data() + j * L.k.rows + h * head_dim;
     const float* v = S.v.data() + j * L.v.rows + h * head_dim;
     rope(k, F.rotary_dims, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
-    int64_t slot = j * row_stride + h * head_stride + pos * pos_stride;
+    int64_t slot = sequence ? h * head_stride + (pos + j) * pos_stride : j * row_stride + h * head_stride + pos * pos_stride;
     for (int64_t i = 0; i < head_dim; ++i) {
       keys[slot + i] = static_cast<C>(k[i]);
       values[slot + i] = static_cast<C>(v[i]);
@@ -3069,18 +3071,19 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, const Fam
     });
   }
   team.wait();
-  int64_t first = L.window > 0 ? std::max(pos - L.window + 1, int64_t(0)) : 0, group = n_head / n_kv;
+  const int64_t group = n_head / n_kv;
   team.claim(n * n_kv, 1, 1, [&](int64_t begin, int64_t end) {  // a row's query heads of one key/value head
     for (int64_t t = begin; t < end; ++t) {
-      int64_t j = t / n_kv, g = t % n_kv;
+      int64_t j = t / n_kv, g = t % n_kv, last = sequence ? pos + j : pos;
+      int64_t first = L.window > 0 ? std::max(last - L.window + 1, int64_t(0)) : 0;
       float* q = S.q.data() + j * L.q.rows + g * group * head_dim;
       for (int64_t h = 0; h < group; ++h) {
         if (!L.whole_qk_norms) norm_head(q + h * head_dim, L.q_norm, eps, head_dim);
         rope(q + h * head_dim, F.rotary_dims, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
         scale_query(F, q + h * head_dim, head_dim);
       }
-      int64_t kv = j * row_stride + g * head_stride;
-      attend_group<C>(q, group, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores,
+      int64_t kv = (sequence ? 0 : j * row_stride) + g * head_stride;
+      attend_group<C>(q, group, keys + kv, values + kv, pos_stride, head_dim, first, last, scores,
                       S.attended.data() + j * L.o.cols + g * group * head_dim, mask ? mask + j * (pos + 1) : nullptr,
                       F.attention_cap);
     }
@@ -3127,37 +3130,34 @@ void batch_layer_step(Team& team, float* x, int64_t n, const Layer& L, const Fam
   });
 }
 
-// decode_step for n sequences at once: x (n, hidden) float32 in place; caches (n, n_kv, capacity, head_dim), this
-// token's keys and values written at slot `pos` of every row; cos and sin (n, width), each row's own position
-// (left-padded rows count theirs from their first real token; width: head_dim, or fewer where only a head's
-// leading dimensions turn, see Family::rotary_dims); mask (n, pos + 1) uint8, each row's attention mask over the
-// cache slots (0: padding, never attended), with slot `pos` set in every row, or empty for no padding. With `norm`,
-// each row of x leaves normed by the final norm, as decode_step's x. local_cos and local_sin (rows, width): the
-// sliding layers' angles (Layer::local), where the family has them.
-void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at::TensorList keys,
-                  at::TensorList values, int64_t pos, int64_t window,
-                  at::Tensor cos, at::Tensor sin, at::Tensor mask, double eps, c10::optional<at::Tensor> norm,
-                  bool follow_team, c10::optional<at::Tensor> local_cos, c10::optional<at::Tensor> local_sin) {
-  TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 2,
-              "decode_batch: x must be a contiguous (rows, hidden) float32 matrix");
+// decode_batch's and decode_prompt's work: n sequences' tokens at slot pos, or with `sequence` one sequence's n tokens
+// from position pos on (batch_layer_step).
+void batch_stack(const char* op, at::Tensor x, bool sequence, const c10::intrusive_ptr<StepWeights>& stack,
+                 at::TensorList keys, at::TensorList values, int64_t pos, int64_t window, at::Tensor cos,
+                 at::Tensor sin, at::Tensor mask, double eps, c10::optional<at::Tensor> norm, bool follow_team,
+                 c10::optional<at::Tensor> local_cos, c10::optional<at::Tensor> local_sin) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 2 && x.size(0) > 0, op,
+              ": x must be a contiguous (rows, hidden) float32 matrix");
   int64_t n = x.size(0);
   std::vector<at::Tensor> converted;
   at::ScalarType weight_type;
-  std::vector<Layer> layers = step_layers("decode_batch", n, *stack, keys, values, pos, window, converted, weight_type);
+  // A prompt's rows share the cache's one row, up to its last position.
+  std::vector<Layer> layers = step_layers(op, sequence ? 1 : n, *stack, keys, values, sequence ? pos + n - 1 : pos,
+                                          window, converted, weight_type);
   Family family = stack->family();
   const Layer& first = layers[0];
-  TORCH_CHECK(x.size(1) == first.o.rows, "decode_batch: x has ", x.size(1), " values per row for a hidden size of ",
+  TORCH_CHECK(x.size(1) == first.o.rows, op, ": x has ", x.size(1), " values per row for a hidden size of ",
               first.o.rows);
-  const int64_t width = family.rotary_dims = rotary_width("decode_batch", cos, -1, n, first.keys.size(3));
+  const int64_t width = family.rotary_dims = rotary_width(op, cos, -1, n, first.keys.size(3));
   at::Tensor cos_f = cos.to(at::kFloat).contiguous(), sin_f = sin.to(at::kFloat).contiguous();
-  TORCH_CHECK(sin_f.numel() == n * width, "decode_batch: cos and sin must be (rows, ", width,
+  TORCH_CHECK(sin_f.numel() == n * width, op, ": cos and sin must be (rows, ", width,
               "), one position per row");
-  TORCH_CHECK(local_cos.has_value() == local_sin.has_value(), "decode_batch: give local_cos and local_sin together");
+  TORCH_CHECK(local_cos.has_value() == local_sin.has_value(), op, ": give local_cos and local_sin together");
   at::Tensor local_cos_f = cos_f, local_sin_f = sin_f;
   if (local_cos && local_cos->defined()) {
     local_cos_f = local_cos->to(at::kFloat).contiguous(), local_sin_f = local_sin->to(at::kFloat).contiguous();
     TORCH_CHECK(local_cos_f.numel() == n * width && local_sin_f.numel() == n * width,
-                "decode_batch: local_cos and local_sin must be (rows, ", width, "), as cos, one position per row");
+                op, ": local_cos and local_sin must be (rows, ", width, "), as cos, one position per row");
   }
   const uint8_t* allowed = nullptr;
   at::Tensor mask_bytes;
@@ -3184,7 +3184,7 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
   bool bf16_cache = keys[0].scalar_type() == at::kBFloat16;
   size_t n_layers = layers.size();
   const int64_t hidden = first.o.rows;
-  NormWeights norm_f = final_norm_weights("decode_batch", norm, hidden, *stack, converted);
+  NormWeights norm_f = final_norm_weights(op, norm, hidden, *stack, converted);
   bool int8_too = weight_type == at::kByte &&
                   (stack->int8_experts || std::any_of(stack->weights.begin(), stack->weights.end(), is_int8));
 
@@ -3203,7 +3203,7 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
         const Layer& L = layers[l];
         const float *lc = L.local ? local_c : c, *ls = L.local ? local_s : s;
         auto step = [&](auto cache_tag) {
-          batch_layer_step<W, decltype(cache_tag)>(team, rows_x, n, L, family, S, epsf, pos, lc, ls, allowed, normed,
+          batch_layer_step<W, decltype(cache_tag)>(team, rows_x, n, sequence, L, family, S, epsf, pos, lc, ls, allowed, normed,
                                                    rounded, batch, scores, groups, unusable);
         };
         if (bf16_cache) step(c10::BFloat16{});
@@ -3223,11 +3223,41 @@ void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at
         team.claim(1, 1, 1, [&](int64_t, int64_t) { std::copy(own_x.begin(), own_x.end(), xd); });
     });
   };
-  with_layout(weight_type, "decode_batch", run);
-  check_experts_usable("decode_batch", unusable, weight_type);
+  with_layout(weight_type, op, run);
+  check_experts_usable(op, unusable, weight_type);
   if (norm_f.data)
     for (int64_t j = 0; j < n; ++j) apply_norm(xd + j * hidden, norm_f, epsf, xd + j * hidden, hidden);
   if (follow_team) follow_team_size();
+}
+
+
+// decode_step for n sequences at once: x (n, hidden) float32 in place; caches (n, n_kv, capacity, head_dim), this
+// token's keys and values written at slot `pos` of every row; cos and sin (n, width), each row's own position
+// (left-padded rows count theirs from their first real token; width: head_dim, or fewer where only a head's
+// leading dimensions turn, see Family::rotary_dims); mask (n, pos + 1) uint8, each row's attention mask over the
+// cache slots (0: padding, never attended), with slot `pos` set in every row, or empty for no padding. With `norm`,
+// each row of x leaves normed by the final norm, as decode_step's x. local_cos and local_sin (rows, width): the
+// sliding layers' angles (Layer::local), where the family has them.
+void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at::TensorList keys,
+                  at::TensorList values, int64_t pos, int64_t window,
+                  at::Tensor cos, at::Tensor sin, at::Tensor mask, double eps, c10::optional<at::Tensor> norm,
+                  bool follow_team, c10::optional<at::Tensor> local_cos, c10::optional<at::Tensor> local_sin) {
+  batch_stack("decode_batch", x, false, stack, keys, values, pos, window, cos, sin, mask, eps, norm, follow_team,
+              local_cos, local_sin);
+}
+
+// A prompt's n tokens of one sequence through the layers in one call, as decode_batch steps n sequences: x (n,
+// hidden) float32 in place, the tokens at positions pos to pos + n - 1, whose keys and values are written there in
+// the caches (1, n_kv, capacity, head_dim); row j attends to the positions up to pos + j (within the window on
+// sliding layers). cos and sin (n, width): each position's angles. Short prompts are dominated by the plain
+// forward's ~40 dispatched operations a layer, and their products by PyTorch's matmul on a few rows (SmolLM2, 16
+// tokens, two threads: 65 ms float32 and 31 bfloat16 a forward, of which the products 47 and 18).
+void decode_prompt(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at::TensorList keys,
+                   at::TensorList values, int64_t pos, int64_t window, at::Tensor cos, at::Tensor sin, double eps,
+                   c10::optional<at::Tensor> norm, bool follow_team, c10::optional<at::Tensor> local_cos,
+                   c10::optional<at::Tensor> local_sin) {
+  batch_stack("decode_prompt", x, true, stack, keys, values, pos, window, cos, sin, at::empty({0}, at::kByte), eps,
+              norm, follow_team, local_cos, local_sin);
 }
 
 // y = x W^T for a few rows x (n, cols) float32: the language-model head of a decoding step that did not run it
@@ -4580,6 +4610,9 @@ TORCH_LIBRARY(openformers, m) {
   m.def("decode_batch(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, Tensor mask, float eps, "
         "Tensor? norm=None, bool follow_team=False, Tensor? local_cos=None, Tensor? local_sin=None) -> ()");
+  m.def("decode_prompt(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
+        "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps, Tensor? norm=None, "
+        "bool follow_team=False, Tensor? local_cos=None, Tensor? local_sin=None) -> ()");
   m.def("matvec(Tensor x, Tensor weight, Tensor? scale) -> Tensor");
   m.def("dequantize(Tensor weight, Tensor scale) -> Tensor");
   m.def("dequantize_into(Tensor weight, Tensor scale, Tensor(a!) out) -> ()");
@@ -4598,6 +4631,7 @@ TORCH_LIBRARY_IMPL(openformers, CPU, m) {
   m.impl("decode_step", decode_step);
   m.impl("decode_tokens", decode_tokens);
   m.impl("decode_batch", decode_batch);
+  m.impl("decode_prompt", decode_prompt);
   m.impl("matvec", matvec);
   m.impl("dequantize", dequantize);
   m.impl("dequantize_into", dequantize_into);

@@ -67,6 +67,7 @@ from .linear import KERNEL_WEIGHTS, Linear
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)  # activation dtypes decode.cpp takes
 BATCH_ROWS = 32  # the most sequences decode_batch steps at once; larger batches take the layers
+PROMPT_ROWS = 64  # the most tokens of one prompt decode_prompt takes; longer prompts take the layers
 
 # Every config field, with the values the step implements...
 IMPLEMENTED = {
@@ -495,6 +496,8 @@ class DecodeStep:
         return copied
 
     def __call__(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor | None:
+        if input_ids is not None and input_ids.dim() == 2 and input_ids.shape[1] > 1:
+            return self.prompt(input_ids, attention_mask, position_ids, cache)
         head = self._head()
         fused = head.fused_tensors() if head is not None and head.follows_step else None
         ran = self.run(input_ids, attention_mask, position_ids, cache, fused)
@@ -616,6 +619,60 @@ class DecodeStep:
             torch.ops.openformers.decode_batch(x.view(rows, -1), *layers, cos, sin, mask, eps, decoder.norm.weight,
                                                following, local_cos, local_sin)
         return x, logits, argmax
+
+    def prompt(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor | None:
+        """One sequence's prompt of up to PROMPT_ROWS tokens after what the cache holds (input_ids (1, T), no
+        padding, positions following the cache's), as one call of decode.cpp's `decode_prompt`: the (1, T, C) last
+        hidden state, or None to leave the prompt to the layers. Without a cache (use_cache=False), the keys and
+        values go to one made for the call."""
+        decoder = self.decoder
+        cache = DynamicCache() if cache is None else cache
+        table = decoder.embed_tokens.weight
+        rows = input_ids.shape[1]
+        takes = (
+            input_ids.shape[0] == 1 and rows <= PROMPT_ROWS
+            and isinstance(cache, DynamicCache) and not cache.is_compileable
+            and (not cache.keys or cache.keys[0].shape[0] == 1)
+            and input_ids.is_cpu
+            and table.dtype in KERNEL_DTYPES
+            and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+            and library.loaded()
+        )
+        if not takes or self._draws_while_training and decoder.training:
+            return None
+        past = cache.seq_len
+        positions = torch.arange(past, past + rows)
+        if attention_mask is not None and not (attention_mask.shape == (1, past + rows) and bool(attention_mask.all())):
+            return None
+        if position_ids is not None and not torch.equal(position_ids.reshape(-1), positions):
+            return None
+        stack = self._kernel_stack()  # (not before_step: a prompt alone, as an evaluation's, moves no weights)
+        if stack is None:
+            return None
+        if not cache.keys:
+            attention = decoder.layers[0].self_attn
+            cache.start_layers(self._layer_count, 1, attention.n_kv_head, attention.head_dim, table.dtype)
+        if len(cache.lengths) != self._layer_count:
+            return None
+        gemma = isinstance(decoder, Gemma2Model)
+        rotaries = [decoder._modules["rotary_emb"]]
+        if gemma and decoder._modules["local_rotary_emb"] is not rotaries[0]:
+            rotaries.append(decoder._modules["local_rotary_emb"])
+        angles = []
+        for rotary in rotaries:  # each position's row of the tables the layers would take for this forward
+            rotary.ensure_length(past + rows)
+            angles += (table[positions] for table in _rotary_tables(rotary, past + rows))
+        cos, sin, *local_angles = angles
+        local_cos, local_sin = local_angles or (None, None)
+        x = decoder.embed_tokens(input_ids).float().contiguous()  # (1, T, C)
+        keys, values, position = cache.reserve_all(rows)
+        window = decoder.config.sliding_window if gemma else decoder.sliding_window
+        eps = decoder._modules["layers"]._modules["0"]._modules["post_attention_layernorm"].eps
+        following = getattr(_following, "caller", None) is not None
+        torch.ops.openformers.decode_prompt(x.view(rows, -1), stack, keys, values, position, window or 0, cos, sin, eps,
+                                            decoder.norm.weight, following, local_cos, local_sin)
+        return x.to(table.dtype)
 
     def _head(self) -> "StepHead | None":
         model = self.model_reference() if self.model_reference is not None else None
