@@ -484,7 +484,10 @@ def test_prompts_match_plain_path(config_class, overrides, quantization, monkeyp
     assert prompts == [13, 20]
     layers, layers_cache = prompt_logits(model, tokens, False)
     assert prompts == [13, 20]
-    tolerance = 1e-2 if quantization else 1e-4  # as for the batched steps
+    # An int8/int4 input that the two paths' float sums (the attention's, the norms') put on either side of a half
+    # step rounds to neighbouring steps: up to ~0.016 in a later layer's keys or a logit (builds without AVX-512 VNNI,
+    # whose prompts take the batch's products and the layers' matvec; with it, both take prompt_product's tiles).
+    tolerance = 3e-2 if quantization else 1e-4
     torch.testing.assert_close(fast, layers, atol=tolerance, rtol=tolerance)
     torch.testing.assert_close(fast_cache, layers_cache, atol=tolerance, rtol=tolerance)
     if not quantization:
@@ -924,7 +927,8 @@ def test_training_batched_prompts_and_large_batches_take_the_plain_path():
         model(torch.ones(rows, 2, dtype=torch.long), past_key_values=cache)
         model(torch.ones(rows, 1, dtype=torch.long), past_key_values=cache)  # more rows than it takes
         cache = DynamicCache()
-        model(torch.ones(1, kernels.llama.PROMPT_ROWS + 1, dtype=torch.long), past_key_values=cache)  # too long
+        too_long = kernels.llama.PROMPT_ROWS[torch.float32] + 1
+        model(torch.ones(1, too_long, dtype=torch.long), past_key_values=cache)
     assert taken == [False, False, False, False, True, True, False, True, False, False, False]
 
 

@@ -32,6 +32,7 @@ PARITY = [
     "tests/test_kernels.py::test_bfloat16_weights_stay_close_to_float32",
     "tests/test_kernels.py::test_few_rows_of_a_linear_layer_take_the_kernel_with_torch_results",
     "tests/test_kernels.py::test_batched_steps_match_plain_path",
+    "tests/test_kernels.py::test_prompts_match_plain_path",
     "tests/test_kernels.py::test_products_of_a_batch_match_torch_for_every_count_of_inputs",
     "tests/test_kernels_portability.py::test_quantized_rows_take_the_kernel_with_the_plain_results",
     "tests/test_kernels_integer.py",

@@ -60,7 +60,7 @@ def test_a_shrunk_team_grows_back_with_the_same_results(quantization, monkeypatc
     if quantization:
         model = kernels.quantize(model, quantization)
     accelerated(model)
-    monkeypatch.setattr(kernels.llama, "PROMPT_ROWS", 1)  # the prompt through its layers: no team before the steps'
+    monkeypatch.setattr(kernels.llama, "PROMPT_ROWS", {})  # the prompt through its layers: no team before the steps'
     tokens = torch.randint(0, 96, (40,), generator=torch.Generator().manual_seed(6)).tolist()
     threads = torch.get_num_threads()
     try:
@@ -100,7 +100,7 @@ def test_one_crowded_team_leaves_the_next_its_threads(monkeypatch):
     # row makes the next ones smaller. A crowd's decoding steps, which meet at barriers, are crowded nearly always.
     model = tiny_model(MistralConfig, sliding_window=6, intermediate_size=192)
     accelerated(model)
-    monkeypatch.setattr(kernels.llama, "PROMPT_ROWS", 1)  # the prompt through its layers, as the sizes below assume
+    monkeypatch.setattr(kernels.llama, "PROMPT_ROWS", {})  # the prompt through its layers, as the sizes below assume
     tokens = torch.randint(0, 96, (24,), generator=torch.Generator().manual_seed(5)).tolist()
     sizes = []  # every team's in turn: each step's and its head's (a product of one input runs as a team)
     for op in ("decode_step", "matvec"):
@@ -183,7 +183,7 @@ def test_generate_runs_torch_at_the_crowded_teams_size_and_restores_the_callers_
 def test_a_crowded_team_tries_the_callers_threads_while_torch_runs_on_fewer(monkeypatch):
     model = accelerated(tiny_model(MistralConfig, sliding_window=6, intermediate_size=192))
     # The prompt through its layers, longer than kernels.KERNEL_ROWS: only the head of its forward runs a team.
-    monkeypatch.setattr(kernels.llama, "PROMPT_ROWS", 1)
+    monkeypatch.setattr(kernels.llama, "PROMPT_ROWS", {})
     prompt = list(range(10, 20))
     with torch.inference_mode():
         plain = model.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False)

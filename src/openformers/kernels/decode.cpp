@@ -2455,6 +2455,8 @@ struct RoundedBatch {
   std::vector<c10::BFloat16> bfloat16;  // bfloat16 weights: the n inputs rounded to bfloat16, one after another
   std::vector<int32_t> offsets;     // int8 with AVX-512 VNNI: per input, per 64 steps, -128 x the 16 sums of 4 steps
   bool int8_too = false;            // an int4 stack that holds int8 matrices: offsets for those too
+  // decode_prompt's products of kPromptTileRows inputs and more: its inputs for prompt_product's tiles (else null)
+  struct PromptRows* prompt = nullptr;
 
   template <typename W>
   void set(const Rounded* rounded, int64_t count) {
@@ -2859,6 +2861,283 @@ void integer_rows_times(const Matrix& m, int64_t begin, int64_t end, const Round
     for (int64_t j = 0; j < in.n; ++j) integer_rows<W>(m, r, end, *in.inputs[j], out + j * out_stride);
 }
 
+// A prompt's products with int8 or int4 weights (more rows than a batch decodes): each input rounded to int8 steps
+// per block of 32, as every integer product here rounds it (Rounded), and multiplied by the stored steps with
+// vpdpbusd, where unpacking the whole matrix to bfloat16 for PyTorch's matmul wrote and read it again for every
+// call and left the products at bfloat16's rate, half of vpdpbusd's (64 products per instruction against
+// vdpbf16ps's 32). Sixteen rows side by side are the 16 lanes of each register (as int8_sixteen_rows_times lays
+// them out), two such registers times PromptInputs inputs at a time: each 4-byte word of an input, broadcast,
+// advances 32 rows, and each block's int32 sums become floats once per block, where the decode's tiles keep every
+// word's sum apart so that a batch's rows come out as their sequences' alone, bit for bit (a prompt's come out
+// as the product of W with the rounded input, in another order of float sums).
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+constexpr int kPromptInputs = 6;  // inputs per tile: two rows' registers times six inputs hold 12 int32 and 12 float sums
+// Inputs rounded and multiplied at a time: every tile of rows reads all of them, and a longer prompt's steps outgrow
+// the caches (4096 rows x 11008 columns, 45 MB: 4096 x 11008 weights 652-656 -> 581-583 ms at two threads).
+constexpr int64_t kPromptChunk = 512;
+
+// Thirty-two rows of a matrix as vpdpbusd's unsigned operand: int8 weights offset by 128 (w xor 0x80), int4 steps as
+// they are. words[2 w + h]: 4-byte word w (columns 4w to 4w + 3) of rows 16h to 16h + 15, a row per lane; scales
+// per unit of columns (int8: its weight scales, per 32 or per 16 columns; int4: per block, d then m) the same way.
+struct PromptLanes {
+  std::vector<Register> words, scales;
+  std::vector<uint8_t> rows;  // one half's 16 rows of unsigned steps, before they are turned into lanes
+};
+
+// Rows [row, row + 16) into half h of `lanes`; rows past the matrix's end multiply as zeros.
+void pack_prompt_half(const Matrix& m, bool int4, int64_t row, int h, int64_t padded, PromptLanes& lanes) {
+  const uint8_t zero = int4 ? 0 : 0x80;
+  lanes.rows.resize(16 * padded);
+  for (int r = 0; r < 16; ++r) {
+    uint8_t* to = lanes.rows.data() + r * padded;
+    int64_t filled = 0;
+    if (row + r < m.rows && int4) {
+      const uint8_t* q = static_cast<const uint8_t*>(m.data) + (row + r) * m.row_bytes;
+      const __m128i nibble = _mm_set1_epi8(15);
+      for (int64_t g = 0; g < m.cols / kGroup; ++g) {  // byte j: column j's step low, column j + 16's high
+        __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16 * g));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(to + kGroup * g), _mm_and_si128(bytes, nibble));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(to + kGroup * g + 16), _mm_and_si128(_mm_srli_epi16(bytes, 4), nibble));
+      }
+      filled = m.cols;
+    } else if (row + r < m.rows) {
+      const uint8_t* w = static_cast<const uint8_t*>(m.data) + (row + r) * m.cols;
+#pragma omp simd
+      for (int64_t c = 0; c < m.cols; ++c) to[c] = w[c] ^ 0x80;
+      filled = m.cols;
+    }
+    std::fill(to + filled, to + padded, zero);
+  }
+  __m512i words[16];
+  for (int64_t s = 0; s < padded / 64; ++s) {
+    for (int r = 0; r < 16; ++r) words[r] = _mm512_loadu_si512(lanes.rows.data() + r * padded + 64 * s);
+    transpose_16x16(words);
+    for (int k = 0; k < 16; ++k) lanes.words[2 * (16 * s + k) + h].value = words[k];
+  }
+  const int64_t units = int4 ? m.cols / kGroup : m.scales_per_row(), per_unit = int4 ? 2 : 1;
+  for (int64_t u = 0; u < units; ++u)
+    for (int64_t p = 0; p < per_unit; ++p) {
+      alignas(64) float values[16];
+      for (int r = 0; r < 16; ++r)
+        values[r] = row + r >= m.rows ? 0.f
+                    : int4            ? static_cast<float>(m.pairs[((row + r) * units + u) * 2 + p])
+                                      : m.scale[(row + r) * units + u];
+      lanes.scales[(2 * u + h) * per_unit + p].value = _mm512_castps_si512(_mm512_load_ps(values));
+    }
+}
+
+// A prompt's inputs rounded (as Rounded rounds each), one after another: steps (n, padded), zero past the columns;
+// scales (n, blocks); and per input and unit of columns (32, or 16 for int8 weights with a scale per 16): int8,
+// -128 times the unit's steps' sum, where its dot products start, which takes the weights' offset back out; int4,
+// the input's scale times the block's steps' sum (Rounded's pair_sums), which the rows' minimums multiply.
+struct PromptInputs {
+  int64_t n = 0, padded = 0, blocks = 0, units = 0;
+  std::vector<int8_t> steps;
+  std::vector<float> scales, shares;
+  std::vector<int32_t> offsets;
+
+  void round(const float* x, int64_t count, int64_t cols, bool int4, int64_t unit) {
+    size(count, cols, int4, unit);
+    at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) { round_rows(x, begin, end, cols, int4, unit); });
+  }
+
+  void size(int64_t count, int64_t cols, bool int4, int64_t unit) {
+    n = count, blocks = (cols + kGroup - 1) / kGroup, padded = (blocks + 1) / 2 * 64, units = (cols + unit - 1) / unit;
+    steps.assign(n * padded, 0);
+    scales.resize(n * blocks);
+    if (int4) shares.resize(n * units);
+    else offsets.resize(n * units);
+  }
+
+  // Inputs [begin, end) of x (n, cols), once `size` has made room for them.
+  void round_rows(const float* x, int64_t begin, int64_t end, int64_t cols, bool int4, int64_t unit) {
+    for (int64_t j = begin; j < end; ++j)
+      for (int64_t b = 0; b < blocks; ++b) {
+        int32_t sums[2];
+        float scale = round_block(x + j * cols + b * kGroup, std::min(kGroup, cols - b * kGroup),
+                                  steps.data() + j * padded + b * kGroup, sums);
+        scales[j * blocks + b] = scale;
+        if (int4) shares[j * units + b] = scale * static_cast<float>(sums[0] + sums[1]);
+        else if (unit == 16) {  // a last block of 16 columns or fewer is one unit
+          offsets[j * units + 2 * b] = -128 * sums[0];
+          if (2 * b + 1 < units) offsets[j * units + 2 * b + 1] = -128 * sums[1];
+        } else {
+          offsets[j * units + b] = -128 * (sums[0] + sums[1]);
+        }
+      }
+  }
+};
+
+// Rows [row, row + 32) (those below `rows`) times N inputs from `first` on, into out (n, rows). UnitWords: 4-byte
+// words per weight scale, 8 (a block of 32) or 4 (int8 with a scale per 16 columns).
+template <bool Int4Weights, int UnitWords, int N>
+inline void prompt_tile(const PromptLanes& lanes, const PromptInputs& in, int64_t first, int64_t row, int64_t rows,
+                        float* out) {
+  const int64_t units = in.units;
+  const int8_t* steps = in.steps.data() + first * in.padded;
+  const float* scales = in.scales.data() + first * in.blocks;
+  __m512 sums[2][N];
+  for (auto& half : sums)
+    for (auto& sum : half) sum = _mm512_setzero_ps();
+  for (int64_t u = 0; u < units; ++u) {
+    __m512i dots[2][N];
+    for (int j = 0; j < N; ++j)
+      dots[0][j] = dots[1][j] = Int4Weights ? _mm512_setzero_si512() : _mm512_set1_epi32(in.offsets[(first + j) * units + u]);
+    const Register* w = lanes.words.data() + 2 * UnitWords * u;
+#pragma GCC unroll 8
+    for (int k = 0; k < UnitWords; ++k) {
+      const __m512i low = w[2 * k].value, high = w[2 * k + 1].value;
+      for (int j = 0; j < N; ++j) {
+        __m512i x = _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(steps + j * in.padded + 4 * (UnitWords * u + k)));
+        dots[0][j] = _mm512_dpbusd_epi32(dots[0][j], low, x);
+        dots[1][j] = _mm512_dpbusd_epi32(dots[1][j], high, x);
+      }
+    }
+    const int64_t block = u * UnitWords / 8;
+    constexpr int per_unit = Int4Weights ? 2 : 1;
+    for (int h = 0; h < 2; ++h) {
+      const __m512 scale = _mm512_castsi512_ps(lanes.scales[(2 * u + h) * per_unit].value);
+      for (int j = 0; j < N; ++j) {
+        sums[h][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots[h][j]),
+                                     _mm512_mul_ps(scale, _mm512_set1_ps(scales[j * in.blocks + block])), sums[h][j]);
+        if constexpr (Int4Weights)  // the minimums' share: m times the input's scale times its steps' sum
+          sums[h][j] = _mm512_fmadd_ps(_mm512_castsi512_ps(lanes.scales[(2 * u + h) * 2 + 1].value),
+                                       _mm512_set1_ps(in.shares[(first + j) * units + u]), sums[h][j]);
+      }
+    }
+  }
+  for (int h = 0; h < 2; ++h) {
+    const int64_t from = row + 16 * h;
+    if (from >= rows) break;
+    const __mmask16 valid = rows - from >= 16 ? 0xFFFF : (1 << (rows - from)) - 1;
+    for (int j = 0; j < N; ++j) _mm512_mask_storeu_ps(out + (first + j) * rows + from, valid, sums[h][j]);
+  }
+}
+
+template <bool Int4Weights, int UnitWords>
+void prompt_product_rows(const PromptLanes& lanes, const PromptInputs& in, int64_t row, int64_t rows, float* out) {
+  int64_t j = 0;
+  for (; j + kPromptInputs <= in.n; j += kPromptInputs)
+    prompt_tile<Int4Weights, UnitWords, kPromptInputs>(lanes, in, j, row, rows, out);
+  switch (in.n - j) {
+    case 5: prompt_tile<Int4Weights, UnitWords, 5>(lanes, in, j, row, rows, out); break;
+    case 4: prompt_tile<Int4Weights, UnitWords, 4>(lanes, in, j, row, rows, out); break;
+    case 3: prompt_tile<Int4Weights, UnitWords, 3>(lanes, in, j, row, rows, out); break;
+    case 2: prompt_tile<Int4Weights, UnitWords, 2>(lanes, in, j, row, rows, out); break;
+    case 1: prompt_tile<Int4Weights, UnitWords, 1>(lanes, in, j, row, rows, out); break;
+  }
+}
+
+// Rows [row, row + 32) of m (those below m.rows) times every input, packed into `lanes` first.
+void prompt_tiles(const Matrix& m, bool int4, int64_t unit, const PromptInputs& in, int64_t row, PromptLanes& lanes,
+                  float* out) {
+  lanes.words.resize(2 * in.padded / 4);
+  lanes.scales.resize(2 * in.units * (int4 ? 2 : 1));
+  for (int h = 0; h < 2; ++h) pack_prompt_half(m, int4, row + 16 * h, h, in.padded, lanes);
+  if (int4) prompt_product_rows<true, 8>(lanes, in, row, m.rows, out);
+  else if (unit == 16) prompt_product_rows<false, 4>(lanes, in, row, m.rows, out);
+  else prompt_product_rows<false, 8>(lanes, in, row, m.rows, out);
+}
+
+// The fewest tokens of a prompt whose int8/int4 products in decode_prompt take prompt_product's tiles: fewer take the
+// batch's, whose sums stay each input's alone (SmolLM2's layers at two threads, 12-64 tokens: the tiles from 16 on).
+constexpr int64_t kPromptTileRows = 16;
+
+// A prompt's inputs to one product in decode_prompt, rounded as prompt_product rounds them, by each thread for itself
+// when a matrix first asks for its kind (int4; int8 with a scale per 32 or per 16 weights: an int4 stack holds int8
+// matrices too): `set` names the inputs of the products that follow.
+struct PromptRows {
+  const float* x = nullptr;
+  int64_t n = 0, cols = 0, generation = 0;
+  PromptInputs kinds[3];
+  int64_t rounded[3] = {-1, -1, -1};  // the generation each kind was rounded for
+  PromptLanes lanes;
+
+  void set(const float* inputs, int64_t count, int64_t columns) { x = inputs, n = count, cols = columns, ++generation; }
+
+  const PromptInputs& of(bool int4, int64_t unit) {
+    const int kind = int4 ? 0 : unit == 16 ? 2 : 1;
+    if (rounded[kind] != generation) {
+      kinds[kind].size(n, cols, int4, unit);
+      kinds[kind].round_rows(x, 0, n, cols, int4, unit);
+      rounded[kind] = generation;
+    }
+    return kinds[kind];
+  }
+};
+
+// Rows [begin, end) of int8 or int4 weights (begin a multiple of 32; end too, or m.rows) times the prompt's inputs,
+// out (n, m.rows).
+void prompt_rows(const Matrix& m, int64_t begin, int64_t end, PromptRows& prompt, float* out) {
+  const bool int4 = m.pairs != nullptr;  // an int4 stack's int8 matrices have scales, not pairs
+  const int64_t unit = int4 ? kGroup : m.scale_group;
+  const PromptInputs& in = prompt.of(int4, unit);
+  for (int64_t row = begin; row < end; row += 32) prompt_tiles(m, int4, unit, in, row, prompt.lanes, out);
+  if (m.bias)
+    for (int64_t j = 0; j < in.n; ++j)
+      for (int64_t r = begin; r < end; ++r) out[j * m.rows + r] += m.bias[r];
+}
+#else
+// Builds without AVX-512 VNNI: decode_prompt's products are the batch's.
+struct PromptRows {
+  void set(const float*, int64_t, int64_t) {}
+};
+constexpr int64_t kPromptTileRows = std::numeric_limits<int64_t>::max();
+void prompt_rows(const Matrix&, int64_t, int64_t, PromptRows&, float*) {}
+#endif
+
+// Whether prompt_product has its vector loops in this build (AVX-512 VNNI): without them it takes integer_rows per
+// input, correct but slower than unpacking the weights for PyTorch's matmul, which kernels/linear.py keeps there.
+bool prompt_product_vectorized() {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  return true;
+#else
+  return false;
+#endif
+}
+
+// y = x W^T for x (n, cols) float32 and int8 or int4 weights, each x row rounded to int8 steps per block of 32: the
+// quantized layers' products of a prompt (see above). The same product as matvec's, in another order of float sums.
+at::Tensor prompt_product(at::Tensor x, at::Tensor weight, at::Tensor scale) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 2,
+              "prompt_product: x must be a contiguous float32 matrix");
+  TORCH_CHECK(weight.scalar_type() == at::kChar || weight.scalar_type() == at::kByte,
+              "prompt_product: weights must be int8 or int4 (uint8), got ", weight.scalar_type());
+  Matrix m = matrix(weight, scale, {});
+  TORCH_CHECK(x.size(1) == m.cols, "prompt_product: x has ", x.size(1), " values per row for ", m.cols,
+              " weight columns");
+  const int64_t n = x.size(0);
+  const bool int4 = weight.scalar_type() == at::kByte;
+  at::Tensor y = at::empty({n, m.rows}, x.options());
+  if (n == 0 || m.rows == 0) return y;
+  const float* xd = x.data_ptr<float>();
+  float* yd = y.data_ptr<float>();
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  const int64_t unit = int4 ? kGroup : m.scale_group;
+  PromptInputs in;
+  for (int64_t start = 0; start < n; start += kPromptChunk) {
+    float* out = yd + start * m.rows;
+    in.round(xd + start * m.cols, std::min(kPromptChunk, n - start), m.cols, int4, unit);
+    at::parallel_for(0, (m.rows + 31) / 32, 1, [&](int64_t begin, int64_t end) {
+      PromptLanes lanes;
+      for (int64_t t = begin; t < end; ++t) prompt_tiles(m, int4, unit, in, 32 * t, lanes, out);
+    });
+  }
+#else
+  std::vector<Rounded> inputs(n);
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) inputs[j].set<int8_t>(xd + j * m.cols, m.cols);
+  });
+  at::parallel_for(0, m.rows, 64, [&](int64_t begin, int64_t end) {  // each writes its rows [begin, end) of out
+    for (int64_t j = 0; j < n; ++j) {
+      if (int4) integer_rows<Int4>(m, begin, end, inputs[j], yd + j * m.rows);
+      else integer_rows<int8_t>(m, begin, end, inputs[j], yd + j * m.rows);
+    }
+  });
+#endif
+  return y;
+}
+
 // The batched decoding step: one token for each of n sequences that share one cache, as generate's batch and the
 // server's running rows do, the whole layer stack in one call. The plain forward spends as long on its ~40
 // dispatched operations per layer, the mask over the padded cache and the separate attention as the products
@@ -2870,6 +3149,9 @@ void integer_rows_times(const Matrix& m, int64_t begin, int64_t end, const Round
 template <typename W>
 void batch_rows(const Matrix& m, int64_t begin, int64_t end, const float* x, const RoundedBatch& rounded, int64_t n,
                 float* out) {
+  if constexpr (kInteger<W>) {
+    if (rounded.prompt) return prompt_rows(m, begin, end, *rounded.prompt, out);
+  }
   if constexpr (std::is_same_v<W, Int4>) {
     if (!m.pairs) return integer_rows_times<int8_t>(m, begin, end, rounded, out, m.rows);  // see product_rows
   }
@@ -3020,18 +3302,24 @@ void batch_layer_step(Team& team, float* x, int64_t n, bool sequence, const Laye
   int64_t row_stride = L.keys.stride(0), head_stride = L.keys.stride(1), pos_stride = L.keys.stride(2);
   C* keys = L.keys.data_ptr<C>();
   C* values = L.values.data_ptr<C>();
-  auto set_inputs = [&](const float* inputs, int64_t cols) {  // the inputs rounded as the weights take them, by every thread
+  // The inputs rounded as the weights take them, by every thread: a prompt's for prompt_product's tiles (where
+  // batch.prompt is set) when a product first asks, but a mixture's experts take each row's Rounded.
+  auto set_inputs = [&](const float* inputs, int64_t cols, bool experts = false) {
     if constexpr (kInteger<W>) {
-      for (int64_t j = 0; j < n; ++j) rounded[j].set<W>(inputs + j * cols, cols);
-      batch.set<W>(rounded.data(), n);
+      if (batch.prompt) batch.prompt->set(inputs, n, cols);
+      if (!batch.prompt || experts) {
+        for (int64_t j = 0; j < n; ++j) rounded[j].set<W>(inputs + j * cols, cols);
+        batch.set<W>(rounded.data(), n);
+      }
     }
 #ifdef __AVX512BF16__
     if constexpr (std::is_same_v<W, c10::BFloat16>) round_to_bfloat16(inputs, n * cols, batch.bfloat16);
 #endif
   };
-  const int64_t multiple = claimed_rows_multiple<W>(n);
+  // prompt_product's tiles take 32 rows at a time
+  const int64_t multiple = batch.prompt ? 32 : claimed_rows_multiple<W>(n), chunk = std::max(kChunk, multiple);
   auto product = [&](const Matrix& m, const float* inputs, float* out) {
-    team.claim(m.rows, kChunk, multiple, [&](int64_t begin, int64_t end) { batch_rows<W>(m, begin, end, inputs, batch, n, out); });
+    team.claim(m.rows, chunk, multiple, [&](int64_t begin, int64_t end) { batch_rows<W>(m, begin, end, inputs, batch, n, out); });
   };
 
   const float* attention_input = L.attn_norm.data ? normed.data() : x;  // (OLMo 2 norms no layer input)
@@ -3090,7 +3378,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, bool sequence, const Laye
   });
   team.wait();
   set_inputs(S.attended.data(), L.o.cols);
-  team.claim(hidden, kChunk, multiple, [&](int64_t begin, int64_t end) {
+  team.claim(hidden, chunk, multiple, [&](int64_t begin, int64_t end) {
     batch_rows<W>(L.o, begin, end, S.attended.data(), batch, n, S.out.data());
     if (!sandwich)
       for (int64_t j = 0; j < n; ++j)
@@ -3106,11 +3394,11 @@ void batch_layer_step(Team& team, float* x, int64_t n, bool sequence, const Laye
   const float* mlp_input = L.mlp_norm.data ? normed.data() : x;
   if (L.mlp_norm.data)
     for (int64_t j = 0; j < n; ++j) apply_norm(x + j * hidden, L.mlp_norm, eps, normed.data() + j * hidden, hidden);
-  set_inputs(mlp_input, hidden);
+  set_inputs(mlp_input, hidden, L.mixture.experts > 0);
   if (L.mixture.experts)
     return batch_mixture_step<W>(team, x, n, L.mixture, hidden, mlp_input, F, S, rounded, batch, groups, unusable);
   int64_t inner = L.up.rows;
-  team.claim(inner, kChunk, multiple, [&](int64_t begin, int64_t end) {
+  team.claim(inner, chunk, multiple, [&](int64_t begin, int64_t end) {
     if (L.gate.data) batch_rows<W>(L.gate, begin, end, mlp_input, batch, n, S.gate.data());
     batch_rows<W>(L.up, begin, end, mlp_input, batch, n, S.up.data());
     for (int64_t j = 0; j < n; ++j) {  // into gate's buffer; without a gate (StarCoder2), the activated up alone
@@ -3122,7 +3410,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, bool sequence, const Laye
   team.prefetch_share(L.down, multiple);
   team.wait();
   set_inputs(S.gate.data(), inner);  // SiLU(gate) * up, in place of gate
-  team.claim(hidden, kChunk, multiple, [&](int64_t begin, int64_t end) {
+  team.claim(hidden, chunk, multiple, [&](int64_t begin, int64_t end) {
     batch_rows<W>(L.down, begin, end, S.gate.data(), batch, n, S.out.data());
     if (!sandwich)
       for (int64_t j = 0; j < n; ++j)
@@ -3195,6 +3483,8 @@ void batch_stack(const char* op, at::Tensor x, bool sequence, const c10::intrusi
       std::vector<Rounded> rounded(n);
       RoundedBatch batch;
       batch.int8_too = int8_too;
+      PromptRows prompt;
+      if (kInteger<W> && sequence && n >= kPromptTileRows) batch.prompt = &prompt;
       MixtureGroups groups;
       std::vector<float> own_x(stack->sandwich ? n * hidden : 0);  // as decode_step's
       std::copy(xd, xd + own_x.size(), own_x.begin());
@@ -3298,226 +3588,6 @@ at::Tensor matvec(at::Tensor x, at::Tensor weight, c10::optional<at::Tensor> sca
     });
   };
   with_layout(weight.scalar_type(), "matvec", run);
-  return y;
-}
-
-// A prompt's products with int8 or int4 weights (more rows than a batch decodes): each input rounded to int8 steps
-// per block of 32, as every integer product here rounds it (Rounded), and multiplied by the stored steps with
-// vpdpbusd, where unpacking the whole matrix to bfloat16 for PyTorch's matmul wrote and read it again for every
-// call and left the products at bfloat16's rate, half of vpdpbusd's (64 products per instruction against
-// vdpbf16ps's 32). Sixteen rows side by side are the 16 lanes of each register (as int8_sixteen_rows_times lays
-// them out), two such registers times PromptInputs inputs at a time: each 4-byte word of an input, broadcast,
-// advances 32 rows, and each block's int32 sums become floats once per block, where the decode's tiles keep every
-// word's sum apart so that a batch's rows come out as their sequences' alone, bit for bit (a prompt's come out
-// as the product of W with the rounded input, in another order of float sums).
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-constexpr int kPromptInputs = 6;  // inputs per tile: two rows' registers times six inputs hold 12 int32 and 12 float sums
-// Inputs rounded and multiplied at a time: every tile of rows reads all of them, and a longer prompt's steps outgrow
-// the caches (4096 rows x 11008 columns, 45 MB: 4096 x 11008 weights 652-656 -> 581-583 ms at two threads).
-constexpr int64_t kPromptChunk = 512;
-
-// Thirty-two rows of a matrix as vpdpbusd's unsigned operand: int8 weights offset by 128 (w xor 0x80), int4 steps as
-// they are. words[2 w + h]: 4-byte word w (columns 4w to 4w + 3) of rows 16h to 16h + 15, a row per lane; scales
-// per unit of columns (int8: its weight scales, per 32 or per 16 columns; int4: per block, d then m) the same way.
-struct PromptLanes {
-  std::vector<Register> words, scales;
-  std::vector<uint8_t> rows;  // one half's 16 rows of unsigned steps, before they are turned into lanes
-};
-
-// Rows [row, row + 16) into half h of `lanes`; rows past the matrix's end multiply as zeros.
-void pack_prompt_half(const Matrix& m, bool int4, int64_t row, int h, int64_t padded, PromptLanes& lanes) {
-  const uint8_t zero = int4 ? 0 : 0x80;
-  lanes.rows.resize(16 * padded);
-  for (int r = 0; r < 16; ++r) {
-    uint8_t* to = lanes.rows.data() + r * padded;
-    int64_t filled = 0;
-    if (row + r < m.rows && int4) {
-      const uint8_t* q = static_cast<const uint8_t*>(m.data) + (row + r) * m.row_bytes;
-      const __m128i nibble = _mm_set1_epi8(15);
-      for (int64_t g = 0; g < m.cols / kGroup; ++g) {  // byte j: column j's step low, column j + 16's high
-        __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16 * g));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(to + kGroup * g), _mm_and_si128(bytes, nibble));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(to + kGroup * g + 16), _mm_and_si128(_mm_srli_epi16(bytes, 4), nibble));
-      }
-      filled = m.cols;
-    } else if (row + r < m.rows) {
-      const uint8_t* w = static_cast<const uint8_t*>(m.data) + (row + r) * m.cols;
-#pragma omp simd
-      for (int64_t c = 0; c < m.cols; ++c) to[c] = w[c] ^ 0x80;
-      filled = m.cols;
-    }
-    std::fill(to + filled, to + padded, zero);
-  }
-  __m512i words[16];
-  for (int64_t s = 0; s < padded / 64; ++s) {
-    for (int r = 0; r < 16; ++r) words[r] = _mm512_loadu_si512(lanes.rows.data() + r * padded + 64 * s);
-    transpose_16x16(words);
-    for (int k = 0; k < 16; ++k) lanes.words[2 * (16 * s + k) + h].value = words[k];
-  }
-  const int64_t units = int4 ? m.cols / kGroup : m.scales_per_row(), per_unit = int4 ? 2 : 1;
-  for (int64_t u = 0; u < units; ++u)
-    for (int64_t p = 0; p < per_unit; ++p) {
-      alignas(64) float values[16];
-      for (int r = 0; r < 16; ++r)
-        values[r] = row + r >= m.rows ? 0.f
-                    : int4            ? static_cast<float>(m.pairs[((row + r) * units + u) * 2 + p])
-                                      : m.scale[(row + r) * units + u];
-      lanes.scales[(2 * u + h) * per_unit + p].value = _mm512_castps_si512(_mm512_load_ps(values));
-    }
-}
-
-// A prompt's inputs rounded (as Rounded rounds each), one after another: steps (n, padded), zero past the columns;
-// scales (n, blocks); and per input and unit of columns (32, or 16 for int8 weights with a scale per 16): int8,
-// -128 times the unit's steps' sum, where its dot products start, which takes the weights' offset back out; int4,
-// the input's scale times the block's steps' sum (Rounded's pair_sums), which the rows' minimums multiply.
-struct PromptInputs {
-  int64_t n = 0, padded = 0, blocks = 0, units = 0;
-  std::vector<int8_t> steps;
-  std::vector<float> scales, shares;
-  std::vector<int32_t> offsets;
-
-  void round(const float* x, int64_t count, int64_t cols, bool int4, int64_t unit) {
-    n = count, blocks = (cols + kGroup - 1) / kGroup, padded = (blocks + 1) / 2 * 64, units = (cols + unit - 1) / unit;
-    steps.assign(n * padded, 0);
-    scales.resize(n * blocks);
-    if (int4) shares.resize(n * units);
-    else offsets.resize(n * units);
-    at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t j = begin; j < end; ++j)
-        for (int64_t b = 0; b < blocks; ++b) {
-          int32_t sums[2];
-          float scale = round_block(x + j * cols + b * kGroup, std::min(kGroup, cols - b * kGroup),
-                                    steps.data() + j * padded + b * kGroup, sums);
-          scales[j * blocks + b] = scale;
-          if (int4) shares[j * units + b] = scale * static_cast<float>(sums[0] + sums[1]);
-          else if (unit == 16) {  // a last block of 16 columns or fewer is one unit
-            offsets[j * units + 2 * b] = -128 * sums[0];
-            if (2 * b + 1 < units) offsets[j * units + 2 * b + 1] = -128 * sums[1];
-          } else {
-            offsets[j * units + b] = -128 * (sums[0] + sums[1]);
-          }
-        }
-    });
-  }
-};
-
-// Rows [row, row + 32) (those below `rows`) times N inputs from `first` on, into out (n, rows). UnitWords: 4-byte
-// words per weight scale, 8 (a block of 32) or 4 (int8 with a scale per 16 columns).
-template <bool Int4Weights, int UnitWords, int N>
-inline void prompt_tile(const PromptLanes& lanes, const PromptInputs& in, int64_t first, int64_t row, int64_t rows,
-                        float* out) {
-  const int64_t units = in.units;
-  const int8_t* steps = in.steps.data() + first * in.padded;
-  const float* scales = in.scales.data() + first * in.blocks;
-  __m512 sums[2][N];
-  for (auto& half : sums)
-    for (auto& sum : half) sum = _mm512_setzero_ps();
-  for (int64_t u = 0; u < units; ++u) {
-    __m512i dots[2][N];
-    for (int j = 0; j < N; ++j)
-      dots[0][j] = dots[1][j] = Int4Weights ? _mm512_setzero_si512() : _mm512_set1_epi32(in.offsets[(first + j) * units + u]);
-    const Register* w = lanes.words.data() + 2 * UnitWords * u;
-#pragma GCC unroll 8
-    for (int k = 0; k < UnitWords; ++k) {
-      const __m512i low = w[2 * k].value, high = w[2 * k + 1].value;
-      for (int j = 0; j < N; ++j) {
-        __m512i x = _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(steps + j * in.padded + 4 * (UnitWords * u + k)));
-        dots[0][j] = _mm512_dpbusd_epi32(dots[0][j], low, x);
-        dots[1][j] = _mm512_dpbusd_epi32(dots[1][j], high, x);
-      }
-    }
-    const int64_t block = u * UnitWords / 8;
-    constexpr int per_unit = Int4Weights ? 2 : 1;
-    for (int h = 0; h < 2; ++h) {
-      const __m512 scale = _mm512_castsi512_ps(lanes.scales[(2 * u + h) * per_unit].value);
-      for (int j = 0; j < N; ++j) {
-        sums[h][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots[h][j]),
-                                     _mm512_mul_ps(scale, _mm512_set1_ps(scales[j * in.blocks + block])), sums[h][j]);
-        if constexpr (Int4Weights)  // the minimums' share: m times the input's scale times its steps' sum
-          sums[h][j] = _mm512_fmadd_ps(_mm512_castsi512_ps(lanes.scales[(2 * u + h) * 2 + 1].value),
-                                       _mm512_set1_ps(in.shares[(first + j) * units + u]), sums[h][j]);
-      }
-    }
-  }
-  for (int h = 0; h < 2; ++h) {
-    const int64_t from = row + 16 * h;
-    if (from >= rows) break;
-    const __mmask16 valid = rows - from >= 16 ? 0xFFFF : (1 << (rows - from)) - 1;
-    for (int j = 0; j < N; ++j) _mm512_mask_storeu_ps(out + (first + j) * rows + from, valid, sums[h][j]);
-  }
-}
-
-template <bool Int4Weights, int UnitWords>
-void prompt_product_rows(const PromptLanes& lanes, const PromptInputs& in, int64_t row, int64_t rows, float* out) {
-  int64_t j = 0;
-  for (; j + kPromptInputs <= in.n; j += kPromptInputs)
-    prompt_tile<Int4Weights, UnitWords, kPromptInputs>(lanes, in, j, row, rows, out);
-  switch (in.n - j) {
-    case 5: prompt_tile<Int4Weights, UnitWords, 5>(lanes, in, j, row, rows, out); break;
-    case 4: prompt_tile<Int4Weights, UnitWords, 4>(lanes, in, j, row, rows, out); break;
-    case 3: prompt_tile<Int4Weights, UnitWords, 3>(lanes, in, j, row, rows, out); break;
-    case 2: prompt_tile<Int4Weights, UnitWords, 2>(lanes, in, j, row, rows, out); break;
-    case 1: prompt_tile<Int4Weights, UnitWords, 1>(lanes, in, j, row, rows, out); break;
-  }
-}
-#endif
-
-// Whether prompt_product has its vector loops in this build (AVX-512 VNNI): without them it takes integer_rows per
-// input, correct but slower than unpacking the weights for PyTorch's matmul, which kernels/linear.py keeps there.
-bool prompt_product_vectorized() {
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-  return true;
-#else
-  return false;
-#endif
-}
-
-// y = x W^T for x (n, cols) float32 and int8 or int4 weights, each x row rounded to int8 steps per block of 32: the
-// quantized layers' products of a prompt (see above). The same product as matvec's, in another order of float sums.
-at::Tensor prompt_product(at::Tensor x, at::Tensor weight, at::Tensor scale) {
-  TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 2,
-              "prompt_product: x must be a contiguous float32 matrix");
-  TORCH_CHECK(weight.scalar_type() == at::kChar || weight.scalar_type() == at::kByte,
-              "prompt_product: weights must be int8 or int4 (uint8), got ", weight.scalar_type());
-  Matrix m = matrix(weight, scale, {});
-  TORCH_CHECK(x.size(1) == m.cols, "prompt_product: x has ", x.size(1), " values per row for ", m.cols,
-              " weight columns");
-  const int64_t n = x.size(0);
-  const bool int4 = weight.scalar_type() == at::kByte;
-  at::Tensor y = at::empty({n, m.rows}, x.options());
-  if (n == 0 || m.rows == 0) return y;
-  const float* xd = x.data_ptr<float>();
-  float* yd = y.data_ptr<float>();
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-  const int64_t unit = int4 ? kGroup : m.scale_group;
-  PromptInputs in;
-  for (int64_t start = 0; start < n; start += kPromptChunk) {
-    float* out = yd + start * m.rows;
-    in.round(xd + start * m.cols, std::min(kPromptChunk, n - start), m.cols, int4, unit);
-    at::parallel_for(0, (m.rows + 31) / 32, 1, [&](int64_t begin, int64_t end) {
-      PromptLanes lanes;
-      lanes.words.resize(2 * in.padded / 4);
-      lanes.scales.resize(2 * in.units * (int4 ? 2 : 1));
-      for (int64_t t = begin; t < end; ++t) {
-        for (int h = 0; h < 2; ++h) pack_prompt_half(m, int4, 32 * t + 16 * h, h, in.padded, lanes);
-        if (int4) prompt_product_rows<true, 8>(lanes, in, 32 * t, m.rows, out);
-        else if (unit == 16) prompt_product_rows<false, 4>(lanes, in, 32 * t, m.rows, out);
-        else prompt_product_rows<false, 8>(lanes, in, 32 * t, m.rows, out);
-      }
-    });
-  }
-#else
-  std::vector<Rounded> inputs(n);
-  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t j = begin; j < end; ++j) inputs[j].set<int8_t>(xd + j * m.cols, m.cols);
-  });
-  at::parallel_for(0, m.rows, 64, [&](int64_t begin, int64_t end) {  // each writes its rows [begin, end) of out
-    for (int64_t j = 0; j < n; ++j) {
-      if (int4) integer_rows<Int4>(m, begin, end, inputs[j], yd + j * m.rows);
-      else integer_rows<int8_t>(m, begin, end, inputs[j], yd + j * m.rows);
-    }
-  });
-#endif
   return y;
 }
 
