@@ -1,36 +1,37 @@
 """Load time, decode and prefill speed of the default model: openformers against HF transformers and llama.cpp.
 
-Each engine (a library at one precision) runs in its own subprocess, so none warms another's caches, in an
-order that alternates over the rounds; the best round of each is compared. Per engine: batch-1 greedy decode
-tokens/s over `--new-tokens` tokens, as llama-bench's: the PyTorch libraries' `generate` without a streamer, the
-time of a call making `--new-tokens` + 1 tokens less the best of three making 1 (openformers then makes a greedy
-row's tokens in runs of steps in one call; "streamed", the same call with a streamer that notes each token's
-arrival, takes one step a token) (eos_token_id=None: no end token, so every engine makes the same number, and
-no stopping check or EOS ban that llama-bench, which feeds tokens without choosing any, does not run either:
-min_new_tokens's two processors copied the 49152 logits twice a token, ~0.1 ms); prefill tokens/s on
-a 512-token prompt, and on prompts of 16 and 64 tokens (a chat turn's: `SHORT_PROMPTS`); batched decode, total new tokens/s of 8 and of 32 sequences; load time (the PyTorch
-libraries only). openformers' weights are moved onto 2 MB pages before its timed calls (`kernels.place_weights`,
-timed apart and printed: up to ~5 s a GB on this VM, whose host backs each fresh huge page anew), where its first
-decoding steps would move them a part at a time: the timed tokens of a float32 model then paid for the rest of
-the moving and read what was left from 4 KB pages (28 and 11 tok/s against 56 and 75 placed first, one loaded
-run each). The memory bandwidth is measured in the same run (summing a 1 GB tensor): batch-1 decoding reads every
-weight once per token, so bandwidth / bytes per token is its limit, and each engine's fraction of that limit is
-printed; and, since this VM's bandwidth swings by 2x within seconds, each engine's fraction of the bandwidth read
-just before and after its own decode (BandwidthProbe). The load average before each engine's run is printed too:
-the figures of a loaded machine are lower, and only their ratios within one run mean anything.
+Each engine (a library at one precision) runs in its own subprocess, so none warms another's caches, in an order
+that alternates over the rounds; the best round of each is compared. Per engine: batch-1 greedy decode tokens/s
+over `--new-tokens` tokens, as llama-bench's: the PyTorch libraries' `generate` without a streamer, the time of a
+call making `--new-tokens` + 1 tokens less the best of three making 1 (openformers then makes a greedy row's
+tokens in runs of steps in one call; "streamed", the same call with a streamer that notes each token's arrival,
+takes one step a token) (eos_token_id=None: no end token, so every engine makes the same number, and no stopping
+check or EOS ban that llama-bench, which feeds tokens without choosing any, does not run either: min_new_tokens's
+two processors copied the 49152 logits twice a token, ~0.1 ms); prefill tokens/s on a 512-token prompt, and on
+prompts of 16 and 64 tokens (a chat turn's: `SHORT_PROMPTS`); batched decode, total new tokens/s of 8 and of 32
+sequences; load time (the PyTorch libraries only). openformers' weights are moved onto 2 MB pages before its timed
+calls (`kernels.place_weights`, timed apart and printed: up to ~5 s a GB on this VM, whose host backs each fresh
+huge page anew), where its first decoding steps would move them a part at a time: the timed tokens of a float32
+model then paid for the rest of the moving and read what was left from 4 KB pages (28 and 11 tok/s against 56 and
+75 placed first, one loaded run each). The memory bandwidth is measured in the same run (summing a 1 GB tensor):
+batch-1 decoding reads every weight once per token, so bandwidth / bytes per token is its limit, and each engine's
+fraction of that limit is printed; and, since this VM's bandwidth swings by 2x within seconds, each engine's
+fraction of the bandwidth read just before and after its own decode (BandwidthProbe). The load average before each
+engine's run is printed too: the figures of a loaded machine are lower, and only their ratios within one run mean
+anything.
 
-Engines: openformers at float32, bfloat16, int8 and int4 (`quantization=...`: greedy `generate`, greedy
-`generate` calls over 8 or 32 left-padded prompts timed without their prompt's forward pass, one forward for the
-prefill); transformers at float32 and bfloat16
-(the same calls); llama.cpp at F32, BF16, Q8_0, Q4_1 and Q4_0, its own C++ tools built natively for this CPU by
-benchmarks/peers.sh (a benchmark-only build of minutes on 2 cores, cached; decode.py runs the script, which
-returns at once once built) on GGUFs of the same weights: `llama-bench -t THREADS -p 0 -n NEW_TOKENS -r 1` for
-decode, `llama-bench -p 512 -n 0 -r 3` for prefill (`-p 16,64 -n 0 -r 5` for the short prompts), `llama-batched-bench -npp 8 -ntg NEW_TOKENS -npl 8,32` for
-the batches (its S_TG: no sampling, random tokens). openformers int4 is compared with both Q4_1 (its own layout)
-and Q4_0. `openformers:Q4_K_M` and `llama.cpp:Q4_K_M` both run llama.cpp's Q4_K_M file of the model (peers.sh),
-openformers as int4: its Q4_K matrices int4, its Q5_0, Q6_K and Q8_0 ones int8; `openformers:Q6_K` and
-`llama.cpp:Q6_K` its Q6_K file, openformers as int8 (Q6_K matrices with a scale per 16 weights). THREADS is
-OMP_NUM_THREADS, else the number of cores, for every engine.
+Engines: openformers at float32, bfloat16, int8 and int4 (`quantization=...`: greedy `generate`, greedy `generate`
+calls over 8 or 32 left-padded prompts timed without their prompt's forward pass, one forward for the prefill);
+transformers at float32 and bfloat16 (the same calls); llama.cpp at F32, BF16, Q8_0, Q4_1 and Q4_0, its own C++
+tools built natively for this CPU by benchmarks/peers.sh (a benchmark-only build of minutes on 2 cores, cached;
+decode.py runs the script, which returns at once once built) on GGUFs of the same weights: `llama-bench -t THREADS
+-p 0 -n NEW_TOKENS -r 1` for decode, `llama-bench -p 512 -n 0 -r 3` for prefill (`-p 16,64 -n 0 -r 5` for the
+short prompts), `llama-batched-bench -npp 8 -ntg NEW_TOKENS -npl 8,32` for the batches (its S_TG: no sampling,
+random tokens). openformers int4 is compared with both Q4_1 (its own layout) and Q4_0. `openformers:Q4_K_M` and
+`llama.cpp:Q4_K_M` both run llama.cpp's Q4_K_M file of the model (peers.sh), openformers as int4: its Q4_K
+matrices int4, its Q5_0, Q6_K and Q8_0 ones int8; `openformers:Q6_K` and `llama.cpp:Q6_K` its Q6_K file,
+openformers as int8 (Q6_K matrices with a scale per 16 weights). THREADS is OMP_NUM_THREADS, else the number of
+cores, for every engine.
 
 `--contended` also runs each openformers and llama.cpp engine, in every round, with a busy loop pinned to core 0
 (`taskset -c 0`) for its batch-1 decode of `--contended-tokens` tokens: the case of a laptop or server where

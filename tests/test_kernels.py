@@ -445,7 +445,8 @@ def test_batched_greedy_tokens_match_plain_path(monkeypatch):
 def counted_prompts(monkeypatch) -> list:
     """A list that gets the token count of each call of the compiled prompt step from here on."""
     calls, decode_prompt = [], torch.ops.openformers.decode_prompt
-    monkeypatch.setattr(torch.ops.openformers, "decode_prompt", lambda *args: calls.append(len(args[0])) or decode_prompt(*args))
+    monkeypatch.setattr(torch.ops.openformers, "decode_prompt",
+                        lambda *args: calls.append(len(args[0])) or decode_prompt(*args))
     return calls
 
 
@@ -528,7 +529,8 @@ def test_a_prompt_past_the_caches_capacity_is_refused_by_name():
             torch.ops.openformers.decode_prompt(x, step._kernel_stack(), cache.keys, cache.values, 254, 0, angles,
                                                 angles, 1e-6)
         more = torch.zeros(5, 16)  # five positions' angles for four tokens
-        with pytest.raises(RuntimeError, match=r"decode_prompt: cos must hold .* at most the heads' size \(16\), for 4"):
+        refused = r"decode_prompt: cos must hold .* at most the heads' size \(16\), for 4"
+        with pytest.raises(RuntimeError, match=refused):
             torch.ops.openformers.decode_prompt(x, step._kernel_stack(), cache.keys, cache.values, 3, 0, more, more,
                                                 1e-6)
 

@@ -3334,7 +3334,8 @@ void batch_layer_step(Team& team, float* x, int64_t n, bool sequence, const Laye
   // prompt_product's tiles take 32 rows at a time
   const int64_t multiple = batch.prompt ? 32 : claimed_rows_multiple<W>(n), chunk = std::max(kChunk, multiple);
   auto product = [&](const Matrix& m, const float* inputs, float* out) {
-    team.claim(m.rows, chunk, multiple, [&](int64_t begin, int64_t end) { batch_rows<W>(m, begin, end, inputs, batch, n, out); });
+    team.claim(m.rows, chunk, multiple,
+               [&](int64_t begin, int64_t end) { batch_rows<W>(m, begin, end, inputs, batch, n, out); });
   };
 
   const float* attention_input = L.attn_norm.data ? normed.data() : x;  // (OLMo 2 norms no layer input)
@@ -3350,7 +3351,8 @@ void batch_layer_step(Team& team, float* x, int64_t n, bool sequence, const Laye
     float* k = S.k.data() + j * L.k.rows + h * head_dim;
     const float* v = S.v.data() + j * L.v.rows + h * head_dim;
     rope(k, F.rotary_dims, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
-    int64_t slot = sequence ? h * head_stride + (pos + j) * pos_stride : j * row_stride + h * head_stride + pos * pos_stride;
+    int64_t slot = sequence ? h * head_stride + (pos + j) * pos_stride
+                            : j * row_stride + h * head_stride + pos * pos_stride;
     for (int64_t i = 0; i < head_dim; ++i) {
       keys[slot + i] = static_cast<C>(k[i]);
       values[slot + i] = static_cast<C>(v[i]);
@@ -3508,8 +3510,8 @@ void batch_stack(const char* op, at::Tensor x, bool sequence, const c10::intrusi
         const Layer& L = layers[l];
         const float *lc = L.local ? local_c : c, *ls = L.local ? local_s : s;
         auto step = [&](auto cache_tag) {
-          batch_layer_step<W, decltype(cache_tag)>(team, rows_x, n, sequence, L, family, S, epsf, pos, lc, ls, allowed, normed,
-                                                   rounded, batch, scores, groups, unusable);
+          batch_layer_step<W, decltype(cache_tag)>(team, rows_x, n, sequence, L, family, S, epsf, pos, lc, ls, allowed,
+                                                   normed, rounded, batch, scores, groups, unusable);
         };
         if (bf16_cache) step(c10::BFloat16{});
         else step(float{});
