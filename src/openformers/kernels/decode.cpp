@@ -2237,7 +2237,10 @@ inline void store_lane_sums(__m512 (&sums)[R][N], float* out, int64_t row, int64
 // in registers; out[j * out_stride + r] for input j. Four rows take up to four inputs; two rows take 5-8 (see
 // two_rows_times_all). The R rows are one contiguous block, read as R short streams that the hardware
 // prefetchers pick up late (see row_avx512); each step prefetches as many bytes of the next block, front to
-// back, as it reads of this one, so the next block is in the cache by the time it is read.
+// back, as it reads of this one, so the next block is in the cache by the time it is read. Into the L2 cache
+// (prefetch_to_l2), as the rows of one input: prefetched into the L1 the lines filled its miss buffers and the
+// loads waited (SmolLM2 at two threads, a step of 8 rows float32 27.7 -> 20.7 ms, of 32 66.2 -> 58.6, bfloat16
+// 14.2 -> 12.6 and 38.1 -> 37.0; a 16-token prompt float32 35.0 -> 29.6, bfloat16 18.6 -> 16.9).
 template <typename W, int R, int N>
 inline void rows_times_tile(const Matrix& m, int64_t row, const float* x, float* out, int64_t out_stride) {
   const W* w = static_cast<const W*>(m.data) + row * m.cols;
@@ -2247,7 +2250,7 @@ inline void rows_times_tile(const Matrix& m, int64_t row, const float* x, float*
     for (auto& sum : per_row) sum = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= m.cols; i += 16) {
-    for (int64_t b = 0; b < R * 16 * int64_t(sizeof(W)); b += 64) prefetch(next + R * i * int64_t(sizeof(W)) + b);
+    for (int64_t b = 0; b < R * 16 * int64_t(sizeof(W)); b += 64) prefetch_to_l2(next + R * i * int64_t(sizeof(W)) + b);
     __m512 wr[R];
     for (int r = 0; r < R; ++r) wr[r] = load16(w + r * m.cols + i);
     for (int j = 0; j < N; ++j) {
@@ -2283,7 +2286,7 @@ inline void rows_times_tile_bf16(const Matrix& m, int64_t row, const c10::BFloat
     for (auto& sum : per_row) sum = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 32 <= m.cols; i += 32) {
-    for (int64_t b = 0; b < R * 64; b += 64) prefetch(next + R * 2 * i + b);
+    for (int64_t b = 0; b < R * 64; b += 64) prefetch_to_l2(next + R * 2 * i + b);
     __m512bh wr[R];
     for (int r = 0; r < R; ++r) wr[r] = bfloat16_pairs(w + r * m.cols + i);
     for (int j = 0; j < N; ++j) {
