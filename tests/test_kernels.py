@@ -547,17 +547,18 @@ def test_a_mixture_records_its_router_scores_through_its_layers(monkeypatch):
 
 
 def test_starcoder2_with_dropout_steps_through_its_layers_while_training(monkeypatch):
-    # Its dropouts draw while training, which the step does not: a training model's steps take the layers, even
-    # without gradients; in eval the step runs and matches the plain path in bfloat16 too.
+    # Its dropouts draw while training, which the step does not: a training model's steps and prompts take the
+    # layers, even without gradients, its first prompt too (before the step has gathered its layers); in eval the
+    # step runs and matches the plain path in bfloat16 too.
     model = accelerated(tiny_model(Starcoder2Config, residual_dropout=0.5))
-    steps = counted_decode_steps(monkeypatch)
+    steps, prompts = counted_decode_steps(monkeypatch), counted_prompts(monkeypatch)
     tokens = [5, 6, 7, 8, 9]
     model.train()
     step_logits(model, tokens, True, monkeypatch)
-    assert not steps
+    assert not steps and not prompts
     model.eval()
     float32 = step_logits(model, tokens, True, monkeypatch)
-    assert len(steps) == 2
+    assert len(steps) == 2 and prompts == [3]
     fast = step_logits(model.to(torch.bfloat16), tokens, True, monkeypatch)
     assert len(steps) == 4 and fast.dtype == torch.bfloat16
     torch.testing.assert_close(fast.float(), float32, atol=0.1, rtol=0.05)

@@ -2662,6 +2662,22 @@ inline void transpose_16x16(__m512i* r) {
   for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 
+// Words [first, first + count) of 16 rows (count <= 16; row r at base + r * stride words, rows from `rows` on read
+// as zeros) transposed into `words`: words[i] holds word first + i of every row, row r in lane r. The 16-row tiles'
+// scales so, a float32 scale (or an int4 block's (d, m) float16 pair) per 4-byte word.
+inline void rows_words_as_lanes(const void* base, int64_t stride, int64_t first, int64_t count, int64_t rows,
+                                __m512i* words) {
+  const int32_t* row_words = static_cast<const int32_t*>(base) + first;
+  const __mmask16 valid = count >= 16 ? 0xFFFF : (1 << count) - 1;
+  for (int r = 0; r < 16; ++r)
+    words[r] = r < rows ? _mm512_maskz_loadu_epi32(valid, row_words + r * stride) : _mm512_setzero_si512();
+  transpose_16x16(words);
+}
+
+// Lanes of int4 (d, m) float16 pairs as float32 registers: d is each lane's low half, m its high one.
+inline __m512i pairs_d(__m512i pairs) { return _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(pairs))); }
+inline __m512i pairs_m(__m512i pairs) { return pairs_d(_mm512_srli_epi32(pairs, 16)); }
+
 // Sixteen rows' 16 sums each, one register per sum and a row per lane, added in four_sums' order: per 128-bit part
 // p of four_sums' registers, (lane 4p + lane 4p + 2) + (lane 4p + 1 + lane 4p + 3), then parts (0 + 2) + (1 + 3).
 inline __m512 sixteen_sums(const __m512* sums) {
@@ -2712,13 +2728,10 @@ inline void int4_sixteen_rows_times(const Matrix& m, int64_t row, const RoundedB
   }
   for (int64_t g = 0; g < paired; g += 16) {  // sixteen groups' (d, m) pairs of each row, a pair as a lane
     const int64_t count = std::min<int64_t>(16, paired - g);
-    const __mmask16 valid = count == 16 ? 0xFFFF : (1 << count) - 1;
-    for (int r = 0; r < 16; ++r) words[r] = _mm512_maskz_loadu_epi32(valid, dm + r * groups * 2 + 2 * g);
-    transpose_16x16(words);
-    for (int64_t i = 0; i < count; ++i) {  // d as the low half of each lane, m as the high one
+    rows_words_as_lanes(dm, groups, g, count, 16, words);
+    for (int64_t i = 0; i < count; ++i) {
       Register* at = lanes.data() + (g + i) * kPerGroup;
-      at[8].value = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(words[i])));
-      at[9].value = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(words[i], 16))));
+      at[8].value = pairs_d(words[i]), at[9].value = pairs_m(words[i]);
     }
   }
   // The next sixteen rows (most often this thread's next claim), a few lines per input: the products here are
@@ -2804,9 +2817,7 @@ inline void int8_sixteen_rows_times(const Matrix& m, int64_t row, const RoundedB
   }
   for (int64_t b = 0; b < Scales * steps; b += 16) {  // sixteen scales of each row, a scale as a lane
     const int64_t count = std::min<int64_t>(16, Scales * steps - b);
-    const __mmask16 valid = count == 16 ? 0xFFFF : (1 << count) - 1;
-    for (int r = 0; r < 16; ++r) words[r] = _mm512_maskz_loadu_epi32(valid, ws + r * per_row + b);
-    transpose_16x16(words);
+    rows_words_as_lanes(ws, per_row, b, count, 16, words);
     for (int64_t i = 0; i < count; ++i) lanes[(b + i) / Scales * kPerStep + 16 + (b + i) % Scales].value = words[i];
   }
   const char* next_rows = reinterpret_cast<const char*>(w + 16 * m.cols);  // as int4_sixteen_rows_times'
@@ -2922,20 +2933,14 @@ void pack_prompt_half(const Matrix& m, bool int4, int64_t row, int h, int64_t pa
   // one into an array that was then loaded as a register, they stalled on each load (the 16 stores not forwarded
   // to it): 17% of a 16-token int4 prompt's time in decode_prompt.
   const int64_t units = int4 ? m.cols / kGroup : m.scales_per_row();
-  const int32_t* words_of_rows =
-      int4 ? reinterpret_cast<const int32_t*>(m.pairs) : reinterpret_cast<const int32_t*>(m.scale);
+  const void* first_row = int4 ? static_cast<const void*>(m.pairs + row * units * 2) : m.scale + row * units;
   for (int64_t u = 0; u < units; u += 16) {
     const int64_t count = std::min<int64_t>(16, units - u);
-    const __mmask16 valid = count == 16 ? 0xFFFF : (1 << count) - 1;
-    for (int r = 0; r < 16; ++r)
-      words[r] = row + r < m.rows ? _mm512_maskz_loadu_epi32(valid, words_of_rows + (row + r) * units + u)
-                                  : _mm512_setzero_si512();
-    transpose_16x16(words);
+    rows_words_as_lanes(first_row, units, u, count, m.rows - row, words);
     for (int64_t i = 0; i < count; ++i) {
-      if (int4) {  // d as the low half of each word, m as the high one
+      if (int4) {
         Register* pair = lanes.scales.data() + (2 * (u + i) + h) * 2;
-        pair[0].value = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(words[i])));
-        pair[1].value = _mm512_castps_si512(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(words[i], 16))));
+        pair[0].value = pairs_d(words[i]), pair[1].value = pairs_m(words[i]);
       } else {
         lanes.scales[2 * (u + i) + h].value = words[i];
       }

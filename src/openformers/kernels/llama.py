@@ -538,12 +538,8 @@ class DecodeStep:
             input_ids is not None
             and (input_ids.dim() == 1 or input_ids.dim() == 2 and input_ids.shape[1] == 1)
             and input_ids.shape[0] <= BATCH_ROWS
-            and isinstance(cache, DynamicCache) and not cache.is_compileable and cache.seq_len > 0
-            and input_ids.is_cpu
-            and table.dtype in KERNEL_DTYPES
-            and not torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()
-            and library.loaded()
+            and _library_takes(input_ids, cache, table)
+            and cache.seq_len > 0
         )
         padding = takes and attention_mask is not None and not bool(attention_mask.all())
         if padding:  # each row's mask over the cache and its new token, which it must see
@@ -561,11 +557,7 @@ class DecodeStep:
             return None
         if self._draws_while_training and decoder.training:
             return None  # the layers' noise or dropout, which the step does not draw
-        gemma = isinstance(decoder, Gemma2Model)
-        # Gemma 3's sliding layers rotate by tables of their own (decode.cpp's Layer::local); Gemma 2's by the same.
-        rotaries = [decoder._modules["rotary_emb"]]
-        if gemma and decoder._modules["local_rotary_emb"] is not rotaries[0]:
-            rotaries.append(decoder._modules["local_rotary_emb"])
+        rotaries = self._rotaries()
         rotary_row = -1
         if one_sequence and (position_ids is None or position_ids.numel() == 1):
             # The tables whole, and the position's row in them for the step to read: indexing them here cost two
@@ -600,13 +592,9 @@ class DecodeStep:
         else:
             x, embedding = decoder.embed_tokens(input_ids).float().contiguous(), None  # (rows, 1, C) or (rows, C)
         keys, values, position = cache.reserve_all(count)
-        window = decoder.config.sliding_window if gemma else decoder.sliding_window
-        layers = (stack, keys, values, position, window or 0)
-        # Through the module dicts: nn.Module's attribute fallback cost ~5 us an attribute after a step.
-        eps = decoder._modules["layers"]._modules["0"]._modules["post_attention_layernorm"].eps
+        window, eps, following = self._settings()
+        layers = (stack, keys, values, position, window)
         logits = argmax = None
-        # Inside threads_following_team, the step leaves torch's threads at the team's settled size.
-        following = getattr(_following, "caller", None) is not None
         # x leaves either call normed by the final norm, in float32 (the layers round a bfloat16 model's residual
         # to bfloat16 first), with the layers' eps: every norm of a model has its config's rms_norm_eps.
         if run:
@@ -640,15 +628,10 @@ class DecodeStep:
         rows = input_ids.shape[1]
         takes = (
             input_ids.shape[0] == 1
-            and isinstance(cache, DynamicCache) and not cache.is_compileable
+            and _library_takes(input_ids, cache, table)
             and (not cache.keys or cache.keys[0].shape[0] == 1)
-            and input_ids.is_cpu
-            and table.dtype in KERNEL_DTYPES
-            and not torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()
-            and library.loaded()
         )
-        if not takes or self._draws_while_training and decoder.training:
+        if not takes:
             return None
         past = cache.seq_len
         positions = torch.arange(past, past + rows)
@@ -659,29 +642,44 @@ class DecodeStep:
         stack = self._kernel_stack()  # (not before_step: a prompt alone, as an evaluation's, moves no weights)
         if stack is None or rows > PROMPT_ROWS.get(self._weight_dtype, 0):
             return None
+        if self._draws_while_training and decoder.training:  # (known once _kernel_stack has gathered the layers)
+            return None
         if not cache.keys:
             attention = decoder.layers[0].self_attn
             cache.start_layers(self._layer_count, 1, attention.n_kv_head, attention.head_dim, table.dtype)
         if len(cache.lengths) != self._layer_count:
             return None
-        gemma = isinstance(decoder, Gemma2Model)
-        rotaries = [decoder._modules["rotary_emb"]]
-        if gemma and decoder._modules["local_rotary_emb"] is not rotaries[0]:
-            rotaries.append(decoder._modules["local_rotary_emb"])
         angles = []
-        for rotary in rotaries:  # each position's row of the tables the layers would take for this forward
+        for rotary in self._rotaries():  # each position's row of the tables the layers would take for this forward
             rotary.ensure_length(past + rows)
             angles += (table[positions] for table in _rotary_tables(rotary, past + rows))
         cos, sin, *local_angles = angles
         local_cos, local_sin = local_angles or (None, None)
         x = decoder.embed_tokens(input_ids).float().contiguous()  # (1, T, C)
         keys, values, position = cache.reserve_all(rows)
-        window = decoder.config.sliding_window if gemma else decoder.sliding_window
-        eps = decoder._modules["layers"]._modules["0"]._modules["post_attention_layernorm"].eps
-        following = getattr(_following, "caller", None) is not None
-        torch.ops.openformers.decode_prompt(x.view(rows, -1), stack, keys, values, position, window or 0, cos, sin, eps,
+        window, eps, following = self._settings()
+        torch.ops.openformers.decode_prompt(x.view(rows, -1), stack, keys, values, position, window, cos, sin, eps,
                                             decoder.norm.weight, following, local_cos, local_sin)
         return x.to(table.dtype)
+
+    def _rotaries(self) -> list[nn.Module]:
+        """The rotary modules whose tables the step reads: Gemma 3's sliding layers rotate by tables of their own
+        (decode.cpp's Layer::local); Gemma 2's by the same as its other layers."""
+        decoder = self.decoder
+        rotaries = [decoder._modules["rotary_emb"]]
+        if isinstance(decoder, Gemma2Model) and decoder._modules["local_rotary_emb"] is not rotaries[0]:
+            rotaries.append(decoder._modules["local_rotary_emb"])
+        return rotaries
+
+    def _settings(self) -> tuple[int, float, bool]:
+        """The step's window (0: none), its norms' eps, and whether it leaves torch's threads at the team's size."""
+        decoder = self.decoder
+        window = decoder.config.sliding_window if isinstance(decoder, Gemma2Model) else decoder.sliding_window
+        # Through the module dicts: nn.Module's attribute fallback cost ~5 us an attribute after a step.
+        eps = decoder._modules["layers"]._modules["0"]._modules["post_attention_layernorm"].eps
+        # Inside threads_following_team, the step leaves torch's threads at the team's settled size.
+        following = getattr(_following, "caller", None) is not None
+        return window or 0, eps, following
 
     def _head(self) -> "StepHead | None":
         model = self.model_reference() if self.model_reference is not None else None
@@ -832,6 +830,19 @@ class StepHead(Linear):
                 if logits is not None:
                     return logits.to(x.dtype).view(*x.shape[:-1], self.out_features)
         return super().forward(x)
+
+
+def _library_takes(input_ids: torch.Tensor, cache, table: torch.Tensor) -> bool:
+    """What every call of the step asks of its inputs: CPU ids, a growing DynamicCache, float32 or bfloat16
+    activations (the embedding `table`'s dtype), no gradients, no torch.compile tracing, the library loaded."""
+    return (
+        isinstance(cache, DynamicCache) and not cache.is_compileable
+        and input_ids.is_cpu
+        and table.dtype in KERNEL_DTYPES
+        and not torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+        and library.loaded()
+    )
 
 
 def _step_ready(decoder: DecoderModel) -> bool:
