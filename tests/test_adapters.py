@@ -101,7 +101,9 @@ def test_default_init_is_peft_s_and_starts_as_the_base_model(tmp_path):
         if "lora_" in key:
             torch.testing.assert_close(value, theirs[key], rtol=0, atol=0)
             assert ("lora_B" in key) == (not value.any())  # B starts at zero, A does not
-    torch.testing.assert_close(_logits(ours.eval(), _ids()), before, rtol=0, atol=0)
+    # The base model's prompts ran through the compiled step, the adapted model's through its layers (a LoRA layer
+    # is not the step's), which add in another order: the same logits up to float32 rounding.
+    torch.testing.assert_close(_logits(ours.eval(), _ids()), before, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

@@ -450,22 +450,30 @@ def counted_prompts(monkeypatch) -> list:
     return calls
 
 
-def prompt_logits(model, tokens: list[int], stepped: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """A prompt fed in two parts (13 tokens into an empty cache, then 20 after them) and one step after it, through
-    the accelerated model's steps or its layers (with the kernel's products, which round a quantized layer's inputs
-    as the steps do): the logits of all 34 positions, and every layer's cached keys and values."""
+def prompt_logits(model, tokens: torch.Tensor, stepped: bool, padding: tuple[int, ...] = ()):
+    """Prompts (B, 34) fed in two parts (13 tokens into an empty cache, then 20 after them) and one step after them,
+    through the accelerated model's steps or its layers (with the kernel's products, which round a quantized layer's
+    inputs as the steps do): the logits of all positions, and every layer's cached keys and values. With `padding`,
+    row b's first padding[b] positions are padding, as generate left-pads a batch: the mask hides them and the row
+    counts its positions from its first real token."""
     assert kernels.build()
     step, decoder = model.model.accelerated_step, model.model
     cache = DynamicCache()
+    mask = torch.ones_like(tokens)
+    for row, count in enumerate(padding):
+        mask[row, :count] = 0
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
     try:
         decoder.accelerated_step = step if stepped else None
         with torch.inference_mode():
-            logits = [model(torch.tensor([part]), past_key_values=cache).logits[0]
-                      for part in (tokens[:13], tokens[13:33], tokens[33:34])]
+            logits = [model(tokens[:, start:end], past_key_values=cache,
+                            attention_mask=mask[:, :end] if padding else None,
+                            position_ids=positions[:, start:end] if padding else None).logits
+                      for start, end in ((0, 13), (13, 33), (33, 34))]
     finally:
         decoder.accelerated_step = step
     cached = torch.stack([torch.stack([k[:, :, :34], v[:, :, :34]]) for k, v in zip(cache.keys, cache.values)])
-    return torch.cat(logits), cached.float()
+    return torch.cat(logits, dim=1), cached.float()
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)
@@ -474,7 +482,7 @@ def test_prompts_match_plain_path(config_class, overrides, quantization, monkeyp
     # positions): each row attends to its own positions only. Three threads split the rows and the heads unevenly.
     model = accelerated(quantized(tiny_model(config_class, **overrides), quantization) if quantization else
                         tiny_model(config_class, **overrides))
-    tokens = torch.randint(1, 96, (34,), generator=torch.Generator().manual_seed(4)).tolist()
+    tokens = torch.randint(1, 96, (1, 34), generator=torch.Generator().manual_seed(4))
     prompts = counted_prompts(monkeypatch)
     threads = torch.get_num_threads()
     try:
@@ -496,25 +504,67 @@ def test_prompts_match_plain_path(config_class, overrides, quantization, monkeyp
                                    atol=1e-4, rtol=1e-4)
 
 
-def test_a_prompt_takes_its_step_only_as_one_unpadded_sequence_following_its_cache(monkeypatch):
+@pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)
+def test_padded_prompts_match_plain_path(config_class, overrides, quantization, monkeypatch):
+    # A batch of three, left-padded by 0, 4 and 9 positions, in one call a part: a row attends to its own sequence's
+    # positions that its mask allows, and a padding position, which sees none, attends to nothing (zeros), as in the
+    # layers, so its hidden states, keys and values match theirs too.
+    model = accelerated(quantized(tiny_model(config_class, **overrides), quantization) if quantization else
+                        tiny_model(config_class, **overrides))
+    tokens = torch.randint(1, 96, (3, 34), generator=torch.Generator().manual_seed(5))
+    prompts = counted_prompts(monkeypatch)
+    fast, fast_cache = prompt_logits(model, tokens, True, padding=(0, 4, 9))
+    assert prompts == [3 * 13, 3 * 20]
+    layers, layers_cache = prompt_logits(model, tokens, False, padding=(0, 4, 9))
+    tolerance = 3e-2 if quantization else 1e-4  # as in test_prompts_match_plain_path
+    torch.testing.assert_close(fast, layers, atol=tolerance, rtol=tolerance)
+    torch.testing.assert_close(fast_cache, layers_cache, atol=tolerance, rtol=tolerance)
+    if not quantization:
+        plain = prompt_logits(tiny_model(config_class, **overrides), tokens, False, padding=(0, 4, 9))[0]
+        torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
+
+
+def test_padded_prompts_of_an_eager_model_match_its_layers(monkeypatch):
+    # attn_implementation="eager" gives a padding position, which sees no key, the mean of all the values (the
+    # reference's eager path), where sdpa gives it zeros: the step follows whichever the model's layers take.
+    fast = accelerated(tiny_model(attn_implementation="eager"))
+    tokens = torch.randint(1, 96, (3, 34), generator=torch.Generator().manual_seed(6))
+    prompts = counted_prompts(monkeypatch)
+    stepped = prompt_logits(fast, tokens, True, padding=(0, 4, 9))
+    assert prompts == [3 * 13, 3 * 20]
+    plain = prompt_logits(tiny_model(attn_implementation="eager"), tokens, False, padding=(0, 4, 9))
+    for ours, theirs in zip(stepped, plain):
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+    sdpa = prompt_logits(tiny_model(), tokens, False, padding=(0, 4, 9))[0]
+    assert not torch.allclose(stepped[0][1, :4], sdpa[1, :4], atol=1e-2)  # the padding positions differ
+    torch.testing.assert_close(stepped[0][1, 4:], sdpa[1, 4:], atol=1e-4, rtol=1e-4)
+
+
+def test_a_prompt_takes_its_step_with_its_mask_and_positions_and_leaves_the_rest_to_the_layers(monkeypatch):
     fast, plain = accelerated(tiny_model()), tiny_model()
     prompts = counted_prompts(monkeypatch)
-    ids = torch.randint(1, 96, (1, 9), generator=torch.Generator().manual_seed(2))
+    ids = torch.randint(1, 96, (2, 9), generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         # Without a cache (use_cache=False) the keys and values go to one made for the call.
-        torch.testing.assert_close(fast(ids).logits, plain(ids).logits, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(fast(ids[:1]).logits, plain(ids[:1]).logits, atol=1e-4, rtol=1e-4)
         assert prompts == [9]
         padded = torch.ones_like(ids)
-        padded[0, :2] = 0
+        padded[1, :2] = 0
         torch.testing.assert_close(fast(ids, attention_mask=padded).logits, plain(ids, attention_mask=padded).logits,
                                    atol=1e-4, rtol=1e-4)
         shifted = torch.arange(3, 12)[None]  # positions that do not start where the (empty) cache ends
         torch.testing.assert_close(fast(ids, position_ids=shifted).logits, plain(ids, position_ids=shifted).logits,
                                    atol=1e-4, rtol=1e-4)
-        assert prompts == [9]
-        following = torch.arange(9)[None]
-        fast(ids, attention_mask=torch.ones_like(ids), position_ids=following)
-        assert prompts == [9, 9]
+        assert prompts == [9, 18, 18]
+        # A mask of another shape: the layers, which say what is wrong with it.
+        with pytest.raises(ValueError, match="attention_mask covers 8 positions"):
+            fast(ids, attention_mask=padded[:, 1:])
+        # More tokens than PROMPT_ROWS for the weights' dtype: the layers.
+        monkeypatch.setitem(kernels.llama.PROMPT_ROWS, torch.float32, 17)
+        torch.testing.assert_close(fast(ids).logits, plain(ids).logits, atol=1e-4, rtol=1e-4)
+        assert prompts == [9, 18, 18]
+        fast(ids[:, :8])
+        assert prompts == [9, 18, 18, 16]
 
 
 def test_a_prompt_past_the_caches_capacity_is_refused_by_name():
@@ -525,14 +575,15 @@ def test_a_prompt_past_the_caches_capacity_is_refused_by_name():
         model(torch.tensor([[1, 2, 3]]), past_key_values=cache)
         x = torch.zeros(4, 64)
         angles = torch.zeros(4, 16)
+        unpadded = torch.empty(0, dtype=torch.uint8)
         with pytest.raises(RuntimeError, match="decode_prompt: position 257 is beyond the cache capacity 256"):
             torch.ops.openformers.decode_prompt(x, step._kernel_stack(), cache.keys, cache.values, 254, 0, angles,
-                                                angles, 1e-6)
+                                                angles, unpadded, False, 1e-6)
         more = torch.zeros(5, 16)  # five positions' angles for four tokens
         refused = r"decode_prompt: cos must hold .* at most the heads' size \(16\), for 4"
         with pytest.raises(RuntimeError, match=refused):
             torch.ops.openformers.decode_prompt(x, step._kernel_stack(), cache.keys, cache.values, 3, 0, more, more,
-                                                1e-6)
+                                                unpadded, False, 1e-6)
 
 
 def test_a_mixture_records_its_router_scores_through_its_layers(monkeypatch):
@@ -843,6 +894,23 @@ def test_bfloat16_weights_stay_close_to_float32(monkeypatch):
     torch.testing.assert_close(fast.float(), reference, atol=0.1, rtol=0.05)
 
 
+def test_bfloat16_prompts_take_the_step_only_for_generation(monkeypatch):
+    # Elsewhere a bfloat16 prompt takes the layers, which round every sum to bfloat16 as the reference's bfloat16
+    # forward does; generate's prefill takes the step, which keeps the residual in float32 as its decoding steps do.
+    model, plain = accelerated(tiny_model(dtype=torch.bfloat16)), tiny_model(dtype=torch.bfloat16)
+    prompts = counted_prompts(monkeypatch)
+    ids = torch.randint(1, 96, (2, 9), generator=torch.Generator().manual_seed(7))
+    with torch.inference_mode():
+        torch.testing.assert_close(model(ids).logits, plain(ids).logits)
+        assert prompts == []
+        with kernels.prompts_for_generation():
+            stepped = model(ids).logits
+        assert prompts == [18]
+        torch.testing.assert_close(stepped.float(), tiny_model()(ids).logits, atol=0.1, rtol=0.05)
+    model.generate(ids[:1], max_new_tokens=2, do_sample=False)
+    assert prompts == [18, 9]
+
+
 def test_bfloat16_biases_are_read_as_they_hold_at_each_step(monkeypatch):
     # The kernel takes float32 biases: a bfloat16 model's are converted at each step, not once with the model's
     # tensors (decode.cpp's StepWeights), so one changed in place after earlier steps is read as it is then.
@@ -902,7 +970,7 @@ def test_steps_past_the_rotary_tables_grow_them():
         assert tokens.tolist() == plain.generate(prompt, max_new_tokens=20, do_sample=False).tolist()
 
 
-def test_training_batched_prompts_and_large_batches_take_the_plain_path():
+def test_training_large_batches_and_long_prompts_take_the_plain_path():
     model = accelerated(tiny_model())
     step, taken = model.model.accelerated_step, []
 
@@ -923,16 +991,16 @@ def test_training_batched_prompts_and_large_batches_take_the_plain_path():
         model(torch.tensor([[1, 2]]), past_key_values=cache)  # one sequence's prompt: decode_prompt
         model(torch.tensor([[5]]), past_key_values=cache)
         cache = DynamicCache()
-        model(torch.tensor([[1, 2], [3, 4]]), past_key_values=cache)  # two rows' prompts
+        model(torch.tensor([[1, 2], [3, 4]]), past_key_values=cache)  # two rows' prompts: decode_prompt too
         model(torch.tensor([[5], [6]]), past_key_values=cache)  # two rows: the batched step
         rows = kernels.llama.BATCH_ROWS + 1
         cache = DynamicCache()
-        model(torch.ones(rows, 2, dtype=torch.long), past_key_values=cache)
-        model(torch.ones(rows, 1, dtype=torch.long), past_key_values=cache)  # more rows than it takes
+        model(torch.ones(rows, 2, dtype=torch.long), past_key_values=cache)  # 66 tokens in all
+        model(torch.ones(rows, 1, dtype=torch.long), past_key_values=cache)  # more rows than the batched step takes
         cache = DynamicCache()
         too_long = kernels.llama.PROMPT_ROWS[torch.float32] + 1
         model(torch.ones(1, too_long, dtype=torch.long), past_key_values=cache)
-    assert taken == [False, False, False, False, True, True, False, True, False, False, False]
+    assert taken == [False, False, False, False, True, True, True, True, True, False, False]
 
 
 def test_weights_replaced_or_cast_after_a_step_are_the_ones_used(monkeypatch):

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import torch
 
+from ..acceleration import accelerator
 from .cache import Cache, DynamicCache, EncoderDecoderCache
 from .config import GenerationConfig
 from .processors import first_argmax, merged_with_user
@@ -125,7 +126,8 @@ class Decoder:
         end = min(start + limit, length)
         mask = None if self.attention_mask is None else self.attention_mask[:, :end]
         positions = None if self.position_ids is None else self.position_ids[:, start:end]
-        logits = self._forward(self.input_ids[:, start:end], mask, positions)[:, -1]
+        with accelerator().prompts_for_generation():  # (a bfloat16 prompt may take the compiled step too)
+            logits = self._forward(self.input_ids[:, start:end], mask, positions)[:, -1]
         return logits if end == length else None
 
     def step(self, token: torch.Tensor) -> torch.Tensor:

@@ -25,9 +25,9 @@ Once the library is loaded, models/layers.py's `attention` also sends a prompt's
 CPU in float32 or bfloat16 (no mask, no gradient, heads of 64 or 128, a build with AVX-512) to its
 `prompt_attention`, in any model that calls it.
 
-`Linear` sends products of a few rows (a batch decoding a token per sequence, a short prompt: up to 8 for float
-weights, 64 for int8 and int4 weights and a float32 vocabulary head, `Linear.kernel_rows`) to the kernel, and
-an int8 or int4 layer's prompt in inference (more rows, or a sequence's 16 positions and more) to its
+`Linear` sends products of a few rows (a batch decoding a token per sequence, a short prompt: up to 8 for float32
+weights, 16 for bfloat16, 64 for int8 and int4 weights and a float32 vocabulary head, `Linear.kernel_rows`) to the
+kernel, and an int8 or int4 layer's prompt in inference (more rows, or a sequence's 16 positions and more) to its
 `prompt_product` (a build with AVX-512 VNNI); `OPENFORMERS_KERNELS=0` switches everything off.
 tests/test_kernels.py proves each family's parity with the plain path, which stays the reference.
 """
@@ -41,10 +41,11 @@ from ..models.mixtral import ExpertLinear
 from . import library, llama
 from .library import build, loaded
 from .linear import KERNEL_ROWS, QUANTIZATIONS, Linear, check_quantization, layout, quantize
-from .llama import threads_following_team
+from .llama import prompts_for_generation, threads_following_team
 
 __all__ = ["KERNEL_ROWS", "QUANTIZATIONS", "Linear", "accelerate", "build", "check_quantization", "loaded",
-           "layout", "place_weights", "quantize", "take_kernel_products", "threads_following_team"]
+           "layout", "place_weights", "prompts_for_generation", "quantize", "take_kernel_products",
+           "threads_following_team"]
 
 
 def accelerate(model: nn.Module) -> bool:

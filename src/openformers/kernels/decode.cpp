@@ -1373,6 +1373,9 @@ struct Family {
   // The leading dimensions of each head that the rotary tables turn (their width): all of them, or fewer (Phi-4-mini's
   // partial_rotary_factor of 0.75), the rest passing unrotated; set by each call from its tables (rotary_width).
   int64_t rotary_dims = 0;
+  // Whether a row that its mask leaves no position (a prompt's padding) attends to all of its sequence's positions
+  // evenly, as the layers' eager attention gives it, rather than to none (zeros, their sdpa's); set by each call.
+  bool padding_averages = false;
 };
 
 // The residual stream x plus the normed `out` (Gemma's sandwich norms), in a thread's own copy of x.
@@ -3310,13 +3313,15 @@ void batch_mixture_step(Team& team, float* x, int64_t n, const Mixture& M, int64
   });
 }
 
-// layer_step for n sequences: x (n, hidden); row j's rotary cos/sin at cos + j * F.rotary_dims, its attention mask over
-// cache slots [0, pos] at mask + j * (pos + 1) (null: no padding). Buffers in S hold n rows each. With sandwich
-// norms, as in layer_step: x is the thread's own copy, the MLP's outputs are left in S.out.
-// With `sequence`, the n rows are instead one sequence's positions pos to pos + n - 1 (a prompt, decode_prompt), in
-// the cache's row 0, each attending to the positions up to its own (mask null).
+// layer_step for n rows: x (n, hidden), `span` consecutive rows a sequence's tokens at positions pos to pos + span - 1
+// (one per sequence decoding a token, decode_batch; a prompt's, decode_prompt): row j in the cache's row j / span at
+// position pos + j % span, attending to the positions up to its own. Row j's rotary cos/sin at cos + j *
+// F.rotary_dims; its sequence's attention mask over cache slots [0, pos + span) at mask + (j / span) * (pos + span)
+// (null: no padding), a row that it leaves no position (a prompt's padding) attending to none: zeros, as the layers'
+// attention gives it. Buffers in S hold n rows each. With sandwich norms, as in layer_step: x is the thread's own
+// copy, the MLP's outputs are left in S.out.
 template <typename W, typename C>
-void batch_layer_step(Team& team, float* x, int64_t n, bool sequence, const Layer& L, const Family& F, Shared& S,
+void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer& L, const Family& F, Shared& S,
                       float eps, int64_t pos, const float* cos, const float* sin, const uint8_t* mask,
                       std::vector<float>& normed, std::vector<Rounded>& rounded, RoundedBatch& batch,
                       std::vector<float>& scores, MixtureGroups& groups, std::atomic<bool>& unusable) {
@@ -3359,8 +3364,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, bool sequence, const Laye
     float* k = S.k.data() + j * L.k.rows + h * head_dim;
     const float* v = S.v.data() + j * L.v.rows + h * head_dim;
     rope(k, F.rotary_dims, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
-    int64_t slot = sequence ? h * head_stride + (pos + j) * pos_stride
-                            : j * row_stride + h * head_stride + pos * pos_stride;
+    int64_t slot = j / span * row_stride + h * head_stride + (pos + j % span) * pos_stride;
     for (int64_t i = 0; i < head_dim; ++i) {
       keys[slot + i] = static_cast<C>(k[i]);
       values[slot + i] = static_cast<C>(v[i]);
@@ -3387,17 +3391,28 @@ void batch_layer_step(Team& team, float* x, int64_t n, bool sequence, const Laye
   const int64_t group = n_head / n_kv;
   team.claim(n * n_kv, 1, 1, [&](int64_t begin, int64_t end) {  // a row's query heads of one key/value head
     for (int64_t t = begin; t < end; ++t) {
-      int64_t j = t / n_kv, g = t % n_kv, last = sequence ? pos + j : pos;
+      int64_t j = t / n_kv, g = t % n_kv, last = pos + j % span;
       int64_t first = L.window > 0 ? std::max(last - L.window + 1, int64_t(0)) : 0;
+      const uint8_t* allowed = mask ? mask + j / span * (pos + span) : nullptr;
+      float* attended = S.attended.data() + j * L.o.cols + g * group * head_dim;
+      int64_t kv = j / span * row_stride + g * head_stride;
+      if (allowed && std::none_of(allowed + first, allowed + last + 1, [](uint8_t a) { return a != 0; })) {
+        std::fill(attended, attended + head_dim, 0.f);
+        if (F.padding_averages) {
+          for (int64_t t = 0; t < pos + span; ++t)
+            for (int64_t i = 0; i < head_dim; ++i) attended[i] += as_float(values[kv + t * pos_stride + i]);
+          for (int64_t i = 0; i < head_dim; ++i) attended[i] /= static_cast<float>(pos + span);
+        }
+        for (int64_t h = 1; h < group; ++h) std::copy(attended, attended + head_dim, attended + h * head_dim);
+        continue;
+      }
       float* q = S.q.data() + j * L.q.rows + g * group * head_dim;
       for (int64_t h = 0; h < group; ++h) {
         if (!L.whole_qk_norms) norm_head(q + h * head_dim, L.q_norm, eps, head_dim);
         rope(q + h * head_dim, F.rotary_dims, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
         scale_query(F, q + h * head_dim, head_dim);
       }
-      int64_t kv = (sequence ? 0 : j * row_stride) + g * head_stride;
-      attend_group<C>(q, group, keys + kv, values + kv, pos_stride, head_dim, first, last, scores,
-                      S.attended.data() + j * L.o.cols + g * group * head_dim, mask ? mask + j * (pos + 1) : nullptr,
+      attend_group<C>(q, group, keys + kv, values + kv, pos_stride, head_dim, first, last, scores, attended, allowed,
                       F.attention_cap);
     }
   });
@@ -3443,21 +3458,21 @@ void batch_layer_step(Team& team, float* x, int64_t n, bool sequence, const Laye
   });
 }
 
-// decode_batch's and decode_prompt's work: n sequences' tokens at slot pos, or with `sequence` one sequence's n tokens
-// from position pos on (batch_layer_step).
-void batch_stack(const char* op, at::Tensor x, bool sequence, const c10::intrusive_ptr<StepWeights>& stack,
+// decode_batch's and decode_prompt's work: x's rows, `span` tokens of each sequence from position pos on
+// (batch_layer_step); a sequence's mask (mask's row) covers its cache slots up to its last token's.
+void batch_stack(const char* op, at::Tensor x, int64_t span, const c10::intrusive_ptr<StepWeights>& stack,
                  at::TensorList keys, at::TensorList values, int64_t pos, int64_t window, at::Tensor cos,
-                 at::Tensor sin, at::Tensor mask, double eps, c10::optional<at::Tensor> norm, bool follow_team,
-                 c10::optional<at::Tensor> local_cos, c10::optional<at::Tensor> local_sin) {
+                 at::Tensor sin, at::Tensor mask, bool padding_averages, double eps, c10::optional<at::Tensor> norm,
+                 bool follow_team, c10::optional<at::Tensor> local_cos, c10::optional<at::Tensor> local_sin) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 2 && x.size(0) > 0, op,
               ": x must be a contiguous (rows, hidden) float32 matrix");
-  int64_t n = x.size(0);
+  int64_t n = x.size(0), sequences = n / span, slots = pos + span;  // slots: a sequence's cache slots after the call
   std::vector<at::Tensor> converted;
   at::ScalarType weight_type;
-  // A prompt's rows share the cache's one row, up to its last position.
-  std::vector<Layer> layers = step_layers(op, sequence ? 1 : n, *stack, keys, values, sequence ? pos + n - 1 : pos,
-                                          window, converted, weight_type);
+  std::vector<Layer> layers = step_layers(op, sequences, *stack, keys, values, slots - 1, window, converted,
+                                          weight_type);
   Family family = stack->family();
+  family.padding_averages = padding_averages;
   const Layer& first = layers[0];
   TORCH_CHECK(x.size(1) == first.o.rows, op, ": x has ", x.size(1), " values per row for a hidden size of ",
               first.o.rows);
@@ -3476,11 +3491,10 @@ void batch_stack(const char* op, at::Tensor x, bool sequence, const c10::intrusi
   at::Tensor mask_bytes;
   if (mask.numel() > 0) {
     mask_bytes = mask.to(at::kByte).contiguous();
-    TORCH_CHECK(mask_bytes.dim() == 2 && mask_bytes.size(0) == n && mask_bytes.size(1) == pos + 1,
-                "decode_batch: mask must be (rows, pos + 1) = (", n, ", ", pos + 1, "), got ", mask.sizes());
+    TORCH_CHECK(mask_bytes.dim() == 2 && mask_bytes.size(0) == sequences && mask_bytes.size(1) == slots, op,
+                ": mask must be (sequences, cached and new positions) = (", sequences, ", ", slots, "), got ",
+                mask.sizes());
     allowed = mask_bytes.data_ptr<uint8_t>();
-    for (int64_t j = 0; j < n; ++j)
-      TORCH_CHECK(allowed[j * (pos + 1) + pos], "decode_batch: row ", j, "'s mask hides its own new token");
   }
   const std::pair<int64_t, int64_t> sizes = mlp_buffer_sizes(layers);  // per row
   const int64_t mlp_rows = sizes.first, most_experts = sizes.second;
@@ -3509,7 +3523,7 @@ void batch_stack(const char* op, at::Tensor x, bool sequence, const c10::intrusi
       RoundedBatch batch;
       batch.int8_too = int8_too;
       PromptRows prompt;
-      if (kInteger<W> && sequence && n >= kPromptTileRows) batch.prompt = &prompt;
+      if (kInteger<W> && span > 1 && n >= kPromptTileRows) batch.prompt = &prompt;
       MixtureGroups groups;
       std::vector<float> own_x(stack->sandwich ? n * hidden : 0);  // as decode_step's
       std::copy(xd, xd + own_x.size(), own_x.begin());
@@ -3518,7 +3532,7 @@ void batch_stack(const char* op, at::Tensor x, bool sequence, const c10::intrusi
         const Layer& L = layers[l];
         const float *lc = L.local ? local_c : c, *ls = L.local ? local_s : s;
         auto step = [&](auto cache_tag) {
-          batch_layer_step<W, decltype(cache_tag)>(team, rows_x, n, sequence, L, family, S, epsf, pos, lc, ls, allowed,
+          batch_layer_step<W, decltype(cache_tag)>(team, rows_x, n, span, L, family, S, epsf, pos, lc, ls, allowed,
                                                    normed, rounded, batch, scores, groups, unusable);
         };
         if (bf16_cache) step(c10::BFloat16{});
@@ -3550,29 +3564,38 @@ void batch_stack(const char* op, at::Tensor x, bool sequence, const c10::intrusi
 // token's keys and values written at slot `pos` of every row; cos and sin (n, width), each row's own position
 // (left-padded rows count theirs from their first real token; width: head_dim, or fewer where only a head's
 // leading dimensions turn, see Family::rotary_dims); mask (n, pos + 1) uint8, each row's attention mask over the
-// cache slots (0: padding, never attended), with slot `pos` set in every row, or empty for no padding. With `norm`,
+// cache slots (0: padding, never attended), or empty for no padding. With `norm`,
 // each row of x leaves normed by the final norm, as decode_step's x. local_cos and local_sin (rows, width): the
 // sliding layers' angles (Layer::local), where the family has them.
 void decode_batch(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at::TensorList keys,
                   at::TensorList values, int64_t pos, int64_t window,
                   at::Tensor cos, at::Tensor sin, at::Tensor mask, double eps, c10::optional<at::Tensor> norm,
                   bool follow_team, c10::optional<at::Tensor> local_cos, c10::optional<at::Tensor> local_sin) {
-  batch_stack("decode_batch", x, false, stack, keys, values, pos, window, cos, sin, mask, eps, norm, follow_team,
+  batch_stack("decode_batch", x, 1, stack, keys, values, pos, window, cos, sin, mask, false, eps, norm, follow_team,
               local_cos, local_sin);
 }
 
-// A prompt's n tokens of one sequence through the layers in one call, as decode_batch steps n sequences: x (n,
-// hidden) float32 in place, the tokens at positions pos to pos + n - 1, whose keys and values are written there in
-// the caches (1, n_kv, capacity, head_dim); row j attends to the positions up to pos + j (within the window on
-// sliding layers). cos and sin (n, width): each position's angles. Short prompts are dominated by the plain
-// forward's ~40 dispatched operations a layer, and their products by PyTorch's matmul on a few rows (SmolLM2, 16
-// tokens, two threads: 65 ms float32 and 31 bfloat16 a forward, of which the products 47 and 18).
+// The prompts of the caches' B sequences, T tokens each, through the layers in one call, as decode_batch steps
+// sequences: x (B * T, hidden) float32 in place, sequence b's tokens at rows b * T to b * T + T - 1 and positions pos
+// to pos + T - 1, whose keys and values are written there in the caches (B, n_kv, capacity, head_dim); a row attends
+// to its sequence's positions up to its own (within the window on sliding layers), those the sequence's mask (B, pos
+// + T) allows where it is given (left padding); a padding row, which its mask leaves no position, attends to none
+// (zeros), or with `padding_averages` to all of its sequence's evenly, as the layers' sdpa or eager attention
+// gives it. cos and sin (B * T, width): each row's angles. Short prompts are
+// dominated by the plain forward's ~40 dispatched operations a layer, and their products by PyTorch's matmul on a few
+// rows (SmolLM2, 16 tokens, two threads: 65 ms float32 and 31 bfloat16 a forward, of which the products 47 and 18).
 void decode_prompt(at::Tensor x, const c10::intrusive_ptr<StepWeights>& stack, at::TensorList keys,
-                   at::TensorList values, int64_t pos, int64_t window, at::Tensor cos, at::Tensor sin, double eps,
-                   c10::optional<at::Tensor> norm, bool follow_team, c10::optional<at::Tensor> local_cos,
-                   c10::optional<at::Tensor> local_sin) {
-  batch_stack("decode_prompt", x, true, stack, keys, values, pos, window, cos, sin, at::empty({0}, at::kByte), eps,
-              norm, follow_team, local_cos, local_sin);
+                   at::TensorList values, int64_t pos, int64_t window, at::Tensor cos, at::Tensor sin, at::Tensor mask,
+                   bool padding_averages, double eps, c10::optional<at::Tensor> norm, bool follow_team,
+                   c10::optional<at::Tensor> local_cos, c10::optional<at::Tensor> local_sin) {
+  TORCH_CHECK(!keys.empty() && keys[0].dim() == 4 && keys[0].size(0) > 0, "decode_prompt: keys must hold each layer's "
+              "(sequences, n_kv, capacity, head_dim) cache");
+  const int64_t sequences = keys[0].size(0);
+  TORCH_CHECK(x.dim() == 2 && x.size(0) > 0 && x.size(0) % sequences == 0, "decode_prompt: x must be (sequences * "
+              "tokens, hidden), the same number of tokens for each of the caches' ", sequences, " sequences, got ",
+              x.sizes());
+  batch_stack("decode_prompt", x, x.size(0) / sequences, stack, keys, values, pos, window, cos, sin, mask,
+              padding_averages, eps, norm, follow_team, local_cos, local_sin);
 }
 
 // y = x W^T for a few rows x (n, cols) float32: the language-model head of a decoding step that did not run it
@@ -4706,8 +4729,8 @@ TORCH_LIBRARY(openformers, m) {
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, Tensor mask, float eps, "
         "Tensor? norm=None, bool follow_team=False, Tensor? local_cos=None, Tensor? local_sin=None) -> ()");
   m.def("decode_prompt(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
-        "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps, Tensor? norm=None, "
-        "bool follow_team=False, Tensor? local_cos=None, Tensor? local_sin=None) -> ()");
+        "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, Tensor mask, bool padding_averages, "
+        "float eps, Tensor? norm=None, bool follow_team=False, Tensor? local_cos=None, Tensor? local_sin=None) -> ()");
   m.def("matvec(Tensor x, Tensor weight, Tensor? scale) -> Tensor");
   m.def("dequantize(Tensor weight, Tensor scale) -> Tensor");
   m.def("dequantize_into(Tensor weight, Tensor scale, Tensor(a!) out) -> ()");

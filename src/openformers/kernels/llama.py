@@ -8,10 +8,11 @@ BATCH_ROWS sequences) takes `decode_batch`, which reads each weight once for all
 over its own cache positions, where the layers also build a mask over the padded cache: SmolLM2, 8 sampled
 sequences, one thread, CPU time per step with sampling (9 ms of it), float32 64 ms against the layers' 76-84,
 bfloat16 43.5 against 62 (benchmarks/RESULTS.md). generate's greedy row without a streamer makes its tokens in
-runs of steps, each fed the argmax of the one before, in one call of `decode_tokens` (`greedy_tokens`). A prompt of
-one sequence, up to PROMPT_ROWS tokens, takes `decode_prompt`: decode_batch's work with the prompt's tokens as its
-rows, each at its own position of the cache's one row and attending to those before it (SmolLM2, 16 tokens, two
-threads: 1.6-2.2x the layers' forward; a chat turn's time to its first token).
+runs of steps, each fed the argmax of the one before, in one call of `decode_tokens` (`greedy_tokens`). Prompts
+of up to PROMPT_ROWS tokens in all, of one sequence or a padded batch's, take `decode_prompt`: decode_batch's work
+with the prompts' tokens as its rows, each at its own position of its sequence's cache row and attending to those
+before it that its mask allows (SmolLM2, 16 tokens, two threads: 1.6-2.2x the layers' forward; a chat turn's time
+to its first token); a bfloat16 model's only for generation (`prompts_for_generation`).
 
 A model takes the step only when every field of its config is one the step implements (`refusal` says which
 is not): Llama, Mistral, Qwen2 (q/k/v biases), Qwen3 (each head's queries and keys RMS-normed before the
@@ -70,9 +71,9 @@ from .linear import KERNEL_WEIGHTS, Linear
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)  # activation dtypes decode.cpp takes
 BATCH_ROWS = 32  # the most sequences decode_batch steps at once; larger batches take the layers
-# The most tokens of one prompt that decode_prompt takes, by the layers' weight dtype (int4: uint8); longer prompts
-# take the layers, whose products are one matmul each and whose attention is prompt_attention's blocks, where the
-# step attends row by row. SmolLM2 at two threads, a forward of T tokens against the layers' (best of 4): float32
+# The most tokens that one call of decode_prompt takes (a batch's prompts together), by the layers' weight dtype
+# (int4: uint8); longer prompts take the layers, whose products are one matmul each and whose attention is
+# prompt_attention's blocks, where the step attends row by row. SmolLM2 at two threads, a forward of T tokens against the layers' (best of 4): float32
 # 2.15x at 16 tokens, 1.47x at 64, 1.10x at 192, 1.02x at 256; bfloat16 1.67x, 1.34x, 1.11x at 96, 0.95x at 128;
 # int8 1.64x, 1.40x, 1.06x at 256, 0.96x at 384 (int4 alike).
 PROMPT_ROWS = {torch.float32: 192, torch.bfloat16: 96, torch.int8: 256, torch.uint8: 256}
@@ -187,6 +188,8 @@ MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 # The threads the caller had set while a decoding loop holds torch's own to the team's (threads_following_team),
 # for each thread: torch's setting is a thread's own (OpenMP's), and generate may run in several threads at once.
 _following = threading.local()
+# Whether the forwards running in this thread are prompts for generation (prompts_for_generation).
+_generating = threading.local()
 # The callers' settings of the loops following the teams now, in every thread, the newest last: what teams ask for.
 _team_requests: list[int] = []
 _team_requests_lock = threading.Lock()
@@ -400,6 +403,22 @@ def threads_following_team(model: nn.Module):
             torch.ops.openformers.request_team(_team_requests[-1] if _team_requests else 0)
         if outer is None and torch.get_num_threads() != caller:
             torch.set_num_threads(caller)
+
+
+@contextlib.contextmanager
+def prompts_for_generation():
+    """While generation feeds prompts (generate's and the server's prefill, which decode with the step after them):
+    a bfloat16 model's prompts take the step too, which keeps the residual stream in float32 as its decoding steps
+    do. Elsewhere (an evaluation's forward, a loss's) they take the layers, which round every sum to bfloat16 as the
+    reference's bfloat16 forward does, and so give its logits (the step's differ from them by up to a few bfloat16
+    steps: 0.07 in a tiny Gemma's). Float32 prompts take the step either way: its logits are the layers' to float32
+    rounding."""
+    outer = getattr(_generating, "prompts", False)
+    _generating.prompts = True
+    try:
+        yield
+    finally:
+        _generating.prompts = outer
 
 
 def _swap_linear(parent: nn.Module, name: str) -> None:
@@ -618,26 +637,33 @@ class DecodeStep:
         return x, logits, argmax
 
     def prompt(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor | None:
-        """One sequence's prompt of up to PROMPT_ROWS tokens (by the layers' weight dtype) after what the cache
-        holds (input_ids (1, T), no padding, positions following the cache's), as one call of decode.cpp's
-        `decode_prompt`: the (1, T, C) last hidden state, or None to leave the prompt to the layers. Without a cache
-        (use_cache=False), the keys and values go to one made for the call."""
+        """The prompts of B sequences, T tokens each after what the cache holds (input_ids (B, T), the mask over the
+        cached and new positions where some are padding, each row's positions where given), up to PROMPT_ROWS
+        tokens in all (by the layers' weight dtype), as one call of decode.cpp's `decode_prompt`: the (B, T, C) last
+        hidden state, or None to leave the prompts to the layers. Without a cache (use_cache=False), the keys and
+        values go to one made for the call. A bfloat16 model's only inside `prompts_for_generation`."""
         decoder = self.decoder
         cache = DynamicCache() if cache is None else cache
         table = decoder.embed_tokens.weight
-        rows = input_ids.shape[1]
+        sequences, tokens = input_ids.shape
+        rows = sequences * tokens
         takes = (
-            input_ids.shape[0] == 1
+            (table.dtype == torch.float32 or getattr(_generating, "prompts", False))  # see prompts_for_generation
             and _library_takes(input_ids, cache, table)
-            and (not cache.keys or cache.keys[0].shape[0] == 1)
+            and (not cache.keys or cache.keys[0].shape[0] == sequences)
         )
         if not takes:
             return None
         past = cache.seq_len
-        positions = torch.arange(past, past + rows)
-        if attention_mask is not None and not (attention_mask.shape == (1, past + rows) and bool(attention_mask.all())):
-            return None
-        if position_ids is not None and not torch.equal(position_ids.reshape(-1), positions):
+        if attention_mask is not None:
+            if attention_mask.shape != (sequences, past + tokens):
+                return None  # (the layers say what is wrong with it)
+            attention_mask = None if bool(attention_mask.all()) else attention_mask.to(torch.uint8).contiguous()
+        if position_ids is None:
+            positions = torch.arange(past, past + tokens).repeat(sequences)
+        elif position_ids.shape in ((sequences, tokens), (1, tokens)):
+            positions = position_ids.expand(sequences, tokens).reshape(-1)
+        else:
             return None
         stack = self._kernel_stack()  # (not before_step: a prompt alone, as an evaluation's, moves no weights)
         if stack is None or rows > PROMPT_ROWS.get(self._weight_dtype, 0):
@@ -646,20 +672,23 @@ class DecodeStep:
             return None
         if not cache.keys:
             attention = decoder.layers[0].self_attn
-            cache.start_layers(self._layer_count, 1, attention.n_kv_head, attention.head_dim, table.dtype)
+            cache.start_layers(self._layer_count, sequences, attention.n_kv_head, attention.head_dim, table.dtype)
         if len(cache.lengths) != self._layer_count:
             return None
+        reach = int(positions.max()) + 1
         angles = []
-        for rotary in self._rotaries():  # each position's row of the tables the layers would take for this forward
-            rotary.ensure_length(past + rows)
-            angles += (table[positions] for table in _rotary_tables(rotary, past + rows))
+        for rotary in self._rotaries():  # each row's position's row of the tables the layers would take
+            rotary.ensure_length(reach)
+            angles += (table[positions] for table in _rotary_tables(rotary, reach))
         cos, sin, *local_angles = angles
         local_cos, local_sin = local_angles or (None, None)
-        x = decoder.embed_tokens(input_ids).float().contiguous()  # (1, T, C)
-        keys, values, position = cache.reserve_all(rows)
+        x = decoder.embed_tokens(input_ids).float().contiguous()  # (B, T, C)
+        keys, values, position = cache.reserve_all(tokens)
         window, eps, following = self._settings()
-        torch.ops.openformers.decode_prompt(x.view(rows, -1), stack, keys, values, position, window, cos, sin, eps,
-                                            decoder.norm.weight, following, local_cos, local_sin)
+        mask = torch.empty(0, dtype=torch.uint8) if attention_mask is None else attention_mask
+        averages = decoder.attention_path(False) == "eager"  # (a padding row's attention: see decode_prompt)
+        torch.ops.openformers.decode_prompt(x.view(rows, -1), stack, keys, values, position, window, cos, sin, mask,
+                                            averages, eps, decoder.norm.weight, following, local_cos, local_sin)
         return x.to(table.dtype)
 
     def _rotaries(self) -> list[nn.Module]:
