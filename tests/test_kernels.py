@@ -451,7 +451,7 @@ def counted_prompts(monkeypatch) -> list:
 
 
 def prompt_logits(model, tokens: torch.Tensor, stepped: bool, padding: tuple[int, ...] = ()):
-    """Prompts (B, 34) fed in two parts (13 tokens into an empty cache, then 20 after them) and one step after them,
+    """Prompts (B, L) fed in two parts (13 tokens into an empty cache, then L - 14 after them) and one step after them,
     through the accelerated model's steps or its layers (with the kernel's products, which round a quantized layer's
     inputs as the steps do): the logits of all positions, and every layer's cached keys and values. With `padding`,
     row b's first padding[b] positions are padding, as generate left-pads a batch: the mask hides them and the row
@@ -463,16 +463,17 @@ def prompt_logits(model, tokens: torch.Tensor, stepped: bool, padding: tuple[int
     for row, count in enumerate(padding):
         mask[row, :count] = 0
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    length = tokens.shape[1]
     try:
         decoder.accelerated_step = step if stepped else None
         with torch.inference_mode():
             logits = [model(tokens[:, start:end], past_key_values=cache,
                             attention_mask=mask[:, :end] if padding else None,
                             position_ids=positions[:, start:end] if padding else None).logits
-                      for start, end in ((0, 13), (13, 33), (33, 34))]
+                      for start, end in ((0, 13), (13, length - 1), (length - 1, length))]
     finally:
         decoder.accelerated_step = step
-    cached = torch.stack([torch.stack([k[:, :, :34], v[:, :, :34]]) for k, v in zip(cache.keys, cache.values)])
+    cached = torch.stack([torch.stack([k[:, :, :length], v[:, :, :length]]) for k, v in zip(cache.keys, cache.values)])
     return torch.cat(logits, dim=1), cached.float()
 
 
@@ -502,6 +503,32 @@ def test_prompts_match_plain_path(config_class, overrides, quantization, monkeyp
     if not quantization:
         torch.testing.assert_close(fast, prompt_logits(tiny_model(config_class, **overrides), tokens, False)[0],
                                    atol=1e-4, rtol=1e-4)
+
+
+# Prompts of 32 positions and more whose layers see every earlier position attend in blocks (decode.cpp's
+# attend_in_blocks), in heads of 64 and 128: Qwen3's q/k norms, OLMo 2's whole ones, Gemma 3's scaled queries (its
+# sliding layer attends a row at a time), a window longer than the prompt, a mixture's layers.
+BLOCK_CASES = [(LlamaConfig, HEAD_DIM_64, None), (LlamaConfig, HEAD_DIM_128, "int4"),
+               (MistralConfig, {**HEAD_DIM_64, "sliding_window": 100}, "int8"), (Qwen3Config, HEAD_DIM_128, None),
+               (Olmo2Config, HEAD_DIM_64, None), (Gemma3TextConfig, {**GEMMA3, **HEAD_DIM_64, "head_dim": 64}, None),
+               (MixtralConfig, {**MIXTRAL, **HEAD_DIM_128}, "int8")]
+
+
+@pytest.mark.parametrize("config_class, overrides, quantization", BLOCK_CASES,
+                         ids=["llama-64", "llama-128-int4", "mistral-long-window-int8", "qwen3-128", "olmo2-64",
+                              "gemma3-64", "mixtral-128-int8"])
+def test_long_prompts_attend_in_blocks_as_the_layers(config_class, overrides, quantization, monkeypatch):
+    # 13 positions a row at a time, then 60 in blocks (two tasks of 32 and 28 rows over two key blocks: 73 keys).
+    model = accelerated(quantized(tiny_model(config_class, **overrides), quantization) if quantization else
+                        tiny_model(config_class, **overrides))
+    tokens = torch.randint(1, 96, (1, 74), generator=torch.Generator().manual_seed(8))
+    prompts = counted_prompts(monkeypatch)
+    fast, fast_cache = prompt_logits(model, tokens, True)
+    assert prompts == [13, 60]
+    layers, layers_cache = prompt_logits(model, tokens, False)
+    tolerance = 3e-2 if quantization else 1e-4  # as in test_prompts_match_plain_path
+    torch.testing.assert_close(fast, layers, atol=tolerance, rtol=tolerance)
+    torch.testing.assert_close(fast_cache, layers_cache, atol=tolerance, rtol=tolerance)
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)

@@ -3164,6 +3164,380 @@ at::Tensor prompt_product(at::Tensor x, at::Tensor weight, at::Tensor scale) {
   return y;
 }
 
+// ---- Causal attention of a prompt's queries (prefill) ----
+//
+// q (B, nh, T, hs) over k, v (B, n_kv, S, hs), S >= T: query t is position S - T + t and sees keys 0 .. S - T + t.
+// Flash-style: each task takes kPromptRows query positions of one batch row for all the query heads sharing one
+// key/value head, and walks the keys in blocks of kKeyBlock up to its last row's diagonal with an online softmax,
+// so the key block is read once for the group's heads and the scores never leave the L1 cache. Within a block the
+// scores are a small product: q's elements broadcast against the block's keys transposed (16 keys to a vector), then
+// the probabilities broadcast against each key's values, in float32, or for bfloat16 with vdpbf16ps (two products a
+// lane). A 512-token SmolLM2 prompt (9 query heads on 3 key/value heads of 64), one layer, one thread, CPU time
+// on Zen 4: torch's CPU flash attention 8.1 ms bfloat16 (37 GFLOP/s), 7.5 float32; here 2.3 (130 GFLOP/s) and
+// 3.8 (80 GFLOP/s, six rows at a time; one 512-bit FMA a cycle is its bound, 96 GFLOP/s in torch's float32
+// matmul). What did not pay: blocks of 16 keys (as fast in float32, 9% slower for head_dim 128), widening bfloat16
+// to float32 instead of vdpbf16ps (70 GFLOP/s), six rows at a time for bfloat16 (2.31-2.34 ms against 2.28-2.33),
+// 64 positions a task (float32 head_dim 128: 28.4-28.9 -> 34.3-34.9 ms, bfloat16 no change).
+constexpr int64_t kPromptRows = 32;  // query positions per task
+constexpr int64_t kKeyBlock = 64;  // keys per block, 4 vectors
+
+struct PromptTask {
+  int64_t head_dim, rows, group;  // rows = query positions, group = query heads per key/value head
+  float scale;
+};
+
+// One task's state: its queries scaled (row r = head r / rows, position r % rows), its running max, sum and
+// unnormalized outputs and one block's probabilities per row; the bfloat16 path's queries as given and
+// probabilities rounded to bfloat16; and where the current key block lies in its packed layouts (PromptBlocks).
+struct PromptScratch {
+  std::vector<float> q, out, top, total, p;
+  std::vector<uint16_t> q_pairs, p_pairs;
+  const float* keys = nullptr;
+  const uint32_t* key_pairs = nullptr;
+  const uint16_t* value_pairs = nullptr;
+  void size_for(int64_t rows, int64_t head_dim) {
+    q.resize(rows * head_dim);
+    q_pairs.resize(rows * head_dim);
+    p_pairs.resize(rows * kKeyBlock);
+    out.assign(rows * head_dim, 0.f);
+    top.assign(rows, -INFINITY);
+    total.assign(rows, 0.f);
+    p.resize(rows * kKeyBlock);
+  }
+};
+
+// Every key block of every (batch row, key/value head), packed once before the tasks, which read each block as many
+// times as there are tasks at or after it (8 on average at 512 positions: packing in each task cost 12% of the
+// bfloat16 kernel's time, 5-8% of float32's). float32: the keys transposed, (head_dim, 64 keys); bfloat16: the keys as pairs of
+// elements, (head_dim / 2, 64 keys) of 2 each, and the values as pairs of keys, (32, head_dim) of 2 each, the
+// operands of vdpbf16ps. A block past the last key is zeros.
+struct PromptBlocks {
+  std::vector<float> keys;
+  std::vector<uint32_t> key_pairs;
+  std::vector<uint16_t> value_pairs;
+  int64_t per_head;  // blocks per (batch row, key/value head)
+};
+
+template <typename C>
+void pack_key_block(PromptBlocks& packed, int64_t index, bool pairs, const C* keys, const C* values,
+                    int64_t k_pos_stride, int64_t v_pos_stride, int64_t count, int64_t hd) {
+  if (pairs) {
+    uint32_t* key_pairs = packed.key_pairs.data() + index * hd / 2 * kKeyBlock;
+    uint16_t* value_pairs = packed.value_pairs.data() + index * kKeyBlock * hd;
+    const uint16_t* k = reinterpret_cast<const uint16_t*>(keys);
+    const uint16_t* v = reinterpret_cast<const uint16_t*>(values);
+    for (int64_t j = 0; j < kKeyBlock; ++j) {
+      for (int64_t d = 0; d < hd / 2; ++d) {
+        uint32_t key_pair = 0;
+        if (j < count) std::memcpy(&key_pair, k + j * k_pos_stride + 2 * d, sizeof key_pair);
+        key_pairs[d * kKeyBlock + j] = key_pair;
+      }
+      for (int64_t d = 0; d < hd; ++d) value_pairs[((j / 2) * hd + d) * 2 + j % 2] = j < count ? v[j * v_pos_stride + d] : 0;
+    }
+  } else {
+    float* transposed = packed.keys.data() + index * hd * kKeyBlock;
+    for (int64_t j = 0; j < kKeyBlock; ++j)
+      for (int64_t d = 0; d < hd; ++d) transposed[d * kKeyBlock + j] = j < count ? as_float(keys[j * k_pos_stride + d]) : 0.f;
+  }
+}
+
+// Rows [r, r + N) of the task against the first 16 * K keys of the key block (transposed in s.keys), where row i
+// may see `visible[i]` of them (1 to 16 * K; rows that see none are not passed): scores, the online softmax's
+// update, and the probabilities times the values added to the rows' outputs.
+#ifdef __AVX512F__
+// One row's online-softmax update over a key block: its 16 * K scores, of which the first `visible` count, against
+// the running max `top` and `total`, into probabilities p (0 past `visible`). Returns the factor the row's outputs so
+// far are scaled by: 0 at the first block (top was -inf), 1 while the max holds (most blocks past the first few:
+// no exp to take).
+template <int K>
+inline float softmax_block(const __m512 (&score)[K], int64_t visible, float& top, float& total, __m512 (&p)[K]) {
+  __mmask16 kept[K];
+  __m512 running = _mm512_set1_ps(top);
+  for (int c = 0; c < K; ++c) {
+    int64_t left = std::clamp<int64_t>(visible - 16 * c, 0, 16);
+    kept[c] = static_cast<__mmask16>((1u << left) - 1);
+    running = _mm512_mask_max_ps(running, kept[c], running, score[c]);
+  }
+  float row_top = _mm512_reduce_max_ps(running);
+  float alpha = row_top == top ? 1.f : std::exp(top - row_top);
+  __m512 sum = _mm512_setzero_ps();
+  for (int c = 0; c < K; ++c) {
+    p[c] = _mm512_maskz_mov_ps(kept[c], exp16(_mm512_sub_ps(score[c], _mm512_set1_ps(row_top))));
+    sum = _mm512_add_ps(sum, p[c]);
+  }
+  total = total * alpha + _mm512_reduce_add_ps(sum);
+  top = row_top;
+  return alpha;
+}
+
+template <typename C, int D, int N, int K>
+inline void prompt_rows(PromptScratch& s, int64_t r, const int64_t* visible, const C* values, int64_t pos_stride) {
+  constexpr int64_t head_dim = 16 * D;
+  __m512 score[N][K];
+  for (auto& row : score)
+    for (auto& v : row) v = _mm512_setzero_ps();
+  const float* q = s.q.data() + r * head_dim;
+  for (int64_t d = 0; d < head_dim; ++d) {
+    __m512 k[K];
+    for (int c = 0; c < K; ++c) k[c] = _mm512_loadu_ps(s.keys + d * kKeyBlock + 16 * c);
+    for (int i = 0; i < N; ++i) {
+      __m512 qd = _mm512_set1_ps(q[i * head_dim + d]);
+      for (int c = 0; c < K; ++c) score[i][c] = _mm512_fmadd_ps(qd, k[c], score[i][c]);
+    }
+  }
+  float alpha[N];
+  int64_t seen = 0;
+  for (int i = 0; i < N; ++i) {
+    __m512 p[K];
+    alpha[i] = softmax_block<K>(score[i], visible[i], s.top[r + i], s.total[r + i], p);
+    for (int c = 0; c < K; ++c) _mm512_storeu_ps(s.p.data() + i * kKeyBlock + 16 * c, p[c]);
+    seen = std::max(seen, visible[i]);
+  }
+  __m512 acc[N][D];
+  float* out = s.out.data() + r * head_dim;
+  for (int i = 0; i < N; ++i)
+    for (int d = 0; d < D; ++d) acc[i][d] = _mm512_mul_ps(_mm512_set1_ps(alpha[i]), _mm512_loadu_ps(out + i * head_dim + 16 * d));
+  for (int64_t j = 0; j < seen; ++j) {
+    __m512 v[D];
+    for (int d = 0; d < D; ++d) v[d] = load16(values + j * pos_stride + 16 * d);
+    for (int i = 0; i < N; ++i) {
+      __m512 p = _mm512_set1_ps(s.p[i * kKeyBlock + j]);
+      for (int d = 0; d < D; ++d) acc[i][d] = _mm512_fmadd_ps(p, v[d], acc[i][d]);
+    }
+  }
+  for (int i = 0; i < N; ++i)
+    for (int d = 0; d < D; ++d) _mm512_storeu_ps(out + i * head_dim + 16 * d, acc[i][d]);
+}
+
+// prompt_rows with as many vectors of keys as the N rows see (the last of them sees the most): on the diagonal,
+// the keys past it are not scored.
+template <typename C, int D, int N>
+inline void prompt_rows(PromptScratch& s, int64_t r, const int64_t* visible, const C* values, int64_t pos_stride) {
+  switch ((visible[N - 1] + 15) / 16) {
+    case 1: return prompt_rows<C, D, N, 1>(s, r, visible, values, pos_stride);
+    case 2: return prompt_rows<C, D, N, 2>(s, r, visible, values, pos_stride);
+    case 3: return prompt_rows<C, D, N, 3>(s, r, visible, values, pos_stride);
+    default: return prompt_rows<C, D, N, 4>(s, r, visible, values, pos_stride);
+  }
+}
+#endif
+
+#ifdef __AVX512BF16__
+// prompt_rows for bfloat16 with vdpbf16ps, two products a lane: the scores from the queries and keys as given (their
+// products are exact in float32) and the probabilities rounded to bfloat16 (as torch's flash attention rounds them)
+// times the values, float32 sums. The exponentials' total stays float32 and unrounded, as torch's does.
+template <int D, int N, int K>
+inline void prompt_rows_bf16(PromptScratch& s, int64_t r, const int64_t* visible, float scale) {
+  constexpr int64_t head_dim = 16 * D;
+  __m512 score[N][K];
+  for (auto& row : score)
+    for (auto& v : row) v = _mm512_setzero_ps();
+  const uint32_t* q = reinterpret_cast<const uint32_t*>(s.q_pairs.data() + r * head_dim);
+  for (int64_t d = 0; d < head_dim / 2; ++d) {
+    __m512bh k[K];
+    for (int c = 0; c < K; ++c) k[c] = (__m512bh)_mm512_loadu_si512(s.key_pairs + d * kKeyBlock + 16 * c);
+    for (int i = 0; i < N; ++i) {
+      __m512bh qd = (__m512bh)_mm512_set1_epi32(q[i * head_dim / 2 + d]);
+      for (int c = 0; c < K; ++c) score[i][c] = _mm512_dpbf16_ps(score[i][c], qd, k[c]);
+    }
+  }
+  float alpha[N];
+  int64_t seen = 0;
+  for (int i = 0; i < N; ++i) {
+    for (int c = 0; c < K; ++c) score[i][c] = _mm512_mul_ps(score[i][c], _mm512_set1_ps(scale));
+    __m512 p[K];
+    alpha[i] = softmax_block<K>(score[i], visible[i], s.top[r + i], s.total[r + i], p);
+    for (int c = 0; c < K; c += 2) {  // an odd last vector pairs with zeros
+      __m512 next = c + 1 < K ? p[c + 1] : _mm512_setzero_ps();
+      _mm512_storeu_si512(s.p_pairs.data() + i * kKeyBlock + 16 * c, (__m512i)_mm512_cvtne2ps_pbh(next, p[c]));
+    }
+    seen = std::max(seen, visible[i]);
+  }
+  __m512 acc[N][D];
+  float* out = s.out.data() + r * head_dim;
+  for (int i = 0; i < N; ++i)
+    for (int d = 0; d < D; ++d) acc[i][d] = _mm512_mul_ps(_mm512_set1_ps(alpha[i]), _mm512_loadu_ps(out + i * head_dim + 16 * d));
+  const uint32_t* p = reinterpret_cast<const uint32_t*>(s.p_pairs.data());
+  for (int64_t j = 0; j < (seen + 1) / 2; ++j) {  // an odd last key's pair has a probability of 0
+    __m512bh v[D];
+    for (int d = 0; d < D; ++d) v[d] = (__m512bh)_mm512_loadu_si512(s.value_pairs + (j * head_dim + 16 * d) * 2);
+    for (int i = 0; i < N; ++i) {
+      __m512bh pj = (__m512bh)_mm512_set1_epi32(p[i * kKeyBlock / 2 + j]);
+      for (int d = 0; d < D; ++d) acc[i][d] = _mm512_dpbf16_ps(acc[i][d], pj, v[d]);
+    }
+  }
+  for (int i = 0; i < N; ++i)
+    for (int d = 0; d < D; ++d) _mm512_storeu_ps(out + i * head_dim + 16 * d, acc[i][d]);
+}
+
+template <int D, int N>
+inline void prompt_rows_bf16(PromptScratch& s, int64_t r, const int64_t* visible, float scale) {
+  switch ((visible[N - 1] + 15) / 16) {
+    case 1: return prompt_rows_bf16<D, N, 1>(s, r, visible, scale);
+    case 2: return prompt_rows_bf16<D, N, 2>(s, r, visible, scale);
+    case 3: return prompt_rows_bf16<D, N, 3>(s, r, visible, scale);
+    default: return prompt_rows_bf16<D, N, 4>(s, r, visible, scale);
+  }
+}
+#endif
+
+// prompt_rows for one row in plain loops (any head_dim; the CPUs without AVX-512).
+template <typename C>
+void prompt_row(PromptScratch& s, int64_t r, int64_t head_dim, int64_t visible, const C* values, int64_t pos_stride) {
+  float score[kKeyBlock] = {};  // the plain loops score the whole block
+  const float* q = s.q.data() + r * head_dim;
+  for (int64_t d = 0; d < head_dim; ++d)
+#pragma omp simd
+    for (int64_t j = 0; j < kKeyBlock; ++j) score[j] += q[d] * s.keys[d * kKeyBlock + j];
+  float top = s.top[r];
+  for (int64_t j = 0; j < visible; ++j) top = std::max(top, score[j]);
+  float alpha = std::exp(s.top[r] - top), total = 0.f;
+  for (int64_t j = 0; j < visible; ++j) total += score[j] = std::exp(score[j] - top);
+  s.top[r] = top;
+  s.total[r] = s.total[r] * alpha + total;
+  float* out = s.out.data() + r * head_dim;
+#pragma omp simd
+  for (int64_t d = 0; d < head_dim; ++d) out[d] *= alpha;
+  for (int64_t j = 0; j < visible; ++j) {
+    const C* v = values + j * pos_stride;
+#pragma omp simd
+    for (int64_t d = 0; d < head_dim; ++d) out[d] += score[j] * as_float(v[d]);
+  }
+}
+
+// Whether bfloat16 takes prompt_rows_bf16.
+template <typename C>
+bool prompt_pairs(int64_t head_dim) {
+#ifdef __AVX512BF16__
+  if constexpr (std::is_same_v<C, c10::BFloat16>) return head_dim == 64 || head_dim == 128;
+#endif
+  return false;
+}
+
+// One task: positions [t0, t0 + rows) of the `group` query heads at q (head_stride apart) over their key/value head,
+// whose key blocks are packed from `block` on.
+template <typename C>
+void prompt_task(const PromptTask& task, PromptScratch& s, const C* q, int64_t q_head_stride, int64_t q_pos_stride,
+                 const PromptBlocks& packed, int64_t block, const C* values, int64_t v_pos_stride, int64_t offset,
+                 int64_t t0, C* out, int64_t out_head_stride, int64_t out_pos_stride) {
+  const int64_t hd = task.head_dim, rows = task.rows, all = task.group * rows;
+  s.size_for(all, hd);
+  const bool pairs = prompt_pairs<C>(hd);
+  for (int64_t r = 0; r < all; ++r) {
+    const C* from = q + (r / rows) * q_head_stride + (t0 + r % rows) * q_pos_stride;
+    if (pairs)
+      std::memcpy(s.q_pairs.data() + r * hd, from, hd * sizeof(C));
+    else
+      for (int64_t d = 0; d < hd; ++d) s.q[r * hd + d] = as_float(from[d]) * task.scale;
+  }
+  const int64_t last = offset + t0 + rows - 1;  // the last key the task's last position sees
+  int64_t visible[kPromptRows];
+  for (int64_t first = 0; first <= last; first += kKeyBlock) {
+    int64_t count = std::min(kKeyBlock, last + 1 - first), index = block + first / kKeyBlock;
+    if (pairs) {
+      s.key_pairs = packed.key_pairs.data() + index * hd / 2 * kKeyBlock;
+      s.value_pairs = packed.value_pairs.data() + index * kKeyBlock * hd;
+    } else {
+      s.keys = packed.keys.data() + index * hd * kKeyBlock;
+    }
+    // Row i's position sees keys up to offset + t0 + i: all of a block behind its diagonal, part of one on it.
+    for (int64_t i = 0; i < rows; ++i) visible[i] = std::clamp<int64_t>(offset + t0 + i - first + 1, 0, count);
+    const C* block_values = values + first * v_pos_stride;
+    for (int64_t h = 0; h < task.group; ++h) {
+      int64_t i = 0;
+      while (i < rows && visible[i] == 0) ++i;  // rows before the block's diagonal see none of it
+#ifdef __AVX512F__
+      auto run = [&](auto dims, auto n) {
+        constexpr int D = decltype(dims)::value, N = decltype(n)::value;
+        for (; i + N <= rows; i += N) prompt_rows<C, D, N>(s, h * rows + i, visible + i, block_values, v_pos_stride);
+      };
+      using std::integral_constant;
+#ifdef __AVX512BF16__
+      if (pairs) {
+        auto run_pairs = [&](auto dims, auto n) {
+          constexpr int D = decltype(dims)::value, N = decltype(n)::value;
+          for (; i + N <= rows; i += N) prompt_rows_bf16<D, N>(s, h * rows + i, visible + i, task.scale);
+        };
+        if (hd == 64) {
+          run_pairs(integral_constant<int, 4>{}, integral_constant<int, 4>{});
+          run_pairs(integral_constant<int, 4>{}, integral_constant<int, 1>{});
+        } else {
+          run_pairs(integral_constant<int, 8>{}, integral_constant<int, 2>{});
+          run_pairs(integral_constant<int, 8>{}, integral_constant<int, 1>{});
+        }
+      }
+#endif
+      if (hd == 64) {  // six rows: float32 4.3-4.4 -> 3.8 ms a SmolLM2 layer, as above
+        run(integral_constant<int, 4>{}, integral_constant<int, 6>{});
+        run(integral_constant<int, 4>{}, integral_constant<int, 4>{});
+        run(integral_constant<int, 4>{}, integral_constant<int, 1>{});
+      } else if (hd == 128) {
+        run(integral_constant<int, 8>{}, integral_constant<int, 2>{});
+        run(integral_constant<int, 8>{}, integral_constant<int, 1>{});
+      }
+#endif
+      for (; i < rows; ++i) prompt_row(s, h * rows + i, hd, visible[i], block_values, v_pos_stride);
+    }
+  }
+  for (int64_t r = 0; r < all; ++r) {
+    C* to = out + (r / rows) * out_head_stride + (t0 + r % rows) * out_pos_stride;
+    float inverse = 1.f / s.total[r];
+    for (int64_t d = 0; d < hd; ++d) to[d] = static_cast<C>(s.out[r * hd + d] * inverse);
+  }
+}
+
+
+// Whether prompt_attention has vector loops for heads of head_dim in this build: without them (a build for a CPU
+// without AVX-512) its plain loops run at about half of torch's SDPA (a SmolLM2 layer's 512 positions, two threads:
+// 8.2 ms for x86-64-v3, 9.7 for x86-64, against SDPA's 4.0), so models/layers.py keeps SDPA there.
+bool prompt_attention_vectorized(int64_t head_dim) {
+#ifdef __AVX512F__
+  return head_dim == 64 || head_dim == 128;
+#else
+  return false;
+#endif
+}
+
+// The batched step's attention for prompts without padding (decode_prompt's rows, `span` positions of each of
+// `sequences` sequences after `pos` cached ones; a float32 cache, heads of 64 or 128 in a build with their vector
+// loops): prompt_attention's work on the step's buffers. Each (sequence, key/value head)'s keys are packed into
+// `packed` once by the team, then the team takes its tasks, kPromptRows positions of a group's query heads each,
+// from q (rows of q_row values: row j's heads, scaled and rotated as attend_group takes them) into out (rows of
+// out_row). attend_group reads a row's keys one at a time for each position: O(T^2) dot products, each summed across
+// its lanes, which took a quarter of a 256-token int8 prompt's time in the step.
+constexpr int64_t kBlockedSpan = 32;  // the fewest positions of each prompt that attend_in_blocks takes
+
+void attend_in_blocks(Team& team, const float* q, int64_t q_row, float* out, int64_t out_row, const float* keys,
+                      const float* values, int64_t row_stride, int64_t head_stride, int64_t pos_stride,
+                      int64_t sequences, int64_t span, int64_t pos, int64_t n_kv, int64_t group, int64_t head_dim,
+                      PromptBlocks& packed, PromptScratch& scratch) {
+  const int64_t slots = pos + span, per_head = (slots + kKeyBlock - 1) / kKeyBlock, pairs = sequences * n_kv;
+  packed.per_head = per_head;
+  team.claim(pairs * per_head, 1, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t index = begin; index < end; ++index) {
+      int64_t pair = index / per_head, first = index % per_head * kKeyBlock;
+      int64_t at = pair / n_kv * row_stride + pair % n_kv * head_stride + first * pos_stride;
+      pack_key_block(packed, index, false, keys + at, values + at, pos_stride, pos_stride,
+                     std::min(kKeyBlock, slots - first), head_dim);
+    }
+  });
+  team.wait();
+  const int64_t row_blocks = (span + kPromptRows - 1) / kPromptRows;
+  const float scale = 1.f / std::sqrt(static_cast<float>(head_dim));
+  // As prompt_attention orders its tasks: a thread's share mixes long ones (late positions) with short ones.
+  team.claim(pairs * row_blocks, 1, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task_index = begin; task_index < end; ++task_index) {
+      int64_t pair = task_index % pairs, turn = task_index / pairs;
+      int64_t block = turn % 2 == 0 ? turn / 2 : row_blocks - 1 - turn / 2, t0 = block * kPromptRows;
+      int64_t b = pair / n_kv, kv = pair % n_kv;
+      PromptTask task{head_dim, std::min(kPromptRows, span - t0), group, scale};
+      prompt_task(task, scratch, q + b * span * q_row + kv * group * head_dim, head_dim, q_row, packed,
+                  pair * per_head, values + b * row_stride + kv * head_stride, pos_stride, pos, t0,
+                  out + b * span * out_row + kv * group * head_dim, head_dim, out_row);
+    }
+  });
+}
+
 // The batched decoding step: one token for each of n sequences that share one cache, as generate's batch and the
 // server's running rows do, the whole layer stack in one call. The plain forward spends as long on its ~40
 // dispatched operations per layer, the mask over the padded cache and the separate attention as the products
@@ -3195,9 +3569,10 @@ constexpr int64_t claimed_rows_multiple(int64_t n) {
   return 4;
 }
 
-// The claimed loops of batch_layer_step: q, k, v, the keys' heads (or OLMo 2's whole q/k norms), the attention, o,
-// then gate/up and down, or a mixture's router, gate, up, down and sum.
-constexpr int64_t kBatchLoopsPerLayer = 11;
+// The claimed loops of batch_layer_step: q, k, v, the keys' heads (or OLMo 2's whole q/k norms), the attention (and
+// a prompt's key blocks and attention tasks, attend_in_blocks), o, then gate/up and down, or a mixture's router,
+// gate, up, down and sum.
+constexpr int64_t kBatchLoopsPerLayer = 13;
 
 // A thread's picks for a batch's sparse layer (batch_mixture_step), and their inputs grouped by expert: the rows'
 // (row, slot) pairs are placed in the order of the experts they picked, each expert's pairs (rows in order) a group.
@@ -3324,7 +3699,8 @@ template <typename W, typename C>
 void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer& L, const Family& F, Shared& S,
                       float eps, int64_t pos, const float* cos, const float* sin, const uint8_t* mask,
                       std::vector<float>& normed, std::vector<Rounded>& rounded, RoundedBatch& batch,
-                      std::vector<float>& scores, MixtureGroups& groups, std::atomic<bool>& unusable) {
+                      std::vector<float>& scores, MixtureGroups& groups, std::atomic<bool>& unusable,
+                      PromptBlocks* packed, PromptScratch& scratch) {
   const bool sandwich = L.attn_out_norm.data != nullptr;
   int64_t hidden = L.o.rows, n_kv = L.keys.size(1), head_dim = L.keys.size(3), n_head = L.q.rows / head_dim;
   int64_t row_stride = L.keys.stride(0), head_stride = L.keys.stride(1), pos_stride = L.keys.stride(2);
@@ -3389,6 +3765,10 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
   }
   team.wait();
   const int64_t group = n_head / n_kv;
+  // A prompt's rows attend in blocks (attend_in_blocks) where `packed` is given (a float32 cache, no padding) and
+  // this layer sees every earlier position (no window short of them, no soft-cap).
+  const bool in_blocks = std::is_same_v<C, float> && packed && (L.window == 0 || L.window >= pos + span) &&
+                         F.attention_cap == 0.f && prompt_attention_vectorized(head_dim);
   team.claim(n * n_kv, 1, 1, [&](int64_t begin, int64_t end) {  // a row's query heads of one key/value head
     for (int64_t t = begin; t < end; ++t) {
       int64_t j = t / n_kv, g = t % n_kv, last = pos + j % span;
@@ -3412,10 +3792,18 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
         rope(q + h * head_dim, F.rotary_dims, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
         scale_query(F, q + h * head_dim, head_dim);
       }
-      attend_group<C>(q, group, keys + kv, values + kv, pos_stride, head_dim, first, last, scores, attended, allowed,
-                      F.attention_cap);
+      if (!in_blocks)
+        attend_group<C>(q, group, keys + kv, values + kv, pos_stride, head_dim, first, last, scores, attended, allowed,
+                        F.attention_cap);
     }
   });
+  if constexpr (std::is_same_v<C, float>) {
+    if (in_blocks) {
+      team.wait();
+      attend_in_blocks(team, S.q.data(), L.q.rows, S.attended.data(), L.o.cols, keys, values, row_stride, head_stride,
+                       pos_stride, n / span, span, pos, n_kv, group, head_dim, *packed, scratch);
+    }
+  }
   team.wait();
   set_inputs(S.attended.data(), L.o.cols);
   team.claim(hidden, chunk, multiple, [&](int64_t begin, int64_t end) {
@@ -3514,6 +3902,14 @@ void batch_stack(const char* op, at::Tensor x, int64_t span, const c10::intrusiv
   NormWeights norm_f = final_norm_weights(op, norm, hidden, *stack, converted);
   bool int8_too = weight_type == at::kByte &&
                   (stack->int8_experts || std::any_of(stack->weights.begin(), stack->weights.end(), is_int8));
+  // The key blocks of prompts that attend in blocks (batch_layer_step, attend_in_blocks), sized for the widest layer.
+  PromptBlocks packed;
+  const bool in_blocks = span >= kBlockedSpan && !allowed && !bf16_cache;
+  if (in_blocks) {
+    int64_t most = 0;
+    for (const Layer& L : layers) most = std::max(most, L.keys.size(1) * L.keys.size(3));
+    packed.keys.resize(sequences * most * ((slots + kKeyBlock - 1) / kKeyBlock) * kKeyBlock);
+  }
 
   auto run = [&](auto weight_tag) {
     using W = decltype(weight_tag);
@@ -3522,6 +3918,7 @@ void batch_stack(const char* op, at::Tensor x, int64_t span, const c10::intrusiv
       std::vector<Rounded> rounded(n);
       RoundedBatch batch;
       batch.int8_too = int8_too;
+      PromptScratch scratch;
       PromptRows prompt;
       if (kInteger<W> && span > 1 && n >= kPromptTileRows) batch.prompt = &prompt;
       MixtureGroups groups;
@@ -3533,7 +3930,8 @@ void batch_stack(const char* op, at::Tensor x, int64_t span, const c10::intrusiv
         const float *lc = L.local ? local_c : c, *ls = L.local ? local_s : s;
         auto step = [&](auto cache_tag) {
           batch_layer_step<W, decltype(cache_tag)>(team, rows_x, n, span, L, family, S, epsf, pos, lc, ls, allowed,
-                                                   normed, rounded, batch, scores, groups, unusable);
+                                                   normed, rounded, batch, scores, groups, unusable,
+                                                   in_blocks ? &packed : nullptr, scratch);
         };
         if (bf16_cache) step(c10::BFloat16{});
         else step(float{});
@@ -4299,339 +4697,6 @@ at::Tensor multinomial_one(const at::Tensor& probs) {
   }
   twister.keep();
   return result;
-}
-
-// ---- Causal attention of a prompt's queries (prefill) ----
-//
-// q (B, nh, T, hs) over k, v (B, n_kv, S, hs), S >= T: query t is position S - T + t and sees keys 0 .. S - T + t.
-// Flash-style: each task takes kPromptRows query positions of one batch row for all the query heads sharing one
-// key/value head, and walks the keys in blocks of kKeyBlock up to its last row's diagonal with an online softmax,
-// so the key block is read once for the group's heads and the scores never leave the L1 cache. Within a block the
-// scores are a small product: q's elements broadcast against the block's keys transposed (16 keys to a vector), then
-// the probabilities broadcast against each key's values, in float32, or for bfloat16 with vdpbf16ps (two products a
-// lane). A 512-token SmolLM2 prompt (9 query heads on 3 key/value heads of 64), one layer, one thread, CPU time
-// on Zen 4: torch's CPU flash attention 8.1 ms bfloat16 (37 GFLOP/s), 7.5 float32; here 2.3 (130 GFLOP/s) and
-// 3.8 (80 GFLOP/s, six rows at a time; one 512-bit FMA a cycle is its bound, 96 GFLOP/s in torch's float32
-// matmul). What did not pay: blocks of 16 keys (as fast in float32, 9% slower for head_dim 128), widening bfloat16
-// to float32 instead of vdpbf16ps (70 GFLOP/s), six rows at a time for bfloat16 (2.31-2.34 ms against 2.28-2.33),
-// 64 positions a task (float32 head_dim 128: 28.4-28.9 -> 34.3-34.9 ms, bfloat16 no change).
-constexpr int64_t kPromptRows = 32;  // query positions per task
-constexpr int64_t kKeyBlock = 64;  // keys per block, 4 vectors
-
-struct PromptTask {
-  int64_t head_dim, rows, group;  // rows = query positions, group = query heads per key/value head
-  float scale;
-};
-
-// One task's state: its queries scaled (row r = head r / rows, position r % rows), its running max, sum and
-// unnormalized outputs and one block's probabilities per row; the bfloat16 path's queries as given and
-// probabilities rounded to bfloat16; and where the current key block lies in its packed layouts (PromptBlocks).
-struct PromptScratch {
-  std::vector<float> q, out, top, total, p;
-  std::vector<uint16_t> q_pairs, p_pairs;
-  const float* keys = nullptr;
-  const uint32_t* key_pairs = nullptr;
-  const uint16_t* value_pairs = nullptr;
-  void size_for(int64_t rows, int64_t head_dim) {
-    q.resize(rows * head_dim);
-    q_pairs.resize(rows * head_dim);
-    p_pairs.resize(rows * kKeyBlock);
-    out.assign(rows * head_dim, 0.f);
-    top.assign(rows, -INFINITY);
-    total.assign(rows, 0.f);
-    p.resize(rows * kKeyBlock);
-  }
-};
-
-// Every key block of every (batch row, key/value head), packed once before the tasks, which read each block as many
-// times as there are tasks at or after it (8 on average at 512 positions: packing in each task cost 12% of the
-// bfloat16 kernel's time, 5-8% of float32's). float32: the keys transposed, (head_dim, 64 keys); bfloat16: the keys as pairs of
-// elements, (head_dim / 2, 64 keys) of 2 each, and the values as pairs of keys, (32, head_dim) of 2 each, the
-// operands of vdpbf16ps. A block past the last key is zeros.
-struct PromptBlocks {
-  std::vector<float> keys;
-  std::vector<uint32_t> key_pairs;
-  std::vector<uint16_t> value_pairs;
-  int64_t per_head;  // blocks per (batch row, key/value head)
-};
-
-template <typename C>
-void pack_key_block(PromptBlocks& packed, int64_t index, bool pairs, const C* keys, const C* values,
-                    int64_t k_pos_stride, int64_t v_pos_stride, int64_t count, int64_t hd) {
-  if (pairs) {
-    uint32_t* key_pairs = packed.key_pairs.data() + index * hd / 2 * kKeyBlock;
-    uint16_t* value_pairs = packed.value_pairs.data() + index * kKeyBlock * hd;
-    const uint16_t* k = reinterpret_cast<const uint16_t*>(keys);
-    const uint16_t* v = reinterpret_cast<const uint16_t*>(values);
-    for (int64_t j = 0; j < kKeyBlock; ++j) {
-      for (int64_t d = 0; d < hd / 2; ++d) {
-        uint32_t key_pair = 0;
-        if (j < count) std::memcpy(&key_pair, k + j * k_pos_stride + 2 * d, sizeof key_pair);
-        key_pairs[d * kKeyBlock + j] = key_pair;
-      }
-      for (int64_t d = 0; d < hd; ++d) value_pairs[((j / 2) * hd + d) * 2 + j % 2] = j < count ? v[j * v_pos_stride + d] : 0;
-    }
-  } else {
-    float* transposed = packed.keys.data() + index * hd * kKeyBlock;
-    for (int64_t j = 0; j < kKeyBlock; ++j)
-      for (int64_t d = 0; d < hd; ++d) transposed[d * kKeyBlock + j] = j < count ? as_float(keys[j * k_pos_stride + d]) : 0.f;
-  }
-}
-
-// Rows [r, r + N) of the task against the first 16 * K keys of the key block (transposed in s.keys), where row i
-// may see `visible[i]` of them (1 to 16 * K; rows that see none are not passed): scores, the online softmax's
-// update, and the probabilities times the values added to the rows' outputs.
-#ifdef __AVX512F__
-// One row's online-softmax update over a key block: its 16 * K scores, of which the first `visible` count, against
-// the running max `top` and `total`, into probabilities p (0 past `visible`). Returns the factor the row's outputs so
-// far are scaled by: 0 at the first block (top was -inf), 1 while the max holds (most blocks past the first few:
-// no exp to take).
-template <int K>
-inline float softmax_block(const __m512 (&score)[K], int64_t visible, float& top, float& total, __m512 (&p)[K]) {
-  __mmask16 kept[K];
-  __m512 running = _mm512_set1_ps(top);
-  for (int c = 0; c < K; ++c) {
-    int64_t left = std::clamp<int64_t>(visible - 16 * c, 0, 16);
-    kept[c] = static_cast<__mmask16>((1u << left) - 1);
-    running = _mm512_mask_max_ps(running, kept[c], running, score[c]);
-  }
-  float row_top = _mm512_reduce_max_ps(running);
-  float alpha = row_top == top ? 1.f : std::exp(top - row_top);
-  __m512 sum = _mm512_setzero_ps();
-  for (int c = 0; c < K; ++c) {
-    p[c] = _mm512_maskz_mov_ps(kept[c], exp16(_mm512_sub_ps(score[c], _mm512_set1_ps(row_top))));
-    sum = _mm512_add_ps(sum, p[c]);
-  }
-  total = total * alpha + _mm512_reduce_add_ps(sum);
-  top = row_top;
-  return alpha;
-}
-
-template <typename C, int D, int N, int K>
-inline void prompt_rows(PromptScratch& s, int64_t r, const int64_t* visible, const C* values, int64_t pos_stride) {
-  constexpr int64_t head_dim = 16 * D;
-  __m512 score[N][K];
-  for (auto& row : score)
-    for (auto& v : row) v = _mm512_setzero_ps();
-  const float* q = s.q.data() + r * head_dim;
-  for (int64_t d = 0; d < head_dim; ++d) {
-    __m512 k[K];
-    for (int c = 0; c < K; ++c) k[c] = _mm512_loadu_ps(s.keys + d * kKeyBlock + 16 * c);
-    for (int i = 0; i < N; ++i) {
-      __m512 qd = _mm512_set1_ps(q[i * head_dim + d]);
-      for (int c = 0; c < K; ++c) score[i][c] = _mm512_fmadd_ps(qd, k[c], score[i][c]);
-    }
-  }
-  float alpha[N];
-  int64_t seen = 0;
-  for (int i = 0; i < N; ++i) {
-    __m512 p[K];
-    alpha[i] = softmax_block<K>(score[i], visible[i], s.top[r + i], s.total[r + i], p);
-    for (int c = 0; c < K; ++c) _mm512_storeu_ps(s.p.data() + i * kKeyBlock + 16 * c, p[c]);
-    seen = std::max(seen, visible[i]);
-  }
-  __m512 acc[N][D];
-  float* out = s.out.data() + r * head_dim;
-  for (int i = 0; i < N; ++i)
-    for (int d = 0; d < D; ++d) acc[i][d] = _mm512_mul_ps(_mm512_set1_ps(alpha[i]), _mm512_loadu_ps(out + i * head_dim + 16 * d));
-  for (int64_t j = 0; j < seen; ++j) {
-    __m512 v[D];
-    for (int d = 0; d < D; ++d) v[d] = load16(values + j * pos_stride + 16 * d);
-    for (int i = 0; i < N; ++i) {
-      __m512 p = _mm512_set1_ps(s.p[i * kKeyBlock + j]);
-      for (int d = 0; d < D; ++d) acc[i][d] = _mm512_fmadd_ps(p, v[d], acc[i][d]);
-    }
-  }
-  for (int i = 0; i < N; ++i)
-    for (int d = 0; d < D; ++d) _mm512_storeu_ps(out + i * head_dim + 16 * d, acc[i][d]);
-}
-
-// prompt_rows with as many vectors of keys as the N rows see (the last of them sees the most): on the diagonal,
-// the keys past it are not scored.
-template <typename C, int D, int N>
-inline void prompt_rows(PromptScratch& s, int64_t r, const int64_t* visible, const C* values, int64_t pos_stride) {
-  switch ((visible[N - 1] + 15) / 16) {
-    case 1: return prompt_rows<C, D, N, 1>(s, r, visible, values, pos_stride);
-    case 2: return prompt_rows<C, D, N, 2>(s, r, visible, values, pos_stride);
-    case 3: return prompt_rows<C, D, N, 3>(s, r, visible, values, pos_stride);
-    default: return prompt_rows<C, D, N, 4>(s, r, visible, values, pos_stride);
-  }
-}
-#endif
-
-#ifdef __AVX512BF16__
-// prompt_rows for bfloat16 with vdpbf16ps, two products a lane: the scores from the queries and keys as given (their
-// products are exact in float32) and the probabilities rounded to bfloat16 (as torch's flash attention rounds them)
-// times the values, float32 sums. The exponentials' total stays float32 and unrounded, as torch's does.
-template <int D, int N, int K>
-inline void prompt_rows_bf16(PromptScratch& s, int64_t r, const int64_t* visible, float scale) {
-  constexpr int64_t head_dim = 16 * D;
-  __m512 score[N][K];
-  for (auto& row : score)
-    for (auto& v : row) v = _mm512_setzero_ps();
-  const uint32_t* q = reinterpret_cast<const uint32_t*>(s.q_pairs.data() + r * head_dim);
-  for (int64_t d = 0; d < head_dim / 2; ++d) {
-    __m512bh k[K];
-    for (int c = 0; c < K; ++c) k[c] = (__m512bh)_mm512_loadu_si512(s.key_pairs + d * kKeyBlock + 16 * c);
-    for (int i = 0; i < N; ++i) {
-      __m512bh qd = (__m512bh)_mm512_set1_epi32(q[i * head_dim / 2 + d]);
-      for (int c = 0; c < K; ++c) score[i][c] = _mm512_dpbf16_ps(score[i][c], qd, k[c]);
-    }
-  }
-  float alpha[N];
-  int64_t seen = 0;
-  for (int i = 0; i < N; ++i) {
-    for (int c = 0; c < K; ++c) score[i][c] = _mm512_mul_ps(score[i][c], _mm512_set1_ps(scale));
-    __m512 p[K];
-    alpha[i] = softmax_block<K>(score[i], visible[i], s.top[r + i], s.total[r + i], p);
-    for (int c = 0; c < K; c += 2) {  // an odd last vector pairs with zeros
-      __m512 next = c + 1 < K ? p[c + 1] : _mm512_setzero_ps();
-      _mm512_storeu_si512(s.p_pairs.data() + i * kKeyBlock + 16 * c, (__m512i)_mm512_cvtne2ps_pbh(next, p[c]));
-    }
-    seen = std::max(seen, visible[i]);
-  }
-  __m512 acc[N][D];
-  float* out = s.out.data() + r * head_dim;
-  for (int i = 0; i < N; ++i)
-    for (int d = 0; d < D; ++d) acc[i][d] = _mm512_mul_ps(_mm512_set1_ps(alpha[i]), _mm512_loadu_ps(out + i * head_dim + 16 * d));
-  const uint32_t* p = reinterpret_cast<const uint32_t*>(s.p_pairs.data());
-  for (int64_t j = 0; j < (seen + 1) / 2; ++j) {  // an odd last key's pair has a probability of 0
-    __m512bh v[D];
-    for (int d = 0; d < D; ++d) v[d] = (__m512bh)_mm512_loadu_si512(s.value_pairs + (j * head_dim + 16 * d) * 2);
-    for (int i = 0; i < N; ++i) {
-      __m512bh pj = (__m512bh)_mm512_set1_epi32(p[i * kKeyBlock / 2 + j]);
-      for (int d = 0; d < D; ++d) acc[i][d] = _mm512_dpbf16_ps(acc[i][d], pj, v[d]);
-    }
-  }
-  for (int i = 0; i < N; ++i)
-    for (int d = 0; d < D; ++d) _mm512_storeu_ps(out + i * head_dim + 16 * d, acc[i][d]);
-}
-
-template <int D, int N>
-inline void prompt_rows_bf16(PromptScratch& s, int64_t r, const int64_t* visible, float scale) {
-  switch ((visible[N - 1] + 15) / 16) {
-    case 1: return prompt_rows_bf16<D, N, 1>(s, r, visible, scale);
-    case 2: return prompt_rows_bf16<D, N, 2>(s, r, visible, scale);
-    case 3: return prompt_rows_bf16<D, N, 3>(s, r, visible, scale);
-    default: return prompt_rows_bf16<D, N, 4>(s, r, visible, scale);
-  }
-}
-#endif
-
-// prompt_rows for one row in plain loops (any head_dim; the CPUs without AVX-512).
-template <typename C>
-void prompt_row(PromptScratch& s, int64_t r, int64_t head_dim, int64_t visible, const C* values, int64_t pos_stride) {
-  float score[kKeyBlock] = {};  // the plain loops score the whole block
-  const float* q = s.q.data() + r * head_dim;
-  for (int64_t d = 0; d < head_dim; ++d)
-#pragma omp simd
-    for (int64_t j = 0; j < kKeyBlock; ++j) score[j] += q[d] * s.keys[d * kKeyBlock + j];
-  float top = s.top[r];
-  for (int64_t j = 0; j < visible; ++j) top = std::max(top, score[j]);
-  float alpha = std::exp(s.top[r] - top), total = 0.f;
-  for (int64_t j = 0; j < visible; ++j) total += score[j] = std::exp(score[j] - top);
-  s.top[r] = top;
-  s.total[r] = s.total[r] * alpha + total;
-  float* out = s.out.data() + r * head_dim;
-#pragma omp simd
-  for (int64_t d = 0; d < head_dim; ++d) out[d] *= alpha;
-  for (int64_t j = 0; j < visible; ++j) {
-    const C* v = values + j * pos_stride;
-#pragma omp simd
-    for (int64_t d = 0; d < head_dim; ++d) out[d] += score[j] * as_float(v[d]);
-  }
-}
-
-// Whether bfloat16 takes prompt_rows_bf16.
-template <typename C>
-bool prompt_pairs(int64_t head_dim) {
-#ifdef __AVX512BF16__
-  if constexpr (std::is_same_v<C, c10::BFloat16>) return head_dim == 64 || head_dim == 128;
-#endif
-  return false;
-}
-
-// One task: positions [t0, t0 + rows) of the `group` query heads at q (head_stride apart) over their key/value head,
-// whose key blocks are packed from `block` on.
-template <typename C>
-void prompt_task(const PromptTask& task, PromptScratch& s, const C* q, int64_t q_head_stride, int64_t q_pos_stride,
-                 const PromptBlocks& packed, int64_t block, const C* values, int64_t v_pos_stride, int64_t offset,
-                 int64_t t0, C* out, int64_t out_head_stride, int64_t out_pos_stride) {
-  const int64_t hd = task.head_dim, rows = task.rows, all = task.group * rows;
-  s.size_for(all, hd);
-  const bool pairs = prompt_pairs<C>(hd);
-  for (int64_t r = 0; r < all; ++r) {
-    const C* from = q + (r / rows) * q_head_stride + (t0 + r % rows) * q_pos_stride;
-    if (pairs)
-      std::memcpy(s.q_pairs.data() + r * hd, from, hd * sizeof(C));
-    else
-      for (int64_t d = 0; d < hd; ++d) s.q[r * hd + d] = as_float(from[d]) * task.scale;
-  }
-  const int64_t last = offset + t0 + rows - 1;  // the last key the task's last position sees
-  int64_t visible[kPromptRows];
-  for (int64_t first = 0; first <= last; first += kKeyBlock) {
-    int64_t count = std::min(kKeyBlock, last + 1 - first), index = block + first / kKeyBlock;
-    if (pairs) {
-      s.key_pairs = packed.key_pairs.data() + index * hd / 2 * kKeyBlock;
-      s.value_pairs = packed.value_pairs.data() + index * kKeyBlock * hd;
-    } else {
-      s.keys = packed.keys.data() + index * hd * kKeyBlock;
-    }
-    // Row i's position sees keys up to offset + t0 + i: all of a block behind its diagonal, part of one on it.
-    for (int64_t i = 0; i < rows; ++i) visible[i] = std::clamp<int64_t>(offset + t0 + i - first + 1, 0, count);
-    const C* block_values = values + first * v_pos_stride;
-    for (int64_t h = 0; h < task.group; ++h) {
-      int64_t i = 0;
-      while (i < rows && visible[i] == 0) ++i;  // rows before the block's diagonal see none of it
-#ifdef __AVX512F__
-      auto run = [&](auto dims, auto n) {
-        constexpr int D = decltype(dims)::value, N = decltype(n)::value;
-        for (; i + N <= rows; i += N) prompt_rows<C, D, N>(s, h * rows + i, visible + i, block_values, v_pos_stride);
-      };
-      using std::integral_constant;
-#ifdef __AVX512BF16__
-      if (pairs) {
-        auto run_pairs = [&](auto dims, auto n) {
-          constexpr int D = decltype(dims)::value, N = decltype(n)::value;
-          for (; i + N <= rows; i += N) prompt_rows_bf16<D, N>(s, h * rows + i, visible + i, task.scale);
-        };
-        if (hd == 64) {
-          run_pairs(integral_constant<int, 4>{}, integral_constant<int, 4>{});
-          run_pairs(integral_constant<int, 4>{}, integral_constant<int, 1>{});
-        } else {
-          run_pairs(integral_constant<int, 8>{}, integral_constant<int, 2>{});
-          run_pairs(integral_constant<int, 8>{}, integral_constant<int, 1>{});
-        }
-      }
-#endif
-      if (hd == 64) {  // six rows: float32 4.3-4.4 -> 3.8 ms a SmolLM2 layer, as above
-        run(integral_constant<int, 4>{}, integral_constant<int, 6>{});
-        run(integral_constant<int, 4>{}, integral_constant<int, 4>{});
-        run(integral_constant<int, 4>{}, integral_constant<int, 1>{});
-      } else if (hd == 128) {
-        run(integral_constant<int, 8>{}, integral_constant<int, 2>{});
-        run(integral_constant<int, 8>{}, integral_constant<int, 1>{});
-      }
-#endif
-      for (; i < rows; ++i) prompt_row(s, h * rows + i, hd, visible[i], block_values, v_pos_stride);
-    }
-  }
-  for (int64_t r = 0; r < all; ++r) {
-    C* to = out + (r / rows) * out_head_stride + (t0 + r % rows) * out_pos_stride;
-    float inverse = 1.f / s.total[r];
-    for (int64_t d = 0; d < hd; ++d) to[d] = static_cast<C>(s.out[r * hd + d] * inverse);
-  }
-}
-
-// Whether prompt_attention has vector loops for heads of head_dim in this build: without them (a build for a CPU
-// without AVX-512) its plain loops run at about half of torch's SDPA (a SmolLM2 layer's 512 positions, two threads:
-// 8.2 ms for x86-64-v3, 9.7 for x86-64, against SDPA's 4.0), so models/layers.py keeps SDPA there.
-bool prompt_attention_vectorized(int64_t head_dim) {
-#ifdef __AVX512F__
-  return head_dim == 64 || head_dim == 128;
-#else
-  return false;
-#endif
 }
 
 // F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=True) with query t seeing keys up to S - T + t

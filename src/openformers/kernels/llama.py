@@ -72,11 +72,12 @@ from .linear import KERNEL_WEIGHTS, Linear
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)  # activation dtypes decode.cpp takes
 BATCH_ROWS = 32  # the most sequences decode_batch steps at once; larger batches take the layers
 # The most tokens that one call of decode_prompt takes (a batch's prompts together), by the layers' weight dtype
-# (int4: uint8); longer prompts take the layers, whose products are one matmul each and whose attention is
-# prompt_attention's blocks, where the step attends row by row. SmolLM2 at two threads, a forward of T tokens against the layers' (best of 4): float32
-# 2.15x at 16 tokens, 1.47x at 64, 1.10x at 192, 1.02x at 256; bfloat16 1.67x, 1.34x, 1.11x at 96, 0.95x at 128;
-# int8 1.64x, 1.40x, 1.06x at 256, 0.96x at 384 (int4 alike).
-PROMPT_ROWS = {torch.float32: 192, torch.bfloat16: 96, torch.int8: 256, torch.uint8: 256}
+# (int4: uint8); longer prompts take the layers, whose products are one matmul each (float weights) where the step's
+# tiles fall behind on many rows. SmolLM2 at two threads, a forward of T tokens against the layers' (best of 4-5,
+# benchmarks/prompt.py), since a float32 cache's prompts attend in blocks (decode.cpp's attend_in_blocks): float32
+# 2.0x at 16 tokens, 1.4x at 64, 1.10x at 256, 0.98x at 384; int8 1.56x, 1.37x, 1.15x at 256 and 512, 1.04-1.14x at
+# 768-1024 (int4 alike). bfloat16 caches attend a row at a time: 1.67x, 1.34x, 1.11x at 96, 0.95x at 128.
+PROMPT_ROWS = {torch.float32: 256, torch.bfloat16: 96, torch.int8: 512, torch.uint8: 512}
 
 # Every config field, with the values the step implements...
 IMPLEMENTED = {
@@ -666,7 +667,10 @@ class DecodeStep:
         else:
             return None
         stack = self._kernel_stack()  # (not before_step: a prompt alone, as an evaluation's, moves no weights)
-        if stack is None or rows > PROMPT_ROWS.get(self._weight_dtype, 0):
+        limit = PROMPT_ROWS.get(self._weight_dtype, 0)
+        if table.dtype == torch.bfloat16:  # its cache attends a row at a time, whatever the weights' dtype
+            limit = min(limit, PROMPT_ROWS.get(torch.bfloat16, 0))
+        if stack is None or rows > limit:
             return None
         if self._draws_while_training and decoder.training:  # (known once _kernel_stack has gathered the layers)
             return None
