@@ -659,7 +659,7 @@ class DecodeStep:
         if attention_mask is not None:
             if attention_mask.shape != (sequences, past + tokens):
                 return None  # (the layers say what is wrong with it)
-            attention_mask = None if bool(attention_mask.all()) else attention_mask.to(torch.uint8).contiguous()
+            attention_mask = None if bool(attention_mask.all()) else attention_mask.bool().to(torch.uint8).contiguous()
         if position_ids is None:
             positions = torch.arange(past, past + tokens).repeat(sequences)
         elif position_ids.shape in ((sequences, tokens), (1, tokens)):
