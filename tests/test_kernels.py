@@ -444,6 +444,7 @@ def test_batched_greedy_tokens_match_plain_path(monkeypatch):
 
 def counted_prompts(monkeypatch) -> list:
     """A list that gets the token count of each call of the compiled prompt step from here on."""
+    assert kernels.build()
     calls, decode_prompt = [], torch.ops.openformers.decode_prompt
     monkeypatch.setattr(torch.ops.openformers, "decode_prompt",
                         lambda *args: calls.append(len(args[0])) or decode_prompt(*args))
@@ -477,23 +478,14 @@ def prompt_logits(model, tokens: torch.Tensor, stepped: bool, padding: tuple[int
     return torch.cat(logits, dim=1), cached.float()
 
 
-@pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)
-def test_prompts_match_plain_path(config_class, overrides, quantization, monkeypatch):
-    # The second part's 20 positions run past every window of 5 and 6 and, with longrope, past its short tables (16
-    # positions): each row attends to its own positions only. Three threads split the rows and the heads unevenly.
+def assert_prompts_match_layers(config_class, overrides, quantization, tokens: torch.Tensor,
+                                padding: tuple[int, ...] = ()) -> None:
+    """prompt_logits of a tiny accelerated model (quantized as asked) through its steps and through its layers agree,
+    logits and caches, and for float models with the plain model's logits too."""
     model = accelerated(quantized(tiny_model(config_class, **overrides), quantization) if quantization else
                         tiny_model(config_class, **overrides))
-    tokens = torch.randint(1, 96, (1, 34), generator=torch.Generator().manual_seed(4))
-    prompts = counted_prompts(monkeypatch)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(3)
-        fast, fast_cache = prompt_logits(model, tokens, True)
-    finally:
-        torch.set_num_threads(threads)
-    assert prompts == [13, 20]
-    layers, layers_cache = prompt_logits(model, tokens, False)
-    assert prompts == [13, 20]
+    fast, fast_cache = prompt_logits(model, tokens, True, padding)
+    layers, layers_cache = prompt_logits(model, tokens, False, padding)
     # An int8/int4 input that the two paths' float sums (the attention's, the norms') put on either side of a half
     # step rounds to neighbouring steps: up to ~0.016 in a later layer's keys or a logit (builds without AVX-512 VNNI,
     # whose prompts take the batch's products and the layers' matvec; with it, both take prompt_product's tiles).
@@ -501,8 +493,23 @@ def test_prompts_match_plain_path(config_class, overrides, quantization, monkeyp
     torch.testing.assert_close(fast, layers, atol=tolerance, rtol=tolerance)
     torch.testing.assert_close(fast_cache, layers_cache, atol=tolerance, rtol=tolerance)
     if not quantization:
-        torch.testing.assert_close(fast, prompt_logits(tiny_model(config_class, **overrides), tokens, False)[0],
-                                   atol=1e-4, rtol=1e-4)
+        plain = prompt_logits(tiny_model(config_class, **overrides), tokens, False, padding)[0]
+        torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)
+def test_prompts_match_plain_path(config_class, overrides, quantization, monkeypatch):
+    # The second part's 20 positions run past every window of 5 and 6 and, with longrope, past its short tables (16
+    # positions): each row attends to its own positions only. Three threads split the rows and the heads unevenly.
+    tokens = torch.randint(1, 96, (1, 34), generator=torch.Generator().manual_seed(4))
+    prompts = counted_prompts(monkeypatch)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        assert_prompts_match_layers(config_class, overrides, quantization, tokens)
+    finally:
+        torch.set_num_threads(threads)
+    assert prompts == [13, 20]
 
 
 # Prompts of 32 positions and more whose layers see every earlier position attend in blocks (decode.cpp's
@@ -519,16 +526,10 @@ BLOCK_CASES = [(LlamaConfig, HEAD_DIM_64, None), (LlamaConfig, HEAD_DIM_128, "in
                               "gemma3-64", "mixtral-128-int8"])
 def test_long_prompts_attend_in_blocks_as_the_layers(config_class, overrides, quantization, monkeypatch):
     # 13 positions a row at a time, then 60 in blocks (two tasks of 32 and 28 rows over two key blocks: 73 keys).
-    model = accelerated(quantized(tiny_model(config_class, **overrides), quantization) if quantization else
-                        tiny_model(config_class, **overrides))
     tokens = torch.randint(1, 96, (1, 74), generator=torch.Generator().manual_seed(8))
     prompts = counted_prompts(monkeypatch)
-    fast, fast_cache = prompt_logits(model, tokens, True)
+    assert_prompts_match_layers(config_class, overrides, quantization, tokens)
     assert prompts == [13, 60]
-    layers, layers_cache = prompt_logits(model, tokens, False)
-    tolerance = 3e-2 if quantization else 1e-4  # as in test_prompts_match_plain_path
-    torch.testing.assert_close(fast, layers, atol=tolerance, rtol=tolerance)
-    torch.testing.assert_close(fast_cache, layers_cache, atol=tolerance, rtol=tolerance)
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)
@@ -536,19 +537,10 @@ def test_padded_prompts_match_plain_path(config_class, overrides, quantization, 
     # A batch of three, left-padded by 0, 4 and 9 positions, in one call a part: a row attends to its own sequence's
     # positions that its mask allows, and a padding position, which sees none, attends to nothing (zeros), as in the
     # layers, so its hidden states, keys and values match theirs too.
-    model = accelerated(quantized(tiny_model(config_class, **overrides), quantization) if quantization else
-                        tiny_model(config_class, **overrides))
     tokens = torch.randint(1, 96, (3, 34), generator=torch.Generator().manual_seed(5))
     prompts = counted_prompts(monkeypatch)
-    fast, fast_cache = prompt_logits(model, tokens, True, padding=(0, 4, 9))
+    assert_prompts_match_layers(config_class, overrides, quantization, tokens, padding=(0, 4, 9))
     assert prompts == [3 * 13, 3 * 20]
-    layers, layers_cache = prompt_logits(model, tokens, False, padding=(0, 4, 9))
-    tolerance = 3e-2 if quantization else 1e-4  # as in test_prompts_match_plain_path
-    torch.testing.assert_close(fast, layers, atol=tolerance, rtol=tolerance)
-    torch.testing.assert_close(fast_cache, layers_cache, atol=tolerance, rtol=tolerance)
-    if not quantization:
-        plain = prompt_logits(tiny_model(config_class, **overrides), tokens, False, padding=(0, 4, 9))[0]
-        torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
 
 
 def test_padded_prompts_of_an_eager_model_match_its_layers(monkeypatch):
