@@ -47,6 +47,7 @@ peers.sh makes llama.cpp's files of it.
 """
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -166,10 +167,13 @@ def run_torch_engine(library: str, precision: str, new_tokens: int, decode_only:
         "threads": torch.get_num_threads(),
     }
     if not decode_only:
-        forward = lambda ids: model(torch.tensor([ids]), logits_to_keep=1)  # noqa: E731
-        if library == "openformers":  # generate's prefill: a bfloat16 prompt takes the step there (kernels/llama.py)
-            plain_forward = forward
-            forward = lambda ids: generation_prompt(plain_forward, ids)  # noqa: E731
+        # As generate's prefill runs it: a bfloat16 prompt takes the step only there (kernels.prompts_for_generation).
+        generation = kernels.prompts_for_generation if library == "openformers" else contextlib.nullcontext
+
+        def forward(ids):
+            with generation():
+                return model(torch.tensor([ids]), logits_to_keep=1)
+
         figures["prefill"] = prefill_speed(forward)
         for tokens in SHORT_PROMPTS:
             figures[f"prefill{tokens}"] = prefill_speed(forward, tokens, rounds=5)
@@ -201,13 +205,6 @@ def batch_speed(model, tokenizer, new_tokens: int, size: int) -> float:
             elapsed[tokens] = min(elapsed.get(tokens, float("inf")), time.perf_counter() - started)
             assert output.shape[1] - batch["input_ids"].shape[1] == tokens
     return new_tokens * size / (elapsed[new_tokens + 1] - elapsed[1])
-
-
-def generation_prompt(forward, ids):
-    from openformers import kernels
-
-    with kernels.prompts_for_generation():
-        return forward(ids)
 
 
 def prefill_speed(forward, tokens: int = PREFILL_TOKENS, rounds: int = 3) -> float:

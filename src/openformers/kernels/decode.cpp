@@ -3186,6 +3186,14 @@ struct PromptTask {
   float scale;
 };
 
+// Task `index` of `pairs` (batch row, key/value head) pairs times `blocks` blocks of kPromptRows positions: its pair
+// and first position, in an order where any contiguous range of tasks mixes long ones (late positions) with short
+// ones, as at::parallel_for and a team's claims give each thread one such range first.
+inline std::pair<int64_t, int64_t> prompt_task_place(int64_t index, int64_t pairs, int64_t blocks) {
+  int64_t turn = index / pairs, block = turn % 2 == 0 ? turn / 2 : blocks - 1 - turn / 2;
+  return {index % pairs, block * kPromptRows};
+}
+
 // One task's state: its queries scaled (row r = head r / rows, position r % rows), its running max, sum and
 // unnormalized outputs and one block's probabilities per row; the bfloat16 path's queries as given and
 // probabilities rounded to bfloat16; and where the current key block lies in its packed layouts (PromptBlocks).
@@ -3524,11 +3532,9 @@ void attend_in_blocks(Team& team, const float* q, int64_t q_row, float* out, int
   team.wait();
   const int64_t row_blocks = (span + kPromptRows - 1) / kPromptRows;
   const float scale = 1.f / std::sqrt(static_cast<float>(head_dim));
-  // As prompt_attention orders its tasks: a thread's share mixes long ones (late positions) with short ones.
   team.claim(pairs * row_blocks, 1, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task_index = begin; task_index < end; ++task_index) {
-      int64_t pair = task_index % pairs, turn = task_index / pairs;
-      int64_t block = turn % 2 == 0 ? turn / 2 : row_blocks - 1 - turn / 2, t0 = block * kPromptRows;
+      auto [pair, t0] = prompt_task_place(task_index, pairs, row_blocks);
       int64_t b = pair / n_kv, kv = pair % n_kv;
       PromptTask task{head_dim, std::min(kPromptRows, span - t0), group, scale};
       prompt_task(task, scratch, q + b * span * q_row + kv * group * head_dim, head_dim, q_row, packed,
@@ -4745,14 +4751,11 @@ at::Tensor prompt_attention(const at::Tensor& q, const at::Tensor& k, const at::
                        std::min(kKeyBlock, S - first), hd);
       }
     });
-    // Tasks ordered so that any contiguous range mixes long ones (late positions) with short ones: at::parallel_for
-    // gives each thread one contiguous range.
     at::parallel_for(0, B * kv_heads * blocks, grain(B * kv_heads * blocks), [&](int64_t begin, int64_t end) {
       PromptScratch scratch;
       for (int64_t task_index = begin; task_index < end; ++task_index) {
-        int64_t pair = task_index % (B * kv_heads), turn = task_index / (B * kv_heads);
-        int64_t block = turn % 2 == 0 ? turn / 2 : blocks - 1 - turn / 2;
-        int64_t b = pair / kv_heads, kv = pair % kv_heads, t0 = block * kPromptRows;
+        auto [pair, t0] = prompt_task_place(task_index, B * kv_heads, blocks);
+        int64_t b = pair / kv_heads, kv = pair % kv_heads;
         PromptTask task{hd, std::min(kPromptRows, T - t0), group, static_cast<float>(scale)};
         prompt_task(task, scratch, qd + b * q.stride(0) + kv * group * q.stride(1), q.stride(1), q.stride(2),
                     packed, pair * packed.per_head, vd + b * v.stride(0) + kv * v.stride(1), v.stride(2), S - T, t0, od + (b * T * heads + kv * group) * hd, hd, heads * hd);

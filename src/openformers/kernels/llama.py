@@ -577,12 +577,12 @@ class DecodeStep:
             return None
         if self._draws_while_training and decoder.training:
             return None  # the layers' noise or dropout, which the step does not draw
-        rotaries = self._rotaries()
         rotary_row = -1
         if one_sequence and (position_ids is None or position_ids.numel() == 1):
             # The tables whole, and the position's row in them for the step to read: indexing them here cost two
             # operations, 15-20 us a token once the step has left torch's data out of the caches (and a tensor of
             # positions and its max four more).
+            rotaries = self._rotaries()
             rotary_row = cache.seq_len if position_ids is None else int(position_ids)
             if run:
                 count = min(count, max(cache.keys[0].shape[2] - rotary_row, 1))
@@ -599,12 +599,9 @@ class DecodeStep:
                 positions = torch.full((rows,), cache.seq_len)
             else:
                 positions = position_ids.reshape(-1).expand(rows) if position_ids.numel() == 1 else position_ids.reshape(-1)
-            reach = int(positions.max()) + 1
-            angles = []
-            for rotary in rotaries:
-                rotary.ensure_length(reach)
-                cos, sin = (table[positions] for table in _rotary_tables(rotary, reach))
-                angles += (cos[0], sin[0]) if one_sequence else (cos, sin)
+            angles = self._angles_at(positions)
+            if one_sequence:
+                angles = [angle[0] for angle in angles]
         cos, sin, *local_angles = angles
         local_cos, local_sin = local_angles or (None, None)
         if embedding is not None and one_sequence:  # decode_step reads the token's row of the table itself
@@ -679,12 +676,7 @@ class DecodeStep:
             cache.start_layers(self._layer_count, sequences, attention.n_kv_head, attention.head_dim, table.dtype)
         if len(cache.lengths) != self._layer_count:
             return None
-        reach = int(positions.max()) + 1
-        angles = []
-        for rotary in self._rotaries():  # each row's position's row of the tables the layers would take
-            rotary.ensure_length(reach)
-            angles += (table[positions] for table in _rotary_tables(rotary, reach))
-        cos, sin, *local_angles = angles
+        cos, sin, *local_angles = self._angles_at(positions)
         local_cos, local_sin = local_angles or (None, None)
         x = decoder.embed_tokens(input_ids).float().contiguous()  # (B, T, C)
         keys, values, position = cache.reserve_all(tokens)
@@ -703,6 +695,17 @@ class DecodeStep:
         if isinstance(decoder, Gemma2Model) and decoder._modules["local_rotary_emb"] is not rotaries[0]:
             rotaries.append(decoder._modules["local_rotary_emb"])
         return rotaries
+
+    def _angles_at(self, positions: torch.Tensor) -> list[torch.Tensor]:
+        """Each position's row of the (cos, sin) tables the layers would take for a forward reaching the furthest of
+        them (longrope's long ones past its original context), of every rotary module the step reads: (n, width)
+        each."""
+        reach = int(positions.max()) + 1
+        angles = []
+        for rotary in self._rotaries():
+            rotary.ensure_length(reach)
+            angles += (table[positions] for table in _rotary_tables(rotary, reach))
+        return angles
 
     def _settings(self) -> tuple[int, float, bool]:
         """The step's window (0: none), its norms' eps, and whether it leaves torch's threads at the team's size."""
