@@ -18,7 +18,7 @@ from test_kernels import accelerated, step_logits, tiny_model
 @pytest.mark.parametrize("quantization", [None, "int4"])
 def test_more_threads_than_cores_give_the_one_thread_results_exactly(quantization, monkeypatch):
     kernels.build()
-    torch.ops.openformers.crowd_team(0, 0)
+    torch.ops.openformers.crowd_team(0, 0, 0.0)
     model = tiny_model(MistralConfig, sliding_window=6, intermediate_size=192)
     if quantization:
         model = kernels.quantize(model, quantization)
@@ -33,7 +33,7 @@ def test_more_threads_than_cores_give_the_one_thread_results_exactly(quantizatio
         crowd = step_logits(model, tokens, True, monkeypatch)
     finally:
         torch.set_num_threads(threads)
-        torch.ops.openformers.crowd_team(0, 0)
+        torch.ops.openformers.crowd_team(0, 0, 0.0)
     assert len(sizes) == 2 * (len(tokens) - 3)
     assert torch.equal(crowd, alone)
     # At most os.cpu_count() of the crowd run at once, so the rest of its time is lost: the teams shrink.
@@ -67,12 +67,13 @@ def test_a_shrunk_team_grows_back_with_the_same_results(quantization, monkeypatc
         torch.set_num_threads(1)
         alone = step_logits(model, tokens, True, monkeypatch)
         torch.set_num_threads(3)
-        torch.ops.openformers.crowd_team(2, 2)  # one thread for a team (a step with its head), then a try with two
+        # One thread for a team (a step with its head), then a try with two.
+        torch.ops.openformers.crowd_team(2, 2, 60.0)
         sizes = team_sizes(monkeypatch)
         shrunk = step_logits(model, tokens, True, monkeypatch)
     finally:
         torch.set_num_threads(threads)
-        torch.ops.openformers.crowd_team(0, 0)
+        torch.ops.openformers.crowd_team(0, 0, 0.0)
     assert torch.equal(shrunk, alone)
     # What follows the try depends on how busy the machine is: shrinking back, or growing to three threads.
     assert sizes[:2] == [1, 2], sizes
@@ -95,6 +96,29 @@ def test_the_language_model_head_claimed_by_a_crowd_matches_one_thread():
     assert torch.equal(crowd, alone)
 
 
+def test_a_shrunk_team_tries_again_once_its_patience_passes_in_wall_time():
+    # A long team (a padded batch's prompt: ~0.1 s) would hold a shrunk size for seconds if the patience were
+    # counted in teams alone: the next team tries one thread more once the time has passed, whatever the count.
+    torch.manual_seed(0)
+    layer = kernels.Linear.from_linear(torch.nn.Linear(64, 1000, bias=False))
+    x = torch.randn(1, 64)
+    assert kernels.build()
+    threads = torch.get_num_threads()
+    sizes = []
+    try:
+        torch.set_num_threads(2)
+        with torch.inference_mode():
+            alone = layer(x)
+            for seconds in (60.0, 0.0):  # 1000 teams to go either way
+                torch.ops.openformers.crowd_team(1, 1000, seconds)
+                assert torch.equal(layer(x), alone)
+                sizes.append(torch.ops.openformers.team_threads())
+    finally:
+        torch.set_num_threads(threads)
+        torch.ops.openformers.crowd_team(0, 0, 0.0)
+    assert sizes == [1, 2], sizes
+
+
 def test_one_crowded_team_leaves_the_next_its_threads(monkeypatch):
     # One thread descheduled once crowds a single long team on a quiet machine; only a second crowded team in a
     # row makes the next ones smaller. A crowd's decoding steps, which meet at barriers, are crowded nearly always.
@@ -112,12 +136,12 @@ def test_one_crowded_team_leaves_the_next_its_threads(monkeypatch):
         monkeypatch.setattr(torch.ops.openformers, op, recorded)
     threads, crowd_size = torch.get_num_threads(), 2 * (os.cpu_count() or 1) + 1
     try:
-        torch.ops.openformers.crowd_team(0, 0)
+        torch.ops.openformers.crowd_team(0, 0, 0.0)
         torch.set_num_threads(crowd_size)
         step_logits(model, tokens, True, monkeypatch)
     finally:
         torch.set_num_threads(threads)
-        torch.ops.openformers.crowd_team(0, 0)
+        torch.ops.openformers.crowd_team(0, 0, 0.0)
     assert sizes[:2] == [crowd_size, crowd_size] and min(sizes) < crowd_size, sizes
 
 
@@ -145,7 +169,7 @@ def generate_crowded(model, threads: int, crowded_teams: int, prompt=(5, 9, 14),
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(threads)
-        torch.ops.openformers.crowd_team(threads - 1, crowded_teams)
+        torch.ops.openformers.crowd_team(threads - 1, crowded_teams, 60.0)
         try:
             ids = model.generate(torch.tensor([prompt]), logits_processor=[seen], do_sample=False, **options)
         except RuntimeError:
@@ -153,7 +177,7 @@ def generate_crowded(model, threads: int, crowded_teams: int, prompt=(5, 9, 14),
         return ids, seen.threads, torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
-        torch.ops.openformers.crowd_team(0, 0)
+        torch.ops.openformers.crowd_team(0, 0, 0.0)
 
 
 def test_generate_runs_torch_at_the_crowded_teams_size_and_restores_the_callers_threads():

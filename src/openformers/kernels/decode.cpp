@@ -1206,9 +1206,12 @@ struct Team {
 // (wall time less the thread's CPU time: descheduled, or asleep at a barrier waiting for one that was), and when
 // that is over kCrowded for kCrowdedTeams teams in a row, the next teams leave one thread more out (one
 // descheduled moment of one thread, ~30 ms on a quiet machine, crowds a single long team: shrinking on it put
-// half of a quiet batch-8 run's steps on one thread). After `patience` teams one of them tries one
-// thread more; if that one is crowded too, the wait before the next try doubles (up to kMostPatience, so a
-// crowded CPU pays for a try once every 128 tokens), and if it is not, the team keeps the thread. The row
+// half of a quiet batch-8 run's steps on one thread). After `patience` teams, or as many times kPatiencePerTeam
+// of wall time if that passes first, one of them tries one thread more; if that one is crowded too, the wait
+// before the next try doubles (up to kMostPatience, so a crowded CPU pays for a try once every 128 tokens), and if
+// it is not, the team keeps the thread. The wall time is for callers of long teams (a padded batch's prompt is one
+// of ~0.1 s), where a decoding loop's 15 teams pass in ~0.1 s: counted in teams alone, 8 x 16-token int8 prompts
+// ran 10 s at one thread after 8 s beside a busy core 0 had doubled the patience, 0.7 s with the time. The row
 // sums do not depend on how many threads claim the rows, so the outputs are the same whatever the team's size.
 // The state is shared by every team of the process (steps, heads, prompts' products), without locks: a
 // race between two callers only makes one decision late.
@@ -1220,6 +1223,7 @@ struct Crowding {
   std::atomic<int> requested{0};     // threads a team asks for; 0: at::get_num_threads()
   std::atomic<int> left_out{0};
   std::atomic<int> teams_to_try{0};  // teams at this size before one tries one thread more
+  std::atomic<int64_t> try_at{0};    // wall_ns() from which a team tries one thread more, whatever teams_to_try says
   std::atomic<int> patience{0};      // teams_to_try after the next crowded team
   std::atomic<int> last_size{0};     // threads of the team that ran last (for tests)
   std::atomic<int> crowded_in_a_row{0};  // teams at the settled size found crowded since the last uncrowded one
@@ -1232,6 +1236,8 @@ constexpr double kCrowded = 0.25;
 // In teams: a token is one (decode_step runs the head's product in the step's team) or two where the head
 // multiplies apart (a batch's step, the first token of a loop); odd numbers make those tries alternate between them.
 constexpr int kFirstPatience = 15, kMostPatience = 255;
+// The wall time that stands for one team of patience: about a token of a crowded decode.
+constexpr int64_t kPatiencePerTeam = 10'000'000;
 // Crowded teams in a row that make the next ones smaller; a team that tries one thread more decides alone.
 constexpr int kCrowdedTeams = 2;
 
@@ -1241,11 +1247,12 @@ inline int64_t thread_cpu_ns() {
   return t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-// Leaves `left_out` threads out of the next `teams` teams (then one tries one thread more), as after a crowded
-// team: lets tests see a shrunk team grow back.
-void crowd_team(int64_t left_out, int64_t teams) {
+// Leaves `left_out` threads out of the next `teams` teams or `seconds`, whichever pass first (then one tries one
+// thread more), as after a crowded team: lets tests see a shrunk team grow back.
+void crowd_team(int64_t left_out, int64_t teams, double seconds) {
   crowding.left_out = static_cast<int>(left_out);
   crowding.teams_to_try = static_cast<int>(teams);
+  crowding.try_at = wall_ns() + static_cast<int64_t>(seconds * 1e9);
   crowding.patience = kFirstPatience;
   crowding.crowded_in_a_row = 0;
 }
@@ -1283,7 +1290,8 @@ template <typename F>
 void in_team(int64_t loops, F&& body) {
   int requested = teams_request();
   int left_out = std::min(crowding.left_out.load(std::memory_order_relaxed), requested - 1);
-  bool trying = left_out > 0 && crowding.teams_to_try.fetch_sub(1, std::memory_order_relaxed) <= 1;
+  bool trying = left_out > 0 && (crowding.teams_to_try.fetch_sub(1, std::memory_order_relaxed) <= 1 ||
+                                  wall_ns() >= crowding.try_at.load(std::memory_order_relaxed));
   int threads = requested - left_out + (trying ? 1 : 0);
   crowding.last_size.store(threads, std::memory_order_relaxed);
   Meeting meeting(loops, threads);
@@ -1322,6 +1330,7 @@ void in_team(int64_t loops, F&& body) {
   }
   crowding.patience.store(patience, std::memory_order_relaxed);
   crowding.teams_to_try.store(patience, std::memory_order_relaxed);
+  crowding.try_at.store(wall_ns() + patience * kPatiencePerTeam, std::memory_order_relaxed);
 }
 
 // Buffers of one step that every thread reads or writes a part of.
@@ -4773,7 +4782,7 @@ at::Tensor prompt_attention(const at::Tensor& q, const at::Tensor& k, const at::
 }  // namespace
 
 TORCH_LIBRARY(openformers, m) {
-  m.def("crowd_team(int left_out, int teams) -> ()", crowd_team);
+  m.def("crowd_team(int left_out, int teams, float seconds) -> ()", crowd_team);
   m.def("team_threads() -> int", team_threads);
   m.def("request_team(int threads) -> ()", request_team);
   m.def("settled_team_threads() -> int", settled_team_threads);
