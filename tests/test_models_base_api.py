@@ -321,3 +321,57 @@ def test_an_encoders_base_model_refuses_a_cache_and_labels():
         model(ids, labels=ids)
     with pytest.raises(ValueError, match="exactly one of input_ids"):
         model(ids, inputs_embeds=torch.zeros(1, 3, 32))
+
+
+TINY_CONFIGS = {  # model_type -> a tiny config's values, for the embedding lookups of every family
+    "llama": dict(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                  num_key_value_heads=1),
+    "gpt2": dict(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=32),
+    "gpt_neox": dict(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
+    "falcon": dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2),
+    "bert": dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
+    "distilbert": dict(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32),
+    "mpnet": dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
+    "modernbert": dict(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, pad_token_id=0,
+                       num_attention_heads=2),
+    "deberta-v2": dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32, type_vocab_size=2),
+    "t5": dict(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2),
+    "bart": dict(vocab_size=50, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                 decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32),
+}
+
+
+@pytest.mark.parametrize("model_type", TINY_CONFIGS)
+def test_ids_outside_the_embedding_table_name_the_argument_and_the_range(model_type):
+    from openformers import AutoConfig
+
+    model = AutoModel.from_config(AutoConfig.for_model(model_type, **TINY_CONFIGS[model_type])).eval()
+    good = torch.tensor([[3, 4, 5]])
+    # torch's own IndexError, "index out of range in self", names neither the argument nor the table's size
+    arguments = {"decoder_input_ids": good} if model_type in ("t5", "bart") else {}
+    for bad in (50, -1):
+        with pytest.raises(IndexError, match=rf"^input_ids holds {bad}, outside the 50 ids .* \(0 to 49\): ids made "
+                                             r"by another model's tokenizer"):
+            model(torch.tensor([[3, bad, 5]]), **arguments)
+    if model_type in ("t5", "bart"):
+        with pytest.raises(IndexError, match=r"^decoder_input_ids holds 50, outside the 50 ids"):
+            model(good, decoder_input_ids=torch.tensor([[3, 50]]))
+    if model_type in ("bert", "deberta-v2"):
+        with pytest.raises(IndexError, match=r"^token_type_ids holds 2, outside the 2 ids .* type_vocab_size"):
+            model(good, token_type_ids=torch.tensor([[0, 2, 1]]))
+
+
+def test_ids_outside_the_vocabulary_stop_the_compiled_step_with_the_same_error():
+    from openformers import AutoConfig, kernels
+
+    config = AutoConfig.for_model("llama", **TINY_CONFIGS["llama"])
+    model = AutoModelForCausalLM.from_config(config).eval()
+    if not kernels.accelerate(model):
+        pytest.skip("the decoding kernels are not available here")
+    with torch.inference_mode():
+        cached = model(torch.tensor([[3, 4, 5]]), use_cache=True).past_key_values
+        with pytest.raises(IndexError, match=r"^input_ids holds 50, outside the 50 ids"):  # a cached step
+            model(torch.tensor([[50]]), past_key_values=cached, use_cache=True)
+        with pytest.raises(IndexError, match=r"^input_ids holds 77, outside the 50 ids"):  # a prompt's step
+            model.generate(torch.tensor([[3, 77, 5]]), max_new_tokens=2, do_sample=False)

@@ -38,6 +38,7 @@ from torch import nn
 from torch.nn.modules import module as torch_modules
 
 from ..generation.cache import DynamicCache
+from ..models.base import embedded
 from ..models.decoder import DecoderModel
 from ..models.gemma import (
     Gemma2Attention,
@@ -607,7 +608,8 @@ class DecodeStep:
         if embedding is not None and one_sequence:  # decode_step reads the token's row of the table itself
             x = None
         else:
-            x, embedding = decoder.embed_tokens(input_ids).float().contiguous(), None  # (rows, 1, C) or (rows, C)
+            # (rows, 1, C) or (rows, C)
+            x, embedding = embedded(decoder.embed_tokens, input_ids).float().contiguous(), None
         keys, values, position = cache.reserve_all(count)
         window, eps, following = self._settings()
         layers = (stack, keys, values, position, window)
@@ -678,7 +680,7 @@ class DecodeStep:
             return None
         cos, sin, *local_angles = self._angles_at(positions)
         local_cos, local_sin = local_angles or (None, None)
-        x = decoder.embed_tokens(input_ids).float().contiguous()  # (B, T, C)
+        x = embedded(decoder.embed_tokens, input_ids).float().contiguous()  # (B, T, C)
         keys, values, position = cache.reserve_all(tokens)
         window, eps, following = self._settings()
         mask = torch.empty(0, dtype=torch.uint8) if attention_mask is None else attention_mask

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..configs import BartConfig
 from ..generation.cache import DynamicCache, EncoderDecoderCache
-from .base import PreTrainedModel, check_inputs, forward_cache, recorded, seq2seq_cache
+from .base import PreTrainedModel, check_inputs, embedded, forward_cache, recorded, seq2seq_cache
 from .bert import padding_mask
 from .layers import ACTIVATIONS, encoder_attention, positions_and_mask, run_layer
 from .losses import question_answering_loss, sequence_classification_loss, shift_tokens_right, token_loss
@@ -180,7 +180,7 @@ class BartEncoder(nn.Module):
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         attention_path = "eager" if output_attentions or config._attn_implementation == "eager" else "sdpa"
-        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, S, C)
+        x = embedded(self.embed_tokens, input_ids) if inputs_embeds is None else inputs_embeds  # (B, S, C)
         S = x.shape[1]
         check_length(self.config, S, "input_ids")
         positions = torch.arange(POSITION_OFFSET, S + POSITION_OFFSET, device=x.device)
@@ -222,7 +222,7 @@ class BartDecoder(nn.Module):
         cross-attention weights of every layer when asked for. Positions count on from the cache unless
         `position_ids` are given."""
         check_inputs(input_ids, inputs_embeds)
-        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
+        x = embedded(self.embed_tokens, input_ids, "decoder_input_ids") if inputs_embeds is None else inputs_embeds
         T = x.shape[1]
         position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, T, x.device)
         check_length(self.config, end, "the cache and decoder_input_ids")

@@ -563,6 +563,28 @@ def check_inputs(input_ids, inputs_embeds) -> None:
                          f"{'both' if input_ids is not None else 'neither'}.")
 
 
+# What ids outside the vocabulary usually are.
+_FOREIGN_IDS = (": ids made by another model's tokenizer, or by a tokenizer given new tokens after the model was made "
+                "(then call model.resize_token_embeddings(len(tokenizer))).")
+
+
+def embedded(table: nn.Embedding, ids: torch.Tensor, argument: str = "input_ids",
+             hint: str | None = None) -> torch.Tensor:
+    """table(ids); for ids outside the table, an IndexError (the reference's type) that names the argument, the
+    table's range and `hint` (by default, for token ids, what such ids usually are), where torch's own ("index out
+    of range in self") names nothing."""
+    try:
+        return table(ids)
+    except IndexError:
+        outside = ids[(ids < 0) | (ids >= table.num_embeddings)]
+        if not outside.numel():
+            raise
+    rows = table.num_embeddings
+    hint = hint if hint is not None else _FOREIGN_IDS if argument.endswith("input_ids") else "."
+    raise IndexError(f"{argument} holds {int(outside[0])}, outside the {rows} ids of this model's embedding table "
+                     f"(0 to {rows - 1}){hint}")
+
+
 def check_encoder_inputs(model: nn.Module, input_ids, inputs_embeds, past_key_values, cache, labels) -> None:
     """An encoder's base model takes one of input_ids and inputs_embeds, and neither a cache (it keeps none) nor
     labels (it has no head to compute a loss with)."""

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import BertConfig, RobertaConfig
-from .base import PreTrainedModel, check_inputs, forward_cache, recorded
+from .base import PreTrainedModel, check_inputs, embedded, forward_cache, recorded
 from .heads import (
     HeadModel,
     MaskedLM,
@@ -54,10 +54,11 @@ class BertEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, position_ids, token_type_ids, inputs_embeds=None):
-        x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        x = embedded(self.word_embeddings, input_ids) if inputs_embeds is None else inputs_embeds
         if token_type_ids is None:
             token_type_ids = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
-        x = x + self.token_type_embeddings(token_type_ids)
+        x = x + embedded(self.token_type_embeddings, token_type_ids, "token_type_ids",
+                         ": its config's type_vocab_size.")
         x = x + self.position_embeddings(position_ids)
         return self.dropout(self.LayerNorm(x))
 

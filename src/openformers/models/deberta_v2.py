@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import DebertaV2Config
-from .base import PreTrainedModel, check_encoder_inputs, recorded
+from .base import PreTrainedModel, check_encoder_inputs, embedded, recorded
 from .bert import BertIntermediate, BertResidualOutput
 from .heads import (
     HeadModel,
@@ -53,13 +53,14 @@ class DebertaV2Embeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids, position_ids, keep, inputs_embeds=None):
-        x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        x = embedded(self.word_embeddings, input_ids) if inputs_embeds is None else inputs_embeds
         if self.position_embeddings is not None:
             x = x + self.position_embeddings(position_ids)
         if self.token_type_embeddings is not None:
             if token_type_ids is None:
                 token_type_ids = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
-            x = x + self.token_type_embeddings(token_type_ids)
+            x = x + embedded(self.token_type_embeddings, token_type_ids, "token_type_ids",
+                             ": its config's type_vocab_size.")
         if self.embed_proj is not None:
             x = self.embed_proj(x)
         x = self.LayerNorm(x)

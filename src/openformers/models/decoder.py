@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from .base import PreTrainedModel, check_inputs, forward_cache, recorded
+from .base import PreTrainedModel, check_inputs, embedded, forward_cache, recorded
 from .layers import positions_and_mask, run_layers
 from .outputs import BaseModelOutputWithPast
 
@@ -86,7 +86,7 @@ class DecoderModel(PreTrainedModel):
 
     def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
         """What the first layer takes: the tokens' embeddings, or inputs_embeds as given."""
-        return self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        return embedded(self.embed_tokens, input_ids) if inputs_embeds is None else inputs_embeds
 
     def layer_inputs(self, x, position_ids, mask, end: int, attention_mask, cache) -> Callable:
         """A function of a layer giving its (cos, sin, mask): here every layer rotates by `rotary_emb` and sees

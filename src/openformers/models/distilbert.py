@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import DistilBertConfig
-from .base import PreTrainedModel, check_encoder_inputs, recorded
+from .base import PreTrainedModel, check_encoder_inputs, embedded, recorded
 from .bert import padding_mask
 from .heads import (
     HeadModel,
@@ -41,7 +41,7 @@ class Embeddings(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, input_ids, position_ids, inputs_embeds=None):
-        x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        x = embedded(self.word_embeddings, input_ids) if inputs_embeds is None else inputs_embeds
         return self.dropout(self.LayerNorm(x + self.position_embeddings(position_ids)))
 
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, FalconConfig
 from ..weights import rename
-from .base import PreTrainedModel
+from .base import PreTrainedModel, embedded
 from .decoder import DecoderModel
 from .gpt_neox import gguf_layer_norm_decoder_values
 from .heads import CausalLM, QuestionAnswering, SequenceClassification, TokenClassification
@@ -231,7 +231,7 @@ class FalconModel(FalconPreTrainedModel, DecoderModel):
         return self.h
 
     def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
-        return self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        return embedded(self.word_embeddings, input_ids) if inputs_embeds is None else inputs_embeds
 
     def layer_inputs(self, x, position_ids, mask, end: int, attention_mask, cache):
         if self.config.rotary:

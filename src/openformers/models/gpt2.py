@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import GPT2Config
-from .base import PreTrainedModel, check_inputs, forward_cache, recorded
+from .base import PreTrainedModel, check_inputs, embedded, forward_cache, recorded
 from .heads import HeadModel, QuestionAnswering, SequenceClassification, TokenClassification, choice_rows
 from .layers import ACTIVATIONS, decoder_attention, positions_and_mask, run_layer
 from .losses import next_token_loss
@@ -117,7 +117,7 @@ class GPT2Model(GPT2PreTrainedModel):
             output_attentions, output_hidden_states, return_dict
         )
         past_key_values = forward_cache(past_key_values, cache, use_cache)
-        x = self.wte(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
+        x = embedded(self.wte, input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         T = x.shape[1]
         position_ids, mask, end = positions_and_mask(past_key_values, attention_mask, position_ids, T, x.device)
         if end > self.config.n_positions:
@@ -127,7 +127,8 @@ class GPT2Model(GPT2PreTrainedModel):
             )
         x = x + self.wpe(position_ids)
         if token_type_ids is not None:
-            x = x + self.wte(token_type_ids)  # the reference embeds token types with the token table
+            # the reference embeds token types with the token table
+            x = x + embedded(self.wte, token_type_ids, "token_type_ids")
         x = self.drop(x)
         # A block run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
         checkpointing = self.gradient_checkpointing if self.training and past_key_values is None else None

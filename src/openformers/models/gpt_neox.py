@@ -21,7 +21,7 @@ from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, GPTNeoXConfig
 from ..weights import rename
-from .base import PreTrainedModel
+from .base import PreTrainedModel, embedded
 from .decoder import DecoderModel
 from .heads import CausalLM, QuestionAnswering, SequenceClassification, TokenClassification
 from .layers import ACTIVATIONS, RotaryEmbedding, decoder_attention
@@ -191,7 +191,7 @@ class GPTNeoXModel(GPTNeoXPreTrainedModel, DecoderModel):
                                           min(config.max_position_embeddings, 8192))
 
     def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
-        return self.emb_dropout(self.embed_in(input_ids) if inputs_embeds is None else inputs_embeds)
+        return self.emb_dropout(embedded(self.embed_in, input_ids) if inputs_embeds is None else inputs_embeds)
 
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.final_layer_norm(x)

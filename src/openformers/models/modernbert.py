@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import ModernBertConfig
-from .base import PreTrainedModel, check_encoder_inputs, recorded
+from .base import PreTrainedModel, check_encoder_inputs, embedded, recorded
 from .bert import padding_mask
 from .heads import (
     HeadModel,
@@ -63,7 +63,7 @@ class ModernBertEmbeddings(nn.Module):
         self.drop = nn.Dropout(config.embedding_dropout)
 
     def forward(self, input_ids, inputs_embeds=None):
-        x = self.tok_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        x = embedded(self.tok_embeddings, input_ids) if inputs_embeds is None else inputs_embeds
         return self.drop(self.norm(x))
 
 

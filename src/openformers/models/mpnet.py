@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import MPNetConfig
-from .base import PreTrainedModel, check_encoder_inputs, recorded
+from .base import PreTrainedModel, check_encoder_inputs, embedded, recorded
 from .bert import BertPooler, RobertaClassificationHead, padding_mask
 from .heads import (
     HeadModel,
@@ -60,7 +60,7 @@ class MPNetEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, position_ids, inputs_embeds=None):
-        x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        x = embedded(self.word_embeddings, input_ids) if inputs_embeds is None else inputs_embeds
         return self.dropout(self.LayerNorm(x + self.position_embeddings(position_ids)))
 
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..configs import MT5Config, T5Config
 from ..generation.cache import DynamicCache, EncoderDecoderCache
-from .base import PreTrainedModel, check_inputs, recorded, seq2seq_cache
+from .base import PreTrainedModel, check_inputs, embedded, recorded, seq2seq_cache
 from .heads import TokenClassification
 from .layers import ACTIVATIONS, attention_mask_for, run_layer
 from .losses import question_answering_loss, sequence_classification_loss, shift_tokens_right, token_loss
@@ -259,7 +259,8 @@ class T5Stack(nn.Module):
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         eager = output_attentions or config._attn_implementation == "eager"
-        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        argument = "decoder_input_ids" if self.is_decoder else "input_ids"  # what the model was given
+        x = embedded(self.embed_tokens, input_ids, argument) if inputs_embeds is None else inputs_embeds
         B, T, _ = x.shape
         past = cache.get_seq_length() if cache is not None else 0
         self_bias = with_mask(self.block[0].layer[0].SelfAttention.position_bias(T, past + T, past, x.device),
