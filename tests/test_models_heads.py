@@ -239,6 +239,19 @@ def test_multiple_choice_wants_choices():
         model(_ids(2, 5))
 
 
+def test_class_labels_outside_num_labels_say_how_to_load_more():
+    # The usual mistake: a three-class dataset on a model loaded with the default two labels. torch's own error
+    # says "Target 2 is out of bounds" (on a GPU, a device-side assert).
+    for config in (openformers.BertConfig(**ENCODER), openformers.LlamaConfig(**DECODER)):
+        model_class = getattr(openformers, config.model_type.capitalize() + "ForSequenceClassification")
+        model = model_class.from_config(config)
+        assert model.config.num_labels == 2
+        expected = r"^labels holds 2, .*num_labels=2 .*from_pretrained\(\.\.\., num_labels=N\)"
+        with pytest.raises(IndexError, match=expected):
+            model(_ids(3, 5), labels=torch.tensor([0, 2, 1]))
+        model(_ids(3, 5), labels=torch.tensor([0, -100, 1])).loss.backward()  # -100 leaves a sample out
+
+
 # GPT-2's double heads: the default classification token, and inputs without a choices axis.
 
 

@@ -122,6 +122,14 @@ def test_bad_call_options_say_what_is_allowed(pair_of_tokenizers):
         ours("a b c d e f g h i j k", truncation=True, max_length=4, stride=8, return_overflowing_tokens=True)
     with pytest.raises(ValueError, match="only_first.*longest_first"):
         ours("a", "b c d e f g h i j k l m n o p", truncation="only_first", max_length=6)
+    # a config's "512" or a computed 10.0 would otherwise fail deep inside, comparing a str with an int
+    for name in ("max_length", "pad_to_multiple_of"):
+        with pytest.raises(TypeError, match=f"{name} must be a whole number of tokens"):
+            ours("a b c", padding=True, truncation=True, **{name: "10"})
+        with pytest.raises(TypeError, match=f"{name} must be a whole number of tokens"):
+            ours("a b c", padding=True, truncation=True, **{name: 10.0})
+        with pytest.raises(ValueError, match=f"{name} must not be negative"):
+            ours("a b c", padding=True, truncation=True, **{name: -1})
 
 
 def assert_positions_match(got, expected, texts):

@@ -167,3 +167,15 @@ def test_progress_bars_follow_the_library_verbosity_as_the_reference():
     finally:
         openformers.logging.set_verbosity(before[0])
         transformers.logging.set_verbosity(before[1])
+
+
+def test_numbers_given_as_strings_are_refused_by_name():
+    # YAML 1.1 reads 2e-5 (no dot) as a string; the reference keeps it until its optimizer compares it with 0.
+    for name, value in (("learning_rate", "2e-5"), ("per_device_train_batch_size", "8"), ("warmup_ratio", "0.1"),
+                        ("seed", "42")):
+        with pytest.raises(TypeError, match=rf"^{name} must be a number, got str '{value}'.*2\.0e-5"):
+            TrainingArguments(output_dir="out", **{name: value})
+    numpy = pytest.importorskip("numpy")
+    args = TrainingArguments(output_dir="out", learning_rate=numpy.float32(1e-4), warmup_ratio=numpy.float64(0.1),
+                             seed=numpy.int64(7))
+    assert args.learning_rate == pytest.approx(1e-4) and args.seed == 7

@@ -41,6 +41,13 @@ def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, con
             return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
         return F.mse_loss(logits, labels.to(logits.dtype))
     if problem == "single_label_classification":
+        outside = labels[(labels != -100) & ((labels < 0) | (labels >= config.num_labels))]
+        if outside.numel():  # torch's own error says "Target 5 is out of bounds."
+            raise IndexError(
+                f"labels holds {int(outside[0])}, but this model sorts into num_labels={config.num_labels} classes "
+                f"(labels 0 to {config.num_labels - 1}, or -100 to leave a sample out): for N classes load it with "
+                "from_pretrained(..., num_labels=N)."
+            )
         return F.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1), ignore_index=-100)
     return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 

@@ -547,6 +547,11 @@ class PreTrainedTokenizerBase:
         (padding, max_length, pad_to_multiple_of, side)."""
         if padding not in PADDING_CHOICES:
             raise ValueError(f"padding must be one of {PADDING_CHOICES}, got {padding!r}.")
+        for name, value in (("max_length", max_length), ("pad_to_multiple_of", pad_to_multiple_of)):
+            if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool)):
+                raise TypeError(f"{name} must be a whole number of tokens (or None), got {value!r}.")
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must not be negative, got {value}.")
         strategy = _truncation_strategy(truncation, max_length, padding)
         if strategy is not None and max_length is None:
             max_length = self.model_max_length

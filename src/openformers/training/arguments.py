@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import numbers
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -66,6 +67,8 @@ REPORT_INTEGRATIONS = (
     "azure_ml", "comet_ml", "mlflow", "neptune", "tensorboard", "trackio", "wandb", "codecarbon", "clearml",
     "dagshub", "flyte", "dvclive", "swanlab", "kubeflow",
 )
+# Fields of these types take real numbers only (NumPy's too; bool counts, as in Python).
+_NUMBER_TYPES = (int, float, int | None, float | None)
 LOG_LEVELS = ("detail", "debug", "info", "warning", "error", "critical", "passive")
 _DICT_FIELDS = ("accelerator_config", "fsdp_config", "deepspeed", "gradient_checkpointing_kwargs",
                 "activation_checkpointing_kwargs", "lr_scheduler_kwargs", "liger_kernel_config")
@@ -221,6 +224,7 @@ class TrainingArguments:
         if self.use_cpu:
             self.dataloader_pin_memory = False
         self._check_choices()
+        self._check_number_types()
         self._check_numbers()
         self._derive_defaults()
         self._check_best_model()
@@ -283,6 +287,17 @@ class TrainingArguments:
                 f"lr_scheduler_type={self.lr_scheduler_type!r} follows an evaluation metric: set eval_strategy to "
                 "'steps' or 'epoch'."
             )
+
+    def _check_number_types(self):
+        # A YAML file's 2e-5 (no dot) loads as a string, which the reference keeps until its optimizer fails on it.
+        for each in dataclasses.fields(self):
+            value = getattr(self, each.name)
+            if each.type in _NUMBER_TYPES and not (value is None or isinstance(value, numbers.Real)):
+                raise TypeError(
+                    f"{each.name} must be a number, got {type(value).__name__} {value!r}. Values read from a YAML file "
+                    "come back as strings where YAML 1.1 sees no number (2e-5 without a dot): write 2.0e-5 there, "
+                    "or convert the value with float() or int()."
+                )
 
     def _check_numbers(self):
         positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
