@@ -268,8 +268,13 @@ def test_from_pretrained_passes_model_arguments_to_the_class(bert):
     ours_out, theirs_out = model(ids), theirs(ids)
     assert list(ours_out.keys()) == list(theirs_out.keys()) == ["last_hidden_state"]
     torch.testing.assert_close(ours_out.last_hidden_state, theirs_out.last_hidden_state)
-    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['add_pooling_layr'\].*arguments of BertModel"):
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['add_pooling_layr'\].*arguments of BertModel") \
+            as unrelated:
         AutoModel.from_pretrained(bert[0], add_pooling_layr=False)
+    assert "bitsandbytes" not in str(unrelated.value)
+    for option in ("load_in_8bit", "load_in_4bit"):  # tutorials' bitsandbytes options: our own quantization instead
+        with pytest.raises(TypeError, match=rf"\['{option}'\].*bitsandbytes options.*quantization=\"int4\""):
+            AutoModel.from_pretrained(bert[0], **{option: True})
 
 
 def test_output_loading_info_reports_like_the_reference(llama, tmp_path):
@@ -360,6 +365,8 @@ def test_ids_outside_the_embedding_table_name_the_argument_and_the_range(model_t
     if model_type in ("bert", "deberta-v2"):
         with pytest.raises(IndexError, match=r"^token_type_ids holds 2, outside the 2 ids .* type_vocab_size"):
             model(good, token_type_ids=torch.tensor([[0, 2, 1]]))
+    with pytest.raises(TypeError, match=r"^input_ids must be a torch.Tensor .* got list; use tokenizer"):
+        model([[3, 4, 5]], **arguments)
 
 
 def test_ids_outside_the_vocabulary_stop_the_compiled_step_with_the_same_error():

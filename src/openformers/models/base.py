@@ -561,6 +561,9 @@ def check_inputs(input_ids, inputs_embeds) -> None:
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("Pass exactly one of input_ids (B, T) and inputs_embeds (B, T, C); got "
                          f"{'both' if input_ids is not None else 'neither'}.")
+    if input_ids is not None and not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"input_ids must be a torch.Tensor of token ids shaped (batch, length), got "
+                        f"{type(input_ids).__name__}; use tokenizer(text, return_tensors=\"pt\").")
 
 
 # What ids outside the vocabulary usually are.
@@ -940,6 +943,12 @@ def _with_overrides(read, overrides: dict) -> tuple[PretrainedConfig, dict]:
     return read(**{name: value for name, value in overrides.items() if name not in leftover}), leftover
 
 
+# The reference's bitsandbytes options, which openformers answers with its own quantization.
+_BITSANDBYTES_HINT = (" load_in_8bit, load_in_4bit and quantization_config are the reference's bitsandbytes options; "
+                      "openformers quantizes weights itself: pass quantization=\"int8\" or quantization=\"int4\" "
+                      "(4-bit groups of 32, also for QLoRA).")
+
+
 def _model_arguments(model_class, leftover: dict, config: PretrainedConfig, source: Path) -> dict:
     """from_pretrained's keyword arguments that are neither loading options nor config values go to the model
     class (BertModel's add_pooling_layer=False), as in the reference; any it does not take is an error."""
@@ -947,9 +956,10 @@ def _model_arguments(model_class, leftover: dict, config: PretrainedConfig, sour
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     unknown = sorted(name for name in leftover if not takes_any and (name not in parameters or name == "config"))
     if unknown:
+        hint = _BITSANDBYTES_HINT if set(unknown) & {"load_in_8bit", "load_in_4bit", "quantization_config"} else ""
         raise TypeError(
             f"from_pretrained() got unexpected keyword arguments {unknown}: they are neither loading options, "
-            f"values of {type(config).__name__} (read from {source}), nor arguments of {model_class.__name__}."
+            f"values of {type(config).__name__} (read from {source}), nor arguments of {model_class.__name__}.{hint}"
         )
     return leftover
 
