@@ -79,11 +79,16 @@ def test_a_shrunk_team_grows_back_with_the_same_results(quantization, monkeypatc
     assert sizes[:2] == [1, 2], sizes
 
 
-def test_the_language_model_head_claimed_by_a_crowd_matches_one_thread():
+def one_row_product():
+    """A kernel Linear with the shape of a small language model head, and one input row: one team a call."""
     torch.manual_seed(0)
     layer = kernels.Linear.from_linear(torch.nn.Linear(64, 1000, bias=False))
-    x = torch.randn(1, 64)
     assert kernels.build()
+    return layer, torch.randn(1, 64)
+
+
+def test_the_language_model_head_claimed_by_a_crowd_matches_one_thread():
+    layer, x = one_row_product()
     threads = torch.get_num_threads()
     try:
         with torch.inference_mode():
@@ -99,10 +104,7 @@ def test_the_language_model_head_claimed_by_a_crowd_matches_one_thread():
 def test_a_shrunk_team_tries_again_once_its_patience_passes_in_wall_time():
     # A long team (a padded batch's prompt: ~0.1 s) would hold a shrunk size for seconds if the patience were
     # counted in teams alone: the next team tries one thread more once the time has passed, whatever the count.
-    torch.manual_seed(0)
-    layer = kernels.Linear.from_linear(torch.nn.Linear(64, 1000, bias=False))
-    x = torch.randn(1, 64)
-    assert kernels.build()
+    layer, x = one_row_product()
     threads = torch.get_num_threads()
     sizes = []
     try:
