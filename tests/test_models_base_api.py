@@ -208,6 +208,9 @@ def test_save_pretrained_takes_the_references_options(llama, tmp_path, monkeypat
     with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
         model.push_to_hub("someone/tiny")
     assert not (tmp_path / "pushed").exists()
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(ValueError, match="a_file is a file; pass a folder to save the model in"):
+        model.save_pretrained(tmp_path / "a_file")
 
 
 def test_from_pretrained_takes_a_generation_config(llama):

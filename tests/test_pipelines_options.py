@@ -100,6 +100,17 @@ def test_text_classification_tokenizer_options_match_reference(folders, options)
     _assert_close(*_run_both(folders["text-classification"], "text-classification", [LONG, "Short."], **options))
 
 
+@pytest.mark.parametrize("task", ["text-classification", "fill-mask"])
+def test_a_top_k_that_is_no_whole_number_is_refused_by_name(folders, task):
+    run = pipeline(task, model=folders[task])
+    text = "The [MASK] sat."
+    with pytest.raises(TypeError, match="top_k must be a whole number of results"):  # a config file's "2"
+        run(text, top_k="2")
+    with pytest.raises(ValueError, match="top_k must not be negative"):
+        run(text, top_k=-1)
+    assert len(run(text, top_k=2)) == 2
+
+
 def test_a_feature_extraction_subclass_that_pools(folders):
     """A subclass that overrides postprocess (mean pooling), given as pipeline_class, as with the reference."""
 

@@ -17,6 +17,7 @@ built, so a misspelt option fails at pipeline() rather than at the first call.
 
 import inspect
 import itertools
+import numbers
 import os
 import types
 import warnings
@@ -962,7 +963,7 @@ class TextClassificationPipeline(_EncoderPipeline):
     # The reference's steps, which a subclass written for the reference may override (postprocess, often).
 
     def _sanitize_parameters(self, function_to_apply=None, top_k="", **tokenizer_options):
-        ranking = {} if top_k == "" else {"top_k": top_k, "_legacy": False}
+        ranking = {} if top_k == "" else {"top_k": _checked_top_k(top_k), "_legacy": False}
         if function_to_apply is not None:
             ranking["function_to_apply"] = function_to_apply
         return tokenizer_options, {}, ranking
@@ -978,6 +979,15 @@ class TextClassificationPipeline(_EncoderPipeline):
         if top_k == 1 and _legacy:
             return records[0]
         return records if top_k is None else records[:top_k]
+
+
+def _checked_top_k(top_k):
+    """A pipeline's top_k: how many results to return (None: every one), else a TypeError naming it."""
+    if top_k is not None and (not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool)):
+        raise TypeError(f"top_k must be a whole number of results (or None for all of them), got {top_k!r}.")
+    if top_k is not None and top_k < 0:
+        raise ValueError(f"top_k must not be negative, got {top_k}.")
+    return top_k
 
 
 def _ranked_labels(logits: torch.Tensor, config, top_k: int | None, function_to_apply: str | None) -> list[dict]:
@@ -1116,7 +1126,7 @@ class FillMaskPipeline(_EncoderPipeline):
     # The reference's steps, which a subclass written for the reference may override.
 
     def _sanitize_parameters(self, top_k=None, targets=None, tokenizer_kwargs=None):
-        ranking = {} if top_k is None else {"top_k": top_k}
+        ranking = {} if top_k is None else {"top_k": _checked_top_k(top_k)}
         if targets is not None:
             ranking["target_ids"] = self._target_ids(targets)
         return {"tokenizer_kwargs": tokenizer_kwargs or {}}, {}, ranking

@@ -482,6 +482,8 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
         if not is_main_process:
             return
         folder = Path(folder)
+        if folder.is_file():
+            raise ValueError(f"save_directory {folder} is a file; pass a folder to save the model in.")
         folder.mkdir(parents=True, exist_ok=True)
         if self._hf_peft_config_loaded:  # only the adapter, in peft's format, as the reference saves such a model
             lora.save_adapter(self, folder, state_dict, safe_serialization)
