@@ -398,7 +398,7 @@ def test_tensorboard_receives_the_logged_scalars(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # not installed
     with pytest.raises(ImportError, match="pip install tensorboard"):
-        Trainer(model=make_model(), args=args, train_dataset=make_rows())
+        Trainer(model=make_model(), args=args, train_dataset=make_rows(), eval_dataset=make_rows(6, seed=2))
 
 
 def test_tensorboard_event_files_hold_the_logged_scalars(tmp_path):
@@ -433,6 +433,13 @@ def test_errors_name_the_problem(tmp_path):
         Trainer(model=make_model(), args=_classifier_args(tmp_path, gradient_checkpointing=True))
     with pytest.raises(TypeError, match="model must be"):
         Trainer(model="gpt2", args=_classifier_args(tmp_path))
+    # found when the Trainer is made, as the reference finds it, not after an epoch of training
+    with pytest.raises(ValueError, match="eval_strategy='epoch' evaluates during training, but no eval_dataset"):
+        Trainer(model=make_model(), args=_classifier_args(tmp_path, eval_strategy="epoch"), train_dataset=make_rows())
+    named = [{**row, "label": "positive"} for row in make_rows()]  # class names where class ids belong
+    trainer = Trainer(model=make_model(), args=_classifier_args(tmp_path), train_dataset=named)
+    with pytest.raises(TypeError, match=r"Column 'labels?' holds text \('positive'\).*class_encode_column"):
+        trainer.train()
 
 
 DDP_SCRIPT = textwrap.dedent('''

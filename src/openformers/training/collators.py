@@ -43,6 +43,12 @@ def _plain(value):
 def _stack(values: list, name: str, return_tensors: str, dtype=None):
     """One column as a tensor or array; the errors say what to do about text and ragged rows."""
     first = values[0]
+    if isinstance(first, str) and name in ("label", "labels", "label_ids"):
+        raise TypeError(
+            f"Column {name!r} holds text ({first!r}); a model's labels are numbers. Map each label to a class id first "
+            "(dataset.class_encode_column(...), or a dict from label to id), and give the model as many labels "
+            "(from_pretrained(..., num_labels=N, id2label=..., label2id=...))."
+        )
     if isinstance(first, str):
         raise TypeError(
             f"Column {name!r} holds text, which cannot be batched into a tensor. Tokenize it first, or keep "

@@ -164,6 +164,11 @@ class Trainer:
         self.processing_class = processing_class if processing_class is not None else tokenizer
         self.data_collator = data_collator or _default_collator(self.processing_class, model)
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
+        if self.args.eval_strategy != "no" and eval_dataset is None:  # found here, not after an epoch of training
+            raise ValueError(
+                f"eval_strategy={str(self.args.eval_strategy)!r} evaluates during training, but no eval_dataset was "
+                "given: pass Trainer(..., eval_dataset=...), or set eval_strategy=\"no\"."
+            )
         self.compute_loss_func = compute_loss_func
         self.compute_metrics = compute_metrics
         self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
