@@ -204,6 +204,10 @@ def test_impossible_options_are_explained(models, prompts, options, error, messa
 def test_streamer_needs_a_single_sequence(models, prompts):
     with pytest.raises(ValueError, match="streamer streams one sequence"):
         models[1].generate(prompts[0][:1], num_beams=2, max_new_tokens=2, streamer=TextStreamer(tokenizer=None))
+    # print, or a tokenizer, where a streamer belongs: refused before the prompt runs, not at the first put()
+    for wrong in (print, "stream"):
+        with pytest.raises(TypeError, match=r"streamer must be an object with put\(token_ids\) and end\(\)"):
+            models[1].generate(prompts[0][:1], max_new_tokens=2, streamer=wrong)
 
 
 def test_options_the_strategy_ignores_are_warned_about(models, prompts):

@@ -780,6 +780,11 @@ def _check_strategy(config: GenerationConfig, input_ids: torch.Tensor, streamer,
                 "loads it as Hub code with trust_remote_code=True). Greedy decoding, sampling, beam search and "
                 f"assisted decoding are available: leave {option.name} unset."
             )
+    if streamer is not None and not all(callable(getattr(streamer, name, None)) for name in ("put", "end")):
+        raise TypeError(
+            f"streamer must be an object with put(token_ids) and end() methods, such as TextStreamer(tokenizer) or "
+            f"TextIteratorStreamer(tokenizer); got {type(streamer).__name__}."
+        )
     if streamer is not None and (config.num_beams > 1 or input_ids.shape[0] * config.num_return_sequences > 1):
         raise ValueError(
             "streamer streams one sequence: use it with one prompt, num_beams=1 and num_return_sequences=1."
