@@ -47,6 +47,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <type_traits>
@@ -1085,6 +1086,28 @@ constexpr int64_t kClaimBytes = 256 << 10;
 
 inline int64_t claimed_rows(const Matrix& m) { return std::max(kChunk, kClaimBytes / m.row_bytes / 4 * 4); }
 
+// Matrices that multiply one input, claimed as one loop over their rows stacked in order (a layer's q, k and v;
+// its gate and up): each thread's share is then one stream where they lie one after another, as HugePagePlacement
+// lays a layer's weights, where a share of each was two or three shorter ones.
+struct Stacked {
+  std::array<const Matrix*, 3> parts{};
+  int64_t count = 0, rows = 0;
+
+  Stacked(std::initializer_list<const Matrix*> matrices) {
+    for (const Matrix* m : matrices)
+      if (m->data) parts[count++] = m, rows += m->rows;  // (an MLP without a gate: StarCoder2's)
+  }
+
+  // f(part, begin, end) for each part's own rows within the stacked rows [begin, end).
+  template <typename F>
+  void split(int64_t begin, int64_t end, F&& f) const {
+    for (int64_t part = 0, at = 0; part < count && at < end; at += parts[part++]->rows) {
+      int64_t from = std::max(begin, at), to = std::min(end, at + parts[part]->rows);
+      if (from < to) f(part, from - at, to - at);
+    }
+  }
+};
+
 // One thread's view of the team that runs one step.
 struct Team {
   int64_t index, size;
@@ -1194,6 +1217,26 @@ struct Team {
     const char* first = static_cast<const char*>(m.data) + begin * m.row_bytes;
     int64_t bytes = std::min((end - begin) * m.row_bytes, kSharePrefetch);
     for (int64_t b = 0; b < bytes; b += 64) prefetch(first + b);
+  }
+
+  // claim for a token's products of stacked matrices: work(part, begin, end) over each part's rows.
+  template <typename F>
+  void claim_rows(const Stacked& s, F&& work) {
+    claim(s.rows, claimed_rows(*s.parts[0]), 4, [&](int64_t begin, int64_t end) { s.split(begin, end, work); });
+  }
+
+  // prefetch_share for stacked matrices: the first kSharePrefetch bytes of this thread's share of their rows.
+  void prefetch_share(const Stacked& s) const {
+    auto [begin, end] = share(s.rows, 4);
+    int64_t left = kSharePrefetch;
+    s.split(begin, end, [&](int64_t part, int64_t from, int64_t to) {
+      if (left <= 0) return;
+      const Matrix& m = *s.parts[part];
+      const char* first = static_cast<const char*>(m.data) + from * m.row_bytes;
+      int64_t bytes = std::min((to - from) * m.row_bytes, left);
+      for (int64_t b = 0; b < bytes; b += 64) prefetch(first + b);
+      left -= bytes;
+    });
   }
 };
 
@@ -1337,6 +1380,9 @@ void in_team(int64_t loops, F&& body) {
 struct Shared {
   std::vector<float> q, k, v, attended, out, gate, up;
   std::vector<float> router, mixed;  // a mixture's router scores, and its chosen experts' outputs (mixture_step)
+  // Per key head, its rows made so far in this layer: the chunk that completes a head rotates and caches it (a
+  // token's q, k and v are claimed as one loop of rows, so a head's may fall in two threads' chunks).
+  std::unique_ptr<std::atomic<int64_t>[]> key_rows_made{};
 };
 
 // A sparse layer's mixture of experts (Mixtral, Qwen3-MoE) in place of its gate, up and down: the router's matrix,
@@ -1422,8 +1468,8 @@ inline void norm_head(float* head, NormWeights norm, float eps, int64_t head_dim
   if (norm.data) apply_norm(head, norm, eps, head, head_dim);
 }
 
-// The claimed loops of layer_step: k, v, q, the heads, o, then gate, up and down, or a mixture's router, gate, up,
-// down and sum; and OLMo 2's whole q/k norms.
+// At most the claimed loops of layer_step: q, k and v, the heads, o, then gate and up, and down, or a mixture's
+// router, gate, up, down and sum; and OLMo 2's whole q/k norms.
 constexpr int64_t kLoopsPerLayer = 11;
 constexpr int64_t kCachePrefetch = 32768;
 
@@ -1557,27 +1603,43 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   // splitting it would cost a barrier. (OLMo 2 norms no layer input.)
   if (L.attn_norm.data) apply_norm(x, L.attn_norm, eps, normed.data(), hidden);
   in.set<W>(L.attn_norm.data ? normed.data() : x, hidden);
-  // This position's keys and values go into the cache from the chunk that makes them, the keys a whole head per
-  // chunk (rotated pairs span the head), so no barrier and no phase of its own stand between the products and the
-  // attention: one meeting of the team less per layer. Keys normed over all heads at once wait for all of them.
+  // This position's keys and values go into the cache from the chunks that make them, a key head from the chunk
+  // that completes it (rotated pairs span the head), so no barrier and no phase of its own stand between the
+  // products and the attention: one meeting of the team less per layer. Keys normed over all heads at once wait
+  // for all of them.
   auto cache_key = [&](int64_t h) {  // head h's key (normed where it is due), rotated, into the cache
     rope(S.k.data() + h * head_dim, F.rotary_dims, cos, sin);
     for (int64_t i = 0; i < head_dim; ++i)
       keys[h * head_stride + pos * pos_stride + i] = static_cast<C>(S.k[h * head_dim + i]);
   };
-  team.claim(L.k.rows, head_dim, head_dim, [&](int64_t begin, int64_t end) {
-    product_rows<W>(L.k, begin, end, in, S.k.data());
-    for (int64_t h = begin / head_dim; h < end / head_dim && !L.whole_qk_norms; ++h) {
+  // The last of a head's rows to be made (acq_rel: the other threads' rows of it are seen) finishes the head and
+  // sets its count back for the next layer, which a barrier keeps apart.
+  auto key_rows_made = [&](int64_t begin, int64_t end) {
+    for (int64_t h = begin / head_dim; h * head_dim < end; ++h) {
+      int64_t rows = std::min(end, (h + 1) * head_dim) - std::max(begin, h * head_dim);
+      if (S.key_rows_made[h].fetch_add(rows, std::memory_order_acq_rel) + rows < head_dim) continue;
+      S.key_rows_made[h].store(0, std::memory_order_relaxed);
       norm_head(S.k.data() + h * head_dim, L.k_norm, eps, head_dim);
       cache_key(h);
     }
+  };
+  // q, k and v as one loop (Stacked): SmolLM2 at two threads, benchmarks/turns.py against claims of each apart
+  // (with gate and up below): bfloat16 1.029-1.063x with the vCPUs far apart (0.73 -> 0.76-0.77 of the probe),
+  // 1.034x close; float32 1.054x far (0.81 -> 0.86), 1.003x close. A thread's share of k or v alone had read at
+  // 0.55-0.75 of the probe, its short streams taken up late by the hardware's prefetchers.
+  const Stacked qkv{&L.q, &L.k, &L.v};
+  team.claim_rows(qkv, [&](int64_t part, int64_t begin, int64_t end) {
+    if (qkv.parts[part] == &L.q) {
+      product_rows<W>(L.q, begin, end, in, S.q.data());
+    } else if (qkv.parts[part] == &L.k) {
+      product_rows<W>(L.k, begin, end, in, S.k.data());
+      if (!L.whole_qk_norms) key_rows_made(begin, end);
+    } else {
+      product_rows<W>(L.v, begin, end, in, S.v.data());
+      for (int64_t r = begin; r < end; ++r)
+        values[r / head_dim * head_stride + pos * pos_stride + r % head_dim] = static_cast<C>(S.v[r]);
+    }
   });
-  team.claim_rows(L.v, [&](int64_t begin, int64_t end) {
-    product_rows<W>(L.v, begin, end, in, S.v.data());
-    for (int64_t r = begin; r < end; ++r)
-      values[r / head_dim * head_stride + pos * pos_stride + r % head_dim] = static_cast<C>(S.v[r]);
-  });
-  team.product<W>(L.q, in, S.q.data());
   int64_t first = L.window > 0 ? std::max(pos - L.window + 1, int64_t(0)) : 0, group = n_head / n_kv;
   // The cached keys and values that this thread's share of the heads will attend to (without this position's,
   // just written) are on their way during the wait, instead of each being read from memory as the attention
@@ -1624,23 +1686,25 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
     if (!sandwich)
       for (int64_t i = begin; i < end; ++i) x[i] += S.out[i];
   });
-  team.prefetch_share(L.gate);
-  team.prefetch_share(L.up);
+  team.prefetch_share(Stacked{&L.gate, &L.up});
   team.wait();
   if (sandwich) add_normed(x, S.out.data(), L.attn_out_norm, eps, normed.data(), hidden);
 
-  // Gate and up are claimed apart, with no barrier between, so that each thread's share of each is one stream
-  // front to back. Claimed together, every chunk switched between the two matrices' streams, which the hardware
-  // prefetchers then took up again: SmolLM2 bfloat16 on one thread, the two products of 30 layers in 3.9-4.4 ms a
-  // token against 3.4-3.6 apart. Every thread then makes SiLU(gate) * up whole for itself, as it norms the input
-  // of a layer (1-2 us for SmolLM2's 1536 values).
+  // Gate and up are one loop of their rows stacked (Stacked, as q, k and v), so that each thread's share is one
+  // stream front to back: two threads read one matrix each. Chunks that each took rows of both switched between
+  // the two matrices' streams, which the hardware prefetchers then took up again: SmolLM2 bfloat16 on one thread,
+  // the two products of 30 layers in 3.9-4.4 ms a token against 3.4-3.6 apart. Every thread then makes SiLU(gate)
+  // * up whole for itself, as it norms the input of a layer (1-2 us for SmolLM2's 1536 values).
   if (L.mlp_norm.data) apply_norm(x, L.mlp_norm, eps, normed.data(), hidden);
   in.set<W>(L.mlp_norm.data ? normed.data() : x, hidden);
   if (L.mixture.experts)
     return mixture_step<W>(team, x, L.mixture, hidden, L.mlp_norm.data ? normed.data() : x, F, S, in, activated,
                            expert_inputs, unusable);
-  if (L.gate.data) team.product<W>(L.gate, in, S.gate.data());  // (an MLP without a gate: StarCoder2's)
-  team.product<W>(L.up, in, S.up.data());
+  const Stacked gate_up{&L.gate, &L.up};
+  team.claim_rows(gate_up, [&](int64_t part, int64_t begin, int64_t end) {
+    const bool up = gate_up.parts[part] == &L.up;
+    product_rows<W>(*gate_up.parts[part], begin, end, in, up ? S.up.data() : S.gate.data());
+  });
   team.prefetch_share(L.down);
   team.wait();
   if (L.gate.data) activate_times(F, S.gate.data(), S.up.data(), activated.data(), L.down.cols);
@@ -2057,6 +2121,9 @@ std::tuple<at::Tensor, at::Tensor, int64_t> step_tokens(
            std::vector<float>(first.o.cols),  std::vector<float>(first.o.rows), std::vector<float>(mlp_rows),
            std::vector<float>(mlp_rows), std::vector<float>(most_experts),
            std::vector<float>(most_experts ? stack->top_k * first.o.rows : 0)};
+  int64_t most_key_heads = 0;
+  for (const Layer& L : layers) most_key_heads = std::max(most_key_heads, L.keys.size(1));
+  S.key_rows_made.reset(new std::atomic<int64_t>[most_key_heads]());
   std::atomic<bool> unusable{false};  // an expert the router picked whose weights are not the step's (mixture_step)
   family.rotary_dims = rotary_width("decode_step", cos, rotary_row, 1, first.keys.size(3));
   TORCH_CHECK(local_cos.has_value() == local_sin.has_value(), "decode_step: give local_cos and local_sin together");
@@ -2118,9 +2185,7 @@ std::tuple<at::Tensor, at::Tensor, int64_t> step_tokens(
           layer_step<W, float>(team, x, L, family, S, epsf, pos, lc, ls, normed, activated, in, scores, expert_inputs,
                                unusable);
         if (l + 1 < n_layers) {
-          team.prefetch_share(layers[l + 1].k, layers[l + 1].keys.size(3));  // claimed a head at a time
-          team.prefetch_share(layers[l + 1].v);
-          team.prefetch_share(layers[l + 1].q);
+          team.prefetch_share(Stacked{&layers[l + 1].q, &layers[l + 1].k, &layers[l + 1].v});
         } else if (with_head) {
           team.prefetch_share(head_m);
         }
