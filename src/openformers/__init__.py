@@ -26,7 +26,7 @@ _public(
     "BatchEncoding", "CharSpan", "TokenSpan", "TensorType", "PaddingStrategy", "TruncationStrategy",
     "SPIECE_UNDERLINE", "BertTokenizer", "BertTokenizerFast", "DistilBertTokenizer", "DistilBertTokenizerFast",
     "GPT2Tokenizer", "GPT2TokenizerFast", "RobertaTokenizer", "RobertaTokenizerFast", "LlamaTokenizer",
-    "LlamaTokenizerFast", "Qwen2Tokenizer", "Qwen2TokenizerFast", "T5Tokenizer", "T5TokenizerFast",
+    "LlamaTokenizerFast", "GemmaTokenizer", "GemmaTokenizerFast", "Qwen2Tokenizer", "Qwen2TokenizerFast", "T5Tokenizer", "T5TokenizerFast",
     "XLMRobertaTokenizer", "XLMRobertaTokenizerFast",
     "AlbertTokenizer", "AlbertTokenizerFast", "MPNetTokenizer", "MPNetTokenizerFast", "ElectraTokenizer",
     "ElectraTokenizerFast", "GPTNeoXTokenizer", "GPTNeoXTokenizerFast", "BartTokenizer", "BartTokenizerFast",
@@ -39,7 +39,7 @@ _public(
     "Phi3Config",
     "Qwen3Config",
     "MixtralConfig", "Qwen3MoeConfig",
-    "Gemma2Config",
+    "GemmaConfig", "Gemma2Config",
     "Gemma3TextConfig",
     "DistilBertConfig",
     "XLMRobertaConfig",
@@ -88,6 +88,8 @@ _public(
 )
 _public(
     "openformers.models.gemma",
+    "GemmaPreTrainedModel", "GemmaModel", "GemmaForCausalLM", "GemmaForSequenceClassification",
+    "GemmaForTokenClassification",
     "Gemma2PreTrainedModel", "Gemma2Model", "Gemma2ForCausalLM", "Gemma2ForSequenceClassification",
     "Gemma2ForTokenClassification",
     "Gemma3PreTrainedModel", "Gemma3TextModel", "Gemma3ForCausalLM", "Gemma3TextForSequenceClassification",

@@ -331,6 +331,7 @@ class LlamaConfig(PretrainedConfig):
     # Family facts that are not config.json keys: Qwen2 puts a bias on q/k/v (but not o) whatever attention_bias says.
     qkv_bias: ClassVar[bool] = False
     sliding_window: ClassVar[int | None] = None  # Mistral and Qwen2 make it a field
+    activations: ClassVar[tuple[str, ...]] = ("silu",)  # the values of hidden_act that the family's models compute
 
     vocab_size: int = 32000
     hidden_size: int = 4096
@@ -368,8 +369,8 @@ class LlamaConfig(PretrainedConfig):
         _check_key_value_heads(self)
         if self.head_dim % 2:
             _invalid("head_dim", self.head_dim, "an even number (rotary embeddings rotate pairs)")
-        if self.hidden_act != "silu":
-            _invalid("hidden_act", self.hidden_act, "'silu' (the only activation Llama models use)")
+        if self.hidden_act not in self.activations:
+            _invalid("hidden_act", self.hidden_act, f"one of {', '.join(map(repr, self.activations))} (the family's)")
         _require_positive_numbers(self, "rms_norm_eps", "rope_theta")
         if self.rope_scaling is not None:
             _check_rope_scaling(self.rope_scaling)
@@ -392,6 +393,43 @@ class LlamaConfig(PretrainedConfig):
         values = super().to_dict()
         values["rope_parameters"] = {"rope_type": "default", **(self.rope_scaling or {}), "rope_theta": self.rope_theta}
         return values
+
+
+@dataclass
+class GemmaConfig(LlamaConfig):
+    """Gemma (the first generation, and CodeGemma): Llama's decoder with RMSNorms that scale by `1 + weight`,
+    embeddings scaled by sqrt(hidden_size), a GELU-tanh gated MLP and the head tied to the embeddings."""
+
+    model_type: ClassVar[str] = "gemma"
+    activations: ClassVar[tuple[str, ...]] = ("gelu_pytorch_tanh", "gelu_new")  # GELU's tanh form
+
+    vocab_size: int = 256000
+    hidden_size: int = 3072
+    intermediate_size: int = 24576
+    num_hidden_layers: int = 28
+    num_attention_heads: int = 16
+    num_key_value_heads: int | None = 16
+    head_dim: int | None = 256
+    hidden_act: str = "gelu_pytorch_tanh"
+    max_position_embeddings: int = 8192
+    attention_dropout: float = 0.0
+    use_bidirectional_attention: bool | None = None
+    pad_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 1
+    bos_token_id: int | None = 2
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self):
+        # The first checkpoints say "gelu" and mean the tanh form, which the reference computes for it.
+        if self.hidden_act == "gelu":
+            self.hidden_act = "gelu_pytorch_tanh"
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        if self.use_bidirectional_attention:
+            _invalid("use_bidirectional_attention", self.use_bidirectional_attention,
+                     "None or False (openformers implements the causal Gemma decoder)")
 
 
 @dataclass
@@ -1865,6 +1903,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "qwen3": Qwen3Config,
     "mixtral": MixtralConfig,
     "qwen3_moe": Qwen3MoeConfig,
+    "gemma": GemmaConfig,
     "gemma2": Gemma2Config,
     "gemma3_text": Gemma3TextConfig,
     "distilbert": DistilBertConfig,

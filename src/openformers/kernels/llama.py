@@ -16,7 +16,8 @@ to its first token); a bfloat16 model's only for generation (`prompts_for_genera
 
 A model takes the step only when every field of its config is one the step implements (`refusal` says which
 is not): Llama, Mistral, Qwen2 (q/k/v biases), Qwen3 (each head's queries and keys RMS-normed before the
-rotation), Gemma 2 and Gemma 3's text decoder (norms of 1 + w around attention and MLP as well as before them,
+rotation), Gemma (Llama's layers with Gemma's norms of 1 + w, scaled embeddings and GELU), Gemma 2 and Gemma 3's
+text decoder (norms of 1 + w around attention and MLP as well as before them,
 GELU, queries scaled by query_pre_attn_scalar, sliding layers, Gemma 3's with rotary tables of their own, Gemma
 2's soft-capped attention scores; `set_family` of decode.cpp's StepWeights; the final logits' soft-cap after the
 head), OLMo 2 (norms after attention and MLP only, queries and keys normed over all heads at once), Phi-3 /
@@ -43,6 +44,8 @@ from ..models.decoder import DecoderModel
 from ..models.gemma import (
     Gemma2Attention,
     Gemma2DecoderLayer,
+    GemmaDecoderLayer,
+    GemmaModel,
     Gemma2ForCausalLM,
     Gemma2MLP,
     Gemma2Model,
@@ -112,6 +115,17 @@ GEMMA2_IMPLEMENTED = {
     "model_type": lambda value: value == "gemma2",
     "attn_logit_softcapping": lambda value: True,
 }
+# Gemma: Gemma 2's parts in Llama's layers (set_family without sandwich norms), no window and no soft-cap.
+GEMMA_IMPLEMENTED = {
+    "model_type": lambda value: value == "gemma",
+    "hidden_act": GEMMA3_IMPLEMENTED["hidden_activation"],
+    "rope_scaling": IMPLEMENTED["rope_scaling"],
+    "attention_bias": lambda value: not value,
+    "mlp_bias": lambda value: not value,
+    "attention_dropout": lambda value: not value,
+    "use_bidirectional_attention": lambda value: not value,
+    "sliding_window": lambda value: value is None,
+}
 # Phi-3 and Phi-4: Llama's arithmetic on fused q/k/v and gate/up weights (decode.cpp's StepWeights.set_fused), with
 # rotary tables over a head's leading dimensions only (partial_rotary_factor: their width) and longrope's long
 # tables past original_max_position_embeddings (DecodeStep.run picks them as RotaryEmbedding.forward does).
@@ -172,7 +186,8 @@ STARCODER2_IMPLEMENTED = {
     "residual_dropout": lambda value: True,
 }
 # model_type -> what the step implements, where not IMPLEMENTED
-FAMILIES = {"gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED, "olmo2": OLMO2_IMPLEMENTED,
+FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED,
+            "olmo2": OLMO2_IMPLEMENTED,
             "phi3": PHI3_IMPLEMENTED, "mixtral": MIXTRAL_IMPLEMENTED, "qwen3_moe": QWEN3_MOE_IMPLEMENTED,
             "starcoder2": STARCODER2_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
@@ -229,7 +244,8 @@ def refusal(config) -> str | None:
 STEP_DECODERS = (LlamaModel, Gemma2Model, Phi3Model)  # the decoder stacks whose layers the step may reproduce
 # The (layer, attention, MLP) classes the step reproduces, in each kind of decoder.
 LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLayer, Qwen3Attention, LlamaMLP))
-GEMMA_LAYERS = ((Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP),)  # Gemma 2's and Gemma 3's
+# Gemma 2's and Gemma 3's; the first Gemma's
+GEMMA_LAYERS = ((Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP), (GemmaDecoderLayer, Gemma2Attention, Gemma2MLP))
 PHI3_LAYERS = ((Phi3DecoderLayer, Phi3Attention, Phi3MLP),)
 OLMO2_LAYERS = ((Olmo2DecoderLayer, Olmo2Attention, LlamaMLP),)
 MIXTURE_LAYERS = ((MixtralDecoderLayer, LlamaAttention, MixtralSparseMoeBlock),
@@ -911,12 +927,12 @@ def _rotary_tables(rotary: nn.Module, reach: int) -> tuple[torch.Tensor, torch.T
 
 
 def _gemma_family(decoder: Gemma2Model) -> tuple:
-    """StepWeights.set_family's arguments for Gemma 2 and 3: sandwich norms, GELU, norm weights stored as offsets from
-    one, the queries' scale (query_pre_attn_scalar ** -0.5) as a factor on the step's 1 / sqrt(head_dim), the
-    embedding's scale (sqrt(hidden_size)), which layers slide, and the attention scores' soft-cap (Gemma 2's; 0 for
-    none)."""
+    """StepWeights.set_family's arguments for every Gemma: sandwich norms (Gemma 2 and 3), GELU, norm weights stored
+    as offsets from one, the queries' scale (query_pre_attn_scalar ** -0.5) as a factor on the step's
+    1 / sqrt(head_dim), the embedding's scale (sqrt(hidden_size)), which layers slide, and the attention scores'
+    soft-cap (Gemma 2's; 0 for none)."""
     attention = decoder.layers[0].self_attn
-    return (True, True, 1.0, attention.scale * attention.head_dim**0.5, decoder.embed_tokens.scale,
+    return (not isinstance(decoder, GemmaModel), True, 1.0, attention.scale * attention.head_dim**0.5, decoder.embed_tokens.scale,
             [int(layer.is_sliding) for layer in decoder.layers], float(attention.softcap or 0.0))
 
 

@@ -74,6 +74,12 @@ MODEL_CLASSES = {
         "sequence-classification": "Phi3ForSequenceClassification",
         "token-classification": "Phi3ForTokenClassification",
     }),
+    "gemma": (gemma, {  # the reference has no QA head for Gemma
+        "base": "GemmaModel",
+        "causal-lm": "GemmaForCausalLM",
+        "sequence-classification": "GemmaForSequenceClassification",
+        "token-classification": "GemmaForTokenClassification",
+    }),
     "gemma2": (gemma, {  # the reference has no QA head for Gemma 2
         "base": "Gemma2Model",
         "causal-lm": "Gemma2ForCausalLM",

@@ -1,6 +1,10 @@
-"""Gemma 2 and Gemma 3 (text) decoders in plain torch.nn.
+"""Gemma, Gemma 2 and Gemma 3 (text) decoders in plain torch.nn.
 
-What sets them apart from Llama: RMSNorms that scale by `1 + weight` (a checkpoint stores the offset from one),
+The first Gemma is Llama's decoder with RMSNorms that scale by `1 + weight` (a checkpoint stores the offset from
+one), embeddings multiplied by sqrt(hidden_size), a GELU-tanh gated MLP and the head tied to the embeddings; its
+layers are Gemma 2's parts in Llama's order (GemmaDecoderLayer).
+
+What sets Gemma 2 and 3 apart from Llama: RMSNorms that scale by `1 + weight` (a checkpoint stores the offset from one),
 a norm after attention and after the MLP as well as before each, embeddings multiplied by sqrt(hidden_size),
 a GELU-tanh gated MLP, attention scores scaled by `query_pre_attn_scalar` and bounded by a tanh soft-cap, the
 final logits soft-capped the same way, and layers alternating between a sliding window and full attention
@@ -12,16 +16,16 @@ sliding layers' positions with a base of their own (`rope_local_base_freq`); it 
 config asks, never the attention scores (its reference reads attn_logit_softcapping but does not apply it), and
 attends with torch's fused kernel, as its reference does.
 
-Parameter names are those of Hugging Face checkpoints. GGUF files of llama.cpp's "gemma2" and "gemma3" architectures
-load too: `config_from_gguf` reads their metadata and `convert_gguf_state_dict` renames their tensors and takes
-back the 1 llama.cpp's converter adds to every norm weight. The heads are the reference's: for Gemma 2 causal LM,
-sequence and token classification; for Gemma 3 text causal LM and sequence classification.
+Parameter names are those of Hugging Face checkpoints. GGUF files of llama.cpp's "gemma", "gemma2" and "gemma3"
+architectures load too: `config_from_gguf` reads their metadata and `convert_gguf_state_dict` renames their tensors
+and takes back the 1 llama.cpp's converter adds to every norm weight. The heads are the reference's: for Gemma and
+Gemma 2 causal LM, sequence and token classification; for Gemma 3 text causal LM and sequence classification.
 """
 
 import torch
 from torch import nn
 
-from ..configs import GGUF_CONFIG_READERS, Gemma2Config, Gemma3TextConfig
+from ..configs import GGUF_CONFIG_READERS, Gemma2Config, Gemma3TextConfig, GemmaConfig
 from ..weights import rename
 from .base import PreTrainedModel
 from .decoder import DecoderModel
@@ -38,6 +42,7 @@ from .llama import GGUF_RENAMES, gguf_config_values
 
 # GGUF `general.architecture` -> (config class, the reference's causal LM class, one full-attention layer in how many).
 GGUF_ARCHITECTURES = {
+    "gemma": (GemmaConfig, "GemmaForCausalLM", 1),
     "gemma2": (Gemma2Config, "Gemma2ForCausalLM", 2),
     "gemma3": (Gemma3TextConfig, "Gemma3ForCausalLM", 6),
 }
@@ -55,6 +60,8 @@ def config_from_gguf(gguf, **overrides) -> Gemma2Config:
     arch = gguf.get("general.architecture")
     config_class, causal_lm, period = GGUF_ARCHITECTURES[arch]
     values = gguf_config_values(gguf)
+    if arch == "gemma":  # Llama's layers: nothing slides, nothing is capped
+        return config_class.from_dict({**values, "architectures": [causal_lm]}, **overrides)
     layers = values["num_hidden_layers"]
     pattern = gguf.get(f"{arch}.attention.sliding_window_pattern", period)
     if isinstance(pattern, list):  # one flag per layer, True where it is windowed
@@ -87,10 +94,12 @@ GEMMA_GGUF_RENAMES = {
 }
 
 
-def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: Gemma2Config) -> dict[str, torch.Tensor]:
-    """Rename llama.cpp tensors to Hugging Face names; its converter stores each norm's weight as 1 + w (the scale it
-    applies), so 1 comes off again. The q/k rows keep their order (llama.cpp rotates Gemma as Hugging Face does)."""
-    state_dict = rename(state_dict, GEMMA_GGUF_RENAMES)
+def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: Gemma2Config | GemmaConfig
+                            ) -> dict[str, torch.Tensor]:
+    """Rename llama.cpp tensors to Hugging Face names (the first Gemma's as Llama's: its "ffn_norm" is the norm before
+    the MLP, post_attention_layernorm); its converter stores each norm's weight as 1 + w (the scale it applies), so 1
+    comes off again. The q/k rows keep their order (llama.cpp rotates Gemma as Hugging Face does)."""
+    state_dict = rename(state_dict, GGUF_RENAMES if isinstance(config, GemmaConfig) else GEMMA_GGUF_RENAMES)
     return {name: t - 1 if name.endswith("norm.weight") else t for name, t in state_dict.items()}
 
 
@@ -123,21 +132,25 @@ class GemmaScaledEmbedding(nn.Embedding):
 
 
 class Gemma2Attention(nn.Module):
-    def __init__(self, config: Gemma2Config, layer_idx: int):
+    """Every Gemma's attention: scores scaled by query_pre_attn_scalar ** -0.5 (the first Gemma's head_dim ** -0.5),
+    soft-capped where `softcap` is set (Gemma 2), each head's queries and keys normed where `qk_norm` (Gemma 3)."""
+
+    def __init__(self, config: Gemma2Config | GemmaConfig, layer_idx: int, query_pre_attn_scalar: float,
+                 softcap: float | None = None, qk_norm: bool = False):
         super().__init__()
         self.layer_idx = layer_idx
         self.n_head, self.n_kv_head, self.head_dim = (
             config.num_attention_heads, config.num_key_value_heads, config.head_dim
         )
-        self.scale = config.query_pre_attn_scalar**-0.5
-        self.softcap = config.attn_logit_softcapping if config.caps_attention else None
+        self.scale = query_pre_attn_scalar**-0.5
+        self.softcap = softcap
         self.dropout = config.attention_dropout
         bias = config.attention_bias
         self.q_proj = nn.Linear(config.hidden_size, self.n_head * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_head * self.head_dim, config.hidden_size, bias=bias)
-        self.qk_norm = config.qk_norm
+        self.qk_norm = qk_norm
         if self.qk_norm:
             self.q_norm = GemmaRMSNorm(self.head_dim, config.rms_norm_eps)
             self.k_norm = GemmaRMSNorm(self.head_dim, config.rms_norm_eps)
@@ -157,13 +170,15 @@ class Gemma2Attention(nn.Module):
 
 
 class Gemma2MLP(nn.Module):
-    def __init__(self, config: Gemma2Config):
+    """Every Gemma's gated MLP, its gate through `activation` (a GELU)."""
+
+    def __init__(self, config: Gemma2Config | GemmaConfig, activation: str):
         super().__init__()
         hidden, inner = config.hidden_size, config.intermediate_size
         self.gate_proj = nn.Linear(hidden, inner, bias=False)
         self.up_proj = nn.Linear(hidden, inner, bias=False)
         self.down_proj = nn.Linear(inner, hidden, bias=False)
-        self.act_fn = ACTIVATIONS[config.hidden_activation]
+        self.act_fn = ACTIVATIONS[activation]
 
     def forward(self, x):
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
@@ -174,10 +189,11 @@ class Gemma2DecoderLayer(nn.Module):
         super().__init__()
         self.is_sliding = config.layer_types[layer_idx] == "sliding_attention"
         self.input_layernorm = GemmaRMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = Gemma2Attention(config, layer_idx)
+        softcap = config.attn_logit_softcapping if config.caps_attention else None
+        self.self_attn = Gemma2Attention(config, layer_idx, config.query_pre_attn_scalar, softcap, config.qk_norm)
         self.post_attention_layernorm = GemmaRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.pre_feedforward_layernorm = GemmaRMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = Gemma2MLP(config)
+        self.mlp = Gemma2MLP(config, config.hidden_activation)
         self.post_feedforward_layernorm = GemmaRMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, x, cos, sin, mask, cache, attention_path):
@@ -203,10 +219,12 @@ class Gemma2PreTrainedModel(PreTrainedModel):
 class Gemma2Model(Gemma2PreTrainedModel, DecoderModel):
     """The decoder stack without a head: returns the last hidden state."""
 
+    layer_class = Gemma2DecoderLayer
+
     def __init__(self, config: Gemma2Config):
         super().__init__(config)
         self.embed_tokens = GemmaScaledEmbedding(config.vocab_size, config.hidden_size, config.pad_token_id)
-        self.layers = nn.ModuleList(Gemma2DecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(self.layer_class(config, i) for i in range(config.num_hidden_layers))
         self.norm = GemmaRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(
             config.head_dim, config.rope_theta, config.rope_scaling, min(config.max_position_embeddings, 8192)
@@ -271,3 +289,52 @@ class Gemma3ForCausalLM(Gemma3PreTrainedModel, Gemma2ForCausalLM):
 
 class Gemma3TextForSequenceClassification(Gemma3PreTrainedModel, SequenceClassification):
     """One label (or score) per sequence, read from the hidden state of the last token that is not padding."""
+
+
+# Gemma (the first) ----------------------------------------------------------------------------------------------------
+# Gemma 2's parts in Llama's layer: a norm before the attention and one before the MLP, neither after, no window and no
+# soft-cap. The classes carry the reference's names and config class.
+
+
+class GemmaDecoderLayer(nn.Module):
+    is_sliding = False  # every layer attends to every position (the decoding step reads the flag)
+
+    def __init__(self, config: GemmaConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = GemmaRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Gemma2Attention(config, layer_idx, config.head_dim)
+        # The norm of the MLP's input, named as in Llama's layer (and the reference's checkpoints).
+        self.post_attention_layernorm = GemmaRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = Gemma2MLP(config, config.hidden_act)
+
+    def forward(self, x, cos, sin, mask, cache, attention_path):
+        h, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, attention_path)
+        x = x + h
+        return x + self.mlp(self.post_attention_layernorm(x)), weights
+
+
+class GemmaPreTrainedModel(Gemma2PreTrainedModel):
+    config_class = GemmaConfig
+    has_sdpa_path = True
+
+    def new_base_model(self, config: GemmaConfig) -> "GemmaModel":
+        return GemmaModel(config)
+
+
+class GemmaModel(GemmaPreTrainedModel, Gemma2Model):
+    """The decoder stack without a head: returns the last hidden state."""
+
+    layer_class = GemmaDecoderLayer
+    layer_inputs = DecoderModel.layer_inputs  # no window: a sliding_window a config.json may hold is not Gemma's
+
+
+class GemmaForCausalLM(GemmaPreTrainedModel, CausalLM):
+    """The decoder with its language-model head: next-token logits, and the loss when labels are given."""
+
+
+class GemmaForSequenceClassification(GemmaPreTrainedModel, SequenceClassification):
+    """One label (or score) per sequence, read from the hidden state of the last token that is not padding."""
+
+
+class GemmaForTokenClassification(GemmaPreTrainedModel, TokenClassification):
+    """One label per token (named entities, parts of speech)."""

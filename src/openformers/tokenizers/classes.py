@@ -180,6 +180,22 @@ class LlamaTokenizer(TokenizersBackend):
         )  # fmt: skip
 
 
+class GemmaTokenizer(TokenizersBackend):
+    """Every Gemma's SentencePiece BPE: `<bos>` in front, and padding on the left, as the reference's class pads
+    unless the folder's tokenizer_config.json says otherwise."""
+
+    family = "GemmaTokenizer"
+
+    def __init__(
+        self, vocab_file=None, unk_token="<unk>", bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+        mask_token="<mask>", padding_side="left", **kwargs,
+    ):  # fmt: skip
+        super().__init__(
+            vocab_file, unk_token=unk_token, bos_token=bos_token, eos_token=eos_token, pad_token=pad_token,
+            mask_token=mask_token, padding_side=padding_side, **kwargs,
+        )  # fmt: skip
+
+
 class T5Tokenizer(TokenizersBackend):
     """T5's SentencePiece Unigram: `</s>` after each sequence, and `extra_ids` sentinels `<extra_id_N>`."""
 
@@ -346,6 +362,7 @@ GPT2TokenizerFast = GPT2Tokenizer
 RobertaTokenizerFast = RobertaTokenizer
 Qwen2TokenizerFast = Qwen2Tokenizer
 LlamaTokenizerFast = LlamaTokenizer
+GemmaTokenizerFast = GemmaTokenizer
 T5TokenizerFast = T5Tokenizer
 XLMRobertaTokenizerFast = XLMRobertaTokenizer
 AlbertTokenizerFast = AlbertTokenizer
@@ -359,7 +376,7 @@ TOKENIZER_CLASSES = {
     cls.__name__: cls
     for cls in (
         TokenizersBackend, BertTokenizer, DistilBertTokenizer, GPT2Tokenizer, RobertaTokenizer, Qwen2Tokenizer,
-        LlamaTokenizer, T5Tokenizer, XLMRobertaTokenizer, GPTNeoXTokenizer, DebertaV2Tokenizer,
+        LlamaTokenizer, GemmaTokenizer, T5Tokenizer, XLMRobertaTokenizer, GPTNeoXTokenizer, DebertaV2Tokenizer,
         AlbertTokenizer, MPNetTokenizer,
     )
 }  # fmt: skip
@@ -376,6 +393,7 @@ _CLASS_OF_MODEL_TYPE = {
     "modernbert": "TokenizersBackend",
     "deberta-v2": "DebertaV2Tokenizer",
     "albert": "AlbertTokenizer", "electra": "BertTokenizer", "mpnet": "MPNetTokenizer",
+    "gemma": "GemmaTokenizer", "gemma2": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer",
 }  # fmt: skip
 # Model types whose Hub configs often name the wrong tokenizer class: the registered class wins.
 _REGISTERED_CLASS_WINS = frozenset({"qwen2", "modernbert"})
