@@ -252,3 +252,9 @@ def test_a_gemma_tokenizer_folder_tokenizes_and_pads_as_the_references(tmp_path)
     assert ours(texts, padding=True)["attention_mask"] == theirs(texts, padding=True)["attention_mask"]
     assert ours.decode(ours("héllo world")["input_ids"]) == theirs.decode(theirs("héllo world")["input_ids"])
     assert openformers.GemmaTokenizerFast is openformers.GemmaTokenizer
+    # A folder whose tokenizer_config.json names no class takes the one the reference registers for its model_type.
+    settings = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    del settings["tokenizer_class"]
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(settings))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma"}))
+    assert openformers.AutoTokenizer.from_pretrained(tmp_path).padding_side == "left"
