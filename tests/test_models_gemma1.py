@@ -16,6 +16,7 @@ import torch
 import openformers
 from decoder_parity import (
     GENERATE_OPTIONS,
+    add_decoder_metadata,
     assert_cached_decoding_equals_the_full_forward,
     assert_decoding_step_gives_the_references_logits,
     assert_generate_matches,
@@ -195,17 +196,10 @@ GGUF_NAMES = {
 def _write_gguf(path, reference):
     config = reference.config
     writer = gguf.GGUFWriter(str(path), "gemma")
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
+    add_decoder_metadata(writer, config)
     writer.add_key_length(config.head_dim)
     writer.add_value_length(config.head_dim)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
-    writer.add_vocab_size(config.vocab_size)
     for name, gguf_name, tensor in llama_cpp_tensors(reference, GGUF_NAMES):
         writer.add_tensor(gguf_name, tensor.numpy() + 1 if name.endswith("norm.weight") else tensor.numpy())
     finish_gguf(writer)
