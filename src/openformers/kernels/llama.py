@@ -932,7 +932,8 @@ def _gemma_family(decoder: Gemma2Model) -> tuple:
     1 / sqrt(head_dim), the embedding's scale (sqrt(hidden_size)), which layers slide, and the attention scores'
     soft-cap (Gemma 2's; 0 for none)."""
     attention = decoder.layers[0].self_attn
-    return (not isinstance(decoder, GemmaModel), True, 1.0, attention.scale * attention.head_dim**0.5, decoder.embed_tokens.scale,
+    sandwich_norms = not isinstance(decoder, GemmaModel)
+    return (sandwich_norms, True, 1.0, attention.scale * attention.head_dim**0.5, decoder.embed_tokens.scale,
             [int(layer.is_sliding) for layer in decoder.layers], float(attention.softcap or 0.0))
 
 
