@@ -39,7 +39,7 @@ _public(
     "Phi3Config",
     "Qwen3Config",
     "MixtralConfig", "Qwen3MoeConfig",
-    "GemmaConfig", "Gemma2Config",
+    "GemmaConfig", "Gemma2Config", "SmolLM3Config",
     "Gemma3TextConfig",
     "DistilBertConfig",
     "XLMRobertaConfig",
@@ -75,6 +75,11 @@ _public(
     "openformers.models.qwen3",
     "Qwen3PreTrainedModel", "Qwen3Model", "Qwen3ForCausalLM", "Qwen3ForSequenceClassification",
     "Qwen3ForTokenClassification", "Qwen3ForQuestionAnswering",
+)
+_public(
+    "openformers.models.smollm3",
+    "SmolLM3PreTrainedModel", "SmolLM3Model", "SmolLM3ForCausalLM", "SmolLM3ForSequenceClassification",
+    "SmolLM3ForTokenClassification", "SmolLM3ForQuestionAnswering",
 )
 _public(
     "openformers.models.mixtral",

@@ -433,6 +433,58 @@ class GemmaConfig(LlamaConfig):
 
 
 @dataclass
+class SmolLM3Config(LlamaConfig):
+    """SmolLM3: a Llama decoder whose layers marked 0 in `no_rope_layers` (by default every
+    `no_rope_layer_interval`-th) attend without rotating their queries and keys, and a head tied to the embeddings.
+
+    The reference's sliding window applies only with `use_sliding_window`, and then to those unrotated layers;
+    openformers implements the released checkpoints' full attention on every layer and refuses the window by name.
+    """
+
+    model_type: ClassVar[str] = "smollm3"
+
+    vocab_size: int = 128256
+    hidden_size: int = 2048
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 36
+    num_attention_heads: int = 16
+    num_key_value_heads: int | None = 4
+    max_position_embeddings: int = 32768
+    rope_theta: float = 2_000_000.0
+    attention_dropout: float = 0.0
+    use_sliding_window: bool = False
+    sliding_window: int | None = None  # (a field here, where Llama's is a class fact)
+    no_rope_layers: list[int] | None = None
+    no_rope_layer_interval: int = 4
+    layer_types: list[str] | None = None
+    pad_token_id: int | None = 128004
+    bos_token_id: int | None = 128000
+    eos_token_id: int | list[int] | None = 128001
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self):
+        if self.no_rope_layers is None and _positive_int(self.num_hidden_layers) \
+                and _positive_int(self.no_rope_layer_interval):
+            self.no_rope_layers = [int((i + 1) % self.no_rope_layer_interval != 0)
+                                   for i in range(self.num_hidden_layers)]
+        if self.layer_types is None and isinstance(self.no_rope_layers, list):
+            windowed = self.use_sliding_window and self.sliding_window is not None
+            self.layer_types = ["sliding_attention" if windowed and not rotates else "full_attention"
+                                for rotates in self.no_rope_layers]
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        if (not isinstance(self.no_rope_layers, list) or len(self.no_rope_layers) != self.num_hidden_layers
+                or any(flag not in (0, 1) for flag in self.no_rope_layers)):
+            _invalid("no_rope_layers", self.no_rope_layers,
+                     f"a list of num_hidden_layers={self.num_hidden_layers} flags, 1 where a layer rotates, else 0")
+        if self.use_sliding_window and self.sliding_window is not None:
+            _invalid("use_sliding_window", self.use_sliding_window,
+                     "False (openformers implements SmolLM3's full attention on every layer, as its checkpoints use)")
+
+
+@dataclass
 class MistralConfig(LlamaConfig):
     """Mistral: a Llama decoder whose attention sees only the last `sliding_window` positions (None: all)."""
 
@@ -1904,6 +1956,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "mixtral": MixtralConfig,
     "qwen3_moe": Qwen3MoeConfig,
     "gemma": GemmaConfig,
+    "smollm3": SmolLM3Config,
     "gemma2": Gemma2Config,
     "gemma3_text": Gemma3TextConfig,
     "distilbert": DistilBertConfig,

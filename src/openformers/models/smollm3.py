@@ -1,0 +1,76 @@
+"""SmolLM3 decoders in plain torch.nn: Llama's network in which some layers attend without rotary positions.
+
+The layers `config.no_rope_layers` marks 0 (by default every fourth) take their queries and keys as projected, with
+no rotation ("NoPE"); everything else (grouped-query attention, SwiGLU, the heads, the cache) is llama.py's, and the
+head is tied to the embeddings. Parameter names are those of Hugging Face checkpoints. The CPU decoding kernel
+refuses the family by its model_type (its step rotates every layer), so SmolLM3 decodes through the layers, with the
+kernel's products for its linear layers.
+"""
+
+from ..configs import SmolLM3Config
+from .layers import apply_rope, decoder_attention
+from .llama import (
+    LlamaAttention,
+    LlamaDecoderLayer,
+    LlamaForCausalLM,
+    LlamaForQuestionAnswering,
+    LlamaForSequenceClassification,
+    LlamaForTokenClassification,
+    LlamaModel,
+    LlamaPreTrainedModel,
+)
+
+
+class SmolLM3Attention(LlamaAttention):
+    def __init__(self, config: SmolLM3Config, layer_idx: int):
+        super().__init__(config, layer_idx)
+        self.rotates = bool(config.no_rope_layers[layer_idx])
+
+    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
+        """Llama's attention, its queries and keys rotated only in the layers that rotate."""
+        q, k, v = self.project(x)
+        if self.rotates:
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y, weights = decoder_attention(q, k, v, mask, cache, self.layer_idx, self.dropout if self.training else 0.0,
+                                       attention_path)
+        return self.o_proj(y), weights
+
+
+class SmolLM3DecoderLayer(LlamaDecoderLayer):
+    attention_class = SmolLM3Attention
+
+
+class SmolLM3PreTrainedModel(LlamaPreTrainedModel):
+    config_class = SmolLM3Config
+
+    def architecture_name(self) -> str:
+        return type(self).__name__
+
+    def new_base_model(self, config: SmolLM3Config) -> "SmolLM3Model":
+        return SmolLM3Model(config)
+
+
+class SmolLM3Model(SmolLM3PreTrainedModel, LlamaModel):
+    """The decoder stack without a head: returns the last hidden state."""
+
+    layer_class = SmolLM3DecoderLayer
+
+    def __init__(self, config: SmolLM3Config):
+        super().__init__(config)
+        self.sliding_window = None  # a sliding_window without use_sliding_window applies nowhere (the config's check)
+
+
+class SmolLM3ForCausalLM(SmolLM3PreTrainedModel, LlamaForCausalLM):
+    """The decoder with its language-model head: next-token logits, and the loss when labels are given."""
+
+
+class SmolLM3ForSequenceClassification(SmolLM3PreTrainedModel, LlamaForSequenceClassification):
+    """One label (or score) per sequence, read from the hidden state of the last token that is not padding."""
+
+
+class SmolLM3ForTokenClassification(SmolLM3PreTrainedModel, LlamaForTokenClassification):
+    """One label per token (named entities, parts of speech)."""
+
+
+class SmolLM3ForQuestionAnswering(SmolLM3PreTrainedModel, LlamaForQuestionAnswering):
+    """Extractive QA: the logits of each token being the start and the end of the answer span."""
