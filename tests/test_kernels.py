@@ -15,6 +15,7 @@ from openformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, kernels
 from openformers.configs import (
     Gemma2Config,
     Gemma3TextConfig,
+    GemmaConfig,
     LlamaConfig,
     MistralConfig,
     MixtralConfig,
@@ -23,18 +24,20 @@ from openformers.configs import (
     Qwen2Config,
     Qwen3Config,
     Qwen3MoeConfig,
+    SmolLM3Config,
     Starcoder2Config,
 )
 from openformers.generation.cache import DynamicCache
 from openformers.kernels import library
 from openformers.kernels.llama import refusal
-from openformers.models.gemma import Gemma2ForCausalLM, Gemma3ForCausalLM
+from openformers.models.gemma import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
 from openformers.models.llama import LlamaForCausalLM
 from openformers.models.mixtral import MixtralForCausalLM, SparseMoeBlock
 from openformers.models.olmo2 import Olmo2ForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
 from openformers.models.qwen3_moe import Qwen3MoeForCausalLM
+from openformers.models.smollm3 import SmolLM3ForCausalLM
 from openformers.models.starcoder2 import Starcoder2ForCausalLM
 
 TINY = dict(
@@ -72,10 +75,15 @@ PHI3_LONGROPE = dict(partial_rotary_factor=0.75, original_max_position_embedding
 # Mixtures of experts: Mixtral's four experts of 96, two a token, renormalized; Qwen3-MoE's six of 64, three a token,
 # not renormalized, a dense MLP on its second layer (mlp_only_layers).
 MIXTRAL = dict(num_local_experts=4, num_experts_per_tok=2)
+# The first Gemma: Llama's layers with Gemma's norms, scaled embeddings and GELU, heads of 16.
+GEMMA = dict(head_dim=16, rope_theta=500.0)
+# SmolLM3: its first layer unrotated (the family's default leaves every fourth so; a tiny model has two).
+SMOLLM3 = dict(no_rope_layers=[0, 1], rope_theta=500.0)
 QWEN3_MOE = dict(num_experts=6, num_experts_per_tok=3, moe_intermediate_size=64, mlp_only_layers=[1])
 MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM, Gemma3TextConfig: Gemma3ForCausalLM,
                  Phi3Config: Phi3ForCausalLM, Olmo2Config: Olmo2ForCausalLM, MixtralConfig: MixtralForCausalLM,
-                 Qwen3MoeConfig: Qwen3MoeForCausalLM, Starcoder2Config: Starcoder2ForCausalLM}
+                 Qwen3MoeConfig: Qwen3MoeForCausalLM, Starcoder2Config: Starcoder2ForCausalLM,
+                 GemmaConfig: GemmaForCausalLM, SmolLM3Config: SmolLM3ForCausalLM}
 
 
 def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> LlamaForCausalLM:
@@ -83,7 +91,7 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
     torch.manual_seed(0)
     model_class = MODEL_CLASSES.get(config_class, LlamaForCausalLM)
     model = model_class.from_config(config_class.from_dict({**TINY, **overrides}), dtype=dtype)
-    if config_class in (Gemma2Config, Gemma3TextConfig):  # from_config zeroes Gemma's norms (their offsets from one)
+    if config_class in (GemmaConfig, Gemma2Config, Gemma3TextConfig):  # from_config zeroes Gemma's norms (offsets)
         for name, parameter in model.named_parameters():
             if name.endswith("norm.weight"):
                 torch.nn.init.normal_(parameter, std=0.5)
@@ -317,12 +325,14 @@ def test_an_unknown_rope_scaling_is_refused():
      (MixtralConfig, {**MIXTRAL, **HEAD_DIM_64, "num_experts_per_tok": 1, "sliding_window": 5}),
      (Qwen3MoeConfig, QWEN3_MOE), (Qwen3MoeConfig, {**QWEN3_MOE, "norm_topk_prob": True, "mlp_only_layers": []}),
      (Starcoder2Config, {}), (Starcoder2Config, {"use_bias": False}),
-     (Starcoder2Config, {**HEAD_DIM_64, "sliding_window": 5})],
+     (Starcoder2Config, {**HEAD_DIM_64, "sliding_window": 5}), (GemmaConfig, GEMMA), (SmolLM3Config, SMOLLM3),
+     (SmolLM3Config, {**SMOLLM3, **HEAD_DIM_64})],
     ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
          "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope",
          "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128", "gemma2-soft-caps",
          "gemma2-head-dim-64", "olmo2", "olmo2-head-dim-64", "mixtral", "mixtral-top-1-window", "qwen3-moe-dense-layer",
-         "qwen3-moe-renormalized", "starcoder2", "starcoder2-no-biases", "starcoder2-head-dim-64-window"],
+         "qwen3-moe-renormalized", "starcoder2", "starcoder2-no-biases", "starcoder2-head-dim-64-window", "gemma",
+         "smollm3", "smollm3-head-dim-64"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -381,12 +391,13 @@ STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, 
     (MixtralConfig, MIXTRAL, None), (MixtralConfig, {**MIXTRAL, "sliding_window": 5}, "int8"),
     (Qwen3MoeConfig, QWEN3_MOE, None), (Qwen3MoeConfig, {**QWEN3_MOE, "norm_topk_prob": True}, "int4"),
     (Qwen3MoeConfig, QWEN3_MOE, "int4+int8"), (Starcoder2Config, {"sliding_window": 5}, None),
-    (Starcoder2Config, {}, "int8"), (Starcoder2Config, {}, "int4+int8")]
+    (Starcoder2Config, {}, "int8"), (Starcoder2Config, {}, "int4+int8"), (GemmaConfig, GEMMA, None),
+    (SmolLM3Config, SMOLLM3, None), (SmolLM3Config, SMOLLM3, "int4+int8")]
 STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
     "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8", "phi3",
     "phi3-longrope-int8", "phi3-int4+int8", "gemma2", "gemma2-head-dim-64-int4+int8", "olmo2", "olmo2-int4+int8",
     "mixtral", "mixtral-window-int8", "qwen3-moe", "qwen3-moe-renormalized-int4", "qwen3-moe-int4+int8",
-    "starcoder2-window", "starcoder2-int8", "starcoder2-int4+int8"]
+    "starcoder2-window", "starcoder2-int8", "starcoder2-int4+int8", "gemma", "smollm3", "smollm3-int4+int8"]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)
@@ -734,10 +745,10 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
      (Gemma3TextConfig, GEMMA3, None), (Gemma3TextConfig, GEMMA3, "int4+int8"), (Phi3Config, PHI3, "int4+int8"),
      (Gemma2Config, GEMMA2_HEAD_DIM_64, None), (Olmo2Config, {}, None), (MixtralConfig, MIXTRAL, None),
      (MixtralConfig, MIXTRAL, "int8"), (Qwen3MoeConfig, QWEN3_MOE, "int4"), (Qwen3MoeConfig, QWEN3_MOE, "int4+int8"),
-     (Starcoder2Config, {}, None), (Starcoder2Config, {}, "int4+int8")],
+     (Starcoder2Config, {}, None), (Starcoder2Config, {}, "int4+int8"), (SmolLM3Config, SMOLLM3, None)],
     ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8", "phi3-int4+int8", "gemma2-head-dim-64",
          "olmo2", "mixtral", "mixtral-int8", "qwen3-moe-int4", "qwen3-moe-int4+int8", "starcoder2",
-         "starcoder2-int4+int8"],
+         "starcoder2-int4+int8", "smollm3"],
 )
 def test_a_team_of_threads_gives_the_one_thread_results(config_class, overrides, quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly

@@ -1,9 +1,11 @@
 """SmolLM3 against the reference: tiny random models made by transformers, saved and loaded both ways.
 
 Each head gives the reference's outputs and losses within 1e-4 on a padded batch; greedy and beam generation give
-the same tokens; what we save, the reference loads. The tiny models have four layers, the fourth unrotated (the
-family's default), or the layers a config's `no_rope_layers` marks.
+the same tokens, through the CPU kernel's decoding step; what we save, the reference loads. The tiny models have
+four layers, the fourth unrotated (the family's default), or the layers a config's `no_rope_layers` marks.
 """
+
+import json
 
 import pytest
 import torch
@@ -13,8 +15,8 @@ from decoder_parity import (
     GENERATE_OPTIONS,
     assert_cached_decoding_equals_the_full_forward,
     assert_generate_matches,
+    assert_decoding_step_gives_the_references_logits,
     assert_hidden_states_and_attentions_match,
-    assert_kernel_leaves_the_plain_path,
     assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
     assert_same_attributes,
@@ -24,6 +26,7 @@ from decoder_parity import (
     generation_inputs,
     head_inputs,
     lm_inputs,
+    load_quietly,
     load_saved,
     make_reference,
     outputs_of,
@@ -99,9 +102,11 @@ def test_the_unrotated_layers_change_the_logits(tmp_path):
     model = load_saved(reference, tmp_path)
     ids = _ids(1, 9)
     unrotated = model(ids).logits
-    for layer in model.model.layers:
-        layer.self_attn.rotates = True
-    assert (model(ids).logits - unrotated).abs().max() > 1e-4  # the tiny weights move them by ~5e-4
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "no_rope_layers": [1, 1, 1, 1]}))
+    rotated = load_quietly(openformers.AutoModelForCausalLM.from_pretrained, tmp_path)
+    assert [layer.self_attn.rotates for layer in rotated.model.layers] == [True] * 4
+    assert (rotated(ids).logits - unrotated).abs().max() > 1e-4  # the tiny weights move them by ~5e-4
 
 
 @torch.inference_mode()
@@ -148,10 +153,10 @@ def test_hidden_states_and_attention_weights_match_the_reference(tiny):
 
 
 @torch.inference_mode()
-def test_the_cpu_kernel_leaves_smollm3_to_its_layers_with_its_products(tiny):
-    # The step rotates every layer: it refuses the family by its model_type, and the layers decode.
+def test_the_cpu_decoding_step_runs_smollm3_with_the_references_logits(tiny):
+    # Llama's step, the unrotated layers' queries and keys attending as projected (StepWeights.set_unrotated).
     _, reference, model = tiny
-    assert_kernel_leaves_the_plain_path(model, reference, _ids(1, 12, seed=9))
+    assert_decoding_step_gives_the_references_logits(model, reference, _ids(1, 12, seed=9))
 
 
 def test_training_loss_and_gradients_match_the_reference(tmp_path):

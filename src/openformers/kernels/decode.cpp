@@ -1415,6 +1415,7 @@ struct Layer {
   NormWeights attn_out_norm{nullptr, false}, mlp_out_norm{nullptr, false};
   int64_t window = 0;  // keys at most this far behind the query are attended (0: all)
   bool local = false;  // rotated by the sliding layers' own tables (Gemma 3's rope_local_base_freq)
+  bool rotates = true;  // false: queries and keys attend as projected (SmolLM3's unrotated layers, set_unrotated)
   Mixture mixture;     // experts in place of gate, up and down, where mixture.experts > 0
 };
 
@@ -1608,7 +1609,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   // products and the attention: one meeting of the team less per layer. Keys normed over all heads at once wait
   // for all of them.
   auto cache_key = [&](int64_t h) {  // head h's key (normed where it is due), rotated, into the cache
-    rope(S.k.data() + h * head_dim, F.rotary_dims, cos, sin);
+    if (L.rotates) rope(S.k.data() + h * head_dim, F.rotary_dims, cos, sin);
     for (int64_t i = 0; i < head_dim; ++i)
       keys[h * head_stride + pos * pos_stride + i] = static_cast<C>(S.k[h * head_dim + i]);
   };
@@ -1670,7 +1671,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
     for (int64_t h = begin; h < end; ++h) {
       float* q = S.q.data() + h * head_dim;
       if (!L.whole_qk_norms) norm_head(q, L.q_norm, eps, head_dim);
-      rope(q, F.rotary_dims, cos, sin);
+      if (L.rotates) rope(q, F.rotary_dims, cos, sin);
       scale_query(F, q, head_dim);
       int64_t kv = (h / group) * head_stride;
       attend_group<C>(q, 1, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores, S.attended.data() + h * head_dim,
@@ -1771,6 +1772,7 @@ struct StepWeights : torch::CustomClassHolder {
   bool sandwich = false, gelu = false;
   double norm_offset = 0., query_factor = 1., embedding_scale = 1., attention_cap = 0.;
   std::vector<int64_t> sliding;
+  std::vector<int64_t> unrotated;  // per layer, 1 where its queries and keys are not rotated (set_unrotated)
   StepWeights(std::vector<at::Tensor> norms, std::vector<at::Tensor> weights, std::vector<at::Tensor> scales,
               std::vector<at::Tensor> biases)
       : norms(std::move(norms)), weights(std::move(weights)), scales(std::move(scales)), biases(std::move(biases)) {}
@@ -1787,6 +1789,14 @@ struct StepWeights : torch::CustomClassHolder {
   }
 
   void set_fused(bool fused_projections) { fused = fused_projections; }
+
+  // SmolLM3: a flag per layer, 1 where the layer attends without rotary positions.
+  void set_unrotated(std::vector<int64_t> unrotated_layers) {
+    TORCH_CHECK(unrotated_layers.size() * matrices_per_layer() == weights.size(),
+                "StepWeights.set_unrotated: one flag per layer (", weights.size() / matrices_per_layer(), "), got ",
+                unrotated_layers.size());
+    unrotated = std::move(unrotated_layers);
+  }
 
   // Mixtures of experts (set_experts): per layer its router, float32 or bfloat16, or an empty tensor for a dense
   // layer; the experts' weights of the sparse layers in order, gate, up and down of each expert (a sparse layer's
@@ -1974,6 +1984,7 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
       layer.k_norm = layer_norm(layer_norms + 1);
     }
     layer.local = !stack.sliding.empty() && stack.sliding[l];
+    layer.rotates = stack.unrotated.empty() || !stack.unrotated[l];
     layer.window = stack.sliding.empty() || layer.local ? window : 0;
   }
   return layers;
@@ -3819,7 +3830,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
   auto cache_head = [&](int64_t j, int64_t h) {  // row j's key (rotated) and value of head h, into the cache
     float* k = S.k.data() + j * L.k.rows + h * head_dim;
     const float* v = S.v.data() + j * L.v.rows + h * head_dim;
-    rope(k, F.rotary_dims, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
+    if (L.rotates) rope(k, F.rotary_dims, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
     int64_t slot = j / span * row_stride + h * head_stride + (pos + j % span) * pos_stride;
     for (int64_t i = 0; i < head_dim; ++i) {
       keys[slot + i] = static_cast<C>(k[i]);
@@ -3869,7 +3880,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
       float* q = S.q.data() + j * L.q.rows + g * group * head_dim;
       for (int64_t h = 0; h < group; ++h) {
         if (!L.whole_qk_norms) norm_head(q + h * head_dim, L.q_norm, eps, head_dim);
-        rope(q + h * head_dim, F.rotary_dims, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
+        if (L.rotates) rope(q + h * head_dim, F.rotary_dims, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
         scale_query(F, q + h * head_dim, head_dim);
       }
       if (!in_blocks)
@@ -4856,6 +4867,7 @@ TORCH_LIBRARY(openformers, m) {
                        std::vector<at::Tensor>>())
       .def("set_family", &StepWeights::set_family)
       .def("set_fused", &StepWeights::set_fused)
+      .def("set_unrotated", &StepWeights::set_unrotated)
       .def("set_experts", &StepWeights::set_experts)
       .def("set_norm_biases", &StepWeights::set_norm_biases);
   m.def("decode_step(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "

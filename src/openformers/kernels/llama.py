@@ -16,15 +16,15 @@ to its first token); a bfloat16 model's only for generation (`prompts_for_genera
 
 A model takes the step only when every field of its config is one the step implements (`refusal` says which
 is not): Llama, Mistral, Qwen2 (q/k/v biases), Qwen3 (each head's queries and keys RMS-normed before the
-rotation), Gemma (Llama's layers with Gemma's norms of 1 + w, scaled embeddings and GELU), Gemma 2 and Gemma 3's
-text decoder (norms of 1 + w around attention and MLP as well as before them,
-GELU, queries scaled by query_pre_attn_scalar, sliding layers, Gemma 3's with rotary tables of their own, Gemma
-2's soft-capped attention scores; `set_family` of decode.cpp's StepWeights; the final logits' soft-cap after the
-head), OLMo 2 (norms after attention and MLP only, queries and keys normed over all heads at once), Phi-3 /
-Phi-4 (fused q/k/v and gate/up weights, `set_fused`; rotary tables over a head's leading dimensions; longrope),
-StarCoder2 (LayerNorms with biases, `set_norm_biases`; biases on every projection; an MLP without a gate), and
-Mixtral and Qwen3-MoE (`set_experts`: the router's picks and the chosen experts' products in the step, a
-batch's rows grouped by the experts they picked).
+rotation), SmolLM3 (some layers unrotated, `set_unrotated`), Gemma (Llama's layers with Gemma's norms of 1 + w,
+scaled embeddings and GELU), Gemma 2 and Gemma 3's text decoder (norms of 1 + w around attention and MLP as well
+as before them, GELU, queries scaled by query_pre_attn_scalar, sliding layers, Gemma 3's with rotary tables of
+their own, Gemma 2's soft-capped attention scores; `set_family` of decode.cpp's StepWeights; the final logits'
+soft-cap after the head), OLMo 2 (norms after attention and MLP only, queries and keys normed over all heads at
+once), Phi-3 / Phi-4 (fused q/k/v and gate/up weights, `set_fused`; rotary tables over a head's leading dimensions;
+longrope), StarCoder2 (LayerNorms with biases, `set_norm_biases`; biases on every projection; an MLP without a
+gate), and Mixtral and Qwen3-MoE (`set_experts`: the router's picks and the chosen experts' products in the step,
+a batch's rows grouped by the experts they picked).
 A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
 step implements it and tests/test_kernels.py proves parity for it.
 """
@@ -68,6 +68,7 @@ from ..models.mixtral import (
 from ..models.olmo2 import Olmo2Attention, Olmo2DecoderLayer, Olmo2Model, Olmo2RMSNorm
 from ..models.phi3 import Phi3Attention, Phi3DecoderLayer, Phi3MLP, Phi3Model
 from ..models.qwen3 import Qwen3Attention, Qwen3DecoderLayer
+from ..models.smollm3 import SmolLM3Attention, SmolLM3DecoderLayer, SmolLM3Model
 from ..models.qwen3_moe import Qwen3MoeDecoderLayer, Qwen3MoeMLP, Qwen3MoeSparseMoeBlock
 from ..models.starcoder2 import Starcoder2DecoderLayer, Starcoder2MLP, Starcoder2Model
 from . import library
@@ -125,6 +126,17 @@ GEMMA_IMPLEMENTED = {
     "attention_dropout": lambda value: not value,
     "use_bidirectional_attention": lambda value: not value,
     "sliding_window": lambda value: value is None,
+}
+# SmolLM3: Llama's layers, those no_rope_layers marks 0 without rotary positions (StepWeights.set_unrotated). Its
+# config refuses the sliding window that use_sliding_window would put on them.
+SMOLLM3_IMPLEMENTED = {
+    **IMPLEMENTED,
+    "model_type": lambda value: value == "smollm3",
+    "attention_dropout": lambda value: not value,
+    "no_rope_layers": lambda value: True,  # read from the layers
+    "no_rope_layer_interval": lambda value: True,
+    "use_sliding_window": lambda value: not value,
+    "sliding_window": lambda value: True,  # applies only with use_sliding_window
 }
 # Phi-3 and Phi-4: Llama's arithmetic on fused q/k/v and gate/up weights (decode.cpp's StepWeights.set_fused), with
 # rotary tables over a head's leading dimensions only (partial_rotary_factor: their width) and longrope's long
@@ -187,7 +199,7 @@ STARCODER2_IMPLEMENTED = {
 }
 # model_type -> what the step implements, where not IMPLEMENTED
 FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED,
-            "olmo2": OLMO2_IMPLEMENTED,
+            "olmo2": OLMO2_IMPLEMENTED, "smollm3": SMOLLM3_IMPLEMENTED,
             "phi3": PHI3_IMPLEMENTED, "mixtral": MIXTRAL_IMPLEMENTED, "qwen3_moe": QWEN3_MOE_IMPLEMENTED,
             "starcoder2": STARCODER2_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
@@ -243,7 +255,8 @@ def refusal(config) -> str | None:
 
 STEP_DECODERS = (LlamaModel, Gemma2Model, Phi3Model)  # the decoder stacks whose layers the step may reproduce
 # The (layer, attention, MLP) classes the step reproduces, in each kind of decoder.
-LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLayer, Qwen3Attention, LlamaMLP))
+LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLayer, Qwen3Attention, LlamaMLP),
+                (SmolLM3DecoderLayer, SmolLM3Attention, LlamaMLP))
 # Gemma 2's and Gemma 3's; the first Gemma's
 GEMMA_LAYERS = ((Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP), (GemmaDecoderLayer, Gemma2Attention, Gemma2MLP))
 PHI3_LAYERS = ((Phi3DecoderLayer, Phi3Attention, Phi3MLP),)
@@ -768,6 +781,8 @@ class DecodeStep:
             self._stack.set_family(True, False, 0.0, 1.0, 1.0, [], 0.0)
         if ready and type(self.decoder) is Phi3Model:
             self._stack.set_fused(True)
+        if ready and type(self.decoder) is SmolLM3Model:
+            self._stack.set_unrotated([int(not layer.self_attn.rotates) for layer in self.decoder.layers])
         if ready and _layer_normed(self.decoder):
             layer_norms = [norm for layer in self.decoder.layers for norm in _layer_norms(layer)]
             self._stack.set_family(False, True, 0.0, 1.0, 1.0, [], 0.0)  # GELU

@@ -2,9 +2,9 @@
 
 The layers `config.no_rope_layers` marks 0 (by default every fourth) take their queries and keys as projected, with
 no rotation ("NoPE"); everything else (grouped-query attention, SwiGLU, the heads, the cache) is llama.py's, and the
-head is tied to the embeddings. Parameter names are those of Hugging Face checkpoints. The CPU decoding kernel
-refuses the family by its model_type (its step rotates every layer), so SmolLM3 decodes through the layers, with the
-kernel's products for its linear layers.
+head is tied to the embeddings. Parameter names are those of Hugging Face checkpoints. The CPU decoding kernel runs
+its step as Llama's, the unrotated layers told apart by `StepWeights.set_unrotated` (kernels/llama.py), which reads
+each layer's `rotates` when it gathers the weights.
 """
 
 from ..configs import SmolLM3Config
