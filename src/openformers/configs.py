@@ -427,9 +427,7 @@ class GemmaConfig(LlamaConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.use_bidirectional_attention:
-            _invalid("use_bidirectional_attention", self.use_bidirectional_attention,
-                     "None or False (openformers implements the causal Gemma decoder)")
+        _refuse_bidirectional_attention(self)
 
 
 @dataclass
@@ -771,9 +769,7 @@ class Gemma2Config(PretrainedConfig):
                 or any(kind not in kinds for kind in self.layer_types)):
             _invalid("layer_types", self.layer_types,
                      f"a list of num_hidden_layers={self.num_hidden_layers} entries, each one of {', '.join(kinds)}")
-        if self.use_bidirectional_attention:
-            _invalid("use_bidirectional_attention", self.use_bidirectional_attention,
-                     "None or False (openformers implements the causal Gemma decoders)")
+        _refuse_bidirectional_attention(self)
         if self.rope_scaling is not None:
             _check_rope_scaling(self.rope_scaling)
 
@@ -2081,6 +2077,13 @@ def _check_rope_scaling(scaling) -> None:
 # Sizes and counts past this are damage, not models (the largest vocabularies and contexts are near 2**24), and
 # lists built from them (layer_types) would exhaust memory before any weight is read.
 _LARGEST_SIZE = 2**31 - 1
+
+
+def _refuse_bidirectional_attention(config: PretrainedConfig) -> None:
+    """Every Gemma config's use_bidirectional_attention (the reference's encoder mode): None or False only."""
+    if config.use_bidirectional_attention:
+        _invalid("use_bidirectional_attention", config.use_bidirectional_attention,
+                 "None or False (openformers implements the causal Gemma decoders)")
 
 
 def _positive_int(value) -> bool:

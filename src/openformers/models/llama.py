@@ -202,6 +202,7 @@ class LlamaAttention(nn.Module):
         self.o_proj = nn.Linear(self.n_head * self.head_dim, config.hidden_size, bias=bias)
         # Dropout on the attention weights while training (a Llama config.json's attention_dropout stays in extra).
         self.dropout = getattr(config, "attention_dropout", 0.0)
+        self.rotates = True  # False: queries and keys attend as projected (SmolLM3's unrotated layers)
 
     def project(self, x):
         """Queries (B, nh, T, hs), keys and values (B, n_kv, T, hs) before the rotation: what a family varies."""
@@ -214,7 +215,8 @@ class LlamaAttention(nn.Module):
     def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
         """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
         q, k, v = self.project(x)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.rotates:
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         y, weights = decoder_attention(q, k, v, mask, cache, self.layer_idx, self.dropout if self.training else 0.0,
                                        attention_path)
         return self.o_proj(y), weights

@@ -8,7 +8,6 @@ each layer's `rotates` when it gathers the weights.
 """
 
 from ..configs import SmolLM3Config
-from .layers import apply_rope, decoder_attention
 from .llama import (
     LlamaAttention,
     LlamaDecoderLayer,
@@ -22,18 +21,11 @@ from .llama import (
 
 
 class SmolLM3Attention(LlamaAttention):
+    """Llama's attention, its queries and keys rotated only in the layers no_rope_layers marks 1."""
+
     def __init__(self, config: SmolLM3Config, layer_idx: int):
         super().__init__(config, layer_idx)
         self.rotates = bool(config.no_rope_layers[layer_idx])
-
-    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
-        """Llama's attention, its queries and keys rotated only in the layers that rotate."""
-        q, k, v = self.project(x)
-        if self.rotates:
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y, weights = decoder_attention(q, k, v, mask, cache, self.layer_idx, self.dropout if self.training else 0.0,
-                                       attention_path)
-        return self.o_proj(y), weights
 
 
 class SmolLM3DecoderLayer(LlamaDecoderLayer):
