@@ -293,16 +293,28 @@ def add_decoder_metadata(writer, config):
     writer.add_eos_token_id(2)
 
 
-def llama_cpp_tensors(reference, names: dict):
+def llama_cpp_tensors(reference, names: dict, permute_heads=False):
     """(Hugging Face name, llama.cpp name, tensor) for each weight of `reference`, `names` mapping parts of the first to
-    parts of the second; the output projection left out when tied to the embeddings, as llama.cpp writes none."""
+    parts of the second; the output projection left out when tied to the embeddings, as llama.cpp writes none. With
+    `permute_heads` the query and key rows come in the order llama.cpp's converter writes them for its "llama"-style
+    rotation (`permuted_heads`)."""
+    config = reference.config
     for name, tensor in reference.state_dict().items():
-        if name == "lm_head.weight" and reference.config.tie_word_embeddings:
+        if name == "lm_head.weight" and config.tie_word_embeddings:
             continue
         gguf_name = name
         for hf, cpp in names.items():
             gguf_name = gguf_name.replace(hf, cpp)
+        if permute_heads and ".q_proj." in name:
+            tensor = permuted_heads(tensor, config.num_attention_heads)
+        elif permute_heads and ".k_proj." in name:
+            tensor = permuted_heads(tensor, config.num_key_value_heads)
         yield name, gguf_name, tensor
+
+
+def permuted_heads(w: torch.Tensor, heads: int) -> torch.Tensor:
+    """Query or key rows in llama.cpp's order for its rotary kernel: each head's two halves interleaved pair by pair."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
 def quantized_blocks(w, kind):
@@ -344,15 +356,16 @@ def finish_gguf(writer):
     writer.close()
 
 
-def write_gguf(path, arch: str, reference, names: dict, **metadata):
+def write_gguf(path, arch: str, reference, names: dict, permute_heads=False, **metadata):
     """A Llama-style decoder's GGUF file of architecture `arch`: its metadata and each `metadata` item (`key=value`
-    written by the writer's `add_<key>`), and its weights under llama.cpp's names as they are."""
+    written by the writer's `add_<key>`), and its weights under llama.cpp's names, as they are or (`permute_heads`)
+    with the query and key rows permuted as for llama.cpp's "llama" files."""
     import gguf
 
     writer = gguf.GGUFWriter(str(path), arch)
     add_decoder_metadata(writer, reference.config)
     for key, value in metadata.items():
         getattr(writer, f"add_{key}")(value)
-    for _, name, tensor in llama_cpp_tensors(reference, names):
+    for _, name, tensor in llama_cpp_tensors(reference, names, permute_heads):
         writer.add_tensor(name, tensor.numpy())
     finish_gguf(writer)

@@ -167,10 +167,6 @@ def test_from_config_builds_a_random_model():
 # A GGUF written here the way llama.cpp's converter writes one: names, reversed shapes, permuted Q/K rows.
 
 
-def _llama_cpp_permute(w: np.ndarray, heads: int) -> np.ndarray:
-    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
 def _write_gguf(path, reference, quantize_to=None):
     config = reference.config
     arch = config.model_type  # llama.cpp permutes the q/k rows of "llama" files only
@@ -182,12 +178,8 @@ def _write_gguf(path, reference, quantize_to=None):
              "self_attn.o_proj": "attn_output", "input_layernorm": "attn_norm", "mlp.gate_proj": "ffn_gate",
              "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down", "post_attention_layernorm": "ffn_norm",
              "model.layers.": "blk."}
-    for name, gguf_name, tensor in llama_cpp_tensors(reference, names):
+    for name, gguf_name, tensor in llama_cpp_tensors(reference, names, permute_heads=arch == "llama"):
         w = tensor.numpy()
-        if ".q_proj." in name and arch == "llama":
-            w = _llama_cpp_permute(w, config.num_attention_heads)
-        if ".k_proj." in name and arch == "llama":
-            w = _llama_cpp_permute(w, config.num_key_value_heads)
         kind = quantize_to(gguf_name) if callable(quantize_to) else quantize_to  # one type, or one per name
         if kind is not None and w.ndim == 2:
             writer.add_tensor(gguf_name, quantized_blocks(w, kind), raw_dtype=kind)

@@ -178,11 +178,6 @@ def _rope_freqs(head_dim: int, theta: float, scaling: dict) -> np.ndarray:
     return np.where(wavelength < context / high, 1.0, factors).astype(np.float32)
 
 
-def _permuted(w: np.ndarray, heads: int) -> np.ndarray:
-    """llama.cpp's row order: each head's two halves interleaved pair by pair."""
-    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
 def _write_gguf(path, reference, factors: np.ndarray | None, with_vocabulary=False):
     config = reference.config
     writer = gguf.GGUFWriter(str(path), "llama")
@@ -195,13 +190,8 @@ def _write_gguf(path, reference, factors: np.ndarray | None, with_vocabulary=Fal
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     if factors is not None:
         writer.add_tensor("rope_freqs.weight", factors)
-    for name, gguf_name, tensor in llama_cpp_tensors(reference, GGUF_NAMES):
-        w = tensor.numpy()
-        if ".q_proj." in name:
-            w = _permuted(w, config.num_attention_heads)
-        elif ".k_proj." in name:
-            w = _permuted(w, config.num_key_value_heads)
-        writer.add_tensor(gguf_name, w)
+    for _, gguf_name, tensor in llama_cpp_tensors(reference, GGUF_NAMES, permute_heads=True):
+        writer.add_tensor(gguf_name, tensor.numpy())
     finish_gguf(writer)
 
 

@@ -198,12 +198,8 @@ def experts_run_per_step(model, ids) -> list[int]:
 def add_gguf_tensors(writer, reference, names: dict, permute_heads: bool):
     """The reference's weights as llama.cpp's converter writes them: its names, each layer's experts stacked into one
     tensor per projection (gate, up, down), and for "llama" files the q/k rows permuted as its converter does."""
-    config = reference.config
-    for name, gguf_name, tensor in llama_cpp_tensors(reference, names):
+    for name, gguf_name, tensor in llama_cpp_tensors(reference, names, permute_heads):
         w = tensor.numpy()
-        if permute_heads and (".q_proj." in name or ".k_proj." in name):
-            heads = config.num_attention_heads if ".q_proj." in name else config.num_key_value_heads
-            w = w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
         layer = name.replace("model.layers.", "blk.").rpartition(".mlp.")[0]
         if name.endswith("mlp.experts.gate_up_proj"):
             gate, up = np.split(w, 2, axis=1)

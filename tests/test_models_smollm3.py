@@ -31,6 +31,7 @@ from decoder_parity import (
     make_reference,
     outputs_of,
     padded_batch,
+    write_gguf,
 )
 from openformers import SmolLM3Config, SmolLM3ForCausalLM
 
@@ -157,6 +158,31 @@ def test_the_cpu_decoding_step_runs_smollm3_with_the_references_logits(tiny):
     # Llama's step, the unrotated layers' queries and keys attending as projected (StepWeights.set_unrotated).
     _, reference, model = tiny
     assert_decoding_step_gives_the_references_logits(model, reference, _ids(1, 12, seed=9))
+
+
+# A GGUF as llama.cpp's converter writes a "smollm3" file: Llama's names and metadata, the query and key rows permuted
+# for its rotation, no output.weight (tied), and nothing that says which layers rotate.
+GGUF_NAMES = {
+    "model.embed_tokens": "token_embd", "model.norm": "output_norm", "model.layers": "blk",
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+}
+
+
+@torch.inference_mode()
+def test_gguf_written_like_llama_cpp_matches_the_original(tmp_path):
+    reference = _reference()
+    write_gguf(tmp_path / "tiny.gguf", "smollm3", reference, GGUF_NAMES, permute_heads=True,
+               layer_norm_rms_eps=reference.config.rms_norm_eps)
+    model = load_quietly(openformers.AutoModelForCausalLM.from_pretrained, tmp_path / "tiny.gguf")
+    assert isinstance(model, SmolLM3ForCausalLM) and model.config.tie_word_embeddings
+    assert model.config.no_rope_layers == [1, 1, 1, 0]  # llama.cpp's every fourth layer
+    inputs = _inputs("SmolLM3ForCausalLM")
+    assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "GGUF")
+    theirs = reference.state_dict()
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, theirs[name], msg=name)
 
 
 def test_training_loss_and_gradients_match_the_reference(tmp_path):

@@ -5,9 +5,13 @@ no rotation ("NoPE"); everything else (grouped-query attention, SwiGLU, the head
 head is tied to the embeddings. Parameter names are those of Hugging Face checkpoints. The CPU decoding kernel runs
 its step as Llama's, the unrotated layers told apart by `StepWeights.set_unrotated` (kernels/llama.py), which reads
 each layer's `rotates` when it gathers the weights.
+
+GGUF files of llama.cpp's "smollm3" architecture are read as Llama's (`gguf_config_values`, the query and key rows
+permuted back by `convert_gguf_state_dict`): llama.cpp writes no key for the unrotated layers and leaves every fourth
+one unrotated, which is the config's default.
 """
 
-from ..configs import SmolLM3Config
+from ..configs import GGUF_CONFIG_READERS, SmolLM3Config
 from .llama import (
     LlamaAttention,
     LlamaDecoderLayer,
@@ -17,7 +21,16 @@ from .llama import (
     LlamaForTokenClassification,
     LlamaModel,
     LlamaPreTrainedModel,
+    gguf_config_values,
 )
+
+
+def config_from_gguf(gguf, **overrides) -> SmolLM3Config:
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "smollm3" architecture."""
+    return SmolLM3Config.from_dict({"architectures": ["SmolLM3ForCausalLM"], **gguf_config_values(gguf)}, **overrides)
+
+
+GGUF_CONFIG_READERS["smollm3"] = config_from_gguf
 
 
 class SmolLM3Attention(LlamaAttention):
