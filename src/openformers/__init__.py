@@ -44,7 +44,7 @@ _public(
     "DistilBertConfig",
     "XLMRobertaConfig",
     "T5Config", "MT5Config",
-    "GPTNeoXConfig", "FalconConfig",
+    "GPTNeoXConfig", "FalconConfig", "GPTJConfig",
     "AlbertConfig", "ElectraConfig", "MPNetConfig",
     "Olmo2Config",
     "Starcoder2Config",
@@ -155,6 +155,10 @@ _public(
     "openformers.models.gpt_neox",
     "GPTNeoXPreTrainedModel", "GPTNeoXModel", "GPTNeoXForCausalLM", "GPTNeoXForSequenceClassification",
     "GPTNeoXForTokenClassification", "GPTNeoXForQuestionAnswering",
+)
+_public(
+    "openformers.models.gptj",
+    "GPTJPreTrainedModel", "GPTJModel", "GPTJForCausalLM", "GPTJForSequenceClassification", "GPTJForQuestionAnswering",
 )
 _public(
     "openformers.models.falcon",

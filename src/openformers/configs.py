@@ -1135,6 +1135,75 @@ class GPTNeoXConfig(PretrainedConfig):
 
 
 @dataclass
+class GPTJConfig(PretrainedConfig):
+    """GPT-J (and GPT4All-J, Dolly v1): one LayerNorm per block, whose output both attention and the GELU MLP read,
+    their sums added to the residual together; q/k/v and output projections without biases, an MLP and an output
+    projection with them; rotary embeddings over each head's first `rotary_dim` dimensions (None: all of them) in
+    the interleaved form, pairs of neighbouring dimensions. Its fields keep GPT-2's names (`n_embd`, `n_layer`,
+    `n_head`, `n_positions`); the common names read and set them, as in the reference."""
+
+    model_type: ClassVar[str] = "gptj"
+    attribute_map: ClassVar[dict[str, str]] = {
+        "max_position_embeddings": "n_positions", "hidden_size": "n_embd", "num_attention_heads": "n_head",
+        "num_hidden_layers": "n_layer",
+    }
+
+    vocab_size: int = 50400
+    n_positions: int = 2048
+    n_embd: int = 4096
+    n_layer: int = 28
+    n_head: int = 16
+    rotary_dim: int | None = 64
+    n_inner: int | None = None  # None: 4 * n_embd
+    activation_function: str = "gelu_new"
+    resid_pdrop: float = 0.0
+    embd_pdrop: float = 0.0
+    attn_pdrop: float = 0.0
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+    bos_token_id: int | None = 50256
+    eos_token_id: int | list[int] | None = 50256
+
+    max_position_embeddings = _field_alias("n_positions")
+    hidden_size = _field_alias("n_embd")
+    num_attention_heads = _field_alias("n_head")
+    num_hidden_layers = _field_alias("n_layer")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def rotated_dim(self) -> int:
+        """How many of each head's dimensions rotate (the first ones): rotary_dim, or the whole head for None."""
+        return self.head_dim if self.rotary_dim is None else self.rotary_dim
+
+    @property
+    def intermediate_size(self) -> int:
+        return 4 * self.n_embd if self.n_inner is None else self.n_inner
+
+    def __post_init__(self):
+        for alias, name in self.attribute_map.items():  # GPTJConfig(hidden_size=64) sets n_embd, as the reference
+            _pop_alias(self, alias, name)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
+        if self.n_embd % self.n_head:
+            _invalid("n_embd", self.n_embd, f"a multiple of n_head={self.n_head}")
+        if self.n_inner is not None and not _positive_int(self.n_inner):
+            _invalid("n_inner", self.n_inner, "None (4 * n_embd) or a positive integer")
+        if self.rotary_dim is not None and not (_positive_int(self.rotary_dim) and self.rotary_dim % 2 == 0
+                                                and self.rotary_dim <= self.head_dim):
+            _invalid("rotary_dim", self.rotary_dim,
+                     f"None (the whole head) or an even positive number up to the head's {self.head_dim} dimensions")
+        if self.activation_function not in ENCODER_ACTIVATIONS:
+            _invalid("activation_function", self.activation_function, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+        _require_positive_numbers(self, "layer_norm_epsilon")
+        _check_probabilities(self, "resid_pdrop", "embd_pdrop", "attn_pdrop")
+
+
+@dataclass
 class FalconConfig(PretrainedConfig):
     """Falcon: LayerNorm blocks with one fused query_key_value projection and a GELU MLP, in two layouts.
 
@@ -1959,6 +2028,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "xlm-roberta": XLMRobertaConfig,
     "gpt_neox": GPTNeoXConfig,
     "falcon": FalconConfig,
+    "gptj": GPTJConfig,
     "olmo2": Olmo2Config,
     "starcoder2": Starcoder2Config,
     "albert": AlbertConfig,

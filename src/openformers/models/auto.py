@@ -30,6 +30,7 @@ from . import olmo2
 from . import starcoder2
 from . import gpt_neox
 from . import falcon
+from . import gptj
 from . import bart
 from . import t5
 from . import modernbert
@@ -138,6 +139,12 @@ MODEL_CLASSES = {
     }),
     "gpt_neox": (gpt_neox, _decoder_classes("GPTNeoX")),  # GPT-NeoX and Pythia
     "falcon": (falcon, _decoder_classes("Falcon")),
+    "gptj": (gptj, {  # GPT-J; the reference has no token-classification head for it
+        "base": "GPTJModel",
+        "causal-lm": "GPTJForCausalLM",
+        "sequence-classification": "GPTJForSequenceClassification",
+        "question-answering": "GPTJForQuestionAnswering",
+    }),
     "bart": (bart, {  # an encoder-decoder; the reference maps masked LM and pre-training to the seq2seq LM too
         "base": "BartModel",
         "seq2seq-lm": "BartForConditionalGeneration",

@@ -237,6 +237,15 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + swapped * sin
 
 
+def apply_interleaved_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each (2i, 2i + 1) pair of x (B, nh, T, hs) by pair i's angle, with the tables `apply_rope` takes: GPT-J's
+    form (mesh-transformer-jax's rotate_every_two), where `apply_rope` pairs dimension i with i + hs/2."""
+    half = cos.shape[-1] // 2
+    cos, sin = cos[..., :half], sin[..., half:]  # each pair's cos and sin (the tables repeat them per half)
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack([even * cos - odd * sin, odd * cos + even * sin], dim=-1).flatten(-2)
+
+
 def attention_mask_for(
     attention_mask: torch.Tensor | None, past: int, T: int, device: torch.device, sliding_window: int | None = None,
     causal_as_none: bool = False,
@@ -377,10 +386,12 @@ def _prompt_attention_vectorized(head_dim: int) -> bool:
 def decoder_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, cache, layer_idx: int,
     dropout: float, attention_path: str, scale: float | None = None, softcap: float | None = None,
+    float32_scores: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A decoder layer's attention once its queries and keys are rotated: the new keys and values joined to what
     `cache` holds for the layer, then the fused path ("sdpa") or the step-by-step one, which alone gives the
-    weights (B, nh, T, S) and soft-caps. A `mask` of None is plain causal attention.
+    weights (B, nh, T, S) and soft-caps, and computes the scores in float32 with `float32_scores` (GPT-J's eager
+    path, as the reference's). A `mask` of None is plain causal attention.
 
     Returns the heads merged, (B, T, nh * hs), and the weights (None on the fused path).
     """
@@ -391,7 +402,7 @@ def decoder_attention(
         y, weights = attention(q, k, v, mask, dropout, scale), None  # (B, nh, T, hs)
     else:
         y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1, scale=scale,
-                                     softcap=softcap)
+                                     softcap=softcap, float32_scores=float32_scores)
     return y.transpose(1, 2).reshape(B, T, -1), weights
 
 
@@ -416,7 +427,7 @@ def encoder_attention(
 
 def eager_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float = 0.0,
-    is_causal: bool = False, scale: float | None = None, softcap: float | None = None,
+    is_causal: bool = False, scale: float | None = None, softcap: float | None = None, float32_scores: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention computed step by step, as the reference's "eager" path: the output and the softmax weights.
 
@@ -427,11 +438,14 @@ def eager_attention(
     values, as in the reference (`attention` gives it zeros, as the reference's sdpa path does).
     `scale` replaces 1/sqrt(hs) (Gemma's query_pre_attn_scalar); `softcap` bounds the scores to (-softcap, softcap)
     with a tanh before masking (Gemma 2's attention soft-capping, which torch's fused kernel cannot do).
+    `float32_scores` multiplies queries and keys in float32 whatever their dtype (GPT-J's scores overflow float16).
     A float `mask` is added to the scores instead, as torch's fused kernel adds one (Falcon's ALiBi biases).
     Returns (B, nh, T, hs) and the weights (B, nh, T, S).
     """
     if k.shape[1] != q.shape[1]:
         k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
+    if float32_scores:
+        q, k = q.float(), k.float()
     scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5 if scale is None else scale)  # (B, nh, T, S)
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
@@ -442,7 +456,7 @@ def eager_attention(
         scores = scores + mask
     elif mask is not None:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
     if dropout:
         weights = F.dropout(weights, p=dropout)
     return weights @ v, weights

@@ -94,12 +94,13 @@ def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: Phi3Con
     return rename({name: t for name, t in state_dict.items() if name not in factors}, GGUF_RENAMES)
 
 
-def apply_partial_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first cos.shape[-1] dimensions of each head of x (B, nh, T, hs); the others pass unchanged."""
+def apply_partial_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotate=apply_rope) -> torch.Tensor:
+    """Rotate the first cos.shape[-1] dimensions of each head of x (B, nh, T, hs) with `rotate` (`apply_rope`, or
+    GPT-J's `apply_interleaved_rope`); the others pass unchanged."""
     rotated = cos.shape[-1]
     if rotated == x.shape[-1]:
-        return apply_rope(x, cos, sin)
-    return torch.cat([apply_rope(x[..., :rotated], cos, sin), x[..., rotated:]], dim=-1)
+        return rotate(x, cos, sin)
+    return torch.cat([rotate(x[..., :rotated], cos, sin), x[..., rotated:]], dim=-1)
 
 
 class Phi3Attention(nn.Module):

@@ -388,7 +388,7 @@ TOKENIZER_CLASSES["BartTokenizer"] = RobertaTokenizer
 _CLASS_OF_MODEL_TYPE = {
     "bert": "BertTokenizer", "distilbert": "BertTokenizer", "gpt2": "GPT2Tokenizer", "roberta": "RobertaTokenizer",
     "qwen2": "Qwen2Tokenizer", "t5": "T5Tokenizer", "xlm-roberta": "XLMRobertaTokenizer",
-    "gpt_neox": "GPTNeoXTokenizer",
+    "gpt_neox": "GPTNeoXTokenizer", "gptj": "GPT2Tokenizer",
     "bart": "RobertaTokenizer",
     "modernbert": "TokenizersBackend",
     "deberta-v2": "DebertaV2Tokenizer",

@@ -1,0 +1,126 @@
+"""GPT-J decoders in plain torch.nn (model_type "gptj": EleutherAI's GPT-J 6B, GPT4All-J, Dolly v1).
+
+Each block normalizes its input once; attention and the GELU MLP both read that one LayerNorm's output, and their
+outputs are added to the residual together. The query, key, value and output projections have no biases; the MLP
+(`fc_in`, `fc_out`) and the language-model head have them, and the head is the model's own (`tie_word_embeddings` is
+off in the released checkpoints). Rotary embeddings turn each head's first `rotary_dim` dimensions (all of them when
+it is None) in mesh-transformer-jax's interleaved form, dimension 2i paired with 2i + 1
+(`layers.apply_interleaved_rope`), where Llama pairs i with i + hs/2; the tables are the shared RotaryEmbedding's
+(base 10000, no scaling). The eager attention path multiplies queries and keys in float32, as the reference's does.
+token_type_ids are ignored, as by every decoder here (DESIGN.md's forward contract); the reference would add their
+rows of the token table to the embeddings.
+
+GGUF: llama.cpp names a "gptj" architecture in its constants, but its converter writes no GPT-J files and the library
+lists no tensors for it beyond the token embedding (its GPT-J is not implemented), so there is no file to read. The
+CPU decoding kernel does not apply either: kernels/llama.py accelerates Llama-style decoder stacks only, and refuses
+this config by name.
+"""
+
+import torch
+from torch import nn
+
+from ..configs import GPTJConfig
+from .base import PreTrainedModel, embedded
+from .decoder import DecoderModel
+from .heads import CausalLM, QuestionAnswering, SequenceClassification
+from .layers import ACTIVATIONS, RotaryEmbedding, apply_interleaved_rope, decoder_attention
+from .phi3 import apply_partial_rope
+
+
+class GPTJAttention(nn.Module):
+    def __init__(self, config: GPTJConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head, self.head_dim = config.n_head, config.head_dim
+        self.dropout = config.attn_pdrop
+        self.q_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        self.k_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        self.v_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        self.out_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
+        """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
+        B, T, _ = x.shape
+        q, k, v = (proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+                   for proj in (self.q_proj, self.k_proj, self.v_proj))
+        q = apply_partial_rope(q, cos, sin, rotate=apply_interleaved_rope)
+        k = apply_partial_rope(k, cos, sin, rotate=apply_interleaved_rope)
+        y, weights = decoder_attention(q, k, v, mask, cache, self.layer_idx, self.dropout if self.training else 0.0,
+                                       attention_path, float32_scores=True)
+        return self.resid_dropout(self.out_proj(y)), weights
+
+
+class GPTJMLP(nn.Module):
+    def __init__(self, config: GPTJConfig):
+        super().__init__()
+        self.fc_in = nn.Linear(config.n_embd, config.intermediate_size)
+        self.fc_out = nn.Linear(config.intermediate_size, config.n_embd)
+        self.act = ACTIVATIONS[config.activation_function]
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, x):
+        return self.dropout(self.fc_out(self.act(self.fc_in(x))))
+
+
+class GPTJBlock(nn.Module):
+    def __init__(self, config: GPTJConfig, layer_idx: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = GPTJAttention(config, layer_idx)
+        self.mlp = GPTJMLP(config)
+
+    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
+        h = self.ln_1(x)  # one norm for both branches
+        y, weights = self.attn(h, cos, sin, mask, cache, attention_path)
+        return y + self.mlp(h) + x, weights  # summed in the reference's order
+
+
+class GPTJPreTrainedModel(PreTrainedModel):
+    config_class = GPTJConfig
+    base_model_prefix = "transformer"
+    # The causal-mask buffers older checkpoints store ("h.0.attn.bias", "h.0.attn.masked_bias"; GPT-J 6B's files).
+    ignored_checkpoint_keys = PreTrainedModel.ignored_checkpoint_keys + (r"(^|\.)attn\.(masked_)?bias$",)
+
+    def new_base_model(self, config: GPTJConfig) -> "GPTJModel":
+        return GPTJModel(config)
+
+
+class GPTJModel(GPTJPreTrainedModel, DecoderModel):
+    """The decoder stack without a head: returns the last hidden state."""
+
+    def __init__(self, config: GPTJConfig):
+        super().__init__(config)
+        # An explicit weight skips nn.Embedding's random init (see LlamaModel).
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd, _weight=torch.empty(config.vocab_size, config.n_embd))
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.h = nn.ModuleList(GPTJBlock(config, i) for i in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.rotary_emb = RotaryEmbedding(config.rotated_dim, 10000.0, None, min(config.n_positions, 8192))
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The blocks, under the checkpoints' name `h`."""
+        return self.h
+
+    def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
+        return self.drop(embedded(self.wte, input_ids) if inputs_embeds is None else inputs_embeds)
+
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ln_f(x)
+
+
+class GPTJForCausalLM(GPTJPreTrainedModel, CausalLM):
+    """The decoder with its language-model head (with a bias): next-token logits, and the loss when labels are
+    given."""
+
+    tied_weights = {"lm_head.weight": "transformer.wte.weight"}
+    lm_head_bias = True
+
+
+class GPTJForSequenceClassification(GPTJPreTrainedModel, SequenceClassification):
+    """One label (or score) per sequence, read from the hidden state of the last token that is not padding."""
+
+
+class GPTJForQuestionAnswering(GPTJPreTrainedModel, QuestionAnswering):
+    """Extractive QA: the logits of each token being the start and the end of the answer span."""
