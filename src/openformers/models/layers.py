@@ -241,7 +241,7 @@ def apply_interleaved_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     """Rotate each (2i, 2i + 1) pair of x (B, nh, T, hs) by pair i's angle, with the tables `apply_rope` takes: GPT-J's
     form (mesh-transformer-jax's rotate_every_two), where `apply_rope` pairs dimension i with i + hs/2."""
     half = cos.shape[-1] // 2
-    cos, sin = cos[..., :half], sin[..., half:]  # each pair's cos and sin (the tables repeat them per half)
+    cos, sin = cos[..., :half], sin[..., half:]  # each pair's cos, and its sin unsigned (apply_rope's second half)
     even, odd = x[..., 0::2], x[..., 1::2]
     return torch.stack([even * cos - odd * sin, odd * cos + even * sin], dim=-1).flatten(-2)
 
