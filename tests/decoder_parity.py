@@ -130,6 +130,17 @@ def assert_saved_both_ways(model, folder, auto_class: str, inputs: dict, expecte
     return theirs
 
 
+def assert_head_matches_and_saves_both_ways(reference, folder, auto_class: str, inputs: dict):
+    """The reference's model saved to `folder`/reference and loaded by our `auto_class` is of its class and gives its
+    outputs on `inputs`; saved again, into `folder`/ours, both libraries read it back (assert_saved_both_ways)."""
+    name = type(reference).__name__
+    model = load_saved(reference, folder / "reference", auto_class)
+    assert type(model).__name__ == name
+    expected = outputs_of(reference, inputs)
+    assert_outputs_close(outputs_of(model, inputs), expected, name)
+    assert_saved_both_ways(model, folder / "ours", auto_class, inputs, expected)
+
+
 def assert_cached_decoding_equals_the_full_forward(model, ids):
     """A prefill of 5 positions, a chunk of 3 on top of the cache, then one token at a time: the full forward's
     logits."""

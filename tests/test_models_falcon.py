@@ -14,6 +14,7 @@ from decoder_parity import (
     GENERATE_OPTIONS,
     assert_cached_decoding_equals_the_full_forward,
     assert_generate_matches,
+    assert_head_matches_and_saves_both_ways,
     assert_hidden_states_and_attentions_match,
     assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
@@ -101,12 +102,7 @@ def test_causal_lm_logits_and_loss_match_reference(tiny):
 @torch.inference_mode()
 def test_every_head_matches_reference_and_saves_both_ways(name, variant, tmp_path):
     reference = _reference(name, num_labels=3, **VARIANTS[variant])
-    model = load_saved(reference, tmp_path / "reference", HEADS[name])
-    assert type(model).__name__ == name
-    inputs = _inputs(name)
-    expected = outputs_of(reference, inputs)
-    assert_outputs_close(outputs_of(model, inputs), expected, name)
-    assert_saved_both_ways(model, tmp_path / "ours", HEADS[name], inputs, expected)
+    assert_head_matches_and_saves_both_ways(reference, tmp_path, HEADS[name], _inputs(name))
 
 
 @torch.inference_mode()

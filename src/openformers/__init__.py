@@ -44,7 +44,7 @@ _public(
     "DistilBertConfig",
     "XLMRobertaConfig",
     "T5Config", "MT5Config",
-    "GPTNeoXConfig", "FalconConfig", "GPTJConfig",
+    "GPTNeoXConfig", "FalconConfig", "GPTJConfig", "OPTConfig",
     "AlbertConfig", "ElectraConfig", "MPNetConfig",
     "Olmo2Config",
     "Starcoder2Config",
@@ -164,6 +164,10 @@ _public(
     "openformers.models.falcon",
     "FalconPreTrainedModel", "FalconModel", "FalconForCausalLM", "FalconForSequenceClassification",
     "FalconForTokenClassification", "FalconForQuestionAnswering",
+)
+_public(
+    "openformers.models.opt",
+    "OPTPreTrainedModel", "OPTModel", "OPTForCausalLM", "OPTForSequenceClassification", "OPTForQuestionAnswering",
 )
 _public(
     "openformers.models.t5",

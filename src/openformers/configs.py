@@ -2012,6 +2012,59 @@ class DebertaV2Config(PretrainedConfig):
         return "layer_norm" in [part.strip() for part in str(self.norm_rel_ebd).lower().split("|")]
 
 
+@dataclass
+class OPTConfig(PretrainedConfig):
+    """OPT (facebook/opt-125m to opt-66b): learned positions (offset by 2) added to the token embeddings, LayerNorm
+    blocks before attention and the ReLU MLP (`do_layer_norm_before`) or after them (opt-350m), biases on every
+    projection (`enable_bias`), and embeddings narrower than the layers where `word_embed_proj_dim` is set
+    (opt-350m: projected in after the embedding, and out before the head, which is tied to the embeddings)."""
+
+    model_type: ClassVar[str] = "opt"
+
+    vocab_size: int = 50272
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    ffn_dim: int = 3072
+    max_position_embeddings: int = 2048
+    do_layer_norm_before: bool = True
+    _remove_final_layer_norm: bool = False  # the reference's name: no LayerNorm after the last layer
+    word_embed_proj_dim: int | None = None  # None: hidden_size
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    num_attention_heads: int = 12
+    activation_function: str = "relu"
+    layerdrop: float = 0.0
+    init_std: float = 0.02
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = 2
+    eos_token_id: int | list[int] | None = 2
+    enable_bias: bool = True
+    layer_norm_elementwise_affine: bool = True
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self):
+        if self.word_embed_proj_dim is None:
+            self.word_embed_proj_dim = self.hidden_size
+        super().__post_init__()
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "num_hidden_layers", "ffn_dim",
+                               "max_position_embeddings", "num_attention_heads", "word_embed_proj_dim")
+        if self.hidden_size % self.num_attention_heads:
+            _invalid("hidden_size", self.hidden_size, f"a multiple of num_attention_heads={self.num_attention_heads}")
+        if self.activation_function not in ENCODER_ACTIVATIONS:
+            _invalid("activation_function", self.activation_function, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+        _require_probabilities(self, "dropout", "attention_dropout", "layerdrop")
+        if self.pad_token_id is not None and not (isinstance(self.pad_token_id, int)
+                                                  and 0 <= self.pad_token_id < self.vocab_size):
+            _invalid("pad_token_id", self.pad_token_id, f"None or an id below vocab_size={self.vocab_size} (the "
+                     "embedding's padding row)")
+
+
 # model_type -> config class: the registry config.json is read by (AutoConfig.register adds a user's own).
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "gpt2": GPT2Config,
@@ -2029,6 +2082,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "gpt_neox": GPTNeoXConfig,
     "falcon": FalconConfig,
     "gptj": GPTJConfig,
+    "opt": OPTConfig,
     "olmo2": Olmo2Config,
     "starcoder2": Starcoder2Config,
     "albert": AlbertConfig,

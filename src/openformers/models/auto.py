@@ -31,6 +31,7 @@ from . import starcoder2
 from . import gpt_neox
 from . import falcon
 from . import gptj
+from . import opt
 from . import bart
 from . import t5
 from . import modernbert
@@ -144,6 +145,12 @@ MODEL_CLASSES = {
         "causal-lm": "GPTJForCausalLM",
         "sequence-classification": "GPTJForSequenceClassification",
         "question-answering": "GPTJForQuestionAnswering",
+    }),
+    "opt": (opt, {  # the reference has no token classification head for OPT
+        "base": "OPTModel",
+        "causal-lm": "OPTForCausalLM",
+        "sequence-classification": "OPTForSequenceClassification",
+        "question-answering": "OPTForQuestionAnswering",
     }),
     "bart": (bart, {  # an encoder-decoder; the reference maps masked LM and pre-training to the seq2seq LM too
         "base": "BartModel",

@@ -437,7 +437,7 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
             nn.init.zeros_(module.weight[module.padding_idx])
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
-        if isinstance(module, (nn.LayerNorm, RMSNorm)):
+        if isinstance(module, (nn.LayerNorm, RMSNorm)) and module.weight is not None:  # OPT's may have none
             nn.init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)

@@ -7,6 +7,9 @@ ask for), applies the final norm and returns a `BaseModelOutputWithPast`. A fami
 checkpoints' names and overrides only the hooks where it differs:
 
 - `input_embeddings`: which table embeds the tokens (`embed_tokens` here), and any dropout after it;
+- `add_position_embeddings`: a table of learned positions added to them (OPT's; rotary families leave x as it is),
+  with `positions_from_mask` set where a caller's padding mask, not the cache, counts the positions (OPT's: a
+  left-padded row's first real token is at position 0 without position_ids);
 - `layer_inputs`: the (cos, sin, mask) each layer takes (Gemma's per-layer rope and masks, Falcon's ALiBi);
 - `final_norm`: the norm after the last layer (`norm` here);
 - `layers`: the stack, when the checkpoints name it otherwise (Falcon's `h`).
@@ -35,6 +38,9 @@ class DecoderModel(PreTrainedModel):
     # sequences of a LlamaModel): called with (input_ids, attention_mask, position_ids, cache), it returns the last
     # hidden state, or None to leave the step to the layers. The layers stay the reference it must match.
     accelerated_step = None
+    # Whether positions are counted over each row's real tokens (the attention mask) when the caller gives none; else
+    # from the cache's length.
+    positions_from_mask = False
 
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
@@ -66,8 +72,11 @@ class DecoderModel(PreTrainedModel):
             if hidden is not None:
                 return BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache)
         x = self.input_embeddings(input_ids, inputs_embeds)  # (B, T, C)
+        if self.positions_from_mask and position_ids is None and attention_mask is not None:
+            position_ids = positions_of_real_tokens(attention_mask, x.shape[1], cache)
         position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, x.shape[1], x.device,
                                                      self.sliding_window, causal_as_none=True)
+        x = self.add_position_embeddings(x, position_ids, end)
         inputs_of = self.layer_inputs(x, position_ids, mask, end, attention_mask, cache)
         # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
         # Its second run (in the backward pass) also appends to a list in `extra` again, after it was returned.
@@ -88,6 +97,11 @@ class DecoderModel(PreTrainedModel):
         """What the first layer takes: the tokens' embeddings, or inputs_embeds as given."""
         return embedded(self.embed_tokens, input_ids) if inputs_embeds is None else inputs_embeds
 
+    def add_position_embeddings(self, x: torch.Tensor, position_ids: torch.Tensor, end: int) -> torch.Tensor:
+        """x with the embeddings of its (B or 1, T) positions added, `end` how many the keys span: here none (the
+        layers rotate queries and keys by position instead)."""
+        return x
+
     def layer_inputs(self, x, position_ids, mask, end: int, attention_mask, cache) -> Callable:
         """A function of a layer giving its (cos, sin, mask): here every layer rotates by `rotary_emb` and sees
         `mask`. `end` is how many positions the keys span, `attention_mask` the caller's padding mask."""
@@ -97,6 +111,18 @@ class DecoderModel(PreTrainedModel):
 
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x)
+
+
+def positions_of_real_tokens(attention_mask: torch.Tensor, T: int, cache) -> torch.Tensor:
+    """The (B, T) positions of T new tokens, counting each row's real tokens only over the (B, S) mask of the cached
+    and the new positions (left padding does not move them); padding is at -1, as the reference's OPT counts."""
+    past = 0 if cache is None else None if getattr(cache, "is_compileable", False) else cache.seq_len
+    S = attention_mask.shape[-1]
+    if (S != past + T) if past is not None else S < T:  # a static cache's mask may stop short of its buffer
+        raise ValueError(f"attention_mask covers {S} positions, but there are {past or 0} cached and {T} new ones: "
+                         f"it must cover all {(past or 0) + T}.")
+    mask = attention_mask.long()
+    return (mask.cumsum(-1) * mask - 1)[:, -T:]
 
 
 def positions_of(cache_position: torch.Tensor, cache) -> torch.Tensor:

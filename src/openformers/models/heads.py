@@ -39,6 +39,9 @@ class HeadModel(PreTrainedModel):
     projection_name = "score"
     # The config field the classifier's dropout falls back to when config.classifier_dropout is None.
     hidden_dropout_field = "hidden_dropout"
+    # The config field giving the width of the hidden states the base model returns, which the projections take
+    # (OPT's word_embed_proj_dim, where its decoder projects its output down).
+    hidden_size_field = "hidden_size"
 
     def __init__(self, config):
         super().__init__(config)
@@ -56,7 +59,10 @@ class HeadModel(PreTrainedModel):
         )
 
     def add_projection(self, out_features: int, bias: bool = True) -> None:
-        setattr(self, self.projection_name, nn.Linear(self.config.hidden_size, out_features, bias=bias))
+        setattr(self, self.projection_name, nn.Linear(self.hidden_width(), out_features, bias=bias))
+
+    def hidden_width(self) -> int:
+        return getattr(self.config, self.hidden_size_field)
 
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
         return getattr(self, self.projection_name)(hidden)
@@ -84,7 +90,7 @@ class CausalLM(HeadModel):
 
     def __init__(self, config):
         super().__init__(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=self.lm_head_bias)
+        self.lm_head = nn.Linear(self.hidden_width(), config.vocab_size, bias=self.lm_head_bias)
         self.tie_weights()
 
     def forward(
@@ -245,7 +251,7 @@ class QuestionAnswering(HeadModel):
 
     def __init__(self, config):
         super().__init__(config)
-        setattr(self, self.span_projection_name, nn.Linear(config.hidden_size, 2))
+        setattr(self, self.span_projection_name, nn.Linear(self.hidden_width(), 2))
 
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,

@@ -223,14 +223,6 @@ class GPTNeoXTokenizer(TokenizersBackend):
 
     family = "GPTNeoXTokenizer"
 
-    @classmethod
-    def _from_files(cls, files, name_or_path, prefer_gguf, kwargs, chosen):
-        if files.file("tokenizer.json") is not None and not prefer_gguf:
-            # As the reference: a folder's add_bos_token and add_eos_token give way to its tokenizer.json, whose
-            # layout this class rebuilds without BOS or EOS; only arguments add them.
-            kwargs = {"add_bos_token": False, "add_eos_token": False, **kwargs}
-        return super()._from_files(files, name_or_path, prefer_gguf, kwargs, chosen)
-
     def __init__(
         self, vocab_file=None, merges_file=None, unk_token="<|endoftext|>", bos_token="<|endoftext|>",
         eos_token="<|endoftext|>", pad_token="<|padding|>", add_prefix_space=False, trim_offsets=True,
@@ -388,7 +380,7 @@ TOKENIZER_CLASSES["BartTokenizer"] = RobertaTokenizer
 _CLASS_OF_MODEL_TYPE = {
     "bert": "BertTokenizer", "distilbert": "BertTokenizer", "gpt2": "GPT2Tokenizer", "roberta": "RobertaTokenizer",
     "qwen2": "Qwen2Tokenizer", "t5": "T5Tokenizer", "xlm-roberta": "XLMRobertaTokenizer",
-    "gpt_neox": "GPTNeoXTokenizer", "gptj": "GPT2Tokenizer",
+    "gpt_neox": "GPTNeoXTokenizer", "gptj": "GPT2Tokenizer", "opt": "GPT2Tokenizer",
     "bart": "RobertaTokenizer",
     "modernbert": "TokenizersBackend",
     "deberta-v2": "DebertaV2Tokenizer",

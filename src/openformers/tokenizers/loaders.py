@@ -1113,6 +1113,11 @@ def load_tokenizer(
     caller's keyword arguments) override the config's values, as in the reference's from_pretrained.
     """
     config = read_tokenizer_config(files)
+    if files.file("tokenizer.json") is not None and not (prefer_gguf and files.gguf_file is not None):
+        # As the reference: a tokenizer.json's post-processor lays out BOS and EOS, and the config's add_bos_token and
+        # add_eos_token give way to it (OPT's add_bos_token: true); only the caller's arguments lay them out anew.
+        config.pop("add_bos_token", None)
+        config.pop("add_eos_token", None)
     options = dict(options or {})
     config.update(options)
     config["_explicit"] = options
