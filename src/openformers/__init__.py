@@ -45,6 +45,7 @@ _public(
     "XLMRobertaConfig",
     "T5Config", "MT5Config",
     "GPTNeoXConfig", "FalconConfig", "GPTJConfig", "OPTConfig",
+    "BloomConfig",
     "AlbertConfig", "ElectraConfig", "MPNetConfig",
     "Olmo2Config",
     "Starcoder2Config",
@@ -168,6 +169,11 @@ _public(
 _public(
     "openformers.models.opt",
     "OPTPreTrainedModel", "OPTModel", "OPTForCausalLM", "OPTForSequenceClassification", "OPTForQuestionAnswering",
+)
+_public(
+    "openformers.models.bloom",
+    "BloomPreTrainedModel", "BloomModel", "BloomForCausalLM", "BloomForSequenceClassification",
+    "BloomForTokenClassification", "BloomForQuestionAnswering",
 )
 _public(
     "openformers.models.t5",

@@ -1308,6 +1308,57 @@ class FalconConfig(PretrainedConfig):
 
 
 @dataclass
+class BloomConfig(PretrainedConfig):
+    """BLOOM and BLOOMZ: LayerNorm blocks (a LayerNorm over the embeddings too) with one fused query_key_value
+    projection, ALiBi position biases and a tanh-GELU MLP of 4 x hidden_size, every projection biased. With
+    `apply_residual_connection_post_layernorm` each branch adds to its normalized input instead of to the residual.
+    With `slow_but_exact` and `pretraining_tp` > 1 the output projections sum `pretraining_tp` slices, as the
+    tensor-parallel training did. Its fields keep BLOOM's names (`n_layer`, `n_head`; `n_embed` is an older name of
+    hidden_size); the common names read and set them, as in the reference."""
+
+    model_type: ClassVar[str] = "bloom"
+    attribute_map: ClassVar[dict[str, str]] = {"num_hidden_layers": "n_layer", "num_attention_heads": "n_head"}
+
+    vocab_size: int = 250880
+    hidden_size: int = 64
+    n_layer: int = 2
+    n_head: int = 8
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    apply_residual_connection_post_layernorm: bool = False
+    hidden_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    pretraining_tp: int = 1
+    slow_but_exact: bool = False
+    tie_word_embeddings: bool = True
+
+    num_hidden_layers = _field_alias("n_layer")
+    num_attention_heads = _field_alias("n_head")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.n_head
+
+    def __post_init__(self):
+        _pop_alias(self, "n_embed", "hidden_size")
+        for alias, name in self.attribute_map.items():  # BloomConfig(num_hidden_layers=2) sets n_layer
+            _pop_alias(self, alias, name)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "n_layer", "n_head", "pretraining_tp")
+        if self.hidden_size % self.n_head:
+            _invalid("hidden_size", self.hidden_size, f"a multiple of n_head={self.n_head}")
+        _require_positive_numbers(self, "layer_norm_epsilon")
+        _require_probabilities(self, "hidden_dropout", "attention_dropout")
+        for name in ("apply_residual_connection_post_layernorm", "slow_but_exact"):
+            if not isinstance(getattr(self, name), bool):
+                _invalid(name, getattr(self, name), "true or false")
+
+
+@dataclass
 class BartConfig(PretrainedConfig):
     """BART: a post-LayerNorm encoder-decoder with learned positions (offset by 2), a LayerNorm over the embeddings
     of each stack, one token table shared by encoder, decoder and LM head. The common names (hidden_size,
@@ -2083,6 +2134,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "falcon": FalconConfig,
     "gptj": GPTJConfig,
     "opt": OPTConfig,
+    "bloom": BloomConfig,
     "olmo2": Olmo2Config,
     "starcoder2": Starcoder2Config,
     "albert": AlbertConfig,

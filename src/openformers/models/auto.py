@@ -32,6 +32,7 @@ from . import gpt_neox
 from . import falcon
 from . import gptj
 from . import opt
+from . import bloom
 from . import bart
 from . import t5
 from . import modernbert
@@ -152,6 +153,7 @@ MODEL_CLASSES = {
         "sequence-classification": "OPTForSequenceClassification",
         "question-answering": "OPTForQuestionAnswering",
     }),
+    "bloom": (bloom, _decoder_classes("Bloom")),
     "bart": (bart, {  # an encoder-decoder; the reference maps masked LM and pre-training to the seq2seq LM too
         "base": "BartModel",
         "seq2seq-lm": "BartForConditionalGeneration",

@@ -31,6 +31,7 @@ from .heads import CausalLM, QuestionAnswering, SequenceClassification, TokenCla
 from .layers import (
     ACTIVATIONS,
     RotaryEmbedding,
+    alibi_mask,
     apply_rope,
     decoder_attention,
 )
@@ -92,34 +93,6 @@ def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: FalconC
                                  v.reshape(n_kv, 1, hs, *rest)], dim=1)  # (n_kv, group + 2, hs, ...)
             state_dict[name] = grouped.reshape(tensor.shape)
     return state_dict
-
-
-def alibi_slopes(n_head: int, device: torch.device) -> torch.Tensor:
-    """ALiBi's slope of each head, (nh,) float32: a geometric series over the largest power of two of heads, then
-    every other slope of the series for twice as many heads."""
-    power = 2 ** math.floor(math.log2(n_head))
-    ratio = torch.tensor(2.0 ** (-8.0 / power), device=device)
-    slopes = torch.pow(ratio, torch.arange(1, power + 1, device=device, dtype=torch.int32))
-    if power < n_head:
-        finer = torch.tensor(2.0 ** (-4.0 / power), device=device)  # the series for 2 * power heads
-        odd = torch.arange(1, 2 * (n_head - power), 2, device=device, dtype=torch.int32)
-        slopes = torch.cat([slopes, torch.pow(finer, odd)])
-    return slopes
-
-
-def alibi_scores(key_mask: torch.Tensor, mask: torch.Tensor, n_head: int, head_dim: int, dtype) -> torch.Tensor:
-    """What ALiBi adds to the scaled attention scores, (B, nh, T, S): each key's slope x position, its position
-    counted over the real tokens of `key_mask` (B, S); the dtype's lowest value where the boolean `mask`
-    (B or 1, 1, T, S) hides the key.
-
-    The product is taken in bfloat16 and divided by sqrt(head_dim) afterwards, as the reference does (whose
-    scores divide by sqrt(head_dim) once more); positions past 256 are rounded by it.
-    """
-    key_mask = key_mask.long()
-    positions = ((key_mask.cumsum(-1) - 1) * key_mask)[:, None, :]  # (B, 1, S)
-    bias = (alibi_slopes(n_head, key_mask.device)[:, None].bfloat16() * positions).to(dtype)  # (B, nh, S)
-    bias = bias[:, :, None, :] / math.sqrt(head_dim)  # (B, nh, 1, S)
-    return bias.masked_fill(~mask, torch.finfo(dtype).min)
 
 
 class FalconLinear(nn.Linear):
@@ -237,21 +210,14 @@ class FalconModel(FalconPreTrainedModel, DecoderModel):
         if self.config.rotary:
             return super().layer_inputs(x, position_ids, mask, end, attention_mask, cache)
         # ALiBi (Falcon-RW): no rotation; the positions are biases in the float mask attention adds to its scores.
-        alibi = self._alibi_mask(attention_mask, mask, *x.shape[:2], end, x)
+        # Falcon's reference multiplies slopes by positions in bfloat16 (positions past 256 round) and scales the
+        # biases with the scores.
+        alibi = alibi_mask(attention_mask, mask, self.config.num_attention_heads, x.shape[1], end, x,
+                           product_dtype=torch.bfloat16, divisor=math.sqrt(self.config.head_dim))
         return lambda layer: (None, None, alibi)
 
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.ln_f(x)
-
-    def _alibi_mask(self, attention_mask, mask, B: int, T: int, S: int, x: torch.Tensor) -> torch.Tensor:
-        """The float mask attention adds to its scores: ALiBi's biases over the S keys, the lowest value where the
-        boolean `mask` (None: plain causal) hides a key."""
-        if mask is None:
-            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)[None, None]
-        keys = torch.ones(B, S, dtype=torch.long, device=x.device) if attention_mask is None else attention_mask
-        if keys.shape[-1] < S:  # a static cache's slots past the mask: hidden by `mask`, counted as real
-            keys = F.pad(keys, (0, S - keys.shape[-1]), value=1)
-        return alibi_scores(keys, mask, self.config.num_attention_heads, self.config.head_dim, x.dtype)
 
 
 class FalconForCausalLM(FalconPreTrainedModel, CausalLM):

@@ -89,12 +89,17 @@ GGUF_RENAMES = {
 def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: GPTNeoXConfig) -> dict[str, torch.Tensor]:
     """Rename llama.cpp tensors to Hugging Face names and put the fused q/k/v rows back head by head."""
     state_dict = rename(state_dict, GGUF_RENAMES)
-    heads = config.num_attention_heads
     for name, tensor in state_dict.items():
         if ".attention.query_key_value." in name:
-            # (3, heads, hs, ...) as llama.cpp stores them -> (heads, 3, hs, ...) as the checkpoints do
-            state_dict[name] = tensor.reshape(3, heads, -1, *tensor.shape[1:]).transpose(0, 1).reshape(tensor.shape)
+            state_dict[name] = qkv_head_by_head(tensor, config.num_attention_heads)
     return state_dict
+
+
+def qkv_head_by_head(tensor: torch.Tensor, heads: int) -> torch.Tensor:
+    """A fused query_key_value weight or bias as llama.cpp stores it, all queries, then all keys, then all values
+    (3, heads, hs, ...), back in the checkpoints' order, each head's query, key and value (heads, 3, hs, ...) (GPT-NeoX,
+    BLOOM)."""
+    return tensor.reshape(3, heads, -1, *tensor.shape[1:]).transpose(0, 1).reshape(tensor.shape)
 
 
 def _from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""The few pieces the model families share: RMSNorm, rotary embeddings, attention with a cache and masks."""
+"""The few pieces the model families share: RMSNorm, rotary embeddings, ALiBi biases, attention with a cache and
+masks."""
 
 import functools
 import math
@@ -327,6 +328,44 @@ def static_cache_mask(
     if not _SDPA_ZEROES_EMPTY_ROWS:
         mask = mask | ~mask.any(dim=-1, keepdim=True)  # torch 2.4 (see attention_mask_for)
     return mask
+
+
+def alibi_slopes(n_head: int, device: torch.device) -> torch.Tensor:
+    """ALiBi's slope of each head, (nh,) float32: a geometric series over the largest power of two of heads, then
+    every other slope of the series for twice as many heads."""
+    power = 2 ** math.floor(math.log2(n_head))
+    ratio = torch.tensor(2.0 ** (-8.0 / power), device=device)
+    slopes = torch.pow(ratio, torch.arange(1, power + 1, device=device, dtype=torch.int32))
+    if power < n_head:
+        finer = torch.tensor(2.0 ** (-4.0 / power), device=device)  # the series for 2 * power heads
+        odd = torch.arange(1, 2 * (n_head - power), 2, device=device, dtype=torch.int32)
+        slopes = torch.cat([slopes, torch.pow(finer, odd)])
+    return slopes
+
+
+def alibi_mask(
+    attention_mask: torch.Tensor | None, mask: torch.Tensor | None, n_head: int, T: int, S: int, x: torch.Tensor,
+    product_dtype: torch.dtype = torch.float32, divisor: float = 1.0,
+) -> torch.Tensor:
+    """The float mask an ALiBi decoder's attention adds to its scaled scores, (B, nh, T, S) in x's dtype: each
+    key's slope x position, then divided by `divisor`, and the dtype's lowest value where the boolean `mask`
+    (B or 1, 1, T, S; None: plain causal) hides the key.
+
+    A key's position is counted over the real tokens of `attention_mask` (B, <= S; None: all real), so a
+    left-padded row is biased as the row alone; a static cache's slots past the mask are hidden by `mask`.
+    The product is taken in `product_dtype`: BLOOM's reference multiplies in float32 and adds the biases to the
+    scaled scores, Falcon's in bfloat16 before scaling them with the scores (divisor sqrt(head_dim)).
+    """
+    B = x.shape[0]
+    if mask is None:
+        mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)[None, None]
+    keys = torch.ones(B, S, dtype=torch.long, device=x.device) if attention_mask is None else attention_mask.long()
+    if keys.shape[-1] < S:  # a static cache's slots past the mask: hidden by `mask`, counted as real
+        keys = F.pad(keys, (0, S - keys.shape[-1]), value=1)
+    positions = ((keys.cumsum(-1) - 1) * keys)[:, None, :]  # (B, 1, S)
+    bias = (alibi_slopes(n_head, x.device)[:, None].to(product_dtype) * positions).to(x.dtype)  # (B, nh, S)
+    bias = bias[:, :, None, :] / divisor  # (B, nh, 1, S)
+    return bias.masked_fill(~mask, torch.finfo(x.dtype).min)
 
 
 def attention(

@@ -375,6 +375,8 @@ TOKENIZER_CLASSES = {
 TOKENIZER_CLASSES["ElectraTokenizer"] = BertTokenizer
 TOKENIZER_CLASSES["PreTrainedTokenizerFast"] = TokenizersBackend
 TOKENIZER_CLASSES["BartTokenizer"] = RobertaTokenizer
+# The reference 5.x removed BLOOM's class and reads the BloomTokenizerFast its checkpoints name as its backend.
+TOKENIZER_CLASSES["BloomTokenizer"] = TokenizersBackend
 
 # config.json's model_type -> the class the reference registers for it (distilbert shares BERT's).
 _CLASS_OF_MODEL_TYPE = {

@@ -893,9 +893,12 @@ _QWEN2_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# BLOOM's: a space and what follows up to a space or punctuation (its tokenizer.json's, a nested character class).
+_BLOOM_PATTERN = " ?[^(\\s|[.,!?…。，、।۔،])]+"
 _PRE_PATTERNS = {
     **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "dbrx", "smaug-bpe"), _LLAMA3_PATTERN),
     **dict.fromkeys(("qwen2", "deepseek-r1-qwen", "megrez"), _QWEN2_PATTERN),
+    "bloom": _BLOOM_PATTERN,
 }
 # llama.cpp splits these on every digit first, then with GPT-2's pattern (as SmolLM2's tokenizer.json does).
 _DIGITS_THEN_GPT2 = ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b")

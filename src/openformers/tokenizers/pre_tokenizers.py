@@ -145,7 +145,7 @@ class Split:
     ):
         if behavior not in SPLIT_BEHAVIORS:
             raise ValueError(f"Split behavior must be one of {SPLIT_BEHAVIORS}, got {behavior!r}.")
-        self.pattern = regex.compile(pattern if is_regex else regex.escape(pattern))
+        self.pattern = oniguruma_regex(pattern) if is_regex else regex.compile(regex.escape(pattern))
         self.behavior = behavior
         self.invert = invert
         self._matches_alone = behavior == "isolated" and not invert and not self.pattern.groups
@@ -162,6 +162,33 @@ class Split:
         if self.behavior == "isolated" and not self.invert:  # the common case, in one pass
             return _cut(text, spans, _isolated(self.pattern, matched))
         return _cut(text, spans, _apply_behavior(_spans(self.pattern, matched, self.invert), self.behavior))
+
+
+def oniguruma_regex(pattern: str) -> regex.Pattern:
+    """`pattern` compiled to match as Oniguruma (the reference's engine) reads it. A `[` inside a character class
+    opens a nested class there, united with the rest (BLOOM's split, `[^(\\s|[.,!?])]`), which version 1 of
+    `regex`'s syntax reads alike; version 0, for every other pattern, reads that `[` as itself."""
+    return regex.compile(pattern, regex.V1 if _has_nested_class(pattern) else 0)
+
+
+def _has_nested_class(pattern: str) -> bool:
+    inside, i = False, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":
+            if inside:
+                return True
+            inside = True
+            first = i + 1 + (pattern[i + 1 : i + 2] == "^")
+            if pattern[first : first + 1] == "]":  # a `]` first in a class is itself
+                i = first
+        elif c == "]":
+            inside = False
+        i += 1
+    return False
 
 
 def _isolated(pattern: regex.Pattern, text: str) -> list[tuple[int, int]]:
