@@ -158,6 +158,15 @@ def test_alibi_positions_count_only_real_tokens(tiny):
     torch.testing.assert_close(got[:, :3], expected[:, :3], atol=1e-4, rtol=1e-4)
 
 
+@torch.inference_mode()
+def test_alibi_past_256_positions_matches_the_reference(tiny):
+    """BLOOM's reference multiplies slopes by positions in float32 (Falcon's in bfloat16, which rounds positions past
+    256): so do ours."""
+    _, reference, model = tiny
+    ids = _ids(1, 300, seed=11)
+    torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
+
+
 @GENERATE_OPTIONS
 @torch.inference_mode()
 def test_generate_matches_reference(tiny, options):
