@@ -19,6 +19,7 @@ from .. import hub
 from . import parallel, processors
 from .encoding import TRUNCATION_STRATEGIES, BatchEncoding, Encoding, pad, truncate_sequences
 from .loaders import INIT_OPTIONS, build_part, load_tokenizer, template_spec
+from .models import BPE, SentencePieceBPE
 from .pipeline import AddedToken, Pipeline, added_token_json
 from .sentencepiece import write_sentencepiece_model
 
@@ -720,6 +721,11 @@ class PreTrainedTokenizerBase:
         text = self._pipeline.decode(_id_list(token_ids, "token_ids"), skip_special_tokens)
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
+        if clean_up_tokenization_spaces and isinstance(self._pipeline.model, (BPE, SentencePieceBPE)):
+            # As the reference: the clean-up is for word-level vocabularies and would take spaces a BPE decoded
+            # out of the text, unless asked for under its long name.
+            clean_up_tokenization_spaces = self.init_kwargs.get(
+                "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output", False)
         return self.clean_up_tokenization(text) if clean_up_tokenization_spaces else text
 
     def batch_decode(

@@ -28,7 +28,8 @@ INIT_OPTIONS = (
     "add_bos_token", "add_eos_token", "trim_offsets", "tokenize_chinese_chars", "strip_accents", "extra_ids",
     "do_basic_tokenize", "never_split", "errors", "use_default_system_prompt", "spaces_between_special_tokens",
     "sp_model_kwargs", "fix_mistral_regex", "vocab_file", "merges_file", "tokenizer_file", "split_by_punct",
-    "keep_accents",
+    "keep_accents", "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output",
+    "return_token_type_ids",
 )  # fmt: skip
 
 # --- tokenizer.json: one builder per `type` tag, per slot
@@ -184,9 +185,11 @@ POST_PROCESSORS = {
     "TemplateProcessing": _template_processing,
     "BertProcessing": lambda spec: processors.BertProcessing(spec["cls"][1], spec["sep"][1]),
     "RobertaProcessing": lambda spec: processors.RobertaProcessing(
-        spec["cls"][1], spec["sep"][1], trim_offsets=spec.get("trim_offsets", True)
+        spec["cls"][1], spec["sep"][1], trim_offsets=spec.get("trim_offsets", True),
+        add_prefix_space=spec.get("add_prefix_space", True),
     ),
-    "ByteLevel": lambda spec: processors.ByteLevel(trim_offsets=spec.get("trim_offsets", True)),
+    "ByteLevel": lambda spec: processors.ByteLevel(trim_offsets=spec.get("trim_offsets", True),
+                                                   add_prefix_space=spec.get("add_prefix_space", True)),
     "Sequence": lambda spec: processors.Sequence([_build("post_processor", part) for part in spec["processors"]]),
 }
 
@@ -328,7 +331,9 @@ _TOKENIZER_CONFIG_VALUES = {
     **dict.fromkeys(("add_prefix_space", "do_lower_case", "legacy", "clean_up_tokenization_spaces",
                      "split_special_tokens", "add_bos_token", "add_eos_token", "trim_offsets", "tokenize_chinese_chars",
                      "strip_accents", "do_basic_tokenize", "use_default_system_prompt",
-                     "spaces_between_special_tokens", "fix_mistral_regex", "split_by_punct", "keep_accents"), _IS_BOOL),
+                     "spaces_between_special_tokens", "fix_mistral_regex", "split_by_punct", "keep_accents",
+                     "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output",
+                     "return_token_type_ids"), _IS_BOOL),
     **dict.fromkeys(("tokenizer_class", "errors", "vocab_file", "merges_file", "tokenizer_file"), _IS_TEXT),
 }
 

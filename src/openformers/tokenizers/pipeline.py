@@ -27,7 +27,7 @@ import regex
 
 from . import processors
 from .encoding import Encoding, apply_template
-from .pre_tokenizers import BYTE_ALPHABET, ByteLevel
+from .pre_tokenizers import BYTE_ALPHABET
 
 
 @dataclass(frozen=True)
@@ -271,14 +271,17 @@ class Pipeline:
         return self.pre_tokenizer.pre_tokenize(piece, spans)
 
     def _trim_offsets(self, encoding: Encoding) -> None:
-        """Leave the spaces a byte-level token starts or ends with out of its offsets ("Ġworld" -> "world").
-        The one space put in front of the text (add_prefix_space) stays with the first token, as in the reference."""
+        """Leave the spaces (byte-level "Ġ" or whitespace: an added token of spaces) a token starts or ends with out
+        of its offsets ("Ġworld" -> "world"). With the trimming post-processor's add_prefix_space, one space the
+        first token starts with stays, as in the reference."""
         space = BYTE_ALPHABET[ord(" ")]
-        prefixed = any(part.add_prefix_space for part in _parts_of_kind(self.pre_tokenizer, ByteLevel))
+        trimming = [part for part in getattr(self.post_processor, "processors", [self.post_processor])
+                    if part.trims_offsets]
+        prefixed = getattr(trimming[0], "add_prefix_space", True)
         for index, token_id in enumerate(encoding.ids):
             token = self.id_to_token(token_id) or ""
-            leading = len(token) - len(token.lstrip(space))
-            trailing = len(token) - len(token.rstrip(space))
+            leading = next((i for i, c in enumerate(token) if c != space and not c.isspace()), len(token))
+            trailing = next((i for i, c in enumerate(reversed(token)) if c != space and not c.isspace()), len(token))
             start, end = encoding.offsets[index]
             if leading == 1 and prefixed and (index == 0 or start == 0):
                 leading = 0
@@ -321,12 +324,6 @@ class Pipeline:
 
     def get_vocab(self) -> dict[str, int]:
         return self.model.get_vocab() | self.added.ids
-
-
-def _parts_of_kind(part, kind) -> list:
-    """`part` and the parts of a Sequence that are a `kind`."""
-    own = [part] if isinstance(part, kind) else []
-    return own + [found for child in getattr(part, "pre_tokenizers", []) for found in _parts_of_kind(child, kind)]
 
 
 def added_token_json(token_id: int, token: AddedToken) -> dict:

@@ -44,19 +44,22 @@ class BertProcessing(TemplateProcessing):
 class RobertaProcessing(TemplateProcessing):
     """`<s> A </s>` and `<s> A </s></s> B </s>`, all token type 0; offsets trimmed of spaces by default."""
 
-    def __init__(self, cls_id: int, sep_id: int, trim_offsets: bool = True):
+    def __init__(self, cls_id: int, sep_id: int, trim_offsets: bool = True, add_prefix_space: bool = True):
         super().__init__(
             [([cls_id], 0), ("A", 0), ([sep_id], 0)],
             [([cls_id], 0), ("A", 0), ([sep_id, sep_id], 0), ("B", 0), ([sep_id], 0)],
         )
         self.trims_offsets = trim_offsets
+        self.add_prefix_space = add_prefix_space  # trimming leaves the first token's one leading space
 
 
 class ByteLevel:
-    """GPT-2's post-processor: it adds no tokens, and may trim the spaces off offsets."""
+    """GPT-2's post-processor: it adds no tokens, and may trim the spaces off offsets (with `add_prefix_space`, not
+    the one space the first token starts with)."""
 
-    def __init__(self, trim_offsets: bool = True):
+    def __init__(self, trim_offsets: bool = True, add_prefix_space: bool = True):
         self.trims_offsets = trim_offsets
+        self.add_prefix_space = add_prefix_space
 
     def template(self, is_pair: bool) -> Template:
         return PLAIN_PAIR if is_pair else PLAIN_SINGLE
