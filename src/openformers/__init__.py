@@ -29,7 +29,8 @@ _public(
     "LlamaTokenizerFast", "GemmaTokenizer", "GemmaTokenizerFast", "Qwen2Tokenizer", "Qwen2TokenizerFast", "T5Tokenizer", "T5TokenizerFast",
     "XLMRobertaTokenizer", "XLMRobertaTokenizerFast",
     "AlbertTokenizer", "AlbertTokenizerFast", "MPNetTokenizer", "MPNetTokenizerFast", "ElectraTokenizer",
-    "ElectraTokenizerFast", "GPTNeoXTokenizer", "GPTNeoXTokenizerFast", "BartTokenizer", "BartTokenizerFast",
+    "ElectraTokenizerFast", "GPTNeoXTokenizer", "GPTNeoXTokenizerFast", "CodeGenTokenizer", "CodeGenTokenizerFast",
+    "BartTokenizer", "BartTokenizerFast",
     "DebertaV2Tokenizer", "DebertaV2TokenizerFast",
 )
 _public(
@@ -46,6 +47,7 @@ _public(
     "T5Config", "MT5Config",
     "GPTNeoXConfig", "FalconConfig", "GPTJConfig", "OPTConfig",
     "BloomConfig",
+    "PhiConfig",
     "AlbertConfig", "ElectraConfig", "MPNetConfig",
     "Olmo2Config",
     "Starcoder2Config",
@@ -174,6 +176,10 @@ _public(
     "openformers.models.bloom",
     "BloomPreTrainedModel", "BloomModel", "BloomForCausalLM", "BloomForSequenceClassification",
     "BloomForTokenClassification", "BloomForQuestionAnswering",
+)
+_public(
+    "openformers.models.phi",
+    "PhiPreTrainedModel", "PhiModel", "PhiForCausalLM", "PhiForSequenceClassification", "PhiForTokenClassification",
 )
 _public(
     "openformers.models.t5",

@@ -839,8 +839,22 @@ class DistilBertConfig(PretrainedConfig):
                 _invalid(name, value, "a probability in [0, 1)")
 
 
+class PartialRotary:
+    """The derived sizes of a config whose rotary embeddings turn the first `partial_rotary_factor` of each head
+    (GPT-NeoX, Phi, Phi-3; a family whose config.json may set head_dim defines its own)."""
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        """How many of each head's dimensions rotate (the first ones); the rest pass through."""
+        return int(self.head_dim * self.partial_rotary_factor)
+
+
 @dataclass
-class Phi3Config(PretrainedConfig):
+class Phi3Config(PartialRotary, PretrainedConfig):
     """Phi-3 and Phi-4: a Llama-style decoder with fused q/k/v and gate/up projections, dropout on both residual
     branches, rotary embeddings over the first `partial_rotary_factor` of each head, and LongRoPE scaling
     (`rope_scaling` of type "longrope": short factors up to `original_max_position_embeddings`, long ones beyond).
@@ -872,11 +886,6 @@ class Phi3Config(PretrainedConfig):
 
     # head_dim is not a Phi-3 field; the reference reads one a config.json sets, as here.
     head_dim = property(lambda self: self.extra.get("head_dim") or self.hidden_size // self.num_attention_heads)
-
-    @property
-    def rotary_dim(self) -> int:
-        """How many of each head's dimensions rotate (the first ones); the rest pass through."""
-        return int(self.head_dim * self.partial_rotary_factor)
 
     def __post_init__(self):
         if self.num_key_value_heads is None:
@@ -912,10 +921,7 @@ class Phi3Config(PretrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                 _invalid(name, value, "a probability in [0, 1)")
-        if not (isinstance(self.partial_rotary_factor, (int, float)) and 0 < self.partial_rotary_factor <= 1
-                and self.rotary_dim > 0 and self.rotary_dim % 2 == 0):
-            _invalid("partial_rotary_factor", self.partial_rotary_factor,
-                     f"a number in (0, 1] that rotates an even number of the head's {self.head_dim} dimensions")
+        _check_partial_rotary_factor(self)
         if self.sliding_window is not None and not _positive_int(self.sliding_window):
             _invalid("sliding_window", self.sliding_window, "None or a positive integer")
         if self.rope_scaling is None:
@@ -946,8 +952,7 @@ class Phi3Config(PretrainedConfig):
     def to_dict(self) -> dict[str, Any]:
         # Written in both layouts, so transformers 4 (rope_theta, rope_scaling) and 5 (rope_parameters) read it.
         values = super().to_dict()
-        values["rope_parameters"] = {"rope_type": "default", **(self.rope_scaling or {}), "rope_theta": self.rope_theta,
-                                     "partial_rotary_factor": self.partial_rotary_factor}
+        values["rope_parameters"] = _partial_rope_parameters(self)
         if self.rope_scaling is not None:
             values["rope_parameters"]["original_max_position_embeddings"] = self.original_max_position_embeddings
         return values
@@ -1051,6 +1056,22 @@ def _check_rope_scaling_of_family(config: PretrainedConfig) -> None:
         )
 
 
+def _check_partial_rotary_factor(config: PretrainedConfig) -> None:
+    """Rotary embeddings over the first `partial_rotary_factor` of each head (GPT-NeoX, Phi, Phi-3): a fraction that
+    rotates an even number of dimensions, at least two."""
+    factor = config.partial_rotary_factor
+    if not (isinstance(factor, (int, float)) and not isinstance(factor, bool) and 0 < factor <= 1
+            and config.rotary_dim > 0 and config.rotary_dim % 2 == 0):
+        _invalid("partial_rotary_factor", factor,
+                 f"a number in (0, 1] that rotates an even number of the head's {config.head_dim} dimensions")
+
+
+def _partial_rope_parameters(config: PretrainedConfig) -> dict[str, Any]:
+    """The transformers 5 `rope_parameters` of a config with rope_theta, partial_rotary_factor and rope_scaling."""
+    return {"rope_type": "default", **(config.rope_scaling or {}), "rope_theta": config.rope_theta,
+            "partial_rotary_factor": config.partial_rotary_factor}
+
+
 def _check_probabilities(config: PretrainedConfig, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
@@ -1059,7 +1080,7 @@ def _check_probabilities(config: PretrainedConfig, *names: str) -> None:
 
 
 @dataclass
-class GPTNeoXConfig(PretrainedConfig):
+class GPTNeoXConfig(PartialRotary, PretrainedConfig):
     """GPT-NeoX and Pythia: LayerNorm blocks (with biases) whose attention and MLP read the same input and add to the
     residual together (`use_parallel_residual`; else one after the other), one fused query_key_value projection, rotary
     embeddings over the first `partial_rotary_factor` of each head (config.json's older `rotary_pct`, with
@@ -1092,15 +1113,6 @@ class GPTNeoXConfig(PretrainedConfig):
                           lambda self, value: setattr(self, "partial_rotary_factor", value))
     rotary_emb_base = property(lambda self: self.rope_theta, lambda self, value: setattr(self, "rope_theta", value))
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    @property
-    def rotary_dim(self) -> int:
-        """How many of each head's dimensions rotate (the first ones); the rest pass through."""
-        return int(self.head_dim * self.partial_rotary_factor)
-
     def __post_init__(self):
         for old, name in (("rotary_pct", "partial_rotary_factor"), ("rotary_emb_base", "rope_theta")):
             if old in self.extra:
@@ -1119,17 +1131,13 @@ class GPTNeoXConfig(PretrainedConfig):
         _check_probabilities(self, "attention_dropout", "hidden_dropout")
         if self.classifier_dropout is not None:
             _check_probabilities(self, "classifier_dropout")
-        if not (isinstance(self.partial_rotary_factor, (int, float)) and 0 < self.partial_rotary_factor <= 1
-                and self.rotary_dim > 0 and self.rotary_dim % 2 == 0):
-            _invalid("partial_rotary_factor", self.partial_rotary_factor,
-                     f"a number in (0, 1] that rotates an even number of the head's {self.head_dim} dimensions")
+        _check_partial_rotary_factor(self)
         _check_rope_scaling_of_family(self)
 
     def to_dict(self) -> dict[str, Any]:
         # transformers 5 reads rope_parameters; transformers 4 rotary_pct, rotary_emb_base and rope_scaling.
         values = super().to_dict()
-        values["rope_parameters"] = {"rope_type": "default", **(self.rope_scaling or {}), "rope_theta": self.rope_theta,
-                                     "partial_rotary_factor": self.partial_rotary_factor}
+        values["rope_parameters"] = _partial_rope_parameters(self)
         values.update(rotary_pct=self.partial_rotary_factor, rotary_emb_base=self.rope_theta)
         return values
 
@@ -1356,6 +1364,63 @@ class BloomConfig(PretrainedConfig):
         for name in ("apply_residual_connection_post_layernorm", "slow_but_exact"):
             if not isinstance(getattr(self, name), bool):
                 _invalid(name, getattr(self, name), "true or false")
+
+
+@dataclass
+class PhiConfig(PartialRotary, PretrainedConfig):
+    """Phi-1, Phi-1.5 and Phi-2: each layer normalizes its input once (a LayerNorm with a bias) for attention and the
+    MLP, which run in parallel and add to the residual together; q/k/v projections with biases (grouped-query with
+    `num_key_value_heads`), an optional LayerNorm over each head's queries and keys (`qk_layernorm`), rotary
+    embeddings over the first `partial_rotary_factor` of each head, a GELU MLP (`fc1`, `fc2`), dropout on the
+    embeddings (`embd_pdrop`) and on both branches (`resid_pdrop`), and a language-model head with a bias."""
+
+    model_type: ClassVar[str] = "phi"
+
+    vocab_size: int = 51200
+    hidden_size: int = 2048
+    intermediate_size: int = 8192
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = None  # None: as many as the query heads
+    resid_pdrop: float = 0.0
+    embd_pdrop: float = 0.0
+    attention_dropout: float = 0.0
+    hidden_act: str = "gelu_new"
+    max_position_embeddings: int = 2048
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    partial_rotary_factor: float = 0.5
+    rope_scaling: dict[str, Any] | None = None
+    qk_layernorm: bool = False
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+
+    def __post_init__(self):
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        # transformers 4's config.json has rope_theta and partial_rotary_factor at the top; 5's in rope_parameters.
+        _rope_fields_from_parameters(self, ("rope_theta", "partial_rotary_factor"))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "head_dim")
+        _check_key_value_heads(self)
+        if self.hidden_act not in ENCODER_ACTIVATIONS:
+            _invalid("hidden_act", self.hidden_act, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+        _require_positive_numbers(self, "layer_norm_eps", "rope_theta")
+        _check_probabilities(self, "resid_pdrop", "embd_pdrop", "attention_dropout")
+        if not isinstance(self.qk_layernorm, bool):
+            _invalid("qk_layernorm", self.qk_layernorm, "true or false")
+        _check_partial_rotary_factor(self)
+        _check_rope_scaling_of_family(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        # transformers 5 reads rope_parameters; transformers 4 rope_theta, partial_rotary_factor and rope_scaling.
+        values = super().to_dict()
+        values["rope_parameters"] = _partial_rope_parameters(self)
+        return values
 
 
 @dataclass
@@ -2135,6 +2200,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "gptj": GPTJConfig,
     "opt": OPTConfig,
     "bloom": BloomConfig,
+    "phi": PhiConfig,
     "olmo2": Olmo2Config,
     "starcoder2": Starcoder2Config,
     "albert": AlbertConfig,

@@ -33,6 +33,7 @@ from . import falcon
 from . import gptj
 from . import opt
 from . import bloom
+from . import phi
 from . import bart
 from . import t5
 from . import modernbert
@@ -154,6 +155,12 @@ MODEL_CLASSES = {
         "question-answering": "OPTForQuestionAnswering",
     }),
     "bloom": (bloom, _decoder_classes("Bloom")),
+    "phi": (phi, {  # Phi-1, Phi-1.5 and Phi-2; the reference has no QA head for them
+        "base": "PhiModel",
+        "causal-lm": "PhiForCausalLM",
+        "sequence-classification": "PhiForSequenceClassification",
+        "token-classification": "PhiForTokenClassification",
+    }),
     "bart": (bart, {  # an encoder-decoder; the reference maps masked LM and pre-training to the seq2seq LM too
         "base": "BartModel",
         "seq2seq-lm": "BartForConditionalGeneration",

@@ -573,6 +573,17 @@ _FOREIGN_IDS = (": ids made by another model's tokenizer, or by a tokenizer give
                 "(then call model.resize_token_embeddings(len(tokenizer))).")
 
 
+def token_embeddings(config) -> nn.Embedding:
+    """The (vocab_size, hidden_size) table of a decoder's token embeddings, its pad_token_id's row getting no gradient,
+    as in the reference (an id outside the table cannot occur in inputs). The explicit weight skips nn.Embedding's
+    random init: on the meta device (from_pretrained) that init imports torch._dynamo, 1.8 s; off the meta device,
+    init_weights initializes every weight after the build."""
+    pad = config.pad_token_id
+    padding_idx = pad if isinstance(pad, int) and -config.vocab_size <= pad < config.vocab_size else None
+    return nn.Embedding(config.vocab_size, config.hidden_size, padding_idx,
+                        _weight=torch.empty(config.vocab_size, config.hidden_size))
+
+
 def embedded(table: nn.Embedding, ids: torch.Tensor, argument: str = "input_ids",
              hint: str | None = None) -> torch.Tensor:
     """table(ids); for ids outside the table, an IndexError (the reference's type) that names the argument, the

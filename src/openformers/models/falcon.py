@@ -188,7 +188,7 @@ class FalconModel(FalconPreTrainedModel, DecoderModel):
 
     def __init__(self, config: FalconConfig):
         super().__init__(config)
-        # An explicit weight skips nn.Embedding's random init (see LlamaModel).
+        # An explicit weight skips nn.Embedding's random init (see base.token_embeddings).
         self.word_embeddings = nn.Embedding(
             config.vocab_size, config.hidden_size, _weight=torch.empty(config.vocab_size, config.hidden_size)
         )

@@ -122,7 +122,7 @@ class GemmaScaledEmbedding(nn.Embedding):
     factor as the reference does). Inputs given as `inputs_embeds` are taken as they are."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None):
-        # An explicit weight skips nn.Embedding's random init (see LlamaModel).
+        # An explicit weight skips nn.Embedding's random init (see base.token_embeddings).
         super().__init__(num_embeddings, embedding_dim, padding_idx,
                          _weight=torch.empty(num_embeddings, embedding_dim))
         self.scale = embedding_dim**0.5

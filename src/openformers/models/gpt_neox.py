@@ -185,7 +185,7 @@ class GPTNeoXModel(GPTNeoXPreTrainedModel, DecoderModel):
 
     def __init__(self, config: GPTNeoXConfig):
         super().__init__(config)
-        # An explicit weight skips nn.Embedding's random init (see LlamaModel).
+        # An explicit weight skips nn.Embedding's random init (see base.token_embeddings).
         self.embed_in = nn.Embedding(
             config.vocab_size, config.hidden_size, _weight=torch.empty(config.vocab_size, config.hidden_size)
         )

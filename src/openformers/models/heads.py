@@ -81,7 +81,7 @@ class CausalLM(HeadModel):
 
     tied_weights = {"lm_head.weight": "model.embed_tokens.weight"}
     loss_shifts_labels = True  # the loss at position t is against labels[t + 1] (the Trainer counts tokens by it)
-    lm_head_bias = False  # whether the language-model head has a bias (GPT-J's)
+    lm_head_bias = False  # whether the language-model head has a bias (GPT-J's, Phi's)
     # A shortcut an accelerator installs at load (openformers.kernels): called by generate's loop with (model,
     # tokens, cache) for the (1,) token fed to one unpadded row, it returns the (1, vocab) logits of the next that
     # this forward would give (in float32, as the loop takes them) and their (1,) argmax, or None to leave the

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, LlamaConfig, MistralConfig, Qwen2Config
 from ..weights import rename
-from .base import PreTrainedModel
+from .base import PreTrainedModel, token_embeddings
 from .decoder import DecoderModel
 from .layers import (
     RMSNorm,
@@ -280,15 +280,7 @@ class LlamaModel(LlamaPreTrainedModel, DecoderModel):
 
     def __init__(self, config: LlamaConfig):
         super().__init__(config)
-        # An explicit weight skips nn.Embedding's random init: on the meta device (from_pretrained) that init
-        # imports torch._dynamo, 1.8 s; off the meta device, init_weights initializes every weight after the build.
-        # The padding row gets no gradient, as in the reference (an id outside the table cannot occur in inputs).
-        pad = config.pad_token_id
-        padding_idx = pad if isinstance(pad, int) and -config.vocab_size <= pad < config.vocab_size else None
-        self.embed_tokens = nn.Embedding(
-            config.vocab_size, config.hidden_size, padding_idx,
-            _weight=torch.empty(config.vocab_size, config.hidden_size),
-        )
+        self.embed_tokens = token_embeddings(config)
         self.layers = nn.ModuleList(self.layer_class(config, i) for i in range(config.num_hidden_layers))
         self.norm = self.new_norm(config)
         self.sliding_window = config.sliding_window

@@ -169,7 +169,7 @@ class Phi3Model(Phi3PreTrainedModel, DecoderModel):
 
     def __init__(self, config: Phi3Config):
         super().__init__(config)
-        # An explicit weight skips nn.Embedding's random init (see LlamaModel).
+        # An explicit weight skips nn.Embedding's random init (see base.token_embeddings).
         self.embed_tokens = nn.Embedding(
             config.vocab_size, config.hidden_size, _weight=torch.empty(config.vocab_size, config.hidden_size)
         )

@@ -15,6 +15,7 @@ As in the reference 5.x, each `...Fast` name is the same class as the name witho
 
 import json
 import os
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -49,6 +50,14 @@ class TokenizersBackend(PreTrainedTokenizerBase):
             pipeline = settings.pop("pipeline")
             kwargs = {**kwargs, **settings}
         super().__init__(pipeline, **kwargs)
+
+    def _rebuild_parts(self, parts: dict) -> None:
+        """Put the pipeline slots `parts` gives (tokenizer.json specs by slot) in place of those the files gave, as a
+        reference class that builds them itself does; save_pretrained writes them too."""
+        for slot, spec in parts.items():
+            setattr(self._pipeline, slot, loaders.build_part(slot, spec))
+        if self._pipeline.source is not None:
+            self._pipeline.source = {**self._pipeline.source, **parts}
 
 
 def _settings_from_arguments(name, vocab_file, merges_file, tokenizer_file, tokenizer_object, config) -> dict:
@@ -236,11 +245,47 @@ class GPTNeoXTokenizer(TokenizersBackend):
         byte_level = {"type": "ByteLevel", "add_prefix_space": bool(add_prefix_space),
                       "trim_offsets": bool(trim_offsets), "use_regex": True}  # fmt: skip
         decoder = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
-        parts = {"normalizer": {"type": "NFC"}, "pre_tokenizer": byte_level, "decoder": decoder}
-        for slot, spec in parts.items():
-            setattr(self._pipeline, slot, loaders.build_part(slot, spec))
-        if self._pipeline.source is not None:  # what save_pretrained writes
-            self._pipeline.source = {**self._pipeline.source, **parts}
+        self._rebuild_parts({"normalizer": {"type": "NFC"}, "pre_tokenizer": byte_level, "decoder": decoder})
+
+
+class CodeGenTokenizer(GPT2Tokenizer):
+    """CodeGen's and Phi's byte-level BPE: `<|endoftext|>` is BOS, EOS and unknown, no padding token. Like the
+    reference, it keeps a tokenizer.json's vocabulary, merges, added tokens and post-processor and builds the rest
+    itself: no normalizer, GPT-2's byte-level split (a space in front only with add_prefix_space) and decoder.
+    `decode(..., truncate_before_pattern=[...])` cuts a generated completion short as the reference does."""
+
+    family = "CodeGenTokenizer"
+
+    def __init__(self, vocab_file=None, merges_file=None, add_prefix_space=False, return_token_type_ids=False,
+                 **kwargs):  # GPT-2's special tokens; with return_token_type_ids, token_type_ids (all 0) come back too
+        if return_token_type_ids:
+            kwargs.setdefault("model_input_names", ["input_ids", "attention_mask", "token_type_ids"])
+        super().__init__(vocab_file, merges_file, add_prefix_space=add_prefix_space,
+                         return_token_type_ids=return_token_type_ids, **kwargs)
+        byte_level = {"type": "ByteLevel", "add_prefix_space": bool(add_prefix_space), "trim_offsets": True,
+                      "use_regex": True}  # fmt: skip
+        decoder = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+        self._rebuild_parts({"normalizer": None, "pre_tokenizer": byte_level, "decoder": decoder})
+
+    def decode(self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None,
+               truncate_before_pattern: list[str] | None = None, **kwargs):
+        """As every tokenizer's decode; `truncate_before_pattern` (regular expressions, matched per line) ends the
+        text before the first match of any, after cutting it before a second top-level `print` or `def`."""
+        text = super().decode(token_ids, skip_special_tokens, clean_up_tokenization_spaces)
+        if not truncate_before_pattern or not isinstance(text, str):
+            return text
+        return truncate_completion(text, truncate_before_pattern)
+
+
+def truncate_completion(text: str, patterns: list[str]) -> str:
+    """A generated program cut before its second top-level `print`, then its second `def`, then before the first
+    match of any of `patterns` (multi-line regular expressions), as CodeGen's tokenizer cuts it."""
+    for statement in ("^print", "^def"):
+        starts = [match.start() for match in re.finditer(statement, text, re.MULTILINE)]
+        if len(starts) > 1:
+            text = text[: starts[1]]
+    ends = [match.start() for pattern in patterns if (match := re.compile(pattern, re.MULTILINE).search(text))]
+    return text[: min(ends)] if ends else text
 
 
 class DebertaV2Tokenizer(TokenizersBackend):
@@ -266,10 +311,7 @@ class DebertaV2Tokenizer(TokenizersBackend):
         )  # fmt: skip
         source = self._pipeline.source
         if source is not None and source.get("model", {}).get("type") == "Unigram":
-            parts = loaders.deberta_v2_parts(source, do_lower_case, split_by_punct, add_prefix_space)
-            for slot, spec in parts.items():
-                setattr(self._pipeline, slot, loaders.build_part(slot, spec))
-            self._pipeline.source = {**source, **parts}  # what save_pretrained writes
+            self._rebuild_parts(loaders.deberta_v2_parts(source, do_lower_case, split_by_punct, add_prefix_space))
 
 
 class AlbertTokenizer(TokenizersBackend):
@@ -295,10 +337,7 @@ class AlbertTokenizer(TokenizersBackend):
         )  # fmt: skip
         source = self._pipeline.source
         if source is not None and source.get("model", {}).get("type") == "Unigram":
-            parts = loaders.albert_parts(source, do_lower_case, keep_accents, add_prefix_space)
-            for slot, spec in parts.items():
-                setattr(self._pipeline, slot, loaders.build_part(slot, spec))
-            self._pipeline.source = {**source, **parts}  # what save_pretrained writes
+            self._rebuild_parts(loaders.albert_parts(source, do_lower_case, keep_accents, add_prefix_space))
 
 
 class MPNetTokenizer(TokenizersBackend):
@@ -323,9 +362,7 @@ class MPNetTokenizer(TokenizersBackend):
             cls, sep = self.cls_token, self.sep_token
             parts = loaders.mpnet_parts((cls, self.convert_tokens_to_ids(cls)), (sep, self.convert_tokens_to_ids(sep)),
                                         do_lower_case, tokenize_chinese_chars, strip_accents)
-            for slot, spec in parts.items():
-                setattr(self._pipeline, slot, loaders.build_part(slot, spec))
-            self._pipeline.source = {**source, **parts}  # what save_pretrained writes
+            self._rebuild_parts(parts)
         mask_id = self.convert_tokens_to_ids(self.mask_token) if self.mask_token is not None else None
         added = dict(self._pipeline.added.tokens)
         if mask_id in added and not added[mask_id].lstrip:
@@ -362,6 +399,7 @@ MPNetTokenizerFast = MPNetTokenizer
 ElectraTokenizer = ElectraTokenizerFast = BertTokenizer  # the reference 5.x's ELECTRA names for BERT's tokenizer
 DebertaV2TokenizerFast = DebertaV2Tokenizer
 GPTNeoXTokenizerFast = GPTNeoXTokenizer
+CodeGenTokenizerFast = CodeGenTokenizer
 BartTokenizer = BartTokenizerFast = RobertaTokenizer  # the reference's BART names for RoBERTa's tokenizer
 
 TOKENIZER_CLASSES = {
@@ -369,7 +407,7 @@ TOKENIZER_CLASSES = {
     for cls in (
         TokenizersBackend, BertTokenizer, DistilBertTokenizer, GPT2Tokenizer, RobertaTokenizer, Qwen2Tokenizer,
         LlamaTokenizer, GemmaTokenizer, T5Tokenizer, XLMRobertaTokenizer, GPTNeoXTokenizer, DebertaV2Tokenizer,
-        AlbertTokenizer, MPNetTokenizer,
+        AlbertTokenizer, MPNetTokenizer, CodeGenTokenizer,
     )
 }  # fmt: skip
 TOKENIZER_CLASSES["ElectraTokenizer"] = BertTokenizer
@@ -383,6 +421,7 @@ _CLASS_OF_MODEL_TYPE = {
     "bert": "BertTokenizer", "distilbert": "BertTokenizer", "gpt2": "GPT2Tokenizer", "roberta": "RobertaTokenizer",
     "qwen2": "Qwen2Tokenizer", "t5": "T5Tokenizer", "xlm-roberta": "XLMRobertaTokenizer",
     "gpt_neox": "GPTNeoXTokenizer", "gptj": "GPT2Tokenizer", "opt": "GPT2Tokenizer",
+    "phi": "GPT2Tokenizer",  # Phi checkpoints name CodeGenTokenizer in tokenizer_config.json
     "bart": "RobertaTokenizer",
     "modernbert": "TokenizersBackend",
     "deberta-v2": "DebertaV2Tokenizer",
