@@ -48,6 +48,7 @@ _public(
     "GPTNeoXConfig", "FalconConfig", "GPTJConfig", "OPTConfig",
     "BloomConfig",
     "PhiConfig",
+    "GraniteConfig",
     "AlbertConfig", "ElectraConfig", "MPNetConfig",
     "Olmo2Config",
     "Starcoder2Config",
@@ -84,6 +85,7 @@ _public(
     "SmolLM3PreTrainedModel", "SmolLM3Model", "SmolLM3ForCausalLM", "SmolLM3ForSequenceClassification",
     "SmolLM3ForTokenClassification", "SmolLM3ForQuestionAnswering",
 )
+_public("openformers.models.granite", "GranitePreTrainedModel", "GraniteModel", "GraniteForCausalLM")
 _public(
     "openformers.models.mixtral",
     "MixtralPreTrainedModel", "MixtralModel", "MixtralForCausalLM", "MixtralForSequenceClassification",

@@ -483,6 +483,27 @@ class SmolLM3Config(LlamaConfig):
 
 
 @dataclass
+class GraniteConfig(LlamaConfig):
+    """IBM Granite (3.0 to 3.3): a Llama decoder with four scalars: `embedding_multiplier` scales the token
+    embeddings, `residual_multiplier` each branch's output before its residual add, `attention_multiplier` is the
+    attention scores' factor (in place of 1 / sqrt(head_dim)) and the logits are divided by `logits_scaling`."""
+
+    model_type: ClassVar[str] = "granite"
+
+    attention_dropout: float = 0.0
+    embedding_multiplier: float = 1.0
+    logits_scaling: float = 1.0
+    residual_multiplier: float = 1.0
+    attention_multiplier: float = 1.0
+
+    def validate(self) -> None:
+        super().validate()
+        _require_positive_numbers(self, "embedding_multiplier", "logits_scaling", "residual_multiplier",
+                                  "attention_multiplier")
+        _require_probabilities(self, "attention_dropout")
+
+
+@dataclass
 class MistralConfig(LlamaConfig):
     """Mistral: a Llama decoder whose attention sees only the last `sliding_window` positions (None: all)."""
 
@@ -2191,6 +2212,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "qwen3_moe": Qwen3MoeConfig,
     "gemma": GemmaConfig,
     "smollm3": SmolLM3Config,
+    "granite": GraniteConfig,
     "gemma2": Gemma2Config,
     "gemma3_text": Gemma3TextConfig,
     "distilbert": DistilBertConfig,

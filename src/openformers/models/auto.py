@@ -21,6 +21,7 @@ from . import bert, gpt2, llama  # each family registers what it reads (llama: i
 from . import phi3
 from . import qwen3
 from . import smollm3
+from . import granite
 from . import mixtral, qwen3_moe
 from . import gemma
 from . import distilbert
@@ -72,6 +73,10 @@ MODEL_CLASSES = {
     "qwen2": (llama, _decoder_classes("Qwen2")),  # Llama with q/k/v biases
     "qwen3": (qwen3, _decoder_classes("Qwen3")),  # Llama with q/k norms per head
     "smollm3": (smollm3, _decoder_classes("SmolLM3")),  # Llama with unrotated layers
+    "granite": (granite, {  # Llama with four scalar multipliers; the reference has no other head for Granite
+        "base": "GraniteModel",
+        "causal-lm": "GraniteForCausalLM",
+    }),
     "mixtral": (mixtral, _decoder_classes("Mixtral")),  # Mistral with a sparse mixture of experts
     "qwen3_moe": (qwen3_moe, _decoder_classes("Qwen3Moe")),  # Qwen3 with a sparse mixture of experts
     "phi3": (phi3, {  # Phi-3 and Phi-4; the reference has no QA head for them

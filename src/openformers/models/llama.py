@@ -203,6 +203,7 @@ class LlamaAttention(nn.Module):
         # Dropout on the attention weights while training (a Llama config.json's attention_dropout stays in extra).
         self.dropout = getattr(config, "attention_dropout", 0.0)
         self.rotates = True  # False: queries and keys attend as projected (SmolLM3's unrotated layers)
+        self.scale = None  # the scores' factor; None: head_dim ** -0.5 (Granite's attention_multiplier)
 
     def project(self, x):
         """Queries (B, nh, T, hs), keys and values (B, n_kv, T, hs) before the rotation: what a family varies."""
@@ -218,7 +219,7 @@ class LlamaAttention(nn.Module):
         if self.rotates:
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         y, weights = decoder_attention(q, k, v, mask, cache, self.layer_idx, self.dropout if self.training else 0.0,
-                                       attention_path)
+                                       attention_path, self.scale)
         return self.o_proj(y), weights
 
 

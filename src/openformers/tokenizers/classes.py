@@ -427,8 +427,10 @@ _CLASS_OF_MODEL_TYPE = {
     "deberta-v2": "DebertaV2Tokenizer",
     "albert": "AlbertTokenizer", "electra": "BertTokenizer", "mpnet": "MPNetTokenizer",
     "gemma": "GemmaTokenizer", "gemma2": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer",
+    "granite": "TokenizersBackend",  # whatever class its folders name (GPT2Tokenizer)
 }  # fmt: skip
-# Model types whose Hub configs often name the wrong tokenizer class: the registered class wins.
+# Model types whose Hub configs often name the wrong tokenizer class: the registered class wins. So does a registered
+# TokenizersBackend over any other class a folder names, as in the reference.
 _REGISTERED_CLASS_WINS = frozenset({"qwen2", "modernbert"})
 
 
@@ -444,7 +446,8 @@ def tokenizer_class_for(
     declared = declared or str(model_config.get("tokenizer_class") or "").removesuffix("Fast")
     model_type = model_type or model_config.get("model_type")
     registered = _CLASS_OF_MODEL_TYPE.get(model_type)
-    if declared and registered and declared != registered and model_type in _REGISTERED_CLASS_WINS:
+    if declared and registered and declared != registered and (
+            model_type in _REGISTERED_CLASS_WINS or registered == "TokenizersBackend"):
         declared = registered
     if declared == "LlamaTokenizer" and _is_byte_level(files):  # Llama-3 style folders that say "Llama"
         return TokenizersBackend

@@ -1,0 +1,110 @@
+"""IBM Granite decoders (Granite 3.0 to 3.3, 2B and 8B; model_type "granite") in plain torch.nn.
+
+Llama's network (grouped-query attention, SwiGLU, RMSNorm, rotary positions, optional biases on the attention and
+the MLP, tied or untied embeddings) with four scalars from the config, each applied where the reference applies it:
+- `embedding_multiplier` scales the token embeddings (and inputs_embeds given instead of ids);
+- `attention_multiplier` is the attention scores' factor, in place of 1 / sqrt(head_dim);
+- `residual_multiplier` scales the attention's and the MLP's output before each residual add;
+- `logits_scaling` divides the language-model head's logits.
+The reference has a base model and a causal LM for Granite, and so does this file. Parameter names are those of
+Hugging Face checkpoints. GGUF files of llama.cpp's "granite" architecture are Llama's files (names, metadata, the
+query and key rows permuted for llama.cpp's rotation), with the scalars under `granite.embedding_scale`,
+`granite.residual_scale`, `granite.attention.scale` and `granite.logit_scale`. The CPU decoding kernel does not
+run Granite's step (kernels/llama.py refuses model_type granite), so generation runs these layers.
+"""
+
+import torch
+
+from ..configs import GGUF_CONFIG_READERS, GraniteConfig
+from .llama import (
+    LlamaAttention,
+    LlamaDecoderLayer,
+    LlamaForCausalLM,
+    LlamaModel,
+    LlamaPreTrainedModel,
+    gguf_config_values,
+)
+
+
+def config_from_gguf(gguf, **overrides) -> GraniteConfig:
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "granite" architecture.
+
+    llama.cpp's converter writes each scalar only when it is not zero, and llama.cpp reads an absent one as no scaling
+    (the attention's: 1 / sqrt(head_dim)), except the logits' scale, which it requires. Biases are there when the
+    file holds their tensors (the first layer's attention output and MLP up projection tell).
+    """
+    values = gguf_config_values(gguf)
+    logit_scale = gguf.get("granite.logit_scale")
+    if logit_scale is None:
+        raise ValueError(f"{gguf.path} lacks the GGUF metadata key granite.logit_scale, which a granite model needs.")
+    if gguf.get("granite.rope.scaling.finetuned", True) is False:
+        raise ValueError(
+            f"{gguf.path} turns rotary positions off (granite.rope.scaling.finetuned is false), which llama.cpp does "
+            "for Granite's hybrid models; openformers implements the Granite decoder, whose every layer rotates."
+        )
+    values.update(
+        architectures=["GraniteForCausalLM"],
+        embedding_multiplier=gguf.get("granite.embedding_scale") or 1.0,
+        residual_multiplier=gguf.get("granite.residual_scale") or 1.0,
+        attention_multiplier=gguf.get("granite.attention.scale") or values["head_dim"] ** -0.5,
+        logits_scaling=logit_scale,
+        attention_bias="blk.0.attn_output.bias" in gguf.tensor_names,
+        mlp_bias="blk.0.ffn_up.bias" in gguf.tensor_names,
+    )
+    return GraniteConfig.from_dict(values, **overrides)
+
+
+GGUF_CONFIG_READERS["granite"] = config_from_gguf
+
+
+class GraniteAttention(LlamaAttention):
+    """Llama's attention, its scores scaled by attention_multiplier."""
+
+    def __init__(self, config: GraniteConfig, layer_idx: int):
+        super().__init__(config, layer_idx)
+        self.scale = config.attention_multiplier
+
+
+class GraniteDecoderLayer(LlamaDecoderLayer):
+    """Llama's layer, each branch's output scaled by residual_multiplier before it joins the residual stream."""
+
+    attention_class = GraniteAttention
+
+    def __init__(self, config: GraniteConfig, layer_idx: int):
+        super().__init__(config, layer_idx)
+        self.residual_multiplier = config.residual_multiplier
+
+    def attention_block(self, x, cos, sin, mask, cache, attention_path="sdpa"):
+        h, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, attention_path)
+        return x + h * self.residual_multiplier, weights
+
+    def mlp_block(self, x):
+        return x + self.mlp(self.post_attention_layernorm(x)) * self.residual_multiplier
+
+
+class GranitePreTrainedModel(LlamaPreTrainedModel):
+    config_class = GraniteConfig
+
+    def architecture_name(self) -> str:
+        return type(self).__name__
+
+    def new_base_model(self, config: GraniteConfig) -> "GraniteModel":
+        return GraniteModel(config)
+
+
+class GraniteModel(GranitePreTrainedModel, LlamaModel):
+    """The decoder stack without a head: returns the last hidden state."""
+
+    layer_class = GraniteDecoderLayer
+
+    def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
+        """The tokens' embeddings (or inputs_embeds) times embedding_multiplier, as the reference scales both."""
+        return super().input_embeddings(input_ids, inputs_embeds) * self.config.embedding_multiplier
+
+
+class GraniteForCausalLM(GranitePreTrainedModel, LlamaForCausalLM):
+    """The decoder with its language-model head: next-token logits divided by logits_scaling, and the loss when labels
+    are given."""
+
+    def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden) / self.config.logits_scaling
