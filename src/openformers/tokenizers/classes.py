@@ -431,7 +431,7 @@ _CLASS_OF_MODEL_TYPE = {
 }  # fmt: skip
 # Model types whose Hub configs often name the wrong tokenizer class: the registered class wins. So does a registered
 # TokenizersBackend over any other class a folder names, as in the reference.
-_REGISTERED_CLASS_WINS = frozenset({"qwen2", "modernbert"})
+_REGISTERED_CLASS_WINS = frozenset({"qwen2"})
 
 
 def tokenizer_class_for(
