@@ -49,6 +49,7 @@ _public(
     "BloomConfig",
     "PhiConfig",
     "GraniteConfig",
+    "StableLmConfig",
     "AlbertConfig", "ElectraConfig", "MPNetConfig",
     "Olmo2Config",
     "Starcoder2Config",
@@ -182,6 +183,11 @@ _public(
 _public(
     "openformers.models.phi",
     "PhiPreTrainedModel", "PhiModel", "PhiForCausalLM", "PhiForSequenceClassification", "PhiForTokenClassification",
+)
+_public(
+    "openformers.models.stablelm",
+    "StableLmPreTrainedModel", "StableLmModel", "StableLmForCausalLM", "StableLmForSequenceClassification",
+    "StableLmForTokenClassification",
 )
 _public(
     "openformers.models.t5",

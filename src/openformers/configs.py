@@ -1445,6 +1445,71 @@ class PhiConfig(PartialRotary, PretrainedConfig):
 
 
 @dataclass
+class StableLmConfig(PartialRotary, PretrainedConfig):
+    """StableLM (StableLM-3B-4E1T, Stable Code 3B, StableLM 2): Llama's decoder with LayerNorms (with biases) in place
+    of RMSNorm, rotary embeddings over the first `partial_rotary_factor` of each head, optional q/k/v biases
+    (`use_qkv_bias`), an optional LayerNorm of its own for each head's queries and keys (`qk_layernorm`), and an
+    optional parallel residual (`use_parallel_residual`: attention and the SwiGLU MLP read one normed input), with
+    dropout on the MLP's output (`hidden_dropout`)."""
+
+    model_type: ClassVar[str] = "stablelm"
+    # The names the Llama-style attention and MLP read: a bias on q/k/v only (use_qkv_bias), none on o_proj or the MLP.
+    attention_bias: ClassVar[bool] = False
+    mlp_bias: ClassVar[bool] = False
+    qkv_bias = property(lambda self: self.use_qkv_bias)
+
+    vocab_size: int = 50304
+    intermediate_size: int = 6912
+    hidden_size: int = 2560
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = 32  # None: as many as the query heads
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 4096
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    partial_rotary_factor: float = 0.25
+    rope_scaling: dict[str, Any] | None = None
+    use_qkv_bias: bool = False
+    qk_layernorm: bool = False
+    use_parallel_residual: bool = False
+    hidden_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    bos_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 0
+
+    def __post_init__(self):
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        # transformers 4's config.json has rope_theta and partial_rotary_factor at the top; 5's in rope_parameters.
+        _rope_fields_from_parameters(self, ("rope_theta", "partial_rotary_factor"))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads", "num_key_value_heads", "max_position_embeddings")
+        if self.hidden_size % self.num_attention_heads:
+            _invalid("hidden_size", self.hidden_size, f"a multiple of num_attention_heads={self.num_attention_heads}")
+        _check_key_value_heads(self)
+        if self.hidden_act != "silu":
+            _invalid("hidden_act", self.hidden_act, "'silu' (the SwiGLU MLP of every StableLM checkpoint)")
+        _require_positive_numbers(self, "layer_norm_eps", "rope_theta")
+        _check_probabilities(self, "hidden_dropout", "attention_dropout")
+        for name in ("use_qkv_bias", "qk_layernorm", "use_parallel_residual"):
+            if not isinstance(getattr(self, name), bool):
+                _invalid(name, getattr(self, name), "true or false")
+        _check_partial_rotary_factor(self)
+        _check_rope_scaling_of_family(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        # transformers 5 reads rope_parameters; transformers 4 rope_theta, partial_rotary_factor and rope_scaling.
+        values = super().to_dict()
+        values["rope_parameters"] = _partial_rope_parameters(self)
+        return values
+
+
+@dataclass
 class BartConfig(PretrainedConfig):
     """BART: a post-LayerNorm encoder-decoder with learned positions (offset by 2), a LayerNorm over the embeddings
     of each stack, one token table shared by encoder, decoder and LM head. The common names (hidden_size,
@@ -2223,6 +2288,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "opt": OPTConfig,
     "bloom": BloomConfig,
     "phi": PhiConfig,
+    "stablelm": StableLmConfig,
     "olmo2": Olmo2Config,
     "starcoder2": Starcoder2Config,
     "albert": AlbertConfig,

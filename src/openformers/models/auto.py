@@ -35,6 +35,7 @@ from . import gptj
 from . import opt
 from . import bloom
 from . import phi
+from . import stablelm
 from . import bart
 from . import t5
 from . import modernbert
@@ -165,6 +166,12 @@ MODEL_CLASSES = {
         "causal-lm": "PhiForCausalLM",
         "sequence-classification": "PhiForSequenceClassification",
         "token-classification": "PhiForTokenClassification",
+    }),
+    "stablelm": (stablelm, {  # StableLM-3B-4E1T, Stable Code 3B, StableLM 2; the reference has no QA head for them
+        "base": "StableLmModel",
+        "causal-lm": "StableLmForCausalLM",
+        "sequence-classification": "StableLmForSequenceClassification",
+        "token-classification": "StableLmForTokenClassification",
     }),
     "bart": (bart, {  # an encoder-decoder; the reference maps masked LM and pre-training to the seq2seq LM too
         "base": "BartModel",

@@ -188,6 +188,10 @@ def _unpermute_rows(w: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 class LlamaAttention(nn.Module):
+    # How queries and keys turn by position: the whole head here; StableLM's turn their first dimensions only
+    # (phi3.apply_partial_rope).
+    rope = staticmethod(apply_rope)
+
     def __init__(self, config: LlamaConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
@@ -217,7 +221,7 @@ class LlamaAttention(nn.Module):
         """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
         q, k, v = self.project(x)
         if self.rotates:
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            q, k = self.rope(q, cos, sin), self.rope(k, cos, sin)
         y, weights = decoder_attention(q, k, v, mask, cache, self.layer_idx, self.dropout if self.training else 0.0,
                                        attention_path, self.scale)
         return self.o_proj(y), weights

@@ -424,6 +424,7 @@ _CLASS_OF_MODEL_TYPE = {
     "phi": "GPT2Tokenizer",  # Phi checkpoints name CodeGenTokenizer in tokenizer_config.json
     "bart": "RobertaTokenizer",
     "modernbert": "TokenizersBackend",
+    "stablelm": "TokenizersBackend",  # StableLM checkpoints name GPT2TokenizerFast or GPTNeoXTokenizerFast
     "deberta-v2": "DebertaV2Tokenizer",
     "albert": "AlbertTokenizer", "electra": "BertTokenizer", "mpnet": "MPNetTokenizer",
     "gemma": "GemmaTokenizer", "gemma2": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer",
