@@ -50,7 +50,8 @@ TINY = dict(
 )
 VARIANTS = {
     "stablelm-2-1_6b": dict(use_qkv_bias=True),  # partial_rotary_factor 0.25 by default: 4 of 16 dimensions turn
-    "stablelm-2-12b": dict(use_parallel_residual=True, qk_layernorm=True, num_key_value_heads=2),
+    # a large epsilon, so that the norms' own (the per-head ones' too) shows in the logits
+    "stablelm-2-12b": dict(use_parallel_residual=True, qk_layernorm=True, num_key_value_heads=2, layer_norm_eps=0.1),
     "linear-rope-tied": dict(tie_word_embeddings=True, rope_parameters={
         "rope_type": "linear", "factor": 2.0, "rope_theta": 500.0, "partial_rotary_factor": 0.5}),
 }
@@ -160,6 +161,22 @@ def test_training_loss_and_gradients_match_the_reference(variant, tmp_path):
     reference = _reference(**VARIANTS[variant])
     model = load_saved(reference, tmp_path)
     assert_training_step_matches(model, reference, _inputs("CausalLM"), checkpointing=(False, True))
+
+
+def test_training_with_hidden_dropout_draws_the_references_masks(tmp_path):
+    """hidden_dropout drops the MLP's output only: seeded alike, the reference and this model draw the same masks
+    (attention's weights, without attention_dropout, draw none) and give the same loss, which dropout changes."""
+    reference = _reference(hidden_dropout=0.3, **VARIANTS["stablelm-2-1_6b"])
+    model = load_saved(reference, tmp_path)
+    inputs = _inputs("CausalLM")
+    with torch.no_grad():
+        plain = model(**inputs).loss
+        losses = []
+        for seeded in (reference.train(), model.train()):
+            torch.manual_seed(3)
+            losses.append(seeded(**inputs).loss)
+    torch.testing.assert_close(losses[1], losses[0], atol=1e-5, rtol=1e-5)
+    assert abs(losses[1] - plain) > 1e-3
 
 
 def test_gradient_checkpointing_with_dropout_changes_nothing(tmp_path):
@@ -305,7 +322,8 @@ def test_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_path):
     assert_same_attributes(model.config, reference.config, (
         "use_qkv_bias", "qk_layernorm", "use_parallel_residual", "num_key_value_heads",
     ))
-    assert model.config.layer_norm_eps == pytest.approx(1e-5) and model.config.rotary_dim == 4
+    assert model.config.layer_norm_eps == pytest.approx(reference.config.layer_norm_eps)  # stored as float32
+    assert model.config.rotary_dim == 4
     assert_outputs_close(_outputs(model, "CausalLM"), _outputs(reference, "CausalLM"), "GGUF")
     assert openformers.AutoConfig.from_pretrained(tmp_path / "stablelm.gguf").model_type == "stablelm"
 

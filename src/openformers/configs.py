@@ -874,6 +874,23 @@ class PartialRotary:
         return int(self.head_dim * self.partial_rotary_factor)
 
 
+class PartialRotaryInBothLayouts(PartialRotary):
+    """A PartialRotary config (Phi, StableLM) whose config.json has rope_theta, partial_rotary_factor and rope_scaling
+    at the top (transformers 4) or in rope_parameters (5, whose dict wins): both read, both written. Its
+    num_key_value_heads None means as many as the query heads."""
+
+    def __post_init__(self):
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        _rope_fields_from_parameters(self, ("rope_theta", "partial_rotary_factor"))
+        super().__post_init__()
+
+    def to_dict(self) -> dict[str, Any]:
+        values = super().to_dict()
+        values["rope_parameters"] = _partial_rope_parameters(self)
+        return values
+
+
 @dataclass
 class Phi3Config(PartialRotary, PretrainedConfig):
     """Phi-3 and Phi-4: a Llama-style decoder with fused q/k/v and gate/up projections, dropout on both residual
@@ -1388,7 +1405,7 @@ class BloomConfig(PretrainedConfig):
 
 
 @dataclass
-class PhiConfig(PartialRotary, PretrainedConfig):
+class PhiConfig(PartialRotaryInBothLayouts, PretrainedConfig):
     """Phi-1, Phi-1.5 and Phi-2: each layer normalizes its input once (a LayerNorm with a bias) for attention and the
     MLP, which run in parallel and add to the residual together; q/k/v projections with biases (grouped-query with
     `num_key_value_heads`), an optional LayerNorm over each head's queries and keys (`qk_layernorm`), rotary
@@ -1417,13 +1434,6 @@ class PhiConfig(PartialRotary, PretrainedConfig):
     bos_token_id: int | None = 1
     eos_token_id: int | list[int] | None = 2
 
-    def __post_init__(self):
-        if self.num_key_value_heads is None:
-            self.num_key_value_heads = self.num_attention_heads
-        # transformers 4's config.json has rope_theta and partial_rotary_factor at the top; 5's in rope_parameters.
-        _rope_fields_from_parameters(self, ("rope_theta", "partial_rotary_factor"))
-        super().__post_init__()
-
     def validate(self) -> None:
         _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "head_dim")
@@ -1437,15 +1447,9 @@ class PhiConfig(PartialRotary, PretrainedConfig):
         _check_partial_rotary_factor(self)
         _check_rope_scaling_of_family(self)
 
-    def to_dict(self) -> dict[str, Any]:
-        # transformers 5 reads rope_parameters; transformers 4 rope_theta, partial_rotary_factor and rope_scaling.
-        values = super().to_dict()
-        values["rope_parameters"] = _partial_rope_parameters(self)
-        return values
-
 
 @dataclass
-class StableLmConfig(PartialRotary, PretrainedConfig):
+class StableLmConfig(PartialRotaryInBothLayouts, PretrainedConfig):
     """StableLM (StableLM-3B-4E1T, Stable Code 3B, StableLM 2): Llama's decoder with LayerNorms (with biases) in place
     of RMSNorm, rotary embeddings over the first `partial_rotary_factor` of each head, optional q/k/v biases
     (`use_qkv_bias`), an optional LayerNorm of its own for each head's queries and keys (`qk_layernorm`), and an
@@ -1479,13 +1483,6 @@ class StableLmConfig(PartialRotary, PretrainedConfig):
     bos_token_id: int | None = 0
     eos_token_id: int | list[int] | None = 0
 
-    def __post_init__(self):
-        if self.num_key_value_heads is None:
-            self.num_key_value_heads = self.num_attention_heads
-        # transformers 4's config.json has rope_theta and partial_rotary_factor at the top; 5's in rope_parameters.
-        _rope_fields_from_parameters(self, ("rope_theta", "partial_rotary_factor"))
-        super().__post_init__()
-
     def validate(self) -> None:
         _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                "num_attention_heads", "num_key_value_heads", "max_position_embeddings")
@@ -1501,12 +1498,6 @@ class StableLmConfig(PartialRotary, PretrainedConfig):
                 _invalid(name, getattr(self, name), "true or false")
         _check_partial_rotary_factor(self)
         _check_rope_scaling_of_family(self)
-
-    def to_dict(self) -> dict[str, Any]:
-        # transformers 5 reads rope_parameters; transformers 4 rope_theta, partial_rotary_factor and rope_scaling.
-        values = super().to_dict()
-        values["rope_parameters"] = _partial_rope_parameters(self)
-        return values
 
 
 @dataclass
