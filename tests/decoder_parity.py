@@ -91,6 +91,13 @@ def head_inputs(head: str, ids, mask, lm_labels=None) -> dict:
     return inputs
 
 
+def padded_head_inputs(ids_of, head: str) -> dict:
+    """Two rows of 9 tokens from `ids_of` with pad id 0, the first right-padded and the second left-padded, with the
+    labels the head named `head` takes (a causal LM's: the tokens themselves)."""
+    ids, mask = padded_batch(ids_of(2, 9, seed=7))
+    return head_inputs(head, ids, mask, lm_labels=ids.masked_fill(mask == 0, -100))
+
+
 def outputs_of(model, inputs: dict) -> dict:
     """Every tensor (or tuple of tensors, as router scores) the model returns on `inputs`, by name; the cache left
     out."""

@@ -24,13 +24,13 @@ from decoder_parity import (
     assert_training_step_matches,
     finish_gguf,
     generation_inputs,
-    head_inputs,
     llama_cpp_tensors,
     load_quietly,
     load_saved,
     make_reference,
     outputs_of,
     padded_batch,
+    padded_head_inputs,
 )
 from openformers import AutoModelForCausalLM, FalconConfig, FalconForCausalLM
 
@@ -73,10 +73,7 @@ def _ids(*shape, seed=1):
 
 
 def _inputs(name) -> dict:
-    """Two rows of 9 tokens with pad id 0, the first right-padded and the second left-padded, with the head's labels
-    (a causal LM's: the tokens themselves)."""
-    ids, mask = padded_batch(_ids(2, 9, seed=7))
-    return head_inputs(name, ids, mask, lm_labels=ids.masked_fill(mask == 0, -100))
+    return padded_head_inputs(_ids, name)
 
 
 def _outputs(model, name) -> dict:

@@ -27,12 +27,12 @@ from decoder_parity import (
     assert_static_cache_gives_the_dynamic_cache_tokens,
     assert_training_step_matches,
     generation_inputs,
-    head_inputs,
     load_quietly,
     load_saved,
     make_reference,
     outputs_of,
     padded_batch,
+    padded_head_inputs,
 )
 from openformers import AutoModelForCausalLM, GPTJConfig, GPTJForCausalLM
 from openformers.models import gptj
@@ -66,10 +66,7 @@ def _ids(*shape, seed=1):
 
 
 def _inputs(name) -> dict:
-    """Two rows of 9 tokens with pad id 0, the first right-padded and the second left-padded, with the head's labels
-    (a causal LM's: the tokens themselves)."""
-    ids, mask = padded_batch(_ids(2, 9, seed=7))
-    return head_inputs(name, ids, mask, lm_labels=ids.masked_fill(mask == 0, -100))
+    return padded_head_inputs(_ids, name)
 
 
 def _outputs(model, name) -> dict:
@@ -245,7 +242,7 @@ def test_config_defaults_and_names_match_the_reference():
     (dict(rotary_dim=0), "rotary_dim=0"),
     (dict(n_embd=66), "n_embd=66"),
     (dict(n_inner=-1), "n_inner=-1"),
-    (dict(activation_function="gelu_fast"), "activation_function='gelu_fast'"),
+    (dict(activation_function="quick_gelu"), "activation_function='quick_gelu'"),
     (dict(attn_pdrop=1.5), "attn_pdrop=1.5"),
     (dict(layer_norm_epsilon=0), "layer_norm_epsilon=0"),
     (dict(hidden_size=0), "n_embd=0"),

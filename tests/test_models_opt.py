@@ -26,12 +26,12 @@ from decoder_parity import (
     assert_static_cache_gives_the_dynamic_cache_tokens,
     assert_training_step_matches,
     generation_inputs,
-    head_inputs,
     load_quietly,
     load_saved,
     make_reference,
     outputs_of,
     padded_batch,
+    padded_head_inputs,
 )
 from openformers import AutoModelForCausalLM, OPTConfig, OPTForCausalLM
 from openformers.generation.cache import DynamicCache
@@ -67,10 +67,7 @@ def _ids(*shape, seed=1):
 
 
 def _inputs(name) -> dict:
-    """Two rows of 9 tokens with pad id 0, the first right-padded and the second left-padded, with the head's labels
-    (a causal LM's: the tokens themselves)."""
-    ids, mask = padded_batch(_ids(2, 9, seed=7))
-    return head_inputs(name, ids, mask, lm_labels=ids.masked_fill(mask == 0, -100))
+    return padded_head_inputs(_ids, name)
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))

@@ -50,6 +50,7 @@ _public(
     "PhiConfig",
     "GraniteConfig",
     "StableLmConfig",
+    "GPTBigCodeConfig",
     "AlbertConfig", "ElectraConfig", "MPNetConfig",
     "Olmo2Config",
     "Starcoder2Config",
@@ -188,6 +189,11 @@ _public(
     "openformers.models.stablelm",
     "StableLmPreTrainedModel", "StableLmModel", "StableLmForCausalLM", "StableLmForSequenceClassification",
     "StableLmForTokenClassification",
+)
+_public(
+    "openformers.models.gpt_bigcode",
+    "GPTBigCodePreTrainedModel", "GPTBigCodeModel", "GPTBigCodeForCausalLM", "GPTBigCodeForSequenceClassification",
+    "GPTBigCodeForTokenClassification",
 )
 _public(
     "openformers.models.t5",

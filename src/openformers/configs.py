@@ -556,7 +556,7 @@ class Qwen2Config(MistralConfig):
 
 
 # Activations the encoder families implement, by their config.json names.
-ENCODER_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
+ENCODER_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish")
 
 
 @dataclass
@@ -657,13 +657,7 @@ class GPT2Config(PretrainedConfig):
     max_position_embeddings = property(lambda self: self.n_positions)
 
     def validate(self) -> None:
-        _require_positive_ints(self, "vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
-        if self.n_inner is not None and not _positive_int(self.n_inner):
-            _invalid("n_inner", self.n_inner, "None (4 * n_embd) or a positive integer")
-        if self.n_embd % self.n_head:
-            _invalid("n_embd", self.n_embd, f"a multiple of n_head={self.n_head}")
-        if self.activation_function not in ENCODER_ACTIVATIONS:
-            _invalid("activation_function", self.activation_function, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+        _check_gpt2_sizes(self)
         for name, supported in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
                                 ("reorder_and_upcast_attn", False), ("add_cross_attention", False)):
             if getattr(self, name) != supported:
@@ -1180,8 +1174,49 @@ class GPTNeoXConfig(PartialRotary, PretrainedConfig):
         return values
 
 
+def _check_gpt2_sizes(config: PretrainedConfig) -> None:
+    """The sizes of a config with GPT-2's field names (GPT-2, GPT-J, GPT-BigCode): positive, n_embd a multiple of
+    n_head, n_inner None (4 * n_embd) or positive, and an activation_function layers.py implements."""
+    _require_positive_ints(config, "vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
+    if config.n_embd % config.n_head:
+        _invalid("n_embd", config.n_embd, f"a multiple of n_head={config.n_head}")
+    if config.n_inner is not None and not _positive_int(config.n_inner):
+        _invalid("n_inner", config.n_inner, "None (4 * n_embd) or a positive integer")
+    if config.activation_function not in ENCODER_ACTIVATIONS:
+        _invalid("activation_function", config.activation_function, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+
+
+class GPT2Names:
+    """The common names of a config whose fields keep GPT-2's (`n_embd`, `n_layer`, `n_head`, `n_positions`, `n_inner`:
+    GPT-J, GPT-BigCode), which read and set those fields as the reference's attribute_map does, also when given to
+    the constructor or read from config.json; and the sizes derived from them."""
+
+    attribute_map: ClassVar[dict[str, str]] = {
+        "max_position_embeddings": "n_positions", "hidden_size": "n_embd", "num_attention_heads": "n_head",
+        "num_hidden_layers": "n_layer",
+    }
+
+    max_position_embeddings = _field_alias("n_positions")
+    hidden_size = _field_alias("n_embd")
+    num_attention_heads = _field_alias("n_head")
+    num_hidden_layers = _field_alias("n_layer")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def intermediate_size(self) -> int:
+        return 4 * self.n_embd if self.n_inner is None else self.n_inner
+
+    def __post_init__(self):
+        for alias, name in self.attribute_map.items():  # GPTJConfig(hidden_size=64) sets n_embd, as the reference
+            _pop_alias(self, alias, name)
+        super().__post_init__()
+
+
 @dataclass
-class GPTJConfig(PretrainedConfig):
+class GPTJConfig(GPT2Names, PretrainedConfig):
     """GPT-J (and GPT4All-J, Dolly v1): one LayerNorm per block, whose output both attention and the GELU MLP read,
     their sums added to the residual together; q/k/v and output projections without biases, an MLP and an output
     projection with them; rotary embeddings over each head's first `rotary_dim` dimensions (None: all of them) in
@@ -1189,10 +1224,6 @@ class GPTJConfig(PretrainedConfig):
     `n_head`, `n_positions`); the common names read and set them, as in the reference."""
 
     model_type: ClassVar[str] = "gptj"
-    attribute_map: ClassVar[dict[str, str]] = {
-        "max_position_embeddings": "n_positions", "hidden_size": "n_embd", "num_attention_heads": "n_head",
-        "num_hidden_layers": "n_layer",
-    }
 
     vocab_size: int = 50400
     n_positions: int = 2048
@@ -1210,41 +1241,17 @@ class GPTJConfig(PretrainedConfig):
     bos_token_id: int | None = 50256
     eos_token_id: int | list[int] | None = 50256
 
-    max_position_embeddings = _field_alias("n_positions")
-    hidden_size = _field_alias("n_embd")
-    num_attention_heads = _field_alias("n_head")
-    num_hidden_layers = _field_alias("n_layer")
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
     @property
     def rotated_dim(self) -> int:
         """How many of each head's dimensions rotate (the first ones): rotary_dim, or the whole head for None."""
         return self.head_dim if self.rotary_dim is None else self.rotary_dim
 
-    @property
-    def intermediate_size(self) -> int:
-        return 4 * self.n_embd if self.n_inner is None else self.n_inner
-
-    def __post_init__(self):
-        for alias, name in self.attribute_map.items():  # GPTJConfig(hidden_size=64) sets n_embd, as the reference
-            _pop_alias(self, alias, name)
-        super().__post_init__()
-
     def validate(self) -> None:
-        _require_positive_ints(self, "vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
-        if self.n_embd % self.n_head:
-            _invalid("n_embd", self.n_embd, f"a multiple of n_head={self.n_head}")
-        if self.n_inner is not None and not _positive_int(self.n_inner):
-            _invalid("n_inner", self.n_inner, "None (4 * n_embd) or a positive integer")
+        _check_gpt2_sizes(self)
         if self.rotary_dim is not None and not (_positive_int(self.rotary_dim) and self.rotary_dim % 2 == 0
                                                 and self.rotary_dim <= self.head_dim):
             _invalid("rotary_dim", self.rotary_dim,
                      f"None (the whole head) or an even positive number up to the head's {self.head_dim} dimensions")
-        if self.activation_function not in ENCODER_ACTIVATIONS:
-            _invalid("activation_function", self.activation_function, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
         _require_positive_numbers(self, "layer_norm_epsilon")
         _check_probabilities(self, "resid_pdrop", "embd_pdrop", "attn_pdrop")
 
@@ -2258,6 +2265,68 @@ class OPTConfig(PretrainedConfig):
                      "embedding's padding row)")
 
 
+
+@dataclass
+class GPTBigCodeConfig(GPT2Names, PretrainedConfig):
+    """GPT-BigCode (StarCoder, StarCoderBase, SantaCoder, WizardCoder, OctoCoder): GPT-2's pre-LayerNorm blocks with
+    learned positions, a fused `c_attn` projection and a tanh-GELU MLP, whose attention has one key/value head shared
+    by every query head (`multi_query`; else one per query head). Its fields keep GPT-2's names (`n_embd`, `n_layer`,
+    `n_head`, `n_positions`, `n_inner`); the common names read and set them, as in the reference.
+    `attention_softmax_in_fp32` and `scale_attention_softmax_in_fp32` are kept for config.json: the reference 5's
+    attention takes every softmax in float32 whatever they say, and so does the eager path here."""
+
+    model_type: ClassVar[str] = "gpt_bigcode"
+
+    vocab_size: int = 50257
+    n_positions: int = 1024
+    n_embd: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_inner: int | None = None  # None: 4 * n_embd
+    activation_function: str = "gelu_pytorch_tanh"
+    resid_pdrop: float = 0.1
+    embd_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+    scale_attn_weights: bool = True
+    bos_token_id: int | None = 50256
+    eos_token_id: int | list[int] | None = 50256
+    attention_softmax_in_fp32: bool = True
+    scale_attention_softmax_in_fp32: bool = True
+    multi_query: bool = True
+    add_cross_attention: bool = False
+    tie_word_embeddings: bool = True
+
+    @property
+    def num_key_value_heads(self) -> int:
+        """The key/value heads attention computes (and the cache stores): one with multi_query."""
+        return 1 if self.multi_query else self.n_head
+
+    def __post_init__(self):
+        self.extra.pop("num_key_value_heads", None)  # derived from multi_query (the reference writes it too)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        _check_gpt2_sizes(self)
+        _require_positive_numbers(self, "layer_norm_epsilon")
+        _require_probabilities(self, "resid_pdrop", "embd_pdrop", "attn_pdrop")
+        for name in ("multi_query", "scale_attn_weights", "attention_softmax_in_fp32",
+                     "scale_attention_softmax_in_fp32"):
+            if not isinstance(getattr(self, name), bool):
+                _invalid(name, getattr(self, name), "true or false")
+        if self.add_cross_attention:
+            raise ValueError(
+                "Unsupported config: add_cross_attention=True; openformers runs GPT-BigCode as a decoder-only model "
+                "(the reference's cross-attention layers serve its EncoderDecoderModel, which openformers lacks)."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        values = super().to_dict()
+        values["num_key_value_heads"] = self.num_key_value_heads
+        return values
+
+
 # model_type -> config class: the registry config.json is read by (AutoConfig.register adds a user's own).
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "gpt2": GPT2Config,
@@ -2277,6 +2346,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "falcon": FalconConfig,
     "gptj": GPTJConfig,
     "opt": OPTConfig,
+    "gpt_bigcode": GPTBigCodeConfig,
     "bloom": BloomConfig,
     "phi": PhiConfig,
     "stablelm": StableLmConfig,

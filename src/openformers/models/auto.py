@@ -36,6 +36,7 @@ from . import opt
 from . import bloom
 from . import phi
 from . import stablelm
+from . import gpt_bigcode
 from . import bart
 from . import t5
 from . import modernbert
@@ -161,6 +162,13 @@ MODEL_CLASSES = {
         "question-answering": "OPTForQuestionAnswering",
     }),
     "bloom": (bloom, _decoder_classes("Bloom")),
+    "gpt_bigcode": (gpt_bigcode, {  # StarCoder, SantaCoder...; the reference has no QA head for them
+        "base": "GPTBigCodeModel",
+        "causal-lm": "GPTBigCodeForCausalLM",
+        "pretraining": "GPTBigCodeForCausalLM",
+        "sequence-classification": "GPTBigCodeForSequenceClassification",
+        "token-classification": "GPTBigCodeForTokenClassification",
+    }),
     "phi": (phi, {  # Phi-1, Phi-1.5 and Phi-2; the reference has no QA head for them
         "base": "PhiModel",
         "causal-lm": "PhiForCausalLM",

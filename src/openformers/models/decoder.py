@@ -138,3 +138,14 @@ def positions_of(cache_position: torch.Tensor, cache) -> torch.Tensor:
             "are appended to the cache, so cache_position must start at its length."
         )
     return cache_position[None]
+
+
+def check_learned_positions(position_ids: torch.Tensor, end: int, limit: int, family: str, field: str) -> None:
+    """Refuse positions past a table of `limit` learned ones (the config's `field`), with the family's name. Only
+    when the keys span more than the table (`end`) are the positions read back: a left-padded batch may be longer
+    than its positions."""
+    if end > limit and int(position_ids.max()) >= limit:
+        raise ValueError(
+            f"The tokens reach position {int(position_ids.max())}, past the {limit} positions {family} has ({field}); "
+            "truncate the input or generate fewer tokens."
+        )

@@ -61,10 +61,12 @@ class GPT2MLP(nn.Module):
 
 
 class GPT2Block(nn.Module):
+    attention_class = GPT2Attention  # GPT-BigCode's block is GPT-2's with its own attention
+
     def __init__(self, config: GPT2Config, layer_idx: int):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
-        self.attn = GPT2Attention(config, layer_idx)
+        self.attn = self.attention_class(config, layer_idx)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = GPT2MLP(config)
 

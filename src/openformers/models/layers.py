@@ -20,6 +20,8 @@ ACTIVATIONS = {
     "gelu": F.gelu,
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    # The tanh form written out as the reference's FastGELUActivation computes it (SantaCoder's configs name it).
+    "gelu_fast": lambda x: 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x))),
     "relu": F.relu,
     "silu": F.silu,
     "swish": F.silu,

@@ -22,7 +22,7 @@ from ..configs import OPTConfig
 from .bart import layer_dropped
 from .base import PreTrainedModel, embedded
 from .bert import _embedding
-from .decoder import DecoderModel
+from .decoder import DecoderModel, check_learned_positions
 from .heads import CausalLM, QuestionAnswering, SequenceClassification
 from .layers import ACTIVATIONS, decoder_attention
 
@@ -126,11 +126,7 @@ class OPTModel(OPTPreTrainedModel, DecoderModel):
 
     def add_position_embeddings(self, x: torch.Tensor, position_ids: torch.Tensor, end: int) -> torch.Tensor:
         limit = self.config.max_position_embeddings
-        if end > limit and int(position_ids.max()) >= limit:  # a left-padded batch may be longer than its positions
-            raise ValueError(
-                f"The tokens reach position {int(position_ids.max())}, past the {limit} positions OPT has "
-                "(max_position_embeddings); truncate the input or generate fewer tokens."
-            )
+        check_learned_positions(position_ids, end, limit, "OPT", "max_position_embeddings")
         return x + self.decoder.embed_positions(position_ids + POSITION_OFFSET)
 
     def layer_inputs(self, x, position_ids, mask, end: int, attention_mask, cache):
