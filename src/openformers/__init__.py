@@ -31,6 +31,7 @@ _public(
     "AlbertTokenizer", "AlbertTokenizerFast", "MPNetTokenizer", "MPNetTokenizerFast", "ElectraTokenizer",
     "ElectraTokenizerFast", "GPTNeoXTokenizer", "GPTNeoXTokenizerFast", "CodeGenTokenizer", "CodeGenTokenizerFast",
     "BartTokenizer", "BartTokenizerFast",
+    "MarianTokenizer",
     "DebertaV2Tokenizer", "DebertaV2TokenizerFast",
 )
 _public(
@@ -55,6 +56,7 @@ _public(
     "Olmo2Config",
     "Starcoder2Config",
     "BartConfig",
+    "MarianConfig",
     "ModernBertConfig",
     "DebertaV2Config",
 )
@@ -131,6 +133,10 @@ _public(
     "openformers.models.bart",
     "BartPreTrainedModel", "BartPretrainedModel", "PretrainedBartModel", "BartModel", "BartForConditionalGeneration",
     "BartForSequenceClassification", "BartForQuestionAnswering", "BartForCausalLM",
+)
+_public(
+    "openformers.models.marian",
+    "MarianPreTrainedModel", "MarianModel", "MarianMTModel", "MarianForCausalLM",
 )
 _public(
     "openformers.models.olmo2",

@@ -1508,12 +1508,11 @@ class StableLmConfig(PartialRotaryInBothLayouts, PretrainedConfig):
 
 
 @dataclass
-class BartConfig(PretrainedConfig):
-    """BART: a post-LayerNorm encoder-decoder with learned positions (offset by 2), a LayerNorm over the embeddings
-    of each stack, one token table shared by encoder, decoder and LM head. The common names (hidden_size,
-    num_attention_heads, num_hidden_layers) read and set d_model and the encoder's fields, as in the reference."""
+class _BartShapedConfig(PretrainedConfig):
+    """The fields BART and Marian share, with the defaults both references give them: a post-LayerNorm encoder and
+    decoder of their own depths, widths and heads. The common names (hidden_size, num_attention_heads,
+    num_hidden_layers) read and set d_model and the encoder's fields, as in the reference."""
 
-    model_type: ClassVar[str] = "bart"
     attribute_map: ClassVar[dict[str, str]] = {
         "hidden_size": "d_model", "num_attention_heads": "encoder_attention_heads",
         "num_hidden_layers": "encoder_layers",
@@ -1535,14 +1534,9 @@ class BartConfig(PretrainedConfig):
     attention_dropout: float = 0.0
     activation_dropout: float = 0.0
     init_std: float = 0.02
-    classifier_dropout: float = 0.0
     scale_embedding: bool = False
     use_cache: bool = True
-    pad_token_id: int | None = 1
-    bos_token_id: int | None = 0
-    eos_token_id: int | list[int] | None = 2
     is_encoder_decoder: bool = True
-    decoder_start_token_id: int | None = 2
     is_decoder: bool = False
     tie_word_embeddings: bool = True
 
@@ -1552,15 +1546,11 @@ class BartConfig(PretrainedConfig):
 
     def __post_init__(self):
         for alias, name in self.attribute_map.items():  # BartConfig(hidden_size=64) sets d_model, as the reference
-            if alias in self.extra:
-                setattr(self, name, self.extra.pop(alias))
-        if self.num_labels is None and self.id2label is None:
-            self.num_labels = 3  # the reference's BART default (MNLI's three classes)
-        # A generation option, not a field: GenerationConfig.from_model_config takes options from the kept keys.
-        self.extra.setdefault("forced_eos_token_id", 2)
+            _pop_alias(self, alias, name)
         super().__post_init__()
 
-    def validate(self) -> None:
+    def validate(self, *more_probabilities: str) -> None:
+        """Positive sizes, heads that divide d_model, a known activation, dropouts and LayerDrop in [0, 1)."""
         _require_positive_ints(self, "vocab_size", "max_position_embeddings", "d_model", "encoder_layers",
                                "encoder_ffn_dim", "encoder_attention_heads", "decoder_layers", "decoder_ffn_dim",
                                "decoder_attention_heads")
@@ -1569,11 +1559,63 @@ class BartConfig(PretrainedConfig):
                 _invalid("d_model", self.d_model, f"a multiple of {heads}={getattr(self, heads)}")
         if self.activation_function not in ENCODER_ACTIVATIONS:
             _invalid("activation_function", self.activation_function, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
-        for name in ("dropout", "attention_dropout", "activation_dropout", "classifier_dropout", "encoder_layerdrop",
-                     "decoder_layerdrop"):
+        for name in ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop", "decoder_layerdrop",
+                     *more_probabilities):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                 _invalid(name, value, "a probability in [0, 1)")
+
+
+@dataclass
+class BartConfig(_BartShapedConfig):
+    """BART: a post-LayerNorm encoder-decoder with learned positions (offset by 2), a LayerNorm over the embeddings
+    of each stack, one token table shared by encoder, decoder and LM head."""
+
+    model_type: ClassVar[str] = "bart"
+
+    classifier_dropout: float = 0.0
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 2
+    decoder_start_token_id: int | None = 2
+
+    def __post_init__(self):
+        if self.num_labels is None and self.id2label is None:
+            self.num_labels = 3  # the reference's BART default (MNLI's three classes)
+        # A generation option, not a field: GenerationConfig.from_model_config takes options from the kept keys.
+        self.extra.setdefault("forced_eos_token_id", 2)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate("classifier_dropout")
+
+
+@dataclass
+class MarianConfig(_BartShapedConfig):
+    """Marian (Helsinki-NLP's opus-mt translation models): BART's encoder-decoder with fixed sinusoidal positions
+    counted from 0, no LayerNorm over the embeddings, and no classification heads. One token table serves the
+    encoder, the decoder and the LM head unless `share_encoder_decoder_embeddings` is False; then the decoder has its
+    own of `decoder_vocab_size` rows (default: vocab_size), which the LM head scores. The padding token starts
+    decoding."""
+
+    model_type: ClassVar[str] = "marian"
+
+    vocab_size: int = 58101
+    decoder_vocab_size: int | None = None
+    share_encoder_decoder_embeddings: bool = True
+    decoder_start_token_id: int | None = 58100
+    pad_token_id: int | None = 58100
+    eos_token_id: int | list[int] | None = 0
+    bos_token_id: int | None = None
+
+    def __post_init__(self):
+        self.decoder_vocab_size = self.decoder_vocab_size or self.vocab_size
+        self.extra.setdefault("forced_eos_token_id", 0)  # a generation option, as BART's
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        _require_positive_ints(self, "decoder_vocab_size")
 
 
 @dataclass
@@ -2357,6 +2399,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "mpnet": MPNetConfig,
     "modernbert": ModernBertConfig,
     "bart": BartConfig,
+    "marian": MarianConfig,
     "t5": T5Config,
     "mt5": MT5Config,
     "deberta-v2": DebertaV2Config,

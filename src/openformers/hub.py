@@ -28,7 +28,7 @@ PACKAGED_MODELS = {
 }
 
 # Small files a config or tokenizer may need, fetched from the top level of a Hub repo. Code (`*.py`) never is.
-_SMALL_FILE_SUFFIXES = (".json", ".txt", ".model", ".jinja")
+_SMALL_FILE_SUFFIXES = (".json", ".txt", ".model", ".spm", ".jinja")  # .spm: Marian's SentencePiece models
 # Repo ids as the Hub allows them: "name" or "org/name", no "--" or "..", no leading or trailing "-" or ".".
 _HUB_ID = re.compile(r"^(?!.*(?:--|\.\.))(?:\w(?:[\w.-]*\w)?/)?\w(?:[\w.-]*\w)?$")
 _TRUE = {"1", "true", "yes", "on"}

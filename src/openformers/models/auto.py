@@ -37,7 +37,7 @@ from . import bloom
 from . import phi
 from . import stablelm
 from . import gpt_bigcode
-from . import bart
+from . import bart, marian
 from . import t5
 from . import modernbert
 from . import deberta_v2
@@ -189,6 +189,11 @@ MODEL_CLASSES = {
         "causal-lm": "BartForCausalLM",
         "sequence-classification": "BartForSequenceClassification",
         "question-answering": "BartForQuestionAnswering",
+    }),
+    "marian": (marian, {  # Helsinki-NLP's opus-mt translation models; the reference has no classification heads
+        "base": "MarianModel",
+        "seq2seq-lm": "MarianMTModel",
+        "causal-lm": "MarianForCausalLM",
     }),
     "t5": (t5, {  # T5 and Flan-T5; the seq2seq LM is also the pre-training head
         "base": "T5Model",

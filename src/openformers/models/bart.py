@@ -42,12 +42,14 @@ POSITION_OFFSET = 2  # position p reads row p + 2 of embed_positions
 
 
 class ScaledEmbedding(nn.Embedding):
-    """Token embeddings times `embed_scale` (sqrt(d_model) with scale_embedding, else 1)."""
+    """Token embeddings times `embed_scale` (sqrt(d_model) with scale_embedding, else 1); `rows` tokens (default
+    config.vocab_size)."""
 
-    def __init__(self, config: BartConfig):
+    def __init__(self, config: BartConfig, rows: int | None = None):
+        rows = config.vocab_size if rows is None else rows
         # Explicit weights skip nn.Embedding's random init, which is slow on the meta device (see llama.py).
-        super().__init__(config.vocab_size, config.d_model, padding_idx=config.pad_token_id,
-                         _weight=torch.empty(config.vocab_size, config.d_model))
+        super().__init__(rows, config.d_model, padding_idx=config.pad_token_id,
+                         _weight=torch.empty(rows, config.d_model))
         self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -161,6 +163,7 @@ def layer_dropped(stack: nn.Module, probability: float) -> bool:
 
 class BartEncoder(nn.Module):
     gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
+    position_offset = POSITION_OFFSET  # the row of embed_positions that position 0 reads
 
     def __init__(self, config: BartConfig):
         super().__init__()
@@ -183,8 +186,8 @@ class BartEncoder(nn.Module):
         x = embedded(self.embed_tokens, input_ids) if inputs_embeds is None else inputs_embeds  # (B, S, C)
         S = x.shape[1]
         check_length(self.config, S, "input_ids")
-        positions = torch.arange(POSITION_OFFSET, S + POSITION_OFFSET, device=x.device)
-        x = self.dropout(self.layernorm_embedding(x + self.embed_positions(positions)))
+        positions = torch.arange(self.position_offset, S + self.position_offset, device=x.device)
+        x = self.dropout(self.layernorm_embedding(x + self.embed_positions(positions).to(x.dtype)))
         mask = padding_mask(attention_mask)
         checkpointing = self.gradient_checkpointing if self.training else None
         hidden_states = [x] if output_hidden_states else None
@@ -205,6 +208,8 @@ class BartEncoder(nn.Module):
 
 class BartDecoder(nn.Module):
     gradient_checkpointing: dict | None = None
+    position_offset = POSITION_OFFSET
+    takes_position_ids = True  # False: positions count from the cache whatever `position_ids` say (Marian's)
 
     def __init__(self, config: BartConfig):
         super().__init__()
@@ -222,11 +227,13 @@ class BartDecoder(nn.Module):
         cross-attention weights of every layer when asked for. Positions count on from the cache unless
         `position_ids` are given."""
         check_inputs(input_ids, inputs_embeds)
-        x = embedded(self.embed_tokens, input_ids, "decoder_input_ids") if inputs_embeds is None else inputs_embeds
+        x = self.input_embeddings(input_ids, inputs_embeds)
         T = x.shape[1]
+        position_ids = position_ids if self.takes_position_ids else None
         position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, T, x.device)
         check_length(self.config, end, "the cache and decoder_input_ids")
-        x = self.dropout(self.layernorm_embedding(x + self.embed_positions(position_ids + POSITION_OFFSET)))
+        positions = self.embed_positions(position_ids + self.position_offset).to(x.dtype)
+        x = self.dropout(self.layernorm_embedding(x + positions))
         encoder_mask = padding_mask(encoder_attention_mask)
         # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
         checkpointing = self.gradient_checkpointing if self.training and cache is None else None
@@ -250,6 +257,11 @@ class BartDecoder(nn.Module):
         )
 
 
+    def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
+        """The token embeddings (B, T, C) of `input_ids`, or `inputs_embeds` as given."""
+        return embedded(self.embed_tokens, input_ids, "decoder_input_ids") if inputs_embeds is None else inputs_embeds
+
+
 def check_length(config: BartConfig, length: int, what: str) -> None:
     if length > config.max_position_embeddings:
         raise ValueError(
@@ -262,6 +274,10 @@ class BartPreTrainedModel(PreTrainedModel):
     config_class = BartConfig
     base_model_prefix = "model"
     ignored_checkpoint_keys = (r"(^|\.)(encoder|decoder)\.version$",)  # fairseq's format markers
+    encoder_class, decoder_class = BartEncoder, BartDecoder  # the stacks the base model and the causal LM build
+
+    def new_base_model(self, config: BartConfig) -> "BartModel":
+        return BartModel(config)
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)  # normal(0, init_std) weights, zero biases and padding row, unit norms
@@ -293,9 +309,25 @@ class BartModel(BartPreTrainedModel):
 
     def __init__(self, config: BartConfig):
         super().__init__(config)
-        self.shared = ScaledEmbedding(config)
-        self.encoder = BartEncoder(config)
-        self.decoder = BartDecoder(config)
+        if self.shares_token_table(config):
+            self.shared = ScaledEmbedding(config)
+        self.encoder = self.encoder_class(config)
+        self.decoder = self.decoder_class(config)
+
+    @staticmethod
+    def shares_token_table(config: BartConfig) -> bool:
+        """Whether the encoder and the decoder read one token table, `shared` (always, in BART)."""
+        return True
+
+    def decoder_inputs_for(self, input_ids: torch.Tensor | None) -> torch.Tensor:
+        """The decoder's inputs when none are given: input_ids shifted right (BART's denoising pre-training), as the
+        reference does."""
+        if input_ids is None:
+            raise ValueError(
+                f"{type(self).__name__} needs decoder_input_ids or decoder_inputs_embeds, or input_ids to shift right "
+                "into decoder inputs; got none of them."
+            )
+        return shift_tokens_right(input_ids, self.config.pad_token_id, self.config.decoder_start_token_id)
 
     def forward(
         self, input_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
@@ -304,21 +336,14 @@ class BartModel(BartPreTrainedModel):
     ) -> Seq2SeqModelOutput | tuple:
         """Encode `input_ids` (unless `encoder_outputs` are given), then decode `decoder_input_ids` attending to it.
 
-        Without decoder inputs, the decoder reads input_ids shifted right (BART's denoising pre-training), as the
-        reference does. With use_cache (by default config.use_cache) or a cache passed in, the decoder's keys and
+        Without decoder inputs, the decoder reads `decoder_inputs_for(input_ids)`. With use_cache (by default config.use_cache) or a cache passed in, the decoder's keys and
         values and the encoder's projected ones are kept in an EncoderDecoderCache, returned as `past_key_values`.
         """
         output_attentions, output_hidden_states, return_dict = self.output_options(
             output_attentions, output_hidden_states, return_dict
         )
         if decoder_input_ids is None and decoder_inputs_embeds is None:
-            if input_ids is None:
-                raise ValueError(
-                    "BartModel needs decoder_input_ids or decoder_inputs_embeds, or input_ids to shift right into "
-                    "decoder inputs; got none of them."
-                )
-            decoder_input_ids = shift_tokens_right(input_ids, self.config.pad_token_id,
-                                                   self.config.decoder_start_token_id)
+            decoder_input_ids = self.decoder_inputs_for(input_ids)
         attention_path = self.attention_path(output_attentions)
         if encoder_outputs is None:
             encoder_outputs = self.encoder(input_ids, attention_mask, inputs_embeds, output_attentions,
@@ -351,9 +376,10 @@ class BartForConditionalGeneration(BartPreTrainedModel):
 
     def __init__(self, config: BartConfig):
         super().__init__(config)
-        self.model = BartModel(config)
-        self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.model = self.new_base_model(config)
+        rows = self.model.decoder.embed_tokens.num_embeddings  # the decoder's vocabulary
+        self.register_buffer("final_logits_bias", torch.zeros(1, rows))
+        self.lm_head = nn.Linear(config.d_model, rows, bias=False)
 
     @staticmethod
     def from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -362,9 +388,9 @@ class BartForConditionalGeneration(BartPreTrainedModel):
         is read as this head's."""
         if "final_logits_bias" in state_dict:
             return state_dict
-        if "shared.weight" in state_dict:
+        if "shared.weight" in state_dict or "decoder.embed_tokens.weight" in state_dict:
             state_dict = {f"model.{k}": v for k, v in state_dict.items()}
-        table = state_dict.get("model.shared.weight")
+        table = state_dict.get("model.shared.weight", state_dict.get("model.decoder.embed_tokens.weight"))
         if table is None:
             return state_dict
         return {**state_dict, "final_logits_bias": table.new_zeros(1, table.shape[0])}
@@ -440,7 +466,7 @@ class BartForSequenceClassification(BartPreTrainedModel):
 
     def __init__(self, config: BartConfig):
         super().__init__(config)
-        self.model = BartModel(config)
+        self.model = self.new_base_model(config)
         self.classification_head = BartClassificationHead(config)
 
     def forward(
@@ -489,7 +515,7 @@ class BartForQuestionAnswering(BartPreTrainedModel):
     def __init__(self, config: BartConfig):
         config.num_labels = 2  # the reference sets it: one start and one end score
         super().__init__(config)
-        self.model = BartModel(config)
+        self.model = self.new_base_model(config)
         self.qa_outputs = nn.Linear(config.d_model, 2)
 
     def forward(
@@ -516,9 +542,9 @@ class BartForQuestionAnswering(BartPreTrainedModel):
 class BartDecoderWrapper(nn.Module):
     """Holds the decoder under `model.decoder`, the name BartForCausalLM's checkpoints use."""
 
-    def __init__(self, config: BartConfig):
+    def __init__(self, decoder: BartDecoder):
         super().__init__()
-        self.decoder = BartDecoder(config)
+        self.decoder = decoder
 
 
 class BartForCausalLM(BartPreTrainedModel):
@@ -533,20 +559,21 @@ class BartForCausalLM(BartPreTrainedModel):
     def __init__(self, config: BartConfig):
         config.is_decoder, config.is_encoder_decoder = True, False  # as the reference sets them
         super().__init__(config)
-        self.model = BartDecoderWrapper(config)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.model = BartDecoderWrapper(self.decoder_class(config))
+        self.lm_head = nn.Linear(config.d_model, self.model.decoder.embed_tokens.num_embeddings, bias=False)
 
-    @staticmethod
-    def from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A whole BART's checkpoint (encoder and decoder, as BartModel or BartForConditionalGeneration save them)
+    @classmethod
+    def from_checkpoint_layout(cls, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A whole model's checkpoint (encoder and decoder, as BartModel or BartForConditionalGeneration save them)
         read as its decoder: the shared token table becomes the decoder's, the other weights are left out."""
-        prefix = next((p for p in ("model.", "") if f"{p}shared.weight" in state_dict), None)
+        prefix = next((p for p in ("model.", "") if any(k.startswith(f"{p}encoder.") for k in state_dict)), None)
         if prefix is None:
             return state_dict
         kept = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(f"{prefix}decoder.")}
-        kept.setdefault("decoder.embed_tokens.weight", state_dict[f"{prefix}shared.weight"])
-        warnings.warn("BartForCausalLM reads the decoder of a whole BART checkpoint; the encoder's weights (and the "
-                      "LM head's final_logits_bias) are left out.", stacklevel=4)
+        if f"{prefix}shared.weight" in state_dict:
+            kept.setdefault("decoder.embed_tokens.weight", state_dict[f"{prefix}shared.weight"])
+        warnings.warn(f"{cls.__name__} reads the decoder of a whole encoder-decoder checkpoint; the encoder's weights "
+                      "(and the LM head's final_logits_bias) are left out.", stacklevel=4)
         return {f"model.{k}": v for k, v in kept.items()}
 
     @classmethod

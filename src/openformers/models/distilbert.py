@@ -21,7 +21,7 @@ from .heads import (
     QuestionAnswering,
     TokenClassification,
 )
-from .layers import ACTIVATIONS, encoder_attention, run_layer
+from .layers import ACTIVATIONS, encoder_attention, run_layer, sinusoidal_positions
 from .outputs import BaseModelOutput, ModelOutput
 
 LAYER_NORM_EPS = 1e-12  # every DistilBERT LayerNorm's; the config has no field for it
@@ -43,17 +43,6 @@ class Embeddings(nn.Module):
     def forward(self, input_ids, position_ids, inputs_embeds=None):
         x = embedded(self.word_embeddings, input_ids) if inputs_embeds is None else inputs_embeds
         return self.dropout(self.LayerNorm(x + self.position_embeddings(position_ids)))
-
-
-def sinusoidal_positions(count: int, dim: int) -> torch.Tensor:
-    """(count, dim) fixed position embeddings: sin in even columns, cos in odd ones, at frequencies 10000^(-j/dim)
-    for the pair j (the weights `sinusoidal_pos_embds=True` initializes)."""
-    positions = torch.arange(count, dtype=torch.float64)[:, None]
-    pair_start = torch.arange(dim, dtype=torch.float64) // 2 * 2
-    angles = positions / 10000 ** (pair_start / dim)  # (count, dim), computed in float64 as the reference
-    table = torch.empty(count, dim, dtype=torch.float64)
-    table[:, 0::2], table[:, 1::2] = angles[:, 0::2].sin(), angles[:, 1::2].cos()
-    return table.float()
 
 
 class DistilBertSelfAttention(nn.Module):

@@ -29,6 +29,41 @@ ACTIVATIONS = {
 }
 
 
+def sinusoidal_positions(count: int, dim: int, halves: bool = False) -> torch.Tensor:
+    """(count, dim) fixed position embeddings at frequencies 10000^(-j/dim) for the pair j, computed in float64 as
+    the reference: sin in even columns and cos in odd ones (DistilBERT's `sinusoidal_pos_embds`), or with `halves`
+    all the sines first and then the cosines (Marian's table)."""
+    positions = torch.arange(count, dtype=torch.float64)[:, None]
+    pair_start = torch.arange(dim, dtype=torch.float64) // 2 * 2
+    angles = positions / 10000 ** (pair_start / dim)  # (count, dim)
+    sines, cosines = angles[:, 0::2].sin(), angles[:, 1::2].cos()
+    if halves:
+        return torch.cat([sines, cosines], dim=1).float()
+    table = torch.empty(count, dim, dtype=torch.float64)
+    table[:, 0::2], table[:, 1::2] = sines, cosines
+    return table.float()
+
+
+class SinusoidalPositions(nn.Module):
+    """A fixed table of sinusoidal position embeddings (`sinusoidal_positions` with `halves`), looked up like an
+    nn.Embedding by position ids. It is a buffer computed when built (and again after loading on the meta device),
+    never stored in a checkpoint's parameters, and kept in float32: callers cast the rows to their hidden states'
+    dtype."""
+
+    def __init__(self, count: int, dim: int):
+        super().__init__()
+        self.register_buffer("weight", torch.empty(count, dim), persistent=False)
+        self.reset_tables()
+
+    def reset_tables(self, device: torch.device | None = None) -> None:
+        device = device or self.weight.device
+        if device.type != "meta":
+            self.weight = sinusoidal_positions(*self.weight.shape, halves=True).to(device)
+
+    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(position_ids, self.weight)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()

@@ -304,21 +304,7 @@ class PreTrainedTokenizerBase:
             raise ValueError(f"save_directory {folder} is a file; pass a folder to save the tokenizer in.")
         folder.mkdir(parents=True, exist_ok=True)
         written = []
-        config = {
-            "tokenizer_class": self.family or "PreTrainedTokenizerFast",
-            **self.special_tokens_map,
-            "extra_special_tokens": list(self.extra_special_tokens),
-            "model_max_length": self.model_max_length,
-            "padding_side": self.padding_side,
-            "truncation_side": self.truncation_side,
-            "model_input_names": list(self.model_input_names),
-            "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
-        }
-        for name in _SAVED_OPTIONS:  # as the reference, the options the tokenizer was made with
-            if name in self.init_kwargs:
-                config[name] = getattr(self, name) if name in ("add_bos_token", "add_eos_token") else self.init_kwargs[name]
-        if self.family == "T5Tokenizer":  # how many sentinels to make again on loading
-            config["extra_ids"] = sum(token.startswith("<extra_id_") for token in self.extra_special_tokens)
+        config = self._saved_config()
         if self._pipeline.source is not None:
             data = dict(self._pipeline.source)
             added = sorted(self._pipeline.added.tokens.items())
@@ -339,14 +325,36 @@ class PreTrainedTokenizerBase:
                 config["add_eos_token"] = not isinstance(layout[-1][0], str) and self.eos_token_id in layout[-1][0]
         else:
             raise ValueError("This tokenizer was built in code, not loaded from files, so it cannot be saved.")
+        return (*written, *self._write_configs(folder, config))
+
+    def _saved_config(self) -> dict:
+        """What tokenizer_config.json says of this tokenizer, whatever files hold its vocabulary."""
+        config = {
+            "tokenizer_class": self.family or "PreTrainedTokenizerFast",
+            **self.special_tokens_map,
+            "extra_special_tokens": list(self.extra_special_tokens),
+            "model_max_length": self.model_max_length,
+            "padding_side": self.padding_side,
+            "truncation_side": self.truncation_side,
+            "model_input_names": list(self.model_input_names),
+            "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
+        }
+        for name in _SAVED_OPTIONS:  # as the reference, the options the tokenizer was made with
+            if name in self.init_kwargs:
+                config[name] = getattr(self, name) if name in ("add_bos_token", "add_eos_token") else self.init_kwargs[name]
+        if self.family == "T5Tokenizer":  # how many sentinels to make again on loading
+            config["extra_ids"] = sum(token.startswith("<extra_id_") for token in self.extra_special_tokens)
         if isinstance(self.chat_template, dict):  # several named templates
             config["chat_template"] = [{"name": name, "template": text} for name, text in self.chat_template.items()]
         elif self.chat_template is not None:
             config["chat_template"] = self.chat_template
-        written.append(_write_json(folder / "tokenizer_config.json", config))
+        return config
+
+    def _write_configs(self, folder: Path, config: dict) -> tuple[str, str]:
+        """Write tokenizer_config.json (`config`) and special_tokens_map.json; return their paths."""
         special_map = {**self.special_tokens_map, "additional_special_tokens": list(self.extra_special_tokens)}
-        written.append(_write_json(folder / "special_tokens_map.json", special_map))
-        return tuple(written)
+        return (_write_json(folder / "tokenizer_config.json", config),
+                _write_json(folder / "special_tokens_map.json", special_map))
 
     def __len__(self) -> int:
         """The size of the whole vocabulary, added tokens included."""
@@ -452,11 +460,16 @@ class PreTrainedTokenizerBase:
         inputs = self.encode_texts(text, text_pair, **options) if text is not None else None
         if text_target is None:
             return inputs
-        targets = self.encode_texts(text_target, text_pair_target, **options)
+        targets = self._encode_targets(text_target, text_pair_target, options)
         if inputs is None:
             return targets
         inputs["labels"] = targets["input_ids"]
         return inputs
+
+    def _encode_targets(self, text_target, text_pair_target, options: dict) -> BatchEncoding:
+        """The labels of a sequence-to-sequence model, encoded as the texts are (Marian's target language has its
+        own SentencePiece model)."""
+        return self.encode_texts(text_target, text_pair_target, **options)
 
     def encode_texts(
         self,

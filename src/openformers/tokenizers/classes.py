@@ -16,12 +16,14 @@ As in the reference 5.x, each `...Fast` name is the same class as the name witho
 import json
 import os
 import re
+import shutil
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 from .. import hub
-from . import loaders
-from .base import PreTrainedTokenizerBase, in_subfolder
+from . import decoders, loaders, processors
+from .base import PreTrainedTokenizerBase, _checked_overrides, _write_json, in_subfolder
 from .pipeline import AddedVocabulary, Pipeline
 
 
@@ -385,6 +387,132 @@ class XLMRobertaTokenizer(TokenizersBackend):
         )  # fmt: skip
 
 
+class MarianTokenizer(PreTrainedTokenizerBase):
+    """Marian's (opus-mt's) tokenizer: the source language's SentencePiece model (source.spm) segments the texts,
+    the target language's (target.spm) the targets (`text_target=`), and vocab.json, which both share, gives the ids
+    (with `separate_vocabs`, target_vocab.json gives the targets'); `</s>` ends each sequence. A text that starts with
+    a language code such as `>>fra<<` (the multilingual models' target language) keeps it as one token.
+
+    Decoding maps ids back to pieces and joins them with the source model unless the vocabularies are separate (then
+    with the target's), or as `use_source_tokenizer` says, as the reference does; special tokens are written with a
+    space after them.
+
+        tokenizer = MarianTokenizer.from_pretrained("Helsinki-NLP/opus-mt-en-de")
+        batch = tokenizer(["I am a small frog."], text_target=["Ich bin ein kleiner Frosch."], return_tensors="pt")
+    """
+
+    family = "MarianTokenizer"
+    FILES = {"source_spm": "source.spm", "target_spm": "target.spm", "vocab": "vocab.json",
+             "target_vocab_file": "target_vocab.json"}  # fmt: skip
+    OPTIONS = ("source_lang", "target_lang", "separate_vocabs")  # tokenizer_config.json's, besides the common ones
+
+    def __init__(
+        self, source_spm, target_spm, vocab, target_vocab_file=None, source_lang=None, target_lang=None,
+        unk_token="<unk>", eos_token="</s>", pad_token="<pad>", model_max_length=512, sp_model_kwargs=None,
+        separate_vocabs=False, **kwargs,
+    ):  # fmt: skip
+        if sp_model_kwargs:
+            raise ValueError(
+                f"sp_model_kwargs={sp_model_kwargs!r}: SentencePiece's sampling options are not supported; Marian "
+                "tokenizers here always take the best segmentation. Leave sp_model_kwargs out."
+            )
+        if separate_vocabs and target_vocab_file is None:
+            raise ValueError("separate_vocabs=True needs target_vocab_file (target_vocab.json), the targets' ids.")
+        self.spm_files = [Path(source_spm), Path(target_spm)]
+        self.vocab_files = [Path(vocab)] + ([Path(target_vocab_file)] if separate_vocabs else [])
+        source_vocab = loaders.read_marian_vocab(vocab, "vocab")
+        target_vocab = loaders.read_marian_vocab(target_vocab_file, "target_vocab_file") if separate_vocabs \
+            else source_vocab
+        unk = str(getattr(unk_token, "content", unk_token))
+        self._source = loaders.marian_pipeline(source_spm, source_vocab, unk)
+        self._target = loaders.marian_pipeline(target_spm, target_vocab, unk)
+        super().__init__(self._source, unk_token=unk_token, eos_token=eos_token, pad_token=pad_token,
+                         model_max_length=model_max_length, **kwargs)
+        self.source_lang, self.target_lang, self.separate_vocabs = source_lang, target_lang, bool(separate_vocabs)
+        self.supported_language_codes = [] if separate_vocabs else [
+            token for token in source_vocab if token.startswith(">>") and token.endswith("<<")]
+        # `A </s>`; a pair (which Marian never trains on) is `A B </s>`, as the reference lays it out.
+        eos = [self.eos_token_id]
+        layout = processors.TemplateProcessing([("A", 0), (eos, 0)], [("A", 0), ("B", 0), (eos, 0)])
+        self._source.post_processor = self._target.post_processor = layout
+
+    @classmethod
+    def _from_files(cls, files, name_or_path: str, prefer_gguf: bool, kwargs: dict, chosen: bool) -> "MarianTokenizer":
+        own = {key: kwargs.pop(key) for key in cls.OPTIONS if key in kwargs}
+        config = {**loaders.read_tokenizer_config(files), **_checked_overrides(kwargs, cls.__name__), **own}
+        paths = {name: files.file(filename) for name, filename in cls.FILES.items()}
+        missing = [cls.FILES[name] for name in ("source_spm", "target_spm", "vocab") if paths[name] is None]
+        if missing:
+            raise FileNotFoundError(f"{files.folder} has no {', '.join(missing)}, which a MarianTokenizer reads.")
+        settings = loaders.settings_from_config(config)
+        options = {key: config[key] for key in cls.OPTIONS if key in config}
+        return cls(**paths, **options, **settings, name_or_path=name_or_path)
+
+    @contextmanager
+    def _using(self, pipeline: Pipeline):
+        """Run with `pipeline` in place of the source side's, with the same added tokens."""
+        kept = self._pipeline
+        pipeline.added, pipeline.split_special_tokens = self._source.added, self._source.split_special_tokens
+        self._pipeline = pipeline
+        try:
+            yield
+        finally:
+            self._pipeline = kept
+
+    def _encode_targets(self, text_target, text_pair_target, options: dict):
+        with self._using(self._target):
+            return super()._encode_targets(text_target, text_pair_target, options)
+
+    def _decoding_pipeline(self, use_source_tokenizer: bool | None) -> Pipeline:
+        """The ids' pieces (the targets' vocabulary when it is separate), joined by one side's SentencePiece model."""
+        use_source = not self.separate_vocabs if use_source_tokenizer is None else use_source_tokenizer
+        pieces = (self._source if use_source else self._target).decoder
+        vocabulary = self._target if self.separate_vocabs else self._source
+        return Pipeline(vocabulary.model,
+                        decoder=decoders.SpecialTokensApart(pieces, frozenset(self.all_special_tokens)))
+
+    def decode(self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None,
+               use_source_tokenizer: bool | None = None, **kwargs):
+        """As every tokenizer's decode; `use_source_tokenizer` joins the pieces with the source model (True) or the
+        target's (False); by default the source's, unless the vocabularies are separate."""
+        with self._using(self._decoding_pipeline(use_source_tokenizer)):
+            return super().decode(token_ids, skip_special_tokens, clean_up_tokenization_spaces)
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = False,
+                     clean_up_tokenization_spaces: bool | None = None, use_source_tokenizer: bool | None = None,
+                     **kwargs) -> list[str]:
+        with self._using(self._decoding_pipeline(use_source_tokenizer)):
+            return super().batch_decode(sequences, skip_special_tokens, clean_up_tokenization_spaces)
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        return self._decoding_pipeline(None).decoder.decode(list(tokens))
+
+    def get_special_tokens_mask(self, token_ids_0, token_ids_1=None, already_has_special_tokens: bool = False):
+        """1 for `</s>` and the other special tokens, 0 for the rest; `<unk>` counts as text, as in the reference."""
+        if not already_has_special_tokens:
+            return super().get_special_tokens_mask(token_ids_0, token_ids_1)
+        special = set(self.all_special_ids) - {self.unk_token_id}
+        return [int(token_id in special) for token_id in token_ids_0 + (token_ids_1 or [])]
+
+    def _save(self, folder: Path, prefix: str) -> tuple[str, ...]:
+        """source.spm, target.spm and vocab.json (target_vocab.json too with separate vocabularies), as the reference
+        writes them, and the configs."""
+        if folder.is_file():
+            raise ValueError(f"save_directory {folder} is a file; pass a folder to save the tokenizer in.")
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for source, name in zip(self.spm_files, ("source.spm", "target.spm")):
+            if source.resolve() != (folder / f"{prefix}{name}").resolve():
+                shutil.copyfile(source, folder / f"{prefix}{name}")
+            written.append(str(folder / f"{prefix}{name}"))
+        vocabularies = [self._source.model.vocab] + ([self._target.model.vocab] if self.separate_vocabs else [])
+        for vocab, name in zip(vocabularies, ("vocab.json", "target_vocab.json")):
+            written.append(_write_json(folder / f"{prefix}{name}", vocab))
+        config = {**self._saved_config(), "source_lang": self.source_lang, "target_lang": self.target_lang,
+                  "separate_vocabs": self.separate_vocabs}  # fmt: skip
+        return (*written, *self._write_configs(folder, config))
+
+
 BertTokenizerFast = BertTokenizer
 DistilBertTokenizerFast = DistilBertTokenizer
 GPT2TokenizerFast = GPT2Tokenizer
@@ -407,7 +535,7 @@ TOKENIZER_CLASSES = {
     for cls in (
         TokenizersBackend, BertTokenizer, DistilBertTokenizer, GPT2Tokenizer, RobertaTokenizer, Qwen2Tokenizer,
         LlamaTokenizer, GemmaTokenizer, T5Tokenizer, XLMRobertaTokenizer, GPTNeoXTokenizer, DebertaV2Tokenizer,
-        AlbertTokenizer, MPNetTokenizer, CodeGenTokenizer,
+        AlbertTokenizer, MPNetTokenizer, CodeGenTokenizer, MarianTokenizer,
     )
 }  # fmt: skip
 TOKENIZER_CLASSES["ElectraTokenizer"] = BertTokenizer
@@ -422,7 +550,7 @@ _CLASS_OF_MODEL_TYPE = {
     "qwen2": "Qwen2Tokenizer", "t5": "T5Tokenizer", "xlm-roberta": "XLMRobertaTokenizer",
     "gpt_neox": "GPTNeoXTokenizer", "gptj": "GPT2Tokenizer", "opt": "GPT2Tokenizer",
     "phi": "GPT2Tokenizer",  # Phi checkpoints name CodeGenTokenizer in tokenizer_config.json
-    "bart": "RobertaTokenizer",
+    "bart": "RobertaTokenizer", "marian": "MarianTokenizer",
     "modernbert": "TokenizersBackend",
     "stablelm": "TokenizersBackend",  # StableLM checkpoints name GPT2TokenizerFast or GPTNeoXTokenizerFast
     "gpt_bigcode": "TokenizersBackend",  # StarCoder's folders name GPT2Tokenizer, which the generic class overrides

@@ -110,12 +110,16 @@ class SentencePiece:
     BYTE_PIECES = {f"<0x{byte:02X}>": byte for byte in range(256)}
 
     def __init__(
-        self, control_tokens: set[str], unk_token: str, *, add_dummy_prefix: bool = True, byte_fallback: bool = False
+        self, control_tokens: set[str], unk_token: str, *, add_dummy_prefix: bool = True, byte_fallback: bool = False,
+        pieces: frozenset[str] | None = None,
     ):
         self.control_tokens = set(control_tokens)
         self.unk_token = unk_token
         self.add_dummy_prefix = add_dummy_prefix
         self.byte_pieces = self.BYTE_PIECES if byte_fallback else {}
+        # The model's pieces, when tokens from elsewhere may come (Marian decodes a shared vocabulary with one
+        # language's model): `sentencepiece` writes a piece it does not know as it is, "▁" and all.
+        self.pieces = pieces
 
     def decode_chain(self, tokens: list[str]) -> list[str]:
         return [self.decode(tokens)]
@@ -132,6 +136,9 @@ class SentencePiece:
                 pending.clear()
             if token in self.control_tokens:
                 continue
+            if self.pieces is not None and token not in self.pieces:
+                out.append(token)
+                continue
             if token == self.unk_token:
                 out.append(" \u2047 ")
                 continue
@@ -141,6 +148,26 @@ class SentencePiece:
         if pending:
             out.append(decode_utf8_per_byte(bytes(pending)))
         return "".join(out)
+
+
+class SpecialTokensApart:
+    """Marian's decoding: the pieces between special tokens decoded by `pieces` (a SentencePiece decoder), each
+    special token written as it is with a space after it, then any "▁" left read as a space and the ends stripped."""
+
+    def __init__(self, pieces: SentencePiece, special_tokens: frozenset[str]):
+        self.pieces = pieces
+        self.special_tokens = special_tokens
+
+    def decode(self, tokens: list[str]) -> str:
+        out, run = [], []
+        for token in tokens:
+            if token in self.special_tokens:
+                out += [self.pieces.decode(run), token, " "]
+                run = []
+            else:
+                run.append(token)
+        out.append(self.pieces.decode(run))
+        return "".join(out).replace("▁", " ").strip()
 
 
 # --- the decoders of SentencePiece-style tokenizer.json files. Each maps the list of token strings to

@@ -17,7 +17,7 @@ from gguf.constants import Keys, TokenType
 from ..hub import ModelFiles
 from ..gguf_reader import read_gguf_metadata
 from . import decoders, models, normalizers, pre_tokenizers, processors, sentencepiece
-from .pipeline import AddedToken, Pipeline
+from .pipeline import AddedToken, LanguageCodePipeline, Pipeline
 from .tokenizer_json import check_tokenizer_json
 
 # The reference's other settings, taken by the constructors and from_pretrained and kept in `init_kwargs`.
@@ -806,6 +806,36 @@ def _sentencepiece_pipeline(
             controls, model.unk_token, add_dummy_prefix=spm.add_dummy_prefix, byte_fallback=spm.byte_fallback
         ),
     )
+
+
+# --- Marian (opus-mt): a SentencePiece model per language and one id table (vocab.json)
+
+
+def read_marian_vocab(path: str | Path, name: str) -> dict[str, int]:
+    """A Marian vocab.json (or target_vocab.json): piece -> id; `name` is the argument that gave the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}={str(path)!r} is not a file; a Marian tokenizer needs its vocab.json there.")
+    vocab = _read_json(path)
+    if not isinstance(vocab, dict) or not all(isinstance(token_id, int) for token_id in vocab.values()):
+        raise ValueError(f"{path} is not a vocabulary: expected a JSON object of pieces to integer ids.")
+    return vocab
+
+
+def marian_pipeline(spm_path: str | Path, vocab: dict[str, int], unk_token: str) -> LanguageCodePipeline:
+    """One language's side of a Marian tokenizer: the SentencePiece model at `spm_path` (source.spm or target.spm)
+    normalizes and segments the text, `vocab` gives the ids, a leading language code (`>>fra<<`) is one token. Its
+    decoder is the SentencePiece model's (pieces it does not know are written as they are)."""
+    spm_path = Path(spm_path)
+    if not spm_path.is_file():
+        raise FileNotFoundError(f"{spm_path} is not a file; a Marian tokenizer needs source.spm and target.spm.")
+    spm = sentencepiece.read_sentencepiece_model(spm_path)
+    if unk_token not in vocab:
+        raise ValueError(f"The unknown token {unk_token!r} is not in the vocabulary (vocab.json); pass unk_token=.")
+    pieces = _sentencepiece_pipeline(spm, spm_path, {}, {})
+    pieces.decoder.pieces = frozenset(piece for piece, _, _ in spm.pieces)
+    return LanguageCodePipeline(models.PieceVocabulary(pieces.model, vocab, unk_token), normalizer=pieces.normalizer,
+                                decoder=pieces.decoder)
 
 
 # --- ALBERT (spiece.model, a unigram) and MPNet (WordPiece): the parts their tokenizer classes build themselves

@@ -435,3 +435,28 @@ class Unigram(_SentencePieceVocabulary):
             segments.append((start, end, token_id))
             end = start
         return self._output(text, segments[::-1])
+
+
+class PieceVocabulary(_Vocabulary):
+    """A SentencePiece model's segmentation with the ids of another vocabulary (Marian's vocab.json, which a source
+    and a target model share): each piece, or the text of a segment the model does not know, is looked up there, and
+    gets the unknown token's id when it is missing. An id the vocabulary lacks reads as the model's piece of that id."""
+
+    def __init__(self, segmenter: _SentencePieceVocabulary, vocab: dict[str, int], unk_token: str):
+        super().__init__(vocab, unk_token)
+        self.segmenter = segmenter
+        self.unk_id = vocab[unk_token]
+
+    def tokenize(self, text: str) -> Tokens:
+        segment_ids, spans = self.segmenter.tokenize(text)
+        pieces = self.segmenter.tokens_by_id
+        unknown = self.segmenter.unk_id
+        ids = tuple(
+            self.vocab.get(text[start:end] if token_id == unknown else pieces[token_id], self.unk_id)
+            for token_id, (start, end) in zip(segment_ids, spans)
+        )
+        return ids, spans
+
+    def id_to_token(self, token_id: int) -> str | None:
+        token = self.tokens_by_id.get(token_id)
+        return token if token is not None else self.segmenter.id_to_token(token_id)

@@ -326,6 +326,41 @@ class Pipeline:
         return self.model.get_vocab() | self.added.ids
 
 
+class LanguageCodePipeline(Pipeline):
+    """Marian's pipeline: a stretch of text between added tokens that starts with a language code (`>>fr<<`: ">>",
+    then up to the first "<<") has the code split off as one token, its id the model's (the unknown token's if the
+    vocabulary lacks it), before the rest is normalized; a code anywhere else is plain text."""
+
+    @property
+    def matcher(self) -> "LeadingCodes":
+        return LeadingCodes(super().matcher, self.model)
+
+
+class LeadingCodes:
+    """An added vocabulary's split (`AddedVocabulary.split`) with leading language codes split off too."""
+
+    def __init__(self, added: AddedVocabulary, model):
+        self.added, self.model = added, model
+
+    def split(self, text: str, normalized: bool) -> list[tuple[str, int | None, int]]:
+        segments = self.added.split(text, normalized)
+        if normalized:
+            return segments
+        out = []
+        for segment, token_id, start in segments:
+            found = segment.find("<<") if token_id is None and segment.startswith(">>") else -1
+            if found == -1:
+                out.append((segment, token_id, start))
+                continue
+            end = found + 2
+            code = segment[:end]
+            code_id = self.model.token_to_id(code)
+            out.append((code, self.model.unk_id if code_id is None else code_id, start))
+            if segment[end:]:
+                out.append((segment[end:], None, start + end))
+        return out
+
+
 def added_token_json(token_id: int, token: AddedToken) -> dict:
     """An added token as tokenizer.json lists it."""
     return {
