@@ -29,7 +29,8 @@ VARIANTS = {  # the opus-mt checkpoints' settings, and a model with its own deco
     "shared": dict(scale_embedding=True, activation_function="swish"),
     "separate": dict(share_encoder_decoder_embeddings=False, decoder_vocab_size=113, activation_function="gelu"),
 }
-HEADS = {"MarianModel": "AutoModel", "MarianMTModel": "AutoModelForSeq2SeqLM", "MarianForCausalLM": "AutoModelForCausalLM"}
+HEADS = {"MarianModel": "AutoModel", "MarianMTModel": "AutoModelForSeq2SeqLM",
+         "MarianForCausalLM": "AutoModelForCausalLM"}
 LENGTH, SHORT = 9, 6  # the second row is right-padded after SHORT tokens, as Marian's tokenizer pads
 
 
@@ -269,7 +270,8 @@ def _marian_tokenizer_folder(folder, separate=False):
         for piece in pieces_of + [">>de<<", "<pad>"]:
             vocab.setdefault(piece, len(vocab))
         (folder / file).write_text(json.dumps(vocab))
-    config = {"source_lang": "en", "target_lang": "de", "separate_vocabs": separate, "tokenizer_class": "MarianTokenizer"}
+    config = {"source_lang": "en", "target_lang": "de", "separate_vocabs": separate,
+              "tokenizer_class": "MarianTokenizer"}
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
     return folder
 

@@ -256,7 +256,6 @@ class BartDecoder(nn.Module):
             cross_attentions=recorded(cross_attentions),
         )
 
-
     def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
         """The token embeddings (B, T, C) of `input_ids`, or `inputs_embeds` as given."""
         return embedded(self.embed_tokens, input_ids, "decoder_input_ids") if inputs_embeds is None else inputs_embeds
@@ -336,8 +335,9 @@ class BartModel(BartPreTrainedModel):
     ) -> Seq2SeqModelOutput | tuple:
         """Encode `input_ids` (unless `encoder_outputs` are given), then decode `decoder_input_ids` attending to it.
 
-        Without decoder inputs, the decoder reads `decoder_inputs_for(input_ids)`. With use_cache (by default config.use_cache) or a cache passed in, the decoder's keys and
-        values and the encoder's projected ones are kept in an EncoderDecoderCache, returned as `past_key_values`.
+        Without decoder inputs, the decoder reads `decoder_inputs_for(input_ids)` (BART: input_ids shifted right).
+        With use_cache (by default config.use_cache) or a cache passed in, the decoder's keys and values and the
+        encoder's projected ones are kept in an EncoderDecoderCache, returned as `past_key_values`.
         """
         output_attentions, output_hidden_states, return_dict = self.output_options(
             output_attentions, output_hidden_states, return_dict

@@ -46,7 +46,7 @@ class MarianDecoder(BartDecoder):
     a token table of decoder_vocab_size rows when it is not shared, and given embeddings scaled too."""
 
     position_offset = 0
-    takes_position_ids = False  # the reference's Marian decoder takes none: a left-padded row's positions count its padding
+    takes_position_ids = False  # as the reference's: a left-padded row's positions count its padding
 
     def __init__(self, config: MarianConfig):
         super().__init__(config)
