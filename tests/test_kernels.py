@@ -16,6 +16,7 @@ from openformers.configs import (
     Gemma2Config,
     Gemma3TextConfig,
     GemmaConfig,
+    GraniteConfig,
     LlamaConfig,
     MistralConfig,
     MixtralConfig,
@@ -31,6 +32,7 @@ from openformers.generation.cache import DynamicCache
 from openformers.kernels import library
 from openformers.kernels.llama import refusal
 from openformers.models.gemma import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
+from openformers.models.granite import GraniteForCausalLM
 from openformers.models.llama import LlamaForCausalLM
 from openformers.models.mixtral import MixtralForCausalLM, SparseMoeBlock
 from openformers.models.olmo2 import Olmo2ForCausalLM
@@ -79,11 +81,13 @@ MIXTRAL = dict(num_local_experts=4, num_experts_per_tok=2)
 GEMMA = dict(head_dim=16, rope_theta=500.0)
 # SmolLM3: its first layer unrotated (the family's default leaves every fourth so; a tiny model has two).
 SMOLLM3 = dict(no_rope_layers=[0, 1], rope_theta=500.0)
+# Granite: its four scalars, none of them 1 (the attention's not 1/sqrt(head_dim) either).
+GRANITE = dict(embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.4, logits_scaling=8.0)
 QWEN3_MOE = dict(num_experts=6, num_experts_per_tok=3, moe_intermediate_size=64, mlp_only_layers=[1])
 MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM, Gemma3TextConfig: Gemma3ForCausalLM,
                  Phi3Config: Phi3ForCausalLM, Olmo2Config: Olmo2ForCausalLM, MixtralConfig: MixtralForCausalLM,
                  Qwen3MoeConfig: Qwen3MoeForCausalLM, Starcoder2Config: Starcoder2ForCausalLM,
-                 GemmaConfig: GemmaForCausalLM, SmolLM3Config: SmolLM3ForCausalLM}
+                 GemmaConfig: GemmaForCausalLM, SmolLM3Config: SmolLM3ForCausalLM, GraniteConfig: GraniteForCausalLM}
 
 
 def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> LlamaForCausalLM:
@@ -326,13 +330,13 @@ def test_an_unknown_rope_scaling_is_refused():
      (Qwen3MoeConfig, QWEN3_MOE), (Qwen3MoeConfig, {**QWEN3_MOE, "norm_topk_prob": True, "mlp_only_layers": []}),
      (Starcoder2Config, {}), (Starcoder2Config, {"use_bias": False}),
      (Starcoder2Config, {**HEAD_DIM_64, "sliding_window": 5}), (GemmaConfig, GEMMA), (SmolLM3Config, SMOLLM3),
-     (SmolLM3Config, {**SMOLLM3, **HEAD_DIM_64})],
+     (SmolLM3Config, {**SMOLLM3, **HEAD_DIM_64}), (GraniteConfig, GRANITE)],
     ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
          "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope",
          "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128", "gemma2-soft-caps",
          "gemma2-head-dim-64", "olmo2", "olmo2-head-dim-64", "mixtral", "mixtral-top-1-window", "qwen3-moe-dense-layer",
          "qwen3-moe-renormalized", "starcoder2", "starcoder2-no-biases", "starcoder2-head-dim-64-window", "gemma",
-         "smollm3", "smollm3-head-dim-64"],
+         "smollm3", "smollm3-head-dim-64", "granite"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -392,12 +396,14 @@ STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, 
     (Qwen3MoeConfig, QWEN3_MOE, None), (Qwen3MoeConfig, {**QWEN3_MOE, "norm_topk_prob": True}, "int4"),
     (Qwen3MoeConfig, QWEN3_MOE, "int4+int8"), (Starcoder2Config, {"sliding_window": 5}, None),
     (Starcoder2Config, {}, "int8"), (Starcoder2Config, {}, "int4+int8"), (GemmaConfig, GEMMA, None),
-    (SmolLM3Config, SMOLLM3, None), (SmolLM3Config, SMOLLM3, "int4+int8")]
+    (SmolLM3Config, SMOLLM3, None), (SmolLM3Config, SMOLLM3, "int4+int8"), (GraniteConfig, GRANITE, None),
+    (GraniteConfig, GRANITE, "int4+int8")]
 STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
     "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8", "phi3",
     "phi3-longrope-int8", "phi3-int4+int8", "gemma2", "gemma2-head-dim-64-int4+int8", "olmo2", "olmo2-int4+int8",
     "mixtral", "mixtral-window-int8", "qwen3-moe", "qwen3-moe-renormalized-int4", "qwen3-moe-int4+int8",
-    "starcoder2-window", "starcoder2-int8", "starcoder2-int4+int8", "gemma", "smollm3", "smollm3-int4+int8"]
+    "starcoder2-window", "starcoder2-int8", "starcoder2-int4+int8", "gemma", "smollm3", "smollm3-int4+int8", "granite",
+    "granite-int4+int8"]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)
@@ -745,10 +751,11 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
      (Gemma3TextConfig, GEMMA3, None), (Gemma3TextConfig, GEMMA3, "int4+int8"), (Phi3Config, PHI3, "int4+int8"),
      (Gemma2Config, GEMMA2_HEAD_DIM_64, None), (Olmo2Config, {}, None), (MixtralConfig, MIXTRAL, None),
      (MixtralConfig, MIXTRAL, "int8"), (Qwen3MoeConfig, QWEN3_MOE, "int4"), (Qwen3MoeConfig, QWEN3_MOE, "int4+int8"),
-     (Starcoder2Config, {}, None), (Starcoder2Config, {}, "int4+int8"), (SmolLM3Config, SMOLLM3, None)],
+     (Starcoder2Config, {}, None), (Starcoder2Config, {}, "int4+int8"), (SmolLM3Config, SMOLLM3, None),
+     (GraniteConfig, GRANITE, None)],
     ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8", "phi3-int4+int8", "gemma2-head-dim-64",
          "olmo2", "mixtral", "mixtral-int8", "qwen3-moe-int4", "qwen3-moe-int4+int8", "starcoder2",
-         "starcoder2-int4+int8", "smollm3"],
+         "starcoder2-int4+int8", "smollm3", "granite"],
 )
 def test_a_team_of_threads_gives_the_one_thread_results(config_class, overrides, quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly

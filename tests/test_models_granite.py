@@ -4,7 +4,7 @@ Llama's network with four scalars (embeddings times embedding_multiplier, attent
 each branch times residual_multiplier before its residual add, logits divided by logits_scaling), set away from 1 in
 every tiny model, with untied and tied embeddings and with biases on the attention and the MLP. Both heads the
 reference has, on a right- and a left-padded row with labels; inputs_embeds (scaled too); cached decoding, left
-padding, greedy and beam generation through the layers (the CPU kernel refuses Granite); hidden states and attention
+padding, greedy and beam generation, the CPU kernel's decoding step (which refuses attention biases); hidden states and attention
 weights; a training step; saving both ways; each scalar shown to matter; the config's defaults and refusals; GGUF files
 written as llama.cpp's converter writes a "granite" checkpoint; and the tokenizer of a Granite folder (which names
 GPT2Tokenizer, read as the reference's TokenizersBackend).
@@ -19,6 +19,7 @@ import openformers
 from decoder_parity import (
     GENERATE_OPTIONS,
     assert_cached_decoding_equals_the_full_forward,
+    assert_decoding_step_gives_the_references_logits,
     assert_generate_matches,
     assert_head_matches_and_saves_both_ways,
     assert_hidden_states_and_attentions_match,
@@ -150,13 +151,31 @@ def test_training_loss_and_gradients_match_the_reference(tmp_path):
     assert_training_step_matches(model, reference, _inputs(), checkpointing=(False, True))
 
 
-def test_the_cpu_kernel_refuses_granite_and_generate_runs_the_layers(tiny):
+@pytest.mark.parametrize("variant", ["untied", "tied"])
+@torch.inference_mode()
+def test_the_cpu_decoding_step_runs_granite_with_the_references_logits(variant, tmp_path):
+    # Llama's step with Granite's scalars: the embedding's scale and the queries' factor (set_family), each branch's
+    # factor before the residual add (set_residual_scale); the logits' divisor after the head (next_token_logits).
+    from openformers.kernels.llama import next_token_logits
+
+    reference = _reference(**VARIANTS[variant])
+    model = load_saved(reference, tmp_path)
+    ids = _ids(1, 12, seed=9)
+    assert_decoding_step_gives_the_references_logits(model, reference, ids)
+    cache = openformers.DynamicCache()
+    model(ids[:, :11], past_key_values=cache)
+    logits, argmax = next_token_logits(model, ids[0, 11:], cache)
+    torch.testing.assert_close(logits, reference(ids).logits[:, -1], atol=1e-4, rtol=1e-4)
+    assert argmax.tolist() == logits.argmax(-1).tolist()
+
+
+def test_the_cpu_kernel_refuses_granites_attention_bias_and_generate_runs_the_layers(tmp_path):
     from openformers.kernels import llama as llama_kernel
 
-    _, reference, model = tiny
-    assert llama_kernel.refusal(model.config) == "model_type='granite' is not implemented by the decoding kernel"
-    assert not llama_kernel.eligible(model)
-    assert model.model.accelerated_step is None and model.accelerated_logits is None
+    reference = _reference(**VARIANTS["biases"])
+    model = load_saved(reference, tmp_path)
+    assert llama_kernel.refusal(model.config) == "attention_bias=True is not implemented by the decoding kernel"
+    assert not llama_kernel.eligible(model) and model.model.accelerated_step is None
     ids = _ids(1, 5, seed=3)
     settings = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
     with torch.inference_mode():

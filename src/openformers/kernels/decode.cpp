@@ -1426,6 +1426,9 @@ struct Family {
   bool gelu = false;  // GELU (tanh form) instead of SiLU
   float query_factor = 1.f;
   float attention_cap = 0.f;  // scores become tanh(score / cap) * cap where above 0
+  // Each branch's output is multiplied by it before it joins the residual stream (Granite's residual_multiplier);
+  // 1 leaves every other family's sums as they were, bit for bit.
+  float residual_factor = 1.f;
   // The leading dimensions of each head that the rotary tables turn (their width): all of them, or fewer (Phi-4-mini's
   // partial_rotary_factor of 0.75), the rest passing unrotated; set by each call from its tables (rotary_width).
   int64_t rotary_dims = 0;
@@ -1685,7 +1688,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   team.claim_rows(L.o, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.o, begin, end, in, S.out.data());
     if (!sandwich)
-      for (int64_t i = begin; i < end; ++i) x[i] += S.out[i];
+      for (int64_t i = begin; i < end; ++i) x[i] += S.out[i] * F.residual_factor;
   });
   team.prefetch_share(Stacked{&L.gate, &L.up});
   team.wait();
@@ -1714,7 +1717,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   team.claim_rows(L.down, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.down, begin, end, in, S.out.data());
     if (!sandwich)
-      for (int64_t i = begin; i < end; ++i) x[i] += S.out[i];
+      for (int64_t i = begin; i < end; ++i) x[i] += S.out[i] * F.residual_factor;
   });
 }
 
@@ -1770,7 +1773,7 @@ struct StepWeights : torch::CustomClassHolder {
   // stores them, 4 a layer with 4 or no scales and 1 or no (q/k/v) bias; else 7, 7 or none, and 3 or none.
   bool fused = false;
   bool sandwich = false, gelu = false;
-  double norm_offset = 0., query_factor = 1., embedding_scale = 1., attention_cap = 0.;
+  double norm_offset = 0., query_factor = 1., embedding_scale = 1., attention_cap = 0., residual_scale = 1.;
   std::vector<int64_t> sliding;
   std::vector<int64_t> unrotated;  // per layer, 1 where its queries and keys are not rotated (set_unrotated)
   StepWeights(std::vector<at::Tensor> norms, std::vector<at::Tensor> weights, std::vector<at::Tensor> scales,
@@ -1789,6 +1792,9 @@ struct StepWeights : torch::CustomClassHolder {
   }
 
   void set_fused(bool fused_projections) { fused = fused_projections; }
+
+  // Granite: what each branch's output is multiplied by before it joins the residual stream.
+  void set_residual_scale(double scale) { residual_scale = scale; }
 
   // SmolLM3: a flag per layer, 1 where the layer attends without rotary positions.
   void set_unrotated(std::vector<int64_t> unrotated_layers) {
@@ -1854,7 +1860,11 @@ struct StepWeights : torch::CustomClassHolder {
     return fused ? 1 : biases.size() == 7 * (weights.size() / matrices_per_layer()) ? 7 : 3;
   }
 
-  Family family() const { return {gelu, static_cast<float>(query_factor), static_cast<float>(attention_cap)}; }
+  Family family() const {
+    Family family{gelu, static_cast<float>(query_factor), static_cast<float>(attention_cap)};
+    family.residual_factor = static_cast<float>(residual_scale);
+    return family;
+  }
 };
 
 // Asks for the tensors' metadata (their TensorImpl and storage) ahead of reading it: a step's ~360 tensors are out
@@ -3901,7 +3911,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
     batch_rows<W>(L.o, begin, end, S.attended.data(), batch, n, S.out.data());
     if (!sandwich)
       for (int64_t j = 0; j < n; ++j)
-        for (int64_t i = begin; i < end; ++i) x[j * hidden + i] += S.out[j * hidden + i];
+        for (int64_t i = begin; i < end; ++i) x[j * hidden + i] += S.out[j * hidden + i] * F.residual_factor;
   });
   if (L.gate.data) team.prefetch_share(L.gate, multiple);
   team.prefetch_share(L.up, multiple);
@@ -3933,7 +3943,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
     batch_rows<W>(L.down, begin, end, S.gate.data(), batch, n, S.out.data());
     if (!sandwich)
       for (int64_t j = 0; j < n; ++j)
-        for (int64_t i = begin; i < end; ++i) x[j * hidden + i] += S.out[j * hidden + i];
+        for (int64_t i = begin; i < end; ++i) x[j * hidden + i] += S.out[j * hidden + i] * F.residual_factor;
   });
 }
 
@@ -4867,6 +4877,7 @@ TORCH_LIBRARY(openformers, m) {
                        std::vector<at::Tensor>>())
       .def("set_family", &StepWeights::set_family)
       .def("set_fused", &StepWeights::set_fused)
+      .def("set_residual_scale", &StepWeights::set_residual_scale)
       .def("set_unrotated", &StepWeights::set_unrotated)
       .def("set_experts", &StepWeights::set_experts)
       .def("set_norm_biases", &StepWeights::set_norm_biases);

@@ -23,8 +23,10 @@ their own, Gemma 2's soft-capped attention scores; `set_family` of decode.cpp's 
 soft-cap after the head), OLMo 2 (norms after attention and MLP only, queries and keys normed over all heads at
 once), Phi-3 / Phi-4 (fused q/k/v and gate/up weights, `set_fused`; rotary tables over a head's leading dimensions;
 longrope), StarCoder2 (LayerNorms with biases, `set_norm_biases`; biases on every projection; an MLP without a
-gate), and Mixtral and Qwen3-MoE (`set_experts`: the router's picks and the chosen experts' products in the step,
-a batch's rows grouped by the experts they picked).
+gate), Granite (Llama's layers with the embedding scale and the queries' factor of `set_family`, each branch's
+output scaled before the residual add, `set_residual_scale`, and the logits divided after the head), and Mixtral
+and Qwen3-MoE (`set_experts`: the router's picks and the chosen experts' products in the step, a batch's rows
+grouped by the experts they picked).
 A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
 step implements it and tests/test_kernels.py proves parity for it.
 """
@@ -39,7 +41,6 @@ from torch import nn
 from torch.nn.modules import module as torch_modules
 
 from ..generation.cache import DynamicCache
-from ..models.base import embedded
 from ..models.decoder import DecoderModel
 from ..models.gemma import (
     Gemma2Attention,
@@ -52,6 +53,7 @@ from ..models.gemma import (
     GemmaRMSNorm,
     GemmaScaledEmbedding,
 )
+from ..models.granite import GraniteAttention, GraniteDecoderLayer, GraniteForCausalLM, GraniteModel
 from ..models.heads import CausalLM
 from ..models.layers import RMSNorm
 from ..models.llama import LlamaAttention, LlamaDecoderLayer, LlamaMLP, LlamaModel
@@ -197,11 +199,20 @@ STARCODER2_IMPLEMENTED = {
     "attention_dropout": lambda value: True,
     "residual_dropout": lambda value: True,
 }
+# Granite: Llama's fields and its four scalars (set_family's embedding scale and queries' factor, set_residual_scale,
+# and the logits' divisor applied after the head's product, next_token_logits).
+GRANITE_IMPLEMENTED = {
+    **IMPLEMENTED,
+    "model_type": lambda value: value == "granite",
+    "attention_dropout": lambda value: not value,
+    **dict.fromkeys(("embedding_multiplier", "residual_multiplier", "attention_multiplier", "logits_scaling"),
+                    lambda value: True),
+}
 # model_type -> what the step implements, where not IMPLEMENTED
 FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED,
             "olmo2": OLMO2_IMPLEMENTED, "smollm3": SMOLLM3_IMPLEMENTED,
             "phi3": PHI3_IMPLEMENTED, "mixtral": MIXTRAL_IMPLEMENTED, "qwen3_moe": QWEN3_MOE_IMPLEMENTED,
-            "starcoder2": STARCODER2_IMPLEMENTED}
+            "starcoder2": STARCODER2_IMPLEMENTED, "granite": GRANITE_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
 # (read from the model's modules), token ids, head and output options, and what Qwen2 and Qwen3 fold into the
 # decoder's sliding_window (Qwen3's layer_types: one window for every layer or none, as its config checks).
@@ -256,7 +267,7 @@ def refusal(config) -> str | None:
 STEP_DECODERS = (LlamaModel, Gemma2Model, Phi3Model)  # the decoder stacks whose layers the step may reproduce
 # The (layer, attention, MLP) classes the step reproduces, in each kind of decoder.
 LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLayer, Qwen3Attention, LlamaMLP),
-                (SmolLM3DecoderLayer, SmolLM3Attention, LlamaMLP))
+                (SmolLM3DecoderLayer, SmolLM3Attention, LlamaMLP), (GraniteDecoderLayer, GraniteAttention, LlamaMLP))
 # Gemma 2's and Gemma 3's; the first Gemma's
 GEMMA_LAYERS = ((Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP), (GemmaDecoderLayer, Gemma2Attention, Gemma2MLP))
 PHI3_LAYERS = ((Phi3DecoderLayer, Phi3Attention, Phi3MLP),)
@@ -313,23 +324,23 @@ def next_token_logits(model: nn.Module, tokens: torch.Tensor, cache) -> tuple[to
     SmolLM2 at two threads, the time between two steps' kernel calls is 0.35-0.45 ms through the shortcut against
     0.77-1.0 through the forward (bfloat16 / float32, medians of 64 tokens, rounds interleaved in one process;
     benchmarks/RESULTS.md). The shortcut stands in for it only where the forward computes the same thing: the
-    model's class keeps CausalLM's forward and head (or Gemma's, whose soft-cap is applied here as its token_logits
-    applies it), the model is not compiled, the embedding is a plain nn.Embedding or Gemma's scaled one (whose row
-    the step reads and scales itself), no forward hook would see the call (the model's, the decoder's, the
-    embedding's, the head's or a global one) and the head fuses.
+    model's class keeps CausalLM's forward and head (or Gemma's or Granite's, whose soft-cap or divisor is applied
+    here as their token_logits apply them), the model is not compiled, the embedding is a plain nn.Embedding or
+    Gemma's scaled one (whose row the step reads and scales itself, as it scales Granite's), no forward hook would
+    see the call (the model's, the decoder's, the embedding's, the head's or a global one) and the head fuses.
     """
     found = _shortcut(model, tokens)
     if found is None:
         return None
-    step, fused, table, cap = found
+    step, fused, table, finish = found
     bfloat16_model = table.dtype == torch.bfloat16  # the head's output: the hidden's dtype
     ran = step.run(tokens, None, None, cache, fused, bfloat16_logits=bfloat16_model, embedding=table)
     if ran is None:
         return None
     _, logits, argmax = ran
-    if cap is not None:  # Gemma's token_logits on the head's output, in its dtype (its config read now, as there)
-        logits = (torch.tanh(logits.to(table.dtype) / cap) * cap).float()
-        argmax = logits.argmax(-1)  # over the capped logits: values past the cap's reach become equal
+    if finish is not None:  # the family's token_logits on the head's output, in its dtype
+        logits = finish(logits.to(table.dtype)).float()
+        argmax = logits.argmax(-1)  # over the finished logits: a cap or a rounding can make the largest equal
     return logits, argmax
 
 
@@ -342,8 +353,8 @@ def greedy_tokens(model: nn.Module, tokens: torch.Tensor, cache, count: int, eos
     how many it made, or None to leave the tokens to single steps. The tokens are those next_token_logits' argmax
     would have chosen one step at a time; a run spares each token the op's call and return and generate's loop
     between steps (0.3-0.45 ms of a 5.3-8 ms SmolLM2 bfloat16 token, mostly memory the step's stream of weights has
-    pushed out of the caches: benchmarks/RESULTS.md). Taken where next_token_logits is, but for soft-capped logits
-    (Gemma 2's: the cap can make the largest logits equal)."""
+    pushed out of the caches: benchmarks/RESULTS.md). Taken where next_token_logits is, but for logits that a
+    family's token_logits finishes (Gemma 2's cap, Granite's divisor: either can make the largest logits equal)."""
     found = _shortcut(model, tokens)
     if found is None or found[3] is not None:
         return None
@@ -355,7 +366,8 @@ def greedy_tokens(model: nn.Module, tokens: torch.Tensor, cache, count: int, eos
 
 def _shortcut(model: nn.Module, tokens: torch.Tensor) -> tuple | None:
     """What next_token_logits and greedy_tokens run past the model's forward: (the decoder's DecodeStep, the head's
-    fused tensors, the embedding's table, the final logits' soft-cap or None), or None where the forward must run."""
+    fused tensors, the embedding's table, what the family's token_logits does to the head's output (`_finish`) or
+    None), or None where the forward must run."""
     # Submodules through the module dicts, as StepHead.fused_tensors reads its tensors, and for the same reason.
     decoder, head = model._modules.get(model.base_model_prefix), model._modules.get("lm_head")
     step = getattr(decoder, "accelerated_step", None)
@@ -365,7 +377,8 @@ def _shortcut(model: nn.Module, tokens: torch.Tensor) -> tuple | None:
     if (not isinstance(step, DecodeStep) or type(head) is not StepHead or tokens.shape != (1,)
             or not (forward is CausalLM.forward or forward is MoeCausalLM.forward
                     and not model.config.output_router_logits)
-            or model_class.token_logits not in (CausalLM.token_logits, Gemma2ForCausalLM.token_logits)
+            or model_class.token_logits not in (CausalLM.token_logits, Gemma2ForCausalLM.token_logits,
+                                                GraniteForCausalLM.token_logits)
             or "forward" in vars(model) or getattr(model, "_compiled_call_impl", None) is not None):
         return None
     embedding = decoder._modules.get("embed_tokens")
@@ -375,10 +388,26 @@ def _shortcut(model: nn.Module, tokens: torch.Tensor) -> tuple | None:
             or not _unhooked(model, decoder, head, embedding)):
         return None
     fused = head.fused_tensors()
-    if fused is None:
+    table = embedding._parameters["weight"]
+    # The step multiplies a bfloat16 row by the scale rounded to bfloat16 (Gemma's, a bfloat16 tensor); Granite's
+    # layers by the config's number itself, which only the same where bfloat16 holds it (12, its checkpoints').
+    scale = getattr(decoder.config, "embedding_multiplier", None) if isinstance(decoder, GraniteModel) else None
+    if fused is None or table.dtype == torch.bfloat16 and scale is not None and float(torch.tensor(
+            scale, dtype=torch.bfloat16)) != scale:
         return None
-    cap = model.config.final_logit_softcapping if model_class.token_logits is Gemma2ForCausalLM.token_logits else None
-    return step, fused, embedding._parameters["weight"], cap
+    return step, fused, table, _finish(model)
+
+
+def _finish(model: nn.Module):
+    """What the model's token_logits does after the head's product, as a function of the product (in the model's
+    dtype, its config read now, as token_logits reads it), or None where it does nothing."""
+    token_logits, config = type(model).token_logits, model.config
+    if token_logits is Gemma2ForCausalLM.token_logits and config.final_logit_softcapping is not None:
+        cap = config.final_logit_softcapping
+        return lambda logits: torch.tanh(logits / cap) * cap
+    if token_logits is GraniteForCausalLM.token_logits:
+        return lambda logits: logits / config.logits_scaling
+    return None
 
 
 def copied_reference(reference: weakref.ref | None, memo: dict) -> weakref.ref | None:
@@ -638,7 +667,7 @@ class DecodeStep:
             x = None
         else:
             # (rows, 1, C) or (rows, C)
-            x, embedding = embedded(decoder.embed_tokens, input_ids).float().contiguous(), None
+            x, embedding = decoder.input_embeddings(input_ids, None).float().contiguous(), None
         keys, values, position = cache.reserve_all(count)
         window, eps, following = self._settings()
         layers = (stack, keys, values, position, window)
@@ -709,7 +738,7 @@ class DecodeStep:
             return None
         cos, sin, *local_angles = self._angles_at(positions)
         local_cos, local_sin = local_angles or (None, None)
-        x = embedded(decoder.embed_tokens, input_ids).float().contiguous()  # (B, T, C)
+        x = decoder.input_embeddings(input_ids, None).float().contiguous()  # (B, T, C), as the layers take them
         keys, values, position = cache.reserve_all(tokens)
         window, eps, following = self._settings()
         mask = torch.empty(0, dtype=torch.uint8) if attention_mask is None else attention_mask
@@ -781,6 +810,11 @@ class DecodeStep:
             self._stack.set_family(True, False, 0.0, 1.0, 1.0, [], 0.0)
         if ready and type(self.decoder) is Phi3Model:
             self._stack.set_fused(True)
+        if ready and type(self.decoder) is GraniteModel:
+            config = self.decoder.config
+            query_factor = config.attention_multiplier * self.decoder.layers[0].self_attn.head_dim**0.5
+            self._stack.set_family(False, False, 0.0, query_factor, config.embedding_multiplier, [], 0.0)
+            self._stack.set_residual_scale(config.residual_multiplier)
         if ready and type(self.decoder) is SmolLM3Model:
             self._stack.set_unrotated([int(not layer.self_attn.rotates) for layer in self.decoder.layers])
         if ready and _layer_normed(self.decoder):

@@ -9,8 +9,8 @@ the MLP, tied or untied embeddings) with four scalars from the config, each appl
 The reference has a base model and a causal LM for Granite, and so does this file. Parameter names are those of
 Hugging Face checkpoints. GGUF files of llama.cpp's "granite" architecture are Llama's files (names, metadata, the
 query and key rows permuted for llama.cpp's rotation), with the scalars under `granite.embedding_scale`,
-`granite.residual_scale`, `granite.attention.scale` and `granite.logit_scale`. The CPU decoding kernel does not
-run Granite's step (kernels/llama.py refuses model_type granite), so generation runs these layers.
+`granite.residual_scale`, `granite.attention.scale` and `granite.logit_scale`. The CPU decoding kernel runs
+Granite's step as Llama's with the four scalars (kernels/llama.py), but not with attention biases.
 """
 
 import torch
