@@ -20,7 +20,9 @@ heads of 128, 8 experts of 14336 a layer, 2 a token; a layer 1.45B parameters, a
 `starcoder2-3b` is StarCoder2-3B's (30 layers, hidden 3072, 24 query and 2 key/value heads of 128, a plain MLP of
 12288 with GELU, LayerNorms and a bias on every projection, a tied vocabulary of 49152); `olmo2-1b` is
 OLMo-2-0425-1B's (16 layers, hidden 2048, 16 heads of 128, each query and key norm over all 2048 of them,
-intermediate 8192, an untied vocabulary of 100352). Run from the repository root:
+intermediate 8192, an untied vocabulary of 100352); `granite-2b` is Granite-3.x-2B's (40 layers, hidden 2048, 32 query and
+8 key/value heads of 64, intermediate 8192, a tied vocabulary of 49155, its four scalars). Run from the repository
+root:
 
     .venv/bin/python benchmarks/random_decoder.py [--family qwen3] [--dtype bfloat16] [--new-tokens 32] [--rounds 2]
         [--layers N] [--batch N] [--ways plain products step]
@@ -35,6 +37,7 @@ import torch
 from openformers import kernels
 from openformers.configs import (
     Gemma2Config,
+    GraniteConfig,
     MixtralConfig,
     Olmo2Config,
     Phi3Config,
@@ -43,6 +46,7 @@ from openformers.configs import (
     Starcoder2Config,
 )
 from openformers.models.gemma import Gemma2ForCausalLM
+from openformers.models.granite import GraniteForCausalLM
 from openformers.models.mixtral import MixtralForCausalLM
 from openformers.models.olmo2 import Olmo2ForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
@@ -80,6 +84,10 @@ FAMILIES = {
         vocab_size=100352, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=16,
         num_key_value_heads=16, rope_theta=500000.0, rms_norm_eps=1e-6, max_position_embeddings=4096,
         tie_word_embeddings=False)),
+    "granite-2b": (GraniteForCausalLM, GraniteConfig, dict(
+        vocab_size=49155, hidden_size=2048, intermediate_size=8192, num_hidden_layers=40, num_attention_heads=32,
+        num_key_value_heads=8, rope_theta=5000000.0, max_position_embeddings=4096, tie_word_embeddings=True,
+        embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.015625, logits_scaling=8.0)),
 }
 
 
