@@ -40,7 +40,7 @@ _public(
     "BertConfig", "RobertaConfig",
     "Phi3Config",
     "Qwen3Config",
-    "MixtralConfig", "Qwen3MoeConfig",
+    "MixtralConfig", "Qwen3MoeConfig", "Qwen2MoeConfig",
     "GemmaConfig", "Gemma2Config", "SmolLM3Config",
     "Gemma3TextConfig",
     "DistilBertConfig",
@@ -99,6 +99,11 @@ _public(
     "openformers.models.qwen3_moe",
     "Qwen3MoePreTrainedModel", "Qwen3MoeModel", "Qwen3MoeForCausalLM", "Qwen3MoeForSequenceClassification",
     "Qwen3MoeForTokenClassification", "Qwen3MoeForQuestionAnswering",
+)
+_public(
+    "openformers.models.qwen2_moe",
+    "Qwen2MoePreTrainedModel", "Qwen2MoeModel", "Qwen2MoeForCausalLM", "Qwen2MoeForSequenceClassification",
+    "Qwen2MoeForTokenClassification", "Qwen2MoeForQuestionAnswering",
 )
 _public(
     "openformers.models.gemma",

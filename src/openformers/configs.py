@@ -667,8 +667,32 @@ class GPT2Config(PretrainedConfig):
                 )
 
 
+class LayerTypedWindow:
+    """The sliding window of a config whose `layer_types` mark each layer "sliding_attention" or "full_attention"
+    (Qwen3, Qwen2-MoE): openformers supports a window on every layer or on none, so `attention_window` is the one
+    window of every layer (None: the whole past) and validate() refuses a mix."""
+
+    @property
+    def attention_window(self) -> int | None:
+        """The window every layer attends through (None: the whole past), from sliding_window and layer_types."""
+        return self.sliding_window if "sliding_attention" in self.layer_types else None
+
+    def validate(self) -> None:
+        super().validate()
+        kinds = ("full_attention", "sliding_attention")
+        if (not isinstance(self.layer_types, (list, tuple)) or len(self.layer_types) != self.num_hidden_layers
+                or any(kind not in kinds for kind in self.layer_types)):
+            _invalid("layer_types", self.layer_types,
+                     f"a list of num_hidden_layers={self.num_hidden_layers} entries, each one of {kinds}")
+        if self.sliding_window is not None and len(set(self.layer_types)) > 1:
+            raise ValueError(
+                f"Unsupported config: use_sliding_window=True with layer_types={self.layer_types} (some layers "
+                "windowed, others not); openformers supports a sliding window on every layer or on none."
+            )
+
+
 @dataclass
-class Qwen3Config(MistralConfig):
+class Qwen3Config(LayerTypedWindow, MistralConfig):
     """Qwen3: a Llama decoder with an RMSNorm over each head's queries and keys (before the rotation), and a
     `head_dim` of its own rather than hidden_size // num_attention_heads.
 
@@ -700,24 +724,6 @@ class Qwen3Config(MistralConfig):
                 for i in range(self.num_hidden_layers)
             ]
         super().__post_init__()
-
-    @property
-    def attention_window(self) -> int | None:
-        """The window every layer attends through (None: the whole past), from sliding_window and layer_types."""
-        return self.sliding_window if "sliding_attention" in self.layer_types else None
-
-    def validate(self) -> None:
-        super().validate()
-        kinds = ("full_attention", "sliding_attention")
-        if (not isinstance(self.layer_types, (list, tuple)) or len(self.layer_types) != self.num_hidden_layers
-                or any(kind not in kinds for kind in self.layer_types)):
-            _invalid("layer_types", self.layer_types,
-                     f"a list of num_hidden_layers={self.num_hidden_layers} entries, each one of {kinds}")
-        if self.sliding_window is not None and len(set(self.layer_types)) > 1:
-            raise ValueError(
-                f"Unsupported config: use_sliding_window=True with layer_types={self.layer_types} (some layers "
-                "windowed, others not); openformers supports a sliding window on every layer or on none."
-            )
 
 
 @dataclass
@@ -1997,22 +2003,16 @@ class MixtralConfig(MistralConfig):
 
 
 @dataclass
-class Qwen3MoeConfig(MistralConfig):
-    """Qwen3-MoE: Qwen3's attention (an RMSNorm over each head's queries and keys) with a sparse mixture of
-    `num_experts` SwiGLU experts of `moe_intermediate_size` in the layers it makes sparse: every
-    `decoder_sparse_step`-th layer, except those `mlp_only_layers` lists, which keep a dense MLP of
-    `intermediate_size`. The router's top `num_experts_per_tok` weights are renormalized only with `norm_topk_prob`.
-    The sliding window applies to every layer when `use_sliding_window` is set, to none otherwise."""
-
-    model_type: ClassVar[str] = "qwen3_moe"
-    attribute_map: ClassVar[dict[str, str]] = {"num_local_experts": "num_experts"}
+class QwenMixtureConfig(MistralConfig):
+    """What Qwen2-MoE and Qwen3-MoE share: a sparse mixture of `num_experts` SwiGLU experts of
+    `moe_intermediate_size` in the layers it makes sparse (`is_sparse`: every `decoder_sparse_step`-th layer, except
+    those `mlp_only_layers` lists, which keep a dense MLP of `intermediate_size`), the router's top
+    `num_experts_per_tok` weights renormalized only with `norm_topk_prob`, and with `output_router_logits` the causal
+    LM's loss plus `router_aux_loss_coef` times the load-balancing loss. Each family sets its sizes' defaults."""
 
     vocab_size: int = 151936
     hidden_size: int = 2048
-    intermediate_size: int = 6144
     num_hidden_layers: int = 24
-    num_attention_heads: int = 32
-    num_key_value_heads: int | None = 4
     max_position_embeddings: int = 32768
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
@@ -2026,10 +2026,7 @@ class Qwen3MoeConfig(MistralConfig):
     router_aux_loss_coef: float = 0.001
     mlp_only_layers: list[int] | None = None
 
-    num_local_experts = _field_alias("num_experts")
-
     def __post_init__(self):
-        _pop_alias(self, "num_local_experts", "num_experts")
         if not self.use_sliding_window:
             self.sliding_window = None  # the reference's rule
         if self.mlp_only_layers is None:
@@ -2049,9 +2046,72 @@ class Qwen3MoeConfig(MistralConfig):
         if not isinstance(layers, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
             _invalid("mlp_only_layers", layers, "a list of layer indices")
 
+
+@dataclass
+class Qwen3MoeConfig(QwenMixtureConfig):
+    """Qwen3-MoE: Qwen3's attention (an RMSNorm over each head's queries and keys) with Qwen's sparse mixture of
+    experts (QwenMixtureConfig). The sliding window applies to every layer when `use_sliding_window` is set, to none
+    otherwise."""
+
+    model_type: ClassVar[str] = "qwen3_moe"
+    attribute_map: ClassVar[dict[str, str]] = {"num_local_experts": "num_experts"}
+
+    intermediate_size: int = 6144
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = 4
+
+    num_local_experts = _field_alias("num_experts")
+
+    def __post_init__(self):
+        _pop_alias(self, "num_local_experts", "num_experts")
+        super().__post_init__()
+
     def to_dict(self) -> dict[str, Any]:
         # transformers 5 writes the expert count as num_local_experts; transformers 4 and Qwen's files, num_experts.
         return {**super().to_dict(), "num_local_experts": self.num_experts}
+
+
+@dataclass
+class Qwen2MoeConfig(LayerTypedWindow, QwenMixtureConfig):
+    """Qwen2-MoE (Qwen1.5-MoE, Qwen2-57B-A14B): Qwen2's attention (biases on the query, key and value projections
+    with `qkv_bias`) with Qwen's sparse mixture of experts (QwenMixtureConfig), to which each sparse layer adds a
+    shared expert: a SwiGLU MLP of `shared_expert_intermediate_size` that every token runs, its output scaled by the
+    sigmoid of a one-output linear gate.
+
+    The sliding window applies only when `use_sliding_window` is set, and then to the layers `layer_types` marks
+    "sliding_attention" (by default the even-numbered ones below `max_window_layers`, the reference's rule);
+    openformers supports a window on every layer or on none.
+    """
+
+    model_type: ClassVar[str] = "qwen2_moe"
+
+    intermediate_size: int = 5632
+    num_attention_heads: int = 16
+    num_key_value_heads: int | None = 16
+    max_window_layers: int = 28
+    layer_types: list[str] | None = None
+    moe_intermediate_size: int = 1408
+    shared_expert_intermediate_size: int = 5632
+    num_experts_per_tok: int = 4
+    num_experts: int = 60
+    qkv_bias: bool = True  # a config field here, where Qwen2's is a family fact
+    attention_dropout: float = 0.0
+
+    def __post_init__(self):
+        if not self.use_sliding_window:
+            self.sliding_window = None  # the reference writes 0: no window
+        if self.layer_types is None and _positive_int(self.num_hidden_layers):  # else validate() names it
+            self.layer_types = [
+                "sliding_attention" if self.sliding_window is not None and i % 2 == 0 and i < self.max_window_layers
+                else "full_attention"
+                for i in range(self.num_hidden_layers)
+            ]
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        _require_positive_ints(self, "shared_expert_intermediate_size")
+        _require_probabilities(self, "attention_dropout")
 
 
 @dataclass
@@ -2377,6 +2437,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "qwen3": Qwen3Config,
     "mixtral": MixtralConfig,
     "qwen3_moe": Qwen3MoeConfig,
+    "qwen2_moe": Qwen2MoeConfig,
     "gemma": GemmaConfig,
     "smollm3": SmolLM3Config,
     "granite": GraniteConfig,

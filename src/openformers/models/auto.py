@@ -22,7 +22,7 @@ from . import phi3
 from . import qwen3
 from . import smollm3
 from . import granite
-from . import mixtral, qwen3_moe
+from . import mixtral, qwen3_moe, qwen2_moe
 from . import gemma
 from . import distilbert
 from . import xlm_roberta
@@ -81,6 +81,7 @@ MODEL_CLASSES = {
     }),
     "mixtral": (mixtral, _decoder_classes("Mixtral")),  # Mistral with a sparse mixture of experts
     "qwen3_moe": (qwen3_moe, _decoder_classes("Qwen3Moe")),  # Qwen3 with a sparse mixture of experts
+    "qwen2_moe": (qwen2_moe, _decoder_classes("Qwen2Moe")),  # Qwen2 with experts and a shared expert
     "phi3": (phi3, {  # Phi-3 and Phi-4; the reference has no QA head for them
         "base": "Phi3Model",
         "causal-lm": "Phi3ForCausalLM",
