@@ -274,6 +274,25 @@ def assert_kernel_leaves_the_plain_path(model, reference, ids):
     torch.testing.assert_close(torch.cat(steps, dim=1), theirs, atol=1e-4, rtol=1e-4)
 
 
+def assert_kernel_refuses_and_generate_runs_the_layers(model, reference, ids, model_type: str):
+    """The CPU kernel's decoding step refuses the family by its model_type and leaves the model no step of its own:
+    greedy generation runs the layers at every step (the prompt, then each new token but the last) and gives the
+    reference's tokens."""
+    from openformers.kernels import llama as llama_kernel
+
+    assert f"model_type={model_type!r}" in llama_kernel.refusal(model.config) and not llama_kernel.eligible(model)
+    assert model.model.accelerated_step is None and model.accelerated_logits is None
+    calls = []
+    hook = model.model.layers[0].register_forward_hook(lambda *_: calls.append(1))
+    settings = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
+    try:
+        with torch.inference_mode():
+            assert model.generate(ids, **settings).tolist() == reference.generate(ids, **settings).tolist()
+    finally:
+        hook.remove()
+    assert len(calls) == 6
+
+
 def assert_decoding_step_gives_the_references_logits(model, reference, ids, prefill: int = 4, rtol: float = 1e-4):
     """from_pretrained gave the model the CPU kernel's decoding step: after a prefill of `prefill` tokens, each
     one-token step is one call of the compiled step, and the steps give the reference's logits."""

@@ -22,6 +22,7 @@ from decoder_parity import (
     assert_cached_decoding_equals_the_full_forward,
     assert_generate_matches,
     assert_hidden_states_and_attentions_match,
+    assert_kernel_refuses_and_generate_runs_the_layers,
     assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
     assert_same_attributes,
@@ -205,21 +206,8 @@ def test_int8_quantization_keeps_the_routers_and_shared_gates_in_float(tmp_path)
 
 
 def test_the_cpu_kernel_refuses_qwen2_moe_and_generation_runs_the_layers(tiny):
-    from openformers.kernels import llama as llama_kernel
-
     _, reference, model = tiny
-    assert "model_type='qwen2_moe'" in llama_kernel.refusal(model.config) and not llama_kernel.eligible(model)
-    assert model.model.accelerated_step is None and model.accelerated_logits is None
-    calls = []
-    hook = model.model.layers[0].register_forward_hook(lambda *_: calls.append(1))
-    ids = ids_of(1, 5, seed=3)
-    settings = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
-    try:
-        with torch.inference_mode():
-            assert model.generate(ids, **settings).tolist() == reference.generate(ids, **settings).tolist()
-    finally:
-        hook.remove()
-    assert len(calls) == 6  # the prompt, then each token but the last: every step ran the layers
+    assert_kernel_refuses_and_generate_runs_the_layers(model, reference, ids_of(1, 5, seed=3), "qwen2_moe")
 
 
 @torch.inference_mode()

@@ -26,7 +26,8 @@ longrope), StarCoder2 (LayerNorms with biases, `set_norm_biases`; biases on ever
 gate), Granite (Llama's layers with the embedding scale and the queries' factor of `set_family`, each branch's
 output scaled before the residual add, `set_residual_scale`, and the logits divided after the head), and Mixtral
 and Qwen3-MoE (`set_experts`: the router's picks and the chosen experts' products in the step, a batch's rows
-grouped by the experts they picked).
+grouped by the experts they picked). Qwen2-MoE's shared expert and its sigmoid gate are not in the step: model_type
+qwen2_moe is refused, and generation runs its layers.
 A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
 step implements it and tests/test_kernels.py proves parity for it.
 """

@@ -13,7 +13,8 @@ loads strictly and saves back unchanged. With `output_router_logits` the base mo
 scores and the causal LM adds the reference's load-balancing loss (`load_balancing_loss`) to its loss. GGUF files
 store Mixtral under llama.cpp's "llama" architecture with `llama.expert_count` set, each layer's experts stacked into
 one tensor per projection (or, in files converted before April 2024, one tensor per expert); they are read here
-(`config_from_gguf`, `convert_gguf_state_dict`). Qwen3-MoE (qwen3_moe.py) reuses the block, the layer and the heads.
+(`config_from_gguf`, `convert_gguf_state_dict`). Qwen3-MoE (qwen3_moe.py) reuses the block, the layer and the heads,
+and Qwen2-MoE (qwen2_moe.py) too, with a shared expert added to the block.
 The CPU decoding kernel's step (kernels/llama.py) takes both: the router's picks and only the chosen experts'
 products in its team (decode.cpp's mixture_step, and batch_mixture_step for a batch).
 """

@@ -25,27 +25,19 @@ from torch import nn
 from ..configs import GGUF_CONFIG_READERS, Qwen2MoeConfig
 from ..weights import rename
 from .heads import QuestionAnswering, SequenceClassification, TokenClassification
-from .llama import GGUF_RENAMES, gguf_config_values
+from .llama import GGUF_RENAMES
 from .mixtral import MixtralDecoderLayer, MixtralModel, MoeCausalLM, Router, split_gguf_experts
-from .qwen3_moe import Qwen3MoeMLP, Qwen3MoePreTrainedModel, Qwen3MoeSparseMoeBlock
+from .qwen3_moe import Qwen3MoeMLP, Qwen3MoePreTrainedModel, Qwen3MoeSparseMoeBlock, mixture_config_values
 
 
 def config_from_gguf(gguf, **overrides) -> Qwen2MoeConfig:
     """The config of an opened `weights.GGUFFile` of llama.cpp's "qwen2moe" architecture."""
-    values = gguf_config_values(gguf)
-    experts = gguf.get("qwen2moe.expert_count")
-    if not experts:
-        raise ValueError(f"{gguf.path} lacks qwen2moe.expert_count, the number of experts a qwen2moe model needs.")
-    layers = values["num_hidden_layers"]
+    values = mixture_config_values(gguf, 4)
     values.update(
         architectures=["Qwen2MoeForCausalLM"],
-        num_experts=experts,
-        num_experts_per_tok=gguf.get("qwen2moe.expert_used_count", 4),
-        moe_intermediate_size=gguf.get("qwen2moe.expert_feed_forward_length", values["intermediate_size"]),
         shared_expert_intermediate_size=gguf.get("qwen2moe.expert_shared_feed_forward_length",
                                                  values["intermediate_size"]),
         norm_topk_prob=False,
-        mlp_only_layers=[i for i in range(layers) if f"blk.{i}.ffn_gate_inp.weight" not in gguf.tensor_names],
     )
     return Qwen2MoeConfig.from_dict(values, **overrides)
 

@@ -34,21 +34,29 @@ from .mixtral import (
 from .qwen3 import QWEN3_GGUF_RENAMES, Qwen3Attention
 
 
-def config_from_gguf(gguf, **overrides) -> Qwen3MoeConfig:
-    """The config of an opened `weights.GGUFFile` of llama.cpp's "qwen3moe" architecture."""
+def mixture_config_values(gguf, experts_per_token: int) -> dict:
+    """The config values of an opened `weights.GGUFFile` of a Qwen mixture of experts (llama.cpp's "qwen3moe",
+    "qwen2moe"): Qwen's decoder values, the expert count (`<arch>.expert_count`, required), how many a token uses
+    (`expert_used_count`, else `experts_per_token`), an expert's size (`expert_feed_forward_length`), and as dense
+    (mlp_only_layers) each layer without a router tensor (`ffn_gate_inp`)."""
+    arch = gguf.get("general.architecture")
     values = gguf_config_values(gguf)
-    experts = gguf.get("qwen3moe.expert_count")
+    experts = gguf.get(f"{arch}.expert_count")
     if not experts:
-        raise ValueError(f"{gguf.path} lacks qwen3moe.expert_count, the number of experts a qwen3moe model needs.")
+        raise ValueError(f"{gguf.path} lacks {arch}.expert_count, the number of experts a {arch} model needs.")
     layers = values["num_hidden_layers"]
     values.update(
-        architectures=["Qwen3MoeForCausalLM"],
         num_experts=experts,
-        num_experts_per_tok=gguf.get("qwen3moe.expert_used_count", 8),
-        moe_intermediate_size=gguf.get("qwen3moe.expert_feed_forward_length", values["intermediate_size"]),
-        norm_topk_prob=True,
+        num_experts_per_tok=gguf.get(f"{arch}.expert_used_count", experts_per_token),
+        moe_intermediate_size=gguf.get(f"{arch}.expert_feed_forward_length", values["intermediate_size"]),
         mlp_only_layers=[i for i in range(layers) if f"blk.{i}.ffn_gate_inp.weight" not in gguf.tensor_names],
     )
+    return values
+
+
+def config_from_gguf(gguf, **overrides) -> Qwen3MoeConfig:
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "qwen3moe" architecture."""
+    values = {**mixture_config_values(gguf, 8), "architectures": ["Qwen3MoeForCausalLM"], "norm_topk_prob": True}
     return Qwen3MoeConfig.from_dict(values, **overrides)
 
 
