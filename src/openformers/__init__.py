@@ -57,6 +57,7 @@ _public(
     "Starcoder2Config",
     "BartConfig",
     "MarianConfig",
+    "M2M100Config",
     "ModernBertConfig",
     "DebertaV2Config",
 )
@@ -142,6 +143,10 @@ _public(
 _public(
     "openformers.models.marian",
     "MarianPreTrainedModel", "MarianModel", "MarianMTModel", "MarianForCausalLM",
+)
+_public(
+    "openformers.models.m2m_100",
+    "M2M100PreTrainedModel", "M2M100Model", "M2M100ForConditionalGeneration",
 )
 _public(
     "openformers.models.olmo2",

@@ -1515,8 +1515,8 @@ class StableLmConfig(PartialRotaryInBothLayouts, PretrainedConfig):
 
 @dataclass
 class _BartShapedConfig(PretrainedConfig):
-    """The fields BART and Marian share, with the defaults both references give them: a post-LayerNorm encoder and
-    decoder of their own depths, widths and heads. The common names (hidden_size, num_attention_heads,
+    """The fields BART, Marian and M2M100 share, with the defaults BART's and Marian's references give them: an
+    encoder and a decoder of their own depths, widths and heads. The common names (hidden_size, num_attention_heads,
     num_hidden_layers) read and set d_model and the encoder's fields, as in the reference."""
 
     attribute_map: ClassVar[dict[str, str]] = {
@@ -1622,6 +1622,35 @@ class MarianConfig(_BartShapedConfig):
     def validate(self) -> None:
         super().validate()
         _require_positive_ints(self, "decoder_vocab_size")
+
+
+@dataclass
+class M2M100Config(_BartShapedConfig):
+    """M2M100 and NLLB (Facebook's many-to-many translation models): BART's encoder-decoder with pre-LayerNorm
+    layers and a LayerNorm after each stack, fixed sinusoidal positions counted from padding_idx + 1 over the
+    non-padding tokens, scaled token embeddings, one token table for encoder, decoder and LM head, and LayerDrop
+    (5% by default, while training). Decoding starts from </s> (decoder_start_token_id 2); the target language's
+    code is forced as the first generated token (generate's forced_bos_token_id)."""
+
+    model_type: ClassVar[str] = "m2m_100"
+
+    vocab_size: int = 128112
+    encoder_layerdrop: float = 0.05
+    decoder_layerdrop: float = 0.05
+    activation_function: str = "relu"
+    attention_dropout: float = 0.1
+    scale_embedding: bool = True
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 2
+    decoder_start_token_id: int | None = 2
+
+    def validate(self) -> None:
+        super().validate()
+        if not isinstance(self.pad_token_id, int) or isinstance(self.pad_token_id, bool) or \
+                not 0 <= self.pad_token_id < self.vocab_size:
+            _invalid("pad_token_id", self.pad_token_id,
+                     f"a token id below vocab_size={self.vocab_size} (positions count from it)")
 
 
 @dataclass
@@ -2461,6 +2490,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "modernbert": ModernBertConfig,
     "bart": BartConfig,
     "marian": MarianConfig,
+    "m2m_100": M2M100Config,
     "t5": T5Config,
     "mt5": MT5Config,
     "deberta-v2": DebertaV2Config,

@@ -37,7 +37,7 @@ from . import bloom
 from . import phi
 from . import stablelm
 from . import gpt_bigcode
-from . import bart, marian
+from . import bart, marian, m2m_100
 from . import t5
 from . import modernbert
 from . import deberta_v2
@@ -195,6 +195,10 @@ MODEL_CLASSES = {
         "base": "MarianModel",
         "seq2seq-lm": "MarianMTModel",
         "causal-lm": "MarianForCausalLM",
+    }),
+    "m2m_100": (m2m_100, {  # M2M100 and NLLB translation models; the reference has no other head
+        "base": "M2M100Model",
+        "seq2seq-lm": "M2M100ForConditionalGeneration",
     }),
     "t5": (t5, {  # T5 and Flan-T5; the seq2seq LM is also the pre-training head
         "base": "T5Model",

@@ -164,13 +164,15 @@ def layer_dropped(stack: nn.Module, probability: float) -> bool:
 class BartEncoder(nn.Module):
     gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
     position_offset = POSITION_OFFSET  # the row of embed_positions that position 0 reads
+    layer_class = BartEncoderLayer
+    length_name = "input_ids"  # what a length past max_position_embeddings is blamed on
 
     def __init__(self, config: BartConfig):
         super().__init__()
         self.config = config
         self.embed_tokens = ScaledEmbedding(config)
         self.embed_positions = position_table(config)
-        self.layers = nn.ModuleList(BartEncoderLayer(config) for _ in range(config.encoder_layers))
+        self.layers = nn.ModuleList(self.layer_class(config) for _ in range(config.encoder_layers))
         self.layernorm_embedding = nn.LayerNorm(config.d_model)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -185,9 +187,8 @@ class BartEncoder(nn.Module):
         attention_path = "eager" if output_attentions or config._attn_implementation == "eager" else "sdpa"
         x = embedded(self.embed_tokens, input_ids) if inputs_embeds is None else inputs_embeds  # (B, S, C)
         S = x.shape[1]
-        check_length(self.config, S, "input_ids")
-        positions = torch.arange(self.position_offset, S + self.position_offset, device=x.device)
-        x = self.dropout(self.layernorm_embedding(x + self.embed_positions(positions).to(x.dtype)))
+        positions = self.position_embeddings(input_ids, torch.arange(S, device=x.device)[None], S)
+        x = self.dropout(self.layernorm_embedding(x + positions.to(x.dtype)))
         mask = padding_mask(attention_mask)
         checkpointing = self.gradient_checkpointing if self.training else None
         hidden_states = [x] if output_hidden_states else None
@@ -201,22 +202,43 @@ class BartEncoder(nn.Module):
                 hidden_states.append(x)
             if output_attentions:
                 attentions.append(weights)
+        x = final_norm(self, x, hidden_states)
         output = BaseModelOutput(last_hidden_state=x, hidden_states=recorded(hidden_states),
                                  attentions=recorded(attentions))
         return output if return_dict is not False else output.to_tuple()
+
+    def position_embeddings(self, input_ids, position_ids, end) -> torch.Tensor:
+        """The embeddings (B or 1, T, C) of `position_ids` (counted from 0, the last one below `end`); BART reads
+        them from its learned table, whatever the tokens."""
+        check_length(self.config, end, self.length_name)
+        return self.embed_positions(position_ids + self.position_offset)
+
+
+def final_norm(stack: nn.Module, x: torch.Tensor, hidden_states: list | None) -> torch.Tensor:
+    """A stack's last step: its `layer_norm` over the last layer's output, when it has one (pre-LayerNorm stacks:
+    M2M100's), which then also is the last of the recorded hidden states, as in the reference."""
+    if getattr(stack, "layer_norm", None) is None:
+        return x
+    x = stack.layer_norm(x)
+    if hidden_states:
+        hidden_states[-1] = x
+    return x
 
 
 class BartDecoder(nn.Module):
     gradient_checkpointing: dict | None = None
     position_offset = POSITION_OFFSET
     takes_position_ids = True  # False: positions count from the cache whatever `position_ids` say (Marian's)
+    layer_class = BartDecoderLayer
+    length_name = "the cache and decoder_input_ids"
+    position_embeddings = BartEncoder.position_embeddings
 
     def __init__(self, config: BartConfig):
         super().__init__()
         self.config = config
         self.embed_tokens = ScaledEmbedding(config)
         self.embed_positions = position_table(config)
-        self.layers = nn.ModuleList(BartDecoderLayer(config, i) for i in range(config.decoder_layers))
+        self.layers = nn.ModuleList(self.layer_class(config, i) for i in range(config.decoder_layers))
         self.layernorm_embedding = nn.LayerNorm(config.d_model)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -231,8 +253,7 @@ class BartDecoder(nn.Module):
         T = x.shape[1]
         position_ids = position_ids if self.takes_position_ids else None
         position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, T, x.device)
-        check_length(self.config, end, "the cache and decoder_input_ids")
-        positions = self.embed_positions(position_ids + self.position_offset).to(x.dtype)
+        positions = self.position_embeddings(input_ids, position_ids, end).to(x.dtype)
         x = self.dropout(self.layernorm_embedding(x + positions))
         encoder_mask = padding_mask(encoder_attention_mask)
         # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
@@ -251,6 +272,7 @@ class BartDecoder(nn.Module):
                 attentions.append(weights)
                 if cross_attentions is not None:
                     cross_attentions.append(cross_weights)
+        x = final_norm(self, x, hidden_states)
         return BaseModelOutputWithPastAndCrossAttentions(
             last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states), attentions=recorded(attentions),
             cross_attentions=recorded(cross_attentions),
@@ -280,7 +302,7 @@ class BartPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)  # normal(0, init_std) weights, zero biases and padding row, unit norms
-        if isinstance(module, BartForConditionalGeneration):
+        if isinstance(module, BartForConditionalGeneration) and module.has_logits_bias:
             nn.init.zeros_(module.final_logits_bias)
 
     def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
@@ -305,6 +327,7 @@ class BartModel(BartPreTrainedModel):
 
     input_embeddings_name = "shared"
     tied_weights = {"encoder.embed_tokens.weight": "shared.weight", "decoder.embed_tokens.weight": "shared.weight"}
+    shifts_input_ids = True  # without decoder inputs, the decoder reads input_ids shifted right
 
     def __init__(self, config: BartConfig):
         super().__init__(config)
@@ -320,7 +343,13 @@ class BartModel(BartPreTrainedModel):
 
     def decoder_inputs_for(self, input_ids: torch.Tensor | None) -> torch.Tensor:
         """The decoder's inputs when none are given: input_ids shifted right (BART's denoising pre-training), as the
-        reference does."""
+        reference does; translation models (`shifts_input_ids` False) want them given."""
+        if not self.shifts_input_ids:
+            raise ValueError(
+                f"{type(self).__name__} needs decoder_input_ids or decoder_inputs_embeds: it does not shift input_ids "
+                f"into decoder inputs. Start them with config.decoder_start_token_id "
+                f"({self.config.decoder_start_token_id})."
+            )
         if input_ids is None:
             raise ValueError(
                 f"{type(self).__name__} needs decoder_input_ids or decoder_inputs_embeds, or input_ids to shift right "
@@ -373,20 +402,22 @@ class BartForConditionalGeneration(BartPreTrainedModel):
     input_embeddings_name = "model.shared"
     tied_weights = {"lm_head.weight": "model.shared.weight",
                     **{f"model.{k}": f"model.{v}" for k, v in BartModel.tied_weights.items()}}
+    has_logits_bias = True  # final_logits_bias (BART's, Marian's; not M2M100's)
 
     def __init__(self, config: BartConfig):
         super().__init__(config)
         self.model = self.new_base_model(config)
         rows = self.model.decoder.embed_tokens.num_embeddings  # the decoder's vocabulary
-        self.register_buffer("final_logits_bias", torch.zeros(1, rows))
+        if self.has_logits_bias:
+            self.register_buffer("final_logits_bias", torch.zeros(1, rows))
         self.lm_head = nn.Linear(config.d_model, rows, bias=False)
 
-    @staticmethod
-    def from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    @classmethod
+    def from_checkpoint_layout(cls, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Checkpoints without final_logits_bias (a BartModel's, some fine-tunes) get it at zero, as the reference
         fills it in silently; a bare BartModel checkpoint's keys are put under `model.` first, so that the bias
         is read as this head's."""
-        if "final_logits_bias" in state_dict:
+        if "final_logits_bias" in state_dict or not cls.has_logits_bias:
             return state_dict
         if "shared.weight" in state_dict or "decoder.embed_tokens.weight" in state_dict:
             state_dict = {f"model.{k}": v for k, v in state_dict.items()}
@@ -406,6 +437,8 @@ class BartForConditionalGeneration(BartPreTrainedModel):
 
     def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
         embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        if not self.has_logits_bias:
+            return embeddings
         rows, old = embeddings.num_embeddings, self.final_logits_bias.shape[1]
         self.final_logits_bias = F.pad(self.final_logits_bias[:, :rows], (0, max(0, rows - old)))
         return embeddings
@@ -428,7 +461,9 @@ class BartForConditionalGeneration(BartPreTrainedModel):
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
         hidden = base.last_hidden_state
-        logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden) + self.final_logits_bias
+        logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        if self.has_logits_bias:
+            logits = logits + self.final_logits_bias
         loss = None if labels is None else token_loss(logits, labels)
         output = Seq2SeqLMOutput(loss=loss, logits=logits, **seq2seq_fields(base))
         return self.returned(output, return_dict)

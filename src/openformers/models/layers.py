@@ -55,10 +55,15 @@ class SinusoidalPositions(nn.Module):
         self.register_buffer("weight", torch.empty(count, dim), persistent=False)
         self.reset_tables()
 
-    def reset_tables(self, device: torch.device | None = None) -> None:
+    def reset_tables(self, device: torch.device | None = None, length: int | None = None) -> None:
+        """Compute the table (of `length` rows, default as many as now) on `device` (default its own)."""
         device = device or self.weight.device
+        count = length or self.weight.shape[0]
         if device.type != "meta":
-            self.weight = sinusoidal_positions(*self.weight.shape, halves=True).to(device)
+            self.weight = self.table(count, self.weight.shape[1]).to(device)
+
+    def table(self, count: int, dim: int) -> torch.Tensor:
+        return sinusoidal_positions(count, dim, halves=True)
 
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(position_ids, self.weight)

@@ -97,15 +97,11 @@ class MarianModel(MarianPreTrainedModel, BartModel):
         if not config.share_encoder_decoder_embeddings:  # each stack reads its own table, as in the reference
             self.input_embeddings_name, self.tied_weights = "encoder.embed_tokens", {}
 
+    shifts_input_ids = False
+
     @staticmethod
     def shares_token_table(config: MarianConfig) -> bool:
         return config.share_encoder_decoder_embeddings
-
-    def decoder_inputs_for(self, input_ids):
-        raise ValueError(
-            "MarianModel needs decoder_input_ids or decoder_inputs_embeds: Marian does not shift input_ids into "
-            "decoder inputs. Start them with config.decoder_start_token_id (the padding token)."
-        )
 
     def to_checkpoint_layout(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.with_position_tables(state_dict)
