@@ -51,3 +51,56 @@ def tiny_bart_folder(folder: Path, **config) -> Path:
         model.final_logits_bias.normal_(std=0.1)
     model.save_pretrained(folder)
     return folder
+
+
+def cached_steps_and_full_pass(model, ids, mask, decoder_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits of `decoder_ids` fed one token at a time through an EncoderDecoderCache (the encoder run once),
+    and those of one pass without a cache."""
+    from openformers.generation import DynamicCache, EncoderDecoderCache
+
+    full = model(ids, mask, decoder_input_ids=decoder_ids, use_cache=False).logits
+    encoder_outputs = model.get_encoder()(ids, mask)
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    steps = [model(attention_mask=mask, decoder_input_ids=decoder_ids[:, t:t + 1], encoder_outputs=encoder_outputs,
+                   past_key_values=cache).logits for t in range(decoder_ids.shape[1])]
+    return torch.cat(steps, dim=1), full
+
+
+def assert_decoder_inputs_wanted(reference, model, ids) -> None:
+    """A translation model's base model, as the reference's, refuses to run without decoder inputs (it does not shift
+    input_ids into them)."""
+    import pytest
+
+    with pytest.raises(ValueError):
+        reference(input_ids=ids)
+    with pytest.raises(ValueError, match="decoder_input_ids"):
+        model(input_ids=ids)
+
+
+def write_checkpoint(reference, folder: Path, **extra: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The reference's config and every tensor of its state dict (tied copies included), with `extra` ones, in one
+    model.safetensors: what older converted checkpoints hold. Returns the tensors written."""
+    from safetensors.torch import save_file
+
+    reference.config.save_pretrained(folder)
+    tensors = {name: tensor.clone().contiguous() for name, tensor in {**reference.state_dict(), **extra}.items()}
+    save_file(tensors, folder / "model.safetensors")
+    return tensors
+
+
+def reloaded_both_ways(model, folder: Path, name: str):
+    """`model` saved into `folder`, then loaded by the reference's class `name` (no key missing, unexpected or of
+    another shape) and by ours (without a warning): (theirs, ours)."""
+    import warnings
+
+    import transformers
+
+    import openformers
+    from encoder_parity import load_quietly
+
+    model.save_pretrained(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the reference's own notices
+        theirs, info = getattr(transformers, name).from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    return theirs.eval(), load_quietly(getattr(openformers, name).from_pretrained, folder)

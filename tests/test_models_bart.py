@@ -13,7 +13,7 @@ import openformers
 from openformers import configs
 from openformers.generation import DynamicCache, EncoderDecoderCache
 
-from seq2seq_models import bart_vocabulary_folder
+from seq2seq_models import bart_vocabulary_folder, write_checkpoint
 
 transformers = pytest.importorskip("transformers")
 
@@ -394,14 +394,10 @@ def test_new_weights_are_drawn_with_init_std():
 def test_an_older_checkpoint_with_every_tied_copy_and_fairseqs_markers_loads_quietly(tmp_path):
     """Checkpoints converted from fairseq store the shared table under every name it has, an lm_head, and version
     markers; they load as the tied model, without a word."""
-    from safetensors.torch import save_file
-
     reference = _reference("BartForConditionalGeneration")
-    reference.config.save_pretrained(tmp_path)
-    tensors = {name: tensor.clone().contiguous() for name, tensor in reference.state_dict().items()}
-    tensors.update({"model.encoder.version": torch.tensor([2.0]), "model.decoder.version": torch.tensor([2.0])})
+    markers = {"model.encoder.version": torch.tensor([2.0]), "model.decoder.version": torch.tensor([2.0])}
+    tensors = write_checkpoint(reference, tmp_path, **markers)
     assert {"model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight"} <= set(tensors)
-    save_file(tensors, tmp_path / "model.safetensors")
     model = _load_quietly(openformers.AutoModelForSeq2SeqLM.from_pretrained, tmp_path)
     assert model.lm_head.weight is model.model.shared.weight is model.model.encoder.embed_tokens.weight
     inputs = _inputs("BartForConditionalGeneration")

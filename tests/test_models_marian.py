@@ -12,10 +12,11 @@ import torch
 
 import openformers
 from openformers import configs
-from openformers.generation import DynamicCache, EncoderDecoderCache
 
 from encoder_parity import assert_same as _assert_same, draw_weights, load_quietly as _load_quietly, \
     outputs_of as _outputs
+from seq2seq_models import assert_decoder_inputs_wanted, cached_steps_and_full_pass, reloaded_both_ways, \
+    write_checkpoint
 
 transformers = pytest.importorskip("transformers")
 sentencepiece = pytest.importorskip("sentencepiece")
@@ -90,14 +91,9 @@ def test_every_head_matches_reference(tiny):
 @torch.inference_mode()
 def test_every_head_saves_what_the_reference_loads_without_missing_keys(tiny, tmp_path):
     name, _, _, reference, model = tiny
-    model.save_pretrained(tmp_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the reference's own notices
-        theirs, info = getattr(transformers, name).from_pretrained(tmp_path, output_loading_info=True)
-    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
-    ours = _load_quietly(getattr(openformers, name).from_pretrained, tmp_path)
+    theirs, ours = reloaded_both_ways(model, tmp_path, name)
     inputs = _inputs(name)
-    _assert_same(_outputs(theirs.eval()(**inputs)), _outputs(reference(**inputs)), atol=1e-6)
+    _assert_same(_outputs(theirs(**inputs)), _outputs(reference(**inputs)), atol=1e-6)
     _assert_same(_outputs(ours(**inputs)), _outputs(model(**inputs)), atol=1e-6)
 
 
@@ -122,15 +118,8 @@ def test_right_padded_rows_give_what_they_give_alone(seq2seq):
 
 @torch.inference_mode()
 def test_decoding_step_by_step_with_the_cache_gives_the_full_pass(seq2seq):
-    _, model = seq2seq
-    ids, mask = _ids()
-    decoder_ids = _inputs("MarianMTModel")["decoder_input_ids"]
-    full = model(ids, mask, decoder_input_ids=decoder_ids, use_cache=False).logits
-    encoder_outputs = model.get_encoder()(ids, mask)
-    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-    steps = [model(attention_mask=mask, decoder_input_ids=decoder_ids[:, t:t + 1], encoder_outputs=encoder_outputs,
-                   past_key_values=cache).logits for t in range(decoder_ids.shape[1])]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    steps, full = cached_steps_and_full_pass(seq2seq[1], *_ids(), _inputs("MarianMTModel")["decoder_input_ids"])
+    torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("options", [dict(), dict(num_beams=3), dict(num_beams=2, num_return_sequences=2)],
@@ -175,26 +164,16 @@ def test_given_embeddings_are_scaled_as_the_reference_scales_them(seq2seq):
 
 def test_the_base_model_wants_decoder_inputs_as_the_reference():
     """Marian, unlike BART, does not shift input_ids into decoder inputs."""
-    reference = _reference("MarianModel")
-    model = openformers.MarianModel(configs.MarianConfig(**TINY))
-    ids, _ = _ids()
-    with pytest.raises(ValueError):
-        reference(input_ids=ids)
-    with pytest.raises(ValueError, match="decoder_input_ids"):
-        model(input_ids=ids)
+    assert_decoder_inputs_wanted(_reference("MarianModel"), openformers.MarianModel(configs.MarianConfig(**TINY)),
+                                 _ids()[0])
 
 
 @torch.inference_mode()
 def test_a_checkpoint_with_position_tables_and_every_tied_copy_loads_quietly(tmp_path):
     """Older opus-mt files store the position tables and the shared table under every name; they load as computed
     tables and one tied table, without a word."""
-    from safetensors.torch import save_file
-
     reference = _reference("MarianMTModel", **VARIANTS["shared"])
-    reference.config.save_pretrained(tmp_path)
-    tensors = {name: tensor.clone().contiguous() for name, tensor in reference.state_dict().items()}
-    assert {"model.encoder.embed_positions.weight", "lm_head.weight"} <= set(tensors)
-    save_file(tensors, tmp_path / "model.safetensors")
+    assert {"model.encoder.embed_positions.weight", "lm_head.weight"} <= set(write_checkpoint(reference, tmp_path))
     model = _load_quietly(openformers.AutoModelForSeq2SeqLM.from_pretrained, tmp_path)
     assert model.lm_head.weight is model.model.shared.weight is model.model.decoder.embed_tokens.weight
     inputs = _inputs("MarianMTModel")

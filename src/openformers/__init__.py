@@ -31,7 +31,7 @@ _public(
     "AlbertTokenizer", "AlbertTokenizerFast", "MPNetTokenizer", "MPNetTokenizerFast", "ElectraTokenizer",
     "ElectraTokenizerFast", "GPTNeoXTokenizer", "GPTNeoXTokenizerFast", "CodeGenTokenizer", "CodeGenTokenizerFast",
     "BartTokenizer", "BartTokenizerFast",
-    "MarianTokenizer",
+    "MarianTokenizer", "NllbTokenizer", "NllbTokenizerFast", "M2M100Tokenizer",
     "DebertaV2Tokenizer", "DebertaV2TokenizerFast",
 )
 _public(

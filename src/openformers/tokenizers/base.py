@@ -18,7 +18,7 @@ import numpy as np
 from .. import hub
 from . import parallel, processors
 from .encoding import TRUNCATION_STRATEGIES, BatchEncoding, Encoding, pad, truncate_sequences
-from .loaders import INIT_OPTIONS, build_part, load_tokenizer, template_spec
+from .loaders import INIT_OPTIONS, build_part, load_tokenizer, read_tokenizer_config, template_spec
 from .models import BPE, SentencePieceBPE
 from .pipeline import AddedToken, Pipeline, added_token_json
 from .sentencepiece import write_sentencepiece_model
@@ -174,6 +174,7 @@ class PreTrainedTokenizerBase:
         cls, files, name_or_path: str, prefer_gguf: bool, kwargs: dict, chosen: bool
     ) -> "PreTrainedTokenizerBase":
         """Load `files` as this class; `chosen` when AutoTokenizer picked it from the files' config."""
+        own = cls._own_options(files, kwargs)
         options = _checked_overrides(kwargs, cls.__name__)
         settings = load_tokenizer(files, prefer_gguf=prefer_gguf, tokenizer_class=cls.family, options=options)
         if cls.family is None and not chosen and "model_input_names" not in options:
@@ -181,7 +182,16 @@ class PreTrainedTokenizerBase:
             # not those of the class the config names.
             settings.pop("model_input_names", None)
         settings["name_or_path"] = name_or_path
-        return cls(**settings)
+        return cls(**settings, **own)
+
+    OPTIONS: tuple[str, ...] = ()  # a class's own options (NLLB's src_lang...), kept in tokenizer_config.json
+
+    @classmethod
+    def _own_options(cls, files, kwargs: dict) -> dict:
+        """The class's own OPTIONS: those in `kwargs` (taken out of it), else tokenizer_config.json's."""
+        config = read_tokenizer_config(files) if cls.OPTIONS else {}
+        return {name: kwargs.pop(name) if name in kwargs else config[name] for name in cls.OPTIONS
+                if name in kwargs or name in config}
 
     # --- settings and special tokens
 
@@ -342,6 +352,7 @@ class PreTrainedTokenizerBase:
         for name in _SAVED_OPTIONS:  # as the reference, the options the tokenizer was made with
             if name in self.init_kwargs:
                 config[name] = getattr(self, name) if name in ("add_bos_token", "add_eos_token") else self.init_kwargs[name]
+        config.update({name: getattr(self, name) for name in type(self).OPTIONS})
         if self.family == "T5Tokenizer":  # how many sentinels to make again on loading
             config["extra_ids"] = sum(token.startswith("<extra_id_") for token in self.extra_special_tokens)
         if isinstance(self.chat_template, dict):  # several named templates
@@ -827,6 +838,14 @@ class PreTrainedTokenizerBase:
     @add_eos_token.setter
     def add_eos_token(self, value: bool):
         self.update_post_processor(add_bos=self.add_bos_token, add_eos=bool(value))
+
+    def _rebuild_parts(self, parts: dict) -> None:
+        """Put the pipeline slots `parts` gives (tokenizer.json specs by slot) in place of those the files gave, as a
+        reference class that builds them itself does; save_pretrained writes them too."""
+        for slot, spec in parts.items():
+            setattr(self._pipeline, slot, build_part(slot, spec))
+        if self._pipeline.source is not None:
+            self._pipeline.source = {**self._pipeline.source, **parts}
 
     def update_post_processor(self, add_bos: bool | None = None, add_eos: bool | None = None) -> None:
         """Lay sequences out as `[BOS] A [EOS]` and `[BOS] A [EOS] [BOS] B [EOS]` (the reference's layout

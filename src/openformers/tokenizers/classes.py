@@ -53,14 +53,6 @@ class TokenizersBackend(PreTrainedTokenizerBase):
             kwargs = {**kwargs, **settings}
         super().__init__(pipeline, **kwargs)
 
-    def _rebuild_parts(self, parts: dict) -> None:
-        """Put the pipeline slots `parts` gives (tokenizer.json specs by slot) in place of those the files gave, as a
-        reference class that builds them itself does; save_pretrained writes them too."""
-        for slot, spec in parts.items():
-            setattr(self._pipeline, slot, loaders.build_part(slot, spec))
-        if self._pipeline.source is not None:
-            self._pipeline.source = {**self._pipeline.source, **parts}
-
 
 def _settings_from_arguments(name, vocab_file, merges_file, tokenizer_file, tokenizer_object, config) -> dict:
     """The settings of a tokenizer built from the files (or objects) given to its constructor."""
@@ -387,6 +379,91 @@ class XLMRobertaTokenizer(TokenizersBackend):
         )  # fmt: skip
 
 
+class TranslationLanguages:
+    """What NLLB's and M2M100's tokenizers share: a language's code token around each sequence, `[code] A </s>`
+    (`A </s> [code]` with `legacy_behaviour`), src_lang's for texts and tgt_lang's for targets (`text_target=`);
+    setting `src_lang` changes the layout, as in the reference. The translation pipeline passes src_lang and
+    tgt_lang, and generates with the target's code forced first (`forced_bos_token_id`)."""
+
+    legacy_behaviour = False
+
+    def _language_token(self, language: str) -> str:
+        """The token of a language (NLLB's "fra_Latn" is its own; M2M100's "fr" is "__fr__")."""
+        if self._pipeline.added.ids.get(language) is None:
+            raise ValueError(f"{language!r} is not one of this tokenizer's language codes; pass one of "
+                             f"{', '.join(self.extra_special_tokens[:6])}, ...")
+        return language
+
+    @property
+    def src_lang(self) -> str:
+        return self._src_lang
+
+    @src_lang.setter
+    def src_lang(self, language: str) -> None:
+        self._src_lang = language
+        self._lay_out_with(language)
+
+    def _lay_out_with(self, language: str) -> None:
+        code, eos = self._language_token(language), self.eos_token
+        before, after = ([], [eos, code]) if self.legacy_behaviour else ([code], [eos])
+
+        def layout(*sequences):
+            items = [{"SpecialToken": {"id": token, "type_id": 0}} for token in before]
+            items += [{"Sequence": {"id": name, "type_id": 0}} for name in sequences]
+            return items + [{"SpecialToken": {"id": token, "type_id": 0}} for token in after]
+
+        ids = {code: self.convert_tokens_to_ids(code), eos: self.eos_token_id}
+        self._rebuild_parts({"post_processor": {
+            "type": "TemplateProcessing", "single": layout("A"), "pair": layout("A", "B"),
+            "special_tokens": {token: {"id": token, "ids": [i], "tokens": [token]} for token, i in ids.items()},
+        }})
+
+    def _encode_targets(self, text_target, text_pair_target, options: dict):
+        """Targets are laid out with tgt_lang's code (src_lang's when there is no tgt_lang)."""
+        self._lay_out_with(self.tgt_lang if self.tgt_lang is not None else self.src_lang)
+        try:
+            return super()._encode_targets(text_target, text_pair_target, options)
+        finally:
+            self._lay_out_with(self.src_lang)
+
+    def _build_translation_inputs(self, raw_inputs, return_tensors=None, src_lang=None, tgt_lang=None, **options):
+        """The translation pipeline's inputs: the text laid out with `src_lang` (which stays set), and the target
+        language's code as `forced_bos_token_id`."""
+        if src_lang is None or tgt_lang is None:
+            raise ValueError("Translation requires a `src_lang` and a `tgt_lang` for this model: pass both to the "
+                             "pipeline, e.g. pipeline('translation', model=..., src_lang=..., tgt_lang=...).")
+        self.src_lang = src_lang
+        inputs = self(raw_inputs, add_special_tokens=True, return_tensors=return_tensors, **options)
+        inputs["forced_bos_token_id"] = self.convert_tokens_to_ids(self._language_token(tgt_lang))
+        return inputs
+
+
+class NllbTokenizer(TranslationLanguages, TokenizersBackend):
+    """NLLB's tokenizer: its tokenizer.json (a SentencePiece BPE with fairseq's ids, the language codes such as
+    `fra_Latn` added after the vocabulary), with the layout of `TranslationLanguages` (src_lang eng_Latn unless
+    given).
+
+        tokenizer = NllbTokenizer.from_pretrained("facebook/nllb-200-distilled-600M", src_lang="eng_Latn")
+        ids = model.generate(**tokenizer(text, return_tensors="pt"),
+                             forced_bos_token_id=tokenizer.convert_tokens_to_ids("fra_Latn"))
+    """
+
+    family = "NllbTokenizer"
+    OPTIONS = ("src_lang", "tgt_lang", "legacy_behaviour")
+
+    def __init__(
+        self, vocab_file=None, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
+        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", src_lang=None, tgt_lang=None,
+        legacy_behaviour=False, **kwargs,
+    ):  # fmt: skip
+        super().__init__(
+            vocab_file, bos_token=bos_token, eos_token=eos_token, sep_token=sep_token, cls_token=cls_token,
+            unk_token=unk_token, pad_token=pad_token, mask_token=mask_token, **kwargs,
+        )  # fmt: skip
+        self.legacy_behaviour, self.tgt_lang = bool(legacy_behaviour), tgt_lang
+        self.src_lang = "eng_Latn" if src_lang is None else src_lang
+
+
 class MarianTokenizer(PreTrainedTokenizerBase):
     """Marian's (opus-mt's) tokenizer: the source language's SentencePiece model (source.spm) segments the texts,
     the target language's (target.spm) the targets (`text_target=`), and vocab.json, which both share, gives the ids
@@ -508,9 +585,95 @@ class MarianTokenizer(PreTrainedTokenizerBase):
         vocabularies = [self._source.model.vocab] + ([self._target.model.vocab] if self.separate_vocabs else [])
         for vocab, name in zip(vocabularies, ("vocab.json", "target_vocab.json")):
             written.append(_write_json(folder / f"{prefix}{name}", vocab))
-        config = {**self._saved_config(), "source_lang": self.source_lang, "target_lang": self.target_lang,
-                  "separate_vocabs": self.separate_vocabs}  # fmt: skip
-        return (*written, *self._write_configs(folder, config))
+        return (*written, *self._write_configs(folder, self._saved_config()))  # OPTIONS included
+
+
+# The languages of M2M100's checkpoints (language_codes="m2m100") and of WMT21's ("wmt21"), in their tokens' order.
+M2M100_LANGUAGE_CODES = {
+    "m2m100": (
+        "af am ar ast az ba be bg bn br bs ca ceb cs cy da de el en es et fa ff fi fr fy ga gd gl gu ha he hi hr ht hu "
+        "hy id ig ilo is it ja jv ka kk km kn ko lb lg ln lo lt lv mg mk ml mn mr ms my ne nl no ns oc or pa pl ps pt "
+        "ro ru sd si sk sl so sq sr ss su sv sw ta th tl tn tr uk ur uz vi wo xh yi yo zh zu"
+    ).split(),
+    "wmt21": "en ha is ja cs ru zh de".split(),
+}
+
+
+class M2M100Tokenizer(TranslationLanguages, PreTrainedTokenizerBase):
+    """M2M100's tokenizer: a SentencePiece model (sentencepiece.bpe.model) segments the text and vocab.json gives
+    the pieces' ids (a piece it lacks is <unk>); each language is a token `__fr__` after the vocabulary, in the order
+    of `language_codes` ("m2m100", or "wmt21" for WMT21's models). Texts and targets are laid out as
+    `TranslationLanguages` says, with src_lang ("en" unless given) and tgt_lang.
+
+        tokenizer = M2M100Tokenizer.from_pretrained("facebook/m2m100_418M", src_lang="en")
+        ids = model.generate(**tokenizer(text, return_tensors="pt"), forced_bos_token_id=tokenizer.get_lang_id("fr"))
+    """
+
+    family = "M2M100Tokenizer"
+    FILES = {"vocab_file": "vocab.json", "spm_file": "sentencepiece.bpe.model"}
+    OPTIONS = ("src_lang", "tgt_lang", "language_codes", "num_madeup_words")
+
+    def __init__(
+        self, vocab_file, spm_file, src_lang=None, tgt_lang=None, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+        pad_token="<pad>", unk_token="<unk>", language_codes="m2m100", sp_model_kwargs=None, num_madeup_words=8,
+        **kwargs,
+    ):  # fmt: skip
+        if sp_model_kwargs:
+            raise ValueError(
+                f"sp_model_kwargs={sp_model_kwargs!r}: SentencePiece's sampling options are not supported; this "
+                "tokenizer always takes the best segmentation. Leave sp_model_kwargs out."
+            )
+        if language_codes not in M2M100_LANGUAGE_CODES:
+            raise ValueError(f"language_codes={language_codes!r}; expected one of {sorted(M2M100_LANGUAGE_CODES)}.")
+        self.vocab_file, self.spm_file = Path(vocab_file), Path(spm_file)
+        vocab = loaders.read_marian_vocab(vocab_file, "vocab_file")
+        pipeline = loaders.marian_pipeline(spm_file, vocab, str(getattr(unk_token, "content", unk_token)), Pipeline)
+        self.language_codes, self.num_madeup_words = language_codes, num_madeup_words
+        self.lang_code_to_token = {code: f"__{code}__" for code in M2M100_LANGUAGE_CODES[language_codes]}
+        extra = list(kwargs.pop("extra_special_tokens", None) or kwargs.pop("additional_special_tokens", None) or [])
+        extra += [token for token in self.lang_code_to_token.values() if token not in extra]
+        super().__init__(pipeline, bos_token=bos_token, eos_token=eos_token, sep_token=sep_token, pad_token=pad_token,
+                         unk_token=unk_token, extra_special_tokens=extra, **kwargs)
+        self.lang_code_to_id = {code: self.convert_tokens_to_ids(token)
+                                for code, token in self.lang_code_to_token.items()}
+        # Decoding joins the pieces between special tokens with the SentencePiece model, as the reference does.
+        pipeline.decoder = decoders.SpecialTokensApart(pipeline.decoder, frozenset(self.all_special_tokens), "")
+        self.tgt_lang = tgt_lang
+        self.src_lang = "en" if src_lang is None else src_lang
+
+    @classmethod
+    def _from_files(cls, files, name_or_path: str, prefer_gguf: bool, kwargs: dict, chosen: bool) -> "M2M100Tokenizer":
+        own = cls._own_options(files, kwargs)
+        config = {**loaders.read_tokenizer_config(files), **_checked_overrides(kwargs, cls.__name__)}
+        paths = {name: files.file(filename) for name, filename in cls.FILES.items()}
+        missing = [cls.FILES[name] for name, path in paths.items() if path is None]
+        if missing:
+            raise FileNotFoundError(f"{files.folder} has no {', '.join(missing)}, which an M2M100Tokenizer reads.")
+        return cls(**paths, **own, **loaders.settings_from_config(config), name_or_path=name_or_path)
+
+    def _language_token(self, language: str) -> str:
+        if language not in self.lang_code_to_token:
+            raise ValueError(f"{language!r} is not one of this tokenizer's languages ({self.language_codes}: "
+                             f"{', '.join(list(self.lang_code_to_token)[:6])}, ...); pass a code such as 'en' or 'fr'.")
+        return self.lang_code_to_token[language]
+
+    def get_lang_token(self, language: str) -> str:
+        return self._language_token(language)
+
+    def get_lang_id(self, language: str) -> int:
+        return self.lang_code_to_id[language] if language in self.lang_code_to_id else \
+            self.convert_tokens_to_ids(self._language_token(language))
+
+    def _save(self, folder: Path, prefix: str) -> tuple[str, ...]:
+        """vocab.json and sentencepiece.bpe.model, as the reference writes them, and the configs."""
+        if folder.is_file():
+            raise ValueError(f"save_directory {folder} is a file; pass a folder to save the tokenizer in.")
+        folder.mkdir(parents=True, exist_ok=True)
+        spm = folder / f"{prefix}sentencepiece.bpe.model"
+        if self.spm_file.resolve() != spm.resolve():
+            shutil.copyfile(self.spm_file, spm)
+        vocab = _write_json(folder / f"{prefix}vocab.json", self._pipeline.model.vocab)
+        return (vocab, str(spm), *self._write_configs(folder, self._saved_config()))
 
 
 BertTokenizerFast = BertTokenizer
@@ -528,6 +691,7 @@ ElectraTokenizer = ElectraTokenizerFast = BertTokenizer  # the reference 5.x's E
 DebertaV2TokenizerFast = DebertaV2Tokenizer
 GPTNeoXTokenizerFast = GPTNeoXTokenizer
 CodeGenTokenizerFast = CodeGenTokenizer
+NllbTokenizerFast = NllbTokenizer
 BartTokenizer = BartTokenizerFast = RobertaTokenizer  # the reference's BART names for RoBERTa's tokenizer
 
 TOKENIZER_CLASSES = {
@@ -535,7 +699,7 @@ TOKENIZER_CLASSES = {
     for cls in (
         TokenizersBackend, BertTokenizer, DistilBertTokenizer, GPT2Tokenizer, RobertaTokenizer, Qwen2Tokenizer,
         LlamaTokenizer, GemmaTokenizer, T5Tokenizer, XLMRobertaTokenizer, GPTNeoXTokenizer, DebertaV2Tokenizer,
-        AlbertTokenizer, MPNetTokenizer, CodeGenTokenizer, MarianTokenizer,
+        AlbertTokenizer, MPNetTokenizer, CodeGenTokenizer, MarianTokenizer, NllbTokenizer, M2M100Tokenizer,
     )
 }  # fmt: skip
 TOKENIZER_CLASSES["ElectraTokenizer"] = BertTokenizer
@@ -550,7 +714,7 @@ _CLASS_OF_MODEL_TYPE = {
     "qwen2": "Qwen2Tokenizer", "t5": "T5Tokenizer", "xlm-roberta": "XLMRobertaTokenizer",
     "gpt_neox": "GPTNeoXTokenizer", "gptj": "GPT2Tokenizer", "opt": "GPT2Tokenizer",
     "phi": "GPT2Tokenizer",  # Phi checkpoints name CodeGenTokenizer in tokenizer_config.json
-    "bart": "RobertaTokenizer", "marian": "MarianTokenizer",
+    "bart": "RobertaTokenizer", "marian": "MarianTokenizer", "m2m_100": "M2M100Tokenizer",
     "modernbert": "TokenizersBackend",
     "stablelm": "TokenizersBackend",  # StableLM checkpoints name GPT2TokenizerFast or GPTNeoXTokenizerFast
     "gpt_bigcode": "TokenizersBackend",  # StarCoder's folders name GPT2Tokenizer, which the generic class overrides

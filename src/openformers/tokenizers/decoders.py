@@ -151,18 +151,20 @@ class SentencePiece:
 
 
 class SpecialTokensApart:
-    """Marian's decoding: the pieces between special tokens decoded by `pieces` (a SentencePiece decoder), each
-    special token written as it is with a space after it, then any "▁" left read as a space and the ends stripped."""
+    """Marian's and M2M100's decoding: the pieces between special tokens decoded by `pieces` (a SentencePiece
+    decoder), each special token written as it is followed by `space_after` (Marian's " ", M2M100's none), then any
+    "▁" left read as a space and the ends stripped."""
 
-    def __init__(self, pieces: SentencePiece, special_tokens: frozenset[str]):
+    def __init__(self, pieces: SentencePiece, special_tokens: frozenset[str], space_after: str = " "):
         self.pieces = pieces
         self.special_tokens = special_tokens
+        self.space_after = space_after
 
     def decode(self, tokens: list[str]) -> str:
         out, run = [], []
         for token in tokens:
             if token in self.special_tokens:
-                out += [self.pieces.decode(run), token, " "]
+                out += [self.pieces.decode(run), token, self.space_after]
                 run = []
             else:
                 run.append(token)

@@ -822,20 +822,22 @@ def read_marian_vocab(path: str | Path, name: str) -> dict[str, int]:
     return vocab
 
 
-def marian_pipeline(spm_path: str | Path, vocab: dict[str, int], unk_token: str) -> LanguageCodePipeline:
+def marian_pipeline(spm_path: str | Path, vocab: dict[str, int], unk_token: str,
+                    pipeline_class: type[Pipeline] = LanguageCodePipeline) -> Pipeline:
     """One language's side of a Marian tokenizer: the SentencePiece model at `spm_path` (source.spm or target.spm)
     normalizes and segments the text, `vocab` gives the ids, a leading language code (`>>fra<<`) is one token. Its
-    decoder is the SentencePiece model's (pieces it does not know are written as they are)."""
+    decoder is the SentencePiece model's (pieces it does not know are written as they are). M2M100's tokenizer is
+    one such side, its language codes added tokens (a plain `pipeline_class`)."""
     spm_path = Path(spm_path)
     if not spm_path.is_file():
-        raise FileNotFoundError(f"{spm_path} is not a file; a Marian tokenizer needs source.spm and target.spm.")
+        raise FileNotFoundError(f"{spm_path} is not a file; the tokenizer needs this SentencePiece model.")
     spm = sentencepiece.read_sentencepiece_model(spm_path)
     if unk_token not in vocab:
         raise ValueError(f"The unknown token {unk_token!r} is not in the vocabulary (vocab.json); pass unk_token=.")
     pieces = _sentencepiece_pipeline(spm, spm_path, {}, {})
     pieces.decoder.pieces = frozenset(piece for piece, _, _ in spm.pieces)
-    return LanguageCodePipeline(models.PieceVocabulary(pieces.model, vocab, unk_token), normalizer=pieces.normalizer,
-                                decoder=pieces.decoder)
+    return pipeline_class(models.PieceVocabulary(pieces.model, vocab, unk_token), normalizer=pieces.normalizer,
+                          decoder=pieces.decoder)
 
 
 # --- ALBERT (spiece.model, a unigram) and MPNet (WordPiece): the parts their tokenizer classes build themselves
