@@ -855,10 +855,7 @@ class PreTrainedTokenizerBase:
         before = [self.bos_token_id] if add_bos and self.bos_token_id is not None else []
         after = [self.eos_token_id] if add_eos and self.eos_token_id is not None else []
         tokens = {token_id: self._pipeline.id_to_token(token_id) for token_id in before + after}
-        spec = template_spec(before, after, tokens)
-        self._pipeline.post_processor = build_part("post_processor", spec)
-        if self._pipeline.source is not None:
-            self._pipeline.source = {**self._pipeline.source, "post_processor": spec}
+        self._rebuild_parts({"post_processor": template_spec(before, after, tokens)})
 
     # --- the vocabulary's added tokens
 
