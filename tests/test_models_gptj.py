@@ -15,136 +15,79 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import openformers
-from decoder_parity import (
-    GENERATE_OPTIONS,
-    assert_cached_decoding_equals_the_full_forward,
-    assert_generate_matches,
-    assert_hidden_states_and_attentions_match,
-    assert_left_padded_batch_equals_single_rows,
-    assert_outputs_close,
-    assert_same_attributes,
-    assert_saved_both_ways,
-    assert_static_cache_gives_the_dynamic_cache_tokens,
-    assert_training_step_matches,
-    generation_inputs,
-    load_quietly,
-    load_saved,
-    make_reference,
-    outputs_of,
-    padded_batch,
-    padded_head_inputs,
-)
-from openformers import AutoModelForCausalLM, GPTJConfig, GPTJForCausalLM
+from decoder_parity import assert_outputs_close, assert_same_attributes, load_quietly, outputs_of
+from decoder_suite import DecoderFamilyTests
+from openformers import AutoModelForCausalLM, GPTJConfig
 from openformers.models import gptj
 from openformers.models.layers import RotaryEmbedding, apply_interleaved_rope, apply_rope
 
 transformers = pytest.importorskip("transformers")
 
-# Heads of 16 dimensions; weights drawn 5x the reference's default spread, so that attention is far from uniform and
-# a rotation done wrong moves the logits far past the tolerance (test_the_half_split_rotation_...).
-TINY = dict(vocab_size=128, n_embd=64, n_layer=2, n_head=4, rotary_dim=8, n_positions=256, pad_token_id=0,
-            bos_token_id=1, eos_token_id=2, initializer_range=0.1)
-VARIANTS = {
-    "partial-rotary": {},
-    "whole-head-rotary": dict(rotary_dim=16, n_inner=96, activation_function="gelu"),
-}
-HEADS = {
-    "GPTJModel": "AutoModel",
-    "GPTJForCausalLM": "AutoModelForCausalLM",
-    "GPTJForSequenceClassification": "AutoModelForSequenceClassification",
-    "GPTJForQuestionAnswering": "AutoModelForQuestionAnswering",
-}
+
+class TestGPTJ(DecoderFamilyTests):
+    REFERENCE_CONFIG = "GPTJConfig"
+    # Heads of 16 dimensions; weights drawn 5x the reference's default spread, so that attention is far from uniform
+    # and a rotation done wrong moves the logits far past the tolerance (test_the_half_split_rotation_...).
+    TINY = dict(vocab_size=128, n_embd=64, n_layer=2, n_head=4, rotary_dim=8, n_positions=256, pad_token_id=0,
+                bos_token_id=1, eos_token_id=2, initializer_range=0.1)
+    VARIANTS = {
+        "partial-rotary": {},
+        "whole-head-rotary": dict(rotary_dim=16, n_inner=96, activation_function="gelu"),
+    }
+    HEADS = {
+        "GPTJModel": "AutoModel",
+        "GPTJForCausalLM": "AutoModelForCausalLM",
+        "GPTJForSequenceClassification": "AutoModelForSequenceClassification",
+        "GPTJForQuestionAnswering": "AutoModelForQuestionAnswering",
+    }
+    LOWEST_ID = 3
+    IS_NORM = staticmethod(lambda name: ".ln_" in name and name.endswith("weight"))
+    LM_LABELS_ARE_THE_TOKENS = True
+    SAVED_CONFIG_ATTRIBUTES = ("n_embd", "n_layer", "n_head", "n_positions", "rotary_dim", "n_inner",
+                               "activation_function")
+
+    @torch.inference_mode()
+    def test_causal_lm_logits_and_loss_match_reference(self, tiny):
+        super().test_causal_lm_logits_and_loss_match_reference(tiny)
+        model = tiny[2]
+        assert model.lm_head.bias is not None and model.lm_head.weight is not model.transformer.wte.weight
+
+    @torch.inference_mode()
+    def test_causal_lm_saves_what_the_reference_loads(self, tiny, tmp_path):
+        super().test_causal_lm_saves_what_the_reference_loads(tiny, tmp_path)
+        assert "lm_head.bias" in load_file(tmp_path / "model.safetensors")
+
+    @torch.inference_mode()
+    def test_the_half_split_rotation_would_not_match_the_reference(self, tiny, monkeypatch):
+        """Parity is not by accident: GPT-J's model with Llama's rotation in place of the interleaved one moves the
+        logits far from the reference's."""
+        _, reference, model = tiny
+        monkeypatch.setattr(gptj, "apply_interleaved_rope", apply_rope)
+        ours, theirs = _outputs(model, "CausalLM")["logits"], _outputs(reference, "CausalLM")["logits"]
+        assert (ours - theirs).abs().max() > 0.1
+
+    @torch.inference_mode()
+    def test_the_cpu_kernel_refuses_gptj_and_generate_runs_the_layers(self, tiny):
+        from openformers.kernels import llama as llama_kernel
+
+        model = tiny[2]
+        assert llama_kernel.refusal(model.config) == "model_type='gptj' is not implemented by the decoding kernel"
+        assert not llama_kernel.eligible(model) and model.transformer.accelerated_step is None
+        calls = []
+        hook = model.transformer.h[0].register_forward_pre_hook(lambda *_: calls.append(1))
+        try:
+            model.generate(_ids(1, 5), max_new_tokens=4, do_sample=False, eos_token_id=None, pad_token_id=0)
+        finally:
+            hook.remove()
+        assert len(calls) == 4  # the prompt, then one step per token after the first
 
 
-def _reference(name="GPTJForCausalLM", **overrides):
-    return make_reference(name, transformers.GPTJConfig(**{**TINY, **overrides}),
-                          is_norm=lambda name: ".ln_" in name and name.endswith("weight"))
-
-
-def _ids(*shape, seed=1):
-    return torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _inputs(name) -> dict:
-    return padded_head_inputs(_ids, name)
+TINY, HEADS = TestGPTJ.TINY, TestGPTJ.HEADS
+_reference, _ids, _inputs = TestGPTJ.reference, TestGPTJ.ids, TestGPTJ.inputs
 
 
 def _outputs(model, name) -> dict:
     return outputs_of(model, _inputs(name))
-
-
-@pytest.fixture(scope="module", params=list(VARIANTS))
-def tiny(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    reference = _reference(**VARIANTS[request.param])
-    return folder, reference, load_saved(reference, folder)
-
-
-@torch.inference_mode()
-def test_causal_lm_logits_and_loss_match_reference(tiny):
-    _, reference, model = tiny
-    assert isinstance(model, GPTJForCausalLM) and not model.training
-    assert model.lm_head.bias is not None and model.lm_head.weight is not model.transformer.wte.weight
-    assert_outputs_close(_outputs(model, "CausalLM"), _outputs(reference, "CausalLM"), "causal LM")
-
-
-@pytest.mark.parametrize("name", list(HEADS))
-@torch.inference_mode()
-def test_every_head_matches_reference_and_saves_both_ways(name, tmp_path):
-    reference = _reference(name, num_labels=3)
-    model = load_saved(reference, tmp_path / "reference", HEADS[name])
-    assert type(model).__name__ == name
-    inputs = _inputs(name)
-    expected = outputs_of(reference, inputs)
-    assert_outputs_close(outputs_of(model, inputs), expected, name)
-    assert_saved_both_ways(model, tmp_path / "ours", HEADS[name], inputs, expected)
-
-
-@torch.inference_mode()
-def test_causal_lm_saves_what_the_reference_loads(tiny, tmp_path):
-    _, reference, model = tiny
-    inputs = _inputs("CausalLM")
-    reloaded = assert_saved_both_ways(model, tmp_path, "AutoModelForCausalLM", inputs, outputs_of(reference, inputs))
-    assert "lm_head.bias" in load_file(tmp_path / "model.safetensors")
-    assert_same_attributes(reloaded.config, reference.config, ("n_embd", "n_layer", "n_head", "n_positions",
-                                                               "rotary_dim", "n_inner", "activation_function"))
-
-
-@torch.inference_mode()
-def test_cached_decoding_equals_the_full_forward(tiny):
-    assert_cached_decoding_equals_the_full_forward(tiny[2], _ids(2, 12))
-
-
-@torch.inference_mode()
-def test_left_padded_batch_equals_single_rows(tiny):
-    _, reference, model = tiny
-    assert_left_padded_batch_equals_single_rows(model, _ids, reference)
-
-
-@GENERATE_OPTIONS
-@torch.inference_mode()
-def test_generate_matches_reference(tiny, options):
-    _, reference, model = tiny
-    assert_generate_matches(model, reference, *generation_inputs(_ids), **options)
-
-
-@torch.inference_mode()
-def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(_ids))
-
-
-@torch.inference_mode()
-def test_hidden_states_and_attention_weights_match_the_reference(tiny):
-    folder, _, model = tiny
-    assert_hidden_states_and_attentions_match(model, folder, *padded_batch(_ids(2, 9, seed=7)))
-
-
-def test_training_loss_and_gradients_match_the_reference(tmp_path):
-    """Dropout off, the loss and every gradient of a training step are the reference's, with gradient checkpointing
-    too (the blocks run again in the backward pass)."""
-    reference = _reference()
-    model = load_saved(reference, tmp_path)
-    assert_training_step_matches(model, reference, _inputs("CausalLM"), checkpointing=(False, True))
 
 
 @torch.inference_mode()
@@ -190,16 +133,6 @@ def test_interleaved_rotation_turns_neighbouring_pairs():
     # Norms are kept and a zero angle changes nothing, for either form.
     torch.testing.assert_close(apply_interleaved_rope(x, cos, sin).norm(dim=-1), x.norm(dim=-1))
     torch.testing.assert_close(apply_interleaved_rope(x, cos, sin)[:, :, 0], x[:, :, 0])
-
-
-@torch.inference_mode()
-def test_the_half_split_rotation_would_not_match_the_reference(tiny, monkeypatch):
-    """Parity is not by accident: GPT-J's model with Llama's rotation in place of the interleaved one moves the
-    logits far from the reference's."""
-    _, reference, model = tiny
-    monkeypatch.setattr(gptj, "apply_interleaved_rope", apply_rope)
-    ours, theirs = _outputs(model, "CausalLM")["logits"], _outputs(reference, "CausalLM")["logits"]
-    assert (ours - theirs).abs().max() > 0.1
 
 
 @torch.inference_mode()
@@ -259,22 +192,6 @@ def test_a_bad_config_json_is_refused_with_the_file_named(tmp_path):
         openformers.AutoConfig.from_pretrained(tmp_path)
 
 
-@torch.inference_mode()
-def test_the_cpu_kernel_refuses_gptj_and_generate_runs_the_layers(tiny):
-    from openformers.kernels import llama as llama_kernel
-
-    model = tiny[2]
-    assert llama_kernel.refusal(model.config) == "model_type='gptj' is not implemented by the decoding kernel"
-    assert not llama_kernel.eligible(model) and model.transformer.accelerated_step is None
-    calls = []
-    hook = model.transformer.h[0].register_forward_pre_hook(lambda *_: calls.append(1))
-    try:
-        model.generate(_ids(1, 5), max_new_tokens=4, do_sample=False, eos_token_id=None, pad_token_id=0)
-    finally:
-        hook.remove()
-    assert len(calls) == 4  # the prompt, then one step per token after the first
-
-
 def test_heads_build_on_the_gptj_base_model():
     config = GPTJConfig(**TINY, num_labels=2)
     for name in HEADS:
@@ -284,17 +201,6 @@ def test_heads_build_on_the_gptj_base_model():
     assert openformers.GPTJForSequenceClassification(config).score.out_features == 2
     with pytest.raises(ValueError, match="no token-classification class for 'gptj'"):
         openformers.AutoModelForTokenClassification.from_config(config)
-
-
-@torch.inference_mode()
-def test_inputs_embeds_and_tuples_match_the_reference(tiny):
-    _, reference, model = tiny
-    inputs = _inputs("CausalLM")
-    given = dict(inputs_embeds=reference.transformer.wte(inputs["input_ids"]),
-                 attention_mask=inputs["attention_mask"], labels=inputs["labels"], return_dict=False)
-    ours, theirs = model(**given), reference(**given)
-    for got, expected in zip(ours[:2], theirs[:2]):  # loss, logits
-        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
 # The tokenizer: GPT-J's checkpoints ship GPT-2's byte-level BPE (tokenizer_config.json names GPT2Tokenizer).

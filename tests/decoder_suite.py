@@ -1,0 +1,176 @@
+"""The tests every decoder family runs against the reference, written once: a family's test file subclasses
+`DecoderFamilyTests`, sets its sizes, variants and heads as class attributes, and keeps only what that family has
+of its own (as further methods, or module functions).
+
+The tiny models are made once per class and variant (the `tiny` fixture) and once per class, head and head variant
+(`tiny_head`), as module-scoped fixtures made them when each file had its own: `pytest_generate_tests` below
+parametrizes `variant` and `head` by the class's attributes at class scope, with the variant's name as the test id
+(`[partial-rotary]`) and the head's class name (`[GPTJModel]`, `[BloomModel-residual-from-input]`).
+"""
+
+import pytest
+import torch
+
+from decoder_parity import (
+    GENERATE_OPTIONS,
+    assert_cached_decoding_equals_the_full_forward,
+    assert_generate_matches,
+    assert_hidden_states_and_attentions_match,
+    assert_left_padded_batch_equals_single_rows,
+    assert_outputs_close,
+    assert_same_attributes,
+    assert_saved_both_ways,
+    assert_static_cache_gives_the_dynamic_cache_tokens,
+    assert_training_step_matches,
+    generation_inputs,
+    head_inputs,
+    load_saved,
+    make_reference,
+    outputs_of,
+    padded_batch,
+)
+
+
+class DecoderFamilyTests:
+    """The common tests of a decoder family, driven by the class attributes below (the family's file sets the first
+    four; the rest have defaults that most families keep). A family that lacks one of these tests sets its name to
+    None in its class, with a comment saying why; one whose test checks more overrides it."""
+
+    REFERENCE_CONFIG: str  # the reference's config class, e.g. "GPTJConfig"
+    TINY: dict  # the config values of every tiny model
+    VARIANTS: dict  # variant name -> config values over TINY; `tiny` makes one causal LM per variant
+    HEADS: dict  # the reference's class name -> our Auto class that loads it; one must be the causal LM
+
+    LOWEST_ID = 1  # random token ids are drawn from LOWEST_ID up to the vocabulary's end
+    IS_NORM = None  # make_reference's `is_norm` (the weights drawn around one); None for its default
+    LM_LABELS_ARE_THE_TOKENS = False  # a causal LM's labels: the tokens themselves, or (False) a class per token
+    HEAD_VARIANTS = None  # the variants every head is checked in; None for the first variant alone
+    HEAD_OVERRIDES = dict(num_labels=3)  # config values over the variant for every head
+    TRAINING_VARIANTS = None  # the variants a training step is checked in; None for the first variant alone
+    TRAINING_OVERRIDES = {}  # config values over the variant for a training step (dropout off where it is on)
+    TRAINING_CHECKPOINTING = (False, True)  # assert_training_step_matches' `checkpointing`
+    SAVED_CONFIG_ATTRIBUTES = ("tie_word_embeddings",)  # config fields the reference reads back as they were
+
+    def pytest_generate_tests(self, metafunc):
+        if "variant" in metafunc.fixturenames:
+            metafunc.parametrize("variant", list(self.VARIANTS), scope="class")
+        if "head" in metafunc.fixturenames:
+            variants = self.HEAD_VARIANTS or list(self.VARIANTS)[:1]
+            heads = [(name, variant) for name in self.HEADS for variant in variants]
+            ids = [name if len(variants) == 1 else f"{name}-{variant}" for name, variant in heads]
+            metafunc.parametrize("head", heads, ids=ids, scope="class")
+        if "training_variant" in metafunc.fixturenames:
+            metafunc.parametrize("training_variant", self.TRAINING_VARIANTS or list(self.VARIANTS)[:1])
+
+    @classmethod
+    def causal_lm(cls) -> str:
+        return next(name for name, auto_class in cls.HEADS.items() if auto_class == "AutoModelForCausalLM")
+
+    @classmethod
+    def reference(cls, name=None, **overrides):
+        """The reference's tiny random model of class `name` (the causal LM by default), TINY with `overrides`."""
+        import transformers
+
+        config = getattr(transformers, cls.REFERENCE_CONFIG)(**{**cls.TINY, **overrides})
+        if cls.IS_NORM is None:
+            return make_reference(name or cls.causal_lm(), config)
+        return make_reference(name or cls.causal_lm(), config, is_norm=cls.IS_NORM)
+
+    @classmethod
+    def ids(cls, *shape, seed=1):
+        return torch.randint(cls.LOWEST_ID, cls.TINY["vocab_size"], shape,
+                             generator=torch.Generator().manual_seed(seed))
+
+    @classmethod
+    def inputs(cls, name=None) -> dict:
+        """Two rows of 9 tokens with pad id 0, the first right-padded and the second left-padded, with the labels the
+        head named `name` (the causal LM by default) takes."""
+        ids, mask = padded_batch(cls.ids(2, 9, seed=7))
+        lm_labels = ids.masked_fill(mask == 0, -100) if cls.LM_LABELS_ARE_THE_TOKENS else None
+        return head_inputs(name or cls.causal_lm(), ids, mask, lm_labels=lm_labels)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def tiny(cls, variant, tmp_path_factory):
+        """(folder, reference, model): the reference's causal LM of `variant`, saved to folder and loaded by ours."""
+        folder = tmp_path_factory.mktemp(variant)
+        reference = cls.reference(**cls.VARIANTS[variant])
+        return folder, reference, load_saved(reference, folder)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def tiny_head(cls, head, tmp_path_factory):
+        """(name, folder, reference, model) for the head `name` in its variant, loaded by the head's Auto class."""
+        name, variant = head
+        folder = tmp_path_factory.mktemp(name)
+        reference = cls.reference(name, **{**cls.VARIANTS[variant], **cls.HEAD_OVERRIDES})
+        return name, folder, reference, load_saved(reference, folder, cls.HEADS[name])
+
+    @torch.inference_mode()
+    def test_causal_lm_logits_and_loss_match_reference(self, tiny):
+        _, reference, model = tiny
+        assert type(model).__name__ == self.causal_lm() and not model.training
+        inputs = self.inputs()
+        assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "causal LM")
+
+    @torch.inference_mode()
+    def test_every_head_matches_reference_on_a_padded_batch(self, tiny_head):
+        name, _, reference, model = tiny_head
+        assert type(model).__name__ == name and not model.training
+        inputs = self.inputs(name)
+        assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), name)
+
+    @torch.inference_mode()
+    def test_every_head_saves_what_the_reference_loads_and_back(self, tiny_head, tmp_path):
+        name, _, reference, model = tiny_head
+        inputs = self.inputs(name)
+        assert_saved_both_ways(model, tmp_path, self.HEADS[name], inputs, outputs_of(reference, inputs))
+
+    @torch.inference_mode()
+    def test_causal_lm_saves_what_the_reference_loads(self, tiny, tmp_path):
+        _, reference, model = tiny
+        inputs = self.inputs()
+        reloaded = assert_saved_both_ways(model, tmp_path, "AutoModelForCausalLM", inputs,
+                                          outputs_of(reference, inputs))
+        assert_same_attributes(reloaded.config, reference.config, self.SAVED_CONFIG_ATTRIBUTES)
+
+    @torch.inference_mode()
+    def test_cached_decoding_equals_the_full_forward(self, tiny):
+        assert_cached_decoding_equals_the_full_forward(tiny[2], self.ids(2, 12))
+
+    @torch.inference_mode()
+    def test_left_padded_batch_equals_single_rows(self, tiny):
+        _, reference, model = tiny
+        assert_left_padded_batch_equals_single_rows(model, self.ids, reference)
+
+    @GENERATE_OPTIONS
+    @torch.inference_mode()
+    def test_generate_matches_reference(self, tiny, options):
+        _, reference, model = tiny
+        assert_generate_matches(model, reference, *generation_inputs(self.ids), **options)
+
+    @torch.inference_mode()
+    def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(self, tiny):
+        assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(self.ids))
+
+    @torch.inference_mode()
+    def test_hidden_states_and_attention_weights_match_the_reference(self, tiny):
+        folder, _, model = tiny
+        assert_hidden_states_and_attentions_match(model, folder, *padded_batch(self.ids(2, 9, seed=7)))
+
+    @torch.inference_mode()
+    def test_inputs_embeds_and_tuples_match_the_reference(self, tiny):
+        _, reference, model = tiny
+        inputs = self.inputs()
+        given = dict(inputs_embeds=reference.get_input_embeddings()(inputs["input_ids"]),
+                     attention_mask=inputs["attention_mask"], labels=inputs["labels"], return_dict=False)
+        ours, theirs = model(**given), reference(**given)
+        for got, expected in zip(ours[:2], theirs[:2]):  # loss, logits
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+    def test_training_loss_and_gradients_match_the_reference(self, training_variant, tmp_path):
+        """Dropout off, the loss and every gradient of a training step are the reference's, with gradient
+        checkpointing too where TRAINING_CHECKPOINTING has it (the layers run again in the backward pass)."""
+        reference = self.reference(**{**self.VARIANTS[training_variant], **self.TRAINING_OVERRIDES})
+        model = load_saved(reference, tmp_path)
+        assert_training_step_matches(model, reference, self.inputs(), checkpointing=self.TRAINING_CHECKPOINTING)
