@@ -16,92 +16,76 @@ from safetensors.torch import load_file, save_file
 
 import openformers
 from decoder_parity import (
-    GENERATE_OPTIONS,
-    assert_cached_decoding_equals_the_full_forward,
-    assert_generate_matches,
-    assert_head_matches_and_saves_both_ways,
     assert_hidden_states_and_attentions_match,
-    assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
-    assert_static_cache_gives_the_dynamic_cache_tokens,
-    assert_training_step_matches,
-    generation_inputs,
     load_quietly,
     load_saved,
-    make_reference,
     outputs_of,
     padded_batch,
-    padded_head_inputs,
 )
-from openformers import AutoModelForCausalLM, OPTConfig, OPTForCausalLM
+from decoder_suite import DecoderFamilyTests
+from openformers import AutoModelForCausalLM, OPTConfig
 from openformers.generation.cache import DynamicCache
 
 transformers = pytest.importorskip("transformers")
 
-TINY = dict(
-    vocab_size=99, hidden_size=32, num_hidden_layers=2, ffn_dim=48, num_attention_heads=4, max_position_embeddings=40,
-    pad_token_id=0, bos_token_id=2, eos_token_id=2,
-    init_std=0.15,  # weights large enough that attention is far from uniform (the default 0.02 hides its scale)
-)
-VARIANTS = {
-    "pre-ln": {},  # opt-125m's layout
-    "post-ln-projected": dict(do_layer_norm_before=False, word_embed_proj_dim=16),  # opt-350m's
-    "bare": dict(enable_bias=False, layer_norm_elementwise_affine=False, _remove_final_layer_norm=True,
-                 activation_function="gelu"),
-}
 LAYOUTS = ["pre-ln", "post-ln-projected"]
-HEADS = {
-    "OPTModel": "AutoModel",
-    "OPTForCausalLM": "AutoModelForCausalLM",
-    "OPTForSequenceClassification": "AutoModelForSequenceClassification",
-    "OPTForQuestionAnswering": "AutoModelForQuestionAnswering",
-}
 
 
-def _reference(name="OPTForCausalLM", **overrides):
-    return make_reference(name, transformers.OPTConfig(**{**TINY, **overrides}))
+class TestOPT(DecoderFamilyTests):
+    REFERENCE_CONFIG = "OPTConfig"
+    TINY = dict(
+        vocab_size=99, hidden_size=32, num_hidden_layers=2, ffn_dim=48, num_attention_heads=4,
+        max_position_embeddings=40, pad_token_id=0, bos_token_id=2, eos_token_id=2,
+        init_std=0.15,  # weights large enough that attention is far from uniform (the default 0.02 hides its scale)
+    )
+    VARIANTS = {
+        "pre-ln": {},  # opt-125m's layout
+        "post-ln-projected": dict(do_layer_norm_before=False, word_embed_proj_dim=16),  # opt-350m's
+        "bare": dict(enable_bias=False, layer_norm_elementwise_affine=False, _remove_final_layer_norm=True,
+                     activation_function="gelu"),
+    }
+    HEADS = {
+        "OPTModel": "AutoModel",
+        "OPTForCausalLM": "AutoModelForCausalLM",
+        "OPTForSequenceClassification": "AutoModelForSequenceClassification",
+        "OPTForQuestionAnswering": "AutoModelForQuestionAnswering",
+    }
+    LOWEST_ID = 3
+    LM_LABELS_ARE_THE_TOKENS = True
+    HEAD_VARIANTS = TRAINING_VARIANTS = LAYOUTS
+    TRAINING_OVERRIDES = dict(dropout=0.0)
+    SAVED_CONFIG_ATTRIBUTES = ("do_layer_norm_before", "word_embed_proj_dim", "enable_bias",
+                               "layer_norm_elementwise_affine", "_remove_final_layer_norm", "activation_function",
+                               "tie_word_embeddings")
+
+    @torch.inference_mode()
+    def test_hidden_states_and_attention_weights_match_the_reference(self, tiny):
+        folder, _, model = tiny
+        ours = assert_hidden_states_and_attentions_match(model, folder, *padded_batch(_ids(2, 9, seed=7)))
+        # projected out, as the reference's
+        assert ours.hidden_states[-1].shape[-1] == model.config.word_embed_proj_dim
+
+    @torch.inference_mode()
+    def test_positions_past_the_table_are_refused_by_name(self, tiny):
+        model = tiny[2]
+        with pytest.raises(ValueError, match="max_position_embeddings"):
+            model(_ids(1, TINY["max_position_embeddings"] + 1))
+        # A left-padded row longer than the table whose real tokens fit is run, as the reference runs it.
+        ids = torch.cat([torch.zeros(1, 5, dtype=torch.long), _ids(1, TINY["max_position_embeddings"])], dim=1)
+        mask = (ids != 0).long()
+        assert model(ids, attention_mask=mask).logits.shape == (1, ids.shape[1], TINY["vocab_size"])
+
+    def test_the_cpu_kernel_refuses_opt_and_generate_runs_the_layers(self, tiny):
+        from openformers.kernels import llama as llama_kernel
+
+        model = tiny[2]
+        assert llama_kernel.refusal(model.config) == "model_type='opt' is not implemented by the decoding kernel"
+        assert not llama_kernel.eligible(model) and model.model.accelerated_step is None
 
 
-def _ids(*shape, seed=1):
-    return torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _inputs(name) -> dict:
-    return padded_head_inputs(_ids, name)
-
-
-@pytest.fixture(scope="module", params=list(VARIANTS))
-def tiny(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    reference = _reference(**VARIANTS[request.param])
-    return folder, reference, load_saved(reference, folder)
-
-
-@torch.inference_mode()
-def test_causal_lm_logits_and_loss_match_reference(tiny):
-    _, reference, model = tiny
-    assert isinstance(model, OPTForCausalLM) and not model.training
-    inputs = _inputs("CausalLM")
-    assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "causal LM")
-
-
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("name", list(HEADS))
-@torch.inference_mode()
-def test_every_head_matches_reference_and_saves_both_ways(name, layout, tmp_path):
-    reference = _reference(name, num_labels=3, **VARIANTS[layout])
-    assert_head_matches_and_saves_both_ways(reference, tmp_path, HEADS[name], _inputs(name))
-
-
-@torch.inference_mode()
-def test_cached_decoding_equals_the_full_forward(tiny):
-    assert_cached_decoding_equals_the_full_forward(tiny[2], _ids(2, 12))
-
-
-@torch.inference_mode()
-def test_left_padded_batch_equals_single_rows(tiny):
-    _, reference, model = tiny
-    assert_left_padded_batch_equals_single_rows(model, _ids, reference)
+TINY, VARIANTS, HEADS = TestOPT.TINY, TestOPT.VARIANTS, TestOPT.HEADS
+_reference, _ids, _inputs = TestOPT.reference, TestOPT.ids, TestOPT.inputs
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -130,36 +114,6 @@ def test_positions_are_counted_from_the_attention_mask(layout, tmp_path):
         torch.testing.assert_close(theirs[i, start:], alone, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="attention_mask covers 1 positions, but there are 9 cached"):
         model(steps[:, :1], attention_mask=torch.ones(2, 1, dtype=torch.long), past_key_values=cache)
-
-
-@GENERATE_OPTIONS
-@pytest.mark.parametrize("layout", LAYOUTS)
-@torch.inference_mode()
-def test_generate_matches_reference(layout, options, tmp_path):
-    reference = _reference(**VARIANTS[layout])
-    model = load_saved(reference, tmp_path)
-    assert_generate_matches(model, reference, *generation_inputs(_ids), **options)
-
-
-@torch.inference_mode()
-def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(_ids))
-
-
-@torch.inference_mode()
-def test_hidden_states_and_attention_weights_match_the_reference(tiny):
-    folder, _, model = tiny
-    ours = assert_hidden_states_and_attentions_match(model, folder, *padded_batch(_ids(2, 9, seed=7)))
-    assert ours.hidden_states[-1].shape[-1] == model.config.word_embed_proj_dim  # projected out, as the reference's
-
-
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_training_loss_and_gradients_match_the_reference(layout, tmp_path):
-    """Dropout off, the loss and every gradient of a training step are the reference's, with gradient checkpointing
-    too (the layers run again in the backward pass)."""
-    reference = _reference(dropout=0.0, **VARIANTS[layout])
-    model = load_saved(reference, tmp_path)
-    assert_training_step_matches(model, reference, _inputs("CausalLM"), checkpointing=(False, True))
 
 
 def test_layerdrop_skips_the_layers_the_reference_skips(tmp_path):
@@ -201,30 +155,6 @@ def test_hub_files_with_the_stack_stored_without_the_model_prefix_load(tmp_path)
     assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "bare decoder keys")
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-@torch.inference_mode()
-def test_inputs_embeds_and_tuples_match_the_reference(layout, tmp_path):
-    reference = _reference(**VARIANTS[layout])
-    model = load_saved(reference, tmp_path)
-    inputs = _inputs("CausalLM")
-    given = dict(inputs_embeds=reference.model.decoder.embed_tokens(inputs["input_ids"]),  # word_embed_proj_dim
-                 attention_mask=inputs["attention_mask"], labels=inputs["labels"], return_dict=False)
-    ours, theirs = model(**given), reference(**given)
-    for got, expected in zip(ours[:2], theirs[:2]):  # loss, logits
-        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-
-
-@torch.inference_mode()
-def test_positions_past_the_table_are_refused_by_name(tiny):
-    model = tiny[2]
-    with pytest.raises(ValueError, match="max_position_embeddings"):
-        model(_ids(1, TINY["max_position_embeddings"] + 1))
-    # A left-padded row longer than the table whose real tokens fit is run, as the reference runs it.
-    ids = torch.cat([torch.zeros(1, 5, dtype=torch.long), _ids(1, TINY["max_position_embeddings"])], dim=1)
-    mask = (ids != 0).long()
-    assert model(ids, attention_mask=mask).logits.shape == (1, ids.shape[1], TINY["vocab_size"])
-
-
 def test_config_defaults_match_the_reference():
     ours, theirs = OPTConfig(), transformers.OPTConfig()
     for name in ("vocab_size", "hidden_size", "num_hidden_layers", "ffn_dim", "max_position_embeddings",
@@ -250,14 +180,6 @@ def test_config_refuses_bad_values_by_name(values, message, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "opt", **TINY, **values}))
     with pytest.raises(ValueError, match=f"config.json.*{message}"):
         openformers.AutoConfig.from_pretrained(tmp_path)
-
-
-def test_the_cpu_kernel_refuses_opt_and_generate_runs_the_layers(tiny):
-    from openformers.kernels import llama as llama_kernel
-
-    model = tiny[2]
-    assert llama_kernel.refusal(model.config) == "model_type='opt' is not implemented by the decoding kernel"
-    assert not llama_kernel.eligible(model) and model.model.accelerated_step is None
 
 
 def test_heads_build_on_the_opt_base_model():
