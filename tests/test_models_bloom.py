@@ -15,201 +15,128 @@ from safetensors.torch import load_file, save_file
 
 import openformers
 from decoder_parity import (
-    GENERATE_OPTIONS,
-    assert_cached_decoding_equals_the_full_forward,
-    assert_generate_matches,
     assert_hidden_states_and_attentions_match,
-    assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
     assert_same_attributes,
-    assert_saved_both_ways,
-    assert_static_cache_gives_the_dynamic_cache_tokens,
     assert_training_step_matches,
     finish_gguf,
-    generation_inputs,
     llama_cpp_tensors,
     load_quietly,
     load_saved,
-    make_reference,
     outputs_of,
     padded_batch,
-    padded_head_inputs,
 )
+from decoder_suite import DecoderFamilyTests
 from openformers import AutoModelForCausalLM, BloomConfig, BloomForCausalLM
 
 transformers = pytest.importorskip("transformers")
 
-TINY = dict(vocab_size=128, hidden_size=32, n_layer=2, n_head=4, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-VARIANTS = {
-    "residual-from-input": {},
-    "residual-post-layernorm-6-heads": dict(apply_residual_connection_post_layernorm=True, n_head=6, hidden_size=48),
-}
-HEADS = {
-    "BloomModel": "AutoModel",
-    "BloomForCausalLM": "AutoModelForCausalLM",
-    "BloomForSequenceClassification": "AutoModelForSequenceClassification",
-    "BloomForTokenClassification": "AutoModelForTokenClassification",
-    "BloomForQuestionAnswering": "AutoModelForQuestionAnswering",
-}
+
+class TestBloom(DecoderFamilyTests):
+    """ALiBi counts each key's position over the real tokens, so that a left-padded row is biased as the row alone
+    (test_left_padded_batch_equals_single_rows)."""
+
+    REFERENCE_CONFIG = "BloomConfig"
+    TINY = dict(vocab_size=128, hidden_size=32, n_layer=2, n_head=4, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    VARIANTS = {
+        "residual-from-input": {},
+        "residual-post-layernorm-6-heads": dict(apply_residual_connection_post_layernorm=True, n_head=6,
+                                                hidden_size=48),
+    }
+    HEADS = {
+        "BloomModel": "AutoModel",
+        "BloomForCausalLM": "AutoModelForCausalLM",
+        "BloomForSequenceClassification": "AutoModelForSequenceClassification",
+        "BloomForTokenClassification": "AutoModelForTokenClassification",
+        "BloomForQuestionAnswering": "AutoModelForQuestionAnswering",
+    }
+    LOWEST_ID = 3
+    IS_NORM = staticmethod(lambda name: name.endswith("weight") and ("layernorm" in name or "ln_f" in name))
+    LM_LABELS_ARE_THE_TOKENS = True
+    HEAD_VARIANTS = list(VARIANTS)
+    SAVED_CONFIG_ATTRIBUTES = ("n_layer", "n_head", "hidden_size", "apply_residual_connection_post_layernorm",
+                               "tie_word_embeddings", "layer_norm_epsilon", "pretraining_tp", "slow_but_exact")
+
+    @torch.inference_mode()
+    def test_causal_lm_logits_and_loss_match_reference(self, tiny):
+        super().test_causal_lm_logits_and_loss_match_reference(tiny)
+        model = tiny[2]
+        assert model.lm_head.weight is model.transformer.word_embeddings.weight
+
+    @torch.inference_mode()
+    def test_hidden_states_and_attention_weights_match_the_reference(self, tiny):
+        """Computed step by step (eager), ALiBi's biases are added to the scaled scores as a float mask; the first
+        hidden state is the embeddings after their LayerNorm."""
+        folder, _, model = tiny
+        ours = assert_hidden_states_and_attentions_match(model, folder, *padded_batch(_ids(2, 9, seed=7)))
+        assert len(ours.hidden_states) == TINY["n_layer"] + 1
+
+    @pytest.mark.parametrize("attention", ["sdpa", "eager"])
+    def test_training_loss_and_gradients_match_the_reference(self, attention, tmp_path):
+        """Dropout off, the loss and every gradient of a training step are the reference's (whose GELU has a backward
+        of its own), with gradient checkpointing too. The reference computes attention step by step: on the fused path
+        the padding queries of a left-padded row, which see no key, pass other gradients back, so that path is checked
+        on a right-padded batch and the step-by-step one on the left- and right-padded batch."""
+        reference = _reference(**VARIANTS["residual-post-layernorm-6-heads"])
+        reference.save_pretrained(tmp_path)
+        model = load_quietly(
+            lambda folder: AutoModelForCausalLM.from_pretrained(folder, attn_implementation=attention), tmp_path)
+        inputs = _inputs("CausalLM")
+        if attention == "sdpa":
+            inputs = {name: t[:1] for name, t in inputs.items()}  # the right-padded row
+        assert_training_step_matches(model, reference, inputs, checkpointing=(False, True))
+
+    @torch.inference_mode()
+    def test_checkpoint_without_the_transformer_prefix_loads(self, tiny, tmp_path):
+        """The older BLOOM files name the base model's weights without `transformer.` (and store no lm_head)."""
+        folder, reference, _ = tiny
+        weights = load_file(folder / "model.safetensors")
+        assert any(name.startswith("transformer.") for name in weights)
+        bare = {name.removeprefix("transformer."): t for name, t in weights.items() if name != "lm_head.weight"}
+        save_file(bare, tmp_path / "model.safetensors", metadata={"format": "pt"})
+        (tmp_path / "config.json").write_text((folder / "config.json").read_text())
+        for auto_class in ("AutoModelForCausalLM", "AutoModel"):
+            model = load_quietly(getattr(openformers, auto_class).from_pretrained, tmp_path)
+            theirs = getattr(transformers, auto_class).from_pretrained(tmp_path).eval()
+            inputs = _inputs(type(model).__name__)
+            assert_outputs_close(outputs_of(model, inputs), outputs_of(theirs, inputs), f"{auto_class} without prefix")
+        assert_outputs_close(_outputs(model, "BloomModel"), _outputs(reference.transformer, "BloomModel"), "base")
+
+    @torch.inference_mode()
+    def test_alibi_positions_count_only_real_tokens(self, tiny):
+        """A key's ALiBi position counts the real tokens before it: with a hole in the mask, the keys after it are
+        one position nearer than their index says (a shift of every key alike, as left padding gives, changes
+        nothing)."""
+        _, reference, model = tiny
+        ids = _ids(2, 8, seed=9)
+        mask = torch.ones_like(ids)
+        mask[0, 3] = 0
+        expected = reference(ids, attention_mask=mask).logits
+        got = model(ids, attention_mask=mask).logits
+        torch.testing.assert_close(got[:, 4:], expected[:, 4:], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(got[:, :3], expected[:, :3], atol=1e-4, rtol=1e-4)
+
+    @torch.inference_mode()
+    def test_alibi_past_256_positions_matches_the_reference(self, tiny):
+        """BLOOM's reference multiplies slopes by positions in float32 (Falcon's in bfloat16, which rounds positions
+        past 256): so do ours."""
+        _, reference, model = tiny
+        ids = _ids(1, 300, seed=11)
+        torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
+
+    def test_the_cpu_kernel_refuses_bloom(self, tiny):
+        from openformers.kernels import llama as llama_kernel
+
+        model = tiny[2]
+        assert "model_type='bloom'" in llama_kernel.refusal(model.config) and not llama_kernel.eligible(model)
 
 
-def _is_norm_weight(name: str) -> bool:
-    return name.endswith("weight") and ("layernorm" in name or "ln_f" in name)
-
-
-def _reference(name="BloomForCausalLM", **overrides):
-    return make_reference(name, transformers.BloomConfig(**{**TINY, **overrides}), is_norm=_is_norm_weight)
-
-
-def _ids(*shape, seed=1):
-    return torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _inputs(name) -> dict:
-    return padded_head_inputs(_ids, name)
+TINY, VARIANTS = TestBloom.TINY, TestBloom.VARIANTS
+_reference, _ids, _inputs = TestBloom.reference, TestBloom.ids, TestBloom.inputs
 
 
 def _outputs(model, name) -> dict:
     return outputs_of(model, _inputs(name))
-
-
-@pytest.fixture(scope="module", params=list(VARIANTS))
-def tiny(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    reference = _reference(**VARIANTS[request.param])
-    return folder, reference, load_saved(reference, folder)
-
-
-@torch.inference_mode()
-def test_causal_lm_logits_and_loss_match_reference(tiny):
-    _, reference, model = tiny
-    assert isinstance(model, BloomForCausalLM) and not model.training
-    assert model.lm_head.weight is model.transformer.word_embeddings.weight
-    assert_outputs_close(_outputs(model, "CausalLM"), _outputs(reference, "CausalLM"), "causal LM")
-
-
-@pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("name", list(HEADS))
-@torch.inference_mode()
-def test_every_head_matches_reference_and_saves_both_ways(name, variant, tmp_path):
-    reference = _reference(name, num_labels=3, **VARIANTS[variant])
-    model = load_saved(reference, tmp_path / "reference", HEADS[name])
-    assert type(model).__name__ == name
-    inputs = _inputs(name)
-    expected = outputs_of(reference, inputs)
-    assert_outputs_close(outputs_of(model, inputs), expected, name)
-    assert_saved_both_ways(model, tmp_path / "ours", HEADS[name], inputs, expected)
-
-
-@torch.inference_mode()
-def test_causal_lm_saves_what_the_reference_loads(tiny, tmp_path):
-    _, reference, model = tiny
-    inputs = _inputs("CausalLM")
-    reloaded = assert_saved_both_ways(model, tmp_path, "AutoModelForCausalLM", inputs, outputs_of(reference, inputs))
-    assert_same_attributes(reloaded.config, reference.config, (
-        "n_layer", "n_head", "hidden_size", "apply_residual_connection_post_layernorm", "tie_word_embeddings",
-        "layer_norm_epsilon", "pretraining_tp", "slow_but_exact",
-    ))
-
-
-@torch.inference_mode()
-def test_checkpoint_without_the_transformer_prefix_loads(tiny, tmp_path):
-    """The older BLOOM files name the base model's weights without `transformer.` (and store no lm_head)."""
-    folder, reference, _ = tiny
-    weights = load_file(folder / "model.safetensors")
-    assert any(name.startswith("transformer.") for name in weights)
-    bare = {name.removeprefix("transformer."): t for name, t in weights.items() if name != "lm_head.weight"}
-    save_file(bare, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    (tmp_path / "config.json").write_text((folder / "config.json").read_text())
-    for auto_class in ("AutoModelForCausalLM", "AutoModel"):
-        model = load_quietly(getattr(openformers, auto_class).from_pretrained, tmp_path)
-        theirs = getattr(transformers, auto_class).from_pretrained(tmp_path).eval()
-        inputs = _inputs(type(model).__name__)
-        assert_outputs_close(outputs_of(model, inputs), outputs_of(theirs, inputs), f"{auto_class} without prefix")
-    assert_outputs_close(_outputs(model, "BloomModel"), _outputs(reference.transformer, "BloomModel"), "base")
-
-
-@torch.inference_mode()
-def test_cached_decoding_equals_the_full_forward(tiny):
-    assert_cached_decoding_equals_the_full_forward(tiny[2], _ids(2, 12))
-
-
-@torch.inference_mode()
-def test_left_padded_batch_equals_single_rows(tiny):
-    """ALiBi counts each key's position over the real tokens, so a left-padded row is biased as the row alone."""
-    _, reference, model = tiny
-    assert_left_padded_batch_equals_single_rows(model, _ids, reference)
-
-
-@torch.inference_mode()
-def test_alibi_positions_count_only_real_tokens(tiny):
-    """A key's ALiBi position counts the real tokens before it: with a hole in the mask, the keys after it are one
-    position nearer than their index says (a shift of every key alike, as left padding gives, changes nothing)."""
-    _, reference, model = tiny
-    ids = _ids(2, 8, seed=9)
-    mask = torch.ones_like(ids)
-    mask[0, 3] = 0
-    expected = reference(ids, attention_mask=mask).logits
-    got = model(ids, attention_mask=mask).logits
-    torch.testing.assert_close(got[:, 4:], expected[:, 4:], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(got[:, :3], expected[:, :3], atol=1e-4, rtol=1e-4)
-
-
-@torch.inference_mode()
-def test_alibi_past_256_positions_matches_the_reference(tiny):
-    """BLOOM's reference multiplies slopes by positions in float32 (Falcon's in bfloat16, which rounds positions past
-    256): so do ours."""
-    _, reference, model = tiny
-    ids = _ids(1, 300, seed=11)
-    torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
-
-
-@GENERATE_OPTIONS
-@torch.inference_mode()
-def test_generate_matches_reference(tiny, options):
-    _, reference, model = tiny
-    assert_generate_matches(model, reference, *generation_inputs(_ids), **options)
-
-
-@torch.inference_mode()
-def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(_ids))
-
-
-@torch.inference_mode()
-def test_hidden_states_and_attention_weights_match_the_reference(tiny):
-    """Computed step by step (eager), ALiBi's biases are added to the scaled scores as a float mask; the first hidden
-    state is the embeddings after their LayerNorm."""
-    folder, _, model = tiny
-    ours = assert_hidden_states_and_attentions_match(model, folder, *padded_batch(_ids(2, 9, seed=7)))
-    assert len(ours.hidden_states) == TINY["n_layer"] + 1
-
-
-@torch.inference_mode()
-def test_inputs_embeds_and_tuples_match_the_reference(tiny):
-    _, reference, model = tiny
-    inputs = _inputs("CausalLM")
-    given = dict(inputs_embeds=reference.transformer.word_embeddings(inputs["input_ids"]),
-                 attention_mask=inputs["attention_mask"], labels=inputs["labels"], return_dict=False)
-    ours, theirs = model(**given), reference(**given)
-    for got, expected in zip(ours[:2], theirs[:2]):  # loss, logits
-        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-
-
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_training_loss_and_gradients_match_the_reference(attention, tmp_path):
-    """Dropout off, the loss and every gradient of a training step are the reference's (whose GELU has a backward of
-    its own), with gradient checkpointing too. The reference computes attention step by step: on the fused path the
-    padding queries of a left-padded row, which see no key, pass other gradients back, so that path is checked on a
-    right-padded batch and the step-by-step one on the left- and right-padded batch."""
-    reference = _reference(**VARIANTS["residual-post-layernorm-6-heads"])
-    reference.save_pretrained(tmp_path)
-    model = load_quietly(lambda folder: AutoModelForCausalLM.from_pretrained(folder, attn_implementation=attention),
-                         tmp_path)
-    inputs = _inputs("CausalLM")
-    if attention == "sdpa":
-        inputs = {name: t[:1] for name, t in inputs.items()}  # the right-padded row
-    assert_training_step_matches(model, reference, inputs, checkpointing=(False, True))
 
 
 @pytest.mark.parametrize("pretraining_tp", [2, 3])
@@ -277,13 +204,6 @@ def test_bad_config_json_is_refused_with_the_file_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bloom", "hidden_size": 30, "n_head": 4}))
     with pytest.raises(ValueError, match=r"config.json: Invalid config: hidden_size=30"):
         openformers.AutoConfig.from_pretrained(tmp_path)
-
-
-def test_the_cpu_kernel_refuses_bloom(tiny):
-    from openformers.kernels import llama as llama_kernel
-
-    model = tiny[2]
-    assert "model_type='bloom'" in llama_kernel.refusal(model.config) and not llama_kernel.eligible(model)
 
 
 # GGUF files as llama.cpp's converter writes a "bloom" checkpoint: its names, the fused rows regrouped as all
