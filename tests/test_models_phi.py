@@ -15,129 +15,76 @@ import torch
 
 import openformers
 from decoder_parity import (
-    GENERATE_OPTIONS,
-    assert_cached_decoding_equals_the_full_forward,
-    assert_generate_matches,
-    assert_hidden_states_and_attentions_match,
-    assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
     assert_same_attributes,
-    assert_saved_both_ways,
-    assert_training_step_matches,
     finish_gguf,
-    generation_inputs,
     llama_cpp_tensors,
     load_quietly,
-    load_saved,
-    make_reference,
     outputs_of,
-    padded_batch,
-    padded_head_inputs,
 )
+from decoder_suite import DecoderFamilyTests
 from openformers import AutoModelForCausalLM, PhiConfig, PhiForCausalLM
 
 transformers = pytest.importorskip("transformers")
 
-TINY = dict(
-    vocab_size=160, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-    max_position_embeddings=256, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-)
-VARIANTS = {
-    "phi-1": {},  # partial_rotary_factor 0.5 by default
-    "qk-norm-gqa": dict(qk_layernorm=True, num_key_value_heads=2, partial_rotary_factor=0.4),
-    "linear-rope": dict(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 500.0,
-                                         "partial_rotary_factor": 1.0}),
-}
-HEADS = {
-    "PhiModel": "AutoModel",
-    "PhiForCausalLM": "AutoModelForCausalLM",
-    "PhiForSequenceClassification": "AutoModelForSequenceClassification",
-    "PhiForTokenClassification": "AutoModelForTokenClassification",
-}
+
+class TestPhi(DecoderFamilyTests):
+    REFERENCE_CONFIG = "PhiConfig"
+    TINY = dict(
+        vocab_size=160, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=256, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    VARIANTS = {
+        "phi-1": {},  # partial_rotary_factor 0.5 by default
+        "qk-norm-gqa": dict(qk_layernorm=True, num_key_value_heads=2, partial_rotary_factor=0.4),
+        "linear-rope": dict(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 500.0,
+                                             "partial_rotary_factor": 1.0}),
+    }
+    HEADS = {
+        "PhiModel": "AutoModel",
+        "PhiForCausalLM": "AutoModelForCausalLM",
+        "PhiForSequenceClassification": "AutoModelForSequenceClassification",
+        "PhiForTokenClassification": "AutoModelForTokenClassification",
+    }
+    LOWEST_ID = 3
+    LM_LABELS_ARE_THE_TOKENS = True
+    HEAD_VARIANTS = TRAINING_VARIANTS = ["qk-norm-gqa"]
+    SAVED_CONFIG_ATTRIBUTES = ("qk_layernorm", "num_key_value_heads", "tie_word_embeddings", "rope_parameters")
+
+    @torch.inference_mode()
+    def test_causal_lm_logits_and_loss_match_reference(self, tiny):
+        super().test_causal_lm_logits_and_loss_match_reference(tiny)
+        assert tiny[2].lm_head.bias is not None
+
+    def test_the_cpu_kernel_refuses_phi_and_generation_runs_the_layers(self, tiny):
+        from openformers.kernels import llama as llama_kernel
+
+        _, reference, model = tiny
+        assert "model_type='phi'" in llama_kernel.refusal(model.config) and not llama_kernel.eligible(model)
+        assert model.model.accelerated_step is None and model.accelerated_logits is None
+        ids = _ids(1, 5, seed=3)
+        settings = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
+        with torch.inference_mode():
+            assert model.generate(ids, **settings).tolist() == reference.generate(ids, **settings).tolist()
+
+    def test_auto_classes_pick_the_phi_classes(self, tiny):
+        folder = tiny[0]
+        assert type(openformers.AutoConfig.from_pretrained(folder)) is PhiConfig
+        assert type(load_quietly(openformers.AutoModel.from_pretrained, folder)).__name__ == "PhiModel"
+        with warnings.catch_warnings(record=True) as caught:  # the new head's weights are reported
+            classifier = openformers.AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
+        assert any("score.weight" in str(warning.message) for warning in caught)
+        assert type(classifier).__name__ == "PhiForSequenceClassification" and classifier.score.bias is None
+        with pytest.raises(ValueError, match="no question-answering class for 'phi'"):
+            openformers.AutoModelForQuestionAnswering.from_pretrained(folder)
 
 
-def _reference(name="PhiForCausalLM", **overrides):
-    return make_reference(name, transformers.PhiConfig(**{**TINY, **overrides}))
-
-
-def _ids(*shape, seed=1):
-    return torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _inputs(name) -> dict:
-    return padded_head_inputs(_ids, name)
+TINY = TestPhi.TINY
+_reference, _ids, _inputs = TestPhi.reference, TestPhi.ids, TestPhi.inputs
 
 
 def _outputs(model, name) -> dict:
     return outputs_of(model, _inputs(name))
-
-
-@pytest.fixture(scope="module", params=list(VARIANTS))
-def tiny(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    reference = _reference(**VARIANTS[request.param])
-    return folder, reference, load_saved(reference, folder)
-
-
-@torch.inference_mode()
-def test_causal_lm_logits_and_loss_match_reference(tiny):
-    _, reference, model = tiny
-    assert isinstance(model, PhiForCausalLM) and not model.training
-    assert model.lm_head.bias is not None
-    assert_outputs_close(_outputs(model, "CausalLM"), _outputs(reference, "CausalLM"), "causal LM")
-
-
-@pytest.mark.parametrize("name", list(HEADS))
-@torch.inference_mode()
-def test_every_head_matches_reference_and_saves_both_ways(name, tmp_path):
-    reference = _reference(name, num_labels=3, **VARIANTS["qk-norm-gqa"])
-    model = load_saved(reference, tmp_path / "reference", HEADS[name])
-    assert type(model).__name__ == name
-    inputs = _inputs(name)
-    expected = outputs_of(reference, inputs)
-    assert_outputs_close(outputs_of(model, inputs), expected, name)
-    assert_saved_both_ways(model, tmp_path / "ours", HEADS[name], inputs, expected)
-
-
-@torch.inference_mode()
-def test_causal_lm_saves_what_the_reference_loads(tiny, tmp_path):
-    _, reference, model = tiny
-    inputs = _inputs("CausalLM")
-    reloaded = assert_saved_both_ways(model, tmp_path, "AutoModelForCausalLM", inputs, outputs_of(reference, inputs))
-    assert_same_attributes(reloaded.config, reference.config,
-                           ("qk_layernorm", "num_key_value_heads", "tie_word_embeddings", "rope_parameters"))
-
-
-@torch.inference_mode()
-def test_cached_decoding_equals_the_full_forward(tiny):
-    assert_cached_decoding_equals_the_full_forward(tiny[2], _ids(2, 12))
-
-
-@torch.inference_mode()
-def test_left_padded_batch_equals_single_rows(tiny):
-    _, reference, model = tiny
-    assert_left_padded_batch_equals_single_rows(model, _ids, reference)
-
-
-@GENERATE_OPTIONS
-@torch.inference_mode()
-def test_generate_matches_reference(tiny, options):
-    _, reference, model = tiny
-    assert_generate_matches(model, reference, *generation_inputs(_ids), **options)
-
-
-@torch.inference_mode()
-def test_hidden_states_and_attention_weights_match_the_reference(tiny):
-    folder, _, model = tiny
-    assert_hidden_states_and_attentions_match(model, folder, *padded_batch(_ids(2, 9, seed=7)))
-
-
-def test_training_loss_and_gradients_match_the_reference(tmp_path):
-    """Dropout off, the loss and every gradient of a training step are the reference's, with gradient checkpointing
-    too (the layers run again in the backward pass)."""
-    reference = _reference(**VARIANTS["qk-norm-gqa"])
-    model = load_saved(reference, tmp_path)
-    assert_training_step_matches(model, reference, _inputs("CausalLM"), checkpointing=(False, True))
 
 
 @torch.inference_mode()
@@ -194,30 +141,6 @@ def test_a_bad_config_json_value_names_the_file_and_field(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "phi", **TINY, "num_key_value_heads": 3}))
     with pytest.raises(ValueError, match=r"config.json: Invalid config: num_key_value_heads=3"):
         openformers.AutoConfig.from_pretrained(tmp_path)
-
-
-def test_the_cpu_kernel_refuses_phi_and_generation_runs_the_layers(tiny):
-    from openformers.kernels import llama as llama_kernel
-
-    _, reference, model = tiny
-    assert "model_type='phi'" in llama_kernel.refusal(model.config) and not llama_kernel.eligible(model)
-    assert model.model.accelerated_step is None and model.accelerated_logits is None
-    ids = _ids(1, 5, seed=3)
-    settings = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
-    with torch.inference_mode():
-        assert model.generate(ids, **settings).tolist() == reference.generate(ids, **settings).tolist()
-
-
-def test_auto_classes_pick_the_phi_classes(tiny):
-    folder = tiny[0]
-    assert type(openformers.AutoConfig.from_pretrained(folder)) is PhiConfig
-    assert type(load_quietly(openformers.AutoModel.from_pretrained, folder)).__name__ == "PhiModel"
-    with warnings.catch_warnings(record=True) as caught:  # the new head's weights are reported
-        classifier = openformers.AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
-    assert any("score.weight" in str(warning.message) for warning in caught)
-    assert type(classifier).__name__ == "PhiForSequenceClassification" and classifier.score.bias is None
-    with pytest.raises(ValueError, match="no question-answering class for 'phi'"):
-        openformers.AutoModelForQuestionAnswering.from_pretrained(folder)
 
 
 # GGUF files as llama.cpp's converter writes a "phi2" checkpoint: its names, with q/k/v apart (from Hugging Face
