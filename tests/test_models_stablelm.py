@@ -17,151 +17,82 @@ import torch
 
 import openformers
 from decoder_parity import (
-    GENERATE_OPTIONS,
     add_decoder_metadata,
-    assert_cached_decoding_equals_the_full_forward,
-    assert_generate_matches,
     assert_gradient_checkpointing_changes_nothing,
-    assert_hidden_states_and_attentions_match,
     assert_kernel_refuses_and_generate_runs_the_layers,
-    assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
     assert_same_attributes,
-    assert_saved_both_ways,
-    assert_static_cache_gives_the_dynamic_cache_tokens,
-    assert_training_step_matches,
     finish_gguf,
-    generation_inputs,
-    head_inputs,
     llama_cpp_tensors,
     load_quietly,
     load_saved,
-    make_reference,
     outputs_of,
-    padded_batch,
 )
+from decoder_suite import DecoderFamilyTests
 from openformers import AutoModelForCausalLM, StableLmConfig, StableLmForCausalLM
 
 transformers = pytest.importorskip("transformers")
 
-TINY = dict(
-    vocab_size=160, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=4, max_position_embeddings=256, initializer_range=0.15, pad_token_id=0, bos_token_id=1,
-    eos_token_id=2,
-)
-VARIANTS = {
-    "stablelm-2-1_6b": dict(use_qkv_bias=True),  # partial_rotary_factor 0.25 by default: 4 of 16 dimensions turn
-    # a large epsilon, so that the norms' own (the per-head ones' too) shows in the logits
-    "stablelm-2-12b": dict(use_parallel_residual=True, qk_layernorm=True, num_key_value_heads=2, layer_norm_eps=0.1),
-    "linear-rope-tied": dict(tie_word_embeddings=True, rope_parameters={
-        "rope_type": "linear", "factor": 2.0, "rope_theta": 500.0, "partial_rotary_factor": 0.5}),
-}
-HEADS = {
-    "StableLmModel": "AutoModel",
-    "StableLmForCausalLM": "AutoModelForCausalLM",
-    "StableLmForSequenceClassification": "AutoModelForSequenceClassification",
-    "StableLmForTokenClassification": "AutoModelForTokenClassification",
-}
+
+class TestStableLm(DecoderFamilyTests):
+    REFERENCE_CONFIG = "StableLmConfig"
+    TINY = dict(
+        vocab_size=160, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, max_position_embeddings=256, initializer_range=0.15, pad_token_id=0, bos_token_id=1,
+        eos_token_id=2,
+    )
+    VARIANTS = {
+        "stablelm-2-1_6b": dict(use_qkv_bias=True),  # partial_rotary_factor 0.25 by default: 4 of 16 dimensions turn
+        # a large epsilon, so that the norms' own (the per-head ones' too) shows in the logits
+        "stablelm-2-12b": dict(use_parallel_residual=True, qk_layernorm=True, num_key_value_heads=2,
+                               layer_norm_eps=0.1),
+        "linear-rope-tied": dict(tie_word_embeddings=True, rope_parameters={
+            "rope_type": "linear", "factor": 2.0, "rope_theta": 500.0, "partial_rotary_factor": 0.5}),
+    }
+    HEADS = {
+        "StableLmModel": "AutoModel",
+        "StableLmForCausalLM": "AutoModelForCausalLM",
+        "StableLmForSequenceClassification": "AutoModelForSequenceClassification",
+        "StableLmForTokenClassification": "AutoModelForTokenClassification",
+    }
+    LOWEST_ID = 3
+    # LayerNorm weights, the per-head ones (`q_layernorm.norms.3.weight`) among them, drawn around one
+    IS_NORM = staticmethod(lambda name: name.endswith("weight") and "norm" in name)
+    LM_LABELS_ARE_THE_TOKENS = True
+    HEAD_VARIANTS = ["stablelm-2-1_6b"]  # with the 12B layout over it: q/k/v biases, per-head norms, parallel residual
+    HEAD_OVERRIDES = dict(num_labels=3, **VARIANTS["stablelm-2-12b"])
+    TRAINING_VARIANTS = ["stablelm-2-1_6b", "stablelm-2-12b"]
+    SAVED_CONFIG_ATTRIBUTES = ("use_qkv_bias", "qk_layernorm", "use_parallel_residual", "num_key_value_heads",
+                               "tie_word_embeddings", "rope_parameters", "layer_norm_eps")
+
+    @torch.inference_mode()
+    def test_causal_lm_logits_and_loss_match_reference(self, tiny):
+        super().test_causal_lm_logits_and_loss_match_reference(tiny)
+        _, reference, model = tiny
+        assert (model.lm_head.weight is model.model.embed_tokens.weight) == reference.config.tie_word_embeddings
+
+    def test_the_cpu_kernel_refuses_stablelm_and_generation_runs_the_layers(self, tiny):
+        _, reference, model = tiny
+        assert_kernel_refuses_and_generate_runs_the_layers(model, reference, _ids(1, 5, seed=3), "stablelm")
+
+    def test_auto_classes_pick_the_stablelm_classes(self, tiny):
+        folder = tiny[0]
+        assert type(openformers.AutoConfig.from_pretrained(folder)) is StableLmConfig
+        assert type(load_quietly(openformers.AutoModel.from_pretrained, folder)).__name__ == "StableLmModel"
+        with warnings.catch_warnings(record=True) as caught:  # the new head's weights are reported
+            classifier = openformers.AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
+        assert any("score.weight" in str(warning.message) for warning in caught)
+        assert type(classifier).__name__ == "StableLmForSequenceClassification" and classifier.score.bias is None
+        with pytest.raises(ValueError, match="no question-answering class for 'stablelm'"):
+            openformers.AutoModelForQuestionAnswering.from_pretrained(folder)
 
 
-def _is_norm(name: str) -> bool:
-    """LayerNorm weights, the per-head ones (`q_layernorm.norms.3.weight`) among them, drawn around one."""
-    return name.endswith("weight") and "norm" in name
-
-
-def _reference(name="StableLmForCausalLM", **overrides):
-    return make_reference(name, transformers.StableLmConfig(**{**TINY, **overrides}), is_norm=_is_norm)
-
-
-def _ids(*shape, seed=1):
-    return torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _inputs(name) -> dict:
-    """Two rows of 9 tokens with pad id 0, the first right-padded and the second left-padded, with the head's labels
-    (a causal LM's: the tokens themselves)."""
-    ids, mask = padded_batch(_ids(2, 9, seed=7))
-    return head_inputs(name, ids, mask, lm_labels=ids.masked_fill(mask == 0, -100))
+TINY, VARIANTS = TestStableLm.TINY, TestStableLm.VARIANTS
+_reference, _ids, _inputs = TestStableLm.reference, TestStableLm.ids, TestStableLm.inputs
 
 
 def _outputs(model, name) -> dict:
     return outputs_of(model, _inputs(name))
-
-
-@pytest.fixture(scope="module", params=list(VARIANTS))
-def tiny(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    reference = _reference(**VARIANTS[request.param])
-    return folder, reference, load_saved(reference, folder)
-
-
-@torch.inference_mode()
-def test_causal_lm_logits_and_loss_match_reference(tiny):
-    _, reference, model = tiny
-    assert isinstance(model, StableLmForCausalLM) and not model.training
-    assert (model.lm_head.weight is model.model.embed_tokens.weight) == reference.config.tie_word_embeddings
-    assert_outputs_close(_outputs(model, "CausalLM"), _outputs(reference, "CausalLM"), "causal LM")
-
-
-@pytest.mark.parametrize("name", list(HEADS))
-@torch.inference_mode()
-def test_every_head_matches_reference_and_saves_both_ways(name, tmp_path):
-    reference = _reference(name, num_labels=3, use_qkv_bias=True, **VARIANTS["stablelm-2-12b"])
-    model = load_saved(reference, tmp_path / "reference", HEADS[name])
-    assert type(model).__name__ == name
-    inputs = _inputs(name)
-    expected = outputs_of(reference, inputs)
-    assert_outputs_close(outputs_of(model, inputs), expected, name)
-    assert_saved_both_ways(model, tmp_path / "ours", HEADS[name], inputs, expected)
-
-
-@torch.inference_mode()
-def test_causal_lm_saves_what_the_reference_loads(tiny, tmp_path):
-    _, reference, model = tiny
-    inputs = _inputs("CausalLM")
-    reloaded = assert_saved_both_ways(model, tmp_path, "AutoModelForCausalLM", inputs, outputs_of(reference, inputs))
-    assert_same_attributes(reloaded.config, reference.config, (
-        "use_qkv_bias", "qk_layernorm", "use_parallel_residual", "num_key_value_heads", "tie_word_embeddings",
-        "rope_parameters", "layer_norm_eps",
-    ))
-
-
-@torch.inference_mode()
-def test_cached_decoding_equals_the_full_forward(tiny):
-    assert_cached_decoding_equals_the_full_forward(tiny[2], _ids(2, 12))
-
-
-@torch.inference_mode()
-def test_left_padded_batch_equals_single_rows(tiny):
-    _, reference, model = tiny
-    assert_left_padded_batch_equals_single_rows(model, _ids, reference)
-
-
-@GENERATE_OPTIONS
-@torch.inference_mode()
-def test_generate_matches_reference(tiny, options):
-    _, reference, model = tiny
-    assert_generate_matches(model, reference, *generation_inputs(_ids), **options)
-
-
-@torch.inference_mode()
-def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(_ids))
-
-
-@torch.inference_mode()
-def test_hidden_states_and_attention_weights_match_the_reference(tiny):
-    folder, _, model = tiny
-    assert_hidden_states_and_attentions_match(model, folder, *padded_batch(_ids(2, 9, seed=7)))
-
-
-@pytest.mark.parametrize("variant", ["stablelm-2-1_6b", "stablelm-2-12b"])
-def test_training_loss_and_gradients_match_the_reference(variant, tmp_path):
-    """Dropout off, the loss and every gradient of a training step are the reference's, with gradient checkpointing
-    too (the layers run again in the backward pass)."""
-    reference = _reference(**VARIANTS[variant])
-    model = load_saved(reference, tmp_path)
-    assert_training_step_matches(model, reference, _inputs("CausalLM"), checkpointing=(False, True))
 
 
 def test_training_with_hidden_dropout_draws_the_references_masks(tmp_path):
@@ -244,23 +175,6 @@ def test_a_bad_config_json_value_names_the_file_and_field(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "stablelm", **TINY, "num_key_value_heads": 3}))
     with pytest.raises(ValueError, match=r"config.json: Invalid config: num_key_value_heads=3"):
         openformers.AutoConfig.from_pretrained(tmp_path)
-
-
-def test_the_cpu_kernel_refuses_stablelm_and_generation_runs_the_layers(tiny):
-    _, reference, model = tiny
-    assert_kernel_refuses_and_generate_runs_the_layers(model, reference, _ids(1, 5, seed=3), "stablelm")
-
-
-def test_auto_classes_pick_the_stablelm_classes(tiny):
-    folder = tiny[0]
-    assert type(openformers.AutoConfig.from_pretrained(folder)) is StableLmConfig
-    assert type(load_quietly(openformers.AutoModel.from_pretrained, folder)).__name__ == "StableLmModel"
-    with warnings.catch_warnings(record=True) as caught:  # the new head's weights are reported
-        classifier = openformers.AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
-    assert any("score.weight" in str(warning.message) for warning in caught)
-    assert type(classifier).__name__ == "StableLmForSequenceClassification" and classifier.score.bias is None
-    with pytest.raises(ValueError, match="no question-answering class for 'stablelm'"):
-        openformers.AutoModelForQuestionAnswering.from_pretrained(folder)
 
 
 # GGUF files as llama.cpp's converter writes a "stablelm" checkpoint: Llama's tensor names, the rows as they are
