@@ -17,26 +17,15 @@ import torch
 
 import openformers
 from decoder_parity import (
-    GENERATE_OPTIONS,
-    assert_cached_decoding_equals_the_full_forward,
     assert_decoding_step_gives_the_references_logits,
-    assert_generate_matches,
-    assert_head_matches_and_saves_both_ways,
-    assert_hidden_states_and_attentions_match,
-    assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
     assert_same_attributes,
-    assert_static_cache_gives_the_dynamic_cache_tokens,
-    assert_training_step_matches,
-    generation_inputs,
-    head_inputs,
     load_quietly,
     load_saved,
-    make_reference,
     outputs_of,
-    padded_batch,
     write_gguf,
 )
+from decoder_suite import DecoderFamilyTests
 from openformers import AutoModelForCausalLM, GraniteConfig, GraniteForCausalLM
 
 transformers = pytest.importorskip("transformers")
@@ -44,61 +33,54 @@ transformers = pytest.importorskip("transformers")
 # Granite 3.x's own scalars are 12 (embeddings), 0.22 (residual), 1/128 (attention) and 8 or 16 (logits); the
 # attention's here is neither 1 nor 1/sqrt(head_dim) = 0.25, so that neither default passes for it.
 SCALARS = dict(embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.4, logits_scaling=8.0)
-TINY = dict(
-    vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, max_position_embeddings=256, rope_parameters={"rope_type": "default", "rope_theta": 500.0},
-    pad_token_id=0, bos_token_id=1, eos_token_id=2,
-    initializer_range=0.15,  # weights large enough that a scalar applied wrong moves the logits past the tolerance
-    **SCALARS,
-)
-VARIANTS = {
-    "untied": {},  # the reference's default
-    "tied": dict(tie_word_embeddings=True),  # Granite 3.x's checkpoints
-    "biases": dict(attention_bias=True, mlp_bias=True),
-}
-HEADS = {"GraniteModel": "AutoModel", "GraniteForCausalLM": "AutoModelForCausalLM"}
 
 
-def _reference(name="GraniteForCausalLM", **overrides):
-    return make_reference(name, transformers.GraniteConfig(**{**TINY, **overrides}))
+class TestGranite(DecoderFamilyTests):
+    """The hidden states and attention weights come from the eager path, where the attention's scale multiplies the
+    scores in our own code rather than in torch's SDPA."""
+
+    REFERENCE_CONFIG = "GraniteConfig"
+    TINY = dict(
+        vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256,
+        rope_parameters={"rope_type": "default", "rope_theta": 500.0}, pad_token_id=0, bos_token_id=1,
+        eos_token_id=2,
+        initializer_range=0.15,  # weights large enough that a scalar applied wrong moves the logits past the tolerance
+        **SCALARS,
+    )
+    VARIANTS = {
+        "untied": {},  # the reference's default
+        "tied": dict(tie_word_embeddings=True),  # Granite 3.x's checkpoints
+        "biases": dict(attention_bias=True, mlp_bias=True),
+    }
+    HEADS = {"GraniteModel": "AutoModel", "GraniteForCausalLM": "AutoModelForCausalLM"}
+    HEAD_VARIANTS = TRAINING_VARIANTS = ["biases"]
+    HEAD_OVERRIDES = {}
+
+    @torch.inference_mode()
+    def test_causal_lm_logits_and_loss_match_reference(self, tiny):
+        super().test_causal_lm_logits_and_loss_match_reference(tiny)
+        _, reference, model = tiny
+        assert (model.lm_head.weight is model.model.embed_tokens.weight) == reference.config.tie_word_embeddings
+
+    @torch.inference_mode()
+    def test_given_inputs_embeds_are_scaled_as_the_references(self, tiny):
+        _, reference, model = tiny
+        inputs = _inputs()
+        given = dict(inputs_embeds=reference.model.embed_tokens(inputs.pop("input_ids")), **inputs)
+        assert_outputs_close(outputs_of(model, given), outputs_of(reference, given), "inputs_embeds")
+
+    def test_auto_classes_pick_the_granite_classes(self, tiny):
+        folder = tiny[0]
+        assert type(openformers.AutoConfig.from_pretrained(folder)) is GraniteConfig
+        assert type(load_quietly(openformers.AutoModel.from_pretrained, folder)).__name__ == "GraniteModel"
+        assert type(load_quietly(AutoModelForCausalLM.from_pretrained, folder)) is GraniteForCausalLM
+        with pytest.raises(ValueError, match="no sequence-classification class for 'granite'"):
+            openformers.AutoModelForSequenceClassification.from_pretrained(folder)
 
 
-def _ids(*shape, seed=1):
-    return torch.randint(1, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _inputs(name="GraniteForCausalLM") -> dict:
-    return head_inputs(name, *padded_batch(_ids(2, 9, seed=7)))
-
-
-@pytest.fixture(scope="module", params=list(VARIANTS))
-def tiny(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    reference = _reference(**VARIANTS[request.param])
-    return folder, reference, load_saved(reference, folder)
-
-
-@torch.inference_mode()
-def test_causal_lm_logits_and_loss_match_reference(tiny):
-    _, reference, model = tiny
-    assert isinstance(model, GraniteForCausalLM) and not model.training
-    assert (model.lm_head.weight is model.model.embed_tokens.weight) == reference.config.tie_word_embeddings
-    assert_outputs_close(outputs_of(model, _inputs()), outputs_of(reference, _inputs()), "causal LM")
-
-
-@pytest.mark.parametrize("name", list(HEADS))
-@torch.inference_mode()
-def test_every_head_matches_reference_and_saves_both_ways(name, tmp_path):
-    reference = _reference(name, **VARIANTS["biases"])
-    assert_head_matches_and_saves_both_ways(reference, tmp_path, HEADS[name], _inputs(name))
-
-
-@torch.inference_mode()
-def test_given_inputs_embeds_are_scaled_as_the_references(tiny):
-    _, reference, model = tiny
-    inputs = _inputs()
-    given = dict(inputs_embeds=reference.model.embed_tokens(inputs.pop("input_ids")), **inputs)
-    assert_outputs_close(outputs_of(model, given), outputs_of(reference, given), "inputs_embeds")
+TINY, VARIANTS = TestGranite.TINY, TestGranite.VARIANTS
+_reference, _ids, _inputs = TestGranite.reference, TestGranite.ids, TestGranite.inputs
 
 
 @pytest.mark.parametrize("scalar", list(SCALARS))
@@ -113,42 +95,6 @@ def test_each_scalar_changes_the_logits(scalar, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, scalar: 1.0}))
     plain = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
     assert (plain(ids).logits - scaled).abs().max() > 1e-2
-
-
-@torch.inference_mode()
-def test_cached_decoding_equals_the_full_forward(tiny):
-    assert_cached_decoding_equals_the_full_forward(tiny[2], _ids(2, 12))
-
-
-@torch.inference_mode()
-def test_left_padded_batch_equals_single_rows(tiny):
-    _, reference, model = tiny
-    assert_left_padded_batch_equals_single_rows(model, _ids, reference)
-
-
-@GENERATE_OPTIONS
-@torch.inference_mode()
-def test_generate_matches_reference(tiny, options):
-    _, reference, model = tiny
-    assert_generate_matches(model, reference, *generation_inputs(_ids), **options)
-
-
-@torch.inference_mode()
-def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(_ids))
-
-
-@torch.inference_mode()
-def test_hidden_states_and_attention_weights_match_the_reference(tiny):
-    # The eager path, where the attention's scale multiplies the scores in our own code rather than in torch's SDPA.
-    folder, _, model = tiny
-    assert_hidden_states_and_attentions_match(model, folder, *padded_batch(_ids(2, 9, seed=7)))
-
-
-def test_training_loss_and_gradients_match_the_reference(tmp_path):
-    reference = _reference(**VARIANTS["biases"])
-    model = load_saved(reference, tmp_path)
-    assert_training_step_matches(model, reference, _inputs(), checkpointing=(False, True))
 
 
 @pytest.mark.parametrize("variant", ["untied", "tied"])
@@ -180,15 +126,6 @@ def test_the_cpu_kernel_refuses_granites_attention_bias_and_generate_runs_the_la
     settings = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
     with torch.inference_mode():
         assert model.generate(ids, **settings).tolist() == reference.generate(ids, **settings).tolist()
-
-
-def test_auto_classes_pick_the_granite_classes(tiny):
-    folder = tiny[0]
-    assert type(openformers.AutoConfig.from_pretrained(folder)) is GraniteConfig
-    assert type(load_quietly(openformers.AutoModel.from_pretrained, folder)).__name__ == "GraniteModel"
-    assert type(load_quietly(AutoModelForCausalLM.from_pretrained, folder)) is GraniteForCausalLM
-    with pytest.raises(ValueError, match="no sequence-classification class for 'granite'"):
-        openformers.AutoModelForSequenceClassification.from_pretrained(folder)
 
 
 def test_config_defaults_match_the_reference():
