@@ -15,140 +15,92 @@ import torch
 
 import openformers
 from decoder_parity import (
-    GENERATE_OPTIONS,
-    assert_cached_decoding_equals_the_full_forward,
     assert_generate_matches,
-    assert_head_matches_and_saves_both_ways,
     assert_hidden_states_and_attentions_match,
-    assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
     assert_same_attributes,
-    assert_saved_both_ways,
-    assert_static_cache_gives_the_dynamic_cache_tokens,
-    assert_training_step_matches,
     finish_gguf,
-    generation_inputs,
     llama_cpp_tensors,
     load_quietly,
-    load_saved,
-    make_reference,
     outputs_of,
     padded_batch,
-    padded_head_inputs,
 )
+from decoder_suite import DecoderFamilyTests
 from openformers import AutoModelForCausalLM, GPTBigCodeConfig, GPTBigCodeForCausalLM
 from openformers.generation.cache import DynamicCache
 
 transformers = pytest.importorskip("transformers")
 
-TINY = dict(
-    vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=48, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-    initializer_range=0.2,  # weights large enough that attention is far from uniform and a wrong detail shows
-)
-VARIANTS = {
-    "multi-query": {},  # StarCoder's and SantaCoder's layout
-    "multi-head": dict(multi_query=False, n_inner=40, tie_word_embeddings=False, activation_function="gelu_fast"),
-    "unscaled-gelu": dict(scale_attn_weights=False, activation_function="gelu", layer_norm_epsilon=1e-3),
-}
-HEADS = {
-    "GPTBigCodeModel": "AutoModel",
-    "GPTBigCodeForCausalLM": "AutoModelForCausalLM",
-    "GPTBigCodeForSequenceClassification": "AutoModelForSequenceClassification",
-    "GPTBigCodeForTokenClassification": "AutoModelForTokenClassification",
-}
+
+class TestGPTBigCode(DecoderFamilyTests):
+    REFERENCE_CONFIG = "GPTBigCodeConfig"
+    TINY = dict(
+        vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=48, pad_token_id=0, bos_token_id=1,
+        eos_token_id=2,
+        initializer_range=0.2,  # weights large enough that attention is far from uniform and a wrong detail shows
+    )
+    VARIANTS = {
+        "multi-query": {},  # StarCoder's and SantaCoder's layout
+        "multi-head": dict(multi_query=False, n_inner=40, tie_word_embeddings=False, activation_function="gelu_fast"),
+        "unscaled-gelu": dict(scale_attn_weights=False, activation_function="gelu", layer_norm_epsilon=1e-3),
+    }
+    HEADS = {
+        "GPTBigCodeModel": "AutoModel",
+        "GPTBigCodeForCausalLM": "AutoModelForCausalLM",
+        "GPTBigCodeForSequenceClassification": "AutoModelForSequenceClassification",
+        "GPTBigCodeForTokenClassification": "AutoModelForTokenClassification",
+    }
+    LOWEST_ID = 3
+    IS_NORM = staticmethod(
+        lambda name: name.endswith("weight") and any(part in ("ln_1", "ln_2", "ln_f") for part in name.split(".")))
+    LM_LABELS_ARE_THE_TOKENS = True
+    HEAD_VARIANTS = TRAINING_VARIANTS = ["multi-query", "multi-head"]
+    TRAINING_OVERRIDES = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    SAVED_CONFIG_ATTRIBUTES = ("multi_query", "num_key_value_heads", "n_inner", "n_embd", "n_layer", "n_head",
+                               "n_positions", "scale_attn_weights", "activation_function", "layer_norm_epsilon",
+                               "tie_word_embeddings")
+
+    @torch.inference_mode()
+    def test_causal_lm_saves_what_the_reference_loads(self, tiny, tmp_path):
+        super().test_causal_lm_saves_what_the_reference_loads(tiny, tmp_path)
+        saved = json.loads((tmp_path / "config.json").read_text())
+        assert saved["num_key_value_heads"] == tiny[2].config.num_key_value_heads
+
+    @torch.inference_mode()
+    def test_hidden_states_and_attention_weights_match_the_reference(self, tiny):
+        folder, _, model = tiny
+        ours = assert_hidden_states_and_attentions_match(model, folder, *padded_batch(_ids(2, 9, seed=7)))
+        assert ours.attentions[0].shape == (2, TINY["n_head"], 9, 9)  # the shared key/value head serves every head
+
+    @torch.inference_mode()
+    def test_positions_past_the_table_are_refused_by_name(self, tiny):
+        model = tiny[2]
+        with pytest.raises(ValueError, match="past the 48 positions GPT-BigCode has [(]n_positions[)]"):
+            model(_ids(1, TINY["n_positions"] + 1))
+        cache = DynamicCache()
+        model(_ids(1, TINY["n_positions"]), past_key_values=cache)
+        with pytest.raises(ValueError, match="n_positions"):
+            model(_ids(1, 1), past_key_values=cache)
+
+    def test_the_cpu_kernel_refuses_gpt_bigcode_and_generate_runs_the_layers(self, tiny):
+        from openformers.kernels import llama as llama_kernel
+
+        _, reference, model = tiny
+        refusal = "model_type='gpt_bigcode' is not implemented by the decoding kernel"
+        assert llama_kernel.refusal(model.config) == refusal
+        assert not llama_kernel.eligible(model) and model.transformer.accelerated_step is None
+        calls = []
+        hook = model.transformer.h[0].register_forward_pre_hook(lambda *_: calls.append(1))
+        try:
+            with torch.inference_mode():
+                assert_generate_matches(model, reference, _ids(1, 5), torch.ones(1, 5, dtype=torch.long))
+        finally:
+            hook.remove()
+        assert len(calls) == 10  # the prompt and every new token but the last went through the layers
 
 
-def _is_norm_weight(name: str) -> bool:
-    return name.endswith("weight") and any(part in ("ln_1", "ln_2", "ln_f") for part in name.split("."))
-
-
-def _reference(name="GPTBigCodeForCausalLM", **overrides):
-    return make_reference(name, transformers.GPTBigCodeConfig(**{**TINY, **overrides}), is_norm=_is_norm_weight)
-
-
-def _ids(*shape, seed=1):
-    return torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _inputs(name) -> dict:
-    return padded_head_inputs(_ids, name)
-
-
-@pytest.fixture(scope="module", params=list(VARIANTS))
-def tiny(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    reference = _reference(**VARIANTS[request.param])
-    return folder, reference, load_saved(reference, folder)
-
-
-@torch.inference_mode()
-def test_causal_lm_logits_and_loss_match_reference(tiny):
-    _, reference, model = tiny
-    assert isinstance(model, GPTBigCodeForCausalLM) and not model.training
-    inputs = _inputs("CausalLM")
-    assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "causal LM")
-
-
-@pytest.mark.parametrize("variant", ["multi-query", "multi-head"])
-@pytest.mark.parametrize("name", list(HEADS))
-@torch.inference_mode()
-def test_every_head_matches_reference_and_saves_both_ways(name, variant, tmp_path):
-    reference = _reference(name, num_labels=3, **VARIANTS[variant])
-    assert_head_matches_and_saves_both_ways(reference, tmp_path, HEADS[name], _inputs(name))
-
-
-@torch.inference_mode()
-def test_causal_lm_saves_what_the_reference_loads(tiny, tmp_path):
-    _, reference, model = tiny
-    inputs = _inputs("CausalLM")
-    reloaded = assert_saved_both_ways(model, tmp_path, "AutoModelForCausalLM", inputs, outputs_of(reference, inputs))
-    assert_same_attributes(reloaded.config, reference.config, (
-        "multi_query", "num_key_value_heads", "n_inner", "n_embd", "n_layer", "n_head", "n_positions",
-        "scale_attn_weights", "activation_function", "layer_norm_epsilon", "tie_word_embeddings",
-    ))
-    assert json.loads((tmp_path / "config.json").read_text())["num_key_value_heads"] == model.config.num_key_value_heads
-
-
-@torch.inference_mode()
-def test_cached_decoding_equals_the_full_forward(tiny):
-    assert_cached_decoding_equals_the_full_forward(tiny[2], _ids(2, 12))
-
-
-@torch.inference_mode()
-def test_left_padded_batch_equals_single_rows(tiny):
-    _, reference, model = tiny
-    assert_left_padded_batch_equals_single_rows(model, _ids, reference)
-
-
-@GENERATE_OPTIONS
-@torch.inference_mode()
-def test_generate_matches_reference(tiny, options):
-    _, reference, model = tiny
-    assert_generate_matches(model, reference, *generation_inputs(_ids), **options)
-
-
-@torch.inference_mode()
-def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(_ids))
-
-
-@torch.inference_mode()
-def test_hidden_states_and_attention_weights_match_the_reference(tiny):
-    folder, _, model = tiny
-    ours = assert_hidden_states_and_attentions_match(model, folder, *padded_batch(_ids(2, 9, seed=7)))
-    assert ours.attentions[0].shape == (2, TINY["n_head"], 9, 9)  # the shared key/value head serves every head
-
-
-@torch.inference_mode()
-def test_inputs_embeds_and_tuples_match_the_reference(tiny):
-    _, reference, model = tiny
-    inputs = _inputs("CausalLM")
-    given = dict(inputs_embeds=reference.transformer.wte(inputs["input_ids"]), attention_mask=inputs["attention_mask"],
-                 labels=inputs["labels"], return_dict=False)
-    ours, theirs = model(**given), reference(**given)
-    for got, expected in zip(ours[:2], theirs[:2]):  # loss, logits
-        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-
+TINY, VARIANTS = TestGPTBigCode.TINY, TestGPTBigCode.VARIANTS
+_reference, _ids, _inputs = TestGPTBigCode.reference, TestGPTBigCode.ids, TestGPTBigCode.inputs
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
@@ -163,25 +115,6 @@ def test_bfloat16_logits_equal_the_references(variant, attention, tmp_path):
     model = load_quietly(lambda folder: AutoModelForCausalLM.from_pretrained(folder, **options), tmp_path)
     inputs = _inputs("GPTBigCodeModel")
     torch.testing.assert_close(model(**inputs).logits, reference(**inputs).logits, atol=0, rtol=0)
-
-@pytest.mark.parametrize("variant", ["multi-query", "multi-head"])
-def test_training_loss_and_gradients_match_the_reference(variant, tmp_path):
-    """Dropout off, the loss and every gradient of a training step are the reference's, with gradient checkpointing
-    too (the layers run again in the backward pass)."""
-    reference = _reference(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **VARIANTS[variant])
-    model = load_saved(reference, tmp_path)
-    assert_training_step_matches(model, reference, _inputs("CausalLM"), checkpointing=(False, True))
-
-
-@torch.inference_mode()
-def test_positions_past_the_table_are_refused_by_name(tiny):
-    model = tiny[2]
-    with pytest.raises(ValueError, match="past the 48 positions GPT-BigCode has [(]n_positions[)]"):
-        model(_ids(1, TINY["n_positions"] + 1))
-    cache = DynamicCache()
-    model(_ids(1, TINY["n_positions"]), past_key_values=cache)
-    with pytest.raises(ValueError, match="n_positions"):
-        model(_ids(1, 1), past_key_values=cache)
 
 
 def test_config_defaults_match_the_reference():
@@ -220,22 +153,6 @@ def test_config_refuses_bad_values_by_name(values, message, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt_bigcode", **TINY, **values}))
     with pytest.raises(ValueError, match=f"config.json.*{message}"):
         openformers.AutoConfig.from_pretrained(tmp_path)
-
-
-def test_the_cpu_kernel_refuses_gpt_bigcode_and_generate_runs_the_layers(tiny):
-    from openformers.kernels import llama as llama_kernel
-
-    _, reference, model = tiny
-    assert llama_kernel.refusal(model.config) == "model_type='gpt_bigcode' is not implemented by the decoding kernel"
-    assert not llama_kernel.eligible(model) and model.transformer.accelerated_step is None
-    calls = []
-    hook = model.transformer.h[0].register_forward_pre_hook(lambda *_: calls.append(1))
-    try:
-        with torch.inference_mode():
-            assert_generate_matches(model, reference, _ids(1, 5), torch.ones(1, 5, dtype=torch.long))
-    finally:
-        hook.remove()
-    assert len(calls) == 10  # the prompt and every new token but the last went through the layers
 
 
 # GGUF files as llama.cpp's converter writes a "starcoder" checkpoint: its names and the tensors as they are (c_attn's
