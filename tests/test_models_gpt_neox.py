@@ -14,135 +14,76 @@ from safetensors.torch import load_file, save_file
 
 import openformers
 from decoder_parity import (
-    GENERATE_OPTIONS,
-    assert_cached_decoding_equals_the_full_forward,
-    assert_generate_matches,
-    assert_head_matches_and_saves_both_ways,
-    assert_hidden_states_and_attentions_match,
-    assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
     assert_same_attributes,
-    assert_saved_both_ways,
-    assert_static_cache_gives_the_dynamic_cache_tokens,
-    assert_training_step_matches,
     finish_gguf,
-    generation_inputs,
     llama_cpp_tensors,
     load_quietly,
     load_saved,
-    make_reference,
     outputs_of,
-    padded_batch,
-    padded_head_inputs,
 )
+from decoder_suite import DecoderFamilyTests
 from openformers import AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM
 
 transformers = pytest.importorskip("transformers")
 
-TINY = dict(
-    vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-    max_position_embeddings=256, rotary_pct=0.5, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-)
-VARIANTS = {
-    "parallel": {},
-    "sequential": dict(use_parallel_residual=False, rotary_pct=1.0, rotary_emb_base=500),
-    "no-bias-tied": dict(attention_bias=False, tie_word_embeddings=True, rotary_pct=0.25),
-    "linear-rope": dict(rope_scaling={"rope_type": "linear", "factor": 2.0}),
-}
-HEADS = {
-    "GPTNeoXModel": "AutoModel",
-    "GPTNeoXForCausalLM": "AutoModelForCausalLM",
-    "GPTNeoXForSequenceClassification": "AutoModelForSequenceClassification",
-    "GPTNeoXForTokenClassification": "AutoModelForTokenClassification",
-    "GPTNeoXForQuestionAnswering": "AutoModelForQuestionAnswering",
-}
+
+class TestGPTNeoX(DecoderFamilyTests):
+    REFERENCE_CONFIG = "GPTNeoXConfig"
+    TINY = dict(
+        vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=256, rotary_pct=0.5, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    VARIANTS = {
+        "parallel": {},
+        "sequential": dict(use_parallel_residual=False, rotary_pct=1.0, rotary_emb_base=500),
+        "no-bias-tied": dict(attention_bias=False, tie_word_embeddings=True, rotary_pct=0.25),
+        "linear-rope": dict(rope_scaling={"rope_type": "linear", "factor": 2.0}),
+    }
+    HEADS = {
+        "GPTNeoXModel": "AutoModel",
+        "GPTNeoXForCausalLM": "AutoModelForCausalLM",
+        "GPTNeoXForSequenceClassification": "AutoModelForSequenceClassification",
+        "GPTNeoXForTokenClassification": "AutoModelForTokenClassification",
+        "GPTNeoXForQuestionAnswering": "AutoModelForQuestionAnswering",
+    }
+    LOWEST_ID = 3
+    IS_NORM = staticmethod(lambda name: "norm." in name and name.endswith("weight"))
+    LM_LABELS_ARE_THE_TOKENS = True
+    SAVED_CONFIG_ATTRIBUTES = ("use_parallel_residual", "attention_bias", "tie_word_embeddings", "rope_parameters")
+
+    @torch.inference_mode()
+    def test_causal_lm_saves_what_the_reference_loads(self, tiny, tmp_path):
+        super().test_causal_lm_saves_what_the_reference_loads(tiny, tmp_path)
+        reference = tiny[1]
+        stored = load_file(tmp_path / "model.safetensors")
+        # transformers 4's name, as theirs
+        assert ("embed_out.weight" in stored) != reference.config.tie_word_embeddings
+        assert "lm_head.weight" not in stored
+
+    def test_the_cpu_kernel_refuses_gpt_neox(self, tiny):
+        from openformers.kernels import llama as llama_kernel
+
+        model = tiny[2]
+        assert llama_kernel.refusal(model.config) is not None and not llama_kernel.eligible(model)
+
+    @pytest.mark.parametrize("quantization, tolerance", [("int8", 0.02), ("int4", 0.2)])
+    @torch.inference_mode()
+    def test_quantized_loading_stays_near_the_reference(self, tiny, quantization, tolerance):
+        """from_pretrained(..., quantization=...) packs every projection; the logits move by the rounding only."""
+        folder, reference, _ = tiny
+        model = AutoModelForCausalLM.from_pretrained(folder, quantization=quantization)
+        ids = _ids(1, 12)
+        torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=tolerance, rtol=0)
+        assert model.generate(ids, max_new_tokens=4, do_sample=False).shape == (1, 16)
 
 
-def _reference(name="GPTNeoXForCausalLM", **overrides):
-    return make_reference(name, transformers.GPTNeoXConfig(**{**TINY, **overrides}),
-                          is_norm=lambda name: "norm." in name and name.endswith("weight"))
-
-
-def _ids(*shape, seed=1):
-    return torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _inputs(name) -> dict:
-    return padded_head_inputs(_ids, name)
+TINY, VARIANTS, HEADS = TestGPTNeoX.TINY, TestGPTNeoX.VARIANTS, TestGPTNeoX.HEADS
+_reference, _ids, _inputs = TestGPTNeoX.reference, TestGPTNeoX.ids, TestGPTNeoX.inputs
 
 
 def _outputs(model, name) -> dict:
     return outputs_of(model, _inputs(name))
-
-
-@pytest.fixture(scope="module", params=list(VARIANTS))
-def tiny(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    reference = _reference(**VARIANTS[request.param])
-    return folder, reference, load_saved(reference, folder)
-
-
-@torch.inference_mode()
-def test_causal_lm_logits_and_loss_match_reference(tiny):
-    _, reference, model = tiny
-    assert isinstance(model, GPTNeoXForCausalLM) and not model.training
-    assert_outputs_close(_outputs(model, "CausalLM"), _outputs(reference, "CausalLM"), "causal LM")
-
-
-@pytest.mark.parametrize("name", list(HEADS))
-@torch.inference_mode()
-def test_every_head_matches_reference_and_saves_both_ways(name, tmp_path):
-    reference = _reference(name, num_labels=3)
-    assert_head_matches_and_saves_both_ways(reference, tmp_path, HEADS[name], _inputs(name))
-
-
-@torch.inference_mode()
-def test_causal_lm_saves_what_the_reference_loads(tiny, tmp_path):
-    _, reference, model = tiny
-    inputs = _inputs("CausalLM")
-    reloaded = assert_saved_both_ways(model, tmp_path, "AutoModelForCausalLM", inputs, outputs_of(reference, inputs))
-    stored = load_file(tmp_path / "model.safetensors")
-    assert ("embed_out.weight" in stored) != reference.config.tie_word_embeddings  # transformers 4's name, as theirs
-    assert "lm_head.weight" not in stored
-    assert_same_attributes(reloaded.config, reference.config,
-                           ("use_parallel_residual", "attention_bias", "tie_word_embeddings", "rope_parameters"))
-
-
-@torch.inference_mode()
-def test_cached_decoding_equals_the_full_forward(tiny):
-    assert_cached_decoding_equals_the_full_forward(tiny[2], _ids(2, 12))
-
-
-@torch.inference_mode()
-def test_left_padded_batch_equals_single_rows(tiny):
-    _, reference, model = tiny
-    assert_left_padded_batch_equals_single_rows(model, _ids, reference)
-
-
-@GENERATE_OPTIONS
-@torch.inference_mode()
-def test_generate_matches_reference(tiny, options):
-    _, reference, model = tiny
-    assert_generate_matches(model, reference, *generation_inputs(_ids), **options)
-
-
-@torch.inference_mode()
-def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(_ids))
-
-
-@torch.inference_mode()
-def test_hidden_states_and_attention_weights_match_the_reference(tiny):
-    folder, _, model = tiny
-    assert_hidden_states_and_attentions_match(model, folder, *padded_batch(_ids(2, 9, seed=7)))
-
-
-def test_training_loss_and_gradients_match_the_reference(tmp_path):
-    """Dropout off, the loss and every gradient of a training step are the reference's, with gradient checkpointing
-    too (the layers run again in the backward pass)."""
-    reference = _reference()
-    model = load_saved(reference, tmp_path)
-    assert_training_step_matches(model, reference, _inputs("CausalLM"), checkpointing=(False, True))
 
 
 @torch.inference_mode()
@@ -195,13 +136,6 @@ def test_config_defaults_and_older_names_match_the_reference():
 def test_config_refuses_what_it_does_not_implement(values, message):
     with pytest.raises(ValueError, match=message):
         GPTNeoXConfig(**{**TINY, **values})
-
-
-def test_the_cpu_kernel_refuses_gpt_neox(tiny):
-    from openformers.kernels import llama as llama_kernel
-
-    model = tiny[2]
-    assert llama_kernel.refusal(model.config) is not None and not llama_kernel.eligible(model)
 
 
 def test_heads_build_on_the_gpt_neox_base_model():
@@ -361,17 +295,6 @@ def test_tokenizer_options_and_saving_match_the_reference(tokenizer_folder, tmp_
 
 
 @torch.inference_mode()
-def test_inputs_embeds_and_tuples_match_the_reference(tiny):
-    _, reference, model = tiny
-    inputs = _inputs("CausalLM")
-    given = dict(inputs_embeds=reference.gpt_neox.embed_in(inputs["input_ids"]),
-                 attention_mask=inputs["attention_mask"], labels=inputs["labels"], return_dict=False)
-    ours, theirs = model(**given), reference(**given)
-    for got, expected in zip(ours[:2], theirs[:2]):  # loss, logits
-        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-
-
-@torch.inference_mode()
 def test_text_generation_pipeline_matches_the_reference(tokenizer_folder, tmp_path):
     """A GPT-NeoX model and its tokenizer in one folder: the pipeline's texts are the reference's."""
     vocabulary = len(transformers.AutoTokenizer.from_pretrained(str(tokenizer_folder)))
@@ -382,17 +305,6 @@ def test_text_generation_pipeline_matches_the_reference(tokenizer_folder, tmp_pa
     options = dict(max_new_tokens=8, do_sample=False)
     expected = transformers.pipeline("text-generation", model=str(tmp_path))(prompts, **options)
     assert openformers.pipeline("text-generation", model=tmp_path)(prompts, **options) == expected
-
-
-@pytest.mark.parametrize("quantization, tolerance", [("int8", 0.02), ("int4", 0.2)])
-@torch.inference_mode()
-def test_quantized_loading_stays_near_the_reference(tiny, quantization, tolerance):
-    """from_pretrained(..., quantization=...) packs every projection; the logits move by the rounding only."""
-    folder, reference, _ = tiny
-    model = AutoModelForCausalLM.from_pretrained(folder, quantization=quantization)
-    ids = _ids(1, 12)
-    torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=tolerance, rtol=0)
-    assert model.generate(ids, max_new_tokens=4, do_sample=False).shape == (1, 16)
 
 
 def test_gguf_tokenizer_of_gpt_neox_vocabulary_matches_the_reference(tokenizer_folder, tmp_path):
