@@ -11,51 +11,18 @@ import torch
 
 import openformers
 from decoder_parity import (
-    GENERATE_OPTIONS,
-    assert_cached_decoding_equals_the_full_forward,
-    assert_generate_matches,
-    assert_head_matches_and_saves_both_ways,
-    assert_hidden_states_and_attentions_match,
-    assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
     assert_same_attributes,
-    assert_saved_both_ways,
-    assert_static_cache_gives_the_dynamic_cache_tokens,
-    assert_training_step_matches,
     finish_gguf,
-    generation_inputs,
     llama_cpp_tensors,
     load_quietly,
     load_saved,
-    make_reference,
     outputs_of,
-    padded_batch,
-    padded_head_inputs,
 )
+from decoder_suite import DecoderFamilyTests
 from openformers import AutoModelForCausalLM, FalconConfig, FalconForCausalLM
 
 transformers = pytest.importorskip("transformers")
-
-TINY = dict(
-    vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=256,
-    pad_token_id=0, bos_token_id=1, eos_token_id=2,
-)
-VARIANTS = {
-    "new-decoder": dict(new_decoder_architecture=True, num_kv_heads=2, ffn_hidden_size=96),
-    "new-decoder-one-norm": dict(new_decoder_architecture=True, num_kv_heads=2, num_ln_in_parallel_attn=1,
-                                 tie_word_embeddings=False),
-    "multi-query": dict(rope_theta=500.0),
-    "rw-alibi": dict(multi_query=False, parallel_attn=False, bias=True, alibi=True),
-    # 6 heads: ALiBi's slopes for a number of heads that is not a power of two
-    "alibi-multi-query-6-heads": dict(alibi=True, num_attention_heads=6, hidden_size=48, activation="gelu_new"),
-}
-HEADS = {
-    "FalconModel": "AutoModel",
-    "FalconForCausalLM": "AutoModelForCausalLM",
-    "FalconForSequenceClassification": "AutoModelForSequenceClassification",
-    "FalconForTokenClassification": "AutoModelForTokenClassification",
-    "FalconForQuestionAnswering": "AutoModelForQuestionAnswering",
-}
 
 
 def _is_norm_weight(name: str) -> bool:
@@ -64,95 +31,68 @@ def _is_norm_weight(name: str) -> bool:
                                            for p in parts)
 
 
-def _reference(name="FalconForCausalLM", **overrides):
-    return make_reference(name, transformers.FalconConfig(**{**TINY, **overrides}), is_norm=_is_norm_weight)
+class TestFalcon(DecoderFamilyTests):
+    """ALiBi counts each key's position over the real tokens, so a left-padded row is biased as the row alone
+    (test_left_padded_batch_equals_single_rows); computed step by step (eager), ALiBi's biases are added to the scores
+    as a float mask (test_hidden_states_and_attention_weights_match_the_reference)."""
+
+    REFERENCE_CONFIG = "FalconConfig"
+    TINY = dict(
+        vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=256,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    VARIANTS = {
+        "new-decoder": dict(new_decoder_architecture=True, num_kv_heads=2, ffn_hidden_size=96),
+        "new-decoder-one-norm": dict(new_decoder_architecture=True, num_kv_heads=2, num_ln_in_parallel_attn=1,
+                                     tie_word_embeddings=False),
+        "multi-query": dict(rope_theta=500.0),
+        "rw-alibi": dict(multi_query=False, parallel_attn=False, bias=True, alibi=True),
+        # 6 heads: ALiBi's slopes for a number of heads that is not a power of two
+        "alibi-multi-query-6-heads": dict(alibi=True, num_attention_heads=6, hidden_size=48, activation="gelu_new"),
+    }
+    HEADS = {
+        "FalconModel": "AutoModel",
+        "FalconForCausalLM": "AutoModelForCausalLM",
+        "FalconForSequenceClassification": "AutoModelForSequenceClassification",
+        "FalconForTokenClassification": "AutoModelForTokenClassification",
+        "FalconForQuestionAnswering": "AutoModelForQuestionAnswering",
+    }
+    LOWEST_ID = 3
+    IS_NORM = staticmethod(_is_norm_weight)
+    LM_LABELS_ARE_THE_TOKENS = True
+    HEAD_VARIANTS = ["new-decoder", "rw-alibi"]
+    TRAINING_VARIANTS = ["rw-alibi"]
+    SAVED_CONFIG_ATTRIBUTES = ("new_decoder_architecture", "multi_query", "parallel_attn", "alibi", "bias",
+                               "num_kv_heads", "num_key_value_heads", "num_ln_in_parallel_attn", "ffn_hidden_size",
+                               "rope_parameters")
+
+    def test_the_cpu_kernel_refuses_falcon(self, tiny):
+        from openformers.kernels import llama as llama_kernel
+
+        model = tiny[2]
+        assert llama_kernel.refusal(model.config) is not None and not llama_kernel.eligible(model)
+
+    @pytest.mark.parametrize("quantization, tolerance", [("int8", 0.02), ("int4", 0.2)])
+    @torch.inference_mode()
+    def test_quantized_loading_stays_near_the_reference(self, tiny, quantization, tolerance):
+        """from_pretrained(..., quantization=...) packs every projection; the logits move by the rounding only."""
+        folder, reference, _ = tiny
+        if quantization == "int4" and reference.config.hidden_size % 32:
+            with pytest.raises(ValueError, match="int8"):  # int4 groups 32 inputs
+                AutoModelForCausalLM.from_pretrained(folder, quantization=quantization)
+            return
+        model = AutoModelForCausalLM.from_pretrained(folder, quantization=quantization)
+        ids = _ids(1, 12)
+        torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=tolerance, rtol=0)
+        assert model.generate(ids, max_new_tokens=4, do_sample=False).shape == (1, 16)
 
 
-def _ids(*shape, seed=1):
-    return torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _inputs(name) -> dict:
-    return padded_head_inputs(_ids, name)
+TINY, VARIANTS = TestFalcon.TINY, TestFalcon.VARIANTS
+_reference, _ids, _inputs = TestFalcon.reference, TestFalcon.ids, TestFalcon.inputs
 
 
 def _outputs(model, name) -> dict:
     return outputs_of(model, _inputs(name))
-
-
-@pytest.fixture(scope="module", params=list(VARIANTS))
-def tiny(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    reference = _reference(**VARIANTS[request.param])
-    return folder, reference, load_saved(reference, folder)
-
-
-@torch.inference_mode()
-def test_causal_lm_logits_and_loss_match_reference(tiny):
-    _, reference, model = tiny
-    assert isinstance(model, FalconForCausalLM) and not model.training
-    assert_outputs_close(_outputs(model, "CausalLM"), _outputs(reference, "CausalLM"), "causal LM")
-
-
-@pytest.mark.parametrize("variant", ["new-decoder", "rw-alibi"])
-@pytest.mark.parametrize("name", list(HEADS))
-@torch.inference_mode()
-def test_every_head_matches_reference_and_saves_both_ways(name, variant, tmp_path):
-    reference = _reference(name, num_labels=3, **VARIANTS[variant])
-    assert_head_matches_and_saves_both_ways(reference, tmp_path, HEADS[name], _inputs(name))
-
-
-@torch.inference_mode()
-def test_causal_lm_saves_what_the_reference_loads(tiny, tmp_path):
-    _, reference, model = tiny
-    inputs = _inputs("CausalLM")
-    reloaded = assert_saved_both_ways(model, tmp_path, "AutoModelForCausalLM", inputs, outputs_of(reference, inputs))
-    assert_same_attributes(reloaded.config, reference.config, (
-        "new_decoder_architecture", "multi_query", "parallel_attn", "alibi", "bias", "num_kv_heads",
-        "num_key_value_heads", "num_ln_in_parallel_attn", "ffn_hidden_size", "rope_parameters",
-    ))
-
-
-@torch.inference_mode()
-def test_cached_decoding_equals_the_full_forward(tiny):
-    assert_cached_decoding_equals_the_full_forward(tiny[2], _ids(2, 12))
-
-
-@torch.inference_mode()
-def test_left_padded_batch_equals_single_rows(tiny):
-    """ALiBi counts each key's position over the real tokens, so a left-padded row is biased as the row alone."""
-    _, reference, model = tiny
-    assert_left_padded_batch_equals_single_rows(model, _ids, reference)
-
-
-@GENERATE_OPTIONS
-@torch.inference_mode()
-def test_generate_matches_reference(tiny, options):
-    _, reference, model = tiny
-    assert_generate_matches(model, reference, *generation_inputs(_ids), **options)
-
-
-@torch.inference_mode()
-def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(_ids))
-
-
-@torch.inference_mode()
-def test_hidden_states_and_attention_weights_match_the_reference(tiny):
-    """Computed step by step (eager), ALiBi's biases are added to the scores as a float mask."""
-    folder, _, model = tiny
-    assert_hidden_states_and_attentions_match(model, folder, *padded_batch(_ids(2, 9, seed=7)))
-
-
-@torch.inference_mode()
-def test_inputs_embeds_and_tuples_match_the_reference(tiny):
-    _, reference, model = tiny
-    inputs = _inputs("CausalLM")
-    given = dict(inputs_embeds=reference.transformer.word_embeddings(inputs["input_ids"]),
-                 attention_mask=inputs["attention_mask"], labels=inputs["labels"], return_dict=False)
-    ours, theirs = model(**given), reference(**given)
-    for got, expected in zip(ours[:2], theirs[:2]):  # loss, logits
-        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
 @torch.inference_mode()
@@ -173,14 +113,6 @@ def test_bfloat16_logits_match_the_reference(variant, tmp_path):
     model = load_quietly(lambda folder: AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16), tmp_path)
     inputs = _inputs("FalconModel")
     torch.testing.assert_close(model(**inputs).logits, reference(**inputs).logits, atol=0, rtol=0)
-
-
-def test_training_loss_and_gradients_match_the_reference(tmp_path):
-    """Dropout off, the loss and every gradient of a training step are the reference's, with gradient checkpointing
-    too (the layers run again in the backward pass)."""
-    reference = _reference(**VARIANTS["rw-alibi"])
-    model = load_saved(reference, tmp_path)
-    assert_training_step_matches(model, reference, _inputs("CausalLM"), checkpointing=(False, True))
 
 
 def test_config_defaults_match_the_reference():
@@ -209,13 +141,6 @@ def test_config_defaults_match_the_reference():
 def test_config_refuses_what_the_reference_cannot_run_or_openformers_does_not_implement(values, message):
     with pytest.raises(ValueError, match=message):
         FalconConfig(**{**TINY, **values})
-
-
-def test_the_cpu_kernel_refuses_falcon(tiny):
-    from openformers.kernels import llama as llama_kernel
-
-    model = tiny[2]
-    assert llama_kernel.refusal(model.config) is not None and not llama_kernel.eligible(model)
 
 
 # GGUF files as llama.cpp's converter writes a "falcon" checkpoint: its names, the fused rows regrouped as all
@@ -280,21 +205,6 @@ def test_gguf_without_a_required_key_is_refused(tmp_path):
     finish_gguf(writer)
     with pytest.raises(ValueError, match=r"broken.gguf lacks the GGUF metadata key falcon.attention[.]head_count"):
         openformers.AutoConfig.from_pretrained(tmp_path / "broken.gguf")
-
-
-@pytest.mark.parametrize("quantization, tolerance", [("int8", 0.02), ("int4", 0.2)])
-@torch.inference_mode()
-def test_quantized_loading_stays_near_the_reference(tiny, quantization, tolerance):
-    """from_pretrained(..., quantization=...) packs every projection; the logits move by the rounding only."""
-    folder, reference, _ = tiny
-    if quantization == "int4" and reference.config.hidden_size % 32:
-        with pytest.raises(ValueError, match="int8"):  # int4 groups 32 inputs
-            AutoModelForCausalLM.from_pretrained(folder, quantization=quantization)
-        return
-    model = AutoModelForCausalLM.from_pretrained(folder, quantization=quantization)
-    ids = _ids(1, 12)
-    torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=tolerance, rtol=0)
-    assert model.generate(ids, max_new_tokens=4, do_sample=False).shape == (1, 16)
 
 
 @pytest.mark.parametrize("overrides", [
