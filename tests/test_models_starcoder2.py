@@ -13,88 +13,66 @@ import torch
 
 import openformers
 from decoder_parity import (
-    GENERATE_OPTIONS,
-    assert_cached_decoding_equals_the_full_forward,
     assert_decoding_step_gives_the_references_logits,
-    assert_generate_matches,
     assert_gradient_checkpointing_changes_nothing,
-    assert_hidden_states_and_attentions_match,
     assert_kernel_leaves_the_plain_path,
-    assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
     assert_same_attributes,
-    assert_saved_both_ways,
-    assert_static_cache_gives_the_dynamic_cache_tokens,
-    assert_training_step_matches,
-    generation_inputs,
-    head_inputs,
     lm_inputs,
     load_quietly,
     load_saved,
-    make_reference,
     outputs_of,
-    padded_batch,
     write_gguf,
 )
+from decoder_suite import DecoderFamilyTests
 from openformers import AutoModelForCausalLM, Starcoder2Config, Starcoder2ForCausalLM
 from openformers.generation.cache import DynamicCache
 
 transformers = pytest.importorskip("transformers")
 
-TINY = dict(
-    vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, max_position_embeddings=256, norm_epsilon=1e-5, pad_token_id=0, bos_token_id=1,
-    eos_token_id=2,
-)
-VARIANTS = {
-    "tied": {},
-    "untied": dict(tie_word_embeddings=False),
-    "windowed": dict(sliding_window=4),
-    "unbiased": dict(use_bias=False, hidden_act="gelu"),
-}
-HEADS = {
-    "Starcoder2Model": "AutoModel",
-    "Starcoder2ForCausalLM": "AutoModelForCausalLM",
-    "Starcoder2ForSequenceClassification": "AutoModelForSequenceClassification",
-    "Starcoder2ForTokenClassification": "AutoModelForTokenClassification",
-}
+
+class TestStarcoder2(DecoderFamilyTests):
+    REFERENCE_CONFIG = "Starcoder2Config"
+    TINY = dict(
+        vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, norm_epsilon=1e-5, pad_token_id=0, bos_token_id=1,
+        eos_token_id=2,
+    )
+    VARIANTS = {
+        "tied": {},
+        "untied": dict(tie_word_embeddings=False),
+        "windowed": dict(sliding_window=4),
+        "unbiased": dict(use_bias=False, hidden_act="gelu"),
+    }
+    HEADS = {
+        "Starcoder2Model": "AutoModel",
+        "Starcoder2ForCausalLM": "AutoModelForCausalLM",
+        "Starcoder2ForSequenceClassification": "AutoModelForSequenceClassification",
+        "Starcoder2ForTokenClassification": "AutoModelForTokenClassification",
+    }
+    LOWEST_ID = 3
+    IS_NORM = staticmethod(lambda name: "norm" in name and name.endswith("weight"))
+    TRAINING_VARIANTS = ["untied"]
+    SAVED_CONFIG_ATTRIBUTES = ("sliding_window", "use_bias", "norm_epsilon", "hidden_act", "tie_word_embeddings")
+
+    @torch.inference_mode()
+    def test_causal_lm_logits_and_loss_match_reference(self, tiny):
+        super().test_causal_lm_logits_and_loss_match_reference(tiny)
+        _, reference, model = tiny
+        assert model.config.sliding_window == reference.config.sliding_window
+
+    @torch.inference_mode()
+    def test_the_cpu_kernels_decoding_step_gives_the_reference_logits_unless_gelu_is_exact(self, tiny):
+        _, reference, model = tiny
+        ids = _ids(1, 12, seed=9)
+        if model.config.hidden_act == "gelu":  # erf's GELU: the step has the tanh form only, and refuses it by name
+            assert_kernel_leaves_the_plain_path(model, reference, ids)
+        else:
+            assert_decoding_step_gives_the_references_logits(model, reference, ids, prefill=3)
 
 
-def _reference(name="Starcoder2ForCausalLM", **overrides):
-    return make_reference(name, transformers.Starcoder2Config(**{**TINY, **overrides}),
-                          is_norm=lambda name: "norm" in name and name.endswith("weight"))
-
-
-def _ids(*shape, seed=1):
-    return torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _inputs(name) -> dict:
-    return head_inputs(name, *padded_batch(_ids(2, 9, seed=7)))
-
-
-@pytest.fixture(scope="module", params=list(VARIANTS))
-def tiny(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    reference = _reference(**VARIANTS[request.param])
-    return folder, reference, load_saved(reference, folder)
-
-
-@pytest.fixture(scope="module", params=list(HEADS))
-def tiny_head(request, tmp_path_factory):
-    name = request.param
-    folder = tmp_path_factory.mktemp(name)
-    reference = _reference(name, num_labels=3)
-    return name, folder, reference, load_saved(reference, folder, HEADS[name])
-
-
-@torch.inference_mode()
-def test_causal_lm_logits_and_loss_match_reference(tiny):
-    _, reference, model = tiny
-    assert isinstance(model, Starcoder2ForCausalLM) and not model.training
-    assert model.config.sliding_window == reference.config.sliding_window
-    inputs = _inputs("Starcoder2ForCausalLM")
-    assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "causal LM")
+TINY, VARIANTS = TestStarcoder2.TINY, TestStarcoder2.VARIANTS
+_reference, _ids, _inputs = TestStarcoder2.reference, TestStarcoder2.ids, TestStarcoder2.inputs
 
 
 @torch.inference_mode()
@@ -112,64 +90,6 @@ def test_a_long_sequence_through_the_sliding_window_matches_reference(tmp_path):
     torch.testing.assert_close(torch.cat(steps, dim=1), reference(ids).logits, atol=1e-4, rtol=1e-4)
 
 
-@torch.inference_mode()
-def test_every_head_matches_reference_on_a_padded_batch(tiny_head):
-    name, _, reference, model = tiny_head
-    assert type(model).__name__ == name and not model.training
-    assert_outputs_close(outputs_of(model, _inputs(name)), outputs_of(reference, _inputs(name)), name)
-
-
-@torch.inference_mode()
-def test_every_head_saves_what_the_reference_loads_and_back(tiny_head, tmp_path):
-    name, _, reference, model = tiny_head
-    inputs = _inputs(name)
-    assert_saved_both_ways(model, tmp_path, HEADS[name], inputs, outputs_of(reference, inputs))
-
-
-@torch.inference_mode()
-def test_causal_lm_saves_what_the_reference_loads(tiny, tmp_path):
-    _, reference, model = tiny
-    inputs = _inputs("Starcoder2ForCausalLM")
-    reloaded = assert_saved_both_ways(model, tmp_path, "AutoModelForCausalLM", inputs, outputs_of(reference, inputs))
-    assert_same_attributes(reloaded.config, reference.config,
-                           ("sliding_window", "use_bias", "norm_epsilon", "hidden_act", "tie_word_embeddings"))
-
-
-@torch.inference_mode()
-def test_cached_decoding_equals_the_full_forward(tiny):
-    assert_cached_decoding_equals_the_full_forward(tiny[2], _ids(2, 12))
-
-
-@torch.inference_mode()
-def test_left_padded_batch_equals_single_rows(tiny):
-    _, reference, model = tiny
-    assert_left_padded_batch_equals_single_rows(model, _ids, reference)
-
-
-@GENERATE_OPTIONS
-@torch.inference_mode()
-def test_generate_matches_reference(tiny, options):
-    _, reference, model = tiny
-    assert_generate_matches(model, reference, *generation_inputs(_ids), **options)
-
-
-@torch.inference_mode()
-def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(_ids))
-
-
-@torch.inference_mode()
-def test_hidden_states_and_attention_weights_match_the_reference(tiny):
-    folder, _, model = tiny
-    assert_hidden_states_and_attentions_match(model, folder, *padded_batch(_ids(2, 9, seed=7)))
-
-
-def test_training_loss_and_gradients_match_the_reference(tmp_path):
-    reference = _reference(tie_word_embeddings=False)
-    model = load_saved(reference, tmp_path)
-    assert_training_step_matches(model, reference, lm_inputs(_ids(2, 9, seed=7)))
-
-
 def test_dropouts_apply_while_training_only(tmp_path):
     config = Starcoder2Config(**TINY, embedding_dropout=0.3, residual_dropout=0.3, attention_dropout=0.3)
     model = Starcoder2ForCausalLM(config)
@@ -184,16 +104,6 @@ def test_dropouts_apply_while_training_only(tmp_path):
         assert not torch.equal(first, model(ids).logits)
     layer = model.model.layers[0]
     assert model.model.embedding_dropout.p == layer.residual_dropout.p == layer.self_attn.dropout == 0.3
-
-
-@torch.inference_mode()
-def test_the_cpu_kernels_decoding_step_gives_the_reference_logits_unless_gelu_is_exact(tiny):
-    _, reference, model = tiny
-    ids = _ids(1, 12, seed=9)
-    if model.config.hidden_act == "gelu":  # erf's GELU: the step has the tanh form only, and refuses it by name
-        assert_kernel_leaves_the_plain_path(model, reference, ids)
-    else:
-        assert_decoding_step_gives_the_references_logits(model, reference, ids, prefill=3)
 
 
 def test_config_defaults_match_the_reference():
