@@ -10,154 +10,64 @@ import torch
 import openformers
 from decoder_parity import (
     assert_kernel_leaves_the_plain_path,
-    GENERATE_OPTIONS,
-    assert_cached_decoding_equals_the_full_forward,
-    assert_generate_matches,
-    assert_hidden_states_and_attentions_match,
-    assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
     assert_same_attributes,
-    assert_saved_both_ways,
-    assert_static_cache_gives_the_dynamic_cache_tokens,
-    generation_inputs,
-    head_inputs,
     load_quietly,
-    load_saved,
-    make_reference,
     outputs_of,
-    padded_batch,
     write_gguf,
 )
+from decoder_suite import DecoderFamilyTests
 from openformers import AutoModelForCausalLM, Qwen3Config, Qwen3ForCausalLM
 from openformers.generation.cache import DynamicCache
 
 transformers = pytest.importorskip("transformers")
 
-# head_dim 24 is not hidden_size // num_attention_heads (16): Qwen3 sizes its heads on their own.
-TINY = dict(
-    vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, head_dim=24, max_position_embeddings=256, rms_norm_eps=1e-5, pad_token_id=0,
-)
-VARIANTS = {
-    "untied": {},
-    "tied": dict(tie_word_embeddings=True),
-    "windowed": dict(use_sliding_window=True, sliding_window=4, max_window_layers=0),
-    "biased": dict(attention_bias=True),
-}
-HEADS = {
-    "Qwen3Model": "AutoModel",
-    "Qwen3ForCausalLM": "AutoModelForCausalLM",
-    "Qwen3ForSequenceClassification": "AutoModelForSequenceClassification",
-    "Qwen3ForTokenClassification": "AutoModelForTokenClassification",
-    "Qwen3ForQuestionAnswering": "AutoModelForQuestionAnswering",
-}
+
+class TestQwen3(DecoderFamilyTests):
+    REFERENCE_CONFIG = "Qwen3Config"
+    # head_dim 24 is not hidden_size // num_attention_heads (16): Qwen3 sizes its heads on their own.
+    TINY = dict(
+        vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=24, max_position_embeddings=256, rms_norm_eps=1e-5, pad_token_id=0,
+    )
+    VARIANTS = {
+        "untied": {},
+        "tied": dict(tie_word_embeddings=True),
+        "windowed": dict(use_sliding_window=True, sliding_window=4, max_window_layers=0),
+        "biased": dict(attention_bias=True),
+    }
+    HEADS = {
+        "Qwen3Model": "AutoModel",
+        "Qwen3ForCausalLM": "AutoModelForCausalLM",
+        "Qwen3ForSequenceClassification": "AutoModelForSequenceClassification",
+        "Qwen3ForTokenClassification": "AutoModelForTokenClassification",
+        "Qwen3ForQuestionAnswering": "AutoModelForQuestionAnswering",
+    }
+    SAVED_CONFIG_ATTRIBUTES = ("layer_types", "sliding_window")
+
+    @torch.inference_mode()
+    def test_the_cpu_decoding_step_runs_qwen3_with_the_references_logits(self, tiny, monkeypatch):
+        # The step norms each head's queries and keys (q_norm, k_norm) before their rotation, as the layers do, and
+        # takes a window on every layer; a bias on o_proj (attention_bias) it refuses by name.
+        from openformers.kernels.llama import refusal
+
+        _, reference, model = tiny
+        if model.config.attention_bias:
+            assert "attention_bias" in refusal(model.config)
+            return assert_kernel_leaves_the_plain_path(model, reference, _ids(1, 7, seed=9))
+        assert refusal(model.config) is None and model.model.accelerated_step is not None
+        calls, decode_step = [], torch.ops.openformers.decode_step
+        monkeypatch.setattr(torch.ops.openformers, "decode_step", lambda *args: calls.append(1) or decode_step(*args))
+        ids = _ids(1, 9, seed=9)
+        cache, theirs = DynamicCache(), reference(ids).logits
+        steps = [model(ids[:, :4], past_key_values=cache).logits]
+        steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(4, ids.shape[1])]
+        assert len(calls) == ids.shape[1] - 4
+        torch.testing.assert_close(torch.cat(steps, dim=1), theirs, atol=1e-4, rtol=1e-4)
 
 
-def _reference(name="Qwen3ForCausalLM", **overrides):
-    return make_reference(name, transformers.Qwen3Config(**{**TINY, **overrides}))
-
-
-def _ids(*shape, seed=1):
-    return torch.randint(1, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _inputs(name) -> dict:
-    return head_inputs(name, *padded_batch(_ids(2, 9, seed=7)))
-
-
-@pytest.fixture(scope="module", params=list(VARIANTS))
-def tiny(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    reference = _reference(**VARIANTS[request.param])
-    return folder, reference, load_saved(reference, folder)
-
-
-@pytest.fixture(scope="module", params=list(HEADS))
-def tiny_head(request, tmp_path_factory):
-    name = request.param
-    folder = tmp_path_factory.mktemp(name)
-    reference = _reference(name, num_labels=3)
-    return name, folder, reference, load_saved(reference, folder, HEADS[name])
-
-
-@torch.inference_mode()
-def test_causal_lm_logits_and_loss_match_reference(tiny):
-    _, reference, model = tiny
-    assert isinstance(model, Qwen3ForCausalLM) and not model.training
-    inputs = _inputs("Qwen3ForCausalLM")
-    assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "causal LM")
-
-
-@torch.inference_mode()
-def test_every_head_matches_reference_on_a_padded_batch(tiny_head):
-    name, _, reference, model = tiny_head
-    assert type(model).__name__ == name and not model.training
-    assert_outputs_close(outputs_of(model, _inputs(name)), outputs_of(reference, _inputs(name)), name)
-
-
-@torch.inference_mode()
-def test_every_head_saves_what_the_reference_loads_and_back(tiny_head, tmp_path):
-    name, _, reference, model = tiny_head
-    inputs = _inputs(name)
-    assert_saved_both_ways(model, tmp_path, HEADS[name], inputs, outputs_of(reference, inputs))
-
-
-@torch.inference_mode()
-def test_causal_lm_saves_what_the_reference_loads(tiny, tmp_path):
-    _, reference, model = tiny
-    inputs = _inputs("Qwen3ForCausalLM")
-    reloaded = assert_saved_both_ways(model, tmp_path, "AutoModelForCausalLM", inputs, outputs_of(reference, inputs))
-    assert_same_attributes(reloaded.config, reference.config, ("layer_types", "sliding_window"))
-
-
-@torch.inference_mode()
-def test_cached_decoding_equals_the_full_forward(tiny):
-    assert_cached_decoding_equals_the_full_forward(tiny[2], _ids(2, 12))
-
-
-@torch.inference_mode()
-def test_left_padded_batch_equals_single_rows(tiny):
-    _, reference, model = tiny
-    assert_left_padded_batch_equals_single_rows(model, _ids, reference)
-
-
-@GENERATE_OPTIONS
-@torch.inference_mode()
-def test_generate_matches_reference(tiny, options):
-    _, reference, model = tiny
-    assert_generate_matches(model, reference, *generation_inputs(_ids), **options)
-
-
-@torch.inference_mode()
-def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(_ids))
-
-
-@torch.inference_mode()
-def test_hidden_states_and_attention_weights_match_the_reference(tiny):
-    folder, _, model = tiny
-    assert_hidden_states_and_attentions_match(model, folder, *padded_batch(_ids(2, 9, seed=7)))
-
-
-@torch.inference_mode()
-def test_the_cpu_decoding_step_runs_qwen3_with_the_references_logits(tiny, monkeypatch):
-    # The step norms each head's queries and keys (q_norm, k_norm) before their rotation, as the layers do, and
-    # takes a window on every layer; a bias on o_proj (attention_bias) it refuses by name.
-    from openformers.kernels.llama import refusal
-
-    _, reference, model = tiny
-    if model.config.attention_bias:
-        assert "attention_bias" in refusal(model.config)
-        return assert_kernel_leaves_the_plain_path(model, reference, _ids(1, 7, seed=9))
-    assert refusal(model.config) is None and model.model.accelerated_step is not None
-    calls, decode_step = [], torch.ops.openformers.decode_step
-    monkeypatch.setattr(torch.ops.openformers, "decode_step", lambda *args: calls.append(1) or decode_step(*args))
-    ids = _ids(1, 9, seed=9)
-    cache, theirs = DynamicCache(), reference(ids).logits
-    steps = [model(ids[:, :4], past_key_values=cache).logits]
-    steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(4, ids.shape[1])]
-    assert len(calls) == ids.shape[1] - 4
-    torch.testing.assert_close(torch.cat(steps, dim=1), theirs, atol=1e-4, rtol=1e-4)
+TINY, HEADS = TestQwen3.TINY, TestQwen3.HEADS
+_reference, _ids, _inputs = TestQwen3.reference, TestQwen3.ids, TestQwen3.inputs
 
 
 def test_config_defaults_match_the_reference():
