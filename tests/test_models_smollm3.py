@@ -12,88 +12,60 @@ import torch
 
 import openformers
 from decoder_parity import (
-    GENERATE_OPTIONS,
-    assert_cached_decoding_equals_the_full_forward,
-    assert_generate_matches,
     assert_decoding_step_gives_the_references_logits,
-    assert_hidden_states_and_attentions_match,
-    assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
     assert_same_attributes,
-    assert_saved_both_ways,
-    assert_static_cache_gives_the_dynamic_cache_tokens,
-    assert_training_step_matches,
-    generation_inputs,
-    head_inputs,
-    lm_inputs,
     load_quietly,
     load_saved,
-    make_reference,
     outputs_of,
-    padded_batch,
     write_gguf,
 )
+from decoder_suite import DecoderFamilyTests
 from openformers import SmolLM3Config, SmolLM3ForCausalLM
 
 transformers = pytest.importorskip("transformers")
 
-TINY = dict(
-    vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
-    num_key_value_heads=2, max_position_embeddings=256, rope_theta=500.0, pad_token_id=0, bos_token_id=1,
-    eos_token_id=2,
-)
-VARIANTS = {
-    "tied": {},
-    "untied": dict(tie_word_embeddings=False),
-    "unrotated-first": dict(no_rope_layers=[0, 1, 1, 0]),
-    # A window the config does not switch on applies nowhere, in the reference as here.
-    "window-off": dict(sliding_window=3, use_sliding_window=False),
-}
-HEADS = {
-    "SmolLM3Model": "AutoModel",
-    "SmolLM3ForCausalLM": "AutoModelForCausalLM",
-    "SmolLM3ForSequenceClassification": "AutoModelForSequenceClassification",
-    "SmolLM3ForTokenClassification": "AutoModelForTokenClassification",
-    "SmolLM3ForQuestionAnswering": "AutoModelForQuestionAnswering",
-}
+
+class TestSmolLM3(DecoderFamilyTests):
+    REFERENCE_CONFIG = "SmolLM3Config"
+    TINY = dict(
+        vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, rope_theta=500.0, pad_token_id=0, bos_token_id=1,
+        eos_token_id=2,
+    )
+    VARIANTS = {
+        "tied": {},
+        "untied": dict(tie_word_embeddings=False),
+        "unrotated-first": dict(no_rope_layers=[0, 1, 1, 0]),
+        # A window the config does not switch on applies nowhere, in the reference as here.
+        "window-off": dict(sliding_window=3, use_sliding_window=False),
+    }
+    HEADS = {
+        "SmolLM3Model": "AutoModel",
+        "SmolLM3ForCausalLM": "AutoModelForCausalLM",
+        "SmolLM3ForSequenceClassification": "AutoModelForSequenceClassification",
+        "SmolLM3ForTokenClassification": "AutoModelForTokenClassification",
+        "SmolLM3ForQuestionAnswering": "AutoModelForQuestionAnswering",
+    }
+    SAVED_CONFIG_ATTRIBUTES = ("tie_word_embeddings", "no_rope_layers", "sliding_window", "use_sliding_window")
+
+    @torch.inference_mode()
+    def test_causal_lm_logits_and_loss_match_reference(self, tiny):
+        super().test_causal_lm_logits_and_loss_match_reference(tiny)
+        _, reference, model = tiny
+        assert [layer.self_attn.rotates for layer in model.model.layers] == [
+            bool(flag) for flag in reference.config.no_rope_layers
+        ]
+
+    @torch.inference_mode()
+    def test_the_cpu_decoding_step_runs_smollm3_with_the_references_logits(self, tiny):
+        # Llama's step, the unrotated layers' queries and keys attending as projected (StepWeights.set_unrotated).
+        _, reference, model = tiny
+        assert_decoding_step_gives_the_references_logits(model, reference, _ids(1, 12, seed=9))
 
 
-def _reference(name="SmolLM3ForCausalLM", **overrides):
-    return make_reference(name, transformers.SmolLM3Config(**{**TINY, **overrides}))
-
-
-def _ids(*shape, seed=1):
-    return torch.randint(1, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _inputs(name) -> dict:
-    return head_inputs(name, *padded_batch(_ids(2, 9, seed=7)))
-
-
-@pytest.fixture(scope="module", params=list(VARIANTS))
-def tiny(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    reference = _reference(**VARIANTS[request.param])
-    return folder, reference, load_saved(reference, folder)
-
-
-@pytest.fixture(scope="module", params=list(HEADS))
-def tiny_head(request, tmp_path_factory):
-    name = request.param
-    folder = tmp_path_factory.mktemp(name)
-    reference = _reference(name, num_labels=3)
-    return name, folder, reference, load_saved(reference, folder, HEADS[name])
-
-
-@torch.inference_mode()
-def test_causal_lm_logits_and_loss_match_reference(tiny):
-    _, reference, model = tiny
-    assert isinstance(model, SmolLM3ForCausalLM) and not model.training
-    assert [layer.self_attn.rotates for layer in model.model.layers] == [
-        bool(flag) for flag in reference.config.no_rope_layers
-    ]
-    inputs = _inputs("SmolLM3ForCausalLM")
-    assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "causal LM")
+TINY, HEADS = TestSmolLM3.TINY, TestSmolLM3.HEADS
+_reference, _ids, _inputs = TestSmolLM3.reference, TestSmolLM3.ids, TestSmolLM3.inputs
 
 
 @torch.inference_mode()
@@ -108,56 +80,6 @@ def test_the_unrotated_layers_change_the_logits(tmp_path):
     rotated = load_quietly(openformers.AutoModelForCausalLM.from_pretrained, tmp_path)
     assert [layer.self_attn.rotates for layer in rotated.model.layers] == [True] * 4
     assert (rotated(ids).logits - unrotated).abs().max() > 1e-4  # the tiny weights move them by ~5e-4
-
-
-@torch.inference_mode()
-def test_every_head_matches_reference_on_a_padded_batch(tiny_head):
-    name, _, reference, model = tiny_head
-    assert type(model).__name__ == name and not model.training
-    assert_outputs_close(outputs_of(model, _inputs(name)), outputs_of(reference, _inputs(name)), name)
-
-
-@torch.inference_mode()
-def test_every_head_saves_what_the_reference_loads_and_back(tiny_head, tmp_path):
-    name, _, reference, model = tiny_head
-    inputs = _inputs(name)
-    assert_saved_both_ways(model, tmp_path, HEADS[name], inputs, outputs_of(reference, inputs))
-
-
-@torch.inference_mode()
-def test_cached_decoding_equals_the_full_forward(tiny):
-    assert_cached_decoding_equals_the_full_forward(tiny[2], _ids(2, 12))
-
-
-@torch.inference_mode()
-def test_left_padded_batch_equals_single_rows(tiny):
-    _, reference, model = tiny
-    assert_left_padded_batch_equals_single_rows(model, _ids, reference)
-
-
-@GENERATE_OPTIONS
-@torch.inference_mode()
-def test_generate_matches_reference(tiny, options):
-    _, reference, model = tiny
-    assert_generate_matches(model, reference, *generation_inputs(_ids), **options)
-
-
-@torch.inference_mode()
-def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(_ids))
-
-
-@torch.inference_mode()
-def test_hidden_states_and_attention_weights_match_the_reference(tiny):
-    folder, _, model = tiny
-    assert_hidden_states_and_attentions_match(model, folder, *padded_batch(_ids(2, 9, seed=7)))
-
-
-@torch.inference_mode()
-def test_the_cpu_decoding_step_runs_smollm3_with_the_references_logits(tiny):
-    # Llama's step, the unrotated layers' queries and keys attending as projected (StepWeights.set_unrotated).
-    _, reference, model = tiny
-    assert_decoding_step_gives_the_references_logits(model, reference, _ids(1, 12, seed=9))
 
 
 # A GGUF as llama.cpp's converter writes a "smollm3" file: Llama's names and metadata, the query and key rows permuted
@@ -183,12 +105,6 @@ def test_gguf_written_like_llama_cpp_matches_the_original(tmp_path):
     theirs = reference.state_dict()
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(tensor, theirs[name], msg=name)
-
-
-def test_training_loss_and_gradients_match_the_reference(tmp_path):
-    reference = _reference()
-    model = load_saved(reference, tmp_path)
-    assert_training_step_matches(model, reference, lm_inputs(_ids(2, 9, seed=7)))
 
 
 def test_config_defaults_match_the_reference():
