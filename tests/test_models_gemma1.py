@@ -15,138 +15,55 @@ import torch
 
 import openformers
 from decoder_parity import (
-    GENERATE_OPTIONS,
     add_decoder_metadata,
-    assert_cached_decoding_equals_the_full_forward,
     assert_decoding_step_gives_the_references_logits,
-    assert_generate_matches,
-    assert_hidden_states_and_attentions_match,
-    assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
     assert_same_attributes,
-    assert_saved_both_ways,
-    assert_static_cache_gives_the_dynamic_cache_tokens,
-    assert_training_step_matches,
     finish_gguf,
-    generation_inputs,
-    head_inputs,
-    lm_inputs,
     llama_cpp_tensors,
     load_quietly,
-    load_saved,
-    make_reference,
     outputs_of,
-    padded_batch,
 )
+from decoder_suite import DecoderFamilyTests
 from openformers import AutoModelForCausalLM, GemmaConfig, GemmaForCausalLM
 
 transformers = pytest.importorskip("transformers")
 
-TINY = dict(
-    vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, head_dim=24, max_position_embeddings=256, rope_theta=500.0,
-)
-VARIANTS = {
-    "tied": {},
-    "untied": dict(tie_word_embeddings=False),
-    "no-grouping": dict(num_key_value_heads=4),  # Gemma 7B's
-    "legacy-gelu": dict(hidden_act="gelu"),  # the first checkpoints' value, meant as the tanh form
-}
-HEADS = {
-    "GemmaModel": "AutoModel",
-    "GemmaForCausalLM": "AutoModelForCausalLM",
-    "GemmaForSequenceClassification": "AutoModelForSequenceClassification",
-    "GemmaForTokenClassification": "AutoModelForTokenClassification",
-}
+
+class TestGemma(DecoderFamilyTests):
+    REFERENCE_CONFIG = "GemmaConfig"
+    TINY = dict(
+        vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=24, max_position_embeddings=256, rope_theta=500.0,
+    )
+    VARIANTS = {
+        "tied": {},
+        "untied": dict(tie_word_embeddings=False),
+        "no-grouping": dict(num_key_value_heads=4),  # Gemma 7B's
+        "legacy-gelu": dict(hidden_act="gelu"),  # the first checkpoints' value, meant as the tanh form
+    }
+    HEADS = {
+        "GemmaModel": "AutoModel",
+        "GemmaForCausalLM": "AutoModelForCausalLM",
+        "GemmaForSequenceClassification": "AutoModelForSequenceClassification",
+        "GemmaForTokenClassification": "AutoModelForTokenClassification",
+    }
+
+    @torch.inference_mode()
+    def test_causal_lm_logits_and_loss_match_reference(self, tiny):
+        super().test_causal_lm_logits_and_loss_match_reference(tiny)
+        assert tiny[2].config.hidden_act == "gelu_pytorch_tanh"
+
+    @torch.inference_mode()
+    def test_the_cpu_decoding_step_runs_gemma_with_the_references_logits(self, tiny):
+        # Llama's layers with Gemma's norms of 1 + w, its embedding scaled by sqrt(hidden_size) and GELU: no sandwich
+        # norms, queries scaled by 1 / sqrt(head_dim).
+        _, reference, model = tiny
+        assert_decoding_step_gives_the_references_logits(model, reference, _ids(1, 12, seed=9))
 
 
-def _reference(name="GemmaForCausalLM", **overrides):
-    # The norms drawn around 0: Gemma's store their scale's offset from one.
-    return make_reference(name, transformers.GemmaConfig(**{**TINY, **overrides}),
-                          is_norm=lambda name: name.endswith("norm.weight"))
-
-
-def _ids(*shape, seed=1):
-    return torch.randint(1, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _inputs(name) -> dict:
-    return head_inputs(name, *padded_batch(_ids(2, 9, seed=7)))
-
-
-@pytest.fixture(scope="module", params=list(VARIANTS))
-def tiny(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    reference = _reference(**VARIANTS[request.param])
-    return folder, reference, load_saved(reference, folder)
-
-
-@pytest.fixture(scope="module", params=list(HEADS))
-def tiny_head(request, tmp_path_factory):
-    name = request.param
-    folder = tmp_path_factory.mktemp(name)
-    reference = _reference(name, num_labels=3)
-    return name, folder, reference, load_saved(reference, folder, HEADS[name])
-
-
-@torch.inference_mode()
-def test_causal_lm_logits_and_loss_match_reference(tiny):
-    _, reference, model = tiny
-    assert isinstance(model, GemmaForCausalLM) and not model.training
-    assert model.config.hidden_act == "gelu_pytorch_tanh"
-    inputs = _inputs("GemmaForCausalLM")
-    assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "causal LM")
-
-
-@torch.inference_mode()
-def test_every_head_matches_reference_on_a_padded_batch(tiny_head):
-    name, _, reference, model = tiny_head
-    assert type(model).__name__ == name and not model.training
-    assert_outputs_close(outputs_of(model, _inputs(name)), outputs_of(reference, _inputs(name)), name)
-
-
-@torch.inference_mode()
-def test_every_head_saves_what_the_reference_loads_and_back(tiny_head, tmp_path):
-    name, _, reference, model = tiny_head
-    inputs = _inputs(name)
-    assert_saved_both_ways(model, tmp_path, HEADS[name], inputs, outputs_of(reference, inputs))
-
-
-@torch.inference_mode()
-def test_cached_decoding_equals_the_full_forward(tiny):
-    assert_cached_decoding_equals_the_full_forward(tiny[2], _ids(2, 12))
-
-
-@torch.inference_mode()
-def test_left_padded_batch_equals_single_rows(tiny):
-    _, reference, model = tiny
-    assert_left_padded_batch_equals_single_rows(model, _ids, reference)
-
-
-@GENERATE_OPTIONS
-@torch.inference_mode()
-def test_generate_matches_reference(tiny, options):
-    _, reference, model = tiny
-    assert_generate_matches(model, reference, *generation_inputs(_ids), **options)
-
-
-@torch.inference_mode()
-def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(_ids))
-
-
-@torch.inference_mode()
-def test_hidden_states_and_attention_weights_match_the_reference(tiny):
-    folder, _, model = tiny
-    assert_hidden_states_and_attentions_match(model, folder, *padded_batch(_ids(2, 9, seed=7)))
-
-
-@torch.inference_mode()
-def test_the_cpu_decoding_step_runs_gemma_with_the_references_logits(tiny):
-    # Llama's layers with Gemma's norms of 1 + w, its embedding scaled by sqrt(hidden_size) and GELU: no sandwich
-    # norms, queries scaled by 1 / sqrt(head_dim).
-    _, reference, model = tiny
-    assert_decoding_step_gives_the_references_logits(model, reference, _ids(1, 12, seed=9))
+TINY = TestGemma.TINY
+_reference, _ids, _inputs = TestGemma.reference, TestGemma.ids, TestGemma.inputs
 
 
 @torch.inference_mode()
@@ -157,12 +74,6 @@ def test_bfloat16_logits_match_the_reference(tmp_path):
     ours = load_quietly(lambda folder: AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16), tmp_path)
     ids = _ids(2, 10, seed=3)
     torch.testing.assert_close(ours(ids).logits, theirs(ids).logits, atol=2e-2, rtol=2e-2)
-
-
-def test_training_loss_and_gradients_match_the_reference(tmp_path):
-    reference = _reference()
-    model = load_saved(reference, tmp_path)
-    assert_training_step_matches(model, reference, lm_inputs(_ids(2, 9, seed=7)))
 
 
 def test_config_defaults_match_the_reference():
