@@ -49,7 +49,6 @@ class DecoderFamilyTests:
     HEAD_OVERRIDES = dict(num_labels=3)  # config values over the variant for every head
     TRAINING_VARIANTS = None  # the variants a training step is checked in; None for the first variant alone
     TRAINING_OVERRIDES = {}  # config values over the variant for a training step (dropout off where it is on)
-    TRAINING_CHECKPOINTING = (False, True)  # assert_training_step_matches' `checkpointing`
     SAVED_CONFIG_ATTRIBUTES = ("tie_word_embeddings",)  # config fields the reference reads back as they were
 
     def pytest_generate_tests(self, metafunc):
@@ -171,8 +170,8 @@ class DecoderFamilyTests:
 
     def test_training_loss_and_gradients_match_the_reference(self, training_variant, tmp_path):
         """Dropout off, the loss and every gradient of a training step are the reference's, with gradient
-        checkpointing too where TRAINING_CHECKPOINTING has it (the layers run again in the backward pass)."""
+        checkpointing too (the layers run again in the backward pass)."""
         reference = self.reference(**{**self.VARIANTS[training_variant], **self.TRAINING_OVERRIDES})
         model = load_saved(reference, tmp_path)
         inputs = lm_inputs(self.ids(2, 9, seed=7))
-        assert_training_step_matches(model, reference, inputs, checkpointing=self.TRAINING_CHECKPOINTING)
+        assert_training_step_matches(model, reference, inputs, checkpointing=(False, True))
