@@ -51,6 +51,7 @@ _public(
     "PhiConfig",
     "GraniteConfig",
     "StableLmConfig",
+    "CohereConfig",
     "GPTBigCodeConfig",
     "AlbertConfig", "ElectraConfig", "MPNetConfig",
     "Olmo2Config",
@@ -205,6 +206,10 @@ _public(
     "openformers.models.stablelm",
     "StableLmPreTrainedModel", "StableLmModel", "StableLmForCausalLM", "StableLmForSequenceClassification",
     "StableLmForTokenClassification",
+)
+_public(
+    "openformers.models.cohere",
+    "CoherePreTrainedModel", "CohereModel", "CohereForCausalLM",
 )
 _public(
     "openformers.models.gpt_bigcode",

@@ -1514,6 +1514,77 @@ class StableLmConfig(PartialRotaryInBothLayouts, PretrainedConfig):
 
 
 @dataclass
+class CohereConfig(PretrainedConfig):
+    """Cohere's Command R family (Command R, Command R+, Aya 23, Aya Expanse): a Llama-style decoder whose layers
+    normalize their input once, with a LayerNorm without a bias (`layer_norm_eps`), for attention and the SwiGLU MLP
+    in parallel; rotary embeddings over interleaved pairs of each head's dimensions; an optional LayerNorm of each
+    head's queries and keys (`use_qk_norm`, Command R+); logits multiplied by `logit_scale`; a head tied to the
+    embeddings."""
+
+    model_type: ClassVar[str] = "cohere"
+    # The names the Llama-style attention and MLP read: a bias on every attention projection or none, none in the MLP.
+    qkv_bias: ClassVar[bool] = False
+    mlp_bias: ClassVar[bool] = False
+
+    vocab_size: int = 256000
+    hidden_size: int = 8192
+    intermediate_size: int = 22528
+    logit_scale: float = 0.0625
+    num_hidden_layers: int = 40
+    num_attention_heads: int = 64
+    num_key_value_heads: int | None = None  # None: as many as the query heads
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 8192
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-5
+    rope_theta: float = 500000.0  # the reference's default; the released checkpoints set theirs
+    rope_scaling: dict[str, Any] | None = None
+    attention_bias: bool = False
+    attention_dropout: float = 0.0
+    use_qk_norm: bool = False
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 5
+    eos_token_id: int | list[int] | None = 255001
+    tie_word_embeddings: bool = True
+
+    # head_dim is not a Cohere field: the reference reads one a config.json sets, as here.
+    head_dim = property(lambda self: self.extra.get("head_dim") or self.hidden_size // self.num_attention_heads)
+
+    def __post_init__(self):
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        super().__post_init__()
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "head_dim")
+        if "head_dim" not in self.extra and self.hidden_size % self.num_attention_heads:
+            _invalid("hidden_size", self.hidden_size,
+                     f"a multiple of num_attention_heads={self.num_attention_heads}, or an explicit head_dim")
+        _check_key_value_heads(self)
+        if self.head_dim % 2:
+            _invalid("head_dim", self.head_dim, "an even number (rotary embeddings rotate pairs)")
+        if self.hidden_act != "silu":
+            _invalid("hidden_act", self.hidden_act, "'silu' (the SwiGLU MLP of every Cohere checkpoint)")
+        _require_positive_numbers(self, "layer_norm_eps", "rope_theta", "logit_scale")
+        _require_probabilities(self, "attention_dropout")
+        for name in ("attention_bias", "use_qk_norm"):
+            if not isinstance(getattr(self, name), bool):
+                _invalid(name, getattr(self, name), "true or false")
+        _check_rope_scaling_of_family(self)
+
+    @classmethod
+    def _from_file_layout(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return LlamaConfig._from_file_layout(values)  # the same rope_parameters layout as Llama's
+
+    def to_dict(self) -> dict[str, Any]:
+        # Both layouts, as LlamaConfig writes them (transformers 4: rope_theta; 5: rope_parameters).
+        values = super().to_dict()
+        values["rope_parameters"] = {"rope_type": "default", **(self.rope_scaling or {}), "rope_theta": self.rope_theta}
+        return values
+
+
+@dataclass
 class _BartShapedConfig(PretrainedConfig):
     """The fields BART, Marian and M2M100 share, with the defaults BART's and Marian's references give them: an
     encoder and a decoder of their own depths, widths and heads. The common names (hidden_size, num_attention_heads,
@@ -2482,6 +2553,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "bloom": BloomConfig,
     "phi": PhiConfig,
     "stablelm": StableLmConfig,
+    "cohere": CohereConfig,
     "olmo2": Olmo2Config,
     "starcoder2": Starcoder2Config,
     "albert": AlbertConfig,

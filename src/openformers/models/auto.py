@@ -36,6 +36,7 @@ from . import opt
 from . import bloom
 from . import phi
 from . import stablelm
+from . import cohere
 from . import gpt_bigcode
 from . import bart, marian, m2m_100
 from . import t5
@@ -181,6 +182,10 @@ MODEL_CLASSES = {
         "causal-lm": "StableLmForCausalLM",
         "sequence-classification": "StableLmForSequenceClassification",
         "token-classification": "StableLmForTokenClassification",
+    }),
+    "cohere": (cohere, {  # Command R, Command R+, Aya; the reference has a causal LM only
+        "base": "CohereModel",
+        "causal-lm": "CohereForCausalLM",
     }),
     "bart": (bart, {  # an encoder-decoder; the reference maps masked LM and pre-training to the seq2seq LM too
         "base": "BartModel",

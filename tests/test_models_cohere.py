@@ -1,0 +1,293 @@
+"""Cohere (model_type "cohere": Command R, Command R+, Aya) against the reference, on tiny random models it makes and
+saves.
+
+The variants: Command R's layout (one LayerNorm without a bias for attention and the MLP in parallel, interleaved
+rotary pairs, grouped-query attention, tied head, logits scaled), Command R+'s (per-head q/k LayerNorms) with biases
+on the attention projections, and an untied head with linear rope scaling. Both heads the reference has, on a right-
+and a left-padded row; cached decoding, left padding, greedy and beam generation, a static cache, hidden states and
+attention weights, a training step; saving both ways; GGUF files written as llama.cpp's converter writes a
+"command-r" checkpoint; and the tokenizer the reference picks for a Cohere folder.
+"""
+
+import json
+import warnings
+
+import pytest
+import torch
+
+import openformers
+from decoder_parity import (
+    GENERATE_OPTIONS,
+    assert_generate_matches,
+    assert_hidden_states_and_attentions_match,
+    assert_cached_decoding_equals_the_full_forward,
+    assert_left_padded_batch_equals_single_rows,
+    assert_outputs_close,
+    assert_same_attributes,
+    assert_saved_both_ways,
+    assert_static_cache_gives_the_dynamic_cache_tokens,
+    assert_training_step_matches,
+    generation_inputs,
+    llama_cpp_tensors,
+    add_decoder_metadata,
+    finish_gguf,
+    load_quietly,
+    load_saved,
+    make_reference,
+    outputs_of,
+    padded_head_inputs,
+)
+from openformers import AutoModelForCausalLM, CohereConfig, CohereForCausalLM
+
+transformers = pytest.importorskip("transformers")
+
+TINY = dict(
+    vocab_size=160, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.15, pad_token_id=0, bos_token_id=1,
+    eos_token_id=2, logit_scale=0.5, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+)
+VARIANTS = {
+    # a large epsilon, so that the norms' own (the per-head ones' too) shows in the logits
+    "command-r": dict(layer_norm_eps=0.1),
+    "command-r-plus": dict(use_qk_norm=True, attention_bias=True, layer_norm_eps=0.1),
+    "untied-linear-rope": dict(tie_word_embeddings=False, logit_scale=2.0, rope_parameters={
+        "rope_type": "linear", "factor": 2.0, "rope_theta": 500.0}),
+}
+HEADS = {"CohereModel": "AutoModel", "CohereForCausalLM": "AutoModelForCausalLM"}
+
+
+def _reference(name="CohereForCausalLM", **overrides):
+    # Norm weights, the per-head (heads, head_dim) ones among them, drawn around one.
+    return make_reference(name, transformers.CohereConfig(**{**TINY, **overrides}),
+                          is_norm=lambda name: name.endswith("norm.weight"))
+
+
+def _ids(*shape, seed=1):
+    return torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _inputs(name) -> dict:
+    return padded_head_inputs(_ids, name)
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def tiny(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    reference = _reference(**VARIANTS[request.param])
+    return folder, reference, load_saved(reference, folder)
+
+
+@torch.inference_mode()
+def test_causal_lm_logits_and_loss_match_reference(tiny):
+    _, reference, model = tiny
+    assert isinstance(model, CohereForCausalLM) and not model.training
+    assert (model.lm_head.weight is model.model.embed_tokens.weight) == reference.config.tie_word_embeddings
+    inputs = _inputs("CausalLM")
+    assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "causal LM")
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+@torch.inference_mode()
+def test_every_head_matches_reference_and_saves_both_ways(name, tmp_path):
+    reference = _reference(name, **VARIANTS["command-r-plus"])
+    model = load_saved(reference, tmp_path / "reference", HEADS[name])
+    assert type(model).__name__ == name
+    inputs = _inputs(name)
+    expected = outputs_of(reference, inputs)
+    assert_outputs_close(outputs_of(model, inputs), expected, name)
+    assert_saved_both_ways(model, tmp_path / "ours", HEADS[name], inputs, expected)
+
+
+@torch.inference_mode()
+def test_causal_lm_saves_what_the_reference_loads(tiny, tmp_path):
+    _, reference, model = tiny
+    inputs = _inputs("CausalLM")
+    reloaded = assert_saved_both_ways(model, tmp_path, "AutoModelForCausalLM", inputs, outputs_of(reference, inputs))
+    assert_same_attributes(reloaded.config, reference.config, (
+        "use_qk_norm", "attention_bias", "num_key_value_heads", "tie_word_embeddings", "rope_parameters",
+        "layer_norm_eps", "logit_scale",
+    ))
+
+
+@torch.inference_mode()
+def test_cached_decoding_equals_the_full_forward(tiny):
+    assert_cached_decoding_equals_the_full_forward(tiny[2], _ids(2, 12))
+
+
+@torch.inference_mode()
+def test_left_padded_batch_equals_single_rows(tiny):
+    _, reference, model = tiny
+    assert_left_padded_batch_equals_single_rows(model, _ids, reference)
+
+
+@GENERATE_OPTIONS
+@torch.inference_mode()
+def test_generate_matches_reference(tiny, options):
+    _, reference, model = tiny
+    assert_generate_matches(model, reference, *generation_inputs(_ids), **options)
+
+
+@torch.inference_mode()
+def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
+    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(_ids))
+
+
+@torch.inference_mode()
+def test_hidden_states_and_attention_weights_match_the_reference(tiny):
+    folder, _, model = tiny
+    ids = _inputs("CohereModel")
+    assert_hidden_states_and_attentions_match(model, folder, ids["input_ids"], ids["attention_mask"])
+
+
+def test_training_loss_and_gradients_match_the_reference(tmp_path):
+    """The loss and every gradient of a training step are the reference's, with gradient checkpointing too."""
+    reference = _reference(**VARIANTS["command-r-plus"])
+    model = load_saved(reference, tmp_path)
+    assert_training_step_matches(model, reference, _inputs("CausalLM"), checkpointing=(False, True))
+
+
+@torch.inference_mode()
+def test_bfloat16_norms_and_rotation_round_as_the_references():
+    """In bfloat16 the LayerNorms (the per-head ones too) and the rotation run in float32 and round once, as the
+    reference's do: the same bits, where computing them in bfloat16 differs in many places."""
+    from transformers.models.cohere import modeling_cohere as theirs
+
+    from openformers.models import cohere
+    from openformers.models.layers import RotaryEmbedding
+
+    torch.manual_seed(0)
+    x = (torch.randn(2, 5, 4, 16) * 3 + 1).bfloat16()  # (B, T, heads, hs)
+    weight = (torch.randn(4, 16) * 0.3 + 1).bfloat16()
+    ours_norm, their_norm = cohere.CohereLayerNorm((4, 16), 1e-5), theirs.CohereLayerNorm((4, 16), eps=1e-5)
+    ours_norm.weight.data, their_norm.weight.data = weight.clone(), weight.clone()
+    assert torch.equal(ours_norm(x), their_norm(x))
+    q = x.transpose(1, 2)  # (B, heads, T, hs)
+    positions = torch.arange(5)[None]
+    cos, sin = RotaryEmbedding(16, 10000.0, None, 64)(positions, torch.bfloat16)
+    config = transformers.CohereConfig(hidden_size=64, num_attention_heads=4,
+                                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    expected, _ = theirs.apply_rotary_pos_emb(q, q, *theirs.CohereRotaryEmbedding(config)(q, positions))
+    assert torch.equal(cohere.CohereAttention.rope(q, cos, sin), expected)
+
+
+def test_config_defaults_match_the_reference():
+    ours, theirs = CohereConfig(), transformers.CohereConfig()
+    assert_same_attributes(ours, theirs, (
+        "vocab_size", "hidden_size", "intermediate_size", "logit_scale", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range", "layer_norm_eps",
+        "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings", "attention_bias", "attention_dropout",
+        "use_qk_norm",
+    ))
+    assert ours.to_dict()["rope_parameters"] == {**theirs.rope_parameters}
+    assert ours.head_dim == 128
+    # transformers 4's config.json (Command R's): rope_theta at the top level, no rope_parameters
+    old = CohereConfig.from_dict({**TINY, "rope_parameters": None, "rope_theta": 8000000.0, "rope_scaling": None})
+    assert old.rope_theta == 8000000.0 and old.rope_scaling is None
+    assert openformers.AutoConfig.for_model("cohere", **TINY).num_key_value_heads == 2
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(hidden_act="gelu"), "hidden_act='gelu'"),
+    (dict(num_key_value_heads=3), "num_key_value_heads=3"),
+    (dict(hidden_size=66), "hidden_size=66"),
+    (dict(hidden_size=72, num_attention_heads=8, num_key_value_heads=8), "head_dim=9"),
+    (dict(logit_scale=0), "logit_scale=0"),
+    (dict(layer_norm_eps=-1.0), "layer_norm_eps=-1.0"),
+    (dict(use_qk_norm="yes"), "use_qk_norm='yes'"),
+    (dict(attention_dropout=1.0), "attention_dropout=1.0"),
+    (dict(rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10.0}), "rope_type='dynamic'"),
+])
+def test_config_refuses_what_it_does_not_implement(values, message):
+    with pytest.raises(ValueError, match=message):
+        CohereConfig.from_dict({**TINY, **values})
+
+
+def test_a_bad_config_json_value_names_the_file_and_field(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "cohere", **TINY, "num_key_value_heads": 3}))
+    with pytest.raises(ValueError, match=r"config.json: Invalid config: num_key_value_heads=3"):
+        openformers.AutoConfig.from_pretrained(tmp_path)
+
+
+def test_the_cpu_kernel_refuses_cohere_and_generation_runs_the_layers(tiny):
+    from openformers.kernels import llama as llama_kernel
+
+    _, reference, model = tiny
+    assert "model_type='cohere'" in llama_kernel.refusal(model.config) and not llama_kernel.eligible(model)
+    assert model.model.accelerated_step is None and model.accelerated_logits is None
+    calls = []
+    hook = model.model.layers[0].register_forward_hook(lambda *_: calls.append(1))
+    ids = _ids(1, 5, seed=3)
+    settings = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
+    try:
+        with torch.inference_mode():
+            assert model.generate(ids, **settings).tolist() == reference.generate(ids, **settings).tolist()
+    finally:
+        hook.remove()
+    assert len(calls) == 6  # the prompt, then each token but the last: every step ran the layers
+
+
+def test_auto_classes_pick_the_cohere_classes(tiny):
+    folder = tiny[0]
+    assert type(openformers.AutoConfig.from_pretrained(folder)) is CohereConfig
+    assert type(load_quietly(openformers.AutoModel.from_pretrained, folder)).__name__ == "CohereModel"
+    with pytest.raises(ValueError, match="no sequence-classification class for 'cohere'"):
+        openformers.AutoModelForSequenceClassification.from_pretrained(folder)
+
+
+# GGUF files as llama.cpp's converter writes a "command-r" checkpoint (convert_hf_to_gguf.py's CommandR2Model): Llama's
+# tensor names, the rows as they are (llama.cpp rotates consecutive pairs, as Cohere does), the per-head q/k norm
+# weights as (heads, head_dim) tensors, no output tensor for the tied head, the logit scale and the norms' epsilon.
+
+GGUF_NAMES = {
+    "model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output", "model.layers": "blk",
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output", "input_layernorm": "attn_norm", "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down", "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm",
+}
+
+
+def _write_gguf(path, reference):
+    import gguf
+
+    config = reference.config
+    writer = gguf.GGUFWriter(str(path), "command-r")
+    add_decoder_metadata(writer, config)
+    writer.add_layer_norm_eps(config.layer_norm_eps)
+    writer.add_logit_scale(config.logit_scale)
+    writer.add_rope_scaling_type(gguf.RopeScalingType.NONE)
+    for _, name, tensor in llama_cpp_tensors(reference, GGUF_NAMES):
+        writer.add_tensor(name, tensor.contiguous().numpy())
+    finish_gguf(writer)
+
+
+@pytest.mark.parametrize("variant", ["command-r", "command-r-plus"])
+@torch.inference_mode()
+def test_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_path):
+    reference = _reference(**VARIANTS[variant])
+    _write_gguf(tmp_path / "command-r.gguf", reference)
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "command-r.gguf")
+    assert isinstance(model, CohereForCausalLM) and model.generation_config.eos_token_id == 2
+    assert_same_attributes(model.config, reference.config, (
+        "use_qk_norm", "attention_bias", "num_key_value_heads", "tie_word_embeddings",
+    ))
+    assert model.config.layer_norm_eps == pytest.approx(reference.config.layer_norm_eps)  # stored as float32
+    assert model.config.logit_scale == pytest.approx(reference.config.logit_scale)
+    assert "head_dim" not in model.config.to_dict()
+    inputs = _inputs("CausalLM")
+    assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "GGUF")
+    assert openformers.AutoConfig.from_pretrained(tmp_path / "command-r.gguf").model_type == "cohere"
+
+
+def test_gguf_without_the_logit_scale_is_refused(tmp_path):
+    import gguf
+
+    reference = _reference(**VARIANTS["command-r"])
+    writer = gguf.GGUFWriter(str(tmp_path / "bad.gguf"), "command-r")
+    add_decoder_metadata(writer, reference.config)
+    writer.add_layer_norm_eps(reference.config.layer_norm_eps)
+    for _, name, tensor in llama_cpp_tensors(reference, GGUF_NAMES):
+        writer.add_tensor(name, tensor.contiguous().numpy())
+    finish_gguf(writer)
+    with pytest.raises(ValueError, match="command-r.logit_scale"):
+        openformers.AutoConfig.from_pretrained(tmp_path / "bad.gguf")
