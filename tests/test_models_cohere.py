@@ -291,3 +291,73 @@ def test_gguf_without_the_logit_scale_is_refused(tmp_path):
     finish_gguf(writer)
     with pytest.raises(ValueError, match="command-r.logit_scale"):
         openformers.AutoConfig.from_pretrained(tmp_path / "bad.gguf")
+
+
+# The tokenizer: Command R's and Aya's tokenizer.json is a byte-level BPE (NFC, digits one by one) and their
+# tokenizer_config.json names CohereTokenizerFast (newer folders CohereTokenizer). The reference's CohereTokenizer keeps
+# the file's vocabulary, merges, added tokens and post-processor and builds its normalizer, pre-tokenizer and decoder
+# itself: a file whose parts differ (here plain ByteLevel, no NFC) is read the class's way.
+
+SPECIALS = ["<PAD>", "<UNK>", "<CLS>", "<SEP>", "<MASK_TOKEN>", "<BOS_TOKEN>", "<EOS_TOKEN>", "<|START_OF_TURN_TOKEN|>",
+            "<|END_OF_TURN_TOKEN|>", "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>", "<|SYSTEM_TOKEN|>"]
+TEXTS = ["Hello world, 12345 and café déjà vu", "def f(x):\n    return x * 2\n", "  two  spaces\ttabs 2024",
+         "e\u0301 composed, \u00e9 precomposed", "<BOS_TOKEN>x<|END_OF_TURN_TOKEN|>", "日本語のテキスト", ""]
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{{ '<|START_OF_TURN_TOKEN|><|USER_TOKEN|>' + message['content'] + '<|END_OF_TURN_TOKEN|>' }}"
+    "{% else %}{{ '<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>' + message['content'] + '<|END_OF_TURN_TOKEN|>' }}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>' }}{% endif %}"
+)
+
+
+def _cohere_tokenizer_folder(folder, tokenizer_class, command_r_parts):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if command_r_parts:
+        tokenizer.normalizer = normalizers.NFC()
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    else:
+        tokenizer.pre_tokenizer = byte_level
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=420, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(TEXTS * 20, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<BOS_TOKEN> $A", pair="<BOS_TOKEN> $A:0 <BOS_TOKEN>:1 $B:1", special_tokens=[("<BOS_TOKEN>", 5)])
+    folder.mkdir()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    settings = {"add_bos_token": True, "add_eos_token": False, "bos_token": "<BOS_TOKEN>",
+                "eos_token": "<|END_OF_TURN_TOKEN|>", "pad_token": "<PAD>", "clean_up_tokenization_spaces": False,
+                "tokenizer_class": tokenizer_class, "chat_template": CHAT_TEMPLATE}
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    (folder / "config.json").write_text(json.dumps({"model_type": "cohere"}))
+    return folder
+
+
+@pytest.mark.parametrize("tokenizer_class, command_r_parts", [
+    ("CohereTokenizerFast", True), ("CohereTokenizer", False),
+])
+def test_tokenizer_of_a_cohere_folder_matches_the_reference(tokenizer_class, command_r_parts, tmp_path):
+    folder = _cohere_tokenizer_folder(tmp_path / "cohere", tokenizer_class, command_r_parts)
+    reference = transformers.AutoTokenizer.from_pretrained(str(folder))
+    ours = openformers.AutoTokenizer.from_pretrained(folder)
+    assert type(ours).__name__ == type(reference).__name__ == "CohereTokenizer"
+    assert ours.special_tokens_map == reference.special_tokens_map
+    assert ours.padding_side == reference.padding_side == "left"
+    for text in TEXTS + ["digits 9876543210 in a row"]:
+        expected = reference(text, return_offsets_mapping=True)
+        got = ours(text, return_offsets_mapping=True)
+        assert got["input_ids"] == expected["input_ids"] and got["offset_mapping"] == expected["offset_mapping"], text
+        for skip in (False, True):
+            assert ours.decode(got["input_ids"], skip_special_tokens=skip) == reference.decode(
+                expected["input_ids"], skip_special_tokens=skip), text
+    assert ours("a pair", "of texts")["input_ids"] == reference("a pair", "of texts")["input_ids"]
+    got, expected = ours(TEXTS[:4], padding=True), reference(TEXTS[:4], padding=True)
+    assert got["input_ids"] == expected["input_ids"] and got["attention_mask"] == expected["attention_mask"]
+    chat = [{"role": "user", "content": "Hi, 12 pandas?"}, {"role": "assistant", "content": "Yes."},
+            {"role": "user", "content": "More"}]
+    for tokenize in (False, True):
+        assert ours.apply_chat_template(chat, tokenize=tokenize, add_generation_prompt=True) == \
+            reference.apply_chat_template(chat, tokenize=tokenize, add_generation_prompt=True)

@@ -29,7 +29,7 @@ _public(
     "LlamaTokenizerFast", "GemmaTokenizer", "GemmaTokenizerFast", "Qwen2Tokenizer", "Qwen2TokenizerFast", "T5Tokenizer", "T5TokenizerFast",
     "XLMRobertaTokenizer", "XLMRobertaTokenizerFast",
     "AlbertTokenizer", "AlbertTokenizerFast", "MPNetTokenizer", "MPNetTokenizerFast", "ElectraTokenizer",
-    "ElectraTokenizerFast", "GPTNeoXTokenizer", "GPTNeoXTokenizerFast", "CodeGenTokenizer", "CodeGenTokenizerFast",
+    "ElectraTokenizerFast", "GPTNeoXTokenizer", "GPTNeoXTokenizerFast", "CohereTokenizer", "CohereTokenizerFast", "CodeGenTokenizer", "CodeGenTokenizerFast",
     "BartTokenizer", "BartTokenizerFast",
     "MarianTokenizer", "NllbTokenizer", "NllbTokenizerFast", "M2M100Tokenizer",
     "DebertaV2Tokenizer", "DebertaV2TokenizerFast",

@@ -242,6 +242,32 @@ class GPTNeoXTokenizer(TokenizersBackend):
         self._rebuild_parts({"normalizer": {"type": "NFC"}, "pre_tokenizer": byte_level, "decoder": decoder})
 
 
+class CohereTokenizer(TokenizersBackend):
+    """Command R's and Aya's byte-level BPE: NFC, digits one by one, then GPT-2's byte-level split; padding on the
+    left. Like the reference, it keeps a tokenizer.json's vocabulary, merges, added tokens and post-processor and
+    builds the rest itself, with its own special tokens (`<BOS_TOKEN>`, `<|END_OF_TURN_TOKEN|>`, `<PAD>`...) unless
+    the folder names others."""
+
+    family = "CohereTokenizer"
+
+    def __init__(
+        self, vocab_file=None, merges_file=None, unk_token="<UNK>", bos_token="<BOS_TOKEN>",
+        eos_token="<|END_OF_TURN_TOKEN|>", pad_token="<PAD>", cls_token="<CLS>", sep_token="<SEP>",
+        mask_token="<MASK_TOKEN>", add_prefix_space=False, padding_side="left", **kwargs,
+    ):  # fmt: skip
+        super().__init__(
+            vocab_file, merges_file, unk_token=unk_token, bos_token=bos_token, eos_token=eos_token,
+            pad_token=pad_token, cls_token=cls_token, sep_token=sep_token, mask_token=mask_token,
+            add_prefix_space=add_prefix_space, padding_side=padding_side, **kwargs,
+        )  # fmt: skip
+        byte_level = {"type": "ByteLevel", "add_prefix_space": bool(add_prefix_space), "trim_offsets": True,
+                      "use_regex": True}  # fmt: skip
+        digits = {"type": "Digits", "individual_digits": True}
+        self._rebuild_parts({"normalizer": {"type": "NFC"},
+                             "pre_tokenizer": {"type": "Sequence", "pretokenizers": [digits, byte_level]},
+                             "decoder": byte_level})
+
+
 class CodeGenTokenizer(GPT2Tokenizer):
     """CodeGen's and Phi's byte-level BPE: `<|endoftext|>` is BOS, EOS and unknown, no padding token. Like the
     reference, it keeps a tokenizer.json's vocabulary, merges, added tokens and post-processor and builds the rest
@@ -690,6 +716,7 @@ MPNetTokenizerFast = MPNetTokenizer
 ElectraTokenizer = ElectraTokenizerFast = BertTokenizer  # the reference 5.x's ELECTRA names for BERT's tokenizer
 DebertaV2TokenizerFast = DebertaV2Tokenizer
 GPTNeoXTokenizerFast = GPTNeoXTokenizer
+CohereTokenizerFast = CohereTokenizer
 CodeGenTokenizerFast = CodeGenTokenizer
 NllbTokenizerFast = NllbTokenizer
 BartTokenizer = BartTokenizerFast = RobertaTokenizer  # the reference's BART names for RoBERTa's tokenizer
@@ -700,6 +727,7 @@ TOKENIZER_CLASSES = {
         TokenizersBackend, BertTokenizer, DistilBertTokenizer, GPT2Tokenizer, RobertaTokenizer, Qwen2Tokenizer,
         LlamaTokenizer, GemmaTokenizer, T5Tokenizer, XLMRobertaTokenizer, GPTNeoXTokenizer, DebertaV2Tokenizer,
         AlbertTokenizer, MPNetTokenizer, CodeGenTokenizer, MarianTokenizer, NllbTokenizer, M2M100Tokenizer,
+        CohereTokenizer,
     )
 }  # fmt: skip
 TOKENIZER_CLASSES["ElectraTokenizer"] = BertTokenizer
@@ -722,6 +750,7 @@ _CLASS_OF_MODEL_TYPE = {
     "albert": "AlbertTokenizer", "electra": "BertTokenizer", "mpnet": "MPNetTokenizer",
     "gemma": "GemmaTokenizer", "gemma2": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer",
     "granite": "TokenizersBackend",  # whatever class its folders name (GPT2Tokenizer)
+    "cohere": "CohereTokenizer",
 }  # fmt: skip
 # Model types whose Hub configs often name the wrong tokenizer class: the registered class wins. So does a registered
 # TokenizersBackend over any other class a folder names, as in the reference.
