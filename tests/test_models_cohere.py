@@ -20,6 +20,7 @@ from decoder_parity import (
     GENERATE_OPTIONS,
     assert_generate_matches,
     assert_hidden_states_and_attentions_match,
+    assert_kernel_refuses_and_generate_runs_the_layers,
     assert_cached_decoding_equals_the_full_forward,
     assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
@@ -209,21 +210,8 @@ def test_a_bad_config_json_value_names_the_file_and_field(tmp_path):
 
 
 def test_the_cpu_kernel_refuses_cohere_and_generation_runs_the_layers(tiny):
-    from openformers.kernels import llama as llama_kernel
-
     _, reference, model = tiny
-    assert "model_type='cohere'" in llama_kernel.refusal(model.config) and not llama_kernel.eligible(model)
-    assert model.model.accelerated_step is None and model.accelerated_logits is None
-    calls = []
-    hook = model.model.layers[0].register_forward_hook(lambda *_: calls.append(1))
-    ids = _ids(1, 5, seed=3)
-    settings = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
-    try:
-        with torch.inference_mode():
-            assert model.generate(ids, **settings).tolist() == reference.generate(ids, **settings).tolist()
-    finally:
-        hook.remove()
-    assert len(calls) == 6  # the prompt, then each token but the last: every step ran the layers
+    assert_kernel_refuses_and_generate_runs_the_layers(model, reference, _ids(1, 5, seed=3), "cohere")
 
 
 def test_auto_classes_pick_the_cohere_classes(tiny):
