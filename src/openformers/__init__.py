@@ -27,7 +27,7 @@ _public(
     "SPIECE_UNDERLINE", "BertTokenizer", "BertTokenizerFast", "DistilBertTokenizer", "DistilBertTokenizerFast",
     "GPT2Tokenizer", "GPT2TokenizerFast", "RobertaTokenizer", "RobertaTokenizerFast", "LlamaTokenizer",
     "LlamaTokenizerFast", "GemmaTokenizer", "GemmaTokenizerFast", "Qwen2Tokenizer", "Qwen2TokenizerFast", "T5Tokenizer", "T5TokenizerFast",
-    "XLMRobertaTokenizer", "XLMRobertaTokenizerFast",
+    "XLMRobertaTokenizer", "XLMRobertaTokenizerFast", "CamembertTokenizer", "CamembertTokenizerFast",
     "AlbertTokenizer", "AlbertTokenizerFast", "MPNetTokenizer", "MPNetTokenizerFast", "ElectraTokenizer",
     "ElectraTokenizerFast", "GPTNeoXTokenizer", "GPTNeoXTokenizerFast", "CohereTokenizer", "CohereTokenizerFast", "CodeGenTokenizer", "CodeGenTokenizerFast",
     "BartTokenizer", "BartTokenizerFast",
@@ -45,6 +45,7 @@ _public(
     "Gemma3TextConfig",
     "DistilBertConfig",
     "XLMRobertaConfig",
+    "CamembertConfig",
     "T5Config", "MT5Config",
     "GPTNeoXConfig", "FalconConfig", "GPTJConfig", "OPTConfig",
     "BloomConfig",
@@ -119,6 +120,12 @@ _public(
     "openformers.models.distilbert",
     "DistilBertPreTrainedModel", "DistilBertModel", "DistilBertForMaskedLM", "DistilBertForSequenceClassification",
     "DistilBertForTokenClassification", "DistilBertForQuestionAnswering", "DistilBertForMultipleChoice",
+)
+_public(
+    "openformers.models.camembert",
+    "CamembertPreTrainedModel", "CamembertModel", "CamembertForMaskedLM", "CamembertForCausalLM",
+    "CamembertForSequenceClassification", "CamembertForTokenClassification", "CamembertForQuestionAnswering",
+    "CamembertForMultipleChoice",
 )
 _public(
     "openformers.models.xlm_roberta",

@@ -1062,6 +1062,15 @@ class XLMRobertaConfig(RobertaConfig):
     vocab_size: int = 30522  # the reference's default; real checkpoints have 250002
 
 
+@dataclass
+class CamembertConfig(RobertaConfig):
+    """CamemBERT: RoBERTa's architecture with a French SentencePiece vocabulary."""
+
+    model_type: ClassVar[str] = "camembert"
+
+    vocab_size: int = 30522  # the reference's default; camembert-base has 32005
+
+
 def _rope_fields_from_parameters(config: PretrainedConfig, names: tuple[str, ...]) -> None:
     """Read a `rope_scaling` or transformers 5 `rope_parameters` dict the way GPT-NeoX and Falcon take it: rope_scaling
     wins over rope_parameters, the dict's `names` (rope_theta, partial_rotary_factor) go to the config's fields, and
@@ -2545,6 +2554,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "gemma3_text": Gemma3TextConfig,
     "distilbert": DistilBertConfig,
     "xlm-roberta": XLMRobertaConfig,
+    "camembert": CamembertConfig,
     "gpt_neox": GPTNeoXConfig,
     "falcon": FalconConfig,
     "gptj": GPTJConfig,

@@ -26,6 +26,7 @@ from . import mixtral, qwen3_moe, qwen2_moe
 from . import gemma
 from . import distilbert
 from . import xlm_roberta
+from . import camembert
 from . import albert, electra, mpnet
 from . import olmo2
 from . import starcoder2
@@ -125,6 +126,7 @@ MODEL_CLASSES = {
         "pretraining": "DistilBertForMaskedLM",
     }),
     "xlm-roberta": (xlm_roberta, {**_encoder_classes("XLMRoberta"), "pretraining": "XLMRobertaForMaskedLM"}),
+    "camembert": (camembert, {**_encoder_classes("Camembert"), "pretraining": "CamembertForMaskedLM"}),
     "deberta-v2": (deberta_v2, {  # no causal-LM head; pretraining is the masked LM
         **{task: name for task, name in _encoder_classes("DebertaV2").items() if task != "causal-lm"},
         "pretraining": "DebertaV2ForMaskedLM",

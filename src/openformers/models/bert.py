@@ -181,10 +181,14 @@ class BertPreTrainedModel(PreTrainedModel):
 
     def new_base_model(self, config: BertConfig) -> "BertModel":
         """The encoder a head builds on, with the pooler when the head reads it (`add_pooling_layer`)."""
-        base_class = RobertaModel if isinstance(config, RobertaConfig) else BertModel
         if not self.add_pooling_layer:  # a checkpoint's pooler is left unused, as the reference does
             self.ignored_checkpoint_keys = (*self.ignored_checkpoint_keys, POOLER_KEYS)
-        return base_class(config, add_pooling_layer=self.add_pooling_layer)
+        return self.base_model_class(config)(config, add_pooling_layer=self.add_pooling_layer)
+
+    def base_model_class(self, config: BertConfig) -> type:
+        """The class of the encoder (the reference's class for `model.bert` or `model.roberta`): RobertaModel for a
+        RoBERTa config, else BertModel; RoBERTa's renamed families (XLM-RoBERTa, CamemBERT) name their own."""
+        return RobertaModel if isinstance(config, RobertaConfig) else BertModel
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)

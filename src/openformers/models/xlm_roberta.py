@@ -6,7 +6,6 @@ and checkpoints keep RoBERTa's keys (`roberta.encoder.layer.0...`, `lm_head`, `c
 
 from ..configs import XLMRobertaConfig
 from .bert import (
-    POOLER_KEYS,
     RobertaForCausalLM,
     RobertaForMaskedLM,
     RobertaForMultipleChoice,
@@ -21,11 +20,8 @@ from .bert import (
 class XLMRobertaPreTrainedModel(RobertaPreTrainedModel):
     config_class = XLMRobertaConfig
 
-    def new_base_model(self, config: XLMRobertaConfig) -> "XLMRobertaModel":
-        """The encoder a head builds on, as an XLMRobertaModel (the reference's class for `model.roberta`)."""
-        if not self.add_pooling_layer:  # a checkpoint's pooler is left unused, as the reference does
-            self.ignored_checkpoint_keys = (*self.ignored_checkpoint_keys, POOLER_KEYS)
-        return XLMRobertaModel(config, add_pooling_layer=self.add_pooling_layer)
+    def base_model_class(self, config: XLMRobertaConfig) -> type:
+        return XLMRobertaModel
 
 
 class XLMRobertaModel(XLMRobertaPreTrainedModel, RobertaModel):

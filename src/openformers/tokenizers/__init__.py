@@ -47,6 +47,8 @@ from .classes import (
     TokenizersBackend,
     XLMRobertaTokenizer,
     XLMRobertaTokenizerFast,
+    CamembertTokenizer,
+    CamembertTokenizerFast,
 )
 from .encoding import (
     SPIECE_UNDERLINE,
@@ -111,6 +113,8 @@ __all__ = [
     "TruncationStrategy",
     "XLMRobertaTokenizer",
     "XLMRobertaTokenizerFast",
+    "CamembertTokenizer",
+    "CamembertTokenizerFast",
     "load_tokenizer",
     "pipeline_from_tokenizer_json",
     "read_gguf_metadata",

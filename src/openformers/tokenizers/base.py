@@ -330,7 +330,7 @@ class PreTrainedTokenizerBase:
             first_special = [item for item, _ in layout[:1] if not isinstance(item, str)]
             config["tokenizer_class"] = self.family if self.family in _SENTENCEPIECE_FAMILIES else "LlamaTokenizer"
             config["legacy"] = not getattr(self._pipeline.normalizer, "prefix_only_at_start", False)
-            if config["tokenizer_class"] != "XLMRobertaTokenizer":  # its layout is fixed, not a setting
+            if config["tokenizer_class"] not in ("XLMRobertaTokenizer", "CamembertTokenizer"):  # a fixed layout
                 config["add_bos_token"] = bool(first_special) and self.bos_token_id in first_special[0]
                 config["add_eos_token"] = not isinstance(layout[-1][0], str) and self.eos_token_id in layout[-1][0]
         else:
@@ -1082,7 +1082,7 @@ _SAVED_OPTIONS = (
     "do_lower_case", "strip_accents", "tokenize_chinese_chars", "add_prefix_space", "trim_offsets", "legacy",
     "add_bos_token", "add_eos_token", "split_special_tokens", "split_by_punct", "keep_accents",
 )  # fmt: skip
-_SENTENCEPIECE_FAMILIES = ("LlamaTokenizer", "T5Tokenizer", "XLMRobertaTokenizer")
+_SENTENCEPIECE_FAMILIES = ("LlamaTokenizer", "T5Tokenizer", "XLMRobertaTokenizer", "CamembertTokenizer")
 _OVERRIDES = frozenset(SPECIAL_TOKEN_NAMES) | {
     "extra_special_tokens",
     "chat_template",

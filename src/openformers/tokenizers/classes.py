@@ -490,6 +490,22 @@ class NllbTokenizer(TranslationLanguages, TokenizersBackend):
         self.src_lang = "eng_Latn" if src_lang is None else src_lang
 
 
+class CamembertTokenizer(TokenizersBackend):
+    """CamemBERT's SentencePiece model with fairseq's ids (`<s>NOTUSED <pad> </s>NOTUSED <unk> <unk>NOTUSED` first,
+    then the model's pieces, `<mask>` last), laid out `<s> A </s></s> B </s>`."""
+
+    family = "CamembertTokenizer"
+
+    def __init__(
+        self, vocab_file=None, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
+        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", **kwargs,
+    ):  # fmt: skip
+        super().__init__(
+            vocab_file, bos_token=bos_token, eos_token=eos_token, sep_token=sep_token, cls_token=cls_token,
+            unk_token=unk_token, pad_token=pad_token, mask_token=mask_token, **kwargs,
+        )  # fmt: skip
+
+
 class MarianTokenizer(PreTrainedTokenizerBase):
     """Marian's (opus-mt's) tokenizer: the source language's SentencePiece model (source.spm) segments the texts,
     the target language's (target.spm) the targets (`text_target=`), and vocab.json, which both share, gives the ids
@@ -711,6 +727,7 @@ LlamaTokenizerFast = LlamaTokenizer
 GemmaTokenizerFast = GemmaTokenizer
 T5TokenizerFast = T5Tokenizer
 XLMRobertaTokenizerFast = XLMRobertaTokenizer
+CamembertTokenizerFast = CamembertTokenizer
 AlbertTokenizerFast = AlbertTokenizer
 MPNetTokenizerFast = MPNetTokenizer
 ElectraTokenizer = ElectraTokenizerFast = BertTokenizer  # the reference 5.x's ELECTRA names for BERT's tokenizer
@@ -727,7 +744,7 @@ TOKENIZER_CLASSES = {
         TokenizersBackend, BertTokenizer, DistilBertTokenizer, GPT2Tokenizer, RobertaTokenizer, Qwen2Tokenizer,
         LlamaTokenizer, GemmaTokenizer, T5Tokenizer, XLMRobertaTokenizer, GPTNeoXTokenizer, DebertaV2Tokenizer,
         AlbertTokenizer, MPNetTokenizer, CodeGenTokenizer, MarianTokenizer, NllbTokenizer, M2M100Tokenizer,
-        CohereTokenizer,
+        CohereTokenizer, CamembertTokenizer,
     )
 }  # fmt: skip
 TOKENIZER_CLASSES["ElectraTokenizer"] = BertTokenizer
@@ -740,6 +757,7 @@ TOKENIZER_CLASSES["BloomTokenizer"] = TokenizersBackend
 _CLASS_OF_MODEL_TYPE = {
     "bert": "BertTokenizer", "distilbert": "BertTokenizer", "gpt2": "GPT2Tokenizer", "roberta": "RobertaTokenizer",
     "qwen2": "Qwen2Tokenizer", "t5": "T5Tokenizer", "xlm-roberta": "XLMRobertaTokenizer",
+    "camembert": "CamembertTokenizer",
     "gpt_neox": "GPTNeoXTokenizer", "gptj": "GPT2Tokenizer", "opt": "GPT2Tokenizer",
     "phi": "GPT2Tokenizer",  # Phi checkpoints name CodeGenTokenizer in tokenizer_config.json
     "bart": "RobertaTokenizer", "marian": "MarianTokenizer", "m2m_100": "M2M100Tokenizer",

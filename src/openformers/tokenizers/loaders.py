@@ -635,7 +635,7 @@ def settings_from_sentencepiece(path: Path, config: dict) -> dict:
     tokens) or XLM-RoBERTa (fairseq's ids: `<s> <pad> </s> <unk>` first, `<s> A </s>`)."""
     spm = sentencepiece.read_sentencepiece_model(path)
     family = family_of(config)
-    if family == "XLMRobertaTokenizer":
+    if family in _FAIRSEQ_LAYOUTS:
         return _xlm_roberta_settings(spm, path, config)
     if family == "DebertaV2Tokenizer":
         return _deberta_v2_settings(spm, path, config)
@@ -735,22 +735,33 @@ def _deberta_v2_settings(spm: sentencepiece.SentencePieceModel, path: Path, conf
     return {"pipeline": pipeline_from_tokenizer_json(data), **settings}
 
 
-_FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+# Fairseq's numbering of a SentencePiece model, by tokenizer class: the pieces put first, with their kinds, and the
+# SentencePiece id from which the model's own pieces follow them (XLM-RoBERTa's <unk> <s> </s> are replaced by its
+# specials; CamemBERT keeps <s> and </s> after its five, its <s>NOTUSED... never produced).
+_CONTROL, _UNKNOWN = models.CONTROL, models.UNKNOWN
+_FAIRSEQ_LAYOUTS = {
+    "XLMRobertaTokenizer": ((("<s>", _CONTROL), ("<pad>", _CONTROL), ("</s>", _CONTROL), ("<unk>", _UNKNOWN)), 3),
+    "CamembertTokenizer": ((("<s>NOTUSED", _CONTROL), ("<pad>", _CONTROL), ("</s>NOTUSED", _CONTROL),
+                            ("<unk>", _UNKNOWN), ("<unk>NOTUSED", _CONTROL)), 1),
+}
 
 
 def _xlm_roberta_settings(spm: sentencepiece.SentencePieceModel, path: Path, config: dict) -> dict:
-    """XLM-RoBERTa numbers the pieces as fairseq did: `<s> <pad> </s> <unk>` are 0 to 3, every other
-    piece keeps its SentencePiece id plus one, and `<mask>` comes last."""
+    """XLM-RoBERTa and CamemBERT number the pieces as fairseq did: XLM-RoBERTa's `<s> <pad> </s> <unk>` are 0 to 3 and
+    every other piece keeps its SentencePiece id plus one; CamemBERT's `<s>NOTUSED <pad> </s>NOTUSED <unk>
+    <unk>NOTUSED` are 0 to 4 and every piece but `<unk>` keeps its id plus four. `<mask>` comes last."""
+    family = family_of(config)
     if spm.pieces[:3] and [kind for _, _, kind in spm.pieces[:3]] != [models.UNKNOWN, models.CONTROL, models.CONTROL]:
         raise ValueError(
-            f"{path}: XLMRobertaTokenizer expects the SentencePiece layout <unk>, <s>, </s> for the first three "
+            f"{path}: {family} expects the SentencePiece layout <unk>, <s>, </s> for the first three "
             "pieces (fairseq's), found "
             f"{[piece for piece, _, _ in spm.pieces[:3]]}. Load it with LlamaTokenizer or T5Tokenizer instead."
         )
-    kinds = (models.CONTROL, models.CONTROL, models.CONTROL, models.UNKNOWN)
-    pieces = [(piece, 0.0, kind) for piece, kind in zip(_FAIRSEQ_SPECIALS, kinds)] + list(spm.pieces[3:])
+    first, kept_from = _FAIRSEQ_LAYOUTS[family]
+    pieces = [(piece, 0.0, kind) for piece, kind in first] + list(spm.pieces[kept_from:])
     pieces.append(("<mask>", 0.0, models.USER_DEFINED))
-    shifted = replace(spm, pieces=pieces, unk_id=3, bos_id=0, eos_id=2, pad_id=1)
+    ids = {piece: index for index, (piece, _, _) in enumerate(pieces)}
+    shifted = replace(spm, pieces=pieces, unk_id=3, bos_id=ids["<s>"], eos_id=ids["</s>"], pad_id=1)
     settings = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
                 "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}  # fmt: skip
     settings.update(_config_settings(config))
@@ -1185,6 +1196,8 @@ def _load_settings(files: ModelFiles, config: dict, prefer_gguf: bool) -> dict:
         return settings_from_sentencepiece(files.folder / "spm.model", config)
     if files.file("spiece.model") is not None:  # ALBERT's and T5's name for it
         return settings_from_sentencepiece(files.folder / "spiece.model", config)
+    if files.file("sentencepiece.bpe.model") is not None:  # XLM-RoBERTa's and CamemBERT's
+        return settings_from_sentencepiece(files.folder / "sentencepiece.bpe.model", config)
     if files.file("vocab.txt") is not None:
         return settings_from_vocab_txt(files.folder / "vocab.txt", config)
     if files.file("vocab.json") is not None and files.file("merges.txt") is not None:
