@@ -1,6 +1,7 @@
-"""What the ALBERT, ELECTRA and MPNet tests share: drawing a reference model's weights so that every one counts,
-comparing outputs, loading without a warning, one training step's gradients, pipeline records, and the tokenizer
-against the reference on the project's corpus (tests/test_tokenizers_corpus.py)."""
+"""What the encoder tests (ALBERT, ELECTRA, MPNet, XLM-RoBERTa, CamemBERT) share: drawing a reference model's weights
+so that every one counts, comparing outputs, a padded row against the row alone, loading without a warning, saving a
+head both ways, one training step's gradients, pipeline records, and the tokenizer against the reference on the
+project's corpus (tests/test_tokenizers_corpus.py)."""
 
 import warnings
 
@@ -39,6 +40,34 @@ def load_quietly(load, folder):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         return load(folder)
+
+
+def assert_padded_row_gives_what_it_gives_alone(model, inputs: dict, per_sequence: bool, length: int = 7):
+    """The second row of `inputs` (right-padded after `length` real tokens) gives the outputs it gives alone: per-token
+    outputs (B, T, ...) on its real tokens, per-sequence ones (`per_sequence`, and the pooler's) whole."""
+    inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
+    batched = outputs_of(model(**inputs))
+    alone = outputs_of(model(inputs["input_ids"][1:, ..., :length]))
+    for key, value in alone.items():
+        row = batched[key][1:]
+        if not per_sequence and key != "pooler_output":
+            row = row[:, :length]  # the padding positions are not compared
+        torch.testing.assert_close(row, value, atol=1e-5, rtol=1e-5, msg=key)
+
+
+def assert_head_saved_both_ways(model, reference, auto_class: str, inputs: dict, folder):
+    """`model` saved to `folder` is read by the reference's and openformers' `auto_class` as the same class, without
+    a warning, and each gives what its source gives."""
+    import transformers
+
+    import openformers
+
+    model.save_pretrained(folder)
+    theirs = load_quietly(getattr(transformers, auto_class).from_pretrained, folder).eval()
+    ours = load_quietly(getattr(openformers, auto_class).from_pretrained, folder)
+    assert type(theirs).__name__ == type(ours).__name__ == type(model).__name__
+    assert_same(outputs_of(theirs(**inputs)), outputs_of(reference(**inputs)), atol=1e-6)
+    assert_same(outputs_of(ours(**inputs)), outputs_of(model(**inputs)), atol=1e-6)
 
 
 def assert_gradients_match(model, reference, inputs: dict):

@@ -15,6 +15,8 @@ import openformers
 from openformers import configs
 
 from encoder_parity import (
+    assert_head_saved_both_ways,
+    assert_padded_row_gives_what_it_gives_alone,
     assert_pipeline_matches,
     assert_same,
     assert_saved_both_ways,
@@ -95,27 +97,13 @@ def test_every_head_matches_reference_on_a_padded_batch(tiny):
 @torch.inference_mode()
 def test_each_padded_row_gives_what_it_gives_alone(tiny):
     name, _, _, model = tiny
-    inputs = {k: v for k, v in _inputs(name).items() if k in ("input_ids", "attention_mask")}
-    batched = outputs_of(model(**inputs))
-    length = 7  # the second row's real tokens
-    alone = outputs_of(model(inputs["input_ids"][1:, ..., :length]))
-    for key, value in alone.items():
-        row = batched[key][1:]
-        if name not in PER_SEQUENCE and key != "pooler_output":
-            row = row[:, :length]  # per-token outputs (B, T, ...): the padding positions are not compared
-        torch.testing.assert_close(row, value, atol=1e-5, rtol=1e-5, msg=key)
+    assert_padded_row_gives_what_it_gives_alone(model, _inputs(name), name in PER_SEQUENCE)
 
 
 @torch.inference_mode()
 def test_every_head_saves_and_loads_in_both_directions(tiny, tmp_path):
     name, _, reference, model = tiny
-    model.save_pretrained(tmp_path)
-    theirs = load_quietly(getattr(transformers, HEADS[name]).from_pretrained, tmp_path).eval()
-    ours = load_quietly(getattr(openformers, HEADS[name]).from_pretrained, tmp_path)
-    assert type(theirs).__name__ == type(ours).__name__ == name
-    inputs = _inputs(name)
-    assert_same(outputs_of(theirs(**inputs)), outputs_of(reference(**inputs)), atol=1e-6)
-    assert_same(outputs_of(ours(**inputs)), outputs_of(model(**inputs)), atol=1e-6)
+    assert_head_saved_both_ways(model, reference, HEADS[name], _inputs(name), tmp_path)
 
 
 @pytest.mark.parametrize("options", [{}, {"num_beams": 3}], ids=["greedy", "beams"])

@@ -12,6 +12,15 @@ import torch
 import openformers
 from openformers import configs
 
+from encoder_parity import (
+    assert_head_saved_both_ways,
+    assert_padded_row_gives_what_it_gives_alone,
+    assert_records_close,
+    assert_same,
+    load_quietly,
+    outputs_of,
+)
+
 transformers = pytest.importorskip("transformers")
 
 TINY = dict(
@@ -67,31 +76,13 @@ def _inputs(name) -> dict:
     return inputs
 
 
-def _outputs(out) -> dict:
-    """The tensors a head returns, by name (caches and the tuples of hidden states left out)."""
-    return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
-
-
-def _assert_same(ours, theirs, atol=1e-4):
-    assert sorted(ours) == sorted(theirs)
-    for key in theirs:
-        torch.testing.assert_close(ours[key], theirs[key], atol=atol, rtol=atol, msg=key)
-
-
-def _load_quietly(load, folder):
-    """Load, failing on any warning: a missing, unexpected or newly initialized weight is reported by one."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return load(folder)
-
-
 @pytest.fixture(scope="module", params=list(HEADS))
 def tiny(request, tmp_path_factory):
     name = request.param
     folder = tmp_path_factory.mktemp(name)
     reference = _reference(name)
     reference.save_pretrained(folder)
-    return name, folder, reference, _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
+    return name, folder, reference, load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
 
 
 @torch.inference_mode()
@@ -100,33 +91,19 @@ def test_every_head_matches_reference_on_a_padded_batch(tiny):
     assert type(model).__name__ == name and not model.training
     assert type(model.base_model).__name__ == "XLMRobertaModel"
     inputs = _inputs(name)
-    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+    assert_same(outputs_of(model(**inputs)), outputs_of(reference(**inputs)))
 
 
 @torch.inference_mode()
 def test_each_padded_row_gives_what_it_gives_alone(tiny):
     name, _, _, model = tiny
-    inputs = {k: v for k, v in _inputs(name).items() if k in ("input_ids", "attention_mask")}
-    batched = _outputs(model(**inputs))
-    length = 7  # the second row's real tokens
-    alone = _outputs(model(inputs["input_ids"][1:, ..., :length]))
-    for key, value in alone.items():
-        row = batched[key][1:]
-        if name not in PER_SEQUENCE and key != "pooler_output":
-            row = row[:, :length]  # per-token outputs (B, T, ...): the padding positions are not compared
-        torch.testing.assert_close(row, value, atol=1e-5, rtol=1e-5, msg=key)
+    assert_padded_row_gives_what_it_gives_alone(model, _inputs(name), name in PER_SEQUENCE)
 
 
 @torch.inference_mode()
 def test_every_head_saves_and_loads_in_both_directions(tiny, tmp_path):
     name, _, reference, model = tiny
-    model.save_pretrained(tmp_path)
-    theirs = _load_quietly(getattr(transformers, HEADS[name]).from_pretrained, tmp_path).eval()
-    ours = _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, tmp_path)
-    assert type(theirs).__name__ == type(ours).__name__ == name
-    inputs = _inputs(name)
-    _assert_same(_outputs(theirs(**inputs)), _outputs(reference(**inputs)), atol=1e-6)
-    _assert_same(_outputs(ours(**inputs)), _outputs(model(**inputs)), atol=1e-6)
+    assert_head_saved_both_ways(model, reference, HEADS[name], _inputs(name), tmp_path)
 
 
 @torch.inference_mode()
@@ -192,17 +169,6 @@ def xlmr_tokenizer_folder(tmp_path_factory):
     return folder
 
 
-def _assert_records_close(got, expected):
-    if isinstance(expected, (list, dict)):
-        assert type(got) is type(expected) and len(got) == len(expected)
-        for key in range(len(expected)) if isinstance(expected, list) else expected:
-            _assert_records_close(got[key], expected[key])
-    elif isinstance(expected, float) or type(expected).__module__ == "numpy":
-        assert float(got) == pytest.approx(float(expected), abs=1e-5)
-    else:
-        assert got == expected
-
-
 @pytest.mark.parametrize("task", list(PIPELINE_HEADS))
 def test_pipelines_with_the_reference_tokenizer_match_reference(task, xlmr_tokenizer_folder, tmp_path):
     shutil.copytree(xlmr_tokenizer_folder, tmp_path, dirs_exist_ok=True)
@@ -213,4 +179,4 @@ def test_pipelines_with_the_reference_tokenizer_match_reference(task, xlmr_token
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         expected = transformers.pipeline(task, model=str(tmp_path))(inputs)
-    _assert_records_close(openformers.pipeline(task, model=tmp_path)(inputs), expected)
+    assert_records_close(openformers.pipeline(task, model=tmp_path)(inputs), expected)

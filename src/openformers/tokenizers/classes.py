@@ -490,20 +490,12 @@ class NllbTokenizer(TranslationLanguages, TokenizersBackend):
         self.src_lang = "eng_Latn" if src_lang is None else src_lang
 
 
-class CamembertTokenizer(TokenizersBackend):
+class CamembertTokenizer(XLMRobertaTokenizer):
     """CamemBERT's SentencePiece model with fairseq's ids (`<s>NOTUSED <pad> </s>NOTUSED <unk> <unk>NOTUSED` first,
-    then the model's pieces, `<mask>` last), laid out `<s> A </s></s> B </s>`."""
+    then the model's pieces, `<mask>` last), laid out `<s> A </s></s> B </s>` as XLM-RoBERTa's, with its special
+    tokens."""
 
     family = "CamembertTokenizer"
-
-    def __init__(
-        self, vocab_file=None, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
-        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", **kwargs,
-    ):  # fmt: skip
-        super().__init__(
-            vocab_file, bos_token=bos_token, eos_token=eos_token, sep_token=sep_token, cls_token=cls_token,
-            unk_token=unk_token, pad_token=pad_token, mask_token=mask_token, **kwargs,
-        )  # fmt: skip
 
 
 class MarianTokenizer(PreTrainedTokenizerBase):
