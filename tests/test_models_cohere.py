@@ -316,9 +316,11 @@ def _cohere_tokenizer_folder(folder, tokenizer_class, command_r_parts):
         single="<BOS_TOKEN> $A", pair="<BOS_TOKEN> $A:0 <BOS_TOKEN>:1 $B:1", special_tokens=[("<BOS_TOKEN>", 5)])
     folder.mkdir()
     tokenizer.save(str(folder / "tokenizer.json"))
+    # Command R's tokenizer_config.json: its null unk_token turns the class's default off
     settings = {"add_bos_token": True, "add_eos_token": False, "bos_token": "<BOS_TOKEN>",
-                "eos_token": "<|END_OF_TURN_TOKEN|>", "pad_token": "<PAD>", "clean_up_tokenization_spaces": False,
-                "tokenizer_class": tokenizer_class, "chat_template": CHAT_TEMPLATE}
+                "eos_token": "<|END_OF_TURN_TOKEN|>", "pad_token": "<PAD>", "unk_token": None,
+                "clean_up_tokenization_spaces": False, "tokenizer_class": tokenizer_class,
+                "chat_template": CHAT_TEMPLATE}
     (folder / "tokenizer_config.json").write_text(json.dumps(settings))
     (folder / "config.json").write_text(json.dumps({"model_type": "cohere"}))
     return folder
@@ -332,7 +334,7 @@ def test_tokenizer_of_a_cohere_folder_matches_the_reference(tokenizer_class, com
     reference = transformers.AutoTokenizer.from_pretrained(str(folder))
     ours = openformers.AutoTokenizer.from_pretrained(folder)
     assert type(ours).__name__ == type(reference).__name__ == "CohereTokenizer"
-    assert ours.special_tokens_map == reference.special_tokens_map
+    assert ours.special_tokens_map == reference.special_tokens_map and ours.unk_token is None
     assert ours.padding_side == reference.padding_side == "left"
     for text in TEXTS + ["digits 9876543210 in a row"]:
         expected = reference(text, return_offsets_mapping=True)

@@ -372,7 +372,8 @@ def _config_settings(config: dict) -> dict:
     """Special tokens, chat template, padding side, length limit and the reference's other settings
     from the tokenizer config (already merged with the caller's keyword arguments)."""
     config_path = config.get("_config_path") or "tokenizer_config.json"
-    settings = {name: _token_content(config[name]) for name in _SPECIAL_TOKEN_NAMES if config.get(name) is not None}
+    # An explicit null turns a class's default off (Command R's unk_token), as it does in the reference.
+    settings = {name: _token_content(config[name]) for name in _SPECIAL_TOKEN_NAMES if name in config}
     extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
     if isinstance(extra, dict):  # model-specific names, like {"image_token": "<image>"}
         extra = list(extra.values())
