@@ -351,3 +351,45 @@ def test_tokenizer_of_a_cohere_folder_matches_the_reference(tokenizer_class, com
     for tokenize in (False, True):
         assert ours.apply_chat_template(chat, tokenize=tokenize, add_generation_prompt=True) == \
             reference.apply_chat_template(chat, tokenize=tokenize, add_generation_prompt=True)
+
+
+# Command R's folders name three templates: the chat's, "tool_use" and "rag" (grounded generation with documents).
+TOOL_USE_TEMPLATE = (
+    "{{ bos_token }}<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>{% for tool in tools %}## {{ tool.name }}: "
+    "{{ tool.description }}\n{% endfor %}<|END_OF_TURN_TOKEN|>{% for message in messages %}"
+    "{{ '<|START_OF_TURN_TOKEN|><|USER_TOKEN|>' + message['content'] + '<|END_OF_TURN_TOKEN|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>{% endif %}"
+)
+RAG_TEMPLATE = (
+    "{{ bos_token }}<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>{% for document in documents %}Document: {{ loop.index0 }}"
+    "\ntitle: {{ document.title }}\n{{ document.text }}\n{% endfor %}citations: {{ citation_mode }}"
+    "<|END_OF_TURN_TOKEN|>{% for message in messages %}"
+    "{{ '<|START_OF_TURN_TOKEN|><|USER_TOKEN|>' + message['content'] + '<|END_OF_TURN_TOKEN|>' }}{% endfor %}"
+)
+
+
+def test_tool_use_and_grounded_generation_templates_render_as_the_references(tmp_path):
+    folder = _cohere_tokenizer_folder(tmp_path / "command-r", "CohereTokenizerFast", True)
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    settings["chat_template"] = [{"name": "default", "template": CHAT_TEMPLATE},
+                                 {"name": "tool_use", "template": TOOL_USE_TEMPLATE},
+                                 {"name": "rag", "template": RAG_TEMPLATE}]
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    reference = transformers.AutoTokenizer.from_pretrained(str(folder))
+    ours = openformers.AutoTokenizer.from_pretrained(folder)
+    chat = [{"role": "user", "content": "What's the biggest penguin in the world?"}]
+    tools = [{"name": "internet_search", "description": "Returns relevant snippets for a query"},
+             {"name": "directly_answer", "description": "Answers without tools"}]
+    documents = [{"title": "Tall penguins", "text": "Emperor penguins are the tallest."},
+                 {"title": "Penguin habitats", "text": "Emperor penguins only live in Antarctica."}]
+    for tokenize in (False, True):
+        rendered = ours.apply_tool_use_template(chat, tools=tools, tokenize=tokenize, add_generation_prompt=True)
+        assert rendered == reference.apply_tool_use_template(chat, tools=tools, tokenize=tokenize,
+                                                             add_generation_prompt=True)
+        for mode in ("accurate", "fast"):
+            rendered = ours.apply_grounded_generation_template(chat, documents=documents, citation_mode=mode,
+                                                               tokenize=tokenize)
+            assert rendered == reference.apply_grounded_generation_template(chat, documents=documents,
+                                                                            citation_mode=mode, tokenize=tokenize)
+    assert "internet_search" in ours.apply_tool_use_template(chat, tools=tools, tokenize=False)
+    assert "citations: fast" in ours.apply_grounded_generation_template(chat, documents, "fast", tokenize=False)

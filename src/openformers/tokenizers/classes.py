@@ -267,6 +267,17 @@ class CohereTokenizer(TokenizersBackend):
                              "pre_tokenizer": {"type": "Sequence", "pretokenizers": [digits, byte_level]},
                              "decoder": byte_level})
 
+    def apply_tool_use_template(self, conversation, tools: list[dict], **options):
+        """The conversation rendered with the folder's chat template named "tool_use" (Command R's), given `tools`."""
+        return self.apply_chat_template(conversation, chat_template="tool_use", tools=tools, **options)
+
+    def apply_grounded_generation_template(self, conversation, documents: list[dict], citation_mode: str = "accurate",
+                                           **options):
+        """The conversation rendered with the folder's chat template named "rag" (Command R's grounded generation),
+        given `documents` and `citation_mode` ("accurate" or "fast")."""
+        return self.apply_chat_template(conversation, chat_template="rag", documents=documents,
+                                        citation_mode=citation_mode, **options)
+
 
 class CodeGenTokenizer(GPT2Tokenizer):
     """CodeGen's and Phi's byte-level BPE: `<|endoftext|>` is BOS, EOS and unknown, no padding token. Like the
