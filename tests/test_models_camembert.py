@@ -211,8 +211,17 @@ def test_tokenizer_saves_what_the_reference_reads(source, request, tmp_path):
                            tmp_path, "CamembertTokenizer")
 
 
-def test_fill_mask_pipeline_with_the_reference_tokenizer_matches_reference(json_folder, tmp_path):
+PIPELINE_HEADS = {  # task -> (the reference's class, its inputs); sentence-transformers models embed with the base
+    "fill-mask": ("CamembertForMaskedLM", ["Paris est la <mask> de la France.", "Le <mask> dort."]),
+    "feature-extraction": ("CamembertModel", ["Le chat dort sur le canapé.", "Où est la gare ?"]),
+    "text-classification": ("CamembertForSequenceClassification", ["J'adore ce film.", "Quel temps terrible."]),
+}
+
+
+@pytest.mark.parametrize("task", list(PIPELINE_HEADS))
+def test_pipelines_with_the_reference_tokenizer_match_reference(task, json_folder, tmp_path):
     shutil.copytree(json_folder, tmp_path, dirs_exist_ok=True)
     vocab_size = len(openformers.AutoTokenizer.from_pretrained(tmp_path))
-    _reference("CamembertForMaskedLM", vocab_size=vocab_size).save_pretrained(tmp_path)
-    assert_pipeline_matches("fill-mask", tmp_path, ["Paris est la <mask> de la France.", "Le <mask> dort."])
+    name, inputs = PIPELINE_HEADS[task]
+    _reference(name, vocab_size=vocab_size).save_pretrained(tmp_path)
+    assert_pipeline_matches(task, tmp_path, inputs)
