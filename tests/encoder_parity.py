@@ -1,7 +1,7 @@
 """What the encoder tests (ALBERT, ELECTRA, MPNet, XLM-RoBERTa, CamemBERT) share: drawing a reference model's weights
-so that every one counts, comparing outputs, a padded row against the row alone, loading without a warning, saving a
-head both ways, one training step's gradients, pipeline records, and the tokenizer against the reference on the
-project's corpus (tests/test_tokenizers_corpus.py)."""
+so that every one counts, a padded batch with each head's labels, comparing outputs, a padded row against the row
+alone, loading without a warning, saving a head both ways, one training step's gradients, pipeline records, and the
+tokenizer against the reference on the project's corpus (tests/test_tokenizers_corpus.py)."""
 
 import warnings
 
@@ -40,6 +40,29 @@ def load_quietly(load, folder):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         return load(folder)
+
+
+def padded_head_inputs(head: str, vocab_size: int, pad: int) -> dict:
+    """Two rows of 10 random ids (three choices of them for multiple choice), the second right-padded with `pad` after
+    7 tokens, with every label the head named `head` takes (its class name's task)."""
+    shape = (2, 3, 10) if head.endswith("ForMultipleChoice") else (2, 10)
+    ids = torch.randint(3, vocab_size, shape, generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    ids[1, ..., 7:], mask[1, ..., 7:] = pad, 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if head.endswith("ForMaskedLM"):
+        labels = torch.full_like(ids, -100)
+        labels[:, [1, 4]] = ids[:, [1, 4]]
+        return {**inputs, "labels": labels}
+    if head.endswith("ForCausalLM"):
+        return {**inputs, "labels": ids.masked_fill(mask == 0, -100)}
+    if head.endswith(("ForSequenceClassification", "ForMultipleChoice")):
+        return {**inputs, "labels": torch.tensor([2, 0])}
+    if head.endswith("ForTokenClassification"):
+        return {**inputs, "labels": (ids % 3).masked_fill(mask == 0, -100)}
+    if head.endswith("ForQuestionAnswering"):
+        return {**inputs, "start_positions": torch.tensor([2, 11]), "end_positions": torch.tensor([4, 6])}
+    return inputs
 
 
 def assert_padded_row_gives_what_it_gives_alone(model, inputs: dict, per_sequence: bool, length: int = 7):

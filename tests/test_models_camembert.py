@@ -17,6 +17,7 @@ from openformers import configs
 from encoder_parity import (
     assert_head_saved_both_ways,
     assert_padded_row_gives_what_it_gives_alone,
+    padded_head_inputs,
     assert_pipeline_matches,
     assert_same,
     assert_saved_both_ways,
@@ -54,25 +55,7 @@ def _reference(name, **overrides):
 
 
 def _inputs(name) -> dict:
-    """Two rows, the second right-padded with <pad> (id 1), with every label the head takes."""
-    shape = (2, 3, 10) if name == "CamembertForMultipleChoice" else (2, 10)
-    ids = torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(1))
-    mask = torch.ones_like(ids)
-    ids[1, ..., 7:], mask[1, ..., 7:] = PAD, 0
-    inputs = {"input_ids": ids, "attention_mask": mask}
-    if name == "CamembertForMaskedLM":
-        labels = torch.full_like(ids, -100)
-        labels[:, [1, 4]] = ids[:, [1, 4]]
-        return {**inputs, "labels": labels}
-    if name == "CamembertForCausalLM":
-        return {**inputs, "labels": ids.masked_fill(mask == 0, -100)}
-    if name in PER_SEQUENCE:
-        return {**inputs, "labels": torch.tensor([2, 0])}
-    if name == "CamembertForTokenClassification":
-        return {**inputs, "labels": (ids % 3).masked_fill(mask == 0, -100)}
-    if name == "CamembertForQuestionAnswering":
-        return {**inputs, "start_positions": torch.tensor([2, 11]), "end_positions": torch.tensor([4, 6])}
-    return inputs
+    return padded_head_inputs(name, TINY["vocab_size"], PAD)
 
 
 @pytest.fixture(scope="module", params=list(HEADS))

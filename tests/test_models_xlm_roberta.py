@@ -15,6 +15,7 @@ from openformers import configs
 from encoder_parity import (
     assert_head_saved_both_ways,
     assert_padded_row_gives_what_it_gives_alone,
+    padded_head_inputs,
     assert_records_close,
     assert_same,
     load_quietly,
@@ -55,25 +56,7 @@ def _reference(name, **overrides):
 
 
 def _inputs(name) -> dict:
-    """Two rows, the second right-padded, with every label the head takes."""
-    shape = (2, 3, 10) if name == "XLMRobertaForMultipleChoice" else (2, 10)
-    ids = torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(1))
-    mask = torch.ones_like(ids)
-    ids[1, ..., 7:], mask[1, ..., 7:] = PAD, 0
-    inputs = {"input_ids": ids, "attention_mask": mask}
-    if name == "XLMRobertaForMaskedLM":
-        labels = torch.full_like(ids, -100)
-        labels[:, [1, 4]] = ids[:, [1, 4]]
-        return {**inputs, "labels": labels}
-    if name == "XLMRobertaForCausalLM":
-        return {**inputs, "labels": ids.masked_fill(mask == 0, -100)}
-    if name in PER_SEQUENCE:
-        return {**inputs, "labels": torch.tensor([2, 0])}
-    if name == "XLMRobertaForTokenClassification":
-        return {**inputs, "labels": (ids % 3).masked_fill(mask == 0, -100)}
-    if name == "XLMRobertaForQuestionAnswering":
-        return {**inputs, "start_positions": torch.tensor([2, 11]), "end_positions": torch.tensor([4, 6])}
-    return inputs
+    return padded_head_inputs(name, TINY["vocab_size"], PAD)
 
 
 @pytest.fixture(scope="module", params=list(HEADS))
