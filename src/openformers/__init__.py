@@ -33,6 +33,7 @@ _public(
     "CohereTokenizer", "CohereTokenizerFast",
     "BartTokenizer", "BartTokenizerFast",
     "MarianTokenizer", "NllbTokenizer", "NllbTokenizerFast", "M2M100Tokenizer",
+    "MBartTokenizer", "MBartTokenizerFast", "MBart50Tokenizer", "MBart50TokenizerFast",
     "DebertaV2Tokenizer", "DebertaV2TokenizerFast",
 )
 _public(
@@ -61,6 +62,7 @@ _public(
     "BartConfig",
     "MarianConfig",
     "M2M100Config",
+    "MBartConfig",
     "ModernBertConfig",
     "DebertaV2Config",
 )
@@ -156,6 +158,11 @@ _public(
 _public(
     "openformers.models.m2m_100",
     "M2M100PreTrainedModel", "M2M100Model", "M2M100ForConditionalGeneration",
+)
+_public(
+    "openformers.models.mbart",
+    "MBartPreTrainedModel", "MBartModel", "MBartForConditionalGeneration", "MBartForSequenceClassification",
+    "MBartForQuestionAnswering", "MBartForCausalLM",
 )
 _public(
     "openformers.models.olmo2",

@@ -1595,9 +1595,9 @@ class CohereConfig(PretrainedConfig):
 
 @dataclass
 class _BartShapedConfig(PretrainedConfig):
-    """The fields BART, Marian and M2M100 share, with the defaults BART's and Marian's references give them: an
-    encoder and a decoder of their own depths, widths and heads. The common names (hidden_size, num_attention_heads,
-    num_hidden_layers) read and set d_model and the encoder's fields, as in the reference."""
+    """The fields BART, Marian, M2M100 and mBART share, with the defaults BART's, Marian's and mBART's references
+    give them: an encoder and a decoder of their own depths, widths and heads. The common names (hidden_size,
+    num_attention_heads, num_hidden_layers) read and set d_model and the encoder's fields, as in the reference."""
 
     attribute_map: ClassVar[dict[str, str]] = {
         "hidden_size": "d_model", "num_attention_heads": "encoder_attention_heads",
@@ -1731,6 +1731,29 @@ class M2M100Config(_BartShapedConfig):
                 not 0 <= self.pad_token_id < self.vocab_size:
             _invalid("pad_token_id", self.pad_token_id,
                      f"a token id below vocab_size={self.vocab_size} (positions count from it)")
+
+
+@dataclass
+class MBartConfig(_BartShapedConfig):
+    """mBART (multilingual BART: mbart-large-cc25, mbart-large-50 and their translation fine-tunes): BART's
+    encoder-decoder with each layer's LayerNorms before its attention and feed-forward, and one more LayerNorm after
+    each stack's last layer. No decoder_start_token_id by default: the labels' language code, wrapped to the front,
+    starts the decoder's inputs in training, and generation starts from the checkpoint's start id."""
+
+    model_type: ClassVar[str] = "mbart"
+
+    classifier_dropout: float = 0.0
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 2
+    decoder_start_token_id: int | None = None
+
+    def __post_init__(self):
+        self.extra.setdefault("forced_eos_token_id", 2)  # a generation option, as BART's
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate("classifier_dropout")
 
 
 @dataclass
@@ -2573,6 +2596,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "bart": BartConfig,
     "marian": MarianConfig,
     "m2m_100": M2M100Config,
+    "mbart": MBartConfig,
     "t5": T5Config,
     "mt5": MT5Config,
     "deberta-v2": DebertaV2Config,

@@ -39,7 +39,7 @@ from . import phi
 from . import stablelm
 from . import cohere
 from . import gpt_bigcode
-from . import bart, marian, m2m_100
+from . import bart, marian, m2m_100, mbart
 from . import t5
 from . import modernbert
 from . import deberta_v2
@@ -206,6 +206,14 @@ MODEL_CLASSES = {
     "m2m_100": (m2m_100, {  # M2M100 and NLLB translation models; the reference has no other head
         "base": "M2M100Model",
         "seq2seq-lm": "M2M100ForConditionalGeneration",
+    }),
+    "mbart": (mbart, {  # mBART and mBART-50; as BART's, the masked LM is the seq2seq LM (no pre-training head)
+        "base": "MBartModel",
+        "seq2seq-lm": "MBartForConditionalGeneration",
+        "masked-lm": "MBartForConditionalGeneration",
+        "causal-lm": "MBartForCausalLM",
+        "sequence-classification": "MBartForSequenceClassification",
+        "question-answering": "MBartForQuestionAnswering",
     }),
     "t5": (t5, {  # T5 and Flan-T5; the seq2seq LM is also the pre-training head
         "base": "T5Model",

@@ -71,13 +71,18 @@ class M2M100SinusoidalPositions(SinusoidalPositions):
 
 
 class M2M100EncoderLayer(BartEncoderLayer):
-    """Normalize, self-attention, add; normalize, feed-forward, add."""
+    """Normalize, self-attention, add; normalize, feed-forward, add (mBART's and Pegasus's layer too). In float16 the
+    output is clamped to 1000 inside the largest value, as the reference's, so that no infinity reaches the next
+    layer."""
 
     def forward(self, x, mask, attention_path="sdpa"):
         h = self.self_attn_layer_norm(x)
         y, weights = self.self_attn(h, *self.self_attn.keys_values(h), mask, False, attention_path)
-        x = x + self.dropout(y)
-        return pre_norm_feed_forward(self, x), weights
+        x = pre_norm_feed_forward(self, x + self.dropout(y))
+        if x.dtype == torch.float16:
+            bound = torch.finfo(x.dtype).max - 1000
+            x = x.clamp(-bound, bound)
+        return x, weights
 
 
 def pre_norm_feed_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -88,7 +93,7 @@ def pre_norm_feed_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 class M2M100DecoderLayer(BartDecoderLayer):
     """Causal self-attention, cross-attention to the encoder's output (when there is one), feed-forward; each reads
-    its normalized input and adds its output to it."""
+    its normalized input and adds its output to it (mBART's and Pegasus's layer too)."""
 
     def forward(self, x, mask, encoder_states, encoder_mask, cache, attention_path="sdpa"):
         h = self.self_attn_layer_norm(x)

@@ -330,7 +330,7 @@ class PreTrainedTokenizerBase:
             first_special = [item for item, _ in layout[:1] if not isinstance(item, str)]
             config["tokenizer_class"] = self.family if self.family in _SENTENCEPIECE_FAMILIES else "LlamaTokenizer"
             config["legacy"] = not getattr(self._pipeline.normalizer, "prefix_only_at_start", False)
-            if config["tokenizer_class"] not in ("XLMRobertaTokenizer", "CamembertTokenizer"):  # a fixed layout
+            if config["tokenizer_class"] not in _FIXED_LAYOUT_FAMILIES:  # their layout is the class's, not a setting
                 config["add_bos_token"] = bool(first_special) and self.bos_token_id in first_special[0]
                 config["add_eos_token"] = not isinstance(layout[-1][0], str) and self.eos_token_id in layout[-1][0]
         else:
@@ -1082,7 +1082,9 @@ _SAVED_OPTIONS = (
     "do_lower_case", "strip_accents", "tokenize_chinese_chars", "add_prefix_space", "trim_offsets", "legacy",
     "add_bos_token", "add_eos_token", "split_special_tokens", "split_by_punct", "keep_accents",
 )  # fmt: skip
-_SENTENCEPIECE_FAMILIES = ("LlamaTokenizer", "T5Tokenizer", "XLMRobertaTokenizer", "CamembertTokenizer")
+# SentencePiece families whose layout is the class's (no add_bos_token/add_eos_token setting).
+_FIXED_LAYOUT_FAMILIES = ("XLMRobertaTokenizer", "CamembertTokenizer", "MBartTokenizer", "MBart50Tokenizer")
+_SENTENCEPIECE_FAMILIES = ("LlamaTokenizer", "T5Tokenizer", *_FIXED_LAYOUT_FAMILIES)
 _OVERRIDES = frozenset(SPECIAL_TOKEN_NAMES) | {
     "extra_special_tokens",
     "chat_template",

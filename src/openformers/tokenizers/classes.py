@@ -24,7 +24,7 @@ from pathlib import Path
 from .. import hub
 from . import decoders, loaders, processors
 from .base import PreTrainedTokenizerBase, _checked_overrides, _write_json, in_subfolder
-from .pipeline import AddedVocabulary, Pipeline
+from .pipeline import AddedToken, AddedVocabulary, Pipeline
 
 
 class TokenizersBackend(PreTrainedTokenizerBase):
@@ -394,11 +394,16 @@ class MPNetTokenizer(TokenizersBackend):
             parts = loaders.mpnet_parts((cls, self.convert_tokens_to_ids(cls)), (sep, self.convert_tokens_to_ids(sep)),
                                         do_lower_case, tokenize_chinese_chars, strip_accents)
             self._rebuild_parts(parts)
-        mask_id = self.convert_tokens_to_ids(self.mask_token) if self.mask_token is not None else None
-        added = dict(self._pipeline.added.tokens)
-        if mask_id in added and not added[mask_id].lstrip:
-            added[mask_id] = replace(added[mask_id], lstrip=True)
-            self._pipeline.added = AddedVocabulary(added)
+        _mask_takes_the_space_before(self)
+
+
+def _mask_takes_the_space_before(tokenizer: TokenizersBackend) -> None:
+    """Make the mask token strip the whitespace before it (`lstrip`), as the reference's MPNet and mBART masks do."""
+    mask_id = tokenizer.convert_tokens_to_ids(tokenizer.mask_token) if tokenizer.mask_token is not None else None
+    added = dict(tokenizer._pipeline.added.tokens)
+    if mask_id in added and not added[mask_id].lstrip:
+        added[mask_id] = replace(added[mask_id], lstrip=True)
+        tokenizer._pipeline.added = AddedVocabulary(added)
 
 
 class XLMRobertaTokenizer(TokenizersBackend):
@@ -417,10 +422,11 @@ class XLMRobertaTokenizer(TokenizersBackend):
 
 
 class TranslationLanguages:
-    """What NLLB's and M2M100's tokenizers share: a language's code token around each sequence, `[code] A </s>`
-    (`A </s> [code]` with `legacy_behaviour`), src_lang's for texts and tgt_lang's for targets (`text_target=`);
-    setting `src_lang` changes the layout, as in the reference. The translation pipeline passes src_lang and
-    tgt_lang, and generates with the target's code forced first (`forced_bos_token_id`)."""
+    """What NLLB's, M2M100's and mBART's tokenizers share: a language's code token around each sequence,
+    `[code] A </s>` (`A </s> [code]` with `legacy_behaviour`, which is also mbart-large-cc25's layout), src_lang's for
+    texts and tgt_lang's for targets (`text_target=`); setting `src_lang` changes the layout, as in the reference. The
+    translation pipeline passes src_lang and tgt_lang, and generates with the target's code forced first
+    (`forced_bos_token_id`)."""
 
     legacy_behaviour = False
 
@@ -507,6 +513,58 @@ class CamembertTokenizer(XLMRobertaTokenizer):
     tokens."""
 
     family = "CamembertTokenizer"
+
+
+class MBartTokenizer(TranslationLanguages, TokenizersBackend):
+    """mBART's SentencePiece model (sentencepiece.bpe.model, or a tokenizer.json) with fairseq's ids and the language
+    codes of mbart-large-cc25 (`en_XX`, `ro_RO`...) as special tokens. A text is laid out `A </s> src_lang` and a
+    target (`text_target=`) `A </s> tgt_lang`: NLLB's legacy layout of `TranslationLanguages` (src_lang en_XX unless
+    given). Its `<mask>` takes the space before it.
+
+        tokenizer = MBartTokenizer.from_pretrained("facebook/mbart-large-en-ro", src_lang="en_XX", tgt_lang="ro_RO")
+        batch = tokenizer("UN Chief Says", text_target="Şeful ONU declară", return_tensors="pt")
+    """
+
+    family = "MBartTokenizer"
+    OPTIONS = ("src_lang", "tgt_lang")
+    legacy_behaviour = True  # the code after `</s>`; mBART-50's goes first
+
+    def __init__(
+        self, vocab_file=None, src_lang=None, tgt_lang=None, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+        cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", **kwargs,
+    ):  # fmt: skip
+        super().__init__(
+            vocab_file, bos_token=bos_token, eos_token=eos_token, sep_token=sep_token, cls_token=cls_token,
+            unk_token=unk_token, pad_token=pad_token, mask_token=mask_token, **kwargs,
+        )  # fmt: skip
+        codes = loaders.FAIRSEQ_LANGUAGE_CODES[self.family]  # special tokens; a vocabulary without them gets them
+        self._pipeline.add_tokens([AddedToken(code, special=True) for code in codes])
+        self.extra_special_tokens = list(dict.fromkeys([*codes, *self.extra_special_tokens]))
+        _mask_takes_the_space_before(self)
+        self.tgt_lang = tgt_lang
+        self.src_lang = "en_XX" if src_lang is None else src_lang
+
+    @property
+    def lang_code_to_id(self) -> dict[str, int]:
+        """Each language code's id, e.g. for `generate(..., forced_bos_token_id=tokenizer.lang_code_to_id["ro_RO"])`."""
+        return {code: self.convert_tokens_to_ids(code) for code in loaders.FAIRSEQ_LANGUAGE_CODES[self.family]}
+
+    def _language_token(self, language: str) -> str:
+        if language not in loaders.FAIRSEQ_LANGUAGE_CODES[self.family]:
+            raise ValueError(f"{language!r} is not one of {type(self).__name__}'s language codes: "
+                             f"{', '.join(loaders.FAIRSEQ_LANGUAGE_CODES[self.family])}.")
+        return language
+
+
+class MBart50Tokenizer(MBartTokenizer):
+    """mBART-50's SentencePiece model with its 52 language codes; a text is laid out `src_lang A </s>` and a target
+    `tgt_lang A </s>` (NLLB's layout). Otherwise as MBartTokenizer.
+
+        tokenizer = MBart50Tokenizer.from_pretrained("facebook/mbart-large-50-many-to-many-mmt", src_lang="en_XX")
+    """
+
+    family = "MBart50Tokenizer"
+    legacy_behaviour = False
 
 
 class MarianTokenizer(PreTrainedTokenizerBase):
@@ -739,6 +797,8 @@ GPTNeoXTokenizerFast = GPTNeoXTokenizer
 CohereTokenizerFast = CohereTokenizer
 CodeGenTokenizerFast = CodeGenTokenizer
 NllbTokenizerFast = NllbTokenizer
+MBartTokenizerFast = MBartTokenizer
+MBart50TokenizerFast = MBart50Tokenizer
 BartTokenizer = BartTokenizerFast = RobertaTokenizer  # the reference's BART names for RoBERTa's tokenizer
 
 TOKENIZER_CLASSES = {
@@ -747,7 +807,7 @@ TOKENIZER_CLASSES = {
         TokenizersBackend, BertTokenizer, DistilBertTokenizer, GPT2Tokenizer, RobertaTokenizer, Qwen2Tokenizer,
         LlamaTokenizer, GemmaTokenizer, T5Tokenizer, XLMRobertaTokenizer, GPTNeoXTokenizer, DebertaV2Tokenizer,
         AlbertTokenizer, MPNetTokenizer, CodeGenTokenizer, MarianTokenizer, NllbTokenizer, M2M100Tokenizer,
-        CohereTokenizer, CamembertTokenizer,
+        CohereTokenizer, CamembertTokenizer, MBartTokenizer, MBart50Tokenizer,
     )
 }  # fmt: skip
 TOKENIZER_CLASSES["ElectraTokenizer"] = BertTokenizer
@@ -763,7 +823,7 @@ _CLASS_OF_MODEL_TYPE = {
     "camembert": "CamembertTokenizer",
     "gpt_neox": "GPTNeoXTokenizer", "gptj": "GPT2Tokenizer", "opt": "GPT2Tokenizer",
     "phi": "GPT2Tokenizer",  # Phi checkpoints name CodeGenTokenizer in tokenizer_config.json
-    "bart": "RobertaTokenizer", "marian": "MarianTokenizer", "m2m_100": "M2M100Tokenizer",
+    "bart": "RobertaTokenizer", "marian": "MarianTokenizer", "m2m_100": "M2M100Tokenizer", "mbart": "MBartTokenizer",
     "modernbert": "TokenizersBackend",
     "stablelm": "TokenizersBackend",  # StableLM checkpoints name GPT2TokenizerFast or GPTNeoXTokenizerFast
     "gpt_bigcode": "TokenizersBackend",  # StarCoder's folders name GPT2Tokenizer, which the generic class overrides

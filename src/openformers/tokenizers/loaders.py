@@ -633,11 +633,12 @@ _ROBERTA_CLASSES = frozenset({"RobertaTokenizer", "CamembertTokenizer", "Longfor
 def settings_from_sentencepiece(path: Path, config: dict) -> dict:
     """A SentencePiece model that encodes as the `sentencepiece` library does, set up as the config's
     tokenizer class does: Llama (BOS in front; `legacy`), T5 (`</s>` after, and `extra_ids` sentinel
-    tokens) or XLM-RoBERTa (fairseq's ids: `<s> <pad> </s> <unk>` first, `<s> A </s>`)."""
+    tokens) or XLM-RoBERTa (fairseq's ids: `<s> <pad> </s> <unk>` first, `<s> A </s>`), and mBART (fairseq's ids, then
+    its language codes; the tokenizer class lays out the codes and `</s>`)."""
     spm = sentencepiece.read_sentencepiece_model(path)
     family = family_of(config)
     if family in _FAIRSEQ_LAYOUTS:
-        return _xlm_roberta_settings(spm, path, config)
+        return _fairseq_settings(spm, path, config)
     if family == "DebertaV2Tokenizer":
         return _deberta_v2_settings(spm, path, config)
     if family == "AlbertTokenizer":
@@ -746,11 +747,26 @@ _FAIRSEQ_LAYOUTS = {
                             ("<unk>", _UNKNOWN), ("<unk>NOTUSED", _CONTROL)), 1),
 }
 
+# mBART's language codes in fairseq's order (mbart-large-cc25's 25, mBART-50's 52): special tokens whose ids follow
+# the SentencePiece pieces', before `<mask>`.
+MBART_LANGUAGE_CODES = (
+    "ar_AR", "cs_CZ", "de_DE", "en_XX", "es_XX", "et_EE", "fi_FI", "fr_XX", "gu_IN", "hi_IN", "it_IT", "ja_XX", "kk_KZ",
+    "ko_KR", "lt_LT", "lv_LV", "my_MM", "ne_NP", "nl_XX", "ro_RO", "ru_RU", "si_LK", "tr_TR", "vi_VN", "zh_CN",
+)
+MBART50_LANGUAGE_CODES = MBART_LANGUAGE_CODES + (
+    "af_ZA", "az_AZ", "bn_IN", "fa_IR", "he_IL", "hr_HR", "id_ID", "ka_GE", "km_KH", "mk_MK", "ml_IN", "mn_MN", "mr_IN",
+    "pl_PL", "ps_AF", "pt_XX", "sv_SE", "sw_KE", "ta_IN", "te_IN", "th_TH", "tl_XX", "uk_UA", "ur_PK", "xh_ZA", "gl_ES",
+    "sl_SI",
+)
+FAIRSEQ_LANGUAGE_CODES = {"MBartTokenizer": MBART_LANGUAGE_CODES, "MBart50Tokenizer": MBART50_LANGUAGE_CODES}
+_FAIRSEQ_LAYOUTS.update(dict.fromkeys(FAIRSEQ_LANGUAGE_CODES, _FAIRSEQ_LAYOUTS["XLMRobertaTokenizer"]))  # mBART's
 
-def _xlm_roberta_settings(spm: sentencepiece.SentencePieceModel, path: Path, config: dict) -> dict:
-    """XLM-RoBERTa and CamemBERT number the pieces as fairseq did: XLM-RoBERTa's `<s> <pad> </s> <unk>` are 0 to 3 and
-    every other piece keeps its SentencePiece id plus one; CamemBERT's `<s>NOTUSED <pad> </s>NOTUSED <unk>
-    <unk>NOTUSED` are 0 to 4 and every piece but `<unk>` keeps its id plus four. `<mask>` comes last."""
+
+def _fairseq_settings(spm: sentencepiece.SentencePieceModel, path: Path, config: dict) -> dict:
+    """XLM-RoBERTa, CamemBERT and mBART number the pieces as fairseq did: XLM-RoBERTa's and mBART's `<s> <pad> </s>
+    <unk>` are 0 to 3 and every other piece keeps its SentencePiece id plus one; CamemBERT's `<s>NOTUSED <pad>
+    </s>NOTUSED <unk> <unk>NOTUSED` are 0 to 4 and every piece but `<unk>` keeps its id plus four. mBART's language
+    codes follow (special tokens), and `<mask>` comes last."""
     family = family_of(config)
     if spm.pieces[:3] and [kind for _, _, kind in spm.pieces[:3]] != [models.UNKNOWN, models.CONTROL, models.CONTROL]:
         raise ValueError(
@@ -759,13 +775,15 @@ def _xlm_roberta_settings(spm: sentencepiece.SentencePieceModel, path: Path, con
             f"{[piece for piece, _, _ in spm.pieces[:3]]}. Load it with LlamaTokenizer or T5Tokenizer instead."
         )
     first, kept_from = _FAIRSEQ_LAYOUTS[family]
+    codes = FAIRSEQ_LANGUAGE_CODES.get(family, ())
     pieces = [(piece, 0.0, kind) for piece, kind in first] + list(spm.pieces[kept_from:])
-    pieces.append(("<mask>", 0.0, models.USER_DEFINED))
+    pieces += [(code, 0.0, models.USER_DEFINED) for code in codes] + [("<mask>", 0.0, models.USER_DEFINED)]
     ids = {piece: index for index, (piece, _, _) in enumerate(pieces)}
     shifted = replace(spm, pieces=pieces, unk_id=3, bos_id=ids["<s>"], eos_id=ids["</s>"], pad_id=1)
     settings = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
                 "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}  # fmt: skip
     settings.update(_config_settings(config))
+    settings["extra_special_tokens"] = list(dict.fromkeys([*codes, *settings.get("extra_special_tokens", [])]))
     pipeline = _sentencepiece_pipeline(shifted, path, {}, {}, keep_controls=True)
     cls, sep = pipeline.model.vocab[settings["cls_token"]], pipeline.model.vocab[settings["sep_token"]]
     pipeline.post_processor = processors.RobertaProcessing(cls, sep, trim_offsets=False)
@@ -1197,7 +1215,7 @@ def _load_settings(files: ModelFiles, config: dict, prefer_gguf: bool) -> dict:
         return settings_from_sentencepiece(files.folder / "spm.model", config)
     if files.file("spiece.model") is not None:  # ALBERT's and T5's name for it
         return settings_from_sentencepiece(files.folder / "spiece.model", config)
-    if files.file("sentencepiece.bpe.model") is not None:  # XLM-RoBERTa's and CamemBERT's
+    if files.file("sentencepiece.bpe.model") is not None:  # fairseq's (XLM-RoBERTa's, CamemBERT's, mBART's)
         return settings_from_sentencepiece(files.folder / "sentencepiece.bpe.model", config)
     if files.file("vocab.txt") is not None:
         return settings_from_vocab_txt(files.folder / "vocab.txt", config)
