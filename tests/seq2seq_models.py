@@ -104,3 +104,21 @@ def reloaded_both_ways(model, folder: Path, name: str):
         theirs, info = getattr(transformers, name).from_pretrained(folder, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     return theirs.eval(), load_quietly(getattr(openformers, name).from_pretrained, folder)
+
+
+def assert_padded_row_gives_what_it_gives_alone(model, ids, mask, decoder_ids, short: int, atol=1e-5) -> None:
+    """The second row of `ids`, right-padded after `short` tokens, gives in the batch the logits it gives alone."""
+    batched = model(ids, mask, decoder_input_ids=decoder_ids).logits
+    alone = model(ids[1:, :short], decoder_input_ids=decoder_ids[1:]).logits
+    torch.testing.assert_close(batched[1:], alone, atol=atol, rtol=atol)
+
+
+def assert_hidden_states_and_attentions_match(model, reference, inputs: dict, layers: int) -> None:
+    """Every layer's hidden states (the embeddings' first) and attention weights of both stacks, as the reference's
+    (made with attn_implementation="eager")."""
+    ours = model(**inputs, output_hidden_states=True, output_attentions=True)
+    theirs = reference(**inputs, output_hidden_states=True, output_attentions=True)
+    for key in ("encoder_hidden_states", "decoder_hidden_states", "encoder_attentions", "decoder_attentions",
+                "cross_attentions"):
+        assert len(ours[key]) == len(theirs[key]) == layers + key.endswith("hidden_states")
+        torch.testing.assert_close(ours[key], theirs[key], atol=1e-4, rtol=1e-4, msg=key)

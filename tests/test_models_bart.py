@@ -13,7 +13,7 @@ import openformers
 from openformers import configs
 from openformers.generation import DynamicCache, EncoderDecoderCache
 
-from seq2seq_models import bart_vocabulary_folder, write_checkpoint
+from seq2seq_models import assert_hidden_states_and_attentions_match, bart_vocabulary_folder, write_checkpoint
 
 transformers = pytest.importorskip("transformers")
 
@@ -144,12 +144,7 @@ def test_hidden_states_and_attention_weights_match_reference(tmp_path):
     reference.save_pretrained(tmp_path)
     model = openformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
     inputs = _inputs("BartForConditionalGeneration")
-    ours = model(**inputs, output_hidden_states=True, output_attentions=True)
-    theirs = reference(**inputs, output_hidden_states=True, output_attentions=True)
-    for key in ("encoder_hidden_states", "decoder_hidden_states", "encoder_attentions", "decoder_attentions",
-                "cross_attentions"):
-        assert len(ours[key]) == len(theirs[key]) == TINY["encoder_layers"] + key.endswith("hidden_states")
-        torch.testing.assert_close(ours[key], theirs[key], atol=1e-4, rtol=1e-4, msg=key)
+    assert_hidden_states_and_attentions_match(model, reference, inputs, TINY["encoder_layers"])
 
 
 @torch.inference_mode()

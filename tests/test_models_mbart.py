@@ -16,7 +16,8 @@ from openformers import configs
 from openformers.models.mbart import MBartEncoderLayer
 
 from encoder_parity import assert_same, draw_weights, load_quietly, outputs_of
-from seq2seq_models import cached_steps_and_full_pass, reloaded_both_ways
+from seq2seq_models import assert_hidden_states_and_attentions_match, assert_padded_row_gives_what_it_gives_alone, \
+    cached_steps_and_full_pass, reloaded_both_ways
 
 transformers = pytest.importorskip("transformers")
 sentencepiece = pytest.importorskip("sentencepiece")
@@ -115,9 +116,7 @@ def test_each_padded_row_gives_what_it_gives_alone(seq2seq):
     _, model = seq2seq
     ids, mask = _ids()
     decoder_ids = torch.randint(3, LANG, (2, 5), generator=torch.Generator().manual_seed(2))
-    batched = model(ids, mask, decoder_input_ids=decoder_ids).logits
-    alone = model(ids[1:, :SHORT], decoder_input_ids=decoder_ids[1:]).logits
-    torch.testing.assert_close(batched[1:], alone, atol=1e-4, rtol=1e-4)
+    assert_padded_row_gives_what_it_gives_alone(model, ids, mask, decoder_ids, SHORT, atol=1e-4)
 
 
 @torch.inference_mode()
@@ -126,12 +125,8 @@ def test_hidden_states_end_with_the_stacks_final_norm_as_the_references(tmp_path
     reference.save_pretrained(tmp_path)
     model = openformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
     inputs = _inputs("MBartForConditionalGeneration")
-    ours = model(**inputs, output_hidden_states=True, output_attentions=True)
-    theirs = reference(**inputs, output_hidden_states=True, output_attentions=True)
-    for key in ("encoder_hidden_states", "decoder_hidden_states", "encoder_attentions", "decoder_attentions",
-                "cross_attentions"):
-        assert len(ours[key]) == len(theirs[key]) == TINY["encoder_layers"] + key.endswith("hidden_states")
-        torch.testing.assert_close(ours[key], theirs[key], atol=1e-4, rtol=1e-4, msg=key)
+    assert_hidden_states_and_attentions_match(model, reference, inputs, TINY["encoder_layers"])
+    ours = model(**inputs, output_hidden_states=True)
     torch.testing.assert_close(ours.encoder_hidden_states[-1], ours.encoder_last_hidden_state)
 
 

@@ -20,7 +20,8 @@ SHIPPED_FAMILIES = {"llama", "mistral", "qwen2", "gpt2", "bert", "roberta", "qwe
                     "xlm_roberta", "phi3", "olmo2", "starcoder2", "bart", "modernbert", "t5", "mt5", "mixtral", "qwen3_moe",
                     "qwen2_moe",
                     "albert", "electra", "mpnet", "deberta_v2", "gpt_neox", "falcon", "gptj", "opt", "bloom", "phi",
-                    "granite", "stablelm", "gpt_bigcode", "marian", "m2m_100", "nllb", "cohere", "camembert", "mbart"}
+                    "granite", "stablelm", "gpt_bigcode", "marian", "m2m_100", "nllb", "cohere", "camembert", "mbart",
+                    "pegasus"}
 
 AUTO_CLASSES_IN_SCOPE = {
     "AutoConfig", "AutoTokenizer", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification",

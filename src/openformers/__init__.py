@@ -34,6 +34,7 @@ _public(
     "BartTokenizer", "BartTokenizerFast",
     "MarianTokenizer", "NllbTokenizer", "NllbTokenizerFast", "M2M100Tokenizer",
     "MBartTokenizer", "MBartTokenizerFast", "MBart50Tokenizer", "MBart50TokenizerFast",
+    "PegasusTokenizer", "PegasusTokenizerFast",
     "DebertaV2Tokenizer", "DebertaV2TokenizerFast",
 )
 _public(
@@ -63,6 +64,7 @@ _public(
     "MarianConfig",
     "M2M100Config",
     "MBartConfig",
+    "PegasusConfig",
     "ModernBertConfig",
     "DebertaV2Config",
 )
@@ -163,6 +165,10 @@ _public(
     "openformers.models.mbart",
     "MBartPreTrainedModel", "MBartModel", "MBartForConditionalGeneration", "MBartForSequenceClassification",
     "MBartForQuestionAnswering", "MBartForCausalLM",
+)
+_public(
+    "openformers.models.pegasus",
+    "PegasusPreTrainedModel", "PegasusModel", "PegasusForConditionalGeneration", "PegasusForCausalLM",
 )
 _public(
     "openformers.models.olmo2",

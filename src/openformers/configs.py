@@ -1595,9 +1595,10 @@ class CohereConfig(PretrainedConfig):
 
 @dataclass
 class _BartShapedConfig(PretrainedConfig):
-    """The fields BART, Marian, M2M100 and mBART share, with the defaults BART's, Marian's and mBART's references
-    give them: an encoder and a decoder of their own depths, widths and heads. The common names (hidden_size,
-    num_attention_heads, num_hidden_layers) read and set d_model and the encoder's fields, as in the reference."""
+    """The fields BART, Marian, M2M100, mBART and Pegasus share, with the defaults BART's, Marian's and mBART's
+    references give them: an encoder and a decoder of their own depths, widths and heads. The common names
+    (hidden_size, num_attention_heads, num_hidden_layers) read and set d_model and the encoder's fields, as in the
+    reference."""
 
     attribute_map: ClassVar[dict[str, str]] = {
         "hidden_size": "d_model", "num_attention_heads": "encoder_attention_heads",
@@ -1754,6 +1755,23 @@ class MBartConfig(_BartShapedConfig):
 
     def validate(self) -> None:
         super().validate("classifier_dropout")
+
+
+@dataclass
+class PegasusConfig(_BartShapedConfig):
+    """Pegasus (pegasus-large, pegasus-xsum, pegasus-cnn_dailymail...): mBART's pre-LayerNorm layers and final
+    LayerNorms with Marian's fixed sinusoidal positions from row 0 and no LayerNorm over the embeddings; one token
+    table serves the encoder, the decoder and the LM head. The padding token starts decoding."""
+
+    model_type: ClassVar[str] = "pegasus"
+
+    decoder_start_token_id: int | None = 0
+    pad_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 1
+
+    def __post_init__(self):
+        self.extra.setdefault("forced_eos_token_id", 1)  # a generation option, as BART's
+        super().__post_init__()
 
 
 @dataclass
@@ -2597,6 +2615,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "marian": MarianConfig,
     "m2m_100": M2M100Config,
     "mbart": MBartConfig,
+    "pegasus": PegasusConfig,
     "t5": T5Config,
     "mt5": MT5Config,
     "deberta-v2": DebertaV2Config,

@@ -39,7 +39,7 @@ from . import phi
 from . import stablelm
 from . import cohere
 from . import gpt_bigcode
-from . import bart, marian, m2m_100, mbart
+from . import bart, marian, m2m_100, mbart, pegasus
 from . import t5
 from . import modernbert
 from . import deberta_v2
@@ -214,6 +214,11 @@ MODEL_CLASSES = {
         "causal-lm": "MBartForCausalLM",
         "sequence-classification": "MBartForSequenceClassification",
         "question-answering": "MBartForQuestionAnswering",
+    }),
+    "pegasus": (pegasus, {  # summarization; the reference has no classification heads for Pegasus
+        "base": "PegasusModel",
+        "seq2seq-lm": "PegasusForConditionalGeneration",
+        "causal-lm": "PegasusForCausalLM",
     }),
     "t5": (t5, {  # T5 and Flan-T5; the seq2seq LM is also the pre-training head
         "base": "T5Model",

@@ -30,35 +30,41 @@ from .bart import (
 from .layers import SinusoidalPositions
 
 
-class MarianEncoder(BartEncoder):
+class SinusoidalStack:
+    """A BART stack (encoder or decoder) with the fixed sinusoidal positions from row 0 and no LayerNorm over the
+    embeddings: Marian's and Pegasus's."""
+
+    position_offset = 0
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embed_positions = SinusoidalPositions(config.max_position_embeddings, config.d_model)
+        self.layernorm_embedding = nn.Identity()
+
+
+class MarianEncoder(SinusoidalStack, BartEncoder):
     """BART's encoder with the fixed sinusoidal positions and no LayerNorm over the embeddings."""
 
-    position_offset = 0
 
-    def __init__(self, config: MarianConfig):
-        super().__init__(config)
-        self.embed_positions = SinusoidalPositions(config.max_position_embeddings, config.d_model)
-        self.layernorm_embedding = nn.Identity()
-
-
-class MarianDecoder(BartDecoder):
+class SinusoidalDecoder(SinusoidalStack, BartDecoder):
     """BART's decoder with the fixed sinusoidal positions counted from the cache, no LayerNorm over the embeddings,
-    a token table of decoder_vocab_size rows when it is not shared, and given embeddings scaled too."""
+    and given embeddings scaled too (Marian's and Pegasus's)."""
 
-    position_offset = 0
     takes_position_ids = False  # as the reference's: a left-padded row's positions count its padding
-
-    def __init__(self, config: MarianConfig):
-        super().__init__(config)
-        if not config.share_encoder_decoder_embeddings:
-            self.embed_tokens = ScaledEmbedding(config, config.decoder_vocab_size)
-        self.embed_positions = SinusoidalPositions(config.max_position_embeddings, config.d_model)
-        self.layernorm_embedding = nn.Identity()
 
     def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
         if inputs_embeds is None:
             return super().input_embeddings(input_ids, None)
         return inputs_embeds * self.embed_tokens.embed_scale
+
+
+class MarianDecoder(SinusoidalDecoder):
+    """The sinusoidal decoder, with a token table of decoder_vocab_size rows when it is not shared."""
+
+    def __init__(self, config: MarianConfig):
+        super().__init__(config)
+        if not config.share_encoder_decoder_embeddings:
+            self.embed_tokens = ScaledEmbedding(config, config.decoder_vocab_size)
 
 
 class MarianPreTrainedModel(BartPreTrainedModel):
@@ -83,10 +89,15 @@ class MarianPreTrainedModel(BartPreTrainedModel):
         return embeddings
 
     def with_position_tables(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """`state_dict` with the fixed position tables added under their checkpoint names, in the model's dtype."""
-        tables = {f"{name}.weight": module.weight.to(self.dtype) for name, module in self.named_modules()
-                  if isinstance(module, SinusoidalPositions)}
-        return {**state_dict, **tables}
+        return with_position_tables(self, state_dict)
+
+
+def with_position_tables(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state_dict` with the model's fixed position tables added under their checkpoint names, in the model's dtype
+    (where the reference saves them)."""
+    tables = {f"{name}.weight": module.weight.to(model.dtype) for name, module in model.named_modules()
+              if isinstance(module, SinusoidalPositions)}
+    return {**state_dict, **tables}
 
 
 class MarianModel(MarianPreTrainedModel, BartModel):

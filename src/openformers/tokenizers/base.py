@@ -1083,7 +1083,8 @@ _SAVED_OPTIONS = (
     "add_bos_token", "add_eos_token", "split_special_tokens", "split_by_punct", "keep_accents",
 )  # fmt: skip
 # SentencePiece families whose layout is the class's (no add_bos_token/add_eos_token setting).
-_FIXED_LAYOUT_FAMILIES = ("XLMRobertaTokenizer", "CamembertTokenizer", "MBartTokenizer", "MBart50Tokenizer")
+_FIXED_LAYOUT_FAMILIES = ("XLMRobertaTokenizer", "CamembertTokenizer", "MBartTokenizer", "MBart50Tokenizer",
+                          "PegasusTokenizer")
 _SENTENCEPIECE_FAMILIES = ("LlamaTokenizer", "T5Tokenizer", *_FIXED_LAYOUT_FAMILIES)
 _OVERRIDES = frozenset(SPECIAL_TOKEN_NAMES) | {
     "extra_special_tokens",

@@ -567,6 +567,33 @@ class MBart50Tokenizer(MBartTokenizer):
     legacy_behaviour = False
 
 
+class PegasusTokenizer(TokenizersBackend):
+    """Pegasus's SentencePiece model (spiece.model, or a tokenizer.json): `<pad>` and `</s>` first, then the masks
+    `<mask_1>` (sentences, `mask_token_sent`) and `<mask_2>` (tokens) and the reserved `<unk_2>` to `<unk_102>`
+    (`offset` tokens in all) as special tokens, then the pieces; `</s>` ends each sequence (a pair is `A B </s>`).
+
+        tokenizer = PegasusTokenizer.from_pretrained("google/pegasus-xsum")
+    """
+
+    family = "PegasusTokenizer"
+
+    def __init__(self, vocab_file=None, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", mask_token="<mask_2>",
+                 mask_token_sent="<mask_1>", offset=103, **kwargs):  # fmt: skip
+        super().__init__(vocab_file, pad_token=pad_token, eos_token=eos_token, unk_token=unk_token,
+                         mask_token=mask_token, mask_token_sent=mask_token_sent, offset=offset, **kwargs)
+        self.mask_token_sent, self.offset = mask_token_sent, int(offset)
+        sentence_mask, reserved = loaders.pegasus_reserved_tokens(mask_token_sent, self.offset)
+        own = [sentence_mask, *reserved]  # special tokens whatever the files say, as the reference's class makes them
+        self._pipeline.add_tokens([AddedToken(token, special=True) for token in own])
+        self.extra_special_tokens = list(dict.fromkeys([*own, *self.extra_special_tokens]))
+        eos = [self.eos_token_id]
+        self._pipeline.post_processor = processors.TemplateProcessing([("A", 0), (eos, 0)],
+                                                                      [("A", 0), ("B", 0), (eos, 0)])
+
+    def _saved_config(self) -> dict:
+        return {**super()._saved_config(), "mask_token_sent": self.mask_token_sent, "offset": self.offset}
+
+
 class MarianTokenizer(PreTrainedTokenizerBase):
     """Marian's (opus-mt's) tokenizer: the source language's SentencePiece model (source.spm) segments the texts,
     the target language's (target.spm) the targets (`text_target=`), and vocab.json, which both share, gives the ids
@@ -799,6 +826,7 @@ CodeGenTokenizerFast = CodeGenTokenizer
 NllbTokenizerFast = NllbTokenizer
 MBartTokenizerFast = MBartTokenizer
 MBart50TokenizerFast = MBart50Tokenizer
+PegasusTokenizerFast = PegasusTokenizer
 BartTokenizer = BartTokenizerFast = RobertaTokenizer  # the reference's BART names for RoBERTa's tokenizer
 
 TOKENIZER_CLASSES = {
@@ -807,7 +835,7 @@ TOKENIZER_CLASSES = {
         TokenizersBackend, BertTokenizer, DistilBertTokenizer, GPT2Tokenizer, RobertaTokenizer, Qwen2Tokenizer,
         LlamaTokenizer, GemmaTokenizer, T5Tokenizer, XLMRobertaTokenizer, GPTNeoXTokenizer, DebertaV2Tokenizer,
         AlbertTokenizer, MPNetTokenizer, CodeGenTokenizer, MarianTokenizer, NllbTokenizer, M2M100Tokenizer,
-        CohereTokenizer, CamembertTokenizer, MBartTokenizer, MBart50Tokenizer,
+        CohereTokenizer, CamembertTokenizer, MBartTokenizer, MBart50Tokenizer, PegasusTokenizer,
     )
 }  # fmt: skip
 TOKENIZER_CLASSES["ElectraTokenizer"] = BertTokenizer
@@ -824,6 +852,7 @@ _CLASS_OF_MODEL_TYPE = {
     "gpt_neox": "GPTNeoXTokenizer", "gptj": "GPT2Tokenizer", "opt": "GPT2Tokenizer",
     "phi": "GPT2Tokenizer",  # Phi checkpoints name CodeGenTokenizer in tokenizer_config.json
     "bart": "RobertaTokenizer", "marian": "MarianTokenizer", "m2m_100": "M2M100Tokenizer", "mbart": "MBartTokenizer",
+    "pegasus": "PegasusTokenizer",
     "modernbert": "TokenizersBackend",
     "stablelm": "TokenizersBackend",  # StableLM checkpoints name GPT2TokenizerFast or GPTNeoXTokenizerFast
     "gpt_bigcode": "TokenizersBackend",  # StarCoder's folders name GPT2Tokenizer, which the generic class overrides

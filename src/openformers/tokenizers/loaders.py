@@ -29,7 +29,7 @@ INIT_OPTIONS = (
     "do_basic_tokenize", "never_split", "errors", "use_default_system_prompt", "spaces_between_special_tokens",
     "sp_model_kwargs", "fix_mistral_regex", "vocab_file", "merges_file", "tokenizer_file", "split_by_punct",
     "keep_accents", "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output",
-    "return_token_type_ids",
+    "return_token_type_ids", "mask_token_sent", "offset",
 )  # fmt: skip
 
 # --- tokenizer.json: one builder per `type` tag, per slot
@@ -641,6 +641,8 @@ def settings_from_sentencepiece(path: Path, config: dict) -> dict:
         return _fairseq_settings(spm, path, config)
     if family == "DebertaV2Tokenizer":
         return _deberta_v2_settings(spm, path, config)
+    if family == "PegasusTokenizer":
+        return _pegasus_settings(spm, path, config)
     if family == "AlbertTokenizer":
         return _albert_settings(spm, path, config)
     settings = _sentencepiece_special_tokens(spm)
@@ -789,6 +791,45 @@ def _fairseq_settings(spm: sentencepiece.SentencePieceModel, path: Path, config:
     pipeline.post_processor = processors.RobertaProcessing(cls, sep, trim_offsets=False)
     pipeline.sentencepiece_file = path
     return {"pipeline": pipeline, **settings}
+
+
+def pegasus_reserved_tokens(mask_token_sent: str, offset: int) -> tuple[str, list[str]]:
+    """Pegasus's sentence mask and its reserved `<unk_2>` to `<unk_{offset - 1}>`: special tokens the tokenizer class
+    makes itself (with the token mask, `offset` ids after `<pad>` and `</s>`)."""
+    return mask_token_sent, [f"<unk_{i}>" for i in range(2, offset)]
+
+
+def _pegasus_settings(spm: sentencepiece.SentencePieceModel, path: Path, config: dict) -> dict:
+    """Pegasus's spiece.model as the reference reads it: `<pad>` and `</s>` keep 0 and 1, the sentence mask
+    `<mask_1>`, the token mask `<mask_2>` and the reserved `<unk_2>` to `<unk_102>` (config `offset`: 103 of them in
+    all) follow, then every other piece with its SentencePiece id plus the offset; the pieces and scores as a Unigram
+    model over words split at spaces (runs of spaces as one, a trailing one kept), `</s>` after each sequence."""
+    if spm.model_type != sentencepiece.UNIGRAM:
+        raise ValueError(f"{path} is not a SentencePiece unigram model, which PegasusTokenizer needs.")
+    if [kind for _, _, kind in spm.pieces[:3]] != [models.CONTROL, models.CONTROL, models.UNKNOWN]:
+        raise ValueError(
+            f"{path}: PegasusTokenizer expects the SentencePiece layout <pad>, </s>, <unk> for the first three pieces, "
+            f"found {[piece for piece, _, _ in spm.pieces[:3]]}. Load it with T5Tokenizer or LlamaTokenizer instead."
+        )
+    offset = int(config.get("offset", 103))
+    settings = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>", "mask_token": "<mask_2>",
+                **_config_settings(config)}
+    sentence_mask, reserved = pegasus_reserved_tokens(config.get("mask_token_sent", "<mask_1>"), offset)
+    masks = [[sentence_mask, 0.0], [settings["mask_token"], 0.0]]
+    vocab = [[piece, score] for piece, score, _ in spm.pieces[:2]] + masks + [[token, -100.0] for token in reserved]
+    vocab += [[piece, score] for piece, score, _ in spm.pieces[2:]]
+    charsmap = base64.b64encode(spm.precompiled_charsmap).decode() if spm.precompiled_charsmap else None
+    spaces = {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}
+    first = {"type": "Precompiled", "precompiled_charsmap": charsmap} if charsmap else \
+        {"type": "Replace", "pattern": {"Regex": "\n"}, "content": " "}
+    metaspace = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": True}
+    eos_id = next(index for index, (piece, _) in enumerate(vocab) if piece == settings["eos_token"])
+    data = _tokenizer_json(
+        {"type": "Unigram", "unk_id": spm.unk_id + offset, "vocab": vocab, "byte_fallback": False},
+        normalizer={"type": "Sequence", "normalizers": [first, spaces]}, pre_tokenizer=metaspace, decoder=metaspace,
+        post_processor=_template_spec([], [eos_id], {eos_id: settings["eos_token"]}),
+    )
+    return {"pipeline": pipeline_from_tokenizer_json(data), **settings}
 
 
 def _sentencepiece_special_tokens(spm: sentencepiece.SentencePieceModel) -> dict:
