@@ -10,7 +10,6 @@ attention weights, a training step; saving both ways; GGUF files written as llam
 """
 
 import json
-import warnings
 
 import pytest
 import torch

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import BartConfig
-from ..generation.cache import DynamicCache, EncoderDecoderCache
+from ..generation.cache import EncoderDecoderCache
 from .base import PreTrainedModel, check_inputs, embedded, forward_cache, recorded, seq2seq_cache
 from .bert import padding_mask
 from .layers import ACTIVATIONS, encoder_attention, positions_and_mask, run_layer
