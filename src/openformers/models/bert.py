@@ -22,7 +22,14 @@ from .heads import (
     QuestionAnswering,
     TokenClassification,
 )
-from .layers import ACTIVATIONS, decoder_attention, encoder_attention, positions_and_mask, run_layer
+from .layers import (
+    ACTIVATIONS,
+    decoder_attention,
+    encoder_attention,
+    fairseq_positions_of,
+    positions_and_mask,
+    run_layer,
+)
 from .losses import next_token_loss, token_loss
 from .outputs import (
     BaseModelOutputWithPooling,
@@ -273,11 +280,10 @@ class RobertaModel(RobertaPreTrainedModel, BertModel):
         """Real tokens count from pad_token_id + 1 (after `past` cached ones); padding tokens sit at pad_token_id
         (RoBERTa's convention)."""
         pad = self.config.pad_token_id
-        real = (input_ids != pad).long()
-        positions = (real.cumsum(dim=1) + past) * real + pad  # (B, T)
+        positions = fairseq_positions_of(input_ids, pad, past)  # (B, T)
         if positions.max() >= self.config.max_position_embeddings:
             raise ValueError(
-                f"input_ids has {int(real.sum(1).max())} tokens, more than the "
+                f"input_ids has {int(input_ids.ne(pad).sum(1).max())} tokens, more than the "
                 f"{self.config.max_position_embeddings - pad - 1} positions this model has; truncate the input."
             )
         return positions

@@ -85,6 +85,14 @@ class RMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
+def fairseq_positions_of(input_ids: torch.Tensor, padding_idx: int, past: int = 0) -> torch.Tensor:
+    """fairseq's positions of a (B, T) batch after `past` cached tokens: each real token at padding_idx plus its count
+    among its row's real tokens (so left padding does not move them), each padding token at padding_idx itself
+    (RoBERTa's, MPNet's and M2M100's tables keep that row for it)."""
+    real = input_ids.ne(padding_idx).long()
+    return (real.cumsum(dim=1) + past) * real + padding_idx
+
+
 def run_layer(layer: nn.Module, checkpoint_options: dict | None, *inputs, last: bool = False):
     """`layer(*inputs)`; with checkpoint options (gradient checkpointing while training), the layer keeps no
     activations for the backward pass, which runs it again to recompute them. The `last` layer of a stack whose

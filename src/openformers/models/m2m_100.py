@@ -29,7 +29,7 @@ from .bart import (
     BartModel,
     BartPreTrainedModel,
 )
-from .layers import SinusoidalPositions
+from .layers import SinusoidalPositions, fairseq_positions_of
 
 
 def fairseq_positions(count: int, dim: int, padding_idx: int) -> torch.Tensor:
@@ -65,8 +65,7 @@ class M2M100SinusoidalPositions(SinusoidalPositions):
         if input_ids is None:
             position_ids = torch.arange(end - T, end, device=self.weight.device)[None]  # (1, T)
         else:
-            real = input_ids.ne(self.padding_idx).long()
-            position_ids = (real.cumsum(1) + past) * real + self.padding_idx  # (B, T)
+            position_ids = fairseq_positions_of(input_ids, self.padding_idx, past)  # (B, T)
         return self(position_ids)
 
 

@@ -24,7 +24,7 @@ from .heads import (
     QuestionAnswering,
     TokenClassification,
 )
-from .layers import ACTIVATIONS, run_layers
+from .layers import ACTIVATIONS, fairseq_positions_of, run_layers
 from .outputs import BaseModelOutputWithPooling, ModelOutput
 
 PADDING_IDX = 1  # the padding row of both embedding tables, and the position padding sits at, whatever the config says
@@ -228,8 +228,7 @@ class MPNetModel(MPNetPreTrainedModel):
             T = inputs_embeds.shape[1]
             positions = torch.arange(PADDING_IDX + 1, T + PADDING_IDX + 1, device=inputs_embeds.device)[None]
         else:
-            real = (input_ids != PADDING_IDX).long()
-            positions = real.cumsum(dim=1) * real + PADDING_IDX  # (B, T)
+            positions = fairseq_positions_of(input_ids, PADDING_IDX)  # (B, T)
         if positions.max() >= self.config.max_position_embeddings:
             raise ValueError(
                 f"The input has {int(positions.max()) - PADDING_IDX} tokens, more than the "
