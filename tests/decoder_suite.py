@@ -50,6 +50,7 @@ class DecoderFamilyTests:
     TRAINING_VARIANTS = None  # the variants a training step is checked in; None for the first variant alone
     TRAINING_OVERRIDES = {}  # config values over the variant for a training step (dropout off where it is on)
     SAVED_CONFIG_ATTRIBUTES = ("tie_word_embeddings",)  # config fields the reference reads back as they were
+    EMBEDS_TOKEN_TYPES = False  # whether token_type_ids add rows of the token table (GPT-J's), else are ignored
 
     def pytest_generate_tests(self, metafunc):
         if "variant" in metafunc.fixturenames:
@@ -133,6 +134,20 @@ class DecoderFamilyTests:
         reloaded = assert_saved_both_ways(model, tmp_path, "AutoModelForCausalLM", inputs,
                                           outputs_of(reference, inputs))
         assert_same_attributes(reloaded.config, reference.config, self.SAVED_CONFIG_ATTRIBUTES)
+
+    @torch.inference_mode()
+    def test_token_type_ids_are_embedded_or_ignored_as_by_the_reference(self, tiny):
+        _, reference, model = tiny
+        inputs = self.inputs()
+        typed = {**inputs, "token_type_ids": self.ids(*inputs["input_ids"].shape, seed=3)}
+        ours = outputs_of(model, typed)
+        try:
+            theirs = outputs_of(reference, typed)
+        except TypeError:  # a forward without the argument: it cannot add them
+            theirs = outputs_of(reference, inputs)
+        assert_outputs_close(ours, theirs, "causal LM with token_type_ids")
+        moved = (ours["logits"] - outputs_of(model, inputs)["logits"]).abs().max()
+        assert (moved > 1e-3) == self.EMBEDS_TOKEN_TYPES, moved
 
     @torch.inference_mode()
     def test_cached_decoding_equals_the_full_forward(self, tiny):

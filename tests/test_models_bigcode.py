@@ -50,6 +50,7 @@ class TestGPTBigCode(DecoderFamilyTests):
         "GPTBigCodeForSequenceClassification": "AutoModelForSequenceClassification",
         "GPTBigCodeForTokenClassification": "AutoModelForTokenClassification",
     }
+    EMBEDS_TOKEN_TYPES = True
     LOWEST_ID = 3
     IS_NORM = staticmethod(
         lambda name: name.endswith("weight") and any(part in ("ln_1", "ln_2", "ln_f") for part in name.split(".")))

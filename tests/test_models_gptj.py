@@ -40,6 +40,7 @@ class TestGPTJ(DecoderFamilyTests):
         "GPTJForSequenceClassification": "AutoModelForSequenceClassification",
         "GPTJForQuestionAnswering": "AutoModelForQuestionAnswering",
     }
+    EMBEDS_TOKEN_TYPES = True
     LOWEST_ID = 3
     IS_NORM = staticmethod(lambda name: ".ln_" in name and name.endswith("weight"))
     LM_LABELS_ARE_THE_TOKENS = True

@@ -7,6 +7,8 @@ ask for), applies the final norm and returns a `BaseModelOutputWithPast`. A fami
 checkpoints' names and overrides only the hooks where it differs:
 
 - `input_embeddings`: which table embeds the tokens (`embed_tokens` here), and any dropout after it;
+- `embeds_token_types`: whether token_type_ids add their rows of the token table to the embeddings (GPT-J's and
+  GPT-BigCode's, as the reference's; every other decoder ignores them, as the reference's do);
 - `add_position_embeddings`: a table of learned positions added to them (OPT's; rotary families leave x as it is),
   with `positions_from_mask` set where a caller's padding mask, not the cache, counts the positions (OPT's: a
   left-padded row's first real token is at position 0 without position_ids);
@@ -41,6 +43,8 @@ class DecoderModel(PreTrainedModel):
     # Whether positions are counted over each row's real tokens (the attention mask) when the caller gives none; else
     # from the cache's length.
     positions_from_mask = False
+    # Whether token_type_ids add their rows of the input embedding table, before the position embeddings.
+    embeds_token_types = False
 
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
@@ -50,12 +54,13 @@ class DecoderModel(PreTrainedModel):
         """The last hidden state (B, T, C) after the final norm; with output_hidden_states, also the embeddings
         and every layer's output (the last one normed), and with output_attentions every layer's weights."""
         output = self.decode(input_ids, attention_mask, position_ids, past_key_values, cache, use_cache, labels,
-                             inputs_embeds, output_attentions, output_hidden_states, cache_position)
+                             inputs_embeds, output_attentions, output_hidden_states, cache_position,
+                             token_type_ids=token_type_ids)
         return self.returned(output, return_dict)
 
     def decode(
         self, input_ids, attention_mask, position_ids, past_key_values, cache, use_cache, labels, inputs_embeds,
-        output_attentions, output_hidden_states, cache_position, extra: tuple = (),
+        output_attentions, output_hidden_states, cache_position, extra: tuple = (), token_type_ids=None,
     ) -> BaseModelOutputWithPast:
         """`forward`'s output object, whatever return_dict says; `extra` is appended to every layer's inputs (what
         the layers are asked to record, such as Mixtral's router scores: a decoding step, which records nothing, then
@@ -67,11 +72,16 @@ class DecoderModel(PreTrainedModel):
         cache = forward_cache(past_key_values, cache, use_cache)
         if cache_position is not None and position_ids is None:
             position_ids = positions_of(cache_position, cache)
-        if self.accelerated_step is not None and not (output_attentions or output_hidden_states or extra):
+        if not self.embeds_token_types:
+            token_type_ids = None
+        if self.accelerated_step is not None and not (output_attentions or output_hidden_states or extra
+                                                      or token_type_ids is not None):
             hidden = self.accelerated_step(input_ids, attention_mask, position_ids, cache)
             if hidden is not None:
                 return BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache)
         x = self.input_embeddings(input_ids, inputs_embeds)  # (B, T, C)
+        if token_type_ids is not None:
+            x = x + embedded(self.get_input_embeddings(), token_type_ids, "token_type_ids")
         if self.positions_from_mask and position_ids is None and attention_mask is not None:
             position_ids = positions_of_real_tokens(attention_mask, x.shape[1], cache)
         position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, x.shape[1], x.device,

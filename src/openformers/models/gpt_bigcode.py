@@ -9,8 +9,7 @@ one of the GELUs). The projections are stored as `nn.Linear` weights, not GPT-2'
 rows are every query head, then the key, then the value; without it each head's query, key and value follow one
 another, head after head. `scale_attn_weights=False` leaves the scores unscaled. Positions are
 counted from the cache as in the reference (no position_ids: the first token of a left-padded row is at its
-padding's length); token_type_ids are ignored, as by every decoder here (DESIGN.md's forward contract), where the
-reference adds their rows of the token table to the embeddings.
+padding's length); token_type_ids, as in the reference, add their rows of the token table to the embeddings.
 
 GGUF files of llama.cpp's "starcoder" architecture are read here too: its converter stores the tensors as they are
 (`attn_qkv` in the multi-query order above) and writes one key/value head; a file stating as many key/value heads as
@@ -146,6 +145,8 @@ class GPTBigCodeModel(GPTBigCodePreTrainedModel, DecoderModel):
     def layers(self) -> nn.ModuleList:
         """The decoder layers, under the checkpoints' name `h`."""
         return self.h
+
+    embeds_token_types = True
 
     def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
         return embedded(self.wte, input_ids) if inputs_embeds is None else inputs_embeds

@@ -7,8 +7,7 @@ off in the released checkpoints). Rotary embeddings turn each head's first `rota
 it is None) in mesh-transformer-jax's interleaved form, dimension 2i paired with 2i + 1
 (`layers.apply_interleaved_rope`), where Llama pairs i with i + hs/2; the tables are the shared RotaryEmbedding's
 (base 10000, no scaling). The eager attention path multiplies queries and keys in float32, as the reference's does.
-token_type_ids are ignored, as by every decoder here (DESIGN.md's forward contract); the reference would add their
-rows of the token table to the embeddings.
+token_type_ids, as in the reference, add their rows of the token table to the embeddings (before the dropout).
 
 GGUF: llama.cpp names a "gptj" architecture in its constants, but its converter writes no GPT-J files and the library
 lists no tensors for it beyond the token embedding (its GPT-J is not implemented), so there is no file to read. The
@@ -103,8 +102,13 @@ class GPTJModel(GPTJPreTrainedModel, DecoderModel):
         """The blocks, under the checkpoints' name `h`."""
         return self.h
 
+    embeds_token_types = True
+
     def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
-        return self.drop(embedded(self.wte, input_ids) if inputs_embeds is None else inputs_embeds)
+        return embedded(self.wte, input_ids) if inputs_embeds is None else inputs_embeds
+
+    def add_position_embeddings(self, x: torch.Tensor, position_ids: torch.Tensor, end: int) -> torch.Tensor:
+        return self.drop(x)  # no learned positions (the layers rotate); the dropout after the token types' rows
 
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.ln_f(x)

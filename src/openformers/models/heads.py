@@ -100,12 +100,14 @@ class CausalLM(HeadModel):
     ) -> CausalLMOutputWithPast | tuple:
         if labels is not None and logits_to_keep:
             raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
-        # Only families whose base model takes cache_position (the reference's static-cache callers) get it.
-        positions = {} if cache_position is None else {"cache_position": cache_position}
+        # Only families whose base model takes cache_position (the reference's static-cache callers) or
+        # token_type_ids get them.
+        given = {name: value for name, value in (("cache_position", cache_position), ("token_type_ids", token_type_ids))
+                 if value is not None}
         base = self.base_model(
             input_ids, attention_mask, position_ids, past_key_values, cache=cache, inputs_embeds=inputs_embeds,
             use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            return_dict=True, **positions,
+            return_dict=True, **given,
         )
         hidden = base.last_hidden_state
         logits = self.token_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
