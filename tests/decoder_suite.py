@@ -164,6 +164,21 @@ class DecoderFamilyTests:
         _, reference, model = tiny
         assert_generate_matches(model, reference, *generation_inputs(self.ids), **options)
 
+    @GENERATE_OPTIONS
+    @torch.inference_mode()
+    def test_generate_with_token_type_ids_matches_reference(self, tiny, options):
+        """The prompt's token types, and each new token taking its row's last one, as the reference extends them."""
+        _, reference, model = tiny
+        ids, mask = generation_inputs(self.ids)
+        types = (torch.arange(ids.shape[1]) >= ids.shape[1] // 2).long().expand_as(ids) * (self.LOWEST_ID + 1)
+        settings = dict(attention_mask=mask, max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0,
+                        **options)
+        try:
+            expected = reference.generate(ids, token_type_ids=types, **settings)
+        except (TypeError, ValueError):  # a forward without the argument: it cannot add them
+            expected = reference.generate(ids, **settings)
+        assert model.generate(ids, token_type_ids=types, **settings).tolist() == expected.tolist()
+
     @torch.inference_mode()
     def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(self, tiny):
         assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(self.ids))

@@ -181,8 +181,11 @@ class GenerationMixin:
                 "supported: use the built-in strategies (greedy, sampling, beam search, assisted decoding) and "
                 "logits_processor= / stopping_criteria= for custom behaviour."
             )
-        inputs, attention_mask = _inputs_and_mask(inputs, kwargs)
+        inputs, attention_mask, token_type_ids = _inputs_and_mask(inputs, kwargs)
         encoder_decoder = bool(getattr(getattr(self, "config", None), "is_encoder_decoder", False))
+        if encoder_decoder and token_type_ids is not None:
+            raise ValueError(f"token_type_ids are an input of decoder-only models; {type(self).__name__} is an "
+                             "encoder-decoder, whose encoder takes none: leave them out.")
         seq2seq = {name: kwargs.pop(name, None) for name in _SEQ2SEQ_INPUTS} if encoder_decoder else {}
         tokenizer = kwargs.pop("tokenizer", None)
         generator = kwargs.pop("generator", None)
@@ -204,7 +207,7 @@ class GenerationMixin:
         if unknown:
             raise TypeError(
                 f"generate() got unexpected keyword arguments: {sorted(unknown)}. It takes inputs/input_ids, "
-                "attention_mask, generation_config, logits_processor, stopping_criteria, prefix_allowed_tokens_fn, "
+                "attention_mask, (decoder-only models) token_type_ids, generation_config, logits_processor, stopping_criteria, prefix_allowed_tokens_fn, "
                 "synced_gpus, assistant_model, streamer, negative_prompt_ids, negative_prompt_attention_mask, "
                 "past_key_values, tokenizer, generator, use_model_defaults, (encoder-decoders) encoder_outputs, "
                 "inputs_embeds, decoder_input_ids, decoder_attention_mask and the options of GenerationConfig: "
@@ -253,7 +256,8 @@ class GenerationMixin:
                                      run.output_attentions, run.output_hidden_states)
         else:
             decoder = Decoder(forward_for_decoding(self, config, cache), input_ids, attention_mask, cache=cache,
-                              output_attentions=run.output_attentions, output_hidden_states=run.output_hidden_states)
+                              output_attentions=run.output_attentions, output_hidden_states=run.output_hidden_states,
+                              token_type_ids=token_type_ids)
         if assisted:
             encoder_inputs = dict(inputs_tensor=encoder_input_ids, model_kwargs={"attention_mask": encoder_mask}) \
                 if encoder_decoder else {}
@@ -639,17 +643,19 @@ def _can_improve(running_scores, finished_scores, is_finished, length, prompt_le
 
 
 def _inputs_and_mask(inputs, kwargs: dict):
-    """The prompt ids and mask from `inputs`, an `input_ids=` keyword, or what tokenizer(...) returns."""
+    """The prompt ids, mask and token types from `inputs`, an `input_ids=` keyword, or what tokenizer(...) returns."""
     if "input_ids" in kwargs:
         if inputs is not None:
             raise ValueError("generate() got the prompt twice, as inputs and as input_ids=: pass only one of them.")
         inputs = kwargs.pop("input_ids")
     attention_mask = kwargs.pop("attention_mask", None)
+    token_type_ids = kwargs.pop("token_type_ids", None)
     if isinstance(inputs, Mapping):
-        # What tokenizer(...) and apply_chat_template(..., return_dict=True) return: take its ids and mask.
+        # What tokenizer(...) and apply_chat_template(..., return_dict=True) return: take its ids, mask and types.
         attention_mask = inputs.get("attention_mask") if attention_mask is None else attention_mask
+        token_type_ids = inputs.get("token_type_ids") if token_type_ids is None else token_type_ids
         inputs = inputs.get("input_ids")
-    return inputs, attention_mask
+    return inputs, attention_mask, token_type_ids
 
 
 # generate's keyword arguments for an encoder-decoder besides the encoder's inputs.

@@ -66,13 +66,20 @@ class Decoder:
 
     `cache` may come from an earlier call (generate's past_key_values=) and hold the first positions of the
     prompt already: only the rest is fed. `attention_mask` is None while no row is padded; `position_ids` then
-    counts from the cache, else it holds each row's positions of the tokens fed last.
+    counts from the cache, else it holds each row's positions of the tokens fed last. `token_type_ids`, where
+    given, are the prompt's; each token after it takes its row's last type, as the reference's generate extends them.
     """
 
     def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache=None,
-                 output_attentions: bool = False, output_hidden_states: bool = False):
+                 output_attentions: bool = False, output_hidden_states: bool = False, token_type_ids=None):
         self.model = model
         self.input_ids = input_ids
+        if token_type_ids is not None and (not isinstance(token_type_ids, torch.Tensor)
+                                           or token_type_ids.shape != input_ids.shape):
+            shape = tuple(token_type_ids.shape) if isinstance(token_type_ids, torch.Tensor) else type(token_type_ids)
+            raise ValueError(f"token_type_ids must be a tensor shaped like input_ids {tuple(input_ids.shape)}, "
+                             f"got {shape}.")
+        self.token_type_ids = token_type_ids
         self.cache = DynamicCache() if cache is None else cache
         if not isinstance(self.cache, Cache):
             raise TypeError(f"past_key_values must be a Cache (such as DynamicCache), got {type(cache).__name__}.")
@@ -113,6 +120,8 @@ class Decoder:
             self.last_hidden_states = _rows(self.last_hidden_states, rows)
         if self.attention_mask is not None:
             self.attention_mask, self.position_ids = self.attention_mask[rows], self.position_ids[rows]
+        if self.token_type_ids is not None:
+            self.token_type_ids = self.token_type_ids[rows]
 
     def reorder_beams(self, rows: torch.Tensor) -> None:
         """Make row i's cache the cache of row rows[i], a beam of the same prompt (beam search, each step)."""
@@ -126,14 +135,15 @@ class Decoder:
         end = min(start + limit, length)
         mask = None if self.attention_mask is None else self.attention_mask[:, :end]
         positions = None if self.position_ids is None else self.position_ids[:, start:end]
+        types = None if self.token_type_ids is None else self.token_type_ids[:, start:end]
         with accelerator().prompts_for_generation():  # (a bfloat16 prompt may take the compiled step too)
-            logits = self._forward(self.input_ids[:, start:end], mask, positions)[:, -1]
+            logits = self._forward(self.input_ids[:, start:end], mask, positions, token_type_ids=types)[:, -1]
         return logits if end == length else None
 
     def step(self, token: torch.Tensor) -> torch.Tensor:
         """Feed one token per row; the (B, V) logits for the position after it."""
         self.argmax = None
-        if self.attention_mask is None and not self.extra:
+        if self.attention_mask is None and not self.extra and self.token_type_ids is None:
             shortcut = getattr(self.model, "accelerated_logits", None)  # past the model's forward (CausalLM)
             taken = shortcut(self.model, token, self.cache) if shortcut is not None else None
             if taken is not None:
@@ -142,13 +152,14 @@ class Decoder:
         if self.attention_mask is not None:
             self.attention_mask = torch.cat([self.attention_mask, self.attention_mask.new_ones(token.shape[0], 1)], -1)
             self.position_ids = self.position_ids[:, -1:] + 1
-        return self._forward(token[:, None], self.attention_mask, self.position_ids)[:, -1]
+        return self._forward(token[:, None], self.attention_mask, self.position_ids,
+                             token_type_ids=self._last_types(1))[:, -1]
 
     def run_greedy(self, token: torch.Tensor, count: int, eos: list[int], ids: torch.Tensor) -> int | None:
         """Feed one row's (1,) token, then the argmax of each step's logits, for up to `count` steps or until one
         makes a token in `eos`, in one call of the model's accelerated step (kernels/llama.py `greedy_tokens`); the
         tokens go into `ids` (1-D int64). How many it made, or None where the model takes no such run."""
-        if self.attention_mask is not None or self.extra:
+        if self.attention_mask is not None or self.extra or self.token_type_ids is not None:
             return None
         run = getattr(self.model, "accelerated_greedy", None)
         return run(self.model, token, self.cache, count, eos, ids) if run is not None else None
@@ -158,7 +169,11 @@ class Decoder:
         `keep` positions. For an unpadded batch (assisted decoding); the model counts positions from the cache."""
         if self.attention_mask is not None:
             raise ValueError("Feeding several tokens at once needs an unpadded batch (attention_mask of ones).")
-        return self._forward(tokens, None, None, keep)
+        return self._forward(tokens, None, None, keep, self._last_types(tokens.shape[1]))
+
+    def _last_types(self, count: int) -> torch.Tensor | None:
+        """The token types of `count` tokens fed after the prompt: each row's last one, or None without types."""
+        return None if self.token_type_ids is None else self.token_type_ids[:, -1:].expand(-1, count)
 
     def append_rows(self, other: "Decoder") -> None:
         """Add the rows of `other` after this decoder's; both have fed their whole prompts. The one holding
@@ -174,6 +189,8 @@ class Decoder:
     def keep_rows(self, rows: torch.Tensor) -> None:
         """Keep only the rows at indices `rows`, and drop the padding in front that none of them needs."""
         self.cache.reorder(rows)
+        if self.token_type_ids is not None:
+            self.token_type_ids = self.token_type_ids[rows]
         if self.attention_mask is None:
             return
         mask, self.position_ids = self.attention_mask[rows], self.position_ids[rows]
@@ -198,7 +215,8 @@ class Decoder:
         if bool(self.attention_mask.all()):
             self.attention_mask, self.position_ids = None, None
 
-    def _forward(self, input_ids: torch.Tensor, attention_mask, position_ids, keep: int = 1) -> torch.Tensor:
+    def _forward(self, input_ids: torch.Tensor, attention_mask, position_ids, keep: int = 1,
+                 token_type_ids=None) -> torch.Tensor:
         if position_ids is None:
             # Positions count from 0 as in the reference's generate, also for models whose own default differs
             # (RoBERTa counts from its padding id when called without positions).
@@ -212,6 +230,7 @@ class Decoder:
             logits_to_keep=keep,
             return_dict=True,  # whatever config.return_dict says: the loop reads outputs by name
             **self.extra,
+            **({} if token_type_ids is None else {"token_type_ids": token_type_ids}),
         )
         if self.extra:
             self.last_attentions = output.attentions
@@ -266,7 +285,8 @@ class Seq2SeqDecoder(Decoder):
             self.encoder_attention_mask = self.encoder_attention_mask[rows]
         self.last_cross_attentions = _rows(self.last_cross_attentions, rows)
 
-    def _forward(self, input_ids: torch.Tensor, attention_mask, position_ids, keep: int = 1) -> torch.Tensor:
+    def _forward(self, input_ids: torch.Tensor, attention_mask, position_ids, keep: int = 1,
+                 token_type_ids=None) -> torch.Tensor:
         # Decoder positions count from the cache (T5's relative buckets, BART's learned table): no position ids.
         output = self.model(
             attention_mask=self.encoder_attention_mask,
