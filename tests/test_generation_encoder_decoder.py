@@ -325,6 +325,8 @@ def test_what_encoder_decoders_do_not_run_is_refused(models, prompts):
         ours.generate(ids[:1], cache_implementation="static", max_new_tokens=3)
     with pytest.raises(TypeError, match="EncoderDecoderCache"):
         ours.generate(ids[:1], past_key_values=DynamicCache(), max_new_tokens=3)
+    with pytest.raises(ValueError, match="token_type_ids are an input of decoder-only models"):
+        ours.generate(ids[:1], token_type_ids=torch.zeros_like(ids[:1]), max_new_tokens=3)
     with pytest.raises(ValueError, match="decoder_start_token_id"):
         ours.generate(ids[:1], decoder_start_token_id=None, bos_token_id=None, max_new_tokens=3,
                       generation_config=openformers.GenerationConfig(), use_model_defaults=False)

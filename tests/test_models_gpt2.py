@@ -110,6 +110,23 @@ def test_generate_matches_reference_greedy(causal_lm):
     assert model.generate(ids, max_new_tokens=8).tolist() == expected.tolist()
 
 
+@pytest.mark.parametrize("options", [dict(), dict(num_beams=3, num_return_sequences=2)], ids=["greedy", "beam"])
+@torch.inference_mode()
+def test_generate_with_token_type_ids_from_the_tokenizer_matches_reference(causal_lm, options):
+    """model.generate(**tokenizer(...)) where the tokenizer returns token types: GPT-2 embeds them, and each new
+    token takes its row's last type."""
+    reference, model = causal_lm
+    ids = torch.randint(1, TINY["vocab_size"], (2, 6), generator=torch.Generator().manual_seed(3))
+    encoded = dict(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=torch.full_like(ids, 5))
+    settings = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0, **options)
+    expected = reference.generate(**encoded, **settings)
+    assert expected.tolist() != reference.generate(ids, **settings).tolist()  # the types matter here
+    assert model.generate(encoded, **settings).tolist() == expected.tolist()
+    assert model.generate(**encoded, **settings).tolist() == expected.tolist()
+    with pytest.raises(ValueError, match=r"token_type_ids must be a tensor shaped like input_ids \(2, 6\)"):
+        model.generate(ids, token_type_ids=encoded["token_type_ids"][:, :3], **settings)
+
+
 @torch.inference_mode()
 def test_the_original_checkpoint_layout_loads(causal_lm, tmp_path):
     """The `gpt2` repository's layout: no "transformer." prefix, and the causal-mask buffers stored."""
