@@ -55,7 +55,7 @@ _public(
     "PhiConfig",
     "GraniteConfig",
     "StableLmConfig",
-    "CohereConfig",
+    "CohereConfig", "Cohere2Config", "NemotronConfig",
     "GPTBigCodeConfig",
     "AlbertConfig", "ElectraConfig", "MPNetConfig",
     "Olmo2Config",
@@ -231,6 +231,15 @@ _public(
 _public(
     "openformers.models.cohere",
     "CoherePreTrainedModel", "CohereModel", "CohereForCausalLM",
+)
+_public(
+    "openformers.models.cohere2",
+    "Cohere2PreTrainedModel", "Cohere2Model", "Cohere2ForCausalLM",
+)
+_public(
+    "openformers.models.nemotron",
+    "NemotronPreTrainedModel", "NemotronModel", "NemotronForCausalLM", "NemotronForSequenceClassification",
+    "NemotronForTokenClassification", "NemotronForQuestionAnswering",
 )
 _public(
     "openformers.models.gpt_bigcode",

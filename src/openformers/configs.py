@@ -783,13 +783,7 @@ class Gemma2Config(PretrainedConfig):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
                 _invalid(name, value, "None or a positive number")
-        if self.sliding_window is not None and not _positive_int(self.sliding_window):
-            _invalid("sliding_window", self.sliding_window, "None or a positive integer")
-        kinds = ("sliding_attention", "full_attention")
-        if (not isinstance(self.layer_types, list) or len(self.layer_types) != self.num_hidden_layers
-                or any(kind not in kinds for kind in self.layer_types)):
-            _invalid("layer_types", self.layer_types,
-                     f"a list of num_hidden_layers={self.num_hidden_layers} entries, each one of {', '.join(kinds)}")
+        _check_sliding_layers(self)
         _refuse_bidirectional_attention(self)
         if self.rope_scaling is not None:
             _check_rope_scaling(self.rope_scaling)
@@ -803,6 +797,18 @@ class Gemma2Config(PretrainedConfig):
         values = super().to_dict()
         values["rope_parameters"] = {"rope_type": "default", **(self.rope_scaling or {}), "rope_theta": self.rope_theta}
         return values
+
+
+def _check_sliding_layers(config: PretrainedConfig) -> None:
+    """A `sliding_window` (None or a positive integer) and `layer_types` marking each layer "sliding_attention" or
+    "full_attention" (Gemma 2 and 3, Cohere 2: the sliding layers see the window, the others everything)."""
+    if config.sliding_window is not None and not _positive_int(config.sliding_window):
+        _invalid("sliding_window", config.sliding_window, "None or a positive integer")
+    kinds = ("sliding_attention", "full_attention")
+    if (not isinstance(config.layer_types, list) or len(config.layer_types) != config.num_hidden_layers
+            or any(kind not in kinds for kind in config.layer_types)):
+        _invalid("layer_types", config.layer_types,
+                 f"a list of num_hidden_layers={config.num_hidden_layers} entries, each one of {', '.join(kinds)}")
 
 
 def _field_alias(name: str) -> property:
@@ -1591,6 +1597,86 @@ class CohereConfig(PretrainedConfig):
         values = super().to_dict()
         values["rope_parameters"] = {"rope_type": "default", **(self.rope_scaling or {}), "rope_theta": self.rope_theta}
         return values
+
+
+@dataclass
+class Cohere2Config(CohereConfig):
+    """Cohere 2 (Command R7B, Command A, Aya Expanse's successors): Cohere's layers without per-head q/k norms, in
+    runs of `sliding_window_pattern` (4): the first layers of a run attend through a window of `sliding_window`
+    positions and rotate their queries and keys, the last attends to everything with no positional encoding at all
+    (`layer_types`, derived from the pattern when a config.json has none)."""
+
+    model_type: ClassVar[str] = "cohere2"
+    use_qk_norm: ClassVar[bool] = False  # not a Cohere 2 field
+
+    rope_theta: float = 10000.0  # the reference's default
+    sliding_window: int | None = 4096
+    layer_types: list[str] | None = None
+
+    def __post_init__(self):
+        if self.layer_types is None and _positive_int(self.num_hidden_layers):
+            pattern = self.extra.get("sliding_window_pattern", 4)  # every pattern-th layer attends to everything
+            if not _positive_int(pattern):
+                _invalid("sliding_window_pattern", pattern, "a positive integer")
+            self.layer_types = ["sliding_attention" if (i + 1) % pattern else "full_attention"
+                                for i in range(self.num_hidden_layers)]
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        _check_sliding_layers(self)
+
+
+@dataclass
+class NemotronConfig(PartialRotaryInBothLayouts, PretrainedConfig):
+    """Nemotron (Minitron, Nemotron-Mini, Mistral-NeMo-Minitron): Llama's decoder with LayerNorms whose weights are
+    stored minus one (`norm_eps`), an MLP without a gate over a squared ReLU (`relu2`), rotary embeddings over the
+    first `partial_rotary_factor` of each head (0.5), optional biases on the attention (`attention_bias`) and the MLP
+    (`mlp_bias`), and an untied head."""
+
+    model_type: ClassVar[str] = "nemotron"
+    qkv_bias: ClassVar[bool] = False  # the name Llama's attention reads: attention_bias puts one on all four
+
+    vocab_size: int = 256000
+    hidden_size: int = 6144
+    intermediate_size: int = 24576
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 48
+    head_dim: int | None = None  # None: hidden_size // num_attention_heads
+    num_key_value_heads: int | None = None  # None: as many as the query heads
+    hidden_act: str = "relu2"
+    max_position_embeddings: int = 4096
+    initializer_range: float = 0.0134
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    partial_rotary_factor: float = 0.5
+    rope_scaling: dict[str, Any] | None = None
+    attention_bias: bool = False
+    attention_dropout: float = 0.0
+    mlp_bias: bool = False
+    pad_token_id: int | None = None
+    bos_token_id: int | None = 2
+    eos_token_id: int | list[int] | None = 3
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self):
+        if self.head_dim is None and _positive_int(self.hidden_size) and _positive_int(self.num_attention_heads):
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        super().__post_init__()
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings")
+        _check_key_value_heads(self)
+        if self.hidden_act not in ("relu2", "relu", "silu", "gelu"):
+            _invalid("hidden_act", self.hidden_act, "'relu2' (Nemotron's squared ReLU), 'relu', 'silu' or 'gelu'")
+        _require_positive_numbers(self, "norm_eps", "rope_theta")
+        _require_probabilities(self, "attention_dropout")
+        for name in ("attention_bias", "mlp_bias"):
+            if not isinstance(getattr(self, name), bool):
+                _invalid(name, getattr(self, name), "true or false")
+        _check_partial_rotary_factor(self)
+        _check_rope_scaling_of_family(self)
 
 
 @dataclass
@@ -2605,6 +2691,8 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "phi": PhiConfig,
     "stablelm": StableLmConfig,
     "cohere": CohereConfig,
+    "cohere2": Cohere2Config,
+    "nemotron": NemotronConfig,
     "olmo2": Olmo2Config,
     "starcoder2": Starcoder2Config,
     "albert": AlbertConfig,

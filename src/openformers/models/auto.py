@@ -37,7 +37,8 @@ from . import opt
 from . import bloom
 from . import phi
 from . import stablelm
-from . import cohere
+from . import cohere, cohere2
+from . import nemotron
 from . import gpt_bigcode
 from . import bart, marian, m2m_100, mbart, pegasus
 from . import t5
@@ -189,6 +190,11 @@ MODEL_CLASSES = {
         "base": "CohereModel",
         "causal-lm": "CohereForCausalLM",
     }),
+    "cohere2": (cohere2, {  # Command R7B, Command A; the reference has a causal LM only
+        "base": "Cohere2Model",
+        "causal-lm": "Cohere2ForCausalLM",
+    }),
+    "nemotron": (nemotron, _decoder_classes("Nemotron")),  # Minitron, Nemotron-Mini
     "bart": (bart, {  # an encoder-decoder; the reference maps masked LM and pre-training to the seq2seq LM too
         "base": "BartModel",
         "seq2seq-lm": "BartForConditionalGeneration",

@@ -28,23 +28,29 @@ from .layers import RotaryEmbedding, apply_interleaved_rope
 from .llama import GGUF_RENAMES, LlamaAttention, LlamaMLP, gguf_config_values
 
 
-def config_from_gguf(gguf, **overrides) -> CohereConfig:
-    """The config of an opened `weights.GGUFFile` of llama.cpp's "command-r" architecture (whose converter writes the
-    context length from model_max_length, the one Command R was trained on, and no rope scaling)."""
+def gguf_cohere_values(gguf, arch: str) -> dict:
+    """The config values llama.cpp's Cohere architectures ("command-r", "cohere2") state alike: Llama's, with the
+    logit scale and the LayerNorms' epsilon from `<arch>.*` and the attention's biases from the tensors."""
     values = gguf_config_values(gguf)
     for key in ("logit_scale", "attention.layer_norm_epsilon"):
-        if gguf.get(f"command-r.{key}") is None:
-            raise ValueError(f"{gguf.path} lacks the GGUF metadata key command-r.{key}, which a command-r model needs.")
+        if gguf.get(f"{arch}.{key}") is None:
+            raise ValueError(f"{gguf.path} lacks the GGUF metadata key {arch}.{key}, which a {arch} model needs.")
     del values["rms_norm_eps"]  # Cohere norms are LayerNorms (their epsilon read below)
     values.update(
-        architectures=["CohereForCausalLM"],
-        logit_scale=gguf.get("command-r.logit_scale"),
-        layer_norm_eps=gguf.get("command-r.attention.layer_norm_epsilon"),
-        use_qk_norm="blk.0.attn_q_norm.weight" in gguf.tensor_names,
+        logit_scale=gguf.get(f"{arch}.logit_scale"),
+        layer_norm_eps=gguf.get(f"{arch}.attention.layer_norm_epsilon"),
         attention_bias="blk.0.attn_q.bias" in gguf.tensor_names,
     )
     if values["head_dim"] == values["hidden_size"] // values["num_attention_heads"]:
         del values["head_dim"]  # not a Cohere field; kept (in extra) only where it differs from the derived one
+    return values
+
+
+def config_from_gguf(gguf, **overrides) -> CohereConfig:
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "command-r" architecture (whose converter writes the
+    context length from model_max_length, the one Command R was trained on, and no rope scaling)."""
+    values = gguf_cohere_values(gguf, "command-r")
+    values.update(architectures=["CohereForCausalLM"], use_qk_norm="blk.0.attn_q_norm.weight" in gguf.tensor_names)
     return CohereConfig.from_dict(values, **overrides)
 
 
@@ -101,10 +107,12 @@ class CohereAttention(LlamaAttention):
 
 
 class CohereDecoderLayer(nn.Module):
+    attention_class = CohereAttention  # Cohere 2's leaves its full-attention layers unrotated
+
     def __init__(self, config: CohereConfig, layer_idx: int):
         super().__init__()
         self.input_layernorm = CohereLayerNorm(config.hidden_size, config.layer_norm_eps)
-        self.self_attn = CohereAttention(config, layer_idx)
+        self.self_attn = self.attention_class(config, layer_idx)
         self.mlp = LlamaMLP(config)
 
     def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
@@ -124,10 +132,12 @@ class CoherePreTrainedModel(PreTrainedModel):
 class CohereModel(CoherePreTrainedModel, DecoderModel):
     """The decoder stack without a head: returns the last hidden state."""
 
+    layer_class = CohereDecoderLayer  # Cohere 2 names its own
+
     def __init__(self, config: CohereConfig):
         super().__init__(config)
         self.embed_tokens = token_embeddings(config)
-        self.layers = nn.ModuleList(CohereDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(self.layer_class(config, i) for i in range(config.num_hidden_layers))
         self.norm = CohereLayerNorm(config.hidden_size, config.layer_norm_eps)
         self.rotary_emb = RotaryEmbedding(config.head_dim, config.rope_theta, config.rope_scaling,
                                           min(config.max_position_embeddings, 8192))

@@ -23,6 +23,7 @@ ACTIVATIONS = {
     # The tanh form written out as the reference's FastGELUActivation computes it (SantaCoder's configs name it).
     "gelu_fast": lambda x: 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x))),
     "relu": F.relu,
+    "relu2": lambda x: F.relu(x).square(),  # Nemotron's squared ReLU
     "silu": F.silu,
     "swish": F.silu,
     "tanh": torch.tanh,  # DeBERTa-v2's convolution and pooler may name it

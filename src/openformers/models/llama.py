@@ -72,7 +72,7 @@ def gguf_config_values(gguf) -> dict:
         "head_dim": head_dim,
         "rms_norm_eps": gguf.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5),
         "rope_theta": gguf.get(f"{arch}.rope.freq_base", 10000.0),
-        "rope_scaling": _gguf_rope_scaling(gguf, arch, head_dim),
+        "rope_scaling": gguf_rope_scaling(gguf, arch, head_dim),
         "max_position_embeddings": gguf.get(f"{arch}.context_length", 2048),
         "tie_word_embeddings": "output.weight" not in gguf.tensor_names,
         "bos_token_id": gguf.get("tokenizer.ggml.bos_token_id"),
@@ -81,7 +81,9 @@ def gguf_config_values(gguf) -> dict:
     }
 
 
-def _gguf_rope_scaling(gguf, arch: str, head_dim: int) -> dict | None:
+def gguf_rope_scaling(gguf, arch: str, head_dim: int) -> dict | None:
+    """The rope_scaling of a file of llama.cpp's architecture `arch`: Llama 3.1's from a rope_freqs tensor, else linear
+    scaling from `<arch>.rope.scaling.*`, else None."""
     if "rope_freqs.weight" in gguf.tensor_names:
         return _llama3_scaling_of_rope_freqs(gguf, head_dim, gguf.get(f"{arch}.rope.freq_base", 10000.0))
     kind = gguf.get(f"{arch}.rope.scaling.type")

@@ -860,7 +860,8 @@ _CLASS_OF_MODEL_TYPE = {
     "albert": "AlbertTokenizer", "electra": "BertTokenizer", "mpnet": "MPNetTokenizer",
     "gemma": "GemmaTokenizer", "gemma2": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer",
     "granite": "TokenizersBackend",  # whatever class its folders name (GPT2Tokenizer)
-    "cohere": "CohereTokenizer",
+    "cohere": "CohereTokenizer", "cohere2": "CohereTokenizer",
+    "nemotron": "TokenizersBackend",  # Nemotron's folders name LlamaTokenizer or PreTrainedTokenizerFast
 }  # fmt: skip
 # Model types whose Hub configs often name the wrong tokenizer class: the registered class wins. So does a registered
 # TokenizersBackend over any other class a folder names, as in the reference.
