@@ -55,7 +55,7 @@ _public(
     "PhiConfig",
     "GraniteConfig",
     "StableLmConfig",
-    "CohereConfig", "Cohere2Config", "NemotronConfig",
+    "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config",
     "GPTBigCodeConfig",
     "AlbertConfig", "ElectraConfig", "MPNetConfig",
     "Olmo2Config",
@@ -240,6 +240,11 @@ _public(
     "openformers.models.nemotron",
     "NemotronPreTrainedModel", "NemotronModel", "NemotronForCausalLM", "NemotronForSequenceClassification",
     "NemotronForTokenClassification", "NemotronForQuestionAnswering",
+)
+_public(
+    "openformers.models.glm",
+    "GlmPreTrainedModel", "GlmModel", "GlmForCausalLM", "GlmForSequenceClassification", "GlmForTokenClassification",
+    "Glm4PreTrainedModel", "Glm4Model", "Glm4ForCausalLM", "Glm4ForSequenceClassification", "Glm4ForTokenClassification",
 )
 _public(
     "openformers.models.gpt_bigcode",

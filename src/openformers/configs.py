@@ -1529,6 +1529,69 @@ class StableLmConfig(PartialRotaryInBothLayouts, PretrainedConfig):
 
 
 @dataclass
+class GlmConfig(LlamaConfig):
+    """GLM-4 (glm-4-9b-chat-hf, glm-edge): a Llama-style decoder with biases on the query, key and value projections
+    (`attention_bias`; none on o_proj), one fused gate/up projection in the MLP, and rotary embeddings over the first
+    `partial_rotary_factor` of each head's dimensions, turned in interleaved pairs (2i, 2i + 1).
+
+    config.json holds rope_theta and partial_rotary_factor at the top (transformers 4) or in rope_parameters (5, whose
+    dict wins): both are read, both written."""
+
+    model_type: ClassVar[str] = "glm"
+    mlp_bias: ClassVar[bool] = False  # the fused MLP has no bias
+
+    vocab_size: int = 151552
+    hidden_size: int = 4096
+    intermediate_size: int = 13696
+    num_hidden_layers: int = 40
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = 2
+    head_dim: int | None = 128
+    max_position_embeddings: int = 131072
+    rms_norm_eps: float = 1.5625e-07
+    partial_rotary_factor: float = 0.5
+    attention_bias: bool = True
+    attention_dropout: float = 0.0
+    pad_token_id: int | None = 151329
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None  # None: the chat model's three end tokens, as in the reference
+
+    # How many of each head's dimensions rotate (the first ones); the rest pass through.
+    rotary_dim = property(lambda self: int(self.head_dim * self.partial_rotary_factor))
+
+    def __post_init__(self):
+        if self.eos_token_id is None:
+            self.eos_token_id = [151329, 151336, 151338]
+        _rope_fields_from_parameters(self, ("rope_theta", "partial_rotary_factor"))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        _check_partial_rotary_factor(self)
+        _check_rope_scaling_of_family(self)
+        _require_probabilities(self, "attention_dropout")
+        if not isinstance(self.attention_bias, bool):
+            _invalid("attention_bias", self.attention_bias, "true or false")
+
+    @classmethod
+    def _from_file_layout(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return values  # rope_parameters is read by __post_init__, with its partial_rotary_factor
+
+    def to_dict(self) -> dict[str, Any]:
+        values = super().to_dict()
+        values["rope_parameters"] = _partial_rope_parameters(self)
+        return values
+
+
+@dataclass
+class Glm4Config(GlmConfig):
+    """GLM-4-0414 (GLM-4-9B-0414, GLM-4-32B-0414, GLM-Z1): GLM-4's decoder with an RMSNorm after each branch too, on
+    the attention's output (post_self_attn_layernorm) and the MLP's (post_mlp_layernorm), before the residual add."""
+
+    model_type: ClassVar[str] = "glm4"
+
+
+@dataclass
 class CohereConfig(PretrainedConfig):
     """Cohere's Command R family (Command R, Command R+, Aya 23, Aya Expanse): a Llama-style decoder whose layers
     normalize their input once, with a LayerNorm without a bias (`layer_norm_eps`), for attention and the SwiGLU MLP
@@ -2693,6 +2756,8 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "cohere": CohereConfig,
     "cohere2": Cohere2Config,
     "nemotron": NemotronConfig,
+    "glm": GlmConfig,
+    "glm4": Glm4Config,
     "olmo2": Olmo2Config,
     "starcoder2": Starcoder2Config,
     "albert": AlbertConfig,

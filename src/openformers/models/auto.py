@@ -37,8 +37,10 @@ from . import opt
 from . import bloom
 from . import phi
 from . import stablelm
-from . import cohere, cohere2
+from . import cohere
+from . import cohere2
 from . import nemotron
+from . import glm
 from . import gpt_bigcode
 from . import bart, marian, m2m_100, mbart, pegasus
 from . import t5
@@ -185,6 +187,18 @@ MODEL_CLASSES = {
         "causal-lm": "StableLmForCausalLM",
         "sequence-classification": "StableLmForSequenceClassification",
         "token-classification": "StableLmForTokenClassification",
+    }),
+    "glm": (glm, {  # GLM-4 (glm-4-9b-chat-hf, glm-edge); the reference has no QA head for it
+        "base": "GlmModel",
+        "causal-lm": "GlmForCausalLM",
+        "sequence-classification": "GlmForSequenceClassification",
+        "token-classification": "GlmForTokenClassification",
+    }),
+    "glm4": (glm, {  # GLM-4-0414 and GLM-Z1; the reference has no QA head for them
+        "base": "Glm4Model",
+        "causal-lm": "Glm4ForCausalLM",
+        "sequence-classification": "Glm4ForSequenceClassification",
+        "token-classification": "Glm4ForTokenClassification",
     }),
     "cohere": (cohere, {  # Command R, Command R+, Aya; the reference has a causal LM only
         "base": "CohereModel",

@@ -42,9 +42,11 @@ def config_from_gguf(gguf, **overrides) -> LlamaConfig:
     return config_class.from_dict({"architectures": architectures, **gguf_config_values(gguf)}, **overrides)
 
 
-def gguf_config_values(gguf) -> dict:
+def gguf_config_values(gguf, partial_rotary: bool = False) -> dict:
     """A Llama-style config's values from an opened `weights.GGUFFile` (Qwen3's too): hyper-parameters from its
-    `<arch>.*` metadata, special tokens from `tokenizer.ggml.*`, tied embeddings when it has no `output.weight`."""
+    `<arch>.*` metadata, special tokens from `tokenizer.ggml.*`, tied embeddings when it has no `output.weight`.
+    With `partial_rotary` (GLM-4's), the rotated share of each head as `partial_rotary_factor`; else a file that
+    rotates part of each head is refused."""
     arch = gguf.get("general.architecture")
 
     def required(key: str):
@@ -57,12 +59,13 @@ def gguf_config_values(gguf) -> dict:
     hidden = required("embedding_length")
     head_dim = gguf.get(f"{arch}.attention.key_length") or hidden // heads
     rotary_dims = gguf.get(f"{arch}.rope.dimension_count", head_dim)
-    if rotary_dims != head_dim:
+    if rotary_dims != head_dim and not partial_rotary:
         raise ValueError(
             f"{gguf.path} rotates {rotary_dims} of {head_dim} dimensions per head ({arch}.rope.dimension_count); "
             "openformers supports rotary embeddings over the whole head only."
         )
-    return {
+    values = {"partial_rotary_factor": rotary_dims / head_dim} if partial_rotary else {}
+    return values | {
         "vocab_size": gguf.get(f"{arch}.vocab_size") or gguf.array_length("tokenizer.ggml.tokens"),
         "hidden_size": hidden,
         "intermediate_size": required("feed_forward_length"),
@@ -243,13 +246,14 @@ class LlamaMLP(nn.Module):
 
 class LlamaDecoderLayer(nn.Module):
     attention_class = LlamaAttention  # a family with other attention (Qwen3's q/k norms) names its own
+    mlp_class = LlamaMLP  # and one with another MLP (GLM's fused gate/up projection) its own
 
     def __init__(self, config: LlamaConfig, layer_idx: int):
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = self.attention_class(config, layer_idx)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = LlamaMLP(config)
+        self.mlp = self.mlp_class(config)
 
     def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
         x, weights = self.attention_block(x, cos, sin, mask, cache, attention_path)
