@@ -7,8 +7,8 @@ with its norms after each branch in both. Every head the reference has, on a rig
 head's labels; cached decoding, left padding, greedy and beam generation, a static cache, hidden states and attention
 weights, a training step; saving both ways and transformers 4's config.json; the config's defaults and refusals; the
 CPU kernel's refusal; GGUF files written as llama.cpp's converter writes a "glm4" checkpoint (the fused gate/up tensor
-as ffn_up, no rows permuted); and the tokenizer class the reference picks for a GLM folder, with its
-[gMASK]<sop> prefix and chat template.
+as ffn_up, no rows permuted); the tokenizer class the reference picks for a GLM folder, with its [gMASK]<sop>
+prefix and chat template, and the same vocabulary read from a GGUF file.
 """
 
 import json
@@ -21,6 +21,7 @@ from decoder_parity import (
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
     assert_same_attributes,
+    finish_gguf,
     load_quietly,
     outputs_of,
     write_gguf,
@@ -181,36 +182,50 @@ def test_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_path):
     assert_outputs_close(outputs_of(model, _inputs()), outputs_of(reference, _inputs()), "GGUF")
 
 
-# The tokenizer: GLM-4's folders hold a tokenizer.json (a byte-level BPE whose post-processor puts [gMASK]<sop> before
-# each text) with a tokenizer_config.json naming PreTrainedTokenizerFast and the chat template; the reference reads a
-# glm or glm4 folder with its tokenizers backend.
+# The tokenizer: GLM-4's folders hold a tokenizer.json (a byte-level BPE split by cl100k's pattern, whose
+# post-processor puts [gMASK]<sop> before each text) with a tokenizer_config.json naming PreTrainedTokenizerFast and
+# the chat template; the reference reads a glm or glm4 folder with its tokenizers backend. llama.cpp names that
+# vocabulary "chatglm-bpe" or "glm4" (tokenizer.ggml.pre) and splits it with Llama 3's pattern, the same one.
 
-TEXTS = ["Hello, world!", "  two  spaces\tand a tab\n", "café 日本語", "<|user|>\nHi<|assistant|>", ""]
+SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
+         r"\s+(?!\S)|\s+")
+TEXTS = ["Hello, world!", "  two  spaces\tand a tab\n", "café 日本語", "<|user|>\nHi<|assistant|>", "I'M 1234567 x",
+         ""]
+SPECIAL = ["<|endoftext|>", "[gMASK]", "<sop>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = ("[gMASK]<sop>{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}"
                  "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 
 
-@pytest.mark.parametrize("model_type", ["glm", "glm4"])
-def test_tokenizer_of_a_glm_folder_matches_the_reference(model_type, tmp_path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+def _glm_tokenizer_folder(folder, model_type, post_processor=True):
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-    special = ["<|endoftext|>", "[gMASK]", "<sop>", "<|user|>", "<|assistant|>"]
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=special,
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIAL,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(TEXTS * 20, trainer)
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[gMASK] <sop> $A", pair="[gMASK] <sop> $A $B", special_tokens=[("[gMASK]", 1), ("<sop>", 2)])
-    tokenizer.save(str(tmp_path / "tokenizer.json"))
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
+    if post_processor:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="[gMASK] <sop> $A", pair="[gMASK] <sop> $A $B", special_tokens=[("[gMASK]", 1), ("<sop>", 2)])
+    folder.mkdir()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
         "padding_side": "left", "clean_up_tokenization_spaces": False, "chat_template": CHAT_TEMPLATE,
     }))
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
-    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
-    ours = openformers.AutoTokenizer.from_pretrained(tmp_path)
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+    return folder
+
+
+@pytest.mark.parametrize("model_type", ["glm", "glm4"])
+def test_tokenizer_of_a_glm_folder_matches_the_reference(model_type, tmp_path):
+    folder = _glm_tokenizer_folder(tmp_path / "glm", model_type)
+    reference = transformers.AutoTokenizer.from_pretrained(str(folder))
+    ours = openformers.AutoTokenizer.from_pretrained(folder)
     assert type(ours).__name__ == type(reference).__name__
     for text in TEXTS:
         assert ours(text)["input_ids"] == reference(text)["input_ids"], text
@@ -222,3 +237,28 @@ def test_tokenizer_of_a_glm_folder_matches_the_reference(model_type, tmp_path):
     got = ours(TEXTS[:3], padding=True)
     expected = reference(TEXTS[:3], padding=True)
     assert got["input_ids"] == expected["input_ids"] and got["attention_mask"] == expected["attention_mask"]
+
+
+@pytest.mark.parametrize("pre", ["chatglm-bpe", "glm4"])
+def test_gguf_tokenizer_splits_as_the_glm_tokenizer_json(pre, tmp_path):
+    """Read from a GGUF file (no bos added: llama.cpp's GLM-4 prompts get [gMASK]<sop> from the chat template), the
+    vocabulary gives the ids of the tokenizer.json it was converted from, three digits a piece."""
+    import gguf
+
+    folder = _glm_tokenizer_folder(tmp_path / "glm", "glm4", post_processor=False)
+    data = json.loads((folder / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    writer = gguf.GGUFWriter(str(tmp_path / "glm4.gguf"), "glm4")
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    tokens = sorted(vocab, key=vocab.get)
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.CONTROL if t in SPECIAL else gguf.TokenType.NORMAL for t in tokens])
+    writer.add_token_merges([" ".join(merge) for merge in data["model"]["merges"]])
+    writer.add_eos_token_id(0)
+    writer.add_add_bos_token(False)
+    finish_gguf(writer)
+    reference = transformers.AutoTokenizer.from_pretrained(str(folder))
+    ours = load_quietly(openformers.AutoTokenizer.from_pretrained, tmp_path / "glm4.gguf")
+    for text in TEXTS:
+        assert ours.encode(text) == reference.encode(text), text

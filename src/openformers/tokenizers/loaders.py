@@ -1004,7 +1004,8 @@ _QWEN2_PATTERN = (
 # BLOOM's: a space and what follows up to a space or punctuation (its tokenizer.json's, a nested character class).
 _BLOOM_PATTERN = " ?[^(\\s|[.,!?…。，、।۔،])]+"
 _PRE_PATTERNS = {
-    **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "dbrx", "smaug-bpe"), _LLAMA3_PATTERN),
+    **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "dbrx", "smaug-bpe", "chatglm-bpe", "glm4"),
+                    _LLAMA3_PATTERN),
     **dict.fromkeys(("qwen2", "deepseek-r1-qwen", "megrez"), _QWEN2_PATTERN),
     "bloom": _BLOOM_PATTERN,
 }
