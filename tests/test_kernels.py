@@ -21,6 +21,7 @@ from openformers.configs import (
     MistralConfig,
     MixtralConfig,
     Olmo2Config,
+    Olmo3Config,
     Phi3Config,
     Qwen2Config,
     Qwen3Config,
@@ -36,6 +37,7 @@ from openformers.models.granite import GraniteForCausalLM
 from openformers.models.llama import LlamaForCausalLM
 from openformers.models.mixtral import MixtralForCausalLM, SparseMoeBlock
 from openformers.models.olmo2 import Olmo2ForCausalLM
+from openformers.models.olmo3 import Olmo3ForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
 from openformers.models.qwen3_moe import Qwen3MoeForCausalLM
@@ -83,9 +85,13 @@ GEMMA = dict(head_dim=16, rope_theta=500.0)
 SMOLLM3 = dict(no_rope_layers=[0, 1], rope_theta=500.0)
 # Granite: its four scalars, none of them 1 (the attention's not 1/sqrt(head_dim) either).
 GRANITE = dict(embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.4, logits_scaling=8.0)
+# OLMo 3: a sliding layer (window 5, its own rotation base) before a full one, whose rotation is scaled.
+OLMO3 = dict(layer_types=["sliding_attention", "full_attention"], sliding_window=5, rope_theta=500.0,
+             sliding_rope_theta=10000.0, rope_scaling={"rope_type": "linear", "factor": 2.0})
 QWEN3_MOE = dict(num_experts=6, num_experts_per_tok=3, moe_intermediate_size=64, mlp_only_layers=[1])
 MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM, Gemma3TextConfig: Gemma3ForCausalLM,
-                 Phi3Config: Phi3ForCausalLM, Olmo2Config: Olmo2ForCausalLM, MixtralConfig: MixtralForCausalLM,
+                 Phi3Config: Phi3ForCausalLM, Olmo2Config: Olmo2ForCausalLM, Olmo3Config: Olmo3ForCausalLM,
+                 MixtralConfig: MixtralForCausalLM,
                  Qwen3MoeConfig: Qwen3MoeForCausalLM, Starcoder2Config: Starcoder2ForCausalLM,
                  GemmaConfig: GemmaForCausalLM, SmolLM3Config: SmolLM3ForCausalLM, GraniteConfig: GraniteForCausalLM}
 
@@ -325,7 +331,7 @@ def test_an_unknown_rope_scaling_is_refused():
      (Gemma3TextConfig, GEMMA3), (Gemma3TextConfig, {**HEAD_DIM_64, "head_dim": 64, "query_pre_attn_scalar": 64,
                                                      "rope_scaling": {"rope_type": "linear", "factor": 8.0}}),
      (Phi3Config, PHI3), (Phi3Config, PHI3_LONGROPE), (Phi3Config, HEAD_DIM_128), (Gemma2Config, GEMMA2),
-     (Gemma2Config, GEMMA2_HEAD_DIM_64), (Olmo2Config, {}), (Olmo2Config, HEAD_DIM_64), (MixtralConfig, MIXTRAL),
+     (Gemma2Config, GEMMA2_HEAD_DIM_64), (Olmo2Config, {}), (Olmo2Config, HEAD_DIM_64), (Olmo3Config, OLMO3), (MixtralConfig, MIXTRAL),
      (MixtralConfig, {**MIXTRAL, **HEAD_DIM_64, "num_experts_per_tok": 1, "sliding_window": 5}),
      (Qwen3MoeConfig, QWEN3_MOE), (Qwen3MoeConfig, {**QWEN3_MOE, "norm_topk_prob": True, "mlp_only_layers": []}),
      (Starcoder2Config, {}), (Starcoder2Config, {"use_bias": False}),
@@ -334,7 +340,8 @@ def test_an_unknown_rope_scaling_is_refused():
     ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
          "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope",
          "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128", "gemma2-soft-caps",
-         "gemma2-head-dim-64", "olmo2", "olmo2-head-dim-64", "mixtral", "mixtral-top-1-window", "qwen3-moe-dense-layer",
+         "gemma2-head-dim-64", "olmo2", "olmo2-head-dim-64", "olmo3-window-local-rope", "mixtral", "mixtral-top-1-window",
+         "qwen3-moe-dense-layer",
          "qwen3-moe-renormalized", "starcoder2", "starcoder2-no-biases", "starcoder2-head-dim-64-window", "gemma",
          "smollm3", "smollm3-head-dim-64", "granite"],
 )

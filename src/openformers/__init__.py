@@ -58,7 +58,7 @@ _public(
     "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config",
     "GPTBigCodeConfig",
     "AlbertConfig", "ElectraConfig", "MPNetConfig",
-    "Olmo2Config",
+    "OlmoConfig", "Olmo2Config", "Olmo3Config", "OlmoeConfig",
     "Starcoder2Config",
     "BartConfig",
     "MarianConfig",
@@ -171,8 +171,20 @@ _public(
     "PegasusPreTrainedModel", "PegasusModel", "PegasusForConditionalGeneration", "PegasusForCausalLM",
 )
 _public(
+    "openformers.models.olmo",
+    "OlmoPreTrainedModel", "OlmoModel", "OlmoForCausalLM", "OlmoForSequenceClassification",
+)
+_public(
     "openformers.models.olmo2",
     "Olmo2PreTrainedModel", "Olmo2Model", "Olmo2ForCausalLM", "Olmo2ForSequenceClassification",
+)
+_public(
+    "openformers.models.olmo3",
+    "Olmo3PreTrainedModel", "Olmo3Model", "Olmo3ForCausalLM", "Olmo3ForSequenceClassification",
+)
+_public(
+    "openformers.models.olmoe",
+    "OlmoePreTrainedModel", "OlmoeModel", "OlmoeForCausalLM",
 )
 _public(
     "openformers.models.starcoder2",

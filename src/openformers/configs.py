@@ -679,11 +679,7 @@ class LayerTypedWindow:
 
     def validate(self) -> None:
         super().validate()
-        kinds = ("full_attention", "sliding_attention")
-        if (not isinstance(self.layer_types, (list, tuple)) or len(self.layer_types) != self.num_hidden_layers
-                or any(kind not in kinds for kind in self.layer_types)):
-            _invalid("layer_types", self.layer_types,
-                     f"a list of num_hidden_layers={self.num_hidden_layers} entries, each one of {kinds}")
+        _check_layer_types(self)
         if self.sliding_window is not None and len(set(self.layer_types)) > 1:
             raise ValueError(
                 f"Unsupported config: use_sliding_window=True with layer_types={self.layer_types} (some layers "
@@ -801,14 +797,10 @@ class Gemma2Config(PretrainedConfig):
 
 def _check_sliding_layers(config: PretrainedConfig) -> None:
     """A `sliding_window` (None or a positive integer) and `layer_types` marking each layer "sliding_attention" or
-    "full_attention" (Gemma 2 and 3, Cohere 2: the sliding layers see the window, the others everything)."""
+    "full_attention" (Gemma 2 and 3, Cohere 2, OLMo 3: the sliding layers see the window, the others everything)."""
     if config.sliding_window is not None and not _positive_int(config.sliding_window):
         _invalid("sliding_window", config.sliding_window, "None or a positive integer")
-    kinds = ("sliding_attention", "full_attention")
-    if (not isinstance(config.layer_types, list) or len(config.layer_types) != config.num_hidden_layers
-            or any(kind not in kinds for kind in config.layer_types)):
-        _invalid("layer_types", config.layer_types,
-                 f"a list of num_hidden_layers={config.num_hidden_layers} entries, each one of {', '.join(kinds)}")
+    _check_layer_types(config)
 
 
 def _field_alias(name: str) -> property:
@@ -1002,14 +994,47 @@ class Phi3Config(PartialRotary, PretrainedConfig):
         return values
 
 
+class LayerTypedRope:
+    """transformers 5's `rope_parameters` with one entry per layer type (Gemma 3, OLMo 3): the "full_attention" entry
+    gives the config's rope_theta and rope_scaling, the "sliding_attention" one the sliding layers' base, the field
+    `sliding_theta_field` names (their rotation is never scaled)."""
+
+    sliding_theta_field: ClassVar[str]
+
+    @classmethod
+    def _from_file_layout(cls, values: dict[str, Any]) -> dict[str, Any]:
+        parameters = values.get("rope_parameters")
+        if not (isinstance(parameters, dict) and "full_attention" in parameters):
+            return super()._from_file_layout(values)
+        values = dict(values)
+        parameters = values.pop("rope_parameters")
+        local = dict(parameters.get("sliding_attention") or {})
+        if local.get("rope_type", "default") != "default":
+            raise ValueError(
+                f"Unsupported config: rope_parameters['sliding_attention'] = {local}; openformers scales the rotary "
+                "positions of the full-attention layers only (rope_type 'default' on the sliding ones)."
+            )
+        values[cls.sliding_theta_field] = local.get("rope_theta", getattr(cls, cls.sliding_theta_field))
+        return super()._from_file_layout({**values, "rope_parameters": parameters.get("full_attention") or {}})
+
+
+def _rope_parameters_by_layer_type(config: PretrainedConfig, sliding_theta: float) -> dict[str, Any]:
+    """The rope_parameters a LayerTypedRope config writes: the full layers' (Llama's layout), the sliding layers'."""
+    return {
+        "full_attention": {"rope_type": "default", **(config.rope_scaling or {}), "rope_theta": config.rope_theta},
+        "sliding_attention": {"rope_type": "default", "rope_theta": sliding_theta},
+    }
+
+
 @dataclass
-class Gemma3TextConfig(Gemma2Config):
+class Gemma3TextConfig(LayerTypedRope, Gemma2Config):
     """Gemma 3's text decoder: Gemma 2 with an RMSNorm over each head's queries and keys, rotary positions of their
     own base on the sliding layers (`rope_local_base_freq`), five sliding layers to one full by default, and no
     soft-capping of the logits unless asked for. The reference reads attn_logit_softcapping but never applies it,
     and applies `rope_scaling` to the full-attention layers only; so does openformers."""
 
     model_type: ClassVar[str] = "gemma3_text"
+    sliding_theta_field: ClassVar[str] = "rope_local_base_freq"
     qk_norm: ClassVar[bool] = True
     caps_attention: ClassVar[bool] = False
 
@@ -1032,31 +1057,8 @@ class Gemma3TextConfig(Gemma2Config):
         super().validate()
         _require_positive_numbers(self, "rope_local_base_freq")
 
-    @classmethod
-    def _from_file_layout(cls, values: dict[str, Any]) -> dict[str, Any]:
-        # transformers 5 writes one rope_parameters entry per layer type instead of rope_theta, rope_scaling and
-        # rope_local_base_freq.
-        parameters = values.get("rope_parameters")
-        if not (isinstance(parameters, dict) and "full_attention" in parameters):
-            return super()._from_file_layout(values)
-        values = dict(values)
-        parameters = values.pop("rope_parameters")
-        local = dict(parameters.get("sliding_attention") or {})
-        if local.get("rope_type", "default") != "default":
-            raise ValueError(
-                f"Unsupported config: rope_parameters['sliding_attention'] = {local}; openformers scales the rotary "
-                "positions of the full-attention layers only (rope_type 'default' on the sliding ones)."
-            )
-        values["rope_local_base_freq"] = local.get("rope_theta", cls.rope_local_base_freq)
-        return super()._from_file_layout({**values, "rope_parameters": parameters.get("full_attention") or {}})
-
     def to_dict(self) -> dict[str, Any]:
-        values = super().to_dict()
-        values["rope_parameters"] = {
-            "full_attention": values["rope_parameters"],
-            "sliding_attention": {"rope_type": "default", "rope_theta": self.rope_local_base_freq},
-        }
-        return values
+        return {**super().to_dict(), "rope_parameters": _rope_parameters_by_layer_type(self, self.rope_local_base_freq)}
 
 
 @dataclass
@@ -2188,6 +2190,98 @@ class Olmo2Config(LlamaConfig):
 
 
 @dataclass
+class OlmoConfig(LlamaConfig):
+    """OLMo (the first, OLMo-1B-hf, OLMo-7B-0424-hf): a Llama decoder whose norms are LayerNorms without any
+    parameters (no weight, no bias; epsilon 1e-5), with the queries, keys and values clamped to +-`clip_qkv` after
+    their projections when that is set."""
+
+    model_type: ClassVar[str] = "olmo"
+
+    vocab_size: int = 50304
+    attention_dropout: float = 0.0
+    clip_qkv: float | None = None
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = 50279
+
+    def validate(self) -> None:
+        super().validate()
+        if self.mlp_bias:
+            _invalid("mlp_bias", self.mlp_bias, "False (the MLPs of OLMo and OLMoE have no biases)")
+        _require_probabilities(self, "attention_dropout")
+        if self.clip_qkv is not None:
+            _require_positive_numbers(self, "clip_qkv")
+
+
+@dataclass
+class OlmoeConfig(OlmoConfig):
+    """OLMoE (OLMoE-1B-7B-0924): OLMo's attention with RMSNorms (before attention and before the feed-forward part, as
+    Llama's, and over the queries and the keys of all heads at once, as OLMo 2's), `clip_qkv`, and a sparse mixture of
+    `num_experts` SwiGLU experts of `intermediate_size` in every layer, `num_experts_per_tok` of them per token, their
+    weights renormalized only with `norm_topk_prob`; with `output_router_logits` the causal LM adds
+    `router_aux_loss_coef` times the load-balancing loss to its loss."""
+
+    model_type: ClassVar[str] = "olmoe"
+    attribute_map: ClassVar[dict[str, str]] = {"num_local_experts": "num_experts"}
+
+    hidden_size: int = 2048
+    intermediate_size: int = 2048
+    num_hidden_layers: int = 16
+    num_attention_heads: int = 16
+    max_position_embeddings: int = 4096
+    rms_norm_eps: float = 1e-5
+    num_experts_per_tok: int = 8
+    num_experts: int = 64
+    output_router_logits: bool = False
+    router_aux_loss_coef: float = 0.01
+    norm_topk_prob: bool = False
+
+    num_local_experts = _field_alias("num_experts")
+
+    def __post_init__(self):
+        _pop_alias(self, "num_local_experts", "num_experts")
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        _check_experts(self, "num_experts")
+
+
+@dataclass
+class Olmo3Config(LayerTypedRope, Olmo2Config):
+    """OLMo 3 (Olmo-3-7B, Olmo-3-1025-7B, Olmo-3-32B...): OLMo 2's layers, those `layer_types` marks
+    "sliding_attention" (by default three in four, every fourth attending to everything) seeing only the last
+    `sliding_window` positions. The full layers rotate by rope_theta and rope_scaling; the sliding layers by an
+    unscaled rotation of base `sliding_rope_theta` (config.json's rope_parameters["sliding_attention"]). As the
+    reference reads it, a config.json in the older layout (a top-level rope_theta) sets the full layers' base only, the
+    sliding layers' staying 500000."""
+
+    model_type: ClassVar[str] = "olmo3"
+    sliding_theta_field: ClassVar[str] = "sliding_rope_theta"
+
+    rope_theta: float = 500000.0
+    sliding_window: int | None = 4096
+    layer_types: list[str] | None = None  # None: sliding, sliding, sliding, full, ... (the reference's default)
+    sliding_rope_theta: float = 500000.0
+
+    def __post_init__(self):
+        if self.layer_types is None and _positive_int(self.num_hidden_layers):  # else validate() names it
+            self.layer_types = ["sliding_attention" if (i + 1) % 4 else "full_attention"
+                                for i in range(self.num_hidden_layers)]
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        _check_sliding_layers(self)
+        _require_positive_numbers(self, "sliding_rope_theta")
+
+    def to_dict(self) -> dict[str, Any]:
+        values = super().to_dict()
+        values["rope_parameters"] = _rope_parameters_by_layer_type(self, values.pop("sliding_rope_theta"))
+        return values
+
+
+@dataclass
 class Starcoder2Config(PretrainedConfig):
     """StarCoder2: a decoder with LayerNorms (with biases) before attention and the MLP, a plain two-layer MLP
     (`c_fc`, the activation, `c_proj`), biases on every projection when `use_bias` is set, rotary positions,
@@ -2758,7 +2852,10 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "nemotron": NemotronConfig,
     "glm": GlmConfig,
     "glm4": Glm4Config,
+    "olmo": OlmoConfig,
     "olmo2": Olmo2Config,
+    "olmo3": Olmo3Config,
+    "olmoe": OlmoeConfig,
     "starcoder2": Starcoder2Config,
     "albert": AlbertConfig,
     "electra": ElectraConfig,
@@ -2904,6 +3001,15 @@ def _require_positive_numbers(config: PretrainedConfig, *names: str) -> None:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             _invalid(name, value, "a positive number")
+
+
+def _check_layer_types(config: PretrainedConfig) -> None:
+    """`layer_types`: one entry per layer, each "sliding_attention" or "full_attention"."""
+    kinds = ("sliding_attention", "full_attention")
+    if (not isinstance(config.layer_types, (list, tuple)) or len(config.layer_types) != config.num_hidden_layers
+            or any(kind not in kinds for kind in config.layer_types)):
+        _invalid("layer_types", config.layer_types,
+                 f"a list of num_hidden_layers={config.num_hidden_layers} entries, each one of {', '.join(kinds)}")
 
 
 def _check_key_value_heads(config: PretrainedConfig) -> None:

@@ -21,13 +21,15 @@ scaled embeddings and GELU), Gemma 2 and Gemma 3's text decoder (norms of 1 + w 
 as before them, GELU, queries scaled by query_pre_attn_scalar, sliding layers, Gemma 3's with rotary tables of
 their own, Gemma 2's soft-capped attention scores; `set_family` of decode.cpp's StepWeights; the final logits'
 soft-cap after the head), OLMo 2 (norms after attention and MLP only, queries and keys normed over all heads at
-once), Phi-3 / Phi-4 (fused q/k/v and gate/up weights, `set_fused`; rotary tables over a head's leading dimensions;
+once) and OLMo 3 (OLMo 2's layers with Gemma's per-layer windows and the sliding layers' own rotary tables), Phi-3 / Phi-4 (fused q/k/v and gate/up weights, `set_fused`; rotary tables over a head's leading dimensions;
 longrope), StarCoder2 (LayerNorms with biases, `set_norm_biases`; biases on every projection; an MLP without a
 gate), Granite (Llama's layers with the embedding scale and the queries' factor of `set_family`, each branch's
 output scaled before the residual add, `set_residual_scale`, and the logits divided after the head), and Mixtral
 and Qwen3-MoE (`set_experts`: the router's picks and the chosen experts' products in the step, a batch's rows
 grouped by the experts they picked). Qwen2-MoE's shared expert and its sigmoid gate are not in the step: model_type
-qwen2_moe is refused, and generation runs its layers.
+qwen2_moe is refused, and generation runs its layers; so are OLMo (LayerNorms without parameters, q/k/v clamped
+to clip_qkv) and OLMoE (that clamp, and q/k norms over all heads in a mixture of experts), model_types olmo and
+olmoe.
 A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
 step implements it and tests/test_kernels.py proves parity for it.
 """
@@ -69,6 +71,8 @@ from ..models.mixtral import (
     SparseMoeBlock,
 )
 from ..models.olmo2 import Olmo2Attention, Olmo2DecoderLayer, Olmo2Model, Olmo2RMSNorm
+from ..models.olmo3 import Olmo3DecoderLayer, Olmo3Model
+from ..models.decoder import SlidingLayersDecoder
 from ..models.phi3 import Phi3Attention, Phi3DecoderLayer, Phi3MLP, Phi3Model
 from ..models.qwen3 import Qwen3Attention, Qwen3DecoderLayer
 from ..models.smollm3 import SmolLM3Attention, SmolLM3DecoderLayer, SmolLM3Model
@@ -162,6 +166,15 @@ OLMO2_IMPLEMENTED = {
     "model_type": lambda value: value == "olmo2",
     "attention_dropout": lambda value: not value,
 }
+# OLMo 3: OLMo 2's layers, with Gemma's per-layer windows (set_family's sliding flags) and the sliding layers' own
+# rotary tables (Layer::local), read from local_rotary_emb.
+OLMO3_IMPLEMENTED = {
+    **OLMO2_IMPLEMENTED,
+    "model_type": lambda value: value == "olmo3",
+    "sliding_window": lambda value: True,  # on the layers layer_types marks as sliding
+    "layer_types": lambda value: True,
+    "sliding_rope_theta": lambda value: True,
+}
 MOST_CHOSEN_EXPERTS = 64  # decode.cpp's kMostChosenExperts
 # Mixtral and Qwen3-MoE: Mistral's and Qwen3's layers with a sparse mixture of SwiGLU experts in place of the MLP
 # (decode.cpp's StepWeights.set_experts): the router's picks and the chosen experts' products run in the step.
@@ -211,7 +224,7 @@ GRANITE_IMPLEMENTED = {
 }
 # model_type -> what the step implements, where not IMPLEMENTED
 FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED,
-            "olmo2": OLMO2_IMPLEMENTED, "smollm3": SMOLLM3_IMPLEMENTED,
+            "olmo2": OLMO2_IMPLEMENTED, "olmo3": OLMO3_IMPLEMENTED, "smollm3": SMOLLM3_IMPLEMENTED,
             "phi3": PHI3_IMPLEMENTED, "mixtral": MIXTRAL_IMPLEMENTED, "qwen3_moe": QWEN3_MOE_IMPLEMENTED,
             "starcoder2": STARCODER2_IMPLEMENTED, "granite": GRANITE_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
@@ -272,7 +285,8 @@ LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLaye
 # Gemma 2's and Gemma 3's; the first Gemma's
 GEMMA_LAYERS = ((Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP), (GemmaDecoderLayer, Gemma2Attention, Gemma2MLP))
 PHI3_LAYERS = ((Phi3DecoderLayer, Phi3Attention, Phi3MLP),)
-OLMO2_LAYERS = ((Olmo2DecoderLayer, Olmo2Attention, LlamaMLP),)
+OLMO2_LAYERS = ((Olmo2DecoderLayer, Olmo2Attention, LlamaMLP), (Olmo3DecoderLayer, Olmo2Attention, LlamaMLP))
+OLMO2_DECODERS = (Olmo2Model, Olmo3Model)  # norms after each branch, none before (set_family's sandwich norms)
 MIXTURE_LAYERS = ((MixtralDecoderLayer, LlamaAttention, MixtralSparseMoeBlock),
                   (Qwen3MoeDecoderLayer, Qwen3Attention, Qwen3MoeSparseMoeBlock),
                   (Qwen3MoeDecoderLayer, Qwen3Attention, Qwen3MoeMLP))  # Qwen3-MoE's dense layers
@@ -491,7 +505,7 @@ def _swap_linear(parent: nn.Module, name: str) -> None:
 def _implemented_layers(decoder: DecoderModel) -> bool:
     """Whether the decoder is made of the layers the step reproduces (a user's own subclass or a swapped-in
     adapter is not), with every linear layer the kernel's or a plain nn.Linear."""
-    gemma, olmo2, starcoder2 = isinstance(decoder, Gemma2Model), type(decoder) is Olmo2Model, _layer_normed(decoder)
+    gemma, olmo2, starcoder2 = isinstance(decoder, Gemma2Model), type(decoder) in OLMO2_DECODERS, _layer_normed(decoder)
     norm_class = GemmaRMSNorm if gemma else Olmo2RMSNorm if olmo2 else nn.LayerNorm if starcoder2 else RMSNorm
     layer_kinds = (GEMMA_LAYERS if gemma else OLMO2_LAYERS if olmo2 else PHI3_LAYERS if type(decoder) is Phi3Model
                    else MIXTURE_LAYERS if isinstance(decoder, MixtralModel) else STARCODER2_LAYERS if starcoder2
@@ -535,7 +549,7 @@ def _layer_norms(layer: nn.Module) -> list[nn.Module | None]:
     if type(layer) is Gemma2DecoderLayer:
         norms = [layer.input_layernorm, layer.post_attention_layernorm, layer.pre_feedforward_layernorm,
                  layer.post_feedforward_layernorm]
-    elif type(layer) is Olmo2DecoderLayer:
+    elif type(layer) in (Olmo2DecoderLayer, Olmo3DecoderLayer):
         norms = [None, layer.post_attention_layernorm, None, layer.post_feedforward_layernorm]
     else:
         norms = [layer.input_layernorm, layer.post_attention_layernorm]
@@ -753,7 +767,7 @@ class DecodeStep:
         (decode.cpp's Layer::local); Gemma 2's by the same as its other layers."""
         decoder = self.decoder
         rotaries = [decoder._modules["rotary_emb"]]
-        if isinstance(decoder, Gemma2Model) and decoder._modules["local_rotary_emb"] is not rotaries[0]:
+        if isinstance(decoder, SlidingLayersDecoder) and decoder._modules["local_rotary_emb"] is not rotaries[0]:
             rotaries.append(decoder._modules["local_rotary_emb"])
         return rotaries
 
@@ -771,7 +785,7 @@ class DecodeStep:
     def _settings(self) -> tuple[int, float, bool]:
         """The step's window (0: none), its norms' eps, and whether it leaves torch's threads at the team's size."""
         decoder = self.decoder
-        window = decoder.config.sliding_window if isinstance(decoder, Gemma2Model) else decoder.sliding_window
+        window = decoder.config.sliding_window if isinstance(decoder, SlidingLayersDecoder) else decoder.sliding_window
         # Through the module dicts: nn.Module's attribute fallback cost ~5 us an attribute after a step.
         eps = decoder._modules["layers"]._modules["0"]._modules["post_attention_layernorm"].eps
         # Inside threads_following_team, the step leaves torch's threads at the team's settled size.
@@ -807,8 +821,9 @@ class DecodeStep:
         self._stack = torch.classes.openformers.StepWeights(*_gather(self.decoder)) if ready else None
         if ready and isinstance(self.decoder, Gemma2Model):
             self._stack.set_family(*_gemma_family(self.decoder))
-        if ready and type(self.decoder) is Olmo2Model:  # norms after each branch, none before
-            self._stack.set_family(True, False, 0.0, 1.0, 1.0, [], 0.0)
+        if ready and type(self.decoder) in OLMO2_DECODERS:  # norms after each branch, none before
+            sliding = [int(layer.is_sliding) for layer in self.decoder.layers] if type(self.decoder) is Olmo3Model else []
+            self._stack.set_family(True, False, 0.0, 1.0, 1.0, sliding, 0.0)
         if ready and type(self.decoder) is Phi3Model:
             self._stack.set_fused(True)
         if ready and type(self.decoder) is GraniteModel:

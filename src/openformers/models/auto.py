@@ -28,7 +28,7 @@ from . import distilbert
 from . import xlm_roberta
 from . import camembert
 from . import albert, electra, mpnet
-from . import olmo2
+from . import olmo, olmo2, olmo3, olmoe  # olmo3 after olmo2: it reads OLMo 3's "olmo2" GGUF files
 from . import starcoder2
 from . import gpt_neox
 from . import falcon
@@ -147,6 +147,20 @@ MODEL_CLASSES = {
         "base": "Olmo2Model",
         "causal-lm": "Olmo2ForCausalLM",
         "sequence-classification": "Olmo2ForSequenceClassification",
+    }),
+    "olmo": (olmo, {  # Llama with parameter-free LayerNorms; the reference has these three heads
+        "base": "OlmoModel",
+        "causal-lm": "OlmoForCausalLM",
+        "sequence-classification": "OlmoForSequenceClassification",
+    }),
+    "olmo3": (olmo3, {  # OLMo 2 with sliding-window layers; the reference has these three heads
+        "base": "Olmo3Model",
+        "causal-lm": "Olmo3ForCausalLM",
+        "sequence-classification": "Olmo3ForSequenceClassification",
+    }),
+    "olmoe": (olmoe, {  # OLMo's attention with q/k norms and a sparse mixture of experts; a causal LM only
+        "base": "OlmoeModel",
+        "causal-lm": "OlmoeForCausalLM",
     }),
     "starcoder2": (starcoder2, {  # LayerNorms, a plain MLP, biases; the reference has no QA head for it
         "base": "Starcoder2Model",

@@ -12,7 +12,8 @@ checkpoints' names and overrides only the hooks where it differs:
 - `add_position_embeddings`: a table of learned positions added to them (OPT's; rotary families leave x as it is),
   with `positions_from_mask` set where a caller's padding mask, not the cache, counts the positions (OPT's: a
   left-padded row's first real token is at position 0 without position_ids);
-- `layer_inputs`: the (cos, sin, mask) each layer takes (Gemma's per-layer rope and masks, Falcon's ALiBi);
+- `layer_inputs`: the (cos, sin, mask) each layer takes (Falcon's ALiBi; `SlidingLayersDecoder`'s per-layer rope and
+  masks, Gemma 2's and OLMo 3's);
 - `final_norm`: the norm after the last layer (`norm` here);
 - `layers`: the stack, when the checkpoints name it otherwise (Falcon's `h`).
 
@@ -121,6 +122,24 @@ class DecoderModel(PreTrainedModel):
 
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x)
+
+
+class SlidingLayersDecoder(DecoderModel):
+    """A decoder whose layers say whether they slide (`is_sliding`, from config.layer_types: Gemma 2 and 3, OLMo 3):
+    the sliding layers see only the last config.sliding_window positions and rotate by `local_rotary_emb`, the others
+    see every position and rotate by `rotary_emb` (the same module, or one of their own where the family gives the
+    sliding layers their own base). The model's `sliding_window` stays None: the mask before the layers is the full
+    one."""
+
+    def layer_inputs(self, x, position_ids, mask, end: int, attention_mask, cache):
+        # The same positions for both kinds of layer; the sliding layers' mask also hides keys beyond the window.
+        _, window_mask, _ = positions_and_mask(cache, attention_mask, position_ids, x.shape[1], x.device,
+                                               self.config.sliding_window)
+        rope = {}  # is_sliding -> (cos, sin)
+        for is_sliding, rotary in ((False, self.rotary_emb), (True, self.local_rotary_emb)):
+            rotary.ensure_length(end)
+            rope[is_sliding] = rotary(position_ids, x.dtype)
+        return lambda layer: (*rope[layer.is_sliding], window_mask if layer.is_sliding else mask)
 
 
 def positions_of_real_tokens(attention_mask: torch.Tensor, T: int, cache) -> torch.Tensor:

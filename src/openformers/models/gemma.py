@@ -28,14 +28,13 @@ from torch import nn
 from ..configs import GGUF_CONFIG_READERS, Gemma2Config, Gemma3TextConfig, GemmaConfig
 from ..weights import rename
 from .base import PreTrainedModel
-from .decoder import DecoderModel
+from .decoder import DecoderModel, SlidingLayersDecoder
 from .heads import CausalLM, SequenceClassification, TokenClassification
 from .layers import (
     ACTIVATIONS,
     RotaryEmbedding,
     apply_rope,
     decoder_attention,
-    positions_and_mask,
 )
 from .llama import GGUF_RENAMES, gguf_config_values
 
@@ -216,7 +215,7 @@ class Gemma2PreTrainedModel(PreTrainedModel):
         return Gemma2Model(config)
 
 
-class Gemma2Model(Gemma2PreTrainedModel, DecoderModel):
+class Gemma2Model(Gemma2PreTrainedModel, SlidingLayersDecoder):
     """The decoder stack without a head: returns the last hidden state."""
 
     layer_class = Gemma2DecoderLayer
@@ -230,16 +229,6 @@ class Gemma2Model(Gemma2PreTrainedModel, DecoderModel):
             config.head_dim, config.rope_theta, config.rope_scaling, min(config.max_position_embeddings, 8192)
         )
         self.local_rotary_emb = self.rotary_emb  # the sliding layers' positions (Gemma 3 gives them their own base)
-
-    def layer_inputs(self, x, position_ids, mask, end: int, attention_mask, cache):
-        # The same positions for both kinds of layer; the sliding layers' mask also hides keys beyond the window.
-        _, window_mask, _ = positions_and_mask(cache, attention_mask, position_ids, x.shape[1], x.device,
-                                               self.config.sliding_window)
-        rope = {}  # is_sliding -> (cos, sin)
-        for is_sliding, rotary in ((False, self.rotary_emb), (True, self.local_rotary_emb)):
-            rotary.ensure_length(end)
-            rope[is_sliding] = rotary(position_ids, x.dtype)
-        return lambda layer: (*rope[layer.is_sliding], window_mask if layer.is_sliding else mask)
 
 
 class Gemma2ForCausalLM(Gemma2PreTrainedModel, CausalLM):

@@ -64,10 +64,12 @@ class Olmo2RMSNorm(RMSNorm):
 
 
 class Olmo2Attention(LlamaAttention):
+    norm_class = Olmo2RMSNorm  # OLMoE norms its queries and keys as Llama's RMSNorm does (olmoe.py)
+
     def __init__(self, config: Olmo2Config, layer_idx: int):
         super().__init__(config, layer_idx)
-        self.q_norm = Olmo2RMSNorm(self.n_head * self.head_dim, config.rms_norm_eps)
-        self.k_norm = Olmo2RMSNorm(self.n_kv_head * self.head_dim, config.rms_norm_eps)
+        self.q_norm = self.norm_class(self.n_head * self.head_dim, config.rms_norm_eps)
+        self.k_norm = self.norm_class(self.n_kv_head * self.head_dim, config.rms_norm_eps)
 
     def project(self, x):
         """Llama's projections, the queries and the keys RMS-normed over all heads at once."""
