@@ -2168,47 +2168,46 @@ def _check_encoder_fields(config: PretrainedConfig, activation: str, dropouts: t
 
 
 @dataclass
-class Olmo2Config(LlamaConfig):
+class _OlmoFamilyConfig(LlamaConfig):
+    """What every OLMo shares: Llama's fields with OLMo's vocabulary and special tokens, attention dropout, and MLPs
+    without biases."""
+
+    vocab_size: int = 50304
+    attention_dropout: float = 0.0
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = 50279
+
+    def validate(self) -> None:
+        super().validate()
+        if self.mlp_bias:
+            _invalid("mlp_bias", self.mlp_bias, f"False ({self.model_type} MLPs have no biases)")
+        _require_probabilities(self, "attention_dropout")
+
+
+@dataclass
+class Olmo2Config(_OlmoFamilyConfig):
     """OLMo 2: a Llama decoder whose RMSNorms come after attention and after the MLP (on each branch, before the
     residual add) instead of before them, with an RMSNorm over the queries of all heads together and one over the
     keys (not per head)."""
 
     model_type: ClassVar[str] = "olmo2"
 
-    vocab_size: int = 50304
     rms_norm_eps: float = 1e-5
-    attention_dropout: float = 0.0
-    pad_token_id: int | None = 1
-    bos_token_id: int | None = None
-    eos_token_id: int | list[int] | None = 50279
-
-    def validate(self) -> None:
-        super().validate()
-        if self.mlp_bias:
-            _invalid("mlp_bias", self.mlp_bias, "False (OLMo 2's MLP has no biases)")
-        _require_probabilities(self, "attention_dropout")
 
 
 @dataclass
-class OlmoConfig(LlamaConfig):
+class OlmoConfig(_OlmoFamilyConfig):
     """OLMo (the first, OLMo-1B-hf, OLMo-7B-0424-hf): a Llama decoder whose norms are LayerNorms without any
     parameters (no weight, no bias; epsilon 1e-5), with the queries, keys and values clamped to +-`clip_qkv` after
     their projections when that is set."""
 
     model_type: ClassVar[str] = "olmo"
 
-    vocab_size: int = 50304
-    attention_dropout: float = 0.0
     clip_qkv: float | None = None
-    pad_token_id: int | None = 1
-    bos_token_id: int | None = None
-    eos_token_id: int | list[int] | None = 50279
 
     def validate(self) -> None:
         super().validate()
-        if self.mlp_bias:
-            _invalid("mlp_bias", self.mlp_bias, "False (the MLPs of OLMo and OLMoE have no biases)")
-        _require_probabilities(self, "attention_dropout")
         if self.clip_qkv is not None:
             _require_positive_numbers(self, "clip_qkv")
 
