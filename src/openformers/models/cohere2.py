@@ -1,17 +1,18 @@
 """Cohere 2 decoders in plain torch.nn (model_type "cohere2": Command R7B, Command A, Aya Expanse's successors).
 
 Cohere's layers (cohere.py: one bias-free LayerNorm read by attention and the SwiGLU MLP in parallel, interleaved
-rotary pairs in float32, the tied head's logits multiplied by `logit_scale`), without the per-head q/k norms, in
-runs set by `config.layer_types`: a "sliding_attention" layer sees the last `sliding_window` positions and rotates its
-queries and keys, a "full_attention" layer (every fourth by default, `sliding_window_pattern`) sees every position
-and has no positional encoding at all. The masks and tables per kind of layer are Gemma 2's (`layer_inputs`). The
-reference has a base model and a causal LM for Cohere 2, and so does this file.
+rotary pairs in float32, the tied head's logits multiplied by `logit_scale`), without the per-head q/k norms, in runs
+set by `config.layer_types`: a "sliding_attention" layer sees the last `sliding_window` positions and rotates its
+queries and keys, a "full_attention" layer (every fourth by default, `sliding_window_pattern`) sees every position and
+has no positional encoding at all. The masks and tables per kind of layer are decoder.SlidingLayersDecoder's
+(`layer_inputs`), as Gemma 2's and OLMo 3's. The reference has a base model and a causal LM for Cohere 2, and so does
+this file.
 
-GGUF files of llama.cpp's "cohere2" architecture keep Llama's tensor names with the rows as they are (llama.cpp rotates
-consecutive pairs), drop the attention biases (all zero in the released checkpoints), and state the logit scale, the
-LayerNorm epsilon and the window in `cohere2.*`; llama.cpp attends to everything in every fourth layer. The CPU
-decoding kernel does not run Cohere 2's step (kernels/llama.py refuses model_type cohere2), so generation runs these
-layers.
+GGUF files of llama.cpp's "cohere2" architecture keep Llama's tensor names with the rows as they are (llama.cpp
+rotates consecutive pairs), drop the attention biases (all zero in the released checkpoints), and state the logit
+scale, the LayerNorm epsilon and the window in `cohere2.*`; llama.cpp attends to everything in every fourth layer. The
+CPU decoding kernel does not run Cohere 2's step (kernels/llama.py refuses model_type cohere2), so generation runs
+these layers.
 """
 
 from ..configs import GGUF_CONFIG_READERS, Cohere2Config
@@ -23,7 +24,7 @@ from .cohere import (
     CoherePreTrainedModel,
     gguf_cohere_values,
 )
-from .gemma import Gemma2Model
+from .decoder import SlidingLayersDecoder
 from .gpt_neox import gguf_required
 
 
@@ -74,8 +75,8 @@ class Cohere2Model(Cohere2PreTrainedModel, CohereModel):
     """The decoder stack without a head: returns the last hidden state."""
 
     layer_class = Cohere2DecoderLayer
-    # Gemma 2's: the sliding layers' mask hides keys beyond the window, the others see the plain causal mask.
-    layer_inputs = Gemma2Model.layer_inputs
+    # The sliding layers' mask hides keys beyond the window, the others see the plain causal mask.
+    layer_inputs = SlidingLayersDecoder.layer_inputs
 
     def __init__(self, config: Cohere2Config):
         super().__init__(config)
