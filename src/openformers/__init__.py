@@ -55,7 +55,7 @@ _public(
     "PhiConfig",
     "GraniteConfig",
     "StableLmConfig",
-    "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config",
+    "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config", "GptOssConfig",
     "GPTBigCodeConfig",
     "AlbertConfig", "ElectraConfig", "MPNetConfig",
     "OlmoConfig", "Olmo2Config", "Olmo3Config", "OlmoeConfig",
@@ -239,6 +239,11 @@ _public(
     "openformers.models.stablelm",
     "StableLmPreTrainedModel", "StableLmModel", "StableLmForCausalLM", "StableLmForSequenceClassification",
     "StableLmForTokenClassification",
+)
+_public(
+    "openformers.models.gpt_oss",
+    "GptOssPreTrainedModel", "GptOssModel", "GptOssForCausalLM", "GptOssForSequenceClassification",
+    "GptOssForTokenClassification",
 )
 _public(
     "openformers.models.cohere",

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 # Rope variants models/layers.py implements; a config asking for another one is refused when read.
-ROPE_TYPES = ("default", "linear", "llama3", "longrope")
+ROPE_TYPES = ("default", "linear", "llama3", "longrope", "yarn")
 # How a sequence-classification head turns labels into a loss (None: chosen from num_labels and the labels' dtype).
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 # How attention is computed: "sdpa" (torch's fused kernel) or "eager" (explicit softmax, the weights can be returned).
@@ -797,7 +797,7 @@ class Gemma2Config(PretrainedConfig):
 
 def _check_sliding_layers(config: PretrainedConfig) -> None:
     """A `sliding_window` (None or a positive integer) and `layer_types` marking each layer "sliding_attention" or
-    "full_attention" (Gemma 2 and 3, Cohere 2, OLMo 3: the sliding layers see the window, the others everything)."""
+    "full_attention" (Gemma 2 and 3, Cohere 2, OLMo 3, gpt-oss: the sliding layers see the window, the others everything)."""
     if config.sliding_window is not None and not _positive_int(config.sliding_window):
         _invalid("sliding_window", config.sliding_window, "None or a positive integer")
     _check_layer_types(config)
@@ -2395,6 +2395,71 @@ class MixtralConfig(MistralConfig):
 
 
 @dataclass
+class GptOssConfig(LlamaConfig):
+    """gpt-oss (gpt-oss-20b, gpt-oss-120b): a Llama-style decoder with biases on q, k, v and o, a learned attention
+    sink per head (a score that joins each query's softmax and attends to nothing), layers alternating between a
+    sliding window and full attention (`layer_types`), YaRN rope scaling, and in every layer a sparse mixture of
+    `num_local_experts` experts: a router with a bias whose `num_experts_per_tok` best scores are softmaxed, experts
+    with biases and a clamped SwiGLU (`swiglu_alpha`, `swiglu_limit`). With `output_router_logits` the causal LM adds
+    `router_aux_loss_coef` times the load-balancing loss to its loss."""
+
+    model_type: ClassVar[str] = "gpt_oss"
+    attribute_map: ClassVar[dict[str, str]] = {"num_experts": "num_local_experts"}
+
+    vocab_size: int = 201088
+    hidden_size: int = 2880
+    intermediate_size: int = 2880
+    num_hidden_layers: int = 36
+    num_attention_heads: int = 64
+    num_key_value_heads: int | None = 8
+    head_dim: int | None = 64
+    max_position_embeddings: int = 131072
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 150000.0
+    rope_scaling: dict[str, Any] | None = field(default_factory=lambda: {
+        "rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+        "original_max_position_embeddings": 4096,
+    })
+    attention_bias: bool = True
+    attention_dropout: float = 0.0
+    sliding_window: int | None = 128
+    layer_types: list[str] | None = None  # None: sliding, full, sliding, ... (the reference's default)
+    num_local_experts: int = 128
+    num_experts_per_tok: int = 4
+    swiglu_alpha: float = 1.702
+    swiglu_limit: float = 7.0
+    router_aux_loss_coef: float = 0.001
+    output_router_logits: bool = False
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
+
+    num_experts = _field_alias("num_local_experts")
+
+    def __post_init__(self):
+        _pop_alias(self, "num_experts", "num_local_experts")
+        if self.layer_types is None and _positive_int(self.num_hidden_layers):
+            self.layer_types = ["sliding_attention" if i % 2 == 0 else "full_attention"
+                                for i in range(self.num_hidden_layers)]
+        quantization = self.extra.get("quantization_config")
+        if quantization is not None:
+            # The released checkpoints store the experts' matrices in MXFP4, which loading dequantizes
+            # (gpt_oss.from_checkpoint_layout): the model holds floats, and saves them so.
+            if not isinstance(quantization, dict) or quantization.get("quant_method") != "mxfp4":
+                _invalid("quantization_config", quantization,
+                         "none, or the released checkpoints' {'quant_method': 'mxfp4'}, which loading dequantizes")
+            del self.extra["quantization_config"]
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        _check_experts(self, "num_local_experts")
+        _check_sliding_layers(self)
+        _require_positive_numbers(self, "swiglu_alpha", "swiglu_limit")
+        _require_probabilities(self, "attention_dropout")
+
+
+@dataclass
 class QwenMixtureConfig(MistralConfig):
     """What Qwen2-MoE and Qwen3-MoE share: a sparse mixture of `num_experts` SwiGLU experts of
     `moe_intermediate_size` in the layers it makes sparse (`is_sparse`: every `decoder_sparse_step`-th layer, except
@@ -2868,6 +2933,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "t5": T5Config,
     "mt5": MT5Config,
     "deberta-v2": DebertaV2Config,
+    "gpt_oss": GptOssConfig,
 }
 
 
@@ -2963,7 +3029,8 @@ def _check_rope_scaling(scaling) -> None:
         )
     needed = {"linear": ["factor"],
               "llama3": ["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"],
-              "longrope": ["factor", "original_max_position_embeddings"]}
+              "longrope": ["factor", "original_max_position_embeddings"],
+              "yarn": ["factor", "original_max_position_embeddings"]}
     for key in needed.get(kind, []):
         if not isinstance(scaling.get(key), (int, float)) or scaling[key] <= 0:
             _invalid(f"rope_scaling.{key}", scaling.get(key), f"a positive number ({kind} rope scaling needs it)")

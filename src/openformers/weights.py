@@ -368,7 +368,10 @@ WIDER_QUANTIZED_TYPES = {"Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0"}
 # GGUF block layouts. Each dequantizer takes (n_blocks, block_bytes) uint8 and returns (n_blocks, values) float32,
 # with the same float32 operations in the same order as gguf.quants (the numpy reference), so results match
 # exactly; they work in place on the one float32 buffer, since fresh memory is what dequantizing costs most.
-_BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q5_0": 22, "Q5_1": 24, "Q8_0": 34, "Q4_K": 144, "Q5_K": 176, "Q6_K": 210}
+_BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q5_0": 22, "Q5_1": 24, "Q8_0": 34, "Q4_K": 144, "Q5_K": 176, "Q6_K": 210,
+                "MXFP4": 17}
+# The 16 values of an FP4 (e2m1) code of MXFP4 blocks (gpt-oss): sign bit, two exponent bits, one mantissa bit.
+FP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
 
 
 def _half(blocks: torch.Tensor, start: int) -> torch.Tensor:
@@ -478,9 +481,20 @@ def _q6_k(blocks):
     return _q6_k_steps(blocks).reshape(n, 16, 16).float().mul_(_q6_k_scales(blocks)[:, :, None]).reshape(n, 256)
 
 
+def fp4_values(codes: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
+    """FP4 (e2m1) codes as float32 values, times 2 ** exponents (broadcast): exact, each a power of two times a
+    code's value."""
+    return torch.ldexp(torch.tensor(FP4_VALUES)[codes.long()], exponents.to(torch.int32))
+
+
+def _mxfp4(blocks):
+    # An E8M0 exponent byte, then 32 FP4 codes, the low nibbles first; a code's value times 2 ** (exponent - 127).
+    return fp4_values(_nibbles(blocks[:, 1:]), blocks[:, :1].to(torch.int32) - 127)
+
+
 _DEQUANTIZERS = {
     "Q4_0": _q4_0, "Q4_1": _q4_1, "Q5_0": _q5_0, "Q5_1": _q5_1, "Q8_0": _q8_0,
-    "Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k,
+    "Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k, "MXFP4": _mxfp4,
 }
 
 

@@ -37,6 +37,7 @@ from . import opt
 from . import bloom
 from . import phi
 from . import stablelm
+from . import gpt_oss
 from . import cohere
 from . import cohere2
 from . import nemotron
@@ -213,6 +214,12 @@ MODEL_CLASSES = {
         "causal-lm": "Glm4ForCausalLM",
         "sequence-classification": "Glm4ForSequenceClassification",
         "token-classification": "Glm4ForTokenClassification",
+    }),
+    "gpt_oss": (gpt_oss, {  # gpt-oss-20b and gpt-oss-120b; the reference has no QA head for them
+        "base": "GptOssModel",
+        "causal-lm": "GptOssForCausalLM",
+        "sequence-classification": "GptOssForSequenceClassification",
+        "token-classification": "GptOssForTokenClassification",
     }),
     "cohere": (cohere, {  # Command R, Command R+, Aya; the reference has a causal LM only
         "base": "CohereModel",

@@ -202,6 +202,8 @@ def rope_inverse_frequencies(
         return inv_freq / scaling["factor"]
     if kind == "llama3":
         return _llama3_frequencies(inv_freq, scaling)
+    if kind == "yarn":
+        return _yarn_frequencies(inv_freq, head_dim, theta, scaling)
     assert kind == "default", kind  # configs.py refuses the other kinds when it reads the config
     return inv_freq
 
@@ -218,13 +220,40 @@ def _llama3_frequencies(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
     return torch.where(in_between, blended, stretched)
 
 
+def _yarn_frequencies(inv_freq: torch.Tensor, head_dim: int, theta: float, scaling: dict) -> torch.Tensor:
+    """YaRN (gpt-oss): pairs turning more than `beta_fast` times over original_max_position_embeddings keep their
+    speed, those turning fewer than `beta_slow` times are slowed by `factor`, and the pairs between blend linearly in
+    their index; the band's ends are rounded outwards to whole pairs unless `truncate` is False."""
+    factor, context = scaling["factor"], scaling["original_max_position_embeddings"]
+
+    def pair_of(turns: float) -> float:  # the (fractional) pair index that turns `turns` times over the context
+        return head_dim * math.log(context / (turns * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = pair_of(scaling.get("beta_fast") or 32), pair_of(scaling.get("beta_slow") or 1)
+    if scaling.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, head_dim - 1)
+    if high == low:
+        high += 0.001
+    ramp = ((torch.arange(head_dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    return inv_freq / factor * ramp + inv_freq * (1 - ramp)
+
+
 def rope_attention_factor(scaling: dict | None) -> float:
-    """The factor longrope scales cos and sin by (so q.k by its square): its `attention_factor`, else the one the
-    LongRoPE paper derives from the stretch `factor`; 1 for the other kinds."""
-    if (scaling or {}).get("rope_type") != "longrope":
+    """The factor longrope and YaRN scale cos and sin by (so q.k by its square): the config's `attention_factor`,
+    else the one each paper derives from the stretch `factor`; 1 for the other kinds."""
+    kind = (scaling or {}).get("rope_type")
+    if kind not in ("longrope", "yarn"):
         return 1.0
     if scaling.get("attention_factor") is not None:
         return scaling["attention_factor"]
+    if kind == "yarn":  # 0.1 ln(factor) + 1, or the ratio of two such with DeepSeek's mscale and mscale_all_dim
+        factor, mscale, mscale_all_dim = scaling["factor"], scaling.get("mscale"), scaling.get("mscale_all_dim")
+
+        def yarn_scale(m: float = 1.0) -> float:
+            return 1.0 if factor <= 1 else 0.1 * m * math.log(factor) + 1.0
+
+        return yarn_scale(mscale) / yarn_scale(mscale_all_dim) if mscale and mscale_all_dim else yarn_scale()
     factor, context = scaling["factor"], scaling["original_max_position_embeddings"]
     return 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(context))
 
@@ -260,7 +289,7 @@ class RotaryEmbedding(nn.Module):
         # Computed in float32 on the CPU, as the reference computes them, whatever the model's device and dtype.
         inv_freq = rope_inverse_frequencies(self.head_dim, self.theta, self.scaling, long_context)
         angles = torch.arange(length, dtype=torch.int64).float()[:, None] * inv_freq  # (T, hs/2)
-        scale = rope_attention_factor(self.scaling)  # 1.0 (exact) except for longrope
+        scale = rope_attention_factor(self.scaling)  # 1.0 (exact) except for longrope and YaRN
         # Pair i is (x[i], x[i + hs/2]); its rotation needs -sin on the first half and +sin on the second.
         cos = torch.cat([angles.cos(), angles.cos()], dim=-1) * scale  # (T, hs)
         sin = torch.cat([-angles.sin(), angles.sin()], dim=-1) * scale
@@ -476,24 +505,48 @@ def _prompt_attention_vectorized(head_dim: int) -> bool:
 def decoder_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, cache, layer_idx: int,
     dropout: float, attention_path: str, scale: float | None = None, softcap: float | None = None,
-    float32_scores: bool = False,
+    float32_scores: bool = False, sinks: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A decoder layer's attention once its queries and keys are rotated: the new keys and values joined to what
     `cache` holds for the layer, then the fused path ("sdpa") or the step-by-step one, which alone gives the
     weights (B, nh, T, S) and soft-caps, and computes the scores in float32 with `float32_scores` (GPT-J's eager
-    path, as the reference's). A `mask` of None is plain causal attention.
+    path, as the reference's). A `mask` of None is plain causal attention. `sinks` (nh,): one more score per head
+    that joins every query's softmax and attends to nothing (gpt-oss's attention sinks, `with_sinks`).
 
     Returns the heads merged, (B, T, nh * hs), and the weights (None on the fused path).
     """
     if cache is not None:
         k, v = cache.update(layer_idx, k, v)  # (B, n_kv, past + T, hs)
     B, _, T, _ = q.shape
+    if sinks is not None:
+        k, v, mask = with_sinks(k, v, mask, sinks, q)
     if attention_path == "sdpa" and softcap is None:
         y, weights = attention(q, k, v, mask, dropout, scale), None  # (B, nh, T, hs)
     else:
         y, weights = eager_attention(q, k, v, mask, dropout, is_causal=mask is None and T > 1, scale=scale,
                                      softcap=softcap, float32_scores=float32_scores)
+        if sinks is not None:
+            weights = weights[..., :-1]  # the sink's share is not a key's
     return y.transpose(1, 2).reshape(B, T, -1), weights
+
+
+def with_sinks(
+    k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, sinks: torch.Tensor, q: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keys and values (B, n_kv, S, hs) with one more position, all zeros, and the float mask (B or 1, nh, T, S + 1)
+    that adds each head's sink to that position's score (zero: its key is zeros) and hides what the boolean `mask`
+    hides (None: plain causal). Its softmax is then the reference's over the scores and the sink, and the sink's
+    share multiplies a zero value: the sink only takes weight from the keys. The mask holds a score per head, as
+    the reference's step-by-step scores do."""
+    B, n_kv, S, hs = k.shape
+    T = q.shape[2]
+    zeros = k.new_zeros(B, n_kv, 1, hs)
+    k, v = torch.cat([k, zeros], dim=2), torch.cat([v, zeros], dim=2)
+    if mask is None:
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)[None, None]
+    hidden = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
+    sink = sinks.to(q.dtype)[None, :, None, None].expand(hidden.shape[0], -1, T, 1)  # (B or 1, nh, T, 1)
+    return k, v, torch.cat([hidden.expand(-1, sinks.shape[0], -1, -1), sink], dim=-1)
 
 
 def encoder_attention(

@@ -92,10 +92,13 @@ def gguf_rope_scaling(gguf, arch: str, head_dim: int) -> dict | None:
     kind = gguf.get(f"{arch}.rope.scaling.type")
     if kind in (None, "none"):
         return None
+    if kind == "yarn":  # gpt-oss's
+        return {"rope_type": "yarn", "factor": float(gguf.get(f"{arch}.rope.scaling.factor")),
+                "original_max_position_embeddings": gguf.get(f"{arch}.rope.scaling.original_context_length")}
     if kind != "linear":
         raise ValueError(
-            f"{gguf.path} uses {kind!r} rope scaling ({arch}.rope.scaling.type); openformers reads 'linear' "
-            "rope scaling from GGUF files only."
+            f"{gguf.path} uses {kind!r} rope scaling ({arch}.rope.scaling.type); openformers reads 'linear' and "
+            "'yarn' rope scaling from GGUF files only."
         )
     return {"rope_type": "linear", "factor": float(gguf.get(f"{arch}.rope.scaling.factor"))}
 
@@ -213,6 +216,7 @@ class LlamaAttention(nn.Module):
         self.dropout = getattr(config, "attention_dropout", 0.0)
         self.rotates = True  # False: queries and keys attend as projected (SmolLM3's unrotated layers)
         self.scale = None  # the scores' factor; None: head_dim ** -0.5 (Granite's attention_multiplier)
+        self.sinks = None  # a score per head that joins each query's softmax and attends to nothing (gpt-oss's)
 
     def project(self, x):
         """Queries (B, nh, T, hs), keys and values (B, n_kv, T, hs) before the rotation: what a family varies."""
@@ -228,7 +232,7 @@ class LlamaAttention(nn.Module):
         if self.rotates:
             q, k = self.rope(q, cos, sin), self.rope(k, cos, sin)
         y, weights = decoder_attention(q, k, v, mask, cache, self.layer_idx, self.dropout if self.training else 0.0,
-                                       attention_path, self.scale)
+                                       attention_path, self.scale, sinks=self.sinks)
         return self.o_proj(y), weights
 
 

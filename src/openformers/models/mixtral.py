@@ -133,16 +133,17 @@ def load_balancing_loss(router_logits: tuple[torch.Tensor, ...], num_experts: in
 
 
 class Router(nn.Module):
-    """The scores of the experts for each token, a linear layer without bias. Not an nn.Linear, so quantization
-    (kernels.quantize) leaves it in floating point, as llama.cpp keeps ffn_gate_inp: its errors change which experts
-    run."""
+    """The scores of the experts for each token, a linear layer (with a bias in gpt-oss). Not an nn.Linear, so
+    quantization (kernels.quantize) leaves it in floating point, as llama.cpp keeps ffn_gate_inp: its errors change
+    which experts run."""
 
-    def __init__(self, hidden_size: int, num_experts: int):
+    def __init__(self, hidden_size: int, num_experts: int, bias: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(num_experts, hidden_size))
+        self.bias = nn.Parameter(torch.empty(num_experts)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight)
+        return F.linear(x, self.weight, self.bias)
 
 
 class ExpertLinear(nn.Linear):
@@ -196,22 +197,27 @@ class SparseMoeBlock(nn.Module):
             weights = weights.to(router_logits.dtype)
         return self.mix(x, weights, chosen).view(B, T, C), router_logits
 
-    # Its shapes depend on the routing (the rows each expert gets): traced by torch.compile (a static cache's compiled
-    # step), every new routing would be another graph, so it runs eagerly between the compiled parts.
-    @torch.compiler.disable
     def mix(self, x: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-        """Each token's (N, C) chosen experts' outputs, weighted and summed. The (token, expert) pairs are sorted by
-        expert, so each expert runs once, on the rows routed to it, and experts nobody chose do not run."""
-        N, k = chosen.shape
-        pairs = chosen.flatten()  # (N * k,) the expert of each pair
-        order = pairs.argsort(stable=True)
-        counts = torch.bincount(pairs, minlength=len(self.experts)).tolist()
-        groups = x[order // k].split(counts)  # the rows of each expert, in expert order
-        y = torch.cat([expert(rows) for expert, rows in zip(self.experts, groups) if len(rows)])  # (N * k, C)
-        y = y * weights.flatten()[order, None]
-        y = torch.zeros_like(y).index_copy(0, order, y)  # back to (token, slot) order
-        # Summed over the k slots in the weights' dtype, then cast: the reference's order of rounding.
-        return y.view(N, k, -1).sum(dim=1).to(x.dtype)
+        return mix_experts(x, weights, chosen, lambda e, rows: self.experts[e](rows), len(self.experts))
+
+
+# Its shapes depend on the routing (the rows each expert gets): traced by torch.compile (a static cache's compiled
+# step), every new routing would be another graph, so it runs eagerly between the compiled parts.
+@torch.compiler.disable
+def mix_experts(x: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor, run, num_experts: int) -> torch.Tensor:
+    """Each token's (N, C) chosen experts' outputs, weighted and summed: `chosen` and `weights` (N, k) are each
+    token's experts and their weights, `run(e, rows)` expert e's output on its rows. The (token, expert) pairs are
+    sorted by expert, so each expert runs once, on the rows routed to it, and experts nobody chose do not run."""
+    N, k = chosen.shape
+    pairs = chosen.flatten()  # (N * k,) the expert of each pair
+    order = pairs.argsort(stable=True)
+    counts = torch.bincount(pairs, minlength=num_experts).tolist()
+    groups = x[order // k].split(counts)  # the rows of each expert, in expert order
+    y = torch.cat([run(e, rows) for e, rows in enumerate(groups) if len(rows)])  # (N * k, C)
+    y = y * weights.flatten()[order, None]
+    y = torch.zeros_like(y).index_copy(0, order, y)  # back to (token, slot) order
+    # Summed over the k slots in the weights' dtype, then cast: the reference's order of rounding.
+    return y.view(N, k, -1).sum(dim=1).to(x.dtype)
 
 
 class MixtralSparseMoeBlock(SparseMoeBlock):
@@ -222,8 +228,8 @@ class MixtralSparseMoeBlock(SparseMoeBlock):
 
 
 class MixtralDecoderLayer(nn.Module):
-    """Llama's pre-norm block with a feed-forward part that may be a SparseMoeBlock, whose router scores are
-    appended to `router_logits` when a list is given."""
+    """Llama's pre-norm block with a feed-forward part that may be sparse (a SparseMoeBlock, gpt-oss's mixture), whose
+    router scores are appended to `router_logits` when a list is given."""
 
     attention_class = llama.LlamaAttention  # Qwen3-MoE: Qwen3's, with q/k norms
     feed_forward_name = "block_sparse_moe"  # the checkpoints' name for the feed-forward part ("mlp" in Qwen3-MoE)
@@ -243,7 +249,7 @@ class MixtralDecoderLayer(nn.Module):
         x = x + h
         feed_forward = getattr(self, self.feed_forward_name)
         h = feed_forward(self.post_attention_layernorm(x))
-        if isinstance(feed_forward, SparseMoeBlock):
+        if isinstance(h, tuple):  # a sparse block's output and router scores (a dense MLP's output alone)
             h, scores = h
             if router_logits is not None:
                 router_logits.append(scores)
