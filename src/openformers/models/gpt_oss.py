@@ -113,7 +113,7 @@ def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: GptOssC
             name = experts + ("gate_up_proj" if what == "weight" else "gate_up_proj_bias")
             out.setdefault(name, {})[gate_or_up] = t
             continue
-        out[key] = t
+        out[key.removesuffix(".weight") if parts[-2:-1] == ["attn_sinks"] else key] = t  # blk.N.attn_sinks.weight
     for name, halves in list(out.items()):
         if isinstance(halves, dict):  # gate and up (E, I, C) or (E, I) -> interleaved (E, C, 2I) or (E, 2I)
             fused = torch.stack([halves[0], halves[1]], dim=2).flatten(1, 2)  # (E, 2I, ...)
