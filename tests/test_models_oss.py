@@ -22,6 +22,7 @@ from decoder_parity import (
     assert_outputs_close,
     assert_same_attributes,
     finish_gguf,
+    llama_cpp_tensors,
     load_quietly,
     outputs_of,
 )
@@ -252,12 +253,9 @@ def _write_gpt_oss_gguf(path, reference):
         writer.add_tensor(f"blk.{i}.ffn_gate_exps.bias", experts.gate_up_proj_bias[:, 0::2].contiguous().numpy())
         writer.add_tensor(f"blk.{i}.ffn_up_exps.bias", experts.gate_up_proj_bias[:, 1::2].contiguous().numpy())
         writer.add_tensor(f"blk.{i}.ffn_down_exps.bias", experts.down_proj_bias.numpy())
-    for name, tensor in reference.state_dict().items():
-        if ".experts." in name or (name == "lm_head.weight" and config.tie_word_embeddings):
-            continue
-        for hf, cpp in GGUF_NAMES.items():
-            name = name.replace(hf, cpp)
-        writer.add_tensor(name, tensor.numpy())
+    for name, gguf_name, tensor in llama_cpp_tensors(reference, GGUF_NAMES):
+        if ".experts." not in name:
+            writer.add_tensor(gguf_name, tensor.numpy())
     finish_gguf(writer)
 
 

@@ -1100,15 +1100,16 @@ def _rope_fields_from_parameters(config: PretrainedConfig, names: tuple[str, ...
 
 def _check_rope_scaling_of_family(config: PretrainedConfig) -> None:
     """The rope scalings GPT-NeoX and Falcon models may ask for here: those layers.py implements, except longrope
-    (which needs Phi-3's original_max_position_embeddings)."""
+    (which needs Phi-3's original_max_position_embeddings) and YaRN (gpt-oss's, untested over partial rotation)."""
     if config.rope_scaling is None:
         return
-    _check_rope_scaling(config.rope_scaling)
-    if config.rope_scaling["rope_type"] == "longrope":
+    kind = config.rope_scaling.get("rope_type") if isinstance(config.rope_scaling, dict) else None
+    if kind in ("longrope", "yarn"):
         raise ValueError(
-            f"Unsupported config: rope_scaling.rope_type='longrope' for a {config.model_type} model; openformers "
+            f"Unsupported config: rope_scaling.rope_type={kind!r} for a {config.model_type} model; openformers "
             "implements 'default', 'linear' and 'llama3' rope scaling for it."
         )
+    _check_rope_scaling(config.rope_scaling)
 
 
 def _check_partial_rotary_factor(config: PretrainedConfig) -> None:
