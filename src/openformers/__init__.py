@@ -44,6 +44,7 @@ _public(
     "Phi3Config",
     "Qwen3Config",
     "MixtralConfig", "Qwen3MoeConfig", "Qwen2MoeConfig",
+    "DeepseekV3Config",
     "GemmaConfig", "Gemma2Config", "SmolLM3Config",
     "Gemma3TextConfig",
     "DistilBertConfig",
@@ -112,6 +113,11 @@ _public(
     "openformers.models.qwen2_moe",
     "Qwen2MoePreTrainedModel", "Qwen2MoeModel", "Qwen2MoeForCausalLM", "Qwen2MoeForSequenceClassification",
     "Qwen2MoeForTokenClassification", "Qwen2MoeForQuestionAnswering",
+)
+_public(
+    "openformers.models.deepseek_v3",
+    "DeepseekV3PreTrainedModel", "DeepseekV3Model", "DeepseekV3ForCausalLM", "DeepseekV3ForSequenceClassification",
+    "DeepseekV3ForTokenClassification",
 )
 _public(
     "openformers.models.gemma",

@@ -2572,6 +2572,167 @@ class Qwen2MoeConfig(LayerTypedWindow, QwenMixtureConfig):
         _require_probabilities(self, "attention_dropout")
 
 
+def _check_expert_groups(config: PretrainedConfig, smallest_group: int) -> None:
+    """Group-limited routing: the n_routed_experts split into n_group groups of at least `smallest_group` experts, the
+    tokens choosing among the experts of their topk_group best groups."""
+    _require_positive_ints(config, "n_group", "topk_group")
+    if config.n_routed_experts % config.n_group or config.n_routed_experts // config.n_group < smallest_group:
+        _invalid("n_group", config.n_group, f"a divisor of n_routed_experts={config.n_routed_experts} leaving at "
+                 f"least {smallest_group} experts in each group")
+    if config.topk_group > config.n_group:
+        _invalid("topk_group", config.topk_group, f"at most n_group={config.n_group}")
+
+
+@dataclass
+class _LatentAttentionConfig(LlamaConfig):
+    """What DeepSeek-V2 and V3 share: multi-head latent attention and a mixture of routed and shared experts.
+
+    Queries come from the hidden state directly (q_lora_rank None) or through a rank-`q_lora_rank` bottleneck with an
+    RMSNorm; keys and values from a compressed vector of `kv_lora_rank` (RMS-normed, then expanded per head into
+    `qk_nope_head_dim` key and `v_head_dim` value dimensions) and one shared key of `qk_rope_head_dim` rotated
+    dimensions. head_dim is that rotated width (the rotary tables'); each head's query and key have
+    qk_head_dim = qk_nope_head_dim + qk_rope_head_dim dimensions. The first `first_k_dense_replace` layers have a
+    SwiGLU MLP of `intermediate_size`; the others `n_routed_experts` experts of `moe_intermediate_size`, of which each
+    token runs `num_experts_per_tok` (their weights times `routed_scaling_factor`), plus `n_shared_experts` experts
+    every token runs (one MLP of n_shared_experts * moe_intermediate_size). With YaRN rope scaling, its mscale_all_dim
+    also scales the attention's softmax (the reference's rule). num_key_value_heads must equal the query heads: the
+    keys and values are expanded for every head.
+    """
+
+
+    rms_norm_eps: float = 1e-6
+    pad_token_id: int | None = None
+    attention_dropout: float = 0.0
+    pretraining_tp: int = 1
+    kv_lora_rank: int = 512
+    q_lora_rank: int | None = 1536
+    qk_rope_head_dim: int = 64
+    qk_nope_head_dim: int = 128
+    v_head_dim: int = 128
+    n_routed_experts: int = 64
+    n_shared_experts: int = 2
+    num_experts_per_tok: int | None = None
+    moe_intermediate_size: int = 1407
+    first_k_dense_replace: int = 0
+    routed_scaling_factor: float = 1.0
+    n_group: int | None = None
+    topk_group: int | None = None
+    norm_topk_prob: bool = False
+    output_router_logits: bool = False
+
+    num_local_experts = _field_alias("n_routed_experts")
+
+    def __post_init__(self):
+        self.head_dim = self.qk_rope_head_dim  # the rotated width: the rotary tables' (the reference's rule)
+        if isinstance(self.qk_nope_head_dim, int) and isinstance(self.qk_rope_head_dim, int):
+            self.qk_head_dim = self.qk_nope_head_dim + self.qk_rope_head_dim
+        scaling = self.rope_scaling
+        if isinstance(scaling, dict) and scaling.get("rope_type", scaling.get("type")) == "yarn":
+            self.rope_scaling = {"original_max_position_embeddings": self.max_position_embeddings, **scaling}
+        super().__post_init__()
+
+    def is_sparse(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` runs the experts (else a dense MLP): every layer from first_k_dense_replace."""
+        return layer_idx >= self.first_k_dense_replace
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim", "kv_lora_rank",
+                               "n_routed_experts", "n_shared_experts", "moe_intermediate_size")
+        if self.q_lora_rank is not None:
+            _require_positive_ints(self, "q_lora_rank")
+        super().validate()
+        if self.num_key_value_heads != self.num_attention_heads:
+            _invalid("num_key_value_heads", self.num_key_value_heads,
+                     f"num_attention_heads={self.num_attention_heads} (latent attention expands keys and values "
+                     "for every head)")
+        top_k = self.num_experts_per_tok
+        if top_k is not None and (not _positive_int(top_k) or top_k > self.n_routed_experts):
+            _invalid("num_experts_per_tok", top_k, f"a positive integer of at most n_routed_experts="
+                     f"{self.n_routed_experts}")
+        first = self.first_k_dense_replace
+        if isinstance(first, bool) or not isinstance(first, int) or first < 0:
+            _invalid("first_k_dense_replace", first, "a non-negative integer")
+        _require_positive_numbers(self, "routed_scaling_factor")
+        _require_probabilities(self, "attention_dropout")
+
+
+@dataclass
+class DeepseekV3Config(_LatentAttentionConfig):
+    """DeepSeek-V3 and R1, Kimi K2, Moonlight: latent attention (_LatentAttentionConfig) whose rotated dimensions
+    come in interleaved pairs (`rope_interleave`, else in halves as Llama's), and routing by the sigmoid of the
+    router's scores: a token picks among the experts of its `topk_group` best groups (of `n_group`; a group scores its
+    two best experts' sum), choosing by the scores plus each expert's `e_score_correction_bias` but weighting by the
+    scores alone, renormalized with `norm_topk_prob`. `num_nextn_predict_layers` counts the multi-token prediction
+    layers a checkpoint may hold past the last layer, which the reference does not load either."""
+
+    model_type: ClassVar[str] = "deepseek_v3"
+    attribute_map: ClassVar[dict[str, str]] = {"num_local_experts": "n_routed_experts",
+                                                "num_mtp_layers": "num_nextn_predict_layers"}
+
+    vocab_size: int = 129280
+    hidden_size: int = 7168
+    intermediate_size: int = 18432
+    num_hidden_layers: int = 61
+    num_attention_heads: int = 128
+    num_key_value_heads: int | None = 128
+    max_position_embeddings: int = 4096
+    bos_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 1
+    moe_intermediate_size: int = 2048
+    n_routed_experts: int = 256
+    n_shared_experts: int = 1
+    num_experts_per_tok: int | None = 8
+    first_k_dense_replace: int = 3
+    routed_scaling_factor: float = 2.5
+    n_group: int | None = 8
+    topk_group: int | None = 4
+    norm_topk_prob: bool = True
+    rope_interleave: bool = True
+    num_nextn_predict_layers: int = 1
+
+    num_mtp_layers = _field_alias("num_nextn_predict_layers")
+
+    def __post_init__(self):
+        _pop_alias(self, "num_local_experts", "n_routed_experts")
+        _pop_alias(self, "num_mtp_layers", "num_nextn_predict_layers")
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        _check_expert_groups(self, smallest_group=2)  # a group scores its two best experts
+
+
+DEEPSEEK_V2_TOPK_METHODS = ("greedy", "group_limited_greedy")
+
+
+@dataclass
+class DeepseekV2Config(_LatentAttentionConfig):
+    """DeepSeek-V2, V2-Lite, DeepSeek-Coder-V2: latent attention (_LatentAttentionConfig) whose rotated dimensions come
+    in interleaved pairs, and routing by the softmax of the router's scores: the `num_experts_per_tok` best of all
+    experts (`topk_method` "greedy"), or of the experts in the `topk_group` groups (of `n_group`) with the best expert
+    ("group_limited_greedy"); their weights are not renormalized (the reference keeps norm_topk_prob but never reads
+    it). `mlp_bias` puts biases on the dense and shared MLPs."""
+
+    model_type: ClassVar[str] = "deepseek_v2"
+    attribute_map: ClassVar[dict[str, str]] = {"num_experts": "n_routed_experts"}
+
+    vocab_size: int = 102400
+    topk_method: str = "greedy"
+
+    num_experts = _field_alias("n_routed_experts")
+
+    def __post_init__(self):
+        _pop_alias(self, "num_experts", "n_routed_experts")
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        if self.topk_method not in DEEPSEEK_V2_TOPK_METHODS:
+            _invalid("topk_method", self.topk_method, f"one of {', '.join(map(repr, DEEPSEEK_V2_TOPK_METHODS))}")
+        if self.topk_method == "group_limited_greedy":
+            _check_expert_groups(self, smallest_group=1)
+
+
 @dataclass
 class T5Config(PretrainedConfig):
     """T5 and Flan-T5: a pre-norm encoder-decoder with scale-only (RMS) norms, relative position buckets instead of
@@ -2896,6 +3057,8 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "mixtral": MixtralConfig,
     "qwen3_moe": Qwen3MoeConfig,
     "qwen2_moe": Qwen2MoeConfig,
+    "deepseek_v3": DeepseekV3Config,
+    "deepseek_v2": DeepseekV2Config,
     "gemma": GemmaConfig,
     "smollm3": SmolLM3Config,
     "granite": GraniteConfig,
@@ -3019,16 +3182,17 @@ def config_from_gguf(gguf, **overrides) -> PretrainedConfig:
         return GGUF_CONFIG_READERS[arch](gguf, **overrides)
 
 
-def _check_rope_scaling(scaling) -> None:
+def _check_rope_scaling(scaling, kinds: tuple[str, ...] = ROPE_TYPES) -> None:
+    """A rope scaling dict of one of `kinds` (the family's) with the numbers its kind needs."""
     if not isinstance(scaling, dict):
         _invalid("rope_scaling", scaling, "None or a dict with a 'rope_type' key")
     kind = scaling.get("rope_type")
-    if kind not in ROPE_TYPES:
+    if kind not in kinds:
         raise ValueError(
             f"Unsupported config: rope_scaling.rope_type={kind!r}; openformers implements the rope types "
-            f"{', '.join(ROPE_TYPES)}."
+            f"{', '.join(kinds)}."
         )
-    needed = {"linear": ["factor"],
+    needed = {"linear": ["factor"], "yarn": ["factor", "original_max_position_embeddings"],
               "llama3": ["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"],
               "longrope": ["factor", "original_max_position_embeddings"],
               "yarn": ["factor", "original_max_position_embeddings"]}

@@ -23,6 +23,7 @@ from . import qwen3
 from . import smollm3
 from . import granite
 from . import mixtral, qwen3_moe, qwen2_moe
+from . import deepseek_v3
 from . import gemma
 from . import distilbert
 from . import xlm_roberta
@@ -88,6 +89,12 @@ MODEL_CLASSES = {
     "mixtral": (mixtral, _decoder_classes("Mixtral")),  # Mistral with a sparse mixture of experts
     "qwen3_moe": (qwen3_moe, _decoder_classes("Qwen3Moe")),  # Qwen3 with a sparse mixture of experts
     "qwen2_moe": (qwen2_moe, _decoder_classes("Qwen2Moe")),  # Qwen2 with experts and a shared expert
+    "deepseek_v3": (deepseek_v3, {  # latent attention, grouped routing; the reference has no QA head for it
+        "base": "DeepseekV3Model",
+        "causal-lm": "DeepseekV3ForCausalLM",
+        "sequence-classification": "DeepseekV3ForSequenceClassification",
+        "token-classification": "DeepseekV3ForTokenClassification",
+    }),
     "phi3": (phi3, {  # Phi-3 and Phi-4; the reference has no QA head for them
         "base": "Phi3Model",
         "causal-lm": "Phi3ForCausalLM",

@@ -221,7 +221,7 @@ def _llama3_frequencies(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
 
 
 def _yarn_frequencies(inv_freq: torch.Tensor, head_dim: int, theta: float, scaling: dict) -> torch.Tensor:
-    """YaRN (gpt-oss): pairs turning more than `beta_fast` times over original_max_position_embeddings keep their
+    """YaRN (gpt-oss, DeepSeek): pairs turning more than `beta_fast` times over original_max_position_embeddings keep their
     speed, those turning fewer than `beta_slow` times are slowed by `factor`, and the pairs between blend linearly in
     their index; the band's ends are rounded outwards to whole pairs unless `truncate` is False."""
     factor, context = scaling["factor"], scaling["original_max_position_embeddings"]
@@ -239,6 +239,12 @@ def _yarn_frequencies(inv_freq: torch.Tensor, head_dim: int, theta: float, scali
     return inv_freq / factor * ramp + inv_freq * (1 - ramp)
 
 
+def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+    """YaRN's magnitude correction for a context stretched by `factor`: 0.1 * mscale * ln(factor) + 1 (1 when the
+    context is not stretched)."""
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
 def rope_attention_factor(scaling: dict | None) -> float:
     """The factor longrope and YaRN scale cos and sin by (so q.k by its square): the config's `attention_factor`,
     else the one each paper derives from the stretch `factor`; 1 for the other kinds."""
@@ -247,13 +253,11 @@ def rope_attention_factor(scaling: dict | None) -> float:
         return 1.0
     if scaling.get("attention_factor") is not None:
         return scaling["attention_factor"]
-    if kind == "yarn":  # 0.1 ln(factor) + 1, or the ratio of two such with DeepSeek's mscale and mscale_all_dim
+    if kind == "yarn":  # its mscale, or the ratio of two such with DeepSeek's mscale and mscale_all_dim
         factor, mscale, mscale_all_dim = scaling["factor"], scaling.get("mscale"), scaling.get("mscale_all_dim")
-
-        def yarn_scale(m: float = 1.0) -> float:
-            return 1.0 if factor <= 1 else 0.1 * m * math.log(factor) + 1.0
-
-        return yarn_scale(mscale) / yarn_scale(mscale_all_dim) if mscale and mscale_all_dim else yarn_scale()
+        if mscale and mscale_all_dim:
+            return yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim)
+        return yarn_mscale(factor)
     factor, context = scaling["factor"], scaling["original_max_position_embeddings"]
     return 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(context))
 
@@ -485,7 +489,7 @@ def _compiled_prompt_attention_applies(q: torch.Tensor, k: torch.Tensor, v: torc
     8.1e-5 at 128 and 512 tokens, where SDPA's are equal to them bit for bit: within float32's tolerance, the bar
     the tests hold every model to against the reference."""
     return (
-        q.device.type == "cpu" and not dropout and q.shape[-1] in (64, 128)
+        q.device.type == "cpu" and not dropout and q.shape[-1] in (64, 128) and v.shape[-1] == q.shape[-1]
         and q.dtype == k.dtype == v.dtype and q.dtype in (torch.float32, torch.bfloat16)
         and type(q) is type(k) is type(v) is torch.Tensor  # not a tensor subclass (DTensor, fake tensors)
         and q.stride(-1) == k.stride(-1) == v.stride(-1) == 1

@@ -192,10 +192,15 @@ class SparseMoeBlock(nn.Module):
             x = x * torch.empty_like(x).uniform_(1.0 - self.jitter_noise, 1.0 + self.jitter_noise)
         x = x.reshape(-1, C)  # (N, C)
         router_logits = self.gate(x)  # (N, E)
-        weights, chosen = route(router_logits, self.top_k, self.normalize)  # (N, k) each
+        weights, chosen = self.choose(router_logits)  # (N, k) each
         if self.weights_in_model_dtype:
             weights = weights.to(router_logits.dtype)
         return self.mix(x, weights, chosen).view(B, T, C), router_logits
+
+    def choose(self, router_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each token's experts (N, top_k) and their weights from the router's scores: the softmax's best here
+        (DeepSeek's blocks choose otherwise)."""
+        return route(router_logits, self.top_k, self.normalize)
 
     def mix(self, x: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
         return mix_experts(x, weights, chosen, lambda e, rows: self.experts[e](rows), len(self.experts))
@@ -308,7 +313,10 @@ class MixtralModel(MixtralPreTrainedModel, llama.LlamaModel):
 class MoeCausalLM(CausalLM):
     """The language-model head of a sparse mixture of experts: CausalLM's logits and next-token loss, plus with
     output_router_logits (else the config's) the load-balancing loss (`aux_loss`), added to the loss times
-    config.router_aux_loss_coef when labels are given."""
+    config.router_aux_loss_coef when labels are given (unless `load_balancing` is False: DeepSeek's head returns the
+    router scores and no such loss)."""
+
+    load_balancing = True
 
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
@@ -327,7 +335,7 @@ class MoeCausalLM(CausalLM):
         logits = self.token_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
         loss = None if labels is None else next_token_loss(logits, labels)
         aux_loss = None
-        if base.router_logits:  # a Qwen3-MoE with only dense layers has no router scores
+        if base.router_logits and self.load_balancing:  # a Qwen3-MoE with only dense layers has no router scores
             config = self.config
             aux_loss = load_balancing_loss(base.router_logits, config.num_experts, config.num_experts_per_tok,
                                            attention_mask)

@@ -70,13 +70,14 @@ def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: Qwen3Mo
 
 
 class Qwen3MoeMLP(nn.Module):
-    """A SwiGLU MLP: one expert (of `moe_intermediate_size`), or a dense layer's MLP (of `intermediate_size`)."""
+    """A SwiGLU MLP: one expert (of `moe_intermediate_size`), or a dense layer's MLP (of `intermediate_size`); with
+    `bias`, biases on its projections (DeepSeek-V2's mlp_bias)."""
 
-    def __init__(self, hidden_size: int, intermediate_size: int):
+    def __init__(self, hidden_size: int, intermediate_size: int, bias: bool = False):
         super().__init__()
-        self.gate_proj = ExpertLinear(hidden_size, intermediate_size, bias=False)
-        self.up_proj = ExpertLinear(hidden_size, intermediate_size, bias=False)
-        self.down_proj = ExpertLinear(intermediate_size, hidden_size, bias=False)
+        self.gate_proj = ExpertLinear(hidden_size, intermediate_size, bias=bias)
+        self.up_proj = ExpertLinear(hidden_size, intermediate_size, bias=bias)
+        self.down_proj = ExpertLinear(intermediate_size, hidden_size, bias=bias)
 
     def forward(self, x):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
