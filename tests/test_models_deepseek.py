@@ -23,15 +23,21 @@ from decoder_parity import (
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
     assert_same_attributes,
-    head_inputs,
+    assert_training_step_matches,
+    lm_inputs,
     load_quietly,
     load_saved,
-    make_reference,
     outputs_of,
     padded_batch,
 )
 from decoder_suite import DecoderFamilyTests
-from openformers import AutoModelForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM
+from openformers import (
+    AutoModelForCausalLM,
+    DeepseekV2Config,
+    DeepseekV2ForCausalLM,
+    DeepseekV3Config,
+    DeepseekV3ForCausalLM,
+)
 from test_models_mixtral import reference_grads_as_checkpoint
 
 transformers = pytest.importorskip("transformers")
@@ -68,26 +74,10 @@ class LatentAttentionTests(DecoderFamilyTests):
     def test_training_loss_and_gradients_match_the_reference(self, training_variant, tmp_path):
         """The loss and every gradient of a training step, the reference's fused experts' gradients split per expert,
         with gradient checkpointing too."""
-        reference = self.reference(**self.VARIANTS[training_variant]).train()
+        reference = self.reference(**self.VARIANTS[training_variant])
         model = load_saved(reference, tmp_path)
-        ids, mask = padded_batch(self.ids(2, 9, seed=7))
-        inputs = dict(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100))
-        expected_loss = reference(**inputs).loss
-        expected_loss.backward()
-        expected = reference_grads_as_checkpoint(reference, "mlp", EXPERT_NAMES)
-        for checkpointing in (False, True):
-            model.zero_grad()
-            model.train()
-            if checkpointing:
-                model.gradient_checkpointing_enable()
-            loss = model(**inputs).loss
-            loss.backward()
-            torch.testing.assert_close(loss, expected_loss, atol=1e-5, rtol=1e-5)
-            # An expert no token chose has no gradient here, where the reference's fused tensors hold zeros for it.
-            got = {name: torch.zeros_like(p) if p.grad is None else p.grad for name, p in model.named_parameters()}
-            assert sorted(got) == sorted(expected)
-            for name in expected:
-                torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-4, msg=name)
+        assert_training_step_matches(model, reference, lm_inputs(self.ids(2, 9, seed=7)), checkpointing=(False, True),
+                                     reference_grads=lambda r: reference_grads_as_checkpoint(r, "mlp", EXPERT_NAMES))
 
     @torch.inference_mode()
     def test_the_cache_holds_the_compressed_latents_as_the_references(self, tiny):
@@ -168,7 +158,8 @@ class TestDeepseekV3(LatentAttentionTests):
         try:
             for b in biases:
                 b.zero_()
-            assert (model(ids, attention_mask=mask).logits - reference(ids, attention_mask=mask).logits).abs().max() > 1e-2
+            moved = model(ids, attention_mask=mask).logits - reference(ids, attention_mask=mask).logits
+            assert moved.abs().max() > 1e-2
         finally:
             for b, s in zip(biases, saved):
                 b.copy_(s)
@@ -247,3 +238,83 @@ def test_deepseek_v3_config_reads_as_the_reference_reads_it(tmp_path):
 def test_deepseek_v3_bad_config_values_name_the_field(values, field):
     with pytest.raises(ValueError, match=f"{field}="):
         DeepseekV3Config(**{**TestDeepseekV3.TINY, "rope_parameters": None, **values})
+
+
+class TestDeepseekV2(LatentAttentionTests):
+    REFERENCE_CONFIG = "DeepseekV2Config"
+    MODEL_TYPE = "deepseek_v2"
+    TINY = dict(TestDeepseekV3.TINY, n_group=None, topk_group=None)
+    VARIANTS = {
+        "greedy-q-lora": {},
+        "grouped-direct-q-yarn-biased-tied": dict(
+            q_lora_rank=None, topk_method="group_limited_greedy", n_group=4, topk_group=1, rope_parameters=YARN,
+            attention_bias=True, mlp_bias=True, first_k_dense_replace=0, tie_word_embeddings=True,
+        ),
+    }
+    HEADS = {
+        "DeepseekV2ForCausalLM": "AutoModelForCausalLM",
+        "DeepseekV2Model": "AutoModel",
+        "DeepseekV2ForSequenceClassification": "AutoModelForSequenceClassification",
+    }
+    HEAD_VARIANTS = ["grouped-direct-q-yarn-biased-tied"]
+
+    def test_auto_classes_pick_the_deepseek_v2_classes(self, tiny):
+        folder = tiny[0]
+        assert type(openformers.AutoConfig.from_pretrained(folder)) is DeepseekV2Config
+        assert type(load_quietly(AutoModelForCausalLM.from_pretrained, folder)) is DeepseekV2ForCausalLM
+        with pytest.raises(ValueError, match="no token-classification class for 'deepseek_v2'"):
+            openformers.AutoModelForTokenClassification.from_pretrained(folder)
+
+
+def test_deepseek_v2_config_defaults_match_the_reference():
+    ours, theirs = DeepseekV2Config(), transformers.DeepseekV2Config()
+    assert_same_attributes(ours, theirs, (
+        "vocab_size", "hidden_size", "intermediate_size", "moe_intermediate_size", "num_hidden_layers",
+        "num_attention_heads", "num_key_value_heads", "n_shared_experts", "n_routed_experts", "routed_scaling_factor",
+        "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim", "v_head_dim", "qk_nope_head_dim", "n_group", "topk_group",
+        "topk_method", "num_experts_per_tok", "first_k_dense_replace", "norm_topk_prob", "hidden_act",
+        "max_position_embeddings", "initializer_range", "rms_norm_eps", "pad_token_id", "bos_token_id",
+        "eos_token_id", "tie_word_embeddings", "attention_bias", "attention_dropout", "mlp_bias", "head_dim",
+        "qk_head_dim", "num_experts", "output_router_logits", "pretraining_tp",
+    ))
+    assert ours.rope_theta == theirs.rope_parameters["rope_theta"] and ours.rope_scaling is None
+    with pytest.raises(ValueError, match="num_experts_per_tok=None"):  # the reference's default cannot route
+        DeepseekV2ForCausalLM(DeepseekV2Config(**{**TestDeepseekV2.TINY, "num_experts_per_tok": None}))
+
+
+@pytest.mark.parametrize("values, field", [
+    (dict(topk_method="noaux_tc"), "topk_method"),
+    (dict(topk_method="group_limited_greedy"), "n_group"),  # groups needed, none given
+    (dict(topk_method="group_limited_greedy", n_group=3, topk_group=1), "n_group"),
+    (dict(num_key_value_heads=2), "num_key_value_heads"),
+    (dict(v_head_dim=0), "v_head_dim"),
+])
+def test_deepseek_v2_bad_config_values_name_the_field(values, field):
+    with pytest.raises(ValueError, match=f"{field}="):
+        DeepseekV2Config(**{**TestDeepseekV2.TINY, "rope_parameters": None, **values})
+
+
+def test_tokenizer_of_a_deepseek_folder_is_the_references_class(tmp_path):
+    """DeepSeek's folders hold a tokenizer.json and name LlamaTokenizerFast: AutoTokenizer picks the class the
+    reference picks, and both encode alike."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    special = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"]
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=special,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    texts = ["DeepSeek routes tokens to experts.", "Latent attention caches less.", "def f(x):\n    return x"]
+    tokenizer.train_from_iterator(texts * 20, trainer)
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "deepseek_v3"}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizerFast", "add_bos_token": True, "add_eos_token": False,
+        "bos_token": special[0], "eos_token": special[1], "pad_token": special[1], "legacy": True,
+    }))
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    ours = openformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert type(ours).__name__ == type(reference).__name__
+    for text in texts:
+        assert ours(text)["input_ids"] == reference(text)["input_ids"], text

@@ -44,7 +44,7 @@ _public(
     "Phi3Config",
     "Qwen3Config",
     "MixtralConfig", "Qwen3MoeConfig", "Qwen2MoeConfig",
-    "DeepseekV3Config",
+    "DeepseekV3Config", "DeepseekV2Config",
     "GemmaConfig", "Gemma2Config", "SmolLM3Config",
     "Gemma3TextConfig",
     "DistilBertConfig",
@@ -118,6 +118,10 @@ _public(
     "openformers.models.deepseek_v3",
     "DeepseekV3PreTrainedModel", "DeepseekV3Model", "DeepseekV3ForCausalLM", "DeepseekV3ForSequenceClassification",
     "DeepseekV3ForTokenClassification",
+)
+_public(
+    "openformers.models.deepseek_v2",
+    "DeepseekV2PreTrainedModel", "DeepseekV2Model", "DeepseekV2ForCausalLM", "DeepseekV2ForSequenceClassification",
 )
 _public(
     "openformers.models.gemma",

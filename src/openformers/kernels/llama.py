@@ -28,8 +28,9 @@ output scaled before the residual add, `set_residual_scale`, and the logits divi
 and Qwen3-MoE (`set_experts`: the router's picks and the chosen experts' products in the step, a batch's rows
 grouped by the experts they picked). Qwen2-MoE's shared expert and its sigmoid gate are not in the step: model_type
 qwen2_moe is refused, and generation runs its layers; so are OLMo (LayerNorms without parameters, q/k/v clamped
-to clip_qkv) and OLMoE (that clamp, and q/k norms over all heads in a mixture of experts), model_types olmo and
-olmoe.
+to clip_qkv), OLMoE (that clamp, and q/k norms over all heads in a mixture of experts), and DeepSeek-V3 and V2, whose
+multi-head latent attention (compressed cached keys and values, expanded per head) the step does not run: model_types
+olmo, olmoe, deepseek_v3 and deepseek_v2.
 A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
 step implements it and tests/test_kernels.py proves parity for it.
 """

@@ -23,7 +23,7 @@ from . import qwen3
 from . import smollm3
 from . import granite
 from . import mixtral, qwen3_moe, qwen2_moe
-from . import deepseek_v3
+from . import deepseek_v3, deepseek_v2
 from . import gemma
 from . import distilbert
 from . import xlm_roberta
@@ -94,6 +94,11 @@ MODEL_CLASSES = {
         "causal-lm": "DeepseekV3ForCausalLM",
         "sequence-classification": "DeepseekV3ForSequenceClassification",
         "token-classification": "DeepseekV3ForTokenClassification",
+    }),
+    "deepseek_v2": (deepseek_v2, {  # V3's attention, softmax routing; the reference has these three heads
+        "base": "DeepseekV2Model",
+        "causal-lm": "DeepseekV2ForCausalLM",
+        "sequence-classification": "DeepseekV2ForSequenceClassification",
     }),
     "phi3": (phi3, {  # Phi-3 and Phi-4; the reference has no QA head for them
         "base": "Phi3Model",

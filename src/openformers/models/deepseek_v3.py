@@ -194,7 +194,8 @@ class DeepseekV3PreTrainedModel(Qwen3MoePreTrainedModel):  # its checkpoints' ex
         """The multi-token prediction layers, numbered on from the last layer, are left out, as the reference leaves
         them."""
         config = self.config
-        extra = "|".join(str(config.num_hidden_layers + i) for i in range(getattr(config, "num_nextn_predict_layers", 0)))
+        count = getattr(config, "num_nextn_predict_layers", 0)
+        extra = "|".join(str(config.num_hidden_layers + i) for i in range(count))
         return super().ignored_checkpoint_keys + ((rf"(^|\.)layers\.({extra})\.",) if extra else ())
 
     def _init_weights(self, module: nn.Module) -> None:
