@@ -2599,7 +2599,6 @@ class _LatentAttentionConfig(LlamaConfig):
     keys and values are expanded for every head.
     """
 
-
     rms_norm_eps: float = 1e-6
     pad_token_id: int | None = None
     attention_dropout: float = 0.0

@@ -203,7 +203,7 @@ def rope_inverse_frequencies(
     if kind == "llama3":
         return _llama3_frequencies(inv_freq, scaling)
     if kind == "yarn":
-        return _yarn_frequencies(inv_freq, head_dim, theta, scaling)
+        return _yarn_frequencies(head_dim, theta, scaling)
     assert kind == "default", kind  # configs.py refuses the other kinds when it reads the config
     return inv_freq
 
@@ -220,10 +220,12 @@ def _llama3_frequencies(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
     return torch.where(in_between, blended, stretched)
 
 
-def _yarn_frequencies(inv_freq: torch.Tensor, head_dim: int, theta: float, scaling: dict) -> torch.Tensor:
-    """YaRN (gpt-oss, DeepSeek): pairs turning more than `beta_fast` times over original_max_position_embeddings keep their
-    speed, those turning fewer than `beta_slow` times are slowed by `factor`, and the pairs between blend linearly in
-    their index; the band's ends are rounded outwards to whole pairs unless `truncate` is False."""
+def _yarn_frequencies(head_dim: int, theta: float, scaling: dict) -> torch.Tensor:
+    """YaRN (gpt-oss, DeepSeek): pairs turning more than `beta_fast` times over original_max_position_embeddings
+    keep their speed, those turning fewer than `beta_slow` times are slowed by `factor`, and the pairs between blend
+    linearly in their index; the band's ends are rounded outwards to whole pairs unless `truncate` is False. The speeds
+    are computed in the reference's order of operations: other orders differ in float32's last bits, which the cos and
+    sin of long positions magnify past 1e-5."""
     factor, context = scaling["factor"], scaling["original_max_position_embeddings"]
 
     def pair_of(turns: float) -> float:  # the (fractional) pair index that turns `turns` times over the context
@@ -236,7 +238,9 @@ def _yarn_frequencies(inv_freq: torch.Tensor, head_dim: int, theta: float, scali
     if high == low:
         high += 0.001
     ramp = ((torch.arange(head_dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
-    return inv_freq / factor * ramp + inv_freq * (1 - ramp)
+    periods = theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
+    kept = 1 - ramp  # each pair's share of its own speed (1 - (1 - ramp) is not ramp in float32's last bit)
+    return 1.0 / (factor * periods) * (1 - kept) + 1.0 / periods * kept
 
 
 def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
