@@ -15,7 +15,10 @@ intermediate 9216, a tied vocabulary of 256000, every other layer sliding over 4
 soft-capped at 50 and logits at 30); `qwen3-moe` is Qwen3-30B-A3B's (48 layers, hidden 2048, 32 query and 4
 key/value heads of 128, 128 experts of 768 a layer, 8 a token renormalized, an untied vocabulary of 151936), whose
 30.5B parameters need `--layers` (each layer 0.62B, a token reading 57M of them) and, past a few layers, `--ways`
-(each way holds a model); `mixtral-8x7b` is Mixtral-8x7B's (32 layers, hidden 4096, 32 query and 8 key/value
+(each way holds a model); `qwen2-moe` is Qwen1.5-MoE-A2.7B's (24 layers, hidden 2048, 16 heads of 128 with q/k/v
+biases, 60 experts of 1408 a layer, 4 a token not renormalized, a shared expert of 5632 behind its sigmoid gate, an
+untied vocabulary of 151936; each layer 0.57B parameters, a token reading 86M of them, half in the shared expert);
+`mixtral-8x7b` is Mixtral-8x7B's (32 layers, hidden 4096, 32 query and 8 key/value
 heads of 128, 8 experts of 14336 a layer, 2 a token; a layer 1.45B parameters, a token reading 0.39B of them);
 `starcoder2-3b` is StarCoder2-3B's (30 layers, hidden 3072, 24 query and 2 key/value heads of 128, a plain MLP of
 12288 with GELU, LayerNorms and a bias on every projection, a tied vocabulary of 49152); `olmo2-1b` is
@@ -41,6 +44,7 @@ from openformers.configs import (
     MixtralConfig,
     Olmo2Config,
     Phi3Config,
+    Qwen2MoeConfig,
     Qwen3Config,
     Qwen3MoeConfig,
     Starcoder2Config,
@@ -50,6 +54,7 @@ from openformers.models.granite import GraniteForCausalLM
 from openformers.models.mixtral import MixtralForCausalLM
 from openformers.models.olmo2 import Olmo2ForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
+from openformers.models.qwen2_moe import Qwen2MoeForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
 from openformers.models.qwen3_moe import Qwen3MoeForCausalLM
 from openformers.models.starcoder2 import Starcoder2ForCausalLM
@@ -72,6 +77,11 @@ FAMILIES = {
         vocab_size=151936, hidden_size=2048, num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4,
         head_dim=128, num_experts=128, num_experts_per_tok=8, moe_intermediate_size=768, norm_topk_prob=True,
         rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=4096, tie_word_embeddings=False)),
+    "qwen2-moe": (Qwen2MoeForCausalLM, Qwen2MoeConfig, dict(
+        vocab_size=151936, hidden_size=2048, intermediate_size=5632, num_hidden_layers=24, num_attention_heads=16,
+        num_key_value_heads=16, num_experts=60, num_experts_per_tok=4, moe_intermediate_size=1408,
+        shared_expert_intermediate_size=5632, norm_topk_prob=False, rms_norm_eps=1e-6, rope_theta=1000000.0,
+        max_position_embeddings=4096, tie_word_embeddings=False)),
     "mixtral-8x7b": (MixtralForCausalLM, MixtralConfig, dict(
         vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
         num_key_value_heads=8, num_local_experts=8, num_experts_per_tok=2, rope_theta=1000000.0,

@@ -24,6 +24,7 @@ from openformers.configs import (
     Olmo3Config,
     Phi3Config,
     Qwen2Config,
+    Qwen2MoeConfig,
     Qwen3Config,
     Qwen3MoeConfig,
     SmolLM3Config,
@@ -39,6 +40,7 @@ from openformers.models.mixtral import MixtralForCausalLM, SparseMoeBlock
 from openformers.models.olmo2 import Olmo2ForCausalLM
 from openformers.models.olmo3 import Olmo3ForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
+from openformers.models.qwen2_moe import Qwen2MoeForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
 from openformers.models.qwen3_moe import Qwen3MoeForCausalLM
 from openformers.models.smollm3 import SmolLM3ForCausalLM
@@ -77,7 +79,8 @@ PHI3_LONGROPE = dict(partial_rotary_factor=0.75, original_max_position_embedding
                      rope_scaling={"rope_type": "longrope", "long_factor": [1.0, 1.5, 2.0, 3.0, 4.0, 6.0],
                                    "short_factor": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5]})
 # Mixtures of experts: Mixtral's four experts of 96, two a token, renormalized; Qwen3-MoE's six of 64, three a token,
-# not renormalized, a dense MLP on its second layer (mlp_only_layers).
+# not renormalized, a dense MLP on its second layer (mlp_only_layers); Qwen2-MoE's the same with q/k/v biases and a
+# shared expert of 128 beside them, or its first layer dense (decoder_sparse_step).
 MIXTRAL = dict(num_local_experts=4, num_experts_per_tok=2)
 # The first Gemma: Llama's layers with Gemma's norms, scaled embeddings and GELU, heads of 16.
 GEMMA = dict(head_dim=16, rope_theta=500.0)
@@ -89,10 +92,12 @@ GRANITE = dict(embedding_multiplier=12.0, residual_multiplier=0.22, attention_mu
 OLMO3 = dict(layer_types=["sliding_attention", "full_attention"], sliding_window=5, rope_theta=500.0,
              sliding_rope_theta=10000.0, rope_scaling={"rope_type": "linear", "factor": 2.0})
 QWEN3_MOE = dict(num_experts=6, num_experts_per_tok=3, moe_intermediate_size=64, mlp_only_layers=[1])
+QWEN2_MOE = {**QWEN3_MOE, "shared_expert_intermediate_size": 128}
+QWEN2_MOE_SPARSE_STEP = {**QWEN2_MOE, "mlp_only_layers": [], "decoder_sparse_step": 2}
 MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM, Gemma3TextConfig: Gemma3ForCausalLM,
                  Phi3Config: Phi3ForCausalLM, Olmo2Config: Olmo2ForCausalLM, Olmo3Config: Olmo3ForCausalLM,
-                 MixtralConfig: MixtralForCausalLM,
-                 Qwen3MoeConfig: Qwen3MoeForCausalLM, Starcoder2Config: Starcoder2ForCausalLM,
+                 MixtralConfig: MixtralForCausalLM, Qwen3MoeConfig: Qwen3MoeForCausalLM,
+                 Qwen2MoeConfig: Qwen2MoeForCausalLM, Starcoder2Config: Starcoder2ForCausalLM,
                  GemmaConfig: GemmaForCausalLM, SmolLM3Config: SmolLM3ForCausalLM, GraniteConfig: GraniteForCausalLM}
 
 
@@ -114,6 +119,13 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
                 torch.nn.init.normal_(parameter, std=0.3)
         return model.eval()
     for layer in model.model.layers:  # from_config zeroes biases and sets norms to ones; make them count
+        block = getattr(layer, "mlp", None)
+        # Qwen2-MoE's shared expert, its gate's sigmoid away from 0.5: the factor moves the logits far past the
+        # quantized tests' tolerance (an output so large that it outweighed the rest, the final norm would hide).
+        if hasattr(block, "shared_expert"):
+            for projection in block.shared_expert.children():  # gate, up and down
+                torch.nn.init.normal_(projection.weight, std=0.05)
+            torch.nn.init.normal_(block.shared_expert_gate.weight, std=0.3)
         attention = layer.self_attn
         if getattr(attention, "q_proj", attention.o_proj).bias is not None:
             for proj in (attention.q_proj, attention.k_proj, attention.v_proj):
@@ -136,7 +148,7 @@ def quantized(model, quantization: str):
     """`model` quantized as "int8", "int4", or "int4+int8": int4 with each layer's v projection at int8 and up
     projection at int8 with a scale per 16 weights, as from_pretrained keeps a GGUF file's 5-8-bit matrices at int8
     under int4 (Q6_K's with their scales per 16); Phi-3's fused q/k/v and gate/up projections so, and every
-    other expert's up projection of a mixture."""
+    other expert's up projection of a mixture, and its shared expert's."""
     if quantization == "int4+int8":
         for layer in model.model.layers:
             attention, mlp = layer.self_attn, getattr(layer, "block_sparse_moe", getattr(layer, "mlp", None))
@@ -149,7 +161,7 @@ def quantized(model, quantization: str):
                 up = "c_fc" if hasattr(mlp, "c_fc") else "up_proj"  # StarCoder2's
                 setattr(mlp, up, int8_per_16(getattr(mlp, up)))
                 continue
-            for expert in list(mlp.experts)[::2]:
+            for expert in list(mlp.experts)[::2] + ([mlp.shared_expert] if hasattr(mlp, "shared_expert") else []):
                 up = "w3" if hasattr(expert, "w3") else "up_proj"
                 setattr(expert, up, int8_per_16(getattr(expert, up)))
         quantization = "int4"
@@ -331,19 +343,21 @@ def test_an_unknown_rope_scaling_is_refused():
      (Gemma3TextConfig, GEMMA3), (Gemma3TextConfig, {**HEAD_DIM_64, "head_dim": 64, "query_pre_attn_scalar": 64,
                                                      "rope_scaling": {"rope_type": "linear", "factor": 8.0}}),
      (Phi3Config, PHI3), (Phi3Config, PHI3_LONGROPE), (Phi3Config, HEAD_DIM_128), (Gemma2Config, GEMMA2),
-     (Gemma2Config, GEMMA2_HEAD_DIM_64), (Olmo2Config, {}), (Olmo2Config, HEAD_DIM_64), (Olmo3Config, OLMO3), (MixtralConfig, MIXTRAL),
+     (Gemma2Config, GEMMA2_HEAD_DIM_64), (Olmo2Config, {}), (Olmo2Config, HEAD_DIM_64), (Olmo3Config, OLMO3),
+     (MixtralConfig, MIXTRAL),
      (MixtralConfig, {**MIXTRAL, **HEAD_DIM_64, "num_experts_per_tok": 1, "sliding_window": 5}),
      (Qwen3MoeConfig, QWEN3_MOE), (Qwen3MoeConfig, {**QWEN3_MOE, "norm_topk_prob": True, "mlp_only_layers": []}),
+     (Qwen2MoeConfig, QWEN2_MOE), (Qwen2MoeConfig, {**QWEN2_MOE_SPARSE_STEP, "norm_topk_prob": True}),
      (Starcoder2Config, {}), (Starcoder2Config, {"use_bias": False}),
      (Starcoder2Config, {**HEAD_DIM_64, "sliding_window": 5}), (GemmaConfig, GEMMA), (SmolLM3Config, SMOLLM3),
      (SmolLM3Config, {**SMOLLM3, **HEAD_DIM_64}), (GraniteConfig, GRANITE)],
     ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
          "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope",
          "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128", "gemma2-soft-caps",
-         "gemma2-head-dim-64", "olmo2", "olmo2-head-dim-64", "olmo3-window-local-rope", "mixtral", "mixtral-top-1-window",
-         "qwen3-moe-dense-layer",
-         "qwen3-moe-renormalized", "starcoder2", "starcoder2-no-biases", "starcoder2-head-dim-64-window", "gemma",
-         "smollm3", "smollm3-head-dim-64", "granite"],
+         "gemma2-head-dim-64", "olmo2", "olmo2-head-dim-64", "olmo3-window-local-rope", "mixtral",
+         "mixtral-top-1-window", "qwen3-moe-dense-layer", "qwen3-moe-renormalized", "qwen2-moe-dense-layer",
+         "qwen2-moe-sparse-step-renormalized", "starcoder2", "starcoder2-no-biases", "starcoder2-head-dim-64-window",
+         "gemma", "smollm3", "smollm3-head-dim-64", "granite"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -401,7 +415,10 @@ STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, 
     (Gemma2Config, GEMMA2_HEAD_DIM_64, "int4+int8"), (Olmo2Config, {}, None), (Olmo2Config, {}, "int4+int8"),
     (MixtralConfig, MIXTRAL, None), (MixtralConfig, {**MIXTRAL, "sliding_window": 5}, "int8"),
     (Qwen3MoeConfig, QWEN3_MOE, None), (Qwen3MoeConfig, {**QWEN3_MOE, "norm_topk_prob": True}, "int4"),
-    (Qwen3MoeConfig, QWEN3_MOE, "int4+int8"), (Starcoder2Config, {"sliding_window": 5}, None),
+    (Qwen3MoeConfig, QWEN3_MOE, "int4+int8"), (Qwen2MoeConfig, QWEN2_MOE, None),
+    (Qwen2MoeConfig, {**QWEN2_MOE_SPARSE_STEP, "norm_topk_prob": True}, "int8"),
+    (Qwen2MoeConfig, {**QWEN2_MOE, "norm_topk_prob": True}, "int4"), (Qwen2MoeConfig, QWEN2_MOE, "int4+int8"),
+    (Starcoder2Config, {"sliding_window": 5}, None),
     (Starcoder2Config, {}, "int8"), (Starcoder2Config, {}, "int4+int8"), (GemmaConfig, GEMMA, None),
     (SmolLM3Config, SMOLLM3, None), (SmolLM3Config, SMOLLM3, "int4+int8"), (GraniteConfig, GRANITE, None),
     (GraniteConfig, GRANITE, "int4+int8")]
@@ -409,6 +426,7 @@ STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+
     "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8", "phi3",
     "phi3-longrope-int8", "phi3-int4+int8", "gemma2", "gemma2-head-dim-64-int4+int8", "olmo2", "olmo2-int4+int8",
     "mixtral", "mixtral-window-int8", "qwen3-moe", "qwen3-moe-renormalized-int4", "qwen3-moe-int4+int8",
+    "qwen2-moe", "qwen2-moe-sparse-step-renormalized-int8", "qwen2-moe-renormalized-int4", "qwen2-moe-int4+int8",
     "starcoder2-window", "starcoder2-int8", "starcoder2-int4+int8", "gemma", "smollm3", "smollm3-int4+int8", "granite",
     "granite-int4+int8"]
 
@@ -542,12 +560,13 @@ def test_prompts_match_plain_path(config_class, overrides, quantization, monkeyp
 BLOCK_CASES = [(LlamaConfig, HEAD_DIM_64, None), (LlamaConfig, HEAD_DIM_128, "int4"),
                (MistralConfig, {**HEAD_DIM_64, "sliding_window": 100}, "int8"), (Qwen3Config, HEAD_DIM_128, None),
                (Olmo2Config, HEAD_DIM_64, None), (Gemma3TextConfig, {**GEMMA3, **HEAD_DIM_64, "head_dim": 64}, None),
-               (MixtralConfig, {**MIXTRAL, **HEAD_DIM_128}, "int8")]
+               (MixtralConfig, {**MIXTRAL, **HEAD_DIM_128}, "int8"),
+               (Qwen2MoeConfig, {**QWEN2_MOE, **HEAD_DIM_128}, "int4")]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", BLOCK_CASES,
                          ids=["llama-64", "llama-128-int4", "mistral-long-window-int8", "qwen3-128", "olmo2-64",
-                              "gemma3-64", "mixtral-128-int8"])
+                              "gemma3-64", "mixtral-128-int8", "qwen2-moe-128-int4"])
 def test_long_prompts_attend_in_blocks_as_the_layers(config_class, overrides, quantization, monkeypatch):
     # 13 positions a row at a time, then 60 in blocks (two tasks of 32 and 28 rows over two key blocks: 73 keys).
     tokens = torch.randint(1, 96, (1, 74), generator=torch.Generator().manual_seed(8))
@@ -658,9 +677,12 @@ def test_starcoder2_with_dropout_steps_through_its_layers_while_training(monkeyp
     torch.testing.assert_close(fast.float(), float32, atol=0.1, rtol=0.05)
 
 
-def test_bfloat16_qwen3_moe_steps_stay_close_to_float32(monkeypatch):
-    # Qwen3-MoE rounds the chosen experts' weights to bfloat16 in a bfloat16 model, as the step does (set_experts).
-    model = accelerated(tiny_model(Qwen3MoeConfig, dtype=torch.bfloat16, **QWEN3_MOE))
+@pytest.mark.parametrize("config_class, overrides", [(Qwen3MoeConfig, QWEN3_MOE), (Qwen2MoeConfig, QWEN2_MOE)],
+                         ids=["qwen3-moe", "qwen2-moe"])
+def test_bfloat16_qwen_mixtures_steps_stay_close_to_float32(config_class, overrides, monkeypatch):
+    # Qwen3-MoE rounds the chosen experts' weights to bfloat16 in a bfloat16 model, as the step does (set_experts);
+    # Qwen2-MoE's shared expert's gate, and its sigmoid, are rounded to bfloat16 as the router's scores are.
+    model = accelerated(tiny_model(config_class, dtype=torch.bfloat16, **overrides))
     tokens = torch.randint(0, 96, (16,), generator=torch.Generator().manual_seed(2)).tolist()
     steps = counted_decode_steps(monkeypatch)
     fast = step_logits(model, tokens, True, monkeypatch)
@@ -758,10 +780,12 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
      (Gemma3TextConfig, GEMMA3, None), (Gemma3TextConfig, GEMMA3, "int4+int8"), (Phi3Config, PHI3, "int4+int8"),
      (Gemma2Config, GEMMA2_HEAD_DIM_64, None), (Olmo2Config, {}, None), (MixtralConfig, MIXTRAL, None),
      (MixtralConfig, MIXTRAL, "int8"), (Qwen3MoeConfig, QWEN3_MOE, "int4"), (Qwen3MoeConfig, QWEN3_MOE, "int4+int8"),
+     (Qwen2MoeConfig, QWEN2_MOE, None), (Qwen2MoeConfig, QWEN2_MOE, "int8"), (Qwen2MoeConfig, QWEN2_MOE, "int4+int8"),
      (Starcoder2Config, {}, None), (Starcoder2Config, {}, "int4+int8"), (SmolLM3Config, SMOLLM3, None),
      (GraniteConfig, GRANITE, None)],
     ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8", "phi3-int4+int8", "gemma2-head-dim-64",
-         "olmo2", "mixtral", "mixtral-int8", "qwen3-moe-int4", "qwen3-moe-int4+int8", "starcoder2",
+         "olmo2", "mixtral", "mixtral-int8", "qwen3-moe-int4", "qwen3-moe-int4+int8", "qwen2-moe",
+         "qwen2-moe-int8", "qwen2-moe-int4+int8", "starcoder2",
          "starcoder2-int4+int8", "smollm3", "granite"],
 )
 def test_a_team_of_threads_gives_the_one_thread_results(config_class, overrides, quantization, monkeypatch):
@@ -1079,7 +1103,8 @@ def test_weights_replaced_or_cast_after_a_step_are_the_ones_used(monkeypatch):
         plain = step_logits(model, tokens, False, monkeypatch)
         # int8: an input that the two paths' float sums put a unit apart on either side of a half step rounds to
         # neighbouring steps, which moves the logits by up to a few thousandths
-        tolerance = 0.1 if fast.dtype != torch.float32 else 1e-2 if getattr(layers[0].mlp.down_proj, "scale", None) is not None else 1e-4
+        quantized = getattr(layers[0].mlp.down_proj, "scale", None) is not None
+        tolerance = 0.1 if fast.dtype != torch.float32 else 1e-2 if quantized else 1e-4
         torch.testing.assert_close(fast, plain, atol=tolerance, rtol=tolerance)
 
 
@@ -1181,6 +1206,26 @@ def test_a_run_of_greedy_steps_stops_at_an_eos_token(monkeypatch):
             ran = model.generate(prompt, **options)
             stepped = model.generate(prompt, streamer=OneStepAtATime(), **options)
         assert runs[-1] == stop and ran[0, 3:].tolist() == free[: stop + 1] == stepped[0, 3:].tolist()
+
+
+@pytest.mark.parametrize("config_class, overrides", [(Qwen3MoeConfig, QWEN3_MOE), (Qwen2MoeConfig, QWEN2_MOE)],
+                         ids=["qwen3-moe", "qwen2-moe"])
+def test_a_mixtures_run_of_greedy_steps_makes_the_plain_paths_tokens_and_cache(config_class, overrides, monkeypatch):
+    # Each step of a run routes its token (and runs Qwen2-MoE's shared expert) as the layers do: the tokens, and the
+    # keys and values of the second layer, which the first one's mixture feeds.
+    monkeypatch.setattr(kernels.llama, "RUN_SECONDS", 60.0)
+    model = accelerated(tiny_model(config_class, **overrides))
+    prompt = torch.tensor([[5, 9, 14, 3]])
+    options = dict(max_new_tokens=16, do_sample=False, eos_token_id=None)
+    runs = counted_runs(monkeypatch)
+    caches = [DynamicCache(), DynamicCache()]
+    with torch.inference_mode():
+        ran = model.generate(prompt, past_key_values=caches[0], **options)
+        plain = tiny_model(config_class, **overrides).generate(prompt, past_key_values=caches[1], **options)
+    assert runs == [15] and ran.tolist() == plain.tolist()  # every token after the prompt's in one run
+    assert caches[0].lengths == caches[1].lengths == [19] * TINY["num_hidden_layers"]
+    for ours, theirs in zip(caches[0].keys + caches[0].values, caches[1].keys + caches[1].values):
+        torch.testing.assert_close(ours[:, :, :19], theirs[:, :, :19], atol=1e-4, rtol=1e-4)
 
 
 def test_a_run_returns_after_the_token_that_passes_its_time(monkeypatch):

@@ -1380,6 +1380,7 @@ void in_team(int64_t loops, F&& body) {
 struct Shared {
   std::vector<float> q, k, v, attended, out, gate, up;
   std::vector<float> router, mixed;  // a mixture's router scores, and its chosen experts' outputs (mixture_step)
+  std::vector<float> shared_factors;  // per row, the factor of its shared expert's output (Qwen2-MoE; router_scores)
   // Per key head, its rows made so far in this layer: the chunk that completes a head rotates and caches it (a
   // token's q, k and v are claimed as one loop of rows, so a head's may fall in two threads' chunks).
   std::unique_ptr<std::atomic<int64_t>[]> key_rows_made{};
@@ -1387,9 +1388,11 @@ struct Shared {
 
 // A sparse layer's mixture of experts (Mixtral, Qwen3-MoE) in place of its gate, up and down: the router's matrix,
 // float32 or bfloat16 (quantization leaves it in floating point: its errors would change which experts run), and
-// each expert's gate, up and down weights with their scales, of which a step reads those the router picks.
+// each expert's gate, up and down weights with their scales, of which a step reads those the router picks. Qwen2-MoE's
+// layers add a shared expert that every token runs: the layer's own gate, up and down, its output scaled by the
+// sigmoid of `shared_gate` (one row, of the router's dtype) times the same input.
 struct Mixture {
-  Matrix router{};
+  Matrix router{}, shared_gate{};  // shared_gate: null data where the layer has no shared expert
   bool router_bf16 = false;
   const at::Tensor* weights = nullptr;  // 3 an expert: gate, up, down
   const at::Tensor* scales = nullptr;   // as many, or null (float weights)
@@ -1473,7 +1476,7 @@ inline void norm_head(float* head, NormWeights norm, float eps, int64_t head_dim
 }
 
 // At most the claimed loops of layer_step: q, k and v, the heads, o, then gate and up, and down, or a mixture's
-// router, gate, up, down and sum; and OLMo 2's whole q/k norms.
+// router, gate, up, down and sum (and its shared expert's gate and up, and down); and OLMo 2's whole q/k norms.
 constexpr int64_t kLoopsPerLayer = 11;
 constexpr int64_t kCachePrefetch = 32768;
 
@@ -1513,13 +1516,25 @@ bool in_layout(at::ScalarType type) {
   else return type == at::kByte || type == at::kChar;
 }
 
-// Router rows [begin, end) times one input (float32), into `scores`: a bfloat16 router's rounded to bfloat16, as its
-// output is in the reference.
-void router_scores(const Mixture& M, int64_t begin, int64_t end, const float* input, float* scores) {
-  if (!M.router_bf16) return rows<float>(M.router, begin, end, input, scores);
-  rows<c10::BFloat16>(M.router, begin, end, input, scores);
-  for (int64_t e = begin; e < end; ++e) scores[e] = static_cast<float>(c10::BFloat16(scores[e]));
+// Rows [begin, end) of a mixture's scored rows (scored_rows) times one input (float32): the router's into `scores`,
+// and the one past them, the shared expert's gate, as the sigmoid of its product into `*shared_factor`; a bfloat16
+// router's and gate's rounded to bfloat16, as their outputs are in the reference.
+void router_scores(const Mixture& M, int64_t begin, int64_t end, const float* input, float* scores,
+                   float* shared_factor) {
+  auto product = [&](const Matrix& m, int64_t from, int64_t to, float* out) {
+    if (!M.router_bf16) return rows<float>(m, from, to, input, out);
+    rows<c10::BFloat16>(m, from, to, input, out);
+    for (int64_t e = from; e < to; ++e) out[e] = static_cast<float>(c10::BFloat16(out[e]));
+  };
+  product(M.router, begin, std::min(end, M.experts), scores);
+  if (end <= M.experts) return;
+  product(M.shared_gate, 0, 1, shared_factor);
+  *shared_factor = 1.f / (1.f + std::exp(-*shared_factor));
+  if (M.router_bf16) *shared_factor = static_cast<float>(c10::BFloat16(*shared_factor));
 }
+
+// The rows that router_scores makes: the router's, and the shared expert's gate where the layer has one.
+inline int64_t scored_rows(const Mixture& M) { return M.experts + (M.shared_gate.data ? 1 : 0); }
 
 // An expert's gate, up and down as matrices, or false where its weights are not matrices of the step's layout W and
 // the layer's shape (see mixture_step).
@@ -1548,8 +1563,8 @@ template <typename W>
 void mixture_step(Team& team, float* x, const Mixture& M, int64_t hidden, const float* input, const Family& F,
                   Shared& S, const Rounded& in, std::vector<float>& activated, std::vector<Rounded>& expert_inputs,
                   std::atomic<bool>& unusable) {
-  team.claim(M.experts, kChunk, 4, [&](int64_t begin, int64_t end) {
-    router_scores(M, begin, end, input, S.router.data());
+  team.claim(scored_rows(M), kChunk, 4, [&](int64_t begin, int64_t end) {
+    router_scores(M, begin, end, input, S.router.data(), S.shared_factors.data());
   });
   team.wait();
   const int64_t k = M.top_k, width = M.width;
@@ -1701,9 +1716,15 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   // * up whole for itself, as it norms the input of a layer (1-2 us for SmolLM2's 1536 values).
   if (L.mlp_norm.data) apply_norm(x, L.mlp_norm, eps, normed.data(), hidden);
   in.set<W>(L.mlp_norm.data ? normed.data() : x, hidden);
-  if (L.mixture.experts)
-    return mixture_step<W>(team, x, L.mixture, hidden, L.mlp_norm.data ? normed.data() : x, F, S, in, activated,
-                           expert_inputs, unusable);
+  float out_factor = F.residual_factor;
+  if (L.mixture.experts) {
+    mixture_step<W>(team, x, L.mixture, hidden, L.mlp_norm.data ? normed.data() : x, F, S, in, activated,
+                    expert_inputs, unusable);
+    if (!L.up.data) return;
+    // The shared expert, on `in` still: the experts' last barrier freed S.gate and S.up, and the one below keeps
+    // their sum's and down's additions to x apart.
+    out_factor = S.shared_factors[0];
+  }
   const Stacked gate_up{&L.gate, &L.up};
   team.claim_rows(gate_up, [&](int64_t part, int64_t begin, int64_t end) {
     const bool up = gate_up.parts[part] == &L.up;
@@ -1717,7 +1738,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   team.claim_rows(L.down, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.down, begin, end, in, S.out.data());
     if (!sandwich)
-      for (int64_t i = begin; i < end; ++i) x[i] += S.out[i] * F.residual_factor;
+      for (int64_t i = begin; i < end; ++i) x[i] += S.out[i] * out_factor;
   });
 }
 
@@ -1844,6 +1865,20 @@ struct StepWeights : torch::CustomClassHolder {
     top_k = experts_per_token, normalize_experts = normalize, round_expert_weights = round_weights;
   }
 
+  // Qwen2-MoE's shared experts (set_shared_experts, after set_experts): per layer the gate of its shared expert, one
+  // row of the router's dtype, or an empty tensor for a layer without one (a dense one). A sparse layer with a gate
+  // has the shared expert's gate, up and down as its own weights, where a sparse layer's are otherwise empty.
+  std::vector<at::Tensor> shared_gates;
+
+  void set_shared_experts(std::vector<at::Tensor> gates) {
+    TORCH_CHECK(gates.size() == routers.size(), "StepWeights.set_shared_experts: one gate per layer of set_experts (",
+                routers.size(), "), an empty tensor for a layer without a shared expert; got ", gates.size());
+    for (size_t l = 0; l < gates.size(); ++l)
+      TORCH_CHECK(gates[l].numel() == 0 || routers[l].numel() > 0, "StepWeights.set_shared_experts: layer ", l,
+                  " has a shared expert's gate but no router");
+    shared_gates = std::move(gates);
+  }
+
   // StarCoder2's LayerNorms (set_norm_biases): a bias for every norm of `norms`, in their order, then the final
   // norm's.
   std::vector<at::Tensor> norm_biases;
@@ -1947,8 +1982,9 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
                         gate_up.rows_from(gate_up.rows / 2, gate_up.rows / 2), matrix(w[3], scale(3), {}), attn_norm,
                         mlp_norm_weights, keys[l], values[l]});
     } else {
-      // An empty gate: an MLP without one (StarCoder2's); a sparse layer's gate, up and down are its experts'.
-      auto mlp = [&](size_t i) { return sparse || w[i].numel() == 0 ? Matrix{} : matrix(w[i], scale(i), bias(i)); };
+      // An empty gate: an MLP without one (StarCoder2's). A sparse layer's gate, up and down are empty, or its shared
+      // expert's.
+      auto mlp = [&](size_t i) { return w[i].numel() == 0 ? Matrix{} : matrix(w[i], scale(i), bias(i)); };
       layers.push_back({matrix(w[0], scale(0), bias(0)), matrix(w[1], scale(1), bias(1)), matrix(w[2], scale(2), bias(2)),
                         matrix(w[3], scale(3), bias(3)), mlp(4), mlp(5), mlp(6), attn_norm, mlp_norm_weights, keys[l],
                         values[l]});
@@ -1976,6 +2012,16 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
       mixture.top_k = stack.top_k;
       mixture.normalize = stack.normalize_experts, mixture.round_weights = stack.round_expert_weights;
       expert_offset += 3 * mixture.experts;
+      const at::Tensor* shared_gate = stack.shared_gates.empty() ? nullptr : &stack.shared_gates[l];
+      if (shared_gate && shared_gate->numel() > 0) {
+        TORCH_CHECK(shared_gate->scalar_type() == router_type && shared_gate->dim() == 2 && shared_gate->size(0) == 1 &&
+                        shared_gate->size(1) == hidden,
+                    op, ": layer ", l, "'s shared expert's gate must be one row of its router's dtype (1, ", hidden,
+                    "), got ", shared_gate->scalar_type(), " ", shared_gate->sizes());
+        mixture.shared_gate = matrix(*shared_gate, {}, {});
+      }
+      TORCH_CHECK(!mixture.shared_gate.data == !layer.up.data && !layer.up.data == !layer.gate.data, op, ": layer ",
+                  l, "'s shared expert needs its gate (set_shared_experts) and its gate, up and down weights, or none");
     }
     for (size_t i = 0; i < layer_norms; ++i)  // the inputs' norms may be absent (empty) beside sandwich norms: OLMo 2
       TORCH_CHECK(n[i].numel() == hidden || (stack.sandwich && i % 2 == 0 && n[i].numel() == 0), op, ": layer ", l,
@@ -2000,13 +2046,13 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
   return layers;
 }
 
-// The widest gate and up of any layer (a mixture's: its chosen experts' together), and the most experts a router
-// scores: what a step's MLP buffers hold for one row.
+// The widest gate and up of any layer (a mixture's: its chosen experts' together, or its shared expert's), and the
+// most experts a router scores: what a step's MLP buffers hold for one row.
 std::pair<int64_t, int64_t> mlp_buffer_sizes(const std::vector<Layer>& layers) {
   int64_t rows = 0, experts = 0;
   for (const Layer& L : layers) {
     const Mixture& M = L.mixture;
-    rows = std::max(rows, M.experts ? M.top_k * M.width : L.up.rows);
+    rows = std::max({rows, M.top_k * M.width, L.up.rows});
     experts = std::max(experts, M.experts);
   }
   return {rows, experts};
@@ -2141,7 +2187,7 @@ std::tuple<at::Tensor, at::Tensor, int64_t> step_tokens(
   Shared S{std::vector<float>(first.q.rows), std::vector<float>(first.k.rows), std::vector<float>(first.v.rows),
            std::vector<float>(first.o.cols),  std::vector<float>(first.o.rows), std::vector<float>(mlp_rows),
            std::vector<float>(mlp_rows), std::vector<float>(most_experts),
-           std::vector<float>(most_experts ? stack->top_k * first.o.rows : 0)};
+           std::vector<float>(most_experts ? stack->top_k * first.o.rows : 0), std::vector<float>(1)};
   int64_t most_key_heads = 0;
   for (const Layer& L : layers) most_key_heads = std::max(most_key_heads, L.keys.size(1));
   S.key_rows_made.reset(new std::atomic<int64_t>[most_key_heads]());
@@ -3672,8 +3718,8 @@ constexpr int64_t claimed_rows_multiple(int64_t n) {
 
 // The claimed loops of batch_layer_step: q, k, v, the keys' heads (or OLMo 2's whole q/k norms), the attention (and
 // a prompt's key blocks and attention tasks, attend_in_blocks), o, then gate/up and down, or a mixture's router,
-// gate, up, down and sum.
-constexpr int64_t kBatchLoopsPerLayer = 13;
+// gate, up, down and sum (and its shared expert's gate/up and down).
+constexpr int64_t kBatchLoopsPerLayer = 15;
 
 // A thread's picks for a batch's sparse layer (batch_mixture_step), and their inputs grouped by expert: the rows'
 // (row, slot) pairs are placed in the order of the experts they picked, each expert's pairs (rows in order) a group.
@@ -3701,8 +3747,9 @@ void batch_mixture_step(Team& team, float* x, int64_t n, const Mixture& M, int64
                         const Family& F, Shared& S, std::vector<Rounded>& rounded, const RoundedBatch& batch,
                         MixtureGroups& G, std::atomic<bool>& unusable) {
   const int64_t k = M.top_k, width = M.width, experts = M.experts, pairs = n * k;
-  team.claim(experts, kChunk, 4, [&](int64_t begin, int64_t end) {
-    for (int64_t j = 0; j < n; ++j) router_scores(M, begin, end, inputs + j * hidden, S.router.data() + j * experts);
+  team.claim(scored_rows(M), kChunk, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t j = 0; j < n; ++j)
+      router_scores(M, begin, end, inputs + j * hidden, S.router.data() + j * experts, S.shared_factors.data() + j);
   });
   team.wait();
   G.chosen.resize(pairs), G.weights.resize(pairs), G.position.resize(pairs);
@@ -3924,8 +3971,11 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
   if (L.mlp_norm.data)
     for (int64_t j = 0; j < n; ++j) apply_norm(x + j * hidden, L.mlp_norm, eps, normed.data() + j * hidden, hidden);
   set_inputs(mlp_input, hidden, L.mixture.experts > 0);
-  if (L.mixture.experts)
-    return batch_mixture_step<W>(team, x, n, L.mixture, hidden, mlp_input, F, S, rounded, batch, groups, unusable);
+  if (L.mixture.experts) {
+    batch_mixture_step<W>(team, x, n, L.mixture, hidden, mlp_input, F, S, rounded, batch, groups, unusable);
+    if (!L.up.data) return;
+    // The shared expert, on the inputs set above, as in layer_step.
+  }
   int64_t inner = L.up.rows;
   team.claim(inner, chunk, multiple, [&](int64_t begin, int64_t end) {
     if (L.gate.data) batch_rows<W>(L.gate, begin, end, mlp_input, batch, n, S.gate.data());
@@ -3942,8 +3992,10 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
   team.claim(hidden, chunk, multiple, [&](int64_t begin, int64_t end) {
     batch_rows<W>(L.down, begin, end, S.gate.data(), batch, n, S.out.data());
     if (!sandwich)
-      for (int64_t j = 0; j < n; ++j)
-        for (int64_t i = begin; i < end; ++i) x[j * hidden + i] += S.out[j * hidden + i] * F.residual_factor;
+      for (int64_t j = 0; j < n; ++j) {
+        const float factor = L.mixture.experts ? S.shared_factors[j] : F.residual_factor;
+        for (int64_t i = begin; i < end; ++i) x[j * hidden + i] += S.out[j * hidden + i] * factor;
+      }
   });
 }
 
@@ -3991,7 +4043,7 @@ void batch_stack(const char* op, at::Tensor x, int64_t span, const c10::intrusiv
            std::vector<float>(n * first.v.rows), std::vector<float>(n * first.o.cols),
            std::vector<float>(n * first.o.rows), std::vector<float>(n * mlp_rows),
            std::vector<float>(n * mlp_rows), std::vector<float>(n * most_experts),
-           std::vector<float>(most_experts ? n * stack->top_k * first.o.rows : 0)};
+           std::vector<float>(most_experts ? n * stack->top_k * first.o.rows : 0), std::vector<float>(n)};
   std::atomic<bool> unusable{false};  // as decode_step's
   const float *c = cos_f.data_ptr<float>(), *s = sin_f.data_ptr<float>();
   const float *local_c = local_cos_f.data_ptr<float>(), *local_s = local_sin_f.data_ptr<float>();
@@ -4880,6 +4932,7 @@ TORCH_LIBRARY(openformers, m) {
       .def("set_residual_scale", &StepWeights::set_residual_scale)
       .def("set_unrotated", &StepWeights::set_unrotated)
       .def("set_experts", &StepWeights::set_experts)
+      .def("set_shared_experts", &StepWeights::set_shared_experts)
       .def("set_norm_biases", &StepWeights::set_norm_biases);
   m.def("decode_step(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps, Tensor? norm=None, "

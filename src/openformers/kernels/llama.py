@@ -14,23 +14,25 @@ with the prompts' tokens as its rows, each at its own position of its sequence's
 before it that its mask allows (SmolLM2, 16 tokens, two threads: 1.6-2.2x the layers' forward; a chat turn's time
 to its first token); a bfloat16 model's only for generation (`prompts_for_generation`).
 
-A model takes the step only when every field of its config is one the step implements (`refusal` says which
-is not): Llama, Mistral, Qwen2 (q/k/v biases), Qwen3 (each head's queries and keys RMS-normed before the
-rotation), SmolLM3 (some layers unrotated, `set_unrotated`), Gemma (Llama's layers with Gemma's norms of 1 + w,
-scaled embeddings and GELU), Gemma 2 and Gemma 3's text decoder (norms of 1 + w around attention and MLP as well
-as before them, GELU, queries scaled by query_pre_attn_scalar, sliding layers, Gemma 3's with rotary tables of
-their own, Gemma 2's soft-capped attention scores; `set_family` of decode.cpp's StepWeights; the final logits'
-soft-cap after the head), OLMo 2 (norms after attention and MLP only, queries and keys normed over all heads at
-once) and OLMo 3 (OLMo 2's layers with Gemma's per-layer windows and the sliding layers' own rotary tables), Phi-3 / Phi-4 (fused q/k/v and gate/up weights, `set_fused`; rotary tables over a head's leading dimensions;
-longrope), StarCoder2 (LayerNorms with biases, `set_norm_biases`; biases on every projection; an MLP without a
-gate), Granite (Llama's layers with the embedding scale and the queries' factor of `set_family`, each branch's
-output scaled before the residual add, `set_residual_scale`, and the logits divided after the head), and Mixtral
-and Qwen3-MoE (`set_experts`: the router's picks and the chosen experts' products in the step, a batch's rows
-grouped by the experts they picked). Qwen2-MoE's shared expert and its sigmoid gate are not in the step: model_type
-qwen2_moe is refused, and generation runs its layers; so are OLMo (LayerNorms without parameters, q/k/v clamped
-to clip_qkv), OLMoE (that clamp, and q/k norms over all heads in a mixture of experts), and DeepSeek-V3 and V2, whose
-multi-head latent attention (compressed cached keys and values, expanded per head) the step does not run: model_types
-olmo, olmoe, deepseek_v3 and deepseek_v2.
+A model takes the step only when every field of its config is one the step implements (`refusal` says which is not):
+Llama, Mistral, Qwen2 (q/k/v biases), Qwen3 (each head's queries and keys RMS-normed before the rotation), SmolLM3
+(some layers unrotated, `set_unrotated`), Gemma (Llama's layers with Gemma's norms of 1 + w, scaled embeddings and
+GELU), Gemma 2 and Gemma 3's text decoder (norms of 1 + w around attention and MLP as well as before them, GELU,
+queries scaled by query_pre_attn_scalar, sliding layers, Gemma 3's with rotary tables of their own, Gemma 2's soft-
+capped attention scores; `set_family` of decode.cpp's StepWeights; the final logits' soft-cap after the head), OLMo
+2 (norms after attention and MLP only, queries and keys normed over all heads at once) and OLMo 3 (OLMo 2's layers
+with Gemma's per-layer windows and the sliding layers' own rotary tables), Phi-3 / Phi-4 (fused q/k/v and gate/up
+weights, `set_fused`; rotary tables over a head's leading dimensions; longrope), StarCoder2 (LayerNorms with biases,
+`set_norm_biases`; biases on every projection; an MLP without a gate), Granite (Llama's layers with the embedding
+scale and the queries' factor of `set_family`, each branch's output scaled before the residual add,
+`set_residual_scale`, and the logits divided after the head), Mixtral and Qwen3-MoE (`set_experts`: the router's
+picks and the chosen experts' products in the step, a batch's rows grouped by the experts they picked), and
+Qwen2-MoE (Qwen2's attention with Qwen3-MoE's mixture, and in each sparse layer a shared expert that every token
+runs: the step's dense MLP on the layer's own gate, up and down, its output scaled by the sigmoid of its gate,
+`set_shared_experts`). OLMo (LayerNorms without parameters, q/k/v clamped to clip_qkv), OLMoE (that clamp, and q/k
+norms over all heads in a mixture of experts), and DeepSeek-V3 and V2, whose multi-head latent attention (compressed
+cached keys and values, expanded per head) the step does not run, are refused: model_types olmo, olmoe, deepseek_v3
+and deepseek_v2; generation runs their layers.
 A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
 step implements it and tests/test_kernels.py proves parity for it.
 """
@@ -75,6 +77,7 @@ from ..models.olmo2 import Olmo2Attention, Olmo2DecoderLayer, Olmo2Model, Olmo2R
 from ..models.olmo3 import Olmo3DecoderLayer, Olmo3Model
 from ..models.decoder import SlidingLayersDecoder
 from ..models.phi3 import Phi3Attention, Phi3DecoderLayer, Phi3MLP, Phi3Model
+from ..models.qwen2_moe import Qwen2MoeDecoderLayer, Qwen2MoeSparseMoeBlock
 from ..models.qwen3 import Qwen3Attention, Qwen3DecoderLayer
 from ..models.smollm3 import SmolLM3Attention, SmolLM3DecoderLayer, SmolLM3Model
 from ..models.qwen3_moe import Qwen3MoeDecoderLayer, Qwen3MoeMLP, Qwen3MoeSparseMoeBlock
@@ -200,6 +203,14 @@ QWEN3_MOE_IMPLEMENTED = {
     "mlp_only_layers": lambda value: True,
     "norm_topk_prob": lambda value: True,
 }
+# Qwen2-MoE: Qwen3-MoE's mixture in Qwen2's layers (q/k/v biases), each sparse layer's shared expert run beside its
+# experts (StepWeights.set_shared_experts).
+QWEN2_MOE_IMPLEMENTED = {
+    **QWEN3_MOE_IMPLEMENTED,
+    "model_type": lambda value: value == "qwen2_moe",
+    "shared_expert_intermediate_size": lambda value: True,
+    "attention_dropout": lambda value: not value,
+}
 # StarCoder2: LayerNorms with biases (StepWeights.set_norm_biases), a bias on every projection with use_bias, an MLP
 # without a gate (an empty gate weight) and GELU's tanh form. Its dropouts draw only while training: DecodeStep.run
 # leaves a training decoder's steps to its layers.
@@ -227,7 +238,7 @@ GRANITE_IMPLEMENTED = {
 FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED,
             "olmo2": OLMO2_IMPLEMENTED, "olmo3": OLMO3_IMPLEMENTED, "smollm3": SMOLLM3_IMPLEMENTED,
             "phi3": PHI3_IMPLEMENTED, "mixtral": MIXTRAL_IMPLEMENTED, "qwen3_moe": QWEN3_MOE_IMPLEMENTED,
-            "starcoder2": STARCODER2_IMPLEMENTED, "granite": GRANITE_IMPLEMENTED}
+            "qwen2_moe": QWEN2_MOE_IMPLEMENTED, "starcoder2": STARCODER2_IMPLEMENTED, "granite": GRANITE_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
 # (read from the model's modules), token ids, head and output options, and what Qwen2 and Qwen3 fold into the
 # decoder's sliding_window (Qwen3's layer_types: one window for every layer or none, as its config checks).
@@ -290,7 +301,9 @@ OLMO2_LAYERS = ((Olmo2DecoderLayer, Olmo2Attention, LlamaMLP), (Olmo3DecoderLaye
 OLMO2_DECODERS = (Olmo2Model, Olmo3Model)  # norms after each branch, none before (set_family's sandwich norms)
 MIXTURE_LAYERS = ((MixtralDecoderLayer, LlamaAttention, MixtralSparseMoeBlock),
                   (Qwen3MoeDecoderLayer, Qwen3Attention, Qwen3MoeSparseMoeBlock),
-                  (Qwen3MoeDecoderLayer, Qwen3Attention, Qwen3MoeMLP))  # Qwen3-MoE's dense layers
+                  (Qwen3MoeDecoderLayer, Qwen3Attention, Qwen3MoeMLP),  # Qwen3-MoE's dense layers
+                  (Qwen2MoeDecoderLayer, LlamaAttention, Qwen2MoeSparseMoeBlock),
+                  (Qwen2MoeDecoderLayer, LlamaAttention, Qwen3MoeMLP))
 STARCODER2_LAYERS = ((Starcoder2DecoderLayer, LlamaAttention, Starcoder2MLP),)
 EXPERT_PROJECTIONS = {MixtralExpert: ("w1", "w3", "w2"), Qwen3MoeMLP: MLP_PROJECTIONS}  # gate, up, down
 
@@ -529,6 +542,10 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
             experts = feed_forward.experts
             if type(feed_forward.gate) is not Router or any(type(e) not in EXPERT_PROJECTIONS for e in experts):
                 return False
+            shared = type(feed_forward) is Qwen2MoeSparseMoeBlock
+            if shared and (type(feed_forward.shared_expert) is not Qwen3MoeMLP
+                           or type(feed_forward.shared_expert_gate) is not Router):
+                return False
             routings.add((feed_forward.top_k, feed_forward.normalize, feed_forward.weights_in_model_dtype))
     return type(decoder.norm) is norm_class and len(routings) <= 1
 
@@ -673,7 +690,8 @@ class DecodeStep:
             if position_ids is None:
                 positions = torch.full((rows,), cache.seq_len)
             else:
-                positions = position_ids.reshape(-1).expand(rows) if position_ids.numel() == 1 else position_ids.reshape(-1)
+                positions = position_ids.reshape(-1)
+                positions = positions.expand(rows) if position_ids.numel() == 1 else positions
             angles = self._angles_at(positions)
             if one_sequence:
                 angles = [angle[0] for angle in angles]
@@ -823,7 +841,8 @@ class DecodeStep:
         if ready and isinstance(self.decoder, Gemma2Model):
             self._stack.set_family(*_gemma_family(self.decoder))
         if ready and type(self.decoder) in OLMO2_DECODERS:  # norms after each branch, none before
-            sliding = [int(layer.is_sliding) for layer in self.decoder.layers] if type(self.decoder) is Olmo3Model else []
+            olmo3 = type(self.decoder) is Olmo3Model
+            sliding = [int(layer.is_sliding) for layer in self.decoder.layers] if olmo3 else []
             self._stack.set_family(True, False, 0.0, 1.0, 1.0, sliding, 0.0)
         if ready and type(self.decoder) is Phi3Model:
             self._stack.set_fused(True)
@@ -848,6 +867,8 @@ class DecodeStep:
             block = blocks[0]  # _implemented_layers checked that every block routes alike
             rounded = block.weights_in_model_dtype and block.gate.weight.dtype == torch.bfloat16
             self._stack.set_experts(*_gather_experts(self.decoder), block.top_k, block.normalize, rounded)
+            if isinstance(block, Qwen2MoeSparseMoeBlock):
+                self._stack.set_shared_experts([_shared_expert_gate(layer) for layer in self.decoder.layers])
         self._layer_count = len(self.decoder.layers)
         self._weight_dtype = _linears(self.decoder.layers[0])[0].weight.dtype if ready else None
         self._current = True
@@ -1006,12 +1027,15 @@ def _gemma_family(decoder: Gemma2Model) -> tuple:
 def _linear_slots(layer: nn.Module) -> list[tuple[nn.Module, str] | None]:
     """(parent, name) of a layer's linear layers in the order decode.cpp's StepWeights takes their weights: q, k, v,
     o, gate, up, down, None for one the layer has not (StarCoder2's gate; a sparse layer's gate, up and down, which
-    are its experts'); Phi-3's fused ones qkv, o, gate_up, down (StepWeights.set_fused)."""
+    are its experts', or Qwen2-MoE's its shared expert's); Phi-3's fused ones qkv, o, gate_up, down
+    (StepWeights.set_fused)."""
     if type(layer) is Phi3DecoderLayer:
         return [(layer.self_attn, "qkv_proj"), (layer.self_attn, "o_proj"), (layer.mlp, "gate_up_proj"),
                 (layer.mlp, "down_proj")]
     feed_forward = _feed_forward(layer)
-    if isinstance(feed_forward, SparseMoeBlock):  # its gate, up and down are its experts' (set_experts)
+    if type(feed_forward) is Qwen2MoeSparseMoeBlock:  # its shared expert's, beside its experts (set_shared_experts)
+        mlp = [(feed_forward.shared_expert, n) for n in MLP_PROJECTIONS]
+    elif isinstance(feed_forward, SparseMoeBlock):  # its gate, up and down are its experts' (set_experts)
         mlp = [None] * 3
     elif type(layer) is Starcoder2DecoderLayer:  # an MLP without a gate
         mlp = [None, (feed_forward, "c_fc"), (feed_forward, "c_proj")]
@@ -1082,3 +1106,9 @@ def _gather_experts(decoder: DecoderModel) -> tuple[list, list, list]:
         weights += (p.weight for p in experts)
         scales += (p.scale for p in experts if p.scale is not None)
     return routers, weights, scales
+
+
+def _shared_expert_gate(layer: nn.Module) -> torch.Tensor:
+    """StepWeights.set_shared_experts' tensor for a layer: its shared expert's gate (1, hidden), or an empty tensor."""
+    block = _feed_forward(layer)
+    return block.shared_expert_gate.weight if type(block) is Qwen2MoeSparseMoeBlock else torch.empty(0)

@@ -15,8 +15,8 @@ sizes (`qwen2moe.expert_count`, `expert_used_count`, `expert_feed_forward_length
 `ffn_gate_shexp`/`ffn_up_shexp`/`ffn_down_shexp` and its gate `ffn_gate_inp_shexp`. llama.cpp never renormalizes the
 chosen weights of this architecture, so such a file reads as norm_topk_prob=False.
 
-The CPU decoding kernel's step does not run the shared expert: it refuses model_type qwen2_moe (kernels/llama.py),
-and generation runs these layers.
+The CPU decoding kernel's step runs these layers (kernels/llama.py): the router's picks and the chosen experts as
+Qwen3-MoE's, and the shared expert as a dense MLP whose output is scaled by its gate's sigmoid.
 """
 
 import torch
