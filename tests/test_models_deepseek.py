@@ -47,8 +47,9 @@ YARN = {"rope_type": "yarn", "rope_theta": 1000.0, "factor": 4.0, "original_max_
         "mscale": 0.8, "mscale_all_dim": 1.0, "beta_fast": 16, "beta_slow": 1}
 
 
-class LatentAttentionTests(DecoderFamilyTests):
-    """What both families' files check beyond the common decoder tests."""
+class RoutedExpertsTests(DecoderFamilyTests):
+    """What a family with DeepSeek's routed and shared experts checks beyond the common decoder tests (DeepSeek-V2
+    and V3 here, GLM-4.5 in test_models_glm4moe.py)."""
 
     MODEL_TYPE: str
 
@@ -79,18 +80,6 @@ class LatentAttentionTests(DecoderFamilyTests):
         assert_training_step_matches(model, reference, lm_inputs(self.ids(2, 9, seed=7)), checkpointing=(False, True),
                                      reference_grads=lambda r: reference_grads_as_checkpoint(r, "mlp", EXPERT_NAMES))
 
-    @torch.inference_mode()
-    def test_the_cache_holds_the_compressed_latents_as_the_references(self, tiny):
-        _, reference, model = tiny
-        ids = self.ids(1, 6)
-        ours, theirs = model(ids, use_cache=True).past_key_values, reference(ids, use_cache=True).past_key_values
-        config = model.config
-        for i in range(config.num_hidden_layers):
-            keys, values = ours.keys[i][:, :, :6], ours.values[i][:, :, :6]
-            assert keys.shape == (1, 1, 6, config.kv_lora_rank) and values.shape == (1, 1, 6, config.qk_rope_head_dim)
-            torch.testing.assert_close(keys, theirs.layers[i].keys, atol=1e-5, rtol=1e-4)
-            torch.testing.assert_close(values, theirs.layers[i].values, atol=1e-5, rtol=1e-4)
-
     def test_the_cpu_kernel_refuses_the_family_and_generation_runs_the_layers(self, tiny):
         _, reference, model = tiny
         assert_kernel_refuses_and_generate_runs_the_layers(model, reference, self.ids(1, 5, seed=3), self.MODEL_TYPE)
@@ -113,6 +102,39 @@ class LatentAttentionTests(DecoderFamilyTests):
         loaded = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
         inputs = self.inputs()
         assert_outputs_close(outputs_of(loaded, inputs), outputs_of(reference, inputs), "with an MTP layer")
+
+
+def assert_correction_biases_steer_the_choice(model, reference, ids):
+    """Zeroing the routers' correction biases changes which experts run, so the logits move far from the
+    reference's."""
+    ids, mask = padded_batch(ids)
+    biases = [m.e_score_correction_bias for m in model.modules() if hasattr(m, "e_score_correction_bias")]
+    assert biases
+    saved = [b.clone() for b in biases]
+    try:
+        for b in biases:
+            b.zero_()
+        moved = model(ids, attention_mask=mask).logits - reference(ids, attention_mask=mask).logits
+        assert moved.abs().max() > 1e-2
+    finally:
+        for b, s in zip(biases, saved):
+            b.copy_(s)
+
+
+class LatentAttentionTests(RoutedExpertsTests):
+    """What both DeepSeek families check beyond the routed experts' tests."""
+
+    @torch.inference_mode()
+    def test_the_cache_holds_the_compressed_latents_as_the_references(self, tiny):
+        _, reference, model = tiny
+        ids = self.ids(1, 6)
+        ours, theirs = model(ids, use_cache=True).past_key_values, reference(ids, use_cache=True).past_key_values
+        config = model.config
+        for i in range(config.num_hidden_layers):
+            keys, values = ours.keys[i][:, :, :6], ours.values[i][:, :, :6]
+            assert keys.shape == (1, 1, 6, config.kv_lora_rank) and values.shape == (1, 1, 6, config.qk_rope_head_dim)
+            torch.testing.assert_close(keys, theirs.layers[i].keys, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(values, theirs.layers[i].values, atol=1e-5, rtol=1e-4)
 
 
 class TestDeepseekV3(LatentAttentionTests):
@@ -149,20 +171,8 @@ class TestDeepseekV3(LatentAttentionTests):
 
     @torch.inference_mode()
     def test_the_correction_biases_steer_the_choice_only(self, tiny):
-        """Zeroing the routers' correction biases changes which experts run, so the logits move far from the
-        reference's."""
         _, reference, model = tiny
-        ids, mask = padded_batch(self.ids(2, 9, seed=7))
-        biases = [m.e_score_correction_bias for m in model.modules() if hasattr(m, "e_score_correction_bias")]
-        saved = [b.clone() for b in biases]
-        try:
-            for b in biases:
-                b.zero_()
-            moved = model(ids, attention_mask=mask).logits - reference(ids, attention_mask=mask).logits
-            assert moved.abs().max() > 1e-2
-        finally:
-            for b, s in zip(biases, saved):
-                b.copy_(s)
+        assert_correction_biases_steer_the_choice(model, reference, self.ids(2, 9, seed=7))
 
 
 def test_deepseek_v3_config_defaults_match_the_reference():

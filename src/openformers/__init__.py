@@ -56,7 +56,7 @@ _public(
     "PhiConfig",
     "GraniteConfig",
     "StableLmConfig",
-    "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config", "GptOssConfig",
+    "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config", "Glm4MoeConfig", "GptOssConfig",
     "GPTBigCodeConfig",
     "AlbertConfig", "ElectraConfig", "MPNetConfig",
     "OlmoConfig", "Olmo2Config", "Olmo3Config", "OlmoeConfig",
@@ -272,6 +272,10 @@ _public(
     "openformers.models.glm",
     "GlmPreTrainedModel", "GlmModel", "GlmForCausalLM", "GlmForSequenceClassification", "GlmForTokenClassification",
     "Glm4PreTrainedModel", "Glm4Model", "Glm4ForCausalLM", "Glm4ForSequenceClassification", "Glm4ForTokenClassification",
+)
+_public(
+    "openformers.models.glm4_moe",
+    "Glm4MoePreTrainedModel", "Glm4MoeModel", "Glm4MoeForCausalLM",
 )
 _public(
     "openformers.models.gpt_bigcode",

@@ -1542,6 +1542,7 @@ class GlmConfig(LlamaConfig):
 
     model_type: ClassVar[str] = "glm"
     mlp_bias: ClassVar[bool] = False  # the fused MLP has no bias
+    chat_eos_token_ids: ClassVar[list[int] | None] = [151329, 151336, 151338]  # eos_token_id None: these
 
     vocab_size: int = 151552
     hidden_size: int = 4096
@@ -1563,18 +1564,21 @@ class GlmConfig(LlamaConfig):
     rotary_dim = property(lambda self: int(self.head_dim * self.partial_rotary_factor))
 
     def __post_init__(self):
-        if self.eos_token_id is None:
-            self.eos_token_id = [151329, 151336, 151338]
+        if self.eos_token_id is None and self.chat_eos_token_ids is not None:
+            self.eos_token_id = list(self.chat_eos_token_ids)
         _rope_fields_from_parameters(self, ("rope_theta", "partial_rotary_factor"))
         super().__post_init__()
 
     def validate(self) -> None:
         super().validate()
-        _check_partial_rotary_factor(self)
+        self.check_rotary_width()
         _check_rope_scaling_of_family(self)
         _require_probabilities(self, "attention_dropout")
         if not isinstance(self.attention_bias, bool):
             _invalid("attention_bias", self.attention_bias, "true or false")
+
+    def check_rotary_width(self) -> None:
+        _check_partial_rotary_factor(self)
 
     @classmethod
     def _from_file_layout(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -2583,18 +2587,39 @@ def _check_expert_groups(config: PretrainedConfig, smallest_group: int) -> None:
         _invalid("topk_group", config.topk_group, f"at most n_group={config.n_group}")
 
 
+class DenseThenRoutedExperts:
+    """The mixture of DeepSeek-V2, V3 and GLM-4.5 configs: the first `first_k_dense_replace` layers keep a SwiGLU MLP of
+    `intermediate_size`; the others have `n_routed_experts` experts of `moe_intermediate_size`, of which each token
+    runs `num_experts_per_tok` (their weights times `routed_scaling_factor`), plus `n_shared_experts` experts every
+    token runs (one MLP of n_shared_experts * moe_intermediate_size)."""
+
+    def is_sparse(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` runs the experts (else a dense MLP): every layer from first_k_dense_replace."""
+        return layer_idx >= self.first_k_dense_replace
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "n_routed_experts", "n_shared_experts", "moe_intermediate_size")
+        super().validate()
+        top_k = self.num_experts_per_tok
+        if top_k is not None and (not _positive_int(top_k) or top_k > self.n_routed_experts):
+            _invalid("num_experts_per_tok", top_k, f"a positive integer of at most n_routed_experts="
+                     f"{self.n_routed_experts}")
+        first = self.first_k_dense_replace
+        if isinstance(first, bool) or not isinstance(first, int) or first < 0:
+            _invalid("first_k_dense_replace", first, "a non-negative integer")
+        _require_positive_numbers(self, "routed_scaling_factor")
+
+
 @dataclass
-class _LatentAttentionConfig(LlamaConfig):
+class _LatentAttentionConfig(DenseThenRoutedExperts, LlamaConfig):
     """What DeepSeek-V2 and V3 share: multi-head latent attention and a mixture of routed and shared experts.
 
     Queries come from the hidden state directly (q_lora_rank None) or through a rank-`q_lora_rank` bottleneck with an
     RMSNorm; keys and values from a compressed vector of `kv_lora_rank` (RMS-normed, then expanded per head into
     `qk_nope_head_dim` key and `v_head_dim` value dimensions) and one shared key of `qk_rope_head_dim` rotated
     dimensions. head_dim is that rotated width (the rotary tables'); each head's query and key have
-    qk_head_dim = qk_nope_head_dim + qk_rope_head_dim dimensions. The first `first_k_dense_replace` layers have a
-    SwiGLU MLP of `intermediate_size`; the others `n_routed_experts` experts of `moe_intermediate_size`, of which each
-    token runs `num_experts_per_tok` (their weights times `routed_scaling_factor`), plus `n_shared_experts` experts
-    every token runs (one MLP of n_shared_experts * moe_intermediate_size). With YaRN rope scaling, its mscale_all_dim
+    qk_head_dim = qk_nope_head_dim + qk_rope_head_dim dimensions. The layers' feed-forward parts are
+    DenseThenRoutedExperts'. With YaRN rope scaling, its mscale_all_dim
     also scales the attention's softmax (the reference's rule). num_key_value_heads must equal the query heads: the
     keys and values are expanded for every head.
     """
@@ -2630,13 +2655,8 @@ class _LatentAttentionConfig(LlamaConfig):
             self.rope_scaling = {"original_max_position_embeddings": self.max_position_embeddings, **scaling}
         super().__post_init__()
 
-    def is_sparse(self, layer_idx: int) -> bool:
-        """Whether layer `layer_idx` runs the experts (else a dense MLP): every layer from first_k_dense_replace."""
-        return layer_idx >= self.first_k_dense_replace
-
     def validate(self) -> None:
-        _require_positive_ints(self, "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim", "kv_lora_rank",
-                               "n_routed_experts", "n_shared_experts", "moe_intermediate_size")
+        _require_positive_ints(self, "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim", "kv_lora_rank")
         if self.q_lora_rank is not None:
             _require_positive_ints(self, "q_lora_rank")
         super().validate()
@@ -2644,14 +2664,6 @@ class _LatentAttentionConfig(LlamaConfig):
             _invalid("num_key_value_heads", self.num_key_value_heads,
                      f"num_attention_heads={self.num_attention_heads} (latent attention expands keys and values "
                      "for every head)")
-        top_k = self.num_experts_per_tok
-        if top_k is not None and (not _positive_int(top_k) or top_k > self.n_routed_experts):
-            _invalid("num_experts_per_tok", top_k, f"a positive integer of at most n_routed_experts="
-                     f"{self.n_routed_experts}")
-        first = self.first_k_dense_replace
-        if isinstance(first, bool) or not isinstance(first, int) or first < 0:
-            _invalid("first_k_dense_replace", first, "a non-negative integer")
-        _require_positive_numbers(self, "routed_scaling_factor")
         _require_probabilities(self, "attention_dropout")
 
 
@@ -2730,6 +2742,78 @@ class DeepseekV2Config(_LatentAttentionConfig):
             _invalid("topk_method", self.topk_method, f"one of {', '.join(map(repr, DEEPSEEK_V2_TOPK_METHODS))}")
         if self.topk_method == "group_limited_greedy":
             _check_expert_groups(self, smallest_group=1)
+
+
+@dataclass
+class Glm4MoeConfig(DenseThenRoutedExperts, GlmConfig):
+    """GLM-4.5 and GLM-4.6 (GLM-4.5-Air too): GLM-4's attention (q/k/v biases with `attention_bias`, none on o_proj;
+    rotary embeddings over the first `partial_rotary_factor` of each head) turning halves as Llama's do, not
+    interleaved pairs, with `use_qk_norm` an RMSNorm over each head's queries and keys; the gate and up projections
+    apart; and DeepSeek-V3's mixture (DenseThenRoutedExperts): sigmoid scores, the choice among the experts of each
+    token's `topk_group` best groups (of `n_group`; a group scores its two best experts' sum) by the scores plus
+    `e_score_correction_bias`, the weights the scores alone, renormalized with `norm_topk_prob`.
+    `num_nextn_predict_layers` counts the multi-token prediction layers a checkpoint may hold past the last layer,
+    which the reference does not load either.
+
+    head_dim None is hidden_size // num_attention_heads rounded down, the reference's rule (its default config has
+    no head_dim: 4096 // 96 = 42 dimensions, of which it turns int(42 * 0.5) = 21, its tables rounding that up to the
+    22 of 11 pairs, as here); every released checkpoint sets head_dim 128."""
+
+    model_type: ClassVar[str] = "glm4_moe"
+    attribute_map: ClassVar[dict[str, str]] = {"num_local_experts": "n_routed_experts",
+                                                "num_mtp_layers": "num_nextn_predict_layers"}
+    chat_eos_token_ids: ClassVar[list[int] | None] = None  # eos_token_id None stays None, as in the reference
+
+    vocab_size: int = 151552
+    hidden_size: int = 4096
+    intermediate_size: int = 10944
+    num_hidden_layers: int = 46
+    num_attention_heads: int = 96
+    num_key_value_heads: int | None = 8
+    head_dim: int | None = None
+    rms_norm_eps: float = 1e-5
+    attention_bias: bool = False
+    pad_token_id: int | None = None
+    moe_intermediate_size: int = 1408
+    num_experts_per_tok: int = 8
+    n_shared_experts: int = 1
+    n_routed_experts: int = 128
+    routed_scaling_factor: float = 1.0
+    n_group: int = 1
+    topk_group: int = 1
+    first_k_dense_replace: int = 1
+    norm_topk_prob: bool = True
+    use_qk_norm: bool = False
+    output_router_logits: bool = False
+    num_nextn_predict_layers: int = 1
+
+    num_local_experts = _field_alias("n_routed_experts")
+    num_mtp_layers = _field_alias("num_nextn_predict_layers")
+
+    def __post_init__(self):
+        _pop_alias(self, "num_local_experts", "n_routed_experts")
+        _pop_alias(self, "num_mtp_layers", "num_nextn_predict_layers")
+        if self.head_dim is None and _positive_int(self.num_attention_heads) and _positive_int(self.hidden_size):
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        super().__post_init__()
+
+    def check_rotary_width(self) -> None:
+        """A share of each head that turns at least one dimension; an odd count turns one more (the reference's
+        tables hold whole pairs), which must fit in the head."""
+        factor = self.partial_rotary_factor
+        if not (isinstance(factor, (int, float)) and not isinstance(factor, bool) and 0 < factor <= 1
+                and 0 < self.rotary_dim and self.rotary_dim + self.rotary_dim % 2 <= self.head_dim):
+            _invalid("partial_rotary_factor", factor,
+                     f"a number in (0, 1] that turns whole pairs of the head's {self.head_dim} dimensions")
+
+    def validate(self) -> None:
+        super().validate()
+        _check_expert_groups(self, smallest_group=2)  # a group scores its two best experts
+        if not isinstance(self.use_qk_norm, bool):
+            _invalid("use_qk_norm", self.use_qk_norm, "true or false")
+        if isinstance(self.num_nextn_predict_layers, bool) or not isinstance(self.num_nextn_predict_layers, int) \
+                or self.num_nextn_predict_layers < 0:
+            _invalid("num_nextn_predict_layers", self.num_nextn_predict_layers, "a non-negative integer")
 
 
 @dataclass
@@ -3079,6 +3163,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "nemotron": NemotronConfig,
     "glm": GlmConfig,
     "glm4": Glm4Config,
+    "glm4_moe": Glm4MoeConfig,
     "olmo": OlmoConfig,
     "olmo2": Olmo2Config,
     "olmo3": Olmo3Config,

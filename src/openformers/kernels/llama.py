@@ -30,9 +30,10 @@ picks and the chosen experts' products in the step, a batch's rows grouped by th
 Qwen2-MoE (Qwen2's attention with Qwen3-MoE's mixture, and in each sparse layer a shared expert that every token
 runs: the step's dense MLP on the layer's own gate, up and down, its output scaled by the sigmoid of its gate,
 `set_shared_experts`). OLMo (LayerNorms without parameters, q/k/v clamped to clip_qkv), OLMoE (that clamp, and q/k
-norms over all heads in a mixture of experts), and DeepSeek-V3 and V2, whose multi-head latent attention (compressed
-cached keys and values, expanded per head) the step does not run, are refused: model_types olmo, olmoe, deepseek_v3
-and deepseek_v2; generation runs their layers.
+norms over all heads in a mixture of experts), DeepSeek-V3 and V2, whose multi-head latent attention (compressed
+cached keys and values, expanded per head) the step does not run, and GLM-4.5 (a partial rotation, DeepSeek-V3's
+grouped routing with correction biases and shared experts) are refused: model_types olmo, olmoe, deepseek_v3,
+deepseek_v2 and glm4_moe; generation runs their layers.
 A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
 step implements it and tests/test_kernels.py proves parity for it.
 """

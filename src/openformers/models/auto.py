@@ -42,7 +42,7 @@ from . import gpt_oss
 from . import cohere
 from . import cohere2
 from . import nemotron
-from . import glm
+from . import glm, glm4_moe
 from . import gpt_bigcode
 from . import bart, marian, m2m_100, mbart, pegasus
 from . import t5
@@ -226,6 +226,10 @@ MODEL_CLASSES = {
         "causal-lm": "Glm4ForCausalLM",
         "sequence-classification": "Glm4ForSequenceClassification",
         "token-classification": "Glm4ForTokenClassification",
+    }),
+    "glm4_moe": (glm4_moe, {  # GLM-4.5, GLM-4.5-Air, GLM-4.6; the reference has these two classes
+        "base": "Glm4MoeModel",
+        "causal-lm": "Glm4MoeForCausalLM",
     }),
     "gpt_oss": (gpt_oss, {  # gpt-oss-20b and gpt-oss-120b; the reference has no QA head for them
         "base": "GptOssModel",

@@ -97,6 +97,12 @@ class GlmPreTrainedModel(LlamaPreTrainedModel):
         return GlmModel(config)
 
 
+def partial_rotary_embedding(config: GlmConfig) -> RotaryEmbedding:
+    """The rotary tables of a GLM decoder (GLM-4.5's too): as wide as the rotated part of each head."""
+    return RotaryEmbedding(config.rotary_dim, config.rope_theta, config.rope_scaling,
+                           min(config.max_position_embeddings, 8192))
+
+
 class GlmModel(GlmPreTrainedModel, LlamaModel):
     """The decoder stack without a head: returns the last hidden state."""
 
@@ -104,8 +110,7 @@ class GlmModel(GlmPreTrainedModel, LlamaModel):
 
     def __init__(self, config: GlmConfig):
         super().__init__(config)
-        self.rotary_emb = RotaryEmbedding(config.rotary_dim, config.rope_theta, config.rope_scaling,
-                                          min(config.max_position_embeddings, 8192))
+        self.rotary_emb = partial_rotary_embedding(config)
 
 
 class GlmForCausalLM(GlmPreTrainedModel, CausalLM):
