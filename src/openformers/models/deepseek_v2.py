@@ -11,7 +11,9 @@ norm_topk_prob here), times routed_scaling_factor. There is no correction bias. 
 MLPs and the shared experts have biases. Heads: causal LM and sequence classification (the reference's).
 
 The CPU decoding kernel's step has no latent attention: it refuses model_type deepseek_v2 (kernels/llama.py), and
-generation runs these layers. llama.cpp's "deepseek2" GGUF files are not read.
+generation runs these layers. llama.cpp's "deepseek2" GGUF files whose router's gating function is the softmax (or
+unstated, as in files converted before llama.cpp wrote it) read as this family (deepseek_v3.config_from_gguf): a
+file with expert groups (`deepseek2.expert_group_count` above 1, DeepSeek-V2's) as group_limited_greedy, else greedy.
 """
 
 import torch

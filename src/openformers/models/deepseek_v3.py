@@ -24,19 +24,157 @@ computes no load-balancing loss for this family, and neither does this file.
 Heads: causal LM, sequence and token classification (the reference's). Checkpoints' multi-token prediction layers
 (`model.layers.{num_hidden_layers}...`, num_nextn_predict_layers of them) are not part of the model: they are
 dropped when read, as the reference drops them. The CPU decoding kernel's step has no latent attention: it refuses
-model_type deepseek_v3 (kernels/llama.py), and generation runs these layers. llama.cpp's "deepseek2" GGUF files are
-not read.
+model_type deepseek_v3 (kernels/llama.py), and generation runs these layers.
+
+GGUF files of llama.cpp's "deepseek2" architecture, which its converter writes for DeepSeek-V2 and V3 alike, are read
+here (`config_from_gguf`, `convert_gguf_state_dict`): a file whose router's gating function is the sigmoid
+(`deepseek2.expert_gating_func` 2) is V3's, any other V2's (deepseek_v2.py). Their rows are the checkpoint's: llama.cpp
+rotates the pairs in place, as the reference's models do. Files converted before April 2025 store `attn_kv_b` as the
+checkpoint's kv_b_proj; newer ones split it per head into `attn_k_b` (each head's key rows transposed) and `attn_v_b`,
+which are put back together here. The experts' group counts are read when the file has them (files converted before
+llama.cpp wrote them route among all experts, as llama.cpp then did); YaRN's mscale and mscale_all_dim are both the
+file's yarn_log_multiplier / 0.1, as llama.cpp takes them.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..configs import DeepseekV3Config
+from ..configs import GGUF_CONFIG_READERS, DeepseekV2Config, DeepseekV3Config
+from ..weights import rename
+from .gpt_neox import gguf_required
 from .heads import SequenceClassification, TokenClassification
 from .layers import RMSNorm, apply_rope, decoder_attention, yarn_mscale
-from .mixtral import MixtralDecoderLayer, MixtralModel, MoeCausalLM, Router, SparseMoeBlock
+from .llama import GGUF_RENAMES as LLAMA_GGUF_RENAMES
+from .llama import gguf_rope_scaling
+from .mixtral import MixtralDecoderLayer, MixtralModel, MoeCausalLM, Router, SparseMoeBlock, split_gguf_experts
 from .qwen3_moe import Qwen3MoeMLP, Qwen3MoePreTrainedModel
+
+# llama.cpp's expert_gating_func values (LLAMA_EXPERT_GATING_FUNC_TYPE_*); a "deepseek2" file without one is V2's.
+GGUF_SOFTMAX, GGUF_SIGMOID = 1, 2
+
+
+def config_from_gguf(gguf, **overrides) -> DeepseekV3Config | DeepseekV2Config:
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "deepseek2" architecture: DeepSeek-V3's when the
+    router's gating function is the sigmoid, else DeepSeek-V2's (see the module docstring)."""
+
+    def get(key: str, default=None):
+        value = gguf.get(f"deepseek2.{key}")
+        return default if value is None else value
+
+    def required(key: str):
+        return gguf_required(gguf, f"deepseek2.{key}")
+
+    heads, rope_dim = required("attention.head_count"), required("rope.dimension_count")
+    # A head's key and value sizes: key_length_mla and value_length_mla in files that split kv_b (their key_length
+    # and value_length are llama.cpp's compressed cache's), key_length and value_length in older ones.
+    key_length = get("attention.key_length_mla") or required("attention.key_length")
+    value_length = get("attention.value_length_mla") or required("attention.value_length")
+    gating = get("expert_gating_func", GGUF_SOFTMAX)
+    if gating not in (GGUF_SOFTMAX, GGUF_SIGMOID):
+        raise ValueError(f"{gguf.path} gates its experts with function {gating} (deepseek2.expert_gating_func); "
+                         f"openformers reads DeepSeek's softmax ({GGUF_SOFTMAX}, V2) and sigmoid ({GGUF_SIGMOID}, V3).")
+    names = gguf.tensor_names
+    values = {
+        "vocab_size": get("vocab_size") or gguf.array_length("tokenizer.ggml.tokens"),
+        "hidden_size": required("embedding_length"),
+        "intermediate_size": required("feed_forward_length"),
+        "num_hidden_layers": required("block_count"),
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads,  # the file's head_count_kv (1) is llama.cpp's view of the compressed cache
+        "max_position_embeddings": get("context_length", 4096),
+        "rms_norm_eps": get("attention.layer_norm_rms_epsilon", 1e-6),
+        "rope_theta": get("rope.freq_base", 10000.0),
+        "rope_scaling": _gguf_rope_scaling(gguf, rope_dim),
+        "q_lora_rank": get("attention.q_lora_rank"),  # none: the queries are projected directly (V2-Lite)
+        "kv_lora_rank": required("attention.kv_lora_rank"),
+        "qk_rope_head_dim": rope_dim,
+        "qk_nope_head_dim": key_length - rope_dim,
+        "v_head_dim": value_length,
+        "attention_bias": "blk.0.attn_kv_a_mqa.bias" in names,
+        "n_routed_experts": required("expert_count"),
+        "num_experts_per_tok": required("expert_used_count"),
+        "moe_intermediate_size": required("expert_feed_forward_length"),
+        "n_shared_experts": required("expert_shared_count"),
+        "first_k_dense_replace": get("leading_dense_block_count", 0),
+        "routed_scaling_factor": get("expert_weights_scale", 1.0),
+        "norm_topk_prob": bool(get("expert_weights_norm", False)),
+        "n_group": get("expert_group_count", 1),
+        "topk_group": get("expert_group_used_count", 1),
+        "tie_word_embeddings": "output.weight" not in names,
+        "bos_token_id": gguf.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": gguf.get("tokenizer.ggml.eos_token_id"),
+        "pad_token_id": gguf.get("tokenizer.ggml.padding_token_id"),
+    }
+    if gating == GGUF_SIGMOID:
+        values.update(architectures=["DeepseekV3ForCausalLM"], num_nextn_predict_layers=0)  # the converter drops them
+        return DeepseekV3Config.from_dict(values, **overrides)
+    if values["norm_topk_prob"]:
+        raise ValueError(f"{gguf.path} renormalizes the chosen experts' softmax weights (deepseek2.expert_weights_norm),"
+                         " which DeepSeek-V2's models never do; openformers reads softmax-gated files without it.")
+    values.update(
+        architectures=["DeepseekV2ForCausalLM"],
+        topk_method="group_limited_greedy" if values["n_group"] > 1 else "greedy",
+        mlp_bias=any(name.endswith(("ffn_up_shexp.bias", "ffn_up.bias")) for name in names),
+    )
+    return DeepseekV2Config.from_dict(values, **overrides)
+
+
+def _gguf_rope_scaling(gguf, rope_dim: int) -> dict | None:
+    """The file's rope scaling; under YaRN, DeepSeek's mscale and mscale_all_dim both from yarn_log_multiplier, which
+    llama.cpp's converter writes as 0.1 * mscale_all_dim and llama.cpp reads as both (DeepSeek's configs give them
+    equal); rounded to 6 digits, the float32 value's own precision."""
+    scaling = gguf_rope_scaling(gguf, "deepseek2", rope_dim)
+    multiplier = gguf.get("deepseek2.rope.scaling.yarn_log_multiplier")
+    if scaling is not None and scaling["rope_type"] == "yarn" and multiplier:
+        mscale = round(multiplier / 0.1, 6)
+        scaling.update(mscale=mscale, mscale_all_dim=mscale)
+    return scaling
+
+
+GGUF_CONFIG_READERS["deepseek2"] = config_from_gguf
+
+GGUF_RENAMES = {
+    **LLAMA_GGUF_RENAMES,
+    "attn_q_a": "self_attn.q_a_proj",
+    "attn_q_a_norm": "self_attn.q_a_layernorm",
+    "attn_q_b": "self_attn.q_b_proj",
+    "attn_kv_a_mqa": "self_attn.kv_a_proj_with_mqa",
+    "attn_kv_a_norm": "self_attn.kv_a_layernorm",
+    "attn_kv_b": "self_attn.kv_b_proj",
+    "ffn_gate_inp": "mlp.gate",
+    "exp_probs_b": "mlp.gate",  # its `bias`, the router's e_score_correction_bias (see convert_gguf_state_dict)
+    "ffn_gate_shexp": "mlp.shared_experts.gate_proj",
+    "ffn_up_shexp": "mlp.shared_experts.up_proj",
+    "ffn_down_shexp": "mlp.shared_experts.down_proj",
+}
+
+
+def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
+    """A "deepseek2" file's tensors under the checkpoint's names: kv_b_proj put back together from attn_k_b and
+    attn_v_b where the file splits it, the experts split out, the correction biases named, the rest renamed."""
+    state_dict = split_gguf_experts(joined_kv_b(state_dict, config), "mlp",
+                                    {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"})
+    state_dict = {name.replace(".exp_probs_b.bias", ".exp_probs_b.e_score_correction_bias"): t
+                  for name, t in state_dict.items()}
+    return rename(state_dict, GGUF_RENAMES)
+
+
+def joined_kv_b(state_dict: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
+    """Each layer's `attn_k_b` (per head, the key rows transposed: (nh, kv_lora_rank, qk_nope_head_dim)) and `attn_v_b`
+    ((nh, v_head_dim, kv_lora_rank)) as the checkpoint's kv_b_proj, `attn_kv_b` (nh * (nope + v), kv_lora_rank), each
+    head's key rows then its value rows. A file that holds attn_kv_b as well keeps it; a half pair is left as it is."""
+    out = dict(state_dict)
+    nh, rank = config.num_attention_heads, config.kv_lora_rank
+    for k_name in [name for name in state_dict if name.endswith(".attn_k_b.weight")]:
+        v_name, kv_name = k_name.replace("attn_k_b", "attn_v_b"), k_name.replace("attn_k_b", "attn_kv_b")
+        if v_name not in state_dict:
+            continue
+        k_b, v_b = out.pop(k_name), out.pop(v_name)
+        if kv_name not in state_dict:
+            k = k_b.reshape(nh, rank, config.qk_nope_head_dim).transpose(1, 2)  # (nh, nope, rank)
+            out[kv_name] = torch.cat([k, v_b.reshape(nh, config.v_head_dim, rank)], dim=1).reshape(-1, rank)
+    return out
 
 
 def apply_rope_to_interleaved_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -188,6 +326,7 @@ class DeepseekV3DecoderLayer(MixtralDecoderLayer):
 
 class DeepseekV3PreTrainedModel(Qwen3MoePreTrainedModel):  # its checkpoints' expert layouts are Qwen3-MoE's
     config_class = DeepseekV3Config
+    convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
 
     @property
     def ignored_checkpoint_keys(self) -> tuple[str, ...]:

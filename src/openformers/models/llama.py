@@ -85,16 +85,18 @@ def gguf_config_values(gguf, partial_rotary: bool = False) -> dict:
 
 
 def gguf_rope_scaling(gguf, arch: str, head_dim: int) -> dict | None:
-    """The rope_scaling of a file of llama.cpp's architecture `arch`: Llama 3.1's from a rope_freqs tensor, else linear
-    scaling from `<arch>.rope.scaling.*`, else None."""
+    """The rope_scaling of a file of llama.cpp's architecture `arch`: Llama 3.1's from a rope_freqs tensor, else YaRN or
+    linear scaling from `<arch>.rope.scaling.*`, else None."""
     if "rope_freqs.weight" in gguf.tensor_names:
         return _llama3_scaling_of_rope_freqs(gguf, head_dim, gguf.get(f"{arch}.rope.freq_base", 10000.0))
     kind = gguf.get(f"{arch}.rope.scaling.type")
     if kind in (None, "none"):
         return None
-    if kind == "yarn":  # gpt-oss's
+    if kind == "yarn":  # gpt-oss's, DeepSeek's; the band's ends (beta_fast, beta_slow) when the file states them
+        betas = {name: gguf.get(f"{arch}.rope.scaling.yarn_{name}") for name in ("beta_fast", "beta_slow")}
         return {"rope_type": "yarn", "factor": float(gguf.get(f"{arch}.rope.scaling.factor")),
-                "original_max_position_embeddings": gguf.get(f"{arch}.rope.scaling.original_context_length")}
+                "original_max_position_embeddings": gguf.get(f"{arch}.rope.scaling.original_context_length"),
+                **{name: value for name, value in betas.items() if value is not None}}
     if kind != "linear":
         raise ValueError(
             f"{gguf.path} uses {kind!r} rope scaling ({arch}.rope.scaling.type); openformers reads 'linear' and "

@@ -1003,11 +1003,40 @@ _QWEN2_PATTERN = (
 )
 # BLOOM's: a space and what follows up to a space or punctuation (its tokenizer.json's, a nested character class).
 _BLOOM_PATTERN = " ?[^(\\s|[.,!?…。，、।۔،])]+"
+# DeepSeek's tokenizer.json files split in several passes, each splitting the pieces of the one before (llama.cpp's
+# lists in llama-vocab.cpp). DeepSeek-V3's (V3, R1, V2.5-1210): up to three digits, runs of CJK ideographs and kana,
+# then a GPT-4-like split in which ASCII punctuation starts a Latin word.
+_DEEPSEEK_V3_PATTERNS = (
+    r"\p{N}{1,3}",
+    "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+",
+    r"""[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+"""
+    r"| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+)
+# DeepSeek LLM's (and V2's): each line break alone, cased letters after an optional space (the class below, whose
+# singletons are escaped so that no Unicode normalization of this file can fold them), ASCII and full-width
+# punctuation, trailing spaces, CJK and Hangul runs, then runs of digits.
+_DEEPSEEK_CASED_LETTERS = (
+    "A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝ"
+    "Ὗ-\u1f7dᾀ-ᾴᾶ-ᾼ\u1fbeῂ-ῄῆ-ῌῐ-\u1fd3ῖ-\u1fdbῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤ\u2126ℨ\u212a-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳ"
+    "Ꙁ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ\U00010400-\U0001044f𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃"
+)
+_DEEPSEEK_PUNCTUATION = "!-/:-~\uff01-\uff0f\uff1a-\uff5e\u2018-\u201f\u3000-\u3002"
+_DEEPSEEK_CJK = "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff]+"
+_DEEPSEEK_LLM_PATTERNS = (
+    r"[\r\n]", rf"\s?[{_DEEPSEEK_CASED_LETTERS}]+", rf"\s?[{_DEEPSEEK_PUNCTUATION}]+", r"\s+$", _DEEPSEEK_CJK,
+    r"\p{N}+",
+)
+# DeepSeek Coder's (and Coder-V2's): line breaks, letters and punctuation after an optional space, CJK, each digit.
+_DEEPSEEK_CODER_PATTERNS = (r"[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", _DEEPSEEK_CJK, r"\p{N}")
+# Each name's regexes, applied in turn.
 _PRE_PATTERNS = {
     **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "dbrx", "smaug-bpe", "chatglm-bpe", "glm4"),
-                    _LLAMA3_PATTERN),
-    **dict.fromkeys(("qwen2", "deepseek-r1-qwen", "megrez"), _QWEN2_PATTERN),
-    "bloom": _BLOOM_PATTERN,
+                    (_LLAMA3_PATTERN,)),
+    **dict.fromkeys(("qwen2", "deepseek-r1-qwen", "megrez"), (_QWEN2_PATTERN,)),
+    "bloom": (_BLOOM_PATTERN,),
+    "deepseek-v3": _DEEPSEEK_V3_PATTERNS,
+    "deepseek-llm": _DEEPSEEK_LLM_PATTERNS,
+    "deepseek-coder": _DEEPSEEK_CODER_PATTERNS,
 }
 # llama.cpp splits these on every digit first, then with GPT-2's pattern (as SmolLM2's tokenizer.json does).
 _DIGITS_THEN_GPT2 = ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b")
@@ -1021,8 +1050,9 @@ def _gguf_pre_tokenizer(pre: str | None, path: Path) -> dict:
     no_regex = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
     with_regex = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
     if pre in _PRE_PATTERNS:
-        split = {"type": "Split", "pattern": {"Regex": _PRE_PATTERNS[pre]}, "behavior": "Isolated", "invert": False}
-        return {"type": "Sequence", "pretokenizers": [split, no_regex]}
+        splits = [{"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False}
+                  for pattern in _PRE_PATTERNS[pre]]
+        return {"type": "Sequence", "pretokenizers": [*splits, no_regex]}
     if pre in _DIGITS_THEN_GPT2:
         # Every digit alone, then GPT-2's split, in one regex pass: a digit ends a stretch of text as
         # the end of the text would, hence the whitespace rule's lookahead.
