@@ -111,6 +111,37 @@ def assert_outputs_close(ours: dict, theirs: dict, what: str):
         torch.testing.assert_close(ours[key], theirs[key], atol=1e-4, rtol=1e-4, msg=f"{what}.{key}")
 
 
+def assert_bfloat16_matches_the_reference(folder, ids, mask, tolerance: float = 0.0):
+    """The reference's model saved in `folder`, loaded in bfloat16 by the reference and by ours, gives the same logits
+    on the batch within `tolerance` (0: the same bits), the parameters both have in the same dtypes (what the
+    reference keeps in float32 stays so), and with a router the same router logits within `tolerance` and the same
+    experts among each token's best num_experts_per_tok scores (a router computed otherwise chooses others: a
+    different answer, not rounding). Returns our model."""
+    import transformers
+
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
+    ours = load_quietly(lambda f: openformers.AutoModelForCausalLM.from_pretrained(f, dtype=torch.bfloat16), folder)
+    their_dtypes = {name: t.dtype for name, t in [*theirs.named_parameters(), *theirs.named_buffers()]}
+    dtypes = {name: (t.dtype, their_dtypes[name]) for name, t in [*ours.named_parameters(), *ours.named_buffers()]
+              if name in their_dtypes}
+    assert {name: pair for name, pair in dtypes.items() if pair[0] != pair[1]} == {}
+    routed = getattr(ours.config, "num_experts_per_tok", None) is not None
+    options = dict(attention_mask=mask, output_router_logits=True) if routed else dict(attention_mask=mask)
+    out, expected = ours(ids, **options), theirs(ids, **options)
+    assert out.logits.dtype == torch.bfloat16
+    torch.testing.assert_close(out.logits, expected.logits, atol=tolerance, rtol=tolerance)
+    if routed:
+        k = ours.config.num_experts_per_tok
+        assert len(out.router_logits) == len(expected.router_logits) > 0
+        for layer, (scores, their_scores) in enumerate(zip(out.router_logits, expected.router_logits)):
+            assert scores.dtype == their_scores.dtype, layer
+            torch.testing.assert_close(scores, their_scores, atol=tolerance, rtol=tolerance, msg=f"layer {layer}")
+            chosen, their_chosen = (s.float().topk(k, dim=-1).indices.sort(dim=-1).values
+                                    for s in (scores, their_scores))
+            assert torch.equal(chosen, their_chosen), f"layer {layer} chose other experts"
+    return ours
+
+
 def assert_same_attributes(ours, theirs, names):
     for name in names:
         assert getattr(ours, name) == getattr(theirs, name), name

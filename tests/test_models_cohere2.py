@@ -17,11 +17,13 @@ import torch
 
 import openformers
 from decoder_parity import (
+    assert_bfloat16_matches_the_reference,
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
     assert_same_attributes,
     load_quietly,
     outputs_of,
+    padded_batch,
     write_gguf,
 )
 from decoder_suite import DecoderFamilyTests
@@ -62,6 +64,12 @@ class TestCohere2(DecoderFamilyTests):
         _, reference, model = tiny
         assert (model.lm_head.weight is model.model.embed_tokens.weight) == reference.config.tie_word_embeddings
         assert [layer.self_attn.rotates for layer in model.model.layers] == [True, False]
+
+    @torch.inference_mode()
+    def test_bfloat16_matches_the_reference_in_bfloat16(self, tiny):
+        """The LayerNorms (weight included) and the rotation in float32, the tables rounded to bfloat16 first, as
+        the reference's: the same bits."""
+        assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 9, seed=7)))
 
     def test_the_cpu_kernel_refuses_cohere2_and_generation_runs_the_layers(self, tiny):
         _, reference, model = tiny

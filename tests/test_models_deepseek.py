@@ -20,6 +20,7 @@ import torch
 
 import openformers
 from decoder_parity import (
+    assert_bfloat16_matches_the_reference,
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
     assert_same_attributes,
@@ -71,6 +72,12 @@ class RoutedExpertsTests(DecoderFamilyTests):
         sparse = sum(model.config.is_sparse(i) for i in range(model.config.num_hidden_layers))
         assert len(ours["router_logits"]) == sparse > 0 and "aux_loss" not in ours  # the reference computes none
         assert_outputs_close(ours, theirs, "router logits")
+
+    @torch.inference_mode()
+    def test_bfloat16_matches_the_reference_in_bfloat16(self, tiny):
+        """In a bfloat16 model the router's weight (and V3's correction biases) stay float32, as the reference's
+        _keep_in_fp32_modules_strict keeps them, and V2 rotates in float32: the same bits as the reference's."""
+        assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 9, seed=7)))
 
     def test_training_loss_and_gradients_match_the_reference(self, training_variant, tmp_path):
         """The loss and every gradient of a training step, the reference's fused experts' gradients split per expert,

@@ -18,12 +18,14 @@ import torch
 
 import openformers
 from decoder_parity import (
+    assert_bfloat16_matches_the_reference,
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
     assert_same_attributes,
     finish_gguf,
     load_quietly,
     outputs_of,
+    padded_batch,
     write_gguf,
 )
 from decoder_suite import DecoderFamilyTests
@@ -59,6 +61,12 @@ class GlmFamilyTests(DecoderFamilyTests):
         _, reference, model = tiny
         assert (model.lm_head.weight is model.model.embed_tokens.weight) == reference.config.tie_word_embeddings
         assert model.model.layers[0].self_attn.o_proj.bias is None
+
+    @torch.inference_mode()
+    def test_bfloat16_matches_the_reference_in_bfloat16(self, tiny):
+        """RMSNorm normalizing in float32 and the partial interleaved rotation by tables rounded to bfloat16, as
+        the reference's: the same bits."""
+        assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 9, seed=7)))
 
     def test_the_cpu_kernel_refuses_glm_and_generation_runs_the_layers(self, tiny):
         _, reference, model = tiny

@@ -17,11 +17,13 @@ import torch
 
 import openformers
 from decoder_parity import (
+    assert_bfloat16_matches_the_reference,
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
     assert_same_attributes,
     load_quietly,
     outputs_of,
+    padded_batch,
     write_gguf,
 )
 from decoder_suite import DecoderFamilyTests
@@ -55,6 +57,12 @@ class TestNemotron(DecoderFamilyTests):
     TRAINING_VARIANTS = ["minitron", "biases-head-dim-linear-rope"]
     SAVED_CONFIG_ATTRIBUTES = ("attention_bias", "mlp_bias", "head_dim", "num_key_value_heads", "tie_word_embeddings",
                                "rope_parameters", "norm_eps")
+
+    @torch.inference_mode()
+    def test_bfloat16_matches_the_reference_in_bfloat16(self, tiny):
+        """The LayerNorm1P (weight + 1) in the model's dtype, the partial rotation by tables rounded to bfloat16
+        and the squared-ReLU MLP, as the reference's: the same bits."""
+        assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 9, seed=7)))
 
     def test_the_cpu_kernel_refuses_nemotron_and_generation_runs_the_layers(self, tiny):
         _, reference, model = tiny

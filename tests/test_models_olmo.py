@@ -18,6 +18,7 @@ import torch
 import openformers
 from decoder_parity import (
     add_decoder_metadata,
+    assert_bfloat16_matches_the_reference,
     assert_decoding_step_gives_the_references_logits,
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
@@ -25,6 +26,7 @@ from decoder_parity import (
     finish_gguf,
     load_quietly,
     outputs_of,
+    padded_batch,
     write_gguf,
 )
 from decoder_suite import DecoderFamilyTests
@@ -67,6 +69,12 @@ class TestOlmo(DecoderFamilyTests):
         "OlmoForCausalLM": "AutoModelForCausalLM",
         "OlmoForSequenceClassification": "AutoModelForSequenceClassification",
     }
+
+    @torch.inference_mode()
+    def test_bfloat16_matches_the_reference_in_bfloat16(self, tiny):
+        """The norms in float32 and the rotation in float32 by unrounded tables, rounded once, as the reference's: the
+        same bits (Llama's rotation, by tables rounded to bfloat16, differs in many)."""
+        assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 9, seed=7)))
 
     def test_the_cpu_kernel_refuses_olmo_and_generate_runs_the_layers(self, tiny):
         _, reference, model = tiny
@@ -157,6 +165,12 @@ class TestOlmoe(DecoderFamilyTests):
         assert len(ours["router_logits"]) == 2 and ours["aux_loss"] is not None
         assert_outputs_close(ours, head_outputs(reference, "ForCausalLM", output_router_logits=True), "router logits")
 
+    @torch.inference_mode()
+    def test_bfloat16_matches_the_reference_in_bfloat16(self, tiny):
+        """OLMoE rotates in bfloat16 (unlike OLMo 2) and rounds the experts' weights to bfloat16, as the reference:
+        the same bits and the same experts."""
+        assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 9, seed=7)))
+
     def test_the_cpu_kernel_refuses_olmoe_and_generate_runs_the_layers(self, tiny):
         _, reference, model = tiny
         assert_kernel_refuses_and_generate_runs_the_layers(model, reference, self.ids(1, 7, seed=5), "olmoe")
@@ -223,6 +237,12 @@ class TestOlmo3(DecoderFamilyTests):
         "Olmo3ForSequenceClassification": "AutoModelForSequenceClassification",
     }
     SAVED_CONFIG_ATTRIBUTES = ("tie_word_embeddings", "layer_types", "sliding_window", "rope_parameters")
+
+    @torch.inference_mode()
+    def test_bfloat16_matches_the_reference_in_bfloat16(self, tiny):
+        """Both kinds of layer rotate in float32 by unrounded tables and round once, as OLMo 2's and the
+        reference's: the same bits."""
+        assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 9, seed=7)))
 
     @torch.inference_mode()
     def test_the_cpu_decoding_step_runs_olmo3_with_the_references_logits(self, tiny):

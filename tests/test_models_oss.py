@@ -18,6 +18,7 @@ import torch
 import openformers
 from decoder_parity import (
     add_decoder_metadata,
+    assert_bfloat16_matches_the_reference,
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
     assert_same_attributes,
@@ -25,6 +26,7 @@ from decoder_parity import (
     llama_cpp_tensors,
     load_quietly,
     outputs_of,
+    padded_batch,
 )
 from decoder_suite import DecoderFamilyTests
 from openformers import AutoModelForCausalLM, GptOssConfig, GptOssForCausalLM
@@ -70,6 +72,30 @@ class TestGptOss(DecoderFamilyTests):
             torch.testing.assert_close(getattr(ours, name), getattr(theirs, name), atol=1e-4, rtol=1e-4, msg=name)
         for got, expected in zip(ours.router_logits, theirs.router_logits, strict=True):
             torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+    @torch.inference_mode()
+    def test_bfloat16_matches_the_reference_in_bfloat16(self, tiny):
+        """The same experts chosen as by the reference's bfloat16 model, and the logits within bfloat16's rounding:
+        not the same bits, as the reference's attention on the CPU (step by step, its softmax rounded to bfloat16)
+        and its grouped expert products round otherwise than the fused attention and per-expert products here."""
+        assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 16, seed=7)), tolerance=0.08)
+
+    @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+    @torch.inference_mode()
+    def test_half_precision_norms_round_as_the_references(self, tiny, dtype):
+        """Each norm scales by its weight in float32 and rounds once, as the reference's (Llama's rounds, then
+        scales: in bfloat16 that moves the routers' choices on real checkpoints); in float16 its weights stay
+        float32, as the reference's _keep_in_fp32_modules keeps them."""
+        from transformers.models.gpt_oss.modeling_gpt_oss import GptOssRMSNorm
+
+        theirs = transformers.AutoModelForCausalLM.from_pretrained(tiny[0], dtype=dtype)
+        ours = load_quietly(lambda folder: AutoModelForCausalLM.from_pretrained(folder, dtype=dtype), tiny[0])
+        x = (torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(0)) * 3).to(dtype)
+        for name in ("model.norm", "model.layers.0.input_layernorm", "model.layers.1.post_attention_layernorm"):
+            norm, their_norm = ours.get_submodule(name), theirs.get_submodule(name)
+            assert isinstance(their_norm, GptOssRMSNorm)
+            assert norm.weight.dtype == their_norm.weight.dtype == (torch.float32 if dtype == torch.float16 else dtype)
+            assert torch.equal(norm(x), their_norm(x)), name
 
     def test_the_cpu_kernel_refuses_gpt_oss_and_generation_runs_the_layers(self, tiny):
         _, reference, model = tiny

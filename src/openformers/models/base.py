@@ -76,6 +76,10 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
     # Modules (by attribute name) whose weights stay float32 when loading in float16, as the reference's
     # _keep_in_fp32_modules (T5's feed-forward output overflows float16).
     kept_in_float32: tuple[str, ...] = ()
+    # Parameters and buffers (by the end of their names, "gate.weight") that stay float32 when loading in float16
+    # or bfloat16 alike, as the reference's _keep_in_fp32_modules_strict: DeepSeek's router, whose bfloat16 weights
+    # would choose other experts.
+    always_float32: tuple[str, ...] = ()
 
     def __init__(self, config: PretrainedConfig):
         if not isinstance(config, PretrainedConfig):
@@ -737,7 +741,7 @@ def load_pretrained(
     state_dict, dtype, reader = read_state_dict(dtype, quantization)
 
     def as_loaded(name: str, tensor: torch.Tensor) -> torch.Tensor:
-        return _as_loaded(name, tensor, dtype, model_class.kept_in_float32)
+        return _as_loaded(name, tensor, dtype, model_class.kept_in_float32, model_class.always_float32)
 
     if quantization is None:
         state_dict = {name: as_loaded(name, tensor) for name, tensor in state_dict.items()}
@@ -854,12 +858,16 @@ def _open_checkpoint(files: ModelFiles, overrides: dict, given: PretrainedConfig
     return config, weights, read_state_dict, leftover, False
 
 
-def _as_loaded(name: str, tensor: torch.Tensor, dtype: torch.dtype, kept_in_float32: tuple[str, ...]) -> torch.Tensor:
+def _as_loaded(name: str, tensor: torch.Tensor, dtype: torch.dtype, kept_in_float32: tuple[str, ...],
+               always_float32: tuple[str, ...] = ()) -> torch.Tensor:
     """A checkpoint tensor in the dtype the model loads it as: `dtype`, or float32 for the modules a float16
-    model keeps in float32; integer tensors as stored."""
+    model keeps in float32 and for the tensors any half-precision model keeps in float32; integer tensors as
+    stored."""
     if not tensor.is_floating_point():
         return tensor
     if dtype == torch.float16 and set(name.split(".")[:-1]) & set(kept_in_float32):
+        return tensor.float()
+    if dtype in (torch.float16, torch.bfloat16) and any(f".{name}".endswith(f".{end}") for end in always_float32):
         return tensor.float()
     return tensor.to(dtype)
 

@@ -24,7 +24,7 @@ from ..weights import rename
 from .base import PreTrainedModel, token_embeddings
 from .decoder import DecoderModel
 from .heads import CausalLM
-from .layers import RotaryEmbedding, apply_interleaved_rope
+from .layers import RotaryEmbedding, apply_interleaved_rope_in_float32
 from .llama import GGUF_RENAMES, LlamaAttention, LlamaMLP, gguf_config_values
 
 
@@ -79,15 +79,10 @@ class CohereLayerNorm(nn.Module):
         return (self.weight.float() * normed).to(x.dtype)
 
 
-def apply_interleaved_rope_in_float32(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """`apply_interleaved_rope` computed in float32 and returned in x's dtype, as the reference rotates Cohere's."""
-    return apply_interleaved_rope(x.float(), cos.float(), sin.float()).to(x.dtype)
-
-
 class CohereAttention(LlamaAttention):
     """Llama's attention rotating interleaved pairs, each head's queries and keys normed first with `use_qk_norm`."""
 
-    rope = staticmethod(apply_interleaved_rope_in_float32)
+    rope = staticmethod(apply_interleaved_rope_in_float32)  # as the reference rotates Cohere's
 
     def __init__(self, config: CohereConfig, layer_idx: int):
         super().__init__(config, layer_idx)

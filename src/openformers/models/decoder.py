@@ -46,6 +46,10 @@ class DecoderModel(PreTrainedModel):
     positions_from_mask = False
     # Whether token_type_ids add their rows of the input embedding table, before the position embeddings.
     embeds_token_types = False
+    # Whether the layers get their rotary cos and sin in float32 whatever the model's dtype: OLMo's and DeepSeek-V2's
+    # references rotate a bfloat16 model's queries and keys in float32 by unrounded tables and round once after
+    # (their attention's rope casts back), where Llama's round the tables to the model's dtype first.
+    float32_rotation_tables = False
 
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
@@ -117,8 +121,12 @@ class DecoderModel(PreTrainedModel):
         """A function of a layer giving its (cos, sin, mask): here every layer rotates by `rotary_emb` and sees
         `mask`. `end` is how many positions the keys span, `attention_mask` the caller's padding mask."""
         self.rotary_emb.ensure_length(end)
-        cos, sin = self.rotary_emb(position_ids, x.dtype)  # (B, 1, T, rotated dimensions)
+        cos, sin = self.rotary_emb(position_ids, self.rotation_dtype(x))  # (B, 1, T, rotated dimensions)
         return lambda layer: (cos, sin, mask)
+
+    def rotation_dtype(self, x: torch.Tensor) -> torch.dtype:
+        """The dtype of the rotary tables the layers get (see `float32_rotation_tables`)."""
+        return torch.float32 if self.float32_rotation_tables else x.dtype
 
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x)
@@ -138,7 +146,7 @@ class SlidingLayersDecoder(DecoderModel):
         rope = {}  # is_sliding -> (cos, sin)
         for is_sliding, rotary in ((False, self.rotary_emb), (True, self.local_rotary_emb)):
             rotary.ensure_length(end)
-            rope[is_sliding] = rotary(position_ids, x.dtype)
+            rope[is_sliding] = rotary(position_ids, self.rotation_dtype(x))
         return lambda layer: (*rope[layer.is_sliding], window_mask if layer.is_sliding else mask)
 
 

@@ -30,14 +30,15 @@ from .deepseek_v3 import (
     group_mask,
 )
 from .heads import SequenceClassification
-from .layers import apply_interleaved_rope
+from .layers import apply_interleaved_rope_in_float32
 from .mixtral import MixtralModel, Router
 
 
 class DeepseekV2Attention(LatentAttention):
     @staticmethod
     def rotation(config):
-        return apply_interleaved_rope
+        # In float32 by DeepseekV2Model's float32 tables, rounded once: the reference's complex products in float32.
+        return apply_interleaved_rope_in_float32
 
 
 class DeepseekV2Moe(DeepseekV3MoE):
@@ -80,6 +81,7 @@ class DeepseekV2Model(DeepseekV2PreTrainedModel, MixtralModel):
     router logits."""
 
     layer_class = DeepseekV2DecoderLayer
+    float32_rotation_tables = True  # see DeepseekV2Attention.rotation
 
 
 class DeepseekV2ForCausalLM(DeepseekV2PreTrainedModel, DeepseekV3ForCausalLM):

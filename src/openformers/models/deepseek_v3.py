@@ -327,6 +327,9 @@ class DeepseekV3DecoderLayer(MixtralDecoderLayer):
 class DeepseekV3PreTrainedModel(Qwen3MoePreTrainedModel):  # its checkpoints' expert layouts are Qwen3-MoE's
     config_class = DeepseekV3Config
     convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
+    # The router's weight and correction biases stay float32 in a bfloat16 or float16 model, as the reference keeps
+    # them (_keep_in_fp32_modules_strict): rounded to bfloat16 they give scores that choose other experts.
+    always_float32 = ("gate.weight", "gate.e_score_correction_bias")
 
     @property
     def ignored_checkpoint_keys(self) -> tuple[str, ...]:

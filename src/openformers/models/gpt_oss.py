@@ -28,6 +28,7 @@ from . import llama
 from .heads import SequenceClassification, TokenClassification
 from .layers import positions_and_mask
 from .mixtral import MixtralDecoderLayer, MixtralModel, MixtralPreTrainedModel, MoeCausalLM, Router, mix_experts
+from .olmo2 import Olmo2RMSNorm
 
 def dequantize_mxfp4(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """An MXFP4 matrix stack as floats of `dtype`, transposed as the experts hold it: blocks (E, rows, G, 16) uint8,
@@ -173,6 +174,9 @@ class GptOssMLP(nn.Module):
 class GptOssDecoderLayer(MixtralDecoderLayer):
     attention_class = GptOssAttention
     feed_forward_name = "mlp"
+    # The reference scales by the norm's weight in float32 and rounds once after (Llama's rounds, then scales): in
+    # bfloat16 the two differ in the last bit of many values, which moves the router's choices.
+    norm_class = Olmo2RMSNorm
 
     def __init__(self, config: GptOssConfig, layer_idx: int):
         super().__init__(config, layer_idx)
@@ -184,6 +188,7 @@ class GptOssDecoderLayer(MixtralDecoderLayer):
 
 class GptOssPreTrainedModel(MixtralPreTrainedModel):
     config_class = GptOssConfig
+    kept_in_float32 = ("input_layernorm", "post_attention_layernorm", "norm")  # in float16, as the reference's
     from_checkpoint_layout = staticmethod(from_checkpoint_layout)
     convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
 
@@ -209,6 +214,9 @@ class GptOssModel(GptOssPreTrainedModel, MixtralModel):
     scores."""
 
     layer_class = GptOssDecoderLayer
+
+    def new_norm(self, config: GptOssConfig) -> nn.Module:
+        return Olmo2RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def __init__(self, config: GptOssConfig):
         super().__init__(config)

@@ -326,6 +326,18 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + swapped * sin
 
 
+def apply_rope_in_float32(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """`apply_rope` computed in float32 and rounded once to x's dtype (OLMo 1, 2 and 3 rotate so, with float32
+    tables: their decoders set `float32_rotation_tables`)."""
+    return apply_rope(x.float(), cos.float(), sin.float()).to(x.dtype)
+
+
+def apply_interleaved_rope_in_float32(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """`apply_interleaved_rope` computed in float32 and rounded once to x's dtype (Cohere's rotation, with tables
+    rounded to the model's dtype first; DeepSeek-V2's, with float32 tables)."""
+    return apply_interleaved_rope(x.float(), cos.float(), sin.float()).to(x.dtype)
+
+
 def apply_interleaved_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate each (2i, 2i + 1) pair of x (B, nh, T, hs) by pair i's angle, with the tables `apply_rope` takes: GPT-J's
     form (mesh-transformer-jax's rotate_every_two), where `apply_rope` pairs dimension i with i + hs/2."""

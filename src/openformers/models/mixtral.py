@@ -238,12 +238,13 @@ class MixtralDecoderLayer(nn.Module):
 
     attention_class = llama.LlamaAttention  # Qwen3-MoE: Qwen3's, with q/k norms
     feed_forward_name = "block_sparse_moe"  # the checkpoints' name for the feed-forward part ("mlp" in Qwen3-MoE)
+    norm_class = RMSNorm  # gpt-oss's scales in float32 before casting back (olmo2.Olmo2RMSNorm)
 
     def __init__(self, config: MixtralConfig, layer_idx: int):
         super().__init__()
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.input_layernorm = self.norm_class(config.hidden_size, config.rms_norm_eps)
         self.self_attn = self.attention_class(config, layer_idx)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = self.norm_class(config.hidden_size, config.rms_norm_eps)
         setattr(self, self.feed_forward_name, self.new_feed_forward(config, layer_idx))
 
     def new_feed_forward(self, config: MixtralConfig, layer_idx: int) -> nn.Module:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, OlmoConfig
+from .layers import apply_rope_in_float32
 from .llama import (
     LlamaAttention,
     LlamaDecoderLayer,
@@ -68,7 +69,7 @@ class ClippedQKV:
 
 
 class OlmoAttention(ClippedQKV, LlamaAttention):
-    pass
+    rope = staticmethod(apply_rope_in_float32)  # by the float32 tables of OlmoModel.float32_rotation_tables
 
 
 class OlmoDecoderLayer(LlamaDecoderLayer):
@@ -95,6 +96,8 @@ class OlmoModel(OlmoPreTrainedModel, LlamaModel):
     """The decoder stack without a head: returns the last hidden state."""
 
     layer_class = OlmoDecoderLayer
+    # The reference rotates in float32 by unrounded tables and rounds once (in bfloat16 Llama's way differs).
+    float32_rotation_tables = True
 
     def new_norm(self, config: OlmoConfig) -> nn.Module:
         return OlmoLayerNorm(config.hidden_size)

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, Olmo2Config
 from ..weights import rename
-from .layers import RMSNorm
+from .layers import RMSNorm, apply_rope_in_float32
 from .llama import (
     GGUF_RENAMES,
     LlamaAttention,
@@ -65,6 +65,7 @@ class Olmo2RMSNorm(RMSNorm):
 
 class Olmo2Attention(LlamaAttention):
     norm_class = Olmo2RMSNorm  # OLMoE norms its queries and keys as Llama's RMSNorm does (olmoe.py)
+    rope = staticmethod(apply_rope_in_float32)  # by the float32 tables of Olmo2Model.float32_rotation_tables
 
     def __init__(self, config: Olmo2Config, layer_idx: int):
         super().__init__(config, layer_idx)
@@ -109,6 +110,8 @@ class Olmo2Model(Olmo2PreTrainedModel, LlamaModel):
     """The decoder stack without a head: returns the last hidden state."""
 
     layer_class = Olmo2DecoderLayer
+    # The reference rotates in float32 by unrounded tables and rounds once (OLMo 3's too).
+    float32_rotation_tables = True
 
     def new_norm(self, config: Olmo2Config) -> nn.Module:
         return Olmo2RMSNorm(config.hidden_size, config.rms_norm_eps)

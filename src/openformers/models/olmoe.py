@@ -19,7 +19,7 @@ mixture step has neither the clamp nor these norms over all heads): these models
 from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, OlmoeConfig
-from .layers import RMSNorm
+from .layers import RMSNorm, apply_rope
 from .mixtral import MixtralDecoderLayer, MixtralModel, MoeCausalLM, SparseMoeBlock
 from .olmo import ClippedQKV
 from .olmo2 import Olmo2Attention
@@ -40,6 +40,7 @@ GGUF_CONFIG_READERS["olmoe"] = config_from_gguf
 
 class OlmoeAttention(ClippedQKV, Olmo2Attention):
     norm_class = RMSNorm
+    rope = staticmethod(apply_rope)  # OLMoE's reference rotates in the model's dtype, unlike OLMo 2's
 
 
 class OlmoeDecoderLayer(MixtralDecoderLayer):
