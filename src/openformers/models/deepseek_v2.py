@@ -3,7 +3,8 @@ multi-head latent attention and mixture of routed and shared experts (deepseek_v
 routing.
 
 The attention's rotated parts are pairs (x[2i], x[2i + 1]) rotated in place, as the reference's complex products
-rotate them (so the cached shared keys keep that order). The router scores the experts by a softmax of its
+rotate them (so the cached shared keys keep that order), in float32 by float32 tables, rounded once, as the
+reference's complex products are. The router scores the experts by a softmax of its
 logits (computed in float32) and a token runs the `num_experts_per_tok` best of all experts (`topk_method`
 "greedy"), or of the experts in its `topk_group` best groups, a group scored by its best expert
 ("group_limited_greedy"); their weights are the softmax's, not renormalized (the reference never reads

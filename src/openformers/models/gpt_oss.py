@@ -9,7 +9,8 @@ scores are softmaxed into the chosen experts' weights, and the experts as the re
 biases (`mlp.experts.gate_up_proj` (E, C, 2I), gate and up interleaved column by column, `gate_up_proj_bias`,
 `down_proj` (E, I, C), `down_proj_bias`), each a clamped SwiGLU: (clamp(up, -limit, limit) + 1) * g * sigmoid(alpha
 * g) with g = min(gate, limit). Only the chosen experts run, on their tokens (mixtral.mix_experts); the router
-scores, the load-balancing loss and the heads are Mixtral's.
+scores, the load-balancing loss and the heads are Mixtral's. The RMSNorms scale by their weights in float32 and round
+once (OLMo 2's, the reference's), and in float16 their weights stay float32, as the reference keeps them.
 
 The released checkpoints store the experts' matrices in MXFP4 (`*_blocks` and `*_scales`, quantization_config
 quant_method "mxfp4"); loading dequantizes them to the model's dtype (`dequantize_mxfp4`), and the model saves

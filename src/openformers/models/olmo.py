@@ -4,7 +4,8 @@ LayerNorms that have no parameters.
 Each norm (before attention, before the MLP and after the last layer) is a LayerNorm without weight or bias, taken in
 float32 with epsilon 1e-5 and cast back, so a checkpoint holds no norm tensors at all. With `clip_qkv` set, the
 queries, keys and values are clamped to +-clip_qkv after their projections (`ClippedQKV`, which OLMoE's attention
-takes too). Rotary positions, grouped-query attention, the SwiGLU MLP, the cache and the heads (causal LM and sequence
+takes too). Rotary positions (rotated in float32 by float32 tables and rounded once in half precision, as the
+reference rotates them), grouped-query attention, the SwiGLU MLP, the cache and the heads (causal LM and sequence
 classification, those the reference has) are llama.py's.
 
 GGUF files of llama.cpp's "olmo" architecture load too: llama.py's metadata reader gives the config (with

@@ -3,9 +3,10 @@
 Each branch is normed after it runs, before the residual add (`x + norm(attn(x))`, `x + norm(mlp(x))`), and the
 layer input is not normed at all; the queries and keys are normed right after their projections, over all heads
 at once (`q_norm` has num_attention_heads * head_dim weights, not head_dim as Qwen3's). OLMo 2's RMSNorm scales by
-its weight before casting back to the input's dtype, which only changes the numbers in half precision. Rotary
-positions, grouped-query attention, the SwiGLU MLP, the cache and the heads (causal LM and sequence
-classification, those the reference has) are llama.py's.
+its weight before casting back to the input's dtype, and the rotation runs in float32 by float32 tables and rounds
+once, as the reference's (both only change the numbers in half precision). Rotary positions, grouped-query attention,
+the SwiGLU MLP, the cache and the heads (causal LM and sequence classification, those the reference has) are
+llama.py's.
 
 GGUF files of llama.cpp's "olmo2" architecture load too: llama.py's metadata reader gives the config, and the rows
 need no un-permuting (llama.cpp rotates OLMo 2 the way Hugging Face does). On the CPU, kernels/llama.py runs the
