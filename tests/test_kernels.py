@@ -91,6 +91,14 @@ GRANITE = dict(embedding_multiplier=12.0, residual_multiplier=0.22, attention_mu
 # OLMo 3: a sliding layer (window 5, its own rotation base) before a full one, whose rotation is scaled.
 OLMO3 = dict(layer_types=["sliding_attention", "full_attention"], sliding_window=5, rope_theta=500.0,
              sliding_rope_theta=10000.0, rope_scaling={"rope_type": "linear", "factor": 2.0})
+# YaRN: a context of 16 stretched by 4 (the Qwen model cards' form), so that a 40-token test runs past it; and
+# gpt-oss's form, its band of blended pairs unrounded (truncate False) and an attention factor of its own, which
+# scales the rotary tables' cos and sin that the step reads.
+YARN = dict(rope_theta=500.0, rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16})
+YARN_GPT_OSS = dict(rope_theta=500.0, rope_scaling={
+    "rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 16, "beta_fast": 8.0, "beta_slow": 0.5,
+    "truncate": False, "attention_factor": 1.25})
+OLMO3_YARN = {**OLMO3, **YARN}  # the full layer's rotation YaRN's, the sliding layer's its own unscaled one
 QWEN3_MOE = dict(num_experts=6, num_experts_per_tok=3, moe_intermediate_size=64, mlp_only_layers=[1])
 QWEN2_MOE = {**QWEN3_MOE, "shared_expert_intermediate_size": 128}
 QWEN2_MOE_SPARSE_STEP = {**QWEN2_MOE, "mlp_only_layers": [], "decoder_sparse_step": 2}
@@ -323,9 +331,9 @@ def test_a_config_feature_the_step_does_not_implement_is_refused(config, named):
 def test_an_unknown_rope_scaling_is_refused():
     config = LlamaConfig.from_dict(TINY)
     assert refusal(config) is None
-    config.rope_scaling = {"rope_type": "yarn", "factor": 2.0}
+    config.rope_scaling = {"rope_type": "dynamic", "factor": 2.0}
     assert "rope_scaling" in refusal(config)
-    for kind in ("linear", "llama3"):
+    for kind in ("linear", "llama3", "yarn"):
         config.rope_scaling = {"rope_type": kind, "factor": 2.0}
         assert refusal(config) is None
 
@@ -350,14 +358,16 @@ def test_an_unknown_rope_scaling_is_refused():
      (Qwen2MoeConfig, QWEN2_MOE), (Qwen2MoeConfig, {**QWEN2_MOE_SPARSE_STEP, "norm_topk_prob": True}),
      (Starcoder2Config, {}), (Starcoder2Config, {"use_bias": False}),
      (Starcoder2Config, {**HEAD_DIM_64, "sliding_window": 5}), (GemmaConfig, GEMMA), (SmolLM3Config, SMOLLM3),
-     (SmolLM3Config, {**SMOLLM3, **HEAD_DIM_64}), (GraniteConfig, GRANITE)],
+     (SmolLM3Config, {**SMOLLM3, **HEAD_DIM_64}), (GraniteConfig, GRANITE), (LlamaConfig, YARN),
+     (Qwen2Config, YARN_GPT_OSS), (Gemma3TextConfig, {**GEMMA3, **YARN}), (Olmo3Config, OLMO3_YARN)],
     ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
          "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope",
          "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128", "gemma2-soft-caps",
          "gemma2-head-dim-64", "olmo2", "olmo2-head-dim-64", "olmo3-window-local-rope", "mixtral",
          "mixtral-top-1-window", "qwen3-moe-dense-layer", "qwen3-moe-renormalized", "qwen2-moe-dense-layer",
          "qwen2-moe-sparse-step-renormalized", "starcoder2", "starcoder2-no-biases", "starcoder2-head-dim-64-window",
-         "gemma", "smollm3", "smollm3-head-dim-64", "granite"],
+         "gemma", "smollm3", "smollm3-head-dim-64", "granite", "llama-yarn", "qwen2-yarn-gpt-oss", "gemma3-yarn",
+         "olmo3-yarn"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -421,14 +431,15 @@ STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, 
     (Starcoder2Config, {"sliding_window": 5}, None),
     (Starcoder2Config, {}, "int8"), (Starcoder2Config, {}, "int4+int8"), (GemmaConfig, GEMMA, None),
     (SmolLM3Config, SMOLLM3, None), (SmolLM3Config, SMOLLM3, "int4+int8"), (GraniteConfig, GRANITE, None),
-    (GraniteConfig, GRANITE, "int4+int8")]
+    (GraniteConfig, GRANITE, "int4+int8"), (LlamaConfig, YARN, None), (Qwen3Config, YARN_GPT_OSS, "int8"),
+    (Olmo3Config, OLMO3_YARN, None)]
 STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
     "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8", "phi3",
     "phi3-longrope-int8", "phi3-int4+int8", "gemma2", "gemma2-head-dim-64-int4+int8", "olmo2", "olmo2-int4+int8",
     "mixtral", "mixtral-window-int8", "qwen3-moe", "qwen3-moe-renormalized-int4", "qwen3-moe-int4+int8",
     "qwen2-moe", "qwen2-moe-sparse-step-renormalized-int8", "qwen2-moe-renormalized-int4", "qwen2-moe-int4+int8",
     "starcoder2-window", "starcoder2-int8", "starcoder2-int4+int8", "gemma", "smollm3", "smollm3-int4+int8", "granite",
-    "granite-int4+int8"]
+    "granite-int4+int8", "llama-yarn", "qwen3-yarn-gpt-oss-int8", "olmo3-yarn"]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)

@@ -131,7 +131,8 @@ def test_config_defaults_match_the_reference():
     (dict(num_hidden_layers=2, layer_types=["sliding_attention"]), "layer_types"),
     (dict(sliding_window=0), "sliding_window"),
     (dict(quantization_config={"quant_method": "gptq"}), "quantization_config"),
-    (dict(rope_scaling={"rope_type": "yarn", "factor": 2.0}), "rope_scaling.original_max_position_embeddings"),
+    (dict(rope_scaling={"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 0}),
+     "rope_scaling.original_max_position_embeddings"),
 ])
 def test_config_refuses_bad_values_by_name(values, field):
     with pytest.raises(ValueError, match=f"Invalid config: {field}="):

@@ -361,6 +361,7 @@ class LlamaConfig(PretrainedConfig):
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.rope_scaling is not None and "type" in self.rope_scaling and "rope_type" not in self.rope_scaling:
             self.rope_scaling = {"rope_type": self.rope_scaling["type"], **self.rope_scaling}
+        _default_original_context(self)
         super().__post_init__()
 
     def validate(self) -> None:
@@ -764,6 +765,7 @@ class Gemma2Config(PretrainedConfig):
         if self.layer_types is None and _positive_int(self.num_hidden_layers):
             self.layer_types = ["sliding_attention" if i % 2 == 0 else "full_attention"
                                 for i in range(self.num_hidden_layers)]
+        _default_original_context(self)
         super().__post_init__()
 
     def validate(self) -> None:
@@ -997,9 +999,24 @@ class Phi3Config(PartialRotary, PretrainedConfig):
 class LayerTypedRope:
     """transformers 5's `rope_parameters` with one entry per layer type (Gemma 3, OLMo 3): the "full_attention" entry
     gives the config's rope_theta and rope_scaling, the "sliding_attention" one the sliding layers' base, the field
-    `sliding_theta_field` names (their rotation is never scaled)."""
+    `sliding_theta_field` names (their rotation is never scaled).
+
+    The reference's YaRN reads `truncate` from the top of rope_parameters, where these configs have the layer types,
+    so it rounds the band of blended pairs to whole pairs whatever the full layers' entry says: a truncate of False
+    is dropped here, with a warning, and the full layers rotate as the reference's do."""
 
     sliding_theta_field: ClassVar[str]
+
+    def __post_init__(self):
+        scaling = self.rope_scaling
+        if isinstance(scaling, dict) and scaling.get("rope_type", scaling.get("type")) == "yarn" \
+                and "truncate" in scaling and not scaling["truncate"]:
+            warnings.warn(
+                f"rope_scaling.truncate={scaling['truncate']!r} is ignored for a {self.model_type} model: the "
+                "reference rounds YaRN's band of blended pairs to whole pairs on its full-attention layers whatever "
+                "truncate says, and so does openformers.", stacklevel=2)
+            self.rope_scaling = {key: value for key, value in scaling.items() if key != "truncate"}
+        super().__post_init__()
 
     @classmethod
     def _from_file_layout(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -2255,10 +2272,10 @@ class OlmoeConfig(OlmoConfig):
 class Olmo3Config(LayerTypedRope, Olmo2Config):
     """OLMo 3 (Olmo-3-7B, Olmo-3-1025-7B, Olmo-3-32B...): OLMo 2's layers, those `layer_types` marks
     "sliding_attention" (by default three in four, every fourth attending to everything) seeing only the last
-    `sliding_window` positions. The full layers rotate by rope_theta and rope_scaling; the sliding layers by an
-    unscaled rotation of base `sliding_rope_theta` (config.json's rope_parameters["sliding_attention"]). As the
-    reference reads it, a config.json in the older layout (a top-level rope_theta) sets the full layers' base only, the
-    sliding layers' staying 500000."""
+    `sliding_window` positions. The full layers rotate by rope_theta and rope_scaling (Olmo-3-1025-7B's: YaRN); the
+    sliding layers by an unscaled rotation of base `sliding_rope_theta` (config.json's
+    rope_parameters["sliding_attention"]). As the reference reads it, a config.json in the older layout (a top-level
+    rope_theta and rope_scaling) sets the full layers' only, the sliding layers' base staying 500000."""
 
     model_type: ClassVar[str] = "olmo3"
     sliding_theta_field: ClassVar[str] = "sliding_rope_theta"
@@ -2650,9 +2667,6 @@ class _LatentAttentionConfig(DenseThenRoutedExperts, LlamaConfig):
         self.head_dim = self.qk_rope_head_dim  # the rotated width: the rotary tables' (the reference's rule)
         if isinstance(self.qk_nope_head_dim, int) and isinstance(self.qk_rope_head_dim, int):
             self.qk_head_dim = self.qk_nope_head_dim + self.qk_rope_head_dim
-        scaling = self.rope_scaling
-        if isinstance(scaling, dict) and scaling.get("rope_type", scaling.get("type")) == "yarn":
-            self.rope_scaling = {"original_max_position_embeddings": self.max_position_embeddings, **scaling}
         super().__post_init__()
 
     def validate(self) -> None:
@@ -3266,6 +3280,15 @@ def config_from_gguf(gguf, **overrides) -> PretrainedConfig:
         return GGUF_CONFIG_READERS[arch](gguf, **overrides)
 
 
+def _default_original_context(config: PretrainedConfig) -> None:
+    """The reference's default for the rope scalings that stretch a pretraining context (llama3, longrope, YaRN): the
+    original_max_position_embeddings they read is max_position_embeddings where rope_scaling gives none (as in the
+    Qwen model cards' {"rope_type": "yarn", "factor": 4.0} written without it)."""
+    scaling = config.rope_scaling
+    if isinstance(scaling, dict) and scaling.get("rope_type", scaling.get("type")) in ("llama3", "longrope", "yarn"):
+        config.rope_scaling = {"original_max_position_embeddings": config.max_position_embeddings, **scaling}
+
+
 def _check_rope_scaling(scaling, kinds: tuple[str, ...] = ROPE_TYPES) -> None:
     """A rope scaling dict of one of `kinds` (the family's) with the numbers its kind needs."""
     if not isinstance(scaling, dict):
@@ -3276,7 +3299,7 @@ def _check_rope_scaling(scaling, kinds: tuple[str, ...] = ROPE_TYPES) -> None:
             f"Unsupported config: rope_scaling.rope_type={kind!r}; openformers implements the rope types "
             f"{', '.join(kinds)}."
         )
-    needed = {"linear": ["factor"], "yarn": ["factor", "original_max_position_embeddings"],
+    needed = {"linear": ["factor"],
               "llama3": ["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"],
               "longrope": ["factor", "original_max_position_embeddings"],
               "yarn": ["factor", "original_max_position_embeddings"]}

@@ -33,7 +33,10 @@ runs: the step's dense MLP on the layer's own gate, up and down, its output scal
 norms over all heads in a mixture of experts), DeepSeek-V3 and V2, whose multi-head latent attention (compressed
 cached keys and values, expanded per head) the step does not run, and GLM-4.5 (a partial rotation, DeepSeek-V3's
 grouped routing with correction biases and shared experts) are refused: model_types olmo, olmoe, deepseek_v3,
-deepseek_v2 and glm4_moe; generation runs their layers.
+deepseek_v2 and glm4_moe; generation runs their layers. The step rotates by the tables of the model's rotary modules
+(cos and sin times the rope scaling's attention factor), so every rope scaling those tables hold rotates as in the
+layers: default, linear, llama3 and YaRN (Qwen2.5 / Qwen3's long contexts, OLMo 3's full layers), and Phi-3's
+longrope.
 A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
 step implements it and tests/test_kernels.py proves parity for it.
 """
@@ -100,7 +103,8 @@ PROMPT_ROWS = {torch.float32: 256, torch.bfloat16: 96, torch.int8: 512, torch.ui
 IMPLEMENTED = {
     "model_type": lambda value: value in ("llama", "mistral", "qwen2", "qwen3"),
     "hidden_act": lambda value: value == "silu",
-    "rope_scaling": lambda value: value is None or value.get("rope_type") in ("default", "linear", "llama3"),
+    # The step rotates by the tables of the model's rotary modules (their attention factor, YaRN's, in cos and sin).
+    "rope_scaling": lambda value: value is None or value.get("rope_type") in ("default", "linear", "llama3", "yarn"),
     "attention_bias": lambda value: not value,  # a bias on o_proj: not in decode.cpp
     "qkv_bias": lambda value: True,  # Qwen2's q/k/v biases
     "mlp_bias": lambda value: not value,

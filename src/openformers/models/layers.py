@@ -221,11 +221,12 @@ def _llama3_frequencies(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
 
 
 def _yarn_frequencies(head_dim: int, theta: float, scaling: dict) -> torch.Tensor:
-    """YaRN (gpt-oss, DeepSeek): pairs turning more than `beta_fast` times over original_max_position_embeddings
-    keep their speed, those turning fewer than `beta_slow` times are slowed by `factor`, and the pairs between blend
-    linearly in their index; the band's ends are rounded outwards to whole pairs unless `truncate` is False. The speeds
-    are computed in the reference's order of operations: other orders differ in float32's last bits, which the cos and
-    sin of long positions magnify past 1e-5."""
+    """YaRN (gpt-oss, DeepSeek, the Qwen2.5 / Qwen3 long-context configs, OLMo 3's full layers): pairs turning more
+    than `beta_fast` times over original_max_position_embeddings keep their speed, those turning fewer than
+    `beta_slow` times are slowed by `factor`, and the pairs between blend linearly in their index; the band's ends are
+    rounded outwards to whole pairs unless `truncate` is False. The speeds are computed in the reference's order of
+    operations: other orders differ in float32's last bits, which the cos and sin of long positions magnify past
+    1e-5."""
     factor, context = scaling["factor"], scaling["original_max_position_embeddings"]
 
     def pair_of(turns: float) -> float:  # the (fractional) pair index that turns `turns` times over the context
