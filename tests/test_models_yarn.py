@@ -7,7 +7,8 @@ factor), gpt-oss's (the band of blended pairs set by beta_fast and beta_slow and
 attention factor given) and DeepSeek's (the attention factor the ratio of mscale and mscale_all_dim's). The original
 context is 8 positions, so every test runs past it: logits and loss over 30 positions, cached decoding, a left-padded
 batch, greedy and beam generation (6 + 10 tokens), the CPU kernel's decoding step, saving both ways, and each head.
-Then the config: the reference's default original context, the values refused by name, truncate on Gemma 3 and OLMo 3
+GGUF files of Qwen2 and Qwen3 with YaRN as llama.cpp's converter writes them. Then the config: the reference's
+default original context, the values refused by name, truncate on Gemma 3 and OLMo 3
 (which the reference ignores there) and OLMo 3's older layout of config.json (Olmo-3-1025-7B's).
 """
 
@@ -30,9 +31,11 @@ from decoder_parity import (
     load_quietly,
     make_reference,
     outputs_of,
+    write_gguf,
 )
 from openformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, Olmo3Config
 from openformers.models.layers import rope_attention_factor, rope_inverse_frequencies
+from test_models_qwen3 import GGUF_NAMES  # llama.cpp's names of a Qwen3 weight's parts; Qwen2's are among them
 
 transformers = pytest.importorskip("transformers")
 
@@ -225,3 +228,23 @@ def test_olmo3_in_the_older_layout_reads_yarn_as_the_reference(tmp_path):
     model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
     inputs = lm_inputs(ids_of(2, 30, seed=7))
     assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "OLMo 3's older layout")
+
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
+@torch.inference_mode()
+def test_gguf_with_yarn_written_like_llama_cpp_matches_the_original(family, tmp_path):
+    # llama.cpp's converter writes a Qwen config's YaRN as rope.scaling.type "yarn", its factor and original context
+    # (llama.cpp then takes YaRN's default band and the attention factor derived from the factor: the model cards').
+    import gguf
+
+    reference = reference_model(family, FORMS["qwen-card"])
+    config = reference.config
+    write_gguf(tmp_path / "model.gguf", family, reference, GGUF_NAMES, key_length=config.head_dim,
+               value_length=config.head_dim, layer_norm_rms_eps=config.rms_norm_eps,
+               rope_scaling_type=gguf.RopeScalingType.YARN, rope_scaling_factor=4.0, rope_scaling_orig_ctx_len=8)
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "model.gguf")
+    assert model.config.model_type == family
+    assert model.config.rope_scaling == {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8}
+    inputs = lm_inputs(ids_of(2, 30, seed=7))
+    assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), f"{family} GGUF")
