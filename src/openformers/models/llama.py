@@ -92,7 +92,7 @@ def gguf_rope_scaling(gguf, arch: str, head_dim: int) -> dict | None:
     kind = gguf.get(f"{arch}.rope.scaling.type")
     if kind in (None, "none"):
         return None
-    if kind == "yarn":  # gpt-oss's, DeepSeek's, Qwen2's and Qwen3's; the band's ends (beta_fast, beta_slow) when the file states them
+    if kind == "yarn":  # gpt-oss's, DeepSeek's, Qwen2's and Qwen3's; the band's ends when the file states them
         betas = {name: gguf.get(f"{arch}.rope.scaling.yarn_{name}") for name in ("beta_fast", "beta_slow")}
         return {"rope_type": "yarn", "factor": float(gguf.get(f"{arch}.rope.scaling.factor")),
                 "original_max_position_embeddings": gguf.get(f"{arch}.rope.scaling.original_context_length"),
