@@ -45,6 +45,7 @@ _public(
     "Qwen3Config",
     "MixtralConfig", "Qwen3MoeConfig", "Qwen2MoeConfig",
     "DeepseekV3Config", "DeepseekV2Config",
+    "Ernie4_5Config", "Ernie4_5_MoeConfig",
     "GemmaConfig", "Gemma2Config", "SmolLM3Config",
     "Gemma3TextConfig",
     "DistilBertConfig",
@@ -123,6 +124,8 @@ _public(
     "openformers.models.deepseek_v2",
     "DeepseekV2PreTrainedModel", "DeepseekV2Model", "DeepseekV2ForCausalLM", "DeepseekV2ForSequenceClassification",
 )
+_public("openformers.models.ernie4_5", "Ernie4_5PreTrainedModel", "Ernie4_5Model", "Ernie4_5ForCausalLM")
+_public("openformers.models.ernie4_5_moe", "Ernie4_5_MoePreTrainedModel", "Ernie4_5_MoeModel", "Ernie4_5_MoeForCausalLM")
 _public(
     "openformers.models.gemma",
     "GemmaPreTrainedModel", "GemmaModel", "GemmaForCausalLM", "GemmaForSequenceClassification",

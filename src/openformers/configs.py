@@ -2593,6 +2593,105 @@ class Qwen2MoeConfig(LayerTypedWindow, QwenMixtureConfig):
         _require_probabilities(self, "attention_dropout")
 
 
+@dataclass
+class Ernie4_5Config(LlamaConfig):
+    """Baidu's ERNIE 4.5 (ERNIE-4.5-0.3B): a Llama decoder whose rotary embeddings turn interleaved pairs (2i, 2i + 1),
+    computed in float32, with a bias on every projection of attention and MLP when `use_bias` is set (the
+    reference's one switch, read here as attention_bias and mlp_bias), and the head tied to the embeddings."""
+
+    model_type: ClassVar[str] = "ernie4_5"
+    # Llama's two switches, both `use_bias` here (not config.json keys of this family).
+    attention_bias: ClassVar[property] = property(lambda self: bool(self.use_bias))
+    mlp_bias: ClassVar[property] = property(lambda self: bool(self.use_bias))
+
+    vocab_size: int = 103424
+    hidden_size: int = 1024
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 18
+    num_attention_heads: int = 16
+    num_key_value_heads: int | None = 2
+    head_dim: int | None = 128
+    max_position_embeddings: int = 131072
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 500000.0
+    use_bias: bool | None = False
+    pad_token_id: int | None = 0
+    tie_word_embeddings: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        if self.use_bias not in (None, False, True):
+            _invalid("use_bias", self.use_bias, "true or false")
+
+
+@dataclass
+class Ernie4_5_MoeConfig(Ernie4_5Config):
+    """ERNIE 4.5's mixtures of experts (ERNIE-4.5-21B-A3B, ERNIE-4.5-300B-A47B): ERNIE 4.5's decoder whose layers
+    from `moe_layer_start_index` to `moe_layer_end_index` (-1: the last), every `moe_layer_interval`-th, are sparse
+    (`is_sparse`): a router's softmax over `moe_num_experts` SwiGLU experts of `moe_intermediate_size`, of which each
+    token runs the `moe_k` best by probability plus a correction bias per expert (`moe_statics`), weighted by the
+    probabilities alone, renormalized (their sum clamped below at `moe_norm_min`), plus `moe_num_shared_experts`
+    experts every token runs (one MLP of moe_num_shared_experts * moe_intermediate_size). The other layers have a
+    SwiGLU MLP of `intermediate_size`. With `output_router_logits` the causal LM adds `router_aux_loss_coef` times the
+    load-balancing loss to its loss; `num_nextn_predict_layers` counts the multi-token prediction layers a checkpoint
+    may hold (`mtp_*`), which the reference does not load either."""
+
+    model_type: ClassVar[str] = "ernie4_5_moe"
+    attribute_map: ClassVar[dict[str, str]] = {"num_experts": "moe_num_experts", "num_experts_per_tok": "moe_k",
+                                                "num_mtp_layers": "num_nextn_predict_layers"}
+
+    hidden_size: int = 2560
+    intermediate_size: int = 12288
+    num_hidden_layers: int = 28
+    num_attention_heads: int = 20
+    num_key_value_heads: int | None = 4
+    head_dim: int | None = None  # hidden_size // num_attention_heads (the reference's config has no default)
+    moe_intermediate_size: int = 1536
+    moe_k: int = 6
+    moe_num_experts: int = 64
+    moe_num_shared_experts: int = 2
+    moe_layer_start_index: int = 1
+    moe_layer_end_index: int = -1
+    moe_layer_interval: int = 1
+    moe_norm_min: float = 1e-12
+    output_router_logits: bool = False
+    router_aux_loss_coef: float = 0.001
+    num_nextn_predict_layers: int | None = None
+
+    num_experts = _field_alias("moe_num_experts")
+    num_experts_per_tok = _field_alias("moe_k")
+    num_mtp_layers = _field_alias("num_nextn_predict_layers")
+
+    def __post_init__(self):
+        for alias, name in self.attribute_map.items():
+            _pop_alias(self, alias, name)
+        if self.moe_layer_end_index == -1 and _positive_int(self.num_hidden_layers):
+            self.moe_layer_end_index = self.num_hidden_layers - 1  # the reference's rule
+        super().__post_init__()
+
+    def is_sparse(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` runs the experts (else a dense MLP), by the reference's rule."""
+        return ((layer_idx + 1) % self.moe_layer_interval == 0
+                and self.moe_layer_start_index <= layer_idx <= self.moe_layer_end_index)
+
+    def validate(self) -> None:
+        super().validate()
+        _require_positive_ints(self, "moe_num_experts", "moe_k", "moe_intermediate_size", "moe_layer_interval")
+        if self.moe_k > self.moe_num_experts:
+            _invalid("moe_k", self.moe_k, f"a positive integer of at most moe_num_experts={self.moe_num_experts}")
+        for name in ("moe_num_shared_experts", "moe_layer_start_index", "moe_layer_end_index"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                _invalid(name, value, "a non-negative integer" + (" (or -1: the last layer)" if "end" in name else ""))
+        _require_positive_numbers(self, "moe_norm_min")
+        value = self.router_aux_loss_coef
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            _invalid("router_aux_loss_coef", value, "a non-negative number")
+        mtp = self.num_nextn_predict_layers
+        if mtp is not None and (isinstance(mtp, bool) or not isinstance(mtp, int) or not 0 <= mtp <= 1):
+            _invalid("num_nextn_predict_layers", mtp, "None, 0 or 1 (the reference reads at most one MTP layer)")
+
+
 def _check_expert_groups(config: PretrainedConfig, smallest_group: int) -> None:
     """Group-limited routing: the n_routed_experts split into n_group groups of at least `smallest_group` experts, the
     tokens choosing among the experts of their topk_group best groups."""
@@ -3196,6 +3295,8 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "mt5": MT5Config,
     "deberta-v2": DebertaV2Config,
     "gpt_oss": GptOssConfig,
+    "ernie4_5": Ernie4_5Config,
+    "ernie4_5_moe": Ernie4_5_MoeConfig,
 }
 
 

@@ -24,6 +24,7 @@ from . import smollm3
 from . import granite
 from . import mixtral, qwen3_moe, qwen2_moe
 from . import deepseek_v3, deepseek_v2
+from . import ernie4_5, ernie4_5_moe
 from . import gemma
 from . import distilbert
 from . import xlm_roberta
@@ -99,6 +100,14 @@ MODEL_CLASSES = {
         "base": "DeepseekV2Model",
         "causal-lm": "DeepseekV2ForCausalLM",
         "sequence-classification": "DeepseekV2ForSequenceClassification",
+    }),
+    "ernie4_5": (ernie4_5, {  # Llama with interleaved rotary pairs and use_bias; the reference has no other head
+        "base": "Ernie4_5Model",
+        "causal-lm": "Ernie4_5ForCausalLM",
+    }),
+    "ernie4_5_moe": (ernie4_5_moe, {  # ERNIE 4.5 with experts and shared experts; the reference has no other head
+        "base": "Ernie4_5_MoeModel",
+        "causal-lm": "Ernie4_5_MoeForCausalLM",
     }),
     "phi3": (phi3, {  # Phi-3 and Phi-4; the reference has no QA head for them
         "base": "Phi3Model",
