@@ -862,6 +862,7 @@ _CLASS_OF_MODEL_TYPE = {
     "granite": "TokenizersBackend",  # whatever class its folders name (GPT2Tokenizer)
     "cohere": "CohereTokenizer", "cohere2": "CohereTokenizer",
     "nemotron": "TokenizersBackend",  # Nemotron's folders name LlamaTokenizer or PreTrainedTokenizerFast
+    "ernie4_5": "TokenizersBackend", "ernie4_5_moe": "TokenizersBackend",  # over the remote-code class they name
 }  # fmt: skip
 # Model types whose Hub configs often name the wrong tokenizer class: the registered class wins. So does a registered
 # TokenizersBackend over any other class a folder names, as in the reference.

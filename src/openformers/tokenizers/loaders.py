@@ -630,6 +630,12 @@ _ROBERTA_CLASSES = frozenset({"RobertaTokenizer", "CamembertTokenizer", "Longfor
 # --- tokenizer.model (SentencePiece)
 
 
+# Classes the reference does not have, whose tokenizer.model it reads with its generic TokenizersBackend: no BOS in
+# front unless add_bos_token says so. ERNIE 4.5's folders name their remote-code Ernie4_5_Tokenizer, which the
+# reference replaces with TokenizersBackend for model_type ernie4_5 and ernie4_5_moe.
+_GENERIC_BACKEND_CLASSES = frozenset({"Ernie4_5_Tokenizer"})
+
+
 def settings_from_sentencepiece(path: Path, config: dict) -> dict:
     """A SentencePiece model that encodes as the `sentencepiece` library does, set up as the config's
     tokenizer class does: Llama (BOS in front; `legacy`), T5 (`</s>` after, and `extra_ids` sentinel
@@ -651,7 +657,8 @@ def settings_from_sentencepiece(path: Path, config: dict) -> dict:
         settings.setdefault("pad_token", "<pad>")
     settings.update(_config_settings(config))
     is_t5 = family == "T5Tokenizer"
-    add_bos = config.get("add_bos_token", not is_t5) and settings.get("bos_token")
+    bos_by_default = not is_t5 and family not in _GENERIC_BACKEND_CLASSES
+    add_bos = config.get("add_bos_token", bos_by_default) and settings.get("bos_token")
     add_eos = config.get("add_eos_token", is_t5) and settings.get("eos_token")
     # As the reference, decode writes `<s>` and `</s>` out unless they are skipped as special tokens.
     pipeline = _sentencepiece_pipeline(
