@@ -13,6 +13,7 @@ import torch
 
 from decoder_parity import (
     GENERATE_OPTIONS,
+    assert_bfloat16_matches_the_reference,
     assert_cached_decoding_equals_the_full_forward,
     assert_generate_matches,
     assert_hidden_states_and_attentions_match,
@@ -205,3 +206,48 @@ class DecoderFamilyTests:
         model = load_saved(reference, tmp_path)
         inputs = lm_inputs(self.ids(2, 9, seed=7))
         assert_training_step_matches(model, reference, inputs, checkpointing=(False, True))
+
+
+class RoutedExpertsTests(DecoderFamilyTests):
+    """The common tests of a mixture of experts whose checkpoints hold each expert's gate_proj, up_proj and down_proj
+    under `mlp` (the reference fuses them in memory) and whose routers may choose with correction biases
+    (`e_score_correction_bias`, which the reference's init zeroes: drawn at std 0.3 here, so that a choice made
+    without them moves the logits far past the tolerance): the router logits (and the load-balancing loss where the
+    family's head computes one, `LOAD_BALANCING`), and a training step's gradients, the reference's fused experts'
+    split per expert (DeepSeek's, ERNIE 4.5 MoE's)."""
+
+    LOAD_BALANCING = True  # whether the causal LM adds the load-balancing loss (`aux_loss`) with the router logits
+
+    @classmethod
+    def reference(cls, name=None, **overrides):
+        model = super().reference(name, **overrides)
+        with torch.no_grad():
+            for tensor_name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+                if tensor_name.endswith("e_score_correction_bias"):
+                    tensor.normal_(std=0.3)
+        return model
+
+    @torch.inference_mode()
+    def test_router_logits_match_the_reference(self, tiny):
+        _, reference, model = tiny
+        inputs = {**self.inputs(), "output_router_logits": True}
+        ours, theirs = outputs_of(model, inputs), outputs_of(reference, inputs)
+        sparse = sum(model.config.is_sparse(i) for i in range(model.config.num_hidden_layers))
+        assert len(ours["router_logits"]) == sparse > 0 and ("aux_loss" in ours) == self.LOAD_BALANCING
+        assert_outputs_close(ours, theirs, "router logits")
+
+    @torch.inference_mode()
+    def test_bfloat16_matches_the_reference_in_bfloat16(self, tiny):
+        """In a bfloat16 model the routers' weights and correction biases stay float32, as the reference's
+        _keep_in_fp32_modules_strict keeps them: the same logits and the same experts chosen."""
+        assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 9, seed=7)))
+
+    def test_training_loss_and_gradients_match_the_reference(self, training_variant, tmp_path):
+        """The loss and every gradient of a training step, with gradient checkpointing too."""
+        from test_models_mixtral import reference_grads_as_checkpoint
+
+        reference = self.reference(**self.VARIANTS[training_variant])
+        model = load_saved(reference, tmp_path)
+        expert_names = ("gate_proj", "up_proj", "down_proj")
+        assert_training_step_matches(model, reference, lm_inputs(self.ids(2, 9, seed=7)), checkpointing=(False, True),
+                                     reference_grads=lambda r: reference_grads_as_checkpoint(r, "mlp", expert_names))

@@ -24,14 +24,11 @@ from decoder_parity import (
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
     assert_same_attributes,
-    assert_training_step_matches,
-    lm_inputs,
     load_quietly,
-    load_saved,
     outputs_of,
     padded_batch,
 )
-from decoder_suite import DecoderFamilyTests
+from decoder_suite import RoutedExpertsTests
 from openformers import (
     AutoModelForCausalLM,
     DeepseekV2Config,
@@ -39,53 +36,20 @@ from openformers import (
     DeepseekV3Config,
     DeepseekV3ForCausalLM,
 )
-from test_models_mixtral import reference_grads_as_checkpoint
 
 transformers = pytest.importorskip("transformers")
 
-EXPERT_NAMES = ("gate_proj", "up_proj", "down_proj")
 YARN = {"rope_type": "yarn", "rope_theta": 1000.0, "factor": 4.0, "original_max_position_embeddings": 64,
         "mscale": 0.8, "mscale_all_dim": 1.0, "beta_fast": 16, "beta_slow": 1}
 
 
-class RoutedExpertsTests(DecoderFamilyTests):
-    """What a family with DeepSeek's routed and shared experts checks beyond the common decoder tests (DeepSeek-V2
-    and V3 here, GLM-4.5 in test_models_glm4moe.py)."""
+class DeepseekExpertsTests(RoutedExpertsTests):
+    """What a family with DeepSeek's routed and shared experts checks beyond the routed experts' common tests
+    (DeepSeek-V2 and V3 here, GLM-4.5 in test_models_glm4moe.py); the reference computes no load-balancing loss for
+    them."""
 
     MODEL_TYPE: str
-
-    @classmethod
-    def reference(cls, name=None, **overrides):
-        """The reference's model with its routers' correction biases drawn too (the reference's init zeroes them)."""
-        model = super().reference(name, **overrides)
-        with torch.no_grad():
-            for buffer_name, buffer in model.named_buffers():
-                if buffer_name.endswith("e_score_correction_bias"):
-                    buffer.normal_(std=0.3)
-        return model
-
-    @torch.inference_mode()
-    def test_router_logits_match_the_reference(self, tiny):
-        _, reference, model = tiny
-        inputs = {**self.inputs(), "output_router_logits": True}
-        ours, theirs = outputs_of(model, inputs), outputs_of(reference, inputs)
-        sparse = sum(model.config.is_sparse(i) for i in range(model.config.num_hidden_layers))
-        assert len(ours["router_logits"]) == sparse > 0 and "aux_loss" not in ours  # the reference computes none
-        assert_outputs_close(ours, theirs, "router logits")
-
-    @torch.inference_mode()
-    def test_bfloat16_matches_the_reference_in_bfloat16(self, tiny):
-        """In a bfloat16 model the router's weight (and V3's correction biases) stay float32, as the reference's
-        _keep_in_fp32_modules_strict keeps them, and V2 rotates in float32: the same bits as the reference's."""
-        assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 9, seed=7)))
-
-    def test_training_loss_and_gradients_match_the_reference(self, training_variant, tmp_path):
-        """The loss and every gradient of a training step, the reference's fused experts' gradients split per expert,
-        with gradient checkpointing too."""
-        reference = self.reference(**self.VARIANTS[training_variant])
-        model = load_saved(reference, tmp_path)
-        assert_training_step_matches(model, reference, lm_inputs(self.ids(2, 9, seed=7)), checkpointing=(False, True),
-                                     reference_grads=lambda r: reference_grads_as_checkpoint(r, "mlp", EXPERT_NAMES))
+    LOAD_BALANCING = False
 
     def test_the_cpu_kernel_refuses_the_family_and_generation_runs_the_layers(self, tiny):
         _, reference, model = tiny
@@ -128,7 +92,7 @@ def assert_correction_biases_steer_the_choice(model, reference, ids):
             b.copy_(s)
 
 
-class LatentAttentionTests(RoutedExpertsTests):
+class LatentAttentionTests(DeepseekExpertsTests):
     """What both DeepSeek families check beyond the routed experts' tests."""
 
     @torch.inference_mode()

@@ -3,7 +3,7 @@
 The variants: GLM-4.5's layout (q/k/v biases, q/k norms, half of each head turned in halves, a dense first layer,
 then experts chosen by group with drawn correction biases, renormalized) and GLM-4.5-Air-like one without biases or
 q/k norms, a quarter of each head turned with linear rope scaling, every layer sparse, one group, weights not
-renormalized and tied embeddings. The tests DeepSeek's mixtures run (test_models_deepseek.RoutedExpertsTests: every
+renormalized and tied embeddings. The tests DeepSeek's mixtures run (test_models_deepseek.DeepseekExpertsTests: every
 head on a padded batch, router logits, cached decoding, left padding, greedy and beam generation, a static cache,
 hidden states and attention weights, a training step's gradients, saving both ways, the checkpoints' multi-token
 prediction layers, the CPU kernel's refusal), the correction biases, the reference's default config with its odd
@@ -30,7 +30,7 @@ from decoder_parity import (
     outputs_of,
 )
 from openformers import AutoModelForCausalLM, Glm4MoeConfig, Glm4MoeForCausalLM
-from test_models_deepseek import RoutedExpertsTests, assert_correction_biases_steer_the_choice
+from test_models_deepseek import DeepseekExpertsTests, assert_correction_biases_steer_the_choice
 from test_models_glm import TEXTS, _glm_tokenizer_folder
 from test_models_mixtral import add_gguf_tensors
 
@@ -46,7 +46,7 @@ TINY = dict(
 )
 
 
-class TestGlm4Moe(RoutedExpertsTests):
+class TestGlm4Moe(DeepseekExpertsTests):
     REFERENCE_CONFIG = "Glm4MoeConfig"
     MODEL_TYPE = "glm4_moe"
     TINY = TINY

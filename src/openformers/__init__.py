@@ -125,7 +125,9 @@ _public(
     "DeepseekV2PreTrainedModel", "DeepseekV2Model", "DeepseekV2ForCausalLM", "DeepseekV2ForSequenceClassification",
 )
 _public("openformers.models.ernie4_5", "Ernie4_5PreTrainedModel", "Ernie4_5Model", "Ernie4_5ForCausalLM")
-_public("openformers.models.ernie4_5_moe", "Ernie4_5_MoePreTrainedModel", "Ernie4_5_MoeModel", "Ernie4_5_MoeForCausalLM")
+_public(
+    "openformers.models.ernie4_5_moe", "Ernie4_5_MoePreTrainedModel", "Ernie4_5_MoeModel", "Ernie4_5_MoeForCausalLM",
+)
 _public(
     "openformers.models.gemma",
     "GemmaPreTrainedModel", "GemmaModel", "GemmaForCausalLM", "GemmaForSequenceClassification",

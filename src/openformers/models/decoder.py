@@ -13,7 +13,7 @@ checkpoints' names and overrides only the hooks where it differs:
   with `positions_from_mask` set where a caller's padding mask, not the cache, counts the positions (OPT's: a
   left-padded row's first real token is at position 0 without position_ids);
 - `layer_inputs`: the (cos, sin, mask) each layer takes (Falcon's ALiBi; `SlidingLayersDecoder`'s per-layer rope and
-  masks, Gemma 2's and OLMo 3's);
+  masks, Gemma 2's and OLMo 3's), the tables in `rotary_dtype` where a family rotates in float32 (ERNIE 4.5's);
 - `final_norm`: the norm after the last layer (`norm` here);
 - `layers`: the stack, when the checkpoints name it otherwise (Falcon's `h`).
 
