@@ -114,9 +114,11 @@ class TestErnie4_5Moe(RoutedExpertsTests):
     VARIANTS = {
         # layer 0 dense, 1 and 2 sparse with two shared experts; tied, as the released checkpoints
         "shared-tied": {},
-        # every other layer sparse from 0 to 1 (layer 1 only), no shared experts; biases everywhere, the head's too
-        "interval-biased-untied": dict(moe_layer_start_index=0, moe_layer_end_index=1, moe_layer_interval=2,
-                                       moe_num_shared_experts=0, use_bias=True, tie_word_embeddings=False),
+        # of 4 layers, every other one from 0 to 2 sparse (layer 1 only: not 3, past the end index), no shared
+        # experts; biases everywhere, the head's too
+        "interval-biased-untied": dict(num_hidden_layers=4, moe_layer_start_index=0, moe_layer_end_index=2,
+                                       moe_layer_interval=2, moe_num_shared_experts=0, use_bias=True,
+                                       tie_word_embeddings=False),
     }
     HEADS = {"Ernie4_5_MoeModel": "AutoModel", "Ernie4_5_MoeForCausalLM": "AutoModelForCausalLM"}
     HEAD_VARIANTS = ["interval-biased-untied"]
@@ -154,6 +156,21 @@ class TestErnie4_5Moe(RoutedExpertsTests):
         unclamped = load_quietly(lambda f: AutoModelForCausalLM.from_pretrained(f, moe_norm_min=1e-12), tmp_path)
         moved = unclamped(inputs["input_ids"]).logits - model(inputs["input_ids"]).logits
         assert moved.abs().max() > 1e-2
+
+    @torch.inference_mode()
+    def test_bfloat16_keeps_the_routers_in_float32_as_the_reference(self, tiny):
+        """Loaded in bfloat16, the routers and correction biases stay float32 and the routing weights are rounded to
+        bfloat16 before weighting the experts, as the reference's: its logits to the last bit."""
+        folder, _, _ = tiny
+        ours = load_quietly(lambda f: AutoModelForCausalLM.from_pretrained(f, dtype=torch.bfloat16), folder)
+        theirs = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
+        blocks = [layer.mlp for layer in ours.model.layers if hasattr(layer.mlp, "moe_statics")]
+        assert blocks and all(b.gate.weight.dtype == b.moe_statics.e_score_correction_bias.dtype == torch.float32
+                              for b in blocks)
+        assert ours.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+        ids, mask = padded_batch(self.ids(2, 9, seed=7))
+        torch.testing.assert_close(ours(ids, attention_mask=mask).logits, theirs(ids, attention_mask=mask).logits,
+                                   atol=0, rtol=0)
 
     def test_auto_classes_pick_the_ernie4_5_moe_classes(self, tiny):
         folder = tiny[0]

@@ -4,16 +4,17 @@ plain torch.nn.
 ERNIE 4.5's attention (ernie4_5.py: interleaved pairs turned in float32, biases with `use_bias`). The layers
 `Ernie4_5_MoeConfig.is_sparse` names (every `moe_layer_interval`-th from `moe_layer_start_index` to
 `moe_layer_end_index`) have a `Ernie4_5_MoeSparseMoeBlock` under `mlp`: the router `mlp.gate` (logits computed in
-float32, as the reference computes them), the correction biases `mlp.moe_statics.e_score_correction_bias` (1, E),
-the SwiGLU experts `mlp.experts.{e}.gate_proj/up_proj/down_proj` (mixtral.py's SparseMoeBlock runs only the chosen
-ones) and `mlp.shared_experts`, one SwiGLU MLP of moe_num_shared_experts * moe_intermediate_size (with biases under
-use_bias) that every token runs, added to the routed experts' sum. A token's experts are its `moe_k` best by softmax
-probability plus correction bias; their weights are the probabilities alone, divided by their sum clamped below at
-`moe_norm_min`. The other layers have a SwiGLU MLP of `intermediate_size`. With output_router_logits the heads
-return each sparse layer's router logits and the causal LM adds the load-balancing loss (Mixtral's, as the
+float32, as the reference computes them), the correction biases `mlp.moe_statics.e_score_correction_bias` (1, E) (both
+kept in float32 whatever dtype the model loads in: `always_float32`, the reference's strict float32 modules), the SwiGLU
+experts `mlp.experts.{e}.gate_proj/up_proj/down_proj` (mixtral.py's SparseMoeBlock runs only the chosen ones) and
+`mlp.shared_experts`, one SwiGLU MLP of moe_num_shared_experts * moe_intermediate_size (with biases under use_bias) that
+every token runs, added to the routed experts' sum. A token's experts are its `moe_k` best by softmax probability plus
+correction bias; their weights are the probabilities alone, divided by their sum clamped below at `moe_norm_min`, then
+rounded to the model's dtype. The other layers have a SwiGLU MLP of `intermediate_size`. With output_router_logits the
+heads return each sparse layer's router logits and the causal LM adds the load-balancing loss (Mixtral's, as the
 reference). Unlike the dense family's, the language-model head has a bias under use_bias. The reference's heads: the
-base model and the causal LM. A checkpoint's multi-token prediction weights (`model.mtp_*`) are left out when read,
-as the reference leaves them.
+base model and the causal LM. A checkpoint's multi-token prediction weights (`model.mtp_*`) are left out when read, as
+the reference leaves them.
 
 GGUF files of llama.cpp's "ernie4_5-moe" architecture are read here: ERNIE 4.5's metadata and names, the expert
 count, how many a token uses, the experts' size, the leading dense layers and the sparse layers' interval, the shared
@@ -91,7 +92,7 @@ class Ernie4_5_MoeSparseMoeBlock(SparseMoeBlock):
     def __init__(self, config: Ernie4_5_MoeConfig):
         experts = [Qwen3MoeMLP(config.hidden_size, config.moe_intermediate_size)
                    for _ in range(config.moe_num_experts)]
-        super().__init__(config.hidden_size, experts, config.moe_k, normalize=True)
+        super().__init__(config.hidden_size, experts, config.moe_k, normalize=True, weights_in_model_dtype=True)
         self.gate = FloatRouter(config.hidden_size, config.moe_num_experts)
         self.moe_statics = Ernie4_5_MoeStatics(config.moe_num_experts)
         self.norm_min = config.moe_norm_min
@@ -128,6 +129,7 @@ class Ernie4_5_MoePreTrainedModel(Qwen3MoePreTrainedModel):  # its checkpoints' 
     convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
     # The multi-token prediction weights (model.mtp_block..., mtp_emb_norm, mtp_hidden_norm, mtp_linear_proj).
     ignored_checkpoint_keys = Qwen3MoePreTrainedModel.ignored_checkpoint_keys + (r"(^|\.)mtp_",)
+    always_float32 = ("mlp.gate.weight", "e_score_correction_bias")  # as the reference keeps them
 
     @staticmethod
     def from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -172,9 +172,10 @@ class SparseMoeBlock(nn.Module):
     """A router (`gate`) and its experts: each token goes through its `top_k` experts, weighted by the router.
 
     `normalize`: renormalize the chosen experts' weights to sum to 1 (Mixtral; Qwen3-MoE with norm_topk_prob).
-    `weights_in_model_dtype`: round those weights to the model's dtype before weighting the experts' outputs, as
-    Qwen3-MoE does (Mixtral keeps them in float32). `jitter_noise`: while training, the input is scaled by noise
-    drawn uniformly from [1 - jitter_noise, 1 + jitter_noise] (Mixtral's router_jitter_noise).
+    `weights_in_model_dtype`: round those weights to the model's dtype (the hidden states') before weighting the
+    experts' outputs, as Qwen3-MoE and ERNIE 4.5 MoE do (Mixtral keeps them in float32). `jitter_noise`: while training,
+    the input is scaled by noise drawn uniformly from [1 - jitter_noise, 1 + jitter_noise] (Mixtral's
+    router_jitter_noise).
     """
 
     def __init__(self, hidden_size: int, experts: list[nn.Module], top_k: int, normalize: bool,
@@ -193,8 +194,8 @@ class SparseMoeBlock(nn.Module):
         x = x.reshape(-1, C)  # (N, C)
         router_logits = self.gate(x)  # (N, E)
         weights, chosen = self.choose(router_logits)  # (N, k) each
-        if self.weights_in_model_dtype:
-            weights = weights.to(router_logits.dtype)
+        if self.weights_in_model_dtype:  # the hidden states' (a router in float32, ERNIE 4.5's, scores in float32)
+            weights = weights.to(x.dtype)
         return self.mix(x, weights, chosen).view(B, T, C), router_logits
 
     def choose(self, router_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
