@@ -46,9 +46,9 @@ class DecoderModel(PreTrainedModel):
     positions_from_mask = False
     # Whether token_type_ids add their rows of the input embedding table, before the position embeddings.
     embeds_token_types = False
-    # Whether the layers get their rotary cos and sin in float32 whatever the model's dtype: OLMo's, DeepSeek-V2's and ERNIE 4.5's
-    # references rotate a bfloat16 model's queries and keys in float32 by unrounded tables and round once after
-    # (their attention's rope casts back), where Llama's round the tables to the model's dtype first.
+    # Whether the layers get their rotary cos and sin in float32 whatever the model's dtype: OLMo's, DeepSeek-V2's
+    # and ERNIE 4.5's references rotate a bfloat16 model's queries and keys in float32 by unrounded tables and round
+    # once after (their attention's rope casts back), where Llama's round the tables to the model's dtype first.
     float32_rotation_tables = False
 
     def forward(
