@@ -56,6 +56,7 @@ _public(
     "BloomConfig",
     "PhiConfig",
     "GraniteConfig",
+    "SeedOssConfig",
     "StableLmConfig",
     "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config", "Glm4MoeConfig", "GptOssConfig",
     "GPTBigCodeConfig",
@@ -100,6 +101,11 @@ _public(
     "SmolLM3ForTokenClassification", "SmolLM3ForQuestionAnswering",
 )
 _public("openformers.models.granite", "GranitePreTrainedModel", "GraniteModel", "GraniteForCausalLM")
+_public(
+    "openformers.models.seed_oss",
+    "SeedOssPreTrainedModel", "SeedOssModel", "SeedOssForCausalLM", "SeedOssForSequenceClassification",
+    "SeedOssForTokenClassification", "SeedOssForQuestionAnswering",
+)
 _public(
     "openformers.models.mixtral",
     "MixtralPreTrainedModel", "MixtralModel", "MixtralForCausalLM", "MixtralForSequenceClassification",

@@ -505,6 +505,38 @@ class GraniteConfig(LlamaConfig):
 
 
 @dataclass
+class SeedOssConfig(LlamaConfig):
+    """ByteDance's Seed-OSS (Seed-OSS-36B): a Llama decoder with biases on the query, key and value projections
+    (`attention_bias`, on by default) and on the output projection only with `attention_out_bias`, and dropout on each
+    branch's output before its residual add while training (`residual_dropout`)."""
+
+    model_type: ClassVar[str] = "seed_oss"
+
+    vocab_size: int = 155136
+    hidden_size: int = 4096
+    intermediate_size: int = 27648
+    num_hidden_layers: int = 64
+    num_attention_heads: int = 80
+    num_key_value_heads: int | None = 8
+    head_dim: int | None = 128
+    max_position_embeddings: int = 524288
+    attention_bias: bool = True
+    attention_out_bias: bool = False
+    attention_dropout: float = 0.1
+    residual_dropout: float = 0.1
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 2
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("attention_bias", "attention_out_bias", "mlp_bias"):
+            if not isinstance(getattr(self, name), bool):
+                _invalid(name, getattr(self, name), "true or false")
+        _require_probabilities(self, "attention_dropout", "residual_dropout")
+
+
+@dataclass
 class MistralConfig(LlamaConfig):
     """Mistral: a Llama decoder whose attention sees only the last `sliding_window` positions (None: all)."""
 
@@ -3258,6 +3290,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "gemma": GemmaConfig,
     "smollm3": SmolLM3Config,
     "granite": GraniteConfig,
+    "seed_oss": SeedOssConfig,
     "gemma2": Gemma2Config,
     "gemma3_text": Gemma3TextConfig,
     "distilbert": DistilBertConfig,

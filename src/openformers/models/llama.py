@@ -213,12 +213,17 @@ class LlamaAttention(nn.Module):
         self.q_proj = nn.Linear(config.hidden_size, self.n_head * self.head_dim, bias=qkv_bias)
         self.k_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(config.hidden_size, self.n_kv_head * self.head_dim, bias=qkv_bias)
-        self.o_proj = nn.Linear(self.n_head * self.head_dim, config.hidden_size, bias=bias)
+        self.o_proj = nn.Linear(self.n_head * self.head_dim, config.hidden_size, bias=self.output_bias(config))
         # Dropout on the attention weights while training (a Llama config.json's attention_dropout stays in extra).
         self.dropout = getattr(config, "attention_dropout", 0.0)
         self.rotates = True  # False: queries and keys attend as projected (SmolLM3's unrotated layers)
         self.scale = None  # the scores' factor; None: head_dim ** -0.5 (Granite's attention_multiplier)
         self.sinks = None  # a score per head that joins each query's softmax and attends to nothing (gpt-oss's)
+
+    @staticmethod
+    def output_bias(config) -> bool:
+        """Whether o_proj has a bias: with attention_bias here (Seed-OSS has a switch of its own, Helium none)."""
+        return config.attention_bias
 
     def project(self, x):
         """Queries (B, nh, T, hs), keys and values (B, n_kv, T, hs) before the rotation: what a family varies."""

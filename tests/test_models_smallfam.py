@@ -1,0 +1,164 @@
+"""Seed-OSS, Arcee (AFM), Helium and EXAONE 4.0 against the reference, on tiny random models it makes and saves.
+
+Four small Llama-style families, each a class over decoder_suite.DecoderFamilyTests (every head the reference has, on
+a right- and a left-padded row with labels; cached decoding, left padding, greedy and beam generation, a static
+cache, hidden states and attention weights, a training step, saving both ways) with what is its own: the config's
+defaults and refusals, the variants that change its computation, a bfloat16 model's logits against the reference's
+bfloat16 model, the CPU kernel's refusal, GGUF files as llama.cpp's converter writes them where llama.cpp has the
+architecture, and the tokenizer class the reference picks for a folder of the family.
+"""
+
+import json
+
+import pytest
+import torch
+
+import openformers
+from decoder_parity import (
+    assert_bfloat16_matches_the_reference,
+    assert_kernel_refuses_and_generate_runs_the_layers,
+    assert_outputs_close,
+    assert_same_attributes,
+    load_quietly,
+    load_saved,
+    outputs_of,
+    padded_batch,
+    write_gguf,
+)
+from decoder_suite import DecoderFamilyTests
+from openformers import AutoModelForCausalLM
+
+transformers = pytest.importorskip("transformers")
+
+# The sizes every family's tiny models share; weights drawn wide enough that a detail left out moves the logits.
+SIZES = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.15, pad_token_id=0,
+             bos_token_id=1, eos_token_id=2)
+
+# llama.cpp's names for Llama's tensors (its converter's map), which each family's GGUF names start from.
+LLAMA_GGUF_NAMES = {
+    "model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output", "model.layers": "blk",
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+}
+
+
+def _decoder_heads(family: str, question_answering: bool = True) -> dict:
+    heads = {f"{family}Model": "AutoModel", f"{family}ForCausalLM": "AutoModelForCausalLM",
+             f"{family}ForSequenceClassification": "AutoModelForSequenceClassification",
+             f"{family}ForTokenClassification": "AutoModelForTokenClassification"}
+    if question_answering:
+        heads[f"{family}ForQuestionAnswering"] = "AutoModelForQuestionAnswering"
+    return heads
+
+
+class SmallFamilyTests(DecoderFamilyTests):
+    """What the four families' classes add to the common tests: bfloat16, the kernel's refusal, the Auto classes."""
+
+    MODEL_TYPE: str
+
+    @torch.inference_mode()
+    def test_bfloat16_matches_the_reference_in_bfloat16(self, tiny):
+        assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 9, seed=7)))
+
+    def test_the_cpu_kernel_refuses_the_family_and_generation_runs_the_layers(self, tiny):
+        _, reference, model = tiny
+        assert_kernel_refuses_and_generate_runs_the_layers(model, reference, self.ids(1, 5, seed=3), self.MODEL_TYPE)
+
+    def test_auto_classes_pick_the_familys_classes(self, tiny):
+        folder, reference, model = tiny
+        config = openformers.AutoConfig.from_pretrained(folder)
+        assert type(config).__name__ == type(reference.config).__name__ and config.model_type == self.MODEL_TYPE
+        assert type(model).__name__ == self.causal_lm()
+        base = next(name for name, auto_class in self.HEADS.items() if auto_class == "AutoModel")
+        assert type(load_quietly(openformers.AutoModel.from_pretrained, folder)).__name__ == base
+
+
+# Seed-OSS ----------------------------------------------------------------------------------------------------------
+
+
+class TestSeedOss(SmallFamilyTests):
+    REFERENCE_CONFIG = "SeedOssConfig"
+    MODEL_TYPE = "seed_oss"
+    TINY = dict(SIZES, head_dim=16, rope_parameters={"rope_type": "default", "rope_theta": 500.0})
+    VARIANTS = {
+        "q-k-v-biases": {},  # Seed-OSS-36B's: attention_bias on, attention_out_bias off, dropouts 0.1
+        "output-bias-tied": dict(attention_out_bias=True, tie_word_embeddings=True, mlp_bias=True),
+        "no-biases-gqa-1": dict(attention_bias=False, num_key_value_heads=1),
+    }
+    HEADS = _decoder_heads("SeedOss")
+    HEAD_VARIANTS = ["output-bias-tied"]
+    TRAINING_VARIANTS = ["q-k-v-biases", "output-bias-tied"]
+    TRAINING_OVERRIDES = dict(attention_dropout=0.0, residual_dropout=0.0)
+    SAVED_CONFIG_ATTRIBUTES = ("attention_bias", "attention_out_bias", "mlp_bias", "tie_word_embeddings",
+                               "residual_dropout", "attention_dropout")
+
+    def test_biases_are_where_the_config_says(self, tiny):
+        _, reference, model = tiny
+        attention = model.model.layers[0].self_attn
+        config = reference.config
+        assert (attention.q_proj.bias is not None) == (attention.v_proj.bias is not None) == config.attention_bias
+        assert (attention.o_proj.bias is not None) == config.attention_out_bias
+
+
+def test_seed_oss_residual_dropout_draws_the_references_masks(tmp_path):
+    """While training, each branch's output is dropped out before its residual add: seeded alike, the reference and
+    this model draw the same masks and give the same loss, which the dropout changes."""
+    reference = TestSeedOss.reference(attention_dropout=0.0, residual_dropout=0.3)
+    model = load_saved(reference, tmp_path)
+    inputs = TestSeedOss.inputs()
+    with torch.no_grad():
+        plain = model(**inputs).loss
+        losses = []
+        for seeded in (reference.train(), model.train()):
+            torch.manual_seed(3)
+            losses.append(seeded(**inputs).loss)
+    torch.testing.assert_close(losses[1], losses[0], atol=1e-5, rtol=1e-5)
+    assert abs(losses[1] - plain) > 1e-3
+
+
+def test_seed_oss_config_defaults_match_the_reference():
+    ours, theirs = openformers.SeedOssConfig(), transformers.SeedOssConfig()
+    assert_same_attributes(ours, theirs, (
+        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings", "initializer_range",
+        "rms_norm_eps", "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings", "attention_bias",
+        "attention_out_bias", "attention_dropout", "residual_dropout", "mlp_bias",
+    ))
+    assert ours.to_dict()["rope_parameters"] == {**theirs.rope_parameters}
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(attention_out_bias="no"), "attention_out_bias='no'"),
+    (dict(residual_dropout=1.0), "residual_dropout=1.0"),
+    (dict(attention_dropout=-0.1), "attention_dropout=-0.1"),
+    (dict(num_key_value_heads=3), "num_key_value_heads=3"),
+    (dict(hidden_act="gelu"), "hidden_act='gelu'"),
+])
+def test_seed_oss_config_refuses_bad_values_by_name(values, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        openformers.SeedOssConfig(**{**TestSeedOss.TINY, **values})
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "seed_oss", **TestSeedOss.TINY, **values}))
+    with pytest.raises(ValueError, match=f"config.json: Invalid config: {message}"):
+        openformers.AutoConfig.from_pretrained(tmp_path)
+
+
+# llama.cpp's "seed_oss" files: Llama's names, except the norm before the MLP (post_attention_norm), the rows as they
+# are, the biases where the checkpoint has them.
+SEED_OSS_GGUF_NAMES = {**LLAMA_GGUF_NAMES, "post_attention_layernorm": "post_attention_norm"}
+
+
+@pytest.mark.parametrize("variant", ["q-k-v-biases", "output-bias-tied"])
+@torch.inference_mode()
+def test_seed_oss_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_path):
+    reference = TestSeedOss.reference(**TestSeedOss.VARIANTS[variant])
+    config = reference.config
+    write_gguf(tmp_path / "seed.gguf", "seed_oss", reference, SEED_OSS_GGUF_NAMES,
+               layer_norm_rms_eps=config.rms_norm_eps, key_length=config.head_dim, value_length=config.head_dim)
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "seed.gguf")
+    assert type(model).__name__ == "SeedOssForCausalLM"
+    assert_same_attributes(model.config, config, ("attention_bias", "attention_out_bias", "tie_word_embeddings",
+                                                   "head_dim"))
+    inputs = TestSeedOss.inputs()
+    assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "GGUF")
