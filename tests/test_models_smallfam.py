@@ -162,3 +162,84 @@ def test_seed_oss_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_
                                                    "head_dim"))
     inputs = TestSeedOss.inputs()
     assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "GGUF")
+
+
+# Arcee (AFM) -------------------------------------------------------------------------------------------------------
+
+
+class TestArcee(SmallFamilyTests):
+    REFERENCE_CONFIG = "ArceeConfig"
+    MODEL_TYPE = "arcee"
+    TINY = dict(SIZES, rope_parameters={"rope_type": "default", "rope_theta": 500.0})
+    VARIANTS = {
+        "relu2": {},  # AFM-4.5B's MLP: up_proj, a squared ReLU, down_proj
+        # AFM-4.5B's long context is YaRN's; biases everywhere, tied embeddings
+        "yarn-biases-tied": dict(rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 500.0,
+                                                  "original_max_position_embeddings": 64},
+                                 attention_bias=True, mlp_bias=True, tie_word_embeddings=True),
+    }
+    HEADS = _decoder_heads("Arcee")
+    HEAD_VARIANTS = ["yarn-biases-tied"]
+    TRAINING_VARIANTS = ["relu2"]
+    SAVED_CONFIG_ATTRIBUTES = ("hidden_act", "attention_bias", "mlp_bias", "tie_word_embeddings", "rope_parameters")
+
+    def test_the_mlp_has_no_gate(self, tiny):
+        mlp = tiny[2].model.layers[0].mlp
+        assert not hasattr(mlp, "gate_proj") and mlp.up_proj.weight.shape == (96, 64)
+
+
+@torch.inference_mode()
+def test_arcee_activation_is_the_configs(tmp_path):
+    # The same weights with relu in place of relu2 give other logits: the parity above holds for the square taken.
+    reference = TestArcee.reference()
+    model = load_saved(reference, tmp_path)
+    ids = TestArcee.ids(1, 9)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_act": "relu"}))
+    relu = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
+    assert (relu(ids).logits - model(ids).logits).abs().max() > 1e-2
+
+
+def test_arcee_config_defaults_match_the_reference():
+    ours, theirs = openformers.ArceeConfig(), transformers.ArceeConfig()
+    assert_same_attributes(ours, theirs, (
+        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings", "initializer_range",
+        "rms_norm_eps", "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings", "attention_bias",
+        "attention_dropout", "mlp_bias",
+    ))
+    assert ours.to_dict()["rope_parameters"] == {**theirs.rope_parameters}
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(hidden_act="gelu_fast"), "hidden_act='gelu_fast'"),
+    (dict(attention_dropout=1.5), "attention_dropout=1.5"),
+    (dict(num_key_value_heads=3), "num_key_value_heads=3"),
+    (dict(hidden_size=66, head_dim=None), "hidden_size=66"),
+])
+def test_arcee_config_refuses_bad_values_by_name(values, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        openformers.ArceeConfig(**{**TestArcee.TINY, **values})
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "arcee", **TestArcee.TINY, **values}))
+    with pytest.raises(ValueError, match=f"config.json: Invalid config: {message}"):
+        openformers.AutoConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("variant", list(TestArcee.VARIANTS))
+@torch.inference_mode()
+def test_arcee_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_path):
+    # llama.cpp's "arcee" files: Llama's (q/k rows permuted for its rotation), no ffn_gate, YaRN as rope.scaling.*.
+    import gguf
+
+    reference = TestArcee.reference(**TestArcee.VARIANTS[variant])
+    config = reference.config
+    scaling = config.rope_parameters
+    yarn = dict(rope_scaling_type=gguf.RopeScalingType.YARN, rope_scaling_factor=scaling.get("factor"),
+                rope_scaling_orig_ctx_len=scaling.get("original_max_position_embeddings"))
+    write_gguf(tmp_path / "afm.gguf", "arcee", reference, LLAMA_GGUF_NAMES, permute_heads=True,
+               layer_norm_rms_eps=config.rms_norm_eps, **(yarn if scaling["rope_type"] == "yarn" else {}))
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "afm.gguf")
+    assert type(model).__name__ == "ArceeForCausalLM"
+    assert_same_attributes(model.config, config, ("tie_word_embeddings", "attention_bias", "mlp_bias"))
+    inputs = TestArcee.inputs()
+    assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "GGUF")

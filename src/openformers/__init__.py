@@ -57,6 +57,7 @@ _public(
     "PhiConfig",
     "GraniteConfig",
     "SeedOssConfig",
+    "ArceeConfig",
     "StableLmConfig",
     "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config", "Glm4MoeConfig", "GptOssConfig",
     "GPTBigCodeConfig",
@@ -101,6 +102,11 @@ _public(
     "SmolLM3ForTokenClassification", "SmolLM3ForQuestionAnswering",
 )
 _public("openformers.models.granite", "GranitePreTrainedModel", "GraniteModel", "GraniteForCausalLM")
+_public(
+    "openformers.models.arcee",
+    "ArceePreTrainedModel", "ArceeModel", "ArceeForCausalLM", "ArceeForSequenceClassification",
+    "ArceeForTokenClassification", "ArceeForQuestionAnswering",
+)
 _public(
     "openformers.models.seed_oss",
     "SeedOssPreTrainedModel", "SeedOssModel", "SeedOssForCausalLM", "SeedOssForSequenceClassification",

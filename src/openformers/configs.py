@@ -537,6 +537,27 @@ class SeedOssConfig(LlamaConfig):
 
 
 @dataclass
+class ArceeConfig(LlamaConfig):
+    """Arcee's AFM (AFM-4.5B): a Llama decoder whose MLP has no gate: up_proj, a squared ReLU (`relu2`), down_proj."""
+
+    model_type: ClassVar[str] = "arcee"
+    activations: ClassVar[tuple[str, ...]] = ("relu2", "relu", "silu", "gelu")
+
+    hidden_size: int = 2560
+    intermediate_size: int = 18432
+    hidden_act: str = "relu2"
+    max_position_embeddings: int = 4096
+    rms_norm_eps: float = 1e-5
+    attention_dropout: float = 0.0
+    bos_token_id: int | None = 128000
+    eos_token_id: int | list[int] | None = 128001
+
+    def validate(self) -> None:
+        super().validate()
+        _require_probabilities(self, "attention_dropout")
+
+
+@dataclass
 class MistralConfig(LlamaConfig):
     """Mistral: a Llama decoder whose attention sees only the last `sliding_window` positions (None: all)."""
 
@@ -3291,6 +3312,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "smollm3": SmolLM3Config,
     "granite": GraniteConfig,
     "seed_oss": SeedOssConfig,
+    "arcee": ArceeConfig,
     "gemma2": Gemma2Config,
     "gemma3_text": Gemma3TextConfig,
     "distilbert": DistilBertConfig,
