@@ -243,3 +243,77 @@ def test_arcee_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_pat
     assert_same_attributes(model.config, config, ("tie_word_embeddings", "attention_bias", "mlp_bias"))
     inputs = TestArcee.inputs()
     assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "GGUF")
+
+
+# Helium ------------------------------------------------------------------------------------------------------------
+
+
+class TestHelium(SmallFamilyTests):
+    REFERENCE_CONFIG = "HeliumConfig"
+    MODEL_TYPE = "helium"
+    TINY = dict(SIZES, head_dim=16, rope_parameters={"rope_type": "default", "rope_theta": 500.0})
+    VARIANTS = {
+        "helium-1": {},  # helium-1-2b's layout
+        # q/k/v biases (none on o_proj), an MLP's biases, linear scaling, tied embeddings, a large epsilon that shows
+        "biases-linear-tied": dict(attention_bias=True, mlp_bias=True, tie_word_embeddings=True, rms_norm_eps=0.1,
+                                   rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 500.0}),
+    }
+    HEADS = _decoder_heads("Helium", question_answering=False)
+    HEAD_VARIANTS = ["biases-linear-tied"]
+    TRAINING_VARIANTS = ["biases-linear-tied"]
+    SAVED_CONFIG_ATTRIBUTES = ("attention_bias", "mlp_bias", "tie_word_embeddings", "rope_parameters",
+                               "rms_norm_eps")
+
+    def test_attention_bias_is_on_q_k_v_only(self, tiny):
+        _, reference, model = tiny
+        attention = model.model.layers[0].self_attn
+        assert (attention.q_proj.bias is not None) == reference.config.attention_bias
+        assert attention.o_proj.bias is None
+
+    def test_auto_classes_pick_the_familys_classes(self, tiny):
+        super().test_auto_classes_pick_the_familys_classes(tiny)
+        with pytest.raises(ValueError, match="no question-answering class for 'helium'"):
+            openformers.AutoModelForQuestionAnswering.from_pretrained(tiny[0])
+
+
+@torch.inference_mode()
+def test_helium_rotates_interleaved_pairs(tmp_path):
+    # Llama's rotation of halves on the same weights gives other logits: the parity above holds for the pairs turned.
+    from openformers.models.helium import HeliumAttention
+    from openformers.models.layers import apply_rope
+
+    reference = TestHelium.reference()
+    ids = TestHelium.ids(1, 9)
+    model = load_saved(reference, tmp_path)
+    interleaved = model(ids).logits
+    torch.testing.assert_close(interleaved, reference(ids).logits, atol=1e-4, rtol=1e-4)
+    try:
+        HeliumAttention.rope = staticmethod(apply_rope)
+        assert (model(ids).logits - interleaved).abs().max() > 1e-2
+    finally:
+        del HeliumAttention.rope
+
+
+def test_helium_config_defaults_match_the_reference():
+    ours, theirs = openformers.HeliumConfig(), transformers.HeliumConfig()
+    assert_same_attributes(ours, theirs, (
+        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings", "initializer_range",
+        "rms_norm_eps", "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings", "attention_bias",
+        "attention_dropout", "mlp_bias",
+    ))
+    assert ours.to_dict()["rope_parameters"] == {**theirs.rope_parameters}
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(head_dim=32), "head_dim=32"),  # 4 heads of 32 do not fill o_proj's 64 inputs
+    (dict(attention_dropout=1.0), "attention_dropout=1.0"),
+    (dict(num_key_value_heads=3), "num_key_value_heads=3"),
+    (dict(rms_norm_eps=0), "rms_norm_eps=0"),
+])
+def test_helium_config_refuses_bad_values_by_name(values, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        openformers.HeliumConfig(**{**TestHelium.TINY, **values})
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "helium", **TestHelium.TINY, **values}))
+    with pytest.raises(ValueError, match=f"config.json: Invalid config: {message}"):
+        openformers.AutoConfig.from_pretrained(tmp_path)

@@ -58,6 +58,7 @@ _public(
     "GraniteConfig",
     "SeedOssConfig",
     "ArceeConfig",
+    "HeliumConfig",
     "StableLmConfig",
     "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config", "Glm4MoeConfig", "GptOssConfig",
     "GPTBigCodeConfig",
@@ -102,6 +103,11 @@ _public(
     "SmolLM3ForTokenClassification", "SmolLM3ForQuestionAnswering",
 )
 _public("openformers.models.granite", "GranitePreTrainedModel", "GraniteModel", "GraniteForCausalLM")
+_public(
+    "openformers.models.helium",
+    "HeliumPreTrainedModel", "HeliumModel", "HeliumForCausalLM", "HeliumForSequenceClassification",
+    "HeliumForTokenClassification",
+)
 _public(
     "openformers.models.arcee",
     "ArceePreTrainedModel", "ArceeModel", "ArceeForCausalLM", "ArceeForSequenceClassification",

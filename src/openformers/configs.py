@@ -558,6 +558,38 @@ class ArceeConfig(LlamaConfig):
 
 
 @dataclass
+class HeliumConfig(LlamaConfig):
+    """Kyutai's Helium (helium-1-2b): a Llama decoder whose rotary embeddings turn interleaved pairs (2i, 2i + 1), whose
+    RMSNorms scale by their weight before casting back (as OLMo 2's) and whose attention output projection has no
+    bias whatever attention_bias says (that one is q/k/v's only). Its o_proj maps hidden_size to hidden_size, so the
+    heads must fill it: num_attention_heads * head_dim == hidden_size."""
+
+    model_type: ClassVar[str] = "helium"
+
+    vocab_size: int = 48000
+    hidden_size: int = 2560
+    intermediate_size: int = 7040
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 20
+    num_key_value_heads: int | None = 20
+    head_dim: int | None = 128
+    max_position_embeddings: int = 4096
+    rms_norm_eps: float = 1e-8
+    rope_theta: float = 100000.0
+    attention_dropout: float = 0.0
+    pad_token_id: int | None = 3
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_attention_heads * self.head_dim != self.hidden_size:
+            _invalid("head_dim", self.head_dim, f"hidden_size / num_attention_heads = {self.hidden_size} / "
+                     f"{self.num_attention_heads} (Helium's o_proj maps hidden_size to hidden_size)")
+        _require_probabilities(self, "attention_dropout")
+
+
+@dataclass
 class MistralConfig(LlamaConfig):
     """Mistral: a Llama decoder whose attention sees only the last `sliding_window` positions (None: all)."""
 
@@ -3313,6 +3345,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "granite": GraniteConfig,
     "seed_oss": SeedOssConfig,
     "arcee": ArceeConfig,
+    "helium": HeliumConfig,
     "gemma2": Gemma2Config,
     "gemma3_text": Gemma3TextConfig,
     "distilbert": DistilBertConfig,

@@ -24,6 +24,7 @@ from . import smollm3
 from . import granite
 from . import seed_oss
 from . import arcee
+from . import helium
 from . import mixtral, qwen3_moe, qwen2_moe
 from . import deepseek_v3, deepseek_v2
 from . import ernie4_5, ernie4_5_moe
@@ -91,6 +92,12 @@ MODEL_CLASSES = {
     }),
     "seed_oss": (seed_oss, _decoder_classes("SeedOss")),  # Llama with q/k/v biases and residual dropout
     "arcee": (arcee, _decoder_classes("Arcee")),  # Llama with an MLP without a gate (AFM-4.5B)
+    "helium": (helium, {  # Llama with interleaved rotary pairs; the reference has no QA head for it
+        "base": "HeliumModel",
+        "causal-lm": "HeliumForCausalLM",
+        "sequence-classification": "HeliumForSequenceClassification",
+        "token-classification": "HeliumForTokenClassification",
+    }),
     "mixtral": (mixtral, _decoder_classes("Mixtral")),  # Mistral with a sparse mixture of experts
     "qwen3_moe": (qwen3_moe, _decoder_classes("Qwen3Moe")),  # Qwen3 with a sparse mixture of experts
     "qwen2_moe": (qwen2_moe, _decoder_classes("Qwen2Moe")),  # Qwen2 with experts and a shared expert

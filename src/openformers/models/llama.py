@@ -258,12 +258,13 @@ class LlamaMLP(nn.Module):
 class LlamaDecoderLayer(nn.Module):
     attention_class = LlamaAttention  # a family with other attention (Qwen3's q/k norms) names its own
     mlp_class = LlamaMLP  # and one with another MLP (GLM's fused gate/up projection) its own
+    norm_class = RMSNorm  # and one whose norms scale otherwise (Helium's, in float32) its own
 
     def __init__(self, config: LlamaConfig, layer_idx: int):
         super().__init__()
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.input_layernorm = self.norm_class(config.hidden_size, config.rms_norm_eps)
         self.self_attn = self.attention_class(config, layer_idx)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = self.norm_class(config.hidden_size, config.rms_norm_eps)
         self.mlp = self.mlp_class(config)
 
     def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
