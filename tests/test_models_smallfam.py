@@ -15,10 +15,13 @@ import torch
 
 import openformers
 from decoder_parity import (
+    add_decoder_metadata,
     assert_bfloat16_matches_the_reference,
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
     assert_same_attributes,
+    finish_gguf,
+    llama_cpp_tensors,
     load_quietly,
     load_saved,
     outputs_of,
@@ -317,3 +320,114 @@ def test_helium_config_refuses_bad_values_by_name(values, message, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "helium", **TestHelium.TINY, **values}))
     with pytest.raises(ValueError, match=f"config.json: Invalid config: {message}"):
         openformers.AutoConfig.from_pretrained(tmp_path)
+
+
+# EXAONE 4.0 --------------------------------------------------------------------------------------------------------
+
+
+class TestExaone4(SmallFamilyTests):
+    REFERENCE_CONFIG = "Exaone4Config"
+    MODEL_TYPE = "exaone4"
+    # A window of 4 positions, shorter than the 9- and 12-token rows, so that it shows.
+    TINY = dict(SIZES, head_dim=16, rope_parameters={"rope_type": "default", "rope_theta": 500.0}, sliding_window=4,
+                sliding_window_pattern=2)
+    VARIANTS = {
+        "sliding-then-full": {},  # layer 0 slides and rotates, layer 1 sees everything unrotated (the 32B's runs)
+        # the 1.2B's: no window, every layer full and rotating; llama3 scaling (the 32B's long context), tied
+        "no-window-llama3-tied": dict(
+            sliding_window=None, layer_types=["full_attention"] * 2, tie_word_embeddings=True,
+            rope_parameters={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                             "original_max_position_embeddings": 16, "rope_theta": 500.0}),
+    }
+    HEADS = _decoder_heads("Exaone4")
+    SAVED_CONFIG_ATTRIBUTES = ("sliding_window", "layer_types", "tie_word_embeddings", "rope_parameters")
+
+    def test_only_the_layers_the_config_says_rotate(self, tiny):
+        _, reference, model = tiny
+        rotates = [layer.self_attn.rotates for layer in model.model.layers]
+        assert rotates == ([True, False] if reference.config.sliding_window else [True, True])
+
+
+@pytest.mark.parametrize("change", ["rotate-every-layer", "no-window"])
+@torch.inference_mode()
+def test_exaone4_unrotated_full_layers_and_the_window_count(change, tmp_path):
+    # The same weights with the full layer rotated too, or without the window, give other logits: the parity above
+    # holds for both.
+    reference = TestExaone4.reference()
+    model = load_saved(reference, tmp_path)
+    ids = TestExaone4.ids(1, 12)
+    expected = model(ids).logits
+    if change == "rotate-every-layer":
+        model.model.layers[1].self_attn.rotates = True
+    else:
+        model.model.layers[0].is_sliding = False
+    assert (model(ids).logits - expected).abs().max() > 1e-2
+
+
+def test_exaone4_config_defaults_match_the_reference():
+    ours, theirs = openformers.Exaone4Config(), transformers.Exaone4Config()
+    assert_same_attributes(ours, theirs, (
+        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range", "rms_norm_eps",
+        "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings", "attention_dropout", "sliding_window",
+        "sliding_window_pattern", "layer_types",
+    ))
+    assert ours.to_dict()["rope_parameters"] == {**theirs.rope_parameters}
+    # The 32B's config.json spells its runs "LLLG" beside its layer_types; spelled alone, it gives the same layers.
+    assert openformers.Exaone4Config(sliding_window_pattern="LLLG").layer_types == theirs.layer_types
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(sliding_window_pattern="LXG"), "sliding_window_pattern='LXG'"),
+    (dict(sliding_window_pattern=0), "sliding_window_pattern=0"),
+    (dict(sliding_window=0), "sliding_window=0"),
+    (dict(layer_types=["sliding_attention"]), "layer_types="),
+    (dict(attention_dropout=1.0), "attention_dropout=1.0"),
+])
+def test_exaone4_config_refuses_bad_values_by_name(values, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        openformers.Exaone4Config(**{**TestExaone4.TINY, **values})
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "exaone4", **TestExaone4.TINY, **values}))
+    with pytest.raises(ValueError, match=f"config.json: Invalid config: {message}"):
+        openformers.AutoConfig.from_pretrained(tmp_path)
+
+
+# llama.cpp's "exaone4" files: OLMo 2's names for the norms after each branch and the q/k norms, the rows as they are,
+# the window and each layer's flag as exaone4.attention.sliding_window(_pattern), llama3 scaling as rope_freqs.
+EXAONE4_GGUF_NAMES = {**LLAMA_GGUF_NAMES, "post_attention_layernorm": "post_attention_norm",
+                      "post_feedforward_layernorm": "post_ffw_norm", "self_attn.q_norm": "attn_q_norm",
+                      "self_attn.k_norm": "attn_k_norm"}
+
+
+@pytest.mark.parametrize("variant", list(TestExaone4.VARIANTS))
+@torch.inference_mode()
+def test_exaone4_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_path):
+    import gguf
+
+    from openformers.models.layers import rope_inverse_frequencies
+
+    reference = TestExaone4.reference(**TestExaone4.VARIANTS[variant])
+    config = reference.config
+    path = tmp_path / "exaone4.gguf"
+    writer = gguf.GGUFWriter(str(path), "exaone4")
+    add_decoder_metadata(writer, config)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_key_length(config.head_dim)
+    writer.add_value_length(config.head_dim)
+    if config.sliding_window is not None:
+        writer.add_sliding_window(config.sliding_window)
+        writer.add_sliding_window_pattern([kind == "sliding_attention" for kind in config.layer_types])
+    scaling = config.rope_parameters
+    if scaling["rope_type"] == "llama3":  # the factor each pair's frequency is divided by, as the converter computes
+        plain = rope_inverse_frequencies(config.head_dim, scaling["rope_theta"], None)
+        scaled = rope_inverse_frequencies(config.head_dim, scaling["rope_theta"],
+                                          {k: v for k, v in scaling.items() if k != "rope_theta"})
+        writer.add_tensor("rope_freqs.weight", (plain / scaled).float().numpy())
+    for _, name, tensor in llama_cpp_tensors(reference, EXAONE4_GGUF_NAMES):
+        writer.add_tensor(name, tensor.contiguous().numpy())
+    finish_gguf(writer)
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, path)
+    assert type(model).__name__ == "Exaone4ForCausalLM"
+    assert_same_attributes(model.config, config, ("sliding_window", "layer_types", "tie_word_embeddings"))
+    inputs = TestExaone4.inputs()
+    assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "GGUF")

@@ -59,6 +59,7 @@ _public(
     "SeedOssConfig",
     "ArceeConfig",
     "HeliumConfig",
+    "Exaone4Config",
     "StableLmConfig",
     "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config", "Glm4MoeConfig", "GptOssConfig",
     "GPTBigCodeConfig",
@@ -103,6 +104,11 @@ _public(
     "SmolLM3ForTokenClassification", "SmolLM3ForQuestionAnswering",
 )
 _public("openformers.models.granite", "GranitePreTrainedModel", "GraniteModel", "GraniteForCausalLM")
+_public(
+    "openformers.models.exaone4",
+    "Exaone4PreTrainedModel", "Exaone4Model", "Exaone4ForCausalLM", "Exaone4ForSequenceClassification",
+    "Exaone4ForTokenClassification", "Exaone4ForQuestionAnswering",
+)
 _public(
     "openformers.models.helium",
     "HeliumPreTrainedModel", "HeliumModel", "HeliumForCausalLM", "HeliumForSequenceClassification",

@@ -2388,6 +2388,55 @@ class Olmo3Config(LayerTypedRope, Olmo2Config):
 
 
 @dataclass
+class Exaone4Config(LlamaConfig):
+    """LG's EXAONE 4.0 (EXAONE-4.0-1.2B, -32B): a Llama decoder with an RMSNorm over each head's queries and keys (as
+    Qwen3's), its norms after attention and after the MLP only (as OLMo 2's), no biases, and with a `sliding_window`
+    the layers `layer_types` marks "sliding_attention" (by default all but every `sliding_window_pattern`-th; a string
+    such as "LLLG" spells the run, as llama.cpp's converter reads it) see only the last sliding_window positions and
+    alone rotate their queries and keys; the "full_attention" layers have no positional encoding. Without a window
+    every layer attends to everything and rotates."""
+
+    model_type: ClassVar[str] = "exaone4"
+    attention_bias: ClassVar[bool] = False  # not EXAONE 4.0 fields: its projections have no biases
+    mlp_bias: ClassVar[bool] = False
+
+    vocab_size: int = 102400
+    hidden_size: int = 4096
+    intermediate_size: int = 16384
+    num_key_value_heads: int | None = 32
+    rms_norm_eps: float = 1e-5
+    attention_dropout: float = 0.0
+    sliding_window: int | None = 4096
+    sliding_window_pattern: int | str | None = 4
+    layer_types: list[str] | None = None
+    bos_token_id: int | None = 0
+
+    def __post_init__(self):
+        if self.layer_types is None and _positive_int(self.num_hidden_layers):  # else validate() names it
+            pattern = self.sliding_window_pattern
+            if self.sliding_window is None:
+                sliding = [False] * self.num_hidden_layers
+            elif _positive_int(pattern):
+                sliding = [(i + 1) % pattern != 0 for i in range(self.num_hidden_layers)]
+            elif isinstance(pattern, str) and pattern and set(pattern) <= {"L", "G"}:
+                sliding = [pattern[i % len(pattern)] == "L" for i in range(self.num_hidden_layers)]
+            else:
+                _invalid("sliding_window_pattern", pattern, "a positive integer or a string of L (sliding) and G "
+                         "(full) layers, when layer_types is not given")
+            self.layer_types = ["sliding_attention" if windowed else "full_attention" for windowed in sliding]
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        _check_sliding_layers(self)
+        _require_probabilities(self, "attention_dropout")
+
+    def rotates(self, layer_idx: int) -> bool:
+        """Whether the layer turns its queries and keys: every layer without a window, else the sliding ones only."""
+        return self.sliding_window is None or self.layer_types[layer_idx] == "sliding_attention"
+
+
+@dataclass
 class Starcoder2Config(PretrainedConfig):
     """StarCoder2: a decoder with LayerNorms (with biases) before attention and the MLP, a plain two-layer MLP
     (`c_fc`, the activation, `c_proj`), biases on every projection when `use_bias` is set, rotary positions,
@@ -3346,6 +3395,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "seed_oss": SeedOssConfig,
     "arcee": ArceeConfig,
     "helium": HeliumConfig,
+    "exaone4": Exaone4Config,
     "gemma2": Gemma2Config,
     "gemma3_text": Gemma3TextConfig,
     "distilbert": DistilBertConfig,

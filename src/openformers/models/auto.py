@@ -25,6 +25,7 @@ from . import granite
 from . import seed_oss
 from . import arcee
 from . import helium
+from . import exaone4
 from . import mixtral, qwen3_moe, qwen2_moe
 from . import deepseek_v3, deepseek_v2
 from . import ernie4_5, ernie4_5_moe
@@ -98,6 +99,7 @@ MODEL_CLASSES = {
         "sequence-classification": "HeliumForSequenceClassification",
         "token-classification": "HeliumForTokenClassification",
     }),
+    "exaone4": (exaone4, _decoder_classes("Exaone4")),  # q/k norms, norms after each branch, unrotated full layers
     "mixtral": (mixtral, _decoder_classes("Mixtral")),  # Mistral with a sparse mixture of experts
     "qwen3_moe": (qwen3_moe, _decoder_classes("Qwen3Moe")),  # Qwen3 with a sparse mixture of experts
     "qwen2_moe": (qwen2_moe, _decoder_classes("Qwen2Moe")),  # Qwen2 with experts and a shared expert

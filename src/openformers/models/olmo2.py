@@ -83,12 +83,15 @@ class Olmo2Attention(LlamaAttention):
 
 
 class Olmo2DecoderLayer(nn.Module):
+    attention_class = Olmo2Attention  # EXAONE 4.0's layers have Qwen3's per-head q/k norms instead
+    norm_class = Olmo2RMSNorm  # and Llama's RMSNorm
+
     def __init__(self, config: Olmo2Config, layer_idx: int):
         super().__init__()
-        self.self_attn = Olmo2Attention(config, layer_idx)
+        self.self_attn = self.attention_class(config, layer_idx)
         self.mlp = LlamaMLP(config)
-        self.post_attention_layernorm = Olmo2RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.post_feedforward_layernorm = Olmo2RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = self.norm_class(config.hidden_size, config.rms_norm_eps)
+        self.post_feedforward_layernorm = self.norm_class(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
         h, weights = self.self_attn(x, cos, sin, mask, cache, attention_path)
