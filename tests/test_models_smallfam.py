@@ -56,10 +56,37 @@ def _decoder_heads(family: str, question_answering: bool = True) -> dict:
     return heads
 
 
+# The config fields whose defaults every family's config shares with the reference's.
+DEFAULT_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                  "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range", "rms_norm_eps",
+                  "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings", "attention_dropout")
+
+
 class SmallFamilyTests(DecoderFamilyTests):
-    """What the four families' classes add to the common tests: bfloat16, the kernel's refusal, the Auto classes."""
+    """What the four families' classes add to the common tests: the config's defaults and refusals, bfloat16, the
+    kernel's refusal, the Auto classes."""
 
     MODEL_TYPE: str
+    DEFAULT_FIELDS: tuple  # the family's own fields, beside DEFAULT_FIELDS, whose defaults are the reference's
+    REFUSALS: list  # (values over TINY, the start of the message naming the field and value) that the config refuses
+
+    def pytest_generate_tests(self, metafunc):
+        super().pytest_generate_tests(metafunc)
+        if "refusal" in metafunc.fixturenames:
+            metafunc.parametrize("refusal", self.REFUSALS, ids=[message for _, message in self.REFUSALS])
+
+    def test_config_defaults_match_the_reference(self):
+        ours, theirs = getattr(openformers, self.REFERENCE_CONFIG)(), getattr(transformers, self.REFERENCE_CONFIG)()
+        assert_same_attributes(ours, theirs, DEFAULT_FIELDS + self.DEFAULT_FIELDS)
+        assert ours.to_dict()["rope_parameters"] == {**theirs.rope_parameters}
+
+    def test_config_refuses_bad_values_by_name(self, refusal, tmp_path):
+        values, message = refusal
+        with pytest.raises(ValueError, match=message):
+            getattr(openformers, self.REFERENCE_CONFIG)(**{**self.TINY, **values})
+        (tmp_path / "config.json").write_text(json.dumps({"model_type": self.MODEL_TYPE, **self.TINY, **values}))
+        with pytest.raises(ValueError, match=f"config.json: Invalid config: {message}"):
+            openformers.AutoConfig.from_pretrained(tmp_path)
 
     @torch.inference_mode()
     def test_bfloat16_matches_the_reference_in_bfloat16(self, tiny):
@@ -96,6 +123,14 @@ class TestSeedOss(SmallFamilyTests):
     TRAINING_OVERRIDES = dict(attention_dropout=0.0, residual_dropout=0.0)
     SAVED_CONFIG_ATTRIBUTES = ("attention_bias", "attention_out_bias", "mlp_bias", "tie_word_embeddings",
                                "residual_dropout", "attention_dropout")
+    DEFAULT_FIELDS = ("head_dim", "attention_bias", "attention_out_bias", "residual_dropout", "mlp_bias")
+    REFUSALS = [
+        (dict(attention_out_bias="no"), "attention_out_bias='no'"),
+        (dict(residual_dropout=1.0), "residual_dropout=1.0"),
+        (dict(attention_dropout=-0.1), "attention_dropout=-0.1"),
+        (dict(num_key_value_heads=3), "num_key_value_heads=3"),
+        (dict(hidden_act="gelu"), "hidden_act='gelu'"),
+    ]
 
     def test_biases_are_where_the_config_says(self, tiny):
         _, reference, model = tiny
@@ -119,32 +154,6 @@ def test_seed_oss_residual_dropout_draws_the_references_masks(tmp_path):
             losses.append(seeded(**inputs).loss)
     torch.testing.assert_close(losses[1], losses[0], atol=1e-5, rtol=1e-5)
     assert abs(losses[1] - plain) > 1e-3
-
-
-def test_seed_oss_config_defaults_match_the_reference():
-    ours, theirs = openformers.SeedOssConfig(), transformers.SeedOssConfig()
-    assert_same_attributes(ours, theirs, (
-        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-        "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings", "initializer_range",
-        "rms_norm_eps", "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings", "attention_bias",
-        "attention_out_bias", "attention_dropout", "residual_dropout", "mlp_bias",
-    ))
-    assert ours.to_dict()["rope_parameters"] == {**theirs.rope_parameters}
-
-
-@pytest.mark.parametrize("values, message", [
-    (dict(attention_out_bias="no"), "attention_out_bias='no'"),
-    (dict(residual_dropout=1.0), "residual_dropout=1.0"),
-    (dict(attention_dropout=-0.1), "attention_dropout=-0.1"),
-    (dict(num_key_value_heads=3), "num_key_value_heads=3"),
-    (dict(hidden_act="gelu"), "hidden_act='gelu'"),
-])
-def test_seed_oss_config_refuses_bad_values_by_name(values, message, tmp_path):
-    with pytest.raises(ValueError, match=message):
-        openformers.SeedOssConfig(**{**TestSeedOss.TINY, **values})
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "seed_oss", **TestSeedOss.TINY, **values}))
-    with pytest.raises(ValueError, match=f"config.json: Invalid config: {message}"):
-        openformers.AutoConfig.from_pretrained(tmp_path)
 
 
 # llama.cpp's "seed_oss" files: Llama's names, except the norm before the MLP (post_attention_norm), the rows as they
@@ -185,6 +194,13 @@ class TestArcee(SmallFamilyTests):
     HEAD_VARIANTS = ["yarn-biases-tied"]
     TRAINING_VARIANTS = ["relu2"]
     SAVED_CONFIG_ATTRIBUTES = ("hidden_act", "attention_bias", "mlp_bias", "tie_word_embeddings", "rope_parameters")
+    DEFAULT_FIELDS = ("head_dim", "attention_bias", "mlp_bias")
+    REFUSALS = [
+        (dict(hidden_act="gelu_fast"), "hidden_act='gelu_fast'"),
+        (dict(attention_dropout=1.5), "attention_dropout=1.5"),
+        (dict(num_key_value_heads=3), "num_key_value_heads=3"),
+        (dict(hidden_size=66, head_dim=None), "hidden_size=66"),
+    ]
 
     def test_the_mlp_has_no_gate(self, tiny):
         mlp = tiny[2].model.layers[0].mlp
@@ -201,31 +217,6 @@ def test_arcee_activation_is_the_configs(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_act": "relu"}))
     relu = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
     assert (relu(ids).logits - model(ids).logits).abs().max() > 1e-2
-
-
-def test_arcee_config_defaults_match_the_reference():
-    ours, theirs = openformers.ArceeConfig(), transformers.ArceeConfig()
-    assert_same_attributes(ours, theirs, (
-        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-        "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings", "initializer_range",
-        "rms_norm_eps", "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings", "attention_bias",
-        "attention_dropout", "mlp_bias",
-    ))
-    assert ours.to_dict()["rope_parameters"] == {**theirs.rope_parameters}
-
-
-@pytest.mark.parametrize("values, message", [
-    (dict(hidden_act="gelu_fast"), "hidden_act='gelu_fast'"),
-    (dict(attention_dropout=1.5), "attention_dropout=1.5"),
-    (dict(num_key_value_heads=3), "num_key_value_heads=3"),
-    (dict(hidden_size=66, head_dim=None), "hidden_size=66"),
-])
-def test_arcee_config_refuses_bad_values_by_name(values, message, tmp_path):
-    with pytest.raises(ValueError, match=message):
-        openformers.ArceeConfig(**{**TestArcee.TINY, **values})
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "arcee", **TestArcee.TINY, **values}))
-    with pytest.raises(ValueError, match=f"config.json: Invalid config: {message}"):
-        openformers.AutoConfig.from_pretrained(tmp_path)
 
 
 @pytest.mark.parametrize("variant", list(TestArcee.VARIANTS))
@@ -266,6 +257,13 @@ class TestHelium(SmallFamilyTests):
     TRAINING_VARIANTS = ["biases-linear-tied"]
     SAVED_CONFIG_ATTRIBUTES = ("attention_bias", "mlp_bias", "tie_word_embeddings", "rope_parameters",
                                "rms_norm_eps")
+    DEFAULT_FIELDS = ("head_dim", "attention_bias", "mlp_bias")
+    REFUSALS = [
+        (dict(head_dim=32), "head_dim=32"),  # 4 heads of 32 do not fill o_proj's 64 inputs
+        (dict(attention_dropout=1.0), "attention_dropout=1.0"),
+        (dict(num_key_value_heads=3), "num_key_value_heads=3"),
+        (dict(rms_norm_eps=0), "rms_norm_eps=0"),
+    ]
 
     def test_attention_bias_is_on_q_k_v_only(self, tiny):
         _, reference, model = tiny
@@ -297,30 +295,6 @@ def test_helium_rotates_interleaved_pairs(tmp_path):
         del HeliumAttention.rope
 
 
-def test_helium_config_defaults_match_the_reference():
-    ours, theirs = openformers.HeliumConfig(), transformers.HeliumConfig()
-    assert_same_attributes(ours, theirs, (
-        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-        "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings", "initializer_range",
-        "rms_norm_eps", "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings", "attention_bias",
-        "attention_dropout", "mlp_bias",
-    ))
-    assert ours.to_dict()["rope_parameters"] == {**theirs.rope_parameters}
-
-
-@pytest.mark.parametrize("values, message", [
-    (dict(head_dim=32), "head_dim=32"),  # 4 heads of 32 do not fill o_proj's 64 inputs
-    (dict(attention_dropout=1.0), "attention_dropout=1.0"),
-    (dict(num_key_value_heads=3), "num_key_value_heads=3"),
-    (dict(rms_norm_eps=0), "rms_norm_eps=0"),
-])
-def test_helium_config_refuses_bad_values_by_name(values, message, tmp_path):
-    with pytest.raises(ValueError, match=message):
-        openformers.HeliumConfig(**{**TestHelium.TINY, **values})
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "helium", **TestHelium.TINY, **values}))
-    with pytest.raises(ValueError, match=f"config.json: Invalid config: {message}"):
-        openformers.AutoConfig.from_pretrained(tmp_path)
-
 
 # EXAONE 4.0 --------------------------------------------------------------------------------------------------------
 
@@ -341,11 +315,25 @@ class TestExaone4(SmallFamilyTests):
     }
     HEADS = _decoder_heads("Exaone4")
     SAVED_CONFIG_ATTRIBUTES = ("sliding_window", "layer_types", "tie_word_embeddings", "rope_parameters")
+    DEFAULT_FIELDS = ("sliding_window", "sliding_window_pattern", "layer_types")
+    REFUSALS = [
+        (dict(sliding_window_pattern="LXG"), "sliding_window_pattern='LXG'"),
+        (dict(sliding_window_pattern=0), "sliding_window_pattern=0"),
+        (dict(sliding_window=0), "sliding_window=0"),
+        (dict(layer_types=["sliding_attention"]), "layer_types="),
+        (dict(attention_dropout=1.0), "attention_dropout=1.0"),
+    ]
 
     def test_only_the_layers_the_config_says_rotate(self, tiny):
         _, reference, model = tiny
         rotates = [layer.self_attn.rotates for layer in model.model.layers]
         assert rotates == ([True, False] if reference.config.sliding_window else [True, True])
+
+
+def test_exaone4_sliding_window_pattern_spelled_as_a_string():
+    # The 32B's config.json spells its runs "LLLG" beside its layer_types; spelled alone, it gives the same layers.
+    theirs = transformers.Exaone4Config()
+    assert openformers.Exaone4Config(sliding_window_pattern="LLLG").layer_types == theirs.layer_types
 
 
 @pytest.mark.parametrize("change", ["rotate-every-layer", "no-window"])
@@ -362,34 +350,6 @@ def test_exaone4_unrotated_full_layers_and_the_window_count(change, tmp_path):
     else:
         model.model.layers[0].is_sliding = False
     assert (model(ids).logits - expected).abs().max() > 1e-2
-
-
-def test_exaone4_config_defaults_match_the_reference():
-    ours, theirs = openformers.Exaone4Config(), transformers.Exaone4Config()
-    assert_same_attributes(ours, theirs, (
-        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-        "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range", "rms_norm_eps",
-        "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings", "attention_dropout", "sliding_window",
-        "sliding_window_pattern", "layer_types",
-    ))
-    assert ours.to_dict()["rope_parameters"] == {**theirs.rope_parameters}
-    # The 32B's config.json spells its runs "LLLG" beside its layer_types; spelled alone, it gives the same layers.
-    assert openformers.Exaone4Config(sliding_window_pattern="LLLG").layer_types == theirs.layer_types
-
-
-@pytest.mark.parametrize("values, message", [
-    (dict(sliding_window_pattern="LXG"), "sliding_window_pattern='LXG'"),
-    (dict(sliding_window_pattern=0), "sliding_window_pattern=0"),
-    (dict(sliding_window=0), "sliding_window=0"),
-    (dict(layer_types=["sliding_attention"]), "layer_types="),
-    (dict(attention_dropout=1.0), "attention_dropout=1.0"),
-])
-def test_exaone4_config_refuses_bad_values_by_name(values, message, tmp_path):
-    with pytest.raises(ValueError, match=message):
-        openformers.Exaone4Config(**{**TestExaone4.TINY, **values})
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "exaone4", **TestExaone4.TINY, **values}))
-    with pytest.raises(ValueError, match=f"config.json: Invalid config: {message}"):
-        openformers.AutoConfig.from_pretrained(tmp_path)
 
 
 # llama.cpp's "exaone4" files: OLMo 2's names for the norms after each branch and the q/k norms, the rows as they are,
@@ -431,3 +391,38 @@ def test_exaone4_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_p
     assert_same_attributes(model.config, config, ("sliding_window", "layer_types", "tie_word_embeddings"))
     inputs = TestExaone4.inputs()
     assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "GGUF")
+
+
+# Tokenizers: the reference registers no tokenizer class for these model types, so a folder is read as the class its
+# tokenizer_config.json names; a byte-level BPE tokenizer.json here, named as a fast tokenizer (EXAONE 4.0's folders
+# name GPT2Tokenizer), with the family's model_type in config.json.
+
+TEXTS = ["Hello there, how are you?", "<|endoftext|>code:\n  def f(x):\treturn x", "café déjà vu 12345", ""]
+
+
+@pytest.mark.parametrize("model_type, tokenizer_class", [
+    ("seed_oss", "PreTrainedTokenizerFast"), ("arcee", "PreTrainedTokenizerFast"),
+    ("helium", "PreTrainedTokenizerFast"), ("exaone4", "GPT2Tokenizer"),
+])
+def test_autotokenizer_picks_the_references_class_and_ids(model_type, tokenizer_class, tmp_path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(TEXTS * 20, trainer)
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": tokenizer_class, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+    }))
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    ours = openformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert type(ours).__name__ == type(reference).__name__
+    assert (ours.eos_token_id, ours.pad_token_id) == (reference.eos_token_id, reference.pad_token_id) == (0, 0)
+    for text in TEXTS:
+        ids = reference(text)["input_ids"]
+        assert ours(text)["input_ids"] == ids, text
+        assert ours.decode(ids) == reference.decode(ids)
