@@ -83,18 +83,21 @@ TINY, VARIANTS = TestGranite.TINY, TestGranite.VARIANTS
 _reference, _ids, _inputs = TestGranite.reference, TestGranite.ids, TestGranite.inputs
 
 
+def assert_the_scalar_changes_the_logits(reference, ids, scalar: str, folder):
+    """The same weights with `scalar` at 1 give other logits: the parity with the reference holds for it applied
+    (Granite MoE's tests use it too)."""
+    model = load_saved(reference, folder)
+    scaled = model(ids).logits
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, scalar: 1.0}))
+    plain = load_quietly(AutoModelForCausalLM.from_pretrained, folder)
+    assert (plain(ids).logits - scaled).abs().max() > 1e-2
+
+
 @pytest.mark.parametrize("scalar", list(SCALARS))
 @torch.inference_mode()
 def test_each_scalar_changes_the_logits(scalar, tmp_path):
-    # The same weights with one scalar at 1 give other logits: the parity above holds for each scalar applied.
-    reference = _reference()
-    model = load_saved(reference, tmp_path)
-    ids = _ids(1, 9)
-    scaled = model(ids).logits
-    config = json.loads((tmp_path / "config.json").read_text())
-    (tmp_path / "config.json").write_text(json.dumps({**config, scalar: 1.0}))
-    plain = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
-    assert (plain(ids).logits - scaled).abs().max() > 1e-2
+    assert_the_scalar_changes_the_logits(_reference(), _ids(1, 9), scalar, tmp_path)
 
 
 @pytest.mark.parametrize("variant", ["untied", "tied"])

@@ -55,11 +55,8 @@ _public(
     "GPTNeoXConfig", "FalconConfig", "GPTJConfig", "OPTConfig",
     "BloomConfig",
     "PhiConfig",
-    "GraniteConfig",
-    "SeedOssConfig",
-    "ArceeConfig",
-    "HeliumConfig",
-    "Exaone4Config",
+    "GraniteConfig", "SeedOssConfig", "ArceeConfig", "HeliumConfig", "Exaone4Config", "GraniteMoeConfig",
+    "GraniteMoeSharedConfig",
     "StableLmConfig",
     "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config", "Glm4MoeConfig", "GptOssConfig",
     "GPTBigCodeConfig",
@@ -123,6 +120,11 @@ _public(
     "openformers.models.seed_oss",
     "SeedOssPreTrainedModel", "SeedOssModel", "SeedOssForCausalLM", "SeedOssForSequenceClassification",
     "SeedOssForTokenClassification", "SeedOssForQuestionAnswering",
+)
+_public(
+    "openformers.models.granitemoe",
+    "GraniteMoePreTrainedModel", "GraniteMoeModel", "GraniteMoeForCausalLM", "GraniteMoeSharedPreTrainedModel",
+    "GraniteMoeSharedModel", "GraniteMoeSharedForCausalLM",
 )
 _public(
     "openformers.models.mixtral",

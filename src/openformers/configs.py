@@ -590,6 +590,44 @@ class HeliumConfig(LlamaConfig):
 
 
 @dataclass
+class GraniteMoeConfig(GraniteConfig):
+    """IBM Granite MoE (Granite 3.0 and 3.1 1B-A400M and 3B-A800M, PowerMoE): Granite's decoder and four scalars
+    with a sparse mixture of `num_local_experts` SwiGLU experts of `intermediate_size` in place of the MLP, of which
+    the router's `num_experts_per_tok` best scores pick the experts per token, their weights the softmax of those
+    scores. With `output_router_logits` the causal LM adds `router_aux_loss_coef` times the load-balancing loss."""
+
+    model_type: ClassVar[str] = "granitemoe"
+    mlp_bias: ClassVar[bool] = False  # the experts have no biases (the reference has no such field)
+
+    num_local_experts: int = 8
+    num_experts_per_tok: int = 2
+    output_router_logits: bool = False
+    router_aux_loss_coef: float = 0.001
+
+    num_experts = property(lambda self: self.num_local_experts)  # the name the mixtures' heads read
+
+    def validate(self) -> None:
+        super().validate()
+        _check_experts(self, "num_local_experts")
+
+
+@dataclass
+class GraniteMoeSharedConfig(GraniteMoeConfig):
+    """Granite MoE with a shared expert: a SwiGLU MLP of `shared_intermediate_size` that every token runs, its
+    output added to the routed experts' (0: none, Granite MoE's layer)."""
+
+    model_type: ClassVar[str] = "granitemoeshared"
+
+    shared_intermediate_size: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        size = self.shared_intermediate_size
+        if size != 0 and not _positive_int(size):
+            _invalid("shared_intermediate_size", size, "a non-negative integer (0: no shared expert)")
+
+
+@dataclass
 class MistralConfig(LlamaConfig):
     """Mistral: a Llama decoder whose attention sees only the last `sliding_window` positions (None: all)."""
 
@@ -3396,6 +3434,8 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "arcee": ArceeConfig,
     "helium": HeliumConfig,
     "exaone4": Exaone4Config,
+    "granitemoe": GraniteMoeConfig,
+    "granitemoeshared": GraniteMoeSharedConfig,
     "gemma2": Gemma2Config,
     "gemma3_text": Gemma3TextConfig,
     "distilbert": DistilBertConfig,

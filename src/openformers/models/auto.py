@@ -21,7 +21,7 @@ from . import bert, gpt2, llama  # each family registers what it reads (llama: i
 from . import phi3
 from . import qwen3
 from . import smollm3
-from . import granite
+from . import granite, granitemoe
 from . import seed_oss
 from . import arcee
 from . import helium
@@ -100,6 +100,14 @@ MODEL_CLASSES = {
         "token-classification": "HeliumForTokenClassification",
     }),
     "exaone4": (exaone4, _decoder_classes("Exaone4")),  # q/k norms, norms after each branch, unrotated full layers
+    "granitemoe": (granitemoe, {  # Granite with a sparse mixture of experts; the reference has these two classes
+        "base": "GraniteMoeModel",
+        "causal-lm": "GraniteMoeForCausalLM",
+    }),
+    "granitemoeshared": (granitemoe, {  # Granite MoE with a shared expert; the same two classes
+        "base": "GraniteMoeSharedModel",
+        "causal-lm": "GraniteMoeSharedForCausalLM",
+    }),
     "mixtral": (mixtral, _decoder_classes("Mixtral")),  # Mistral with a sparse mixture of experts
     "qwen3_moe": (qwen3_moe, _decoder_classes("Qwen3Moe")),  # Qwen3 with a sparse mixture of experts
     "qwen2_moe": (qwen2_moe, _decoder_classes("Qwen2Moe")),  # Qwen2 with experts and a shared expert

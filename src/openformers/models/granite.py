@@ -26,31 +26,39 @@ from .llama import (
 )
 
 
-def config_from_gguf(gguf, **overrides) -> GraniteConfig:
-    """The config of an opened `weights.GGUFFile` of llama.cpp's "granite" architecture.
+def gguf_granite_values(gguf) -> dict:
+    """Llama's config values of an opened `weights.GGUFFile` of llama.cpp's "granite" or "granitemoe" architecture,
+    with Granite's four scalars from `<arch>.embedding_scale`, `residual_scale`, `attention.scale` and `logit_scale`.
 
     llama.cpp's converter writes each scalar only when it is not zero, and llama.cpp reads an absent one as no scaling
-    (the attention's: 1 / sqrt(head_dim)), except the logits' scale, which it requires. Biases are there when the
-    file holds their tensors (the first layer's attention output and MLP up projection tell).
+    (the attention's: 1 / sqrt(head_dim)), except the logits' scale, which it requires. Attention biases are there when
+    the file holds their tensors (the first layer's attention output tells).
     """
+    arch = gguf.get("general.architecture")
     values = gguf_config_values(gguf)
-    logit_scale = gguf.get("granite.logit_scale")
+    logit_scale = gguf.get(f"{arch}.logit_scale")
     if logit_scale is None:
-        raise ValueError(f"{gguf.path} lacks the GGUF metadata key granite.logit_scale, which a granite model needs.")
-    if gguf.get("granite.rope.scaling.finetuned", True) is False:
+        raise ValueError(f"{gguf.path} lacks the GGUF metadata key {arch}.logit_scale, which a {arch} model needs.")
+    if gguf.get(f"{arch}.rope.scaling.finetuned", True) is False:
         raise ValueError(
-            f"{gguf.path} turns rotary positions off (granite.rope.scaling.finetuned is false), which llama.cpp does "
+            f"{gguf.path} turns rotary positions off ({arch}.rope.scaling.finetuned is false), which llama.cpp does "
             "for Granite's hybrid models; openformers implements the Granite decoder, whose every layer rotates."
         )
     values.update(
-        architectures=["GraniteForCausalLM"],
-        embedding_multiplier=gguf.get("granite.embedding_scale") or 1.0,
-        residual_multiplier=gguf.get("granite.residual_scale") or 1.0,
-        attention_multiplier=gguf.get("granite.attention.scale") or values["head_dim"] ** -0.5,
+        embedding_multiplier=gguf.get(f"{arch}.embedding_scale") or 1.0,
+        residual_multiplier=gguf.get(f"{arch}.residual_scale") or 1.0,
+        attention_multiplier=gguf.get(f"{arch}.attention.scale") or values["head_dim"] ** -0.5,
         logits_scaling=logit_scale,
         attention_bias="blk.0.attn_output.bias" in gguf.tensor_names,
-        mlp_bias="blk.0.ffn_up.bias" in gguf.tensor_names,
     )
+    return values
+
+
+def config_from_gguf(gguf, **overrides) -> GraniteConfig:
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "granite" architecture: an MLP bias when the first
+    layer's up projection has one."""
+    values = gguf_granite_values(gguf)
+    values.update(architectures=["GraniteForCausalLM"], mlp_bias="blk.0.ffn_up.bias" in gguf.tensor_names)
     return GraniteConfig.from_dict(values, **overrides)
 
 
@@ -92,19 +100,27 @@ class GranitePreTrainedModel(LlamaPreTrainedModel):
         return GraniteModel(config)
 
 
-class GraniteModel(GranitePreTrainedModel, LlamaModel):
+class ScaledEmbeddings:
+    """A decoder stack whose tokens' embeddings (or inputs_embeds) are multiplied by config.embedding_multiplier, as
+    the reference scales both (Granite's, Granite MoE's)."""
+
+    def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
+        return super().input_embeddings(input_ids, inputs_embeds) * self.config.embedding_multiplier
+
+
+class ScaledLogits:
+    """A language-model head whose logits are divided by config.logits_scaling (Granite's, Granite MoE's)."""
+
+    def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden) / self.config.logits_scaling
+
+
+class GraniteModel(GranitePreTrainedModel, ScaledEmbeddings, LlamaModel):
     """The decoder stack without a head: returns the last hidden state."""
 
     layer_class = GraniteDecoderLayer
 
-    def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
-        """The tokens' embeddings (or inputs_embeds) times embedding_multiplier, as the reference scales both."""
-        return super().input_embeddings(input_ids, inputs_embeds) * self.config.embedding_multiplier
 
-
-class GraniteForCausalLM(GranitePreTrainedModel, LlamaForCausalLM):
+class GraniteForCausalLM(GranitePreTrainedModel, ScaledLogits, LlamaForCausalLM):
     """The decoder with its language-model head: next-token logits divided by logits_scaling, and the loss when labels
     are given."""
-
-    def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden) / self.config.logits_scaling

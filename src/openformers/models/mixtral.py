@@ -168,8 +168,11 @@ class MixtralExpert(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
-class SparseMoeBlock(nn.Module):
-    """A router (`gate`) and its experts: each token goes through its `top_k` experts, weighted by the router.
+class MixtureOfExperts(nn.Module):
+    """What a sparse block does with the tokens, whatever holds its router and experts: the router's scores
+    (`score`), each token's `top_k` experts and their weights (`choose`), and the chosen experts' weighted sum
+    (`mix`). SparseMoeBlock holds the router and each expert as modules; Granite MoE's block holds its experts' weights
+    stacked (granitemoe.py). A subclass defines `score` and `mix`.
 
     `normalize`: renormalize the chosen experts' weights to sum to 1 (Mixtral; Qwen3-MoE with norm_topk_prob).
     `weights_in_model_dtype`: round those weights to the model's dtype (the hidden states') before weighting the
@@ -178,11 +181,8 @@ class SparseMoeBlock(nn.Module):
     router_jitter_noise).
     """
 
-    def __init__(self, hidden_size: int, experts: list[nn.Module], top_k: int, normalize: bool,
-                 weights_in_model_dtype: bool = False, jitter_noise: float = 0.0):
+    def __init__(self, top_k: int, normalize: bool, weights_in_model_dtype: bool = False, jitter_noise: float = 0.0):
         super().__init__()
-        self.gate = Router(hidden_size, len(experts))
-        self.experts = nn.ModuleList(experts)
         self.top_k, self.normalize = top_k, normalize
         self.weights_in_model_dtype, self.jitter_noise = weights_in_model_dtype, jitter_noise
 
@@ -192,7 +192,7 @@ class SparseMoeBlock(nn.Module):
         if self.training and self.jitter_noise > 0:
             x = x * torch.empty_like(x).uniform_(1.0 - self.jitter_noise, 1.0 + self.jitter_noise)
         x = x.reshape(-1, C)  # (N, C)
-        router_logits = self.gate(x)  # (N, E)
+        router_logits = self.score(x)  # (N, E)
         weights, chosen = self.choose(router_logits)  # (N, k) each
         if self.weights_in_model_dtype:  # the hidden states' (a router in float32, ERNIE 4.5's, scores in float32)
             weights = weights.to(x.dtype)
@@ -200,8 +200,22 @@ class SparseMoeBlock(nn.Module):
 
     def choose(self, router_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each token's experts (N, top_k) and their weights from the router's scores: the softmax's best here
-        (DeepSeek's blocks choose otherwise)."""
+        (DeepSeek's and Granite MoE's blocks choose otherwise)."""
         return route(router_logits, self.top_k, self.normalize)
+
+
+class SparseMoeBlock(MixtureOfExperts):
+    """A router (`gate`) and its experts, each a module: each token goes through its `top_k` experts, weighted by the
+    router (MixtureOfExperts)."""
+
+    def __init__(self, hidden_size: int, experts: list[nn.Module], top_k: int, normalize: bool,
+                 weights_in_model_dtype: bool = False, jitter_noise: float = 0.0):
+        super().__init__(top_k, normalize, weights_in_model_dtype, jitter_noise)
+        self.gate = Router(hidden_size, len(experts))
+        self.experts = nn.ModuleList(experts)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gate(x)
 
     def mix(self, x: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
         return mix_experts(x, weights, chosen, lambda e, rows: self.experts[e](rows), len(self.experts))
@@ -254,13 +268,17 @@ class MixtralDecoderLayer(nn.Module):
     def forward(self, x, cos, sin, mask, cache, attention_path="sdpa", router_logits=None):
         h, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, attention_path)
         x = x + h
-        feed_forward = getattr(self, self.feed_forward_name)
-        h = feed_forward(self.post_attention_layernorm(x))
+        return x + self.feed_forward(self.post_attention_layernorm(x), router_logits), weights
+
+    def feed_forward(self, x: torch.Tensor, router_logits: list | None) -> torch.Tensor:
+        """The feed-forward part's output on the normed `x`; a sparse block's router scores are appended to
+        `router_logits` when it is a list."""
+        h = getattr(self, self.feed_forward_name)(x)
         if isinstance(h, tuple):  # a sparse block's output and router scores (a dense MLP's output alone)
             h, scores = h
             if router_logits is not None:
                 router_logits.append(scores)
-        return x + h, weights
+        return h
 
 
 class MixtralPreTrainedModel(llama.LlamaPreTrainedModel):
