@@ -183,6 +183,30 @@ def test_config_defaults_match_the_reference(ours, theirs):
     assert "mlp_bias" not in ours.to_dict()
 
 
+# A config.json with the sizes and scalars of ibm-granite/granite-3.0-1b-a400m (written here from its published config).
+GRANITE_1B_A400M = {
+    "architectures": ["GraniteMoeForCausalLM"], "model_type": "granitemoe", "vocab_size": 49155, "hidden_size": 1024,
+    "intermediate_size": 512, "num_hidden_layers": 24, "num_attention_heads": 16, "num_key_value_heads": 8,
+    "num_local_experts": 32, "num_experts_per_tok": 8, "max_position_embeddings": 4096, "rope_theta": 10000.0,
+    "rope_scaling": None, "rms_norm_eps": 1e-6, "attention_dropout": 0.1, "attention_bias": False,
+    "embedding_multiplier": 12.0, "attention_multiplier": 0.015625, "residual_multiplier": 0.22,
+    "logits_scaling": 6.0, "router_aux_loss_coef": 0.0, "tie_word_embeddings": True, "bos_token_id": 0,
+    "eos_token_id": 0, "pad_token_id": 0, "torch_dtype": "bfloat16",
+}
+
+
+@pytest.mark.parametrize("values", [GRANITE_1B_A400M, dict(GRANITE_1B_A400M, model_type="granitemoeshared",
+                                                           shared_intermediate_size=1024)], ids=["moe", "shared"])
+def test_a_released_config_reads_as_the_reference_reads_it(values, tmp_path):
+    from test_models_mixtral import assert_reads_a_real_config_as_the_reference
+
+    assert_reads_a_real_config_as_the_reference(tmp_path, values, (
+        "hidden_size", "intermediate_size", "num_key_value_heads", "num_local_experts", "num_experts_per_tok",
+        "embedding_multiplier", "attention_multiplier", "residual_multiplier", "logits_scaling",
+        "router_aux_loss_coef", "tie_word_embeddings", "attention_dropout",
+    ))
+
+
 @pytest.mark.parametrize("values, message", [
     (dict(num_local_experts=0), "num_local_experts=0"),
     (dict(num_experts_per_tok=5), "num_experts_per_tok=5"),
