@@ -78,8 +78,8 @@ def test_an_unsupported_rope_type_is_named():
 
 
 def test_unknown_model_type_and_missing_config(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba"}))
-    with pytest.raises(ValueError, match=r"model_type='mamba'.*supported model types: .*\bbert, .*\bgpt2, .*\bllama\b"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "rwkv"}))
+    with pytest.raises(ValueError, match=r"model_type='rwkv'.*supported model types: .*\bbert, .*\bgpt2, .*\bllama\b"):
         AutoConfig.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):

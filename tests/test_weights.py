@@ -213,19 +213,19 @@ def test_a_missing_file_is_named(tmp_path):
 
 
 def test_an_unsupported_gguf_architecture_is_named(tmp_path):
-    path = tmp_path / "mamba.gguf"
-    writer = gguf.GGUFWriter(str(path), "mamba")
+    path = tmp_path / "rwkv6.gguf"
+    writer = gguf.GGUFWriter(str(path), "rwkv6")
     writer.add_block_count(1)
     writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
     finish_gguf(writer)
-    with pytest.raises(ValueError, match=r"mamba\.gguf holds a 'mamba' model.*supported GGUF architectures: .*\bllama\b"):
+    with pytest.raises(ValueError, match=r"rwkv6\.gguf holds a 'rwkv6' model.*supported GGUF architectures: .*\bllama\b"):
         AutoModelForCausalLM.from_pretrained(path)
 
 
 def test_an_unknown_model_type_lists_the_supported_ones(tiny_folder):
     config = json.loads((tiny_folder / "config.json").read_text())
-    (tiny_folder / "config.json").write_text(json.dumps({**config, "model_type": "mamba"}))
-    with pytest.raises(ValueError, match=r"model_type='mamba'.*supported model types: .*\bbert\b.*\bgpt2\b.*\bllama\b"):
+    (tiny_folder / "config.json").write_text(json.dumps({**config, "model_type": "rwkv"}))
+    with pytest.raises(ValueError, match=r"model_type='rwkv'.*supported model types: .*\bbert\b.*\bgpt2\b.*\bllama\b"):
         AutoModelForCausalLM.from_pretrained(tiny_folder)
 
 

@@ -58,6 +58,7 @@ _public(
     "GraniteConfig", "SeedOssConfig", "ArceeConfig", "HeliumConfig", "Exaone4Config", "GraniteMoeConfig",
     "GraniteMoeSharedConfig",
     "StableLmConfig",
+    "MambaConfig", "FalconMambaConfig",
     "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config", "Glm4MoeConfig", "GptOssConfig",
     "GPTBigCodeConfig",
     "AlbertConfig", "ElectraConfig", "MPNetConfig",
@@ -254,6 +255,8 @@ _public(
     "GPTNeoXPreTrainedModel", "GPTNeoXModel", "GPTNeoXForCausalLM", "GPTNeoXForSequenceClassification",
     "GPTNeoXForTokenClassification", "GPTNeoXForQuestionAnswering",
 )
+_public("openformers.models.mamba", "MambaPreTrainedModel", "MambaModel", "MambaForCausalLM")
+_public("openformers.models.falcon_mamba", "FalconMambaPreTrainedModel", "FalconMambaModel", "FalconMambaForCausalLM")
 _public(
     "openformers.models.gptj",
     "GPTJPreTrainedModel", "GPTJModel", "GPTJForCausalLM", "GPTJForSequenceClassification", "GPTJForQuestionAnswering",
@@ -342,7 +345,7 @@ _public(
 _public(
     "openformers.generation",
     "GenerationConfig", "GenerationMode", "CompileConfig", "GenerationMixin", "Cache", "DynamicCache", "StaticCache",
-    "EncoderDecoderCache",
+    "EncoderDecoderCache", "MambaCache",
     "TextStreamer", "TextIteratorStreamer", "AsyncTextIteratorStreamer",
     "LogitsProcessor", "LogitsWarper", "LogitsProcessorList",
     "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "MinPLogitsWarper", "TypicalLogitsWarper",

@@ -1380,6 +1380,85 @@ class GPT2Names:
 
 
 @dataclass
+class MambaConfig(PretrainedConfig):
+    """Mamba (state-spaces/mamba-130m-hf ... mamba-2.8b-hf): no attention; each layer is an RMSNorm and a selective
+    state-space mixer (in_proj to x and a gate z, a causal depthwise convolution of `conv_kernel` over x, x_proj to
+    the time step and B and C, dt_proj, the scan over `state_size` states per channel, out_proj) added to the
+    residual stream, which stays float32 with `residual_in_fp32`. The mixer is `intermediate_size` channels wide
+    (config.json's, else expand * hidden_size, as the reference reads it) and its time step
+    has `time_step_rank` dimensions ("auto": ceil(hidden_size / 16)). The time_step_* initialization fields, use_mambapy and
+    use_associative_scan are kept for the files' sake; they change no forward pass here."""
+
+    model_type: ClassVar[str] = "mamba"
+
+    vocab_size: int = 50280
+    hidden_size: int = 768
+    state_size: int = 16
+    num_hidden_layers: int = 32
+    layer_norm_epsilon: float = 1e-5
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 0
+    expand: int = 2
+    conv_kernel: int = 4
+    use_bias: bool = False
+    use_conv_bias: bool = True
+    hidden_act: str = "silu"
+    initializer_range: float = 0.1
+    residual_in_fp32: bool = True
+    time_step_rank: int | str = "auto"
+    time_step_scale: float = 1.0
+    time_step_min: float = 0.001
+    time_step_max: float = 0.1
+    time_step_init_scheme: str = "random"
+    time_step_floor: float = 1e-4
+    rescale_prenorm_residual: bool = False
+    use_cache: bool = True
+    use_mambapy: bool = False
+    use_associative_scan: bool = True
+    tie_word_embeddings: bool = True
+    intermediate_size: int | None = None  # None: expand * hidden_size
+
+    def __post_init__(self):
+        if self.intermediate_size is None and _positive_int(self.expand) and _positive_int(self.hidden_size):
+            self.intermediate_size = self.expand * self.hidden_size
+        if self.time_step_rank == "auto" and _positive_int(self.hidden_size):
+            self.time_step_rank = -(-self.hidden_size // 16)
+        super().__post_init__()
+
+    @property
+    def layer_types(self) -> list[str]:
+        """The reference's name for what every layer is: a state-space mixer, no attention."""
+        return ["linear_attention"] * self.num_hidden_layers
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "state_size", "num_hidden_layers", "expand",
+                               "conv_kernel", "time_step_rank", "intermediate_size")
+        if self.hidden_act not in ENCODER_ACTIVATIONS:
+            _invalid("hidden_act", self.hidden_act, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+        _require_positive_numbers(self, "layer_norm_epsilon")
+
+
+@dataclass
+class FalconMambaConfig(MambaConfig):
+    """Falcon-Mamba (tiiuae/falcon-mamba-7b): Mamba whose mixer RMS-normalizes its time step, B and C (over their
+    own dimensions, without weights, with epsilon `mixer_rms_eps`) before the scan."""
+
+    model_type: ClassVar[str] = "falcon_mamba"
+
+    mixer_rms_eps: float = 1e-6
+
+    def __post_init__(self):
+        if "use_falcon_mambapy" in self.extra:  # the reference's older name
+            self.use_mambapy = self.extra.pop("use_falcon_mambapy")
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        _require_positive_numbers(self, "mixer_rms_eps")
+
+
+@dataclass
 class GPTJConfig(GPT2Names, PretrainedConfig):
     """GPT-J (and GPT4All-J, Dolly v1): one LayerNorm per block, whose output both attention and the GELU MLP read,
     their sums added to the residual together; q/k/v and output projections without biases, an MLP and an output
@@ -3442,6 +3521,8 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "xlm-roberta": XLMRobertaConfig,
     "camembert": CamembertConfig,
     "gpt_neox": GPTNeoXConfig,
+    "mamba": MambaConfig,
+    "falcon_mamba": FalconMambaConfig,
     "falcon": FalconConfig,
     "gptj": GPTJConfig,
     "opt": OPTConfig,

@@ -5,7 +5,9 @@ Every cache speaks one protocol, which is all a model knows of it:
     seq_len                             how many positions are cached (read it before the forward pass)
     reorder(beam_idx), crop(n)          for beam search and for rolling back speculative tokens
 DynamicCache also has the batch operations of continuous batching: left_pad(n), append_rows(other) and
-drop_front(n), with reorder(rows) to drop rows. EncoderDecoderCache pairs two caches for an encoder-decoder's
+drop_front(n), with reorder(rows) to drop rows. MambaCache is a state-space model's: per layer a fixed-size state
+instead of keys and values, with the same row operations but no crop back (`croppable`); `new_cache(model)` is
+the kind a model decodes with. EncoderDecoderCache pairs two caches for an encoder-decoder's
 decoder: self-attention (the protocol above) and cross-attention (the encoder's keys and values, stored once).
 Keys and values are shaped (B, n_kv_heads, T, head_dim). `Cache` is the base class, with the reference's names
 for the same operations (get_seq_length, reorder_cache, batch_select_indices, ...), so code written against the
@@ -26,6 +28,8 @@ class Cache:
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
+    # Whether `crop` can drop positions from the end (assisted decoding needs it; a state cache cannot).
+    croppable = True
 
     def update(self, layer_idx, k, v, cache_kwargs=None) -> tuple[torch.Tensor, torch.Tensor]:
         raise TypeError(f"{type(self).__name__} must define update(layer_idx, k, v); Cache is only the base class.")
@@ -215,6 +219,116 @@ def _grow(buffer: torch.Tensor, used: int, capacity: int) -> torch.Tensor:
 
 def _left_pad(buffer: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([buffer.new_zeros(*buffer.shape[:2], n, buffer.shape[3]), buffer], dim=2)
+
+
+class MambaCache(Cache):
+    """The cache of a state-space decoder (Mamba, Falcon-Mamba): per layer, not keys and values but a fixed-size
+    state, whatever the length fed so far: the convolution's state, the last `conv_kernel` inputs of its
+    depthwise convolution (B, intermediate_size, conv_kernel), and the scan's state (B, intermediate_size,
+    state_size), float32 as the scan keeps it. `seq_len` counts the positions fed (left padding included).
+
+    A layer reads its pair with `state(layer_idx)` (None before its first call) and writes the pair after its
+    call with `store(layer_idx, conv, ssm, new)`. Rows follow beams and batches as a DynamicCache's do (`reorder`,
+    `append_rows`, and `left_pad` / `drop_front`, which count positions and leave the states alone: a padded
+    position changes no state). What it cannot do is go back: the state after n positions is not kept once more
+    are fed, so `crop` below the length fed is refused (assisted decoding's rollback), and the model cannot use
+    a StaticCache or a DynamicCache instead of it.
+    """
+
+    croppable = False
+
+    def __init__(self, config=None):
+        # `config` as DynamicCache(config=...) takes it; the states take their shapes from the first call.
+        self.conv_states: list[torch.Tensor] = []
+        self.ssm_states: list[torch.Tensor] = []
+        self.lengths: list[int] = []
+
+    @property
+    def keys(self) -> list[torch.Tensor]:
+        return self.conv_states  # what the base class counts layers and rows by
+
+    @property
+    def seq_len(self) -> int:
+        return self.lengths[0] if self.lengths else 0
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.lengths[layer_idx] if layer_idx < len(self.lengths) else 0
+
+    def update(self, layer_idx, k, v, cache_kwargs=None):
+        raise TypeError("A MambaCache holds each layer's convolution and scan states, not keys and values: an "
+                        "attention layer needs a DynamicCache.")
+
+    def state(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """A layer's (conv, ssm) states after the positions fed so far, or None before its first call."""
+        if layer_idx < len(self.conv_states):
+            return self.conv_states[layer_idx], self.ssm_states[layer_idx]
+        return None
+
+    def store(self, layer_idx: int, conv: torch.Tensor, ssm: torch.Tensor, new: int) -> None:
+        """Keep a layer's states after `new` more positions."""
+        if layer_idx == len(self.conv_states):
+            self.conv_states.append(conv)
+            self.ssm_states.append(ssm)
+            self.lengths.append(new)
+            return
+        self.conv_states[layer_idx], self.ssm_states[layer_idx] = conv, ssm
+        self.lengths[layer_idx] += new
+
+    def reorder(self, beam_idx: torch.Tensor) -> None:
+        """Keep, for every row, the states of the row `beam_idx` names (beams, return sequences, dropped rows)."""
+        for i, (conv, ssm) in enumerate(zip(self.conv_states, self.ssm_states)):
+            self.conv_states[i] = conv.index_select(0, beam_idx.to(conv.device))
+            self.ssm_states[i] = ssm.index_select(0, beam_idx.to(ssm.device))
+
+    def crop(self, n: int) -> None:
+        """Only a crop that keeps every position fed (n >= seq_len, or n = 0 to start over) is possible."""
+        keep = n if n >= 0 else self.seq_len + n
+        if keep >= self.seq_len:
+            return
+        if keep == 0:
+            self.conv_states, self.ssm_states, self.lengths = [], [], []
+            return
+        raise ValueError(
+            f"A MambaCache cannot be cropped to {keep} of its {self.seq_len} positions: it keeps only the state after "
+            "the last one. Assisted decoding and other rollbacks need a model with a key/value cache."
+        )
+
+    def left_pad(self, n: int) -> None:
+        self.lengths = [length + n for length in self.lengths]
+
+    def append_rows(self, other: "MambaCache") -> None:
+        """Add the rows of `other` after this cache's rows; both must count as many positions (left_pad first)."""
+        if other.lengths != self.lengths:
+            raise ValueError(f"append_rows needs caches of equal lengths, got {other.lengths[:1]} and "
+                             f"{self.lengths[:1]} positions: left_pad the shorter one first.")
+        self.conv_states = [torch.cat(pair) for pair in zip(self.conv_states, other.conv_states)]
+        self.ssm_states = [torch.cat(pair) for pair in zip(self.ssm_states, other.ssm_states)]
+
+    def drop_front(self, n: int) -> None:
+        self.lengths = [length - n for length in self.lengths]
+
+    def __repr__(self) -> str:
+        return f"MambaCache(layers={len(self.conv_states)}, rows={self.batch_size}, seq_len={self.seq_len})"
+
+
+def new_cache(model) -> Cache:
+    """The empty cache `model` decodes with: its own kind (`model.new_cache()`: a state-space model's MambaCache),
+    else a DynamicCache."""
+    make = getattr(model, "new_cache", None)
+    return make() if make is not None else DynamicCache()
+
+
+def check_croppable(cache: Cache, model, role: str) -> None:
+    """Assisted decoding rolls the cache back past rejected draft tokens: refuse a cache that cannot go back (a
+    state-space model's MambaCache keeps only its latest state). `role` names the model ("model",
+    "assistant_model")."""
+    if not cache.croppable:
+        raise ValueError(
+            f"Assisted decoding (assistant_model or prompt_lookup_num_tokens) rolls the {role}'s cache back past "
+            f"rejected draft tokens, but {type(model).__name__} keeps a {type(cache).__name__}, which holds only the "
+            "state after its last token and cannot be cropped: generate without an assistant, or with models that "
+            "keep keys and values."
+        )
 
 
 class EncoderDecoderCache(Cache):

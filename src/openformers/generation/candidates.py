@@ -9,7 +9,7 @@ A good guess saves a forward pass of the large model per token; a bad one costs 
 
 import torch
 
-from .cache import DynamicCache, EncoderDecoderCache
+from .cache import DynamicCache, EncoderDecoderCache, check_croppable, new_cache
 
 
 class CandidateGenerator:
@@ -74,7 +74,8 @@ class AssistedCandidateGenerator(CandidateGenerator):
         self._initial_tokens = self.num_assistant_tokens
         self.eos_ids = torch.tensor(generation_config.eos_token_ids, dtype=torch.long, device=input_ids.device)
         self.do_sample = bool(generation_config.do_sample)
-        self.cache = DynamicCache()
+        self.cache = new_cache(assistant_model)
+        check_croppable(self.cache, assistant_model, "assistant_model")
         self._cached: list[int] = []  # the ids whose keys and values the draft's cache holds
         self.encoder_inputs = None
         if getattr(getattr(assistant_model, "config", None), "is_encoder_decoder", False):

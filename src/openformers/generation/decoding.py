@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from ..acceleration import accelerator
-from .cache import Cache
+from .cache import Cache, check_croppable
 from .candidates import AssistedCandidateGenerator, CandidateGenerator, PromptLookupCandidateGenerator
 from .config import GenerationConfig, resolve_generation_config
 from .options import OPTIONS, OPTIONS_BY_NAME
@@ -259,6 +259,7 @@ class GenerationMixin:
                               output_attentions=run.output_attentions, output_hidden_states=run.output_hidden_states,
                               token_type_ids=token_type_ids)
         if assisted:
+            check_croppable(decoder.cache, self, "model")
             encoder_inputs = dict(inputs_tensor=encoder_input_ids, model_kwargs={"attention_mask": encoder_mask}) \
                 if encoder_decoder else {}
             candidates = _candidate_generator(self, assistant_model, input_ids, config, loop, processors,
@@ -845,3 +846,4 @@ def _check_attention_mask(attention_mask, input_ids: torch.Tensor,
             stacklevel=4,
         )
     return attention_mask
+

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import torch
 
 from ..acceleration import accelerator
-from .cache import Cache, DynamicCache, EncoderDecoderCache
+from .cache import Cache, DynamicCache, EncoderDecoderCache, new_cache
 from .config import GenerationConfig
 from .processors import first_argmax, merged_with_user
 from .sampling import Sampler
@@ -80,7 +80,7 @@ class Decoder:
             raise ValueError(f"token_type_ids must be a tensor shaped like input_ids {tuple(input_ids.shape)}, "
                              f"got {shape}.")
         self.token_type_ids = token_type_ids
-        self.cache = DynamicCache() if cache is None else cache
+        self.cache = new_cache(model) if cache is None else cache
         if not isinstance(self.cache, Cache):
             raise TypeError(f"past_key_values must be a Cache (such as DynamicCache), got {type(cache).__name__}.")
         if self.cache.get_seq_length() >= input_ids.shape[1]:

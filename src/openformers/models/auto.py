@@ -37,6 +37,7 @@ from . import albert, electra, mpnet
 from . import olmo, olmo2, olmo3, olmoe  # olmo3 after olmo2: it reads OLMo 3's "olmo2" GGUF files
 from . import starcoder2
 from . import gpt_neox
+from . import mamba, falcon_mamba
 from . import falcon
 from . import gptj
 from . import opt
@@ -213,6 +214,14 @@ MODEL_CLASSES = {
     }),
     "gpt_neox": (gpt_neox, _decoder_classes("GPTNeoX")),  # GPT-NeoX and Pythia
     "falcon": (falcon, _decoder_classes("Falcon")),
+    "mamba": (mamba, {  # a state-space decoder, no attention; the reference has no other head for Mamba
+        "base": "MambaModel",
+        "causal-lm": "MambaForCausalLM",
+    }),
+    "falcon_mamba": (falcon_mamba, {  # Mamba with its time step, B and C RMS-normalized
+        "base": "FalconMambaModel",
+        "causal-lm": "FalconMambaForCausalLM",
+    }),
     "gptj": (gptj, {  # GPT-J; the reference has no token-classification head for it
         "base": "GPTJModel",
         "causal-lm": "GPTJForCausalLM",

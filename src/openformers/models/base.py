@@ -22,7 +22,7 @@ from torch import nn
 
 from ..acceleration import accelerator
 from ..configs import CONFIG_CLASSES, PretrainedConfig, config_from_gguf, hub_api, read_config, upload_folder
-from ..generation.cache import DynamicCache, EncoderDecoderCache
+from ..generation.cache import Cache, DynamicCache, EncoderDecoderCache
 from ..generation.config import GenerationConfig
 from ..generation.decoding import GenerationMixin
 from ..generation.options import Kind, names_of_kind
@@ -206,6 +206,11 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
     def returned(self, output: ModelOutput, return_dict: bool | None) -> ModelOutput | tuple:
         """What forward returns: the output, or its tuple of set fields when return_dict (else the config's) is False."""
         return output if (self.config.return_dict if return_dict is None else return_dict) else output.to_tuple()
+
+    def new_cache(self) -> Cache:
+        """The empty cache generate decodes with: a DynamicCache of keys and values (a state-space model's
+        MambaCache)."""
+        return DynamicCache()
 
     def attention_path(self, output_attentions: bool) -> str:
         """How the attention layers compute: "eager" (step by step, layers.eager_attention, as the reference's eager

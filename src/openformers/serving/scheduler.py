@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..generation.cache import DynamicCache
+from ..generation.cache import DynamicCache, new_cache
 from ..generation.config import resolve_generation_config
 from ..generation.options import OPTIONS_BY_NAME
 from ..generation.prefix_cache import PrefixCache
@@ -138,6 +138,12 @@ class BatchScheduler:
                  short_prompt_tokens: int = 512, heavy_share: float = 0.25, busy_prefill_chunk: int = 32,
                  step_cache_bytes: int | None = None, heavy_unit_seconds: float = 0.1,
                  clock: Callable[[], float] = time.perf_counter):
+        if not isinstance(new_cache(model), DynamicCache):
+            raise ValueError(
+                f"The server batches, shares and sizes key/value caches (DynamicCache); {type(model).__name__} keeps "
+                f"a {type(new_cache(model)).__name__} instead (a state-space model, no attention), which it does not "
+                "serve: run this model with generate() or the text-generation pipeline."
+            )
         for name, value in (("max_batch", max_batch), ("prefill_chunk", prefill_chunk),
                             ("busy_prefill_chunk", busy_prefill_chunk)):
             if not isinstance(value, int) or value < 1:

@@ -1,0 +1,298 @@
+"""Mamba decoders (state-spaces/mamba-130m-hf ... mamba-2.8b-hf; model_type "mamba") in plain torch.nn.
+
+No attention: after the token embeddings, each layer is an RMSNorm and a selective state-space mixer added to the
+residual stream (kept float32 with `residual_in_fp32`), then a final RMSNorm and the language-model head, tied to
+the embeddings. The mixer, over D = intermediate_size channels:
+- `in_proj` makes x and a gate z (D each) from the hidden state;
+- a causal depthwise convolution of `conv_kernel` taps (`conv1d`, with its bias) over x, then SiLU;
+- `x_proj` makes from x a time step of `time_step_rank` dimensions and the scan's input and output vectors B and
+  C (`state_size` each), per position; `dt_proj` widens the time step to D and softplus makes it positive;
+- the selective scan: each channel keeps `state_size` states h, and at each position
+  h = exp(dt * A) * h + dt * B * x, y = C . h + D * x, with A = -exp(A_log) (D, state_size) and D (D,) learned;
+- y times SiLU(z), then `out_proj` back to hidden_size.
+The scan runs position after position (`selective_scan`), as the reference's plain path does; a decoding step
+is one such position. Padding (a 0 in attention_mask) zeroes the mixer's input and its convolution's output at
+those positions, as the reference does, so a left-padded row's state stays zero until its first token.
+
+The cache is a `generation.MambaCache`: per layer the convolution's last `conv_kernel` inputs and the scan's
+state, which beams and batches reorder but which cannot be cropped back (assisted decoding is refused), and a
+StaticCache or DynamicCache is refused by name. Parameter names are those of Hugging Face checkpoints
+(`backbone.layers.0.mixer.A_log`); older files' `backbone.embedding` is read as `backbone.embeddings`, as the
+reference reads it. GGUF files of llama.cpp's "mamba" architecture load here (`ssm_in`, `ssm_conv1d`, `ssm_x`,
+`ssm_dt`, `ssm_a` stored as A = -exp(A_log), `ssm_d`, `ssm_out`; `mamba.ssm.*` metadata), Falcon-Mamba's among
+them (`mamba.ssm.dt_b_c_rms`: falcon_mamba.py). The CPU decoding kernel does not apply (kernels/llama.py refuses the
+model type); its linear layers can still be quantized.
+"""
+
+import re
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..configs import GGUF_CONFIG_READERS, FalconMambaConfig, MambaConfig
+from ..generation.cache import Cache, MambaCache
+from ..weights import rename
+from .base import PreTrainedModel, check_inputs, embedded, recorded
+from .gpt_neox import gguf_required
+from .heads import CausalLM
+from .layers import ACTIVATIONS, RMSNorm, run_layer
+from .outputs import BaseModelOutputWithPast
+
+
+def config_from_gguf(gguf, **overrides) -> MambaConfig:
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "mamba" architecture: a FalconMambaConfig where
+    `mamba.ssm.dt_b_c_rms` says the time step, B and C are normalized (llama.cpp writes no epsilon for it: the
+    reference's default 1e-6)."""
+    hidden_size = gguf_required(gguf, "mamba.embedding_length")
+    inner_size = gguf_required(gguf, "mamba.ssm.inner_size")
+    if inner_size % hidden_size:
+        raise ValueError(f"{gguf.path} has mamba.ssm.inner_size={inner_size}, not a multiple of "
+                         f"mamba.embedding_length={hidden_size}, which a Mamba model's expand needs.")
+    falcon = bool(gguf.get("mamba.ssm.dt_b_c_rms", False))
+    values = {
+        "architectures": ["FalconMambaForCausalLM" if falcon else "MambaForCausalLM"],
+        "vocab_size": gguf.tensors["token_embd.weight"].shape[-1],
+        "hidden_size": hidden_size,
+        "num_hidden_layers": gguf_required(gguf, "mamba.block_count"),
+        "expand": inner_size // hidden_size,
+        "state_size": gguf_required(gguf, "mamba.ssm.state_size"),
+        "conv_kernel": gguf_required(gguf, "mamba.ssm.conv_kernel"),
+        "time_step_rank": gguf_required(gguf, "mamba.ssm.time_step_rank"),
+        "layer_norm_epsilon": gguf.get("mamba.attention.layer_norm_rms_epsilon", 1e-5),
+        "use_conv_bias": "blk.0.ssm_conv1d.bias" in gguf.tensor_names,
+        "use_bias": "blk.0.ssm_in.bias" in gguf.tensor_names,
+        "tie_word_embeddings": "output.weight" not in gguf.tensor_names,
+        "bos_token_id": gguf.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": gguf.get("tokenizer.ggml.eos_token_id"),
+        "pad_token_id": gguf.get("tokenizer.ggml.padding_token_id"),
+    }
+    return (FalconMambaConfig if falcon else MambaConfig).from_dict(values, **overrides)
+
+
+GGUF_CONFIG_READERS["mamba"] = config_from_gguf
+
+# llama.cpp name part -> Hugging Face name part.
+GGUF_RENAMES = {
+    "token_embd": "backbone.embeddings",
+    "blk": "backbone.layers",
+    "attn_norm": "norm",
+    "ssm_in": "mixer.in_proj",
+    "ssm_conv1d": "mixer.conv1d",
+    "ssm_x": "mixer.x_proj",
+    "ssm_dt": "mixer.dt_proj",
+    "ssm_a": "mixer.A_log",
+    "ssm_d": "mixer.D",
+    "ssm_out": "mixer.out_proj",
+    "output_norm": "backbone.norm_f",
+    "output": "lm_head",
+}
+
+
+def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: MambaConfig) -> dict[str, torch.Tensor]:
+    """Rename llama.cpp tensors to Hugging Face names; A back to A_log (llama.cpp stores -exp(A_log)) and the
+    convolution's (D, conv_kernel) weight back to the checkpoints' (D, 1, conv_kernel)."""
+    state_dict = rename(state_dict, GGUF_RENAMES)
+    for name, tensor in state_dict.items():
+        if name.endswith(".mixer.A_log"):
+            state_dict[name] = torch.log(-tensor)
+        elif name.endswith(".mixer.conv1d.weight"):
+            state_dict[name] = tensor.reshape(tensor.shape[0], 1, -1)
+    return state_dict
+
+
+def _from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # Older files name the token table backbone.embedding (the reference's load hook renames it too).
+    return {re.sub(r"^backbone\.embedding\.", "backbone.embeddings.", name): t for name, t in state_dict.items()}
+
+
+def state_cache(past_key_values, cache, use_cache: bool | None, model_name: str) -> MambaCache | None:
+    """The MambaCache a forward call uses: the one given (under either name), else a new one when use_cache=True,
+    else None. Any other cache is refused: a state-space model keeps states, not keys and values."""
+    if past_key_values is not None and cache is not None and past_key_values is not cache:
+        raise ValueError("Got both past_key_values= and cache=, two names for the same argument; pass one.")
+    cache = past_key_values if past_key_values is not None else cache
+    if cache is None:
+        return MambaCache() if use_cache else None
+    if not isinstance(cache, MambaCache):
+        kind = type(cache).__name__
+        hint = ("leave cache_implementation unset" if getattr(cache, "is_compileable", False)
+                else "pass a MambaCache() or none")
+        raise TypeError(
+            f"{model_name} keeps a state per layer, not keys and values: its cache is a MambaCache, got {kind}; "
+            f"{hint} (generate makes one)."
+        )
+    return cache
+
+
+def masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """x (B, T, ...) with the padded positions of the (B, T) mask zeroed, as the reference zeroes them."""
+    return x if mask is None else (x * mask[:, :, None]).to(x.dtype)
+
+
+def selective_scan(state: torch.Tensor, dA: torch.Tensor, dBx: torch.Tensor) -> torch.Tensor:
+    """The scan's states after each position: h_t = dA_t * h_(t-1) + dBx_t from `state` (B, D, N), over the
+    (B, T, D, N) dA and dBx; returns (B, T, D, N)."""
+    states = []
+    for t in range(dA.shape[1]):
+        state = torch.addcmul(dBx[:, t], dA[:, t], state)
+        states.append(state)
+    return torch.stack(states, dim=1)
+
+
+class MambaMixer(nn.Module):
+    """The selective state-space mixer (see the module docstring); `normalized` is Falcon-Mamba's hook."""
+
+    def __init__(self, config: MambaConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        D, N, R = config.intermediate_size, config.state_size, config.time_step_rank
+        self.sizes = (R, N, N)
+        self.in_proj = nn.Linear(config.hidden_size, 2 * D, bias=config.use_bias)
+        self.conv1d = nn.Conv1d(D, D, config.conv_kernel, groups=D, bias=config.use_conv_bias,
+                                padding=config.conv_kernel - 1)
+        self.act = ACTIVATIONS[config.hidden_act]
+        self.x_proj = nn.Linear(D, R + 2 * N, bias=False)
+        self.dt_proj = nn.Linear(R, D, bias=True)
+        self.A_log = nn.Parameter(torch.empty(D, N))
+        self.D = nn.Parameter(torch.empty(D))
+        self.out_proj = nn.Linear(D, config.hidden_size, bias=config.use_bias)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: MambaCache | None) -> torch.Tensor:
+        B, T, _ = x.shape
+        dtype = x.dtype
+        xz = self.in_proj(masked(x, mask)).transpose(1, 2)  # (B, 2D, T)
+        h, z = xz.chunk(2, dim=1)  # (B, D, T) each
+        state = None if cache is None else cache.state(self.layer_idx)
+        K = self.conv1d.kernel_size[0]
+        conv_state = h.new_zeros(B, h.shape[1], K) if state is None else state[0]
+        window = torch.cat([conv_state, h], dim=-1)  # (B, D, K + T): the last K inputs before the new ones
+        weight = self.conv1d.weight
+        h = F.conv1d(window.to(weight.dtype), weight, self.conv1d.bias, groups=weight.shape[0])[..., 1:]
+        h = masked(self.act(h).to(dtype).transpose(1, 2), mask)  # (B, T, D)
+        dt, b, c = self.normalized(*torch.split(self.x_proj(h), self.sizes, dim=-1))
+        dt = F.softplus(self.dt_proj(dt)).float()  # (B, T, D): softplus in the model's dtype, as the reference's
+        A = -torch.exp(self.A_log.float())  # (D, N)
+        dA = torch.exp(dt[..., None] * A)  # (B, T, D, N)
+        dBx = dt[..., None] * b[:, :, None, :].float() * h[..., None].float()
+        ssm = dA.new_zeros(B, *A.shape) if state is None else state[1]
+        states = selective_scan(ssm, dA, dBx)  # (B, T, D, N)
+        y = (states.to(c.dtype) @ c[..., None]).squeeze(-1)  # (B, T, D)
+        y = (y + h * self.D.float()) * F.silu(z.transpose(1, 2))
+        if cache is not None:
+            cache.store(self.layer_idx, window[..., -K:], states[:, -1], T)
+        return self.out_proj(y.to(dtype))
+
+    def normalized(self, dt: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
+        """The time step (B, T, time_step_rank), B and C (B, T, state_size) as the scan takes them: as projected."""
+        return dt, b, c
+
+
+class MambaBlock(nn.Module):
+    """RMSNorm, the mixer, and the residual add (in float32 with residual_in_fp32, as the reference adds it)."""
+
+    mixer_class = MambaMixer
+
+    def __init__(self, config: MambaConfig, layer_idx: int):
+        super().__init__()
+        self.residual_in_fp32 = config.residual_in_fp32
+        self.norm = RMSNorm(config.hidden_size, config.layer_norm_epsilon)
+        self.mixer = self.mixer_class(config, layer_idx)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: MambaCache | None) -> torch.Tensor:
+        residual = x.float() if self.residual_in_fp32 else x
+        return residual + self.mixer(self.norm(x.to(self.norm.weight.dtype)), mask, cache)
+
+
+class MambaPreTrainedModel(PreTrainedModel):
+    config_class = MambaConfig
+    base_model_prefix = "backbone"
+    from_checkpoint_layout = staticmethod(_from_checkpoint_layout)
+    convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
+    block_class = MambaBlock
+
+    def new_base_model(self, config: MambaConfig) -> "MambaModel":
+        return MambaModel(config)
+
+    def new_cache(self) -> Cache:
+        """The cache generate decodes with: a MambaCache."""
+        return MambaCache()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """The reference's init of a new model: the default, then per mixer A = 1..state_size per channel, D = 1,
+        the time step's bias at the inverse softplus of steps drawn log-uniformly in [time_step_min, time_step_max],
+        and dt_proj's weights uniform within time_step_rank ** -0.5 * time_step_scale."""
+        super()._init_weights(module)
+        if not isinstance(module, MambaMixer):
+            return
+        config = self.config
+        D, N = module.A_log.shape
+        module.A_log.copy_(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).expand(D, N))
+        module.D.fill_(1.0)
+        scale = config.time_step_rank**-0.5 * config.time_step_scale
+        if config.time_step_init_scheme == "constant":
+            nn.init.constant_(module.dt_proj.weight, scale)
+        else:
+            nn.init.uniform_(module.dt_proj.weight, -scale, scale)
+        low, high = torch.log(torch.tensor([config.time_step_min, config.time_step_max]))
+        dt = torch.exp(torch.rand(D) * (high - low) + low).clamp(min=config.time_step_floor)
+        module.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        nn.init.kaiming_uniform_(module.conv1d.weight, a=5**0.5)
+        if module.conv1d.bias is not None:
+            nn.init.zeros_(module.conv1d.bias)
+        nn.init.kaiming_uniform_(module.out_proj.weight, a=5**0.5)
+        if config.rescale_prenorm_residual:
+            module.out_proj.weight /= config.num_hidden_layers**0.5
+
+
+class MambaModel(MambaPreTrainedModel):
+    """The layer stack without a head: returns the last hidden state (B, T, hidden_size) after norm_f."""
+
+    gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
+
+    def __init__(self, config: MambaConfig):
+        super().__init__(config)
+        # An explicit weight skips nn.Embedding's random init (see base.token_embeddings); no padding row, as the
+        # reference's table has none.
+        self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
+                                       _weight=torch.empty(config.vocab_size, config.hidden_size))
+        self.layers = nn.ModuleList(self.block_class(config, i) for i in range(config.num_hidden_layers))
+        self.norm_f = RMSNorm(config.hidden_size, config.layer_norm_epsilon)
+
+    def forward(
+        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
+        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None, cache_position=None,
+    ) -> BaseModelOutputWithPast | tuple:
+        """The last hidden state after norm_f; with output_hidden_states, every layer's output then the normed last
+        one, as the reference records them. Positions, token types and attention weights do not apply: a layer
+        reads its past from the cache's states, in order."""
+        if labels is not None:
+            raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use its ForCausalLM class.")
+        check_inputs(input_ids, inputs_embeds)
+        _, output_hidden_states, _ = self.output_options(None, output_hidden_states, None)
+        cache = state_cache(past_key_values, cache, use_cache, type(self).__name__)
+        x = embedded(self.embeddings, input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
+        mask = None if attention_mask is None else attention_mask[:, -x.shape[1]:]  # the new positions' columns
+        checkpointing = self.gradient_checkpointing if self.training and cache is None else None
+        hidden_states = [] if output_hidden_states else None
+        for i, layer in enumerate(self.layers):
+            x = run_layer(layer, checkpointing, x, mask, cache, last=i == len(self.layers) - 1)
+            if hidden_states is not None:
+                hidden_states.append(x)
+        x = self.norm_f(x)
+        if hidden_states is not None:
+            hidden_states.append(x)
+        output = BaseModelOutputWithPast(last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states))
+        return self.returned(output, return_dict)
+
+
+class MambaForCausalLM(MambaPreTrainedModel, CausalLM):
+    """The layer stack with its language-model head (tied to the embeddings): next-token logits in float32, as the
+    reference gives them whatever the model's dtype, and the loss when labels are given."""
+
+    tied_weights = {"lm_head.weight": "backbone.embeddings.weight"}
+
+    def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        # The float32 residual stream back in the model's dtype (the embeddings': a quantized head's weight is not)
+        return self.lm_head(hidden.to(self.backbone.embeddings.weight.dtype)).float()
