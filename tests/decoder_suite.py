@@ -208,15 +208,42 @@ class DecoderFamilyTests:
         assert_training_step_matches(model, reference, inputs, checkpointing=(False, True))
 
 
+def reference_grads_as_checkpoint(reference, block: str, expert_names: tuple[str, str, str]) -> dict:
+    """The reference's gradients under the checkpoint's names: its fused experts (`mlp.experts.gate_up_proj`
+    (E, 2I, C), `mlp.experts.down_proj` (E, C, I)) split into each expert's gate, up and down weights, under `block`
+    (the checkpoint's name of the sparse block: `mlp`, Mixtral's `block_sparse_moe`)."""
+    gate, up, down = expert_names
+    grads = {}
+    for name, parameter in reference.named_parameters():
+        if parameter.grad is None:
+            continue
+        prefix, _, last = name.rpartition(".mlp.")
+        if last.startswith("experts."):
+            for e, g in enumerate(parameter.grad):
+                if last == "experts.gate_up_proj":
+                    g_gate, g_up = g.chunk(2)
+                    grads[f"{prefix}.{block}.experts.{e}.{gate}.weight"] = g_gate
+                    grads[f"{prefix}.{block}.experts.{e}.{up}.weight"] = g_up
+                else:
+                    grads[f"{prefix}.{block}.experts.{e}.{down}.weight"] = g
+        else:
+            grads[name.replace(".mlp.gate.", f".{block}.gate.") if prefix else name] = parameter.grad
+    return grads
+
+
 class RoutedExpertsTests(DecoderFamilyTests):
-    """The common tests of a mixture of experts whose checkpoints hold each expert's gate_proj, up_proj and down_proj
-    under `mlp` (the reference fuses them in memory) and whose routers may choose with correction biases
-    (`e_score_correction_bias`, which the reference's init zeroes: drawn at std 0.3 here, so that a choice made
-    without them moves the logits far past the tolerance): the router logits (and the load-balancing loss where the
-    family's head computes one, `LOAD_BALANCING`), and a training step's gradients, the reference's fused experts'
-    split per expert (DeepSeek's, ERNIE 4.5 MoE's)."""
+    """The common tests of a mixture of experts whose checkpoints hold each expert's gate, up and down projections
+    (`EXPERT_NAMES`) under the sparse block (`EXPERT_BLOCK`; the reference fuses them in memory) and whose routers may
+    choose with correction biases (`e_score_correction_bias`, which the reference's init zeroes: drawn at std 0.3
+    here, so that a choice made without them moves the logits far past the tolerance): the router logits (and the
+    load-balancing loss where the family's head computes one, `LOAD_BALANCING`), saved files holding the tensors the
+    reference's own hold, and a training step's gradients, the reference's fused experts split per expert
+    (DeepSeek's, ERNIE 4.5 MoE's, Mixtral's, Qwen3-MoE's, Qwen2-MoE's). A family whose training loss adds the
+    load-balancing loss sets `output_router_logits=True` (and a large `router_aux_loss_coef`) in TRAINING_OVERRIDES."""
 
     LOAD_BALANCING = True  # whether the causal LM adds the load-balancing loss (`aux_loss`) with the router logits
+    EXPERT_BLOCK = "mlp"  # the checkpoint's name of a layer's sparse block
+    EXPERT_NAMES = ("gate_proj", "up_proj", "down_proj")  # the checkpoint's names of an expert's projections
 
     @classmethod
     def reference(cls, name=None, **overrides):
@@ -237,17 +264,26 @@ class RoutedExpertsTests(DecoderFamilyTests):
         assert_outputs_close(ours, theirs, "router logits")
 
     @torch.inference_mode()
+    def test_every_head_saves_what_the_reference_loads_and_back(self, tiny_head, tmp_path):
+        """Saved, each head loads both ways to the reference's outputs, its file holding the tensors that the
+        reference's holds: each expert's own weights, as the reference's save_pretrained splits them."""
+        from safetensors import safe_open
+
+        super().test_every_head_saves_what_the_reference_loads_and_back(tiny_head, tmp_path)
+        with safe_open(tiny_head[1] / "model.safetensors", "pt") as theirs, \
+                safe_open(tmp_path / "model.safetensors", "pt") as ours:
+            assert sorted(ours.keys()) == sorted(theirs.keys())
+
+    @torch.inference_mode()
     def test_bfloat16_matches_the_reference_in_bfloat16(self, tiny):
-        """In a bfloat16 model the routers' weights and correction biases stay float32, as the reference's
-        _keep_in_fp32_modules_strict keeps them: the same logits and the same experts chosen."""
+        """A bfloat16 model keeps in float32 what the reference's keeps (DeepSeek's and ERNIE's routers and
+        correction biases, its _keep_in_fp32_modules_strict): the same logits and the same experts chosen."""
         assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 9, seed=7)))
 
     def test_training_loss_and_gradients_match_the_reference(self, training_variant, tmp_path):
         """The loss and every gradient of a training step, with gradient checkpointing too."""
-        from test_models_mixtral import reference_grads_as_checkpoint
-
-        reference = self.reference(**self.VARIANTS[training_variant])
+        reference = self.reference(**{**self.VARIANTS[training_variant], **self.TRAINING_OVERRIDES})
         model = load_saved(reference, tmp_path)
-        expert_names = ("gate_proj", "up_proj", "down_proj")
-        assert_training_step_matches(model, reference, lm_inputs(self.ids(2, 9, seed=7)), checkpointing=(False, True),
-                                     reference_grads=lambda r: reference_grads_as_checkpoint(r, "mlp", expert_names))
+        assert_training_step_matches(
+            model, reference, lm_inputs(self.ids(2, 9, seed=7)), checkpointing=(False, True),
+            reference_grads=lambda r: reference_grads_as_checkpoint(r, self.EXPERT_BLOCK, self.EXPERT_NAMES))

@@ -1,9 +1,13 @@
 """Mixtral against the reference: tiny random models made by transformers, saved and loaded both ways.
 
-Each head gives the reference's outputs and losses within 1e-4 on a padded batch, the causal LM also its router
-scores and load-balancing loss, and training its gradients; greedy and beam generation give the same tokens; a
-left-padded batch gives each row's logits alone; what we save, the reference loads. The helpers here (what mixtures
-of experts share, beyond tests/decoder_parity.py) serve tests/test_models_qwen3_moe.py too.
+TestMixtral runs the common decoder and routed-experts tests (tests/decoder_suite.py: every head on a padded batch,
+the router scores and load-balancing loss, generation, caches, left padding, saving both ways, a training step's
+gradients with the load-balancing loss, bfloat16) over MixtralExpertsTests, what the families built on
+mixtral.SparseMoeBlock share (the base model's router scores, only the chosen experts running, the reference's
+in-memory layout, int8 routers, the CPU kernel's step), and adds Mixtral's own: jitter noise, the router scores asked
+for in the config, a compiled block, every expert per token; then its config and GGUF files. The helpers here (what
+mixtures of experts share, beyond tests/decoder_parity.py) serve tests/test_models_qwen3_moe.py,
+test_models_qwen2moe.py and others too.
 """
 
 import json
@@ -15,28 +19,20 @@ import torch
 
 import openformers
 from decoder_parity import (
-    GENERATE_OPTIONS,
     add_decoder_metadata,
-    assert_bfloat16_matches_the_reference,
-    assert_cached_decoding_equals_the_full_forward,
     assert_decoding_step_gives_the_references_logits,
-    assert_generate_matches,
-    assert_hidden_states_and_attentions_match,
-    assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
     assert_same_attributes,
-    assert_saved_both_ways,
-    assert_static_cache_gives_the_dynamic_cache_tokens,
     finish_gguf,
     generation_inputs,
     head_inputs,
     llama_cpp_tensors,
     load_quietly,
     load_saved,
-    make_reference,
     outputs_of,
     padded_batch,
 )
+from decoder_suite import RoutedExpertsTests, reference_grads_as_checkpoint
 from openformers import AutoModelForCausalLM, MixtralConfig, MixtralForCausalLM
 from openformers.generation.cache import DynamicCache
 
@@ -47,24 +43,6 @@ TINY = dict(
     vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
     num_key_value_heads=2, max_position_embeddings=256, num_local_experts=4, num_experts_per_tok=2, pad_token_id=0,
 )
-VARIANTS = {
-    "untied": {},
-    "tied-top1": dict(tie_word_embeddings=True, num_experts_per_tok=1),
-    "windowed": dict(sliding_window=4),
-}
-HEADS = {
-    "Model": "AutoModel",
-    "ForCausalLM": "AutoModelForCausalLM",
-    "ForSequenceClassification": "AutoModelForSequenceClassification",
-    "ForTokenClassification": "AutoModelForTokenClassification",
-    "ForQuestionAnswering": "AutoModelForQuestionAnswering",
-}
-
-
-def _reference(name="MixtralForCausalLM", **overrides):
-    return make_reference(name, transformers.MixtralConfig(**{**TINY, **overrides}))
-
-
 def ids_of(*shape, seed=1):
     return torch.randint(1, VOCAB, shape, generator=torch.Generator().manual_seed(seed))
 
@@ -77,28 +55,6 @@ def batch():
 def head_outputs(model, head: str, **options) -> dict:
     """Every tensor (or tuple of tensors) of the output on the padded batch with the head's labels, by name."""
     return outputs_of(model, {**head_inputs(head, *batch()), **options})
-
-
-def reference_grads_as_checkpoint(reference, block: str, expert_names: tuple[str, str, str]) -> dict:
-    """The reference's gradients under the checkpoint's names: its fused experts (`mlp.experts.gate_up_proj`
-    (E, 2I, C), `mlp.experts.down_proj` (E, C, I)) split into each expert's gate, up and down weights."""
-    gate, up, down = expert_names
-    grads = {}
-    for name, parameter in reference.named_parameters():
-        if parameter.grad is None:
-            continue
-        prefix, _, last = name.rpartition(".mlp.")
-        if last.startswith("experts."):
-            for e, g in enumerate(parameter.grad):
-                if last == "experts.gate_up_proj":
-                    g_gate, g_up = g.chunk(2)
-                    grads[f"{prefix}.{block}.experts.{e}.{gate}.weight"] = g_gate
-                    grads[f"{prefix}.{block}.experts.{e}.{up}.weight"] = g_up
-                else:
-                    grads[f"{prefix}.{block}.experts.{e}.{down}.weight"] = g
-        else:
-            grads[name.replace(".mlp.gate.", f".{block}.gate.") if prefix else name] = parameter.grad
-    return grads
 
 
 def assert_training_matches(model, reference, block, expert_names, checkpointing=False):
@@ -122,26 +78,16 @@ def assert_training_matches(model, reference, block, expert_names, checkpointing
         torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-def assert_saved_both_ways_as_the_reference_saves(model, reference, head: str, reference_folder, folder):
-    """Saved to `folder`, the model loads both ways to the reference's outputs, its file holding the tensors that the
-    reference's (in `reference_folder`) holds: each expert's own weights, as the reference's save_pretrained splits
-    them."""
-    from safetensors import safe_open
-
-    inputs = head_inputs(head, *batch())
-    assert_saved_both_ways(model, folder, HEADS[head], inputs, outputs_of(reference, inputs))
-    with safe_open(reference_folder / "model.safetensors", "pt") as theirs, \
-            safe_open(folder / "model.safetensors", "pt") as ours:
-        assert sorted(ours.keys()) == sorted(theirs.keys())
-
-
 def assert_loads_the_reference_in_memory_layout(reference, folder, head="ForCausalLM"):
     """A checkpoint of the reference's state_dict() as it is in memory (the experts fused into 3D tensors, which
-    save_pretrained splits) loads too, as the reference loads it, to the same outputs."""
+    save_pretrained splits; a tied lm_head left out, as save_pretrained leaves it) loads too, as the reference loads
+    it, to the same outputs."""
     from safetensors.torch import save_file
 
     reference.config.save_pretrained(folder)
     state = reference.state_dict()
+    if reference.config.tie_word_embeddings:
+        del state["lm_head.weight"]
     assert any(name.endswith("mlp.experts.gate_up_proj") for name in state)
     save_file({name: t.contiguous() for name, t in state.items()}, str(folder / "model.safetensors"))
     model = load_quietly(AutoModelForCausalLM.from_pretrained, folder)
@@ -222,187 +168,129 @@ def write_moe_gguf(writer, reference, names: dict, permute_heads: bool):
     finish_gguf(writer)
 
 
-# -- Mixtral ------------------------------------------------------------------------------------------------------
+class MixtralExpertsTests(RoutedExpertsTests):
+    """What the families built on mixtral.SparseMoeBlock (Mixtral, Qwen3-MoE, Qwen2-MoE) check beyond the routed
+    experts' common tests."""
+
+    @torch.inference_mode()
+    def test_the_base_model_returns_the_router_logits_as_the_reference(self, tiny):
+        """The base model (loaded from a causal LM's folder, as the reference loads it) returns the hidden state and
+        the router scores, as a tuple too."""
+        folder = tiny[0]
+        ids, mask = padded_batch(self.ids(2, 9, seed=7))
+        model = openformers.AutoModel.from_pretrained(folder)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the reference reports the lm_head it leaves out
+            reference = transformers.AutoModel.from_pretrained(folder).eval()
+        ours = model(ids, mask, output_router_logits=True, return_dict=False)
+        theirs = reference(ids, mask, output_router_logits=True, use_cache=False, return_dict=False)
+        assert len(ours) == len(theirs) == 2  # the hidden state and the router logits
+        torch.testing.assert_close(ours[0], theirs[0], atol=1e-4, rtol=1e-4)
+        for got, expected in zip(ours[1], theirs[1], strict=True):
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+        assert model(ids, mask).router_logits is None  # not asked for, and the config says no
+
+    @torch.inference_mode()
+    def test_only_the_chosen_experts_run_in_the_sparse_layers(self, tiny):
+        config = tiny[2].config
+        sparse = sum(config.is_sparse(i) for i in range(config.num_hidden_layers))
+        # one token: its num_experts_per_tok experts in each sparse layer, no others
+        assert experts_run_per_step(tiny[2], self.ids(1, 1)) == [config.num_experts_per_tok] * sparse
+        assert all(n <= config.num_experts for n in experts_run_per_step(tiny[2], self.ids(2, 9)))
+
+    @torch.inference_mode()
+    def test_a_checkpoint_in_the_reference_in_memory_layout_loads(self, tiny, tmp_path):
+        assert_loads_the_reference_in_memory_layout(tiny[1], tmp_path)
+
+    @torch.inference_mode()
+    def test_int8_quantization_keeps_the_router_in_float(self, tiny):
+        assert_int8_keeps_the_router_in_float(tiny[0])
+
+    @torch.inference_mode()
+    def test_the_cpu_kernels_decoding_step_routes_as_the_reference(self, tiny):
+        _, reference, model = tiny
+        assert_decoding_step_gives_the_references_logits(model, reference, self.ids(1, 12, seed=9), prefill=3)
 
 
-@pytest.fixture(scope="module", params=list(VARIANTS))
-def tiny(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    reference = _reference(**VARIANTS[request.param])
-    return folder, reference, load_saved(reference, folder)
+class TestMixtral(MixtralExpertsTests):
+    REFERENCE_CONFIG = "MixtralConfig"
+    TINY = TINY
+    VARIANTS = {
+        "untied": {},
+        "tied-top1": dict(tie_word_embeddings=True, num_experts_per_tok=1),
+        "windowed": dict(sliding_window=4),
+    }
+    HEADS = {
+        "MixtralModel": "AutoModel",
+        "MixtralForCausalLM": "AutoModelForCausalLM",
+        "MixtralForSequenceClassification": "AutoModelForSequenceClassification",
+        "MixtralForTokenClassification": "AutoModelForTokenClassification",
+        "MixtralForQuestionAnswering": "AutoModelForQuestionAnswering",
+    }
+    # the load-balancing loss in the training loss, weighed enough that a wrong one moves the loss and gradients
+    TRAINING_OVERRIDES = dict(router_aux_loss_coef=0.5, output_router_logits=True)
+    EXPERT_BLOCK = "block_sparse_moe"
+    EXPERT_NAMES = ("w1", "w3", "w2")
 
+    def test_router_jitter_noise_draws_as_the_reference_while_training(self, tmp_path):
+        reference = self.reference(router_jitter_noise=0.1)
+        model = load_saved(reference, tmp_path)
+        ids, mask = batch()
+        logits = []
+        for m in (reference, model):
+            torch.manual_seed(3)
+            logits.append(m.train()(ids, attention_mask=mask).logits)
+        torch.testing.assert_close(logits[1], logits[0], atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(model.eval()(ids, attention_mask=mask).logits, logits[1])  # the noise is on
 
-@pytest.fixture(scope="module", params=list(HEADS))
-def tiny_head(request, tmp_path_factory):
-    head = request.param
-    folder = tmp_path_factory.mktemp(head)
-    reference = _reference(f"Mixtral{head}", num_labels=3)
-    return head, folder, reference, load_saved(reference, folder, HEADS[head])
+    @torch.inference_mode()
+    def test_generate_with_output_router_logits_in_the_config_gives_the_same_tokens(self, tiny):
+        """Each step then also scores the load-balancing loss over its new tokens (the mask's last columns), where
+        the reference's generate fails on the mask that covers the cached positions too."""
+        folder, reference, _ = tiny
+        model = AutoModelForCausalLM.from_pretrained(folder, output_router_logits=True)
+        ids, mask = generation_inputs(ids_of)
+        settings = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
+        expected = reference.generate(ids, attention_mask=mask, **settings)
+        assert model.generate(ids, attention_mask=mask, **settings).tolist() == expected.tolist()
+        cache = DynamicCache()
+        model(ids, attention_mask=mask, past_key_values=cache)
+        step = model(ids[:, -1:], attention_mask=torch.cat([mask, mask[:, -1:]], dim=1), past_key_values=cache)
+        assert step.aux_loss.isfinite() and all(t.shape[0] == 2 for t in step.router_logits)
 
+    @torch.inference_mode()
+    def test_a_compiled_block_keeps_its_graphs_whatever_the_routing(self, tiny):
+        """torch.compile (a static cache's compiled step) runs the experts eagerly between two graphs, instead of
+        tracing a new graph for every new routing."""
+        from torch._dynamo.utils import counters
 
-@torch.inference_mode()
-def test_causal_lm_logits_losses_and_router_logits_match_reference(tiny):
-    _, reference, model = tiny
-    assert isinstance(model, MixtralForCausalLM) and not model.training
-    assert_outputs_close(head_outputs(model, "ForCausalLM"), head_outputs(reference, "ForCausalLM"), "causal LM")
-    ours = head_outputs(model, "ForCausalLM", output_router_logits=True)
-    assert list(ours) == ["loss", "aux_loss", "logits", "router_logits"] and len(ours["router_logits"]) == 2
-    assert_outputs_close(ours, head_outputs(reference, "ForCausalLM", output_router_logits=True), "router logits")
+        block = tiny[2].model.layers[0].block_sparse_moe
+        torch._dynamo.reset()
+        counters.clear()
+        compiled = torch.compile(block, backend="eager")
+        for seed in range(6):
+            x = torch.randn(1, 3, TINY["hidden_size"], generator=torch.Generator().manual_seed(seed))
+            for got, expected in zip(compiled(x), block(x)):
+                torch.testing.assert_close(got, expected)
+        assert counters["stats"]["unique_graphs"] == 2  # the router's, and the reshape after the experts
 
+    @torch.inference_mode()
+    def test_every_expert_per_token_matches_the_reference(self, tmp_path):
+        """num_experts_per_tok == num_local_experts: every expert runs for every token."""
+        reference = self.reference(num_experts_per_tok=TINY["num_local_experts"])
+        model = load_saved(reference, tmp_path)
+        assert experts_run_per_step(model, ids_of(1, 1)) == [TINY["num_local_experts"]] * 2
+        inputs = {**self.inputs(), "output_router_logits": True}
+        assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "every expert")
 
-@torch.inference_mode()
-def test_every_head_matches_reference_on_a_padded_batch(tiny_head):
-    head, _, reference, model = tiny_head
-    assert type(model).__name__ == f"Mixtral{head}" and not model.training
-    assert_outputs_close(head_outputs(model, head), head_outputs(reference, head), head)
-
-
-@torch.inference_mode()
-def test_every_head_saves_what_the_reference_loads_and_back(tiny_head, tmp_path):
-    head, folder, reference, model = tiny_head
-    assert_saved_both_ways_as_the_reference_saves(model, reference, head, folder, tmp_path)
-
-
-def assert_base_model_router_logits_match(folder):
-    """The base model (loaded from a causal LM's folder, as the reference loads it) returns the hidden state and the
-    router scores, as a tuple too."""
-    model = openformers.AutoModel.from_pretrained(folder)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the reference reports the lm_head it leaves out
-        reference = transformers.AutoModel.from_pretrained(folder).eval()
-    ours = model(*batch(), output_router_logits=True, return_dict=False)
-    theirs = reference(*batch(), output_router_logits=True, use_cache=False, return_dict=False)
-    assert len(ours) == len(theirs) == 2  # the hidden state and the router logits
-    torch.testing.assert_close(ours[0], theirs[0], atol=1e-4, rtol=1e-4)
-    for got, expected in zip(ours[1], theirs[1], strict=True):
-        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-    assert model(*batch()).router_logits is None  # not asked for, and the config says no
-
-
-@torch.inference_mode()
-def test_the_base_model_returns_the_router_logits_as_the_reference(tiny):
-    assert_base_model_router_logits_match(tiny[0])
-
-
-@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
-def test_training_loss_and_gradients_match_the_reference(tmp_path, checkpointing):
-    reference = _reference(router_aux_loss_coef=0.5)
-    model = load_saved(reference, tmp_path)
-    assert_training_matches(model, reference, "block_sparse_moe", ("w1", "w3", "w2"), checkpointing)
-
-
-def test_router_jitter_noise_draws_as_the_reference_while_training(tmp_path):
-    reference = _reference(router_jitter_noise=0.1)
-    model = load_saved(reference, tmp_path)
-    ids, mask = batch()
-    logits = []
-    for m in (reference, model):
-        torch.manual_seed(3)
-        logits.append(m.train()(ids, attention_mask=mask).logits)
-    torch.testing.assert_close(logits[1], logits[0], atol=1e-4, rtol=1e-4)
-    assert not torch.allclose(model.eval()(ids, attention_mask=mask).logits, logits[1])  # the noise is on
-
-
-@torch.inference_mode()
-def test_cached_decoding_equals_the_full_forward(tiny):
-    assert_cached_decoding_equals_the_full_forward(tiny[2], ids_of(2, 12))
-
-
-@torch.inference_mode()
-def test_left_padded_batch_equals_single_rows(tiny):
-    _, reference, model = tiny
-    assert_left_padded_batch_equals_single_rows(model, ids_of, reference)
-
-
-@GENERATE_OPTIONS
-@torch.inference_mode()
-def test_generate_matches_reference(tiny, options):
-    _, reference, model = tiny
-    assert_generate_matches(model, reference, *generation_inputs(ids_of), **options)
-
-
-@torch.inference_mode()
-def test_generate_with_output_router_logits_in_the_config_gives_the_same_tokens(tiny):
-    """Each step then also scores the load-balancing loss over its new tokens (the mask's last columns), where the
-    reference's generate fails on the mask that covers the cached positions too."""
-    folder, reference, _ = tiny
-    model = AutoModelForCausalLM.from_pretrained(folder, output_router_logits=True)
-    ids, mask = generation_inputs(ids_of)
-    settings = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
-    expected = reference.generate(ids, attention_mask=mask, **settings)
-    assert model.generate(ids, attention_mask=mask, **settings).tolist() == expected.tolist()
-    cache = DynamicCache()
-    model(ids, attention_mask=mask, past_key_values=cache)
-    step = model(ids[:, -1:], attention_mask=torch.cat([mask, mask[:, -1:]], dim=1), past_key_values=cache)
-    assert step.aux_loss.isfinite() and all(t.shape[0] == 2 for t in step.router_logits)
-
-
-@torch.inference_mode()
-def test_a_compiled_block_keeps_its_graphs_whatever_the_routing(tiny):
-    """torch.compile (a static cache's compiled step) runs the experts eagerly between two graphs, instead of
-    tracing a new graph for every new routing."""
-    from torch._dynamo.utils import counters
-
-    block = tiny[2].model.layers[0].block_sparse_moe
-    torch._dynamo.reset()
-    counters.clear()
-    compiled = torch.compile(block, backend="eager")
-    for seed in range(6):
-        x = torch.randn(1, 3, TINY["hidden_size"], generator=torch.Generator().manual_seed(seed))
-        for got, expected in zip(compiled(x), block(x)):
-            torch.testing.assert_close(got, expected)
-    assert counters["stats"]["unique_graphs"] == 2  # the router's, and the reshape after the experts
-
-
-@torch.inference_mode()
-def test_inputs_embeds_give_the_input_ids_logits(tiny):
-    model = tiny[2]
-    ids, mask = batch()
-    embeds = model.get_input_embeddings()(ids)
-    torch.testing.assert_close(model(inputs_embeds=embeds, attention_mask=mask).logits,
-                               model(ids, attention_mask=mask).logits)
-
-
-@torch.inference_mode()
-def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(ids_of))
-
-
-@torch.inference_mode()
-def test_hidden_states_and_attention_weights_match_the_reference(tiny):
-    folder, _, model = tiny
-    assert_hidden_states_and_attentions_match(model, folder, *batch())
-
-
-@torch.inference_mode()
-def test_only_the_chosen_experts_run(tiny):
-    model = tiny[2]
-    top_k = model.config.num_experts_per_tok
-    assert experts_run_per_step(model, ids_of(1, 1)) == [top_k, top_k]  # one token: its top_k experts, no others
-    assert all(n <= model.config.num_local_experts for n in experts_run_per_step(model, ids_of(2, 9)))
-
-
-@torch.inference_mode()
-def test_a_checkpoint_in_the_reference_in_memory_layout_loads(tmp_path):
-    assert_loads_the_reference_in_memory_layout(_reference(), tmp_path)
-
-
-@torch.inference_mode()
-def test_int8_quantization_keeps_the_router_in_float(tiny):
-    assert_int8_keeps_the_router_in_float(tiny[0])
-
-
-@torch.inference_mode()
-def test_the_cpu_kernels_decoding_step_routes_as_the_reference(tiny):
-    _, reference, model = tiny
-    assert_decoding_step_gives_the_references_logits(model, reference, ids_of(1, 12, seed=9), prefill=3)
-
-
-@torch.inference_mode()
-def test_bfloat16_matches_the_reference_in_bfloat16(tiny):
-    """The router in bfloat16, its softmax in float32, the chosen experts' weights kept in float32: the reference's
-    bits, and the same experts chosen."""
-    assert_bfloat16_matches_the_reference(tiny[0], *batch())
+    @torch.inference_mode()
+    def test_heads_with_output_router_logits_in_the_config_give_the_reference_outputs(self, tmp_path):
+        """The classification heads ignore the router scores the config asks for, as the reference's do."""
+        name = "MixtralForSequenceClassification"
+        reference = self.reference(name, num_labels=3, output_router_logits=True)
+        model = load_saved(reference, tmp_path, self.HEADS[name])
+        inputs = self.inputs(name)
+        assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "classification")
 
 
 def test_config_defaults_match_the_reference():
@@ -445,9 +333,9 @@ def test_config_refuses_more_experts_per_token_than_experts():
 
 def test_heads_build_on_the_mixtral_base_model():
     config = MixtralConfig(**TINY, num_labels=2)
-    for head in HEADS:
-        model = getattr(openformers, f"Mixtral{head}")(config)
-        base = model if head == "Model" else model.base_model
+    for head in TestMixtral.HEADS:
+        model = getattr(openformers, head)(config)
+        base = model if head == "MixtralModel" else model.base_model
         assert type(base).__name__ == "MixtralModel"
         assert len(base.layers[0].block_sparse_moe.experts) == TINY["num_local_experts"]
         block = base.layers[0].block_sparse_moe  # initialized as the reference's: normal(0, 0.02)
@@ -471,7 +359,7 @@ GGUF_NAMES = {
 def test_gguf_written_like_llama_cpp_matches_the_original(tmp_path, tied):
     import gguf
 
-    reference = _reference(tie_word_embeddings=tied)
+    reference = TestMixtral.reference(tie_word_embeddings=tied)
     writer = gguf.GGUFWriter(str(tmp_path / "mixtral.gguf"), "llama")
     writer.add_expert_count(reference.config.num_local_experts)
     write_moe_gguf(writer, reference, GGUF_NAMES, permute_heads=True)
@@ -490,7 +378,7 @@ def test_gguf_with_one_tensor_per_expert_loads(tmp_path):
     """llama.cpp converted Mixtral before April 2024 with each expert's weights apart (blk.N.ffn_gate.E.weight)."""
     import gguf
 
-    reference = _reference()
+    reference = TestMixtral.reference()
     writer = gguf.GGUFWriter(str(tmp_path / "mixtral.gguf"), "llama")
     writer.add_expert_count(reference.config.num_local_experts)
 
@@ -514,7 +402,7 @@ def test_gguf_with_quantized_expert_tensors_loads_them_dequantized(tmp_path):
     """Real Mixtral files quantize the stacked 3D expert tensors (here Q8_0): each expert gets its slice of them."""
     import gguf
 
-    reference = _reference(intermediate_size=64)  # Q8_0 blocks of 32 along every expert tensor's rows
+    reference = TestMixtral.reference(intermediate_size=64)  # Q8_0 blocks of 32 along every expert tensor's rows
     writer = gguf.GGUFWriter(str(tmp_path / "mixtral.gguf"), "llama")
     writer.add_expert_count(reference.config.num_local_experts)
     stored = {}
@@ -538,23 +426,3 @@ def test_gguf_with_quantized_expert_tensors_loads_them_dequantized(tmp_path):
             torch.testing.assert_close(getattr(expert, kind).weight, expected[e], atol=0, rtol=0)
     logits = model(ids_of(1, 6)).logits
     torch.testing.assert_close(logits, reference(ids_of(1, 6)).logits, atol=2e-2, rtol=0)
-
-
-@torch.inference_mode()
-def test_every_expert_per_token_matches_the_reference(tmp_path):
-    """num_experts_per_tok == num_local_experts: every expert runs for every token."""
-    reference = _reference(num_experts_per_tok=TINY["num_local_experts"])
-    model = load_saved(reference, tmp_path)
-    assert experts_run_per_step(model, ids_of(1, 1)) == [TINY["num_local_experts"]] * 2
-    assert_outputs_close(head_outputs(model, "ForCausalLM", output_router_logits=True),
-                         head_outputs(reference, "ForCausalLM", output_router_logits=True), "every expert")
-
-
-@torch.inference_mode()
-def test_heads_with_output_router_logits_in_the_config_give_the_reference_outputs(tmp_path):
-    """The classification heads ignore the router scores the config asks for, as the reference's do."""
-    reference = _reference("MixtralForSequenceClassification", num_labels=3, output_router_logits=True)
-    reference.save_pretrained(tmp_path)
-    model = load_quietly(openformers.AutoModelForSequenceClassification.from_pretrained, tmp_path)
-    assert_outputs_close(head_outputs(model, "ForSequenceClassification"),
-                         head_outputs(reference, "ForSequenceClassification"), "classification")

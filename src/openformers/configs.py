@@ -2659,6 +2659,10 @@ class MixtralConfig(MistralConfig):
         _pop_alias(self, "num_experts", "num_local_experts")
         super().__post_init__()
 
+    def is_sparse(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` runs the experts: every Mixtral layer does (Qwen-MoE's configs name dense ones)."""
+        return True
+
     def validate(self) -> None:
         super().validate()
         _check_experts(self, "num_local_experts")
