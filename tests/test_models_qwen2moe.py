@@ -1,11 +1,13 @@
 """Qwen2-MoE against the reference: tiny random models made by transformers, saved and loaded both ways.
 
-As for Mixtral and Qwen3-MoE (tests/test_models_mixtral.py, whose helpers these tests use): each head's outputs and
-losses, the router scores, the load-balancing loss and the training gradients are the reference's; generation gives
-its tokens; a left-padded batch gives each row alone; saving works both ways. The weights are drawn at std 0.15, so
-that the shared expert and its gate move the logits far past the tolerance. The variants cover dense layers among
-the sparse ones (decoder_sparse_step, mlp_only_layers), norm_topk_prob both ways, q/k/v biases both ways, tied
-embeddings and the sliding window.
+TestQwen2Moe runs the common decoder, routed-experts and Mixtral-block tests (tests/decoder_suite.py,
+tests/test_models_mixtral.MixtralExpertsTests, tests/test_models_qwen3_moe.DenseLayersAmongSparseTests: each head's
+outputs and losses, the router scores, the load-balancing loss in a training step's gradients, generation, caches,
+left padding, saving both ways, bfloat16, the CPU kernel's step) and adds the shared expert and its gate. The weights
+are drawn at std 0.15, so that the shared expert and its gate move the logits far past the tolerance. The variants
+cover dense layers among the sparse ones (decoder_sparse_step, mlp_only_layers), norm_topk_prob both ways, q/k/v
+biases both ways, tied embeddings and the sliding window; then the family's config, its rules for sparse layers and
+the window, and its GGUF files.
 """
 
 import json
@@ -15,38 +17,20 @@ import pytest
 import torch
 
 import openformers
-from openformers import AutoModelForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM
-
 from decoder_parity import (
-    GENERATE_OPTIONS,
-    assert_bfloat16_matches_the_reference,
-    assert_cached_decoding_equals_the_full_forward,
-    assert_decoding_step_gives_the_references_logits,
-    assert_generate_matches,
-    assert_hidden_states_and_attentions_match,
-    assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
     assert_same_attributes,
-    assert_static_cache_gives_the_dynamic_cache_tokens,
-    generation_inputs,
     load_quietly,
-    load_saved,
-    make_reference,
 )
+from openformers import AutoModelForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM
 from test_models_mixtral import (
-    HEADS,
-    assert_base_model_router_logits_match,
     assert_int8_keeps_the_router_in_float,
-    assert_loads_the_reference_in_memory_layout,
     assert_reads_a_real_config_as_the_reference,
-    assert_saved_both_ways_as_the_reference_saves,
-    assert_training_matches,
     batch,
-    experts_run_per_step,
     head_outputs,
-    ids_of,
     write_moe_gguf,
 )
+from test_models_qwen3_moe import DenseLayersAmongSparseTests
 
 transformers = pytest.importorskip("transformers")
 
@@ -55,168 +39,76 @@ TINY = dict(
     num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, num_experts=4,
     num_experts_per_tok=2, rms_norm_eps=1e-5, pad_token_id=0, initializer_range=0.15,
 )
-VARIANTS = {
-    "all-sparse": {},
-    "mixed-normed-tied-unbiased": dict(decoder_sparse_step=2, mlp_only_layers=[2], norm_topk_prob=True,
-                                       tie_word_embeddings=True, qkv_bias=False),
-    "windowed": dict(use_sliding_window=True, sliding_window=4, layer_types=["sliding_attention"] * 3,
-                     mlp_only_layers=[0]),
-}
-EXPERT_NAMES = ("gate_proj", "up_proj", "down_proj")
 
 
-def _reference(name="Qwen2MoeForCausalLM", **overrides):
-    return make_reference(name, transformers.Qwen2MoeConfig(**{**TINY, **overrides}))
+class TestQwen2Moe(DenseLayersAmongSparseTests):
+    REFERENCE_CONFIG = "Qwen2MoeConfig"
+    TINY = TINY
+    VARIANTS = {
+        "all-sparse": {},
+        "mixed-normed-tied-unbiased": dict(decoder_sparse_step=2, mlp_only_layers=[2], norm_topk_prob=True,
+                                           tie_word_embeddings=True, qkv_bias=False),
+        "windowed": dict(use_sliding_window=True, sliding_window=4, layer_types=["sliding_attention"] * 3,
+                         mlp_only_layers=[0]),
+    }
+    HEADS = {
+        "Qwen2MoeModel": "AutoModel",
+        "Qwen2MoeForCausalLM": "AutoModelForCausalLM",
+        "Qwen2MoeForSequenceClassification": "AutoModelForSequenceClassification",
+        "Qwen2MoeForTokenClassification": "AutoModelForTokenClassification",
+        "Qwen2MoeForQuestionAnswering": "AutoModelForQuestionAnswering",
+    }
+    HEAD_OVERRIDES = dict(num_labels=3, mlp_only_layers=[1])
+    # every other layer sparse, the routing weights renormalized, and the load-balancing loss weighed enough that a
+    # wrong one moves the loss and gradients
+    TRAINING_OVERRIDES = dict(router_aux_loss_coef=0.5, decoder_sparse_step=2, norm_topk_prob=True,
+                              output_router_logits=True)
 
-
-@pytest.fixture(scope="module", params=list(VARIANTS))
-def tiny(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    reference = _reference(**VARIANTS[request.param])
-    return folder, reference, load_saved(reference, folder)
-
-
-@pytest.fixture(scope="module", params=list(HEADS))
-def tiny_head(request, tmp_path_factory):
-    head = request.param
-    folder = tmp_path_factory.mktemp(head)
-    reference = _reference(f"Qwen2Moe{head}", num_labels=3, mlp_only_layers=[1])
-    return head, folder, reference, load_saved(reference, folder, HEADS[head])
-
-
-@torch.inference_mode()
-def test_causal_lm_logits_losses_and_router_logits_match_reference(tiny):
-    _, reference, model = tiny
-    assert isinstance(model, Qwen2MoeForCausalLM) and not model.training
-    assert_outputs_close(head_outputs(model, "ForCausalLM"), head_outputs(reference, "ForCausalLM"), "causal LM")
-    ours = head_outputs(model, "ForCausalLM", output_router_logits=True)
-    sparse = sum(model.config.is_sparse(i) for i in range(model.config.num_hidden_layers))
-    assert len(ours["router_logits"]) == sparse
-    assert_outputs_close(ours, head_outputs(reference, "ForCausalLM", output_router_logits=True), "router logits")
-
-
-@torch.inference_mode()
-def test_the_shared_expert_and_its_gate_count(tiny):
-    """Each sparse layer's shared expert, scaled by its sigmoid gate, moves the logits well past the tolerance: a
-    model without it, or without its gate, is far from the reference."""
-    _, reference, model = tiny
-    ids, mask = batch()
-    expected = reference(ids, attention_mask=mask).logits
-    blocks = [layer.mlp for layer in model.model.layers if hasattr(layer.mlp, "shared_expert")]
-    assert blocks
-    for part in ("shared_expert", "shared_expert_gate"):
-        weights = [{k: v.clone() for k, v in getattr(block, part).state_dict().items()} for block in blocks]
-        for block, state in zip(blocks, weights):
-            getattr(block, part).load_state_dict({k: torch.zeros_like(v) for k, v in state.items()})
-        try:
-            assert (model(ids, attention_mask=mask).logits - expected).abs().max() > 1e-2, part
-        finally:
+    @torch.inference_mode()
+    def test_the_shared_expert_and_its_gate_count(self, tiny):
+        """Each sparse layer's shared expert, scaled by its sigmoid gate, moves the logits well past the tolerance: a
+        model without it, or without its gate, is far from the reference."""
+        _, reference, model = tiny
+        ids, mask = batch()
+        expected = reference(ids, attention_mask=mask).logits
+        blocks = [layer.mlp for layer in model.model.layers if hasattr(layer.mlp, "shared_expert")]
+        assert blocks
+        for part in ("shared_expert", "shared_expert_gate"):
+            weights = [{k: v.clone() for k, v in getattr(block, part).state_dict().items()} for block in blocks]
             for block, state in zip(blocks, weights):
-                getattr(block, part).load_state_dict(state)
-    torch.testing.assert_close(model(ids, attention_mask=mask).logits, expected, atol=1e-4, rtol=1e-4)
+                getattr(block, part).load_state_dict({k: torch.zeros_like(v) for k, v in state.items()})
+            try:
+                assert (model(ids, attention_mask=mask).logits - expected).abs().max() > 1e-2, part
+            finally:
+                for block, state in zip(blocks, weights):
+                    getattr(block, part).load_state_dict(state)
+        torch.testing.assert_close(model(ids, attention_mask=mask).logits, expected, atol=1e-4, rtol=1e-4)
 
+    @torch.inference_mode()
+    def test_every_head_saves_what_the_reference_loads_and_back(self, tiny_head, tmp_path):
+        super().test_every_head_saves_what_the_reference_loads_and_back(tiny_head, tmp_path)
+        config = json.loads((tmp_path / "config.json").read_text())
+        assert config["num_experts"] == TINY["num_experts"] and "num_local_experts" not in config
+        assert config["shared_expert_intermediate_size"] == TINY["shared_expert_intermediate_size"]
+        assert config["qkv_bias"] is True
 
-@torch.inference_mode()
-def test_every_head_matches_reference_on_a_padded_batch(tiny_head):
-    head, _, reference, model = tiny_head
-    assert type(model).__name__ == f"Qwen2Moe{head}" and not model.training
-    assert_outputs_close(head_outputs(model, head), head_outputs(reference, head), head)
+    def test_auto_classes_pick_the_qwen2_moe_classes(self, tiny_head):
+        name, folder, _, _ = tiny_head
+        assert type(openformers.AutoConfig.from_pretrained(folder)) is Qwen2MoeConfig
+        model = load_quietly(getattr(openformers, self.HEADS[name]).from_pretrained, folder)
+        assert type(model) is getattr(openformers, name)
 
+    @torch.inference_mode()
+    def test_int8_quantization_keeps_the_router_in_float(self, tmp_path):
+        """The routers and the shared experts' gates, at the reference's own init (std 0.02), where int8's rounding
+        stays within the Mixtral test's tolerance."""
+        from openformers.models.mixtral import Router
 
-@torch.inference_mode()
-def test_every_head_saves_what_the_reference_loads_and_back(tiny_head, tmp_path):
-    head, folder, reference, model = tiny_head
-    assert_saved_both_ways_as_the_reference_saves(model, reference, head, folder, tmp_path)
-    config = json.loads((tmp_path / "config.json").read_text())
-    assert config["num_experts"] == TINY["num_experts"] and "num_local_experts" not in config
-    assert config["shared_expert_intermediate_size"] == TINY["shared_expert_intermediate_size"]
-    assert config["qkv_bias"] is True
-
-
-def test_auto_classes_pick_the_qwen2_moe_classes(tiny_head):
-    head, folder, _, _ = tiny_head
-    assert type(openformers.AutoConfig.from_pretrained(folder)) is Qwen2MoeConfig
-    model = load_quietly(getattr(openformers, HEADS[head]).from_pretrained, folder)
-    assert type(model) is getattr(openformers, f"Qwen2Moe{head}")
-
-
-@torch.inference_mode()
-def test_the_base_model_returns_the_router_logits_as_the_reference(tiny):
-    assert_base_model_router_logits_match(tiny[0])
-
-
-@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
-def test_training_loss_and_gradients_match_the_reference(tmp_path, checkpointing):
-    reference = _reference(router_aux_loss_coef=0.5, decoder_sparse_step=2, norm_topk_prob=True)
-    model = load_saved(reference, tmp_path)
-    assert_training_matches(model, reference, "mlp", EXPERT_NAMES, checkpointing)
-
-
-@torch.inference_mode()
-def test_cached_decoding_equals_the_full_forward(tiny):
-    assert_cached_decoding_equals_the_full_forward(tiny[2], ids_of(2, 12))
-
-
-@torch.inference_mode()
-def test_left_padded_batch_equals_single_rows(tiny):
-    _, reference, model = tiny
-    assert_left_padded_batch_equals_single_rows(model, ids_of, reference)
-
-
-@GENERATE_OPTIONS
-@torch.inference_mode()
-def test_generate_matches_reference(tiny, options):
-    _, reference, model = tiny
-    assert_generate_matches(model, reference, *generation_inputs(ids_of), **options)
-
-
-@torch.inference_mode()
-def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(ids_of), [dict(num_beams=3)])
-
-
-@torch.inference_mode()
-def test_hidden_states_and_attention_weights_match_the_reference(tiny):
-    folder, _, model = tiny
-    assert_hidden_states_and_attentions_match(model, folder, *batch())
-
-
-@torch.inference_mode()
-def test_only_the_chosen_experts_run_in_the_sparse_layers(tiny):
-    model = tiny[2]
-    config = model.config
-    sparse = sum(config.is_sparse(i) for i in range(config.num_hidden_layers))
-    assert experts_run_per_step(model, ids_of(1, 1)) == [config.num_experts_per_tok] * sparse
-
-
-@torch.inference_mode()
-def test_a_checkpoint_in_the_reference_in_memory_layout_loads(tmp_path):
-    assert_loads_the_reference_in_memory_layout(_reference(mlp_only_layers=[0]), tmp_path)
-
-
-@torch.inference_mode()
-def test_int8_quantization_keeps_the_routers_and_shared_gates_in_float(tmp_path):
-    """At the reference's own init (std 0.02), where int8's rounding stays within the Mixtral test's tolerance."""
-    from openformers.models.mixtral import Router
-
-    _reference(initializer_range=0.02).save_pretrained(tmp_path)
-    assert_int8_keeps_the_router_in_float(tmp_path)
-    packed = AutoModelForCausalLM.from_pretrained(tmp_path, quantization="int8")
-    gates = [layer.mlp.shared_expert_gate for layer in packed.model.layers]
-    assert all(type(g) is Router and g.weight.dtype == torch.float32 for g in gates)
-
-
-@torch.inference_mode()
-def test_the_cpu_kernels_decoding_step_runs_the_shared_expert_as_the_reference(tiny):
-    _, reference, model = tiny
-    assert_decoding_step_gives_the_references_logits(model, reference, ids_of(1, 12, seed=9), prefill=3)
-
-
-@torch.inference_mode()
-def test_bfloat16_matches_the_reference_in_bfloat16(tiny):
-    """The router in bfloat16, its softmax in float32, the chosen experts' weights rounded to bfloat16: the
-    reference's bits, and the same experts chosen."""
-    assert_bfloat16_matches_the_reference(tiny[0], *batch())
+        self.reference(initializer_range=0.02).save_pretrained(tmp_path)
+        assert_int8_keeps_the_router_in_float(tmp_path)
+        packed = AutoModelForCausalLM.from_pretrained(tmp_path, quantization="int8")
+        gates = [layer.mlp.shared_expert_gate for layer in packed.model.layers]
+        assert all(type(g) is Router and g.weight.dtype == torch.float32 for g in gates)
 
 
 def test_config_defaults_match_the_reference():
@@ -296,15 +188,6 @@ def test_bad_config_values_name_the_field(values, field):
         Qwen2MoeConfig(**{**TINY, **values})
 
 
-@torch.inference_mode()
-def test_a_model_without_sparse_layers_has_no_aux_loss(tmp_path):
-    reference = _reference(mlp_only_layers=[0, 1, 2])
-    model = load_saved(reference, tmp_path)
-    out = model(*batch(), output_router_logits=True)
-    assert out.router_logits == () and out.aux_loss is None
-    torch.testing.assert_close(out.logits, reference(*batch()).logits, atol=1e-4, rtol=1e-4)
-
-
 # A GGUF written the way llama.cpp's converter writes a "qwen2moe" file: its names, the rows in the reference's order.
 
 GGUF_NAMES = {
@@ -344,7 +227,7 @@ def _write_gguf(path, reference, shared_gate_as_vector=False, expert_count=True)
 def test_gguf_written_like_llama_cpp_matches_the_original(tmp_path, variant):
     variant = dict(variant)
     vector = variant.pop("vector", False)
-    reference = _reference(**variant)  # llama.cpp does not renormalize qwen2moe's routing weights
+    reference = TestQwen2Moe.reference(**variant)  # llama.cpp does not renormalize qwen2moe's routing weights
     _write_gguf(tmp_path / "qwen2moe.gguf", reference, shared_gate_as_vector=vector)
     model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "qwen2moe.gguf")
     assert isinstance(model, Qwen2MoeForCausalLM) and not model.config.norm_topk_prob
@@ -360,6 +243,6 @@ def test_gguf_written_like_llama_cpp_matches_the_original(tmp_path, variant):
 
 
 def test_gguf_without_an_expert_count_is_refused(tmp_path):
-    _write_gguf(tmp_path / "broken.gguf", _reference(), expert_count=False)
+    _write_gguf(tmp_path / "broken.gguf", TestQwen2Moe.reference(), expert_count=False)
     with pytest.raises(ValueError, match="expert_count"):
         AutoModelForCausalLM.from_pretrained(tmp_path / "broken.gguf")
