@@ -58,11 +58,6 @@ class TestQwen2Moe(DenseLayersAmongSparseTests):
         "Qwen2MoeForTokenClassification": "AutoModelForTokenClassification",
         "Qwen2MoeForQuestionAnswering": "AutoModelForQuestionAnswering",
     }
-    HEAD_OVERRIDES = dict(num_labels=3, mlp_only_layers=[1])
-    # every other layer sparse, the routing weights renormalized, and the load-balancing loss weighed enough that a
-    # wrong one moves the loss and gradients
-    TRAINING_OVERRIDES = dict(router_aux_loss_coef=0.5, decoder_sparse_step=2, norm_topk_prob=True,
-                              output_router_logits=True)
 
     @torch.inference_mode()
     def test_the_shared_expert_and_its_gate_count(self, tiny):

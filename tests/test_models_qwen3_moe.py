@@ -41,7 +41,13 @@ TINY = dict(
 
 class DenseLayersAmongSparseTests(MixtralExpertsTests):
     """What Qwen3-MoE and Qwen2-MoE (whose configs make dense layers among the sparse ones) check beyond the
-    Mixtral block's tests."""
+    Mixtral block's tests: every head made with a dense layer, and a training step with every other layer sparse."""
+
+    HEAD_OVERRIDES = dict(num_labels=3, mlp_only_layers=[1])
+    # every other layer sparse, the routing weights renormalized, and the load-balancing loss weighed enough that a
+    # wrong one moves the loss and gradients
+    TRAINING_OVERRIDES = dict(router_aux_loss_coef=0.5, decoder_sparse_step=2, norm_topk_prob=True,
+                              output_router_logits=True)
 
     @torch.inference_mode()
     def test_a_model_without_sparse_layers_has_no_aux_loss(self, tmp_path):
@@ -68,11 +74,6 @@ class TestQwen3Moe(DenseLayersAmongSparseTests):
         "Qwen3MoeForTokenClassification": "AutoModelForTokenClassification",
         "Qwen3MoeForQuestionAnswering": "AutoModelForQuestionAnswering",
     }
-    HEAD_OVERRIDES = dict(num_labels=3, mlp_only_layers=[1])
-    # every other layer sparse, the routing weights renormalized, and the load-balancing loss weighed enough that a
-    # wrong one moves the loss and gradients
-    TRAINING_OVERRIDES = dict(router_aux_loss_coef=0.5, decoder_sparse_step=2, norm_topk_prob=True,
-                              output_router_logits=True)
 
     @torch.inference_mode()
     def test_every_head_saves_what_the_reference_loads_and_back(self, tiny_head, tmp_path):
