@@ -78,9 +78,10 @@ def lm_inputs(ids: torch.Tensor) -> dict:
 def head_inputs(head: str, ids, mask, lm_labels=None) -> dict:
     """The batch with the labels the head named `head` takes: a class per token (padding left out) for token
     classification and, unless `lm_labels` are given, for the causal LM; a class per row for sequence classification;
-    answer spans for question answering, one of them starting past the end."""
+    answer spans for question answering, one of them starting past the end. A causal LM's name ends in CausalLM, or
+    in LMHeadModel as GPT-2's does."""
     inputs = {"input_ids": ids, "attention_mask": mask}
-    if head.endswith("CausalLM"):
+    if head.endswith(("CausalLM", "LMHeadModel")):
         inputs["labels"] = (ids % 3).masked_fill(mask == 0, -100) if lm_labels is None else lm_labels
     elif head.endswith("TokenClassification"):
         inputs["labels"] = (ids % 3).masked_fill(mask == 0, -100)
