@@ -52,6 +52,7 @@ class DecoderFamilyTests:
     TRAINING_OVERRIDES = {}  # config values over the variant for a training step (dropout off where it is on)
     SAVED_CONFIG_ATTRIBUTES = ("tie_word_embeddings",)  # config fields the reference reads back as they were
     EMBEDS_TOKEN_TYPES = False  # whether token_type_ids add rows of the token table (GPT-J's), else are ignored
+    BATCH_LENGTH = 9  # the tokens of each row of the padded batch the heads, hidden states and saved files are run on
 
     def pytest_generate_tests(self, metafunc):
         if "variant" in metafunc.fixturenames:
@@ -91,9 +92,9 @@ class DecoderFamilyTests:
 
     @classmethod
     def inputs(cls, name=None) -> dict:
-        """Two rows of 9 tokens with pad id 0, the first right-padded and the second left-padded, with the labels the
-        head named `name` (the causal LM by default) takes."""
-        ids, mask = padded_batch(cls.ids(2, 9, seed=7))
+        """Two rows of BATCH_LENGTH tokens with pad id 0, the first right-padded and the second left-padded, with the
+        labels the head named `name` (the causal LM by default) takes."""
+        ids, mask = padded_batch(cls.ids(2, cls.BATCH_LENGTH, seed=7))
         lm_labels = ids.masked_fill(mask == 0, -100) if cls.LM_LABELS_ARE_THE_TOKENS else None
         return head_inputs(name or cls.causal_lm(), ids, mask, lm_labels=lm_labels)
 
@@ -193,7 +194,8 @@ class DecoderFamilyTests:
     @torch.inference_mode()
     def test_hidden_states_and_attention_weights_match_the_reference(self, tiny):
         folder, _, model = tiny
-        assert_hidden_states_and_attentions_match(model, folder, *padded_batch(self.ids(2, 9, seed=7)))
+        inputs = self.inputs()
+        assert_hidden_states_and_attentions_match(model, folder, inputs["input_ids"], inputs["attention_mask"])
 
     @torch.inference_mode()
     def test_inputs_embeds_and_tuples_match_the_reference(self, tiny):

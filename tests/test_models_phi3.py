@@ -3,11 +3,12 @@ embeddings and LongRoPE scaling, on tiny random models the reference makes and s
 
 Each tiny model comes in two kinds: plain rope over the whole head, and Phi-4-mini's layout (rotary over 3/4 of
 each head, longrope with short and long factors, original_max_position_embeddings=32), run on sequences shorter
-and longer than 32 positions, where the long factors and the attention factor take over.
+and longer than 32 positions, where the long factors and the attention factor take over. TestPhi3 runs the common
+decoder tests (tests/decoder_suite.py) on both kinds, every head on a padded batch of 44 positions, and adds the
+long sequences' generation, cached steps, left padding and static cache, and the CPU kernel's runs of steps.
 """
 
 import copy
-import json
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from decoder_parity import (
     finish_gguf,
     llama_cpp_tensors,
 )
+from decoder_suite import DecoderFamilyTests
 from openformers.configs import Phi3Config
 
 transformers = pytest.importorskip("transformers")
@@ -33,30 +35,7 @@ LONGROPE = dict(
     rope_scaling={"type": "longrope", "short_factor": [1.0, 1.1, 1.25, 1.5, 2.0, 3.0],
                   "long_factor": [2.0, 3.0, 5.0, 8.0, 13.0, 21.0]},
 )
-KINDS = {"plain": {}, "longrope": LONGROPE}
 SHORT, LONG = 12, 44  # prompt lengths below and past original_max_position_embeddings=32
-HEADS = {
-    "base": ("Phi3Model", "AutoModel"),
-    "causal-lm": ("Phi3ForCausalLM", "AutoModelForCausalLM"),
-    "sequence-classification": ("Phi3ForSequenceClassification", "AutoModelForSequenceClassification"),
-    "token-classification": ("Phi3ForTokenClassification", "AutoModelForTokenClassification"),
-}
-
-
-def _reference(kind, head="causal-lm", **overrides):
-    torch.manual_seed(0)
-    # A deep copy: the reference's config keeps the rope_scaling dict it is given and adds keys to it.
-    config = transformers.Phi3Config(**copy.deepcopy({**TINY, **KINDS[kind], "num_labels": 3, **overrides}))
-    return getattr(transformers, HEADS[head][0])(config).eval()
-
-
-def _ids(*shape, seed=1):
-    return torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _padded_batch():
-    ids = torch.stack([_ids(LONG, seed=2), torch.cat([torch.zeros(9, dtype=torch.long), _ids(LONG - 9, seed=3)])])
-    return ids, (ids != 0).long()
 
 
 def _outputs(model, ids, mask=None):
@@ -65,106 +44,109 @@ def _outputs(model, ids, mask=None):
     return out.last_hidden_state if "logits" not in out else out.logits
 
 
-@pytest.fixture(scope="module", params=list(KINDS))
-def tiny(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(f"phi3-{request.param}")
-    reference = _reference(request.param)
-    reference.save_pretrained(folder)
-    return request.param, folder, reference
+def _padded_batch():
+    ids = torch.stack([TestPhi3.ids(LONG, seed=2),
+                       torch.cat([torch.zeros(9, dtype=torch.long), TestPhi3.ids(LONG - 9, seed=3)])])
+    return ids, (ids != 0).long()
 
 
-def test_config_reads_the_reference_file(tiny):
-    kind, folder, _ = tiny
-    config = openformers.AutoConfig.from_pretrained(folder)
-    assert isinstance(config, Phi3Config) and config.num_key_value_heads == 2
-    if kind == "longrope":
-        assert config.rotary_dim == 12 and config.rope_scaling["rope_type"] == "longrope"
-        assert config.original_max_position_embeddings == 32
-    else:
-        assert config.rope_scaling is None and config.rotary_dim == 16
+class TestPhi3(DecoderFamilyTests):
+    REFERENCE_CONFIG = "Phi3Config"
+    TINY = TINY
+    VARIANTS = {"plain": {}, "longrope": LONGROPE}
+    HEADS = {
+        "Phi3Model": "AutoModel",
+        "Phi3ForCausalLM": "AutoModelForCausalLM",
+        "Phi3ForSequenceClassification": "AutoModelForSequenceClassification",
+        "Phi3ForTokenClassification": "AutoModelForTokenClassification",
+    }
+    HEAD_VARIANTS = list(VARIANTS)
+    LOWEST_ID = 3
+    BATCH_LENGTH = LONG  # the longer row past original_max_position_embeddings, where longrope's long factors rotate
 
+    @classmethod
+    def reference(cls, name=None, **overrides):
+        # A deep copy: the reference's config keeps the rope_scaling dict it is given and adds keys to it.
+        return super().reference(name, **copy.deepcopy(overrides))
 
-@pytest.mark.parametrize("length", [SHORT, LONG])
-def test_logits_and_loss_match_reference(tiny, length):
-    kind, folder, reference = tiny
-    model = openformers.AutoModelForCausalLM.from_pretrained(folder)
-    assert type(model).__name__ == "Phi3ForCausalLM"
-    ids = _ids(2, length)
-    with torch.no_grad():
+    def test_config_reads_the_reference_file(self, variant, tiny):
+        config = openformers.AutoConfig.from_pretrained(tiny[0])
+        assert isinstance(config, Phi3Config) and config.num_key_value_heads == 2
+        if variant == "longrope":
+            assert config.rotary_dim == 12 and config.rope_scaling["rope_type"] == "longrope"
+            assert config.original_max_position_embeddings == 32
+        else:
+            assert config.rope_scaling is None and config.rotary_dim == 16
+
+    @pytest.mark.parametrize("length", [SHORT, LONG])
+    @torch.inference_mode()
+    def test_logits_and_loss_match_reference(self, tiny, length):
+        """Unpadded rows below and past the original context, each token its own label."""
+        _, reference, model = tiny
+        ids = self.ids(2, length)
         ours, theirs = model(ids, labels=ids), reference(ids, labels=ids)
-    torch.testing.assert_close(ours.logits, theirs.logits, atol=1e-4, rtol=0)
-    torch.testing.assert_close(ours.loss, theirs.loss, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours.logits, theirs.logits, atol=1e-4, rtol=0)
+        torch.testing.assert_close(ours.loss, theirs.loss, atol=1e-5, rtol=0)
 
+    @torch.inference_mode()
+    def test_the_cpu_decoding_step_runs_phi3_with_the_references_logits(self, tiny):
+        """from_pretrained gives the model the CPU accelerator's decoding step (fused projections, partial rotary
+        tables, longrope's long ones past position 32): one-token steps over a cache, each a call of the compiled
+        step, give the reference's logits. The prompt reaches past position 32, as the reference's forward of the
+        whole sequence does, so that both rotate every position by the long factors."""
+        _, reference, model = tiny
+        assert_decoding_step_gives_the_references_logits(model, reference, self.ids(1, LONG), prefill=LONG - 3,
+                                                         rtol=0)
 
-@torch.no_grad()
-def test_the_cpu_decoding_step_runs_phi3_with_the_references_logits(tiny):
-    """from_pretrained gives the model the CPU accelerator's decoding step (fused projections, partial rotary tables,
-    longrope's long ones past position 32): one-token steps over a cache, each a call of the compiled step, give
-    the reference's logits. The prompt reaches past position 32, as the reference's forward of the whole sequence
-    does, so that both rotate every position by the long factors."""
-    _, folder, reference = tiny
-    model = openformers.AutoModelForCausalLM.from_pretrained(folder)
-    assert_decoding_step_gives_the_references_logits(model, reference, _ids(1, LONG), prefill=LONG - 3, rtol=0)
+    @pytest.mark.parametrize("length", [SHORT, LONG])
+    @torch.inference_mode()
+    def test_greedy_and_beam_generation_match_reference(self, tiny, length):
+        _, reference, model = tiny
+        ids = self.ids(1, length, seed=4)
+        for options in (dict(do_sample=False), dict(do_sample=False, num_beams=3)):
+            ours = model.generate(ids, max_new_tokens=10, **options)
+            theirs = reference.generate(ids, max_new_tokens=10, **options)
+            assert ours.tolist() == theirs.tolist(), options
 
+    def test_a_run_of_greedy_steps_stops_where_longrope_switches_tables(self, variant, tiny, monkeypatch):
+        """generate's run of greedy steps (kernels/llama.py `greedy_tokens`) ends before position 32, where
+        longrope's long tables take over for single steps too, and the next run goes on with them: the tokens of
+        single steps."""
+        model = openformers.AutoModelForCausalLM.from_pretrained(tiny[0])
+        monkeypatch.setattr(openformers.kernels.llama, "RUN_SECONDS", 60.0)  # runs end where the tables switch
+        runs, decode_tokens = [], torch.ops.openformers.decode_tokens
+        counted = lambda *args: runs.append(decode_tokens(*args)) or runs[-1]  # noqa: E731
+        monkeypatch.setattr(torch.ops.openformers, "decode_tokens", counted)
+        ids, options = self.ids(1, 28, seed=5), dict(max_new_tokens=10, do_sample=False, eos_token_id=None)
 
-@pytest.mark.parametrize("length", [SHORT, LONG])
-def test_greedy_and_beam_generation_match_reference(tiny, length):
-    _, folder, reference = tiny
-    model = openformers.AutoModelForCausalLM.from_pretrained(folder)
-    ids = _ids(1, length, seed=4)
-    for options in (dict(do_sample=False), dict(do_sample=False, num_beams=3)):
-        ours = model.generate(ids, max_new_tokens=10, **options)
-        theirs = reference.generate(ids, max_new_tokens=10, **options)
-        assert ours.tolist() == theirs.tolist(), options
+        ran = model.generate(ids, **options)
+        assert runs == ([4, 5] if variant == "longrope" else [9])
+        assert ran.tolist() == model.generate(ids, streamer=OneStepAtATime(), **options).tolist()
 
+    @torch.inference_mode()
+    def test_left_padded_batch_equals_single_rows(self, tiny):
+        """Also past the original context: a batch of 44 positions, one row left-padded over 9, generates each
+        row's tokens alone and gives its last logits."""
+        super().test_left_padded_batch_equals_single_rows(tiny)
+        model = tiny[2]
+        ids, mask = _padded_batch()
+        batched = model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
+        logits = _outputs(model, ids, mask)
+        for row in range(2):
+            alone = ids[row][mask[row].bool()][None]
+            single = model.generate(alone, max_new_tokens=8, do_sample=False)
+            assert batched[row, -8:].tolist() == single[0, -8:].tolist()
+            torch.testing.assert_close(logits[row, -1], _outputs(model, alone)[0, -1], atol=1e-4, rtol=0)
 
-def test_a_run_of_greedy_steps_stops_where_longrope_switches_tables(tiny, monkeypatch):
-    """generate's run of greedy steps (kernels/llama.py `greedy_tokens`) ends before position 32, where longrope's
-    long tables take over for single steps too, and the next run goes on with them: the tokens of single steps."""
-    kind, folder, _ = tiny
-    model = openformers.AutoModelForCausalLM.from_pretrained(folder)
-    monkeypatch.setattr(openformers.kernels.llama, "RUN_SECONDS", 60.0)  # runs end where the tables switch
-    runs, decode_tokens = [], torch.ops.openformers.decode_tokens
-    counted = lambda *args: runs.append(decode_tokens(*args)) or runs[-1]  # noqa: E731
-    monkeypatch.setattr(torch.ops.openformers, "decode_tokens", counted)
-    ids, options = _ids(1, 28, seed=5), dict(max_new_tokens=10, do_sample=False, eos_token_id=None)
-
-    ran = model.generate(ids, **options)
-    assert runs == ([4, 5] if kind == "longrope" else [9])
-    assert ran.tolist() == model.generate(ids, streamer=OneStepAtATime(), **options).tolist()
-
-
-def test_left_padded_batch_equals_single_rows(tiny):
-    _, folder, _ = tiny
-    model = openformers.AutoModelForCausalLM.from_pretrained(folder)
-    ids, mask = _padded_batch()
-    batched = model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
-    logits = _outputs(model, ids, mask)
-    for row in range(2):
-        alone = ids[row][mask[row].bool()][None]
-        single = model.generate(alone, max_new_tokens=8, do_sample=False)
-        assert batched[row, -8:].tolist() == single[0, -8:].tolist()
-        torch.testing.assert_close(logits[row, -1], _outputs(model, alone)[0, -1], atol=1e-4, rtol=0)
-
-
-@pytest.mark.parametrize("head", list(HEADS))
-@pytest.mark.parametrize("kind", list(KINDS))
-def test_heads_match_reference_and_save_both_ways(kind, head, tmp_path):
-    reference = _reference(kind, head)
-    reference.save_pretrained(tmp_path / "reference")
-    auto = getattr(openformers, HEADS[head][1])
-    model = auto.from_pretrained(tmp_path / "reference")
-    assert type(model).__name__ == HEADS[head][0]
-    ids, mask = _padded_batch()
-    expected = _outputs(reference, ids, mask)
-    torch.testing.assert_close(_outputs(model, ids, mask), expected, atol=1e-4, rtol=0)
-    model.save_pretrained(tmp_path / "ours")
-    saved = json.loads((tmp_path / "ours" / "config.json").read_text())
-    assert saved["model_type"] == "phi3" and saved["architectures"] == [HEADS[head][0]]
-    back = getattr(transformers, HEADS[head][0]).from_pretrained(tmp_path / "ours").eval()
-    torch.testing.assert_close(_outputs(back, ids, mask), expected, atol=1e-4, rtol=0)
-    again = auto.from_pretrained(tmp_path / "ours")
-    torch.testing.assert_close(_outputs(again, ids, mask), expected, atol=1e-4, rtol=0)
+    @torch.inference_mode()
+    def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(self, tiny):
+        """Also for a prompt past the original context."""
+        super().test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny)
+        model = tiny[2]
+        ids = self.ids(1, LONG, seed=5)
+        dynamic = model.generate(ids, max_new_tokens=6, do_sample=False)
+        static = model.generate(ids, max_new_tokens=6, do_sample=False, cache_implementation="static")
+        assert static.tolist() == dynamic.tolist()
 
 
 def test_older_rope_scaling_names_read_as_longrope():
@@ -181,7 +163,7 @@ def test_longrope_factors_of_the_wrong_length_are_refused():
 
 def test_sliding_window_matches_reference(tmp_path):
     """Phi-3-mini-4k's checkpoints set sliding_window (2047): each query sees the last sliding_window keys."""
-    reference = _reference("plain", sliding_window=8)
+    reference = TestPhi3.reference(sliding_window=8)
     reference.save_pretrained(tmp_path)
     model = openformers.AutoModelForCausalLM.from_pretrained(tmp_path)
     ids, mask = _padded_batch()
@@ -200,31 +182,8 @@ def test_a_llama_model_with_longrope_matches_reference(tmp_path):
     model = openformers.AutoModelForCausalLM.from_pretrained(tmp_path)
     assert model.model.accelerated_step is None
     for length in (SHORT, LONG):
-        ids = _ids(1, length)
+        ids = TestPhi3.ids(1, length)
         torch.testing.assert_close(_outputs(model, ids), _outputs(reference, ids), atol=1e-4, rtol=0)
-
-
-def test_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    _, folder, _ = tiny
-    model = openformers.AutoModelForCausalLM.from_pretrained(folder)
-    ids = _ids(1, LONG, seed=5)
-    dynamic = model.generate(ids, max_new_tokens=6, do_sample=False)
-    static = model.generate(ids, max_new_tokens=6, do_sample=False, cache_implementation="static")
-    assert static.tolist() == dynamic.tolist()
-
-
-def test_hidden_states_and_attention_weights_match_reference(tiny):
-    _, folder, _ = tiny
-    reference = transformers.Phi3ForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
-    model = openformers.AutoModelForCausalLM.from_pretrained(folder)
-    ids, mask = _padded_batch()
-    with torch.no_grad():
-        ours, theirs = (m(ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
-                        for m in (model, reference))
-    for name in ("hidden_states", "attentions"):
-        assert len(getattr(ours, name)) == len(getattr(theirs, name))
-        for a, b in zip(getattr(ours, name), getattr(theirs, name)):
-            torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
 
 
 def _write_gguf(path, reference):
@@ -259,10 +218,10 @@ def _write_gguf(path, reference):
 
 
 def test_gguf_written_like_llama_cpp_matches_the_original(tmp_path):
-    reference = _reference("longrope")
+    reference = TestPhi3.reference(**LONGROPE)
     _write_gguf(tmp_path / "tiny.gguf", reference)
     model = openformers.AutoModelForCausalLM.from_pretrained(tmp_path / "tiny.gguf")
     assert model.config.rotary_dim == 12 and model.config.rope_scaling["rope_type"] == "longrope"
     for length in (SHORT, LONG):
-        ids = _ids(1, length)
+        ids = TestPhi3.ids(1, length)
         torch.testing.assert_close(_outputs(model, ids), _outputs(reference, ids), atol=1e-4, rtol=0)

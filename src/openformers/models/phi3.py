@@ -19,7 +19,7 @@ from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, Phi3Config
 from ..weights import rename
-from .base import PreTrainedModel
+from .base import PreTrainedModel, token_embeddings
 from .decoder import DecoderModel
 from .heads import CausalLM, SequenceClassification, TokenClassification
 from .layers import (
@@ -169,10 +169,7 @@ class Phi3Model(Phi3PreTrainedModel, DecoderModel):
 
     def __init__(self, config: Phi3Config):
         super().__init__(config)
-        # An explicit weight skips nn.Embedding's random init (see base.token_embeddings).
-        self.embed_tokens = nn.Embedding(
-            config.vocab_size, config.hidden_size, _weight=torch.empty(config.vocab_size, config.hidden_size)
-        )
+        self.embed_tokens = token_embeddings(config)
         self.layers = nn.ModuleList(Phi3DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.sliding_window = config.sliding_window
