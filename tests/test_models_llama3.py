@@ -4,7 +4,8 @@ Tiny random models made by transformers give the reference's logits before and p
 original_max_position_embeddings, generate the same tokens across it, and save both ways. A GGUF written as
 llama.cpp's converter writes a Llama 3.x file, the scaling kept only as per-pair factors in a `rope_freqs` tensor,
 gives the same logits as the Hugging Face folder and reads back the folder's rope_scaling. The CPU kernel takes
-these models and gives the plain path's logits.
+these models and gives the plain path's logits. TestLlama3 runs the common decoder tests (tests/decoder_suite.py)
+on both kinds with a padded batch of 100 positions, past the original context.
 """
 
 import json
@@ -20,8 +21,8 @@ from decoder_parity import (
     llama_cpp_tensors,
     load_quietly,
     load_saved,
-    make_reference,
 )
+from decoder_suite import DecoderFamilyTests
 from openformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, kernels
 from openformers.generation.cache import DynamicCache
 from openformers.kernels.llama import refusal
@@ -46,61 +47,67 @@ KINDS = {  # Llama 3.1 (untied) and Llama 3.2 (tied, factor 32)
 LONG = 100
 
 
-def _reference(**overrides):
-    return make_reference("LlamaForCausalLM", transformers.LlamaConfig(**{**TINY, **overrides}))
+class TestLlama3(DecoderFamilyTests):
+    REFERENCE_CONFIG = "LlamaConfig"
+    TINY = TINY
+    VARIANTS = KINDS
+    HEADS = {"LlamaForCausalLM": "AutoModelForCausalLM"}  # Llama's other heads: tests/test_models_llama.py
+    LOWEST_ID = 3
+    BATCH_LENGTH = LONG  # past original_max_position_embeddings=64, where the llama3 scaling turns the slow pairs
 
+    @torch.inference_mode()
+    def test_config_reads_the_reference_file(self, tiny):
+        folder, reference, model = tiny
+        written = json.loads((folder / "config.json").read_text())
+        assert written["rope_parameters"]["rope_type"] == "llama3"
+        expected = {key: value for key, value in reference.config.rope_parameters.items() if key != "rope_theta"}
+        assert model.config.rope_scaling == expected and model.config.rope_theta == 10000.0
+        assert model.config.tie_word_embeddings == reference.config.tie_word_embeddings
 
-def _ids(*shape, seed=1):
-    return torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
+    @pytest.mark.parametrize("length", [40, LONG], ids=["within", "past"])
+    @torch.inference_mode()
+    def test_logits_and_loss_match_reference_before_and_past_the_original_context(self, tiny, length):
+        _, reference, model = tiny
+        ids = self.ids(2, length)
+        mask = torch.ones_like(ids)
+        ids[1, :5], mask[1, :5] = 0, 0  # left padding
+        ours = model(ids, attention_mask=mask, labels=ids)
+        theirs = reference(ids, attention_mask=mask, labels=ids)
+        torch.testing.assert_close(ours.logits, theirs.logits, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(ours.loss, theirs.loss, atol=1e-5, rtol=1e-5)
 
-
-@pytest.fixture(scope="module", params=list(KINDS))
-def tiny(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    reference = _reference(**KINDS[request.param])
-    return folder, reference, load_saved(reference, folder)
-
-
-@torch.inference_mode()
-def test_config_reads_the_reference_file(tiny):
-    folder, reference, model = tiny
-    written = json.loads((folder / "config.json").read_text())
-    assert written["rope_parameters"]["rope_type"] == "llama3"
-    expected = {key: value for key, value in reference.config.rope_parameters.items() if key != "rope_theta"}
-    assert model.config.rope_scaling == expected and model.config.rope_theta == 10000.0
-    assert model.config.tie_word_embeddings == reference.config.tie_word_embeddings
-
-
-@pytest.mark.parametrize("length", [40, LONG], ids=["within", "past"])
-@torch.inference_mode()
-def test_logits_and_loss_match_reference_before_and_past_the_original_context(tiny, length):
-    _, reference, model = tiny
-    ids = _ids(2, length)
-    mask = torch.ones_like(ids)
-    ids[1, :5], mask[1, :5] = 0, 0  # left padding
-    ours = model(ids, attention_mask=mask, labels=ids)
-    theirs = reference(ids, attention_mask=mask, labels=ids)
-    torch.testing.assert_close(ours.logits, theirs.logits, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(ours.loss, theirs.loss, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("options", [dict(), dict(num_beams=3)], ids=["greedy", "beam"])
-@torch.inference_mode()
-def test_generation_across_the_original_context_matches_reference(tiny, options):
-    _, reference, model = tiny
-    ids = _ids(1, 58, seed=4)  # 58 + 14 new tokens: the cache crosses original_max_position_embeddings=64
-    settings = dict(max_new_tokens=14, do_sample=False, eos_token_id=None, pad_token_id=0, **options)
-    assert model.generate(ids, **settings).tolist() == reference.generate(ids, **settings).tolist()
-
-
-@torch.inference_mode()
-def test_a_static_cache_gives_the_dynamic_cache_tokens_across_the_original_context(tiny):
-    model = tiny[2]
-    ids = _ids(1, 58, seed=4)
-    for options in (dict(), dict(num_beams=3)):
+    @pytest.mark.parametrize("options", [dict(), dict(num_beams=3)], ids=["greedy", "beam"])
+    @torch.inference_mode()
+    def test_generation_across_the_original_context_matches_reference(self, tiny, options):
+        _, reference, model = tiny
+        ids = self.ids(1, 58, seed=4)  # 58 + 14 new tokens: the cache crosses original_max_position_embeddings=64
         settings = dict(max_new_tokens=14, do_sample=False, eos_token_id=None, pad_token_id=0, **options)
-        static = model.generate(ids, cache_implementation="static", **settings)
-        assert static.tolist() == model.generate(ids, **settings).tolist(), options
+        assert model.generate(ids, **settings).tolist() == reference.generate(ids, **settings).tolist()
+
+    @torch.inference_mode()
+    def test_a_static_cache_gives_the_dynamic_cache_tokens_across_the_original_context(self, tiny):
+        model = tiny[2]
+        ids = self.ids(1, 58, seed=4)
+        for options in (dict(), dict(num_beams=3)):
+            settings = dict(max_new_tokens=14, do_sample=False, eos_token_id=None, pad_token_id=0, **options)
+            static = model.generate(ids, cache_implementation="static", **settings)
+            assert static.tolist() == model.generate(ids, **settings).tolist(), options
+
+    @torch.inference_mode()
+    def test_the_cpu_kernel_takes_llama3_models_with_the_plain_paths_logits(self, tiny, monkeypatch):
+        _, reference, model = tiny
+        assert refusal(model.config) is None
+        if not kernels.build():
+            pytest.skip("the CPU kernels cannot be built here (no compiler or ninja)")
+        assert model.model.accelerated_step is not None  # from_pretrained installed the step
+        calls, step = [], torch.ops.openformers.decode_step
+        monkeypatch.setattr(torch.ops.openformers, "decode_step", lambda *args: calls.append(1) or step(*args))
+        ids = self.ids(1, 80, seed=6)
+        cache = DynamicCache()
+        logits = [model(ids[:, :50], past_key_values=cache).logits]
+        logits += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(50, 80)]
+        assert len(calls) == 30  # every one-token step, across original_max_position_embeddings=64, took the kernel
+        torch.testing.assert_close(torch.cat(logits, dim=1), reference(ids).logits, atol=1e-4, rtol=1e-4)
 
 
 def test_a_published_llama_3_2_config_reads_and_saves_as_the_reference_reads_it(tmp_path):
@@ -120,7 +127,7 @@ def test_a_published_llama_3_2_config_reads_and_saves_as_the_reference_reads_it(
 
 @torch.inference_mode()
 def test_tied_embeddings_are_one_tensor_and_save_as_the_reference_saves(tmp_path_factory):
-    reference = _reference(**KINDS["3.2"])
+    reference = TestLlama3.reference(**KINDS["3.2"])
     theirs_folder, ours_folder = tmp_path_factory.mktemp("theirs"), tmp_path_factory.mktemp("ours")
     model = load_saved(reference, theirs_folder)
     assert model.lm_head.weight is model.model.embed_tokens.weight
@@ -134,25 +141,8 @@ def test_tied_embeddings_are_one_tensor_and_save_as_the_reference_saves(tmp_path
     reloaded.eval()
     assert reloaded.config.rope_parameters == reference.config.rope_parameters
     assert reloaded.config.tie_word_embeddings
-    ids = _ids(1, LONG)
+    ids = TestLlama3.ids(1, LONG)
     torch.testing.assert_close(reloaded(ids).logits, reference(ids).logits)
-
-
-@torch.inference_mode()
-def test_the_cpu_kernel_takes_llama3_models_with_the_plain_paths_logits(tiny, monkeypatch):
-    _, reference, model = tiny
-    assert refusal(model.config) is None
-    if not kernels.build():
-        pytest.skip("the CPU kernels cannot be built here (no compiler or ninja)")
-    assert model.model.accelerated_step is not None  # from_pretrained installed the step
-    calls, step = [], torch.ops.openformers.decode_step
-    monkeypatch.setattr(torch.ops.openformers, "decode_step", lambda *args: calls.append(1) or step(*args))
-    ids = _ids(1, 80, seed=6)
-    cache = DynamicCache()
-    logits = [model(ids[:, :50], past_key_values=cache).logits]
-    logits += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(50, 80)]
-    assert len(calls) == 30  # every one-token step, across original_max_position_embeddings=64, took the kernel
-    torch.testing.assert_close(torch.cat(logits, dim=1), reference(ids).logits, atol=1e-4, rtol=1e-4)
 
 
 # GGUF files as llama.cpp's converter writes Llama 3.x: the query and key rows permuted for its rotary kernel, no
@@ -198,13 +188,13 @@ def _write_gguf(path, reference, factors: np.ndarray | None, with_vocabulary=Fal
 @pytest.mark.parametrize("kind", list(KINDS))
 @torch.inference_mode()
 def test_gguf_with_rope_freqs_gives_the_hugging_face_folders_logits(kind, tmp_path):
-    reference = _reference(**KINDS[kind])
+    reference = TestLlama3.reference(**KINDS[kind])
     scaling = {key: value for key, value in reference.config.rope_parameters.items() if key != "rope_theta"}
     _write_gguf(tmp_path / "llama3.gguf", reference, _rope_freqs(32, 10000.0, scaling))
     model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "llama3.gguf")
     assert isinstance(model, LlamaForCausalLM) and model.config.rope_scaling == scaling
     assert model.config.tie_word_embeddings == reference.config.tie_word_embeddings
-    ids = _ids(2, LONG, seed=3)
+    ids = TestLlama3.ids(2, LONG, seed=3)
     torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
     settings = dict(max_new_tokens=14, do_sample=False, eos_token_id=None, pad_token_id=0)
     assert model.generate(ids[:1, :58], **settings).tolist() == reference.generate(ids[:1, :58], **settings).tolist()
@@ -215,17 +205,17 @@ def test_gguf_band_written_with_other_factors_reads_as_the_same_frequencies(tmp_
     # low_freq_factor 2 with twice the context puts the band at the same wavelengths: the same model, which reads
     # back in Llama 3's own terms (low_freq_factor 1).
     same_band = {**LLAMA31, "low_freq_factor": 2.0, "high_freq_factor": 8.0, "original_max_position_embeddings": 128}
-    reference = _reference(rope_parameters={**same_band, "rope_theta": 10000.0})
+    reference = TestLlama3.reference(rope_parameters={**same_band, "rope_theta": 10000.0})
     _write_gguf(tmp_path / "llama3.gguf", reference, _rope_freqs(32, 10000.0, same_band))
     model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "llama3.gguf")
     assert model.config.rope_scaling == LLAMA31
-    ids = _ids(1, LONG, seed=5)
+    ids = TestLlama3.ids(1, LONG, seed=5)
     torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
 
 
 def test_gguf_weights_are_those_the_reference_reads(tmp_path):
     # The reference reads the same weights from such a file (it leaves rope_freqs aside, and with it the scaling).
-    reference = _reference(**KINDS["3.2"])
+    reference = TestLlama3.reference(**KINDS["3.2"])
     scaling = {key: value for key, value in reference.config.rope_parameters.items() if key != "rope_theta"}
     _write_gguf(tmp_path / "llama3.gguf", reference, _rope_freqs(32, 10000.0, scaling), with_vocabulary=True)
     ours = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="llama3.gguf").state_dict()
@@ -238,7 +228,7 @@ def test_gguf_weights_are_those_the_reference_reads(tmp_path):
 
 
 def test_gguf_rope_freqs_that_are_not_llama3_scaling_are_refused(tmp_path):
-    reference = _reference()
+    reference = TestLlama3.reference()
     factors = np.linspace(1.0, 6.0, 16, dtype=np.float32) ** 2  # smooth everywhere: no band, no flat ends
     _write_gguf(tmp_path / "odd.gguf", reference, factors)
     with pytest.raises(ValueError, match="rope_freqs"):
@@ -250,11 +240,11 @@ def test_gguf_rope_freqs_that_are_not_llama3_scaling_are_refused(tmp_path):
 
 @torch.inference_mode()
 def test_gguf_rope_freqs_of_ones_is_no_scaling(tmp_path):
-    reference = _reference()
+    reference = TestLlama3.reference()
     _write_gguf(tmp_path / "plain.gguf", reference, np.ones(16, dtype=np.float32))
     model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "plain.gguf")
     assert model.config.rope_scaling is None
-    ids = _ids(1, 30)
+    ids = TestLlama3.ids(1, 30)
     torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
 
 
