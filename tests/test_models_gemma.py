@@ -4,7 +4,9 @@ openformers.
 The tiny models have a sliding window of 4 and sequences longer than that, sliding and full layers, soft-caps
 small enough to bend the scores and logits (Gemma 2; Gemma 3 has none by default and attends with sdpa), Gemma 3's
 own rope base on its sliding layers, and every weight (norms included, which the reference initializes to zero)
-drawn at random.
+drawn at random. TestGemma2 and TestGemma3Text run the common decoder tests (tests/decoder_suite.py) on each
+family's variants (soft-capped or not, tied or not, Gemma 3's linear rope scaling) and add the CPU kernel's steps,
+unscaled inputs_embeds, bfloat16, the config's fields and GGUF files.
 """
 
 import gguf
@@ -13,22 +15,17 @@ import torch
 
 import openformers
 from decoder_parity import (
-    assert_cached_decoding_equals_the_full_forward,
+    GENERATE_OPTIONS,
     assert_generate_matches,
-    assert_hidden_states_and_attentions_match,
-    assert_left_padded_batch_equals_single_rows,
-    assert_outputs_close,
     assert_same_attributes,
-    assert_static_cache_gives_the_dynamic_cache_tokens,
+    assert_training_step_matches,
     finish_gguf,
     generation_inputs,
     llama_cpp_tensors,
-    load_quietly,
     load_saved,
-    outputs_of,
 )
+from decoder_suite import DecoderFamilyTests
 from openformers import AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig
-from openformers.kernels import accelerate
 from openformers.kernels import llama as llama_kernel
 
 transformers = pytest.importorskip("transformers")
@@ -38,238 +35,6 @@ TINY = dict(
     num_key_value_heads=2, head_dim=16, max_position_embeddings=256, sliding_window=4, query_pre_attn_scalar=12,
     rope_theta=500.0, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
 )
-# family -> (the reference's config class, its tiny values, its causal LM class)
-FAMILIES = {
-    "gemma2": ("Gemma2Config", dict(attn_logit_softcapping=3.0, final_logit_softcapping=4.0), "Gemma2ForCausalLM"),
-    "gemma3_text": ("Gemma3TextConfig", dict(rope_local_base_freq=50.0), "Gemma3ForCausalLM"),
-}
-# class name -> (family, the Auto class that must pick it)
-HEADS = {
-    "Gemma2Model": ("gemma2", "AutoModel"),
-    "Gemma2ForCausalLM": ("gemma2", "AutoModelForCausalLM"),
-    "Gemma2ForSequenceClassification": ("gemma2", "AutoModelForSequenceClassification"),
-    "Gemma2ForTokenClassification": ("gemma2", "AutoModelForTokenClassification"),
-    "Gemma3TextModel": ("gemma3_text", "AutoModel"),
-    "Gemma3ForCausalLM": ("gemma3_text", "AutoModelForCausalLM"),
-    "Gemma3TextForSequenceClassification": ("gemma3_text", "AutoModelForSequenceClassification"),
-}
-
-
-def _reference(family, name=None, **overrides):
-    config_name, values, causal_lm = FAMILIES[family]
-    torch.manual_seed(0)
-    config = getattr(transformers, config_name)(**{**TINY, **values, "num_labels": 3, **overrides})
-    model = getattr(transformers, name or causal_lm)(config).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.normal_(std=0.3)
-    return model
-
-
-def _ids(*shape, seed=1):
-    return torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _inputs(name) -> dict:
-    """Two rows of 12 tokens (three windows), one right-padded and one left-padded, with the head's labels."""
-    ids = _ids(2, 12, seed=7)
-    mask = torch.ones_like(ids)
-    ids[0, 9:], mask[0, 9:] = 0, 0
-    ids[1, :2], mask[1, :2] = 0, 0
-    inputs = {"input_ids": ids, "attention_mask": mask}
-    if name.endswith("ForSequenceClassification"):
-        return {**inputs, "labels": torch.tensor([2, 0])}
-    if name.endswith("ForTokenClassification"):
-        return {**inputs, "labels": (ids % 3).masked_fill(mask == 0, -100)}
-    if name.endswith("ForCausalLM"):
-        return {**inputs, "labels": ids.masked_fill(mask == 0, -100)}
-    return inputs
-
-
-def _outputs(model, name) -> dict:
-    return outputs_of(model, _inputs(name))
-
-
-@pytest.fixture(scope="module", params=list(FAMILIES))
-def tiny(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    reference = _reference(request.param)
-    return folder, reference, load_saved(reference, folder)
-
-
-@pytest.mark.parametrize("name", HEADS)
-@torch.inference_mode()
-def test_every_head_matches_the_reference_and_saves_what_it_loads(name, tmp_path):
-    family, auto_class = HEADS[name]
-    reference = _reference(family, name)
-    model = load_saved(reference, tmp_path / "theirs", auto_class)
-    assert type(model).__name__ == name and not model.training
-    expected = _outputs(reference, name)
-    got = _outputs(model, name)
-    assert_outputs_close(got, expected, name)
-
-    model.save_pretrained(tmp_path / "ours")
-    reloaded = getattr(transformers, name).from_pretrained(tmp_path / "ours").eval()
-    assert_outputs_close(_outputs(reloaded, name), expected, f"{name} saved by openformers")
-    ours_again = load_quietly(getattr(openformers, name).from_pretrained, tmp_path / "ours")
-    for key, value in _outputs(ours_again, name).items():
-        torch.testing.assert_close(value, got[key], msg=key)
-
-
-@pytest.mark.parametrize("family, overrides", [
-    ("gemma2", dict(tie_word_embeddings=False, attn_logit_softcapping=None, final_logit_softcapping=None)),
-    # Gemma 3's reference caps the final logits but never the attention scores, whatever its config says.
-    ("gemma3_text", dict(tie_word_embeddings=False, attn_logit_softcapping=3.0, final_logit_softcapping=4.0)),
-    ("gemma3_text", dict(rope_scaling={"rope_type": "linear", "factor": 4.0})),
-])
-@torch.inference_mode()
-def test_other_variants_match_the_reference(tmp_path, family, overrides):
-    reference = _reference(family, **overrides)
-    model = load_saved(reference, tmp_path)
-    for name in ("tie_word_embeddings", "final_logit_softcapping", "attn_logit_softcapping"):
-        assert getattr(model.config, name) == getattr(reference.config, name)
-    ids = _ids(2, 10)
-    torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
-
-
-@torch.inference_mode()
-def test_hidden_states_and_attentions_match_the_reference(tiny):
-    folder, _, model = tiny
-    ours = assert_hidden_states_and_attentions_match(model, folder, _ids(1, 9))
-    assert len(ours.hidden_states) == TINY["num_hidden_layers"] + 1
-
-
-@torch.inference_mode()
-def test_cached_decoding_equals_the_full_forward(tiny):
-    assert_cached_decoding_equals_the_full_forward(tiny[2], _ids(2, 12))  # the prefill runs past the window
-
-
-@torch.inference_mode()
-def test_left_padded_batch_equals_single_rows(tiny):
-    assert_left_padded_batch_equals_single_rows(tiny[2], _ids)
-
-
-@pytest.mark.parametrize("options", [dict(), dict(num_beams=3)], ids=["greedy", "beams"])
-@torch.inference_mode()
-def test_generate_matches_the_reference(tiny, options):
-    _, reference, model = tiny
-    ids, mask = generation_inputs(_ids)
-    assert_generate_matches(model, reference, ids[:1], mask[:1], **options)
-    assert_generate_matches(model, reference, ids, mask, **options)
-
-
-def test_the_cpu_decoding_step_runs_gemma_with_the_references_logits(tiny, monkeypatch):
-    # from_pretrained gave both families the step (so every test here decodes through it): sandwich norms of 1 + w,
-    # GELU, queries scaled by query_pre_attn_scalar (12 here, head_dim 16), the sliding layers' window, Gemma 3's
-    # rotary base of its own on them and Gemma 2's soft-capped attention scores (a cap of 3 bends them).
-    _, reference, model = tiny
-    assert llama_kernel.refusal(model.config) is None and model.model.accelerated_step is not None
-    calls = {"decode_step": [], "decode_batch": []}
-    for name, counted in calls.items():
-        run = getattr(torch.ops.openformers, name)
-        monkeypatch.setattr(torch.ops.openformers, name,
-                            lambda *args, run=run, counted=counted: counted.append(1) or run(*args))
-    ids = _ids(1, 12, seed=9)  # past the window of 4
-    cache = openformers.DynamicCache()
-    with torch.inference_mode():
-        steps = [model(ids[:, :3], past_key_values=cache).logits]
-        steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(3, ids.shape[1])]
-    assert len(calls["decode_step"]) == ids.shape[1] - 3
-    torch.testing.assert_close(torch.cat(steps, dim=1), reference(ids).logits, atol=1e-4, rtol=1e-4)
-    ids, mask = generation_inputs(_ids)  # left-padded rows: the batched step
-    assert_generate_matches(model, reference, ids, mask)
-    assert calls["decode_batch"]
-    # One row: generate's shortcut past the forward, the step scaling the embedding's row itself and the shortcut
-    # soft-capping the logits as the head model does, with the cap the config holds at each step (Gemma 2's 4, then
-    # one set later; Gemma 3 has none, then that one).
-    shortcut, taken = model.accelerated_logits, []
-
-    def counted(*args):
-        logits_and_argmax = shortcut(*args)
-        taken.append(logits_and_argmax is not None)
-        return logits_and_argmax
-
-    monkeypatch.setattr(model, "accelerated_logits", counted)
-    assert_generate_matches(model, reference, ids[:1], mask[:1])
-    # Without a cap the 9 steps are one run of greedy steps (greedy_tokens); soft-capped logits take single steps.
-    assert taken == ([True] * 9 if model.config.final_logit_softcapping else [])
-    del taken[:]
-    monkeypatch.setattr(model.config, "final_logit_softcapping", 2.5)
-    monkeypatch.setattr(reference.config, "final_logit_softcapping", 2.5)
-    assert_generate_matches(model, reference, ids[:1], mask[:1])
-    assert taken == [True] * 9
-
-
-def test_config_reads_and_writes_the_references_fields(tiny, tmp_path):
-    folder, reference, model = tiny
-    config = model.config
-    assert type(config).__name__ == FAMILIES[config.model_type][0]
-    assert config.layer_types == ["sliding_attention", "full_attention", "sliding_attention"]
-    assert (config.query_pre_attn_scalar, config.rope_theta, config.sliding_window) == (12, 500.0, 4)
-    config.save_pretrained(tmp_path)
-    theirs = transformers.AutoConfig.from_pretrained(tmp_path)
-    assert_same_attributes(theirs, reference.config, (
-        "layer_types", "query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping", "sliding_window",
-        "head_dim", "hidden_activation", "tie_word_embeddings", "rope_parameters",
-    ))
-
-
-def test_gemma3_defaults_are_the_references():
-    ours, theirs = Gemma3TextConfig(num_hidden_layers=8), transformers.Gemma3TextConfig(num_hidden_layers=8)
-    assert ours.layer_types == theirs.layer_types  # five sliding layers to one full
-    assert (ours.rope_theta, ours.rope_local_base_freq) == (1_000_000.0, 10_000.0)
-    assert ours.final_logit_softcapping is ours.attn_logit_softcapping is None
-    assert ours.vocab_size == theirs.vocab_size and ours.max_position_embeddings == theirs.max_position_embeddings
-
-
-@pytest.mark.parametrize("field, value, message", [
-    ("layer_types", ["sliding_attention"], "layer_types"),
-    ("layer_types", ["sliding_attention", "chunked_attention", "full_attention"], "layer_types"),
-    ("hidden_activation", "silu", "hidden_activation"),
-    ("attn_logit_softcapping", 0.0, "attn_logit_softcapping"),
-    ("use_bidirectional_attention", True, "use_bidirectional_attention"),
-])
-def test_config_refuses_what_it_does_not_implement(field, value, message):
-    with pytest.raises(ValueError, match=message):
-        Gemma2Config(**{**TINY, field: value})
-
-
-def test_gemma3_config_refuses_a_scaled_rope_on_the_sliding_layers(tmp_path):
-    transformers.Gemma3TextConfig(**TINY, rope_parameters={
-        "full_attention": {"rope_type": "default", "rope_theta": 500.0},
-        "sliding_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 50.0},
-    }).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="sliding_attention"):
-        openformers.AutoConfig.from_pretrained(tmp_path)
-
-
-@torch.inference_mode()
-def test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens(tiny):
-    # 6 + 8 positions: the sliding layers' window moves in the buffer
-    assert_static_cache_gives_the_dynamic_cache_tokens(tiny[2], *generation_inputs(_ids))
-
-
-@pytest.mark.parametrize("family", list(FAMILIES))
-@torch.inference_mode()
-def test_inputs_embeds_are_taken_unscaled_as_in_the_reference(family, tmp_path):
-    reference = _reference(family)
-    model = load_saved(reference, tmp_path)
-    ids = _ids(1, 7)
-    embeds = model.get_input_embeddings()(ids)  # scaled by sqrt(hidden_size), as the reference's module does
-    torch.testing.assert_close(embeds, reference.get_input_embeddings()(ids))
-    torch.testing.assert_close(model(inputs_embeds=embeds).logits, model(ids).logits)
-    torch.testing.assert_close(model(inputs_embeds=embeds).logits, reference(inputs_embeds=embeds).logits,
-                               atol=1e-4, rtol=1e-4)
-
-
-@pytest.mark.parametrize("family", list(FAMILIES))
-def test_bfloat16_logits_match_the_reference(family, tmp_path):
-    _reference(family).save_pretrained(tmp_path)
-    reference = getattr(transformers, FAMILIES[family][2]).from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
-    model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
-    ids = _ids(2, 9)
-    with torch.inference_mode():
-        torch.testing.assert_close(model(ids).logits, reference(ids).logits)
 
 
 # A GGUF written here the way llama.cpp's converter writes a Gemma: its tensor names, reversed shapes, every norm
@@ -310,30 +75,204 @@ def _write_gguf(path, reference):
     finish_gguf(writer)
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
-@torch.inference_mode()
-def test_gguf_written_like_llama_cpp_matches_the_original(family, tmp_path):
-    # What llama.cpp assumes for a Gemma GGUF: query_pre_attn_scalar = head_dim, Gemma 3's local rope base 10000 and
-    # one full layer in 6, Gemma 2's one in 2.
-    layer_types = (["sliding_attention", "full_attention"] if family == "gemma2" else
-                   ["sliding_attention"] * 5 + ["full_attention"])
-    reference = _reference(family, query_pre_attn_scalar=TINY["head_dim"], rope_local_base_freq=10_000.0,
-                           num_hidden_layers=len(layer_types), layer_types=layer_types)
-    _write_gguf(tmp_path / "tiny.gguf", reference)
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny.gguf")
-    assert type(model).__name__ == FAMILIES[family][2] and model.config.tie_word_embeddings
-    assert model.config.layer_types == layer_types
-    ids = _ids(2, 10)
-    torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
+class GemmaTests(DecoderFamilyTests):
+    """What Gemma 2 and Gemma 3 text check beyond the common tests, on padded batches of 12 tokens (three windows)
+    with each token its own label."""
+
+    LOWEST_ID = 3
+    LM_LABELS_ARE_THE_TOKENS = True
+    BATCH_LENGTH = 12
+    SAVED_CONFIG_ATTRIBUTES = ("tie_word_embeddings", "final_logit_softcapping", "attn_logit_softcapping")
+    GGUF_LAYER_TYPES: list  # what llama.cpp assumes of the family's layers: one full layer in 2 or in 6
+
+    @classmethod
+    def reference(cls, name=None, **overrides):
+        """Every weight drawn at std 0.3, the norms' too (the reference's are zeros: 1 + w scales by one)."""
+        model = super().reference(name, **overrides)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.normal_(std=0.3)
+        return model
+
+    @GENERATE_OPTIONS
+    @torch.inference_mode()
+    def test_generate_matches_reference(self, tiny, options):
+        """Also the first prompt alone."""
+        super().test_generate_matches_reference(tiny, options)
+        _, reference, model = tiny
+        ids, mask = generation_inputs(self.ids)
+        assert_generate_matches(model, reference, ids[:1], mask[:1], **options)
+
+    def test_the_cpu_decoding_step_runs_gemma_with_the_references_logits(self, tiny, monkeypatch):
+        # from_pretrained gave both families the step (so every test here decodes through it): sandwich norms of
+        # 1 + w, GELU, queries scaled by query_pre_attn_scalar (12 here, head_dim 16), the sliding layers' window,
+        # Gemma 3's rotary base of its own on them and Gemma 2's soft-capped attention scores (a cap of 3 bends them).
+        _, reference, model = tiny
+        assert llama_kernel.refusal(model.config) is None and model.model.accelerated_step is not None
+        calls = {"decode_step": [], "decode_batch": []}
+        for name, counted in calls.items():
+            run = getattr(torch.ops.openformers, name)
+            monkeypatch.setattr(torch.ops.openformers, name,
+                                lambda *args, run=run, counted=counted: counted.append(1) or run(*args))
+        ids = self.ids(1, 12, seed=9)  # past the window of 4
+        cache = openformers.DynamicCache()
+        with torch.inference_mode():
+            steps = [model(ids[:, :3], past_key_values=cache).logits]
+            steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(3, ids.shape[1])]
+        assert len(calls["decode_step"]) == ids.shape[1] - 3
+        torch.testing.assert_close(torch.cat(steps, dim=1), reference(ids).logits, atol=1e-4, rtol=1e-4)
+        ids, mask = generation_inputs(self.ids)  # left-padded rows: the batched step
+        assert_generate_matches(model, reference, ids, mask)
+        assert calls["decode_batch"]
+        # One row: generate's shortcut past the forward, the step scaling the embedding's row itself and the shortcut
+        # soft-capping the logits as the head model does, with the cap the config holds at each step (Gemma 2's 4,
+        # then one set later; Gemma 3 has none, then that one).
+        shortcut, taken = model.accelerated_logits, []
+
+        def counted(*args):
+            logits_and_argmax = shortcut(*args)
+            taken.append(logits_and_argmax is not None)
+            return logits_and_argmax
+
+        monkeypatch.setattr(model, "accelerated_logits", counted)
+        assert_generate_matches(model, reference, ids[:1], mask[:1])
+        # Without a cap the 9 steps are one run of greedy steps (greedy_tokens); soft-capped logits take single steps.
+        assert taken == ([True] * 9 if model.config.final_logit_softcapping else [])
+        del taken[:]
+        monkeypatch.setattr(model.config, "final_logit_softcapping", 2.5)
+        monkeypatch.setattr(reference.config, "final_logit_softcapping", 2.5)
+        assert_generate_matches(model, reference, ids[:1], mask[:1])
+        assert taken == [True] * 9
+
+    def test_config_reads_and_writes_the_references_fields(self, tiny, tmp_path):
+        _, reference, model = tiny
+        config = model.config
+        assert type(config).__name__ == self.REFERENCE_CONFIG
+        assert config.layer_types == ["sliding_attention", "full_attention", "sliding_attention"]
+        assert (config.query_pre_attn_scalar, config.rope_theta, config.sliding_window) == (12, 500.0, 4)
+        config.save_pretrained(tmp_path)
+        theirs = transformers.AutoConfig.from_pretrained(tmp_path)
+        assert_same_attributes(theirs, reference.config, (
+            "layer_types", "query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping",
+            "sliding_window", "head_dim", "hidden_activation", "tie_word_embeddings", "rope_parameters",
+        ))
+
+    @torch.inference_mode()
+    def test_inputs_embeds_are_taken_unscaled_as_in_the_reference(self, tiny):
+        _, reference, model = tiny
+        ids = self.ids(1, 7)
+        embeds = model.get_input_embeddings()(ids)  # scaled by sqrt(hidden_size), as the reference's module does
+        torch.testing.assert_close(embeds, reference.get_input_embeddings()(ids))
+        torch.testing.assert_close(model(inputs_embeds=embeds).logits, model(ids).logits)
+        torch.testing.assert_close(model(inputs_embeds=embeds).logits, reference(inputs_embeds=embeds).logits,
+                                   atol=1e-4, rtol=1e-4)
+
+    def test_bfloat16_logits_match_the_reference(self, tiny):
+        folder = tiny[0]
+        reference = getattr(transformers, self.causal_lm()).from_pretrained(folder, dtype=torch.bfloat16).eval()
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
+        ids = self.ids(2, 9)
+        with torch.inference_mode():
+            torch.testing.assert_close(model(ids).logits, reference(ids).logits)
+
+    @torch.inference_mode()
+    def test_gguf_written_like_llama_cpp_matches_the_original(self, tmp_path):
+        # What llama.cpp assumes for a Gemma GGUF: query_pre_attn_scalar = head_dim, Gemma 3's local rope base 10000
+        # and one full layer in 6, Gemma 2's one in 2.
+        layer_types = self.GGUF_LAYER_TYPES
+        reference = self.reference(query_pre_attn_scalar=TINY["head_dim"], rope_local_base_freq=10_000.0,
+                                   num_hidden_layers=len(layer_types), layer_types=layer_types)
+        _write_gguf(tmp_path / "tiny.gguf", reference)
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny.gguf")
+        assert type(model).__name__ == self.causal_lm() and model.config.tie_word_embeddings
+        assert model.config.layer_types == layer_types
+        ids = self.ids(2, 10)
+        torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
+
+    @torch.inference_mode()
+    def test_gguf_weights_are_those_the_reference_reads(self, tmp_path):
+        _write_gguf(tmp_path / "tiny.gguf", self.reference())
+        theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf").state_dict()
+        ours = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny.gguf").state_dict()
+        assert sorted(ours) == sorted(theirs)
+        for name, tensor in ours.items():
+            torch.testing.assert_close(tensor, theirs[name], msg=name)
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
-@torch.inference_mode()
-def test_gguf_weights_are_those_the_reference_reads(family, tmp_path):
-    reference = _reference(family)
-    _write_gguf(tmp_path / "tiny.gguf", reference)
-    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf").state_dict()
-    ours = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny.gguf").state_dict()
-    assert sorted(ours) == sorted(theirs)
-    for name, tensor in ours.items():
-        torch.testing.assert_close(tensor, theirs[name], msg=name)
+class TestGemma2(GemmaTests):
+    REFERENCE_CONFIG = "Gemma2Config"
+    TINY = {**TINY, "attn_logit_softcapping": 3.0, "final_logit_softcapping": 4.0}
+    VARIANTS = {
+        "capped-tied": {},
+        "uncapped-untied": dict(tie_word_embeddings=False, attn_logit_softcapping=None, final_logit_softcapping=None),
+    }
+    HEADS = {
+        "Gemma2Model": "AutoModel",
+        "Gemma2ForCausalLM": "AutoModelForCausalLM",
+        "Gemma2ForSequenceClassification": "AutoModelForSequenceClassification",
+        "Gemma2ForTokenClassification": "AutoModelForTokenClassification",
+    }
+    GGUF_LAYER_TYPES = ["sliding_attention", "full_attention"]
+
+    # A known difference, which this test shows: the loss is the reference's, and so is every hidden state, but at a
+    # left-padded row's last padding position (whose logits are scored against the first real token) the reference's
+    # step-by-step attention adds the dtype's lowest value to the scores of a query that sees no key, where
+    # layers.eager_attention fills them with it, so the reference's gradient reaches that query's scores (a
+    # softmax's slope at even weights) and ours does not.
+    @pytest.mark.xfail(strict=True, reason="a padding query's score gradient: layers.eager_attention masks by filling")
+    def test_training_loss_and_gradients_match_the_reference(self, training_variant, tmp_path):
+        super().test_training_loss_and_gradients_match_the_reference(training_variant, tmp_path)
+
+    def test_training_on_unpadded_rows_matches_the_reference(self, training_variant, tmp_path):
+        """The loss and every gradient of a training step, with gradient checkpointing too, on rows without
+        padding."""
+        reference = self.reference(**self.VARIANTS[training_variant])
+        model = load_saved(reference, tmp_path)
+        ids = self.ids(2, 9, seed=7)
+        assert_training_step_matches(model, reference, dict(input_ids=ids, labels=ids), checkpointing=(False, True))
+
+
+class TestGemma3Text(GemmaTests):
+    REFERENCE_CONFIG = "Gemma3TextConfig"
+    TINY = {**TINY, "rope_local_base_freq": 50.0}
+    VARIANTS = {
+        "uncapped-tied": {},
+        # Gemma 3's reference caps the final logits but never the attention scores, whatever its config says.
+        "capped-untied": dict(tie_word_embeddings=False, attn_logit_softcapping=3.0, final_logit_softcapping=4.0),
+        "linear-scaled": dict(rope_scaling={"rope_type": "linear", "factor": 4.0}),
+    }
+    HEADS = {
+        "Gemma3TextModel": "AutoModel",
+        "Gemma3ForCausalLM": "AutoModelForCausalLM",
+        "Gemma3TextForSequenceClassification": "AutoModelForSequenceClassification",
+    }
+    GGUF_LAYER_TYPES = ["sliding_attention"] * 5 + ["full_attention"]
+
+
+def test_gemma3_defaults_are_the_references():
+    ours, theirs = Gemma3TextConfig(num_hidden_layers=8), transformers.Gemma3TextConfig(num_hidden_layers=8)
+    assert ours.layer_types == theirs.layer_types  # five sliding layers to one full
+    assert (ours.rope_theta, ours.rope_local_base_freq) == (1_000_000.0, 10_000.0)
+    assert ours.final_logit_softcapping is ours.attn_logit_softcapping is None
+    assert ours.vocab_size == theirs.vocab_size and ours.max_position_embeddings == theirs.max_position_embeddings
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("layer_types", ["sliding_attention"], "layer_types"),
+    ("layer_types", ["sliding_attention", "chunked_attention", "full_attention"], "layer_types"),
+    ("hidden_activation", "silu", "hidden_activation"),
+    ("attn_logit_softcapping", 0.0, "attn_logit_softcapping"),
+    ("use_bidirectional_attention", True, "use_bidirectional_attention"),
+])
+def test_config_refuses_what_it_does_not_implement(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        Gemma2Config(**{**TINY, field: value})
+
+
+def test_gemma3_config_refuses_a_scaled_rope_on_the_sliding_layers(tmp_path):
+    transformers.Gemma3TextConfig(**TINY, rope_parameters={
+        "full_attention": {"rope_type": "default", "rope_theta": 500.0},
+        "sliding_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 50.0},
+    }).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="sliding_attention"):
+        openformers.AutoConfig.from_pretrained(tmp_path)
