@@ -227,6 +227,14 @@ def assert_generate_matches(model, reference, ids, mask, **options):
     assert model.generate(ids, attention_mask=mask, **settings).tolist() == expected.tolist()
 
 
+def assert_generate_with_the_defaults_matches(model, reference, ids):
+    """generate given only the prompt and max_new_tokens (no attention mask, no pad id: the generation config's
+    defaults, its end token left out) gives the reference's greedy tokens."""
+    expected = reference.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+                                  eos_token_id=None, pad_token_id=0)
+    assert model.generate(ids, max_new_tokens=8, eos_token_id=None).tolist() == expected.tolist()
+
+
 def assert_static_cache_gives_the_dynamic_cache_tokens(model, ids, mask, strategies=(dict(), dict(num_beams=3))):
     for options in strategies:
         settings = dict(attention_mask=mask, max_new_tokens=8, do_sample=False, eos_token_id=None, **options)

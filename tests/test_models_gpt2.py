@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from decoder_parity import assert_generate_with_the_defaults_matches
 from decoder_suite import DecoderFamilyTests
 
 transformers = pytest.importorskip("transformers")
@@ -51,12 +52,7 @@ class TestGPT2(DecoderFamilyTests):
 
     @torch.inference_mode()
     def test_generate_with_the_generation_configs_defaults_matches_reference(self, tiny):
-        """No attention mask and no pad id given: generate makes them as the reference does."""
-        _, reference, model = tiny
-        ids = self.ids(1, 6, seed=3)
-        expected = reference.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
-                                      eos_token_id=None, pad_token_id=0)
-        assert model.generate(ids, max_new_tokens=8, eos_token_id=None).tolist() == expected.tolist()
+        assert_generate_with_the_defaults_matches(tiny[2], tiny[1], self.ids(1, 6, seed=3))
 
     @pytest.mark.parametrize("options", [dict(), dict(num_beams=3, num_return_sequences=2)], ids=["greedy", "beam"])
     @torch.inference_mode()

@@ -1,4 +1,12 @@
-"""Llama against the reference: tiny random HF models saved to disk, and the real SmolLM2 GGUF."""
+"""Llama against the reference: tiny random HF models saved to disk, and the real SmolLM2 GGUF.
+
+TestLlama runs the common decoder tests (tests/decoder_suite.py: every head on a padded batch and saved both ways,
+cached decoding, left padding, greedy and beam generation, static caches, hidden states, a training step) on tied
+and untied models, and adds Llama's own: the output's names, logits_to_keep, generate's defaults, the base model
+from a head's checkpoint, loading options, labels' names and counts, and a classification head made from a causal
+LM's checkpoint; then rope scaling, GGUF files, SmolLM2, the sequence-classification losses and the Mistral and
+Qwen2 configurations of the Llama classes.
+"""
 
 import json
 import warnings
@@ -7,16 +15,19 @@ import gguf
 import pytest
 import torch
 
+import openformers
 from decoder_parity import (
     add_decoder_metadata,
-    assert_cached_decoding_equals_the_full_forward,
+    assert_generate_with_the_defaults_matches,
     assert_left_padded_batch_equals_single_rows,
     finish_gguf,
     llama_cpp_tensors,
+    load_saved,
     make_reference,
     padded_batch,
     quantized_blocks,
 )
+from decoder_suite import DecoderFamilyTests
 from openformers import AutoModel, AutoModelForCausalLM, LlamaForCausalLM, LlamaModel
 from openformers.generation.cache import DynamicCache
 
@@ -35,80 +46,113 @@ def _save_tiny(folder, **overrides):
     return model
 
 
-@pytest.fixture(scope="module", params=["untied", "tied"])
-def tiny(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    reference = _save_tiny(folder, tie_word_embeddings=request.param == "tied")
-    return folder, reference, AutoModelForCausalLM.from_pretrained(folder)
+class TestLlama(DecoderFamilyTests):
+    REFERENCE_CONFIG = "LlamaConfig"
+    TINY = TINY  # no pad token: a classification head made from the causal LM cannot pool a batch
+    VARIANTS = {"untied": {}, "tied": dict(tie_word_embeddings=True)}
+    HEADS = {
+        "LlamaModel": "AutoModel",
+        "LlamaForCausalLM": "AutoModelForCausalLM",
+        "LlamaForSequenceClassification": "AutoModelForSequenceClassification",
+        "LlamaForTokenClassification": "AutoModelForTokenClassification",
+        "LlamaForQuestionAnswering": "AutoModelForQuestionAnswering",
+    }
+    HEAD_OVERRIDES = dict(num_labels=3, pad_token_id=0, id2label={0: "neg", 1: "neutral", 2: "pos"})
+
+    @torch.inference_mode()
+    def test_logits_and_loss_match_reference(self, tiny):
+        _, reference, model = tiny
+        assert isinstance(model, LlamaForCausalLM) and not model.training
+        ids = self.ids(2, 11)
+        labels = ids.clone()
+        labels[0, :3] = -100
+        ours, theirs = model(ids, labels=labels), reference(ids, labels=labels)
+        torch.testing.assert_close(ours.logits, theirs.logits)
+        torch.testing.assert_close(ours.loss, theirs.loss)
+        assert ours[0] is ours.loss and ours["logits"] is ours.logits and list(ours) == ["loss", "logits"]
+
+    @torch.inference_mode()
+    def test_logits_to_keep_projects_the_last_positions(self, tiny):
+        model = tiny[2]
+        ids = self.ids(1, 7)
+        full = model(ids).logits
+        torch.testing.assert_close(model(ids, logits_to_keep=2).logits, full[:, -2:])
+        with pytest.raises(ValueError, match="logits_to_keep"):
+            model(ids, labels=ids, logits_to_keep=1)
 
 
-def _ids(*shape, seed=1):
-    return torch.randint(0, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(seed))
 
+    @torch.inference_mode()
+    def test_left_padded_batch_equals_single_rows(self, tiny):
+        """The reference's rows within torch's float32 tolerance, not only 1e-4."""
+        _, reference, model = tiny
+        assert_left_padded_batch_equals_single_rows(model, self.ids, reference, tolerance=None)
 
-@torch.inference_mode()
-def test_logits_and_loss_match_reference(tiny):
-    _, reference, model = tiny
-    assert isinstance(model, LlamaForCausalLM) and not model.training
-    ids = _ids(2, 11)
-    labels = ids.clone()
-    labels[0, :3] = -100
-    ours, theirs = model(ids, labels=labels), reference(ids, labels=labels)
-    torch.testing.assert_close(ours.logits, theirs.logits)
-    torch.testing.assert_close(ours.loss, theirs.loss)
-    assert ours[0] is ours.loss and ours["logits"] is ours.logits and list(ours) == ["loss", "logits"]
+    @torch.inference_mode()
+    def test_generate_with_the_generation_configs_defaults_matches_reference(self, tiny):
+        assert_generate_with_the_defaults_matches(tiny[2], tiny[1], self.ids(1, 6, seed=6))
 
+    @torch.inference_mode()
+    def test_base_model_loads_from_a_checkpoint_with_a_head(self, tiny):
+        folder, reference, _ = tiny
+        base = AutoModel.from_pretrained(folder)
+        assert isinstance(base, LlamaModel)
+        ids = self.ids(2, 6)
+        torch.testing.assert_close(base(ids).last_hidden_state, reference.model(ids).last_hidden_state)
 
-@torch.inference_mode()
-def test_logits_to_keep_projects_the_last_positions(tiny):
-    model = tiny[2]
-    ids = _ids(1, 7)
-    full = model(ids).logits
-    torch.testing.assert_close(model(ids, logits_to_keep=2).logits, full[:, -2:])
-    with pytest.raises(ValueError, match="logits_to_keep"):
-        model(ids, labels=ids, logits_to_keep=1)
+    def test_dtype_options(self, tiny):
+        folder = tiny[0]
+        assert AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).dtype == torch.bfloat16
+        assert AutoModelForCausalLM.from_pretrained(folder, torch_dtype="float16").dtype == torch.float16
+        assert AutoModelForCausalLM.from_pretrained(folder, dtype="auto").dtype == torch.float32
+        with pytest.raises(ValueError, match="dtype"):
+            AutoModelForCausalLM.from_pretrained(folder, dtype="float8")
+        with pytest.raises(TypeError, match="unexpected keyword arguments"):
+            AutoModelForCausalLM.from_pretrained(folder, not_an_option=1)
 
+    def test_config_overrides_and_properties(self, tiny):
+        model = AutoModelForCausalLM.from_pretrained(tiny[0], rms_norm_eps=1e-3)
+        assert model.config.rms_norm_eps == 1e-3
+        assert model.device == torch.device("cpu")
+        assert model.num_parameters() == sum(p.numel() for p in tiny[1].parameters())
 
-@torch.inference_mode()
-def test_cached_decoding_equals_the_full_forward(tiny):
-    assert_cached_decoding_equals_the_full_forward(tiny[2], _ids(2, 12))
+    @torch.inference_mode()
+    def test_every_head_saves_what_the_reference_loads_and_back(self, tiny_head, tmp_path):
+        """Also the labels' names, which both libraries read back."""
+        super().test_every_head_saves_what_the_reference_loads_and_back(tiny_head, tmp_path)
+        model = tiny_head[3]
+        assert model.config.id2label == {0: "neg", 1: "neutral", 2: "pos"} and model.config.label2id["pos"] == 2
+        assert transformers.AutoConfig.from_pretrained(tmp_path).id2label == model.config.id2label
 
+    def test_a_head_checkpoint_with_the_wrong_number_of_labels_is_refused(self, tiny_head):
+        name, folder, _, _ = tiny_head
+        auto_class = getattr(openformers, self.HEADS[name])
+        if name == "LlamaForQuestionAnswering":  # always two outputs (start, end), whatever num_labels says
+            assert auto_class.from_pretrained(folder, num_labels=5).qa_outputs.out_features == 2
+        elif name.endswith("Classification"):
+            refused = r"wrong shape.*score\.weight: checkpoint \(3, 64\), model \(5, 64\)"
+            with pytest.raises(ValueError, match=refused):
+                auto_class.from_pretrained(folder, num_labels=5)
+        else:  # no labels: nothing to refuse
+            assert auto_class.from_pretrained(folder, num_labels=5).config.num_labels == 5
 
-@torch.inference_mode()
-def test_left_padded_batch_equals_single_rows(tiny):
-    _, reference, model = tiny
-    assert_left_padded_batch_equals_single_rows(model, _ids, reference, tolerance=None)
+    def test_sequence_classification_from_a_causal_lm_checkpoint_warns_once(self, tiny):
+        from openformers import AutoModelForSequenceClassification, LlamaForSequenceClassification
 
-
-@torch.inference_mode()
-def test_generate_matches_reference_greedy(tiny):
-    _, reference, model = tiny
-    ids = _ids(1, 6, seed=6)
-    expected = reference.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
-                                  eos_token_id=None, pad_token_id=0)
-    model.generation_config.eos_token_id = None
-    assert model.generate(ids, max_new_tokens=10).tolist() == expected.tolist()
-
-
-@torch.inference_mode()
-def test_base_model_loads_from_a_checkpoint_with_a_head(tiny):
-    folder, reference, _ = tiny
-    base = AutoModel.from_pretrained(folder)
-    assert isinstance(base, LlamaModel)
-    ids = _ids(2, 6)
-    torch.testing.assert_close(base(ids).last_hidden_state, reference.model(ids).last_hidden_state)
-
-
-@torch.inference_mode()
-def test_save_pretrained_loads_in_the_reference(tiny, tmp_path):
-    _, reference, model = tiny
-    model.save_pretrained(tmp_path)
-    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    ids = _ids(2, 9)
-    torch.testing.assert_close(reloaded(ids).logits, reference(ids).logits)
-    ours_again = AutoModelForCausalLM.from_pretrained(tmp_path)
-    torch.testing.assert_close(ours_again(ids).logits, model(ids).logits)
-    assert ours_again.config.tie_word_embeddings == model.config.tie_word_embeddings
+        folder = tiny[0]
+        with pytest.warns(UserWarning) as caught:
+            model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
+        assert len(caught) == 1
+        message = str(caught[0].message)
+        assert "score.weight" in message and "newly initialized" in message
+        assert ("lm_head.weight" in message) == (not tiny[2].config.tie_word_embeddings)
+        assert isinstance(model, LlamaForSequenceClassification)
+        assert model.score.weight.shape == (2, TINY["hidden_size"])
+        assert model.config.id2label == {0: "LABEL_0", 1: "LABEL_1"}
+        torch.testing.assert_close(model.model.embed_tokens.weight, tiny[2].model.embed_tokens.weight)
+        with pytest.raises(ValueError, match="pad_token_id"):
+            model(self.ids(2, 4))  # the tiny causal LM has no pad token: a batch cannot be pooled
+        assert model(self.ids(1, 4)).logits.shape == (1, 2)
 
 
 @pytest.mark.parametrize(
@@ -124,26 +168,8 @@ def test_rope_scaling_matches_reference(tmp_path, scaling):
     reference = _save_tiny(tmp_path, rope_scaling=scaling)
     model = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert model.config.rope_scaling["rope_type"] == scaling["rope_type"]
-    ids = _ids(1, 40)
+    ids = TestLlama.ids(1, 40)
     torch.testing.assert_close(model(ids).logits, reference(ids).logits)
-
-
-def test_dtype_options(tiny):
-    folder = tiny[0]
-    assert AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).dtype == torch.bfloat16
-    assert AutoModelForCausalLM.from_pretrained(folder, torch_dtype="float16").dtype == torch.float16
-    assert AutoModelForCausalLM.from_pretrained(folder, dtype="auto").dtype == torch.float32
-    with pytest.raises(ValueError, match="dtype"):
-        AutoModelForCausalLM.from_pretrained(folder, dtype="float8")
-    with pytest.raises(TypeError, match="unexpected keyword arguments"):
-        AutoModelForCausalLM.from_pretrained(folder, not_an_option=1)
-
-
-def test_config_overrides_and_properties(tiny):
-    model = AutoModelForCausalLM.from_pretrained(tiny[0], rms_norm_eps=1e-3)
-    assert model.config.rms_norm_eps == 1e-3
-    assert model.device == torch.device("cpu")
-    assert model.num_parameters() == sum(p.numel() for p in tiny[1].parameters())
 
 
 def test_a_head_missing_from_the_checkpoint_is_initialized_with_one_warning(tmp_path):
@@ -160,7 +186,7 @@ def test_from_config_builds_a_random_model():
 
     model = AutoModelForCausalLM.from_config(LlamaConfig(**TINY, tie_word_embeddings=True))
     assert model.lm_head.weight is model.model.embed_tokens.weight
-    assert model(_ids(1, 4)).logits.shape == (1, 4, TINY["vocab_size"])
+    assert model(TestLlama.ids(1, 4)).logits.shape == (1, 4, TINY["vocab_size"])
 
 
 # A GGUF written here the way llama.cpp's converter writes one: names, reversed shapes, permuted Q/K rows.
@@ -193,7 +219,7 @@ def test_gguf_written_like_llama_cpp_matches_the_original(tmp_path):
     _write_gguf(tmp_path / "tiny.gguf", reference)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny.gguf")
     assert not model.config.tie_word_embeddings and model.generation_config.eos_token_id == 2
-    ids = _ids(2, 8)
+    ids = TestLlama.ids(2, 8)
     torch.testing.assert_close(model(ids).logits, reference(ids).logits)
 
 
@@ -251,88 +277,6 @@ def test_smollm2_saved_as_safetensors_loads_in_the_reference(smollm2, tmp_path):
     torch.testing.assert_close(reloaded(ids).logits, reference(ids).logits)
 
 
-# Task heads: sequence classification, token classification, question answering.
-
-HEADS = {
-    "sequence-classification": ("AutoModelForSequenceClassification", "LlamaForSequenceClassification"),
-    "token-classification": ("AutoModelForTokenClassification", "LlamaForTokenClassification"),
-    "question-answering": ("AutoModelForQuestionAnswering", "LlamaForQuestionAnswering"),
-}
-
-
-def _save_tiny_head(folder, task, **overrides):
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(**{**TINY, "pad_token_id": 0, **overrides})
-    model = getattr(transformers, HEADS[task][1])(config).eval()
-    model.save_pretrained(folder)
-    return model
-
-
-def _padded_batch(task="sequence-classification"):
-    """Two rows with pad id 0 and their attention mask: the first right-padded, the second left-padded.
-
-    A left-padding query sees no key: its attention gives zeros, as in the reference, so outputs match at
-    every position (question answering's loss reads them all).
-    """
-    return padded_batch(_ids(2, 9, seed=7).clamp(min=1))
-
-
-@pytest.fixture(scope="module", params=list(HEADS))
-def tiny_head(request, tmp_path_factory):
-    import openformers
-
-    folder = tmp_path_factory.mktemp(request.param)
-    reference = _save_tiny_head(folder, request.param, num_labels=3, id2label={0: "neg", 1: "neutral", 2: "pos"})
-    model = getattr(openformers, HEADS[request.param][0]).from_pretrained(folder)
-    return request.param, folder, reference, model
-
-
-def _head_outputs(task, model, ids, mask, labels=None):
-    if task == "question-answering":
-        out = model(ids, attention_mask=mask, start_positions=labels[0], end_positions=labels[1])
-        return out.loss, torch.stack([out.start_logits, out.end_logits])
-    out = model(ids, attention_mask=mask, labels=labels)
-    return out.loss, out.logits
-
-
-def _head_labels(task):
-    if task == "sequence-classification":
-        return torch.tensor([2, 0])
-    if task == "token-classification":
-        return torch.tensor([[0, 1, 2, 1, 0, 2, -100, -100, -100], [-100, -100, 1, 1, 2, 0, 0, 1, 2]])
-    return torch.tensor([3, 12]), torch.tensor([5, 4])  # 12: past the end of the sequence, left out
-
-
-@torch.inference_mode()
-def test_heads_match_reference_on_a_padded_batch(tiny_head):
-    task, _, reference, model = tiny_head
-    assert type(model).__name__ == HEADS[task][1] and not model.training
-    ids, mask = _padded_batch(task)
-    labels = _head_labels(task)
-    ours = _head_outputs(task, model, ids, mask, labels)
-    theirs = _head_outputs(task, reference, ids, mask, labels)
-    torch.testing.assert_close(ours[1], theirs[1], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(ours[0], theirs[0], atol=1e-4, rtol=1e-4)
-
-
-@torch.inference_mode()
-def test_heads_save_and_load_in_both_directions(tiny_head, tmp_path):
-    import openformers
-
-    task, _, reference, model = tiny_head
-    assert model.config.id2label == {0: "neg", 1: "neutral", 2: "pos"} and model.config.label2id["pos"] == 2
-    model.save_pretrained(tmp_path)
-    theirs = getattr(transformers, HEADS[task][0]).from_pretrained(tmp_path).eval()
-    ours = getattr(openformers, HEADS[task][0]).from_pretrained(tmp_path)
-    assert theirs.config.id2label == model.config.id2label
-    ids, mask = _padded_batch(task)
-    labels = _head_labels(task)
-    expected = _head_outputs(task, reference, ids, mask, labels)[1]
-    torch.testing.assert_close(_head_outputs(task, theirs, ids, mask, labels)[1], expected)
-    again = _head_outputs(task, ours, ids, mask, labels)[1]
-    torch.testing.assert_close(again, _head_outputs(task, model, ids, mask, labels)[1])
-
-
 @pytest.mark.parametrize(
     "num_labels, problem_type, labels",
     [
@@ -343,45 +287,14 @@ def test_heads_save_and_load_in_both_directions(tiny_head, tmp_path):
 )
 @torch.inference_mode()
 def test_sequence_classification_losses_match_reference(tmp_path, num_labels, problem_type, labels):
-    from openformers import AutoModelForSequenceClassification
-
-    reference = _save_tiny_head(tmp_path, "sequence-classification", num_labels=num_labels, problem_type=problem_type)
-    model = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    reference = TestLlama.reference("LlamaForSequenceClassification", pad_token_id=0, num_labels=num_labels,
+                                    problem_type=problem_type)
+    model = load_saved(reference, tmp_path, "AutoModelForSequenceClassification")
     assert model.config.num_labels == num_labels and model.config.problem_type == problem_type
-    ids, mask = _padded_batch()
+    ids, mask = padded_batch(TestLlama.ids(2, 9, seed=7))
     ours, theirs = model(ids, attention_mask=mask, labels=labels), reference(ids, attention_mask=mask, labels=labels)
     torch.testing.assert_close(ours.logits, theirs.logits)
     torch.testing.assert_close(ours.loss, theirs.loss)
-
-
-def test_sequence_classification_from_a_causal_lm_checkpoint_warns_once(tiny):
-    from openformers import AutoModelForSequenceClassification, LlamaForSequenceClassification
-
-    folder = tiny[0]
-    with pytest.warns(UserWarning) as caught:
-        model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
-    assert len(caught) == 1
-    message = str(caught[0].message)
-    assert "score.weight" in message and "newly initialized" in message
-    assert ("lm_head.weight" in message) == (not tiny[2].config.tie_word_embeddings)
-    assert isinstance(model, LlamaForSequenceClassification) and model.score.weight.shape == (2, TINY["hidden_size"])
-    assert model.config.id2label == {0: "LABEL_0", 1: "LABEL_1"}
-    torch.testing.assert_close(model.model.embed_tokens.weight, tiny[2].model.embed_tokens.weight)
-    with pytest.raises(ValueError, match="pad_token_id"):
-        model(_ids(2, 4))  # the tiny causal LM has no pad token: a batch cannot be pooled
-    assert model(_ids(1, 4)).logits.shape == (1, 2)
-
-
-def test_a_head_checkpoint_with_the_wrong_number_of_labels_is_refused(tiny_head):
-    import openformers
-
-    task, folder, _, _ = tiny_head
-    auto_class = getattr(openformers, HEADS[task][0])
-    if task == "question-answering":  # always two outputs (start, end), whatever num_labels says
-        assert auto_class.from_pretrained(folder, num_labels=5).qa_outputs.out_features == 2
-        return
-    with pytest.raises(ValueError, match=r"wrong shape.*score\.weight: checkpoint \(3, 64\), model \(5, 64\)"):
-        auto_class.from_pretrained(folder, num_labels=5)
 
 
 # Mistral (sliding window) and Qwen2 (q/k/v biases): configurations of the Llama classes.
@@ -411,7 +324,7 @@ def test_family_logits_match_reference_on_a_padded_batch(family):
     if name == "qwen2":
         attention = model.model.layers[0].self_attn
         assert attention.q_proj.bias is not None and attention.o_proj.bias is None
-    ids = _ids(3, 11, seed=8)
+    ids = TestLlama.ids(3, 11, seed=8)
     mask = torch.ones_like(ids)
     mask[1, 8:] = 0
     mask[2, :3] = 0  # left padding: those queries see no key and give zeros, as in the reference
@@ -427,7 +340,7 @@ def test_family_logits_match_reference_on_a_padded_batch(family):
 @torch.inference_mode()
 def test_family_cached_decoding_equals_the_full_forward(family):
     model = family[3]
-    ids = _ids(2, 12, seed=9)
+    ids = TestLlama.ids(2, 12, seed=9)
     full = model(ids).logits
     cache = DynamicCache()
     steps = [model(ids[:, :3], past_key_values=cache).logits]
@@ -443,7 +356,7 @@ def test_family_saves_what_the_reference_loads(family, tmp_path):
     assert config["architectures"] == [type(reference).__name__]
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(reloaded) is type(reference)
-    ids = _ids(1, 10, seed=10)
+    ids = TestLlama.ids(1, 10, seed=10)
     torch.testing.assert_close(reloaded(ids).logits, reference(ids).logits)
 
 
@@ -455,7 +368,7 @@ def test_family_sequence_classification_matches_reference(tmp_path):
     reference = transformers.Qwen2ForSequenceClassification(config).eval()
     reference.save_pretrained(tmp_path)
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path)
-    ids, mask = _padded_batch()
+    ids, mask = padded_batch(TestLlama.ids(2, 9, seed=7))
     labels = torch.tensor([1, 0])
     with torch.inference_mode():
         ours = model(ids, attention_mask=mask, labels=labels)
@@ -477,5 +390,5 @@ def test_qwen2_gguf_with_biases_matches_the_original(tmp_path):
     _write_gguf(tmp_path / "qwen2.gguf", reference)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "qwen2.gguf")
     assert model.config.model_type == "qwen2" and model.model.layers[0].self_attn.k_proj.bias is not None
-    ids = _ids(2, 8)
+    ids = TestLlama.ids(2, 8)
     torch.testing.assert_close(model(ids).logits, reference(ids).logits)
