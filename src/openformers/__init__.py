@@ -56,7 +56,7 @@ _public(
     "BloomConfig",
     "PhiConfig",
     "GraniteConfig", "SeedOssConfig", "ArceeConfig", "HeliumConfig", "Exaone4Config", "GraniteMoeConfig",
-    "GraniteMoeSharedConfig",
+    "GraniteMoeSharedConfig", "HunYuanDenseV1Config",
     "StableLmConfig",
     "MambaConfig", "FalconMambaConfig",
     "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config", "Glm4MoeConfig", "GptOssConfig",
@@ -111,6 +111,11 @@ _public(
     "openformers.models.helium",
     "HeliumPreTrainedModel", "HeliumModel", "HeliumForCausalLM", "HeliumForSequenceClassification",
     "HeliumForTokenClassification",
+)
+_public(
+    "openformers.models.hunyuan_v1_dense",
+    "HunYuanDenseV1PreTrainedModel", "HunYuanDenseV1Model", "HunYuanDenseV1ForCausalLM",
+    "HunYuanDenseV1ForSequenceClassification",
 )
 _public(
     "openformers.models.arcee",

@@ -332,6 +332,7 @@ class LlamaConfig(PretrainedConfig):
     qkv_bias: ClassVar[bool] = False
     sliding_window: ClassVar[int | None] = None  # Mistral and Qwen2 make it a field
     activations: ClassVar[tuple[str, ...]] = ("silu",)  # the values of hidden_act that the family's models compute
+    rope_types: ClassVar[tuple[str, ...]] = ROPE_TYPES  # the rope scalings the family's models compute
 
     vocab_size: int = 32000
     hidden_size: int = 4096
@@ -374,7 +375,7 @@ class LlamaConfig(PretrainedConfig):
             _invalid("hidden_act", self.hidden_act, f"one of {', '.join(map(repr, self.activations))} (the family's)")
         _require_positive_numbers(self, "rms_norm_eps", "rope_theta")
         if self.rope_scaling is not None:
-            _check_rope_scaling(self.rope_scaling)
+            _check_rope_scaling(self.rope_scaling, self.rope_types)
 
     @classmethod
     def _from_file_layout(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -587,6 +588,35 @@ class HeliumConfig(LlamaConfig):
             _invalid("head_dim", self.head_dim, f"hidden_size / num_attention_heads = {self.hidden_size} / "
                      f"{self.num_attention_heads} (Helium's o_proj maps hidden_size to hidden_size)")
         _require_probabilities(self, "attention_dropout")
+
+
+@dataclass
+class HunYuanDenseV1Config(LlamaConfig):
+    """Tencent's Hunyuan dense decoders (Hunyuan-0.5B, 1.8B, 4B and 7B): a Llama decoder whose queries and keys are
+    RMS-normed head by head after their rotation, with an MLP without biases. The released configs ask for rope
+    scaling "dynamic" with an `alpha`, which the reference computes as a fixed NTK stretch of the base, rope_theta *
+    alpha ** (head_dim / (head_dim - 2)), the same at every length; "dynamic" without an alpha (rescaled by the
+    sequence's length) is refused by name."""
+
+    model_type: ClassVar[str] = "hunyuan_v1_dense"
+    rope_types: ClassVar[tuple[str, ...]] = (*ROPE_TYPES, "dynamic")
+    mlp_bias: ClassVar[bool] = False  # the reference's MLP has no biases (and no such field)
+
+    vocab_size: int = 290943
+    rms_norm_eps: float = 1e-5
+    attention_dropout: float = 0.0
+    pad_token_id: int | None = 0
+    eod_token_id: int | None = 3
+
+    def validate(self) -> None:
+        super().validate()
+        _require_probabilities(self, "attention_dropout")
+        scaling = self.rope_scaling or {}
+        alpha = scaling.get("alpha")
+        if scaling.get("rope_type") == "dynamic" and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
+                                                        or alpha <= 0):
+            _invalid("rope_scaling.alpha", alpha, "a positive number: openformers implements Hunyuan's 'dynamic' "
+                     "rope scaling with a fixed alpha (its released configs'), not the one rescaled by the length")
 
 
 @dataclass
@@ -3516,6 +3546,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "seed_oss": SeedOssConfig,
     "arcee": ArceeConfig,
     "helium": HeliumConfig,
+    "hunyuan_v1_dense": HunYuanDenseV1Config,
     "exaone4": Exaone4Config,
     "granitemoe": GraniteMoeConfig,
     "granitemoeshared": GraniteMoeSharedConfig,

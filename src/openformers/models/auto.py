@@ -25,6 +25,7 @@ from . import granite, granitemoe
 from . import seed_oss
 from . import arcee
 from . import helium
+from . import hunyuan_v1_dense
 from . import exaone4
 from . import mixtral, qwen3_moe, qwen2_moe
 from . import deepseek_v3, deepseek_v2
@@ -99,6 +100,11 @@ MODEL_CLASSES = {
         "causal-lm": "HeliumForCausalLM",
         "sequence-classification": "HeliumForSequenceClassification",
         "token-classification": "HeliumForTokenClassification",
+    }),
+    "hunyuan_v1_dense": (hunyuan_v1_dense, {  # Llama with q/k norms per head after the rotation; these heads
+        "base": "HunYuanDenseV1Model",
+        "causal-lm": "HunYuanDenseV1ForCausalLM",
+        "sequence-classification": "HunYuanDenseV1ForSequenceClassification",
     }),
     "exaone4": (exaone4, _decoder_classes("Exaone4")),  # q/k norms, norms after each branch, unrotated full layers
     "granitemoe": (granitemoe, {  # Granite with a sparse mixture of experts; the reference has these two classes

@@ -204,6 +204,8 @@ def rope_inverse_frequencies(
         return _llama3_frequencies(inv_freq, scaling)
     if kind == "yarn":
         return _yarn_frequencies(head_dim, theta, scaling)
+    if kind == "dynamic":  # Hunyuan's, with a fixed alpha: the base stretched, the same at every length
+        return 1.0 / ((theta * scaling["alpha"] ** (head_dim / (head_dim - 2))) ** exponents)
     assert kind == "default", kind  # configs.py refuses the other kinds when it reads the config
     return inv_freq
 

@@ -233,11 +233,16 @@ class LlamaAttention(nn.Module):
         v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         return q, k, v
 
-    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
-        """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
+    def rotated(self, x, cos, sin):
+        """Queries, keys and values as they attend: projected, then turned by position (Hunyuan norms them after)."""
         q, k, v = self.project(x)
         if self.rotates:
             q, k = self.rope(q, cos, sin), self.rope(k, cos, sin)
+        return q, k, v
+
+    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
+        """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
+        q, k, v = self.rotated(x, cos, sin)
         y, weights = decoder_attention(q, k, v, mask, cache, self.layer_idx, self.dropout if self.training else 0.0,
                                        attention_path, self.scale, sinks=self.sinks)
         return self.o_proj(y), weights
