@@ -115,3 +115,65 @@ def test_hunyuan_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_p
 @pytest.mark.parametrize("model_type", ["hunyuan_v1_dense"])
 def test_autotokenizer_picks_the_references_class_and_ids(model_type, tmp_path):
     variants.test_autotokenizer_picks_the_references_class_and_ids(model_type, "PreTrainedTokenizerFast", tmp_path)
+
+
+# Apertus -----------------------------------------------------------------------------------------------------------
+
+
+class TestApertus(SmallFamilyTests):
+    REFERENCE_CONFIG = "ApertusConfig"
+    MODEL_TYPE = "apertus"
+    # llama3 scaling over a band of the rotated pairs (wavelengths between 16 and 64 positions) that shows in 12 tokens
+    TINY = dict(SIZES, hidden_act="xielu", rope_parameters={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64, "rope_theta": 500.0})
+    VARIANTS = {
+        "xielu-llama3": {},  # the released layout: no biases, untied, llama3 rope
+        "biases-tied-gqa-1": dict(attention_bias=True, tie_word_embeddings=True, num_key_value_heads=1,
+                                  rope_parameters={"rope_type": "default", "rope_theta": 500.0}),
+    }
+    HEADS = {"ApertusModel": "AutoModel", "ApertusForCausalLM": "AutoModelForCausalLM",
+             "ApertusForTokenClassification": "AutoModelForTokenClassification"}
+    HEAD_VARIANTS = ["biases-tied-gqa-1"]
+    SAVED_CONFIG_ATTRIBUTES = ("attention_bias", "tie_word_embeddings", "rope_parameters", "hidden_act")
+    DEFAULT_FIELDS = ("attention_bias",)
+    REFUSALS = [
+        (dict(hidden_act="silu"), "hidden_act='silu'"),
+        (dict(num_key_value_heads=3), "num_key_value_heads=3"),
+        (dict(attention_dropout=1.0), "attention_dropout=1.0"),
+    ]
+
+    @classmethod
+    def reference(cls, name=None, **overrides):
+        """The reference's model with xIELU's four values drawn per layer (it starts every layer at the same ones, and
+        at eps -1e-6, whose clamp would not show): alpha_p and alpha_n around 0, beta in [0.3, 0.7), eps in
+        [-0.5, -0.1)."""
+        model = super().reference(name, **overrides)
+        generator = torch.Generator().manual_seed(5)
+        with torch.no_grad():
+            for module in model.modules():
+                if type(module).__name__ == "XIELUActivation":
+                    module.alpha_p.normal_(std=0.5, generator=generator)
+                    module.alpha_n.normal_(std=0.5, generator=generator)
+                    module.beta.fill_(0.3 + 0.4 * torch.rand((), generator=generator).item())
+                    module.eps.fill_(-0.1 - 0.4 * torch.rand((), generator=generator).item())
+        return model
+
+    def test_xielu_values_are_the_checkpoints(self, tiny):
+        _, reference, model = tiny
+        for ours, theirs in zip(model.model.layers, reference.model.layers):
+            for name in ("alpha_p", "alpha_n", "beta", "eps"):
+                assert torch.equal(getattr(ours.mlp.act_fn, name), getattr(theirs.mlp.act_fn, name)), name
+
+
+def test_apertus_config_from_scratch_starts_xielu_as_the_reference():
+    config = openformers.ApertusConfig(**{k: v for k, v in TestApertus.TINY.items() if k != "rope_parameters"})
+    ours = openformers.ApertusForCausalLM(config).model.layers[0].mlp.act_fn
+    theirs = transformers.ApertusForCausalLM(transformers.ApertusConfig(**TestApertus.TINY)).model.layers[0].mlp.act_fn
+    for name in ("alpha_p", "alpha_n", "beta", "eps"):
+        torch.testing.assert_close(getattr(ours, name), getattr(theirs, name), msg=name)
+
+
+@pytest.mark.parametrize("model_type", ["apertus"])
+def test_apertus_autotokenizer_picks_the_references_class_and_ids(model_type, tmp_path):
+    variants.test_autotokenizer_picks_the_references_class_and_ids(model_type, "PreTrainedTokenizerFast", tmp_path)

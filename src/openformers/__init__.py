@@ -56,7 +56,7 @@ _public(
     "BloomConfig",
     "PhiConfig",
     "GraniteConfig", "SeedOssConfig", "ArceeConfig", "HeliumConfig", "Exaone4Config", "GraniteMoeConfig",
-    "GraniteMoeSharedConfig", "HunYuanDenseV1Config",
+    "GraniteMoeSharedConfig", "HunYuanDenseV1Config", "ApertusConfig",
     "StableLmConfig",
     "MambaConfig", "FalconMambaConfig",
     "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config", "Glm4MoeConfig", "GptOssConfig",
@@ -116,6 +116,10 @@ _public(
     "openformers.models.hunyuan_v1_dense",
     "HunYuanDenseV1PreTrainedModel", "HunYuanDenseV1Model", "HunYuanDenseV1ForCausalLM",
     "HunYuanDenseV1ForSequenceClassification",
+)
+_public(
+    "openformers.models.apertus",
+    "ApertusPreTrainedModel", "ApertusModel", "ApertusForCausalLM", "ApertusForTokenClassification",
 )
 _public(
     "openformers.models.arcee",

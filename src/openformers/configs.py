@@ -620,6 +620,33 @@ class HunYuanDenseV1Config(LlamaConfig):
 
 
 @dataclass
+class ApertusConfig(LlamaConfig):
+    """The Swiss AI Initiative's Apertus (Apertus-8B, 70B, Base and Instruct): a Llama decoder whose queries and keys
+    are RMS-normed head by head before their rotation (Qwen3's), whose MLP has no gate and no biases (up_proj, the
+    xIELU activation with its learned per-layer parameters, down_proj), with llama3 rope scaling by default."""
+
+    model_type: ClassVar[str] = "apertus"
+    activations: ClassVar[tuple[str, ...]] = ("xielu",)
+    mlp_bias: ClassVar[bool] = False  # the reference's MLP has no biases (and no such field)
+
+    vocab_size: int = 131072
+    intermediate_size: int = 14336
+    hidden_act: str = "xielu"
+    max_position_embeddings: int = 65536
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 12_000_000.0
+    rope_scaling: dict[str, Any] | None = field(default_factory=lambda: {
+        "rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0})
+    attention_dropout: float = 0.0
+    pad_token_id: int | None = 3
+
+    def validate(self) -> None:
+        super().validate()
+        _require_probabilities(self, "attention_dropout")
+
+
+@dataclass
 class GraniteMoeConfig(GraniteConfig):
     """IBM Granite MoE (Granite 3.0 and 3.1 1B-A400M and 3B-A800M, PowerMoE): Granite's decoder and four scalars
     with a sparse mixture of `num_local_experts` SwiGLU experts of `intermediate_size` in place of the MLP, of which
@@ -3547,6 +3574,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "arcee": ArceeConfig,
     "helium": HeliumConfig,
     "hunyuan_v1_dense": HunYuanDenseV1Config,
+    "apertus": ApertusConfig,
     "exaone4": Exaone4Config,
     "granitemoe": GraniteMoeConfig,
     "granitemoeshared": GraniteMoeSharedConfig,

@@ -26,6 +26,7 @@ from . import seed_oss
 from . import arcee
 from . import helium
 from . import hunyuan_v1_dense
+from . import apertus
 from . import exaone4
 from . import mixtral, qwen3_moe, qwen2_moe
 from . import deepseek_v3, deepseek_v2
@@ -105,6 +106,11 @@ MODEL_CLASSES = {
         "base": "HunYuanDenseV1Model",
         "causal-lm": "HunYuanDenseV1ForCausalLM",
         "sequence-classification": "HunYuanDenseV1ForSequenceClassification",
+    }),
+    "apertus": (apertus, {  # Qwen3's q/k norms and an MLP without gate, xIELU's; these heads
+        "base": "ApertusModel",
+        "causal-lm": "ApertusForCausalLM",
+        "token-classification": "ApertusForTokenClassification",
     }),
     "exaone4": (exaone4, _decoder_classes("Exaone4")),  # q/k norms, norms after each branch, unrotated full layers
     "granitemoe": (granitemoe, {  # Granite with a sparse mixture of experts; the reference has these two classes
