@@ -1,6 +1,6 @@
 """Hunyuan dense (hunyuan_v1_dense) and Apertus against the reference, on tiny random models it makes and saves.
 
-Each family is a class over test_models_llama_variants.SmallFamilyTests (decoder_suite's common tests: every head the
+Each family is a class over test_models_llama_variants.LlamaVariantTests (decoder_suite's common tests: every head the
 reference has, cached decoding, left padding, greedy and beam generation, a static cache, hidden states, a training
 step, saving both ways; and the config's defaults and refusals, bfloat16 to the last bit, the CPU kernel's refusal, the
 Auto classes) with what is its own: the variants that change its computation, the released configs' layout, GGUF
@@ -22,7 +22,7 @@ from decoder_parity import (
     write_gguf,
 )
 from openformers import AutoModelForCausalLM
-from test_models_llama_variants import LLAMA_GGUF_NAMES, SIZES, SmallFamilyTests
+from test_models_llama_variants import LLAMA_GGUF_NAMES, SIZES, LlamaVariantTests
 
 transformers = pytest.importorskip("transformers")
 
@@ -34,7 +34,7 @@ transformers = pytest.importorskip("transformers")
 ALPHA_ROPE = {"rope_type": "dynamic", "alpha": 4.0, "factor": 1.0, "rope_theta": 500.0}
 
 
-class TestHunYuanDense(SmallFamilyTests):
+class TestHunYuanDense(LlamaVariantTests):
     REFERENCE_CONFIG = "HunYuanDenseV1Config"
     MODEL_TYPE = "hunyuan_v1_dense"
     TINY = dict(SIZES, head_dim=16, rope_parameters=ALPHA_ROPE)
@@ -120,7 +120,7 @@ def test_autotokenizer_picks_the_references_class_and_ids(model_type, tmp_path):
 # Apertus -----------------------------------------------------------------------------------------------------------
 
 
-class TestApertus(SmallFamilyTests):
+class TestApertus(LlamaVariantTests):
     REFERENCE_CONFIG = "ApertusConfig"
     MODEL_TYPE = "apertus"
     # llama3 scaling over a band of the rotated pairs (wavelengths between 16 and 64 positions) that shows in 12 tokens

@@ -62,7 +62,7 @@ DEFAULT_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_
                   "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings", "attention_dropout")
 
 
-class SmallFamilyTests(DecoderFamilyTests):
+class LlamaVariantTests(DecoderFamilyTests):
     """What the four families' classes add to the common tests: the config's defaults and refusals, bfloat16, the
     kernel's refusal, the Auto classes."""
 
@@ -108,7 +108,7 @@ class SmallFamilyTests(DecoderFamilyTests):
 # Seed-OSS ----------------------------------------------------------------------------------------------------------
 
 
-class TestSeedOss(SmallFamilyTests):
+class TestSeedOss(LlamaVariantTests):
     REFERENCE_CONFIG = "SeedOssConfig"
     MODEL_TYPE = "seed_oss"
     TINY = dict(SIZES, head_dim=16, rope_parameters={"rope_type": "default", "rope_theta": 500.0})
@@ -179,7 +179,7 @@ def test_seed_oss_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_
 # Arcee (AFM) -------------------------------------------------------------------------------------------------------
 
 
-class TestArcee(SmallFamilyTests):
+class TestArcee(LlamaVariantTests):
     REFERENCE_CONFIG = "ArceeConfig"
     MODEL_TYPE = "arcee"
     TINY = dict(SIZES, rope_parameters={"rope_type": "default", "rope_theta": 500.0})
@@ -242,7 +242,7 @@ def test_arcee_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_pat
 # Helium ------------------------------------------------------------------------------------------------------------
 
 
-class TestHelium(SmallFamilyTests):
+class TestHelium(LlamaVariantTests):
     REFERENCE_CONFIG = "HeliumConfig"
     MODEL_TYPE = "helium"
     TINY = dict(SIZES, head_dim=16, rope_parameters={"rope_type": "default", "rope_theta": 500.0})
@@ -299,7 +299,7 @@ def test_helium_rotates_interleaved_pairs(tmp_path):
 # EXAONE 4.0 --------------------------------------------------------------------------------------------------------
 
 
-class TestExaone4(SmallFamilyTests):
+class TestExaone4(LlamaVariantTests):
     REFERENCE_CONFIG = "Exaone4Config"
     MODEL_TYPE = "exaone4"
     # A window of 4 positions, shorter than the 9- and 12-token rows, so that it shows.
