@@ -108,8 +108,8 @@ def test_for_model_builds_the_config_the_reference_builds():
         assert type(ours).__name__ == type(theirs).__name__
         for name, value in values.items():
             assert getattr(ours, name) == getattr(theirs, name) == value
-    with pytest.raises(ValueError, match="model_type='mamba2'.*supported model types"):
-        AutoConfig.for_model("mamba2")
+    with pytest.raises(ValueError, match="model_type='rwkv'.*supported model types"):
+        AutoConfig.for_model("rwkv")
     with pytest.raises(ValueError):
         transformers.AutoConfig.for_model("no-such-model")
 

@@ -57,12 +57,18 @@ class MambaFamilyTests(DecoderFamilyTests):
     HEAD_OVERRIDES = {}
     HEAD_VARIANTS = ["biases"]
     TRAINING_VARIANTS = ["biases"]
+    MIXER_LINEARS = ("in_proj", "x_proj", "dt_proj", "out_proj")  # the linear layers quantization replaces
 
     # Replaced below: these hand the model a DynamicCache or a StaticCache, or compare attention weights.
     test_cached_decoding_equals_the_full_forward = None
     test_left_padded_batch_equals_single_rows = None
     test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens = None
     test_hidden_states_and_attention_weights_match_the_reference = None
+
+    @staticmethod
+    def state_shapes(config, rows):
+        """A layer's convolution and scan states in a cache of `rows` rows."""
+        return (rows, config.intermediate_size, config.conv_kernel), (rows, config.intermediate_size, config.state_size)
 
     @torch.inference_mode()
     def test_cached_decoding_with_a_state_cache_equals_the_full_forward(self, tiny):
@@ -73,7 +79,7 @@ class MambaFamilyTests(DecoderFamilyTests):
         steps = [model(ids[:, :5], past_key_values=cache).logits, model(ids[:, 5:8], past_key_values=cache).logits]
         steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(8, ids.shape[1])]
         assert cache.seq_len == ids.shape[1] and len(cache) == 2
-        assert cache.ssm_states[0].shape == (2, 64, 8) and cache.conv_states[0].shape == (2, 64, 4)
+        assert (cache.conv_states[0].shape, cache.ssm_states[0].shape) == self.state_shapes(model.config, rows=2)
         torch.testing.assert_close(torch.cat(steps, dim=1), full)
         used = model(ids[:, :5], use_cache=True).cache  # a forward asked for a cache makes a MambaCache
         assert isinstance(used, MambaCache) and used.seq_len == 5
@@ -171,7 +177,7 @@ class MambaFamilyTests(DecoderFamilyTests):
             assert not kernels.accelerate(model)
             mixer = model.base_model.layers[0].mixer
             assert all(isinstance(getattr(mixer, name), kernels.Linear)
-                       for name in ("in_proj", "x_proj", "dt_proj", "out_proj"))
+                       for name in self.MIXER_LINEARS)
             assert (model(ids).logits - expected).abs().mean() < tolerance, quantization
             generated = model.generate(ids, max_new_tokens=4, do_sample=False, eos_token_id=None)
             assert generated.shape == (1, 12)

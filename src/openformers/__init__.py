@@ -58,7 +58,7 @@ _public(
     "GraniteConfig", "SeedOssConfig", "ArceeConfig", "HeliumConfig", "Exaone4Config", "GraniteMoeConfig",
     "GraniteMoeSharedConfig", "HunYuanDenseV1Config", "ApertusConfig",
     "StableLmConfig",
-    "MambaConfig", "FalconMambaConfig",
+    "MambaConfig", "FalconMambaConfig", "Mamba2Config",
     "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config", "Glm4MoeConfig", "GptOssConfig",
     "GPTBigCodeConfig",
     "AlbertConfig", "ElectraConfig", "MPNetConfig",
@@ -266,6 +266,7 @@ _public(
 )
 _public("openformers.models.mamba", "MambaPreTrainedModel", "MambaModel", "MambaForCausalLM")
 _public("openformers.models.falcon_mamba", "FalconMambaPreTrainedModel", "FalconMambaModel", "FalconMambaForCausalLM")
+_public("openformers.models.mamba2", "Mamba2PreTrainedModel", "Mamba2Model", "Mamba2ForCausalLM")
 _public(
     "openformers.models.gptj",
     "GPTJPreTrainedModel", "GPTJModel", "GPTJForCausalLM", "GPTJForSequenceClassification", "GPTJForQuestionAnswering",

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import inspect
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -259,7 +260,8 @@ class PretrainedConfig(metaclass=_ConfigType):
         return {k: v for k, v in self.to_dict().items() if k == "model_type" or k not in defaults or defaults[k] != v}
 
     def to_json_string(self, use_diff: bool = False) -> str:
-        return json.dumps(self.to_diff_dict() if use_diff else self.to_dict(), indent=2, sort_keys=True) + "\n"
+        values = self.to_diff_dict() if use_diff else self.to_dict()
+        return json.dumps(_tagged_floats(values), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
     def to_json_file(self, path: str | os.PathLike, use_diff: bool = False) -> None:
         Path(path).write_text(self.to_json_string(use_diff), encoding="utf-8")
@@ -1513,6 +1515,81 @@ class FalconMambaConfig(MambaConfig):
     def validate(self) -> None:
         super().validate()
         _require_positive_numbers(self, "mixer_rms_eps")
+
+
+@dataclass
+class Mamba2Config(PretrainedConfig):
+    """Mamba-2 (mistralai/Mamba-Codestral-7B-v0.1, state-spaces/mamba2-* ports): Mamba's layout (RMSNorm, mixer,
+    float32 residual) with the state-space duality mixer: in_proj to a gate z, the convolution's input xBC (x, then
+    `n_groups` groups of B and of C, `state_size` each) and a time step per head; `num_heads` heads of `head_dim`
+    channels (their product is expand * hidden_size), one scalar A, D and dt_bias per head, dt clamped to
+    `time_step_limit` in the scan (which runs in chunks of `chunk_size`), and a gated RMSNorm over `n_groups` groups
+    before out_proj. As in the reference the gate multiplies before the norm, whatever a file's `norm_before_gate`
+    says (kept as an unknown key). time_step_rank ("auto": ceil(hidden_size / 16)) and the time_step_* initialization
+    fields are kept for the files' sake."""
+
+    model_type: ClassVar[str] = "mamba2"
+
+    num_heads: int = 128
+    head_dim: int = 64
+    vocab_size: int = 32768
+    hidden_size: int = 4096
+    state_size: int = 128
+    num_hidden_layers: int = 64
+    layer_norm_epsilon: float = 1e-5
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 2
+    expand: int = 2
+    conv_kernel: int = 4
+    n_groups: int = 8
+    use_bias: bool = False
+    use_conv_bias: bool = True
+    hidden_act: str = "silu"
+    initializer_range: float = 0.1
+    residual_in_fp32: bool = True
+    time_step_rank: int | str = "auto"
+    time_step_min: float = 0.001
+    time_step_max: float = 0.1
+    time_step_floor: float = 1e-4
+    time_step_limit: tuple[float, float] | list[float] = (0.0, float("inf"))
+    rescale_prenorm_residual: bool = False
+    use_cache: bool = True
+    chunk_size: int = 256
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self):
+        if self.time_step_rank == "auto" and _positive_int(self.hidden_size):
+            self.time_step_rank = -(-self.hidden_size // 16)
+        super().__post_init__()
+
+    @property
+    def intermediate_size(self) -> int:
+        """The mixer's width: expand * hidden_size = num_heads * head_dim."""
+        return self.expand * self.hidden_size
+
+    @property
+    def layer_types(self) -> list[str]:
+        """The reference's name for what every layer is: a state-space mixer, no attention."""
+        return ["linear_attention"] * self.num_hidden_layers
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "state_size", "num_hidden_layers", "expand",
+                               "conv_kernel", "num_heads", "head_dim", "n_groups", "chunk_size", "time_step_rank")
+        if self.num_heads * self.head_dim != self.intermediate_size:
+            _invalid("num_heads", self.num_heads, f"num_heads * head_dim ({self.head_dim}) equal to expand * "
+                     f"hidden_size ({self.intermediate_size})")
+        if self.num_heads % self.n_groups:
+            _invalid("n_groups", self.n_groups, f"a divisor of num_heads ({self.num_heads}): each group of B and C "
+                     "serves as many heads")
+        limit = self.time_step_limit
+        if (not isinstance(limit, (list, tuple)) or len(limit) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in limit)
+                or not 0 <= limit[0] <= limit[1]):
+            _invalid("time_step_limit", limit, "two numbers (low, high) with 0 <= low <= high")
+        if self.hidden_act not in ENCODER_ACTIVATIONS:
+            _invalid("hidden_act", self.hidden_act, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+        _require_positive_numbers(self, "layer_norm_epsilon")
 
 
 @dataclass
@@ -3586,6 +3663,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "gpt_neox": GPTNeoXConfig,
     "mamba": MambaConfig,
     "falcon_mamba": FalconMambaConfig,
+    "mamba2": Mamba2Config,
     "falcon": FalconConfig,
     "gptj": GPTJConfig,
     "opt": OPTConfig,
@@ -3791,9 +3869,30 @@ def _invalid(name: str, value, expected: str):
     raise ValueError(f"Invalid config: {name}={value!r}; expected {expected}.")
 
 
+# Infinity and NaN, which JSON lacks, as the reference writes them in config.json: {"__float__": "Infinity"}
+# (Mamba-2's time_step_limit). Read back from that form, and from the bare Infinity of older files.
+_SPECIAL_FLOATS = {"Infinity": float("inf"), "-Infinity": float("-inf"), "NaN": float("nan")}
+
+
+def _tagged_floats(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"__float__": "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"}
+    if isinstance(value, dict):
+        return {k: _tagged_floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_tagged_floats(v) for v in value]
+    return value
+
+
+def _untagged_float(obj: dict):
+    if obj.keys() == {"__float__"} and isinstance(obj["__float__"], str) and obj["__float__"] in _SPECIAL_FLOATS:
+        return _SPECIAL_FLOATS[obj["__float__"]]
+    return obj
+
+
 def _read_json(path: Path) -> dict:
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
+        values = json.loads(path.read_text(encoding="utf-8"), object_hook=_untagged_float)
     except UnicodeDecodeError as error:
         raise ValueError(f"{path} is not UTF-8 text (byte {error.start}); expected a JSON file.") from None
     except (json.JSONDecodeError, RecursionError) as error:

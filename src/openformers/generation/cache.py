@@ -222,10 +222,10 @@ def _left_pad(buffer: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class MambaCache(Cache):
-    """The cache of a state-space decoder (Mamba, Falcon-Mamba): per layer, not keys and values but a fixed-size
-    state, whatever the length fed so far: the convolution's state, the last `conv_kernel` inputs of its
-    depthwise convolution (B, intermediate_size, conv_kernel), and the scan's state (B, intermediate_size,
-    state_size), float32 as the scan keeps it. `seq_len` counts the positions fed (left padding included).
+    """The cache of a state-space decoder (Mamba, Falcon-Mamba, Mamba-2): per layer, not keys and values but a
+    fixed-size state, whatever the length fed so far: the convolution's state, the last `conv_kernel` inputs of its
+    depthwise convolution (B, channels, conv_kernel), and the scan's state, float32 as the scan keeps it (Mamba's
+    (B, intermediate_size, state_size), Mamba-2's (B, num_heads, head_dim, state_size)); the model gives the shapes. `seq_len` counts the positions fed (left padding included).
 
     A layer reads its pair with `state(layer_idx)` (None before its first call) and writes the pair after its
     call with `store(layer_idx, conv, ssm, new)`. Rows follow beams and batches as a DynamicCache's do (`reorder`,

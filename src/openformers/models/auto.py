@@ -39,7 +39,7 @@ from . import albert, electra, mpnet
 from . import olmo, olmo2, olmo3, olmoe  # olmo3 after olmo2: it reads OLMo 3's "olmo2" GGUF files
 from . import starcoder2
 from . import gpt_neox
-from . import mamba, falcon_mamba
+from . import mamba, falcon_mamba, mamba2
 from . import falcon
 from . import gptj
 from . import opt
@@ -233,6 +233,10 @@ MODEL_CLASSES = {
     "falcon_mamba": (falcon_mamba, {  # Mamba with its time step, B and C RMS-normalized
         "base": "FalconMambaModel",
         "causal-lm": "FalconMambaForCausalLM",
+    }),
+    "mamba2": (mamba2, {  # the state-space duality mixer; the reference has no other head for Mamba-2
+        "base": "Mamba2Model",
+        "causal-lm": "Mamba2ForCausalLM",
     }),
     "gptj": (gptj, {  # GPT-J; the reference has no token-classification head for it
         "base": "GPTJModel",

@@ -52,14 +52,26 @@ def config_from_gguf(gguf, **overrides) -> MambaConfig:
     falcon = bool(gguf.get("mamba.ssm.dt_b_c_rms", False))
     values = {
         "architectures": ["FalconMambaForCausalLM" if falcon else "MambaForCausalLM"],
-        "vocab_size": gguf.tensors["token_embd.weight"].shape[-1],
-        "hidden_size": hidden_size,
-        "num_hidden_layers": gguf_required(gguf, "mamba.block_count"),
         "expand": inner_size // hidden_size,
-        "state_size": gguf_required(gguf, "mamba.ssm.state_size"),
-        "conv_kernel": gguf_required(gguf, "mamba.ssm.conv_kernel"),
         "time_step_rank": gguf_required(gguf, "mamba.ssm.time_step_rank"),
-        "layer_norm_epsilon": gguf.get("mamba.attention.layer_norm_rms_epsilon", 1e-5),
+        **gguf_state_space_values(gguf, "mamba"),
+    }
+    return (FalconMambaConfig if falcon else MambaConfig).from_dict(values, **overrides)
+
+
+GGUF_CONFIG_READERS["mamba"] = config_from_gguf
+
+
+def gguf_state_space_values(gguf, arch: str) -> dict:
+    """The config values llama.cpp's "mamba" and "mamba2" files state alike: sizes, the norms' epsilon, the biases
+    (from the tensors present), tied embeddings when there is no output.weight, and the special tokens."""
+    return {
+        "vocab_size": gguf.tensors["token_embd.weight"].shape[-1],
+        "hidden_size": gguf_required(gguf, f"{arch}.embedding_length"),
+        "num_hidden_layers": gguf_required(gguf, f"{arch}.block_count"),
+        "state_size": gguf_required(gguf, f"{arch}.ssm.state_size"),
+        "conv_kernel": gguf_required(gguf, f"{arch}.ssm.conv_kernel"),
+        "layer_norm_epsilon": gguf.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5),
         "use_conv_bias": "blk.0.ssm_conv1d.bias" in gguf.tensor_names,
         "use_bias": "blk.0.ssm_in.bias" in gguf.tensor_names,
         "tie_word_embeddings": "output.weight" not in gguf.tensor_names,
@@ -67,10 +79,6 @@ def config_from_gguf(gguf, **overrides) -> MambaConfig:
         "eos_token_id": gguf.get("tokenizer.ggml.eos_token_id"),
         "pad_token_id": gguf.get("tokenizer.ggml.padding_token_id"),
     }
-    return (FalconMambaConfig if falcon else MambaConfig).from_dict(values, **overrides)
-
-
-GGUF_CONFIG_READERS["mamba"] = config_from_gguf
 
 # llama.cpp name part -> Hugging Face name part.
 GGUF_RENAMES = {
@@ -130,6 +138,19 @@ def masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return x if mask is None else (x * mask[:, :, None]).to(x.dtype)
 
 
+def causal_conv(conv1d: nn.Conv1d, h: torch.Tensor, conv_state: torch.Tensor | None):
+    """The causal depthwise convolution `conv1d` (with its bias) of h (B, C, T), continuing from `conv_state`, the
+    last conv_kernel inputs before h (B, C, K; None: zeros). Returns the output (B, C, T) in the weight's dtype and
+    the new conv state, the last K inputs."""
+    K = conv1d.kernel_size[0]
+    if conv_state is None:
+        conv_state = h.new_zeros(*h.shape[:2], K)
+    window = torch.cat([conv_state, h], dim=-1)  # (B, C, K + T): the last K inputs before the new ones
+    weight = conv1d.weight
+    out = F.conv1d(window.to(weight.dtype), weight, conv1d.bias, groups=weight.shape[0])[..., 1:]
+    return out, window[..., -K:]
+
+
 def selective_scan(state: torch.Tensor, dA: torch.Tensor, dBx: torch.Tensor) -> torch.Tensor:
     """The scan's states after each position: h_t = dA_t * h_(t-1) + dBx_t from `state` (B, D, N), over the
     (B, T, D, N) dA and dBx; returns (B, T, D, N)."""
@@ -164,11 +185,7 @@ class MambaMixer(nn.Module):
         xz = self.in_proj(masked(x, mask)).transpose(1, 2)  # (B, 2D, T)
         h, z = xz.chunk(2, dim=1)  # (B, D, T) each
         state = None if cache is None else cache.state(self.layer_idx)
-        K = self.conv1d.kernel_size[0]
-        conv_state = h.new_zeros(B, h.shape[1], K) if state is None else state[0]
-        window = torch.cat([conv_state, h], dim=-1)  # (B, D, K + T): the last K inputs before the new ones
-        weight = self.conv1d.weight
-        h = F.conv1d(window.to(weight.dtype), weight, self.conv1d.bias, groups=weight.shape[0])[..., 1:]
+        h, conv_state = causal_conv(self.conv1d, h, None if state is None else state[0])
         h = masked(self.act(h).to(dtype).transpose(1, 2), mask)  # (B, T, D)
         dt, b, c = self.normalized(*torch.split(self.x_proj(h), self.sizes, dim=-1))
         dt = F.softplus(self.dt_proj(dt)).float()  # (B, T, D): softplus in the model's dtype, as the reference's
@@ -180,7 +197,7 @@ class MambaMixer(nn.Module):
         y = (states.to(c.dtype) @ c[..., None]).squeeze(-1)  # (B, T, D)
         y = (y + h * self.D.float()) * F.silu(z.transpose(1, 2))
         if cache is not None:
-            cache.store(self.layer_idx, window[..., -K:], states[:, -1], T)
+            cache.store(self.layer_idx, conv_state, states[:, -1], T)
         return self.out_proj(y.to(dtype))
 
     def normalized(self, dt: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
@@ -234,21 +251,36 @@ class MambaPreTrainedModel(PreTrainedModel):
             nn.init.constant_(module.dt_proj.weight, scale)
         else:
             nn.init.uniform_(module.dt_proj.weight, -scale, scale)
-        low, high = torch.log(torch.tensor([config.time_step_min, config.time_step_max]))
-        dt = torch.exp(torch.rand(D) * (high - low) + low).clamp(min=config.time_step_floor)
-        module.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
-        nn.init.kaiming_uniform_(module.conv1d.weight, a=5**0.5)
-        if module.conv1d.bias is not None:
-            nn.init.zeros_(module.conv1d.bias)
-        nn.init.kaiming_uniform_(module.out_proj.weight, a=5**0.5)
-        if config.rescale_prenorm_residual:
-            module.out_proj.weight /= config.num_hidden_layers**0.5
+        module.dt_proj.bias.copy_(time_step_bias(D, config))
+        init_conv_and_out_proj(module, config)
+
+
+def time_step_bias(n: int, config) -> torch.Tensor:
+    """n time-step biases as the reference initializes them (Mamba's and Mamba-2's): the inverse softplus of steps
+    drawn log-uniformly in [time_step_min, time_step_max], floored at time_step_floor."""
+    low, high = torch.log(torch.tensor([config.time_step_min, config.time_step_max]))
+    dt = torch.exp(torch.rand(n) * (high - low) + low).clamp(min=config.time_step_floor)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+def init_conv_and_out_proj(module: nn.Module, config) -> None:
+    """A mixer's convolution and out_proj as the reference initializes them: Kaiming-uniform weights, a zero conv bias,
+    out_proj scaled by 1 / sqrt(num_hidden_layers) with rescale_prenorm_residual."""
+    nn.init.kaiming_uniform_(module.conv1d.weight, a=5**0.5)
+    if module.conv1d.bias is not None:
+        nn.init.zeros_(module.conv1d.bias)
+    nn.init.kaiming_uniform_(module.out_proj.weight, a=5**0.5)
+    if config.rescale_prenorm_residual:
+        module.out_proj.weight /= config.num_hidden_layers**0.5
 
 
 class MambaModel(MambaPreTrainedModel):
     """The layer stack without a head: returns the last hidden state (B, T, hidden_size) after norm_f."""
 
     gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
+    # Which of the embeddings and the layers' outputs output_hidden_states records before the normed last one: as the
+    # reference, each layer's output for Mamba; each layer's input for Mamba-2.
+    recorded_layer_states = slice(1, None)
 
     def __init__(self, config: MambaConfig):
         super().__init__(config)
@@ -264,8 +296,8 @@ class MambaModel(MambaPreTrainedModel):
         token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
         output_attentions=None, output_hidden_states=None, return_dict=None, cache_position=None,
     ) -> BaseModelOutputWithPast | tuple:
-        """The last hidden state after norm_f; with output_hidden_states, every layer's output then the normed last
-        one, as the reference records them. Positions, token types and attention weights do not apply: a layer
+        """The last hidden state after norm_f; with output_hidden_states, every layer's output (Mamba-2: input) then
+        the normed last one, as the reference records them. Positions, token types and attention weights do not apply: a layer
         reads its past from the cache's states, in order."""
         if labels is not None:
             raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use its ForCausalLM class.")
@@ -275,14 +307,14 @@ class MambaModel(MambaPreTrainedModel):
         x = embedded(self.embeddings, input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         mask = None if attention_mask is None else attention_mask[:, -x.shape[1]:]  # the new positions' columns
         checkpointing = self.gradient_checkpointing if self.training and cache is None else None
-        hidden_states = [] if output_hidden_states else None
+        hidden_states = [x] if output_hidden_states else None
         for i, layer in enumerate(self.layers):
             x = run_layer(layer, checkpointing, x, mask, cache, last=i == len(self.layers) - 1)
             if hidden_states is not None:
                 hidden_states.append(x)
         x = self.norm_f(x)
         if hidden_states is not None:
-            hidden_states.append(x)
+            hidden_states = [*hidden_states[self.recorded_layer_states], x]
         output = BaseModelOutputWithPast(last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states))
         return self.returned(output, return_dict)
 

@@ -850,7 +850,7 @@ _CLASS_OF_MODEL_TYPE = {
     "qwen2": "Qwen2Tokenizer", "t5": "T5Tokenizer", "xlm-roberta": "XLMRobertaTokenizer",
     "camembert": "CamembertTokenizer",
     "gpt_neox": "GPTNeoXTokenizer", "gptj": "GPT2Tokenizer", "opt": "GPT2Tokenizer",
-    "mamba": "GPTNeoXTokenizer", "falcon_mamba": "GPTNeoXTokenizer",
+    "mamba": "GPTNeoXTokenizer", "falcon_mamba": "GPTNeoXTokenizer", "mamba2": "GPTNeoXTokenizer",
     "phi": "GPT2Tokenizer",  # Phi checkpoints name CodeGenTokenizer in tokenizer_config.json
     "bart": "RobertaTokenizer", "marian": "MarianTokenizer", "m2m_100": "M2M100Tokenizer", "mbart": "MBartTokenizer",
     "pegasus": "PegasusTokenizer",
