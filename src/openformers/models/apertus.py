@@ -92,9 +92,6 @@ class ApertusDecoderLayer(LlamaDecoderLayer):
 class ApertusPreTrainedModel(LlamaPreTrainedModel):
     config_class = ApertusConfig
 
-    def architecture_name(self) -> str:
-        return type(self).__name__
-
     def new_base_model(self, config: ApertusConfig) -> "ApertusModel":
         return ApertusModel(config)
 

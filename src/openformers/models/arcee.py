@@ -42,9 +42,6 @@ class ArceeDecoderLayer(LlamaDecoderLayer):
 class ArceePreTrainedModel(LlamaPreTrainedModel):
     config_class = ArceeConfig
 
-    def architecture_name(self) -> str:
-        return type(self).__name__
-
     def new_base_model(self, config: ArceeConfig) -> "ArceeModel":
         return ArceeModel(config)
 

@@ -55,9 +55,6 @@ class Ernie4_5PreTrainedModel(LlamaPreTrainedModel):
     config_class = Ernie4_5Config
     convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
 
-    def architecture_name(self) -> str:
-        return type(self).__name__
-
     def new_base_model(self, config: Ernie4_5Config) -> "Ernie4_5Model":
         return Ernie4_5Model(config)
 

@@ -88,9 +88,6 @@ class Exaone4PreTrainedModel(LlamaPreTrainedModel):
     config_class = Exaone4Config
     convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
 
-    def architecture_name(self) -> str:
-        return type(self).__name__
-
     def new_base_model(self, config: Exaone4Config) -> "Exaone4Model":
         return Exaone4Model(config)
 

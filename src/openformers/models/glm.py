@@ -90,9 +90,6 @@ class GlmPreTrainedModel(LlamaPreTrainedModel):
     config_class = GlmConfig
     convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)  # GLM-4-0414's ("glm4"); llama.cpp reads no "glm"
 
-    def architecture_name(self) -> str:
-        return type(self).__name__
-
     def new_base_model(self, config: GlmConfig) -> "GlmModel":
         return GlmModel(config)
 

@@ -93,9 +93,6 @@ class GraniteDecoderLayer(LlamaDecoderLayer):
 class GranitePreTrainedModel(LlamaPreTrainedModel):
     config_class = GraniteConfig
 
-    def architecture_name(self) -> str:
-        return type(self).__name__
-
     def new_base_model(self, config: GraniteConfig) -> "GraniteModel":
         return GraniteModel(config)
 

@@ -43,9 +43,6 @@ class HeliumDecoderLayer(LlamaDecoderLayer):
 class HeliumPreTrainedModel(LlamaPreTrainedModel):
     config_class = HeliumConfig
 
-    def architecture_name(self) -> str:
-        return type(self).__name__
-
     def new_base_model(self, config: HeliumConfig) -> "HeliumModel":
         return HeliumModel(config)
 

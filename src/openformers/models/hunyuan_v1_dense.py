@@ -70,9 +70,6 @@ class HunYuanDenseV1PreTrainedModel(LlamaPreTrainedModel):
     config_class = HunYuanDenseV1Config
     convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
 
-    def architecture_name(self) -> str:
-        return type(self).__name__
-
     def new_base_model(self, config: HunYuanDenseV1Config) -> "HunYuanDenseV1Model":
         return HunYuanDenseV1Model(config)
 

@@ -294,7 +294,10 @@ class LlamaPreTrainedModel(PreTrainedModel):
     convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
 
     def architecture_name(self) -> str:
-        return type(self).__name__.replace("Llama", FAMILY_NAMES[self.config.model_type], 1)
+        # Mistral and Qwen2 run Llama's own classes; the families built on them have classes of their own names.
+        name = super().architecture_name()
+        family = FAMILY_NAMES.get(self.config.model_type)
+        return name.replace("Llama", family, 1) if family and name.startswith("Llama") else name
 
     def new_base_model(self, config: LlamaConfig) -> "LlamaModel":
         """The decoder stack a head builds on: LlamaModel here, MistralModel or Qwen2Model in those families."""

@@ -294,9 +294,6 @@ class MixtralPreTrainedModel(llama.LlamaPreTrainedModel):
         if isinstance(module, Router):
             nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
 
-    def architecture_name(self) -> str:
-        return type(self).__name__
-
     def new_base_model(self, config: MixtralConfig) -> "MixtralModel":
         return MixtralModel(config)
 

@@ -86,9 +86,6 @@ class OlmoPreTrainedModel(LlamaPreTrainedModel):
     config_class = OlmoConfig
     convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)  # Llama's: renames and un-permuted q/k rows
 
-    def architecture_name(self) -> str:
-        return type(self).__name__
-
     def new_base_model(self, config: OlmoConfig) -> "OlmoModel":
         return OlmoModel(config)
 

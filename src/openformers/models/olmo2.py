@@ -103,9 +103,6 @@ class Olmo2PreTrainedModel(LlamaPreTrainedModel):
     config_class = Olmo2Config
     convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
 
-    def architecture_name(self) -> str:
-        return type(self).__name__
-
     def new_base_model(self, config: Olmo2Config) -> "Olmo2Model":
         return Olmo2Model(config)
 

@@ -66,9 +66,6 @@ class Qwen3PreTrainedModel(LlamaPreTrainedModel):
     config_class = Qwen3Config
     convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
 
-    def architecture_name(self) -> str:
-        return type(self).__name__
-
     def new_base_model(self, config: Qwen3Config) -> "Qwen3Model":
         return Qwen3Model(config)
 

@@ -81,9 +81,6 @@ class SeedOssPreTrainedModel(LlamaPreTrainedModel):
     config_class = SeedOssConfig
     convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
 
-    def architecture_name(self) -> str:
-        return type(self).__name__
-
     def new_base_model(self, config: SeedOssConfig) -> "SeedOssModel":
         return SeedOssModel(config)
 

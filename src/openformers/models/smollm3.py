@@ -48,9 +48,6 @@ class SmolLM3DecoderLayer(LlamaDecoderLayer):
 class SmolLM3PreTrainedModel(LlamaPreTrainedModel):
     config_class = SmolLM3Config
 
-    def architecture_name(self) -> str:
-        return type(self).__name__
-
     def new_base_model(self, config: SmolLM3Config) -> "SmolLM3Model":
         return SmolLM3Model(config)
 

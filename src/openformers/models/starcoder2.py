@@ -86,9 +86,6 @@ class Starcoder2PreTrainedModel(LlamaPreTrainedModel):
     config_class = Starcoder2Config
     convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
 
-    def architecture_name(self) -> str:
-        return type(self).__name__
-
     def new_base_model(self, config: Starcoder2Config) -> "Starcoder2Model":
         return Starcoder2Model(config)
 
