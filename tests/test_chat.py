@@ -6,7 +6,6 @@ from pathlib import Path
 import jinja2
 import pytest
 import torch
-import transformers
 
 from conftest import packaged_folder
 
@@ -44,8 +43,8 @@ FEATURE_TEMPLATE = (
 
 
 @pytest.fixture(scope="module")
-def hf_gguf():
-    return transformers.AutoTokenizer.from_pretrained(str(GGUF_FOLDER), gguf_file=GGUF_NAME)
+def hf_gguf(smollm2_gguf, reference_from_gguf):
+    return reference_from_gguf("AutoTokenizer", smollm2_gguf)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import torch
 from openformers import AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer, TextStreamer
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.long  # the reference's SmolLM2 generating 64 tokens per prompt: minutes in all
 
 PROMPTS = [
     "Hello, I am a language model,",
@@ -32,9 +33,9 @@ def ours(smollm2_gguf):
 
 
 @pytest.fixture(scope="module")
-def reference(smollm2_gguf):
-    tokenizer = transformers.AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
-    model = transformers.AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+def reference(smollm2_gguf, reference_from_gguf):
+    tokenizer = reference_from_gguf("AutoTokenizer", smollm2_gguf)
+    model = reference_from_gguf("AutoModelForCausalLM", smollm2_gguf)
     return tokenizer, model.eval()
 
 

@@ -33,9 +33,9 @@ def _rows(tokenizer):
 
 
 @pytest.fixture(scope="module")
-def smollm2_tokenizers(smollm2_gguf):
+def smollm2_tokenizers(smollm2_gguf, reference_from_gguf):
     ours = AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
-    theirs = transformers.AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    theirs = reference_from_gguf("AutoTokenizer", smollm2_gguf)
     return ours, theirs
 
 

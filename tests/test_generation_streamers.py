@@ -24,9 +24,9 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def tokenizers(smollm2_gguf):
+def tokenizers(smollm2_gguf, reference_from_gguf):
     ours = AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
-    theirs = transformers.AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    theirs = reference_from_gguf("AutoTokenizer", smollm2_gguf)
     return ours, theirs
 
 

@@ -43,6 +43,7 @@ PARITY = [
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.long
 @pytest.mark.skipif(not X86, reason="x86-64 targets need an x86-64 compiler")
 @pytest.mark.parametrize("arch", TARGETS)
 def test_a_build_for_an_older_cpu_passes_the_parity_tests(arch):

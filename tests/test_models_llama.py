@@ -9,7 +9,6 @@ Qwen2 configurations of the Llama classes.
 """
 
 import json
-import warnings
 
 import gguf
 import pytest
@@ -229,12 +228,8 @@ SMOLLM2_PROMPT = [1, 9906, 28, 339, 744, 253, 1789, 1743, 28, 284, 5248, 314, 23
 
 
 @pytest.fixture(scope="module")
-def smollm2(smollm2_gguf):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        reference = transformers.AutoModelForCausalLM.from_pretrained(
-            smollm2_gguf.parent, gguf_file=smollm2_gguf.name
-        ).eval()
+def smollm2(smollm2_gguf, reference_from_gguf):
+    reference = reference_from_gguf("AutoModelForCausalLM", smollm2_gguf).eval()
     model = AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
     return model, reference
 

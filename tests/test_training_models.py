@@ -51,6 +51,7 @@ def classic_script(model_name, tokenizer_name, data_files, output_dir, **load_op
     return trainer, before
 
 
+@pytest.mark.long
 def test_classic_script_fine_tunes_smollm2_as_a_classifier(smollm2_gguf, tmp_path):
     folder = smollm2_gguf.parent
     trainer, before = classic_script(folder, folder, FILES, str(tmp_path / "results"), gguf_file=smollm2_gguf.name)
