@@ -20,7 +20,6 @@ renames the tensors and regroups the experts' gate and up rows into the interlea
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, GptOssConfig
@@ -28,7 +27,16 @@ from ..weights import fp4_values, rename
 from . import llama
 from .heads import SequenceClassification, TokenClassification
 from .layers import positions_and_mask
-from .mixtral import MixtralDecoderLayer, MixtralModel, MixtralPreTrainedModel, MoeCausalLM, Router, mix_experts
+from .mixtral import (
+    MixtralDecoderLayer,
+    MixtralModel,
+    MixtralPreTrainedModel,
+    MixtureOfExperts,
+    MoeCausalLM,
+    Router,
+    mix_experts,
+    softmax_of_best,
+)
 from .olmo2 import Olmo2RMSNorm
 
 def dequantize_mxfp4(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -151,25 +159,23 @@ class GptOssExperts(nn.Module):
         return h @ self.down_proj[e] + self.down_proj_bias[e]
 
 
-class GptOssMLP(nn.Module):
+class GptOssMLP(MixtureOfExperts):
     """The router and the experts: each token goes through its `num_experts_per_tok` best-scored experts, weighted
-    by the softmax of those scores."""
+    by the softmax of those scores (mixtral.MixtureOfExperts's flow)."""
 
     def __init__(self, config: GptOssConfig):
-        super().__init__()
+        super().__init__(config.num_experts_per_tok, normalize=False)
         self.router = Router(config.hidden_size, config.num_local_experts, bias=True)
         self.experts = GptOssExperts(config)
-        self.top_k = config.num_experts_per_tok
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, C) -> the experts' weighted sum (B, T, C), and the router's scores (B * T, E)."""
-        B, T, C = x.shape
-        x = x.reshape(-1, C)
-        router_logits = self.router(x)  # (N, E)
-        top, chosen = torch.topk(router_logits, self.top_k, dim=-1)  # (N, k) each
-        weights = F.softmax(top, dim=-1, dtype=top.dtype)
-        y = mix_experts(x, weights, chosen, self.experts.run, self.experts.gate_up_proj.shape[0])
-        return y.view(B, T, C), router_logits
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        return self.router(x)
+
+    def choose(self, router_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return softmax_of_best(router_logits, self.top_k)
+
+    def mix(self, x: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        return mix_experts(x, weights, chosen, self.experts.run, self.experts.gate_up_proj.shape[0])
 
 
 class GptOssDecoderLayer(MixtralDecoderLayer):

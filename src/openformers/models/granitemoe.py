@@ -33,7 +33,7 @@ from ..weights import rename
 from . import llama
 from .granite import GraniteAttention, ScaledEmbeddings, ScaledLogits, gguf_granite_values
 from .mixtral import MixtralDecoderLayer, MixtralModel, MixtralPreTrainedModel, MixtureOfExperts, MoeCausalLM, Router
-from .mixtral import mix_experts
+from .mixtral import mix_experts, softmax_of_best
 
 
 def config_from_gguf(gguf, **overrides) -> GraniteMoeConfig:
@@ -133,8 +133,7 @@ class GraniteMoeMoE(MixtureOfExperts):
         return self.router(x)
 
     def choose(self, router_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        best, chosen = router_logits.topk(self.top_k, dim=-1)  # (N, k) each
-        return F.softmax(best, dim=-1), chosen
+        return softmax_of_best(router_logits, self.top_k)
 
     def mix(self, x: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
         return mix_experts(x, weights, chosen, self.run_expert, self.input_linear.weight.shape[0])

@@ -115,6 +115,13 @@ def route(router_logits: torch.Tensor, top_k: int, normalize: bool) -> tuple[tor
     return weights, experts
 
 
+def softmax_of_best(router_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `top_k` best-scored experts of each token (N, top_k), weighted by the softmax of those scores alone, in
+    their dtype (gpt-oss's and Granite MoE's routing, where `route` takes the softmax over every expert)."""
+    best, chosen = router_logits.topk(top_k, dim=-1)
+    return F.softmax(best, dim=-1), chosen
+
+
 def load_balancing_loss(router_logits: tuple[torch.Tensor, ...], num_experts: int, top_k: int,
                         attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """The Switch Transformer's auxiliary loss on the routers' (B * T, E) scores, one per sparse layer, as the
