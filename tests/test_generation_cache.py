@@ -1,9 +1,10 @@
-"""DynamicCache on small hand-made tensors: growth, crop, reorder, and the batch operations of continuous batching."""
+"""DynamicCache on small hand-made tensors: growth, crop, reorder, and the batch operations of continuous batching;
+HybridCache, which holds a DynamicCache and a MambaCache for models whose layers mix attention and states."""
 
 import pytest
 import torch
 
-from openformers.generation.cache import DynamicCache
+from openformers.generation.cache import DynamicCache, HybridCache
 
 
 def filled(rows: int, length: int, start: float = 0.0, layers: int = 2) -> DynamicCache:
@@ -82,3 +83,58 @@ def test_drop_front_forgets_padding_no_row_needs():
     cache = filled(2, 4)
     cache.drop_front(3)
     assert positions(cache) == [[3], [103]] and cache.seq_len == 1
+
+
+def hybrid(rows: int, length: int, start: float = 0.0) -> HybridCache:
+    """Layers attention, state, attention, convolution-only state: keys as `filled` makes them, each state layer's
+    states holding start + 100 * row (its ssm None for the convolution-only layer)."""
+    cache = HybridCache([True, False, True, False])
+    keys = filled(rows, length, start, layers=1).keys[0][:, :, :length]
+    row_values = start + 100 * torch.arange(rows).float()
+    for layer in range(4):
+        if layer % 2 == 0:
+            cache.update(layer, keys, -keys)
+        else:
+            conv = row_values[:, None, None].expand(rows, 3, 2).clone()
+            cache.store(layer, conv, conv[:, :1].clone() if layer == 1 else None, length)
+    return cache
+
+
+def test_hybrid_cache_sends_each_layer_to_its_part():
+    cache = hybrid(2, 3)
+    assert len(cache.attention.keys) == 2 and len(cache.states.conv_states) == 2 and len(cache) == 4
+    assert cache.seq_len == cache.get_seq_length() == 3 and cache.batch_size == 2
+    keys, _ = cache.update(2, torch.full((2, 2, 1, 3), 7.0), torch.full((2, 2, 1, 3), -7.0))
+    assert keys[0, 0, :, 0].tolist() == [0, 1, 2, 7] and cache.attention.lengths == [3, 4]
+    conv, ssm = cache.state(1)
+    assert conv[:, 0, 0].tolist() == [0, 100] and ssm.shape == (2, 1, 2) and cache.state(3)[1] is None
+    with pytest.raises(TypeError, match="Layer 1 is a state layer of this HybridCache, but was used as an attention"):
+        cache.update(1, keys, keys)
+    with pytest.raises(TypeError, match="Layer 0 is an attention layer of this HybridCache, but was used as a state"):
+        cache.state(0)
+
+
+def test_hybrid_cache_row_operations_reach_both_parts():
+    cache = hybrid(2, 3)
+    cache.reorder(torch.tensor([1, 1, 0]))
+    assert positions(cache.attention)[0] == [100, 101, 102] and cache.batch_size == 3
+    assert cache.state(1)[0][:, 0, 0].tolist() == [100, 100, 0] and cache.state(1)[1][:, 0, 0].tolist() == [100, 100, 0]
+    cache = hybrid(1, 2)
+    cache.left_pad(1)
+    assert cache.seq_len == 3 and cache.states.lengths == [3, 3]
+    cache.append_rows(hybrid(1, 3, start=1000))
+    assert cache.batch_size == 2 and cache.state(3)[0][:, 0, 0].tolist() == [0, 1000] and cache.state(3)[1] is None
+    assert positions(cache.attention) == [[0, 0, 1], [1000, 1001, 1002]]
+    cache.drop_front(1)
+    assert cache.seq_len == 2 and positions(cache.attention, 1) == [[0, 1], [1001, 1002]]
+
+
+def test_hybrid_cache_cannot_go_back_but_can_start_over():
+    cache = hybrid(1, 3)
+    assert not cache.croppable
+    cache.crop(3)  # keeps every position: nothing to forget
+    with pytest.raises(ValueError, match="cannot be cropped to 2 of its 3 positions"):
+        cache.crop(-1)
+    assert cache.seq_len == 3
+    cache.reset()
+    assert cache.seq_len == 0 and cache.attention.lengths == [0, 0] and not cache.states.conv_states

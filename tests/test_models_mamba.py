@@ -150,7 +150,7 @@ class MambaFamilyTests(DecoderFamilyTests):
         model = tiny[2]
         ids = self.ids(1, 6)
         name = type(model.base_model).__name__
-        with pytest.raises(TypeError, match=f"{name} keeps a state per layer.*got DynamicCache"):
+        with pytest.raises(TypeError, match=f"{name} keeps a state in its layers.*its cache is a MambaCache, got DynamicCache"):
             model(ids, past_key_values=DynamicCache())
         with pytest.raises(TypeError, match="got StaticCache; leave cache_implementation unset"):
             model.generate(ids, max_new_tokens=3, cache_implementation="static")

@@ -355,7 +355,7 @@ _public(
 _public(
     "openformers.generation",
     "GenerationConfig", "GenerationMode", "CompileConfig", "GenerationMixin", "Cache", "DynamicCache", "StaticCache",
-    "EncoderDecoderCache", "MambaCache",
+    "EncoderDecoderCache", "HybridCache", "MambaCache",
     "TextStreamer", "TextIteratorStreamer", "AsyncTextIteratorStreamer",
     "LogitsProcessor", "LogitsWarper", "LogitsProcessorList",
     "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "MinPLogitsWarper", "TypicalLogitsWarper",

@@ -45,7 +45,7 @@ _public(
     "candidates",
     "CandidateGenerator", "AssistedCandidateGenerator", "PromptLookupCandidateGenerator",
 )
-_public("cache", "Cache", "DynamicCache", "EncoderDecoderCache", "MambaCache")
+_public("cache", "Cache", "DynamicCache", "EncoderDecoderCache", "HybridCache", "MambaCache")
 _public("static_cache", "StaticCache")
 _public("streamers", "BaseStreamer", "TextStreamer", "TextIteratorStreamer", "AsyncTextIteratorStreamer")
 _public(

@@ -6,8 +6,8 @@ Every cache speaks one protocol, which is all a model knows of it:
     reorder(beam_idx), crop(n)          for beam search and for rolling back speculative tokens
 DynamicCache also has the batch operations of continuous batching: left_pad(n), append_rows(other) and
 drop_front(n), with reorder(rows) to drop rows. MambaCache is a state-space model's: per layer a fixed-size state
-instead of keys and values, with the same row operations but no crop back (`croppable`); `new_cache(model)` is
-the kind a model decodes with. EncoderDecoderCache pairs two caches for an encoder-decoder's
+instead of keys and values, with the same row operations but no crop back (`croppable`); HybridCache pairs the
+two for a model whose layers mix attention and states; `new_cache(model)` is the kind a model decodes with. EncoderDecoderCache pairs two caches for an encoder-decoder's
 decoder: self-attention (the protocol above) and cross-attention (the encoder's keys and values, stored once).
 Keys and values are shaped (B, n_kv_heads, T, head_dim). `Cache` is the base class, with the reference's names
 for the same operations (get_seq_length, reorder_cache, batch_select_indices, ...), so code written against the
@@ -225,7 +225,9 @@ class MambaCache(Cache):
     """The cache of a state-space decoder (Mamba, Falcon-Mamba, Mamba-2): per layer, not keys and values but a
     fixed-size state, whatever the length fed so far: the convolution's state, the last `conv_kernel` inputs of its
     depthwise convolution (B, channels, conv_kernel), and the scan's state, float32 as the scan keeps it (Mamba's
-    (B, intermediate_size, state_size), Mamba-2's (B, num_heads, head_dim, state_size)); the model gives the shapes. `seq_len` counts the positions fed (left padding included).
+    (B, intermediate_size, state_size), Mamba-2's (B, num_heads, head_dim, state_size), None for a layer that has
+    a convolution alone, as LFM2's); the model gives the shapes. `seq_len` counts the positions fed (left padding
+    included).
 
     A layer reads its pair with `state(layer_idx)` (None before its first call) and writes the pair after its
     call with `store(layer_idx, conv, ssm, new)`. Rows follow beams and batches as a DynamicCache's do (`reorder`,
@@ -264,7 +266,7 @@ class MambaCache(Cache):
             return self.conv_states[layer_idx], self.ssm_states[layer_idx]
         return None
 
-    def store(self, layer_idx: int, conv: torch.Tensor, ssm: torch.Tensor, new: int) -> None:
+    def store(self, layer_idx: int, conv: torch.Tensor, ssm: torch.Tensor | None, new: int) -> None:
         """Keep a layer's states after `new` more positions."""
         if layer_idx == len(self.conv_states):
             self.conv_states.append(conv)
@@ -276,9 +278,8 @@ class MambaCache(Cache):
 
     def reorder(self, beam_idx: torch.Tensor) -> None:
         """Keep, for every row, the states of the row `beam_idx` names (beams, return sequences, dropped rows)."""
-        for i, (conv, ssm) in enumerate(zip(self.conv_states, self.ssm_states)):
-            self.conv_states[i] = conv.index_select(0, beam_idx.to(conv.device))
-            self.ssm_states[i] = ssm.index_select(0, beam_idx.to(ssm.device))
+        self.conv_states = [_select_rows(conv, beam_idx) for conv in self.conv_states]
+        self.ssm_states = [_select_rows(ssm, beam_idx) for ssm in self.ssm_states]
 
     def crop(self, n: int) -> None:
         """Only a crop that keeps every position fed (n >= seq_len, or n = 0 to start over) is possible."""
@@ -302,13 +303,113 @@ class MambaCache(Cache):
             raise ValueError(f"append_rows needs caches of equal lengths, got {other.lengths[:1]} and "
                              f"{self.lengths[:1]} positions: left_pad the shorter one first.")
         self.conv_states = [torch.cat(pair) for pair in zip(self.conv_states, other.conv_states)]
-        self.ssm_states = [torch.cat(pair) for pair in zip(self.ssm_states, other.ssm_states)]
+        self.ssm_states = [None if ssm is None else torch.cat([ssm, more])
+                           for ssm, more in zip(self.ssm_states, other.ssm_states)]
 
     def drop_front(self, n: int) -> None:
         self.lengths = [length - n for length in self.lengths]
 
     def __repr__(self) -> str:
         return f"MambaCache(layers={len(self.conv_states)}, rows={self.batch_size}, seq_len={self.seq_len})"
+
+
+def _select_rows(state: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
+    return None if state is None else state.index_select(0, rows.to(state.device))
+
+
+class HybridCache(Cache):
+    """The cache of a decoder whose layers mix attention with state-space or convolution layers (LFM2, Granite 4's
+    hybrids): a DynamicCache of the attention layers' keys and values and a MambaCache of the other layers' states,
+    each layer reaching its own through its index in the model. `attends[i]` says whether layer i attends.
+
+    Attention layers call `update(layer_idx, k, v)` and the others `state(layer_idx)` / `store(...)`, as they do on
+    a DynamicCache or a MambaCache; every row operation applies to both parts. Like a MambaCache it cannot go back
+    (`crop` below the length fed is refused): the states after earlier positions are gone.
+    """
+
+    croppable = False
+
+    def __init__(self, attends):
+        self.attends = [bool(a) for a in attends]
+        # each layer's index among the layers of its own kind: its place in the part that holds it
+        self.slots = [self.attends[:i].count(a) for i, a in enumerate(self.attends)]
+        self.attention = DynamicCache()
+        self.states = MambaCache()
+
+    def _slot(self, layer_idx: int, attends: bool) -> int:
+        if self.attends[layer_idx] != attends:
+            kind, other = ("an attention", "a state") if self.attends[layer_idx] else ("a state", "an attention")
+            raise TypeError(f"Layer {layer_idx} is {kind} layer of this HybridCache, but was used as {other} layer: "
+                            "make the cache with the model's new_cache().")
+        return self.slots[layer_idx]
+
+    @property
+    def keys(self) -> list[torch.Tensor]:
+        return self.attention.keys
+
+    @property
+    def values(self) -> list[torch.Tensor]:
+        return self.attention.values
+
+    def __len__(self) -> int:
+        return len(self.attention.keys) + len(self.states.conv_states)
+
+    @property
+    def batch_size(self) -> int:
+        return self.attention.batch_size if self.attention.keys else self.states.batch_size
+
+    @property
+    def is_initialized(self) -> bool:
+        return len(self) > 0
+
+    @property
+    def seq_len(self) -> int:
+        return max(self.attention.seq_len, self.states.seq_len)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seq_len
+
+    def update(self, layer_idx, k, v, cache_kwargs=None) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(layer_idx, torch.Tensor):  # the reference's order, as DynamicCache.update takes it
+            layer_idx, k, v = v, layer_idx, k
+        return self.attention.update(self._slot(layer_idx, True), k, v)
+
+    def state(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        return self.states.state(self._slot(layer_idx, False))
+
+    def store(self, layer_idx: int, conv: torch.Tensor, ssm: torch.Tensor | None, new: int) -> None:
+        self.states.store(self._slot(layer_idx, False), conv, ssm, new)
+
+    def reorder(self, beam_idx: torch.Tensor) -> None:
+        self.attention.reorder(beam_idx)
+        self.states.reorder(beam_idx)
+
+    def crop(self, n: int) -> None:
+        keep = n if n >= 0 else self.seq_len + n
+        if keep < self.seq_len and keep != 0:
+            raise ValueError(
+                f"A HybridCache cannot be cropped to {keep} of its {self.seq_len} positions: its state layers keep "
+                "only the state after the last one. Assisted decoding and other rollbacks need a model with a "
+                "key/value cache alone."
+            )
+        self.states.crop(keep)
+        self.attention.crop(keep)
+
+    def left_pad(self, n: int) -> None:
+        self.attention.left_pad(n)
+        self.states.left_pad(n)
+
+    def append_rows(self, other: "HybridCache") -> None:
+        self.attention.append_rows(other.attention)
+        self.states.append_rows(other.states)
+
+    def drop_front(self, n: int) -> None:
+        self.attention.drop_front(n)
+        self.states.drop_front(n)
+
+    def __repr__(self) -> str:
+        return (f"HybridCache(attention_layers={self.attends.count(True)}, state_layers={self.attends.count(False)}, "
+                f"rows={self.batch_size}, seq_len={self.seq_len})")
 
 
 def new_cache(model) -> Cache:

@@ -114,21 +114,23 @@ def _from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     return {re.sub(r"^backbone\.embedding\.", "backbone.embeddings.", name): t for name, t in state_dict.items()}
 
 
-def state_cache(past_key_values, cache, use_cache: bool | None, model_name: str) -> MambaCache | None:
-    """The MambaCache a forward call uses: the one given (under either name), else a new one when use_cache=True,
-    else None. Any other cache is refused: a state-space model keeps states, not keys and values."""
+def state_cache(past_key_values, cache, use_cache: bool | None, model) -> Cache | None:
+    """The cache a forward call of a model with state layers uses: the one given (under either name), else the
+    model's `new_cache()` (a MambaCache, or a HybridCache where layers also attend) when use_cache=True, else None.
+    A cache of another kind is refused: it cannot hold the layers' states."""
     if past_key_values is not None and cache is not None and past_key_values is not cache:
         raise ValueError("Got both past_key_values= and cache=, two names for the same argument; pass one.")
     cache = past_key_values if past_key_values is not None else cache
+    expected = model.new_cache()
     if cache is None:
-        return MambaCache() if use_cache else None
-    if not isinstance(cache, MambaCache):
-        kind = type(cache).__name__
+        return expected if use_cache else None
+    if not isinstance(cache, type(expected)):
+        kind, wanted = type(cache).__name__, type(expected).__name__
         hint = ("leave cache_implementation unset" if getattr(cache, "is_compileable", False)
-                else "pass a MambaCache() or none")
+                else "pass the model's new_cache() or none")
         raise TypeError(
-            f"{model_name} keeps a state per layer, not keys and values: its cache is a MambaCache, got {kind}; "
-            f"{hint} (generate makes one)."
+            f"{type(model).__name__} keeps a state in its layers, not keys and values alone: its cache is a {wanted}, "
+            f"got {kind}; {hint} (generate makes one)."
         )
     return cache
 
@@ -303,7 +305,7 @@ class MambaModel(MambaPreTrainedModel):
             raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use its ForCausalLM class.")
         check_inputs(input_ids, inputs_embeds)
         _, output_hidden_states, _ = self.output_options(None, output_hidden_states, None)
-        cache = state_cache(past_key_values, cache, use_cache, type(self).__name__)
+        cache = state_cache(past_key_values, cache, use_cache, self)
         x = embedded(self.embeddings, input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         mask = None if attention_mask is None else attention_mask[:, -x.shape[1]:]  # the new positions' columns
         checkpointing = self.gradient_checkpointing if self.training and cache is None else None
