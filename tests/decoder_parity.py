@@ -256,12 +256,16 @@ def assert_hidden_states_and_attentions_match(model, folder, ids, mask=None):
     return ours
 
 
-def assert_training_step_matches(model, reference, inputs: dict, checkpointing=(False,), reference_grads=None):
+def assert_training_step_matches(model, reference, inputs: dict, checkpointing=(False,), reference_grads=None,
+                                 seed=None):
     """Dropout off, one training step's loss and every gradient are the reference's, for each setting of gradient
     checkpointing in `checkpointing` (with it, the layers run again in the backward pass). `reference_grads` gives
     the reference's gradients under our names (a mixture's fused experts split per expert), by default its own; a
-    parameter of ours without a gradient (an expert no token chose) is compared as zeros."""
+    parameter of ours without a gradient (an expert no token chose) is compared as zeros. With `seed`, each forward
+    starts from it (a training forward that draws: PhiMoE's routing)."""
     reference.train()
+    if seed is not None:
+        torch.manual_seed(seed)
     expected_loss = reference(**inputs).loss
     expected_loss.backward()
     if reference_grads is None:
@@ -273,6 +277,8 @@ def assert_training_step_matches(model, reference, inputs: dict, checkpointing=(
         model.train()
         if enabled:
             model.gradient_checkpointing_enable()
+        if seed is not None:
+            torch.manual_seed(seed)
         loss = model(**inputs).loss
         loss.backward()
         torch.testing.assert_close(loss, expected_loss, atol=1e-5, rtol=1e-5)

@@ -43,7 +43,7 @@ _public(
     "BertConfig", "RobertaConfig",
     "Phi3Config",
     "Qwen3Config",
-    "MixtralConfig", "Qwen3MoeConfig", "Qwen2MoeConfig",
+    "MixtralConfig", "Qwen3MoeConfig", "Qwen2MoeConfig", "PhimoeConfig",
     "DeepseekV3Config", "DeepseekV2Config",
     "Ernie4_5Config", "Ernie4_5_MoeConfig",
     "GemmaConfig", "Gemma2Config", "SmolLM3Config",
@@ -140,6 +140,10 @@ _public(
     "openformers.models.mixtral",
     "MixtralPreTrainedModel", "MixtralModel", "MixtralForCausalLM", "MixtralForSequenceClassification",
     "MixtralForTokenClassification", "MixtralForQuestionAnswering",
+)
+_public(
+    "openformers.models.phimoe",
+    "PhimoePreTrainedModel", "PhimoeModel", "PhimoeForCausalLM", "PhimoeForSequenceClassification",
 )
 _public(
     "openformers.models.qwen3_moe",

@@ -377,7 +377,11 @@ class LlamaConfig(PretrainedConfig):
             _invalid("hidden_act", self.hidden_act, f"one of {', '.join(map(repr, self.activations))} (the family's)")
         _require_positive_numbers(self, "rms_norm_eps", "rope_theta")
         if self.rope_scaling is not None:
-            _check_rope_scaling(self.rope_scaling, self.rope_types)
+            _check_rope_scaling(self.model_rope_scaling(), self.rope_types)
+
+    def model_rope_scaling(self) -> dict[str, Any] | None:
+        """rope_scaling as layers.RotaryEmbedding takes it: as the config gives it here (PhiMoE's is read otherwise)."""
+        return self.rope_scaling
 
     @classmethod
     def _from_file_layout(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -2806,6 +2810,55 @@ class MixtralConfig(MistralConfig):
 
 
 @dataclass
+class PhimoeConfig(MixtralConfig):
+    """PhiMoE (Phi-3.5-MoE): Mixtral's decoder with LayerNorms (a weight and a bias, eps `rms_norm_eps`), biases on the
+    attention's projections (`attention_bias`) and on the language-model head (`lm_head_bias`), longrope scaling
+    whose cos and sin are scaled by its `short_mscale` or `long_mscale`, and the sparsemixer routing: two experts per
+    token, each weighted by a softmax over the scores within `router_jitter_noise` (relative) of its own, and drawn
+    rather than taken best while training; `input_jitter_noise` scales the experts' input by noise while training."""
+
+    model_type: ClassVar[str] = "phimoe"
+    rope_types: ClassVar[tuple[str, ...]] = ("default", "longrope")
+
+    vocab_size: int = 32064
+    intermediate_size: int = 6400
+    rope_theta: float = 1e6
+    sliding_window: int | None = None
+    num_local_experts: int = 16
+    router_jitter_noise: float = 0.01
+    input_jitter_noise: float = 0.0
+    lm_head_bias: bool = False
+
+    def model_rope_scaling(self) -> dict[str, Any] | None:
+        """Longrope as layers.RotaryEmbedding takes it, its cos and sin scaled by short_mscale, and past
+        original_max_position_embeddings by long_mscale (`long_attention_factor`), the reference's PhiMoE rule."""
+        if self.rope_scaling is None or self.rope_scaling.get("rope_type") != "longrope":
+            return self.rope_scaling  # None, or a kind validate() refuses by name
+        scaling = {key: value for key, value in self.rope_scaling.items() if key not in ("short_mscale", "long_mscale")}
+        for key in ("short_mscale", "long_mscale"):
+            value = self.rope_scaling.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                _invalid(f"rope_scaling.{key}", value, "a number (PhiMoE's longrope scales cos and sin by it)")
+        return {**scaling, "factor": 1.0, "attention_factor": self.rope_scaling["short_mscale"],
+                "long_attention_factor": self.rope_scaling["long_mscale"]}
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_experts_per_tok != 2:
+            _invalid("num_experts_per_tok", self.num_experts_per_tok,
+                     "2 (PhiMoE's sparsemixer routes each token to two experts, whatever the config says)")
+        for name in ("router_jitter_noise", "input_jitter_noise"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                _invalid(name, value, "a number in [0, 1)")
+        if self.rope_scaling is not None:  # a longrope scaling (super().validate() refuses the other kinds)
+            for key in ("short_factor", "long_factor"):
+                if len(self.rope_scaling[key]) != self.head_dim // 2:
+                    _invalid(f"rope_scaling.{key}", self.rope_scaling[key],
+                             f"{self.head_dim // 2} factors, one per rotated pair of dimensions")
+
+
+@dataclass
 class GptOssConfig(LlamaConfig):
     """gpt-oss (gpt-oss-20b, gpt-oss-120b): a Llama-style decoder with biases on q, k, v and o, a learned attention
     sink per head (a score that joins each query's softmax and attends to nothing), layers alternating between a
@@ -3640,6 +3693,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "phi3": Phi3Config,
     "qwen3": Qwen3Config,
     "mixtral": MixtralConfig,
+    "phimoe": PhimoeConfig,
     "qwen3_moe": Qwen3MoeConfig,
     "qwen2_moe": Qwen2MoeConfig,
     "deepseek_v3": DeepseekV3Config,

@@ -29,6 +29,7 @@ from . import hunyuan_v1_dense
 from . import apertus
 from . import exaone4
 from . import mixtral, qwen3_moe, qwen2_moe
+from . import phimoe
 from . import deepseek_v3, deepseek_v2
 from . import ernie4_5, ernie4_5_moe
 from . import gemma
@@ -122,6 +123,11 @@ MODEL_CLASSES = {
         "causal-lm": "GraniteMoeSharedForCausalLM",
     }),
     "mixtral": (mixtral, _decoder_classes("Mixtral")),  # Mistral with a sparse mixture of experts
+    "phimoe": (phimoe, {  # Mixtral with LayerNorms, biases and sparsemixer routing; the reference's three classes
+        "base": "PhimoeModel",
+        "causal-lm": "PhimoeForCausalLM",
+        "sequence-classification": "PhimoeForSequenceClassification",
+    }),
     "qwen3_moe": (qwen3_moe, _decoder_classes("Qwen3Moe")),  # Qwen3 with a sparse mixture of experts
     "qwen2_moe": (qwen2_moe, _decoder_classes("Qwen2Moe")),  # Qwen2 with experts and a shared expert
     "deepseek_v3": (deepseek_v3, {  # latent attention, grouped routing; the reference has no QA head for it

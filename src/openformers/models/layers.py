@@ -252,12 +252,15 @@ def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
     return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
 
 
-def rope_attention_factor(scaling: dict | None) -> float:
+def rope_attention_factor(scaling: dict | None, long_context: bool = False) -> float:
     """The factor longrope and YaRN scale cos and sin by (so q.k by its square): the config's `attention_factor`,
-    else the one each paper derives from the stretch `factor`; 1 for the other kinds."""
+    else the one each paper derives from the stretch `factor`; 1 for the other kinds. With `long_context`, longrope's
+    `long_attention_factor` where there is one (PhiMoE's long_mscale)."""
     kind = (scaling or {}).get("rope_type")
     if kind not in ("longrope", "yarn"):
         return 1.0
+    if long_context and scaling.get("long_attention_factor") is not None:
+        return scaling["long_attention_factor"]
     if scaling.get("attention_factor") is not None:
         return scaling["attention_factor"]
     if kind == "yarn":  # its mscale, or the ratio of two such with DeepSeek's mscale and mscale_all_dim
@@ -300,7 +303,7 @@ class RotaryEmbedding(nn.Module):
         # Computed in float32 on the CPU, as the reference computes them, whatever the model's device and dtype.
         inv_freq = rope_inverse_frequencies(self.head_dim, self.theta, self.scaling, long_context)
         angles = torch.arange(length, dtype=torch.int64).float()[:, None] * inv_freq  # (T, hs/2)
-        scale = rope_attention_factor(self.scaling)  # 1.0 (exact) except for longrope and YaRN
+        scale = rope_attention_factor(self.scaling, long_context)  # 1.0 (exact) except for longrope and YaRN
         # Pair i is (x[i], x[i + hs/2]); its rotation needs -sin on the first half and +sin on the second.
         cos = torch.cat([angles.cos(), angles.cos()], dim=-1) * scale  # (T, hs)
         sin = torch.cat([-angles.sin(), angles.sin()], dim=-1) * scale

@@ -316,7 +316,7 @@ class LlamaModel(LlamaPreTrainedModel, DecoderModel):
         self.norm = self.new_norm(config)
         self.sliding_window = config.sliding_window
         self.rotary_emb = RotaryEmbedding(
-            config.head_dim, config.rope_theta, config.rope_scaling, min(config.max_position_embeddings, 8192)
+            config.head_dim, config.rope_theta, config.model_rope_scaling(), min(config.max_position_embeddings, 8192)
         )
 
     def new_norm(self, config: LlamaConfig) -> nn.Module:

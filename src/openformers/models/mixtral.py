@@ -185,8 +185,11 @@ class MixtureOfExperts(nn.Module):
     `weights_in_model_dtype`: round those weights to the model's dtype (the hidden states') before weighting the
     experts' outputs, as Qwen3-MoE and ERNIE 4.5 MoE do (Mixtral keeps them in float32). `jitter_noise`: while training,
     the input is scaled by noise drawn uniformly from [1 - jitter_noise, 1 + jitter_noise] (Mixtral's
-    router_jitter_noise).
+    router_jitter_noise); `jitter_draws` such scalings one after the other (PhiMoE's block and its router each scale
+    the input, so its experts and router see it scaled twice).
     """
+
+    jitter_draws = 1
 
     def __init__(self, top_k: int, normalize: bool, weights_in_model_dtype: bool = False, jitter_noise: float = 0.0):
         super().__init__()
@@ -196,7 +199,7 @@ class MixtureOfExperts(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, C) -> the experts' weighted sum (B, T, C), and the router's scores (B * T, E)."""
         B, T, C = x.shape
-        if self.training and self.jitter_noise > 0:
+        for _ in range(self.jitter_draws if self.training and self.jitter_noise > 0 else 0):
             x = x * torch.empty_like(x).uniform_(1.0 - self.jitter_noise, 1.0 + self.jitter_noise)
         x = x.reshape(-1, C)  # (N, C)
         router_logits = self.score(x)  # (N, E)
