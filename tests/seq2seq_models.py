@@ -122,3 +122,43 @@ def assert_hidden_states_and_attentions_match(model, reference, inputs: dict, la
                 "cross_attentions"):
         assert len(ours[key]) == len(theirs[key]) == layers + key.endswith("hidden_states")
         torch.testing.assert_close(ours[key], theirs[key], atol=1e-4, rtol=1e-4, msg=key)
+
+
+def right_padded_ids(low: int, high: int, length: int, short: int, pad: int, eos: int, seed: int = 1):
+    """Two rows of `length` random ids in [low, high), each ending in `eos`, the second right-padded with `pad` after
+    `short` tokens: (ids, attention_mask)."""
+    ids = torch.randint(low, high, (2, length), generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones_like(ids)
+    ids[:, -1], ids[1, short - 1] = eos, eos
+    ids[1, short:], mask[1, short:] = pad, 0
+    return ids, mask
+
+
+def bart_head_inputs(head: str, ids, mask, decoder_ids) -> dict:
+    """A BART-like head's inputs: a causal LM's labels (the ids, padding ignored), a seq2seq LM's labels (whose shift
+    right the model makes its decoder's inputs), or the base model's `decoder_ids`."""
+    if head.endswith("ForCausalLM"):
+        return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+    if head.endswith("ForConditionalGeneration"):
+        return {"input_ids": ids, "attention_mask": mask, "labels": ids[:, :5].roll(1, 1)}
+    return {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": decoder_ids}
+
+
+def t5_head_inputs(head: str, vocab_size: int) -> dict:
+    """Two rows, the second right-padded (as T5 tokenizers pad), each ending in EOS (id 1), with the labels of the
+    T5-like head named by `head` (the class name after the family prefix)."""
+    ids, mask = right_padded_ids(2, vocab_size, 9, 6, pad=0, eos=1)
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if head == "ForConditionalGeneration":
+        labels = torch.randint(2, vocab_size, (2, 5), generator=torch.Generator().manual_seed(2))
+        labels[1, 3:] = -100
+        batch["labels"] = labels
+    elif head == "ForSequenceClassification":
+        batch["labels"] = torch.tensor([2, 0])
+    elif head == "ForTokenClassification":
+        batch["labels"] = (ids % 3).masked_fill(mask == 0, -100)
+    elif head == "ForQuestionAnswering":
+        batch.update(start_positions=torch.tensor([2, 11]), end_positions=torch.tensor([4, 6]))
+    elif head == "Model":
+        batch["decoder_input_ids"] = ids[:, :4]
+    return batch

@@ -16,7 +16,7 @@ from openformers import configs
 from encoder_parity import assert_same as _assert_same, draw_weights, load_quietly as _load_quietly, \
     outputs_of as _outputs
 from seq2seq_models import assert_decoder_inputs_wanted, assert_padded_row_gives_what_it_gives_alone, \
-    cached_steps_and_full_pass, reloaded_both_ways, write_checkpoint
+    cached_steps_and_full_pass, reloaded_both_ways, right_padded_ids, write_checkpoint
 
 transformers = pytest.importorskip("transformers")
 sentencepiece = pytest.importorskip("sentencepiece")
@@ -44,11 +44,7 @@ def _reference(name, **overrides):
 
 
 def _ids(seed=1):
-    ids = torch.randint(1, PAD, (2, LENGTH), generator=torch.Generator().manual_seed(seed))
-    mask = torch.ones_like(ids)
-    ids[:, -1], ids[1, SHORT - 1] = EOS, EOS
-    ids[1, SHORT:], mask[1, SHORT:] = PAD, 0
-    return ids, mask
+    return right_padded_ids(1, PAD, LENGTH, SHORT, PAD, EOS, seed)
 
 
 def _inputs(name):

@@ -14,7 +14,7 @@ from openformers import configs
 
 from encoder_parity import assert_same, draw_weights, load_quietly, outputs_of
 from seq2seq_models import assert_hidden_states_and_attentions_match, assert_padded_row_gives_what_it_gives_alone, \
-    cached_steps_and_full_pass, reloaded_both_ways
+    bart_head_inputs, cached_steps_and_full_pass, reloaded_both_ways, right_padded_ids
 
 transformers = pytest.importorskip("transformers")
 sentencepiece = pytest.importorskip("sentencepiece")
@@ -37,22 +37,13 @@ def _reference(name, **overrides):
 
 
 def _ids(seed=1):
-    ids = torch.randint(2, TINY["vocab_size"], (2, LENGTH), generator=torch.Generator().manual_seed(seed))
-    mask = torch.ones_like(ids)
-    ids[:, -1], ids[1, SHORT - 1] = EOS, EOS
-    ids[1, SHORT:], mask[1, SHORT:] = PAD, 0
-    return ids, mask
+    return right_padded_ids(2, TINY["vocab_size"], LENGTH, SHORT, PAD, EOS, seed)
 
 
 def _inputs(name):
-    ids, mask = _ids()
-    if name == "PegasusForCausalLM":
-        return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
-    if name == "PegasusForConditionalGeneration":  # the labels shifted right after PAD are the decoder's inputs
-        return {"input_ids": ids, "attention_mask": mask, "labels": ids[:, :5].roll(1, 1)}
     decoder_ids = torch.randint(2, TINY["vocab_size"], (2, 5), generator=torch.Generator().manual_seed(2))
     decoder_ids[:, 0] = PAD
-    return {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": decoder_ids}
+    return bart_head_inputs(name, *_ids(), decoder_ids)
 
 
 @pytest.fixture(scope="module", params=list(HEADS))

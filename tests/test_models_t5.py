@@ -14,6 +14,8 @@ import torch
 import openformers
 from openformers.generation import DynamicCache, EncoderDecoderCache
 
+from seq2seq_models import t5_head_inputs
+
 transformers = pytest.importorskip("transformers")
 
 TINY = dict(vocab_size=99, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
@@ -55,25 +57,7 @@ def reference_model(variant: str, head: str, **overrides):
 
 
 def inputs(head: str) -> dict:
-    """Two rows, the second right-padded (as T5 tokenizers pad), each ending in EOS (id 1), with the head's labels."""
-    ids = torch.randint(2, TINY["vocab_size"], (2, 9), generator=torch.Generator().manual_seed(1))
-    ids[0, -1], ids[1, 5] = 1, 1
-    mask = torch.ones_like(ids)
-    ids[1, 6:], mask[1, 6:] = 0, 0
-    batch = {"input_ids": ids, "attention_mask": mask}
-    if head == "ForConditionalGeneration":
-        labels = torch.randint(2, TINY["vocab_size"], (2, 5), generator=torch.Generator().manual_seed(2))
-        labels[1, 3:] = -100
-        batch["labels"] = labels
-    elif head == "ForSequenceClassification":
-        batch["labels"] = torch.tensor([2, 0])
-    elif head == "ForTokenClassification":
-        batch["labels"] = (ids % 3).masked_fill(mask == 0, -100)
-    elif head == "ForQuestionAnswering":
-        batch.update(start_positions=torch.tensor([2, 11]), end_positions=torch.tensor([4, 6]))
-    elif head == "Model":
-        batch["decoder_input_ids"] = ids[:, :4]
-    return batch
+    return t5_head_inputs(head, TINY["vocab_size"])
 
 
 def load_quietly(load, folder):

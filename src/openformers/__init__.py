@@ -34,7 +34,7 @@ _public(
     "BartTokenizer", "BartTokenizerFast",
     "MarianTokenizer", "NllbTokenizer", "NllbTokenizerFast", "M2M100Tokenizer",
     "MBartTokenizer", "MBartTokenizerFast", "MBart50Tokenizer", "MBart50TokenizerFast",
-    "PegasusTokenizer", "PegasusTokenizerFast",
+    "PegasusTokenizer", "PegasusTokenizerFast", "BlenderbotTokenizer", "BlenderbotTokenizerFast",
     "DebertaV2Tokenizer", "DebertaV2TokenizerFast",
 )
 _public(
@@ -69,6 +69,8 @@ _public(
     "M2M100Config",
     "MBartConfig",
     "PegasusConfig",
+    "BlenderbotConfig", "BlenderbotSmallConfig",
+    "UMT5Config",
     "ModernBertConfig",
     "DebertaV2Config",
 )
@@ -224,6 +226,20 @@ _public(
 _public(
     "openformers.models.pegasus",
     "PegasusPreTrainedModel", "PegasusModel", "PegasusForConditionalGeneration", "PegasusForCausalLM",
+)
+_public(
+    "openformers.models.blenderbot",
+    "BlenderbotPreTrainedModel", "BlenderbotModel", "BlenderbotForConditionalGeneration", "BlenderbotForCausalLM",
+)
+_public(
+    "openformers.models.blenderbot_small",
+    "BlenderbotSmallPreTrainedModel", "BlenderbotSmallModel", "BlenderbotSmallForConditionalGeneration",
+    "BlenderbotSmallForCausalLM",
+)
+_public(
+    "openformers.models.umt5",
+    "UMT5PreTrainedModel", "UMT5Model", "UMT5ForConditionalGeneration", "UMT5EncoderModel",
+    "UMT5ForSequenceClassification", "UMT5ForTokenClassification", "UMT5ForQuestionAnswering",
 )
 _public(
     "openformers.models.olmo",

@@ -2288,6 +2288,61 @@ class PegasusConfig(_BartShapedConfig):
 
 
 @dataclass
+class BlenderbotConfig(_BartShapedConfig):
+    """Blenderbot (blenderbot-400M-distill, blenderbot-1B-distill, blenderbot-3B: open-domain chat): mBART's
+    pre-LayerNorm layers and final LayerNorms, learned positions read from row 0 (BART's offset of 2 dropped), no
+    LayerNorm over the embeddings; one token table serves the encoder, the decoder and the LM head. Decoding starts
+    from <s> (decoder_start_token_id 1); </s> is forced at the end and the generation option
+    encoder_no_repeat_ngram_size (3) bans repeating the prompt's trigrams, as the reference's config sets them."""
+
+    model_type: ClassVar[str] = "blenderbot"
+
+    vocab_size: int = 8008
+    max_position_embeddings: int = 128
+    encoder_layers: int = 2
+    encoder_ffn_dim: int = 10240
+    encoder_attention_heads: int = 32
+    decoder_layers: int = 24
+    decoder_ffn_dim: int = 10240
+    decoder_attention_heads: int = 32
+    d_model: int = 2560
+    decoder_start_token_id: int | None = 1
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+
+    def __post_init__(self):
+        self.extra.setdefault("forced_eos_token_id", 2)  # generation options, as BART's
+        self.extra.setdefault("encoder_no_repeat_ngram_size", 3)
+        super().__post_init__()
+
+
+@dataclass
+class BlenderbotSmallConfig(_BartShapedConfig):
+    """Blenderbot-Small (blenderbot_small-90M): BART's post-LayerNorm layers with learned positions read from row 0
+    (no offset). The decoder normalizes its token embeddings before adding the positions, where the encoder
+    normalizes their sum, and only the encoder scales its token embeddings (scale_embedding), as in the reference.
+    Decoding starts from __start__ (decoder_start_token_id 1); __end__ (2) is forced at the end."""
+
+    model_type: ClassVar[str] = "blenderbot-small"
+
+    max_position_embeddings: int = 512
+    encoder_layers: int = 8
+    encoder_ffn_dim: int = 2048
+    decoder_layers: int = 8
+    decoder_ffn_dim: int = 2048
+    d_model: int = 512
+    decoder_start_token_id: int | None = 1
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+
+    def __post_init__(self):
+        self.extra.setdefault("forced_eos_token_id", 2)  # a generation option, as BART's
+        super().__post_init__()
+
+
+@dataclass
 class ModernBertConfig(PretrainedConfig):
     """ModernBERT: a pre-LayerNorm encoder without position embeddings, rotary positions with one base for the
     full-attention layers and another for the sliding ones (`rope_parameters`, keyed by layer type), a sliding
@@ -3387,6 +3442,7 @@ class T5Config(PretrainedConfig):
     """
 
     model_type: ClassVar[str] = "t5"
+    relative_attention_in_every_layer: ClassVar[bool] = False  # True: each block owns its position table (UMT5)
     attribute_map: ClassVar[dict[str, str]] = {
         "hidden_size": "d_model", "num_attention_heads": "num_heads", "num_hidden_layers": "num_layers",
         "head_dim": "d_kv",
@@ -3465,6 +3521,19 @@ class MT5Config(T5Config):
 
     def _tie_or_scale(self) -> None:
         self.tie_word_embeddings = True  # mT5 never scales its decoder output
+
+
+@dataclass
+class UMT5Config(MT5Config):
+    """UMT5 (umt5-small, umt5-base, umt5-xl, umt5-xxl): mT5's architecture and defaults with a relative position
+    table in every layer's self-attention, where T5 and mT5 have one in each stack's first layer, shared by the
+    others. The decoder output is scaled before the LM head by T5's rule (unless config.json sets
+    tie_word_embeddings to false, as UMT5's checkpoints do)."""
+
+    model_type: ClassVar[str] = "umt5"
+    relative_attention_in_every_layer: ClassVar[bool] = True
+
+    _tie_or_scale = T5Config._tie_or_scale
 
 
 @dataclass
@@ -3747,6 +3816,9 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "pegasus": PegasusConfig,
     "t5": T5Config,
     "mt5": MT5Config,
+    "umt5": UMT5Config,
+    "blenderbot": BlenderbotConfig,
+    "blenderbot-small": BlenderbotSmallConfig,
     "deberta-v2": DebertaV2Config,
     "gpt_oss": GptOssConfig,
     "ernie4_5": Ernie4_5Config,

@@ -55,6 +55,7 @@ from . import glm, glm4_moe
 from . import gpt_bigcode
 from . import bart, marian, m2m_100, mbart, pegasus
 from . import t5
+from . import blenderbot, blenderbot_small, umt5
 from . import modernbert
 from . import deberta_v2
 from .base import PreTrainedModel, load_pretrained
@@ -352,6 +353,23 @@ MODEL_CLASSES = {
         "sequence-classification": "MT5ForSequenceClassification",
         "token-classification": "MT5ForTokenClassification",
         "question-answering": "MT5ForQuestionAnswering",
+    }),
+    "umt5": (umt5, {  # the reference also has UMT5EncoderModel, with no Auto class
+        "base": "UMT5Model",
+        "seq2seq-lm": "UMT5ForConditionalGeneration",
+        "sequence-classification": "UMT5ForSequenceClassification",
+        "token-classification": "UMT5ForTokenClassification",
+        "question-answering": "UMT5ForQuestionAnswering",
+    }),
+    "blenderbot": (blenderbot, {  # open-domain chat; the reference has no classification heads
+        "base": "BlenderbotModel",
+        "seq2seq-lm": "BlenderbotForConditionalGeneration",
+        "causal-lm": "BlenderbotForCausalLM",
+    }),
+    "blenderbot-small": (blenderbot_small, {
+        "base": "BlenderbotSmallModel",
+        "seq2seq-lm": "BlenderbotSmallForConditionalGeneration",
+        "causal-lm": "BlenderbotSmallForCausalLM",
     }),
     "modernbert": (modernbert, {  # an encoder without causal-LM or pre-training heads
         task: name for task, name in _encoder_classes("ModernBert").items() if task != "causal-lm"

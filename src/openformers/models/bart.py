@@ -56,8 +56,9 @@ class ScaledEmbedding(nn.Embedding):
         return super().forward(input_ids) * self.embed_scale
 
 
-def position_table(config: BartConfig) -> nn.Embedding:
-    rows = config.max_position_embeddings + POSITION_OFFSET
+def position_table(config: BartConfig, offset: int = POSITION_OFFSET) -> nn.Embedding:
+    """The learned positions: max_position_embeddings rows after the `offset` first ones (BART's two)."""
+    rows = config.max_position_embeddings + offset
     return nn.Embedding(rows, config.d_model, _weight=torch.empty(rows, config.d_model))
 
 
@@ -171,7 +172,7 @@ class BartEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.embed_tokens = ScaledEmbedding(config)
-        self.embed_positions = position_table(config)
+        self.embed_positions = position_table(config, self.position_offset)
         self.layers = nn.ModuleList(self.layer_class(config) for _ in range(config.encoder_layers))
         self.layernorm_embedding = nn.LayerNorm(config.d_model)
         self.dropout = nn.Dropout(config.dropout)
@@ -237,7 +238,7 @@ class BartDecoder(nn.Module):
         super().__init__()
         self.config = config
         self.embed_tokens = ScaledEmbedding(config)
-        self.embed_positions = position_table(config)
+        self.embed_positions = position_table(config, self.position_offset)
         self.layers = nn.ModuleList(self.layer_class(config, i) for i in range(config.decoder_layers))
         self.layernorm_embedding = nn.LayerNorm(config.d_model)
         self.dropout = nn.Dropout(config.dropout)
@@ -254,7 +255,7 @@ class BartDecoder(nn.Module):
         position_ids = position_ids if self.takes_position_ids else None
         position_ids, mask, end = positions_and_mask(cache, attention_mask, position_ids, T, x.device)
         positions = self.position_embeddings(input_ids, position_ids, end).to(x.dtype)
-        x = self.dropout(self.layernorm_embedding(x + positions))
+        x = self.dropout(self.with_positions(x, positions))
         encoder_mask = padding_mask(encoder_attention_mask)
         # A layer run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
         checkpointing = self.gradient_checkpointing if self.training and cache is None else None
@@ -277,6 +278,11 @@ class BartDecoder(nn.Module):
             last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states), attentions=recorded(attentions),
             cross_attentions=recorded(cross_attentions),
         )
+
+    def with_positions(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The token embeddings x (B, T, C) with their position embeddings added, then normalized
+        (layernorm_embedding)."""
+        return self.layernorm_embedding(x + positions)
 
     def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
         """The token embeddings (B, T, C) of `input_ids`, or `inputs_embeds` as given."""

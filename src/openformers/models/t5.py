@@ -215,7 +215,8 @@ class T5Block(nn.Module):
     def __init__(self, config: T5Config, layer_idx: int, is_decoder: bool):
         super().__init__()
         self.layer_idx = layer_idx
-        self.layer = nn.ModuleList([T5LayerSelfAttention(config, layer_idx == 0, bidirectional=not is_decoder)])
+        owns_table = layer_idx == 0 or config.relative_attention_in_every_layer  # UMT5: every block
+        self.layer = nn.ModuleList([T5LayerSelfAttention(config, owns_table, bidirectional=not is_decoder)])
         if is_decoder:
             self.layer.append(T5LayerCrossAttention(config))
         self.layer.append(T5LayerFF(config))
@@ -263,18 +264,20 @@ class T5Stack(nn.Module):
         x = embedded(self.embed_tokens, input_ids, argument) if inputs_embeds is None else inputs_embeds
         B, T, _ = x.shape
         past = cache.get_seq_length() if cache is not None else 0
-        self_bias = with_mask(self.block[0].layer[0].SelfAttention.position_bias(T, past + T, past, x.device),
-                              self.self_attention_mask(attention_mask, past, T, x.device))
+        self_mask = self.self_attention_mask(attention_mask, past, T, x.device)
         cross_bias = None
         if encoder_hidden_states is not None:
             S = encoder_hidden_states.shape[1]
-            cross_bias = with_mask(x.new_zeros(1, self_bias.shape[1], T, S), padding_mask(encoder_attention_mask))
+            cross_bias = with_mask(x.new_zeros(1, self.config.num_heads, T, S), padding_mask(encoder_attention_mask))
         x = self.dropout(x)
         checkpointing = self.gradient_checkpointing if self.training else None
         hidden_states = [] if output_hidden_states else None
         attentions = [] if output_attentions else None
         cross_attentions = [] if output_attentions and encoder_hidden_states is not None else None
         for block in self.block:
+            attention = block.layer[0].SelfAttention
+            if hasattr(attention, "relative_attention_bias"):  # the first block's bias serves the others (not UMT5's)
+                self_bias = with_mask(attention.position_bias(T, past + T, past, x.device), self_mask)
             if output_hidden_states:
                 hidden_states.append(x)
             x, (weights, cross_weights) = run_layer(block, checkpointing, x, self_bias, encoder_hidden_states,

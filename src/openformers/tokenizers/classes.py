@@ -153,6 +153,18 @@ class RobertaTokenizer(TokenizersBackend):
         )  # fmt: skip
 
 
+class BlenderbotTokenizer(RobertaTokenizer):
+    """Blenderbot's byte-level BPE: RoBERTa's special tokens and a space added in front of the text; from vocab.json
+    and merges.txt nothing is added around a text, as the reference 5.x reads them (a tokenizer.json keeps its own
+    post-processor: the Hub's puts `</s>` after the text). The mask token takes the space before it."""
+
+    family = "BlenderbotTokenizer"
+
+    def __init__(self, vocab_file=None, merges_file=None, add_prefix_space=True, **kwargs):
+        super().__init__(vocab_file, merges_file, add_prefix_space=add_prefix_space, **kwargs)
+        _mask_takes_the_space_before(self)
+
+
 class Qwen2Tokenizer(TokenizersBackend):
     """Qwen2's byte-level BPE: NFC, digits one by one, `<|endoftext|>` for EOS, unknown and padding; no BOS."""
 
@@ -827,6 +839,7 @@ NllbTokenizerFast = NllbTokenizer
 MBartTokenizerFast = MBartTokenizer
 MBart50TokenizerFast = MBart50Tokenizer
 PegasusTokenizerFast = PegasusTokenizer
+BlenderbotTokenizerFast = BlenderbotTokenizer
 BartTokenizer = BartTokenizerFast = RobertaTokenizer  # the reference's BART names for RoBERTa's tokenizer
 
 TOKENIZER_CLASSES = {
@@ -836,6 +849,7 @@ TOKENIZER_CLASSES = {
         LlamaTokenizer, GemmaTokenizer, T5Tokenizer, XLMRobertaTokenizer, GPTNeoXTokenizer, DebertaV2Tokenizer,
         AlbertTokenizer, MPNetTokenizer, CodeGenTokenizer, MarianTokenizer, NllbTokenizer, M2M100Tokenizer,
         CohereTokenizer, CamembertTokenizer, MBartTokenizer, MBart50Tokenizer, PegasusTokenizer,
+        BlenderbotTokenizer,
     )
 }  # fmt: skip
 TOKENIZER_CLASSES["ElectraTokenizer"] = BertTokenizer
@@ -854,6 +868,8 @@ _CLASS_OF_MODEL_TYPE = {
     "phi": "GPT2Tokenizer",  # Phi checkpoints name CodeGenTokenizer in tokenizer_config.json
     "bart": "RobertaTokenizer", "marian": "MarianTokenizer", "m2m_100": "M2M100Tokenizer", "mbart": "MBartTokenizer",
     "pegasus": "PegasusTokenizer",
+    "blenderbot": "BlenderbotTokenizer",
+    "umt5": "TokenizersBackend",  # whatever class its folders name (T5Tokenizer)
     "modernbert": "TokenizersBackend",
     "stablelm": "TokenizersBackend",  # StableLM checkpoints name GPT2TokenizerFast or GPTNeoXTokenizerFast
     "gpt_bigcode": "TokenizersBackend",  # StarCoder's folders name GPT2Tokenizer, which the generic class overrides

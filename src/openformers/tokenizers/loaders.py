@@ -575,7 +575,8 @@ def _read_merges(path: Path, vocab: dict[str, int]) -> list[tuple[str, str]]:
 def settings_from_vocab_and_merges(vocab_path: Path | dict, merges_path: Path | list, config: dict) -> dict:
     """A byte-level BPE from vocab.json and merges.txt (or a dict from token to id and a list of pairs),
     laid out as the config's tokenizer class does: GPT-2 (no special tokens added), RoBERTa
-    (`<s> A </s></s> B </s>`) or Qwen2 (NFC and its own split)."""
+    (`<s> A </s></s> B </s>`), Blenderbot (RoBERTa's special tokens, none added, a space in front of the text) or
+    Qwen2 (NFC and its own split)."""
     vocab, vocab_path = (vocab_path, "vocab") if isinstance(vocab_path, dict) else (_read_json(vocab_path), vocab_path)
     if not all(isinstance(token_id, int) for token_id in vocab.values()):
         raise ValueError(f"{vocab_path} should map each token to an integer id.")
@@ -585,7 +586,7 @@ def settings_from_vocab_and_merges(vocab_path: Path | dict, merges_path: Path | 
         merges = _read_merges(merges_path, vocab)
     family = family_of(config)
     is_roberta = family in _ROBERTA_CLASSES
-    if is_roberta:
+    if is_roberta or family == "BlenderbotTokenizer":  # RoBERTa's special tokens; Blenderbot adds none of them
         settings = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
                     "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}  # fmt: skip
     elif family == "Qwen2Tokenizer":
@@ -593,7 +594,7 @@ def settings_from_vocab_and_merges(vocab_path: Path | dict, merges_path: Path | 
     else:
         settings = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
     settings.update(_config_settings(config))
-    add_prefix_space = bool(config.get("add_prefix_space", False))
+    add_prefix_space = bool(config.get("add_prefix_space", family == "BlenderbotTokenizer"))
     trim_offsets = bool(config.get("trim_offsets", True))
     byte_level = {"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": trim_offsets,
                   "use_regex": True}  # fmt: skip
