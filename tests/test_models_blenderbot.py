@@ -249,3 +249,18 @@ def test_tokenizer_json_keeps_its_post_processor_and_saves_both_ways(vocabulary,
     _assert_encodes_as(ours, reference)
     ours.save_pretrained(tmp_path / "ours")
     _assert_encodes_as(_reference_tokenizer(tmp_path / "ours"), reference)
+
+
+def test_blenderbot_small_tokenizer_without_tokenizer_json_is_refused_by_name(vocabulary, tmp_path):
+    """Its slow-only rules (lowercasing, punctuation split off, '@@' continuations) are not built here: a folder of
+    vocab.json and merges.txt is refused rather than read as a byte-level BPE, whether config.json or
+    tokenizer_config.json says what it is."""
+    for name in ("vocab.json", "merges.txt"):
+        (tmp_path / name).write_bytes((vocabulary / name).read_bytes())
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "blenderbot-small"}))
+    with pytest.raises(ValueError, match="is BlenderbotSmallTokenizer, Blenderbot-Small's BPE .* no tokenizer.json"):
+        openformers.AutoTokenizer.from_pretrained(tmp_path)
+    (tmp_path / "config.json").unlink()
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BlenderbotSmallTokenizer"}))
+    with pytest.raises(ValueError, match=f"The tokenizer of {tmp_path} is BlenderbotSmallTokenizer"):
+        openformers.AutoTokenizer.from_pretrained(tmp_path)

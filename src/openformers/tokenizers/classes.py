@@ -868,7 +868,7 @@ _CLASS_OF_MODEL_TYPE = {
     "phi": "GPT2Tokenizer",  # Phi checkpoints name CodeGenTokenizer in tokenizer_config.json
     "bart": "RobertaTokenizer", "marian": "MarianTokenizer", "m2m_100": "M2M100Tokenizer", "mbart": "MBartTokenizer",
     "pegasus": "PegasusTokenizer",
-    "blenderbot": "BlenderbotTokenizer",
+    "blenderbot": "BlenderbotTokenizer", "blenderbot-small": "BlenderbotSmallTokenizer",
     "umt5": "TokenizersBackend",  # whatever class its folders name (T5Tokenizer)
     "modernbert": "TokenizersBackend",
     "stablelm": "TokenizersBackend",  # StableLM checkpoints name GPT2TokenizerFast or GPTNeoXTokenizerFast
@@ -885,6 +885,12 @@ _CLASS_OF_MODEL_TYPE = {
 # Model types whose Hub configs often name the wrong tokenizer class: the registered class wins. So does a registered
 # TokenizersBackend over any other class a folder names, as in the reference.
 _REGISTERED_CLASS_WINS = frozenset({"qwen2"})
+# Slow-only classes of the reference whose text rules no part here implements: a folder that names one (or whose
+# model_type registers one) without a tokenizer.json is refused, where the generic byte-level BPE would give other ids.
+_NOT_BUILT = {
+    "BlenderbotSmallTokenizer": "Blenderbot-Small's BPE (lowercased text, punctuation split off, '@@' continuations, "
+                                "__newln__)",
+}
 
 
 def tokenizer_class_for(
@@ -902,6 +908,12 @@ def tokenizer_class_for(
     if declared and registered and declared != registered and (
             model_type in _REGISTERED_CLASS_WINS or registered == "TokenizersBackend"):
         declared = registered
+    unbuilt = _NOT_BUILT.get(declared or registered)
+    if unbuilt is not None and files.file("tokenizer.json") is None:
+        raise ValueError(
+            f"The tokenizer of {files.folder} is {declared or registered}, {unbuilt}, which openformers does not implement, and has no "
+            "tokenizer.json to build it from: tokenize with the reference's tokenizer and pass the ids to the model."
+        )
     if declared == "LlamaTokenizer" and _is_byte_level(files):  # Llama-3 style folders that say "Llama"
         return TokenizersBackend
     if declared:
