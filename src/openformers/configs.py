@@ -380,7 +380,8 @@ class LlamaConfig(PretrainedConfig):
             _check_rope_scaling(self.model_rope_scaling(), self.rope_types)
 
     def model_rope_scaling(self) -> dict[str, Any] | None:
-        """rope_scaling as layers.RotaryEmbedding takes it: as the config gives it here (PhiMoE's is read otherwise)."""
+        """rope_scaling as layers.RotaryEmbedding takes it: as the config gives it here (PhiMoE's is read otherwise,
+        its model's new_rotary)."""
         return self.rope_scaling
 
     @classmethod

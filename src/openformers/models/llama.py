@@ -315,13 +315,17 @@ class LlamaModel(LlamaPreTrainedModel, DecoderModel):
         self.layers = nn.ModuleList(self.layer_class(config, i) for i in range(config.num_hidden_layers))
         self.norm = self.new_norm(config)
         self.sliding_window = config.sliding_window
-        self.rotary_emb = RotaryEmbedding(
-            config.head_dim, config.rope_theta, config.model_rope_scaling(), min(config.max_position_embeddings, 8192)
-        )
+        self.rotary_emb = self.new_rotary(config)
 
     def new_norm(self, config: LlamaConfig) -> nn.Module:
         """The norm after the last layer (OLMo 2 and StarCoder2 build their own kinds)."""
         return RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def new_rotary(self, config: LlamaConfig, scaling: dict | None = None) -> RotaryEmbedding:
+        """The rotary tables of every layer, by the config's rope_scaling or the `scaling` a family reads otherwise
+        (PhiMoE's longrope with its mscales)."""
+        scaling = config.rope_scaling if scaling is None else scaling
+        return RotaryEmbedding(config.head_dim, config.rope_theta, scaling, min(config.max_position_embeddings, 8192))
 
 
 class LlamaForCausalLM(LlamaPreTrainedModel, CausalLM):

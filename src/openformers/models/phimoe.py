@@ -122,6 +122,9 @@ class PhimoeModel(PhimoePreTrainedModel, mixtral.MixtralModel):
     def new_norm(self, config: PhimoeConfig) -> nn.Module:
         return nn.LayerNorm(config.hidden_size, config.rms_norm_eps)
 
+    def new_rotary(self, config: PhimoeConfig, scaling: dict | None = None) -> nn.Module:
+        return super().new_rotary(config, config.model_rope_scaling())
+
 
 class PhimoeForCausalLM(PhimoePreTrainedModel, mixtral.MoeCausalLM):
     """The decoder with its language-model head (with a bias when lm_head_bias): next-token logits, the loss when
