@@ -24,7 +24,8 @@ SHIPPED_FAMILIES = {"llama", "mistral", "qwen2", "gpt2", "bert", "roberta", "qwe
                     "granite", "stablelm", "gpt_bigcode", "marian", "m2m_100", "nllb", "cohere", "camembert",
                     "mbart", "pegasus", "cohere2", "nemotron", "glm", "glm4", "glm4_moe", "gpt_oss", "seed_oss",
                     "arcee", "helium", "exaone4", "granitemoe", "granitemoeshared", "mamba", "falcon_mamba",
-                    "hunyuan_v1_dense", "apertus", "mamba2", "blenderbot", "blenderbot_small", "umt5"}
+                    "hunyuan_v1_dense", "apertus", "mamba2", "blenderbot", "blenderbot_small", "umt5",
+                    "ministral"}
 
 AUTO_CLASSES_IN_SCOPE = {
     "AutoConfig", "AutoTokenizer", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification",

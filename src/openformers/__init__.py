@@ -57,6 +57,7 @@ _public(
     "PhiConfig",
     "GraniteConfig", "SeedOssConfig", "ArceeConfig", "HeliumConfig", "Exaone4Config", "GraniteMoeConfig",
     "GraniteMoeSharedConfig", "HunYuanDenseV1Config", "ApertusConfig",
+    "MinistralConfig",
     "StableLmConfig",
     "MambaConfig", "FalconMambaConfig", "Mamba2Config",
     "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config", "Glm4MoeConfig", "GptOssConfig",
@@ -92,6 +93,11 @@ _public(
     "MistralForTokenClassification", "MistralForQuestionAnswering",
     "Qwen2PreTrainedModel", "Qwen2Model", "Qwen2ForCausalLM", "Qwen2ForSequenceClassification",
     "Qwen2ForTokenClassification", "Qwen2ForQuestionAnswering",
+)
+_public(
+    "openformers.models.ministral",
+    "MinistralPreTrainedModel", "MinistralModel", "MinistralForCausalLM", "MinistralForSequenceClassification",
+    "MinistralForTokenClassification", "MinistralForQuestionAnswering",
 )
 _public(
     "openformers.models.qwen3",

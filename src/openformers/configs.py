@@ -911,6 +911,32 @@ class Qwen3Config(LayerTypedWindow, MistralConfig):
 
 
 @dataclass
+class MinistralConfig(MistralConfig):
+    """Ministral (Ministral-8B-Instruct-2410): Mistral's decoder whose layers each attend through the sliding window
+    or to the whole past, as `layer_types` marks them ("sliding_attention" or "full_attention"; by default every layer
+    slides when there is a window, none when sliding_window is None). A sliding layer needs a window."""
+
+    model_type: ClassVar[str] = "ministral"
+
+    attention_dropout: float = 0.0
+    layer_types: list[str] | None = None
+
+    def __post_init__(self):
+        if self.layer_types is None and _positive_int(self.num_hidden_layers):  # else validate() names it
+            kind = "full_attention" if self.sliding_window is None else "sliding_attention"
+            self.layer_types = [kind] * self.num_hidden_layers
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        _require_probabilities(self, "attention_dropout")
+        _check_sliding_layers(self)
+        if self.sliding_window is None and "sliding_attention" in self.layer_types:
+            _invalid("layer_types", self.layer_types, "only 'full_attention' layers when sliding_window is None "
+                     "(a sliding layer attends through the window)")
+
+
+@dataclass
 class Gemma2Config(PretrainedConfig):
     """Gemma 2: `(1 + w)` RMSNorms around attention and MLP, embeddings scaled by sqrt(hidden_size), a GELU-tanh
     gated MLP, tanh soft-capping of attention scores and final logits, and layers alternating between a sliding
@@ -3759,6 +3785,7 @@ class GPTBigCodeConfig(GPT2Names, PretrainedConfig):
 # model_type -> config class: the registry config.json is read by (AutoConfig.register adds a user's own).
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "gpt2": GPT2Config,
+    "ministral": MinistralConfig,
     "bert": BertConfig, "roberta": RobertaConfig,
     "phi3": Phi3Config,
     "qwen3": Qwen3Config,

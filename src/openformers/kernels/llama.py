@@ -21,7 +21,8 @@ GELU), Gemma 2 and Gemma 3's text decoder (norms of 1 + w around attention and M
 queries scaled by query_pre_attn_scalar, sliding layers, Gemma 3's with rotary tables of their own, Gemma 2's soft-
 capped attention scores; `set_family` of decode.cpp's StepWeights; the final logits' soft-cap after the head), OLMo
 2 (norms after attention and MLP only, queries and keys normed over all heads at once) and OLMo 3 (OLMo 2's layers
-with Gemma's per-layer windows and the sliding layers' own rotary tables), Phi-3 / Phi-4 (fused q/k/v and gate/up
+with Gemma's per-layer windows and the sliding layers' own rotary tables), Ministral (Mistral's layers with those
+per-layer windows, `set_family`'s sliding flags), Phi-3 / Phi-4 (fused q/k/v and gate/up
 weights, `set_fused`; rotary tables over a head's leading dimensions; longrope), StarCoder2 (LayerNorms with biases,
 `set_norm_biases`; biases on every projection; an MLP without a gate), Granite (Llama's layers with the embedding
 scale and the queries' factor of `set_family`, each branch's output scaled before the residual add,
@@ -67,6 +68,7 @@ from ..models.granite import GraniteAttention, GraniteDecoderLayer, GraniteForCa
 from ..models.heads import CausalLM
 from ..models.layers import RMSNorm
 from ..models.llama import LlamaAttention, LlamaDecoderLayer, LlamaMLP, LlamaModel
+from ..models.ministral import MinistralDecoderLayer, MinistralModel
 from ..models.mixtral import (
     ExpertLinear,
     MixtralDecoderLayer,
@@ -184,6 +186,15 @@ OLMO3_IMPLEMENTED = {
     "layer_types": lambda value: True,
     "sliding_rope_theta": lambda value: True,
 }
+# Ministral: Mistral's layers with Gemma's per-layer windows (set_family's sliding flags), every layer rotated by the
+# same tables.
+MINISTRAL_IMPLEMENTED = {
+    **IMPLEMENTED,
+    "model_type": lambda value: value == "ministral",
+    "attention_dropout": lambda value: not value,
+    "sliding_window": lambda value: True,  # on the layers layer_types marks as sliding
+    "layer_types": lambda value: True,
+}
 MOST_CHOSEN_EXPERTS = 64  # decode.cpp's kMostChosenExperts
 # Mixtral and Qwen3-MoE: Mistral's and Qwen3's layers with a sparse mixture of SwiGLU experts in place of the MLP
 # (decode.cpp's StepWeights.set_experts): the router's picks and the chosen experts' products run in the step.
@@ -242,6 +253,7 @@ GRANITE_IMPLEMENTED = {
 # model_type -> what the step implements, where not IMPLEMENTED
 FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED,
             "olmo2": OLMO2_IMPLEMENTED, "olmo3": OLMO3_IMPLEMENTED, "smollm3": SMOLLM3_IMPLEMENTED,
+            "ministral": MINISTRAL_IMPLEMENTED,
             "phi3": PHI3_IMPLEMENTED, "mixtral": MIXTRAL_IMPLEMENTED, "qwen3_moe": QWEN3_MOE_IMPLEMENTED,
             "qwen2_moe": QWEN2_MOE_IMPLEMENTED, "starcoder2": STARCODER2_IMPLEMENTED, "granite": GRANITE_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
@@ -298,6 +310,7 @@ def refusal(config) -> str | None:
 STEP_DECODERS = (LlamaModel, Gemma2Model, Phi3Model)  # the decoder stacks whose layers the step may reproduce
 # The (layer, attention, MLP) classes the step reproduces, in each kind of decoder.
 LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLayer, Qwen3Attention, LlamaMLP),
+                (MinistralDecoderLayer, LlamaAttention, LlamaMLP),
                 (SmolLM3DecoderLayer, SmolLM3Attention, LlamaMLP), (GraniteDecoderLayer, GraniteAttention, LlamaMLP))
 # Gemma 2's and Gemma 3's; the first Gemma's
 GEMMA_LAYERS = ((Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP), (GemmaDecoderLayer, Gemma2Attention, Gemma2MLP))
@@ -849,6 +862,9 @@ class DecodeStep:
             olmo3 = type(self.decoder) is Olmo3Model
             sliding = [int(layer.is_sliding) for layer in self.decoder.layers] if olmo3 else []
             self._stack.set_family(True, False, 0.0, 1.0, 1.0, sliding, 0.0)
+        if ready and type(self.decoder) is MinistralModel:  # Llama's layers, some sliding
+            sliding = [int(layer.is_sliding) for layer in self.decoder.layers]
+            self._stack.set_family(False, False, 0.0, 1.0, 1.0, sliding, 0.0)
         if ready and type(self.decoder) is Phi3Model:
             self._stack.set_fused(True)
         if ready and type(self.decoder) is GraniteModel:

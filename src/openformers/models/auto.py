@@ -26,6 +26,7 @@ from . import seed_oss
 from . import arcee
 from . import helium
 from . import hunyuan_v1_dense
+from . import ministral
 from . import apertus
 from . import exaone4
 from . import mixtral, qwen3_moe, qwen2_moe
@@ -89,6 +90,7 @@ def _encoder_classes(family: str) -> dict[str, str]:
 MODEL_CLASSES = {
     "llama": (llama, _decoder_classes("Llama")),
     "mistral": (llama, _decoder_classes("Mistral")),  # Llama with a sliding window
+    "ministral": (ministral, _decoder_classes("Ministral")),  # Mistral with sliding and full layers
     "qwen2": (llama, _decoder_classes("Qwen2")),  # Llama with q/k/v biases
     "qwen3": (qwen3, _decoder_classes("Qwen3")),  # Llama with q/k norms per head
     "smollm3": (smollm3, _decoder_classes("SmolLM3")),  # Llama with unrotated layers
