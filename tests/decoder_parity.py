@@ -132,11 +132,12 @@ def assert_bfloat16_matches_the_reference(folder, ids, mask, tolerance: float = 
     assert out.logits.dtype == torch.bfloat16
     torch.testing.assert_close(out.logits, expected.logits, atol=tolerance, rtol=tolerance)
     if routed:
-        k = ours.config.num_experts_per_tok
+        counts = ours.config.num_experts_per_tok  # one for every layer, or one per layer (Hunyuan-MoE's moe_topk)
         assert len(out.router_logits) == len(expected.router_logits) > 0
         for layer, (scores, their_scores) in enumerate(zip(out.router_logits, expected.router_logits)):
             assert scores.dtype == their_scores.dtype, layer
             torch.testing.assert_close(scores, their_scores, atol=tolerance, rtol=tolerance, msg=f"layer {layer}")
+            k = counts[layer] if isinstance(counts, list) else counts
             chosen, their_chosen = (s.float().topk(k, dim=-1).indices.sort(dim=-1).values
                                     for s in (scores, their_scores))
             assert torch.equal(chosen, their_chosen), f"layer {layer} chose other experts"

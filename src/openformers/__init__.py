@@ -57,7 +57,7 @@ _public(
     "PhiConfig",
     "GraniteConfig", "SeedOssConfig", "ArceeConfig", "HeliumConfig", "Exaone4Config", "GraniteMoeConfig",
     "GraniteMoeSharedConfig", "HunYuanDenseV1Config", "ApertusConfig",
-    "MinistralConfig",
+    "MinistralConfig", "HunYuanMoEV1Config", "Dots1Config",
     "StableLmConfig",
     "MambaConfig", "FalconMambaConfig", "Mamba2Config",
     "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config", "Glm4MoeConfig", "GptOssConfig",
@@ -125,6 +125,12 @@ _public(
     "HunYuanDenseV1PreTrainedModel", "HunYuanDenseV1Model", "HunYuanDenseV1ForCausalLM",
     "HunYuanDenseV1ForSequenceClassification",
 )
+_public(
+    "openformers.models.hunyuan_v1_moe",
+    "HunYuanMoEV1PreTrainedModel", "HunYuanMoEV1Model", "HunYuanMoEV1ForCausalLM",
+    "HunYuanMoEV1ForSequenceClassification",
+)
+_public("openformers.models.dots1", "Dots1PreTrainedModel", "Dots1Model", "Dots1ForCausalLM")
 _public(
     "openformers.models.apertus",
     "ApertusPreTrainedModel", "ApertusModel", "ApertusForCausalLM", "ApertusForTokenClassification",

@@ -930,10 +930,7 @@ class MinistralConfig(MistralConfig):
     def validate(self) -> None:
         super().validate()
         _require_probabilities(self, "attention_dropout")
-        _check_sliding_layers(self)
-        if self.sliding_window is None and "sliding_attention" in self.layer_types:
-            _invalid("layer_types", self.layer_types, "only 'full_attention' layers when sliding_window is None "
-                     "(a sliding layer attends through the window)")
+        _check_windowed_layers(self)
 
 
 @dataclass
@@ -1016,6 +1013,15 @@ def _check_sliding_layers(config: PretrainedConfig) -> None:
     if config.sliding_window is not None and not _positive_int(config.sliding_window):
         _invalid("sliding_window", config.sliding_window, "None or a positive integer")
     _check_layer_types(config)
+
+
+def _check_windowed_layers(config: PretrainedConfig) -> None:
+    """`_check_sliding_layers`, and a window wherever a layer slides (Ministral, dots.llm1: the reference's sliding
+    layers have no mask to build without one)."""
+    _check_sliding_layers(config)
+    if config.sliding_window is None and "sliding_attention" in config.layer_types:
+        _invalid("layer_types", config.layer_types, "only 'full_attention' layers when sliding_window is None "
+                 "(a sliding layer attends through the window)")
 
 
 def _field_alias(name: str) -> property:
@@ -2855,6 +2861,50 @@ def _pop_alias(config: PretrainedConfig, alias: str, name: str) -> None:
 
 
 @dataclass
+class HunYuanMoEV1Config(HunYuanDenseV1Config):
+    """Tencent's Hunyuan mixture of experts (Hunyuan-A13B, Pretrain and Instruct): the Hunyuan dense decoder (queries
+    and keys RMS-normed after their rotation, rope scaling "dynamic" with a fixed `alpha`) whose MLP is a mixture of
+    `num_experts` SwiGLU experts of `intermediate_size`, of which each token runs its `moe_topk` best by the softmax
+    of a float32 router's scores (renormalized over the chosen ones; one count for every layer, or a list of one per
+    layer, as the released config gives them), plus a shared SwiGLU MLP of `intermediate_size` that every token runs.
+    With `output_router_logits` the heads return the router logits; the reference computes no load-balancing loss."""
+
+    model_type: ClassVar[str] = "hunyuan_v1_moe"
+    attribute_map: ClassVar[dict[str, str]] = {"num_experts_per_tok": "moe_topk", "num_local_experts": "num_experts"}
+
+    num_experts: int = 1
+    moe_topk: int | list[int] = 1
+    output_router_logits: bool = False
+
+    num_local_experts = _field_alias("num_experts")
+    num_experts_per_tok = _field_alias("moe_topk")
+
+    def __post_init__(self):
+        _pop_alias(self, "num_local_experts", "num_experts")
+        _pop_alias(self, "num_experts_per_tok", "moe_topk")
+        super().__post_init__()
+
+    def is_sparse(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` runs the experts: every Hunyuan-MoE layer does."""
+        return True
+
+    def top_k(self, layer_idx: int) -> int:
+        """How many experts each token runs in layer `layer_idx`."""
+        return self.moe_topk[layer_idx] if isinstance(self.moe_topk, list) else self.moe_topk
+
+    def validate(self) -> None:
+        super().validate()
+        if not _positive_int(self.num_experts):
+            _invalid("num_experts", self.num_experts, "a positive integer (one count for every layer: the "
+                     "reference's experts take no list)")
+        counts = self.moe_topk if isinstance(self.moe_topk, list) else [self.moe_topk]
+        if (isinstance(self.moe_topk, list) and len(counts) != self.num_hidden_layers) or not all(
+                _positive_int(k) and k <= self.num_experts for k in counts):
+            _invalid("moe_topk", self.moe_topk, f"a positive integer of at most num_experts={self.num_experts}, or a "
+                     f"list of num_hidden_layers={self.num_hidden_layers} of them")
+
+
+@dataclass
 class MixtralConfig(MistralConfig):
     """Mixtral: Mistral's decoder whose MLP is a sparse mixture of `num_local_experts` SwiGLU experts, of which a
     router (a linear layer and a softmax) picks `num_experts_per_tok` per token, their weights renormalized to sum
@@ -3220,7 +3270,8 @@ def _check_expert_groups(config: PretrainedConfig, smallest_group: int) -> None:
     """Group-limited routing: the n_routed_experts split into n_group groups of at least `smallest_group` experts, the
     tokens choosing among the experts of their topk_group best groups."""
     _require_positive_ints(config, "n_group", "topk_group")
-    if config.n_routed_experts % config.n_group or config.n_routed_experts // config.n_group < smallest_group:
+    experts = config.n_routed_experts
+    if experts is not None and (experts % config.n_group or experts // config.n_group < smallest_group):
         _invalid("n_group", config.n_group, f"a divisor of n_routed_experts={config.n_routed_experts} leaving at "
                  f"least {smallest_group} experts in each group")
     if config.topk_group > config.n_group:
@@ -3238,10 +3289,13 @@ class DenseThenRoutedExperts:
         return layer_idx >= self.first_k_dense_replace
 
     def validate(self) -> None:
-        _require_positive_ints(self, "n_routed_experts", "n_shared_experts", "moe_intermediate_size")
+        # n_routed_experts and n_shared_experts may be None, as num_experts_per_tok (dots.llm1's reference defaults
+        # set none of them): the model refuses them when built (deepseek_v3.DeepseekV3MoE).
+        _require_positive_ints(self, "moe_intermediate_size", *(name for name in ("n_routed_experts", "n_shared_experts")
+                                                                if getattr(self, name) is not None))
         super().validate()
         top_k = self.num_experts_per_tok
-        if top_k is not None and (not _positive_int(top_k) or top_k > self.n_routed_experts):
+        if top_k is not None and (not _positive_int(top_k) or top_k > (self.n_routed_experts or top_k)):
             _invalid("num_experts_per_tok", top_k, f"a positive integer of at most n_routed_experts="
                      f"{self.n_routed_experts}")
         first = self.first_k_dense_replace
@@ -3451,6 +3505,62 @@ class Glm4MoeConfig(DenseThenRoutedExperts, GlmConfig):
         if isinstance(self.num_nextn_predict_layers, bool) or not isinstance(self.num_nextn_predict_layers, int) \
                 or self.num_nextn_predict_layers < 0:
             _invalid("num_nextn_predict_layers", self.num_nextn_predict_layers, "a non-negative integer")
+
+
+@dataclass
+class Dots1Config(DenseThenRoutedExperts, MistralConfig):
+    """rednote-hilab's dots.llm1 (dots.llm1.base, dots.llm1.inst): Qwen3's attention (each head's queries and keys
+    RMS-normed before the rotation, a head_dim of its own) with DeepSeek-V3's mixture (DenseThenRoutedExperts; sigmoid
+    scores, the choice among the experts of each token's `topk_group` best groups of `n_group` by the scores plus
+    `e_score_correction_bias`, the weights the scores alone, renormalized with `norm_topk_prob`). The layers
+    `layer_types` marks "sliding_attention" (by default those from `max_window_layers` on, when there is a window) see
+    only the last `sliding_window` positions. The reference's defaults leave the experts unset (None), which a model
+    refuses when built."""
+
+    model_type: ClassVar[str] = "dots1"
+    attribute_map: ClassVar[dict[str, str]] = {"num_local_experts": "n_routed_experts"}
+
+    vocab_size: int = 152064
+    hidden_size: int = 4608
+    intermediate_size: int = 10944
+    num_hidden_layers: int = 62
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = 32
+    max_position_embeddings: int = 2048
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
+    attention_dropout: float = 0.0
+    moe_intermediate_size: int = 1408
+    n_shared_experts: int | None = None
+    n_routed_experts: int | None = None
+    num_experts_per_tok: int | None = None
+    n_group: int = 1
+    topk_group: int = 1
+    first_k_dense_replace: int = 0
+    norm_topk_prob: bool = False
+    routed_scaling_factor: float = 1.0
+    output_router_logits: bool = False
+    max_window_layers: int = 62
+    layer_types: list[str] | None = None
+
+    num_local_experts = _field_alias("n_routed_experts")
+
+    def __post_init__(self):
+        _pop_alias(self, "num_local_experts", "n_routed_experts")
+        if self.layer_types is None and _positive_int(self.num_hidden_layers):  # else validate() names it
+            self.layer_types = [
+                "sliding_attention" if self.sliding_window is not None and i >= self.max_window_layers
+                else "full_attention"
+                for i in range(self.num_hidden_layers)
+            ]
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        _require_probabilities(self, "attention_dropout")
+        _check_windowed_layers(self)
+        _check_expert_groups(self, smallest_group=2)  # a group scores its two best experts
 
 
 @dataclass
@@ -3802,6 +3912,8 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "arcee": ArceeConfig,
     "helium": HeliumConfig,
     "hunyuan_v1_dense": HunYuanDenseV1Config,
+    "hunyuan_v1_moe": HunYuanMoEV1Config,
+    "dots1": Dots1Config,
     "apertus": ApertusConfig,
     "exaone4": Exaone4Config,
     "granitemoe": GraniteMoeConfig,

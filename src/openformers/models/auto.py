@@ -53,6 +53,8 @@ from . import cohere
 from . import cohere2
 from . import nemotron
 from . import glm, glm4_moe
+from . import dots1
+from . import hunyuan_v1_moe
 from . import gpt_bigcode
 from . import bart, marian, m2m_100, mbart, pegasus
 from . import t5
@@ -110,6 +112,15 @@ MODEL_CLASSES = {
         "base": "HunYuanDenseV1Model",
         "causal-lm": "HunYuanDenseV1ForCausalLM",
         "sequence-classification": "HunYuanDenseV1ForSequenceClassification",
+    }),
+    "hunyuan_v1_moe": (hunyuan_v1_moe, {  # Hunyuan dense's attention, softmax-routed experts and a shared MLP
+        "base": "HunYuanMoEV1Model",
+        "causal-lm": "HunYuanMoEV1ForCausalLM",
+        "sequence-classification": "HunYuanMoEV1ForSequenceClassification",
+    }),
+    "dots1": (dots1, {  # Qwen3's attention, DeepSeek-V3's experts; the reference has these two classes
+        "base": "Dots1Model",
+        "causal-lm": "Dots1ForCausalLM",
     }),
     "apertus": (apertus, {  # Qwen3's q/k norms and an MLP without gate, xIELU's; these heads
         "base": "ApertusModel",

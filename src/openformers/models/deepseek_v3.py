@@ -277,11 +277,11 @@ class DeepseekV3MoE(SparseMoeBlock):
     """The routed experts (chosen by group, see the module docstring) plus the shared experts every token runs."""
 
     def __init__(self, config: DeepseekV3Config):
+        for name in ("n_routed_experts", "n_shared_experts", "num_experts_per_tok"):  # None passes the config alone
+            if getattr(config, name) is None:
+                raise ValueError(f"Invalid config: {name}=None; a model with experts needs a positive integer.")
         experts = [Qwen3MoeMLP(config.hidden_size, config.moe_intermediate_size)
                    for _ in range(config.n_routed_experts)]
-        if config.num_experts_per_tok is None:
-            raise ValueError("Invalid config: num_experts_per_tok=None; a model with experts needs a positive integer "
-                             f"of at most n_routed_experts={config.n_routed_experts}.")
         super().__init__(config.hidden_size, experts, config.num_experts_per_tok, normalize=config.norm_topk_prob)
         self.gate = self.new_router(config)
         self.scaling_factor = config.routed_scaling_factor

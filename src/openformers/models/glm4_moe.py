@@ -37,35 +37,45 @@ from .phi3 import apply_partial_rope
 def config_from_gguf(gguf, **overrides) -> Glm4MoeConfig:
     """The config of an opened `weights.GGUFFile` of llama.cpp's "glm4moe" architecture: GLM-4's decoder values (the
     rotated share of each head from rope.dimension_count, the q/k/v biases and q/k norms from whether the file has
-    them), the mixture's from `glm4moe.expert_*` and `leading_dense_block_count`, and the layers less the
-    `nextn_predict_layers` its block count includes."""
+    them), the mixture's (`sigmoid_routed_experts`), and the layers less the `nextn_predict_layers` its block count
+    includes."""
     values = gguf_config_values(gguf, partial_rotary=True)
-    experts = gguf.get("glm4moe.expert_count")
-    if not experts:
-        raise ValueError(f"{gguf.path} lacks glm4moe.expert_count, the number of routed experts a glm4moe model needs.")
-    gating = gguf.get("glm4moe.expert_gating_func", 2)
-    if gating != 2:
-        raise ValueError(f"{gguf.path} scores its experts with gating function {gating} (glm4moe.expert_gating_func); "
-                         "GLM-4.5's router scores them by a sigmoid (2), the only one openformers reads for glm4moe.")
     predict_layers = gguf.get("glm4moe.nextn_predict_layers", 0)
     tensors = gguf.tensor_names
     values.update(
+        sigmoid_routed_experts(gguf, "glm4moe", values),
         architectures=["Glm4MoeForCausalLM"],
         num_hidden_layers=values["num_hidden_layers"] - predict_layers,
         num_nextn_predict_layers=predict_layers,
-        n_routed_experts=experts,
-        num_experts_per_tok=gguf.get("glm4moe.expert_used_count", 8),
-        moe_intermediate_size=gguf.get("glm4moe.expert_feed_forward_length", values["intermediate_size"]),
-        n_shared_experts=gguf.get("glm4moe.expert_shared_count", 1),
-        first_k_dense_replace=gguf.get("glm4moe.leading_dense_block_count", 0),
-        routed_scaling_factor=gguf.get("glm4moe.expert_weights_scale", 1.0),
-        norm_topk_prob=bool(gguf.get("glm4moe.expert_weights_norm", False)),
-        n_group=gguf.get("glm4moe.expert_group_count", 1),
-        topk_group=gguf.get("glm4moe.expert_group_used_count", 1),
         attention_bias="blk.0.attn_q.bias" in tensors,
         use_qk_norm="blk.0.attn_q_norm.weight" in tensors,
     )
     return Glm4MoeConfig.from_dict(values, **overrides)
+
+
+def sigmoid_routed_experts(gguf, arch: str, values: dict) -> dict:
+    """The config values of DeepSeek-V3's mixture (DenseThenRoutedExperts) from an opened `weights.GGUFFile` of
+    llama.cpp's architecture `arch` (GLM-4.5's, dots.llm1's): `<arch>.expert_*` and `leading_dense_block_count`, over
+    Llama's `values` (the experts' size defaults to the MLP's). A file whose gating function is not the sigmoid is
+    refused."""
+    experts = gguf.get(f"{arch}.expert_count")
+    if not experts:
+        raise ValueError(f"{gguf.path} lacks {arch}.expert_count, the number of routed experts a {arch} model needs.")
+    gating = gguf.get(f"{arch}.expert_gating_func", 2)
+    if gating != 2:
+        raise ValueError(f"{gguf.path} scores its experts with gating function {gating} ({arch}.expert_gating_func); "
+                         f"the router scores them by a sigmoid (2), the only one openformers reads for {arch}.")
+    return dict(
+        n_routed_experts=experts,
+        num_experts_per_tok=gguf.get(f"{arch}.expert_used_count", 8),
+        moe_intermediate_size=gguf.get(f"{arch}.expert_feed_forward_length", values["intermediate_size"]),
+        n_shared_experts=gguf.get(f"{arch}.expert_shared_count", 1),
+        first_k_dense_replace=gguf.get(f"{arch}.leading_dense_block_count", 0),
+        routed_scaling_factor=gguf.get(f"{arch}.expert_weights_scale", 1.0),
+        norm_topk_prob=bool(gguf.get(f"{arch}.expert_weights_norm", False)),
+        n_group=gguf.get(f"{arch}.expert_group_count", 1),
+        topk_group=gguf.get(f"{arch}.expert_group_used_count", 1),
+    )
 
 
 GGUF_CONFIG_READERS["glm4moe"] = config_from_gguf
