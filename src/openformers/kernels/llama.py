@@ -33,8 +33,9 @@ runs: the step's dense MLP on the layer's own gate, up and down, its output scal
 `set_shared_experts`). OLMo (LayerNorms without parameters, q/k/v clamped to clip_qkv), OLMoE (that clamp, and q/k
 norms over all heads in a mixture of experts), DeepSeek-V3 and V2, whose multi-head latent attention (compressed
 cached keys and values, expanded per head) the step does not run, and GLM-4.5 (a partial rotation, DeepSeek-V3's
-grouped routing with correction biases and shared experts) are refused: model_types olmo, olmoe, deepseek_v3,
-deepseek_v2 and glm4_moe; generation runs their layers. The step rotates by the tables of the model's rotary modules
+grouped routing with correction biases and shared experts; dots.llm1's too) are refused: model_types olmo, olmoe,
+deepseek_v3, deepseek_v2, glm4_moe and dots1 (Hunyuan-MoE's hunyuan_v1_moe too: norms after the rotation, a shared
+MLP beside its experts); generation runs their layers. The step rotates by the tables of the model's rotary modules
 (cos and sin times the rope scaling's attention factor), so every rope scaling those tables hold rotates as in the
 layers: default, linear, llama3 and YaRN (Qwen2.5 / Qwen3's long contexts, OLMo 3's full layers), and Phi-3's
 longrope.
