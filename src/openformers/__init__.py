@@ -52,7 +52,7 @@ _public(
     "XLMRobertaConfig",
     "CamembertConfig",
     "T5Config", "MT5Config",
-    "GPTNeoXConfig", "FalconConfig", "GPTJConfig", "OPTConfig",
+    "GPTNeoXConfig", "FalconConfig", "GPTJConfig", "GPTNeoConfig", "OPTConfig",
     "BloomConfig",
     "PhiConfig",
     "GraniteConfig", "SeedOssConfig", "ArceeConfig", "HeliumConfig", "Exaone4Config", "GraniteMoeConfig",
@@ -302,6 +302,11 @@ _public("openformers.models.mamba2", "Mamba2PreTrainedModel", "Mamba2Model", "Ma
 _public(
     "openformers.models.gptj",
     "GPTJPreTrainedModel", "GPTJModel", "GPTJForCausalLM", "GPTJForSequenceClassification", "GPTJForQuestionAnswering",
+)
+_public(
+    "openformers.models.gpt_neo",
+    "GPTNeoPreTrainedModel", "GPTNeoModel", "GPTNeoForCausalLM", "GPTNeoForSequenceClassification",
+    "GPTNeoForTokenClassification", "GPTNeoForQuestionAnswering",
 )
 _public(
     "openformers.models.falcon",

@@ -1671,6 +1671,98 @@ class GPTJConfig(GPT2Names, PretrainedConfig):
 
 
 @dataclass
+class GPTNeoConfig(PretrainedConfig):
+    """GPT-Neo (EleutherAI/gpt-neo-125m, 1.3B, 2.7B): GPT-2's pre-LayerNorm blocks with learned positions, q/k/v
+    projections without biases and an output projection with one, attention scores left unscaled, and a GELU MLP;
+    each layer attends to every earlier position ("global") or to the last `window_size` ("local"), as
+    `attention_layers` says, one kind per layer: derived from `attention_types`' runs ([[["global", "local"], 12]]
+    for 24 alternating layers) unless given, as config.json gives it (the reference writes it, and reads it over
+    attention_types). Its fields keep the reference's names (`num_layers`, `num_heads`); the common names read and
+    set them."""
+
+    model_type: ClassVar[str] = "gpt_neo"
+    attribute_map: ClassVar[dict[str, str]] = {"num_attention_heads": "num_heads", "num_hidden_layers": "num_layers"}
+    attention_kinds: ClassVar[tuple[str, ...]] = ("global", "local")
+
+    vocab_size: int = 50257
+    max_position_embeddings: int = 2048
+    hidden_size: int = 2048
+    num_layers: int = 24
+    attention_types: list | None = None  # None: [[["global", "local"], 12]]
+    attention_layers: list[str] | None = None  # None: from attention_types
+    num_heads: int = 16
+    intermediate_size: int | None = None  # None: 4 * hidden_size
+    window_size: int = 256
+    activation_function: str = "gelu_new"
+    resid_dropout: float = 0.0
+    embed_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    classifier_dropout: float = 0.1
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+    bos_token_id: int | None = 50256
+    eos_token_id: int | list[int] | None = 50256
+    tie_word_embeddings: bool = True
+
+    num_attention_heads = _field_alias("num_heads")
+    num_hidden_layers = _field_alias("num_layers")
+
+    def __post_init__(self):
+        for alias, name in self.attribute_map.items():
+            _pop_alias(self, alias, name)
+        if self.attention_types is None:
+            self.attention_types = [[["global", "local"], 12]]
+        if self.attention_layers is None and self._runs_are_valid():
+            # Each layer's kind: every run of attention_types, its kinds repeated.
+            self.attention_layers = [kind for kinds, repeats in self.attention_types for _ in range(repeats)
+                                     for kind in kinds]
+        super().__post_init__()
+
+    def _runs_are_valid(self) -> bool:
+        runs = self.attention_types
+        return isinstance(runs, (list, tuple)) and all(
+            isinstance(run, (list, tuple)) and len(run) == 2 and isinstance(run[0], (list, tuple))
+            and all(kind in self.attention_kinds for kind in run[0]) and (_positive_int(run[1]) or run[1] == 0)
+            for run in runs)
+
+    @property
+    def sliding_window(self) -> int:
+        """How many positions a local layer sees, its own included (the name decoder.SlidingLayersDecoder reads)."""
+        return self.window_size
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def inner_size(self) -> int:
+        """The MLP's width: intermediate_size, or 4 * hidden_size for None."""
+        return 4 * self.hidden_size if self.intermediate_size is None else self.intermediate_size
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "max_position_embeddings", "hidden_size", "num_layers", "num_heads",
+                               "window_size")
+        if self.hidden_size % self.num_heads:
+            _invalid("hidden_size", self.hidden_size, f"a multiple of num_heads={self.num_heads}")
+        if self.intermediate_size is not None and not _positive_int(self.intermediate_size):
+            _invalid("intermediate_size", self.intermediate_size, "None (4 * hidden_size) or a positive integer")
+        if self.activation_function not in ENCODER_ACTIVATIONS:
+            _invalid("activation_function", self.activation_function, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
+        kinds = " or ".join(map(repr, self.attention_kinds))
+        if not self._runs_are_valid():
+            _invalid("attention_types", self.attention_types, f"a list of [kinds, repeats] runs, each kind {kinds} "
+                     "and repeats a count, such as [[['global', 'local'], 12]]")
+        layers = self.attention_layers
+        if not isinstance(layers, (list, tuple)) or not all(kind in self.attention_kinds for kind in layers):
+            _invalid("attention_layers", layers, f"None (from attention_types) or a list of kinds, each {kinds}")
+        if len(layers) != self.num_layers:
+            _invalid("attention_layers", layers, f"one kind of attention per layer, num_layers={self.num_layers} of "
+                     f"them (attention_types={self.attention_types} gives them, unless attention_layers is stated)")
+        _require_positive_numbers(self, "layer_norm_epsilon")
+        _require_probabilities(self, "resid_dropout", "embed_dropout", "attention_dropout", "classifier_dropout")
+
+
+@dataclass
 class FalconConfig(PretrainedConfig):
     """Falcon: LayerNorm blocks with one fused query_key_value projection and a GELU MLP, in two layouts.
 
@@ -3929,6 +4021,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "mamba2": Mamba2Config,
     "falcon": FalconConfig,
     "gptj": GPTJConfig,
+    "gpt_neo": GPTNeoConfig,
     "opt": OPTConfig,
     "gpt_bigcode": GPTBigCodeConfig,
     "bloom": BloomConfig,

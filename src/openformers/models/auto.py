@@ -44,6 +44,7 @@ from . import gpt_neox
 from . import mamba, falcon_mamba, mamba2
 from . import falcon
 from . import gptj
+from . import gpt_neo
 from . import opt
 from . import bloom
 from . import phi
@@ -264,6 +265,7 @@ MODEL_CLASSES = {
         "sequence-classification": "GPTJForSequenceClassification",
         "question-answering": "GPTJForQuestionAnswering",
     }),
+    "gpt_neo": (gpt_neo, _decoder_classes("GPTNeo")),  # EleutherAI's GPT-Neo 125M, 1.3B, 2.7B
     "opt": (opt, {  # the reference has no token classification head for OPT
         "base": "OPTModel",
         "causal-lm": "OPTForCausalLM",

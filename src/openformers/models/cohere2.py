@@ -76,7 +76,7 @@ class Cohere2Model(Cohere2PreTrainedModel, CohereModel):
 
     layer_class = Cohere2DecoderLayer
     # The sliding layers' mask hides keys beyond the window, the others see the plain causal mask.
-    layer_inputs = SlidingLayersDecoder.layer_inputs
+    layer_inputs, rotations = SlidingLayersDecoder.layer_inputs, SlidingLayersDecoder.rotations
 
     def __init__(self, config: Cohere2Config):
         super().__init__(config)

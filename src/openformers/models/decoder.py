@@ -133,21 +133,27 @@ class DecoderModel(PreTrainedModel):
 
 
 class SlidingLayersDecoder(DecoderModel):
-    """A decoder whose layers say whether they slide (`is_sliding`, from config.layer_types: Gemma 2 and 3, OLMo 3):
-    the sliding layers see only the last config.sliding_window positions and rotate by `local_rotary_emb`, the others
-    see every position and rotate by `rotary_emb` (the same module, or one of their own where the family gives the
-    sliding layers their own base). The model's `sliding_window` stays None: the mask before the layers is the full
-    one."""
+    """A decoder whose layers say whether they slide (`is_sliding`, from config.layer_types: Gemma 2 and 3, OLMo 3;
+    GPT-Neo's "local" layers): the sliding layers see only the last config.sliding_window positions and rotate by
+    `local_rotary_emb`, the others see every position and rotate by `rotary_emb` (the same module, or one of their
+    own where the family gives the sliding layers their own base; `rotations` says otherwise). The model's
+    `sliding_window` stays None: the mask before the layers is the full one."""
 
     def layer_inputs(self, x, position_ids, mask, end: int, attention_mask, cache):
         # The same positions for both kinds of layer; the sliding layers' mask also hides keys beyond the window.
         _, window_mask, _ = positions_and_mask(cache, attention_mask, position_ids, x.shape[1], x.device,
                                                self.config.sliding_window)
-        rope = {}  # is_sliding -> (cos, sin)
+        rope = self.rotations(x, position_ids, end)
+        return lambda layer: (*rope[layer.is_sliding], window_mask if layer.is_sliding else mask)
+
+    def rotations(self, x, position_ids, end: int) -> dict[bool, tuple]:
+        """is_sliding -> the (cos, sin) that kind of layer rotates by: `rotary_emb`'s tables for the full layers,
+        `local_rotary_emb`'s for the sliding ones."""
+        rope = {}
         for is_sliding, rotary in ((False, self.rotary_emb), (True, self.local_rotary_emb)):
             rotary.ensure_length(end)
             rope[is_sliding] = rotary(position_ids, self.rotation_dtype(x))
-        return lambda layer: (*rope[layer.is_sliding], window_mask if layer.is_sliding else mask)
+        return rope
 
 
 def positions_of_real_tokens(attention_mask: torch.Tensor, T: int, cache) -> torch.Tensor:

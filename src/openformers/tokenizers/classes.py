@@ -863,7 +863,8 @@ _CLASS_OF_MODEL_TYPE = {
     "bert": "BertTokenizer", "distilbert": "BertTokenizer", "gpt2": "GPT2Tokenizer", "roberta": "RobertaTokenizer",
     "qwen2": "Qwen2Tokenizer", "t5": "T5Tokenizer", "xlm-roberta": "XLMRobertaTokenizer",
     "camembert": "CamembertTokenizer",
-    "gpt_neox": "GPTNeoXTokenizer", "gptj": "GPT2Tokenizer", "opt": "GPT2Tokenizer",
+    "gpt_neox": "GPTNeoXTokenizer", "gptj": "GPT2Tokenizer", "gpt_neo": "GPT2Tokenizer",
+    "opt": "GPT2Tokenizer",
     "mamba": "GPTNeoXTokenizer", "falcon_mamba": "GPTNeoXTokenizer", "mamba2": "GPTNeoXTokenizer",
     "phi": "GPT2Tokenizer",  # Phi checkpoints name CodeGenTokenizer in tokenizer_config.json
     "bart": "RobertaTokenizer", "marian": "MarianTokenizer", "m2m_100": "M2M100Tokenizer", "mbart": "MBartTokenizer",
