@@ -336,9 +336,9 @@ def assert_kernel_refuses_and_generate_runs_the_layers(model, reference, ids, mo
     from openformers.kernels import llama as llama_kernel
 
     assert f"model_type={model_type!r}" in llama_kernel.refusal(model.config) and not llama_kernel.eligible(model)
-    assert model.model.accelerated_step is None and model.accelerated_logits is None
+    assert model.base_model.accelerated_step is None and model.accelerated_logits is None
     calls = []
-    hook = model.model.layers[0].register_forward_hook(lambda *_: calls.append(1))
+    hook = model.base_model.layers[0].register_forward_hook(lambda *_: calls.append(1))
     settings = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
     try:
         with torch.inference_mode():

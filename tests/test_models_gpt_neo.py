@@ -17,7 +17,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import openformers
-from decoder_parity import assert_outputs_close, assert_same_attributes, load_quietly, outputs_of
+from decoder_parity import (
+    assert_kernel_refuses_and_generate_runs_the_layers,
+    assert_outputs_close,
+    assert_same_attributes,
+    load_quietly,
+    outputs_of,
+)
 from decoder_suite import DecoderFamilyTests
 from openformers import AutoModelForCausalLM, GPTNeoConfig
 from openformers.generation.cache import DynamicCache
@@ -94,20 +100,9 @@ class TestGPTNeo(DecoderFamilyTests):
         with pytest.raises(ValueError, match="max_position_embeddings"):
             model(self.ids(1, 1), past_key_values=cache)
 
-    @torch.inference_mode()
     def test_the_cpu_kernel_refuses_gpt_neo_and_generate_runs_the_layers(self, tiny):
-        from openformers.kernels import llama as llama_kernel
-
-        model = tiny[2]
-        assert llama_kernel.refusal(model.config) == "model_type='gpt_neo' is not implemented by the decoding kernel"
-        assert not llama_kernel.eligible(model) and model.transformer.accelerated_step is None
-        calls = []
-        hook = model.transformer.h[0].register_forward_pre_hook(lambda *_: calls.append(1))
-        try:
-            model.generate(self.ids(1, 5), max_new_tokens=4, do_sample=False, eos_token_id=None, pad_token_id=0)
-        finally:
-            hook.remove()
-        assert len(calls) == 4  # the prompt, then one step per token after the first
+        _, reference, model = tiny
+        assert_kernel_refuses_and_generate_runs_the_layers(model, reference, self.ids(1, 5), "gpt_neo")
 
 
 TINY, VARIANTS = TestGPTNeo.TINY, TestGPTNeo.VARIANTS

@@ -17,6 +17,9 @@ checkpoints' names and overrides only the hooks where it differs:
 - `final_norm`: the norm after the last layer (`norm` here);
 - `layers`: the stack, when the checkpoints name it otherwise (Falcon's `h`).
 
+`GPT2NamedDecoder` gives those hooks under GPT-2's names (`wte`, `h`, `ln_f`, token types embedded: GPT-J,
+GPT-BigCode, GPT-Neo); `SlidingLayersDecoder` gives each layer its kind's mask and rotation.
+
 Every layer is called as `layer(x, cos, sin, mask, cache, attention_path, *extra)` and returns its output and its
 attention weights (None on the sdpa path); `extra` is what a family's forward hands `decode` for its layers
 (Mixtral's list that collects router scores).
@@ -25,6 +28,7 @@ attention weights (None on the sdpa path); `extra` is what a family's forward ha
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from .base import PreTrainedModel, check_inputs, embedded, forward_cache, recorded
 from .layers import positions_and_mask, run_layers
@@ -130,6 +134,24 @@ class DecoderModel(PreTrainedModel):
 
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x)
+
+
+class GPT2NamedDecoder(DecoderModel):
+    """A decoder under GPT-2's checkpoint names (GPT-J, GPT-BigCode, GPT-Neo): the token table `wte`, whose rows
+    token_type_ids add too (as the reference's do), the blocks `h` and the final LayerNorm `ln_f`."""
+
+    embeds_token_types = True
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The blocks, under the checkpoints' name `h`."""
+        return self.h
+
+    def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
+        return embedded(self.wte, input_ids) if inputs_embeds is None else inputs_embeds
+
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ln_f(x)
 
 
 class SlidingLayersDecoder(DecoderModel):

@@ -23,8 +23,8 @@ from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, GPTBigCodeConfig
 from ..weights import rename
-from .base import PreTrainedModel, embedded
-from .decoder import DecoderModel, check_learned_positions
+from .base import PreTrainedModel
+from .decoder import GPT2NamedDecoder, check_learned_positions
 from .gpt2 import GPT2Block
 from .gpt_neox import gguf_layer_norm_decoder_values, gguf_required, qkv_head_by_head
 from .heads import CausalLM, SequenceClassification, TokenClassification
@@ -127,7 +127,7 @@ class GPTBigCodePreTrainedModel(PreTrainedModel):
         return GPTBigCodeModel(config)
 
 
-class GPTBigCodeModel(GPTBigCodePreTrainedModel, DecoderModel):
+class GPTBigCodeModel(GPTBigCodePreTrainedModel, GPT2NamedDecoder):
     """The decoder stack without a head: returns the last hidden state."""
 
     def __init__(self, config: GPTBigCodeConfig):
@@ -141,25 +141,12 @@ class GPTBigCodeModel(GPTBigCodePreTrainedModel, DecoderModel):
         self.h = nn.ModuleList(GPTBigCodeBlock(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(C, eps=config.layer_norm_epsilon)
 
-    @property
-    def layers(self) -> nn.ModuleList:
-        """The decoder layers, under the checkpoints' name `h`."""
-        return self.h
-
-    embeds_token_types = True
-
-    def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
-        return embedded(self.wte, input_ids) if inputs_embeds is None else inputs_embeds
-
     def add_position_embeddings(self, x: torch.Tensor, position_ids: torch.Tensor, end: int) -> torch.Tensor:
         check_learned_positions(position_ids, end, self.config.n_positions, "GPT-BigCode", "n_positions")
         return self.drop(x + self.wpe(position_ids))
 
     def layer_inputs(self, x, position_ids, mask, end: int, attention_mask, cache):
         return lambda layer: (None, None, mask)  # no rotation: positions were added to the embeddings
-
-    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ln_f(x)
 
 
 class GPTBigCodeForCausalLM(GPTBigCodePreTrainedModel, CausalLM):

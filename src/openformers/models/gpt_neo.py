@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from ..configs import GPTNeoConfig
-from .base import PreTrainedModel, embedded
-from .decoder import SlidingLayersDecoder, check_learned_positions
+from .base import PreTrainedModel
+from .decoder import GPT2NamedDecoder, SlidingLayersDecoder, check_learned_positions
 from .heads import CausalLM, QuestionAnswering, SequenceClassification, TokenClassification
 from .layers import ACTIVATIONS, decoder_attention, positions_and_mask
 
@@ -118,7 +118,7 @@ class GPTNeoPreTrainedModel(PreTrainedModel):
         return GPTNeoModel(config)
 
 
-class GPTNeoModel(GPTNeoPreTrainedModel, SlidingLayersDecoder):
+class GPTNeoModel(GPTNeoPreTrainedModel, GPT2NamedDecoder, SlidingLayersDecoder):
     """The decoder stack without a head: returns the last hidden state."""
 
     def __init__(self, config: GPTNeoConfig):
@@ -130,16 +130,6 @@ class GPTNeoModel(GPTNeoPreTrainedModel, SlidingLayersDecoder):
         self.drop = nn.Dropout(config.embed_dropout)
         self.h = nn.ModuleList(GPTNeoBlock(config, i) for i in range(config.num_layers))
         self.ln_f = nn.LayerNorm(C, eps=config.layer_norm_epsilon)
-
-    @property
-    def layers(self) -> nn.ModuleList:
-        """The blocks, under the checkpoints' name `h`."""
-        return self.h
-
-    embeds_token_types = True
-
-    def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
-        return embedded(self.wte, input_ids) if inputs_embeds is None else inputs_embeds
 
     def add_position_embeddings(self, x: torch.Tensor, position_ids: torch.Tensor, end: int) -> torch.Tensor:
         check_learned_positions(position_ids, end, self.config.max_position_embeddings, "GPT-Neo",
@@ -160,9 +150,6 @@ class GPTNeoModel(GPTNeoPreTrainedModel, SlidingLayersDecoder):
             _, unpadded, _ = positions_and_mask(cache, None, position_ids, x.shape[1], x.device, window)
             masks[is_sliding] = added_mask(unpadded, mask, x.dtype)
         return lambda layer: (None, None, masks[layer.is_sliding])
-
-    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ln_f(x)
 
 
 class GPTNeoForCausalLM(GPTNeoPreTrainedModel, CausalLM):

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ..configs import GPTJConfig
-from .base import PreTrainedModel, embedded
-from .decoder import DecoderModel
+from .base import PreTrainedModel
+from .decoder import GPT2NamedDecoder
 from .heads import CausalLM, QuestionAnswering, SequenceClassification
 from .layers import ACTIVATIONS, RotaryEmbedding, apply_interleaved_rope, decoder_attention
 from .phi3 import apply_partial_rope
@@ -85,7 +85,7 @@ class GPTJPreTrainedModel(PreTrainedModel):
         return GPTJModel(config)
 
 
-class GPTJModel(GPTJPreTrainedModel, DecoderModel):
+class GPTJModel(GPTJPreTrainedModel, GPT2NamedDecoder):
     """The decoder stack without a head: returns the last hidden state."""
 
     def __init__(self, config: GPTJConfig):
@@ -97,21 +97,8 @@ class GPTJModel(GPTJPreTrainedModel, DecoderModel):
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.rotary_emb = RotaryEmbedding(config.rotated_dim, 10000.0, None, min(config.n_positions, 8192))
 
-    @property
-    def layers(self) -> nn.ModuleList:
-        """The blocks, under the checkpoints' name `h`."""
-        return self.h
-
-    embeds_token_types = True
-
-    def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
-        return embedded(self.wte, input_ids) if inputs_embeds is None else inputs_embeds
-
     def add_position_embeddings(self, x: torch.Tensor, position_ids: torch.Tensor, end: int) -> torch.Tensor:
         return self.drop(x)  # no learned positions (the layers rotate); the dropout after the token types' rows
-
-    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ln_f(x)
 
 
 class GPTJForCausalLM(GPTJPreTrainedModel, CausalLM):
