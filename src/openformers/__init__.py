@@ -52,7 +52,7 @@ _public(
     "XLMRobertaConfig",
     "CamembertConfig",
     "T5Config", "MT5Config",
-    "GPTNeoXConfig", "FalconConfig", "GPTJConfig", "GPTNeoConfig", "OPTConfig",
+    "GPTNeoXConfig", "FalconConfig", "GPTJConfig", "GPTNeoConfig", "CodeGenConfig", "OPTConfig",
     "BloomConfig",
     "PhiConfig",
     "GraniteConfig", "SeedOssConfig", "ArceeConfig", "HeliumConfig", "Exaone4Config", "GraniteMoeConfig",
@@ -308,6 +308,7 @@ _public(
     "GPTNeoPreTrainedModel", "GPTNeoModel", "GPTNeoForCausalLM", "GPTNeoForSequenceClassification",
     "GPTNeoForTokenClassification", "GPTNeoForQuestionAnswering",
 )
+_public("openformers.models.codegen", "CodeGenPreTrainedModel", "CodeGenModel", "CodeGenForCausalLM")
 _public(
     "openformers.models.falcon",
     "FalconPreTrainedModel", "FalconModel", "FalconForCausalLM", "FalconForSequenceClassification",

@@ -1671,6 +1671,28 @@ class GPTJConfig(GPT2Names, PretrainedConfig):
 
 
 @dataclass
+class CodeGenConfig(GPTJConfig):
+    """CodeGen (Salesforce/codegen-350M-mono ... 16B, multi and nl): GPT-J's decoder with one fused q/k/v
+    projection, whose rows are in 4 blocks (the model-parallel shards it was trained on), each its share of the
+    queries, the values and the keys; rotary_dim dimensions of each head rotate, in float32. `n_ctx` is kept for
+    config.json (the reference reads it and uses n_positions)."""
+
+    model_type: ClassVar[str] = "codegen"
+    shards: ClassVar[int] = 4  # the blocks of the fused projection's rows (the reference's mp_num)
+
+    n_ctx: int = 2048
+    rotary_dim: int = 64
+
+    def validate(self) -> None:
+        super().validate()
+        if self.rotary_dim is None:
+            _invalid("rotary_dim", None, f"an even positive number up to the head's {self.head_dim} dimensions")
+        if self.n_embd % self.shards:
+            _invalid("n_embd", self.n_embd, f"a multiple of {self.shards} (the fused projection's blocks of rows)")
+        _require_positive_ints(self, "n_ctx")
+
+
+@dataclass
 class GPTNeoConfig(PretrainedConfig):
     """GPT-Neo (EleutherAI/gpt-neo-125m, 1.3B, 2.7B): GPT-2's pre-LayerNorm blocks with learned positions, q/k/v
     projections without biases and an output projection with one, attention scores left unscaled, and a GELU MLP;
@@ -4022,6 +4044,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "falcon": FalconConfig,
     "gptj": GPTJConfig,
     "gpt_neo": GPTNeoConfig,
+    "codegen": CodeGenConfig,
     "opt": OPTConfig,
     "gpt_bigcode": GPTBigCodeConfig,
     "bloom": BloomConfig,

@@ -45,6 +45,7 @@ from . import mamba, falcon_mamba, mamba2
 from . import falcon
 from . import gptj
 from . import gpt_neo
+from . import codegen
 from . import opt
 from . import bloom
 from . import phi
@@ -266,6 +267,7 @@ MODEL_CLASSES = {
         "question-answering": "GPTJForQuestionAnswering",
     }),
     "gpt_neo": (gpt_neo, _decoder_classes("GPTNeo")),  # EleutherAI's GPT-Neo 125M, 1.3B, 2.7B
+    "codegen": (codegen, {"base": "CodeGenModel", "causal-lm": "CodeGenForCausalLM"}),  # the reference's two
     "opt": (opt, {  # the reference has no token classification head for OPT
         "base": "OPTModel",
         "causal-lm": "OPTForCausalLM",

@@ -27,24 +27,34 @@ from .phi3 import apply_partial_rope
 
 
 class GPTJAttention(nn.Module):
+    rotate = staticmethod(apply_interleaved_rope)  # by the tables in the model's dtype, as the reference's
+
     def __init__(self, config: GPTJConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
         self.n_head, self.head_dim = config.n_head, config.head_dim
         self.dropout = config.attn_pdrop
-        self.q_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
-        self.k_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
-        self.v_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        self.add_projections(config.n_embd)
         self.out_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
 
+    def add_projections(self, C: int) -> None:
+        """The query, key and value projections, without biases."""
+        self.q_proj = nn.Linear(C, C, bias=False)
+        self.k_proj = nn.Linear(C, C, bias=False)
+        self.v_proj = nn.Linear(C, C, bias=False)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, T, C) -> the queries, keys and values, each (B, nh, T, hs)."""
+        B, T, _ = x.shape
+        return tuple(proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+                     for proj in (self.q_proj, self.k_proj, self.v_proj))
+
     def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
         """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
-        B, T, _ = x.shape
-        q, k, v = (proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-                   for proj in (self.q_proj, self.k_proj, self.v_proj))
-        q = apply_partial_rope(q, cos, sin, rotate=apply_interleaved_rope)
-        k = apply_partial_rope(k, cos, sin, rotate=apply_interleaved_rope)
+        q, k, v = self.project(x)  # (B, nh, T, hs)
+        q = apply_partial_rope(q, cos, sin, rotate=self.rotate)
+        k = apply_partial_rope(k, cos, sin, rotate=self.rotate)
         y, weights = decoder_attention(q, k, v, mask, cache, self.layer_idx, self.dropout if self.training else 0.0,
                                        attention_path, float32_scores=True)
         return self.resid_dropout(self.out_proj(y)), weights
@@ -63,10 +73,12 @@ class GPTJMLP(nn.Module):
 
 
 class GPTJBlock(nn.Module):
+    attention_class = GPTJAttention  # CodeGen's block is GPT-J's with its fused projection
+
     def __init__(self, config: GPTJConfig, layer_idx: int):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
-        self.attn = GPTJAttention(config, layer_idx)
+        self.attn = self.attention_class(config, layer_idx)
         self.mlp = GPTJMLP(config)
 
     def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
@@ -88,12 +100,14 @@ class GPTJPreTrainedModel(PreTrainedModel):
 class GPTJModel(GPTJPreTrainedModel, GPT2NamedDecoder):
     """The decoder stack without a head: returns the last hidden state."""
 
+    block_class = GPTJBlock
+
     def __init__(self, config: GPTJConfig):
         super().__init__(config)
         # An explicit weight skips nn.Embedding's random init (see LlamaModel).
         self.wte = nn.Embedding(config.vocab_size, config.n_embd, _weight=torch.empty(config.vocab_size, config.n_embd))
         self.drop = nn.Dropout(config.embd_pdrop)
-        self.h = nn.ModuleList(GPTJBlock(config, i) for i in range(config.n_layer))
+        self.h = nn.ModuleList(self.block_class(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.rotary_emb = RotaryEmbedding(config.rotated_dim, 10000.0, None, min(config.n_positions, 8192))
 

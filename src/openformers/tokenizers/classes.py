@@ -864,6 +864,7 @@ _CLASS_OF_MODEL_TYPE = {
     "qwen2": "Qwen2Tokenizer", "t5": "T5Tokenizer", "xlm-roberta": "XLMRobertaTokenizer",
     "camembert": "CamembertTokenizer",
     "gpt_neox": "GPTNeoXTokenizer", "gptj": "GPT2Tokenizer", "gpt_neo": "GPT2Tokenizer",
+    "codegen": "GPT2Tokenizer",  # CodeGen checkpoints name CodeGenTokenizer in tokenizer_config.json
     "opt": "GPT2Tokenizer",
     "mamba": "GPTNeoXTokenizer", "falcon_mamba": "GPTNeoXTokenizer", "mamba2": "GPTNeoXTokenizer",
     "phi": "GPT2Tokenizer",  # Phi checkpoints name CodeGenTokenizer in tokenizer_config.json
