@@ -59,7 +59,7 @@ _public(
     "GraniteMoeSharedConfig", "HunYuanDenseV1Config", "ApertusConfig",
     "MinistralConfig", "HunYuanMoEV1Config", "Dots1Config",
     "StableLmConfig",
-    "MambaConfig", "FalconMambaConfig", "Mamba2Config",
+    "MambaConfig", "FalconMambaConfig", "Mamba2Config", "Lfm2Config", "Lfm2MoeConfig",
     "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config", "Glm4MoeConfig", "GptOssConfig",
     "GPTBigCodeConfig",
     "AlbertConfig", "ElectraConfig", "MPNetConfig",
@@ -299,6 +299,8 @@ _public(
 _public("openformers.models.mamba", "MambaPreTrainedModel", "MambaModel", "MambaForCausalLM")
 _public("openformers.models.falcon_mamba", "FalconMambaPreTrainedModel", "FalconMambaModel", "FalconMambaForCausalLM")
 _public("openformers.models.mamba2", "Mamba2PreTrainedModel", "Mamba2Model", "Mamba2ForCausalLM")
+_public("openformers.models.lfm2", "Lfm2PreTrainedModel", "Lfm2Model", "Lfm2ForCausalLM")
+_public("openformers.models.lfm2_moe", "Lfm2MoePreTrainedModel", "Lfm2MoeModel", "Lfm2MoeForCausalLM")
 _public(
     "openformers.models.gptj",
     "GPTJPreTrainedModel", "GPTJModel", "GPTJForCausalLM", "GPTJForSequenceClassification", "GPTJForQuestionAnswering",

@@ -1630,6 +1630,182 @@ class Mamba2Config(PretrainedConfig):
 
 
 @dataclass
+class _Lfm2Shared(PretrainedConfig):
+    """What LFM2 and LFM2-MoE configs share: `layer_types` marking each layer "conv" (a gated short convolution of
+    `conv_L_cache` taps, with biases when `conv_bias`) or "full_attention" (grouped-query attention with per-head
+    RMSNorms on queries and keys), RMSNorms of `norm_eps`, rotary embeddings (rope_theta and rope_scaling, read from
+    transformers 5's rope_parameters and written in both layouts) and the head tied to the embeddings by default.
+    config.json's `tie_embedding` is read as tie_word_embeddings, as the reference reads it."""
+
+    # The names the Llama-style attention reads: no biases on q/k/v/o.
+    attention_bias: ClassVar[bool] = False
+    qkv_bias: ClassVar[bool] = False
+    layer_kinds: ClassVar[tuple[str, ...]] = ("conv", "full_attention")
+
+    vocab_size: int = 65536
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int = 8
+    max_position_embeddings: int = 128_000
+    initializer_range: float = 0.02
+    norm_eps: float = 1e-5
+    use_cache: bool = True
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    tie_word_embeddings: bool = True
+    rope_theta: float = 1_000_000.0
+    rope_scaling: dict[str, Any] | None = None
+    conv_bias: bool = False
+    conv_L_cache: int = 3
+    layer_types: list[str] | None = None
+
+    def __post_init__(self):
+        _pop_alias(self, "tie_embedding", "tie_word_embeddings")
+        _rope_fields_from_parameters(self, ("rope_theta",))
+        super().__post_init__()
+
+    @property
+    def head_dim(self) -> int:
+        """hidden_size // num_attention_heads, unless config.json says otherwise (the reference reads a head_dim)."""
+        return self.extra.get("head_dim") or self.hidden_size // self.num_attention_heads
+
+    @property
+    def rms_norm_eps(self) -> float:
+        return self.norm_eps
+
+    def attends(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` attends (else it is a convolution layer)."""
+        return self.layer_types[layer_idx] != "conv"
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads", "num_key_value_heads", "max_position_embeddings")
+        if "head_dim" not in self.extra and self.hidden_size % self.num_attention_heads:
+            _invalid("hidden_size", self.hidden_size, f"a multiple of num_attention_heads={self.num_attention_heads}")
+        _require_positive_ints(self, "head_dim")
+        _check_key_value_heads(self)
+        if self.head_dim % 2:
+            _invalid("head_dim", self.head_dim, "an even number (rotary embeddings rotate pairs)")
+        _require_positive_ints(self, "conv_L_cache")
+        _require_positive_numbers(self, "norm_eps", "rope_theta")
+        if not isinstance(self.conv_bias, bool):
+            _invalid("conv_bias", self.conv_bias, "true or false")
+        if (not isinstance(self.layer_types, (list, tuple)) or len(self.layer_types) != self.num_hidden_layers
+                or any(kind not in self.layer_kinds for kind in self.layer_types)):
+            _invalid("layer_types", self.layer_types, f"a list of num_hidden_layers={self.num_hidden_layers} "
+                     f"entries, each one of {', '.join(map(repr, self.layer_kinds))}")
+        _check_rope_scaling_of_family(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = super().to_dict()
+        values["rope_parameters"] = {"rope_type": "default", **(self.rope_scaling or {}), "rope_theta": self.rope_theta}
+        return values
+
+
+@dataclass
+class Lfm2Config(_Lfm2Shared):
+    """LFM2 (LiquidAI/LFM2-350M, 700M, 1.2B, 2.6B): a decoder whose layers are gated short convolutions or attention
+    (`layer_types`; else the layers `full_attn_idxs` lists attend, by default all of them), each followed by a SwiGLU
+    MLP. The MLP's width is `intermediate_size` as given, or with `block_auto_adjust_ff_dim` two thirds of it, times
+    `block_ffn_dim_multiplier` and rounded up to a multiple of `block_multiple_of` when the multiplier is set (the
+    reference's rule: `feed_forward_size`). config.json's `block_ff_dim` is read as intermediate_size."""
+
+    model_type: ClassVar[str] = "lfm2"
+
+    hidden_size: int = 2560
+    intermediate_size: int = 12288
+    block_multiple_of: int = 256
+    block_ffn_dim_multiplier: float | None = 1.0
+    block_auto_adjust_ff_dim: bool = True
+    full_attn_idxs: list[int] | None = None
+
+    def __post_init__(self):
+        _pop_alias(self, "block_ff_dim", "intermediate_size")
+        if self.layer_types is None and _positive_int(self.num_hidden_layers):  # else validate() names it
+            if self.full_attn_idxs is None:
+                self.full_attn_idxs = list(range(self.num_hidden_layers))
+            attending = set(self.full_attn_idxs) if isinstance(self.full_attn_idxs, (list, tuple)) else set()
+            self.layer_types = ["full_attention" if i in attending else "conv" for i in range(self.num_hidden_layers)]
+        super().__post_init__()
+
+    @property
+    def feed_forward_size(self) -> int:
+        """The SwiGLU MLP's width, by the reference's rule (see the class docstring)."""
+        size = self.intermediate_size
+        if self.block_auto_adjust_ff_dim:
+            size = int(2 * size / 3)
+            if self.block_ffn_dim_multiplier is not None:
+                size = int(self.block_ffn_dim_multiplier * size)
+                size = self.block_multiple_of * ((size + self.block_multiple_of - 1) // self.block_multiple_of)
+        return size
+
+    def validate(self) -> None:
+        super().validate()
+        if not isinstance(self.full_attn_idxs, (list, tuple, type(None))):
+            _invalid("full_attn_idxs", self.full_attn_idxs, "None or a list of layer indices")
+        _require_positive_ints(self, "block_multiple_of")
+        if not isinstance(self.block_auto_adjust_ff_dim, bool):
+            _invalid("block_auto_adjust_ff_dim", self.block_auto_adjust_ff_dim, "true or false")
+        multiplier = self.block_ffn_dim_multiplier
+        if multiplier is not None and (isinstance(multiplier, bool) or not isinstance(multiplier, (int, float))
+                                       or multiplier <= 0):
+            _invalid("block_ffn_dim_multiplier", multiplier, "None or a positive number")
+        if self.feed_forward_size <= 0:
+            _invalid("intermediate_size", self.intermediate_size,
+                     f"a size whose adjusted MLP width is positive (got {self.feed_forward_size})")
+
+
+@dataclass
+class Lfm2MoeConfig(_Lfm2Shared):
+    """LFM2-MoE (LiquidAI/LFM2-8B-A1B): LFM2's layers, the first `num_dense_layers` with a SwiGLU MLP of
+    `intermediate_size` (no adjustment), the others a mixture of `num_experts` SwiGLU experts of
+    `moe_intermediate_size`, of which each token runs `num_experts_per_tok`: chosen by their sigmoid scores plus a
+    per-expert bias (`use_expert_bias`), weighted by the scores alone, renormalized with `norm_topk_prob` and scaled
+    by `routed_scaling_factor`. layer_types None (the reference's default, from which it builds no model) is read as
+    every layer attending."""
+
+    model_type: ClassVar[str] = "lfm2_moe"
+    router_aux_loss_coef: ClassVar[float] = 0.0  # no load-balancing loss in the reference's head
+
+    hidden_size: int = 2048
+    intermediate_size: int = 7168
+    moe_intermediate_size: int = 1792
+    num_dense_layers: int = 2
+    num_experts_per_tok: int = 4
+    output_router_logits: bool = False
+    num_experts: int = 32
+    use_expert_bias: bool = True
+    routed_scaling_factor: float = 1.0
+    norm_topk_prob: bool = True
+
+    def __post_init__(self):
+        if self.layer_types is None and _positive_int(self.num_hidden_layers):
+            self.layer_types = ["full_attention"] * self.num_hidden_layers
+        super().__post_init__()
+
+    @property
+    def feed_forward_size(self) -> int:
+        return self.intermediate_size
+
+    def is_sparse(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` runs the experts (else the dense MLP): every layer from num_dense_layers."""
+        return layer_idx >= self.num_dense_layers
+
+    def validate(self) -> None:
+        super().validate()
+        _require_positive_ints(self, "moe_intermediate_size")
+        _check_experts(self, "num_experts")
+        dense = self.num_dense_layers
+        if isinstance(dense, bool) or not isinstance(dense, int) or dense < 0:
+            _invalid("num_dense_layers", dense, "a non-negative integer")
+        _require_positive_numbers(self, "routed_scaling_factor")
+        for name in ("use_expert_bias", "norm_topk_prob"):
+            if not isinstance(getattr(self, name), bool):
+                _invalid(name, getattr(self, name), "true or false")
+
+
+@dataclass
 class GPTJConfig(GPT2Names, PretrainedConfig):
     """GPT-J (and GPT4All-J, Dolly v1): one LayerNorm per block, whose output both attention and the GELU MLP read,
     their sums added to the residual together; q/k/v and output projections without biases, an MLP and an output
@@ -4041,6 +4217,8 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "mamba": MambaConfig,
     "falcon_mamba": FalconMambaConfig,
     "mamba2": Mamba2Config,
+    "lfm2": Lfm2Config,
+    "lfm2_moe": Lfm2MoeConfig,
     "falcon": FalconConfig,
     "gptj": GPTJConfig,
     "gpt_neo": GPTNeoConfig,

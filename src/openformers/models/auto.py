@@ -42,6 +42,7 @@ from . import olmo, olmo2, olmo3, olmoe  # olmo3 after olmo2: it reads OLMo 3's 
 from . import starcoder2
 from . import gpt_neox
 from . import mamba, falcon_mamba, mamba2
+from . import lfm2, lfm2_moe
 from . import falcon
 from . import gptj
 from . import gpt_neo
@@ -259,6 +260,14 @@ MODEL_CLASSES = {
     "mamba2": (mamba2, {  # the state-space duality mixer; the reference has no other head for Mamba-2
         "base": "Mamba2Model",
         "causal-lm": "Mamba2ForCausalLM",
+    }),
+    "lfm2": (lfm2, {  # gated short convolutions and attention; the reference has no other head for LFM2
+        "base": "Lfm2Model",
+        "causal-lm": "Lfm2ForCausalLM",
+    }),
+    "lfm2_moe": (lfm2_moe, {  # LFM2 with a mixture of experts after the first dense layers
+        "base": "Lfm2MoeModel",
+        "causal-lm": "Lfm2MoeForCausalLM",
     }),
     "gptj": (gptj, {  # GPT-J; the reference has no token-classification head for it
         "base": "GPTJModel",

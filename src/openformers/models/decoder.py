@@ -15,7 +15,8 @@ checkpoints' names and overrides only the hooks where it differs:
 - `layer_inputs`: the (cos, sin, mask) each layer takes (Falcon's ALiBi; `SlidingLayersDecoder`'s per-layer rope and
   masks, Gemma 2's and OLMo 3's), the tables in `rotary_dtype` where a family rotates in float32 (ERNIE 4.5's);
 - `final_norm`: the norm after the last layer (`norm` here);
-- `layers`: the stack, when the checkpoints name it otherwise (Falcon's `h`).
+- `layers`: the stack, when the checkpoints name it otherwise (Falcon's `h`);
+- `cache_for_call`: the cache a forward call uses (a HybridCache for LFM2's convolution and attention layers).
 
 `GPT2NamedDecoder` gives those hooks under GPT-2's names (`wte`, `h`, `ln_f`, token types embedded: GPT-J,
 GPT-BigCode, GPT-Neo); `SlidingLayersDecoder` gives each layer its kind's mask and rotation.
@@ -78,7 +79,7 @@ class DecoderModel(PreTrainedModel):
             raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use its ForCausalLM class.")
         check_inputs(input_ids, inputs_embeds)
         output_attentions, output_hidden_states, _ = self.output_options(output_attentions, output_hidden_states, None)
-        cache = forward_cache(past_key_values, cache, use_cache)
+        cache = self.cache_for_call(past_key_values, cache, use_cache)
         if cache_position is not None and position_ids is None:
             position_ids = positions_of(cache_position, cache)
         if not self.embeds_token_types:
@@ -111,6 +112,11 @@ class DecoderModel(PreTrainedModel):
         return BaseModelOutputWithPast(
             last_hidden_state=x, cache=cache, hidden_states=recorded(hidden_states), attentions=recorded(attentions),
         )
+
+    def cache_for_call(self, past_key_values, cache, use_cache):
+        """The cache a forward call uses: the one given (under either name), else a DynamicCache when use_cache, else
+        None (a decoder with state layers resolves its own kind: mamba.state_cache)."""
+        return forward_cache(past_key_values, cache, use_cache)
 
     def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
         """What the first layer takes: the tokens' embeddings, or inputs_embeds as given."""

@@ -9,6 +9,7 @@ runs Qwen3's step as Llama's, with the q/k norms (kernels/llama.py; a bias on o_
 """
 
 import torch
+from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, Qwen3Config
 from ..weights import rename
@@ -50,12 +51,17 @@ class Qwen3Attention(LlamaAttention):
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
     def project(self, x):
-        """Llama's projections, each head's queries and keys RMS-normed before the rotation."""
-        B, T, _ = x.shape
-        q = self.q_norm(self.q_proj(x).view(B, T, self.n_head, self.head_dim)).transpose(1, 2)  # (B, nh, T, hs)
-        k = self.k_norm(self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim)).transpose(1, 2)  # (B, n_kv, T, hs)
-        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        return q, k, v
+        return normed_heads(self, x, self.q_norm, self.k_norm)
+
+
+def normed_heads(attention: LlamaAttention, x: torch.Tensor, q_norm: nn.Module, k_norm: nn.Module):
+    """A Llama-style attention's projections of x, each head's queries and keys normed by `q_norm` and `k_norm`
+    before the rotation (Qwen3's; LFM2's under its names)."""
+    B, T, _ = x.shape
+    q = q_norm(attention.q_proj(x).view(B, T, attention.n_head, attention.head_dim)).transpose(1, 2)  # (B, nh, T, hs)
+    k = k_norm(attention.k_proj(x).view(B, T, attention.n_kv_head, attention.head_dim)).transpose(1, 2)
+    v = attention.v_proj(x).view(B, T, attention.n_kv_head, attention.head_dim).transpose(1, 2)  # (B, n_kv, T, hs)
+    return q, k, v
 
 
 class Qwen3DecoderLayer(LlamaDecoderLayer):
