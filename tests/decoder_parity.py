@@ -182,10 +182,10 @@ def assert_head_matches_and_saves_both_ways(reference, folder, auto_class: str, 
 
 
 def assert_cached_decoding_equals_the_full_forward(model, ids):
-    """A prefill of 5 positions, a chunk of 3 on top of the cache, then one token at a time: the full forward's
-    logits."""
+    """A prefill of 5 positions, a chunk of 3 on top of the cache (the model's own kind: model.new_cache()), then one
+    token at a time: the full forward's logits."""
     full = model(ids).logits
-    cache = DynamicCache()
+    cache = model.new_cache()
     steps = [model(ids[:, :5], past_key_values=cache).logits, model(ids[:, 5:8], past_key_values=cache).logits]
     steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(8, ids.shape[1])]
     assert cache.seq_len == ids.shape[1]
@@ -201,7 +201,7 @@ def assert_left_padded_batch_equals_single_rows(model, ids_of, reference=None, t
     ids = torch.stack([torch.cat([torch.zeros(width - len(row), dtype=torch.long), row]) for row in rows])
     mask = torch.stack([torch.cat([torch.zeros(width - len(row)), torch.ones(len(row))]).long() for row in rows])
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache()
+    cache = model.new_cache()
     prefill = model(ids, attention_mask=mask, position_ids=positions, past_key_values=cache).logits
     step_ids = ids_of(3, 1, seed=5)
     step_mask = torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], dim=1)

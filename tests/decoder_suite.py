@@ -219,14 +219,15 @@ class DecoderFamilyTests:
 
 def reference_grads_as_checkpoint(reference, block: str, expert_names: tuple[str, str, str]) -> dict:
     """The reference's gradients under the checkpoint's names: its fused experts (`mlp.experts.gate_up_proj`
-    (E, 2I, C), `mlp.experts.down_proj` (E, C, I)) split into each expert's gate, up and down weights, under `block`
-    (the checkpoint's name of the sparse block: `mlp`, Mixtral's `block_sparse_moe`)."""
+    (E, 2I, C), `mlp.experts.down_proj` (E, C, I); LFM2-MoE's under `feed_forward`, its checkpoints' name) split into
+    each expert's gate, up and down weights, under `block` (the checkpoint's name of the sparse block: `mlp`, Mixtral's
+    `block_sparse_moe`)."""
     gate, up, down = expert_names
     grads = {}
     for name, parameter in reference.named_parameters():
         if parameter.grad is None:
             continue
-        prefix, _, last = name.rpartition(".mlp.")
+        prefix, _, last = name.rpartition(".mlp." if ".mlp." in name else f".{block}.")
         if last.startswith("experts."):
             for e, g in enumerate(parameter.grad):
                 if last == "experts.gate_up_proj":

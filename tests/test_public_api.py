@@ -26,7 +26,8 @@ SHIPPED_FAMILIES = {"llama", "mistral", "qwen2", "gpt2", "bert", "roberta", "qwe
                     "arcee", "helium", "exaone4", "granitemoe", "granitemoeshared", "mamba", "falcon_mamba",
                     "hunyuan_v1_dense", "apertus", "mamba2", "blenderbot", "blenderbot_small", "umt5",
                     "ministral",
-                    "hunyuan_v1_moe", "dots1"}
+                    "hunyuan_v1_moe", "dots1",
+                    "lfm2", "lfm2_moe"}
 
 AUTO_CLASSES_IN_SCOPE = {
     "AutoConfig", "AutoTokenizer", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification",

@@ -1708,15 +1708,15 @@ class Lfm2Config(_Lfm2Shared):
     """LFM2 (LiquidAI/LFM2-350M, 700M, 1.2B, 2.6B): a decoder whose layers are gated short convolutions or attention
     (`layer_types`; else the layers `full_attn_idxs` lists attend, by default all of them), each followed by a SwiGLU
     MLP. The MLP's width is `intermediate_size` as given, or with `block_auto_adjust_ff_dim` two thirds of it, times
-    `block_ffn_dim_multiplier` and rounded up to a multiple of `block_multiple_of` when the multiplier is set (the
-    reference's rule: `feed_forward_size`). config.json's `block_ff_dim` is read as intermediate_size."""
+    `block_ffn_dim_multiplier` and rounded up to a multiple of `block_multiple_of` (the reference's rule:
+    `feed_forward_size`). config.json's `block_ff_dim` is read as intermediate_size."""
 
     model_type: ClassVar[str] = "lfm2"
 
     hidden_size: int = 2560
     intermediate_size: int = 12288
     block_multiple_of: int = 256
-    block_ffn_dim_multiplier: float | None = 1.0
+    block_ffn_dim_multiplier: float = 1.0
     block_auto_adjust_ff_dim: bool = True
     full_attn_idxs: list[int] | None = None
 
@@ -1734,10 +1734,8 @@ class Lfm2Config(_Lfm2Shared):
         """The SwiGLU MLP's width, by the reference's rule (see the class docstring)."""
         size = self.intermediate_size
         if self.block_auto_adjust_ff_dim:
-            size = int(2 * size / 3)
-            if self.block_ffn_dim_multiplier is not None:
-                size = int(self.block_ffn_dim_multiplier * size)
-                size = self.block_multiple_of * ((size + self.block_multiple_of - 1) // self.block_multiple_of)
+            size = int(self.block_ffn_dim_multiplier * int(2 * size / 3))
+            size = self.block_multiple_of * ((size + self.block_multiple_of - 1) // self.block_multiple_of)
         return size
 
     def validate(self) -> None:
@@ -1747,10 +1745,7 @@ class Lfm2Config(_Lfm2Shared):
         _require_positive_ints(self, "block_multiple_of")
         if not isinstance(self.block_auto_adjust_ff_dim, bool):
             _invalid("block_auto_adjust_ff_dim", self.block_auto_adjust_ff_dim, "true or false")
-        multiplier = self.block_ffn_dim_multiplier
-        if multiplier is not None and (isinstance(multiplier, bool) or not isinstance(multiplier, (int, float))
-                                       or multiplier <= 0):
-            _invalid("block_ffn_dim_multiplier", multiplier, "None or a positive number")
+        _require_positive_numbers(self, "block_ffn_dim_multiplier")
         if self.feed_forward_size <= 0:
             _invalid("intermediate_size", self.intermediate_size,
                      f"a size whose adjusted MLP width is positive (got {self.feed_forward_size})")

@@ -174,7 +174,7 @@ def run_layers(layers, x: torch.Tensor, checkpoint_options: dict | None, inputs_
                record_attentions: bool) -> tuple[torch.Tensor, list | None, list | None]:
     """Each layer in turn on `x`, called with `inputs_of(layer)` after it (run_layer; the stack's output goes to a
     head, so its last layer is not checkpointed): the last layer's output, and when asked the input of every layer
-    and every layer's attention weights (lists, else None)."""
+    and every attending layer's attention weights (lists, else None)."""
     inputs = [] if record_inputs else None
     attentions = [] if record_attentions else None
     layers = list(layers)
@@ -182,7 +182,7 @@ def run_layers(layers, x: torch.Tensor, checkpoint_options: dict | None, inputs_
         if record_inputs:
             inputs.append(x)
         x, weights = run_layer(layer, checkpoint_options, x, *inputs_of(layer), last=index == len(layers) - 1)
-        if record_attentions:
+        if record_attentions and weights is not None:  # a layer that does not attend (LFM2's convolutions) has none
             attentions.append(weights)
     return x, inputs, attentions
 

@@ -89,9 +89,7 @@ GGUF_RENAMES = {
     "attn_k": "self_attn.k_proj",
     "attn_v": "self_attn.v_proj",
     "attn_output": "self_attn.out_proj",
-    "shortconv.in_proj": "conv.in_proj",
-    "shortconv.conv": "conv.conv",
-    "shortconv.out_proj": "conv.out_proj",
+    "shortconv": "conv",  # its in_proj, conv and out_proj keep their names
     "ffn_norm": "ffn_norm",
     "ffn_gate": "feed_forward.w1",
     "ffn_up": "feed_forward.w3",
