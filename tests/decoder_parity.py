@@ -215,6 +215,25 @@ def assert_left_padded_batch_equals_single_rows(model, ids_of, reference=None, t
             torch.testing.assert_close(theirs[i, width - len(row) :], alone[:-1], atol=tolerance, rtol=tolerance)
 
 
+def assert_state_cache_refusals(model, ids, other):
+    """A model that decodes with a state cache (its new_cache(): a MambaCache, a HybridCache) refuses by name what
+    that cache cannot do: a DynamicCache or a static cache in its place, assisted decoding (prompt lookup, and as the
+    assistant of `other`, a model of the same family) and the server."""
+    from openformers.serving.scheduler import BatchScheduler
+
+    name, kind = type(model.base_model).__name__, type(model.new_cache()).__name__
+    with pytest.raises(TypeError, match=f"{name} keeps a state in its layers.*its cache is a {kind}, got DynamicCache"):
+        model(ids, past_key_values=DynamicCache())
+    with pytest.raises(TypeError, match="got StaticCache; leave cache_implementation unset"):
+        model.generate(ids, max_new_tokens=3, cache_implementation="static")
+    with pytest.raises(ValueError, match=f"keeps a {kind}.*cannot be cropped"):
+        model.generate(ids, max_new_tokens=3, do_sample=False, prompt_lookup_num_tokens=2)
+    with pytest.raises(ValueError, match=f"keeps a {kind}.*cannot be cropped"):
+        other.generate(ids, max_new_tokens=3, do_sample=False, assistant_model=model)
+    with pytest.raises(ValueError, match="does not serve"):
+        BatchScheduler(model, None)
+
+
 def generation_inputs(ids_of):
     """Two prompts of 6 positions, the second left-padded over two."""
     ids = torch.stack([ids_of(1, 6, seed=6)[0], torch.cat([torch.zeros(2, dtype=torch.long), ids_of(1, 4, seed=8)[0]])])
@@ -462,3 +481,28 @@ def write_gguf(path, arch: str, reference, names: dict, permute_heads=False, **m
     for _, name, tensor in llama_cpp_tensors(reference, names, permute_heads):
         writer.add_tensor(name, tensor.numpy())
     finish_gguf(writer)
+
+
+def assert_byte_level_bpe_folder_tokenizes_as_the_reference(folder, texts, special_tokens, config: dict,
+                                                            tokenizer_config: dict) -> str:
+    """A folder with a byte-level BPE tokenizer.json trained on `texts` (300 pieces, `special_tokens` first), and
+    `config` and `tokenizer_config` as its config.json and tokenizer_config.json (what GPT-2-style checkpoints ship):
+    AutoTokenizer gives the reference's class and ids on each text. Returns the class's name."""
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=special_tokens,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(texts * 20, trainer)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    reference = transformers.AutoTokenizer.from_pretrained(str(folder))
+    ours = openformers.AutoTokenizer.from_pretrained(folder)
+    assert type(ours).__name__ == type(reference).__name__
+    for text in texts:
+        assert ours(text)["input_ids"] == reference(text)["input_ids"], text
+    return type(ours).__name__

@@ -20,8 +20,10 @@ import torch
 
 import openformers
 from decoder_parity import (
+    assert_byte_level_bpe_folder_tokenizes_as_the_reference,
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
+    assert_state_cache_refusals,
     finish_gguf,
     llama_cpp_tensors,
     load_quietly,
@@ -31,7 +33,6 @@ from decoder_parity import (
 )
 from decoder_suite import DecoderFamilyTests, RoutedExpertsTests
 from openformers import AutoModelForCausalLM, HybridCache, Lfm2ForCausalLM, Lfm2MoeForCausalLM
-from openformers.generation.cache import DynamicCache
 
 transformers = pytest.importorskip("transformers")
 
@@ -116,19 +117,7 @@ class StateLayersTests:
 
     @torch.inference_mode()
     def test_caches_assisted_decoding_and_the_server_are_refused(self, tiny, tmp_path):
-        from openformers.serving.scheduler import BatchScheduler
-
-        model = tiny[2]
-        ids = self.ids(1, 6)
-        name = type(model.base_model).__name__
-        with pytest.raises(TypeError, match=f"{name} keeps a state.*its cache is a HybridCache, got DynamicCache"):
-            model(ids, past_key_values=DynamicCache())
-        with pytest.raises(TypeError, match="got StaticCache; leave cache_implementation unset"):
-            model.generate(ids, max_new_tokens=3, cache_implementation="static")
-        with pytest.raises(ValueError, match="keeps a HybridCache.*cannot be cropped"):
-            model.generate(ids, max_new_tokens=3, do_sample=False, prompt_lookup_num_tokens=2)
-        with pytest.raises(ValueError, match="does not serve"):
-            BatchScheduler(model, None)
+        assert_state_cache_refusals(tiny[2], self.ids(1, 6), load_saved(self.reference(), tmp_path))
 
     def test_the_cpu_kernel_refuses_the_family(self, tiny):
         _, reference, model = tiny
@@ -219,8 +208,7 @@ class TestLfm2Moe(StateLayersTests, RoutedExpertsTests):
 ])
 def test_the_mlp_width_is_the_references(values):
     settings = dict(TINY, hidden_size=8, num_hidden_layers=1, layer_types=["conv"], **values)
-    reference = transformers.Lfm2MLP(transformers.Lfm2Config(**settings)) if hasattr(transformers, "Lfm2MLP") else \
-        transformers.models.lfm2.modeling_lfm2.Lfm2MLP(transformers.Lfm2Config(**settings))
+    reference = transformers.models.lfm2.modeling_lfm2.Lfm2MLP(transformers.Lfm2Config(**settings))
     assert openformers.Lfm2Config(**settings).feed_forward_size == reference.w1.out_features
 
 
@@ -306,14 +294,12 @@ def _write_lfm2_gguf(path, reference):
     writer.add_vocab_size(config.vocab_size)
     writer.add_shortconv_l_cache(config.conv_L_cache)
     writer.add_eos_token_id(2)
-    experts = {}
     if moe:
         writer.add_expert_count(config.num_experts)
         writer.add_expert_used_count(config.num_experts_per_tok)
         writer.add_expert_feed_forward_length(config.moe_intermediate_size)
         writer.add_leading_dense_block_count(config.num_dense_layers)
-        writer.add_expert_weights_scale(config.routed_scaling_factor)
-    state = {name: t for name, t in reference.state_dict().items()}
+        writer.add_expert_weights_scale(config.routed_scaling_factor)  # none in llama.cpp's files (LFM2-8B-A1B's is 1)
     for name, gguf_name, tensor in llama_cpp_tensors(reference, GGUF_NAMES):
         if ".experts." in name:
             continue
@@ -328,7 +314,6 @@ def _write_lfm2_gguf(path, reference):
         experts = {"ffn_gate_exps": gate, "ffn_up_exps": up, "ffn_down_exps": layer.feed_forward.experts.down_proj}
         for kind, tensor in experts.items():
             writer.add_tensor(f"blk.{i}.{kind}.weight", tensor.detach().contiguous().numpy())
-    del state
     finish_gguf(writer)
 
 
@@ -355,23 +340,9 @@ def test_gguf_written_like_llama_cpp_matches_the_original(name, values, tmp_path
 # name PreTrainedTokenizerFast.
 
 def test_an_lfm2_folder_gets_the_references_tokenizer_class(tmp_path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     texts = ["<|im_start|>user\nHello LFM2, a hybrid model.<|im_end|>", "  indented\ttabs and café", ""]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|pad|>", "<|startoftext|>", "<|im_end|>",
-                                                                  "<|im_start|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(texts * 20, trainer)
-    tokenizer.save(str(tmp_path / "tokenizer.json"))
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "lfm2"}))
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|startoftext|>", "eos_token": "<|im_end|>",
-        "pad_token": "<|pad|>"}))
-    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
-    ours = openformers.AutoTokenizer.from_pretrained(tmp_path)
-    assert type(ours).__name__ == type(reference).__name__
-    for text in texts:
-        assert ours(text)["input_ids"] == reference(text)["input_ids"], text
+    name = assert_byte_level_bpe_folder_tokenizes_as_the_reference(
+        tmp_path, texts, ["<|pad|>", "<|startoftext|>", "<|im_end|>", "<|im_start|>"], {"model_type": "lfm2"},
+        {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|startoftext|>", "eos_token": "<|im_end|>",
+         "pad_token": "<|pad|>"})
+    assert name == "TokenizersBackend"

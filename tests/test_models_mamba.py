@@ -21,7 +21,9 @@ import torch
 
 import openformers
 from decoder_parity import (
+    assert_byte_level_bpe_folder_tokenizes_as_the_reference,
     assert_outputs_close,
+    assert_state_cache_refusals,
     finish_gguf,
     llama_cpp_tensors,
     load_quietly,
@@ -32,7 +34,6 @@ from decoder_parity import (
 )
 from decoder_suite import DecoderFamilyTests
 from openformers import AutoModelForCausalLM, FalconMambaForCausalLM, MambaCache, MambaForCausalLM
-from openformers.generation.cache import DynamicCache
 
 transformers = pytest.importorskip("transformers")
 
@@ -145,22 +146,7 @@ class MambaFamilyTests(DecoderFamilyTests):
 
     @torch.inference_mode()
     def test_attention_caches_assisted_decoding_and_the_server_are_refused(self, tiny, tmp_path):
-        from openformers.serving.scheduler import BatchScheduler
-
-        model = tiny[2]
-        ids = self.ids(1, 6)
-        name = type(model.base_model).__name__
-        with pytest.raises(TypeError, match=f"{name} keeps a state in its layers.*its cache is a MambaCache, got DynamicCache"):
-            model(ids, past_key_values=DynamicCache())
-        with pytest.raises(TypeError, match="got StaticCache; leave cache_implementation unset"):
-            model.generate(ids, max_new_tokens=3, cache_implementation="static")
-        with pytest.raises(ValueError, match="keeps a MambaCache.*cannot be cropped"):
-            model.generate(ids, max_new_tokens=3, do_sample=False, prompt_lookup_num_tokens=2)
-        with pytest.raises(ValueError, match="keeps a MambaCache.*cannot be cropped"):
-            load_saved(self.reference(), tmp_path).generate(ids, max_new_tokens=3, do_sample=False,
-                                                           assistant_model=model)
-        with pytest.raises(ValueError, match="does not serve"):
-            BatchScheduler(model, None)
+        assert_state_cache_refusals(tiny[2], self.ids(1, 6), load_saved(self.reference(), tmp_path))
 
     @torch.inference_mode()
     def test_the_cpu_kernel_refuses_the_family_and_quantized_layers_run(self, tiny, variant):
@@ -300,21 +286,8 @@ def test_gguf_written_like_llama_cpp_matches_the_original(name, variant, tmp_pat
 # The tokenizer: Mamba's folders hold GPT-NeoX's tokenizer.json, read as the reference's GPTNeoXTokenizer.
 
 def test_a_mamba_folder_gets_the_references_tokenizer_class(tmp_path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     texts = ["Hello Mamba, a state space model.", "  indented\ttabs and café", ""]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|padding|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(texts * 20, trainer)
-    tokenizer.save(str(tmp_path / "tokenizer.json"))
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba"}))
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|padding|>"}))
-    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
-    ours = openformers.AutoTokenizer.from_pretrained(tmp_path)
-    assert type(ours).__name__ == type(reference).__name__ == "GPTNeoXTokenizer"
-    for text in texts:
-        assert ours(text)["input_ids"] == reference(text)["input_ids"], text
+    name = assert_byte_level_bpe_folder_tokenizes_as_the_reference(
+        tmp_path, texts, ["<|endoftext|>", "<|padding|>"], {"model_type": "mamba"},
+        {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|padding|>"})
+    assert name == "GPTNeoXTokenizer"

@@ -10,13 +10,12 @@ Infinity as the reference writes it, GGUF files written as llama.cpp's converter
 class for a Mamba-2 folder (Codestral's names LlamaTokenizer).
 """
 
-import json
-
 import pytest
 import torch
 
 import openformers
 from decoder_parity import (
+    assert_byte_level_bpe_folder_tokenizes_as_the_reference,
     assert_outputs_close,
     finish_gguf,
     llama_cpp_tensors,
@@ -229,22 +228,8 @@ def test_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_path):
 
 @pytest.mark.parametrize("named", [None, "LlamaTokenizer"])
 def test_a_mamba2_folder_gets_the_references_tokenizer_class(named, tmp_path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     texts = ["def fibonacci(n):\n    return n", "  indented\ttabs and café", ""]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(texts * 20, trainer)
-    tokenizer.save(str(tmp_path / "tokenizer.json"))
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba2"}))
     settings = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**settings, **({"tokenizer_class": named}
-                                                                              if named else {})}))
-    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
-    ours = openformers.AutoTokenizer.from_pretrained(tmp_path)
-    assert type(ours).__name__ == type(reference).__name__
-    for text in texts:
-        assert ours(text)["input_ids"] == reference(text)["input_ids"], text
+    assert_byte_level_bpe_folder_tokenizes_as_the_reference(
+        tmp_path, texts, ["<unk>", "<s>", "</s>"], {"model_type": "mamba2"},
+        {**settings, **({"tokenizer_class": named} if named else {})})

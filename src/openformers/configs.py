@@ -1640,7 +1640,6 @@ class _Lfm2Shared(PretrainedConfig):
     # The names the Llama-style attention reads: no biases on q/k/v/o.
     attention_bias: ClassVar[bool] = False
     qkv_bias: ClassVar[bool] = False
-    layer_kinds: ClassVar[tuple[str, ...]] = ("conv", "full_attention")
 
     vocab_size: int = 65536
     num_hidden_layers: int = 32
@@ -1691,10 +1690,7 @@ class _Lfm2Shared(PretrainedConfig):
         _require_positive_numbers(self, "norm_eps", "rope_theta")
         if not isinstance(self.conv_bias, bool):
             _invalid("conv_bias", self.conv_bias, "true or false")
-        if (not isinstance(self.layer_types, (list, tuple)) or len(self.layer_types) != self.num_hidden_layers
-                or any(kind not in self.layer_kinds for kind in self.layer_types)):
-            _invalid("layer_types", self.layer_types, f"a list of num_hidden_layers={self.num_hidden_layers} "
-                     f"entries, each one of {', '.join(map(repr, self.layer_kinds))}")
+        _check_layer_types(self, ("conv", "full_attention"))
         _check_rope_scaling_of_family(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -4397,9 +4393,9 @@ def _require_positive_numbers(config: PretrainedConfig, *names: str) -> None:
             _invalid(name, value, "a positive number")
 
 
-def _check_layer_types(config: PretrainedConfig) -> None:
-    """`layer_types`: one entry per layer, each "sliding_attention" or "full_attention"."""
-    kinds = ("sliding_attention", "full_attention")
+def _check_layer_types(config: PretrainedConfig, kinds: tuple[str, ...] = ("sliding_attention", "full_attention")
+                       ) -> None:
+    """`layer_types`: one entry per layer, each one of `kinds` (by default "sliding_attention" or "full_attention")."""
     if (not isinstance(config.layer_types, (list, tuple)) or len(config.layer_types) != config.num_hidden_layers
             or any(kind not in kinds for kind in config.layer_types)):
         _invalid("layer_types", config.layer_types,
