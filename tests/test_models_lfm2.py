@@ -20,6 +20,7 @@ import torch
 
 import openformers
 from decoder_parity import (
+    assert_bfloat16_matches_the_reference,
     assert_byte_level_bpe_folder_tokenizes_as_the_reference,
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
@@ -139,6 +140,9 @@ class TestLfm2(StateLayersTests, DecoderFamilyTests):
     HEAD_OVERRIDES = {}
     SAVED_CONFIG_ATTRIBUTES = ("tie_word_embeddings", "layer_types", "conv_bias", "conv_L_cache", "intermediate_size",
                                "block_auto_adjust_ff_dim")
+
+    def test_bfloat16_matches_the_reference_in_bfloat16(self, tiny):
+        assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 9, seed=7)))
 
     def test_auto_classes_pick_ours(self, tiny):
         folder = tiny[0]
