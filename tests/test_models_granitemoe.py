@@ -9,7 +9,7 @@ reference's fused experts are ours, under the checkpoints' names); saving both w
 load-balancing loss, each scalar and the shared expert shown to count, only the chosen experts run, the files saved
 hold the reference's tensors and its in-memory layout loads, bfloat16 as the reference's, the CPU kernel's refusal,
 the configs' defaults and refusals, GGUF files of llama.cpp's "granitemoe" architecture (with and without the shared
-expert), and AutoTokenizer's class for both model types.
+expert), and AutoTokenizer's class for both model types and Granite 4's (granitemoehybrid).
 """
 
 import json
@@ -303,9 +303,10 @@ def test_a_gguf_half_read_alone_is_refused_by_name():
         convert_gguf_state_dict({"blk.0.ffn_gate_shexp.weight": torch.zeros(40, 32)}, config)
 
 
-@pytest.mark.parametrize("model_type", ["granitemoe", "granitemoeshared"])
+@pytest.mark.parametrize("model_type", ["granitemoe", "granitemoeshared", "granitemoehybrid"])
 def test_auto_tokenizer_gives_the_references_class(model_type, tmp_path):
-    # The reference registers its generic TokenizersBackend for both, over the GPT2Tokenizer their folders name.
+    # The reference registers its generic TokenizersBackend for the three (Granite 4's hybrids too), over the
+    # GPT2Tokenizer their folders name.
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     tokenizer = Tokenizer(models.BPE(vocab={"<|end_of_text|>": 0, "a": 1, "b": 2}, merges=[]))

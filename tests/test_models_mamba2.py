@@ -47,11 +47,16 @@ VARIANTS = {
 def reference_model(name, **values):
     """The reference's tiny model with A_log and D drawn per head (its init makes A = 1..H and D = 1)."""
     model = make_reference(name, transformers.Mamba2Config(**{**TINY, **values}))
-    with torch.no_grad():
-        for layer in model.base_model.layers:
-            layer.mixer.A_log.normal_(mean=0.0, std=1.0)
-            layer.mixer.D.normal_(mean=1.0, std=0.5)
+    for layer in model.base_model.layers:
+        draw_per_head(layer.mixer)
     return model
+
+
+@torch.no_grad()
+def draw_per_head(mixer) -> None:
+    """A Mamba-2 mixer's A_log and D drawn per head, where the reference's init makes A = 1..H and D = 1."""
+    mixer.A_log.normal_(mean=0.0, std=1.0)
+    mixer.D.normal_(mean=1.0, std=0.5)
 
 
 class TestMamba2(MambaFamilyTests):
@@ -194,16 +199,24 @@ def _write_mamba2_gguf(path, reference):
     writer.add_layer_norm_rms_eps(config.layer_norm_epsilon)
     writer.add_eos_token_id(2)
     for name, gguf_name, tensor in llama_cpp_tensors(reference, GGUF_NAMES):
-        if name.endswith("conv1d.weight"):
-            tensor = tensor.squeeze()
-        elif name.endswith(("A_log", ".D")):
-            tensor = tensor.reshape(-1, 1)
-        elif name.endswith("mixer.norm.weight"):
-            tensor = tensor.reshape(config.n_groups, -1)
-        if name.endswith("A_log"):
-            tensor = -torch.exp(tensor)
-        writer.add_tensor(gguf_name, tensor.numpy())
+        if ".mixer." in name:
+            tensor = llama_cpp_mixer_tensor(name, tensor, config.n_groups)
+        writer.add_tensor(gguf_name, tensor.contiguous().numpy())
     finish_gguf(writer)
+
+
+def llama_cpp_mixer_tensor(name: str, tensor: torch.Tensor, groups: int) -> torch.Tensor:
+    """A Mamba-2 mixer's tensor as llama.cpp's converter writes it: the convolution squeezed to (C, K), A as
+    -exp(A_log), A and D as (H, 1), the gated norm's weight as (groups, I / groups); others as they are."""
+    if name.endswith("conv1d.weight"):
+        return tensor.squeeze(1)
+    if name.endswith("A_log"):
+        return -torch.exp(tensor).reshape(-1, 1)
+    if name.endswith(".D"):
+        return tensor.reshape(-1, 1)
+    if name.endswith("norm.weight"):
+        return tensor.reshape(groups, -1)
+    return tensor
 
 
 @pytest.mark.parametrize("variant", ["default", "biases", "tied", "one-group"])

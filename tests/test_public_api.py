@@ -27,7 +27,8 @@ SHIPPED_FAMILIES = {"llama", "mistral", "qwen2", "gpt2", "bert", "roberta", "qwe
                     "hunyuan_v1_dense", "apertus", "mamba2", "blenderbot", "blenderbot_small", "umt5",
                     "ministral",
                     "hunyuan_v1_moe", "dots1",
-                    "lfm2", "lfm2_moe"}
+                    "lfm2", "lfm2_moe",
+                    "granitemoehybrid"}
 
 AUTO_CLASSES_IN_SCOPE = {
     "AutoConfig", "AutoTokenizer", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification",

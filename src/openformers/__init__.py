@@ -58,6 +58,7 @@ _public(
     "GraniteConfig", "SeedOssConfig", "ArceeConfig", "HeliumConfig", "Exaone4Config", "GraniteMoeConfig",
     "GraniteMoeSharedConfig", "HunYuanDenseV1Config", "ApertusConfig",
     "MinistralConfig", "HunYuanMoEV1Config", "Dots1Config",
+    "GraniteMoeHybridConfig",
     "StableLmConfig",
     "MambaConfig", "FalconMambaConfig", "Mamba2Config", "Lfm2Config", "Lfm2MoeConfig",
     "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config", "Glm4MoeConfig", "GptOssConfig",
@@ -149,6 +150,10 @@ _public(
     "openformers.models.granitemoe",
     "GraniteMoePreTrainedModel", "GraniteMoeModel", "GraniteMoeForCausalLM", "GraniteMoeSharedPreTrainedModel",
     "GraniteMoeSharedModel", "GraniteMoeSharedForCausalLM",
+)
+_public(
+    "openformers.models.granitemoehybrid",
+    "GraniteMoeHybridPreTrainedModel", "GraniteMoeHybridModel", "GraniteMoeHybridForCausalLM",
 )
 _public(
     "openformers.models.mixtral",

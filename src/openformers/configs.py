@@ -1611,22 +1611,121 @@ class Mamba2Config(PretrainedConfig):
         return ["linear_attention"] * self.num_hidden_layers
 
     def validate(self) -> None:
-        _require_positive_ints(self, "vocab_size", "hidden_size", "state_size", "num_hidden_layers", "expand",
-                               "conv_kernel", "num_heads", "head_dim", "n_groups", "chunk_size", "time_step_rank")
-        if self.num_heads * self.head_dim != self.intermediate_size:
-            _invalid("num_heads", self.num_heads, f"num_heads * head_dim ({self.head_dim}) equal to expand * "
-                     f"hidden_size ({self.intermediate_size})")
-        if self.num_heads % self.n_groups:
-            _invalid("n_groups", self.n_groups, f"a divisor of num_heads ({self.num_heads}): each group of B and C "
-                     "serves as many heads")
-        limit = self.time_step_limit
-        if (not isinstance(limit, (list, tuple)) or len(limit) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in limit)
-                or not 0 <= limit[0] <= limit[1]):
-            _invalid("time_step_limit", limit, "two numbers (low, high) with 0 <= low <= high")
+        _require_positive_ints(self, "vocab_size", "hidden_size", "num_hidden_layers", "time_step_rank")
+        _check_ssd_mixer(self, MAMBA2_MIXER_FIELDS)
         if self.hidden_act not in ENCODER_ACTIVATIONS:
             _invalid("hidden_act", self.hidden_act, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
         _require_positive_numbers(self, "layer_norm_epsilon")
+
+
+# A Mamba-2 mixer's fields (models/mamba2.Mamba2Mixer reads a Mamba2Config's) -> their names in a config holding them.
+MAMBA2_MIXER_FIELDS = {name: name for name in ("expand", "num_heads", "head_dim", "n_groups", "state_size",
+                                               "conv_kernel", "chunk_size", "time_step_limit", "use_bias",
+                                               "use_conv_bias")}
+
+
+def _check_ssd_mixer(config: PretrainedConfig, names: dict[str, str]) -> None:
+    """A Mamba-2 mixer's sizes and time-step limit, read from `config` under `names` (Mamba-2's field -> the
+    config's: Granite 4's are `mamba_*`), each refused under the config's own name."""
+    _require_positive_ints(config, *(names[k] for k in ("expand", "num_heads", "head_dim", "n_groups", "state_size",
+                                                        "conv_kernel", "chunk_size")))
+    heads, head_dim, groups = (getattr(config, names[k]) for k in ("num_heads", "head_dim", "n_groups"))
+    inner = getattr(config, names["expand"]) * config.hidden_size
+    if heads * head_dim != inner:
+        _invalid(names["num_heads"], heads, f"{names['num_heads']} * {names['head_dim']} ({head_dim}) equal to "
+                 f"{names['expand']} * hidden_size ({inner})")
+    if heads % groups:
+        _invalid(names["n_groups"], groups, f"a divisor of {names['num_heads']} ({heads}): each group of B and C "
+                 "serves as many heads")
+    limit = getattr(config, names["time_step_limit"])
+    if (not isinstance(limit, (list, tuple)) or len(limit) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in limit)
+            or not 0 <= limit[0] <= limit[1]):
+        _invalid(names["time_step_limit"], limit, "two numbers (low, high) with 0 <= low <= high")
+
+
+@dataclass
+class GraniteMoeHybridConfig(GraniteMoeSharedConfig):
+    """IBM Granite 4.0 (granite-4.0-micro, -h-micro, -h-tiny, -h-small): Granite MoE with a shared expert whose layers
+    are each, by `layer_types`, a Mamba-2 mixer ("mamba"; the reference's newer name "linear_attention", which is what
+    it writes) or Granite's attention ("attention"; "full_attention"), each followed by the routed experts and the
+    shared MLP of `shared_intermediate_size`, or with `num_local_experts` 0 by the shared MLP alone. The attention
+    rotates queries and keys only with `position_embedding_type` "rope" (None, the default, and "nope": no positions,
+    as in the hybrids). The mixer's fields are Mamba-2's under `mamba_` names (`mamba_n_heads` heads of
+    `mamba_d_head`, "auto": mamba_expand * hidden_size / mamba_n_heads; `mamba_n_groups`, `mamba_d_state`,
+    `mamba_d_conv`, `mamba_chunk_size`, `mamba_conv_bias`, `mamba_proj_bias` for in_proj and out_proj), with
+    `time_step_limit`; its gated norm's epsilon is rms_norm_eps. `layers_block_type` is an older name of layer_types."""
+
+    model_type: ClassVar[str] = "granitemoehybrid"
+    attribute_map: ClassVar[dict[str, str]] = {"layers_block_type": "layer_types"}
+    layer_kinds: ClassVar[dict[str, str]] = {"mamba": "linear_attention", "attention": "full_attention"}
+
+    vocab_size: int = 32000
+    intermediate_size: int = 11008
+    rms_norm_eps: float = 1e-6
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    shared_intermediate_size: int = 1024
+    position_embedding_type: str | None = None
+    layer_types: list[str] | None = None
+    mamba_n_heads: int = 128
+    mamba_n_groups: int = 1
+    mamba_d_state: int = 256
+    mamba_d_head: int | str = "auto"
+    mamba_d_conv: int = 4
+    mamba_expand: int = 2
+    mamba_chunk_size: int = 256
+    mamba_conv_bias: bool = True
+    mamba_proj_bias: bool = False
+    time_step_limit: tuple[float, float] | list[float] = (0.0, float("inf"))
+    use_cache: bool = True
+
+    layers_block_type = _field_alias("layer_types")
+    # Mamba-2's mixer fields -> this config's names for them
+    mixer_fields: ClassVar[dict[str, str]] = {
+        "expand": "mamba_expand", "num_heads": "mamba_n_heads", "head_dim": "mamba_d_head", "n_groups": "mamba_n_groups",
+        "state_size": "mamba_d_state", "conv_kernel": "mamba_d_conv", "chunk_size": "mamba_chunk_size",
+        "time_step_limit": "time_step_limit", "use_bias": "mamba_proj_bias", "use_conv_bias": "mamba_conv_bias",
+    }
+
+    def __post_init__(self):
+        _pop_alias(self, "layers_block_type", "layer_types")
+        if self.layer_types is None and _positive_int(self.num_hidden_layers):
+            self.layer_types = ["linear_attention"] * self.num_hidden_layers
+        if isinstance(self.layer_types, (list, tuple)):
+            self.layer_types = [self.layer_kinds.get(kind, kind) for kind in self.layer_types]
+        if (self.mamba_d_head == "auto" and _positive_int(self.mamba_n_heads) and _positive_int(self.mamba_expand)
+                and _positive_int(self.hidden_size)):
+            self.mamba_d_head = self.mamba_expand * self.hidden_size // self.mamba_n_heads
+        super().__post_init__()
+
+    def attends(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` is an attention layer (else a Mamba-2 mixer)."""
+        return self.layer_types[layer_idx] == "full_attention"
+
+    def is_sparse(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` runs the routed experts: every layer, unless num_local_experts is 0."""
+        return self.num_local_experts > 0
+
+    def mixer_config(self) -> "Mamba2Config":
+        """The Mamba-2 config of this model's mixers (models/mamba2.Mamba2Mixer builds from it)."""
+        values = {mamba2: getattr(self, name) for mamba2, name in self.mixer_fields.items()}
+        return Mamba2Config(hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
+                            vocab_size=self.vocab_size, hidden_act=self.hidden_act,
+                            layer_norm_epsilon=self.rms_norm_eps, **values)
+
+    def validate(self) -> None:
+        GraniteConfig.validate(self)
+        _check_experts(self, "num_local_experts", allow_none=True)  # 0: the shared MLP alone
+        _require_positive_ints(self, "shared_intermediate_size")  # every layer runs it
+        kinds = (*self.layer_kinds, *self.layer_kinds.values())
+        if (not isinstance(self.layer_types, (list, tuple)) or len(self.layer_types) != self.num_hidden_layers
+                or any(kind not in kinds for kind in self.layer_types)):
+            _invalid("layer_types", self.layer_types,
+                     f"a list of num_hidden_layers={self.num_hidden_layers} entries, each one of {', '.join(kinds)}")
+        if self.position_embedding_type not in (None, "nope", "rope"):
+            _invalid("position_embedding_type", self.position_embedding_type, 'None, "nope" or "rope"')
+        _check_ssd_mixer(self, self.mixer_fields)
 
 
 @dataclass
@@ -4199,6 +4298,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "exaone4": Exaone4Config,
     "granitemoe": GraniteMoeConfig,
     "granitemoeshared": GraniteMoeSharedConfig,
+    "granitemoehybrid": GraniteMoeHybridConfig,
     "gemma2": Gemma2Config,
     "gemma3_text": Gemma3TextConfig,
     "distilbert": DistilBertConfig,

@@ -21,7 +21,7 @@ from . import bert, gpt2, llama  # each family registers what it reads (llama: i
 from . import phi3
 from . import qwen3
 from . import smollm3
-from . import granite, granitemoe
+from . import granite, granitemoe, granitemoehybrid
 from . import seed_oss
 from . import arcee
 from . import helium
@@ -138,6 +138,10 @@ MODEL_CLASSES = {
     "granitemoeshared": (granitemoe, {  # Granite MoE with a shared expert; the same two classes
         "base": "GraniteMoeSharedModel",
         "causal-lm": "GraniteMoeSharedForCausalLM",
+    }),
+    "granitemoehybrid": (granitemoehybrid, {  # Granite 4: Mamba-2 and attention layers; the same two classes
+        "base": "GraniteMoeHybridModel",
+        "causal-lm": "GraniteMoeHybridForCausalLM",
     }),
     "mixtral": (mixtral, _decoder_classes("Mixtral")),  # Mistral with a sparse mixture of experts
     "phimoe": (phimoe, {  # Mixtral with LayerNorms, biases and sparsemixer routing; the reference's three classes

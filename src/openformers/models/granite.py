@@ -39,11 +39,6 @@ def gguf_granite_values(gguf) -> dict:
     logit_scale = gguf.get(f"{arch}.logit_scale")
     if logit_scale is None:
         raise ValueError(f"{gguf.path} lacks the GGUF metadata key {arch}.logit_scale, which a {arch} model needs.")
-    if gguf.get(f"{arch}.rope.scaling.finetuned", True) is False:
-        raise ValueError(
-            f"{gguf.path} turns rotary positions off ({arch}.rope.scaling.finetuned is false), which llama.cpp does "
-            "for Granite's hybrid models; openformers implements the Granite decoder, whose every layer rotates."
-        )
     values.update(
         embedding_multiplier=gguf.get(f"{arch}.embedding_scale") or 1.0,
         residual_multiplier=gguf.get(f"{arch}.residual_scale") or 1.0,
@@ -57,12 +52,24 @@ def gguf_granite_values(gguf) -> dict:
 def config_from_gguf(gguf, **overrides) -> GraniteConfig:
     """The config of an opened `weights.GGUFFile` of llama.cpp's "granite" architecture: an MLP bias when the first
     layer's up projection has one."""
+    refuse_unrotated(gguf)
     values = gguf_granite_values(gguf)
     values.update(architectures=["GraniteForCausalLM"], mlp_bias="blk.0.ffn_up.bias" in gguf.tensor_names)
     return GraniteConfig.from_dict(values, **overrides)
 
 
 GGUF_CONFIG_READERS["granite"] = config_from_gguf
+
+
+def refuse_unrotated(gguf) -> None:
+    """Refuse a "granite" or "granitemoe" file whose attention does not rotate (`<arch>.rope.scaling.finetuned`
+    false, as llama.cpp writes Granite 4's hybrids, whose own "granitehybrid" files granitemoehybrid.py reads)."""
+    arch = gguf.get("general.architecture")
+    if gguf.get(f"{arch}.rope.scaling.finetuned", True) is False:
+        raise ValueError(
+            f"{gguf.path} turns rotary positions off ({arch}.rope.scaling.finetuned is false), which llama.cpp does "
+            "for Granite's hybrid models; openformers implements the Granite decoder, whose every layer rotates."
+        )
 
 
 class GraniteAttention(LlamaAttention):

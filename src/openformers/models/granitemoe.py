@@ -31,7 +31,7 @@ from torch import nn
 from ..configs import GGUF_CONFIG_READERS, GraniteMoeConfig, GraniteMoeSharedConfig
 from ..weights import rename
 from . import llama
-from .granite import GraniteAttention, ScaledEmbeddings, ScaledLogits, gguf_granite_values
+from .granite import GraniteAttention, ScaledEmbeddings, ScaledLogits, gguf_granite_values, refuse_unrotated
 from .mixtral import MixtralDecoderLayer, MixtralModel, MixtralPreTrainedModel, MixtureOfExperts, MoeCausalLM, Router
 from .mixtral import mix_experts, softmax_of_best
 
@@ -39,6 +39,7 @@ from .mixtral import mix_experts, softmax_of_best
 def config_from_gguf(gguf, **overrides) -> GraniteMoeConfig:
     """The config of an opened `weights.GGUFFile` of llama.cpp's "granitemoe" architecture: Granite MoE's, or Granite
     MoE with a shared expert's when the file gives the shared expert's size."""
+    refuse_unrotated(gguf)
     values = gguf_granite_values(gguf)
     experts = gguf.get("granitemoe.expert_count")
     if not experts:

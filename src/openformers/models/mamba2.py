@@ -49,24 +49,30 @@ from .mamba import (
 
 
 def config_from_gguf(gguf, **overrides) -> Mamba2Config:
-    """The config of an opened `weights.GGUFFile` of llama.cpp's "mamba2" architecture, whose time_step_rank is the
-    head count (head_dim = inner_size / heads)."""
-    hidden_size = gguf_required(gguf, "mamba2.embedding_length")
-    inner_size = gguf_required(gguf, "mamba2.ssm.inner_size")
-    heads = gguf_required(gguf, "mamba2.ssm.time_step_rank")
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "mamba2" architecture."""
+    values = {"architectures": ["Mamba2ForCausalLM"], **gguf_state_space_values(gguf, "mamba2"),
+              **gguf_mixer_values(gguf, "mamba2")}
+    return Mamba2Config.from_dict(values, **overrides)
+
+
+def gguf_mixer_values(gguf, arch: str) -> dict:
+    """A Mamba-2 mixer's sizes (Mamba2Config's fields) from the `<arch>.ssm.*` metadata of llama.cpp's "mamba2" and
+    "granitehybrid" files, whose time_step_rank is the head count (head_dim = inner_size / heads)."""
+    hidden_size = gguf_required(gguf, f"{arch}.embedding_length")
+    inner_size = gguf_required(gguf, f"{arch}.ssm.inner_size")
+    heads = gguf_required(gguf, f"{arch}.ssm.time_step_rank")
     if inner_size % hidden_size or inner_size % heads:
-        raise ValueError(f"{gguf.path} has mamba2.ssm.inner_size={inner_size}, not a multiple of both "
-                         f"mamba2.embedding_length={hidden_size} and mamba2.ssm.time_step_rank={heads} (the heads), "
-                         "which a Mamba-2 model's expand and head_dim need.")
-    values = {
-        "architectures": ["Mamba2ForCausalLM"],
+        raise ValueError(f"{gguf.path} has {arch}.ssm.inner_size={inner_size}, not a multiple of both "
+                         f"{arch}.embedding_length={hidden_size} and {arch}.ssm.time_step_rank={heads} (the heads), "
+                         "which a Mamba-2 mixer's expand and head_dim need.")
+    return {
         "expand": inner_size // hidden_size,
         "num_heads": heads,
         "head_dim": inner_size // heads,
-        "n_groups": gguf.get("mamba2.ssm.group_count", 1),
-        **gguf_state_space_values(gguf, "mamba2"),
+        "n_groups": gguf.get(f"{arch}.ssm.group_count", 1),
+        "state_size": gguf_required(gguf, f"{arch}.ssm.state_size"),
+        "conv_kernel": gguf_required(gguf, f"{arch}.ssm.conv_kernel"),
     }
-    return Mamba2Config.from_dict(values, **overrides)
 
 
 GGUF_CONFIG_READERS["mamba2"] = config_from_gguf
