@@ -151,18 +151,9 @@ class GraniteMoeHybridModel(GraniteMoeHybridPreTrainedModel, ScaledEmbeddings, M
 
     layer_class = GraniteMoeHybridDecoderLayer
 
-    def decode(
-        self, input_ids, attention_mask, position_ids, past_key_values, cache, use_cache, labels, inputs_embeds,
-        output_attentions, output_hidden_states, cache_position, extra: tuple = (), token_type_ids=None,
-    ):
-        # The model's HybridCache (a DynamicCache cannot hold the Mamba layers' states); attention weights of the
-        # attention layers alone, as the reference records them.
-        cache = state_cache(past_key_values, cache, use_cache, self)
-        output = super().decode(input_ids, attention_mask, position_ids, None, cache, use_cache, labels, inputs_embeds,
-                                output_attentions, output_hidden_states, cache_position, extra, token_type_ids)
-        if output.attentions is not None:
-            output.attentions = tuple(w for i, w in enumerate(output.attentions) if self.config.attends(i))
-        return output
+    def cache_for_call(self, past_key_values, cache, use_cache):
+        """The model's HybridCache: a DynamicCache cannot hold the Mamba layers' states."""
+        return state_cache(past_key_values, cache, use_cache, self)
 
     def layer_inputs(self, x, position_ids, mask, end: int, attention_mask, cache):
         """An attention layer's (cos, sin, mask), without rotation unless position_embedding_type is "rope"; a Mamba
