@@ -28,7 +28,8 @@ SHIPPED_FAMILIES = {"llama", "mistral", "qwen2", "gpt2", "bert", "roberta", "qwe
                     "ministral",
                     "hunyuan_v1_moe", "dots1",
                     "lfm2", "lfm2_moe",
-                    "granitemoehybrid"}
+                    "granitemoehybrid",
+                    "bitnet"}
 
 AUTO_CLASSES_IN_SCOPE = {
     "AutoConfig", "AutoTokenizer", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification",

@@ -55,7 +55,7 @@ _public(
     "GPTNeoXConfig", "FalconConfig", "GPTJConfig", "GPTNeoConfig", "CodeGenConfig", "OPTConfig",
     "BloomConfig",
     "PhiConfig",
-    "GraniteConfig", "SeedOssConfig", "ArceeConfig", "HeliumConfig", "Exaone4Config", "GraniteMoeConfig",
+    "GraniteConfig", "SeedOssConfig", "ArceeConfig", "BitNetConfig", "HeliumConfig", "Exaone4Config", "GraniteMoeConfig",
     "GraniteMoeSharedConfig", "HunYuanDenseV1Config", "ApertusConfig",
     "MinistralConfig", "HunYuanMoEV1Config", "Dots1Config",
     "GraniteMoeHybridConfig",
@@ -140,6 +140,10 @@ _public(
     "openformers.models.arcee",
     "ArceePreTrainedModel", "ArceeModel", "ArceeForCausalLM", "ArceeForSequenceClassification",
     "ArceeForTokenClassification", "ArceeForQuestionAnswering",
+)
+_public(
+    "openformers.models.bitnet",
+    "BitNetPreTrainedModel", "BitNetModel", "BitNetForCausalLM",
 )
 _public(
     "openformers.models.seed_oss",

@@ -591,10 +591,72 @@ class HeliumConfig(LlamaConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.num_attention_heads * self.head_dim != self.hidden_size:
-            _invalid("head_dim", self.head_dim, f"hidden_size / num_attention_heads = {self.hidden_size} / "
-                     f"{self.num_attention_heads} (Helium's o_proj maps hidden_size to hidden_size)")
+        _require_heads_filling_hidden(self, "Helium's o_proj maps hidden_size to hidden_size")
         _require_probabilities(self, "attention_dropout")
+
+
+@dataclass
+class BitNetConfig(LlamaConfig):
+    """Microsoft's BitNet b1.58 (bitnet-b1.58-2B-4T, its -bf16 variant): a Llama decoder with an RMSNorm before each
+    output projection (attn_sub_norm before o_proj, ffn_sub_norm before down_proj), a gated squared-ReLU MLP without
+    biases, and, with `quantization_config` (the reference's BitNetQuantConfig as a dict, quant_method "bitnet"), the
+    layers' linear maps ternary with 8-bit activations (models/bitnet.py). Without it the layers are float linear
+    maps, as the reference builds them. The heads must fill the hidden size (attn_sub_norm normalizes the attention's
+    output over hidden_size)."""
+
+    model_type: ClassVar[str] = "bitnet"
+    activations: ClassVar[tuple[str, ...]] = ("relu2", "relu", "silu", "gelu")
+
+    vocab_size: int = 128256
+    hidden_size: int = 2560
+    intermediate_size: int = 6912
+    num_hidden_layers: int = 30
+    num_attention_heads: int = 20
+    num_key_value_heads: int | None = 5
+    hidden_act: str = "relu2"
+    max_position_embeddings: int = 2048
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 500000.0
+    attention_dropout: float = 0.0
+    bos_token_id: int | None = 128000
+    eos_token_id: int | list[int] | None = 128001
+    quantization_config: dict[str, Any] | None = None
+
+    def bit_linear_settings(self) -> dict[str, Any] | None:
+        """quantization_config with BitNetQuantConfig's defaults filled in, or None: float linear maps."""
+        if self.quantization_config is None:
+            return None
+        return {**BITNET_QUANTIZATION_DEFAULTS, **self.quantization_config}
+
+    def validate(self) -> None:
+        super().validate()
+        _require_heads_filling_hidden(self, "BitNet's attn_sub_norm normalizes the heads' output over hidden_size")
+        _require_probabilities(self, "attention_dropout")
+        if self.mlp_bias:
+            _invalid("mlp_bias", self.mlp_bias, "False (BitNet's MLP has no biases)")
+        q = self.quantization_config
+        if q is None:
+            return
+        if not isinstance(q, dict) or q.get("quant_method") != "bitnet":
+            _invalid("quantization_config", q, "None, or a dict with quant_method 'bitnet' (the released checkpoints')")
+        settings = self.bit_linear_settings()
+        for key, allowed in (("linear_class", ("bitlinear", "autobitlinear")), ("quantization_mode", ("offline", "online"))):
+            if settings[key] not in allowed:
+                _invalid(f"quantization_config.{key}", settings[key], f"one of {', '.join(map(repr, allowed))}")
+        if not isinstance(settings["use_rms_norm"], bool):
+            _invalid("quantization_config.use_rms_norm", settings["use_rms_norm"], "True or False")
+        eps = settings["rms_norm_eps"]
+        if settings["use_rms_norm"] and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps <= 0):
+            _invalid("quantization_config.rms_norm_eps", eps, "a positive number (use_rms_norm is set)")
+        if settings["modules_to_not_convert"] is not None:
+            _invalid("quantization_config.modules_to_not_convert", settings["modules_to_not_convert"],
+                     "None: every linear map of the layers is a BitNet one and the head stays float, the reference's "
+                     "choice when it is None")
+
+
+# The reference's BitNetQuantConfig defaults, for the keys a quantization_config may leave out.
+BITNET_QUANTIZATION_DEFAULTS = {"linear_class": "bitlinear", "quantization_mode": "offline", "use_rms_norm": False,
+                                "rms_norm_eps": 1e-6, "modules_to_not_convert": None}
 
 
 @dataclass
@@ -4291,6 +4353,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "seed_oss": SeedOssConfig,
     "arcee": ArceeConfig,
     "helium": HeliumConfig,
+    "bitnet": BitNetConfig,
     "hunyuan_v1_dense": HunYuanDenseV1Config,
     "hunyuan_v1_moe": HunYuanMoEV1Config,
     "dots1": Dots1Config,
@@ -4514,6 +4577,13 @@ def _require_probabilities(config: PretrainedConfig, *names: str) -> None:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
             _invalid(name, value, "a probability in [0, 1)")
+
+
+def _require_heads_filling_hidden(config: "LlamaConfig", why: str) -> None:
+    """num_attention_heads * head_dim == hidden_size, where a family's layers need it (`why`)."""
+    if config.num_attention_heads * config.head_dim != config.hidden_size:
+        _invalid("head_dim", config.head_dim, f"hidden_size / num_attention_heads = {config.hidden_size} / "
+                 f"{config.num_attention_heads} ({why})")
 
 
 def _invalid(name: str, value, expected: str):

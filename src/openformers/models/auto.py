@@ -24,6 +24,7 @@ from . import smollm3
 from . import granite, granitemoe, granitemoehybrid
 from . import seed_oss
 from . import arcee
+from . import bitnet
 from . import helium
 from . import hunyuan_v1_dense
 from . import ministral
@@ -105,6 +106,10 @@ MODEL_CLASSES = {
     }),
     "seed_oss": (seed_oss, _decoder_classes("SeedOss")),  # Llama with q/k/v biases and residual dropout
     "arcee": (arcee, _decoder_classes("Arcee")),  # Llama with an MLP without a gate (AFM-4.5B)
+    "bitnet": (bitnet, {  # Llama with sub-norms and ternary linear maps; the reference has no other head for it
+        "base": "BitNetModel",
+        "causal-lm": "BitNetForCausalLM",
+    }),
     "helium": (helium, {  # Llama with interleaved rotary pairs; the reference has no QA head for it
         "base": "HeliumModel",
         "causal-lm": "HeliumForCausalLM",

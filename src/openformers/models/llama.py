@@ -245,7 +245,11 @@ class LlamaAttention(nn.Module):
         q, k, v = self.rotated(x, cos, sin)
         y, weights = decoder_attention(q, k, v, mask, cache, self.layer_idx, self.dropout if self.training else 0.0,
                                        attention_path, self.scale, sinks=self.sinks)
-        return self.o_proj(y), weights
+        return self.output(y), weights
+
+    def output(self, y):
+        """The heads' outputs (B, T, nh * hs) projected back to the hidden size (BitNet norms them first)."""
+        return self.o_proj(y)
 
 
 class LlamaMLP(nn.Module):
