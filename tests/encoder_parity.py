@@ -1,6 +1,6 @@
-"""What the encoder tests (ALBERT, ELECTRA, MPNet, XLM-RoBERTa, CamemBERT) share: drawing a reference model's weights
-so that every one counts, a padded batch with each head's labels, comparing outputs, a padded row against the row
-alone, loading without a warning, saving a head both ways, one training step's gradients, pipeline records, and the
+"""What the encoder tests share, beside the common tests that tests/encoder_suite.py runs for each family: drawing a
+reference model's weights so that every one counts, a padded batch with each head's labels, comparing outputs,
+loading without a warning, saving a head both ways, one training step's gradients, pipeline records, and the
 tokenizer against the reference on the project's corpus (tests/test_tokenizers_corpus.py)."""
 
 import warnings
@@ -42,14 +42,17 @@ def load_quietly(load, folder):
         return load(folder)
 
 
-def padded_head_inputs(head: str, vocab_size: int, pad: int) -> dict:
-    """Two rows of 10 random ids (three choices of them for multiple choice), the second right-padded with `pad` after
-    7 tokens, with every label the head named `head` takes (its class name's task)."""
+def padded_head_inputs(head: str, vocab_size: int, pad: int, lowest: int = 3, token_types: bool = False) -> dict:
+    """Two rows of 10 random ids from `lowest` up (three choices of them for multiple choice), the second right-padded
+    with `pad` after 7 tokens, two segments of token types (from the fifth token) if `token_types`, with every label
+    the head named `head` takes (its class name's task)."""
     shape = (2, 3, 10) if head.endswith("ForMultipleChoice") else (2, 10)
-    ids = torch.randint(3, vocab_size, shape, generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(lowest, vocab_size, shape, generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
     ids[1, ..., 7:], mask[1, ..., 7:] = pad, 0
     inputs = {"input_ids": ids, "attention_mask": mask}
+    if token_types:
+        inputs["token_type_ids"] = (torch.arange(shape[-1]) >= 4).long().expand(shape)
     if head.endswith("ForMaskedLM"):
         labels = torch.full_like(ids, -100)
         labels[:, [1, 4]] = ids[:, [1, 4]]
@@ -63,19 +66,6 @@ def padded_head_inputs(head: str, vocab_size: int, pad: int) -> dict:
     if head.endswith("ForQuestionAnswering"):
         return {**inputs, "start_positions": torch.tensor([2, 11]), "end_positions": torch.tensor([4, 6])}
     return inputs
-
-
-def assert_padded_row_gives_what_it_gives_alone(model, inputs: dict, per_sequence: bool, length: int = 7):
-    """The second row of `inputs` (right-padded after `length` real tokens) gives the outputs it gives alone: per-token
-    outputs (B, T, ...) on its real tokens, per-sequence ones (`per_sequence`, and the pooler's) whole."""
-    inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
-    batched = outputs_of(model(**inputs))
-    alone = outputs_of(model(inputs["input_ids"][1:, ..., :length]))
-    for key, value in alone.items():
-        row = batched[key][1:]
-        if not per_sequence and key != "pooler_output":
-            row = row[:, :length]  # the padding positions are not compared
-        torch.testing.assert_close(row, value, atol=1e-5, rtol=1e-5, msg=key)
 
 
 def assert_head_saved_both_ways(model, reference, auto_class: str, inputs: dict, folder):

@@ -13,14 +13,13 @@ from openformers import configs
 
 from encoder_parity import (
     assert_corpus_parity,
-    assert_gradients_match,
     assert_pipeline_matches,
     assert_same,
     assert_saved_both_ways,
-    draw_weights,
     load_quietly,
     outputs_of,
 )
+from encoder_suite import EncoderFamilyTests
 
 transformers = pytest.importorskip("transformers")
 
@@ -29,131 +28,57 @@ TINY = dict(
     vocab_size=99, embedding_size=16, hidden_size=32, num_hidden_layers=3, num_hidden_groups=2, inner_group_num=2,
     num_attention_heads=4, intermediate_size=37, max_position_embeddings=64,
 )
-HEADS = {  # the reference's class -> the Auto class that picks it
-    "AlbertModel": "AutoModel",
-    "AlbertForPreTraining": "AutoModelForPreTraining",
-    "AlbertForMaskedLM": "AutoModelForMaskedLM",
-    "AlbertForSequenceClassification": "AutoModelForSequenceClassification",
-    "AlbertForTokenClassification": "AutoModelForTokenClassification",
-    "AlbertForQuestionAnswering": "AutoModelForQuestionAnswering",
-    "AlbertForMultipleChoice": "AutoModelForMultipleChoice",
-}
-PER_SEQUENCE = ("AlbertForSequenceClassification", "AlbertForMultipleChoice")
 
 
-def _reference(name, **overrides):
-    torch.manual_seed(0)
-    num_labels = 2 if name in ("AlbertForQuestionAnswering", "AlbertForPreTraining") else 3
-    config = transformers.AlbertConfig(**{**TINY, "num_labels": num_labels, **overrides})
-    return draw_weights(getattr(transformers, name)(config).eval())
+class TestAlbert(EncoderFamilyTests):
+    REFERENCE_CONFIG = "AlbertConfig"
+    TINY = TINY
+    HEADS = {  # the reference's class -> the Auto class that picks it
+        "AlbertModel": "AutoModel",
+        "AlbertForPreTraining": "AutoModelForPreTraining",
+        "AlbertForMaskedLM": "AutoModelForMaskedLM",
+        "AlbertForSequenceClassification": "AutoModelForSequenceClassification",
+        "AlbertForTokenClassification": "AutoModelForTokenClassification",
+        "AlbertForQuestionAnswering": "AutoModelForQuestionAnswering",
+        "AlbertForMultipleChoice": "AutoModelForMultipleChoice",
+    }
+    PER_SEQUENCE = ("AlbertForSequenceClassification", "AlbertForMultipleChoice")
+    PER_SEQUENCE_OUTPUTS = ("pooler_output", "sop_logits")
+    LOWEST_ID = 5
+    TOKEN_TYPES = True
+    TRAINING_OVERRIDES = dict(classifier_dropout_prob=0.0)
 
+    @classmethod
+    def num_labels(cls, name):
+        return 2 if name in ("AlbertForQuestionAnswering", "AlbertForPreTraining") else 3
 
-def _inputs(name) -> dict:
-    """Two rows, the second right-padded, two segments of token types, and every label the head takes."""
-    shape = (2, 3, 10) if name == "AlbertForMultipleChoice" else (2, 10)
-    ids = torch.randint(5, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(1))
-    mask = torch.ones_like(ids)
-    ids[1, ..., 7:], mask[1, ..., 7:] = 0, 0
-    token_types = (torch.arange(shape[-1]) >= 4).long().expand(shape)
-    inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": token_types}
-    if name in ("AlbertForMaskedLM", "AlbertForPreTraining"):
-        labels = torch.full_like(ids, -100)
-        labels[:, [1, 4]] = ids[:, [1, 4]]
-        order = {"sentence_order_label": torch.tensor([1, 0])} if name == "AlbertForPreTraining" else {}
-        return {**inputs, "labels": labels, **order}
-    if name in PER_SEQUENCE:
-        return {**inputs, "labels": torch.tensor([2, 0])}
-    if name == "AlbertForTokenClassification":
-        return {**inputs, "labels": (ids % 3).masked_fill(mask == 0, -100)}
-    if name == "AlbertForQuestionAnswering":
-        return {**inputs, "start_positions": torch.tensor([2, 11]), "end_positions": torch.tensor([4, 6])}
-    return inputs
+    @classmethod
+    def inputs(cls, name, variant=None):
+        if name == "AlbertForPreTraining":  # the masked LM's labels, and whether each row's segments are in order
+            return {**super().inputs("AlbertForMaskedLM"), "sentence_order_label": torch.tensor([1, 0])}
+        return super().inputs(name)
 
+    @classmethod
+    def layers_run(cls):
+        """One hidden state per layer step (a shared layer counts each time it runs), after the embeddings'
+        projection."""
+        return TINY["num_hidden_layers"] * TINY["inner_group_num"]
 
-@pytest.fixture(scope="module", params=list(HEADS))
-def tiny(request, tmp_path_factory):
-    name = request.param
-    folder = tmp_path_factory.mktemp(name)
-    reference = _reference(name)
-    reference.save_pretrained(folder)
-    return name, folder, reference, load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
-
-
-@torch.inference_mode()
-def test_every_head_matches_reference_on_a_padded_batch(tiny):
-    name, _, reference, model = tiny
-    assert type(model).__name__ == name and not model.training
-    inputs = _inputs(name)
-    ours, theirs = model(**inputs), reference(**inputs)
-    assert type(ours).__name__ == type(theirs).__name__
-    assert_same(outputs_of(ours), outputs_of(theirs))
-    as_tuples = model(**inputs, return_dict=False), reference(**inputs, return_dict=False)
-    assert [tuple(value.shape) for value in as_tuples[0]] == [tuple(value.shape) for value in as_tuples[1]]
-
-
-@torch.inference_mode()
-def test_each_padded_row_gives_what_it_gives_alone(tiny):
-    name, _, _, model = tiny
-    inputs = {k: v for k, v in _inputs(name).items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-    batched = outputs_of(model(**inputs))
-    length = 7  # the second row's real tokens
-    row = {key: value[1:, ..., :length] for key, value in inputs.items() if key != "attention_mask"}
-    alone = outputs_of(model(**row))
-    for key, value in alone.items():
-        row = batched[key][1:]
-        if name not in PER_SEQUENCE and key not in ("pooler_output", "sop_logits"):
-            row = row[:, :length]  # per-token outputs (B, T, ...): the padding positions are not compared
-        torch.testing.assert_close(row, value, atol=1e-5, rtol=1e-5, msg=key)
-
-
-@torch.inference_mode()
-def test_every_head_saves_and_loads_in_both_directions(tiny, tmp_path):
-    name, _, reference, model = tiny
-    model.save_pretrained(tmp_path)
-    theirs = load_quietly(getattr(transformers, HEADS[name]).from_pretrained, tmp_path).eval()
-    ours = load_quietly(getattr(openformers, HEADS[name]).from_pretrained, tmp_path)
-    assert type(theirs).__name__ == type(ours).__name__ == name
-    inputs = _inputs(name)
-    assert_same(outputs_of(theirs(**inputs)), outputs_of(reference(**inputs)), atol=1e-6)
-    assert_same(outputs_of(ours(**inputs)), outputs_of(model(**inputs)), atol=1e-6)
-
-
-@torch.inference_mode()
-def test_hidden_states_and_attention_weights_match_reference(tmp_path):
-    """One hidden state per layer step (a shared layer counts each time it runs), after the embeddings' projection."""
-    reference = _reference("AlbertModel", attn_implementation="eager")
-    reference.save_pretrained(tmp_path)
-    model = openformers.AutoModel.from_pretrained(tmp_path)
-    inputs = _inputs("AlbertModel")
-    ours = model(**inputs, output_hidden_states=True, output_attentions=True)
-    theirs = reference(**inputs, output_hidden_states=True, output_attentions=True)
-    steps = TINY["num_hidden_layers"] * TINY["inner_group_num"]
-    assert len(ours.hidden_states) == len(theirs.hidden_states) == steps + 1
-    assert len(ours.attentions) == len(theirs.attentions) == steps
-    torch.testing.assert_close(ours.hidden_states, theirs.hidden_states, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(ours.attentions, theirs.attentions, atol=1e-4, rtol=1e-4)
+    @classmethod
+    def training_head(cls):
+        return "AlbertForPreTraining"  # shared layers' gradients summed over the steps that run them
 
 
 @pytest.mark.parametrize("depth, groups", [(4, 4), (5, 2), (2, 1)])
 @torch.inference_mode()
 def test_layer_groups_are_shared_across_depth_as_the_reference(tmp_path, depth, groups):
-    _reference("AlbertModel", num_hidden_layers=depth, num_hidden_groups=groups, inner_group_num=1).save_pretrained(
-        tmp_path
-    )
+    tiny = TestAlbert.reference("AlbertModel", num_hidden_layers=depth, num_hidden_groups=groups, inner_group_num=1)
+    tiny.save_pretrained(tmp_path)
     reference = transformers.AlbertModel.from_pretrained(tmp_path).eval()
     model = load_quietly(openformers.AlbertModel.from_pretrained, tmp_path)
     assert len(model.encoder.albert_layer_groups) == groups
-    inputs = _inputs("AlbertModel")
+    inputs = TestAlbert.inputs("AlbertModel")
     assert_same(outputs_of(model(**inputs)), outputs_of(reference(**inputs)))
-
-
-@torch.inference_mode()
-def test_inputs_embeds_give_what_the_ids_give(tiny):
-    name, _, reference, model = tiny
-    inputs = {k: v for k, v in _inputs(name).items() if k != "input_ids"}
-    embeds = model.get_input_embeddings()(_inputs(name)["input_ids"])  # (..., T, embedding_size)
-    ours, theirs = model(inputs_embeds=embeds, **inputs), reference(inputs_embeds=embeds, **inputs)
-    assert_same(outputs_of(ours), outputs_of(theirs))
 
 
 def test_masked_lm_from_config_ties_the_decoder_to_the_embeddings():
@@ -167,11 +92,11 @@ def test_masked_lm_from_config_ties_the_decoder_to_the_embeddings():
 @torch.inference_mode()
 def test_an_untied_decoder_keeps_its_own_weights_and_bias_both_ways(tmp_path):
     """With tie_word_embeddings=False the decoder predicts with its own bias; predictions.bias is kept, unused."""
-    _reference("AlbertForMaskedLM", tie_word_embeddings=False).save_pretrained(tmp_path / "theirs")
+    TestAlbert.reference("AlbertForMaskedLM", tie_word_embeddings=False).save_pretrained(tmp_path / "theirs")
     reference = transformers.AlbertForMaskedLM.from_pretrained(tmp_path / "theirs").eval()
     model = load_quietly(openformers.AlbertForMaskedLM.from_pretrained, tmp_path / "theirs")
     assert model.predictions.decoder.bias is not model.predictions.bias
-    inputs = _inputs("AlbertForMaskedLM")
+    inputs = TestAlbert.inputs("AlbertForMaskedLM")
     assert_same(outputs_of(model(**inputs)), outputs_of(reference(**inputs)))
     model.save_pretrained(tmp_path / "ours")
     again = load_quietly(transformers.AlbertForMaskedLM.from_pretrained, tmp_path / "ours").eval()
@@ -209,27 +134,6 @@ def test_dropouts_follow_the_reference_fields():
     assert openformers.AlbertForPreTraining(config).sop_classifier.dropout.p == 0.3
     config = configs.AlbertConfig(**TINY, hidden_dropout_prob=0.2, classifier_dropout_prob=None)
     assert openformers.AlbertForTokenClassification(config).dropout.p == 0.2
-
-
-def test_encoder_refuses_a_cache_and_overlong_inputs():
-    model = openformers.AutoModel.from_config(configs.AlbertConfig(**TINY))
-    with pytest.raises(ValueError, match="past_key_values"):
-        model(torch.tensor([[5, 6]]), past_key_values=object())
-    with pytest.raises(ValueError, match="truncate"):
-        model(torch.full((1, TINY["max_position_embeddings"] + 1), 5))
-
-
-@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
-def test_training_gradients_match_reference(tmp_path, checkpointing):
-    """Without dropout, one training step's loss and every parameter's gradient (shared layers summed over the
-    steps that run them) are the reference's."""
-    name = "AlbertForPreTraining"
-    _reference(name, classifier_dropout_prob=0.0).save_pretrained(tmp_path)
-    reference = transformers.AlbertForPreTraining.from_pretrained(tmp_path).train()
-    model = openformers.AlbertForPreTraining.from_pretrained(tmp_path).train()
-    if checkpointing:
-        model.gradient_checkpointing_enable()
-    assert_gradients_match(model, reference, _inputs(name))
 
 
 # AlbertTokenizer: a SentencePiece unigram model trained here on a sample of the project's corpus (with its NFKC
@@ -282,7 +186,7 @@ def test_pipelines_with_the_reference_tokenizer_match_reference(task, albert_tok
     shutil.copytree(albert_tokenizer_folders[1], tmp_path, dirs_exist_ok=True)
     name, inputs = PIPELINE_HEADS[task]
     vocab_size = len(openformers.AutoTokenizer.from_pretrained(tmp_path))
-    _reference(name, vocab_size=vocab_size).save_pretrained(tmp_path)
+    TestAlbert.reference(name, vocab_size=vocab_size).save_pretrained(tmp_path)
     assert_pipeline_matches(task, tmp_path, inputs)
 
 
@@ -322,15 +226,3 @@ def test_auto_tokenizer_picks_albert_from_the_model_type(albert_tokenizer_folder
     assert type(ours).__name__ == type(reference).__name__ == "AlbertTokenizer"
     texts = ["Hello world, Ünïcödé ``quoted''.", "[MASK] eats [MASK]."]
     assert ours(texts)["input_ids"] == reference(texts)["input_ids"]
-
-
-@torch.inference_mode()
-def test_bfloat16_logits_are_the_references_within_its_rounding(tmp_path):
-    _reference("AlbertForMaskedLM").save_pretrained(tmp_path)
-    reference = transformers.AlbertForMaskedLM.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
-    model = load_quietly(lambda folder: openformers.AlbertForMaskedLM.from_pretrained(folder, dtype=torch.bfloat16), tmp_path)
-    assert model.dtype == torch.bfloat16
-    inputs = {k: v for k, v in _inputs("AlbertForMaskedLM").items() if k != "labels"}
-    ours, theirs = model(**inputs).logits, reference(**inputs).logits
-    assert ours.dtype == theirs.dtype == torch.bfloat16
-    torch.testing.assert_close(ours.float(), theirs.float(), atol=1e-2, rtol=1e-2)

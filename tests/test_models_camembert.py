@@ -14,17 +14,8 @@ import torch
 import openformers
 from openformers import configs
 
-from encoder_parity import (
-    assert_head_saved_both_ways,
-    assert_padded_row_gives_what_it_gives_alone,
-    padded_head_inputs,
-    assert_pipeline_matches,
-    assert_same,
-    assert_saved_both_ways,
-    draw_weights,
-    load_quietly,
-    outputs_of,
-)
+from encoder_parity import assert_pipeline_matches, assert_saved_both_ways
+from encoder_suite import EncoderFamilyTests
 
 transformers = pytest.importorskip("transformers")
 
@@ -33,66 +24,37 @@ TINY = dict(
     max_position_embeddings=64,
 )
 PAD = 1
-HEADS = {  # the reference's class -> the Auto class that picks it
-    "CamembertModel": "AutoModel",
-    "CamembertForMaskedLM": "AutoModelForMaskedLM",
-    "CamembertForCausalLM": "AutoModelForCausalLM",
-    "CamembertForSequenceClassification": "AutoModelForSequenceClassification",
-    "CamembertForTokenClassification": "AutoModelForTokenClassification",
-    "CamembertForQuestionAnswering": "AutoModelForQuestionAnswering",
-    "CamembertForMultipleChoice": "AutoModelForMultipleChoice",
-}
-PER_SEQUENCE = ("CamembertForSequenceClassification", "CamembertForMultipleChoice")
 
 
-def _reference(name, **overrides):
-    torch.manual_seed(0)
-    num_labels = 2 if name == "CamembertForQuestionAnswering" else 3  # the reference's QA head has num_labels outputs
-    config = transformers.CamembertConfig(
-        **{**TINY, "num_labels": num_labels, "is_decoder": name == "CamembertForCausalLM", **overrides}
-    )
-    return draw_weights(getattr(transformers, name)(config).eval())
+class TestCamembert(EncoderFamilyTests):
+    REFERENCE_CONFIG = "CamembertConfig"
+    TINY = TINY
+    HEADS = {  # the reference's class -> the Auto class that picks it
+        "CamembertModel": "AutoModel",
+        "CamembertForMaskedLM": "AutoModelForMaskedLM",
+        "CamembertForCausalLM": "AutoModelForCausalLM",
+        "CamembertForSequenceClassification": "AutoModelForSequenceClassification",
+        "CamembertForTokenClassification": "AutoModelForTokenClassification",
+        "CamembertForQuestionAnswering": "AutoModelForQuestionAnswering",
+        "CamembertForMultipleChoice": "AutoModelForMultipleChoice",
+    }
+    PER_SEQUENCE = ("CamembertForSequenceClassification", "CamembertForMultipleChoice")
+    PAD = PAD
+    POSITION_OFFSET = 2  # RoBERTa's positions, after the padding's
 
-
-def _inputs(name) -> dict:
-    return padded_head_inputs(name, TINY["vocab_size"], PAD)
-
-
-@pytest.fixture(scope="module", params=list(HEADS))
-def tiny(request, tmp_path_factory):
-    name = request.param
-    folder = tmp_path_factory.mktemp(name)
-    reference = _reference(name)
-    reference.save_pretrained(folder)
-    return name, folder, reference, load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
-
-
-@torch.inference_mode()
-def test_every_head_matches_reference_on_a_padded_batch(tiny):
-    name, folder, reference, model = tiny
-    assert type(model).__name__ == name and not model.training
-    assert type(model.base_model).__name__ == "CamembertModel" and model.base_model_prefix == "roberta"
-    assert type(openformers.AutoConfig.from_pretrained(folder)) is configs.CamembertConfig
-    inputs = _inputs(name)
-    assert_same(outputs_of(model(**inputs)), outputs_of(reference(**inputs)))
-
-
-@torch.inference_mode()
-def test_each_padded_row_gives_what_it_gives_alone(tiny):
-    name, _, _, model = tiny
-    assert_padded_row_gives_what_it_gives_alone(model, _inputs(name), name in PER_SEQUENCE)
-
-
-@torch.inference_mode()
-def test_every_head_saves_and_loads_in_both_directions(tiny, tmp_path):
-    name, _, reference, model = tiny
-    assert_head_saved_both_ways(model, reference, HEADS[name], _inputs(name), tmp_path)
+    @torch.inference_mode()
+    def test_every_head_matches_reference_on_a_padded_batch(self, head, tiny):
+        """Over RoBERTa's layout (base_model_prefix "roberta"), with CamemBERT's config read back."""
+        super().test_every_head_matches_reference_on_a_padded_batch(head, tiny)
+        _, folder, _, model = tiny
+        assert model.base_model_prefix == "roberta"
+        assert type(openformers.AutoConfig.from_pretrained(folder)) is configs.CamembertConfig
 
 
 @pytest.mark.parametrize("options", [{}, {"num_beams": 3}], ids=["greedy", "beams"])
 @torch.inference_mode()
 def test_causal_lm_generates_the_reference_tokens(tmp_path, options):
-    reference = _reference("CamembertForCausalLM")
+    reference = TestCamembert.reference("CamembertForCausalLM")
     reference.save_pretrained(tmp_path)
     model = openformers.AutoModelForCausalLM.from_pretrained(tmp_path)
     prompt = torch.tensor([[5, 8, 9, 10]])
@@ -206,5 +168,5 @@ def test_pipelines_with_the_reference_tokenizer_match_reference(task, json_folde
     shutil.copytree(json_folder, tmp_path, dirs_exist_ok=True)
     vocab_size = len(openformers.AutoTokenizer.from_pretrained(tmp_path))
     name, inputs = PIPELINE_HEADS[task]
-    _reference(name, vocab_size=vocab_size).save_pretrained(tmp_path)
+    TestCamembert.reference(name, vocab_size=vocab_size).save_pretrained(tmp_path)
     assert_pipeline_matches(task, tmp_path, inputs)

@@ -13,6 +13,16 @@ import torch
 import openformers
 from openformers import configs
 
+from encoder_parity import (
+    assert_gradients_match,
+    assert_pipeline_matches,
+    assert_records_close,
+    assert_same,
+    load_quietly,
+    outputs_of,
+)
+from encoder_suite import EncoderFamilyTests
+
 transformers = pytest.importorskip("transformers")
 
 TINY = dict(
@@ -29,123 +39,74 @@ VARIANTS = {
     "c2p": dict(relative_attention=True, pos_att_type="c2p", pooler_hidden_act="tanh"),
     "absolute": dict(),  # relative_attention off: BERT's attention with DeBERTa's layout
 }
-HEADS = {  # the reference's class -> the Auto class that picks it
-    "DebertaV2Model": "AutoModel",
-    "DebertaV2ForMaskedLM": "AutoModelForMaskedLM",
-    "DebertaV2ForSequenceClassification": "AutoModelForSequenceClassification",
-    "DebertaV2ForTokenClassification": "AutoModelForTokenClassification",
-    "DebertaV2ForQuestionAnswering": "AutoModelForQuestionAnswering",
-    "DebertaV2ForMultipleChoice": "AutoModelForMultipleChoice",
-}
-PER_SEQUENCE = ("DebertaV2ForSequenceClassification", "DebertaV2ForMultipleChoice")
 LENGTH, REAL = 20, 13  # the batch's length and the second row's real tokens
 
 
-def _reference(name, variant="v3", **overrides):
-    torch.manual_seed(0)
-    num_labels = 2 if name == "DebertaV2ForQuestionAnswering" else 3  # the reference's QA head has num_labels outputs
-    config = transformers.DebertaV2Config(**{**TINY, **VARIANTS[variant], "num_labels": num_labels, **overrides})
-    model = getattr(transformers, name)(config).eval()
-    with torch.no_grad():  # the reference initializes biases to zero and norms to one: make them count
-        for parameter_name, parameter in model.named_parameters():
-            if "LayerNorm.weight" in parameter_name:
-                parameter.uniform_(0.5, 1.5)
-            elif parameter_name.endswith("bias"):
-                parameter.normal_(std=0.1)
-    return model
+class TestDebertaV2(EncoderFamilyTests):
+    """Every head in every variant; given embeddings (24 wide and projected up in v2), every head gives the
+    reference's outputs."""
 
+    REFERENCE_CONFIG = "DebertaV2Config"
+    TINY = TINY
+    VARIANTS = VARIANTS
+    HEADS = {  # the reference's class -> the Auto class that picks it
+        "DebertaV2Model": "AutoModel",
+        "DebertaV2ForMaskedLM": "AutoModelForMaskedLM",
+        "DebertaV2ForSequenceClassification": "AutoModelForSequenceClassification",
+        "DebertaV2ForTokenClassification": "AutoModelForTokenClassification",
+        "DebertaV2ForQuestionAnswering": "AutoModelForQuestionAnswering",
+        "DebertaV2ForMultipleChoice": "AutoModelForMultipleChoice",
+    }
+    PER_SEQUENCE = ("DebertaV2ForSequenceClassification", "DebertaV2ForMultipleChoice")
+    REAL = REAL
 
-def _inputs(name, variant="v3") -> dict:
-    """Two rows, the second right-padded, with every label the head takes (token types where the model has them)."""
-    shape = (2, 3, LENGTH) if name == "DebertaV2ForMultipleChoice" else (2, LENGTH)
-    ids = torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(1))
-    mask = torch.ones_like(ids)
-    ids[1, ..., REAL:], mask[1, ..., REAL:] = 0, 0
-    inputs = {"input_ids": ids, "attention_mask": mask}
-    if VARIANTS[variant].get("type_vocab_size"):
-        inputs["token_type_ids"] = (torch.arange(LENGTH) >= 8).long().expand_as(ids)
-    if name == "DebertaV2ForMaskedLM":
-        labels = torch.full_like(ids, -100)
-        labels[:, [1, 4, 15]] = ids[:, [1, 4, 15]]
-        return {**inputs, "labels": labels}
-    if name in PER_SEQUENCE:
-        return {**inputs, "labels": torch.tensor([2, 0])}
-    if name == "DebertaV2ForTokenClassification":
-        return {**inputs, "labels": (ids % 3).masked_fill(mask == 0, -100)}
-    if name == "DebertaV2ForQuestionAnswering":
-        return {**inputs, "start_positions": torch.tensor([2, 25]), "end_positions": torch.tensor([4, 6])}
-    return inputs
+    # DeBERTa's own tests below cover these per variant: hidden states with the padding's positions and as a tuple,
+    # bfloat16 token classification at a tighter tolerance, and training the classifier and the tied masked LM.
+    test_hidden_states_and_attention_weights_match_reference = None
+    test_bfloat16_logits_are_the_references_within_its_rounding = None
+    test_training_gradients_match_reference = None
 
+    @classmethod
+    def inputs(cls, name, variant=None) -> dict:
+        """Two rows of LENGTH tokens, the second right-padded after REAL, with every label the head takes (token types
+        where the variant has them)."""
+        shape = (2, 3, LENGTH) if name == "DebertaV2ForMultipleChoice" else (2, LENGTH)
+        ids = torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(1))
+        mask = torch.ones_like(ids)
+        ids[1, ..., REAL:], mask[1, ..., REAL:] = 0, 0
+        inputs = {"input_ids": ids, "attention_mask": mask}
+        if VARIANTS[variant or "v3"].get("type_vocab_size"):
+            inputs["token_type_ids"] = (torch.arange(LENGTH) >= 8).long().expand_as(ids)
+        if name == "DebertaV2ForMaskedLM":
+            labels = torch.full_like(ids, -100)
+            labels[:, [1, 4, 15]] = ids[:, [1, 4, 15]]
+            return {**inputs, "labels": labels}
+        if name in cls.PER_SEQUENCE:
+            return {**inputs, "labels": torch.tensor([2, 0])}
+        if name == "DebertaV2ForTokenClassification":
+            return {**inputs, "labels": (ids % 3).masked_fill(mask == 0, -100)}
+        if name == "DebertaV2ForQuestionAnswering":
+            return {**inputs, "start_positions": torch.tensor([2, 25]), "end_positions": torch.tensor([4, 6])}
+        return inputs
 
-def _outputs(out) -> dict:
-    """The tensors a head returns, by name (the tuples of hidden states and attentions left out)."""
-    return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
-
-
-def _assert_same(ours, theirs, atol=1e-4):
-    assert sorted(ours) == sorted(theirs)
-    for key in theirs:
-        torch.testing.assert_close(ours[key], theirs[key], atol=atol, rtol=atol, msg=key)
-
-
-def _load_quietly(load, folder):
-    """Load, failing on any warning: a missing, unexpected or newly initialized weight is reported by one."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return load(folder)
-
-
-@pytest.fixture(scope="module", params=[(v, h) for v in VARIANTS for h in HEADS], ids=lambda p: f"{p[0]}-{p[1]}")
-def tiny(request, tmp_path_factory):
-    variant, name = request.param
-    folder = tmp_path_factory.mktemp(f"{variant}-{name}")
-    reference = _reference(name, variant)
-    reference.save_pretrained(folder)
-    return variant, name, reference, _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
-
-
-@torch.inference_mode()
-def test_every_head_matches_reference_on_a_padded_batch(tiny):
-    variant, name, reference, model = tiny
-    assert type(model).__name__ == name and not model.training
-    assert type(model.base_model).__name__ == "DebertaV2Model"
-    inputs = _inputs(name, variant)
-    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
-
-
-@torch.inference_mode()
-def test_each_padded_row_gives_what_it_gives_alone(tiny):
-    variant, name, _, model = tiny
-    inputs = {k: v for k, v in _inputs(name, variant).items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-    batched = _outputs(model(**inputs))
-    alone = _outputs(model(**{k: v[1:, ..., :REAL] for k, v in inputs.items() if k != "attention_mask"}))
-    for key, value in alone.items():
-        row = batched[key][1:]
-        if name not in PER_SEQUENCE:
-            row = row[:, :REAL]  # per-token outputs (B, T, ...): the padding positions are not compared
-        torch.testing.assert_close(row, value, atol=1e-5, rtol=1e-5, msg=key)
-
-
-@torch.inference_mode()
-def test_every_head_saves_and_loads_in_both_directions(tiny, tmp_path):
-    variant, name, reference, model = tiny
-    model.save_pretrained(tmp_path)
-    theirs = _load_quietly(getattr(transformers, HEADS[name]).from_pretrained, tmp_path).eval()
-    ours = _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, tmp_path)
-    assert type(theirs).__name__ == type(ours).__name__ == name
-    inputs = _inputs(name, variant)
-    _assert_same(_outputs(theirs(**inputs)), _outputs(reference(**inputs)), atol=1e-6)
-    _assert_same(_outputs(ours(**inputs)), _outputs(model(**inputs)), atol=1e-6)
+    def test_encoder_refuses_a_cache_and_overlong_inputs(self):
+        """And an attention mask of any shape but (B, T)."""
+        super().test_encoder_refuses_a_cache_and_overlong_inputs()
+        model = openformers.AutoModel.from_config(configs.DebertaV2Config(**TINY))
+        with pytest.raises(ValueError, match="attention_mask"):
+            model(torch.tensor([[5, 6, 7]]), attention_mask=torch.tensor([[[1, 1, 0]]]))
+        with pytest.raises(ValueError, match="attention_mask"):
+            model(torch.tensor([[5, 6, 7]]), attention_mask=torch.ones(1, 3, 3))
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @torch.inference_mode()
 def test_hidden_states_and_attention_weights_match_reference(variant, tmp_path):
     """Every layer's output and attention weights, padded positions included (they attend to nothing and are zero)."""
-    reference = _reference("DebertaV2Model", variant)
+    reference = TestDebertaV2.reference("DebertaV2Model", variant)
     reference.save_pretrained(tmp_path)
     model = openformers.AutoModel.from_pretrained(tmp_path)
-    inputs = _inputs("DebertaV2Model", variant)
+    inputs = TestDebertaV2.inputs("DebertaV2Model", variant)
     ours = model(**inputs, output_hidden_states=True, output_attentions=True)
     theirs = reference(**inputs, output_hidden_states=True, output_attentions=True)
     assert len(ours.hidden_states) == len(theirs.hidden_states) == TINY["num_hidden_layers"] + 1
@@ -161,10 +122,10 @@ def test_v2_xlarge_layout_matches_reference(tmp_path):
     xlarge = dict(relative_attention=True, pos_att_type="p2c|c2p", share_att_key=True, position_buckets=8,
                   max_relative_positions=-1, norm_rel_ebd="layer_norm", position_biased_input=False,
                   conv_kernel_size=3, conv_act="gelu", attention_head_size=8)
-    reference = _reference("DebertaV2Model", "absolute", **xlarge)
+    reference = TestDebertaV2.reference("DebertaV2Model", "absolute", **xlarge)
     reference.save_pretrained(tmp_path)
-    model = _load_quietly(openformers.AutoModel.from_pretrained, tmp_path)
-    inputs = _inputs("DebertaV2Model", "absolute")
+    model = load_quietly(openformers.AutoModel.from_pretrained, tmp_path)
+    inputs = TestDebertaV2.inputs("DebertaV2Model", "absolute")
     ours = model(**inputs, output_hidden_states=True)
     theirs = reference(**inputs, output_hidden_states=True)
     torch.testing.assert_close(ours.hidden_states, theirs.hidden_states, atol=1e-4, rtol=1e-4)
@@ -173,10 +134,10 @@ def test_v2_xlarge_layout_matches_reference(tmp_path):
 @pytest.mark.parametrize("variant", ["v3", "v2"])
 @torch.inference_mode()
 def test_bfloat16_logits_are_the_references(variant, tmp_path):
-    _reference("DebertaV2ForTokenClassification", variant).save_pretrained(tmp_path)
+    TestDebertaV2.reference("DebertaV2ForTokenClassification", variant).save_pretrained(tmp_path)
     reference = transformers.DebertaV2ForTokenClassification.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
     model = openformers.DebertaV2ForTokenClassification.from_pretrained(tmp_path, dtype=torch.bfloat16)
-    inputs = _inputs("DebertaV2ForTokenClassification", variant)
+    inputs = TestDebertaV2.inputs("DebertaV2ForTokenClassification", variant)
     ours, theirs = model(**inputs).logits, reference(**inputs).logits
     assert ours.dtype == theirs.dtype == torch.bfloat16
     torch.testing.assert_close(ours, theirs, atol=4e-3, rtol=1e-2)
@@ -186,7 +147,7 @@ def test_bfloat16_logits_are_the_references(variant, tmp_path):
 def test_v3_reads_inputs_longer_than_its_absolute_positions(tmp_path):
     """Without absolute positions only the buckets bound the distances: 150 tokens run (max_position_embeddings 64),
     with distances far past max_relative_positions landing in the last buckets as in the reference."""
-    reference = _reference("DebertaV2ForMaskedLM", "v3")
+    reference = TestDebertaV2.reference("DebertaV2ForMaskedLM", "v3")
     reference.save_pretrained(tmp_path)
     model = openformers.AutoModelForMaskedLM.from_pretrained(tmp_path)
     ids = torch.randint(3, TINY["vocab_size"], (1, 150), generator=torch.Generator().manual_seed(2))
@@ -204,16 +165,6 @@ def test_log_buckets_are_the_reference_ones(buckets, limit):
                        make_log_bucket_position(distances, buckets, limit).long())
 
 
-@torch.inference_mode()
-def test_inputs_embeds_give_what_the_ids_give(tmp_path):
-    _reference("DebertaV2ForTokenClassification", "v2").save_pretrained(tmp_path)
-    reference = transformers.DebertaV2ForTokenClassification.from_pretrained(tmp_path).eval()
-    model = openformers.AutoModelForTokenClassification.from_pretrained(tmp_path)
-    inputs = _inputs("DebertaV2ForTokenClassification", "v2")
-    embeds = model.get_input_embeddings()(inputs.pop("input_ids"))
-    _assert_same(_outputs(model(inputs_embeds=embeds, **inputs)), _outputs(reference(inputs_embeds=embeds, **inputs)))
-
-
 @pytest.mark.parametrize("variant, name", [("v3", "DebertaV2ForSequenceClassification"),
                                            ("v2", "DebertaV2ForSequenceClassification"),
                                            ("c2p", "DebertaV2ForMaskedLM")])  # the decoder tied to the embeddings
@@ -221,19 +172,12 @@ def test_inputs_embeds_give_what_the_ids_give(tmp_path):
 def test_training_gradients_match_reference(variant, name, checkpointing, tmp_path):
     """Without dropout, one training step's loss and every parameter's gradient are the reference's."""
     no_dropout = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    _reference(name, variant, **no_dropout).save_pretrained(tmp_path)
+    TestDebertaV2.reference(name, variant, **no_dropout).save_pretrained(tmp_path)
     reference = getattr(transformers, name).from_pretrained(tmp_path).train()
     model = getattr(openformers, name).from_pretrained(tmp_path).train()
     if checkpointing:
         model.gradient_checkpointing_enable()
-    inputs = _inputs(name, variant)
-    ours, theirs = model(**inputs).loss, reference(**inputs).loss
-    ours.backward()
-    theirs.backward()
-    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
-    grads = {n: p.grad for n, p in reference.named_parameters()}
-    for parameter_name, parameter in model.named_parameters():  # the relative table's rows too, used or not
-        torch.testing.assert_close(parameter.grad, grads[parameter_name], atol=1e-5, rtol=1e-4, msg=parameter_name)
+    assert_gradients_match(model, reference, TestDebertaV2.inputs(name, variant))  # the relative table's rows too
 
 
 @pytest.mark.parametrize(
@@ -250,16 +194,16 @@ def test_training_gradients_match_reference(variant, name, checkpointing, tmp_pa
 )
 @torch.inference_mode()
 def test_sequence_classification_losses_follow_the_reference(labels, overrides, tmp_path):
-    _reference("DebertaV2ForSequenceClassification", "c2p", **overrides).save_pretrained(tmp_path)
+    TestDebertaV2.reference("DebertaV2ForSequenceClassification", "c2p", **overrides).save_pretrained(tmp_path)
     reference = transformers.DebertaV2ForSequenceClassification.from_pretrained(tmp_path).eval()
     model = openformers.DebertaV2ForSequenceClassification.from_pretrained(tmp_path)
-    inputs = {**_inputs("DebertaV2ForSequenceClassification", "c2p"), "labels": labels}
-    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+    inputs = {**TestDebertaV2.inputs("DebertaV2ForSequenceClassification", "c2p"), "labels": labels}
+    assert_same(outputs_of(model(**inputs)), outputs_of(reference(**inputs)))
     assert model.config.problem_type == overrides.get("problem_type")  # DeBERTa does not record the rule it used
 
 
 def test_auto_classes_pick_the_reference_classes(tmp_path):
-    _reference("DebertaV2ForMaskedLM", "c2p").save_pretrained(tmp_path)
+    TestDebertaV2.reference("DebertaV2ForMaskedLM", "c2p").save_pretrained(tmp_path)
     assert type(openformers.AutoModelForPreTraining.from_pretrained(tmp_path)).__name__ == "DebertaV2ForMaskedLM"
     assert type(openformers.AutoConfig.from_pretrained(tmp_path)).__name__ == "DebertaV2Config"
     with pytest.raises(ValueError, match="causal-lm"):
@@ -325,7 +269,7 @@ def test_legacy_masked_lm_ties_its_decoder_to_the_embeddings_and_its_bias():
 def test_resizing_the_vocabulary_keeps_the_masked_lm_whole(variant, tmp_path):
     """New tokens get a zero bias (the legacy decoder's stays the head's `bias`), old tokens keep their logits, and
     the resized model saves what the reference loads."""
-    reference = _reference("DebertaV2ForMaskedLM", variant)
+    reference = TestDebertaV2.reference("DebertaV2ForMaskedLM", variant)
     reference.save_pretrained(tmp_path / "before")
     model = openformers.DebertaV2ForMaskedLM.from_pretrained(tmp_path / "before")
     old_ids = torch.tensor([[5, 6, 7, 90, 95]])
@@ -337,21 +281,9 @@ def test_resizing_the_vocabulary_keeps_the_masked_lm_whole(variant, tmp_path):
     assert head.bias.shape == (TINY["vocab_size"] + 11,) and not head.bias[TINY["vocab_size"]:].any()
     torch.testing.assert_close(model(old_ids).logits[..., : TINY["vocab_size"]], before)
     model.save_pretrained(tmp_path / "after")
-    theirs = _load_quietly(transformers.DebertaV2ForMaskedLM.from_pretrained, tmp_path / "after").eval()
+    theirs = load_quietly(transformers.DebertaV2ForMaskedLM.from_pretrained, tmp_path / "after").eval()
     ids = torch.tensor([[5, 6, 105, 90, 108]])
     torch.testing.assert_close(model(ids).logits, theirs(ids).logits, atol=1e-5, rtol=1e-5)
-
-
-def test_encoder_refuses_a_cache_and_overlong_inputs():
-    model = openformers.AutoModel.from_config(configs.DebertaV2Config(**TINY))
-    with pytest.raises(ValueError, match="past_key_values"):
-        model(torch.tensor([[5, 6]]), past_key_values=object())
-    with pytest.raises(ValueError, match="truncate"):
-        model(torch.full((1, TINY["max_position_embeddings"] + 1), 5))
-    with pytest.raises(ValueError, match="attention_mask"):
-        model(torch.tensor([[5, 6, 7]]), attention_mask=torch.tensor([[[1, 1, 0]]]))
-    with pytest.raises(ValueError, match="attention_mask"):
-        model(torch.tensor([[5, 6, 7]]), attention_mask=torch.ones(1, 3, 3))
 
 
 # Pipelines: tiny random v3-like heads with a DebertaV2Tokenizer from an spm.model trained here (no tokenizer.json).
@@ -378,27 +310,13 @@ def spm_folder(tmp_path_factory):
     return folder
 
 
-def _assert_records_close(got, expected):
-    if isinstance(expected, (list, dict)):
-        assert type(got) is type(expected) and len(got) == len(expected)
-        for key in range(len(expected)) if isinstance(expected, list) else expected:
-            _assert_records_close(got[key], expected[key])
-    elif isinstance(expected, float) or type(expected).__module__ == "numpy":
-        assert float(got) == pytest.approx(float(expected), abs=1e-5)
-    else:
-        assert got == expected
-
-
 @pytest.mark.parametrize("task", list(PIPELINE_HEADS))
 def test_pipelines_match_reference(task, spm_folder, tmp_path):
     for path in spm_folder.iterdir():
         (tmp_path / path.name).write_bytes(path.read_bytes())
     name, inputs = PIPELINE_HEADS[task]
-    _reference(name, "v3", vocab_size=401).save_pretrained(tmp_path)  # the pieces and [MASK]
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        expected = transformers.pipeline(task, model=str(tmp_path))(inputs)
-    _assert_records_close(openformers.pipeline(task, model=tmp_path)(inputs), expected)
+    TestDebertaV2.reference(name, "v3", vocab_size=401).save_pretrained(tmp_path)  # the pieces and [MASK]
+    assert_pipeline_matches(task, tmp_path, inputs)
 
 
 @pytest.mark.parametrize("multi_label", [False, True], ids=["one-label", "multi-label"])
@@ -407,8 +325,8 @@ def test_zero_shot_classification_matches_reference(multi_label, spm_folder, tmp
     for path in spm_folder.iterdir():
         (tmp_path / path.name).write_bytes(path.read_bytes())
     labels = {0: "entailment", 1: "neutral", 2: "contradiction"}
-    model = _reference("DebertaV2ForSequenceClassification", "v3", vocab_size=401, id2label=labels,
-                       label2id={label: i for i, label in labels.items()})
+    model = TestDebertaV2.reference("DebertaV2ForSequenceClassification", "v3", vocab_size=401, id2label=labels,
+                                    label2id={label: i for i, label in labels.items()})
     with torch.no_grad():
         model.classifier.weight.mul_(200)  # scores far enough apart to order the labels
     model.save_pretrained(tmp_path)
@@ -418,7 +336,7 @@ def test_zero_shot_classification_matches_reference(multi_label, spm_folder, tmp
         expected = transformers.pipeline("zero-shot-classification", model=str(tmp_path))(*inputs,
                                                                                         multi_label=multi_label)
     got = openformers.pipeline("zero-shot-classification", model=tmp_path)(*inputs, multi_label=multi_label)
-    _assert_records_close(got, expected)
+    assert_records_close(got, expected)
     assert len(set(expected[0]["scores"])) == 3
 
 
@@ -428,8 +346,8 @@ def test_token_classification_aggregation_matches_reference(aggregation, spm_fol
     for path in spm_folder.iterdir():
         (tmp_path / path.name).write_bytes(path.read_bytes())
     labels = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
-    model = _reference("DebertaV2ForTokenClassification", "v3", vocab_size=401, num_labels=5, id2label=labels,
-                       label2id={label: i for i, label in labels.items()})
+    model = TestDebertaV2.reference("DebertaV2ForTokenClassification", "v3", vocab_size=401, num_labels=5,
+                                    id2label=labels, label2id={label: i for i, label in labels.items()})
     with torch.no_grad():
         model.classifier.weight.mul_(100)  # labels that change along the text
     model.save_pretrained(tmp_path)
@@ -439,5 +357,5 @@ def test_token_classification_aggregation_matches_reference(aggregation, spm_fol
         expected = transformers.pipeline("token-classification", model=str(tmp_path),
                                          aggregation_strategy=aggregation)(text)
         got = openformers.pipeline("token-classification", model=tmp_path, aggregation_strategy=aggregation)(text)
-    _assert_records_close(got, expected)
+    assert_records_close(got, expected)
     assert len({record["entity_group"] for record in expected}) > 1

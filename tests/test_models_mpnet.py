@@ -15,14 +15,13 @@ from openformers.models.mpnet import relative_position_buckets
 
 from encoder_parity import (
     assert_corpus_parity,
-    assert_gradients_match,
     assert_pipeline_matches,
     assert_same,
     assert_saved_both_ways,
-    draw_weights,
     load_quietly,
     outputs_of,
 )
+from encoder_suite import EncoderWithoutTokenTypesTests
 
 transformers = pytest.importorskip("transformers")
 
@@ -30,127 +29,33 @@ TINY = dict(
     vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
     max_position_embeddings=64,
 )
-PAD = 1
-HEADS = {  # the reference's class -> the Auto class that picks it
-    "MPNetModel": "AutoModel",
-    "MPNetForMaskedLM": "AutoModelForMaskedLM",
-    "MPNetForSequenceClassification": "AutoModelForSequenceClassification",
-    "MPNetForTokenClassification": "AutoModelForTokenClassification",
-    "MPNetForQuestionAnswering": "AutoModelForQuestionAnswering",
-    "MPNetForMultipleChoice": "AutoModelForMultipleChoice",
-}
-PER_SEQUENCE = ("MPNetForSequenceClassification", "MPNetForMultipleChoice")
 
 
-def _reference(name, **overrides):
-    torch.manual_seed(0)
-    num_labels = 2 if name == "MPNetForQuestionAnswering" else 3
-    config = transformers.MPNetConfig(**{**TINY, "num_labels": num_labels, **overrides})
-    return draw_weights(getattr(transformers, name)(config).eval(), "relative_attention_bias")  # a bias that matters
+class TestMPNet(EncoderWithoutTokenTypesTests):
+    """Every head's outputs with the relative-position bias included (and its table's gradients in a training step);
+    given embeddings, every token counts as real when placing positions, as in the reference."""
 
-
-def _inputs(name, length=10) -> dict:
-    """Two rows, the second right-padded with <pad> (id 1), with every label the head takes."""
-    shape = (2, 3, length) if name == "MPNetForMultipleChoice" else (2, length)
-    ids = torch.randint(3, TINY["vocab_size"], shape, generator=torch.Generator().manual_seed(1))
-    mask = torch.ones_like(ids)
-    ids[1, ..., 7:], mask[1, ..., 7:] = PAD, 0
-    inputs = {"input_ids": ids, "attention_mask": mask}
-    if name == "MPNetForMaskedLM":
-        labels = torch.full_like(ids, -100)
-        labels[:, [1, 4]] = ids[:, [1, 4]]
-        return {**inputs, "labels": labels}
-    if name in PER_SEQUENCE:
-        return {**inputs, "labels": torch.tensor([2, 0])}
-    if name == "MPNetForTokenClassification":
-        return {**inputs, "labels": (ids % 3).masked_fill(mask == 0, -100)}
-    if name == "MPNetForQuestionAnswering":
-        return {**inputs, "start_positions": torch.tensor([2, 11]), "end_positions": torch.tensor([4, 6])}
-    return inputs
-
-
-@pytest.fixture(scope="module", params=list(HEADS))
-def tiny(request, tmp_path_factory):
-    name = request.param
-    folder = tmp_path_factory.mktemp(name)
-    reference = _reference(name)
-    reference.save_pretrained(folder)
-    return name, folder, reference, load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
-
-
-@torch.inference_mode()
-def test_every_head_matches_reference_on_a_padded_batch(tiny):
-    name, _, reference, model = tiny
-    assert type(model).__name__ == name and not model.training
-    inputs = _inputs(name)
-    ours, theirs = model(**inputs), reference(**inputs)
-    assert type(ours).__name__ == type(theirs).__name__
-    assert_same(outputs_of(ours), outputs_of(theirs))
-    as_tuples = model(**inputs, return_dict=False), reference(**inputs, return_dict=False)
-    assert [tuple(value.shape) for value in as_tuples[0]] == [tuple(value.shape) for value in as_tuples[1]]
-
-
-@torch.inference_mode()
-def test_each_padded_row_gives_what_it_gives_alone(tiny):
-    name, _, _, model = tiny
-    inputs = {k: v for k, v in _inputs(name).items() if k in ("input_ids", "attention_mask")}
-    batched = outputs_of(model(**inputs))
-    length = 7  # the second row's real tokens
-    alone = outputs_of(model(inputs["input_ids"][1:, ..., :length]))
-    for key, value in alone.items():
-        row = batched[key][1:]
-        if name not in PER_SEQUENCE and key != "pooler_output":
-            row = row[:, :length]  # per-token outputs (B, T, ...): the padding positions are not compared
-        torch.testing.assert_close(row, value, atol=1e-5, rtol=1e-5, msg=key)
-
-
-@torch.inference_mode()
-def test_every_head_saves_and_loads_in_both_directions(tiny, tmp_path):
-    name, _, reference, model = tiny
-    model.save_pretrained(tmp_path)
-    theirs = load_quietly(getattr(transformers, HEADS[name]).from_pretrained, tmp_path).eval()
-    ours = load_quietly(getattr(openformers, HEADS[name]).from_pretrained, tmp_path)
-    assert type(theirs).__name__ == type(ours).__name__ == name
-    inputs = _inputs(name)
-    assert_same(outputs_of(theirs(**inputs)), outputs_of(reference(**inputs)), atol=1e-6)
-    assert_same(outputs_of(ours(**inputs)), outputs_of(model(**inputs)), atol=1e-6)
-
-
-@torch.inference_mode()
-def test_hidden_states_and_attention_weights_match_reference(tiny):
-    name, _, reference, model = tiny
-    inputs = {k: v for k, v in _inputs(name).items() if k in ("input_ids", "attention_mask")}
-    ours = model(**inputs, output_hidden_states=True, output_attentions=True)
-    theirs = reference(**inputs, output_hidden_states=True, output_attentions=True)
-    assert len(ours.hidden_states) == len(theirs.hidden_states) == TINY["num_hidden_layers"] + 1
-    torch.testing.assert_close(ours.hidden_states, theirs.hidden_states, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(ours.attentions, theirs.attentions, atol=1e-4, rtol=1e-4)
-
-
-@torch.inference_mode()
-def test_token_type_ids_are_ignored_as_the_reference_does(tiny):
-    """A BERT-style tokenizer's token_type_ids change nothing (MPNet has no token types)."""
-    name, _, reference, model = tiny
-    inputs = _inputs(name)
-    token_types = (torch.arange(inputs["input_ids"].shape[-1]) >= 5).long().expand_as(inputs["input_ids"])
-    assert_same(outputs_of(model(**inputs, token_type_ids=token_types)), outputs_of(reference(**inputs)))
-
-
-@torch.inference_mode()
-def test_inputs_embeds_give_the_referenceoutputs_of(tiny):
-    """Given embeddings, every token counts as real when placing positions, as in the reference."""
-    name, _, reference, model = tiny
-    inputs = {k: v for k, v in _inputs(name).items() if k != "input_ids"}
-    embeds = model.get_input_embeddings()(_inputs(name)["input_ids"])
-    ours, theirs = model(inputs_embeds=embeds, **inputs), reference(inputs_embeds=embeds, **inputs)
-    assert_same(outputs_of(ours), outputs_of(theirs))
+    REFERENCE_CONFIG = "MPNetConfig"
+    TINY = TINY
+    HEADS = {  # the reference's class -> the Auto class that picks it
+        "MPNetModel": "AutoModel",
+        "MPNetForMaskedLM": "AutoModelForMaskedLM",
+        "MPNetForSequenceClassification": "AutoModelForSequenceClassification",
+        "MPNetForTokenClassification": "AutoModelForTokenClassification",
+        "MPNetForQuestionAnswering": "AutoModelForQuestionAnswering",
+        "MPNetForMultipleChoice": "AutoModelForMultipleChoice",
+    }
+    PER_SEQUENCE = ("MPNetForSequenceClassification", "MPNetForMultipleChoice")
+    PAD = 1
+    ALSO_DRAWN = ("relative_attention_bias",)  # a bias that matters
+    POSITION_OFFSET = 2  # positions start after the padding's, as RoBERTa's
 
 
 @torch.inference_mode()
 def test_far_apart_tokens_fall_in_the_reference_log_buckets(tmp_path):
     """Offsets past 8 are bucketed on a log scale up to 128, and farther ones share the last bucket."""
     T = 150
-    _reference("MPNetModel", max_position_embeddings=T + 2).save_pretrained(tmp_path)
+    TestMPNet.reference("MPNetModel", max_position_embeddings=T + 2).save_pretrained(tmp_path)
     reference = transformers.MPNetModel.from_pretrained(tmp_path).eval()
     model = load_quietly(openformers.MPNetModel.from_pretrained, tmp_path)
     theirs = reference.encoder.relative_position_bucket(torch.arange(T)[None, :] - torch.arange(T)[:, None])
@@ -171,10 +76,10 @@ def test_masked_lm_from_config_ties_the_decoder_to_the_embeddings():
 
 @torch.inference_mode()
 def test_an_untied_decoder_keeps_its_own_weights_and_bias_both_ways(tmp_path):
-    _reference("MPNetForMaskedLM", tie_word_embeddings=False).save_pretrained(tmp_path / "theirs")
+    TestMPNet.reference("MPNetForMaskedLM", tie_word_embeddings=False).save_pretrained(tmp_path / "theirs")
     reference = transformers.MPNetForMaskedLM.from_pretrained(tmp_path / "theirs").eval()
     model = load_quietly(openformers.MPNetForMaskedLM.from_pretrained, tmp_path / "theirs")
-    inputs = _inputs("MPNetForMaskedLM")
+    inputs = TestMPNet.inputs("MPNetForMaskedLM")
     assert_same(outputs_of(model(**inputs)), outputs_of(reference(**inputs)))
     model.save_pretrained(tmp_path / "ours")
     again = load_quietly(transformers.MPNetForMaskedLM.from_pretrained, tmp_path / "ours").eval()
@@ -198,27 +103,6 @@ def test_every_head_drops_out_by_hidden_dropout_prob():
     assert openformers.MPNetForTokenClassification(config).dropout.p == 0.3
     assert openformers.MPNetForMultipleChoice(config).dropout.p == 0.3
     assert openformers.MPNetForSequenceClassification(config).classifier.dropout.p == 0.3
-
-
-def test_encoder_refuses_a_cache_and_overlong_inputs():
-    model = openformers.AutoModel.from_config(configs.MPNetConfig(**TINY))
-    with pytest.raises(ValueError, match="past_key_values"):
-        model(torch.tensor([[5, 6]]), past_key_values=object())
-    with pytest.raises(ValueError, match="truncate"):
-        model(torch.full((1, TINY["max_position_embeddings"] - 1), 5))
-
-
-@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
-def test_training_gradients_match_reference(tmp_path, checkpointing):
-    """Without dropout, one training step's loss and every parameter's gradient (the shared relative-position
-    table's included) are the reference's."""
-    name = "MPNetForSequenceClassification"
-    _reference(name, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).save_pretrained(tmp_path)
-    reference = transformers.MPNetForSequenceClassification.from_pretrained(tmp_path).train()
-    model = openformers.MPNetForSequenceClassification.from_pretrained(tmp_path).train()
-    if checkpointing:
-        model.gradient_checkpointing_enable()
-    assert_gradients_match(model, reference, _inputs(name))
 
 
 # MPNetTokenizer: a WordPiece vocabulary trained here with `tokenizers` on a sample of the project's corpus, laid out
@@ -273,7 +157,7 @@ def test_pipelines_with_the_reference_tokenizer_match_reference(task, mpnet_toke
     shutil.copytree(mpnet_tokenizer_folders[1], tmp_path, dirs_exist_ok=True)
     name, inputs = PIPELINE_HEADS[task]
     vocab_size = len(openformers.AutoTokenizer.from_pretrained(tmp_path))
-    _reference(name, vocab_size=vocab_size).save_pretrained(tmp_path)
+    TestMPNet.reference(name, vocab_size=vocab_size).save_pretrained(tmp_path)
     assert_pipeline_matches(task, tmp_path, inputs)
 
 
@@ -315,15 +199,3 @@ def test_auto_tokenizer_picks_mpnet_from_the_model_type(mpnet_tokenizer_folders,
     ours = openformers.AutoTokenizer.from_pretrained(tmp_path)
     assert type(ours).__name__ == type(reference).__name__ == "MPNetTokenizer"
     assert dict(ours("Hello <mask> world", "second")) == dict(reference("Hello <mask> world", "second"))
-
-
-@torch.inference_mode()
-def test_bfloat16_logits_are_the_references_within_its_rounding(tmp_path):
-    _reference("MPNetForMaskedLM").save_pretrained(tmp_path)
-    reference = transformers.MPNetForMaskedLM.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
-    model = load_quietly(lambda folder: openformers.MPNetForMaskedLM.from_pretrained(folder, dtype=torch.bfloat16), tmp_path)
-    assert model.dtype == torch.bfloat16
-    inputs = {k: v for k, v in _inputs("MPNetForMaskedLM").items() if k != "labels"}
-    ours, theirs = model(**inputs).logits, reference(**inputs).logits
-    assert ours.dtype == theirs.dtype == torch.bfloat16
-    torch.testing.assert_close(ours.float(), theirs.float(), atol=1e-2, rtol=1e-2)

@@ -12,15 +12,8 @@ import torch
 import openformers
 from openformers import configs
 
-from encoder_parity import (
-    assert_head_saved_both_ways,
-    assert_padded_row_gives_what_it_gives_alone,
-    padded_head_inputs,
-    assert_records_close,
-    assert_same,
-    load_quietly,
-    outputs_of,
-)
+from encoder_parity import assert_records_close
+from encoder_suite import EncoderFamilyTests
 
 transformers = pytest.importorskip("transformers")
 
@@ -29,70 +22,29 @@ TINY = dict(
     max_position_embeddings=64,
 )
 PAD = 1
-HEADS = {  # the reference's class -> the Auto class that picks it
-    "XLMRobertaModel": "AutoModel",
-    "XLMRobertaForMaskedLM": "AutoModelForMaskedLM",
-    "XLMRobertaForCausalLM": "AutoModelForCausalLM",
-    "XLMRobertaForSequenceClassification": "AutoModelForSequenceClassification",
-    "XLMRobertaForTokenClassification": "AutoModelForTokenClassification",
-    "XLMRobertaForQuestionAnswering": "AutoModelForQuestionAnswering",
-    "XLMRobertaForMultipleChoice": "AutoModelForMultipleChoice",
-}
-PER_SEQUENCE = ("XLMRobertaForSequenceClassification", "XLMRobertaForMultipleChoice")
 
 
-def _reference(name, **overrides):
-    torch.manual_seed(0)
-    num_labels = 2 if name == "XLMRobertaForQuestionAnswering" else 3  # the reference's QA head has num_labels outputs
-    config = transformers.XLMRobertaConfig(
-        **{**TINY, "num_labels": num_labels, "is_decoder": name == "XLMRobertaForCausalLM", **overrides}
-    )
-    model = getattr(transformers, name)(config).eval()
-    with torch.no_grad():
-        for parameter_name, parameter in model.named_parameters():
-            if parameter_name.endswith("bias"):  # the reference initializes biases to zero: make them count
-                parameter.normal_(std=0.1)
-    return model
-
-
-def _inputs(name) -> dict:
-    return padded_head_inputs(name, TINY["vocab_size"], PAD)
-
-
-@pytest.fixture(scope="module", params=list(HEADS))
-def tiny(request, tmp_path_factory):
-    name = request.param
-    folder = tmp_path_factory.mktemp(name)
-    reference = _reference(name)
-    reference.save_pretrained(folder)
-    return name, folder, reference, load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
-
-
-@torch.inference_mode()
-def test_every_head_matches_reference_on_a_padded_batch(tiny):
-    name, _, reference, model = tiny
-    assert type(model).__name__ == name and not model.training
-    assert type(model.base_model).__name__ == "XLMRobertaModel"
-    inputs = _inputs(name)
-    assert_same(outputs_of(model(**inputs)), outputs_of(reference(**inputs)))
-
-
-@torch.inference_mode()
-def test_each_padded_row_gives_what_it_gives_alone(tiny):
-    name, _, _, model = tiny
-    assert_padded_row_gives_what_it_gives_alone(model, _inputs(name), name in PER_SEQUENCE)
-
-
-@torch.inference_mode()
-def test_every_head_saves_and_loads_in_both_directions(tiny, tmp_path):
-    name, _, reference, model = tiny
-    assert_head_saved_both_ways(model, reference, HEADS[name], _inputs(name), tmp_path)
+class TestXLMRoberta(EncoderFamilyTests):
+    REFERENCE_CONFIG = "XLMRobertaConfig"
+    TINY = TINY
+    HEADS = {  # the reference's class -> the Auto class that picks it
+        "XLMRobertaModel": "AutoModel",
+        "XLMRobertaForMaskedLM": "AutoModelForMaskedLM",
+        "XLMRobertaForCausalLM": "AutoModelForCausalLM",
+        "XLMRobertaForSequenceClassification": "AutoModelForSequenceClassification",
+        "XLMRobertaForTokenClassification": "AutoModelForTokenClassification",
+        "XLMRobertaForQuestionAnswering": "AutoModelForQuestionAnswering",
+        "XLMRobertaForMultipleChoice": "AutoModelForMultipleChoice",
+    }
+    PER_SEQUENCE = ("XLMRobertaForSequenceClassification", "XLMRobertaForMultipleChoice")
+    PAD = PAD
+    POSITION_OFFSET = 2  # RoBERTa's positions, after the padding's
 
 
 @torch.inference_mode()
 def test_left_padding_moves_no_real_token(tmp_path):
     """Positions count real tokens only (RoBERTa's rule), so a left-padded row encodes as it does alone."""
-    reference = _reference("XLMRobertaModel")
+    reference = TestXLMRoberta.reference("XLMRobertaModel")
     reference.save_pretrained(tmp_path)
     model = openformers.AutoModel.from_pretrained(tmp_path)
     ids = torch.tensor([[PAD, PAD, 5, 6, 7], [8, 9, 10, 11, 12]])
@@ -105,7 +57,7 @@ def test_left_padding_moves_no_real_token(tmp_path):
 @pytest.mark.parametrize("options", [{}, {"num_beams": 3}], ids=["greedy", "beams"])
 @torch.inference_mode()
 def test_causal_lm_generates_the_reference_tokens(tmp_path, options):
-    reference = _reference("XLMRobertaForCausalLM")
+    reference = TestXLMRoberta.reference("XLMRobertaForCausalLM")
     reference.save_pretrained(tmp_path)
     model = openformers.AutoModelForCausalLM.from_pretrained(tmp_path)
     prompt = torch.tensor([[0, 5, 6, 7]])
@@ -158,7 +110,7 @@ def test_pipelines_with_the_reference_tokenizer_match_reference(task, xlmr_token
     tokenizer = openformers.AutoTokenizer.from_pretrained(tmp_path)
     assert type(tokenizer).__name__ == "XLMRobertaTokenizer"
     name, inputs = PIPELINE_HEADS[task]
-    _reference(name, vocab_size=len(tokenizer), max_position_embeddings=64).save_pretrained(tmp_path)
+    TestXLMRoberta.reference(name, vocab_size=len(tokenizer), max_position_embeddings=64).save_pretrained(tmp_path)
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         expected = transformers.pipeline(task, model=str(tmp_path))(inputs)
