@@ -174,6 +174,22 @@ class EncoderFamilyTests:
         assert ours.dtype == theirs.dtype == torch.bfloat16
         torch.testing.assert_close(ours.float(), theirs.float(), atol=1e-2, rtol=1e-2)
 
+    @torch.inference_mode()
+    def test_an_untied_decoder_keeps_its_own_weights_and_bias_both_ways(self, tmp_path):
+        """With tie_word_embeddings=False the masked LM predicts with its own weights: the reference's outputs, and
+        saved, the reference's outputs again in the reference."""
+        import transformers
+
+        name = self.head_named("AutoModelForMaskedLM")
+        self.reference(name, tie_word_embeddings=False).save_pretrained(tmp_path / "theirs")
+        reference = getattr(transformers, name).from_pretrained(tmp_path / "theirs").eval()
+        model = load_quietly(getattr(openformers, name).from_pretrained, tmp_path / "theirs")
+        inputs = self.inputs(name)
+        assert_same(outputs_of(model(**inputs)), outputs_of(reference(**inputs)))
+        model.save_pretrained(tmp_path / "ours")
+        again = load_quietly(getattr(transformers, name).from_pretrained, tmp_path / "ours").eval()
+        assert_same(outputs_of(again(**inputs)), outputs_of(reference(**inputs)), atol=1e-6)
+
     @pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
     def test_training_gradients_match_reference(self, tmp_path, checkpointing):
         """Without dropout (TRAINING_OVERRIDES), one training step's loss and every parameter's gradient of the

@@ -4,7 +4,6 @@ back, decodes with its caches as without them, generates the reference's tokens,
 classes as the reference's class; its tokenizer is RoBERTa's, as the reference's."""
 
 import json
-import warnings
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ import openformers
 from openformers import configs
 from openformers.generation import DynamicCache, EncoderDecoderCache
 
+from encoder_parity import assert_head_saved_both_ways, assert_same, load_quietly, outputs_of
 from seq2seq_models import assert_hidden_states_and_attentions_match, bart_vocabulary_folder, write_checkpoint
 
 transformers = pytest.importorskip("transformers")
@@ -70,31 +70,13 @@ def _inputs(name) -> dict:
     return inputs
 
 
-def _outputs(out) -> dict:
-    """The tensors an output holds, by name, without the cache and the ones that are None."""
-    return {k: v for k, v in out.items() if v is not None and k not in ("past_key_values", "cache")}
-
-
-def _assert_same(ours, theirs, atol=1e-4):
-    assert sorted(ours) == sorted(theirs)
-    for key in theirs:
-        torch.testing.assert_close(ours[key], theirs[key], atol=atol, rtol=atol, msg=key)
-
-
-def _load_quietly(load, folder):
-    """Load, failing on any warning: a missing, unexpected or newly initialized weight is reported by one."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return load(folder)
-
-
 @pytest.fixture(scope="module", params=list(HEADS))
 def tiny(request, tmp_path_factory):
     name = request.param
     folder = tmp_path_factory.mktemp(name)
     reference = _reference(name)
     reference.save_pretrained(folder)
-    return name, folder, reference, _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
+    return name, folder, reference, load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
 
 
 @pytest.fixture(scope="module")
@@ -110,15 +92,15 @@ def test_every_head_matches_reference_on_a_padded_batch(tiny):
     name, _, reference, model = tiny
     assert type(model).__name__ == name and not model.training
     inputs = _inputs(name)
-    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+    assert_same(outputs_of(model(**inputs)), outputs_of(reference(**inputs)))
 
 
 @torch.inference_mode()
 def test_each_padded_row_gives_what_it_gives_alone(tiny):
     name, _, _, model = tiny
     ids, mask = _ids()
-    batched = _outputs(model(input_ids=ids, attention_mask=mask))
-    alone = _outputs(model(input_ids=ids[1:, :SHORT]))
+    batched = outputs_of(model(input_ids=ids, attention_mask=mask))
+    alone = outputs_of(model(input_ids=ids[1:, :SHORT]))
     for key, value in alone.items():
         row = batched[key][1:]
         if key != "logits" or name != "BartForSequenceClassification":
@@ -129,13 +111,7 @@ def test_each_padded_row_gives_what_it_gives_alone(tiny):
 @torch.inference_mode()
 def test_every_head_saves_and_loads_in_both_directions(tiny, tmp_path):
     name, _, reference, model = tiny
-    model.save_pretrained(tmp_path)
-    theirs = _load_quietly(getattr(transformers, HEADS[name]).from_pretrained, tmp_path).eval()
-    ours = _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, tmp_path)
-    assert type(theirs).__name__ == type(ours).__name__ == name
-    inputs = _inputs(name)
-    _assert_same(_outputs(theirs(**inputs)), _outputs(reference(**inputs)), atol=1e-6)
-    _assert_same(_outputs(ours(**inputs)), _outputs(model(**inputs)), atol=1e-6)
+    assert_head_saved_both_ways(model, reference, HEADS[name], _inputs(name), tmp_path)
 
 
 @torch.inference_mode()
@@ -252,7 +228,7 @@ def test_from_config_ties_one_table_and_resizing_keeps_it_tied():
 def test_scaled_embeddings_and_a_checkpoint_without_final_logits_bias(tmp_path):
     reference = _reference("BartModel", scale_embedding=True)
     reference.save_pretrained(tmp_path)
-    model = _load_quietly(openformers.BartForConditionalGeneration.from_pretrained, tmp_path)  # as the reference: quiet
+    model = load_quietly(openformers.BartForConditionalGeneration.from_pretrained, tmp_path)  # as the reference: quiet
     assert not model.final_logits_bias.any()
     theirs = transformers.BartForConditionalGeneration.from_pretrained(tmp_path).eval()
     inputs = _inputs("BartModel")
@@ -335,14 +311,14 @@ def test_tuples_and_embeddings_given_instead_of_ids_are_the_references(seq2seq):
 def test_untied_embeddings_load_save_and_stay_apart(tmp_path):
     reference = _reference("BartForConditionalGeneration", tie_word_embeddings=False)
     reference.save_pretrained(tmp_path)
-    model = _load_quietly(openformers.BartForConditionalGeneration.from_pretrained, tmp_path)
+    model = load_quietly(openformers.BartForConditionalGeneration.from_pretrained, tmp_path)
     tables = [model.model.shared, model.model.encoder.embed_tokens, model.model.decoder.embed_tokens, model.lm_head]
     assert len({id(table.weight) for table in tables}) == 4
     inputs = _inputs("BartForConditionalGeneration")
-    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+    assert_same(outputs_of(model(**inputs)), outputs_of(reference(**inputs)))
     model.save_pretrained(tmp_path / "ours")
-    theirs = _load_quietly(transformers.BartForConditionalGeneration.from_pretrained, tmp_path / "ours").eval()
-    _assert_same(_outputs(theirs(**inputs)), _outputs(reference(**inputs)), atol=1e-6)
+    theirs = load_quietly(transformers.BartForConditionalGeneration.from_pretrained, tmp_path / "ours").eval()
+    assert_same(outputs_of(theirs(**inputs)), outputs_of(reference(**inputs)), atol=1e-6)
 
 
 def test_layerdrop_skips_the_layers_the_reference_skips(tmp_path):
@@ -393,10 +369,10 @@ def test_an_older_checkpoint_with_every_tied_copy_and_fairseqs_markers_loads_qui
     markers = {"model.encoder.version": torch.tensor([2.0]), "model.decoder.version": torch.tensor([2.0])}
     tensors = write_checkpoint(reference, tmp_path, **markers)
     assert {"model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight"} <= set(tensors)
-    model = _load_quietly(openformers.AutoModelForSeq2SeqLM.from_pretrained, tmp_path)
+    model = load_quietly(openformers.AutoModelForSeq2SeqLM.from_pretrained, tmp_path)
     assert model.lm_head.weight is model.model.shared.weight is model.model.encoder.embed_tokens.weight
     inputs = _inputs("BartForConditionalGeneration")
-    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+    assert_same(outputs_of(model(**inputs)), outputs_of(reference(**inputs)))
 
 
 @torch.inference_mode()

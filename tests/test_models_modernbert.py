@@ -5,13 +5,14 @@ and each padded row gives what it gives alone; saving goes both ways, the traini
 reference's, and its byte-level BPE tokenizer and fill-mask pipeline give the reference's ids and records."""
 
 import json
-import warnings
 
 import pytest
 import torch
 
 import openformers
 from openformers import configs
+
+from encoder_parity import assert_head_saved_both_ways, assert_pipeline_matches, assert_same, load_quietly, outputs_of
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
@@ -72,11 +73,6 @@ def _inputs(name, side="right", length=14) -> dict:
     return inputs
 
 
-def _outputs(out) -> dict:
-    """The tensors a head returns, by name, without the ones that are None."""
-    return {k: v for k, v in out.items() if k not in ("hidden_states", "attentions") and v is not None}
-
-
 def _at_real_tokens(outputs: dict, mask: torch.Tensor) -> dict:
     """The outputs with per-token tensors (B, T, ...) cut to the real tokens (N, ...); openformers computes only
     those (the padding's are zeros, the reference computes them)."""
@@ -84,25 +80,12 @@ def _at_real_tokens(outputs: dict, mask: torch.Tensor) -> dict:
     return {k: v[mask.bool()] if k in per_token and v.shape[:2] == mask.shape else v for k, v in outputs.items()}
 
 
-def _assert_same(ours, theirs, atol=1e-4):
-    assert sorted(ours) == sorted(theirs)
-    for key in theirs:
-        torch.testing.assert_close(ours[key], theirs[key], atol=atol, rtol=atol, msg=key)
-
-
 def _assert_same_at_real_tokens(name, ours, theirs, mask):
-    ours, theirs = _outputs(ours), _outputs(theirs)
+    ours, theirs = outputs_of(ours), outputs_of(theirs)
     if name == "ModernBertForQuestionAnswering":
         ours.pop("loss"), theirs.pop("loss")
     mask = mask.flatten(0, -2)  # multiple choice: one row per choice
-    _assert_same(_at_real_tokens(ours, mask), _at_real_tokens(theirs, mask))
-
-
-def _load_quietly(load, folder):
-    """Load, failing on any warning: a missing, unexpected or newly initialized weight is reported by one."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return load(folder)
+    assert_same(_at_real_tokens(ours, mask), _at_real_tokens(theirs, mask))
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[f"{name}-{pooling}" for name, pooling in CASES])
@@ -111,7 +94,7 @@ def tiny(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(name)
     reference = _reference(name, classifier_pooling=pooling)
     reference.save_pretrained(folder)
-    return name, folder, reference, _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
+    return name, folder, reference, load_quietly(getattr(openformers, HEADS[name]).from_pretrained, folder)
 
 
 @torch.inference_mode()
@@ -120,7 +103,7 @@ def test_every_head_matches_reference_without_padding(tiny):
     assert type(model).__name__ == name and not model.training
     inputs = _inputs(name, length=T)
     assert inputs["attention_mask"].all()
-    _assert_same(_outputs(model(**inputs)), _outputs(reference(**inputs)))
+    assert_same(outputs_of(model(**inputs)), outputs_of(reference(**inputs)))
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
@@ -154,9 +137,9 @@ def test_each_padded_row_gives_what_it_gives_alone(tiny, side):
         pytest.skip("the reference pools position 0 whatever it holds, so a left-padded row reads its padding")
     length = 14  # the second row's real tokens
     inputs = {k: v for k, v in _inputs(name, side, length).items() if k in ("input_ids", "attention_mask")}
-    batched = _outputs(model(**inputs))
+    batched = outputs_of(model(**inputs))
     real = slice(None, length) if side == "right" else slice(T - length, None)
-    alone = _outputs(model(inputs["input_ids"][1:, ..., real]))
+    alone = outputs_of(model(inputs["input_ids"][1:, ..., real]))
     for key, value in alone.items():
         row = batched[key][1:]
         if name not in POOLED:
@@ -167,13 +150,7 @@ def test_each_padded_row_gives_what_it_gives_alone(tiny, side):
 @torch.inference_mode()
 def test_every_head_saves_and_loads_in_both_directions(tiny, tmp_path):
     name, _, reference, model = tiny
-    model.save_pretrained(tmp_path)
-    theirs = _load_quietly(getattr(transformers, HEADS[name]).from_pretrained, tmp_path).eval()
-    ours = _load_quietly(getattr(openformers, HEADS[name]).from_pretrained, tmp_path)
-    assert type(theirs).__name__ == type(ours).__name__ == name
-    inputs = _inputs(name)
-    _assert_same(_outputs(theirs(**inputs)), _outputs(reference(**inputs)), atol=1e-6)
-    _assert_same(_outputs(ours(**inputs)), _outputs(model(**inputs)), atol=1e-6)
+    assert_head_saved_both_ways(model, reference, HEADS[name], _inputs(name), tmp_path)
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
@@ -235,7 +212,7 @@ def test_narrow_bands_match_reference(tmp_path, local_attention):
     """Sliding layers attend block by block once the sequence outgrows a block's keys: odd and tiny bands too."""
     reference = _reference("ModernBertModel", local_attention=local_attention)
     reference.save_pretrained(tmp_path)
-    model = _load_quietly(openformers.AutoModel.from_pretrained, tmp_path)
+    model = load_quietly(openformers.AutoModel.from_pretrained, tmp_path)
     for side in ("right", "left"):
         inputs = _inputs("ModernBertModel", side)
         real = inputs["attention_mask"].bool()
@@ -259,11 +236,11 @@ def test_inputs_embeds_and_position_ids_match_reference(tiny):
 def test_sparse_prediction_gives_the_labelled_positions_only(tmp_path):
     reference = _reference("ModernBertForMaskedLM", sparse_prediction=True)
     reference.save_pretrained(tmp_path)
-    model = _load_quietly(openformers.AutoModelForMaskedLM.from_pretrained, tmp_path)
+    model = load_quietly(openformers.AutoModelForMaskedLM.from_pretrained, tmp_path)
     inputs = _inputs("ModernBertForMaskedLM")
     ours, theirs = model(**inputs), reference(**inputs)
     assert ours.logits.shape == (6, TINY["vocab_size"])  # 3 labelled positions in each of 2 rows
-    _assert_same(_outputs(ours), _outputs(theirs))
+    assert_same(outputs_of(ours), outputs_of(theirs))
     without_labels = {k: v for k, v in inputs.items() if k != "labels"}
     assert model(**without_labels).logits.shape == (2, T, TINY["vocab_size"])
 
@@ -272,7 +249,7 @@ def test_sparse_prediction_gives_the_labelled_positions_only(tmp_path):
 def test_linear_rope_scaling_matches_reference(tmp_path):
     reference = _reference("ModernBertModel", rope_scaling={"rope_type": "linear", "factor": 2.0})
     reference.save_pretrained(tmp_path)
-    model = _load_quietly(openformers.AutoModel.from_pretrained, tmp_path)
+    model = load_quietly(openformers.AutoModel.from_pretrained, tmp_path)
     assert model.config.rope_parameters == reference.config.rope_parameters
     inputs = _inputs("ModernBertModel", length=T)
     torch.testing.assert_close(model(**inputs).last_hidden_state, reference(**inputs).last_hidden_state,
@@ -447,23 +424,9 @@ PIPELINE_HEADS = {  # task -> (the reference's class, its inputs)
 }
 
 
-def _assert_records_close(got, expected):
-    if isinstance(expected, (list, dict)):
-        assert type(got) is type(expected) and len(got) == len(expected)
-        for key in range(len(expected)) if isinstance(expected, list) else expected:
-            _assert_records_close(got[key], expected[key])
-    elif isinstance(expected, float) or type(expected).__module__ == "numpy":
-        assert float(got) == pytest.approx(float(expected), abs=1e-5)
-    else:
-        assert got == expected
-
-
 @pytest.mark.parametrize("task", list(PIPELINE_HEADS))
 def test_pipelines_match_reference(task, tmp_path):
     vocab_size = _tokenizer_folder(tmp_path)
     name, inputs = PIPELINE_HEADS[task]
     _reference(name, vocab_size=vocab_size).save_pretrained(tmp_path)
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        expected = transformers.pipeline(task, model=str(tmp_path))(inputs)
-    _assert_records_close(openformers.pipeline(task, model=tmp_path)(inputs), expected)
+    assert_pipeline_matches(task, tmp_path, inputs)

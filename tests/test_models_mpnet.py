@@ -74,18 +74,6 @@ def test_masked_lm_from_config_ties_the_decoder_to_the_embeddings():
     assert model(torch.tensor([[5, 6, 7]])).logits.shape == (1, 3, TINY["vocab_size"] + 5)
 
 
-@torch.inference_mode()
-def test_an_untied_decoder_keeps_its_own_weights_and_bias_both_ways(tmp_path):
-    TestMPNet.reference("MPNetForMaskedLM", tie_word_embeddings=False).save_pretrained(tmp_path / "theirs")
-    reference = transformers.MPNetForMaskedLM.from_pretrained(tmp_path / "theirs").eval()
-    model = load_quietly(openformers.MPNetForMaskedLM.from_pretrained, tmp_path / "theirs")
-    inputs = TestMPNet.inputs("MPNetForMaskedLM")
-    assert_same(outputs_of(model(**inputs)), outputs_of(reference(**inputs)))
-    model.save_pretrained(tmp_path / "ours")
-    again = load_quietly(transformers.MPNetForMaskedLM.from_pretrained, tmp_path / "ours").eval()
-    assert_same(outputs_of(again(**inputs)), outputs_of(reference(**inputs)), atol=1e-6)
-
-
 def test_config_defaults_and_validation():
     config, reference = configs.MPNetConfig(), transformers.MPNetConfig()
     for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
