@@ -7,7 +7,7 @@ from openformers import configs
 from openformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from conftest import packaged_folder
-from encoder_suite import EncoderFamilyTests
+from encoder_suite import EncoderFamilyTests, RobertaLayoutTests
 
 transformers = pytest.importorskip("transformers")
 
@@ -80,13 +80,12 @@ class TestBert(EncoderFamilyTests):
         super().test_an_untied_decoder_keeps_its_own_weights_and_bias_both_ways(tmp_path)
 
 
-class TestRoberta(TestBert):
-    """RoBERTa: one token type, positions after the padding's."""
+class TestRoberta(RobertaLayoutTests, TestBert):
+    """RoBERTa: one token type (none in the batch), pad id 1, positions after the padding's."""
 
     REFERENCE_CONFIG = "RobertaConfig"
     HEADS = {name.format("Roberta"): auto_class for auto_class, name in HEADS.items()}
     PER_SEQUENCE = ("RobertaForSequenceClassification",)
-    POSITION_OFFSET = 2
 
 
 @pytest.mark.parametrize("family", ["Bert", "Roberta"])

@@ -15,7 +15,7 @@ import openformers
 from openformers import configs
 
 from encoder_parity import assert_pipeline_matches, assert_saved_both_ways
-from encoder_suite import EncoderFamilyTests
+from encoder_suite import RobertaLayoutTests
 
 transformers = pytest.importorskip("transformers")
 
@@ -26,7 +26,7 @@ TINY = dict(
 PAD = 1
 
 
-class TestCamembert(EncoderFamilyTests):
+class TestCamembert(RobertaLayoutTests):
     REFERENCE_CONFIG = "CamembertConfig"
     TINY = TINY
     HEADS = {  # the reference's class -> the Auto class that picks it
@@ -39,13 +39,6 @@ class TestCamembert(EncoderFamilyTests):
         "CamembertForMultipleChoice": "AutoModelForMultipleChoice",
     }
     PER_SEQUENCE = ("CamembertForSequenceClassification", "CamembertForMultipleChoice")
-    PAD = PAD
-    POSITION_OFFSET = 2  # RoBERTa's positions, after the padding's
-
-    @pytest.mark.xfail(strict=True, reason="untied, the reference's masked LM predicts with its decoder's own bias; "
-                                           "models/bert.py's (BERT's and RoBERTa's) with the head's bias")
-    def test_an_untied_decoder_keeps_its_own_weights_and_bias_both_ways(self, tmp_path):
-        super().test_an_untied_decoder_keeps_its_own_weights_and_bias_both_ways(tmp_path)
 
     @torch.inference_mode()
     def test_every_head_matches_reference_on_a_padded_batch(self, head, tiny):

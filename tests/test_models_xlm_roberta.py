@@ -13,7 +13,7 @@ import openformers
 from openformers import configs
 
 from encoder_parity import assert_records_close
-from encoder_suite import EncoderFamilyTests
+from encoder_suite import RobertaLayoutTests
 
 transformers = pytest.importorskip("transformers")
 
@@ -24,7 +24,7 @@ TINY = dict(
 PAD = 1
 
 
-class TestXLMRoberta(EncoderFamilyTests):
+class TestXLMRoberta(RobertaLayoutTests):
     REFERENCE_CONFIG = "XLMRobertaConfig"
     TINY = TINY
     HEADS = {  # the reference's class -> the Auto class that picks it
@@ -37,13 +37,6 @@ class TestXLMRoberta(EncoderFamilyTests):
         "XLMRobertaForMultipleChoice": "AutoModelForMultipleChoice",
     }
     PER_SEQUENCE = ("XLMRobertaForSequenceClassification", "XLMRobertaForMultipleChoice")
-    PAD = PAD
-    POSITION_OFFSET = 2  # RoBERTa's positions, after the padding's
-
-    @pytest.mark.xfail(strict=True, reason="untied, the reference's masked LM predicts with its decoder's own bias; "
-                                           "models/bert.py's (BERT's and RoBERTa's) with the head's bias")
-    def test_an_untied_decoder_keeps_its_own_weights_and_bias_both_ways(self, tmp_path):
-        super().test_an_untied_decoder_keeps_its_own_weights_and_bias_both_ways(tmp_path)
 
 
 @torch.inference_mode()
