@@ -236,8 +236,3 @@ class RobertaLayoutTests(EncoderFamilyTests):
 
     PAD = 1
     POSITION_OFFSET = 2
-
-    @pytest.mark.xfail(strict=True, reason="untied, the reference's masked LM predicts with its decoder's own bias; "
-                                           "models/bert.py's (BERT's and RoBERTa's) with the head's bias")
-    def test_an_untied_decoder_keeps_its_own_weights_and_bias_both_ways(self, tmp_path):
-        super().test_an_untied_decoder_keeps_its_own_weights_and_bias_both_ways(tmp_path)

@@ -174,10 +174,8 @@ class BertPooler(nn.Module):
 class BertPreTrainedModel(PreTrainedModel):
     config_class = BertConfig
     base_model_prefix = "bert"
-    # Buffers older checkpoints store, and the decoder bias, which is the head's `bias` stored a second time.
-    ignored_checkpoint_keys = (
-        r"(^|\.)embeddings\.position_ids$", r"(^|\.)embeddings\.token_type_ids$", r"(^|\.)decoder\.bias$",
-    )
+    # Buffers older checkpoints store (and, tied, the decoder's bias: see new_base_model).
+    ignored_checkpoint_keys = (r"(^|\.)embeddings\.position_ids$", r"(^|\.)embeddings\.token_type_ids$")
 
     # A checkpoint saved from a head without the pooler (masked LM) still loads into BertModel.
     initialized_if_missing = (r"(^|\.)pooler\.",)
@@ -190,6 +188,10 @@ class BertPreTrainedModel(PreTrainedModel):
         """The encoder a head builds on, with the pooler when the head reads it (`add_pooling_layer`)."""
         if not self.add_pooling_layer:  # a checkpoint's pooler is left unused, as the reference does
             self.ignored_checkpoint_keys = (*self.ignored_checkpoint_keys, POOLER_KEYS)
+        if config.tie_word_embeddings:  # the LM head's decoder bias is its `bias` stored a second time
+            self.ignored_checkpoint_keys = (*self.ignored_checkpoint_keys, DECODER_BIAS)
+        else:  # the decoder's own bias, which the head adds; a checkpoint saved tied lacks it (zeros, as the reference)
+            self.initialized_if_missing = (*self.initialized_if_missing, DECODER_BIAS)
         return self.base_model_class(config)(config, add_pooling_layer=self.add_pooling_layer)
 
     def base_model_class(self, config: BertConfig) -> type:
@@ -298,6 +300,7 @@ def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
 
 # The pooler's weights, which a model built without the pooler leaves unused.
 POOLER_KEYS = r"^((bert|roberta)\.)?pooler\."
+DECODER_BIAS = r"(^|\.)decoder\.bias$"
 
 
 # Heads --------------------------------------------------------------------------------------------------------
@@ -314,17 +317,28 @@ class BertPredictionHeadTransform(nn.Module):
         return self.LayerNorm(self.act(self.dense(x)))
 
 
+def lm_decoder(config) -> tuple[nn.Linear, nn.Parameter]:
+    """A masked LM head's decoder and per-token `bias`. Tied, the decoder is the token embedding and `bias` its bias;
+    untied, the decoder has its own bias, the one it predicts with, as the reference's (`bias` is then kept, unused)."""
+    decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=not config.tie_word_embeddings)
+    return decoder, nn.Parameter(torch.zeros(config.vocab_size))
+
+
+def decoded(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    logits = head.decoder(x)
+    return logits if head.decoder.bias is not None else logits + head.bias
+
+
 class BertLMPredictionHead(nn.Module):
     """The transform, then the (tied) output embedding plus a per-token bias."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.transform = BertPredictionHeadTransform(config)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.decoder, self.bias = lm_decoder(config)
 
     def forward(self, x):
-        return self.decoder(self.transform(x)) + self.bias
+        return decoded(self, self.transform(x))
 
 
 class BertOnlyMLMHead(nn.Module):
@@ -375,11 +389,10 @@ class RobertaLMHead(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.decoder, self.bias = lm_decoder(config)
 
     def forward(self, x):
-        return self.decoder(self.layer_norm(F.gelu(self.dense(x)))) + self.bias
+        return decoded(self, self.layer_norm(F.gelu(self.dense(x))))
 
 
 class RobertaClassificationHead(nn.Module):
