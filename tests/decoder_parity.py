@@ -387,6 +387,21 @@ def assert_decoding_step_gives_the_references_logits(model, reference, ids, pref
     torch.testing.assert_close(torch.cat(steps, dim=1), reference(ids).logits, atol=1e-4, rtol=rtol)
 
 
+def assert_kernel_steps_and_generates_as_the_reference(model, reference, ids):
+    """from_pretrained gave the model the CPU kernel's decoding step: its one-token steps give the reference's logits
+    (assert_decoding_step_gives_the_references_logits), and greedy generation, whose prompt and tokens all take the
+    step (none runs the layers), gives the reference's tokens."""
+    assert_decoding_step_gives_the_references_logits(model, reference, ids)
+    calls = []
+    hook = model.base_model.layers[0].register_forward_hook(lambda *_: calls.append(1))
+    settings = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+    try:
+        assert model.generate(ids, **settings).tolist() == reference.generate(ids, **settings).tolist()
+    finally:
+        hook.remove()
+    assert calls == []
+
+
 # GGUF files as llama.cpp's converter writes them.
 
 

@@ -13,9 +13,12 @@ import transformers
 from decoder_parity import OneStepAtATime
 from openformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, kernels
 from openformers.configs import (
+    Ernie4_5Config,
     Gemma2Config,
     Gemma3TextConfig,
     GemmaConfig,
+    Glm4Config,
+    GlmConfig,
     GraniteConfig,
     LlamaConfig,
     MinistralConfig,
@@ -34,7 +37,9 @@ from openformers.configs import (
 from openformers.generation.cache import DynamicCache
 from openformers.kernels import library
 from openformers.kernels.llama import refusal
+from openformers.models.ernie4_5 import Ernie4_5ForCausalLM
 from openformers.models.gemma import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
+from openformers.models.glm import Glm4ForCausalLM, GlmForCausalLM
 from openformers.models.granite import GraniteForCausalLM
 from openformers.models.llama import LlamaForCausalLM
 from openformers.models.ministral import MinistralForCausalLM
@@ -104,6 +109,14 @@ OLMO3_YARN = {**OLMO3, **YARN}  # the full layer's rotation YaRN's, the sliding 
 # Ministral: Mistral's layers, a full one between sliding ones (window 5), all rotated alike.
 MINISTRAL = dict(num_hidden_layers=3, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
                  sliding_window=5)
+# ERNIE 4.5: heads of 16 turned in interleaved pairs; with use_bias, a bias on every projection.
+ERNIE4_5 = dict(head_dim=16, rope_theta=500.0)
+ERNIE4_5_BIASED = {**ERNIE4_5, "use_bias": True, "tie_word_embeddings": False}
+# GLM and GLM-4-0414: heads of 16 of which the first 8 dimensions turn in interleaved pairs, q/k/v biases, the fused
+# gate/up; GLM-4-0414's norms after each branch too. A quarter of heads of 64, with linear rope scaling.
+GLM = dict(head_dim=16, partial_rotary_factor=0.5, rope_theta=500.0, pad_token_id=0, eos_token_id=2)
+GLM_HEAD_DIM_64 = {**GLM, **HEAD_DIM_64, "head_dim": 64, "partial_rotary_factor": 0.25,
+                   "rope_scaling": {"rope_type": "linear", "factor": 2.0}}
 QWEN3_MOE = dict(num_experts=6, num_experts_per_tok=3, moe_intermediate_size=64, mlp_only_layers=[1])
 QWEN2_MOE = {**QWEN3_MOE, "shared_expert_intermediate_size": 128}
 QWEN2_MOE_SPARSE_STEP = {**QWEN2_MOE, "mlp_only_layers": [], "decoder_sparse_step": 2}
@@ -112,7 +125,10 @@ MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM,
                  MixtralConfig: MixtralForCausalLM, Qwen3MoeConfig: Qwen3MoeForCausalLM,
                  Qwen2MoeConfig: Qwen2MoeForCausalLM, Starcoder2Config: Starcoder2ForCausalLM,
                  GemmaConfig: GemmaForCausalLM, SmolLM3Config: SmolLM3ForCausalLM, GraniteConfig: GraniteForCausalLM,
-                 MinistralConfig: MinistralForCausalLM}
+                 MinistralConfig: MinistralForCausalLM, Ernie4_5Config: Ernie4_5ForCausalLM,
+                 GlmConfig: GlmForCausalLM, Glm4Config: Glm4ForCausalLM}
+# Families whose every norm weight and every bias tiny_model draws (from_config sets them to ones and zeros).
+DRAWN_NORMS_AND_BIASES = (Starcoder2Config, Ernie4_5Config, GlmConfig, Glm4Config)
 
 
 def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> LlamaForCausalLM:
@@ -125,7 +141,7 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
             if name.endswith("norm.weight"):
                 torch.nn.init.normal_(parameter, std=0.5)
         return model.eval()
-    if config_class is Starcoder2Config:  # its LayerNorms' weights and biases, and every projection's bias
+    if config_class in DRAWN_NORMS_AND_BIASES:  # e.g. StarCoder2's LayerNorms' weights and biases, every bias
         for name, parameter in model.named_parameters():
             if name.endswith("norm.weight"):
                 torch.nn.init.normal_(parameter, mean=1.0, std=0.3)
@@ -161,8 +177,8 @@ def int8_per_16(linear: torch.nn.Linear) -> kernels.Linear:
 def quantized(model, quantization: str):
     """`model` quantized as "int8", "int4", or "int4+int8": int4 with each layer's v projection at int8 and up
     projection at int8 with a scale per 16 weights, as from_pretrained keeps a GGUF file's 5-8-bit matrices at int8
-    under int4 (Q6_K's with their scales per 16); Phi-3's fused q/k/v and gate/up projections so, and every
-    other expert's up projection of a mixture, and its shared expert's."""
+    under int4 (Q6_K's with their scales per 16); Phi-3's fused q/k/v and gate/up projections so, GLM's fused
+    gate/up as an up projection, and every other expert's up projection of a mixture, and its shared expert's."""
     if quantization == "int4+int8":
         for layer in model.model.layers:
             attention, mlp = layer.self_attn, getattr(layer, "block_sparse_moe", getattr(layer, "mlp", None))
@@ -172,7 +188,8 @@ def quantized(model, quantization: str):
                 continue
             attention.v_proj = kernels.Linear.from_linear(attention.v_proj, "int8")
             if not isinstance(mlp, SparseMoeBlock):
-                up = "c_fc" if hasattr(mlp, "c_fc") else "up_proj"  # StarCoder2's
+                # StarCoder2's, GLM's fused one, Llama's
+                up = next(name for name in ("c_fc", "gate_up_proj", "up_proj") if hasattr(mlp, name))
                 setattr(mlp, up, int8_per_16(getattr(mlp, up)))
                 continue
             for expert in list(mlp.experts)[::2] + ([mlp.shared_expert] if hasattr(mlp, "shared_expert") else []):
@@ -366,7 +383,9 @@ def test_an_unknown_rope_scaling_is_refused():
      (Starcoder2Config, {**HEAD_DIM_64, "sliding_window": 5}), (GemmaConfig, GEMMA), (SmolLM3Config, SMOLLM3),
      (SmolLM3Config, {**SMOLLM3, **HEAD_DIM_64}), (GraniteConfig, GRANITE), (LlamaConfig, YARN),
      (Qwen2Config, YARN_GPT_OSS), (Gemma3TextConfig, {**GEMMA3, **YARN}), (Olmo3Config, OLMO3_YARN),
-     (MinistralConfig, MINISTRAL), (MinistralConfig, {**MINISTRAL, **HEAD_DIM_64, **YARN})],
+     (MinistralConfig, MINISTRAL), (MinistralConfig, {**MINISTRAL, **HEAD_DIM_64, **YARN}), (Ernie4_5Config, ERNIE4_5),
+     (Ernie4_5Config, {**ERNIE4_5_BIASED, **HEAD_DIM_64, "head_dim": 64}), (GlmConfig, GLM),
+     (GlmConfig, {**GLM_HEAD_DIM_64, "attention_bias": False}), (Glm4Config, GLM), (Glm4Config, GLM_HEAD_DIM_64)],
     ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
          "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope",
          "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128", "gemma2-soft-caps",
@@ -374,7 +393,9 @@ def test_an_unknown_rope_scaling_is_refused():
          "mixtral-top-1-window", "qwen3-moe-dense-layer", "qwen3-moe-renormalized", "qwen2-moe-dense-layer",
          "qwen2-moe-sparse-step-renormalized", "starcoder2", "starcoder2-no-biases", "starcoder2-head-dim-64-window",
          "gemma", "smollm3", "smollm3-head-dim-64", "granite", "llama-yarn", "qwen2-yarn-gpt-oss", "gemma3-yarn",
-         "olmo3-yarn", "ministral-per-layer-windows", "ministral-head-dim-64-yarn"],
+         "olmo3-yarn", "ministral-per-layer-windows", "ministral-head-dim-64-yarn", "ernie4_5",
+         "ernie4_5-biases-head-dim-64", "glm", "glm-no-bias-head-dim-64-quarter-linear-rope", "glm4",
+         "glm4-head-dim-64-quarter-linear-rope"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -439,7 +460,9 @@ STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, 
     (Starcoder2Config, {}, "int8"), (Starcoder2Config, {}, "int4+int8"), (GemmaConfig, GEMMA, None),
     (SmolLM3Config, SMOLLM3, None), (SmolLM3Config, SMOLLM3, "int4+int8"), (GraniteConfig, GRANITE, None),
     (GraniteConfig, GRANITE, "int4+int8"), (LlamaConfig, YARN, None), (Qwen3Config, YARN_GPT_OSS, "int8"),
-    (Olmo3Config, OLMO3_YARN, None), (MinistralConfig, MINISTRAL, None), (MinistralConfig, MINISTRAL, "int4+int8")]
+    (Olmo3Config, OLMO3_YARN, None), (MinistralConfig, MINISTRAL, None), (MinistralConfig, MINISTRAL, "int4+int8"),
+    (Ernie4_5Config, ERNIE4_5, None), (Ernie4_5Config, ERNIE4_5_BIASED, "int4+int8"), (GlmConfig, GLM, None),
+    (GlmConfig, GLM, "int8"), (Glm4Config, GLM, None), (Glm4Config, GLM_HEAD_DIM_64, "int4+int8")]
 STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
     "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8", "phi3",
     "phi3-longrope-int8", "phi3-int4+int8", "gemma2", "gemma2-head-dim-64-int4+int8", "olmo2", "olmo2-int4+int8",
@@ -447,7 +470,8 @@ STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+
     "qwen2-moe", "qwen2-moe-sparse-step-renormalized-int8", "qwen2-moe-renormalized-int4", "qwen2-moe-int4+int8",
     "starcoder2-window", "starcoder2-int8", "starcoder2-int4+int8", "gemma", "smollm3", "smollm3-int4+int8", "granite",
     "granite-int4+int8", "llama-yarn", "qwen3-yarn-gpt-oss-int8", "olmo3-yarn", "ministral",
-    "ministral-int4+int8"]
+    "ministral-int4+int8", "ernie4_5", "ernie4_5-biases-int4+int8", "glm", "glm-int8", "glm4",
+    "glm4-head-dim-64-int4+int8"]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)
@@ -580,12 +604,12 @@ BLOCK_CASES = [(LlamaConfig, HEAD_DIM_64, None), (LlamaConfig, HEAD_DIM_128, "in
                (MistralConfig, {**HEAD_DIM_64, "sliding_window": 100}, "int8"), (Qwen3Config, HEAD_DIM_128, None),
                (Olmo2Config, HEAD_DIM_64, None), (Gemma3TextConfig, {**GEMMA3, **HEAD_DIM_64, "head_dim": 64}, None),
                (MixtralConfig, {**MIXTRAL, **HEAD_DIM_128}, "int8"),
-               (Qwen2MoeConfig, {**QWEN2_MOE, **HEAD_DIM_128}, "int4")]
+               (Qwen2MoeConfig, {**QWEN2_MOE, **HEAD_DIM_128}, "int4"), (Glm4Config, GLM_HEAD_DIM_64, None)]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", BLOCK_CASES,
                          ids=["llama-64", "llama-128-int4", "mistral-long-window-int8", "qwen3-128", "olmo2-64",
-                              "gemma3-64", "mixtral-128-int8", "qwen2-moe-128-int4"])
+                              "gemma3-64", "mixtral-128-int8", "qwen2-moe-128-int4", "glm4-64-quarter-rotated"])
 def test_long_prompts_attend_in_blocks_as_the_layers(config_class, overrides, quantization, monkeypatch):
     # 13 positions a row at a time, then 60 in blocks (two tasks of 32 and 28 rows over two key blocks: 73 keys).
     tokens = torch.randint(1, 96, (1, 74), generator=torch.Generator().manual_seed(8))
@@ -801,11 +825,12 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
      (MixtralConfig, MIXTRAL, "int8"), (Qwen3MoeConfig, QWEN3_MOE, "int4"), (Qwen3MoeConfig, QWEN3_MOE, "int4+int8"),
      (Qwen2MoeConfig, QWEN2_MOE, None), (Qwen2MoeConfig, QWEN2_MOE, "int8"), (Qwen2MoeConfig, QWEN2_MOE, "int4+int8"),
      (Starcoder2Config, {}, None), (Starcoder2Config, {}, "int4+int8"), (SmolLM3Config, SMOLLM3, None),
-     (GraniteConfig, GRANITE, None)],
+     (GraniteConfig, GRANITE, None), (Ernie4_5Config, ERNIE4_5_BIASED, None), (GlmConfig, GLM, "int4+int8"),
+     (Glm4Config, GLM, None)],
     ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8", "phi3-int4+int8", "gemma2-head-dim-64",
          "olmo2", "mixtral", "mixtral-int8", "qwen3-moe-int4", "qwen3-moe-int4+int8", "qwen2-moe",
          "qwen2-moe-int8", "qwen2-moe-int4+int8", "starcoder2",
-         "starcoder2-int4+int8", "smollm3", "granite"],
+         "starcoder2-int4+int8", "smollm3", "granite", "ernie4_5-biases", "glm-int4+int8", "glm4"],
 )
 def test_a_team_of_threads_gives_the_one_thread_results(config_class, overrides, quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly
@@ -972,8 +997,10 @@ def test_a_hidden_state_changed_in_place_gets_the_heads_own_product():
         torch.testing.assert_close(model.lm_head(hidden), expected, atol=1e-4, rtol=1e-4)
 
 
-def test_bfloat16_weights_stay_close_to_float32(monkeypatch):
-    model = accelerated(tiny_model())
+@pytest.mark.parametrize("config_class, overrides", [(LlamaConfig, {}), (Ernie4_5Config, ERNIE4_5_BIASED),
+                                                     (Glm4Config, GLM)], ids=["llama", "ernie4_5-biases", "glm4"])
+def test_bfloat16_weights_stay_close_to_float32(config_class, overrides, monkeypatch):
+    model = accelerated(tiny_model(config_class, **overrides))
     tokens = torch.randint(0, 96, (20,), generator=torch.Generator().manual_seed(2)).tolist()
     reference = step_logits(model, tokens, False, monkeypatch)
     fast = step_logits(model.to(torch.bfloat16), tokens, True, monkeypatch)

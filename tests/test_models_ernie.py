@@ -9,8 +9,8 @@ the reference has on a padded batch with labels, the router logits and load-bala
 padding, greedy and beam generation, static caches, hidden states and attention weights, a training step's gradients,
 saving both ways (and the reference's in-memory layout), the Auto classes, the config's defaults and refusals, a
 released config.json read as the reference reads it, multi-token prediction weights left out, GGUF files written as
-llama.cpp's converter writes "ernie4_5" and "ernie4_5-moe" ones, the CPU kernel's refusal, and the tokenizer of an
-ERNIE folder (a tokenizer.model naming the remote-code Ernie4_5_Tokenizer, read as the reference's TokenizersBackend).
+llama.cpp's converter writes "ernie4_5" and "ernie4_5-moe" ones, the CPU kernel's decoding step (dense) and refusal
+(MoE), and the tokenizer of an ERNIE folder (a tokenizer.model naming the remote-code Ernie4_5_Tokenizer, read as the reference's TokenizersBackend).
 The weights are drawn at std 0.15 and the correction biases at 0.3, so that a rotation, routing or bias detail
 applied wrong moves the logits far past the tolerance.
 """
@@ -26,6 +26,7 @@ import openformers
 from decoder_parity import (
     add_decoder_metadata,
     assert_kernel_refuses_and_generate_runs_the_layers,
+    assert_kernel_steps_and_generates_as_the_reference,
     assert_outputs_close,
     assert_same_attributes,
     finish_gguf,
@@ -78,9 +79,11 @@ class TestErnie4_5(DecoderFamilyTests):
         with pytest.raises(ValueError, match="no sequence-classification class for 'ernie4_5'"):
             openformers.AutoModelForSequenceClassification.from_pretrained(folder)
 
-    def test_the_cpu_kernel_refuses_the_family_and_generation_runs_the_layers(self, tiny):
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_with_the_references_logits(self, tiny):
+        """The kernel's step turns the interleaved pairs (and adds use_bias's biases) as the layers do."""
         _, reference, model = tiny
-        assert_kernel_refuses_and_generate_runs_the_layers(model, reference, self.ids(1, 5, seed=3), "ernie4_5")
+        assert_kernel_steps_and_generates_as_the_reference(model, reference, self.ids(1, 12, seed=9))
 
     @torch.inference_mode()
     def test_the_pairs_turned_are_interleaved(self, tiny, monkeypatch):
@@ -91,6 +94,7 @@ class TestErnie4_5(DecoderFamilyTests):
         _, reference, model = tiny
         ids, mask = padded_batch(self.ids(2, 9, seed=7))
         monkeypatch.setattr(Ernie4_5Attention, "rope", staticmethod(apply_rope))
+        monkeypatch.setattr(model.model, "accelerated_step", None)  # the layers, not the kernel's prompt step
         moved = model(ids, attention_mask=mask).logits - reference(ids, attention_mask=mask).logits
         assert moved.abs().max() > 1e-2
 

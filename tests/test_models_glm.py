@@ -6,7 +6,7 @@ pairs), and one without biases, a quarter of each head turned, linear rope scali
 with its norms after each branch in both. Every head the reference has, on a right- and a left-padded row with the
 head's labels; cached decoding, left padding, greedy and beam generation, a static cache, hidden states and attention
 weights, a training step; saving both ways and transformers 4's config.json; the config's defaults and refusals; the
-CPU kernel's refusal; GGUF files written as llama.cpp's converter writes a "glm4" checkpoint (the fused gate/up tensor
+CPU kernel's decoding step and greedy generation through it; GGUF files written as llama.cpp's converter writes a "glm4" checkpoint (the fused gate/up tensor
 as ffn_up, no rows permuted); the tokenizer class the reference picks for a GLM folder, with its [gMASK]<sop>
 prefix and chat template, and the same vocabulary read from a GGUF file.
 """
@@ -19,7 +19,7 @@ import torch
 import openformers
 from decoder_parity import (
     assert_bfloat16_matches_the_reference,
-    assert_kernel_refuses_and_generate_runs_the_layers,
+    assert_kernel_steps_and_generates_as_the_reference,
     assert_outputs_close,
     assert_same_attributes,
     finish_gguf,
@@ -68,10 +68,12 @@ class GlmFamilyTests(DecoderFamilyTests):
         the reference's: the same bits."""
         assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 9, seed=7)))
 
-    def test_the_cpu_kernel_refuses_glm_and_generation_runs_the_layers(self, tiny):
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_with_the_references_logits(self, tiny):
+        """The kernel's step turns the interleaved pairs of the rotated width, adds the q/k/v biases, splits the fused
+        gate/up, and norms each branch's output where GLM-4-0414 does, as the layers do."""
         _, reference, model = tiny
-        assert_kernel_refuses_and_generate_runs_the_layers(model, reference, self.ids(1, 5, seed=3),
-                                                           model.config.model_type)
+        assert_kernel_steps_and_generates_as_the_reference(model, reference, self.ids(1, 12, seed=9))
 
     def test_auto_classes_pick_the_family_classes(self, tiny):
         folder, reference, _ = tiny

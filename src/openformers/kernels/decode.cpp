@@ -82,7 +82,7 @@ struct Matrix {
 
   int64_t scales_per_row() const { return (cols + scale_group - 1) / scale_group; }
 
-  // `count` of its rows from row `first` on, as a matrix of their own (Phi-3's fused q/k/v and gate/up projections).
+  // `count` of its rows from row `first` on, as a matrix of their own (Phi-3's fused q/k/v, its and GLM's gate/up).
   Matrix rows_from(int64_t first, int64_t count) const {
     Matrix part = *this;
     part.data = static_cast<const char*>(data) + first * row_bytes;
@@ -751,16 +751,6 @@ NormWeights norm_weights(const at::Tensor& norm, std::vector<at::Tensor>& conver
   const void* data = converted.back().data_ptr();
   if (biased) converted.push_back(bias.to(at::kFloat).contiguous());
   return {data, false, offset, biased ? converted.back().data_ptr() : nullptr};
-}
-
-// Rotate each (i, i + half) pair of a head's first `dims` values by the position's angle; `sin` is signed per half.
-void rope(float* x, int64_t dims, const float* cos, const float* sin) {
-  int64_t half = dims / 2;
-  for (int64_t i = 0; i < half; ++i) {
-    float a = x[i], b = x[i + half];
-    x[i] = a * cos[i] + b * sin[i];
-    x[i + half] = b * cos[i + half] + a * sin[i + half];
-  }
 }
 
 #ifdef __AVX512F__
@@ -1438,7 +1428,22 @@ struct Family {
   // Whether a row that its mask leaves no position (a prompt's padding) attends to all of its sequence's positions
   // evenly, as the layers' eager attention gives it, rather than to none (zeros, their sdpa's); set by each call.
   bool padding_averages = false;
+  // Whether the pairs turned are (2i, 2i + 1), GPT-J's form (ERNIE 4.5's and GLM's; StepWeights::set_interleaved),
+  // rather than Llama's (i, i + half).
+  bool interleaved = false;
 };
+
+// Rotate the pairs of a head's first F.rotary_dims values by the position's angles (`sin` signed per half, as the
+// rotary tables hold them): pair i is (x[i], x[i + half]), or (x[2i], x[2i + 1]) where the family interleaves them,
+// turned by angle i either way.
+void rope(float* x, const Family& F, const float* cos, const float* sin) {
+  const int64_t half = F.rotary_dims / 2, stride = F.interleaved ? 2 : 1, partner = F.interleaved ? 1 : half;
+  for (int64_t i = 0; i < half; ++i) {
+    float a = x[i * stride], b = x[i * stride + partner];
+    x[i * stride] = a * cos[i] + b * sin[i];
+    x[i * stride + partner] = b * cos[i + half] + a * sin[i + half];
+  }
+}
 
 // The residual stream x plus the normed `out` (Gemma's sandwich norms), in a thread's own copy of x.
 inline void add_normed(float* x, const float* out, NormWeights norm, float eps, float* scratch, int64_t n) {
@@ -1627,7 +1632,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   // products and the attention: one meeting of the team less per layer. Keys normed over all heads at once wait
   // for all of them.
   auto cache_key = [&](int64_t h) {  // head h's key (normed where it is due), rotated, into the cache
-    if (L.rotates) rope(S.k.data() + h * head_dim, F.rotary_dims, cos, sin);
+    if (L.rotates) rope(S.k.data() + h * head_dim, F, cos, sin);
     for (int64_t i = 0; i < head_dim; ++i)
       keys[h * head_stride + pos * pos_stride + i] = static_cast<C>(S.k[h * head_dim + i]);
   };
@@ -1689,7 +1694,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
     for (int64_t h = begin; h < end; ++h) {
       float* q = S.q.data() + h * head_dim;
       if (!L.whole_qk_norms) norm_head(q, L.q_norm, eps, head_dim);
-      if (L.rotates) rope(q, F.rotary_dims, cos, sin);
+      if (L.rotates) rope(q, F, cos, sin);
       scale_query(F, q, head_dim);
       int64_t kv = (h / group) * head_stride;
       attend_group<C>(q, 1, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores, S.attended.data() + h * head_dim,
@@ -1787,13 +1792,15 @@ void check_experts_usable(const char* op, const std::atomic<bool>& unusable, at:
 // layer_types). Without flags every layer takes the window and the tables. `attention_cap`, Gemma 2's soft-cap on the
 // attention scores (0: none). With sandwich norms, an empty tensor for the input's or the MLP input's norm says the
 // layer has none (OLMo 2); q and k norms as large as all the queries and all the keys norm them whole (OLMo 2's,
-// Layer::whole_qk_norms), not a head at a time. set_fused: see `fused`.
+// Layer::whole_qk_norms), not a head at a time. set_fused: see `fused_qkv`. set_interleaved: the rotation's pairs
+// (Family::interleaved).
 struct StepWeights : torch::CustomClassHolder {
   std::vector<at::Tensor> norms, weights, scales, biases;
-  // Fused (set_fused): a layer's weights are q/k/v stacked by rows, o, gate/up stacked by rows and down, as Phi-3
-  // stores them, 4 a layer with 4 or no scales and 1 or no (q/k/v) bias; else 7, 7 or none, and 3 or none.
-  bool fused = false;
-  bool sandwich = false, gelu = false;
+  // Fused (set_fused): a layer's q/k/v are one weight stacked by rows, as Phi-3 stores them, and its gate/up one
+  // (Phi-3's, GLM's), so that a layer's weights are q/k/v or q, k, v, then o, then gate/up or gate, up, then down:
+  // 4 to 7 a layer (matrices_per_layer), as many scales or none, and biases as biases_per_layer says.
+  bool fused_qkv = false, fused_gate_up = false;
+  bool sandwich = false, gelu = false, interleaved = false;
   double norm_offset = 0., query_factor = 1., embedding_scale = 1., attention_cap = 0., residual_scale = 1.;
   std::vector<int64_t> sliding;
   std::vector<int64_t> unrotated;  // per layer, 1 where its queries and keys are not rotated (set_unrotated)
@@ -1812,7 +1819,10 @@ struct StepWeights : torch::CustomClassHolder {
     attention_cap = attention_soft_cap;
   }
 
-  void set_fused(bool fused_projections) { fused = fused_projections; }
+  void set_fused(bool qkv, bool gate_up) { fused_qkv = qkv, fused_gate_up = gate_up; }
+
+  // ERNIE 4.5 and GLM: the rotation turns the pairs (2i, 2i + 1) (Family::interleaved).
+  void set_interleaved(bool interleaved_pairs) { interleaved = interleaved_pairs; }
 
   // Granite: what each branch's output is multiplied by before it joins the residual stream.
   void set_residual_scale(double scale) { residual_scale = scale; }
@@ -1839,7 +1849,8 @@ struct StepWeights : torch::CustomClassHolder {
                    std::vector<at::Tensor> scales, int64_t experts_per_token, bool normalize, bool round_weights) {
     int64_t layers = static_cast<int64_t>(this->weights.size() / matrices_per_layer()), needed = 0;
     std::vector<int64_t> counts;
-    TORCH_CHECK(!fused && !sandwich, "StepWeights.set_experts: mixtures of experts take Llama's layers");
+    TORCH_CHECK(!fused_qkv && !fused_gate_up && !sandwich,
+                "StepWeights.set_experts: mixtures of experts take Llama's layers");
     TORCH_CHECK(static_cast<int64_t>(layer_routers.size()) == layers, "StepWeights.set_experts: one router per layer (",
                 layers, "), an empty tensor for a dense one; got ", layer_routers.size());
     for (const at::Tensor& router : layer_routers)
@@ -1889,15 +1900,19 @@ struct StepWeights : torch::CustomClassHolder {
     norm_biases = std::move(biases);
   }
 
-  size_t matrices_per_layer() const { return fused ? 4 : 7; }
-  // q, k and v's (Qwen2), or every projection's (StarCoder2's use_bias: an empty tensor for a gate it has not).
+  size_t matrices_per_layer() const { return 7 - (fused_qkv ? 2 : 0) - (fused_gate_up ? 1 : 0); }
+  // q, k and v's (Qwen2, GLM; the fused q/k/v's one, Phi-3's), or every projection's (StarCoder2's and ERNIE 4.5's
+  // use_bias: an empty tensor for a gate it has not), in the order of a layer's weights.
   size_t biases_per_layer() const {
-    return fused ? 1 : biases.size() == 7 * (weights.size() / matrices_per_layer()) ? 7 : 3;
+    const size_t per_layer = matrices_per_layer();
+    if (biases.size() == per_layer * (weights.size() / per_layer)) return per_layer;
+    return fused_qkv ? 1 : 3;
   }
 
   Family family() const {
     Family family{gelu, static_cast<float>(query_factor), static_cast<float>(attention_cap)};
     family.residual_factor = static_cast<float>(residual_scale);
+    family.interleaved = interleaved;
     return family;
   }
 };
@@ -1971,24 +1986,35 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
       return norm_weights(n[i], converted, offset, stack.norm_biases[norms_per_layer * l + i]);
     };
     NormWeights attn_norm = layer_norm(0), mlp_norm_weights = layer_norm(stack.sandwich ? 2 : 1);
-    if (stack.fused) {
-      Matrix qkv = matrix(w[0], scale(0), bias(0)), gate_up = matrix(w[2], scale(2), {});
+    // q, k and v, or q/k/v fused; o; gate and up, or gate/up fused; down. An empty gate: an MLP without one
+    // (StarCoder2's). A sparse layer's gate, up and down are empty, or its shared expert's.
+    auto mlp = [&](size_t i) { return w[i].numel() == 0 ? Matrix{} : matrix(w[i], scale(i), bias(i)); };
+    Matrix q, k, v;
+    size_t next = 0;  // the layer's next weight
+    if (stack.fused_qkv) {
+      Matrix qkv = matrix(w[0], scale(0), bias(0));
       int64_t kv_rows = keys[l].size(1) * keys[l].size(3), q_rows = qkv.rows - 2 * kv_rows;
-      TORCH_CHECK(q_rows > 0 && gate_up.rows % 2 == 0, op, ": layer ", l, "'s fused q/k/v projection has ", qkv.rows,
-                  " rows, fewer than the queries' and twice the cache's ", kv_rows, ", or its gate/up an odd count (",
-                  gate_up.rows, ")");
-      layers.push_back({qkv.rows_from(0, q_rows), qkv.rows_from(q_rows, kv_rows), qkv.rows_from(q_rows + kv_rows, kv_rows),
-                        matrix(w[1], scale(1), {}), gate_up.rows_from(0, gate_up.rows / 2),
-                        gate_up.rows_from(gate_up.rows / 2, gate_up.rows / 2), matrix(w[3], scale(3), {}), attn_norm,
-                        mlp_norm_weights, keys[l], values[l]});
+      TORCH_CHECK(q_rows > 0, op, ": layer ", l, "'s fused q/k/v projection has ", qkv.rows,
+                  " rows, fewer than the queries' and twice the cache's ", kv_rows);
+      q = qkv.rows_from(0, q_rows), k = qkv.rows_from(q_rows, kv_rows), v = qkv.rows_from(q_rows + kv_rows, kv_rows);
+      next = 1;
     } else {
-      // An empty gate: an MLP without one (StarCoder2's). A sparse layer's gate, up and down are empty, or its shared
-      // expert's.
-      auto mlp = [&](size_t i) { return w[i].numel() == 0 ? Matrix{} : matrix(w[i], scale(i), bias(i)); };
-      layers.push_back({matrix(w[0], scale(0), bias(0)), matrix(w[1], scale(1), bias(1)), matrix(w[2], scale(2), bias(2)),
-                        matrix(w[3], scale(3), bias(3)), mlp(4), mlp(5), mlp(6), attn_norm, mlp_norm_weights, keys[l],
-                        values[l]});
+      q = matrix(w[0], scale(0), bias(0)), k = matrix(w[1], scale(1), bias(1)), v = matrix(w[2], scale(2), bias(2));
+      next = 3;
     }
+    Matrix o = matrix(w[next], scale(next), bias(next));
+    Matrix gate, up;
+    if (stack.fused_gate_up) {
+      Matrix gate_up = mlp(next + 1);
+      TORCH_CHECK(gate_up.rows % 2 == 0, op, ": layer ", l, "'s fused gate/up projection has an odd count of rows (",
+                  gate_up.rows, ")");
+      gate = gate_up.rows_from(0, gate_up.rows / 2), up = gate_up.rows_from(gate_up.rows / 2, gate_up.rows / 2);
+      next += 2;
+    } else {
+      gate = mlp(next + 1), up = mlp(next + 2);
+      next += 3;
+    }
+    layers.push_back({q, k, v, o, gate, up, mlp(next), attn_norm, mlp_norm_weights, keys[l], values[l]});
     Layer& layer = layers.back();
     int64_t hidden = layer.o.rows;
     // down's rows are claimed as the residual stream's (Team::claim_rows), so they must be as many.
@@ -3887,7 +3913,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
   auto cache_head = [&](int64_t j, int64_t h) {  // row j's key (rotated) and value of head h, into the cache
     float* k = S.k.data() + j * L.k.rows + h * head_dim;
     const float* v = S.v.data() + j * L.v.rows + h * head_dim;
-    if (L.rotates) rope(k, F.rotary_dims, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
+    if (L.rotates) rope(k, F, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
     int64_t slot = j / span * row_stride + h * head_stride + (pos + j % span) * pos_stride;
     for (int64_t i = 0; i < head_dim; ++i) {
       keys[slot + i] = static_cast<C>(k[i]);
@@ -3937,7 +3963,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
       float* q = S.q.data() + j * L.q.rows + g * group * head_dim;
       for (int64_t h = 0; h < group; ++h) {
         if (!L.whole_qk_norms) norm_head(q + h * head_dim, L.q_norm, eps, head_dim);
-        if (L.rotates) rope(q + h * head_dim, F.rotary_dims, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
+        if (L.rotates) rope(q + h * head_dim, F, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
         scale_query(F, q + h * head_dim, head_dim);
       }
       if (!in_blocks)
@@ -4929,6 +4955,7 @@ TORCH_LIBRARY(openformers, m) {
                        std::vector<at::Tensor>>())
       .def("set_family", &StepWeights::set_family)
       .def("set_fused", &StepWeights::set_fused)
+      .def("set_interleaved", &StepWeights::set_interleaved)
       .def("set_residual_scale", &StepWeights::set_residual_scale)
       .def("set_unrotated", &StepWeights::set_unrotated)
       .def("set_experts", &StepWeights::set_experts)

@@ -27,17 +27,20 @@ weights, `set_fused`; rotary tables over a head's leading dimensions; longrope),
 `set_norm_biases`; biases on every projection; an MLP without a gate), Granite (Llama's layers with the embedding
 scale and the queries' factor of `set_family`, each branch's output scaled before the residual add,
 `set_residual_scale`, and the logits divided after the head), Mixtral and Qwen3-MoE (`set_experts`: the router's
-picks and the chosen experts' products in the step, a batch's rows grouped by the experts they picked), and
+picks and the chosen experts' products in the step, a batch's rows grouped by the experts they picked),
 Qwen2-MoE (Qwen2's attention with Qwen3-MoE's mixture, and in each sparse layer a shared expert that every token
 runs: the step's dense MLP on the layer's own gate, up and down, its output scaled by the sigmoid of its gate,
-`set_shared_experts`). OLMo (LayerNorms without parameters, q/k/v clamped to clip_qkv), OLMoE (that clamp, and q/k
-norms over all heads in a mixture of experts), DeepSeek-V3 and V2, whose multi-head latent attention (compressed
-cached keys and values, expanded per head) the step does not run, and GLM-4.5 (a partial rotation, DeepSeek-V3's
-grouped routing with correction biases and shared experts; dots.llm1's too) are refused: model_types olmo, olmoe,
-deepseek_v3, deepseek_v2, glm4_moe and dots1 (Hunyuan-MoE's hunyuan_v1_moe too: norms after the rotation, a shared
-MLP beside its experts); generation runs their layers. The step rotates by the tables of the model's rotary modules
-(cos and sin times the rope scaling's attention factor), so every rope scaling those tables hold rotates as in the
-layers: default, linear, llama3 and YaRN (Qwen2.5 / Qwen3's long contexts, OLMo 3's full layers), and Phi-3's
+`set_shared_experts`), ERNIE 4.5 dense (Llama's layers turning interleaved pairs (2i, 2i + 1), GPT-J's form,
+`set_interleaved`; with use_bias a bias on every projection), and GLM and GLM-4-0414 (q/k/v biases, Phi-3's fused
+gate/up alone, `set_fused`, and partial rotary tables, turning interleaved pairs; GLM-4-0414's plain RMSNorms after
+each branch as Gemma 2's sandwich norms). OLMo (LayerNorms without parameters, q/k/v clamped to clip_qkv), OLMoE
+(that clamp, and q/k norms over all heads in a mixture of experts), DeepSeek-V3 and V2, whose multi-head latent
+attention (compressed cached keys and values, expanded per head) the step does not run, and GLM-4.5 (a partial rotation,
+DeepSeek-V3's grouped routing with correction biases and shared experts; dots.llm1's too) are refused: model_types olmo,
+olmoe, deepseek_v3, deepseek_v2, glm4_moe and dots1 (Hunyuan-MoE's hunyuan_v1_moe too: norms after the rotation, a
+shared MLP beside its experts); generation runs their layers. The step rotates by the tables of the model's rotary
+modules (cos and sin times the rope scaling's attention factor), so every rope scaling those tables hold rotates as in
+the layers: default, linear, llama3 and YaRN (Qwen2.5 / Qwen3's long contexts, OLMo 3's full layers), and Phi-3's
 longrope.
 A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
 step implements it and tests/test_kernels.py proves parity for it.
@@ -54,6 +57,7 @@ from torch.nn.modules import module as torch_modules
 
 from ..generation.cache import DynamicCache
 from ..models.decoder import DecoderModel
+from ..models.ernie4_5 import Ernie4_5Attention, Ernie4_5DecoderLayer, Ernie4_5Model
 from ..models.gemma import (
     Gemma2Attention,
     Gemma2DecoderLayer,
@@ -65,6 +69,7 @@ from ..models.gemma import (
     GemmaRMSNorm,
     GemmaScaledEmbedding,
 )
+from ..models.glm import Glm4DecoderLayer, GlmAttention, GlmDecoderLayer, GlmModel
 from ..models.granite import GraniteAttention, GraniteDecoderLayer, GraniteForCausalLM, GraniteModel
 from ..models.heads import CausalLM
 from ..models.layers import RMSNorm
@@ -251,12 +256,35 @@ GRANITE_IMPLEMENTED = {
     **dict.fromkeys(("embedding_multiplier", "residual_multiplier", "attention_multiplier", "logits_scaling"),
                     lambda value: True),
 }
+# ERNIE 4.5: Llama's layers turning interleaved pairs (StepWeights.set_interleaved), in float32 as the step always
+# rotates, and with use_bias a bias on every projection (StarCoder2's, read by _gather).
+ERNIE4_5_IMPLEMENTED = {
+    "model_type": lambda value: value == "ernie4_5",
+    "hidden_act": IMPLEMENTED["hidden_act"],
+    "rope_scaling": IMPLEMENTED["rope_scaling"],
+    "use_bias": lambda value: True,
+    "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
+}
+# GLM: Qwen2's q/k/v biases, Phi-3's fused gate/up (set_fused without fused q/k/v) and partial rotary tables, the
+# pairs turned interleaved (set_interleaved); GLM-4-0414 adds a plain RMSNorm after each branch (set_family's
+# sandwich norms, no offset).
+GLM_IMPLEMENTED = {
+    "model_type": lambda value: value == "glm",
+    "hidden_act": IMPLEMENTED["hidden_act"],
+    "rope_scaling": IMPLEMENTED["rope_scaling"],
+    "attention_bias": lambda value: True,  # on q, k and v only
+    "attention_dropout": lambda value: not value,
+    "partial_rotary_factor": lambda value: True,  # the rotary tables' width
+    "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
+}
+GLM4_IMPLEMENTED = {**GLM_IMPLEMENTED, "model_type": lambda value: value == "glm4"}
 # model_type -> what the step implements, where not IMPLEMENTED
 FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED,
             "olmo2": OLMO2_IMPLEMENTED, "olmo3": OLMO3_IMPLEMENTED, "smollm3": SMOLLM3_IMPLEMENTED,
             "ministral": MINISTRAL_IMPLEMENTED,
             "phi3": PHI3_IMPLEMENTED, "mixtral": MIXTRAL_IMPLEMENTED, "qwen3_moe": QWEN3_MOE_IMPLEMENTED,
-            "qwen2_moe": QWEN2_MOE_IMPLEMENTED, "starcoder2": STARCODER2_IMPLEMENTED, "granite": GRANITE_IMPLEMENTED}
+            "qwen2_moe": QWEN2_MOE_IMPLEMENTED, "starcoder2": STARCODER2_IMPLEMENTED, "granite": GRANITE_IMPLEMENTED,
+            "ernie4_5": ERNIE4_5_IMPLEMENTED, "glm": GLM_IMPLEMENTED, "glm4": GLM4_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
 # (read from the model's modules), token ids, head and output options, and what Qwen2 and Qwen3 fold into the
 # decoder's sliding_window (Qwen3's layer_types: one window for every layer or none, as its config checks).
@@ -312,7 +340,10 @@ STEP_DECODERS = (LlamaModel, Gemma2Model, Phi3Model)  # the decoder stacks whose
 # The (layer, attention, MLP) classes the step reproduces, in each kind of decoder.
 LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLayer, Qwen3Attention, LlamaMLP),
                 (MinistralDecoderLayer, LlamaAttention, LlamaMLP),
-                (SmolLM3DecoderLayer, SmolLM3Attention, LlamaMLP), (GraniteDecoderLayer, GraniteAttention, LlamaMLP))
+                (SmolLM3DecoderLayer, SmolLM3Attention, LlamaMLP), (GraniteDecoderLayer, GraniteAttention, LlamaMLP),
+                (Ernie4_5DecoderLayer, Ernie4_5Attention, LlamaMLP), (GlmDecoderLayer, GlmAttention, Phi3MLP),
+                (Glm4DecoderLayer, GlmAttention, Phi3MLP))
+INTERLEAVED_DECODERS = (Ernie4_5Model, GlmModel)  # rotating pairs (2i, 2i + 1) (set_interleaved)
 # Gemma 2's and Gemma 3's; the first Gemma's
 GEMMA_LAYERS = ((Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP), (GemmaDecoderLayer, Gemma2Attention, Gemma2MLP))
 PHI3_LAYERS = ((Phi3DecoderLayer, Phi3Attention, Phi3MLP),)
@@ -588,6 +619,9 @@ def _layer_norms(layer: nn.Module) -> list[nn.Module | None]:
                  layer.post_feedforward_layernorm]
     elif type(layer) in (Olmo2DecoderLayer, Olmo3DecoderLayer):
         norms = [None, layer.post_attention_layernorm, None, layer.post_feedforward_layernorm]
+    elif type(layer) is Glm4DecoderLayer:
+        norms = [layer.input_layernorm, layer.post_self_attn_layernorm, layer.post_attention_layernorm,
+                 layer.post_mlp_layernorm]
     else:
         norms = [layer.input_layernorm, layer.post_attention_layernorm]
     attention = layer.self_attn
@@ -867,7 +901,13 @@ class DecodeStep:
             sliding = [int(layer.is_sliding) for layer in self.decoder.layers]
             self._stack.set_family(False, False, 0.0, 1.0, 1.0, sliding, 0.0)
         if ready and type(self.decoder) is Phi3Model:
-            self._stack.set_fused(True)
+            self._stack.set_fused(True, True)
+        if ready and isinstance(self.decoder, GlmModel):  # a fused gate/up, q, k and v apart
+            self._stack.set_fused(False, True)
+            if type(self.decoder.layers[0]) is Glm4DecoderLayer:  # plain RMSNorms after each branch too
+                self._stack.set_family(True, False, 0.0, 1.0, 1.0, [], 0.0)
+        if ready and isinstance(self.decoder, INTERLEAVED_DECODERS):
+            self._stack.set_interleaved(True)
         if ready and type(self.decoder) is GraniteModel:
             config = self.decoder.config
             query_factor = config.attention_multiplier * self.decoder.layers[0].self_attn.head_dim**0.5
@@ -1049,8 +1089,8 @@ def _gemma_family(decoder: Gemma2Model) -> tuple:
 def _linear_slots(layer: nn.Module) -> list[tuple[nn.Module, str] | None]:
     """(parent, name) of a layer's linear layers in the order decode.cpp's StepWeights takes their weights: q, k, v,
     o, gate, up, down, None for one the layer has not (StarCoder2's gate; a sparse layer's gate, up and down, which
-    are its experts', or Qwen2-MoE's its shared expert's); Phi-3's fused ones qkv, o, gate_up, down
-    (StepWeights.set_fused)."""
+    are its experts', or Qwen2-MoE's its shared expert's); Phi-3's fused ones qkv, o, gate_up, down, GLM's q, k, v, o,
+    gate_up, down (StepWeights.set_fused)."""
     if type(layer) is Phi3DecoderLayer:
         return [(layer.self_attn, "qkv_proj"), (layer.self_attn, "o_proj"), (layer.mlp, "gate_up_proj"),
                 (layer.mlp, "down_proj")]
@@ -1061,6 +1101,8 @@ def _linear_slots(layer: nn.Module) -> list[tuple[nn.Module, str] | None]:
         mlp = [None] * 3
     elif type(layer) is Starcoder2DecoderLayer:  # an MLP without a gate
         mlp = [None, (feed_forward, "c_fc"), (feed_forward, "c_proj")]
+    elif type(feed_forward) is Phi3MLP:  # GLM's fused gate/up
+        mlp = [(feed_forward, "gate_up_proj"), (feed_forward, "down_proj")]
     else:
         mlp = [(feed_forward, n) for n in MLP_PROJECTIONS]
     return [(layer.self_attn, n) for n in PROJECTIONS] + mlp

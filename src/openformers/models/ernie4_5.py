@@ -8,8 +8,8 @@ to the embeddings by default. The reference's heads: the base model and the caus
 
 GGUF files of llama.cpp's "ernie4_5" architecture load too (`config_from_gguf`, `convert_gguf_state_dict`): Llama's
 metadata and tensor names, with the query and key rows as the checkpoint stores them, since llama.cpp's rotation of
-this architecture turns adjacent pairs as the reference does. The CPU decoding kernel's step has no interleaved
-rotation: kernels/llama.py refuses model_type ernie4_5 and generation runs these layers. ERNIE 4.5's mixtures of
+this architecture turns adjacent pairs as the reference does. The CPU decoding kernel's step takes these layers
+(kernels/llama.py: its rotation of interleaved pairs, in float32 as it always rotates). ERNIE 4.5's mixtures of
 experts are ernie4_5_moe.py's.
 """
 

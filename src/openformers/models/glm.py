@@ -11,8 +11,8 @@ classification.
 
 GGUF files of llama.cpp's "glm4" architecture (GLM-4-0414) load too (`config_from_gguf`, `convert_gguf_state_dict`):
 llama.cpp rotates GLM-4's pairs as they are stored (its "normal" rope), so no rows are permuted, and keeps the fused
-gate/up tensor as `ffn_up`. The CPU decoding kernel does not apply: kernels/llama.py takes neither model type (its
-step has no interleaved rotation) and generation runs the layers.
+gate/up tensor as `ffn_up`. The CPU decoding kernel's step takes both model types (kernels/llama.py: its rotation
+of interleaved pairs over the tables' width, the fused gate/up, GLM-4-0414's norms after each branch).
 """
 
 import torch
