@@ -24,8 +24,12 @@ heads of 128, 8 experts of 14336 a layer, 2 a token; a layer 1.45B parameters, a
 12288 with GELU, LayerNorms and a bias on every projection, a tied vocabulary of 49152); `olmo2-1b` is
 OLMo-2-0425-1B's (16 layers, hidden 2048, 16 heads of 128, each query and key norm over all 2048 of them,
 intermediate 8192, an untied vocabulary of 100352); `granite-2b` is Granite-3.x-2B's (40 layers, hidden 2048, 32 query and
-8 key/value heads of 64, intermediate 8192, a tied vocabulary of 49155, its four scalars). Run from the repository
-root:
+8 key/value heads of 64, intermediate 8192, a tied vocabulary of 49155, its four scalars); `ernie4_5-0.3b` is
+ERNIE-4.5-0.3B's (18 layers, hidden 1024, 16 query and 2 key/value heads of 128 turned in interleaved pairs,
+intermediate 3072, a tied vocabulary of 103424); `glm4-9b` is GLM-4-9B-0414's (40 layers, hidden 4096, 32 query and 2
+key/value heads of 128 with q/k/v biases, half of each turned in interleaved pairs, a fused gate/up of 2 x 13696,
+norms after each branch, an untied vocabulary of 151552), whose 9.4B parameters need `--layers` and, in float32,
+`--ways` (its vocabulary's two tables alone are 5 GB a way). Run from the repository root:
 
     .venv/bin/python benchmarks/random_decoder.py [--family qwen3] [--dtype bfloat16] [--new-tokens 32] [--rounds 2]
         [--layers N] [--batch N] [--ways plain products step]
@@ -39,7 +43,9 @@ import torch
 
 from openformers import kernels
 from openformers.configs import (
+    Ernie4_5Config,
     Gemma2Config,
+    Glm4Config,
     GraniteConfig,
     MixtralConfig,
     Olmo2Config,
@@ -49,7 +55,9 @@ from openformers.configs import (
     Qwen3MoeConfig,
     Starcoder2Config,
 )
+from openformers.models.ernie4_5 import Ernie4_5ForCausalLM
 from openformers.models.gemma import Gemma2ForCausalLM
+from openformers.models.glm import Glm4ForCausalLM
 from openformers.models.granite import GraniteForCausalLM
 from openformers.models.mixtral import MixtralForCausalLM
 from openformers.models.olmo2 import Olmo2ForCausalLM
@@ -98,6 +106,14 @@ FAMILIES = {
         vocab_size=49155, hidden_size=2048, intermediate_size=8192, num_hidden_layers=40, num_attention_heads=32,
         num_key_value_heads=8, rope_theta=5000000.0, max_position_embeddings=4096, tie_word_embeddings=True,
         embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.015625, logits_scaling=8.0)),
+    "ernie4_5-0.3b": (Ernie4_5ForCausalLM, Ernie4_5Config, dict(
+        vocab_size=103424, hidden_size=1024, intermediate_size=3072, num_hidden_layers=18, num_attention_heads=16,
+        num_key_value_heads=2, head_dim=128, rope_theta=500000.0, rms_norm_eps=1e-5, max_position_embeddings=4096,
+        tie_word_embeddings=True)),
+    "glm4-9b": (Glm4ForCausalLM, Glm4Config, dict(
+        vocab_size=151552, hidden_size=4096, intermediate_size=13696, num_hidden_layers=40, num_attention_heads=32,
+        num_key_value_heads=2, head_dim=128, partial_rotary_factor=0.5, attention_bias=True, rope_theta=10000.0,
+        rms_norm_eps=1e-5, max_position_embeddings=4096, tie_word_embeddings=False)),
 }
 
 
