@@ -108,10 +108,28 @@ def test_hybrid_cache_sends_each_layer_to_its_part():
     assert keys[0, 0, :, 0].tolist() == [0, 1, 2, 7] and cache.attention.lengths == [3, 4]
     conv, ssm = cache.state(1)
     assert conv[:, 0, 0].tolist() == [0, 100] and ssm.shape == (2, 1, 2) and cache.state(3)[1] is None
-    with pytest.raises(TypeError, match="Layer 1 is a state layer of this HybridCache, but was used as an attention"):
+    with pytest.raises(TypeError, match="Layer 1 keeps no keys and values in this HybridCache, but was used as an "
+                                        "attention layer"):
         cache.update(1, keys, keys)
-    with pytest.raises(TypeError, match="Layer 0 is an attention layer of this HybridCache, but was used as a state"):
+    with pytest.raises(TypeError, match="Layer 0 keeps no state in this HybridCache, but was used as a state layer"):
         cache.state(0)
+
+
+def test_hybrid_cache_layers_may_hold_keys_and_a_state_both():
+    """Falcon-H1's layers attend and keep a Mamba state side by side: each part counts only its own layers."""
+    cache = HybridCache([True, True, False], states=[True, False, True])
+    keys = torch.arange(6.0).reshape(1, 1, 2, 3)
+    cache.update(0, keys, -keys)
+    cache.update(1, keys + 1, -keys)
+    cache.store(0, torch.zeros(1, 3, 2), torch.ones(1, 1, 2), 2)
+    cache.store(2, torch.ones(1, 3, 2), None, 2)
+    assert len(cache.attention.keys) == 2 and len(cache.states.conv_states) == 2 and cache.seq_len == 2
+    assert cache.state(0)[1].sum() == 2 and cache.state(2)[1] is None and cache.keys[1][0, 0, 0, 0] == 1
+    assert repr(cache).startswith("HybridCache(attention_layers=2, state_layers=2,")
+    with pytest.raises(TypeError, match="Layer 1 keeps no state"):
+        cache.state(1)
+    with pytest.raises(ValueError, match="3 layers in attends but 2 in states"):
+        HybridCache([True, True, False], states=[True, False])
 
 
 def test_hybrid_cache_row_operations_reach_both_parts():

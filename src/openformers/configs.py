@@ -1688,14 +1688,18 @@ MAMBA2_MIXER_FIELDS = {name: name for name in ("expand", "num_heads", "head_dim"
 
 def _check_ssd_mixer(config: PretrainedConfig, names: dict[str, str]) -> None:
     """A Mamba-2 mixer's sizes and time-step limit, read from `config` under `names` (Mamba-2's field -> the
-    config's: Granite 4's are `mamba_*`), each refused under the config's own name."""
+    config's: the hybrids' are `mamba_*`), each refused under the config's own name; the heads fill expand *
+    hidden_size, or the field names["intermediate_size"] where it is set."""
     _require_positive_ints(config, *(names[k] for k in ("expand", "num_heads", "head_dim", "n_groups", "state_size",
                                                         "conv_kernel", "chunk_size")))
     heads, head_dim, groups = (getattr(config, names[k]) for k in ("num_heads", "head_dim", "n_groups"))
-    inner = getattr(config, names["expand"]) * config.hidden_size
+    inner, width = getattr(config, names["expand"]) * config.hidden_size, f"{names['expand']} * hidden_size"
+    if getattr(config, names.get("intermediate_size", "?"), None) is not None:  # a width of its own (Falcon-H1's)
+        _require_positive_ints(config, names["intermediate_size"])
+        inner, width = getattr(config, names["intermediate_size"]), names["intermediate_size"]
     if heads * head_dim != inner:
         _invalid(names["num_heads"], heads, f"{names['num_heads']} * {names['head_dim']} ({head_dim}) equal to "
-                 f"{names['expand']} * hidden_size ({inner})")
+                 f"{width} ({inner})")
     if heads % groups:
         _invalid(names["n_groups"], groups, f"a divisor of {names['num_heads']} ({heads}): each group of B and C "
                  "serves as many heads")
@@ -1707,16 +1711,90 @@ def _check_ssd_mixer(config: PretrainedConfig, names: dict[str, str]) -> None:
 
 
 @dataclass
-class GraniteMoeHybridConfig(GraniteMoeSharedConfig):
+class _WideMamba2Config(Mamba2Config):
+    """The config of a Mamba-2 mixer whose width is its own, not expand * hidden_size (Falcon-H1's mamba_d_ssm); made
+    by the hybrid's mixer_config(), whose own validate() has refused bad values by their names there."""
+
+    width: int = 1024
+
+    @property
+    def intermediate_size(self) -> int:
+        return self.width
+
+    def validate(self) -> None:
+        _check_ssd_mixer(self, {**MAMBA2_MIXER_FIELDS, "intermediate_size": "width"})
+
+
+@dataclass
+class _SsdMixerFields:
+    """The fields of a Mamba-2 mixer under the hybrids' `mamba_` names (Granite 4, Bamba, Falcon-H1): `mamba_n_heads`
+    heads of `mamba_d_head` ("auto": the mixer's width / mamba_n_heads), `mamba_n_groups` groups of B and C of
+    `mamba_d_state`, `mamba_d_conv` taps, scans in chunks of `mamba_chunk_size`, biases on the convolution
+    (`mamba_conv_bias`) and on in_proj and out_proj (`mamba_proj_bias`), dt clamped to `time_step_limit`. The width
+    is mamba_expand * hidden_size; the gated norm's epsilon is rms_norm_eps."""
+
+    mamba_n_heads: int = 128
+    mamba_n_groups: int = 1
+    mamba_d_state: int = 256
+    mamba_d_head: int | str = "auto"
+    mamba_d_conv: int = 4
+    mamba_expand: int = 2
+    mamba_chunk_size: int = 256
+    mamba_conv_bias: bool = True
+    mamba_proj_bias: bool = False
+    time_step_limit: tuple[float, float] | list[float] = (0.0, float("inf"))
+
+    # Mamba-2's mixer fields -> this config's names for them
+    mixer_fields: ClassVar[dict[str, str]] = {
+        "expand": "mamba_expand", "num_heads": "mamba_n_heads", "head_dim": "mamba_d_head", "n_groups": "mamba_n_groups",
+        "state_size": "mamba_d_state", "conv_kernel": "mamba_d_conv", "chunk_size": "mamba_chunk_size",
+        "time_step_limit": "time_step_limit", "use_bias": "mamba_proj_bias", "use_conv_bias": "mamba_conv_bias",
+    }
+
+    @property
+    def mamba_intermediate_size(self):
+        """The mixer's width: mamba_expand * hidden_size (Falcon-H1's mamba_d_ssm where it sets one)."""
+        return self.mamba_expand * self.hidden_size
+
+    def _derive_mamba_d_head(self) -> None:
+        width = self.mamba_intermediate_size if _positive_int(self.hidden_size) else None
+        if self.mamba_d_head == "auto" and _positive_int(self.mamba_n_heads) and _positive_int(width):
+            self.mamba_d_head = width // self.mamba_n_heads
+
+    def mixer_config(self) -> "Mamba2Config":
+        """The Mamba-2 config of this model's mixers (models/mamba2.Mamba2Mixer builds from it)."""
+        values = {mamba2: getattr(self, name) for mamba2, name in self.mixer_fields.items()}
+        values.update(hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
+                      vocab_size=self.vocab_size, hidden_act=self.hidden_act, layer_norm_epsilon=self.rms_norm_eps)
+        width = values.pop("intermediate_size", None)
+        return Mamba2Config(**values) if width is None else _WideMamba2Config(width=width, **values)
+
+    def check_layer_kinds(self, kinds: dict[str, str]) -> None:
+        """Refuse a `layer_types` that is not one entry per layer, each a key or value of `kinds`."""
+        names = (*kinds, *kinds.values())
+        if (not isinstance(self.layer_types, (list, tuple)) or len(self.layer_types) != self.num_hidden_layers
+                or any(kind not in names for kind in self.layer_types)):
+            _invalid("layer_types", self.layer_types,
+                     f"a list of num_hidden_layers={self.num_hidden_layers} entries, each one of {', '.join(names)}")
+
+    def attends(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` is an attention layer (else a Mamba-2 mixer)."""
+        return self.layer_types[layer_idx] == "full_attention"
+
+    def has_mixer(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` holds a Mamba-2 mixer: each layer that does not attend."""
+        return not self.attends(layer_idx)
+
+
+@dataclass
+class GraniteMoeHybridConfig(_SsdMixerFields, GraniteMoeSharedConfig):
     """IBM Granite 4.0 (granite-4.0-micro, -h-micro, -h-tiny, -h-small): Granite MoE with a shared expert whose layers
     are each, by `layer_types`, a Mamba-2 mixer ("mamba"; the reference's newer name "linear_attention", which is what
     it writes) or Granite's attention ("attention"; "full_attention"), each followed by the routed experts and the
     shared MLP of `shared_intermediate_size`, or with `num_local_experts` 0 by the shared MLP alone. The attention
     rotates queries and keys only with `position_embedding_type` "rope" (None, the default, and "nope": no positions,
-    as in the hybrids). The mixer's fields are Mamba-2's under `mamba_` names (`mamba_n_heads` heads of
-    `mamba_d_head`, "auto": mamba_expand * hidden_size / mamba_n_heads; `mamba_n_groups`, `mamba_d_state`,
-    `mamba_d_conv`, `mamba_chunk_size`, `mamba_conv_bias`, `mamba_proj_bias` for in_proj and out_proj), with
-    `time_step_limit`; its gated norm's epsilon is rms_norm_eps. `layers_block_type` is an older name of layer_types."""
+    as in the hybrids). The mixer's fields are Mamba-2's under `mamba_` names (_SsdMixerFields).
+    `layers_block_type` is an older name of layer_types."""
 
     model_type: ClassVar[str] = "granitemoehybrid"
     attribute_map: ClassVar[dict[str, str]] = {"layers_block_type": "layer_types"}
@@ -1730,25 +1808,9 @@ class GraniteMoeHybridConfig(GraniteMoeSharedConfig):
     shared_intermediate_size: int = 1024
     position_embedding_type: str | None = None
     layer_types: list[str] | None = None
-    mamba_n_heads: int = 128
-    mamba_n_groups: int = 1
-    mamba_d_state: int = 256
-    mamba_d_head: int | str = "auto"
-    mamba_d_conv: int = 4
-    mamba_expand: int = 2
-    mamba_chunk_size: int = 256
-    mamba_conv_bias: bool = True
-    mamba_proj_bias: bool = False
-    time_step_limit: tuple[float, float] | list[float] = (0.0, float("inf"))
     use_cache: bool = True
 
     layers_block_type = _field_alias("layer_types")
-    # Mamba-2's mixer fields -> this config's names for them
-    mixer_fields: ClassVar[dict[str, str]] = {
-        "expand": "mamba_expand", "num_heads": "mamba_n_heads", "head_dim": "mamba_d_head", "n_groups": "mamba_n_groups",
-        "state_size": "mamba_d_state", "conv_kernel": "mamba_d_conv", "chunk_size": "mamba_chunk_size",
-        "time_step_limit": "time_step_limit", "use_bias": "mamba_proj_bias", "use_conv_bias": "mamba_conv_bias",
-    }
 
     def __post_init__(self):
         _pop_alias(self, "layers_block_type", "layer_types")
@@ -1756,37 +1818,186 @@ class GraniteMoeHybridConfig(GraniteMoeSharedConfig):
             self.layer_types = ["linear_attention"] * self.num_hidden_layers
         if isinstance(self.layer_types, (list, tuple)):
             self.layer_types = [self.layer_kinds.get(kind, kind) for kind in self.layer_types]
-        if (self.mamba_d_head == "auto" and _positive_int(self.mamba_n_heads) and _positive_int(self.mamba_expand)
-                and _positive_int(self.hidden_size)):
-            self.mamba_d_head = self.mamba_expand * self.hidden_size // self.mamba_n_heads
+        self._derive_mamba_d_head()
         super().__post_init__()
-
-    def attends(self, layer_idx: int) -> bool:
-        """Whether layer `layer_idx` is an attention layer (else a Mamba-2 mixer)."""
-        return self.layer_types[layer_idx] == "full_attention"
 
     def is_sparse(self, layer_idx: int) -> bool:
         """Whether layer `layer_idx` runs the routed experts: every layer, unless num_local_experts is 0."""
         return self.num_local_experts > 0
 
-    def mixer_config(self) -> "Mamba2Config":
-        """The Mamba-2 config of this model's mixers (models/mamba2.Mamba2Mixer builds from it)."""
-        values = {mamba2: getattr(self, name) for mamba2, name in self.mixer_fields.items()}
-        return Mamba2Config(hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
-                            vocab_size=self.vocab_size, hidden_act=self.hidden_act,
-                            layer_norm_epsilon=self.rms_norm_eps, **values)
-
     def validate(self) -> None:
         GraniteConfig.validate(self)
         _check_experts(self, "num_local_experts", allow_none=True)  # 0: the shared MLP alone
         _require_positive_ints(self, "shared_intermediate_size")  # every layer runs it
-        kinds = (*self.layer_kinds, *self.layer_kinds.values())
-        if (not isinstance(self.layer_types, (list, tuple)) or len(self.layer_types) != self.num_hidden_layers
-                or any(kind not in kinds for kind in self.layer_types)):
-            _invalid("layer_types", self.layer_types,
-                     f"a list of num_hidden_layers={self.num_hidden_layers} entries, each one of {', '.join(kinds)}")
+        self.check_layer_kinds(self.layer_kinds)
         if self.position_embedding_type not in (None, "nope", "rope"):
             _invalid("position_embedding_type", self.position_embedding_type, 'None, "nope" or "rope"')
+        _check_ssd_mixer(self, self.mixer_fields)
+
+
+@dataclass
+class BambaConfig(_SsdMixerFields, PartialRotaryInBothLayouts, PretrainedConfig):
+    """IBM's Bamba (ibm-ai-platform/Bamba-9B): Llama's decoder whose layers mix their tokens by a Mamba-2 mixer, or
+    (the layers listed in `attn_layer_indices`) by grouped-query attention rotating the first `partial_rotary_factor`
+    (0.5, as the reference sets it unless rope_parameters says otherwise) of each head, each followed by the
+    pre-feed-forward norm and a SwiGLU MLP. The mixer's fields are Mamba-2's under `mamba_` names (_SsdMixerFields).
+    With labels, `z_loss_coefficient` times the mean squared log-sum-exp of the logits joins the loss.
+    `layer_types` (the reference's `layers_block_type`) is derived from attn_layer_indices."""
+
+    model_type: ClassVar[str] = "bamba"
+    qkv_bias: ClassVar[bool] = False  # the Llama attention's name: q/k/v biases only with attention_bias
+
+    vocab_size: int = 128000
+    tie_word_embeddings: bool = False
+    hidden_size: int = 4096
+    intermediate_size: int = 14336
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = 8
+    hidden_act: str = "silu"
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-5
+    use_cache: bool = True
+    num_logits_to_keep: int | None = 1
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    max_position_embeddings: int = 262144
+    attention_dropout: float = 0.0
+    attn_layer_indices: list[int] | None = None
+    z_loss_coefficient: float = 0.0
+    rope_theta: float = 10000.0
+    partial_rotary_factor: float = 0.5
+    rope_scaling: dict[str, Any] | None = None
+    attention_bias: bool = False
+    mlp_bias: bool = False
+
+    def __post_init__(self):
+        self._derive_mamba_d_head()
+        super().__post_init__()
+
+    @property
+    def layer_types(self) -> list[str]:
+        """Each layer's kind, as the reference names them: "full_attention" for attn_layer_indices, else
+        "linear_attention" (a Mamba-2 mixer)."""
+        attending = set(self.attn_layer_indices or ())
+        return ["full_attention" if i in attending else "linear_attention" for i in range(self.num_hidden_layers)]
+
+    layers_block_type = layer_types
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads", "num_key_value_heads", "max_position_embeddings")
+        if self.hidden_size % self.num_attention_heads:
+            _invalid("hidden_size", self.hidden_size, f"a multiple of num_attention_heads={self.num_attention_heads}")
+        _check_key_value_heads(self)
+        if self.hidden_act != "silu":
+            _invalid("hidden_act", self.hidden_act, "'silu' (Bamba's SwiGLU MLP and mixer)")
+        indices = self.attn_layer_indices
+        if indices is not None and (not isinstance(indices, (list, tuple)) or any(
+                isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.num_hidden_layers for i in indices)):
+            _invalid("attn_layer_indices", indices, f"a list of layer indices below num_hidden_layers="
+                     f"{self.num_hidden_layers}, or None")
+        if not 0 < self.partial_rotary_factor <= 1 or self.rotary_dim % 2:
+            _invalid("partial_rotary_factor", self.partial_rotary_factor,
+                     "a fraction in (0, 1] of each head turning an even number of dimensions")
+        _require_positive_numbers(self, "rms_norm_eps", "rope_theta")
+        _require_probabilities(self, "attention_dropout")
+        if isinstance(self.z_loss_coefficient, bool) or not isinstance(self.z_loss_coefficient, (int, float)) \
+                or self.z_loss_coefficient < 0:
+            _invalid("z_loss_coefficient", self.z_loss_coefficient, "a number >= 0")
+        _check_rope_scaling_of_family(self)
+        _check_ssd_mixer(self, self.mixer_fields)
+
+
+@dataclass
+class FalconH1Config(_SsdMixerFields, LlamaConfig):
+    """TII's Falcon-H1 (tiiuae/Falcon-H1-0.5B ... 34B, Base and Instruct): in every layer grouped-query attention and a
+    Mamba-2 mixer read the same normed input side by side and their outputs are summed, then a SwiGLU MLP; with the
+    muP multipliers of the reference: the token embeddings times `embedding_multiplier` (not inputs_embeds), the
+    logits times `lm_head_multiplier`, the attention's input times `attention_in_multiplier`, its keys times
+    `key_multiplier` and its output times `attention_out_multiplier`; the mixer's input times `ssm_in_multiplier`, the
+    five parts of its in_proj (z, x, B, C, dt) times `ssm_multipliers` and its output times `ssm_out_multiplier`;
+    the MLP's gate times mlp_multipliers[0] and its output times mlp_multipliers[1]. The mixer's fields are Mamba-2's
+    under `mamba_` names (_SsdMixerFields), its width `mamba_d_ssm` (None: mamba_expand * hidden_size); its gated
+    norm is there only with `mamba_rms_norm` (else y * SiLU(z)) and normalizes before the gate with
+    `mamba_norm_before_gate`; out_proj has a bias with `projectors_bias` (in_proj with mamba_proj_bias)."""
+
+    model_type: ClassVar[str] = "falcon_h1"
+    mixer_fields: ClassVar[dict[str, str]] = {**_SsdMixerFields.mixer_fields, "intermediate_size": "mamba_d_ssm"}
+
+    vocab_size: int = 128000
+    tie_word_embeddings: bool = False
+    hidden_size: int = 4096
+    intermediate_size: int = 14336
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = 8
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-5
+    use_cache: bool = True
+    num_logits_to_keep: int | None = 1
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    max_position_embeddings: int = 8192
+    attention_dropout: float = 0.0
+    mamba_d_ssm: int | None = 1024
+    mamba_norm_before_gate: bool = True
+    mamba_rms_norm: bool = False
+    projectors_bias: bool = False
+    lm_head_multiplier: float = 1.0
+    embedding_multiplier: float = 1.0
+    mlp_multipliers: list[float] | None = None
+    key_multiplier: float = 1.0
+    attention_out_multiplier: float = 1.0
+    attention_in_multiplier: float = 1.0
+    ssm_multipliers: list[float] | None = None
+    ssm_in_multiplier: float = 1.0
+    ssm_out_multiplier: float = 1.0
+
+    def __post_init__(self):
+        self._derive_mamba_d_head()
+        if self.mlp_multipliers is None:
+            self.mlp_multipliers = [1.0, 1.0]
+        if self.ssm_multipliers is None:
+            self.ssm_multipliers = [1.0] * 5
+        super().__post_init__()
+
+    @property
+    def mamba_intermediate_size(self):
+        return self.mamba_expand * self.hidden_size if self.mamba_d_ssm is None else self.mamba_d_ssm
+
+    @property
+    def layer_types(self) -> list[str]:
+        """The reference's kind of every layer: attention and a Mamba-2 mixer side by side."""
+        return ["hybrid"] * self.num_hidden_layers
+
+    layers_block_type = layer_types
+
+    def attends(self, layer_idx: int) -> bool:
+        return True
+
+    def has_mixer(self, layer_idx: int) -> bool:
+        return True
+
+    def validate(self) -> None:
+        super().validate()
+        _require_probabilities(self, "attention_dropout")
+        for name in ("mamba_norm_before_gate", "mamba_rms_norm", "projectors_bias", "mamba_conv_bias",
+                     "mamba_proj_bias"):
+            if not isinstance(getattr(self, name), bool):
+                _invalid(name, getattr(self, name), "true or false")
+        for name, count in (("mlp_multipliers", 2), ("ssm_multipliers", 5)):
+            value = getattr(self, name)
+            if (not isinstance(value, (list, tuple)) or len(value) != count
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+                _invalid(name, value, f"a list of {count} numbers")
+        for name in ("lm_head_multiplier", "embedding_multiplier", "key_multiplier", "attention_out_multiplier",
+                     "attention_in_multiplier", "ssm_in_multiplier", "ssm_out_multiplier"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                _invalid(name, value, "a number")
         _check_ssd_mixer(self, self.mixer_fields)
 
 
@@ -4362,6 +4573,8 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "granitemoe": GraniteMoeConfig,
     "granitemoeshared": GraniteMoeSharedConfig,
     "granitemoehybrid": GraniteMoeHybridConfig,
+    "bamba": BambaConfig,
+    "falcon_h1": FalconH1Config,
     "gemma2": Gemma2Config,
     "gemma3_text": Gemma3TextConfig,
     "distilbert": DistilBertConfig,

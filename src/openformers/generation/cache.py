@@ -319,29 +319,37 @@ def _select_rows(state: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor
 
 class HybridCache(Cache):
     """The cache of a decoder whose layers mix attention with state-space or convolution layers (LFM2, Granite 4's
-    hybrids): a DynamicCache of the attention layers' keys and values and a MambaCache of the other layers' states,
-    each layer reaching its own through its index in the model. `attends[i]` says whether layer i attends.
+    hybrids, Bamba) or run both side by side (Falcon-H1): a DynamicCache of the attending layers' keys and values and
+    a MambaCache of the layers' states, each layer reaching its own through its index in the model. `attends[i]` says
+    whether layer i attends, `states[i]` whether it keeps a state (by default: the layers that do not attend; a
+    Falcon-H1 layer does both).
 
-    Attention layers call `update(layer_idx, k, v)` and the others `state(layer_idx)` / `store(...)`, as they do on
+    Attention layers call `update(layer_idx, k, v)` and state layers `state(layer_idx)` / `store(...)`, as they do on
     a DynamicCache or a MambaCache; every row operation applies to both parts. Like a MambaCache it cannot go back
     (`crop` below the length fed is refused): the states after earlier positions are gone.
     """
 
     croppable = False
 
-    def __init__(self, attends):
+    def __init__(self, attends, states=None):
         self.attends = [bool(a) for a in attends]
-        # each layer's index among the layers of its own kind: its place in the part that holds it
-        self.slots = [self.attends[:i].count(a) for i, a in enumerate(self.attends)]
+        self.keeps_state = [not a for a in self.attends] if states is None else [bool(s) for s in states]
+        if len(self.keeps_state) != len(self.attends):
+            raise ValueError(f"HybridCache got {len(self.attends)} layers in attends but {len(self.keeps_state)} in "
+                             "states: one entry per layer in each.")
+        # each layer's index among the layers holding the same part: its place in that part
+        self.slots = {part: [kinds[:i].count(True) for i in range(len(kinds))]
+                      for part, kinds in ((True, self.attends), (False, self.keeps_state))}
         self.attention = DynamicCache()
         self.states = MambaCache()
 
     def _slot(self, layer_idx: int, attends: bool) -> int:
-        if self.attends[layer_idx] != attends:
-            kind, other = ("an attention", "a state") if self.attends[layer_idx] else ("a state", "an attention")
-            raise TypeError(f"Layer {layer_idx} is {kind} layer of this HybridCache, but was used as {other} layer: "
+        holds = self.attends if attends else self.keeps_state
+        if not holds[layer_idx]:
+            kind, use = ("keys and values", "an attention") if attends else ("state", "a state")
+            raise TypeError(f"Layer {layer_idx} keeps no {kind} in this HybridCache, but was used as {use} layer: "
                             "make the cache with the model's new_cache().")
-        return self.slots[layer_idx]
+        return self.slots[attends][layer_idx]
 
     @property
     def keys(self) -> list[torch.Tensor]:
@@ -408,7 +416,7 @@ class HybridCache(Cache):
         self.states.drop_front(n)
 
     def __repr__(self) -> str:
-        return (f"HybridCache(attention_layers={self.attends.count(True)}, state_layers={self.attends.count(False)}, "
+        return (f"HybridCache(attention_layers={self.attends.count(True)}, state_layers={self.keeps_state.count(True)}, "
                 f"rows={self.batch_size}, seq_len={self.seq_len})")
 
 

@@ -29,14 +29,12 @@ import torch
 from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, GraniteMoeHybridConfig
-from ..generation.cache import HybridCache
 from ..weights import rename
 from . import granitemoe, mamba2
 from .granite import GraniteAttention, ScaledEmbeddings, ScaledLogits, gguf_granite_values
 from .granitemoe import GraniteMoeMoE, GraniteMoeSharedDecoderLayer, GraniteMoeSharedMLP, GraniteMoeSharedPreTrainedModel
 from .layers import RMSNorm
-from .mamba import state_cache
-from .mamba2 import Mamba2Mixer
+from .mamba2 import HybridMixerLayers, Mamba2Mixer, MixerOrAttentionLayer
 from .mixtral import MixtralModel, MoeCausalLM
 
 
@@ -89,7 +87,7 @@ def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: Granite
     return {**granitemoe.convert_gguf_state_dict(others, config), **mixers}
 
 
-class GraniteMoeHybridDecoderLayer(GraniteMoeSharedDecoderLayer):
+class GraniteMoeHybridDecoderLayer(MixerOrAttentionLayer, GraniteMoeSharedDecoderLayer):
     """The input norm and a Mamba-2 mixer (`mamba`) or Granite's attention (`self_attn`), the post-attention norm and
     the routed experts plus the shared MLP (or the shared MLP alone), each branch times residual_multiplier. A Mamba
     layer's `mask` is the (B, T) padding mask of its tokens, an attention layer's the attention mask."""
@@ -109,11 +107,7 @@ class GraniteMoeHybridDecoderLayer(GraniteMoeSharedDecoderLayer):
         self.shared_mlp = GraniteMoeSharedMLP(config.hidden_size, config.shared_intermediate_size)
 
     def forward(self, x, cos, sin, mask, cache, attention_path="sdpa", router_logits=None):
-        weights = None
-        if self.mamba is not None:
-            h = self.mamba(self.input_layernorm(x), mask, cache)
-        else:
-            h, weights = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, attention_path)
+        h, weights = self.mix_tokens(self.input_layernorm(x), cos, sin, mask, cache, attention_path)
         x = x + h * self.residual_multiplier
         h = self.feed_forward(self.post_attention_layernorm(x), router_logits)
         return x + h * self.residual_multiplier, weights
@@ -124,46 +118,23 @@ class GraniteMoeHybridDecoderLayer(GraniteMoeSharedDecoderLayer):
         return super().feed_forward(x, router_logits)
 
 
-class GraniteMoeHybridPreTrainedModel(GraniteMoeSharedPreTrainedModel):
+class GraniteMoeHybridPreTrainedModel(HybridMixerLayers, GraniteMoeSharedPreTrainedModel):
     config_class = GraniteMoeHybridConfig
     convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
 
     def new_base_model(self, config: GraniteMoeHybridConfig) -> "GraniteMoeHybridModel":
         return GraniteMoeHybridModel(config)
 
-    def new_cache(self) -> HybridCache:
-        """The cache generate decodes with: the attention layers' keys and values and the Mamba layers' states."""
-        return HybridCache([self.config.attends(i) for i in range(self.config.num_hidden_layers)])
-
-    def _init_weights(self, module: nn.Module) -> None:
-        """The reference's init of a new model: Granite MoE's, then per mixer A = 1..heads, D = 1 and dt_bias = 1."""
-        super()._init_weights(module)
-        if isinstance(module, Mamba2Mixer):
-            H = module.A_log.shape[0]
-            module.A_log.copy_(torch.log(torch.arange(1, H + 1, dtype=torch.float32)))
-            module.D.fill_(1.0)
-            module.dt_bias.fill_(1.0)
-
 
 class GraniteMoeHybridModel(GraniteMoeHybridPreTrainedModel, ScaledEmbeddings, MixtralModel):
     """The decoder stack without a head: the last hidden state, and with output_router_logits every sparse layer's
-    router scores."""
+    router scores. An attention layer rotates its queries and keys only when position_embedding_type is "rope"."""
 
     layer_class = GraniteMoeHybridDecoderLayer
 
-    def cache_for_call(self, past_key_values, cache, use_cache):
-        """The model's HybridCache: a DynamicCache cannot hold the Mamba layers' states."""
-        return state_cache(past_key_values, cache, use_cache, self)
-
-    def layer_inputs(self, x, position_ids, mask, end: int, attention_mask, cache):
-        """An attention layer's (cos, sin, mask), without rotation unless position_embedding_type is "rope"; a Mamba
-        layer's padding mask over its new tokens (None without one)."""
-        cos = sin = None
-        if self.config.position_embedding_type == "rope":
-            self.rotary_emb.ensure_length(end)
-            cos, sin = self.rotary_emb(position_ids, self.rotation_dtype(x))
-        padding = None if attention_mask is None else attention_mask[:, -x.shape[1]:]
-        return lambda layer: (cos, sin, mask if layer.mamba is None else padding)
+    @property
+    def rotates(self) -> bool:
+        return self.config.position_embedding_type == "rope"
 
 
 class GraniteMoeHybridForCausalLM(GraniteMoeHybridPreTrainedModel, ScaledLogits, MoeCausalLM):

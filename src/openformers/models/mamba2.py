@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, Mamba2Config
+from ..generation.cache import HybridCache
 from ..weights import rename
 from .gpt_neox import gguf_required
 from . import mamba
@@ -44,6 +45,7 @@ from .mamba import (
     gguf_state_space_values,
     init_conv_and_out_proj,
     masked,
+    state_cache,
     time_step_bias,
 )
 
@@ -185,7 +187,7 @@ class Mamba2Mixer(nn.Module):
         B, T, _ = x.shape
         dtype = x.dtype
         H, P, G, N = self.heads, self.head_dim, self.groups, self.state_size
-        z, xbc, dt = self.in_proj(masked(x, mask)).split(self.sizes, dim=-1)
+        z, xbc, dt = self.projected(x, mask).split(self.sizes, dim=-1)
         state = None if cache is None else cache.state(self.layer_idx)
         xbc, conv_state = causal_conv(self.conv1d, xbc.transpose(1, 2), None if state is None else state[0])
         xbc = masked(self.act(xbc).to(dtype).transpose(1, 2), mask)  # (B, T, I + 2 G N)
@@ -203,7 +205,68 @@ class Mamba2Mixer(nn.Module):
         y = (y + h * self.D.float()[:, None]).flatten(2)  # (B, T, I)
         if cache is not None:
             cache.store(self.layer_idx, conv_state, ssm, T)
-        return self.out_proj(self.norm(y, z).to(dtype))
+        return self.out_proj(self.gated(y, z).to(dtype))
+
+    def projected(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """in_proj of x with its padded positions zeroed: z, xBC and dt side by side (Falcon-H1 scales them)."""
+        return self.in_proj(masked(x, mask))
+
+    def gated(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The scan's output y (B, T, I) gated by z and normed, as out_proj takes it (Falcon-H1 varies the norm)."""
+        return self.norm(y, z)
+
+
+class HybridMixers:
+    """What a decoder with Mamba-2 mixers among or beside its attention shares (Granite 4's hybrids, Bamba, Falcon-H1;
+    its config says which layers attend, `attends(i)`, and which hold a mixer, `has_mixer(i)`): the HybridCache it
+    decodes with, its forward's cache resolved by mamba.state_cache, and the reference's init of a new mixer."""
+
+    def new_cache(self) -> HybridCache:
+        """The cache generate decodes with: the attending layers' keys and values and the mixers' states."""
+        layers = range(self.config.num_hidden_layers)
+        return HybridCache([self.config.attends(i) for i in layers], [self.config.has_mixer(i) for i in layers])
+
+    def cache_for_call(self, past_key_values, cache, use_cache):
+        """The model's HybridCache: a DynamicCache cannot hold the mixers' states."""
+        return state_cache(past_key_values, cache, use_cache, self)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """The family's init, then per mixer A = 1..heads, D = 1 and dt_bias = 1, as the reference's hybrids do."""
+        super()._init_weights(module)
+        if isinstance(module, Mamba2Mixer):
+            H = module.A_log.shape[0]
+            module.A_log.copy_(torch.log(torch.arange(1, H + 1, dtype=torch.float32)))
+            module.D.fill_(1.0)
+            module.dt_bias.fill_(1.0)
+
+
+class MixerOrAttentionLayer(nn.Module):
+    """A layer mixing its tokens by a Mamba-2 mixer (`mamba`) or by attention (`self_attn`), the other None (Granite
+    4's hybrids, Bamba); `HybridMixerLayers.layer_inputs` gives a mixer layer its tokens' padding mask as `mask`."""
+
+    def mix_tokens(self, x, cos, sin, mask, cache, attention_path):
+        """The mixer's or the attention's output for the normed x, and the attention weights (None for a mixer)."""
+        if self.mamba is not None:
+            return self.mamba(x, mask, cache), None
+        return self.self_attn(x, cos, sin, mask, cache, attention_path)
+
+
+class HybridMixerLayers(HybridMixers):
+    """HybridMixers for a stack of MixerOrAttentionLayer: an attention layer takes the decoder's (cos, sin, mask),
+    unrotated where `rotates` is False (Granite 4's "nope"), a mixer layer the (B, T) padding mask of its tokens."""
+
+    rotates = True
+
+    def layer_inputs(self, x, position_ids, mask, end: int, attention_mask, cache):
+        attending = super().layer_inputs(x, position_ids, mask, end, attention_mask, cache) if self.rotates else None
+        padding = padding_of(x, attention_mask)
+        return lambda layer: (None, None, padding) if layer.mamba is not None else (
+            attending(layer) if attending is not None else (None, None, mask))
+
+
+def padding_of(x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The (B, T) padding mask of x's T new tokens (None without a mask): what a mixer zeroes."""
+    return None if attention_mask is None else attention_mask[:, -x.shape[1]:]
 
 
 class Mamba2Block(MambaBlock):
