@@ -59,6 +59,8 @@ _public(
     "GraniteMoeSharedConfig", "HunYuanDenseV1Config", "ApertusConfig",
     "MinistralConfig", "HunYuanMoEV1Config", "Dots1Config",
     "GraniteMoeHybridConfig",
+    "BambaConfig",
+    "FalconH1Config",
     "StableLmConfig",
     "MambaConfig", "FalconMambaConfig", "Mamba2Config", "Lfm2Config", "Lfm2MoeConfig",
     "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config", "Glm4MoeConfig", "GptOssConfig",
@@ -158,6 +160,14 @@ _public(
 _public(
     "openformers.models.granitemoehybrid",
     "GraniteMoeHybridPreTrainedModel", "GraniteMoeHybridModel", "GraniteMoeHybridForCausalLM",
+)
+_public(
+    "openformers.models.bamba",
+    "BambaPreTrainedModel", "BambaModel", "BambaForCausalLM",
+)
+_public(
+    "openformers.models.falcon_h1",
+    "FalconH1PreTrainedModel", "FalconH1Model", "FalconH1ForCausalLM",
 )
 _public(
     "openformers.models.mixtral",

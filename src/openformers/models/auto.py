@@ -22,6 +22,7 @@ from . import phi3
 from . import qwen3
 from . import smollm3
 from . import granite, granitemoe, granitemoehybrid
+from . import bamba, falcon_h1
 from . import seed_oss
 from . import arcee
 from . import bitnet
@@ -147,6 +148,14 @@ MODEL_CLASSES = {
     "granitemoehybrid": (granitemoehybrid, {  # Granite 4: Mamba-2 and attention layers; the same two classes
         "base": "GraniteMoeHybridModel",
         "causal-lm": "GraniteMoeHybridForCausalLM",
+    }),
+    "bamba": (bamba, {  # Mamba-2 and attention layers, each with a SwiGLU MLP; the reference's two classes
+        "base": "BambaModel",
+        "causal-lm": "BambaForCausalLM",
+    }),
+    "falcon_h1": (falcon_h1, {  # attention and a Mamba-2 mixer side by side in every layer; the same two classes
+        "base": "FalconH1Model",
+        "causal-lm": "FalconH1ForCausalLM",
     }),
     "mixtral": (mixtral, _decoder_classes("Mixtral")),  # Mistral with a sparse mixture of experts
     "phimoe": (phimoe, {  # Mixtral with LayerNorms, biases and sparsemixer routing; the reference's three classes

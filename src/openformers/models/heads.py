@@ -111,13 +111,17 @@ class CausalLM(HeadModel):
         )
         hidden = base.last_hidden_state
         logits = self.token_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
-        loss = None if labels is None else next_token_loss(logits, labels)
+        loss = None if labels is None else self.lm_loss(logits, labels)
         output = CausalLMOutputWithPast(loss=loss, logits=logits, cache=base.cache, hidden_states=base.hidden_states,
                                         attentions=base.attentions)
         return self.returned(output, return_dict)
 
     def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)
+
+    def lm_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss with labels: next-token cross-entropy here (Bamba adds its z-loss)."""
+        return next_token_loss(logits, labels)
 
 
 class MaskedLM(HeadModel):
