@@ -16,6 +16,7 @@ from decoder_parity import (
     assert_bfloat16_matches_the_reference,
     assert_cached_decoding_equals_the_full_forward,
     assert_generate_matches,
+    assert_kernel_refuses_and_generate_runs_the_layers,
     assert_hidden_states_and_attentions_match,
     assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
@@ -293,3 +294,127 @@ class RoutedExpertsTests(DecoderFamilyTests):
         """A bfloat16 model keeps in float32 what the reference's keeps (DeepSeek's and ERNIE's routers and
         correction biases, its _keep_in_fp32_modules_strict): the same logits and the same experts chosen."""
         assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 9, seed=7)))
+
+
+class HybridCacheTests:
+    """The cache tests of a decoder whose layers keep Mamba-2 states beside or instead of keys and values (Granite 4's
+    hybrids, Bamba, Falcon-H1: its config's `attends(i)` and `has_mixer(i)`, the mixers' sizes under the `mamba_*`
+    names), in their HybridCache forms, in place of DecoderFamilyTests' forms that hand the model a DynamicCache or a
+    static cache. Listed before the family's base class; `padded_rows_differ_alone(variant)` says where the reference's
+    own padded rows differ from themselves alone (in_proj's bias reaches the convolution's state at padding)."""
+
+    test_cached_decoding_equals_the_full_forward = None
+    test_left_padded_batch_equals_single_rows = None
+    test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens = None
+
+    @classmethod
+    def reference(cls, name=None, **overrides):
+        """The reference's tiny model with each mixer's A_log, D and dt_bias drawn per head (its init makes them alike
+        in every head) and out_proj at std 0.5 (the mixer weighing in the logits as much as the attention)."""
+        model = super().reference(name, **overrides)
+        with torch.no_grad():
+            for layer in model.base_model.layers:
+                if getattr(layer, "mamba", None) is not None:
+                    layer.mamba.A_log.normal_(mean=0.0, std=1.0)
+                    layer.mamba.D.normal_(mean=1.0, std=0.5)
+                    layer.mamba.dt_bias.normal_(mean=0.0, std=0.5)
+                    layer.mamba.out_proj.weight.normal_(std=0.5)
+        return model
+
+    @classmethod
+    def padded_rows_differ_alone(cls, variant) -> bool:
+        return cls.VARIANTS[variant].get("mamba_proj_bias", False)
+
+    @torch.inference_mode()
+    def test_cached_decoding_with_a_hybrid_cache_equals_the_full_forward(self, tiny):
+        from openformers import HybridCache
+
+        model = tiny[2]
+        config = model.config
+        ids = self.ids(2, 12)
+        full = model(ids).logits
+        cache = model.new_cache()
+        steps = [model(ids[:, :5], past_key_values=cache).logits, model(ids[:, 5:8], past_key_values=cache).logits]
+        steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(8, ids.shape[1])]
+        assert isinstance(cache, HybridCache) and cache.seq_len == ids.shape[1]
+        layers = range(config.num_hidden_layers)
+        assert cache.attends == [config.attends(i) for i in layers]
+        assert cache.keeps_state == [config.has_mixer(i) for i in layers]
+        conv, ssm = cache.state(next(i for i in layers if config.has_mixer(i)))
+        assert conv.shape == (2, config.mamba_intermediate_size + 2 * config.mamba_n_groups * config.mamba_d_state,
+                              config.mamba_d_conv)
+        assert ssm.shape == (2, config.mamba_n_heads, config.mamba_d_head, config.mamba_d_state)
+        assert len(cache.keys) == sum(map(config.attends, layers)) and cache.keys[0].shape[-2] >= ids.shape[1]
+        torch.testing.assert_close(torch.cat(steps, dim=1), full)
+        used = model(ids[:, :5], use_cache=True).past_key_values  # a forward asked for a cache makes a HybridCache
+        assert isinstance(used, HybridCache) and used.seq_len == 5
+
+    @torch.inference_mode()
+    def test_left_padded_batch_equals_single_rows_or_the_references_batch(self, tiny, variant):
+        """Three rows of 9, 5 and 1 tokens left-padded, with their positions: the prefill is the reference's on the
+        batch, and it and a step give each row's logits alone wherever the reference's own rows do (with in_proj's
+        bias the padded positions reach the convolution's state, in the reference as here: the padded rows then
+        differ from themselves alone in both)."""
+        _, reference, model = tiny
+        rows = [self.ids(1, 9, seed=2)[0], self.ids(1, 5, seed=3)[0], self.ids(1, 1, seed=4)[0]]
+        ids = torch.stack([torch.cat([torch.zeros(9 - len(row), dtype=torch.long), row]) for row in rows])
+        mask = torch.stack([torch.cat([torch.zeros(9 - len(row)), torch.ones(len(row))]).long() for row in rows])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = model.new_cache()
+        prefill = model(ids, attention_mask=mask, position_ids=positions, past_key_values=cache).logits
+        step_ids = self.ids(3, 1, seed=5)
+        step = model(step_ids, attention_mask=torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], 1),
+                     position_ids=positions[:, -1:] + 1, past_key_values=cache).logits
+        theirs = reference(ids, attention_mask=mask, position_ids=positions).logits
+        real = mask.bool()
+        torch.testing.assert_close(prefill[real], theirs[real], atol=1e-4, rtol=1e-4)
+        alone_equal = []
+        for i, row in enumerate(rows):
+            alone = model(torch.cat([row, step_ids[i]])[None]).logits[0]
+            their_alone = reference(row[None]).logits[0]
+            torch.testing.assert_close(alone[:-1], their_alone, atol=1e-4, rtol=1e-4)
+            agree = torch.allclose(theirs[i, 9 - len(row):], their_alone, atol=1e-4, rtol=1e-4)
+            alone_equal.append(agree)
+            if agree:
+                torch.testing.assert_close(prefill[i, 9 - len(row):], alone[:-1])
+                torch.testing.assert_close(step[i, 0], alone[-1])
+        assert alone_equal == ([True, False, False] if self.padded_rows_differ_alone(variant) else [True] * 3)
+
+    @torch.inference_mode()
+    def test_sampled_sequences_keep_their_own_states(self, tiny):
+        """Sampling three sequences per prompt (rows repeated, states and keys with them): each step's logits are the
+        full forward's at that position of the sequence it continued."""
+        model = tiny[2]
+        ids = self.ids(2, 6, seed=6)
+        out = model.generate(ids, max_new_tokens=6, do_sample=True, top_k=0, eos_token_id=None, pad_token_id=0,
+                             num_return_sequences=3, generator=torch.Generator().manual_seed(3),
+                             return_dict_in_generate=True, output_logits=True)
+        sequences = out.sequences
+        assert sequences.shape == (6, 12) and len({tuple(row.tolist()) for row in sequences}) > 2
+        full = model(sequences).logits  # (6, 12, V)
+        for t, logits in enumerate(out.logits):
+            torch.testing.assert_close(logits, full[:, 5 + t], atol=1e-4, rtol=1e-4)
+
+    @torch.inference_mode()
+    def test_attention_caches_assisted_decoding_and_the_server_are_refused(self, tiny):
+        from openformers.generation.cache import DynamicCache
+        from openformers.serving.scheduler import BatchScheduler
+
+        model = tiny[2]
+        ids = self.ids(1, 6)
+        with pytest.raises(TypeError, match=f"{type(model.base_model).__name__} keeps a state in its layers.*its cache "
+                                            "is a HybridCache, got DynamicCache"):
+            model(ids, past_key_values=DynamicCache())
+        with pytest.raises(TypeError, match="got StaticCache; leave cache_implementation unset"):
+            model.generate(ids, max_new_tokens=3, cache_implementation="static")
+        with pytest.raises(ValueError, match="keeps a HybridCache.*cannot be cropped"):
+            model.generate(ids, max_new_tokens=3, do_sample=False, prompt_lookup_num_tokens=2)
+        with pytest.raises(ValueError, match="keeps a HybridCache.*cannot be cropped"):
+            model.generate(ids, max_new_tokens=3, do_sample=False, assistant_model=model)
+        with pytest.raises(ValueError, match="does not serve"):
+            BatchScheduler(model, None)
+
+    def test_the_cpu_kernel_refuses_the_family_and_generate_runs_the_layers(self, tiny):
+        _, reference, model = tiny
+        assert_kernel_refuses_and_generate_runs_the_layers(model, reference, self.ids(1, 5, seed=3),
+                                                           model.config.model_type)

@@ -7,9 +7,9 @@ makes them all alike), Granite's four scalars away from 1 and the weights at std
 bias; no routed experts (the shared MLP alone, granite-4.0-h-micro's). Through RoutedExpertsTests: both heads the
 reference has, with the loss, in each variant; greedy and beam generation; hidden states and attention weights;
 inputs_embeds; a training step's gradients with and without checkpointing; saving both ways, the files holding the
-reference's tensors; router logits and the load-balancing loss; bfloat16 as the reference's. Here, in their
-HybridCache forms: cached decoding, a left-padded batch against its rows alone (and the reference's batch), sampled
-sequences, and the refusals (a DynamicCache, a static cache, assisted decoding, the server, the CPU kernel). Also
+reference's tensors; router logits and the load-balancing loss; bfloat16 as the reference's. Through
+decoder_suite.HybridCacheTests, in their HybridCache forms: cached decoding, a left-padded batch against its rows
+alone (and the reference's batch), sampled sequences, and the refusals (a DynamicCache, a static cache, assisted decoding, the server, the CPU kernel). Also
 the time-step limit, the config's defaults, aliases and refusals, a released config.json as the reference reads it,
 and GGUF files of llama.cpp's "granitehybrid" architecture. AutoTokenizer's class for the model type is checked with
 Granite MoE's (test_models_granitemoe.py).
@@ -23,7 +23,6 @@ import torch
 
 import openformers
 from decoder_parity import (
-    assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
     finish_gguf,
     llama_cpp_tensors,
@@ -32,14 +31,13 @@ from decoder_parity import (
     outputs_of,
     padded_batch,
 )
-from decoder_suite import RoutedExpertsTests
-from openformers import AutoModelForCausalLM, GraniteMoeHybridConfig, GraniteMoeHybridForCausalLM, HybridCache
-from openformers.generation.cache import DynamicCache
+from decoder_suite import HybridCacheTests, RoutedExpertsTests
+from openformers import AutoModelForCausalLM, GraniteMoeHybridConfig, GraniteMoeHybridForCausalLM
 from openformers.models.granitemoe import from_checkpoint_layout
 from test_models_granite import SCALARS
 from test_models_granitemoe import GGUF_HALVES as GRANITEMOE_GGUF_HALVES
 from test_models_granitemoe import GGUF_NAMES as GRANITEMOE_GGUF_NAMES
-from test_models_mamba2 import draw_per_head, llama_cpp_mixer_tensor
+from test_models_mamba2 import llama_cpp_mixer_tensor
 
 transformers = pytest.importorskip("transformers")
 
@@ -59,19 +57,7 @@ VARIANTS = {
 }
 
 
-def drawn_mixers(model):
-    """`model` (the reference's) with each mixer's A_log, D and dt_bias drawn per head, and out_proj at std 0.5 (the
-    mixer weighing in the logits as much as the attention)."""
-    for layer in model.base_model.layers:
-        if layer.mamba is not None:
-            draw_per_head(layer.mamba)
-            with torch.no_grad():
-                layer.mamba.dt_bias.normal_(mean=0.0, std=0.5)
-                layer.mamba.out_proj.weight.normal_(std=0.5)
-    return model
-
-
-class TestGraniteMoeHybrid(RoutedExpertsTests):
+class TestGraniteMoeHybrid(HybridCacheTests, RoutedExpertsTests):
     REFERENCE_CONFIG = "GraniteMoeHybridConfig"
     TINY = TINY
     VARIANTS = VARIANTS
@@ -79,15 +65,6 @@ class TestGraniteMoeHybrid(RoutedExpertsTests):
     HEAD_OVERRIDES = {}
     HEAD_VARIANTS = list(VARIANTS)
     TRAINING_VARIANTS = ["hybrid", "rope-first-tied-biased"]
-
-    # Replaced below by their HybridCache forms: these hand the model a DynamicCache or a static cache.
-    test_cached_decoding_equals_the_full_forward = None
-    test_left_padded_batch_equals_single_rows = None
-    test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens = None
-
-    @classmethod
-    def reference(cls, name=None, **overrides):
-        return drawn_mixers(super().reference(name, **overrides))
 
     @classmethod
     def reference_grads(cls, reference) -> dict:
@@ -117,96 +94,6 @@ class TestGraniteMoeHybrid(RoutedExpertsTests):
         logits = ours(ids, attention_mask=mask).logits
         assert logits.dtype == torch.bfloat16
         torch.testing.assert_close(logits, theirs(ids, attention_mask=mask).logits, atol=0, rtol=0)
-
-    @torch.inference_mode()
-    def test_cached_decoding_with_a_hybrid_cache_equals_the_full_forward(self, tiny):
-        model = tiny[2]
-        ids = self.ids(2, 12)
-        full = model(ids).logits
-        cache = model.new_cache()
-        steps = [model(ids[:, :5], past_key_values=cache).logits, model(ids[:, 5:8], past_key_values=cache).logits]
-        steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(8, ids.shape[1])]
-        assert isinstance(cache, HybridCache) and cache.seq_len == ids.shape[1]
-        mixer = model.config.layer_types.index("linear_attention")
-        conv, ssm = cache.state(mixer)
-        config = model.config
-        assert conv.shape == (2, config.mamba_expand * config.hidden_size + 2 * config.mamba_n_groups
-                              * config.mamba_d_state, config.mamba_d_conv)
-        assert ssm.shape == (2, config.mamba_n_heads, config.mamba_d_head, config.mamba_d_state)
-        assert cache.keys[0].shape[-2] >= ids.shape[1]
-        torch.testing.assert_close(torch.cat(steps, dim=1), full)
-        used = model(ids[:, :5], use_cache=True).past_key_values  # a forward asked for a cache makes a HybridCache
-        assert isinstance(used, HybridCache) and used.seq_len == 5
-
-    @torch.inference_mode()
-    def test_left_padded_batch_equals_single_rows_or_the_references_batch(self, tiny, variant):
-        """Three rows of 9, 5 and 1 tokens left-padded, with their positions: the prefill is the reference's on the
-        batch, and it and a step give each row's logits alone wherever the reference's own rows do. With in_proj's
-        bias the padded positions reach the convolution's state, in the reference as here: the padded rows then
-        differ from themselves alone in both."""
-        _, reference, model = tiny
-        rows = [self.ids(1, 9, seed=2)[0], self.ids(1, 5, seed=3)[0], self.ids(1, 1, seed=4)[0]]
-        ids = torch.stack([torch.cat([torch.zeros(9 - len(row), dtype=torch.long), row]) for row in rows])
-        mask = torch.stack([torch.cat([torch.zeros(9 - len(row)), torch.ones(len(row))]).long() for row in rows])
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = model.new_cache()
-        prefill = model(ids, attention_mask=mask, position_ids=positions, past_key_values=cache).logits
-        step_ids = self.ids(3, 1, seed=5)
-        step = model(step_ids, attention_mask=torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], 1),
-                     position_ids=positions[:, -1:] + 1, past_key_values=cache).logits
-        theirs = reference(ids, attention_mask=mask, position_ids=positions).logits
-        real = mask.bool()
-        torch.testing.assert_close(prefill[real], theirs[real], atol=1e-4, rtol=1e-4)
-        alone_equal = []
-        for i, row in enumerate(rows):
-            alone = model(torch.cat([row, step_ids[i]])[None]).logits[0]
-            their_alone = reference(row[None]).logits[0]
-            torch.testing.assert_close(alone[:-1], their_alone, atol=1e-4, rtol=1e-4)
-            agree = torch.allclose(theirs[i, 9 - len(row):], their_alone, atol=1e-4, rtol=1e-4)
-            alone_equal.append(agree)
-            if agree:
-                torch.testing.assert_close(prefill[i, 9 - len(row):], alone[:-1])
-                torch.testing.assert_close(step[i, 0], alone[-1])
-        biased = VARIANTS[variant].get("mamba_proj_bias", False)
-        assert alone_equal == ([True, False, False] if biased else [True, True, True])
-
-    @torch.inference_mode()
-    def test_sampled_sequences_and_beams_keep_their_own_states(self, tiny):
-        """Sampling three sequences per prompt (rows repeated, states and keys with them): each step's logits are the
-        full forward's at that position of the sequence it continued."""
-        model = tiny[2]
-        ids = self.ids(2, 6, seed=6)
-        out = model.generate(ids, max_new_tokens=6, do_sample=True, top_k=0, eos_token_id=None, pad_token_id=0,
-                             num_return_sequences=3, generator=torch.Generator().manual_seed(3),
-                             return_dict_in_generate=True, output_logits=True)
-        sequences = out.sequences
-        assert sequences.shape == (6, 12) and len({tuple(row.tolist()) for row in sequences}) > 2
-        full = model(sequences).logits  # (6, 12, V)
-        for t, logits in enumerate(out.logits):
-            torch.testing.assert_close(logits, full[:, 5 + t], atol=1e-4, rtol=1e-4)
-
-    @torch.inference_mode()
-    def test_attention_caches_assisted_decoding_and_the_server_are_refused(self, tiny, tmp_path):
-        from openformers.serving.scheduler import BatchScheduler
-
-        model = tiny[2]
-        ids = self.ids(1, 6)
-        with pytest.raises(TypeError, match="GraniteMoeHybridModel keeps a state in its layers.*its cache is a "
-                                            "HybridCache, got DynamicCache"):
-            model(ids, past_key_values=DynamicCache())
-        with pytest.raises(TypeError, match="got StaticCache; leave cache_implementation unset"):
-            model.generate(ids, max_new_tokens=3, cache_implementation="static")
-        with pytest.raises(ValueError, match="keeps a HybridCache.*cannot be cropped"):
-            model.generate(ids, max_new_tokens=3, do_sample=False, prompt_lookup_num_tokens=2)
-        with pytest.raises(ValueError, match="keeps a HybridCache.*cannot be cropped"):
-            model.generate(ids, max_new_tokens=3, do_sample=False, assistant_model=model)
-        with pytest.raises(ValueError, match="does not serve"):
-            BatchScheduler(model, None)
-
-    def test_the_cpu_kernel_refuses_the_family_and_generate_runs_the_layers(self, tiny):
-        _, reference, model = tiny
-        assert_kernel_refuses_and_generate_runs_the_layers(model, reference, self.ids(1, 5, seed=3),
-                                                           "granitemoehybrid")
 
 
 _reference, _ids, _inputs = TestGraniteMoeHybrid.reference, TestGraniteMoeHybrid.ids, TestGraniteMoeHybrid.inputs

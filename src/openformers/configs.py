@@ -1898,7 +1898,7 @@ class BambaConfig(_SsdMixerFields, PartialRotaryInBothLayouts, PretrainedConfig)
                 isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.num_hidden_layers for i in indices)):
             _invalid("attn_layer_indices", indices, f"a list of layer indices below num_hidden_layers="
                      f"{self.num_hidden_layers}, or None")
-        if not 0 < self.partial_rotary_factor <= 1 or self.rotary_dim % 2:
+        if not 0 < self.partial_rotary_factor <= 1 or self.rotary_dim < 2 or self.rotary_dim % 2:
             _invalid("partial_rotary_factor", self.partial_rotary_factor,
                      "a fraction in (0, 1] of each head turning an even number of dimensions")
         _require_positive_numbers(self, "rms_norm_eps", "rope_theta")
