@@ -10,7 +10,7 @@ scaled, as the reference's); a training step's gradients with and without checkp
 their HybridCache forms (every layer holding keys and values and a state) cached decoding, a left-padded batch
 against its rows alone (and the reference's batch), sampled sequences, and the refusals (a DynamicCache, a static
 cache, assisted decoding, the server, the CPU kernel). Also each multiplier's effect, config defaults, a config.json
-in the released layout, refusals, and the tokenizer class.
+in the released layout, refusals, GGUF files written as llama.cpp writes them, and the tokenizer class.
 """
 
 import json
@@ -19,9 +19,19 @@ import pytest
 import torch
 
 import openformers
-from decoder_parity import assert_byte_level_bpe_folder_tokenizes_as_the_reference, load_saved
+from decoder_parity import (
+    add_decoder_metadata,
+    assert_byte_level_bpe_folder_tokenizes_as_the_reference,
+    assert_outputs_close,
+    finish_gguf,
+    llama_cpp_tensors,
+    load_quietly,
+    load_saved,
+    outputs_of,
+)
 from decoder_suite import DecoderFamilyTests, HybridCacheTests
 from openformers import FalconH1Config
+from test_models_mamba2 import llama_cpp_mixer_tensor
 
 transformers = pytest.importorskip("transformers")
 
@@ -144,3 +154,82 @@ def test_tokenizer_of_a_falcon_h1_folder_is_the_references(tmp_path):
         {"model_type": "falcon_h1"},
         {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": special[0], "eos_token": special[1]})
     assert name == "TokenizersBackend"
+
+
+# GGUF files as llama.cpp's converter writes them (convert_hf_to_gguf.py FalconH1Model): architecture "falcon-h1",
+# Mamba-2's ssm.* metadata (the mixer's width as inner_size, the heads as time_step_rank) with the attention's
+# (key_length the head size) and the multipliers folded into the weights: token_embd times embedding_multiplier,
+# attn_q and attn_v times attention_in_multiplier, attn_k times it and key_multiplier, attn_output times
+# attention_out_multiplier, ffn_gate and ffn_down times the two mlp_multipliers, ssm_in times ssm_in_multiplier and its
+# rows part by part by ssm_multipliers, ssm_out times ssm_out_multiplier, output times lm_head_multiplier; the mixers'
+# tensors as for mamba2 (A as -exp(A_log), A and D as (H, 1), the gated norm as (G, I / G), the squeezed
+# convolution); no row permutation. The converter scales biases with their weights, so biased variants compute
+# otherwise there, and llama.cpp's gated norm comes after the gate: the variants without biases whose norm, if any,
+# comes after it are llama.cpp's functions.
+
+GGUF_NAMES = {
+    "model.embed_tokens": "token_embd", "model.final_layernorm": "output_norm", "lm_head": "output",
+    "model.layers.": "blk.", "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "pre_ff_layernorm": "ffn_norm",
+    "feed_forward.gate_proj": "ffn_gate", "feed_forward.up_proj": "ffn_up", "feed_forward.down_proj": "ffn_down",
+    "mamba.in_proj": "ssm_in", "mamba.conv1d": "ssm_conv1d", "mamba.dt_bias": "ssm_dt.bias", "mamba.A_log": "ssm_a",
+    "mamba.D": "ssm_d", "mamba.norm": "ssm_norm", "mamba.out_proj": "ssm_out",
+}
+
+
+def _folded(name: str, tensor: torch.Tensor, config) -> torch.Tensor:
+    """`tensor` times the multipliers llama.cpp's converter folds into it."""
+    factors = {"embed_tokens": config.embedding_multiplier, "lm_head": config.lm_head_multiplier,
+               "q_proj": config.attention_in_multiplier, "v_proj": config.attention_in_multiplier,
+               "k_proj": config.attention_in_multiplier * config.key_multiplier,
+               "o_proj": config.attention_out_multiplier, "gate_proj": config.mlp_multipliers[0],
+               "down_proj": config.mlp_multipliers[1], "out_proj": config.ssm_out_multiplier}
+    factor = next((f for part, f in factors.items() if f".{part}." in f".{name}"), None)
+    if factor is not None:
+        return tensor * factor
+    if ".mamba.in_proj." in name:
+        I, GN = config.mamba_d_ssm, config.mamba_n_groups * config.mamba_d_state
+        sizes = [I, I, GN, GN, config.mamba_n_heads]
+        parts = torch.cat([torch.full((n,), m) for n, m in zip(sizes, config.ssm_multipliers)])
+        return tensor * config.ssm_in_multiplier * parts[:, None]
+    return tensor
+
+
+def _write_gguf(path, reference):
+    import gguf
+
+    config = reference.config
+    writer = gguf.GGUFWriter(str(path), "falcon-h1")
+    add_decoder_metadata(writer, config)
+    writer.add_key_length(config.head_dim)
+    writer.add_value_length(config.head_dim)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_ssm_conv_kernel(config.mamba_d_conv)
+    writer.add_ssm_inner_size(config.mamba_d_ssm)
+    writer.add_ssm_state_size(config.mamba_d_state)
+    writer.add_ssm_time_step_rank(config.mamba_d_ssm // config.mamba_d_head)
+    writer.add_ssm_group_count(config.mamba_n_groups)
+    for name, gguf_name, tensor in llama_cpp_tensors(reference, GGUF_NAMES):
+        tensor = _folded(name, tensor, config)
+        if ".mamba." in name:
+            tensor = llama_cpp_mixer_tensor(name, tensor, config.mamba_n_groups)
+        writer.add_tensor(gguf_name, tensor.contiguous().numpy())
+    finish_gguf(writer)
+
+
+@pytest.mark.parametrize("variant", ["no-norm-own-width", "norm-after-gate"])
+@torch.inference_mode()
+def test_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_path):
+    reference = _reference(**VARIANTS[variant])
+    _write_gguf(tmp_path / "falcon-h1.gguf", reference)
+    model = load_quietly(openformers.AutoModelForCausalLM.from_pretrained, tmp_path / "falcon-h1.gguf")
+    assert type(model) is openformers.FalconH1ForCausalLM
+    config, theirs = model.config, reference.config
+    for key in ("head_dim", "mamba_d_ssm", "mamba_n_heads", "mamba_d_head", "mamba_n_groups", "mamba_d_state",
+                "mamba_rms_norm", "mamba_conv_bias", "projectors_bias", "tie_word_embeddings"):
+        assert getattr(config, key) == getattr(theirs, key), key
+    assert config.embedding_multiplier == config.ssm_out_multiplier == 1.0 and config.ssm_multipliers == [1.0] * 5
+    ids, mask = TestFalconH1.ids(2, 9, seed=7), torch.ones(2, 9, dtype=torch.long)
+    mask[1, :2] = 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "GGUF")

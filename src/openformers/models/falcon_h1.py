@@ -17,21 +17,67 @@ groups that normalizes before the gate when mamba_norm_before_gate (the released
 
 Decoding keeps a `generation.HybridCache` whose every layer holds both keys and values and a mixer's states; beams,
 sampling and batches reorder both, and since the states cannot go back, assisted decoding, static caches and the
-server are refused. The reference has a base model and a causal LM, and so does this file. The CPU decoding kernel
-refuses the model type.
+server are refused. The reference has a base model and a causal LM, and so does this file. GGUF files of llama.cpp's
+"falcon-h1" architecture load, their multipliers folded into the weights by its converter (config_from_gguf). The CPU
+decoding kernel refuses the model type.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..configs import FalconH1Config
+from ..configs import GGUF_CONFIG_READERS, FalconH1Config
+from ..weights import rename
+from . import llama, mamba2
 from .base import PreTrainedModel, embedded, token_embeddings
 from .decoder import DecoderModel
 from .heads import CausalLM
 from .layers import RMSNorm
-from .llama import LlamaAttention, LlamaMLP, LlamaModel
+from .llama import LlamaAttention, LlamaMLP, LlamaModel, gguf_config_values
 from .mamba2 import GatedRMSNorm, HybridMixers, Mamba2Mixer, padding_of
+
+
+def config_from_gguf(gguf, **overrides) -> FalconH1Config:
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "falcon-h1" architecture. Its converter folds every
+    multiplier into the weights (the embeddings, in_proj's rows part by part, the attention's and the MLP's
+    projections, out_proj, the head), so they are all 1 here; the gated norm is there when the file has ssm_norm, and
+    normalizes after the gate, as llama.cpp computes it; the biases are there when the file has them."""
+    arch = "falcon-h1"
+    names = set(gguf.tensor_names)
+    values = gguf_config_values(gguf)
+    values.update(
+        {FalconH1Config.mixer_fields[k]: v for k, v in mamba2.gguf_mixer_values(gguf, arch, own_width=True).items()},
+        architectures=["FalconH1ForCausalLM"],
+        mamba_rms_norm="blk.0.ssm_norm.weight" in names,
+        mamba_norm_before_gate=False,
+        mamba_conv_bias="blk.0.ssm_conv1d.bias" in names,
+        mamba_proj_bias="blk.0.ssm_in.bias" in names,
+        projectors_bias="blk.0.ssm_out.bias" in names,
+        attention_bias="blk.0.attn_output.bias" in names,
+        mlp_bias="blk.0.ffn_down.bias" in names,
+    )
+    return FalconH1Config.from_dict(values, **overrides)
+
+
+GGUF_CONFIG_READERS["falcon-h1"] = config_from_gguf
+
+# llama.cpp name part -> Hugging Face name part (the mixers' ssm_* tensors: mamba2.convert_gguf_mixers).
+GGUF_RENAMES = {
+    **{k: v for k, v in llama.GGUF_RENAMES.items() if not k.startswith(("ffn", "output_norm"))},
+    "ffn_norm": "pre_ff_layernorm",
+    "ffn_gate": "feed_forward.gate_proj",
+    "ffn_up": "feed_forward.up_proj",
+    "ffn_down": "feed_forward.down_proj",
+    "output_norm": "model.final_layernorm",
+}
+
+
+def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: FalconH1Config) -> dict[str, torch.Tensor]:
+    """Rename llama.cpp tensors to Hugging Face names (no row permutation: llama.cpp rotates Falcon-H1's halves as
+    Hugging Face does), the mixers' through Mamba-2's reader."""
+    mixers = {k: t for k, t in state_dict.items() if ".ssm_" in k}
+    others = rename({k: t for k, t in state_dict.items() if k not in mixers}, GGUF_RENAMES)
+    return {**others, **mamba2.convert_gguf_mixers(mixers, config, "mamba")}
 
 
 class FalconH1Attention(LlamaAttention):
@@ -133,6 +179,7 @@ class FalconH1DecoderLayer(nn.Module):
 
 class FalconH1PreTrainedModel(HybridMixers, PreTrainedModel):
     config_class = FalconH1Config
+    convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
 
     def new_base_model(self, config: FalconH1Config) -> "FalconH1Model":
         return FalconH1Model(config)

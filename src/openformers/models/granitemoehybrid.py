@@ -82,9 +82,7 @@ def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: Granite
     stored as a dense one renamed to its shared-expert names first."""
     mixers = {k: t for k, t in state_dict.items() if ".ssm_" in k}
     others = rename({k: t for k, t in state_dict.items() if k not in mixers}, GGUF_DENSE_AS_SHARED)
-    mixers = {k.replace("backbone.layers.", "model.layers.").replace(".mixer.", ".mamba."): t
-              for k, t in mamba2.convert_gguf_state_dict(mixers, config).items()}
-    return {**granitemoe.convert_gguf_state_dict(others, config), **mixers}
+    return {**granitemoe.convert_gguf_state_dict(others, config), **mamba2.convert_gguf_mixers(mixers, config, "mamba")}
 
 
 class GraniteMoeHybridDecoderLayer(MixerOrAttentionLayer, GraniteMoeSharedDecoderLayer):

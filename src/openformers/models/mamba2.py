@@ -57,18 +57,20 @@ def config_from_gguf(gguf, **overrides) -> Mamba2Config:
     return Mamba2Config.from_dict(values, **overrides)
 
 
-def gguf_mixer_values(gguf, arch: str) -> dict:
-    """A Mamba-2 mixer's sizes (Mamba2Config's fields) from the `<arch>.ssm.*` metadata of llama.cpp's "mamba2" and
-    "granitehybrid" files, whose time_step_rank is the head count (head_dim = inner_size / heads)."""
+def gguf_mixer_values(gguf, arch: str, own_width: bool = False) -> dict:
+    """A Mamba-2 mixer's sizes (Mamba2Config's fields) from the `<arch>.ssm.*` metadata of llama.cpp's "mamba2",
+    "granitehybrid" and "falcon-h1" files, whose time_step_rank is the head count (head_dim = inner_size / heads).
+    The width is expand * hidden_size, or with `own_width` (Falcon-H1's) inner_size itself (`intermediate_size`)."""
     hidden_size = gguf_required(gguf, f"{arch}.embedding_length")
     inner_size = gguf_required(gguf, f"{arch}.ssm.inner_size")
     heads = gguf_required(gguf, f"{arch}.ssm.time_step_rank")
-    if inner_size % hidden_size or inner_size % heads:
-        raise ValueError(f"{gguf.path} has {arch}.ssm.inner_size={inner_size}, not a multiple of both "
-                         f"{arch}.embedding_length={hidden_size} and {arch}.ssm.time_step_rank={heads} (the heads), "
-                         "which a Mamba-2 mixer's expand and head_dim need.")
+    if (inner_size % hidden_size and not own_width) or inner_size % heads:
+        needs = "" if own_width else f"both {arch}.embedding_length={hidden_size} and "
+        raise ValueError(f"{gguf.path} has {arch}.ssm.inner_size={inner_size}, not a multiple of {needs}"
+                         f"{arch}.ssm.time_step_rank={heads} (the heads), which a Mamba-2 mixer's sizes need.")
+    width = {"intermediate_size": inner_size} if own_width else {"expand": inner_size // hidden_size}
     return {
-        "expand": inner_size // hidden_size,
+        **width,
         "num_heads": heads,
         "head_dim": inner_size // heads,
         "n_groups": gguf.get(f"{arch}.ssm.group_count", 1),
@@ -83,6 +85,13 @@ GGUF_CONFIG_READERS["mamba2"] = config_from_gguf
 # convert_gguf_state_dict), with the gated norm.
 GGUF_RENAMES = {**{k: v for k, v in mamba.GGUF_RENAMES.items() if k not in ("ssm_x", "ssm_dt")},
                 "ssm_norm": "mixer.norm"}
+
+
+def convert_gguf_mixers(state_dict: dict[str, torch.Tensor], config, name: str) -> dict[str, torch.Tensor]:
+    """A hybrid's `blk.N.ssm_*` tensors as the mamba2 reader converts them, under `model.layers.N.<name>.*` (the
+    hybrid's name for its mixer: Granite 4's and Falcon-H1's `mamba`)."""
+    return {k.replace("backbone.layers.", "model.layers.").replace(".mixer.", f".{name}."): t
+            for k, t in convert_gguf_state_dict(state_dict, config).items()}
 
 
 def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: Mamba2Config) -> dict[str, torch.Tensor]:
