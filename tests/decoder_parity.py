@@ -521,3 +521,28 @@ def assert_byte_level_bpe_folder_tokenizes_as_the_reference(folder, texts, speci
     for text in texts:
         assert ours(text)["input_ids"] == reference(text)["input_ids"], text
     return type(ours).__name__
+
+
+# The keys of the reference's config.json that are not a family's defaults (its version, dtype, labels...).
+REFERENCE_BOOKKEEPING = ("transformers_version", "dtype", "architectures", "_name_or_path", "chunk_size_feed_forward",
+                         "is_encoder_decoder", "id2label", "label2id", "rope_parameters")
+
+
+def assert_config_defaults_equal_the_references(ours, theirs):
+    """Every value of the reference's default config `theirs` (bar REFERENCE_BOOKKEEPING) is `ours`' (tuples as
+    lists, as config.json holds them)."""
+    for key, value in theirs.to_dict().items():
+        if key in REFERENCE_BOOKKEEPING:
+            continue
+        ours_value = getattr(ours, key)
+        assert (list(ours_value) if isinstance(ours_value, tuple) else ours_value) == value, key
+
+
+def assert_config_refuses_by_name(config_class, values: dict, message: str, folder):
+    """`config_class(**values)`, and a config.json of its model type holding `values`, refused with a ValueError
+    matching "Invalid config: <message>" (the field named, with the value)."""
+    with pytest.raises(ValueError, match=f"Invalid config: {message}"):
+        config_class(**values)
+    (folder / "config.json").write_text(json.dumps({"model_type": config_class.model_type, **values}))
+    with pytest.raises(ValueError, match=f"config.json: Invalid config: {message}"):
+        openformers.AutoConfig.from_pretrained(folder)

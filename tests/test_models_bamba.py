@@ -18,7 +18,12 @@ import pytest
 import torch
 
 import openformers
-from decoder_parity import assert_byte_level_bpe_folder_tokenizes_as_the_reference, load_saved
+from decoder_parity import (
+    assert_byte_level_bpe_folder_tokenizes_as_the_reference,
+    assert_config_defaults_equal_the_references,
+    assert_config_refuses_by_name,
+    load_saved,
+)
 from decoder_suite import DecoderFamilyTests, HybridCacheTests
 from openformers import BambaConfig
 
@@ -69,12 +74,7 @@ def test_the_z_loss_and_the_rotated_half_are_the_references(tmp_path):
 
 def test_config_defaults_equal_the_references():
     ours, theirs = BambaConfig(), transformers.BambaConfig()
-    for key, value in theirs.to_dict().items():
-        if key in ("transformers_version", "dtype", "architectures", "_name_or_path", "chunk_size_feed_forward",
-                   "is_encoder_decoder", "id2label", "label2id", "rope_parameters"):
-            continue
-        ours_value = getattr(ours, key)
-        assert (list(ours_value) if isinstance(ours_value, tuple) else ours_value) == value, key
+    assert_config_defaults_equal_the_references(ours, theirs)
     assert ours.to_dict()["rope_parameters"] == theirs.rope_parameters
     assert ours.mamba_d_head == theirs.mamba_d_head == 64 and ours.layer_types == list(theirs.layers_block_type)
 
@@ -116,11 +116,7 @@ def test_a_config_in_the_released_layout_reads_and_saves_as_the_references(tmp_p
 ])
 def test_config_refuses_bad_values_by_name(values, message, tmp_path):
     settings = {k: v for k, v in TINY.items() if k != "rope_parameters"}
-    with pytest.raises(ValueError, match=f"Invalid config: {message}"):
-        BambaConfig(**{**settings, **values})
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bamba", **settings, **values}))
-    with pytest.raises(ValueError, match=f"config.json: Invalid config: {message}"):
-        openformers.AutoConfig.from_pretrained(tmp_path)
+    assert_config_refuses_by_name(BambaConfig, {**settings, **values}, message, tmp_path)
 
 
 def test_tokenizer_of_a_bamba_folder_is_the_references(tmp_path):

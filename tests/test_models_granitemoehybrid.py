@@ -23,6 +23,8 @@ import torch
 
 import openformers
 from decoder_parity import (
+    assert_config_defaults_equal_the_references,
+    assert_config_refuses_by_name,
     assert_outputs_close,
     finish_gguf,
     llama_cpp_tensors,
@@ -113,12 +115,7 @@ def test_the_time_step_limit_clamps_the_scan_as_the_references(tmp_path):
 
 def test_config_defaults_equal_the_references():
     ours, theirs = GraniteMoeHybridConfig(), transformers.GraniteMoeHybridConfig()
-    for key, value in theirs.to_dict().items():
-        if key in ("transformers_version", "dtype", "architectures", "_name_or_path", "chunk_size_feed_forward",
-                   "is_encoder_decoder", "id2label", "label2id", "rope_parameters"):
-            continue
-        ours_value = getattr(ours, key)
-        assert (list(ours_value) if isinstance(ours_value, tuple) else ours_value) == value, key
+    assert_config_defaults_equal_the_references(ours, theirs)
     assert ours.rope_theta == theirs.rope_parameters["rope_theta"] and ours.rope_scaling is None
     assert ours.mamba_d_head == 64 and ours.layer_types == ["linear_attention"] * 32
 
@@ -175,11 +172,7 @@ def test_a_released_config_reads_and_saves_as_the_references(alias, tmp_path):
 ])
 def test_config_refuses_bad_values_by_name(values, message, tmp_path):
     settings = {k: v for k, v in TINY.items() if k != "rope_parameters"}
-    with pytest.raises(ValueError, match=f"Invalid config: {message}"):
-        GraniteMoeHybridConfig(**{**settings, **values})
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "granitemoehybrid", **settings, **values}))
-    with pytest.raises(ValueError, match=f"config.json: Invalid config: {message}"):
-        openformers.AutoConfig.from_pretrained(tmp_path)
+    assert_config_refuses_by_name(GraniteMoeHybridConfig, {**settings, **values}, message, tmp_path)
 
 
 # GGUF files as llama.cpp's converter writes them (convert_hf_to_gguf.py GraniteHybridModel): architecture

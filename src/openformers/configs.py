@@ -1787,6 +1787,29 @@ class _SsdMixerFields:
 
 
 @dataclass
+class _HybridDecoderFields(_SsdMixerFields):
+    """The decoder fields and defaults Bamba's and Falcon-H1's references share (their sizes are Llama 3 8B's), with
+    the mixer's (_SsdMixerFields); each adds its own max_position_embeddings."""
+
+    vocab_size: int = 128000
+    tie_word_embeddings: bool = False
+    hidden_size: int = 4096
+    intermediate_size: int = 14336
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = 8
+    hidden_act: str = "silu"
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-5
+    use_cache: bool = True
+    num_logits_to_keep: int | None = 1
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    attention_dropout: float = 0.0
+
+
+@dataclass
 class GraniteMoeHybridConfig(_SsdMixerFields, GraniteMoeSharedConfig):
     """IBM Granite 4.0 (granite-4.0-micro, -h-micro, -h-tiny, -h-small): Granite MoE with a shared expert whose layers
     are each, by `layer_types`, a Mamba-2 mixer ("mamba"; the reference's newer name "linear_attention", which is what
@@ -1836,7 +1859,7 @@ class GraniteMoeHybridConfig(_SsdMixerFields, GraniteMoeSharedConfig):
 
 
 @dataclass
-class BambaConfig(_SsdMixerFields, PartialRotaryInBothLayouts, PretrainedConfig):
+class BambaConfig(_HybridDecoderFields, PartialRotaryInBothLayouts, PretrainedConfig):
     """IBM's Bamba (ibm-ai-platform/Bamba-9B): Llama's decoder whose layers mix their tokens by a Mamba-2 mixer, or
     (the layers listed in `attn_layer_indices`) by grouped-query attention rotating the first `partial_rotary_factor`
     (0.5, as the reference sets it unless rope_parameters says otherwise) of each head, each followed by the
@@ -1847,23 +1870,7 @@ class BambaConfig(_SsdMixerFields, PartialRotaryInBothLayouts, PretrainedConfig)
     model_type: ClassVar[str] = "bamba"
     qkv_bias: ClassVar[bool] = False  # the Llama attention's name: q/k/v biases only with attention_bias
 
-    vocab_size: int = 128000
-    tie_word_embeddings: bool = False
-    hidden_size: int = 4096
-    intermediate_size: int = 14336
-    num_hidden_layers: int = 32
-    num_attention_heads: int = 32
-    num_key_value_heads: int | None = 8
-    hidden_act: str = "silu"
-    initializer_range: float = 0.02
-    rms_norm_eps: float = 1e-5
-    use_cache: bool = True
-    num_logits_to_keep: int | None = 1
-    pad_token_id: int | None = 0
-    bos_token_id: int | None = 1
-    eos_token_id: int | list[int] | None = 2
     max_position_embeddings: int = 262144
-    attention_dropout: float = 0.0
     attn_layer_indices: list[int] | None = None
     z_loss_coefficient: float = 0.0
     rope_theta: float = 10000.0
@@ -1911,7 +1918,7 @@ class BambaConfig(_SsdMixerFields, PartialRotaryInBothLayouts, PretrainedConfig)
 
 
 @dataclass
-class FalconH1Config(_SsdMixerFields, LlamaConfig):
+class FalconH1Config(_HybridDecoderFields, LlamaConfig):
     """TII's Falcon-H1 (tiiuae/Falcon-H1-0.5B ... 34B, Base and Instruct): in every layer grouped-query attention and a
     Mamba-2 mixer read the same normed input side by side and their outputs are summed, then a SwiGLU MLP; with the
     muP multipliers of the reference: the token embeddings times `embedding_multiplier` (not inputs_embeds), the
@@ -1926,22 +1933,7 @@ class FalconH1Config(_SsdMixerFields, LlamaConfig):
     model_type: ClassVar[str] = "falcon_h1"
     mixer_fields: ClassVar[dict[str, str]] = {**_SsdMixerFields.mixer_fields, "intermediate_size": "mamba_d_ssm"}
 
-    vocab_size: int = 128000
-    tie_word_embeddings: bool = False
-    hidden_size: int = 4096
-    intermediate_size: int = 14336
-    num_hidden_layers: int = 32
-    num_attention_heads: int = 32
-    num_key_value_heads: int | None = 8
-    initializer_range: float = 0.02
-    rms_norm_eps: float = 1e-5
-    use_cache: bool = True
-    num_logits_to_keep: int | None = 1
-    pad_token_id: int | None = 0
-    bos_token_id: int | None = 1
-    eos_token_id: int | list[int] | None = 2
     max_position_embeddings: int = 8192
-    attention_dropout: float = 0.0
     mamba_d_ssm: int | None = 1024
     mamba_norm_before_gate: bool = True
     mamba_rms_norm: bool = False
