@@ -32,13 +32,15 @@ transformers = pytest.importorskip("transformers")
 TINY = dict(
     vocab_size=128, hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
     num_key_value_heads=2, max_position_embeddings=256, attn_layer_indices=[1], mamba_n_heads=8, mamba_d_head=8,
-    mamba_n_groups=2, mamba_d_state=8, mamba_chunk_size=4, rope_parameters={"rope_type": "default", "rope_theta": 500.0},
+    mamba_n_groups=2, mamba_d_state=8, mamba_chunk_size=4,
+    rope_parameters={"rope_type": "default", "rope_theta": 500.0},
     z_loss_coefficient=0.3, pad_token_id=0, bos_token_id=1, eos_token_id=2, initializer_range=0.15,
 )
 VARIANTS = {
     "mamba-first": {},
     "attention-first-whole-heads-tied-biased": dict(
-        attn_layer_indices=[0], rope_parameters={"rope_type": "default", "rope_theta": 500.0, "partial_rotary_factor": 1.0},
+        attn_layer_indices=[0],
+        rope_parameters={"rope_type": "default", "rope_theta": 500.0, "partial_rotary_factor": 1.0},
         tie_word_embeddings=True, attention_bias=True, mlp_bias=True, mamba_proj_bias=True, mamba_conv_bias=False,
         mamba_n_groups=1, z_loss_coefficient=0.0),
 }
@@ -69,7 +71,8 @@ def test_the_z_loss_and_the_rotated_half_are_the_references(tmp_path):
     z_loss = 0.3 * theirs.logits.logsumexp(-1).pow(2).mean()
     assert z_loss > 0.1 * theirs.loss
     assert model.config.partial_rotary_factor == 0.5 and model.model.rotary_emb.head_dim == 4
-    assert model.config.layer_types == ["linear_attention", "full_attention"] == list(reference.config.layers_block_type)
+    kinds = ["linear_attention", "full_attention"]
+    assert model.config.layer_types == kinds == list(reference.config.layers_block_type)
 
 
 def test_config_defaults_equal_the_references():

@@ -2,7 +2,7 @@
 
 Two layers, each with attention and a Mamba-2 mixer side by side, over prompts that span several scan chunks (chunk
 size 4), A_log, D and dt_bias drawn per head, the weights at std 0.15 and every muP multiplier away from 1. Variants:
-no gated norm (the released models' setting), the mixer as wide as mamba_d_ssm (not mamba_expand * hidden_size) and a
+no gated norm (the default), the mixer as wide as mamba_d_ssm (not mamba_expand * hidden_size) and a
 head_dim other than hidden_size / heads, two groups; the gated norm before the gate, every bias, tied embeddings, one
 group; the gated norm after the gate. Through HybridCacheTests and DecoderFamilyTests: both heads the reference has,
 with the loss, in each variant; greedy and beam generation; hidden states and attention weights; inputs_embeds (not
@@ -45,7 +45,8 @@ MULTIPLIERS = dict(
 TINY = dict(
     vocab_size=128, hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
     num_key_value_heads=2, head_dim=16, max_position_embeddings=256, mamba_d_ssm=48, mamba_n_heads=6, mamba_d_head=8,
-    mamba_n_groups=2, mamba_d_state=8, mamba_chunk_size=4, rope_parameters={"rope_type": "default", "rope_theta": 500.0},
+    mamba_n_groups=2, mamba_d_state=8, mamba_chunk_size=4,
+    rope_parameters={"rope_type": "default", "rope_theta": 500.0},
     pad_token_id=0, bos_token_id=1, eos_token_id=2, initializer_range=0.15, **MULTIPLIERS,
 )
 VARIANTS = {

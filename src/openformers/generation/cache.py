@@ -416,7 +416,8 @@ class HybridCache(Cache):
         self.states.drop_front(n)
 
     def __repr__(self) -> str:
-        return (f"HybridCache(attention_layers={self.attends.count(True)}, state_layers={self.keeps_state.count(True)}, "
+        return (f"HybridCache(attention_layers={self.attends.count(True)}, "
+                f"state_layers={self.keeps_state.count(True)}, "
                 f"rows={self.batch_size}, seq_len={self.seq_len})")
 
 

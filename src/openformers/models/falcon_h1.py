@@ -13,7 +13,7 @@ as the reference does:
 - the MLP's gate projection by mlp_multipliers[0] before SiLU, its output by mlp_multipliers[1].
 The mixer is mamba2.Mamba2Mixer of width mamba_d_ssm (else mamba_expand * hidden_size) with out_proj biased by
 projectors_bias; without mamba_rms_norm it has no norm (y * SiLU(z)), with it a gated RMSNorm over mamba_n_groups
-groups that normalizes before the gate when mamba_norm_before_gate (the released models' setting varies).
+groups that normalizes before the gate when mamba_norm_before_gate.
 
 Decoding keeps a `generation.HybridCache` whose every layer holds both keys and values and a mixer's states; beams,
 sampling and batches reorder both, and since the states cannot go back, assisted decoding, static caches and the

@@ -267,10 +267,15 @@ class HybridMixerLayers(HybridMixers):
     rotates = True
 
     def layer_inputs(self, x, position_ids, mask, end: int, attention_mask, cache):
-        attending = super().layer_inputs(x, position_ids, mask, end, attention_mask, cache) if self.rotates else None
+        rotated = super().layer_inputs(x, position_ids, mask, end, attention_mask, cache) if self.rotates else None
         padding = padding_of(x, attention_mask)
-        return lambda layer: (None, None, padding) if layer.mamba is not None else (
-            attending(layer) if attending is not None else (None, None, mask))
+
+        def inputs(layer):
+            if layer.mamba is not None:
+                return None, None, padding
+            return rotated(layer) if rotated is not None else (None, None, mask)
+
+        return inputs
 
 
 def padding_of(x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
