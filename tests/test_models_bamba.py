@@ -9,7 +9,8 @@ states and attention weights; inputs_embeds; a training step's gradients with an
 ways; and in their HybridCache forms cached decoding, a left-padded batch against its rows alone (and the
 reference's batch), sampled sequences, and the refusals (a DynamicCache, a static cache, assisted decoding, the
 server, the CPU kernel). Also the z-loss and the rotated half, config defaults, a config.json in the released layout,
-refusals, and the tokenizer class.
+refusals, GGUF files of llama.cpp's "granitehybrid" architecture as its converter writes a Bamba, and the tokenizer
+class.
 """
 
 import json
@@ -19,13 +20,20 @@ import torch
 
 import openformers
 from decoder_parity import (
+    add_decoder_metadata,
     assert_byte_level_bpe_folder_tokenizes_as_the_reference,
     assert_config_defaults_equal_the_references,
     assert_config_refuses_by_name,
+    assert_outputs_close,
+    finish_gguf,
+    llama_cpp_tensors,
+    load_quietly,
     load_saved,
+    outputs_of,
 )
 from decoder_suite import DecoderFamilyTests, HybridCacheTests
 from openformers import BambaConfig
+from test_models_mamba2 import llama_cpp_mixer_tensor
 
 transformers = pytest.importorskip("transformers")
 
@@ -130,3 +138,60 @@ def test_tokenizer_of_a_bamba_folder_is_the_references(tmp_path):
         tmp_path, ["Hey, are you conscious?", "Can you talk to me? 9 billion!"], special, {"model_type": "bamba"},
         {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": special[0], "eos_token": special[1]})
     assert name == "TokenizersBackend"
+
+
+# GGUF files as llama.cpp's converter writes a Bamba checkpoint (convert_hf_to_gguf.py GraniteHybridModel, which
+# registers BambaForCausalLM): architecture "granitehybrid" without Granite's four scalars, Llama's metadata with the
+# key/value head count per layer (0 for a Mamba layer), rope.scaling.finetuned true, rope.dimension_count the rotated
+# part of each head (from the checkpoint's attn_rotary_emb, as Bamba-9B's config.json has it), Mamba-2's ssm.*
+# metadata and tensors (ssm_dt.bias as dt_bias, A as -exp(A_log), A and D as (H, 1), the gated norm as (G, I / G),
+# the squeezed convolution), the query and key rows permuted over whole heads as for llama.cpp's "llama" files.
+
+GGUF_NAMES = {
+    "model.embed_tokens": "token_embd", "model.final_layernorm": "output_norm", "lm_head": "output",
+    "model.layers.": "blk.", "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "pre_ff_layernorm": "ffn_norm",
+    "feed_forward.gate_proj": "ffn_gate", "feed_forward.up_proj": "ffn_up", "feed_forward.down_proj": "ffn_down",
+    "mamba.in_proj": "ssm_in", "mamba.conv1d": "ssm_conv1d", "mamba.dt_bias": "ssm_dt.bias", "mamba.A_log": "ssm_a",
+    "mamba.D": "ssm_d", "mamba.norm": "ssm_norm", "mamba.out_proj": "ssm_out",
+}
+
+
+def _write_gguf(path, reference):
+    import gguf
+
+    config = reference.config
+    attends = [kind == "full_attention" for kind in config.layers_block_type]
+    writer = gguf.GGUFWriter(str(path), "granitehybrid")
+    add_decoder_metadata(writer, config)
+    writer.add_head_count_kv([config.num_key_value_heads if a else 0 for a in attends])
+    head_dim = config.hidden_size // config.num_attention_heads
+    writer.add_rope_dimension_count(int(head_dim * config.rope_parameters["partial_rotary_factor"]))
+    writer.add_rope_scaling_finetuned(True)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_ssm_conv_kernel(config.mamba_d_conv)
+    writer.add_ssm_state_size(config.mamba_d_state)
+    writer.add_ssm_group_count(config.mamba_n_groups)
+    writer.add_ssm_inner_size(config.mamba_expand * config.hidden_size)
+    writer.add_ssm_time_step_rank(config.mamba_n_heads)
+    for name, gguf_name, tensor in llama_cpp_tensors(reference, GGUF_NAMES, permute_heads=True):
+        if ".mamba." in name:
+            tensor = llama_cpp_mixer_tensor(name, tensor, config.mamba_n_groups)
+        writer.add_tensor(gguf_name, tensor.contiguous().numpy())
+    finish_gguf(writer)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@torch.inference_mode()
+def test_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_path):
+    reference = _reference(**VARIANTS[variant])
+    _write_gguf(tmp_path / "bamba.gguf", reference)
+    model = load_quietly(openformers.AutoModelForCausalLM.from_pretrained, tmp_path / "bamba.gguf")
+    assert type(model) is openformers.BambaForCausalLM
+    config, theirs = model.config, reference.config
+    for key in ("attn_layer_indices", "num_key_value_heads", "mamba_n_heads", "mamba_d_head", "mamba_n_groups",
+                "mamba_conv_bias", "mamba_proj_bias", "attention_bias", "mlp_bias", "tie_word_embeddings"):
+        assert getattr(config, key) == getattr(theirs, key), key
+    assert config.partial_rotary_factor == theirs.rope_parameters["partial_rotary_factor"]
+    inputs = {k: v for k, v in TestBamba.inputs().items() if k != "labels"}
+    assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "GGUF")

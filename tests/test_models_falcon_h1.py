@@ -33,6 +33,7 @@ from decoder_parity import (
 )
 from decoder_suite import DecoderFamilyTests, HybridCacheTests
 from openformers import FalconH1Config
+from test_models_bamba import GGUF_NAMES
 from test_models_mamba2 import llama_cpp_mixer_tensor
 
 transformers = pytest.importorskip("transformers")
@@ -157,19 +158,9 @@ def test_tokenizer_of_a_falcon_h1_folder_is_the_references(tmp_path):
 # attention_out_multiplier, ffn_gate and ffn_down times the two mlp_multipliers, ssm_in times ssm_in_multiplier and its
 # rows part by part by ssm_multipliers, ssm_out times ssm_out_multiplier, output times lm_head_multiplier; the mixers'
 # tensors as for mamba2 (A as -exp(A_log), A and D as (H, 1), the gated norm as (G, I / G), the squeezed
-# convolution); no row permutation. The converter scales biases with their weights, so biased variants compute
+# convolution; Bamba's names, test_models_bamba.GGUF_NAMES); no row permutation. The converter scales biases with their weights, so biased variants compute
 # otherwise there, and llama.cpp's gated norm comes after the gate: the variants without biases whose norm, if any,
 # comes after it are llama.cpp's functions.
-
-GGUF_NAMES = {
-    "model.embed_tokens": "token_embd", "model.final_layernorm": "output_norm", "lm_head": "output",
-    "model.layers.": "blk.", "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "pre_ff_layernorm": "ffn_norm",
-    "feed_forward.gate_proj": "ffn_gate", "feed_forward.up_proj": "ffn_up", "feed_forward.down_proj": "ffn_down",
-    "mamba.in_proj": "ssm_in", "mamba.conv1d": "ssm_conv1d", "mamba.dt_bias": "ssm_dt.bias", "mamba.A_log": "ssm_a",
-    "mamba.D": "ssm_d", "mamba.norm": "ssm_norm", "mamba.out_proj": "ssm_out",
-}
-
 
 def _folded(name: str, tensor: torch.Tensor, config) -> torch.Tensor:
     """`tensor` times the multipliers llama.cpp's converter folds into it."""

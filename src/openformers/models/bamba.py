@@ -13,21 +13,71 @@ Each is followed by `pre_ff_layernorm` and the MLP (`feed_forward`). With labels
 Decoding keeps a `generation.HybridCache` (mamba2.HybridMixers): the attention layers' keys and values, the Mamba
 layers' convolution and scan states; greedy, beam and sampled generation work, and since the states cannot go back,
 assisted decoding, static caches and the server are refused. The reference has a base model and a causal LM, and so
-does this file. llama.cpp converts Bamba checkpoints to its "granitehybrid" architecture (granitemoehybrid.py reads
-those files). The CPU decoding kernel refuses the model type.
+does this file. llama.cpp converts Bamba checkpoints to its "granitehybrid" architecture, without Granite's scalars;
+such files load here (config_from_gguf, which granitemoehybrid.config_from_gguf hands them to). The CPU decoding
+kernel refuses the model type.
 """
 
 import torch
 from torch import nn
 
 from ..configs import BambaConfig
-from .decoder import DecoderModel
+from ..weights import rename
+from . import llama, mamba2
 from .base import PreTrainedModel, token_embeddings
+from .decoder import DecoderModel
 from .heads import CausalLM
 from .layers import RMSNorm, RotaryEmbedding
-from .llama import LlamaAttention, LlamaMLP
+from .llama import LlamaAttention, LlamaMLP, gguf_config_values
 from .mamba2 import HybridMixerLayers, Mamba2Mixer, MixerOrAttentionLayer
 from .phi3 import apply_partial_rope
+
+
+def config_from_gguf(gguf, **overrides) -> BambaConfig:
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "granitehybrid" architecture converted from a Bamba
+    checkpoint (without Granite's scalars; granitemoehybrid.config_from_gguf sends it here): Llama's values, the
+    rotated share of each head from `rope.dimension_count`, the layers that attend from the per-layer key/value head
+    counts, the mixer's sizes (Mamba-2's `ssm.*`) and the biases the first layers' tensors show."""
+    arch = "granitehybrid"
+    values = gguf_config_values(gguf, partial_rotary=True)
+    heads, hidden = values["num_attention_heads"], values["hidden_size"]
+    if values.pop("head_dim") * heads != hidden:
+        raise ValueError(f"{gguf.path} has {arch}.attention.key_length heads that do not fill "
+                         f"{arch}.embedding_length={hidden} in {heads} heads, as Bamba's do.")
+    layers = values["num_hidden_layers"]
+    kv_heads = mamba2.gguf_attending_layers(gguf, arch, layers, values["num_key_value_heads"])
+    attending = [i for i, n in enumerate(kv_heads) if n]
+    first = f"blk.{next((i for i in range(layers) if i not in attending), 0)}"
+    names = set(gguf.tensor_names)
+    values.update(
+        {BambaConfig.mixer_fields[k]: v for k, v in mamba2.gguf_mixer_values(gguf, arch).items()},
+        architectures=["BambaForCausalLM"],
+        attn_layer_indices=attending,
+        num_key_value_heads=max(kv_heads) or heads,
+        mamba_conv_bias=f"{first}.ssm_conv1d.bias" in names,
+        mamba_proj_bias=f"{first}.ssm_in.bias" in names,
+        attention_bias=any(f"blk.{i}.attn_output.bias" in names for i in attending),
+        mlp_bias="blk.0.ffn_down.bias" in names,
+    )
+    return BambaConfig.from_dict(values, **overrides)
+
+
+# llama.cpp name part -> Hugging Face name part, where Bamba's (and Falcon-H1's) names differ from Llama's.
+GGUF_RENAMES = {
+    "ffn_norm": "pre_ff_layernorm",
+    "ffn_gate": "feed_forward.gate_proj",
+    "ffn_up": "feed_forward.up_proj",
+    "ffn_down": "feed_forward.down_proj",
+    "output_norm": "model.final_layernorm",
+}
+
+
+def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: BambaConfig) -> dict[str, torch.Tensor]:
+    """The mixers' `ssm_*` tensors through Mamba-2's reader (mamba2.convert_gguf_mixers); the others renamed, with
+    Llama's query and key rows put back in their order (llama.cpp's converter permutes whole heads)."""
+    mixers = {k: t for k, t in state_dict.items() if ".ssm_" in k}
+    others = rename({k: t for k, t in state_dict.items() if k not in mixers}, GGUF_RENAMES)
+    return {**llama.convert_gguf_state_dict(others, config), **mamba2.convert_gguf_mixers(mixers, config, "mamba")}
 
 
 class BambaAttention(LlamaAttention):
@@ -59,6 +109,7 @@ class BambaDecoderLayer(MixerOrAttentionLayer):
 
 class BambaPreTrainedModel(HybridMixerLayers, PreTrainedModel):
     config_class = BambaConfig
+    convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
 
     def new_base_model(self, config: BambaConfig) -> "BambaModel":
         return BambaModel(config)

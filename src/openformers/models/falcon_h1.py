@@ -28,7 +28,7 @@ from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, FalconH1Config
 from ..weights import rename
-from . import llama, mamba2
+from . import bamba, llama, mamba2
 from .base import PreTrainedModel, embedded, token_embeddings
 from .decoder import DecoderModel
 from .heads import CausalLM
@@ -62,14 +62,7 @@ def config_from_gguf(gguf, **overrides) -> FalconH1Config:
 GGUF_CONFIG_READERS["falcon-h1"] = config_from_gguf
 
 # llama.cpp name part -> Hugging Face name part (the mixers' ssm_* tensors: mamba2.convert_gguf_mixers).
-GGUF_RENAMES = {
-    **{k: v for k, v in llama.GGUF_RENAMES.items() if not k.startswith(("ffn", "output_norm"))},
-    "ffn_norm": "pre_ff_layernorm",
-    "ffn_gate": "feed_forward.gate_proj",
-    "ffn_up": "feed_forward.up_proj",
-    "ffn_down": "feed_forward.down_proj",
-    "output_norm": "model.final_layernorm",
-}
+GGUF_RENAMES = {**llama.GGUF_RENAMES, **bamba.GGUF_RENAMES}
 
 
 def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: FalconH1Config) -> dict[str, torch.Tensor]:

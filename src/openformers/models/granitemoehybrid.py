@@ -18,7 +18,8 @@ caches and the server are refused, as for Mamba-2. Padding (a 0 in attention_mas
 its convolution's output at those positions, as the reference does. The reference has a base model and a causal LM
 (router scores and the load-balancing loss with output_router_logits), and so does this file.
 
-GGUF files of llama.cpp's "granitehybrid" architecture load here: Granite MoE's metadata and tensors (granitemoe.py;
+GGUF files of llama.cpp's "granitehybrid" architecture load here (those converted from Bamba, without Granite's
+logit_scale, as bamba.py's model): Granite MoE's metadata and tensors (granitemoe.py;
 the shared MLP's halves as `ffn_gate`, `ffn_up` and `ffn_down` when there are no experts) and Mamba-2's `ssm_*`
 tensors and `granitehybrid.ssm.*` metadata (mamba2.py), with `attention.head_count_kv` per layer (0 for a Mamba
 layer: which layers attend) and `rope.scaling.finetuned` false where the attention does not rotate. The CPU decoding
@@ -30,7 +31,7 @@ from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, GraniteMoeHybridConfig
 from ..weights import rename
-from . import granitemoe, mamba2
+from . import bamba, granitemoe, mamba2
 from .granite import GraniteAttention, ScaledEmbeddings, ScaledLogits, gguf_granite_values
 from .granitemoe import GraniteMoeMoE, GraniteMoeSharedDecoderLayer, GraniteMoeSharedMLP, GraniteMoeSharedPreTrainedModel
 from .layers import RMSNorm
@@ -41,15 +42,14 @@ from .mixtral import MixtralModel, MoeCausalLM
 def config_from_gguf(gguf, **overrides) -> GraniteMoeHybridConfig:
     """The config of an opened `weights.GGUFFile` of llama.cpp's "granitehybrid" architecture: Granite MoE's values,
     the layers that attend from the per-layer key/value head counts, the mixer's sizes and biases (from the first
-    Mamba layer's tensors), rotary positions only where `granitehybrid.rope.scaling.finetuned` is true."""
+    Mamba layer's tensors), rotary positions only where `granitehybrid.rope.scaling.finetuned` is true. A file
+    without Granite's logit_scale is a Bamba's, which llama.cpp converts to this architecture (bamba.py reads it)."""
     arch = "granitehybrid"
+    if gguf.get(f"{arch}.logit_scale") is None:  # Granite's converter always writes it; Bamba's checkpoints have none
+        return bamba.config_from_gguf(gguf, **overrides)
     values = gguf_granite_values(gguf)
     layers = values["num_hidden_layers"]
-    kv_heads = values["num_key_value_heads"]
-    kv_heads = list(kv_heads) if isinstance(kv_heads, (list, tuple)) else [kv_heads] * layers
-    if len(kv_heads) != layers:
-        raise ValueError(f"{gguf.path} has {len(kv_heads)} entries in {arch}.attention.head_count_kv for "
-                         f"{layers} layers ({arch}.block_count); it needs one per layer.")
+    kv_heads = mamba2.gguf_attending_layers(gguf, arch, layers, values["num_key_value_heads"])
     mixers = [i for i, n in enumerate(kv_heads) if n == 0]
     first = f"blk.{mixers[0] if mixers else 0}"
     names = GraniteMoeHybridConfig.mixer_fields

@@ -79,6 +79,16 @@ def gguf_mixer_values(gguf, arch: str, own_width: bool = False) -> dict:
     }
 
 
+def gguf_attending_layers(gguf, arch: str, layers: int, kv_heads) -> list[int]:
+    """The key/value head count of each layer of a "granitehybrid" file (`<arch>.attention.head_count_kv`, one per
+    layer, 0 for a Mamba layer; one number: every layer attends)."""
+    kv_heads = list(kv_heads) if isinstance(kv_heads, (list, tuple)) else [kv_heads] * layers
+    if len(kv_heads) != layers:
+        raise ValueError(f"{gguf.path} has {len(kv_heads)} entries in {arch}.attention.head_count_kv for "
+                         f"{layers} layers ({arch}.block_count); it needs one per layer.")
+    return kv_heads
+
+
 GGUF_CONFIG_READERS["mamba2"] = config_from_gguf
 
 # llama.cpp name part -> Hugging Face name part: Mamba's, without x_proj and dt_proj (ssm_dt.bias is dt_bias: see
