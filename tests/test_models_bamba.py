@@ -33,7 +33,7 @@ from decoder_parity import (
 )
 from decoder_suite import DecoderFamilyTests, HybridCacheTests
 from openformers import BambaConfig
-from test_models_mamba2 import llama_cpp_mixer_tensor
+from test_models_mamba2 import add_hybrid_mixer_metadata, llama_cpp_mixer_tensor
 
 transformers = pytest.importorskip("transformers")
 
@@ -169,11 +169,7 @@ def _write_gguf(path, reference):
     writer.add_rope_dimension_count(int(head_dim * config.rope_parameters["partial_rotary_factor"]))
     writer.add_rope_scaling_finetuned(True)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_ssm_conv_kernel(config.mamba_d_conv)
-    writer.add_ssm_state_size(config.mamba_d_state)
-    writer.add_ssm_group_count(config.mamba_n_groups)
-    writer.add_ssm_inner_size(config.mamba_expand * config.hidden_size)
-    writer.add_ssm_time_step_rank(config.mamba_n_heads)
+    add_hybrid_mixer_metadata(writer, config, config.mamba_expand * config.hidden_size)
     for name, gguf_name, tensor in llama_cpp_tensors(reference, GGUF_NAMES, permute_heads=True):
         if ".mamba." in name:
             tensor = llama_cpp_mixer_tensor(name, tensor, config.mamba_n_groups)

@@ -34,7 +34,7 @@ from decoder_parity import (
 from decoder_suite import DecoderFamilyTests, HybridCacheTests
 from openformers import FalconH1Config
 from test_models_bamba import GGUF_NAMES
-from test_models_mamba2 import llama_cpp_mixer_tensor
+from test_models_mamba2 import add_hybrid_mixer_metadata, llama_cpp_mixer_tensor
 
 transformers = pytest.importorskip("transformers")
 
@@ -189,11 +189,7 @@ def _write_gguf(path, reference):
     writer.add_key_length(config.head_dim)
     writer.add_value_length(config.head_dim)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_ssm_conv_kernel(config.mamba_d_conv)
-    writer.add_ssm_inner_size(config.mamba_d_ssm)
-    writer.add_ssm_state_size(config.mamba_d_state)
-    writer.add_ssm_time_step_rank(config.mamba_d_ssm // config.mamba_d_head)
-    writer.add_ssm_group_count(config.mamba_n_groups)
+    add_hybrid_mixer_metadata(writer, config, config.mamba_d_ssm)
     for name, gguf_name, tensor in llama_cpp_tensors(reference, GGUF_NAMES):
         tensor = _folded(name, tensor, config)
         if ".mamba." in name:

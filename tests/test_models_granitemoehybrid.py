@@ -39,7 +39,7 @@ from openformers.models.granitemoe import from_checkpoint_layout
 from test_models_granite import SCALARS
 from test_models_granitemoe import GGUF_HALVES as GRANITEMOE_GGUF_HALVES
 from test_models_granitemoe import GGUF_NAMES as GRANITEMOE_GGUF_NAMES
-from test_models_mamba2 import llama_cpp_mixer_tensor
+from test_models_mamba2 import add_hybrid_mixer_metadata, llama_cpp_mixer_tensor
 
 transformers = pytest.importorskip("transformers")
 
@@ -217,11 +217,7 @@ def _write_gguf(path, reference):
     writer.add_attention_scale(config.attention_multiplier)
     writer.add_logit_scale(config.logits_scaling)
     inner = config.mamba_expand * config.hidden_size
-    writer.add_ssm_conv_kernel(config.mamba_d_conv)
-    writer.add_ssm_state_size(config.mamba_d_state)
-    writer.add_ssm_group_count(config.mamba_n_groups)
-    writer.add_ssm_inner_size(inner)
-    writer.add_ssm_time_step_rank(config.mamba_n_heads)
+    add_hybrid_mixer_metadata(writer, config, inner)
     shared = ("ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp") if experts else ("ffn_gate", "ffn_up", "ffn_down")
     halves = {**GRANITEMOE_GGUF_HALVES, "shared_mlp.input_linear.weight": shared[:2]}
     for name, gguf_name, tensor in llama_cpp_tensors(reference, {**GGUF_NAMES, "shared_mlp.output_linear": shared[2]},

@@ -205,6 +205,16 @@ def _write_mamba2_gguf(path, reference):
     finish_gguf(writer)
 
 
+def add_hybrid_mixer_metadata(writer, config, inner: int) -> None:
+    """The `<arch>.ssm.*` metadata llama.cpp's converters write for a hybrid's Mamba-2 mixers (its `mamba_*` fields),
+    `inner` wide, the head count as time_step_rank."""
+    writer.add_ssm_conv_kernel(config.mamba_d_conv)
+    writer.add_ssm_inner_size(inner)
+    writer.add_ssm_state_size(config.mamba_d_state)
+    writer.add_ssm_time_step_rank(config.mamba_n_heads)
+    writer.add_ssm_group_count(config.mamba_n_groups)
+
+
 def llama_cpp_mixer_tensor(name: str, tensor: torch.Tensor, groups: int) -> torch.Tensor:
     """A Mamba-2 mixer's tensor as llama.cpp's converter writes it: the convolution squeezed to (C, K), A as
     -exp(A_log), A and D as (H, 1), the gated norm's weight as (groups, I / groups); others as they are."""
