@@ -14,12 +14,15 @@ from decoder_parity import OneStepAtATime
 from openformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, kernels
 from openformers.configs import (
     Ernie4_5Config,
+    Exaone4Config,
     Gemma2Config,
     Gemma3TextConfig,
     GemmaConfig,
     Glm4Config,
     GlmConfig,
     GraniteConfig,
+    HeliumConfig,
+    HunYuanDenseV1Config,
     LlamaConfig,
     MinistralConfig,
     MistralConfig,
@@ -31,6 +34,7 @@ from openformers.configs import (
     Qwen2MoeConfig,
     Qwen3Config,
     Qwen3MoeConfig,
+    SeedOssConfig,
     SmolLM3Config,
     Starcoder2Config,
 )
@@ -38,9 +42,12 @@ from openformers.generation.cache import DynamicCache
 from openformers.kernels import library
 from openformers.kernels.llama import refusal
 from openformers.models.ernie4_5 import Ernie4_5ForCausalLM
+from openformers.models.exaone4 import Exaone4ForCausalLM
 from openformers.models.gemma import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
 from openformers.models.glm import Glm4ForCausalLM, GlmForCausalLM
 from openformers.models.granite import GraniteForCausalLM
+from openformers.models.helium import HeliumForCausalLM
+from openformers.models.hunyuan_v1_dense import HunYuanDenseV1ForCausalLM
 from openformers.models.llama import LlamaForCausalLM
 from openformers.models.ministral import MinistralForCausalLM
 from openformers.models.mixtral import MixtralForCausalLM, SparseMoeBlock
@@ -50,6 +57,7 @@ from openformers.models.phi3 import Phi3ForCausalLM
 from openformers.models.qwen2_moe import Qwen2MoeForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
 from openformers.models.qwen3_moe import Qwen3MoeForCausalLM
+from openformers.models.seed_oss import SeedOssForCausalLM
 from openformers.models.smollm3 import SmolLM3ForCausalLM
 from openformers.models.starcoder2 import Starcoder2ForCausalLM
 
@@ -117,6 +125,19 @@ ERNIE4_5_BIASED = {**ERNIE4_5, "use_bias": True, "tie_word_embeddings": False}
 GLM = dict(head_dim=16, partial_rotary_factor=0.5, rope_theta=500.0, pad_token_id=0, eos_token_id=2)
 GLM_HEAD_DIM_64 = {**GLM, **HEAD_DIM_64, "head_dim": 64, "partial_rotary_factor": 0.25,
                    "rope_scaling": {"rope_type": "linear", "factor": 2.0}}
+# Seed-OSS: q/k/v biases (its default), o_proj's and the MLP's too; its dropouts of 0.1 (the default) in eval.
+SEED_OSS = dict(head_dim=16, rope_theta=500.0)
+SEED_OSS_EVERY_BIAS = {**SEED_OSS, "attention_out_bias": True, "mlp_bias": True}
+# Helium: interleaved rotary pairs; with q/k/v biases (none on o_proj) and the MLP's.
+HELIUM = dict(head_dim=16, rope_theta=500.0)
+HELIUM_BIASES = {**HELIUM, "attention_bias": True, "mlp_bias": True}
+# Hunyuan dense: per-head q/k norms after the rotation, the base stretched by alpha; with biases on q, k, v and o.
+HUNYUAN = dict(head_dim=16, rope_theta=500.0, rope_scaling={"rope_type": "dynamic", "alpha": 4.0, "factor": 1.0})
+HUNYUAN_BIASES = {**HUNYUAN, "attention_bias": True}
+# EXAONE 4.0: norms after each branch, per-head q/k norms, a sliding layer (window 5, rotated) before a full one
+# (unrotated); without a window (EXAONE-4.0-1.2B's) every layer full and rotated.
+EXAONE4 = dict(head_dim=16, rope_theta=500.0, sliding_window=5, layer_types=["sliding_attention", "full_attention"])
+EXAONE4_NO_WINDOW = dict(head_dim=16, rope_theta=500.0, sliding_window=None, layer_types=["full_attention"] * 2)
 QWEN3_MOE = dict(num_experts=6, num_experts_per_tok=3, moe_intermediate_size=64, mlp_only_layers=[1])
 QWEN2_MOE = {**QWEN3_MOE, "shared_expert_intermediate_size": 128}
 QWEN2_MOE_SPARSE_STEP = {**QWEN2_MOE, "mlp_only_layers": [], "decoder_sparse_step": 2}
@@ -126,7 +147,9 @@ MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM,
                  Qwen2MoeConfig: Qwen2MoeForCausalLM, Starcoder2Config: Starcoder2ForCausalLM,
                  GemmaConfig: GemmaForCausalLM, SmolLM3Config: SmolLM3ForCausalLM, GraniteConfig: GraniteForCausalLM,
                  MinistralConfig: MinistralForCausalLM, Ernie4_5Config: Ernie4_5ForCausalLM,
-                 GlmConfig: GlmForCausalLM, Glm4Config: Glm4ForCausalLM}
+                 GlmConfig: GlmForCausalLM, Glm4Config: Glm4ForCausalLM, SeedOssConfig: SeedOssForCausalLM,
+                 HeliumConfig: HeliumForCausalLM, HunYuanDenseV1Config: HunYuanDenseV1ForCausalLM,
+                 Exaone4Config: Exaone4ForCausalLM}
 # Families whose every norm weight and every bias tiny_model draws (from_config sets them to ones and zeros).
 DRAWN_NORMS_AND_BIASES = (Starcoder2Config, Ernie4_5Config, GlmConfig, Glm4Config)
 
@@ -160,7 +183,15 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
         if getattr(attention, "q_proj", attention.o_proj).bias is not None:
             for proj in (attention.q_proj, attention.k_proj, attention.v_proj):
                 torch.nn.init.normal_(proj.bias, std=0.5)
-        for norm in (getattr(attention, "q_norm", None), getattr(attention, "k_norm", None)):
+        # o_proj's and the MLP's biases (Seed-OSS, Helium, Hunyuan), drawn smaller: they add to the residual stream
+        for proj in (attention.o_proj, *(getattr(block, name, None) for name in ("gate_proj", "up_proj", "down_proj"))):
+            if proj is not None and proj.bias is not None:
+                torch.nn.init.normal_(proj.bias, std=0.2)
+        # q/k norms (Hunyuan's named as the layer norms they are), and the norms after each branch (EXAONE 4.0)
+        norms = [getattr(attention, name, None) for name in ("q_norm", "k_norm", "query_layernorm", "key_layernorm")]
+        if config_class is Exaone4Config:
+            norms += (layer.post_attention_layernorm, layer.post_feedforward_layernorm)
+        for norm in norms:
             if norm is not None:
                 torch.nn.init.normal_(norm.weight, mean=1.0, std=0.5)
     return model.eval()
@@ -385,7 +416,11 @@ def test_an_unknown_rope_scaling_is_refused():
      (Qwen2Config, YARN_GPT_OSS), (Gemma3TextConfig, {**GEMMA3, **YARN}), (Olmo3Config, OLMO3_YARN),
      (MinistralConfig, MINISTRAL), (MinistralConfig, {**MINISTRAL, **HEAD_DIM_64, **YARN}), (Ernie4_5Config, ERNIE4_5),
      (Ernie4_5Config, {**ERNIE4_5_BIASED, **HEAD_DIM_64, "head_dim": 64}), (GlmConfig, GLM),
-     (GlmConfig, {**GLM_HEAD_DIM_64, "attention_bias": False}), (Glm4Config, GLM), (Glm4Config, GLM_HEAD_DIM_64)],
+     (GlmConfig, {**GLM_HEAD_DIM_64, "attention_bias": False}), (Glm4Config, GLM), (Glm4Config, GLM_HEAD_DIM_64),
+     (SeedOssConfig, SEED_OSS), (SeedOssConfig, {**SEED_OSS_EVERY_BIAS, **HEAD_DIM_64, "head_dim": 64}),
+     (HeliumConfig, HELIUM), (HeliumConfig, {**HELIUM_BIASES, **HEAD_DIM_64, "head_dim": 64}),
+     (HunYuanDenseV1Config, HUNYUAN), (HunYuanDenseV1Config, {**HUNYUAN_BIASES, **HEAD_DIM_128, "head_dim": 64}),
+     (Exaone4Config, EXAONE4), (Exaone4Config, {**EXAONE4_NO_WINDOW, **HEAD_DIM_64, "head_dim": 64})],
     ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
          "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope",
          "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128", "gemma2-soft-caps",
@@ -395,7 +430,9 @@ def test_an_unknown_rope_scaling_is_refused():
          "gemma", "smollm3", "smollm3-head-dim-64", "granite", "llama-yarn", "qwen2-yarn-gpt-oss", "gemma3-yarn",
          "olmo3-yarn", "ministral-per-layer-windows", "ministral-head-dim-64-yarn", "ernie4_5",
          "ernie4_5-biases-head-dim-64", "glm", "glm-no-bias-head-dim-64-quarter-linear-rope", "glm4",
-         "glm4-head-dim-64-quarter-linear-rope"],
+         "glm4-head-dim-64-quarter-linear-rope", "seed-oss-q-k-v-biases", "seed-oss-every-bias-head-dim-64",
+         "helium-interleaved", "helium-biases-head-dim-64", "hunyuan-norms-after", "hunyuan-biases-head-dim-64",
+         "exaone4-window-unrotated-full", "exaone4-no-window-head-dim-64"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -462,7 +499,11 @@ STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, 
     (GraniteConfig, GRANITE, "int4+int8"), (LlamaConfig, YARN, None), (Qwen3Config, YARN_GPT_OSS, "int8"),
     (Olmo3Config, OLMO3_YARN, None), (MinistralConfig, MINISTRAL, None), (MinistralConfig, MINISTRAL, "int4+int8"),
     (Ernie4_5Config, ERNIE4_5, None), (Ernie4_5Config, ERNIE4_5_BIASED, "int4+int8"), (GlmConfig, GLM, None),
-    (GlmConfig, GLM, "int8"), (Glm4Config, GLM, None), (Glm4Config, GLM_HEAD_DIM_64, "int4+int8")]
+    (GlmConfig, GLM, "int8"), (Glm4Config, GLM, None), (Glm4Config, GLM_HEAD_DIM_64, "int4+int8"),
+    (SeedOssConfig, SEED_OSS_EVERY_BIAS, None), (SeedOssConfig, SEED_OSS, "int4+int8"), (HeliumConfig, HELIUM_BIASES, None),
+    (HeliumConfig, HELIUM, "int4+int8"), (HunYuanDenseV1Config, HUNYUAN, None),
+    (HunYuanDenseV1Config, HUNYUAN_BIASES, "int8"), (Exaone4Config, EXAONE4, None),
+    (Exaone4Config, EXAONE4, "int4+int8")]
 STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
     "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8", "phi3",
     "phi3-longrope-int8", "phi3-int4+int8", "gemma2", "gemma2-head-dim-64-int4+int8", "olmo2", "olmo2-int4+int8",
@@ -471,7 +512,8 @@ STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+
     "starcoder2-window", "starcoder2-int8", "starcoder2-int4+int8", "gemma", "smollm3", "smollm3-int4+int8", "granite",
     "granite-int4+int8", "llama-yarn", "qwen3-yarn-gpt-oss-int8", "olmo3-yarn", "ministral",
     "ministral-int4+int8", "ernie4_5", "ernie4_5-biases-int4+int8", "glm", "glm-int8", "glm4",
-    "glm4-head-dim-64-int4+int8"]
+    "glm4-head-dim-64-int4+int8", "seed-oss-every-bias", "seed-oss-int4+int8", "helium-biases", "helium-int4+int8",
+    "hunyuan", "hunyuan-biases-int8", "exaone4", "exaone4-int4+int8"]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)
@@ -604,12 +646,16 @@ BLOCK_CASES = [(LlamaConfig, HEAD_DIM_64, None), (LlamaConfig, HEAD_DIM_128, "in
                (MistralConfig, {**HEAD_DIM_64, "sliding_window": 100}, "int8"), (Qwen3Config, HEAD_DIM_128, None),
                (Olmo2Config, HEAD_DIM_64, None), (Gemma3TextConfig, {**GEMMA3, **HEAD_DIM_64, "head_dim": 64}, None),
                (MixtralConfig, {**MIXTRAL, **HEAD_DIM_128}, "int8"),
-               (Qwen2MoeConfig, {**QWEN2_MOE, **HEAD_DIM_128}, "int4"), (Glm4Config, GLM_HEAD_DIM_64, None)]
+               (Qwen2MoeConfig, {**QWEN2_MOE, **HEAD_DIM_128}, "int4"), (Glm4Config, GLM_HEAD_DIM_64, None),
+               (HeliumConfig, {**HELIUM, **HEAD_DIM_64, "head_dim": 64}, None),
+               (HunYuanDenseV1Config, {**HUNYUAN_BIASES, **HEAD_DIM_128, "head_dim": 64}, None),
+               (Exaone4Config, {**EXAONE4_NO_WINDOW, **HEAD_DIM_128, "head_dim": 64}, None)]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", BLOCK_CASES,
                          ids=["llama-64", "llama-128-int4", "mistral-long-window-int8", "qwen3-128", "olmo2-64",
-                              "gemma3-64", "mixtral-128-int8", "qwen2-moe-128-int4", "glm4-64-quarter-rotated"])
+                              "gemma3-64", "mixtral-128-int8", "qwen2-moe-128-int4", "glm4-64-quarter-rotated",
+                              "helium-64", "hunyuan-64", "exaone4-64"])
 def test_long_prompts_attend_in_blocks_as_the_layers(config_class, overrides, quantization, monkeypatch):
     # 13 positions a row at a time, then 60 in blocks (two tasks of 32 and 28 rows over two key blocks: 73 keys).
     tokens = torch.randint(1, 96, (1, 74), generator=torch.Generator().manual_seed(8))
@@ -702,11 +748,13 @@ def test_a_mixture_records_its_router_scores_through_its_layers(monkeypatch):
     assert len(steps) == 1 and len(output.router_logits) == 1  # the second layer is dense (mlp_only_layers)
 
 
-def test_starcoder2_with_dropout_steps_through_its_layers_while_training(monkeypatch):
-    # Its dropouts draw while training, which the step does not: a training model's steps and prompts take the
-    # layers, even without gradients, its first prompt too (before the step has gathered its layers); in eval the
-    # step runs and matches the plain path in bfloat16 too.
-    model = accelerated(tiny_model(Starcoder2Config, residual_dropout=0.5))
+@pytest.mark.parametrize("config_class, overrides", [(Starcoder2Config, {"residual_dropout": 0.5}),
+                                                     (SeedOssConfig, SEED_OSS)], ids=["starcoder2", "seed-oss"])
+def test_a_decoder_with_dropout_steps_through_its_layers_while_training(config_class, overrides, monkeypatch):
+    # Its dropouts (Seed-OSS's default 0.1 on attention and on each branch) draw while training, which the step does
+    # not: a training model's steps and prompts take the layers, even without gradients, its first prompt too (before
+    # the step has gathered its layers); in eval the step runs and matches the plain path in bfloat16 too.
+    model = accelerated(tiny_model(config_class, **overrides))
     steps, prompts = counted_decode_steps(monkeypatch), counted_prompts(monkeypatch)
     tokens = [5, 6, 7, 8, 9]
     model.train()
@@ -826,11 +874,13 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
      (Qwen2MoeConfig, QWEN2_MOE, None), (Qwen2MoeConfig, QWEN2_MOE, "int8"), (Qwen2MoeConfig, QWEN2_MOE, "int4+int8"),
      (Starcoder2Config, {}, None), (Starcoder2Config, {}, "int4+int8"), (SmolLM3Config, SMOLLM3, None),
      (GraniteConfig, GRANITE, None), (Ernie4_5Config, ERNIE4_5_BIASED, None), (GlmConfig, GLM, "int4+int8"),
-     (Glm4Config, GLM, None)],
+     (Glm4Config, GLM, None), (SeedOssConfig, SEED_OSS_EVERY_BIAS, None), (HeliumConfig, HELIUM_BIASES, None),
+     (HunYuanDenseV1Config, HUNYUAN_BIASES, None), (Exaone4Config, EXAONE4, "int4+int8")],
     ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8", "phi3-int4+int8", "gemma2-head-dim-64",
          "olmo2", "mixtral", "mixtral-int8", "qwen3-moe-int4", "qwen3-moe-int4+int8", "qwen2-moe",
          "qwen2-moe-int8", "qwen2-moe-int4+int8", "starcoder2",
-         "starcoder2-int4+int8", "smollm3", "granite", "ernie4_5-biases", "glm-int4+int8", "glm4"],
+         "starcoder2-int4+int8", "smollm3", "granite", "ernie4_5-biases", "glm-int4+int8", "glm4", "seed-oss", "helium",
+         "hunyuan", "exaone4-int4+int8"],
 )
 def test_a_team_of_threads_gives_the_one_thread_results(config_class, overrides, quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly
@@ -997,8 +1047,11 @@ def test_a_hidden_state_changed_in_place_gets_the_heads_own_product():
         torch.testing.assert_close(model.lm_head(hidden), expected, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("config_class, overrides", [(LlamaConfig, {}), (Ernie4_5Config, ERNIE4_5_BIASED),
-                                                     (Glm4Config, GLM)], ids=["llama", "ernie4_5-biases", "glm4"])
+@pytest.mark.parametrize("config_class, overrides",
+                         [(LlamaConfig, {}), (Ernie4_5Config, ERNIE4_5_BIASED), (Glm4Config, GLM),
+                          (SeedOssConfig, SEED_OSS_EVERY_BIAS), (HeliumConfig, HELIUM_BIASES),
+                          (HunYuanDenseV1Config, HUNYUAN_BIASES), (Exaone4Config, EXAONE4)],
+                         ids=["llama", "ernie4_5-biases", "glm4", "seed-oss", "helium", "hunyuan", "exaone4"])
 def test_bfloat16_weights_stay_close_to_float32(config_class, overrides, monkeypatch):
     model = accelerated(tiny_model(config_class, **overrides))
     tokens = torch.randint(0, 96, (20,), generator=torch.Generator().manual_seed(2)).tolist()

@@ -2,8 +2,8 @@
 
 Each family is a class over test_models_llama_variants.LlamaVariantTests (decoder_suite's common tests: every head the
 reference has, cached decoding, left padding, greedy and beam generation, a static cache, hidden states, a training
-step, saving both ways; and the config's defaults and refusals, bfloat16 to the last bit, the CPU kernel's refusal, the
-Auto classes) with what is its own: the variants that change its computation, the released configs' layout, GGUF
+step, saving both ways; and the config's defaults and refusals, bfloat16 to the last bit, the CPU kernel's decoding
+step giving the reference's logits and tokens (Hunyuan) or its refusal (Apertus), the Auto classes) with what is its own: the variants that change its computation, the released configs' layout, GGUF
 files as llama.cpp's converter writes them, and the tokenizer class the reference picks for a folder of the family.
 """
 
@@ -22,7 +22,7 @@ from decoder_parity import (
     write_gguf,
 )
 from openformers import AutoModelForCausalLM
-from test_models_llama_variants import LLAMA_GGUF_NAMES, SIZES, LlamaVariantTests
+from test_models_llama_variants import LLAMA_GGUF_NAMES, SIZES, LlamaVariantTests, SteppedLlamaVariantTests
 
 transformers = pytest.importorskip("transformers")
 
@@ -34,7 +34,7 @@ transformers = pytest.importorskip("transformers")
 ALPHA_ROPE = {"rope_type": "dynamic", "alpha": 4.0, "factor": 1.0, "rope_theta": 500.0}
 
 
-class TestHunYuanDense(LlamaVariantTests):
+class TestHunYuanDense(SteppedLlamaVariantTests):
     REFERENCE_CONFIG = "HunYuanDenseV1Config"
     MODEL_TYPE = "hunyuan_v1_dense"
     TINY = dict(SIZES, head_dim=16, rope_parameters=ALPHA_ROPE)

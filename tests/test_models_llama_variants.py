@@ -4,8 +4,9 @@ Four small Llama-style families, each a class over decoder_suite.DecoderFamilyTe
 a right- and a left-padded row with labels; cached decoding, left padding, greedy and beam generation, a static
 cache, hidden states and attention weights, a training step, saving both ways) with what is its own: the config's
 defaults and refusals, the variants that change its computation, a bfloat16 model's logits against the reference's
-bfloat16 model, the CPU kernel's refusal, GGUF files as llama.cpp's converter writes them where llama.cpp has the
-architecture, and the tokenizer class the reference picks for a folder of the family.
+bfloat16 model, the CPU kernel's decoding step giving the reference's logits and tokens (Seed-OSS, Helium, EXAONE 4.0)
+or its refusal (Arcee), GGUF files as llama.cpp's converter writes them where llama.cpp has the architecture, and the
+tokenizer class the reference picks for a folder of the family.
 """
 
 import json
@@ -17,6 +18,7 @@ import openformers
 from decoder_parity import (
     add_decoder_metadata,
     assert_bfloat16_matches_the_reference,
+    assert_decoding_step_gives_the_references_logits,
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
     assert_same_attributes,
@@ -105,10 +107,25 @@ class LlamaVariantTests(DecoderFamilyTests):
         assert type(load_quietly(openformers.AutoModel.from_pretrained, folder)).__name__ == base
 
 
+class SteppedLlamaVariantTests(LlamaVariantTests):
+    """A family that the CPU kernel's decoding step takes: in place of the refusal, from_pretrained gives the model the
+    step, whose steps give the reference's logits, and greedy generation with them the reference's tokens."""
+
+    test_the_cpu_kernel_refuses_the_family_and_generation_runs_the_layers = None
+
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_with_the_references_logits_and_tokens(self, tiny):
+        _, reference, model = tiny
+        ids = self.ids(1, 12, seed=9)
+        assert_decoding_step_gives_the_references_logits(model, reference, ids)
+        settings = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+        assert model.generate(ids, **settings).tolist() == reference.generate(ids, **settings).tolist()
+
+
 # Seed-OSS ----------------------------------------------------------------------------------------------------------
 
 
-class TestSeedOss(LlamaVariantTests):
+class TestSeedOss(SteppedLlamaVariantTests):
     REFERENCE_CONFIG = "SeedOssConfig"
     MODEL_TYPE = "seed_oss"
     TINY = dict(SIZES, head_dim=16, rope_parameters={"rope_type": "default", "rope_theta": 500.0})
@@ -242,7 +259,7 @@ def test_arcee_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_pat
 # Helium ------------------------------------------------------------------------------------------------------------
 
 
-class TestHelium(LlamaVariantTests):
+class TestHelium(SteppedLlamaVariantTests):
     REFERENCE_CONFIG = "HeliumConfig"
     MODEL_TYPE = "helium"
     TINY = dict(SIZES, head_dim=16, rope_parameters={"rope_type": "default", "rope_theta": 500.0})
@@ -286,6 +303,7 @@ def test_helium_rotates_interleaved_pairs(tmp_path):
     reference = TestHelium.reference()
     ids = TestHelium.ids(1, 9)
     model = load_saved(reference, tmp_path)
+    model.model.accelerated_step = None  # the layers' rotation (the kernel's step sets its own once, when it gathers)
     interleaved = model(ids).logits
     torch.testing.assert_close(interleaved, reference(ids).logits, atol=1e-4, rtol=1e-4)
     try:
@@ -299,7 +317,7 @@ def test_helium_rotates_interleaved_pairs(tmp_path):
 # EXAONE 4.0 --------------------------------------------------------------------------------------------------------
 
 
-class TestExaone4(LlamaVariantTests):
+class TestExaone4(SteppedLlamaVariantTests):
     REFERENCE_CONFIG = "Exaone4Config"
     MODEL_TYPE = "exaone4"
     # A window of 4 positions, shorter than the 9- and 12-token rows, so that it shows.
@@ -343,6 +361,7 @@ def test_exaone4_unrotated_full_layers_and_the_window_count(change, tmp_path):
     # holds for both.
     reference = TestExaone4.reference()
     model = load_saved(reference, tmp_path)
+    model.model.accelerated_step = None  # the layers' flags (the kernel's step reads its own once, when it gathers)
     ids = TestExaone4.ids(1, 12)
     expected = model(ids).logits
     if change == "rotate-every-layer":

@@ -1428,9 +1428,10 @@ struct Family {
   // Whether a row that its mask leaves no position (a prompt's padding) attends to all of its sequence's positions
   // evenly, as the layers' eager attention gives it, rather than to none (zeros, their sdpa's); set by each call.
   bool padding_averages = false;
-  // Whether the pairs turned are (2i, 2i + 1), GPT-J's form (ERNIE 4.5's and GLM's; StepWeights::set_interleaved),
-  // rather than Llama's (i, i + half).
-  bool interleaved = false;
+  // Whether the pairs turned are (2i, 2i + 1), GPT-J's form (ERNIE 4.5's, GLM's and Helium's;
+  // StepWeights::set_interleaved), rather than Llama's (i, i + half); whether each head's q/k norms come after the
+  // rotation rather than before it (Hunyuan's; StepWeights::set_norms_after_rotation).
+  bool interleaved = false, norms_after_rotation = false;
 };
 
 // Rotate the pairs of a head's first F.rotary_dims values by the position's angles (`sin` signed per half, as the
@@ -1478,6 +1479,16 @@ inline void scale_query(const Family& family, float* q, int64_t head_dim) {
 // A head's `head_dim` queries or keys normed in place where the layer norms them (Qwen3), before their rotation.
 inline void norm_head(float* head, NormWeights norm, float eps, int64_t head_dim) {
   if (norm.data) apply_norm(head, norm, eps, head, head_dim);
+}
+
+// A head's queries or keys at their position: normed by `norm` (the layer's per-head norm; none where the layer has
+// none or norms them all at once, Layer::whole_qk_norms) and rotated where the layer rotates, in the family's order
+// (Qwen3's norm before the rotation, Hunyuan's after it) and pairing (Family::interleaved).
+inline void place_head(const Layer& L, const Family& F, float* head, NormWeights norm, float eps, int64_t head_dim,
+                       const float* cos, const float* sin) {
+  if (!F.norms_after_rotation) norm_head(head, norm, eps, head_dim);
+  if (L.rotates) rope(head, F, cos, sin);
+  if (F.norms_after_rotation) norm_head(head, norm, eps, head_dim);
 }
 
 // At most the claimed loops of layer_step: q, k and v, the heads, o, then gate and up, and down, or a mixture's
@@ -1631,8 +1642,9 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   // that completes it (rotated pairs span the head), so no barrier and no phase of its own stand between the
   // products and the attention: one meeting of the team less per layer. Keys normed over all heads at once wait
   // for all of them.
-  auto cache_key = [&](int64_t h) {  // head h's key (normed where it is due), rotated, into the cache
-    if (L.rotates) rope(S.k.data() + h * head_dim, F, cos, sin);
+  auto cache_key = [&](int64_t h) {  // head h's key normed (unless normed whole already) and rotated, into the cache
+    place_head(L, F, S.k.data() + h * head_dim, L.whole_qk_norms ? NormWeights{nullptr, false} : L.k_norm, eps,
+               head_dim, cos, sin);
     for (int64_t i = 0; i < head_dim; ++i)
       keys[h * head_stride + pos * pos_stride + i] = static_cast<C>(S.k[h * head_dim + i]);
   };
@@ -1643,7 +1655,6 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
       int64_t rows = std::min(end, (h + 1) * head_dim) - std::max(begin, h * head_dim);
       if (S.key_rows_made[h].fetch_add(rows, std::memory_order_acq_rel) + rows < head_dim) continue;
       S.key_rows_made[h].store(0, std::memory_order_relaxed);
-      norm_head(S.k.data() + h * head_dim, L.k_norm, eps, head_dim);
       cache_key(h);
     }
   };
@@ -1693,8 +1704,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   team.claim(n_head, 1, 1, [&](int64_t begin, int64_t end) {
     for (int64_t h = begin; h < end; ++h) {
       float* q = S.q.data() + h * head_dim;
-      if (!L.whole_qk_norms) norm_head(q, L.q_norm, eps, head_dim);
-      if (L.rotates) rope(q, F, cos, sin);
+      place_head(L, F, q, L.whole_qk_norms ? NormWeights{nullptr, false} : L.q_norm, eps, head_dim, cos, sin);
       scale_query(F, q, head_dim);
       int64_t kv = (h / group) * head_stride;
       attend_group<C>(q, 1, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores, S.attended.data() + h * head_dim,
@@ -1821,11 +1831,15 @@ struct StepWeights : torch::CustomClassHolder {
 
   void set_fused(bool qkv, bool gate_up) { fused_qkv = qkv, fused_gate_up = gate_up; }
 
-  // ERNIE 4.5 and GLM: the rotation turns the pairs (2i, 2i + 1) (Family::interleaved).
+  // ERNIE 4.5, GLM and Helium: the rotation turns the pairs (2i, 2i + 1) (Family::interleaved).
   void set_interleaved(bool interleaved_pairs) { interleaved = interleaved_pairs; }
 
   // Granite: what each branch's output is multiplied by before it joins the residual stream.
   void set_residual_scale(double scale) { residual_scale = scale; }
+
+  // Hunyuan: each head's q/k norms after the rotation (Family::norms_after_rotation).
+  bool norms_after_rotation = false;
+  void set_norms_after_rotation(bool after) { norms_after_rotation = after; }
 
   // SmolLM3: a flag per layer, 1 where the layer attends without rotary positions.
   void set_unrotated(std::vector<int64_t> unrotated_layers) {
@@ -1912,7 +1926,7 @@ struct StepWeights : torch::CustomClassHolder {
   Family family() const {
     Family family{gelu, static_cast<float>(query_factor), static_cast<float>(attention_cap)};
     family.residual_factor = static_cast<float>(residual_scale);
-    family.interleaved = interleaved;
+    family.interleaved = interleaved, family.norms_after_rotation = norms_after_rotation;
     return family;
   }
 };
@@ -3910,10 +3924,12 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
   product(L.v, attention_input, S.v.data());
   team.prefetch_share(L.o, multiple);
   team.wait();
-  auto cache_head = [&](int64_t j, int64_t h) {  // row j's key (rotated) and value of head h, into the cache
+  // row j's key of head h (normed unless normed whole already, and rotated) and its value, into the cache
+  auto cache_head = [&](int64_t j, int64_t h) {
     float* k = S.k.data() + j * L.k.rows + h * head_dim;
     const float* v = S.v.data() + j * L.v.rows + h * head_dim;
-    if (L.rotates) rope(k, F, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
+    place_head(L, F, k, L.whole_qk_norms ? NormWeights{nullptr, false} : L.k_norm, eps, head_dim,
+               cos + j * F.rotary_dims, sin + j * F.rotary_dims);
     int64_t slot = j / span * row_stride + h * head_stride + (pos + j % span) * pos_stride;
     for (int64_t i = 0; i < head_dim; ++i) {
       keys[slot + i] = static_cast<C>(k[i]);
@@ -3931,9 +3947,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
   } else {
     team.claim(n * n_kv, 1, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
-        int64_t j = t / n_kv, h = t % n_kv;
-        norm_head(S.k.data() + j * L.k.rows + h * head_dim, L.k_norm, eps, head_dim);
-        cache_head(j, h);
+        cache_head(t / n_kv, t % n_kv);
       }
     });
   }
@@ -3962,8 +3976,8 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
       }
       float* q = S.q.data() + j * L.q.rows + g * group * head_dim;
       for (int64_t h = 0; h < group; ++h) {
-        if (!L.whole_qk_norms) norm_head(q + h * head_dim, L.q_norm, eps, head_dim);
-        if (L.rotates) rope(q + h * head_dim, F, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
+        place_head(L, F, q + h * head_dim, L.whole_qk_norms ? NormWeights{nullptr, false} : L.q_norm, eps, head_dim,
+                   cos + j * F.rotary_dims, sin + j * F.rotary_dims);
         scale_query(F, q + h * head_dim, head_dim);
       }
       if (!in_blocks)
@@ -4958,6 +4972,7 @@ TORCH_LIBRARY(openformers, m) {
       .def("set_interleaved", &StepWeights::set_interleaved)
       .def("set_residual_scale", &StepWeights::set_residual_scale)
       .def("set_unrotated", &StepWeights::set_unrotated)
+      .def("set_norms_after_rotation", &StepWeights::set_norms_after_rotation)
       .def("set_experts", &StepWeights::set_experts)
       .def("set_shared_experts", &StepWeights::set_shared_experts)
       .def("set_norm_biases", &StepWeights::set_norm_biases);

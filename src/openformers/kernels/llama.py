@@ -26,8 +26,13 @@ per-layer windows, `set_family`'s sliding flags), Phi-3 / Phi-4 (fused q/k/v and
 weights, `set_fused`; rotary tables over a head's leading dimensions; longrope), StarCoder2 (LayerNorms with biases,
 `set_norm_biases`; biases on every projection; an MLP without a gate), Granite (Llama's layers with the embedding
 scale and the queries' factor of `set_family`, each branch's output scaled before the residual add,
-`set_residual_scale`, and the logits divided after the head), Mixtral and Qwen3-MoE (`set_experts`: the router's
-picks and the chosen experts' products in the step, a batch's rows grouped by the experts they picked),
+`set_residual_scale`, and the logits divided after the head), Seed-OSS (Llama's layers with biases on q, k and v, and
+with its options on o and the MLP, read as StarCoder2's), Helium (Llama's layers rotating interleaved pairs
+(2i, 2i + 1), `set_interleaved`), Hunyuan dense (Qwen3's per-head q/k norms run after the rotation instead,
+`set_norms_after_rotation`; its rope alpha's stretched base is in the tables the step reads), EXAONE 4.0 (OLMo 2's
+norms after each branch with Qwen3's per-head q/k norms, the sliding layers' windows by set_family's flags and the full
+layers unrotated, `set_unrotated`), Mixtral and Qwen3-MoE (`set_experts`: the router's picks and the chosen experts'
+products in the step, a batch's rows grouped by the experts they picked),
 Qwen2-MoE (Qwen2's attention with Qwen3-MoE's mixture, and in each sparse layer a shared expert that every token
 runs: the step's dense MLP on the layer's own gate, up and down, its output scaled by the sigmoid of its gate,
 `set_shared_experts`), ERNIE 4.5 dense (Llama's layers turning interleaved pairs (2i, 2i + 1), GPT-J's form,
@@ -37,8 +42,8 @@ each branch as Gemma 2's sandwich norms). OLMo (LayerNorms without parameters, q
 (that clamp, and q/k norms over all heads in a mixture of experts), DeepSeek-V3 and V2, whose multi-head latent
 attention (compressed cached keys and values, expanded per head) the step does not run, and GLM-4.5 (a partial rotation,
 DeepSeek-V3's grouped routing with correction biases and shared experts; dots.llm1's too) are refused: model_types olmo,
-olmoe, deepseek_v3, deepseek_v2, glm4_moe and dots1 (Hunyuan-MoE's hunyuan_v1_moe too: norms after the rotation, a
-shared MLP beside its experts); generation runs their layers. The step rotates by the tables of the model's rotary
+olmoe, deepseek_v3, deepseek_v2, glm4_moe and dots1 (Hunyuan-MoE's hunyuan_v1_moe too: a shared MLP beside its
+experts); generation runs their layers. The step rotates by the tables of the model's rotary
 modules (cos and sin times the rope scaling's attention factor), so every rope scaling those tables hold rotates as in
 the layers: default, linear, llama3 and YaRN (Qwen2.5 / Qwen3's long contexts, OLMo 3's full layers), and Phi-3's
 longrope.
@@ -58,6 +63,7 @@ from torch.nn.modules import module as torch_modules
 from ..generation.cache import DynamicCache
 from ..models.decoder import DecoderModel
 from ..models.ernie4_5 import Ernie4_5Attention, Ernie4_5DecoderLayer, Ernie4_5Model
+from ..models.exaone4 import Exaone4Attention, Exaone4DecoderLayer, Exaone4Model
 from ..models.gemma import (
     Gemma2Attention,
     Gemma2DecoderLayer,
@@ -72,6 +78,8 @@ from ..models.gemma import (
 from ..models.glm import Glm4DecoderLayer, GlmAttention, GlmDecoderLayer, GlmModel
 from ..models.granite import GraniteAttention, GraniteDecoderLayer, GraniteForCausalLM, GraniteModel
 from ..models.heads import CausalLM
+from ..models.helium import HeliumAttention, HeliumDecoderLayer, HeliumModel
+from ..models.hunyuan_v1_dense import HunYuanDenseV1Attention, HunYuanDenseV1DecoderLayer, HunYuanDenseV1Model
 from ..models.layers import RMSNorm
 from ..models.llama import LlamaAttention, LlamaDecoderLayer, LlamaMLP, LlamaModel
 from ..models.ministral import MinistralDecoderLayer, MinistralModel
@@ -93,6 +101,7 @@ from ..models.qwen2_moe import Qwen2MoeDecoderLayer, Qwen2MoeSparseMoeBlock
 from ..models.qwen3 import Qwen3Attention, Qwen3DecoderLayer
 from ..models.smollm3 import SmolLM3Attention, SmolLM3DecoderLayer, SmolLM3Model
 from ..models.qwen3_moe import Qwen3MoeDecoderLayer, Qwen3MoeMLP, Qwen3MoeSparseMoeBlock
+from ..models.seed_oss import SeedOssAttention, SeedOssDecoderLayer, SeedOssModel
 from ..models.starcoder2 import Starcoder2DecoderLayer, Starcoder2MLP, Starcoder2Model
 from . import library
 from .linear import KERNEL_WEIGHTS, Linear
@@ -278,10 +287,50 @@ GLM_IMPLEMENTED = {
     "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
 }
 GLM4_IMPLEMENTED = {**GLM_IMPLEMENTED, "model_type": lambda value: value == "glm4"}
+# Seed-OSS: Llama's layers with biases on q, k and v (attention_bias), on o (attention_out_bias) and the MLP's
+# (mlp_bias), read as StarCoder2's biases are. Its dropouts (0.1 by default) draw only while training, as
+# StarCoder2's: DecodeStep.run leaves a training decoder's steps to its layers.
+SEED_OSS_IMPLEMENTED = {
+    **IMPLEMENTED,
+    "model_type": lambda value: value == "seed_oss",
+    **dict.fromkeys(("attention_bias", "attention_out_bias", "mlp_bias", "attention_dropout", "residual_dropout"),
+                    lambda value: True),
+}
+# Helium: Llama's layers rotating interleaved pairs (2i, 2i + 1) by the same tables (StepWeights.set_interleaved),
+# with biases on q, k and v only (attention_bias) and on the MLP's projections (mlp_bias).
+HELIUM_IMPLEMENTED = {
+    **IMPLEMENTED,
+    "model_type": lambda value: value == "helium",
+    "attention_bias": lambda value: True,
+    "mlp_bias": lambda value: True,
+    "attention_dropout": lambda value: not value,
+}
+# Hunyuan dense: Qwen3's per-head q/k norms, run after the rotation (StepWeights.set_norms_after_rotation), biases on
+# q, k, v and o (attention_bias), and the base stretched by rope_scaling's alpha ("dynamic", which its config takes only
+# with an alpha), which is in the rotary tables the step reads.
+HUNYUAN_DENSE_IMPLEMENTED = {
+    **IMPLEMENTED,
+    "model_type": lambda value: value == "hunyuan_v1_dense",
+    "rope_scaling": lambda value: IMPLEMENTED["rope_scaling"](value) or value.get("rope_type") == "dynamic",
+    "attention_bias": lambda value: True,
+    "attention_dropout": lambda value: not value,
+    "eod_token_id": lambda value: True,
+}
+# EXAONE 4.0: OLMo 2's norms after each branch with Qwen3's per-head q/k norms, and with a window Gemma's per-layer
+# windows (set_family's sliding flags), its full layers unrotated (set_unrotated); without one, Llama's attention.
+EXAONE4_IMPLEMENTED = {
+    **IMPLEMENTED,
+    "model_type": lambda value: value == "exaone4",
+    "attention_dropout": lambda value: not value,
+    "sliding_window": lambda value: True,  # on the layers layer_types marks as sliding
+    "sliding_window_pattern": lambda value: True,  # read into layer_types
+    "layer_types": lambda value: True,
+}
 # model_type -> what the step implements, where not IMPLEMENTED
 FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED,
             "olmo2": OLMO2_IMPLEMENTED, "olmo3": OLMO3_IMPLEMENTED, "smollm3": SMOLLM3_IMPLEMENTED,
-            "ministral": MINISTRAL_IMPLEMENTED,
+            "ministral": MINISTRAL_IMPLEMENTED, "seed_oss": SEED_OSS_IMPLEMENTED, "helium": HELIUM_IMPLEMENTED,
+            "hunyuan_v1_dense": HUNYUAN_DENSE_IMPLEMENTED, "exaone4": EXAONE4_IMPLEMENTED,
             "phi3": PHI3_IMPLEMENTED, "mixtral": MIXTRAL_IMPLEMENTED, "qwen3_moe": QWEN3_MOE_IMPLEMENTED,
             "qwen2_moe": QWEN2_MOE_IMPLEMENTED, "starcoder2": STARCODER2_IMPLEMENTED, "granite": GRANITE_IMPLEMENTED,
             "ernie4_5": ERNIE4_5_IMPLEMENTED, "glm": GLM_IMPLEMENTED, "glm4": GLM4_IMPLEMENTED}
@@ -342,13 +391,19 @@ LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLaye
                 (MinistralDecoderLayer, LlamaAttention, LlamaMLP),
                 (SmolLM3DecoderLayer, SmolLM3Attention, LlamaMLP), (GraniteDecoderLayer, GraniteAttention, LlamaMLP),
                 (Ernie4_5DecoderLayer, Ernie4_5Attention, LlamaMLP), (GlmDecoderLayer, GlmAttention, Phi3MLP),
-                (Glm4DecoderLayer, GlmAttention, Phi3MLP))
-INTERLEAVED_DECODERS = (Ernie4_5Model, GlmModel)  # rotating pairs (2i, 2i + 1) (set_interleaved)
+                (Glm4DecoderLayer, GlmAttention, Phi3MLP),
+                (SeedOssDecoderLayer, SeedOssAttention, LlamaMLP), (HeliumDecoderLayer, HeliumAttention, LlamaMLP),
+                (HunYuanDenseV1DecoderLayer, HunYuanDenseV1Attention, LlamaMLP))
+INTERLEAVED_DECODERS = (Ernie4_5Model, GlmModel, HeliumModel)  # rotating pairs (2i, 2i + 1) (set_interleaved)
 # Gemma 2's and Gemma 3's; the first Gemma's
 GEMMA_LAYERS = ((Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP), (GemmaDecoderLayer, Gemma2Attention, Gemma2MLP))
 PHI3_LAYERS = ((Phi3DecoderLayer, Phi3Attention, Phi3MLP),)
-OLMO2_LAYERS = ((Olmo2DecoderLayer, Olmo2Attention, LlamaMLP), (Olmo3DecoderLayer, Olmo2Attention, LlamaMLP))
-OLMO2_DECODERS = (Olmo2Model, Olmo3Model)  # norms after each branch, none before (set_family's sandwich norms)
+OLMO2_LAYERS = ((Olmo2DecoderLayer, Olmo2Attention, LlamaMLP), (Olmo3DecoderLayer, Olmo2Attention, LlamaMLP),
+                (Exaone4DecoderLayer, Exaone4Attention, LlamaMLP))
+# norms after each branch, none before (set_family's sandwich norms)
+OLMO2_DECODERS = (Olmo2Model, Olmo3Model, Exaone4Model)
+# whose norms are OLMo 2's RMSNorm (its weight applied before the cast back: the same in float32)
+OLMO2_NORMED_DECODERS = (Olmo2Model, Olmo3Model, HeliumModel)
 MIXTURE_LAYERS = ((MixtralDecoderLayer, LlamaAttention, MixtralSparseMoeBlock),
                   (Qwen3MoeDecoderLayer, Qwen3Attention, Qwen3MoeSparseMoeBlock),
                   (Qwen3MoeDecoderLayer, Qwen3Attention, Qwen3MoeMLP),  # Qwen3-MoE's dense layers
@@ -570,7 +625,8 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
     """Whether the decoder is made of the layers the step reproduces (a user's own subclass or a swapped-in
     adapter is not), with every linear layer the kernel's or a plain nn.Linear."""
     gemma, olmo2, starcoder2 = isinstance(decoder, Gemma2Model), type(decoder) in OLMO2_DECODERS, _layer_normed(decoder)
-    norm_class = GemmaRMSNorm if gemma else Olmo2RMSNorm if olmo2 else nn.LayerNorm if starcoder2 else RMSNorm
+    norm_class = (GemmaRMSNorm if gemma else Olmo2RMSNorm if type(decoder) in OLMO2_NORMED_DECODERS
+                  else nn.LayerNorm if starcoder2 else RMSNorm)
     layer_kinds = (GEMMA_LAYERS if gemma else OLMO2_LAYERS if olmo2 else PHI3_LAYERS if type(decoder) is Phi3Model
                    else MIXTURE_LAYERS if isinstance(decoder, MixtralModel) else STARCODER2_LAYERS if starcoder2
                    else LLAMA_LAYERS)
@@ -617,7 +673,7 @@ def _layer_norms(layer: nn.Module) -> list[nn.Module | None]:
     if type(layer) is Gemma2DecoderLayer:
         norms = [layer.input_layernorm, layer.post_attention_layernorm, layer.pre_feedforward_layernorm,
                  layer.post_feedforward_layernorm]
-    elif type(layer) in (Olmo2DecoderLayer, Olmo3DecoderLayer):
+    elif type(layer) in (Olmo2DecoderLayer, Olmo3DecoderLayer, Exaone4DecoderLayer):
         norms = [None, layer.post_attention_layernorm, None, layer.post_feedforward_layernorm]
     elif type(layer) is Glm4DecoderLayer:
         norms = [layer.input_layernorm, layer.post_self_attn_layernorm, layer.post_attention_layernorm,
@@ -625,8 +681,11 @@ def _layer_norms(layer: nn.Module) -> list[nn.Module | None]:
     else:
         norms = [layer.input_layernorm, layer.post_attention_layernorm]
     attention = layer.self_attn
-    if type(attention) in (Qwen3Attention, Olmo2Attention) or type(attention) is Gemma2Attention and attention.qk_norm:
+    if (type(attention) in (Qwen3Attention, Olmo2Attention, Exaone4Attention)
+            or type(attention) is Gemma2Attention and attention.qk_norm):
         norms += (attention.q_norm, attention.k_norm)
+    elif type(attention) is HunYuanDenseV1Attention:  # normed after the rotation (set_norms_after_rotation)
+        norms += (attention.query_layernorm, attention.key_layernorm)
     return norms
 
 
@@ -894,8 +953,8 @@ class DecodeStep:
         if ready and isinstance(self.decoder, Gemma2Model):
             self._stack.set_family(*_gemma_family(self.decoder))
         if ready and type(self.decoder) in OLMO2_DECODERS:  # norms after each branch, none before
-            olmo3 = type(self.decoder) is Olmo3Model
-            sliding = [int(layer.is_sliding) for layer in self.decoder.layers] if olmo3 else []
+            layered = isinstance(self.decoder, SlidingLayersDecoder)  # OLMo 3's and EXAONE 4.0's sliding layers
+            sliding = [int(layer.is_sliding) for layer in self.decoder.layers] if layered else []
             self._stack.set_family(True, False, 0.0, 1.0, 1.0, sliding, 0.0)
         if ready and type(self.decoder) is MinistralModel:  # Llama's layers, some sliding
             sliding = [int(layer.is_sliding) for layer in self.decoder.layers]
@@ -913,8 +972,10 @@ class DecodeStep:
             query_factor = config.attention_multiplier * self.decoder.layers[0].self_attn.head_dim**0.5
             self._stack.set_family(False, False, 0.0, query_factor, config.embedding_multiplier, [], 0.0)
             self._stack.set_residual_scale(config.residual_multiplier)
-        if ready and type(self.decoder) is SmolLM3Model:
+        if ready and type(self.decoder) in (SmolLM3Model, Exaone4Model):
             self._stack.set_unrotated([int(not layer.self_attn.rotates) for layer in self.decoder.layers])
+        if ready and type(self.decoder) is HunYuanDenseV1Model:  # per-head q/k norms after the rotation
+            self._stack.set_norms_after_rotation(True)
         if ready and _layer_normed(self.decoder):
             layer_norms = [norm for layer in self.decoder.layers for norm in _layer_norms(layer)]
             self._stack.set_family(False, True, 0.0, 1.0, 1.0, [], 0.0)  # GELU
@@ -922,9 +983,10 @@ class DecodeStep:
         blocks = [block for block in map(_feed_forward, self.decoder.layers) if isinstance(block, SparseMoeBlock)]
         self._mixture = ready and bool(blocks)
         config = self.decoder.config
-        dropouts = ("embedding_dropout", "attention_dropout", "residual_dropout")  # StarCoder2's
+        dropouts = ("embedding_dropout", "attention_dropout", "residual_dropout")  # StarCoder2's (Seed-OSS: the last two)
         self._draws_while_training = (any(block.jitter_noise for block in blocks)
-                                      or _layer_normed(self.decoder) and any(getattr(config, d) for d in dropouts))
+                                      or (_layer_normed(self.decoder) or type(self.decoder) is SeedOssModel)
+                                      and any(getattr(config, d, 0.0) for d in dropouts))
         if self._mixture:
             block = blocks[0]  # _implemented_layers checked that every block routes alike
             rounded = block.weights_in_model_dtype and block.gate.weight.dtype == torch.bfloat16

@@ -14,7 +14,7 @@ QA.
 GGUF files of llama.cpp's "exaone4" architecture keep the rows in the reference's order and OLMo 2's tensor names
 (post_attention_norm, post_ffw_norm, attn_q_norm, attn_k_norm), with the window and the per-layer pattern in
 `exaone4.attention.sliding_window` and `exaone4.attention.sliding_window_pattern`, and llama3 rope scaling as a
-rope_freqs tensor. The CPU decoding kernel refuses model_type exaone4, so generation runs these layers.
+rope_freqs tensor. The CPU decoding kernel's step runs these layers (kernels/llama.py).
 """
 
 import torch

@@ -7,8 +7,8 @@ Llama's network (grouped-query attention, SwiGLU, rotary positions) with three d
   half precision sees it);
 - attention_bias puts a bias on q/k/v only, never on o_proj.
 The heads are the reference's: causal LM, sequence and token classification (it has no QA head for Helium).
-llama.cpp has no Helium architecture, so no GGUF reader here. The CPU decoding kernel refuses model_type helium (its
-step rotates halves, not interleaved pairs), so generation runs these layers.
+llama.cpp has no Helium architecture, so no GGUF reader here. The CPU decoding kernel's step runs these layers, its
+rotation set to interleaved pairs (kernels/llama.py).
 """
 
 from torch import nn

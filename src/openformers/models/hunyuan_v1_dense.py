@@ -8,8 +8,8 @@ and o) with an RMSNorm over each head's queries and keys, one weight shared by t
 reference's: causal LM and sequence classification.
 
 GGUF files of llama.cpp's "hunyuan-dense" architecture keep the rows in the reference's order and hold the stretched
-base as their rope.freq_base (with no scaling), which is how they are read. The CPU decoding kernel refuses model_type
-hunyuan_v1_dense, so generation runs these layers.
+base as their rope.freq_base (with no scaling), which is how they are read. The CPU decoding kernel's step runs these
+layers, its q/k norms set to follow the rotation (kernels/llama.py).
 """
 
 import torch

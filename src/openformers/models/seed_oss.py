@@ -7,8 +7,8 @@ residual add (`residual_dropout`), besides the attention weights' (`attention_dr
 reference's: causal LM, sequence and token classification, extractive QA.
 
 GGUF files of llama.cpp's "seed_oss" architecture keep the rows in the reference's order (no permutation) and name
-the norm before the MLP `post_attention_norm`. The CPU decoding kernel refuses model_type seed_oss, so generation
-runs these layers.
+the norm before the MLP `post_attention_norm`. The CPU decoding kernel's step runs these layers (kernels/llama.py), but
+while training, where the dropouts draw.
 """
 
 import torch
