@@ -29,7 +29,15 @@ ERNIE-4.5-0.3B's (18 layers, hidden 1024, 16 query and 2 key/value heads of 128 
 intermediate 3072, a tied vocabulary of 103424); `glm4-9b` is GLM-4-9B-0414's (40 layers, hidden 4096, 32 query and 2
 key/value heads of 128 with q/k/v biases, half of each turned in interleaved pairs, a fused gate/up of 2 x 13696,
 norms after each branch, an untied vocabulary of 151552), whose 9.4B parameters need `--layers` and, in float32,
-`--ways` (its vocabulary's two tables alone are 5 GB a way). Run from the repository root:
+`--ways` (its vocabulary's two tables alone are 5 GB a way); `seed-oss-36b` is Seed-OSS-36B's (64 layers, hidden
+5120, 80 query and 8 key/value heads of 128 with q/k/v biases, intermediate 27648, an untied vocabulary of 155136;
+each layer 0.54B parameters, and 1.6B in the embedding and the head: `--layers` and `--ways` keep it within memory);
+`helium-2b` is helium-1-2b's (24 layers, hidden 2560, 20 heads of 128 rotating interleaved pairs, intermediate 7040,
+an untied vocabulary of 48000); `hunyuan-0.5b` is Hunyuan-0.5B's (24 layers, hidden 1024, 16 query and 8 key/value
+heads of 128 normed after their rotation, intermediate 3584, a tied vocabulary of 120818, the base stretched by an
+alpha of 1000); `exaone4-1.2b` is EXAONE-4.0-1.2B's (30 layers, hidden 2048, 32 query and 8 key/value heads of 64
+with per-head q/k norms, norms after each branch, intermediate 4096, a tied vocabulary of 102400, no window, llama3
+scaling). Run from the repository root:
 
     .venv/bin/python benchmarks/random_decoder.py [--family qwen3] [--dtype bfloat16] [--new-tokens 32] [--rounds 2]
         [--layers N] [--batch N] [--ways plain products step]
@@ -44,27 +52,35 @@ import torch
 from openformers import kernels
 from openformers.configs import (
     Ernie4_5Config,
+    Exaone4Config,
     Gemma2Config,
     Glm4Config,
     GraniteConfig,
+    HeliumConfig,
+    HunYuanDenseV1Config,
     MixtralConfig,
     Olmo2Config,
     Phi3Config,
     Qwen2MoeConfig,
     Qwen3Config,
     Qwen3MoeConfig,
+    SeedOssConfig,
     Starcoder2Config,
 )
 from openformers.models.ernie4_5 import Ernie4_5ForCausalLM
+from openformers.models.exaone4 import Exaone4ForCausalLM
 from openformers.models.gemma import Gemma2ForCausalLM
 from openformers.models.glm import Glm4ForCausalLM
 from openformers.models.granite import GraniteForCausalLM
+from openformers.models.helium import HeliumForCausalLM
+from openformers.models.hunyuan_v1_dense import HunYuanDenseV1ForCausalLM
 from openformers.models.mixtral import MixtralForCausalLM
 from openformers.models.olmo2 import Olmo2ForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
 from openformers.models.qwen2_moe import Qwen2MoeForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
 from openformers.models.qwen3_moe import Qwen3MoeForCausalLM
+from openformers.models.seed_oss import SeedOssForCausalLM
 from openformers.models.starcoder2 import Starcoder2ForCausalLM
 
 FAMILIES = {
@@ -114,6 +130,22 @@ FAMILIES = {
         vocab_size=151552, hidden_size=4096, intermediate_size=13696, num_hidden_layers=40, num_attention_heads=32,
         num_key_value_heads=2, head_dim=128, partial_rotary_factor=0.5, attention_bias=True, rope_theta=10000.0,
         rms_norm_eps=1e-5, max_position_embeddings=4096, tie_word_embeddings=False)),
+    "seed-oss-36b": (SeedOssForCausalLM, SeedOssConfig, dict(
+        vocab_size=155136, hidden_size=5120, intermediate_size=27648, num_hidden_layers=64, num_attention_heads=80,
+        num_key_value_heads=8, head_dim=128, attention_bias=True, rope_theta=10000000.0, rms_norm_eps=1e-6,
+        max_position_embeddings=4096, tie_word_embeddings=False)),
+    "helium-2b": (HeliumForCausalLM, HeliumConfig, dict(
+        vocab_size=48000, hidden_size=2560, intermediate_size=7040, num_hidden_layers=24, num_attention_heads=20,
+        num_key_value_heads=20, head_dim=128, rope_theta=100000.0, rms_norm_eps=1e-8, tie_word_embeddings=False)),
+    "hunyuan-0.5b": (HunYuanDenseV1ForCausalLM, HunYuanDenseV1Config, dict(
+        vocab_size=120818, hidden_size=1024, intermediate_size=3584, num_hidden_layers=24, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=128, rope_theta=10000.0, max_position_embeddings=4096,
+        rope_scaling={"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0}, tie_word_embeddings=True)),
+    "exaone4-1.2b": (Exaone4ForCausalLM, Exaone4Config, dict(
+        vocab_size=102400, hidden_size=2048, intermediate_size=4096, num_hidden_layers=30, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=64, sliding_window=None, rope_theta=1000000.0, max_position_embeddings=4096,
+        rope_scaling={"rope_type": "llama3", "factor": 16.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 8192}, tie_word_embeddings=True)),
 }
 
 

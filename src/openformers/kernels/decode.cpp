@@ -1481,11 +1481,12 @@ inline void norm_head(float* head, NormWeights norm, float eps, int64_t head_dim
   if (norm.data) apply_norm(head, norm, eps, head, head_dim);
 }
 
-// A head's queries or keys at their position: normed by `norm` (the layer's per-head norm; none where the layer has
-// none or norms them all at once, Layer::whole_qk_norms) and rotated where the layer rotates, in the family's order
-// (Qwen3's norm before the rotation, Hunyuan's after it) and pairing (Family::interleaved).
+// A head's queries or keys at their position: normed by `norm` (the layer's q_norm or k_norm, which a layer that
+// norms them all at once, Layer::whole_qk_norms, has applied already) and rotated where the layer rotates, in the
+// family's order (Qwen3's norm before the rotation, Hunyuan's after it) and pairing (Family::interleaved).
 inline void place_head(const Layer& L, const Family& F, float* head, NormWeights norm, float eps, int64_t head_dim,
                        const float* cos, const float* sin) {
+  if (L.whole_qk_norms) norm.data = nullptr;
   if (!F.norms_after_rotation) norm_head(head, norm, eps, head_dim);
   if (L.rotates) rope(head, F, cos, sin);
   if (F.norms_after_rotation) norm_head(head, norm, eps, head_dim);
@@ -1642,9 +1643,8 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   // that completes it (rotated pairs span the head), so no barrier and no phase of its own stand between the
   // products and the attention: one meeting of the team less per layer. Keys normed over all heads at once wait
   // for all of them.
-  auto cache_key = [&](int64_t h) {  // head h's key normed (unless normed whole already) and rotated, into the cache
-    place_head(L, F, S.k.data() + h * head_dim, L.whole_qk_norms ? NormWeights{nullptr, false} : L.k_norm, eps,
-               head_dim, cos, sin);
+  auto cache_key = [&](int64_t h) {  // head h's key normed and rotated, into the cache
+    place_head(L, F, S.k.data() + h * head_dim, L.k_norm, eps, head_dim, cos, sin);
     for (int64_t i = 0; i < head_dim; ++i)
       keys[h * head_stride + pos * pos_stride + i] = static_cast<C>(S.k[h * head_dim + i]);
   };
@@ -1704,7 +1704,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   team.claim(n_head, 1, 1, [&](int64_t begin, int64_t end) {
     for (int64_t h = begin; h < end; ++h) {
       float* q = S.q.data() + h * head_dim;
-      place_head(L, F, q, L.whole_qk_norms ? NormWeights{nullptr, false} : L.q_norm, eps, head_dim, cos, sin);
+      place_head(L, F, q, L.q_norm, eps, head_dim, cos, sin);
       scale_query(F, q, head_dim);
       int64_t kv = (h / group) * head_stride;
       attend_group<C>(q, 1, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores, S.attended.data() + h * head_dim,
@@ -3924,12 +3924,10 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
   product(L.v, attention_input, S.v.data());
   team.prefetch_share(L.o, multiple);
   team.wait();
-  // row j's key of head h (normed unless normed whole already, and rotated) and its value, into the cache
-  auto cache_head = [&](int64_t j, int64_t h) {
+  auto cache_head = [&](int64_t j, int64_t h) {  // row j's key (normed, rotated) and value of head h, into the cache
     float* k = S.k.data() + j * L.k.rows + h * head_dim;
     const float* v = S.v.data() + j * L.v.rows + h * head_dim;
-    place_head(L, F, k, L.whole_qk_norms ? NormWeights{nullptr, false} : L.k_norm, eps, head_dim,
-               cos + j * F.rotary_dims, sin + j * F.rotary_dims);
+    place_head(L, F, k, L.k_norm, eps, head_dim, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
     int64_t slot = j / span * row_stride + h * head_stride + (pos + j % span) * pos_stride;
     for (int64_t i = 0; i < head_dim; ++i) {
       keys[slot + i] = static_cast<C>(k[i]);
@@ -3976,8 +3974,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
       }
       float* q = S.q.data() + j * L.q.rows + g * group * head_dim;
       for (int64_t h = 0; h < group; ++h) {
-        place_head(L, F, q + h * head_dim, L.whole_qk_norms ? NormWeights{nullptr, false} : L.q_norm, eps, head_dim,
-                   cos + j * F.rotary_dims, sin + j * F.rotary_dims);
+        place_head(L, F, q + h * head_dim, L.q_norm, eps, head_dim, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
         scale_query(F, q + h * head_dim, head_dim);
       }
       if (!in_blocks)
