@@ -501,7 +501,7 @@ STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, 
     (Ernie4_5Config, ERNIE4_5, None), (Ernie4_5Config, ERNIE4_5_BIASED, "int4+int8"), (GlmConfig, GLM, None),
     (GlmConfig, GLM, "int8"), (Glm4Config, GLM, None), (Glm4Config, GLM_HEAD_DIM_64, "int4+int8"),
     (SeedOssConfig, SEED_OSS_EVERY_BIAS, None), (SeedOssConfig, SEED_OSS, "int4+int8"), (HeliumConfig, HELIUM_BIASES, None),
-    (HeliumConfig, HELIUM, "int4+int8"), (HunYuanDenseV1Config, HUNYUAN, None),
+    (HeliumConfig, HELIUM_BIASES, "int4+int8"), (HunYuanDenseV1Config, HUNYUAN, None),
     (HunYuanDenseV1Config, HUNYUAN_BIASES, "int8"), (Exaone4Config, EXAONE4, None),
     (Exaone4Config, EXAONE4, "int4+int8")]
 STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
@@ -512,8 +512,8 @@ STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+
     "starcoder2-window", "starcoder2-int8", "starcoder2-int4+int8", "gemma", "smollm3", "smollm3-int4+int8", "granite",
     "granite-int4+int8", "llama-yarn", "qwen3-yarn-gpt-oss-int8", "olmo3-yarn", "ministral",
     "ministral-int4+int8", "ernie4_5", "ernie4_5-biases-int4+int8", "glm", "glm-int8", "glm4",
-    "glm4-head-dim-64-int4+int8", "seed-oss-every-bias", "seed-oss-int4+int8", "helium-biases", "helium-int4+int8",
-    "hunyuan", "hunyuan-biases-int8", "exaone4", "exaone4-int4+int8"]
+    "glm4-head-dim-64-int4+int8", "seed-oss-every-bias", "seed-oss-int4+int8", "helium-biases",
+    "helium-biases-int4+int8", "hunyuan", "hunyuan-biases-int8", "exaone4", "exaone4-int4+int8"]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)
