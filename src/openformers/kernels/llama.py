@@ -983,7 +983,8 @@ class DecodeStep:
         blocks = [block for block in map(_feed_forward, self.decoder.layers) if isinstance(block, SparseMoeBlock)]
         self._mixture = ready and bool(blocks)
         config = self.decoder.config
-        dropouts = ("embedding_dropout", "attention_dropout", "residual_dropout")  # StarCoder2's (Seed-OSS: the last two)
+        # StarCoder2's dropouts (Seed-OSS has the last two)
+        dropouts = ("embedding_dropout", "attention_dropout", "residual_dropout")
         self._draws_while_training = (any(block.jitter_noise for block in blocks)
                                       or (_layer_normed(self.decoder) or type(self.decoder) is SeedOssModel)
                                       and any(getattr(config, d, 0.0) for d in dropouts))
