@@ -40,12 +40,12 @@ runs: the step's dense MLP on the layer's own gate, up and down, its output scal
 gate/up alone, `set_fused`, and partial rotary tables, turning interleaved pairs; GLM-4-0414's plain RMSNorms after
 each branch as Gemma 2's sandwich norms). OLMo (LayerNorms without parameters, q/k/v clamped to clip_qkv), OLMoE
 (that clamp, and q/k norms over all heads in a mixture of experts), DeepSeek-V3 and V2, whose multi-head latent
-attention (compressed cached keys and values, expanded per head) the step does not run, and GLM-4.5 (a partial rotation,
-DeepSeek-V3's grouped routing with correction biases and shared experts; dots.llm1's too) are refused: model_types olmo,
-olmoe, deepseek_v3, deepseek_v2, glm4_moe and dots1 (Hunyuan-MoE's hunyuan_v1_moe too: a shared MLP beside its
-experts); generation runs their layers. The step rotates by the tables of the model's rotary
-modules (cos and sin times the rope scaling's attention factor), so every rope scaling those tables hold rotates as in
-the layers: default, linear, llama3 and YaRN (Qwen2.5 / Qwen3's long contexts, OLMo 3's full layers), and Phi-3's
+attention (compressed cached keys and values, expanded per head) the step does not run, and GLM-4.5 (DeepSeek-V3's
+grouped routing with correction biases and shared experts, which the step's mixtures do not choose by; dots.llm1's too)
+are refused: model_types olmo, olmoe, deepseek_v3, deepseek_v2, glm4_moe and dots1 (Hunyuan-MoE's hunyuan_v1_moe
+too: a shared MLP beside its experts); generation runs their layers. The step rotates by the tables of the model's
+rotary modules (cos and sin times the rope scaling's attention factor), so every rope scaling those tables hold rotates
+as in the layers: default, linear, llama3 and YaRN (Qwen2.5 / Qwen3's long contexts, OLMo 3's full layers), and Phi-3's
 longrope.
 A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
 step implements it and tests/test_kernels.py proves parity for it.
@@ -122,7 +122,7 @@ IMPLEMENTED = {
     "hidden_act": lambda value: value == "silu",
     # The step rotates by the tables of the model's rotary modules (their attention factor, YaRN's, in cos and sin).
     "rope_scaling": lambda value: value is None or value.get("rope_type") in ("default", "linear", "llama3", "yarn"),
-    "attention_bias": lambda value: not value,  # a bias on o_proj: not in decode.cpp
+    "attention_bias": lambda value: not value,  # Llama's q/k/v/o biases: not read for Llama (Seed-OSS's are)
     "qkv_bias": lambda value: True,  # Qwen2's q/k/v biases
     "mlp_bias": lambda value: not value,
     "sliding_window": lambda value: True,  # None, or one window for every layer
