@@ -83,6 +83,21 @@ def assert_head_saved_both_ways(model, reference, auto_class: str, inputs: dict,
     assert_same(outputs_of(ours(**inputs)), outputs_of(model(**inputs)), atol=1e-6)
 
 
+def assert_causal_lm_generates_as_reference(reference, folder, options: dict):
+    """The reference's causal LM, saved to `folder` and loaded by AutoModelForCausalLM, generates the reference's
+    tokens with `options` (greedy, beams) from one prompt, and from a batch with a left-padded row."""
+    import openformers
+
+    reference.save_pretrained(folder)
+    model = openformers.AutoModelForCausalLM.from_pretrained(folder)
+    prompt = torch.tensor([[2, 5, 6, 7], [0, 0, 8, 9]])
+    mask = (prompt != 0).long()
+    settings = dict(max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=None, **options)
+    torch.testing.assert_close(model.generate(prompt[:1], **settings), reference.generate(prompt[:1], **settings))
+    torch.testing.assert_close(model.generate(prompt, attention_mask=mask, **settings),
+                               reference.generate(prompt, attention_mask=mask, **settings))
+
+
 def assert_gradients_match(model, reference, inputs: dict):
     """One training step (both in train mode, without dropout): the loss and every parameter's gradient."""
     ours, theirs = model(**inputs).loss, reference(**inputs).loss

@@ -13,7 +13,13 @@ import openformers
 from openformers import configs
 
 from conftest import packaged_folder
-from encoder_parity import assert_pipeline_matches, assert_same, load_quietly, outputs_of
+from encoder_parity import (
+    assert_causal_lm_generates_as_reference,
+    assert_pipeline_matches,
+    assert_same,
+    load_quietly,
+    outputs_of,
+)
 from encoder_suite import EncoderFamilyTests
 
 transformers = pytest.importorskip("transformers")
@@ -94,14 +100,7 @@ def test_discriminator_loss_without_a_mask_counts_every_token(tmp_path):
 @torch.inference_mode()
 def test_causal_lm_generates_the_reference_tokens(tmp_path, options):
     reference = TestElectra.reference("ElectraForCausalLM")
-    reference.save_pretrained(tmp_path)
-    model = openformers.AutoModelForCausalLM.from_pretrained(tmp_path)
-    prompt = torch.tensor([[2, 5, 6, 7], [0, 0, 8, 9]])
-    mask = (prompt != 0).long()
-    settings = dict(max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=None, **options)
-    torch.testing.assert_close(model.generate(prompt[:1], **settings), reference.generate(prompt[:1], **settings))
-    torch.testing.assert_close(model.generate(prompt, attention_mask=mask, **settings),
-                               reference.generate(prompt, attention_mask=mask, **settings))
+    assert_causal_lm_generates_as_reference(reference, tmp_path, options)
 
 
 def test_config_defaults_are_the_reference_ones():

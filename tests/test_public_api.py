@@ -20,7 +20,7 @@ SHIPPED_FAMILIES = {"llama", "mistral", "qwen2", "gpt2", "bert", "roberta", "qwe
                     "xlm_roberta", "phi3", "olmo", "olmo2", "olmo3", "olmoe", "starcoder2", "bart", "modernbert",
                     "t5", "mt5", "mixtral", "phimoe", "qwen3_moe", "qwen2_moe", "deepseek_v3", "deepseek_v2",
                     "ernie4_5", "ernie4_5_moe",
-                    "albert", "electra", "mpnet", "deberta_v2", "gpt_neox", "falcon", "gptj", "opt", "bloom", "phi",
+                    "albert", "electra", "mpnet", "roformer", "deberta_v2", "gpt_neox", "falcon", "gptj", "opt", "bloom", "phi",
                     "granite", "stablelm", "gpt_bigcode", "gpt_neo", "codegen", "marian", "m2m_100", "nllb", "cohere", "camembert",
                     "mbart", "pegasus", "cohere2", "nemotron", "glm", "glm4", "glm4_moe", "gpt_oss", "seed_oss",
                     "arcee", "helium", "exaone4", "granitemoe", "granitemoeshared", "mamba", "falcon_mamba",
@@ -93,7 +93,7 @@ EXCLUDED_NAMES = {
     "PythonBackend": "tokenizer backend", "TokenizersBackend": "tokenizer backend",
     "SentencePieceBackend": "tokenizer backend", "MistralCommonBackend": "tokenizer backend",
     # building blocks of the reference's own model code
-    "AttentionInterface": "attention registry", "Qwen2RMSNorm": "a layer, not a model", "BertLayer": "a layer", "MPNetLayer": "a layer", "GPTNeoXLayer": "a layer",
+    "AttentionInterface": "attention registry", "Qwen2RMSNorm": "a layer, not a model", "BertLayer": "a layer", "RoFormerLayer": "a layer", "MPNetLayer": "a layer", "GPTNeoXLayer": "a layer",
     "BasicTokenizer": "the slow BERT tokenizer's parts", "WordpieceTokenizer": "same", "BertTokenizerLegacy": "same",
     "DataCollatorForPermutationLanguageModeling": "XLNet's objective",
     "add_start_docstrings": "docstring decorators of the reference's model code", "add_end_docstrings": "same",
@@ -102,6 +102,8 @@ EXCLUDED_NAMES = {
     # tokenizers not built here
     "BlenderbotSmallTokenizer": "a slow-only BPE with its own text rules (lowercasing, punctuation split off, '@@' "
                                 "continuations, __newln__): Blenderbot-Small's models load, its tokenizer does not",
+    "RoFormerTokenizer": "WordPiece over words the jieba segmenter (rjieba) splits first: RoFormer's models load, its "
+                         "tokenizer does not", "RoFormerTokenizerFast": "same",
 }
 
 MODALITY_WORDS = ("Image", "Audio", "Video", "Speech", "Depth", "Object", "Mask", "Segmentation", "Keypoint",

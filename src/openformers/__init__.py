@@ -65,7 +65,7 @@ _public(
     "MambaConfig", "FalconMambaConfig", "Mamba2Config", "Lfm2Config", "Lfm2MoeConfig",
     "CohereConfig", "Cohere2Config", "NemotronConfig", "GlmConfig", "Glm4Config", "Glm4MoeConfig", "GptOssConfig",
     "GPTBigCodeConfig",
-    "AlbertConfig", "ElectraConfig", "MPNetConfig",
+    "AlbertConfig", "ElectraConfig", "MPNetConfig", "RoFormerConfig",
     "OlmoConfig", "Olmo2Config", "Olmo3Config", "OlmoeConfig",
     "Starcoder2Config",
     "BartConfig",
@@ -304,6 +304,12 @@ _public(
     "ElectraPreTrainedModel", "ElectraModel", "ElectraForPreTraining", "ElectraForMaskedLM", "ElectraForCausalLM",
     "ElectraForSequenceClassification", "ElectraForTokenClassification", "ElectraForQuestionAnswering",
     "ElectraForMultipleChoice",
+)
+_public(
+    "openformers.models.roformer",
+    "RoFormerPreTrainedModel", "RoFormerModel", "RoFormerForMaskedLM", "RoFormerForCausalLM",
+    "RoFormerForSequenceClassification", "RoFormerForTokenClassification", "RoFormerForQuestionAnswering",
+    "RoFormerForMultipleChoice",
 )
 _public(
     "openformers.models.mpnet",

@@ -3192,24 +3192,62 @@ class ElectraConfig(BertConfig):
     def validate(self) -> None:
         super().validate()
         _require_positive_ints(self, "embedding_size")
-        if self.summary_type not in ELECTRA_SUMMARY_TYPES:
-            _invalid("summary_type", self.summary_type, f"one of {', '.join(ELECTRA_SUMMARY_TYPES)}")
-        if self.summary_activation and self.summary_activation not in (*ENCODER_ACTIVATIONS, "tanh"):
-            _invalid("summary_activation", self.summary_activation,
-                     f"None or one of {', '.join((*ENCODER_ACTIVATIONS, 'tanh'))}")
-        for name in ("summary_last_dropout", "summary_first_dropout"):
-            value = getattr(self, name, 0.0)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                _invalid(name, value, "a probability in [0, 1)")
-        if self.extra.get("summary_proj_to_labels"):
-            raise ValueError(
-                "Unsupported config: summary_proj_to_labels=True; ELECTRA's multiple-choice head projects the summary "
-                "to hidden_size before its one-score classifier (leave summary_proj_to_labels unset)."
-            )
+        _validate_summary(self, "ELECTRA")
+
+
+def _validate_summary(config, family: str) -> None:
+    """The summary_* fields of a multiple-choice head that reads one vector per choice (ELECTRA's, RoFormer's)."""
+    if config.summary_type not in ELECTRA_SUMMARY_TYPES:
+        _invalid("summary_type", config.summary_type, f"one of {', '.join(ELECTRA_SUMMARY_TYPES)}")
+    if config.summary_activation and config.summary_activation not in (*ENCODER_ACTIVATIONS, "tanh"):
+        _invalid("summary_activation", config.summary_activation,
+                 f"None or one of {', '.join((*ENCODER_ACTIVATIONS, 'tanh'))}")
+    for name in ("summary_last_dropout", "summary_first_dropout"):
+        value = getattr(config, name, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            _invalid(name, value, "a probability in [0, 1)")
+    if config.extra.get("summary_proj_to_labels"):
+        raise ValueError(
+            f"Unsupported config: summary_proj_to_labels=True; {family}'s multiple-choice head projects the summary "
+            "to hidden_size before its one-score classifier (leave summary_proj_to_labels unset)."
+        )
 
 
 # How ELECTRA's multiple-choice head reads one vector per choice ("cls_index" without indices: the last token).
 ELECTRA_SUMMARY_TYPES = ("first", "last", "mean", "cls_index")
+
+
+@dataclass
+class RoFormerConfig(BertConfig):
+    """RoFormer: BERT's encoder with rotary positions (sinusoidal, pairs of adjacent dimensions) turning q and k in
+    every layer (and v with `rotary_value`) in place of learned position embeddings; embeddings of `embedding_size`
+    (hidden_size when None), projected up when narrower. Its multiple-choice head reads the summary_* fields as
+    ELECTRA's does, with the reference's defaults for a config that has none: the last token, as it is."""
+
+    model_type: ClassVar[str] = "roformer"
+
+    vocab_size: int = 50000
+    embedding_size: int | None = None  # None: hidden_size
+    max_position_embeddings: int = 1536
+    rotary_value: bool = False
+    use_cache: bool = True  # the causal LM returns its cache unless told otherwise
+    summary_type: str = "last"
+    summary_use_proj: bool = False
+    summary_activation: str | None = None
+    summary_last_dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.embedding_size is None:
+            self.embedding_size = self.hidden_size
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        _require_positive_ints(self, "embedding_size")
+        if (self.hidden_size // self.num_attention_heads) % 2:
+            _invalid("hidden_size", self.hidden_size, f"an even head size (hidden_size / num_attention_heads="
+                     f"{self.num_attention_heads}) for the rotary pairs")
+        _validate_summary(self, "RoFormer")
 
 
 @dataclass
@@ -4541,7 +4579,7 @@ class GPTBigCodeConfig(GPT2Names, PretrainedConfig):
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "gpt2": GPT2Config,
     "ministral": MinistralConfig,
-    "bert": BertConfig, "roberta": RobertaConfig,
+    "bert": BertConfig, "roberta": RobertaConfig, "roformer": RoFormerConfig,
     "phi3": Phi3Config,
     "qwen3": Qwen3Config,
     "mixtral": MixtralConfig,

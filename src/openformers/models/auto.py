@@ -40,6 +40,7 @@ from . import distilbert
 from . import xlm_roberta
 from . import camembert
 from . import albert, electra, mpnet
+from . import roformer
 from . import olmo, olmo2, olmo3, olmoe  # olmo3 after olmo2: it reads OLMo 3's "olmo2" GGUF files
 from . import starcoder2
 from . import gpt_neox
@@ -236,6 +237,7 @@ MODEL_CLASSES = {
         "pretraining": "AlbertForPreTraining",
     }),
     "electra": (electra, {**_encoder_classes("Electra"), "pretraining": "ElectraForPreTraining"}),  # discriminator
+    "roformer": (roformer, _encoder_classes("RoFormer")),
     "mpnet": (mpnet, {  # no causal-LM head
         **{task: name for task, name in _encoder_classes("MPNet").items() if task != "causal-lm"},
         "pretraining": "MPNetForMaskedLM",

@@ -1107,7 +1107,8 @@ def _stored_base_prefix(state_dict: dict, base_keys: list[str]) -> str:
 
 
 def _initialized_parameters(model: PreTrainedModel, names: list[str], dtype: torch.dtype) -> dict:
-    """Fresh values for the parameters `names` of a model built on the meta device, by the model's own init."""
+    """Fresh values for the parameters `names` of a model built on the meta device, by the model's own init (and for
+    saved buffers, as RoFormer's rotary table)."""
     values = {}
     for module_name in sorted({name.rpartition(".")[0] for name in names}):
         module = model.get_submodule(module_name)
@@ -1116,8 +1117,8 @@ def _initialized_parameters(model: PreTrainedModel, names: list[str], dtype: tor
             for parameter in module.parameters(recurse=False):
                 parameter.zero_()
             model._init_weights(module)
-        for parameter_name, parameter in module.named_parameters(recurse=False):
-            values[f"{module_name}.{parameter_name}"] = parameter.detach().to(dtype)
+        for name, tensor in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)):
+            values[f"{module_name}.{name}"] = tensor.detach().to(dtype)
     return {name: values[name] for name in names}
 
 

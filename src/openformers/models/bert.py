@@ -24,6 +24,7 @@ from .heads import (
 )
 from .layers import (
     ACTIVATIONS,
+    apply_interleaved_rope,
     decoder_attention,
     encoder_attention,
     fairseq_positions_of,
@@ -47,15 +48,17 @@ def _embedding(count: int, dim: int, padding_idx: int | None = None) -> nn.Embed
 
 class BertEmbeddings(nn.Module):
     """Token, token-type and position embeddings of width `dim` (hidden_size; ALBERT and ELECTRA embed narrower and
-    project up), then LayerNorm and dropout."""
+    project up), then LayerNorm and dropout. Without `learned_positions` (RoFormer, which turns q and k by position
+    instead) there is no position table."""
 
-    def __init__(self, config: BertConfig, dim: int | None = None):
+    def __init__(self, config: BertConfig, dim: int | None = None, learned_positions: bool = True):
         super().__init__()
         dim = config.hidden_size if dim is None else dim
         self.word_embeddings = _embedding(config.vocab_size, dim, config.pad_token_id)
         # RoBERTa's position table has a row per padding position too; that row is never trained.
         position_padding = config.pad_token_id if isinstance(config, RobertaConfig) else None
-        self.position_embeddings = _embedding(config.max_position_embeddings, dim, position_padding)
+        if learned_positions:
+            self.position_embeddings = _embedding(config.max_position_embeddings, dim, position_padding)
         self.token_type_embeddings = _embedding(config.type_vocab_size, dim)
         self.LayerNorm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -66,7 +69,8 @@ class BertEmbeddings(nn.Module):
             token_type_ids = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
         x = x + embedded(self.token_type_embeddings, token_type_ids, "token_type_ids",
                          ": its config's type_vocab_size.")
-        x = x + self.position_embeddings(position_ids)
+        if hasattr(self, "position_embeddings"):
+            x = x + self.position_embeddings(position_ids)
         return self.dropout(self.LayerNorm(x))
 
 
@@ -79,11 +83,17 @@ class BertSelfAttention(nn.Module):
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = config.attention_probs_dropout_prob
+        self.rotary_value = getattr(config, "rotary_value", False)  # RoFormer's option: v is turned too
 
-    def forward(self, x, mask, cache=None, attention_path="sdpa"):
-        """The attention output, and its weights (B, nh, T, S) when computed step by step, else None."""
+    def forward(self, x, mask, cache=None, attention_path="sdpa", rotary=None):
+        """The attention output, and its weights (B, nh, T, S) when computed step by step, else None. `rotary`
+        (1, 1, T, hs): RoFormer's table of each position's cos and sin, which turn q and k by position."""
         B, T, _ = x.shape
         q, k, v = (proj(x).view(B, T, self.n_head, -1).transpose(1, 2) for proj in (self.query, self.key, self.value))
+        if rotary is not None:  # pairs (2i, 2i + 1); the table's first half holds each pair's cos, its second the sin
+            q, k = apply_interleaved_rope(q, rotary, rotary), apply_interleaved_rope(k, rotary, rotary)
+            if self.rotary_value:
+                v = apply_interleaved_rope(v, rotary, rotary)
         dropout = self.dropout if self.training else 0.0
         # A decoder's `mask` is attention_mask_for's, None meaning plain causal attention; an encoder's None: no mask.
         if self.is_decoder:
@@ -110,8 +120,8 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config, layer_idx)
         self.output = BertResidualOutput(config, config.hidden_size)
 
-    def forward(self, x, mask, cache=None, attention_path="sdpa"):
-        y, weights = self.self(x, mask, cache, attention_path)
+    def forward(self, x, mask, cache=None, attention_path="sdpa", rotary=None):
+        y, weights = self.self(x, mask, cache, attention_path, rotary)
         return self.output(y, x), weights
 
 
@@ -132,8 +142,8 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertResidualOutput(config, config.intermediate_size)
 
-    def forward(self, x, mask, cache=None, attention_path="sdpa"):
-        x, weights = self.attention(x, mask, cache, attention_path)
+    def forward(self, x, mask, cache=None, attention_path="sdpa", rotary=None):
+        x, weights = self.attention(x, mask, cache, attention_path, rotary)
         return self.output(self.intermediate(x), x), weights
 
 
@@ -151,13 +161,18 @@ class BertEncoder(nn.Module):
         checkpointing = self.gradient_checkpointing if self.training and cache is None else None
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
+        rotary = self.rotary_table(x, cache)
         for layer in self.layer:
-            x, weights = run_layer(layer, checkpointing, x, mask, cache, attention_path)
+            x, weights = run_layer(layer, checkpointing, x, mask, cache, attention_path, rotary)
             if output_hidden_states:
                 hidden_states.append(x)
             if output_attentions:
                 attentions.append(weights)
         return x, recorded(hidden_states), recorded(attentions)
+
+    def rotary_table(self, x: torch.Tensor, cache) -> torch.Tensor | None:
+        """The table that turns q and k by position (RoFormer's encoder); BERT's positions are embedded instead."""
+        return None
 
 
 class BertPooler(nn.Module):
@@ -306,12 +321,17 @@ DECODER_BIAS = r"(^|\.)decoder\.bias$"
 # Heads --------------------------------------------------------------------------------------------------------
 
 
+def prediction_width(config: BertConfig) -> int:
+    """The width a masked LM head predicts from: the token embeddings', which RoFormer's embedding_size may narrow."""
+    return getattr(config, "embedding_size", None) or config.hidden_size
+
+
 class BertPredictionHeadTransform(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(config.hidden_size, prediction_width(config))
         self.act = ACTIVATIONS[config.hidden_act]
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.LayerNorm = nn.LayerNorm(prediction_width(config), eps=config.layer_norm_eps)
 
     def forward(self, x):
         return self.LayerNorm(self.act(self.dense(x)))
@@ -320,7 +340,7 @@ class BertPredictionHeadTransform(nn.Module):
 def lm_decoder(config) -> tuple[nn.Linear, nn.Parameter]:
     """A masked LM head's decoder and per-token `bias`. Tied, the decoder is the token embedding and `bias` its bias;
     untied, the decoder has its own bias, the one it predicts with, as the reference's (`bias` is then kept, unused)."""
-    decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=not config.tie_word_embeddings)
+    decoder = nn.Linear(prediction_width(config), config.vocab_size, bias=not config.tie_word_embeddings)
     return decoder, nn.Parameter(torch.zeros(config.vocab_size))
 
 
@@ -560,6 +580,10 @@ class BertLMHeadModel(BertPreTrainedModel, HeadModel):
     def add_lm_head(self, config: BertConfig) -> None:
         self.cls = BertOnlyMLMHead(config)
 
+    def keeps_cache(self, use_cache: bool | None, labels: torch.Tensor | None) -> bool:
+        """Whether the forward returns a cache: when asked, and not when training, as the reference's BERT."""
+        return bool(use_cache) and labels is None
+
     def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.cls(hidden)
 
@@ -570,7 +594,7 @@ class BertLMHeadModel(BertPreTrainedModel, HeadModel):
     ) -> CausalLMOutputWithCrossAttentions | tuple:
         if labels is not None and logits_to_keep:
             raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
-        use_cache = use_cache and labels is None  # the reference keeps no cache when training
+        use_cache = self.keeps_cache(use_cache, labels)
         encoded = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
                                       inputs_embeds, use_cache, output_attentions, output_hidden_states)
         hidden = encoded.last_hidden_state

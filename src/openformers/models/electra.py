@@ -51,12 +51,15 @@ class ElectraPreTrainedModel(BertPreTrainedModel):
 class ElectraModel(ElectraPreTrainedModel, BertModel):
     """The encoder: `last_hidden_state` (B, T, C); ELECTRA has no pooler. inputs_embeds are (B, T, embedding_size)."""
 
+    learned_positions = True  # RoFormer (models/roformer.py) turns q and k by position in its encoder instead
+    encoder_class = BertEncoder
+
     def __init__(self, config: ElectraConfig):
         PreTrainedModel.__init__(self, config)
-        self.embeddings = BertEmbeddings(config, config.embedding_size)
+        self.embeddings = BertEmbeddings(config, config.embedding_size, self.learned_positions)
         if config.embedding_size != config.hidden_size:
             self.embeddings_project = nn.Linear(config.embedding_size, config.hidden_size)
-        self.encoder = BertEncoder(config)
+        self.encoder = self.encoder_class(config)
         self.pooler = None
 
     def forward(
@@ -171,16 +174,18 @@ class ElectraForCausalLM(ElectraPreTrainedModel, GeneratorHead, BertLMHeadModel)
 
 
 class ElectraClassificationHead(nn.Module):
-    """dropout, dense, GELU, dropout, out_proj over the first token (where BERT's pooler has tanh)."""
+    """dropout, dense, GELU (RoFormer's: the config's activation), dropout, out_proj over the first token (where
+    BERT's pooler has tanh)."""
 
-    def __init__(self, config: ElectraConfig, dropout: float):
+    def __init__(self, config: ElectraConfig, dropout: float, activation=F.gelu):
         super().__init__()
+        self.activation = activation
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = nn.Dropout(dropout)
         self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(self, hidden):
-        x = F.gelu(self.dense(self.dropout(hidden[:, 0])))
+        x = self.activation(self.dense(self.dropout(hidden[:, 0])))
         return self.out_proj(self.dropout(x))
 
 

@@ -876,7 +876,7 @@ _CLASS_OF_MODEL_TYPE = {
     "stablelm": "TokenizersBackend",  # StableLM checkpoints name GPT2TokenizerFast or GPTNeoXTokenizerFast
     "gpt_bigcode": "TokenizersBackend",  # StarCoder's folders name GPT2Tokenizer, which the generic class overrides
     "deberta-v2": "DebertaV2Tokenizer",
-    "albert": "AlbertTokenizer", "electra": "BertTokenizer", "mpnet": "MPNetTokenizer",
+    "albert": "AlbertTokenizer", "electra": "BertTokenizer", "roformer": "RoFormerTokenizer", "mpnet": "MPNetTokenizer",
     "gemma": "GemmaTokenizer", "gemma2": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer",
     "granite": "TokenizersBackend",  # whatever class its folders name (GPT2Tokenizer)
     "granitemoe": "TokenizersBackend", "granitemoeshared": "TokenizersBackend",  # as Granite's
@@ -893,6 +893,7 @@ _REGISTERED_CLASS_WINS = frozenset({"qwen2"})
 _NOT_BUILT = {
     "BlenderbotSmallTokenizer": "Blenderbot-Small's BPE (lowercased text, punctuation split off, '@@' continuations, "
                                 "__newln__)",
+    "RoFormerTokenizer": "WordPiece over Chinese text the jieba segmenter (rjieba) splits into words first",
 }
 
 
