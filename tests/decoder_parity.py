@@ -523,6 +523,30 @@ def assert_byte_level_bpe_folder_tokenizes_as_the_reference(folder, texts, speci
     return type(ours).__name__
 
 
+def assert_metaspace_bpe_folder_tokenizes_as_the_reference(folder, texts, special_tokens, model_type: str,
+                                                           tokenizer_config: dict, text: str) -> str:
+    """A folder with a Metaspace BPE tokenizer.json trained on `texts` (200 pieces, `special_tokens` first, the second
+    its unknown token), as SentencePiece models convert, a config.json of `model_type` and `tokenizer_config` as its
+    tokenizer_config.json: AutoTokenizer gives the reference's class, and its ids and decoding of `text`. Returns the
+    class's name."""
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token=special_tokens[1]))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.train_from_iterator(texts * 20, trainers.BpeTrainer(vocab_size=200, special_tokens=special_tokens))
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+    reference = transformers.AutoTokenizer.from_pretrained(str(folder))
+    ours = openformers.AutoTokenizer.from_pretrained(folder)
+    assert type(ours).__name__ == type(reference).__name__
+    assert ours(text)["input_ids"] == reference(text)["input_ids"]
+    assert ours.decode(ours(text)["input_ids"]) == reference.decode(reference(text)["input_ids"])
+    return type(ours).__name__
+
+
 # The keys of the reference's config.json that are not a family's defaults (its version, dtype, labels...).
 REFERENCE_BOOKKEEPING = ("transformers_version", "dtype", "architectures", "_name_or_path", "chunk_size_feed_forward",
                          "is_encoder_decoder", "id2label", "label2id", "rope_parameters")

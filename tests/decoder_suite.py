@@ -298,10 +298,11 @@ class RoutedExpertsTests(DecoderFamilyTests):
 
 class HybridCacheTests:
     """The cache tests of a decoder whose layers keep Mamba-2 states beside or instead of keys and values (Granite 4's
-    hybrids, Bamba, Falcon-H1: its config's `attends(i)` and `has_mixer(i)`, the mixers' sizes under the `mamba_*`
-    names), in their HybridCache forms, in place of DecoderFamilyTests' forms that hand the model a DynamicCache or a
-    static cache. Listed before the family's base class; `padded_rows_differ_alone(variant)` says where the reference's
-    own padded rows differ from themselves alone (in_proj's bias reaches the convolution's state at padding)."""
+    hybrids, Bamba, Falcon-H1; Jamba's Mamba states, through `draw_mixer` and `state_shapes`: its config's
+    `attends(i)` and `has_mixer(i)`, the mixers' sizes under the `mamba_*` names), in their HybridCache forms, in
+    place of DecoderFamilyTests' forms that hand the model a DynamicCache or a static cache. Listed before the
+    family's base class; `padded_rows_differ_alone(variant)` says where the reference's own padded rows differ from
+    themselves alone (in_proj's bias reaches the convolution's state at padding)."""
 
     test_cached_decoding_equals_the_full_forward = None
     test_left_padded_batch_equals_single_rows = None
@@ -309,17 +310,29 @@ class HybridCacheTests:
 
     @classmethod
     def reference(cls, name=None, **overrides):
-        """The reference's tiny model with each mixer's A_log, D and dt_bias drawn per head (its init makes them alike
-        in every head) and out_proj at std 0.5 (the mixer weighing in the logits as much as the attention)."""
+        """The reference's tiny model with each mixer drawn as `draw_mixer` draws it."""
         model = super().reference(name, **overrides)
         with torch.no_grad():
             for layer in model.base_model.layers:
                 if getattr(layer, "mamba", None) is not None:
-                    layer.mamba.A_log.normal_(mean=0.0, std=1.0)
-                    layer.mamba.D.normal_(mean=1.0, std=0.5)
-                    layer.mamba.dt_bias.normal_(mean=0.0, std=0.5)
-                    layer.mamba.out_proj.weight.normal_(std=0.5)
+                    cls.draw_mixer(layer.mamba)
         return model
+
+    @staticmethod
+    def draw_mixer(mixer) -> None:
+        """A Mamba-2 mixer's A_log, D and dt_bias drawn per head (the reference's init makes them alike in every head)
+        and out_proj at std 0.5 (the mixer weighing in the logits as much as the attention)."""
+        mixer.A_log.normal_(mean=0.0, std=1.0)
+        mixer.D.normal_(mean=1.0, std=0.5)
+        mixer.dt_bias.normal_(mean=0.0, std=0.5)
+        mixer.out_proj.weight.normal_(std=0.5)
+
+    @staticmethod
+    def state_shapes(config) -> tuple[tuple, tuple]:
+        """A mixer's convolution state and scan state shapes for one row: Mamba-2's (channels of x, B and C, taps)
+        and (heads, head_dim, state)."""
+        channels = config.mamba_intermediate_size + 2 * config.mamba_n_groups * config.mamba_d_state
+        return (channels, config.mamba_d_conv), (config.mamba_n_heads, config.mamba_d_head, config.mamba_d_state)
 
     @classmethod
     def padded_rows_differ_alone(cls, variant) -> bool:
@@ -341,9 +354,8 @@ class HybridCacheTests:
         assert cache.attends == [config.attends(i) for i in layers]
         assert cache.keeps_state == [config.has_mixer(i) for i in layers]
         conv, ssm = cache.state(next(i for i in layers if config.has_mixer(i)))
-        assert conv.shape == (2, config.mamba_intermediate_size + 2 * config.mamba_n_groups * config.mamba_d_state,
-                              config.mamba_d_conv)
-        assert ssm.shape == (2, config.mamba_n_heads, config.mamba_d_head, config.mamba_d_state)
+        conv_shape, ssm_shape = self.state_shapes(config)
+        assert conv.shape == (2, *conv_shape) and ssm.shape == (2, *ssm_shape)
         assert len(cache.keys) == sum(map(config.attends, layers)) and cache.keys[0].shape[-2] >= ids.shape[1]
         torch.testing.assert_close(torch.cat(steps, dim=1), full)
         used = model(ids[:, :5], use_cache=True).past_key_values  # a forward asked for a cache makes a HybridCache

@@ -17,6 +17,7 @@ import torch
 
 import openformers
 from decoder_parity import (
+    assert_metaspace_bpe_folder_tokenizes_as_the_reference,
     assert_bfloat16_matches_the_reference,
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
@@ -174,21 +175,9 @@ def test_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_path):
 def test_tokenizer_of_a_nemotron_folder_is_the_references(tokenizer_class, tmp_path):
     """The reference takes the class Nemotron folders name as wrong and reads their tokenizer.json with its
     TokenizersBackend (a Metaspace pipeline here, as NeMo's SentencePiece models convert)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
-    tokenizer.decoder = decoders.Metaspace()
-    texts = ["Minitron is a pruned and distilled Nemotron, 4B or 8B.", "Hello world, 12345 and café"] * 20
-    tokenizer.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=200, special_tokens=["<pad>", "<unk>", "<s>",
-                                                                                              "</s>"]))
-    tokenizer.save(str(tmp_path / "tokenizer.json"))
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": tokenizer_class, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}))
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "nemotron"}))
-    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
-    ours = openformers.AutoTokenizer.from_pretrained(tmp_path)
-    assert type(ours).__name__ == type(reference).__name__ == "TokenizersBackend"
-    text = "Nemotron says hello, 2024 café"
-    assert ours(text)["input_ids"] == reference(text)["input_ids"]
-    assert ours.decode(ours(text)["input_ids"]) == reference.decode(reference(text)["input_ids"])
+    name = assert_metaspace_bpe_folder_tokenizes_as_the_reference(
+        tmp_path, ["Minitron is a pruned and distilled Nemotron, 4B or 8B.", "Hello world, 12345 and café"],
+        ["<pad>", "<unk>", "<s>", "</s>"], "nemotron",
+        {"tokenizer_class": tokenizer_class, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
+        "Nemotron says hello, 2024 café")
+    assert name == "TokenizersBackend"

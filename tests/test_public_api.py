@@ -28,7 +28,7 @@ SHIPPED_FAMILIES = {"llama", "mistral", "qwen2", "gpt2", "bert", "roberta", "qwe
                     "ministral",
                     "hunyuan_v1_moe", "dots1",
                     "lfm2", "lfm2_moe",
-                    "granitemoehybrid", "bamba", "falcon_h1",
+                    "granitemoehybrid", "bamba", "falcon_h1", "jamba",
                     "bitnet"}
 
 AUTO_CLASSES_IN_SCOPE = {

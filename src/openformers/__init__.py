@@ -59,6 +59,7 @@ _public(
     "GraniteMoeSharedConfig", "HunYuanDenseV1Config", "ApertusConfig",
     "MinistralConfig", "HunYuanMoEV1Config", "Dots1Config",
     "GraniteMoeHybridConfig",
+    "JambaConfig",
     "BambaConfig",
     "FalconH1Config",
     "StableLmConfig",
@@ -164,6 +165,10 @@ _public(
 _public(
     "openformers.models.bamba",
     "BambaPreTrainedModel", "BambaModel", "BambaForCausalLM",
+)
+_public(
+    "openformers.models.jamba",
+    "JambaPreTrainedModel", "JambaModel", "JambaForCausalLM", "JambaForSequenceClassification",
 )
 _public(
     "openformers.models.falcon_h1",

@@ -1918,6 +1918,128 @@ class BambaConfig(_HybridDecoderFields, PartialRotaryInBothLayouts, PretrainedCo
 
 
 @dataclass
+class JambaConfig(PretrainedConfig):
+    """AI21's Jamba (ai21labs/Jamba-v0.1, AI21-Jamba-Mini-1.5): Llama's decoder without rotary positions whose layers
+    mix their tokens by grouped-query attention (layer i where i % attn_layer_period == attn_layer_offset) or else by
+    Mamba's selective state-space mixer (`mamba_d_state` states, `mamba_d_conv` taps, mamba_expand * hidden_size
+    channels, a time step of `mamba_dt_rank` dimensions ("auto": ceil(hidden_size / 16)), the time step, B and C
+    RMS-normed with weights of their own), each followed by the pre-feed-forward norm and a SwiGLU MLP, or (layer i
+    where i % expert_layer_period == expert_layer_offset, with num_experts > 1) a sparse mixture of `num_experts`
+    experts, `num_experts_per_tok` per token weighted by their softmax probabilities unrenormalized. With
+    `output_router_logits` the causal LM adds `router_aux_loss_coef` times the load-balancing loss. use_mamba_kernels,
+    use_mambapy and use_associative_scan are kept for the files' sake; they change no forward pass here."""
+
+    model_type: ClassVar[str] = "jamba"
+    attribute_map: ClassVar[dict[str, str]] = {"num_local_experts": "num_experts"}
+    attention_bias: ClassVar[bool] = False  # the Llama attention's and MLP's switches: no biases
+    qkv_bias: ClassVar[bool] = False
+    mlp_bias: ClassVar[bool] = False
+
+    vocab_size: int = 65536
+    tie_word_embeddings: bool = False
+    hidden_size: int = 4096
+    intermediate_size: int = 14336
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = 8
+    hidden_act: str = "silu"
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-6
+    use_cache: bool = True
+    output_router_logits: bool = False
+    router_aux_loss_coef: float = 0.001
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    max_position_embeddings: int = 262144
+    attention_dropout: float = 0.0
+    num_experts_per_tok: int = 2
+    num_experts: int = 16
+    expert_layer_period: int = 2
+    expert_layer_offset: int = 1
+    attn_layer_period: int = 8
+    attn_layer_offset: int = 4
+    use_mamba_kernels: bool = True
+    mamba_d_state: int = 16
+    mamba_d_conv: int = 4
+    mamba_expand: int = 2
+    mamba_dt_rank: int | str = "auto"
+    mamba_conv_bias: bool = True
+    mamba_proj_bias: bool = False
+    use_mambapy: bool = False
+    use_associative_scan: bool = True
+
+    num_local_experts = _field_alias("num_experts")
+
+    def __post_init__(self):
+        _pop_alias(self, "num_local_experts", "num_experts")
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.mamba_dt_rank == "auto" and _positive_int(self.hidden_size):
+            self.mamba_dt_rank = -(-self.hidden_size // 16)
+        super().__post_init__()
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def attends(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` is an attention layer (else a Mamba mixer)."""
+        return layer_idx % self.attn_layer_period == self.attn_layer_offset
+
+    def has_mixer(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` holds a Mamba mixer: each layer that does not attend."""
+        return not self.attends(layer_idx)
+
+    def is_sparse(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` runs the experts (the reference's layers_num_experts above 1)."""
+        return self.num_experts > 1 and layer_idx % self.expert_layer_period == self.expert_layer_offset
+
+    @property
+    def layers_block_type(self) -> list[str]:
+        """Each layer's kind under the reference's older names: "attention" or "mamba"."""
+        return ["attention" if self.attends(i) else "mamba" for i in range(self.num_hidden_layers)]
+
+    @property
+    def layer_types(self) -> list[str]:
+        """Each layer's kind, as the reference names them: "full_attention" or "linear_attention" (a Mamba mixer)."""
+        return ["full_attention" if self.attends(i) else "linear_attention" for i in range(self.num_hidden_layers)]
+
+    @property
+    def layers_num_experts(self) -> list[int]:
+        """Each layer's number of experts, 1 for a dense MLP, as the reference lists them."""
+        return [self.num_experts if self.is_sparse(i) else 1 for i in range(self.num_hidden_layers)]
+
+    def mixer_config(self) -> "MambaConfig":
+        """The Mamba config of this model's mixers (models/jamba.JambaMambaMixer builds from it)."""
+        return MambaConfig(
+            vocab_size=self.vocab_size, hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
+            state_size=self.mamba_d_state, conv_kernel=self.mamba_d_conv, expand=self.mamba_expand,
+            time_step_rank=self.mamba_dt_rank, use_bias=self.mamba_proj_bias, use_conv_bias=self.mamba_conv_bias,
+            hidden_act=self.hidden_act, layer_norm_epsilon=self.rms_norm_eps,
+        )
+
+    def validate(self) -> None:
+        _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads", "num_key_value_heads", "max_position_embeddings",
+                               "attn_layer_period", "expert_layer_period", "mamba_d_state", "mamba_d_conv",
+                               "mamba_expand", "mamba_dt_rank")
+        if self.hidden_size % self.num_attention_heads:
+            _invalid("hidden_size", self.hidden_size, f"a multiple of num_attention_heads={self.num_attention_heads}")
+        _check_key_value_heads(self)
+        for offset, period in (("attn_layer_offset", "attn_layer_period"),
+                               ("expert_layer_offset", "expert_layer_period")):
+            value = getattr(self, offset)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < getattr(self, period):
+                _invalid(offset, value, f"an integer in [0, {period}={getattr(self, period)})")
+        if self.hidden_act != "silu":
+            _invalid("hidden_act", self.hidden_act, "'silu' (Jamba's SwiGLU MLP and mixer)")
+        _check_experts(self, "num_experts")
+        _require_positive_numbers(self, "rms_norm_eps")
+        _require_probabilities(self, "attention_dropout")
+
+
+@dataclass
 class FalconH1Config(_HybridDecoderFields, LlamaConfig):
     """TII's Falcon-H1 (tiiuae/Falcon-H1-0.5B ... 34B, Base and Instruct): in every layer grouped-query attention and a
     Mamba-2 mixer read the same normed input side by side and their outputs are summed, then a SwiGLU MLP; with the
@@ -4604,6 +4726,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "granitemoeshared": GraniteMoeSharedConfig,
     "granitemoehybrid": GraniteMoeHybridConfig,
     "bamba": BambaConfig,
+    "jamba": JambaConfig,
     "falcon_h1": FalconH1Config,
     "gemma2": Gemma2Config,
     "gemma3_text": Gemma3TextConfig,

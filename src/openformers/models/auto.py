@@ -22,7 +22,7 @@ from . import phi3
 from . import qwen3
 from . import smollm3
 from . import granite, granitemoe, granitemoehybrid
-from . import bamba, falcon_h1
+from . import bamba, falcon_h1, jamba
 from . import seed_oss
 from . import arcee
 from . import bitnet
@@ -153,6 +153,11 @@ MODEL_CLASSES = {
     "bamba": (bamba, {  # Mamba-2 and attention layers, each with a SwiGLU MLP; the reference's two classes
         "base": "BambaModel",
         "causal-lm": "BambaForCausalLM",
+    }),
+    "jamba": (jamba, {  # Mamba and attention layers, each with an MLP or experts; the reference's three classes
+        "base": "JambaModel",
+        "causal-lm": "JambaForCausalLM",
+        "sequence-classification": "JambaForSequenceClassification",
     }),
     "falcon_h1": (falcon_h1, {  # attention and a Mamba-2 mixer side by side in every layer; the same two classes
         "base": "FalconH1Model",

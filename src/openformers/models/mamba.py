@@ -153,6 +153,15 @@ def causal_conv(conv1d: nn.Conv1d, h: torch.Tensor, conv_state: torch.Tensor | N
     return out, window[..., -K:]
 
 
+def product_then_bias(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """linear(x), its bias added after the product is rounded: what torch computes for a non-contiguous input, such
+    as the reference mixers' transposed scan output (in bfloat16 other bits than the fused product and bias). A layer
+    without float weights (quantized) or not a linear one (LoRA's) runs as it is."""
+    if not isinstance(linear, nn.Linear) or linear.bias is None or not linear.weight.is_floating_point():
+        return linear(x)
+    return F.linear(x, linear.weight) + linear.bias
+
+
 def selective_scan(state: torch.Tensor, dA: torch.Tensor, dBx: torch.Tensor) -> torch.Tensor:
     """The scan's states after each position: h_t = dA_t * h_(t-1) + dBx_t from `state` (B, D, N), over the
     (B, T, D, N) dA and dBx; returns (B, T, D, N)."""
@@ -190,7 +199,7 @@ class MambaMixer(nn.Module):
         h, conv_state = causal_conv(self.conv1d, h, None if state is None else state[0])
         h = masked(self.act(h).to(dtype).transpose(1, 2), mask)  # (B, T, D)
         dt, b, c = self.normalized(*torch.split(self.x_proj(h), self.sizes, dim=-1))
-        dt = F.softplus(self.dt_proj(dt)).float()  # (B, T, D): softplus in the model's dtype, as the reference's
+        dt = F.softplus(self.widened(dt)).float()  # (B, T, D): softplus in the model's dtype, as the reference's
         A = -torch.exp(self.A_log.float())  # (D, N)
         dA = torch.exp(dt[..., None] * A)  # (B, T, D, N)
         dBx = dt[..., None] * b[:, :, None, :].float() * h[..., None].float()
@@ -200,11 +209,15 @@ class MambaMixer(nn.Module):
         y = (y + h * self.D.float()) * F.silu(z.transpose(1, 2))
         if cache is not None:
             cache.store(self.layer_idx, conv_state, states[:, -1], T)
-        return self.out_proj(y.to(dtype))
+        return product_then_bias(self.out_proj, y.to(dtype))
 
     def normalized(self, dt: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
         """The time step (B, T, time_step_rank), B and C (B, T, state_size) as the scan takes them: as projected."""
         return dt, b, c
+
+    def widened(self, dt: torch.Tensor) -> torch.Tensor:
+        """The time step (B, T, D) before softplus: dt_proj of the normalized one, its bias added in the product."""
+        return self.dt_proj(dt)
 
 
 class MambaBlock(nn.Module):
@@ -245,9 +258,8 @@ class MambaPreTrainedModel(PreTrainedModel):
         if not isinstance(module, MambaMixer):
             return
         config = self.config
-        D, N = module.A_log.shape
-        module.A_log.copy_(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).expand(D, N))
-        module.D.fill_(1.0)
+        init_a_and_d(module)
+        D = module.D.shape[0]
         scale = config.time_step_rank**-0.5 * config.time_step_scale
         if config.time_step_init_scheme == "constant":
             nn.init.constant_(module.dt_proj.weight, scale)
@@ -255,6 +267,14 @@ class MambaPreTrainedModel(PreTrainedModel):
             nn.init.uniform_(module.dt_proj.weight, -scale, scale)
         module.dt_proj.bias.copy_(time_step_bias(D, config))
         init_conv_and_out_proj(module, config)
+
+
+def init_a_and_d(module: MambaMixer) -> None:
+    """A mixer's A = 1..state_size in each channel (A_log their logarithms) and D = 1, as the reference's init sets
+    them (Mamba's, Falcon-Mamba's, Jamba's)."""
+    D, N = module.A_log.shape
+    module.A_log.copy_(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).expand(D, N))
+    module.D.fill_(1.0)
 
 
 def time_step_bias(n: int, config) -> torch.Tensor:

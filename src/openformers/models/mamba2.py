@@ -39,10 +39,12 @@ from .layers import ACTIVATIONS, RMSNorm
 from .mamba import (
     MambaBlock,
     MambaForCausalLM,
+    MambaMixer,
     MambaModel,
     MambaPreTrainedModel,
     causal_conv,
     gguf_state_space_values,
+    init_a_and_d,
     init_conv_and_out_proj,
     masked,
     state_cache,
@@ -237,7 +239,8 @@ class Mamba2Mixer(nn.Module):
 
 class HybridMixers:
     """What a decoder with Mamba-2 mixers among or beside its attention shares (Granite 4's hybrids, Bamba, Falcon-H1;
-    its config says which layers attend, `attends(i)`, and which hold a mixer, `has_mixer(i)`): the HybridCache it
+    Jamba, with Mamba's mixers; its config says which layers attend, `attends(i)`, and which hold a mixer,
+    `has_mixer(i)`): the HybridCache it
     decodes with, its forward's cache resolved by mamba.state_cache, and the reference's init of a new mixer."""
 
     def new_cache(self) -> HybridCache:
@@ -250,18 +253,22 @@ class HybridMixers:
         return state_cache(past_key_values, cache, use_cache, self)
 
     def _init_weights(self, module: nn.Module) -> None:
-        """The family's init, then per mixer A = 1..heads, D = 1 and dt_bias = 1, as the reference's hybrids do."""
+        """The family's init, then per Mamba-2 mixer A = 1..heads, D = 1 and dt_bias = 1, as the reference's hybrids
+        do; per Mamba mixer (Jamba's) A = 1..state_size in each channel and D = 1."""
         super()._init_weights(module)
         if isinstance(module, Mamba2Mixer):
             H = module.A_log.shape[0]
             module.A_log.copy_(torch.log(torch.arange(1, H + 1, dtype=torch.float32)))
             module.D.fill_(1.0)
             module.dt_bias.fill_(1.0)
+        elif isinstance(module, MambaMixer):
+            init_a_and_d(module)
 
 
 class MixerOrAttentionLayer(nn.Module):
     """A layer mixing its tokens by a Mamba-2 mixer (`mamba`) or by attention (`self_attn`), the other None (Granite
-    4's hybrids, Bamba); `HybridMixerLayers.layer_inputs` gives a mixer layer its tokens' padding mask as `mask`."""
+    4's hybrids, Bamba; Jamba's a Mamba mixer); `HybridMixerLayers.layer_inputs` gives a mixer layer its tokens'
+    padding mask as `mask`."""
 
     def mix_tokens(self, x, cos, sin, mask, cache, attention_path):
         """The mixer's or the attention's output for the normed x, and the attention weights (None for a mixer)."""

@@ -82,14 +82,16 @@ def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: Mixtral
     return rename(llama.convert_gguf_state_dict(state_dict, config), {"ffn_gate_inp": "block_sparse_moe.gate"})
 
 
-def split_fused_experts(state_dict: dict[str, torch.Tensor], block: str, names: tuple[str, str, str]) -> dict:
+def split_fused_experts(state_dict: dict[str, torch.Tensor], block: str, names: tuple[str, str, str],
+                        fused_block: str = "mlp") -> dict:
     """A checkpoint holding the experts as the reference holds them in memory (`X.mlp.experts.gate_up_proj`
-    (E, 2I, C), `X.mlp.experts.down_proj` (E, C, I), the router `X.mlp.gate.weight`), under the names the reference
-    saves: `X.{block}.experts.{e}.{gate, up, down name}.weight` and `X.{block}.gate.weight`. Others pass unchanged."""
+    (E, 2I, C), `X.mlp.experts.down_proj` (E, C, I), the router `X.mlp.gate.weight`; Jamba's under `feed_forward`,
+    its `fused_block`), under the names the reference saves: `X.{block}.experts.{e}.{gate, up, down name}.weight` and
+    `X.{block}.gate.weight`. Others pass unchanged."""
     gate, up, down = names
     out = {}
     for key, t in state_dict.items():
-        prefix, _, rest = key.partition(".mlp.")
+        prefix, _, rest = key.partition(f".{fused_block}.")
         if rest == "experts.gate_up_proj":
             for e, w in enumerate(t):
                 w_gate, w_up = w.chunk(2)
@@ -283,12 +285,17 @@ class MixtralDecoderLayer(nn.Module):
     def feed_forward(self, x: torch.Tensor, router_logits: list | None) -> torch.Tensor:
         """The feed-forward part's output on the normed `x`; a sparse block's router scores are appended to
         `router_logits` when it is a list."""
-        h = getattr(self, self.feed_forward_name)(x)
-        if isinstance(h, tuple):  # a sparse block's output and router scores (a dense MLP's output alone)
-            h, scores = h
-            if router_logits is not None:
-                router_logits.append(scores)
-        return h
+        return routed(getattr(self, self.feed_forward_name)(x), router_logits)
+
+
+def routed(h: torch.Tensor | tuple, router_logits: list | None) -> torch.Tensor:
+    """A feed-forward part's output `h`: a dense MLP's output, or a sparse block's output and router scores, the
+    scores appended to `router_logits` when it is a list (Mixtral's layers, Jamba's)."""
+    if isinstance(h, tuple):
+        h, scores = h
+        if router_logits is not None:
+            router_logits.append(scores)
+    return h
 
 
 class MixtralPreTrainedModel(llama.LlamaPreTrainedModel):

@@ -881,6 +881,7 @@ _CLASS_OF_MODEL_TYPE = {
     "granite": "TokenizersBackend",  # whatever class its folders name (GPT2Tokenizer)
     "granitemoe": "TokenizersBackend", "granitemoeshared": "TokenizersBackend",  # as Granite's
     "granitemoehybrid": "TokenizersBackend",  # Granite 4's folders name GPT2Tokenizer
+    "jamba": "TokenizersBackend",  # Jamba's folders name LlamaTokenizer, which the reference overrides
     "cohere": "CohereTokenizer", "cohere2": "CohereTokenizer",
     "nemotron": "TokenizersBackend",  # Nemotron's folders name LlamaTokenizer or PreTrainedTokenizerFast
     "ernie4_5": "TokenizersBackend", "ernie4_5_moe": "TokenizersBackend",  # over the remote-code class they name
