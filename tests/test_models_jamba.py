@@ -10,7 +10,8 @@ and without checkpointing; saving both ways, the files holding the reference's t
 load-balancing loss; bfloat16 as the reference's; and in their HybridCache forms cached decoding, a left-padded batch
 against its rows alone (and the reference's batch), sampled sequences, and the refusals (a DynamicCache, a static
 cache, assisted decoding, the server, the CPU kernel). Also a model without experts (num_experts 1), a file holding
-the reference's fused experts, the config's defaults, layer kinds and refusals, and the tokenizer class.
+the reference's fused experts, the config's defaults, layer kinds and refusals, the tokenizer class, and GGUF files
+of llama.cpp's "jamba" architecture.
 """
 
 import json
@@ -25,6 +26,8 @@ from decoder_parity import (
     assert_config_refuses_by_name,
     assert_metaspace_bpe_folder_tokenizes_as_the_reference,
     assert_outputs_close,
+    finish_gguf,
+    llama_cpp_tensors,
     load_quietly,
     load_saved,
     outputs_of,
@@ -177,3 +180,81 @@ def test_tokenizer_of_a_jamba_folder_is_the_references(tokenizer_class, tmp_path
          "unk_token": "<|unk|>", "pad_token": "<|pad|>"},
         "Jamba says hello, 2024 café")
     assert name == "TokenizersBackend"
+
+
+# GGUF files as llama.cpp's converter writes them (convert_hf_to_gguf.py JambaModel): architecture "jamba", the
+# key/value head count per layer (0 for a Mamba layer), Mamba's ssm.* metadata, the expert counts, the experts stacked
+# per projection (ffn_gate_exps, ffn_up_exps, ffn_down_exps), A as -exp(A_log), the squeezed convolution, and the
+# query and key rows as they are.
+
+GGUF_NAMES = {
+    "model.embed_tokens": "token_embd", "model.final_layernorm": "output_norm", "lm_head": "output",
+    "model.layers.": "blk.", "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "pre_ff_layernorm": "ffn_norm",
+    "feed_forward.router": "ffn_gate_inp", "feed_forward.gate_proj": "ffn_gate", "feed_forward.up_proj": "ffn_up",
+    "feed_forward.down_proj": "ffn_down", "feed_forward.experts.down_proj": "ffn_down_exps.weight",
+    "mamba.in_proj": "ssm_in", "mamba.conv1d": "ssm_conv1d", "mamba.x_proj": "ssm_x", "mamba.dt_proj": "ssm_dt",
+    "mamba.dt_layernorm": "ssm_dt_norm", "mamba.b_layernorm": "ssm_b_norm", "mamba.c_layernorm": "ssm_c_norm",
+    "mamba.A_log": "ssm_a", "mamba.D": "ssm_d", "mamba.out_proj": "ssm_out",
+}
+
+
+def _write_gguf(path, reference, kv_heads=None):
+    import gguf
+
+    config = reference.config
+    writer = gguf.GGUFWriter(str(path), "jamba")
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(kv_heads or [config.num_key_value_heads if kind == "attention" else 0
+                                          for kind in config.layers_block_type])
+    writer.add_ssm_conv_kernel(config.mamba_d_conv)
+    writer.add_ssm_inner_size(config.mamba_expand * config.hidden_size)
+    writer.add_ssm_state_size(config.mamba_d_state)
+    writer.add_ssm_time_step_rank(config.mamba_dt_rank)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_expert_count(config.num_experts)
+    writer.add_expert_used_count(config.num_experts_per_tok)
+    writer.add_eos_token_id(2)
+    for name, gguf_name, tensor in llama_cpp_tensors(reference, GGUF_NAMES):
+        if name.endswith("experts.gate_up_proj"):  # the reference's fused halves: llama.cpp's two stacks
+            layer = name.split(".")[2]
+            for half, stack in zip(("gate", "up"), tensor.chunk(2, dim=1)):
+                writer.add_tensor(f"blk.{layer}.ffn_{half}_exps.weight", stack.contiguous().numpy())
+            continue
+        if name.endswith("A_log"):
+            tensor = -torch.exp(tensor)
+        elif name.endswith("conv1d.weight"):
+            tensor = tensor.squeeze(1)
+        writer.add_tensor(gguf_name, tensor.contiguous().numpy())
+    finish_gguf(writer)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@torch.inference_mode()
+def test_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_path):
+    reference = _reference(num_hidden_layers=4, **VARIANTS[variant])
+    _write_gguf(tmp_path / "jamba.gguf", reference)
+    model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path / "jamba.gguf")
+    assert type(model) is JambaForCausalLM
+    config, theirs = model.config, reference.config
+    assert config.layers_block_type == list(theirs.layers_block_type)
+    assert config.layers_num_experts == list(theirs.layers_num_experts)
+    for key in ("num_key_value_heads", "mamba_d_state", "mamba_d_conv", "mamba_expand", "mamba_dt_rank",
+                "mamba_conv_bias", "mamba_proj_bias", "num_experts", "num_experts_per_tok", "tie_word_embeddings"):
+        assert getattr(config, key) == getattr(theirs, key), key
+    inputs = {**_inputs(), "output_router_logits": True}
+    assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "GGUF")
+    model.save_pretrained(tmp_path / "saved")
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "saved").eval()
+    assert_outputs_close(outputs_of(reloaded, inputs), outputs_of(reference, inputs), "GGUF saved")
+
+
+def test_gguf_layers_that_do_not_repeat_are_refused(tmp_path):
+    """Attention in layers 0, 1 and 3 of four: no period and offset give them, and the file is refused by name."""
+    _write_gguf(tmp_path / "jamba.gguf", _reference(num_hidden_layers=4), kv_heads=[2, 2, 0, 2])
+    with pytest.raises(ValueError, match=r"jamba.gguf has layers \[0, 1, 3\] by jamba.attention.head_count_kv"):
+        AutoModelForCausalLM.from_pretrained(tmp_path / "jamba.gguf")

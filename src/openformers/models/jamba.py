@@ -17,22 +17,132 @@ and `down_proj`, as the reference saves them (a file holding its in-memory fused
 Decoding keeps a `generation.HybridCache` (mamba2.HybridMixers): the attention layers' keys and values, the Mamba
 layers' convolution and scan states; greedy, beam and sampled generation work, and since the states cannot go back,
 assisted decoding, static caches and the server are refused. The reference has a base model, a causal LM (router
-scores and the load-balancing loss with output_router_logits) and a sequence classifier, and so does this file. The
-CPU decoding kernel refuses the model type.
+scores and the load-balancing loss with output_router_logits) and a sequence classifier, and so does this file.
+
+GGUF files of llama.cpp's "jamba" architecture load here: `jamba.attention.head_count_kv` per layer (0 for a Mamba
+layer) and the layers holding a router (`ffn_gate_inp`) give the two periods and offsets, Mamba's `ssm.*` metadata
+the mixer's sizes; the tensors are Mamba's (`ssm_a` as A = -exp(A_log), the squeezed convolution) with the norms
+`ssm_dt_norm`, `ssm_b_norm` and `ssm_c_norm`, the experts stacked per projection (`ffn_gate_exps`...) and the
+queries and keys unpermuted (the converter writes them as they are). The CPU decoding kernel refuses the model type.
 """
 
 import torch
 from torch import nn
 
-from ..configs import JambaConfig
+from ..configs import GGUF_CONFIG_READERS, JambaConfig
+from ..weights import rename
+from . import mamba2
 from .base import PreTrainedModel, token_embeddings
+from .gpt_neox import gguf_required
 from .heads import SequenceClassification
 from .layers import RMSNorm
 from .llama import LlamaAttention, LlamaMLP
-from .mamba import MambaMixer, product_then_bias
+from .mamba import MambaMixer, gguf_state_space_values, mixers_from_gguf, product_then_bias
 from .mamba2 import HybridMixerLayers, MixerOrAttentionLayer
-from .mixtral import MixtralModel, MixtureOfExperts, MoeCausalLM, Router, mix_experts, routed, split_fused_experts
+from .mixtral import (
+    MixtralModel,
+    MixtureOfExperts,
+    MoeCausalLM,
+    Router,
+    mix_experts,
+    routed,
+    split_fused_experts,
+    split_gguf_experts,
+)
 from .qwen3_moe import Qwen3MoeMLP
+
+
+def config_from_gguf(gguf, **overrides) -> JambaConfig:
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "jamba" architecture: Mamba's values (mamba.py) under
+    Jamba's names, the attention and the experts' periods and offsets from the layers that attend and those that
+    route, the biases the first Mamba layer's tensors show."""
+    arch = "jamba"
+    values = gguf_state_space_values(gguf, arch)
+    layers, hidden = values["num_hidden_layers"], values["hidden_size"]
+    inner = gguf_required(gguf, f"{arch}.ssm.inner_size")
+    if inner % hidden:
+        raise ValueError(f"{gguf.path} has {arch}.ssm.inner_size={inner}, not a multiple of "
+                         f"{arch}.embedding_length={hidden}, which Jamba's mamba_expand needs.")
+    kv_heads = mamba2.gguf_attending_layers(gguf, arch, layers, gguf_required(gguf, f"{arch}.attention.head_count_kv"))
+    names = set(gguf.tensor_names)
+    attn_offset, attn_period = _offset_and_period(gguf, [i for i, n in enumerate(kv_heads) if n], layers,
+                                                  f"{arch}.attention.head_count_kv")
+    expert_offset, expert_period = _offset_and_period(
+        gguf, [i for i in range(layers) if f"blk.{i}.ffn_gate_inp.weight" in names], layers, "ffn_gate_inp")
+    first = f"blk.{next((i for i, n in enumerate(kv_heads) if not n), 0)}"
+    heads = gguf_required(gguf, f"{arch}.attention.head_count")
+    values.update(
+        architectures=["JambaForCausalLM"],
+        mamba_d_state=values.pop("state_size"),
+        mamba_d_conv=values.pop("conv_kernel"),
+        rms_norm_eps=values.pop("layer_norm_epsilon"),
+        mamba_expand=inner // hidden,
+        mamba_dt_rank=gguf_required(gguf, f"{arch}.ssm.time_step_rank"),
+        mamba_conv_bias=f"{first}.ssm_conv1d.bias" in names,
+        mamba_proj_bias=f"{first}.ssm_in.bias" in names,
+        intermediate_size=gguf_required(gguf, f"{arch}.feed_forward_length"),
+        max_position_embeddings=gguf.get(f"{arch}.context_length", JambaConfig.max_position_embeddings),
+        num_attention_heads=heads,
+        num_key_value_heads=max(kv_heads) or heads,
+        attn_layer_offset=attn_offset, attn_layer_period=attn_period,
+        expert_layer_offset=expert_offset, expert_layer_period=expert_period,
+        num_experts=gguf.get(f"{arch}.expert_count", 1),
+        num_experts_per_tok=gguf.get(f"{arch}.expert_used_count", 1),
+    )
+    del values["use_conv_bias"], values["use_bias"]
+    return JambaConfig.from_dict(values, **overrides)
+
+
+GGUF_CONFIG_READERS["jamba"] = config_from_gguf
+
+
+def _offset_and_period(gguf, indices: list[int], layers: int, source: str) -> tuple[int, int]:
+    """The (offset, period) whose layers i % period == offset are `indices` of `layers` (none: a period past the
+    last layer), or a ValueError naming the file and `source` when they do not repeat so."""
+    if not indices:
+        return layers, layers + 1
+    offset, period = indices[0], indices[1] - indices[0] if len(indices) > 1 else layers
+    if [i for i in range(layers) if i % period == offset] != indices:
+        raise ValueError(f"{gguf.path} has layers {indices} by {source}, which do not repeat with one period from "
+                         "the first, as Jamba's layer kinds do.")
+    return offset, period
+
+
+# llama.cpp name part -> Hugging Face name part.
+GGUF_RENAMES = {
+    "token_embd": "model.embed_tokens",
+    "blk": "model.layers",
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ssm_in": "mamba.in_proj",
+    "ssm_conv1d": "mamba.conv1d",
+    "ssm_x": "mamba.x_proj",
+    "ssm_dt_norm": "mamba.dt_layernorm",
+    "ssm_dt": "mamba.dt_proj",
+    "ssm_b_norm": "mamba.b_layernorm",
+    "ssm_c_norm": "mamba.c_layernorm",
+    "ssm_a": "mamba.A_log",
+    "ssm_d": "mamba.D",
+    "ssm_out": "mamba.out_proj",
+    "ffn_norm": "pre_ff_layernorm",
+    "ffn_gate_inp": "feed_forward.router",
+    "ffn_gate": "feed_forward.gate_proj",
+    "ffn_up": "feed_forward.up_proj",
+    "ffn_down": "feed_forward.down_proj",
+    "output_norm": "model.final_layernorm",
+    "output": "lm_head",
+}
+EXPERT_NAMES = {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
+
+
+def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: JambaConfig) -> dict[str, torch.Tensor]:
+    """The experts split out (mixtral.split_gguf_experts), the names renamed, the mixers' A_log and convolution
+    back in the checkpoints' form (mamba.mixers_from_gguf)."""
+    state_dict = split_gguf_experts(state_dict, "feed_forward", EXPERT_NAMES)
+    return mixers_from_gguf(rename(state_dict, GGUF_RENAMES), "mamba")
 
 
 class JambaMambaMixer(MambaMixer):
@@ -94,6 +204,7 @@ class JambaDecoderLayer(MixerOrAttentionLayer):
 
 class JambaPreTrainedModel(HybridMixerLayers, PreTrainedModel):
     config_class = JambaConfig
+    convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
     rotates = False  # no rotary positions: an attention layer takes the mask alone
 
     @staticmethod

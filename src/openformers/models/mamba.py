@@ -100,11 +100,16 @@ GGUF_RENAMES = {
 def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: MambaConfig) -> dict[str, torch.Tensor]:
     """Rename llama.cpp tensors to Hugging Face names; A back to A_log (llama.cpp stores -exp(A_log)) and the
     convolution's (D, conv_kernel) weight back to the checkpoints' (D, 1, conv_kernel)."""
-    state_dict = rename(state_dict, GGUF_RENAMES)
+    return mixers_from_gguf(rename(state_dict, GGUF_RENAMES), "mixer")
+
+
+def mixers_from_gguf(state_dict: dict[str, torch.Tensor], mixer: str) -> dict[str, torch.Tensor]:
+    """A renamed GGUF state dict with each mixer's (its modules named `mixer`: Mamba's `mixer`, Jamba's `mamba`)
+    A_log back from llama.cpp's A = -exp(A_log) and its convolution's (D, conv_kernel) weight back to (D, 1, K)."""
     for name, tensor in state_dict.items():
-        if name.endswith(".mixer.A_log"):
+        if name.endswith(f".{mixer}.A_log"):
             state_dict[name] = torch.log(-tensor)
-        elif name.endswith(".mixer.conv1d.weight"):
+        elif name.endswith(f".{mixer}.conv1d.weight"):
             state_dict[name] = tensor.reshape(tensor.shape[0], 1, -1)
     return state_dict
 
