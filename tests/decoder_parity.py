@@ -405,6 +405,106 @@ def assert_kernel_steps_and_generates_as_the_reference(model, reference, ids):
 # GGUF files as llama.cpp's converter writes them.
 
 
+def assert_experts_packed_alone(model, float_model, quantization: str):
+    """Every stack of experts' matrices that `float_model`'s modules name in `expert_stacks` is, in the quantized
+    `model`, a kernels.PackedExperts holding for each expert what quantizing that expert's (out, in) matrix alone
+    as a linear layer gives; the rest of those modules (gpt-oss's experts' biases) as in `float_model`."""
+    from openformers.kernels import Linear, PackedExperts
+
+    stacks = 0
+    for name, module in float_model.named_modules():
+        for stack_name, transposed in getattr(module, "expert_stacks", {}).items():
+            packed = model.get_submodule(f"{name}.{stack_name}")
+            assert isinstance(packed, PackedExperts) and not packed.training, name
+            for e, matrix in enumerate(getattr(module, stack_name).detach()):
+                matrix = matrix.T if transposed else matrix
+                linear = torch.nn.Linear(matrix.shape[1], matrix.shape[0], bias=False)
+                linear.weight.data = matrix.contiguous()
+                alone = Linear.from_linear(linear, quantization)
+                assert torch.equal(packed.weight[e], alone.weight) and torch.equal(packed.scale[e], alone.scale)
+            stacks += 1
+            for other, parameter in module.named_parameters(recurse=False):
+                if other in module.expert_stacks:
+                    continue
+                assert torch.equal(model.get_submodule(name).get_parameter(other), parameter), f"{name}.{other}"
+    assert stacks
+
+
+def dequantized_copy(model, float_model, quantization: str):
+    """A copy of `float_model` holding the weights `model` (`float_model` quantized) holds, unpacked: its linear
+    layers' as `model` unpacks them, its experts' stacks each expert's matrix packed alone and unpacked (what
+    assert_experts_packed_alone finds in `model`), transposed back where the module stores them (experts, in,
+    out)."""
+    import copy
+
+    from openformers.kernels import Linear
+
+    rebuilt = copy.deepcopy(float_model)
+    for name, module in rebuilt.named_modules():
+        for stack_name, transposed in getattr(module, "expert_stacks", {}).items():
+            stack = getattr(module, stack_name)
+            for e, matrix in enumerate(stack.detach()):
+                matrix = matrix.T if transposed else matrix
+                linear = torch.nn.Linear(matrix.shape[1], matrix.shape[0], bias=False)
+                linear.weight.data = matrix.contiguous()
+                unpacked = Linear.from_linear(linear, quantization).dequantized(torch.float32)
+                stack.data[e] = unpacked.T if transposed else unpacked
+        packed = model.get_submodule(name)
+        if isinstance(packed, Linear) and packed.scale is not None:
+            module.weight.data = packed.dequantized(torch.float32)
+    return rebuilt
+
+
+def assert_quantized_products_are_the_unpacked_weights(model, float_model, quantization: str, ids, block: str,
+                                                      monkeypatch):
+    """The quantized `model`'s logits on the plain path in float32 (no kernel, no bfloat16 products): those of
+    `float_model` holding its unpacked weights (dequantized_copy). Its sparse block `block` (a module name) on a
+    batch of hidden states, through the kernel's products (matvec for an expert's few rows, prompt_product for
+    more), which round each input to int8 steps per 32: the plain path given those rounded inputs (test_kernels's
+    plain_path_rounds_inputs). A block rather than the logits: where the kernel's rounding and PyTorch's differ in a
+    last bit, a step moves, which the tiny model's layers amplify (up to 1e-2 in its logits). In training, the
+    gradients reaching the inputs: those of the unpacked weights."""
+    from openformers.kernels import library
+    from openformers.kernels import linear as linear_module
+    from test_kernels import counted_matvecs, plain_path_rounds_inputs
+
+    assert openformers.kernels.build()
+    monkeypatch.setattr(linear_module, "BFLOAT16_PROMPT_PRODUCTS", False)
+    sparse = model.get_submodule(block)
+    x = torch.randn(3, 30, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    rebuilt = dequantized_copy(model, float_model, quantization)
+    with torch.inference_mode():
+        calls = counted_matvecs(monkeypatch)
+        fast = sparse(x)[0]
+        assert calls  # the experts' products went to the kernel
+        with monkeypatch.context() as patch:
+            patch.setattr(library, "loaded", lambda: False)
+            plain = model(ids).logits
+            torch.testing.assert_close(plain, rebuilt(ids).logits, atol=1e-5, rtol=1e-5)
+            plain_path_rounds_inputs(patch)
+            rounded = sparse(x)[0]
+    torch.testing.assert_close(fast, rounded, atol=1e-5, rtol=1e-5)
+    # In training the packed products unpack their weights (kernel_rows 0) and pass gradients to their inputs
+    # (QLoRA's path): the inputs' gradients are those of the unpacked weights'.
+    grads = []
+    for trained in (model, rebuilt):
+        embeds = trained.get_input_embeddings()(ids).detach().requires_grad_()
+        trained.train()(inputs_embeds=embeds, labels=ids).loss.backward()
+        trained.eval()
+        grads.append(embeds.grad)
+    torch.testing.assert_close(*grads, atol=1e-5, rtol=1e-4)
+
+
+def assert_quantized_generation_is_its_greedy_chain(model, ids, steps: int = 5):
+    """Greedy generation (cached decoding) gives the tokens that the full forward's argmax picks one at a time."""
+    with torch.inference_mode():
+        generated = model.generate(ids, max_new_tokens=steps, do_sample=False)
+        chain = ids
+        for _ in range(steps):
+            chain = torch.cat([chain, model(chain).logits[:, -1:].argmax(-1)], dim=1)
+    assert torch.equal(generated, chain)
+
+
 def add_decoder_metadata(writer, config):
     """The sizes, rope base and end token (id 2) of a Llama-style decoder, as `<arch>.*` metadata; the norm's epsilon
     is the family's to add."""

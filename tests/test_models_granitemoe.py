@@ -22,8 +22,11 @@ import openformers
 from decoder_parity import (
     add_decoder_metadata,
     assert_bfloat16_matches_the_reference,
+    assert_experts_packed_alone,
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
+    assert_quantized_generation_is_its_greedy_chain,
+    assert_quantized_products_are_the_unpacked_weights,
     assert_same_attributes,
     assert_training_step_matches,
     finish_gguf,
@@ -239,6 +242,34 @@ GGUF_NAMES = {
 }
 GGUF_HALVES = {"block_sparse_moe.experts.gate_up_proj": ("ffn_gate_exps", "ffn_up_exps"),
                "shared_mlp.input_linear.weight": ("ffn_gate_shexp", "ffn_up_shexp")}
+
+
+@pytest.mark.parametrize("quantization, overrides", [
+    ("int8", {}), ("int4", dict(intermediate_size=32)), ("int8", dict(shared_intermediate_size=40))])
+def test_quantization_packs_each_experts_matrices_alone(quantization, overrides, tmp_path, monkeypatch):
+    """int8 and int4 pack the stacked experts (`input_linear`, `output_linear`) too, each expert's matrix as
+    quantizing it alone gives (kernels.PackedExperts); the logits are those of the unpacked weights on the plain
+    path, the sparse block's through the kernel's products those of the plain path with their rounded inputs, and
+    near the float model's; greedy generation runs, cached, and gives the full forward's picks. With a shared
+    expert, as Granite MoE's."""
+    shared = "shared_intermediate_size" in overrides
+    reference = _shared_reference(**overrides) if shared else _reference(**overrides)
+    float_model = load_saved(reference, tmp_path)
+    model = load_quietly(lambda f: AutoModelForCausalLM.from_pretrained(f, quantization=quantization), tmp_path)
+    assert_experts_packed_alone(model, float_model, quantization)
+    ids = _ids(2, 20, seed=5)
+    block = "model.layers.1.block_sparse_moe"
+    assert_quantized_products_are_the_unpacked_weights(model, float_model, quantization, ids, block, monkeypatch)
+    with torch.inference_mode():
+        error = (model(ids).logits - float_model(ids).logits).abs().max() / float_model(ids).logits.abs().max()
+    assert error < {"int8": 0.1, "int4": 0.5}[quantization]
+    assert_quantized_generation_is_its_greedy_chain(model, ids[:1, :6])
+
+
+def test_int4_refuses_experts_whose_inputs_are_not_groups_of_32(tmp_path):
+    load_saved(_reference(), tmp_path)  # intermediate_size 24: output_linear's experts take 24 inputs
+    with pytest.raises(ValueError, match="these experts' matrices have 24 inputs; use quantization='int8'"):
+        AutoModelForCausalLM.from_pretrained(tmp_path, quantization="int4")
 
 
 def _write_gguf(path, reference, expert_count=True):

@@ -18,6 +18,9 @@ import torch
 import openformers
 from decoder_parity import (
     add_decoder_metadata,
+    assert_experts_packed_alone,
+    assert_quantized_generation_is_its_greedy_chain,
+    assert_quantized_products_are_the_unpacked_weights,
     assert_bfloat16_matches_the_reference,
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
@@ -179,38 +182,116 @@ def test_mxfp4_dequantizes_as_the_reference(dtype):
     assert torch.equal(got, expected)
 
 
-@torch.inference_mode()
-def test_a_folder_of_the_released_mxfp4_layout_loads(tmp_path):
-    """The experts' matrices stored as `*_blocks` and `*_scales` with quantization_config mxfp4: dequantized at load
-    to the reference's values (its weights set to the dequantized matrices), and saved back as floats without the
-    quantization_config, which the reference loads."""
+def _write_mxfp4_folder(folder, reference):
+    """`reference` saved to `folder` in the released layout: the experts' matrices as random MXFP4 `*_blocks` and
+    `*_scales` (magnitudes up to 6 * 2 ** -5, as the reference's drawn weights) with quantization_config mxfp4, the
+    reference's experts set to the values they hold (the reference's own dequantizing)."""
     from safetensors.torch import load_file, save_file
     from transformers.integrations.mxfp4 import convert_moe_packed_tensors
 
-    reference = _reference(**TestGptOss.VARIANTS["yarn-clamped"])
-    reference.save_pretrained(tmp_path)
-    tensors = load_file(tmp_path / "model.safetensors")
+    reference.save_pretrained(folder)
+    tensors = load_file(folder / "model.safetensors")
     config = reference.config
     E, C, I = config.num_local_experts, config.hidden_size, config.intermediate_size
     for i in range(config.num_hidden_layers):
         experts = reference.model.layers[i].mlp.experts
         for seed, (name, rows, columns) in enumerate((("gate_up_proj", 2 * I, C), ("down_proj", C, I))):
-            # weights of magnitudes up to 6 * 2 ** -5, as the reference's drawn ones
             blocks, scales = _random_mxfp4(E, rows, columns // 32, seed=10 * i + seed, exponents=(118, 123))
             key = f"model.layers.{i}.mlp.experts.{name}"
             del tensors[key]
             tensors[key + "_blocks"], tensors[key + "_scales"] = blocks, scales
-            getattr(experts, name).copy_(convert_moe_packed_tensors(blocks, scales, dtype=torch.float32))
-    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    values = json.loads((tmp_path / "config.json").read_text())
+            with torch.no_grad():
+                getattr(experts, name).copy_(convert_moe_packed_tensors(blocks, scales, dtype=torch.float32))
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    values = json.loads((folder / "config.json").read_text())
     values["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn"]}
-    (tmp_path / "config.json").write_text(json.dumps(values))
+    (folder / "config.json").write_text(json.dumps(values))
+
+
+@torch.inference_mode()
+def test_a_folder_of_the_released_mxfp4_layout_loads(tmp_path):
+    """The experts' matrices stored as `*_blocks` and `*_scales` with quantization_config mxfp4: dequantized at load
+    to the reference's values (its weights set to the dequantized matrices), and saved back as floats without the
+    quantization_config, which the reference loads."""
+    reference = _reference(**TestGptOss.VARIANTS["yarn-clamped"])
+    _write_mxfp4_folder(tmp_path, reference)
     model = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
     assert "quantization_config" not in model.config.to_dict()
     assert_outputs_close(outputs_of(model, _inputs()), outputs_of(reference, _inputs()), "MXFP4 folder")
     model.save_pretrained(tmp_path / "saved")
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "saved")
     assert_outputs_close(outputs_of(reloaded.eval(), _inputs()), outputs_of(reference, _inputs()), "saved back")
+
+
+def _quantized(folder, quantization):
+    return load_quietly(lambda f: AutoModelForCausalLM.from_pretrained(f, quantization=quantization), folder)
+
+
+@pytest.mark.parametrize("quantization", ["int8", "int4"])
+def test_quantization_packs_each_experts_matrices_alone(tiny_folder, quantization, monkeypatch):
+    """int8 and int4 pack the experts' stacks too (kernels.PackedExperts): each expert's matrix as quantizing it
+    alone gives, its biases and the clamped SwiGLU as they were; the logits are those of the unpacked weights (on
+    the plain path, and through the kernel's products with their rounded inputs) and near the float model's;
+    greedy generation runs, cached, and gives the full forward's picks."""
+    float_model = load_quietly(AutoModelForCausalLM.from_pretrained, tiny_folder)
+    model = _quantized(tiny_folder, quantization)
+    assert_experts_packed_alone(model, float_model, quantization)
+    ids = _ids(2, 20, seed=5)
+    assert_quantized_products_are_the_unpacked_weights(model, float_model, quantization, ids, "model.layers.1.mlp", monkeypatch)
+    with torch.inference_mode():
+        error = (model(ids).logits - float_model(ids).logits).abs().max() / float_model(ids).logits.abs().max()
+    assert error < {"int8": 0.1, "int4": 0.5}[quantization]  # the tiny model amplifies: see benchmarks/quantized_moe.py
+    assert_quantized_generation_is_its_greedy_chain(model, ids[:1, :6])
+
+
+def test_a_quantized_model_saves_its_packed_experts(tiny_folder, tmp_path):
+    """save_pretrained writes a quantized model's packed tensors as they are, as for its linear layers (weight and
+    scale under the stack's name); a cast keeps the scales' dtype."""
+    from safetensors.torch import load_file
+
+    model = _quantized(tiny_folder, "int8")
+    model.save_pretrained(tmp_path)
+    saved = load_file(tmp_path / "model.safetensors")
+    packed = model.model.layers[1].mlp.experts.down_proj
+    for name in ("weight", "scale"):
+        assert torch.equal(saved[f"model.layers.1.mlp.experts.down_proj.{name}"], getattr(packed, name))
+    model.to(torch.bfloat16)
+    assert packed.scale.dtype == torch.float32 and packed.weight.dtype == torch.int8
+    assert model.model.layers[1].mlp.experts.down_proj_bias.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("quantization", ["int8", "int4"])
+def test_an_mxfp4_folder_loads_quantized_an_expert_at_a_time(tmp_path, quantization, monkeypatch):
+    """With quantization set, the MXFP4 stacks are packed as they are read, an expert's matrix dequantized at a
+    time (never a whole stack: dequantize_mxfp4 is not called), into what quantizing the dequantized model gives;
+    int8 holds the MXFP4 values exactly, int4 (groups of 32 of scale and minimum, not the e2m1 grid) does not."""
+    import copy
+
+    from openformers import kernels
+    from openformers.models import gpt_oss
+
+    _write_mxfp4_folder(tmp_path, _reference(**TestGptOss.VARIANTS["yarn-clamped"]))
+    dequantized = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
+    expected = kernels.quantize(copy.deepcopy(dequantized), quantization)
+    assert not any(m.training for m in expected.modules())  # packed in the model's mode (eval)
+    matrices = []
+    monkeypatch.setattr(gpt_oss, "dequantize_mxfp4", None)  # the whole-stack path: not taken
+    monkeypatch.setattr(gpt_oss, "mxfp4_matrix", lambda b, s, matrix=gpt_oss.mxfp4_matrix: matrices.append(
+        b.shape) or matrix(b, s))
+    model = _quantized(tmp_path, quantization)
+    config = model.config
+    assert len(matrices) == 2 * config.num_hidden_layers * config.num_local_experts
+    assert model.state_dict().keys() == expected.state_dict().keys()
+    for name, tensor in expected.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name
+    ids = _ids(2, 20, seed=5)
+    with torch.inference_mode():
+        error = (model(ids).logits - dequantized(ids).logits).abs().max() / dequantized(ids).logits.abs().max()
+    assert error < {"int8": 0.1, "int4": 0.5}[quantization]  # the tiny model amplifies: see benchmarks/quantized_moe.py
+    experts = model.model.layers[0].mlp.experts
+    exact = torch.equal(experts.gate_up_proj.dequantized(torch.float32).transpose(1, 2),
+                        dequantized.model.layers[0].mlp.experts.gate_up_proj)
+    assert exact == (quantization == "int8")
 
 
 @torch.inference_mode()
@@ -226,6 +307,13 @@ def test_only_the_chosen_experts_run(tiny_model):
         GptOssExperts.run = run
     top_k = tiny_model.config.num_experts_per_tok
     assert len(ran) == top_k * tiny_model.config.num_hidden_layers  # one token: its top-k experts in each layer
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("quantized")
+    _reference(**TestGptOss.VARIANTS["yarn-clamped"]).save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="module")

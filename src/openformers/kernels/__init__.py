@@ -6,7 +6,9 @@ Models are plain torch.nn and never import this package. `from_pretrained` hands
 
 - `quantize(model, "int8" or "int4")`: every linear layer becomes `Linear` with packed weights (linear.py), in
   the layout `layout` gives it; from_pretrained's quantized GGUF loads pack a matrix's blocks straight into
-  `Linear` where its layout holds them (`Linear.from_gguf_rows`).
+  `Linear` where its layout holds them (`Linear.from_gguf_rows`). A mixture's experts stored as one stack per
+  projection (gpt-oss, Granite MoE: a module's `expert_stacks`) become a `PackedExperts`, each expert's matrix
+  packed alone as `Linear` packs one, whose products go through the same `Linear` products on views of its slices.
 - `accelerate(model)`: on the CPU, builds the library (library.py) when the model has a use for it, so no
   forward pass ever compiles; where every config field of the model is one the decoding step implements
   (llama.refusal), swaps `Linear` in for its linear layers and gives its decoder the one-call `DecodeStep`,
@@ -40,12 +42,21 @@ from torch import nn
 from ..models.mixtral import ExpertLinear
 from . import library, llama
 from .library import build, loaded
-from .linear import KERNEL_ROWS, QUANTIZATIONS, Linear, check_quantization, layout, quantize
+from .linear import (
+    KERNEL_ROWS,
+    QUANTIZATIONS,
+    Linear,
+    PackedExperts,
+    check_quantization,
+    install_packed_experts,
+    layout,
+    quantize,
+)
 from .llama import prompts_for_generation, threads_following_team
 
-__all__ = ["KERNEL_ROWS", "QUANTIZATIONS", "Linear", "accelerate", "build", "check_quantization", "loaded",
-           "layout", "place_weights", "prompts_for_generation", "quantize", "take_kernel_products",
-           "threads_following_team"]
+__all__ = ["KERNEL_ROWS", "QUANTIZATIONS", "Linear", "PackedExperts", "accelerate", "build", "check_quantization",
+           "install_packed_experts", "loaded", "layout", "place_weights", "prompts_for_generation", "quantize",
+           "take_kernel_products", "threads_following_team"]
 
 
 def accelerate(model: nn.Module) -> bool:

@@ -44,6 +44,9 @@ rounded input, within half a step per input of the unrounded product. The cost i
 benchmarks/quality.py and recorded in benchmarks/RESULTS.md. A quantized layer's weights are buffers, not
 parameters, so nothing trains them, and a tied language-model head gets an int8 copy of its own; gradients still
 flow through it to its input, so LoRA adapters train on a quantized base (QLoRA, models/lora.py).
+A mixture's experts stored as one 3-D stack per projection (gpt-oss, Granite MoE) become a `PackedExperts`: every
+expert's matrix packed alone as above, into one stack, whose products each go through a `Linear` over views of
+that expert's slices, and so through the same kernel products.
 """
 
 import functools
@@ -114,7 +117,26 @@ def _compiled_prompt_products() -> bool:
     return torch.ops.openformers.prompt_product_vectorized()
 
 
-class Linear(nn.Linear):
+class _KeepsScaleDtype(nn.Module):
+    """A module whose `scale` buffer, when set, holds packed weights' scales."""
+
+    def _apply(self, fn, recurse=True):
+        """`.to(...)`, `.half()`, `.cuda()`...: packed scales move with the module but keep their dtype (int8:
+        float32, int4: float16), which the kernel reads and the weights were rounded against: a cast to bfloat16
+        would move every weight by up to 0.4% of its group's step, with nothing to say so."""
+        scale = self._buffers.get("scale")
+        if scale is None:
+            return super()._apply(fn, recurse)
+        self._buffers["scale"] = None
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            self._buffers["scale"] = scale
+        self._buffers["scale"] = scale.to(device=fn(scale[:0]).device)
+        return self
+
+
+class Linear(_KeepsScaleDtype, nn.Linear):
     """y = x W^T + b, with W as nn.Linear holds it (a float Parameter) or packed for inference (`scale` set):
 
     int8: `weight` (out, in) int8, `scale` (out, ceil(in / 32)) float32, one per block of 32 weights along a row
@@ -239,21 +261,6 @@ class Linear(nn.Linear):
             and not torch.compiler.is_compiling()
         )
 
-    def _apply(self, fn, recurse=True):
-        """`.to(...)`, `.half()`, `.cuda()`...: packed scales move with the module but keep their dtype (int8:
-        float32, int4: float16), which the kernel reads and the weights were rounded against: a cast to bfloat16
-        would move every weight by up to 0.4% of its group's step, with nothing to say so."""
-        scale = self._buffers.get("scale")
-        if scale is None:
-            return super()._apply(fn, recurse)
-        self._buffers["scale"] = None
-        try:
-            super()._apply(fn, recurse)
-        finally:
-            self._buffers["scale"] = scale
-        self._buffers["scale"] = scale.to(device=fn(scale[:0]).device)
-        return self
-
     def float_weight(self, dtype: torch.dtype) -> torch.Tensor:
         """The packed weights as a new `dtype` matrix: unpacked in one pass of the kernel on the CPU, straight
         into float32 or bfloat16 (`dequantized` takes several passes, each making a new tensor)."""
@@ -302,6 +309,71 @@ class Linear(nn.Linear):
     def extra_repr(self) -> str:
         packed = {torch.int8: ", int8", torch.uint8: ", int4"}.get(self.weight.dtype, "")
         return super().extra_repr() + packed
+
+
+class PackedExperts(_KeepsScaleDtype):
+    """A mixture's stack of experts' matrices (gpt-oss's `gate_up_proj`, Granite MoE's `input_linear.weight`)
+    quantized: `weight` (experts, out, packed in) and `scale` (experts, out, ...), expert e's slices packed as
+    `Linear` packs that expert's (out, in) matrix alone (int8 or int4, `_quantized`). Called as `bank(e, x)`: x
+    (rows, in) times expert e's matrix, by a `Linear` whose buffers are views of e's slices, which are contiguous:
+    its products (the kernel's matvec for a few rows, prompt_product for more, the unpacked matrix in training) read
+    them in place, nothing copied. Those views are made once and made again when the stacks are replaced
+    (`.to(...)`)."""
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, in_features: int):
+        super().__init__()
+        self.in_features, self.out_features = in_features, weight.shape[1]
+        self.register_buffer("weight", weight)
+        self.register_buffer("scale", scale)
+
+    @classmethod
+    def from_matrices(cls, count: int, matrix, quantization: str) -> "PackedExperts":
+        """`count` experts' matrices, expert e's (out, in) float matrix given by `matrix(e)`, each quantized alone
+        and written into the stacks before the next is asked for: a stack stored some other way (a float
+        Parameter, MXFP4 blocks) is never floats all at once."""
+        weight = scale = None
+        for e in range(count):
+            rows = matrix(e)
+            if quantization == "int4" and rows.shape[1] % GROUP:
+                raise ValueError(
+                    f"quantization='int4' groups each row's weights by {GROUP}, but these experts' matrices have "
+                    f"{rows.shape[1]} inputs; use quantization='int8' for this model.")
+            packed, scales = _quantized(rows, quantization)
+            if weight is None:
+                weight = torch.empty(count, *packed.shape, dtype=packed.dtype, device=packed.device)
+                scale = torch.empty(count, *scales.shape, dtype=scales.dtype, device=scales.device)
+                in_features = rows.shape[1]
+            weight[e], scale[e] = packed, scales
+        return cls(weight, scale, in_features)
+
+    def forward(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        return self.expert(e)(x)
+
+    def expert(self, e: int) -> Linear:
+        """Expert e as a packed `Linear` over views of its slices, in this module's mode."""
+        made = _expert_views.get(self)
+        if made is None or made[0] is not self.weight or made[1] is not self.scale:
+            views = [self._linear_over(weight, scale) for weight, scale in zip(self.weight, self.scale)]
+            made = _expert_views[self] = (self.weight, self.scale, views)
+        view = made[2][e]
+        view.training = self.training
+        return view
+
+    def _linear_over(self, weight: torch.Tensor, scale: torch.Tensor) -> Linear:
+        return Linear(self.in_features, self.out_features, bias=False, device="meta")._packed(weight, scale, None)
+
+    def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
+        """The experts' matrices unpacked, (experts, out, in) of `dtype`."""
+        return torch.stack([self._linear_over(w, s).dequantized(dtype) for w, s in zip(self.weight, self.scale)])
+
+    def extra_repr(self) -> str:
+        kind = "int8" if self.weight.dtype == torch.int8 else "int4"
+        return f"experts={len(self.weight)}, in_features={self.in_features}, out_features={self.out_features}, {kind}"
+
+
+# Each PackedExperts' views of its experts, kept beside the module rather than in it, so that a copy of a model
+# (deepcopy, pickle) copies its stacks once, not the views' slices of them as well.
+_expert_views = weakref.WeakKeyDictionary()
 
 
 class _PackedProduct(torch.autograd.Function):
@@ -531,9 +603,18 @@ def check_quantization(quantization: str) -> None:
 
 
 def quantize(model: nn.Module, quantization: str) -> nn.Module:
-    """Replace every float linear layer of `model` by its quantized form (in the layout `layout` gives it), in
-    place; returns the model."""
+    """Replace every float linear layer of `model` by its quantized form (in the layout `layout` gives it), and
+    every stack of experts' matrices that a module names in its `expert_stacks` (parameter name -> whether it is
+    stored (experts, in, out), as gpt-oss's, rather than (experts, out, in)) by a `PackedExperts`, in place;
+    returns the model."""
     check_quantization(quantization)
+    for module in list(model.modules()):
+        for name, transposed in getattr(module, "expert_stacks", {}).items():
+            stack = module._parameters.get(name)
+            if stack is not None:  # else packed already (a quantized load packs some stacks as it reads them)
+                stack = stack.detach()
+                matrix = (lambda e: stack[e].T) if transposed else (lambda e: stack[e])
+                install_packed_experts(module, name, PackedExperts.from_matrices(len(stack), matrix, quantization))
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if not isinstance(child, nn.Linear) or getattr(child, "scale", None) is not None:
@@ -546,6 +627,14 @@ def quantize(model: nn.Module, quantization: str) -> nn.Module:
             setattr(parent, name, Linear.from_linear(child, layout(model, child, quantization)))
     model.quantization = quantization
     return model
+
+
+def install_packed_experts(module: nn.Module, name: str, packed: PackedExperts) -> None:
+    """`packed` in place of `module`'s stack parameter `name`: a submodule of that name, which the module's
+    products call as `packed(e, x)` (mixtral.expert_product), in the module's mode (train or eval), which decides
+    what goes to the kernel (Linear.kernel_rows)."""
+    delattr(module, name)
+    setattr(module, name, packed.train(module.training))
 
 
 def layout(model: nn.Module, linear: nn.Linear, quantization: str, stored_as: str | None = None,

@@ -102,6 +102,15 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
         return state_dict
 
     @staticmethod
+    def expert_stacks_to_pack(state_dict: dict[str, torch.Tensor], read) -> tuple[dict, dict]:
+        """For a quantized load: the checkpoint's stacks of experts' matrices that are stored in a form of their own
+        (gpt-oss's MXFP4 blocks), to be packed expert by expert as they are read, never made floats all at once.
+        Returns the state dict with each such stack as a placeholder of its parameter (meta device), and for each
+        its parameter's name -> a function () -> (number of experts, e -> expert e's (out, in) float matrix) that
+        reads what it needs with `read(checkpoint name)`. None here."""
+        return state_dict, {}
+
+    @staticmethod
     def to_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The reverse of `from_checkpoint_layout`, for save_pretrained."""
         return state_dict
@@ -744,6 +753,7 @@ def load_pretrained(
     model_arguments = _model_arguments(model_class, leftover, config, source)
 
     state_dict, dtype, reader = read_state_dict(dtype, quantization)
+    stacks_to_pack = {}  # parameter name -> its experts' matrices, for stacks packed as read (expert_stacks_to_pack)
 
     def as_loaded(name: str, tensor: torch.Tensor) -> torch.Tensor:
         return _as_loaded(name, tensor, dtype, model_class.kept_in_float32, model_class.always_float32)
@@ -760,6 +770,13 @@ def load_pretrained(
             reader = GGUFLayerReader(reader, lambda tensors: model_class.convert_gguf_state_dict(tensors, config))
             checkpoint_names = {id(tensor): name for name, tensor in state_dict.items() if name in reader}
     else:
+        if quantization is not None:
+            stored = state_dict
+
+            def read(name: str) -> torch.Tensor:  # into memory of its own: see _quantize_layer_by_layer
+                return reader.read(name) if reader is not None and name in reader else stored[name]
+
+            state_dict, stacks_to_pack = model_class.expert_stacks_to_pack(state_dict, read)
         state_dict = model_class.from_checkpoint_layout(state_dict)
     _check_layer_count(config, state_dict, source)  # again: GGUF's stacked experts are numbered only now
     with torch.device("meta"):
@@ -773,7 +790,8 @@ def load_pretrained(
     del state_dict, checkpoint_names
     model.tie_weights()
     if quantization is not None:
-        _quantize_layer_by_layer(model, quantization, reader, stored_as, as_loaded, dtype, mixed_widths)
+        _quantize_layer_by_layer(model, quantization, reader, stored_as, as_loaded, dtype, mixed_widths,
+                                 stacks_to_pack)
     _rebuild_buffers(model)  # on the weights' device: a quantized GGUF's are placeholders until quantized
     if device is not None:
         model.to(device)
@@ -878,7 +896,7 @@ def _as_loaded(name: str, tensor: torch.Tensor, dtype: torch.dtype, kept_in_floa
 
 
 def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, stored_as: dict, as_loaded,
-                             dtype: torch.dtype, widths_mixed: bool) -> None:
+                             dtype: torch.dtype, widths_mixed: bool, stacks_to_pack: dict) -> None:
     """Quantize a model whose parameters are still the checkpoint's mapped tensors, one layer at a time.
 
     Each layer (`named_layers`), then the rest of the model, gets its float weights in memory of their own (read
@@ -893,6 +911,10 @@ def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, 
     layer). Those weights are read into the memory of the previous layer's, which quantizing has done with: new
     memory costs faulting its pages in, 5x the time of the read itself (two 7B-shaped layers' 14 matrices, one
     thread: 0.41-0.49 against 0.08-0.16 CPU s).
+    A stack of experts' matrices in `stacks_to_pack` (PreTrainedModel.expert_stacks_to_pack: gpt-oss's MXFP4
+    blocks) is packed expert by expert (kernels.PackedExperts), each expert's matrix cast to the model's dtype and
+    quantized before the next is made: the stack is never floats, and loading holds the quantized model and one
+    stack's stored tensors.
     """
     holders = collections.Counter(id(p) for m in model.modules() for p in m._parameters.values() if p is not None)
     # id of a checkpoint tensor -> (that tensor, a weak reference to the parameter loaded from it), so that a tied
@@ -910,9 +932,15 @@ def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, 
             for attribute, parameter in list(module._parameters.items()):
                 if parameter is None or id(parameter) in loaded_ids:
                     continue
+                name = f"{module_name}.{attribute}" if module_name else attribute
+                if name in stacks_to_pack:
+                    count, matrix = stacks_to_pack[name]()
+                    packed = accelerator().PackedExperts.from_matrices(
+                        count, lambda e: as_loaded(name, matrix(e)), quantization)
+                    accelerator().install_packed_experts(module, attribute, packed)
+                    continue
                 own = loaded[id(parameter)][1]() if id(parameter) in loaded else None
                 if own is None:
-                    name = f"{module_name}.{attribute}" if module_name else attribute
                     readable = reader is not None and stored_as.get(name) in reader
                     # Quantized here, and then held by nothing: a linear layer's own weight.
                     quantized = isinstance(module, nn.Linear) and attribute == "weight" and holders[id(parameter)] == 1

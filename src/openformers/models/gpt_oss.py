@@ -14,7 +14,14 @@ once (OLMo 2's, the reference's), and in float16 their weights stay float32, as 
 
 The released checkpoints store the experts' matrices in MXFP4 (`*_blocks` and `*_scales`, quantization_config
 quant_method "mxfp4"); loading dequantizes them to the model's dtype (`dequantize_mxfp4`), and the model saves
-floats, as the reference saves a dequantized model. GGUF files of llama.cpp's "gpt-oss" architecture are read here
+floats, as the reference saves a dequantized model. With quantization="int8" or "int4" each stack is packed as it is
+read instead (`expert_stacks_to_pack`, kernels.PackedExperts), an expert's matrix dequantized at a time, so the
+loading never holds the bfloat16 model (gpt-oss-20b: 42 GB). int8 holds MXFP4 exactly (9 bits a weight against
+4.25): every MXFP4 value times 2 is an integer from -12 to 12 times its block's power of two, a grid int8's
+quantizing finds. int4 (Q4_1: 16 even steps from each group's least weight to its largest, 5 bits) cannot hold the
+e2m1 grid (0, 0.5, 1, 1.5, 2, 3, 4, 6: uneven steps): a group spanning -6 to 6 gets steps of 0.8, and the experts'
+weights move by 8% of their size, root mean square, for evenly drawn codes, enough to change the routers' choices
+and the logits of random models as much as their own size (benchmarks/gpt_oss_quantized.py, RESULTS.md). GGUF files of llama.cpp's "gpt-oss" architecture are read here
 too: their MXFP4 expert tensors dequantize in weights.py (the gguf package's quants), and `convert_gguf_state_dict`
 renames the tensors and regroups the experts' gate and up rows into the interleaved 3D layout.
 """
@@ -34,29 +41,33 @@ from .mixtral import (
     MixtureOfExperts,
     MoeCausalLM,
     Router,
+    expert_product,
     mix_experts,
     softmax_of_best,
 )
 from .olmo2 import Olmo2RMSNorm
 
+def mxfp4_matrix(blocks: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """One expert's MXFP4 matrix as float32 (rows, G * 32), the layout of a linear layer's weight (out, in): blocks
+    (rows, G, 16) uint8, two FP4 codes a byte (the low nibble first), and scales (rows, G) uint8, an E8M0 exponent
+    per block of 32 values (2 ** (s - 127)). Each value is exact in float32 (and in bfloat16: two significant
+    bits)."""
+    b = blocks.to(torch.uint8)
+    codes = torch.stack([b & 0x0F, b >> 4], dim=-1).flatten(-2)  # (rows, G, 32)
+    return fp4_values(codes, scales.to(torch.int32)[..., None] - 127).flatten(-2)
+
+
 def dequantize_mxfp4(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """An MXFP4 matrix stack as floats of `dtype`, transposed as the experts hold it: blocks (E, rows, G, 16) uint8,
-    two FP4 codes a byte (the low nibble first), and scales (E, rows, G) uint8, an E8M0 exponent per block of 32
-    values (2 ** (s - 127)), give (E, G * 32, rows). Computed in float32 an expert at a time, then cast (each value
-    is exact in float32), so the peak is one expert's float32 matrix."""
-    experts = []
-    for b, s in zip(blocks, scales):
-        b = b.to(torch.uint8)
-        codes = torch.stack([b & 0x0F, b >> 4], dim=-1).flatten(-2)  # (rows, G, 32)
-        values = fp4_values(codes, s.to(torch.int32)[..., None] - 127)
-        experts.append(values.flatten(-2).T.to(dtype))  # (G * 32, rows)
-    return torch.stack(experts)
+    """An MXFP4 matrix stack as floats of `dtype`, transposed as the experts hold it: blocks (E, rows, G, 16) and
+    scales (E, rows, G) give (E, G * 32, rows). Computed in float32 an expert at a time, then cast, so the peak is
+    one expert's float32 matrix."""
+    return torch.stack([mxfp4_matrix(b, s).T.to(dtype) for b, s in zip(blocks, scales)])
 
 
-def from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A checkpoint's experts as parameters: each MXFP4 pair (`X.gate_up_proj_blocks`, `X.gate_up_proj_scales`)
-    dequantized to `X.gate_up_proj` in the dtype its bias `X.gate_up_proj_bias` loads as; the rest unchanged."""
-    out = {}
+def _mxfp4_stacks(state_dict: dict[str, torch.Tensor]) -> tuple[dict, dict[str, torch.dtype]]:
+    """The state dict without its MXFP4 pairs (`X.gate_up_proj_blocks`, `X.gate_up_proj_scales`), and each pair's
+    parameter name `X.gate_up_proj` -> the dtype its bias `X.gate_up_proj_bias` is stored in (float32 without one)."""
+    rest, stacks = {}, {}
     for key, t in state_dict.items():
         if key.endswith("_scales") and key.removesuffix("_scales") + "_blocks" in state_dict:
             continue
@@ -64,11 +75,40 @@ def from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, tor
             name = key.removesuffix("_blocks")
             if name + "_scales" not in state_dict:
                 raise ValueError(f"The checkpoint has {key} but not {name}_scales: an MXFP4 matrix needs both.")
-            dtype = state_dict[name + "_bias"].dtype if name + "_bias" in state_dict else torch.float32
-            out[name] = dequantize_mxfp4(t, state_dict[name + "_scales"], dtype)
+            bias = state_dict.get(name + "_bias")
+            stacks[name] = torch.float32 if bias is None else bias.dtype
         else:
-            out[key] = t
+            rest[key] = t
+    return rest, stacks
+
+
+def from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint's experts as parameters: each MXFP4 pair (`X.gate_up_proj_blocks`, `X.gate_up_proj_scales`)
+    dequantized to `X.gate_up_proj` in the dtype its bias `X.gate_up_proj_bias` is stored in; the rest unchanged."""
+    out, stacks = _mxfp4_stacks(state_dict)
+    for name, dtype in stacks.items():
+        out[name] = dequantize_mxfp4(state_dict[name + "_blocks"], state_dict[name + "_scales"], dtype)
     return out
+
+
+def expert_stacks_to_pack(state_dict: dict[str, torch.Tensor], read) -> tuple[dict, dict]:
+    """For a quantized load (PreTrainedModel.expert_stacks_to_pack): each MXFP4 pair as a placeholder of its
+    parameter and a function that reads its blocks and scales (one stack's, 4.25 bits a weight) and gives expert
+    e's matrix dequantized alone, already (out, in), the layout kernels.PackedExperts packs. int8 holds it exactly:
+    each block of 32 values is a power of two times halves from -12 to 12, whose largest magnitude is at most 12 of
+    that step, which int8 quantizing takes as the block's grid (kernels.linear._int8_blocks)."""
+    out, stacks = _mxfp4_stacks(state_dict)
+    sources = {}
+    for name, dtype in stacks.items():
+        experts, rows, groups, _ = state_dict[name + "_blocks"].shape
+        out[name] = torch.empty(experts, groups * 32, rows, dtype=dtype, device="meta")
+
+        def source(name=name):
+            blocks, scales = read(name + "_blocks"), read(name + "_scales")
+            return len(blocks), lambda e: mxfp4_matrix(blocks[e], scales[e])
+
+        sources[name] = source
+    return out, sources
 
 
 def config_from_gguf(gguf, **overrides) -> GptOssConfig:
@@ -140,11 +180,16 @@ class GptOssAttention(llama.LlamaAttention):
 
 
 class GptOssExperts(nn.Module):
-    """The experts' weights as 3D tensors under the reference's names; `run(e, rows)` is expert e on its rows."""
+    """The experts' weights as 3D tensors under the reference's names; `run(e, rows)` is expert e on its rows.
+    Quantized (int8, int4), each stack becomes a kernels.PackedExperts of its experts' matrices, (out, in) each,
+    packed alone; the biases stay floats."""
+
+    expert_stacks = {"gate_up_proj": True, "down_proj": True}  # stored (experts, in, out)
 
     def __init__(self, config: GptOssConfig):
         super().__init__()
         E, C, I = config.num_local_experts, config.hidden_size, config.intermediate_size
+        self.num_experts = E
         self.gate_up_proj = nn.Parameter(torch.empty(E, C, 2 * I))
         self.gate_up_proj_bias = nn.Parameter(torch.empty(E, 2 * I))
         self.down_proj = nn.Parameter(torch.empty(E, I, C))
@@ -152,11 +197,11 @@ class GptOssExperts(nn.Module):
         self.alpha, self.limit = config.swiglu_alpha, config.swiglu_limit
 
     def run(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        gate_up = x @ self.gate_up_proj[e] + self.gate_up_proj_bias[e]  # (n, 2I)
+        gate_up = expert_product(self.gate_up_proj, e, x, transposed=True) + self.gate_up_proj_bias[e]  # (n, 2I)
         gate = gate_up[:, 0::2].clamp(max=self.limit)
         up = gate_up[:, 1::2].clamp(-self.limit, self.limit)
         h = (up + 1) * gate * torch.sigmoid(gate * self.alpha)  # the clamped SwiGLU
-        return h @ self.down_proj[e] + self.down_proj_bias[e]
+        return expert_product(self.down_proj, e, h, transposed=True) + self.down_proj_bias[e]
 
 
 class GptOssMLP(MixtureOfExperts):
@@ -175,7 +220,7 @@ class GptOssMLP(MixtureOfExperts):
         return softmax_of_best(router_logits, self.top_k)
 
     def mix(self, x: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-        return mix_experts(x, weights, chosen, self.experts.run, self.experts.gate_up_proj.shape[0])
+        return mix_experts(x, weights, chosen, self.experts.run, self.experts.num_experts)
 
 
 class GptOssDecoderLayer(MixtralDecoderLayer):
@@ -197,6 +242,7 @@ class GptOssPreTrainedModel(MixtralPreTrainedModel):
     config_class = GptOssConfig
     kept_in_float32 = ("input_layernorm", "post_attention_layernorm", "norm")  # in float16, as the reference's
     from_checkpoint_layout = staticmethod(from_checkpoint_layout)
+    expert_stacks_to_pack = staticmethod(expert_stacks_to_pack)
     convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
 
     def _init_weights(self, module: nn.Module) -> None:

@@ -10,6 +10,7 @@ logits_scaling) with a sparse mixture of experts in place of the MLP, `block_spa
 - the experts are SwiGLU MLPs of `intermediate_size` stored stacked, as the checkpoints hold them:
   `block_sparse_moe.input_linear.weight` (E, 2I, C), each expert's gate rows then its up rows, and
   `block_sparse_moe.output_linear.weight` (E, C, I). Only the chosen experts run, on their tokens (mixtral.mix_experts).
+  Quantized (int8, int4), each stack holds every expert's matrix packed alone (kernels.PackedExperts).
 Granite MoE with a shared expert adds `shared_mlp`, a SwiGLU MLP of `shared_intermediate_size` (`input_linear`,
 gate and up rows together, and `output_linear`) that every token runs, its output added to the routed experts' before
 the residual multiplier (none when the size is 0). The router scores, the load-balancing loss and the causal LM are
@@ -33,7 +34,7 @@ from ..weights import rename
 from . import llama
 from .granite import GraniteAttention, ScaledEmbeddings, ScaledLogits, gguf_granite_values, refuse_unrotated
 from .mixtral import MixtralDecoderLayer, MixtralModel, MixtralPreTrainedModel, MixtureOfExperts, MoeCausalLM, Router
-from .mixtral import mix_experts, softmax_of_best
+from .mixtral import expert_product, mix_experts, softmax_of_best
 
 
 def config_from_gguf(gguf, **overrides) -> GraniteMoeConfig:
@@ -101,11 +102,17 @@ def from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, tor
 
 class StackedExperts(nn.Module):
     """One projection of every expert, stacked: `weight` (num_experts, out_features, in_features), as Granite MoE's
-    checkpoints hold `input_linear` and `output_linear`. Not an nn.Linear: quantization leaves it as it is."""
+    checkpoints hold `input_linear` and `output_linear`; `forward(e, rows)` is expert e's product. Quantized (int8,
+    int4), `weight` becomes a kernels.PackedExperts of the experts' matrices, each packed alone."""
+
+    expert_stacks = {"weight": False}  # stored (experts, out, in)
 
     def __init__(self, num_experts: int, in_features: int, out_features: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(num_experts, out_features, in_features))
+
+    def forward(self, e: int, rows: torch.Tensor) -> torch.Tensor:
+        return expert_product(self.weight, e, rows)
 
 
 class GraniteMoeRouter(nn.Module):
@@ -127,6 +134,7 @@ class GraniteMoeMoE(MixtureOfExperts):
         super().__init__(config.num_experts_per_tok, normalize=True, weights_in_model_dtype=True)
         E, C, I = config.num_local_experts, config.hidden_size, config.intermediate_size
         self.router = GraniteMoeRouter(C, E)
+        self.num_experts = E
         self.input_linear = StackedExperts(E, C, 2 * I)
         self.output_linear = StackedExperts(E, I, C)
 
@@ -137,11 +145,11 @@ class GraniteMoeMoE(MixtureOfExperts):
         return softmax_of_best(router_logits, self.top_k)
 
     def mix(self, x: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-        return mix_experts(x, weights, chosen, self.run_expert, self.input_linear.weight.shape[0])
+        return mix_experts(x, weights, chosen, self.run_expert, self.num_experts)
 
     def run_expert(self, e: int, rows: torch.Tensor) -> torch.Tensor:
-        gate, up = F.linear(rows, self.input_linear.weight[e]).chunk(2, dim=-1)
-        return F.linear(F.silu(gate) * up, self.output_linear.weight[e])
+        gate, up = self.input_linear(e, rows).chunk(2, dim=-1)
+        return self.output_linear(e, F.silu(gate) * up)
 
 
 class GraniteMoeSharedMLP(nn.Module):

@@ -164,6 +164,16 @@ class ExpertLinear(nn.Linear):
         pass
 
 
+def expert_product(stack: torch.Tensor | nn.Module, e: int, x: torch.Tensor, transposed: bool = False) -> torch.Tensor:
+    """x (rows, in) times expert e's matrix of a stack of experts' matrices: a float Parameter (experts, out, in), or
+    (experts, in, out) when `transposed` (gpt-oss's), or a module holding the stack quantized, called as
+    `stack(e, x)` (kernels.PackedExperts: quantization packs the stacks a module names in its `expert_stacks`,
+    parameter name -> `transposed`)."""
+    if isinstance(stack, nn.Module):
+        return stack(e, x)
+    return x @ stack[e] if transposed else F.linear(x, stack[e])
+
+
 class MixtralExpert(nn.Module):
     """One expert: a SwiGLU MLP under the checkpoints' names (w1 gate, w3 up, w2 down)."""
 
