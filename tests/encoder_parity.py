@@ -1,6 +1,6 @@
 """What the encoder tests share, beside the common tests that tests/encoder_suite.py runs for each family: drawing a
 reference model's weights so that every one counts, a padded batch with each head's labels, comparing outputs,
-loading without a warning, saving a head both ways, one training step's gradients, pipeline records, and the
+a new model's initialization, loading without a warning, saving a head both ways, one training step's gradients, pipeline records, and the
 tokenizer against the reference on the project's corpus (tests/test_tokenizers_corpus.py)."""
 
 import warnings
@@ -22,6 +22,17 @@ def draw_weights(model, *also: str):
             elif any(part in name for part in also):
                 parameter.normal_(std=1.0)
     return model
+
+
+def assert_initialized_as_the_reference(model, std: float):
+    """A new model's weights drawn from normal(0, std), its biases zero and its norms one."""
+    for name, parameter in model.named_parameters():
+        if name.endswith("bias"):
+            assert not parameter.any(), name
+        elif "LayerNorm" in name:
+            assert torch.equal(parameter, torch.ones_like(parameter)), name
+        else:
+            assert abs(parameter.std().item() - std) < 0.01, name
 
 
 def outputs_of(out) -> dict:

@@ -15,6 +15,7 @@ from openformers import configs
 
 from encoder_parity import (
     assert_gradients_match,
+    assert_initialized_as_the_reference,
     assert_pipeline_matches,
     assert_records_close,
     assert_same,
@@ -246,14 +247,7 @@ def test_heads_take_their_dropouts_from_the_reference_fields():
 def test_new_models_are_initialized_as_the_reference_initializes_them():
     """Weights drawn from normal(0, initializer_range), the convolution's too; biases zero, norms one."""
     config = configs.DebertaV2Config(**TINY, **VARIANTS["v2"], initializer_range=0.05)
-    model = openformers.DebertaV2ForSequenceClassification(config)
-    for name, parameter in model.named_parameters():
-        if name.endswith("bias"):
-            assert not parameter.any(), name
-        elif "LayerNorm" in name:
-            assert torch.equal(parameter, torch.ones_like(parameter)), name
-        else:
-            assert abs(parameter.std().item() - 0.05) < 0.01, name
+    assert_initialized_as_the_reference(openformers.DebertaV2ForSequenceClassification(config), 0.05)
 
 
 def test_legacy_masked_lm_ties_its_decoder_to_the_embeddings_and_its_bias():

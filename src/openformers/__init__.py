@@ -35,7 +35,7 @@ _public(
     "MarianTokenizer", "NllbTokenizer", "NllbTokenizerFast", "M2M100Tokenizer",
     "MBartTokenizer", "MBartTokenizerFast", "MBart50Tokenizer", "MBart50TokenizerFast",
     "PegasusTokenizer", "PegasusTokenizerFast", "BlenderbotTokenizer", "BlenderbotTokenizerFast",
-    "DebertaV2Tokenizer", "DebertaV2TokenizerFast",
+    "DebertaV2Tokenizer", "DebertaV2TokenizerFast", "DebertaTokenizer", "DebertaTokenizerFast",
 )
 _public(
     "openformers.configs",
@@ -78,6 +78,7 @@ _public(
     "UMT5Config",
     "ModernBertConfig",
     "DebertaV2Config",
+    "DebertaConfig",
 )
 _public(
     "openformers.models.auto",
@@ -235,6 +236,8 @@ _public(
     "openformers.models.deberta_v2",
     "DebertaV2PreTrainedModel", "DebertaV2Model", "DebertaV2ForMaskedLM", "DebertaV2ForSequenceClassification",
     "DebertaV2ForTokenClassification", "DebertaV2ForQuestionAnswering", "DebertaV2ForMultipleChoice",
+    "DebertaPreTrainedModel", "DebertaModel", "DebertaForMaskedLM", "DebertaForSequenceClassification",
+    "DebertaForTokenClassification", "DebertaForQuestionAnswering",
 )
 _public(
     "openformers.models.modernbert",

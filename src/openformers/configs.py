@@ -4583,6 +4583,37 @@ class DebertaV2Config(PretrainedConfig):
 
 
 @dataclass
+class DebertaConfig(DebertaV2Config):
+    """DeBERTa (v1: deberta-base, deberta-large): DeBERTa-v2's fields without v2's additions (shared keys, buckets, a
+    normalized table, the convolution, a head size of its own), which it refuses; its attention's q, k, v come from
+    one fused projection (models/deberta_v2.py)."""
+
+    model_type: ClassVar[str] = "deberta"
+    v2_only: ClassVar[dict[str, Any]] = dict(share_att_key=False, position_buckets=-1, norm_rel_ebd="none",
+                                            conv_kernel_size=0, conv_groups=1, conv_act="tanh")
+
+    vocab_size: int = 50265
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+
+    def validate(self) -> None:
+        super().validate()
+        for name, value in self.v2_only.items():
+            if getattr(self, name) != value:
+                _invalid(name, getattr(self, name), f"{value!r} (DeBERTa-v2's; model_type 'deberta-v2')")
+        if self.attention_head_size != self.hidden_size // self.num_attention_heads:
+            _invalid("attention_head_size", self.attention_head_size, "hidden_size // num_attention_heads")
+        if self.extra.get("talking_head"):
+            _invalid("talking_head", self.extra["talking_head"], "False (no DeBERTa checkpoint mixes its heads)")
+
+    def to_dict(self) -> dict[str, Any]:
+        # Without v2's fields, which the reference's DebertaConfig does not have.
+        return {k: v for k, v in super().to_dict().items() if k not in (*self.v2_only, "attention_head_size")}
+
+
+@dataclass
 class OPTConfig(PretrainedConfig):
     """OPT (facebook/opt-125m to opt-66b): learned positions (offset by 2) added to the token embeddings, LayerNorm
     blocks before attention and the ReLU MLP (`do_layer_norm_before`) or after them (opt-350m), biases on every
@@ -4774,6 +4805,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "blenderbot": BlenderbotConfig,
     "blenderbot-small": BlenderbotSmallConfig,
     "deberta-v2": DebertaV2Config,
+    "deberta": DebertaConfig,
     "gpt_oss": GptOssConfig,
     "ernie4_5": Ernie4_5Config,
     "ernie4_5_moe": Ernie4_5_MoeConfig,

@@ -237,6 +237,11 @@ MODEL_CLASSES = {
         **{task: name for task, name in _encoder_classes("DebertaV2").items() if task != "causal-lm"},
         "pretraining": "DebertaV2ForMaskedLM",
     }),
+    "deberta": (deberta_v2, {  # v1: no causal-LM or multiple-choice head
+        **{task: name for task, name in _encoder_classes("Deberta").items()
+           if task not in ("causal-lm", "multiple-choice")},
+        "pretraining": "DebertaForMaskedLM",
+    }),
     "albert": (albert, {  # no causal-LM head; pretraining adds sentence-order prediction
         **{task: name for task, name in _encoder_classes("Albert").items() if task != "causal-lm"},
         "pretraining": "AlbertForPreTraining",

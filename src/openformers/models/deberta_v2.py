@@ -6,6 +6,9 @@ or put in log-spaced buckets with `position_buckets`) and P_k, P_q project one s
 embeddings (`encoder.rel_embeddings`); the scores are scaled by sqrt(head size * (1 + the number of such terms)).
 A padded position neither attends nor is attended to, and its hidden states are zero (as in the reference).
 
+DeBERTa (v1, `DebertaConfig`) is this encoder with clamped distances only, its q, k, v from one fused projection
+with a query and a value bias (`DebertaSelfAttention`) and LayerNorms that normalize in float32 (`DebertaLayerNorm`).
+
 Parameter names are those of Hugging Face checkpoints (`deberta.encoder.layer.0.attention.self.query_proj.weight`),
 so checkpoints load without renaming.
 """
@@ -16,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..configs import DebertaV2Config
+from ..configs import DebertaConfig, DebertaV2Config
 from .base import PreTrainedModel, check_encoder_inputs, embedded, recorded
 from .bert import BertIntermediate, BertResidualOutput
 from .heads import (
@@ -30,6 +33,27 @@ from .heads import (
 from .layers import ACTIVATIONS, run_layer
 from .losses import sequence_classification_loss
 from .outputs import BaseModelOutput, ModelOutput, SequenceClassifierOutput
+
+
+class DebertaLayerNorm(nn.LayerNorm):
+    """DeBERTa (v1)'s LayerNorm: normalized in float32, then scaled and shifted in the input's dtype."""
+
+    def forward(self, x):
+        return self.weight * F.layer_norm(x.float(), self.normalized_shape, eps=self.eps).to(x.dtype) + self.bias
+
+
+def layer_norm(config: DebertaV2Config) -> nn.LayerNorm:
+    """The encoder's LayerNorm over the hidden size: v1's own, or torch's."""
+    norm = DebertaLayerNorm if isinstance(config, DebertaConfig) else nn.LayerNorm
+    return norm(config.hidden_size, eps=config.layer_norm_eps)
+
+
+def residual_output(config: DebertaV2Config, in_features: int) -> BertResidualOutput:
+    """BERT's dense, dropout, residual and LayerNorm, the LayerNorm v1's in v1."""
+    output = BertResidualOutput(config, in_features)
+    if isinstance(config, DebertaConfig):
+        output.LayerNorm = layer_norm(config)
+    return output
 
 
 def _embedding(count: int, dim: int, padding_idx: int | None = None) -> nn.Embedding:
@@ -49,7 +73,7 @@ class DebertaV2Embeddings(nn.Module):
         self.position_embeddings = _embedding(config.max_position_embeddings, E) if absolute else None
         self.token_type_embeddings = _embedding(config.type_vocab_size, E) if config.type_vocab_size > 0 else None
         self.embed_proj = nn.Linear(E, config.hidden_size, bias=False) if E != config.hidden_size else None
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.LayerNorm = layer_norm(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids, position_ids, keep, inputs_embeds=None):
@@ -84,21 +108,35 @@ class DisentangledSelfAttention(nn.Module):
     def __init__(self, config: DebertaV2Config):
         super().__init__()
         self.n_head = config.num_attention_heads
-        inner = config.num_attention_heads * config.attention_head_size
-        self.query_proj = nn.Linear(config.hidden_size, inner)
-        self.key_proj = nn.Linear(config.hidden_size, inner)
-        self.value_proj = nn.Linear(config.hidden_size, inner)
         self.terms = list(dict.fromkeys(config.pos_att_type or []))
         self.share_att_key = config.share_att_key
+        self.add_projections(config, config.num_attention_heads * config.attention_head_size)
         if config.relative_attention:
-            if not config.share_att_key and "c2p" in self.terms:
-                self.pos_key_proj = nn.Linear(config.hidden_size, inner)
-            if not config.share_att_key and "p2c" in self.terms:
-                self.pos_query_proj = nn.Linear(config.hidden_size, inner)
             self.pos_dropout = nn.Dropout(config.hidden_dropout_prob)
         # The reference counts the position terms in the scale even when relative_attention is off.
         self.scale = math.sqrt(config.attention_head_size * (1 + len(self.terms)))
         self.dropout = config.attention_probs_dropout_prob
+
+    def add_projections(self, config: DebertaV2Config, inner: int) -> None:
+        """The q, k, v projections, and the relative-position table's own where they are not shared."""
+        self.query_proj = nn.Linear(config.hidden_size, inner)
+        self.key_proj = nn.Linear(config.hidden_size, inner)
+        self.value_proj = nn.Linear(config.hidden_size, inner)
+        if config.relative_attention and not config.share_att_key:
+            if "c2p" in self.terms:
+                self.pos_key_proj = nn.Linear(config.hidden_size, inner)
+            if "p2c" in self.terms:
+                self.pos_query_proj = nn.Linear(config.hidden_size, inner)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v (B, nh, T, hs)"""
+        return tuple(self.heads(proj(x)) for proj in (self.query_proj, self.key_proj, self.value_proj))
+
+    def position_projections(self) -> tuple[nn.Linear | None, nn.Linear | None]:
+        """What projects the relative-position table into keys (c2p) and into queries (p2c)."""
+        if self.share_att_key:
+            return self.key_proj, self.query_proj
+        return getattr(self, "pos_key_proj", None), getattr(self, "pos_query_proj", None)
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:
         """(..., T, nh * hs) -> (..., nh, T, hs)"""
@@ -110,7 +148,7 @@ class DisentangledSelfAttention(nn.Module):
         `mask` (B, 1, T, T) is True where query i may attend to key j (None: everywhere); `relative` is the
         encoder's (table, index): the rows of the relative-position table this length uses and, for each query
         and key, the row of their distance."""
-        q, k, v = (self.heads(proj(x)) for proj in (self.query_proj, self.key_proj, self.value_proj))  # (B, nh, T, hs)
+        q, k, v = self.project(x)  # (B, nh, T, hs)
         # Every score is a product with a query or a key: scaling those is cheaper than scaling (B, nh, T, T) terms.
         q = q / self.scale
         scores = q @ k.transpose(-1, -2)  # (B, nh, T, T)
@@ -128,19 +166,40 @@ class DisentangledSelfAttention(nn.Module):
         B, nh, T, _ = q.shape
         table = self.pos_dropout(table)  # (W, C), the rows `index` points into
         index = index.expand(B, nh, T, T)
+        key_proj, query_proj = self.position_projections()
         if "c2p" in self.terms:
-            key_proj = self.key_proj if self.share_att_key else self.pos_key_proj
             scores += torch.gather(q @ self.heads(key_proj(table)).transpose(-1, -2), -1, index)  # from (B, nh, T, W)
         if "p2c" in self.terms:  # gathered down the rows of (B, nh, W, T keys), which keeps the scores' layout
-            query_proj = self.query_proj if self.share_att_key else self.pos_query_proj
             scores += torch.gather(self.heads(query_proj(table)) @ k.transpose(-1, -2), -2, index)
+
+
+class DebertaSelfAttention(DisentangledSelfAttention):
+    """DeBERTa (v1)'s attention: q, k, v from one projection without bias, whose rows hold each head's q, k and v in
+    turn, then a query and a value bias (the keys have none); the table projected by `pos_proj` (c2p, no bias) and
+    `pos_q_proj` (p2c)."""
+
+    def add_projections(self, config: DebertaConfig, inner: int) -> None:
+        self.in_proj = nn.Linear(config.hidden_size, 3 * inner, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(inner))
+        self.v_bias = nn.Parameter(torch.zeros(inner))
+        if config.relative_attention and "c2p" in self.terms:
+            self.pos_proj = nn.Linear(config.hidden_size, inner, bias=False)
+        if config.relative_attention and "p2c" in self.terms:
+            self.pos_q_proj = nn.Linear(config.hidden_size, inner)
+
+    def project(self, x):
+        q, k, v = self.in_proj(x).unflatten(-1, (self.n_head, 3, -1)).transpose(1, 2).unbind(-2)  # (B, nh, T, hs)
+        return q + self.q_bias.view(self.n_head, 1, -1), k, v + self.v_bias.view(self.n_head, 1, -1)
+
+    def position_projections(self):
+        return getattr(self, "pos_proj", None), getattr(self, "pos_q_proj", None)
 
 
 class DebertaV2Attention(nn.Module):
     def __init__(self, config: DebertaV2Config):
         super().__init__()
-        self.self = DisentangledSelfAttention(config)
-        self.output = BertResidualOutput(config, config.num_attention_heads * config.attention_head_size)
+        self.self = (DebertaSelfAttention if isinstance(config, DebertaConfig) else DisentangledSelfAttention)(config)
+        self.output = residual_output(config, config.num_attention_heads * config.attention_head_size)
 
     def forward(self, x, mask, relative=None, output_attentions=False):
         y, weights = self.self(x, mask, relative, output_attentions)
@@ -154,7 +213,7 @@ class DebertaV2Layer(nn.Module):
         super().__init__()
         self.attention = DebertaV2Attention(config)
         self.intermediate = BertIntermediate(config)
-        self.output = BertResidualOutput(config, config.intermediate_size)
+        self.output = residual_output(config, config.intermediate_size)
 
     def forward(self, x, mask, relative=None, output_attentions=False):
         x, weights = self.attention(x, mask, relative, output_attentions)
@@ -254,6 +313,9 @@ class DebertaV2PreTrainedModel(PreTrainedModel):
         if isinstance(module, nn.Conv1d):  # the v2-xlarge convolution, initialized as the reference's linear layers
             nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
             nn.init.zeros_(module.bias)
+        if isinstance(module, DebertaSelfAttention):
+            nn.init.zeros_(module.q_bias)
+            nn.init.zeros_(module.v_bias)
 
 
 class DebertaV2Model(DebertaV2PreTrainedModel):
@@ -489,3 +551,36 @@ class DebertaV2ForQuestionAnswering(DebertaV2PreTrainedModel, QuestionAnswering)
 
 class DebertaV2ForMultipleChoice(DebertaV2PreTrainedModel, PooledScores, MultipleChoice):
     """One score per choice, from each choice's pooled first token."""
+
+
+# DeBERTa (v1) ------------------------------------------------------------------------------------------------
+
+
+class DebertaPreTrainedModel(DebertaV2PreTrainedModel):
+    """DeBERTa (v1)'s classes are v2's over a DebertaConfig, which picks v1's attention and LayerNorms; v1 has no
+    multiple-choice head."""
+
+    config_class = DebertaConfig
+
+    def new_base_model(self, config: DebertaConfig) -> "DebertaModel":
+        return DebertaModel(config)
+
+
+class DebertaModel(DebertaPreTrainedModel, DebertaV2Model):
+    """The encoder: `last_hidden_state` (B, T, C), no pooler."""
+
+
+class DebertaForMaskedLM(DebertaPreTrainedModel, DebertaV2ForMaskedLM):
+    """Logits over the vocabulary at every position (`cls.predictions`, or `lm_predictions` with legacy=False)."""
+
+
+class DebertaForSequenceClassification(DebertaPreTrainedModel, DebertaV2ForSequenceClassification):
+    """One label (or score) per sequence from the pooled first token, with v2's loss rules."""
+
+
+class DebertaForTokenClassification(DebertaPreTrainedModel, DebertaV2ForTokenClassification):
+    """One label per token."""
+
+
+class DebertaForQuestionAnswering(DebertaPreTrainedModel, DebertaV2ForQuestionAnswering):
+    """Extractive QA: start and end logits per token."""

@@ -153,6 +153,25 @@ class RobertaTokenizer(TokenizersBackend):
         )  # fmt: skip
 
 
+class DebertaTokenizer(TokenizersBackend):
+    """DeBERTa (v1)'s byte-level BPE (GPT-2's pieces): `[CLS] A [SEP]` and `[CLS] A [SEP] [SEP] B [SEP]`, every
+    token of type 0."""
+
+    family = "DebertaTokenizer"
+    model_input_names = ["input_ids", "attention_mask", "token_type_ids"]
+
+    def __init__(
+        self, vocab_file=None, merges_file=None, bos_token="[CLS]", eos_token="[SEP]", sep_token="[SEP]",
+        cls_token="[CLS]", unk_token="[UNK]", pad_token="[PAD]", mask_token="[MASK]", add_prefix_space=False,
+        **kwargs,
+    ):  # fmt: skip
+        super().__init__(
+            vocab_file, merges_file, bos_token=bos_token, eos_token=eos_token, sep_token=sep_token,
+            cls_token=cls_token, unk_token=unk_token, pad_token=pad_token, mask_token=mask_token,
+            add_prefix_space=add_prefix_space, **kwargs,
+        )  # fmt: skip
+
+
 class BlenderbotTokenizer(RobertaTokenizer):
     """Blenderbot's byte-level BPE: RoBERTa's special tokens and a space added in front of the text; from vocab.json
     and merges.txt nothing is added around a text, as the reference 5.x reads them (a tokenizer.json keeps its own
@@ -832,6 +851,7 @@ AlbertTokenizerFast = AlbertTokenizer
 MPNetTokenizerFast = MPNetTokenizer
 ElectraTokenizer = ElectraTokenizerFast = BertTokenizer  # the reference 5.x's ELECTRA names for BERT's tokenizer
 DebertaV2TokenizerFast = DebertaV2Tokenizer
+DebertaTokenizerFast = DebertaTokenizer
 GPTNeoXTokenizerFast = GPTNeoXTokenizer
 CohereTokenizerFast = CohereTokenizer
 CodeGenTokenizerFast = CodeGenTokenizer
@@ -849,7 +869,7 @@ TOKENIZER_CLASSES = {
         LlamaTokenizer, GemmaTokenizer, T5Tokenizer, XLMRobertaTokenizer, GPTNeoXTokenizer, DebertaV2Tokenizer,
         AlbertTokenizer, MPNetTokenizer, CodeGenTokenizer, MarianTokenizer, NllbTokenizer, M2M100Tokenizer,
         CohereTokenizer, CamembertTokenizer, MBartTokenizer, MBart50Tokenizer, PegasusTokenizer,
-        BlenderbotTokenizer,
+        BlenderbotTokenizer, DebertaTokenizer,
     )
 }  # fmt: skip
 TOKENIZER_CLASSES["ElectraTokenizer"] = BertTokenizer
@@ -875,7 +895,7 @@ _CLASS_OF_MODEL_TYPE = {
     "modernbert": "TokenizersBackend",
     "stablelm": "TokenizersBackend",  # StableLM checkpoints name GPT2TokenizerFast or GPTNeoXTokenizerFast
     "gpt_bigcode": "TokenizersBackend",  # StarCoder's folders name GPT2Tokenizer, which the generic class overrides
-    "deberta-v2": "DebertaV2Tokenizer",
+    "deberta-v2": "DebertaV2Tokenizer", "deberta": "DebertaTokenizer",
     "albert": "AlbertTokenizer", "electra": "BertTokenizer", "roformer": "RoFormerTokenizer", "mpnet": "MPNetTokenizer",
     "gemma": "GemmaTokenizer", "gemma2": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer",
     "granite": "TokenizersBackend",  # whatever class its folders name (GPT2Tokenizer)

@@ -575,7 +575,7 @@ def _read_merges(path: Path, vocab: dict[str, int]) -> list[tuple[str, str]]:
 def settings_from_vocab_and_merges(vocab_path: Path | dict, merges_path: Path | list, config: dict) -> dict:
     """A byte-level BPE from vocab.json and merges.txt (or a dict from token to id and a list of pairs),
     laid out as the config's tokenizer class does: GPT-2 (no special tokens added), RoBERTa
-    (`<s> A </s></s> B </s>`), Blenderbot (RoBERTa's special tokens, none added, a space in front of the text) or
+    (`<s> A </s></s> B </s>`), DeBERTa (`[CLS] A [SEP][SEP] B [SEP]`, token type 0 throughout), Blenderbot (RoBERTa's special tokens, none added, a space in front of the text) or
     Qwen2 (NFC and its own split)."""
     vocab, vocab_path = (vocab_path, "vocab") if isinstance(vocab_path, dict) else (_read_json(vocab_path), vocab_path)
     if not all(isinstance(token_id, int) for token_id in vocab.values()):
@@ -589,6 +589,9 @@ def settings_from_vocab_and_merges(vocab_path: Path | dict, merges_path: Path | 
     if is_roberta or family == "BlenderbotTokenizer":  # RoBERTa's special tokens; Blenderbot adds none of them
         settings = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
                     "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}  # fmt: skip
+    elif family == "DebertaTokenizer":
+        settings = {"bos_token": "[CLS]", "eos_token": "[SEP]", "sep_token": "[SEP]", "cls_token": "[CLS]",
+                    "unk_token": "[UNK]", "pad_token": "[PAD]", "mask_token": "[MASK]"}  # fmt: skip
     elif family == "Qwen2Tokenizer":
         settings = {"eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
     else:
@@ -603,10 +606,20 @@ def settings_from_vocab_and_merges(vocab_path: Path | dict, merges_path: Path | 
         split = {"type": "Split", "pattern": {"Regex": _QWEN2_PATTERN}, "behavior": "Isolated", "invert": False}
         pre_tokenizer = {"type": "Sequence", "pretokenizers": [split, {**byte_level, "use_regex": False}]}
         normalizer = {"type": "NFC"}
-    if is_roberta:
+    if is_roberta or family == "DebertaTokenizer":
         cls, sep = settings["cls_token"], settings["sep_token"]
         if cls not in vocab or sep not in vocab:
-            raise ValueError(f"{vocab_path} has no {cls!r} or {sep!r}; RoBERTa's tokenizer needs both.")
+            raise ValueError(f"{vocab_path} has no {cls!r} or {sep!r}; {family} needs both.")
+    if family == "DebertaTokenizer":
+        special = {"SpecialToken": {"id": cls, "type_id": 0}}, {"SpecialToken": {"id": sep, "type_id": 0}}
+        post_processor = {
+            "type": "TemplateProcessing",
+            "single": [special[0], {"Sequence": {"id": "A", "type_id": 0}}, special[1]],
+            "pair": [special[0], {"Sequence": {"id": "A", "type_id": 0}}, special[1], special[1],
+                     {"Sequence": {"id": "B", "type_id": 0}}, special[1]],
+            "special_tokens": {token: {"id": token, "ids": [vocab[token]], "tokens": [token]} for token in (cls, sep)},
+        }
+    elif is_roberta:
         post_processor = {"type": "RobertaProcessing", "sep": [sep, vocab[sep]], "cls": [cls, vocab[cls]],
                           "trim_offsets": trim_offsets, "add_prefix_space": add_prefix_space}  # fmt: skip
     else:
