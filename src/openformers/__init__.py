@@ -36,6 +36,7 @@ _public(
     "MBartTokenizer", "MBartTokenizerFast", "MBart50Tokenizer", "MBart50TokenizerFast",
     "PegasusTokenizer", "PegasusTokenizerFast", "BlenderbotTokenizer", "BlenderbotTokenizerFast",
     "DebertaV2Tokenizer", "DebertaV2TokenizerFast", "DebertaTokenizer", "DebertaTokenizerFast",
+    "MobileBertTokenizer", "MobileBertTokenizerFast",
 )
 _public(
     "openformers.configs",
@@ -79,6 +80,7 @@ _public(
     "ModernBertConfig",
     "DebertaV2Config",
     "DebertaConfig",
+    "MobileBertConfig",
 )
 _public(
     "openformers.models.auto",
@@ -238,6 +240,12 @@ _public(
     "DebertaV2ForTokenClassification", "DebertaV2ForQuestionAnswering", "DebertaV2ForMultipleChoice",
     "DebertaPreTrainedModel", "DebertaModel", "DebertaForMaskedLM", "DebertaForSequenceClassification",
     "DebertaForTokenClassification", "DebertaForQuestionAnswering",
+)
+_public(
+    "openformers.models.mobilebert",
+    "MobileBertPreTrainedModel", "MobileBertModel", "MobileBertLayer", "MobileBertForPreTraining",
+    "MobileBertForMaskedLM", "MobileBertForNextSentencePrediction", "MobileBertForSequenceClassification",
+    "MobileBertForTokenClassification", "MobileBertForQuestionAnswering", "MobileBertForMultipleChoice",
 )
 _public(
     "openformers.models.modernbert",

@@ -3295,6 +3295,50 @@ class AlbertConfig(PretrainedConfig):
 
 
 @dataclass
+class MobileBertConfig(BertConfig):
+    """MobileBERT: BERT's post-norm encoder, narrowed inside each layer to `intra_bottleneck_size` (`use_bottleneck`)
+    with `num_feedforward_networks` feed-forward blocks per layer, element-wise affine "no_norm" norms, and token
+    embeddings of `embedding_size` read three at a time (`trigram_input`) and projected to `hidden_size`."""
+
+    model_type: ClassVar[str] = "mobilebert"
+
+    hidden_size: int = 512
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 4
+    intermediate_size: int = 512
+    hidden_act: str = "relu"
+    hidden_dropout_prob: float = 0.0
+    embedding_size: int = 128
+    trigram_input: bool = True
+    use_bottleneck: bool = True
+    intra_bottleneck_size: int = 128
+    use_bottleneck_attention: bool = False
+    key_query_shared_bottleneck: bool = True
+    num_feedforward_networks: int = 4
+    normalization_type: str = "no_norm"
+    classifier_activation: bool = True
+
+    @property
+    def true_hidden_size(self) -> int:
+        """The width inside each layer: the bottleneck's, or hidden_size without one."""
+        return self.intra_bottleneck_size if self.use_bottleneck else self.hidden_size
+
+    def validate(self) -> None:
+        super().validate()
+        _require_positive_ints(self, "embedding_size", "intra_bottleneck_size", "num_feedforward_networks")
+        if self.true_hidden_size % self.num_attention_heads:
+            _invalid("intra_bottleneck_size", self.intra_bottleneck_size,
+                     f"a multiple of num_attention_heads={self.num_attention_heads}")
+        if self.normalization_type not in ("no_norm", "layer_norm"):
+            _invalid("normalization_type", self.normalization_type, "'no_norm' or 'layer_norm'")
+        if self.embedding_size > self.hidden_size:
+            _invalid("embedding_size", self.embedding_size, f"at most hidden_size={self.hidden_size} (the masked LM "
+                     "predicts with the embeddings and hidden_size - embedding_size more rows)")
+        if self.is_decoder:
+            _invalid("is_decoder", self.is_decoder, "False (MobileBERT is an encoder)")
+
+
+@dataclass
 class ElectraConfig(BertConfig):
     """ELECTRA: BERT's encoder over embeddings of `embedding_size`, projected up to `hidden_size` when they differ;
     no pooler. The discriminator and the generator are both this network, at different sizes. Multiple choice
@@ -4792,6 +4836,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "starcoder2": Starcoder2Config,
     "albert": AlbertConfig,
     "electra": ElectraConfig,
+    "mobilebert": MobileBertConfig,
     "mpnet": MPNetConfig,
     "modernbert": ModernBertConfig,
     "bart": BartConfig,

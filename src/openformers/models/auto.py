@@ -67,6 +67,7 @@ from . import t5
 from . import blenderbot, blenderbot_small, umt5
 from . import modernbert
 from . import deberta_v2
+from . import mobilebert
 from .base import PreTrainedModel, load_pretrained
 
 
@@ -245,6 +246,10 @@ MODEL_CLASSES = {
     "albert": (albert, {  # no causal-LM head; pretraining adds sentence-order prediction
         **{task: name for task, name in _encoder_classes("Albert").items() if task != "causal-lm"},
         "pretraining": "AlbertForPreTraining",
+    }),
+    "mobilebert": (mobilebert, {  # no causal-LM head
+        **{task: name for task, name in _encoder_classes("MobileBert").items() if task != "causal-lm"},
+        "pretraining": "MobileBertForPreTraining", "next-sentence-prediction": "MobileBertForNextSentencePrediction",
     }),
     "electra": (electra, {**_encoder_classes("Electra"), "pretraining": "ElectraForPreTraining"}),  # discriminator
     "roformer": (roformer, _encoder_classes("RoFormer")),

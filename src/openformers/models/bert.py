@@ -224,11 +224,14 @@ class BertPreTrainedModel(PreTrainedModel):
 class BertModel(BertPreTrainedModel):
     """The encoder: `last_hidden_state` (B, T, C), and `pooler_output` (B, C) unless built without the pooler."""
 
+    # Its parts, which a family with its own embeddings, layers or pooler replaces (MobileBERT).
+    embeddings_class, encoder_class, pooler_class = BertEmbeddings, BertEncoder, BertPooler
+
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
-        self.embeddings = BertEmbeddings(config)
-        self.encoder = BertEncoder(config)
-        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.embeddings = self.embeddings_class(config)
+        self.encoder = self.encoder_class(config)
+        self.pooler = self.pooler_class(config) if add_pooling_layer else None
         if not add_pooling_layer:  # a checkpoint's pooler is left unused, as the reference does
             self.ignored_checkpoint_keys = (*self.ignored_checkpoint_keys, POOLER_KEYS)
 
@@ -314,7 +317,7 @@ def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
 
 
 # The pooler's weights, which a model built without the pooler leaves unused.
-POOLER_KEYS = r"^((bert|roberta)\.)?pooler\."
+POOLER_KEYS = r"^((bert|roberta|mobilebert)\.)?pooler\."
 DECODER_BIAS = r"(^|\.)decoder\.bias$"
 
 
@@ -493,6 +496,7 @@ class BertForPreTraining(BertPreTrainedModel, HeadModel):
 
     add_pooling_layer = True
     tied_weights = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
+    output_class = BertForPreTrainingOutput  # MobileBERT's has its own name
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
@@ -510,7 +514,7 @@ class BertForPreTraining(BertPreTrainedModel, HeadModel):
         loss = None
         if labels is not None and next_sentence_label is not None:
             loss = token_loss(prediction_logits, labels) + _next_sentence_loss(seq_relationship_logits, next_sentence_label)
-        output = BertForPreTrainingOutput(
+        output = self.output_class(
             loss=loss, prediction_logits=prediction_logits, seq_relationship_logits=seq_relationship_logits,
             hidden_states=encoded.hidden_states, attentions=encoded.attentions,
         )

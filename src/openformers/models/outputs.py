@@ -188,6 +188,11 @@ class BertForPreTrainingOutput(ModelOutput):
 
 
 @dataclass
+class MobileBertForPreTrainingOutput(BertForPreTrainingOutput):
+    """BERT's, under the reference's MobileBERT name."""
+
+
+@dataclass
 class GPT2DoubleHeadsModelOutput(ModelOutput):
     loss: torch.Tensor | None = None
     mc_loss: torch.Tensor | None = None

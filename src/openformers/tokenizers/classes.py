@@ -850,6 +850,7 @@ CamembertTokenizerFast = CamembertTokenizer
 AlbertTokenizerFast = AlbertTokenizer
 MPNetTokenizerFast = MPNetTokenizer
 ElectraTokenizer = ElectraTokenizerFast = BertTokenizer  # the reference 5.x's ELECTRA names for BERT's tokenizer
+MobileBertTokenizer = MobileBertTokenizerFast = BertTokenizer  # and MobileBERT's
 DebertaV2TokenizerFast = DebertaV2Tokenizer
 DebertaTokenizerFast = DebertaTokenizer
 GPTNeoXTokenizerFast = GPTNeoXTokenizer
@@ -872,7 +873,7 @@ TOKENIZER_CLASSES = {
         BlenderbotTokenizer, DebertaTokenizer,
     )
 }  # fmt: skip
-TOKENIZER_CLASSES["ElectraTokenizer"] = BertTokenizer
+TOKENIZER_CLASSES["ElectraTokenizer"] = TOKENIZER_CLASSES["MobileBertTokenizer"] = BertTokenizer
 TOKENIZER_CLASSES["PreTrainedTokenizerFast"] = TokenizersBackend
 TOKENIZER_CLASSES["BartTokenizer"] = RobertaTokenizer
 # The reference 5.x removed BLOOM's class and reads the BloomTokenizerFast its checkpoints name as its backend.
@@ -896,7 +897,8 @@ _CLASS_OF_MODEL_TYPE = {
     "stablelm": "TokenizersBackend",  # StableLM checkpoints name GPT2TokenizerFast or GPTNeoXTokenizerFast
     "gpt_bigcode": "TokenizersBackend",  # StarCoder's folders name GPT2Tokenizer, which the generic class overrides
     "deberta-v2": "DebertaV2Tokenizer", "deberta": "DebertaTokenizer",
-    "albert": "AlbertTokenizer", "electra": "BertTokenizer", "roformer": "RoFormerTokenizer", "mpnet": "MPNetTokenizer",
+    "albert": "AlbertTokenizer", "electra": "BertTokenizer", "roformer": "RoFormerTokenizer",
+    "mobilebert": "BertTokenizer", "mpnet": "MPNetTokenizer",
     "gemma": "GemmaTokenizer", "gemma2": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer",
     "granite": "TokenizersBackend",  # whatever class its folders name (GPT2Tokenizer)
     "granitemoe": "TokenizersBackend", "granitemoeshared": "TokenizersBackend",  # as Granite's
