@@ -330,11 +330,13 @@ def prediction_width(config: BertConfig) -> int:
 
 
 class BertPredictionHeadTransform(nn.Module):
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, width: int | None = None):
+        """`width`: what it outputs, by default prediction_width(config) (MobileBERT's stays hidden_size)."""
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, prediction_width(config))
+        width = prediction_width(config) if width is None else width
+        self.dense = nn.Linear(config.hidden_size, width)
         self.act = ACTIVATIONS[config.hidden_act]
-        self.LayerNorm = nn.LayerNorm(prediction_width(config), eps=config.layer_norm_eps)
+        self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
 
     def forward(self, x):
         return self.LayerNorm(self.act(self.dense(x)))

@@ -215,7 +215,7 @@ class MobileBertLayer(nn.Module):
         self.intermediate = MobileBertIntermediate(config)
         self.output = MobileBertOutput(config)
 
-    def forward(self, x, mask, cache=None, attention_path="sdpa"):
+    def forward(self, x, mask, cache=None, attention_path="sdpa", rotary=None):  # rotary: RoFormer's, None here
         q, k, v, residual = self.bottleneck(x) if hasattr(self, "bottleneck") else (x, x, x, x)
         y, weights = self.attention(q, k, v, residual, mask, attention_path)
         for ffn in getattr(self, "ffn", ()):
@@ -288,7 +288,7 @@ class MobileBertLMPredictionHead(nn.Module):
 
     def __init__(self, config: MobileBertConfig):
         super().__init__()
-        self.transform = BertPredictionHeadTransform(config)
+        self.transform = BertPredictionHeadTransform(config, config.hidden_size)
         self.dense = nn.Linear(config.vocab_size, config.hidden_size - config.embedding_size, bias=False)
         self.decoder = nn.Linear(config.embedding_size, config.vocab_size, bias=not config.tie_word_embeddings)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
