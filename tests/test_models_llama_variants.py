@@ -295,7 +295,7 @@ class TestHelium(SteppedLlamaVariantTests):
 
 
 @torch.inference_mode()
-def test_helium_rotates_interleaved_pairs(tmp_path):
+def test_helium_rotates_interleaved_pairs(tmp_path, monkeypatch):
     # Llama's rotation of halves on the same weights gives other logits: the parity above holds for the pairs turned.
     from openformers.models.helium import HeliumAttention
     from openformers.models.layers import apply_rope
@@ -306,11 +306,8 @@ def test_helium_rotates_interleaved_pairs(tmp_path):
     model.model.accelerated_step = None  # the layers' rotation (the kernel's step sets its own once, when it gathers)
     interleaved = model(ids).logits
     torch.testing.assert_close(interleaved, reference(ids).logits, atol=1e-4, rtol=1e-4)
-    try:
-        HeliumAttention.rope = staticmethod(apply_rope)
-        assert (model(ids).logits - interleaved).abs().max() > 1e-2
-    finally:
-        del HeliumAttention.rope
+    monkeypatch.setattr(HeliumAttention, "rope", staticmethod(apply_rope))  # restored after the test
+    assert (model(ids).logits - interleaved).abs().max() > 1e-2
 
 
 
