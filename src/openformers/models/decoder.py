@@ -179,6 +179,9 @@ class SlidingLayersDecoder(DecoderModel):
         `local_rotary_emb`'s for the sliding ones."""
         rope = {}
         for is_sliding, rotary in ((False, self.rotary_emb), (True, self.local_rotary_emb)):
+            if is_sliding and rotary is self.rotary_emb:  # one table for both kinds (Gemma 2, Ministral, ...)
+                rope[True] = rope[False]
+                continue
             rotary.ensure_length(end)
             rope[is_sliding] = rotary(position_ids, self.rotation_dtype(x))
         return rope
