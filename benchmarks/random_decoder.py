@@ -37,7 +37,9 @@ an untied vocabulary of 48000); `hunyuan-0.5b` is Hunyuan-0.5B's (24 layers, hid
 heads of 128 normed after their rotation, intermediate 3584, a tied vocabulary of 120818, the base stretched by an
 alpha of 1000); `exaone4-1.2b` is EXAONE-4.0-1.2B's (30 layers, hidden 2048, 32 query and 8 key/value heads of 64
 with per-head q/k norms, norms after each branch, intermediate 4096, a tied vocabulary of 102400, no window, llama3
-scaling). Run from the repository root:
+scaling); `pythia-1.4b` is Pythia-1.4B's (GPT-NeoX: 24 layers, hidden 2048, 16 heads of 128 fused q/k/v head by
+head with a quarter of each rotated, exact GELU MLP of 8192, two LayerNorms a layer read in parallel, biases
+everywhere, an untied vocabulary of 50304). Run from the repository root:
 
     .venv/bin/python benchmarks/random_decoder.py [--family qwen3] [--dtype bfloat16] [--new-tokens 32] [--rounds 2]
         [--layers N] [--batch N] [--ways plain products step]
@@ -55,6 +57,7 @@ from openformers.configs import (
     Exaone4Config,
     Gemma2Config,
     Glm4Config,
+    GPTNeoXConfig,
     GraniteConfig,
     HeliumConfig,
     HunYuanDenseV1Config,
@@ -71,6 +74,7 @@ from openformers.models.ernie4_5 import Ernie4_5ForCausalLM
 from openformers.models.exaone4 import Exaone4ForCausalLM
 from openformers.models.gemma import Gemma2ForCausalLM
 from openformers.models.glm import Glm4ForCausalLM
+from openformers.models.gpt_neox import GPTNeoXForCausalLM
 from openformers.models.granite import GraniteForCausalLM
 from openformers.models.helium import HeliumForCausalLM
 from openformers.models.hunyuan_v1_dense import HunYuanDenseV1ForCausalLM
@@ -146,6 +150,10 @@ FAMILIES = {
         num_key_value_heads=8, head_dim=64, sliding_window=None, rope_theta=1000000.0, max_position_embeddings=4096,
         rope_scaling={"rope_type": "llama3", "factor": 16.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                       "original_max_position_embeddings": 8192}, tie_word_embeddings=True)),
+    "pythia-1.4b": (GPTNeoXForCausalLM, GPTNeoXConfig, dict(
+        vocab_size=50304, hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=16,
+        partial_rotary_factor=0.25, hidden_act="gelu", use_parallel_residual=True, max_position_embeddings=2048,
+        tie_word_embeddings=False)),
 }
 
 

@@ -373,7 +373,7 @@ def assert_decoding_step_gives_the_references_logits(model, reference, ids, pref
     import openformers.kernels  # noqa: F401 (loads the library's operators)
     from openformers.kernels.llama import refusal
 
-    assert refusal(model.config) is None and model.model.accelerated_step is not None
+    assert refusal(model.config) is None and model.base_model.accelerated_step is not None
     calls, decode_step = [], torch.ops.openformers.decode_step
     counted = lambda *args: calls.append(1) or decode_step(*args)  # noqa: E731
     torch.ops.openformers.decode_step = counted

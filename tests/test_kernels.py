@@ -18,6 +18,7 @@ from openformers.configs import (
     Gemma2Config,
     Gemma3TextConfig,
     GemmaConfig,
+    GPTNeoXConfig,
     Glm4Config,
     GlmConfig,
     GraniteConfig,
@@ -45,6 +46,7 @@ from openformers.models.ernie4_5 import Ernie4_5ForCausalLM
 from openformers.models.exaone4 import Exaone4ForCausalLM
 from openformers.models.gemma import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
 from openformers.models.glm import Glm4ForCausalLM, GlmForCausalLM
+from openformers.models.gpt_neox import GPTNeoXForCausalLM
 from openformers.models.granite import GraniteForCausalLM
 from openformers.models.helium import HeliumForCausalLM
 from openformers.models.hunyuan_v1_dense import HunYuanDenseV1ForCausalLM
@@ -138,6 +140,14 @@ HUNYUAN_BIASES = {**HUNYUAN, "attention_bias": True}
 # (unrotated); without a window (EXAONE-4.0-1.2B's) every layer full and rotated.
 EXAONE4 = dict(head_dim=16, rope_theta=500.0, sliding_window=5, layer_types=["sliding_attention", "full_attention"])
 EXAONE4_NO_WINDOW = dict(head_dim=16, rope_theta=500.0, sliding_window=None, layer_types=["full_attention"] * 2)
+# GPT-NeoX: heads of 16 (as many key/value heads as query heads), the fused q/k/v laid out head by head, half of each
+# head rotated, exact GELU, biases everywhere, parallel branches with a norm each; sequential with tanh GELU, a
+# quarter rotated, no attention biases; heads of 64 with linear rope scaling.
+GPT_NEOX = dict(num_key_value_heads=4, partial_rotary_factor=0.5, rope_theta=500.0)
+GPT_NEOX_SEQUENTIAL = {**GPT_NEOX, "use_parallel_residual": False, "hidden_act": "gelu_new",
+                       "partial_rotary_factor": 0.25, "attention_bias": False}
+GPT_NEOX_HEAD_DIM_64 = {**GPT_NEOX, **HEAD_DIM_64, "num_key_value_heads": 3,
+                        "rope_scaling": {"rope_type": "linear", "factor": 2.0}}
 QWEN3_MOE = dict(num_experts=6, num_experts_per_tok=3, moe_intermediate_size=64, mlp_only_layers=[1])
 QWEN2_MOE = {**QWEN3_MOE, "shared_expert_intermediate_size": 128}
 QWEN2_MOE_SPARSE_STEP = {**QWEN2_MOE, "mlp_only_layers": [], "decoder_sparse_step": 2}
@@ -149,16 +159,19 @@ MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM,
                  MinistralConfig: MinistralForCausalLM, Ernie4_5Config: Ernie4_5ForCausalLM,
                  GlmConfig: GlmForCausalLM, Glm4Config: Glm4ForCausalLM, SeedOssConfig: SeedOssForCausalLM,
                  HeliumConfig: HeliumForCausalLM, HunYuanDenseV1Config: HunYuanDenseV1ForCausalLM,
-                 Exaone4Config: Exaone4ForCausalLM}
+                 Exaone4Config: Exaone4ForCausalLM, GPTNeoXConfig: GPTNeoXForCausalLM}
 # Families whose every norm weight and every bias tiny_model draws (from_config sets them to ones and zeros).
-DRAWN_NORMS_AND_BIASES = (Starcoder2Config, Ernie4_5Config, GlmConfig, Glm4Config)
+DRAWN_NORMS_AND_BIASES = (Starcoder2Config, Ernie4_5Config, GlmConfig, Glm4Config, GPTNeoXConfig)
 
 
 def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> LlamaForCausalLM:
     """A plain tiny model (from_config does not accelerate)."""
     torch.manual_seed(0)
     model_class = MODEL_CLASSES.get(config_class, LlamaForCausalLM)
-    model = model_class.from_config(config_class.from_dict({**TINY, **overrides}), dtype=dtype)
+    values = {**TINY, **overrides}
+    if config_class is GPTNeoXConfig:  # (its heads are all key/value heads)
+        values.pop("num_key_value_heads")
+    model = model_class.from_config(config_class.from_dict(values), dtype=dtype)
     if config_class in (GemmaConfig, Gemma2Config, Gemma3TextConfig):  # from_config zeroes Gemma's norms (offsets)
         for name, parameter in model.named_parameters():
             if name.endswith("norm.weight"):
@@ -169,6 +182,9 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
             if name.endswith("norm.weight"):
                 torch.nn.init.normal_(parameter, mean=1.0, std=0.3)
             elif name.endswith("bias"):
+                torch.nn.init.normal_(parameter, std=0.3)
+            # GPT-NeoX's MLP inputs spread over GELU's curve (-3..3), where its exact and tanh forms part by 1e-4-1e-3
+            elif name.endswith(("dense_h_to_4h.weight", "dense_4h_to_h.weight")):
                 torch.nn.init.normal_(parameter, std=0.3)
         return model.eval()
     for layer in model.model.layers:  # from_config zeroes biases and sets norms to ones; make them count
@@ -211,8 +227,13 @@ def quantized(model, quantization: str):
     under int4 (Q6_K's with their scales per 16); Phi-3's fused q/k/v and gate/up projections so, GLM's fused
     gate/up as an up projection, and every other expert's up projection of a mixture, and its shared expert's."""
     if quantization == "int4+int8":
-        for layer in model.model.layers:
-            attention, mlp = layer.self_attn, getattr(layer, "block_sparse_moe", getattr(layer, "mlp", None))
+        for layer in model.base_model.layers:
+            attention = getattr(layer, "self_attn", None) or layer.attention
+            mlp = getattr(layer, "block_sparse_moe", getattr(layer, "mlp", None))
+            if hasattr(attention, "query_key_value"):  # GPT-NeoX's fused q/k/v, and its up projection per 16
+                attention.query_key_value = kernels.Linear.from_linear(attention.query_key_value, "int8")
+                mlp.dense_h_to_4h = int8_per_16(mlp.dense_h_to_4h)
+                continue
             if hasattr(attention, "qkv_proj"):
                 attention.qkv_proj = kernels.Linear.from_linear(attention.qkv_proj, "int8")
                 mlp.gate_up_proj = int8_per_16(mlp.gate_up_proj)
@@ -420,7 +441,8 @@ def test_an_unknown_rope_scaling_is_refused():
      (SeedOssConfig, SEED_OSS), (SeedOssConfig, {**SEED_OSS_EVERY_BIAS, **HEAD_DIM_64, "head_dim": 64}),
      (HeliumConfig, HELIUM), (HeliumConfig, {**HELIUM_BIASES, **HEAD_DIM_64, "head_dim": 64}),
      (HunYuanDenseV1Config, HUNYUAN), (HunYuanDenseV1Config, {**HUNYUAN_BIASES, **HEAD_DIM_128, "head_dim": 64}),
-     (Exaone4Config, EXAONE4), (Exaone4Config, {**EXAONE4_NO_WINDOW, **HEAD_DIM_64, "head_dim": 64})],
+     (Exaone4Config, EXAONE4), (Exaone4Config, {**EXAONE4_NO_WINDOW, **HEAD_DIM_64, "head_dim": 64}),
+     (GPTNeoXConfig, GPT_NEOX), (GPTNeoXConfig, GPT_NEOX_SEQUENTIAL), (GPTNeoXConfig, GPT_NEOX_HEAD_DIM_64)],
     ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
          "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope",
          "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128", "gemma2-soft-caps",
@@ -432,7 +454,8 @@ def test_an_unknown_rope_scaling_is_refused():
          "ernie4_5-biases-head-dim-64", "glm", "glm-no-bias-head-dim-64-quarter-linear-rope", "glm4",
          "glm4-head-dim-64-quarter-linear-rope", "seed-oss-q-k-v-biases", "seed-oss-every-bias-head-dim-64",
          "helium-interleaved", "helium-biases-head-dim-64", "hunyuan-norms-after", "hunyuan-biases-head-dim-64",
-         "exaone4-window-unrotated-full", "exaone4-no-window-head-dim-64"],
+         "exaone4-window-unrotated-full", "exaone4-no-window-head-dim-64", "gpt-neox-parallel",
+         "gpt-neox-sequential", "gpt-neox-head-dim-64-linear-rope"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -504,7 +527,8 @@ STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, 
     (HeliumConfig, HELIUM_BIASES, None),
     (HeliumConfig, HELIUM_BIASES, "int4+int8"), (HunYuanDenseV1Config, HUNYUAN, None),
     (HunYuanDenseV1Config, HUNYUAN_BIASES, "int8"), (Exaone4Config, EXAONE4, None),
-    (Exaone4Config, EXAONE4, "int4+int8")]
+    (Exaone4Config, EXAONE4, "int4+int8"), (GPTNeoXConfig, GPT_NEOX, None), (GPTNeoXConfig, GPT_NEOX_SEQUENTIAL, None),
+    (GPTNeoXConfig, GPT_NEOX, "int8"), (GPTNeoXConfig, GPT_NEOX_SEQUENTIAL, "int4+int8")]
 STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
     "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8", "phi3",
     "phi3-longrope-int8", "phi3-int4+int8", "gemma2", "gemma2-head-dim-64-int4+int8", "olmo2", "olmo2-int4+int8",
@@ -514,7 +538,8 @@ STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+
     "granite-int4+int8", "llama-yarn", "qwen3-yarn-gpt-oss-int8", "olmo3-yarn", "ministral",
     "ministral-int4+int8", "ernie4_5", "ernie4_5-biases-int4+int8", "glm", "glm-int8", "glm4",
     "glm4-head-dim-64-int4+int8", "seed-oss-every-bias", "seed-oss-int4+int8", "helium-biases",
-    "helium-biases-int4+int8", "hunyuan", "hunyuan-biases-int8", "exaone4", "exaone4-int4+int8"]
+    "helium-biases-int4+int8", "hunyuan", "hunyuan-biases-int8", "exaone4", "exaone4-int4+int8", "gpt-neox",
+    "gpt-neox-sequential", "gpt-neox-int8", "gpt-neox-sequential-int4+int8"]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)
@@ -586,7 +611,7 @@ def prompt_logits(model, tokens: torch.Tensor, stepped: bool, padding: tuple[int
     row b's first padding[b] positions are padding, as generate left-pads a batch: the mask hides them and the row
     counts its positions from its first real token."""
     assert kernels.build()
-    step, decoder = model.model.accelerated_step, model.model
+    step, decoder = model.base_model.accelerated_step, model.base_model
     cache = DynamicCache()
     mask = torch.ones_like(tokens)
     for row, count in enumerate(padding):
@@ -650,13 +675,14 @@ BLOCK_CASES = [(LlamaConfig, HEAD_DIM_64, None), (LlamaConfig, HEAD_DIM_128, "in
                (Qwen2MoeConfig, {**QWEN2_MOE, **HEAD_DIM_128}, "int4"), (Glm4Config, GLM_HEAD_DIM_64, None),
                (HeliumConfig, {**HELIUM, **HEAD_DIM_64, "head_dim": 64}, None),
                (HunYuanDenseV1Config, {**HUNYUAN_BIASES, **HEAD_DIM_128, "head_dim": 64}, None),
-               (Exaone4Config, {**EXAONE4_NO_WINDOW, **HEAD_DIM_128, "head_dim": 64}, None)]
+               (Exaone4Config, {**EXAONE4_NO_WINDOW, **HEAD_DIM_128, "head_dim": 64}, None),
+               (GPTNeoXConfig, GPT_NEOX_HEAD_DIM_64, None)]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", BLOCK_CASES,
                          ids=["llama-64", "llama-128-int4", "mistral-long-window-int8", "qwen3-128", "olmo2-64",
                               "gemma3-64", "mixtral-128-int8", "qwen2-moe-128-int4", "glm4-64-quarter-rotated",
-                              "helium-64", "hunyuan-64", "exaone4-64"])
+                              "helium-64", "hunyuan-64", "exaone4-64", "gpt-neox-64"])
 def test_long_prompts_attend_in_blocks_as_the_layers(config_class, overrides, quantization, monkeypatch):
     # 13 positions a row at a time, then 60 in blocks (two tasks of 32 and 28 rows over two key blocks: 73 keys).
     tokens = torch.randint(1, 96, (1, 74), generator=torch.Generator().manual_seed(8))
@@ -876,12 +902,13 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
      (Starcoder2Config, {}, None), (Starcoder2Config, {}, "int4+int8"), (SmolLM3Config, SMOLLM3, None),
      (GraniteConfig, GRANITE, None), (Ernie4_5Config, ERNIE4_5_BIASED, None), (GlmConfig, GLM, "int4+int8"),
      (Glm4Config, GLM, None), (SeedOssConfig, SEED_OSS_EVERY_BIAS, None), (HeliumConfig, HELIUM_BIASES, None),
-     (HunYuanDenseV1Config, HUNYUAN_BIASES, None), (Exaone4Config, EXAONE4, "int4+int8")],
+     (HunYuanDenseV1Config, HUNYUAN_BIASES, None), (Exaone4Config, EXAONE4, "int4+int8"),
+     (GPTNeoXConfig, GPT_NEOX, None), (GPTNeoXConfig, GPT_NEOX_SEQUENTIAL, "int4+int8")],
     ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8", "phi3-int4+int8", "gemma2-head-dim-64",
          "olmo2", "mixtral", "mixtral-int8", "qwen3-moe-int4", "qwen3-moe-int4+int8", "qwen2-moe",
          "qwen2-moe-int8", "qwen2-moe-int4+int8", "starcoder2",
          "starcoder2-int4+int8", "smollm3", "granite", "ernie4_5-biases", "glm-int4+int8", "glm4", "seed-oss", "helium",
-         "hunyuan", "exaone4-int4+int8"],
+         "hunyuan", "exaone4-int4+int8", "gpt-neox", "gpt-neox-sequential-int4+int8"],
 )
 def test_a_team_of_threads_gives_the_one_thread_results(config_class, overrides, quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly
@@ -1051,8 +1078,9 @@ def test_a_hidden_state_changed_in_place_gets_the_heads_own_product():
 @pytest.mark.parametrize("config_class, overrides",
                          [(LlamaConfig, {}), (Ernie4_5Config, ERNIE4_5_BIASED), (Glm4Config, GLM),
                           (SeedOssConfig, SEED_OSS_EVERY_BIAS), (HeliumConfig, HELIUM_BIASES),
-                          (HunYuanDenseV1Config, HUNYUAN_BIASES), (Exaone4Config, EXAONE4)],
-                         ids=["llama", "ernie4_5-biases", "glm4", "seed-oss", "helium", "hunyuan", "exaone4"])
+                          (HunYuanDenseV1Config, HUNYUAN_BIASES), (Exaone4Config, EXAONE4), (GPTNeoXConfig, GPT_NEOX)],
+                         ids=["llama", "ernie4_5-biases", "glm4", "seed-oss", "helium", "hunyuan", "exaone4",
+                              "gpt-neox"])
 def test_bfloat16_weights_stay_close_to_float32(config_class, overrides, monkeypatch):
     model = accelerated(tiny_model(config_class, **overrides))
     tokens = torch.randint(0, 96, (20,), generator=torch.Generator().manual_seed(2)).tolist()

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 import openformers
 from decoder_parity import (
+    assert_kernel_steps_and_generates_as_the_reference,
     assert_outputs_close,
     assert_same_attributes,
     finish_gguf,
@@ -61,11 +62,14 @@ class TestGPTNeoX(DecoderFamilyTests):
         assert ("embed_out.weight" in stored) != reference.config.tie_word_embeddings
         assert "lm_head.weight" not in stored
 
-    def test_the_cpu_kernel_refuses_gpt_neox(self, tiny):
-        from openformers.kernels import llama as llama_kernel
-
-        model = tiny[2]
-        assert llama_kernel.refusal(model.config) is not None and not llama_kernel.eligible(model)
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_and_generates_as_the_reference(self, tiny):
+        """from_pretrained gives every variant the kernel's decoding step (parallel or sequential branches, the fused
+        q/k/v read head by head, partial rotary, with or without biases), whose steps give the reference's logits
+        and whose greedy tokens are the reference's."""
+        folder, reference, _ = tiny
+        model = load_quietly(AutoModelForCausalLM.from_pretrained, folder)
+        assert_kernel_steps_and_generates_as_the_reference(model, reference, _ids(1, 12, seed=9))
 
     @pytest.mark.parametrize("quantization, tolerance", [("int8", 0.02), ("int4", 0.2)])
     @torch.inference_mode()

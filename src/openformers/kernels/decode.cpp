@@ -857,6 +857,7 @@ inline __m512 gelu_tanh16(__m512 g) {
 #endif
 inline float silu(float g) { return g / (1.f + std::exp(-g)); }
 inline float gelu_tanh(float g) { return 0.5f * g * (1.f + std::tanh(kRoot2OverPi * (g + kCubic * g * g * g))); }
+inline float gelu_erf(float g) { return 0.5f * g * (1.f + std::erf(g * 0.70710678118654752f)); }
 
 // v[i] = tanh(v[i] / cap) * cap, as Gemma 2 bounds its attention scores and logits (torch's order of operations),
 // but for -inf (a hidden position), which stays -inf.
@@ -1374,6 +1375,8 @@ struct Shared {
   // Per key head, its rows made so far in this layer: the chunk that completes a head rotates and caches it (a
   // token's q, k and v are claimed as one loop of rows, so a head's may fall in two threads' chunks).
   std::unique_ptr<std::atomic<int64_t>[]> key_rows_made{};
+  // A per-head fused q/k/v's product (Layer::qkv_per_head), its heads' rows taken apart from here; empty otherwise.
+  std::vector<float> qkv{};
 };
 
 // A sparse layer's mixture of experts (Mixtral, Qwen3-MoE) in place of its gate, up and down: the router's matrix,
@@ -1410,6 +1413,11 @@ struct Layer {
   bool local = false;  // rotated by the sliding layers' own tables (Gemma 3's rope_local_base_freq)
   bool rotates = true;  // false: queries and keys attend as projected (SmolLM3's unrotated layers, set_unrotated)
   Mixture mixture;     // experts in place of gate, up and down, where mixture.experts > 0
+  // GPT-NeoX's fused q/k/v (StepWeights::set_qkv_per_head): one weight whose rows hold each head's query, key and
+  // value in turn, multiplied whole into Shared::qkv and taken apart a head at a time (q, k and v then span its rows
+  // only to say their sizes and to prefetch them).
+  Matrix qkv{};
+  bool qkv_per_head = false;
 };
 
 // What a family computes differently from Llama, the same for all its layers (StepWeights::set_family): the MLP's
@@ -1432,6 +1440,11 @@ struct Family {
   // StepWeights::set_interleaved), rather than Llama's (i, i + half); whether each head's q/k norms come after the
   // rotation rather than before it (Hunyuan's; StepWeights::set_norms_after_rotation).
   bool interleaved = false, norms_after_rotation = false;
+  // Whether the MLP reads the layer's input (normed by its own norm, or by the attention's where the two are one
+  // tensor) rather than the residual after attention: both branches join the residual together (GPT-NeoX's
+  // use_parallel_residual, Phi's, GPT-J's, Cohere's; StepWeights::set_parallel). Whether GELU is the exact (erf)
+  // form rather than tanh's (GPT-NeoX's "gelu"; StepWeights::set_exact_gelu).
+  bool parallel = false, exact_gelu = false;
 };
 
 // Rotate the pairs of a head's first F.rotary_dims values by the position's angles (`sin` signed per half, as the
@@ -1454,6 +1467,10 @@ inline void add_normed(float* x, const float* out, NormWeights norm, float eps, 
 
 // out[i] = SiLU(gate[i]) * up[i], or GELU(gate[i]) * up[i]; out may be gate.
 inline void activate_times(const Family& family, const float* gate, const float* up, float* out, int64_t n) {
+  if (family.exact_gelu) {
+    for (int64_t i = 0; i < n; ++i) out[i] = gelu_erf(gate[i]) * up[i];
+    return;
+  }
 #ifdef __AVX512F__
   if (family.gelu)
     return map16_pairs(gate, up, out, n, [](__m512 g, __m512 u) { return _mm512_mul_ps(gelu_tanh16(g), u); });
@@ -1464,6 +1481,10 @@ inline void activate_times(const Family& family, const float* gate, const float*
 
 // out[i] = SiLU(x[i]) or GELU(x[i]) alone, an MLP's without a gate (StarCoder2's); out may be x.
 inline void activate(const Family& family, const float* x, float* out, int64_t n) {
+  if (family.exact_gelu) {
+    for (int64_t i = 0; i < n; ++i) out[i] = gelu_erf(x[i]);
+    return;
+  }
 #ifdef __AVX512F__
   if (family.gelu) return map16(x, out, n, gelu_tanh16);
   return map16(x, out, n, silu16);
@@ -1663,7 +1684,9 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   // 1.034x close; float32 1.054x far (0.81 -> 0.86), 1.003x close. A thread's share of k or v alone had read at
   // 0.55-0.75 of the probe, its short streams taken up late by the hardware's prefetchers.
   const Stacked qkv{&L.q, &L.k, &L.v};
-  team.claim_rows(qkv, [&](int64_t part, int64_t begin, int64_t end) {
+  if (L.qkv_per_head) {  // heads taken apart (and their keys and values cached) where the queries are placed
+    team.claim_rows(L.qkv, [&](int64_t begin, int64_t end) { product_rows<W>(L.qkv, begin, end, in, S.qkv.data()); });
+  } else team.claim_rows(qkv, [&](int64_t part, int64_t begin, int64_t end) {
     if (qkv.parts[part] == &L.q) {
       product_rows<W>(L.q, begin, end, in, S.q.data());
     } else if (qkv.parts[part] == &L.k) {
@@ -1688,6 +1711,10 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   }
   team.prefetch_share(L.o);
   team.wait();
+  // Parallel branches: the MLP's input normed now, from the layer's input (the attention's inputs were rounded into
+  // `in` or read, and no thread adds to x before the barriers below); where the two norms are one tensor, `normed`
+  // holds it already.
+  if (F.parallel && L.mlp_norm.data != L.attn_norm.data) apply_norm(x, L.mlp_norm, eps, normed.data(), hidden);
   if (L.whole_qk_norms) {  // one thread norms all the keys (and rotates and caches them), another all the queries
     team.claim(2, 1, 1, [&](int64_t begin, int64_t end) {
       for (int64_t part = begin; part < end; ++part) {
@@ -1704,6 +1731,14 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   team.claim(n_head, 1, 1, [&](int64_t begin, int64_t end) {
     for (int64_t h = begin; h < end; ++h) {
       float* q = S.q.data() + h * head_dim;
+      if (L.qkv_per_head) {  // (one key/value head a query head) its query, key and value, the key and value cached
+        const float* made = S.qkv.data() + 3 * h * head_dim;
+        std::copy(made, made + head_dim, q);
+        std::copy(made + head_dim, made + 2 * head_dim, S.k.data() + h * head_dim);
+        cache_key(h);
+        for (int64_t i = 0; i < head_dim; ++i)
+          values[h * head_stride + pos * pos_stride + i] = static_cast<C>(made[2 * head_dim + i]);
+      }
       place_head(L, F, q, L.q_norm, eps, head_dim, cos, sin);
       scale_query(F, q, head_dim);
       int64_t kv = (h / group) * head_stride;
@@ -1729,7 +1764,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   // the two matrices' streams, which the hardware prefetchers then took up again: SmolLM2 bfloat16 on one thread,
   // the two products of 30 layers in 3.9-4.4 ms a token against 3.4-3.6 apart. Every thread then makes SiLU(gate)
   // * up whole for itself, as it norms the input of a layer (1-2 us for SmolLM2's 1536 values).
-  if (L.mlp_norm.data) apply_norm(x, L.mlp_norm, eps, normed.data(), hidden);
+  if (L.mlp_norm.data && !F.parallel) apply_norm(x, L.mlp_norm, eps, normed.data(), hidden);
   in.set<W>(L.mlp_norm.data ? normed.data() : x, hidden);
   float out_factor = F.residual_factor;
   if (L.mixture.experts) {
@@ -1837,6 +1872,15 @@ struct StepWeights : torch::CustomClassHolder {
   // Granite: what each branch's output is multiplied by before it joins the residual stream.
   void set_residual_scale(double scale) { residual_scale = scale; }
 
+  // GPT-NeoX: a layer's q/k/v one weight, each head's query, key and value rows in turn (Layer::qkv_per_head).
+  bool qkv_per_head = false;
+  void set_qkv_per_head(bool per_head) { qkv_per_head = per_head, fused_qkv = fused_qkv || per_head; }
+
+  // Parallel branches (Family::parallel); GELU's exact form (Family::exact_gelu).
+  bool parallel = false, exact_gelu = false;
+  void set_parallel(bool parallel_branches) { parallel = parallel_branches; }
+  void set_exact_gelu(bool exact) { exact_gelu = exact; }
+
   // Hunyuan: each head's q/k norms after the rotation (Family::norms_after_rotation).
   bool norms_after_rotation = false;
   void set_norms_after_rotation(bool after) { norms_after_rotation = after; }
@@ -1927,6 +1971,7 @@ struct StepWeights : torch::CustomClassHolder {
     Family family{gelu, static_cast<float>(query_factor), static_cast<float>(attention_cap)};
     family.residual_factor = static_cast<float>(residual_scale);
     family.interleaved = interleaved, family.norms_after_rotation = norms_after_rotation;
+    family.parallel = parallel, family.exact_gelu = exact_gelu;
     return family;
   }
 };
@@ -2011,6 +2056,8 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
       TORCH_CHECK(q_rows > 0, op, ": layer ", l, "'s fused q/k/v projection has ", qkv.rows,
                   " rows, fewer than the queries' and twice the cache's ", kv_rows);
       q = qkv.rows_from(0, q_rows), k = qkv.rows_from(q_rows, kv_rows), v = qkv.rows_from(q_rows + kv_rows, kv_rows);
+      TORCH_CHECK(!stack.qkv_per_head || q_rows == kv_rows, op, ": layer ", l, "'s q/k/v fused per head needs as many "
+                  "query heads as key heads (", q_rows, " query rows, ", kv_rows, " key rows)");
       next = 1;
     } else {
       q = matrix(w[0], scale(0), bias(0)), k = matrix(w[1], scale(1), bias(1)), v = matrix(w[2], scale(2), bias(2));
@@ -2031,6 +2078,7 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
     layers.push_back({q, k, v, o, gate, up, mlp(next), attn_norm, mlp_norm_weights, keys[l], values[l]});
     Layer& layer = layers.back();
     int64_t hidden = layer.o.rows;
+    if (stack.qkv_per_head) layer.qkv = q.rows_from(0, 3 * q.rows), layer.qkv_per_head = true;
     // down's rows are claimed as the residual stream's (Team::claim_rows), so they must be as many.
     TORCH_CHECK(!layer.down.data || layer.down.rows == hidden, op, ": layer ", l, "'s down projection has ",
                 layer.down.rows, " rows for a hidden size of ", hidden);
@@ -2228,6 +2276,7 @@ std::tuple<at::Tensor, at::Tensor, int64_t> step_tokens(
            std::vector<float>(first.o.cols),  std::vector<float>(first.o.rows), std::vector<float>(mlp_rows),
            std::vector<float>(mlp_rows), std::vector<float>(most_experts),
            std::vector<float>(most_experts ? stack->top_k * first.o.rows : 0), std::vector<float>(1)};
+  if (first.qkv_per_head) S.qkv.resize(first.qkv.rows);
   int64_t most_key_heads = 0;
   for (const Layer& L : layers) most_key_heads = std::max(most_key_heads, L.keys.size(1));
   S.key_rows_made.reset(new std::atomic<int64_t>[most_key_heads]());
@@ -3919,12 +3968,27 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
   if (L.attn_norm.data)
     for (int64_t j = 0; j < n; ++j) apply_norm(x + j * hidden, L.attn_norm, eps, normed.data() + j * hidden, hidden);
   set_inputs(attention_input, hidden);
-  product(L.q, attention_input, S.q.data());
-  product(L.k, attention_input, S.k.data());
-  product(L.v, attention_input, S.v.data());
+  if (L.qkv_per_head) {
+    product(L.qkv, attention_input, S.qkv.data());
+  } else {
+    product(L.q, attention_input, S.q.data());
+    product(L.k, attention_input, S.k.data());
+    product(L.v, attention_input, S.v.data());
+  }
   team.prefetch_share(L.o, multiple);
   team.wait();
+  // Parallel branches: the MLP's input normed now, as in layer_step (every thread its own, from x as it came in).
+  if (F.parallel && L.mlp_norm.data != L.attn_norm.data)
+    for (int64_t j = 0; j < n; ++j) apply_norm(x + j * hidden, L.mlp_norm, eps, normed.data() + j * hidden, hidden);
   auto cache_head = [&](int64_t j, int64_t h) {  // row j's key (normed, rotated) and value of head h, into the cache
+    if (L.qkv_per_head) {  // (as many query heads as key heads) head h's query, key and value taken apart
+      const float* made = S.qkv.data() + j * L.qkv.rows + 3 * h * head_dim;
+      for (int64_t part = 0; part < 3; ++part) {
+        float* to = (part == 0 ? S.q.data() + j * L.q.rows : part == 1 ? S.k.data() + j * L.k.rows
+                                                                       : S.v.data() + j * L.v.rows) + h * head_dim;
+        std::copy(made + part * head_dim, made + (part + 1) * head_dim, to);
+      }
+    }
     float* k = S.k.data() + j * L.k.rows + h * head_dim;
     const float* v = S.v.data() + j * L.v.rows + h * head_dim;
     place_head(L, F, k, L.k_norm, eps, head_dim, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
@@ -4005,7 +4069,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
       add_normed(x + j * hidden, S.out.data() + j * hidden, L.attn_out_norm, eps, normed.data() + j * hidden, hidden);
 
   const float* mlp_input = L.mlp_norm.data ? normed.data() : x;
-  if (L.mlp_norm.data)
+  if (L.mlp_norm.data && !F.parallel)
     for (int64_t j = 0; j < n; ++j) apply_norm(x + j * hidden, L.mlp_norm, eps, normed.data() + j * hidden, hidden);
   set_inputs(mlp_input, hidden, L.mixture.experts > 0);
   if (L.mixture.experts) {
@@ -4081,6 +4145,7 @@ void batch_stack(const char* op, at::Tensor x, int64_t span, const c10::intrusiv
            std::vector<float>(n * first.o.rows), std::vector<float>(n * mlp_rows),
            std::vector<float>(n * mlp_rows), std::vector<float>(n * most_experts),
            std::vector<float>(most_experts ? n * stack->top_k * first.o.rows : 0), std::vector<float>(n)};
+  if (first.qkv_per_head) S.qkv.resize(n * first.qkv.rows);
   std::atomic<bool> unusable{false};  // as decode_step's
   const float *c = cos_f.data_ptr<float>(), *s = sin_f.data_ptr<float>();
   const float *local_c = local_cos_f.data_ptr<float>(), *local_s = local_sin_f.data_ptr<float>();
@@ -4966,6 +5031,9 @@ TORCH_LIBRARY(openformers, m) {
                        std::vector<at::Tensor>>())
       .def("set_family", &StepWeights::set_family)
       .def("set_fused", &StepWeights::set_fused)
+      .def("set_qkv_per_head", &StepWeights::set_qkv_per_head)
+      .def("set_parallel", &StepWeights::set_parallel)
+      .def("set_exact_gelu", &StepWeights::set_exact_gelu)
       .def("set_interleaved", &StepWeights::set_interleaved)
       .def("set_residual_scale", &StepWeights::set_residual_scale)
       .def("set_unrotated", &StepWeights::set_unrotated)

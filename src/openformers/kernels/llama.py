@@ -36,9 +36,12 @@ products in the step, a batch's rows grouped by the experts they picked),
 Qwen2-MoE (Qwen2's attention with Qwen3-MoE's mixture, and in each sparse layer a shared expert that every token
 runs: the step's dense MLP on the layer's own gate, up and down, its output scaled by the sigmoid of its gate,
 `set_shared_experts`), ERNIE 4.5 dense (Llama's layers turning interleaved pairs (2i, 2i + 1), GPT-J's form,
-`set_interleaved`; with use_bias a bias on every projection), and GLM and GLM-4-0414 (q/k/v biases, Phi-3's fused
+`set_interleaved`; with use_bias a bias on every projection), GLM and GLM-4-0414 (q/k/v biases, Phi-3's fused
 gate/up alone, `set_fused`, and partial rotary tables, turning interleaved pairs; GLM-4-0414's plain RMSNorms after
-each branch as Gemma 2's sandwich norms). OLMo (LayerNorms without parameters, q/k/v clamped to clip_qkv), OLMoE
+each branch as Gemma 2's sandwich norms), and GPT-NeoX / Pythia (StarCoder2's LayerNorms and MLP without a gate,
+GELU's exact form, `set_exact_gelu`, partial rotary tables, its fused q/k/v read in place head by head,
+`set_qkv_per_head`, and with use_parallel_residual attention and the MLP both reading the layer's input, each
+through its own norm, their outputs joining the residual together, `set_parallel`). OLMo (LayerNorms without parameters, q/k/v clamped to clip_qkv), OLMoE
 (that clamp, and q/k norms over all heads in a mixture of experts), DeepSeek-V3 and V2, whose multi-head latent
 attention (compressed cached keys and values, expanded per head) the step does not run, and GLM-4.5 (DeepSeek-V3's
 grouped routing with correction biases and shared experts, which the step's mixtures do not choose by; dots.llm1's too)
@@ -76,6 +79,7 @@ from ..models.gemma import (
     GemmaScaledEmbedding,
 )
 from ..models.glm import Glm4DecoderLayer, GlmAttention, GlmDecoderLayer, GlmModel
+from ..models.gpt_neox import GPTNeoXAttention, GPTNeoXLayer, GPTNeoXMLP, GPTNeoXModel
 from ..models.granite import GraniteAttention, GraniteDecoderLayer, GraniteForCausalLM, GraniteModel
 from ..models.heads import CausalLM
 from ..models.helium import HeliumAttention, HeliumDecoderLayer, HeliumModel
@@ -326,6 +330,24 @@ EXAONE4_IMPLEMENTED = {
     "sliding_window_pattern": lambda value: True,  # read into layer_types
     "layer_types": lambda value: True,
 }
+# GPT-NeoX and Pythia: StarCoder2's LayerNorms with biases (set_norm_biases) and MLP without a gate, GELU in its
+# exact form ("gelu": set_exact_gelu) or tanh's, biases on every projection, rotary tables over a head's leading
+# dimensions (partial_rotary_factor), the fused q/k/v laid out head by head (set_qkv_per_head: read in place), and with
+# use_parallel_residual both branches reading the layer's input, each through its own norm (set_parallel). Its
+# dropouts draw only while training: DecodeStep.run leaves a training decoder's steps to its layers.
+GPT_NEOX_IMPLEMENTED = {
+    "model_type": lambda value: value == "gpt_neox",
+    "hidden_act": lambda value: value in ("gelu", "gelu_new", "gelu_pytorch_tanh"),
+    "rope_scaling": IMPLEMENTED["rope_scaling"],
+    "partial_rotary_factor": lambda value: True,  # the rotary tables' width
+    "attention_bias": lambda value: True,
+    "use_parallel_residual": lambda value: True,
+    "layer_norm_eps": lambda value: True,  # read from the norms
+    "attention_dropout": lambda value: True,
+    "hidden_dropout": lambda value: True,
+    "classifier_dropout": lambda value: True,  # the sequence classifier's
+    "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
+}
 # model_type -> what the step implements, where not IMPLEMENTED
 FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED,
             "olmo2": OLMO2_IMPLEMENTED, "olmo3": OLMO3_IMPLEMENTED, "smollm3": SMOLLM3_IMPLEMENTED,
@@ -333,7 +355,8 @@ FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_te
             "hunyuan_v1_dense": HUNYUAN_DENSE_IMPLEMENTED, "exaone4": EXAONE4_IMPLEMENTED,
             "phi3": PHI3_IMPLEMENTED, "mixtral": MIXTRAL_IMPLEMENTED, "qwen3_moe": QWEN3_MOE_IMPLEMENTED,
             "qwen2_moe": QWEN2_MOE_IMPLEMENTED, "starcoder2": STARCODER2_IMPLEMENTED, "granite": GRANITE_IMPLEMENTED,
-            "ernie4_5": ERNIE4_5_IMPLEMENTED, "glm": GLM_IMPLEMENTED, "glm4": GLM4_IMPLEMENTED}
+            "ernie4_5": ERNIE4_5_IMPLEMENTED, "glm": GLM_IMPLEMENTED, "glm4": GLM4_IMPLEMENTED,
+            "gpt_neox": GPT_NEOX_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
 # (read from the model's modules), token ids, head and output options, and what Qwen2 and Qwen3 fold into the
 # decoder's sliding_window (Qwen3's layer_types: one window for every layer or none, as its config checks).
@@ -385,7 +408,8 @@ def refusal(config) -> str | None:
     return None
 
 
-STEP_DECODERS = (LlamaModel, Gemma2Model, Phi3Model)  # the decoder stacks whose layers the step may reproduce
+# the decoder stacks whose layers the step may reproduce
+STEP_DECODERS = (LlamaModel, Gemma2Model, Phi3Model, GPTNeoXModel)
 # The (layer, attention, MLP) classes the step reproduces, in each kind of decoder.
 LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLayer, Qwen3Attention, LlamaMLP),
                 (MinistralDecoderLayer, LlamaAttention, LlamaMLP),
@@ -410,6 +434,28 @@ MIXTURE_LAYERS = ((MixtralDecoderLayer, LlamaAttention, MixtralSparseMoeBlock),
                   (Qwen2MoeDecoderLayer, LlamaAttention, Qwen2MoeSparseMoeBlock),
                   (Qwen2MoeDecoderLayer, LlamaAttention, Qwen3MoeMLP))
 STARCODER2_LAYERS = ((Starcoder2DecoderLayer, LlamaAttention, Starcoder2MLP),)
+GPT_NEOX_LAYERS = ((GPTNeoXLayer, GPTNeoXAttention, GPTNeoXMLP),)
+# The modules the step reads under each family's own names: the token table, the final norm, a layer's attention.
+EMBEDDING_NAMES = ("embed_tokens", "embed_in")
+FINAL_NORM_NAMES = ("norm", "final_layer_norm")
+ATTENTION_NAMES = ("self_attn", "attention")
+
+
+def _named(modules: dict, names: tuple) -> nn.Module | None:
+    """The first of `names` in a module's `_modules` (read through the dict: see _kernel_stack)."""
+    return next((modules[name] for name in names if name in modules), None)
+
+
+def _embedding(decoder: nn.Module) -> nn.Module | None:
+    return _named(decoder._modules, EMBEDDING_NAMES)
+
+
+def _final_norm(decoder: nn.Module) -> nn.Module:
+    return _named(decoder._modules, FINAL_NORM_NAMES)
+
+
+def _attention(layer: nn.Module) -> nn.Module:
+    return _named(layer._modules, ATTENTION_NAMES)
 EXPERT_PROJECTIONS = {MixtralExpert: ("w1", "w3", "w2"), Qwen3MoeMLP: MLP_PROJECTIONS}  # gate, up, down
 
 
@@ -515,7 +561,7 @@ def _shortcut(model: nn.Module, tokens: torch.Tensor) -> tuple | None:
                                                 GraniteForCausalLM.token_logits)
             or "forward" in vars(model) or getattr(model, "_compiled_call_impl", None) is not None):
         return None
-    embedding = decoder._modules.get("embed_tokens")
+    embedding = _embedding(decoder)
     # Gemma's scaled rows the step scales as the module does (StepWeights.set_family's embedding_scale).
     embedding_class = GemmaScaledEmbedding if isinstance(decoder, Gemma2Model) else nn.Embedding
     if (type(embedding) is not embedding_class or embedding.max_norm is not None
@@ -628,16 +674,17 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
     norm_class = (GemmaRMSNorm if gemma else Olmo2RMSNorm if type(decoder) in OLMO2_NORMED_DECODERS
                   else nn.LayerNorm if starcoder2 else RMSNorm)
     layer_kinds = (GEMMA_LAYERS if gemma else OLMO2_LAYERS if olmo2 else PHI3_LAYERS if type(decoder) is Phi3Model
-                   else MIXTURE_LAYERS if isinstance(decoder, MixtralModel) else STARCODER2_LAYERS if starcoder2
+                   else MIXTURE_LAYERS if isinstance(decoder, MixtralModel)
+                   else GPT_NEOX_LAYERS if type(decoder) is GPTNeoXModel else STARCODER2_LAYERS if starcoder2
                    else LLAMA_LAYERS)
     # LayerNorms with their weights and biases (StarCoder2's always have both)
     if starcoder2 and any(norm.weight is None or norm.bias is None
-                          for norm in [decoder.norm] + [n for layer in decoder.layers for n in _layer_norms(layer)]):
+                          for norm in [_final_norm(decoder)] + [n for layer in decoder.layers for n in _layer_norms(layer)]):
         return False
     routings = set()  # (top_k, normalize, weights_in_model_dtype) of the sparse blocks: set_experts takes one
     for layer in decoder.layers:
         feed_forward = _feed_forward(layer)
-        kinds = (type(layer), type(layer.self_attn), type(feed_forward))
+        kinds = (type(layer), type(_attention(layer)), type(feed_forward))
         if kinds not in layer_kinds:
             return False
         if any(norm is not None and type(norm) is not norm_class for norm in _layer_norms(layer)):
@@ -653,12 +700,12 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
                            or type(feed_forward.shared_expert_gate) is not Router):
                 return False
             routings.add((feed_forward.top_k, feed_forward.normalize, feed_forward.weights_in_model_dtype))
-    return type(decoder.norm) is norm_class and len(routings) <= 1
+    return type(_final_norm(decoder)) is norm_class and len(routings) <= 1
 
 
 def _layer_normed(decoder: DecoderModel) -> bool:
-    """Whether the decoder's norms are LayerNorms with biases (StarCoder2's; set_norm_biases)."""
-    return type(decoder) is Starcoder2Model
+    """Whether the decoder's norms are LayerNorms with biases (StarCoder2's, GPT-NeoX's; set_norm_biases)."""
+    return type(decoder) in (Starcoder2Model, GPTNeoXModel)
 
 
 def _feed_forward(layer: nn.Module) -> nn.Module:
@@ -680,7 +727,7 @@ def _layer_norms(layer: nn.Module) -> list[nn.Module | None]:
                  layer.post_mlp_layernorm]
     else:
         norms = [layer.input_layernorm, layer.post_attention_layernorm]
-    attention = layer.self_attn
+    attention = _attention(layer)
     if (type(attention) in (Qwen3Attention, Olmo2Attention, Exaone4Attention)
             or type(attention) is Gemma2Attention and attention.qk_norm):
         norms += (attention.q_norm, attention.k_norm)
@@ -737,7 +784,7 @@ class DecodeStep:
         if ran is None:
             return None
         x, logits, _ = ran
-        hidden = x.to(self.decoder.embed_tokens.weight.dtype)
+        hidden = x.to(_embedding(self.decoder).weight.dtype)
         if head is not None:
             head.offer(hidden, logits)
         return hidden
@@ -757,7 +804,7 @@ class DecodeStep:
         cache's buffers (at least one step) and on one side of longrope's switch to its long tables, so that it
         stops short of `count` rather than reserve room that single steps would not have."""
         decoder = self.decoder
-        table = decoder.embed_tokens.weight if embedding is None else embedding
+        table = _embedding(decoder).weight if embedding is None else embedding
         takes = (
             input_ids is not None
             and (input_ids.dim() == 1 or input_ids.dim() == 2 and input_ids.shape[1] == 1)
@@ -821,7 +868,7 @@ class DecodeStep:
         # x leaves either call normed by the final norm, in float32 (the layers round a bfloat16 model's residual
         # to bfloat16 first), with the layers' eps: every norm of a model has its config's rms_norm_eps.
         if run:
-            norm = decoder._modules["norm"]._parameters["weight"]
+            norm = _final_norm(decoder)._parameters["weight"]
             made = torch.ops.openformers.decode_tokens(input_ids, *layers, cos, sin, eps, norm, *head, bfloat16_logits,
                                                        following, embedding, rotary_row, local_cos, local_sin, count,
                                                        eos or [], ids, RUN_SECONDS)
@@ -829,14 +876,14 @@ class DecodeStep:
             return None, None, made
         if one_sequence:  # decode_step: each product's rows shared by the threads
             step_input = input_ids if embedding is not None else x.view(-1)  # with the table: the token's id
-            norm = decoder._modules["norm"]._parameters["weight"]
+            norm = _final_norm(decoder)._parameters["weight"]
             logits, argmax = torch.ops.openformers.decode_step(step_input, *layers, cos, sin, eps, norm,
                                                                *(head or (None, None)), bfloat16_logits, following,
                                                                embedding, rotary_row, local_cos, local_sin)
             logits, argmax = (logits, argmax) if head is not None else (None, None)
         else:  # decode_batch: each row's rotary angles at its own position, its mask over the cache
             mask = attention_mask.to(torch.uint8) if padding else torch.empty(0, dtype=torch.uint8)
-            torch.ops.openformers.decode_batch(x.view(rows, -1), *layers, cos, sin, mask, eps, decoder.norm.weight,
+            torch.ops.openformers.decode_batch(x.view(rows, -1), *layers, cos, sin, mask, eps, _final_norm(decoder).weight,
                                                following, local_cos, local_sin)
         return x, logits, argmax
 
@@ -848,7 +895,7 @@ class DecodeStep:
         values go to one made for the call. A bfloat16 model's only inside `prompts_for_generation`."""
         decoder = self.decoder
         cache = DynamicCache() if cache is None else cache
-        table = decoder.embed_tokens.weight
+        table = _embedding(decoder).weight
         sequences, tokens = input_ids.shape
         rows = sequences * tokens
         takes = (
@@ -878,8 +925,9 @@ class DecodeStep:
         if self._draws_while_training and decoder.training:  # (known once _kernel_stack has gathered the layers)
             return None
         if not cache.keys:
-            attention = decoder.layers[0].self_attn
-            cache.start_layers(self._layer_count, sequences, attention.n_kv_head, attention.head_dim, table.dtype)
+            attention = _attention(decoder.layers[0])
+            heads = getattr(attention, "n_kv_head", None) or attention.n_head  # (GPT-NeoX: no grouped queries)
+            cache.start_layers(self._layer_count, sequences, heads, attention.head_dim, table.dtype)
         if len(cache.lengths) != self._layer_count:
             return None
         cos, sin, *local_angles = self._angles_at(positions)
@@ -890,7 +938,7 @@ class DecodeStep:
         mask = torch.empty(0, dtype=torch.uint8) if attention_mask is None else attention_mask
         averages = decoder.attention_path(False) == "eager"  # (a padding row's attention: see decode_prompt)
         torch.ops.openformers.decode_prompt(x.view(rows, -1), stack, keys, values, position, window, cos, sin, mask,
-                                            averages, eps, decoder.norm.weight, following, local_cos, local_sin)
+                                            averages, eps, _final_norm(decoder).weight, following, local_cos, local_sin)
         return x.to(table.dtype)
 
     def _rotaries(self) -> list[nn.Module]:
@@ -918,7 +966,8 @@ class DecodeStep:
         decoder = self.decoder
         window = decoder.config.sliding_window if isinstance(decoder, SlidingLayersDecoder) else decoder.sliding_window
         # Through the module dicts: nn.Module's attribute fallback cost ~5 us an attribute after a step.
-        eps = decoder._modules["layers"]._modules["0"]._modules["post_attention_layernorm"].eps
+        layer = decoder._modules["layers"]._modules["0"]._modules
+        eps = (layer.get("post_attention_layernorm") or layer["input_layernorm"]).eps
         # Inside threads_following_team, the step leaves torch's threads at the team's settled size.
         following = getattr(_following, "caller", None) is not None
         return window or 0, eps, following
@@ -979,12 +1028,16 @@ class DecodeStep:
         if ready and _layer_normed(self.decoder):
             layer_norms = [norm for layer in self.decoder.layers for norm in _layer_norms(layer)]
             self._stack.set_family(False, True, 0.0, 1.0, 1.0, [], 0.0)  # GELU
-            self._stack.set_norm_biases([norm.bias for norm in layer_norms] + [self.decoder.norm.bias])
+            self._stack.set_norm_biases([norm.bias for norm in layer_norms] + [_final_norm(self.decoder).bias])
+        if ready and type(self.decoder) is GPTNeoXModel:
+            self._stack.set_qkv_per_head(True)
+            self._stack.set_exact_gelu(self.decoder.config.hidden_act == "gelu")
+            self._stack.set_parallel(self.decoder.layers[0].use_parallel_residual)
         blocks = [block for block in map(_feed_forward, self.decoder.layers) if isinstance(block, SparseMoeBlock)]
         self._mixture = ready and bool(blocks)
         config = self.decoder.config
-        # StarCoder2's dropouts (Seed-OSS has the last two)
-        dropouts = ("embedding_dropout", "attention_dropout", "residual_dropout")
+        # StarCoder2's dropouts (Seed-OSS has the last two; GPT-NeoX the second and hidden_dropout)
+        dropouts = ("embedding_dropout", "attention_dropout", "residual_dropout", "hidden_dropout")
         self._draws_while_training = (any(block.jitter_noise for block in blocks)
                                       or (_layer_normed(self.decoder) or type(self.decoder) is SeedOssModel)
                                       and any(getattr(config, d, 0.0) for d in dropouts))
@@ -1157,6 +1210,9 @@ def _linear_slots(layer: nn.Module) -> list[tuple[nn.Module, str] | None]:
     if type(layer) is Phi3DecoderLayer:
         return [(layer.self_attn, "qkv_proj"), (layer.self_attn, "o_proj"), (layer.mlp, "gate_up_proj"),
                 (layer.mlp, "down_proj")]
+    if type(layer) is GPTNeoXLayer:  # q/k/v fused head by head (set_qkv_per_head), an MLP without a gate
+        return [(layer.attention, "query_key_value"), (layer.attention, "dense"), None,
+                (layer.mlp, "dense_h_to_4h"), (layer.mlp, "dense_4h_to_h")]
     feed_forward = _feed_forward(layer)
     if type(feed_forward) is Qwen2MoeSparseMoeBlock:  # its shared expert's, beside its experts (set_shared_experts)
         mlp = [(feed_forward.shared_expert, n) for n in MLP_PROJECTIONS]
@@ -1199,7 +1255,7 @@ def _experts(layer: nn.Module) -> list[nn.Linear]:
 
 def _query_key_value_count(layer: nn.Module) -> int:
     """How many of a layer's first linear layers (_linear_slots) make its queries, keys and values."""
-    return 1 if type(layer) is Phi3DecoderLayer else 3
+    return 1 if type(layer) in (Phi3DecoderLayer, GPTNeoXLayer) else 3
 
 
 def _gather(decoder: DecoderModel) -> tuple[list, list, list, list]:

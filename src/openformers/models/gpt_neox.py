@@ -11,7 +11,8 @@ and `embed_out` in the files, as the reference reads and writes them.
 GGUF files of llama.cpp's "gptneox" architecture are read here too: llama.cpp's converter regroups the fused rows as
 all queries, then all keys, then all values, which `convert_gguf_state_dict` puts back head by head; the metadata it
 states as Falcon's files do is read by `gguf_layer_norm_decoder_values`, which falcon.py uses too. The CPU decoding
-kernel does not apply: kernels/llama.py accelerates LlamaModel only.
+kernel's step runs these layers (kernels/llama.py: the fused rows read head by head where they are, both kinds of
+residual, GELU's exact form).
 """
 
 import re
