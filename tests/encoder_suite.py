@@ -27,8 +27,8 @@ from encoder_parity import (
 ROW_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a head's inputs hold besides its labels
 
 
-def without_labels(inputs: dict) -> dict:
-    return {k: v for k, v in inputs.items() if k in ROW_INPUTS}
+def without_labels(inputs: dict, kept: tuple = ROW_INPUTS) -> dict:
+    return {k: v for k, v in inputs.items() if k in kept}
 
 
 class EncoderFamilyTests:
@@ -46,6 +46,7 @@ class EncoderFamilyTests:
     PAD = 0  # the pad id of the padded batch
     LOWEST_ID = 3  # random token ids are drawn from LOWEST_ID up to the vocabulary's end
     TOKEN_TYPES = False  # whether the padded batch has two segments of token types
+    ROW_INPUTS = ROW_INPUTS  # the inputs besides the labels (ERNIE's task_type_ids too)
     REAL = 7  # the real tokens of the padded batch's second row
     ALSO_DRAWN = ()  # parameters drawn at std 1 besides the biases and norms (by a part of their names)
     POSITION_OFFSET = 0  # the positions a family keeps before the first token's (RoBERTa's padding_idx + 1)
@@ -123,7 +124,7 @@ class EncoderFamilyTests:
     @torch.inference_mode()
     def test_each_padded_row_gives_what_it_gives_alone(self, head, tiny):
         name, _, _, model = tiny
-        inputs = without_labels(self.inputs(*head))
+        inputs = without_labels(self.inputs(*head), self.ROW_INPUTS)
         batched = outputs_of(model(**inputs))
         alone = outputs_of(model(**{k: v[1:, ..., :self.REAL] for k, v in inputs.items() if k != "attention_mask"}))
         for key, value in alone.items():
@@ -145,7 +146,7 @@ class EncoderFamilyTests:
 
         name, folder, _, model = tiny
         reference = getattr(transformers, name).from_pretrained(folder, attn_implementation="eager").eval()
-        inputs = without_labels(self.inputs(*head))
+        inputs = without_labels(self.inputs(*head), self.ROW_INPUTS)
         ours = model(**inputs, output_hidden_states=True, output_attentions=True)
         theirs = reference(**inputs, output_hidden_states=True, output_attentions=True)
         assert len(ours.hidden_states) == len(theirs.hidden_states) == self.layers_run() + 1
@@ -174,7 +175,7 @@ class EncoderFamilyTests:
         model = load_quietly(lambda folder: getattr(openformers, name).from_pretrained(folder, dtype=torch.bfloat16),
                              tmp_path)
         assert model.dtype == torch.bfloat16
-        inputs = without_labels(self.inputs(name))
+        inputs = without_labels(self.inputs(name), self.ROW_INPUTS)
         ours, theirs = model(**inputs).logits, reference(**inputs).logits
         assert ours.dtype == theirs.dtype == torch.bfloat16
         torch.testing.assert_close(ours.float(), theirs.float(), atol=1e-2, rtol=1e-2)

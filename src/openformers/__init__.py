@@ -80,7 +80,7 @@ _public(
     "ModernBertConfig",
     "DebertaV2Config",
     "DebertaConfig",
-    "MobileBertConfig",
+    "MobileBertConfig", "ErnieConfig",
 )
 _public(
     "openformers.models.auto",
@@ -246,6 +246,12 @@ _public(
     "MobileBertPreTrainedModel", "MobileBertModel", "MobileBertLayer", "MobileBertForPreTraining",
     "MobileBertForMaskedLM", "MobileBertForNextSentencePrediction", "MobileBertForSequenceClassification",
     "MobileBertForTokenClassification", "MobileBertForQuestionAnswering", "MobileBertForMultipleChoice",
+)
+_public(
+    "openformers.models.ernie",
+    "ErniePreTrainedModel", "ErnieModel", "ErnieForPreTraining", "ErnieForMaskedLM", "ErnieForCausalLM",
+    "ErnieForNextSentencePrediction", "ErnieForSequenceClassification", "ErnieForTokenClassification",
+    "ErnieForQuestionAnswering", "ErnieForMultipleChoice",
 )
 _public(
     "openformers.models.modernbert",

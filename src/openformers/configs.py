@@ -869,6 +869,21 @@ class RobertaConfig(BertConfig):
 
 
 @dataclass
+class ErnieConfig(BertConfig):
+    """ERNIE 1.0-3.0 (nghuyong/ernie-3.0-base-zh): BERT's architecture; with `use_task_id` (ERNIE 2.0 and 3.0) a
+    table of `task_type_vocab_size` task embeddings is added to the embeddings, by each token's task_type_ids."""
+
+    model_type: ClassVar[str] = "ernie"
+
+    task_type_vocab_size: int = 3
+    use_task_id: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        _require_positive_ints(self, "task_type_vocab_size")
+
+
+@dataclass
 class GPT2Config(PretrainedConfig):
     """GPT-2: learned absolute positions, pre-LayerNorm blocks, fused q/k/v projection, GELU (tanh)."""
 
@@ -4776,7 +4791,7 @@ class GPTBigCodeConfig(GPT2Names, PretrainedConfig):
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "gpt2": GPT2Config,
     "ministral": MinistralConfig,
-    "bert": BertConfig, "roberta": RobertaConfig, "roformer": RoFormerConfig,
+    "bert": BertConfig, "roberta": RobertaConfig, "roformer": RoFormerConfig, "ernie": ErnieConfig,
     "phi3": Phi3Config,
     "qwen3": Qwen3Config,
     "mixtral": MixtralConfig,

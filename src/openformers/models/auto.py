@@ -68,6 +68,7 @@ from . import blenderbot, blenderbot_small, umt5
 from . import modernbert
 from . import deberta_v2
 from . import mobilebert
+from . import ernie
 from .base import PreTrainedModel, load_pretrained
 
 
@@ -228,6 +229,11 @@ MODEL_CLASSES = {
         "next-sentence-prediction": "BertForNextSentencePrediction",
     }),
     "roberta": (bert, {**_encoder_classes("Roberta"), "pretraining": "RobertaForMaskedLM"}),
+    "ernie": (ernie, {  # ERNIE 1.0-3.0, BERT's heads (ERNIE 4.5 is "ernie4_5")
+        **_encoder_classes("Ernie"),
+        "pretraining": "ErnieForPreTraining",
+        "next-sentence-prediction": "ErnieForNextSentencePrediction",
+    }),
     "distilbert": (distilbert, {  # an encoder without a causal-LM head
         **{task: name for task, name in _encoder_classes("DistilBert").items() if task != "causal-lm"},
         "pretraining": "DistilBertForMaskedLM",

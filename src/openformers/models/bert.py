@@ -49,7 +49,7 @@ def _embedding(count: int, dim: int, padding_idx: int | None = None) -> nn.Embed
 class BertEmbeddings(nn.Module):
     """Token, token-type and position embeddings of width `dim` (hidden_size; ALBERT and ELECTRA embed narrower and
     project up), then LayerNorm and dropout. Without `learned_positions` (RoFormer, which turns q and k by position
-    instead) there is no position table."""
+    instead) there is no position table; with the config's `use_task_id` (ERNIE 2.0 and 3.0) a task table is added."""
 
     def __init__(self, config: BertConfig, dim: int | None = None, learned_positions: bool = True):
         super().__init__()
@@ -60,10 +60,12 @@ class BertEmbeddings(nn.Module):
         if learned_positions:
             self.position_embeddings = _embedding(config.max_position_embeddings, dim, position_padding)
         self.token_type_embeddings = _embedding(config.type_vocab_size, dim)
+        if getattr(config, "use_task_id", False):
+            self.task_type_embeddings = _embedding(config.task_type_vocab_size, dim)
         self.LayerNorm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids, position_ids, token_type_ids, inputs_embeds=None):
+    def forward(self, input_ids, position_ids, token_type_ids, inputs_embeds=None, task_type_ids=None):
         x = embedded(self.word_embeddings, input_ids) if inputs_embeds is None else inputs_embeds
         if token_type_ids is None:
             token_type_ids = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
@@ -71,6 +73,14 @@ class BertEmbeddings(nn.Module):
                          ": its config's type_vocab_size.")
         if hasattr(self, "position_embeddings"):
             x = x + self.position_embeddings(position_ids)
+        if hasattr(self, "task_type_embeddings"):  # ERNIE's task of each token, 0 where none is given
+            if task_type_ids is None:
+                task_type_ids = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
+            x = x + embedded(self.task_type_embeddings, task_type_ids, "task_type_ids",
+                             ": its config's task_type_vocab_size.")
+        elif task_type_ids is not None:
+            raise ValueError("task_type_ids were given to a model without task types: they are ERNIE's, whose "
+                             "config has use_task_id=True; leave them out.")
         return self.dropout(self.LayerNorm(x))
 
 
@@ -238,10 +248,11 @@ class BertModel(BertPreTrainedModel):
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None, task_type_ids=None,
     ) -> BaseModelOutputWithPoolingAndCrossAttentions | tuple:
         """The last hidden state (B, T, C) and the pooled first token; with output_hidden_states, also the
-        embeddings and every layer's output, and with output_attentions every layer's weights."""
+        embeddings and every layer's output, and with output_attentions every layer's weights. `task_type_ids`
+        (B, T): ERNIE's task of each token (config.use_task_id)."""
         check_inputs(input_ids, inputs_embeds)
         output_attentions, output_hidden_states, return_dict = self.output_options(
             output_attentions, output_hidden_states, return_dict
@@ -259,7 +270,7 @@ class BertModel(BertPreTrainedModel):
             # Given inputs_embeds, every position holds a real token: ids that are not padding stand in for them.
             ids = input_ids if input_ids is not None else torch.full(inputs_embeds.shape[:2], -1, device=inputs_embeds.device)
             position_ids = self.default_positions(ids, past)
-        x = self.embed(input_ids, position_ids, token_type_ids, inputs_embeds)  # (B, T, C)
+        x = self.embed(input_ids, position_ids, token_type_ids, inputs_embeds, task_type_ids)  # (B, T, C)
         if self.config.is_decoder:  # each position sees itself and the ones before it (BertLMHeadModel)
             _, mask, _ = positions_and_mask(past_key_values, attention_mask, position_ids, x.shape[1], x.device)
         else:
@@ -274,9 +285,11 @@ class BertModel(BertPreTrainedModel):
         )
         return self.returned(output, return_dict)
 
-    def embed(self, input_ids, position_ids, token_type_ids, inputs_embeds) -> torch.Tensor:
+    def embed(self, input_ids, position_ids, token_type_ids, inputs_embeds, task_type_ids=None) -> torch.Tensor:
         """The encoder's input (B, T, C); ELECTRA projects its narrower embeddings up to hidden_size here."""
-        return self.embeddings(input_ids, position_ids, token_type_ids, inputs_embeds)
+        if task_type_ids is None:  # MobileBERT's embeddings take no task types
+            return self.embeddings(input_ids, position_ids, token_type_ids, inputs_embeds)
+        return self.embeddings(input_ids, position_ids, token_type_ids, inputs_embeds, task_type_ids)
 
     def default_positions(self, input_ids: torch.Tensor, past: int = 0) -> torch.Tensor:
         """The positions of `input_ids` after `past` cached tokens (a decoder's cache)."""
@@ -317,7 +330,7 @@ def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
 
 
 # The pooler's weights, which a model built without the pooler leaves unused.
-POOLER_KEYS = r"^((bert|roberta|mobilebert)\.)?pooler\."
+POOLER_KEYS = r"^([a-z_]+\.)?pooler\."
 DECODER_BIAS = r"(^|\.)decoder\.bias$"
 
 
@@ -508,10 +521,10 @@ class BertForPreTraining(BertPreTrainedModel, HeadModel):
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, labels=None, next_sentence_label=None, logits_to_keep=0, inputs_embeds=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None, task_type_ids=None,
     ) -> BertForPreTrainingOutput | tuple:
         encoded = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, None,
-                                      inputs_embeds, None, output_attentions, output_hidden_states)
+                                      inputs_embeds, None, output_attentions, output_hidden_states, task_type_ids)
         prediction_logits, seq_relationship_logits = self.cls(encoded.last_hidden_state, encoded.pooler_output)
         loss = None
         if labels is not None and next_sentence_label is not None:
@@ -548,10 +561,10 @@ class BertForNextSentencePrediction(BertPreTrainedModel, HeadModel):
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, labels=None, logits_to_keep=0, inputs_embeds=None, output_attentions=None,
-        output_hidden_states=None, return_dict=None,
+        output_hidden_states=None, return_dict=None, task_type_ids=None,
     ) -> NextSentencePredictorOutput | tuple:
         encoded = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, None,
-                                      inputs_embeds, None, output_attentions, output_hidden_states)
+                                      inputs_embeds, None, output_attentions, output_hidden_states, task_type_ids)
         logits = self.cls(encoded.pooler_output)
         loss = None if labels is None else _next_sentence_loss(logits, labels)
         output = NextSentencePredictorOutput(
@@ -596,13 +609,13 @@ class BertLMHeadModel(BertPreTrainedModel, HeadModel):
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None, task_type_ids=None,
     ) -> CausalLMOutputWithCrossAttentions | tuple:
         if labels is not None and logits_to_keep:
             raise ValueError("labels need the logits of every position: leave logits_to_keep at 0 when passing labels.")
         use_cache = self.keeps_cache(use_cache, labels)
         encoded = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
-                                      inputs_embeds, use_cache, output_attentions, output_hidden_states)
+                                      inputs_embeds, use_cache, output_attentions, output_hidden_states, task_type_ids)
         hidden = encoded.last_hidden_state
         logits = self.token_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
         loss = None if labels is None else next_token_loss(logits, labels)

@@ -79,8 +79,8 @@ class ElectraModel(ElectraPreTrainedModel, BertModel):
         )
         return self.returned(output, return_dict)
 
-    def embed(self, input_ids, position_ids, token_type_ids, inputs_embeds) -> torch.Tensor:
-        x = self.embeddings(input_ids, position_ids, token_type_ids, inputs_embeds)  # (B, T, embedding_size)
+    def embed(self, input_ids, position_ids, token_type_ids, inputs_embeds, task_type_ids=None) -> torch.Tensor:
+        x = super().embed(input_ids, position_ids, token_type_ids, inputs_embeds, task_type_ids)  # (B, T, embedding_size)
         return self.embeddings_project(x) if hasattr(self, "embeddings_project") else x
 
 

@@ -49,13 +49,15 @@ class HeadModel(PreTrainedModel):
 
     def run_base_model(
         self, input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache, inputs_embeds,
-        use_cache, output_attentions, output_hidden_states,
+        use_cache, output_attentions, output_hidden_states, task_type_ids=None,
     ) -> ModelOutput:
-        """The base model's output object, whatever return_dict says."""
+        """The base model's output object, whatever return_dict says. `task_type_ids` are ERNIE's task types, which
+        only its base model takes."""
+        given = {} if task_type_ids is None else {"task_type_ids": task_type_ids}
         return self.base_model(
             input_ids, attention_mask, position_ids, past_key_values, token_type_ids=token_type_ids, cache=cache,
             inputs_embeds=inputs_embeds, use_cache=use_cache, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, return_dict=True,
+            output_hidden_states=output_hidden_states, return_dict=True, **given,
         )
 
     def add_projection(self, out_features: int, bias: bool = True) -> None:
@@ -131,10 +133,10 @@ class MaskedLM(HeadModel):
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, labels=None, logits_to_keep=0, inputs_embeds=None, output_attentions=None,
-        output_hidden_states=None, return_dict=None,
+        output_hidden_states=None, return_dict=None, task_type_ids=None,
     ) -> MaskedLMOutput | tuple:
         encoded = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, None,
-                                      inputs_embeds, None, output_attentions, output_hidden_states)
+                                      inputs_embeds, None, output_attentions, output_hidden_states, task_type_ids)
         hidden, labels = self.predicted_positions(encoded.last_hidden_state, labels)
         logits = self.token_logits(hidden)  # (B, T, vocab_size)
         loss = None if labels is None else token_loss(logits, labels)
@@ -205,10 +207,10 @@ class PooledSequenceClassification(HeadModel):
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None, task_type_ids=None,
     ) -> SequenceClassifierOutput | tuple:
         base = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
-                                   inputs_embeds, use_cache, output_attentions, output_hidden_states)
+                                   inputs_embeds, use_cache, output_attentions, output_hidden_states, task_type_ids)
         logits = self.sequence_logits(base)  # (B, num_labels)
         loss = None if labels is None else self.sequence_loss(logits, labels)
         output = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=base.hidden_states,
@@ -234,10 +236,10 @@ class TokenClassification(HeadModel):
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None, task_type_ids=None,
     ) -> TokenClassifierOutput | tuple:
         base = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
-                                   inputs_embeds, use_cache, output_attentions, output_hidden_states)
+                                   inputs_embeds, use_cache, output_attentions, output_hidden_states, task_type_ids)
         logits = self.token_scores(base.last_hidden_state)  # (B, T, num_labels)
         loss = None if labels is None else token_loss(logits, labels)
         output = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=base.hidden_states,
@@ -263,9 +265,10 @@ class QuestionAnswering(HeadModel):
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, start_positions=None, end_positions=None, logits_to_keep=0, cache=None,
         inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+        task_type_ids=None,
     ) -> QuestionAnsweringModelOutput | tuple:
         base = self.run_base_model(input_ids, attention_mask, position_ids, past_key_values, token_type_ids, cache,
-                                   inputs_embeds, use_cache, output_attentions, output_hidden_states)
+                                   inputs_embeds, use_cache, output_attentions, output_hidden_states, task_type_ids)
         start_logits, end_logits = span_logits(self.span_scores(base.last_hidden_state))  # (B, T) each
         loss = None
         if start_positions is not None and end_positions is not None:
@@ -301,7 +304,7 @@ class MultipleChoice(HeadModel):
     def forward(
         self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
         token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None,
+        output_attentions=None, output_hidden_states=None, return_dict=None, task_type_ids=None,
     ) -> MultipleChoiceModelOutput | tuple:
         check_inputs(input_ids, inputs_embeds)
         shape = input_ids.shape if inputs_embeds is None else inputs_embeds.shape[:-1]
@@ -314,6 +317,7 @@ class MultipleChoice(HeadModel):
         base = self.run_base_model(  # B * num_choices sequences
             choice_rows(input_ids), choice_rows(attention_mask), choice_rows(position_ids), past_key_values,
             choice_rows(token_type_ids), cache, embeds, use_cache, output_attentions, output_hidden_states,
+            choice_rows(task_type_ids),
         )
         logits = self.sequence_logits(base).view(-1, shape[1])  # (B, num_choices)
         loss = None if labels is None else F.cross_entropy(logits, labels.to(logits.device))

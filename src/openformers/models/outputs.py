@@ -193,6 +193,11 @@ class MobileBertForPreTrainingOutput(BertForPreTrainingOutput):
 
 
 @dataclass
+class ErnieForPreTrainingOutput(BertForPreTrainingOutput):
+    """BERT's, under the reference's ERNIE name."""
+
+
+@dataclass
 class GPT2DoubleHeadsModelOutput(ModelOutput):
     loss: torch.Tensor | None = None
     mc_loss: torch.Tensor | None = None

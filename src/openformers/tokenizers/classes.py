@@ -898,7 +898,7 @@ _CLASS_OF_MODEL_TYPE = {
     "gpt_bigcode": "TokenizersBackend",  # StarCoder's folders name GPT2Tokenizer, which the generic class overrides
     "deberta-v2": "DebertaV2Tokenizer", "deberta": "DebertaTokenizer",
     "albert": "AlbertTokenizer", "electra": "BertTokenizer", "roformer": "RoFormerTokenizer",
-    "mobilebert": "BertTokenizer", "mpnet": "MPNetTokenizer",
+    "mobilebert": "BertTokenizer", "mpnet": "MPNetTokenizer", "ernie": "BertTokenizer",
     "gemma": "GemmaTokenizer", "gemma2": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer",
     "granite": "TokenizersBackend",  # whatever class its folders name (GPT2Tokenizer)
     "granitemoe": "TokenizersBackend", "granitemoeshared": "TokenizersBackend",  # as Granite's
