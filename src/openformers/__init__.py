@@ -80,7 +80,7 @@ _public(
     "ModernBertConfig",
     "DebertaV2Config",
     "DebertaConfig",
-    "MobileBertConfig", "ErnieConfig",
+    "MobileBertConfig", "ErnieConfig", "RobertaPreLayerNormConfig", "XLMRobertaXLConfig",
 )
 _public(
     "openformers.models.auto",
@@ -252,6 +252,19 @@ _public(
     "ErniePreTrainedModel", "ErnieModel", "ErnieForPreTraining", "ErnieForMaskedLM", "ErnieForCausalLM",
     "ErnieForNextSentencePrediction", "ErnieForSequenceClassification", "ErnieForTokenClassification",
     "ErnieForQuestionAnswering", "ErnieForMultipleChoice",
+)
+_public(
+    "openformers.models.roberta_prelayernorm",
+    "RobertaPreLayerNormPreTrainedModel", "RobertaPreLayerNormModel", "RobertaPreLayerNormForMaskedLM",
+    "RobertaPreLayerNormForCausalLM", "RobertaPreLayerNormForSequenceClassification",
+    "RobertaPreLayerNormForTokenClassification", "RobertaPreLayerNormForQuestionAnswering",
+    "RobertaPreLayerNormForMultipleChoice",
+)
+_public(
+    "openformers.models.xlm_roberta_xl",
+    "XLMRobertaXLPreTrainedModel", "XLMRobertaXLModel", "XLMRobertaXLForMaskedLM", "XLMRobertaXLForCausalLM",
+    "XLMRobertaXLForSequenceClassification", "XLMRobertaXLForTokenClassification", "XLMRobertaXLForQuestionAnswering",
+    "XLMRobertaXLForMultipleChoice",
 )
 _public(
     "openformers.models.modernbert",

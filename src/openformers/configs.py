@@ -1384,6 +1384,45 @@ class XLMRobertaConfig(RobertaConfig):
 
 
 @dataclass
+class RobertaPreLayerNormConfig(RobertaConfig):
+    """RoBERTa-PreLayerNorm (andreasmadsen/efficient_mlm_m0.40): RoBERTa with a LayerNorm before each sublayer and one
+    over the last layer's output."""
+
+    model_type: ClassVar[str] = "roberta-prelayernorm"
+
+
+@dataclass
+class XLMRobertaXLConfig(RobertaConfig):
+    """XLM-RoBERTa-XL and -XXL: RoBERTa-PreLayerNorm's layers (without a norm in the embeddings) at 2560 wide, over
+    XLM-R's multilingual vocabulary."""
+
+    model_type: ClassVar[str] = "xlm-roberta-xl"
+
+    vocab_size: int = 250880
+    hidden_size: int = 2560
+    num_hidden_layers: int = 36
+    num_attention_heads: int = 32
+    intermediate_size: int = 10240
+    max_position_embeddings: int = 514
+    type_vocab_size: int = 1
+    layer_norm_eps: float = 1e-05
+
+
+@dataclass
+class MegatronBertConfig(BertConfig):
+    """Megatron-BERT (nvidia/megatron-bert-cased-345m): BERT with a LayerNorm before each sublayer and one over the
+    last layer's output, none in the embeddings."""
+
+    model_type: ClassVar[str] = "megatron-bert"
+
+    vocab_size: int = 29056
+    hidden_size: int = 1024
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 16
+    intermediate_size: int = 4096
+
+
+@dataclass
 class CamembertConfig(RobertaConfig):
     """CamemBERT: RoBERTa's architecture with a French SentencePiece vocabulary."""
 
@@ -4822,6 +4861,8 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "gemma3_text": Gemma3TextConfig,
     "distilbert": DistilBertConfig,
     "xlm-roberta": XLMRobertaConfig,
+    "roberta-prelayernorm": RobertaPreLayerNormConfig, "xlm-roberta-xl": XLMRobertaXLConfig,
+    "megatron-bert": MegatronBertConfig,
     "camembert": CamembertConfig,
     "gpt_neox": GPTNeoXConfig,
     "mamba": MambaConfig,

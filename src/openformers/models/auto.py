@@ -69,6 +69,7 @@ from . import modernbert
 from . import deberta_v2
 from . import mobilebert
 from . import ernie
+from . import roberta_prelayernorm, xlm_roberta_xl
 from .base import PreTrainedModel, load_pretrained
 
 
@@ -240,6 +241,10 @@ MODEL_CLASSES = {
     }),
     "xlm-roberta": (xlm_roberta, {**_encoder_classes("XLMRoberta"), "pretraining": "XLMRobertaForMaskedLM"}),
     "camembert": (camembert, {**_encoder_classes("Camembert"), "pretraining": "CamembertForMaskedLM"}),
+    "roberta-prelayernorm": (roberta_prelayernorm, {
+        **_encoder_classes("RobertaPreLayerNorm"), "pretraining": "RobertaPreLayerNormForMaskedLM",
+    }),
+    "xlm-roberta-xl": (xlm_roberta_xl, {**_encoder_classes("XLMRobertaXL"), "pretraining": "XLMRobertaXLForMaskedLM"}),
     "deberta-v2": (deberta_v2, {  # no causal-LM head; pretraining is the masked LM
         **{task: name for task, name in _encoder_classes("DebertaV2").items() if task != "causal-lm"},
         "pretraining": "DebertaV2ForMaskedLM",

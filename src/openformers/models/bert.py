@@ -159,10 +159,11 @@ class BertLayer(nn.Module):
 
 class BertEncoder(nn.Module):
     gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
+    layer_class = BertLayer  # the pre-LayerNorm families' own (models/roberta_prelayernorm.py)
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.layer = nn.ModuleList(BertLayer(config, i) for i in range(config.num_hidden_layers))
+        self.layer = nn.ModuleList(self.layer_class(config, i) for i in range(config.num_hidden_layers))
 
     def forward(self, x, mask, cache=None, attention_path="sdpa", output_hidden_states=False, output_attentions=False):
         """The last layer's output, the embeddings and every layer's output (output_hidden_states), and every
@@ -236,11 +237,16 @@ class BertModel(BertPreTrainedModel):
 
     # Its parts, which a family with its own embeddings, layers or pooler replaces (MobileBERT).
     embeddings_class, encoder_class, pooler_class = BertEmbeddings, BertEncoder, BertPooler
+    # Where a pre-LayerNorm family keeps the norm over the last layer's output, under the model (RoBERTa-PreLayerNorm's
+    # "LayerNorm", Megatron-BERT's "encoder.ln"); None for BERT's layers, which normalize their own outputs.
+    final_norm: str | None = None
 
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         self.embeddings = self.embeddings_class(config)
         self.encoder = self.encoder_class(config)
+        if self.final_norm is not None:
+            add_layer_norm(self, self.final_norm, config)
         self.pooler = self.pooler_class(config) if add_pooling_layer else None
         if not add_pooling_layer:  # a checkpoint's pooler is left unused, as the reference does
             self.ignored_checkpoint_keys = (*self.ignored_checkpoint_keys, POOLER_KEYS)
@@ -278,6 +284,9 @@ class BertModel(BertPreTrainedModel):
         x, hidden_states, attentions = self.encoder(
             x, mask, past_key_values, self.attention_path(output_attentions), output_hidden_states, output_attentions
         )
+        if self.final_norm is not None:  # the last hidden state recorded is the normalized one, as the reference's
+            x = self.get_submodule(self.final_norm)(x)
+            hidden_states = None if hidden_states is None else (*hidden_states[:-1], x)
         pooled = self.pooler(x) if self.pooler is not None else None
         output = BaseModelOutputWithPoolingAndCrossAttentions(
             last_hidden_state=x, pooler_output=pooled, hidden_states=hidden_states, cache=past_key_values,
@@ -320,6 +329,12 @@ class RobertaModel(RobertaPreTrainedModel, BertModel):
                 f"{self.config.max_position_embeddings - pad - 1} positions this model has; truncate the input."
             )
         return positions
+
+
+def add_layer_norm(root: nn.Module, path: str, config: BertConfig) -> None:
+    """A LayerNorm over hidden_size at `path` under `root` ("encoder.ln"), the name checkpoints give it."""
+    parent, _, name = path.rpartition(".")
+    setattr(root.get_submodule(parent), name, nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps))
 
 
 def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:

@@ -883,7 +883,8 @@ TOKENIZER_CLASSES["BloomTokenizer"] = TokenizersBackend
 _CLASS_OF_MODEL_TYPE = {
     "bert": "BertTokenizer", "distilbert": "BertTokenizer", "gpt2": "GPT2Tokenizer", "roberta": "RobertaTokenizer",
     "qwen2": "Qwen2Tokenizer", "t5": "T5Tokenizer", "xlm-roberta": "XLMRobertaTokenizer",
-    "camembert": "CamembertTokenizer",
+    "camembert": "CamembertTokenizer", "roberta-prelayernorm": "RobertaTokenizer",
+    "xlm-roberta-xl": "TokenizersBackend",  # whatever class its folders name (XLMRobertaTokenizer)
     "gpt_neox": "GPTNeoXTokenizer", "gptj": "GPT2Tokenizer", "gpt_neo": "GPT2Tokenizer",
     "codegen": "GPT2Tokenizer",  # CodeGen checkpoints name CodeGenTokenizer in tokenizer_config.json
     "opt": "GPT2Tokenizer",
