@@ -81,6 +81,7 @@ _public(
     "DebertaV2Config",
     "DebertaConfig",
     "MobileBertConfig", "ErnieConfig", "RobertaPreLayerNormConfig", "XLMRobertaXLConfig",
+    "MegatronBertConfig",
 )
 _public(
     "openformers.models.auto",
@@ -265,6 +266,12 @@ _public(
     "XLMRobertaXLPreTrainedModel", "XLMRobertaXLModel", "XLMRobertaXLForMaskedLM", "XLMRobertaXLForCausalLM",
     "XLMRobertaXLForSequenceClassification", "XLMRobertaXLForTokenClassification", "XLMRobertaXLForQuestionAnswering",
     "XLMRobertaXLForMultipleChoice",
+)
+_public(
+    "openformers.models.megatron_bert",
+    "MegatronBertPreTrainedModel", "MegatronBertModel", "MegatronBertForPreTraining", "MegatronBertForMaskedLM",
+    "MegatronBertForCausalLM", "MegatronBertForNextSentencePrediction", "MegatronBertForSequenceClassification",
+    "MegatronBertForTokenClassification", "MegatronBertForQuestionAnswering", "MegatronBertForMultipleChoice",
 )
 _public(
     "openformers.models.modernbert",

@@ -69,7 +69,7 @@ from . import modernbert
 from . import deberta_v2
 from . import mobilebert
 from . import ernie
-from . import roberta_prelayernorm, xlm_roberta_xl
+from . import roberta_prelayernorm, xlm_roberta_xl, megatron_bert
 from .base import PreTrainedModel, load_pretrained
 
 
@@ -230,6 +230,11 @@ MODEL_CLASSES = {
         "next-sentence-prediction": "BertForNextSentencePrediction",
     }),
     "roberta": (bert, {**_encoder_classes("Roberta"), "pretraining": "RobertaForMaskedLM"}),
+    "megatron-bert": (megatron_bert, {  # pre-LayerNorm BERT
+        **_encoder_classes("MegatronBert"),
+        "pretraining": "MegatronBertForPreTraining",
+        "next-sentence-prediction": "MegatronBertForNextSentencePrediction",
+    }),
     "ernie": (ernie, {  # ERNIE 1.0-3.0, BERT's heads (ERNIE 4.5 is "ernie4_5")
         **_encoder_classes("Ernie"),
         "pretraining": "ErnieForPreTraining",

@@ -198,6 +198,11 @@ class ErnieForPreTrainingOutput(BertForPreTrainingOutput):
 
 
 @dataclass
+class MegatronBertForPreTrainingOutput(BertForPreTrainingOutput):
+    """BERT's, under the reference's Megatron-BERT name."""
+
+
+@dataclass
 class GPT2DoubleHeadsModelOutput(ModelOutput):
     loss: torch.Tensor | None = None
     mc_loss: torch.Tensor | None = None

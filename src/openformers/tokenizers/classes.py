@@ -900,6 +900,7 @@ _CLASS_OF_MODEL_TYPE = {
     "deberta-v2": "DebertaV2Tokenizer", "deberta": "DebertaTokenizer",
     "albert": "AlbertTokenizer", "electra": "BertTokenizer", "roformer": "RoFormerTokenizer",
     "mobilebert": "BertTokenizer", "mpnet": "MPNetTokenizer", "ernie": "BertTokenizer",
+    "megatron-bert": "BertTokenizer",
     "gemma": "GemmaTokenizer", "gemma2": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer",
     "granite": "TokenizersBackend",  # whatever class its folders name (GPT2Tokenizer)
     "granitemoe": "TokenizersBackend", "granitemoeshared": "TokenizersBackend",  # as Granite's
