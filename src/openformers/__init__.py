@@ -81,7 +81,8 @@ _public(
     "DebertaV2Config",
     "DebertaConfig",
     "MobileBertConfig", "ErnieConfig", "RobertaPreLayerNormConfig", "XLMRobertaXLConfig",
-    "MegatronBertConfig",
+    "MegatronBertConfig", "NomicBertConfig", "GteConfig",
+    "JinaEmbeddingsV3Config",
 )
 _public(
     "openformers.models.auto",
@@ -272,6 +273,21 @@ _public(
     "MegatronBertPreTrainedModel", "MegatronBertModel", "MegatronBertForPreTraining", "MegatronBertForMaskedLM",
     "MegatronBertForCausalLM", "MegatronBertForNextSentencePrediction", "MegatronBertForSequenceClassification",
     "MegatronBertForTokenClassification", "MegatronBertForQuestionAnswering", "MegatronBertForMultipleChoice",
+)
+_public(
+    "openformers.models.nomic_bert",
+    "NomicBertPreTrainedModel", "NomicBertModel", "NomicBertForMaskedLM", "NomicBertForSequenceClassification",
+    "NomicBertForTokenClassification",
+)
+_public(
+    "openformers.models.gte",
+    "GtePreTrainedModel", "GteModel", "GteForMaskedLM", "GteForSequenceClassification", "GteForTokenClassification",
+)
+_public(
+    "openformers.models.jina_embeddings_v3",
+    "JinaEmbeddingsV3PreTrainedModel", "JinaEmbeddingsV3Model", "JinaEmbeddingsV3ForMaskedLM",
+    "JinaEmbeddingsV3ForSequenceClassification", "JinaEmbeddingsV3ForTokenClassification",
+    "JinaEmbeddingsV3ForQuestionAnswering", "JinaEmbeddingsV3Layer",
 )
 _public(
     "openformers.models.modernbert",

@@ -814,6 +814,7 @@ class BertConfig(PretrainedConfig):
     """BERT-style encoders: learned absolute positions, token types, post-LayerNorm blocks, GELU."""
 
     model_type: ClassVar[str] = "bert"
+    token_types_optional: ClassVar[bool] = False  # whether type_vocab_size may be 0, no token types (GTE's)
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -835,7 +836,10 @@ class BertConfig(PretrainedConfig):
 
     def validate(self) -> None:
         _require_positive_ints(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                               "num_attention_heads", "max_position_embeddings", "type_vocab_size")
+                               "num_attention_heads", "max_position_embeddings")
+        if not (_positive_int(self.type_vocab_size) or self.type_vocab_size == 0 and self.token_types_optional):
+            _invalid("type_vocab_size", self.type_vocab_size,
+                     f"a {'non-negative' if self.token_types_optional else 'positive'} integer")
         if self.hidden_size % self.num_attention_heads:
             _invalid("hidden_size", self.hidden_size, f"a multiple of num_attention_heads={self.num_attention_heads}")
         if self.hidden_act not in ENCODER_ACTIVATIONS:
@@ -1420,6 +1424,100 @@ class MegatronBertConfig(BertConfig):
     num_hidden_layers: int = 24
     num_attention_heads: int = 16
     intermediate_size: int = 4096
+
+
+@dataclass
+class RotaryBertConfig(BertConfig):
+    """The rotary encoders' fields over BERT's (NomicBERT, GTE, Jina embeddings v3: models/nomic_bert.py): positions
+    turn the queries and keys by `rope_theta` (rope_scaling as Llama's), there is no position table and the model
+    is an encoder only. config.json gives the base in transformers 5's rope_parameters, or at the top."""
+
+    head_dim: ClassVar[int | None] = None  # the heads' width apart from hidden_size: NomicBERT's field
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        _require_positive_numbers(self, "rope_theta")
+        if self.head_dim is not None:
+            _require_positive_ints(self, "head_dim")
+        if self.rotary_head_dim() % 2:
+            _invalid("head_dim", self.rotary_head_dim(), "an even number (rotary embeddings rotate pairs)")
+        if self.rope_scaling is not None:
+            _check_rope_scaling(self.rope_scaling)
+        if self.is_decoder:
+            _invalid("is_decoder", self.is_decoder, f"False: {self.model_type} models are encoders only")
+
+    def rotary_head_dim(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def _from_file_layout(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return LlamaConfig._from_file_layout(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = super().to_dict()
+        values["rope_parameters"] = {"rope_type": "default", **(self.rope_scaling or {}), "rope_theta": self.rope_theta}
+        return values
+
+
+@dataclass
+class NomicBertConfig(RotaryBertConfig):
+    """NomicBERT (nomic-ai/nomic-embed-text-v1.5): BERT with rotary positions, a SwiGLU feed-forward and no biases in
+    its layers; `head_dim` may set the heads' width apart from hidden_size."""
+
+    model_type: ClassVar[str] = "nomic_bert"
+
+    vocab_size: int = 30528
+    hidden_act: str = "silu"
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    max_position_embeddings: int = 2048
+    rope_theta: float = 1000.0
+    head_dim: int | None = None  # None: hidden_size // num_attention_heads
+
+    def __post_init__(self):
+        if self.head_dim is None and _positive_int(self.num_attention_heads) and _positive_int(self.hidden_size):
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        super().__post_init__()
+
+
+@dataclass
+class GteConfig(RotaryBertConfig):
+    """GTE (Alibaba-NLP/gte-multilingual-base, gte-base-en-v1.5): rotary BERT with biases and a gated feed-forward;
+    type_vocab_size 0 (the English model) leaves the token types out."""
+
+    model_type: ClassVar[str] = "gte"
+    token_types_optional: ClassVar[bool] = True
+
+    vocab_size: int = 250048
+    attention_probs_dropout_prob: float = 0.0
+    type_vocab_size: int = 1
+    pad_token_id: int | None = 1
+    max_position_embeddings: int = 8192
+    rope_theta: float = 160_000.0
+
+
+@dataclass
+class JinaEmbeddingsV3Config(RotaryBertConfig, RobertaConfig):
+    """Jina embeddings v3 (jinaai/jina-embeddings-v3-hf): XLM-RoBERTa's vocabulary and heads over the rotary encoder,
+    with biases and a GELU feed-forward."""
+
+    model_type: ClassVar[str] = "jina_embeddings_v3"
+
+    vocab_size: int = 250002
+    hidden_size: int = 1024
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 16
+    intermediate_size: int = 4096
+    max_position_embeddings: int = 8194
+    type_vocab_size: int = 1
+    layer_norm_eps: float = 1e-5
+    rope_theta: float = 20_000.0
+    # RoBERTa's ids, which BertConfig's defaults (over RotaryBertConfig) would hide
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 2
 
 
 @dataclass
@@ -4863,6 +4961,8 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "xlm-roberta": XLMRobertaConfig,
     "roberta-prelayernorm": RobertaPreLayerNormConfig, "xlm-roberta-xl": XLMRobertaXLConfig,
     "megatron-bert": MegatronBertConfig,
+    "nomic_bert": NomicBertConfig, "gte": GteConfig,
+    "jina_embeddings_v3": JinaEmbeddingsV3Config,
     "camembert": CamembertConfig,
     "gpt_neox": GPTNeoXConfig,
     "mamba": MambaConfig,

@@ -70,6 +70,7 @@ from . import deberta_v2
 from . import mobilebert
 from . import ernie
 from . import roberta_prelayernorm, xlm_roberta_xl, megatron_bert
+from . import nomic_bert, gte, jina_embeddings_v3
 from .base import PreTrainedModel, load_pretrained
 
 
@@ -234,6 +235,16 @@ MODEL_CLASSES = {
         **_encoder_classes("MegatronBert"),
         "pretraining": "MegatronBertForPreTraining",
         "next-sentence-prediction": "MegatronBertForNextSentencePrediction",
+    }),
+    "nomic_bert": (nomic_bert, {  # rotary BERT: masked LM and classifiers only, as the reference
+        task: _encoder_classes("NomicBert")[task]
+        for task in ("base", "masked-lm", "sequence-classification", "token-classification")
+    }),
+    "gte": (gte, {task: _encoder_classes("Gte")[task]
+                  for task in ("base", "masked-lm", "sequence-classification", "token-classification")}),
+    "jina_embeddings_v3": (jina_embeddings_v3, {  # RoBERTa's heads over the rotary encoder
+        task: _encoder_classes("JinaEmbeddingsV3")[task] for task in (
+            "base", "masked-lm", "sequence-classification", "token-classification", "question-answering")
     }),
     "ernie": (ernie, {  # ERNIE 1.0-3.0, BERT's heads (ERNIE 4.5 is "ernie4_5")
         **_encoder_classes("Ernie"),

@@ -59,7 +59,8 @@ class BertEmbeddings(nn.Module):
         position_padding = config.pad_token_id if isinstance(config, RobertaConfig) else None
         if learned_positions:
             self.position_embeddings = _embedding(config.max_position_embeddings, dim, position_padding)
-        self.token_type_embeddings = _embedding(config.type_vocab_size, dim)
+        if config.type_vocab_size:  # GTE's English model has no token types (type_vocab_size 0)
+            self.token_type_embeddings = _embedding(config.type_vocab_size, dim)
         if getattr(config, "use_task_id", False):
             self.task_type_embeddings = _embedding(config.task_type_vocab_size, dim)
         self.LayerNorm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
@@ -67,10 +68,11 @@ class BertEmbeddings(nn.Module):
 
     def forward(self, input_ids, position_ids, token_type_ids, inputs_embeds=None, task_type_ids=None):
         x = embedded(self.word_embeddings, input_ids) if inputs_embeds is None else inputs_embeds
-        if token_type_ids is None:
-            token_type_ids = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
-        x = x + embedded(self.token_type_embeddings, token_type_ids, "token_type_ids",
-                         ": its config's type_vocab_size.")
+        if hasattr(self, "token_type_embeddings"):
+            if token_type_ids is None:
+                token_type_ids = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
+            x = x + embedded(self.token_type_embeddings, token_type_ids, "token_type_ids",
+                             ": its config's type_vocab_size.")
         if hasattr(self, "position_embeddings"):
             x = x + self.position_embeddings(position_ids)
         if hasattr(self, "task_type_embeddings"):  # ERNIE's task of each token, 0 where none is given
@@ -209,12 +211,14 @@ class BertPreTrainedModel(PreTrainedModel):
     # classifier dropout falls back to the hidden dropout.
     projection_name = "classifier"
     hidden_dropout_field = "hidden_dropout_prob"
+    # Whether a tied masked LM's decoder bias is its `bias` (False: GTE's decoder keeps a bias of its own).
+    tied_decoder_bias = True
 
     def new_base_model(self, config: BertConfig) -> "BertModel":
         """The encoder a head builds on, with the pooler when the head reads it (`add_pooling_layer`)."""
         if not self.add_pooling_layer:  # a checkpoint's pooler is left unused, as the reference does
             self.ignored_checkpoint_keys = (*self.ignored_checkpoint_keys, POOLER_KEYS)
-        if config.tie_word_embeddings:  # the LM head's decoder bias is its `bias` stored a second time
+        if config.tie_word_embeddings and self.tied_decoder_bias:  # the decoder bias is `bias` stored a second time
             self.ignored_checkpoint_keys = (*self.ignored_checkpoint_keys, DECODER_BIAS)
         else:  # the decoder's own bias, which the head adds; a checkpoint saved tied lacks it (zeros, as the reference)
             self.initialized_if_missing = (*self.initialized_if_missing, DECODER_BIAS)
@@ -240,11 +244,13 @@ class BertModel(BertPreTrainedModel):
     # Where a pre-LayerNorm family keeps the norm over the last layer's output, under the model (RoBERTa-PreLayerNorm's
     # "LayerNorm", Megatron-BERT's "encoder.ln"); None for BERT's layers, which normalize their own outputs.
     final_norm: str | None = None
+    # The reference's output class (MobileBERT's and the rotary encoders' hold no cache or cross-attentions).
+    output_class = BaseModelOutputWithPoolingAndCrossAttentions
 
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         self.embeddings = self.embeddings_class(config)
-        self.encoder = self.encoder_class(config)
+        self.add_encoder(config)
         if self.final_norm is not None:
             add_layer_norm(self, self.final_norm, config)
         self.pooler = self.pooler_class(config) if add_pooling_layer else None
@@ -281,18 +287,26 @@ class BertModel(BertPreTrainedModel):
             _, mask, _ = positions_and_mask(past_key_values, attention_mask, position_ids, x.shape[1], x.device)
         else:
             mask = padding_mask(attention_mask)
-        x, hidden_states, attentions = self.encoder(
-            x, mask, past_key_values, self.attention_path(output_attentions), output_hidden_states, output_attentions
+        x, hidden_states, attentions = self.encode(
+            x, mask, past_key_values, self.attention_path(output_attentions), output_hidden_states, output_attentions,
+            position_ids,
         )
         if self.final_norm is not None:  # the last hidden state recorded is the normalized one, as the reference's
             x = self.get_submodule(self.final_norm)(x)
             hidden_states = None if hidden_states is None else (*hidden_states[:-1], x)
         pooled = self.pooler(x) if self.pooler is not None else None
-        output = BaseModelOutputWithPoolingAndCrossAttentions(
-            last_hidden_state=x, pooler_output=pooled, hidden_states=hidden_states, cache=past_key_values,
-            attentions=attentions, cross_attentions=() if output_attentions else None,  # as the reference's
-        )
-        return self.returned(output, return_dict)
+        outputs = dict(last_hidden_state=x, pooler_output=pooled, hidden_states=hidden_states, cache=past_key_values,
+                       attentions=attentions, cross_attentions=() if output_attentions else None)  # as the reference's
+        fields = self.output_class.__dataclass_fields__
+        return self.returned(self.output_class(**{k: v for k, v in outputs.items() if k in fields}), return_dict)
+
+    def add_encoder(self, config: BertConfig) -> None:
+        """The layers, under `encoder`; the rotary families keep theirs on the model (models/nomic_bert.py)."""
+        self.encoder = self.encoder_class(config)
+
+    def encode(self, x, mask, cache, attention_path, output_hidden_states, output_attentions, position_ids):
+        """The last layer's output, and the hidden states and attention weights asked for (BertEncoder.forward)."""
+        return self.encoder(x, mask, cache, attention_path, output_hidden_states, output_attentions)
 
     def embed(self, input_ids, position_ids, token_type_ids, inputs_embeds, task_type_ids=None) -> torch.Tensor:
         """The encoder's input (B, T, C); ELECTRA projects its narrower embeddings up to hidden_size here."""

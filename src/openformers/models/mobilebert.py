@@ -260,23 +260,7 @@ class MobileBertModel(MobileBertPreTrainedModel, BertModel):
     """The encoder: `last_hidden_state` (B, T, hidden_size) and, with the pooler, `pooler_output`."""
 
     embeddings_class, encoder_class, pooler_class = MobileBertEmbeddings, MobileBertEncoder, MobileBertPooler
-
-    def forward(
-        self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, *,
-        token_type_ids=None, labels=None, logits_to_keep=0, cache=None, inputs_embeds=None, use_cache=None,
-        output_attentions=None, output_hidden_states=None, return_dict=None,
-    ) -> BaseModelOutputWithPooling | tuple:
-        """BERT's encoder output, in the reference's MobileBERT output class."""
-        encoded = BertModel.forward(
-            self, input_ids, attention_mask, position_ids, past_key_values, token_type_ids=token_type_ids,
-            labels=labels, cache=cache, inputs_embeds=inputs_embeds, use_cache=use_cache,
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
-        )
-        output = BaseModelOutputWithPooling(
-            last_hidden_state=encoded.last_hidden_state, pooler_output=encoded.pooler_output,
-            hidden_states=encoded.hidden_states, attentions=encoded.attentions,
-        )
-        return self.returned(output, return_dict)
+    output_class = BaseModelOutputWithPooling
 
 
 # Heads --------------------------------------------------------------------------------------------------------

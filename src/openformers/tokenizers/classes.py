@@ -900,7 +900,8 @@ _CLASS_OF_MODEL_TYPE = {
     "deberta-v2": "DebertaV2Tokenizer", "deberta": "DebertaTokenizer",
     "albert": "AlbertTokenizer", "electra": "BertTokenizer", "roformer": "RoFormerTokenizer",
     "mobilebert": "BertTokenizer", "mpnet": "MPNetTokenizer", "ernie": "BertTokenizer",
-    "megatron-bert": "BertTokenizer",
+    "megatron-bert": "BertTokenizer", "nomic_bert": "BertTokenizer", "gte": "XLMRobertaTokenizer",
+    "jina_embeddings_v3": "XLMRobertaTokenizer",
     "gemma": "GemmaTokenizer", "gemma2": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer",
     "granite": "TokenizersBackend",  # whatever class its folders name (GPT2Tokenizer)
     "granitemoe": "TokenizersBackend", "granitemoeshared": "TokenizersBackend",  # as Granite's
