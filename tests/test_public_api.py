@@ -20,7 +20,7 @@ SHIPPED_FAMILIES = {"llama", "mistral", "qwen2", "gpt2", "bert", "roberta", "qwe
                     "xlm_roberta", "phi3", "olmo", "olmo2", "olmo3", "olmoe", "starcoder2", "bart", "modernbert",
                     "t5", "mt5", "mixtral", "phimoe", "qwen3_moe", "qwen2_moe", "deepseek_v3", "deepseek_v2",
                     "ernie4_5", "ernie4_5_moe", "ernie", "roberta_prelayernorm", "xlm_roberta_xl", "megatron_bert",
-                    "nomic_bert", "gte", "jina_embeddings_v3",
+                    "nomic_bert", "gte", "eurobert", "jina_embeddings_v3",
                     "albert", "electra", "mpnet", "roformer", "mobilebert", "deberta", "deberta_v2", "gpt_neox", "falcon", "gptj", "opt", "bloom", "phi",
                     "granite", "stablelm", "gpt_bigcode", "gpt_neo", "codegen", "marian", "m2m_100", "nllb", "cohere", "camembert",
                     "mbart", "pegasus", "cohere2", "nemotron", "glm", "glm4", "glm4_moe", "gpt_oss", "seed_oss",

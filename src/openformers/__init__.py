@@ -81,7 +81,7 @@ _public(
     "DebertaV2Config",
     "DebertaConfig",
     "MobileBertConfig", "ErnieConfig", "RobertaPreLayerNormConfig", "XLMRobertaXLConfig",
-    "MegatronBertConfig", "NomicBertConfig", "GteConfig",
+    "MegatronBertConfig", "NomicBertConfig", "GteConfig", "EuroBertConfig",
     "JinaEmbeddingsV3Config",
 )
 _public(
@@ -288,6 +288,11 @@ _public(
     "JinaEmbeddingsV3PreTrainedModel", "JinaEmbeddingsV3Model", "JinaEmbeddingsV3ForMaskedLM",
     "JinaEmbeddingsV3ForSequenceClassification", "JinaEmbeddingsV3ForTokenClassification",
     "JinaEmbeddingsV3ForQuestionAnswering", "JinaEmbeddingsV3Layer",
+)
+_public(
+    "openformers.models.eurobert",
+    "EuroBertPreTrainedModel", "EuroBertModel", "EuroBertForMaskedLM", "EuroBertForSequenceClassification",
+    "EuroBertForTokenClassification",
 )
 _public(
     "openformers.models.modernbert",

@@ -405,6 +405,34 @@ class LlamaConfig(PretrainedConfig):
 
 
 @dataclass
+class EuroBertConfig(LlamaConfig):
+    """EuroBERT (EuroBERT/EuroBERT-210m): Llama's layers attending both ways, an encoder; its sequence classifier pools
+    by `classifier_pooling` ("bos", "mean", or "late": classify every token, then average over the real ones)."""
+
+    model_type: ClassVar[str] = "eurobert"
+
+    vocab_size: int = 128256
+    hidden_size: int = 768
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    max_position_embeddings: int = 8192
+    rms_norm_eps: float = 1e-5
+    attention_dropout: float = 0.0
+    bos_token_id: int | None = 128000
+    eos_token_id: int | list[int] | None = 128001
+    pad_token_id: int | None = 128001
+    mask_token_id: int = 128002
+    classifier_pooling: str = "late"
+
+    def validate(self) -> None:
+        super().validate()
+        _require_probabilities(self, "attention_dropout")
+        if self.classifier_pooling not in ("bos", "mean", "late"):
+            _invalid("classifier_pooling", self.classifier_pooling, "'bos', 'mean' or 'late'")
+
+
+@dataclass
 class GemmaConfig(LlamaConfig):
     """Gemma (the first generation, and CodeGemma): Llama's decoder with RMSNorms that scale by `1 + weight`,
     embeddings scaled by sqrt(hidden_size), a GELU-tanh gated MLP and the head tied to the embeddings."""
@@ -4961,7 +4989,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "xlm-roberta": XLMRobertaConfig,
     "roberta-prelayernorm": RobertaPreLayerNormConfig, "xlm-roberta-xl": XLMRobertaXLConfig,
     "megatron-bert": MegatronBertConfig,
-    "nomic_bert": NomicBertConfig, "gte": GteConfig,
+    "nomic_bert": NomicBertConfig, "gte": GteConfig, "eurobert": EuroBertConfig,
     "jina_embeddings_v3": JinaEmbeddingsV3Config,
     "camembert": CamembertConfig,
     "gpt_neox": GPTNeoXConfig,

@@ -70,7 +70,7 @@ from . import deberta_v2
 from . import mobilebert
 from . import ernie
 from . import roberta_prelayernorm, xlm_roberta_xl, megatron_bert
-from . import nomic_bert, gte, jina_embeddings_v3
+from . import nomic_bert, gte, eurobert, jina_embeddings_v3
 from .base import PreTrainedModel, load_pretrained
 
 
@@ -246,6 +246,8 @@ MODEL_CLASSES = {
         task: _encoder_classes("JinaEmbeddingsV3")[task] for task in (
             "base", "masked-lm", "sequence-classification", "token-classification", "question-answering")
     }),
+    "eurobert": (eurobert, {task: _encoder_classes("EuroBert")[task]  # Llama's layers as an encoder
+                            for task in ("base", "masked-lm", "sequence-classification", "token-classification")}),
     "ernie": (ernie, {  # ERNIE 1.0-3.0, BERT's heads (ERNIE 4.5 is "ernie4_5")
         **_encoder_classes("Ernie"),
         "pretraining": "ErnieForPreTraining",
