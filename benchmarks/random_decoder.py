@@ -39,7 +39,13 @@ alpha of 1000); `exaone4-1.2b` is EXAONE-4.0-1.2B's (30 layers, hidden 2048, 32 
 with per-head q/k norms, norms after each branch, intermediate 4096, a tied vocabulary of 102400, no window, llama3
 scaling); `pythia-1.4b` is Pythia-1.4B's (GPT-NeoX: 24 layers, hidden 2048, 16 heads of 128 fused q/k/v head by
 head with a quarter of each rotated, exact GELU MLP of 8192, two LayerNorms a layer read in parallel, biases
-everywhere, an untied vocabulary of 50304). Run from the repository root:
+everywhere, an untied vocabulary of 50304); `gpt2` is GPT-2's (124M: 12 layers, hidden 768, 12 heads of 64, an MLP of 3072 with the tanh GELU,
+LayerNorms and a bias on every projection, learned positions, a tied vocabulary of 50257); `santacoder` is
+SantaCoder's (1.1B: 24 layers, hidden 2048, 16 query heads and one key/value head of 128, an MLP of 8192, a tied
+vocabulary of 49280); `opt-125m` is OPT-125m's (GPT-2's sizes with a ReLU MLP and a vocabulary of 50272);
+`gpt-neo-125m` is GPT-Neo-125M's (GPT-2's sizes, unscaled scores, every other layer local over 256 positions).
+Run from the repository root:
+
 
     .venv/bin/python benchmarks/random_decoder.py [--family qwen3] [--dtype bfloat16] [--new-tokens 32] [--rounds 2]
         [--layers N] [--batch N] [--ways plain products step]
@@ -58,11 +64,15 @@ from openformers.configs import (
     Gemma2Config,
     Glm4Config,
     GPTNeoXConfig,
+    GPT2Config,
+    GPTBigCodeConfig,
+    GPTNeoConfig,
     GraniteConfig,
     HeliumConfig,
     HunYuanDenseV1Config,
     MixtralConfig,
     Olmo2Config,
+    OPTConfig,
     Phi3Config,
     Qwen2MoeConfig,
     Qwen3Config,
@@ -75,11 +85,15 @@ from openformers.models.exaone4 import Exaone4ForCausalLM
 from openformers.models.gemma import Gemma2ForCausalLM
 from openformers.models.glm import Glm4ForCausalLM
 from openformers.models.gpt_neox import GPTNeoXForCausalLM
+from openformers.models.gpt2 import GPT2LMHeadModel
+from openformers.models.gpt_bigcode import GPTBigCodeForCausalLM
+from openformers.models.gpt_neo import GPTNeoForCausalLM
 from openformers.models.granite import GraniteForCausalLM
 from openformers.models.helium import HeliumForCausalLM
 from openformers.models.hunyuan_v1_dense import HunYuanDenseV1ForCausalLM
 from openformers.models.mixtral import MixtralForCausalLM
 from openformers.models.olmo2 import Olmo2ForCausalLM
+from openformers.models.opt import OPTForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
 from openformers.models.qwen2_moe import Qwen2MoeForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
@@ -145,6 +159,16 @@ FAMILIES = {
         vocab_size=120818, hidden_size=1024, intermediate_size=3584, num_hidden_layers=24, num_attention_heads=16,
         num_key_value_heads=8, head_dim=128, rope_theta=10000.0, max_position_embeddings=4096,
         rope_scaling={"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0}, tie_word_embeddings=True)),
+    "gpt2": (GPT2LMHeadModel, GPT2Config, dict(
+        vocab_size=50257, n_embd=768, n_layer=12, n_head=12, n_positions=1024)),
+    "santacoder": (GPTBigCodeForCausalLM, GPTBigCodeConfig, dict(
+        vocab_size=49280, n_embd=2048, n_layer=24, n_head=16, n_inner=8192, n_positions=2048, multi_query=True)),
+    "opt-125m": (OPTForCausalLM, OPTConfig, dict(
+        vocab_size=50272, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, ffn_dim=3072,
+        max_position_embeddings=2048)),
+    "gpt-neo-125m": (GPTNeoForCausalLM, GPTNeoConfig, dict(
+        vocab_size=50257, hidden_size=768, num_layers=12, num_heads=12, max_position_embeddings=2048,
+        window_size=256)),
     "exaone4-1.2b": (Exaone4ForCausalLM, Exaone4Config, dict(
         vocab_size=102400, hidden_size=2048, intermediate_size=4096, num_hidden_layers=30, num_attention_heads=32,
         num_key_value_heads=8, head_dim=64, sliding_window=None, rope_theta=1000000.0, max_position_embeddings=4096,
@@ -163,7 +187,8 @@ WAYS = {"plain": "plain forward", "products": "kernel's products", "step": "deco
 def random_model(family: str, dtype: torch.dtype, layers: int | None = None):
     model_class, config_class, shape = FAMILIES[family]
     torch.manual_seed(0)
-    shape = {**shape, "num_hidden_layers": layers or shape["num_hidden_layers"]}
+    depth = next(name for name in ("num_hidden_layers", "n_layer", "num_layers") if name in shape)  # GPT-2's names
+    shape = {**shape, depth: layers or shape[depth]}
     model = model_class.from_config(config_class.from_dict(shape), dtype=dtype).eval()
     with torch.no_grad():
         for name, parameter in model.named_parameters():  # matrices of a trained model's scale; norms around one

@@ -16,6 +16,7 @@ import torch
 import openformers
 from decoder_parity import (
     assert_generate_matches,
+    assert_kernel_steps_and_generates_as_the_reference,
     assert_hidden_states_and_attentions_match,
     assert_outputs_close,
     assert_same_attributes,
@@ -83,12 +84,23 @@ class TestGPTBigCode(DecoderFamilyTests):
         with pytest.raises(ValueError, match="n_positions"):
             model(_ids(1, 1), past_key_values=cache)
 
-    def test_the_cpu_kernel_refuses_gpt_bigcode_and_generate_runs_the_layers(self, tiny):
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_multi_query_models_and_refuses_the_rest_by_name(self, tiny, variant):
+        """Multi-query models (every released one) take the kernel's decoding step, which gives the reference's
+        logits and tokens; the step reads neither the head-by-head fused q/k/v of multi_query=False nor the exact GELU,
+        and generate runs those models' layers."""
         from openformers.kernels import llama as llama_kernel
 
         _, reference, model = tiny
-        refusal = "model_type='gpt_bigcode' is not implemented by the decoding kernel"
-        assert llama_kernel.refusal(model.config) == refusal
+        if variant == "multi-query":
+            assert_kernel_steps_and_generates_as_the_reference(model, reference, _ids(1, 12, seed=9))
+            return
+        named = {"multi-head": "activation_function='gelu_fast'", "unscaled-gelu": "activation_function='gelu'"}
+        assert llama_kernel.refusal(model.config) == f"{named[variant]} is not implemented by the decoding kernel"
+        model.config.activation_function = "gelu_pytorch_tanh"
+        if variant == "multi-head":
+            assert llama_kernel.refusal(model.config) == "multi_query=False is not implemented by the decoding kernel"
+        model.config.activation_function = reference.config.activation_function
         assert not llama_kernel.eligible(model) and model.transformer.accelerated_step is None
         calls = []
         hook = model.transformer.h[0].register_forward_pre_hook(lambda *_: calls.append(1))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from decoder_parity import assert_generate_with_the_defaults_matches
+from decoder_parity import assert_generate_with_the_defaults_matches, assert_kernel_steps_and_generates_as_the_reference
 from decoder_suite import DecoderFamilyTests
 
 transformers = pytest.importorskip("transformers")
@@ -86,6 +86,30 @@ class TestGPT2(DecoderFamilyTests):
         model = AutoModelForCausalLM.from_pretrained(tmp_path)
         ids = self.inputs()["input_ids"]
         torch.testing.assert_close(model(ids).logits, reference(ids).logits)
+
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_through_the_learned_positions(self, tiny):
+        """from_pretrained gives the model the kernel's decoding step (its Conv1D weights laid out as the layers'
+        (out, in) weights, which the step reads): its steps give the reference's logits and generate the reference's
+        tokens; a run of greedy tokens stops at the last learned position, and the next step past it is refused by
+        name, as the layers refuse it."""
+        from openformers.generation.cache import DynamicCache
+        from openformers.kernels import llama as llama_kernel
+
+        _, reference, model = tiny
+        assert llama_kernel.refusal(model.config) is None
+        assert all(layer.attn.c_attn.weight.is_contiguous() for layer in model.transformer.h)
+        assert_kernel_steps_and_generates_as_the_reference(model, reference, self.ids(1, 12, seed=9))
+        positions = self.TINY["n_positions"]
+        ids = self.ids(1, 4, seed=2)
+        settings = dict(max_new_tokens=positions - 4, do_sample=False, eos_token_id=None, pad_token_id=0)
+        assert model.generate(ids, **settings).tolist() == reference.generate(ids, **settings).tolist()
+        cache = DynamicCache()
+        model(self.ids(1, positions, seed=3), past_key_values=cache)
+        with pytest.raises(ValueError, match="n_positions"):
+            model(self.ids(1, 1), past_key_values=cache)
+        with pytest.raises(ValueError, match="n_positions"):
+            model.generate(ids, **{**settings, "max_new_tokens": positions - 2})
 
     def test_inputs_past_the_positions_are_refused(self, tiny):
         with pytest.raises(ValueError, match="n_positions"):

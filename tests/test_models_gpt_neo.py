@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 import openformers
 from decoder_parity import (
     assert_kernel_refuses_and_generate_runs_the_layers,
+    assert_kernel_steps_and_generates_as_the_reference,
     assert_outputs_close,
     assert_same_attributes,
     load_quietly,
@@ -100,9 +101,16 @@ class TestGPTNeo(DecoderFamilyTests):
         with pytest.raises(ValueError, match="max_position_embeddings"):
             model(self.ids(1, 1), past_key_values=cache)
 
-    def test_the_cpu_kernel_refuses_gpt_neo_and_generate_runs_the_layers(self, tiny):
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_tanh_gelu_models_and_refuses_the_exact_gelu(self, tiny, variant):
+        """The released layout (tanh GELU) takes the kernel's decoding step, whose steps past the local layers'
+        window give the reference's logits and tokens; the exact GELU is refused by name and runs the layers."""
         _, reference, model = tiny
-        assert_kernel_refuses_and_generate_runs_the_layers(model, reference, self.ids(1, 5), "gpt_neo")
+        if variant == "global-local":
+            assert_kernel_steps_and_generates_as_the_reference(model, reference, self.ids(1, 12, seed=9))
+        else:
+            assert_kernel_refuses_and_generate_runs_the_layers(model, reference, self.ids(1, 5),
+                                                               "gpt_neo", field="activation_function")
 
 
 TINY, VARIANTS = TestGPTNeo.TINY, TestGPTNeo.VARIANTS

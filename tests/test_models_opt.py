@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 import openformers
 from decoder_parity import (
+    assert_kernel_steps_and_generates_as_the_reference,
     assert_hidden_states_and_attentions_match,
     assert_outputs_close,
     load_quietly,
@@ -76,11 +77,31 @@ class TestOPT(DecoderFamilyTests):
         mask = (ids != 0).long()
         assert model(ids, attention_mask=mask).logits.shape == (1, ids.shape[1], TINY["vocab_size"])
 
-    def test_the_cpu_kernel_refuses_opt_and_generate_runs_the_layers(self, tiny):
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_pre_ln_models_and_refuses_the_rest_by_name(self, tiny, variant):
+        """opt-125m's layout takes the kernel's decoding step, which gives the reference's logits and tokens, also
+        for a left-padded batch, whose positions count each row's real tokens; opt-350m's (norms after each residual
+        sum, projected embeddings) and the bare layout (no biases or LayerNorm weights, no final LayerNorm, exact GELU)
+        are refused by name."""
         from openformers.kernels import llama as llama_kernel
 
-        model = tiny[2]
-        assert llama_kernel.refusal(model.config) == "model_type='opt' is not implemented by the decoding kernel"
+        _, reference, model = tiny
+        if variant == "pre-ln":
+            assert_kernel_steps_and_generates_as_the_reference(model, reference, _ids(1, 12, seed=9))
+            ids = torch.cat([torch.zeros(1, 3, dtype=torch.long), _ids(1, 4, seed=3)], dim=1)
+            ids = torch.cat([_ids(1, 7, seed=2), ids])
+            mask = (ids != 0).long()
+            settings = dict(attention_mask=mask, max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
+            batches, decode_batch = [], torch.ops.openformers.decode_batch
+            torch.ops.openformers.decode_batch = lambda *args: batches.append(1) or decode_batch(*args)
+            try:
+                assert model.generate(ids, **settings).tolist() == reference.generate(ids, **settings).tolist()
+            finally:
+                torch.ops.openformers.decode_batch = decode_batch
+            assert len(batches) == 5
+            return
+        named = {"post-ln-projected": "do_layer_norm_before=False", "bare": "activation_function='gelu'"}
+        assert llama_kernel.refusal(model.config) == f"{named[variant]} is not implemented by the decoding kernel"
         assert not llama_kernel.eligible(model) and model.model.accelerated_step is None
 
 

@@ -1445,6 +1445,8 @@ struct Family {
   // use_parallel_residual, Phi's, GPT-J's, Cohere's; StepWeights::set_parallel). Whether GELU is the exact (erf)
   // form rather than tanh's (GPT-NeoX's "gelu"; StepWeights::set_exact_gelu).
   bool parallel = false, exact_gelu = false;
+  // ReLU as the activation of an MLP without a gate (OPT's; StepWeights::set_relu), in place of GELU or SiLU.
+  bool relu = false;
 };
 
 // Rotate the pairs of a head's first F.rotary_dims values by the position's angles (`sin` signed per half, as the
@@ -1483,6 +1485,10 @@ inline void activate_times(const Family& family, const float* gate, const float*
 inline void activate(const Family& family, const float* x, float* out, int64_t n) {
   if (family.exact_gelu) {
     for (int64_t i = 0; i < n; ++i) out[i] = gelu_erf(x[i]);
+    return;
+  }
+  if (family.relu) {
+    for (int64_t i = 0; i < n; ++i) out[i] = x[i] < 0.f ? 0.f : x[i];  // (NaN stays NaN, as torch's relu keeps it)
     return;
   }
 #ifdef __AVX512F__
@@ -1880,6 +1886,21 @@ struct StepWeights : torch::CustomClassHolder {
   bool parallel = false, exact_gelu = false;
   void set_parallel(bool parallel_branches) { parallel = parallel_branches; }
   void set_exact_gelu(bool exact) { exact_gelu = exact; }
+  // OPT: ReLU for the MLP without a gate (Family::relu).
+  bool relu = false;
+  void set_relu(bool relu_mlp) { relu = relu_mlp; }
+
+  // GPT-2's learned absolute positions (GPT-BigCode's, OPT's past its offset, GPT-Neo's): a (positions, hidden) table
+  // of the embedding's dtype whose row at a token's position the step adds to the token's embedded row, where it
+  // embeds the token itself (decode_step and decode_tokens with an embedding; add_position_row); undefined for none.
+  at::Tensor positions;
+  void set_positions(at::Tensor table) {
+    auto type = table.scalar_type();
+    TORCH_CHECK(table.dim() == 2 && table.is_contiguous() && (type == at::kFloat || type == at::kBFloat16),
+                "StepWeights.set_positions: the positions' table must be a contiguous 2-D float32 or bfloat16 one, "
+                "got ", type, " ", table.sizes());
+    positions = std::move(table);
+  }
 
   // Hunyuan: each head's q/k norms after the rotation (Family::norms_after_rotation).
   bool norms_after_rotation = false;
@@ -1972,6 +1993,7 @@ struct StepWeights : torch::CustomClassHolder {
     family.residual_factor = static_cast<float>(residual_scale);
     family.interleaved = interleaved, family.norms_after_rotation = norms_after_rotation;
     family.parallel = parallel, family.exact_gelu = exact_gelu;
+    family.relu = relu;
     return family;
   }
 };
@@ -2189,6 +2211,23 @@ void embed_row(int64_t id, const at::Tensor& embedding, double scale, float* xd)
   }
 }
 
+// Adds the row of learned positions (StepWeights::set_positions; none where `table` is undefined) at `position` to a
+// token's embedded row xd, as the layers add the two embeddings in their dtype: a bfloat16 model's sum rounded to
+// bfloat16.
+void add_position_row(const at::Tensor& table, int64_t position, float* xd) {
+  if (!table.defined()) return;
+  TORCH_CHECK(0 <= position && position < table.size(0), "decode_step: position ", position,
+              " is outside the learned positions' ", table.size(0), " rows");
+  int64_t cols = table.size(1);
+  if (table.scalar_type() == at::kFloat) {
+    const float* row = table.data_ptr<float>() + position * cols;
+    for (int64_t i = 0; i < cols; ++i) xd[i] += row[i];
+  } else {
+    const c10::BFloat16* row = table.data_ptr<c10::BFloat16>() + position * cols;
+    for (int64_t i = 0; i < cols; ++i) xd[i] = static_cast<float>(c10::BFloat16(xd[i] + static_cast<float>(row[i])));
+  }
+}
+
 at::Tensor embedded_row(const at::Tensor& tokens, const at::Tensor& embedding, double scale) {
   TORCH_CHECK(tokens.scalar_type() == at::kLong && tokens.numel() == 1,
               "decode_step: with an embedding, x must hold one int64 token id, got ", tokens.scalar_type(), " ",
@@ -2259,7 +2298,12 @@ std::tuple<at::Tensor, at::Tensor, int64_t> step_tokens(
     c10::optional<at::Tensor> embedding, int64_t rotary_row, c10::optional<at::Tensor> local_cos,
     c10::optional<at::Tensor> local_sin, int64_t count, at::IntArrayRef eos, int64_t* ids, double seconds) {
   const int64_t deadline = wall_ns() + static_cast<int64_t>(seconds * 1e9);
-  if (embedding && embedding->defined()) x = embedded_row(x, *embedding, stack->embedding_scale);
+  if (embedding && embedding->defined()) {
+    x = embedded_row(x, *embedding, stack->embedding_scale);
+    TORCH_CHECK(!stack->positions.defined() || stack->positions.size(1) == x.numel(), "decode_step: the learned "
+                "positions' rows hold ", stack->positions.size(1), " values, the embedding's ", x.numel());
+    add_position_row(stack->positions, rotary_row, x.data_ptr<float>());  // (a run's last one checked below)
+  }
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "decode_step: x must be contiguous float32");
   std::vector<at::Tensor> converted;
   at::ScalarType weight_type;
@@ -2294,6 +2338,9 @@ std::tuple<at::Tensor, at::Tensor, int64_t> step_tokens(
     }
   };
   if (count > 1) turn_to(rotary_row + count - 1);  // the run's last rows checked before any step
+  TORCH_CHECK(!stack->positions.defined() || rotary_row + count <= stack->positions.size(0), "decode_step: a run of ",
+              count, " tokens from position ", rotary_row, " is past the learned positions' ", stack->positions.size(0),
+              " rows");
   turn_to(rotary_row);
   float* xd = x.data_ptr<float>();
   float epsf = static_cast<float>(eps);
@@ -2385,6 +2432,7 @@ std::tuple<at::Tensor, at::Tensor, int64_t> step_tokens(
     ids[produced++] = top_at;
     if (produced == count || std::find(eos.begin(), eos.end(), top_at) != eos.end() || wall_ns() >= deadline) break;
     embed_row(top_at, *embedding, stack->embedding_scale, xd);  // the next step's token, at the next position
+    add_position_row(stack->positions, rotary_row + produced, xd);
     ++pos;
     turn_to(rotary_row + produced);
     top = 0, top_at = -1;
@@ -5040,7 +5088,9 @@ TORCH_LIBRARY(openformers, m) {
       .def("set_norms_after_rotation", &StepWeights::set_norms_after_rotation)
       .def("set_experts", &StepWeights::set_experts)
       .def("set_shared_experts", &StepWeights::set_shared_experts)
-      .def("set_norm_biases", &StepWeights::set_norm_biases);
+      .def("set_norm_biases", &StepWeights::set_norm_biases)
+      .def("set_relu", &StepWeights::set_relu)
+      .def("set_positions", &StepWeights::set_positions);
   m.def("decode_step(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps, Tensor? norm=None, "
         "Tensor? head=None, Tensor? head_scale=None, bool bfloat16_logits=False, bool follow_team=False, "

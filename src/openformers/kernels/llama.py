@@ -41,7 +41,12 @@ gate/up alone, `set_fused`, and partial rotary tables, turning interleaved pairs
 each branch as Gemma 2's sandwich norms), and GPT-NeoX / Pythia (StarCoder2's LayerNorms and MLP without a gate,
 GELU's exact form, `set_exact_gelu`, partial rotary tables, its fused q/k/v read in place head by head,
 `set_qkv_per_head`, and with use_parallel_residual attention and the MLP both reading the layer's input, each
-through its own norm, their outputs joining the residual together, `set_parallel`). OLMo (LayerNorms without parameters, q/k/v clamped to clip_qkv), OLMoE
+through its own norm, their outputs joining the residual together, `set_parallel`), and GPT-2's line: GPT-2, GPT-BigCode (multi-query), OPT (LayerNorms before
+each branch, embeddings as wide as the layers) and GPT-Neo, whose learned absolute positions the step adds to the
+token's embedding (`set_positions`, read past OPT's offset of 2), every layer unrotated (`set_unrotated`), with
+StarCoder2's LayerNorms, biases and gate-less MLP, GPT-2's fused c_attn read as Phi-3's fused q/k/v, OPT's ReLU
+(`set_relu`), GPT-Neo's unscaled scores and local layers by `set_family` (its padded prompts take the layers).
+OLMo (LayerNorms without parameters, q/k/v clamped to clip_qkv), OLMoE
 (that clamp, and q/k norms over all heads in a mixture of experts), DeepSeek-V3 and V2, whose multi-head latent
 attention (compressed cached keys and values, expanded per head) the step does not run, and GLM-4.5 (DeepSeek-V3's
 grouped routing with correction biases and shared experts, which the step's mixtures do not choose by; dots.llm1's too)
@@ -80,6 +85,9 @@ from ..models.gemma import (
 )
 from ..models.glm import Glm4DecoderLayer, GlmAttention, GlmDecoderLayer, GlmModel
 from ..models.gpt_neox import GPTNeoXAttention, GPTNeoXLayer, GPTNeoXMLP, GPTNeoXModel
+from ..models.gpt2 import GPT2Attention, GPT2Block, GPT2LMHeadModel, GPT2MLP, GPT2Model
+from ..models.gpt_bigcode import GPTBigCodeAttention, GPTBigCodeBlock, GPTBigCodeModel
+from ..models.gpt_neo import GPTNeoAttention, GPTNeoBlock, GPTNeoMLP, GPTNeoModel
 from ..models.granite import GraniteAttention, GraniteDecoderLayer, GraniteForCausalLM, GraniteModel
 from ..models.heads import CausalLM
 from ..models.helium import HeliumAttention, HeliumDecoderLayer, HeliumModel
@@ -99,7 +107,8 @@ from ..models.mixtral import (
 )
 from ..models.olmo2 import Olmo2Attention, Olmo2DecoderLayer, Olmo2Model, Olmo2RMSNorm
 from ..models.olmo3 import Olmo3DecoderLayer, Olmo3Model
-from ..models.decoder import SlidingLayersDecoder
+from ..models.opt import POSITION_OFFSET, OPTAttention, OPTDecoderLayer, OPTModel
+from ..models.decoder import SlidingLayersDecoder, positions_of_real_tokens
 from ..models.phi3 import Phi3Attention, Phi3DecoderLayer, Phi3MLP, Phi3Model
 from ..models.qwen2_moe import Qwen2MoeDecoderLayer, Qwen2MoeSparseMoeBlock
 from ..models.qwen3 import Qwen3Attention, Qwen3DecoderLayer
@@ -348,6 +357,60 @@ GPT_NEOX_IMPLEMENTED = {
     "classifier_dropout": lambda value: True,  # the sequence classifier's
     "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
 }
+# GPT-2: learned absolute positions added to the token's embedding (StepWeights.set_positions), every layer unrotated
+# (set_unrotated), LayerNorms with biases (set_norm_biases), a bias on every projection, the fused c_attn (q, k and v
+# rows in turn) read as Phi-3's fused q/k/v (set_fused), an MLP without a gate and GELU's tanh form. The checkpoints'
+# Conv1D weights are transposed once as they load (models/gpt2.py), so the step reads the layers' own (out, in)
+# weights. Its dropouts draw only while training: DecodeStep.run leaves a training decoder's steps to its layers.
+TANH_GELUS = ("gelu_pytorch_tanh", "gelu_new")
+GPT2_IMPLEMENTED = {
+    "model_type": lambda value: value == "gpt2",
+    "activation_function": lambda value: value in TANH_GELUS,
+    "scale_attn_weights": lambda value: value,
+    "scale_attn_by_inverse_layer_idx": lambda value: not value,  # a factor per layer: not the step's
+    "reorder_and_upcast_attn": lambda value: not value,
+    "add_cross_attention": lambda value: not value,
+    # sizes under GPT-2's names, dropouts, the norms' epsilon (read from them) and the double heads' summary
+    **dict.fromkeys(("n_positions", "n_embd", "n_layer", "n_head", "n_inner", "layer_norm_epsilon", "resid_pdrop",
+                     "embd_pdrop", "attn_pdrop", "summary_type", "summary_use_proj", "summary_activation",
+                     "summary_proj_to_labels", "summary_first_dropout"), lambda value: True),
+    "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
+}
+# GPT-BigCode: GPT-2's layers with multi-query attention (one key/value head, c_attn's rows every query head, then the
+# key, then the value: Phi-3's fused layout); without multi_query each head's q, k and v follow one another, which the
+# step does not read. scale_attn_weights=False leaves the scores unscaled (set_family's queries' factor).
+GPT_BIGCODE_IMPLEMENTED = {
+    **{name: check for name, check in GPT2_IMPLEMENTED.items() if not name.startswith(("summary", "scale_attn_by",
+                                                                                        "reorder"))},
+    "model_type": lambda value: value == "gpt_bigcode",
+    "scale_attn_weights": lambda value: True,
+    "multi_query": lambda value: value,
+    "attention_softmax_in_fp32": lambda value: True,  # every softmax is in float32, the step's too
+    "scale_attention_softmax_in_fp32": lambda value: True,
+}
+# OPT: GPT-2's step with q, k, v and out_proj apart, ReLU (StepWeights.set_relu) and positions read past the table's
+# first POSITION_OFFSET rows; LayerNorms before attention and the MLP (do_layer_norm_before: opt-350m's after each
+# residual sum, and its projected embeddings, word_embed_proj_dim, are refused; see `refusal`).
+OPT_IMPLEMENTED = {
+    "model_type": lambda value: value == "opt",
+    "activation_function": lambda value: value in TANH_GELUS + ("relu",),
+    "do_layer_norm_before": lambda value: value,
+    "layer_norm_elementwise_affine": lambda value: value,
+    "word_embed_proj_dim": lambda value: True,  # checked against hidden_size by `refusal`
+    **dict.fromkeys(("ffn_dim", "enable_bias", "dropout", "attention_dropout", "layerdrop", "init_std"),
+                    lambda value: True),
+    "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
+}
+# GPT-Neo: GPT-2's step with q, k and v apart (no biases), scores left unscaled (set_family's queries' factor) and its
+# "local" layers attending within window_size (set_family's sliding flags).
+GPT_NEO_IMPLEMENTED = {
+    "model_type": lambda value: value == "gpt_neo",
+    "activation_function": lambda value: value in TANH_GELUS,
+    **dict.fromkeys(("num_layers", "num_heads", "attention_types", "attention_layers", "window_size",
+                     "layer_norm_epsilon", "resid_dropout", "embed_dropout", "attention_dropout", "classifier_dropout"),
+                    lambda value: True),
+    "sliding_window": lambda value: True,  # window_size, on the layers attention_layers marks "local"
+}
 # model_type -> what the step implements, where not IMPLEMENTED
 FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED,
             "olmo2": OLMO2_IMPLEMENTED, "olmo3": OLMO3_IMPLEMENTED, "smollm3": SMOLLM3_IMPLEMENTED,
@@ -356,7 +419,9 @@ FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_te
             "phi3": PHI3_IMPLEMENTED, "mixtral": MIXTRAL_IMPLEMENTED, "qwen3_moe": QWEN3_MOE_IMPLEMENTED,
             "qwen2_moe": QWEN2_MOE_IMPLEMENTED, "starcoder2": STARCODER2_IMPLEMENTED, "granite": GRANITE_IMPLEMENTED,
             "ernie4_5": ERNIE4_5_IMPLEMENTED, "glm": GLM_IMPLEMENTED, "glm4": GLM4_IMPLEMENTED,
-            "gpt_neox": GPT_NEOX_IMPLEMENTED}
+            "gpt_neox": GPT_NEOX_IMPLEMENTED,
+            "gpt2": GPT2_IMPLEMENTED, "gpt_bigcode": GPT_BIGCODE_IMPLEMENTED, "opt": OPT_IMPLEMENTED,
+            "gpt_neo": GPT_NEO_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
 # (read from the model's modules), token ids, head and output options, and what Qwen2 and Qwen3 fold into the
 # decoder's sliding_window (Qwen3's layer_types: one window for every layer or none, as its config checks).
@@ -405,11 +470,20 @@ def refusal(config) -> str | None:
             return f"{name}={value!r} is not implemented by the decoding kernel"
         if name not in implemented and name not in ARITHMETIC_FREE:
             return f"config field {name!r} is unknown to the decoding kernel"
+    # OPT's embeddings narrower than its layers (opt-350m's project_in and project_out), and its final LayerNorm left
+    # out (a field named with an underscore, the reference's)
+    if getattr(config, "word_embed_proj_dim", None) not in (None, getattr(config, "hidden_size", None)):
+        return f"word_embed_proj_dim={config.word_embed_proj_dim!r} (projected embeddings) is not implemented by the " \
+               "decoding kernel"
+    if getattr(config, "_remove_final_layer_norm", False):
+        return "_remove_final_layer_norm=True is not implemented by the decoding kernel"
     return None
 
 
+# GPT-2's line: learned positions added to the embeddings, no rotation (set_positions, set_unrotated)
+LEARNED_POSITION_DECODERS = (GPT2Model, GPTBigCodeModel, OPTModel, GPTNeoModel)
 # the decoder stacks whose layers the step may reproduce
-STEP_DECODERS = (LlamaModel, Gemma2Model, Phi3Model, GPTNeoXModel)
+STEP_DECODERS = (LlamaModel, Gemma2Model, Phi3Model, GPTNeoXModel, *LEARNED_POSITION_DECODERS)
 # The (layer, attention, MLP) classes the step reproduces, in each kind of decoder.
 LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLayer, Qwen3Attention, LlamaMLP),
                 (MinistralDecoderLayer, LlamaAttention, LlamaMLP),
@@ -436,9 +510,9 @@ MIXTURE_LAYERS = ((MixtralDecoderLayer, LlamaAttention, MixtralSparseMoeBlock),
 STARCODER2_LAYERS = ((Starcoder2DecoderLayer, LlamaAttention, Starcoder2MLP),)
 GPT_NEOX_LAYERS = ((GPTNeoXLayer, GPTNeoXAttention, GPTNeoXMLP),)
 # The modules the step reads under each family's own names: the token table, the final norm, a layer's attention.
-EMBEDDING_NAMES = ("embed_tokens", "embed_in")
-FINAL_NORM_NAMES = ("norm", "final_layer_norm")
-ATTENTION_NAMES = ("self_attn", "attention")
+EMBEDDING_NAMES = ("embed_tokens", "embed_in", "wte")
+FINAL_NORM_NAMES = ("norm", "final_layer_norm", "ln_f")
+ATTENTION_NAMES = ("self_attn", "attention", "attn")
 
 
 def _named(modules: dict, names: tuple) -> nn.Module | None:
@@ -446,16 +520,25 @@ def _named(modules: dict, names: tuple) -> nn.Module | None:
     return next((modules[name] for name in names if name in modules), None)
 
 
+def _stack_modules(decoder: nn.Module) -> dict:
+    """The `_modules` holding the stack's embedding and final norm: the decoder's, or OPT's `decoder`'s."""
+    modules = decoder._modules
+    return modules["decoder"]._modules if "decoder" in modules else modules
+
+
 def _embedding(decoder: nn.Module) -> nn.Module | None:
-    return _named(decoder._modules, EMBEDDING_NAMES)
+    return _named(_stack_modules(decoder), EMBEDDING_NAMES)
 
 
 def _final_norm(decoder: nn.Module) -> nn.Module:
-    return _named(decoder._modules, FINAL_NORM_NAMES)
+    return _named(_stack_modules(decoder), FINAL_NORM_NAMES)
 
 
 def _attention(layer: nn.Module) -> nn.Module:
     return _named(layer._modules, ATTENTION_NAMES)
+LEARNED_POSITION_LAYERS = ((GPT2Block, GPT2Attention, GPT2MLP), (GPTBigCodeBlock, GPTBigCodeAttention, GPT2MLP),
+                           (OPTDecoderLayer, OPTAttention, type(None)), (GPTNeoBlock, GPTNeoAttention, GPTNeoMLP))
+FUSED_QKV_LAYERS = (Phi3DecoderLayer, GPTNeoXLayer, GPT2Block, GPTBigCodeBlock)  # one q/k/v projection (set_fused)
 EXPERT_PROJECTIONS = {MixtralExpert: ("w1", "w3", "w2"), Qwen3MoeMLP: MLP_PROJECTIONS}  # gate, up, down
 
 
@@ -553,19 +636,24 @@ def _shortcut(model: nn.Module, tokens: torch.Tensor) -> tuple | None:
     step = getattr(decoder, "accelerated_step", None)
     model_class = type(model)
     # MoeCausalLM's forward is CausalLM's where it records no router scores.
+    # GPT2LMHeadModel's is CausalLM's product under GPT-2's output class.
     forward = model_class.forward
     if (not isinstance(step, DecodeStep) or type(head) is not StepHead or tokens.shape != (1,)
-            or not (forward is CausalLM.forward or forward is MoeCausalLM.forward
+            or not (forward in (CausalLM.forward, GPT2LMHeadModel.forward) or forward is MoeCausalLM.forward
                     and not model.config.output_router_logits)
-            or model_class.token_logits not in (CausalLM.token_logits, Gemma2ForCausalLM.token_logits,
-                                                GraniteForCausalLM.token_logits)
+            or getattr(model_class, "token_logits", CausalLM.token_logits) not in (
+                CausalLM.token_logits, Gemma2ForCausalLM.token_logits, GraniteForCausalLM.token_logits)
             or "forward" in vars(model) or getattr(model, "_compiled_call_impl", None) is not None):
         return None
     embedding = _embedding(decoder)
-    # Gemma's scaled rows the step scales as the module does (StepWeights.set_family's embedding_scale).
+    # Gemma's scaled rows the step scales as the module does (StepWeights.set_family's embedding_scale); the learned
+    # positions' row the step adds (StepWeights.set_positions).
     embedding_class = GemmaScaledEmbedding if isinstance(decoder, Gemma2Model) else nn.Embedding
-    if (type(embedding) is not embedding_class or embedding.max_norm is not None
-            or not _unhooked(model, decoder, head, embedding)):
+    positions = _position_embedding(decoder)
+    embeddings = (embedding,) if positions is None else (embedding, positions)
+    if (type(embedding) is not embedding_class or any(e.max_norm is not None for e in embeddings)
+            or positions is not None and type(positions) is not nn.Embedding
+            or not _unhooked(model, decoder, head, *embeddings)):
         return None
     fused = head.fused_tensors()
     table = embedding._parameters["weight"]
@@ -581,7 +669,7 @@ def _shortcut(model: nn.Module, tokens: torch.Tensor) -> tuple | None:
 def _finish(model: nn.Module):
     """What the model's token_logits does after the head's product, as a function of the product (in the model's
     dtype, its config read now, as token_logits reads it), or None where it does nothing."""
-    token_logits, config = type(model).token_logits, model.config
+    token_logits, config = getattr(type(model), "token_logits", None), model.config  # (GPT2LMHeadModel has none)
     if token_logits is Gemma2ForCausalLM.token_logits and config.final_logit_softcapping is not None:
         cap = config.final_logit_softcapping
         return lambda logits: torch.tanh(logits / cap) * cap
@@ -673,13 +761,21 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
     gemma, olmo2, starcoder2 = isinstance(decoder, Gemma2Model), type(decoder) in OLMO2_DECODERS, _layer_normed(decoder)
     norm_class = (GemmaRMSNorm if gemma else Olmo2RMSNorm if type(decoder) in OLMO2_NORMED_DECODERS
                   else nn.LayerNorm if starcoder2 else RMSNorm)
+    learned = type(decoder) in LEARNED_POSITION_DECODERS
     layer_kinds = (GEMMA_LAYERS if gemma else OLMO2_LAYERS if olmo2 else PHI3_LAYERS if type(decoder) is Phi3Model
-                   else MIXTURE_LAYERS if isinstance(decoder, MixtralModel)
-                   else GPT_NEOX_LAYERS if type(decoder) is GPTNeoXModel else STARCODER2_LAYERS if starcoder2
-                   else LLAMA_LAYERS)
-    # LayerNorms with their weights and biases (StarCoder2's always have both)
-    if starcoder2 and any(norm.weight is None or norm.bias is None
-                          for norm in [_final_norm(decoder)] + [n for layer in decoder.layers for n in _layer_norms(layer)]):
+                   else MIXTURE_LAYERS if isinstance(decoder, MixtralModel) else LEARNED_POSITION_LAYERS if learned
+                   else GPT_NEOX_LAYERS if type(decoder) is GPTNeoXModel
+                   else STARCODER2_LAYERS if starcoder2 else LLAMA_LAYERS)
+    final_norm = _final_norm(decoder)
+    if final_norm is None:  # (OPT's _remove_final_layer_norm)
+        return False
+    # LayerNorms with their weights and biases (StarCoder2's always have both; OPT's may have neither), the first
+    # layer's epsilon for all (DecodeStep._settings), GPT-2's line's learned positions as wide as the layers
+    if starcoder2 and any(norm is None or norm.weight is None or norm.bias is None or norm.eps != final_norm.eps
+                          for norm in [final_norm] + [n for layer in decoder.layers for n in _layer_norms(layer)]):
+        return False
+    if learned and (getattr(_position_embedding(decoder), "embedding_dim", None) != final_norm.normalized_shape[0]
+                    or any(type(layer) is OPTDecoderLayer and not layer.norm_first for layer in decoder.layers)):
         return False
     routings = set()  # (top_k, normalize, weights_in_model_dtype) of the sparse blocks: set_experts takes one
     for layer in decoder.layers:
@@ -700,23 +796,80 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
                            or type(feed_forward.shared_expert_gate) is not Router):
                 return False
             routings.add((feed_forward.top_k, feed_forward.normalize, feed_forward.weights_in_model_dtype))
-    return type(_final_norm(decoder)) is norm_class and len(routings) <= 1
+    return type(final_norm) is norm_class and len(routings) <= 1
 
 
 def _layer_normed(decoder: DecoderModel) -> bool:
-    """Whether the decoder's norms are LayerNorms with biases (StarCoder2's, GPT-NeoX's; set_norm_biases)."""
-    return type(decoder) in (Starcoder2Model, GPTNeoXModel)
+    """Whether the decoder's norms are LayerNorms with biases (StarCoder2's, GPT-NeoX's and GPT-2's line's;
+    set_norm_biases)."""
+    return type(decoder) in (Starcoder2Model, GPTNeoXModel) or type(decoder) in LEARNED_POSITION_DECODERS
 
 
-def _feed_forward(layer: nn.Module) -> nn.Module:
-    """A layer's MLP, or its mixture of experts (Mixtral's `block_sparse_moe`, Qwen3-MoE's `mlp`)."""
-    return layer._modules[getattr(type(layer), "feed_forward_name", "mlp")]
+def _feed_forward(layer: nn.Module) -> nn.Module | None:
+    """A layer's MLP, or its mixture of experts (Mixtral's `block_sparse_moe`, Qwen3-MoE's `mlp`); None where the
+    layer holds its MLP's projections itself (OPT's fc1 and fc2)."""
+    return layer._modules.get(getattr(type(layer), "feed_forward_name", "mlp"))
+
+
+def _position_embedding(decoder: DecoderModel) -> nn.Module | None:
+    """The learned positions' embedding of GPT-2's line (`wpe`, OPT's `embed_positions`), or None (rotary families)."""
+    if type(decoder) not in LEARNED_POSITION_DECODERS:
+        return None
+    modules = decoder._modules
+    return modules["wpe"] if "wpe" in modules else modules["decoder"]._modules["embed_positions"]
+
+
+def _position_table(decoder: DecoderModel) -> torch.Tensor:
+    """StepWeights.set_positions' table: the learned positions' rows from position 0 (OPT's past its offset)."""
+    table = _position_embedding(decoder).weight
+    return table[POSITION_OFFSET:] if type(decoder) is OPTModel else table
+
+
+def _cache_heads(decoder: DecoderModel) -> tuple[int, int]:
+    """The key/value heads a layer caches and their size."""
+    attention = _attention(decoder.layers[0])
+    if type(decoder) not in LEARNED_POSITION_DECODERS:  # (GPT-NeoX: no grouped queries)
+        return getattr(attention, "n_kv_head", None) or attention.n_head, attention.head_dim
+    config = decoder.config
+    heads = config.num_attention_heads
+    return getattr(config, "num_key_value_heads", heads), config.hidden_size // heads
+
+
+def _learned_positions_family(decoder: DecoderModel) -> tuple:
+    """StepWeights.set_family's arguments for GPT-2's line: no sandwich norms, GELU's tanh form (else SiLU's place
+    taken by set_relu's ReLU), the queries' factor sqrt(head_dim) where the scores are left unscaled (GPT-Neo's,
+    GPT-BigCode's scale_attn_weights=False), and GPT-Neo's local layers sliding."""
+    config = decoder.config
+    unscaled = type(decoder) is GPTNeoModel or not getattr(config, "scale_attn_weights", True)
+    factor = _cache_heads(decoder)[1] ** 0.5 if unscaled else 1.0
+    sliding = [int(layer.is_sliding) for layer in decoder.layers] if type(decoder) is GPTNeoModel else []
+    return False, config.activation_function in TANH_GELUS, 0.0, factor, 1.0, sliding, 0.0
+
+
+class _Unrotated:
+    """The rotary tables a decoder without rotary positions hands the step in their place (GPT-2's line, whose layers
+    the step leaves unrotated: set_unrotated): zeros two wide, as many rows as the positions reach, for the calls'
+    checks of the tables."""
+
+    long_after = None
+
+    def __init__(self):
+        self._buffers = {"cos": torch.zeros(0, 2), "sin": torch.zeros(0, 2)}
+
+    def ensure_length(self, length: int) -> None:
+        rows = self._buffers["cos"].shape[0]
+        if length > rows:
+            self._buffers = dict.fromkeys(("cos", "sin"), torch.zeros(max(length, 2 * rows), 2))
 
 
 def _layer_norms(layer: nn.Module) -> list[nn.Module | None]:
     """A layer's norms in the order decode.cpp's StepWeights takes them: its input's and its MLP input's (Gemma:
     its input's, the attention output's, the MLP input's and the MLP output's; OLMo 2 the same with None for the
     inputs' norms, which it has not), then the queries' and keys'."""
+    if type(layer) in (GPT2Block, GPTBigCodeBlock, GPTNeoBlock):
+        return [layer.ln_1, layer.ln_2]
+    if type(layer) is OPTDecoderLayer:
+        return [layer.self_attn_layer_norm, layer.final_layer_norm]
     if type(layer) is Gemma2DecoderLayer:
         norms = [layer.input_layernorm, layer.post_attention_layernorm, layer.pre_feedforward_layernorm,
                  layer.post_feedforward_layernorm]
@@ -760,6 +913,9 @@ class DecodeStep:
         self._layer_count = 0  # the decoder's layers when _stack was gathered
         self._weight_dtype = None  # their linear weights' (the first one's, where int4 and int8 mix)
         self._mixture = False  # whether _stack has sparse layers (set_experts)
+        self._eps = 0.0  # the layers' norms' epsilon (their first layer's second norm's: every norm has the config's)
+        self._positions = None  # how many learned positions the step may add (set_positions), or None
+        self._unrotated = _Unrotated()
         # whether the layers draw random numbers while training (Mixtral's router_jitter_noise, StarCoder2's dropouts)
         self._draws_while_training = False
 
@@ -812,12 +968,16 @@ class DecodeStep:
             and _library_takes(input_ids, cache, table)
             and cache.seq_len > 0
         )
+        if takes and attention_mask is not None and decoder.positions_from_mask:  # (the layers check what it counts)
+            takes = attention_mask.shape == (input_ids.shape[0], cache.seq_len + 1)
         padding = takes and attention_mask is not None and not bool(attention_mask.all())
         if padding:  # each row's mask over the cache and its new token, which it must see
             rows, past = input_ids.shape[0], cache.seq_len
             takes = attention_mask.shape == (rows, past + 1) and bool(attention_mask[:, -1].all())
         if takes and self.before_step is not None and not self.before_step():
             self.before_step = None
+        if padding and position_ids is None and decoder.positions_from_mask:  # OPT's: over each row's real tokens
+            position_ids = positions_of_real_tokens(attention_mask, 1, cache)
         stack = self._kernel_stack() if takes else None
         if stack is None or len(cache.lengths) != self._layer_count:  # (a cache of other layers: the layers')
             return None
@@ -835,6 +995,12 @@ class DecodeStep:
             # positions and its max four more).
             rotaries = self._rotaries()
             rotary_row = cache.seq_len if position_ids is None else int(position_ids)
+            positions = torch.tensor([rotary_row])
+            learned = self._positions
+            if learned is not None and embedding is not None and rotary_row + (count if run else 1) > learned:
+                if rotary_row >= learned:  # past the learned positions: the layers say so
+                    return None
+                count = learned - rotary_row
             if run:
                 count = min(count, max(cache.keys[0].shape[2] - rotary_row, 1))
                 for rotary in rotaries:
@@ -860,7 +1026,7 @@ class DecodeStep:
             x = None
         else:
             # (rows, 1, C) or (rows, C)
-            x, embedding = decoder.input_embeddings(input_ids, None).float().contiguous(), None
+            x, embedding = self._embedded(input_ids, positions, cache.seq_len + 1), None
         keys, values, position = cache.reserve_all(count)
         window, eps, following = self._settings()
         layers = (stack, keys, values, position, window)
@@ -883,8 +1049,8 @@ class DecodeStep:
             logits, argmax = (logits, argmax) if head is not None else (None, None)
         else:  # decode_batch: each row's rotary angles at its own position, its mask over the cache
             mask = attention_mask.to(torch.uint8) if padding else torch.empty(0, dtype=torch.uint8)
-            torch.ops.openformers.decode_batch(x.view(rows, -1), *layers, cos, sin, mask, eps, _final_norm(decoder).weight,
-                                               following, local_cos, local_sin)
+            torch.ops.openformers.decode_batch(x.view(rows, -1), *layers, cos, sin, mask, eps,
+                                               _final_norm(decoder).weight, following, local_cos, local_sin)
         return x, logits, argmax
 
     def prompt(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor | None:
@@ -909,6 +1075,10 @@ class DecodeStep:
         if attention_mask is not None:
             if attention_mask.shape != (sequences, past + tokens):
                 return None  # (the layers say what is wrong with it)
+            if type(decoder) is GPTNeoModel and not bool(attention_mask.all()):
+                return None  # its padding positions attend as gpt_neo.added_mask says, not as the step's
+            if position_ids is None and decoder.positions_from_mask:  # OPT's: over each row's real tokens
+                position_ids = positions_of_real_tokens(attention_mask, tokens, cache)
             attention_mask = None if bool(attention_mask.all()) else attention_mask.bool().to(torch.uint8).contiguous()
         if position_ids is None:
             positions = torch.arange(past, past + tokens).repeat(sequences)
@@ -925,26 +1095,27 @@ class DecodeStep:
         if self._draws_while_training and decoder.training:  # (known once _kernel_stack has gathered the layers)
             return None
         if not cache.keys:
-            attention = _attention(decoder.layers[0])
-            heads = getattr(attention, "n_kv_head", None) or attention.n_head  # (GPT-NeoX: no grouped queries)
-            cache.start_layers(self._layer_count, sequences, heads, attention.head_dim, table.dtype)
+            cache.start_layers(self._layer_count, sequences, *_cache_heads(decoder), table.dtype)
         if len(cache.lengths) != self._layer_count:
             return None
         cos, sin, *local_angles = self._angles_at(positions)
         local_cos, local_sin = local_angles or (None, None)
-        x = decoder.input_embeddings(input_ids, None).float().contiguous()  # (B, T, C), as the layers take them
+        x = self._embedded(input_ids, positions, past + tokens)  # (B, T, C), as the layers take them
         keys, values, position = cache.reserve_all(tokens)
         window, eps, following = self._settings()
         mask = torch.empty(0, dtype=torch.uint8) if attention_mask is None else attention_mask
         averages = decoder.attention_path(False) == "eager"  # (a padding row's attention: see decode_prompt)
         torch.ops.openformers.decode_prompt(x.view(rows, -1), stack, keys, values, position, window, cos, sin, mask,
-                                            averages, eps, _final_norm(decoder).weight, following, local_cos, local_sin)
+                                            averages, eps, _final_norm(decoder).weight, following, local_cos,
+                                            local_sin)
         return x.to(table.dtype)
 
     def _rotaries(self) -> list[nn.Module]:
         """The rotary modules whose tables the step reads: Gemma 3's sliding layers rotate by tables of their own
         (decode.cpp's Layer::local); Gemma 2's by the same as its other layers."""
         decoder = self.decoder
+        if type(decoder) in LEARNED_POSITION_DECODERS:  # unrotated: the tables' stand-in
+            return [self._unrotated]
         rotaries = [decoder._modules["rotary_emb"]]
         if isinstance(decoder, SlidingLayersDecoder) and decoder._modules["local_rotary_emb"] is not rotaries[0]:
             rotaries.append(decoder._modules["local_rotary_emb"])
@@ -961,13 +1132,21 @@ class DecodeStep:
             angles += (table[positions] for table in _rotary_tables(rotary, reach))
         return angles
 
+    def _embedded(self, input_ids: torch.Tensor, positions: torch.Tensor, end: int) -> torch.Tensor:
+        """The float32 rows the step takes for input_ids (B, T), (B, 1) or (B,): their embeddings as the layers take
+        them, with GPT-2's line's learned positions (`positions`, one per token; `end`, how many the keys span) added
+        by the decoder, which refuses positions past its table as its forward does."""
+        decoder = self.decoder
+        x = decoder.input_embeddings(input_ids, None)
+        if type(decoder) in LEARNED_POSITION_DECODERS:
+            x = decoder.add_position_embeddings(x, positions.view(input_ids.shape), end)
+        return x.float().contiguous()
+
     def _settings(self) -> tuple[int, float, bool]:
         """The step's window (0: none), its norms' eps, and whether it leaves torch's threads at the team's size."""
         decoder = self.decoder
         window = decoder.config.sliding_window if isinstance(decoder, SlidingLayersDecoder) else decoder.sliding_window
-        # Through the module dicts: nn.Module's attribute fallback cost ~5 us an attribute after a step.
-        layer = decoder._modules["layers"]._modules["0"]._modules
-        eps = (layer.get("post_attention_layernorm") or layer["input_layernorm"]).eps
+        eps = self._eps
         # Inside threads_following_team, the step leaves torch's threads at the team's settled size.
         following = getattr(_following, "caller", None) is not None
         return window or 0, eps, following
@@ -991,7 +1170,9 @@ class DecodeStep:
         if self._current:
             return self._stack
         # The decoder's own submodules (its `layers`) and those of every module in its layers.
-        for module in (self.decoder, *self.decoder.layers.modules()):
+        positions = _position_embedding(self.decoder)
+        inner = [positions, self.decoder._modules.get("decoder")]  # (OPT's stack inside its `decoder`)
+        for module in (self.decoder, *self.decoder.layers.modules(), *(m for m in inner if m is not None)):
             for name in ("_modules", "_parameters", "_buffers"):
                 held = module.__dict__[name]
                 if type(held) is not _WatchedDict:
@@ -1025,9 +1206,20 @@ class DecodeStep:
             self._stack.set_unrotated([int(not layer.self_attn.rotates) for layer in self.decoder.layers])
         if ready and type(self.decoder) is HunYuanDenseV1Model:  # per-head q/k norms after the rotation
             self._stack.set_norms_after_rotation(True)
+        learned = ready and positions is not None
+        if learned:  # GPT-2's line: learned positions added to the embedding, no rotation
+            if type(self.decoder.layers[0]) in FUSED_QKV_LAYERS:  # c_attn: q, k and v rows in turn
+                self._stack.set_fused(True, False)
+            self._stack.set_family(*_learned_positions_family(self.decoder))
+            self._stack.set_relu(self.decoder.config.activation_function == "relu")
+            self._stack.set_unrotated([1] * len(self.decoder.layers))
+            table = _position_table(self.decoder)
+            self._stack.set_positions(table)
+            self._positions = table.shape[0]
         if ready and _layer_normed(self.decoder):
             layer_norms = [norm for layer in self.decoder.layers for norm in _layer_norms(layer)]
-            self._stack.set_family(False, True, 0.0, 1.0, 1.0, [], 0.0)  # GELU
+            if not learned:
+                self._stack.set_family(False, True, 0.0, 1.0, 1.0, [], 0.0)  # GELU
             self._stack.set_norm_biases([norm.bias for norm in layer_norms] + [_final_norm(self.decoder).bias])
         if ready and type(self.decoder) is GPTNeoXModel:
             self._stack.set_qkv_per_head(True)
@@ -1038,7 +1230,7 @@ class DecodeStep:
         config = self.decoder.config
         # StarCoder2's dropouts (Seed-OSS has the last two; GPT-NeoX the second and hidden_dropout)
         dropouts = ("embedding_dropout", "attention_dropout", "residual_dropout", "hidden_dropout")
-        self._draws_while_training = (any(block.jitter_noise for block in blocks)
+        self._draws_while_training = (any(block.jitter_noise for block in blocks) or learned
                                       or (_layer_normed(self.decoder) or type(self.decoder) is SeedOssModel)
                                       and any(getattr(config, d, 0.0) for d in dropouts))
         if self._mixture:
@@ -1048,6 +1240,8 @@ class DecodeStep:
             if isinstance(block, Qwen2MoeSparseMoeBlock):
                 self._stack.set_shared_experts([_shared_expert_gate(layer) for layer in self.decoder.layers])
         self._layer_count = len(self.decoder.layers)
+        if ready:
+            self._eps = _layer_norms(self.decoder.layers[0])[1].eps
         self._weight_dtype = _linears(self.decoder.layers[0])[0].weight.dtype if ready else None
         self._current = True
         return self._stack
@@ -1213,6 +1407,13 @@ def _linear_slots(layer: nn.Module) -> list[tuple[nn.Module, str] | None]:
     if type(layer) is GPTNeoXLayer:  # q/k/v fused head by head (set_qkv_per_head), an MLP without a gate
         return [(layer.attention, "query_key_value"), (layer.attention, "dense"), None,
                 (layer.mlp, "dense_h_to_4h"), (layer.mlp, "dense_4h_to_h")]
+    if type(layer) in (GPT2Block, GPTBigCodeBlock):  # c_attn: q, k, v fused; an MLP without a gate
+        return [(layer.attn, "c_attn"), (layer.attn, "c_proj"), None, (layer.mlp, "c_fc"), (layer.mlp, "c_proj")]
+    if type(layer) in (OPTDecoderLayer, GPTNeoBlock):  # q, k, v apart; an MLP without a gate
+        attention = layer.attn.attention if type(layer) is GPTNeoBlock else layer.self_attn
+        mlp = [None, (layer, "fc1"), (layer, "fc2")] if type(layer) is OPTDecoderLayer else [
+            None, (layer.mlp, "c_fc"), (layer.mlp, "c_proj")]
+        return [(attention, n) for n in ("q_proj", "k_proj", "v_proj", "out_proj")] + mlp
     feed_forward = _feed_forward(layer)
     if type(feed_forward) is Qwen2MoeSparseMoeBlock:  # its shared expert's, beside its experts (set_shared_experts)
         mlp = [(feed_forward.shared_expert, n) for n in MLP_PROJECTIONS]
@@ -1255,7 +1456,7 @@ def _experts(layer: nn.Module) -> list[nn.Linear]:
 
 def _query_key_value_count(layer: nn.Module) -> int:
     """How many of a layer's first linear layers (_linear_slots) make its queries, keys and values."""
-    return 1 if type(layer) in (Phi3DecoderLayer, GPTNeoXLayer) else 3
+    return 1 if type(layer) in FUSED_QKV_LAYERS else 3
 
 
 def _gather(decoder: DecoderModel) -> tuple[list, list, list, list]:

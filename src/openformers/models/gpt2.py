@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import GPT2Config
-from .base import PreTrainedModel, check_inputs, embedded, forward_cache, recorded
+from .base import PreTrainedModel, check_inputs
+from .decoder import GPT2NamedDecoder
 from .heads import HeadModel, QuestionAnswering, SequenceClassification, TokenClassification, choice_rows
-from .layers import ACTIVATIONS, decoder_attention, positions_and_mask, run_layer
+from .layers import ACTIVATIONS, decoder_attention
 from .losses import next_token_loss
 from .outputs import (
     BaseModelOutputWithPastAndCrossAttentions,
@@ -27,6 +28,13 @@ CONV1D_WEIGHT = re.compile(r"(^|\.)(c_attn|c_proj|c_fc)\.weight$")
 
 def _transpose_conv1d(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.t() if CONV1D_WEIGHT.search(k) else v for k, v in state_dict.items()}
+
+
+def _from_conv1d(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The checkpoint's Conv1D weights (in, out) as the layers' (out, in), each laid out anew in that order, so that
+    the model holds one copy of each in the layout the CPU kernel's products and decoding step read (a transposed
+    view would leave them the torch product's)."""
+    return {k: v.t().contiguous() if CONV1D_WEIGHT.search(k) else v for k, v in state_dict.items()}
 
 
 class GPT2Attention(nn.Module):
@@ -70,7 +78,8 @@ class GPT2Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = GPT2MLP(config)
 
-    def forward(self, x, mask, cache, attention_path="sdpa"):
+    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
+        """cos and sin are None: the positions were added to the embeddings."""
         h, weights = self.attn(self.ln_1(x), mask, cache, attention_path)
         x = x + h
         return x + self.mlp(self.ln_2(x)), weights
@@ -81,7 +90,7 @@ class GPT2PreTrainedModel(PreTrainedModel):
     base_model_prefix = "transformer"
     # The causal-mask buffers older checkpoints store ("h.0.attn.bias", "h.0.attn.masked_bias").
     ignored_checkpoint_keys = (r"(^|\.)attn\.(masked_)?bias$",)
-    from_checkpoint_layout = staticmethod(_transpose_conv1d)
+    from_checkpoint_layout = staticmethod(_from_conv1d)
     to_checkpoint_layout = staticmethod(_transpose_conv1d)
 
     def new_base_model(self, config: GPT2Config) -> "GPT2Model":
@@ -89,10 +98,10 @@ class GPT2PreTrainedModel(PreTrainedModel):
         return GPT2Model(config)
 
 
-class GPT2Model(GPT2PreTrainedModel):
-    """The decoder stack without a head: returns the last hidden state."""
-
-    gradient_checkpointing: dict | None = None  # torch.utils.checkpoint options while it is on (see base.py)
+class GPT2Model(GPT2PreTrainedModel, GPT2NamedDecoder):
+    """The decoder stack without a head: returns the last hidden state. decoder.DecoderModel's forward under GPT-2's
+    names (GPT2NamedDecoder), the positions' embeddings added to the tokens' (so that the CPU kernel's decoding step
+    can take it: kernels/llama.py), and GPT-2's output class."""
 
     def __init__(self, config: GPT2Config):
         super().__init__(config)
@@ -114,44 +123,26 @@ class GPT2Model(GPT2PreTrainedModel):
         and every block's output (the last one normed), and with output_attentions every block's weights."""
         if labels is not None:
             raise ValueError(f"{type(self).__name__} has no head to compute a loss with; use GPT2LMHeadModel.")
-        check_inputs(input_ids, inputs_embeds)
-        output_attentions, output_hidden_states, return_dict = self.output_options(
-            output_attentions, output_hidden_states, return_dict
-        )
-        past_key_values = forward_cache(past_key_values, cache, use_cache)
-        x = embedded(self.wte, input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
-        T = x.shape[1]
-        position_ids, mask, end = positions_and_mask(past_key_values, attention_mask, position_ids, T, x.device)
-        if end > self.config.n_positions:
-            raise ValueError(
-                f"The cache and the {T} new tokens span {end} positions, more than the {self.config.n_positions} "
-                "GPT-2 has (n_positions); truncate the input, generate fewer tokens or use a smaller cache."
-            )
-        x = x + self.wpe(position_ids)
-        if token_type_ids is not None:
-            # the reference embeds token types with the token table
-            x = x + embedded(self.wte, token_type_ids, "token_type_ids")
-        x = self.drop(x)
-        # A block run twice (checkpointing) would write its keys and values to the cache twice: not with a cache.
-        checkpointing = self.gradient_checkpointing if self.training and past_key_values is None else None
-        attention_path = self.attention_path(output_attentions)
-        hidden_states = [] if output_hidden_states else None
-        attentions = [] if output_attentions else None
-        for block in self.h:
-            if output_hidden_states:
-                hidden_states.append(x)
-            x, weights = run_layer(block, checkpointing, x, mask, past_key_values, attention_path)
-            if output_attentions:
-                attentions.append(weights)
-        x = self.ln_f(x)
-        if output_hidden_states:
-            hidden_states.append(x)
+        base = self.decode(input_ids, attention_mask, position_ids, past_key_values, cache, use_cache, None,
+                           inputs_embeds, output_attentions, output_hidden_states, None, token_type_ids=token_type_ids)
         output = BaseModelOutputWithPastAndCrossAttentions(
-            last_hidden_state=x, cache=past_key_values, hidden_states=recorded(hidden_states),
-            attentions=recorded(attentions),
-            cross_attentions=() if output_attentions else None,  # the reference's: GPT-2 here has no cross-attention
+            last_hidden_state=base.last_hidden_state, cache=base.cache, hidden_states=base.hidden_states,
+            attentions=base.attentions,
+            # the reference's: GPT-2 here has no cross-attention
+            cross_attentions=() if self.output_options(output_attentions, None, None)[0] else None,
         )
         return self.returned(output, return_dict)
+
+    def add_position_embeddings(self, x: torch.Tensor, position_ids: torch.Tensor, end: int) -> torch.Tensor:
+        if end > self.config.n_positions:
+            raise ValueError(
+                f"The cache and the new tokens span {end} positions, more than the {self.config.n_positions} "
+                "GPT-2 has (n_positions); truncate the input, generate fewer tokens or use a smaller cache."
+            )
+        return self.drop(x + self.wpe(position_ids))
+
+    def layer_inputs(self, x, position_ids, mask, end: int, attention_mask, cache):
+        return lambda layer: (None, None, mask)  # no rotation: positions were added to the embeddings
 
 
 class GPT2LMHeadModel(GPT2PreTrainedModel, HeadModel):

@@ -14,8 +14,8 @@ padding's length); token_type_ids, as in the reference, add their rows of the to
 GGUF files of llama.cpp's "starcoder" architecture are read here too: its converter stores the tensors as they are
 (`attn_qkv` in the multi-query order above) and writes one key/value head; a file stating as many key/value heads as
 query heads holds, as llama.cpp reads it, all queries, then all keys, then all values, which `convert_gguf_state_dict`
-puts back head by head. The CPU decoding kernel does not apply: kernels/llama.py refuses model_type "gpt_bigcode" by
-name, and generate runs the layers.
+puts back head by head. Multi-query models take the CPU kernel's decoding step (kernels/llama.py); the step does not
+read the head-by-head layout, which generate runs through the layers.
 """
 
 import torch
@@ -112,10 +112,6 @@ class GPTBigCodeBlock(GPT2Block):
     """GPT-2's block (ln_1, attention, ln_2, MLP, each branch added to the residual) with multi-query attention."""
 
     attention_class = GPTBigCodeAttention
-
-    def forward(self, x, cos, sin, mask, cache, attention_path="sdpa"):
-        """cos and sin are None: the positions were added to the embeddings."""
-        return super().forward(x, mask, cache, attention_path)
 
 
 class GPTBigCodePreTrainedModel(PreTrainedModel):

@@ -9,8 +9,9 @@ attention (`config.attention_layers`), a local query seeing its own position and
 decoder.SlidingLayersDecoder's masks, without rotations. token_type_ids, as in the reference, add their rows of the
 token table to the embeddings.
 
-GGUF: llama.cpp has no GPT-Neo architecture, so there is no file to read. The CPU decoding kernel does not apply
-either: kernels/llama.py refuses model_type "gpt_neo" by name, and generate runs the layers.
+GGUF: llama.cpp has no GPT-Neo architecture, so there is no file to read. The CPU kernel's decoding step takes its
+models with a tanh GELU (kernels/llama.py), its local layers' windows and unscaled scores; a padded prompt runs the
+layers, whose padding positions attend as `added_mask` says.
 """
 
 import torch

@@ -11,8 +11,8 @@ Queries are scaled before their product with the keys, as the reference scales t
 
 The checkpoints nest the stack under `model.decoder` (`model.decoder.layers.0.self_attn.q_proj`); `OPTDecoder`
 holds those parameters under their names and `OPTModel` runs them. llama.cpp has no OPT architecture, so there is no
-GGUF reader. The CPU decoding kernel's step does not apply (kernels/llama.py refuses model_type 'opt'): generate
-runs the layers.
+GGUF reader. The CPU kernel's decoding step takes the pre-LayerNorm layout with embeddings as wide as the layers
+(kernels/llama.py); opt-350m's layout runs its layers.
 """
 
 import torch
