@@ -67,7 +67,7 @@ def test_checkpointed_gradients_equal_the_plain_ones(name):
     assert model.is_gradient_checkpointing
     checkpointed, checkpointed_calls = _gradients_and_layer_calls(model, batch)
     # Each layer ran again in the backward pass, except a decoder stack's last one (models/layers.run_layers).
-    assert checkpointed_calls == 2 * plain_calls - (name in ("llama", "mistral-classifier"))
+    assert checkpointed_calls == 2 * plain_calls - (name in ("llama", "mistral-classifier", "gpt2"))
     assert plain.keys() == checkpointed.keys() and len(plain) > 4
     for key in plain:
         torch.testing.assert_close(checkpointed[key], plain[key], atol=1e-6, rtol=1e-5, msg=key)

@@ -357,13 +357,13 @@ def test_quantized_batch_generation_matches_the_plain_path(quantization, monkeyp
 
 
 def test_a_quantized_model_of_a_refused_family_still_takes_the_kernel_for_few_rows(monkeypatch):
-    from openformers.configs import GPT2Config
-    from openformers.models.gpt2 import GPT2LMHeadModel
+    from openformers.configs import BloomConfig
+    from openformers.models.bloom import BloomForCausalLM
 
     torch.manual_seed(0)
-    model = quantize(GPT2LMHeadModel.from_config(GPT2Config.from_dict(dict(vocab_size=96, n_embd=64, n_layer=2, n_head=4))),
+    model = quantize(BloomForCausalLM.from_config(BloomConfig.from_dict(dict(vocab_size=96, hidden_size=64, n_layer=2, n_head=4))),
                      "int8").eval()
-    assert not kernels.accelerate(model)  # no decoding step for GPT-2, but the library is built for its layers
+    assert not kernels.accelerate(model)  # no decoding step for BLOOM, but the library is built for its layers
     calls = counted_matvecs(monkeypatch)
     with torch.inference_mode():
         fast = model(torch.tensor([[5]])).logits
