@@ -3809,6 +3809,41 @@ class Exaone4Config(LlamaConfig):
 
 
 @dataclass
+class ExaoneConfig(LlamaConfig):
+    """LG's EXAONE 3.0 and 3.5 (EXAONE-3.5-2.4B-Instruct, -7.8B, -32B): Llama's decoder under other names. The
+    reference runs Llama's classes for it; its checkpoints name the modules otherwise (llama.EXAONE_NAMES), and its
+    config.json names three fields otherwise: num_layers, layer_norm_epsilon and activation_function."""
+
+    model_type: ClassVar[str] = "exaone"
+    attribute_map: ClassVar[dict[str, str]] = {
+        "num_layers": "num_hidden_layers", "layer_norm_epsilon": "rms_norm_eps", "activation_function": "hidden_act",
+    }
+
+    vocab_size: int = 102400
+    intermediate_size: int = 14336
+    num_key_value_heads: int | None = 8
+    max_position_embeddings: int = 4096
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 500000.0
+    attention_dropout: float = 0.0
+    pad_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 361
+
+    num_layers = _field_alias("num_hidden_layers")
+    layer_norm_epsilon = _field_alias("rms_norm_eps")
+    activation_function = _field_alias("hidden_act")
+
+    def __post_init__(self):
+        for alias, name in self.attribute_map.items():  # ExaoneConfig(num_layers=2) sets num_hidden_layers
+            _pop_alias(self, alias, name)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        _require_probabilities(self, "attention_dropout")
+
+
+@dataclass
 class Starcoder2Config(PretrainedConfig):
     """StarCoder2: a decoder with LayerNorms (with biases) before attention and the MLP, a plain two-layer MLP
     (`c_fc`, the activation, `c_proj`), biases on every projection when `use_bias` is set, rotary positions,
@@ -4977,6 +5012,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "dots1": Dots1Config,
     "apertus": ApertusConfig,
     "exaone4": Exaone4Config,
+    "exaone": ExaoneConfig,
     "granitemoe": GraniteMoeConfig,
     "granitemoeshared": GraniteMoeSharedConfig,
     "granitemoehybrid": GraniteMoeHybridConfig,

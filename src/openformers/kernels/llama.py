@@ -339,6 +339,12 @@ EXAONE4_IMPLEMENTED = {
     "sliding_window_pattern": lambda value: True,  # read into layer_types
     "layer_types": lambda value: True,
 }
+# EXAONE 3.0/3.5: Llama's layers (its checkpoints' other names are renamed at load).
+EXAONE_IMPLEMENTED = {
+    **IMPLEMENTED,
+    "model_type": lambda value: value == "exaone",
+    "attention_dropout": lambda value: not value,
+}
 # GPT-NeoX and Pythia: StarCoder2's LayerNorms with biases (set_norm_biases) and MLP without a gate, GELU in its
 # exact form ("gelu": set_exact_gelu) or tanh's, biases on every projection, rotary tables over a head's leading
 # dimensions (partial_rotary_factor), the fused q/k/v laid out head by head (set_qkv_per_head: read in place), and with
@@ -415,7 +421,7 @@ GPT_NEO_IMPLEMENTED = {
 FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED,
             "olmo2": OLMO2_IMPLEMENTED, "olmo3": OLMO3_IMPLEMENTED, "smollm3": SMOLLM3_IMPLEMENTED,
             "ministral": MINISTRAL_IMPLEMENTED, "seed_oss": SEED_OSS_IMPLEMENTED, "helium": HELIUM_IMPLEMENTED,
-            "hunyuan_v1_dense": HUNYUAN_DENSE_IMPLEMENTED, "exaone4": EXAONE4_IMPLEMENTED,
+            "hunyuan_v1_dense": HUNYUAN_DENSE_IMPLEMENTED, "exaone4": EXAONE4_IMPLEMENTED, "exaone": EXAONE_IMPLEMENTED,
             "phi3": PHI3_IMPLEMENTED, "mixtral": MIXTRAL_IMPLEMENTED, "qwen3_moe": QWEN3_MOE_IMPLEMENTED,
             "qwen2_moe": QWEN2_MOE_IMPLEMENTED, "starcoder2": STARCODER2_IMPLEMENTED, "granite": GRANITE_IMPLEMENTED,
             "ernie4_5": ERNIE4_5_IMPLEMENTED, "glm": GLM_IMPLEMENTED, "glm4": GLM4_IMPLEMENTED,

@@ -141,6 +141,10 @@ MODEL_CLASSES = {
         "causal-lm": "ApertusForCausalLM",
         "token-classification": "ApertusForTokenClassification",
     }),
+    "exaone": (llama, {  # EXAONE 3.0/3.5: Llama under other checkpoint names; the reference runs Llama's classes
+        "base": "LlamaModel",
+        "causal-lm": "LlamaForCausalLM",
+    }),
     "exaone4": (exaone4, _decoder_classes("Exaone4")),  # q/k norms, norms after each branch, unrotated full layers
     "granitemoe": (granitemoe, {  # Granite with a sparse mixture of experts; the reference has these two classes
         "base": "GraniteMoeModel",

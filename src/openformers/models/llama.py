@@ -8,11 +8,15 @@ config from their metadata (Llama 3.x's rope_freqs tensor gives its llama3 rope_
 Mistral (attention over a sliding window) and Qwen2 (biases on q/k/v) are configurations of these
 classes (configs.MistralConfig, configs.Qwen2Config); MistralForCausalLM, Qwen2Model... are subclasses
 that only carry the reference's class names, so their checkpoints load as the class the reference names.
+EXAONE 3.0/3.5 (configs.ExaoneConfig) runs these very classes, as in the reference; its checkpoints' other module
+names (transformer.h.N.attn.attention...) are renamed at load and written back at save (EXAONE_STACK_NAMES,
+EXAONE_LAYER_NAMES).
 The heads: causal LM, sequence classification (pooled at the last token that is not padding), token
 classification and extractive QA.
 """
 
 import math
+import re
 
 import torch
 import torch.nn.functional as F
@@ -292,10 +296,49 @@ class LlamaDecoderLayer(nn.Module):
 # model_type -> the reference's class-name prefix, so saved configs name the reference's classes.
 FAMILY_NAMES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}
 
+# EXAONE 3.0/3.5 (model_type "exaone") is Llama's network, which the reference runs as Llama's classes; its checkpoints
+# name the modules as the original code did (the reference's conversion map, which its save_pretrained undoes): a causal
+# LM's stack under "transformer" (a base model's keeps Llama's names there), and every layer's parts.
+EXAONE_STACK_NAMES = {"wte": "embed_tokens", "h": "layers", "ln_f": "norm"}
+EXAONE_LAYER_NAMES = {
+    "attn.attention": "self_attn", "out_proj": "o_proj", "ln_1": "input_layernorm", "ln_2": "post_attention_layernorm",
+    "c_fc_0": "gate_proj", "c_fc_1": "up_proj", "c_proj": "down_proj",
+}
+
+
+def _exaone_renames(to_exaone: bool) -> list[tuple[re.Pattern, str]]:
+    """(pattern, replacement) pairs taking EXAONE's names to Llama's, or back with `to_exaone`."""
+    stack = {v: k for k, v in EXAONE_STACK_NAMES.items()} if to_exaone else EXAONE_STACK_NAMES
+    layer = {v: k for k, v in EXAONE_LAYER_NAMES.items()} if to_exaone else EXAONE_LAYER_NAMES
+    prefix, new_prefix = ("model", "transformer") if to_exaone else ("transformer", "model")
+    renames = [(re.compile(rf"^{prefix}\.{re.escape(old)}\."), f"{new_prefix}.{new}.") for old, new in stack.items()]
+    return renames + [(re.compile(rf"\.{re.escape(old)}\."), f".{new}.") for old, new in layer.items()]
+
+
+def _renamed(state_dict: dict[str, torch.Tensor], renames: list) -> dict[str, torch.Tensor]:
+    renamed = {}
+    for name, tensor in state_dict.items():
+        for pattern, new in renames:
+            name = pattern.sub(new, name)
+        renamed[name] = tensor
+    return renamed
+
 
 class LlamaPreTrainedModel(PreTrainedModel):
     config_class = LlamaConfig
     convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
+
+    @staticmethod
+    def from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # EXAONE 3's names (its attention under attn.attention), which no other Llama checkpoint has, become Llama's.
+        if any(".attn.attention." in name for name in state_dict):
+            return _renamed(state_dict, _exaone_renames(to_exaone=False))
+        return state_dict
+
+    def to_checkpoint_layout(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.config.model_type == "exaone":  # saved under EXAONE's names, as the reference saves it
+            return _renamed(state_dict, _exaone_renames(to_exaone=True))
+        return state_dict
 
     def architecture_name(self) -> str:
         # Mistral and Qwen2 run Llama's own classes; the families built on them have classes of their own names.
