@@ -26,7 +26,7 @@ SHIPPED_FAMILIES = {"llama", "mistral", "qwen2", "gpt2", "bert", "roberta", "qwe
                     "mbart", "pegasus", "cohere2", "nemotron", "glm", "glm4", "glm4_moe", "gpt_oss", "seed_oss",
                     "arcee", "helium", "exaone", "exaone4", "granitemoe", "granitemoeshared", "mamba", "falcon_mamba",
                     "hunyuan_v1_dense", "apertus", "mamba2", "blenderbot", "blenderbot_small", "umt5",
-                    "ministral",
+                    "ministral", "ministral3",
                     "hunyuan_v1_moe", "dots1",
                     "lfm2", "lfm2_moe",
                     "granitemoehybrid", "bamba", "falcon_h1", "jamba",

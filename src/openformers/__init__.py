@@ -58,7 +58,7 @@ _public(
     "PhiConfig",
     "GraniteConfig", "SeedOssConfig", "ArceeConfig", "BitNetConfig", "HeliumConfig", "ExaoneConfig", "Exaone4Config", "GraniteMoeConfig",
     "GraniteMoeSharedConfig", "HunYuanDenseV1Config", "ApertusConfig",
-    "MinistralConfig", "HunYuanMoEV1Config", "Dots1Config",
+    "MinistralConfig", "Ministral3Config", "HunYuanMoEV1Config", "Dots1Config",
     "GraniteMoeHybridConfig",
     "JambaConfig",
     "BambaConfig",
@@ -107,6 +107,11 @@ _public(
     "openformers.models.ministral",
     "MinistralPreTrainedModel", "MinistralModel", "MinistralForCausalLM", "MinistralForSequenceClassification",
     "MinistralForTokenClassification", "MinistralForQuestionAnswering",
+)
+_public(
+    "openformers.models.ministral3",
+    "Ministral3PreTrainedModel", "Ministral3Model", "Ministral3ForCausalLM", "Ministral3ForSequenceClassification",
+    "Ministral3ForTokenClassification", "Ministral3ForQuestionAnswering",
 )
 _public(
     "openformers.models.qwen3",

@@ -1042,6 +1042,46 @@ class MinistralConfig(MistralConfig):
         _check_windowed_layers(self)
 
 
+def _ministral3_rope() -> dict[str, Any]:
+    """Ministral 3's rope scaling where config.json gives none: the reference's YaRN default."""
+    return {"rope_type": "yarn", "factor": 16.0, "original_max_position_embeddings": 16384, "beta_fast": 32.0,
+            "beta_slow": 1.0, "mscale_all_dim": 1.0, "mscale": 1.0, "llama_4_scaling_beta": 0.1}
+
+
+@dataclass
+class Ministral3Config(MistralConfig):
+    """Ministral 3 (mistralai/Ministral-3-3B/8B/14B's text decoder): Mistral's decoder (one window for every layer,
+    none by default) whose queries are scaled by position after the rotation, Llama 4's way: by
+    1 + llama_4_scaling_beta * ln(1 + floor(position / original_max_position_embeddings)), both read from the YaRN
+    rope scaling it always has (`rope_scaling`, transformers 5's rope_parameters)."""
+
+    model_type: ClassVar[str] = "ministral3"
+
+    vocab_size: int = 131072
+    intermediate_size: int = 14336
+    num_hidden_layers: int = 34
+    num_key_value_heads: int | None = 8
+    head_dim: int | None = 128
+    max_position_embeddings: int = 262144
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 1000000.0
+    rope_scaling: dict[str, Any] | None = field(default_factory=_ministral3_rope)
+    sliding_window: int | None = None
+    attention_dropout: float = 0.0
+    pad_token_id: int | None = 11
+
+    def validate(self) -> None:
+        super().validate()
+        _require_probabilities(self, "attention_dropout")
+        scaling = self.rope_scaling or {}
+        if scaling.get("rope_type") != "yarn":
+            _invalid("rope_scaling", self.rope_scaling, "YaRN rope scaling with llama_4_scaling_beta (Ministral 3 "
+                     "scales its queries by position with it, as the reference reads it)")
+        beta = scaling.get("llama_4_scaling_beta")
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+            _invalid("rope_scaling.llama_4_scaling_beta", beta, "a number (the queries' scale by position)")
+
+
 @dataclass
 class Gemma2Config(PretrainedConfig):
     """Gemma 2: `(1 + w)` RMSNorms around attention and MLP, embeddings scaled by sqrt(hidden_size), a GELU-tanh
@@ -4990,7 +5030,7 @@ class GPTBigCodeConfig(GPT2Names, PretrainedConfig):
 # model_type -> config class: the registry config.json is read by (AutoConfig.register adds a user's own).
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "gpt2": GPT2Config,
-    "ministral": MinistralConfig,
+    "ministral": MinistralConfig, "ministral3": Ministral3Config,
     "bert": BertConfig, "roberta": RobertaConfig, "roformer": RoFormerConfig, "ernie": ErnieConfig,
     "phi3": Phi3Config,
     "qwen3": Qwen3Config,

@@ -28,7 +28,7 @@ from . import arcee
 from . import bitnet
 from . import helium
 from . import hunyuan_v1_dense
-from . import ministral
+from . import ministral, ministral3
 from . import apertus
 from . import exaone4
 from . import mixtral, qwen3_moe, qwen2_moe
@@ -103,6 +103,7 @@ MODEL_CLASSES = {
     "llama": (llama, _decoder_classes("Llama")),
     "mistral": (llama, _decoder_classes("Mistral")),  # Llama with a sliding window
     "ministral": (ministral, _decoder_classes("Ministral")),  # Mistral with sliding and full layers
+    "ministral3": (ministral3, _decoder_classes("Ministral3")),  # Mistral with queries scaled by position
     "qwen2": (llama, _decoder_classes("Qwen2")),  # Llama with q/k/v biases
     "qwen3": (qwen3, _decoder_classes("Qwen3")),  # Llama with q/k norms per head
     "smollm3": (smollm3, _decoder_classes("SmolLM3")),  # Llama with unrotated layers
