@@ -43,6 +43,7 @@ from openformers.configs import (
     SeedOssConfig,
     SmolLM3Config,
     Starcoder2Config,
+    VaultGemmaConfig,
 )
 from openformers.generation.cache import DynamicCache
 from openformers.kernels import library
@@ -50,6 +51,7 @@ from openformers.kernels.llama import refusal
 from openformers.models.ernie4_5 import Ernie4_5ForCausalLM
 from openformers.models.exaone4 import Exaone4ForCausalLM
 from openformers.models.gemma import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
+from openformers.models.vaultgemma import VaultGemmaForCausalLM
 from openformers.models.glm import Glm4ForCausalLM, GlmForCausalLM
 from openformers.models.gpt_neox import GPTNeoXForCausalLM
 from openformers.models.gpt2 import GPT2LMHeadModel
@@ -175,7 +177,8 @@ MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM,
                  GlmConfig: GlmForCausalLM, Glm4Config: Glm4ForCausalLM, SeedOssConfig: SeedOssForCausalLM,
                  HeliumConfig: HeliumForCausalLM, HunYuanDenseV1Config: HunYuanDenseV1ForCausalLM,
                  Exaone4Config: Exaone4ForCausalLM, GPTNeoXConfig: GPTNeoXForCausalLM, GPT2Config: GPT2LMHeadModel,
-                 GPTBigCodeConfig: GPTBigCodeForCausalLM, OPTConfig: OPTForCausalLM, GPTNeoConfig: GPTNeoForCausalLM}
+                 GPTBigCodeConfig: GPTBigCodeForCausalLM, OPTConfig: OPTForCausalLM, GPTNeoConfig: GPTNeoForCausalLM,
+                 VaultGemmaConfig: VaultGemmaForCausalLM}
 # GPT-2's line: learned positions, LayerNorms, its configs' own names for TINY's sizes (None: a field they lack).
 LEARNED_POSITIONS = {
     GPT2Config: dict(hidden_size="n_embd", num_hidden_layers="n_layer", num_attention_heads="n_head",
@@ -211,7 +214,8 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
                 embedding = "embed" in name or name.split(".")[-2] in ("wte", "wpe")
                 torch.nn.init.normal_(parameter, std=0.5 if embedding else parameter.shape[1] ** -0.5)
         return model.eval()
-    if config_class in (GemmaConfig, Gemma2Config, Gemma3TextConfig):  # from_config zeroes Gemma's norms (offsets)
+    # from_config zeroes Gemma's norms (offsets)
+    if config_class in (GemmaConfig, Gemma2Config, Gemma3TextConfig, VaultGemmaConfig):
         for name, parameter in model.named_parameters():
             if name.endswith("norm.weight"):
                 torch.nn.init.normal_(parameter, std=0.5)
@@ -487,6 +491,7 @@ def test_an_unknown_rope_scaling_is_refused():
      (HunYuanDenseV1Config, HUNYUAN), (HunYuanDenseV1Config, {**HUNYUAN_BIASES, **HEAD_DIM_128, "head_dim": 64}),
      (Exaone4Config, EXAONE4), (Exaone4Config, {**EXAONE4_NO_WINDOW, **HEAD_DIM_64, "head_dim": 64}),
      (ExaoneConfig, {"rope_theta": 500.0}),
+     (VaultGemmaConfig, GEMMA2),
      (GPTNeoXConfig, GPT_NEOX), (GPTNeoXConfig, GPT_NEOX_SEQUENTIAL), (GPTNeoXConfig, GPT_NEOX_HEAD_DIM_64),
      (GPT2Config, GPT2), (GPT2Config, {**GPT2, **HEAD_DIM_64}), (GPTBigCodeConfig, GPT2),
      (GPTBigCodeConfig, {**GPT_BIGCODE_UNSCALED, **HEAD_DIM_128}), (OPTConfig, GPT2),
@@ -503,7 +508,7 @@ def test_an_unknown_rope_scaling_is_refused():
          "ernie4_5-biases-head-dim-64", "glm", "glm-no-bias-head-dim-64-quarter-linear-rope", "glm4",
          "glm4-head-dim-64-quarter-linear-rope", "seed-oss-q-k-v-biases", "seed-oss-every-bias-head-dim-64",
          "helium-interleaved", "helium-biases-head-dim-64", "hunyuan-norms-after", "hunyuan-biases-head-dim-64",
-         "exaone4-window-unrotated-full", "exaone4-no-window-head-dim-64", "exaone", "gpt-neox-parallel",
+         "exaone4-window-unrotated-full", "exaone4-no-window-head-dim-64", "exaone", "vaultgemma-soft-caps", "gpt-neox-parallel",
          "gpt-neox-sequential", "gpt-neox-head-dim-64-linear-rope",
          "gpt2", "gpt2-head-dim-64", "gpt-bigcode",
          "gpt-bigcode-unscaled-head-dim-128", "opt", "opt-gelu-head-dim-64", "gpt-neo", "gpt-neo-head-dim-64"],

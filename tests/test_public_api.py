@@ -16,7 +16,7 @@ import transformers.generation  # noqa: E402
 import openformers  # noqa: E402
 
 # Families whose models openformers ships: every class of theirs is in scope.
-SHIPPED_FAMILIES = {"llama", "mistral", "qwen2", "gpt2", "bert", "roberta", "qwen3", "smollm3", "gemma", "gemma2", "distilbert",
+SHIPPED_FAMILIES = {"llama", "mistral", "qwen2", "gpt2", "bert", "roberta", "qwen3", "smollm3", "gemma", "gemma2", "vaultgemma", "distilbert",
                     "xlm_roberta", "phi3", "olmo", "olmo2", "olmo3", "olmoe", "starcoder2", "bart", "modernbert",
                     "t5", "mt5", "mixtral", "phimoe", "qwen3_moe", "qwen2_moe", "deepseek_v3", "deepseek_v2",
                     "ernie4_5", "ernie4_5_moe", "ernie", "roberta_prelayernorm", "xlm_roberta_xl", "megatron_bert",

@@ -48,7 +48,7 @@ _public(
     "DeepseekV3Config", "DeepseekV2Config",
     "Ernie4_5Config", "Ernie4_5_MoeConfig",
     "GemmaConfig", "Gemma2Config", "SmolLM3Config",
-    "Gemma3TextConfig",
+    "Gemma3TextConfig", "VaultGemmaConfig",
     "DistilBertConfig",
     "XLMRobertaConfig",
     "CamembertConfig",
@@ -224,6 +224,7 @@ _public(
     "Gemma2ForTokenClassification",
     "Gemma3PreTrainedModel", "Gemma3TextModel", "Gemma3ForCausalLM", "Gemma3TextForSequenceClassification",
 )
+_public("openformers.models.vaultgemma", "VaultGemmaPreTrainedModel", "VaultGemmaModel", "VaultGemmaForCausalLM")
 _public(
     "openformers.models.distilbert",
     "DistilBertPreTrainedModel", "DistilBertModel", "DistilBertForMaskedLM", "DistilBertForSequenceClassification",

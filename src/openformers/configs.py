@@ -1156,6 +1156,15 @@ class Gemma2Config(PretrainedConfig):
         return values
 
 
+@dataclass
+class VaultGemmaConfig(Gemma2Config):
+    """Google's VaultGemma (vaultgemma-1b): Gemma 2's decoder without the norms after attention and after the MLP,
+    with Gemma 2's defaults; the reference has no use_bidirectional_attention for it."""
+
+    model_type: ClassVar[str] = "vaultgemma"
+    use_bidirectional_attention: ClassVar[None] = None  # not a VaultGemma field: its layers are causal
+
+
 def _check_sliding_layers(config: PretrainedConfig) -> None:
     """A `sliding_window` (None or a positive integer) and `layer_types` marking each layer "sliding_attention" or
     "full_attention" (Gemma 2 and 3, Cohere 2, OLMo 3, gpt-oss: the sliding layers see the window, the others everything)."""
@@ -5061,6 +5070,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "falcon_h1": FalconH1Config,
     "gemma2": Gemma2Config,
     "gemma3_text": Gemma3TextConfig,
+    "vaultgemma": VaultGemmaConfig,
     "distilbert": DistilBertConfig,
     "xlm-roberta": XLMRobertaConfig,
     "roberta-prelayernorm": RobertaPreLayerNormConfig, "xlm-roberta-xl": XLMRobertaXLConfig,

@@ -19,7 +19,8 @@ Llama, Mistral, Qwen2 (q/k/v biases), Qwen3 (each head's queries and keys RMS-no
 (some layers unrotated, `set_unrotated`), Gemma (Llama's layers with Gemma's norms of 1 + w, scaled embeddings and
 GELU), Gemma 2 and Gemma 3's text decoder (norms of 1 + w around attention and MLP as well as before them, GELU,
 queries scaled by query_pre_attn_scalar, sliding layers, Gemma 3's with rotary tables of their own, Gemma 2's soft-
-capped attention scores; `set_family` of decode.cpp's StepWeights; the final logits' soft-cap after the head), OLMo
+capped attention scores; `set_family` of decode.cpp's StepWeights; the final logits' soft-cap after the head),
+VaultGemma (Gemma 2's windows and soft-caps in the first Gemma's layers), OLMo
 2 (norms after attention and MLP only, queries and keys normed over all heads at once) and OLMo 3 (OLMo 2's layers
 with Gemma's per-layer windows and the sliding layers' own rotary tables), Ministral (Mistral's layers with those
 per-layer windows, `set_family`'s sliding flags), Phi-3 / Phi-4 (fused q/k/v and gate/up
@@ -116,6 +117,7 @@ from ..models.smollm3 import SmolLM3Attention, SmolLM3DecoderLayer, SmolLM3Model
 from ..models.qwen3_moe import Qwen3MoeDecoderLayer, Qwen3MoeMLP, Qwen3MoeSparseMoeBlock
 from ..models.seed_oss import SeedOssAttention, SeedOssDecoderLayer, SeedOssModel
 from ..models.starcoder2 import Starcoder2DecoderLayer, Starcoder2MLP, Starcoder2Model
+from ..models.vaultgemma import VaultGemmaDecoderLayer, VaultGemmaModel
 from . import library
 from .linear import KERNEL_WEIGHTS, Linear
 
@@ -161,6 +163,12 @@ GEMMA2_IMPLEMENTED = {
     **{name: check for name, check in GEMMA3_IMPLEMENTED.items() if name != "rope_local_base_freq"},
     "model_type": lambda value: value == "gemma2",
     "attn_logit_softcapping": lambda value: True,
+}
+# VaultGemma: Gemma 2's layers without the norms after each branch (the first Gemma's layer shape, set_family without
+# sandwich norms), with Gemma 2's windows and soft-caps.
+VAULTGEMMA_IMPLEMENTED = {
+    **{name: check for name, check in GEMMA2_IMPLEMENTED.items() if name != "use_bidirectional_attention"},
+    "model_type": lambda value: value == "vaultgemma",
 }
 # Gemma: Gemma 2's parts in Llama's layers (set_family without sandwich norms), no window and no soft-cap.
 GEMMA_IMPLEMENTED = {
@@ -419,6 +427,7 @@ GPT_NEO_IMPLEMENTED = {
 }
 # model_type -> what the step implements, where not IMPLEMENTED
 FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED,
+            "vaultgemma": VAULTGEMMA_IMPLEMENTED,
             "olmo2": OLMO2_IMPLEMENTED, "olmo3": OLMO3_IMPLEMENTED, "smollm3": SMOLLM3_IMPLEMENTED,
             "ministral": MINISTRAL_IMPLEMENTED, "seed_oss": SEED_OSS_IMPLEMENTED, "helium": HELIUM_IMPLEMENTED,
             "hunyuan_v1_dense": HUNYUAN_DENSE_IMPLEMENTED, "exaone4": EXAONE4_IMPLEMENTED, "exaone": EXAONE_IMPLEMENTED,
@@ -499,8 +508,9 @@ LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLaye
                 (SeedOssDecoderLayer, SeedOssAttention, LlamaMLP), (HeliumDecoderLayer, HeliumAttention, LlamaMLP),
                 (HunYuanDenseV1DecoderLayer, HunYuanDenseV1Attention, LlamaMLP))
 INTERLEAVED_DECODERS = (Ernie4_5Model, GlmModel, HeliumModel)  # rotating pairs (2i, 2i + 1) (set_interleaved)
-# Gemma 2's and Gemma 3's; the first Gemma's
-GEMMA_LAYERS = ((Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP), (GemmaDecoderLayer, Gemma2Attention, Gemma2MLP))
+# Gemma 2's and Gemma 3's; the first Gemma's; VaultGemma's
+GEMMA_LAYERS = ((Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP), (GemmaDecoderLayer, Gemma2Attention, Gemma2MLP),
+                (VaultGemmaDecoderLayer, Gemma2Attention, Gemma2MLP))
 PHI3_LAYERS = ((Phi3DecoderLayer, Phi3Attention, Phi3MLP),)
 OLMO2_LAYERS = ((Olmo2DecoderLayer, Olmo2Attention, LlamaMLP), (Olmo3DecoderLayer, Olmo2Attention, LlamaMLP),
                 (Exaone4DecoderLayer, Exaone4Attention, LlamaMLP))
@@ -881,6 +891,8 @@ def _layer_norms(layer: nn.Module) -> list[nn.Module | None]:
                  layer.post_feedforward_layernorm]
     elif type(layer) in (Olmo2DecoderLayer, Olmo3DecoderLayer, Exaone4DecoderLayer):
         norms = [None, layer.post_attention_layernorm, None, layer.post_feedforward_layernorm]
+    elif type(layer) is VaultGemmaDecoderLayer:  # the first Gemma's two, under Gemma 2's names
+        norms = [layer.input_layernorm, layer.pre_feedforward_layernorm]
     elif type(layer) is Glm4DecoderLayer:
         norms = [layer.input_layernorm, layer.post_self_attn_layernorm, layer.post_attention_layernorm,
                  layer.post_mlp_layernorm]
@@ -1397,7 +1409,7 @@ def _gemma_family(decoder: Gemma2Model) -> tuple:
     1 / sqrt(head_dim), the embedding's scale (sqrt(hidden_size)), which layers slide, and the attention scores'
     soft-cap (Gemma 2's; 0 for none)."""
     attention = decoder.layers[0].self_attn
-    sandwich_norms = not isinstance(decoder, GemmaModel)
+    sandwich_norms = not isinstance(decoder, (GemmaModel, VaultGemmaModel))
     return (sandwich_norms, True, 1.0, attention.scale * attention.head_dim**0.5, decoder.embed_tokens.scale,
             [int(layer.is_sliding) for layer in decoder.layers], float(attention.softcap or 0.0))
 

@@ -35,7 +35,7 @@ from . import mixtral, qwen3_moe, qwen2_moe
 from . import phimoe
 from . import deepseek_v3, deepseek_v2
 from . import ernie4_5, ernie4_5_moe
-from . import gemma
+from . import gemma, vaultgemma
 from . import distilbert
 from . import xlm_roberta
 from . import camembert
@@ -221,6 +221,10 @@ MODEL_CLASSES = {
         "base": "Gemma3TextModel",
         "causal-lm": "Gemma3ForCausalLM",
         "sequence-classification": "Gemma3TextForSequenceClassification",
+    }),
+    "vaultgemma": (vaultgemma, {  # Gemma 2 without the norms after each branch; the reference has these two classes
+        "base": "VaultGemmaModel",
+        "causal-lm": "VaultGemmaForCausalLM",
     }),
     "gpt2": (gpt2, {
         "base": "GPT2Model",
