@@ -99,13 +99,19 @@ class DecoderFamilyTests:
         lm_labels = ids.masked_fill(mask == 0, -100) if cls.LM_LABELS_ARE_THE_TOKENS else None
         return head_inputs(name or cls.causal_lm(), ids, mask, lm_labels=lm_labels)
 
+    @classmethod
+    def load_saved(cls, reference, folder, auto_class: str = "AutoModelForCausalLM"):
+        """`reference` saved to `folder`, loaded by our `auto_class` (without a warning, unless a family expects
+        one)."""
+        return load_saved(reference, folder, auto_class)
+
     @pytest.fixture(scope="class")
     @classmethod
     def tiny(cls, variant, tmp_path_factory):
         """(folder, reference, model): the reference's causal LM of `variant`, saved to folder and loaded by ours."""
         folder = tmp_path_factory.mktemp(variant)
         reference = cls.reference(**cls.VARIANTS[variant])
-        return folder, reference, load_saved(reference, folder)
+        return folder, reference, cls.load_saved(reference, folder)
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -114,7 +120,7 @@ class DecoderFamilyTests:
         name, variant = head
         folder = tmp_path_factory.mktemp(name)
         reference = cls.reference(name, **{**cls.VARIANTS[variant], **cls.HEAD_OVERRIDES})
-        return name, folder, reference, load_saved(reference, folder, cls.HEADS[name])
+        return name, folder, reference, cls.load_saved(reference, folder, cls.HEADS[name])
 
     @torch.inference_mode()
     def test_causal_lm_logits_and_loss_match_reference(self, tiny):
@@ -212,7 +218,7 @@ class DecoderFamilyTests:
         """Dropout off, the loss and every gradient of a training step are the reference's, with gradient
         checkpointing too (the layers run again in the backward pass)."""
         reference = self.reference(**{**self.VARIANTS[training_variant], **self.TRAINING_OVERRIDES})
-        model = load_saved(reference, tmp_path)
+        model = self.load_saved(reference, tmp_path)
         inputs = lm_inputs(self.ids(2, 9, seed=7))
         assert_training_step_matches(model, reference, inputs, checkpointing=(False, True),
                                      reference_grads=self.reference_grads)

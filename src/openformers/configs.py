@@ -1456,6 +1456,35 @@ class Gemma3TextConfig(LayerTypedRope, Gemma2Config):
 
 
 @dataclass
+class Gemma3Config(Gemma3TextConfig):
+    """Gemma 3's image-and-text folders (gemma-3-4b-it, -12b-it, -27b-it; model_type "gemma3"), read as the config of
+    their text decoder: `from_dict` gives the Gemma3TextConfig of config.json's text_config (the reference's defaults
+    for what it leaves out; final_logit_softcapping none, as the reference's wrapper applies none) and warns that the
+    vision tower (vision_config) is skipped, images not supported. Its models are Gemma 3's text classes, whose
+    weights load from the language model's (models/gemma.py)."""
+
+    model_type: ClassVar[str] = "gemma3"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], **overrides) -> Gemma3TextConfig:
+        text = values.get("text_config", {})
+        if not isinstance(text, dict):
+            _invalid("text_config", text, "an object with the text decoder's config")
+        warnings.warn(
+            "This Gemma 3 folder holds an image-and-text model: openformers loads its text decoder alone (as "
+            "Gemma3ForCausalLM), skipping the vision tower; images are not supported, text generation is the "
+            "reference's text-only generation.", stacklevel=2,
+        )
+        for name in ("dtype", "torch_dtype"):  # the folder's dtype, which text_config may leave to it
+            if name in values and "dtype" not in text and "torch_dtype" not in text:
+                text = {**text, name: values[name]}
+        # The reference's image-and-text model projects the logits without the text decoder's soft-cap (the released
+        # text configs have none): read as no cap, so that the text decoder gives the wrapper's logits.
+        text = {**text, "final_logit_softcapping": None}
+        return Gemma3TextConfig.from_dict({**text, "model_type": "gemma3_text"}, **overrides)
+
+
+@dataclass
 class XLMRobertaConfig(RobertaConfig):
     """XLM-RoBERTa: RoBERTa's architecture with a multilingual SentencePiece vocabulary."""
 
@@ -5070,6 +5099,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "falcon_h1": FalconH1Config,
     "gemma2": Gemma2Config,
     "gemma3_text": Gemma3TextConfig,
+    "gemma3": Gemma3Config,
     "vaultgemma": VaultGemmaConfig,
     "distilbert": DistilBertConfig,
     "xlm-roberta": XLMRobertaConfig,

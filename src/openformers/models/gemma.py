@@ -16,6 +16,10 @@ sliding layers' positions with a base of their own (`rope_local_base_freq`); it 
 config asks, never the attention scores (its reference reads attn_logit_softcapping but does not apply it), and
 attends with torch's fused kernel, as its reference does.
 
+Gemma 3's image-and-text folders (model_type "gemma3": gemma-3-4b-it...) load as their text decoder: the config is
+their text_config (configs.Gemma3Config) and `gemma3_text_weights` takes the language model's tensors, leaving out the
+vision tower and projector (images are not supported).
+
 Parameter names are those of Hugging Face checkpoints. GGUF files of llama.cpp's "gemma", "gemma2" and "gemma3"
 architectures load too: `config_from_gguf` reads their metadata and `convert_gguf_state_dict` renames their tensors
 and takes back the 1 llama.cpp's converter adds to every norm weight. The heads are the reference's: for Gemma and
@@ -254,9 +258,30 @@ class Gemma2ForTokenClassification(Gemma2PreTrainedModel, TokenClassification):
 # its own for the sliding layers; the classes carry the reference's names and config class.
 
 
+# Gemma 3's image-and-text checkpoints (model_type "gemma3"): the language model's tensors under these prefixes (the
+# reference's save_pretrained writes the first, the released folders the second), and the parts skipped.
+GEMMA3_LANGUAGE_MODEL_PREFIXES = {"model.language_model.": "model.", "language_model.model.": "model.",
+                                  "language_model.lm_head.": "lm_head."}
+GEMMA3_VISION_PREFIXES = ("model.vision_tower.", "model.multi_modal_projector.", "vision_tower.",
+                          "multi_modal_projector.")
+
+
+def gemma3_text_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A Gemma 3 checkpoint's text decoder weights under Gemma3ForCausalLM's names: an image-and-text checkpoint's
+    language model renamed and its vision tower and projector left out; a text checkpoint's as they are."""
+    weights = {}
+    for name, tensor in state_dict.items():
+        if name.startswith(GEMMA3_VISION_PREFIXES):
+            continue
+        prefix = next((p for p in GEMMA3_LANGUAGE_MODEL_PREFIXES if name.startswith(p)), None)
+        weights[GEMMA3_LANGUAGE_MODEL_PREFIXES[prefix] + name[len(prefix):] if prefix else name] = tensor
+    return weights
+
+
 class Gemma3PreTrainedModel(Gemma2PreTrainedModel):
     config_class = Gemma3TextConfig
     has_sdpa_path = True
+    from_checkpoint_layout = staticmethod(gemma3_text_weights)
 
     def new_base_model(self, config: Gemma3TextConfig) -> "Gemma3TextModel":
         return Gemma3TextModel(config)
