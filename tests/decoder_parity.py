@@ -522,6 +522,21 @@ def add_decoder_metadata(writer, config):
     writer.add_eos_token_id(2)
 
 
+def add_llama3_rope_freqs(writer, config):
+    """Llama 3.1's rope scaling as llama.cpp's converter writes it, when `config` has it: a rope_freqs tensor of the
+    factor each rotated pair's frequency is divided by."""
+    from openformers.models.layers import rope_inverse_frequencies
+
+    scaling = config.rope_parameters
+    if scaling["rope_type"] != "llama3":
+        return
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    plain = rope_inverse_frequencies(head_dim, scaling["rope_theta"], None)
+    scaled = rope_inverse_frequencies(head_dim, scaling["rope_theta"],
+                                      {k: v for k, v in scaling.items() if k != "rope_theta"})
+    writer.add_tensor("rope_freqs.weight", (plain / scaled).float().numpy())
+
+
 def llama_cpp_tensors(reference, names: dict, permute_heads=False):
     """(Hugging Face name, llama.cpp name, tensor) for each weight of `reference`, `names` mapping parts of the first to
     parts of the second; the output projection left out when tied to the embeddings, as llama.cpp writes none. With

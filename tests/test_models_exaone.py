@@ -7,8 +7,9 @@ test_models_llama_variants.SteppedLlamaVariantTests (decoder_suite's common test
 labels, cached decoding, left padding, greedy and beam generation, a static cache, hidden states, a training step,
 saving both ways; the config's defaults and refusals, bfloat16, the Auto classes, the CPU kernel's decoding step) with
 what is EXAONE's own: the saved file's names, and config.json's other names for three fields (num_layers,
-layer_norm_epsilon, activation_function), as the released folders write them. llama.cpp's converter writes EXAONE 3
-as its "exaone" architecture, which openformers does not read.
+layer_norm_epsilon, activation_function), as the released folders write them; GGUF files as llama.cpp's converter writes
+EXAONE 3 (its "exaone" architecture, as LG publishes EXAONE-3.5's GGUFs): Llama's tensor names with the query and key
+rows in the reference's order, the norms' epsilon required, llama3 scaling as a rope_freqs tensor.
 """
 
 import json
@@ -18,8 +19,17 @@ import torch
 from safetensors import safe_open
 
 import openformers
-from decoder_parity import assert_outputs_close, load_quietly, outputs_of
-from test_models_llama_variants import SIZES, SteppedLlamaVariantTests
+from decoder_parity import (
+    add_decoder_metadata,
+    add_llama3_rope_freqs,
+    assert_outputs_close,
+    assert_same_attributes,
+    finish_gguf,
+    llama_cpp_tensors,
+    load_quietly,
+    outputs_of,
+)
+from test_models_llama_variants import LLAMA_GGUF_NAMES, SIZES, SteppedLlamaVariantTests
 
 transformers = pytest.importorskip("transformers")
 
@@ -84,3 +94,39 @@ def test_config_aliases_set_the_fields_as_the_reference():
     values = dict(num_layers=3, layer_norm_epsilon=0.25, activation_function="silu")
     ours, theirs = openformers.ExaoneConfig(**values), transformers.ExaoneConfig(**values)
     assert (ours.num_hidden_layers, ours.rms_norm_eps) == (theirs.num_hidden_layers, theirs.rms_norm_eps) == (3, 0.25)
+
+
+def _write_gguf(path, reference, epsilon=True):
+    """`reference` as llama.cpp's converter writes an EXAONE 3 checkpoint: its "exaone" metadata (the epsilon, unless
+    left out, and the rotated dimensions), Llama's tensor names, the rows as they are, llama3 scaling as rope_freqs."""
+    import gguf
+
+    config = reference.config
+    writer = gguf.GGUFWriter(str(path), "exaone")
+    add_decoder_metadata(writer, config)
+    if epsilon:
+        writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_dimension_count(config.head_dim)
+    add_llama3_rope_freqs(writer, config)
+    for _, name, tensor in llama_cpp_tensors(reference, LLAMA_GGUF_NAMES):
+        writer.add_tensor(name, tensor.contiguous().numpy())
+    finish_gguf(writer)
+
+
+@pytest.mark.parametrize("variant", list(TestExaone.VARIANTS))
+@torch.inference_mode()
+def test_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_path):
+    reference = TestExaone.reference(**TestExaone.VARIANTS[variant])
+    _write_gguf(tmp_path / "exaone.gguf", reference)
+    model = load_quietly(openformers.AutoModelForCausalLM.from_pretrained, tmp_path / "exaone.gguf")
+    assert type(model).__name__ == "LlamaForCausalLM" and model.config.model_type == "exaone"
+    assert_same_attributes(model.config, reference.config, ("tie_word_embeddings", "head_dim"))
+    assert model.config.rms_norm_eps == pytest.approx(reference.config.rms_norm_eps, rel=1e-6)  # a float32 there
+    inputs = TestExaone.inputs()
+    assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "GGUF")
+
+
+def test_gguf_without_the_norms_epsilon_is_refused(tmp_path):
+    _write_gguf(tmp_path / "exaone.gguf", TestExaone.reference(), epsilon=False)
+    with pytest.raises(ValueError, match="lacks the GGUF metadata key exaone.attention.layer_norm_rms_epsilon"):
+        openformers.AutoConfig.from_pretrained(tmp_path / "exaone.gguf")

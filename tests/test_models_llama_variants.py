@@ -17,6 +17,7 @@ import torch
 import openformers
 from decoder_parity import (
     add_decoder_metadata,
+    add_llama3_rope_freqs,
     assert_bfloat16_matches_the_reference,
     assert_decoding_step_gives_the_references_logits,
     assert_kernel_refuses_and_generate_runs_the_layers,
@@ -380,8 +381,6 @@ EXAONE4_GGUF_NAMES = {**LLAMA_GGUF_NAMES, "post_attention_layernorm": "post_atte
 def test_exaone4_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_path):
     import gguf
 
-    from openformers.models.layers import rope_inverse_frequencies
-
     reference = TestExaone4.reference(**TestExaone4.VARIANTS[variant])
     config = reference.config
     path = tmp_path / "exaone4.gguf"
@@ -393,12 +392,7 @@ def test_exaone4_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_p
     if config.sliding_window is not None:
         writer.add_sliding_window(config.sliding_window)
         writer.add_sliding_window_pattern([kind == "sliding_attention" for kind in config.layer_types])
-    scaling = config.rope_parameters
-    if scaling["rope_type"] == "llama3":  # the factor each pair's frequency is divided by, as the converter computes
-        plain = rope_inverse_frequencies(config.head_dim, scaling["rope_theta"], None)
-        scaled = rope_inverse_frequencies(config.head_dim, scaling["rope_theta"],
-                                          {k: v for k, v in scaling.items() if k != "rope_theta"})
-        writer.add_tensor("rope_freqs.weight", (plain / scaled).float().numpy())
+    add_llama3_rope_freqs(writer, config)
     for _, name, tensor in llama_cpp_tensors(reference, EXAONE4_GGUF_NAMES):
         writer.add_tensor(name, tensor.contiguous().numpy())
     finish_gguf(writer)

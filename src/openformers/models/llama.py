@@ -10,7 +10,8 @@ classes (configs.MistralConfig, configs.Qwen2Config); MistralForCausalLM, Qwen2M
 that only carry the reference's class names, so their checkpoints load as the class the reference names.
 EXAONE 3.0/3.5 (configs.ExaoneConfig) runs these very classes, as in the reference; its checkpoints' other module
 names (transformer.h.N.attn.attention...) are renamed at load and written back at save (EXAONE_STACK_NAMES,
-EXAONE_LAYER_NAMES).
+EXAONE_LAYER_NAMES). Its GGUF files (llama.cpp's "exaone" architecture: LG's EXAONE-3.5 GGUFs) are Llama's files with
+the query and key rows in the reference's order.
 The heads: causal LM, sequence classification (pooled at the last token that is not padding), token
 classification and extractive QA.
 """
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..configs import GGUF_CONFIG_READERS, LlamaConfig, MistralConfig, Qwen2Config
+from ..configs import GGUF_CONFIG_READERS, ExaoneConfig, LlamaConfig, MistralConfig, Qwen2Config
 from ..weights import rename
 from .base import PreTrainedModel, token_embeddings
 from .decoder import DecoderModel
@@ -36,14 +37,19 @@ from .layers import (
 from .heads import CausalLM, QuestionAnswering, SequenceClassification, TokenClassification
 
 # GGUF `general.architecture` -> the config class of the files this family reads (Mistral's say "llama").
-GGUF_ARCHITECTURES = {"llama": LlamaConfig, "qwen2": Qwen2Config}
+GGUF_ARCHITECTURES = {"llama": LlamaConfig, "qwen2": Qwen2Config, "exaone": ExaoneConfig}
 
 
 def config_from_gguf(gguf, **overrides) -> LlamaConfig:
-    """The config of an opened `weights.GGUFFile`, as the class its `general.architecture` names."""
+    """The config of an opened `weights.GGUFFile`, as the class its `general.architecture` names (EXAONE 3's as
+    Llama's classes, which the reference runs for it)."""
     config_class = GGUF_ARCHITECTURES[gguf.get("general.architecture")]
-    architectures = [f"{FAMILY_NAMES[config_class.model_type]}ForCausalLM"]
+    architectures = [f"{FAMILY_NAMES.get(config_class.model_type, 'Llama')}ForCausalLM"]
     return config_class.from_dict({"architectures": architectures, **gguf_config_values(gguf)}, **overrides)
+
+
+# The architectures whose norms' epsilon llama.cpp requires, where a file without it is damaged (others default to 1e-5).
+_EPSILON_REQUIRED = {"exaone"}
 
 
 def gguf_config_values(gguf, partial_rotary: bool = False) -> dict:
@@ -77,7 +83,8 @@ def gguf_config_values(gguf, partial_rotary: bool = False) -> dict:
         "num_attention_heads": heads,
         "num_key_value_heads": gguf.get(f"{arch}.attention.head_count_kv", heads),
         "head_dim": head_dim,
-        "rms_norm_eps": gguf.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5),
+        "rms_norm_eps": (required("attention.layer_norm_rms_epsilon") if arch in _EPSILON_REQUIRED
+                         else gguf.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
         "rope_theta": gguf.get(f"{arch}.rope.freq_base", 10000.0),
         "rope_scaling": gguf_rope_scaling(gguf, arch, head_dim),
         "max_position_embeddings": gguf.get(f"{arch}.context_length", 2048),
@@ -181,11 +188,12 @@ def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: LlamaCo
     llama.cpp's converter regroups each head's rows from (two halves, hs/2 pairs) to (hs/2 pairs, two
     halves) to suit its rotary kernel; reading the rows as (heads, hs/2, 2) and swapping the last two
     axes restores the original order. Qwen2 files keep the original order (llama.cpp rotates them the
-    way Hugging Face does).
+    way Hugging Face does), and so do EXAONE 3's ("exaone": the reference's names, which the converter maps to
+    Llama's llama.cpp names, and its rows).
     """
     # rope_freqs (Llama 3.1's scaled frequencies) is read into the config's rope_scaling.
     state_dict = rename({name: t for name, t in state_dict.items() if name != "rope_freqs.weight"}, GGUF_RENAMES)
-    if config.model_type == "qwen2":
+    if config.model_type in ("qwen2", "exaone"):
         return state_dict
     for i in range(config.num_hidden_layers):
         for name, heads in (("q_proj", config.num_attention_heads), ("k_proj", config.num_key_value_heads)):
