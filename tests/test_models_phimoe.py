@@ -6,21 +6,27 @@ head, longrope with its mscales, the sparsemixer's softmax over several near sco
 tied embeddings with a sliding window and no biases. Then what is PhiMoE's own: the training forward's random draws
 (Gumbel picks, the midpoint factors, the input jitter drawn twice) and the router's estimated gradient, against the
 reference with the same seed; positions past original_max_position_embeddings turned with the long factors; the config's defaults and
-refusals.
+refusals; GGUF files as llama.cpp's converter writes them (its "phimoe" architecture), and the refusal of one without
+its expert count.
 """
 
 import json
+import math
 
+import numpy as np
 import pytest
 import torch
 
 import openformers
 from decoder_parity import (
+    add_decoder_metadata,
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
     assert_same_attributes,
     assert_training_step_matches,
+    finish_gguf,
     lm_inputs,
+    load_quietly,
     load_saved,
     outputs_of,
 )
@@ -191,3 +197,81 @@ def test_config_refuses_bad_values_by_name(values, message, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "phimoe", **TINY, **values}))
     with pytest.raises(ValueError, match=message):
         openformers.AutoConfig.from_pretrained(tmp_path)
+
+
+# GGUF files as llama.cpp's converter writes a PhiMoE checkpoint (its "phimoe" architecture, Phi-3's metadata): the
+# saved file's tensors under Llama's llama.cpp names, each layer's experts stacked per projection, the rows as they
+# are, and longrope as two factor tensors with one attention factor, which the converter computes from the context
+# lengths (sqrt(1 + ln(context / original) / ln(original))): the variant's mscales are that factor. No key holds the
+# sparsemixer's router_jitter_noise (llama.cpp routes by the softmax's top two): the variants have Phi-3.5-MoE's 0.01.
+GGUF_NAMES = {
+    "model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output", "model.layers": "blk",
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+    "block_sparse_moe.gate": "ffn_gate_inp",
+}
+GGUF_EXPERTS = {"w1": "ffn_gate_exps", "w3": "ffn_up_exps", "w2": "ffn_down_exps"}
+CONVERTERS_FACTOR = (1 + math.log(256 / 64) / math.log(64)) ** 0.5
+GGUF_VARIANTS = {
+    "biases": dict(router_jitter_noise=0.01),
+    "longrope": dict(router_jitter_noise=0.01, rope_parameters={
+        **longrope(original=64), "short_mscale": CONVERTERS_FACTOR, "long_mscale": CONVERTERS_FACTOR}),
+    "tied-no-biases-best-only-windowed": TestPhimoe.VARIANTS["tied-no-biases-best-only-windowed"],
+}
+
+
+def _write_gguf(path, reference, folder, expert_count=True):
+    import gguf
+    from safetensors.torch import load_file
+
+    config = reference.config
+    reference.save_pretrained(folder)
+    saved = load_file(folder / "model.safetensors")  # Mixtral's names, as the Hub's files hold them
+    writer = gguf.GGUFWriter(str(path), "phimoe")
+    add_decoder_metadata(writer, config)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+    writer.add_sliding_window(config.sliding_window or 0)
+    writer.add_expert_used_count(config.num_experts_per_tok)
+    if expert_count:
+        writer.add_expert_count(config.num_local_experts)
+    rope = config.rope_parameters
+    if rope["rope_type"] == "longrope":
+        original = rope["original_max_position_embeddings"]
+        writer.add_rope_scaling_orig_ctx_len(original)
+        writer.add_rope_scaling_attn_factors(
+            (1 + math.log(config.max_position_embeddings / original) / math.log(original)) ** 0.5)
+        writer.add_tensor("rope_factors_long.weight", np.array(rope["long_factor"], dtype=np.float32))
+        writer.add_tensor("rope_factors_short.weight", np.array(rope["short_factor"], dtype=np.float32))
+    experts = {}
+    for name, tensor in saved.items():
+        if ".experts." in name:  # model.layers.N.block_sparse_moe.experts.E.wK.weight
+            layer, kind = int(name.split(".")[2]), name.split(".")[-2]
+            experts.setdefault((layer, kind), []).append((int(name.split(".")[5]), tensor))
+            continue
+        for hf, cpp in GGUF_NAMES.items():
+            name = name.replace(hf, cpp)
+        writer.add_tensor(name, tensor.numpy())
+    for (layer, kind), tensors in experts.items():
+        stacked = torch.stack([tensor for _, tensor in sorted(tensors, key=lambda item: item[0])])
+        writer.add_tensor(f"blk.{layer}.{GGUF_EXPERTS[kind]}.weight", stacked.numpy())
+    finish_gguf(writer)
+
+
+@pytest.mark.parametrize("variant", list(GGUF_VARIANTS))
+@torch.inference_mode()
+def test_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_path):
+    reference = TestPhimoe.reference(**GGUF_VARIANTS[variant])
+    _write_gguf(tmp_path / "phimoe.gguf", reference, tmp_path / "saved")
+    model = load_quietly(openformers.AutoModelForCausalLM.from_pretrained, tmp_path / "phimoe.gguf")
+    assert type(model).__name__ == "PhimoeForCausalLM"
+    assert_same_attributes(model.config, reference.config, ("attention_bias", "lm_head_bias", "tie_word_embeddings",
+                                                            "sliding_window", "num_local_experts"))
+    inputs = TestPhimoe.inputs()
+    assert_outputs_close(outputs_of(model, inputs), outputs_of(reference, inputs), "GGUF")
+
+
+def test_gguf_without_the_expert_count_is_refused(tmp_path):
+    _write_gguf(tmp_path / "phimoe.gguf", TestPhimoe.reference(), tmp_path / "saved", expert_count=False)
+    with pytest.raises(ValueError, match="lacks the GGUF metadata key phimoe.expert_count"):
+        openformers.AutoConfig.from_pretrained(tmp_path / "phimoe.gguf")

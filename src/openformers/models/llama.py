@@ -48,7 +48,7 @@ def config_from_gguf(gguf, **overrides) -> LlamaConfig:
     return config_class.from_dict({"architectures": architectures, **gguf_config_values(gguf)}, **overrides)
 
 
-# The architectures whose norms' epsilon llama.cpp requires, where a file without it is damaged (others default to 1e-5).
+# The architectures whose norms' epsilon llama.cpp requires: a file without it is damaged (others default to 1e-5).
 _EPSILON_REQUIRED = {"exaone"}
 
 

@@ -63,12 +63,15 @@ def config_from_gguf(gguf, **overrides) -> Phi3Config:
         "pad_token_id": gguf.get("tokenizer.ggml.padding_token_id"),
     }
     if "rope_factors_long.weight" in gguf.tensor_names:
-        values["rope_scaling"] = {
-            "rope_type": "longrope",
-            "long_factor": gguf.tensor("rope_factors_long.weight").tolist(),
-            "short_factor": gguf.tensor("rope_factors_short.weight").tolist(),
-        }
+        values["rope_scaling"] = {"rope_type": "longrope", **gguf_longrope_factors(gguf)}
     return Phi3Config.from_dict(values, **overrides)
+
+
+def gguf_longrope_factors(gguf) -> dict:
+    """longrope's per-pair long_factor and short_factor, from the rope_factors_long and rope_factors_short tensors in
+    which llama.cpp's converter writes them (Phi-3's, PhiMoE's)."""
+    return {"long_factor": gguf.tensor("rope_factors_long.weight").tolist(),
+            "short_factor": gguf.tensor("rope_factors_short.weight").tolist()}
 
 
 GGUF_CONFIG_READERS["phi3"] = config_from_gguf
@@ -88,10 +91,13 @@ GGUF_RENAMES = {
 }
 
 
+# The tensors llama.cpp's converter writes for longrope scaling, which the config holds (gguf_longrope_factors).
+GGUF_LONGROPE_TENSORS = ("rope_factors_long.weight", "rope_factors_short.weight")
+
+
 def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: Phi3Config) -> dict[str, torch.Tensor]:
     """Rename llama.cpp tensors to Hugging Face names; the rope factor tensors are in the config already."""
-    factors = ("rope_factors_long.weight", "rope_factors_short.weight")
-    return rename({name: t for name, t in state_dict.items() if name not in factors}, GGUF_RENAMES)
+    return rename({name: t for name, t in state_dict.items() if name not in GGUF_LONGROPE_TENSORS}, GGUF_RENAMES)
 
 
 def apply_partial_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotate=apply_rope) -> torch.Tensor:

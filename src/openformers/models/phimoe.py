@@ -13,7 +13,14 @@ softmax's (`_RoutingGradient`); input_jitter_noise scales the experts' input by 
 block and router each do. The reference's random draws are made in its order, so a seed gives its training forward.
 
 Checkpoints hold Mixtral's names (block_sparse_moe.gate, experts.{e}.w1/w3/w2); the reference's in-memory layout
-(mlp.router, mlp.experts.gate_up_proj/down_proj) loads too.
+(mlp.router, mlp.experts.gate_up_proj/down_proj) loads too. GGUF files of llama.cpp's "phimoe" architecture are read
+(`config_from_gguf`, `convert_gguf_state_dict`): Phi-3's metadata (`phimoe.*`, the window 0 for none) with the
+expert counts, Llama's tensor names with each layer's experts stacked (Mixtral's), the rows in the reference's order,
+the biases where the checkpoint has them, and longrope as Phi-3's factor tensors with one
+`phimoe.rope.scaling.attn_factor`, read as both mscales. That factor is the one llama.cpp's converter computes from
+the context lengths (as Phi-3's reference does), not the config's own short_mscale and long_mscale: Phi-3.5-MoE's
+1.243 becomes 1.190 there, and its GGUF files run with that, here as in llama.cpp. No key holds the sparsemixer's
+router_jitter_noise (llama.cpp routes by the softmax's top two): a GGUF file's is the default, Phi-3.5-MoE's 0.01.
 
 One difference from the reference: past original_max_position_embeddings, positions turn with longrope's long
 factors (and long_mscale), as Phi-3's do here and in the reference, as Microsoft's own PhiMoE code and llama.cpp do;
@@ -24,9 +31,47 @@ on any sequence within original_max_position_embeddings (4096 tokens for Phi-3.5
 import torch
 from torch import nn
 
-from ..configs import PhimoeConfig
+from ..configs import GGUF_CONFIG_READERS, PhimoeConfig
+from ..weights import rename
 from . import llama, mixtral
+from .gpt_neox import gguf_required
 from .heads import SequenceClassification
+from .phi3 import GGUF_LONGROPE_TENSORS, gguf_longrope_factors
+
+
+def config_from_gguf(gguf, **overrides) -> PhimoeConfig:
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "phimoe" architecture: Llama's metadata, the expert
+    counts, the window (0 for none), biases where the file has their tensors, and longrope from the factor tensors
+    with the file's attention factor as both mscales (llama.cpp's default 1 without it)."""
+    values = llama.gguf_config_values(gguf)
+    if "rope_factors_long.weight" in gguf.tensor_names:
+        attention_factor = gguf.get("phimoe.rope.scaling.attn_factor", 1.0)
+        values["rope_scaling"] = {
+            "rope_type": "longrope", **gguf_longrope_factors(gguf),
+            "original_max_position_embeddings": gguf.get("phimoe.rope.scaling.original_context_length",
+                                                         values["max_position_embeddings"]),
+            "short_mscale": attention_factor, "long_mscale": attention_factor,
+        }
+    values.update(
+        architectures=["PhimoeForCausalLM"],
+        num_local_experts=gguf_required(gguf, "phimoe.expert_count"),
+        num_experts_per_tok=gguf.get("phimoe.expert_used_count", 2),
+        sliding_window=gguf.get("phimoe.attention.sliding_window") or None,
+        attention_bias="blk.0.attn_q.bias" in gguf.tensor_names,
+        lm_head_bias="output.bias" in gguf.tensor_names,
+    )
+    return PhimoeConfig.from_dict(values, **overrides)
+
+
+GGUF_CONFIG_READERS["phimoe"] = config_from_gguf
+
+
+def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: PhimoeConfig) -> dict[str, torch.Tensor]:
+    """The experts split out (Mixtral's), then Llama's names with the router's; the rows are in the reference's order
+    (llama.cpp rotates PhiMoE's as Hugging Face does), the longrope factors in the config already."""
+    state_dict = {name: t for name, t in state_dict.items() if name not in GGUF_LONGROPE_TENSORS}
+    state_dict = mixtral.split_gguf_experts(state_dict, "block_sparse_moe", {"gate": "w1", "up": "w3", "down": "w2"})
+    return rename(state_dict, {**llama.GGUF_RENAMES, "ffn_gate_inp": "block_sparse_moe.gate"})
 
 
 class _RoutingGradient(torch.autograd.Function):
@@ -102,6 +147,7 @@ class PhimoeDecoderLayer(mixtral.MixtralDecoderLayer):
 
 class PhimoePreTrainedModel(mixtral.MixtralPreTrainedModel):
     config_class = PhimoeConfig
+    convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
 
     @staticmethod
     def from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
