@@ -1,7 +1,7 @@
 """The compiled library (decode.cpp): built once per environment with PyTorch's C++ extension tooling, at load.
 
 `build()` runs when a model is loaded or quantized, never inside a forward pass: forward passes only ask
-`loaded()`. It compiles decode.cpp for this machine's CPU (`-march=native`), ~15 s on two cores, saying so
+`loaded()`. It compiles decode.cpp (and scan.cpp, Mamba's selective scan) for this machine's CPU (`-march=native`), ~15 s on two cores, saying so
 on stderr with how long it took; later processes load the cached library in a moment. The library is cached
 in torch's extension folder (`TORCH_EXTENSIONS_DIR`, default ~/.cache/torch_extensions) under a name hashed
 from everything that goes into the build (`build_inputs`): two virtual environments, or two machines sharing
@@ -37,6 +37,8 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("decode.cpp")
+# Every source of the library: decode.cpp, and scan.cpp (Mamba's selective scan), whose operators join its namespace.
+SOURCES = (SOURCE, Path(__file__).with_name("scan.cpp"))
 LDFLAGS = ("-fopenmp",)
 ARCH_VARIABLE = "OPENFORMERS_KERNEL_ARCH"
 
@@ -103,7 +105,7 @@ def _built() -> bool:
     try:
         with _building_alone(build_folder(name)):
             # Lists of their own: torch's builder appends to the ones it is given.
-            cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=list(flags),
+            cpp_extension.load(name=name, sources=[str(path) for path in SOURCES], extra_cflags=list(flags),
                                extra_ldflags=list(LDFLAGS), is_python_module=False, verbose=False)
     except Exception as error:  # a failed build costs speed, never correctness
         if compiling:
@@ -139,7 +141,7 @@ def _building_alone(folder: Path):
 def build_inputs() -> dict[str, str]:
     """Everything the built library depends on, by name: a change in any of them means another build."""
     return {
-        "source": hashlib.sha256(SOURCE.read_bytes()).hexdigest(),
+        "source": hashlib.sha256(b"".join(path.read_bytes() for path in SOURCES)).hexdigest(),
         "cpu": _cpu_flags(),
         "torch": f"{torch.__version__} {torch.version.git_version}",
         "python": f"{sys.prefix} {sys.version}",  # the virtual environment and the interpreter

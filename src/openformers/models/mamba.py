@@ -10,8 +10,10 @@ the embeddings. The mixer, over D = intermediate_size channels:
 - the selective scan: each channel keeps `state_size` states h, and at each position
   h = exp(dt * A) * h + dt * B * x, y = C . h + D * x, with A = -exp(A_log) (D, state_size) and D (D,) learned;
 - y times SiLU(z), then `out_proj` back to hidden_size.
-The scan runs position after position (`selective_scan`), as the reference's plain path does; a decoding step
-is one such position. Padding (a 0 in attention_mask) zeroes the mixer's input and its convolution's output at
+The scan (`selective_scan`) runs in the compiled library on the CPU once a load has built it (kernels/scan.cpp: a
+thread's block of channels through the positions, the states in a few kilobytes, and a backward pass from one state
+in 64 kept), else position after position (`sequential_scan`), as the reference's plain path does; a decoding step
+is one position. Padding (a 0 in attention_mask) zeroes the mixer's input and its convolution's output at
 those positions, as the reference does, so a left-padded row's state stays zero until its first token.
 
 The cache is a `generation.MambaCache`: per layer the convolution's last `conv_kernel` inputs and the scan's
@@ -167,14 +169,68 @@ def product_then_bias(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x, linear.weight) + linear.bias
 
 
-def selective_scan(state: torch.Tensor, dA: torch.Tensor, dBx: torch.Tensor) -> torch.Tensor:
-    """The scan's states after each position: h_t = dA_t * h_(t-1) + dBx_t from `state` (B, D, N), over the
-    (B, T, D, N) dA and dBx; returns (B, T, D, N)."""
+def selective_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
+                   state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scan over x (B, T, D) with the time step dt (B, T, D, float32), A (D, N), B and C (B, T, N), from `state`
+    (B, D, N, float32; None: zeros): at each position h = exp(dt * A) * h + dt * B * x, y = C . h, each state rounded
+    to C's dtype for the product, as the reference's. Returns y (B, T, D) in C's dtype and the last state (B, D, N).
+
+    On the CPU, once the compiled library is loaded (kernels/scan.cpp; a model's load builds it), the scan runs there
+    with the states in a thread's few kilobytes, and through its backward pass when gradients are asked for; else
+    (no library, another device, torch.compile, float16) position after position here (`sequential_scan`)."""
+    if state is None:
+        state = dt.new_zeros(x.shape[0], *A.shape)
+    if not _compiled_scan_applies(x, c):
+        return sequential_scan(x, dt, A, b, c, state)
+    inputs = [t.float().contiguous() for t in (x, dt, A, b, c, state)]
+    bfloat16_output = c.dtype == torch.bfloat16
+    if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+        y, last = _CompiledScan.apply(*inputs, bfloat16_output)
+    else:
+        y, last, _ = torch.ops.openformers.selective_scan(*inputs, bfloat16_output, False)
+    return y.to(c.dtype), last
+
+
+def sequential_scan(x, dt, A, b, c, state) -> tuple[torch.Tensor, torch.Tensor]:
+    """`selective_scan` one position after another, as the reference's plain path runs it (a product, then a sum:
+    torch.addcmul's fused multiply-add would round once), every (B, T, D, N) state kept."""
+    dA = torch.exp(dt[..., None] * A)  # (B, T, D, N)
+    dBx = dt[..., None] * b[:, :, None, :].float() * x[..., None].float()
     states = []
     for t in range(dA.shape[1]):
-        state = torch.addcmul(dBx[:, t], dA[:, t], state)
+        state = dA[:, t] * state + dBx[:, t]
         states.append(state)
-    return torch.stack(states, dim=1)
+    states = torch.stack(states, dim=1)  # (B, T, D, N)
+    return (states.to(c.dtype) @ c[..., None]).squeeze(-1), states[:, -1]
+
+
+def _compiled_scan_applies(x: torch.Tensor, c: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.shape[1] > 0 and x.dtype in (torch.float32, torch.bfloat16)
+            and c.dtype in (torch.float32, torch.bfloat16) and type(x) is torch.Tensor
+            and not torch.compiler.is_compiling() and hasattr(torch.ops.openformers, "selective_scan"))
+
+
+class _CompiledScan(torch.autograd.Function):
+    """The compiled scan with its backward pass (float32 inputs): the forward keeps one state in 64 positions, and
+    the backward recomputes the others from them."""
+
+    @staticmethod
+    def forward(ctx, x, dt, A, b, c, state, bfloat16_output: bool):
+        y, last, checkpoints = torch.ops.openformers.selective_scan(x, dt, A, b, c, state, bfloat16_output, True)
+        ctx.save_for_backward(x, dt, A, b, c, checkpoints)
+        ctx.bfloat16_output = bfloat16_output
+        return y, last
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_last):
+        x, dt, A, b, c, checkpoints = ctx.saved_tensors
+        grad_y = torch.zeros_like(x) if grad_y is None else grad_y.float().contiguous()
+        grad_last = (x.new_zeros(x.shape[0], *A.shape) if grad_last is None
+                     else grad_last.float().contiguous())
+        gx, gdt, gA, gb, gc, gstate = torch.ops.openformers.selective_scan_backward(
+            grad_y, grad_last, x, dt, A, b, c, checkpoints, ctx.bfloat16_output)
+        # A's gradient comes per sequence, B's and C's per block of channels (see scan.cpp)
+        return gx, gdt, gA.sum(0), gb.sum(1), gc.sum(1), gstate, None
 
 
 class MambaMixer(nn.Module):
@@ -196,7 +252,7 @@ class MambaMixer(nn.Module):
         self.out_proj = nn.Linear(D, config.hidden_size, bias=config.use_bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: MambaCache | None) -> torch.Tensor:
-        B, T, _ = x.shape
+        T = x.shape[1]
         dtype = x.dtype
         xz = self.in_proj(masked(x, mask)).transpose(1, 2)  # (B, 2D, T)
         h, z = xz.chunk(2, dim=1)  # (B, D, T) each
@@ -206,14 +262,10 @@ class MambaMixer(nn.Module):
         dt, b, c = self.normalized(*torch.split(self.x_proj(h), self.sizes, dim=-1))
         dt = F.softplus(self.widened(dt)).float()  # (B, T, D): softplus in the model's dtype, as the reference's
         A = -torch.exp(self.A_log.float())  # (D, N)
-        dA = torch.exp(dt[..., None] * A)  # (B, T, D, N)
-        dBx = dt[..., None] * b[:, :, None, :].float() * h[..., None].float()
-        ssm = dA.new_zeros(B, *A.shape) if state is None else state[1]
-        states = selective_scan(ssm, dA, dBx)  # (B, T, D, N)
-        y = (states.to(c.dtype) @ c[..., None]).squeeze(-1)  # (B, T, D)
+        y, ssm = selective_scan(h, dt, A, b, c, None if state is None else state[1])  # (B, T, D), (B, D, N)
         y = (y + h * self.D.float()) * F.silu(z.transpose(1, 2))
         if cache is not None:
-            cache.store(self.layer_idx, conv_state, states[:, -1], T)
+            cache.store(self.layer_idx, conv_state, ssm, T)
         return product_then_bias(self.out_proj, y.to(dtype))
 
     def normalized(self, dt: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
