@@ -25,7 +25,8 @@ Models are plain torch.nn and never import this package. `from_pretrained` hands
 
 Once the library is loaded, models/layers.py's `attention` also sends a prompt's plain causal attention on the
 CPU in float32 or bfloat16 (no mask, no gradient, heads of 64 or 128, a build with AVX-512) to its
-`prompt_attention`, in any model that calls it.
+`prompt_attention`, in any model that calls it, and models/mamba.py's selective scan (Mamba, Falcon-Mamba, Jamba) runs
+in its scan.cpp, with its backward pass while training.
 
 `Linear` sends products of a few rows (a batch decoding a token per sequence, a short prompt: up to 8 for float32
 weights, 16 for bfloat16, 64 for int8 and int4 weights and a float32 vocabulary head, `Linear.kernel_rows`) to the
