@@ -222,7 +222,8 @@ def assert_state_cache_refusals(model, ids, other):
     from openformers.serving.scheduler import BatchScheduler
 
     name, kind = type(model.base_model).__name__, type(model.new_cache()).__name__
-    with pytest.raises(TypeError, match=f"{name} keeps a state in its layers.*its cache is a {kind}, got DynamicCache"):
+    with pytest.raises(TypeError, match=f"{name} keeps a state in its layers.*its cache is a {kind}, got DynamicCache;"
+                                        r" pass DynamicCache\(config=model.config\)"):
         model(ids, past_key_values=DynamicCache())
     with pytest.raises(TypeError, match="got StaticCache; leave cache_implementation unset"):
         model.generate(ids, max_new_tokens=3, cache_implementation="static")
@@ -232,6 +233,42 @@ def assert_state_cache_refusals(model, ids, other):
         other.generate(ids, max_new_tokens=3, do_sample=False, assistant_model=model)
     with pytest.raises(ValueError, match="does not serve"):
         BatchScheduler(model, None)
+
+
+def assert_the_users_dynamic_cache_works_as_the_references(model, reference, ids_of):
+    """DynamicCache(config=model.config), which a user of the reference makes for a model whose layers keep states, is
+    the cache the model decodes with (its new_cache()'s kind and layers) and serves as the reference's does: a prompt
+    and a step fed through it give the full forward's logits and get_seq_length counts both; generate given such a
+    cache (greedy and beams), or one holding the prompt already (only the new position is fed), gives the reference's
+    tokens with its own DynamicCache(config=...) (under either name, past_key_values or cache); and it can only be
+    cropped back to nothing."""
+    transformers = pytest.importorskip("transformers")
+    expected = model.new_cache()
+    cache = DynamicCache(config=model.config)
+    assert type(cache) is type(expected)
+    if isinstance(expected, openformers.HybridCache):
+        assert isinstance(cache, DynamicCache)
+        assert (cache.attends, cache.keeps_state) == (expected.attends, expected.keeps_state)
+    ids, step = ids_of(2, 7, seed=11), ids_of(2, 1, seed=12)
+    prompt = torch.cat([ids, step], 1)
+    logits = [model(ids, past_key_values=cache).logits, model(step, past_key_values=cache).logits]
+    torch.testing.assert_close(torch.cat(logits, 1), reference(prompt).logits, atol=1e-4, rtol=1e-4)
+    assert cache.get_seq_length() == 8
+    settings = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
+    for options in (dict(), dict(num_beams=3)):
+        theirs = reference.generate(ids, cache=transformers.DynamicCache(config=reference.config), **settings, **options)
+        ours = model.generate(ids, past_key_values=DynamicCache(config=model.config), **settings, **options)
+        assert ours.tolist() == theirs.tolist(), options
+    theirs_cache, ours_cache = transformers.DynamicCache(config=reference.config), DynamicCache(config=model.config)
+    reference(ids, cache=theirs_cache)
+    model(ids, cache=ours_cache)  # the reference's newer name, as generate takes it too
+    theirs = reference.generate(prompt, cache=theirs_cache, **settings)
+    assert model.generate(prompt, cache=ours_cache, **settings).tolist() == theirs.tolist()
+    assert ours_cache.get_seq_length() == int(theirs_cache.get_seq_length()) == prompt.shape[1] + 5
+    with pytest.raises(ValueError, match="cannot be cropped"):
+        ours_cache.crop(-1)
+    ours_cache.crop(0)
+    assert ours_cache.get_seq_length() == 0
 
 
 def generation_inputs(ids_of):

@@ -23,6 +23,7 @@ from decoder_parity import (
     assert_same_attributes,
     assert_saved_both_ways,
     assert_static_cache_gives_the_dynamic_cache_tokens,
+    assert_the_users_dynamic_cache_works_as_the_references,
     assert_training_step_matches,
     generation_inputs,
     head_inputs,
@@ -366,6 +367,11 @@ class HybridCacheTests:
         torch.testing.assert_close(torch.cat(steps, dim=1), full)
         used = model(ids[:, :5], use_cache=True).past_key_values  # a forward asked for a cache makes a HybridCache
         assert isinstance(used, HybridCache) and used.seq_len == 5
+
+    @torch.inference_mode()
+    def test_the_users_dynamic_cache_of_the_config_works_as_the_references(self, tiny):
+        _, reference, model = tiny
+        assert_the_users_dynamic_cache_works_as_the_references(model, reference, self.ids)
 
     @torch.inference_mode()
     def test_left_padded_batch_equals_single_rows_or_the_references_batch(self, tiny, variant):

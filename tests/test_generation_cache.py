@@ -1,10 +1,12 @@
 """DynamicCache on small hand-made tensors: growth, crop, reorder, and the batch operations of continuous batching;
-HybridCache, which holds a DynamicCache and a MambaCache for models whose layers mix attention and states."""
+HybridCache, a DynamicCache that also holds a MambaCache for models whose layers mix attention and states, and the
+cache DynamicCache(config=...) makes of each kind of config against the reference's layers for it."""
 
 import pytest
 import torch
 
-from openformers.generation.cache import DynamicCache, HybridCache
+import openformers
+from openformers.generation.cache import DynamicCache, HybridCache, MambaCache
 
 
 def filled(rows: int, length: int, start: float = 0.0, layers: int = 2) -> DynamicCache:
@@ -102,10 +104,10 @@ def hybrid(rows: int, length: int, start: float = 0.0) -> HybridCache:
 
 def test_hybrid_cache_sends_each_layer_to_its_part():
     cache = hybrid(2, 3)
-    assert len(cache.attention.keys) == 2 and len(cache.states.conv_states) == 2 and len(cache) == 4
+    assert len(cache.keys) == 2 and len(cache.states.conv_states) == 2 and len(cache) == 4
     assert cache.seq_len == cache.get_seq_length() == 3 and cache.batch_size == 2
     keys, _ = cache.update(2, torch.full((2, 2, 1, 3), 7.0), torch.full((2, 2, 1, 3), -7.0))
-    assert keys[0, 0, :, 0].tolist() == [0, 1, 2, 7] and cache.attention.lengths == [3, 4]
+    assert keys[0, 0, :, 0].tolist() == [0, 1, 2, 7] and cache.lengths == [3, 4]
     conv, ssm = cache.state(1)
     assert conv[:, 0, 0].tolist() == [0, 100] and ssm.shape == (2, 1, 2) and cache.state(3)[1] is None
     with pytest.raises(TypeError, match="Layer 1 keeps no keys and values in this HybridCache, but was used as an "
@@ -123,7 +125,7 @@ def test_hybrid_cache_layers_may_hold_keys_and_a_state_both():
     cache.update(1, keys + 1, -keys)
     cache.store(0, torch.zeros(1, 3, 2), torch.ones(1, 1, 2), 2)
     cache.store(2, torch.ones(1, 3, 2), None, 2)
-    assert len(cache.attention.keys) == 2 and len(cache.states.conv_states) == 2 and cache.seq_len == 2
+    assert len(cache.keys) == 2 and len(cache.states.conv_states) == 2 and cache.seq_len == 2
     assert cache.state(0)[1].sum() == 2 and cache.state(2)[1] is None and cache.keys[1][0, 0, 0, 0] == 1
     assert repr(cache).startswith("HybridCache(attention_layers=2, state_layers=2,")
     with pytest.raises(TypeError, match="Layer 1 keeps no state"):
@@ -135,16 +137,16 @@ def test_hybrid_cache_layers_may_hold_keys_and_a_state_both():
 def test_hybrid_cache_row_operations_reach_both_parts():
     cache = hybrid(2, 3)
     cache.reorder(torch.tensor([1, 1, 0]))
-    assert positions(cache.attention)[0] == [100, 101, 102] and cache.batch_size == 3
+    assert positions(cache)[0] == [100, 101, 102] and cache.batch_size == 3
     assert cache.state(1)[0][:, 0, 0].tolist() == [100, 100, 0] and cache.state(1)[1][:, 0, 0].tolist() == [100, 100, 0]
     cache = hybrid(1, 2)
     cache.left_pad(1)
     assert cache.seq_len == 3 and cache.states.lengths == [3, 3]
     cache.append_rows(hybrid(1, 3, start=1000))
     assert cache.batch_size == 2 and cache.state(3)[0][:, 0, 0].tolist() == [0, 1000] and cache.state(3)[1] is None
-    assert positions(cache.attention) == [[0, 0, 1], [1000, 1001, 1002]]
+    assert positions(cache) == [[0, 0, 1], [1000, 1001, 1002]]
     cache.drop_front(1)
-    assert cache.seq_len == 2 and positions(cache.attention, 1) == [[0, 1], [1001, 1002]]
+    assert cache.seq_len == 2 and positions(cache, 1) == [[0, 1], [1001, 1002]]
 
 
 def test_hybrid_cache_cannot_go_back_but_can_start_over():
@@ -155,4 +157,49 @@ def test_hybrid_cache_cannot_go_back_but_can_start_over():
         cache.crop(-1)
     assert cache.seq_len == 3
     cache.reset()
-    assert cache.seq_len == 0 and cache.attention.lengths == [0, 0] and not cache.states.conv_states
+    assert cache.seq_len == 0 and cache.lengths == [0, 0] and not cache.states.conv_states
+
+
+# Per family, a small config: DynamicCache(config=...) holds keys and values for the layers that attend and states for
+# the others, as the reference's DynamicCache(config=...) gives them its DynamicLayer and LinearAttentionLayer.
+CONFIGS = {
+    "LlamaConfig": dict(num_hidden_layers=2),
+    "Gemma2Config": dict(num_hidden_layers=3),
+    "Lfm2Config": dict(num_hidden_layers=3, layer_types=["conv", "full_attention", "conv"]),
+    "GraniteMoeHybridConfig": dict(num_hidden_layers=3, layer_types=["mamba", "attention", "mamba"]),
+    "BambaConfig": dict(num_hidden_layers=3, attn_layer_indices=[0]),
+    "JambaConfig": dict(num_hidden_layers=4, attn_layer_period=2, attn_layer_offset=1),
+    "FalconH1Config": dict(num_hidden_layers=2),
+    "MambaConfig": dict(num_hidden_layers=2),
+    "Mamba2Config": dict(num_hidden_layers=2),
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_a_dynamic_cache_of_a_config_holds_what_the_references_layers_hold(name):
+    transformers = pytest.importorskip("transformers")
+    from transformers.cache_utils import LinearAttentionCacheLayerMixin
+
+    values = CONFIGS[name]
+    theirs = transformers.DynamicCache(config=getattr(transformers, name)(**values))
+    attends = [not isinstance(layer, LinearAttentionCacheLayerMixin) or hasattr(layer, "keys")
+               for layer in theirs.layers]
+    states = [isinstance(layer, LinearAttentionCacheLayerMixin) for layer in theirs.layers]
+    config = getattr(openformers, name)(**values)
+    cache = DynamicCache(config=config)
+    if not any(states):
+        assert type(cache) is DynamicCache
+    elif not any(attends):
+        assert type(cache) is MambaCache
+    else:
+        assert type(cache) is HybridCache and isinstance(cache, DynamicCache)
+        assert (cache.attends, cache.keeps_state) == (attends, states)
+        for same in (HybridCache(config=config), DynamicCache(config)):
+            assert (same.attends, same.keeps_state) == (attends, states)
+
+
+def test_a_hybrid_cache_wants_its_layers_once():
+    with pytest.raises(TypeError, match=r"HybridCache\(attends, states\) or HybridCache\(config=model.config\)"):
+        HybridCache()
+    with pytest.raises(TypeError, match="not both"):
+        HybridCache([True], config=openformers.Lfm2Config(num_hidden_layers=1, layer_types=["conv"]))

@@ -25,6 +25,7 @@ from decoder_parity import (
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
     assert_state_cache_refusals,
+    assert_the_users_dynamic_cache_works_as_the_references,
     finish_gguf,
     llama_cpp_tensors,
     load_quietly,
@@ -98,7 +99,7 @@ class StateLayersTests:
         assert isinstance(cache, HybridCache) and cache.seq_len == 7
         assert cache.attends == [kind != "conv" for kind in config.layer_types]
         convolutions = config.layer_types.count("conv")
-        assert [tuple(k.shape[:2]) for k in cache.attention.keys] == [(2, config.num_key_value_heads)] * (
+        assert [tuple(k.shape[:2]) for k in cache.keys] == [(2, config.num_key_value_heads)] * (
             config.num_hidden_layers - convolutions)
         assert [tuple(c.shape) for c in cache.states.conv_states] == [
             (2, config.hidden_size, config.conv_L_cache)] * convolutions
@@ -119,6 +120,11 @@ class StateLayersTests:
     @torch.inference_mode()
     def test_caches_assisted_decoding_and_the_server_are_refused(self, tiny, tmp_path):
         assert_state_cache_refusals(tiny[2], self.ids(1, 6), load_saved(self.reference(), tmp_path))
+
+    @torch.inference_mode()
+    def test_the_users_dynamic_cache_of_the_config_works_as_the_references(self, tiny):
+        _, reference, model = tiny
+        assert_the_users_dynamic_cache_works_as_the_references(model, reference, self.ids)
 
     def test_the_cpu_kernel_refuses_the_family(self, tiny):
         _, reference, model = tiny

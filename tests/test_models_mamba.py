@@ -24,6 +24,7 @@ from decoder_parity import (
     assert_byte_level_bpe_folder_tokenizes_as_the_reference,
     assert_outputs_close,
     assert_state_cache_refusals,
+    assert_the_users_dynamic_cache_works_as_the_references,
     finish_gguf,
     llama_cpp_tensors,
     load_quietly,
@@ -147,6 +148,11 @@ class MambaFamilyTests(DecoderFamilyTests):
     @torch.inference_mode()
     def test_attention_caches_assisted_decoding_and_the_server_are_refused(self, tiny, tmp_path):
         assert_state_cache_refusals(tiny[2], self.ids(1, 6), load_saved(self.reference(), tmp_path))
+
+    @torch.inference_mode()
+    def test_the_users_dynamic_cache_of_the_config_is_a_mamba_cache(self, tiny):
+        _, reference, model = tiny
+        assert_the_users_dynamic_cache_works_as_the_references(model, reference, self.ids)
 
     @torch.inference_mode()
     def test_the_cpu_kernel_refuses_the_family_and_quantized_layers_run(self, tiny, variant):

@@ -78,7 +78,7 @@ class Cache:
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         """Repeat each row `repeats` times, next to each other."""
-        if self.keys:
+        if self.is_initialized:
             self.reorder(torch.arange(self.batch_size).repeat_interleave(repeats))
 
     def reset(self) -> None:
@@ -87,11 +87,24 @@ class Cache:
 
 
 class DynamicCache(Cache):
-    """A cache that grows as tokens arrive, in blocks of 256 positions, one key and value buffer per layer."""
+    """A cache that grows as tokens arrive, in blocks of 256 positions, one key and value buffer per layer.
+
+    DynamicCache(config=model.config), as the reference's, makes the cache that config's layers need: where
+    `config.layer_types` names layers that keep a state ("conv", "linear_attention", "mamba", "hybrid"), a
+    HybridCache (a DynamicCache too) of the attending layers' keys and values and the others' states, or a
+    MambaCache where no layer attends; else a plain DynamicCache, since sliding-window layers keep every position
+    here (the model's mask applies the window).
+    """
+
+    def __new__(cls, *args, **kwargs):
+        config = kwargs.get("config", args[0] if args else None)
+        if cls is DynamicCache and config is not None:
+            attends, states = layer_parts(config)
+            if any(states):
+                return super().__new__(HybridCache) if any(attends) else MambaCache()
+        return super().__new__(cls)
 
     def __init__(self, config=None):
-        # `config` as the reference's DynamicCache(config=model.config): there it sizes sliding-window layers; here
-        # every position is kept and the model's mask applies the window, so it changes nothing.
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self.lengths: list[int] = []
@@ -201,6 +214,19 @@ class DynamicCache(Cache):
             self.keys[i] = self.keys[i][:, :, n:]
             self.values[i] = self.values[i][:, :, n:]
             self.lengths[i] -= n
+
+
+# The reference's layer_types, by what a layer keeps in the cache (its cache_utils' layer classes).
+_STATE_LAYERS = ("conv", "linear_attention", "mamba")
+_STATE_AND_ATTENTION_LAYERS = ("hybrid", "hybrid_sliding")
+
+
+def layer_parts(config) -> tuple[list[bool], list[bool]]:
+    """Per layer of `config.layer_types` (its decoder's), whether it attends and whether it keeps a state."""
+    kinds = list(getattr(config.get_text_config(decoder=True), "layer_types", None) or [])
+    attends = [kind not in _STATE_LAYERS for kind in kinds]
+    states = [kind in _STATE_LAYERS or kind in _STATE_AND_ATTENTION_LAYERS for kind in kinds]
+    return attends, states
 
 
 def _take_rows(buffer: torch.Tensor, rows: torch.Tensor, used: int) -> torch.Tensor:
@@ -317,12 +343,13 @@ def _select_rows(state: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor
     return None if state is None else state.index_select(0, rows.to(state.device))
 
 
-class HybridCache(Cache):
+class HybridCache(DynamicCache):
     """The cache of a decoder whose layers mix attention with state-space or convolution layers (LFM2, Granite 4's
-    hybrids, Bamba) or run both side by side (Falcon-H1): a DynamicCache of the attending layers' keys and values and
-    a MambaCache of the layers' states, each layer reaching its own through its index in the model. `attends[i]` says
-    whether layer i attends, `states[i]` whether it keeps a state (by default: the layers that do not attend; a
-    Falcon-H1 layer does both).
+    hybrids, Bamba, Jamba) or run both side by side (Falcon-H1): a DynamicCache of the attending layers' keys and
+    values and a MambaCache (`states`) of the layers' states, each layer reaching its own through its index in the
+    model. `attends[i]` says whether layer i attends, `states[i]` whether it keeps a state (by default: the layers that
+    do not attend; a Falcon-H1 layer does both). HybridCache(config=config) reads both from config.layer_types, as
+    DynamicCache(config=config) does for such a config (which makes this class).
 
     Attention layers call `update(layer_idx, k, v)` and state layers `state(layer_idx)` / `store(...)`, as they do on
     a DynamicCache or a MambaCache; every row operation applies to both parts. Like a MambaCache it cannot go back
@@ -331,7 +358,17 @@ class HybridCache(Cache):
 
     croppable = False
 
-    def __init__(self, attends, states=None):
+    def __init__(self, attends=None, states=None, *, config=None):
+        if config is None and hasattr(attends, "get_text_config"):  # DynamicCache(config), the config by position
+            attends, config = None, attends
+        if config is not None:
+            if attends is not None or states is not None:
+                raise TypeError("HybridCache takes attends (and states) or config=, not both.")
+            attends, states = layer_parts(config)
+        if attends is None:
+            raise TypeError("HybridCache needs each layer's kind: HybridCache(attends, states) or "
+                            "HybridCache(config=model.config).")
+        super().__init__()
         self.attends = [bool(a) for a in attends]
         self.keeps_state = [not a for a in self.attends] if states is None else [bool(s) for s in states]
         if len(self.keeps_state) != len(self.attends):
@@ -340,31 +377,22 @@ class HybridCache(Cache):
         # each layer's index among the layers holding the same part: its place in that part
         self.slots = {part: [kinds[:i].count(True) for i in range(len(kinds))]
                       for part, kinds in ((True, self.attends), (False, self.keeps_state))}
-        self.attention = DynamicCache()
         self.states = MambaCache()
 
     def _slot(self, layer_idx: int, attends: bool) -> int:
         holds = self.attends if attends else self.keeps_state
-        if not holds[layer_idx]:
+        if layer_idx >= len(holds) or not holds[layer_idx]:
             kind, use = ("keys and values", "an attention") if attends else ("state", "a state")
             raise TypeError(f"Layer {layer_idx} keeps no {kind} in this HybridCache, but was used as {use} layer: "
-                            "make the cache with the model's new_cache().")
+                            "make the cache with DynamicCache(config=model.config) or the model's new_cache().")
         return self.slots[attends][layer_idx]
 
-    @property
-    def keys(self) -> list[torch.Tensor]:
-        return self.attention.keys
-
-    @property
-    def values(self) -> list[torch.Tensor]:
-        return self.attention.values
-
     def __len__(self) -> int:
-        return len(self.attention.keys) + len(self.states.conv_states)
+        return len(self.keys) + len(self.states.conv_states)
 
     @property
     def batch_size(self) -> int:
-        return self.attention.batch_size if self.attention.keys else self.states.batch_size
+        return super().batch_size if self.keys else self.states.batch_size
 
     @property
     def is_initialized(self) -> bool:
@@ -372,7 +400,7 @@ class HybridCache(Cache):
 
     @property
     def seq_len(self) -> int:
-        return max(self.attention.seq_len, self.states.seq_len)
+        return max(super().seq_len, self.states.seq_len)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seq_len
@@ -380,7 +408,7 @@ class HybridCache(Cache):
     def update(self, layer_idx, k, v, cache_kwargs=None) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(layer_idx, torch.Tensor):  # the reference's order, as DynamicCache.update takes it
             layer_idx, k, v = v, layer_idx, k
-        return self.attention.update(self._slot(layer_idx, True), k, v)
+        return super().update(self._slot(layer_idx, True), k, v)
 
     def state(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         return self.states.state(self._slot(layer_idx, False))
@@ -389,7 +417,7 @@ class HybridCache(Cache):
         self.states.store(self._slot(layer_idx, False), conv, ssm, new)
 
     def reorder(self, beam_idx: torch.Tensor) -> None:
-        self.attention.reorder(beam_idx)
+        super().reorder(beam_idx)
         self.states.reorder(beam_idx)
 
     def crop(self, n: int) -> None:
@@ -401,18 +429,18 @@ class HybridCache(Cache):
                 "key/value cache alone."
             )
         self.states.crop(keep)
-        self.attention.crop(keep)
+        super().crop(keep)
 
     def left_pad(self, n: int) -> None:
-        self.attention.left_pad(n)
+        super().left_pad(n)
         self.states.left_pad(n)
 
     def append_rows(self, other: "HybridCache") -> None:
-        self.attention.append_rows(other.attention)
+        super().append_rows(other)
         self.states.append_rows(other.states)
 
     def drop_front(self, n: int) -> None:
-        self.attention.drop_front(n)
+        super().drop_front(n)
         self.states.drop_front(n)
 
     def __repr__(self) -> str:

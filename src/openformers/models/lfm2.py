@@ -13,7 +13,8 @@ is `embedding_norm`, and the head is tied to the embeddings by default.
   `k_layernorm`), no biases, the output projection named `out_proj`.
 The cache is a `generation.HybridCache`: the attention layers' keys and values, and per convolution layer its last
 conv_L_cache inputs (mamba.causal_conv's state; no scan state). It cannot be cropped, so assisted decoding is refused,
-and a DynamicCache or StaticCache handed to the model is refused by name (mamba.state_cache).
+and a plain DynamicCache or a StaticCache handed to the model is refused by name (mamba.state_cache); the user's
+DynamicCache(config=model.config) is a HybridCache, as the reference's is a cache with conv layers.
 GGUF files of llama.cpp's "lfm2" architecture load here (`shortconv.in_proj`, `shortconv.conv` stored as
 (hidden_size, conv_L_cache), `shortconv.out_proj`; `token_embd_norm` the final norm; `lfm2.attention.head_count_kv`
 a per-layer list, 0 for a convolution layer; `lfm2.shortconv.l_cache`; `feed_forward_length` the MLP's adjusted
@@ -193,7 +194,7 @@ class Lfm2PreTrainedModel(PreTrainedModel):
 
     def new_cache(self) -> HybridCache:
         """The cache generate decodes with: keys and values for the attention layers, states for the others."""
-        return HybridCache([self.config.attends(i) for i in range(self.config.num_hidden_layers)])
+        return HybridCache(config=self.config)
 
 
 class Lfm2Model(Lfm2PreTrainedModel, DecoderModel):

@@ -18,7 +18,7 @@ those positions, as the reference does, so a left-padded row's state stays zero 
 
 The cache is a `generation.MambaCache`: per layer the convolution's last `conv_kernel` inputs and the scan's
 state, which beams and batches reorder but which cannot be cropped back (assisted decoding is refused), and a
-StaticCache or DynamicCache is refused by name. Parameter names are those of Hugging Face checkpoints
+StaticCache or a plain DynamicCache is refused by name (DynamicCache(config=model.config) makes a MambaCache). Parameter names are those of Hugging Face checkpoints
 (`backbone.layers.0.mixer.A_log`); older files' `backbone.embedding` is read as `backbone.embeddings`, as the
 reference reads it. GGUF files of llama.cpp's "mamba" architecture load here (`ssm_in`, `ssm_conv1d`, `ssm_x`,
 `ssm_dt`, `ssm_a` stored as A = -exp(A_log), `ssm_d`, `ssm_out`; `mamba.ssm.*` metadata), Falcon-Mamba's among
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import GGUF_CONFIG_READERS, FalconMambaConfig, MambaConfig
-from ..generation.cache import Cache, MambaCache
+from ..generation.cache import Cache, HybridCache, MambaCache
 from ..weights import rename
 from .base import PreTrainedModel, check_inputs, embedded, recorded
 from .gpt_neox import gguf_required
@@ -124,7 +124,8 @@ def _from_checkpoint_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, to
 def state_cache(past_key_values, cache, use_cache: bool | None, model) -> Cache | None:
     """The cache a forward call of a model with state layers uses: the one given (under either name), else the
     model's `new_cache()` (a MambaCache, or a HybridCache where layers also attend) when use_cache=True, else None.
-    A cache of another kind is refused: it cannot hold the layers' states."""
+    The user's DynamicCache(config=model.config) is such a cache. A cache of another kind, or a HybridCache of other
+    layers, is refused: it cannot hold the layers' states."""
     if past_key_values is not None and cache is not None and past_key_values is not cache:
         raise ValueError("Got both past_key_values= and cache=, two names for the same argument; pass one.")
     cache = past_key_values if past_key_values is not None else cache
@@ -134,10 +135,17 @@ def state_cache(past_key_values, cache, use_cache: bool | None, model) -> Cache 
     if not isinstance(cache, type(expected)):
         kind, wanted = type(cache).__name__, type(expected).__name__
         hint = ("leave cache_implementation unset" if getattr(cache, "is_compileable", False)
-                else "pass the model's new_cache() or none")
+                else "pass DynamicCache(config=model.config), the model's new_cache() or none")
         raise TypeError(
             f"{type(model).__name__} keeps a state in its layers, not keys and values alone: its cache is a {wanted}, "
             f"got {kind}; {hint} (generate makes one)."
+        )
+    if isinstance(expected, HybridCache) and (cache.attends, cache.keeps_state) != (expected.attends,
+                                                                                     expected.keeps_state):
+        raise ValueError(
+            f"{type(model).__name__}'s layers attend {expected.attends} and keep states {expected.keeps_state}, but "
+            f"the HybridCache given was made for layers attending {cache.attends} and keeping states "
+            f"{cache.keeps_state}: make it with DynamicCache(config=model.config)."
         )
     return cache
 

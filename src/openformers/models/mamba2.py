@@ -245,11 +245,11 @@ class HybridMixers:
 
     def new_cache(self) -> HybridCache:
         """The cache generate decodes with: the attending layers' keys and values and the mixers' states."""
-        layers = range(self.config.num_hidden_layers)
-        return HybridCache([self.config.attends(i) for i in layers], [self.config.has_mixer(i) for i in layers])
+        return HybridCache(config=self.config)
 
     def cache_for_call(self, past_key_values, cache, use_cache):
-        """The model's HybridCache: a DynamicCache cannot hold the mixers' states."""
+        """The model's HybridCache (the user's DynamicCache(config=model.config) is one): a plain DynamicCache cannot
+        hold the mixers' states."""
         return state_cache(past_key_values, cache, use_cache, self)
 
     def _init_weights(self, module: nn.Module) -> None:

@@ -138,10 +138,10 @@ class BatchScheduler:
                  short_prompt_tokens: int = 512, heavy_share: float = 0.25, busy_prefill_chunk: int = 32,
                  step_cache_bytes: int | None = None, heavy_unit_seconds: float = 0.1,
                  clock: Callable[[], float] = time.perf_counter):
-        if not isinstance(new_cache(model), DynamicCache):
+        if type(new_cache(model)) is not DynamicCache:  # a HybridCache is a DynamicCache with states beside it
             raise ValueError(
                 f"The server batches, shares and sizes key/value caches (DynamicCache); {type(model).__name__} keeps "
-                f"a {type(new_cache(model)).__name__} instead (a state-space model, no attention), which it does not "
+                f"a {type(new_cache(model)).__name__} instead (layers that keep a state), which it does not "
                 "serve: run this model with generate() or the text-generation pipeline."
             )
         for name, value in (("max_batch", max_batch), ("prefill_chunk", prefill_chunk),
