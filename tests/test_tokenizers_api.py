@@ -732,3 +732,18 @@ def test_vocabularies_given_as_python_objects(byte_level):
     merges = [tuple(line.split()) for line in lines if line]
     ours = openformers.GPT2Tokenizer(vocab=vocab, merges=merges)
     assert_same_ids(ours, _reference(transformers.GPT2Tokenizer, vocab=vocab, merges=merges))
+
+
+@pytest.mark.parametrize("names", [
+    {"additional_special_tokens": ["<x>", "<y>"], "pad_token": "[PADX]", "cls_token": "[CLSX]"},
+    {"extra_special_tokens": ["<x>"], "pad_token": "[PADX]"},
+    {"pad_token": "[PADX]", "additional_special_tokens": ["<x>"]},
+], ids=["old-name-first", "new-name-first", "old-name-last"])
+def test_add_special_tokens_gives_the_references_ids(minilm, names):
+    """The reference reads the old name additional_special_tokens as extra_special_tokens after the other names, so
+    the tokens it lists take the ids after theirs."""
+    ours, reference = openformers.AutoTokenizer.from_pretrained(minilm), _reference(transformers.AutoTokenizer.from_pretrained, minilm)
+    assert ours.add_special_tokens(names) == reference.add_special_tokens(names)
+    text = "a <x> [PADX] [CLSX] b"
+    assert ours(text)["input_ids"] == reference(text)["input_ids"]
+    assert (ours.pad_token_id, ours.extra_special_tokens) == (reference.pad_token_id, reference.extra_special_tokens)

@@ -266,7 +266,12 @@ class PreTrainedTokenizerBase:
 
     def add_special_tokens(self, special_tokens_dict: dict, replace_extra_special_tokens: bool = True) -> int:
         """Add and name special tokens, e.g. `{"pad_token": "<pad>", "extra_special_tokens": ["<tool>"]}`;
-        returns how many were new to the vocabulary."""
+        returns how many were new to the vocabulary. The old name "additional_special_tokens" is read as
+        "extra_special_tokens" and, as the reference reads it, after the other names (which decides the new ids)."""
+        special_tokens_dict = dict(special_tokens_dict)
+        if "additional_special_tokens" in special_tokens_dict and not special_tokens_dict.get("extra_special_tokens"):
+            special_tokens_dict.pop("extra_special_tokens", None)
+            special_tokens_dict["extra_special_tokens"] = special_tokens_dict.pop("additional_special_tokens")
         added = 0
         for name, value in special_tokens_dict.items():
             if name in ("extra_special_tokens", "additional_special_tokens"):
