@@ -710,3 +710,39 @@ def test_cache_position_must_continue_the_cache(llama):
     with pytest.raises(ValueError, match=f"cache_position starts at {length + 2}, but the cache holds {length}"):
         model(input_ids=inputs.input_ids[:, -1:], cache_position=torch.tensor([length + 2]),
               past_key_values=past_key_values, use_cache=True)
+
+
+@pytest.mark.parametrize("options", [
+    dict(max_new_tokens=5, do_sample=False),
+    dict(max_new_tokens=5, num_beams=3),
+    dict(max_length=9, min_length=8, do_sample=False),
+    dict(max_new_tokens=4, do_sample=False, cache_implementation="static"),
+    dict(max_new_tokens=3, do_sample=False, return_dict_in_generate=True, output_scores=True),
+], ids=["greedy", "beams", "max-and-min-length", "static-cache", "scores"])
+@pytest.mark.parametrize("with_ids", [False, True], ids=["embeddings-only", "with-ids"])
+def test_generate_from_input_embeddings(llama, options, with_ids):
+    """A decoder-only model's generate(inputs_embeds=...) on left-padded prompts (soft prompts, multimodal inputs):
+    the embeddings are fed instead of ids; the output holds only the new tokens, or starts with input_ids given
+    alongside, and max_length / min_length count the embedded positions as the reference's do."""
+    def example(lib):
+        tokenizer, model = load(lib, llama)
+        inputs = tokenizer(["Hello, my name is", "The sky"], return_tensors="pt", padding=True, padding_side="left")
+        embeds = model.get_input_embeddings()(inputs.input_ids)
+        ids = dict(input_ids=inputs.input_ids) if with_ids else {}
+        out = model.generate(inputs_embeds=embeds, attention_mask=inputs.attention_mask, pad_token_id=0, **ids,
+                             **options)
+        return out if isinstance(out, torch.Tensor) else (out.sequences, out.scores)
+
+    assert_same(*run_both(example))
+
+
+def test_input_embeddings_are_refused_where_they_cannot_go(llama):
+    import openformers
+
+    tokenizer, model = load(openformers, llama)
+    ids = tokenizer("Hello there", return_tensors="pt").input_ids
+    embeds = model.get_input_embeddings()(ids)
+    with pytest.raises(ValueError, match="Assisted decoding .* inputs_embeds replace"):
+        model.generate(inputs_embeds=embeds, max_new_tokens=3, prompt_lookup_num_tokens=2)
+    with pytest.raises(ValueError, match=r"inputs_embeds must be a float tensor shaped \(batch, length, hidden_size\)"):
+        model.generate(inputs_embeds=ids, max_new_tokens=3)

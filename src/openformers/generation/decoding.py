@@ -165,6 +165,8 @@ class GenerationMixin:
         Keyword arguments besides the options: input_ids (the same as `inputs`), attention_mask, past_key_values
         (a cache from an earlier call, holding a prefix of the ids), tokenizer (needed for stop_strings),
         assistant_tokenizer, generator (a torch.Generator for sampling), use_model_defaults; for an encoder-decoder
+        inputs_embeds (B, T, C) is the prompt fed as embeddings instead of ids (the output then holds only the new
+        tokens, or starts with the input_ids given too); for an encoder-decoder
         (config.is_encoder_decoder), `inputs` and attention_mask are the encoder's, and encoder_outputs (the
         encoder's output, instead of running it), inputs_embeds (the encoder's input embeddings, instead of ids),
         decoder_input_ids and decoder_attention_mask (the decoder's
@@ -187,6 +189,7 @@ class GenerationMixin:
             raise ValueError(f"token_type_ids are an input of decoder-only models; {type(self).__name__} is an "
                              "encoder-decoder, whose encoder takes none: leave them out.")
         seq2seq = {name: kwargs.pop(name, None) for name in _SEQ2SEQ_INPUTS} if encoder_decoder else {}
+        embeds = None if encoder_decoder else kwargs.pop("inputs_embeds", None)
         tokenizer = kwargs.pop("tokenizer", None)
         generator = kwargs.pop("generator", None)
         past_key_values = kwargs.pop("past_key_values", kwargs.pop("cache", None))
@@ -209,8 +212,8 @@ class GenerationMixin:
                 f"generate() got unexpected keyword arguments: {sorted(unknown)}. It takes inputs/input_ids, "
                 "attention_mask, (decoder-only models) token_type_ids, generation_config, logits_processor, stopping_criteria, prefix_allowed_tokens_fn, "
                 "synced_gpus, assistant_model, streamer, negative_prompt_ids, negative_prompt_attention_mask, "
-                "past_key_values, tokenizer, generator, use_model_defaults, (encoder-decoders) encoder_outputs, "
-                "inputs_embeds, decoder_input_ids, decoder_attention_mask and the options of GenerationConfig: "
+                "past_key_values, tokenizer, generator, use_model_defaults, inputs_embeds, (encoder-decoders) "
+                "encoder_outputs, decoder_input_ids, decoder_attention_mask and the options of GenerationConfig: "
                 f"{', '.join(GenerationConfig.option_names())}."
             )
 
@@ -218,6 +221,11 @@ class GenerationMixin:
         if encoder_decoder:
             encoder_input_ids, encoder_mask, encoded = _encode(self, inputs, attention_mask, seq2seq, loop)
             input_ids, attention_mask = _decoder_start(self, config, encoded, seq2seq)
+        elif embeds is not None:
+            input_ids, embeds = _prompt_embeddings(self, inputs, embeds)
+            encoder_input_ids = input_ids
+            attention_mask = _check_attention_mask(attention_mask, embeds[..., 0])
+            _lengths_after_embeddings(config, input_ids.shape[1], embeds.shape[1], default_length)
         else:
             input_ids = encoder_input_ids = _check_input_ids(inputs, self)
             attention_mask = _check_attention_mask(attention_mask, input_ids)
@@ -225,6 +233,9 @@ class GenerationMixin:
         config.max_length = _total_length(config, prompt_length, default_length, self)
         config.max_new_tokens = config.max_length - prompt_length  # the same limit, for processors that read it
         assisted = assistant_model is not None or loop["prompt_lookup_num_tokens"] is not None
+        if assisted and embeds is not None:
+            raise ValueError("Assisted decoding (assistant_model or prompt_lookup_num_tokens) drafts from the prompt's "
+                             "ids, which inputs_embeds replace: pass input_ids, or generate without an assistant.")
         if encoder_decoder:
             _check_encoder_decoder_strategy(config, assistant_model)
             if assistant_model is not None and encoder_input_ids is None:
@@ -250,14 +261,16 @@ class GenerationMixin:
             streamer=streamer, synced_gpus=_synced(synced_gpus),
             output_attentions=bool(loop["output_attentions"]), output_hidden_states=bool(loop["output_hidden_states"]),
         )
-        cache = cache_for_generation(self, config, past_key_values, run.max_length)
+        # (the positions a cache holds: the embedded prompt's where it is not the output's ids)
+        positions = run.max_length + (0 if embeds is None else embeds.shape[1] - prompt_length)
+        cache = cache_for_generation(self, config, past_key_values, positions)
         if encoder_decoder:
             decoder = Seq2SeqDecoder(self, input_ids, attention_mask, encoded.last_hidden_state, encoder_mask, cache,
                                      run.output_attentions, run.output_hidden_states)
         else:
             decoder = Decoder(forward_for_decoding(self, config, cache), input_ids, attention_mask, cache=cache,
                               output_attentions=run.output_attentions, output_hidden_states=run.output_hidden_states,
-                              token_type_ids=token_type_ids)
+                              token_type_ids=token_type_ids, inputs_embeds=embeds)
         if assisted:
             check_croppable(decoder.cache, self, "model")
             encoder_inputs = dict(inputs_tensor=encoder_input_ids, model_kwargs={"attention_mask": encoder_mask}) \
@@ -802,6 +815,35 @@ def _check_strategy(config: GenerationConfig, input_ids: torch.Tensor, streamer,
             f"sequence, greedy or sampled; got {input_ids.shape[0]} prompts, num_beams={config.num_beams} and "
             f"num_return_sequences={config.num_return_sequences}. Generate prompts one at a time, without beams."
         )
+
+
+def _prompt_embeddings(model, inputs, embeds) -> tuple[torch.Tensor, torch.Tensor]:
+    """A decoder-only generate's inputs_embeds (B, T, C), fed instead of the prompt's ids, and the ids the output
+    starts with: the input_ids given alongside (as in the reference, which feeds the embeddings for them), else
+    none, (B, 0), so that the output holds only the new tokens."""
+    if not isinstance(embeds, torch.Tensor) or embeds.dim() != 3 or not embeds.is_floating_point():
+        shape = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
+        raise ValueError(f"inputs_embeds must be a float tensor shaped (batch, length, hidden_size), got {shape}: "
+                         "the model's get_input_embeddings()(input_ids), for instance.")
+    weight = next(model.parameters())
+    embeds = embeds.to(device=weight.device)
+    if inputs is None:
+        return torch.empty(embeds.shape[0], 0, dtype=torch.long, device=weight.device), embeds
+    ids = _check_input_ids(inputs, model)
+    if ids.shape[0] != embeds.shape[0]:
+        raise ValueError(f"input_ids has {ids.shape[0]} rows but inputs_embeds {embeds.shape[0]}: one prompt each.")
+    return ids, embeds
+
+
+def _lengths_after_embeddings(config: GenerationConfig, ids: int, positions: int, default_length: bool) -> None:
+    """As the reference: where the output's ids are not the embedded prompt (none were given), an explicit max_length
+    and min_length count the embedded positions too, so take them off."""
+    if ids == positions:
+        return
+    if config.max_new_tokens is None and not default_length:
+        config.max_length -= positions
+    if config.min_new_tokens is None and config.min_length:
+        config.min_length = max(config.min_length - positions, 0)
 
 
 def _check_input_ids(input_ids, model) -> torch.Tensor:

@@ -218,7 +218,7 @@ class CompiledDecodeStep:
 
     def __call__(self, input_ids, attention_mask=None, **kwargs):
         extras = kwargs.get("output_attentions") or kwargs.get("output_hidden_states")
-        if input_ids.shape[1] != 1 or not self.cache.keys or extras:
+        if input_ids is None or input_ids.shape[1] != 1 or not self.cache.keys or extras:  # (None: embeddings)
             return self.model(input_ids, attention_mask=attention_mask, **kwargs)
         for tensor in (*self.cache.keys, *self.cache.values, *self.cache.lengths):
             torch._dynamo.mark_static_address(tensor)  # a new buffer (a beam search's wider batch) needs it too

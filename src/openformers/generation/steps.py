@@ -68,25 +68,31 @@ class Decoder:
     prompt already: only the rest is fed. `attention_mask` is None while no row is padded; `position_ids` then
     counts from the cache, else it holds each row's positions of the tokens fed last. `token_type_ids`, where
     given, are the prompt's; each token after it takes its row's last type, as the reference's generate extends them.
+    `inputs_embeds` (B, T, C), where given, is the prompt fed instead of ids (a decoder-only generate's
+    inputs_embeds=): `input_ids` then holds the ids the output starts with, (B, 0) when none were given.
     """
 
     def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache=None,
-                 output_attentions: bool = False, output_hidden_states: bool = False, token_type_ids=None):
+                 output_attentions: bool = False, output_hidden_states: bool = False, token_type_ids=None,
+                 inputs_embeds: torch.Tensor | None = None):
         self.model = model
         self.input_ids = input_ids
+        self.inputs_embeds = inputs_embeds
+        prompt = input_ids if inputs_embeds is None else inputs_embeds[..., 0]
         if token_type_ids is not None and (not isinstance(token_type_ids, torch.Tensor)
-                                           or token_type_ids.shape != input_ids.shape):
+                                           or token_type_ids.shape != prompt.shape):
             shape = tuple(token_type_ids.shape) if isinstance(token_type_ids, torch.Tensor) else type(token_type_ids)
-            raise ValueError(f"token_type_ids must be a tensor shaped like input_ids {tuple(input_ids.shape)}, "
+            raise ValueError(f"token_type_ids must be a tensor shaped like the prompt {tuple(prompt.shape)}, "
                              f"got {shape}.")
         self.token_type_ids = token_type_ids
         self.cache = new_cache(model) if cache is None else cache
         if not isinstance(self.cache, Cache):
             raise TypeError(f"past_key_values must be a Cache (such as DynamicCache), got {type(cache).__name__}.")
-        if self.cache.get_seq_length() >= input_ids.shape[1]:
+        self.prompt_length = prompt.shape[1]  # the positions prefill feeds
+        if self.cache.get_seq_length() >= self.prompt_length:
             raise ValueError(
-                f"past_key_values already holds {self.cache.get_seq_length()} positions, but input_ids has only "
-                f"{input_ids.shape[1]}: pass the ids the cache was built from plus at least one new token."
+                f"past_key_values already holds {self.cache.get_seq_length()} positions, but the prompt has only "
+                f"{self.prompt_length}: pass the ids the cache was built from plus at least one new token."
             )
         self.attention_mask = attention_mask
         # Left padding: real tokens count positions from 0, as when each prompt runs alone.
@@ -130,15 +136,21 @@ class Decoder:
     def prefill_chunk(self, limit: int) -> torch.Tensor | None:
         """Feed up to `limit` more prompt tokens; once the whole prompt is cached, the (B, V) logits of its last
         position, else None. The server prefills a long prompt this way, between the steps of the running rows."""
-        length = self.input_ids.shape[1]
+        length = self.prompt_length
         start = self.cache.get_seq_length()
         end = min(start + limit, length)
         mask = None if self.attention_mask is None else self.attention_mask[:, :end]
         positions = None if self.position_ids is None else self.position_ids[:, start:end]
         types = None if self.token_type_ids is None else self.token_type_ids[:, start:end]
+        ids, embeds = self.input_ids[:, start:end], {}
+        if self.inputs_embeds is not None:
+            ids, embeds = None, {"inputs_embeds": self.inputs_embeds[:, start:end]}
         with accelerator().prompts_for_generation():  # (a bfloat16 prompt may take the compiled step too)
-            logits = self._forward(self.input_ids[:, start:end], mask, positions, token_type_ids=types)[:, -1]
-        return logits if end == length else None
+            logits = self._forward(ids, mask, positions, token_type_ids=types, **embeds)[:, -1]
+        if end < length:
+            return None
+        self.inputs_embeds = None  # fed: the steps feed ids
+        return logits
 
     def step(self, token: torch.Tensor) -> torch.Tensor:
         """Feed one token per row; the (B, V) logits for the position after it."""
@@ -215,13 +227,14 @@ class Decoder:
         if bool(self.attention_mask.all()):
             self.attention_mask, self.position_ids = None, None
 
-    def _forward(self, input_ids: torch.Tensor, attention_mask, position_ids, keep: int = 1,
-                 token_type_ids=None) -> torch.Tensor:
+    def _forward(self, input_ids: torch.Tensor | None, attention_mask, position_ids, keep: int = 1,
+                 token_type_ids=None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
         if position_ids is None:
             # Positions count from 0 as in the reference's generate, also for models whose own default differs
             # (RoBERTa counts from its padding id when called without positions).
             past = self.cache.get_seq_length()
-            position_ids = torch.arange(past, past + input_ids.shape[1], device=input_ids.device)[None]
+            fed = input_ids if input_ids is not None else inputs_embeds
+            position_ids = torch.arange(past, past + fed.shape[1], device=fed.device)[None]
         output = self.model(
             input_ids,
             attention_mask=attention_mask,
@@ -231,6 +244,7 @@ class Decoder:
             return_dict=True,  # whatever config.return_dict says: the loop reads outputs by name
             **self.extra,
             **({} if token_type_ids is None else {"token_type_ids": token_type_ids}),
+            **({} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}),
         )
         if self.extra:
             self.last_attentions = output.attentions
