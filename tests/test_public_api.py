@@ -7,6 +7,9 @@ reason).
 """
 
 import importlib
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -193,6 +196,25 @@ def test_the_reference_module_paths_serve_the_names_in_scope(path):
     wanted = sorted(defined_there & in_scope)
     missing = [name for name in wanted if not _exists(ours, name)]
     assert not missing, f"{path} lacks {missing}"
+
+
+def test_submodules_are_attributes_before_they_are_imported():
+    """`transformers.utils.logging.set_verbosity_error()` and the like, right after `import transformers`: the
+    reference's lazy module gives its submodules (and the reference paths above) as attributes."""
+    paths = ["utils.logging.set_verbosity_error", "trainer_utils.get_last_checkpoint", "generation.GenerationConfig",
+             "modeling_outputs.CausalLMOutputWithPast", "data.data_collator.DataCollatorWithPadding",
+             "optimization.get_scheduler", "cache_utils.DynamicCache", "models.auto.AutoModelForCausalLM",
+             "models.llama.LlamaForCausalLM", "data.DataCollatorWithPadding", "data.default_data_collator"]
+    script = ("import functools, sys; lib = __import__(sys.argv[1]); "
+              "print([functools.reduce(getattr, path.split('.'), lib).__name__ for path in sys.argv[2:]])")
+    found = {}
+    for name in ("transformers", "openformers"):
+        result = subprocess.run([sys.executable, "-c", script, name, *paths], capture_output=True, text=True,
+                                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, check=True)
+        found[name] = result.stdout.strip().splitlines()[-1]
+    assert found["openformers"] == found["transformers"]
+    with pytest.raises(AttributeError, match="no_such_module"):
+        openformers.no_such_module
 
 
 def test_model_outputs_import_from_the_reference_path():

@@ -581,11 +581,21 @@ class _ReferenceModulePaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec):
         if spec.name == "openformers.data":
-            return None  # an empty package, the parent of data.data_collator
+            return None  # a package of its own, the parent of data.data_collator
         return importlib.import_module(_REFERENCE_MODULE_PATHS[spec.name])
 
     def exec_module(self, module):
-        pass
+        if module.__name__ == "openformers.data":
+            module.__getattr__ = _data_attribute
+
+
+def _data_attribute(name):
+    """`openformers.data`'s names, as the reference's `transformers.data`: data_collator, and the collators."""
+    if f"openformers.data.{name}" in _REFERENCE_MODULE_PATHS:
+        return importlib.import_module(f"openformers.data.{name}")
+    if name.startswith("_"):
+        raise AttributeError(f"module 'openformers.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_REFERENCE_MODULE_PATHS["openformers.data.data_collator"]), name)
 
 
 sys.meta_path.append(_ReferenceModulePaths())
@@ -607,6 +617,12 @@ def __getattr__(name):
         return importlib.import_module("openformers.logging")
     module_name = _MODULE_OF.get(name)
     if module_name is None:
+        # A submodule not imported yet, as the reference's lazy module gives them: openformers.utils.logging,
+        # openformers.trainer_utils (a reference path, above), openformers.generation.
+        submodule = f"{__name__}.{name}"
+        if not name.startswith("_") and (submodule in _REFERENCE_MODULE_PATHS or submodule == f"{__name__}.data"
+                                         or importlib.util.find_spec(submodule) is not None):
+            return importlib.import_module(submodule)
         raise AttributeError(f"module 'openformers' has no attribute {name!r}")
     value = getattr(importlib.import_module(module_name), name)
     globals()[name] = value
