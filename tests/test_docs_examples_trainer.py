@@ -73,7 +73,8 @@ def test_text_classification_training(request, tmp_path):
             processing_class=tokenizer, data_collator=data_collator, compute_metrics=accuracy,
         )
         trainer.train()
-        return (logged(trainer), metrics(trainer.evaluate()), checkpoints(output_dir),
+        evaluated = metrics(trainer.evaluate())
+        return (logged(trainer), evaluated, list(evaluated), checkpoints(output_dir),  # (the keys in printed order)
                 os.path.basename(trainer.state.best_model_checkpoint))
 
     assert_same(*run_both(example), atol=LOSS_TOLERANCE)

@@ -1097,10 +1097,12 @@ class Trainer:
         if self.args.logging_nan_inf_filter and np.isfinite(losses).any():
             losses = losses[np.isfinite(losses)]  # a batch whose loss overflowed does not poison the mean
         if losses.size:
-            metrics["loss"] = losses.mean().item()
-        metrics = {k if k.startswith(f"{prefix}_") else f"{prefix}_{k}": v for k, v in metrics.items()}
+            metrics[f"{prefix}_loss"] = losses.mean().item()
         if self._model_preparation_time is not None:
             metrics[f"{prefix}_model_preparation_time"] = self._model_preparation_time
+        for key in list(metrics):  # as the reference: a metric named without the prefix moves after eval_loss
+            if not key.startswith(f"{prefix}_"):
+                metrics[f"{prefix}_{key}"] = metrics.pop(key)
         metrics[f"{prefix}_runtime"] = round(runtime, 4)
         metrics[f"{prefix}_samples_per_second"] = round(rows / runtime, 3)
         metrics[f"{prefix}_steps_per_second"] = round(steps / runtime, 3)
