@@ -15,6 +15,7 @@ from decoder_parity import (
     GENERATE_OPTIONS,
     assert_bfloat16_matches_the_reference,
     assert_cached_decoding_equals_the_full_forward,
+    assert_decoding_step_gives_the_references_logits,
     assert_generate_matches,
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_hidden_states_and_attentions_match,
@@ -33,6 +34,22 @@ from decoder_parity import (
     outputs_of,
     padded_batch,
 )
+
+
+class SteppedDecoderTests:
+    """For a family that the CPU kernel's decoding step takes, beside DecoderFamilyTests: from_pretrained gives the
+    model the step, whose steps give the reference's logits, and greedy generation with them the reference's
+    tokens."""
+
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_with_the_references_logits_and_tokens(self, tiny):
+        """from_pretrained gives the model the kernel's decoding step, whose steps give the reference's logits;
+        greedy generation with it gives the reference's tokens."""
+        _, reference, model = tiny
+        ids = self.ids(1, 12, seed=9)
+        assert_decoding_step_gives_the_references_logits(model, reference, ids)
+        settings = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+        assert model.generate(ids, **settings).tolist() == reference.generate(ids, **settings).tolist()
 
 
 class DecoderFamilyTests:

@@ -13,6 +13,8 @@ import transformers
 from decoder_parity import OneStepAtATime
 from openformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, kernels
 from openformers.configs import (
+    ApertusConfig,
+    ArceeConfig,
     Ernie4_5Config,
     Exaone4Config,
     ExaoneConfig,
@@ -32,9 +34,12 @@ from openformers.configs import (
     MinistralConfig,
     MistralConfig,
     MixtralConfig,
+    NemotronConfig,
     Olmo2Config,
     OPTConfig,
     Olmo3Config,
+    OlmoConfig,
+    OlmoeConfig,
     Phi3Config,
     Qwen2Config,
     Qwen2MoeConfig,
@@ -48,6 +53,8 @@ from openformers.configs import (
 from openformers.generation.cache import DynamicCache
 from openformers.kernels import library
 from openformers.kernels.llama import refusal
+from openformers.models.apertus import XIELU, ApertusForCausalLM
+from openformers.models.arcee import ArceeForCausalLM
 from openformers.models.ernie4_5 import Ernie4_5ForCausalLM
 from openformers.models.exaone4 import Exaone4ForCausalLM
 from openformers.models.gemma import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
@@ -63,8 +70,11 @@ from openformers.models.hunyuan_v1_dense import HunYuanDenseV1ForCausalLM
 from openformers.models.llama import LlamaForCausalLM
 from openformers.models.ministral import MinistralForCausalLM
 from openformers.models.mixtral import MixtralForCausalLM, SparseMoeBlock
+from openformers.models.nemotron import NemotronForCausalLM
+from openformers.models.olmo import OlmoForCausalLM
 from openformers.models.olmo2 import Olmo2ForCausalLM
 from openformers.models.olmo3 import Olmo3ForCausalLM
+from openformers.models.olmoe import OlmoeForCausalLM
 from openformers.models.opt import OPTForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
 from openformers.models.qwen2_moe import Qwen2MoeForCausalLM
@@ -165,6 +175,20 @@ GPT_NEOX_HEAD_DIM_64 = {**GPT_NEOX, **HEAD_DIM_64, "num_key_value_heads": 3,
 GPT2 = dict(max_position_embeddings=64)
 GPT_BIGCODE_UNSCALED = dict(scale_attn_weights=False, max_position_embeddings=64)
 GPT_NEO = dict(attention_types=[[["local", "global"], 1]], window_size=5, max_position_embeddings=64)
+# Arcee: an MLP without a gate over the squared ReLU (relu2); with biases on every projection, and YaRN.
+ARCEE = dict(head_dim=16, rope_theta=500.0)
+ARCEE_BIASES = {**ARCEE, "attention_bias": True, "mlp_bias": True, **YARN}
+# Nemotron: Arcee's MLP with LayerNorms of 1 + w with biases (drawn), heads of 16 of which the first 8 dimensions
+# rotate (partial_rotary_factor), biases on every projection.
+NEMOTRON = dict(head_dim=16, rope_theta=500.0, partial_rotary_factor=0.5, attention_bias=True, mlp_bias=True)
+# Apertus: per-head q/k norms and xIELU, whose learned values tiny_model draws for each layer; llama3's scaling.
+APERTUS = dict(head_dim=16, rope_theta=500.0, rope_scaling=None)
+APERTUS_LLAMA3 = {**APERTUS, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                              "high_freq_factor": 4.0, "original_max_position_embeddings": 16}}
+# OLMo: LayerNorms without parameters, q, k and v clamped at 0.15 (about a third of a tiny model's values).
+OLMO = dict(head_dim=16, rope_theta=500.0, clip_qkv=0.15)
+# OLMoE: six experts, three a token, q/k norms over all heads, the clamp; renormalized or not.
+OLMOE = dict(num_experts=6, num_experts_per_tok=3, clip_qkv=0.15)
 QWEN3_MOE = dict(num_experts=6, num_experts_per_tok=3, moe_intermediate_size=64, mlp_only_layers=[1])
 QWEN2_MOE = {**QWEN3_MOE, "shared_expert_intermediate_size": 128}
 QWEN2_MOE_SPARSE_STEP = {**QWEN2_MOE, "mlp_only_layers": [], "decoder_sparse_step": 2}
@@ -178,7 +202,9 @@ MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM,
                  HeliumConfig: HeliumForCausalLM, HunYuanDenseV1Config: HunYuanDenseV1ForCausalLM,
                  Exaone4Config: Exaone4ForCausalLM, GPTNeoXConfig: GPTNeoXForCausalLM, GPT2Config: GPT2LMHeadModel,
                  GPTBigCodeConfig: GPTBigCodeForCausalLM, OPTConfig: OPTForCausalLM, GPTNeoConfig: GPTNeoForCausalLM,
-                 VaultGemmaConfig: VaultGemmaForCausalLM}
+                 VaultGemmaConfig: VaultGemmaForCausalLM, ArceeConfig: ArceeForCausalLM,
+                 NemotronConfig: NemotronForCausalLM, ApertusConfig: ApertusForCausalLM, OlmoConfig: OlmoForCausalLM,
+                 OlmoeConfig: OlmoeForCausalLM}
 # GPT-2's line: learned positions, LayerNorms, its configs' own names for TINY's sizes (None: a field they lack).
 LEARNED_POSITIONS = {
     GPT2Config: dict(hidden_size="n_embd", num_hidden_layers="n_layer", num_attention_heads="n_head",
@@ -190,7 +216,7 @@ LEARNED_POSITIONS = {
     GPTNeoConfig: dict(num_hidden_layers="num_layers", num_attention_heads="num_heads", num_key_value_heads=None),
 }
 # Families whose every norm weight and every bias tiny_model draws (from_config sets them to ones and zeros).
-DRAWN_NORMS_AND_BIASES = (Starcoder2Config, Ernie4_5Config, GlmConfig, Glm4Config, GPTNeoXConfig)
+DRAWN_NORMS_AND_BIASES = (Starcoder2Config, Ernie4_5Config, GlmConfig, Glm4Config, GPTNeoXConfig, NemotronConfig)
 
 
 def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> LlamaForCausalLM:
@@ -220,6 +246,11 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
             if name.endswith("norm.weight"):
                 torch.nn.init.normal_(parameter, std=0.5)
         return model.eval()
+    for layer in model.base_model.layers:  # an MLP without a gate (Arcee's, Nemotron's, Apertus's), drawn large enough
+        mlp = getattr(layer, "mlp", None)  # that its activation moves the logits past every tolerance
+        if hasattr(mlp, "up_proj") and not hasattr(mlp, "gate_proj"):
+            for projection in (mlp.up_proj, mlp.down_proj):
+                torch.nn.init.normal_(projection.weight, std=0.1)
     if config_class in DRAWN_NORMS_AND_BIASES:  # e.g. StarCoder2's LayerNorms' weights and biases, every bias
         for name, parameter in model.named_parameters():
             if name.endswith("norm.weight"):
@@ -238,6 +269,10 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
             for projection in block.shared_expert.children():  # gate, up and down
                 torch.nn.init.normal_(projection.weight, std=0.05)
             torch.nn.init.normal_(block.shared_expert_gate.weight, std=0.3)
+        if isinstance(getattr(block, "act_fn", None), XIELU):  # Apertus's xIELU: its own values in each layer
+            xielu = block.act_fn
+            for value, mean in ((xielu.alpha_p, 0.0), (xielu.alpha_n, 0.0), (xielu.beta, 0.5), (xielu.eps, -0.3)):
+                torch.nn.init.normal_(value, mean=mean, std=0.4 if mean > -0.3 else 0.1)  # eps's clamp shows
         attention = layer.self_attn
         if getattr(attention, "q_proj", attention.o_proj).bias is not None:
             for proj in (attention.q_proj, attention.k_proj, attention.v_proj):
@@ -496,7 +531,13 @@ def test_an_unknown_rope_scaling_is_refused():
      (GPT2Config, GPT2), (GPT2Config, {**GPT2, **HEAD_DIM_64}), (GPTBigCodeConfig, GPT2),
      (GPTBigCodeConfig, {**GPT_BIGCODE_UNSCALED, **HEAD_DIM_128}), (OPTConfig, GPT2),
      (OPTConfig, {**GPT2, **HEAD_DIM_64, "activation_function": "gelu_new"}), (GPTNeoConfig, GPT_NEO),
-     (GPTNeoConfig, {**GPT_NEO, **HEAD_DIM_64})],
+     (GPTNeoConfig, {**GPT_NEO, **HEAD_DIM_64}),
+     (ArceeConfig, ARCEE), (ArceeConfig, {**ARCEE_BIASES, **HEAD_DIM_64, "head_dim": 64}), (NemotronConfig, NEMOTRON),
+     (NemotronConfig, {**NEMOTRON, **HEAD_DIM_64, "head_dim": 64, "partial_rotary_factor": 0.25,
+                       "attention_bias": False}),
+     (ApertusConfig, APERTUS), (ApertusConfig, {**APERTUS_LLAMA3, **HEAD_DIM_128, "head_dim": 64}),
+     (OlmoConfig, OLMO), (OlmoConfig, {**OLMO, **HEAD_DIM_64, "head_dim": 64, "attention_bias": True}),
+     (OlmoeConfig, OLMOE), (OlmoeConfig, {**OLMOE, **HEAD_DIM_64, "norm_topk_prob": True})],
     ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
          "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope",
          "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128", "gemma2-soft-caps",
@@ -511,7 +552,10 @@ def test_an_unknown_rope_scaling_is_refused():
          "exaone4-window-unrotated-full", "exaone4-no-window-head-dim-64", "exaone", "vaultgemma-soft-caps", "gpt-neox-parallel",
          "gpt-neox-sequential", "gpt-neox-head-dim-64-linear-rope",
          "gpt2", "gpt2-head-dim-64", "gpt-bigcode",
-         "gpt-bigcode-unscaled-head-dim-128", "opt", "opt-gelu-head-dim-64", "gpt-neo", "gpt-neo-head-dim-64"],
+         "gpt-bigcode-unscaled-head-dim-128", "opt", "opt-gelu-head-dim-64", "gpt-neo", "gpt-neo-head-dim-64",
+         "arcee-relu2", "arcee-biases-yarn-head-dim-64", "nemotron-layer-norms-half-rotated",
+         "nemotron-head-dim-64-quarter-rotated", "apertus-xielu", "apertus-llama3-head-dim-64", "olmo-clipped",
+         "olmo-biases-head-dim-64", "olmoe-clipped", "olmoe-renormalized-head-dim-64"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -587,7 +631,11 @@ STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, 
     (GPTNeoXConfig, GPT_NEOX, "int8"), (GPTNeoXConfig, GPT_NEOX_SEQUENTIAL, "int4+int8"),
     (GPT2Config, GPT2, None), (GPT2Config, GPT2, "int8"),
     (GPTBigCodeConfig, GPT2, None), (GPTBigCodeConfig, GPT_BIGCODE_UNSCALED, "int8"), (OPTConfig, GPT2, None),
-    (OPTConfig, GPT2, "int4+int8"), (GPTNeoConfig, GPT_NEO, None), (GPTNeoConfig, GPT_NEO, "int4+int8")]
+    (OPTConfig, GPT2, "int4+int8"), (GPTNeoConfig, GPT_NEO, None), (GPTNeoConfig, GPT_NEO, "int4+int8"),
+    (ArceeConfig, ARCEE_BIASES, None), (ArceeConfig, ARCEE, "int4+int8"),
+    (NemotronConfig, NEMOTRON, None), (NemotronConfig, NEMOTRON, "int8"), (ApertusConfig, APERTUS_LLAMA3, None),
+    (ApertusConfig, APERTUS, "int4+int8"), (OlmoConfig, OLMO, None), (OlmoConfig, OLMO, "int4+int8"),
+    (OlmoeConfig, OLMOE, None), (OlmoeConfig, {**OLMOE, "norm_topk_prob": True}, "int4+int8")]
 STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
     "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8", "phi3",
     "phi3-longrope-int8", "phi3-int4+int8", "gemma2", "gemma2-head-dim-64-int4+int8", "olmo2", "olmo2-int4+int8",
@@ -600,7 +648,9 @@ STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+
     "helium-biases-int4+int8", "hunyuan", "hunyuan-biases-int8", "exaone4", "exaone4-int4+int8", "gpt-neox",
     "gpt-neox-sequential", "gpt-neox-int8", "gpt-neox-sequential-int4+int8",
     "gpt2", "gpt2-int8", "gpt-bigcode", "gpt-bigcode-unscaled-int8", "opt", "opt-int4+int8", "gpt-neo",
-    "gpt-neo-int4+int8"]
+    "gpt-neo-int4+int8",
+    "arcee-biases-yarn", "arcee-int4+int8", "nemotron", "nemotron-int8", "apertus-llama3", "apertus-int4+int8", "olmo",
+    "olmo-int4+int8", "olmoe", "olmoe-renormalized-int4+int8"]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)
@@ -738,13 +788,17 @@ BLOCK_CASES = [(LlamaConfig, HEAD_DIM_64, None), (LlamaConfig, HEAD_DIM_128, "in
                (HunYuanDenseV1Config, {**HUNYUAN_BIASES, **HEAD_DIM_128, "head_dim": 64}, None),
                (Exaone4Config, {**EXAONE4_NO_WINDOW, **HEAD_DIM_128, "head_dim": 64}, None),
                (GPTNeoXConfig, GPT_NEOX_HEAD_DIM_64, None),
-               (GPT2Config, {**HEAD_DIM_64, "max_position_embeddings": 128}, None)]
+               (GPT2Config, {**HEAD_DIM_64, "max_position_embeddings": 128}, None),
+               (NemotronConfig, {**NEMOTRON, **HEAD_DIM_64, "head_dim": 64}, None),
+               (ApertusConfig, {**APERTUS, **HEAD_DIM_128, "head_dim": 64}, None),
+               (OlmoeConfig, {**OLMOE, **HEAD_DIM_64}, "int8")]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", BLOCK_CASES,
                          ids=["llama-64", "llama-128-int4", "mistral-long-window-int8", "qwen3-128", "olmo2-64",
                               "gemma3-64", "mixtral-128-int8", "qwen2-moe-128-int4", "glm4-64-quarter-rotated",
-                              "helium-64", "hunyuan-64", "exaone4-64", "gpt-neox-64", "gpt2-64"])
+                              "helium-64", "hunyuan-64", "exaone4-64", "gpt-neox-64", "gpt2-64", "nemotron-64",
+                              "apertus-64", "olmoe-64-int8"])
 def test_long_prompts_attend_in_blocks_as_the_layers(config_class, overrides, quantization, monkeypatch):
     # 13 positions a row at a time, then 60 in blocks (two tasks of 32 and 28 rows over two key blocks: 73 keys).
     tokens = torch.randint(1, 96, (1, 74), generator=torch.Generator().manual_seed(8))
@@ -967,12 +1021,15 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
      (GraniteConfig, GRANITE, None), (Ernie4_5Config, ERNIE4_5_BIASED, None), (GlmConfig, GLM, "int4+int8"),
      (Glm4Config, GLM, None), (SeedOssConfig, SEED_OSS_EVERY_BIAS, None), (HeliumConfig, HELIUM_BIASES, None),
      (HunYuanDenseV1Config, HUNYUAN_BIASES, None), (Exaone4Config, EXAONE4, "int4+int8"),
-     (GPTNeoXConfig, GPT_NEOX, None), (GPTNeoXConfig, GPT_NEOX_SEQUENTIAL, "int4+int8")],
+     (GPTNeoXConfig, GPT_NEOX, None), (GPTNeoXConfig, GPT_NEOX_SEQUENTIAL, "int4+int8"),
+     (ArceeConfig, ARCEE_BIASES, None), (NemotronConfig, NEMOTRON, "int4+int8"), (ApertusConfig, APERTUS, None),
+     (OlmoConfig, OLMO, None), (OlmoeConfig, OLMOE, "int8")],
     ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8", "phi3-int4+int8", "gemma2-head-dim-64",
          "olmo2", "mixtral", "mixtral-int8", "qwen3-moe-int4", "qwen3-moe-int4+int8", "qwen2-moe",
          "qwen2-moe-int8", "qwen2-moe-int4+int8", "starcoder2",
          "starcoder2-int4+int8", "smollm3", "granite", "ernie4_5-biases", "glm-int4+int8", "glm4", "seed-oss", "helium",
-         "hunyuan", "exaone4-int4+int8", "gpt-neox", "gpt-neox-sequential-int4+int8"],
+         "hunyuan", "exaone4-int4+int8", "gpt-neox", "gpt-neox-sequential-int4+int8", "arcee", "nemotron-int4+int8",
+         "apertus", "olmo", "olmoe-int8"],
 )
 def test_a_team_of_threads_gives_the_one_thread_results(config_class, overrides, quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly
@@ -1142,9 +1199,11 @@ def test_a_hidden_state_changed_in_place_gets_the_heads_own_product():
 @pytest.mark.parametrize("config_class, overrides",
                          [(LlamaConfig, {}), (Ernie4_5Config, ERNIE4_5_BIASED), (Glm4Config, GLM),
                           (SeedOssConfig, SEED_OSS_EVERY_BIAS), (HeliumConfig, HELIUM_BIASES),
-                          (HunYuanDenseV1Config, HUNYUAN_BIASES), (Exaone4Config, EXAONE4), (GPTNeoXConfig, GPT_NEOX)],
+                          (HunYuanDenseV1Config, HUNYUAN_BIASES), (Exaone4Config, EXAONE4), (GPTNeoXConfig, GPT_NEOX),
+                          (ArceeConfig, ARCEE_BIASES), (NemotronConfig, NEMOTRON), (ApertusConfig, APERTUS),
+                          (OlmoConfig, OLMO), (OlmoeConfig, OLMOE)],
                          ids=["llama", "ernie4_5-biases", "glm4", "seed-oss", "helium", "hunyuan", "exaone4",
-                              "gpt-neox"])
+                              "gpt-neox", "arcee", "nemotron", "apertus", "olmo", "olmoe"])
 def test_bfloat16_weights_stay_close_to_float32(config_class, overrides, monkeypatch):
     model = accelerated(tiny_model(config_class, **overrides))
     tokens = torch.randint(0, 96, (20,), generator=torch.Generator().manual_seed(2)).tolist()
@@ -1300,6 +1359,23 @@ def test_weights_replaced_or_cast_after_a_step_are_the_ones_used(monkeypatch):
         torch.testing.assert_close(fast, plain, atol=tolerance, rtol=tolerance)
 
 
+def test_a_clip_qkv_changed_after_a_step_is_the_one_used(monkeypatch):
+    # OLMo's clamp is an attribute of each attention, which no module dict watches: each step compares it. Changed on
+    # every layer, the step clamps by the new value (or not at all); on one layer only, the layers take the steps.
+    model, plain = accelerated(tiny_model(OlmoConfig, **OLMO)), tiny_model(OlmoConfig, **OLMO)
+    tokens = [5, 6, 7, 8, 9, 10]
+    steps = counted_decode_steps(monkeypatch)
+    step_logits(model, tokens, True, monkeypatch)
+    for clip, layers in ((0.3, 2), (None, 2), (0.05, 1)):
+        for decoder in (model.model, plain.model):
+            for layer in decoder.layers[:layers]:
+                layer.self_attn.clip_qkv = clip
+        taken = len(steps)
+        torch.testing.assert_close(step_logits(model, tokens, True, monkeypatch),
+                                   step_logits(plain, tokens, True, monkeypatch), atol=1e-4, rtol=1e-4)
+        assert len(steps) - taken == (3 if layers == 2 else 0)
+
+
 def test_a_copied_model_notices_changes_to_its_own_weights(monkeypatch):
     # The step keeps its tensors until the module dicts it watches change; a copy's dicts are new, unwatched ones.
     model = accelerated(tiny_model())
@@ -1400,11 +1476,14 @@ def test_a_run_of_greedy_steps_stops_at_an_eos_token(monkeypatch):
         assert runs[-1] == stop and ran[0, 3:].tolist() == free[: stop + 1] == stepped[0, 3:].tolist()
 
 
-@pytest.mark.parametrize("config_class, overrides", [(Qwen3MoeConfig, QWEN3_MOE), (Qwen2MoeConfig, QWEN2_MOE)],
-                         ids=["qwen3-moe", "qwen2-moe"])
-def test_a_mixtures_run_of_greedy_steps_makes_the_plain_paths_tokens_and_cache(config_class, overrides, monkeypatch):
-    # Each step of a run routes its token (and runs Qwen2-MoE's shared expert) as the layers do: the tokens, and the
-    # keys and values of the second layer, which the first one's mixture feeds.
+@pytest.mark.parametrize("config_class, overrides",
+                         [(Qwen3MoeConfig, QWEN3_MOE), (Qwen2MoeConfig, QWEN2_MOE), (OlmoeConfig, OLMOE),
+                          (ArceeConfig, ARCEE_BIASES), (NemotronConfig, NEMOTRON), (ApertusConfig, APERTUS),
+                          (OlmoConfig, OLMO)],
+                         ids=["qwen3-moe", "qwen2-moe", "olmoe", "arcee", "nemotron", "apertus", "olmo"])
+def test_a_familys_run_of_greedy_steps_makes_the_plain_paths_tokens_and_cache(config_class, overrides, monkeypatch):
+    # Each step of a run routes its token (and runs Qwen2-MoE's shared expert), activates, norms and clamps as the
+    # layers do: the tokens, and the keys and values of the second layer, which the first one's output feeds.
     monkeypatch.setattr(kernels.llama, "RUN_SECONDS", 60.0)
     model = accelerated(tiny_model(config_class, **overrides))
     prompt = torch.tensor([[5, 9, 14, 3]])

@@ -3,8 +3,9 @@
 Each family is a class over test_models_llama_variants.LlamaVariantTests (decoder_suite's common tests: every head the
 reference has, cached decoding, left padding, greedy and beam generation, a static cache, hidden states, a training
 step, saving both ways; and the config's defaults and refusals, bfloat16 to the last bit, the CPU kernel's decoding
-step giving the reference's logits and tokens (Hunyuan) or its refusal (Apertus), the Auto classes) with what is its own: the variants that change its computation, the released configs' layout, GGUF
-files as llama.cpp's converter writes them, and the tokenizer class the reference picks for a folder of the family.
+step giving the reference's logits and tokens, the Auto classes) with what is its own: the variants that change its
+computation, the released configs' layout, GGUF files as llama.cpp's converter writes them, and the tokenizer class
+the reference picks for a folder of the family.
 """
 
 import json
@@ -120,7 +121,7 @@ def test_autotokenizer_picks_the_references_class_and_ids(model_type, tmp_path):
 # Apertus -----------------------------------------------------------------------------------------------------------
 
 
-class TestApertus(LlamaVariantTests):
+class TestApertus(SteppedLlamaVariantTests):
     REFERENCE_CONFIG = "ApertusConfig"
     MODEL_TYPE = "apertus"
     # llama3 scaling over a band of the rotated pairs (wavelengths between 16 and 64 positions) that shows in 12 tokens

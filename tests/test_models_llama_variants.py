@@ -4,9 +4,9 @@ Four small Llama-style families, each a class over decoder_suite.DecoderFamilyTe
 a right- and a left-padded row with labels; cached decoding, left padding, greedy and beam generation, a static
 cache, hidden states and attention weights, a training step, saving both ways) with what is its own: the config's
 defaults and refusals, the variants that change its computation, a bfloat16 model's logits against the reference's
-bfloat16 model, the CPU kernel's decoding step giving the reference's logits and tokens (Seed-OSS, Helium, EXAONE 4.0)
-or its refusal (Arcee), GGUF files as llama.cpp's converter writes them where llama.cpp has the architecture, and the
-tokenizer class the reference picks for a folder of the family.
+bfloat16 model, the CPU kernel's decoding step giving the reference's logits and tokens, GGUF files as llama.cpp's
+converter writes them where llama.cpp has the architecture, and the tokenizer class the reference picks for a folder
+of the family.
 """
 
 import json
@@ -19,7 +19,6 @@ from decoder_parity import (
     add_decoder_metadata,
     add_llama3_rope_freqs,
     assert_bfloat16_matches_the_reference,
-    assert_decoding_step_gives_the_references_logits,
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
     assert_same_attributes,
@@ -31,7 +30,7 @@ from decoder_parity import (
     padded_batch,
     write_gguf,
 )
-from decoder_suite import DecoderFamilyTests
+from decoder_suite import DecoderFamilyTests, SteppedDecoderTests
 from openformers import AutoModelForCausalLM
 
 transformers = pytest.importorskip("transformers")
@@ -108,19 +107,10 @@ class LlamaVariantTests(DecoderFamilyTests):
         assert type(load_quietly(openformers.AutoModel.from_pretrained, folder)).__name__ == base
 
 
-class SteppedLlamaVariantTests(LlamaVariantTests):
-    """A family that the CPU kernel's decoding step takes: in place of the refusal, from_pretrained gives the model the
-    step, whose steps give the reference's logits, and greedy generation with them the reference's tokens."""
+class SteppedLlamaVariantTests(SteppedDecoderTests, LlamaVariantTests):
+    """A family that the CPU kernel's decoding step takes: decoder_suite.SteppedDecoderTests in place of the refusal."""
 
     test_the_cpu_kernel_refuses_the_family_and_generation_runs_the_layers = None
-
-    @torch.inference_mode()
-    def test_the_cpu_kernel_steps_with_the_references_logits_and_tokens(self, tiny):
-        _, reference, model = tiny
-        ids = self.ids(1, 12, seed=9)
-        assert_decoding_step_gives_the_references_logits(model, reference, ids)
-        settings = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
-        assert model.generate(ids, **settings).tolist() == reference.generate(ids, **settings).tolist()
 
 
 # Seed-OSS ----------------------------------------------------------------------------------------------------------
@@ -197,7 +187,7 @@ def test_seed_oss_gguf_written_like_llama_cpp_matches_the_original(variant, tmp_
 # Arcee (AFM) -------------------------------------------------------------------------------------------------------
 
 
-class TestArcee(LlamaVariantTests):
+class TestArcee(SteppedLlamaVariantTests):
     REFERENCE_CONFIG = "ArceeConfig"
     MODEL_TYPE = "arcee"
     TINY = dict(SIZES, rope_parameters={"rope_type": "default", "rope_theta": 500.0})

@@ -19,7 +19,6 @@ import openformers
 from decoder_parity import (
     assert_metaspace_bpe_folder_tokenizes_as_the_reference,
     assert_bfloat16_matches_the_reference,
-    assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
     assert_same_attributes,
     load_quietly,
@@ -27,13 +26,13 @@ from decoder_parity import (
     padded_batch,
     write_gguf,
 )
-from decoder_suite import DecoderFamilyTests
+from decoder_suite import DecoderFamilyTests, SteppedDecoderTests
 from openformers import AutoModelForCausalLM, NemotronConfig, NemotronForCausalLM
 
 transformers = pytest.importorskip("transformers")
 
 
-class TestNemotron(DecoderFamilyTests):
+class TestNemotron(SteppedDecoderTests, DecoderFamilyTests):
     REFERENCE_CONFIG = "NemotronConfig"
     TINY = dict(
         vocab_size=160, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
@@ -65,9 +64,6 @@ class TestNemotron(DecoderFamilyTests):
         and the squared-ReLU MLP, as the reference's: the same bits."""
         assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 9, seed=7)))
 
-    def test_the_cpu_kernel_refuses_nemotron_and_generation_runs_the_layers(self, tiny):
-        _, reference, model = tiny
-        assert_kernel_refuses_and_generate_runs_the_layers(model, reference, _ids(1, 5, seed=3), "nemotron")
 
     def test_auto_classes_pick_the_nemotron_classes(self, tiny):
         folder = tiny[0]

@@ -6,7 +6,7 @@ alone, cached decoding equal to the full forward, saving both ways. Weights are 
 norm, clamp, window or rotation base left out moves the logits far past the tolerance. Here besides: the variants that
 change the computation (clip_qkv, norm_topk_prob, tied embeddings, OLMo 3's layer types and its two rotations), the
 router scores and load-balancing loss of OLMoE, the config defaults and refusals, GGUF files written the way llama.cpp's
-converter writes "olmo", "olmoe" and (OLMo 3) "olmo2" files, the CPU kernel (refusing OLMo and OLMoE, running OLMo 3),
+converter writes "olmo", "olmoe" and (OLMo 3) "olmo2" files, the CPU kernel's decoding step (OLMo, OLMoE, OLMo 3),
 and the tokenizer class the reference's AutoTokenizer picks for these folders.
 """
 
@@ -20,7 +20,6 @@ from decoder_parity import (
     add_decoder_metadata,
     assert_bfloat16_matches_the_reference,
     assert_decoding_step_gives_the_references_logits,
-    assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
     assert_same_attributes,
     finish_gguf,
@@ -29,7 +28,7 @@ from decoder_parity import (
     padded_batch,
     write_gguf,
 )
-from decoder_suite import DecoderFamilyTests
+from decoder_suite import DecoderFamilyTests, SteppedDecoderTests
 from openformers import (
     AutoModelForCausalLM,
     Olmo3Config,
@@ -57,7 +56,7 @@ LLAMA_GGUF_NAMES = {
 # -- OLMo ----------------------------------------------------------------------------------------------------------
 
 
-class TestOlmo(DecoderFamilyTests):
+class TestOlmo(SteppedDecoderTests, DecoderFamilyTests):
     REFERENCE_CONFIG = "OlmoConfig"
     TINY = dict(**SIZES, hidden_size=64, intermediate_size=96, num_hidden_layers=2)
     VARIANTS = {
@@ -76,9 +75,6 @@ class TestOlmo(DecoderFamilyTests):
         same bits (Llama's rotation, by tables rounded to bfloat16, differs in many)."""
         assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 9, seed=7)))
 
-    def test_the_cpu_kernel_refuses_olmo_and_generate_runs_the_layers(self, tiny):
-        _, reference, model = tiny
-        assert_kernel_refuses_and_generate_runs_the_layers(model, reference, self.ids(1, 7, seed=5), "olmo")
 
     @torch.inference_mode()
     def test_the_clamp_changes_the_logits(self, tiny):
@@ -139,7 +135,7 @@ def test_olmo_gguf_written_like_llama_cpp_matches_the_original(tmp_path):
 EXPERT_NAMES = ("gate_proj", "up_proj", "down_proj")
 
 
-class TestOlmoe(DecoderFamilyTests):
+class TestOlmoe(SteppedDecoderTests, DecoderFamilyTests):
     REFERENCE_CONFIG = "OlmoeConfig"
     TINY = dict(**SIZES, hidden_size=32, intermediate_size=24, num_hidden_layers=2, num_experts=4,
                 num_experts_per_tok=2, rms_norm_eps=1e-5)
@@ -171,9 +167,6 @@ class TestOlmoe(DecoderFamilyTests):
         the same bits and the same experts."""
         assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 9, seed=7)))
 
-    def test_the_cpu_kernel_refuses_olmoe_and_generate_runs_the_layers(self, tiny):
-        _, reference, model = tiny
-        assert_kernel_refuses_and_generate_runs_the_layers(model, reference, self.ids(1, 7, seed=5), "olmoe")
 
     @torch.inference_mode()
     def test_saved_config_names_the_experts_as_the_reference(self, tiny, tmp_path):

@@ -841,6 +841,13 @@ inline void exp_in_place(float* v, int64_t n) {
   for (int64_t i = 0; i < n; ++i) v[i] = std::exp(v[i]);
 }
 
+// x rounded to bfloat16 or half where `type` is one of them (a module's arithmetic in that dtype), else x.
+inline float rounded_to(at::ScalarType type, float x) {
+  if (type == at::kBFloat16) return static_cast<float>(c10::BFloat16(x));
+  if (type == at::kHalf) return static_cast<float>(c10::Half(x));
+  return x;
+}
+
 // SiLU(g) = g / (1 + e^-g), and GELU's tanh form, 0.5 g (1 + tanh(sqrt(2 / pi) (g + 0.044715 g^3))) (Gemma's and
 // StarCoder2's gelu_pytorch_tanh), 16 at a time where the CPU has AVX-512, else one at a time.
 constexpr float kRoot2OverPi = 0.7978845608028654f, kCubic = 0.044715f;
@@ -858,6 +865,29 @@ inline __m512 gelu_tanh16(__m512 g) {
 inline float silu(float g) { return g / (1.f + std::exp(-g)); }
 inline float gelu_tanh(float g) { return 0.5f * g * (1.f + std::tanh(kRoot2OverPi * (g + kCubic * g * g * g))); }
 inline float gelu_erf(float g) { return 0.5f * g * (1.f + std::erf(g * 0.70710678118654752f)); }
+
+// An MLP's activation (Family::activation; StepWeights::set_activation's kind): SiLU, GELU's tanh form, the squared
+// ReLU (Nemotron's and Arcee's relu2, relu(g)^2), xIELU (Apertus's, with each layer's learned values: Xielu), or
+// GELU's exact (erf) form (GPT-NeoX's "gelu"; StepWeights::set_exact_gelu), or ReLU (OPT's; StepWeights::set_relu).
+enum class Activation : int64_t { kSilu = 0, kGeluTanh = 1, kRelu2 = 2, kXielu = 3, kGeluErf = 4, kRelu = 5 };
+
+// xIELU's values for one layer, as its module computes them: alpha_p = softplus(its alpha_p), alpha_n = beta +
+// softplus(its alpha_n), each rounded to the parameters' dtype (step_layers), beta and eps its stored constants.
+struct Xielu {
+  float alpha_p = 0.f, alpha_n = 0.f, beta = 0.f, eps = 0.f;
+};
+
+// xIELU(g) in torch's order of operations: alpha_p g g + beta g above 0, else (expm1(min(g, eps)) - g) alpha_n +
+// beta g.
+inline float xielu(float g, const Xielu& a) {
+  if (g > 0.f) return a.alpha_p * g * g + a.beta * g;
+  return (std::expm1(std::min(g, a.eps)) - g) * a.alpha_n + a.beta * g;
+}
+
+inline float relu2(float g) {
+  float r = g > 0.f ? g : 0.f;
+  return g != g ? g : r * r;  // (NaN stays NaN, as torch's relu keeps it)
+}
 
 // v[i] = tanh(v[i] / cap) * cap, as Gemma 2 bounds its attention scores and logits (torch's order of operations),
 // but for -inf (a hidden position), which stays -inf.
@@ -1418,13 +1448,14 @@ struct Layer {
   // only to say their sizes and to prefetch them).
   Matrix qkv{};
   bool qkv_per_head = false;
+  Xielu xielu;         // the layer's xIELU values, where the family's activation is xIELU
 };
 
 // What a family computes differently from Llama, the same for all its layers (StepWeights::set_family): the MLP's
 // activation, the queries' scale where it is not 1 / sqrt(head_dim) (Gemma's query_pre_attn_scalar), in a factor
 // the queries are multiplied by after their rotation, and Gemma 2's soft-cap on the attention scores.
 struct Family {
-  bool gelu = false;  // GELU (tanh form) instead of SiLU
+  Activation activation = Activation::kSilu;  // the MLP's (StepWeights::set_family's gelu, set_activation)
   float query_factor = 1.f;
   float attention_cap = 0.f;  // scores become tanh(score / cap) * cap where above 0
   // Each branch's output is multiplied by it before it joins the residual stream (Granite's residual_multiplier);
@@ -1442,12 +1473,18 @@ struct Family {
   bool interleaved = false, norms_after_rotation = false;
   // Whether the MLP reads the layer's input (normed by its own norm, or by the attention's where the two are one
   // tensor) rather than the residual after attention: both branches join the residual together (GPT-NeoX's
-  // use_parallel_residual, Phi's, GPT-J's, Cohere's; StepWeights::set_parallel). Whether GELU is the exact (erf)
-  // form rather than tanh's (GPT-NeoX's "gelu"; StepWeights::set_exact_gelu).
-  bool parallel = false, exact_gelu = false;
-  // ReLU as the activation of an MLP without a gate (OPT's; StepWeights::set_relu), in place of GELU or SiLU.
-  bool relu = false;
+  // use_parallel_residual, Phi's, GPT-J's, Cohere's; StepWeights::set_parallel).
+  bool parallel = false;
+  // Queries, keys and values clamped to [-clip_qkv, clip_qkv] after their projections (and the queries' and keys'
+  // norms before the rotation), where above 0: OLMo's and OLMoE's clip_qkv (StepWeights::set_clip_qkv).
+  float clip_qkv = 0.f;
 };
+
+// v clamped to the family's clip_qkv (a NaN stays NaN, as torch's clamp keeps it).
+inline float clipped(const Family& F, float v) {
+  if (F.clip_qkv <= 0.f) return v;
+  return v < -F.clip_qkv ? -F.clip_qkv : v > F.clip_qkv ? F.clip_qkv : v;
+}
 
 // Rotate the pairs of a head's first F.rotary_dims values by the position's angles (`sin` signed per half, as the
 // rotary tables hold them): pair i is (x[i], x[i + half]), or (x[2i], x[2i + 1]) where the family interleaves them,
@@ -1467,35 +1504,38 @@ inline void add_normed(float* x, const float* out, NormWeights norm, float eps, 
   for (int64_t i = 0; i < n; ++i) x[i] += scratch[i];
 }
 
-// out[i] = SiLU(gate[i]) * up[i], or GELU(gate[i]) * up[i]; out may be gate.
-inline void activate_times(const Family& family, const float* gate, const float* up, float* out, int64_t n) {
-  if (family.exact_gelu) {
-    for (int64_t i = 0; i < n; ++i) out[i] = gelu_erf(gate[i]) * up[i];
-    return;
+// The family's activation of one value (`xielu`: the layer's values, read where the family's is xIELU).
+inline float activation(const Family& family, const Xielu& values, float g) {
+  switch (family.activation) {
+    case Activation::kGeluTanh: return gelu_tanh(g);
+    case Activation::kRelu2: return relu2(g);
+    case Activation::kXielu: return xielu(g, values);
+    case Activation::kGeluErf: return gelu_erf(g);
+    case Activation::kRelu: return g < 0.f ? 0.f : g;  // (NaN stays NaN, as torch's relu keeps it)
+    default: return silu(g);
   }
-#ifdef __AVX512F__
-  if (family.gelu)
-    return map16_pairs(gate, up, out, n, [](__m512 g, __m512 u) { return _mm512_mul_ps(gelu_tanh16(g), u); });
-  return map16_pairs(gate, up, out, n, [](__m512 g, __m512 u) { return _mm512_mul_ps(silu16(g), u); });
-#endif
-  for (int64_t i = 0; i < n; ++i) out[i] = (family.gelu ? gelu_tanh(gate[i]) : silu(gate[i])) * up[i];
 }
 
-// out[i] = SiLU(x[i]) or GELU(x[i]) alone, an MLP's without a gate (StarCoder2's); out may be x.
-inline void activate(const Family& family, const float* x, float* out, int64_t n) {
-  if (family.exact_gelu) {
-    for (int64_t i = 0; i < n; ++i) out[i] = gelu_erf(x[i]);
-    return;
-  }
-  if (family.relu) {
-    for (int64_t i = 0; i < n; ++i) out[i] = x[i] < 0.f ? 0.f : x[i];  // (NaN stays NaN, as torch's relu keeps it)
-    return;
-  }
+// out[i] = act(gate[i]) * up[i] (SiLU's or GELU's 16 at a time); out may be gate.
+inline void activate_times(const Family& family, const Xielu& values, const float* gate, const float* up, float* out,
+                           int64_t n) {
 #ifdef __AVX512F__
-  if (family.gelu) return map16(x, out, n, gelu_tanh16);
-  return map16(x, out, n, silu16);
+  if (family.activation == Activation::kGeluTanh)
+    return map16_pairs(gate, up, out, n, [](__m512 g, __m512 u) { return _mm512_mul_ps(gelu_tanh16(g), u); });
+  if (family.activation == Activation::kSilu)
+    return map16_pairs(gate, up, out, n, [](__m512 g, __m512 u) { return _mm512_mul_ps(silu16(g), u); });
 #endif
-  for (int64_t i = 0; i < n; ++i) out[i] = family.gelu ? gelu_tanh(x[i]) : silu(x[i]);
+  for (int64_t i = 0; i < n; ++i) out[i] = activation(family, values, gate[i]) * up[i];
+}
+
+// out[i] = act(x[i]) alone, an MLP's without a gate (StarCoder2's, GPT-NeoX's, Nemotron's, Arcee's, Apertus's); out
+// may be x.
+inline void activate(const Family& family, const Xielu& values, const float* x, float* out, int64_t n) {
+#ifdef __AVX512F__
+  if (family.activation == Activation::kGeluTanh) return map16(x, out, n, gelu_tanh16);
+  if (family.activation == Activation::kSilu) return map16(x, out, n, silu16);
+#endif
+  for (int64_t i = 0; i < n; ++i) out[i] = activation(family, values, x[i]);
 }
 
 inline void scale_query(const Family& family, float* q, int64_t head_dim) {
@@ -1515,6 +1555,8 @@ inline void place_head(const Layer& L, const Family& F, float* head, NormWeights
                        const float* cos, const float* sin) {
   if (L.whole_qk_norms) norm.data = nullptr;
   if (!F.norms_after_rotation) norm_head(head, norm, eps, head_dim);
+  if (F.clip_qkv > 0.f)
+    for (int64_t i = 0; i < head_dim; ++i) head[i] = clipped(F, head[i]);
   if (L.rotates) rope(head, F, cos, sin);
   if (F.norms_after_rotation) norm_head(head, norm, eps, head_dim);
 }
@@ -1633,7 +1675,7 @@ void mixture_step(Team& team, float* x, const Mixture& M, int64_t hidden, const 
   stacked(gate, width, same_input, S.gate.data());
   stacked(up, width, same_input, S.up.data());
   team.wait();
-  activate_times(F, S.gate.data(), S.up.data(), activated.data(), k * width);
+  activate_times(F, Xielu{}, S.gate.data(), S.up.data(), activated.data(), k * width);
   for (int64_t j = 0; j < k; ++j) expert_inputs[j].set<W>(activated.data() + j * width, width);
   stacked(down, hidden, [&](int64_t j) -> const Rounded& { return expert_inputs[j]; }, S.mixed.data());
   team.wait();
@@ -1701,7 +1743,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
     } else {
       product_rows<W>(L.v, begin, end, in, S.v.data());
       for (int64_t r = begin; r < end; ++r)
-        values[r / head_dim * head_stride + pos * pos_stride + r % head_dim] = static_cast<C>(S.v[r]);
+        values[r / head_dim * head_stride + pos * pos_stride + r % head_dim] = static_cast<C>(clipped(F, S.v[r]));
     }
   });
   int64_t first = L.window > 0 ? std::max(pos - L.window + 1, int64_t(0)) : 0, group = n_head / n_kv;
@@ -1743,7 +1785,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
         std::copy(made + head_dim, made + 2 * head_dim, S.k.data() + h * head_dim);
         cache_key(h);
         for (int64_t i = 0; i < head_dim; ++i)
-          values[h * head_stride + pos * pos_stride + i] = static_cast<C>(made[2 * head_dim + i]);
+          values[h * head_stride + pos * pos_stride + i] = static_cast<C>(clipped(F, made[2 * head_dim + i]));
       }
       place_head(L, F, q, L.q_norm, eps, head_dim, cos, sin);
       scale_query(F, q, head_dim);
@@ -1788,8 +1830,8 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   });
   team.prefetch_share(L.down);
   team.wait();
-  if (L.gate.data) activate_times(F, S.gate.data(), S.up.data(), activated.data(), L.down.cols);
-  else activate(F, S.up.data(), activated.data(), L.down.cols);
+  if (L.gate.data) activate_times(F, L.xielu, S.gate.data(), S.up.data(), activated.data(), L.down.cols);
+  else activate(F, L.xielu, S.up.data(), activated.data(), L.down.cols);
   in.set<W>(activated.data(), L.down.cols);
   team.claim_rows(L.down, [&](int64_t begin, int64_t end) {
     product_rows<W>(L.down, begin, end, in, S.out.data());
@@ -1882,11 +1924,11 @@ struct StepWeights : torch::CustomClassHolder {
   bool qkv_per_head = false;
   void set_qkv_per_head(bool per_head) { qkv_per_head = per_head, fused_qkv = fused_qkv || per_head; }
 
-  // Parallel branches (Family::parallel); GELU's exact form (Family::exact_gelu).
+  // Parallel branches (Family::parallel); GELU's exact form (Activation::kGeluErf, where set_activation sets none).
   bool parallel = false, exact_gelu = false;
   void set_parallel(bool parallel_branches) { parallel = parallel_branches; }
   void set_exact_gelu(bool exact) { exact_gelu = exact; }
-  // OPT: ReLU for the MLP without a gate (Family::relu).
+  // OPT: ReLU for the MLP without a gate (Activation::kRelu, where set_activation sets none).
   bool relu = false;
   void set_relu(bool relu_mlp) { relu = relu_mlp; }
 
@@ -1905,6 +1947,29 @@ struct StepWeights : torch::CustomClassHolder {
   // Hunyuan: each head's q/k norms after the rotation (Family::norms_after_rotation).
   bool norms_after_rotation = false;
   void set_norms_after_rotation(bool after) { norms_after_rotation = after; }
+
+  // The MLP's activation by kind (Activation: 0 SiLU, 1 GELU's tanh form, 2 relu2, 3 xIELU), over set_family's gelu;
+  // for xIELU, per layer its module's alpha_p, alpha_n, beta and eps (one-value tensors), read at each step as the
+  // weights are (Layer::xielu).
+  int64_t activation = -1;  // -1: set_family's gelu says
+  std::vector<at::Tensor> xielu_values;
+  void set_activation(int64_t kind, std::vector<at::Tensor> per_layer_values) {
+    TORCH_CHECK(0 <= kind && kind <= static_cast<int64_t>(Activation::kRelu),
+                "StepWeights.set_activation: kind 0 (SiLU), 1 (GELU tanh), 2 (relu2), 3 (xIELU), 4 (GELU erf) or 5 "
+                "(ReLU), got ", kind);
+    const bool xielu = kind == static_cast<int64_t>(Activation::kXielu);
+    TORCH_CHECK(per_layer_values.size() == (xielu ? 4 * (weights.size() / matrices_per_layer()) : 0),
+                "StepWeights.set_activation: xIELU takes alpha_p, alpha_n, beta and eps of each layer (",
+                weights.size() / matrices_per_layer(), "), the others none; got ", per_layer_values.size());
+    for (const at::Tensor& value : per_layer_values)
+      TORCH_CHECK(value.numel() == 1, "StepWeights.set_activation: xIELU's values are one number each, got ",
+                  value.sizes());
+    activation = kind, xielu_values = std::move(per_layer_values);
+  }
+
+  // OLMo and OLMoE: queries, keys and values clamped to +-clip after their projections (Family::clip_qkv; 0: none).
+  double clip_qkv = 0.;
+  void set_clip_qkv(double clip) { clip_qkv = clip; }
 
   // SmolLM3: a flag per layer, 1 where the layer attends without rotary positions.
   void set_unrotated(std::vector<int64_t> unrotated_layers) {
@@ -1989,11 +2054,17 @@ struct StepWeights : torch::CustomClassHolder {
   }
 
   Family family() const {
-    Family family{gelu, static_cast<float>(query_factor), static_cast<float>(attention_cap)};
+    Family family;
+    family.activation = activation >= 0 ? static_cast<Activation>(activation)
+                        : relu        ? Activation::kRelu
+                        : exact_gelu  ? Activation::kGeluErf
+                        : gelu        ? Activation::kGeluTanh
+                                      : Activation::kSilu;
+    family.query_factor = static_cast<float>(query_factor), family.attention_cap = static_cast<float>(attention_cap);
+    family.clip_qkv = static_cast<float>(clip_qkv);
     family.residual_factor = static_cast<float>(residual_scale);
     family.interleaved = interleaved, family.norms_after_rotation = norms_after_rotation;
-    family.parallel = parallel, family.exact_gelu = exact_gelu;
-    family.relu = relu;
+    family.parallel = parallel;
     return family;
   }
 };
@@ -2014,6 +2085,26 @@ void prefetch_metadata(std::initializer_list<at::ArrayRef<at::Tensor>> lists) {
     for (const at::Tensor& t : tensors)
       if (t.defined() && t.has_storage())
         prefetch_lines(t.unsafeGetTensorImpl()->unsafe_storage().unsafeGetStorageImpl(), sizeof(c10::StorageImpl));
+}
+
+// softplus(x) as torch computes it (x itself above its threshold of 20), rounded to `type` where that is bfloat16 or
+// half, as a module's values in that dtype are.
+float softplus_in(at::ScalarType type, float x) { return rounded_to(type, x > 20.f ? x : std::log1p(std::exp(x))); }
+
+// A one-value tensor's number (float32 read in place; other dtypes through torch).
+float number_of(const at::Tensor& t) {
+  return t.scalar_type() == at::kFloat && t.is_contiguous() ? *t.data_ptr<float>() : t.item<float>();
+}
+
+// A layer's xIELU values from its module's alpha_p, alpha_n, beta and eps (StepWeights::set_activation), computed
+// as XIELU.forward computes them, in the parameters' dtype.
+Xielu xielu_of(const at::Tensor* values) {
+  const at::ScalarType type = values[0].scalar_type();
+  Xielu x;
+  x.beta = number_of(values[2]), x.eps = number_of(values[3]);
+  x.alpha_p = softplus_in(type, number_of(values[0]));
+  x.alpha_n = rounded_to(type, x.beta + softplus_in(type, number_of(values[1])));
+  return x;
 }
 
 // The layers of a step's arguments (see decode_step), checked: `rows` sequences in the caches; `converted` keeps
@@ -2149,6 +2240,7 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
       layer.q_norm = layer_norm(layer_norms);
       layer.k_norm = layer_norm(layer_norms + 1);
     }
+    if (!stack.xielu_values.empty()) layer.xielu = xielu_of(&stack.xielu_values[4 * l]);
     layer.local = !stack.sliding.empty() && stack.sliding[l];
     layer.rotates = stack.unrotated.empty() || !stack.unrotated[l];
     layer.window = stack.sliding.empty() || layer.local ? window : 0;
@@ -3952,7 +4044,7 @@ void batch_mixture_step(Team& team, float* x, int64_t n, const Mixture& M, int64
   grouped(G.up, width, G.gathered.data(), hidden, G.gate_inputs, S.up.data());
   team.wait();
   G.activated.resize(pairs * width);
-  activate_times(F, S.gate.data(), S.up.data(), G.activated.data(), pairs * width);
+  activate_times(F, Xielu{}, S.gate.data(), S.up.data(), G.activated.data(), pairs * width);
   if constexpr (kInteger<W>) {
     G.rounded.resize(pairs);
     for (int64_t q = 0; q < pairs; ++q) {
@@ -4043,7 +4135,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
     int64_t slot = j / span * row_stride + h * head_stride + (pos + j % span) * pos_stride;
     for (int64_t i = 0; i < head_dim; ++i) {
       keys[slot + i] = static_cast<C>(k[i]);
-      values[slot + i] = static_cast<C>(v[i]);
+      values[slot + i] = static_cast<C>(clipped(F, v[i]));
     }
   };
   if (L.whole_qk_norms) {
@@ -4131,8 +4223,8 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
     batch_rows<W>(L.up, begin, end, mlp_input, batch, n, S.up.data());
     for (int64_t j = 0; j < n; ++j) {  // into gate's buffer; without a gate (StarCoder2), the activated up alone
       float *gate = S.gate.data() + j * inner + begin, *up = S.up.data() + j * inner + begin;
-      if (L.gate.data) activate_times(F, gate, up, gate, end - begin);
-      else activate(F, up, gate, end - begin);
+      if (L.gate.data) activate_times(F, L.xielu, gate, up, gate, end - begin);
+      else activate(F, L.xielu, up, gate, end - begin);
     }
   });
   team.prefetch_share(L.down, multiple);
@@ -5084,6 +5176,8 @@ TORCH_LIBRARY(openformers, m) {
       .def("set_exact_gelu", &StepWeights::set_exact_gelu)
       .def("set_interleaved", &StepWeights::set_interleaved)
       .def("set_residual_scale", &StepWeights::set_residual_scale)
+      .def("set_activation", &StepWeights::set_activation)
+      .def("set_clip_qkv", &StepWeights::set_clip_qkv)
       .def("set_unrotated", &StepWeights::set_unrotated)
       .def("set_norms_after_rotation", &StepWeights::set_norms_after_rotation)
       .def("set_experts", &StepWeights::set_experts)

@@ -39,23 +39,27 @@ runs: the step's dense MLP on the layer's own gate, up and down, its output scal
 `set_shared_experts`), ERNIE 4.5 dense (Llama's layers turning interleaved pairs (2i, 2i + 1), GPT-J's form,
 `set_interleaved`; with use_bias a bias on every projection), GLM and GLM-4-0414 (q/k/v biases, Phi-3's fused
 gate/up alone, `set_fused`, and partial rotary tables, turning interleaved pairs; GLM-4-0414's plain RMSNorms after
-each branch as Gemma 2's sandwich norms), and GPT-NeoX / Pythia (StarCoder2's LayerNorms and MLP without a gate,
+each branch as Gemma 2's sandwich norms), GPT-NeoX / Pythia (StarCoder2's LayerNorms and MLP without a gate,
 GELU's exact form, `set_exact_gelu`, partial rotary tables, its fused q/k/v read in place head by head,
 `set_qkv_per_head`, and with use_parallel_residual attention and the MLP both reading the layer's input, each
-through its own norm, their outputs joining the residual together, `set_parallel`), and GPT-2's line: GPT-2, GPT-BigCode (multi-query), OPT (LayerNorms before
+through its own norm, their outputs joining the residual together, `set_parallel`), GPT-2's line: GPT-2, GPT-BigCode (multi-query), OPT (LayerNorms before
 each branch, embeddings as wide as the layers) and GPT-Neo, whose learned absolute positions the step adds to the
 token's embedding (`set_positions`, read past OPT's offset of 2), every layer unrotated (`set_unrotated`), with
 StarCoder2's LayerNorms, biases and gate-less MLP, GPT-2's fused c_attn read as Phi-3's fused q/k/v, OPT's ReLU
-(`set_relu`), GPT-Neo's unscaled scores and local layers by `set_family` (its padded prompts take the layers).
-OLMo (LayerNorms without parameters, q/k/v clamped to clip_qkv), OLMoE
-(that clamp, and q/k norms over all heads in a mixture of experts), DeepSeek-V3 and V2, whose multi-head latent
-attention (compressed cached keys and values, expanded per head) the step does not run, and GLM-4.5 (DeepSeek-V3's
-grouped routing with correction biases and shared experts, which the step's mixtures do not choose by; dots.llm1's too)
-are refused: model_types olmo, olmoe, deepseek_v3, deepseek_v2, glm4_moe and dots1 (Hunyuan-MoE's hunyuan_v1_moe
-too: a shared MLP beside its experts); generation runs their layers. The step rotates by the tables of the model's
-rotary modules (cos and sin times the rope scaling's attention factor), so every rope scaling those tables hold rotates
-as in the layers: default, linear, llama3 and YaRN (Qwen2.5 / Qwen3's long contexts, OLMo 3's full layers), and Phi-3's
-longrope.
+(`set_relu`), GPT-Neo's unscaled scores and local layers by `set_family` (its padded prompts take the layers),
+Arcee (Llama's layers with an MLP without a gate, up, the squared ReLU and down: the MLP's activation is one option of
+the step, `set_activation`, of SiLU, GELU's tanh and exact forms, ReLU, relu2 and xIELU), Nemotron (Arcee's MLP,
+LayerNorms of 1 + w with biases, set_family's norm offset and `set_norm_biases`, and partial rotary tables), Apertus
+(Qwen3's per-head q/k norms and an MLP without a gate over xIELU, whose learned values set_activation reads from each
+layer), OLMo (LayerNorms without parameters, read as weights of ones and biases of zeros, and q, k and v clamped to
+clip_qkv after their projections, `set_clip_qkv`) and OLMoE (OLMo's clamp and OLMo 2's q/k norms over all heads with
+Qwen3-MoE's mixture). DeepSeek-V3 and V2, whose multi-head latent attention (compressed cached keys and values,
+expanded per head) the step does not run, and GLM-4.5 (DeepSeek-V3's grouped routing with correction biases and shared
+experts, which the step's mixtures do not choose by; dots.llm1's too) are refused: model_types deepseek_v3,
+deepseek_v2, glm4_moe and dots1 (Hunyuan-MoE's hunyuan_v1_moe too: a shared MLP beside its experts); generation runs
+their layers. The step rotates by the tables of the model's rotary modules (cos and sin times the rope scaling's
+attention factor), so every rope scaling those tables hold rotates as in the layers: default, linear, llama3 and YaRN
+(Qwen2.5 / Qwen3's long contexts, OLMo 3's full layers), and Phi-3's longrope.
 A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
 step implements it and tests/test_kernels.py proves parity for it.
 """
@@ -70,6 +74,8 @@ from torch import nn
 from torch.nn.modules import module as torch_modules
 
 from ..generation.cache import DynamicCache
+from ..models.apertus import XIELU, ApertusDecoderLayer, ApertusMLP
+from ..models.arcee import ArceeDecoderLayer
 from ..models.decoder import DecoderModel
 from ..models.ernie4_5 import Ernie4_5Attention, Ernie4_5DecoderLayer, Ernie4_5Model
 from ..models.exaone4 import Exaone4Attention, Exaone4DecoderLayer, Exaone4Model
@@ -93,7 +99,7 @@ from ..models.granite import GraniteAttention, GraniteDecoderLayer, GraniteForCa
 from ..models.heads import CausalLM
 from ..models.helium import HeliumAttention, HeliumDecoderLayer, HeliumModel
 from ..models.hunyuan_v1_dense import HunYuanDenseV1Attention, HunYuanDenseV1DecoderLayer, HunYuanDenseV1Model
-from ..models.layers import RMSNorm
+from ..models.layers import ACTIVATIONS, RMSNorm
 from ..models.llama import LlamaAttention, LlamaDecoderLayer, LlamaMLP, LlamaModel
 from ..models.ministral import MinistralDecoderLayer, MinistralModel
 from ..models.mixtral import (
@@ -106,7 +112,10 @@ from ..models.mixtral import (
     Router,
     SparseMoeBlock,
 )
+from ..models.nemotron import NemotronAttention, NemotronDecoderLayer, NemotronLayerNorm1P, NemotronMLP, NemotronModel
+from ..models.olmo import OlmoAttention, OlmoDecoderLayer, OlmoLayerNorm, OlmoModel
 from ..models.olmo2 import Olmo2Attention, Olmo2DecoderLayer, Olmo2Model, Olmo2RMSNorm
+from ..models.olmoe import OlmoeAttention, OlmoeDecoderLayer
 from ..models.olmo3 import Olmo3DecoderLayer, Olmo3Model
 from ..models.opt import POSITION_OFFSET, OPTAttention, OPTDecoderLayer, OPTModel
 from ..models.decoder import SlidingLayersDecoder, positions_of_real_tokens
@@ -254,6 +263,15 @@ QWEN3_MOE_IMPLEMENTED = {
     "decoder_sparse_step": lambda value: True,  # which layers are sparse: read from the layers
     "mlp_only_layers": lambda value: True,
     "norm_topk_prob": lambda value: True,
+}
+# OLMoE: Qwen3-MoE's mixture in every layer, OLMo 2's q/k norms over all heads and OLMo's clamp of q, k and v.
+OLMOE_IMPLEMENTED = {
+    **{name: check for name, check in QWEN3_MOE_IMPLEMENTED.items()
+       if name not in ("moe_intermediate_size", "decoder_sparse_step", "mlp_only_layers")},
+    "model_type": lambda value: value == "olmoe",
+    "attention_bias": lambda value: True,
+    "attention_dropout": lambda value: not value,
+    "clip_qkv": lambda value: True,
 }
 # Qwen2-MoE: Qwen3-MoE's mixture in Qwen2's layers (q/k/v biases), each sparse layer's shared expert run beside its
 # experts (StepWeights.set_shared_experts).
@@ -425,6 +443,49 @@ GPT_NEO_IMPLEMENTED = {
                     lambda value: True),
     "sliding_window": lambda value: True,  # window_size, on the layers attention_layers marks "local"
 }
+# The activations of MLPs without a gate (Nemotron's and Arcee's `act`, by its function), as the kinds of decode.cpp's
+# StepWeights.set_activation: SiLU, GELU's tanh form, the squared ReLU; xIELU (Apertus's module) is kind 3.
+ACTIVATION_KINDS = {ACTIVATIONS["silu"]: 0, ACTIVATIONS["gelu_pytorch_tanh"]: 1, ACTIVATIONS["gelu_new"]: 1,
+                    ACTIVATIONS["relu2"]: 2}
+XIELU_KIND = 3
+# Arcee: Llama's layers with an MLP without a gate (up, the squared ReLU, down: set_activation), and with
+# attention_bias and mlp_bias a bias on every projection (StarCoder2's, read by _gather).
+UNGATED_ACTIVATIONS = ("relu2", "silu", "gelu_pytorch_tanh", "gelu_new")
+ARCEE_IMPLEMENTED = {
+    **IMPLEMENTED,
+    "model_type": lambda value: value == "arcee",
+    "hidden_act": lambda value: value in UNGATED_ACTIVATIONS,
+    "attention_bias": lambda value: True,
+    "mlp_bias": lambda value: True,
+    "attention_dropout": lambda value: not value,
+}
+# Nemotron: Arcee's MLP and biases with LayerNorms of 1 + w with biases (set_family's norm offset, set_norm_biases)
+# and rotary tables over a head's leading partial_rotary_factor (Phi-3's partial rotation).
+NEMOTRON_IMPLEMENTED = {
+    **{name: check for name, check in ARCEE_IMPLEMENTED.items() if name not in ("qkv_bias", "sliding_window")},
+    "model_type": lambda value: value == "nemotron",
+    "norm_eps": lambda value: True,  # read from the norms
+    "partial_rotary_factor": lambda value: True,  # the rotary tables' width
+    "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
+}
+# Apertus: Qwen3's per-head q/k norms, biases on q, k, v and o with attention_bias, and an MLP without a gate over
+# xIELU, whose learned values StepWeights.set_activation reads from each layer's module.
+APERTUS_IMPLEMENTED = {
+    **IMPLEMENTED,
+    "model_type": lambda value: value == "apertus",
+    "hidden_act": lambda value: value == "xielu",
+    "attention_bias": lambda value: True,
+    "attention_dropout": lambda value: not value,
+}
+# OLMo: Llama's layers with LayerNorms without parameters (read as weights of ones and biases of zeros,
+# set_norm_biases) and, with clip_qkv, q, k and v clamped after their projections (StepWeights.set_clip_qkv).
+OLMO_IMPLEMENTED = {
+    **IMPLEMENTED,
+    "model_type": lambda value: value == "olmo",
+    "attention_bias": lambda value: True,
+    "attention_dropout": lambda value: not value,
+    "clip_qkv": lambda value: True,
+}
 # model_type -> what the step implements, where not IMPLEMENTED
 FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED,
             "vaultgemma": VAULTGEMMA_IMPLEMENTED,
@@ -436,7 +497,8 @@ FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_te
             "ernie4_5": ERNIE4_5_IMPLEMENTED, "glm": GLM_IMPLEMENTED, "glm4": GLM4_IMPLEMENTED,
             "gpt_neox": GPT_NEOX_IMPLEMENTED,
             "gpt2": GPT2_IMPLEMENTED, "gpt_bigcode": GPT_BIGCODE_IMPLEMENTED, "opt": OPT_IMPLEMENTED,
-            "gpt_neo": GPT_NEO_IMPLEMENTED}
+            "gpt_neo": GPT_NEO_IMPLEMENTED, "arcee": ARCEE_IMPLEMENTED, "nemotron": NEMOTRON_IMPLEMENTED,
+            "apertus": APERTUS_IMPLEMENTED, "olmo": OLMO_IMPLEMENTED, "olmoe": OLMOE_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
 # (read from the model's modules), token ids, head and output options, and what Qwen2 and Qwen3 fold into the
 # decoder's sliding_window (Qwen3's layer_types: one window for every layer or none, as its config checks).
@@ -498,7 +560,7 @@ def refusal(config) -> str | None:
 # GPT-2's line: learned positions added to the embeddings, no rotation (set_positions, set_unrotated)
 LEARNED_POSITION_DECODERS = (GPT2Model, GPTBigCodeModel, OPTModel, GPTNeoModel)
 # the decoder stacks whose layers the step may reproduce
-STEP_DECODERS = (LlamaModel, Gemma2Model, Phi3Model, GPTNeoXModel, *LEARNED_POSITION_DECODERS)
+STEP_DECODERS = (LlamaModel, Gemma2Model, Phi3Model, GPTNeoXModel, NemotronModel, *LEARNED_POSITION_DECODERS)
 # The (layer, attention, MLP) classes the step reproduces, in each kind of decoder.
 LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLayer, Qwen3Attention, LlamaMLP),
                 (MinistralDecoderLayer, LlamaAttention, LlamaMLP),
@@ -506,7 +568,14 @@ LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLaye
                 (Ernie4_5DecoderLayer, Ernie4_5Attention, LlamaMLP), (GlmDecoderLayer, GlmAttention, Phi3MLP),
                 (Glm4DecoderLayer, GlmAttention, Phi3MLP),
                 (SeedOssDecoderLayer, SeedOssAttention, LlamaMLP), (HeliumDecoderLayer, HeliumAttention, LlamaMLP),
-                (HunYuanDenseV1DecoderLayer, HunYuanDenseV1Attention, LlamaMLP))
+                (HunYuanDenseV1DecoderLayer, HunYuanDenseV1Attention, LlamaMLP),
+                (ArceeDecoderLayer, LlamaAttention, NemotronMLP),
+                (NemotronDecoderLayer, NemotronAttention, NemotronMLP),
+                (ApertusDecoderLayer, Qwen3Attention, ApertusMLP), (OlmoDecoderLayer, OlmoAttention, LlamaMLP))
+# MLPs without a gate: up, the activation (set_activation), down
+UNGATED_MLPS = (NemotronMLP, ApertusMLP)
+# LayerNorms: Nemotron's of 1 + w with biases, OLMo's without parameters (set_norm_biases)
+LAYER_NORM_CLASSES = {NemotronModel: NemotronLayerNorm1P, OlmoModel: OlmoLayerNorm}
 INTERLEAVED_DECODERS = (Ernie4_5Model, GlmModel, HeliumModel)  # rotating pairs (2i, 2i + 1) (set_interleaved)
 # Gemma 2's and Gemma 3's; the first Gemma's; VaultGemma's
 GEMMA_LAYERS = ((Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP), (GemmaDecoderLayer, Gemma2Attention, Gemma2MLP),
@@ -522,7 +591,8 @@ MIXTURE_LAYERS = ((MixtralDecoderLayer, LlamaAttention, MixtralSparseMoeBlock),
                   (Qwen3MoeDecoderLayer, Qwen3Attention, Qwen3MoeSparseMoeBlock),
                   (Qwen3MoeDecoderLayer, Qwen3Attention, Qwen3MoeMLP),  # Qwen3-MoE's dense layers
                   (Qwen2MoeDecoderLayer, LlamaAttention, Qwen2MoeSparseMoeBlock),
-                  (Qwen2MoeDecoderLayer, LlamaAttention, Qwen3MoeMLP))
+                  (Qwen2MoeDecoderLayer, LlamaAttention, Qwen3MoeMLP),
+                  (OlmoeDecoderLayer, OlmoeAttention, SparseMoeBlock))
 STARCODER2_LAYERS = ((Starcoder2DecoderLayer, LlamaAttention, Starcoder2MLP),)
 GPT_NEOX_LAYERS = ((GPTNeoXLayer, GPTNeoXAttention, GPTNeoXMLP),)
 # The modules the step reads under each family's own names: the token table, the final norm, a layer's attention.
@@ -776,7 +846,7 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
     adapter is not), with every linear layer the kernel's or a plain nn.Linear."""
     gemma, olmo2, starcoder2 = isinstance(decoder, Gemma2Model), type(decoder) in OLMO2_DECODERS, _layer_normed(decoder)
     norm_class = (GemmaRMSNorm if gemma else Olmo2RMSNorm if type(decoder) in OLMO2_NORMED_DECODERS
-                  else nn.LayerNorm if starcoder2 else RMSNorm)
+                  else nn.LayerNorm if starcoder2 else LAYER_NORM_CLASSES.get(type(decoder), RMSNorm))
     learned = type(decoder) in LEARNED_POSITION_DECODERS
     layer_kinds = (GEMMA_LAYERS if gemma else OLMO2_LAYERS if olmo2 else PHI3_LAYERS if type(decoder) is Phi3Model
                    else MIXTURE_LAYERS if isinstance(decoder, MixtralModel) else LEARNED_POSITION_LAYERS if learned
@@ -803,6 +873,10 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
             return False
         if any(type(linear) not in (nn.Linear, ExpertLinear, Linear) for linear in _linears(layer) + _experts(layer)):
             return False
+        if type(feed_forward) is NemotronMLP and feed_forward.act not in ACTIVATION_KINDS:
+            return False
+        if type(feed_forward) is ApertusMLP and type(feed_forward.act_fn) is not XIELU:
+            return False
         if isinstance(feed_forward, SparseMoeBlock):
             experts = feed_forward.experts
             if type(feed_forward.gate) is not Router or any(type(e) not in EXPERT_PROJECTIONS for e in experts):
@@ -812,7 +886,8 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
                            or type(feed_forward.shared_expert_gate) is not Router):
                 return False
             routings.add((feed_forward.top_k, feed_forward.normalize, feed_forward.weights_in_model_dtype))
-    return type(final_norm) is norm_class and len(routings) <= 1
+    clips = {getattr(_attention(layer), "clip_qkv", None) for layer in decoder.layers}  # set_clip_qkv takes one
+    return type(final_norm) is norm_class and len(routings) <= 1 and len(clips) <= 1
 
 
 def _layer_normed(decoder: DecoderModel) -> bool:
@@ -893,13 +968,15 @@ def _layer_norms(layer: nn.Module) -> list[nn.Module | None]:
         norms = [None, layer.post_attention_layernorm, None, layer.post_feedforward_layernorm]
     elif type(layer) is VaultGemmaDecoderLayer:  # the first Gemma's two, under Gemma 2's names
         norms = [layer.input_layernorm, layer.pre_feedforward_layernorm]
+    elif type(layer) is ApertusDecoderLayer:
+        norms = [layer.attention_layernorm, layer.feedforward_layernorm]
     elif type(layer) is Glm4DecoderLayer:
         norms = [layer.input_layernorm, layer.post_self_attn_layernorm, layer.post_attention_layernorm,
                  layer.post_mlp_layernorm]
     else:
         norms = [layer.input_layernorm, layer.post_attention_layernorm]
     attention = _attention(layer)
-    if (type(attention) in (Qwen3Attention, Olmo2Attention, Exaone4Attention)
+    if (type(attention) in (Qwen3Attention, Olmo2Attention, Exaone4Attention, OlmoeAttention)
             or type(attention) is Gemma2Attention and attention.qk_norm):
         norms += (attention.q_norm, attention.k_norm)
     elif type(attention) is HunYuanDenseV1Attention:  # normed after the rotation (set_norms_after_rotation)
@@ -936,11 +1013,14 @@ class DecodeStep:
         self._unrotated = _Unrotated()
         # whether the layers draw random numbers while training (Mixtral's router_jitter_noise, StarCoder2's dropouts)
         self._draws_while_training = False
+        # The attention modules whose clip_qkv the stack holds (OLMo's, OLMoE's; an attribute no module dict watches,
+        # so each step compares it), and that value.
+        self._clipped, self._clip = [], None
 
     def __getstate__(self) -> dict:
         # A copy's modules hold plain dicts (_WatchedDict copies as one): it gathers its tensors, and watches, anew.
         # A pickle holds no model (a weak reference cannot be pickled): its head then multiplies on its own.
-        return {**self.__dict__, "_stack": None, "_current": False, "model_reference": None}
+        return {**self.__dict__, "_stack": None, "_current": False, "model_reference": None, "_clipped": []}
 
     def __deepcopy__(self, memo: dict) -> "DecodeStep":
         copied = DecodeStep.__new__(DecodeStep)
@@ -1052,7 +1132,7 @@ class DecodeStep:
         # x leaves either call normed by the final norm, in float32 (the layers round a bfloat16 model's residual
         # to bfloat16 first), with the layers' eps: every norm of a model has its config's rms_norm_eps.
         if run:
-            norm = _final_norm(decoder)._parameters["weight"]
+            norm = _norm_weight(_final_norm(decoder))
             made = torch.ops.openformers.decode_tokens(input_ids, *layers, cos, sin, eps, norm, *head, bfloat16_logits,
                                                        following, embedding, rotary_row, local_cos, local_sin, count,
                                                        eos or [], ids, RUN_SECONDS)
@@ -1060,7 +1140,7 @@ class DecodeStep:
             return None, None, made
         if one_sequence:  # decode_step: each product's rows shared by the threads
             step_input = input_ids if embedding is not None else x.view(-1)  # with the table: the token's id
-            norm = _final_norm(decoder)._parameters["weight"]
+            norm = _norm_weight(_final_norm(decoder))
             logits, argmax = torch.ops.openformers.decode_step(step_input, *layers, cos, sin, eps, norm,
                                                                *(head or (None, None)), bfloat16_logits, following,
                                                                embedding, rotary_row, local_cos, local_sin)
@@ -1068,7 +1148,7 @@ class DecodeStep:
         else:  # decode_batch: each row's rotary angles at its own position, its mask over the cache
             mask = attention_mask.to(torch.uint8) if padding else torch.empty(0, dtype=torch.uint8)
             torch.ops.openformers.decode_batch(x.view(rows, -1), *layers, cos, sin, mask, eps,
-                                               _final_norm(decoder).weight, following, local_cos, local_sin)
+                                               _norm_weight(_final_norm(decoder)), following, local_cos, local_sin)
         return x, logits, argmax
 
     def prompt(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor | None:
@@ -1124,7 +1204,7 @@ class DecodeStep:
         mask = torch.empty(0, dtype=torch.uint8) if attention_mask is None else attention_mask
         averages = decoder.attention_path(False) == "eager"  # (a padding row's attention: see decode_prompt)
         torch.ops.openformers.decode_prompt(x.view(rows, -1), stack, keys, values, position, window, cos, sin, mask,
-                                            averages, eps, _final_norm(decoder).weight, following, local_cos,
+                                            averages, eps, _norm_weight(_final_norm(decoder)), following, local_cos,
                                             local_sin)
         return x.to(table.dtype)
 
@@ -1185,7 +1265,7 @@ class DecodeStep:
         `_WatchedDict`s, which tell the step when they change: comparing their ~1000 values instead cost 0.2-0.3 ms
         a token, the decoder's modules being out of the caches after each step has streamed the weights.
         """
-        if self._current:
+        if self._current and (not self._clipped or all(a.clip_qkv == self._clip for a in self._clipped)):
             return self._stack
         # The decoder's own submodules (its `layers`) and those of every module in its layers.
         positions = _position_embedding(self.decoder)
@@ -1243,6 +1323,18 @@ class DecodeStep:
             self._stack.set_qkv_per_head(True)
             self._stack.set_exact_gelu(self.decoder.config.hidden_act == "gelu")
             self._stack.set_parallel(self.decoder.layers[0].use_parallel_residual)
+        if ready and type(self.decoder) in LAYER_NORM_CLASSES:  # Nemotron's LayerNorms of 1 + w, OLMo's bare ones
+            if type(self.decoder) is NemotronModel:
+                self._stack.set_family(False, False, 1.0, 1.0, 1.0, [], 0.0)
+            norms = [norm for layer in self.decoder.layers for norm in _layer_norms(layer)]
+            self._stack.set_norm_biases([_norm_bias(norm) for norm in norms + [_final_norm(self.decoder)]])
+        if ready and type(_feed_forward(self.decoder.layers[0])) in UNGATED_MLPS:
+            self._stack.set_activation(*_activation(self.decoder))
+        attentions = [_attention(layer) for layer in self.decoder.layers]
+        self._clipped = [attention for attention in attentions if hasattr(attention, "clip_qkv")]  # OLMo's, OLMoE's
+        self._clip = self._clipped[0].clip_qkv if self._clipped else None
+        if ready and self._clip is not None:
+            self._stack.set_clip_qkv(self._clip)
         blocks = [block for block in map(_feed_forward, self.decoder.layers) if isinstance(block, SparseMoeBlock)]
         self._mixture = ready and bool(blocks)
         config = self.decoder.config
@@ -1414,6 +1506,30 @@ def _gemma_family(decoder: Gemma2Model) -> tuple:
             [int(layer.is_sliding) for layer in decoder.layers], float(attention.softcap or 0.0))
 
 
+def _norm_weight(norm: nn.Module) -> torch.Tensor:
+    """The weight the step reads for a norm: its own, or ones for OLMo's LayerNorm without parameters."""
+    if type(norm) is OlmoLayerNorm:
+        return torch.ones(norm.normalized_shape)
+    return norm._parameters["weight"]
+
+
+def _norm_bias(norm: nn.Module) -> torch.Tensor:
+    """set_norm_biases' tensor for a LayerNorm: its bias, or zeros for OLMo's without parameters."""
+    if type(norm) is OlmoLayerNorm:
+        return torch.zeros(norm.normalized_shape)
+    return norm.bias
+
+
+def _activation(decoder: DecoderModel) -> tuple[int, list[torch.Tensor]]:
+    """StepWeights.set_activation's arguments for a decoder of MLPs without a gate: the kind of their activation and,
+    for Apertus's xIELU, each layer's alpha_p, alpha_n, beta and eps."""
+    mlps = [_feed_forward(layer) for layer in decoder.layers]
+    if type(mlps[0]) is ApertusMLP:
+        return XIELU_KIND, [value for mlp in mlps for value in (mlp.act_fn.alpha_p, mlp.act_fn.alpha_n,
+                                                                  mlp.act_fn.beta, mlp.act_fn.eps)]
+    return ACTIVATION_KINDS[mlps[0].act], []
+
+
 def _linear_slots(layer: nn.Module) -> list[tuple[nn.Module, str] | None]:
     """(parent, name) of a layer's linear layers in the order decode.cpp's StepWeights takes their weights: q, k, v,
     o, gate, up, down, None for one the layer has not (StarCoder2's gate; a sparse layer's gate, up and down, which
@@ -1439,6 +1555,8 @@ def _linear_slots(layer: nn.Module) -> list[tuple[nn.Module, str] | None]:
         mlp = [None] * 3
     elif type(layer) is Starcoder2DecoderLayer:  # an MLP without a gate
         mlp = [None, (feed_forward, "c_fc"), (feed_forward, "c_proj")]
+    elif type(feed_forward) in UNGATED_MLPS:
+        mlp = [None, (feed_forward, "up_proj"), (feed_forward, "down_proj")]
     elif type(feed_forward) is Phi3MLP:  # GLM's fused gate/up
         mlp = [(feed_forward, "gate_up_proj"), (feed_forward, "down_proj")]
     else:
@@ -1488,7 +1606,7 @@ def _gather(decoder: DecoderModel) -> tuple[list, list, list, list]:
     beyond_qkv = any(p is not None and p.bias is not None
                      for layer, linears in layers for p in linears[_query_key_value_count(layer):])
     for layer, linears in layers:
-        norms += (empty if norm is None else norm.weight for norm in _layer_norms(layer))
+        norms += (empty if norm is None else _norm_weight(norm) for norm in _layer_norms(layer))
         weights += (empty if p is None else p.weight for p in linears)
         if linears[0].scale is not None:
             scales += (empty if p is None else p.scale for p in linears)

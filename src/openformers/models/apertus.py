@@ -9,8 +9,8 @@ xIELU (https://arxiv.org/abs/2411.13010) holds per layer two learned parameters 
     x > 0:  softplus(alpha_p) * x * x + beta * x
     x <= 0: (expm1(min(x, eps)) - x) * (beta + softplus(alpha_n)) + beta * x
 The heads are the reference's: causal LM and token classification. llama.cpp's "apertus" files keep xIELU's values as
-per-layer metadata arrays, which these loaders do not read (no GGUF reader here). The CPU decoding kernel refuses
-model_type apertus, so generation runs these layers.
+per-layer metadata arrays, which these loaders do not read (no GGUF reader here). The CPU decoding kernel's step runs
+these layers, with each layer's xIELU values read from its module.
 """
 
 import math

@@ -5,8 +5,8 @@ up_proj, the config's activation (a squared ReLU, `relu2`, in AFM's checkpoints)
 reference's: causal LM, sequence and token classification, extractive QA.
 
 GGUF files of llama.cpp's "arcee" architecture are Llama's files without `ffn_gate` (the query and key rows permuted
-for llama.cpp's rotation, undone by llama.py; YaRN from `arcee.rope.scaling.*`). The CPU decoding kernel refuses
-model_type arcee (its step has no squared ReLU), so generation runs these layers.
+for llama.cpp's rotation, undone by llama.py; YaRN from `arcee.rope.scaling.*`). The CPU decoding kernel's step
+runs these layers, its MLP's activation (relu2) by StepWeights.set_activation.
 """
 
 from ..configs import GGUF_CONFIG_READERS, ArceeConfig

@@ -10,9 +10,9 @@ classification, and extractive QA (whose checkpoints name the decoder `transform
 
 GGUF files of llama.cpp's "nemotron" architecture load too: its converter adds one to every norm weight (llama.cpp
 runs a plain LayerNorm), which `convert_gguf_state_dict` takes back, and writes the rows as they are (llama.cpp rotates
-Nemotron the way Hugging Face does); the rotated width is `nemotron.rope.dimension_count`. The CPU decoding kernel
-refuses model_type "nemotron" (its step has no LayerNorms, gate-less MLP or partial rotary here) and generation runs
-the layers.
+Nemotron the way Hugging Face does); the rotated width is `nemotron.rope.dimension_count`. The CPU decoding kernel's
+step runs these layers: the norms as LayerNorms of 1 + w with biases, the MLP without a gate over its activation and the
+rotation over the rotary tables' width.
 """
 
 import torch

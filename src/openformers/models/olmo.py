@@ -10,8 +10,8 @@ classification, those the reference has) are llama.py's.
 
 GGUF files of llama.cpp's "olmo" architecture load too: llama.py's metadata reader gives the config (with
 `olmo.attention.clamp_kqv` as clip_qkv), and llama.py's converter undoes the query and key rows' permutation, which
-llama.cpp's converter applies to OLMo as to Llama. The CPU decoding kernel (kernels/llama.py) has no parameter-free
-LayerNorm and refuses the family by its model_type: these models decode through their layers.
+llama.cpp's converter applies to OLMo as to Llama. The CPU decoding kernel's step (kernels/llama.py) runs these layers,
+the norms as LayerNorms of unit weights and zero biases and the clamp as StepWeights.set_clip_qkv.
 """
 
 import torch
@@ -45,12 +45,14 @@ GGUF_CONFIG_READERS["olmo"] = config_from_gguf
 class OlmoLayerNorm(nn.Module):
     """A LayerNorm without weight or bias (epsilon 1e-5), taken in float32 whatever the input's dtype."""
 
+    eps = 1e-5
+
     def __init__(self, hidden_size: int):
         super().__init__()
         self.normalized_shape = (hidden_size,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x.float(), self.normalized_shape, eps=1e-5).to(x.dtype)
+        return F.layer_norm(x.float(), self.normalized_shape, eps=self.eps).to(x.dtype)
 
 
 class ClippedQKV:

@@ -12,8 +12,8 @@ load-balancing loss and the causal LM are Mixtral's; the reference has no other 
 GGUF files of llama.cpp's "olmoe" architecture load too: Llama's metadata, the expert count, each layer's experts
 stacked into one tensor per projection, the rows in the reference's order (the converter does not permute them), as
 qwen3_moe.py reads its files. llama.cpp never renormalizes the chosen weights of this architecture, so such a file
-reads as norm_topk_prob=False. The CPU decoding kernel (kernels/llama.py) refuses the family by its model_type (its
-mixture step has neither the clamp nor these norms over all heads): these models decode through their layers.
+reads as norm_topk_prob=False. The CPU decoding kernel's step (kernels/llama.py) runs these layers: its mixture, OLMo
+2's q/k norms over all heads and the clamp (StepWeights.set_clip_qkv).
 """
 
 from torch import nn
