@@ -43,9 +43,16 @@ everywhere, an untied vocabulary of 50304); `gpt2` is GPT-2's (124M: 12 layers, 
 LayerNorms and a bias on every projection, learned positions, a tied vocabulary of 50257); `santacoder` is
 SantaCoder's (1.1B: 24 layers, hidden 2048, 16 query heads and one key/value head of 128, an MLP of 8192, a tied
 vocabulary of 49280); `opt-125m` is OPT-125m's (GPT-2's sizes with a ReLU MLP and a vocabulary of 50272);
-`gpt-neo-125m` is GPT-Neo-125M's (GPT-2's sizes, unscaled scores, every other layer local over 256 positions).
-Run from the repository root:
-
+`gpt-neo-125m` is GPT-Neo-125M's (GPT-2's sizes, unscaled scores, every other layer local over 256 positions);
+`arcee-4.5b` is AFM-4.5B's (36 layers, hidden 2560, 20 query and 4 key/value heads of 128, an MLP of 18432 without a
+gate over the squared ReLU, an untied vocabulary of 128004); `nemotron-4b` is Minitron-4B's (32 layers, hidden 3072,
+24 query and 8 key/value heads of 128 half rotated, LayerNorms of 1 + w, a squared-ReLU MLP of 9216 without a gate,
+an untied vocabulary of 256000); `apertus-8b` is Apertus-8B's (32 layers, hidden 4096, 32 query and 8 key/value heads
+of 128 with per-head q/k norms, an xIELU MLP of 21504 without a gate, an untied vocabulary of 131072, llama3
+scaling); `olmo-1b` is OLMo-1B-hf's (16 layers, hidden 2048, 16 heads of 128, LayerNorms without parameters,
+intermediate 8192, a tied vocabulary of 50304), with OLMo-7B-0424's clip_qkv of 8; `olmoe-1b-7b` is
+OLMoE-1B-7B-0924's (16 layers, hidden 2048, 16 heads of 128 with q/k norms over all of them, 64 experts of 1024 a
+layer, 8 a token not renormalized, an untied vocabulary of 50304). Run from the repository root:
 
     .venv/bin/python benchmarks/random_decoder.py [--family qwen3] [--dtype bfloat16] [--new-tokens 32] [--rounds 2]
         [--layers N] [--batch N] [--ways plain products step]
@@ -59,6 +66,8 @@ import torch
 
 from openformers import kernels
 from openformers.configs import (
+    ApertusConfig,
+    ArceeConfig,
     Ernie4_5Config,
     Exaone4Config,
     Gemma2Config,
@@ -71,7 +80,10 @@ from openformers.configs import (
     HeliumConfig,
     HunYuanDenseV1Config,
     MixtralConfig,
+    NemotronConfig,
     Olmo2Config,
+    OlmoConfig,
+    OlmoeConfig,
     OPTConfig,
     Phi3Config,
     Qwen2MoeConfig,
@@ -80,6 +92,8 @@ from openformers.configs import (
     SeedOssConfig,
     Starcoder2Config,
 )
+from openformers.models.apertus import ApertusForCausalLM
+from openformers.models.arcee import ArceeForCausalLM
 from openformers.models.ernie4_5 import Ernie4_5ForCausalLM
 from openformers.models.exaone4 import Exaone4ForCausalLM
 from openformers.models.gemma import Gemma2ForCausalLM
@@ -92,7 +106,10 @@ from openformers.models.granite import GraniteForCausalLM
 from openformers.models.helium import HeliumForCausalLM
 from openformers.models.hunyuan_v1_dense import HunYuanDenseV1ForCausalLM
 from openformers.models.mixtral import MixtralForCausalLM
+from openformers.models.nemotron import NemotronForCausalLM
+from openformers.models.olmo import OlmoForCausalLM
 from openformers.models.olmo2 import Olmo2ForCausalLM
+from openformers.models.olmoe import OlmoeForCausalLM
 from openformers.models.opt import OPTForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
 from openformers.models.qwen2_moe import Qwen2MoeForCausalLM
@@ -178,6 +195,25 @@ FAMILIES = {
         vocab_size=50304, hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=16,
         partial_rotary_factor=0.25, hidden_act="gelu", use_parallel_residual=True, max_position_embeddings=2048,
         tie_word_embeddings=False)),
+    "arcee-4.5b": (ArceeForCausalLM, ArceeConfig, dict(
+        vocab_size=128004, hidden_size=2560, intermediate_size=18432, num_hidden_layers=36, num_attention_heads=20,
+        num_key_value_heads=4, head_dim=128, rope_theta=10000.0, max_position_embeddings=4096,
+        tie_word_embeddings=False)),
+    "nemotron-4b": (NemotronForCausalLM, NemotronConfig, dict(
+        vocab_size=256000, hidden_size=3072, intermediate_size=9216, num_hidden_layers=32, num_attention_heads=24,
+        num_key_value_heads=8, head_dim=128, partial_rotary_factor=0.5, rope_theta=10000.0,
+        max_position_embeddings=4096, tie_word_embeddings=False)),
+    "apertus-8b": (ApertusForCausalLM, ApertusConfig, dict(
+        vocab_size=131072, hidden_size=4096, intermediate_size=21504, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=128, max_position_embeddings=4096, tie_word_embeddings=False)),
+    "olmo-1b": (OlmoForCausalLM, OlmoConfig, dict(
+        vocab_size=50304, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=16,
+        num_key_value_heads=16, rope_theta=10000.0, clip_qkv=8.0, max_position_embeddings=4096,
+        tie_word_embeddings=True)),
+    "olmoe-1b-7b": (OlmoeForCausalLM, OlmoeConfig, dict(
+        vocab_size=50304, hidden_size=2048, intermediate_size=1024, num_hidden_layers=16, num_attention_heads=16,
+        num_key_value_heads=16, num_experts=64, num_experts_per_tok=8, norm_topk_prob=False, rope_theta=10000.0,
+        max_position_embeddings=4096, tie_word_embeddings=False)),
 }
 
 
