@@ -73,8 +73,8 @@ def test_validation_errors_name_the_field_and_value(values, field):
 
 
 def test_an_unsupported_rope_type_is_named():
-    with pytest.raises(ValueError, match="rope_scaling.rope_type='dynamic'; openformers implements the rope types"):
-        LlamaConfig(**TINY, rope_scaling={"rope_type": "dynamic", "factor": 2.0})
+    with pytest.raises(ValueError, match="rope_type='proportional'; openformers implements the rope types"):
+        LlamaConfig(**TINY, rope_scaling={"rope_type": "proportional", "factor": 2.0})
 
 
 def test_unknown_model_type_and_missing_config(tmp_path):

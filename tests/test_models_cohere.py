@@ -195,7 +195,7 @@ def test_config_defaults_match_the_reference():
     (dict(layer_norm_eps=-1.0), "layer_norm_eps=-1.0"),
     (dict(use_qk_norm="yes"), "use_qk_norm='yes'"),
     (dict(attention_dropout=1.0), "attention_dropout=1.0"),
-    (dict(rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10.0}), "rope_type='dynamic'"),
+    (dict(rope_parameters={"rope_type": "proportional", "factor": 2.0, "rope_theta": 10.0}), "'proportional'"),
 ])
 def test_config_refuses_what_it_does_not_implement(values, message):
     with pytest.raises(ValueError, match=message):

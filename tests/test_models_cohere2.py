@@ -122,7 +122,7 @@ def test_config_defaults_match_the_reference():
     (dict(hidden_act="gelu"), "hidden_act='gelu'"),
     (dict(num_key_value_heads=3), "num_key_value_heads=3"),
     (dict(logit_scale=0), "logit_scale=0"),
-    (dict(rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10.0}), "rope_type='dynamic'"),
+    (dict(rope_parameters={"rope_type": "proportional", "factor": 2.0, "rope_theta": 10.0}), "'proportional'"),
 ])
 def test_config_refuses_what_it_does_not_implement(values, message):
     with pytest.raises(ValueError, match=message):

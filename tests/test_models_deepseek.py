@@ -213,7 +213,7 @@ def test_deepseek_v3_config_reads_as_the_reference_reads_it(tmp_path):
     (dict(qk_rope_head_dim=7), "head_dim"),
     (dict(first_k_dense_replace=-1), "first_k_dense_replace"),
     (dict(routed_scaling_factor=0), "routed_scaling_factor"),
-    (dict(rope_scaling={"rope_type": "dynamic", "factor": 2.0}), "rope_type"),
+    (dict(rope_scaling={"rope_type": "proportional", "factor": 2.0}), "rope_type"),
     (dict(rope_scaling={"rope_type": "yarn"}), "rope_scaling.factor"),
 ])
 def test_deepseek_v3_bad_config_values_name_the_field(values, field):

@@ -261,7 +261,7 @@ def test_ernie_4_5_21b_config_reads_as_the_reference_reads_it(tmp_path):
     (dict(head_dim=15), "head_dim"),
     (dict(num_key_value_heads=3), "num_key_value_heads"),
     (dict(hidden_act="gelu"), "hidden_act"),
-    (dict(rope_scaling={"rope_type": "dynamic", "factor": 2.0}), "rope_type"),
+    (dict(rope_scaling={"rope_type": "proportional", "factor": 2.0}), "rope_type"),
 ])
 def test_bad_config_values_name_the_field(values, field):
     with pytest.raises(ValueError, match=f"{field}="):

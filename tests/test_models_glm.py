@@ -148,7 +148,7 @@ def test_config_defaults_match_the_reference(ours, theirs):
     (dict(head_dim=15), "head_dim=15"),
     (dict(attention_bias="yes"), "attention_bias='yes'"),
     (dict(attention_dropout=1.0), "attention_dropout=1.0"),
-    (dict(rope_scaling={"rope_type": "dynamic", "factor": 2.0}), "rope_type='dynamic'"),
+    (dict(rope_scaling={"rope_type": "proportional", "factor": 2.0}), "rope_type='proportional'"),
     (dict(rms_norm_eps=0), "rms_norm_eps=0"),
 ])
 def test_config_refuses_what_it_does_not_implement(values, message):

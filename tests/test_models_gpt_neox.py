@@ -132,7 +132,7 @@ def test_config_defaults_and_older_names_match_the_reference():
 @pytest.mark.parametrize("values, message", [
     (dict(rotary_pct=0.1), "partial_rotary_factor"),
     (dict(hidden_act="tanh"), "hidden_act"),
-    (dict(rope_scaling={"rope_type": "dynamic", "factor": 2.0}), "rope_type"),
+    (dict(rope_scaling={"rope_type": "proportional", "factor": 2.0}), "rope_type"),
     (dict(rope_scaling={"rope_type": "longrope", "factor": 2.0, "original_max_position_embeddings": 8,
                         "short_factor": [1.0] * 4, "long_factor": [1.0] * 4}), "longrope"),
     (dict(hidden_size=66), "hidden_size"),

@@ -115,7 +115,7 @@ def test_config_defaults_match_the_reference():
     (dict(mlp_bias="yes"), "mlp_bias='yes'"),
     (dict(attention_dropout=1.0), "attention_dropout=1.0"),
     (dict(partial_rotary_factor=0.1), "partial_rotary_factor=0.1"),
-    (dict(rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10.0}), "rope_type='dynamic'"),
+    (dict(rope_parameters={"rope_type": "proportional", "factor": 2.0, "rope_theta": 10.0}), "'proportional'"),
 ])
 def test_config_refuses_what_it_does_not_implement(values, message):
     with pytest.raises(ValueError, match=message):

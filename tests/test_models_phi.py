@@ -129,7 +129,7 @@ def test_config_defaults_match_the_reference():
     (dict(num_key_value_heads=3), "num_key_value_heads=3"),
     (dict(resid_pdrop=1.0), "resid_pdrop=1.0"),
     (dict(qk_layernorm="yes"), "qk_layernorm='yes'"),
-    (dict(rope_scaling={"rope_type": "dynamic", "factor": 2.0}), "rope_type='dynamic'"),
+    (dict(rope_scaling={"rope_type": "proportional", "factor": 2.0}), "rope_type='proportional'"),
     (dict(layer_norm_eps=0), "layer_norm_eps=0"),
 ])
 def test_config_refuses_what_it_does_not_implement(values, message):

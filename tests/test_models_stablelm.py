@@ -163,7 +163,7 @@ def test_config_defaults_match_the_reference():
     (dict(hidden_dropout=1.0), "hidden_dropout=1.0"),
     (dict(use_parallel_residual="yes"), "use_parallel_residual='yes'"),
     (dict(qk_layernorm=1), "qk_layernorm=1"),
-    (dict(rope_scaling={"rope_type": "dynamic", "factor": 2.0}), "rope_type='dynamic'"),
+    (dict(rope_scaling={"rope_type": "proportional", "factor": 2.0}), "rope_type='proportional'"),
     (dict(layer_norm_eps=0), "layer_norm_eps=0"),
 ])
 def test_config_refuses_what_it_does_not_implement(values, message):

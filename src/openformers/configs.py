@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 # Rope variants models/layers.py implements; a config asking for another one is refused when read.
-ROPE_TYPES = ("default", "linear", "llama3", "longrope", "yarn")
+ROPE_TYPES = ("default", "dynamic", "linear", "llama3", "longrope", "yarn")
 # How a sequence-classification head turns labels into a loss (None: chosen from num_labels and the labels' dtype).
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 # How attention is computed: "sdpa" (torch's fused kernel) or "eager" (explicit softmax, the weights can be returned).
@@ -335,6 +335,7 @@ class LlamaConfig(PretrainedConfig):
     sliding_window: ClassVar[int | None] = None  # Mistral and Qwen2 make it a field
     activations: ClassVar[tuple[str, ...]] = ("silu",)  # the values of hidden_act that the family's models compute
     rope_types: ClassVar[tuple[str, ...]] = ROPE_TYPES  # the rope scalings the family's models compute
+    rope_alpha: ClassVar[bool] = False  # whether "dynamic" with an `alpha` is a fixed stretch of the base (Hunyuan's)
 
     vocab_size: int = 32000
     hidden_size: int = 4096
@@ -377,7 +378,7 @@ class LlamaConfig(PretrainedConfig):
             _invalid("hidden_act", self.hidden_act, f"one of {', '.join(map(repr, self.activations))} (the family's)")
         _require_positive_numbers(self, "rms_norm_eps", "rope_theta")
         if self.rope_scaling is not None:
-            _check_rope_scaling(self.model_rope_scaling(), self.rope_types)
+            _check_rope_scaling(self.model_rope_scaling(), self.rope_types, self.rope_alpha)
 
     def model_rope_scaling(self) -> dict[str, Any] | None:
         """rope_scaling as layers.RotaryEmbedding takes it: as the config gives it here (PhiMoE's is read otherwise,
@@ -696,7 +697,7 @@ class HunYuanDenseV1Config(LlamaConfig):
     sequence's length) is refused by name."""
 
     model_type: ClassVar[str] = "hunyuan_v1_dense"
-    rope_types: ClassVar[tuple[str, ...]] = (*ROPE_TYPES, "dynamic")
+    rope_alpha: ClassVar[bool] = True
     mlp_bias: ClassVar[bool] = False  # the reference's MLP has no biases (and no such field)
 
     vocab_size: int = 290943
@@ -5247,8 +5248,9 @@ def _default_original_context(config: PretrainedConfig) -> None:
         config.rope_scaling = {"original_max_position_embeddings": config.max_position_embeddings, **scaling}
 
 
-def _check_rope_scaling(scaling, kinds: tuple[str, ...] = ROPE_TYPES) -> None:
-    """A rope scaling dict of one of `kinds` (the family's) with the numbers its kind needs."""
+def _check_rope_scaling(scaling, kinds: tuple[str, ...] = ROPE_TYPES, alpha: bool = False) -> None:
+    """A rope scaling dict of one of `kinds` (the family's) with the numbers its kind needs; "dynamic" with an `alpha`
+    only where the family reads it (`alpha`: Hunyuan's fixed stretch, where the others' references ignore it)."""
     if not isinstance(scaling, dict):
         _invalid("rope_scaling", scaling, "None or a dict with a 'rope_type' key")
     kind = scaling.get("rope_type")
@@ -5257,7 +5259,10 @@ def _check_rope_scaling(scaling, kinds: tuple[str, ...] = ROPE_TYPES) -> None:
             f"Unsupported config: rope_scaling.rope_type={kind!r}; openformers implements the rope types "
             f"{', '.join(kinds)}."
         )
-    needed = {"linear": ["factor"],
+    if kind == "dynamic" and scaling.get("alpha") is not None and not alpha:
+        _invalid("rope_scaling.alpha", scaling["alpha"], "absent: a fixed alpha is Hunyuan's dynamic scaling; this "
+                 "family's is dynamic NTK scaling by the sequence's length and `factor`")
+    needed = {"linear": ["factor"], "dynamic": ["factor"] if scaling.get("alpha") is None else [],  # Hunyuan's alpha
               "llama3": ["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"],
               "longrope": ["factor", "original_max_position_embeddings"],
               "yarn": ["factor", "original_max_position_embeddings"]}

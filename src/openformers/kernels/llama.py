@@ -350,7 +350,8 @@ HELIUM_IMPLEMENTED = {
 HUNYUAN_DENSE_IMPLEMENTED = {
     **IMPLEMENTED,
     "model_type": lambda value: value == "hunyuan_v1_dense",
-    "rope_scaling": lambda value: IMPLEMENTED["rope_scaling"](value) or value.get("rope_type") == "dynamic",
+    "rope_scaling": lambda value: IMPLEMENTED["rope_scaling"](value) or (value.get("rope_type") == "dynamic"
+                                                                          and value.get("alpha") is not None),
     "attention_bias": lambda value: True,
     "attention_dropout": lambda value: not value,
     "eod_token_id": lambda value: True,

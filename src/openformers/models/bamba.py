@@ -124,7 +124,7 @@ class BambaModel(BambaPreTrainedModel, DecoderModel):
         self.layers = nn.ModuleList(BambaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.final_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config.rotary_dim, config.rope_theta, config.rope_scaling,
-                                          min(config.max_position_embeddings, 8192))
+                                          min(config.max_position_embeddings, 8192), config.max_position_embeddings)
 
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.final_layernorm(x)

@@ -135,7 +135,7 @@ class CohereModel(CoherePreTrainedModel, DecoderModel):
         self.layers = nn.ModuleList(self.layer_class(config, i) for i in range(config.num_hidden_layers))
         self.norm = CohereLayerNorm(config.hidden_size, config.layer_norm_eps)
         self.rotary_emb = RotaryEmbedding(config.head_dim, config.rope_theta, config.rope_scaling,
-                                          min(config.max_position_embeddings, 8192))
+                                          min(config.max_position_embeddings, 8192), config.max_position_embeddings)
 
 
 class CohereForCausalLM(CoherePreTrainedModel, CausalLM):

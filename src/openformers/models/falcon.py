@@ -196,7 +196,7 @@ class FalconModel(FalconPreTrainedModel, DecoderModel):
         self.ln_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
         if config.rotary:
             self.rotary_emb = RotaryEmbedding(config.head_dim, config.rope_theta, config.rope_scaling,
-                                              min(config.max_position_embeddings, 8192))
+                                              min(config.max_position_embeddings, 8192), config.max_position_embeddings)
 
     @property
     def layers(self) -> nn.ModuleList:

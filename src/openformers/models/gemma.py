@@ -230,7 +230,8 @@ class Gemma2Model(Gemma2PreTrainedModel, SlidingLayersDecoder):
         self.layers = nn.ModuleList(self.layer_class(config, i) for i in range(config.num_hidden_layers))
         self.norm = GemmaRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(
-            config.head_dim, config.rope_theta, config.rope_scaling, min(config.max_position_embeddings, 8192)
+            config.head_dim, config.rope_theta, config.rope_scaling, min(config.max_position_embeddings, 8192),
+            config.max_position_embeddings,
         )
         self.local_rotary_emb = self.rotary_emb  # the sliding layers' positions (Gemma 3 gives them their own base)
 

@@ -97,7 +97,7 @@ class GlmPreTrainedModel(LlamaPreTrainedModel):
 def partial_rotary_embedding(config: GlmConfig) -> RotaryEmbedding:
     """The rotary tables of a GLM decoder (GLM-4.5's too): as wide as the rotated part of each head."""
     return RotaryEmbedding(config.rotary_dim, config.rope_theta, config.rope_scaling,
-                           min(config.max_position_embeddings, 8192))
+                           min(config.max_position_embeddings, 8192), config.max_position_embeddings)
 
 
 class GlmModel(GlmPreTrainedModel, LlamaModel):

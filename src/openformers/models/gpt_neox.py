@@ -194,7 +194,7 @@ class GPTNeoXModel(GPTNeoXPreTrainedModel, DecoderModel):
         self.layers = nn.ModuleList(GPTNeoXLayer(config, i) for i in range(config.num_hidden_layers))
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.rotary_emb = RotaryEmbedding(config.rotary_dim, config.rope_theta, config.rope_scaling,
-                                          min(config.max_position_embeddings, 8192))
+                                          min(config.max_position_embeddings, 8192), config.max_position_embeddings)
 
     def input_embeddings(self, input_ids, inputs_embeds) -> torch.Tensor:
         return self.emb_dropout(embedded(self.embed_in, input_ids) if inputs_embeds is None else inputs_embeds)

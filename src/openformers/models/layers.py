@@ -206,8 +206,21 @@ def rope_inverse_frequencies(
         return _yarn_frequencies(head_dim, theta, scaling)
     if kind == "dynamic":  # Hunyuan's, with a fixed alpha: the base stretched, the same at every length
         return 1.0 / ((theta * scaling["alpha"] ** (head_dim / (head_dim - 2))) ** exponents)
-    assert kind == "default", kind  # configs.py refuses the other kinds when it reads the config
+    # configs.py refuses the other kinds when it reads the config; dynamic NTK scaling, whose frequencies depend on
+    # the length, is RotaryEmbedding's (dynamic_ntk_frequencies)
+    assert kind == "default", kind
     return inv_freq
+
+
+def dynamic_ntk_frequencies(head_dim: int, theta: float, factor: float, context: int, length: int) -> torch.Tensor:
+    """Dynamic NTK scaling: for a sequence of `length` positions past the model's `context` (max_position_embeddings),
+    the base stretched to theta * (factor * length / context - (factor - 1)) ** (hs / (hs - 2)); within the context,
+    the plain base (up to the reference's rounding of factor * context / context - (factor - 1), in float64). Past
+    the context the reference computes the base from the position tensor, in float32, and so does this."""
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
+    span = torch.tensor(length) if length > context else context  # the reference's tensor or its int
+    base = theta * ((factor * span / context) - (factor - 1)) ** (head_dim / (head_dim - 2))
+    return 1.0 / (base**exponents)
 
 
 def _llama3_frequencies(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
@@ -278,14 +291,21 @@ class RotaryEmbedding(nn.Module):
     The tables are non-persistent buffers (they are not in checkpoints): `reset_tables(device)` fills them
     after the model is built on the meta device, and `ensure_length` grows them when a sequence outruns them.
     Longrope keeps a second pair (`long_cos`, `long_sin`) for calls that reach past its
-    original_max_position_embeddings.
+    original_max_position_embeddings. Dynamic NTK scaling ("dynamic" without Hunyuan's alpha) rebuilds the tables for
+    the longest call past `context` (the config's max_position_embeddings) since the last call within it, as the
+    reference does (see `follow_length`).
     """
 
-    def __init__(self, head_dim: int, theta: float, scaling: dict | None, length: int):
+    def __init__(self, head_dim: int, theta: float, scaling: dict | None, length: int, context: int | None = None):
         super().__init__()
         self.head_dim, self.theta, self.scaling = head_dim, theta, scaling
         longrope = (scaling or {}).get("rope_type") == "longrope"
         self.long_after = scaling["original_max_position_embeddings"] if longrope else None
+        dynamic = (scaling or {}).get("rope_type") == "dynamic" and scaling.get("alpha") is None
+        assert context is not None or not dynamic, "dynamic NTK scaling needs the model's max_position_embeddings"
+        # Dynamic NTK: the context past which the base stretches, and the length the tables' base is stretched for.
+        self.dynamic_after = context if dynamic else None
+        self.stretched_for = context
         for name in ("cos", "sin") + (("long_cos", "long_sin") if longrope else ()):
             self.register_buffer(name, torch.empty(0, head_dim), persistent=False)
         self.reset_tables(length=length)
@@ -301,7 +321,11 @@ class RotaryEmbedding(nn.Module):
         if device.type == "meta":
             return torch.empty(length, self.head_dim, device="meta"), torch.empty(length, self.head_dim, device="meta")
         # Computed in float32 on the CPU, as the reference computes them, whatever the model's device and dtype.
-        inv_freq = rope_inverse_frequencies(self.head_dim, self.theta, self.scaling, long_context)
+        if self.dynamic_after is not None:
+            inv_freq = dynamic_ntk_frequencies(self.head_dim, self.theta, self.scaling["factor"], self.dynamic_after,
+                                               self.stretched_for)
+        else:
+            inv_freq = rope_inverse_frequencies(self.head_dim, self.theta, self.scaling, long_context)
         angles = torch.arange(length, dtype=torch.int64).float()[:, None] * inv_freq  # (T, hs/2)
         scale = rope_attention_factor(self.scaling, long_context)  # 1.0 (exact) except for longrope and YaRN
         # Pair i is (x[i], x[i + hs/2]); its rotation needs -sin on the first half and +sin on the second.
@@ -313,8 +337,22 @@ class RotaryEmbedding(nn.Module):
         if length > self.cos.shape[0]:
             self.reset_tables(length=max(length, 2 * self.cos.shape[0]))
 
+    def follow_length(self, length: int) -> None:
+        """Dynamic NTK scaling's tables for a call whose furthest position is `length` - 1, by the reference's rule: a
+        call longer than any since the last reset stretches the base for its length, and keeps it for the calls after
+        it up to that length; a call shorter than the context goes back to the plain base. Keys already cached keep
+        the rotation they were made with."""
+        if length > self.stretched_for:
+            self.stretched_for = length
+            self.reset_tables(length=max(length, self.cos.shape[0]))
+        elif length < self.dynamic_after < self.stretched_for:
+            self.stretched_for = self.dynamic_after
+            self.reset_tables()
+
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T) positions -> cos, sin shaped (B, 1, T, hs) to broadcast over the heads."""
+        if self.dynamic_after is not None:
+            self.follow_length(int(position_ids.max()) + 1)  # one read of the device a call, as the reference's
         cos, sin = self.cos[position_ids], self.sin[position_ids]
         if self.long_after is not None:
             # The reference's rule: a call whose furthest position is past original_max_position_embeddings rotates

@@ -207,7 +207,8 @@ class Lfm2Model(Lfm2PreTrainedModel, DecoderModel):
         self.embed_tokens = token_embeddings(config)
         self.layers = nn.ModuleList(self.layer_class(config, i) for i in range(config.num_hidden_layers))
         self.rotary_emb = RotaryEmbedding(
-            config.head_dim, config.rope_theta, config.rope_scaling, min(config.max_position_embeddings, 8192)
+            config.head_dim, config.rope_theta, config.rope_scaling, min(config.max_position_embeddings, 8192),
+            config.max_position_embeddings,
         )
         self.embedding_norm = RMSNorm(config.hidden_size, config.norm_eps)
 

@@ -380,7 +380,8 @@ class LlamaModel(LlamaPreTrainedModel, DecoderModel):
         """The rotary tables of every layer, by the config's rope_scaling or the `scaling` a family reads otherwise
         (PhiMoE's longrope with its mscales)."""
         scaling = config.rope_scaling if scaling is None else scaling
-        return RotaryEmbedding(config.head_dim, config.rope_theta, scaling, min(config.max_position_embeddings, 8192))
+        return RotaryEmbedding(config.head_dim, config.rope_theta, scaling, min(config.max_position_embeddings, 8192),
+                               config.max_position_embeddings)
 
 
 class LlamaForCausalLM(LlamaPreTrainedModel, CausalLM):

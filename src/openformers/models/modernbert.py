@@ -242,7 +242,7 @@ class ModernBertModel(ModernBertPreTrainedModel):
         head_dim = config.hidden_size // config.num_attention_heads
         length = min(config.max_position_embeddings, 8192)
         self.rotary_emb = nn.ModuleDict({  # layer type -> its rotary table (a base of its own)
-            kind: RotaryEmbedding(head_dim, entry["rope_theta"], entry, length)
+            kind: RotaryEmbedding(head_dim, entry["rope_theta"], entry, length, config.max_position_embeddings)
             for kind, entry in config.rope_parameters.items()
         })
 

@@ -114,7 +114,7 @@ class NemotronModel(NemotronPreTrainedModel, DecoderModel):
         self.layers = nn.ModuleList(NemotronDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = NemotronLayerNorm1P(config.hidden_size, eps=config.norm_eps)
         self.rotary_emb = RotaryEmbedding(config.rotary_dim, config.rope_theta, config.rope_scaling,
-                                          min(config.max_position_embeddings, 8192))
+                                          min(config.max_position_embeddings, 8192), config.max_position_embeddings)
 
 
 class NemotronForCausalLM(NemotronPreTrainedModel, CausalLM):

@@ -140,7 +140,7 @@ class NomicBertModel(NomicBertPreTrainedModel, BertModel):
     def add_encoder(self, config: NomicBertConfig) -> None:
         self.layers = nn.ModuleList(self.layer_class(config, i) for i in range(config.num_hidden_layers))
         self.rotary_emb = RotaryEmbedding(config.rotary_head_dim(), config.rope_theta, config.rope_scaling,
-                                          config.max_position_embeddings)
+                                          config.max_position_embeddings, config.max_position_embeddings)
 
     def encode(self, x, mask, cache, attention_path, output_hidden_states, output_attentions, position_ids):
         """The last layer's output; with output_hidden_states the embeddings and every layer's output."""

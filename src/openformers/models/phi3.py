@@ -180,7 +180,7 @@ class Phi3Model(Phi3PreTrainedModel, DecoderModel):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.sliding_window = config.sliding_window
         self.rotary_emb = RotaryEmbedding(config.rotary_dim, config.rope_theta, config.model_rope_scaling(),
-                                          min(config.max_position_embeddings, 8192))
+                                          min(config.max_position_embeddings, 8192), config.max_position_embeddings)
 
 
 class Phi3ForCausalLM(Phi3PreTrainedModel, CausalLM):

@@ -140,7 +140,7 @@ class StableLmModel(StableLmPreTrainedModel, DecoderModel):
         self.layers = nn.ModuleList(StableLmDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.rotary_emb = RotaryEmbedding(config.rotary_dim, config.rope_theta, config.rope_scaling,
-                                          min(config.max_position_embeddings, 8192))
+                                          min(config.max_position_embeddings, 8192), config.max_position_embeddings)
 
 
 class StableLmForCausalLM(StableLmPreTrainedModel, CausalLM):
