@@ -27,7 +27,7 @@ SHIPPED_FAMILIES = {"llama", "mistral", "qwen2", "gpt2", "bert", "roberta", "qwe
                     "albert", "electra", "mpnet", "roformer", "mobilebert", "deberta", "deberta_v2", "gpt_neox", "falcon", "gptj", "opt", "bloom", "phi",
                     "granite", "stablelm", "gpt_bigcode", "gpt_neo", "codegen", "marian", "m2m_100", "nllb", "cohere", "camembert",
                     "mbart", "pegasus", "cohere2", "nemotron", "glm", "glm4", "glm4_moe", "gpt_oss", "seed_oss",
-                    "arcee", "helium", "exaone", "exaone4", "granitemoe", "granitemoeshared", "mamba", "falcon_mamba",
+                    "arcee", "helium", "exaone", "exaone4", "internlm3", "granitemoe", "granitemoeshared", "mamba", "falcon_mamba",
                     "hunyuan_v1_dense", "apertus", "mamba2", "blenderbot", "blenderbot_small", "umt5",
                     "ministral", "ministral3",
                     "hunyuan_v1_moe", "dots1",

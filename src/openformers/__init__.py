@@ -56,7 +56,7 @@ _public(
     "GPTNeoXConfig", "FalconConfig", "GPTJConfig", "GPTNeoConfig", "CodeGenConfig", "OPTConfig",
     "BloomConfig",
     "PhiConfig",
-    "GraniteConfig", "SeedOssConfig", "ArceeConfig", "BitNetConfig", "HeliumConfig", "ExaoneConfig", "Exaone4Config", "GraniteMoeConfig",
+    "GraniteConfig", "SeedOssConfig", "ArceeConfig", "BitNetConfig", "HeliumConfig", "ExaoneConfig", "Exaone4Config", "InternLM3Config", "GraniteMoeConfig",
     "GraniteMoeSharedConfig", "HunYuanDenseV1Config", "ApertusConfig",
     "MinistralConfig", "Ministral3Config", "HunYuanMoEV1Config", "Dots1Config",
     "GraniteMoeHybridConfig",

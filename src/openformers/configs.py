@@ -3923,6 +3923,45 @@ class ExaoneConfig(LlamaConfig):
 
 
 @dataclass
+class InternLM3Config(LlamaConfig):
+    """Shanghai AI Laboratory's InternLM3 (internlm3-8b-instruct): Llama's decoder, which the reference runs with
+    Llama's classes. The released config asks for dynamic NTK rope scaling (factor 6, past 32768 positions) and names
+    attention_bias and mlp_bias `qkv_bias` and `bias`, which must agree: the reference's Llama layers take one bias
+    setting for q/k/v/o and another for the MLP, and it refuses InternLM3 configs where they differ."""
+
+    model_type: ClassVar[str] = "internlm3"
+    attribute_map: ClassVar[dict[str, str]] = {"qkv_bias": "attention_bias", "bias": "mlp_bias"}
+
+    vocab_size: int = 128512
+    intermediate_size: int = 10240
+    num_hidden_layers: int = 48
+    num_key_value_heads: int | None = 2
+    head_dim: int | None = 128
+    max_position_embeddings: int = 32768
+    rms_norm_eps: float = 1e-5
+    attention_dropout: float = 0.0
+    pad_token_id: int | None = 2
+
+    qkv_bias = _field_alias("attention_bias")  # Llama's models read it for q/k/v: attention_bias's value, as theirs
+    bias = _field_alias("mlp_bias")
+
+    def __post_init__(self):
+        for alias, name in self.attribute_map.items():  # InternLM3Config(qkv_bias=True) sets attention_bias
+            _pop_alias(self, alias, name)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        _require_probabilities(self, "attention_dropout")
+        if self.hidden_size % self.num_attention_heads:
+            _invalid("hidden_size", self.hidden_size, f"a multiple of num_attention_heads={self.num_attention_heads} "
+                     "(the reference's InternLM3 config requires it, whatever head_dim says)")
+        if self.mlp_bias != self.attention_bias:
+            _invalid("mlp_bias", self.mlp_bias, f"attention_bias={self.attention_bias} (config.json's bias and "
+                     "qkv_bias: the reference refuses InternLM3 configs where they differ)")
+
+
+@dataclass
 class Starcoder2Config(PretrainedConfig):
     """StarCoder2: a decoder with LayerNorms (with biases) before attention and the MLP, a plain two-layer MLP
     (`c_fc`, the activation, `c_proj`), biases on every projection when `use_bias` is set, rotary positions,
@@ -5092,6 +5131,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "apertus": ApertusConfig,
     "exaone4": Exaone4Config,
     "exaone": ExaoneConfig,
+    "internlm3": InternLM3Config,
     "granitemoe": GraniteMoeConfig,
     "granitemoeshared": GraniteMoeSharedConfig,
     "granitemoehybrid": GraniteMoeHybridConfig,

@@ -146,6 +146,10 @@ MODEL_CLASSES = {
         "base": "LlamaModel",
         "causal-lm": "LlamaForCausalLM",
     }),
+    "internlm3": (llama, {  # InternLM3: Llama's network (dynamic NTK rope scaling); the reference runs Llama's classes
+        "base": "LlamaModel",
+        "causal-lm": "LlamaForCausalLM",
+    }),
     "exaone4": (exaone4, _decoder_classes("Exaone4")),  # q/k norms, norms after each branch, unrotated full layers
     "granitemoe": (granitemoe, {  # Granite with a sparse mixture of experts; the reference has these two classes
         "base": "GraniteMoeModel",
