@@ -386,14 +386,15 @@ def assert_kernel_leaves_the_plain_path(model, reference, ids):
 
 
 def assert_kernel_refuses_and_generate_runs_the_layers(model, reference, ids, model_type: str,
-                                                      field: str = "model_type"):
-    """The CPU kernel's decoding step refuses the family by its model_type (or by the config's `field`) and leaves the
-    model no step of its own: greedy generation runs the layers at every step (the prompt, then each new token but the
-    last) and gives the reference's tokens."""
+                                                       field: str = "model_type", refused: str | None = None):
+    """The CPU kernel's decoding step refuses the family by its model_type (or by the config's `field`, or by what
+    `refused` names) and leaves the model no step of its own: greedy generation runs the layers at every step (the
+    prompt, then each new token but the last) and gives the reference's tokens."""
     from openformers.kernels import llama as llama_kernel
 
     value = model_type if field == "model_type" else getattr(model.config, field)
-    assert f"{field}={value!r}" in llama_kernel.refusal(model.config) and not llama_kernel.eligible(model)
+    named = refused or f"{field}={value!r}"
+    assert named in llama_kernel.refusal(model.config) and not llama_kernel.eligible(model)
     assert model.base_model.accelerated_step is None and model.accelerated_logits is None
     calls = []
     hook = model.base_model.layers[0].register_forward_hook(lambda *_: calls.append(1))

@@ -16,6 +16,7 @@ from openformers.configs import (
     ApertusConfig,
     ArceeConfig,
     Ernie4_5Config,
+    Ernie4_5_MoeConfig,
     Exaone4Config,
     ExaoneConfig,
     Gemma2Config,
@@ -28,8 +29,11 @@ from openformers.configs import (
     GPTBigCodeConfig,
     GPTNeoConfig,
     GraniteConfig,
+    GraniteMoeConfig,
+    GraniteMoeSharedConfig,
     HeliumConfig,
     HunYuanDenseV1Config,
+    HunYuanMoEV1Config,
     LlamaConfig,
     MinistralConfig,
     MistralConfig,
@@ -56,6 +60,7 @@ from openformers.kernels.llama import refusal
 from openformers.models.apertus import XIELU, ApertusForCausalLM
 from openformers.models.arcee import ArceeForCausalLM
 from openformers.models.ernie4_5 import Ernie4_5ForCausalLM
+from openformers.models.ernie4_5_moe import Ernie4_5_MoeForCausalLM
 from openformers.models.exaone4 import Exaone4ForCausalLM
 from openformers.models.gemma import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
 from openformers.models.vaultgemma import VaultGemmaForCausalLM
@@ -65,8 +70,10 @@ from openformers.models.gpt2 import GPT2LMHeadModel
 from openformers.models.gpt_bigcode import GPTBigCodeForCausalLM
 from openformers.models.gpt_neo import GPTNeoForCausalLM
 from openformers.models.granite import GraniteForCausalLM
+from openformers.models.granitemoe import GraniteMoeForCausalLM, GraniteMoeSharedForCausalLM, StackedExperts
 from openformers.models.helium import HeliumForCausalLM
 from openformers.models.hunyuan_v1_dense import HunYuanDenseV1ForCausalLM
+from openformers.models.hunyuan_v1_moe import HunYuanMoEV1ForCausalLM
 from openformers.models.llama import LlamaForCausalLM
 from openformers.models.ministral import MinistralForCausalLM
 from openformers.models.mixtral import MixtralForCausalLM, SparseMoeBlock
@@ -192,6 +199,18 @@ OLMOE = dict(num_experts=6, num_experts_per_tok=3, clip_qkv=0.15)
 QWEN3_MOE = dict(num_experts=6, num_experts_per_tok=3, moe_intermediate_size=64, mlp_only_layers=[1])
 QWEN2_MOE = {**QWEN3_MOE, "shared_expert_intermediate_size": 128}
 QWEN2_MOE_SPARSE_STEP = {**QWEN2_MOE, "mlp_only_layers": [], "decoder_sparse_step": 2}
+# Granite MoE: Granite's scalars, six experts in 3-D banks (three a token, chosen by score, weighted by the softmax of
+# theirs alone); with a shared MLP (gate and up fused) beside them.
+GRANITEMOE = {**GRANITE, "num_local_experts": 6, "num_experts_per_tok": 3}
+GRANITEMOE_SHARED = {**GRANITEMOE, "shared_intermediate_size": 128}
+# ERNIE 4.5 MoE: a dense first layer, then six experts chosen by probability plus a drawn correction, their weights'
+# sum clamped below at 0.75 (above some sums of three of six), two shared experts; interleaved pairs.
+ERNIE4_5_MOE = {**ERNIE4_5, "moe_num_experts": 6, "moe_k": 3, "moe_intermediate_size": 64, "moe_num_shared_experts": 2,
+                "moe_layer_start_index": 1, "moe_norm_min": 0.75}
+ERNIE4_5_MOE_BIASED = {**ERNIE4_5_MOE, "use_bias": True, "tie_word_embeddings": False}
+# Hunyuan-MoE: Hunyuan dense's layers, six experts (three a token) and a shared MLP in every layer.
+HUNYUAN_MOE = {**HUNYUAN, "num_experts": 6, "moe_topk": 3}
+HUNYUAN_MOE_BIASES = {**HUNYUAN_MOE, "attention_bias": True}
 MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM, Gemma3TextConfig: Gemma3ForCausalLM,
                  Phi3Config: Phi3ForCausalLM, Olmo2Config: Olmo2ForCausalLM, Olmo3Config: Olmo3ForCausalLM,
                  MixtralConfig: MixtralForCausalLM, Qwen3MoeConfig: Qwen3MoeForCausalLM,
@@ -204,7 +223,9 @@ MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM,
                  GPTBigCodeConfig: GPTBigCodeForCausalLM, OPTConfig: OPTForCausalLM, GPTNeoConfig: GPTNeoForCausalLM,
                  VaultGemmaConfig: VaultGemmaForCausalLM, ArceeConfig: ArceeForCausalLM,
                  NemotronConfig: NemotronForCausalLM, ApertusConfig: ApertusForCausalLM, OlmoConfig: OlmoForCausalLM,
-                 OlmoeConfig: OlmoeForCausalLM}
+                 OlmoeConfig: OlmoeForCausalLM,
+                 GraniteMoeConfig: GraniteMoeForCausalLM, GraniteMoeSharedConfig: GraniteMoeSharedForCausalLM,
+                 Ernie4_5_MoeConfig: Ernie4_5_MoeForCausalLM, HunYuanMoEV1Config: HunYuanMoEV1ForCausalLM}
 # GPT-2's line: learned positions, LayerNorms, its configs' own names for TINY's sizes (None: a field they lack).
 LEARNED_POSITIONS = {
     GPT2Config: dict(hidden_size="n_embd", num_hidden_layers="n_layer", num_attention_heads="n_head",
@@ -216,7 +237,8 @@ LEARNED_POSITIONS = {
     GPTNeoConfig: dict(num_hidden_layers="num_layers", num_attention_heads="num_heads", num_key_value_heads=None),
 }
 # Families whose every norm weight and every bias tiny_model draws (from_config sets them to ones and zeros).
-DRAWN_NORMS_AND_BIASES = (Starcoder2Config, Ernie4_5Config, GlmConfig, Glm4Config, GPTNeoXConfig, NemotronConfig)
+DRAWN_NORMS_AND_BIASES = (Starcoder2Config, Ernie4_5Config, GlmConfig, Glm4Config, GPTNeoXConfig, NemotronConfig,
+                          Ernie4_5_MoeConfig)
 
 
 def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> LlamaForCausalLM:
@@ -240,6 +262,16 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
                 embedding = "embed" in name or name.split(".")[-2] in ("wte", "wpe")
                 torch.nn.init.normal_(parameter, std=0.5 if embedding else parameter.shape[1] ** -0.5)
         return model.eval()
+    for name, module in model.named_modules():
+        # ERNIE 4.5 MoE's correction biases, which move the picks; the shared MLPs beside the experts (ERNIE's,
+        # Hunyuan-MoE's, Granite MoE shared's) drawn large enough to count
+        if name.endswith("moe_statics"):
+            torch.nn.init.normal_(module.e_score_correction_bias, std=0.1)
+        if name.endswith(("shared_experts", "shared_mlp")):
+            for projection in module.children():
+                torch.nn.init.normal_(projection.weight, std=0.05)
+        if isinstance(module, StackedExperts):  # Granite MoE's banks, whose outputs the residual factor scales down
+            torch.nn.init.normal_(module.weight, std=0.1)
     # from_config zeroes Gemma's norms (offsets)
     if config_class in (GemmaConfig, Gemma2Config, Gemma3TextConfig, VaultGemmaConfig):
         for name, parameter in model.named_parameters():
@@ -537,7 +569,10 @@ def test_an_unknown_rope_scaling_is_refused():
                        "attention_bias": False}),
      (ApertusConfig, APERTUS), (ApertusConfig, {**APERTUS_LLAMA3, **HEAD_DIM_128, "head_dim": 64}),
      (OlmoConfig, OLMO), (OlmoConfig, {**OLMO, **HEAD_DIM_64, "head_dim": 64, "attention_bias": True}),
-     (OlmoeConfig, OLMOE), (OlmoeConfig, {**OLMOE, **HEAD_DIM_64, "norm_topk_prob": True})],
+     (OlmoeConfig, OLMOE), (OlmoeConfig, {**OLMOE, **HEAD_DIM_64, "norm_topk_prob": True}),
+     (GraniteMoeConfig, GRANITEMOE), (GraniteMoeSharedConfig, {**GRANITEMOE_SHARED, **HEAD_DIM_64}),
+     (Ernie4_5_MoeConfig, ERNIE4_5_MOE), (Ernie4_5_MoeConfig, {**ERNIE4_5_MOE_BIASED, **HEAD_DIM_64, "head_dim": 64}),
+     (HunYuanMoEV1Config, HUNYUAN_MOE), (HunYuanMoEV1Config, {**HUNYUAN_MOE_BIASES, **HEAD_DIM_128, "head_dim": 64})],
     ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
          "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope",
          "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128", "gemma2-soft-caps",
@@ -555,7 +590,9 @@ def test_an_unknown_rope_scaling_is_refused():
          "gpt-bigcode-unscaled-head-dim-128", "opt", "opt-gelu-head-dim-64", "gpt-neo", "gpt-neo-head-dim-64",
          "arcee-relu2", "arcee-biases-yarn-head-dim-64", "nemotron-layer-norms-half-rotated",
          "nemotron-head-dim-64-quarter-rotated", "apertus-xielu", "apertus-llama3-head-dim-64", "olmo-clipped",
-         "olmo-biases-head-dim-64", "olmoe-clipped", "olmoe-renormalized-head-dim-64"],
+         "olmo-biases-head-dim-64", "olmoe-clipped", "olmoe-renormalized-head-dim-64", "granitemoe",
+         "granitemoe-shared-head-dim-64", "ernie4_5-moe", "ernie4_5-moe-biases-head-dim-64", "hunyuan-moe",
+         "hunyuan-moe-biases-head-dim-64"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -635,7 +672,11 @@ STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, 
     (ArceeConfig, ARCEE_BIASES, None), (ArceeConfig, ARCEE, "int4+int8"),
     (NemotronConfig, NEMOTRON, None), (NemotronConfig, NEMOTRON, "int8"), (ApertusConfig, APERTUS_LLAMA3, None),
     (ApertusConfig, APERTUS, "int4+int8"), (OlmoConfig, OLMO, None), (OlmoConfig, OLMO, "int4+int8"),
-    (OlmoeConfig, OLMOE, None), (OlmoeConfig, {**OLMOE, "norm_topk_prob": True}, "int4+int8")]
+    (OlmoeConfig, OLMOE, None), (OlmoeConfig, {**OLMOE, "norm_topk_prob": True}, "int4+int8"),
+    (GraniteMoeConfig, GRANITEMOE, None), (GraniteMoeConfig, GRANITEMOE, "int8"),
+    (GraniteMoeSharedConfig, GRANITEMOE_SHARED, None), (GraniteMoeSharedConfig, GRANITEMOE_SHARED, "int4"),
+    (Ernie4_5_MoeConfig, ERNIE4_5_MOE, None), (Ernie4_5_MoeConfig, ERNIE4_5_MOE_BIASED, "int4+int8"),
+    (HunYuanMoEV1Config, HUNYUAN_MOE_BIASES, None), (HunYuanMoEV1Config, HUNYUAN_MOE, "int8")]
 STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
     "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8", "phi3",
     "phi3-longrope-int8", "phi3-int4+int8", "gemma2", "gemma2-head-dim-64-int4+int8", "olmo2", "olmo2-int4+int8",
@@ -650,7 +691,9 @@ STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+
     "gpt2", "gpt2-int8", "gpt-bigcode", "gpt-bigcode-unscaled-int8", "opt", "opt-int4+int8", "gpt-neo",
     "gpt-neo-int4+int8",
     "arcee-biases-yarn", "arcee-int4+int8", "nemotron", "nemotron-int8", "apertus-llama3", "apertus-int4+int8", "olmo",
-    "olmo-int4+int8", "olmoe", "olmoe-renormalized-int4+int8"]
+    "olmo-int4+int8", "olmoe", "olmoe-renormalized-int4+int8", "granitemoe", "granitemoe-int8",
+    "granitemoe-shared", "granitemoe-shared-int4", "ernie4_5-moe", "ernie4_5-moe-biases-int4+int8",
+    "hunyuan-moe-biases", "hunyuan-moe-int8"]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)
@@ -791,14 +834,16 @@ BLOCK_CASES = [(LlamaConfig, HEAD_DIM_64, None), (LlamaConfig, HEAD_DIM_128, "in
                (GPT2Config, {**HEAD_DIM_64, "max_position_embeddings": 128}, None),
                (NemotronConfig, {**NEMOTRON, **HEAD_DIM_64, "head_dim": 64}, None),
                (ApertusConfig, {**APERTUS, **HEAD_DIM_128, "head_dim": 64}, None),
-               (OlmoeConfig, {**OLMOE, **HEAD_DIM_64}, "int8")]
+               (OlmoeConfig, {**OLMOE, **HEAD_DIM_64}, "int8"),
+               (GraniteMoeSharedConfig, {**GRANITEMOE_SHARED, **HEAD_DIM_128}, "int8"),
+               (Ernie4_5_MoeConfig, {**ERNIE4_5_MOE, **HEAD_DIM_64, "head_dim": 64}, None)]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", BLOCK_CASES,
                          ids=["llama-64", "llama-128-int4", "mistral-long-window-int8", "qwen3-128", "olmo2-64",
                               "gemma3-64", "mixtral-128-int8", "qwen2-moe-128-int4", "glm4-64-quarter-rotated",
                               "helium-64", "hunyuan-64", "exaone4-64", "gpt-neox-64", "gpt2-64", "nemotron-64",
-                              "apertus-64", "olmoe-64-int8"])
+                              "apertus-64", "olmoe-64-int8", "granitemoe-shared-128-int8", "ernie4_5-moe-64"])
 def test_long_prompts_attend_in_blocks_as_the_layers(config_class, overrides, quantization, monkeypatch):
     # 13 positions a row at a time, then 60 in blocks (two tasks of 32 and 28 rows over two key blocks: 73 keys).
     tokens = torch.randint(1, 96, (1, 74), generator=torch.Generator().manual_seed(8))
@@ -913,8 +958,11 @@ def test_a_decoder_with_dropout_steps_through_its_layers_while_training(config_c
     torch.testing.assert_close(fast.float(), float32, atol=0.1, rtol=0.05)
 
 
-@pytest.mark.parametrize("config_class, overrides", [(Qwen3MoeConfig, QWEN3_MOE), (Qwen2MoeConfig, QWEN2_MOE)],
-                         ids=["qwen3-moe", "qwen2-moe"])
+@pytest.mark.parametrize("config_class, overrides",
+                         [(Qwen3MoeConfig, QWEN3_MOE), (Qwen2MoeConfig, QWEN2_MOE),
+                          (GraniteMoeSharedConfig, GRANITEMOE_SHARED), (Ernie4_5_MoeConfig, ERNIE4_5_MOE_BIASED),
+                          (HunYuanMoEV1Config, HUNYUAN_MOE)],
+                         ids=["qwen3-moe", "qwen2-moe", "granitemoe-shared", "ernie4_5-moe", "hunyuan-moe"])
 def test_bfloat16_qwen_mixtures_steps_stay_close_to_float32(config_class, overrides, monkeypatch):
     # Qwen3-MoE rounds the chosen experts' weights to bfloat16 in a bfloat16 model, as the step does (set_experts);
     # Qwen2-MoE's shared expert's gate, and its sigmoid, are rounded to bfloat16 as the router's scores are.
@@ -1023,13 +1071,15 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
      (HunYuanDenseV1Config, HUNYUAN_BIASES, None), (Exaone4Config, EXAONE4, "int4+int8"),
      (GPTNeoXConfig, GPT_NEOX, None), (GPTNeoXConfig, GPT_NEOX_SEQUENTIAL, "int4+int8"),
      (ArceeConfig, ARCEE_BIASES, None), (NemotronConfig, NEMOTRON, "int4+int8"), (ApertusConfig, APERTUS, None),
-     (OlmoConfig, OLMO, None), (OlmoeConfig, OLMOE, "int8")],
+     (OlmoConfig, OLMO, None), (OlmoeConfig, OLMOE, "int8"),
+     (GraniteMoeSharedConfig, GRANITEMOE_SHARED, "int4"), (Ernie4_5_MoeConfig, ERNIE4_5_MOE_BIASED, None),
+     (HunYuanMoEV1Config, HUNYUAN_MOE, "int8")],
     ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8", "phi3-int4+int8", "gemma2-head-dim-64",
          "olmo2", "mixtral", "mixtral-int8", "qwen3-moe-int4", "qwen3-moe-int4+int8", "qwen2-moe",
          "qwen2-moe-int8", "qwen2-moe-int4+int8", "starcoder2",
          "starcoder2-int4+int8", "smollm3", "granite", "ernie4_5-biases", "glm-int4+int8", "glm4", "seed-oss", "helium",
          "hunyuan", "exaone4-int4+int8", "gpt-neox", "gpt-neox-sequential-int4+int8", "arcee", "nemotron-int4+int8",
-         "apertus", "olmo", "olmoe-int8"],
+         "apertus", "olmo", "olmoe-int8", "granitemoe-shared-int4", "ernie4_5-moe-biases", "hunyuan-moe-int8"],
 )
 def test_a_team_of_threads_gives_the_one_thread_results(config_class, overrides, quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly
@@ -1479,11 +1529,14 @@ def test_a_run_of_greedy_steps_stops_at_an_eos_token(monkeypatch):
 @pytest.mark.parametrize("config_class, overrides",
                          [(Qwen3MoeConfig, QWEN3_MOE), (Qwen2MoeConfig, QWEN2_MOE), (OlmoeConfig, OLMOE),
                           (ArceeConfig, ARCEE_BIASES), (NemotronConfig, NEMOTRON), (ApertusConfig, APERTUS),
-                          (OlmoConfig, OLMO)],
-                         ids=["qwen3-moe", "qwen2-moe", "olmoe", "arcee", "nemotron", "apertus", "olmo"])
+                          (OlmoConfig, OLMO), (Ernie4_5_MoeConfig, ERNIE4_5_MOE),
+                          (HunYuanMoEV1Config, HUNYUAN_MOE_BIASES)],
+                         ids=["qwen3-moe", "qwen2-moe", "olmoe", "arcee", "nemotron", "apertus", "olmo", "ernie4_5-moe",
+                              "hunyuan-moe"])
 def test_a_familys_run_of_greedy_steps_makes_the_plain_paths_tokens_and_cache(config_class, overrides, monkeypatch):
-    # Each step of a run routes its token (and runs Qwen2-MoE's shared expert), activates, norms and clamps as the
-    # layers do: the tokens, and the keys and values of the second layer, which the first one's output feeds.
+    # Each step of a run routes its token (and runs Qwen2-MoE's shared expert, ERNIE 4.5 MoE's and Hunyuan-MoE's
+    # shared MLPs), activates, norms and clamps as the layers do: the tokens, and the keys and values of the second
+    # layer, which the first one's output feeds.
     monkeypatch.setattr(kernels.llama, "RUN_SECONDS", 60.0)
     model = accelerated(tiny_model(config_class, **overrides))
     prompt = torch.tensor([[5, 9, 14, 3]])

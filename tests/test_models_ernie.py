@@ -25,7 +25,6 @@ import torch
 import openformers
 from decoder_parity import (
     add_decoder_metadata,
-    assert_kernel_refuses_and_generate_runs_the_layers,
     assert_kernel_steps_and_generates_as_the_reference,
     assert_outputs_close,
     assert_same_attributes,
@@ -194,9 +193,12 @@ class TestErnie4_5Moe(RoutedExpertsTests):
         inputs = self.inputs()
         assert_outputs_close(outputs_of(loaded, inputs), outputs_of(reference, inputs), "with MTP weights")
 
-    def test_the_cpu_kernel_refuses_the_family_and_generation_runs_the_layers(self, tiny):
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_with_the_references_logits(self, tiny):
+        """The kernel's step chooses the experts by probability plus correction, runs the shared experts beside them
+        and the dense layers' MLPs, and turns the interleaved pairs, as the layers do."""
         _, reference, model = tiny
-        assert_kernel_refuses_and_generate_runs_the_layers(model, reference, self.ids(1, 5, seed=3), "ernie4_5_moe")
+        assert_kernel_steps_and_generates_as_the_reference(model, reference, self.ids(1, 12, seed=9))
 
 
 # -- configs ------------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from decoder_parity import (
     assert_bfloat16_matches_the_reference,
     assert_experts_packed_alone,
     assert_kernel_refuses_and_generate_runs_the_layers,
+    assert_kernel_steps_and_generates_as_the_reference,
     assert_outputs_close,
     assert_quantized_generation_is_its_greedy_chain,
     assert_quantized_products_are_the_unpacked_weights,
@@ -120,10 +121,16 @@ class TestGraniteMoe(DecoderFamilyTests):
                 del block.run_expert
         assert len(ran) == len(blocks) * model.config.num_experts_per_tok
 
-    def test_the_cpu_kernel_refuses_the_family_and_generate_runs_the_layers(self, tiny):
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_with_the_references_logits_or_refuses_attention_biases(self, tiny):
+        """The kernel's step runs Granite's scalars, the experts read as views of their banks (and the shared MLP);
+        the attention biases of the other variant it refuses, and generation runs the layers."""
         _, reference, model = tiny
-        assert_kernel_refuses_and_generate_runs_the_layers(model, reference, self.ids(1, 5, seed=3),
-                                                           model.config.model_type)
+        if model.config.attention_bias:
+            assert_kernel_refuses_and_generate_runs_the_layers(model, reference, self.ids(1, 5, seed=3),
+                                                               model.config.model_type, refused="attention_bias=True")
+        else:
+            assert_kernel_steps_and_generates_as_the_reference(model, reference, self.ids(1, 12, seed=9))
 
 
 class TestGraniteMoeShared(TestGraniteMoe):

@@ -17,6 +17,8 @@ import torch
 import openformers
 from decoder_parity import (
     add_decoder_metadata,
+    assert_kernel_refuses_and_generate_runs_the_layers,
+    assert_kernel_steps_and_generates_as_the_reference,
     assert_outputs_close,
     assert_same_attributes,
     finish_gguf,
@@ -64,6 +66,19 @@ class TestHunYuanMoE(RoutedExpertsTests, LlamaVariantTests):
         assert [layer.mlp.top_k for layer in model.model.layers] == [
             layer.mlp.gate.top_k for layer in reference.model.layers]
         assert model.model.layers[0].mlp.gate.wg.weight.dtype == torch.float32
+
+    test_the_cpu_kernel_refuses_the_family_and_generation_runs_the_layers = None
+
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_with_the_references_logits_or_refuses_a_top_k_per_layer(self, tiny):
+        """The kernel's step runs Hunyuan dense's layers with the experts and the shared MLP beside them; a top-k
+        that differs between layers (the step takes one) it refuses, and generation runs the layers."""
+        _, reference, model = tiny
+        if isinstance(model.config.moe_topk, list) and len(set(model.config.moe_topk)) > 1:
+            assert_kernel_refuses_and_generate_runs_the_layers(model, reference, self.ids(1, 5, seed=3),
+                                                               self.MODEL_TYPE, refused="moe_topk=[1, 3]")
+        else:
+            assert_kernel_steps_and_generates_as_the_reference(model, reference, self.ids(1, 12, seed=9))
 
     def test_auto_classes_pick_the_familys_classes(self, tiny):
         super().test_auto_classes_pick_the_familys_classes(tiny)

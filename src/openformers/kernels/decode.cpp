@@ -1413,7 +1413,8 @@ struct Shared {
 // float32 or bfloat16 (quantization leaves it in floating point: its errors would change which experts run), and
 // each expert's gate, up and down weights with their scales, of which a step reads those the router picks. Qwen2-MoE's
 // layers add a shared expert that every token runs: the layer's own gate, up and down, its output scaled by the
-// sigmoid of `shared_gate` (one row, of the router's dtype) times the same input.
+// sigmoid of `shared_gate` (one row, of the router's dtype) times the same input; without a gate (Granite MoE
+// shared's, ERNIE 4.5 MoE's, Hunyuan-MoE's), its output added as it is.
 struct Mixture {
   Matrix router{}, shared_gate{};  // shared_gate: null data where the layer has no shared expert
   bool router_bf16 = false;
@@ -1424,6 +1425,11 @@ struct Mixture {
   int64_t top_k = 0;
   bool normalize = false;      // the chosen experts' weights renormalized to sum to 1 (Mixtral, Qwen3-MoE's option)
   bool round_weights = false;  // and rounded to bfloat16 before weighting (Qwen3-MoE in bfloat16, as it rounds them)
+  // ERNIE 4.5 MoE's (StepWeights::set_expert_choice): the experts chosen by their probabilities plus a correction
+  // bias per expert (`correction`; null: by the probabilities), weighted by the probabilities alone; `norm_min`, the
+  // renormalizing sum clamped below (its moe_norm_min; 0 leaves the sum as it is).
+  const float* correction = nullptr;
+  float norm_min = 0.f;
 };
 constexpr int64_t kMostChosenExperts = 64;
 
@@ -1578,15 +1584,21 @@ void route(const float* scores, const Mixture& M, int64_t* chosen, float* weight
   for (int64_t e = 0; e < M.experts; ++e) probabilities[e] /= sum;
   std::vector<bool> taken(M.experts);
   auto before = [](float a, float b) { return a != a ? b == b : a > b; };  // a ranks above b
+  // What the experts are ranked by: their probabilities, or those plus the correction (ERNIE 4.5 MoE).
+  std::vector<float> ranked;
+  if (M.correction)
+    for (int64_t e = 0; e < M.experts; ++e) ranked.push_back(probabilities[e] + M.correction[e]);
+  const float* rank = ranked.empty() ? probabilities.data() : ranked.data();
   float chosen_sum = 0.f;
   for (int64_t j = 0; j < M.top_k; ++j) {
     int64_t best = -1;
     for (int64_t e = 0; e < M.experts; ++e)
-      if (!taken[e] && (best < 0 || before(probabilities[e], probabilities[best]))) best = e;
+      if (!taken[e] && (best < 0 || before(rank[e], rank[best]))) best = e;
     taken[best] = true;
     chosen[j] = best;
     chosen_sum += weights[j] = probabilities[best];
   }
+  if (M.norm_min > 0.f) chosen_sum = std::max(chosen_sum, M.norm_min);
   for (int64_t j = 0; j < M.top_k; ++j) {
     if (M.normalize) weights[j] /= chosen_sum;
     if (M.round_weights) weights[j] = static_cast<float>(c10::BFloat16(weights[j]));
@@ -1685,7 +1697,7 @@ void mixture_step(Team& team, float* x, const Mixture& M, int64_t hidden, const 
     for (int64_t i = begin; i < end; ++i) {
       float sum = 0.f;
       for (int64_t j = 0; j < k; ++j) sum += weights[j] * S.mixed[j * hidden + i];
-      x[i] += sum;
+      x[i] += sum * F.residual_factor;
     }
   });
 }
@@ -1820,8 +1832,8 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
                     expert_inputs, unusable);
     if (!L.up.data) return;
     // The shared expert, on `in` still: the experts' last barrier freed S.gate and S.up, and the one below keeps
-    // their sum's and down's additions to x apart.
-    out_factor = S.shared_factors[0];
+    // their sum's and down's additions to x apart. Gated (Qwen2-MoE) or not.
+    if (L.mixture.shared_gate.data) out_factor = S.shared_factors[0] * F.residual_factor;
   }
   const Stacked gate_up{&L.gate, &L.up};
   team.claim_rows(gate_up, [&](int64_t part, int64_t begin, int64_t end) {
@@ -1993,7 +2005,7 @@ struct StepWeights : torch::CustomClassHolder {
                    std::vector<at::Tensor> scales, int64_t experts_per_token, bool normalize, bool round_weights) {
     int64_t layers = static_cast<int64_t>(this->weights.size() / matrices_per_layer()), needed = 0;
     std::vector<int64_t> counts;
-    TORCH_CHECK(!fused_qkv && !fused_gate_up && !sandwich,
+    TORCH_CHECK(!fused_qkv && !sandwich,  // (a fused gate/up: Granite MoE shared's shared MLP)
                 "StepWeights.set_experts: mixtures of experts take Llama's layers");
     TORCH_CHECK(static_cast<int64_t>(layer_routers.size()) == layers, "StepWeights.set_experts: one router per layer (",
                 layers, "), an empty tensor for a dense one; got ", layer_routers.size());
@@ -2032,6 +2044,22 @@ struct StepWeights : torch::CustomClassHolder {
       TORCH_CHECK(gates[l].numel() == 0 || routers[l].numel() > 0, "StepWeights.set_shared_experts: layer ", l,
                   " has a shared expert's gate but no router");
     shared_gates = std::move(gates);
+  }
+
+  // ERNIE 4.5 MoE's choice of experts (set_expert_choice, after set_experts; Mixture::correction, norm_min): per
+  // layer a correction bias added to the probabilities when choosing (one per expert; an empty tensor for a dense
+  // layer), and the floor of the chosen probabilities' sum.
+  std::vector<at::Tensor> corrections;
+  double norm_min = 0.;
+
+  void set_expert_choice(std::vector<at::Tensor> layer_corrections, double min_sum) {
+    TORCH_CHECK(layer_corrections.empty() || layer_corrections.size() == routers.size(),
+                "StepWeights.set_expert_choice: one correction per layer of set_experts (", routers.size(),
+                "), an empty tensor for a dense one, or none; got ", layer_corrections.size());
+    for (size_t l = 0; l < layer_corrections.size(); ++l)
+      TORCH_CHECK(layer_corrections[l].numel() == expert_counts[l], "StepWeights.set_expert_choice: layer ", l,
+                  "'s correction has ", layer_corrections[l].numel(), " values for ", expert_counts[l], " experts");
+    corrections = std::move(layer_corrections), norm_min = min_sum;
   }
 
   // StarCoder2's LayerNorms (set_norm_biases): a bias for every norm of `norms`, in their order, then the final
@@ -2221,8 +2249,17 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
                     "), got ", shared_gate->scalar_type(), " ", shared_gate->sizes());
         mixture.shared_gate = matrix(*shared_gate, {}, {});
       }
-      TORCH_CHECK(!mixture.shared_gate.data == !layer.up.data && !layer.up.data == !layer.gate.data, op, ": layer ",
-                  l, "'s shared expert needs its gate (set_shared_experts) and its gate, up and down weights, or none");
+      TORCH_CHECK((!mixture.shared_gate.data || layer.up.data) && !layer.up.data == !layer.gate.data, op, ": layer ",
+                  l, "'s shared expert needs its gate, up and down weights (and its gate, where set_shared_experts "
+                  "gave one), or none");
+      mixture.norm_min = static_cast<float>(stack.norm_min);
+      if (!stack.corrections.empty()) {
+        const at::Tensor& correction = stack.corrections[l];
+        TORCH_CHECK(correction.numel() == mixture.experts && correction.is_contiguous(), op, ": layer ", l,
+                    "'s correction must hold one value per expert (", mixture.experts, "), got ", correction.sizes());
+        converted.push_back(correction.to(at::kFloat));
+        mixture.correction = converted.back().data_ptr<float>();
+      }
     }
     for (size_t i = 0; i < layer_norms; ++i)  // the inputs' norms may be absent (empty) beside sandwich norms: OLMo 2
       TORCH_CHECK(n[i].numel() == hidden || (stack.sandwich && i % 2 == 0 && n[i].numel() == 0), op, ": layer ", l,
@@ -4060,7 +4097,7 @@ void batch_mixture_step(Team& team, float* x, int64_t n, const Mixture& M, int64
       for (int64_t i = begin; i < end; ++i) {
         float sum = 0.f;
         for (int64_t s = 0; s < k; ++s) sum += G.weights[j * k + s] * S.mixed[G.position[j * k + s] * hidden + i];
-        x[j * hidden + i] += sum;
+        x[j * hidden + i] += sum * F.residual_factor;
       }
   });
 }
@@ -4234,7 +4271,8 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
     batch_rows<W>(L.down, begin, end, S.gate.data(), batch, n, S.out.data());
     if (!sandwich)
       for (int64_t j = 0; j < n; ++j) {
-        const float factor = L.mixture.experts ? S.shared_factors[j] : F.residual_factor;
+        const float factor =
+            L.mixture.shared_gate.data ? S.shared_factors[j] * F.residual_factor : F.residual_factor;
         for (int64_t i = begin; i < end; ++i) x[j * hidden + i] += S.out[j * hidden + i] * factor;
       }
   });
@@ -5182,6 +5220,7 @@ TORCH_LIBRARY(openformers, m) {
       .def("set_norms_after_rotation", &StepWeights::set_norms_after_rotation)
       .def("set_experts", &StepWeights::set_experts)
       .def("set_shared_experts", &StepWeights::set_shared_experts)
+      .def("set_expert_choice", &StepWeights::set_expert_choice)
       .def("set_norm_biases", &StepWeights::set_norm_biases)
       .def("set_relu", &StepWeights::set_relu)
       .def("set_positions", &StepWeights::set_positions);

@@ -36,7 +36,12 @@ layers unrotated, `set_unrotated`), Mixtral and Qwen3-MoE (`set_experts`: the ro
 products in the step, a batch's rows grouped by the experts they picked),
 Qwen2-MoE (Qwen2's attention with Qwen3-MoE's mixture, and in each sparse layer a shared expert that every token
 runs: the step's dense MLP on the layer's own gate, up and down, its output scaled by the sigmoid of its gate,
-`set_shared_experts`), ERNIE 4.5 dense (Llama's layers turning interleaved pairs (2i, 2i + 1), GPT-J's form,
+`set_shared_experts`), Granite MoE (Granite's scalars with the mixture, its experts held as 3-D banks read as views of
+each expert's rows, float or packed by quantization) and Granite MoE shared (a shared MLP without a gate, its gate and
+up fused, `set_fused`), ERNIE 4.5 MoE (ERNIE 4.5's layers, its experts chosen by probability plus a correction bias
+and its weights' sum floored by moe_norm_min, `set_expert_choice`, shared experts without a gate, dense leading
+layers), Hunyuan-MoE (Hunyuan dense's layers with the mixture and a shared MLP without a gate; one moe_topk for every
+layer), ERNIE 4.5 dense (Llama's layers turning interleaved pairs (2i, 2i + 1), GPT-J's form,
 `set_interleaved`; with use_bias a bias on every projection), GLM and GLM-4-0414 (q/k/v biases, Phi-3's fused
 gate/up alone, `set_fused`, and partial rotary tables, turning interleaved pairs; GLM-4-0414's plain RMSNorms after
 each branch as Gemma 2's sandwich norms), GPT-NeoX / Pythia (StarCoder2's LayerNorms and MLP without a gate,
@@ -56,10 +61,10 @@ clip_qkv after their projections, `set_clip_qkv`) and OLMoE (OLMo's clamp and OL
 Qwen3-MoE's mixture). DeepSeek-V3 and V2, whose multi-head latent attention (compressed cached keys and values,
 expanded per head) the step does not run, and GLM-4.5 (DeepSeek-V3's grouped routing with correction biases and shared
 experts, which the step's mixtures do not choose by; dots.llm1's too) are refused: model_types deepseek_v3,
-deepseek_v2, glm4_moe and dots1 (Hunyuan-MoE's hunyuan_v1_moe too: a shared MLP beside its experts); generation runs
-their layers. The step rotates by the tables of the model's rotary modules (cos and sin times the rope scaling's
-attention factor), so every rope scaling those tables hold rotates as in the layers: default, linear, llama3 and YaRN
-(Qwen2.5 / Qwen3's long contexts, OLMo 3's full layers), and Phi-3's longrope.
+deepseek_v2, glm4_moe and dots1; generation runs their layers. The step rotates by the tables of the model's rotary
+modules (cos and sin times the rope scaling's attention factor), so every rope scaling those tables hold rotates as in
+the layers: default, linear, llama3 and YaRN (Qwen2.5 / Qwen3's long contexts, OLMo 3's full layers), and Phi-3's
+longrope.
 A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
 step implements it and tests/test_kernels.py proves parity for it.
 """
@@ -77,7 +82,9 @@ from ..generation.cache import DynamicCache
 from ..models.apertus import XIELU, ApertusDecoderLayer, ApertusMLP
 from ..models.arcee import ArceeDecoderLayer
 from ..models.decoder import DecoderModel
+from ..models.deepseek_v3 import FloatRouter
 from ..models.ernie4_5 import Ernie4_5Attention, Ernie4_5DecoderLayer, Ernie4_5Model
+from ..models.ernie4_5_moe import Ernie4_5_MoeDecoderLayer, Ernie4_5_MoeModel, Ernie4_5_MoeSparseMoeBlock
 from ..models.exaone4 import Exaone4Attention, Exaone4DecoderLayer, Exaone4Model
 from ..models.gemma import (
     Gemma2Attention,
@@ -95,10 +102,21 @@ from ..models.gpt_neox import GPTNeoXAttention, GPTNeoXLayer, GPTNeoXMLP, GPTNeo
 from ..models.gpt2 import GPT2Attention, GPT2Block, GPT2LMHeadModel, GPT2MLP, GPT2Model
 from ..models.gpt_bigcode import GPTBigCodeAttention, GPTBigCodeBlock, GPTBigCodeModel
 from ..models.gpt_neo import GPTNeoAttention, GPTNeoBlock, GPTNeoMLP, GPTNeoModel
-from ..models.granite import GraniteAttention, GraniteDecoderLayer, GraniteForCausalLM, GraniteModel
+from ..models.granite import GraniteAttention, GraniteDecoderLayer, GraniteForCausalLM, GraniteModel, ScaledEmbeddings
+from ..models.granitemoe import (
+    GraniteMoeDecoderLayer,
+    GraniteMoeModel,
+    GraniteMoeMoE,
+    GraniteMoeRouter,
+    GraniteMoeSharedDecoderLayer,
+    GraniteMoeSharedMLP,
+    GraniteMoeSharedModel,
+    StackedExperts,
+)
 from ..models.heads import CausalLM
 from ..models.helium import HeliumAttention, HeliumDecoderLayer, HeliumModel
 from ..models.hunyuan_v1_dense import HunYuanDenseV1Attention, HunYuanDenseV1DecoderLayer, HunYuanDenseV1Model
+from ..models.hunyuan_v1_moe import HunYuanMoEV1DecoderLayer, HunYuanMoEV1Gate, HunYuanMoEV1Model, HunYuanMoEV1Moe
 from ..models.layers import ACTIVATIONS, RMSNorm
 from ..models.llama import LlamaAttention, LlamaDecoderLayer, LlamaMLP, LlamaModel
 from ..models.ministral import MinistralDecoderLayer, MinistralModel
@@ -128,7 +146,7 @@ from ..models.seed_oss import SeedOssAttention, SeedOssDecoderLayer, SeedOssMode
 from ..models.starcoder2 import Starcoder2DecoderLayer, Starcoder2MLP, Starcoder2Model
 from ..models.vaultgemma import VaultGemmaDecoderLayer, VaultGemmaModel
 from . import library
-from .linear import KERNEL_WEIGHTS, Linear
+from .linear import KERNEL_WEIGHTS, Linear, PackedExperts
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)  # activation dtypes decode.cpp takes
 BATCH_ROWS = 32  # the most sequences decode_batch steps at once; larger batches take the layers
@@ -487,6 +505,44 @@ OLMO_IMPLEMENTED = {
     "attention_dropout": lambda value: not value,
     "clip_qkv": lambda value: True,
 }
+# Granite MoE: Granite's scalars and layers with a mixture in place of the MLP, its experts held as 3-D banks (read as
+# views of each expert's rows) and weighted by the softmax of the chosen ones' scores alone, which is Mixtral's
+# renormalized softmax; Granite MoE shared adds a shared MLP (gate and up fused, set_fused) without a gate.
+GRANITEMOE_IMPLEMENTED = {
+    **MIXTURE_FIELDS,
+    **GRANITE_IMPLEMENTED,
+    "model_type": lambda value: value == "granitemoe",
+    "num_local_experts": lambda value: True,
+}
+GRANITEMOE_SHARED_IMPLEMENTED = {
+    **GRANITEMOE_IMPLEMENTED,
+    "model_type": lambda value: value == "granitemoeshared",
+    "shared_intermediate_size": lambda value: True,  # 0: no shared MLP
+}
+# ERNIE 4.5 MoE: ERNIE 4.5's layers, its sparse ones' experts chosen by probability plus a correction bias, their sum
+# clamped below at moe_norm_min (set_expert_choice), and shared experts run beside them without a gate; dense leading
+# layers (which layers are sparse is read from the layers). Its multi-token prediction layers are not loaded.
+ERNIE4_5_MOE_IMPLEMENTED = {
+    **ERNIE4_5_IMPLEMENTED,
+    "model_type": lambda value: value == "ernie4_5_moe",
+    "moe_k": MIXTURE_FIELDS["num_experts_per_tok"],
+    "output_router_logits": MIXTURE_FIELDS["output_router_logits"],
+    "router_aux_loss_coef": lambda value: True,
+    **dict.fromkeys(("moe_num_experts", "moe_intermediate_size", "moe_layer_start_index", "moe_layer_end_index",
+                     "moe_layer_interval", "moe_num_shared_experts", "moe_norm_min", "num_nextn_predict_layers"),
+                    lambda value: True),
+}
+# Hunyuan-MoE: Hunyuan dense's layers, every one a mixture (Mixtral's routing) with a shared MLP beside it without a
+# gate; one moe_topk for every layer.
+HUNYUAN_MOE_IMPLEMENTED = {
+    **HUNYUAN_DENSE_IMPLEMENTED,
+    "model_type": lambda value: value == "hunyuan_v1_moe",
+    # one count for every layer (set_experts takes one): a list of different ones is refused
+    "moe_topk": lambda value: len(set(value)) == 1 and value[0] <= MOST_CHOSEN_EXPERTS
+    if isinstance(value, (list, tuple)) else value <= MOST_CHOSEN_EXPERTS,
+    "num_experts": lambda value: True,
+    "output_router_logits": MIXTURE_FIELDS["output_router_logits"],
+}
 # model_type -> what the step implements, where not IMPLEMENTED
 FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED,
             "vaultgemma": VAULTGEMMA_IMPLEMENTED,
@@ -499,7 +555,9 @@ FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_te
             "gpt_neox": GPT_NEOX_IMPLEMENTED,
             "gpt2": GPT2_IMPLEMENTED, "gpt_bigcode": GPT_BIGCODE_IMPLEMENTED, "opt": OPT_IMPLEMENTED,
             "gpt_neo": GPT_NEO_IMPLEMENTED, "arcee": ARCEE_IMPLEMENTED, "nemotron": NEMOTRON_IMPLEMENTED,
-            "apertus": APERTUS_IMPLEMENTED, "olmo": OLMO_IMPLEMENTED, "olmoe": OLMOE_IMPLEMENTED}
+            "apertus": APERTUS_IMPLEMENTED, "olmo": OLMO_IMPLEMENTED, "olmoe": OLMOE_IMPLEMENTED,
+            "granitemoe": GRANITEMOE_IMPLEMENTED, "granitemoeshared": GRANITEMOE_SHARED_IMPLEMENTED,
+            "ernie4_5_moe": ERNIE4_5_MOE_IMPLEMENTED, "hunyuan_v1_moe": HUNYUAN_MOE_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
 # (read from the model's modules), token ids, head and output options, and what Qwen2 and Qwen3 fold into the
 # decoder's sliding_window (Qwen3's layer_types: one window for every layer or none, as its config checks).
@@ -577,7 +635,8 @@ LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLaye
 UNGATED_MLPS = (NemotronMLP, ApertusMLP)
 # LayerNorms: Nemotron's of 1 + w with biases, OLMo's without parameters (set_norm_biases)
 LAYER_NORM_CLASSES = {NemotronModel: NemotronLayerNorm1P, OlmoModel: OlmoLayerNorm}
-INTERLEAVED_DECODERS = (Ernie4_5Model, GlmModel, HeliumModel)  # rotating pairs (2i, 2i + 1) (set_interleaved)
+# rotating pairs (2i, 2i + 1) (set_interleaved)
+INTERLEAVED_DECODERS = (Ernie4_5Model, Ernie4_5_MoeModel, GlmModel, HeliumModel)
 # Gemma 2's and Gemma 3's; the first Gemma's; VaultGemma's
 GEMMA_LAYERS = ((Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP), (GemmaDecoderLayer, Gemma2Attention, Gemma2MLP),
                 (VaultGemmaDecoderLayer, Gemma2Attention, Gemma2MLP))
@@ -593,7 +652,14 @@ MIXTURE_LAYERS = ((MixtralDecoderLayer, LlamaAttention, MixtralSparseMoeBlock),
                   (Qwen3MoeDecoderLayer, Qwen3Attention, Qwen3MoeMLP),  # Qwen3-MoE's dense layers
                   (Qwen2MoeDecoderLayer, LlamaAttention, Qwen2MoeSparseMoeBlock),
                   (Qwen2MoeDecoderLayer, LlamaAttention, Qwen3MoeMLP),
-                  (OlmoeDecoderLayer, OlmoeAttention, SparseMoeBlock))
+                  (OlmoeDecoderLayer, OlmoeAttention, SparseMoeBlock),
+                  (GraniteMoeDecoderLayer, GraniteAttention, GraniteMoeMoE),
+                  (GraniteMoeSharedDecoderLayer, GraniteAttention, GraniteMoeMoE),
+                  (Ernie4_5_MoeDecoderLayer, Ernie4_5Attention, Ernie4_5_MoeSparseMoeBlock),
+                  (Ernie4_5_MoeDecoderLayer, Ernie4_5Attention, Qwen3MoeMLP),  # ERNIE's dense layers
+                  (HunYuanMoEV1DecoderLayer, HunYuanDenseV1Attention, HunYuanMoEV1Moe))
+GRANITE_DECODERS = (GraniteModel, GraniteMoeModel, GraniteMoeSharedModel)  # Granite's scalars (set_family)
+HUNYUAN_DECODERS = (HunYuanDenseV1Model, HunYuanMoEV1Model)  # q/k norms after the rotation
 STARCODER2_LAYERS = ((Starcoder2DecoderLayer, LlamaAttention, Starcoder2MLP),)
 GPT_NEOX_LAYERS = ((GPTNeoXLayer, GPTNeoXAttention, GPTNeoXMLP),)
 # The modules the step reads under each family's own names: the token table, the final norm, a layer's attention.
@@ -746,7 +812,7 @@ def _shortcut(model: nn.Module, tokens: torch.Tensor) -> tuple | None:
     table = embedding._parameters["weight"]
     # The step multiplies a bfloat16 row by the scale rounded to bfloat16 (Gemma's, a bfloat16 tensor); Granite's
     # layers by the config's number itself, which only the same where bfloat16 holds it (12, its checkpoints').
-    scale = getattr(decoder.config, "embedding_multiplier", None) if isinstance(decoder, GraniteModel) else None
+    scale = getattr(decoder.config, "embedding_multiplier", None) if isinstance(decoder, ScaledEmbeddings) else None
     if fused is None or table.dtype == torch.bfloat16 and scale is not None and float(torch.tensor(
             scale, dtype=torch.bfloat16)) != scale:
         return None
@@ -878,17 +944,31 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
             return False
         if type(feed_forward) is ApertusMLP and type(feed_forward.act_fn) is not XIELU:
             return False
-        if isinstance(feed_forward, SparseMoeBlock):
-            experts = feed_forward.experts
-            if type(feed_forward.gate) is not Router or any(type(e) not in EXPERT_PROJECTIONS for e in experts):
-                return False
-            shared = type(feed_forward) is Qwen2MoeSparseMoeBlock
-            if shared and (type(feed_forward.shared_expert) is not Qwen3MoeMLP
-                           or type(feed_forward.shared_expert_gate) is not Router):
+        if _sparse(feed_forward):
+            if not _known_mixture(layer, feed_forward):
                 return False
             routings.add((feed_forward.top_k, feed_forward.normalize, feed_forward.weights_in_model_dtype))
     clips = {getattr(_attention(layer), "clip_qkv", None) for layer in decoder.layers}  # set_clip_qkv takes one
     return type(final_norm) is norm_class and len(routings) <= 1 and len(clips) <= 1
+
+
+def _known_mixture(layer: nn.Module, block: nn.Module) -> bool:
+    """Whether a sparse layer's router, experts and shared expert are of the classes its block builds."""
+    shared = _shared_mlp(layer)
+    if type(block) is GraniteMoeMoE:
+        banks = (block.input_linear, block.output_linear)
+        return (type(block.router) is GraniteMoeRouter and type(block.router.layer) is Router
+                and all(type(b) is StackedExperts and type(b.weight) in (nn.Parameter, PackedExperts) for b in banks)
+                and type(shared) in (type(None), GraniteMoeSharedMLP))
+    if type(block) is HunYuanMoEV1Moe and type(block.gate) is not HunYuanMoEV1Gate:
+        return False
+    if type(_router(block)) not in (Router, FloatRouter):
+        return False
+    if any(type(expert) not in EXPERT_PROJECTIONS for expert in block.experts):
+        return False
+    if type(block) is Qwen2MoeSparseMoeBlock and type(block.shared_expert_gate) is not Router:
+        return False
+    return shared is None or type(shared) is Qwen3MoeMLP
 
 
 def _layer_normed(decoder: DecoderModel) -> bool:
@@ -1296,14 +1376,16 @@ class DecodeStep:
                 self._stack.set_family(True, False, 0.0, 1.0, 1.0, [], 0.0)
         if ready and isinstance(self.decoder, INTERLEAVED_DECODERS):
             self._stack.set_interleaved(True)
-        if ready and type(self.decoder) is GraniteModel:
+        if ready and any(type(_shared_mlp(layer)) is GraniteMoeSharedMLP for layer in self.decoder.layers):
+            self._stack.set_fused(False, True)  # its shared MLP's gate and up rows in one matrix
+        if ready and type(self.decoder) in GRANITE_DECODERS:
             config = self.decoder.config
             query_factor = config.attention_multiplier * self.decoder.layers[0].self_attn.head_dim**0.5
             self._stack.set_family(False, False, 0.0, query_factor, config.embedding_multiplier, [], 0.0)
             self._stack.set_residual_scale(config.residual_multiplier)
         if ready and type(self.decoder) in (SmolLM3Model, Exaone4Model):
             self._stack.set_unrotated([int(not layer.self_attn.rotates) for layer in self.decoder.layers])
-        if ready and type(self.decoder) is HunYuanDenseV1Model:  # per-head q/k norms after the rotation
+        if ready and type(self.decoder) in HUNYUAN_DECODERS:  # per-head q/k norms after the rotation
             self._stack.set_norms_after_rotation(True)
         learned = ready and positions is not None
         if learned:  # GPT-2's line: learned positions added to the embedding, no rotation
@@ -1336,7 +1418,7 @@ class DecodeStep:
         self._clip = self._clipped[0].clip_qkv if self._clipped else None
         if ready and self._clip is not None:
             self._stack.set_clip_qkv(self._clip)
-        blocks = [block for block in map(_feed_forward, self.decoder.layers) if isinstance(block, SparseMoeBlock)]
+        blocks = [block for block in map(_feed_forward, self.decoder.layers) if _sparse(block)]
         self._mixture = ready and bool(blocks)
         config = self.decoder.config
         # StarCoder2's dropouts (Seed-OSS has the last two; GPT-NeoX the second and hidden_dropout)
@@ -1346,10 +1428,13 @@ class DecodeStep:
                                       and any(getattr(config, d, 0.0) for d in dropouts))
         if self._mixture:
             block = blocks[0]  # _implemented_layers checked that every block routes alike
-            rounded = block.weights_in_model_dtype and block.gate.weight.dtype == torch.bfloat16
+            # rounded to the hidden states' dtype (the embedding's), whatever the router's (ERNIE's is float32)
+            rounded = block.weights_in_model_dtype and self.decoder.embed_tokens.weight.dtype == torch.bfloat16
             self._stack.set_experts(*_gather_experts(self.decoder), block.top_k, block.normalize, rounded)
             if isinstance(block, Qwen2MoeSparseMoeBlock):
                 self._stack.set_shared_experts([_shared_expert_gate(layer) for layer in self.decoder.layers])
+            if type(block) is Ernie4_5_MoeSparseMoeBlock:  # by probability plus correction, the sum clamped
+                self._stack.set_expert_choice(list(map(_correction, self.decoder.layers)), block.norm_min)
         self._layer_count = len(self.decoder.layers)
         if ready:
             self._eps = _layer_norms(self.decoder.layers[0])[1].eps
@@ -1477,7 +1562,7 @@ def _step_ready(decoder: DecoderModel) -> bool:
     if not _implemented_layers(decoder):
         return False
     linears = [p for layer in decoder.layers for p in _linears(layer) + _experts(layer)]
-    layouts = {p.weight.dtype for p in linears}
+    layouts = {p.weight.dtype for p in linears} | {w.dtype for layer in decoder.layers for w, _ in _banked(layer)}
     unread = [p for layer in decoder.layers for p in _experts(layer)
               + (_linears(layer)[1:] if type(layer) is Phi3DecoderLayer else [])]
     return (
@@ -1549,10 +1634,12 @@ def _linear_slots(layer: nn.Module) -> list[tuple[nn.Module, str] | None]:
         mlp = [None, (layer, "fc1"), (layer, "fc2")] if type(layer) is OPTDecoderLayer else [
             None, (layer.mlp, "c_fc"), (layer.mlp, "c_proj")]
         return [(attention, n) for n in ("q_proj", "k_proj", "v_proj", "out_proj")] + mlp
-    feed_forward = _feed_forward(layer)
-    if type(feed_forward) is Qwen2MoeSparseMoeBlock:  # its shared expert's, beside its experts (set_shared_experts)
-        mlp = [(feed_forward.shared_expert, n) for n in MLP_PROJECTIONS]
-    elif isinstance(feed_forward, SparseMoeBlock):  # its gate, up and down are its experts' (set_experts)
+    feed_forward, shared = _feed_forward(layer), _shared_mlp(layer)
+    if type(shared) is GraniteMoeSharedMLP:  # gate and up rows in one matrix (set_fused)
+        mlp = [(shared, "input_linear"), (shared, "output_linear")]
+    elif shared is not None:  # its shared expert's, beside its experts (Qwen2-MoE's gated: set_shared_experts)
+        mlp = [(shared, n) for n in MLP_PROJECTIONS]
+    elif _sparse(feed_forward):  # its gate, up and down are its experts' (set_experts)
         mlp = [None] * 3
     elif type(layer) is Starcoder2DecoderLayer:  # an MLP without a gate
         mlp = [None, (feed_forward, "c_fc"), (feed_forward, "c_proj")]
@@ -1617,16 +1704,72 @@ def _gather(decoder: DecoderModel) -> tuple[list, list, list, list]:
     return norms, weights, scales, biases
 
 
+def _banked(layer: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(weight, scale or None) of a sparse layer whose experts are held as 3-D banks (Granite MoE's input_linear and
+    output_linear), gate, up and down of each expert in turn, as views of the banks (nothing copied): each expert's
+    gate rows and up rows of input_linear and its output_linear matrix, or, packed (kernels.PackedExperts), those rows
+    of the packed weights and of their scales. None for any other layer. A bank given new data (`.data =`) is read
+    again only when the step gathers its tensors again; a bank changed in place is read as it is."""
+    block = _feed_forward(layer)
+    if type(block) is not GraniteMoeMoE:
+        return []
+
+    def bank(experts: StackedExperts) -> tuple[torch.Tensor, torch.Tensor | None]:
+        held = experts.weight
+        return (held.weight, held.scale) if isinstance(held, PackedExperts) else (held.detach(), None)
+
+    (gate_up, gate_up_scale), (down, down_scale) = bank(block.input_linear), bank(block.output_linear)
+    width = gate_up.shape[1] // 2
+    views = []
+    for e in range(gate_up.shape[0]):
+        for rows in (slice(0, width), slice(width, 2 * width), slice(None)):
+            weight, scale = (gate_up, gate_up_scale) if rows.stop is not None else (down, down_scale)
+            views.append((weight[e, rows], None if scale is None else scale[e, rows]))
+    return views
+
+
 def _gather_experts(decoder: DecoderModel) -> tuple[list, list, list]:
     """StepWeights.set_experts' tensors: each layer's router (an empty tensor for a dense layer), the sparse layers'
     experts' weights (gate, up and down of each) and their scales when quantized."""
     routers, weights, scales = [], [], []
     for layer in decoder.layers:
-        block, experts = _feed_forward(layer), _experts(layer)
-        routers.append(block.gate.weight if isinstance(block, SparseMoeBlock) else torch.empty(0))
-        weights += (p.weight for p in experts)
-        scales += (p.scale for p in experts if p.scale is not None)
+        block = _feed_forward(layer)
+        routers.append(_router(block).weight if _sparse(block) else torch.empty(0))
+        experts = [(p.weight, p.scale) for p in _experts(layer)] + _banked(layer)
+        weights += (weight for weight, _ in experts)
+        scales += (scale for _, scale in experts if scale is not None)
     return routers, weights, scales
+
+
+def _sparse(block: nn.Module) -> bool:
+    """Whether a layer's feed-forward part is a mixture of experts the step runs (set_experts)."""
+    return isinstance(block, (SparseMoeBlock, GraniteMoeMoE))
+
+
+def _router(block: nn.Module) -> nn.Module:
+    """A sparse block's router (a Router, or a FloatRouter: ERNIE 4.5 MoE's and Hunyuan-MoE's, in float32)."""
+    if type(block) is GraniteMoeMoE:
+        return block.router.layer
+    return block.gate.wg if type(block) is HunYuanMoEV1Moe else block.gate
+
+
+def _shared_mlp(layer: nn.Module) -> nn.Module | None:
+    """A sparse layer's shared expert, which every token runs beside the chosen ones (Qwen2-MoE's gated one, ERNIE 4.5
+    MoE's, Hunyuan-MoE's and Granite MoE shared's without a gate), or None."""
+    if type(layer) is GraniteMoeSharedDecoderLayer:
+        return layer.shared_mlp
+    block = _feed_forward(layer)
+    name = {Qwen2MoeSparseMoeBlock: "shared_expert", Ernie4_5_MoeSparseMoeBlock: "shared_experts",
+            HunYuanMoEV1Moe: "shared_mlp"}.get(type(block))
+    return None if name is None else getattr(block, name)
+
+
+def _correction(layer: nn.Module) -> torch.Tensor:
+    """StepWeights.set_expert_choice's correction for a layer: ERNIE 4.5 MoE's bias per expert, or an empty tensor."""
+    block = _feed_forward(layer)
+    if type(block) is Ernie4_5_MoeSparseMoeBlock:
+        return block.moe_statics.e_score_correction_bias
+    return torch.empty(0)
 
 
 def _shared_expert_gate(layer: nn.Module) -> torch.Tensor:

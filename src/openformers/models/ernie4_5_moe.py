@@ -19,8 +19,9 @@ the reference leaves them.
 GGUF files of llama.cpp's "ernie4_5-moe" architecture are read here: ERNIE 4.5's metadata and names, the expert
 count, how many a token uses, the experts' size, the leading dense layers and the sparse layers' interval, the shared
 experts' count; each layer's experts stacked into one tensor per projection, the shared experts as `ffn_*_shexp`, the
-correction biases as `exp_probs_b.bias`. The CPU decoding kernel's step refuses model_type ernie4_5_moe
-(kernels/llama.py) and generation runs these layers.
+correction biases as `exp_probs_b.bias`. The CPU decoding kernel's step runs these layers (kernels/llama.py): the
+choice by probability plus correction with moe_norm_min's floor, the chosen experts, and the shared experts as the
+step's dense MLP.
 """
 
 import torch

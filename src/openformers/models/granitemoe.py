@@ -21,8 +21,9 @@ GGUF files of llama.cpp's "granitemoe" architecture (which holds both families: 
 files (granite.py) with the experts' count and use under `granitemoe.expert_count` and `expert_used_count`, the
 experts' gate and up halves apart (`ffn_gate_exps`, `ffn_up_exps`, fused here), `ffn_down_exps`, the router
 `ffn_gate_inp`, and in a file with a shared expert `granitemoe.expert_shared_feed_forward_length` and its
-`ffn_gate_shexp`, `ffn_up_shexp` (fused here) and `ffn_down_shexp`. The CPU decoding kernel refuses both model types
-(kernels/llama.py); generation runs the layers.
+`ffn_gate_shexp`, `ffn_up_shexp` (fused here) and `ffn_down_shexp`. The CPU decoding kernel's step runs both
+(kernels/llama.py): the router's picks, the chosen experts read as views of their rows of the stacks (float, or packed
+by quantization), and the shared expert as the step's dense MLP.
 """
 
 import torch

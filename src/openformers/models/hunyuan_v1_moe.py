@@ -15,8 +15,8 @@ GGUF files of llama.cpp's "hunyuan-moe" architecture load too: Hunyuan dense's r
 rope.freq_base, the rows in the reference's order), the experts stacked per projection, the router as `ffn_gate_inp`
 and the shared MLP as `ffn_*_shexp`; the converter writes one expert count and size for all layers, and a file whose
 experts' size (`expert_feed_forward_length`) is not its shared MLP's is refused, as the reference's experts have the
-shared MLP's size. The CPU decoding kernel refuses model_type hunyuan_v1_moe (kernels/llama.py: its step has neither
-the norms after the rotation nor a shared MLP beside the experts), and generation runs these layers.
+shared MLP's size. The CPU decoding kernel's step runs these layers (kernels/llama.py: Hunyuan dense's step, the
+chosen experts and the shared MLP as its dense MLP), but for a moe_topk that differs between layers.
 """
 
 import torch
