@@ -52,7 +52,15 @@ of 128 with per-head q/k norms, an xIELU MLP of 21504 without a gate, an untied 
 scaling); `olmo-1b` is OLMo-1B-hf's (16 layers, hidden 2048, 16 heads of 128, LayerNorms without parameters,
 intermediate 8192, a tied vocabulary of 50304), with OLMo-7B-0424's clip_qkv of 8; `olmoe-1b-7b` is
 OLMoE-1B-7B-0924's (16 layers, hidden 2048, 16 heads of 128 with q/k norms over all of them, 64 experts of 1024 a
-layer, 8 a token not renormalized, an untied vocabulary of 50304). Run from the repository root:
+layer, 8 a token not renormalized, an untied vocabulary of 50304); `granitemoe-1b` is granite-3.1-1b-a400m's (24
+layers, hidden 1024, 16 query and 8 key/value heads of 64, 32 experts of 512 a layer held in 3-D banks, 8 a token, a
+tied vocabulary of 49155, Granite's scalars; 1.3B parameters, a token reading 0.4B of them); `ernie4_5-21b` is
+ERNIE-4.5-21B-A3B's (28 layers, hidden 2560, 20 query and 4 key/value heads of 128 turned in interleaved pairs, a dense
+first layer of 12288, then 64 experts of 1536 a layer, 6 a token chosen with correction biases, two shared experts
+(3072), a tied vocabulary of 103424; a sparse layer 0.78B parameters: `--layers` and `--ways`); `hunyuan-a13b` is
+Hunyuan-A13B's (32 layers, hidden 4096, 32 query and 8 key/value heads of 128 normed after their rotation, 64 experts
+of 3072 a layer, 8 a token, a shared MLP of 3072, an untied vocabulary of 128167; a layer 2.5B parameters: `--layers`
+and `--ways`). Run from the repository root:
 
     .venv/bin/python benchmarks/random_decoder.py [--family qwen3] [--dtype bfloat16] [--new-tokens 32] [--rounds 2]
         [--layers N] [--batch N] [--ways plain products step]
@@ -68,6 +76,7 @@ from openformers import kernels
 from openformers.configs import (
     ApertusConfig,
     ArceeConfig,
+    Ernie4_5_MoeConfig,
     Ernie4_5Config,
     Exaone4Config,
     Gemma2Config,
@@ -77,8 +86,10 @@ from openformers.configs import (
     GPTBigCodeConfig,
     GPTNeoConfig,
     GraniteConfig,
+    GraniteMoeConfig,
     HeliumConfig,
     HunYuanDenseV1Config,
+    HunYuanMoEV1Config,
     MixtralConfig,
     NemotronConfig,
     Olmo2Config,
@@ -95,6 +106,7 @@ from openformers.configs import (
 from openformers.models.apertus import ApertusForCausalLM
 from openformers.models.arcee import ArceeForCausalLM
 from openformers.models.ernie4_5 import Ernie4_5ForCausalLM
+from openformers.models.ernie4_5_moe import Ernie4_5_MoeForCausalLM
 from openformers.models.exaone4 import Exaone4ForCausalLM
 from openformers.models.gemma import Gemma2ForCausalLM
 from openformers.models.glm import Glm4ForCausalLM
@@ -103,8 +115,10 @@ from openformers.models.gpt2 import GPT2LMHeadModel
 from openformers.models.gpt_bigcode import GPTBigCodeForCausalLM
 from openformers.models.gpt_neo import GPTNeoForCausalLM
 from openformers.models.granite import GraniteForCausalLM
+from openformers.models.granitemoe import GraniteMoeForCausalLM
 from openformers.models.helium import HeliumForCausalLM
 from openformers.models.hunyuan_v1_dense import HunYuanDenseV1ForCausalLM
+from openformers.models.hunyuan_v1_moe import HunYuanMoEV1ForCausalLM
 from openformers.models.mixtral import MixtralForCausalLM
 from openformers.models.nemotron import NemotronForCausalLM
 from openformers.models.olmo import OlmoForCausalLM
@@ -214,6 +228,21 @@ FAMILIES = {
         vocab_size=50304, hidden_size=2048, intermediate_size=1024, num_hidden_layers=16, num_attention_heads=16,
         num_key_value_heads=16, num_experts=64, num_experts_per_tok=8, norm_topk_prob=False, rope_theta=10000.0,
         max_position_embeddings=4096, tie_word_embeddings=False)),
+    "granitemoe-1b": (GraniteMoeForCausalLM, GraniteMoeConfig, dict(
+        vocab_size=49155, hidden_size=1024, intermediate_size=512, num_hidden_layers=24, num_attention_heads=16,
+        num_key_value_heads=8, num_local_experts=32, num_experts_per_tok=8, rope_theta=10000.0,
+        max_position_embeddings=4096, tie_word_embeddings=True, embedding_multiplier=12.0, residual_multiplier=0.22,
+        attention_multiplier=0.015625, logits_scaling=6.0)),
+    "ernie4_5-21b": (Ernie4_5_MoeForCausalLM, Ernie4_5_MoeConfig, dict(
+        vocab_size=103424, hidden_size=2560, intermediate_size=12288, num_hidden_layers=28, num_attention_heads=20,
+        num_key_value_heads=4, head_dim=128, moe_num_experts=64, moe_k=6, moe_intermediate_size=1536,
+        moe_num_shared_experts=2, moe_layer_start_index=1, moe_layer_end_index=27, rope_theta=500000.0,
+        rms_norm_eps=1e-5, max_position_embeddings=4096, tie_word_embeddings=True)),
+    "hunyuan-a13b": (HunYuanMoEV1ForCausalLM, HunYuanMoEV1Config, dict(
+        vocab_size=128167, hidden_size=4096, intermediate_size=3072, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=128, num_experts=64, moe_topk=8, rope_theta=10000.0,
+        max_position_embeddings=4096, rope_scaling={"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0},
+        tie_word_embeddings=False)),
 }
 
 
