@@ -39,8 +39,17 @@ alpha of 1000); `exaone4-1.2b` is EXAONE-4.0-1.2B's (30 layers, hidden 2048, 32 
 with per-head q/k norms, norms after each branch, intermediate 4096, a tied vocabulary of 102400, no window, llama3
 scaling); `pythia-1.4b` is Pythia-1.4B's (GPT-NeoX: 24 layers, hidden 2048, 16 heads of 128 fused q/k/v head by
 head with a quarter of each rotated, exact GELU MLP of 8192, two LayerNorms a layer read in parallel, biases
-everywhere, an untied vocabulary of 50304); `gpt2` is GPT-2's (124M: 12 layers, hidden 768, 12 heads of 64, an MLP of 3072 with the tanh GELU,
-LayerNorms and a bias on every projection, learned positions, a tied vocabulary of 50257); `santacoder` is
+everywhere, an untied vocabulary of 50304); the parallel-branch families: `phi-2` is Phi-2's (32 layers, hidden 2560,
+32 heads of 80, 0.4 of each rotated, one LayerNorm a layer, tanh GELU MLP of 10240, biases everywhere, the head's too,
+a vocabulary of 51200), `command-r7b` is Command R7B's (Cohere 2: 32 layers, hidden 4096, 32 query and 8 key/value
+heads of 128, three sliding layers of 4096 to one full unrotated one, one LayerNorm without a bias a layer, SwiGLU of
+14336, a tied vocabulary of 256000: `--layers`), `gpt-j-6b` is GPT-J-6B's (28 layers, hidden 4096, 16 heads of 256,
+64 of each turned in interleaved pairs, GELU MLP of 16384 with biases, a vocabulary of 50400 with a biased head:
+`--layers`), `codegen-350m` is codegen-350M-mono's (GPT-J's layers, 20 of hidden 1024, 16 heads of 64, their q/v/k
+fused in 4 blocks, 32 of each rotated) and `stablelm-2-1.6b` is stablelm-2-1_6b's (24 layers, hidden 2048, 32 heads of
+64 with q/k/v biases, a quarter of each rotated, LayerNorms with biases, SwiGLU of 5632, an untied vocabulary of
+100352); GPT-2's line: `gpt2` is GPT-2's (124M: 12 layers, hidden 768, 12 heads of 64, an MLP of 3072 with the tanh
+GELU, LayerNorms and a bias on every projection, learned positions, a tied vocabulary of 50257); `santacoder` is
 SantaCoder's (1.1B: 24 layers, hidden 2048, 16 query heads and one key/value head of 128, an MLP of 8192, a tied
 vocabulary of 49280); `opt-125m` is OPT-125m's (GPT-2's sizes with a ReLU MLP and a vocabulary of 50272);
 `gpt-neo-125m` is GPT-Neo-125M's (GPT-2's sizes, unscaled scores, every other layer local over 256 positions);
@@ -81,10 +90,15 @@ from openformers.configs import (
     Exaone4Config,
     Gemma2Config,
     Glm4Config,
+    CodeGenConfig,
+    Cohere2Config,
+    GPTJConfig,
     GPTNeoXConfig,
     GPT2Config,
     GPTBigCodeConfig,
     GPTNeoConfig,
+    PhiConfig,
+    StableLmConfig,
     GraniteConfig,
     GraniteMoeConfig,
     HeliumConfig,
@@ -110,10 +124,15 @@ from openformers.models.ernie4_5_moe import Ernie4_5_MoeForCausalLM
 from openformers.models.exaone4 import Exaone4ForCausalLM
 from openformers.models.gemma import Gemma2ForCausalLM
 from openformers.models.glm import Glm4ForCausalLM
+from openformers.models.codegen import CodeGenForCausalLM
+from openformers.models.cohere2 import Cohere2ForCausalLM
 from openformers.models.gpt_neox import GPTNeoXForCausalLM
 from openformers.models.gpt2 import GPT2LMHeadModel
 from openformers.models.gpt_bigcode import GPTBigCodeForCausalLM
 from openformers.models.gpt_neo import GPTNeoForCausalLM
+from openformers.models.gptj import GPTJForCausalLM
+from openformers.models.phi import PhiForCausalLM
+from openformers.models.stablelm import StableLmForCausalLM
 from openformers.models.granite import GraniteForCausalLM
 from openformers.models.granitemoe import GraniteMoeForCausalLM
 from openformers.models.helium import HeliumForCausalLM
@@ -208,6 +227,23 @@ FAMILIES = {
     "pythia-1.4b": (GPTNeoXForCausalLM, GPTNeoXConfig, dict(
         vocab_size=50304, hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=16,
         partial_rotary_factor=0.25, hidden_act="gelu", use_parallel_residual=True, max_position_embeddings=2048,
+        tie_word_embeddings=False)),
+    "phi-2": (PhiForCausalLM, PhiConfig, dict(
+        vocab_size=51200, hidden_size=2560, intermediate_size=10240, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=32, partial_rotary_factor=0.4, hidden_act="gelu_new", max_position_embeddings=2048)),
+    "command-r7b": (Cohere2ForCausalLM, Cohere2Config, dict(
+        vocab_size=256000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, sliding_window=4096, sliding_window_pattern=4, rope_theta=50000.0, logit_scale=0.25,
+        max_position_embeddings=8192, tie_word_embeddings=True)),
+    "gpt-j-6b": (GPTJForCausalLM, GPTJConfig, dict(
+        vocab_size=50400, hidden_size=4096, n_inner=16384, num_hidden_layers=28, num_attention_heads=16, rotary_dim=64,
+        max_position_embeddings=2048)),
+    "codegen-350m": (CodeGenForCausalLM, CodeGenConfig, dict(
+        vocab_size=51200, hidden_size=1024, num_hidden_layers=20, num_attention_heads=16, rotary_dim=32,
+        max_position_embeddings=2048)),
+    "stablelm-2-1.6b": (StableLmForCausalLM, StableLmConfig, dict(
+        vocab_size=100352, hidden_size=2048, intermediate_size=5632, num_hidden_layers=24, num_attention_heads=32,
+        num_key_value_heads=32, partial_rotary_factor=0.25, use_qkv_bias=True, max_position_embeddings=4096,
         tie_word_embeddings=False)),
     "arcee-4.5b": (ArceeForCausalLM, ArceeConfig, dict(
         vocab_size=128004, hidden_size=2560, intermediate_size=18432, num_hidden_layers=36, num_attention_heads=20,

@@ -388,13 +388,16 @@ def assert_kernel_leaves_the_plain_path(model, reference, ids):
 def assert_kernel_refuses_and_generate_runs_the_layers(model, reference, ids, model_type: str,
                                                        field: str = "model_type", refused: str | None = None):
     """The CPU kernel's decoding step refuses the family by its model_type (or by the config's `field`, or by what
-    `refused` names) and leaves the model no step of its own: greedy generation runs the layers at every step (the
-    prompt, then each new token but the last) and gives the reference's tokens."""
+    `refused` names: a config field's value, or "" for the layers where the config is one it takes) and leaves the
+    model no step of its own: greedy generation runs the layers at every step (the prompt, then each new token but the
+    last) and gives the reference's tokens."""
     from openformers.kernels import llama as llama_kernel
 
-    value = model_type if field == "model_type" else getattr(model.config, field)
-    named = refused or f"{field}={value!r}"
-    assert named in llama_kernel.refusal(model.config) and not llama_kernel.eligible(model)
+    refusal = llama_kernel.refusal(model.config)
+    if refused is None:
+        value = model_type if field == "model_type" else getattr(model.config, field)
+        refused = f"{field}={value!r}"
+    assert (refused in refusal if refused else refusal is None) and not llama_kernel.eligible(model)
     assert model.base_model.accelerated_step is None and model.accelerated_logits is None
     calls = []
     hook = model.base_model.layers[0].register_forward_hook(lambda *_: calls.append(1))
@@ -440,6 +443,18 @@ def assert_kernel_steps_and_generates_as_the_reference(model, reference, ids):
     finally:
         hook.remove()
     assert calls == []
+
+
+def assert_kernel_steps_unless_refused(folder, reference, ids, model_type: str, refused: str | None):
+    """The model from_pretrained loads from `folder` takes the CPU kernel's decoding step and matches the reference
+    (assert_kernel_steps_and_generates_as_the_reference), or, where `refused` names what the step refuses (a config
+    field's value: per-head q/k norms), leaves generation to its layers on the first 5 ids of `ids`
+    (assert_kernel_refuses_and_generate_runs_the_layers)."""
+    model = load_quietly(openformers.AutoModelForCausalLM.from_pretrained, folder)
+    if refused is None:
+        assert_kernel_steps_and_generates_as_the_reference(model, reference, ids)
+    else:
+        assert_kernel_refuses_and_generate_runs_the_layers(model, reference, ids[:, :5], model_type, refused=refused)
 
 
 # GGUF files as llama.cpp's converter writes them.

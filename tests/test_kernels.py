@@ -15,6 +15,9 @@ from openformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, kernels
 from openformers.configs import (
     ApertusConfig,
     ArceeConfig,
+    CodeGenConfig,
+    Cohere2Config,
+    CohereConfig,
     Ernie4_5Config,
     Ernie4_5_MoeConfig,
     Exaone4Config,
@@ -22,6 +25,7 @@ from openformers.configs import (
     Gemma2Config,
     Gemma3TextConfig,
     GemmaConfig,
+    GPTJConfig,
     GPTNeoXConfig,
     Glm4Config,
     GlmConfig,
@@ -45,12 +49,14 @@ from openformers.configs import (
     OlmoConfig,
     OlmoeConfig,
     Phi3Config,
+    PhiConfig,
     Qwen2Config,
     Qwen2MoeConfig,
     Qwen3Config,
     Qwen3MoeConfig,
     SeedOssConfig,
     SmolLM3Config,
+    StableLmConfig,
     Starcoder2Config,
     VaultGemmaConfig,
 )
@@ -59,6 +65,9 @@ from openformers.kernels import library
 from openformers.kernels.llama import refusal
 from openformers.models.apertus import XIELU, ApertusForCausalLM
 from openformers.models.arcee import ArceeForCausalLM
+from openformers.models.codegen import CodeGenForCausalLM
+from openformers.models.cohere import CohereForCausalLM
+from openformers.models.cohere2 import Cohere2ForCausalLM
 from openformers.models.ernie4_5 import Ernie4_5ForCausalLM
 from openformers.models.ernie4_5_moe import Ernie4_5_MoeForCausalLM
 from openformers.models.exaone4 import Exaone4ForCausalLM
@@ -69,6 +78,7 @@ from openformers.models.gpt_neox import GPTNeoXForCausalLM
 from openformers.models.gpt2 import GPT2LMHeadModel
 from openformers.models.gpt_bigcode import GPTBigCodeForCausalLM
 from openformers.models.gpt_neo import GPTNeoForCausalLM
+from openformers.models.gptj import GPTJForCausalLM
 from openformers.models.granite import GraniteForCausalLM
 from openformers.models.granitemoe import GraniteMoeForCausalLM, GraniteMoeSharedForCausalLM, StackedExperts
 from openformers.models.helium import HeliumForCausalLM
@@ -83,12 +93,14 @@ from openformers.models.olmo2 import Olmo2ForCausalLM
 from openformers.models.olmo3 import Olmo3ForCausalLM
 from openformers.models.olmoe import OlmoeForCausalLM
 from openformers.models.opt import OPTForCausalLM
+from openformers.models.phi import PhiForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
 from openformers.models.qwen2_moe import Qwen2MoeForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
 from openformers.models.qwen3_moe import Qwen3MoeForCausalLM
 from openformers.models.seed_oss import SeedOssForCausalLM
 from openformers.models.smollm3 import SmolLM3ForCausalLM
+from openformers.models.stablelm import StableLmForCausalLM
 from openformers.models.starcoder2 import Starcoder2ForCausalLM
 
 TINY = dict(
@@ -182,6 +194,26 @@ GPT_NEOX_HEAD_DIM_64 = {**GPT_NEOX, **HEAD_DIM_64, "num_key_value_heads": 3,
 GPT2 = dict(max_position_embeddings=64)
 GPT_BIGCODE_UNSCALED = dict(scale_attn_weights=False, max_position_embeddings=64)
 GPT_NEO = dict(attention_types=[[["local", "global"], 1]], window_size=5, max_position_embeddings=64)
+# Phi: grouped queries, half of each head rotated, biases everywhere (the head's too); heads of 64, 24 rotated, linear
+# rope scaling.
+PHI = dict(partial_rotary_factor=0.5, rope_theta=500.0)
+PHI_HEAD_DIM_64 = {**HEAD_DIM_64, "partial_rotary_factor": 0.375,
+                   "rope_scaling": {"rope_type": "linear", "factor": 2.0}}
+# Cohere: LayerNorms without biases, interleaved pairs, biases on attention's projections, logits scaled; Cohere 2: a
+# sliding layer (rotated) and a full one (unrotated), its weights drawn larger: each layer's attention then depends on
+# the rotation or its absence.
+COHERE = dict(rope_theta=500.0, attention_bias=True, logit_scale=0.5)
+COHERE2 = {**COHERE, "sliding_window": 5, "layer_types": ["sliding_attention", "full_attention"],
+           "initializer_range": 0.2}
+# GPT-J: 8 of each head's 16 dimensions turned in interleaved pairs; exact GELU (its inputs spread over the curve by
+# tiny_model's MLP weights); CodeGen: 8 heads, two to each of its 4 blocks, tanh GELU.
+GPTJ = dict(rotary_dim=8, n_inner=96)
+GPTJ_EXACT_GELU = {**GPTJ, "activation_function": "gelu", "initializer_range": 0.2}
+GPTJ_HEAD_DIM_64 = {**GPTJ, **HEAD_DIM_64, "rotary_dim": 32}
+CODEGEN = dict(rotary_dim=8, n_inner=96, hidden_size=128, num_attention_heads=8)
+# StableLM: LayerNorms with biases, a quarter of each head rotated; sequential with q/k/v biases, or parallel.
+STABLELM = dict(partial_rotary_factor=0.25, use_qkv_bias=True, rope_theta=500.0)
+STABLELM_PARALLEL = {**STABLELM, "use_parallel_residual": True, "use_qkv_bias": False}
 # Arcee: an MLP without a gate over the squared ReLU (relu2); with biases on every projection, and YaRN.
 ARCEE = dict(head_dim=16, rope_theta=500.0)
 ARCEE_BIASES = {**ARCEE, "attention_bias": True, "mlp_bias": True, **YARN}
@@ -219,7 +251,9 @@ MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM,
                  MinistralConfig: MinistralForCausalLM, Ernie4_5Config: Ernie4_5ForCausalLM,
                  GlmConfig: GlmForCausalLM, Glm4Config: Glm4ForCausalLM, SeedOssConfig: SeedOssForCausalLM,
                  HeliumConfig: HeliumForCausalLM, HunYuanDenseV1Config: HunYuanDenseV1ForCausalLM,
-                 Exaone4Config: Exaone4ForCausalLM, GPTNeoXConfig: GPTNeoXForCausalLM, GPT2Config: GPT2LMHeadModel,
+                 Exaone4Config: Exaone4ForCausalLM, GPTNeoXConfig: GPTNeoXForCausalLM, PhiConfig: PhiForCausalLM,
+                 CohereConfig: CohereForCausalLM, Cohere2Config: Cohere2ForCausalLM, GPTJConfig: GPTJForCausalLM,
+                 CodeGenConfig: CodeGenForCausalLM, StableLmConfig: StableLmForCausalLM, GPT2Config: GPT2LMHeadModel,
                  GPTBigCodeConfig: GPTBigCodeForCausalLM, OPTConfig: OPTForCausalLM, GPTNeoConfig: GPTNeoForCausalLM,
                  VaultGemmaConfig: VaultGemmaForCausalLM, ArceeConfig: ArceeForCausalLM,
                  NemotronConfig: NemotronForCausalLM, ApertusConfig: ApertusForCausalLM, OlmoConfig: OlmoForCausalLM,
@@ -237,7 +271,8 @@ LEARNED_POSITIONS = {
     GPTNeoConfig: dict(num_hidden_layers="num_layers", num_attention_heads="num_heads", num_key_value_heads=None),
 }
 # Families whose every norm weight and every bias tiny_model draws (from_config sets them to ones and zeros).
-DRAWN_NORMS_AND_BIASES = (Starcoder2Config, Ernie4_5Config, GlmConfig, Glm4Config, GPTNeoXConfig, NemotronConfig,
+DRAWN_NORMS_AND_BIASES = (Starcoder2Config, Ernie4_5Config, GlmConfig, Glm4Config, GPTNeoXConfig, PhiConfig,
+                          CohereConfig, Cohere2Config, GPTJConfig, CodeGenConfig, StableLmConfig, NemotronConfig,
                           Ernie4_5_MoeConfig)
 
 
@@ -246,8 +281,10 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
     torch.manual_seed(0)
     model_class = MODEL_CLASSES.get(config_class, LlamaForCausalLM)
     values = {**TINY, **overrides}
-    if config_class is GPTNeoXConfig:  # (its heads are all key/value heads)
+    if config_class in (GPTNeoXConfig, GPTJConfig, CodeGenConfig):  # (their heads are all key/value heads)
         values.pop("num_key_value_heads")
+    if config_class in (GPTJConfig, CodeGenConfig):  # (n_inner)
+        values.pop("intermediate_size")
     if config_class in LEARNED_POSITIONS:  # under the family's names
         names = LEARNED_POSITIONS[config_class]
         values = {names.get(name, name): value for name, value in values.items() if names.get(name, name)}
@@ -285,12 +322,13 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
                 torch.nn.init.normal_(projection.weight, std=0.1)
     if config_class in DRAWN_NORMS_AND_BIASES:  # e.g. StarCoder2's LayerNorms' weights and biases, every bias
         for name, parameter in model.named_parameters():
-            if name.endswith("norm.weight"):
+            if name.endswith(("norm.weight", "ln_1.weight", "ln_f.weight")):
                 torch.nn.init.normal_(parameter, mean=1.0, std=0.3)
             elif name.endswith("bias"):
                 torch.nn.init.normal_(parameter, std=0.3)
-            # GPT-NeoX's MLP inputs spread over GELU's curve (-3..3), where its exact and tanh forms part by 1e-4-1e-3
-            elif name.endswith(("dense_h_to_4h.weight", "dense_4h_to_h.weight")):
+            # GPT-NeoX's and GPT-J's MLP inputs spread over GELU's curve (-3..3), where its exact and tanh forms part by
+            # 1e-4-1e-3
+            elif name.endswith(("dense_h_to_4h.weight", "dense_4h_to_h.weight", "fc_in.weight", "fc_out.weight")):
                 torch.nn.init.normal_(parameter, std=0.3)
         return model.eval()
     for layer in model.model.layers:  # from_config zeroes biases and sets norms to ones; make them count
@@ -338,8 +376,8 @@ def quantized(model, quantization: str):
     gate/up as an up projection, and every other expert's up projection of a mixture, and its shared expert's."""
     if quantization == "int4+int8":
         for layer in model.base_model.layers:
-            # GPT-NeoX's attention `attention`, GPT-2's and GPT-Neo's `attn` (GPT-Neo's projections in its own
-            # `attention`); OPT's MLP the layer's
+            # GPT-NeoX's attention `attention`, GPT-2's, GPT-Neo's, GPT-J's and CodeGen's `attn` (GPT-Neo's
+            # projections in its own `attention`); OPT's MLP the layer's
             attention = getattr(layer, "self_attn", None) or getattr(layer, "attention", None) or layer.attn
             attention = getattr(attention, "attention", attention)
             mlp = getattr(layer, "block_sparse_moe", getattr(layer, "mlp", layer))
@@ -348,15 +386,15 @@ def quantized(model, quantization: str):
                 mlp.dense_h_to_4h = int8_per_16(mlp.dense_h_to_4h)
                 continue
             fused = next((name for name in ("qkv_proj", "c_attn") if hasattr(attention, name)), None)
-            if fused:  # Phi-3's and GPT-2's fused q/k/v, Phi-3's fused gate/up or GPT-2's up
+            if fused:  # Phi-3's, GPT-2's and CodeGen's fused q/k/v, Phi-3's fused gate/up, GPT-2's or CodeGen's up
                 setattr(attention, fused, kernels.Linear.from_linear(getattr(attention, fused), "int8"))
-                up = "gate_up_proj" if hasattr(mlp, "gate_up_proj") else "c_fc"
+                up = next(name for name in ("gate_up_proj", "c_fc", "fc_in") if hasattr(mlp, name))
                 setattr(mlp, up, int8_per_16(getattr(mlp, up)))
                 continue
             attention.v_proj = kernels.Linear.from_linear(attention.v_proj, "int8")
             if not isinstance(mlp, SparseMoeBlock):
-                # StarCoder2's and GPT-Neo's, OPT's, GLM's fused one, Llama's
-                up = next(name for name in ("c_fc", "fc1", "gate_up_proj", "up_proj") if hasattr(mlp, name))
+                # StarCoder2's and GPT-Neo's, OPT's and Phi's, GLM's fused one, Llama's, GPT-J's
+                up = next(name for name in ("c_fc", "fc1", "gate_up_proj", "up_proj", "fc_in") if hasattr(mlp, name))
                 setattr(mlp, up, int8_per_16(getattr(mlp, up)))
                 continue
             for expert in list(mlp.experts)[::2] + ([mlp.shared_expert] if hasattr(mlp, "shared_expert") else []):
@@ -560,6 +598,10 @@ def test_an_unknown_rope_scaling_is_refused():
      (ExaoneConfig, {"rope_theta": 500.0}),
      (VaultGemmaConfig, GEMMA2),
      (GPTNeoXConfig, GPT_NEOX), (GPTNeoXConfig, GPT_NEOX_SEQUENTIAL), (GPTNeoXConfig, GPT_NEOX_HEAD_DIM_64),
+     (PhiConfig, PHI), (PhiConfig, PHI_HEAD_DIM_64), (CohereConfig, COHERE),
+     (CohereConfig, {**COHERE, **HEAD_DIM_64, "attention_bias": False}), (Cohere2Config, COHERE2),
+     (GPTJConfig, GPTJ_EXACT_GELU), (GPTJConfig, GPTJ_HEAD_DIM_64), (CodeGenConfig, CODEGEN),
+     (StableLmConfig, STABLELM), (StableLmConfig, {**STABLELM_PARALLEL, **HEAD_DIM_64}),
      (GPT2Config, GPT2), (GPT2Config, {**GPT2, **HEAD_DIM_64}), (GPTBigCodeConfig, GPT2),
      (GPTBigCodeConfig, {**GPT_BIGCODE_UNSCALED, **HEAD_DIM_128}), (OPTConfig, GPT2),
      (OPTConfig, {**GPT2, **HEAD_DIM_64, "activation_function": "gelu_new"}), (GPTNeoConfig, GPT_NEO),
@@ -584,10 +626,13 @@ def test_an_unknown_rope_scaling_is_refused():
          "ernie4_5-biases-head-dim-64", "glm", "glm-no-bias-head-dim-64-quarter-linear-rope", "glm4",
          "glm4-head-dim-64-quarter-linear-rope", "seed-oss-q-k-v-biases", "seed-oss-every-bias-head-dim-64",
          "helium-interleaved", "helium-biases-head-dim-64", "hunyuan-norms-after", "hunyuan-biases-head-dim-64",
-         "exaone4-window-unrotated-full", "exaone4-no-window-head-dim-64", "exaone", "vaultgemma-soft-caps", "gpt-neox-parallel",
-         "gpt-neox-sequential", "gpt-neox-head-dim-64-linear-rope",
-         "gpt2", "gpt2-head-dim-64", "gpt-bigcode",
-         "gpt-bigcode-unscaled-head-dim-128", "opt", "opt-gelu-head-dim-64", "gpt-neo", "gpt-neo-head-dim-64",
+         "exaone4-window-unrotated-full", "exaone4-no-window-head-dim-64", "exaone", "vaultgemma-soft-caps",
+         "gpt-neox-parallel",
+         "gpt-neox-sequential", "gpt-neox-head-dim-64-linear-rope", "phi", "phi-head-dim-64-linear-rope", "cohere",
+         "cohere-no-bias-head-dim-64", "cohere2-window-unrotated-full", "gptj-exact-gelu", "gptj-head-dim-64",
+         "codegen-blocks", "stablelm-qkv-bias", "stablelm-parallel-head-dim-64", "gpt2", "gpt2-head-dim-64",
+         "gpt-bigcode", "gpt-bigcode-unscaled-head-dim-128", "opt", "opt-gelu-head-dim-64", "gpt-neo",
+         "gpt-neo-head-dim-64",
          "arcee-relu2", "arcee-biases-yarn-head-dim-64", "nemotron-layer-norms-half-rotated",
          "nemotron-head-dim-64-quarter-rotated", "apertus-xielu", "apertus-llama3-head-dim-64", "olmo-clipped",
          "olmo-biases-head-dim-64", "olmoe-clipped", "olmoe-renormalized-head-dim-64", "granitemoe",
@@ -665,8 +710,11 @@ STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, 
     (HeliumConfig, HELIUM_BIASES, "int4+int8"), (HunYuanDenseV1Config, HUNYUAN, None),
     (HunYuanDenseV1Config, HUNYUAN_BIASES, "int8"), (Exaone4Config, EXAONE4, None),
     (Exaone4Config, EXAONE4, "int4+int8"), (GPTNeoXConfig, GPT_NEOX, None), (GPTNeoXConfig, GPT_NEOX_SEQUENTIAL, None),
-    (GPTNeoXConfig, GPT_NEOX, "int8"), (GPTNeoXConfig, GPT_NEOX_SEQUENTIAL, "int4+int8"),
-    (GPT2Config, GPT2, None), (GPT2Config, GPT2, "int8"),
+    (GPTNeoXConfig, GPT_NEOX, "int8"), (GPTNeoXConfig, GPT_NEOX_SEQUENTIAL, "int4+int8"), (PhiConfig, PHI, None),
+    (PhiConfig, PHI, "int4+int8"), (CohereConfig, COHERE, None), (Cohere2Config, COHERE2, None),
+    (Cohere2Config, COHERE2, "int4+int8"), (GPTJConfig, GPTJ, None), (GPTJConfig, GPTJ, "int8"),
+    (CodeGenConfig, CODEGEN, None), (CodeGenConfig, CODEGEN, "int4+int8"), (StableLmConfig, STABLELM, None),
+    (StableLmConfig, STABLELM_PARALLEL, "int4+int8"), (GPT2Config, GPT2, None), (GPT2Config, GPT2, "int8"),
     (GPTBigCodeConfig, GPT2, None), (GPTBigCodeConfig, GPT_BIGCODE_UNSCALED, "int8"), (OPTConfig, GPT2, None),
     (OPTConfig, GPT2, "int4+int8"), (GPTNeoConfig, GPT_NEO, None), (GPTNeoConfig, GPT_NEO, "int4+int8"),
     (ArceeConfig, ARCEE_BIASES, None), (ArceeConfig, ARCEE, "int4+int8"),
@@ -687,9 +735,10 @@ STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+
     "ministral-int4+int8", "ernie4_5", "ernie4_5-biases-int4+int8", "glm", "glm-int8", "glm4",
     "glm4-head-dim-64-int4+int8", "seed-oss-every-bias", "seed-oss-int4+int8", "helium-biases",
     "helium-biases-int4+int8", "hunyuan", "hunyuan-biases-int8", "exaone4", "exaone4-int4+int8", "gpt-neox",
-    "gpt-neox-sequential", "gpt-neox-int8", "gpt-neox-sequential-int4+int8",
-    "gpt2", "gpt2-int8", "gpt-bigcode", "gpt-bigcode-unscaled-int8", "opt", "opt-int4+int8", "gpt-neo",
-    "gpt-neo-int4+int8",
+    "gpt-neox-sequential", "gpt-neox-int8", "gpt-neox-sequential-int4+int8", "phi", "phi-int4+int8", "cohere",
+    "cohere2", "cohere2-int4+int8", "gptj", "gptj-int8", "codegen", "codegen-int4+int8", "stablelm",
+    "stablelm-parallel-int4+int8", "gpt2", "gpt2-int8", "gpt-bigcode", "gpt-bigcode-unscaled-int8", "opt",
+    "opt-int4+int8", "gpt-neo", "gpt-neo-int4+int8",
     "arcee-biases-yarn", "arcee-int4+int8", "nemotron", "nemotron-int8", "apertus-llama3", "apertus-int4+int8", "olmo",
     "olmo-int4+int8", "olmoe", "olmoe-renormalized-int4+int8", "granitemoe", "granitemoe-int8",
     "granitemoe-shared", "granitemoe-shared-int4", "ernie4_5-moe", "ernie4_5-moe-biases-int4+int8",
@@ -830,7 +879,9 @@ BLOCK_CASES = [(LlamaConfig, HEAD_DIM_64, None), (LlamaConfig, HEAD_DIM_128, "in
                (HeliumConfig, {**HELIUM, **HEAD_DIM_64, "head_dim": 64}, None),
                (HunYuanDenseV1Config, {**HUNYUAN_BIASES, **HEAD_DIM_128, "head_dim": 64}, None),
                (Exaone4Config, {**EXAONE4_NO_WINDOW, **HEAD_DIM_128, "head_dim": 64}, None),
-               (GPTNeoXConfig, GPT_NEOX_HEAD_DIM_64, None),
+               (GPTNeoXConfig, GPT_NEOX_HEAD_DIM_64, None), (PhiConfig, PHI_HEAD_DIM_64, None),
+               (GPTJConfig, GPTJ_HEAD_DIM_64, None),
+               (StableLmConfig, {**STABLELM_PARALLEL, **HEAD_DIM_64}, None),
                (GPT2Config, {**HEAD_DIM_64, "max_position_embeddings": 128}, None),
                (NemotronConfig, {**NEMOTRON, **HEAD_DIM_64, "head_dim": 64}, None),
                (ApertusConfig, {**APERTUS, **HEAD_DIM_128, "head_dim": 64}, None),
@@ -842,8 +893,9 @@ BLOCK_CASES = [(LlamaConfig, HEAD_DIM_64, None), (LlamaConfig, HEAD_DIM_128, "in
 @pytest.mark.parametrize("config_class, overrides, quantization", BLOCK_CASES,
                          ids=["llama-64", "llama-128-int4", "mistral-long-window-int8", "qwen3-128", "olmo2-64",
                               "gemma3-64", "mixtral-128-int8", "qwen2-moe-128-int4", "glm4-64-quarter-rotated",
-                              "helium-64", "hunyuan-64", "exaone4-64", "gpt-neox-64", "gpt2-64", "nemotron-64",
-                              "apertus-64", "olmoe-64-int8", "granitemoe-shared-128-int8", "ernie4_5-moe-64"])
+                              "helium-64", "hunyuan-64", "exaone4-64", "gpt-neox-64", "phi-64", "gptj-64",
+                              "stablelm-parallel-64", "gpt2-64", "nemotron-64", "apertus-64", "olmoe-64-int8",
+                              "granitemoe-shared-128-int8", "ernie4_5-moe-64"])
 def test_long_prompts_attend_in_blocks_as_the_layers(config_class, overrides, quantization, monkeypatch):
     # 13 positions a row at a time, then 60 in blocks (two tasks of 32 and 28 rows over two key blocks: 73 keys).
     tokens = torch.randint(1, 96, (1, 74), generator=torch.Generator().manual_seed(8))
@@ -1069,7 +1121,8 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
      (GraniteConfig, GRANITE, None), (Ernie4_5Config, ERNIE4_5_BIASED, None), (GlmConfig, GLM, "int4+int8"),
      (Glm4Config, GLM, None), (SeedOssConfig, SEED_OSS_EVERY_BIAS, None), (HeliumConfig, HELIUM_BIASES, None),
      (HunYuanDenseV1Config, HUNYUAN_BIASES, None), (Exaone4Config, EXAONE4, "int4+int8"),
-     (GPTNeoXConfig, GPT_NEOX, None), (GPTNeoXConfig, GPT_NEOX_SEQUENTIAL, "int4+int8"),
+     (GPTNeoXConfig, GPT_NEOX, None), (GPTNeoXConfig, GPT_NEOX_SEQUENTIAL, "int4+int8"), (PhiConfig, PHI, None),
+     (Cohere2Config, COHERE2, None), (CodeGenConfig, CODEGEN, "int4+int8"), (StableLmConfig, STABLELM, None),
      (ArceeConfig, ARCEE_BIASES, None), (NemotronConfig, NEMOTRON, "int4+int8"), (ApertusConfig, APERTUS, None),
      (OlmoConfig, OLMO, None), (OlmoeConfig, OLMOE, "int8"),
      (GraniteMoeSharedConfig, GRANITEMOE_SHARED, "int4"), (Ernie4_5_MoeConfig, ERNIE4_5_MOE_BIASED, None),
@@ -1078,8 +1131,9 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
          "olmo2", "mixtral", "mixtral-int8", "qwen3-moe-int4", "qwen3-moe-int4+int8", "qwen2-moe",
          "qwen2-moe-int8", "qwen2-moe-int4+int8", "starcoder2",
          "starcoder2-int4+int8", "smollm3", "granite", "ernie4_5-biases", "glm-int4+int8", "glm4", "seed-oss", "helium",
-         "hunyuan", "exaone4-int4+int8", "gpt-neox", "gpt-neox-sequential-int4+int8", "arcee", "nemotron-int4+int8",
-         "apertus", "olmo", "olmoe-int8", "granitemoe-shared-int4", "ernie4_5-moe-biases", "hunyuan-moe-int8"],
+         "hunyuan", "exaone4-int4+int8", "gpt-neox", "gpt-neox-sequential-int4+int8", "phi", "cohere2",
+         "codegen-int4+int8", "stablelm", "arcee", "nemotron-int4+int8", "apertus", "olmo", "olmoe-int8",
+         "granitemoe-shared-int4", "ernie4_5-moe-biases", "hunyuan-moe-int8"],
 )
 def test_a_team_of_threads_gives_the_one_thread_results(config_class, overrides, quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly
@@ -1151,6 +1205,24 @@ def test_generate_skips_the_forward_for_the_same_logits_unless_a_hook_would_see_
     assert taken == [torch.float32] * 7 and len(steps) == 7 and runs == [29]  # after each prompt's forward
     assert torch.equal(skipped.sequences, hooked.sequences) and torch.equal(skipped_greedy, hooked_greedy)
     assert all(torch.equal(a, b) for a, b in zip(skipped.logits, hooked.logits))
+
+
+@pytest.mark.parametrize("config_class, overrides", [(CohereConfig, COHERE), (PhiConfig, PHI), (GPTJConfig, GPTJ)],
+                         ids=["cohere-logit-scale", "phi-head-bias", "gptj-head-bias"])
+def test_generates_shortcut_gives_the_forwards_logits_past_the_head(config_class, overrides):
+    # Past the forward (accelerated_logits), the step runs the head: its bias added there (Phi's, GPT-J's:
+    # set_head_bias), Cohere's logit_scale applied after it (_finish), the forward's logits either way.
+    model, plain = accelerated(tiny_model(config_class, **overrides)), tiny_model(config_class, **overrides)
+    shortcut, taken = model.accelerated_logits, []
+    model.accelerated_logits = lambda *args: taken.append(shortcut(*args)) or taken[-1]
+    options = dict(max_new_tokens=8, do_sample=False, output_logits=True, return_dict_in_generate=True,
+                   eos_token_id=None, pad_token_id=0)
+    prompt = torch.tensor([[5, 9, 14]])
+    with torch.inference_mode():
+        fast, reference = model.generate(prompt, **options), plain.generate(prompt, **options)
+    assert len(taken) == 7 and all(logits is not None for logits in taken)
+    assert torch.equal(fast.sequences, reference.sequences)
+    torch.testing.assert_close(torch.stack(fast.logits), torch.stack(reference.logits), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -1250,10 +1322,12 @@ def test_a_hidden_state_changed_in_place_gets_the_heads_own_product():
                          [(LlamaConfig, {}), (Ernie4_5Config, ERNIE4_5_BIASED), (Glm4Config, GLM),
                           (SeedOssConfig, SEED_OSS_EVERY_BIAS), (HeliumConfig, HELIUM_BIASES),
                           (HunYuanDenseV1Config, HUNYUAN_BIASES), (Exaone4Config, EXAONE4), (GPTNeoXConfig, GPT_NEOX),
-                          (ArceeConfig, ARCEE_BIASES), (NemotronConfig, NEMOTRON), (ApertusConfig, APERTUS),
-                          (OlmoConfig, OLMO), (OlmoeConfig, OLMOE)],
+                          (PhiConfig, PHI), (CohereConfig, COHERE), (Cohere2Config, COHERE2), (GPTJConfig, GPTJ),
+                          (CodeGenConfig, CODEGEN), (StableLmConfig, STABLELM_PARALLEL), (ArceeConfig, ARCEE_BIASES),
+                          (NemotronConfig, NEMOTRON), (ApertusConfig, APERTUS), (OlmoConfig, OLMO), (OlmoeConfig, OLMOE)],
                          ids=["llama", "ernie4_5-biases", "glm4", "seed-oss", "helium", "hunyuan", "exaone4",
-                              "gpt-neox", "arcee", "nemotron", "apertus", "olmo", "olmoe"])
+                              "gpt-neox", "phi", "cohere", "cohere2", "gptj", "codegen", "stablelm-parallel", "arcee",
+                              "nemotron", "apertus", "olmo", "olmoe"])
 def test_bfloat16_weights_stay_close_to_float32(config_class, overrides, monkeypatch):
     model = accelerated(tiny_model(config_class, **overrides))
     tokens = torch.randint(0, 96, (20,), generator=torch.Generator().manual_seed(2)).tolist()

@@ -5,7 +5,8 @@ Rotary embeddings over part of each head and over all of it, heads that straddle
 a tied head; both heads the reference has, on a right- and a left-padded row with the loss; cached decoding, left
 padding, greedy and beam generation, a static cache; hidden states and attention weights; a training step; saving
 both ways; the released files' mask buffers; the fused projection's layout checked on its own and shown to matter;
-bfloat16 logits (the rotation in float32); the config's defaults, names and refusals; the CPU kernel's refusal; and
+bfloat16 logits (the rotation in float32); the config's defaults, names and refusals; the CPU kernel's decoding step
+against the reference (heads that straddle two blocks refused); and
 the tokenizer picked for a CodeGen folder. llama.cpp has no CodeGen architecture: no GGUF files.
 """
 
@@ -17,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 import openformers
 from decoder_parity import (
-    assert_kernel_refuses_and_generate_runs_the_layers,
+    assert_kernel_steps_unless_refused,
     assert_outputs_close,
     assert_same_attributes,
     load_quietly,
@@ -64,6 +65,7 @@ class TestCodeGen(DecoderFamilyTests):
         """Parity is not by accident: the fused rows read as GPT-J's order (queries, keys, values) in each block, or
         as one block, move the logits far from the reference's."""
         _, reference, model = tiny
+        monkeypatch.setattr(model.transformer, "accelerated_step", None)  # (the kernel's step reads the rows itself)
         expected = outputs_of(reference, self.inputs())["logits"]
         for shards, order in ((CodeGenConfig.shards, (0, 1, 2)), (1, (0, 2, 1))):  # the blocks are (q, v, k)
             def project(attention, x, shards=shards, order=order):
@@ -74,9 +76,14 @@ class TestCodeGen(DecoderFamilyTests):
             monkeypatch.setattr(codegen.CodeGenAttention, "project", project)
             assert (outputs_of(model, self.inputs())["logits"] - expected).abs().max() > 0.1, (shards, order)
 
-    def test_the_cpu_kernel_refuses_codegen_and_generate_runs_the_layers(self, tiny):
-        _, reference, model = tiny
-        assert_kernel_refuses_and_generate_runs_the_layers(model, reference, self.ids(1, 5), "codegen")
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_and_generates_as_the_reference(self, tiny):
+        """from_pretrained gives CodeGen the kernel's decoding step (GPT-J's layers, the fused q/k/v read in place in
+        its blocks), whose steps give the reference's logits and whose greedy tokens are the reference's; heads that
+        straddle two blocks it refuses by the layers, and generation runs them."""
+        folder, reference, model = tiny
+        refused = "" if model.config.n_head % CodeGenConfig.shards else None  # (by the layers: the config is taken)
+        assert_kernel_steps_unless_refused(folder, reference, self.ids(1, 12, seed=9), "codegen", refused)
 
 
 TINY, VARIANTS = TestCodeGen.TINY, TestCodeGen.VARIANTS

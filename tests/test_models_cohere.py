@@ -19,7 +19,7 @@ from decoder_parity import (
     GENERATE_OPTIONS,
     assert_generate_matches,
     assert_hidden_states_and_attentions_match,
-    assert_kernel_refuses_and_generate_runs_the_layers,
+    assert_kernel_steps_unless_refused,
     assert_cached_decoding_equals_the_full_forward,
     assert_left_padded_batch_equals_single_rows,
     assert_outputs_close,
@@ -208,9 +208,14 @@ def test_a_bad_config_json_value_names_the_file_and_field(tmp_path):
         openformers.AutoConfig.from_pretrained(tmp_path)
 
 
-def test_the_cpu_kernel_refuses_cohere_and_generation_runs_the_layers(tiny):
-    _, reference, model = tiny
-    assert_kernel_refuses_and_generate_runs_the_layers(model, reference, _ids(1, 5, seed=3), "cohere")
+@torch.inference_mode()
+def test_the_cpu_kernel_steps_and_generates_as_the_reference(tiny):
+    """from_pretrained gives Cohere the kernel's decoding step (one LayerNorm without a bias for both branches,
+    interleaved pairs, the logits scaled), whose steps give the reference's logits and whose greedy tokens are the
+    reference's; Command R+'s per-head q/k norms (use_qk_norm) it refuses, and generation runs the layers."""
+    folder, reference, model = tiny
+    refused = "use_qk_norm=True" if model.config.use_qk_norm else None
+    assert_kernel_steps_unless_refused(folder, reference, _ids(1, 12, seed=9), "cohere", refused)
 
 
 def test_auto_classes_pick_the_cohere_classes(tiny):

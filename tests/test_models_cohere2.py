@@ -18,7 +18,7 @@ import torch
 import openformers
 from decoder_parity import (
     assert_bfloat16_matches_the_reference,
-    assert_kernel_refuses_and_generate_runs_the_layers,
+    assert_kernel_steps_and_generates_as_the_reference,
     assert_outputs_close,
     assert_same_attributes,
     load_quietly,
@@ -71,9 +71,14 @@ class TestCohere2(DecoderFamilyTests):
         the reference's: the same bits."""
         assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 9, seed=7)))
 
-    def test_the_cpu_kernel_refuses_cohere2_and_generation_runs_the_layers(self, tiny):
-        _, reference, model = tiny
-        assert_kernel_refuses_and_generate_runs_the_layers(model, reference, _ids(1, 5, seed=3), "cohere2")
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_and_generates_as_the_reference(self, tiny):
+        """from_pretrained gives Cohere 2 the kernel's decoding step (Cohere's layers, the sliding ones windowed and
+        rotated, the full ones unrotated), whose steps give the reference's logits and whose greedy tokens are the
+        reference's."""
+        folder, reference, _ = tiny
+        model = load_quietly(AutoModelForCausalLM.from_pretrained, folder)
+        assert_kernel_steps_and_generates_as_the_reference(model, reference, _ids(1, 12, seed=9))
 
     def test_auto_classes_pick_the_cohere2_classes(self, tiny):
         folder = tiny[0]

@@ -4,7 +4,7 @@ Rotary embeddings over part of each head and over all of it (rotary_dim None rea
 reference has, on a right- and a left-padded row with the head's labels; cached decoding, left padding, greedy and
 beam generation; hidden states and attention weights; a training step; saving both ways; the older checkpoints'
 mask buffers; the interleaved rotation checked on its own and shown to matter; the config's names and refusals; the
-CPU kernel's refusal; and GPT-2's tokenizer picked for a GPT-J folder.
+CPU kernel's decoding step against the reference; and GPT-2's tokenizer picked for a GPT-J folder.
 """
 
 import json
@@ -15,7 +15,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import openformers
-from decoder_parity import assert_outputs_close, assert_same_attributes, load_quietly, outputs_of
+from decoder_parity import (
+    assert_kernel_steps_and_generates_as_the_reference,
+    assert_outputs_close,
+    assert_same_attributes,
+    load_quietly,
+    outputs_of,
+)
 from decoder_suite import DecoderFamilyTests
 from openformers import AutoModelForCausalLM, GPTJConfig
 from openformers.models import gptj
@@ -63,24 +69,19 @@ class TestGPTJ(DecoderFamilyTests):
         """Parity is not by accident: GPT-J's model with Llama's rotation in place of the interleaved one moves the
         logits far from the reference's."""
         _, reference, model = tiny
+        monkeypatch.setattr(model.transformer, "accelerated_step", None)  # (the kernel's step rotates on its own)
         monkeypatch.setattr(gptj.GPTJAttention, "rotate", staticmethod(apply_rope))
         ours, theirs = _outputs(model, "CausalLM")["logits"], _outputs(reference, "CausalLM")["logits"]
         assert (ours - theirs).abs().max() > 0.1
 
     @torch.inference_mode()
-    def test_the_cpu_kernel_refuses_gptj_and_generate_runs_the_layers(self, tiny):
-        from openformers.kernels import llama as llama_kernel
-
-        model = tiny[2]
-        assert llama_kernel.refusal(model.config) == "model_type='gptj' is not implemented by the decoding kernel"
-        assert not llama_kernel.eligible(model) and model.transformer.accelerated_step is None
-        calls = []
-        hook = model.transformer.h[0].register_forward_pre_hook(lambda *_: calls.append(1))
-        try:
-            model.generate(_ids(1, 5), max_new_tokens=4, do_sample=False, eos_token_id=None, pad_token_id=0)
-        finally:
-            hook.remove()
-        assert len(calls) == 4  # the prompt, then one step per token after the first
+    def test_the_cpu_kernel_steps_and_generates_as_the_reference(self, tiny):
+        """from_pretrained gives GPT-J the kernel's decoding step (one LayerNorm for both branches, interleaved
+        partial rotary, biases on the MLP and the head), whose steps give the reference's logits and whose greedy
+        tokens are the reference's."""
+        folder, reference, _ = tiny
+        model = load_quietly(AutoModelForCausalLM.from_pretrained, folder)
+        assert_kernel_steps_and_generates_as_the_reference(model, reference, _ids(1, 12, seed=9))
 
 
 TINY, HEADS = TestGPTJ.TINY, TestGPTJ.HEADS

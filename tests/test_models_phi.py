@@ -19,6 +19,7 @@ from decoder_parity import (
     assert_same_attributes,
     finish_gguf,
     llama_cpp_tensors,
+    assert_kernel_steps_unless_refused,
     load_quietly,
     outputs_of,
 )
@@ -56,16 +57,14 @@ class TestPhi(DecoderFamilyTests):
         super().test_causal_lm_logits_and_loss_match_reference(tiny)
         assert tiny[2].lm_head.bias is not None
 
-    def test_the_cpu_kernel_refuses_phi_and_generation_runs_the_layers(self, tiny):
-        from openformers.kernels import llama as llama_kernel
-
-        _, reference, model = tiny
-        assert "model_type='phi'" in llama_kernel.refusal(model.config) and not llama_kernel.eligible(model)
-        assert model.model.accelerated_step is None and model.accelerated_logits is None
-        ids = _ids(1, 5, seed=3)
-        settings = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
-        with torch.inference_mode():
-            assert model.generate(ids, **settings).tolist() == reference.generate(ids, **settings).tolist()
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_and_generates_as_the_reference(self, tiny):
+        """from_pretrained gives Phi the kernel's decoding step (one LayerNorm for both branches, partial rotary,
+        biases everywhere, the head's too), whose steps give the reference's logits and whose greedy tokens are the
+        reference's; the per-head q/k LayerNorms of qk_layernorm it refuses, and generation runs the layers."""
+        folder, reference, model = tiny
+        refused = "qk_layernorm=True" if model.config.qk_layernorm else None
+        assert_kernel_steps_unless_refused(folder, reference, _ids(1, 12, seed=9), "phi", refused)
 
     def test_auto_classes_pick_the_phi_classes(self, tiny):
         folder = tiny[0]

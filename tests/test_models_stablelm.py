@@ -19,7 +19,7 @@ import openformers
 from decoder_parity import (
     add_decoder_metadata,
     assert_gradient_checkpointing_changes_nothing,
-    assert_kernel_refuses_and_generate_runs_the_layers,
+    assert_kernel_steps_unless_refused,
     assert_outputs_close,
     assert_same_attributes,
     finish_gguf,
@@ -71,9 +71,14 @@ class TestStableLm(DecoderFamilyTests):
         _, reference, model = tiny
         assert (model.lm_head.weight is model.model.embed_tokens.weight) == reference.config.tie_word_embeddings
 
-    def test_the_cpu_kernel_refuses_stablelm_and_generation_runs_the_layers(self, tiny):
-        _, reference, model = tiny
-        assert_kernel_refuses_and_generate_runs_the_layers(model, reference, _ids(1, 5, seed=3), "stablelm")
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_and_generates_as_the_reference(self, tiny):
+        """from_pretrained gives StableLM the kernel's decoding step (LayerNorms with biases, partial rotary, q/k/v
+        biases), whose steps give the reference's logits and whose greedy tokens are the reference's; StableLM 2
+        12B's per-head q/k LayerNorms (qk_layernorm) it refuses, and generation runs the layers."""
+        folder, reference, model = tiny
+        refused = "qk_layernorm=True" if model.config.qk_layernorm else None
+        assert_kernel_steps_unless_refused(folder, reference, _ids(1, 12, seed=9), "stablelm", refused)
 
     def test_auto_classes_pick_the_stablelm_classes(self, tiny):
         folder = tiny[0]

@@ -702,18 +702,20 @@ void product_rows(const Matrix& m, int64_t begin, int64_t end, const Rounded& in
 // `offset` is added to each weight as it is read: 1 for Gemma, whose checkpoints store each norm's scale as its
 // offset from one (the scale is 1 + w, computed in float32 as its reference computes it), else 0. With a `bias` (of
 // the weights' dtype) the norm is a LayerNorm: the values centred on their mean before they are scaled, the bias
-// added after (StarCoder2's).
+// added after (StarCoder2's); `centred` without one makes a LayerNorm without a bias (Cohere's).
 struct NormWeights {
   const void* data;
   bool bf16;
   float offset = 0.f;
   const void* bias = nullptr;
+  bool centred = false;
 };
 
 template <typename N>
-void apply_norm(const float* x, const N* weight, const N* bias, float offset, float eps, float* out, int64_t n) {
+void apply_norm(const float* x, const N* weight, const N* bias, float offset, float eps, float* out, int64_t n,
+                bool centred = false) {
   float mean = 0.f, squares = 0.f;
-  if (bias) {
+  if (bias || centred) {
 #pragma omp simd reduction(+ : mean)
     for (int64_t i = 0; i < n; ++i) mean += x[i];
     mean /= n;
@@ -729,16 +731,17 @@ void apply_norm(const float* x, const N* weight, const N* bias, float offset, fl
 void apply_norm(const float* x, NormWeights norm, float eps, float* out, int64_t n) {
   if (norm.bf16)
     apply_norm(x, static_cast<const c10::BFloat16*>(norm.data), static_cast<const c10::BFloat16*>(norm.bias),
-               norm.offset, eps, out, n);
+               norm.offset, eps, out, n, norm.centred);
   else
-    apply_norm(x, static_cast<const float*>(norm.data), static_cast<const float*>(norm.bias), norm.offset, eps, out, n);
+    apply_norm(x, static_cast<const float*>(norm.data), static_cast<const float*>(norm.bias), norm.offset, eps, out, n,
+               norm.centred);
 }
 
 // Where the step reads a norm's weights (and its bias, where it is a LayerNorm): the tensors themselves when they
 // are float32 or bfloat16, of one dtype, and contiguous, else float32 copies that `converted` keeps for as long as
 // the step reads them.
 NormWeights norm_weights(const at::Tensor& norm, std::vector<at::Tensor>& converted, float offset = 0.f,
-                         const at::Tensor& bias = at::Tensor()) {
+                         const at::Tensor& bias = at::Tensor(), bool centred = false) {
   if (norm.numel() == 0) return {nullptr, false, offset};  // none (OLMo 2's layer inputs)
   bool biased = bias.defined() && bias.numel() > 0;
   TORCH_CHECK(!biased || bias.numel() == norm.numel(), "openformers kernels: a norm's bias has ", bias.numel(),
@@ -746,11 +749,11 @@ NormWeights norm_weights(const at::Tensor& norm, std::vector<at::Tensor>& conver
   auto type = norm.scalar_type();
   if ((type == at::kFloat || type == at::kBFloat16) && norm.is_contiguous() &&
       (!biased || (bias.scalar_type() == type && bias.is_contiguous())))
-    return {norm.data_ptr(), type == at::kBFloat16, offset, biased ? bias.data_ptr() : nullptr};
+    return {norm.data_ptr(), type == at::kBFloat16, offset, biased ? bias.data_ptr() : nullptr, centred};
   converted.push_back(norm.to(at::kFloat).contiguous());
   const void* data = converted.back().data_ptr();
   if (biased) converted.push_back(bias.to(at::kFloat).contiguous());
-  return {data, false, offset, biased ? converted.back().data_ptr() : nullptr};
+  return {data, false, offset, biased ? converted.back().data_ptr() : nullptr, centred};
 }
 
 #ifdef __AVX512F__
@@ -1454,8 +1457,18 @@ struct Layer {
   // only to say their sizes and to prefetch them).
   Matrix qkv{};
   bool qkv_per_head = false;
+  // CodeGen's (StepWeights::set_qkv_blocks): blocks of qkv_block_heads heads' queries, then their keys, then their
+  // values (their values, then their keys, with qkv_values_first); GPT-NeoX's blocks are of one head each.
+  int64_t qkv_block_heads = 1;
+  bool qkv_values_first = false;
   Xielu xielu;         // the layer's xIELU values, where the family's activation is xIELU
 };
+
+// Where head h's query (part 0), key (1) or value (2) is in a fused q/k/v's product `made` (Layer::qkv_per_head).
+inline const float* qkv_part(const Layer& L, const float* made, int64_t h, int part, int64_t head_dim) {
+  const int64_t block = L.qkv_block_heads, slot = part == 0 ? 0 : (part == 1) != L.qkv_values_first ? 1 : 2;
+  return made + ((h / block) * 3 * block + slot * block + h % block) * head_dim;
+}
 
 // What a family computes differently from Llama, the same for all its layers (StepWeights::set_family): the MLP's
 // activation, the queries' scale where it is not 1 / sqrt(head_dim) (Gemma's query_pre_attn_scalar), in a factor
@@ -1792,12 +1805,14 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
     for (int64_t h = begin; h < end; ++h) {
       float* q = S.q.data() + h * head_dim;
       if (L.qkv_per_head) {  // (one key/value head a query head) its query, key and value, the key and value cached
-        const float* made = S.qkv.data() + 3 * h * head_dim;
-        std::copy(made, made + head_dim, q);
-        std::copy(made + head_dim, made + 2 * head_dim, S.k.data() + h * head_dim);
+        const float *made_q = qkv_part(L, S.qkv.data(), h, 0, head_dim),
+                    *made_k = qkv_part(L, S.qkv.data(), h, 1, head_dim),
+                    *made_v = qkv_part(L, S.qkv.data(), h, 2, head_dim);
+        std::copy(made_q, made_q + head_dim, q);
+        std::copy(made_k, made_k + head_dim, S.k.data() + h * head_dim);
         cache_key(h);
         for (int64_t i = 0; i < head_dim; ++i)
-          values[h * head_stride + pos * pos_stride + i] = static_cast<C>(clipped(F, made[2 * head_dim + i]));
+          values[h * head_stride + pos * pos_stride + i] = static_cast<C>(clipped(F, made_v[i]));
       }
       place_head(L, F, q, L.q_norm, eps, head_dim, cos, sin);
       scale_query(F, q, head_dim);
@@ -1935,6 +1950,13 @@ struct StepWeights : torch::CustomClassHolder {
   // GPT-NeoX: a layer's q/k/v one weight, each head's query, key and value rows in turn (Layer::qkv_per_head).
   bool qkv_per_head = false;
   void set_qkv_per_head(bool per_head) { qkv_per_head = per_head, fused_qkv = fused_qkv || per_head; }
+  // CodeGen: the fused q/k/v (set_qkv_per_head) in blocks of `block_heads` heads (Layer::qkv_block_heads).
+  int64_t qkv_block_heads = 1;
+  bool qkv_values_first = false;
+  void set_qkv_blocks(int64_t block_heads, bool values_first) {
+    TORCH_CHECK(block_heads >= 1, "StepWeights.set_qkv_blocks: a block holds at least one head, got ", block_heads);
+    qkv_block_heads = block_heads, qkv_values_first = values_first;
+  }
 
   // Parallel branches (Family::parallel); GELU's exact form (Activation::kGeluErf, where set_activation sets none).
   bool parallel = false, exact_gelu = false;
@@ -2072,6 +2094,15 @@ struct StepWeights : torch::CustomClassHolder {
     norm_biases = std::move(biases);
   }
 
+  // Cohere's LayerNorms without biases: every norm centred before it is scaled, nothing added after.
+  bool centred_norms = false;
+  void set_centred_norms(bool centred) { centred_norms = centred; }
+
+  // The language-model head's bias (Phi's, GPT-J's, CodeGen's), added to the logits of a step that runs the head;
+  // an empty tensor for none.
+  at::Tensor head_bias{};
+  void set_head_bias(at::Tensor bias) { head_bias = std::move(bias); }
+
   size_t matrices_per_layer() const { return 7 - (fused_qkv ? 2 : 0) - (fused_gate_up ? 1 : 0); }
   // q, k and v's (Qwen2, GLM; the fused q/k/v's one, Phi-3's), or every projection's (StarCoder2's and ERNIE 4.5's
   // use_bias: an empty tensor for a gate it has not), in the order of a layer's weights.
@@ -2182,7 +2213,7 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
     const at::Tensor* n = &norms[norms_per_layer * l];
     const bool sparse = !stack.routers.empty() && stack.routers[l].numel() > 0;
     auto layer_norm = [&](size_t i) {  // the layer's norm i, with its bias where the norms are LayerNorms
-      if (stack.norm_biases.empty()) return norm_weights(n[i], converted, offset);
+      if (stack.norm_biases.empty()) return norm_weights(n[i], converted, offset, at::Tensor(), stack.centred_norms);
       return norm_weights(n[i], converted, offset, stack.norm_biases[norms_per_layer * l + i]);
     };
     NormWeights attn_norm = layer_norm(0), mlp_norm_weights = layer_norm(stack.sandwich ? 2 : 1);
@@ -2219,7 +2250,12 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
     layers.push_back({q, k, v, o, gate, up, mlp(next), attn_norm, mlp_norm_weights, keys[l], values[l]});
     Layer& layer = layers.back();
     int64_t hidden = layer.o.rows;
-    if (stack.qkv_per_head) layer.qkv = q.rows_from(0, 3 * q.rows), layer.qkv_per_head = true;
+    if (stack.qkv_per_head) {
+      layer.qkv = q.rows_from(0, 3 * q.rows), layer.qkv_per_head = true;
+      layer.qkv_block_heads = stack.qkv_block_heads, layer.qkv_values_first = stack.qkv_values_first;
+      TORCH_CHECK((q.rows / keys[l].size(3)) % stack.qkv_block_heads == 0, op, ": layer ", l, "'s ",
+                  q.rows / keys[l].size(3), " heads do not fill blocks of ", stack.qkv_block_heads);
+    }
     // down's rows are claimed as the residual stream's (Team::claim_rows), so they must be as many.
     TORCH_CHECK(!layer.down.data || layer.down.rows == hidden, op, ": layer ", l, "'s down projection has ",
                 layer.down.rows, " rows for a hidden size of ", hidden);
@@ -2305,7 +2341,7 @@ NormWeights final_norm_weights(const char* op, const c10::optional<at::Tensor>& 
   TORCH_CHECK(norm->numel() == hidden, op, ": the final norm has ", norm->numel(), " weights for a hidden size of ",
               hidden);
   const at::Tensor& bias = stack.norm_biases.empty() ? at::Tensor() : stack.norm_biases.back();
-  return norm_weights(*norm, converted, static_cast<float>(stack.norm_offset), bias);
+  return norm_weights(*norm, converted, static_cast<float>(stack.norm_offset), bias, stack.centred_norms);
 }
 
 // Whether logit v at index i comes before `best` at index `at` (at < 0: none yet) in torch.argmax's order: the larger
@@ -2482,7 +2518,14 @@ std::tuple<at::Tensor, at::Tensor, int64_t> step_tokens(
   Matrix head_m{};
   auto head_type = with_head ? head->scalar_type() : at::kFloat;
   if (with_head) {
-    head_m = matrix(*head, head_scale, {});
+    c10::optional<at::Tensor> head_bias;
+    if (stack->head_bias.defined() && stack->head_bias.numel() > 0) {
+      TORCH_CHECK(stack->head_bias.numel() == head->size(0), "decode_step: the head's bias has ",
+                  stack->head_bias.numel(), " values for its ", head->size(0), " rows");
+      converted.push_back(stack->head_bias.to(at::kFloat).contiguous());
+      head_bias = converted.back();
+    }
+    head_m = matrix(*head, head_scale, head_bias);
     TORCH_CHECK(norm_f.data, "decode_step: a head needs the final norm");
     TORCH_CHECK(head_m.cols == hidden, "decode_step: the head takes ", head_m.cols, " values per row, x has ", hidden);
     TORCH_CHECK(head_type == at::kFloat || head_type == at::kBFloat16 || head_type == at::kChar ||
@@ -4159,11 +4202,11 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
     for (int64_t j = 0; j < n; ++j) apply_norm(x + j * hidden, L.mlp_norm, eps, normed.data() + j * hidden, hidden);
   auto cache_head = [&](int64_t j, int64_t h) {  // row j's key (normed, rotated) and value of head h, into the cache
     if (L.qkv_per_head) {  // (as many query heads as key heads) head h's query, key and value taken apart
-      const float* made = S.qkv.data() + j * L.qkv.rows + 3 * h * head_dim;
-      for (int64_t part = 0; part < 3; ++part) {
+      for (int part = 0; part < 3; ++part) {
         float* to = (part == 0 ? S.q.data() + j * L.q.rows : part == 1 ? S.k.data() + j * L.k.rows
                                                                        : S.v.data() + j * L.v.rows) + h * head_dim;
-        std::copy(made + part * head_dim, made + (part + 1) * head_dim, to);
+        const float* made = qkv_part(L, S.qkv.data() + j * L.qkv.rows, h, part, head_dim);
+        std::copy(made, made + head_dim, to);
       }
     }
     float* k = S.k.data() + j * L.k.rows + h * head_dim;
@@ -5210,6 +5253,9 @@ TORCH_LIBRARY(openformers, m) {
       .def("set_family", &StepWeights::set_family)
       .def("set_fused", &StepWeights::set_fused)
       .def("set_qkv_per_head", &StepWeights::set_qkv_per_head)
+      .def("set_qkv_blocks", &StepWeights::set_qkv_blocks)
+      .def("set_centred_norms", &StepWeights::set_centred_norms)
+      .def("set_head_bias", &StepWeights::set_head_bias)
       .def("set_parallel", &StepWeights::set_parallel)
       .def("set_exact_gelu", &StepWeights::set_exact_gelu)
       .def("set_interleaved", &StepWeights::set_interleaved)

@@ -47,24 +47,31 @@ gate/up alone, `set_fused`, and partial rotary tables, turning interleaved pairs
 each branch as Gemma 2's sandwich norms), GPT-NeoX / Pythia (StarCoder2's LayerNorms and MLP without a gate,
 GELU's exact form, `set_exact_gelu`, partial rotary tables, its fused q/k/v read in place head by head,
 `set_qkv_per_head`, and with use_parallel_residual attention and the MLP both reading the layer's input, each
-through its own norm, their outputs joining the residual together, `set_parallel`), GPT-2's line: GPT-2, GPT-BigCode (multi-query), OPT (LayerNorms before
-each branch, embeddings as wide as the layers) and GPT-Neo, whose learned absolute positions the step adds to the
-token's embedding (`set_positions`, read past OPT's offset of 2), every layer unrotated (`set_unrotated`), with
-StarCoder2's LayerNorms, biases and gate-less MLP, GPT-2's fused c_attn read as Phi-3's fused q/k/v, OPT's ReLU
-(`set_relu`), GPT-Neo's unscaled scores and local layers by `set_family` (its padded prompts take the layers),
-Arcee (Llama's layers with an MLP without a gate, up, the squared ReLU and down: the MLP's activation is one option of
-the step, `set_activation`, of SiLU, GELU's tanh and exact forms, ReLU, relu2 and xIELU), Nemotron (Arcee's MLP,
-LayerNorms of 1 + w with biases, set_family's norm offset and `set_norm_biases`, and partial rotary tables), Apertus
-(Qwen3's per-head q/k norms and an MLP without a gate over xIELU, whose learned values set_activation reads from each
-layer), OLMo (LayerNorms without parameters, read as weights of ones and biases of zeros, and q, k and v clamped to
-clip_qkv after their projections, `set_clip_qkv`) and OLMoE (OLMo's clamp and OLMo 2's q/k norms over all heads with
-Qwen3-MoE's mixture). DeepSeek-V3 and V2, whose multi-head latent attention (compressed cached keys and values,
-expanded per head) the step does not run, and GLM-4.5 (DeepSeek-V3's grouped routing with correction biases and shared
-experts, which the step's mixtures do not choose by; dots.llm1's too) are refused: model_types deepseek_v3,
-deepseek_v2, glm4_moe and dots1; generation runs their layers. The step rotates by the tables of the model's rotary
-modules (cos and sin times the rope scaling's attention factor), so every rope scaling those tables hold rotates as in
-the layers: default, linear, llama3 and YaRN (Qwen2.5 / Qwen3's long contexts, OLMo 3's full layers), and Phi-3's
-longrope.
+through its own norm, their outputs joining the residual together, `set_parallel`), GPT-2's line: GPT-2, GPT-BigCode
+(multi-query), OPT (LayerNorms before each branch, embeddings as wide as the layers) and GPT-Neo, whose learned
+absolute positions the step adds to the token's embedding (`set_positions`, read past OPT's offset of 2), every layer
+unrotated (`set_unrotated`), with StarCoder2's LayerNorms, biases and gate-less MLP, GPT-2's fused c_attn read as
+Phi-3's fused q/k/v, OPT's ReLU (`set_relu`), GPT-Neo's unscaled scores and local layers by `set_family` (its padded
+prompts take the layers); Phi-1 / 1.5 / 2 (GPT-NeoX's parallel branches reading one LayerNorm, biases everywhere and
+the head's bias, added to the step's logits, `set_head_bias`), GPT-J (Phi's layers under GPT-2's names, turning
+interleaved pairs) and CodeGen (GPT-J's, its fused q/k/v read in place in blocks of a quarter of the heads, each
+block's queries, values and keys, `set_qkv_blocks`), StableLM (Llama's attention and MLP after LayerNorms with biases,
+partial rotary tables, sequential or parallel branches), and Cohere and Cohere 2 (parallel branches after one
+LayerNorm without a bias, `set_centred_norms`, interleaved pairs, the logits multiplied by logit_scale after the head;
+Cohere 2's sliding layers windowed, its full layers unrotated); Arcee (Llama's layers with an MLP without a gate, up,
+the squared ReLU and down: the MLP's activation is one option of the step, `set_activation`, of SiLU, GELU's tanh and
+exact forms, ReLU, relu2 and xIELU), Nemotron (Arcee's MLP, LayerNorms of 1 + w with biases, set_family's norm offset
+and `set_norm_biases`, and partial rotary tables), Apertus (Qwen3's per-head q/k norms and an MLP without a gate over
+xIELU, whose learned values set_activation reads from each layer), OLMo (LayerNorms without parameters, read as
+weights of ones and biases of zeros, and q, k and v clamped to clip_qkv after their projections, `set_clip_qkv`) and
+OLMoE (OLMo's clamp and OLMo 2's q/k norms over all heads with Qwen3-MoE's mixture). The per-head q/k norms of Phi's
+qk_layernorm, StableLM 2 12B's and Command R+'s use_qk_norm are refused by those fields. DeepSeek-V3 and V2, whose
+multi-head latent attention (compressed cached keys and values, expanded per head) the step does not run, and GLM-4.5
+(DeepSeek-V3's grouped routing with correction biases and shared experts, which the step's mixtures do not choose by;
+dots.llm1's too) are refused: model_types deepseek_v3, deepseek_v2, glm4_moe and dots1; generation runs their
+layers. The step rotates by the tables of the model's rotary modules (cos and sin times the rope scaling's attention
+factor), so every rope scaling those tables hold rotates as in the layers: default, linear, llama3 and YaRN (Qwen2.5
+/ Qwen3's long contexts, OLMo 3's full layers), and Phi-3's longrope.
 A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
 step implements it and tests/test_kernels.py proves parity for it.
 """
@@ -78,9 +85,13 @@ import torch
 from torch import nn
 from torch.nn.modules import module as torch_modules
 
+from ..configs import CodeGenConfig
 from ..generation.cache import DynamicCache
 from ..models.apertus import XIELU, ApertusDecoderLayer, ApertusMLP
 from ..models.arcee import ArceeDecoderLayer
+from ..models.codegen import CodeGenAttention, CodeGenBlock, CodeGenModel
+from ..models.cohere import CohereAttention, CohereDecoderLayer, CohereForCausalLM, CohereLayerNorm, CohereModel
+from ..models.cohere2 import Cohere2Attention, Cohere2DecoderLayer, Cohere2Model
 from ..models.decoder import DecoderModel
 from ..models.deepseek_v3 import FloatRouter
 from ..models.ernie4_5 import Ernie4_5Attention, Ernie4_5DecoderLayer, Ernie4_5Model
@@ -102,6 +113,7 @@ from ..models.gpt_neox import GPTNeoXAttention, GPTNeoXLayer, GPTNeoXMLP, GPTNeo
 from ..models.gpt2 import GPT2Attention, GPT2Block, GPT2LMHeadModel, GPT2MLP, GPT2Model
 from ..models.gpt_bigcode import GPTBigCodeAttention, GPTBigCodeBlock, GPTBigCodeModel
 from ..models.gpt_neo import GPTNeoAttention, GPTNeoBlock, GPTNeoMLP, GPTNeoModel
+from ..models.gptj import GPTJAttention, GPTJBlock, GPTJMLP, GPTJModel
 from ..models.granite import GraniteAttention, GraniteDecoderLayer, GraniteForCausalLM, GraniteModel, ScaledEmbeddings
 from ..models.granitemoe import (
     GraniteMoeDecoderLayer,
@@ -137,12 +149,14 @@ from ..models.olmoe import OlmoeAttention, OlmoeDecoderLayer
 from ..models.olmo3 import Olmo3DecoderLayer, Olmo3Model
 from ..models.opt import POSITION_OFFSET, OPTAttention, OPTDecoderLayer, OPTModel
 from ..models.decoder import SlidingLayersDecoder, positions_of_real_tokens
+from ..models.phi import PhiAttention, PhiDecoderLayer, PhiMLP, PhiModel
 from ..models.phi3 import Phi3Attention, Phi3DecoderLayer, Phi3MLP, Phi3Model
 from ..models.qwen2_moe import Qwen2MoeDecoderLayer, Qwen2MoeSparseMoeBlock
 from ..models.qwen3 import Qwen3Attention, Qwen3DecoderLayer
 from ..models.smollm3 import SmolLM3Attention, SmolLM3DecoderLayer, SmolLM3Model
 from ..models.qwen3_moe import Qwen3MoeDecoderLayer, Qwen3MoeMLP, Qwen3MoeSparseMoeBlock
 from ..models.seed_oss import SeedOssAttention, SeedOssDecoderLayer, SeedOssModel
+from ..models.stablelm import StableLmAttention, StableLmDecoderLayer, StableLmModel
 from ..models.starcoder2 import Starcoder2DecoderLayer, Starcoder2MLP, Starcoder2Model
 from ..models.vaultgemma import VaultGemmaDecoderLayer, VaultGemmaModel
 from . import library
@@ -543,6 +557,70 @@ HUNYUAN_MOE_IMPLEMENTED = {
     "num_experts": lambda value: True,
     "output_router_logits": MIXTURE_FIELDS["output_router_logits"],
 }
+# Phi-1, 1.5 and 2: one LayerNorm with a bias read by both branches (set_parallel, the two norms one tensor), biases on
+# every projection, GELU without a gate (its exact form, "gelu": set_exact_gelu, or tanh's), rotary tables over a
+# head's leading dimensions, and the head's bias (set_head_bias). Its per-head q/k LayerNorms (qk_layernorm) the step
+# does not run. Its dropouts draw only while training: DecodeStep.run leaves a training decoder's steps to its layers.
+PHI_IMPLEMENTED = {
+    "model_type": lambda value: value == "phi",
+    "hidden_act": GPT_NEOX_IMPLEMENTED["hidden_act"],
+    "rope_scaling": IMPLEMENTED["rope_scaling"],
+    "partial_rotary_factor": lambda value: True,  # the rotary tables' width
+    "qk_layernorm": lambda value: not value,
+    "layer_norm_eps": lambda value: True,  # read from the norms
+    **dict.fromkeys(("resid_pdrop", "embd_pdrop", "attention_dropout"), lambda value: True),
+    "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
+}
+# Cohere: Llama's attention and MLP as parallel branches after one LayerNorm without a bias (set_parallel,
+# set_centred_norms), turning interleaved pairs (set_interleaved), its logits multiplied by logit_scale after the head
+# (next_token_logits). Command R+'s per-head q/k norms (use_qk_norm) the step does not run. Cohere 2: Gemma's per-layer
+# windows (set_family's sliding flags), its full layers unrotated (set_unrotated).
+COHERE_IMPLEMENTED = {
+    "model_type": lambda value: value == "cohere",
+    "hidden_act": IMPLEMENTED["hidden_act"],
+    "rope_scaling": IMPLEMENTED["rope_scaling"],
+    "attention_bias": lambda value: True,  # on every projection of attention
+    "attention_dropout": lambda value: not value,
+    "use_qk_norm": lambda value: not value,
+    "layer_norm_eps": lambda value: True,  # read from the norms
+    "logit_scale": lambda value: True,
+    "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
+}
+COHERE2_IMPLEMENTED = {
+    **{name: check for name, check in COHERE_IMPLEMENTED.items() if name != "use_qk_norm"},
+    "model_type": lambda value: value == "cohere2",
+    "sliding_window": lambda value: True,  # on the layers layer_types marks as sliding
+    "layer_types": lambda value: True,
+}
+# GPT-J: Phi's parallel branches under GPT-2's names, q, k, v and o without biases, the MLP's and the head's with
+# them, turning interleaved pairs of a head's leading rotary_dim dimensions. CodeGen: GPT-J's layers with one fused
+# q/k/v in blocks of a quarter of the heads, each block's queries, values and keys (set_qkv_blocks, read in place).
+GPTJ_IMPLEMENTED = {
+    "model_type": lambda value: value == "gptj",
+    "activation_function": GPT_NEOX_IMPLEMENTED["hidden_act"],
+    "rotary_dim": lambda value: True,  # the rotary tables' width
+    "n_positions": lambda value: True,
+    **dict.fromkeys(("n_embd", "n_layer", "n_head", "n_inner"), lambda value: True),  # sizes
+    "layer_norm_epsilon": lambda value: True,  # read from the norms
+    **dict.fromkeys(("resid_pdrop", "embd_pdrop", "attn_pdrop"), lambda value: True),
+    "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
+}
+CODEGEN_IMPLEMENTED = {**GPTJ_IMPLEMENTED, "model_type": lambda value: value == "codegen", "n_ctx": lambda value: True}
+# StableLM: Llama's layers with LayerNorms with biases (set_norm_biases), q/k/v biases with use_qkv_bias, rotary
+# tables over a head's leading dimensions, and with use_parallel_residual both branches reading the one norm's output
+# (set_parallel). StableLM 2 12B's per-head q/k LayerNorms (qk_layernorm) the step does not run.
+STABLELM_IMPLEMENTED = {
+    "model_type": lambda value: value == "stablelm",
+    "hidden_act": IMPLEMENTED["hidden_act"],
+    "rope_scaling": IMPLEMENTED["rope_scaling"],
+    "partial_rotary_factor": lambda value: True,  # the rotary tables' width
+    "use_qkv_bias": lambda value: True,
+    "qk_layernorm": lambda value: not value,
+    "use_parallel_residual": lambda value: True,
+    "layer_norm_eps": lambda value: True,  # read from the norms
+    **dict.fromkeys(("hidden_dropout", "attention_dropout"), lambda value: True),
+    "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
+}
 # model_type -> what the step implements, where not IMPLEMENTED
 FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED,
             "vaultgemma": VAULTGEMMA_IMPLEMENTED,
@@ -552,7 +630,9 @@ FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_te
             "phi3": PHI3_IMPLEMENTED, "mixtral": MIXTRAL_IMPLEMENTED, "qwen3_moe": QWEN3_MOE_IMPLEMENTED,
             "qwen2_moe": QWEN2_MOE_IMPLEMENTED, "starcoder2": STARCODER2_IMPLEMENTED, "granite": GRANITE_IMPLEMENTED,
             "ernie4_5": ERNIE4_5_IMPLEMENTED, "glm": GLM_IMPLEMENTED, "glm4": GLM4_IMPLEMENTED,
-            "gpt_neox": GPT_NEOX_IMPLEMENTED,
+            "gpt_neox": GPT_NEOX_IMPLEMENTED, "phi": PHI_IMPLEMENTED, "cohere": COHERE_IMPLEMENTED,
+            "cohere2": COHERE2_IMPLEMENTED, "gptj": GPTJ_IMPLEMENTED, "codegen": CODEGEN_IMPLEMENTED,
+            "stablelm": STABLELM_IMPLEMENTED,
             "gpt2": GPT2_IMPLEMENTED, "gpt_bigcode": GPT_BIGCODE_IMPLEMENTED, "opt": OPT_IMPLEMENTED,
             "gpt_neo": GPT_NEO_IMPLEMENTED, "arcee": ARCEE_IMPLEMENTED, "nemotron": NEMOTRON_IMPLEMENTED,
             "apertus": APERTUS_IMPLEMENTED, "olmo": OLMO_IMPLEMENTED, "olmoe": OLMOE_IMPLEMENTED,
@@ -619,7 +699,8 @@ def refusal(config) -> str | None:
 # GPT-2's line: learned positions added to the embeddings, no rotation (set_positions, set_unrotated)
 LEARNED_POSITION_DECODERS = (GPT2Model, GPTBigCodeModel, OPTModel, GPTNeoModel)
 # the decoder stacks whose layers the step may reproduce
-STEP_DECODERS = (LlamaModel, Gemma2Model, Phi3Model, GPTNeoXModel, NemotronModel, *LEARNED_POSITION_DECODERS)
+STEP_DECODERS = (LlamaModel, Gemma2Model, Phi3Model, GPTNeoXModel, NemotronModel, PhiModel, CohereModel, GPTJModel,
+                 StableLmModel, *LEARNED_POSITION_DECODERS)
 # The (layer, attention, MLP) classes the step reproduces, in each kind of decoder.
 LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLayer, Qwen3Attention, LlamaMLP),
                 (MinistralDecoderLayer, LlamaAttention, LlamaMLP),
@@ -636,7 +717,7 @@ UNGATED_MLPS = (NemotronMLP, ApertusMLP)
 # LayerNorms: Nemotron's of 1 + w with biases, OLMo's without parameters (set_norm_biases)
 LAYER_NORM_CLASSES = {NemotronModel: NemotronLayerNorm1P, OlmoModel: OlmoLayerNorm}
 # rotating pairs (2i, 2i + 1) (set_interleaved)
-INTERLEAVED_DECODERS = (Ernie4_5Model, Ernie4_5_MoeModel, GlmModel, HeliumModel)
+INTERLEAVED_DECODERS = (Ernie4_5Model, Ernie4_5_MoeModel, GlmModel, HeliumModel, CohereModel, GPTJModel)
 # Gemma 2's and Gemma 3's; the first Gemma's; VaultGemma's
 GEMMA_LAYERS = ((Gemma2DecoderLayer, Gemma2Attention, Gemma2MLP), (GemmaDecoderLayer, Gemma2Attention, Gemma2MLP),
                 (VaultGemmaDecoderLayer, Gemma2Attention, Gemma2MLP))
@@ -662,10 +743,25 @@ GRANITE_DECODERS = (GraniteModel, GraniteMoeModel, GraniteMoeSharedModel)  # Gra
 HUNYUAN_DECODERS = (HunYuanDenseV1Model, HunYuanMoEV1Model)  # q/k norms after the rotation
 STARCODER2_LAYERS = ((Starcoder2DecoderLayer, LlamaAttention, Starcoder2MLP),)
 GPT_NEOX_LAYERS = ((GPTNeoXLayer, GPTNeoXAttention, GPTNeoXMLP),)
-# The modules the step reads under each family's own names: the token table, the final norm, a layer's attention.
+# The parallel-branch families' layers (set_parallel), by decoder: the norm class and (layer, attention, MLP) kinds.
+PARALLEL_LAYERS = {
+    PhiModel: (nn.LayerNorm, ((PhiDecoderLayer, PhiAttention, PhiMLP),)),
+    CohereModel: (CohereLayerNorm, ((CohereDecoderLayer, CohereAttention, LlamaMLP),)),
+    Cohere2Model: (CohereLayerNorm, ((Cohere2DecoderLayer, Cohere2Attention, LlamaMLP),)),
+    GPTJModel: (nn.LayerNorm, ((GPTJBlock, GPTJAttention, GPTJMLP),)),
+    CodeGenModel: (nn.LayerNorm, ((CodeGenBlock, CodeGenAttention, GPTJMLP),)),
+    StableLmModel: (nn.LayerNorm, ((StableLmDecoderLayer, StableLmAttention, LlamaMLP),)),
+}
+# The modules the step reads under each family's own names (GPT-2's and GPT-J's wte, ln_f and attn, Phi's
+# final_layernorm, OPT's inside its `decoder`: _stack_modules): the token table, the final norm, a layer's attention.
 EMBEDDING_NAMES = ("embed_tokens", "embed_in", "wte")
-FINAL_NORM_NAMES = ("norm", "final_layer_norm", "ln_f")
+FINAL_NORM_NAMES = ("norm", "final_layer_norm", "final_layernorm", "ln_f")
 ATTENTION_NAMES = ("self_attn", "attention", "attn")
+# Phi's and GPT-J's linear layers under their names: q, k, v and o; up and down (no gate)
+GATELESS_PROJECTIONS = {PhiDecoderLayer: (("q_proj", "k_proj", "v_proj", "dense"), ("fc1", "fc2")),
+                        GPTJBlock: (("q_proj", "k_proj", "v_proj", "out_proj"), ("fc_in", "fc_out"))}
+# Layers whose one norm both branches read, as each layer's input norm and MLP norm (_layer_norms)
+ONE_NORM_LAYERS = (PhiDecoderLayer, CohereDecoderLayer, Cohere2DecoderLayer, GPTJBlock, CodeGenBlock)
 
 
 def _named(modules: dict, names: tuple) -> nn.Module | None:
@@ -689,6 +785,12 @@ def _final_norm(decoder: nn.Module) -> nn.Module:
 
 def _attention(layer: nn.Module) -> nn.Module:
     return _named(layer._modules, ATTENTION_NAMES)
+
+
+def _sliding_layers(decoder: nn.Module) -> bool:
+    """Whether the decoder's layers slide by config.sliding_window where they say so (Cohere 2's borrow
+    SlidingLayersDecoder's inputs)."""
+    return isinstance(decoder, (SlidingLayersDecoder, Cohere2Model))
 LEARNED_POSITION_LAYERS = ((GPT2Block, GPT2Attention, GPT2MLP), (GPTBigCodeBlock, GPTBigCodeAttention, GPT2MLP),
                            (OPTDecoderLayer, OPTAttention, type(None)), (GPTNeoBlock, GPTNeoAttention, GPTNeoMLP))
 FUSED_QKV_LAYERS = (Phi3DecoderLayer, GPTNeoXLayer, GPT2Block, GPTBigCodeBlock)  # one q/k/v projection (set_fused)
@@ -795,7 +897,8 @@ def _shortcut(model: nn.Module, tokens: torch.Tensor) -> tuple | None:
             or not (forward in (CausalLM.forward, GPT2LMHeadModel.forward) or forward is MoeCausalLM.forward
                     and not model.config.output_router_logits)
             or getattr(model_class, "token_logits", CausalLM.token_logits) not in (
-                CausalLM.token_logits, Gemma2ForCausalLM.token_logits, GraniteForCausalLM.token_logits)
+                CausalLM.token_logits, Gemma2ForCausalLM.token_logits, GraniteForCausalLM.token_logits,
+                CohereForCausalLM.token_logits)
             or "forward" in vars(model) or getattr(model, "_compiled_call_impl", None) is not None):
         return None
     embedding = _embedding(decoder)
@@ -828,6 +931,8 @@ def _finish(model: nn.Module):
         return lambda logits: torch.tanh(logits / cap) * cap
     if token_logits is GraniteForCausalLM.token_logits:
         return lambda logits: logits / config.logits_scaling
+    if token_logits is CohereForCausalLM.token_logits:
+        return lambda logits: logits * config.logit_scale
     return None
 
 
@@ -919,6 +1024,12 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
                    else MIXTURE_LAYERS if isinstance(decoder, MixtralModel) else LEARNED_POSITION_LAYERS if learned
                    else GPT_NEOX_LAYERS if type(decoder) is GPTNeoXModel
                    else STARCODER2_LAYERS if starcoder2 else LLAMA_LAYERS)
+    norm_class, layer_kinds = PARALLEL_LAYERS.get(type(decoder), (norm_class, layer_kinds))
+    for attention in map(_attention, decoder.layers):  # per-head q/k norms (Phi's, StableLM's, Cohere's): refused
+        if getattr(attention, "qk_layernorm", False) or getattr(attention, "use_qk_norm", False):
+            return False
+    if type(decoder) is CodeGenModel and _attention(decoder.layers[0]).n_head % CodeGenConfig.shards:
+        return False  # (heads that straddle its blocks)
     final_norm = _final_norm(decoder)
     if final_norm is None:  # (OPT's _remove_final_layer_norm)
         return False
@@ -972,9 +1083,10 @@ def _known_mixture(layer: nn.Module, block: nn.Module) -> bool:
 
 
 def _layer_normed(decoder: DecoderModel) -> bool:
-    """Whether the decoder's norms are LayerNorms with biases (StarCoder2's, GPT-NeoX's and GPT-2's line's;
-    set_norm_biases)."""
-    return type(decoder) in (Starcoder2Model, GPTNeoXModel) or type(decoder) in LEARNED_POSITION_DECODERS
+    """Whether the decoder's norms are LayerNorms with biases (StarCoder2's, GPT-NeoX's, Phi's, GPT-J's, CodeGen's,
+    StableLM's and GPT-2's line's; set_norm_biases)."""
+    return (type(decoder) in (Starcoder2Model, GPTNeoXModel, PhiModel, GPTJModel, CodeGenModel, StableLmModel)
+            or type(decoder) in LEARNED_POSITION_DECODERS)
 
 
 def _feed_forward(layer: nn.Module) -> nn.Module | None:
@@ -1000,7 +1112,7 @@ def _position_table(decoder: DecoderModel) -> torch.Tensor:
 def _cache_heads(decoder: DecoderModel) -> tuple[int, int]:
     """The key/value heads a layer caches and their size."""
     attention = _attention(decoder.layers[0])
-    if type(decoder) not in LEARNED_POSITION_DECODERS:  # (GPT-NeoX: no grouped queries)
+    if type(decoder) not in LEARNED_POSITION_DECODERS:  # (GPT-NeoX, GPT-J: no grouped queries)
         return getattr(attention, "n_kv_head", None) or attention.n_head, attention.head_dim
     config = decoder.config
     heads = config.num_attention_heads
@@ -1054,6 +1166,9 @@ def _layer_norms(layer: nn.Module) -> list[nn.Module | None]:
     elif type(layer) is Glm4DecoderLayer:
         norms = [layer.input_layernorm, layer.post_self_attn_layernorm, layer.post_attention_layernorm,
                  layer.post_mlp_layernorm]
+    elif type(layer) in ONE_NORM_LAYERS or type(layer) is StableLmDecoderLayer and layer.parallel:
+        norm = layer._modules.get("input_layernorm") or layer.ln_1  # both branches' (set_parallel)
+        norms = [norm, norm]
     else:
         norms = [layer.input_layernorm, layer.post_attention_layernorm]
     attention = _attention(layer)
@@ -1296,7 +1411,7 @@ class DecodeStep:
         if type(decoder) in LEARNED_POSITION_DECODERS:  # unrotated: the tables' stand-in
             return [self._unrotated]
         rotaries = [decoder._modules["rotary_emb"]]
-        if isinstance(decoder, SlidingLayersDecoder) and decoder._modules["local_rotary_emb"] is not rotaries[0]:
+        if _sliding_layers(decoder) and decoder._modules["local_rotary_emb"] is not rotaries[0]:
             rotaries.append(decoder._modules["local_rotary_emb"])
         return rotaries
 
@@ -1324,7 +1439,7 @@ class DecodeStep:
     def _settings(self) -> tuple[int, float, bool]:
         """The step's window (0: none), its norms' eps, and whether it leaves torch's threads at the team's size."""
         decoder = self.decoder
-        window = decoder.config.sliding_window if isinstance(decoder, SlidingLayersDecoder) else decoder.sliding_window
+        window = decoder.config.sliding_window if _sliding_layers(decoder) else decoder.sliding_window
         eps = self._eps
         # Inside threads_following_team, the step leaves torch's threads at the team's settled size.
         following = getattr(_following, "caller", None) is not None
@@ -1348,9 +1463,11 @@ class DecodeStep:
         """
         if self._current and (not self._clipped or all(a.clip_qkv == self._clip for a in self._clipped)):
             return self._stack
-        # The decoder's own submodules (its `layers`) and those of every module in its layers.
+        # The decoder's own submodules (its `layers`) and those of every module in its layers, the learned positions
+        # and OPT's inner `decoder`, and the head's tensors (its bias: set_head_bias).
         positions = _position_embedding(self.decoder)
-        inner = [positions, self.decoder._modules.get("decoder")]  # (OPT's stack inside its `decoder`)
+        head = self._head()
+        inner = [positions, self.decoder._modules.get("decoder"), head]  # (OPT's stack inside its `decoder`)
         for module in (self.decoder, *self.decoder.layers.modules(), *(m for m in inner if m is not None)):
             for name in ("_modules", "_parameters", "_buffers"):
                 held = module.__dict__[name]
@@ -1399,9 +1516,26 @@ class DecodeStep:
             self._positions = table.shape[0]
         if ready and _layer_normed(self.decoder):
             layer_norms = [norm for layer in self.decoder.layers for norm in _layer_norms(layer)]
-            if not learned:
+            if not learned and type(self.decoder) is not StableLmModel:  # (StableLM's gated MLP: SiLU)
                 self._stack.set_family(False, True, 0.0, 1.0, 1.0, [], 0.0)  # GELU
             self._stack.set_norm_biases([norm.bias for norm in layer_norms] + [_final_norm(self.decoder).bias])
+        if ready and type(self.decoder) in PARALLEL_LAYERS:
+            first = self.decoder.layers[0]
+            self._stack.set_parallel(getattr(first, "parallel", True))  # (StableLM's use_parallel_residual)
+            config = self.decoder.config  # GELU's exact form (Phi's hidden_act, GPT-J's activation_function)
+            activation = getattr(config, "activation_function", None) or getattr(config, "hidden_act", None)
+            self._stack.set_exact_gelu(activation == "gelu")
+        if ready and head is not None and head.bias is not None:  # Phi's, GPT-J's, CodeGen's, ERNIE 4.5 MoE's
+            self._stack.set_head_bias(head.bias)
+        if ready and isinstance(self.decoder, CohereModel):  # LayerNorms without biases
+            self._stack.set_centred_norms(True)
+        if ready and type(self.decoder) is Cohere2Model:  # Gemma's per-layer windows, the full layers unrotated
+            sliding = [int(layer.is_sliding) for layer in self.decoder.layers]
+            self._stack.set_family(False, False, 0.0, 1.0, 1.0, sliding, 0.0)
+            self._stack.set_unrotated([int(not layer.self_attn.rotates) for layer in self.decoder.layers])
+        if ready and type(self.decoder) is CodeGenModel:  # q/k/v fused in blocks of its shards' heads
+            self._stack.set_qkv_per_head(True)
+            self._stack.set_qkv_blocks(_attention(self.decoder.layers[0]).n_head // CodeGenConfig.shards, True)
         if ready and type(self.decoder) is GPTNeoXModel:
             self._stack.set_qkv_per_head(True)
             self._stack.set_exact_gelu(self.decoder.config.hidden_act == "gelu")
@@ -1421,8 +1555,10 @@ class DecodeStep:
         blocks = [block for block in map(_feed_forward, self.decoder.layers) if _sparse(block)]
         self._mixture = ready and bool(blocks)
         config = self.decoder.config
-        # StarCoder2's dropouts (Seed-OSS has the last two; GPT-NeoX the second and hidden_dropout)
-        dropouts = ("embedding_dropout", "attention_dropout", "residual_dropout", "hidden_dropout")
+        # StarCoder2's dropouts (Seed-OSS has the last two; GPT-NeoX the second and hidden_dropout; StableLM those
+        # two; Phi's, GPT-J's and CodeGen's the last three)
+        dropouts = ("embedding_dropout", "attention_dropout", "residual_dropout", "hidden_dropout", "embd_pdrop",
+                    "resid_pdrop", "attn_pdrop")
         self._draws_while_training = (any(block.jitter_noise for block in blocks) or learned
                                       or (_layer_normed(self.decoder) or type(self.decoder) is SeedOssModel)
                                       and any(getattr(config, d, 0.0) for d in dropouts))
@@ -1526,8 +1662,8 @@ class StepHead(Linear):
         bias are buffers: see Linear.from_linear.)"""
         tensors = self._buffers if "weight" in self._buffers else self._parameters
         weight, bias = tensors.get("weight"), tensors.get("bias")
-        fuses = (bias is None and weight is not None and weight.is_cpu and weight.dtype in KERNEL_WEIGHTS
-                 and weight.is_contiguous())
+        fuses = ((bias is None or bias.dtype in KERNEL_DTYPES and bias.is_cpu) and weight is not None and weight.is_cpu
+                 and weight.dtype in KERNEL_WEIGHTS and weight.is_contiguous())
         return (weight, self._buffers.get("scale")) if fuses else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -1634,6 +1770,12 @@ def _linear_slots(layer: nn.Module) -> list[tuple[nn.Module, str] | None]:
         mlp = [None, (layer, "fc1"), (layer, "fc2")] if type(layer) is OPTDecoderLayer else [
             None, (layer.mlp, "c_fc"), (layer.mlp, "c_proj")]
         return [(attention, n) for n in ("q_proj", "k_proj", "v_proj", "out_proj")] + mlp
+    if type(layer) is CodeGenBlock:  # q/k/v fused in blocks (set_qkv_blocks), an MLP without a gate
+        return [(layer.attn, "qkv_proj"), (layer.attn, "out_proj"), None, (layer.mlp, "fc_in"), (layer.mlp, "fc_out")]
+    if type(layer) in GATELESS_PROJECTIONS:  # q, k, v, o, an MLP without a gate
+        attention_names, mlp_names = GATELESS_PROJECTIONS[type(layer)]
+        return ([(_attention(layer), n) for n in attention_names] + [None]
+                + [(layer.mlp, n) for n in mlp_names])
     feed_forward, shared = _feed_forward(layer), _shared_mlp(layer)
     if type(shared) is GraniteMoeSharedMLP:  # gate and up rows in one matrix (set_fused)
         mlp = [(shared, "input_linear"), (shared, "output_linear")]
@@ -1680,7 +1822,7 @@ def _experts(layer: nn.Module) -> list[nn.Linear]:
 
 def _query_key_value_count(layer: nn.Module) -> int:
     """How many of a layer's first linear layers (_linear_slots) make its queries, keys and values."""
-    return 1 if type(layer) in FUSED_QKV_LAYERS else 3
+    return 1 if type(layer) in FUSED_QKV_LAYERS or type(layer) is CodeGenBlock else 3
 
 
 def _gather(decoder: DecoderModel) -> tuple[list, list, list, list]:

@@ -9,8 +9,9 @@ shards it was trained on: each block holds its share of the queries, then of the
 each), and the shares joined in order are the heads. The rotation is computed in float32 by float32 tables and
 rounded once, as the reference's (GPT-J's rounds its tables to the model's dtype first).
 
-GGUF: llama.cpp has no CodeGen architecture, so there is no file to read. The CPU decoding kernel refuses model_type
-"codegen" by name, and generate runs the layers.
+GGUF: llama.cpp has no CodeGen architecture, so there is no file to read. The CPU decoding kernel runs CodeGen's
+step (kernels/llama.py: GPT-J's, the fused projection read in place block by block) where each head lies in one block,
+and leaves heads that straddle two blocks to the layers.
 """
 
 import torch

@@ -12,7 +12,8 @@ LM for Cohere, and so does this file.
 GGUF files of llama.cpp's "command-r" architecture keep Llama's tensor names, the query and key rows as they are
 (llama.cpp rotates consecutive pairs, as Cohere does), no ffn_norm, the per-head q/k norms as (heads, head_dim)
 tensors, and `command-r.logit_scale` and `command-r.attention.layer_norm_epsilon` in their metadata. The CPU decoding
-kernel does not run Cohere's step (kernels/llama.py refuses model_type cohere), so generation runs these layers.
+kernel runs Cohere's step (kernels/llama.py: LayerNorms without biases, interleaved pairs, logit_scale after the
+head), but for use_qk_norm's per-head norms, which it refuses: generation then runs these layers.
 """
 
 import torch

@@ -11,8 +11,8 @@ this file.
 GGUF files of llama.cpp's "cohere2" architecture keep Llama's tensor names with the rows as they are (llama.cpp
 rotates consecutive pairs), drop the attention biases (all zero in the released checkpoints), and state the logit
 scale, the LayerNorm epsilon and the window in `cohere2.*`; llama.cpp attends to everything in every fourth layer. The
-CPU decoding kernel does not run Cohere 2's step (kernels/llama.py refuses model_type cohere2), so generation runs
-these layers.
+CPU decoding kernel runs Cohere 2's step (kernels/llama.py: Cohere's, the sliding layers windowed, the full ones
+unrotated).
 """
 
 from ..configs import GGUF_CONFIG_READERS, Cohere2Config

@@ -11,8 +11,8 @@ token_type_ids, as in the reference, add their rows of the token table to the em
 
 GGUF: llama.cpp names a "gptj" architecture in its constants, but its converter writes no GPT-J files and the library
 lists no tensors for it beyond the token embedding (its GPT-J is not implemented), so there is no file to read. The
-CPU decoding kernel does not apply either: kernels/llama.py accelerates Llama-style decoder stacks only, and refuses
-this config by name.
+CPU decoding kernel runs GPT-J's decoding step (kernels/llama.py: parallel branches from the one LayerNorm, interleaved
+partial rotary, the MLP's and the head's biases).
 """
 
 import torch

@@ -11,7 +11,8 @@ reference's: causal LM, sequence and token classification (no QA head).
 GGUF files of llama.cpp's "phi2" architecture are read here too (`config_from_gguf`, `convert_gguf_state_dict`):
 its converter writes attn_q/attn_k/attn_v apart for Hugging Face checkpoints and one fused attn_qkv (all queries,
 then all keys, then all values) for the original ones, which is split back; neither needs its rows un-permuted.
-The CPU decoding kernel does not apply: kernels/llama.py refuses model_type "phi" and generation runs the layers.
+The CPU decoding kernel runs Phi's decoding step (kernels/llama.py: both branches from the one norm, the head's bias
+added in the step), but for qk_layernorm's per-head norms, which it refuses: generation then runs the layers.
 """
 
 import torch

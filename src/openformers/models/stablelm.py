@@ -11,9 +11,9 @@ post_attention_layernorm). The MLP's output goes through `hidden_dropout`. The h
 
 GGUF files of llama.cpp's "stablelm" architecture load too (`config_from_gguf`, `convert_gguf_state_dict`): their
 rows need no un-permuting (llama.cpp rotates StableLM the way Hugging Face does), the per-head norms come stacked as
-one (heads, head_dim) tensor per layer, and a layer without ffn_norm is a parallel one. The CPU decoding kernel does
-not apply: kernels/llama.py refuses model_type "stablelm" (its step has neither per-head LayerNorms nor parallel
-residuals) and generation runs the layers.
+one (heads, head_dim) tensor per layer, and a layer without ffn_norm is a parallel one. The CPU decoding kernel runs
+StableLM's step (kernels/llama.py: LayerNorms with biases, sequential or parallel branches), but for qk_layernorm's
+per-head LayerNorms, which it refuses: generation then runs the layers.
 """
 
 import torch
