@@ -67,7 +67,7 @@ class TestGPT2(DecoderFamilyTests):
         assert expected.tolist() != reference.generate(ids, **settings).tolist()  # the types matter here
         assert model.generate(encoded, **settings).tolist() == expected.tolist()
         assert model.generate(**encoded, **settings).tolist() == expected.tolist()
-        with pytest.raises(ValueError, match=r"token_type_ids must be a tensor shaped like input_ids \(2, 6\)"):
+        with pytest.raises(ValueError, match=r"token_type_ids must be a tensor shaped like the prompt \(2, 6\)"):
             model.generate(ids, token_type_ids=encoded["token_type_ids"][:, :3], **settings)
 
     @torch.inference_mode()
