@@ -121,7 +121,7 @@ def test_an_odd_rotated_width_turns_one_more_dimension_as_the_reference(tmp_path
     (dict(num_nextn_predict_layers=-1), "num_nextn_predict_layers=-1"),
     (dict(partial_rotary_factor=0.01), "partial_rotary_factor=0.01"),
     (dict(num_key_value_heads=3), "num_key_value_heads=3"),
-    (dict(rope_scaling={"rope_type": "dynamic", "factor": 2.0}), "rope_type='dynamic'"),
+    (dict(rope_scaling={"rope_type": "proportional", "factor": 2.0}), "rope_type='proportional'"),
 ])
 def test_bad_config_values_name_the_field(values, message):
     with pytest.raises(ValueError, match=message):
