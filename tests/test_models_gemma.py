@@ -215,15 +215,6 @@ class TestGemma2(GemmaTests):
     }
     GGUF_LAYER_TYPES = ["sliding_attention", "full_attention"]
 
-    # A known difference, which this test shows: the loss is the reference's, and so is every hidden state, but at a
-    # left-padded row's last padding position (whose logits are scored against the first real token) the reference's
-    # step-by-step attention adds the dtype's lowest value to the scores of a query that sees no key, where
-    # layers.eager_attention fills them with it, so the reference's gradient reaches that query's scores (a
-    # softmax's slope at even weights) and ours does not.
-    @pytest.mark.xfail(strict=True, reason="a padding query's score gradient: layers.eager_attention masks by filling")
-    def test_training_loss_and_gradients_match_the_reference(self, training_variant, tmp_path):
-        super().test_training_loss_and_gradients_match_the_reference(training_variant, tmp_path)
-
     def test_training_on_unpadded_rows_matches_the_reference(self, training_variant, tmp_path):
         """The loss and every gradient of a training step, with gradient checkpointing too, on rows without
         padding."""

@@ -640,9 +640,10 @@ def eager_attention(
 
     Used when the weights are asked for (output_attentions=True) or attn_implementation="eager". `mask`
     is a boolean mask as for `attention` (True: may attend), or None for none at all (`is_causal`: for
-    plain causal attention). A masked score becomes the dtype's lowest value, not -inf, so a query that may
+    plain causal attention). A masked score has the dtype's lowest value added, not -inf, so a query that may
     see no key (left padding) spreads its weight evenly over all of them and its output is the mean of the
-    values, as in the reference (`attention` gives it zeros, as the reference's sdpa path does).
+    values, as in the reference (`attention` gives it zeros, as the reference's sdpa path does), and its
+    scores' gradient is the reference's.
     `scale` replaces 1/sqrt(hs) (Gemma's query_pre_attn_scalar); `softcap` bounds the scores to (-softcap, softcap)
     with a tanh before masking (Gemma 2's attention soft-capping, which torch's fused kernel cannot do).
     `float32_scores` multiplies queries and keys in float32 whatever their dtype (GPT-J's scores overflow float16).
@@ -661,8 +662,9 @@ def eager_attention(
         mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)  # query t sees keys up to S - T + t
     if mask is not None and mask.dtype != torch.bool:
         scores = scores + mask
-    elif mask is not None:
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    elif mask is not None:  # added, not filled: a query that sees no key still passes its gradient to its scores
+        scores = scores + torch.zeros((), dtype=scores.dtype, device=scores.device).masked_fill(
+            ~mask, torch.finfo(scores.dtype).min)
     weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
     if dropout:
         weights = F.dropout(weights, p=dropout)
