@@ -10,11 +10,16 @@ heads are the reference's: causal LM, sequence and token classification, extract
 The released folders (Ministral-3-*-2512) are Mistral 3's image-and-text wrappers (model_type "mistral3"), which the
 reference's AutoModelForCausalLM does not load either; a "ministral3" folder of the text decoder alone loads here. The
 CPU decoding step does not take these layers (it has no factor by position): generation runs them.
+
+GGUF files of llama.cpp's "mistral3" architecture (its converter's Ministral 3 and Mistral 3 text decoders) load:
+Llama's metadata and tensors (the query and key rows permuted, as for "llama" files), YaRN from
+`mistral3.rope.scaling.*` with mscale_all_dim as rope.scaling.yarn_log_multiplier, and llama_4_scaling_beta as
+attention.temperature_scale; a file without YaRN is a plain Mistral (MistralConfig), as llama.cpp runs it.
 """
 
 import torch
 
-from ..configs import Ministral3Config
+from ..configs import GGUF_CONFIG_READERS, Ministral3Config, MistralConfig
 from .llama import (
     LlamaAttention,
     LlamaDecoderLayer,
@@ -26,6 +31,25 @@ from .llama import (
     LlamaPreTrainedModel,
 )
 from .layers import decoder_attention
+from .llama import gguf_config_values
+
+
+def config_from_gguf(gguf, **overrides) -> MistralConfig:
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "mistral3" architecture. The converter writes the
+    rope scaling's mscale_all_dim and llama_4_scaling_beta (rope.scaling.yarn_log_multiplier,
+    attention.temperature_scale) but not its mscale, which reads as 1, Ministral 3's and llama.cpp's; without a
+    temperature scale the queries are not scaled (beta 0), as llama.cpp runs the file."""
+    values = gguf_config_values(gguf)
+    scaling = values["rope_scaling"]
+    if scaling is None or scaling["rope_type"] != "yarn":
+        return MistralConfig.from_dict({"architectures": ["MistralForCausalLM"], **values}, **overrides)
+    values["rope_scaling"] = {**scaling, "mscale": 1.0,
+                              "mscale_all_dim": float(gguf.get("mistral3.rope.scaling.yarn_log_multiplier", 1.0)),
+                              "llama_4_scaling_beta": float(gguf.get("mistral3.attention.temperature_scale", 0.0))}
+    return Ministral3Config.from_dict({"architectures": ["Ministral3ForCausalLM"], **values}, **overrides)
+
+
+GGUF_CONFIG_READERS["mistral3"] = config_from_gguf
 
 
 def query_scale(config: Ministral3Config, position_ids: torch.Tensor) -> torch.Tensor:
