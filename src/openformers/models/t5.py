@@ -12,17 +12,24 @@ token table (`shared`) feeds both stacks and, tied, the LM head, whose input is 
 config.scale_decoder_outputs says so (the original T5). Flan-T5 and mT5 store their own LM head, which is kept.
 The decoder keeps an EncoderDecoderCache: its own keys and values per step, and the encoder output's keys and
 values, projected once (docs/architecture.md, "Encoder-decoders").
+
+GGUF files of llama.cpp's "t5" and "t5encoder" architectures (its converter's T5, Flan-T5, mT5 and UMT5 files) load
+too: `config_from_gguf` reads the sizes from `t5.*` metadata and the rest from which tensors the file holds (gated
+feed-forward where ffn_gate is, UMT5 where later layers hold a position table, the tied and scaled head of the
+original T5 where output.weight is missing), and `convert_gguf_state_dict` gives the tensors their checkpoint names.
 """
 
 import math
+import re
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..configs import MT5Config, T5Config
+from ..configs import GGUF_CONFIG_READERS, MT5Config, T5Config, UMT5Config
 from ..generation.cache import DynamicCache, EncoderDecoderCache
 from .base import PreTrainedModel, check_inputs, embedded, recorded, seq2seq_cache
+from .gpt_neox import gguf_required
 from .heads import TokenClassification
 from .layers import ACTIVATIONS, attention_mask_for, run_layer
 from .losses import question_answering_loss, sequence_classification_loss, shift_tokens_right, token_loss
@@ -47,6 +54,99 @@ def relative_position_buckets(distance: torch.Tensor, bidirectional: bool, num_b
     spread = torch.log(distance.float() / exact) / math.log(max_distance / exact) * (num_buckets - exact)
     far = (exact + spread.long()).clamp(max=num_buckets - 1)
     return buckets + torch.where(distance < exact, distance, far)
+
+
+def config_from_gguf(gguf, **overrides) -> T5Config:
+    """The config of an opened `weights.GGUFFile` of llama.cpp's "t5" (encoder-decoder) or "t5encoder" architecture.
+
+    The converter writes the sizes (`<arch>.embedding_length`, feed_forward_length, block_count and
+    decoder_block_count, attention.head_count, key_length, relative_buckets_count, layer_norm_rms_epsilon,
+    decoder_start_token_id) but not what tells the variants apart, which the tensors do, as llama.cpp reads them: a
+    gated GELU feed-forward (T5 v1.1, Flan-T5, mT5, UMT5) where ffn_gate is, else ReLU; a position table in every
+    layer (UMT5, read as a UMT5Config) where a layer after the first holds attn_rel_b; without output.weight, the
+    original T5's head tied to the embeddings, with the decoder output scaled by d_model ** -0.5 as the Hugging Face
+    model it was converted from scales it (llama.cpp leaves it unscaled: the same greedy tokens, flatter
+    probabilities). relative_attention_max_distance is llama.cpp's fixed 128, which every released T5 has. mT5's
+    files read as T5's, the same network."""
+    arch = gguf.get("general.architecture")
+    names = gguf.tensor_names
+    every_layer = any(re.fullmatch(r"(enc|dec)\.blk\.[1-9]\d*\.attn_rel_b\.weight", name) for name in names)
+    config_class = UMT5Config if every_layer else T5Config
+    family = "UMT5" if every_layer else "T5"
+    heads = gguf_required(gguf, f"{arch}.attention.head_count")
+    d_model = gguf_required(gguf, f"{arch}.embedding_length")
+    epsilon = gguf.get(f"{arch}.attention.layer_norm_rms_epsilon", gguf.get(f"{arch}.attention.layer_norm_epsilon"))
+    if epsilon is None:
+        raise ValueError(f"{gguf.path} lacks the GGUF metadata key {arch}.attention.layer_norm_rms_epsilon, which a "
+                         f"{arch} model needs.")
+    values = {
+        "architectures": [f"{family}EncoderModel" if arch == "t5encoder" else f"{family}ForConditionalGeneration"],
+        "vocab_size": gguf.get(f"{arch}.vocab_size") or gguf.array_length("tokenizer.ggml.tokens"),
+        "d_model": d_model,
+        "d_ff": gguf_required(gguf, f"{arch}.feed_forward_length"),
+        "num_layers": gguf_required(gguf, f"{arch}.block_count"),
+        "num_heads": heads,
+        "d_kv": gguf.get(f"{arch}.attention.key_length") or d_model // heads,
+        "relative_attention_num_buckets": gguf_required(gguf, f"{arch}.attention.relative_buckets_count"),
+        "layer_norm_epsilon": epsilon,
+        "feed_forward_proj": "gated-gelu" if any(name.endswith(".ffn_gate.weight") for name in names) else "relu",
+        "n_positions": gguf.get(f"{arch}.context_length", 512),
+        "eos_token_id": gguf.get("tokenizer.ggml.eos_token_id", 1),
+        "pad_token_id": gguf.get("tokenizer.ggml.padding_token_id", 0),
+    }
+    if "output.weight" in names:  # a head of its own, unscaled (T5Config's rule for tie_word_embeddings=False)
+        values["tie_word_embeddings"] = False
+    for key, field_name in (("decoder_block_count", "num_decoder_layers"),
+                            ("decoder_start_token_id", "decoder_start_token_id")):
+        if gguf.get(f"{arch}.{key}") is not None:
+            values[field_name] = gguf.get(f"{arch}.{key}")
+    return config_class.from_dict(values, **overrides)
+
+
+GGUF_CONFIG_READERS.update(t5=config_from_gguf, t5encoder=config_from_gguf)
+
+# llama.cpp's names of a block's tensors (enc.blk.N.<name>, dec.blk.N.<name>) -> the checkpoint's, after
+# "encoder.block.N." or "decoder.block.N.". The feed-forward's layer is the encoder's second and the decoder's third.
+GGUF_BLOCK_RENAMES = {
+    "attn_norm": "layer.0.layer_norm",
+    "attn_q": "layer.0.SelfAttention.q",
+    "attn_k": "layer.0.SelfAttention.k",
+    "attn_v": "layer.0.SelfAttention.v",
+    "attn_o": "layer.0.SelfAttention.o",
+    "attn_rel_b": "layer.0.SelfAttention.relative_attention_bias",
+    "cross_attn_norm": "layer.1.layer_norm",
+    "cross_attn_q": "layer.1.EncDecAttention.q",
+    "cross_attn_k": "layer.1.EncDecAttention.k",
+    "cross_attn_v": "layer.1.EncDecAttention.v",
+    "cross_attn_o": "layer.1.EncDecAttention.o",
+    "cross_attn_rel_b": "layer.1.EncDecAttention.relative_attention_bias",
+    "ffn_norm": "layer.{ff}.layer_norm",
+    "ffn_gate": "layer.{ff}.DenseReluDense.wi_0",
+    "ffn_up": "layer.{ff}.DenseReluDense.{up}",
+    "ffn_down": "layer.{ff}.DenseReluDense.wo",
+}
+GGUF_STACKS = {"enc": ("encoder", 1), "dec": ("decoder", 2)}  # name, the feed-forward's layer
+GGUF_TOP_RENAMES = {"token_embd": "shared", "output": "lm_head"}
+
+
+def convert_gguf_state_dict(state_dict: dict[str, torch.Tensor], config: T5Config) -> dict[str, torch.Tensor]:
+    """llama.cpp's T5 tensor names to the checkpoint's ("enc.blk.0.ffn_up.weight" ->
+    "encoder.block.0.layer.1.DenseReluDense.wi_1.weight", wi without a gate). The tensors need no change: the
+    position tables are (buckets, heads) in both. A name not listed stays as it is, for the loader to report."""
+    up = "wi_1" if config.is_gated_act else "wi"
+    renamed = {}
+    for name, tensor in state_dict.items():
+        parts = name.split(".")
+        if parts[0] in GGUF_STACKS and len(parts) == 3 and parts[1] == "output_norm":
+            name = f"{GGUF_STACKS[parts[0]][0]}.final_layer_norm.{parts[2]}"
+        elif parts[0] in GGUF_STACKS and len(parts) == 5 and parts[1] == "blk" and parts[3] in GGUF_BLOCK_RENAMES:
+            stack, ff = GGUF_STACKS[parts[0]]
+            part = GGUF_BLOCK_RENAMES[parts[3]].format(ff=ff, up=up)
+            name = f"{stack}.block.{parts[2]}.{part}.{parts[4]}"
+        elif len(parts) == 2 and parts[0] in GGUF_TOP_RENAMES:
+            name = f"{GGUF_TOP_RENAMES[parts[0]]}.{parts[1]}"
+        renamed[name] = tensor
+    return renamed
 
 
 class T5LayerNorm(nn.Module):
@@ -321,6 +421,7 @@ class T5PreTrainedModel(PreTrainedModel):
                                r"^decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias\.weight$")
     projection_name = "classifier"  # token classification's (models/heads.py)
     kept_in_float32 = ("wo",)
+    convert_gguf_state_dict = staticmethod(convert_gguf_state_dict)
 
     def new_base_model(self, config: T5Config) -> "T5EncoderModel":
         return T5EncoderModel(config)

@@ -8,6 +8,7 @@ each part by a `type` tag; the tables below map the tags we support to the class
 import base64
 import json
 import math
+import re
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -1236,6 +1237,8 @@ def _from_gguf_sentencepiece(metadata: dict, path: Path) -> dict:
         "▁" * len(token) if kind == TokenType.USER_DEFINED and token and not token.strip(" ") else token
         for token, kind in zip(tokens, types)
     ]
+    sentinels = _t5_sentinels(tokens) if model_type == sentencepiece.UNIGRAM else {}
+    tokens = [sentinels.get(index, token) for index, token in enumerate(tokens)]
     # A type-less vocabulary written by hand may hold a byte piece as NORMAL; llama.cpp checks the type too.
     spm = sentencepiece.SentencePieceModel(
         pieces=[(token, float(score), int(kind)) for token, score, kind in zip(tokens, scores, types)],
@@ -1252,7 +1255,7 @@ def _from_gguf_sentencepiece(metadata: dict, path: Path) -> dict:
     named = set(settings.values())
     settings["extra_special_tokens"] = [
         piece for piece, _, kind in spm.pieces if kind == models.CONTROL and piece not in named
-    ]
+    ] + [sentinels[index] for index in sorted(sentinels, reverse=True)]
     # llama.cpp adds BOS by default for "llama" and EOS by default for "t5", unless the file says otherwise.
     add_bos = metadata.get(Keys.Tokenizer.ADD_BOS, model_type == sentencepiece.BPE)
     add_eos = metadata.get(Keys.Tokenizer.ADD_EOS, model_type == sentencepiece.UNIGRAM)
@@ -1261,6 +1264,17 @@ def _from_gguf_sentencepiece(metadata: dict, path: Path) -> dict:
     if metadata.get(Keys.Tokenizer.CHAT_TEMPLATE) is not None:
         settings["chat_template"] = metadata[Keys.Tokenizer.CHAT_TEMPLATE]
     return {"pipeline": pipeline, **settings}
+
+
+_PLACEHOLDER = re.compile(r"\[PAD\d+\]")
+
+
+def _t5_sentinels(tokens: list[str]) -> dict[int, str]:
+    """T5's sentinels by id. llama.cpp's converter writes the ids past the SentencePiece pieces as placeholders
+    "[PAD<id>]", T5's <extra_id_N> among them; as the reference, the first 100 placeholders are named back in T5's
+    order (the first <extra_id_99>, the hundredth <extra_id_0>) and become special tokens, matched whole."""
+    placeholders = [index for index, token in enumerate(tokens) if _PLACEHOLDER.fullmatch(token)][:100]
+    return {index: f"<extra_id_{99 - n}>" for n, index in enumerate(placeholders)}
 
 
 # --- choosing the source
