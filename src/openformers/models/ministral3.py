@@ -29,9 +29,9 @@ from .llama import (
     LlamaForTokenClassification,
     LlamaModel,
     LlamaPreTrainedModel,
+    gguf_config_values,
 )
 from .layers import decoder_attention
-from .llama import gguf_config_values
 
 
 def config_from_gguf(gguf, **overrides) -> MistralConfig:
