@@ -60,7 +60,8 @@ EXCLUDED_MODULES = {
     "integrations.executorch": "ExecuTorch export",
     "integrations.hub_kernels": "Hub kernels; our CPU kernels live in openformers.kernels",
     "utils.kernel_config": "Hub kernels",
-    "utils.quantization_config": "third-party quantization backends; openformers quantizes with quantization=",
+    "utils.quantization_config": "third-party quantization backends; openformers quantizes with quantization=, "
+                                 "and loads BitsAndBytesConfig (IN_SCOPE_ANYWAY) as that",
     "utils.dummy_torchvision_objects": "vision", "utils.dummy_mistral_common_objects": "the mistral-common backend",
     "convert_slow_tokenizer": "there are no slow tokenizers to convert: one engine serves every tokenizer",
     "distributed": "distributed training: the issue 'LoRA/QLoRA and FSDP'",
@@ -120,7 +121,13 @@ def _module_of_each_name() -> dict[str, str]:
     return {name: module for module, names in structure.items() for name in names}
 
 
+# Names of modules excluded whole that openformers serves anyway.
+IN_SCOPE_ANYWAY = {"BitsAndBytesConfig"}
+
+
 def _in_scope(name: str, module: str) -> bool:
+    if name in IN_SCOPE_ANYWAY:
+        return True
     if name in EXCLUDED_NAMES or module in EXCLUDED_MODULES:
         return False
     if module.startswith("models."):

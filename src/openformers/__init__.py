@@ -92,6 +92,7 @@ _public(
     "AutoModelForSeq2SeqLM",
 )
 _public("openformers.models.base", "PreTrainedModel")
+_public("openformers.quantization_config", "BitsAndBytesConfig")  # loaded as quantization="int4" / "int8"
 _public("openformers.models.lora", "LoraConfig")  # peft's name; the reference exports none
 _public("openformers.models.outputs", "ModelOutput")
 _public(
