@@ -644,13 +644,13 @@ def test_quantized_loading_reads_and_quantizes_one_layer_at_a_time(tmp_path, mon
         return {o.data_ptr() for o in gc.get_objects()
                 if type(o) in (torch.Tensor, nn.Parameter) and o.is_floating_point() and o.shape in linear_shapes}
 
-    def quantize_and_count(unit, quantization):
+    def quantize_and_count(unit, quantization, *keep_and_prefix):
         # The layers' float weights in memory of their own (not the file's mapped, unread tensors, nor what earlier
         # tests in this process still hold) at this point.
         float_weights_held.append(len(float_weights() - mapped - held_before))
         memory_used.update(float_weights() - mapped - held_before)
         events.append(unit)
-        return quantize_unit(unit, quantization)
+        return quantize_unit(unit, quantization, *keep_and_prefix)
 
     linear_shapes = {(64, 64), (32, 64), (96, 64), (64, 96)}
     monkeypatch.setattr(base, "load_weights", mapped_weights)

@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.layers import backward_follows
+from ..quantization_config import is_kept
 from ..weights import GGUF_PACKERS, WIDER_QUANTIZED_TYPES
 from . import library
 
@@ -602,13 +603,17 @@ def check_quantization(quantization: str) -> None:
         )
 
 
-def quantize(model: nn.Module, quantization: str) -> nn.Module:
+def quantize(model: nn.Module, quantization: str, keep: tuple[str, ...] = (), prefix: str = "") -> nn.Module:
     """Replace every float linear layer of `model` by its quantized form (in the layout `layout` gives it), and
     every stack of experts' matrices that a module names in its `expert_stacks` (parameter name -> whether it is
     stored (experts, in, out), as gpt-oss's, rather than (experts, out, in)) by a `PackedExperts`, in place;
-    returns the model."""
+    returns the model. Modules whose names (under `prefix`, the name of `model` in the whole model) match a pattern
+    of `keep` (BitsAndBytesConfig's llm_int8_skip_modules, quantization_config.is_kept) stay as they are."""
     check_quantization(quantization)
+    kept = {id(module) for name, module in model.named_modules(prefix=prefix) if keep and is_kept(name, keep)}
     for module in list(model.modules()):
+        if id(module) in kept:
+            continue
         for name, transposed in getattr(module, "expert_stacks", {}).items():
             stack = module._parameters.get(name)
             if stack is not None:  # else packed already (a quantized load packs some stacks as it reads them)
@@ -617,7 +622,7 @@ def quantize(model: nn.Module, quantization: str) -> nn.Module:
                 install_packed_experts(module, name, PackedExperts.from_matrices(len(stack), matrix, quantization))
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if not isinstance(child, nn.Linear) or getattr(child, "scale", None) is not None:
+            if not isinstance(child, nn.Linear) or getattr(child, "scale", None) is not None or id(child) in kept:
                 continue
             if quantization == "int4" and child.in_features % GROUP:
                 raise ValueError(

@@ -27,6 +27,7 @@ from ..generation.config import GenerationConfig
 from ..generation.decoding import GenerationMixin
 from ..generation.options import Kind, names_of_kind
 from ..hub import ModelFiles, resolve
+from ..quantization_config import BitsAndBytesConfig, is_kept, quantized_load
 from ..weights import (
     GGUFFile, GGUFLayerReader, TensorReader, find_weights, load_weights, save_safetensors, tensor_reader,
 )
@@ -694,6 +695,7 @@ def load_pretrained(
     trust_remote_code: bool = False,
     ignore_mismatched_sizes: bool = False,
     quantization: str | None = None,
+    quantization_config: BitsAndBytesConfig | dict | None = None,
     config: PretrainedConfig | None = None,
     config_class: type[PretrainedConfig] | None = None,
     attn_implementation: str | None = None,
@@ -713,6 +715,11 @@ def load_pretrained(
     trust_remote_code=True is refused: openformers never runs code from a model folder.
     quantization="int8" or "int4" stores the linear layers' weights packed for faster inference (openformers.kernels,
     which also speeds up every model it knows on the CPU, quantized or not: see acceleration.py).
+    quantization_config: the reference's BitsAndBytesConfig (or its dict), loaded as quantization="int4"
+    (load_in_4bit) or "int8" (load_in_8bit), with llm_int8_skip_modules left in floating point and a 4-bit compute
+    dtype other than float32 as the model's dtype when `dtype` is not given (quantization_config.py says what
+    differs from bitsandbytes). A checkpoint whose config.json holds a quantization_config (weights stored by GPTQ,
+    AWQ, bitsandbytes...) is refused by name, except the formats a family reads (gpt-oss's MXFP4, BitNet's).
     config: a config to use instead of the checkpoint's (the overrides apply to a copy of it). config_class: the
     class to read config.json as (a user's own config); None: the class its model_type names.
     attn_implementation: "sdpa" (the default) or "eager" (attention computed explicitly, as the reference's
@@ -738,6 +745,9 @@ def load_pretrained(
             "trust_remote_code=True is refused: openformers never runs code that comes with a model. It builds "
             "models from its own classes, picked by the config's model_type; leave trust_remote_code unset."
         )
+    keep = ()  # the linear layers a quantization_config leaves unquantized
+    if quantization_config is not None:
+        quantization, keep, dtype = _bitsandbytes_options(quantization_config, quantization, dtype, torch_dtype)
     dtype = _resolve_dtype(dtype, torch_dtype)
     device = _resolve_device(device_map)
     if quantization is not None:
@@ -746,6 +756,7 @@ def load_pretrained(
                     local_files_only=local_files_only, token=token)
     config, source, read_state_dict, leftover, mixed_widths = _open_checkpoint(files, config_overrides, config,
                                                                                 config_class)
+    _check_not_prequantized(config, files)
     if attn_implementation is not None:
         config._attn_implementation = attn_implementation
     config.name_or_path = name_or_path
@@ -791,7 +802,7 @@ def load_pretrained(
     model.tie_weights()
     if quantization is not None:
         _quantize_layer_by_layer(model, quantization, reader, stored_as, as_loaded, dtype, mixed_widths,
-                                 stacks_to_pack)
+                                 stacks_to_pack, keep)
     _rebuild_buffers(model)  # on the weights' device: a quantized GGUF's are placeholders until quantized
     if device is not None:
         model.to(device)
@@ -896,7 +907,8 @@ def _as_loaded(name: str, tensor: torch.Tensor, dtype: torch.dtype, kept_in_floa
 
 
 def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, stored_as: dict, as_loaded,
-                             dtype: torch.dtype, widths_mixed: bool, stacks_to_pack: dict) -> None:
+                             dtype: torch.dtype, widths_mixed: bool, stacks_to_pack: dict,
+                             keep: tuple[str, ...] = ()) -> None:
     """Quantize a model whose parameters are still the checkpoint's mapped tensors, one layer at a time.
 
     Each layer (`named_layers`), then the rest of the model, gets its float weights in memory of their own (read
@@ -914,7 +926,8 @@ def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, 
     A stack of experts' matrices in `stacks_to_pack` (PreTrainedModel.expert_stacks_to_pack: gpt-oss's MXFP4
     blocks) is packed expert by expert (kernels.PackedExperts), each expert's matrix cast to the model's dtype and
     quantized before the next is made: the stack is never floats, and loading holds the quantized model and one
-    stack's stored tensors.
+    stack's stored tensors. Modules that `keep`'s patterns match (quantization_config.is_kept) are loaded in
+    floating point and left so.
     """
     holders = collections.Counter(id(p) for m in model.modules() for p in m._parameters.values() if p is not None)
     # id of a checkpoint tensor -> (that tensor, a weak reference to the parameter loaded from it), so that a tied
@@ -934,6 +947,12 @@ def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, 
                     continue
                 name = f"{module_name}.{attribute}" if module_name else attribute
                 if name in stacks_to_pack:
+                    if keep and is_kept(module_name, keep):
+                        raise ValueError(
+                            f"llm_int8_skip_modules {list(keep)} names {module_name}, whose experts' matrices a "
+                            "quantized load packs as it reads them (never holding them in floating point); "
+                            "openformers cannot leave them unquantized. Name other modules, or load without "
+                            "quantization.")
                     count, matrix = stacks_to_pack[name]()
                     packed = accelerator().PackedExperts.from_matrices(
                         count, lambda e: as_loaded(name, matrix(e)), quantization)
@@ -943,7 +962,8 @@ def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, 
                 if own is None:
                     readable = reader is not None and stored_as.get(name) in reader
                     # Quantized here, and then held by nothing: a linear layer's own weight.
-                    quantized = isinstance(module, nn.Linear) and attribute == "weight" and holders[id(parameter)] == 1
+                    quantized = (isinstance(module, nn.Linear) and attribute == "weight" and holders[id(parameter)] == 1
+                                 and not (keep and is_kept(module_name, keep)))
                     if readable and quantized and isinstance(reader, GGUFLayerReader):
                         kind, rows = reader.stored_rows(stored_as[name])
                         layout = accelerator().layout(model, module, quantization, kind, widths_mixed)
@@ -972,7 +992,7 @@ def _quantize_layer_by_layer(model: PreTrainedModel, quantization: str, reader, 
                 packed.bias = module.bias.detach().clone()
             parent, _, attribute = module_name.rpartition(".")
             setattr(model.get_submodule(parent), attribute, packed)
-        accelerator().quantize(unit, quantization)
+        accelerator().quantize(unit, quantization, keep, prefix)
         spare = read_into
 
 
@@ -997,10 +1017,45 @@ def _with_overrides(read, overrides: dict) -> tuple[PretrainedConfig, dict]:
     return read(**{name: value for name, value in overrides.items() if name not in leftover}), leftover
 
 
-# The reference's bitsandbytes options, which openformers answers with its own quantization.
-_BITSANDBYTES_HINT = (" load_in_8bit, load_in_4bit and quantization_config are the reference's bitsandbytes options; "
-                      "openformers quantizes weights itself: pass quantization=\"int8\" or quantization=\"int4\" "
-                      "(4-bit groups of 32, also for QLoRA).")
+# The bitsandbytes flags that transformers 4 took as from_pretrained's own arguments, and 5 (like openformers) refuses.
+_BITSANDBYTES_HINT = (" load_in_8bit and load_in_4bit are bitsandbytes options, which from_pretrained takes (as "
+                      "transformers 5 does) only inside quantization_config=BitsAndBytesConfig(load_in_4bit=True); "
+                      "or pass openformers' own quantization=\"int8\" or quantization=\"int4\" (4-bit groups of 32, "
+                      "also for QLoRA).")
+
+
+def _bitsandbytes_options(quantization_config, quantization: str | None, dtype, torch_dtype):
+    """from_pretrained's quantization_config as (quantization, the module patterns to keep in floating point,
+    dtype): a 4-bit compute dtype (other than float32) becomes the model's dtype where none is given, as quantized
+    products run in the model's dtype; where one is given and differs, it wins, with a warning."""
+    if quantization is not None:
+        raise ValueError(f"Got quantization={quantization!r} and quantization_config; pass one of them.")
+    load = quantized_load(quantization_config)
+    asked = dtype if dtype is not None else torch_dtype
+    if load.dtype is not None and asked is None:
+        dtype = load.dtype
+    elif load.dtype is not None and asked != "auto" and _resolve_dtype(asked, None) != load.dtype:
+        warnings.warn(f"quantization_config's bnb_4bit_compute_dtype={load.dtype} is not the dtype asked for "
+                      f"({asked}): openformers' quantized products run in the model's dtype, {asked}.", stacklevel=3)
+    return load.quantization, load.keep, dtype
+
+
+def _check_not_prequantized(config: PretrainedConfig, files: ModelFiles) -> None:
+    """Refuse a checkpoint whose weights are stored quantized by a method openformers cannot read (GPTQ, AWQ,
+    bitsandbytes, FP8, compressed-tensors...), naming the method and the file, before its tensors are matched.
+    The formats a family reads (gpt-oss's MXFP4, BitNet's ternary weights) are taken by its config, which leaves
+    no quantization_config among the keys it keeps."""
+    stored = config.extra.get("quantization_config")
+    if stored is None or files.gguf_file is not None:
+        return
+    method = stored.get("quant_method") if isinstance(stored, dict) else None
+    if isinstance(stored, dict) and method is None and (stored.get("load_in_4bit") or stored.get("load_in_8bit")):
+        method = "bitsandbytes"
+    raise ValueError(
+        f"{files.folder / 'config.json'} holds a quantization_config with quant_method {method!r}: its weights are "
+        "stored quantized in a format openformers cannot read. Load the checkpoint it was quantized from (with "
+        "quantization=\"int4\" or \"int8\", or quantization_config=BitsAndBytesConfig(...), to quantize it at "
+        "load), or a GGUF file of the model.")
 
 
 def _model_arguments(model_class, leftover: dict, config: PretrainedConfig, source: Path) -> dict:
