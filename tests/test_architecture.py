@@ -16,7 +16,7 @@ LAYERS = [
     {"generation", "tokenizers"},
     {"models"},
     {"kernels"},  # the opt-in CPU accelerator, applied to plain models
-    {"pipelines", "training"},
+    {"pipelines", "training", "hf_argparser"},
     {"cli", "serving"},
 ]
 # The public faces: the top-level name table and the reference's `transformers.utils` path re-export the

@@ -66,7 +66,6 @@ EXCLUDED_MODULES = {
     "convert_slow_tokenizer": "there are no slow tokenizers to convert: one engine serves every tokenizer",
     "distributed": "distributed training: the issue 'LoRA/QLoRA and FSDP'",
     "trainer_pt_utils": "distributed training: the issue 'LoRA/QLoRA and FSDP'",
-    "hf_argparser": "command-line parsing of dataclasses, outside the library's common path",
 }
 
 # Single names left out, with the reason.

@@ -93,6 +93,7 @@ _public(
 )
 _public("openformers.models.base", "PreTrainedModel")
 _public("openformers.quantization_config", "BitsAndBytesConfig")  # loaded as quantization="int4" / "int8"
+_public("openformers.hf_argparser", "HfArgumentParser")
 _public("openformers.models.lora", "LoraConfig")  # peft's name; the reference exports none
 _public("openformers.models.outputs", "ModelOutput")
 _public(
