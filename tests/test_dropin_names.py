@@ -182,3 +182,68 @@ def test_hf_argument_parser_from_the_reference_module_path():
     assert HfArgumentParser(WithAliases).parse_args_into_dataclasses(["-l", "3"], look_for_args_file=False) == \
         transformers.HfArgumentParser(WithAliases).parse_args_into_dataclasses(["-l", "3"], look_for_args_file=False)
     assert [string_to_bool(v) for v in ("Yes", "0", "t", True)] == [True, False, True, True]
+
+
+# -- CONFIG_MAPPING and the task mappings ---------------------------------------------------------------------------
+
+TASK_MAPPINGS = ["MODEL", "MODEL_FOR_CAUSAL_LM", "MODEL_FOR_MASKED_LM", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM",
+                 "MODEL_FOR_SEQUENCE_CLASSIFICATION", "MODEL_FOR_TOKEN_CLASSIFICATION", "MODEL_FOR_QUESTION_ANSWERING",
+                 "MODEL_FOR_MULTIPLE_CHOICE", "MODEL_FOR_NEXT_SENTENCE_PREDICTION", "MODEL_FOR_PRETRAINING"]
+
+
+@pytest.mark.parametrize("prefix", TASK_MAPPINGS)
+def test_task_mappings_hold_the_references_classes_for_the_families_shipped(prefix):
+    from openformers.models import auto
+    from transformers.models.auto import modeling_auto
+
+    ours_by_type = getattr(openformers, f"{prefix}_MAPPING_NAMES")
+    shipped = set(auto.MODEL_CLASSES)  # the model types with models (CONFIG_MAPPING also reads Gemma 3's text part)
+    reference_by_type = {t: name for t, name in getattr(modeling_auto, f"{prefix}_MAPPING_NAMES").items() if t in shipped}
+    assert dict(ours_by_type) == reference_by_type
+    mapping = getattr(openformers, f"{prefix}_MAPPING")
+    assert len(mapping) == len(ours_by_type) and bool(mapping) == bool(ours_by_type)
+    for config_class, model_class in mapping.items():  # keyed by config class, as the reference's
+        assert model_class.__name__ == ours_by_type[config_class.model_type]
+        assert openformers.CONFIG_MAPPING[config_class.model_type] is config_class
+        assert config_class in mapping and mapping.get(config_class) is model_class
+
+
+def test_run_clm_lists_model_types_and_builds_a_config_from_scratch():
+    """run_clm.py: MODEL_TYPES from the causal-LM mapping's keys, and CONFIG_MAPPING[model_type]() for --model_type."""
+    model_types = tuple(conf.model_type for conf in list(openformers.MODEL_FOR_CAUSAL_LM_MAPPING.keys()))
+    reference_types = {conf.model_type for conf in transformers.MODEL_FOR_CAUSAL_LM_MAPPING.keys()}
+    assert {"gpt2", "llama", "qwen2", "mistral"} <= set(model_types) <= reference_types
+    assert "t5" not in model_types and "bert" in model_types  # BertLMHeadModel, as the reference's
+    config = openformers.CONFIG_MAPPING["gpt2"]()
+    assert type(config) is openformers.GPT2Config
+    assert config.to_dict()["n_embd"] == transformers.CONFIG_MAPPING["gpt2"]().n_embd
+    model = openformers.MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    assert model is openformers.GPT2LMHeadModel
+
+
+def test_config_mapping_matches_the_reference_and_refuses_unknown_types():
+    for model_type, config_class in openformers.CONFIG_MAPPING.items():
+        assert config_class.__name__ == transformers.CONFIG_MAPPING[model_type].__name__
+        assert config_class.model_type == model_type
+    with pytest.raises(KeyError, match="no_such_model"):
+        openformers.CONFIG_MAPPING["no_such_model"]
+    assert "no_such_model" not in openformers.CONFIG_MAPPING
+    assert openformers.BertConfig not in openformers.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING
+    with pytest.raises(KeyError):
+        openformers.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING[openformers.BertConfig]
+    assert openformers.MODEL_FOR_CAUSAL_LM_MAPPING.get(dict, "absent") == "absent"
+
+
+def test_config_mapping_register_is_auto_config_register():
+    class TinyConfig(openformers.LlamaConfig):
+        model_type = "tiny_registered_llama"
+
+    openformers.CONFIG_MAPPING.register("tiny_registered_llama", TinyConfig)
+    try:
+        assert openformers.CONFIG_MAPPING["tiny_registered_llama"] is TinyConfig
+        with pytest.raises(ValueError, match="already registered"):
+            openformers.CONFIG_MAPPING.register("tiny_registered_llama", type("Other", (TinyConfig,), {}))
+    finally:
+        from openformers.configs import CONFIG_CLASSES
+
+        del CONFIG_CLASSES["tiny_registered_llama"]

@@ -124,6 +124,15 @@ def _module_of_each_name() -> dict[str, str]:
 IN_SCOPE_ANYWAY = {"BitsAndBytesConfig"}
 
 
+# The Auto mappings of the tasks those classes serve (run_clm.py reads MODEL_FOR_CAUSAL_LM_MAPPING).
+AUTO_MAPPINGS_IN_SCOPE = {
+    "CONFIG_MAPPING", "MODEL_MAPPING", "MODEL_FOR_CAUSAL_LM_MAPPING", "MODEL_FOR_MASKED_LM_MAPPING",
+    "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING", "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING",
+    "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING", "MODEL_FOR_QUESTION_ANSWERING_MAPPING", "MODEL_FOR_MULTIPLE_CHOICE_MAPPING",
+    "MODEL_FOR_NEXT_SENTENCE_PREDICTION_MAPPING", "MODEL_FOR_PRETRAINING_MAPPING",
+}
+
+
 def _in_scope(name: str, module: str) -> bool:
     if name in IN_SCOPE_ANYWAY:
         return True
@@ -132,7 +141,7 @@ def _in_scope(name: str, module: str) -> bool:
     if module.startswith("models."):
         family = module.split(".")[1]
         if family == "auto":
-            return name in AUTO_CLASSES_IN_SCOPE
+            return name in AUTO_CLASSES_IN_SCOPE or name in AUTO_MAPPINGS_IN_SCOPE
         return family in SHIPPED_FAMILIES
     if module == "pipelines" and any(word in name for word in MODALITY_WORDS):
         return False

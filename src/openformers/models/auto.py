@@ -15,6 +15,8 @@ and compare outputs and losses, and save it back for the reference to load (test
 """
 
 import os
+from collections import OrderedDict
+from collections.abc import Mapping
 
 from ..configs import CONFIG_CLASSES, PretrainedConfig, config_class_for
 from . import bert, gpt2, llama  # each family registers what it reads (llama: its GGUF architectures)
@@ -150,7 +152,8 @@ MODEL_CLASSES = {
         "base": "LlamaModel",
         "causal-lm": "LlamaForCausalLM",
     }),
-    "exaone4": (exaone4, _decoder_classes("Exaone4")),  # q/k norms, norms after each branch, unrotated full layers
+    # q/k norms, norms after each branch, unrotated full layers
+    "exaone4": (exaone4, {**_decoder_classes("Exaone4"), "pretraining": "Exaone4ForCausalLM"}),
     "granitemoe": (granitemoe, {  # Granite with a sparse mixture of experts; the reference has these two classes
         "base": "GraniteMoeModel",
         "causal-lm": "GraniteMoeForCausalLM",
@@ -329,14 +332,17 @@ MODEL_CLASSES = {
     "mamba": (mamba, {  # a state-space decoder, no attention; the reference has no other head for Mamba
         "base": "MambaModel",
         "causal-lm": "MambaForCausalLM",
+        "pretraining": "MambaForCausalLM",
     }),
     "falcon_mamba": (falcon_mamba, {  # Mamba with its time step, B and C RMS-normalized
         "base": "FalconMambaModel",
         "causal-lm": "FalconMambaForCausalLM",
+        "pretraining": "FalconMambaForCausalLM",
     }),
     "mamba2": (mamba2, {  # the state-space duality mixer; the reference has no other head for Mamba-2
         "base": "Mamba2Model",
         "causal-lm": "Mamba2ForCausalLM",
+        "pretraining": "Mamba2ForCausalLM",
     }),
     "lfm2": (lfm2, {  # gated short convolutions and attention; the reference has no other head for LFM2
         "base": "Lfm2Model",
@@ -360,7 +366,7 @@ MODEL_CLASSES = {
         "sequence-classification": "OPTForSequenceClassification",
         "question-answering": "OPTForQuestionAnswering",
     }),
-    "bloom": (bloom, _decoder_classes("Bloom")),
+    "bloom": (bloom, {**_decoder_classes("Bloom"), "pretraining": "BloomForCausalLM"}),
     "gpt_bigcode": (gpt_bigcode, {  # StarCoder, SantaCoder...; the reference has no QA head for them
         "base": "GPTBigCodeModel",
         "causal-lm": "GPTBigCodeForCausalLM",
@@ -596,3 +602,71 @@ class AutoModelForPreTraining(_AutoModelClass):
     """The model with the heads it was pretrained with (BERT: masked LM and next sentence; GPT-2: the LM head)."""
 
     task = "pretraining"
+
+
+# The reference's task mappings, built from MODEL_CLASSES: `MODEL_FOR_CAUSAL_LM_MAPPING_NAMES` maps model_type to the
+# class name, `MODEL_FOR_CAUSAL_LM_MAPPING` the config class to the model class (run_clm.py lists the model types
+# a script can train from scratch with `conf.model_type for conf in MODEL_FOR_CAUSAL_LM_MAPPING.keys()`).
+_MAPPING_TASKS = {
+    "MODEL": "base",
+    "MODEL_FOR_CAUSAL_LM": "causal-lm",
+    "MODEL_FOR_MASKED_LM": "masked-lm",
+    "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM": "seq2seq-lm",
+    "MODEL_FOR_SEQUENCE_CLASSIFICATION": "sequence-classification",
+    "MODEL_FOR_TOKEN_CLASSIFICATION": "token-classification",
+    "MODEL_FOR_QUESTION_ANSWERING": "question-answering",
+    "MODEL_FOR_MULTIPLE_CHOICE": "multiple-choice",
+    "MODEL_FOR_NEXT_SENTENCE_PREDICTION": "next-sentence-prediction",
+    "MODEL_FOR_PRETRAINING": "pretraining",
+}
+
+
+class _ConfigMapping(Mapping):
+    """`CONFIG_MAPPING`: model_type -> config class, a live view of configs.CONFIG_CLASSES."""
+
+    def __getitem__(self, model_type: str) -> type[PretrainedConfig]:
+        return CONFIG_CLASSES[model_type]
+
+    def __iter__(self):
+        return iter(list(CONFIG_CLASSES))
+
+    def __len__(self) -> int:
+        return len(CONFIG_CLASSES)
+
+    def register(self, model_type: str, config_class: type[PretrainedConfig], exist_ok: bool = False) -> None:
+        AutoConfig.register(model_type, config_class, exist_ok=exist_ok)
+
+    def __repr__(self) -> str:
+        return f"CONFIG_MAPPING({len(self)} model types)"
+
+
+class _TaskMapping(Mapping):
+    """A `MODEL_FOR_*_MAPPING`: config class -> the task's model class, for the families that have one."""
+
+    def __init__(self, task: str):
+        self.task = task
+
+    def _model_types(self) -> list[str]:
+        return [t for t, (_, classes) in MODEL_CLASSES.items() if self.task in classes and t in CONFIG_CLASSES]
+
+    def __getitem__(self, config_class: type[PretrainedConfig]) -> type[PreTrainedModel]:
+        model_type = getattr(config_class, "model_type", None)
+        if model_type not in self._model_types() or CONFIG_CLASSES[model_type] is not config_class:
+            raise KeyError(config_class)
+        return model_class_for(model_type, self.task, config_class)
+
+    def __iter__(self):
+        return iter([CONFIG_CLASSES[t] for t in self._model_types()])
+
+    def __len__(self) -> int:
+        return len(self._model_types())
+
+    def __repr__(self) -> str:
+        return f"model mapping for {self.task!r} ({len(self)} config classes)"
+
+
+CONFIG_MAPPING = _ConfigMapping()
+for _prefix, _task in _MAPPING_TASKS.items():
+    globals()[f"{_prefix}_MAPPING"] = _TaskMapping(_task)
+    globals()[f"{_prefix}_MAPPING_NAMES"] = OrderedDict(
+        (t, classes[_task]) for t, (_, classes) in MODEL_CLASSES.items() if _task in classes)
