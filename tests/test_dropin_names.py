@@ -247,3 +247,86 @@ def test_config_mapping_register_is_auto_config_register():
         from openformers.configs import CONFIG_CLASSES
 
         del CONFIG_CLASSES["tiny_registered_llama"]
+
+
+# -- trainer_utils and training_args --------------------------------------------------------------------------------
+
+def test_optimizer_names_are_the_references_and_training_arguments_take_ours():
+    from openformers.training_args import OptimizerNames
+    from transformers.training_args import OptimizerNames as ReferenceNames
+
+    assert [(m.name, m.value) for m in OptimizerNames] == [(m.name, m.value) for m in ReferenceNames]
+    for name in ("adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop"):
+        ours = openformers.TrainingArguments(optim=OptimizerNames(name)).optim
+        assert ours == name == transformers.TrainingArguments(optim=ReferenceNames(name)).optim.value
+        assert openformers.TrainingArguments(optim=name).optim == name
+    for refused in (OptimizerNames.ADAMW_BNB, "galore_adamw", "lion_32bit"):
+        with pytest.raises(ValueError, match=r"optim must be one of 'adamw_torch'.*'rmsprop'; got '.*outside torch"):
+            openformers.TrainingArguments(optim=refused)
+    with pytest.raises(ValueError, match="got 'adam_from_the_future'.$"):
+        openformers.TrainingArguments(optim="adam_from_the_future")
+    with pytest.raises(ValueError, match="'adamw_8bit'"):
+        openformers.TrainingArguments().set_optimizer("adamw_8bit")
+
+
+def test_the_parser_offers_the_references_optimizer_choices_and_refuses_the_unbuilt_by_name():
+    def choices(library):
+        parser = library.HfArgumentParser(library.TrainingArguments)
+        return next(a.choices for a in parser._actions if a.dest == "optim")
+
+    assert choices(openformers) == choices(transformers)
+    with pytest.raises(ValueError, match="'paged_adamw_8bit'"):
+        _parse(openformers, ["--optim", "paged_adamw_8bit"], openformers.TrainingArguments)
+
+
+def test_parallel_mode(monkeypatch):
+    from openformers.training_args import ParallelMode
+    from transformers.training_args import ParallelMode as ReferenceMode
+
+    assert [(m.name, m.value) for m in ParallelMode] == [(m.name, m.value) for m in ReferenceMode]
+    args = openformers.TrainingArguments(use_cpu=True)
+    assert args.parallel_mode.value == transformers.TrainingArguments(use_cpu=True).parallel_mode.value
+    assert args.parallel_mode is ParallelMode.NOT_PARALLEL
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it
+    assert args.parallel_mode is ParallelMode.DISTRIBUTED
+
+
+def test_trainer_utils_names_behave_as_the_references():
+    import time
+
+    import numpy as np
+    import torch
+
+    from openformers import trainer_utils as ours
+    from transformers import trainer_utils as reference
+
+    assert ours.EvalLoopOutput._fields == reference.EvalLoopOutput._fields
+    assert [ours.is_main_process(r) for r in (-1, 0, 1, 3)] == [reference.is_main_process(r) for r in (-1, 0, 1, 3)]
+    metrics = {"a": np.float32(1.5), "b": [torch.tensor(2.0), (np.int64(3), "x")], "c": {"d": torch.tensor([4.0])},
+               "e": np.array([1.0, 2.0]), "f": torch.tensor([1.0, 2.0])}
+    mine, theirs = ours.denumpify_detensorize(metrics), reference.denumpify_detensorize(metrics)
+    assert {k: v for k, v in mine.items() if k not in "ef"} == {k: v for k, v in theirs.items() if k not in "ef"}
+    assert type(mine["b"][1]) is tuple and type(mine["a"]) is float and type(mine["c"]["d"]) is float
+    assert mine["e"] is metrics["e"] and mine["f"] is metrics["f"]
+    start = time.time() - 2.0
+    mine = ours.speed_metrics("eval", start, num_samples=10, num_steps=4, num_tokens=100)
+    theirs = reference.speed_metrics("eval", start, num_samples=10, num_steps=4, num_tokens=100)
+    assert list(mine) == list(theirs) and all(v == pytest.approx(theirs[k], rel=0.05) for k, v in mine.items())
+    assert list(ours.speed_metrics("train", start)) == ["train_runtime"]
+
+
+def test_seed_worker_seeds_as_the_references():
+    import random
+
+    import numpy as np
+    import torch
+
+    from openformers.trainer_utils import seed_worker
+    from transformers.trainer_utils import seed_worker as reference_seed_worker
+
+    draws = []
+    for seeder in (seed_worker, reference_seed_worker):
+        torch.manual_seed(11)
+        seeder(0, num_workers=2, rank=1)
+        draws.append((random.random(), np.random.rand(), torch.rand(1).item()))
+    assert draws[0] == draws[1]

@@ -1,6 +1,6 @@
 """Fine-tuning: TrainingArguments, the Trainer, collators, schedules, optimizers, callbacks and checkpoints."""
 
-from .arguments import IntervalStrategy, TrainingArguments
+from .arguments import IntervalStrategy, OptimizerNames, ParallelMode, TrainingArguments
 from .callbacks import (
     CallbackHandler, DefaultFlowCallback, EarlyStoppingCallback, ExportableState, PrinterCallback, ProgressCallback,
     TensorBoardCallback, TrainerCallback, TrainerControl, TrainerState,
@@ -21,22 +21,26 @@ from .schedules import (
     get_polynomial_decay_schedule_with_warmup, get_reduce_on_plateau_schedule, get_scheduler, get_wsd_schedule,
 )
 from .trainer import (
-    EvalPrediction, PredictionOutput, Trainer, TrainOutput, enable_full_determinism, set_seed,
+    EvalLoopOutput, EvalPrediction, PredictionOutput, Trainer, TrainOutput, denumpify_detensorize,
+    enable_full_determinism, is_main_process, seed_worker, set_seed, speed_metrics,
 )
 
 __all__ = [
     "Adafactor", "AdafactorSchedule", "CallbackHandler", "DataCollator", "DataCollatorForLanguageModeling",
     "DataCollatorForMultipleChoice", "DataCollatorForSeq2Seq", "DataCollatorForTokenClassification",
     "DataCollatorWithFlattening", "DataCollatorWithPadding", "DefaultDataCollator", "DefaultFlowCallback",
-    "EarlyStoppingCallback", "EvalPrediction", "ExportableState", "GreedyLR", "IntervalStrategy", "PredictionOutput",
+    "EarlyStoppingCallback", "EvalLoopOutput", "EvalPrediction", "ExportableState", "GreedyLR", "IntervalStrategy",
+    "OptimizerNames", "ParallelMode", "PredictionOutput",
     "PrinterCallback", "ProgressCallback", "SchedulerType", "Seq2SeqTrainer", "Seq2SeqTrainingArguments",
     "TensorBoardCallback", "Trainer", "TrainerCallback",
     "TrainerControl", "TrainerState", "TrainOutput", "TrainingArguments", "default_data_collator",
-    "enable_full_determinism", "get_adafactor_schedule", "get_last_checkpoint", "get_constant_schedule",
+    "denumpify_detensorize", "enable_full_determinism", "get_adafactor_schedule", "get_last_checkpoint",
+    "get_constant_schedule",
     "get_constant_schedule_with_warmup",
     "get_cosine_schedule_with_warmup", "get_cosine_with_hard_restarts_schedule_with_warmup",
     "get_cosine_with_min_lr_schedule_with_warmup", "get_cosine_with_min_lr_schedule_with_warmup_lr_rate",
     "get_greedy_schedule", "get_inverse_sqrt_schedule", "get_linear_schedule_with_warmup",
     "get_polynomial_decay_schedule_with_warmup",
-    "get_reduce_on_plateau_schedule", "get_scheduler", "get_wsd_schedule", "set_seed",
+    "get_reduce_on_plateau_schedule", "get_scheduler", "get_wsd_schedule", "is_main_process", "seed_worker",
+    "set_seed", "speed_metrics",
 ]

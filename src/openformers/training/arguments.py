@@ -50,18 +50,83 @@ class HubStrategy(_StrEnum):
     ALL_CHECKPOINTS = "all_checkpoints"
 
 
-# The optimizers the Trainer builds itself; `optim` also accepts the reference's other names, which need
-# packages of their own (bitsandbytes, galore, ...) and are refused by the Trainer with that package named.
-TORCH_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop")
-OTHER_OPTIMIZERS = (
-    "adamw_torch_xla", "adamw_torch_npu_fused", "adamw_anyprecision", "adamw_torch_4bit", "adamw_torch_8bit",
-    "ademamix", "adamw_bnb_8bit", "adamw_8bit", "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_adamw_32bit",
-    "paged_adamw_8bit", "paged_ademamix_32bit", "paged_ademamix_8bit", "paged_lion_32bit", "paged_lion_8bit",
-    "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit", "galore_adamw", "galore_adamw_8bit", "galore_adafactor",
-    "galore_adamw_layerwise", "galore_adamw_8bit_layerwise", "galore_adafactor_layerwise", "lomo", "adalomo",
-    "grokadamw", "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw",
-    "apollo_adamw_layerwise", "stable_adamw",
-)
+class OptimizerNames(_StrEnum):
+    """The reference's optimizer names for `optim`. The Trainer builds those in IMPLEMENTED_OPTIMIZERS; the others
+    come from packages outside torch (bitsandbytes, galore-torch, torchao, ...) and are refused by name."""
+
+    ADAMW_TORCH = "adamw_torch"
+    ADAMW_TORCH_FUSED = "adamw_torch_fused"
+    ADAMW_TORCH_XLA = "adamw_torch_xla"
+    ADAMW_TORCH_NPU_FUSED = "adamw_torch_npu_fused"
+    ADAFACTOR = "adafactor"
+    ADAMW_ANYPRECISION = "adamw_anyprecision"
+    ADAMW_TORCH_4BIT = "adamw_torch_4bit"
+    ADAMW_TORCH_8BIT = "adamw_torch_8bit"
+    ADEMAMIX = "ademamix"
+    SGD = "sgd"
+    ADAGRAD = "adagrad"
+    ADAMW_BNB = "adamw_bnb_8bit"
+    ADAMW_8BIT = "adamw_8bit"
+    ADEMAMIX_8BIT = "ademamix_8bit"
+    LION_8BIT = "lion_8bit"
+    LION = "lion_32bit"
+    PAGED_ADAMW = "paged_adamw_32bit"
+    PAGED_ADAMW_8BIT = "paged_adamw_8bit"
+    PAGED_ADEMAMIX = "paged_ademamix_32bit"
+    PAGED_ADEMAMIX_8BIT = "paged_ademamix_8bit"
+    PAGED_LION = "paged_lion_32bit"
+    PAGED_LION_8BIT = "paged_lion_8bit"
+    RMSPROP = "rmsprop"
+    RMSPROP_BNB = "rmsprop_bnb"
+    RMSPROP_8BIT = "rmsprop_bnb_8bit"
+    RMSPROP_32BIT = "rmsprop_bnb_32bit"
+    GALORE_ADAMW = "galore_adamw"
+    GALORE_ADAMW_8BIT = "galore_adamw_8bit"
+    GALORE_ADAFACTOR = "galore_adafactor"
+    GALORE_ADAMW_LAYERWISE = "galore_adamw_layerwise"
+    GALORE_ADAMW_8BIT_LAYERWISE = "galore_adamw_8bit_layerwise"
+    GALORE_ADAFACTOR_LAYERWISE = "galore_adafactor_layerwise"
+    LOMO = "lomo"
+    ADALOMO = "adalomo"
+    GROKADAMW = "grokadamw"
+    SCHEDULE_FREE_RADAM = "schedule_free_radam"
+    SCHEDULE_FREE_ADAMW = "schedule_free_adamw"
+    SCHEDULE_FREE_SGD = "schedule_free_sgd"
+    APOLLO_ADAMW = "apollo_adamw"
+    APOLLO_ADAMW_LAYERWISE = "apollo_adamw_layerwise"
+    STABLE_ADAMW = "stable_adamw"
+
+
+# The optimizers the Trainer builds itself (torch's, and Adafactor from training/optimizers.py).
+IMPLEMENTED_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop")
+
+
+class ParallelMode(Enum):
+    """How the Trainer spreads its work: one process on the CPU or one GPU, or one process per device (torchrun).
+    One process driving several GPUs (NOT_DISTRIBUTED), SageMaker and TPUs are the reference's modes only."""
+
+    NOT_PARALLEL = "not_parallel"
+    NOT_DISTRIBUTED = "not_distributed"
+    DISTRIBUTED = "distributed"
+    SAGEMAKER_MODEL_PARALLEL = "sagemaker_model_parallel"
+    SAGEMAKER_DATA_PARALLEL = "sagemaker_data_parallel"
+    TPU = "tpu"
+
+
+def check_optimizer_name(name) -> str:
+    """`optim` as its text: one the Trainer builds, or a ValueError naming it and listing those."""
+    value = getattr(name, "value", name)
+    if value in IMPLEMENTED_OPTIMIZERS:
+        return value
+    known = value in tuple(OptimizerNames)
+    raise ValueError(
+        f"optim must be one of {', '.join(map(repr, IMPLEMENTED_OPTIMIZERS))}; got {value!r}"
+        + (", an optimizer of the reference's from a package outside torch (bitsandbytes, galore-torch, torchao, ...)"
+           " that openformers does not drive: build it yourself and pass Trainer(optimizer_cls_and_kwargs=(cls, "
+           "kwargs))." if known else ".")
+    )
+
+
 # The reference's report_to integrations; openformers writes TensorBoard itself (the Trainer names the rest).
 REPORT_INTEGRATIONS = (
     "azure_ml", "comet_ml", "mlflow", "neptune", "tensorboard", "trackio", "wandb", "codecarbon", "clearml",
@@ -85,7 +150,8 @@ class TrainingArguments:
     lr_scheduler_kwargs: dict | str | None = None
     warmup_steps: float = 0
     # The reference's default: one fused kernel for the whole update (5x faster on a CPU) where torch has it.
-    optim: str = field(default_factory=lambda: "adamw_torch_fused" if _torch_at_least(2, 8) else "adamw_torch")
+    optim: OptimizerNames | str = field(
+        default_factory=lambda: "adamw_torch_fused" if _torch_at_least(2, 8) else "adamw_torch")
     optim_args: str | None = None  # "momentum=0.9,nesterov=True" for sgd, adagrad and rmsprop
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
@@ -264,7 +330,6 @@ class TrainingArguments:
             ("save_strategy", tuple(SaveStrategy)),
             ("hub_strategy", tuple(HubStrategy)),
             ("lr_scheduler_type", tuple(SchedulerType)),
-            ("optim", TORCH_OPTIMIZERS + OTHER_OPTIMIZERS),
         ):
             value = getattr(self, name)
             value = getattr(value, "value", value)  # enum members from scripts written for the reference
@@ -272,6 +337,7 @@ class TrainingArguments:
             if value not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}.")
             setattr(self, name, value)
+        self.optim = check_optimizer_name(self.optim)
         for name in ("log_level", "log_level_replica"):
             if getattr(self, name) not in LOG_LEVELS:
                 choices = ", ".join(map(repr, LOG_LEVELS))
@@ -415,10 +481,7 @@ class TrainingArguments:
 
     def set_optimizer(self, name: str = "adamw_torch", learning_rate: float = 5e-5, weight_decay: float = 0,
                       beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8, args: str | None = None):
-        name = getattr(name, "value", name)
-        if name not in TORCH_OPTIMIZERS + OTHER_OPTIMIZERS:
-            raise ValueError(f"optim must be one of {', '.join(TORCH_OPTIMIZERS + OTHER_OPTIMIZERS)}; got {name!r}.")
-        return self._set(optim=name, learning_rate=learning_rate, weight_decay=weight_decay, adam_beta1=beta1,
+        return self._set(optim=check_optimizer_name(name), learning_rate=learning_rate, weight_decay=weight_decay, adam_beta1=beta1,
                          adam_beta2=beta2, adam_epsilon=epsilon, optim_args=args)
 
     def set_lr_scheduler(self, name: str = "linear", num_epochs: float = 3.0, max_steps: int = -1,
@@ -503,6 +566,11 @@ class TrainingArguments:
     @property
     def n_gpu(self) -> int:
         return 1 if self.device.type == "cuda" else 0
+
+    @property
+    def parallel_mode(self) -> ParallelMode:
+        """DISTRIBUTED under torchrun (several processes), else NOT_PARALLEL: a process drives one device."""
+        return ParallelMode.DISTRIBUTED if self.world_size > 1 else ParallelMode.NOT_PARALLEL
 
     def get_warmup_steps(self, num_training_steps: int) -> int:
         """warmup_steps of 1 or more are steps; below 1 they are a fraction of the training steps."""

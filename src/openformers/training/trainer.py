@@ -18,6 +18,7 @@ import atexit
 import collections
 import dataclasses
 import datetime
+import functools
 import inspect
 import itertools
 import json
@@ -39,7 +40,7 @@ from torch.utils.data import DataLoader
 from .. import logging as library_logging
 from . import checkpoint as ckpt
 from . import distributed
-from .arguments import TrainingArguments
+from .arguments import TrainingArguments, check_optimizer_name
 from .callbacks import (
     CallbackHandler, DefaultFlowCallback, PrinterCallback, ProgressCallback, TensorBoardCallback, TrainerControl,
     TrainerState,
@@ -68,6 +69,42 @@ def set_seed(seed: int, deterministic: bool = False) -> None:
     torch.cuda.manual_seed_all(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True)
+
+
+def seed_worker(worker_id: int, num_workers: int, rank: int) -> None:
+    """A DataLoader worker's `worker_init_fn`: seed Python, NumPy and torch in the worker from its torch seed, apart
+    for each process (`rank`), so random augmentations differ between workers and processes and repeat between runs."""
+    set_seed(num_workers * rank + torch.initial_seed() % 2**32)
+
+
+def is_main_process(local_rank: int) -> bool:
+    """Whether this is the main process of its machine: local rank 0, or -1 (not distributed)."""
+    return local_rank in (-1, 0)
+
+
+def speed_metrics(split: str, start_time: float, num_samples: int | None = None, num_steps: int | None = None,
+                  num_tokens: int | None = None) -> dict[str, float]:
+    """`{split}_runtime` since `start_time` (a time.time() reading), and the samples, steps and tokens per second
+    of the counts given."""
+    runtime = time.time() - start_time
+    metrics = {f"{split}_runtime": round(runtime, 4)}
+    if runtime > 0:
+        for name, count in (("samples", num_samples), ("steps", num_steps), ("tokens", num_tokens)):
+            if count is not None:
+                metrics[f"{split}_{name}_per_second"] = round(count / runtime, 3)
+    return metrics
+
+
+def denumpify_detensorize(metrics):
+    """Metrics as plain Python numbers, through lists, tuples and dicts: NumPy scalars and one-element tensors by
+    `.item()` (NumPy arrays are left as they are, as the reference leaves them)."""
+    if isinstance(metrics, (list, tuple)):
+        return type(metrics)(denumpify_detensorize(m) for m in metrics)
+    if isinstance(metrics, dict):
+        return type(metrics)({k: denumpify_detensorize(v) for k, v in metrics.items()})
+    if isinstance(metrics, np.generic) or (isinstance(metrics, torch.Tensor) and metrics.numel() == 1):
+        return metrics.item()
+    return metrics
 
 
 def enable_full_determinism(seed: int, warn_only: bool = False) -> None:
@@ -105,6 +142,15 @@ class TrainOutput(NamedTuple):
     global_step: int
     training_loss: float
     metrics: dict
+
+
+class EvalLoopOutput(NamedTuple):
+    """What an evaluation loop returns: the predictions, the labels, the metrics and how many rows it saw."""
+
+    predictions: np.ndarray | tuple
+    label_ids: np.ndarray | tuple | None
+    metrics: dict | None
+    num_samples: int | None
 
 
 class PredictionOutput(NamedTuple):
@@ -347,7 +393,9 @@ class Trainer:
         if args.dataloader_num_workers > 0:
             options.update(persistent_workers=args.dataloader_persistent_workers,
                            prefetch_factor=args.dataloader_prefetch_factor,
-                           multiprocessing_context=args.dataloader_multiprocessing_context)
+                           multiprocessing_context=args.dataloader_multiprocessing_context,
+                           worker_init_fn=functools.partial(seed_worker, num_workers=args.dataloader_num_workers,
+                                                            rank=args.process_index))
         return DataLoader(
             dataset, batch_sampler=batches, collate_fn=self._collate, num_workers=args.dataloader_num_workers,
             pin_memory=args.dataloader_pin_memory and self.device.type == "cuda", **options,
@@ -399,28 +447,23 @@ class Trainer:
     @staticmethod
     def get_optimizer_cls_and_kwargs(args: TrainingArguments, model=None) -> tuple[type, dict]:
         """The optimizer class that `args.optim` names and its arguments (learning rate, betas, optim_args)."""
+        optim = check_optimizer_name(args.optim)  # again: args may have been changed since they were checked
         options = {"lr": args.learning_rate}
         extra = _parse_optim_args(args.optim_args)
-        if args.optim in ("adamw_torch", "adamw_torch_fused"):
+        if optim in ("adamw_torch", "adamw_torch_fused"):
             options.update(betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
-            if args.optim == "adamw_torch_fused":
+            if optim == "adamw_torch_fused":
                 options["fused"] = True
             return torch.optim.AdamW, options
-        if args.optim == "adafactor":
+        if optim == "adafactor":
             return Adafactor, {**options, "scale_parameter": False, "relative_step": False}
         numbers = {"sgd": ("momentum", "dampening", "weight_decay"), "adagrad": ("lr_decay", "weight_decay", "eps"),
                    "rmsprop": ("momentum", "alpha", "eps", "weight_decay")}
         flags = {"sgd": ("nesterov",), "rmsprop": ("centered",), "adagrad": ()}
         classes = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "rmsprop": torch.optim.RMSprop}
-        if args.optim in classes:
-            options.update({k: float(extra[k]) for k in numbers[args.optim] if k in extra})
-            options.update({k: extra[k].lower() in ("true", "1", "yes") for k in flags[args.optim] if k in extra})
-            return classes[args.optim], options
-        raise ValueError(
-            f"optim={args.optim!r} is an optimizer from a package outside torch (bitsandbytes, galore-torch, "
-            "torchao, ...), which openformers does not drive. Pick one of adamw_torch, adamw_torch_fused, adafactor, "
-            "sgd, adagrad, rmsprop, or build it yourself and pass optimizer_cls_and_kwargs=(cls, kwargs)."
-        )
+        options.update({k: float(extra[k]) for k in numbers[optim] if k in extra})
+        options.update({k: extra[k].lower() in ("true", "1", "yes") for k in flags[optim] if k in extra})
+        return classes[optim], options
 
     def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
         self.create_optimizer()
@@ -530,7 +573,7 @@ class Trainer:
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
         if args.eval_on_start:
             self._evaluate_during_training()
-        start = time.perf_counter()
+        start = time.time()
         grad_norm = None
         first_epoch, carried = self.state.global_step // steps_per_epoch, 0.0
         for epoch in range(first_epoch, num_epochs):
@@ -597,17 +640,11 @@ class Trainer:
                 distributed.load_sharded(self.model, None, best / distributed.SHARDED_FOLDER)
             else:
                 ckpt.load_model_weights(self.model, best)
-        runtime = time.perf_counter() - start
         steps_counted = max(self.state.global_step - first_counted_step, 1)
         train_loss = loop["total_loss"] / steps_counted
         rows = max_steps * batch_size * args.gradient_accumulation_steps * self.world_size
-        metrics = {
-            "train_runtime": round(runtime, 4),
-            "train_samples_per_second": round(rows / runtime, 3),
-            "train_steps_per_second": round(max_steps / runtime, 3),
-            "total_flos": self.state.total_flos,
-            "train_loss": train_loss,
-        }
+        metrics = {**speed_metrics("train", start, num_samples=rows, num_steps=max_steps),
+                   "total_flos": self.state.total_flos, "train_loss": train_loss}
         if noise is not None:
             noise.remove()
         self.log(metrics)  # adds "epoch" to the metrics returned, as the reference's do
@@ -1056,7 +1093,7 @@ class Trainer:
         per_batch = self.args.batch_eval_metrics and self.compute_metrics is not None
         keep = not per_batch or predicting  # predict() returns every prediction even when metrics go batch by batch
         metrics = {}
-        start = time.perf_counter()
+        start = time.time()
         steps = 0
         for batch, last in with_last_flag(loader):
             steps += 1
@@ -1084,7 +1121,6 @@ class Trainer:
             self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
         if was_training:
             model.train()
-        runtime = time.perf_counter() - start
         join = concat_batches if self.args.eval_do_concat_batches else arrays_per_batch
         predictions = join(predictions) if predictions else None
         label_ids = join(labels) if labels else None
@@ -1103,9 +1139,7 @@ class Trainer:
         for key in list(metrics):  # as the reference: a metric named without the prefix moves after eval_loss
             if not key.startswith(f"{prefix}_"):
                 metrics[f"{prefix}_{key}"] = metrics.pop(key)
-        metrics[f"{prefix}_runtime"] = round(runtime, 4)
-        metrics[f"{prefix}_samples_per_second"] = round(rows / runtime, 3)
-        metrics[f"{prefix}_steps_per_second"] = round(steps / runtime, 3)
+        metrics.update(speed_metrics(prefix, start, num_samples=rows, num_steps=steps))
         return PredictionOutput(predictions, label_ids, metrics)
 
     # -- saving and reporting --------------------------------------------------------------------------------
