@@ -12,9 +12,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "openformers"
 # Lowest first. A module may import its own layer (without cycles) and the layers below it.
 LAYERS = [
     # files in, files out, the library's logger, and the slot the accelerator above fills (acceleration.py)
-    {"hub", "configs", "quantization_config", "gguf_reader", "weights", "logging", "acceleration"},
+    {"hub", "configs", "quantization_config", "gguf_reader", "weights", "logging", "acceleration", "testing_utils"},
     {"generation", "tokenizers"},
-    {"models"},
+    {"models", "activations", "pytorch_utils"},  # with the reference's building blocks for custom models
     {"kernels"},  # the opt-in CPU accelerator, applied to plain models
     {"pipelines", "training", "hf_argparser"},
     {"cli", "serving"},

@@ -330,3 +330,183 @@ def test_seed_worker_seeds_as_the_references():
         seeder(0, num_workers=2, rank=1)
         draws.append((random.random(), np.random.rand(), torch.rand(1).item()))
     assert draws[0] == draws[1]
+
+
+# -- the data collators' base, generate's output union, utils, pytorch_utils, activations ---------------------------
+
+def test_data_collator_mixin_dispatches_as_the_references():
+    import numpy as np
+    import torch
+
+    from openformers.data.data_collator import DataCollatorMixin
+    from transformers.data.data_collator import DataCollatorMixin as ReferenceMixin
+
+    class Lengths:  # a user's collator, written for the reference: torch_call and numpy_call
+        return_tensors = "pt"
+
+        def torch_call(self, features):
+            return {"lengths": torch.tensor([len(f["input_ids"]) for f in features])}
+
+        def numpy_call(self, features):
+            return {"lengths": np.array([len(f["input_ids"]) for f in features])}
+
+    ours, theirs = type("Ours", (Lengths, DataCollatorMixin), {})(), type("Theirs", (Lengths, ReferenceMixin), {})()
+    features = [{"input_ids": [1, 2, 3]}, {"input_ids": [4]}]
+    for return_tensors in (None, "pt", "np"):
+        mine, reference = ours(features, return_tensors), theirs(features, return_tensors)
+        assert type(mine["lengths"]) is type(reference["lengths"]) and mine["lengths"].tolist() == [3, 1]
+    with pytest.raises(ValueError, match="return_tensors"):
+        ours(features, "tf")
+    only_torch = type("OnlyTorch", (DataCollatorMixin,), {"torch_call": Lengths.torch_call})()
+    with pytest.raises(TypeError, match="numpy_call"):
+        only_torch(features, "np")
+    for name in ("DefaultDataCollator", "DataCollatorForTokenClassification", "DataCollatorForMultipleChoice",
+                 "DataCollatorForLanguageModeling", "DataCollatorWithFlattening"):
+        assert issubclass(getattr(openformers, name), DataCollatorMixin) == \
+            issubclass(getattr(transformers, name), ReferenceMixin), name
+    collator = openformers.DefaultDataCollator()
+    assert collator.numpy_call([{"input_ids": [1, 2], "label": 1}])["labels"].tolist() == [1]
+    assert collator.torch_call([{"input_ids": [1, 2], "label": 1}])["input_ids"].dtype == torch.int64
+
+
+def test_generate_output_is_the_union_of_generates_outputs():
+    from openformers.generation import (
+        GenerateBeamDecoderOnlyOutput, GenerateBeamEncoderDecoderOutput, GenerateDecoderOnlyOutput,
+        GenerateEncoderDecoderOutput,
+    )
+    from openformers.generation.utils import GenerateBeamOutput, GenerateNonBeamOutput, GenerateOutput
+    from transformers.generation import utils as reference
+
+    def names(union):
+        return sorted(cls.__name__ for cls in union.__args__)
+
+    assert names(GenerateOutput) == names(reference.GenerateOutput)
+    assert names(GenerateBeamOutput) == names(reference.GenerateBeamOutput)
+    assert names(GenerateNonBeamOutput) == names(reference.GenerateNonBeamOutput)
+    import torch
+
+    for cls in (GenerateDecoderOnlyOutput, GenerateEncoderDecoderOutput, GenerateBeamDecoderOnlyOutput,
+                GenerateBeamEncoderDecoderOutput):
+        assert isinstance(cls(sequences=torch.zeros(1, 1)), GenerateOutput)
+
+
+def test_utils_names_of_the_example_scripts(tmp_path, monkeypatch):
+    import importlib.metadata
+
+    from packaging.version import Version
+
+    from openformers.utils import check_min_version
+    from openformers.utils.versions import require_version
+    from transformers.utils.versions import require_version as reference_require_version
+
+    check_min_version("4.57.0.dev0")  # run_clm.py's
+    check_min_version("4.20.0.dev0")  # run_glue.py's
+    with pytest.raises(ImportError, match="99.0"):
+        check_min_version("99.0")
+    assert Version(openformers.utils.API_VERSION).major == Version(transformers.__version__).major
+    for requirement in ("datasets>=2.14.0", "numpy", "python>=3.9", "torch>=1.3,<100"):
+        require_version(requirement, "To fix: pip install it")
+        reference_require_version(requirement)
+    for requirement, error in (("numpy>=999", ImportError), ("no-such-distribution-xyz", importlib.metadata.
+                                                             PackageNotFoundError)):
+        for check in (require_version, reference_require_version):
+            with pytest.raises(error, match="To fix"):
+                check(requirement, "To fix: upgrade")
+    with pytest.raises(ValueError, match="pip's format"):
+        require_version("numpy>>1")
+    assert openformers.utils.logging is openformers.logging  # transformers.utils.logging.set_verbosity_info()
+    from openformers.utils.logging import get_logger  # noqa: F401
+
+    from openformers.utils import ModelOutput, is_accelerate_available, is_flash_attn_2_available
+
+    assert ModelOutput is openformers.ModelOutput
+    assert is_accelerate_available() == transformers.utils.is_accelerate_available()
+    assert is_flash_attn_2_available() == transformers.utils.is_flash_attn_2_available()
+
+
+def test_capture_logger_captures_what_the_reference_captures():
+    from openformers.testing_utils import CaptureLogger
+    from transformers.testing_utils import CaptureLogger as ReferenceCapture
+
+    logger = openformers.logging.get_logger("openformers.tokenization_test")
+    captured = []
+    for capture in (CaptureLogger, ReferenceCapture):
+        with capture(logger) as cl:
+            logger.warning("Token indices sequence length is longer than the maximum")
+        captured.append(cl.out)
+    assert captured[0] == captured[1] == "Token indices sequence length is longer than the maximum\n"
+
+
+def test_cached_file_finds_folder_and_cache_files_offline(tmp_path, monkeypatch):
+    from openformers.utils import cached_file
+    from transformers.utils import cached_file as reference_cached_file
+
+    folder = tmp_path / "model"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "sub" / "tokenizer.json").write_text("{}")
+    for find in (cached_file, reference_cached_file):
+        assert find(str(folder), "config.json") == str(folder / "config.json")
+        assert find(str(folder), "tokenizer.json", subfolder="sub") == str(folder / "sub" / "tokenizer.json")
+        assert find(str(folder), "missing.json", _raise_exceptions_for_missing_entries=False) is None
+        with pytest.raises(OSError, match="missing.json"):
+            find(str(folder), "missing.json")
+    cache = tmp_path / "cache"
+    repo = cache / "models--org--tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "config.json").write_text("{}")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    found = cached_file("org/tiny", "config.json", cache_dir=cache)
+    assert found == str(repo / "snapshots" / "abc123" / "config.json")
+    assert cached_file("org/tiny", "weights.bin", cache_dir=cache, _raise_exceptions_for_missing_entries=False) is None
+    with pytest.raises(OSError, match="weights.bin.*not in the Hugging Face cache"):
+        cached_file("org/tiny", "weights.bin", cache_dir=cache)
+
+
+def test_conv1d_and_chunking_compute_as_the_references():
+    import torch
+
+    from openformers.pytorch_utils import Conv1D, apply_chunking_to_forward
+    from transformers.pytorch_utils import Conv1D as ReferenceConv1D
+    from transformers.pytorch_utils import apply_chunking_to_forward as reference_chunking
+
+    ours, theirs = Conv1D(6, 4), ReferenceConv1D(6, 4)
+    assert ours.weight.shape == theirs.weight.shape == (4, 6) and ours.bias.shape == theirs.bias.shape
+    theirs.load_state_dict(ours.state_dict())
+    with torch.no_grad():
+        ours.bias.normal_()
+        theirs.bias.copy_(ours.bias)
+    x = torch.randn(2, 3, 4)
+    torch.testing.assert_close(ours(x), theirs(x))
+    assert ours(x).shape == (2, 3, 6)
+    layer = torch.nn.Linear(4, 4)
+    mine = apply_chunking_to_forward(layer, 2, 1, torch.randn(2, 6, 4).requires_grad_())
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 6, 4), torch.randn(2, 6, 4)
+    torch.testing.assert_close(apply_chunking_to_forward(lambda p, q: layer(p) * q, 3, 1, a, b),
+                               reference_chunking(lambda p, q: layer(p) * q, 3, 1, a, b))
+    assert mine.shape == (2, 6, 4)
+    with pytest.raises(ValueError, match="multiple of chunk_size=4"):
+        apply_chunking_to_forward(layer, 4, 1, a)
+
+
+def test_act2fn_computes_the_references_activations():
+    import torch
+
+    from openformers.activations import ACT2FN, get_activation
+    from transformers.activations import ACT2FN as REFERENCE_ACT2FN
+
+    x = torch.linspace(-6, 6, 101)
+    shared = sorted(set(ACT2FN) & set(REFERENCE_ACT2FN))
+    assert {"gelu", "gelu_new", "relu", "silu", "swish", "tanh", "sigmoid", "quick_gelu", "linear", "mish"} <= \
+        set(shared)
+    for name in shared:
+        module = ACT2FN[name]
+        assert isinstance(module, torch.nn.Module)
+        torch.testing.assert_close(module(x), REFERENCE_ACT2FN[name](x), msg=name)
+    assert type(get_activation("gelu")) is type(ACT2FN["silu"])
+    with pytest.raises(KeyError, match="no_such_act.*silu"):
+        get_activation("no_such_act")
+

@@ -56,7 +56,6 @@ EXCLUDED_MODULES = {
     "masking_utils": "the reference's attention-mask registry",
     "modeling_layers": "the reference's layer base class for its own model code",
     "model_debugging_utils": "the reference's model-addition debugger",
-    "pytorch_utils": "building blocks of the reference's own model code",
     "integrations.executorch": "ExecuTorch export",
     "integrations.hub_kernels": "Hub kernels; our CPU kernels live in openformers.kernels",
     "utils.kernel_config": "Hub kernels",

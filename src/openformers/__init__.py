@@ -104,6 +104,7 @@ _public(
 _public("openformers.models.base", "PreTrainedModel")
 _public("openformers.quantization_config", "BitsAndBytesConfig")  # loaded as quantization="int4" / "int8"
 _public("openformers.hf_argparser", "HfArgumentParser")
+_public("openformers.pytorch_utils", "Conv1D", "apply_chunking_to_forward")
 _public("openformers.models.lora", "LoraConfig")  # peft's name; the reference exports none
 _public("openformers.models.outputs", "ModelOutput")
 _public(
@@ -567,6 +568,7 @@ _REFERENCE_MODULE_PATHS = {
     "openformers.tokenization_utils_base": "openformers.tokenizers",
     "openformers.tokenization_utils": "openformers.tokenizers",
     "openformers.tokenization_utils_fast": "openformers.tokenizers",
+    "openformers.utils.logging": "openformers.logging",
     "openformers.trainer": "openformers.training.trainer",
     "openformers.trainer_callback": "openformers.training.callbacks",
     "openformers.trainer_utils": "openformers.training",

@@ -265,3 +265,55 @@ def _record_ref(cache: Path, repo_id: str, revision: str, commit: str) -> None:
     partial = ref.with_name(ref.name + ".partial")
     partial.write_text(commit)
     os.replace(partial, ref)  # readers never see a half-written ref
+
+
+def cached_file(path_or_repo_id: str | os.PathLike, filename: str, *, cache_dir: str | os.PathLike | None = None,
+                force_download: bool = False, token=None, revision: str | None = None, local_files_only: bool = False,
+                subfolder: str = "", repo_type: str | None = None, proxies: dict | None = None,
+                user_agent=None, _raise_exceptions_for_gated_repo: bool = True,
+                _raise_exceptions_for_missing_entries: bool = True,
+                _raise_exceptions_for_connection_errors: bool = True, _commit_hash: str | None = None) -> str | None:
+    """The local path of one file of a model: in a folder, in the Hugging Face cache, or downloaded from the Hub
+    (unless offline), as the reference's `transformers.utils.cached_file`. A file the folder or repository does not
+    have raises an OSError naming it, or gives None with `_raise_exceptions_for_missing_entries=False`."""
+    name = f"{subfolder}/{filename}" if subfolder else filename
+    missing = None
+    if os.path.isdir(path_or_repo_id):
+        path = Path(path_or_repo_id) / name
+        if path.is_file():
+            return str(path)
+        missing = f"{path_or_repo_id} does not appear to have a file named {name}."
+    else:
+        repo_id, cache = str(path_or_repo_id), hub_cache_dir(cache_dir)
+        snapshot = _cached_snapshot(cache, repo_id, _commit_hash or revision)
+        if snapshot is not None and (snapshot / name).is_file() and not force_download:
+            return str(snapshot / name)
+        if is_offline(local_files_only):
+            if not _raise_exceptions_for_missing_entries or not _raise_exceptions_for_connection_errors:
+                return None
+            raise OSError(f"{name}: " + _offline_message(repo_id, None, revision, cache, local_files_only))
+        import huggingface_hub
+        from huggingface_hub import errors
+
+        endpoint = os.environ.get("HF_ENDPOINT", "").rstrip("/") or None
+        try:
+            with _hub_errors(repo_id, revision, endpoint):
+                try:
+                    return huggingface_hub.hf_hub_download(
+                        repo_id, filename, subfolder=subfolder or None, repo_type=repo_type, revision=revision,
+                        cache_dir=cache, force_download=force_download, proxies=proxies, token=token,
+                        user_agent=user_agent, endpoint=endpoint)
+                except errors.EntryNotFoundError:
+                    missing = f"Repository {repo_id!r} has no file {name!r}" + (
+                        f" at revision {revision!r}." if revision else ".")
+        except PermissionError:
+            if _raise_exceptions_for_gated_repo:
+                raise
+            return None
+        except OSError:
+            if _raise_exceptions_for_connection_errors:
+                raise
+            return None
+    if _raise_exceptions_for_missing_entries:
+        raise OSError(missing)
+    return None

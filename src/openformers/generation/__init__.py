@@ -51,7 +51,7 @@ _public("streamers", "BaseStreamer", "TextStreamer", "TextIteratorStreamer", "As
 _public(
     "decoding",
     "GenerationMixin", "GenerateDecoderOnlyOutput", "GenerateBeamDecoderOnlyOutput", "GenerateEncoderDecoderOutput",
-    "GenerateBeamEncoderDecoderOutput",
+    "GenerateBeamEncoderDecoderOutput", "GenerateNonBeamOutput", "GenerateBeamOutput", "GenerateOutput",
 )
 
 __all__ = sorted(_SUBMODULE_OF)

@@ -112,6 +112,11 @@ class GenerateBeamEncoderDecoderOutput(ModelOutput):
     cache: Cache | None = None
 
 
+# The reference's unions of those classes, for annotations and isinstance checks (`GenerateOutput`).
+GenerateNonBeamOutput = GenerateDecoderOnlyOutput | GenerateEncoderDecoderOutput
+GenerateBeamOutput = GenerateBeamDecoderOnlyOutput | GenerateBeamEncoderDecoderOutput
+GenerateOutput = GenerateNonBeamOutput | GenerateBeamOutput
+
 # Options the loops read beside the strategy's own; an explicit None (generate(max_time=None)) means the default.
 _LOOP_OPTIONS = ("max_time", "output_attentions", "output_hidden_states", "prompt_lookup_num_tokens",
                  "max_matching_ngram_size", "num_assistant_tokens", "num_assistant_tokens_schedule",

@@ -27,6 +27,13 @@ ACTIVATIONS = {
     "silu": F.silu,
     "swish": F.silu,
     "tanh": torch.tanh,  # DeBERTa-v2's convolution and pooler may name it
+    "sigmoid": torch.sigmoid,
+    "linear": lambda x: x,
+    "relu6": F.relu6,
+    "leaky_relu": F.leaky_relu,
+    "mish": F.mish,
+    "hardswish": F.hardswish,
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),  # CLIP's approximation
 }
 
 

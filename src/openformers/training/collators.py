@@ -103,14 +103,37 @@ def default_data_collator(features: list, return_tensors: str = "pt") -> dict[st
     return batch
 
 
+class DataCollatorMixin:
+    """The base of collators that return torch tensors or NumPy arrays: `collator(features, return_tensors=None)`
+    picks `torch_call` for "pt" and `numpy_call` for "np" (default: the collator's `return_tensors`). A collator
+    defines those two, as the reference's subclasses do, or one `collate(features, return_tensors)`, as ours do."""
+
+    return_tensors: str = "pt"
+
+    def __call__(self, features: list, return_tensors: str | None = None):
+        return_tensors = _check_tensor_type(return_tensors or self.return_tensors)
+        return self.torch_call(features) if return_tensors == "pt" else self.numpy_call(features)
+
+    def torch_call(self, features: list):
+        return self.collate(features, "pt")
+
+    def numpy_call(self, features: list):
+        return self.collate(features, "np")
+
+    def collate(self, features: list, return_tensors: str):
+        raise TypeError(f"{type(self).__name__} derives from DataCollatorMixin but defines neither "
+                        f"{'torch_call' if return_tensors == 'pt' else 'numpy_call'} nor collate(features, "
+                        "return_tensors): define the one for the tensors it returns.")
+
+
 @dataclass
-class DefaultDataCollator:
+class DefaultDataCollator(DataCollatorMixin):
     """default_data_collator as an object, with return_tensors chosen once."""
 
     return_tensors: str = "pt"
 
-    def __call__(self, features: list, return_tensors: str | None = None) -> dict[str, Any]:
-        return default_data_collator(features, return_tensors or self.return_tensors)
+    def collate(self, features: list, return_tensors: str) -> dict[str, Any]:
+        return default_data_collator(features, return_tensors)
 
 
 # -- padding -------------------------------------------------------------------------------------------------------
@@ -262,7 +285,7 @@ def _split_labels(features: list, name: str | None = None):
 
 
 @dataclass
-class DataCollatorForTokenClassification:
+class DataCollatorForTokenClassification(DataCollatorMixin):
     """Pad inputs with the pad token and per-token labels with label_pad_token_id (-100: left out of the loss)."""
 
     tokenizer: Any
@@ -276,8 +299,7 @@ class DataCollatorForTokenClassification:
         _check_tensor_type(self.return_tensors)
         self.padding = getattr(self.padding, "value", self.padding)
 
-    def __call__(self, features: list, return_tensors: str | None = None) -> dict[str, Any]:
-        return_tensors = _check_tensor_type(return_tensors or self.return_tensors)
+    def collate(self, features: list, return_tensors: str) -> dict[str, Any]:
         rows, labels, name = _split_labels(features)
         batch = pad_features(self.tokenizer, rows, self.padding, self.max_length, self.pad_to_multiple_of,
                              return_tensors)
@@ -333,7 +355,7 @@ class DataCollatorForSeq2Seq:
 
 
 @dataclass
-class DataCollatorForMultipleChoice:
+class DataCollatorForMultipleChoice(DataCollatorMixin):
     """Rows hold one list per choice; every choice of every row is padded to one length: (batch, choices, length)."""
 
     tokenizer: Any
@@ -346,8 +368,7 @@ class DataCollatorForMultipleChoice:
         _check_tensor_type(self.return_tensors)
         self.padding = getattr(self.padding, "value", self.padding)
 
-    def __call__(self, features: list, return_tensors: str | None = None) -> dict[str, Any]:
-        return_tensors = _check_tensor_type(return_tensors or self.return_tensors)
+    def collate(self, features: list, return_tensors: str) -> dict[str, Any]:
         rows, labels, _ = _split_labels(features)
         choices = len(rows[0]["input_ids"])
         flat = [{name: values[i] for name, values in row.items()} for row in rows for i in range(choices)]
@@ -414,7 +435,7 @@ class DataCollatorWithFlattening(DefaultDataCollator):
 
 
 @dataclass
-class DataCollatorForLanguageModeling:
+class DataCollatorForLanguageModeling(DataCollatorMixin):
     """Batches for language modeling: causal (mlm=False: labels are the inputs, -100 on pad tokens) or masked.
 
     Masked (mlm=True): each token that is not special is a target with probability mlm_probability; of the
@@ -467,8 +488,7 @@ class DataCollatorForLanguageModeling:
             self._generator_pid = os.getpid()
         return self.generator
 
-    def __call__(self, features: list, return_tensors: str | None = None) -> dict[str, Any]:
-        return_tensors = _check_tensor_type(return_tensors or self.return_tensors)
+    def collate(self, features: list, return_tensors: str) -> dict[str, Any]:
         rows = [_as_row(feature) for feature in features]
         rows = [{k: v for k, v in row.items() if k not in ("label", "labels", "label_ids")} for row in rows]
         same_length = len({len(row["input_ids"]) for row in rows}) == 1

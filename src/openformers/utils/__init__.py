@@ -1,4 +1,5 @@
-"""The reference's file names and `is_*_available` checks, for code that imports them from the top level.
+"""The reference's file names and `is_*_available` checks, for code that imports them from the top level, and the
+names its example scripts import from `transformers.utils` (check_min_version, versions.require_version).
 
 The checks look for an installed module without importing it, so asking costs no import time. openformers
 itself needs none of these packages; code that branches on them keeps running unchanged.
@@ -16,6 +17,7 @@ SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 # The reference's check name (is_<name>_available) -> the modules any one of which makes it true.
 _MODULES_BEHIND = {
     "torch": ("torch",),
+    "accelerate": ("accelerate",),  # installed or not: openformers itself never uses it
     "tokenizers": ("tokenizers",),
     "sentencepiece": ("sentencepiece",),
     "datasets": ("datasets",),
@@ -84,19 +86,54 @@ def is_torch_xpu_available() -> bool:
     return hasattr(torch, "xpu") and torch.xpu.is_available()
 
 
-AVAILABILITY_CHECKS = sorted([f"is_{name}_available" for name in _MODULES_BEHIND] + ["is_torch_xpu_available"])
+def is_flash_attn_2_available() -> bool:
+    """Whether the flash-attn package is installed with a CUDA device to run it. openformers never calls it: its
+    attention goes through torch's scaled_dot_product_attention, which has FlashAttention-2 kernels of its own
+    on CUDA, and a model loaded with attn_implementation="flash_attention_2" runs that."""
+    import torch
+
+    return _installed("flash_attn") and torch.cuda.is_available()
 
 
-_TOKENIZER_NAMES = {
+AVAILABILITY_CHECKS = sorted([f"is_{name}_available" for name in _MODULES_BEHIND]
+                             + ["is_torch_xpu_available", "is_flash_attn_2_available"])
+
+
+def check_min_version(min_version: str) -> None:
+    """The check the reference's example scripts open with (`check_min_version("4.57.0.dev0")`), against the
+    transformers version whose API openformers follows (API_VERSION): an ImportError naming both when it is older."""
+    from packaging.version import Version
+
+    if Version(API_VERSION) < Version(min_version):
+        raise ImportError(f"This script needs the API of transformers {min_version} or later; openformers "
+                          f"{_version()} follows transformers {API_VERSION}.")
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+# The transformers release whose public API openformers follows: the one its tests run against.
+API_VERSION = "5.25.0"
+
+
+# Names held elsewhere, imported only when asked for (`from transformers.utils import ModelOutput`).
+_NAMES_ELSEWHERE = {
     "TensorType": "openformers.tokenizers.encoding",
     "PaddingStrategy": "openformers.tokenizers.encoding",
     "get_json_schema": "openformers.tokenizers.tool_schema",
+    "ModelOutput": "openformers.generation.outputs",
+    "cached_file": "openformers.hub",
 }
 
 
 def __getattr__(name):
     if name == "logging":  # `from transformers.utils import logging`, imported only when asked for
         return importlib.import_module("openformers.logging")
-    if name in _TOKENIZER_NAMES:  # `from transformers.utils import TensorType, get_json_schema`, also lazily
-        return getattr(importlib.import_module(_TOKENIZER_NAMES[name]), name)
+    if name in _NAMES_ELSEWHERE:
+        return getattr(importlib.import_module(_NAMES_ELSEWHERE[name]), name)
+    if name == "versions":  # `transformers.utils.versions.require_version` right after `import transformers`
+        return importlib.import_module("openformers.utils.versions")
     raise AttributeError(f"module 'openformers.utils' has no attribute {name!r}")
