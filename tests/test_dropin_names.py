@@ -510,3 +510,47 @@ def test_act2fn_computes_the_references_activations():
     with pytest.raises(KeyError, match="no_such_act.*silu"):
         get_activation("no_such_act")
 
+
+# -- what run_clm.py calls beside its imports -----------------------------------------------------------------------
+
+def test_update_from_string_sets_fields_as_the_references():
+    overrides = "n_embd=10,resid_pdrop=0.2,scale_attn_weights=false,n_layer=3"
+    ours, reference = openformers.GPT2Config(), transformers.GPT2Config()
+    ours.update_from_string(overrides)
+    reference.update_from_string(overrides)
+    for name in ("n_embd", "resid_pdrop", "scale_attn_weights", "n_layer"):
+        assert getattr(ours, name) == getattr(reference, name) and type(getattr(ours, name)) is \
+            type(getattr(reference, name)), name
+    for bad, error in (("no_such_field=1", ValueError), ("scale_attn_weights=maybe", ValueError),
+                       ("n_layer=two", ValueError)):
+        for config in (openformers.GPT2Config(), transformers.GPT2Config()):
+            with pytest.raises(error):
+                config.update_from_string(bad)
+    with pytest.raises(ValueError, match="no_such_field"):
+        openformers.GPT2Config().update_from_string("no_such_field=1")
+
+
+def test_create_model_card_writes_the_readme_run_clm_ends_with(tmp_path):
+    import torch
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 2)
+
+        def forward(self, x, labels=None):
+            return {"loss": self.linear(x).sum()}
+
+    args = openformers.TrainingArguments(output_dir=str(tmp_path / "clm"), learning_rate=3e-4, seed=5, report_to=[])
+    trainer = openformers.Trainer(model=Tiny(), args=args)
+    trainer.state.log_history.append({"eval_loss": 1.25, "eval_accuracy": 0.5, "eval_runtime": 1.0, "step": 3})
+    trainer.create_model_card(finetuned_from="gpt2", tasks="text-generation", dataset_tags="wikitext",
+                              dataset="wikitext wikitext-2-raw-v1", dataset_args="wikitext-2-raw-v1")
+    card = (tmp_path / "clm" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\n")
+    for line in ("base_model: gpt2", "- generated_from_trainer", "datasets:\n- wikitext", "pipeline_tag: text-generation",
+                 "# clm", "This model is a fine-tuned version of [gpt2](https://huggingface.co/gpt2) on the wikitext "
+                 "wikitext-2-raw-v1 dataset.", "- Loss: 1.2500", "- Accuracy: 0.5000", "- learning_rate: 0.0003",
+                 "- seed: 5", "- num_epochs: 3.0"):
+        assert line in card, line
+    assert "Runtime" not in card

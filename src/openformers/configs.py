@@ -192,6 +192,31 @@ class PretrainedConfig(metaclass=_ConfigType):
         for name, value in values.items():
             setattr(self, name, value)
 
+    def update_from_string(self, update_str: str) -> None:
+        """Set existing fields from "n_embd=10,resid_pdrop=0.2,scale_attn_weights=false" (run_clm.py's
+        --config_overrides): each value is read as the type the field holds now (bool, int, float, else text)."""
+        for item in update_str.split(","):
+            name, equals, text = item.partition("=")
+            if not equals or not hasattr(self, name):
+                raise ValueError(f"update_from_string: {item!r} must be name=value for a field the config has "
+                                 f"({type(self).__name__}).")
+            old = getattr(self, name)
+            if isinstance(old, bool):
+                if text.lower() not in ("true", "1", "y", "yes", "false", "0", "n", "no"):
+                    raise ValueError(f"update_from_string: {name}={text!r} is no boolean (true/false, yes/no, 1/0).")
+                value = text.lower() in ("true", "1", "y", "yes")
+            elif isinstance(old, (int, float)):
+                try:
+                    value = type(old)(text)
+                except ValueError:
+                    raise ValueError(f"update_from_string: {name}={text!r} is no {type(old).__name__}.") from None
+            elif isinstance(old, str):
+                value = text
+            else:
+                raise TypeError(f"update_from_string sets bool, int, float and str fields only; {name} holds "
+                                f"{type(old).__name__} {old!r}.")
+            setattr(self, name, value)
+
     # -- reading ---------------------------------------------------------------------------------------------------
 
     @classmethod

@@ -72,3 +72,47 @@ def push_checkpoint(repo_id: str, checkpoint: Path, args, processing_class, comm
             commit_message=f"{commit_message}, checkpoint", token=args.hub_token, revision=args.hub_revision,
         ))
     return uploads
+
+
+def _as_list(value) -> list:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
+def model_card(args, log_history: list[dict], model_name: str, language=None, license=None, tags=None,
+               finetuned_from: str | None = None, tasks=None, dataset_tags=None, dataset=None) -> str:
+    """A README.md for the trained model's folder: the Hub's metadata header (base model, datasets, tags, language,
+    license, tasks), what it was fine-tuned from, its last evaluation and the training's hyperparameters."""
+    import torch
+
+    header = {"library_name": "transformers", "license": license, "base_model": finetuned_from,
+              "language": _as_list(language) or None, "tags": ["generated_from_trainer", *_as_list(tags)],
+              "datasets": _as_list(dataset_tags) or None, "pipeline_tag": (_as_list(tasks) or [None])[0]}
+    lines = ["---"]
+    for key, value in header.items():
+        if isinstance(value, list):
+            lines += [f"{key}:"] + [f"- {item}" for item in value]
+        elif value is not None:
+            lines.append(f"{key}: {value}")
+    lines += ["---", "", f"# {model_name}", ""]
+    source = f"[{finetuned_from}](https://huggingface.co/{finetuned_from})" if finetuned_from else "a model"
+    datasets = f"the {', '.join(_as_list(dataset))} dataset" if dataset else "an unknown dataset"
+    lines += [f"This model is a fine-tuned version of {source} on {datasets}."]
+    evaluation = next((entry for entry in reversed(log_history) if any(k.startswith("eval_") for k in entry)), None)
+    if evaluation:
+        lines += ["It achieves the following results on the evaluation set:"]
+        lines += [f"- {k[len('eval_'):].replace('_', ' ').title()}: {v:.4f}" if isinstance(v, float) else
+                  f"- {k[len('eval_'):].replace('_', ' ').title()}: {v}" for k, v in evaluation.items()
+                  if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))]
+    lines += ["", "## Training procedure", "", "### Training hyperparameters", "",
+              "The following hyperparameters were used during training:"]
+    hyperparameters = {"learning_rate": args.learning_rate, "train_batch_size": args.per_device_train_batch_size,
+                       "eval_batch_size": args.per_device_eval_batch_size, "seed": args.seed,
+                       "gradient_accumulation_steps": args.gradient_accumulation_steps, "optimizer": args.optim,
+                       "lr_scheduler_type": args.lr_scheduler_type,
+                       "training_steps" if args.max_steps > 0 else "num_epochs":
+                           args.max_steps if args.max_steps > 0 else args.num_train_epochs}
+    if args.warmup_steps:
+        hyperparameters["lr_scheduler_warmup_steps"] = args.warmup_steps
+    lines += [f"- {name}: {value}" for name, value in hyperparameters.items()]
+    lines += ["", "### Framework versions", "", f"- PyTorch {torch.__version__}", ""]
+    return "\n".join(lines)

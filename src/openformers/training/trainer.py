@@ -1158,6 +1158,20 @@ class Trainer:
         if self.args.push_to_hub and not _internal_call:
             self.push_to_hub(commit_message="Model save")
 
+    def create_model_card(self, language: str | None = None, license: str | None = None, tags=None,
+                          model_name: str | None = None, finetuned_from: str | None = None, tasks=None,
+                          dataset_tags=None, dataset=None, dataset_args=None) -> None:
+        """README.md in output_dir: the model card the Hub shows (push.model_card), as run_*.py scripts end with.
+        dataset_args (the dataset's configuration) is accepted as the reference's and not written."""
+        if self.rank != 0:
+            return
+        folder = Path(self.args.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        card = push.model_card(self.args, self.state.log_history, model_name or folder.name, language=language,
+                               license=license, tags=tags, finetuned_from=finetuned_from, tasks=tasks,
+                               dataset_tags=dataset_tags, dataset=dataset)
+        (folder / "README.md").write_text(card, encoding="utf-8")
+
     def save_state(self) -> None:
         """trainer_state.json in output_dir."""
         if self.rank == 0:
