@@ -554,3 +554,58 @@ def test_create_model_card_writes_the_readme_run_clm_ends_with(tmp_path):
                  "- seed: 5", "- num_epochs: 3.0"):
         assert line in card, line
     assert "Runtime" not in card
+
+
+def test_run_clm_from_scratch_runs_on_openformers(tmp_path):
+    """run_clm.py's path for --model_type without a checkpoint, its imports from openformers: parse the three
+    dataclasses, build the config from CONFIG_MAPPING with --config_overrides, train with default_data_collator,
+    save the metrics and state, and end with the model card."""
+    import torch
+
+    from openformers import (
+        CONFIG_MAPPING, MODEL_FOR_CAUSAL_LM_MAPPING, AutoModelForCausalLM, HfArgumentParser, Trainer,
+        TrainingArguments, default_data_collator, is_torch_xla_available, set_seed,
+    )
+    from openformers.testing_utils import CaptureLogger  # noqa: F401
+    from openformers.utils import check_min_version
+    from openformers.utils.versions import require_version
+
+    check_min_version("4.57.0.dev0")
+    require_version("torch>=1.3", "To fix: pip install torch")
+    model_types = tuple(conf.model_type for conf in list(MODEL_FOR_CAUSAL_LM_MAPPING.keys()))
+
+    @dataclass
+    class ModelArguments:
+        model_type: Optional[str] = field(default=None, metadata={"help": "One of: " + ", ".join(model_types)})
+        config_overrides: Optional[str] = None
+
+    @dataclass
+    class DataTrainingArguments:
+        block_size: Optional[int] = None
+
+    argv = ["--model_type", "gpt2", "--config_overrides", "n_embd=16,n_layer=1,n_head=2,vocab_size=40,n_positions=16",
+            "--block_size", "8", "--output_dir", str(tmp_path / "clm"), "--do_train", "--max_steps", "2",
+            "--per_device_train_batch_size", "2", "--report_to", "none", "--save_strategy", "no", "--optim", "sgd",
+            "--use_cpu"]
+    model_args, data_args, training_args = HfArgumentParser(
+        (ModelArguments, DataTrainingArguments, TrainingArguments)).parse_args_into_dataclasses(argv)
+    assert training_args.parallel_mode.value != "distributed"
+    set_seed(training_args.seed)
+    config = CONFIG_MAPPING[model_args.model_type]()
+    config.update_from_string(model_args.config_overrides)
+    model = AutoModelForCausalLM.from_config(config)
+    assert type(model) is MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    ids = torch.randint(0, 40, (8, data_args.block_size)).tolist()
+    train_dataset = [{"input_ids": row, "attention_mask": [1] * len(row), "labels": row} for row in ids]
+    trainer = Trainer(model=model, args=training_args, train_dataset=train_dataset, data_collator=default_data_collator,
+                      compute_metrics=None if is_torch_xla_available() else None)
+    with training_args.main_process_first(desc="grouping texts together"):
+        metrics = trainer.train().metrics
+    trainer.save_model()
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    trainer.create_model_card(tasks="text-generation")
+    folder = tmp_path / "clm"
+    assert {"README.md", "train_results.json", "trainer_state.json", "config.json"} <= {p.name for p in folder.iterdir()}
+    assert set(metrics) >= {"train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss"}
