@@ -215,24 +215,49 @@ def assert_left_padded_batch_equals_single_rows(model, ids_of, reference=None, t
             torch.testing.assert_close(theirs[i, width - len(row) :], alone[:-1], atol=tolerance, rtol=tolerance)
 
 
-def assert_state_cache_refusals(model, ids, other):
-    """A model that decodes with a state cache (its new_cache(): a MambaCache, a HybridCache) refuses by name what
-    that cache cannot do: a DynamicCache or a static cache in its place, assisted decoding (prompt lookup, and as the
-    assistant of `other`, a model of the same family) and the server."""
-    from openformers.serving.scheduler import BatchScheduler
-
+def assert_state_cache_refusals(model, ids):
+    """A model that decodes with a state cache (its new_cache(): a MambaCache, a HybridCache) refuses by name a
+    DynamicCache or a static cache in its place."""
     name, kind = type(model.base_model).__name__, type(model.new_cache()).__name__
     with pytest.raises(TypeError, match=f"{name} keeps a state in its layers.*its cache is a {kind}, got DynamicCache;"
                                         r" pass DynamicCache\(config=model.config\)"):
         model(ids, past_key_values=DynamicCache())
     with pytest.raises(TypeError, match="got StaticCache; leave cache_implementation unset"):
         model.generate(ids, max_new_tokens=3, cache_implementation="static")
-    with pytest.raises(ValueError, match=f"keeps a {kind}.*cannot be cropped"):
-        model.generate(ids, max_new_tokens=3, do_sample=False, prompt_lookup_num_tokens=2)
-    with pytest.raises(ValueError, match=f"keeps a {kind}.*cannot be cropped"):
-        other.generate(ids, max_new_tokens=3, do_sample=False, assistant_model=model)
-    with pytest.raises(ValueError, match="does not serve"):
-        BatchScheduler(model, None)
+
+
+def assert_assisted_decoding_gives_the_references_greedy_tokens(model, reference, ids, monkeypatch):
+    """Assisted decoding of a model whose cache keeps states, which cannot be cropped back past rejected candidates,
+    gives the reference's greedy tokens, as the reference's own assisted decoding does: with prompt lookup over a
+    prompt that repeats, the model as its own draft, and as draft a copy with its weights moved (which the model
+    disagrees with now and then, in both caches), the caches going back to their snapshots (counted) and feeding the
+    kept tokens again; the cache generate returns holds every token but the last, as a cropped one does."""
+    import copy
+
+    prompt = ids.repeat(1, 3)
+    settings = dict(max_new_tokens=16, do_sample=False, eos_token_id=None, pad_token_id=0)
+    expected = reference.generate(prompt, attention_mask=torch.ones_like(prompt), **settings).tolist()
+    assert model.generate(prompt, **settings).tolist() == expected
+    draft = copy.deepcopy(model)
+    noise = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in draft.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=noise) * parameter.std().nan_to_num())
+    kind = type(model.new_cache())
+    restores, restore = [], kind.restore
+    monkeypatch.setattr(kind, "restore", lambda cache, snapshot: restores.append(cache) or restore(cache, snapshot))
+    drafting = dict(assistant_confidence_threshold=0)  # a tiny random draft is never confident: it drafts on
+    caches = []
+    for assisted in (dict(prompt_lookup_num_tokens=3), dict(assistant_model=model, **drafting),
+                     dict(assistant_model=draft, **drafting), dict(assistant_model=draft, num_assistant_tokens=2,
+                                                                   num_assistant_tokens_schedule="heuristic")):
+        out = model.generate(prompt, **settings, **assisted, return_dict_in_generate=True)
+        assert out.sequences.tolist() == expected, assisted
+        assert out.cache.seq_len == prompt.shape[1] + settings["max_new_tokens"] - 1  # all but the last, as a crop
+        caches.append(out.cache)
+    models_restored = [cache for cache in restores if any(cache is mine for mine in caches)]
+    assert models_restored  # the model's caches went back, and the draft's, unless the model repeats one token:
+    assert len(restores) > len(models_restored) or len(set(expected[0][prompt.shape[1]:])) == 1  # every draft guesses it
 
 
 def assert_the_users_dynamic_cache_works_as_the_references(model, reference, ids_of):

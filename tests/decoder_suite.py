@@ -13,6 +13,7 @@ import torch
 
 from decoder_parity import (
     GENERATE_OPTIONS,
+    assert_assisted_decoding_gives_the_references_greedy_tokens,
     assert_bfloat16_matches_the_reference,
     assert_cached_decoding_equals_the_full_forward,
     assert_decoding_step_gives_the_references_logits,
@@ -23,6 +24,7 @@ from decoder_parity import (
     assert_outputs_close,
     assert_same_attributes,
     assert_saved_both_ways,
+    assert_state_cache_refusals,
     assert_static_cache_gives_the_dynamic_cache_tokens,
     assert_the_users_dynamic_cache_works_as_the_references,
     assert_training_step_matches,
@@ -437,23 +439,13 @@ class HybridCacheTests:
             torch.testing.assert_close(logits, full[:, 5 + t], atol=1e-4, rtol=1e-4)
 
     @torch.inference_mode()
-    def test_attention_caches_assisted_decoding_and_the_server_are_refused(self, tiny):
-        from openformers.generation.cache import DynamicCache
-        from openformers.serving.scheduler import BatchScheduler
+    def test_attention_caches_are_refused(self, tiny):
+        assert_state_cache_refusals(tiny[2], self.ids(1, 6))
 
-        model = tiny[2]
-        ids = self.ids(1, 6)
-        with pytest.raises(TypeError, match=f"{type(model.base_model).__name__} keeps a state in its layers.*its cache "
-                                            "is a HybridCache, got DynamicCache"):
-            model(ids, past_key_values=DynamicCache())
-        with pytest.raises(TypeError, match="got StaticCache; leave cache_implementation unset"):
-            model.generate(ids, max_new_tokens=3, cache_implementation="static")
-        with pytest.raises(ValueError, match="keeps a HybridCache.*cannot be cropped"):
-            model.generate(ids, max_new_tokens=3, do_sample=False, prompt_lookup_num_tokens=2)
-        with pytest.raises(ValueError, match="keeps a HybridCache.*cannot be cropped"):
-            model.generate(ids, max_new_tokens=3, do_sample=False, assistant_model=model)
-        with pytest.raises(ValueError, match="does not serve"):
-            BatchScheduler(model, None)
+    @torch.inference_mode()
+    def test_assisted_decoding_gives_the_references_greedy_tokens(self, tiny, monkeypatch):
+        _, reference, model = tiny
+        assert_assisted_decoding_gives_the_references_greedy_tokens(model, reference, self.ids(1, 6, seed=2), monkeypatch)
 
     def test_the_cpu_kernel_refuses_the_family_and_generate_runs_the_layers(self, tiny):
         _, reference, model = tiny

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import openformers
-from openformers.generation.cache import DynamicCache, HybridCache, MambaCache
+from openformers.generation.cache import DynamicCache, HybridCache, MambaCache, cut_back
 
 
 def filled(rows: int, length: int, start: float = 0.0, layers: int = 2) -> DynamicCache:
@@ -159,6 +159,47 @@ def test_hybrid_cache_cannot_go_back_but_can_start_over():
     cache.reset()
     assert cache.seq_len == 0 and cache.lengths == [0, 0] and not cache.states.conv_states
 
+
+
+def test_a_snapshot_restores_keys_and_states_and_cut_back_crops_or_restores():
+    """What assisted decoding does with a cache that keeps states: a snapshot before feeding, restored after (the keys
+    fed since dropped, the states as they were), where a DynamicCache is cropped instead."""
+    cache = hybrid(1, 3)
+    snapshot = cache.snapshot()
+    cache.update(0, torch.full((1, 2, 2, 3), 7.0), torch.full((1, 2, 2, 3), -7.0))
+    cache.update(2, torch.full((1, 2, 2, 3), 7.0), torch.full((1, 2, 2, 3), -7.0))
+    cache.store(1, torch.full((1, 3, 2), 9.0), torch.full((1, 1, 2), 9.0), 2)
+    cache.store(3, torch.full((1, 3, 2), 9.0), None, 2)
+    assert cache.seq_len == 5
+    assert cut_back(cache, 4, snapshot) == 3  # back to the snapshot: the caller feeds positions 3 and 4 again
+    assert cache.lengths == [3, 3] and cache.states.lengths == [3, 3] and positions(cache) == [[0, 1, 2]]
+    assert cache.state(1)[0].unique().tolist() == [0] and cache.state(1)[1].unique().tolist() == [0]
+    assert cut_back(cache, 3, snapshot) == 3 and cache.state(3)[1] is None  # holding no more: left as it is
+    assert cut_back(cache, 1, snapshot) == 0 and cache.seq_len == 0  # before the snapshot: starts over
+    keys = filled(1, 5)
+    assert cut_back(keys, 2, None) == 2 and positions(keys) == [[0, 1]]
+
+
+def test_copies_hold_the_positions_and_states_asked_for():
+    cache = hybrid(1, 3)
+    copy = cache.copy()
+    assert type(copy) is HybridCache and copy.attends == cache.attends and copy.seq_len == 3
+    assert positions(copy) == [[0, 1, 2]] and copy.keys[0].shape[2] == 3  # buffers of the positions' size
+    assert copy.state(1)[0] is not cache.state(1)[0] and torch.equal(copy.state(1)[0], cache.state(1)[0])
+    assert copy.nbytes == cache.nbytes == 2 * 2 * (1 * 2 * 3 * 3) * 4 + (3 * 2 + 1 * 2) * 4 + 3 * 2 * 4
+    copy.update(0, torch.full((1, 2, 1, 3), 7.0), torch.full((1, 2, 1, 3), -7.0))
+    assert positions(cache) == [[0, 1, 2]]  # the copy grows on its own
+    with pytest.raises(ValueError, match="holds only the states after its 3 positions, so it cannot be copied with 2"):
+        cache.copy(2)
+    keys = filled(2, 5)
+    start = keys.copy(2)
+    assert type(start) is DynamicCache and positions(start) == [[0, 1], [100, 101]] and start.seq_len == 2
+    assert start.nbytes == keys.nbytes * 2 // 5
+    with pytest.raises(ValueError, match=r"copy\(positions\) takes 0 to the 5 positions held, got 6"):
+        keys.copy(6)
+    states = MambaCache()
+    states.store(0, torch.ones(1, 3, 2), torch.ones(1, 3, 4), 5)
+    assert states.copy().nbytes == states.nbytes == (6 + 12) * 4 and states.copy(5).seq_len == 5
 
 # Per family, a small config: DynamicCache(config=...) holds keys and values for the layers that attend and states for
 # the others, as the reference's DynamicCache(config=...) gives them its DynamicLayer and LinearAttentionLayer.

@@ -7,8 +7,8 @@ first, whole heads rotating, tied embeddings and every bias, one group. Through 
 DecoderFamilyTests: both heads the reference has, with the loss, in each variant; greedy and beam generation; hidden
 states and attention weights; inputs_embeds; a training step's gradients with and without checkpointing; saving both
 ways; and in their HybridCache forms cached decoding, a left-padded batch against its rows alone (and the
-reference's batch), sampled sequences, and the refusals (a DynamicCache, a static cache, assisted decoding, the
-server, the CPU kernel). Also the z-loss and the rotated half, config defaults, a config.json in the released layout,
+reference's batch), sampled sequences, assisted decoding giving the reference's greedy tokens, and
+the refusals (a DynamicCache, a static cache, the CPU kernel). Also the z-loss and the rotated half, config defaults, a config.json in the released layout,
 refusals, GGUF files of llama.cpp's "granitehybrid" architecture as its converter writes a Bamba, and the tokenizer
 class.
 """

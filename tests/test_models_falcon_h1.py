@@ -8,8 +8,8 @@ group; the gated norm after the gate. Through HybridCacheTests and DecoderFamily
 with the loss, in each variant; greedy and beam generation; hidden states and attention weights; inputs_embeds (not
 scaled, as the reference's); a training step's gradients with and without checkpointing; saving both ways; and in
 their HybridCache forms (every layer holding keys and values and a state) cached decoding, a left-padded batch
-against its rows alone (and the reference's batch), sampled sequences, and the refusals (a DynamicCache, a static
-cache, assisted decoding, the server, the CPU kernel). Also each multiplier's effect, config defaults, a config.json
+against its rows alone (and the reference's batch), sampled sequences, assisted decoding giving the reference's
+greedy tokens, and the refusals (a DynamicCache, a static cache, the CPU kernel). Also each multiplier's effect, config defaults, a config.json
 in the released layout, refusals, GGUF files written as llama.cpp writes them, and the tokenizer class.
 """
 

@@ -9,7 +9,8 @@ reference has, with the loss, in each variant; greedy and beam generation; hidde
 inputs_embeds; a training step's gradients with and without checkpointing; saving both ways, the files holding the
 reference's tensors; router logits and the load-balancing loss; bfloat16 as the reference's. Through
 decoder_suite.HybridCacheTests, in their HybridCache forms: cached decoding, a left-padded batch against its rows
-alone (and the reference's batch), sampled sequences, and the refusals (a DynamicCache, a static cache, assisted decoding, the server, the CPU kernel). Also
+alone (and the reference's batch), sampled sequences, assisted decoding giving the reference's greedy tokens, and the refusals (a DynamicCache, a static cache, the CPU
+kernel). Also
 the time-step limit, the config's defaults, aliases and refusals, a released config.json as the reference reads it,
 and GGUF files of llama.cpp's "granitehybrid" architecture. AutoTokenizer's class for the model type is checked with
 Granite MoE's (test_models_granitemoe.py).

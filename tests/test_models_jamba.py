@@ -8,8 +8,8 @@ RoutedExpertsTests: the three heads the reference has, with the loss, in each va
 hidden states and attention weights; inputs_embeds; a training step's gradients (with the load-balancing loss) with
 and without checkpointing; saving both ways, the files holding the reference's tensors; router logits and the
 load-balancing loss; bfloat16 as the reference's; and in their HybridCache forms cached decoding, a left-padded batch
-against its rows alone (and the reference's batch), sampled sequences, and the refusals (a DynamicCache, a static
-cache, assisted decoding, the server, the CPU kernel). Also a model without experts (num_experts 1), a file holding
+against its rows alone (and the reference's batch), sampled sequences, assisted decoding giving the reference's
+greedy tokens, and the refusals (a DynamicCache, a static cache, the CPU kernel). Also a model without experts (num_experts 1), a file holding
 the reference's fused experts, the config's defaults, layer kinds and refusals, the tokenizer class, and GGUF files
 of llama.cpp's "jamba" architecture.
 """

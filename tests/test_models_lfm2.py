@@ -8,7 +8,7 @@ saving both ways; RoutedExpertsTests' router logits and bfloat16 run for the mix
 `conv_bias`, in_proj's bias reaches the convolution at padded positions in the reference, whose padded rows then
 differ from its rows alone: there ours are checked against the reference's padded batch and its cached step instead.
 Also: each variant shown to change the logits, the MLP width rule against the reference's modules, static and
-dynamic caches, assisted decoding and the server refused by name, sampling with return sequences, the CPU kernel's
+dynamic caches refused by name, assisted decoding giving the reference's greedy tokens, sampling with return sequences, the CPU kernel's
 refusal, config defaults, aliases and refusals, GGUF files written as llama.cpp's converter writes "lfm2" and
 "lfm2moe", and the tokenizer class the reference picks for an LFM2 folder.
 """
@@ -20,6 +20,7 @@ import torch
 
 import openformers
 from decoder_parity import (
+    assert_assisted_decoding_gives_the_references_greedy_tokens,
     assert_bfloat16_matches_the_reference,
     assert_byte_level_bpe_folder_tokenizes_as_the_reference,
     assert_kernel_refuses_and_generate_runs_the_layers,
@@ -29,7 +30,6 @@ from decoder_parity import (
     finish_gguf,
     llama_cpp_tensors,
     load_quietly,
-    load_saved,
     outputs_of,
     padded_batch,
 )
@@ -56,7 +56,7 @@ class StateLayersTests:
 
     MODEL_TYPE: str
 
-    # A HybridCache cannot be a static cache: refused instead (test_caches_assisted_decoding_and_the_server_...).
+    # A HybridCache cannot be a static cache: refused instead (test_attention_caches_are_refused).
     test_generate_with_a_static_cache_gives_the_dynamic_cache_tokens = None
 
     @torch.inference_mode()
@@ -118,8 +118,13 @@ class StateLayersTests:
         assert sampled.tolist() == expected.tolist()
 
     @torch.inference_mode()
-    def test_caches_assisted_decoding_and_the_server_are_refused(self, tiny, tmp_path):
-        assert_state_cache_refusals(tiny[2], self.ids(1, 6), load_saved(self.reference(), tmp_path))
+    def test_attention_caches_are_refused(self, tiny):
+        assert_state_cache_refusals(tiny[2], self.ids(1, 6))
+
+    @torch.inference_mode()
+    def test_assisted_decoding_gives_the_references_greedy_tokens(self, tiny, monkeypatch):
+        _, reference, model = tiny
+        assert_assisted_decoding_gives_the_references_greedy_tokens(model, reference, self.ids(1, 6), monkeypatch)
 
     @torch.inference_mode()
     def test_the_users_dynamic_cache_of_the_config_works_as_the_references(self, tiny):

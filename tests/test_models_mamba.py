@@ -7,8 +7,8 @@ on top of the cache, then single tokens) against the full forward; a left-padded
 cache, against each row alone, and the reference's padded batch against ours (with `use_bias`, in_proj's bias reaches
 the convolution at padded positions, so there the reference's own padded rows differ from its rows alone, and ours
 are checked against the reference's batch only); hidden states as the reference records them (each layer's output,
-then the normed last one); beams, return sequences and the batch operations of the cache; assisted decoding, static
-caches, DynamicCaches and the server refused by name. Also: each variant (biases on in_proj/out_proj, no conv bias,
+then the normed last one); beams, return sequences and the batch operations of the cache; assisted decoding (prompt
+lookup, drafts) giving the reference's greedy tokens; static caches and DynamicCaches refused by name. Also: each variant (biases on in_proj/out_proj, no conv bias,
 untied head, Falcon-Mamba's norms) shown to change the logits, the config's defaults and refusals, GGUF files written
 as llama.cpp's converter writes them (Falcon-Mamba's as "mamba" with dt_b_c_rms), int8 and int4 linear layers, and
 AutoTokenizer's class for a Mamba folder.
@@ -21,6 +21,7 @@ import torch
 
 import openformers
 from decoder_parity import (
+    assert_assisted_decoding_gives_the_references_greedy_tokens,
     assert_byte_level_bpe_folder_tokenizes_as_the_reference,
     assert_outputs_close,
     assert_state_cache_refusals,
@@ -28,7 +29,6 @@ from decoder_parity import (
     finish_gguf,
     llama_cpp_tensors,
     load_quietly,
-    load_saved,
     make_reference,
     outputs_of,
     padded_batch,
@@ -146,8 +146,13 @@ class MambaFamilyTests(DecoderFamilyTests):
             torch.testing.assert_close(logits[0], model(row[None, :-1]).logits[0])
 
     @torch.inference_mode()
-    def test_attention_caches_assisted_decoding_and_the_server_are_refused(self, tiny, tmp_path):
-        assert_state_cache_refusals(tiny[2], self.ids(1, 6), load_saved(self.reference(), tmp_path))
+    def test_attention_caches_are_refused(self, tiny):
+        assert_state_cache_refusals(tiny[2], self.ids(1, 6))
+
+    @torch.inference_mode()
+    def test_assisted_decoding_gives_the_references_greedy_tokens(self, tiny, monkeypatch):
+        _, reference, model = tiny
+        assert_assisted_decoding_gives_the_references_greedy_tokens(model, reference, self.ids(1, 6), monkeypatch)
 
     @torch.inference_mode()
     def test_the_users_dynamic_cache_of_the_config_is_a_mamba_cache(self, tiny):

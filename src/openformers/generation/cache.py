@@ -5,9 +5,11 @@ Every cache speaks one protocol, which is all a model knows of it:
     seq_len                             how many positions are cached (read it before the forward pass)
     reorder(beam_idx), crop(n)          for beam search and for rolling back speculative tokens
 DynamicCache also has the batch operations of continuous batching: left_pad(n), append_rows(other) and
-drop_front(n), with reorder(rows) to drop rows. MambaCache is a state-space model's: per layer a fixed-size state
-instead of keys and values, with the same row operations but no crop back (`croppable`); HybridCache pairs the
-two for a model whose layers mix attention and states; `new_cache(model)` is the kind a model decodes with. EncoderDecoderCache pairs two caches for an encoder-decoder's
+drop_front(n), with reorder(rows) to drop rows, and copy(n) (a new cache of the first n positions) and nbytes for
+the server's prefix cache. MambaCache is a state-space model's: per layer a fixed-size state instead of keys and
+values, with the same row operations but no crop back (`croppable`): `snapshot()` / `restore(snapshot)` go back to
+an exact earlier point instead; HybridCache pairs the two for a model whose layers mix attention and states;
+`new_cache(model)` is the kind a model decodes with. EncoderDecoderCache pairs two caches for an encoder-decoder's
 decoder: self-attention (the protocol above) and cross-attention (the encoder's keys and values, stored once).
 Keys and values are shaped (B, n_kv_heads, T, head_dim). `Cache` is the base class, with the reference's names
 for the same operations (get_seq_length, reorder_cache, batch_select_indices, ...), so code written against the
@@ -215,6 +217,26 @@ class DynamicCache(Cache):
             self.values[i] = self.values[i][:, :, n:]
             self.lengths[i] -= n
 
+    def copy(self, positions: int | None = None) -> "DynamicCache":
+        """A new cache holding the first `positions` positions of this one (all it holds by default), copied into
+        buffers of their size: what the server's prefix cache keeps of a prompt and what each choice of a prompt
+        starts from."""
+        copy = DynamicCache()
+        self._copy_positions_into(copy, positions)
+        return copy
+
+    def _copy_positions_into(self, copy: "DynamicCache", positions: int | None) -> None:
+        if positions is not None and not 0 <= positions <= self.seq_len:
+            raise ValueError(f"copy(positions) takes 0 to the {self.seq_len} positions held, got {positions}.")
+        copy.lengths = [length if positions is None else min(length, positions) for length in self.lengths]
+        copy.keys = [k[:, :, :n].clone() for k, n in zip(self.keys, copy.lengths)]
+        copy.values = [v[:, :, :n].clone() for v, n in zip(self.values, copy.lengths)]
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of the positions held (not of the room grown ahead of them)."""
+        return sum(k[:, :, :n].nbytes + v[:, :, :n].nbytes for k, v, n in zip(self.keys, self.values, self.lengths))
+
 
 # The reference's layer_types, by what a layer keeps in the cache (its cache_utils' layer classes).
 _STATE_LAYERS = ("conv", "linear_attention", "mamba")
@@ -259,8 +281,11 @@ class MambaCache(Cache):
     call with `store(layer_idx, conv, ssm, new)`. Rows follow beams and batches as a DynamicCache's do (`reorder`,
     `append_rows`, and `left_pad` / `drop_front`, which count positions and leave the states alone: a padded
     position changes no state). What it cannot do is go back: the state after n positions is not kept once more
-    are fed, so `crop` below the length fed is refused (assisted decoding's rollback), and the model cannot use
-    a StaticCache or a DynamicCache instead of it.
+    are fed, so `crop` below the length fed is refused, and the model cannot use a StaticCache or a DynamicCache
+    instead of it. Going back to an exact earlier point is `restore(snapshot())`: a layer stores new tensors and
+    never writes a stored state in place, so a snapshot is the lists of the states held then, nothing copied
+    (assisted decoding takes one before the model checks its candidates, restores it after a rejected one and
+    feeds the kept tokens again).
     """
 
     croppable = False
@@ -317,8 +342,34 @@ class MambaCache(Cache):
             return
         raise ValueError(
             f"A MambaCache cannot be cropped to {keep} of its {self.seq_len} positions: it keeps only the state after "
-            "the last one. Assisted decoding and other rollbacks need a model with a key/value cache."
+            "the last one. Take a snapshot() at the point to go back to, and restore(snapshot) there."
         )
+
+    def snapshot(self) -> tuple[list, list, list[int]]:
+        """The states and lengths held now, for `restore`."""
+        return list(self.conv_states), list(self.ssm_states), list(self.lengths)
+
+    def restore(self, snapshot: tuple[list, list, list[int]]) -> None:
+        """Go back to the states a `snapshot()` of this cache held (the same rows), forgetting what was fed since."""
+        self.conv_states, self.ssm_states, self.lengths = (list(part) for part in snapshot)
+
+    def copy(self, positions: int | None = None) -> "MambaCache":
+        """A new cache holding a copy of the states; `positions`, if given, must be all those fed: the states after
+        fewer are gone."""
+        if positions is not None and positions != self.seq_len:
+            raise ValueError(f"A MambaCache holds only the states after its {self.seq_len} positions, so it cannot be "
+                             f"copied with {positions}: copy it whole.")
+        copy = MambaCache()
+        copy.conv_states = [conv.clone() for conv in self.conv_states]
+        copy.ssm_states = [None if ssm is None else ssm.clone() for ssm in self.ssm_states]
+        copy.lengths = list(self.lengths)
+        return copy
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of the states, the same however many positions were fed."""
+        ssm_bytes = sum(ssm.nbytes for ssm in self.ssm_states if ssm is not None)
+        return sum(conv.nbytes for conv in self.conv_states) + ssm_bytes
 
     def left_pad(self, n: int) -> None:
         self.lengths = [length + n for length in self.lengths]
@@ -353,7 +404,8 @@ class HybridCache(DynamicCache):
 
     Attention layers call `update(layer_idx, k, v)` and state layers `state(layer_idx)` / `store(...)`, as they do on
     a DynamicCache or a MambaCache; every row operation applies to both parts. Like a MambaCache it cannot go back
-    (`crop` below the length fed is refused): the states after earlier positions are gone.
+    (`crop` below the length fed is refused): the states after earlier positions are gone, and `restore(snapshot())`
+    goes back to an exact earlier point of both parts instead.
     """
 
     croppable = False
@@ -425,11 +477,32 @@ class HybridCache(DynamicCache):
         if keep < self.seq_len and keep != 0:
             raise ValueError(
                 f"A HybridCache cannot be cropped to {keep} of its {self.seq_len} positions: its state layers keep "
-                "only the state after the last one. Assisted decoding and other rollbacks need a model with a "
-                "key/value cache alone."
+                "only the state after the last one. Take a snapshot() at the point to go back to, and "
+                "restore(snapshot) there."
             )
         self.states.crop(keep)
         super().crop(keep)
+
+    def snapshot(self) -> tuple[list[int], tuple]:
+        """The attention layers' lengths and the states held now, for `restore`."""
+        return list(self.lengths), self.states.snapshot()
+
+    def restore(self, snapshot: tuple[list[int], tuple]) -> None:
+        """Go back to what a `snapshot()` of this cache held: the keys and values past it dropped, the states then."""
+        lengths, states = snapshot
+        self.lengths = [min(now, then) for now, then in zip(self.lengths, lengths)]
+        self.states.restore(states)
+
+    def copy(self, positions: int | None = None) -> "HybridCache":
+        """A new cache holding a copy of both parts; `positions`, if given, must be all those fed (see MambaCache)."""
+        copy = HybridCache(self.attends, self.keeps_state)
+        copy.states = self.states.copy(positions)
+        self._copy_positions_into(copy, positions)
+        return copy
+
+    @property
+    def nbytes(self) -> int:
+        return super().nbytes + self.states.nbytes
 
     def left_pad(self, n: int) -> None:
         super().left_pad(n)
@@ -456,17 +529,20 @@ def new_cache(model) -> Cache:
     return make() if make is not None else DynamicCache()
 
 
-def check_croppable(cache: Cache, model, role: str) -> None:
-    """Assisted decoding rolls the cache back past rejected draft tokens: refuse a cache that cannot go back (a
-    state-space model's MambaCache keeps only its latest state). `role` names the model ("model",
-    "assistant_model")."""
-    if not cache.croppable:
-        raise ValueError(
-            f"Assisted decoding (assistant_model or prompt_lookup_num_tokens) rolls the {role}'s cache back past "
-            f"rejected draft tokens, but {type(model).__name__} keeps a {type(cache).__name__}, which holds only the "
-            "state after its last token and cannot be cropped: generate without an assistant, or with models that "
-            "keep keys and values."
-        )
+def cut_back(cache: Cache, positions: int, snapshot) -> int:
+    """Cut `cache` back to at most its first `positions` positions (assisted decoding, past rejected candidates);
+    returns how many it holds. A cache that crops holds `positions`. One that keeps states (MambaCache, HybridCache)
+    and holds more goes back to `snapshot`, its snapshot() taken at or before `positions` (or to nothing, where it
+    was taken later), and the caller feeds the positions from there again with the next ones: the tokens come out
+    as with a crop, at the cost of feeding a few positions twice."""
+    if cache.croppable:
+        cache.crop(positions)
+        return positions
+    if cache.seq_len > positions:
+        cache.restore(snapshot)
+        if cache.seq_len > positions:
+            cache.crop(0)
+    return cache.seq_len
 
 
 class EncoderDecoderCache(Cache):

@@ -9,7 +9,7 @@ A good guess saves a forward pass of the large model per token; a bad one costs 
 
 import torch
 
-from .cache import DynamicCache, EncoderDecoderCache, check_croppable, new_cache
+from .cache import DynamicCache, EncoderDecoderCache, cut_back, new_cache
 
 
 class CandidateGenerator:
@@ -29,7 +29,8 @@ class AssistedCandidateGenerator(CandidateGenerator):
     """Candidates from a smaller draft model that shares the main model's vocabulary, decoded greedily (or
     sampled, when the main model samples) with the same logits processors.
 
-    The draft keeps its own KV cache across rounds, cut back to the tokens the main model kept.
+    The draft keeps its own cache across rounds, cut back to the tokens the main model kept (a draft whose layers
+    keep states goes back to its state after the last round's ids and feeds the kept tokens from there).
     `num_assistant_tokens` candidates are proposed per round; with num_assistant_tokens_schedule="heuristic"
     that number grows by 2 after a round where all were kept and shrinks by 1 otherwise (the reference's rule).
     The draft stops early at an EOS id, or when its probability for its own token falls below
@@ -75,8 +76,8 @@ class AssistedCandidateGenerator(CandidateGenerator):
         self.eos_ids = torch.tensor(generation_config.eos_token_ids, dtype=torch.long, device=input_ids.device)
         self.do_sample = bool(generation_config.do_sample)
         self.cache = new_cache(assistant_model)
-        check_croppable(self.cache, assistant_model, "assistant_model")
         self._cached: list[int] = []  # the ids whose keys and values the draft's cache holds
+        self._snapshot = None  # a state cache's snapshot() after the ids of the last round
         self.encoder_inputs = None
         if getattr(getattr(assistant_model, "config", None), "is_encoder_decoder", False):
             mask = (model_kwargs or {}).get("attention_mask")
@@ -126,9 +127,12 @@ class AssistedCandidateGenerator(CandidateGenerator):
             if cached != new:
                 break
             shared += 1
-        self.cache.crop(shared)
+        shared = cut_back(self.cache, shared, self._snapshot)
         self._cached = ids
-        return self._forward(input_ids[:, shared:])[:, -1]
+        logits = self._forward(input_ids[:, shared:])[:, -1]
+        if not self.cache.croppable:
+            self._snapshot = self.cache.snapshot()
+        return logits
 
     def _forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.encoder_inputs is not None:

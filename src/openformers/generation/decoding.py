@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from ..acceleration import accelerator
-from .cache import Cache, check_croppable
+from .cache import Cache, cut_back
 from .candidates import AssistedCandidateGenerator, CandidateGenerator, PromptLookupCandidateGenerator
 from .config import GenerationConfig, resolve_generation_config
 from .options import OPTIONS, OPTIONS_BY_NAME
@@ -277,7 +277,6 @@ class GenerationMixin:
                               output_attentions=run.output_attentions, output_hidden_states=run.output_hidden_states,
                               token_type_ids=token_type_ids, inputs_embeds=embeds)
         if assisted:
-            check_croppable(decoder.cache, self, "model")
             encoder_inputs = dict(inputs_tensor=encoder_input_ids, model_kwargs={"attention_mask": encoder_mask}) \
                 if encoder_decoder else {}
             candidates = _candidate_generator(self, assistant_model, input_ids, config, loop, processors,
@@ -444,7 +443,9 @@ def assisted_loop(decoder: Decoder, run: _Run, candidates: CandidateGenerator) -
     speculative sampling (a candidate is kept with probability min(1, p/q), a rejected one resampled from the
     remainder), whose tokens follow the model's own distribution; with prompt lookup (no draft scores), each
     position is sampled from the model and the candidates kept while they agree. The tokens are checked one by
-    one against the stopping criteria, and the cache is cut back to the kept tokens.
+    one against the stopping criteria, and the cache is cut back to the kept tokens; a cache that keeps states
+    (Mamba's, the hybrids') goes back to where the round began instead (cache.cut_back), and the next round feeds
+    the kept tokens again before its candidates, in the same forward pass.
     """
     config, criteria, streamer = run.config, run.criteria, run.streamer
     ids = decoder.input_ids
@@ -459,9 +460,12 @@ def assisted_loop(decoder: Decoder, run: _Run, candidates: CandidateGenerator) -
         proposed, draft_scores = candidates.get_candidates(ids) if room > 0 else (ids, None)
         proposed = proposed[:, ids.shape[1]: ids.shape[1] + max(room, 0)]
         k = proposed.shape[1]
-        pending = ids[:, cached:]  # the last accepted token, unless the prefill has just scored it
+        # The accepted tokens the cache lacks: the last one, unless the prefill has just scored it (more where a
+        # state cache went back to the start of the last round).
+        pending = ids[:, cached:]
         fed = torch.cat([pending, proposed], dim=1)
-        logits = decoder.feed(fed, keep=fed.shape[1]) if fed.shape[1] else next_logits[:, :0]
+        snapshot = None if decoder.cache.croppable else decoder.cache.snapshot()
+        logits = decoder.feed(fed, keep=min(fed.shape[1], k + 1)) if fed.shape[1] else next_logits[:, :0]
         if pending.shape[1] == 0:
             logits = torch.cat([next_logits, logits], dim=1)  # (1, k + 1, V)
         logits = logits.float()
@@ -479,10 +483,11 @@ def assisted_loop(decoder: Decoder, run: _Run, candidates: CandidateGenerator) -
                 done = True
                 break
         # The cache keeps every accepted token but the last, which the next round feeds.
-        cached = ids.shape[1] - 1
-        decoder.cache.crop(cached)
+        cached = cut_back(decoder.cache, ids.shape[1] - 1, snapshot)
         if run.synced_gpus and not done:
             _peers_running(False, True, ids.device)
+    if cached < ids.shape[1] - 1:  # a state cache that went back: it holds every token but the last, as a crop leaves
+        decoder.feed(ids[:, cached:-1], keep=1)
     _wait_for_peers(decoder, run, ids[:, -1])
     if streamer is not None:
         streamer.end()
