@@ -175,6 +175,41 @@ def test_32_concurrent_streams_are_decoded_together_with_the_right_text(tiny, ti
     assert steps < tokens / 4, (steps, tokens)
 
 
+
+@pytest.mark.parametrize("family", ["MambaConfig", "Lfm2Config"])
+def test_concurrent_streamed_chats_of_a_model_whose_layers_keep_a_state_are_generates_answers(family, tokenizer,
+                                                                                              tmp_path):
+    """A Mamba (its cache all states) and an LFM2 (states and an attention layer's keys and values), made by the
+    reference: two chats streamed at once, decoded in one batch, each the text generate gives it alone."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    sizes = dict(hidden_size=32, num_hidden_layers=2, initializer_range=0.2)
+    if family == "Lfm2Config":
+        sizes.update(intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
+                     layer_types=["conv", "full_attention"])
+    config = getattr(transformers, family)(vocab_size=len(tokenizer), **sizes)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    scheduler = BatchScheduler(model, tokenizer, max_batch=4)
+
+    async def ask(client, question):
+        stream = await client.chat.completions.create(
+            model="state", messages=[{"role": "user", "content": question}], temperature=0, max_tokens=20,
+            stream=True)
+        return "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
+
+    async def ask_both(url):
+        async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0) as client:
+            return await asyncio.gather(ask(client, QUESTIONS[0]), ask(client, QUESTIONS[2]))
+
+    try:
+        with BackgroundServer(create_app(scheduler, "state")) as url:
+            answers = asyncio.run(ask_both(url))
+    finally:
+        scheduler.close()
+    assert answers == [greedy_alone(model, tokenizer, chat_ids(tokenizer, q), 20) for q in QUESTIONS[::2]]
+    assert scheduler.decode_steps < 2 * 20  # the two answers shared steps
+
 def wait_until_idle(scheduler, seconds=30.0):
     deadline = time.monotonic() + seconds
     while scheduler.active or scheduler.waiting:

@@ -180,7 +180,8 @@ def test_the_prefix_cache_keeps_at_most_its_size_in_bytes(model, tokenizer):
             scheduler.complete(tokenizer.encode(prompt * 2), SamplingOptions(max_tokens=1))
         prefixes = scheduler._prefixes
         assert 0 < prefixes.bytes <= bound
-        assert prefixes.bytes == sum(k.nbytes + v.nbytes for entry in prefixes.entries.values() for k, v in entry)
+        assert prefixes.bytes == sum(k.nbytes + v.nbytes for entry in prefixes.entries.values()
+                                     for k, v in zip(entry.keys, entry.values))
         scheduler.complete(tokenizer.encode(" ".join(PROMPTS) * 2), SamplingOptions(max_tokens=1))
         assert max(map(len, prefixes.entries)) <= 60  # a prompt larger than the whole bound is not kept
     finally:
@@ -587,4 +588,101 @@ def test_the_choices_of_a_long_prompt_join_one_per_unit_of_heavy_work(model, tok
     for parts, option in zip(texts, options):
         generator = torch.Generator().manual_seed(option.seed)
         assert "".join(parts) == alone(model, tokenizer, ids, 8, scheduler.eos_token_ids, do_sample=True,
+                                       temperature=0.8, top_k=0, generator=generator)
+
+
+# -- models whose layers keep a state (a MambaCache, a HybridCache) --------------------------------------------------
+
+STATE_MODELS = {
+    "mamba": ("MambaConfig", dict(hidden_size=32, state_size=8, num_hidden_layers=2, conv_kernel=4, time_step_rank=8)),
+    "lfm2": ("Lfm2Config", dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                num_key_value_heads=2, layer_types=["conv", "full_attention", "conv"],
+                                max_position_embeddings=1024)),
+}
+
+
+@pytest.fixture(scope="module", params=list(STATE_MODELS))
+def state_model(request, tokenizer, tmp_path_factory):
+    """A tiny random Mamba, or an LFM2 (convolutions around an attention layer), made and saved by the reference."""
+    transformers = pytest.importorskip("transformers")
+    config_class, sizes = STATE_MODELS[request.param]
+    torch.manual_seed(0)
+    config = getattr(transformers, config_class)(vocab_size=len(tokenizer), initializer_range=0.2, **sizes)
+    folder = tmp_path_factory.mktemp(request.param)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    return AutoModelForCausalLM.from_pretrained(folder).eval()
+
+
+def test_a_state_cache_model_batches_requests_as_they_come_and_go(state_model, tokenizer):
+    """Requests joining and leaving a running batch (the states' rows appended and dropped) get generate's text."""
+    scheduler = BatchScheduler(state_model, tokenizer, max_batch=8)
+    try:
+        greedy = SamplingOptions(max_tokens=16, temperature=0)
+
+        def staggered(i):
+            while i >= 2 and scheduler.decode_steps < 3 * (i - 1):
+                time.sleep(0.001)
+            return scheduler.complete(tokenizer.encode(PROMPTS[i]), greedy)
+
+        results = run_in_threads(staggered, [(i,) for i in range(len(PROMPTS))])
+        expected = [alone(state_model, tokenizer, p, 16, scheduler.eos_token_ids) for p in PROMPTS]
+        assert [r.text for r in results] == expected
+        assert scheduler.decode_steps < len(PROMPTS) * 16 / 2  # decoded together
+        # float32: Mamba's two layers' convolution (64 channels, 4 taps) and scan (64 x 8) states; LFM2's attention
+        # layer's keys and values (2 heads of 8) per position, and its two convolutions' last 3 inputs (32 channels).
+        per_token, states = {"mamba": (0, 2 * (64 * 4 + 64 * 8) * 4), "lfm2": (2 * 2 * 8 * 4, 2 * 32 * 3 * 4)}[
+            state_model.config.model_type]
+        assert (scheduler.cache_bytes_per_token, scheduler.state_bytes) == (per_token, states)
+        request = scheduler.submit([1] * 5, SamplingOptions(max_tokens=3), lambda update: None)
+        assert scheduler.cache_bytes(request) == 8 * per_token + states
+    finally:
+        scheduler.close()
+    for bound, most in ((states + 100 * per_token, 100 if per_token else None), (states - 1, 0)):
+        bounded = BatchScheduler(state_model, tokenizer, max_cache_bytes=bound)
+        try:
+            assert bounded.max_request_tokens == most  # a cache of states alone bounds no length, where they fit
+            if most == 0:
+                with pytest.raises(ValueError, match="more than max_cache_bytes"):
+                    bounded.submit([1] * 5, SamplingOptions(max_tokens=3), lambda update: None)
+        finally:
+            bounded.close()
+
+
+def test_a_state_cache_model_reuses_only_a_whole_earlier_prompts_state(state_model, tokenizer):
+    """A state after a prompt cannot be cropped: a prompt that starts with a whole earlier prompt prefills only the
+    rest, one that shares only a start with it (16 tokens or more) prefills all of itself; both get generate's text."""
+    scheduler = BatchScheduler(state_model, tokenizer)
+    first = tokenizer.encode(PROMPTS[4])
+    longer = first + tokenizer.encode(" Then it goes on with a question: what comes next?")
+    sharing_a_start = first[:-4] + tokenizer.encode(" and then something else entirely.")
+    greedy = SamplingOptions(max_tokens=10, temperature=0)
+    inputs = []
+    hook = state_model.register_forward_pre_hook(lambda module, args: inputs.append(tuple(args[0].shape)))
+    try:
+        scheduler.complete(first, greedy)
+        for prompt, prefilled in ((longer, len(longer) - len(first)), (sharing_a_start, len(sharing_a_start))):
+            inputs.clear()
+            result = scheduler.complete(prompt, greedy)
+            assert inputs[0] == (1, prefilled)
+            assert result.text == alone(state_model, tokenizer, prompt, 10, scheduler.eos_token_ids)
+    finally:
+        hook.remove()
+        scheduler.close()
+
+
+def test_the_choices_of_a_state_cache_models_prompt_share_its_prefill(state_model, tokenizer):
+    ids = tokenizer.encode(" ".join(PROMPTS))
+    scheduler = BatchScheduler(state_model, tokenizer, prefix_cache_bytes=0, prefill_chunk=8)
+    prefilled = []
+    hook = state_model.register_forward_pre_hook(
+        lambda module, args: prefilled.append(args[0].shape[1]) if args[0].shape[0] == 1 else None)
+    try:
+        options, texts = four_seeded_choices(scheduler, ids)
+    finally:
+        hook.remove()
+        scheduler.close()
+    assert sum(prefilled[: len(ids) // 8 + 1]) == len(ids)  # one prefill for the four, each choice a copy of its states
+    for parts, option in zip(texts, options):
+        generator = torch.Generator().manual_seed(option.seed)
+        assert "".join(parts) == alone(state_model, tokenizer, ids, 8, scheduler.eos_token_ids, do_sample=True,
                                        temperature=0.8, top_k=0, generator=generator)

@@ -226,6 +226,8 @@ class _Server:
         return JSONResponse(await answer.whole(request))
 
     def _max_tokens(self, parsed: ParsedRequest, ids: list[int], prompt_param: str) -> int:
+        if self.scheduler.context_length is None:  # a model without a context bound (Mamba's)
+            return self.limits.default_max_tokens if parsed.max_tokens is None else parsed.max_tokens
         room = self.scheduler.context_length - len(ids)
         if room < 1:
             raise APIError(400, f"The prompt has {len(ids)} tokens, which fills the model's context of "
@@ -277,7 +279,7 @@ class _Server:
         more characters than the longest one in the vocabulary. Tokenizing a megabyte costs seconds of CPU that
         a client could make the server spend again and again only to be told its prompt does not fit."""
         context = self.scheduler.context_length
-        if characters > context * self._longest_token:
+        if context is not None and characters > context * self._longest_token:
             raise APIError(400, f"The {param} has {characters} characters, more than the model's context of {context} "
                                 "tokens can hold: shorten it.", param=param, code="context_length_exceeded")
 

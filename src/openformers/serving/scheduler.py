@@ -10,7 +10,7 @@ prompts (heavy), each few enough that its step reads a bounded amount of cache. 
   chunks so a long prompt never stalls the running rows for long; a prompt that starts like a recent one (a chat
   template's system prompt, a conversation's history) reuses that start's cache (generation/prefix_cache.py) and
   prefills only the rest, and the n choices of one prompt share one prefill; then it chooses its first token and
-  joins a batch;
+  joins a batch, its cache's rows appended to the batch's (and dropped when it finishes);
 - runs one step of the light batch, and at most one unit of heavy work (a heavy batch's step, a prefill chunk,
   or the start of one more of a long prompt's n choices) when the heavy work's share of the time allows it
   (`TurnPolicy`), each unit short enough that a short request arriving meanwhile waits little for it; a step
@@ -24,6 +24,11 @@ gives for its prompt alone with the same options and seed (up to float rounding 
 parts); its text ends before the first stop string (generation/streamers.TextBeforeStop). Results go to each
 request's `on_update` callback, called in the worker thread: it must not block (a server hands the update to its
 event loop), so a slow reader never stalls the others.
+
+A model whose layers keep a state (Mamba's MambaCache, the hybrids' HybridCache: LFM2, Granite 4, Bamba, Falcon-H1,
+Jamba) is served the same way: its cache's rows are appended and dropped as a key/value cache's are, its states
+counted in the memory bound whatever the length, and a prompt reuses a recent prompt's cache only where it starts
+with that whole prompt, since a state cannot be cropped back to a shorter common start.
 """
 
 import ctypes
@@ -41,7 +46,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..generation.cache import DynamicCache, new_cache
+from ..generation.cache import Cache, DynamicCache, HybridCache, new_cache
 from ..generation.config import resolve_generation_config
 from ..generation.options import OPTIONS_BY_NAME
 from ..generation.prefix_cache import PrefixCache
@@ -116,10 +121,10 @@ class BatchScheduler:
     """Decodes submitted requests together in one worker thread; see the module docstring.
 
     `max_batch` bounds the rows decoded at once; more requests wait in a queue. `prefill_chunk` bounds the
-    prompt tokens prefilled between two decode steps. `prefix_cache_bytes` bounds the keys and values of recent
-    prompts kept for reuse (0 turns the reuse off). `max_cache_bytes` bounds the key/value cache the admitted
-    requests may grow to (each counted at its prompt plus max_tokens): a request that would pass it waits until
-    others finish, so memory follows the bound rather than the load; None: no bound. `decode_steps` counts the
+    prompt tokens prefilled between two decode steps. `prefix_cache_bytes` bounds the caches of recent prompts
+    kept for reuse (0 turns the reuse off). `max_cache_bytes` bounds the cache the admitted requests may grow to
+    (each counted at its prompt plus max_tokens, plus its states where the model's layers keep one): a request that
+    would pass it waits until others finish, so memory follows the bound rather than the load; None: no bound. `decode_steps` counts the
     batched decode steps run so far (prefills not included), which shows how much decoding was shared.
     `eos_token_ids` end every request: the model's generation config's and the tokenizer's.
 
@@ -138,12 +143,6 @@ class BatchScheduler:
                  short_prompt_tokens: int = 512, heavy_share: float = 0.25, busy_prefill_chunk: int = 32,
                  step_cache_bytes: int | None = None, heavy_unit_seconds: float = 0.1,
                  clock: Callable[[], float] = time.perf_counter):
-        if type(new_cache(model)) is not DynamicCache:  # a HybridCache is a DynamicCache with states beside it
-            raise ValueError(
-                f"The server batches, shares and sizes key/value caches (DynamicCache); {type(model).__name__} keeps "
-                f"a {type(new_cache(model)).__name__} instead (layers that keep a state), which it does not "
-                "serve: run this model with generate() or the text-generation pipeline."
-            )
         for name, value in (("max_batch", max_batch), ("prefill_chunk", prefill_chunk),
                             ("busy_prefill_chunk", busy_prefill_chunk)):
             if not isinstance(value, int) or value < 1:
@@ -166,14 +165,15 @@ class BatchScheduler:
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
-        self.context_length = model.config.max_position_embeddings
+        # A Mamba's state carries any length: no context bound (None).
+        self.context_length = getattr(model.config, "max_position_embeddings", None)
         generation_config = getattr(model, "generation_config", None)
         self.eos_token_ids = set(generation_config.eos_token_ids if generation_config is not None else [])
         if tokenizer.eos_token_id is not None:
             self.eos_token_ids.add(tokenizer.eos_token_id)
         self.device = next(model.parameters()).device
         self.max_cache_bytes = max_cache_bytes
-        self.cache_bytes_per_token = _cache_bytes_per_token(model)
+        self.cache_bytes_per_token, self.state_bytes = _cache_sizes(model, self.device)
         self.decode_steps = 0
         self._waiting: queue.Queue = queue.Queue()
         self._held: Request | None = None  # taken from the queue, waiting for cache room
@@ -198,13 +198,19 @@ class BatchScheduler:
         return self._waiting.qsize() + (self._held is not None)
 
     def cache_bytes(self, request: Request) -> int:
-        """The key/value cache `request` may grow to: its prompt and max_tokens, at every layer."""
-        return (len(request.prompt_ids) + request.options.max_tokens) * self.cache_bytes_per_token
+        """The cache `request` may grow to: its prompt and max_tokens at every attending layer, and its states."""
+        return (len(request.prompt_ids) + request.options.max_tokens) * self.cache_bytes_per_token + self.state_bytes
 
     @property
     def max_request_tokens(self) -> int | None:
-        """The most prompt and max_tokens positions one request may have under max_cache_bytes (None: no bound)."""
-        return None if self.max_cache_bytes is None else self.max_cache_bytes // self.cache_bytes_per_token
+        """The most prompt and max_tokens positions one request may have under max_cache_bytes (None: no bound,
+        as for a model whose cache is its states alone, when they fit)."""
+        if self.max_cache_bytes is None:
+            return None
+        room = self.max_cache_bytes - self.state_bytes
+        if room < 0:
+            return 0
+        return room // self.cache_bytes_per_token if self.cache_bytes_per_token else None
 
     def submit(self, prompt_ids: list[int], options: SamplingOptions,
                on_update: Callable[[Update], None]) -> Request:
@@ -213,7 +219,7 @@ class BatchScheduler:
             raise RuntimeError("This BatchScheduler is closed; create a new one.")
         if not prompt_ids:
             raise ValueError("The prompt is empty: give at least one token to continue from.")
-        if len(prompt_ids) + options.max_tokens > self.context_length:
+        if self.context_length is not None and len(prompt_ids) + options.max_tokens > self.context_length:
             raise ValueError(
                 f"The prompt has {len(prompt_ids)} tokens and max_tokens is {options.max_tokens}, more than the "
                 f"model's context of {self.context_length} tokens: shorten the prompt or lower max_tokens."
@@ -410,7 +416,7 @@ class BatchScheduler:
                                 and other.prefilled is None and other.request.prompt_ids == row.request.prompt_ids]
                     if siblings:
                         # A copy, since the row's own cache grows in its group from now on.
-                        shared = _Prefilled(logits, _copy_cache(row.decoder.cache))
+                        shared = _Prefilled(logits, row.decoder.cache.copy())
                         for sibling in siblings:
                             sibling.prefilled = shared
                     self._start(row, logits)
@@ -427,7 +433,7 @@ class BatchScheduler:
         shared, row.prefilled = row.prefilled, None
         waiting = any(other.prefilled is shared for other in self._joining)
         row.decoder = self._prompt_decoder(row, reuse=False)
-        row.decoder.cache = _copy_cache(shared.cache) if waiting else shared.cache
+        row.decoder.cache = shared.cache.copy() if waiting else shared.cache
         self._start(row, shared.logits)
 
     def _start(self, row: "_Row", logits: torch.Tensor) -> None:
@@ -457,8 +463,9 @@ class BatchScheduler:
                 continue
             if row.light:
                 return group
-            positions = (len(group.rows) + 1) * max(length, group.batch.decoder.cache.seq_len)
-            if positions * self.cache_bytes_per_token <= self.step_cache_bytes:
+            rows = len(group.rows) + 1
+            positions = rows * max(length, group.batch.decoder.cache.seq_len)
+            if positions * self.cache_bytes_per_token + rows * self.state_bytes <= self.step_cache_bytes:
                 return group
         group = _Group(row.light, self.turns.count)
         self._groups.append(group)
@@ -471,9 +478,8 @@ class BatchScheduler:
         return row.sequence.prompt_length - (row.decoder.cache.seq_len if row.decoder is not None else 0)
 
     def _prompt_decoder(self, row: "_Row", reuse: bool = True) -> Decoder:
-        cache = DynamicCache()
-        if reuse:
-            self._prefixes.reuse(row.request.prompt_ids, cache)
+        cache = self._prefixes.reuse(row.request.prompt_ids) if reuse else None
+        cache = new_cache(self.model) if cache is None else cache
         return Decoder(self.model, row.sequence.ids[:, : row.sequence.prompt_length], None, cache=cache)
 
     def _step(self, group: "_Group") -> None:
@@ -582,7 +588,7 @@ class _Prefilled:
     and its cache (copied for each but the last)."""
 
     logits: torch.Tensor
-    cache: DynamicCache
+    cache: Cache
 
 
 class _Group:
@@ -593,13 +599,6 @@ class _Group:
         self.served = served
         self.batch = Batch()
         self.rows: list[_Row] = []
-
-
-def _copy_cache(cache: DynamicCache) -> DynamicCache:
-    copy = DynamicCache()
-    for layer, (k, v) in enumerate(zip(cache.keys, cache.values)):
-        copy.update(layer, k[:, :, : cache.seq_len], v[:, :, : cache.seq_len])  # update copies into its buffer
-    return copy
 
 
 def release_free_memory() -> None:
@@ -624,12 +623,21 @@ def _malloc_trim():
         return None
 
 
-def _cache_bytes_per_token(model) -> int:
-    """The bytes one position takes in the key/value cache: keys and values at every layer, in the model's dtype."""
+def _cache_sizes(model, device) -> tuple[int, int]:
+    """The bytes a request's cache takes per position and whatever its length: for a key/value cache, keys and
+    values at every layer in the model's dtype, and nothing more; for a model whose layers keep a state (a MambaCache
+    or a HybridCache), as measured on the cache of a one-token forward pass: its attending layers' keys and values
+    per position, and its states."""
     config = model.config
-    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return 2 * config.num_hidden_layers * heads * head_dim * model.dtype.itemsize
+    cache = new_cache(model)
+    if type(cache) is DynamicCache:
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        return 2 * config.num_hidden_layers * heads * head_dim * model.dtype.itemsize, 0
+    with torch.inference_mode():
+        model(torch.zeros(1, 1, dtype=torch.long, device=device), past_key_values=cache)
+    states = cache.states if isinstance(cache, HybridCache) else cache
+    return cache.nbytes - states.nbytes, states.nbytes
 
 
 def _generate_options(options: SamplingOptions, eos_token_ids: set[int]) -> dict:
