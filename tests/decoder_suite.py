@@ -322,7 +322,22 @@ class RoutedExpertsTests(DecoderFamilyTests):
         assert_bfloat16_matches_the_reference(tiny[0], *padded_batch(self.ids(2, 9, seed=7)))
 
 
-class HybridCacheTests:
+class StateCacheTests:
+    """What a family whose cache keeps states (a MambaCache, a HybridCache) is checked for beyond its cache's forms of
+    the common tests: the caches it refuses, and assisted decoding, which goes back to snapshots of its states."""
+
+    @torch.inference_mode()
+    def test_attention_caches_are_refused(self, tiny):
+        assert_state_cache_refusals(tiny[2], self.ids(1, 6))
+
+    @torch.inference_mode()
+    def test_assisted_decoding_gives_the_references_greedy_tokens(self, tiny, monkeypatch):
+        _, reference, model = tiny
+        assert_assisted_decoding_gives_the_references_greedy_tokens(model, reference, self.ids(1, 6, seed=2),
+                                                                    monkeypatch)
+
+
+class HybridCacheTests(StateCacheTests):
     """The cache tests of a decoder whose layers keep Mamba-2 states beside or instead of keys and values (Granite 4's
     hybrids, Bamba, Falcon-H1; Jamba's Mamba states, through `draw_mixer` and `state_shapes`: its config's
     `attends(i)` and `has_mixer(i)`, the mixers' sizes under the `mamba_*` names), in their HybridCache forms, in
@@ -437,15 +452,6 @@ class HybridCacheTests:
         full = model(sequences).logits  # (6, 12, V)
         for t, logits in enumerate(out.logits):
             torch.testing.assert_close(logits, full[:, 5 + t], atol=1e-4, rtol=1e-4)
-
-    @torch.inference_mode()
-    def test_attention_caches_are_refused(self, tiny):
-        assert_state_cache_refusals(tiny[2], self.ids(1, 6))
-
-    @torch.inference_mode()
-    def test_assisted_decoding_gives_the_references_greedy_tokens(self, tiny, monkeypatch):
-        _, reference, model = tiny
-        assert_assisted_decoding_gives_the_references_greedy_tokens(model, reference, self.ids(1, 6, seed=2), monkeypatch)
 
     def test_the_cpu_kernel_refuses_the_family_and_generate_runs_the_layers(self, tiny):
         _, reference, model = tiny

@@ -20,12 +20,10 @@ import torch
 
 import openformers
 from decoder_parity import (
-    assert_assisted_decoding_gives_the_references_greedy_tokens,
     assert_bfloat16_matches_the_reference,
     assert_byte_level_bpe_folder_tokenizes_as_the_reference,
     assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
-    assert_state_cache_refusals,
     assert_the_users_dynamic_cache_works_as_the_references,
     finish_gguf,
     llama_cpp_tensors,
@@ -33,7 +31,7 @@ from decoder_parity import (
     outputs_of,
     padded_batch,
 )
-from decoder_suite import DecoderFamilyTests, RoutedExpertsTests
+from decoder_suite import DecoderFamilyTests, RoutedExpertsTests, StateCacheTests
 from openformers import AutoModelForCausalLM, HybridCache, Lfm2ForCausalLM, Lfm2MoeForCausalLM
 
 transformers = pytest.importorskip("transformers")
@@ -51,7 +49,7 @@ MOE_TINY = dict(
 )
 
 
-class StateLayersTests:
+class StateLayersTests(StateCacheTests):
     """What an LFM2 decoder is checked for beyond the common tests: its cache, padding with conv_bias, refusals."""
 
     MODEL_TYPE: str
@@ -116,15 +114,6 @@ class StateLayersTests:
                                  generator=torch.Generator().manual_seed(3), **settings)
         expected = reference.generate(ids, do_sample=False, **settings).repeat_interleave(2, dim=0)
         assert sampled.tolist() == expected.tolist()
-
-    @torch.inference_mode()
-    def test_attention_caches_are_refused(self, tiny):
-        assert_state_cache_refusals(tiny[2], self.ids(1, 6))
-
-    @torch.inference_mode()
-    def test_assisted_decoding_gives_the_references_greedy_tokens(self, tiny, monkeypatch):
-        _, reference, model = tiny
-        assert_assisted_decoding_gives_the_references_greedy_tokens(model, reference, self.ids(1, 6), monkeypatch)
 
     @torch.inference_mode()
     def test_the_users_dynamic_cache_of_the_config_works_as_the_references(self, tiny):

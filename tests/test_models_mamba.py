@@ -21,10 +21,8 @@ import torch
 
 import openformers
 from decoder_parity import (
-    assert_assisted_decoding_gives_the_references_greedy_tokens,
     assert_byte_level_bpe_folder_tokenizes_as_the_reference,
     assert_outputs_close,
-    assert_state_cache_refusals,
     assert_the_users_dynamic_cache_works_as_the_references,
     finish_gguf,
     llama_cpp_tensors,
@@ -33,7 +31,7 @@ from decoder_parity import (
     outputs_of,
     padded_batch,
 )
-from decoder_suite import DecoderFamilyTests
+from decoder_suite import DecoderFamilyTests, StateCacheTests
 from openformers import AutoModelForCausalLM, FalconMambaForCausalLM, MambaCache, MambaForCausalLM
 
 transformers = pytest.importorskip("transformers")
@@ -51,7 +49,7 @@ VARIANTS = {
 }
 
 
-class MambaFamilyTests(DecoderFamilyTests):
+class MambaFamilyTests(StateCacheTests, DecoderFamilyTests):
     """The common decoder tests, with the MambaCache forms of those that assume attention."""
 
     TINY = TINY
@@ -144,15 +142,6 @@ class MambaFamilyTests(DecoderFamilyTests):
             cache = MambaCache()
             logits = model(row[None, :-1], past_key_values=cache).logits
             torch.testing.assert_close(logits[0], model(row[None, :-1]).logits[0])
-
-    @torch.inference_mode()
-    def test_attention_caches_are_refused(self, tiny):
-        assert_state_cache_refusals(tiny[2], self.ids(1, 6))
-
-    @torch.inference_mode()
-    def test_assisted_decoding_gives_the_references_greedy_tokens(self, tiny, monkeypatch):
-        _, reference, model = tiny
-        assert_assisted_decoding_gives_the_references_greedy_tokens(model, reference, self.ids(1, 6), monkeypatch)
 
     @torch.inference_mode()
     def test_the_users_dynamic_cache_of_the_config_is_a_mamba_cache(self, tiny):

@@ -471,6 +471,12 @@ def four_seeded_choices(scheduler, ids) -> tuple[list[SamplingOptions], list[lis
 
 
 def test_the_choices_of_one_prompt_share_its_prefill(model, tokenizer):
+    assert_the_choices_of_one_prompt_share_its_prefill(model, tokenizer)
+
+
+def assert_the_choices_of_one_prompt_share_its_prefill(model, tokenizer):
+    """Four seeded choices of one prompt: one prefill, each choice starting from a copy of its cache, and each the
+    text generate gives with its seed."""
     ids = tokenizer.encode(" ".join(PROMPTS))
     # No reuse through the prefix cache; a prefill of several turns, so that all four are admitted meanwhile.
     scheduler = BatchScheduler(model, tokenizer, prefix_cache_bytes=0, prefill_chunk=8)
@@ -671,18 +677,4 @@ def test_a_state_cache_model_reuses_only_a_whole_earlier_prompts_state(state_mod
 
 
 def test_the_choices_of_a_state_cache_models_prompt_share_its_prefill(state_model, tokenizer):
-    ids = tokenizer.encode(" ".join(PROMPTS))
-    scheduler = BatchScheduler(state_model, tokenizer, prefix_cache_bytes=0, prefill_chunk=8)
-    prefilled = []
-    hook = state_model.register_forward_pre_hook(
-        lambda module, args: prefilled.append(args[0].shape[1]) if args[0].shape[0] == 1 else None)
-    try:
-        options, texts = four_seeded_choices(scheduler, ids)
-    finally:
-        hook.remove()
-        scheduler.close()
-    assert sum(prefilled[: len(ids) // 8 + 1]) == len(ids)  # one prefill for the four, each choice a copy of its states
-    for parts, option in zip(texts, options):
-        generator = torch.Generator().manual_seed(option.seed)
-        assert "".join(parts) == alone(state_model, tokenizer, ids, 8, scheduler.eos_token_ids, do_sample=True,
-                                       temperature=0.8, top_k=0, generator=generator)
+    assert_the_choices_of_one_prompt_share_its_prefill(state_model, tokenizer)
