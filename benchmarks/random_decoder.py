@@ -69,7 +69,10 @@ first layer of 12288, then 64 experts of 1536 a layer, 6 a token chosen with cor
 (3072), a tied vocabulary of 103424; a sparse layer 0.78B parameters: `--layers` and `--ways`); `hunyuan-a13b` is
 Hunyuan-A13B's (32 layers, hidden 4096, 32 query and 8 key/value heads of 128 normed after their rotation, 64 experts
 of 3072 a layer, 8 a token, a shared MLP of 3072, an untied vocabulary of 128167; a layer 2.5B parameters: `--layers`
-and `--ways`). Run from the repository root:
+and `--ways`); `bloom-560m` is bloom-560m's (24 layers, hidden 1024, 16 heads of 64 with ALiBi, the embeddings'
+LayerNorm, a tanh GELU MLP of 4096, biases everywhere, a tied vocabulary of 250880) and `falcon-7b` is Falcon-7B's (32
+layers, hidden 4544, 71 query heads and one key/value head of 64, parallel branches after one LayerNorm, an exact GELU
+MLP of 18176, no biases, a tied vocabulary of 65024: `--layers`). Run from the repository root:
 
     .venv/bin/python benchmarks/random_decoder.py [--family qwen3] [--dtype bfloat16] [--new-tokens 32] [--rounds 2]
         [--layers N] [--batch N] [--ways plain products step]
@@ -99,6 +102,8 @@ from openformers.configs import (
     GPTNeoConfig,
     PhiConfig,
     StableLmConfig,
+    BloomConfig,
+    FalconConfig,
     GraniteConfig,
     GraniteMoeConfig,
     HeliumConfig,
@@ -119,9 +124,11 @@ from openformers.configs import (
 )
 from openformers.models.apertus import ApertusForCausalLM
 from openformers.models.arcee import ArceeForCausalLM
+from openformers.models.bloom import BloomForCausalLM
 from openformers.models.ernie4_5 import Ernie4_5ForCausalLM
 from openformers.models.ernie4_5_moe import Ernie4_5_MoeForCausalLM
 from openformers.models.exaone4 import Exaone4ForCausalLM
+from openformers.models.falcon import FalconForCausalLM
 from openformers.models.gemma import Gemma2ForCausalLM
 from openformers.models.glm import Glm4ForCausalLM
 from openformers.models.codegen import CodeGenForCausalLM
@@ -279,6 +286,12 @@ FAMILIES = {
         num_key_value_heads=8, head_dim=128, num_experts=64, moe_topk=8, rope_theta=10000.0,
         max_position_embeddings=4096, rope_scaling={"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0},
         tie_word_embeddings=False)),
+    "bloom-560m": (BloomForCausalLM, BloomConfig, dict(
+        vocab_size=250880, hidden_size=1024, n_layer=24, n_head=16, tie_word_embeddings=True)),
+    "falcon-7b": (FalconForCausalLM, FalconConfig, dict(
+        vocab_size=65024, hidden_size=4544, num_hidden_layers=32, num_attention_heads=71, multi_query=True,
+        parallel_attn=True, bias=False, new_decoder_architecture=False, max_position_embeddings=2048,
+        tie_word_embeddings=True)),
 }
 
 

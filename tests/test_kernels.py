@@ -17,11 +17,13 @@ from openformers.configs import (
     ArceeConfig,
     CodeGenConfig,
     Cohere2Config,
+    BloomConfig,
     CohereConfig,
     Ernie4_5Config,
     Ernie4_5_MoeConfig,
     Exaone4Config,
     ExaoneConfig,
+    FalconConfig,
     Gemma2Config,
     Gemma3TextConfig,
     GemmaConfig,
@@ -65,12 +67,14 @@ from openformers.kernels import library
 from openformers.kernels.llama import refusal
 from openformers.models.apertus import XIELU, ApertusForCausalLM
 from openformers.models.arcee import ArceeForCausalLM
+from openformers.models.bloom import BloomForCausalLM
 from openformers.models.codegen import CodeGenForCausalLM
 from openformers.models.cohere import CohereForCausalLM
 from openformers.models.cohere2 import Cohere2ForCausalLM
 from openformers.models.ernie4_5 import Ernie4_5ForCausalLM
 from openformers.models.ernie4_5_moe import Ernie4_5_MoeForCausalLM
 from openformers.models.exaone4 import Exaone4ForCausalLM
+from openformers.models.falcon import FalconForCausalLM
 from openformers.models.gemma import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
 from openformers.models.vaultgemma import VaultGemmaForCausalLM
 from openformers.models.glm import Glm4ForCausalLM, GlmForCausalLM
@@ -214,6 +218,26 @@ CODEGEN = dict(rotary_dim=8, n_inner=96, hidden_size=128, num_attention_heads=8)
 # StableLM: LayerNorms with biases, a quarter of each head rotated; sequential with q/k/v biases, or parallel.
 STABLELM = dict(partial_rotary_factor=0.25, use_qkv_bias=True, rope_theta=500.0)
 STABLELM_PARALLEL = {**STABLELM, "use_parallel_residual": True, "use_qkv_bias": False}
+# BLOOM: ALiBi's biases on the scores (tiny_model's small attention weights leave them most of each score), the
+# embeddings' LayerNorm, its fused q/k/v head by head, LayerNorms and biases drawn; heads of 64, three of them.
+BLOOM = dict()
+BLOOM_HEAD_DIM_64 = dict(hidden_size=192, num_attention_heads=3)
+# Falcon-7B's layout: one key/value head after every query head in the fused q/k/v, parallel branches after one norm,
+# exact GELU, rotary positions, no biases. Falcon-RW's: ALiBi (16 heads, whose slopes past the first eight and their
+# products with the positions bfloat16 rounds), each head's q, k and v in turn, branches one after the other, biases.
+# The new decoder architecture's two norms, with as many key/value heads as query heads (read head by head) or one; and
+# Falcon-40B's groups: 8 query heads, four to each of two key/value heads (each group's queries, key and value in
+# turn), or heads of 64, two to a key/value head, after one norm.
+FALCON = dict(rope_theta=500.0, initializer_range=0.2)
+FALCON_RW = dict(alibi=True, multi_query=False, parallel_attn=False, bias=True, hidden_size=128,
+                 num_attention_heads=16, activation="gelu_pytorch_tanh")
+FALCON_NEW = dict(new_decoder_architecture=True, num_kv_heads=4, rope_theta=500.0, bias=True)
+FALCON_NEW_ONE_KV_HEAD = dict(new_decoder_architecture=True, num_kv_heads=1, rope_theta=500.0,
+                              num_ln_in_parallel_attn=1, **HEAD_DIM_64)
+FALCON_GROUPED = dict(new_decoder_architecture=True, num_kv_heads=2, hidden_size=128, num_attention_heads=8,
+                      rope_theta=500.0, bias=True)
+FALCON_GROUPED_64 = dict(new_decoder_architecture=True, num_kv_heads=2, hidden_size=256, num_attention_heads=4,
+                         num_ln_in_parallel_attn=1, rope_theta=500.0)
 # Arcee: an MLP without a gate over the squared ReLU (relu2); with biases on every projection, and YaRN.
 ARCEE = dict(head_dim=16, rope_theta=500.0)
 ARCEE_BIASES = {**ARCEE, "attention_bias": True, "mlp_bias": True, **YARN}
@@ -259,7 +283,8 @@ MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM,
                  NemotronConfig: NemotronForCausalLM, ApertusConfig: ApertusForCausalLM, OlmoConfig: OlmoForCausalLM,
                  OlmoeConfig: OlmoeForCausalLM,
                  GraniteMoeConfig: GraniteMoeForCausalLM, GraniteMoeSharedConfig: GraniteMoeSharedForCausalLM,
-                 Ernie4_5_MoeConfig: Ernie4_5_MoeForCausalLM, HunYuanMoEV1Config: HunYuanMoEV1ForCausalLM}
+                 Ernie4_5_MoeConfig: Ernie4_5_MoeForCausalLM, HunYuanMoEV1Config: HunYuanMoEV1ForCausalLM,
+                 BloomConfig: BloomForCausalLM, FalconConfig: FalconForCausalLM}
 # GPT-2's line: learned positions, LayerNorms, its configs' own names for TINY's sizes (None: a field they lack).
 LEARNED_POSITIONS = {
     GPT2Config: dict(hidden_size="n_embd", num_hidden_layers="n_layer", num_attention_heads="n_head",
@@ -273,7 +298,7 @@ LEARNED_POSITIONS = {
 # Families whose every norm weight and every bias tiny_model draws (from_config sets them to ones and zeros).
 DRAWN_NORMS_AND_BIASES = (Starcoder2Config, Ernie4_5Config, GlmConfig, Glm4Config, GPTNeoXConfig, PhiConfig,
                           CohereConfig, Cohere2Config, GPTJConfig, CodeGenConfig, StableLmConfig, NemotronConfig,
-                          Ernie4_5_MoeConfig)
+                          Ernie4_5_MoeConfig, BloomConfig, FalconConfig)
 
 
 def quantized_tolerance(config_class, usual: float) -> float:
@@ -289,8 +314,12 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
     torch.manual_seed(0)
     model_class = MODEL_CLASSES.get(config_class, LlamaForCausalLM)
     values = {**TINY, **overrides}
-    if config_class in (GPTNeoXConfig, GPTJConfig, CodeGenConfig):  # (their heads are all key/value heads)
-        values.pop("num_key_value_heads")
+    if config_class in (GPTNeoXConfig, GPTJConfig, CodeGenConfig, BloomConfig, FalconConfig):
+        values.pop("num_key_value_heads")  # (all key/value heads, or Falcon's num_kv_heads)
+    if config_class is BloomConfig:  # (an MLP of 4 x hidden_size)
+        values.pop("intermediate_size")
+    if config_class is FalconConfig:
+        values["ffn_hidden_size"] = values.pop("intermediate_size")
     if config_class in (GPTJConfig, CodeGenConfig):  # (n_inner)
         values.pop("intermediate_size")
     if config_class in LEARNED_POSITIONS:  # under the family's names
@@ -330,7 +359,7 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
                 torch.nn.init.normal_(projection.weight, std=0.1)
     if config_class in DRAWN_NORMS_AND_BIASES:  # e.g. StarCoder2's LayerNorms' weights and biases, every bias
         for name, parameter in model.named_parameters():
-            if name.endswith(("norm.weight", "ln_1.weight", "ln_f.weight")):
+            if name.endswith(("norm.weight", "ln_1.weight", "ln_f.weight", "ln_attn.weight", "ln_mlp.weight")):
                 torch.nn.init.normal_(parameter, mean=1.0, std=0.3)
             elif name.endswith("bias"):
                 torch.nn.init.normal_(parameter, std=0.3)
@@ -386,7 +415,8 @@ def quantized(model, quantization: str):
         for layer in model.base_model.layers:
             # GPT-NeoX's attention `attention`, GPT-2's, GPT-Neo's, GPT-J's and CodeGen's `attn` (GPT-Neo's
             # projections in its own `attention`); OPT's MLP the layer's
-            attention = getattr(layer, "self_attn", None) or getattr(layer, "attention", None) or layer.attn
+            attention = (getattr(layer, "self_attn", None) or getattr(layer, "attention", None)
+                         or getattr(layer, "self_attention", None) or layer.attn)  # (BLOOM's, Falcon's the last)
             attention = getattr(attention, "attention", attention)
             mlp = getattr(layer, "block_sparse_moe", getattr(layer, "mlp", layer))
             if hasattr(attention, "query_key_value"):  # GPT-NeoX's fused q/k/v, and its up projection per 16
@@ -622,7 +652,10 @@ def test_an_unknown_rope_scaling_is_refused():
      (OlmoeConfig, OLMOE), (OlmoeConfig, {**OLMOE, **HEAD_DIM_64, "norm_topk_prob": True}),
      (GraniteMoeConfig, GRANITEMOE), (GraniteMoeSharedConfig, {**GRANITEMOE_SHARED, **HEAD_DIM_64}),
      (Ernie4_5_MoeConfig, ERNIE4_5_MOE), (Ernie4_5_MoeConfig, {**ERNIE4_5_MOE_BIASED, **HEAD_DIM_64, "head_dim": 64}),
-     (HunYuanMoEV1Config, HUNYUAN_MOE), (HunYuanMoEV1Config, {**HUNYUAN_MOE_BIASES, **HEAD_DIM_128, "head_dim": 64})],
+     (HunYuanMoEV1Config, HUNYUAN_MOE), (HunYuanMoEV1Config, {**HUNYUAN_MOE_BIASES, **HEAD_DIM_128, "head_dim": 64}),
+     (BloomConfig, BLOOM), (BloomConfig, BLOOM_HEAD_DIM_64), (FalconConfig, FALCON), (FalconConfig, FALCON_RW),
+     (FalconConfig, FALCON_NEW), (FalconConfig, FALCON_NEW_ONE_KV_HEAD), (FalconConfig, FALCON_GROUPED),
+     (FalconConfig, FALCON_GROUPED_64)],
     ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
          "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope",
          "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128", "gemma2-soft-caps",
@@ -645,7 +678,9 @@ def test_an_unknown_rope_scaling_is_refused():
          "nemotron-head-dim-64-quarter-rotated", "apertus-xielu", "apertus-llama3-head-dim-64", "olmo-clipped",
          "olmo-biases-head-dim-64", "olmoe-clipped", "olmoe-renormalized-head-dim-64", "granitemoe",
          "granitemoe-shared-head-dim-64", "ernie4_5-moe", "ernie4_5-moe-biases-head-dim-64", "hunyuan-moe",
-         "hunyuan-moe-biases-head-dim-64"],
+         "hunyuan-moe-biases-head-dim-64", "bloom-alibi", "bloom-head-dim-64", "falcon-multi-query-parallel",
+         "falcon-rw-alibi-sequential", "falcon-new-two-norms", "falcon-new-one-kv-head-64", "falcon-grouped",
+         "falcon-grouped-64"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -732,7 +767,10 @@ STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, 
     (GraniteMoeConfig, GRANITEMOE, None), (GraniteMoeConfig, GRANITEMOE, "int8"),
     (GraniteMoeSharedConfig, GRANITEMOE_SHARED, None), (GraniteMoeSharedConfig, GRANITEMOE_SHARED, "int4"),
     (Ernie4_5_MoeConfig, ERNIE4_5_MOE, None), (Ernie4_5_MoeConfig, ERNIE4_5_MOE_BIASED, "int4+int8"),
-    (HunYuanMoEV1Config, HUNYUAN_MOE_BIASES, None), (HunYuanMoEV1Config, HUNYUAN_MOE, "int8")]
+    (HunYuanMoEV1Config, HUNYUAN_MOE_BIASES, None), (HunYuanMoEV1Config, HUNYUAN_MOE, "int8"),
+    (BloomConfig, BLOOM, None), (BloomConfig, BLOOM, "int4+int8"), (FalconConfig, FALCON, None),
+    (FalconConfig, FALCON_RW, None), (FalconConfig, FALCON_RW, "int8"), (FalconConfig, FALCON_NEW, "int4+int8"),
+    (FalconConfig, FALCON_GROUPED, None), (FalconConfig, FALCON_GROUPED_64, "int8")]
 STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
     "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8", "phi3",
     "phi3-longrope-int8", "phi3-int4+int8", "gemma2", "gemma2-head-dim-64-int4+int8", "olmo2", "olmo2-int4+int8",
@@ -750,7 +788,8 @@ STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+
     "arcee-biases-yarn", "arcee-int4+int8", "nemotron", "nemotron-int8", "apertus-llama3", "apertus-int4+int8", "olmo",
     "olmo-int4+int8", "olmoe", "olmoe-renormalized-int4+int8", "granitemoe", "granitemoe-int8",
     "granitemoe-shared", "granitemoe-shared-int4", "ernie4_5-moe", "ernie4_5-moe-biases-int4+int8",
-    "hunyuan-moe-biases", "hunyuan-moe-int8"]
+    "hunyuan-moe-biases", "hunyuan-moe-int8", "bloom", "bloom-int4+int8", "falcon", "falcon-rw", "falcon-rw-int8",
+    "falcon-new-int4+int8", "falcon-grouped", "falcon-grouped-64-int8"]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)
@@ -1134,14 +1173,16 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
      (ArceeConfig, ARCEE_BIASES, None), (NemotronConfig, NEMOTRON, "int4+int8"), (ApertusConfig, APERTUS, None),
      (OlmoConfig, OLMO, None), (OlmoeConfig, OLMOE, "int8"),
      (GraniteMoeSharedConfig, GRANITEMOE_SHARED, "int4"), (Ernie4_5_MoeConfig, ERNIE4_5_MOE_BIASED, None),
-     (HunYuanMoEV1Config, HUNYUAN_MOE, "int8")],
+     (HunYuanMoEV1Config, HUNYUAN_MOE, "int8"), (BloomConfig, BLOOM, None), (FalconConfig, FALCON_RW, None),
+     (FalconConfig, FALCON, "int4+int8"), (FalconConfig, FALCON_GROUPED, None)],
     ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8", "phi3-int4+int8", "gemma2-head-dim-64",
          "olmo2", "mixtral", "mixtral-int8", "qwen3-moe-int4", "qwen3-moe-int4+int8", "qwen2-moe",
          "qwen2-moe-int8", "qwen2-moe-int4+int8", "starcoder2",
          "starcoder2-int4+int8", "smollm3", "granite", "ernie4_5-biases", "glm-int4+int8", "glm4", "seed-oss", "helium",
          "hunyuan", "exaone4-int4+int8", "gpt-neox", "gpt-neox-sequential-int4+int8", "phi", "cohere2",
          "codegen-int4+int8", "stablelm", "arcee", "nemotron-int4+int8", "apertus", "olmo", "olmoe-int8",
-         "granitemoe-shared-int4", "ernie4_5-moe-biases", "hunyuan-moe-int8"],
+         "granitemoe-shared-int4", "ernie4_5-moe-biases", "hunyuan-moe-int8", "bloom", "falcon-rw",
+         "falcon-int4+int8", "falcon-grouped"],
 )
 def test_a_team_of_threads_gives_the_one_thread_results(config_class, overrides, quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly
@@ -1215,11 +1256,13 @@ def test_generate_skips_the_forward_for_the_same_logits_unless_a_hook_would_see_
     assert all(torch.equal(a, b) for a, b in zip(skipped.logits, hooked.logits))
 
 
-@pytest.mark.parametrize("config_class, overrides", [(CohereConfig, COHERE), (PhiConfig, PHI), (GPTJConfig, GPTJ)],
-                         ids=["cohere-logit-scale", "phi-head-bias", "gptj-head-bias"])
+@pytest.mark.parametrize("config_class, overrides", [(CohereConfig, COHERE), (PhiConfig, PHI), (GPTJConfig, GPTJ),
+                                                     (BloomConfig, BLOOM)],
+                         ids=["cohere-logit-scale", "phi-head-bias", "gptj-head-bias", "bloom-embedding-norm"])
 def test_generates_shortcut_gives_the_forwards_logits_past_the_head(config_class, overrides):
     # Past the forward (accelerated_logits), the step runs the head: its bias added there (Phi's, GPT-J's:
-    # set_head_bias), Cohere's logit_scale applied after it (_finish), the forward's logits either way.
+    # set_head_bias), Cohere's logit_scale applied after it (_finish), BLOOM's token row normed by its embeddings'
+    # LayerNorm in the step (set_embedding_norm): the forward's logits either way.
     model, plain = accelerated(tiny_model(config_class, **overrides)), tiny_model(config_class, **overrides)
     shortcut, taken = model.accelerated_logits, []
     model.accelerated_logits = lambda *args: taken.append(shortcut(*args)) or taken[-1]
@@ -1332,10 +1375,11 @@ def test_a_hidden_state_changed_in_place_gets_the_heads_own_product():
                           (HunYuanDenseV1Config, HUNYUAN_BIASES), (Exaone4Config, EXAONE4), (GPTNeoXConfig, GPT_NEOX),
                           (PhiConfig, PHI), (CohereConfig, COHERE), (Cohere2Config, COHERE2), (GPTJConfig, GPTJ),
                           (CodeGenConfig, CODEGEN), (StableLmConfig, STABLELM_PARALLEL), (ArceeConfig, ARCEE_BIASES),
-                          (NemotronConfig, NEMOTRON), (ApertusConfig, APERTUS), (OlmoConfig, OLMO), (OlmoeConfig, OLMOE)],
+                          (NemotronConfig, NEMOTRON), (ApertusConfig, APERTUS), (OlmoConfig, OLMO), (OlmoeConfig, OLMOE),
+                          (BloomConfig, BLOOM), (FalconConfig, FALCON), (FalconConfig, FALCON_RW)],
                          ids=["llama", "ernie4_5-biases", "glm4", "seed-oss", "helium", "hunyuan", "exaone4",
                               "gpt-neox", "phi", "cohere", "cohere2", "gptj", "codegen", "stablelm-parallel", "arcee",
-                              "nemotron", "apertus", "olmo", "olmoe"])
+                              "nemotron", "apertus", "olmo", "olmoe", "bloom", "falcon", "falcon-rw"])
 def test_bfloat16_weights_stay_close_to_float32(config_class, overrides, monkeypatch):
     model = accelerated(tiny_model(config_class, **overrides))
     tokens = torch.randint(0, 96, (20,), generator=torch.Generator().manual_seed(2)).tolist()
@@ -1612,9 +1656,10 @@ def test_a_run_of_greedy_steps_stops_at_an_eos_token(monkeypatch):
                          [(Qwen3MoeConfig, QWEN3_MOE), (Qwen2MoeConfig, QWEN2_MOE), (OlmoeConfig, OLMOE),
                           (ArceeConfig, ARCEE_BIASES), (NemotronConfig, NEMOTRON), (ApertusConfig, APERTUS),
                           (OlmoConfig, OLMO), (Ernie4_5_MoeConfig, ERNIE4_5_MOE),
-                          (HunYuanMoEV1Config, HUNYUAN_MOE_BIASES)],
+                          (HunYuanMoEV1Config, HUNYUAN_MOE_BIASES), (BloomConfig, BLOOM), (FalconConfig, FALCON),
+                          (FalconConfig, FALCON_RW), (FalconConfig, FALCON_GROUPED)],
                          ids=["qwen3-moe", "qwen2-moe", "olmoe", "arcee", "nemotron", "apertus", "olmo", "ernie4_5-moe",
-                              "hunyuan-moe"])
+                              "hunyuan-moe", "bloom", "falcon", "falcon-rw", "falcon-grouped"])
 def test_a_familys_run_of_greedy_steps_makes_the_plain_paths_tokens_and_cache(config_class, overrides, monkeypatch):
     # Each step of a run routes its token (and runs Qwen2-MoE's shared expert, ERNIE 4.5 MoE's and Hunyuan-MoE's
     # shared MLPs), activates, norms and clamps as the layers do: the tokens, and the keys and values of the second

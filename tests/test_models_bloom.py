@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 import openformers
 from decoder_parity import (
     assert_hidden_states_and_attentions_match,
+    assert_kernel_steps_unless_refused,
     assert_outputs_close,
     assert_same_attributes,
     assert_training_step_matches,
@@ -124,12 +125,15 @@ class TestBloom(DecoderFamilyTests):
         ids = _ids(1, 300, seed=11)
         torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
 
-    def test_the_cpu_kernel_refuses_bloom(self, tiny):
-        from openformers.kernels import llama as llama_kernel
-
-        model = tiny[2]
-        assert "model_type='bloom'" in llama_kernel.refusal(model.config) and not llama_kernel.eligible(model)
-
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_and_generates_as_the_reference(self, tiny):
+        """from_pretrained gives BLOOM the kernel's decoding step (ALiBi's biases, the embeddings' LayerNorm, the fused
+        q/k/v head by head), whose steps and greedy tokens are the reference's; the residuals after the norms
+        (apply_residual_connection_post_layernorm) it refuses, and generation runs the layers."""
+        folder, reference, model = tiny
+        post = model.config.apply_residual_connection_post_layernorm
+        refused = "apply_residual_connection_post_layernorm=True" if post else None
+        assert_kernel_steps_unless_refused(folder, reference, _ids(1, 12, seed=9), "bloom", refused)
 
 TINY, VARIANTS = TestBloom.TINY, TestBloom.VARIANTS
 _reference, _ids, _inputs = TestBloom.reference, TestBloom.ids, TestBloom.inputs

@@ -11,6 +11,7 @@ import torch
 
 import openformers
 from decoder_parity import (
+    assert_kernel_steps_unless_refused,
     assert_outputs_close,
     assert_same_attributes,
     finish_gguf,
@@ -66,11 +67,13 @@ class TestFalcon(DecoderFamilyTests):
                                "num_kv_heads", "num_key_value_heads", "num_ln_in_parallel_attn", "ffn_hidden_size",
                                "rope_parameters")
 
-    def test_the_cpu_kernel_refuses_falcon(self, tiny):
-        from openformers.kernels import llama as llama_kernel
-
-        model = tiny[2]
-        assert llama_kernel.refusal(model.config) is not None and not llama_kernel.eligible(model)
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_and_generates_as_the_reference(self, tiny):
+        """from_pretrained gives Falcon the kernel's decoding step in every layout (the new decoder architecture's
+        groups of query heads with two norms or one, Falcon-7B's multi-query layout, Falcon-RW's ALiBi and per-head
+        layout, ALiBi with one key/value head), whose steps and greedy tokens are the reference's."""
+        folder, reference, _ = tiny
+        assert_kernel_steps_unless_refused(folder, reference, _ids(1, 12, seed=9), "falcon", None)
 
     @pytest.mark.parametrize("quantization, tolerance", [("int8", 0.02), ("int4", 0.2)])
     @torch.inference_mode()

@@ -906,17 +906,52 @@ inline void soft_cap_in_place(float* v, int64_t n, float cap) {
     if (v[i] != -INFINITY) v[i] = std::tanh(v[i] / cap) * cap;
 }
 
+// ALiBi (BLOOM's, Falcon-RW's; StepWeights::set_alibi): per query head a slope, and to each score of the head the
+// bias slope x the key's position added, times `factor` (Falcon's 1 / sqrt(head_dim): its reference divides the
+// biases with the scores), the product rounded to bfloat16 first where `bfloat16` is set (Falcon's reference
+// multiplies in bfloat16, its slopes rounded to it too; a bfloat16 model's biases are bfloat16 either way). A key's
+// position is counted over the positions its row's mask allows, as the layers count it (alibi_positions): a
+// left-padded row is biased as the row alone. No slopes: no ALiBi.
+struct Alibi {
+  std::vector<float> slopes;
+  bool bfloat16 = false;
+  float factor = 1.f;
+  // Head h's biases of positions [first, last] into bias[first..last], `position` each one's count.
+  void biases(int64_t h, const float* position, int64_t first, int64_t last, float* bias) const {
+    const float slope = slopes[h];
+    for (int64_t t = first; t <= last; ++t) {
+      float b = slope * position[t];
+      if (bfloat16) b = static_cast<float>(c10::BFloat16(b));
+      bias[t] = b * factor;
+    }
+  }
+};
+
+// Each cache position's count in [0, last] of the positions `allowed` marks before it (all of them where it is null),
+// the key's position for ALiBi (the layers' cumulative sum of the mask less one; a hidden one's never read).
+inline void alibi_positions(const uint8_t* allowed, int64_t last, std::vector<float>& position) {
+  position.resize(last + 1);
+  int64_t seen = 0;
+  for (int64_t t = 0; t <= last; ++t) {
+    position[t] = static_cast<float>(allowed ? seen : t);
+    if (allowed && allowed[t]) ++seen;
+  }
+}
+
 // One new query head's attention over the cached positions [first, last] of its key/value head, those `allowed`
 // marks where it is given (a batch row's attention mask over the cache: its left padding is 0), its scores
-// soft-capped at `cap` where that is above 0 (Gemma 2).
+// soft-capped at `cap` where that is above 0 (Gemma 2), `bias[t]` added to position t's scaled score where given
+// (ALiBi's, attend_group).
 template <typename C>
 void attend(const float* q, const C* keys, const C* values, int64_t pos_stride, int64_t head_dim, int64_t first,
-            int64_t last, std::vector<float>& scores, float* out, const uint8_t* allowed = nullptr, float cap = 0.f) {
+            int64_t last, std::vector<float>& scores, float* out, const uint8_t* allowed = nullptr, float cap = 0.f,
+            const float* bias = nullptr) {
   float scale = 1.f / std::sqrt(static_cast<float>(head_dim));
   scores.resize(last - first + 1);
   float top = -INFINITY;
   for (int64_t t = first; t <= last; ++t)
-    scores[t - first] = allowed && !allowed[t] ? -INFINITY : dot(keys + t * pos_stride, q, head_dim) * scale;
+    scores[t - first] = allowed && !allowed[t] ? -INFINITY
+                                               : dot(keys + t * pos_stride, q, head_dim) * scale + (bias ? bias[t] : 0.f);
   if (cap > 0.f) soft_cap_in_place(scores.data(), scores.size(), cap);
   for (float s : scores) top = std::max(top, s);
   for (auto& s : scores) s -= top;
@@ -1001,8 +1036,20 @@ void attend_heads(const float* q, const C* keys, const C* values, int64_t pos_st
 template <typename C>
 void attend_group(const float* q, int64_t heads, const C* keys, const C* values, int64_t pos_stride,
                   int64_t head_dim, int64_t first, int64_t last, std::vector<float>& scores, float* out,
-                  const uint8_t* allowed = nullptr, float cap = 0.f) {
+                  const uint8_t* allowed = nullptr, float cap = 0.f, const Alibi* alibi = nullptr,
+                  int64_t first_head = 0) {
   int64_t h = 0;
+  if (alibi && !alibi->slopes.empty()) {  // a bias per head and position: attend a head at a time
+    thread_local std::vector<float> position, bias;
+    alibi_positions(allowed, last, position);
+    bias.resize(last + 1);
+    for (; h < heads; ++h) {
+      alibi->biases(first_head + h, position.data(), first, last, bias.data());
+      attend<C>(q + h * head_dim, keys, values, pos_stride, head_dim, first, last, scores, out + h * head_dim, allowed,
+                cap, bias.data());
+    }
+    return;
+  }
 #ifdef __AVX512F__
   auto run = [&](auto dims, auto group) {
     constexpr int D = decltype(dims)::value, H = decltype(group)::value;
@@ -1461,13 +1508,19 @@ struct Layer {
   // values (their values, then their keys, with qkv_values_first); GPT-NeoX's blocks are of one head each.
   int64_t qkv_block_heads = 1;
   bool qkv_values_first = false;
+  // Falcon's new decoder architecture: each key/value head's block holds qkv_group query heads, then its key and its
+  // value (1: as many query heads as key heads, GPT-NeoX's and CodeGen's blocks).
+  int64_t qkv_group = 1;
   Xielu xielu;         // the layer's xIELU values, where the family's activation is xIELU
 };
 
 // Where head h's query (part 0), key (1) or value (2) is in a fused q/k/v's product `made` (Layer::qkv_per_head).
+// Head h is a query head for part 0, else a key/value head; a block's queries are qkv_group times its key heads.
 inline const float* qkv_part(const Layer& L, const float* made, int64_t h, int part, int64_t head_dim) {
   const int64_t block = L.qkv_block_heads, slot = part == 0 ? 0 : (part == 1) != L.qkv_values_first ? 1 : 2;
-  return made + ((h / block) * 3 * block + slot * block + h % block) * head_dim;
+  const int64_t queries = block * L.qkv_group, heads = part == 0 ? queries : block;
+  return made + ((h / heads) * (queries + 2 * block) + (slot == 0 ? 0 : queries + (slot - 1) * block) + h % heads) *
+                    head_dim;
 }
 
 // What a family computes differently from Llama, the same for all its layers (StepWeights::set_family): the MLP's
@@ -1497,6 +1550,8 @@ struct Family {
   // Queries, keys and values clamped to [-clip_qkv, clip_qkv] after their projections (and the queries' and keys'
   // norms before the rotation), where above 0: OLMo's and OLMoE's clip_qkv (StepWeights::set_clip_qkv).
   float clip_qkv = 0.f;
+  // ALiBi's biases on the attention scores (StepWeights::set_alibi; no slopes: none).
+  Alibi alibi;
 };
 
 // v clamped to the family's clip_qkv (a NaN stays NaN, as torch's clamp keeps it).
@@ -1801,24 +1856,29 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
     });
     team.wait();
   }
-  team.claim(n_head, 1, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t h = begin; h < end; ++h) {
+  // A fused q/k/v read in place is claimed a key/value head at a time (with its qkv_group query heads): its key and
+  // value are cached before any of them attends.
+  const int64_t per_claim = L.qkv_per_head ? L.qkv_group : 1;
+  team.claim(n_head / per_claim, 1, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t h = begin * per_claim; h < end * per_claim; ++h) {
       float* q = S.q.data() + h * head_dim;
-      if (L.qkv_per_head) {  // (one key/value head a query head) its query, key and value, the key and value cached
-        const float *made_q = qkv_part(L, S.qkv.data(), h, 0, head_dim),
-                    *made_k = qkv_part(L, S.qkv.data(), h, 1, head_dim),
-                    *made_v = qkv_part(L, S.qkv.data(), h, 2, head_dim);
+      if (L.qkv_per_head) {  // its query; with its group's first, the group's key and value, cached
+        const float* made_q = qkv_part(L, S.qkv.data(), h, 0, head_dim);
         std::copy(made_q, made_q + head_dim, q);
-        std::copy(made_k, made_k + head_dim, S.k.data() + h * head_dim);
-        cache_key(h);
-        for (int64_t i = 0; i < head_dim; ++i)
-          values[h * head_stride + pos * pos_stride + i] = static_cast<C>(clipped(F, made_v[i]));
+        if (const int64_t g = h / L.qkv_group; h % L.qkv_group == 0) {
+          const float *made_k = qkv_part(L, S.qkv.data(), g, 1, head_dim),
+                      *made_v = qkv_part(L, S.qkv.data(), g, 2, head_dim);
+          std::copy(made_k, made_k + head_dim, S.k.data() + g * head_dim);
+          cache_key(g);
+          for (int64_t i = 0; i < head_dim; ++i)
+            values[g * head_stride + pos * pos_stride + i] = static_cast<C>(clipped(F, made_v[i]));
+        }
       }
       place_head(L, F, q, L.q_norm, eps, head_dim, cos, sin);
       scale_query(F, q, head_dim);
       int64_t kv = (h / group) * head_stride;
       attend_group<C>(q, 1, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores, S.attended.data() + h * head_dim,
-                      nullptr, F.attention_cap);
+                      nullptr, F.attention_cap, &F.alibi, h);
     }
   });
   team.wait();
@@ -1947,7 +2007,9 @@ struct StepWeights : torch::CustomClassHolder {
   // Granite: what each branch's output is multiplied by before it joins the residual stream.
   void set_residual_scale(double scale) { residual_scale = scale; }
 
-  // GPT-NeoX: a layer's q/k/v one weight, each head's query, key and value rows in turn (Layer::qkv_per_head).
+  // GPT-NeoX: a layer's q/k/v one weight, each head's query, key and value rows in turn (Layer::qkv_per_head); with
+  // fewer key heads than query heads, each key head's query heads, then its key and its value (Falcon's new decoder
+  // architecture: Layer::qkv_group).
   bool qkv_per_head = false;
   void set_qkv_per_head(bool per_head) { qkv_per_head = per_head, fused_qkv = fused_qkv || per_head; }
   // CodeGen: the fused q/k/v (set_qkv_per_head) in blocks of `block_heads` heads (Layer::qkv_block_heads).
@@ -2094,6 +2156,26 @@ struct StepWeights : torch::CustomClassHolder {
     norm_biases = std::move(biases);
   }
 
+  // BLOOM's and Falcon-RW's ALiBi (Family::alibi): a slope per query head, whether the slope x position products are
+  // rounded to bfloat16, and the factor the biases are multiplied by after.
+  Alibi alibi;
+  void set_alibi(std::vector<double> slopes, bool bfloat16_products, double factor) {
+    alibi.slopes.assign(slopes.begin(), slopes.end());
+    alibi.bfloat16 = bfloat16_products, alibi.factor = static_cast<float>(factor);
+  }
+
+  // BLOOM's LayerNorm of the embeddings (word_embeddings_layernorm), with its bias and epsilon, applied to a token's
+  // row where the step embeds the token itself (decode_step and decode_tokens with an embedding: embed_row's callers
+  // apply it, embedding_norm); an undefined weight for none. A bfloat16 model's normed row is rounded to bfloat16, as
+  // its layers hand it on.
+  at::Tensor embedding_norm_weight, embedding_norm_bias;
+  double embedding_norm_eps = 0.;
+  void set_embedding_norm(at::Tensor weight, at::Tensor bias, double eps) {
+    TORCH_CHECK(weight.dim() == 1 && bias.sizes() == weight.sizes(), "StepWeights.set_embedding_norm: a weight and a "
+                "bias of the embedding's width, got ", weight.sizes(), " and ", bias.sizes());
+    embedding_norm_weight = std::move(weight), embedding_norm_bias = std::move(bias), embedding_norm_eps = eps;
+  }
+
   // Cohere's LayerNorms without biases: every norm centred before it is scaled, nothing added after.
   bool centred_norms = false;
   void set_centred_norms(bool centred) { centred_norms = centred; }
@@ -2124,6 +2206,7 @@ struct StepWeights : torch::CustomClassHolder {
     family.residual_factor = static_cast<float>(residual_scale);
     family.interleaved = interleaved, family.norms_after_rotation = norms_after_rotation;
     family.parallel = parallel;
+    family.alibi = alibi;
     return family;
   }
 };
@@ -2228,8 +2311,8 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
       TORCH_CHECK(q_rows > 0, op, ": layer ", l, "'s fused q/k/v projection has ", qkv.rows,
                   " rows, fewer than the queries' and twice the cache's ", kv_rows);
       q = qkv.rows_from(0, q_rows), k = qkv.rows_from(q_rows, kv_rows), v = qkv.rows_from(q_rows + kv_rows, kv_rows);
-      TORCH_CHECK(!stack.qkv_per_head || q_rows == kv_rows, op, ": layer ", l, "'s q/k/v fused per head needs as many "
-                  "query heads as key heads (", q_rows, " query rows, ", kv_rows, " key rows)");
+      TORCH_CHECK(!stack.qkv_per_head || q_rows % kv_rows == 0, op, ": layer ", l, "'s q/k/v fused per head needs "
+                  "a whole number of query heads for each key head (", q_rows, " query rows, ", kv_rows, " key rows)");
       next = 1;
     } else {
       q = matrix(w[0], scale(0), bias(0)), k = matrix(w[1], scale(1), bias(1)), v = matrix(w[2], scale(2), bias(2));
@@ -2251,10 +2334,11 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
     Layer& layer = layers.back();
     int64_t hidden = layer.o.rows;
     if (stack.qkv_per_head) {
-      layer.qkv = q.rows_from(0, 3 * q.rows), layer.qkv_per_head = true;
+      layer.qkv = q.rows_from(0, q.rows + 2 * k.rows), layer.qkv_per_head = true;
       layer.qkv_block_heads = stack.qkv_block_heads, layer.qkv_values_first = stack.qkv_values_first;
-      TORCH_CHECK((q.rows / keys[l].size(3)) % stack.qkv_block_heads == 0, op, ": layer ", l, "'s ",
-                  q.rows / keys[l].size(3), " heads do not fill blocks of ", stack.qkv_block_heads);
+      layer.qkv_group = q.rows / k.rows;
+      TORCH_CHECK((k.rows / keys[l].size(3)) % stack.qkv_block_heads == 0, op, ": layer ", l, "'s ",
+                  k.rows / keys[l].size(3), " key heads do not fill blocks of ", stack.qkv_block_heads);
     }
     // down's rows are claimed as the residual stream's (Team::claim_rows), so they must be as many.
     TORCH_CHECK(!layer.down.data || layer.down.rows == hidden, op, ": layer ", l, "'s down projection has ",
@@ -2393,6 +2477,20 @@ void add_position_row(const at::Tensor& table, int64_t position, float* xd) {
   }
 }
 
+// A token's embedded row xd normed by the stack's embedding norm (StepWeights::set_embedding_norm; none where it has
+// none), rounded to bfloat16 for a bfloat16 `embedding`, as the layers' LayerNorm hands it on in their dtype.
+void apply_embedding_norm(const StepWeights& stack, const at::Tensor& embedding, float* xd) {
+  if (!stack.embedding_norm_weight.defined()) return;
+  const int64_t cols = embedding.size(1);
+  TORCH_CHECK(stack.embedding_norm_weight.numel() == cols, "decode_step: the embedding norm has ",
+              stack.embedding_norm_weight.numel(), " weights for rows of ", cols);
+  std::vector<at::Tensor> converted;
+  NormWeights norm = norm_weights(stack.embedding_norm_weight, converted, 0.f, stack.embedding_norm_bias);
+  apply_norm(xd, norm, static_cast<float>(stack.embedding_norm_eps), xd, cols);
+  if (embedding.scalar_type() == at::kBFloat16)
+    for (int64_t i = 0; i < cols; ++i) xd[i] = static_cast<float>(c10::BFloat16(xd[i]));
+}
+
 at::Tensor embedded_row(const at::Tensor& tokens, const at::Tensor& embedding, double scale) {
   TORCH_CHECK(tokens.scalar_type() == at::kLong && tokens.numel() == 1,
               "decode_step: with an embedding, x must hold one int64 token id, got ", tokens.scalar_type(), " ",
@@ -2468,6 +2566,7 @@ std::tuple<at::Tensor, at::Tensor, int64_t> step_tokens(
     TORCH_CHECK(!stack->positions.defined() || stack->positions.size(1) == x.numel(), "decode_step: the learned "
                 "positions' rows hold ", stack->positions.size(1), " values, the embedding's ", x.numel());
     add_position_row(stack->positions, rotary_row, x.data_ptr<float>());  // (a run's last one checked below)
+    apply_embedding_norm(*stack, *embedding, x.data_ptr<float>());
   }
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "decode_step: x must be contiguous float32");
   std::vector<at::Tensor> converted;
@@ -2605,6 +2704,7 @@ std::tuple<at::Tensor, at::Tensor, int64_t> step_tokens(
     if (produced == count || std::find(eos.begin(), eos.end(), top_at) != eos.end() || wall_ns() >= deadline) break;
     embed_row(top_at, *embedding, stack->embedding_scale, xd);  // the next step's token, at the next position
     add_position_row(stack->positions, rotary_row + produced, xd);
+    apply_embedding_norm(*stack, *embedding, xd);
     ++pos;
     turn_to(rotary_row + produced);
     top = 0, top_at = -1;
@@ -4201,11 +4301,13 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
   if (F.parallel && L.mlp_norm.data != L.attn_norm.data)
     for (int64_t j = 0; j < n; ++j) apply_norm(x + j * hidden, L.mlp_norm, eps, normed.data() + j * hidden, hidden);
   auto cache_head = [&](int64_t j, int64_t h) {  // row j's key (normed, rotated) and value of head h, into the cache
-    if (L.qkv_per_head) {  // (as many query heads as key heads) head h's query, key and value taken apart
-      for (int part = 0; part < 3; ++part) {
+    if (L.qkv_per_head) {  // key/value head h's queries (qkv_group of them), key and value taken apart
+      for (int64_t i = 0; i < L.qkv_group + 2; ++i) {
+        const int part = i < L.qkv_group ? 0 : static_cast<int>(i - L.qkv_group + 1);
+        const int64_t head = part == 0 ? h * L.qkv_group + i : h;
         float* to = (part == 0 ? S.q.data() + j * L.q.rows : part == 1 ? S.k.data() + j * L.k.rows
-                                                                       : S.v.data() + j * L.v.rows) + h * head_dim;
-        const float* made = qkv_part(L, S.qkv.data() + j * L.qkv.rows, h, part, head_dim);
+                                                                       : S.v.data() + j * L.v.rows) + head * head_dim;
+        const float* made = qkv_part(L, S.qkv.data() + j * L.qkv.rows, head, part, head_dim);
         std::copy(made, made + head_dim, to);
       }
     }
@@ -4236,9 +4338,9 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
   team.wait();
   const int64_t group = n_head / n_kv;
   // A prompt's rows attend in blocks (attend_in_blocks) where `packed` is given (a float32 cache, no padding) and
-  // this layer sees every earlier position (no window short of them, no soft-cap).
+  // this layer sees every earlier position (no window short of them, no soft-cap, no ALiBi).
   const bool in_blocks = std::is_same_v<C, float> && packed && (L.window == 0 || L.window >= pos + span) &&
-                         F.attention_cap == 0.f && prompt_attention_vectorized(head_dim);
+                         F.attention_cap == 0.f && F.alibi.slopes.empty() && prompt_attention_vectorized(head_dim);
   team.claim(n * n_kv, 1, 1, [&](int64_t begin, int64_t end) {  // a row's query heads of one key/value head
     for (int64_t t = begin; t < end; ++t) {
       int64_t j = t / n_kv, g = t % n_kv, last = pos + j % span;
@@ -4263,7 +4365,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
       }
       if (!in_blocks)
         attend_group<C>(q, group, keys + kv, values + kv, pos_stride, head_dim, first, last, scores, attended, allowed,
-                        F.attention_cap);
+                        F.attention_cap, &F.alibi, g * group);
     }
   });
   if constexpr (std::is_same_v<C, float>) {
@@ -5269,7 +5371,9 @@ TORCH_LIBRARY(openformers, m) {
       .def("set_expert_choice", &StepWeights::set_expert_choice)
       .def("set_norm_biases", &StepWeights::set_norm_biases)
       .def("set_relu", &StepWeights::set_relu)
-      .def("set_positions", &StepWeights::set_positions);
+      .def("set_positions", &StepWeights::set_positions)
+      .def("set_alibi", &StepWeights::set_alibi)
+      .def("set_embedding_norm", &StepWeights::set_embedding_norm);
   m.def("decode_step(Tensor(a!) x, __torch__.torch.classes.openformers.StepWeights layers, Tensor(b!)[] keys, "
         "Tensor(c!)[] values, int pos, int window, Tensor cos, Tensor sin, float eps, Tensor? norm=None, "
         "Tensor? head=None, Tensor? head_scale=None, bool bfloat16_logits=False, bool follow_team=False, "

@@ -148,6 +148,10 @@ class Linear(_KeepsScaleDtype, nn.Linear):
     (20 bytes per 32 weights), which the kernel reads directly.
     """
 
+    # Float weights' product rounded to the input's dtype before the bias is added, two operations, as a Falcon
+    # FalconLinear that this layer took the place of computes it (its reference's bfloat16 rounding)
+    bias_after_product = False
+
     @classmethod
     def from_linear(cls, linear: nn.Linear, quantization: str | None = None) -> "Linear":
         """`linear` as this layer: its own Parameters (ties and training unchanged), or quantized ("int8", "int4");
@@ -186,6 +190,8 @@ class Linear(_KeepsScaleDtype, nn.Linear):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bias_after_product and self.scale is None and self.bias is not None:
+            return F.linear(x, self.weight) + self.bias
         if self._integer_prompt_pays(x):
             return self._compiled_product(torch.ops.openformers.prompt_product, x)
         if self._kernel_takes(x):

@@ -64,7 +64,13 @@ exact forms, ReLU, relu2 and xIELU), Nemotron (Arcee's MLP, LayerNorms of 1 + w 
 and `set_norm_biases`, and partial rotary tables), Apertus (Qwen3's per-head q/k norms and an MLP without a gate over
 xIELU, whose learned values set_activation reads from each layer), OLMo (LayerNorms without parameters, read as
 weights of ones and biases of zeros, and q, k and v clamped to clip_qkv after their projections, `set_clip_qkv`) and
-OLMoE (OLMo's clamp and OLMo 2's q/k norms over all heads with Qwen3-MoE's mixture). The per-head q/k norms of Phi's
+OLMoE (OLMo's clamp and OLMo 2's q/k norms over all heads with Qwen3-MoE's mixture); BLOOM (GPT-NeoX's LayerNorms,
+biases and fused q/k/v read head by head, every layer unrotated, with ALiBi's biases on the attention scores instead,
+each key's slope x position counted over its row's real positions, `set_alibi`, the embeddings' LayerNorm where the
+step embeds a token itself, `set_embedding_norm`, and tanh GELU) and Falcon (Falcon-7B's one key/value head read as
+Phi-3's fused q/k/v, Falcon-RW's layout head by head and Falcon-40B's groups of query heads with their key and value
+read in place, `set_qkv_per_head`, parallel branches after one norm or two or sequential ones, exact GELU, rotary
+positions or BLOOM's ALiBi with its products rounded to bfloat16). The per-head q/k norms of Phi's
 qk_layernorm, StableLM 2 12B's and Command R+'s use_qk_norm are refused by those fields. DeepSeek-V3 and V2, whose
 multi-head latent attention (compressed cached keys and values, expanded per head) the step does not run, and GLM-4.5
 (DeepSeek-V3's grouped routing with correction biases and shared experts, which the step's mixtures do not choose by;
@@ -89,6 +95,7 @@ from ..configs import CodeGenConfig
 from ..generation.cache import DynamicCache
 from ..models.apertus import XIELU, ApertusDecoderLayer, ApertusMLP
 from ..models.arcee import ArceeDecoderLayer
+from ..models.bloom import BloomAttention, BloomBlock, BloomMLP, BloomModel
 from ..models.codegen import CodeGenAttention, CodeGenBlock, CodeGenModel
 from ..models.cohere import CohereAttention, CohereDecoderLayer, CohereForCausalLM, CohereLayerNorm, CohereModel
 from ..models.cohere2 import Cohere2Attention, Cohere2DecoderLayer, Cohere2Model
@@ -97,6 +104,7 @@ from ..models.deepseek_v3 import FloatRouter
 from ..models.ernie4_5 import Ernie4_5Attention, Ernie4_5DecoderLayer, Ernie4_5Model
 from ..models.ernie4_5_moe import Ernie4_5_MoeDecoderLayer, Ernie4_5_MoeModel, Ernie4_5_MoeSparseMoeBlock
 from ..models.exaone4 import Exaone4Attention, Exaone4DecoderLayer, Exaone4Model
+from ..models.falcon import FalconAttention, FalconDecoderLayer, FalconLinear, FalconMLP, FalconModel
 from ..models.gemma import (
     Gemma2Attention,
     Gemma2DecoderLayer,
@@ -129,7 +137,7 @@ from ..models.heads import CausalLM
 from ..models.helium import HeliumAttention, HeliumDecoderLayer, HeliumModel
 from ..models.hunyuan_v1_dense import HunYuanDenseV1Attention, HunYuanDenseV1DecoderLayer, HunYuanDenseV1Model
 from ..models.hunyuan_v1_moe import HunYuanMoEV1DecoderLayer, HunYuanMoEV1Gate, HunYuanMoEV1Model, HunYuanMoEV1Moe
-from ..models.layers import ACTIVATIONS, RMSNorm
+from ..models.layers import ACTIVATIONS, RMSNorm, alibi_slopes
 from ..models.llama import LlamaAttention, LlamaDecoderLayer, LlamaMLP, LlamaModel
 from ..models.ministral import MinistralDecoderLayer, MinistralModel
 from ..models.mixtral import (
@@ -621,6 +629,36 @@ STABLELM_IMPLEMENTED = {
     **dict.fromkeys(("hidden_dropout", "attention_dropout"), lambda value: True),
     "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
 }
+# BLOOM: GPT-NeoX's LayerNorms with biases, biases on every projection, MLP without a gate and fused q/k/v read head by
+# head (set_qkv_per_head), every layer unrotated (set_unrotated) with ALiBi's biases on the attention scores instead
+# (StepWeights.set_alibi), the embeddings' LayerNorm (set_embedding_norm, where the step embeds a token itself) and
+# GELU's tanh form (bloom_gelu's). Its residuals after the norms (apply_residual_connection_post_layernorm) and
+# slow_but_exact's sliced output products, which drop their bias, the step does not run. Its dropouts draw only while
+# training: DecodeStep.run leaves a training decoder's steps to its layers.
+BLOOM_IMPLEMENTED = {
+    "model_type": lambda value: value == "bloom",
+    "apply_residual_connection_post_layernorm": lambda value: not value,
+    "slow_but_exact": lambda value: not value,
+    "pretraining_tp": lambda value: True,  # (read only with slow_but_exact)
+    **dict.fromkeys(("n_layer", "n_head", "layer_norm_epsilon", "hidden_dropout", "attention_dropout"),
+                    lambda value: True),
+    "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
+}
+# Falcon: LayerNorms with biases, its fused q/k/v read as Phi-3's (every query head, then the one key and value head:
+# multi_query, set_fused) or in place a key/value head at a time (set_qkv_per_head: Falcon-RW's each head's query, key
+# and value; the new decoder architecture's each group's query heads, then its key and value, Falcon-40B's and 180B's),
+# attention and MLP in parallel after one norm or two (parallel_attn, num_ln_in_parallel_attn: set_parallel) or one
+# after the other, GELU exact or tanh, biases with `bias`, and rotary positions or ALiBi's (`alibi`: set_alibi, the
+# slopes' products rounded to bfloat16 and divided by sqrt(head_dim) as its reference takes them).
+FALCON_IMPLEMENTED = {
+    "model_type": lambda value: value == "falcon",
+    "activation": GPT_NEOX_IMPLEMENTED["hidden_act"],
+    "rope_scaling": IMPLEMENTED["rope_scaling"],
+    **dict.fromkeys(("alibi", "new_decoder_architecture", "multi_query", "parallel_attn", "bias",
+                     "num_ln_in_parallel_attn", "num_kv_heads", "ffn_hidden_size", "layer_norm_epsilon",
+                     "hidden_dropout", "attention_dropout"), lambda value: True),
+    "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
+}
 # model_type -> what the step implements, where not IMPLEMENTED
 FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED,
             "vaultgemma": VAULTGEMMA_IMPLEMENTED,
@@ -637,7 +675,8 @@ FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_te
             "gpt_neo": GPT_NEO_IMPLEMENTED, "arcee": ARCEE_IMPLEMENTED, "nemotron": NEMOTRON_IMPLEMENTED,
             "apertus": APERTUS_IMPLEMENTED, "olmo": OLMO_IMPLEMENTED, "olmoe": OLMOE_IMPLEMENTED,
             "granitemoe": GRANITEMOE_IMPLEMENTED, "granitemoeshared": GRANITEMOE_SHARED_IMPLEMENTED,
-            "ernie4_5_moe": ERNIE4_5_MOE_IMPLEMENTED, "hunyuan_v1_moe": HUNYUAN_MOE_IMPLEMENTED}
+            "ernie4_5_moe": ERNIE4_5_MOE_IMPLEMENTED, "hunyuan_v1_moe": HUNYUAN_MOE_IMPLEMENTED,
+            "bloom": BLOOM_IMPLEMENTED, "falcon": FALCON_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
 # (read from the model's modules), token ids, head and output options, and what Qwen2 and Qwen3 fold into the
 # decoder's sliding_window (Qwen3's layer_types: one window for every layer or none, as its config checks).
@@ -700,7 +739,7 @@ def refusal(config) -> str | None:
 LEARNED_POSITION_DECODERS = (GPT2Model, GPTBigCodeModel, OPTModel, GPTNeoModel)
 # the decoder stacks whose layers the step may reproduce
 STEP_DECODERS = (LlamaModel, Gemma2Model, Phi3Model, GPTNeoXModel, NemotronModel, PhiModel, CohereModel, GPTJModel,
-                 StableLmModel, *LEARNED_POSITION_DECODERS)
+                 StableLmModel, BloomModel, FalconModel, *LEARNED_POSITION_DECODERS)
 # The (layer, attention, MLP) classes the step reproduces, in each kind of decoder.
 LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLayer, Qwen3Attention, LlamaMLP),
                 (MinistralDecoderLayer, LlamaAttention, LlamaMLP),
@@ -743,6 +782,10 @@ GRANITE_DECODERS = (GraniteModel, GraniteMoeModel, GraniteMoeSharedModel)  # Gra
 HUNYUAN_DECODERS = (HunYuanDenseV1Model, HunYuanMoEV1Model)  # q/k norms after the rotation
 STARCODER2_LAYERS = ((Starcoder2DecoderLayer, LlamaAttention, Starcoder2MLP),)
 GPT_NEOX_LAYERS = ((GPTNeoXLayer, GPTNeoXAttention, GPTNeoXMLP),)
+# BLOOM's and Falcon's layers: LayerNorms with biases, one fused q/k/v (set_qkv_per_head or set_fused), ALiBi's or
+# rotary positions
+ALIBI_FAMILY_LAYERS = {BloomModel: ((BloomBlock, BloomAttention, BloomMLP),),
+                       FalconModel: ((FalconDecoderLayer, FalconAttention, FalconMLP),)}
 # The parallel-branch families' layers (set_parallel), by decoder: the norm class and (layer, attention, MLP) kinds.
 PARALLEL_LAYERS = {
     PhiModel: (nn.LayerNorm, ((PhiDecoderLayer, PhiAttention, PhiMLP),)),
@@ -754,9 +797,9 @@ PARALLEL_LAYERS = {
 }
 # The modules the step reads under each family's own names (GPT-2's and GPT-J's wte, ln_f and attn, Phi's
 # final_layernorm, OPT's inside its `decoder`: _stack_modules): the token table, the final norm, a layer's attention.
-EMBEDDING_NAMES = ("embed_tokens", "embed_in", "wte")
+EMBEDDING_NAMES = ("embed_tokens", "embed_in", "wte", "word_embeddings")
 FINAL_NORM_NAMES = ("norm", "final_layer_norm", "final_layernorm", "ln_f")
-ATTENTION_NAMES = ("self_attn", "attention", "attn")
+ATTENTION_NAMES = ("self_attn", "attention", "attn", "self_attention")
 # Phi's and GPT-J's linear layers under their names: q, k, v and o; up and down (no gate)
 GATELESS_PROJECTIONS = {PhiDecoderLayer: (("q_proj", "k_proj", "v_proj", "dense"), ("fc1", "fc2")),
                         GPTJBlock: (("q_proj", "k_proj", "v_proj", "out_proj"), ("fc_in", "fc_out"))}
@@ -793,7 +836,8 @@ def _sliding_layers(decoder: nn.Module) -> bool:
     return isinstance(decoder, (SlidingLayersDecoder, Cohere2Model))
 LEARNED_POSITION_LAYERS = ((GPT2Block, GPT2Attention, GPT2MLP), (GPTBigCodeBlock, GPTBigCodeAttention, GPT2MLP),
                            (OPTDecoderLayer, OPTAttention, type(None)), (GPTNeoBlock, GPTNeoAttention, GPTNeoMLP))
-FUSED_QKV_LAYERS = (Phi3DecoderLayer, GPTNeoXLayer, GPT2Block, GPTBigCodeBlock)  # one q/k/v projection (set_fused)
+# one q/k/v projection (set_fused)
+FUSED_QKV_LAYERS = (Phi3DecoderLayer, GPTNeoXLayer, GPT2Block, GPTBigCodeBlock, BloomBlock, FalconDecoderLayer)
 EXPERT_PROJECTIONS = {MixtralExpert: ("w1", "w3", "w2"), Qwen3MoeMLP: MLP_PROJECTIONS}  # gate, up, down
 
 
@@ -909,7 +953,7 @@ def _shortcut(model: nn.Module, tokens: torch.Tensor) -> tuple | None:
     embeddings = (embedding,) if positions is None else (embedding, positions)
     if (type(embedding) is not embedding_class or any(e.max_norm is not None for e in embeddings)
             or positions is not None and type(positions) is not nn.Embedding
-            or not _unhooked(model, decoder, head, *embeddings)):
+            or not _unhooked(model, decoder, head, *embeddings, *filter(None, [_embedding_norm(decoder)]))):
         return None
     fused = head.fused_tensors()
     table = embedding._parameters["weight"]
@@ -1010,7 +1054,9 @@ def prompts_for_generation():
 def _swap_linear(parent: nn.Module, name: str) -> None:
     layer = getattr(parent, name)
     if not isinstance(layer, Linear):
-        setattr(parent, name, Linear.from_linear(layer))
+        swapped = Linear.from_linear(layer)
+        swapped.bias_after_product = isinstance(layer, FalconLinear)  # (its bfloat16 rounding, for the layers)
+        setattr(parent, name, swapped)
 
 
 def _implemented_layers(decoder: DecoderModel) -> bool:
@@ -1023,7 +1069,7 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
     layer_kinds = (GEMMA_LAYERS if gemma else OLMO2_LAYERS if olmo2 else PHI3_LAYERS if type(decoder) is Phi3Model
                    else MIXTURE_LAYERS if isinstance(decoder, MixtralModel) else LEARNED_POSITION_LAYERS if learned
                    else GPT_NEOX_LAYERS if type(decoder) is GPTNeoXModel
-                   else STARCODER2_LAYERS if starcoder2 else LLAMA_LAYERS)
+                   else ALIBI_FAMILY_LAYERS.get(type(decoder)) or STARCODER2_LAYERS if starcoder2 else LLAMA_LAYERS)
     norm_class, layer_kinds = PARALLEL_LAYERS.get(type(decoder), (norm_class, layer_kinds))
     for attention in map(_attention, decoder.layers):  # per-head q/k norms (Phi's, StableLM's, Cohere's): refused
         if getattr(attention, "qk_layernorm", False) or getattr(attention, "use_qk_norm", False):
@@ -1032,6 +1078,10 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
         return False  # (heads that straddle its blocks)
     final_norm = _final_norm(decoder)
     if final_norm is None:  # (OPT's _remove_final_layer_norm)
+        return False
+    embedding_norm = _embedding_norm(decoder)  # BLOOM's, with its weight and bias (set_embedding_norm)
+    if embedding_norm is not None and (type(embedding_norm) is not nn.LayerNorm or embedding_norm.weight is None
+                                       or embedding_norm.bias is None):
         return False
     # LayerNorms with their weights and biases (StarCoder2's always have both; OPT's may have neither), the first
     # layer's epsilon for all (DecodeStep._settings), GPT-2's line's learned positions as wide as the layers
@@ -1049,7 +1099,8 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
             return False
         if any(norm is not None and type(norm) is not norm_class for norm in _layer_norms(layer)):
             return False
-        if any(type(linear) not in (nn.Linear, ExpertLinear, Linear) for linear in _linears(layer) + _experts(layer)):
+        if any(type(linear) not in (nn.Linear, ExpertLinear, Linear, FalconLinear)
+               for linear in _linears(layer) + _experts(layer)):
             return False
         if type(feed_forward) is NemotronMLP and feed_forward.act not in ACTIVATION_KINDS:
             return False
@@ -1085,7 +1136,8 @@ def _known_mixture(layer: nn.Module, block: nn.Module) -> bool:
 def _layer_normed(decoder: DecoderModel) -> bool:
     """Whether the decoder's norms are LayerNorms with biases (StarCoder2's, GPT-NeoX's, Phi's, GPT-J's, CodeGen's,
     StableLM's and GPT-2's line's; set_norm_biases)."""
-    return (type(decoder) in (Starcoder2Model, GPTNeoXModel, PhiModel, GPTJModel, CodeGenModel, StableLmModel)
+    return (type(decoder) in (Starcoder2Model, GPTNeoXModel, PhiModel, GPTJModel, CodeGenModel, StableLmModel,
+                              BloomModel, FalconModel)
             or type(decoder) in LEARNED_POSITION_DECODERS)
 
 
@@ -1093,6 +1145,16 @@ def _feed_forward(layer: nn.Module) -> nn.Module | None:
     """A layer's MLP, or its mixture of experts (Mixtral's `block_sparse_moe`, Qwen3-MoE's `mlp`); None where the
     layer holds its MLP's projections itself (OPT's fc1 and fc2)."""
     return layer._modules.get(getattr(type(layer), "feed_forward_name", "mlp"))
+
+
+def _embedding_norm(decoder: DecoderModel) -> nn.Module | None:
+    """The LayerNorm of the token embeddings (BLOOM's word_embeddings_layernorm), or None."""
+    return decoder._modules.get("word_embeddings_layernorm")
+
+
+def _alibi(decoder: DecoderModel) -> bool:
+    """Whether the decoder's positions are ALiBi's biases on the attention scores (BLOOM's, Falcon-RW's)."""
+    return type(decoder) is BloomModel or type(decoder) is FalconModel and decoder.config.alibi
 
 
 def _position_embedding(decoder: DecoderModel) -> nn.Module | None:
@@ -1166,6 +1228,9 @@ def _layer_norms(layer: nn.Module) -> list[nn.Module | None]:
     elif type(layer) is Glm4DecoderLayer:
         norms = [layer.input_layernorm, layer.post_self_attn_layernorm, layer.post_attention_layernorm,
                  layer.post_mlp_layernorm]
+    elif type(layer) is FalconDecoderLayer:  # two norms, one read by both branches, or a norm before each
+        norms = ([layer.ln_attn, layer.ln_mlp] if layer.two_norms else [layer.input_layernorm] * 2 if layer.parallel
+                 else [layer.input_layernorm, layer.post_attention_layernorm])
     elif type(layer) in ONE_NORM_LAYERS or type(layer) is StableLmDecoderLayer and layer.parallel:
         norm = layer._modules.get("input_layernorm") or layer.ln_1  # both branches' (set_parallel)
         norms = [norm, norm]
@@ -1398,7 +1463,8 @@ class DecodeStep:
         keys, values, position = cache.reserve_all(tokens)
         window, eps, following = self._settings()
         mask = torch.empty(0, dtype=torch.uint8) if attention_mask is None else attention_mask
-        averages = decoder.attention_path(False) == "eager"  # (a padding row's attention: see decode_prompt)
+        # (a padding row's attention: see decode_prompt; ALiBi's float mask hides every key alike, so it averages too)
+        averages = decoder.attention_path(False) == "eager" or _alibi(decoder)
         torch.ops.openformers.decode_prompt(x.view(rows, -1), stack, keys, values, position, window, cos, sin, mask,
                                             averages, eps, _norm_weight(_final_norm(decoder)), following, local_cos,
                                             local_sin)
@@ -1408,7 +1474,7 @@ class DecodeStep:
         """The rotary modules whose tables the step reads: Gemma 3's sliding layers rotate by tables of their own
         (decode.cpp's Layer::local); Gemma 2's by the same as its other layers."""
         decoder = self.decoder
-        if type(decoder) in LEARNED_POSITION_DECODERS:  # unrotated: the tables' stand-in
+        if type(decoder) in LEARNED_POSITION_DECODERS or _alibi(decoder):  # unrotated: the tables' stand-in
             return [self._unrotated]
         rotaries = [decoder._modules["rotary_emb"]]
         if _sliding_layers(decoder) and decoder._modules["local_rotary_emb"] is not rotaries[0]:
@@ -1540,6 +1606,8 @@ class DecodeStep:
             self._stack.set_qkv_per_head(True)
             self._stack.set_exact_gelu(self.decoder.config.hidden_act == "gelu")
             self._stack.set_parallel(self.decoder.layers[0].use_parallel_residual)
+        if ready and type(self.decoder) in ALIBI_FAMILY_LAYERS:
+            self._alibi_family()
         if ready and type(self.decoder) in LAYER_NORM_CLASSES:  # Nemotron's LayerNorms of 1 + w, OLMo's bare ones
             if type(self.decoder) is NemotronModel:
                 self._stack.set_family(False, False, 1.0, 1.0, 1.0, [], 0.0)
@@ -1577,6 +1645,34 @@ class DecodeStep:
         self._weight_dtype = _linears(self.decoder.layers[0])[0].weight.dtype if ready else None
         self._current = True
         return self._stack
+
+
+    def _alibi_family(self) -> None:
+        """BLOOM's and Falcon's options of the step (after the LayerNorms' and GELU's): the fused q/k/v's layout, Falcon's
+        branches and exact GELU, ALiBi's slopes with every layer unrotated, BLOOM's embedding norm."""
+        decoder, stack = self.decoder, self._stack
+        first = decoder.layers[0]
+        attention = _attention(first)
+        falcon = type(decoder) is FalconModel
+        if falcon and attention.n_kv_head == 1 < attention.n_head:  # every query head, then the key and the value
+            stack.set_fused(True, False)
+        else:  # each key/value head's query heads (one for BLOOM's and Falcon-RW's), its key and its value in turn
+            stack.set_qkv_per_head(True)
+        if falcon:
+            stack.set_parallel(first.parallel)
+            stack.set_exact_gelu(decoder.config.activation == "gelu")
+        if _alibi(decoder):
+            # Falcon's reference multiplies slopes rounded to bfloat16 by the positions in bfloat16 and scales the
+            # biases with the scores; BLOOM's in float32, rounded to a bfloat16 model's dtype after.
+            slopes = alibi_slopes(attention.n_head, torch.device("cpu"))
+            rounded = falcon or _embedding(decoder).weight.dtype == torch.bfloat16
+            if falcon:
+                slopes = slopes.to(torch.bfloat16).float()
+            stack.set_alibi(slopes.tolist(), rounded, attention.head_dim**-0.5 if falcon else 1.0)
+            stack.set_unrotated([1] * len(decoder.layers))
+        norm = _embedding_norm(decoder)
+        if norm is not None:
+            stack.set_embedding_norm(norm.weight, norm.bias, norm.eps)
 
 
 class _WatchedDict(dict):
@@ -1760,9 +1856,10 @@ def _linear_slots(layer: nn.Module) -> list[tuple[nn.Module, str] | None]:
     if type(layer) is Phi3DecoderLayer:
         return [(layer.self_attn, "qkv_proj"), (layer.self_attn, "o_proj"), (layer.mlp, "gate_up_proj"),
                 (layer.mlp, "down_proj")]
-    if type(layer) is GPTNeoXLayer:  # q/k/v fused head by head (set_qkv_per_head), an MLP without a gate
-        return [(layer.attention, "query_key_value"), (layer.attention, "dense"), None,
-                (layer.mlp, "dense_h_to_4h"), (layer.mlp, "dense_4h_to_h")]
+    if type(layer) in (GPTNeoXLayer, BloomBlock, FalconDecoderLayer):  # q/k/v fused, an MLP without a gate
+        attention = _attention(layer)
+        return [(attention, "query_key_value"), (attention, "dense"), None, (layer.mlp, "dense_h_to_4h"),
+                (layer.mlp, "dense_4h_to_h")]
     if type(layer) in (GPT2Block, GPTBigCodeBlock):  # c_attn: q, k, v fused; an MLP without a gate
         return [(layer.attn, "c_attn"), (layer.attn, "c_proj"), None, (layer.mlp, "c_fc"), (layer.mlp, "c_proj")]
     if type(layer) in (OPTDecoderLayer, GPTNeoBlock):  # q, k, v apart; an MLP without a gate

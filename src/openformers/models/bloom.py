@@ -12,8 +12,9 @@ ones without a prefix, which loading moves under it), and the language-model hea
 
 GGUF files of llama.cpp's "bloom" architecture are read here too: its converter regroups the fused rows as all
 queries, then all keys, then all values, which `convert_gguf_state_dict` puts back head by head, and stores the
-embeddings a second time as `output`. The CPU decoding kernel does not apply: kernels/llama.py accelerates the
-Llama-style decoders only, and refuses model_type "bloom" by name.
+embeddings a second time as `output`. The CPU decoding kernel's step runs these layers (kernels/llama.py: ALiBi's
+biases and the embeddings' LayerNorm are options of decode.cpp's step), but for residuals after the norms and
+slow_but_exact's sliced products, which it refuses.
 """
 
 import torch

@@ -13,7 +13,7 @@ bias (`bias`), as two operations (FalconLinear), which rounds as the reference d
 
 GGUF files of llama.cpp's "falcon" architecture are read here too: its converter stores the fused rows as all
 queries, then all keys, then all values, which `convert_gguf_state_dict` puts back in groups. The CPU decoding
-kernel does not apply: kernels/llama.py accelerates LlamaModel only.
+kernel's step runs these layers in every layout (kernels/llama.py), reading the fused rows in place.
 """
 
 import math
