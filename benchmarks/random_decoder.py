@@ -23,7 +23,8 @@ heads of 128, 8 experts of 14336 a layer, 2 a token; a layer 1.45B parameters, a
 `starcoder2-3b` is StarCoder2-3B's (30 layers, hidden 3072, 24 query and 2 key/value heads of 128, a plain MLP of
 12288 with GELU, LayerNorms and a bias on every projection, a tied vocabulary of 49152); `olmo2-1b` is
 OLMo-2-0425-1B's (16 layers, hidden 2048, 16 heads of 128, each query and key norm over all 2048 of them,
-intermediate 8192, an untied vocabulary of 100352); `granite-2b` is Granite-3.x-2B's (40 layers, hidden 2048, 32 query and
+intermediate 8192, an untied vocabulary of 100352); `granite-2b` is Granite-3.x-2B's (40 layers, hidden 2048, 32 query
+and
 8 key/value heads of 64, intermediate 8192, a tied vocabulary of 49155, its four scalars); `ernie4_5-0.3b` is
 ERNIE-4.5-0.3B's (18 layers, hidden 1024, 16 query and 2 key/value heads of 128 turned in interleaved pairs,
 intermediate 3072, a tied vocabulary of 103424); `glm4-9b` is GLM-4-9B-0414's (40 layers, hidden 4096, 32 query and 2
@@ -72,7 +73,13 @@ of 3072 a layer, 8 a token, a shared MLP of 3072, an untied vocabulary of 128167
 and `--ways`); `bloom-560m` is bloom-560m's (24 layers, hidden 1024, 16 heads of 64 with ALiBi, the embeddings'
 LayerNorm, a tanh GELU MLP of 4096, biases everywhere, a tied vocabulary of 250880) and `falcon-7b` is Falcon-7B's (32
 layers, hidden 4544, 71 query heads and one key/value head of 64, parallel branches after one LayerNorm, an exact GELU
-MLP of 18176, no biases, a tied vocabulary of 65024: `--layers`). Run from the repository root:
+MLP of 18176, no biases, a tied vocabulary of 65024: `--layers`); `glm4_5-air` is GLM-4.5-Air's (46 layers, hidden 4096,
+96 query and 8 key/value heads of 128 with q/k/v
+biases, half of each rotated, a dense first layer of 10944, then 128 experts of 1408 a layer, 8 a token by sigmoid
+score plus correction bias, a shared expert, an untied vocabulary of 151552) and `dots1` dots.llm1's (62 layers,
+hidden 4096, 32 heads of 128 with q/k norms, a dense first layer of 10944, then 128 experts of 1408, 6 a token, times
+2.5, two shared experts, an untied vocabulary of 152064): a sparse layer of either is 2.2B parameters, so `--layers`
+and `--ways`). Run from the repository root:
 
     .venv/bin/python benchmarks/random_decoder.py [--family qwen3] [--dtype bfloat16] [--new-tokens 32] [--rounds 2]
         [--layers N] [--batch N] [--ways plain products step]
@@ -88,11 +95,13 @@ from openformers import kernels
 from openformers.configs import (
     ApertusConfig,
     ArceeConfig,
+    Dots1Config,
     Ernie4_5_MoeConfig,
     Ernie4_5Config,
     Exaone4Config,
     Gemma2Config,
     Glm4Config,
+    Glm4MoeConfig,
     CodeGenConfig,
     Cohere2Config,
     GPTJConfig,
@@ -125,12 +134,14 @@ from openformers.configs import (
 from openformers.models.apertus import ApertusForCausalLM
 from openformers.models.arcee import ArceeForCausalLM
 from openformers.models.bloom import BloomForCausalLM
+from openformers.models.dots1 import Dots1ForCausalLM
 from openformers.models.ernie4_5 import Ernie4_5ForCausalLM
 from openformers.models.ernie4_5_moe import Ernie4_5_MoeForCausalLM
 from openformers.models.exaone4 import Exaone4ForCausalLM
 from openformers.models.falcon import FalconForCausalLM
 from openformers.models.gemma import Gemma2ForCausalLM
 from openformers.models.glm import Glm4ForCausalLM
+from openformers.models.glm4_moe import Glm4MoeForCausalLM
 from openformers.models.codegen import CodeGenForCausalLM
 from openformers.models.cohere2 import Cohere2ForCausalLM
 from openformers.models.gpt_neox import GPTNeoXForCausalLM
@@ -292,6 +303,17 @@ FAMILIES = {
         vocab_size=65024, hidden_size=4544, num_hidden_layers=32, num_attention_heads=71, multi_query=True,
         parallel_attn=True, bias=False, new_decoder_architecture=False, max_position_embeddings=2048,
         tie_word_embeddings=True)),
+    "glm4_5-air": (Glm4MoeForCausalLM, Glm4MoeConfig, dict(
+        vocab_size=151552, hidden_size=4096, intermediate_size=10944, num_hidden_layers=46, num_attention_heads=96,
+        num_key_value_heads=8, head_dim=128, partial_rotary_factor=0.5, attention_bias=True, use_qk_norm=False,
+        n_routed_experts=128, num_experts_per_tok=8, moe_intermediate_size=1408, n_shared_experts=1,
+        first_k_dense_replace=1, n_group=1, topk_group=1, norm_topk_prob=True, routed_scaling_factor=1.0,
+        rope_theta=1000000.0, max_position_embeddings=4096, tie_word_embeddings=False)),
+    "dots1": (Dots1ForCausalLM, Dots1Config, dict(
+        vocab_size=152064, hidden_size=4096, intermediate_size=10944, num_hidden_layers=62, num_attention_heads=32,
+        num_key_value_heads=32, head_dim=128, n_routed_experts=128, num_experts_per_tok=6, moe_intermediate_size=1408,
+        n_shared_experts=2, first_k_dense_replace=1, n_group=1, topk_group=1, norm_topk_prob=True,
+        routed_scaling_factor=2.5, rope_theta=10000000.0, max_position_embeddings=4096, tie_word_embeddings=False)),
 }
 
 

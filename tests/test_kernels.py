@@ -19,6 +19,7 @@ from openformers.configs import (
     Cohere2Config,
     BloomConfig,
     CohereConfig,
+    Dots1Config,
     Ernie4_5Config,
     Ernie4_5_MoeConfig,
     Exaone4Config,
@@ -30,6 +31,7 @@ from openformers.configs import (
     GPTJConfig,
     GPTNeoXConfig,
     Glm4Config,
+    Glm4MoeConfig,
     GlmConfig,
     GPT2Config,
     GPTBigCodeConfig,
@@ -72,6 +74,8 @@ from openformers.models.codegen import CodeGenForCausalLM
 from openformers.models.cohere import CohereForCausalLM
 from openformers.models.cohere2 import Cohere2ForCausalLM
 from openformers.models.ernie4_5 import Ernie4_5ForCausalLM
+from openformers.models.deepseek_v3 import DeepseekV3Router
+from openformers.models.dots1 import Dots1ForCausalLM
 from openformers.models.ernie4_5_moe import Ernie4_5_MoeForCausalLM
 from openformers.models.exaone4 import Exaone4ForCausalLM
 from openformers.models.falcon import FalconForCausalLM
@@ -87,6 +91,7 @@ from openformers.models.granite import GraniteForCausalLM
 from openformers.models.granitemoe import GraniteMoeForCausalLM, GraniteMoeSharedForCausalLM, StackedExperts
 from openformers.models.helium import HeliumForCausalLM
 from openformers.models.hunyuan_v1_dense import HunYuanDenseV1ForCausalLM
+from openformers.models.glm4_moe import Glm4MoeForCausalLM
 from openformers.models.hunyuan_v1_moe import HunYuanMoEV1ForCausalLM
 from openformers.models.llama import LlamaForCausalLM
 from openformers.models.ministral import MinistralForCausalLM
@@ -267,6 +272,21 @@ ERNIE4_5_MOE_BIASED = {**ERNIE4_5_MOE, "use_bias": True, "tie_word_embeddings": 
 # Hunyuan-MoE: Hunyuan dense's layers, six experts (three a token) and a shared MLP in every layer.
 HUNYUAN_MOE = {**HUNYUAN, "num_experts": 6, "moe_topk": 3}
 HUNYUAN_MOE_BIASES = {**HUNYUAN_MOE, "attention_bias": True}
+# GLM-4.5: GLM's q/k/v biases and half-rotated heads (turned in halves), per-head q/k norms, a dense first layer, then
+# DeepSeek-V3's mixture: eight experts in four groups, three a token from the two best groups by sigmoid score plus a
+# drawn correction, renormalized, times 1.75, and two shared experts. Its Air-like form: no biases or q/k norms, a
+# quarter of each head rotated, every layer sparse, one group, not renormalized.
+GLM4_MOE = dict(head_dim=16, partial_rotary_factor=0.5, rope_theta=500.0, n_routed_experts=8, n_group=4, topk_group=2,
+                num_experts_per_tok=3, moe_intermediate_size=32, n_shared_experts=2, first_k_dense_replace=1,
+                routed_scaling_factor=1.75, norm_topk_prob=True, attention_bias=True, use_qk_norm=True)
+GLM4_MOE_AIR = {**GLM4_MOE, "attention_bias": False, "use_qk_norm": False, "partial_rotary_factor": 0.25, "n_group": 1,
+                "topk_group": 1, "first_k_dense_replace": 0, "norm_topk_prob": False}
+# dots.llm1: Qwen3's q/k norms with the same mixture (not renormalized, times 2.5, one shared expert), its dense first
+# layer full and its sparse second layer sliding (a window of 5); with q/k/v/o biases and no window.
+DOTS1 = dict(head_dim=16, rope_theta=500.0, n_routed_experts=8, n_group=4, topk_group=2, num_experts_per_tok=3,
+             moe_intermediate_size=32, n_shared_experts=1, first_k_dense_replace=1, routed_scaling_factor=2.5,
+             norm_topk_prob=False, sliding_window=5, max_window_layers=1)
+DOTS1_BIASED = {**DOTS1, "attention_bias": True, "sliding_window": None, "tie_word_embeddings": False}
 MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM, Gemma3TextConfig: Gemma3ForCausalLM,
                  Phi3Config: Phi3ForCausalLM, Olmo2Config: Olmo2ForCausalLM, Olmo3Config: Olmo3ForCausalLM,
                  MixtralConfig: MixtralForCausalLM, Qwen3MoeConfig: Qwen3MoeForCausalLM,
@@ -284,7 +304,8 @@ MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM,
                  OlmoeConfig: OlmoeForCausalLM,
                  GraniteMoeConfig: GraniteMoeForCausalLM, GraniteMoeSharedConfig: GraniteMoeSharedForCausalLM,
                  Ernie4_5_MoeConfig: Ernie4_5_MoeForCausalLM, HunYuanMoEV1Config: HunYuanMoEV1ForCausalLM,
-                 BloomConfig: BloomForCausalLM, FalconConfig: FalconForCausalLM}
+                 BloomConfig: BloomForCausalLM, FalconConfig: FalconForCausalLM, Glm4MoeConfig: Glm4MoeForCausalLM,
+                 Dots1Config: Dots1ForCausalLM}
 # GPT-2's line: learned positions, LayerNorms, its configs' own names for TINY's sizes (None: a field they lack).
 LEARNED_POSITIONS = {
     GPT2Config: dict(hidden_size="n_embd", num_hidden_layers="n_layer", num_attention_heads="n_head",
@@ -340,6 +361,10 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
         # ERNIE 4.5 MoE's correction biases, which move the picks; the shared MLPs beside the experts (ERNIE's,
         # Hunyuan-MoE's, Granite MoE shared's) drawn large enough to count
         if name.endswith("moe_statics"):
+            torch.nn.init.normal_(module.e_score_correction_bias, std=0.1)
+        # DeepSeek-V3's routers (GLM-4.5's, dots.llm1's): sigmoid scores spread past their correction biases' reach
+        if isinstance(module, DeepseekV3Router):
+            torch.nn.init.normal_(module.weight, std=0.15)
             torch.nn.init.normal_(module.e_score_correction_bias, std=0.1)
         if name.endswith(("shared_experts", "shared_mlp")):
             for projection in module.children():
@@ -594,6 +619,15 @@ def test_a_config_feature_the_step_does_not_implement_is_refused(config, named):
     assert not any(type(module) is torch.nn.Linear for module in model.modules())
 
 
+def test_groups_that_hold_fewer_experts_than_a_token_takes_are_refused():
+    # (GLM-4.5's and dots.llm1's choice would then take experts outside the best groups, which the step never picks)
+    for config_class, overrides in ((Glm4MoeConfig, GLM4_MOE), (Dots1Config, DOTS1)):
+        config = config_class.from_dict({**TINY, **overrides})
+        assert refusal(config) is None
+        config.topk_group = 1  # one group of two experts for three a token
+        assert "n_group=4 with topk_group=1" in refusal(config)
+
+
 def test_an_unknown_rope_scaling_is_refused():
     config = LlamaConfig.from_dict(TINY)
     assert refusal(config) is None
@@ -655,7 +689,9 @@ def test_an_unknown_rope_scaling_is_refused():
      (HunYuanMoEV1Config, HUNYUAN_MOE), (HunYuanMoEV1Config, {**HUNYUAN_MOE_BIASES, **HEAD_DIM_128, "head_dim": 64}),
      (BloomConfig, BLOOM), (BloomConfig, BLOOM_HEAD_DIM_64), (FalconConfig, FALCON), (FalconConfig, FALCON_RW),
      (FalconConfig, FALCON_NEW), (FalconConfig, FALCON_NEW_ONE_KV_HEAD), (FalconConfig, FALCON_GROUPED),
-     (FalconConfig, FALCON_GROUPED_64)],
+     (FalconConfig, FALCON_GROUPED_64), (Glm4MoeConfig, GLM4_MOE), (Glm4MoeConfig, {**GLM4_MOE_AIR, **HEAD_DIM_64,
+     "head_dim": 64}), (Dots1Config, DOTS1),
+     (Dots1Config, {**DOTS1_BIASED, **HEAD_DIM_64, "head_dim": 64})],
     ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
          "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope",
          "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128", "gemma2-soft-caps",
@@ -680,7 +716,8 @@ def test_an_unknown_rope_scaling_is_refused():
          "granitemoe-shared-head-dim-64", "ernie4_5-moe", "ernie4_5-moe-biases-head-dim-64", "hunyuan-moe",
          "hunyuan-moe-biases-head-dim-64", "bloom-alibi", "bloom-head-dim-64", "falcon-multi-query-parallel",
          "falcon-rw-alibi-sequential", "falcon-new-two-norms", "falcon-new-one-kv-head-64", "falcon-grouped",
-         "falcon-grouped-64"],
+         "falcon-grouped-64", "glm4-moe", "glm4-moe-air-head-dim-64", "dots1-sliding",
+         "dots1-biases-head-dim-64"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -770,7 +807,9 @@ STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, 
     (HunYuanMoEV1Config, HUNYUAN_MOE_BIASES, None), (HunYuanMoEV1Config, HUNYUAN_MOE, "int8"),
     (BloomConfig, BLOOM, None), (BloomConfig, BLOOM, "int4+int8"), (FalconConfig, FALCON, None),
     (FalconConfig, FALCON_RW, None), (FalconConfig, FALCON_RW, "int8"), (FalconConfig, FALCON_NEW, "int4+int8"),
-    (FalconConfig, FALCON_GROUPED, None), (FalconConfig, FALCON_GROUPED_64, "int8")]
+    (FalconConfig, FALCON_GROUPED, None), (FalconConfig, FALCON_GROUPED_64, "int8"), (Glm4MoeConfig, GLM4_MOE, None),
+    (Glm4MoeConfig, GLM4_MOE_AIR, "int4+int8"), (Dots1Config, DOTS1, None),
+    (Dots1Config, DOTS1_BIASED, "int8")]
 STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
     "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8", "phi3",
     "phi3-longrope-int8", "phi3-int4+int8", "gemma2", "gemma2-head-dim-64-int4+int8", "olmo2", "olmo2-int4+int8",
@@ -789,7 +828,8 @@ STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+
     "olmo-int4+int8", "olmoe", "olmoe-renormalized-int4+int8", "granitemoe", "granitemoe-int8",
     "granitemoe-shared", "granitemoe-shared-int4", "ernie4_5-moe", "ernie4_5-moe-biases-int4+int8",
     "hunyuan-moe-biases", "hunyuan-moe-int8", "bloom", "bloom-int4+int8", "falcon", "falcon-rw", "falcon-rw-int8",
-    "falcon-new-int4+int8", "falcon-grouped", "falcon-grouped-64-int8"]
+    "falcon-new-int4+int8", "falcon-grouped", "falcon-grouped-64-int8", "glm4-moe", "glm4-moe-air-int4+int8", "dots1",
+    "dots1-biases-int8"]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)
@@ -934,7 +974,9 @@ BLOCK_CASES = [(LlamaConfig, HEAD_DIM_64, None), (LlamaConfig, HEAD_DIM_128, "in
                (ApertusConfig, {**APERTUS, **HEAD_DIM_128, "head_dim": 64}, None),
                (OlmoeConfig, {**OLMOE, **HEAD_DIM_64}, "int8"),
                (GraniteMoeSharedConfig, {**GRANITEMOE_SHARED, **HEAD_DIM_128}, "int8"),
-               (Ernie4_5_MoeConfig, {**ERNIE4_5_MOE, **HEAD_DIM_64, "head_dim": 64}, None)]
+               (Ernie4_5_MoeConfig, {**ERNIE4_5_MOE, **HEAD_DIM_64, "head_dim": 64}, None),
+               (Glm4MoeConfig, {**GLM4_MOE, **HEAD_DIM_64, "head_dim": 64}, None),
+               (Dots1Config, {**DOTS1_BIASED, **HEAD_DIM_128, "head_dim": 64}, "int8")]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", BLOCK_CASES,
@@ -942,7 +984,7 @@ BLOCK_CASES = [(LlamaConfig, HEAD_DIM_64, None), (LlamaConfig, HEAD_DIM_128, "in
                               "gemma3-64", "mixtral-128-int8", "qwen2-moe-128-int4", "glm4-64-quarter-rotated",
                               "helium-64", "hunyuan-64", "exaone4-64", "gpt-neox-64", "phi-64", "gptj-64",
                               "stablelm-parallel-64", "gpt2-64", "nemotron-64", "apertus-64", "olmoe-64-int8",
-                              "granitemoe-shared-128-int8", "ernie4_5-moe-64"])
+                              "granitemoe-shared-128-int8", "ernie4_5-moe-64", "glm4-moe-64", "dots1-128-int8"])
 def test_long_prompts_attend_in_blocks_as_the_layers(config_class, overrides, quantization, monkeypatch):
     # 13 positions a row at a time, then 60 in blocks (two tasks of 32 and 28 rows over two key blocks: 73 keys).
     tokens = torch.randint(1, 96, (1, 74), generator=torch.Generator().manual_seed(8))
@@ -1060,8 +1102,9 @@ def test_a_decoder_with_dropout_steps_through_its_layers_while_training(config_c
 @pytest.mark.parametrize("config_class, overrides",
                          [(Qwen3MoeConfig, QWEN3_MOE), (Qwen2MoeConfig, QWEN2_MOE),
                           (GraniteMoeSharedConfig, GRANITEMOE_SHARED), (Ernie4_5_MoeConfig, ERNIE4_5_MOE_BIASED),
-                          (HunYuanMoEV1Config, HUNYUAN_MOE)],
-                         ids=["qwen3-moe", "qwen2-moe", "granitemoe-shared", "ernie4_5-moe", "hunyuan-moe"])
+                          (HunYuanMoEV1Config, HUNYUAN_MOE), (Glm4MoeConfig, GLM4_MOE), (Dots1Config, DOTS1)],
+                         ids=["qwen3-moe", "qwen2-moe", "granitemoe-shared", "ernie4_5-moe", "hunyuan-moe", "glm4-moe",
+                              "dots1"])
 def test_bfloat16_qwen_mixtures_steps_stay_close_to_float32(config_class, overrides, monkeypatch):
     # Qwen3-MoE rounds the chosen experts' weights to bfloat16 in a bfloat16 model, as the step does (set_experts);
     # Qwen2-MoE's shared expert's gate, and its sigmoid, are rounded to bfloat16 as the router's scores are.
@@ -1174,7 +1217,8 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
      (OlmoConfig, OLMO, None), (OlmoeConfig, OLMOE, "int8"),
      (GraniteMoeSharedConfig, GRANITEMOE_SHARED, "int4"), (Ernie4_5_MoeConfig, ERNIE4_5_MOE_BIASED, None),
      (HunYuanMoEV1Config, HUNYUAN_MOE, "int8"), (BloomConfig, BLOOM, None), (FalconConfig, FALCON_RW, None),
-     (FalconConfig, FALCON, "int4+int8"), (FalconConfig, FALCON_GROUPED, None)],
+     (FalconConfig, FALCON, "int4+int8"), (FalconConfig, FALCON_GROUPED, None), (Glm4MoeConfig, GLM4_MOE, "int4+int8"),
+     (Dots1Config, DOTS1, None)],
     ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8", "phi3-int4+int8", "gemma2-head-dim-64",
          "olmo2", "mixtral", "mixtral-int8", "qwen3-moe-int4", "qwen3-moe-int4+int8", "qwen2-moe",
          "qwen2-moe-int8", "qwen2-moe-int4+int8", "starcoder2",
@@ -1182,7 +1226,7 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
          "hunyuan", "exaone4-int4+int8", "gpt-neox", "gpt-neox-sequential-int4+int8", "phi", "cohere2",
          "codegen-int4+int8", "stablelm", "arcee", "nemotron-int4+int8", "apertus", "olmo", "olmoe-int8",
          "granitemoe-shared-int4", "ernie4_5-moe-biases", "hunyuan-moe-int8", "bloom", "falcon-rw",
-         "falcon-int4+int8", "falcon-grouped"],
+         "falcon-int4+int8", "falcon-grouped", "glm4-moe-int4+int8", "dots1"],
 )
 def test_a_team_of_threads_gives_the_one_thread_results(config_class, overrides, quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly
@@ -1375,7 +1419,8 @@ def test_a_hidden_state_changed_in_place_gets_the_heads_own_product():
                           (HunYuanDenseV1Config, HUNYUAN_BIASES), (Exaone4Config, EXAONE4), (GPTNeoXConfig, GPT_NEOX),
                           (PhiConfig, PHI), (CohereConfig, COHERE), (Cohere2Config, COHERE2), (GPTJConfig, GPTJ),
                           (CodeGenConfig, CODEGEN), (StableLmConfig, STABLELM_PARALLEL), (ArceeConfig, ARCEE_BIASES),
-                          (NemotronConfig, NEMOTRON), (ApertusConfig, APERTUS), (OlmoConfig, OLMO), (OlmoeConfig, OLMOE),
+                          (NemotronConfig, NEMOTRON), (ApertusConfig, APERTUS), (OlmoConfig, OLMO), (OlmoeConfig,
+                          OLMOE),
                           (BloomConfig, BLOOM), (FalconConfig, FALCON), (FalconConfig, FALCON_RW)],
                          ids=["llama", "ernie4_5-biases", "glm4", "seed-oss", "helium", "hunyuan", "exaone4",
                               "gpt-neox", "phi", "cohere", "cohere2", "gptj", "codegen", "stablelm-parallel", "arcee",
@@ -1657,9 +1702,11 @@ def test_a_run_of_greedy_steps_stops_at_an_eos_token(monkeypatch):
                           (ArceeConfig, ARCEE_BIASES), (NemotronConfig, NEMOTRON), (ApertusConfig, APERTUS),
                           (OlmoConfig, OLMO), (Ernie4_5_MoeConfig, ERNIE4_5_MOE),
                           (HunYuanMoEV1Config, HUNYUAN_MOE_BIASES), (BloomConfig, BLOOM), (FalconConfig, FALCON),
-                          (FalconConfig, FALCON_RW), (FalconConfig, FALCON_GROUPED)],
+                          (FalconConfig, FALCON_RW), (FalconConfig, FALCON_GROUPED), (Glm4MoeConfig, GLM4_MOE),
+                          (Dots1Config, DOTS1_BIASED)],
                          ids=["qwen3-moe", "qwen2-moe", "olmoe", "arcee", "nemotron", "apertus", "olmo", "ernie4_5-moe",
-                              "hunyuan-moe", "bloom", "falcon", "falcon-rw", "falcon-grouped"])
+                              "hunyuan-moe", "bloom", "falcon", "falcon-rw", "falcon-grouped", "glm4-moe",
+                              "dots1-biases"])
 def test_a_familys_run_of_greedy_steps_makes_the_plain_paths_tokens_and_cache(config_class, overrides, monkeypatch):
     # Each step of a run routes its token (and runs Qwen2-MoE's shared expert, ERNIE 4.5 MoE's and Hunyuan-MoE's
     # shared MLPs), activates, norms and clamps as the layers do: the tokens, and the keys and values of the second

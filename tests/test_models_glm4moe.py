@@ -6,7 +6,7 @@ q/k norms, a quarter of each head turned with linear rope scaling, every layer s
 renormalized and tied embeddings. The tests DeepSeek's mixtures run (test_models_deepseek.DeepseekExpertsTests: every
 head on a padded batch, router logits, cached decoding, left padding, greedy and beam generation, a static cache,
 hidden states and attention weights, a training step's gradients, saving both ways, the checkpoints' multi-token
-prediction layers, the CPU kernel's refusal), the correction biases, the reference's default config with its odd
+prediction layers; here the CPU kernel's step with the reference's logits and tokens), the correction biases, the reference's default config with its odd
 rotated width, GLM-4.5's config.json, the config's refusals, GGUF files written as llama.cpp's converter writes
 "glm4moe" (with a prediction layer in the block count), and the tokenizer class the reference picks for a GLM-4.5
 folder. The weights are drawn at std 0.15 and the correction biases at 0.3, so a routing, rotation or norm detail
@@ -23,6 +23,7 @@ import openformers
 from decoder_parity import (
     add_decoder_metadata,
     assert_outputs_close,
+    assert_kernel_steps_and_generates_as_the_reference,
     assert_same_attributes,
     finish_gguf,
     load_quietly,
@@ -61,6 +62,15 @@ class TestGlm4Moe(DeepseekExpertsTests):
     HEADS = {"Glm4MoeForCausalLM": "AutoModelForCausalLM", "Glm4MoeModel": "AutoModel"}
     SAVED_CONFIG_ATTRIBUTES = ("tie_word_embeddings", "attention_bias", "use_qk_norm", "rope_parameters", "head_dim",
                                "n_group", "first_k_dense_replace")
+
+    test_the_cpu_kernel_refuses_the_family_and_generation_runs_the_layers = None
+
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_with_the_references_logits_and_tokens(self, tiny):
+        """The kernel's step runs the layers with DeepSeek-V3's grouped choice, the scaled weights and the shared
+        experts, and generation with it gives the reference's tokens."""
+        _, reference, model = tiny
+        assert_kernel_steps_and_generates_as_the_reference(model, reference, self.ids(1, 12, seed=9))
 
     @torch.inference_mode()
     def test_causal_lm_logits_and_loss_match_reference(self, tiny):

@@ -1480,6 +1480,14 @@ struct Mixture {
   // renormalizing sum clamped below (its moe_norm_min; 0 leaves the sum as it is).
   const float* correction = nullptr;
   float norm_min = 0.f;
+  // DeepSeek-V3's (StepWeights::set_expert_groups; GLM-4.5's, dots.llm1's): the experts scored by the sigmoid of the
+  // router's logits rather than their softmax (`sigmoid`); the choice limited to the experts of the `chosen_groups`
+  // best of `groups` equal groups in order, a group ranked by the sum of its `group_best` best ranked scores (the
+  // scores plus any correction); and the chosen weights multiplied by `scale` (routed_scaling_factor) after their
+  // renormalization.
+  bool sigmoid = false;
+  int64_t groups = 1, chosen_groups = 1, group_best = 1;
+  float scale = 1.f;
 };
 constexpr int64_t kMostChosenExperts = 64;
 
@@ -1646,17 +1654,40 @@ constexpr int64_t kCachePrefetch = 32768;
 // where it does.
 void route(const float* scores, const Mixture& M, int64_t* chosen, float* weights) {
   float top = -std::numeric_limits<float>::infinity(), sum = 0.f;
-  for (int64_t e = 0; e < M.experts; ++e) top = std::max(top, scores[e]);
   std::vector<float> probabilities(M.experts);
-  for (int64_t e = 0; e < M.experts; ++e) sum += probabilities[e] = std::exp(scores[e] - top);
-  for (int64_t e = 0; e < M.experts; ++e) probabilities[e] /= sum;
+  if (M.sigmoid) {
+    for (int64_t e = 0; e < M.experts; ++e) probabilities[e] = 1.f / (1.f + std::exp(-scores[e]));
+  } else {
+    for (int64_t e = 0; e < M.experts; ++e) top = std::max(top, scores[e]);
+    for (int64_t e = 0; e < M.experts; ++e) sum += probabilities[e] = std::exp(scores[e] - top);
+    for (int64_t e = 0; e < M.experts; ++e) probabilities[e] /= sum;
+  }
   std::vector<bool> taken(M.experts);
   auto before = [](float a, float b) { return a != a ? b == b : a > b; };  // a ranks above b
-  // What the experts are ranked by: their probabilities, or those plus the correction (ERNIE 4.5 MoE).
+  // What the experts are ranked by: their probabilities, or those plus the correction (ERNIE 4.5 MoE, DeepSeek-V3).
   std::vector<float> ranked;
   if (M.correction)
     for (int64_t e = 0; e < M.experts; ++e) ranked.push_back(probabilities[e] + M.correction[e]);
   const float* rank = ranked.empty() ? probabilities.data() : ranked.data();
+  if (M.groups > 1) {  // the experts outside the best groups taken already (set_expert_groups made sure enough remain)
+    const int64_t size = M.experts / M.groups;
+    std::vector<float> group_scores(M.groups), members(size);
+    for (int64_t g = 0; g < M.groups; ++g) {
+      members.assign(rank + g * size, rank + (g + 1) * size);
+      std::partial_sort(members.begin(), members.begin() + M.group_best, members.end(), before);
+      float score = 0.f;
+      for (int64_t i = 0; i < M.group_best; ++i) score += members[i];
+      group_scores[g] = score;
+    }
+    std::vector<bool> kept(M.groups);
+    for (int64_t j = 0; j < M.chosen_groups; ++j) {
+      int64_t best = -1;
+      for (int64_t g = 0; g < M.groups; ++g)
+        if (!kept[g] && (best < 0 || before(group_scores[g], group_scores[best]))) best = g;
+      kept[best] = true;
+    }
+    for (int64_t e = 0; e < M.experts; ++e) taken[e] = !kept[e / size];
+  }
   float chosen_sum = 0.f;
   for (int64_t j = 0; j < M.top_k; ++j) {
     int64_t best = -1;
@@ -1669,6 +1700,7 @@ void route(const float* scores, const Mixture& M, int64_t* chosen, float* weight
   if (M.norm_min > 0.f) chosen_sum = std::max(chosen_sum, M.norm_min);
   for (int64_t j = 0; j < M.top_k; ++j) {
     if (M.normalize) weights[j] /= chosen_sum;
+    weights[j] *= M.scale;
     if (M.round_weights) weights[j] = static_cast<float>(c10::BFloat16(weights[j]));
   }
 }
@@ -2146,6 +2178,27 @@ struct StepWeights : torch::CustomClassHolder {
     corrections = std::move(layer_corrections), norm_min = min_sum;
   }
 
+  // DeepSeek-V3's routing (set_expert_groups, after set_experts; Mixture::sigmoid, groups, chosen_groups, group_best,
+  // scale), GLM-4.5's and dots.llm1's: scores by the sigmoid, the choice within the `chosen` best of `groups` groups
+  // of each sparse layer's experts (a group ranked by the sum of its `best` best ranked scores), the chosen weights
+  // times `scale`.
+  bool sigmoid_experts = false;
+  int64_t expert_groups = 1, chosen_expert_groups = 1, group_best = 1;
+  double routed_scale = 1.;
+
+  void set_expert_groups(bool sigmoid, int64_t groups, int64_t chosen, int64_t best, double scale) {
+    TORCH_CHECK(groups >= 1 && 1 <= chosen && chosen <= groups && best >= 1,
+                "StepWeights.set_expert_groups: between 1 and ", groups, " chosen of ", groups,
+                " groups, each ranked by at least its best score; got ", chosen, " and ", best);
+    for (int64_t experts : expert_counts)
+      TORCH_CHECK(experts == 0 || (experts % groups == 0 && best <= experts / groups &&
+                                   top_k <= chosen * (experts / groups)),
+                  "StepWeights.set_expert_groups: ", experts, " experts do not make ", groups, " equal groups of at "
+                  "least ", best, " experts whose ", chosen, " best hold ", top_k, " experts a token");
+    sigmoid_experts = sigmoid, expert_groups = groups, chosen_expert_groups = chosen, group_best = best;
+    routed_scale = scale;
+  }
+
   // StarCoder2's LayerNorms (set_norm_biases): a bias for every norm of `norms`, in their order, then the final
   // norm's.
   std::vector<at::Tensor> norm_biases;
@@ -2373,6 +2426,9 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
                   l, "'s shared expert needs its gate, up and down weights (and its gate, where set_shared_experts "
                   "gave one), or none");
       mixture.norm_min = static_cast<float>(stack.norm_min);
+      mixture.sigmoid = stack.sigmoid_experts, mixture.groups = stack.expert_groups;
+      mixture.chosen_groups = stack.chosen_expert_groups, mixture.group_best = stack.group_best;
+      mixture.scale = static_cast<float>(stack.routed_scale);
       if (!stack.corrections.empty()) {
         const at::Tensor& correction = stack.corrections[l];
         TORCH_CHECK(correction.numel() == mixture.experts && correction.is_contiguous(), op, ": layer ", l,
@@ -5369,6 +5425,7 @@ TORCH_LIBRARY(openformers, m) {
       .def("set_experts", &StepWeights::set_experts)
       .def("set_shared_experts", &StepWeights::set_shared_experts)
       .def("set_expert_choice", &StepWeights::set_expert_choice)
+      .def("set_expert_groups", &StepWeights::set_expert_groups)
       .def("set_norm_biases", &StepWeights::set_norm_biases)
       .def("set_relu", &StepWeights::set_relu)
       .def("set_positions", &StepWeights::set_positions)

@@ -67,15 +67,20 @@ weights of ones and biases of zeros, and q, k and v clamped to clip_qkv after th
 OLMoE (OLMo's clamp and OLMo 2's q/k norms over all heads with Qwen3-MoE's mixture); BLOOM (GPT-NeoX's LayerNorms,
 biases and fused q/k/v read head by head, every layer unrotated, with ALiBi's biases on the attention scores instead,
 each key's slope x position counted over its row's real positions, `set_alibi`, the embeddings' LayerNorm where the
-step embeds a token itself, `set_embedding_norm`, and tanh GELU) and Falcon (Falcon-7B's one key/value head read as
+step embeds a token itself, `set_embedding_norm`, and tanh GELU), Falcon (Falcon-7B's one key/value head read as
 Phi-3's fused q/k/v, Falcon-RW's layout head by head and Falcon-40B's groups of query heads with their key and value
 read in place, `set_qkv_per_head`, parallel branches after one norm or two or sequential ones, exact GELU, rotary
-positions or BLOOM's ALiBi with its products rounded to bfloat16). The per-head q/k norms of Phi's
-qk_layernorm, StableLM 2 12B's and Command R+'s use_qk_norm are refused by those fields. DeepSeek-V3 and V2, whose
-multi-head latent attention (compressed cached keys and values, expanded per head) the step does not run, and GLM-4.5
-(DeepSeek-V3's grouped routing with correction biases and shared experts, which the step's mixtures do not choose by;
-dots.llm1's too) are refused: model_types deepseek_v3, deepseek_v2, glm4_moe and dots1; generation runs their
-layers. The step rotates by the tables of the model's rotary modules (cos and sin times the rope scaling's attention
+positions or BLOOM's ALiBi with its products rounded to bfloat16), GLM-4.5 (GLM's q/k/v biases and
+partial rotary tables turned in halves, Qwen3's per-head q/k norms with use_qk_norm, dense leading layers, then
+DeepSeek-V3's mixture: sigmoid scores plus correction biases, `set_expert_choice`, the choice limited to the best
+groups of experts, a group ranked by its two best, and the weights times routed_scaling_factor, `set_expert_groups`,
+with shared experts without a gate) and dots.llm1 (Qwen3's attention with that mixture, sliding layers by
+set_family's flags). The per-head q/k norms of Phi's qk_layernorm, StableLM 2 12B's and Command R+'s use_qk_norm are
+refused by those fields. DeepSeek-V3 and V2 are refused (model_types deepseek_v3 and deepseek_v2; generation runs
+their layers): their multi-head latent attention caches one compressed latent and one shared rotated key per position,
+which each step expands through kv_b_proj into every head's keys and values over all cached positions, where the step
+attends over cached per-head keys and values of one head size. The step rotates by the tables of the model's rotary
+modules (cos and sin times the rope scaling's attention
 factor), so every rope scaling those tables hold rotates as in the layers: default, linear, llama3 and YaRN (Qwen2.5
 / Qwen3's long contexts, OLMo 3's full layers), and Phi-3's longrope.
 A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
@@ -100,7 +105,8 @@ from ..models.codegen import CodeGenAttention, CodeGenBlock, CodeGenModel
 from ..models.cohere import CohereAttention, CohereDecoderLayer, CohereForCausalLM, CohereLayerNorm, CohereModel
 from ..models.cohere2 import Cohere2Attention, Cohere2DecoderLayer, Cohere2Model
 from ..models.decoder import DecoderModel
-from ..models.deepseek_v3 import FloatRouter
+from ..models.deepseek_v3 import DeepseekV3MoE, DeepseekV3Router, FloatRouter
+from ..models.dots1 import Dots1DecoderLayer, Dots1Model
 from ..models.ernie4_5 import Ernie4_5Attention, Ernie4_5DecoderLayer, Ernie4_5Model
 from ..models.ernie4_5_moe import Ernie4_5_MoeDecoderLayer, Ernie4_5_MoeModel, Ernie4_5_MoeSparseMoeBlock
 from ..models.exaone4 import Exaone4Attention, Exaone4DecoderLayer, Exaone4Model
@@ -117,6 +123,7 @@ from ..models.gemma import (
     GemmaScaledEmbedding,
 )
 from ..models.glm import Glm4DecoderLayer, GlmAttention, GlmDecoderLayer, GlmModel
+from ..models.glm4_moe import Glm4MoeAttention, Glm4MoeDecoderLayer
 from ..models.gpt_neox import GPTNeoXAttention, GPTNeoXLayer, GPTNeoXMLP, GPTNeoXModel
 from ..models.gpt2 import GPT2Attention, GPT2Block, GPT2LMHeadModel, GPT2MLP, GPT2Model
 from ..models.gpt_bigcode import GPTBigCodeAttention, GPTBigCodeBlock, GPTBigCodeModel
@@ -565,6 +572,41 @@ HUNYUAN_MOE_IMPLEMENTED = {
     "num_experts": lambda value: True,
     "output_router_logits": MIXTURE_FIELDS["output_router_logits"],
 }
+# GLM-4.5 (glm4_moe): GLM's q/k/v biases and partial rotary tables, the rotated part turned in halves, with use_qk_norm
+# Qwen3's per-head q/k norms; the first first_k_dense_replace layers dense, the others DeepSeek-V3's mixture: the
+# experts scored by the sigmoid, chosen by score plus correction bias within the topk_group best of n_group groups (a
+# group ranked by its two best), weighted by the scores, renormalized with norm_topk_prob, times routed_scaling_factor
+# (set_expert_choice's corrections, set_expert_groups), and shared experts without a gate. Its multi-token prediction
+# layers are not loaded. dots.llm1 (dots1): Qwen3's attention with the same mixture, sliding layers by layer_types.
+DEEPSEEK_V3_MIXTURE = {
+    "num_experts_per_tok": MIXTURE_FIELDS["num_experts_per_tok"],
+    "output_router_logits": MIXTURE_FIELDS["output_router_logits"],
+    **dict.fromkeys(("n_routed_experts", "n_shared_experts", "moe_intermediate_size", "first_k_dense_replace",
+                     "norm_topk_prob", "routed_scaling_factor", "n_group", "topk_group"), lambda value: True),
+}
+GLM4_MOE_IMPLEMENTED = {
+    **DEEPSEEK_V3_MIXTURE,
+    "model_type": lambda value: value == "glm4_moe",
+    "hidden_act": IMPLEMENTED["hidden_act"],
+    "rope_scaling": IMPLEMENTED["rope_scaling"],
+    "attention_bias": lambda value: True,  # on q, k and v
+    "attention_dropout": lambda value: not value,
+    "partial_rotary_factor": lambda value: True,  # the rotary tables' width
+    "use_qk_norm": lambda value: True,
+    "num_nextn_predict_layers": lambda value: True,
+    "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
+}
+DOTS1_IMPLEMENTED = {
+    **DEEPSEEK_V3_MIXTURE,
+    "model_type": lambda value: value == "dots1",
+    "hidden_act": IMPLEMENTED["hidden_act"],
+    "rope_scaling": IMPLEMENTED["rope_scaling"],
+    "attention_bias": lambda value: True,  # on q, k, v and o
+    "attention_dropout": lambda value: not value,
+    "mlp_bias": lambda value: True,  # (read by neither the model nor the reference)
+    "sliding_window": lambda value: True,  # on the layers layer_types marks as sliding
+    "layer_types": lambda value: True,
+}
 # Phi-1, 1.5 and 2: one LayerNorm with a bias read by both branches (set_parallel, the two norms one tensor), biases on
 # every projection, GELU without a gate (its exact form, "gelu": set_exact_gelu, or tanh's), rotary tables over a
 # head's leading dimensions, and the head's bias (set_head_bias). Its per-head q/k LayerNorms (qk_layernorm) the step
@@ -676,7 +718,8 @@ FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_te
             "apertus": APERTUS_IMPLEMENTED, "olmo": OLMO_IMPLEMENTED, "olmoe": OLMOE_IMPLEMENTED,
             "granitemoe": GRANITEMOE_IMPLEMENTED, "granitemoeshared": GRANITEMOE_SHARED_IMPLEMENTED,
             "ernie4_5_moe": ERNIE4_5_MOE_IMPLEMENTED, "hunyuan_v1_moe": HUNYUAN_MOE_IMPLEMENTED,
-            "bloom": BLOOM_IMPLEMENTED, "falcon": FALCON_IMPLEMENTED}
+            "bloom": BLOOM_IMPLEMENTED, "falcon": FALCON_IMPLEMENTED,
+            "glm4_moe": GLM4_MOE_IMPLEMENTED, "dots1": DOTS1_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
 # (read from the model's modules), token ids, head and output options, and what Qwen2 and Qwen3 fold into the
 # decoder's sliding_window (Qwen3's layer_types: one window for every layer or none, as its config checks).
@@ -732,6 +775,11 @@ def refusal(config) -> str | None:
                "decoding kernel"
     if getattr(config, "_remove_final_layer_norm", False):
         return "_remove_final_layer_norm=True is not implemented by the decoding kernel"
+    # DeepSeek-V3's groups holding fewer experts than a token takes (the reference would then take excluded ones)
+    groups = getattr(config, "n_group", None) if implemented in (GLM4_MOE_IMPLEMENTED, DOTS1_IMPLEMENTED) else None
+    if groups and (config.n_routed_experts % groups or config.topk_group * (config.n_routed_experts // groups)
+                   < config.num_experts_per_tok):
+        return f"n_group={groups!r} with topk_group={config.topk_group!r} is not implemented by the decoding kernel"
     return None
 
 
@@ -777,7 +825,10 @@ MIXTURE_LAYERS = ((MixtralDecoderLayer, LlamaAttention, MixtralSparseMoeBlock),
                   (GraniteMoeSharedDecoderLayer, GraniteAttention, GraniteMoeMoE),
                   (Ernie4_5_MoeDecoderLayer, Ernie4_5Attention, Ernie4_5_MoeSparseMoeBlock),
                   (Ernie4_5_MoeDecoderLayer, Ernie4_5Attention, Qwen3MoeMLP),  # ERNIE's dense layers
-                  (HunYuanMoEV1DecoderLayer, HunYuanDenseV1Attention, HunYuanMoEV1Moe))
+                  (HunYuanMoEV1DecoderLayer, HunYuanDenseV1Attention, HunYuanMoEV1Moe),
+                  (Glm4MoeDecoderLayer, Glm4MoeAttention, DeepseekV3MoE),
+                  (Glm4MoeDecoderLayer, Glm4MoeAttention, Qwen3MoeMLP),  # GLM-4.5's dense layers
+                  (Dots1DecoderLayer, Qwen3Attention, DeepseekV3MoE), (Dots1DecoderLayer, Qwen3Attention, Qwen3MoeMLP))
 GRANITE_DECODERS = (GraniteModel, GraniteMoeModel, GraniteMoeSharedModel)  # Granite's scalars (set_family)
 HUNYUAN_DECODERS = (HunYuanDenseV1Model, HunYuanMoEV1Model)  # q/k norms after the rotation
 STARCODER2_LAYERS = ((Starcoder2DecoderLayer, LlamaAttention, Starcoder2MLP),)
@@ -1072,7 +1123,8 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
                    else ALIBI_FAMILY_LAYERS.get(type(decoder)) or STARCODER2_LAYERS if starcoder2 else LLAMA_LAYERS)
     norm_class, layer_kinds = PARALLEL_LAYERS.get(type(decoder), (norm_class, layer_kinds))
     for attention in map(_attention, decoder.layers):  # per-head q/k norms (Phi's, StableLM's, Cohere's): refused
-        if getattr(attention, "qk_layernorm", False) or getattr(attention, "use_qk_norm", False):
+        if (getattr(attention, "qk_layernorm", False)
+                or getattr(attention, "use_qk_norm", False) and type(attention) is not Glm4MoeAttention):
             return False
     if type(decoder) is CodeGenModel and _attention(decoder.layers[0]).n_head % CodeGenConfig.shards:
         return False  # (heads that straddle its blocks)
@@ -1091,7 +1143,7 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
     if learned and (getattr(_position_embedding(decoder), "embedding_dim", None) != final_norm.normalized_shape[0]
                     or any(type(layer) is OPTDecoderLayer and not layer.norm_first for layer in decoder.layers)):
         return False
-    routings = set()  # (top_k, normalize, weights_in_model_dtype) of the sparse blocks: set_experts takes one
+    routings = set()  # (top_k, normalize, weights_in_model_dtype, DeepSeek-V3's groups and scale): the step takes one
     for layer in decoder.layers:
         feed_forward = _feed_forward(layer)
         kinds = (type(layer), type(_attention(layer)), type(feed_forward))
@@ -1109,7 +1161,8 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
         if _sparse(feed_forward):
             if not _known_mixture(layer, feed_forward):
                 return False
-            routings.add((feed_forward.top_k, feed_forward.normalize, feed_forward.weights_in_model_dtype))
+            routings.add((feed_forward.top_k, feed_forward.normalize, feed_forward.weights_in_model_dtype,
+                          *(getattr(feed_forward, name, None) for name in ("n_group", "topk_group", "scaling_factor"))))
     clips = {getattr(_attention(layer), "clip_qkv", None) for layer in decoder.layers}  # set_clip_qkv takes one
     return type(final_norm) is norm_class and len(routings) <= 1 and len(clips) <= 1
 
@@ -1124,7 +1177,8 @@ def _known_mixture(layer: nn.Module, block: nn.Module) -> bool:
                 and type(shared) in (type(None), GraniteMoeSharedMLP))
     if type(block) is HunYuanMoEV1Moe and type(block.gate) is not HunYuanMoEV1Gate:
         return False
-    if type(_router(block)) not in (Router, FloatRouter):
+    if type(_router(block)) not in (Router, FloatRouter) and (type(block), type(_router(block))) != (
+            DeepseekV3MoE, DeepseekV3Router):
         return False
     if any(type(expert) not in EXPERT_PROJECTIONS for expert in block.experts):
         return False
@@ -1238,7 +1292,8 @@ def _layer_norms(layer: nn.Module) -> list[nn.Module | None]:
         norms = [layer.input_layernorm, layer.post_attention_layernorm]
     attention = _attention(layer)
     if (type(attention) in (Qwen3Attention, Olmo2Attention, Exaone4Attention, OlmoeAttention)
-            or type(attention) is Gemma2Attention and attention.qk_norm):
+            or type(attention) is Gemma2Attention and attention.qk_norm
+            or type(attention) is Glm4MoeAttention and attention.use_qk_norm):
         norms += (attention.q_norm, attention.k_norm)
     elif type(attention) is HunYuanDenseV1Attention:  # normed after the rotation (set_norms_after_rotation)
         norms += (attention.query_layernorm, attention.key_layernorm)
@@ -1548,7 +1603,7 @@ class DecodeStep:
             layered = isinstance(self.decoder, SlidingLayersDecoder)  # OLMo 3's and EXAONE 4.0's sliding layers
             sliding = [int(layer.is_sliding) for layer in self.decoder.layers] if layered else []
             self._stack.set_family(True, False, 0.0, 1.0, 1.0, sliding, 0.0)
-        if ready and type(self.decoder) is MinistralModel:  # Llama's layers, some sliding
+        if ready and type(self.decoder) in (MinistralModel, Dots1Model):  # Llama's layers, some sliding
             sliding = [int(layer.is_sliding) for layer in self.decoder.layers]
             self._stack.set_family(False, False, 0.0, 1.0, 1.0, sliding, 0.0)
         if ready and type(self.decoder) is Phi3Model:
@@ -1639,6 +1694,9 @@ class DecodeStep:
                 self._stack.set_shared_experts([_shared_expert_gate(layer) for layer in self.decoder.layers])
             if type(block) is Ernie4_5_MoeSparseMoeBlock:  # by probability plus correction, the sum clamped
                 self._stack.set_expert_choice(list(map(_correction, self.decoder.layers)), block.norm_min)
+            if type(block) is DeepseekV3MoE:  # sigmoid scores plus corrections, by group, the weights scaled
+                self._stack.set_expert_choice(list(map(_correction, self.decoder.layers)), 0.0)
+                self._stack.set_expert_groups(True, block.n_group, block.topk_group, 2, block.scaling_factor)
         self._layer_count = len(self.decoder.layers)
         if ready:
             self._eps = _layer_norms(self.decoder.layers[0])[1].eps
@@ -1648,7 +1706,8 @@ class DecodeStep:
 
 
     def _alibi_family(self) -> None:
-        """BLOOM's and Falcon's options of the step (after the LayerNorms' and GELU's): the fused q/k/v's layout, Falcon's
+        """BLOOM's and Falcon's options of the step (after the LayerNorms' and GELU's): the fused q/k/v's layout,
+Falcon's
         branches and exact GELU, ALiBi's slopes with every layer unrotated, BLOOM's embedding norm."""
         decoder, stack = self.decoder, self._stack
         first = decoder.layers[0]
@@ -1999,7 +2058,7 @@ def _shared_mlp(layer: nn.Module) -> nn.Module | None:
         return layer.shared_mlp
     block = _feed_forward(layer)
     name = {Qwen2MoeSparseMoeBlock: "shared_expert", Ernie4_5_MoeSparseMoeBlock: "shared_experts",
-            HunYuanMoEV1Moe: "shared_mlp"}.get(type(block))
+            HunYuanMoEV1Moe: "shared_mlp", DeepseekV3MoE: "shared_experts"}.get(type(block))
     return None if name is None else getattr(block, name)
 
 
@@ -2008,6 +2067,8 @@ def _correction(layer: nn.Module) -> torch.Tensor:
     block = _feed_forward(layer)
     if type(block) is Ernie4_5_MoeSparseMoeBlock:
         return block.moe_statics.e_score_correction_bias
+    if type(block) is DeepseekV3MoE:
+        return block.gate.e_score_correction_bias
     return torch.empty(0)
 
 

@@ -12,8 +12,8 @@ the causal LM, the reference's two.
 
 GGUF files of llama.cpp's "dots1" architecture load too: GLM-4.5's metadata for the mixture and its tensor names
 (`ffn_norm` for the norm before the MLP, Llama's), the rows in the reference's order. llama.cpp runs every layer of
-such a file over the whole past, so its layers are read as full ones. The CPU decoding kernel refuses model_type
-dots1 (kernels/llama.py: its step has no grouped routing with correction biases) and generation runs these layers.
+such a file over the whole past, so its layers are read as full ones. The CPU decoding kernel's step runs these
+layers (kernels/llama.py: GLM-4.5's routing, StepWeights.set_expert_groups).
 """
 
 from ..configs import GGUF_CONFIG_READERS, Dots1Config

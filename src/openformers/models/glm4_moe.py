@@ -18,8 +18,8 @@ GLM-4.5's layer 92, GLM-4.5-Air's 46) are dropped when read, as deepseek_v3.py d
 "glm4moe" architecture load too (`config_from_gguf`, `convert_gguf_state_dict`): llama.cpp rotates these heads in
 halves, so no rows are permuted; its block count includes the prediction layers (`glm4moe.nextn_predict_layers`),
 whose tensors are dropped likewise; each layer's experts come stacked into one tensor per projection and the
-correction biases as `exp_probs_b`. The CPU decoding kernel refuses model_type glm4_moe (kernels/llama.py: its step
-has neither a partial rotation nor this routing) and generation runs these layers.
+correction biases as `exp_probs_b`. The CPU decoding kernel's step runs these layers (kernels/llama.py: the
+grouped sigmoid routing is StepWeights.set_expert_groups).
 """
 
 import torch
