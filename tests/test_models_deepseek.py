@@ -22,6 +22,7 @@ import openformers
 from decoder_parity import (
     assert_bfloat16_matches_the_reference,
     assert_kernel_refuses_and_generate_runs_the_layers,
+    assert_kernel_steps_and_generates_as_the_reference,
     assert_outputs_close,
     assert_same_attributes,
     load_quietly,
@@ -73,6 +74,20 @@ class DeepseekExpertsTests(RoutedExpertsTests):
         loaded = load_quietly(AutoModelForCausalLM.from_pretrained, tmp_path)
         inputs = self.inputs()
         assert_outputs_close(outputs_of(loaded, inputs), outputs_of(reference, inputs), "with an MTP layer")
+
+
+class SteppedDeepseekExpertsTests(DeepseekExpertsTests):
+    """DeepSeek-V3's mixture under attention the CPU kernel's step runs (GLM-4.5's, dots.llm1's): the step in place of
+    the refusal."""
+
+    test_the_cpu_kernel_refuses_the_family_and_generation_runs_the_layers = None
+
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_with_the_references_logits_and_tokens(self, tiny):
+        """The kernel's step runs the layers with DeepSeek-V3's grouped choice, the scaled weights and the shared
+        experts, and generation with it gives the reference's tokens."""
+        _, reference, model = tiny
+        assert_kernel_steps_and_generates_as_the_reference(model, reference, self.ids(1, 12, seed=9))
 
 
 def assert_correction_biases_steer_the_choice(model, reference, ids):

@@ -1,15 +1,14 @@
 """dots.llm1 (model_type "dots1") against the reference, on tiny random models it makes and saves.
 
-The variants: a dense first layer, then a sparse one attending through a window of 4 (max_window_layers 1) with
-experts chosen by group with drawn correction biases, renormalized; and every layer sparse and full, one group, the
-weights not renormalized, q/k/v/o biases and tied embeddings. The tests DeepSeek's mixtures run
-(test_models_deepseek.DeepseekExpertsTests: every head on a padded batch, router logits, cached decoding, left
-padding, greedy and beam generation, a static cache, hidden states and attention weights, a training step's
-gradients, saving both ways, bfloat16 with the router kept in float32; here the CPU kernel's step with the
-reference's logits and tokens), the correction
-biases, the Auto classes, the config's defaults (experts unset, refused when a model is built) and refusals, and GGUF
-files written as llama.cpp's converter writes "dots1". The weights are drawn at std 0.15 and the correction biases at
-0.3, so a routing, norm or window detail applied wrong moves the logits far past the tolerance.
+The variants: a dense first layer, then a sparse one attending through a window of 4 (max_window_layers 1) with experts
+chosen by group with drawn correction biases, renormalized; and every layer sparse and full, one group, the weights not
+renormalized, q/k/v/o biases and tied embeddings. The tests DeepSeek's mixtures run
+(test_models_deepseek.SteppedDeepseekExpertsTests: every head on a padded batch, router logits, cached decoding, left
+padding, greedy and beam generation, a static cache, hidden states and attention weights, a training step's gradients,
+saving both ways, bfloat16 with the router kept in float32; here the CPU kernel's step with the reference's logits and
+tokens), the correction biases, the Auto classes, the config's defaults (experts unset, refused when a model is built)
+and refusals, and GGUF files written as llama.cpp's converter writes "dots1". The weights are drawn at std 0.15 and the
+correction biases at 0.3, so a routing, norm or window detail applied wrong moves the logits far past the tolerance.
 """
 
 import pytest
@@ -19,14 +18,13 @@ import openformers
 from decoder_parity import (
     add_decoder_metadata,
     assert_outputs_close,
-    assert_kernel_steps_and_generates_as_the_reference,
     assert_same_attributes,
     finish_gguf,
     load_quietly,
     outputs_of,
 )
 from openformers import AutoModelForCausalLM, Dots1Config, Dots1ForCausalLM
-from test_models_deepseek import DeepseekExpertsTests, assert_correction_biases_steer_the_choice
+from test_models_deepseek import SteppedDeepseekExpertsTests, assert_correction_biases_steer_the_choice
 from test_models_glm4moe import GGUF_NAMES as GLM4_MOE_GGUF_NAMES
 from test_models_mixtral import add_gguf_tensors
 
@@ -42,7 +40,7 @@ TINY = dict(
 )
 
 
-class TestDots1(DeepseekExpertsTests):
+class TestDots1(SteppedDeepseekExpertsTests):
     REFERENCE_CONFIG = "Dots1Config"
     MODEL_TYPE = "dots1"
     TINY = TINY
@@ -58,15 +56,6 @@ class TestDots1(DeepseekExpertsTests):
                                "sliding_window", "layer_types")
     # dots.llm1's checkpoints hold no multi-token prediction layers (the reference's config has no count of them).
     test_multi_token_prediction_layers_of_a_checkpoint_are_left_out = None
-
-    test_the_cpu_kernel_refuses_the_family_and_generation_runs_the_layers = None
-
-    @torch.inference_mode()
-    def test_the_cpu_kernel_steps_with_the_references_logits_and_tokens(self, tiny):
-        """The kernel's step runs the layers with DeepSeek-V3's grouped choice, the scaled weights and the shared
-        experts, and generation with it gives the reference's tokens."""
-        _, reference, model = tiny
-        assert_kernel_steps_and_generates_as_the_reference(model, reference, self.ids(1, 12, seed=9))
 
     @torch.inference_mode()
     def test_causal_lm_logits_and_loss_match_reference(self, tiny):

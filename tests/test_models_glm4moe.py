@@ -1,16 +1,16 @@
 """GLM-4.5 / GLM-4.6 (model_type "glm4_moe") against the reference, on tiny random models it makes and saves.
 
-The variants: GLM-4.5's layout (q/k/v biases, q/k norms, half of each head turned in halves, a dense first layer,
-then experts chosen by group with drawn correction biases, renormalized) and GLM-4.5-Air-like one without biases or
-q/k norms, a quarter of each head turned with linear rope scaling, every layer sparse, one group, weights not
-renormalized and tied embeddings. The tests DeepSeek's mixtures run (test_models_deepseek.DeepseekExpertsTests: every
-head on a padded batch, router logits, cached decoding, left padding, greedy and beam generation, a static cache,
-hidden states and attention weights, a training step's gradients, saving both ways, the checkpoints' multi-token
-prediction layers; here the CPU kernel's step with the reference's logits and tokens), the correction biases, the reference's default config with its odd
-rotated width, GLM-4.5's config.json, the config's refusals, GGUF files written as llama.cpp's converter writes
-"glm4moe" (with a prediction layer in the block count), and the tokenizer class the reference picks for a GLM-4.5
-folder. The weights are drawn at std 0.15 and the correction biases at 0.3, so a routing, rotation or norm detail
-applied wrong moves the logits far past the tolerance.
+The variants: GLM-4.5's layout (q/k/v biases, q/k norms, half of each head turned in halves, a dense first layer, then
+experts chosen by group with drawn correction biases, renormalized) and GLM-4.5-Air-like one without biases or q/k
+norms, a quarter of each head turned with linear rope scaling, every layer sparse, one group, weights not renormalized
+and tied embeddings. The tests DeepSeek's mixtures run (test_models_deepseek.SteppedDeepseekExpertsTests: every head on
+a padded batch, router logits, cached decoding, left padding, greedy and beam generation, a static cache, hidden states
+and attention weights, a training step's gradients, saving both ways, the checkpoints' multi-token prediction layers;
+here the CPU kernel's step with the reference's logits and tokens), the correction biases, the reference's default
+config with its odd rotated width, GLM-4.5's config.json, the config's refusals, GGUF files written as llama.cpp's
+converter writes "glm4moe" (with a prediction layer in the block count), and the tokenizer class the reference picks for
+a GLM-4.5 folder. The weights are drawn at std 0.15 and the correction biases at 0.3, so a routing, rotation or norm
+detail applied wrong moves the logits far past the tolerance.
 """
 
 import copy
@@ -23,7 +23,6 @@ import openformers
 from decoder_parity import (
     add_decoder_metadata,
     assert_outputs_close,
-    assert_kernel_steps_and_generates_as_the_reference,
     assert_same_attributes,
     finish_gguf,
     load_quietly,
@@ -31,7 +30,7 @@ from decoder_parity import (
     outputs_of,
 )
 from openformers import AutoModelForCausalLM, Glm4MoeConfig, Glm4MoeForCausalLM
-from test_models_deepseek import DeepseekExpertsTests, assert_correction_biases_steer_the_choice
+from test_models_deepseek import SteppedDeepseekExpertsTests, assert_correction_biases_steer_the_choice
 from test_models_glm import TEXTS, _glm_tokenizer_folder
 from test_models_mixtral import add_gguf_tensors
 
@@ -47,7 +46,7 @@ TINY = dict(
 )
 
 
-class TestGlm4Moe(DeepseekExpertsTests):
+class TestGlm4Moe(SteppedDeepseekExpertsTests):
     REFERENCE_CONFIG = "Glm4MoeConfig"
     MODEL_TYPE = "glm4_moe"
     TINY = TINY
@@ -62,15 +61,6 @@ class TestGlm4Moe(DeepseekExpertsTests):
     HEADS = {"Glm4MoeForCausalLM": "AutoModelForCausalLM", "Glm4MoeModel": "AutoModel"}
     SAVED_CONFIG_ATTRIBUTES = ("tie_word_embeddings", "attention_bias", "use_qk_norm", "rope_parameters", "head_dim",
                                "n_group", "first_k_dense_replace")
-
-    test_the_cpu_kernel_refuses_the_family_and_generation_runs_the_layers = None
-
-    @torch.inference_mode()
-    def test_the_cpu_kernel_steps_with_the_references_logits_and_tokens(self, tiny):
-        """The kernel's step runs the layers with DeepSeek-V3's grouped choice, the scaled weights and the shared
-        experts, and generation with it gives the reference's tokens."""
-        _, reference, model = tiny
-        assert_kernel_steps_and_generates_as_the_reference(model, reference, self.ids(1, 12, seed=9))
 
     @torch.inference_mode()
     def test_causal_lm_logits_and_loss_match_reference(self, tiny):

@@ -80,9 +80,9 @@ refused by those fields. DeepSeek-V3 and V2 are refused (model_types deepseek_v3
 their layers): their multi-head latent attention caches one compressed latent and one shared rotated key per position,
 which each step expands through kv_b_proj into every head's keys and values over all cached positions, where the step
 attends over cached per-head keys and values of one head size. The step rotates by the tables of the model's rotary
-modules (cos and sin times the rope scaling's attention
-factor), so every rope scaling those tables hold rotates as in the layers: default, linear, llama3 and YaRN (Qwen2.5
-/ Qwen3's long contexts, OLMo 3's full layers), and Phi-3's longrope.
+modules (cos and sin times the rope scaling's attention factor), so every rope scaling those tables hold rotates as in
+the layers: default, linear, llama3 and YaRN (Qwen2.5 / Qwen3's long contexts, OLMo 3's full layers), and Phi-3's
+longrope.
 A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
 step implements it and tests/test_kernels.py proves parity for it.
 """
@@ -585,16 +585,11 @@ DEEPSEEK_V3_MIXTURE = {
                      "norm_topk_prob", "routed_scaling_factor", "n_group", "topk_group"), lambda value: True),
 }
 GLM4_MOE_IMPLEMENTED = {
+    **GLM_IMPLEMENTED,
     **DEEPSEEK_V3_MIXTURE,
     "model_type": lambda value: value == "glm4_moe",
-    "hidden_act": IMPLEMENTED["hidden_act"],
-    "rope_scaling": IMPLEMENTED["rope_scaling"],
-    "attention_bias": lambda value: True,  # on q, k and v
-    "attention_dropout": lambda value: not value,
-    "partial_rotary_factor": lambda value: True,  # the rotary tables' width
     "use_qk_norm": lambda value: True,
     "num_nextn_predict_layers": lambda value: True,
-    "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
 }
 DOTS1_IMPLEMENTED = {
     **DEEPSEEK_V3_MIXTURE,
