@@ -79,10 +79,10 @@ biases, half of each rotated, a dense first layer of 10944, then 128 experts of 
 score plus correction bias, a shared expert, an untied vocabulary of 151552) and `dots1` dots.llm1's (62 layers,
 hidden 4096, 32 heads of 128 with q/k norms, a dense first layer of 10944, then 128 experts of 1408, 6 a token, times
 2.5, two shared experts, an untied vocabulary of 152064): a sparse layer of either is 2.2B parameters, so `--layers`
-and `--ways`). Run from the repository root:
+and `--ways`; `--experts` keeps fewer routed experts, of which a token reads as many). Run from the repository root:
 
     .venv/bin/python benchmarks/random_decoder.py [--family qwen3] [--dtype bfloat16] [--new-tokens 32] [--rounds 2]
-        [--layers N] [--batch N] [--ways plain products step]
+        [--layers N] [--experts N] [--batch N] [--ways plain products step]
 """
 
 import argparse
@@ -320,11 +320,17 @@ FAMILIES = {
 WAYS = {"plain": "plain forward", "products": "kernel's products", "step": "decoding step"}
 
 
-def random_model(family: str, dtype: torch.dtype, layers: int | None = None):
+# a mixture's count of routed experts under each family's name (--experts)
+EXPERT_COUNTS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+
+
+def random_model(family: str, dtype: torch.dtype, layers: int | None = None, experts: int | None = None):
     model_class, config_class, shape = FAMILIES[family]
     torch.manual_seed(0)
     depth = next(name for name in ("num_hidden_layers", "n_layer", "num_layers") if name in shape)  # GPT-2's names
     shape = {**shape, depth: layers or shape[depth]}
+    if experts:
+        shape.update((name, experts) for name in EXPERT_COUNTS if name in shape)
     model = model_class.from_config(config_class.from_dict(shape), dtype=dtype).eval()
     with torch.no_grad():
         for name, parameter in model.named_parameters():  # matrices of a trained model's scale; norms around one
@@ -353,12 +359,14 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--layers", type=int, help="keep this many of the family's layers")
+    parser.add_argument("--experts", type=int, help="keep this many of a mixture's routed experts (a token reads as "
+                        "many bytes: as many are chosen, of the same size)")
     parser.add_argument("--batch", type=int, default=1, help="sequences decoded together (unpadded prompts)")
     parser.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS),
                         help="run only these (each way holds a model of its own)")
     args = parser.parse_args()
 
-    model = random_model(args.family, getattr(torch, args.dtype), args.layers)
+    model = random_model(args.family, getattr(torch, args.dtype), args.layers, args.experts)
     ways = {}
     for way in args.ways:  # the last way takes the model itself, the others copies
         ways[WAYS[way]] = model if way == args.ways[-1] else copy.deepcopy(model)
