@@ -24,8 +24,7 @@ heads of 128, 8 experts of 14336 a layer, 2 a token; a layer 1.45B parameters, a
 12288 with GELU, LayerNorms and a bias on every projection, a tied vocabulary of 49152); `olmo2-1b` is
 OLMo-2-0425-1B's (16 layers, hidden 2048, 16 heads of 128, each query and key norm over all 2048 of them,
 intermediate 8192, an untied vocabulary of 100352); `granite-2b` is Granite-3.x-2B's (40 layers, hidden 2048, 32 query
-and
-8 key/value heads of 64, intermediate 8192, a tied vocabulary of 49155, its four scalars); `ernie4_5-0.3b` is
+and 8 key/value heads of 64, intermediate 8192, a tied vocabulary of 49155, its four scalars); `ernie4_5-0.3b` is
 ERNIE-4.5-0.3B's (18 layers, hidden 1024, 16 query and 2 key/value heads of 128 turned in interleaved pairs,
 intermediate 3072, a tied vocabulary of 103424); `glm4-9b` is GLM-4-9B-0414's (40 layers, hidden 4096, 32 query and 2
 key/value heads of 128 with q/k/v biases, half of each turned in interleaved pairs, a fused gate/up of 2 x 13696,

@@ -1702,8 +1702,7 @@ class DecodeStep:
 
     def _alibi_family(self) -> None:
         """BLOOM's and Falcon's options of the step (after the LayerNorms' and GELU's): the fused q/k/v's layout,
-Falcon's
-        branches and exact GELU, ALiBi's slopes with every layer unrotated, BLOOM's embedding norm."""
+        Falcon's branches and exact GELU, ALiBi's slopes with every layer unrotated, BLOOM's embedding norm."""
         decoder, stack = self.decoder, self._stack
         first = decoder.layers[0]
         attention = _attention(first)
