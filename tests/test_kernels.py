@@ -29,6 +29,7 @@ from openformers.configs import (
     Gemma3TextConfig,
     GemmaConfig,
     GPTJConfig,
+    GptOssConfig,
     GPTNeoXConfig,
     Glm4Config,
     Glm4MoeConfig,
@@ -87,6 +88,7 @@ from openformers.models.gpt2 import GPT2LMHeadModel
 from openformers.models.gpt_bigcode import GPTBigCodeForCausalLM
 from openformers.models.gpt_neo import GPTNeoForCausalLM
 from openformers.models.gptj import GPTJForCausalLM
+from openformers.models.gpt_oss import GptOssAttention, GptOssExperts, GptOssForCausalLM, GptOssMLP
 from openformers.models.granite import GraniteForCausalLM
 from openformers.models.granitemoe import GraniteMoeForCausalLM, GraniteMoeSharedForCausalLM, StackedExperts
 from openformers.models.helium import HeliumForCausalLM
@@ -287,6 +289,11 @@ DOTS1 = dict(head_dim=16, rope_theta=500.0, n_routed_experts=8, n_group=4, topk_
              moe_intermediate_size=32, n_shared_experts=1, first_k_dense_replace=1, routed_scaling_factor=2.5,
              norm_topk_prob=False, sliding_window=5, max_window_layers=1)
 DOTS1_BIASED = {**DOTS1, "attention_bias": True, "sliding_window": None, "tie_word_embeddings": False}
+# gpt-oss: sliding and full layers (Ministral's windows), YaRN, a sink per head, six experts (three a token) with
+# biases and a router with one, the clamped SwiGLU's limit low enough to cut (tiny_model draws what it reads).
+GPT_OSS = {**YARN_GPT_OSS, **MINISTRAL, "head_dim": 16, "num_local_experts": 6, "num_experts_per_tok": 3,
+           "swiglu_limit": 0.5, "swiglu_alpha": 1.5}
+GPT_OSS_HEAD_DIM_64 = {**GPT_OSS, **HEAD_DIM_64, "head_dim": 64}
 MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM, Gemma3TextConfig: Gemma3ForCausalLM,
                  Phi3Config: Phi3ForCausalLM, Olmo2Config: Olmo2ForCausalLM, Olmo3Config: Olmo3ForCausalLM,
                  MixtralConfig: MixtralForCausalLM, Qwen3MoeConfig: Qwen3MoeForCausalLM,
@@ -305,7 +312,7 @@ MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM,
                  GraniteMoeConfig: GraniteMoeForCausalLM, GraniteMoeSharedConfig: GraniteMoeSharedForCausalLM,
                  Ernie4_5_MoeConfig: Ernie4_5_MoeForCausalLM, HunYuanMoEV1Config: HunYuanMoEV1ForCausalLM,
                  BloomConfig: BloomForCausalLM, FalconConfig: FalconForCausalLM, Glm4MoeConfig: Glm4MoeForCausalLM,
-                 Dots1Config: Dots1ForCausalLM}
+                 Dots1Config: Dots1ForCausalLM, GptOssConfig: GptOssForCausalLM}
 # GPT-2's line: learned positions, LayerNorms, its configs' own names for TINY's sizes (None: a field they lack).
 LEARNED_POSITIONS = {
     GPT2Config: dict(hidden_size="n_embd", num_hidden_layers="n_layer", num_attention_heads="n_head",
@@ -371,6 +378,15 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
                 torch.nn.init.normal_(projection.weight, std=0.05)
         if isinstance(module, StackedExperts):  # Granite MoE's banks, whose outputs the residual factor scales down
             torch.nn.init.normal_(module.weight, std=0.1)
+        # gpt-oss's experts and their biases (gate and up past the clamps), its routers' biases and its sinks
+        if isinstance(module, GptOssExperts):
+            for parameter, std in ((module.gate_up_proj, 0.1), (module.down_proj, 0.1), (module.gate_up_proj_bias, 0.3),
+                                   (module.down_proj_bias, 0.2)):
+                torch.nn.init.normal_(parameter, std=std)
+        if isinstance(module, GptOssMLP):
+            torch.nn.init.normal_(module.router.bias, std=0.5)
+        if isinstance(module, GptOssAttention):
+            torch.nn.init.normal_(module.sinks, std=1.0)
     # from_config zeroes Gemma's norms (offsets)
     if config_class in (GemmaConfig, Gemma2Config, Gemma3TextConfig, VaultGemmaConfig):
         for name, parameter in model.named_parameters():
@@ -455,6 +471,8 @@ def quantized(model, quantization: str):
                 setattr(mlp, up, int8_per_16(getattr(mlp, up)))
                 continue
             attention.v_proj = kernels.Linear.from_linear(attention.v_proj, "int8")
+            if isinstance(mlp, GptOssMLP):  # (its experts' stacks packed alike)
+                continue
             if not isinstance(mlp, SparseMoeBlock):
                 # StarCoder2's and GPT-Neo's, OPT's and Phi's, GLM's fused one, Llama's, GPT-J's
                 up = next(name for name in ("c_fc", "fc1", "gate_up_proj", "up_proj", "fc_in") if hasattr(mlp, name))
@@ -689,9 +707,10 @@ def test_an_unknown_rope_scaling_is_refused():
      (HunYuanMoEV1Config, HUNYUAN_MOE), (HunYuanMoEV1Config, {**HUNYUAN_MOE_BIASES, **HEAD_DIM_128, "head_dim": 64}),
      (BloomConfig, BLOOM), (BloomConfig, BLOOM_HEAD_DIM_64), (FalconConfig, FALCON), (FalconConfig, FALCON_RW),
      (FalconConfig, FALCON_NEW), (FalconConfig, FALCON_NEW_ONE_KV_HEAD), (FalconConfig, FALCON_GROUPED),
-     (FalconConfig, FALCON_GROUPED_64), (Glm4MoeConfig, GLM4_MOE), (Glm4MoeConfig, {**GLM4_MOE_AIR, **HEAD_DIM_64,
-     "head_dim": 64}), (Dots1Config, DOTS1),
-     (Dots1Config, {**DOTS1_BIASED, **HEAD_DIM_64, "head_dim": 64})],
+     (FalconConfig, FALCON_GROUPED_64), (Glm4MoeConfig, GLM4_MOE), (Glm4MoeConfig,
+     {**GLM4_MOE_AIR, **HEAD_DIM_64, "head_dim": 64}), (Dots1Config, DOTS1),
+     (Dots1Config, {**DOTS1_BIASED, **HEAD_DIM_64, "head_dim": 64}), (GptOssConfig, GPT_OSS),
+     (GptOssConfig, GPT_OSS_HEAD_DIM_64)],
     ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
          "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope",
          "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128", "gemma2-soft-caps",
@@ -717,7 +736,7 @@ def test_an_unknown_rope_scaling_is_refused():
          "hunyuan-moe-biases-head-dim-64", "bloom-alibi", "bloom-head-dim-64", "falcon-multi-query-parallel",
          "falcon-rw-alibi-sequential", "falcon-new-two-norms", "falcon-new-one-kv-head-64", "falcon-grouped",
          "falcon-grouped-64", "glm4-moe", "glm4-moe-air-head-dim-64", "dots1-sliding",
-         "dots1-biases-head-dim-64"],
+         "dots1-biases-head-dim-64", "gpt-oss", "gpt-oss-head-dim-64"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -809,7 +828,8 @@ STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, 
     (FalconConfig, FALCON_RW, None), (FalconConfig, FALCON_RW, "int8"), (FalconConfig, FALCON_NEW, "int4+int8"),
     (FalconConfig, FALCON_GROUPED, None), (FalconConfig, FALCON_GROUPED_64, "int8"), (Glm4MoeConfig, GLM4_MOE, None),
     (Glm4MoeConfig, GLM4_MOE_AIR, "int4+int8"), (Dots1Config, DOTS1, None),
-    (Dots1Config, DOTS1_BIASED, "int8")]
+    (Dots1Config, DOTS1_BIASED, "int8"), (GptOssConfig, GPT_OSS, None), (GptOssConfig, GPT_OSS, "int8"),
+    (GptOssConfig, GPT_OSS_HEAD_DIM_64, "int4+int8")]
 STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
     "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8", "phi3",
     "phi3-longrope-int8", "phi3-int4+int8", "gemma2", "gemma2-head-dim-64-int4+int8", "olmo2", "olmo2-int4+int8",
@@ -829,7 +849,7 @@ STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+
     "granitemoe-shared", "granitemoe-shared-int4", "ernie4_5-moe", "ernie4_5-moe-biases-int4+int8",
     "hunyuan-moe-biases", "hunyuan-moe-int8", "bloom", "bloom-int4+int8", "falcon", "falcon-rw", "falcon-rw-int8",
     "falcon-new-int4+int8", "falcon-grouped", "falcon-grouped-64-int8", "glm4-moe", "glm4-moe-air-int4+int8", "dots1",
-    "dots1-biases-int8"]
+    "dots1-biases-int8", "gpt-oss", "gpt-oss-int8", "gpt-oss-head-dim-64-int4+int8"]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)
@@ -976,7 +996,8 @@ BLOCK_CASES = [(LlamaConfig, HEAD_DIM_64, None), (LlamaConfig, HEAD_DIM_128, "in
                (GraniteMoeSharedConfig, {**GRANITEMOE_SHARED, **HEAD_DIM_128}, "int8"),
                (Ernie4_5_MoeConfig, {**ERNIE4_5_MOE, **HEAD_DIM_64, "head_dim": 64}, None),
                (Glm4MoeConfig, {**GLM4_MOE, **HEAD_DIM_64, "head_dim": 64}, None),
-               (Dots1Config, {**DOTS1_BIASED, **HEAD_DIM_128, "head_dim": 64}, "int8")]
+               (Dots1Config, {**DOTS1_BIASED, **HEAD_DIM_128, "head_dim": 64}, "int8"),
+               (GptOssConfig, {**GPT_OSS_HEAD_DIM_64, "sliding_window": 100}, "int8")]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", BLOCK_CASES,
@@ -984,7 +1005,8 @@ BLOCK_CASES = [(LlamaConfig, HEAD_DIM_64, None), (LlamaConfig, HEAD_DIM_128, "in
                               "gemma3-64", "mixtral-128-int8", "qwen2-moe-128-int4", "glm4-64-quarter-rotated",
                               "helium-64", "hunyuan-64", "exaone4-64", "gpt-neox-64", "phi-64", "gptj-64",
                               "stablelm-parallel-64", "gpt2-64", "nemotron-64", "apertus-64", "olmoe-64-int8",
-                              "granitemoe-shared-128-int8", "ernie4_5-moe-64", "glm4-moe-64", "dots1-128-int8"])
+                              "granitemoe-shared-128-int8", "ernie4_5-moe-64", "glm4-moe-64", "dots1-128-int8",
+                              "gpt-oss-64-int8"])
 def test_long_prompts_attend_in_blocks_as_the_layers(config_class, overrides, quantization, monkeypatch):
     # 13 positions a row at a time, then 60 in blocks (two tasks of 32 and 28 rows over two key blocks: 73 keys).
     tokens = torch.randint(1, 96, (1, 74), generator=torch.Generator().manual_seed(8))
@@ -1218,7 +1240,7 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
      (GraniteMoeSharedConfig, GRANITEMOE_SHARED, "int4"), (Ernie4_5_MoeConfig, ERNIE4_5_MOE_BIASED, None),
      (HunYuanMoEV1Config, HUNYUAN_MOE, "int8"), (BloomConfig, BLOOM, None), (FalconConfig, FALCON_RW, None),
      (FalconConfig, FALCON, "int4+int8"), (FalconConfig, FALCON_GROUPED, None), (Glm4MoeConfig, GLM4_MOE, "int4+int8"),
-     (Dots1Config, DOTS1, None)],
+     (Dots1Config, DOTS1, None), (GptOssConfig, GPT_OSS, None), (GptOssConfig, GPT_OSS, "int4")],
     ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8", "phi3-int4+int8", "gemma2-head-dim-64",
          "olmo2", "mixtral", "mixtral-int8", "qwen3-moe-int4", "qwen3-moe-int4+int8", "qwen2-moe",
          "qwen2-moe-int8", "qwen2-moe-int4+int8", "starcoder2",
@@ -1226,7 +1248,7 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
          "hunyuan", "exaone4-int4+int8", "gpt-neox", "gpt-neox-sequential-int4+int8", "phi", "cohere2",
          "codegen-int4+int8", "stablelm", "arcee", "nemotron-int4+int8", "apertus", "olmo", "olmoe-int8",
          "granitemoe-shared-int4", "ernie4_5-moe-biases", "hunyuan-moe-int8", "bloom", "falcon-rw",
-         "falcon-int4+int8", "falcon-grouped", "glm4-moe-int4+int8", "dots1"],
+         "falcon-int4+int8", "falcon-grouped", "glm4-moe-int4+int8", "dots1", "gpt-oss", "gpt-oss-int4"],
 )
 def test_a_team_of_threads_gives_the_one_thread_results(config_class, overrides, quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly
@@ -1421,10 +1443,11 @@ def test_a_hidden_state_changed_in_place_gets_the_heads_own_product():
                           (CodeGenConfig, CODEGEN), (StableLmConfig, STABLELM_PARALLEL), (ArceeConfig, ARCEE_BIASES),
                           (NemotronConfig, NEMOTRON), (ApertusConfig, APERTUS), (OlmoConfig, OLMO), (OlmoeConfig,
                           OLMOE),
-                          (BloomConfig, BLOOM), (FalconConfig, FALCON), (FalconConfig, FALCON_RW)],
+                          (BloomConfig, BLOOM), (FalconConfig, FALCON), (FalconConfig, FALCON_RW), (OlmoeConfig, OLMOE),
+                          (GptOssConfig, GPT_OSS)],
                          ids=["llama", "ernie4_5-biases", "glm4", "seed-oss", "helium", "hunyuan", "exaone4",
                               "gpt-neox", "phi", "cohere", "cohere2", "gptj", "codegen", "stablelm-parallel", "arcee",
-                              "nemotron", "apertus", "olmo", "olmoe", "bloom", "falcon", "falcon-rw"])
+                              "nemotron", "apertus", "olmo", "olmoe", "bloom", "falcon", "falcon-rw", "gpt-oss"])
 def test_bfloat16_weights_stay_close_to_float32(config_class, overrides, monkeypatch):
     model = accelerated(tiny_model(config_class, **overrides))
     tokens = torch.randint(0, 96, (20,), generator=torch.Generator().manual_seed(2)).tolist()
@@ -1703,10 +1726,10 @@ def test_a_run_of_greedy_steps_stops_at_an_eos_token(monkeypatch):
                           (OlmoConfig, OLMO), (Ernie4_5_MoeConfig, ERNIE4_5_MOE),
                           (HunYuanMoEV1Config, HUNYUAN_MOE_BIASES), (BloomConfig, BLOOM), (FalconConfig, FALCON),
                           (FalconConfig, FALCON_RW), (FalconConfig, FALCON_GROUPED), (Glm4MoeConfig, GLM4_MOE),
-                          (Dots1Config, DOTS1_BIASED)],
+                          (Dots1Config, DOTS1_BIASED), (GptOssConfig, GPT_OSS)],
                          ids=["qwen3-moe", "qwen2-moe", "olmoe", "arcee", "nemotron", "apertus", "olmo", "ernie4_5-moe",
                               "hunyuan-moe", "bloom", "falcon", "falcon-rw", "falcon-grouped", "glm4-moe",
-                              "dots1-biases"])
+                              "dots1-biases", "gpt-oss"])
 def test_a_familys_run_of_greedy_steps_makes_the_plain_paths_tokens_and_cache(config_class, overrides, monkeypatch):
     # Each step of a run routes its token (and runs Qwen2-MoE's shared expert, ERNIE 4.5 MoE's and Hunyuan-MoE's
     # shared MLPs), activates, norms and clamps as the layers do: the tokens, and the keys and values of the second
@@ -1721,7 +1744,7 @@ def test_a_familys_run_of_greedy_steps_makes_the_plain_paths_tokens_and_cache(co
         ran = model.generate(prompt, past_key_values=caches[0], **options)
         plain = tiny_model(config_class, **overrides).generate(prompt, past_key_values=caches[1], **options)
     assert runs == [15] and ran.tolist() == plain.tolist()  # every token after the prompt's in one run
-    assert caches[0].lengths == caches[1].lengths == [19] * TINY["num_hidden_layers"]
+    assert caches[0].lengths == caches[1].lengths == [19] * model.config.num_hidden_layers
     for ours, theirs in zip(caches[0].keys + caches[0].values, caches[1].keys + caches[1].values):
         torch.testing.assert_close(ours[:, :, :19], theirs[:, :, :19], atol=1e-4, rtol=1e-4)
 

@@ -6,7 +6,7 @@ and a window of 3. Every head the reference has, on a right- and a left-padded r
 load-balancing loss; cached decoding, left padding, greedy and beam generation, a static cache, hidden states and
 attention weights (the sinks' share left out), a training step; saving both ways; MXFP4 checkpoints (the reference's
 own dequantizing on random blocks, and a folder of the released layout loaded); YaRN's frequencies; GGUF files written
-as llama.cpp's converter writes a "gpt-oss" checkpoint (MXFP4 experts, gate and up apart); the CPU kernel's refusal;
+as llama.cpp's converter writes a "gpt-oss" checkpoint (MXFP4 experts, gate and up apart); the CPU kernel's step;
 and the tokenizer class the reference picks for a gpt-oss folder.
 """
 
@@ -22,7 +22,7 @@ from decoder_parity import (
     assert_quantized_generation_is_its_greedy_chain,
     assert_quantized_products_are_the_unpacked_weights,
     assert_bfloat16_matches_the_reference,
-    assert_kernel_refuses_and_generate_runs_the_layers,
+    assert_kernel_steps_unless_refused,
     assert_outputs_close,
     assert_same_attributes,
     finish_gguf,
@@ -100,9 +100,15 @@ class TestGptOss(DecoderFamilyTests):
             assert norm.weight.dtype == their_norm.weight.dtype == (torch.float32 if dtype == torch.float16 else dtype)
             assert torch.equal(norm(x), their_norm(x)), name
 
-    def test_the_cpu_kernel_refuses_gpt_oss_and_generation_runs_the_layers(self, tiny):
-        _, reference, model = tiny
-        assert_kernel_refuses_and_generate_runs_the_layers(model, reference, self.ids(1, 5, seed=3), "gpt_oss")
+    # The step takes gpt-oss (below): the suite's refusal does not apply.
+    test_the_cpu_kernel_refuses_the_family_and_generate_runs_the_layers = None
+
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_with_the_references_logits_and_tokens(self, tiny):
+        """from_pretrained gives the model the kernel's decoding step (sinks, windows on every other layer, YaRN, the
+        routers' and experts' biases, the clamped SwiGLU), whose steps give the reference's logits and greedy tokens."""
+        folder, reference, _ = tiny
+        assert_kernel_steps_unless_refused(folder, reference, self.ids(1, 12, seed=9), "gpt_oss", None)
 
     def test_auto_classes_pick_the_gpt_oss_classes(self, tiny):
         folder = tiny[0]

@@ -79,6 +79,9 @@ struct Matrix {
   // int8: weights per scale. 16 holds a GGUF Q6_K matrix as it is: a 6-bit step per weight (the int8 weight) and
   // d times a signed 8-bit scale per 16 weights (exact in float32), which no scale per 32 can hold.
   int64_t scale_group = 32;
+  // Stored (cols, rows), an input's weights in a row (gpt-oss's float experts, Mixture::in_major): read by
+  // in_major_rows alone.
+  bool in_major = false;
 
   int64_t scales_per_row() const { return (cols + scale_group - 1) / scale_group; }
 
@@ -872,7 +875,9 @@ inline float gelu_erf(float g) { return 0.5f * g * (1.f + std::erf(g * 0.7071067
 // An MLP's activation (Family::activation; StepWeights::set_activation's kind): SiLU, GELU's tanh form, the squared
 // ReLU (Nemotron's and Arcee's relu2, relu(g)^2), xIELU (Apertus's, with each layer's learned values: Xielu), or
 // GELU's exact (erf) form (GPT-NeoX's "gelu"; StepWeights::set_exact_gelu), or ReLU (OPT's; StepWeights::set_relu).
-enum class Activation : int64_t { kSilu = 0, kGeluTanh = 1, kRelu2 = 2, kXielu = 3, kGeluErf = 4, kRelu = 5 };
+enum class Activation : int64_t {
+  kSilu = 0, kGeluTanh = 1, kRelu2 = 2, kXielu = 3, kGeluErf = 4, kRelu = 5, kClampedSwiglu = 6
+};
 
 // xIELU's values for one layer, as its module computes them: alpha_p = softplus(its alpha_p), alpha_n = beta +
 // softplus(its alpha_n), each rounded to the parameters' dtype (step_layers), beta and eps its stored constants.
@@ -945,10 +950,10 @@ inline void alibi_positions(const uint8_t* allowed, int64_t last, std::vector<fl
 template <typename C>
 void attend(const float* q, const C* keys, const C* values, int64_t pos_stride, int64_t head_dim, int64_t first,
             int64_t last, std::vector<float>& scores, float* out, const uint8_t* allowed = nullptr, float cap = 0.f,
-            const float* bias = nullptr) {
+            const float* bias = nullptr, const float* sink = nullptr) {
   float scale = 1.f / std::sqrt(static_cast<float>(head_dim));
   scores.resize(last - first + 1);
-  float top = -INFINITY;
+  float top = sink ? *sink : -INFINITY;
   for (int64_t t = first; t <= last; ++t)
     scores[t - first] = allowed && !allowed[t] ? -INFINITY
                                                : dot(keys + t * pos_stride, q, head_dim) * scale + (bias ? bias[t] : 0.f);
@@ -956,7 +961,7 @@ void attend(const float* q, const C* keys, const C* values, int64_t pos_stride, 
   for (float s : scores) top = std::max(top, s);
   for (auto& s : scores) s -= top;
   exp_in_place(scores.data(), scores.size());  // a hidden position's exp(-inf) is 0
-  float total = 0.f;
+  float total = sink ? std::exp(*sink - top) : 0.f;  // gpt-oss's sink: a share of the softmax that attends to nothing
   for (float s : scores) total += s;
   std::fill(out, out + head_dim, 0.f);
   for (int64_t t = first; t <= last; ++t) {
@@ -977,7 +982,7 @@ void attend(const float* q, const C* keys, const C* values, int64_t pos_stride, 
 // values a step). SmolLM2 int8, 8 rows, positions 40-72, one thread, CPU time: 3.25 -> 2.07 ms a step.
 template <typename C, int D, int H>
 void attend_heads(const float* q, const C* keys, const C* values, int64_t pos_stride, int64_t first, int64_t last,
-                  std::vector<float>& scores, float* out, const uint8_t* allowed, float cap) {
+                  std::vector<float>& scores, float* out, const uint8_t* allowed, float cap, const float* sinks) {
   constexpr int64_t head_dim = 16 * D;
   const float scale = 1.f / std::sqrt(static_cast<float>(head_dim));
   int64_t count = last - first + 1, padded = (count + 15) / 16 * 16;
@@ -1006,9 +1011,10 @@ void attend_heads(const float* q, const C* keys, const C* values, int64_t pos_st
       top[h] = -INFINITY;
       for (int64_t i = 0; i < count; ++i) top[h] = std::max(top[h], s[i]);
     }
+    if (sinks) top[h] = std::max(top[h], sinks[h]);
     for (int64_t i = 0; i < count; ++i) s[i] -= top[h];
     exp_in_place(s, count);
-    float total = 0.f;
+    float total = sinks ? std::exp(sinks[h] - top[h]) : 0.f;
     for (int64_t i = 0; i < count; ++i) total += s[i];
     for (int64_t i = 0; i < count; ++i) s[i] /= total;
   }
@@ -1032,12 +1038,13 @@ void attend_heads(const float* q, const C* keys, const C* values, int64_t pos_st
 // `heads` query heads at q (head_dim apart) that share the key/value head at keys and values, over cached
 // positions [first, last] (those `allowed` marks where it is given), into out (head_dim apart): attend_heads
 // where head_dim is 64 or 128 (up to four heads at a time for 64, two for 128: the sums stay in registers), else
-// attend per head; the scores soft-capped at `cap` where that is above 0.
+// attend per head; the scores soft-capped at `cap` where that is above 0; `sinks`, where given, each head's sink (one
+// more score in its softmax's denominator, gpt-oss's).
 template <typename C>
 void attend_group(const float* q, int64_t heads, const C* keys, const C* values, int64_t pos_stride,
                   int64_t head_dim, int64_t first, int64_t last, std::vector<float>& scores, float* out,
                   const uint8_t* allowed = nullptr, float cap = 0.f, const Alibi* alibi = nullptr,
-                  int64_t first_head = 0) {
+                  int64_t first_head = 0, const float* sinks = nullptr) {
   int64_t h = 0;
   if (alibi && !alibi->slopes.empty()) {  // a bias per head and position: attend a head at a time
     thread_local std::vector<float> position, bias;
@@ -1046,7 +1053,7 @@ void attend_group(const float* q, int64_t heads, const C* keys, const C* values,
     for (; h < heads; ++h) {
       alibi->biases(first_head + h, position.data(), first, last, bias.data());
       attend<C>(q + h * head_dim, keys, values, pos_stride, head_dim, first, last, scores, out + h * head_dim, allowed,
-                cap, bias.data());
+                cap, bias.data(), sinks ? sinks + h : nullptr);
     }
     return;
   }
@@ -1055,7 +1062,7 @@ void attend_group(const float* q, int64_t heads, const C* keys, const C* values,
     constexpr int D = decltype(dims)::value, H = decltype(group)::value;
     for (; h + H <= heads; h += H)
       attend_heads<C, D, H>(q + h * head_dim, keys, values, pos_stride, first, last, scores, out + h * head_dim, allowed,
-                            cap);
+                            cap, sinks ? sinks + h : nullptr);
   };
   using std::integral_constant;
   if (head_dim == 64) {
@@ -1069,7 +1076,8 @@ void attend_group(const float* q, int64_t heads, const C* keys, const C* values,
   }
 #endif
   for (; h < heads; ++h)
-    attend<C>(q + h * head_dim, keys, values, pos_stride, head_dim, first, last, scores, out + h * head_dim, allowed, cap);
+    attend<C>(q + h * head_dim, keys, values, pos_stride, head_dim, first, last, scores, out + h * head_dim, allowed, cap,
+              nullptr, sinks ? sinks + h : nullptr);
 }
 
 // Where the threads of one team meet: their claims on each loop's rows and a barrier.
@@ -1488,6 +1496,13 @@ struct Mixture {
   bool sigmoid = false;
   int64_t groups = 1, chosen_groups = 1, group_best = 1;
   float scale = 1.f;
+
+  // gpt-oss's experts (StepWeights::set_expert_layout): each expert's gate and up one matrix whose rows alternate
+  // between the two (its gate weight, 2 * width rows; its up weight empty), read `in_major` where the weights are
+  // stored (in, out) (gpt-oss's float stacks: in_major_rows); `biases`, per expert its gate/up's and down's float32
+  // biases, or null.
+  bool paired_gate_up = false, in_major = false;
+  const at::Tensor* biases = nullptr;
 };
 constexpr int64_t kMostChosenExperts = 64;
 
@@ -1520,6 +1535,7 @@ struct Layer {
   // value (1: as many query heads as key heads, GPT-NeoX's and CodeGen's blocks).
   int64_t qkv_group = 1;
   Xielu xielu;         // the layer's xIELU values, where the family's activation is xIELU
+  const float* sinks = nullptr;  // gpt-oss's sink per query head, float32 (StepWeights::set_sinks), or null
 };
 
 // Where head h's query (part 0), key (1) or value (2) is in a fused q/k/v's product `made` (Layer::qkv_per_head).
@@ -1560,6 +1576,9 @@ struct Family {
   float clip_qkv = 0.f;
   // ALiBi's biases on the attention scores (StepWeights::set_alibi; no slopes: none).
   Alibi alibi;
+  // gpt-oss's clamped SwiGLU (Activation::kClampedSwiglu; StepWeights::set_clamped_swiglu): (clamp(up, -limit, limit)
+  // + 1) * g * sigmoid(alpha * g), g = min(gate, limit).
+  float swiglu_alpha = 0.f, swiglu_limit = 0.f;
 };
 
 // v clamped to the family's clip_qkv (a NaN stays NaN, as torch's clamp keeps it).
@@ -1598,6 +1617,13 @@ inline float activation(const Family& family, const Xielu& values, float g) {
   }
 }
 
+// act(gate) * up, or gpt-oss's clamped SwiGLU of the pair.
+inline float gated(const Family& family, const Xielu& values, float gate, float up) {
+  if (family.activation != Activation::kClampedSwiglu) return activation(family, values, gate) * up;
+  const float limit = family.swiglu_limit, g = std::min(gate, limit), u = std::max(std::min(up, limit), -limit);
+  return (u + 1.f) * g / (1.f + std::exp(-family.swiglu_alpha * g));
+}
+
 // out[i] = act(gate[i]) * up[i] (SiLU's or GELU's 16 at a time); out may be gate.
 inline void activate_times(const Family& family, const Xielu& values, const float* gate, const float* up, float* out,
                            int64_t n) {
@@ -1607,7 +1633,15 @@ inline void activate_times(const Family& family, const Xielu& values, const floa
   if (family.activation == Activation::kSilu)
     return map16_pairs(gate, up, out, n, [](__m512 g, __m512 u) { return _mm512_mul_ps(silu16(g), u); });
 #endif
-  for (int64_t i = 0; i < n; ++i) out[i] = activation(family, values, gate[i]) * up[i];
+  for (int64_t i = 0; i < n; ++i) out[i] = gated(family, values, gate[i], up[i]);
+}
+
+// A mixture's experts' activated rows from their gate and up products: apart (gate, up), or alternating in `gate`
+// (Mixture::paired_gate_up: gate, up, gate, up ...), n outputs.
+inline void activate_experts(const Family& F, const Mixture& M, const float* gate, const float* up, float* out,
+                             int64_t n) {
+  if (!M.paired_gate_up) return activate_times(F, Xielu{}, gate, up, out, n);
+  for (int64_t i = 0; i < n; ++i) out[i] = gated(F, Xielu{}, gate[2 * i], gate[2 * i + 1]);
 }
 
 // out[i] = act(x[i]) alone, an MLP's without a gate (StarCoder2's, GPT-NeoX's, Nemotron's, Arcee's, Apertus's); out
@@ -1735,19 +1769,59 @@ void router_scores(const Mixture& M, int64_t begin, int64_t end, const float* in
 inline int64_t scored_rows(const Mixture& M) { return M.experts + (M.shared_gate.data ? 1 : 0); }
 
 // An expert's gate, up and down as matrices, or false where its weights are not matrices of the step's layout W and
-// the layer's shape (see mixture_step).
+// the layer's shape (see mixture_step). Paired (Mixture::paired_gate_up), its gate is gate and up alternating, 2 *
+// width rows, and up is left empty; stored in-major (float weights), each matrix is read as (out, in) all the same.
 template <typename W>
 bool expert_matrices(const Mixture& M, int64_t expert, int64_t hidden, Matrix& gate, Matrix& up, Matrix& down) {
   Matrix* made[3] = {&gate, &up, &down};
   for (int64_t part = 0; part < 3; ++part) {
     int64_t i = 3 * expert + part, rows = part < 2 ? M.width : hidden, cols = part < 2 ? hidden : M.width;
+    if (M.paired_gate_up && part == 1) {
+      up = Matrix{};
+      continue;
+    }
+    if (M.paired_gate_up && part == 0) rows *= 2;
     const at::Tensor& weight = M.weights[i];
     const at::Tensor* scale = M.scales ? &M.scales[i] : nullptr;
-    if (!in_layout<W>(weight.scalar_type()) || try_matrix(weight, scale, nullptr, *made[part]) ||
-        made[part]->rows != rows || made[part]->cols != cols)
+    const at::Tensor* bias = M.biases ? &M.biases[2 * expert + part / 2] : nullptr;
+    const float* bias_data = bias && bias->numel() > 0 ? bias->data_ptr<float>() : nullptr;
+    if (!in_layout<W>(weight.scalar_type()) || try_matrix(weight, scale, bias_data, *made[part]) ||
+        (bias_data && bias->numel() != rows))
       return false;
+    if (M.in_major) {
+      if (kInteger<W>) return false;
+      std::swap(made[part]->rows, made[part]->cols);
+      made[part]->in_major = true;
+    }
+    if (made[part]->rows != rows || made[part]->cols != cols) return false;
   }
   return true;
+}
+
+// Rows [begin, end) of a matrix stored (in, out) (Matrix::in_major) times x: each input's row of weights times the
+// input, added up into the outputs, an input at a time.
+template <typename W>
+void in_major_rows(const Matrix& m, int64_t begin, int64_t end, const float* x, float* out) {
+  const W* w = static_cast<const W*>(m.data);
+  std::fill(out + begin, out + end, 0.f);
+  for (int64_t c = 0; c < m.cols; ++c) {
+    const W* row = w + c * m.rows;
+    const float xc = x[c];
+    if (c + 8 < m.cols) prefetch_to_l2(row + 8 * m.rows + begin);
+#pragma omp simd
+    for (int64_t r = begin; r < end; ++r) out[r] += xc * as_float(row[r]);
+  }
+  if (m.bias)
+    for (int64_t r = begin; r < end; ++r) out[r] += m.bias[r];
+}
+
+// An expert's rows: product_rows, or in_major_rows for float weights stored in-major.
+template <typename W>
+void expert_rows(const Matrix& m, int64_t begin, int64_t end, const Rounded& in, float* out) {
+  if constexpr (!kInteger<W>) {
+    if (m.in_major) return in_major_rows<W>(m, begin, end, in.x, out);
+  }
+  product_rows<W>(m, begin, end, in, out);
 }
 
 // A sparse layer's feed-forward part for one token, `in` holding its normed input (rounded for W) and `input` the
@@ -1778,16 +1852,16 @@ void mixture_step(Team& team, float* x, const Mixture& M, int64_t hidden, const 
     team.claim(k * count, kChunk, 4, [&](int64_t begin, int64_t end) {
       for (int64_t j = begin / count; usable && begin < end; j = begin / count) {
         int64_t stop = std::min(end, (j + 1) * count);
-        product_rows<W>(matrices[j], begin - j * count, stop - j * count, input_of(j), out + j * count);
+        expert_rows<W>(matrices[j], begin - j * count, stop - j * count, input_of(j), out + j * count);
         begin = stop;
       }
     });
   };
   auto same_input = [&](int64_t) -> const Rounded& { return in; };
-  stacked(gate, width, same_input, S.gate.data());
-  stacked(up, width, same_input, S.up.data());
+  stacked(gate, M.paired_gate_up ? 2 * width : width, same_input, S.gate.data());
+  if (!M.paired_gate_up) stacked(up, width, same_input, S.up.data());
   team.wait();
-  activate_times(F, Xielu{}, S.gate.data(), S.up.data(), activated.data(), k * width);
+  activate_experts(F, M, S.gate.data(), S.up.data(), activated.data(), k * width);
   for (int64_t j = 0; j < k; ++j) expert_inputs[j].set<W>(activated.data() + j * width, width);
   stacked(down, hidden, [&](int64_t j) -> const Rounded& { return expert_inputs[j]; }, S.mixed.data());
   team.wait();
@@ -1910,7 +1984,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
       scale_query(F, q, head_dim);
       int64_t kv = (h / group) * head_stride;
       attend_group<C>(q, 1, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores, S.attended.data() + h * head_dim,
-                      nullptr, F.attention_cap, &F.alibi, h);
+                      nullptr, F.attention_cap, &F.alibi, h, L.sinks ? L.sinks + h : nullptr);
     }
   });
   team.wait();
@@ -2199,6 +2273,49 @@ struct StepWeights : torch::CustomClassHolder {
     routed_scale = scale;
   }
 
+  // gpt-oss's experts (set_expert_layout, after set_experts; Mixture::paired_gate_up, in_major, biases): each
+  // expert's gate and up one matrix of alternating rows (its up weight an empty tensor), the float experts stored
+  // (in, out); per expert of the sparse layers its gate/up's and down's biases (or none), and per layer its router's
+  // bias (or none). The biases are held as float32: a float32 model's as they are, a bfloat16 model's converted now.
+  bool paired_gate_up = false, experts_in_major = false;
+  std::vector<at::Tensor> expert_biases, router_biases;
+
+  void set_expert_layout(bool paired, bool in_major, std::vector<at::Tensor> biases,
+                         std::vector<at::Tensor> layer_router_biases) {
+    int64_t experts = 0;
+    for (int64_t count : expert_counts) experts += count;
+    TORCH_CHECK(biases.empty() || static_cast<int64_t>(biases.size()) == 2 * experts,
+                "StepWeights.set_expert_layout: two biases per expert (", 2 * experts, ") or none, got ", biases.size());
+    TORCH_CHECK(layer_router_biases.empty() || layer_router_biases.size() == routers.size(),
+                "StepWeights.set_expert_layout: one router bias per layer of set_experts (", routers.size(),
+                "), or none; got ", layer_router_biases.size());
+    for (size_t l = 0; l < layer_router_biases.size(); ++l)
+      TORCH_CHECK(layer_router_biases[l].numel() == expert_counts[l], "StepWeights.set_expert_layout: layer ", l,
+                  "'s router bias has ", layer_router_biases[l].numel(), " values for ", expert_counts[l], " experts");
+    auto float32 = [](std::vector<at::Tensor>& tensors) {
+      for (at::Tensor& t : tensors) t = t.to(at::kFloat).contiguous();
+    };
+    float32(biases), float32(layer_router_biases);
+    paired_gate_up = paired, experts_in_major = in_major;
+    expert_biases = std::move(biases), router_biases = std::move(layer_router_biases);
+  }
+
+  // gpt-oss's attention sinks (Layer::sinks): per layer one value per query head, held as float32 as the biases of
+  // set_expert_layout are, or an empty tensor for a layer without.
+  std::vector<at::Tensor> sinks;
+  void set_sinks(std::vector<at::Tensor> layer_sinks) {
+    TORCH_CHECK(layer_sinks.size() * matrices_per_layer() == weights.size(), "StepWeights.set_sinks: one tensor per "
+                "layer (", weights.size() / matrices_per_layer(), "), got ", layer_sinks.size());
+    for (at::Tensor& t : layer_sinks) t = t.to(at::kFloat).contiguous();
+    sinks = std::move(layer_sinks);
+  }
+
+  // gpt-oss's clamped SwiGLU (Activation::kClampedSwiglu, Family::swiglu_alpha and swiglu_limit).
+  double swiglu_alpha = 0., swiglu_limit = 0.;
+  void set_clamped_swiglu(double alpha, double limit) {
+    activation = static_cast<int64_t>(Activation::kClampedSwiglu), swiglu_alpha = alpha, swiglu_limit = limit;
+  }
+
   // StarCoder2's LayerNorms (set_norm_biases): a bias for every norm of `norms`, in their order, then the final
   // norm's.
   std::vector<at::Tensor> norm_biases;
@@ -2260,6 +2377,7 @@ struct StepWeights : torch::CustomClassHolder {
     family.interleaved = interleaved, family.norms_after_rotation = norms_after_rotation;
     family.parallel = parallel;
     family.alibi = alibi;
+    family.swiglu_alpha = static_cast<float>(swiglu_alpha), family.swiglu_limit = static_cast<float>(swiglu_limit);
     return family;
   }
 };
@@ -2404,12 +2522,19 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
                   op, ": layer ", l, "'s router must be float32 or bfloat16 (", stack.expert_counts[l], " experts, ",
                   hidden, "), got ", router_type, " ", router.sizes());
       Mixture& mixture = layer.mixture;
-      mixture.router = matrix(router, {}, {});
+      const bool router_biased = !stack.router_biases.empty() && stack.router_biases[l].numel() > 0;
+      mixture.router = matrix(router, {}, router_biased ? c10::optional<at::Tensor>(stack.router_biases[l])
+                                                        : c10::optional<at::Tensor>());
       mixture.router_bf16 = router_type == at::kBFloat16;
       mixture.experts = router.size(0);
       mixture.weights = &stack.expert_weights[expert_offset];
       mixture.scales = stack.expert_scales.empty() ? nullptr : &stack.expert_scales[expert_offset];
-      mixture.width = mixture.weights[0].dim() == 2 ? mixture.weights[0].size(0) : 0;
+      mixture.paired_gate_up = stack.paired_gate_up, mixture.in_major = stack.experts_in_major;
+      if (!stack.expert_biases.empty()) mixture.biases = &stack.expert_biases[2 * (expert_offset / 3)];
+      // each expert's width: its gate's rows (half of them where gate and up alternate), or its down's inputs
+      const at::Tensor& width_of = mixture.in_major ? mixture.weights[2] : mixture.weights[0];
+      mixture.width = width_of.dim() != 2 ? 0 : mixture.in_major ? width_of.size(0)
+                      : width_of.size(0) / (mixture.paired_gate_up ? 2 : 1);
       TORCH_CHECK(mixture.width > 0, op, ": layer ", l, "'s first expert's gate must be a 2-D weight");
       mixture.top_k = stack.top_k;
       mixture.normalize = stack.normalize_experts, mixture.round_weights = stack.round_expert_weights;
@@ -2454,6 +2579,11 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
       layer.k_norm = layer_norm(layer_norms + 1);
     }
     if (!stack.xielu_values.empty()) layer.xielu = xielu_of(&stack.xielu_values[4 * l]);
+    if (!stack.sinks.empty() && stack.sinks[l].numel() > 0) {
+      TORCH_CHECK(stack.sinks[l].numel() == layer.q.rows / keys[l].size(3), op, ": layer ", l, "'s sinks hold ",
+                  stack.sinks[l].numel(), " values for ", layer.q.rows / keys[l].size(3), " query heads");
+      layer.sinks = stack.sinks[l].data_ptr<float>();
+    }
     layer.local = !stack.sliding.empty() && stack.sliding[l];
     layer.rotates = stack.unrotated.empty() || !stack.unrotated[l];
     layer.window = stack.sliding.empty() || layer.local ? window : 0;
@@ -2467,7 +2597,7 @@ std::pair<int64_t, int64_t> mlp_buffer_sizes(const std::vector<Layer>& layers) {
   int64_t rows = 0, experts = 0;
   for (const Layer& L : layers) {
     const Mixture& M = L.mixture;
-    rows = std::max({rows, M.top_k * M.width, L.up.rows});
+    rows = std::max({rows, M.top_k * M.width * (M.paired_gate_up ? 2 : 1), L.up.rows});
     experts = std::max(experts, M.experts);
   }
   return {rows, experts};
@@ -4270,17 +4400,25 @@ void batch_mixture_step(Team& team, float* x, int64_t n, const Mixture& M, int64
     team.claim(groups * count, kChunk, 4, [&](int64_t begin, int64_t end) {
       for (int64_t u = begin / count; usable && begin < end; u = begin / count) {
         int64_t stop = std::min(end, (u + 1) * count), first = G.start[u];
-        batch_rows<W>(matrices[u], begin - u * count, stop - u * count, rows + first * cols, batches[u],
-                      G.start[u + 1] - first, out + first * count);
+        const Matrix& m = matrices[u];
+        int64_t inputs = G.start[u + 1] - first;
+        if (!m.in_major) {
+          batch_rows<W>(m, begin - u * count, stop - u * count, rows + first * cols, batches[u], inputs,
+                        out + first * count);
+        } else if constexpr (!kInteger<W>) {  // an input at a time (gpt-oss's float experts)
+          for (int64_t q = 0; q < inputs; ++q)
+            in_major_rows<W>(m, begin - u * count, stop - u * count, rows + (first + q) * cols,
+                             out + (first + q) * count);
+        }
         begin = stop;
       }
     });
   };
-  grouped(G.gate, width, G.gathered.data(), hidden, G.gate_inputs, S.gate.data());
-  grouped(G.up, width, G.gathered.data(), hidden, G.gate_inputs, S.up.data());
+  grouped(G.gate, M.paired_gate_up ? 2 * width : width, G.gathered.data(), hidden, G.gate_inputs, S.gate.data());
+  if (!M.paired_gate_up) grouped(G.up, width, G.gathered.data(), hidden, G.gate_inputs, S.up.data());
   team.wait();
   G.activated.resize(pairs * width);
-  activate_times(F, Xielu{}, S.gate.data(), S.up.data(), G.activated.data(), pairs * width);
+  activate_experts(F, M, S.gate.data(), S.up.data(), G.activated.data(), pairs * width);
   if constexpr (kInteger<W>) {
     G.rounded.resize(pairs);
     for (int64_t q = 0; q < pairs; ++q) {
@@ -4396,7 +4534,8 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
   // A prompt's rows attend in blocks (attend_in_blocks) where `packed` is given (a float32 cache, no padding) and
   // this layer sees every earlier position (no window short of them, no soft-cap, no ALiBi).
   const bool in_blocks = std::is_same_v<C, float> && packed && (L.window == 0 || L.window >= pos + span) &&
-                         F.attention_cap == 0.f && F.alibi.slopes.empty() && prompt_attention_vectorized(head_dim);
+                         F.attention_cap == 0.f && F.alibi.slopes.empty() && !L.sinks &&
+                         prompt_attention_vectorized(head_dim);
   team.claim(n * n_kv, 1, 1, [&](int64_t begin, int64_t end) {  // a row's query heads of one key/value head
     for (int64_t t = begin; t < end; ++t) {
       int64_t j = t / n_kv, g = t % n_kv, last = pos + j % span;
@@ -4406,7 +4545,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
       int64_t kv = j / span * row_stride + g * head_stride;
       if (allowed && std::none_of(allowed + first, allowed + last + 1, [](uint8_t a) { return a != 0; })) {
         std::fill(attended, attended + head_dim, 0.f);
-        if (F.padding_averages) {
+        if (F.padding_averages && !L.sinks) {  // (with a sink, the sink takes all of its share: zeros)
           for (int64_t t = 0; t < pos + span; ++t)
             for (int64_t i = 0; i < head_dim; ++i) attended[i] += as_float(values[kv + t * pos_stride + i]);
           for (int64_t i = 0; i < head_dim; ++i) attended[i] /= static_cast<float>(pos + span);
@@ -4421,7 +4560,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
       }
       if (!in_blocks)
         attend_group<C>(q, group, keys + kv, values + kv, pos_stride, head_dim, first, last, scores, attended, allowed,
-                        F.attention_cap, &F.alibi, g * group);
+                        F.attention_cap, &F.alibi, g * group, L.sinks ? L.sinks + g * group : nullptr);
     }
   });
   if constexpr (std::is_same_v<C, float>) {
@@ -5426,6 +5565,9 @@ TORCH_LIBRARY(openformers, m) {
       .def("set_shared_experts", &StepWeights::set_shared_experts)
       .def("set_expert_choice", &StepWeights::set_expert_choice)
       .def("set_expert_groups", &StepWeights::set_expert_groups)
+      .def("set_expert_layout", &StepWeights::set_expert_layout)
+      .def("set_sinks", &StepWeights::set_sinks)
+      .def("set_clamped_swiglu", &StepWeights::set_clamped_swiglu)
       .def("set_norm_biases", &StepWeights::set_norm_biases)
       .def("set_relu", &StepWeights::set_relu)
       .def("set_positions", &StepWeights::set_positions)

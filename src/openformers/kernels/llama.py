@@ -41,7 +41,10 @@ each expert's rows, float or packed by quantization) and Granite MoE shared (a s
 up fused, `set_fused`), ERNIE 4.5 MoE (ERNIE 4.5's layers, its experts chosen by probability plus a correction bias
 and its weights' sum floored by moe_norm_min, `set_expert_choice`, shared experts without a gate, dense leading
 layers), Hunyuan-MoE (Hunyuan dense's layers with the mixture and a shared MLP without a gate; one moe_topk for every
-layer), ERNIE 4.5 dense (Llama's layers turning interleaved pairs (2i, 2i + 1), GPT-J's form,
+layer), gpt-oss (Ministral's per-layer windows, biases on q, k, v and o and a learned sink per head joining each
+softmax's denominator, `set_sinks`; a router with a bias whose chosen scores are softmaxed, experts with biases whose
+gate and up rows alternate, the float stacks read as stored, (in, out), over the clamped SwiGLU, `set_expert_layout`,
+`set_clamped_swiglu`), ERNIE 4.5 dense (Llama's layers turning interleaved pairs (2i, 2i + 1), GPT-J's form,
 `set_interleaved`; with use_bias a bias on every projection), GLM and GLM-4-0414 (q/k/v biases, Phi-3's fused
 gate/up alone, `set_fused`, and partial rotary tables, turning interleaved pairs; GLM-4-0414's plain RMSNorms after
 each branch as Gemma 2's sandwich norms), GPT-NeoX / Pythia (StarCoder2's LayerNorms and MLP without a gate,
@@ -126,6 +129,7 @@ from ..models.glm import Glm4DecoderLayer, GlmAttention, GlmDecoderLayer, GlmMod
 from ..models.glm4_moe import Glm4MoeAttention, Glm4MoeDecoderLayer
 from ..models.gpt_neox import GPTNeoXAttention, GPTNeoXLayer, GPTNeoXMLP, GPTNeoXModel
 from ..models.gpt2 import GPT2Attention, GPT2Block, GPT2LMHeadModel, GPT2MLP, GPT2Model
+from ..models.gpt_oss import GptOssAttention, GptOssDecoderLayer, GptOssExperts, GptOssMLP, GptOssModel
 from ..models.gpt_bigcode import GPTBigCodeAttention, GPTBigCodeBlock, GPTBigCodeModel
 from ..models.gpt_neo import GPTNeoAttention, GPTNeoBlock, GPTNeoMLP, GPTNeoModel
 from ..models.gptj import GPTJAttention, GPTJBlock, GPTJMLP, GPTJModel
@@ -602,6 +606,21 @@ DOTS1_IMPLEMENTED = {
     "sliding_window": lambda value: True,  # on the layers layer_types marks as sliding
     "layer_types": lambda value: True,
 }
+# gpt-oss: Ministral's per-layer windows and Llama's q/k/v/o biases, a sink per head in each softmax (set_sinks), and in
+# every layer a mixture: a router with a bias whose best scores are softmaxed (the renormalized softmax of the chosen
+# experts, Granite MoE's), experts with biases, their gate and up rows alternating, over the clamped SwiGLU
+# (set_expert_layout, set_clamped_swiglu).
+GPT_OSS_IMPLEMENTED = {
+    **MIXTURE_FIELDS,
+    "model_type": lambda value: value == "gpt_oss",
+    "attention_bias": lambda value: True,
+    "attention_dropout": lambda value: not value,
+    "sliding_window": lambda value: True,  # on the layers layer_types marks as sliding
+    "layer_types": lambda value: True,
+    "num_local_experts": lambda value: True,
+    "swiglu_alpha": lambda value: True,
+    "swiglu_limit": lambda value: True,
+}
 # Phi-1, 1.5 and 2: one LayerNorm with a bias read by both branches (set_parallel, the two norms one tensor), biases on
 # every projection, GELU without a gate (its exact form, "gelu": set_exact_gelu, or tanh's), rotary tables over a
 # head's leading dimensions, and the head's bias (set_head_bias). Its per-head q/k LayerNorms (qk_layernorm) the step
@@ -714,7 +733,8 @@ FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_te
             "granitemoe": GRANITEMOE_IMPLEMENTED, "granitemoeshared": GRANITEMOE_SHARED_IMPLEMENTED,
             "ernie4_5_moe": ERNIE4_5_MOE_IMPLEMENTED, "hunyuan_v1_moe": HUNYUAN_MOE_IMPLEMENTED,
             "bloom": BLOOM_IMPLEMENTED, "falcon": FALCON_IMPLEMENTED,
-            "glm4_moe": GLM4_MOE_IMPLEMENTED, "dots1": DOTS1_IMPLEMENTED}
+            "glm4_moe": GLM4_MOE_IMPLEMENTED, "dots1": DOTS1_IMPLEMENTED,
+            "gpt_oss": GPT_OSS_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
 # (read from the model's modules), token ids, head and output options, and what Qwen2 and Qwen3 fold into the
 # decoder's sliding_window (Qwen3's layer_types: one window for every layer or none, as its config checks).
@@ -809,7 +829,7 @@ OLMO2_LAYERS = ((Olmo2DecoderLayer, Olmo2Attention, LlamaMLP), (Olmo3DecoderLaye
 # norms after each branch, none before (set_family's sandwich norms)
 OLMO2_DECODERS = (Olmo2Model, Olmo3Model, Exaone4Model)
 # whose norms are OLMo 2's RMSNorm (its weight applied before the cast back: the same in float32)
-OLMO2_NORMED_DECODERS = (Olmo2Model, Olmo3Model, HeliumModel)
+OLMO2_NORMED_DECODERS = (Olmo2Model, Olmo3Model, HeliumModel, GptOssModel)
 MIXTURE_LAYERS = ((MixtralDecoderLayer, LlamaAttention, MixtralSparseMoeBlock),
                   (Qwen3MoeDecoderLayer, Qwen3Attention, Qwen3MoeSparseMoeBlock),
                   (Qwen3MoeDecoderLayer, Qwen3Attention, Qwen3MoeMLP),  # Qwen3-MoE's dense layers
@@ -823,7 +843,8 @@ MIXTURE_LAYERS = ((MixtralDecoderLayer, LlamaAttention, MixtralSparseMoeBlock),
                   (HunYuanMoEV1DecoderLayer, HunYuanDenseV1Attention, HunYuanMoEV1Moe),
                   (Glm4MoeDecoderLayer, Glm4MoeAttention, DeepseekV3MoE),
                   (Glm4MoeDecoderLayer, Glm4MoeAttention, Qwen3MoeMLP),  # GLM-4.5's dense layers
-                  (Dots1DecoderLayer, Qwen3Attention, DeepseekV3MoE), (Dots1DecoderLayer, Qwen3Attention, Qwen3MoeMLP))
+                  (Dots1DecoderLayer, Qwen3Attention, DeepseekV3MoE), (Dots1DecoderLayer, Qwen3Attention, Qwen3MoeMLP),
+                  (GptOssDecoderLayer, GptOssAttention, GptOssMLP))
 GRANITE_DECODERS = (GraniteModel, GraniteMoeModel, GraniteMoeSharedModel)  # Granite's scalars (set_family)
 HUNYUAN_DECODERS = (HunYuanDenseV1Model, HunYuanMoEV1Model)  # q/k norms after the rotation
 STARCODER2_LAYERS = ((Starcoder2DecoderLayer, LlamaAttention, Starcoder2MLP),)
@@ -1172,6 +1193,11 @@ def _known_mixture(layer: nn.Module, block: nn.Module) -> bool:
                 and type(shared) in (type(None), GraniteMoeSharedMLP))
     if type(block) is HunYuanMoEV1Moe and type(block.gate) is not HunYuanMoEV1Gate:
         return False
+    if type(block) is GptOssMLP:  # both stacks float Parameters, or both packed
+        experts = block.experts
+        stacks = {type(experts.gate_up_proj), type(experts.down_proj)}
+        return (type(block.router) is Router and type(experts) is GptOssExperts
+                and stacks in ({nn.Parameter}, {PackedExperts}))
     if type(_router(block)) not in (Router, FloatRouter) and (type(block), type(_router(block))) != (
             DeepseekV3MoE, DeepseekV3Router):
         return False
@@ -1555,7 +1581,8 @@ class DecodeStep:
     def _settings(self) -> tuple[int, float, bool]:
         """The step's window (0: none), its norms' eps, and whether it leaves torch's threads at the team's size."""
         decoder = self.decoder
-        window = decoder.config.sliding_window if _sliding_layers(decoder) else decoder.sliding_window
+        sliding = _sliding_layers(decoder) or type(decoder) is GptOssModel  # (gpt-oss's decoder holds no window)
+        window = decoder.config.sliding_window if sliding else decoder.sliding_window
         eps = self._eps
         # Inside threads_following_team, the step leaves torch's threads at the team's settled size.
         following = getattr(_following, "caller", None) is not None
@@ -1598,7 +1625,7 @@ class DecodeStep:
             layered = isinstance(self.decoder, SlidingLayersDecoder)  # OLMo 3's and EXAONE 4.0's sliding layers
             sliding = [int(layer.is_sliding) for layer in self.decoder.layers] if layered else []
             self._stack.set_family(True, False, 0.0, 1.0, 1.0, sliding, 0.0)
-        if ready and type(self.decoder) in (MinistralModel, Dots1Model):  # Llama's layers, some sliding
+        if ready and type(self.decoder) in (MinistralModel, Dots1Model, GptOssModel):  # Llama's layers, some sliding
             sliding = [int(layer.is_sliding) for layer in self.decoder.layers]
             self._stack.set_family(False, False, 0.0, 1.0, 1.0, sliding, 0.0)
         if ready and type(self.decoder) is Phi3Model:
@@ -1683,8 +1710,20 @@ class DecodeStep:
         if self._mixture:
             block = blocks[0]  # _implemented_layers checked that every block routes alike
             # rounded to the hidden states' dtype (the embedding's), whatever the router's (ERNIE's is float32)
-            rounded = block.weights_in_model_dtype and self.decoder.embed_tokens.weight.dtype == torch.bfloat16
-            self._stack.set_experts(*_gather_experts(self.decoder), block.top_k, block.normalize, rounded)
+            # (gpt-oss's softmax of the chosen scores alone, in the router's dtype: the renormalized softmax, rounded)
+            gpt_oss = type(block) is GptOssMLP
+            rounded = ((block.weights_in_model_dtype or gpt_oss)
+                       and self.decoder.embed_tokens.weight.dtype == torch.bfloat16)
+            self._stack.set_experts(*_gather_experts(self.decoder), block.top_k, block.normalize or gpt_oss, rounded)
+            if gpt_oss:  # sinks, experts' biases and layout, the routers' biases, the clamped SwiGLU
+                layers = self.decoder.layers
+                self._stack.set_sinks([_attention(layer).sinks for layer in layers])
+                experts = [_feed_forward(layer).experts for layer in layers]
+                biases = [bias for e in experts for pair in zip(e.gate_up_proj_bias, e.down_proj_bias) for bias in pair]
+                in_major = type(experts[0].gate_up_proj) is nn.Parameter
+                self._stack.set_expert_layout(True, in_major, biases,
+                                              [_feed_forward(layer).router.bias for layer in layers])
+                self._stack.set_clamped_swiglu(experts[0].alpha, experts[0].limit)
             if isinstance(block, Qwen2MoeSparseMoeBlock):
                 self._stack.set_shared_experts([_shared_expert_gate(layer) for layer in self.decoder.layers])
             if type(block) is Ernie4_5_MoeSparseMoeBlock:  # by probability plus correction, the sum clamped
@@ -1996,6 +2035,19 @@ def _gather(decoder: DecoderModel) -> tuple[list, list, list, list]:
     return norms, weights, scales, biases
 
 
+def _gpt_oss_views(block: GptOssMLP) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """_banked's views of gpt-oss's experts (set_expert_layout): each expert's gate_up matrix, its gate and up rows
+    alternating, as its gate, an empty tensor as its up, and its down matrix; the float stacks' as stored, (in, out),
+    the packed ones' (out, in) with their scales."""
+    views = []
+    for stack in (block.experts.gate_up_proj, block.experts.down_proj):
+        packed = isinstance(stack, PackedExperts)
+        views.append([(w, s) for w, s in zip(stack.weight, stack.scale)] if packed else [(w, None) for w in stack.detach()])
+    weight, scale = views[0][0]
+    nothing = (torch.empty(0, dtype=weight.dtype), None if scale is None else torch.empty(0, dtype=scale.dtype))
+    return [view for gate_up, down in zip(*views) for view in (gate_up, nothing, down)]
+
+
 def _banked(layer: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """(weight, scale or None) of a sparse layer whose experts are held as 3-D banks (Granite MoE's input_linear and
     output_linear), gate, up and down of each expert in turn, as views of the banks (nothing copied): each expert's
@@ -2003,6 +2055,8 @@ def _banked(layer: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     of the packed weights and of their scales. None for any other layer. A bank given new data (`.data =`) is read
     again only when the step gathers its tensors again; a bank changed in place is read as it is."""
     block = _feed_forward(layer)
+    if type(block) is GptOssMLP:
+        return _gpt_oss_views(block)
     if type(block) is not GraniteMoeMoE:
         return []
 
@@ -2035,13 +2089,15 @@ def _gather_experts(decoder: DecoderModel) -> tuple[list, list, list]:
 
 def _sparse(block: nn.Module) -> bool:
     """Whether a layer's feed-forward part is a mixture of experts the step runs (set_experts)."""
-    return isinstance(block, (SparseMoeBlock, GraniteMoeMoE))
+    return isinstance(block, (SparseMoeBlock, GraniteMoeMoE, GptOssMLP))
 
 
 def _router(block: nn.Module) -> nn.Module:
     """A sparse block's router (a Router, or a FloatRouter: ERNIE 4.5 MoE's and Hunyuan-MoE's, in float32)."""
     if type(block) is GraniteMoeMoE:
         return block.router.layer
+    if type(block) is GptOssMLP:
+        return block.router
     return block.gate.wg if type(block) is HunYuanMoEV1Moe else block.gate
 
 
