@@ -73,15 +73,19 @@ and `--ways`); `bloom-560m` is bloom-560m's (24 layers, hidden 1024, 16 heads of
 LayerNorm, a tanh GELU MLP of 4096, biases everywhere, a tied vocabulary of 250880) and `falcon-7b` is Falcon-7B's (32
 layers, hidden 4544, 71 query heads and one key/value head of 64, parallel branches after one LayerNorm, an exact GELU
 MLP of 18176, no biases, a tied vocabulary of 65024: `--layers`); `glm4_5-air` is GLM-4.5-Air's (46 layers, hidden 4096,
-96 query and 8 key/value heads of 128 with q/k/v
-biases, half of each rotated, a dense first layer of 10944, then 128 experts of 1408 a layer, 8 a token by sigmoid
-score plus correction bias, a shared expert, an untied vocabulary of 151552) and `dots1` dots.llm1's (62 layers,
-hidden 4096, 32 heads of 128 with q/k norms, a dense first layer of 10944, then 128 experts of 1408, 6 a token, times
-2.5, two shared experts, an untied vocabulary of 152064): a sparse layer of either is 2.2B parameters, so `--layers`
-and `--ways`; `--experts` keeps fewer routed experts, of which a token reads as many). Run from the repository root:
+96 query and 8 key/value heads of 128 with q/k/v biases, half of each rotated, a dense first layer of 10944, then 128
+experts of 1408 a layer, 8 a token by sigmoid score plus correction bias, a shared expert, an untied vocabulary of
+151552) and `dots1` dots.llm1's (62 layers, hidden 4096, 32 heads of 128 with q/k norms, a dense first layer of 10944,
+then 128 experts of 1408, 6 a token, times 2.5, two shared experts, an untied vocabulary of 152064): a sparse layer of
+either is 2.2B parameters, so `--layers` and `--ways`; `--experts` keeps fewer routed experts, of which a token reads as
+many); `gpt-oss-20b` is gpt-oss-20b's (24 layers, hidden 2880, 64 query and 8 key/value heads of 64 with biases and a
+sink each, sliding (128) and full layers in turn, YaRN, 32 experts of 2880 a layer with biases, their gate and up rows
+alternating, 4 a token by a router with a bias, the clamped SwiGLU, an untied vocabulary of 201088; a layer 0.8B
+parameters, a token reading 0.13B of them: `--layers`, and `--vocabulary` to keep its head from outweighing the layers).
+Run from the repository root:
 
     .venv/bin/python benchmarks/random_decoder.py [--family qwen3] [--dtype bfloat16] [--new-tokens 32] [--rounds 2]
-        [--layers N] [--experts N] [--batch N] [--ways plain products step]
+        [--layers N] [--experts N] [--vocabulary N] [--batch N] [--ways plain products step]
 """
 
 import argparse
@@ -108,6 +112,7 @@ from openformers.configs import (
     GPT2Config,
     GPTBigCodeConfig,
     GPTNeoConfig,
+    GptOssConfig,
     PhiConfig,
     StableLmConfig,
     BloomConfig,
@@ -148,6 +153,7 @@ from openformers.models.gpt2 import GPT2LMHeadModel
 from openformers.models.gpt_bigcode import GPTBigCodeForCausalLM
 from openformers.models.gpt_neo import GPTNeoForCausalLM
 from openformers.models.gptj import GPTJForCausalLM
+from openformers.models.gpt_oss import GptOssForCausalLM
 from openformers.models.phi import PhiForCausalLM
 from openformers.models.stablelm import StableLmForCausalLM
 from openformers.models.granite import GraniteForCausalLM
@@ -313,6 +319,12 @@ FAMILIES = {
         num_key_value_heads=32, head_dim=128, n_routed_experts=128, num_experts_per_tok=6, moe_intermediate_size=1408,
         n_shared_experts=2, first_k_dense_replace=1, n_group=1, topk_group=1, norm_topk_prob=True,
         routed_scaling_factor=2.5, rope_theta=10000000.0, max_position_embeddings=4096, tie_word_embeddings=False)),
+    "gpt-oss-20b": (GptOssForCausalLM, GptOssConfig, dict(
+        vocab_size=201088, hidden_size=2880, intermediate_size=2880, num_hidden_layers=24, num_attention_heads=64,
+        num_key_value_heads=8, head_dim=64, num_local_experts=32, num_experts_per_tok=4, sliding_window=128,
+        rope_theta=150000.0, max_position_embeddings=131072, tie_word_embeddings=False, rope_scaling={
+            "rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+            "original_max_position_embeddings": 4096})),
 }
 
 
@@ -323,13 +335,16 @@ WAYS = {"plain": "plain forward", "products": "kernel's products", "step": "deco
 EXPERT_COUNTS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
 
 
-def random_model(family: str, dtype: torch.dtype, layers: int | None = None, experts: int | None = None):
+def random_model(family: str, dtype: torch.dtype, layers: int | None = None, experts: int | None = None,
+                 vocabulary: int | None = None):
     model_class, config_class, shape = FAMILIES[family]
     torch.manual_seed(0)
     depth = next(name for name in ("num_hidden_layers", "n_layer", "num_layers") if name in shape)  # GPT-2's names
     shape = {**shape, depth: layers or shape[depth]}
     if experts:
         shape.update((name, experts) for name in EXPERT_COUNTS if name in shape)
+    if vocabulary:
+        shape["vocab_size"] = vocabulary
     model = model_class.from_config(config_class.from_dict(shape), dtype=dtype).eval()
     with torch.no_grad():
         for name, parameter in model.named_parameters():  # matrices of a trained model's scale; norms around one
@@ -360,12 +375,13 @@ def main():
     parser.add_argument("--layers", type=int, help="keep this many of the family's layers")
     parser.add_argument("--experts", type=int, help="keep this many of a mixture's routed experts (a token reads as "
                         "many bytes: as many are chosen, of the same size)")
+    parser.add_argument("--vocabulary", type=int, help="keep this many of the vocabulary's tokens")
     parser.add_argument("--batch", type=int, default=1, help="sequences decoded together (unpadded prompts)")
     parser.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS),
                         help="run only these (each way holds a model of its own)")
     args = parser.parse_args()
 
-    model = random_model(args.family, getattr(torch, args.dtype), args.layers, args.experts)
+    model = random_model(args.family, getattr(torch, args.dtype), args.layers, args.experts, args.vocabulary)
     ways = {}
     for way in args.ways:  # the last way takes the model itself, the others copies
         ways[WAYS[way]] = model if way == args.ways[-1] else copy.deepcopy(model)

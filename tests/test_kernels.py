@@ -55,6 +55,7 @@ from openformers.configs import (
     OlmoeConfig,
     Phi3Config,
     PhiConfig,
+    PhimoeConfig,
     Qwen2Config,
     Qwen2MoeConfig,
     Qwen3Config,
@@ -106,6 +107,7 @@ from openformers.models.olmoe import OlmoeForCausalLM
 from openformers.models.opt import OPTForCausalLM
 from openformers.models.phi import PhiForCausalLM
 from openformers.models.phi3 import Phi3ForCausalLM
+from openformers.models.phimoe import PhimoeForCausalLM, PhimoeSparseMoeBlock
 from openformers.models.qwen2_moe import Qwen2MoeForCausalLM
 from openformers.models.qwen3 import Qwen3ForCausalLM
 from openformers.models.qwen3_moe import Qwen3MoeForCausalLM
@@ -294,6 +296,15 @@ DOTS1_BIASED = {**DOTS1, "attention_bias": True, "sliding_window": None, "tie_wo
 GPT_OSS = {**YARN_GPT_OSS, **MINISTRAL, "head_dim": 16, "num_local_experts": 6, "num_experts_per_tok": 3,
            "swiglu_limit": 0.5, "swiglu_alpha": 1.5}
 GPT_OSS_HEAD_DIM_64 = {**GPT_OSS, **HEAD_DIM_64, "head_dim": 64}
+# PhiMoE: six experts, the sparsemixer's two picks each weighted by a softmax over the scores within a relative 0.6 of
+# its own; biases on q, k, v, o and the head, LayerNorms with biases (tiny_model draws them all); with longrope, a
+# 40-token test crosses from the short factors' tables to the long ones' at position 16.
+PHIMOE = dict(head_dim=16, num_local_experts=6, num_experts_per_tok=2, router_jitter_noise=0.3, attention_bias=True,
+              lm_head_bias=True, tie_word_embeddings=False)
+PHIMOE_LONGROPE = {**PHIMOE, "max_position_embeddings": 64, "rope_scaling": {
+    "rope_type": "longrope", "original_max_position_embeddings": 16, "short_mscale": 1.2, "long_mscale": 1.45,
+    "long_factor": [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 7.0, 8.0], "short_factor": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7]}}
+PHIMOE_HEAD_DIM_64 = {**PHIMOE, **HEAD_DIM_64, "head_dim": 64, "router_jitter_noise": 0.05}
 MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM, Gemma3TextConfig: Gemma3ForCausalLM,
                  Phi3Config: Phi3ForCausalLM, Olmo2Config: Olmo2ForCausalLM, Olmo3Config: Olmo3ForCausalLM,
                  MixtralConfig: MixtralForCausalLM, Qwen3MoeConfig: Qwen3MoeForCausalLM,
@@ -312,7 +323,7 @@ MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM,
                  GraniteMoeConfig: GraniteMoeForCausalLM, GraniteMoeSharedConfig: GraniteMoeSharedForCausalLM,
                  Ernie4_5_MoeConfig: Ernie4_5_MoeForCausalLM, HunYuanMoEV1Config: HunYuanMoEV1ForCausalLM,
                  BloomConfig: BloomForCausalLM, FalconConfig: FalconForCausalLM, Glm4MoeConfig: Glm4MoeForCausalLM,
-                 Dots1Config: Dots1ForCausalLM, GptOssConfig: GptOssForCausalLM}
+                 Dots1Config: Dots1ForCausalLM, GptOssConfig: GptOssForCausalLM, PhimoeConfig: PhimoeForCausalLM}
 # GPT-2's line: learned positions, LayerNorms, its configs' own names for TINY's sizes (None: a field they lack).
 LEARNED_POSITIONS = {
     GPT2Config: dict(hidden_size="n_embd", num_hidden_layers="n_layer", num_attention_heads="n_head",
@@ -326,7 +337,7 @@ LEARNED_POSITIONS = {
 # Families whose every norm weight and every bias tiny_model draws (from_config sets them to ones and zeros).
 DRAWN_NORMS_AND_BIASES = (Starcoder2Config, Ernie4_5Config, GlmConfig, Glm4Config, GPTNeoXConfig, PhiConfig,
                           CohereConfig, Cohere2Config, GPTJConfig, CodeGenConfig, StableLmConfig, NemotronConfig,
-                          Ernie4_5_MoeConfig, BloomConfig, FalconConfig)
+                          Ernie4_5_MoeConfig, BloomConfig, FalconConfig, PhimoeConfig)
 
 
 def quantized_tolerance(config_class, usual: float) -> float:
@@ -387,6 +398,9 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
             torch.nn.init.normal_(module.router.bias, std=0.5)
         if isinstance(module, GptOssAttention):
             torch.nn.init.normal_(module.sinks, std=1.0)
+        if isinstance(module, PhimoeSparseMoeBlock):  # PhiMoE's experts and router, their weights large enough to count
+            for projection in (module.gate, *(p for expert in module.experts for p in expert.children())):
+                torch.nn.init.normal_(projection.weight, std=0.1)
     # from_config zeroes Gemma's norms (offsets)
     if config_class in (GemmaConfig, Gemma2Config, Gemma3TextConfig, VaultGemmaConfig):
         for name, parameter in model.named_parameters():
@@ -710,7 +724,7 @@ def test_an_unknown_rope_scaling_is_refused():
      (FalconConfig, FALCON_GROUPED_64), (Glm4MoeConfig, GLM4_MOE), (Glm4MoeConfig,
      {**GLM4_MOE_AIR, **HEAD_DIM_64, "head_dim": 64}), (Dots1Config, DOTS1),
      (Dots1Config, {**DOTS1_BIASED, **HEAD_DIM_64, "head_dim": 64}), (GptOssConfig, GPT_OSS),
-     (GptOssConfig, GPT_OSS_HEAD_DIM_64)],
+     (GptOssConfig, GPT_OSS_HEAD_DIM_64), (PhimoeConfig, PHIMOE_LONGROPE), (PhimoeConfig, PHIMOE_HEAD_DIM_64)],
     ids=["llama", "qwen2-bias", "mistral-window", "head-dim", "llama3-rope", "head-dim-64", "head-dim-128-window",
          "qwen3-qk-norms", "qwen3-head-dim-128-window", "gemma3", "gemma3-head-dim-64-linear-rope",
          "phi3-partial-rope-window", "phi3-longrope", "phi3-head-dim-128", "gemma2-soft-caps",
@@ -736,7 +750,7 @@ def test_an_unknown_rope_scaling_is_refused():
          "hunyuan-moe-biases-head-dim-64", "bloom-alibi", "bloom-head-dim-64", "falcon-multi-query-parallel",
          "falcon-rw-alibi-sequential", "falcon-new-two-norms", "falcon-new-one-kv-head-64", "falcon-grouped",
          "falcon-grouped-64", "glm4-moe", "glm4-moe-air-head-dim-64", "dots1-sliding",
-         "dots1-biases-head-dim-64", "gpt-oss", "gpt-oss-head-dim-64"],
+         "dots1-biases-head-dim-64", "gpt-oss", "gpt-oss-head-dim-64", "phimoe-longrope", "phimoe-head-dim-64"],
 )
 def test_decode_steps_match_plain_path(config_class, overrides, monkeypatch):
     fast = accelerated(tiny_model(config_class, **overrides))
@@ -829,7 +843,8 @@ STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, 
     (FalconConfig, FALCON_GROUPED, None), (FalconConfig, FALCON_GROUPED_64, "int8"), (Glm4MoeConfig, GLM4_MOE, None),
     (Glm4MoeConfig, GLM4_MOE_AIR, "int4+int8"), (Dots1Config, DOTS1, None),
     (Dots1Config, DOTS1_BIASED, "int8"), (GptOssConfig, GPT_OSS, None), (GptOssConfig, GPT_OSS, "int8"),
-    (GptOssConfig, GPT_OSS_HEAD_DIM_64, "int4+int8")]
+    (GptOssConfig, GPT_OSS_HEAD_DIM_64, "int4+int8"), (PhimoeConfig, PHIMOE, None), (PhimoeConfig, PHIMOE_LONGROPE,
+    "int8"), (PhimoeConfig, PHIMOE, "int4+int8")]
 STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+int8", "head-dim-64-window",
     "head-dim-128-int8", "qwen3-qk-norms", "qwen3-int4", "gemma3", "gemma3-int8", "gemma3-int4+int8", "phi3",
     "phi3-longrope-int8", "phi3-int4+int8", "gemma2", "gemma2-head-dim-64-int4+int8", "olmo2", "olmo2-int4+int8",
@@ -849,7 +864,8 @@ STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+
     "granitemoe-shared", "granitemoe-shared-int4", "ernie4_5-moe", "ernie4_5-moe-biases-int4+int8",
     "hunyuan-moe-biases", "hunyuan-moe-int8", "bloom", "bloom-int4+int8", "falcon", "falcon-rw", "falcon-rw-int8",
     "falcon-new-int4+int8", "falcon-grouped", "falcon-grouped-64-int8", "glm4-moe", "glm4-moe-air-int4+int8", "dots1",
-    "dots1-biases-int8", "gpt-oss", "gpt-oss-int8", "gpt-oss-head-dim-64-int4+int8"]
+    "dots1-biases-int8", "gpt-oss", "gpt-oss-int8", "gpt-oss-head-dim-64-int4+int8", "phimoe", "phimoe-longrope-int8",
+    "phimoe-int4+int8"]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", STEP_CASES, ids=STEP_CASE_IDS)
@@ -997,7 +1013,8 @@ BLOCK_CASES = [(LlamaConfig, HEAD_DIM_64, None), (LlamaConfig, HEAD_DIM_128, "in
                (Ernie4_5_MoeConfig, {**ERNIE4_5_MOE, **HEAD_DIM_64, "head_dim": 64}, None),
                (Glm4MoeConfig, {**GLM4_MOE, **HEAD_DIM_64, "head_dim": 64}, None),
                (Dots1Config, {**DOTS1_BIASED, **HEAD_DIM_128, "head_dim": 64}, "int8"),
-               (GptOssConfig, {**GPT_OSS_HEAD_DIM_64, "sliding_window": 100}, "int8")]
+               (GptOssConfig, {**GPT_OSS_HEAD_DIM_64, "sliding_window": 100}, "int8"),
+               (PhimoeConfig, PHIMOE_HEAD_DIM_64, None)]
 
 
 @pytest.mark.parametrize("config_class, overrides, quantization", BLOCK_CASES,
@@ -1006,7 +1023,7 @@ BLOCK_CASES = [(LlamaConfig, HEAD_DIM_64, None), (LlamaConfig, HEAD_DIM_128, "in
                               "helium-64", "hunyuan-64", "exaone4-64", "gpt-neox-64", "phi-64", "gptj-64",
                               "stablelm-parallel-64", "gpt2-64", "nemotron-64", "apertus-64", "olmoe-64-int8",
                               "granitemoe-shared-128-int8", "ernie4_5-moe-64", "glm4-moe-64", "dots1-128-int8",
-                              "gpt-oss-64-int8"])
+                              "gpt-oss-64-int8", "phimoe-64"])
 def test_long_prompts_attend_in_blocks_as_the_layers(config_class, overrides, quantization, monkeypatch):
     # 13 positions a row at a time, then 60 in blocks (two tasks of 32 and 28 rows over two key blocks: 73 keys).
     tokens = torch.randint(1, 96, (1, 74), generator=torch.Generator().manual_seed(8))
@@ -1240,7 +1257,8 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
      (GraniteMoeSharedConfig, GRANITEMOE_SHARED, "int4"), (Ernie4_5_MoeConfig, ERNIE4_5_MOE_BIASED, None),
      (HunYuanMoEV1Config, HUNYUAN_MOE, "int8"), (BloomConfig, BLOOM, None), (FalconConfig, FALCON_RW, None),
      (FalconConfig, FALCON, "int4+int8"), (FalconConfig, FALCON_GROUPED, None), (Glm4MoeConfig, GLM4_MOE, "int4+int8"),
-     (Dots1Config, DOTS1, None), (GptOssConfig, GPT_OSS, None), (GptOssConfig, GPT_OSS, "int4")],
+     (Dots1Config, DOTS1, None), (GptOssConfig, GPT_OSS, None), (GptOssConfig, GPT_OSS, "int4"),
+     (PhimoeConfig, PHIMOE_LONGROPE, "int8")],
     ids=["float32", "int8", "int4", "int4+int8", "gemma3", "gemma3-int4+int8", "phi3-int4+int8", "gemma2-head-dim-64",
          "olmo2", "mixtral", "mixtral-int8", "qwen3-moe-int4", "qwen3-moe-int4+int8", "qwen2-moe",
          "qwen2-moe-int8", "qwen2-moe-int4+int8", "starcoder2",
@@ -1248,7 +1266,8 @@ def test_bfloat16_batched_steps_stay_close_to_float32(monkeypatch):
          "hunyuan", "exaone4-int4+int8", "gpt-neox", "gpt-neox-sequential-int4+int8", "phi", "cohere2",
          "codegen-int4+int8", "stablelm", "arcee", "nemotron-int4+int8", "apertus", "olmo", "olmoe-int8",
          "granitemoe-shared-int4", "ernie4_5-moe-biases", "hunyuan-moe-int8", "bloom", "falcon-rw",
-         "falcon-int4+int8", "falcon-grouped", "glm4-moe-int4+int8", "dots1", "gpt-oss", "gpt-oss-int4"],
+         "falcon-int4+int8", "falcon-grouped", "glm4-moe-int4+int8", "dots1", "gpt-oss", "gpt-oss-int4",
+         "phimoe-longrope-int8"],
 )
 def test_a_team_of_threads_gives_the_one_thread_results(config_class, overrides, quantization, monkeypatch):
     # The suite runs one thread per worker; three threads split every matrix and the heads unevenly
@@ -1441,13 +1460,14 @@ def test_a_hidden_state_changed_in_place_gets_the_heads_own_product():
                           (HunYuanDenseV1Config, HUNYUAN_BIASES), (Exaone4Config, EXAONE4), (GPTNeoXConfig, GPT_NEOX),
                           (PhiConfig, PHI), (CohereConfig, COHERE), (Cohere2Config, COHERE2), (GPTJConfig, GPTJ),
                           (CodeGenConfig, CODEGEN), (StableLmConfig, STABLELM_PARALLEL), (ArceeConfig, ARCEE_BIASES),
-                          (NemotronConfig, NEMOTRON), (ApertusConfig, APERTUS), (OlmoConfig, OLMO), (OlmoeConfig,
-                          OLMOE),
-                          (BloomConfig, BLOOM), (FalconConfig, FALCON), (FalconConfig, FALCON_RW), (OlmoeConfig, OLMOE),
-                          (GptOssConfig, GPT_OSS)],
+                          (NemotronConfig, NEMOTRON), (ApertusConfig, APERTUS), (OlmoConfig, OLMO),
+                          (OlmoeConfig, OLMOE),
+                          (BloomConfig, BLOOM), (FalconConfig, FALCON), (FalconConfig, FALCON_RW),
+                          (GptOssConfig, GPT_OSS), (PhimoeConfig, PHIMOE)],
                          ids=["llama", "ernie4_5-biases", "glm4", "seed-oss", "helium", "hunyuan", "exaone4",
                               "gpt-neox", "phi", "cohere", "cohere2", "gptj", "codegen", "stablelm-parallel", "arcee",
-                              "nemotron", "apertus", "olmo", "olmoe", "bloom", "falcon", "falcon-rw", "gpt-oss"])
+                              "nemotron", "apertus", "olmo", "olmoe", "bloom", "falcon", "falcon-rw", "gpt-oss",
+                              "phimoe"])
 def test_bfloat16_weights_stay_close_to_float32(config_class, overrides, monkeypatch):
     model = accelerated(tiny_model(config_class, **overrides))
     tokens = torch.randint(0, 96, (20,), generator=torch.Generator().manual_seed(2)).tolist()
@@ -1726,10 +1746,10 @@ def test_a_run_of_greedy_steps_stops_at_an_eos_token(monkeypatch):
                           (OlmoConfig, OLMO), (Ernie4_5_MoeConfig, ERNIE4_5_MOE),
                           (HunYuanMoEV1Config, HUNYUAN_MOE_BIASES), (BloomConfig, BLOOM), (FalconConfig, FALCON),
                           (FalconConfig, FALCON_RW), (FalconConfig, FALCON_GROUPED), (Glm4MoeConfig, GLM4_MOE),
-                          (Dots1Config, DOTS1_BIASED), (GptOssConfig, GPT_OSS)],
+                          (Dots1Config, DOTS1_BIASED), (GptOssConfig, GPT_OSS), (PhimoeConfig, PHIMOE)],
                          ids=["qwen3-moe", "qwen2-moe", "olmoe", "arcee", "nemotron", "apertus", "olmo", "ernie4_5-moe",
                               "hunyuan-moe", "bloom", "falcon", "falcon-rw", "falcon-grouped", "glm4-moe",
-                              "dots1-biases", "gpt-oss"])
+                              "dots1-biases", "gpt-oss", "phimoe"])
 def test_a_familys_run_of_greedy_steps_makes_the_plain_paths_tokens_and_cache(config_class, overrides, monkeypatch):
     # Each step of a run routes its token (and runs Qwen2-MoE's shared expert, ERNIE 4.5 MoE's and Hunyuan-MoE's
     # shared MLPs), activates, norms and clamps as the layers do: the tokens, and the keys and values of the second

@@ -20,7 +20,7 @@ import torch
 import openformers
 from decoder_parity import (
     add_decoder_metadata,
-    assert_kernel_refuses_and_generate_runs_the_layers,
+    assert_kernel_steps_unless_refused,
     assert_outputs_close,
     assert_same_attributes,
     assert_training_step_matches,
@@ -66,8 +66,6 @@ class TestPhimoe(MixtralExpertsTests):
     TRAINING_OVERRIDES = dict(router_aux_loss_coef=0.5, output_router_logits=True)
     EXPERT_BLOCK = "block_sparse_moe"
     EXPERT_NAMES = ("w1", "w3", "w2")
-    # the CPU kernel's step does not implement PhiMoE: test_the_cpu_kernel_refuses_phimoe below
-    test_the_cpu_kernels_decoding_step_routes_as_the_reference = None
 
     @classmethod
     def reference_grads(cls, reference) -> dict:
@@ -98,9 +96,13 @@ class TestPhimoe(MixtralExpertsTests):
         load_saved(self.reference(**{**self.VARIANTS[variant], "initializer_range": 0.02}), tmp_path)
         assert_int8_keeps_the_router_in_float(tmp_path)
 
-    def test_the_cpu_kernel_refuses_phimoe_and_generate_runs_the_layers(self, tiny):
-        _, reference, model = tiny
-        assert_kernel_refuses_and_generate_runs_the_layers(model, reference, self.ids(1, 5, seed=3), "phimoe")
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_with_the_references_logits_and_tokens(self, tiny):
+        """from_pretrained gives the model the kernel's decoding step (LayerNorms with biases, the attention's and the
+        head's biases, longrope, the sparsemixer's two masked softmaxes), whose steps give the reference's logits and
+        greedy tokens."""
+        folder, reference, _ = tiny
+        assert_kernel_steps_unless_refused(folder, reference, self.ids(1, 12, seed=9), "phimoe", None)
 
     @torch.inference_mode()
     def test_the_router_weights_are_the_softmax_of_the_near_scores(self, tiny):
@@ -118,12 +120,15 @@ class TestPhimoe(MixtralExpertsTests):
         inputs = self.inputs()
         expected = outputs_of(reference, inputs)["logits"]
         original = phimoe.sparsemixer
+        # the layers' routing, which the patch changes (the CPU kernel's prompt step routes in decode.cpp)
+        step, model.model.accelerated_step = model.model.accelerated_step, None
         try:
             phimoe.sparsemixer = lambda s, eps, training: (original(s, eps, training)[0].clamp(min=1),
                                                            original(s, eps, training)[1])
             assert (outputs_of(model, inputs)["logits"] - expected).abs().max() > 1e-2
         finally:
             phimoe.sparsemixer = original
+            model.model.accelerated_step = step
 
 
 @torch.inference_mode()

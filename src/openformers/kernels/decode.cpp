@@ -1503,6 +1503,10 @@ struct Mixture {
   // biases, or null.
   bool paired_gate_up = false, in_major = false;
   const at::Tensor* biases = nullptr;
+  // PhiMoE's sparsemixer at inference (StepWeights::set_sparsemixer): each pick the best expert not yet picked,
+  // weighted by the softmax over those not yet picked whose scores are within a relative 2 * sparsemixer_eps of its own.
+  bool sparsemixer = false;
+  float sparsemixer_eps = 0.f;
 };
 constexpr int64_t kMostChosenExperts = 64;
 
@@ -1687,6 +1691,25 @@ constexpr int64_t kCachePrefetch = 32768;
 // torch.topk orders it), their weights renormalized to sum to 1 where the family does, then rounded to bfloat16
 // where it does.
 void route(const float* scores, const Mixture& M, int64_t* chosen, float* weights) {
+  auto before = [](float a, float b) { return a != a ? b == b : a > b; };  // a ranks above b
+  if (M.sparsemixer) {  // PhiMoE's: (best - s) / max(|s|, best) > 2 eps leaves s out of a pick's softmax
+    std::vector<bool> picked(M.experts);
+    for (int64_t j = 0; j < M.top_k; ++j) {
+      int64_t best = -1;
+      for (int64_t e = 0; e < M.experts; ++e)
+        if (!picked[e] && (best < 0 || before(scores[e], scores[best]))) best = e;
+      const float b = scores[best];
+      float total = 0.f;
+      for (int64_t e = 0; e < M.experts; ++e)
+        if (!picked[e] && !((b - scores[e]) / std::max(std::abs(scores[e]), b) > 2.f * M.sparsemixer_eps))
+          total += std::exp(scores[e] - b);
+      picked[best] = true;
+      chosen[j] = best;
+      weights[j] = 1.f / total;
+      if (M.round_weights) weights[j] = static_cast<float>(c10::BFloat16(weights[j]));
+    }
+    return;
+  }
   float top = -std::numeric_limits<float>::infinity(), sum = 0.f;
   std::vector<float> probabilities(M.experts);
   if (M.sigmoid) {
@@ -1697,7 +1720,6 @@ void route(const float* scores, const Mixture& M, int64_t* chosen, float* weight
     for (int64_t e = 0; e < M.experts; ++e) probabilities[e] /= sum;
   }
   std::vector<bool> taken(M.experts);
-  auto before = [](float a, float b) { return a != a ? b == b : a > b; };  // a ranks above b
   // What the experts are ranked by: their probabilities, or those plus the correction (ERNIE 4.5 MoE, DeepSeek-V3).
   std::vector<float> ranked;
   if (M.correction)
@@ -2243,12 +2265,7 @@ struct StepWeights : torch::CustomClassHolder {
   double norm_min = 0.;
 
   void set_expert_choice(std::vector<at::Tensor> layer_corrections, double min_sum) {
-    TORCH_CHECK(layer_corrections.empty() || layer_corrections.size() == routers.size(),
-                "StepWeights.set_expert_choice: one correction per layer of set_experts (", routers.size(),
-                "), an empty tensor for a dense one, or none; got ", layer_corrections.size());
-    for (size_t l = 0; l < layer_corrections.size(); ++l)
-      TORCH_CHECK(layer_corrections[l].numel() == expert_counts[l], "StepWeights.set_expert_choice: layer ", l,
-                  "'s correction has ", layer_corrections[l].numel(), " values for ", expert_counts[l], " experts");
+    check_per_expert("StepWeights.set_expert_choice", "correction", layer_corrections);
     corrections = std::move(layer_corrections), norm_min = min_sum;
   }
 
@@ -2273,6 +2290,17 @@ struct StepWeights : torch::CustomClassHolder {
     routed_scale = scale;
   }
 
+  // That `per_layer` holds one tensor per layer of set_experts (an empty one for a dense layer), or none, each with one
+  // value per expert of its layer.
+  void check_per_expert(const char* op, const char* what, const std::vector<at::Tensor>& per_layer) const {
+    TORCH_CHECK(per_layer.empty() || per_layer.size() == routers.size(), op, ": one ", what,
+                " per layer of set_experts (", routers.size(), "), an empty tensor for a dense one, or none; got ",
+                per_layer.size());
+    for (size_t l = 0; l < per_layer.size(); ++l)
+      TORCH_CHECK(per_layer[l].numel() == expert_counts[l], op, ": layer ", l, "'s ", what, " has ",
+                  per_layer[l].numel(), " values for ", expert_counts[l], " experts");
+  }
+
   // gpt-oss's experts (set_expert_layout, after set_experts; Mixture::paired_gate_up, in_major, biases): each
   // expert's gate and up one matrix of alternating rows (its up weight an empty tensor), the float experts stored
   // (in, out); per expert of the sparse layers its gate/up's and down's biases (or none), and per layer its router's
@@ -2286,12 +2314,7 @@ struct StepWeights : torch::CustomClassHolder {
     for (int64_t count : expert_counts) experts += count;
     TORCH_CHECK(biases.empty() || static_cast<int64_t>(biases.size()) == 2 * experts,
                 "StepWeights.set_expert_layout: two biases per expert (", 2 * experts, ") or none, got ", biases.size());
-    TORCH_CHECK(layer_router_biases.empty() || layer_router_biases.size() == routers.size(),
-                "StepWeights.set_expert_layout: one router bias per layer of set_experts (", routers.size(),
-                "), or none; got ", layer_router_biases.size());
-    for (size_t l = 0; l < layer_router_biases.size(); ++l)
-      TORCH_CHECK(layer_router_biases[l].numel() == expert_counts[l], "StepWeights.set_expert_layout: layer ", l,
-                  "'s router bias has ", layer_router_biases[l].numel(), " values for ", expert_counts[l], " experts");
+    check_per_expert("StepWeights.set_expert_layout", "router bias", layer_router_biases);
     auto float32 = [](std::vector<at::Tensor>& tensors) {
       for (at::Tensor& t : tensors) t = t.to(at::kFloat).contiguous();
     };
@@ -2309,6 +2332,11 @@ struct StepWeights : torch::CustomClassHolder {
     for (at::Tensor& t : layer_sinks) t = t.to(at::kFloat).contiguous();
     sinks = std::move(layer_sinks);
   }
+
+  // PhiMoE's sparsemixer routing at inference (Mixture::sparsemixer), its router_jitter_noise as `eps`.
+  bool sparsemixer = false;
+  double sparsemixer_eps = 0.;
+  void set_sparsemixer(bool on, double eps) { sparsemixer = on, sparsemixer_eps = eps; }
 
   // gpt-oss's clamped SwiGLU (Activation::kClampedSwiglu, Family::swiglu_alpha and swiglu_limit).
   double swiglu_alpha = 0., swiglu_limit = 0.;
@@ -2530,6 +2558,7 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
       mixture.weights = &stack.expert_weights[expert_offset];
       mixture.scales = stack.expert_scales.empty() ? nullptr : &stack.expert_scales[expert_offset];
       mixture.paired_gate_up = stack.paired_gate_up, mixture.in_major = stack.experts_in_major;
+      mixture.sparsemixer = stack.sparsemixer, mixture.sparsemixer_eps = static_cast<float>(stack.sparsemixer_eps);
       if (!stack.expert_biases.empty()) mixture.biases = &stack.expert_biases[2 * (expert_offset / 3)];
       // each expert's width: its gate's rows (half of them where gate and up alternate), or its down's inputs
       const at::Tensor& width_of = mixture.in_major ? mixture.weights[2] : mixture.weights[0];
@@ -5568,6 +5597,7 @@ TORCH_LIBRARY(openformers, m) {
       .def("set_expert_layout", &StepWeights::set_expert_layout)
       .def("set_sinks", &StepWeights::set_sinks)
       .def("set_clamped_swiglu", &StepWeights::set_clamped_swiglu)
+      .def("set_sparsemixer", &StepWeights::set_sparsemixer)
       .def("set_norm_biases", &StepWeights::set_norm_biases)
       .def("set_relu", &StepWeights::set_relu)
       .def("set_positions", &StepWeights::set_positions)

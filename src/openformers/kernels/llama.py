@@ -44,7 +44,9 @@ layers), Hunyuan-MoE (Hunyuan dense's layers with the mixture and a shared MLP w
 layer), gpt-oss (Ministral's per-layer windows, biases on q, k, v and o and a learned sink per head joining each
 softmax's denominator, `set_sinks`; a router with a bias whose chosen scores are softmaxed, experts with biases whose
 gate and up rows alternate, the float stacks read as stored, (in, out), over the clamped SwiGLU, `set_expert_layout`,
-`set_clamped_swiglu`), ERNIE 4.5 dense (Llama's layers turning interleaved pairs (2i, 2i + 1), GPT-J's form,
+`set_clamped_swiglu`), PhiMoE (Mixtral's layers with StarCoder2's LayerNorms, biases on q, k, v, o and the head,
+Phi-3's longrope, and the sparsemixer's routing at inference, `set_sparsemixer`: two picks, each the best expert left
+weighted by the softmax over those left within a relative 2 * router_jitter_noise of its score), ERNIE 4.5 dense (Llama's layers turning interleaved pairs (2i, 2i + 1), GPT-J's form,
 `set_interleaved`; with use_bias a bias on every projection), GLM and GLM-4-0414 (q/k/v biases, Phi-3's fused
 gate/up alone, `set_fused`, and partial rotary tables, turning interleaved pairs; GLM-4-0414's plain RMSNorms after
 each branch as Gemma 2's sandwich norms), GPT-NeoX / Pythia (StarCoder2's LayerNorms and MLP without a gate,
@@ -170,6 +172,7 @@ from ..models.opt import POSITION_OFFSET, OPTAttention, OPTDecoderLayer, OPTMode
 from ..models.decoder import SlidingLayersDecoder, positions_of_real_tokens
 from ..models.phi import PhiAttention, PhiDecoderLayer, PhiMLP, PhiModel
 from ..models.phi3 import Phi3Attention, Phi3DecoderLayer, Phi3MLP, Phi3Model
+from ..models.phimoe import PhimoeDecoderLayer, PhimoeModel, PhimoeSparseMoeBlock
 from ..models.qwen2_moe import Qwen2MoeDecoderLayer, Qwen2MoeSparseMoeBlock
 from ..models.qwen3 import Qwen3Attention, Qwen3DecoderLayer
 from ..models.smollm3 import SmolLM3Attention, SmolLM3DecoderLayer, SmolLM3Model
@@ -621,6 +624,20 @@ GPT_OSS_IMPLEMENTED = {
     "swiglu_alpha": lambda value: True,
     "swiglu_limit": lambda value: True,
 }
+# PhiMoE: Mixtral's layers with LayerNorms with biases (set_norm_biases), biases on q, k, v and o and on the head
+# (set_head_bias), Phi-3's longrope, and the sparsemixer's routing at inference (set_sparsemixer): two picks, each the
+# best expert left weighted by the softmax over those left within a relative 2 * router_jitter_noise of it.
+PHIMOE_IMPLEMENTED = {
+    **MIXTRAL_IMPLEMENTED,
+    "model_type": lambda value: value == "phimoe",
+    "rope_scaling": PHI3_IMPLEMENTED["rope_scaling"],
+    "attention_bias": lambda value: True,
+    "attention_dropout": lambda value: not value,
+    "lm_head_bias": lambda value: True,
+    "num_experts_per_tok": lambda value: value == 2,  # (the sparsemixer's two picks)
+    "router_jitter_noise": lambda value: True,  # the sparsemixer's eps; its draws only while training
+    "input_jitter_noise": lambda value: True,  # drawn only while training: DecodeStep.run leaves that to the layers
+}
 # Phi-1, 1.5 and 2: one LayerNorm with a bias read by both branches (set_parallel, the two norms one tensor), biases on
 # every projection, GELU without a gate (its exact form, "gelu": set_exact_gelu, or tanh's), rotary tables over a
 # head's leading dimensions, and the head's bias (set_head_bias). Its per-head q/k LayerNorms (qk_layernorm) the step
@@ -734,7 +751,7 @@ FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_te
             "ernie4_5_moe": ERNIE4_5_MOE_IMPLEMENTED, "hunyuan_v1_moe": HUNYUAN_MOE_IMPLEMENTED,
             "bloom": BLOOM_IMPLEMENTED, "falcon": FALCON_IMPLEMENTED,
             "glm4_moe": GLM4_MOE_IMPLEMENTED, "dots1": DOTS1_IMPLEMENTED,
-            "gpt_oss": GPT_OSS_IMPLEMENTED}
+            "gpt_oss": GPT_OSS_IMPLEMENTED, "phimoe": PHIMOE_IMPLEMENTED}
 # ... and those that do not change its arithmetic: sizes (read from the tensors), the rotary tables and norm epsilon
 # (read from the model's modules), token ids, head and output options, and what Qwen2 and Qwen3 fold into the
 # decoder's sliding_window (Qwen3's layer_types: one window for every layer or none, as its config checks).
@@ -844,7 +861,8 @@ MIXTURE_LAYERS = ((MixtralDecoderLayer, LlamaAttention, MixtralSparseMoeBlock),
                   (Glm4MoeDecoderLayer, Glm4MoeAttention, DeepseekV3MoE),
                   (Glm4MoeDecoderLayer, Glm4MoeAttention, Qwen3MoeMLP),  # GLM-4.5's dense layers
                   (Dots1DecoderLayer, Qwen3Attention, DeepseekV3MoE), (Dots1DecoderLayer, Qwen3Attention, Qwen3MoeMLP),
-                  (GptOssDecoderLayer, GptOssAttention, GptOssMLP))
+                  (GptOssDecoderLayer, GptOssAttention, GptOssMLP),
+                  (PhimoeDecoderLayer, LlamaAttention, PhimoeSparseMoeBlock))
 GRANITE_DECODERS = (GraniteModel, GraniteMoeModel, GraniteMoeSharedModel)  # Granite's scalars (set_family)
 HUNYUAN_DECODERS = (HunYuanDenseV1Model, HunYuanMoEV1Model)  # q/k norms after the rotation
 STARCODER2_LAYERS = ((Starcoder2DecoderLayer, LlamaAttention, Starcoder2MLP),)
@@ -1210,9 +1228,9 @@ def _known_mixture(layer: nn.Module, block: nn.Module) -> bool:
 
 def _layer_normed(decoder: DecoderModel) -> bool:
     """Whether the decoder's norms are LayerNorms with biases (StarCoder2's, GPT-NeoX's, Phi's, GPT-J's, CodeGen's,
-    StableLM's and GPT-2's line's; set_norm_biases)."""
+    StableLM's, PhiMoE's and GPT-2's line's; set_norm_biases)."""
     return (type(decoder) in (Starcoder2Model, GPTNeoXModel, PhiModel, GPTJModel, CodeGenModel, StableLmModel,
-                              BloomModel, FalconModel)
+                              BloomModel, FalconModel, PhimoeModel)
             or type(decoder) in LEARNED_POSITION_DECODERS)
 
 
@@ -1659,7 +1677,7 @@ class DecodeStep:
             self._positions = table.shape[0]
         if ready and _layer_normed(self.decoder):
             layer_norms = [norm for layer in self.decoder.layers for norm in _layer_norms(layer)]
-            if not learned and type(self.decoder) is not StableLmModel:  # (StableLM's gated MLP: SiLU)
+            if not learned and type(self.decoder) not in (StableLmModel, PhimoeModel):  # (their gated MLPs: SiLU)
                 self._stack.set_family(False, True, 0.0, 1.0, 1.0, [], 0.0)  # GELU
             self._stack.set_norm_biases([norm.bias for norm in layer_norms] + [_final_norm(self.decoder).bias])
         if ready and type(self.decoder) in PARALLEL_LAYERS:
@@ -1704,7 +1722,9 @@ class DecodeStep:
         # two; Phi's, GPT-J's and CodeGen's the last three)
         dropouts = ("embedding_dropout", "attention_dropout", "residual_dropout", "hidden_dropout", "embd_pdrop",
                     "resid_pdrop", "attn_pdrop")
-        self._draws_while_training = (any(block.jitter_noise for block in blocks) or learned
+        # (PhiMoE's sparsemixer draws its picks while training)
+        self._draws_while_training = (any(block.jitter_noise or type(block) is PhimoeSparseMoeBlock for block in blocks)
+                                      or learned
                                       or (_layer_normed(self.decoder) or type(self.decoder) is SeedOssModel)
                                       and any(getattr(config, d, 0.0) for d in dropouts))
         if self._mixture:
@@ -1726,6 +1746,8 @@ class DecodeStep:
                 self._stack.set_clamped_swiglu(experts[0].alpha, experts[0].limit)
             if isinstance(block, Qwen2MoeSparseMoeBlock):
                 self._stack.set_shared_experts([_shared_expert_gate(layer) for layer in self.decoder.layers])
+            if type(block) is PhimoeSparseMoeBlock:  # two picks, each by its own masked softmax
+                self._stack.set_sparsemixer(True, block.router_jitter_noise)
             if type(block) is Ernie4_5_MoeSparseMoeBlock:  # by probability plus correction, the sum clamped
                 self._stack.set_expert_choice(list(map(_correction, self.decoder.layers)), block.norm_min)
             if type(block) is DeepseekV3MoE:  # sigmoid scores plus corrections, by group, the weights scaled
