@@ -168,6 +168,8 @@ YARN = dict(rope_theta=500.0, rope_scaling={"rope_type": "yarn", "factor": 4.0, 
 YARN_GPT_OSS = dict(rope_theta=500.0, rope_scaling={
     "rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 16, "beta_fast": 8.0, "beta_slow": 0.5,
     "truncate": False, "attention_factor": 1.25})
+# Dynamic NTK: a context of 16 stretched by 4, the tables rebuilt for each call past it (as the layers follow it).
+DYNAMIC = dict(rope_theta=500.0, max_position_embeddings=16, rope_scaling={"rope_type": "dynamic", "factor": 4.0})
 OLMO3_YARN = {**OLMO3, **YARN}  # the full layer's rotation YaRN's, the sliding layer's its own unscaled one
 # Ministral: Mistral's layers, a full one between sliding ones (window 5), all rotated alike.
 MINISTRAL = dict(num_hidden_layers=3, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
@@ -663,9 +665,9 @@ def test_groups_that_hold_fewer_experts_than_a_token_takes_are_refused():
 def test_an_unknown_rope_scaling_is_refused():
     config = LlamaConfig.from_dict(TINY)
     assert refusal(config) is None
-    config.rope_scaling = {"rope_type": "dynamic", "factor": 2.0}
+    config.rope_scaling = {"rope_type": "longrope", "factor": 2.0}  # (Phi-3's alone)
     assert "rope_scaling" in refusal(config)
-    for kind in ("linear", "llama3", "yarn"):
+    for kind in ("linear", "llama3", "yarn", "dynamic"):
         config.rope_scaling = {"rope_type": kind, "factor": 2.0}
         assert refusal(config) is None
 
@@ -690,7 +692,7 @@ def test_an_unknown_rope_scaling_is_refused():
      (Qwen2MoeConfig, QWEN2_MOE), (Qwen2MoeConfig, {**QWEN2_MOE_SPARSE_STEP, "norm_topk_prob": True}),
      (Starcoder2Config, {}), (Starcoder2Config, {"use_bias": False}),
      (Starcoder2Config, {**HEAD_DIM_64, "sliding_window": 5}), (GemmaConfig, GEMMA), (SmolLM3Config, SMOLLM3),
-     (SmolLM3Config, {**SMOLLM3, **HEAD_DIM_64}), (GraniteConfig, GRANITE), (LlamaConfig, YARN),
+     (SmolLM3Config, {**SMOLLM3, **HEAD_DIM_64}), (GraniteConfig, GRANITE), (LlamaConfig, YARN), (LlamaConfig, DYNAMIC),
      (Qwen2Config, YARN_GPT_OSS), (Gemma3TextConfig, {**GEMMA3, **YARN}), (Olmo3Config, OLMO3_YARN),
      (MinistralConfig, MINISTRAL), (MinistralConfig, {**MINISTRAL, **HEAD_DIM_64, **YARN}), (Ernie4_5Config, ERNIE4_5),
      (Ernie4_5Config, {**ERNIE4_5_BIASED, **HEAD_DIM_64, "head_dim": 64}), (GlmConfig, GLM),
@@ -731,7 +733,7 @@ def test_an_unknown_rope_scaling_is_refused():
          "gemma2-head-dim-64", "olmo2", "olmo2-head-dim-64", "olmo3-window-local-rope", "mixtral",
          "mixtral-top-1-window", "qwen3-moe-dense-layer", "qwen3-moe-renormalized", "qwen2-moe-dense-layer",
          "qwen2-moe-sparse-step-renormalized", "starcoder2", "starcoder2-no-biases", "starcoder2-head-dim-64-window",
-         "gemma", "smollm3", "smollm3-head-dim-64", "granite", "llama-yarn", "qwen2-yarn-gpt-oss", "gemma3-yarn",
+         "gemma", "smollm3", "smollm3-head-dim-64", "granite", "llama-yarn", "llama-dynamic", "qwen2-yarn-gpt-oss", "gemma3-yarn",
          "olmo3-yarn", "ministral-per-layer-windows", "ministral-head-dim-64-yarn", "ernie4_5",
          "ernie4_5-biases-head-dim-64", "glm", "glm-no-bias-head-dim-64-quarter-linear-rope", "glm4",
          "glm4-head-dim-64-quarter-linear-rope", "seed-oss-q-k-v-biases", "seed-oss-every-bias-head-dim-64",
@@ -814,7 +816,8 @@ STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, 
     (Starcoder2Config, {"sliding_window": 5}, None),
     (Starcoder2Config, {}, "int8"), (Starcoder2Config, {}, "int4+int8"), (GemmaConfig, GEMMA, None),
     (SmolLM3Config, SMOLLM3, None), (SmolLM3Config, SMOLLM3, "int4+int8"), (GraniteConfig, GRANITE, None),
-    (GraniteConfig, GRANITE, "int4+int8"), (LlamaConfig, YARN, None), (Qwen3Config, YARN_GPT_OSS, "int8"),
+    (GraniteConfig, GRANITE, "int4+int8"), (LlamaConfig, YARN, None), (LlamaConfig, DYNAMIC, None),
+    (Gemma3TextConfig, {**GEMMA3, **DYNAMIC}, "int8"), (Qwen3Config, YARN_GPT_OSS, "int8"),
     (Olmo3Config, OLMO3_YARN, None), (MinistralConfig, MINISTRAL, None), (MinistralConfig, MINISTRAL, "int4+int8"),
     (Ernie4_5Config, ERNIE4_5, None), (Ernie4_5Config, ERNIE4_5_BIASED, "int4+int8"), (GlmConfig, GLM, None),
     (GlmConfig, GLM, "int8"), (Glm4Config, GLM, None), (Glm4Config, GLM_HEAD_DIM_64, "int4+int8"),
@@ -851,7 +854,7 @@ STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+
     "mixtral", "mixtral-window-int8", "qwen3-moe", "qwen3-moe-renormalized-int4", "qwen3-moe-int4+int8",
     "qwen2-moe", "qwen2-moe-sparse-step-renormalized-int8", "qwen2-moe-renormalized-int4", "qwen2-moe-int4+int8",
     "starcoder2-window", "starcoder2-int8", "starcoder2-int4+int8", "gemma", "smollm3", "smollm3-int4+int8", "granite",
-    "granite-int4+int8", "llama-yarn", "qwen3-yarn-gpt-oss-int8", "olmo3-yarn", "ministral",
+    "granite-int4+int8", "llama-yarn", "llama-dynamic", "gemma3-dynamic-int8", "qwen3-yarn-gpt-oss-int8", "olmo3-yarn", "ministral",
     "ministral-int4+int8", "ernie4_5", "ernie4_5-biases-int4+int8", "glm", "glm-int8", "glm4",
     "glm4-head-dim-64-int4+int8", "seed-oss-every-bias", "seed-oss-int4+int8", "helium-biases",
     "helium-biases-int4+int8", "hunyuan", "hunyuan-biases-int8", "exaone4", "exaone4-int4+int8", "gpt-neox",

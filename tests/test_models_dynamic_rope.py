@@ -6,8 +6,8 @@ The reference stretches the base for the longest call since the last one within 
 theta * (factor * length / 12 - (factor - 1)) ** (d / (d - 2)), and goes back to the plain base when a call is within
 it again; keys already cached keep the rotation they were made with. So the tests run a sequence of calls of lengths
 around the context through both libraries in the same order: logits and loss, cached decoding one token at a time
-past the context, greedy and beam generation crossing it (a prompt within it and one past it), the CPU decoding step's
-refusal, the sequence classifier, saving both ways and the config.
+past the context, greedy and beam generation crossing it (a prompt within it and one past it), the CPU decoding step
+following the stretch as the layers do, the sequence classifier, saving both ways and the config.
 """
 
 import pytest
@@ -16,7 +16,6 @@ import torch
 from decoder_parity import (
     assert_generate_matches,
     assert_head_matches_and_saves_both_ways,
-    assert_kernel_refuses_and_generate_runs_the_layers,
     assert_outputs_close,
     assert_saved_both_ways,
     generation_inputs,
@@ -121,10 +120,38 @@ def test_generation_crossing_the_context_matches_the_reference(tiny, prompt, opt
 
 
 @torch.inference_mode()
-def test_the_cpu_decoding_step_refuses_dynamic_scaling(tiny):
-    # Its tables are made once; the step leaves the model to its layers, which generate the reference's tokens.
+def test_the_cpu_decoding_step_follows_the_stretch_as_the_layers(tiny):
+    # The step reads the tables after following each call's length as the layers' forward does: a prompt of 8, then
+    # one step a token to 24 (each one a call of decode_step, each stretching the base for its own length), give the
+    # reference's cached logits; then greedy generation crossing the context from a prompt of 9 takes the step for
+    # its prompt and every token (runs of greedy steps within the context, one step a token past it).
+    import openformers.kernels  # noqa: F401 (loads the library's operators)
+    from openformers.kernels.llama import refusal
+
     family, reference, model = tiny
-    assert_kernel_refuses_and_generate_runs_the_layers(model, reference, ids_of(1, 9, seed=3), family, "rope_scaling")
+    assert refusal(model.config) is None and model.base_model.accelerated_step is not None
+    ids = ids_of(1, 24, seed=4)
+    ours, theirs = model.new_cache(), transformers.DynamicCache(config=reference.config)
+    calls, decode_step = [], torch.ops.openformers.decode_step
+    torch.ops.openformers.decode_step = lambda *args: calls.append(1) or decode_step(*args)
+    try:
+        mine = [model(ids[:, :8], past_key_values=ours).logits]
+        mine += [model(ids[:, t : t + 1], past_key_values=ours).logits for t in range(8, ids.shape[1])]
+    finally:
+        torch.ops.openformers.decode_step = decode_step
+    expected = [reference(ids[:, :8], past_key_values=theirs).logits]
+    expected += [reference(ids[:, t : t + 1], past_key_values=theirs).logits for t in range(8, ids.shape[1])]
+    assert len(calls) == ids.shape[1] - 8
+    torch.testing.assert_close(torch.cat(mine, dim=1), torch.cat(expected, dim=1), atol=1e-4, rtol=1e-4)
+    layer_calls = []
+    hook = model.base_model.layers[0].register_forward_hook(lambda *_: layer_calls.append(1))
+    settings = dict(max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0)
+    try:
+        for prompt in (ids_of(1, 9, seed=3), ids_of(1, 14, seed=5)):
+            assert model.generate(prompt, **settings).tolist() == reference.generate(prompt, **settings).tolist()
+    finally:
+        hook.remove()
+    assert layer_calls == []
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -86,8 +86,10 @@ their layers): their multi-head latent attention caches one compressed latent an
 which each step expands through kv_b_proj into every head's keys and values over all cached positions, where the step
 attends over cached per-head keys and values of one head size. The step rotates by the tables of the model's rotary
 modules (cos and sin times the rope scaling's attention factor), so every rope scaling those tables hold rotates as in
-the layers: default, linear, llama3 and YaRN (Qwen2.5 / Qwen3's long contexts, OLMo 3's full layers), and Phi-3's
-longrope.
+the layers: default, linear, llama3 and YaRN (Qwen2.5 / Qwen3's long contexts, OLMo 3's full layers), Phi-3's
+Phi-3's longrope, and dynamic NTK, whose tables a call past the
+context rebuilds for its length: the step follows each call's length as the layers' forward does before it reads them
+(a run of greedy steps stays within the length they were made for).
 A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
 step implements it and tests/test_kernels.py proves parity for it.
 """
@@ -199,7 +201,9 @@ IMPLEMENTED = {
     "model_type": lambda value: value in ("llama", "mistral", "qwen2", "qwen3"),
     "hidden_act": lambda value: value == "silu",
     # The step rotates by the tables of the model's rotary modules (their attention factor, YaRN's, in cos and sin).
-    "rope_scaling": lambda value: value is None or value.get("rope_type") in ("default", "linear", "llama3", "yarn"),
+    # Dynamic NTK's tables follow each call's length (layers.RotaryEmbedding.follow_length) before the step reads them.
+    "rope_scaling": lambda value: value is None or value.get("rope_type") in ("default", "linear", "llama3", "yarn",
+                                                                              "dynamic"),
     "attention_bias": lambda value: not value,  # Llama's q/k/v/o biases: not read for Llama (Seed-OSS's are)
     "qkv_bias": lambda value: True,  # Qwen2's q/k/v biases
     "mlp_bias": lambda value: not value,
@@ -1454,11 +1458,15 @@ class DecodeStep:
                 if rotary_row >= learned:  # past the learned positions: the layers say so
                     return None
                 count = learned - rotary_row
+            for rotary in rotaries:  # dynamic NTK's tables for this call's length, as the layers' forward follows it
+                _follow_length(rotary, rotary_row + 1)
             if run:
                 count = min(count, max(cache.keys[0].shape[2] - rotary_row, 1))
                 for rotary in rotaries:
                     if rotary.long_after is not None and rotary_row < rotary.long_after < rotary_row + count:
                         count = rotary.long_after - rotary_row
+                    if getattr(rotary, "dynamic_after", None) is not None:  # (up to the length they are made for)
+                        count = min(count, max(rotary.stretched_for - rotary_row, 1))
             angles = []
             for rotary in rotaries:
                 if rotary_row + count > rotary._buffers["cos"].shape[0]:
@@ -1582,6 +1590,7 @@ class DecodeStep:
         reach = int(positions.max()) + 1
         angles = []
         for rotary in self._rotaries():
+            _follow_length(rotary, reach)
             rotary.ensure_length(reach)
             angles += (table[positions] for table in _rotary_tables(rotary, reach))
         return angles
@@ -1916,6 +1925,13 @@ def _step_ready(decoder: DecoderModel) -> bool:
         and (len(layouts) == 1 or layouts == {torch.int8, torch.uint8})
         and all(p.bias is None for p in unread)
     )
+
+
+def _follow_length(rotary: nn.Module, reach: int) -> None:
+    """Dynamic NTK scaling's tables for a call whose furthest position is reach - 1 (RotaryEmbedding.follow_length,
+    as the module's forward follows it); nothing for any other rotary module."""
+    if getattr(rotary, "dynamic_after", None) is not None:
+        rotary.follow_length(reach)
 
 
 def _rotary_tables(rotary: nn.Module, reach: int) -> tuple[torch.Tensor, torch.Tensor]:
