@@ -81,8 +81,12 @@ either is 2.2B parameters, so `--layers` and `--ways`; `--experts` keeps fewer r
 many); `gpt-oss-20b` is gpt-oss-20b's (24 layers, hidden 2880, 64 query and 8 key/value heads of 64 with biases and a
 sink each, sliding (128) and full layers in turn, YaRN, 32 experts of 2880 a layer with biases, their gate and up rows
 alternating, 4 a token by a router with a bias, the clamped SwiGLU, an untied vocabulary of 201088; a layer 0.8B
-parameters, a token reading 0.13B of them: `--layers`, and `--vocabulary` to keep its head from outweighing the layers).
-Run from the repository root:
+parameters, a token reading 0.13B of them: `--layers`, and `--vocabulary` to keep its head from outweighing the
+layers).); `internlm3-8b` is internlm3-8b-instruct's (48 layers, hidden 4096, 32 query and 2 key/value heads of 128,
+intermediate 10240, an untied vocabulary of 128512, dynamic NTK scaling of factor 6 past 32768 positions: `--layers`);
+`ministral3-3b` is Ministral-3-3B's text decoder (26 layers, hidden 3072, 32 query and 8 key/value heads of 128,
+intermediate 9216, a tied vocabulary of 131072, YaRN of factor 16 past 16384 positions with its queries' factor by
+position). Run from the repository root:
 
     .venv/bin/python benchmarks/random_decoder.py [--family qwen3] [--dtype bfloat16] [--new-tokens 32] [--rounds 2]
         [--layers N] [--experts N] [--vocabulary N] [--batch N] [--ways plain products step]
@@ -122,6 +126,8 @@ from openformers.configs import (
     HeliumConfig,
     HunYuanDenseV1Config,
     HunYuanMoEV1Config,
+    InternLM3Config,
+    Ministral3Config,
     MixtralConfig,
     NemotronConfig,
     Olmo2Config,
@@ -161,6 +167,8 @@ from openformers.models.granitemoe import GraniteMoeForCausalLM
 from openformers.models.helium import HeliumForCausalLM
 from openformers.models.hunyuan_v1_dense import HunYuanDenseV1ForCausalLM
 from openformers.models.hunyuan_v1_moe import HunYuanMoEV1ForCausalLM
+from openformers.models.llama import LlamaForCausalLM
+from openformers.models.ministral3 import Ministral3ForCausalLM
 from openformers.models.mixtral import MixtralForCausalLM
 from openformers.models.nemotron import NemotronForCausalLM
 from openformers.models.olmo import OlmoForCausalLM
@@ -325,6 +333,13 @@ FAMILIES = {
         rope_theta=150000.0, max_position_embeddings=131072, tie_word_embeddings=False, rope_scaling={
             "rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
             "original_max_position_embeddings": 4096})),
+    "internlm3-8b": (LlamaForCausalLM, InternLM3Config, dict(
+        vocab_size=128512, hidden_size=4096, intermediate_size=10240, num_hidden_layers=48, num_attention_heads=32,
+        num_key_value_heads=2, head_dim=128, rope_theta=50000000.0, max_position_embeddings=32768,
+        rope_scaling={"rope_type": "dynamic", "factor": 6.0}, tie_word_embeddings=False)),
+    "ministral3-3b": (Ministral3ForCausalLM, Ministral3Config, dict(
+        vocab_size=131072, hidden_size=3072, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=128, tie_word_embeddings=True)),
 }
 
 

@@ -41,10 +41,12 @@ from openformers.configs import (
     GraniteMoeConfig,
     GraniteMoeSharedConfig,
     HeliumConfig,
+    InternLM3Config,
     HunYuanDenseV1Config,
     HunYuanMoEV1Config,
     LlamaConfig,
     MinistralConfig,
+    Ministral3Config,
     MistralConfig,
     MixtralConfig,
     NemotronConfig,
@@ -98,6 +100,7 @@ from openformers.models.glm4_moe import Glm4MoeForCausalLM
 from openformers.models.hunyuan_v1_moe import HunYuanMoEV1ForCausalLM
 from openformers.models.llama import LlamaForCausalLM
 from openformers.models.ministral import MinistralForCausalLM
+from openformers.models.ministral3 import Ministral3ForCausalLM
 from openformers.models.mixtral import MixtralForCausalLM, SparseMoeBlock
 from openformers.models.nemotron import NemotronForCausalLM
 from openformers.models.olmo import OlmoForCausalLM
@@ -174,6 +177,12 @@ OLMO3_YARN = {**OLMO3, **YARN}  # the full layer's rotation YaRN's, the sliding 
 # Ministral: Mistral's layers, a full one between sliding ones (window 5), all rotated alike.
 MINISTRAL = dict(num_hidden_layers=3, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
                  sliding_window=5)
+# Ministral 3: Mistral's layers with YaRN's tables, its queries' factor by position 1 within the original context of 64
+# that the tests stay in (the layers take the positions past it: test_models_ministral3.py). InternLM3: Llama's layers
+# with a bias on every projection.
+MINISTRAL3 = dict(sliding_window=5, rope_theta=500.0, rope_scaling={
+    "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "llama_4_scaling_beta": 0.6})
+INTERNLM3 = dict(rope_theta=500.0, attention_bias=True, mlp_bias=True)
 # ERNIE 4.5: heads of 16 turned in interleaved pairs; with use_bias, a bias on every projection.
 ERNIE4_5 = dict(head_dim=16, rope_theta=500.0)
 ERNIE4_5_BIASED = {**ERNIE4_5, "use_bias": True, "tie_word_embeddings": False}
@@ -312,7 +321,7 @@ MODEL_CLASSES = {Qwen3Config: Qwen3ForCausalLM, Gemma2Config: Gemma2ForCausalLM,
                  MixtralConfig: MixtralForCausalLM, Qwen3MoeConfig: Qwen3MoeForCausalLM,
                  Qwen2MoeConfig: Qwen2MoeForCausalLM, Starcoder2Config: Starcoder2ForCausalLM,
                  GemmaConfig: GemmaForCausalLM, SmolLM3Config: SmolLM3ForCausalLM, GraniteConfig: GraniteForCausalLM,
-                 MinistralConfig: MinistralForCausalLM, Ernie4_5Config: Ernie4_5ForCausalLM,
+                 MinistralConfig: MinistralForCausalLM, Ministral3Config: Ministral3ForCausalLM, Ernie4_5Config: Ernie4_5ForCausalLM,
                  GlmConfig: GlmForCausalLM, Glm4Config: Glm4ForCausalLM, SeedOssConfig: SeedOssForCausalLM,
                  HeliumConfig: HeliumForCausalLM, HunYuanDenseV1Config: HunYuanDenseV1ForCausalLM,
                  Exaone4Config: Exaone4ForCausalLM, GPTNeoXConfig: GPTNeoXForCausalLM, PhiConfig: PhiForCausalLM,
@@ -694,7 +703,8 @@ def test_an_unknown_rope_scaling_is_refused():
      (Starcoder2Config, {**HEAD_DIM_64, "sliding_window": 5}), (GemmaConfig, GEMMA), (SmolLM3Config, SMOLLM3),
      (SmolLM3Config, {**SMOLLM3, **HEAD_DIM_64}), (GraniteConfig, GRANITE), (LlamaConfig, YARN), (LlamaConfig, DYNAMIC),
      (Qwen2Config, YARN_GPT_OSS), (Gemma3TextConfig, {**GEMMA3, **YARN}), (Olmo3Config, OLMO3_YARN),
-     (MinistralConfig, MINISTRAL), (MinistralConfig, {**MINISTRAL, **HEAD_DIM_64, **YARN}), (Ernie4_5Config, ERNIE4_5),
+     (MinistralConfig, MINISTRAL), (MinistralConfig, {**MINISTRAL, **HEAD_DIM_64, **YARN}),
+     (Ministral3Config, MINISTRAL3), (InternLM3Config, {**INTERNLM3, **HEAD_DIM_64, "head_dim": 64}), (Ernie4_5Config, ERNIE4_5),
      (Ernie4_5Config, {**ERNIE4_5_BIASED, **HEAD_DIM_64, "head_dim": 64}), (GlmConfig, GLM),
      (GlmConfig, {**GLM_HEAD_DIM_64, "attention_bias": False}), (Glm4Config, GLM), (Glm4Config, GLM_HEAD_DIM_64),
      (SeedOssConfig, SEED_OSS), (SeedOssConfig, {**SEED_OSS_EVERY_BIAS, **HEAD_DIM_64, "head_dim": 64}),
@@ -734,7 +744,8 @@ def test_an_unknown_rope_scaling_is_refused():
          "mixtral-top-1-window", "qwen3-moe-dense-layer", "qwen3-moe-renormalized", "qwen2-moe-dense-layer",
          "qwen2-moe-sparse-step-renormalized", "starcoder2", "starcoder2-no-biases", "starcoder2-head-dim-64-window",
          "gemma", "smollm3", "smollm3-head-dim-64", "granite", "llama-yarn", "llama-dynamic", "qwen2-yarn-gpt-oss", "gemma3-yarn",
-         "olmo3-yarn", "ministral-per-layer-windows", "ministral-head-dim-64-yarn", "ernie4_5",
+         "olmo3-yarn", "ministral-per-layer-windows", "ministral-head-dim-64-yarn",
+         "ministral3-window-yarn", "internlm3-biases-head-dim-64", "ernie4_5",
          "ernie4_5-biases-head-dim-64", "glm", "glm-no-bias-head-dim-64-quarter-linear-rope", "glm4",
          "glm4-head-dim-64-quarter-linear-rope", "seed-oss-q-k-v-biases", "seed-oss-every-bias-head-dim-64",
          "helium-interleaved", "helium-biases-head-dim-64", "hunyuan-norms-after", "hunyuan-biases-head-dim-64",
@@ -819,6 +830,7 @@ STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, 
     (GraniteConfig, GRANITE, "int4+int8"), (LlamaConfig, YARN, None), (LlamaConfig, DYNAMIC, None),
     (Gemma3TextConfig, {**GEMMA3, **DYNAMIC}, "int8"), (Qwen3Config, YARN_GPT_OSS, "int8"),
     (Olmo3Config, OLMO3_YARN, None), (MinistralConfig, MINISTRAL, None), (MinistralConfig, MINISTRAL, "int4+int8"),
+    (Ministral3Config, MINISTRAL3, None), (InternLM3Config, INTERNLM3, "int4+int8"),
     (Ernie4_5Config, ERNIE4_5, None), (Ernie4_5Config, ERNIE4_5_BIASED, "int4+int8"), (GlmConfig, GLM, None),
     (GlmConfig, GLM, "int8"), (Glm4Config, GLM, None), (Glm4Config, GLM_HEAD_DIM_64, "int4+int8"),
     (SeedOssConfig, SEED_OSS_EVERY_BIAS, None), (SeedOssConfig, SEED_OSS, "int4+int8"),
@@ -855,7 +867,7 @@ STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+
     "qwen2-moe", "qwen2-moe-sparse-step-renormalized-int8", "qwen2-moe-renormalized-int4", "qwen2-moe-int4+int8",
     "starcoder2-window", "starcoder2-int8", "starcoder2-int4+int8", "gemma", "smollm3", "smollm3-int4+int8", "granite",
     "granite-int4+int8", "llama-yarn", "llama-dynamic", "gemma3-dynamic-int8", "qwen3-yarn-gpt-oss-int8", "olmo3-yarn", "ministral",
-    "ministral-int4+int8", "ernie4_5", "ernie4_5-biases-int4+int8", "glm", "glm-int8", "glm4",
+    "ministral-int4+int8", "ministral3-window-yarn", "internlm3-biases-int4+int8", "ernie4_5", "ernie4_5-biases-int4+int8", "glm", "glm-int8", "glm4",
     "glm4-head-dim-64-int4+int8", "seed-oss-every-bias", "seed-oss-int4+int8", "helium-biases",
     "helium-biases-int4+int8", "hunyuan", "hunyuan-biases-int8", "exaone4", "exaone4-int4+int8", "gpt-neox",
     "gpt-neox-sequential", "gpt-neox-int8", "gpt-neox-sequential-int4+int8", "phi", "phi-int4+int8", "cohere",

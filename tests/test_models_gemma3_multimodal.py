@@ -131,3 +131,28 @@ class TestGemma3ImageTextFolders(test_models_gemma.TestGemma3Text):
         again = load_text_decoder(tmp_path)
         inputs = self.inputs()
         assert_outputs_close(outputs_of(again, inputs), outputs_of(model, inputs), "in-memory names")
+
+
+@torch.inference_mode()
+def test_a_gemma3_config_made_in_python_takes_the_decoding_step(tmp_path):
+    """A Gemma3Config made in Python keeps model_type "gemma3" (a folder's gives its text_config, "gemma3_text"): the
+    text decoder's fields and network, which the CPU kernel's step runs as Gemma 3 text's, with the reference's
+    logits one token at a time and its greedy tokens."""
+    import dataclasses
+
+    import openformers.kernels as kernels
+    from decoder_parity import assert_kernel_steps_and_generates_as_the_reference
+    from openformers.configs import Gemma3Config
+    from openformers.kernels import llama as llama_kernel
+
+    cls = TestGemma3ImageTextFolders
+    reference = cls.reference(**cls.VARIANTS["uncapped"])
+    reference.save_pretrained(tmp_path)
+    text = load_text_decoder(tmp_path)
+    fields = {f.name: getattr(text.config, f.name) for f in dataclasses.fields(text.config) if f.init}
+    config = Gemma3Config(**fields)
+    assert config.model_type == "gemma3" and llama_kernel.refusal(config) is None
+    model = openformers.Gemma3ForCausalLM.from_config(config)
+    model.load_state_dict(text.state_dict())
+    assert kernels.accelerate(model.eval())
+    assert_kernel_steps_and_generates_as_the_reference(model, reference, cls.ids(1, 12, seed=9))

@@ -1,14 +1,15 @@
 """InternLM3 (model_type "internlm3") against the reference, on tiny random models it makes and saves.
 
 The reference runs InternLM3 as Llama's classes (LlamaModel, LlamaForCausalLM, its only heads for it) over an
-InternLM3Config. A class over test_models_llama_variants.LlamaVariantTests (decoder_suite's common tests: both heads on
-a padded batch with labels, cached decoding, left padding, greedy and beam generation, a static cache, hidden states,
-a training step, saving both ways; the config's defaults and refusals, bfloat16, the Auto classes, the CPU kernel's
-refusal of the family) in two variants: the released one (dynamic NTK rope scaling, factor 6, without biases) and one
-with biases on every projection and the plain rotation. Then what is InternLM3's own: config.json's names for the
-biases (qkv_bias and bias, as the released folder writes them), its dynamic scaling past a small context, in
-logits and in generation crossing it, and the tokenizer class: the reference takes the TokenizersBackend for an
-"internlm3" folder whatever class it names (the released one names its remote InternLM3Tokenizer). llama.cpp has no InternLM3 architecture (its converter refuses the folder).
+InternLM3Config. A class over test_models_llama_variants.SteppedLlamaVariantTests (decoder_suite's common tests: both
+heads on a padded batch with labels, cached decoding, left padding, greedy and beam generation, a static cache, hidden
+states, a training step, saving both ways; the config's defaults and refusals, bfloat16, the Auto classes, the CPU
+kernel's steps with the reference's logits and tokens) in two variants: the released one (dynamic NTK rope scaling,
+factor 6, without biases) and one with biases on every projection and the plain rotation. Then what is InternLM3's
+own: config.json's names for the biases (qkv_bias and bias, as the released folder writes them), its dynamic scaling
+past a small context, in logits and in generation crossing it, and the tokenizer class: the reference takes the
+TokenizersBackend for an "internlm3" folder whatever class it names (the released one names its remote
+InternLM3Tokenizer). llama.cpp has no InternLM3 architecture (its converter refuses the folder).
 """
 
 import json
@@ -27,7 +28,7 @@ from decoder_parity import (
     outputs_of,
 )
 import test_models_llama_variants as llama_variants
-from test_models_llama_variants import SIZES, LlamaVariantTests
+from test_models_llama_variants import SIZES, SteppedLlamaVariantTests
 
 transformers = pytest.importorskip("transformers")
 
@@ -38,7 +39,7 @@ def ids_of(*shape, seed=1):
     return torch.randint(3, 128, shape, generator=torch.Generator().manual_seed(seed))
 
 
-class TestInternLM3(LlamaVariantTests):
+class TestInternLM3(SteppedLlamaVariantTests):
     REFERENCE_CONFIG = "InternLM3Config"
     MODEL_TYPE = "internlm3"
     TINY = dict(SIZES, head_dim=16, rope_parameters=RELEASED_ROPE)

@@ -1,10 +1,10 @@
 """Ministral 3 (model_type "ministral3") against the reference, on tiny random models it makes and saves.
 
-A class over test_models_llama_variants.LlamaVariantTests (decoder_suite's common tests: every head the reference has
-on a padded batch with labels, cached decoding, left padding, greedy and beam generation, a static cache, hidden
-states, a training step, saving both ways; the config's defaults and refusals, bfloat16, the Auto classes, the CPU
-kernel's refusal) with what is Ministral 3's own: the queries' scale by position, made to show by a YaRN context of 4
-positions (the 9-12 token rows cross three of its steps) and a large llama_4_scaling_beta, with and without a sliding
+A class over test_models_llama_variants.SteppedLlamaVariantTests (decoder_suite's common tests: every head the
+reference has on a padded batch with labels, cached decoding, left padding, greedy and beam generation, a static cache,
+hidden states, a training step, saving both ways; the config's defaults and refusals, bfloat16, the Auto classes, the
+CPU kernel's steps before the queries' scale departs from 1, the layers' past it) with what is Ministral 3's own: the
+queries' scale by position, made to show by a YaRN context of 4 positions (the 9-12 token rows cross three of its steps) and a large llama_4_scaling_beta, with and without a sliding
 window shorter than the rows. The released folders are Mistral 3's image-and-text wrappers ("mistral3"), which the
 reference's AutoModelForCausalLM refuses too. GGUF files as llama.cpp's converter writes the text decoder (its
 "mistral3" architecture: Llama's names with permuted query and key rows, YaRN with yarn_log_multiplier and the
@@ -20,6 +20,7 @@ import torch
 import openformers
 from decoder_parity import (
     add_decoder_metadata,
+    assert_kernel_steps_and_generates_as_the_reference,
     assert_outputs_close,
     assert_same_attributes,
     finish_gguf,
@@ -28,7 +29,8 @@ from decoder_parity import (
     load_saved,
     outputs_of,
 )
-from test_models_llama_variants import DEFAULT_FIELDS, LLAMA_GGUF_NAMES, SIZES, LlamaVariantTests, _decoder_heads
+from openformers.generation.cache import DynamicCache
+from test_models_llama_variants import DEFAULT_FIELDS, LLAMA_GGUF_NAMES, SIZES, SteppedLlamaVariantTests, _decoder_heads
 
 transformers = pytest.importorskip("transformers")
 
@@ -36,7 +38,7 @@ YARN = {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 
         "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0, "llama_4_scaling_beta": 0.6, "rope_theta": 500.0}
 
 
-class TestMinistral3(LlamaVariantTests):
+class TestMinistral3(SteppedLlamaVariantTests):
     REFERENCE_CONFIG = "Ministral3Config"
     MODEL_TYPE = "ministral3"
     TINY = dict(SIZES, head_dim=16, rope_parameters=YARN)
@@ -71,6 +73,28 @@ class TestMinistral3(LlamaVariantTests):
         (tmp_path / "config.json").write_text(json.dumps({"model_type": self.MODEL_TYPE, **self.TINY, **values}))
         with pytest.raises(ValueError, match=f"config.json: Invalid config: {message}"):
             openformers.AutoConfig.from_pretrained(tmp_path)
+
+    @torch.inference_mode()
+    def test_the_cpu_kernel_steps_with_the_references_logits_and_tokens(self, tiny, variant, tmp_path, monkeypatch):
+        """The step runs the positions before original_max_position_embeddings, where the queries' factor is exactly 1,
+        and leaves those past it to the layers: with the tiny context of 4, one token at a time from a prompt of 2,
+        positions 2 and 3 are steps of the kernel, 4-11 the layers', all with the reference's logits, and generation
+        (runs of greedy steps stopping at the context) gives its tokens; with a context of 64, a prompt of 4 and 8 new
+        tokens all take the step."""
+        _, reference, model = tiny
+        calls, decode_step = [], torch.ops.openformers.decode_step
+        monkeypatch.setattr(torch.ops.openformers, "decode_step", lambda *args: calls.append(1) or decode_step(*args))
+        ids, cache = self.ids(1, 12, seed=9), DynamicCache()
+        steps = [model(ids[:, :2], past_key_values=cache).logits]
+        steps += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(2, ids.shape[1])]
+        assert len(calls) == 2
+        torch.testing.assert_close(torch.cat(steps, dim=1), reference(ids).logits, atol=1e-4, rtol=1e-4)
+        settings = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+        assert model.generate(ids[:, :3], **settings).tolist() == reference.generate(ids[:, :3], **settings).tolist()
+        scaling = {**self.VARIANTS[variant].get("rope_parameters", YARN), "original_max_position_embeddings": 64}
+        wide = self.reference(**{**self.VARIANTS[variant], "rope_parameters": scaling})
+        monkeypatch.undo()
+        assert_kernel_steps_and_generates_as_the_reference(load_saved(wide, tmp_path), wide, ids)
 
 
 

@@ -15,15 +15,19 @@ before it that its mask allows (SmolLM2, 16 tokens, two threads: 1.6-2.2x the la
 to its first token); a bfloat16 model's only for generation (`prompts_for_generation`).
 
 A model takes the step only when every field of its config is one the step implements (`refusal` says which is not):
-Llama, Mistral, Qwen2 (q/k/v biases), Qwen3 (each head's queries and keys RMS-normed before the rotation), SmolLM3
+Llama, Mistral, InternLM3 (Llama's layers, with its qkv_bias and bias a bias on every projection), Qwen2 (q/k/v
+biases), Qwen3 (each head's queries and keys RMS-normed before the rotation), SmolLM3
 (some layers unrotated, `set_unrotated`), Gemma (Llama's layers with Gemma's norms of 1 + w, scaled embeddings and
 GELU), Gemma 2 and Gemma 3's text decoder (norms of 1 + w around attention and MLP as well as before them, GELU,
 queries scaled by query_pre_attn_scalar, sliding layers, Gemma 3's with rotary tables of their own, Gemma 2's soft-
-capped attention scores; `set_family` of decode.cpp's StepWeights; the final logits' soft-cap after the head),
+capped attention scores; `set_family` of decode.cpp's StepWeights; the final logits' soft-cap after the head; also
+under the image-and-text config's model_type gemma3),
 VaultGemma (Gemma 2's windows and soft-caps in the first Gemma's layers), OLMo
 2 (norms after attention and MLP only, queries and keys normed over all heads at once) and OLMo 3 (OLMo 2's layers
 with Gemma's per-layer windows and the sliding layers' own rotary tables), Ministral (Mistral's layers with those
-per-layer windows, `set_family`'s sliding flags), Phi-3 / Phi-4 (fused q/k/v and gate/up
+per-layer windows, `set_family`'s sliding flags), Ministral 3 (Mistral's layers with YaRN's tables; its queries'
+factor by position is 1 before original_max_position_embeddings, the positions the step takes, the layers taking
+those past it), Phi-3 / Phi-4 (fused q/k/v and gate/up
 weights, `set_fused`; rotary tables over a head's leading dimensions; longrope), StarCoder2 (LayerNorms with biases,
 `set_norm_biases`; biases on every projection; an MLP without a gate), Granite (Llama's layers with the embedding
 scale and the queries' factor of `set_family`, each branch's output scaled before the residual add,
@@ -155,6 +159,7 @@ from ..models.hunyuan_v1_moe import HunYuanMoEV1DecoderLayer, HunYuanMoEV1Gate, 
 from ..models.layers import ACTIVATIONS, RMSNorm, alibi_slopes
 from ..models.llama import LlamaAttention, LlamaDecoderLayer, LlamaMLP, LlamaModel
 from ..models.ministral import MinistralDecoderLayer, MinistralModel
+from ..models.ministral3 import Ministral3Attention, Ministral3DecoderLayer, Ministral3Model
 from ..models.mixtral import (
     ExpertLinear,
     MixtralDecoderLayer,
@@ -209,9 +214,11 @@ IMPLEMENTED = {
     "mlp_bias": lambda value: not value,
     "sliding_window": lambda value: True,  # None, or one window for every layer
 }
-# Gemma 3's text decoder, beside the fields that change nothing for Llama either (ARITHMETIC_FREE).
+# Gemma 3's text decoder, beside the fields that change nothing for Llama either (ARITHMETIC_FREE); also under the
+# image-and-text config's model_type "gemma3" (a Gemma3Config made in Python rather than read from a folder, which gives
+# its text_config: the same fields, the text decoder's network).
 GEMMA3_IMPLEMENTED = {
-    "model_type": lambda value: value == "gemma3_text",
+    "model_type": lambda value: value in ("gemma3_text", "gemma3"),
     "hidden_activation": lambda value: value in ("gelu_pytorch_tanh", "gelu_new"),  # the tanh form
     "rope_scaling": IMPLEMENTED["rope_scaling"],
     "attention_bias": lambda value: not value,
@@ -297,6 +304,15 @@ MINISTRAL_IMPLEMENTED = {
     "attention_dropout": lambda value: not value,
     "sliding_window": lambda value: True,  # on the layers layer_types marks as sliding
     "layer_types": lambda value: True,
+}
+# Ministral 3: Mistral's layers and YaRN tables, its queries multiplied by 1 + llama_4_scaling_beta * ln(1 + floor(p /
+# original_max_position_embeddings)) after the rotation, which is exactly 1 before that context: the step takes the
+# positions there (DecodeStep._plain_positions), the layers those past it.
+MINISTRAL3_IMPLEMENTED = {
+    **IMPLEMENTED,
+    "model_type": lambda value: value == "ministral3",
+    "rope_scaling": lambda value: value is not None and value.get("rope_type") == "yarn",
+    "attention_dropout": lambda value: not value,
 }
 MOST_CHOSEN_EXPERTS = 64  # decode.cpp's kMostChosenExperts
 # Mixtral and Qwen3-MoE: Mistral's and Qwen3's layers with a sparse mixture of SwiGLU experts in place of the MLP
@@ -402,6 +418,9 @@ HELIUM_IMPLEMENTED = {
     "mlp_bias": lambda value: True,
     "attention_dropout": lambda value: not value,
 }
+# InternLM3: Llama's layers under Llama's classes, with its qkv_bias and bias a bias on every projection (read as
+# Seed-OSS's are, by _gather): Helium's fields (whose interleaved pairs are its decoder's, not its config's).
+INTERNLM3_IMPLEMENTED = {**HELIUM_IMPLEMENTED, "model_type": lambda value: value == "internlm3"}
 # Hunyuan dense: Qwen3's per-head q/k norms, run after the rotation (StepWeights.set_norms_after_rotation), biases on
 # q, k, v and o (attention_bias), and the base stretched by rope_scaling's alpha ("dynamic", which its config takes only
 # with an alpha), which is in the rotary tables the step reads.
@@ -737,10 +756,11 @@ FALCON_IMPLEMENTED = {
     "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
 }
 # model_type -> what the step implements, where not IMPLEMENTED
-FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED,
+FAMILIES = {"gemma": GEMMA_IMPLEMENTED, "gemma2": GEMMA2_IMPLEMENTED, "gemma3_text": GEMMA3_IMPLEMENTED, "gemma3": GEMMA3_IMPLEMENTED,
             "vaultgemma": VAULTGEMMA_IMPLEMENTED,
             "olmo2": OLMO2_IMPLEMENTED, "olmo3": OLMO3_IMPLEMENTED, "smollm3": SMOLLM3_IMPLEMENTED,
-            "ministral": MINISTRAL_IMPLEMENTED, "seed_oss": SEED_OSS_IMPLEMENTED, "helium": HELIUM_IMPLEMENTED,
+            "ministral": MINISTRAL_IMPLEMENTED, "ministral3": MINISTRAL3_IMPLEMENTED, "internlm3": INTERNLM3_IMPLEMENTED,
+            "seed_oss": SEED_OSS_IMPLEMENTED, "helium": HELIUM_IMPLEMENTED,
             "hunyuan_v1_dense": HUNYUAN_DENSE_IMPLEMENTED, "exaone4": EXAONE4_IMPLEMENTED, "exaone": EXAONE_IMPLEMENTED,
             "phi3": PHI3_IMPLEMENTED, "mixtral": MIXTRAL_IMPLEMENTED, "qwen3_moe": QWEN3_MOE_IMPLEMENTED,
             "qwen2_moe": QWEN2_MOE_IMPLEMENTED, "starcoder2": STARCODER2_IMPLEMENTED, "granite": GRANITE_IMPLEMENTED,
@@ -827,6 +847,7 @@ STEP_DECODERS = (LlamaModel, Gemma2Model, Phi3Model, GPTNeoXModel, NemotronModel
 # The (layer, attention, MLP) classes the step reproduces, in each kind of decoder.
 LLAMA_LAYERS = ((LlamaDecoderLayer, LlamaAttention, LlamaMLP), (Qwen3DecoderLayer, Qwen3Attention, LlamaMLP),
                 (MinistralDecoderLayer, LlamaAttention, LlamaMLP),
+                (Ministral3DecoderLayer, Ministral3Attention, LlamaMLP),
                 (SmolLM3DecoderLayer, SmolLM3Attention, LlamaMLP), (GraniteDecoderLayer, GraniteAttention, LlamaMLP),
                 (Ernie4_5DecoderLayer, Ernie4_5Attention, LlamaMLP), (GlmDecoderLayer, GlmAttention, Phi3MLP),
                 (Glm4DecoderLayer, GlmAttention, Phi3MLP),
@@ -1458,6 +1479,11 @@ class DecodeStep:
                 if rotary_row >= learned:  # past the learned positions: the layers say so
                     return None
                 count = learned - rotary_row
+            plain = self._plain_positions()
+            if rotary_row + (count if run else 1) > plain:  # (Ministral 3's queries scaled past it: the layers')
+                if rotary_row >= plain:
+                    return None
+                count = plain - rotary_row
             for rotary in rotaries:  # dynamic NTK's tables for this call's length, as the layers' forward follows it
                 _follow_length(rotary, rotary_row + 1)
             if run:
@@ -1478,6 +1504,8 @@ class DecodeStep:
             else:
                 positions = position_ids.reshape(-1)
                 positions = positions.expand(rows) if position_ids.numel() == 1 else positions
+            if int(positions.max()) >= self._plain_positions():
+                return None
             angles = self._angles_at(positions)
             if one_sequence:
                 angles = [angle[0] for angle in angles]
@@ -1547,6 +1575,8 @@ class DecodeStep:
             positions = position_ids.expand(sequences, tokens).reshape(-1)
         else:
             return None
+        if int(positions.max()) >= self._plain_positions():
+            return None
         stack = self._kernel_stack()  # (not before_step: a prompt alone, as an evaluation's, moves no weights)
         limit = PROMPT_ROWS.get(self._weight_dtype, 0)
         if table.dtype == torch.bfloat16:  # its cache attends a row at a time, whatever the weights' dtype
@@ -1571,6 +1601,14 @@ class DecodeStep:
                                             averages, eps, _norm_weight(_final_norm(decoder)), following, local_cos,
                                             local_sin)
         return x.to(table.dtype)
+
+    def _plain_positions(self) -> float:
+        """How many positions the step runs: Ministral 3's queries are scaled by a factor of their position past its
+        original_max_position_embeddings, which the step has not (the layers take those positions); unbounded for
+        every other family."""
+        if isinstance(self.decoder, Ministral3Model):
+            return self.decoder.config.rope_scaling["original_max_position_embeddings"]
+        return float("inf")
 
     def _rotaries(self) -> list[nn.Module]:
         """The rotary modules whose tables the step reads: Gemma 3's sliding layers rotate by tables of their own

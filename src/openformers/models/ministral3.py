@@ -9,7 +9,8 @@ heads are the reference's: causal LM, sequence and token classification, extract
 
 The released folders (Ministral-3-*-2512) are Mistral 3's image-and-text wrappers (model_type "mistral3"), which the
 reference's AutoModelForCausalLM does not load either; a "ministral3" folder of the text decoder alone loads here. The
-CPU decoding step does not take these layers (it has no factor by position): generation runs them.
+CPU decoding step takes the positions before original_max_position_embeddings, where the factor is exactly 1, and
+leaves those past it to these layers.
 
 GGUF files of llama.cpp's "mistral3" architecture (its converter's Ministral 3 and Mistral 3 text decoders) load:
 Llama's metadata and tensors (the query and key rows permuted, as for "llama" files), YaRN from
