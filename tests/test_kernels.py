@@ -258,6 +258,11 @@ FALCON_GROUPED = dict(new_decoder_architecture=True, num_kv_heads=2, hidden_size
                       rope_theta=500.0, bias=True)
 FALCON_GROUPED_64 = dict(new_decoder_architecture=True, num_kv_heads=2, hidden_size=256, num_attention_heads=4,
                          num_ln_in_parallel_attn=1, rope_theta=500.0)
+# Per-head q/k LayerNorms before the rotation: Phi's qk_layernorm (a bias, one weight for every head), StableLM 2 12B's
+# (a weight of its own for each head, no bias) and Command R+'s use_qk_norm (a weight row a head, no bias).
+PHI_QK_NORMS = {**PHI, "qk_layernorm": True}
+STABLELM_QK_NORMS = {**STABLELM_PARALLEL, "qk_layernorm": True}
+COHERE_QK_NORMS = {**COHERE, "use_qk_norm": True}
 # Arcee: an MLP without a gate over the squared ReLU (relu2); with biases on every projection, and YaRN.
 ARCEE = dict(head_dim=16, rope_theta=500.0)
 ARCEE_BIASES = {**ARCEE, "attention_bias": True, "mlp_bias": True, **YARN}
@@ -425,7 +430,9 @@ def tiny_model(config_class=LlamaConfig, dtype=torch.float32, **overrides) -> Ll
                 torch.nn.init.normal_(projection.weight, std=0.1)
     if config_class in DRAWN_NORMS_AND_BIASES:  # e.g. StarCoder2's LayerNorms' weights and biases, every bias
         for name, parameter in model.named_parameters():
-            if name.endswith(("norm.weight", "ln_1.weight", "ln_f.weight", "ln_attn.weight", "ln_mlp.weight")):
+            # (StableLM's per-head q/k norms: q_layernorm.norms.{h}.weight)
+            if (name.endswith(("norm.weight", "ln_1.weight", "ln_f.weight", "ln_attn.weight", "ln_mlp.weight"))
+                    or "layernorm.norms." in name):
                 torch.nn.init.normal_(parameter, mean=1.0, std=0.3)
             elif name.endswith("bias"):
                 torch.nn.init.normal_(parameter, std=0.3)
@@ -718,6 +725,7 @@ def test_an_unknown_rope_scaling_is_refused():
      (CohereConfig, {**COHERE, **HEAD_DIM_64, "attention_bias": False}), (Cohere2Config, COHERE2),
      (GPTJConfig, GPTJ_EXACT_GELU), (GPTJConfig, GPTJ_HEAD_DIM_64), (CodeGenConfig, CODEGEN),
      (StableLmConfig, STABLELM), (StableLmConfig, {**STABLELM_PARALLEL, **HEAD_DIM_64}),
+     (PhiConfig, PHI_QK_NORMS), (StableLmConfig, {**STABLELM_QK_NORMS, **HEAD_DIM_64}), (CohereConfig, COHERE_QK_NORMS),
      (GPT2Config, GPT2), (GPT2Config, {**GPT2, **HEAD_DIM_64}), (GPTBigCodeConfig, GPT2),
      (GPTBigCodeConfig, {**GPT_BIGCODE_UNSCALED, **HEAD_DIM_128}), (OPTConfig, GPT2),
      (OPTConfig, {**GPT2, **HEAD_DIM_64, "activation_function": "gelu_new"}), (GPTNeoConfig, GPT_NEO),
@@ -753,7 +761,8 @@ def test_an_unknown_rope_scaling_is_refused():
          "gpt-neox-parallel",
          "gpt-neox-sequential", "gpt-neox-head-dim-64-linear-rope", "phi", "phi-head-dim-64-linear-rope", "cohere",
          "cohere-no-bias-head-dim-64", "cohere2-window-unrotated-full", "gptj-exact-gelu", "gptj-head-dim-64",
-         "codegen-blocks", "stablelm-qkv-bias", "stablelm-parallel-head-dim-64", "gpt2", "gpt2-head-dim-64",
+         "codegen-blocks", "stablelm-qkv-bias", "stablelm-parallel-head-dim-64",
+         "phi-qk-layernorm", "stablelm-qk-norms-per-head-head-dim-64", "cohere-qk-norms-per-head", "gpt2", "gpt2-head-dim-64",
          "gpt-bigcode", "gpt-bigcode-unscaled-head-dim-128", "opt", "opt-gelu-head-dim-64", "gpt-neo",
          "gpt-neo-head-dim-64",
          "arcee-relu2", "arcee-biases-yarn-head-dim-64", "nemotron-layer-norms-half-rotated",
@@ -842,7 +851,8 @@ STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, 
     (PhiConfig, PHI, "int4+int8"), (CohereConfig, COHERE, None), (Cohere2Config, COHERE2, None),
     (Cohere2Config, COHERE2, "int4+int8"), (GPTJConfig, GPTJ, None), (GPTJConfig, GPTJ, "int8"),
     (CodeGenConfig, CODEGEN, None), (CodeGenConfig, CODEGEN, "int4+int8"), (StableLmConfig, STABLELM, None),
-    (StableLmConfig, STABLELM_PARALLEL, "int4+int8"), (GPT2Config, GPT2, None), (GPT2Config, GPT2, "int8"),
+    (StableLmConfig, STABLELM_PARALLEL, "int4+int8"),
+    (PhiConfig, PHI_QK_NORMS, None), (StableLmConfig, STABLELM_QK_NORMS, "int8"), (CohereConfig, COHERE_QK_NORMS, None), (GPT2Config, GPT2, None), (GPT2Config, GPT2, "int8"),
     (GPTBigCodeConfig, GPT2, None), (GPTBigCodeConfig, GPT_BIGCODE_UNSCALED, "int8"), (OPTConfig, GPT2, None),
     (OPTConfig, GPT2, "int4+int8"), (GPTNeoConfig, GPT_NEO, None), (GPTNeoConfig, GPT_NEO, "int4+int8"),
     (ArceeConfig, ARCEE_BIASES, None), (ArceeConfig, ARCEE, "int4+int8"),
@@ -872,7 +882,7 @@ STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+
     "helium-biases-int4+int8", "hunyuan", "hunyuan-biases-int8", "exaone4", "exaone4-int4+int8", "gpt-neox",
     "gpt-neox-sequential", "gpt-neox-int8", "gpt-neox-sequential-int4+int8", "phi", "phi-int4+int8", "cohere",
     "cohere2", "cohere2-int4+int8", "gptj", "gptj-int8", "codegen", "codegen-int4+int8", "stablelm",
-    "stablelm-parallel-int4+int8", "gpt2", "gpt2-int8", "gpt-bigcode", "gpt-bigcode-unscaled-int8", "opt",
+    "stablelm-parallel-int4+int8", "phi-qk-layernorm", "stablelm-qk-norms-per-head-int8", "cohere-qk-norms-per-head", "gpt2", "gpt2-int8", "gpt-bigcode", "gpt-bigcode-unscaled-int8", "opt",
     "opt-int4+int8", "gpt-neo", "gpt-neo-int4+int8",
     "arcee-biases-yarn", "arcee-int4+int8", "nemotron", "nemotron-int8", "apertus-llama3", "apertus-int4+int8", "olmo",
     "olmo-int4+int8", "olmoe", "olmoe-renormalized-int4+int8", "granitemoe", "granitemoe-int8",

@@ -212,10 +212,9 @@ def test_a_bad_config_json_value_names_the_file_and_field(tmp_path):
 def test_the_cpu_kernel_steps_and_generates_as_the_reference(tiny):
     """from_pretrained gives Cohere the kernel's decoding step (one LayerNorm without a bias for both branches,
     interleaved pairs, the logits scaled), whose steps give the reference's logits and whose greedy tokens are the
-    reference's; Command R+'s per-head q/k norms (use_qk_norm) it refuses, and generation runs the layers."""
+    reference's, with Command R+'s per-head q/k norms (use_qk_norm) too."""
     folder, reference, model = tiny
-    refused = "use_qk_norm=True" if model.config.use_qk_norm else None
-    assert_kernel_steps_unless_refused(folder, reference, _ids(1, 12, seed=9), "cohere", refused)
+    assert_kernel_steps_unless_refused(folder, reference, _ids(1, 12, seed=9), "cohere", None)
 
 
 def test_auto_classes_pick_the_cohere_classes(tiny):

@@ -61,10 +61,9 @@ class TestPhi(DecoderFamilyTests):
     def test_the_cpu_kernel_steps_and_generates_as_the_reference(self, tiny):
         """from_pretrained gives Phi the kernel's decoding step (one LayerNorm for both branches, partial rotary,
         biases everywhere, the head's too), whose steps give the reference's logits and whose greedy tokens are the
-        reference's; the per-head q/k LayerNorms of qk_layernorm it refuses, and generation runs the layers."""
+        reference's, with qk_layernorm's q/k LayerNorms too."""
         folder, reference, model = tiny
-        refused = "qk_layernorm=True" if model.config.qk_layernorm else None
-        assert_kernel_steps_unless_refused(folder, reference, _ids(1, 12, seed=9), "phi", refused)
+        assert_kernel_steps_unless_refused(folder, reference, _ids(1, 12, seed=9), "phi", None)
 
     def test_auto_classes_pick_the_phi_classes(self, tiny):
         folder = tiny[0]

@@ -74,11 +74,10 @@ class TestStableLm(DecoderFamilyTests):
     @torch.inference_mode()
     def test_the_cpu_kernel_steps_and_generates_as_the_reference(self, tiny):
         """from_pretrained gives StableLM the kernel's decoding step (LayerNorms with biases, partial rotary, q/k/v
-        biases), whose steps give the reference's logits and whose greedy tokens are the reference's; StableLM 2
-        12B's per-head q/k LayerNorms (qk_layernorm) it refuses, and generation runs the layers."""
+        biases; StableLM 2 12B's per-head q/k LayerNorms), whose steps give the reference's logits and whose greedy
+        tokens are the reference's."""
         folder, reference, model = tiny
-        refused = "qk_layernorm=True" if model.config.qk_layernorm else None
-        assert_kernel_steps_unless_refused(folder, reference, _ids(1, 12, seed=9), "stablelm", refused)
+        assert_kernel_steps_unless_refused(folder, reference, _ids(1, 12, seed=9), "stablelm", None)
 
     def test_auto_classes_pick_the_stablelm_classes(self, tiny):
         folder = tiny[0]

@@ -1519,6 +1519,9 @@ struct Layer {
   NormWeights q_norm{nullptr, false}, k_norm{nullptr, false};
   // OLMo 2's: q_norm and k_norm over all of the queries and all of the keys at once, not over each head
   bool whole_qk_norms = false;
+  // StableLM 2 12B's and Command R+'s (StepWeights::set_qk_norms_per_head): q_norm and k_norm hold a row of head_dim
+  // weights (and biases) for each head, each head normed by its own row (norm_of_head)
+  bool qk_norms_per_head = false;
   // Gemma's norms of the attention's and the MLP's outputs before each is added to the residual stream ("sandwich"
   // norms); null data where the family has none
   NormWeights attn_out_norm{nullptr, false}, mlp_out_norm{nullptr, false};
@@ -1668,11 +1671,22 @@ inline void norm_head(float* head, NormWeights norm, float eps, int64_t head_dim
   if (norm.data) apply_norm(head, norm, eps, head, head_dim);
 }
 
-// A head's queries or keys at their position: normed by `norm` (the layer's q_norm or k_norm, which a layer that
-// norms them all at once, Layer::whole_qk_norms, has applied already) and rotated where the layer rotates, in the
-// family's order (Qwen3's norm before the rotation, Hunyuan's after it) and pairing (Family::interleaved).
+// Head h's row of a layer's q or k norm where each head has its own (Layer::qk_norms_per_head), else the norm itself.
+inline NormWeights norm_of_head(const Layer& L, NormWeights norm, int64_t h, int64_t head_dim) {
+  if (!L.qk_norms_per_head || !norm.data) return norm;
+  const int64_t offset = h * head_dim * (norm.bf16 ? 2 : 4);
+  norm.data = static_cast<const char*>(norm.data) + offset;
+  if (norm.bias) norm.bias = static_cast<const char*>(norm.bias) + offset;
+  return norm;
+}
+
+// Head h's queries or keys at their position: normed by `norm` (the layer's q_norm or k_norm, head h's row of it
+// where each head has its own; a layer that norms them all at once, Layer::whole_qk_norms, has applied it already) and
+// rotated where the layer rotates, in the family's order (Qwen3's norm before the rotation, Hunyuan's after it) and
+// pairing (Family::interleaved).
 inline void place_head(const Layer& L, const Family& F, float* head, NormWeights norm, float eps, int64_t head_dim,
-                       const float* cos, const float* sin) {
+                       const float* cos, const float* sin, int64_t h) {
+  norm = norm_of_head(L, norm, h, head_dim);
   if (L.whole_qk_norms) norm.data = nullptr;
   if (!F.norms_after_rotation) norm_head(head, norm, eps, head_dim);
   if (F.clip_qkv > 0.f)
@@ -1921,7 +1935,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
   // products and the attention: one meeting of the team less per layer. Keys normed over all heads at once wait
   // for all of them.
   auto cache_key = [&](int64_t h) {  // head h's key normed and rotated, into the cache
-    place_head(L, F, S.k.data() + h * head_dim, L.k_norm, eps, head_dim, cos, sin);
+    place_head(L, F, S.k.data() + h * head_dim, L.k_norm, eps, head_dim, cos, sin, h);
     for (int64_t i = 0; i < head_dim; ++i)
       keys[h * head_stride + pos * pos_stride + i] = static_cast<C>(S.k[h * head_dim + i]);
   };
@@ -2002,7 +2016,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
             values[g * head_stride + pos * pos_stride + i] = static_cast<C>(clipped(F, made_v[i]));
         }
       }
-      place_head(L, F, q, L.q_norm, eps, head_dim, cos, sin);
+      place_head(L, F, q, L.q_norm, eps, head_dim, cos, sin, h);
       scale_query(F, q, head_dim);
       int64_t kv = (h / group) * head_stride;
       attend_group<C>(q, 1, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores, S.attended.data() + h * head_dim,
@@ -2378,6 +2392,12 @@ struct StepWeights : torch::CustomClassHolder {
   bool centred_norms = false;
   void set_centred_norms(bool centred) { centred_norms = centred; }
 
+  // Per-head q/k norms with a row of weights for each head (StableLM 2 12B's, Command R+'s: Layer::qk_norms_per_head),
+  // where a q norm as large as the queries would otherwise be OLMo 2's over all heads at once. Of the LayerNorm kind
+  // as the family's other norms are: centred, with a bias where set_norm_biases gives them one.
+  bool qk_norms_per_head = false;
+  void set_qk_norms_per_head(bool per_head) { qk_norms_per_head = per_head; }
+
   // The language-model head's bias (Phi's, GPT-J's, CodeGen's), added to the logits of a step that runs the head;
   // an empty tensor for none.
   at::Tensor head_bias{};
@@ -2600,8 +2620,10 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
     }
     if (norms_per_layer == layer_norms + 2) {
       int64_t head_dim = keys[l].size(3), q_size = n[layer_norms].numel(), k_size = n[layer_norms + 1].numel();
-      layer.whole_qk_norms = q_size == layer.q.rows && k_size == layer.k.rows && q_size != head_dim;
-      TORCH_CHECK((q_size == head_dim && k_size == head_dim) || layer.whole_qk_norms, op,
+      const bool every_row = q_size == layer.q.rows && k_size == layer.k.rows && q_size != head_dim;
+      layer.whole_qk_norms = every_row && !stack.qk_norms_per_head;
+      layer.qk_norms_per_head = every_row && stack.qk_norms_per_head;
+      TORCH_CHECK((q_size == head_dim && k_size == head_dim) || every_row, op,
                   ": the q and k norms must hold head_dim weights each, or as many as the queries and the keys (",
                   layer.q.rows, ", ", layer.k.rows, "), got ", q_size, " and ", k_size);
       layer.q_norm = layer_norm(layer_norms);
@@ -4536,7 +4558,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
     }
     float* k = S.k.data() + j * L.k.rows + h * head_dim;
     const float* v = S.v.data() + j * L.v.rows + h * head_dim;
-    place_head(L, F, k, L.k_norm, eps, head_dim, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
+    place_head(L, F, k, L.k_norm, eps, head_dim, cos + j * F.rotary_dims, sin + j * F.rotary_dims, h);
     int64_t slot = j / span * row_stride + h * head_stride + (pos + j % span) * pos_stride;
     for (int64_t i = 0; i < head_dim; ++i) {
       keys[slot + i] = static_cast<C>(k[i]);
@@ -4584,7 +4606,8 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
       }
       float* q = S.q.data() + j * L.q.rows + g * group * head_dim;
       for (int64_t h = 0; h < group; ++h) {
-        place_head(L, F, q + h * head_dim, L.q_norm, eps, head_dim, cos + j * F.rotary_dims, sin + j * F.rotary_dims);
+        place_head(L, F, q + h * head_dim, L.q_norm, eps, head_dim, cos + j * F.rotary_dims, sin + j * F.rotary_dims,
+                   g * group + h);
         scale_query(F, q + h * head_dim, head_dim);
       }
       if (!in_blocks)
@@ -5581,6 +5604,7 @@ TORCH_LIBRARY(openformers, m) {
       .def("set_qkv_per_head", &StepWeights::set_qkv_per_head)
       .def("set_qkv_blocks", &StepWeights::set_qkv_blocks)
       .def("set_centred_norms", &StepWeights::set_centred_norms)
+      .def("set_qk_norms_per_head", &StepWeights::set_qk_norms_per_head)
       .def("set_head_bias", &StepWeights::set_head_bias)
       .def("set_parallel", &StepWeights::set_parallel)
       .def("set_exact_gelu", &StepWeights::set_exact_gelu)

@@ -84,16 +84,17 @@ partial rotary tables turned in halves, Qwen3's per-head q/k norms with use_qk_n
 DeepSeek-V3's mixture: sigmoid scores plus correction biases, `set_expert_choice`, the choice limited to the best
 groups of experts, a group ranked by its two best, and the weights times routed_scaling_factor, `set_expert_groups`,
 with shared experts without a gate) and dots.llm1 (Qwen3's attention with that mixture, sliding layers by
-set_family's flags). The per-head q/k norms of Phi's qk_layernorm, StableLM 2 12B's and Command R+'s use_qk_norm are
-refused by those fields. DeepSeek-V3 and V2 are refused (model_types deepseek_v3 and deepseek_v2; generation runs
-their layers): their multi-head latent attention caches one compressed latent and one shared rotated key per position,
-which each step expands through kv_b_proj into every head's keys and values over all cached positions, where the step
-attends over cached per-head keys and values of one head size. The step rotates by the tables of the model's rotary
-modules (cos and sin times the rope scaling's attention factor), so every rope scaling those tables hold rotates as in
-the layers: default, linear, llama3 and YaRN (Qwen2.5 / Qwen3's long contexts, OLMo 3's full layers), Phi-3's
-Phi-3's longrope, and dynamic NTK, whose tables a call past the
-context rebuilds for its length: the step follows each call's length as the layers' forward does before it reads them
-(a run of greedy steps stays within the length they were made for).
+set_family's flags). Per-head q/k LayerNorms are read as the family's other norms are (centred, with a bias where
+set_norm_biases gives one): Phi's qk_layernorm (one weight for every head), StableLM 2 12B's and Command R+'s
+use_qk_norm (a weight row for each head, `set_qk_norms_per_head`). DeepSeek-V3 and V2 are refused (model_types
+deepseek_v3 and deepseek_v2; generation runs their layers): their multi-head latent attention caches one compressed
+latent and one shared rotated key per position, which each step expands through kv_b_proj into every head's keys and
+values over all cached positions, where the step attends over cached per-head keys and values of one head size. The step
+rotates by the tables of the model's rotary modules (cos and sin times the rope scaling's attention factor), so every
+rope scaling those tables hold rotates as in the layers: default, linear, llama3 and YaRN (Qwen2.5 / Qwen3's long
+contexts, OLMo 3's full layers), Phi-3's longrope, and dynamic NTK, whose tables a call past the context rebuilds for
+its length: the step follows each call's length as the layers' forward does before it reads them (a run of greedy steps
+stays within the length they were made for).
 A feature added to the models later (another rope, another norm) leaves such models on the plain path until the
 step implements it and tests/test_kernels.py proves parity for it.
 """
@@ -185,7 +186,7 @@ from ..models.qwen3 import Qwen3Attention, Qwen3DecoderLayer
 from ..models.smollm3 import SmolLM3Attention, SmolLM3DecoderLayer, SmolLM3Model
 from ..models.qwen3_moe import Qwen3MoeDecoderLayer, Qwen3MoeMLP, Qwen3MoeSparseMoeBlock
 from ..models.seed_oss import SeedOssAttention, SeedOssDecoderLayer, SeedOssModel
-from ..models.stablelm import StableLmAttention, StableLmDecoderLayer, StableLmModel
+from ..models.stablelm import LayerNormPerHead, StableLmAttention, StableLmDecoderLayer, StableLmModel
 from ..models.starcoder2 import Starcoder2DecoderLayer, Starcoder2MLP, Starcoder2Model
 from ..models.vaultgemma import VaultGemmaDecoderLayer, VaultGemmaModel
 from . import library
@@ -663,21 +664,22 @@ PHIMOE_IMPLEMENTED = {
 }
 # Phi-1, 1.5 and 2: one LayerNorm with a bias read by both branches (set_parallel, the two norms one tensor), biases on
 # every projection, GELU without a gate (its exact form, "gelu": set_exact_gelu, or tanh's), rotary tables over a
-# head's leading dimensions, and the head's bias (set_head_bias). Its per-head q/k LayerNorms (qk_layernorm) the step
-# does not run. Its dropouts draw only while training: DecodeStep.run leaves a training decoder's steps to its layers.
+# head's leading dimensions, and the head's bias (set_head_bias); with qk_layernorm each head's queries and keys
+# LayerNormed (with a bias, one weight every head shares) before the rotation. Its dropouts draw only while training: DecodeStep.run leaves a training decoder's steps to its layers.
 PHI_IMPLEMENTED = {
     "model_type": lambda value: value == "phi",
     "hidden_act": GPT_NEOX_IMPLEMENTED["hidden_act"],
     "rope_scaling": IMPLEMENTED["rope_scaling"],
     "partial_rotary_factor": lambda value: True,  # the rotary tables' width
-    "qk_layernorm": lambda value: not value,
+    "qk_layernorm": lambda value: True,  # q/k norms read with the layer's norms (_layer_norms)
     "layer_norm_eps": lambda value: True,  # read from the norms
     **dict.fromkeys(("resid_pdrop", "embd_pdrop", "attention_dropout"), lambda value: True),
     "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
 }
 # Cohere: Llama's attention and MLP as parallel branches after one LayerNorm without a bias (set_parallel,
 # set_centred_norms), turning interleaved pairs (set_interleaved), its logits multiplied by logit_scale after the head
-# (next_token_logits). Command R+'s per-head q/k norms (use_qk_norm) the step does not run. Cohere 2: Gemma's per-layer
+# (next_token_logits); Command R+'s use_qk_norm LayerNorms each head's queries and keys by a weight row of its own
+# (StepWeights.set_qk_norms_per_head). Cohere 2: Gemma's per-layer
 # windows (set_family's sliding flags), its full layers unrotated (set_unrotated).
 COHERE_IMPLEMENTED = {
     "model_type": lambda value: value == "cohere",
@@ -685,7 +687,7 @@ COHERE_IMPLEMENTED = {
     "rope_scaling": IMPLEMENTED["rope_scaling"],
     "attention_bias": lambda value: True,  # on every projection of attention
     "attention_dropout": lambda value: not value,
-    "use_qk_norm": lambda value: not value,
+    "use_qk_norm": lambda value: True,
     "layer_norm_eps": lambda value: True,  # read from the norms
     "logit_scale": lambda value: True,
     "sliding_window": lambda value: value is None,  # (not a field of the family's: read as absent)
@@ -712,14 +714,15 @@ GPTJ_IMPLEMENTED = {
 CODEGEN_IMPLEMENTED = {**GPTJ_IMPLEMENTED, "model_type": lambda value: value == "codegen", "n_ctx": lambda value: True}
 # StableLM: Llama's layers with LayerNorms with biases (set_norm_biases), q/k/v biases with use_qkv_bias, rotary
 # tables over a head's leading dimensions, and with use_parallel_residual both branches reading the one norm's output
-# (set_parallel). StableLM 2 12B's per-head q/k LayerNorms (qk_layernorm) the step does not run.
+# (set_parallel). StableLM 2 12B's qk_layernorm LayerNorms each head's queries and keys without a bias, by a weight of
+# its own for each head (StepWeights.set_qk_norms_per_head; their biases zeros to set_norm_biases).
 STABLELM_IMPLEMENTED = {
     "model_type": lambda value: value == "stablelm",
     "hidden_act": IMPLEMENTED["hidden_act"],
     "rope_scaling": IMPLEMENTED["rope_scaling"],
     "partial_rotary_factor": lambda value: True,  # the rotary tables' width
     "use_qkv_bias": lambda value: True,
-    "qk_layernorm": lambda value: not value,
+    "qk_layernorm": lambda value: True,
     "use_parallel_residual": lambda value: True,
     "layer_norm_eps": lambda value: True,  # read from the norms
     **dict.fromkeys(("hidden_dropout", "attention_dropout"), lambda value: True),
@@ -1181,10 +1184,6 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
                    else GPT_NEOX_LAYERS if type(decoder) is GPTNeoXModel
                    else ALIBI_FAMILY_LAYERS.get(type(decoder)) or STARCODER2_LAYERS if starcoder2 else LLAMA_LAYERS)
     norm_class, layer_kinds = PARALLEL_LAYERS.get(type(decoder), (norm_class, layer_kinds))
-    for attention in map(_attention, decoder.layers):  # per-head q/k norms (Phi's, StableLM's, Cohere's): refused
-        if (getattr(attention, "qk_layernorm", False)
-                or getattr(attention, "use_qk_norm", False) and type(attention) is not Glm4MoeAttention):
-            return False
     if type(decoder) is CodeGenModel and _attention(decoder.layers[0]).n_head % CodeGenConfig.shards:
         return False  # (heads that straddle its blocks)
     final_norm = _final_norm(decoder)
@@ -1196,7 +1195,8 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
         return False
     # LayerNorms with their weights and biases (StarCoder2's always have both; OPT's may have neither), the first
     # layer's epsilon for all (DecodeStep._settings), GPT-2's line's learned positions as wide as the layers
-    if starcoder2 and any(norm is None or norm.weight is None or norm.bias is None or norm.eps != final_norm.eps
+    if starcoder2 and any(norm is None or _norm_eps(norm) != final_norm.eps or type(norm) is not LayerNormPerHead
+                          and (norm.weight is None or norm.bias is None)
                           for norm in [final_norm] + [n for layer in decoder.layers for n in _layer_norms(layer)]):
         return False
     if learned and (getattr(_position_embedding(decoder), "embedding_dim", None) != final_norm.normalized_shape[0]
@@ -1208,7 +1208,8 @@ def _implemented_layers(decoder: DecoderModel) -> bool:
         kinds = (type(layer), type(_attention(layer)), type(feed_forward))
         if kinds not in layer_kinds:
             return False
-        if any(norm is not None and type(norm) is not norm_class for norm in _layer_norms(layer)):
+        # (StableLM's per-head q/k norms a class of their own)
+        if any(norm is not None and type(norm) not in (norm_class, LayerNormPerHead) for norm in _layer_norms(layer)):
             return False
         if any(type(linear) not in (nn.Linear, ExpertLinear, Linear, FalconLinear)
                for linear in _linears(layer) + _experts(layer)):
@@ -1361,6 +1362,10 @@ def _layer_norms(layer: nn.Module) -> list[nn.Module | None]:
         norms += (attention.q_norm, attention.k_norm)
     elif type(attention) is HunYuanDenseV1Attention:  # normed after the rotation (set_norms_after_rotation)
         norms += (attention.query_layernorm, attention.key_layernorm)
+    elif getattr(attention, "qk_layernorm", False):  # Phi's (one weight for every head), StableLM's (one a head)
+        norms += (attention.q_layernorm, attention.k_layernorm)
+    elif getattr(attention, "use_qk_norm", False):  # Command R+'s, a weight row a head
+        norms += (attention.q_norm, attention.k_norm)
     return norms
 
 
@@ -1726,7 +1731,7 @@ class DecodeStep:
             layer_norms = [norm for layer in self.decoder.layers for norm in _layer_norms(layer)]
             if not learned and type(self.decoder) not in (StableLmModel, PhimoeModel):  # (their gated MLPs: SiLU)
                 self._stack.set_family(False, True, 0.0, 1.0, 1.0, [], 0.0)  # GELU
-            self._stack.set_norm_biases([norm.bias for norm in layer_norms] + [_final_norm(self.decoder).bias])
+            self._stack.set_norm_biases([_norm_bias(norm) for norm in layer_norms] + [_final_norm(self.decoder).bias])
         if ready and type(self.decoder) in PARALLEL_LAYERS:
             first = self.decoder.layers[0]
             self._stack.set_parallel(getattr(first, "parallel", True))  # (StableLM's use_parallel_residual)
@@ -1737,6 +1742,9 @@ class DecodeStep:
             self._stack.set_head_bias(head.bias)
         if ready and isinstance(self.decoder, CohereModel):  # LayerNorms without biases
             self._stack.set_centred_norms(True)
+        if ready and any(getattr(_attention(layer), "use_qk_norm", False) or type(_layer_norms(layer)[-1]) is
+                         LayerNormPerHead for layer in self.decoder.layers):  # a weight row a head (Cohere's, StableLM's)
+            self._stack.set_qk_norms_per_head(True)
         if ready and type(self.decoder) is Cohere2Model:  # Gemma's per-layer windows, the full layers unrotated
             sliding = [int(layer.is_sliding) for layer in self.decoder.layers]
             self._stack.set_family(False, False, 0.0, 1.0, 1.0, sliding, 0.0)
@@ -1996,6 +2004,8 @@ def _norm_weight(norm: nn.Module) -> torch.Tensor:
     """The weight the step reads for a norm: its own, or ones for OLMo's LayerNorm without parameters."""
     if type(norm) is OlmoLayerNorm:
         return torch.ones(norm.normalized_shape)
+    if type(norm) is LayerNormPerHead:  # StableLM's: its heads' weights as one (heads, head_dim) tensor
+        return torch.stack([head._parameters["weight"] for head in norm.norms]).detach()
     return norm._parameters["weight"]
 
 
@@ -2003,7 +2013,13 @@ def _norm_bias(norm: nn.Module) -> torch.Tensor:
     """set_norm_biases' tensor for a LayerNorm: its bias, or zeros for OLMo's without parameters."""
     if type(norm) is OlmoLayerNorm:
         return torch.zeros(norm.normalized_shape)
+    if type(norm) is LayerNormPerHead:  # (StableLM's per-head q/k norms: none)
+        return torch.zeros(len(norm.norms), norm.norms[0].normalized_shape[0], dtype=norm.norms[0].weight.dtype)
     return norm.bias
+
+
+def _norm_eps(norm: nn.Module) -> float:
+    return norm.norms[0].eps if type(norm) is LayerNormPerHead else norm.eps
 
 
 def _activation(decoder: DecoderModel) -> tuple[int, list[torch.Tensor]]:

@@ -13,7 +13,7 @@ GGUF files of llama.cpp's "command-r" architecture keep Llama's tensor names, th
 (llama.cpp rotates consecutive pairs, as Cohere does), no ffn_norm, the per-head q/k norms as (heads, head_dim)
 tensors, and `command-r.logit_scale` and `command-r.attention.layer_norm_epsilon` in their metadata. The CPU decoding
 kernel runs Cohere's step (kernels/llama.py: LayerNorms without biases, interleaved pairs, logit_scale after the
-head), but for use_qk_norm's per-head norms, which it refuses: generation then runs these layers.
+head, use_qk_norm's per-head norms a weight row for each head).
 """
 
 import torch

@@ -12,7 +12,7 @@ GGUF files of llama.cpp's "phi2" architecture are read here too (`config_from_gg
 its converter writes attn_q/attn_k/attn_v apart for Hugging Face checkpoints and one fused attn_qkv (all queries,
 then all keys, then all values) for the original ones, which is split back; neither needs its rows un-permuted.
 The CPU decoding kernel runs Phi's decoding step (kernels/llama.py: both branches from the one norm, the head's bias
-added in the step), but for qk_layernorm's per-head norms, which it refuses: generation then runs the layers.
+added in the step, qk_layernorm's q/k LayerNorms with the layer's norms).
 """
 
 import torch

@@ -12,8 +12,8 @@ post_attention_layernorm). The MLP's output goes through `hidden_dropout`. The h
 GGUF files of llama.cpp's "stablelm" architecture load too (`config_from_gguf`, `convert_gguf_state_dict`): their
 rows need no un-permuting (llama.cpp rotates StableLM the way Hugging Face does), the per-head norms come stacked as
 one (heads, head_dim) tensor per layer, and a layer without ffn_norm is a parallel one. The CPU decoding kernel runs
-StableLM's step (kernels/llama.py: LayerNorms with biases, sequential or parallel branches), but for qk_layernorm's
-per-head LayerNorms, which it refuses: generation then runs the layers.
+StableLM's step (kernels/llama.py: LayerNorms with biases, sequential or parallel branches, qk_layernorm's per-head
+LayerNorms a weight row for each head).
 """
 
 import torch
