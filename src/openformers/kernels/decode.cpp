@@ -2399,9 +2399,13 @@ struct StepWeights : torch::CustomClassHolder {
   void set_qk_norms_per_head(bool per_head) { qk_norms_per_head = per_head; }
 
   // The language-model head's bias (Phi's, GPT-J's, CodeGen's), added to the logits of a step that runs the head;
-  // an empty tensor for none.
+  // an empty tensor for none. Held as float32, the products' bias type: a float32 bias itself (read as it is at each
+  // step), a bfloat16 model's widened once here rather than at every step.
   at::Tensor head_bias{};
-  void set_head_bias(at::Tensor bias) { head_bias = std::move(bias); }
+  void set_head_bias(at::Tensor bias) {
+    head_bias = bias.scalar_type() == at::kFloat && bias.is_contiguous() ? std::move(bias)
+                                                                          : bias.to(at::kFloat).contiguous();
+  }
 
   size_t matrices_per_layer() const { return 7 - (fused_qkv ? 2 : 0) - (fused_gate_up ? 1 : 0); }
   // q, k and v's (Qwen2, GLM; the fused q/k/v's one, Phi-3's), or every projection's (StarCoder2's and ERNIE 4.5's
@@ -2858,8 +2862,7 @@ std::tuple<at::Tensor, at::Tensor, int64_t> step_tokens(
     if (stack->head_bias.defined() && stack->head_bias.numel() > 0) {
       TORCH_CHECK(stack->head_bias.numel() == head->size(0), "decode_step: the head's bias has ",
                   stack->head_bias.numel(), " values for its ", head->size(0), " rows");
-      converted.push_back(stack->head_bias.to(at::kFloat).contiguous());
-      head_bias = converted.back();
+      head_bias = stack->head_bias;  // (float32 and contiguous: set_head_bias)
     }
     head_m = matrix(*head, head_scale, head_bias);
     TORCH_CHECK(norm_f.data, "decode_step: a head needs the final norm");
