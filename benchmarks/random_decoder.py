@@ -82,7 +82,7 @@ many); `gpt-oss-20b` is gpt-oss-20b's (24 layers, hidden 2880, 64 query and 8 ke
 sink each, sliding (128) and full layers in turn, YaRN, 32 experts of 2880 a layer with biases, their gate and up rows
 alternating, 4 a token by a router with a bias, the clamped SwiGLU, an untied vocabulary of 201088; a layer 0.8B
 parameters, a token reading 0.13B of them: `--layers`, and `--vocabulary` to keep its head from outweighing the
-layers).); `internlm3-8b` is internlm3-8b-instruct's (48 layers, hidden 4096, 32 query and 2 key/value heads of 128,
+layers); `internlm3-8b` is internlm3-8b-instruct's (48 layers, hidden 4096, 32 query and 2 key/value heads of 128,
 intermediate 10240, an untied vocabulary of 128512, dynamic NTK scaling of factor 6 past 32768 positions: `--layers`);
 `ministral3-3b` is Ministral-3-3B's text decoder (26 layers, hidden 3072, 32 query and 8 key/value heads of 128,
 intermediate 9216, a tied vocabulary of 131072, YaRN of factor 16 past 16384 positions with its queries' factor by
