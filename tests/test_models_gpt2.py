@@ -3,14 +3,22 @@
 TestGPT2 runs the common decoder tests (tests/decoder_suite.py: every head on a padded batch, saving both ways,
 token types embedded, cached decoding, left padding, greedy and beam generation, static caches, hidden states and
 attention weights, a training step) and adds GPT-2's own: its tied head and logits_to_keep, generate's defaults and
-a tokenizer's token types, the original checkpoint layout, and the refusal of inputs past the positions.
+a tokenizer's token types, the original checkpoint layout, and the refusal of inputs past the positions. Also
+scale_attn_by_inverse_layer_idx (each layer's scores divided by layer_idx + 1) with and without scale_attn_weights,
+and reorder_and_upcast_attn's float32 scores in bfloat16.
 """
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from decoder_parity import assert_generate_with_the_defaults_matches, assert_kernel_steps_and_generates_as_the_reference
+import openformers
+from decoder_parity import (
+    assert_generate_with_the_defaults_matches,
+    assert_kernel_steps_and_generates_as_the_reference,
+    load_quietly,
+    padded_batch,
+)
 from decoder_suite import DecoderFamilyTests
 
 transformers = pytest.importorskip("transformers")
@@ -114,3 +122,51 @@ class TestGPT2(DecoderFamilyTests):
     def test_inputs_past_the_positions_are_refused(self, tiny):
         with pytest.raises(ValueError, match="n_positions"):
             tiny[2](torch.ones(1, self.TINY["n_positions"] + 1, dtype=torch.long))
+
+    @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+    @pytest.mark.parametrize("scale_attn_weights", [True, False], ids=["scaled", "unscaled"])
+    @torch.inference_mode()
+    def test_scores_divided_by_the_layer_index_match_the_reference(self, scale_attn_weights, attn_implementation,
+                                                                     tmp_path):
+        """scale_attn_by_inverse_layer_idx divides layer i's scores by i + 1, over 1/sqrt(head_dim) or over none
+        (scale_attn_weights=False): three layers' logits are the reference's on both attention paths."""
+        options = dict(scale_attn_by_inverse_layer_idx=True, scale_attn_weights=scale_attn_weights, n_layer=3)
+        self.reference(**options).save_pretrained(tmp_path)
+        theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation=attn_implementation)
+        ours = load_quietly(lambda folder: openformers.AutoModelForCausalLM.from_pretrained(
+            folder, attn_implementation=attn_implementation), tmp_path)
+        assert [layer.attn.scale for layer in ours.transformer.h] == [
+            layer.attn.scaling for layer in theirs.eval().transformer.h]
+        ids, mask = padded_batch(self.ids(2, 9, seed=7))
+        torch.testing.assert_close(ours(ids, attention_mask=mask).logits, theirs(ids, attention_mask=mask).logits,
+                                   atol=1e-4, rtol=1e-4)
+
+    @torch.inference_mode()
+    def test_bfloat16_eager_scores_are_computed_in_float32_with_reorder_and_upcast_attn(self, tmp_path):
+        """reorder_and_upcast_attn multiplies the eager path's queries and keys in float32 (then softmax in float32,
+        rounded to bfloat16): a bfloat16 model's attention weights and logits are the reference's bit for bit, where
+        scores rounded to bfloat16 first give other weights (the reference's own without the option). With the exact
+        GELU: gelu_new rounds otherwise in bfloat16 here, as for GPT-J and GPT-Neo."""
+        weights_of = {}
+        for upcast in (True, False):
+            folder = tmp_path / str(upcast)
+            self.reference(reorder_and_upcast_attn=upcast, scale_attn_by_inverse_layer_idx=True,
+                           activation_function="gelu").save_pretrained(folder)
+            weights_of[upcast] = transformers.AutoModelForCausalLM.from_pretrained(
+                folder, attn_implementation="eager", dtype=torch.bfloat16).eval()
+        theirs = weights_of[True]
+        ours = load_quietly(lambda folder: openformers.AutoModelForCausalLM.from_pretrained(
+            folder, attn_implementation="eager", dtype=torch.bfloat16), tmp_path / "True")
+        ids, mask = padded_batch(self.ids(2, 9, seed=7))
+        out, expected = (model(ids, attention_mask=mask, output_attentions=True) for model in (ours, theirs))
+        rounded = weights_of[False](ids, attention_mask=mask, output_attentions=True).attentions
+        for layer, (weights, their_weights) in enumerate(zip(out.attentions, expected.attentions)):
+            assert weights.dtype == their_weights.dtype == torch.bfloat16
+            assert not torch.equal(rounded[layer], their_weights), layer  # the float32 scores matter here
+            torch.testing.assert_close(weights, their_weights, atol=0, rtol=0, msg=f"layer {layer}")
+        torch.testing.assert_close(out.logits, expected.logits, atol=0, rtol=0)
+
+    def test_config_refuses_attention_options_that_are_not_true_or_false(self):
+        for name in ("scale_attn_weights", "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
+            with pytest.raises(ValueError, match=f"{name}='yes'; expected true or false"):
+                openformers.GPT2Config(**{name: "yes"})

@@ -981,13 +981,12 @@ class GPT2Config(PretrainedConfig):
 
     def validate(self) -> None:
         _check_gpt2_sizes(self)
-        for name, supported in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
-                                ("reorder_and_upcast_attn", False), ("add_cross_attention", False)):
-            if getattr(self, name) != supported:
-                raise ValueError(
-                    f"Unsupported config: {name}={getattr(self, name)!r}; openformers implements GPT-2 with "
-                    f"{name}={supported}, as the released GPT-2 checkpoints use."
-                )
+        _require_bools(self, "scale_attn_weights", "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn")
+        if self.add_cross_attention:
+            raise ValueError(
+                "Unsupported config: add_cross_attention=True; openformers implements GPT-2 without cross-attention "
+                "(add_cross_attention=False), as the released GPT-2 checkpoints use."
+            )
 
 
 class LayerTypedWindow:
@@ -5114,10 +5113,8 @@ class GPTBigCodeConfig(GPT2Names, PretrainedConfig):
         _check_gpt2_sizes(self)
         _require_positive_numbers(self, "layer_norm_epsilon")
         _require_probabilities(self, "resid_pdrop", "embd_pdrop", "attn_pdrop")
-        for name in ("multi_query", "scale_attn_weights", "attention_softmax_in_fp32",
-                     "scale_attention_softmax_in_fp32"):
-            if not isinstance(getattr(self, name), bool):
-                _invalid(name, getattr(self, name), "true or false")
+        _require_bools(self, "multi_query", "scale_attn_weights", "attention_softmax_in_fp32",
+                       "scale_attention_softmax_in_fp32")
         if self.add_cross_attention:
             raise ValueError(
                 "Unsupported config: add_cross_attention=True; openformers runs GPT-BigCode as a decoder-only model "
@@ -5383,6 +5380,12 @@ def _check_key_value_heads(config: PretrainedConfig) -> None:
     if config.num_attention_heads % config.num_key_value_heads:
         _invalid("num_key_value_heads", config.num_key_value_heads,
                  f"a divisor of num_attention_heads={config.num_attention_heads}")
+
+
+def _require_bools(config: PretrainedConfig, *names: str) -> None:
+    for name in names:
+        if not isinstance(getattr(config, name), bool):
+            _invalid(name, getattr(config, name), "true or false")
 
 
 def _require_probabilities(config: PretrainedConfig, *names: str) -> None:

@@ -38,9 +38,18 @@ def _from_conv1d(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 
 class GPT2Attention(nn.Module):
+    """GPT-2's attention. Its scores are scaled by 1/sqrt(head_dim) (none with scale_attn_weights=False), and further
+    divided by layer_idx + 1 with scale_attn_by_inverse_layer_idx (either way); reorder_and_upcast_attn computes the
+    step-by-step path's scores in float32 whatever the model's dtype, as the reference's eager path does (its fused
+    one, and ours, ignore it)."""
+
     def __init__(self, config: GPT2Config, layer_idx: int):
         super().__init__()
         self.layer_idx, self.n_head = layer_idx, config.n_head
+        scale = (config.n_embd // config.n_head) ** -0.5 if config.scale_attn_weights else 1.0
+        if config.scale_attn_by_inverse_layer_idx:
+            scale /= float(layer_idx + 1)
+        self.scale, self.float32_scores = scale, config.reorder_and_upcast_attn
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.attn_dropout = config.attn_pdrop
@@ -51,7 +60,8 @@ class GPT2Attention(nn.Module):
         B, T, C = x.shape
         q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in self.c_attn(x).split(C, dim=-1))
         dropout = self.attn_dropout if self.training else 0.0
-        y, weights = decoder_attention(q, k, v, mask, cache, self.layer_idx, dropout, attention_path)
+        y, weights = decoder_attention(q, k, v, mask, cache, self.layer_idx, dropout, attention_path, scale=self.scale,
+                                       float32_scores=self.float32_scores)
         return self.resid_dropout(self.c_proj(y)), weights
 
 
