@@ -212,10 +212,14 @@ GPT_NEOX_SEQUENTIAL = {**GPT_NEOX, "use_parallel_residual": False, "hidden_act":
                        "partial_rotary_factor": 0.25, "attention_bias": False}
 GPT_NEOX_HEAD_DIM_64 = {**GPT_NEOX, **HEAD_DIM_64, "num_key_value_heads": 3,
                         "rope_scaling": {"rope_type": "linear", "factor": 2.0}}
-# GPT-2's line: learned positions (a table of 64), LayerNorms with biases, biases on every projection, heads of 16.
+# GPT-2's line: learned positions (a table of 64), LayerNorms with biases, biases on every projection, heads of 16;
+# GPT-2's scale_attn_by_inverse_layer_idx over three layers (their scores further divided by 1, 2 and 3) and
+# reorder_and_upcast_attn (float32 scores: the step's).
 # GPT-BigCode's one key/value head, or its scores unscaled; OPT's ReLU, its positions offset by 2; GPT-Neo's unscaled
 # scores and a local layer with a window of 5 before a global one.
 GPT2 = dict(max_position_embeddings=64)
+GPT2_INVERSE_LAYER_IDX = dict(max_position_embeddings=64, num_hidden_layers=3, scale_attn_by_inverse_layer_idx=True,
+                              reorder_and_upcast_attn=True)
 GPT_BIGCODE_UNSCALED = dict(scale_attn_weights=False, max_position_embeddings=64)
 GPT_NEO = dict(attention_types=[[["local", "global"], 1]], window_size=5, max_position_embeddings=64)
 # Phi: grouped queries, half of each head rotated, biases everywhere (the head's too); heads of 64, 24 rotated, linear
@@ -721,7 +725,8 @@ def test_an_unknown_rope_scaling_is_refused():
      (GPTJConfig, GPTJ_EXACT_GELU), (GPTJConfig, GPTJ_HEAD_DIM_64), (CodeGenConfig, CODEGEN),
      (StableLmConfig, STABLELM), (StableLmConfig, {**STABLELM_PARALLEL, **HEAD_DIM_64}),
      (PhiConfig, PHI_QK_NORMS), (StableLmConfig, {**STABLELM_QK_NORMS, **HEAD_DIM_64}), (CohereConfig, COHERE_QK_NORMS),
-     (GPT2Config, GPT2), (GPT2Config, {**GPT2, **HEAD_DIM_64}), (GPTBigCodeConfig, GPT2),
+     (GPT2Config, GPT2), (GPT2Config, {**GPT2, **HEAD_DIM_64}),
+     (GPT2Config, {**GPT2_INVERSE_LAYER_IDX, **HEAD_DIM_64, "scale_attn_weights": False}), (GPTBigCodeConfig, GPT2),
      (GPTBigCodeConfig, {**GPT_BIGCODE_UNSCALED, **HEAD_DIM_128}), (OPTConfig, GPT2),
      (OPTConfig, {**GPT2, **HEAD_DIM_64, "activation_function": "gelu_new"}), (GPTNeoConfig, GPT_NEO),
      (GPTNeoConfig, {**GPT_NEO, **HEAD_DIM_64}),
@@ -758,6 +763,7 @@ def test_an_unknown_rope_scaling_is_refused():
          "cohere-no-bias-head-dim-64", "cohere2-window-unrotated-full", "gptj-exact-gelu", "gptj-head-dim-64",
          "codegen-blocks", "stablelm-qkv-bias", "stablelm-parallel-head-dim-64",
          "phi-qk-layernorm", "stablelm-qk-norms-per-head-head-dim-64", "cohere-qk-norms-per-head", "gpt2", "gpt2-head-dim-64",
+         "gpt2-inverse-layer-idx-unscaled-head-dim-64",
          "gpt-bigcode", "gpt-bigcode-unscaled-head-dim-128", "opt", "opt-gelu-head-dim-64", "gpt-neo",
          "gpt-neo-head-dim-64",
          "arcee-relu2", "arcee-biases-yarn-head-dim-64", "nemotron-layer-norms-half-rotated",
@@ -848,6 +854,7 @@ STEP_CASES = [(LlamaConfig, {}, None), (Qwen2Config, {}, None), (MistralConfig, 
     (CodeGenConfig, CODEGEN, None), (CodeGenConfig, CODEGEN, "int4+int8"), (StableLmConfig, STABLELM, None),
     (StableLmConfig, STABLELM_PARALLEL, "int4+int8"),
     (PhiConfig, PHI_QK_NORMS, None), (StableLmConfig, STABLELM_QK_NORMS, "int8"), (CohereConfig, COHERE_QK_NORMS, None), (GPT2Config, GPT2, None), (GPT2Config, GPT2, "int8"),
+    (GPT2Config, GPT2_INVERSE_LAYER_IDX, None), (GPT2Config, GPT2_INVERSE_LAYER_IDX, "int8"),
     (GPTBigCodeConfig, GPT2, None), (GPTBigCodeConfig, GPT_BIGCODE_UNSCALED, "int8"), (OPTConfig, GPT2, None),
     (OPTConfig, GPT2, "int4+int8"), (GPTNeoConfig, GPT_NEO, None), (GPTNeoConfig, GPT_NEO, "int4+int8"),
     (ArceeConfig, ARCEE_BIASES, None), (ArceeConfig, ARCEE, "int4+int8"),
@@ -877,7 +884,8 @@ STEP_CASE_IDS = ["llama", "qwen2-bias", "mistral-window", "int8", "int4", "int4+
     "helium-biases-int4+int8", "hunyuan", "hunyuan-biases-int8", "exaone4", "exaone4-int4+int8", "gpt-neox",
     "gpt-neox-sequential", "gpt-neox-int8", "gpt-neox-sequential-int4+int8", "phi", "phi-int4+int8", "cohere",
     "cohere2", "cohere2-int4+int8", "gptj", "gptj-int8", "codegen", "codegen-int4+int8", "stablelm",
-    "stablelm-parallel-int4+int8", "phi-qk-layernorm", "stablelm-qk-norms-per-head-int8", "cohere-qk-norms-per-head", "gpt2", "gpt2-int8", "gpt-bigcode", "gpt-bigcode-unscaled-int8", "opt",
+    "stablelm-parallel-int4+int8", "phi-qk-layernorm", "stablelm-qk-norms-per-head-int8", "cohere-qk-norms-per-head", "gpt2", "gpt2-int8",
+    "gpt2-inverse-layer-idx", "gpt2-inverse-layer-idx-int8", "gpt-bigcode", "gpt-bigcode-unscaled-int8", "opt",
     "opt-int4+int8", "gpt-neo", "gpt-neo-int4+int8",
     "arcee-biases-yarn", "arcee-int4+int8", "nemotron", "nemotron-int8", "apertus-llama3", "apertus-int4+int8", "olmo",
     "olmo-int4+int8", "olmoe", "olmoe-renormalized-int4+int8", "granitemoe", "granitemoe-int8",
@@ -1026,6 +1034,7 @@ BLOCK_CASES = [(LlamaConfig, HEAD_DIM_64, None), (LlamaConfig, HEAD_DIM_128, "in
                (GPTJConfig, GPTJ_HEAD_DIM_64, None),
                (StableLmConfig, {**STABLELM_PARALLEL, **HEAD_DIM_64}, None),
                (GPT2Config, {**HEAD_DIM_64, "max_position_embeddings": 128}, None),
+               (GPT2Config, {**GPT2_INVERSE_LAYER_IDX, **HEAD_DIM_64, "max_position_embeddings": 128}, None),
                (NemotronConfig, {**NEMOTRON, **HEAD_DIM_64, "head_dim": 64}, None),
                (ApertusConfig, {**APERTUS, **HEAD_DIM_128, "head_dim": 64}, None),
                (OlmoeConfig, {**OLMOE, **HEAD_DIM_64}, "int8"),
@@ -1041,7 +1050,8 @@ BLOCK_CASES = [(LlamaConfig, HEAD_DIM_64, None), (LlamaConfig, HEAD_DIM_128, "in
                          ids=["llama-64", "llama-128-int4", "mistral-long-window-int8", "qwen3-128", "olmo2-64",
                               "gemma3-64", "mixtral-128-int8", "qwen2-moe-128-int4", "glm4-64-quarter-rotated",
                               "helium-64", "hunyuan-64", "exaone4-64", "gpt-neox-64", "phi-64", "gptj-64",
-                              "stablelm-parallel-64", "gpt2-64", "nemotron-64", "apertus-64", "olmoe-64-int8",
+                              "stablelm-parallel-64", "gpt2-64",
+                              "gpt2-inverse-layer-idx-64", "nemotron-64", "apertus-64", "olmoe-64-int8",
                               "granitemoe-shared-128-int8", "ernie4_5-moe-64", "glm4-moe-64", "dots1-128-int8",
                               "gpt-oss-64-int8", "phimoe-64"])
 def test_long_prompts_attend_in_blocks_as_the_layers(config_class, overrides, quantization, monkeypatch):
@@ -1766,10 +1776,11 @@ def test_a_run_of_greedy_steps_stops_at_an_eos_token(monkeypatch):
                           (OlmoConfig, OLMO), (Ernie4_5_MoeConfig, ERNIE4_5_MOE),
                           (HunYuanMoEV1Config, HUNYUAN_MOE_BIASES), (BloomConfig, BLOOM), (FalconConfig, FALCON),
                           (FalconConfig, FALCON_RW), (FalconConfig, FALCON_GROUPED), (Glm4MoeConfig, GLM4_MOE),
-                          (Dots1Config, DOTS1_BIASED), (GptOssConfig, GPT_OSS), (PhimoeConfig, PHIMOE)],
+                          (Dots1Config, DOTS1_BIASED), (GptOssConfig, GPT_OSS), (PhimoeConfig, PHIMOE),
+                          (GPT2Config, GPT2_INVERSE_LAYER_IDX)],
                          ids=["qwen3-moe", "qwen2-moe", "olmoe", "arcee", "nemotron", "apertus", "olmo", "ernie4_5-moe",
                               "hunyuan-moe", "bloom", "falcon", "falcon-rw", "falcon-grouped", "glm4-moe",
-                              "dots1-biases", "gpt-oss", "phimoe"])
+                              "dots1-biases", "gpt-oss", "phimoe", "gpt2-inverse-layer-idx"])
 def test_a_familys_run_of_greedy_steps_makes_the_plain_paths_tokens_and_cache(config_class, overrides, monkeypatch):
     # Each step of a run routes its token (and runs Qwen2-MoE's shared expert, ERNIE 4.5 MoE's and Hunyuan-MoE's
     # shared MLPs), activates, norms and clamps as the layers do: the tokens, and the keys and values of the second

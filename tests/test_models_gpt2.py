@@ -5,7 +5,8 @@ token types embedded, cached decoding, left padding, greedy and beam generation,
 attention weights, a training step) and adds GPT-2's own: its tied head and logits_to_keep, generate's defaults and
 a tokenizer's token types, the original checkpoint layout, and the refusal of inputs past the positions. Also
 scale_attn_by_inverse_layer_idx (each layer's scores divided by layer_idx + 1) with and without scale_attn_weights,
-and reorder_and_upcast_attn's float32 scores in bfloat16.
+and reorder_and_upcast_attn's float32 scores in bfloat16; a second variant with both options runs the whole suite,
+the decoding step's test included.
 """
 
 import pytest
@@ -27,7 +28,9 @@ transformers = pytest.importorskip("transformers")
 class TestGPT2(DecoderFamilyTests):
     REFERENCE_CONFIG = "GPT2Config"
     TINY = dict(vocab_size=99, n_positions=64, n_embd=32, n_layer=2, n_head=4, pad_token_id=0, initializer_range=0.1)
-    VARIANTS = {"tied": {}}
+    # (the second's weights drawn wider, so that its scores spread enough for each layer's divisor to move the logits)
+    VARIANTS = {"tied": {}, "inverse-layer-idx-upcast": dict(scale_attn_by_inverse_layer_idx=True,
+                                                             reorder_and_upcast_attn=True, initializer_range=0.3)}
     HEADS = {
         "GPT2Model": "AutoModel",
         "GPT2LMHeadModel": "AutoModelForCausalLM",

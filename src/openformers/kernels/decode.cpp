@@ -1528,6 +1528,9 @@ struct Layer {
   int64_t window = 0;  // keys at most this far behind the query are attended (0: all)
   bool local = false;  // rotated by the sliding layers' own tables (Gemma 3's rope_local_base_freq)
   bool rotates = true;  // false: queries and keys attend as projected (SmolLM3's unrotated layers, set_unrotated)
+  // The layer's own factor on its attention scores over the family's scale, taken by its queries with the family's
+  // query_factor (GPT-2's scale_attn_by_inverse_layer_idx: 1 / (layer + 1); StepWeights::set_layer_attention_scales)
+  float attention_scale = 1.f;
   Mixture mixture;     // experts in place of gate, up and down, where mixture.experts > 0
   // GPT-NeoX's fused q/k/v (StepWeights::set_qkv_per_head): one weight whose rows hold each head's query, key and
   // value in turn, multiplied whole into Shared::qkv and taken apart a head at a time (q, k and v then span its rows
@@ -1661,9 +1664,11 @@ inline void activate(const Family& family, const Xielu& values, const float* x, 
   for (int64_t i = 0; i < n; ++i) out[i] = activation(family, values, x[i]);
 }
 
-inline void scale_query(const Family& family, float* q, int64_t head_dim) {
-  if (family.query_factor != 1.f)
-    for (int64_t i = 0; i < head_dim; ++i) q[i] *= family.query_factor;
+// A head's queries times the family's query_factor and the layer's attention_scale (1 and 1: left as they are).
+inline void scale_query(const Family& family, const Layer& L, float* q, int64_t head_dim) {
+  const float factor = family.query_factor * L.attention_scale;
+  if (factor != 1.f)
+    for (int64_t i = 0; i < head_dim; ++i) q[i] *= factor;
 }
 
 // A head's `head_dim` queries or keys normed in place where the layer norms them (Qwen3), before their rotation.
@@ -2017,7 +2022,7 @@ void layer_step(Team& team, float* x, const Layer& L, const Family& F, Shared& S
         }
       }
       place_head(L, F, q, L.q_norm, eps, head_dim, cos, sin, h);
-      scale_query(F, q, head_dim);
+      scale_query(F, L, q, head_dim);
       int64_t kv = (h / group) * head_stride;
       attend_group<C>(q, 1, keys + kv, values + kv, pos_stride, head_dim, first, pos, scores, S.attended.data() + h * head_dim,
                       nullptr, F.attention_cap, &F.alibi, h, L.sinks ? L.sinks + h : nullptr);
@@ -2215,6 +2220,16 @@ struct StepWeights : torch::CustomClassHolder {
                 "StepWeights.set_unrotated: one flag per layer (", weights.size() / matrices_per_layer(), "), got ",
                 unrotated_layers.size());
     unrotated = std::move(unrotated_layers);
+  }
+
+  // A factor per layer on its attention scores over the family's scale (Layer::attention_scale; GPT-2's
+  // scale_attn_by_inverse_layer_idx, 1 / (layer + 1)); empty: 1 on every layer.
+  std::vector<double> attention_scales;
+  void set_layer_attention_scales(std::vector<double> scales) {
+    TORCH_CHECK(scales.size() * matrices_per_layer() == weights.size(),
+                "StepWeights.set_layer_attention_scales: one scale per layer (", weights.size() / matrices_per_layer(),
+                "), got ", scales.size());
+    attention_scales = std::move(scales);
   }
 
   // Mixtures of experts (set_experts): per layer its router, float32 or bfloat16, or an empty tensor for a dense
@@ -2641,6 +2656,7 @@ std::vector<Layer> step_layers(const char* op, int64_t rows, const StepWeights& 
     }
     layer.local = !stack.sliding.empty() && stack.sliding[l];
     layer.rotates = stack.unrotated.empty() || !stack.unrotated[l];
+    layer.attention_scale = stack.attention_scales.empty() ? 1.f : static_cast<float>(stack.attention_scales[l]);
     layer.window = stack.sliding.empty() || layer.local ? window : 0;
   }
   return layers;
@@ -4611,7 +4627,7 @@ void batch_layer_step(Team& team, float* x, int64_t n, int64_t span, const Layer
       for (int64_t h = 0; h < group; ++h) {
         place_head(L, F, q + h * head_dim, L.q_norm, eps, head_dim, cos + j * F.rotary_dims, sin + j * F.rotary_dims,
                    g * group + h);
-        scale_query(F, q + h * head_dim, head_dim);
+        scale_query(F, L, q + h * head_dim, head_dim);
       }
       if (!in_blocks)
         attend_group<C>(q, group, keys + kv, values + kv, pos_stride, head_dim, first, last, scores, attended, allowed,
@@ -5616,6 +5632,7 @@ TORCH_LIBRARY(openformers, m) {
       .def("set_activation", &StepWeights::set_activation)
       .def("set_clip_qkv", &StepWeights::set_clip_qkv)
       .def("set_unrotated", &StepWeights::set_unrotated)
+      .def("set_layer_attention_scales", &StepWeights::set_layer_attention_scales)
       .def("set_norms_after_rotation", &StepWeights::set_norms_after_rotation)
       .def("set_experts", &StepWeights::set_experts)
       .def("set_shared_experts", &StepWeights::set_shared_experts)

@@ -470,16 +470,18 @@ GPT_NEOX_IMPLEMENTED = {
 }
 # GPT-2: learned absolute positions added to the token's embedding (StepWeights.set_positions), every layer unrotated
 # (set_unrotated), LayerNorms with biases (set_norm_biases), a bias on every projection, the fused c_attn (q, k and v
-# rows in turn) read as Phi-3's fused q/k/v (set_fused), an MLP without a gate and GELU's tanh form. The checkpoints'
+# rows in turn) read as Phi-3's fused q/k/v (set_fused), an MLP without a gate and GELU's tanh form;
+# scale_attn_by_inverse_layer_idx's further 1 / (layer + 1) on each layer's scores is set_layer_attention_scales', and
+# reorder_and_upcast_attn's float32 scores are the step's own. The checkpoints'
 # Conv1D weights are transposed once as they load (models/gpt2.py), so the step reads the layers' own (out, in)
 # weights. Its dropouts draw only while training: DecodeStep.run leaves a training decoder's steps to its layers.
 TANH_GELUS = ("gelu_pytorch_tanh", "gelu_new")
 GPT2_IMPLEMENTED = {
     "model_type": lambda value: value == "gpt2",
     "activation_function": lambda value: value in TANH_GELUS,
-    "scale_attn_weights": lambda value: value,
-    "scale_attn_by_inverse_layer_idx": lambda value: not value,  # a factor per layer: not the step's
-    "reorder_and_upcast_attn": lambda value: not value,
+    "scale_attn_weights": lambda value: True,  # False: the scores unscaled (set_family's queries' factor)
+    "scale_attn_by_inverse_layer_idx": lambda value: True,  # 1 / (layer + 1) (set_layer_attention_scales)
+    "reorder_and_upcast_attn": lambda value: True,  # the scores in float32: the step's always are
     "add_cross_attention": lambda value: not value,
     # sizes under GPT-2's names, dropouts, the norms' epsilon (read from them) and the double heads' summary
     **dict.fromkeys(("n_positions", "n_embd", "n_layer", "n_head", "n_inner", "layer_norm_epsilon", "resid_pdrop",
@@ -494,7 +496,6 @@ GPT_BIGCODE_IMPLEMENTED = {
     **{name: check for name, check in GPT2_IMPLEMENTED.items() if not name.startswith(("summary", "scale_attn_by",
                                                                                         "reorder"))},
     "model_type": lambda value: value == "gpt_bigcode",
-    "scale_attn_weights": lambda value: True,
     "multi_query": lambda value: value,
     "attention_softmax_in_fp32": lambda value: True,  # every softmax is in float32, the step's too
     "scale_attention_softmax_in_fp32": lambda value: True,
@@ -1303,7 +1304,7 @@ def _cache_heads(decoder: DecoderModel) -> tuple[int, int]:
 def _learned_positions_family(decoder: DecoderModel) -> tuple:
     """StepWeights.set_family's arguments for GPT-2's line: no sandwich norms, GELU's tanh form (else SiLU's place
     taken by set_relu's ReLU), the queries' factor sqrt(head_dim) where the scores are left unscaled (GPT-Neo's,
-    GPT-BigCode's scale_attn_weights=False), and GPT-Neo's local layers sliding."""
+    GPT-2's and GPT-BigCode's scale_attn_weights=False), and GPT-Neo's local layers sliding."""
     config = decoder.config
     unscaled = type(decoder) is GPTNeoModel or not getattr(config, "scale_attn_weights", True)
     factor = _cache_heads(decoder)[1] ** 0.5 if unscaled else 1.0
@@ -1724,6 +1725,8 @@ class DecodeStep:
             self._stack.set_family(*_learned_positions_family(self.decoder))
             self._stack.set_relu(self.decoder.config.activation_function == "relu")
             self._stack.set_unrotated([1] * len(self.decoder.layers))
+            if getattr(self.decoder.config, "scale_attn_by_inverse_layer_idx", False):  # GPT-2's
+                self._stack.set_layer_attention_scales([1.0 / (i + 1) for i in range(len(self.decoder.layers))])
             table = _position_table(self.decoder)
             self._stack.set_positions(table)
             self._positions = table.shape[0]
