@@ -4244,12 +4244,14 @@ class GptOssConfig(LlamaConfig):
             self.layer_types = ["sliding_attention" if i % 2 == 0 else "full_attention"
                                 for i in range(self.num_hidden_layers)]
         quantization = self.extra.get("quantization_config")
-        if quantization is not None:
+        # openformers' own packed weights (a quantized model's save_pretrained) stay marked: loading reads them.
+        if quantization is not None and not (isinstance(quantization, dict)
+                                             and quantization.get("quant_method") == "openformers"):
             # The released checkpoints store the experts' matrices in MXFP4, which loading dequantizes
             # (gpt_oss.from_checkpoint_layout): the model holds floats, and saves them so.
             if not isinstance(quantization, dict) or quantization.get("quant_method") != "mxfp4":
-                _invalid("quantization_config", quantization,
-                         "none, or the released checkpoints' {'quant_method': 'mxfp4'}, which loading dequantizes")
+                _invalid("quantization_config", quantization, "none, the released checkpoints' {'quant_method': "
+                         "'mxfp4'}, which loading dequantizes, or openformers' own packed weights")
             del self.extra["quantization_config"]
         super().__post_init__()
 

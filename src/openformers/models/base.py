@@ -31,7 +31,7 @@ from ..quantization_config import BitsAndBytesConfig, is_kept, quantized_load
 from ..weights import (
     GGUFFile, GGUFLayerReader, TensorReader, find_weights, load_weights, save_safetensors, tensor_reader,
 )
-from . import lora
+from . import lora, packed_checkpoint
 from .layers import RMSNorm
 from .outputs import ModelOutput
 
@@ -428,10 +428,14 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
         if not self.config.tie_word_embeddings:
             return
         for target, source in self.tied_weights.items():
-            if target in self.__dict__.get("stored_apart", ()):
-                continue
             module_name, _, attribute = target.rpartition(".")
+            if target in self.__dict__.get("stored_apart", ()) or self._packed(module_name):
+                continue
             setattr(self.get_submodule(module_name), attribute, self.get_parameter(source))
+
+    def _packed(self, module_name: str) -> bool:
+        """Whether module `module_name` holds packed weights (a quantized head keeps its own, tied to nothing)."""
+        return getattr(self.get_submodule(module_name), "scale", None) is not None
 
     # -- creating -------------------------------------------------------------------------------------------
 
@@ -528,11 +532,15 @@ class PreTrainedModel(nn.Module, GenerationMixin, metaclass=_InitializedOnBuild)
         dtype = str(self.dtype).removeprefix("torch.")
         config = copy.copy(self.config)  # a copy keeps what a user's config subclass set beyond the fields
         config.architectures, config.dtype = [self.architecture_name()], dtype
+        packed = packed_checkpoint.marker(self)
+        if packed is not None:  # the packed weights are saved as they are: config.json says how
+            config.extra = {**config.extra, "quantization_config": packed}
         config.save_pretrained(folder)
         state_dict = self.to_checkpoint_layout(self.state_dict() if state_dict is None else dict(state_dict))
         if self.config.tie_word_embeddings:
             for target in set(self.tied_weights) - self.__dict__.get("stored_apart", set()):
-                state_dict.pop(target, None)  # stored once, under the name of the parameter it is tied to
+                if not self._packed(target.rpartition(".")[0]):
+                    state_dict.pop(target, None)  # stored once, under the name of the parameter it is tied to
         if safe_serialization:
             save_safetensors(state_dict, folder, max_shard_bytes)
         else:  # the older format; read back (here and by the reference) with weights_only=True
@@ -718,7 +726,9 @@ def load_pretrained(
     quantization_config: the reference's BitsAndBytesConfig (or its dict), loaded as quantization="int4"
     (load_in_4bit) or "int8" (load_in_8bit), with llm_int8_skip_modules left in floating point and a 4-bit compute
     dtype other than float32 as the model's dtype when `dtype` is not given (quantization_config.py says what
-    differs from bitsandbytes). A checkpoint whose config.json holds a quantization_config (weights stored by GPTQ,
+    differs from bitsandbytes). A folder that save_pretrained wrote from a quantized model (quant_method
+    "openformers": models/packed_checkpoint.py) loads packed as saved, the same weights bit for bit; quantization
+    may then name its own packing only. A checkpoint whose config.json holds another quantization_config (GPTQ,
     AWQ, bitsandbytes...) is refused by name, except the formats a family reads (gpt-oss's MXFP4, BitNet's).
     config: a config to use instead of the checkpoint's (the overrides apply to a copy of it). config_class: the
     class to read config.json as (a user's own config); None: the class its model_type names.
@@ -756,7 +766,12 @@ def load_pretrained(
                     local_files_only=local_files_only, token=token)
     config, source, read_state_dict, leftover, mixed_widths = _open_checkpoint(files, config_overrides, config,
                                                                                 config_class)
-    _check_not_prequantized(config, files)
+    packed = packed_checkpoint.stored_marker(config) if files.gguf_file is None else None
+    if packed is not None:  # saved quantized by openformers: loaded packed as stored, nothing quantized again
+        packed_checkpoint.check_asked(packed, quantization, source)
+        quantization, keep = None, ()
+    else:
+        _check_not_prequantized(config, files)
     if attn_implementation is not None:
         config._attn_implementation = attn_implementation
     config.name_or_path = name_or_path
@@ -770,7 +785,9 @@ def load_pretrained(
         return _as_loaded(name, tensor, dtype, model_class.kept_in_float32, model_class.always_float32)
 
     if quantization is None:
-        state_dict = {name: as_loaded(name, tensor) for name, tensor in state_dict.items()}
+        as_stored = packed_checkpoint.packed_names(packed) if packed is not None else ()
+        state_dict = {name: tensor if name in as_stored else as_loaded(name, tensor)
+                      for name, tensor in state_dict.items()}
     # Quantizing keeps the checkpoint's tensors as stored (mapped, not yet read) and casts each only when its layer
     # is quantized: cast all at once here, a bf16 7B checkpoint loaded as float32 would take 27 GB first.
     checkpoint_names = {id(tensor): name for name, tensor in state_dict.items()}
@@ -792,6 +809,8 @@ def load_pretrained(
     _check_layer_count(config, state_dict, source)  # again: GGUF's stacked experts are numbered only now
     with torch.device("meta"):
         model = model_class(config, **model_arguments)
+    if packed is not None:
+        packed_checkpoint.install(model, packed, state_dict, source)
     report = {}
     state_dict = _match_checkpoint_to_model(model, state_dict, source, ignore_mismatched_sizes, report)
     # The model's names of the tensors that are still the file's own (not renamed into new tensors by a layout
