@@ -252,11 +252,14 @@ def test_a_checkpoint_stored_quantized_is_refused_naming_the_method_and_file(tin
             AutoModelForCausalLM.from_pretrained(folder, **loading)
 
 
-def test_a_saved_quantized_model_claims_no_quantization_in_its_config(tiny, tmp_path):
+def test_a_saved_quantized_model_marks_its_packing_and_loads_back_in_its_dtype(tiny, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tiny, quantization_config=BitsAndBytesConfig(**QLORA))
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
-    assert "quantization_config" not in saved and saved["dtype"] == "bfloat16"
+    assert saved["quantization_config"]["quant_method"] == "openformers" and saved["dtype"] == "bfloat16"
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype="auto")
+    assert loaded.dtype == torch.bfloat16 and loaded.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(loaded.state_dict()[k], t) for k, t in model.state_dict().items())
 
 
 def test_skipped_experts_stay_float_and_experts_packed_as_read_are_refused(tmp_path):
