@@ -11,6 +11,7 @@ from .collators import (
     DataCollatorForTokenClassification, DataCollatorWithFlattening, DataCollatorWithPadding, DefaultDataCollator,
     default_data_collator,
 )
+from .hpsearch import BestRun, HPSearchBackend, default_compute_objective, default_hp_space_optuna
 from .optimizers import Adafactor, AdafactorSchedule, get_adafactor_schedule
 from .seq2seq import Seq2SeqTrainer, Seq2SeqTrainingArguments
 from .schedules import (
@@ -26,14 +27,16 @@ from .trainer import (
 )
 
 __all__ = [
-    "Adafactor", "AdafactorSchedule", "CallbackHandler", "DataCollator", "DataCollatorForLanguageModeling",
+    "Adafactor", "AdafactorSchedule", "BestRun", "CallbackHandler", "DataCollator", "DataCollatorForLanguageModeling",
     "DataCollatorForMultipleChoice", "DataCollatorForSeq2Seq", "DataCollatorForTokenClassification",
     "DataCollatorWithFlattening", "DataCollatorWithPadding", "DefaultDataCollator", "DefaultFlowCallback",
-    "EarlyStoppingCallback", "EvalLoopOutput", "EvalPrediction", "ExportableState", "GreedyLR", "IntervalStrategy",
+    "EarlyStoppingCallback", "EvalLoopOutput", "EvalPrediction", "ExportableState", "GreedyLR", "HPSearchBackend",
+    "IntervalStrategy",
     "OptimizerNames", "ParallelMode", "PredictionOutput",
     "PrinterCallback", "ProgressCallback", "SchedulerType", "Seq2SeqTrainer", "Seq2SeqTrainingArguments",
     "TensorBoardCallback", "Trainer", "TrainerCallback",
-    "TrainerControl", "TrainerState", "TrainOutput", "TrainingArguments", "default_data_collator",
+    "TrainerControl", "TrainerState", "TrainOutput", "TrainingArguments", "default_compute_objective",
+    "default_data_collator", "default_hp_space_optuna",
     "denumpify_detensorize", "enable_full_determinism", "get_adafactor_schedule", "get_last_checkpoint",
     "get_constant_schedule",
     "get_constant_schedule_with_warmup",

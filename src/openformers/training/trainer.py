@@ -16,6 +16,7 @@ restores them, so runs with dropout draw the reference's masks and a resumed run
 
 import atexit
 import collections
+import copy
 import dataclasses
 import datetime
 import functools
@@ -39,7 +40,7 @@ from torch.utils.data import DataLoader
 
 from .. import logging as library_logging
 from . import checkpoint as ckpt
-from . import distributed
+from . import distributed, hpsearch
 from .arguments import TrainingArguments, check_optimizer_name
 from .callbacks import (
     CallbackHandler, DefaultFlowCallback, PrinterCallback, ProgressCallback, TensorBoardCallback, TrainerControl,
@@ -236,6 +237,9 @@ class Trainer:
         self._trained = False
         self.is_in_train = False  # True while train() runs
         self.hub_model_id = None
+        # Set by hyperparameter_search() while it runs: the trials' space, names and objective.
+        self.hp_search_backend = self.hp_space = self.hp_name = self.compute_objective = self.objective = None
+        self._trial = None
         if self.args.push_to_hub:
             self.init_hf_repo()
         self.state = TrainerState(is_world_process_zero=self.rank == 0, is_local_process_zero=self.rank == 0,
@@ -483,12 +487,16 @@ class Trainer:
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None,
               **kwargs) -> TrainOutput:
-        """Run the training loop; `trial` (hyperparameter search) is accepted and only recorded by name."""
+        """Run the training loop. In a hyperparameter search, `trial` is the search's trial: the run trains on a copy
+        of the arguments with its hyperparameters set; outside one it is only recorded in the state."""
         if kwargs:
             raise TypeError(
                 f"train() got unexpected keyword arguments {sorted(kwargs)}; it takes resume_from_checkpoint, trial "
                 "and ignore_keys_for_eval."
             )
+        self._trial = trial
+        if trial is not None and self.hp_search_backend is not None:
+            self.args = self._trial_arguments(trial)
         args = self.args
         if resume_from_checkpoint is None and args.resume_from_checkpoint is not None:
             resume_from_checkpoint = args.resume_from_checkpoint
@@ -553,7 +561,8 @@ class Trainer:
         self.state = TrainerState(
             max_steps=max_steps, num_train_epochs=num_epochs, train_batch_size=batch_size,
             is_world_process_zero=self.rank == 0, is_local_process_zero=self.is_local_process_zero(),
-            stateful_callbacks=self._stateful_callbacks(), trial_name=None if trial is None else str(trial),
+            stateful_callbacks=self._stateful_callbacks(), trial_params=hpsearch.trial_params(trial),
+            trial_name=self.hp_name(trial) if trial is not None and self.hp_name is not None else None,
         )
         self.state.compute_steps(args, max_steps)
         loop = {"loss_since_log": 0.0, "last_logged_step": 0, "total_loss": 0.0}
@@ -870,6 +879,7 @@ class Trainer:
     def _evaluate_during_training(self) -> dict:
         """evaluate(), then step a schedule that follows metric_for_best_model (plateau, greedy) with it."""
         metrics = self.evaluate(ignore_keys=getattr(self, "_ignore_keys_for_eval", None))
+        self._report_to_hp_search(metrics)
         if isinstance(self.lr_scheduler, METRIC_SCHEDULERS):
             name = self.args.metric_for_best_model
             key = name if name.startswith("eval_") else f"eval_{name}"
@@ -1024,6 +1034,61 @@ class Trainer:
             logs["num_input_tokens_seen"] = self.state.num_input_tokens_seen
         self.state.log_history.append({**logs, "step": self.state.global_step})
         self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs=logs)
+
+    # -- hyperparameter search ------------------------------------------------------------------------------
+
+    def hyperparameter_search(self, hp_space=None, compute_objective=None, n_trials: int = 20,
+                              direction: str | list[str] = "minimize", backend=None, hp_name=None, **kwargs):
+        """Search hyperparameters with optuna: n_trials runs of train(), each on a fresh model from model_init.
+
+        hp_space(trial) returns the trial's TrainingArguments values (default: default_hp_space_optuna);
+        compute_objective(metrics) turns evaluate()'s metrics into the objective (default: default_compute_objective);
+        direction is "minimize", "maximize" or a list of them for several objectives; hp_name(trial) names the
+        trial's folder under output_dir (default run-{trial number}); **kwargs go to optuna.create_study (sampler,
+        pruner, storage, study_name...) and timeout, gc_after_trial and catch to study.optimize. Returns the best
+        trial's BestRun, or a list of them, the best trade-offs, for several objectives.
+        """
+        hpsearch.check_search(backend, direction)
+        hpsearch.import_optuna()
+        if self.model_init is None:
+            raise RuntimeError(
+                "To use hyperparameter search, you need to pass your model through a model_init function."
+            )
+        if self.world_size > 1:
+            raise ValueError(f"hyperparameter_search runs in one process; this is one of {self.world_size} "
+                             "(torchrun): run the search without torchrun.")
+        self.hp_search_backend = hpsearch.HPSearchBackend.OPTUNA
+        self.hp_space = hp_space or hpsearch.default_hp_space_optuna
+        self.hp_name = hp_name
+        self.compute_objective = compute_objective or hpsearch.default_compute_objective
+        self._searched_args = self.args
+        try:
+            return hpsearch.run_optuna(self, n_trials, direction, **kwargs)
+        finally:  # the Trainer's own arguments again, the last trial's model kept (as the reference's)
+            self.args, self.hp_search_backend = self._searched_args, None
+
+    def _trial_arguments(self, trial) -> TrainingArguments:
+        """A copy of the searched arguments with the trial's hyperparameters set, saving under output_dir/run-N."""
+        args = copy.copy(self._searched_args)
+        for name, value in self.hp_space(trial).items():
+            if not hasattr(args, name):
+                warnings.warn(f"hp_space returned {name!r}, which is not a TrainingArguments field, so the trials do "
+                              "not set it (model_init(trial) can read it from trial.params).", stacklevel=4)
+                continue
+            old = getattr(args, name)
+            setattr(args, name, value if old is None else type(old)(value))  # num_train_epochs=3 stays a float
+        run_name = self.hp_name(trial) if self.hp_name is not None else f"run-{trial.number}"
+        args.output_dir = os.path.join(self._searched_args.output_dir, run_name)
+        return args
+
+    def _report_to_hp_search(self, metrics: dict) -> None:
+        """In a search's trial, the evaluation's objective goes to optuna, whose pruner may end the trial here."""
+        if self.hp_search_backend is None or self._trial is None:
+            return
+        self.objective = self.compute_objective(dict(metrics))
+        if hpsearch.should_prune(self._trial, self.objective, self.state.global_step):
+            self.control = self.callback_handler.on_train_end(self.args, self.state, self.control)
+            raise hpsearch.import_optuna().TrialPruned(f"pruned at step {self.state.global_step}")
 
     # -- evaluation and prediction ---------------------------------------------------------------------------
 
