@@ -357,13 +357,18 @@ def test_quantized_batch_generation_matches_the_plain_path(quantization, monkeyp
 
 
 def test_a_quantized_model_of_a_refused_family_still_takes_the_kernel_for_few_rows(monkeypatch):
-    from openformers.configs import BloomConfig
-    from openformers.models.bloom import BloomForCausalLM
+    from openformers.configs import DeepseekV3Config
+    from openformers.models.deepseek_v3 import DeepseekV3ForCausalLM
 
     torch.manual_seed(0)
-    model = quantize(BloomForCausalLM.from_config(BloomConfig.from_dict(dict(vocab_size=96, hidden_size=64, n_layer=2, n_head=4))),
-                     "int8").eval()
-    assert not kernels.accelerate(model)  # no decoding step for BLOOM, but the library is built for its layers
+    config = DeepseekV3Config.from_dict(dict(
+        vocab_size=96, hidden_size=64, intermediate_size=128, moe_intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, n_routed_experts=4, num_experts_per_tok=2, n_group=1,
+        topk_group=1, q_lora_rank=32, kv_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
+        first_k_dense_replace=1))
+    model = quantize(DeepseekV3ForCausalLM.from_config(config), "int8").eval()
+    # no decoding step for DeepSeek-V3's latent attention, but the library is built for its layers
+    assert not kernels.accelerate(model)
     calls = counted_matvecs(monkeypatch)
     with torch.inference_mode():
         fast = model(torch.tensor([[5]])).logits
