@@ -1163,6 +1163,9 @@ constexpr int64_t kChunk = 16;
 // one claim whatever its size, and a share's last claims still halve, so the threads finish together.
 constexpr int64_t kClaimBytes = 256 << 10;
 
+// Rows per claim of a product over weights stored in-major (in_major_rows): 1 KB of each input's bfloat16 row.
+constexpr int64_t kInMajorChunk = 512;
+
 inline int64_t claimed_rows(const Matrix& m) { return std::max(kChunk, kClaimBytes / m.row_bytes / 4 * 4); }
 
 // Matrices that multiply one input, claimed as one loop over their rows stacked in order (a layer's q, k and v;
@@ -1845,10 +1848,14 @@ template <typename W>
 void in_major_rows(const Matrix& m, int64_t begin, int64_t end, const float* x, float* out) {
   const W* w = static_cast<const W*>(m.data);
   std::fill(out + begin, out + end, 0.f);
+  const int64_t segment_bytes = (end - begin) * static_cast<int64_t>(sizeof(W));
   for (int64_t c = 0; c < m.cols; ++c) {
     const W* row = w + c * m.rows;
     const float xc = x[c];
-    if (c + 8 < m.cols) prefetch_to_l2(row + 8 * m.rows + begin);
+    if (c + 8 < m.cols) {  // the whole segment of an input 8 ahead: strided segments defeat the hardware's prefetch
+      const char* ahead = reinterpret_cast<const char*>(row + 8 * m.rows + begin);
+      for (int64_t b = 0; b < segment_bytes; b += 64) prefetch_to_l2(ahead + b);
+    }
 #pragma omp simd
     for (int64_t r = begin; r < end; ++r) out[r] += xc * as_float(row[r]);
   }
@@ -1889,8 +1896,10 @@ void mixture_step(Team& team, float* x, const Mixture& M, int64_t hidden, const 
   for (int64_t j = 0; j < k && usable; ++j) usable = expert_matrices<W>(M, chosen[j], hidden, gate[j], up[j], down[j]);
   if (!usable) unusable.store(true, std::memory_order_relaxed);
   // Rows [begin, end) of the chosen experts' products stacked (each `count` rows), into out's rows alike.
+  // An in-major expert's claim reads a segment of every input's row: long segments keep the reads streaming.
+  const int64_t chunk = M.in_major ? kInMajorChunk : kChunk;
   auto stacked = [&](const Matrix* matrices, int64_t count, auto input_of, float* out) {
-    team.claim(k * count, kChunk, 4, [&](int64_t begin, int64_t end) {
+    team.claim(k * count, chunk, 4, [&](int64_t begin, int64_t end) {
       for (int64_t j = begin / count; usable && begin < end; j = begin / count) {
         int64_t stop = std::min(end, (j + 1) * count);
         expert_rows<W>(matrices[j], begin - j * count, stop - j * count, input_of(j), out + j * count);
@@ -4467,7 +4476,7 @@ void batch_mixture_step(Team& team, float* x, int64_t n, const Mixture& M, int64
   // Rows [begin, end) of every group's product stacked (each `count` rows) times the group's inputs (`cols` each).
   auto grouped = [&](const std::vector<Matrix>& matrices, int64_t count, const float* rows, int64_t cols,
                      const std::vector<RoundedBatch>& batches, float* out) {
-    team.claim(groups * count, kChunk, 4, [&](int64_t begin, int64_t end) {
+    team.claim(groups * count, M.in_major ? kInMajorChunk : kChunk, 4, [&](int64_t begin, int64_t end) {
       for (int64_t u = begin / count; usable && begin < end; u = begin / count) {
         int64_t stop = std::min(end, (u + 1) * count), first = G.start[u];
         const Matrix& m = matrices[u];
