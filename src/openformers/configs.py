@@ -592,9 +592,7 @@ class SeedOssConfig(LlamaConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("attention_bias", "attention_out_bias", "mlp_bias"):
-            if not isinstance(getattr(self, name), bool):
-                _invalid(name, getattr(self, name), "true or false")
+        _require_bools(self, "attention_bias", "attention_out_bias", "mlp_bias")
         _require_probabilities(self, "attention_dropout", "residual_dropout")
 
 
@@ -2381,10 +2379,8 @@ class FalconH1Config(_HybridDecoderFields, LlamaConfig):
     def validate(self) -> None:
         super().validate()
         _require_probabilities(self, "attention_dropout")
-        for name in ("mamba_norm_before_gate", "mamba_rms_norm", "projectors_bias", "mamba_conv_bias",
-                     "mamba_proj_bias"):
-            if not isinstance(getattr(self, name), bool):
-                _invalid(name, getattr(self, name), "true or false")
+        _require_bools(self, "mamba_norm_before_gate", "mamba_rms_norm", "projectors_bias", "mamba_conv_bias",
+                       "mamba_proj_bias")
         for name, count in (("mlp_multipliers", 2), ("ssm_multipliers", 5)):
             value = getattr(self, name)
             if (not isinstance(value, (list, tuple)) or len(value) != count
@@ -2457,8 +2453,7 @@ class _Lfm2Shared(PretrainedConfig):
             _invalid("head_dim", self.head_dim, "an even number (rotary embeddings rotate pairs)")
         _require_positive_ints(self, "conv_L_cache")
         _require_positive_numbers(self, "norm_eps", "rope_theta")
-        if not isinstance(self.conv_bias, bool):
-            _invalid("conv_bias", self.conv_bias, "true or false")
+        _require_bools(self, "conv_bias")
         _check_layer_types(self, ("conv", "full_attention"))
         _check_rope_scaling_of_family(self)
 
@@ -2508,8 +2503,7 @@ class Lfm2Config(_Lfm2Shared):
         if not isinstance(self.full_attn_idxs, (list, tuple, type(None))):
             _invalid("full_attn_idxs", self.full_attn_idxs, "None or a list of layer indices")
         _require_positive_ints(self, "block_multiple_of")
-        if not isinstance(self.block_auto_adjust_ff_dim, bool):
-            _invalid("block_auto_adjust_ff_dim", self.block_auto_adjust_ff_dim, "true or false")
+        _require_bools(self, "block_auto_adjust_ff_dim")
         _require_positive_numbers(self, "block_ffn_dim_multiplier")
         if self.feed_forward_size <= 0:
             _invalid("intermediate_size", self.intermediate_size,
@@ -2560,9 +2554,7 @@ class Lfm2MoeConfig(_Lfm2Shared):
         if isinstance(dense, bool) or not isinstance(dense, int) or dense < 0:
             _invalid("num_dense_layers", dense, "a non-negative integer")
         _require_positive_numbers(self, "routed_scaling_factor")
-        for name in ("use_expert_bias", "norm_topk_prob"):
-            if not isinstance(getattr(self, name), bool):
-                _invalid(name, getattr(self, name), "true or false")
+        _require_bools(self, "use_expert_bias", "norm_topk_prob")
 
 
 @dataclass
@@ -2870,9 +2862,7 @@ class BloomConfig(PretrainedConfig):
             _invalid("hidden_size", self.hidden_size, f"a multiple of n_head={self.n_head}")
         _require_positive_numbers(self, "layer_norm_epsilon")
         _require_probabilities(self, "hidden_dropout", "attention_dropout")
-        for name in ("apply_residual_connection_post_layernorm", "slow_but_exact"):
-            if not isinstance(getattr(self, name), bool):
-                _invalid(name, getattr(self, name), "true or false")
+        _require_bools(self, "apply_residual_connection_post_layernorm", "slow_but_exact")
 
 
 @dataclass
@@ -2913,8 +2903,7 @@ class PhiConfig(PartialRotaryInBothLayouts, PretrainedConfig):
             _invalid("hidden_act", self.hidden_act, f"one of {', '.join(ENCODER_ACTIVATIONS)}")
         _require_positive_numbers(self, "layer_norm_eps", "rope_theta")
         _check_probabilities(self, "resid_pdrop", "embd_pdrop", "attention_dropout")
-        if not isinstance(self.qk_layernorm, bool):
-            _invalid("qk_layernorm", self.qk_layernorm, "true or false")
+        _require_bools(self, "qk_layernorm")
         _check_partial_rotary_factor(self)
         _check_rope_scaling_of_family(self)
 
@@ -2964,9 +2953,7 @@ class StableLmConfig(PartialRotaryInBothLayouts, PretrainedConfig):
             _invalid("hidden_act", self.hidden_act, "'silu' (the SwiGLU MLP of every StableLM checkpoint)")
         _require_positive_numbers(self, "layer_norm_eps", "rope_theta")
         _check_probabilities(self, "hidden_dropout", "attention_dropout")
-        for name in ("use_qkv_bias", "qk_layernorm", "use_parallel_residual"):
-            if not isinstance(getattr(self, name), bool):
-                _invalid(name, getattr(self, name), "true or false")
+        _require_bools(self, "use_qkv_bias", "qk_layernorm", "use_parallel_residual")
         _check_partial_rotary_factor(self)
         _check_rope_scaling_of_family(self)
 
@@ -3014,8 +3001,7 @@ class GlmConfig(LlamaConfig):
         self.check_rotary_width()
         _check_rope_scaling_of_family(self)
         _require_probabilities(self, "attention_dropout")
-        if not isinstance(self.attention_bias, bool):
-            _invalid("attention_bias", self.attention_bias, "true or false")
+        _require_bools(self, "attention_bias")
 
     def check_rotary_width(self) -> None:
         _check_partial_rotary_factor(self)
@@ -3093,9 +3079,7 @@ class CohereConfig(PretrainedConfig):
             _invalid("hidden_act", self.hidden_act, "'silu' (the SwiGLU MLP of every Cohere checkpoint)")
         _require_positive_numbers(self, "layer_norm_eps", "rope_theta", "logit_scale")
         _require_probabilities(self, "attention_dropout")
-        for name in ("attention_bias", "use_qk_norm"):
-            if not isinstance(getattr(self, name), bool):
-                _invalid(name, getattr(self, name), "true or false")
+        _require_bools(self, "attention_bias", "use_qk_norm")
         _check_rope_scaling_of_family(self)
 
     @classmethod
@@ -3182,9 +3166,7 @@ class NemotronConfig(PartialRotaryInBothLayouts, PretrainedConfig):
             _invalid("hidden_act", self.hidden_act, "'relu2' (Nemotron's squared ReLU), 'relu', 'silu' or 'gelu'")
         _require_positive_numbers(self, "norm_eps", "rope_theta")
         _require_probabilities(self, "attention_dropout")
-        for name in ("attention_bias", "mlp_bias"):
-            if not isinstance(getattr(self, name), bool):
-                _invalid(name, getattr(self, name), "true or false")
+        _require_bools(self, "attention_bias", "mlp_bias")
         _check_partial_rotary_factor(self)
         _check_rope_scaling_of_family(self)
 
@@ -4708,8 +4690,7 @@ class Glm4MoeConfig(DenseThenRoutedExperts, GlmConfig):
     def validate(self) -> None:
         super().validate()
         _check_expert_groups(self, smallest_group=2)  # a group scores its two best experts
-        if not isinstance(self.use_qk_norm, bool):
-            _invalid("use_qk_norm", self.use_qk_norm, "true or false")
+        _require_bools(self, "use_qk_norm")
         if isinstance(self.num_nextn_predict_layers, bool) or not isinstance(self.num_nextn_predict_layers, int) \
                 or self.num_nextn_predict_layers < 0:
             _invalid("num_nextn_predict_layers", self.num_nextn_predict_layers, "a non-negative integer")
